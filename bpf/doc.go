@@ -1,0 +1,9 @@
+// Package bpf holds the C source of xsessiond's XDP program and its headers,
+// and nothing else. The program is compiled by bpf2go from package loader
+// (go generate ./loader); the generated object and bindings live in loader/.
+//
+// The program steers packets that belong to bound sessions (an established
+// 5-tuple hit, then a listener hit on the exact address, then on the zero
+// address) to the AF_XDP socket of the receiving queue, and passes every
+// other packet to the kernel untouched.
+package bpf

@@ -1,0 +1,292 @@
+// Package nstest is xsessiond's test rig: hosts made of Linux network
+// namespaces joined by veth pairs, built with netlink alone, and the helper
+// that decides whether a privileged test runs, skips or fails.
+//
+// Every rig is torn down in t.Cleanup, also when the test fails or panics.
+// Names are unique per process and per rig, so packages can be tested in
+// parallel. A Host's Do runs code inside its namespace on a locked OS thread;
+// Host values are safe for concurrent use.
+package nstest
+
+import (
+	"errors"
+	"fmt"
+	"net"
+	"net/netip"
+	"os"
+	"runtime"
+	"sync/atomic"
+	"testing"
+
+	"github.com/vishvananda/netlink"
+	"github.com/vishvananda/netns"
+	"golang.org/x/sys/unix"
+)
+
+// PrivilegedEnv is the environment variable that, set to "require", turns
+// the skip of a privileged test into a failure. CI sets it.
+const PrivilegedEnv = "XSESSIOND_PRIVILEGED"
+
+// RequirePrivileged skips t when the process cannot create network
+// namespaces and load bpf programs, saying why, and fails it instead when
+// XSESSIOND_PRIVILEGED=require.
+func RequirePrivileged(t testing.TB) {
+	t.Helper()
+	reason := privilegeProblem()
+	if reason == "" {
+		return
+	}
+	if os.Getenv(PrivilegedEnv) == "require" {
+		t.Fatalf("privileged test cannot run (%s) and %s=require: run the tests as root, e.g. go test -exec sudo ./...", reason, PrivilegedEnv)
+	}
+	t.Skipf("skipping privileged test: %s (run with go test -exec sudo)", reason)
+}
+
+func privilegeProblem() string {
+	if runtime.GOOS != "linux" {
+		return "needs Linux, have " + runtime.GOOS
+	}
+	var hdr unix.CapUserHeader
+	var data [2]unix.CapUserData
+	hdr.Version = unix.LINUX_CAPABILITY_VERSION_3
+	if err := unix.Capget(&hdr, &data[0]); err != nil {
+		return "cannot read capabilities: " + err.Error()
+	}
+	has := func(c uint) bool { return data[c/32].Effective&(1<<(c%32)) != 0 }
+	for _, c := range []struct {
+		bit  uint
+		name string
+	}{{unix.CAP_NET_ADMIN, "CAP_NET_ADMIN"}, {unix.CAP_SYS_ADMIN, "CAP_SYS_ADMIN"}, {unix.CAP_BPF, "CAP_BPF"}} {
+		if !has(c.bit) {
+			return "missing " + c.name
+		}
+	}
+	return ""
+}
+
+// Options shape a rig.
+type Options struct {
+	// Queues is the number of rx and tx queues of each veth end; 0 means 1.
+	Queues int
+	// MTU of both veth ends; 0 means 1500.
+	MTU int
+}
+
+// Host is one end of a rig: a network namespace with one veth end in it.
+type Host struct {
+	Name    string         // the network namespace's name (under /run/netns)
+	NS      netns.NsHandle // an open handle on the namespace
+	Link    string         // the veth end's name inside the namespace
+	IfIndex int            // the veth end's ifindex inside the namespace
+	MAC     net.HardwareAddr
+	IPv4    netip.Addr // 10.77.0.1 on A, 10.77.0.2 on B (/24)
+	IPv6    netip.Addr // fd77::1 on A, fd77::2 on B (/64), added without DAD
+}
+
+// Pair is two hosts joined by a veth pair.
+type Pair struct {
+	A, B *Host
+}
+
+// Prefix lengths of the rig's addresses.
+const (
+	PrefixLen4 = 24
+	PrefixLen6 = 64
+)
+
+var rigSeq atomic.Uint32
+
+// NewPair builds two hosts joined by a veth pair and registers their removal
+// with t.Cleanup. It calls RequirePrivileged first.
+func NewPair(t testing.TB, opts Options) *Pair {
+	t.Helper()
+	RequirePrivileged(t)
+	p, err := newPair(opts)
+	if p != nil {
+		t.Cleanup(func() { p.Close() })
+	}
+	if err != nil {
+		t.Fatalf("nstest: %v", err)
+	}
+	return p
+}
+
+// NewPairNoTest builds a rig outside a test (the quickstart uses it). The
+// caller must Close it.
+func NewPairNoTest(opts Options) (*Pair, error) {
+	p, err := newPair(opts)
+	if err != nil {
+		if p != nil {
+			p.Close()
+		}
+		return nil, err
+	}
+	return p, nil
+}
+
+func newPair(opts Options) (*Pair, error) {
+	if opts.Queues <= 0 {
+		opts.Queues = 1
+	}
+	if opts.MTU <= 0 {
+		opts.MTU = 1500
+	}
+	id := fmt.Sprintf("xs%d-%d", os.Getpid(), rigSeq.Add(1))
+	p := &Pair{
+		A: &Host{Name: id + "-a", Link: "veth-a", IPv4: netip.MustParseAddr("10.77.0.1"), IPv6: netip.MustParseAddr("fd77::1"), NS: -1},
+		B: &Host{Name: id + "-b", Link: "veth-b", IPv4: netip.MustParseAddr("10.77.0.2"), IPv6: netip.MustParseAddr("fd77::2"), NS: -1},
+	}
+	for _, h := range []*Host{p.A, p.B} {
+		ns, err := newNamedNS(h.Name)
+		if err != nil {
+			return p, fmt.Errorf("create netns %s: %w", h.Name, err)
+		}
+		h.NS = ns
+	}
+	ha, err := netlink.NewHandleAt(p.A.NS)
+	if err != nil {
+		return p, fmt.Errorf("netlink handle in %s: %w", p.A.Name, err)
+	}
+	defer ha.Close()
+	veth := &netlink.Veth{
+		LinkAttrs: netlink.LinkAttrs{
+			Name: p.A.Link, MTU: opts.MTU, TxQLen: 1000,
+			NumTxQueues: opts.Queues, NumRxQueues: opts.Queues,
+		},
+		PeerName:        p.B.Link,
+		PeerNamespace:   netlink.NsFd(int(p.B.NS)),
+		PeerNumTxQueues: uint32(opts.Queues),
+		PeerNumRxQueues: uint32(opts.Queues),
+		PeerMTU:         uint32(opts.MTU),
+	}
+	if err := ha.LinkAdd(veth); err != nil {
+		return p, fmt.Errorf("add veth pair: %w", err)
+	}
+	for _, h := range []*Host{p.A, p.B} {
+		if err := h.setup(); err != nil {
+			return p, err
+		}
+	}
+	return p, nil
+}
+
+func (h *Host) setup() error {
+	nh, err := netlink.NewHandleAt(h.NS)
+	if err != nil {
+		return fmt.Errorf("netlink handle in %s: %w", h.Name, err)
+	}
+	defer nh.Close()
+	lo, err := nh.LinkByName("lo")
+	if err != nil {
+		return fmt.Errorf("%s: find lo: %w", h.Name, err)
+	}
+	if err := nh.LinkSetUp(lo); err != nil {
+		return fmt.Errorf("%s: set lo up: %w", h.Name, err)
+	}
+	l, err := nh.LinkByName(h.Link)
+	if err != nil {
+		return fmt.Errorf("%s: find %s: %w", h.Name, h.Link, err)
+	}
+	h.IfIndex = l.Attrs().Index
+	h.MAC = l.Attrs().HardwareAddr
+	a4 := &netlink.Addr{IPNet: &net.IPNet{IP: h.IPv4.AsSlice(), Mask: net.CIDRMask(PrefixLen4, 32)}}
+	a6 := &netlink.Addr{IPNet: &net.IPNet{IP: h.IPv6.AsSlice(), Mask: net.CIDRMask(PrefixLen6, 128)}, Flags: unix.IFA_F_NODAD}
+	for _, a := range []*netlink.Addr{a4, a6} {
+		if err := nh.AddrAdd(l, a); err != nil {
+			return fmt.Errorf("%s: add %s to %s: %w", h.Name, a.IPNet, h.Link, err)
+		}
+	}
+	if err := nh.LinkSetUp(l); err != nil {
+		return fmt.Errorf("%s: set %s up: %w", h.Name, h.Link, err)
+	}
+	return nil
+}
+
+// Do runs fn inside the host's network namespace on a locked OS thread and
+// returns its error. The calling goroutine's namespace is not changed.
+func (h *Host) Do(fn func() error) error {
+	return DoIn(h.NS, fn)
+}
+
+// DoIn runs fn inside ns on a locked OS thread. The thread is thrown away
+// afterwards rather than returned to the runtime when it could not be
+// switched back.
+func DoIn(ns netns.NsHandle, fn func() error) error {
+	errc := make(chan error, 1)
+	go func() {
+		runtime.LockOSThread()
+		orig, err := netns.Get()
+		if err != nil {
+			errc <- fmt.Errorf("get current netns: %w", err)
+			return
+		}
+		defer orig.Close()
+		if err := netns.Set(ns); err != nil {
+			errc <- fmt.Errorf("enter netns: %w", err)
+			return
+		}
+		var ferr error
+		func() {
+			defer func() {
+				if r := recover(); r != nil {
+					ferr = fmt.Errorf("panic in netns: %v", r)
+				}
+			}()
+			ferr = fn()
+		}()
+		if err := netns.Set(orig); err != nil {
+			// Leave the thread locked: it dies with this goroutine.
+			errc <- errors.Join(ferr, fmt.Errorf("leave netns: %w", err))
+			return
+		}
+		runtime.UnlockOSThread()
+		errc <- ferr
+	}()
+	return <-errc
+}
+
+// Close removes both namespaces (which destroys the veth pair) and closes
+// the handles. It is safe to call more than once.
+func (p *Pair) Close() error {
+	var errs []error
+	for _, h := range []*Host{p.A, p.B} {
+		if h == nil || h.NS == -1 {
+			continue
+		}
+		h.NS.Close()
+		h.NS = -1
+		if err := netns.DeleteNamed(h.Name); err != nil && !errors.Is(err, os.ErrNotExist) {
+			errs = append(errs, fmt.Errorf("delete netns %s: %w", h.Name, err))
+		}
+	}
+	return errors.Join(errs...)
+}
+
+// newNamedNS creates a named network namespace without leaving the calling
+// thread in it.
+func newNamedNS(name string) (netns.NsHandle, error) {
+	var ns netns.NsHandle = -1
+	errc := make(chan error, 1)
+	go func() {
+		runtime.LockOSThread()
+		orig, err := netns.Get()
+		if err != nil {
+			errc <- err
+			return
+		}
+		defer orig.Close()
+		h, err := netns.NewNamed(name) // switches this thread into the new namespace
+		if err != nil {
+			errc <- err
+			return
+		}
+		ns = h
+		if err := netns.Set(orig); err != nil {
+			errc <- err // thread stays locked and dies
+			return
+		}
+		runtime.UnlockOSThread()
+		errc <- nil
+	}()
+	return ns, <-errc
+}

@@ -1,0 +1,109 @@
+package sessions
+
+import "errors"
+
+// Errors of the session layer. They travel over the control socket as Codes
+// and are turned back into these same values by package app, so errors.Is
+// works in applications.
+var (
+	ErrNotAttached      = errors.New("app is not attached")
+	ErrAlreadyAttached  = errors.New("app is already attached")
+	ErrInvalidNamespace = errors.New("no such namespace")
+	ErrWrongSecret      = errors.New("wrong namespace secret")
+	ErrNamespaceInUse   = errors.New("namespace has apps attached")
+	ErrNamespaceExists  = errors.New("namespace already exists")
+	ErrAddressInUse     = errors.New("address already in use")
+	ErrAddressNotInUse  = errors.New("address not in use")
+	ErrNotInNamespace   = errors.New("address does not belong to the namespace")
+	ErrFiltered         = errors.New("connect filtered by a rule")
+	ErrScope            = errors.New("app has no scope to reach that destination")
+	ErrLocalConnect     = errors.New("local destination has no listener")
+	ErrNoSession        = errors.New("no such session")
+	ErrNotOwner         = errors.New("session belongs to another app")
+	ErrNotSupported     = errors.New("not supported")
+	ErrInvalidURI       = errors.New("invalid URI")
+	ErrInvalidValue     = errors.New("invalid value")
+	ErrNoMemory         = errors.New("out of fifo memory")
+	ErrNoRule           = errors.New("no such rule")
+	ErrConnect          = errors.New("connect failed")
+)
+
+// Code is the wire form of an error of this package. Zero means success;
+// CodeUnknown stands for an error that is not one of the sentinels.
+type Code uint16
+
+// Error codes. Their values are part of the control protocol: never reuse or
+// renumber one.
+const (
+	CodeOK Code = iota
+	CodeUnknown
+	CodeNotAttached
+	CodeAlreadyAttached
+	CodeInvalidNamespace
+	CodeWrongSecret
+	CodeNamespaceInUse
+	CodeNamespaceExists
+	CodeAddressInUse
+	CodeAddressNotInUse
+	CodeNotInNamespace
+	CodeFiltered
+	CodeScope
+	CodeLocalConnect
+	CodeNoSession
+	CodeNotOwner
+	CodeNotSupported
+	CodeInvalidURI
+	CodeInvalidValue
+	CodeNoMemory
+	CodeNoRule
+	CodeConnect
+)
+
+var codeErrors = [...]error{
+	CodeNotAttached:      ErrNotAttached,
+	CodeAlreadyAttached:  ErrAlreadyAttached,
+	CodeInvalidNamespace: ErrInvalidNamespace,
+	CodeWrongSecret:      ErrWrongSecret,
+	CodeNamespaceInUse:   ErrNamespaceInUse,
+	CodeNamespaceExists:  ErrNamespaceExists,
+	CodeAddressInUse:     ErrAddressInUse,
+	CodeAddressNotInUse:  ErrAddressNotInUse,
+	CodeNotInNamespace:   ErrNotInNamespace,
+	CodeFiltered:         ErrFiltered,
+	CodeScope:            ErrScope,
+	CodeLocalConnect:     ErrLocalConnect,
+	CodeNoSession:        ErrNoSession,
+	CodeNotOwner:         ErrNotOwner,
+	CodeNotSupported:     ErrNotSupported,
+	CodeInvalidURI:       ErrInvalidURI,
+	CodeInvalidValue:     ErrInvalidValue,
+	CodeNoMemory:         ErrNoMemory,
+	CodeNoRule:           ErrNoRule,
+	CodeConnect:          ErrConnect,
+}
+
+// CodeOf returns the code of the sentinel err wraps, CodeOK for nil, and
+// CodeUnknown for any other error.
+func CodeOf(err error) Code {
+	if err == nil {
+		return CodeOK
+	}
+	for c, e := range codeErrors {
+		if e != nil && errors.Is(err, e) {
+			return Code(c)
+		}
+	}
+	return CodeUnknown
+}
+
+// Err returns the sentinel of c, nil for CodeOK, and nil with ok false for
+// CodeUnknown or a code this version does not know.
+func (c Code) Err() (err error, ok bool) {
+	if c == CodeOK {
+		return nil, true
+	}
+	if int(c) < len(codeErrors) && codeErrors[c] != nil {
+		return codeErrors[c], true
+	}
+	return nil, false
+}
