@@ -1,0 +1,164 @@
+package main
+
+import (
+	"errors"
+	"fmt"
+	"io"
+	"net/netip"
+	"os"
+	"strings"
+
+	"go.yaml.in/yaml/v3"
+)
+
+// DefaultSocket is where the daemon listens for apps and the CLI.
+const DefaultSocket = "/run/xsessiond/api.sock"
+
+// Config is the daemon's configuration file (YAML). Flags override it.
+type Config struct {
+	Socket      string            `yaml:"socket"`
+	SocketGroup string            `yaml:"socket_group"`
+	MetricsAddr string            `yaml:"metrics_addr"`
+	LogLevel    string            `yaml:"log_level"`
+	Interfaces  []InterfaceConfig `yaml:"interfaces"`
+	Namespaces  []NamespaceConfig `yaml:"namespaces"`
+	Rules       []RuleConfig      `yaml:"rules"`
+}
+
+// InterfaceConfig is one interface the daemon runs workers on.
+type InterfaceConfig struct {
+	Name     string `yaml:"name"`
+	Netns    string `yaml:"netns"`     // named network namespace the interface lives in; "" = the daemon's
+	Queues   int    `yaml:"queues"`    // 0 = every rx queue of the interface
+	XDPMode  string `yaml:"xdp_mode"`  // auto, native or generic
+	Batch    int    `yaml:"batch"`     // frames per poll; 0 = 64
+	BusyPoll bool   `yaml:"busy_poll"` // spin instead of sleeping in poll() when idle
+}
+
+// NamespaceConfig is an app namespace.
+type NamespaceConfig struct {
+	ID     string `yaml:"id"`
+	Secret uint64 `yaml:"secret"`
+	Iface  string `yaml:"iface"`
+	Netns  string `yaml:"netns"`
+}
+
+// RuleConfig is a session rule, as `xsessiond ctl rule add` takes it.
+type RuleConfig struct {
+	Proto      string `yaml:"proto"`       // udp or tcp
+	Local      string `yaml:"local"`       // prefix, e.g. 0.0.0.0/0
+	LocalPort  uint16 `yaml:"local_port"`  // 0 = any
+	Remote     string `yaml:"remote"`      // prefix
+	RemotePort uint16 `yaml:"remote_port"` // 0 = any
+	Action     string `yaml:"action"`      // drop, allow, or forward
+	App        string `yaml:"app"`         // the app name to forward to (action forward)
+	Scope      string `yaml:"scope"`       // global, local or both
+	Tag        string `yaml:"tag"`
+	Namespace  string `yaml:"namespace"` // the namespace whose local table holds a local rule
+}
+
+// LoadConfig reads and validates a configuration file.
+func LoadConfig(path string) (*Config, error) {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return nil, fmt.Errorf("read config: %w", err)
+	}
+	return ParseConfig(b)
+}
+
+// ParseConfig parses and validates a configuration. Unknown keys are errors,
+// so a typo does not silently fall back to a default.
+func ParseConfig(b []byte) (*Config, error) {
+	var c Config
+	dec := yaml.NewDecoder(strings.NewReader(string(b)))
+	dec.KnownFields(true)
+	if err := dec.Decode(&c); err != nil && !errors.Is(err, io.EOF) {
+		return nil, fmt.Errorf("parse config: %w", err)
+	}
+	if err := c.Validate(); err != nil {
+		return nil, err
+	}
+	return &c, nil
+}
+
+// Validate checks every field and names the first bad one.
+func (c *Config) Validate() error {
+	if c.Socket == "" {
+		c.Socket = DefaultSocket
+	}
+	switch c.LogLevel {
+	case "", "debug", "info", "warn", "error":
+	default:
+		return fmt.Errorf("config: log_level %q: want debug, info, warn or error", c.LogLevel)
+	}
+	seen := map[string]bool{}
+	for i := range c.Interfaces {
+		ic := &c.Interfaces[i]
+		if ic.Name == "" {
+			return fmt.Errorf("config: interfaces[%d]: name is empty", i)
+		}
+		key := ic.Netns + "/" + ic.Name
+		if seen[key] {
+			return fmt.Errorf("config: interface %s listed twice", ic.Name)
+		}
+		seen[key] = true
+		switch ic.XDPMode {
+		case "", "auto", "native", "generic":
+		default:
+			return fmt.Errorf("config: interface %s: xdp_mode %q: want auto, native or generic", ic.Name, ic.XDPMode)
+		}
+		if ic.Queues < 0 || ic.Batch < 0 || ic.Batch > 1024 {
+			return fmt.Errorf("config: interface %s: queues must be ≥ 0 and batch in 0..1024", ic.Name)
+		}
+	}
+	ids := map[string]bool{}
+	for i, n := range c.Namespaces {
+		if n.ID == "" {
+			return fmt.Errorf("config: namespaces[%d]: id is empty (the default namespace is built in)", i)
+		}
+		if ids[n.ID] {
+			return fmt.Errorf("config: namespace %q listed twice", n.ID)
+		}
+		ids[n.ID] = true
+		if n.Iface == "" {
+			return fmt.Errorf("config: namespace %q: iface is empty", n.ID)
+		}
+	}
+	for i, r := range c.Rules {
+		if err := r.validate(); err != nil {
+			return fmt.Errorf("config: rules[%d]: %w", i, err)
+		}
+	}
+	return nil
+}
+
+func (r RuleConfig) validate() error {
+	switch r.Proto {
+	case "udp", "tcp":
+	default:
+		return fmt.Errorf("proto %q: want udp or tcp", r.Proto)
+	}
+	for _, p := range []struct{ name, v string }{{"local", r.Local}, {"remote", r.Remote}} {
+		if p.v == "" {
+			continue
+		}
+		if _, err := netip.ParsePrefix(p.v); err != nil {
+			return fmt.Errorf("%s %q: want a prefix like 10.0.0.0/8: %w", p.name, p.v, err)
+		}
+	}
+	switch r.Action {
+	case "drop", "allow":
+	case "forward":
+		if r.App == "" {
+			return errors.New("action forward needs app")
+		}
+	default:
+		return fmt.Errorf("action %q: want drop, allow or forward", r.Action)
+	}
+	switch r.Scope {
+	case "", "global", "local", "both":
+	default:
+		return fmt.Errorf("scope %q: want global, local or both", r.Scope)
+	}
+	return nil
+}

@@ -1,0 +1,45 @@
+package main
+
+import (
+	"os"
+	"strings"
+	"testing"
+)
+
+func TestParseConfigSample(t *testing.T) {
+	b, err := os.ReadFile("../../deploy/xsessiond.yaml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	c, err := ParseConfig(b)
+	if err != nil {
+		t.Fatalf("the sample config does not parse: %v", err)
+	}
+	if c.Socket != DefaultSocket || len(c.Interfaces) == 0 || len(c.Namespaces) == 0 || len(c.Rules) == 0 {
+		t.Fatalf("sample config parsed to %+v", c)
+	}
+}
+
+func TestParseConfigErrors(t *testing.T) {
+	for _, tc := range []struct{ yaml, want string }{
+		{"sockett: /x\n", "field sockett not found"},
+		{"log_level: loud\n", "log_level"},
+		{"interfaces: [{queues: 1}]\n", "name is empty"},
+		{"interfaces: [{name: a}, {name: a}]\n", "listed twice"},
+		{"interfaces: [{name: a, xdp_mode: turbo}]\n", "xdp_mode"},
+		{"namespaces: [{id: x}]\n", "iface is empty"},
+		{"namespaces: [{id: x, iface: a}, {id: x, iface: a}]\n", "listed twice"},
+		{"rules: [{proto: icmp, action: drop}]\n", "proto"},
+		{"rules: [{proto: udp, local: 10.0.0.1, action: drop}]\n", "prefix"},
+		{"rules: [{proto: udp, action: forward}]\n", "needs app"},
+		{"rules: [{proto: udp, action: drop, scope: galaxy}]\n", "scope"},
+	} {
+		_, err := ParseConfig([]byte(tc.yaml))
+		if err == nil || !strings.Contains(err.Error(), tc.want) {
+			t.Errorf("%q: error %v, want it to mention %q", tc.yaml, err, tc.want)
+		}
+	}
+	if c, err := ParseConfig(nil); err != nil || c.Socket != DefaultSocket {
+		t.Errorf("empty config: %v %+v", err, c)
+	}
+}
