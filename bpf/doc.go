@@ -1,3 +1,8 @@
+//go:build ignore
+
+// This file only documents the folder: the C sources beside it would
+// otherwise make the go tool treat bpf/ as a cgo package.
+
 // Package bpf holds the C source of xsessiond's XDP program and its headers,
 // and nothing else. The program is compiled by bpf2go from package loader
 // (go generate ./loader); the generated object and bindings live in loader/.

@@ -1,0 +1,350 @@
+package nsbind
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"math"
+	"net"
+	"net/netip"
+	"slices"
+	"strings"
+
+	"github.com/vishvananda/netlink"
+	"golang.org/x/sys/unix"
+)
+
+// NeighState is a kernel neighbour entry's NUD state (NUD_* bits).
+type NeighState uint16
+
+// Neighbour states, as the kernel numbers them.
+const (
+	NeighIncomplete NeighState = unix.NUD_INCOMPLETE
+	NeighReachable  NeighState = unix.NUD_REACHABLE
+	NeighStale      NeighState = unix.NUD_STALE
+	NeighDelay      NeighState = unix.NUD_DELAY
+	NeighProbe      NeighState = unix.NUD_PROBE
+	NeighFailed     NeighState = unix.NUD_FAILED
+	NeighNoARP      NeighState = unix.NUD_NOARP
+	NeighPermanent  NeighState = unix.NUD_PERMANENT
+)
+
+// usableStates are the states whose link-layer address may be used to send:
+// confirmed, or unconfirmed while the kernel re-checks it.
+const usableStates = NeighReachable | NeighStale | NeighDelay | NeighProbe | NeighPermanent
+
+// Usable reports whether an entry in this state has a link-layer address
+// frames may be sent to.
+func (s NeighState) Usable() bool { return s&usableStates != 0 }
+
+func (s NeighState) String() string {
+	if s == 0 {
+		return "none"
+	}
+	names := []struct {
+		bit  NeighState
+		name string
+	}{
+		{NeighIncomplete, "incomplete"}, {NeighReachable, "reachable"}, {NeighStale, "stale"},
+		{NeighDelay, "delay"}, {NeighProbe, "probe"}, {NeighFailed, "failed"},
+		{NeighNoARP, "noarp"}, {NeighPermanent, "permanent"},
+	}
+	var parts []string
+	rest := s
+	for _, n := range names {
+		if s&n.bit != 0 {
+			parts = append(parts, n.name)
+			rest &^= n.bit
+		}
+	}
+	if rest != 0 {
+		parts = append(parts, fmt.Sprintf("%#x", uint16(rest)))
+	}
+	return strings.Join(parts, "|")
+}
+
+// checkUnicast validates an address argument and returns it unmapped and
+// without zone.
+func checkUnicast(a netip.Addr) (netip.Addr, error) {
+	a = a.Unmap().WithZone("")
+	if !a.IsValid() || a.IsUnspecified() || a.IsMulticast() {
+		return netip.Addr{}, fmt.Errorf("%w: %v", ErrInvalidAddress, a)
+	}
+	return a, nil
+}
+
+func familyOf(a netip.Addr) int {
+	if a.Is4() {
+		return netlink.FAMILY_V4
+	}
+	return netlink.FAMILY_V6
+}
+
+// RouteGet asks the namespace's kernel routing for dst, as ip route get
+// does: the next hop gateway (invalid when dst is on-link), the outgoing
+// ifindex and the source address the kernel would pick. A local dst gives
+// the loopback interface. ErrNoRoute when the kernel has no route, or only
+// an unreachable, prohibit, blackhole or throw one.
+func (n *Namespace) RouteGet(dst netip.Addr) (gateway netip.Addr, ifindex int, src netip.Addr, err error) {
+	verb := "route get " + dst.String() + " in " + n.desc
+	d, err := checkUnicast(dst)
+	if err != nil {
+		return netip.Addr{}, 0, netip.Addr{}, fmt.Errorf("%s: %w", verb, err)
+	}
+	err = n.handle(verb, func(h *netlink.Handle) error {
+		rs, err := h.RouteGet(d.AsSlice())
+		if err != nil {
+			for _, e := range []error{unix.ENETUNREACH, unix.EHOSTUNREACH, unix.EACCES, unix.EPERM, unix.EINVAL, unix.ESRCH} {
+				if errors.Is(err, e) {
+					return fmt.Errorf("%s: %w: %w", verb, ErrNoRoute, err)
+				}
+			}
+			return fmt.Errorf("%s: %w", verb, err)
+		}
+		if len(rs) == 0 {
+			return fmt.Errorf("%s: %w", verb, ErrNoRoute)
+		}
+		r := rs[0]
+		switch r.Type {
+		case unix.RTN_UNREACHABLE, unix.RTN_PROHIBIT, unix.RTN_BLACKHOLE, unix.RTN_THROW:
+			return fmt.Errorf("%s: %w: route type %d", verb, ErrNoRoute, r.Type)
+		}
+		if r.LinkIndex <= 0 {
+			return fmt.Errorf("%s: %w: no outgoing interface", verb, ErrNoRoute)
+		}
+		ifindex = r.LinkIndex
+		if g, ok := netip.AddrFromSlice(r.Gw); ok && !g.IsUnspecified() {
+			gateway = g.Unmap()
+		}
+		if s, ok := netip.AddrFromSlice(r.Src); ok {
+			src = s.Unmap()
+		}
+		return nil
+	})
+	if err != nil {
+		return netip.Addr{}, 0, netip.Addr{}, err
+	}
+	return gateway, ifindex, src, nil
+}
+
+// LookupNeighbour reads the kernel's neighbour entry for ip on ifindex. It
+// returns the entry whatever its state; err is ErrNoNeighbour only when
+// there is no entry at all.
+func (n *Namespace) LookupNeighbour(ifindex int, ip netip.Addr) (net.HardwareAddr, NeighState, error) {
+	verb := fmt.Sprintf("neighbour %v on %d in %s", ip, ifindex, n.desc)
+	a, err := checkUnicast(ip)
+	if err != nil {
+		return nil, 0, fmt.Errorf("%s: %w", verb, err)
+	}
+	if ifindex <= 0 {
+		return nil, 0, fmt.Errorf("%s: %w", verb, ErrNoInterface)
+	}
+	var mac net.HardwareAddr
+	var state NeighState
+	err = n.handle(verb, func(h *netlink.Handle) error {
+		ns, err := h.NeighList(ifindex, familyOf(a))
+		if err != nil && !errors.Is(err, netlink.ErrDumpInterrupted) {
+			return wrapNoInterface(verb, err)
+		}
+		for _, e := range ns {
+			ea, ok := netip.AddrFromSlice(e.IP)
+			if !ok || ea.Unmap() != a || e.LinkIndex != ifindex || e.Flags&netlink.NTF_PROXY != 0 {
+				continue
+			}
+			mac, state = slices.Clone(e.HardwareAddr), NeighState(e.State)
+			return nil
+		}
+		return fmt.Errorf("%s: %w", verb, ErrNoNeighbour)
+	})
+	return mac, state, err
+}
+
+// Neighbour returns the link-layer address of ip on ifindex from the
+// kernel's neighbour table when the entry is usable (reachable, stale,
+// delay, probe or permanent). ok is false otherwise, also when the lookup
+// failed; LookupNeighbour says why.
+func (n *Namespace) Neighbour(ifindex int, ip netip.Addr) (mac net.HardwareAddr, state NeighState, ok bool) {
+	mac, state, err := n.LookupNeighbour(ifindex, ip)
+	if err != nil || !state.Usable() || len(mac) == 0 {
+		return nil, state, false
+	}
+	return mac, state, true
+}
+
+// ResolveNeighbour makes the kernel resolve ip on ifindex (ARP for IPv4,
+// neighbour discovery for IPv6) without waiting for the answer. The entry
+// it creates is the kernel's own and ages like any other; read the result
+// with Neighbour, or wait for it with WaitNeighbour. A usable entry is left
+// alone, a stale one gets re-confirmed, a missing or failed one is probed.
+//
+// IPv4 asks through rtnetlink with NTF_USE (as "ip neigh replace IP dev IF
+// use" does): the kernel creates the entry if needed and runs its state
+// machine on it as if a packet were waiting. No packet but the ARP request
+// leaves the host.
+//
+// IPv6 cannot use that path reliably: a solicitation started without a
+// packet takes its source from the interface's link-local address and is
+// silently not sent while that address is still tentative (the first
+// second or two after the link comes up, or for good when DAD is off and
+// there is no link-local). So for IPv6 a zero-length UDP datagram to the
+// discard port (9) of ip is sent out of ifindex (IPV6_PKTINFO) from an
+// unconnected socket inside the namespace; the kernel queues it on the new
+// entry, solicits with the datagram's source address, and sends the
+// datagram once resolved. The peer answers it, at most, with an ICMPv6
+// port unreachable, which is ignored.
+func (n *Namespace) ResolveNeighbour(ifindex int, ip netip.Addr) error {
+	verb := fmt.Sprintf("resolve neighbour %v on %d in %s", ip, ifindex, n.desc)
+	a, err := checkUnicast(ip)
+	if err != nil {
+		return fmt.Errorf("%s: %w", verb, err)
+	}
+	if ifindex <= 0 || ifindex > math.MaxInt32 {
+		return fmt.Errorf("%s: %w", verb, ErrNoInterface)
+	}
+	if a.Is6() {
+		return n.resolve6(verb, ifindex, a)
+	}
+	return n.handle(verb, func(h *netlink.Handle) error {
+		err := h.NeighSet(&netlink.Neigh{
+			LinkIndex: ifindex,
+			Family:    netlink.FAMILY_V4,
+			IP:        a.AsSlice(),
+			Flags:     netlink.NTF_USE,
+		})
+		if err != nil {
+			return wrapNoInterface(verb, err)
+		}
+		return nil
+	})
+}
+
+// discardPort is the UDP port ResolveNeighbour's IPv6 datagram goes to.
+const discardPort = 9
+
+func (n *Namespace) resolve6(verb string, ifindex int, a netip.Addr) error {
+	n.mu.RLock()
+	defer n.mu.RUnlock()
+	if n.h == nil {
+		return fmt.Errorf("%s: %w", verb, ErrClosed)
+	}
+	fd, err := n.udp6Locked()
+	if err != nil {
+		return fmt.Errorf("%s: %w", verb, err)
+	}
+	sa := &unix.SockaddrInet6{Port: discardPort, Addr: a.As16()}
+	oob := unix.PktInfo6(&unix.Inet6Pktinfo{Ifindex: uint32(ifindex)})
+	_, err = unix.SendmsgN(fd, nil, oob, sa, unix.MSG_DONTWAIT)
+	switch {
+	case err == nil, errors.Is(err, unix.EAGAIN):
+		// Sent, or the socket buffer is full of datagrams still waiting
+		// for resolution: the kernel is resolving already.
+		return nil
+	case errors.Is(err, unix.ENODEV), errors.Is(err, unix.ENXIO):
+		return fmt.Errorf("%s: %w: %w", verb, ErrNoInterface, err)
+	case errors.Is(err, unix.ENETUNREACH), errors.Is(err, unix.EHOSTUNREACH), errors.Is(err, unix.EADDRNOTAVAIL):
+		return fmt.Errorf("%s: %w: %w", verb, ErrNoRoute, err)
+	}
+	return fmt.Errorf("%s: %w", verb, err)
+}
+
+// udp6Locked returns the namespace's IPv6 UDP socket, creating it on first
+// use. n.mu must be held (shared is enough: sockMu serialises creation).
+func (n *Namespace) udp6Locked() (int, error) {
+	n.sockMu.Lock()
+	defer n.sockMu.Unlock()
+	if n.udp6 >= 0 {
+		return n.udp6, nil
+	}
+	var fd int
+	err := inNamespace(int(n.ns), func() error {
+		var err error
+		fd, err = unix.Socket(unix.AF_INET6, unix.SOCK_DGRAM|unix.SOCK_CLOEXEC|unix.SOCK_NONBLOCK, unix.IPPROTO_UDP)
+		return err
+	})
+	if err != nil {
+		return -1, fmt.Errorf("udp socket: %w", err)
+	}
+	// Nothing is ever read from it: keep what could queue up small.
+	_ = unix.SetsockoptInt(fd, unix.SOL_SOCKET, unix.SO_RCVBUF, 1)
+	n.udp6 = fd
+	return fd, nil
+}
+
+// WaitNeighbour waits until the kernel's entry for ip on ifindex is usable
+// and returns it. It follows the neighbour table through a netlink
+// subscription, so it wakes when the entry changes, not on a timer. It
+// returns ErrNoNeighbour when resolution fails (the entry turns failed) and
+// ctx's error when ctx ends first. It does not start resolution itself:
+// call ResolveNeighbour first.
+func (n *Namespace) WaitNeighbour(ctx context.Context, ifindex int, ip netip.Addr) (net.HardwareAddr, NeighState, error) {
+	verb := fmt.Sprintf("wait for neighbour %v on %d in %s", ip, ifindex, n.desc)
+	a, err := checkUnicast(ip)
+	if err != nil {
+		return nil, 0, fmt.Errorf("%s: %w", verb, err)
+	}
+	fd, err := n.dupFD()
+	if err != nil {
+		return nil, 0, fmt.Errorf("%s: %w", verb, err)
+	}
+	defer unix.Close(fd)
+	nsh := nsHandle(fd)
+	ch := make(chan netlink.NeighUpdate, 64)
+	done := make(chan struct{})
+	var stopping stopFlag
+	errc := make(chan error, 1)
+	err = netlink.NeighSubscribeWithOptions(ch, done, netlink.NeighSubscribeOptions{
+		Namespace: &nsh,
+		ErrorCallback: func(err error) {
+			if stopping.stopped() {
+				return
+			}
+			select {
+			case errc <- err:
+			default:
+			}
+		},
+	})
+	if err != nil {
+		return nil, 0, fmt.Errorf("%s: subscribe: %w", verb, err)
+	}
+	defer func() {
+		stopping.stop()
+		close(done)
+		for range ch {
+		}
+	}()
+	// Subscribed first, read second: a change between the two is seen.
+	if mac, st, ok := n.Neighbour(ifindex, a); ok {
+		return mac, st, nil
+	}
+	for {
+		select {
+		case <-ctx.Done():
+			return nil, 0, fmt.Errorf("%s: %w", verb, ctx.Err())
+		case err := <-errc:
+			// The subscription may have lost messages: look once more.
+			if mac, st, ok := n.Neighbour(ifindex, a); ok {
+				return mac, st, nil
+			}
+			return nil, 0, fmt.Errorf("%s: subscription: %w", verb, err)
+		case u, open := <-ch:
+			if !open {
+				if mac, st, ok := n.Neighbour(ifindex, a); ok {
+					return mac, st, nil
+				}
+				return nil, 0, fmt.Errorf("%s: subscription ended", verb)
+			}
+			ua, ok := netip.AddrFromSlice(u.IP)
+			if !ok || ua.Unmap() != a || u.LinkIndex != ifindex {
+				continue
+			}
+			st := NeighState(u.State)
+			if u.Type == unix.RTM_NEWNEIGH && st.Usable() && len(u.HardwareAddr) > 0 {
+				return slices.Clone(u.HardwareAddr), st, nil
+			}
+			if u.Type == unix.RTM_NEWNEIGH && st&NeighFailed != 0 {
+				return nil, st, fmt.Errorf("%s: %w: resolution failed", verb, ErrNoNeighbour)
+			}
+		}
+	}
+}
