@@ -1,4 +1,81 @@
-// Package api is the control protocol between xsessiond and its apps: a
-// versioned binary protocol over a unix SOCK_SEQPACKET socket, with file
-// descriptors (segments, event queue eventfds) passed by SCM_RIGHTS.
+// Package api is the control protocol between xsessiond and its apps (and
+// its CLI): a versioned binary protocol over a unix SOCK_SEQPACKET socket,
+// with file descriptors (segments, the event queue's eventfd) passed by
+// SCM_RIGHTS. Data never travels on this socket.
+//
+// # Records
+//
+// Every message is one seqpacket record: a 16-byte little-endian Header
+// (magic "XS", version, flags, type, reserved, request id, body length) and
+// a body of at most MaxBodySize bytes, MaxRecordSize in all. Bodies are
+// encoded by hand, field by field in declaration order: integers
+// little-endian, strings as a uint16 length and UTF-8 bytes, byte blobs
+// as a uint32 length, lists as a uint16 count, booleans as 0 or 1,
+// addresses as a family byte (0 none, 4, 6) and 16 bytes, endpoints as
+// transport, address, port, ifindex and FIB. Every string and list has a
+// limit (MaxNameLen, MaxURILen, …) checked on both sides. Decoding is
+// strict: an accepted record re-encodes to the same bytes, and anything
+// else — short header, bad magic, other version, unknown flags or type,
+// length mismatch, a field running past the body or bytes after it, an
+// over-long field — is an error wrapping ErrMalformed.
+//
+// A record carries at most MaxFDs descriptors, and exactly as many as its
+// message says (Message.FDs). Descriptors are received with
+// MSG_CMSG_CLOEXEC; those of a record that is refused, truncated
+// (MSG_TRUNC, MSG_CTRUNC) or carries the wrong number are closed.
+// A ShowReply longer than one record is sent as several records with
+// FlagMore set on all but the last and reassembled by Conn.Recv, up to
+// MaxReassembled bytes.
+//
+// # Conversation
+//
+// The client opens with Hello (its major.minor version). The daemon
+// answers HelloReply with its own version, or an Error with
+// sessions.CodeNotSupported for another major version and closes the
+// connection. Then the client sends requests, each with a fresh non-zero
+// request id, and the daemon answers each with a reply of the same id:
+// the reply type listed below, OK, or Error{Code, Message}. Error codes
+// are sessions.Code values, so the app side gets the sessions sentinel
+// back (RemoteError unwraps to it; errors.Is works). The daemon also
+// sends notices with request id 0 at any time. A malformed record gets an
+// Error reply (CodeInvalidValue) and the connection is closed; other
+// connections are not affected.
+//
+// # Message types
+//
+// The type numbers are part of the protocol; they are never reused or
+// renumbered. Version 1.0:
+//
+//	type  message         direction       reply          descriptors
+//	1     Hello           app → daemon    HelloReply     –
+//	2     HelloReply      daemon → app    –              –
+//	3     Error           daemon → app    –              –
+//	4     OK              daemon → app    –              –
+//	16    Attach          app → daemon    AttachReply    –
+//	17    AttachReply     daemon → app    –              one per segment, then the eventfd
+//	18    Detach          app → daemon    OK             –
+//	32    Bind            app → daemon    BindReply      –
+//	33    BindReply       daemon → app    –              –
+//	34    Unbind          app → daemon    OK             –
+//	35    Connect         app → daemon    ConnectReply   –
+//	36    ConnectReply    daemon → app    –              the segment, if cut-through
+//	37    Disconnect      app → daemon    OK             –
+//	48    SegmentAdded    daemon → app    (notice)       one per segment
+//	49    SegmentRemoved  daemon → app    (notice)       –
+//	50    Accepted        daemon → app    (notice)       the segment, if cut-through
+//	64    Show            ctl → daemon    ShowReply      –
+//	65    ShowReply       daemon → ctl    –              – (may use FlagMore)
+//	66    NsAdd           ctl → daemon    OK             –
+//	67    NsDel           ctl → daemon    OK             –
+//	68    RuleAdd         ctl → daemon    OK             –
+//	69    RuleDel         ctl → daemon    OK             –
+//
+// # Objects
+//
+// Listen gives a Listener (close it: it removes the socket file and its
+// lock); Dial gives a Conn (close it). Server serves a Listener with a
+// Handler; Client wraps a Conn for Call. A Conn is safe for one receiving
+// goroutine and any number of sending goroutines; Client.Call is safe for
+// concurrent use. Descriptors received belong to the receiver; Send never
+// closes the descriptors it is given.
 package api

@@ -1,0 +1,692 @@
+package api
+
+import (
+	"fmt"
+	"net/netip"
+
+	"github.com/xsessiond/xsessiond/sessions"
+)
+
+// Type is a message type number. The numbers are part of the protocol (see
+// the table in the package documentation): never reuse or renumber one.
+type Type uint16
+
+// Message types.
+const (
+	TypeHello      Type = 1
+	TypeHelloReply Type = 2
+	TypeError      Type = 3
+	TypeOK         Type = 4
+
+	TypeAttach      Type = 16
+	TypeAttachReply Type = 17
+	TypeDetach      Type = 18
+
+	TypeBind         Type = 32
+	TypeBindReply    Type = 33
+	TypeUnbind       Type = 34
+	TypeConnect      Type = 35
+	TypeConnectReply Type = 36
+	TypeDisconnect   Type = 37
+
+	TypeSegmentAdded   Type = 48
+	TypeSegmentRemoved Type = 49
+	TypeAccepted       Type = 50
+
+	TypeShow      Type = 64
+	TypeShowReply Type = 65
+	TypeNsAdd     Type = 66
+	TypeNsDel     Type = 67
+	TypeRuleAdd   Type = 68
+	TypeRuleDel   Type = 69
+)
+
+var typeNames = map[Type]string{
+	TypeHello: "Hello", TypeHelloReply: "HelloReply", TypeError: "Error", TypeOK: "OK",
+	TypeAttach: "Attach", TypeAttachReply: "AttachReply", TypeDetach: "Detach",
+	TypeBind: "Bind", TypeBindReply: "BindReply", TypeUnbind: "Unbind",
+	TypeConnect: "Connect", TypeConnectReply: "ConnectReply", TypeDisconnect: "Disconnect",
+	TypeSegmentAdded: "SegmentAdded", TypeSegmentRemoved: "SegmentRemoved", TypeAccepted: "Accepted",
+	TypeShow: "Show", TypeShowReply: "ShowReply", TypeNsAdd: "NsAdd", TypeNsDel: "NsDel",
+	TypeRuleAdd: "RuleAdd", TypeRuleDel: "RuleDel",
+}
+
+func (t Type) String() string {
+	if s, ok := typeNames[t]; ok {
+		return s
+	}
+	return fmt.Sprintf("type(%d)", uint16(t))
+}
+
+// IsRequest reports whether t is sent by a client and answered by the
+// daemon (as opposed to a reply or a notice).
+func (t Type) IsRequest() bool {
+	switch t {
+	case TypeHello, TypeAttach, TypeDetach, TypeBind, TypeUnbind, TypeConnect, TypeDisconnect,
+		TypeShow, TypeNsAdd, TypeNsDel, TypeRuleAdd, TypeRuleDel:
+		return true
+	}
+	return false
+}
+
+// Message is one protocol message. The set is closed: only the types of
+// this package implement it.
+type Message interface {
+	// Type returns the message's type number.
+	Type() Type
+	// FDs returns the number of file descriptors the message carries.
+	FDs() int
+
+	encode(e *encoder)
+	decode(d *decoder)
+}
+
+// newMessage returns a zero message of type t, or nil for an unknown type.
+func newMessage(t Type) Message {
+	switch t {
+	case TypeHello:
+		return new(Hello)
+	case TypeHelloReply:
+		return new(HelloReply)
+	case TypeError:
+		return new(Error)
+	case TypeOK:
+		return new(OK)
+	case TypeAttach:
+		return new(Attach)
+	case TypeAttachReply:
+		return new(AttachReply)
+	case TypeDetach:
+		return new(Detach)
+	case TypeBind:
+		return new(Bind)
+	case TypeBindReply:
+		return new(BindReply)
+	case TypeUnbind:
+		return new(Unbind)
+	case TypeConnect:
+		return new(Connect)
+	case TypeConnectReply:
+		return new(ConnectReply)
+	case TypeDisconnect:
+		return new(Disconnect)
+	case TypeSegmentAdded:
+		return new(SegmentAdded)
+	case TypeSegmentRemoved:
+		return new(SegmentRemoved)
+	case TypeAccepted:
+		return new(Accepted)
+	case TypeShow:
+		return new(Show)
+	case TypeShowReply:
+		return new(ShowReply)
+	case TypeNsAdd:
+		return new(NsAdd)
+	case TypeNsDel:
+		return new(NsDel)
+	case TypeRuleAdd:
+		return new(RuleAdd)
+	case TypeRuleDel:
+		return new(RuleDel)
+	}
+	return nil
+}
+
+// Hello opens every connection: the client's protocol version and a name
+// for logs ("app", "ctl", an app's name).
+type Hello struct {
+	Major, Minor uint8
+	Name         string // at most MaxNameLen bytes
+}
+
+// HelloReply accepts a Hello with the daemon's version. A Hello of another
+// major version is answered by an Error (CodeNotSupported) instead, and the
+// connection is closed.
+type HelloReply struct {
+	Major, Minor uint8
+	Name         string // at most MaxNameLen bytes
+}
+
+// Error is the reply to any failed request. Code is the sessions code of
+// the failure; Message a one-line text for people.
+type Error struct {
+	Code    sessions.Code
+	Message string // at most MaxMessageLen bytes
+}
+
+// Err returns the error e stands for: a *RemoteError that wraps the
+// sessions sentinel of e.Code.
+func (e *Error) Err() error { return &RemoteError{Code: e.Code, Message: e.Message} }
+
+// OK is the reply to a request that succeeded and has nothing to say.
+type OK struct{}
+
+// Attach attaches the connection's app to a namespace. The reply is an
+// AttachReply; the app stays attached until Detach or until the connection
+// closes.
+type Attach struct {
+	Name            string // app name, at most MaxNameLen bytes
+	Namespace       string // namespace id ("" is the default), at most MaxNameLen bytes
+	Secret          uint64 // the namespace's secret
+	Scope           sessions.Scope
+	Proxy           bool
+	ProxyTransports []sessions.Transport // at most MaxProxyTransports
+	RxFifoSize      uint32
+	TxFifoSize      uint32
+	SegmentSize     uint64 // size of the first segment
+	AddSegmentSize  uint64 // size of segments added later; 0: none added
+	MaxFifoMemory   uint64 // cap on the app's fifo memory; 0: no cap beyond the daemon's
+}
+
+// Segment names a shared memory segment: its index (stable for the app's
+// lifetime) and size. Messages that list segments carry one descriptor per
+// segment, in list order.
+type Segment struct {
+	Index uint32
+	Size  uint64
+}
+
+// QueueRef locates the app's event queue inside a segment.
+type QueueRef struct {
+	Segment  uint32 // segment index
+	Offset   uint64 // byte offset in the segment
+	Capacity uint32 // entries
+}
+
+// FifoRef locates one fifo inside a segment.
+type FifoRef struct {
+	Segment uint32 // segment index
+	Offset  uint64 // byte offset of the fifo header in the segment
+	Size    uint32 // data bytes
+}
+
+// AttachReply carries len(Segments)+1 descriptors: one per segment in list
+// order, then the event queue's eventfd.
+type AttachReply struct {
+	AppIndex   uint32
+	Segments   []Segment // at most MaxSegmentFDs
+	EventQueue QueueRef
+}
+
+// Detach detaches the app; the reply is OK.
+type Detach struct{}
+
+// Bind starts a listener. URI, when not empty, names the endpoint
+// ("udp://0.0.0.0/9000"); otherwise Endpoint does.
+type Bind struct {
+	URI      string // at most MaxURILen bytes
+	Endpoint sessions.Endpoint
+}
+
+// BindReply answers Bind with the listener's handle and its endpoint as
+// bound.
+type BindReply struct {
+	Handle sessions.Handle
+	Local  sessions.Endpoint
+}
+
+// Unbind stops the listener Handle; the reply is OK.
+type Unbind struct {
+	Handle sessions.Handle
+}
+
+// Connect opens a session. URI, when not empty, names the destination;
+// otherwise Endpoint does.
+type Connect struct {
+	URI      string // at most MaxURILen bytes
+	Endpoint sessions.Endpoint
+}
+
+// SessionInfo describes a new session: its handle, its fifos, its ends,
+// and, for a cut-through session, the segment shared with the peer app
+// (whose descriptor the message carries).
+type SessionInfo struct {
+	Handle     sessions.Handle
+	Rx, Tx     FifoRef
+	Local      sessions.Endpoint
+	Remote     sessions.Endpoint
+	CutThrough bool
+	Segment    Segment // the cut-through segment, when CutThrough
+}
+
+// ConnectReply answers Connect. It carries one descriptor, the segment's,
+// when CutThrough is set, none otherwise.
+type ConnectReply struct {
+	SessionInfo
+}
+
+// Disconnect closes the session Handle; the reply is OK.
+type Disconnect struct {
+	Handle sessions.Handle
+}
+
+// SegmentAdded tells an app (unsolicited, request id 0) of new segments;
+// it carries one descriptor per segment in list order.
+type SegmentAdded struct {
+	Segments []Segment // 1 to MaxFDs
+}
+
+// SegmentRemoved tells an app (unsolicited) that segments are gone.
+type SegmentRemoved struct {
+	Segments []uint32 // segment indices, 1 to MaxSegmentIDs
+}
+
+// Accepted tells a listening app (unsolicited) of a session accepted on
+// Listener whose fifos live in a segment it has not seen: a cut-through
+// session, whose segment descriptor it carries when CutThrough is set.
+type Accepted struct {
+	Listener sessions.Handle
+	SessionInfo
+}
+
+// ShowWhat selects what Show reports.
+type ShowWhat uint8
+
+// Show selectors.
+const (
+	ShowApps ShowWhat = iota + 1
+	ShowSessions
+	ShowListeners
+	ShowNamespaces
+	ShowRules
+	ShowStats
+)
+
+var showNames = [...]string{
+	ShowApps: "apps", ShowSessions: "sessions", ShowListeners: "listeners",
+	ShowNamespaces: "namespaces", ShowRules: "rules", ShowStats: "stats",
+}
+
+func (w ShowWhat) String() string {
+	if int(w) < len(showNames) && showNames[w] != "" {
+		return showNames[w]
+	}
+	return fmt.Sprintf("show(%d)", uint8(w))
+}
+
+// ParseShowWhat parses the names String returns.
+func ParseShowWhat(s string) (ShowWhat, error) {
+	for i, n := range showNames {
+		if n != "" && n == s {
+			return ShowWhat(i), nil
+		}
+	}
+	return 0, fmt.Errorf("show %q: %w", s, sessions.ErrInvalidValue)
+}
+
+// Show asks the daemon for a JSON report; the reply is a ShowReply.
+type Show struct {
+	What ShowWhat
+}
+
+// ShowReply carries a JSON document. One longer than a record holds is sent
+// as several records with FlagMore, reassembled by Conn.Recv up to
+// MaxReassembled bytes.
+type ShowReply struct {
+	JSON []byte
+}
+
+// NsAdd adds a namespace; the reply is OK.
+type NsAdd struct {
+	ID     string // at most MaxNameLen bytes
+	Secret uint64
+	Iface  string // at most MaxIfaceLen bytes
+	Netns  string // Linux netns name, "" for the daemon's own; at most MaxNetnsLen bytes
+}
+
+// NsDel deletes a namespace; the reply is OK.
+type NsDel struct {
+	ID string
+}
+
+// RuleAction is what a rule does with a matching connection or packet.
+type RuleAction uint8
+
+// Rule actions.
+const (
+	ActionDrop RuleAction = iota + 1
+	ActionAllow
+	ActionForward // to the app AppIndex
+)
+
+func (a RuleAction) String() string {
+	switch a {
+	case ActionDrop:
+		return "drop"
+	case ActionAllow:
+		return "allow"
+	case ActionForward:
+		return "forward"
+	}
+	return fmt.Sprintf("action(%d)", uint8(a))
+}
+
+// Rule is a session rule: a masked 5-tuple and what to do on a match. A
+// zero port or an invalid (zero) prefix matches anything.
+type Rule struct {
+	Namespace  string // at most MaxNameLen bytes
+	Transport  sessions.Transport
+	Local      netip.Prefix
+	LocalPort  uint16
+	Remote     netip.Prefix
+	RemotePort uint16
+	Action     RuleAction
+	AppIndex   uint32 // the target of ActionForward
+	Scope      sessions.Scope
+	Tag        string // at most MaxNameLen bytes
+}
+
+// RuleAdd adds a rule; the reply is OK.
+type RuleAdd struct {
+	Rule Rule
+}
+
+// RuleDel deletes the rule tagged Rule.Tag when the tag is not empty, or
+// else the rule whose match fields equal Rule's; the reply is OK.
+type RuleDel struct {
+	Rule Rule
+}
+
+// Type numbers.
+
+func (*Hello) Type() Type          { return TypeHello }
+func (*HelloReply) Type() Type     { return TypeHelloReply }
+func (*Error) Type() Type          { return TypeError }
+func (*OK) Type() Type             { return TypeOK }
+func (*Attach) Type() Type         { return TypeAttach }
+func (*AttachReply) Type() Type    { return TypeAttachReply }
+func (*Detach) Type() Type         { return TypeDetach }
+func (*Bind) Type() Type           { return TypeBind }
+func (*BindReply) Type() Type      { return TypeBindReply }
+func (*Unbind) Type() Type         { return TypeUnbind }
+func (*Connect) Type() Type        { return TypeConnect }
+func (*ConnectReply) Type() Type   { return TypeConnectReply }
+func (*Disconnect) Type() Type     { return TypeDisconnect }
+func (*SegmentAdded) Type() Type   { return TypeSegmentAdded }
+func (*SegmentRemoved) Type() Type { return TypeSegmentRemoved }
+func (*Accepted) Type() Type       { return TypeAccepted }
+func (*Show) Type() Type           { return TypeShow }
+func (*ShowReply) Type() Type      { return TypeShowReply }
+func (*NsAdd) Type() Type          { return TypeNsAdd }
+func (*NsDel) Type() Type          { return TypeNsDel }
+func (*RuleAdd) Type() Type        { return TypeRuleAdd }
+func (*RuleDel) Type() Type        { return TypeRuleDel }
+
+// Descriptor counts.
+
+func (*Hello) FDs() int          { return 0 }
+func (*HelloReply) FDs() int     { return 0 }
+func (*Error) FDs() int          { return 0 }
+func (*OK) FDs() int             { return 0 }
+func (*Attach) FDs() int         { return 0 }
+func (m *AttachReply) FDs() int  { return len(m.Segments) + 1 }
+func (*Detach) FDs() int         { return 0 }
+func (*Bind) FDs() int           { return 0 }
+func (*BindReply) FDs() int      { return 0 }
+func (*Unbind) FDs() int         { return 0 }
+func (*Connect) FDs() int        { return 0 }
+func (m *ConnectReply) FDs() int { return m.SessionInfo.fds() }
+func (*Disconnect) FDs() int     { return 0 }
+func (m *SegmentAdded) FDs() int { return len(m.Segments) }
+func (*SegmentRemoved) FDs() int { return 0 }
+func (m *Accepted) FDs() int     { return m.SessionInfo.fds() }
+func (*Show) FDs() int           { return 0 }
+func (*ShowReply) FDs() int      { return 0 }
+func (*NsAdd) FDs() int          { return 0 }
+func (*NsDel) FDs() int          { return 0 }
+func (*RuleAdd) FDs() int        { return 0 }
+func (*RuleDel) FDs() int        { return 0 }
+
+func (s *SessionInfo) fds() int {
+	if s.CutThrough {
+		return 1
+	}
+	return 0
+}
+
+// Bodies. Each encode writes the fields in declaration order; each decode
+// reads them back in the same order.
+
+func (m *Hello) encode(e *encoder) {
+	e.u8(m.Major)
+	e.u8(m.Minor)
+	e.str(m.Name, MaxNameLen, "hello name")
+}
+func (m *Hello) decode(d *decoder) {
+	m.Major = d.u8()
+	m.Minor = d.u8()
+	m.Name = d.str(MaxNameLen, "hello name")
+}
+
+func (m *HelloReply) encode(e *encoder) {
+	e.u8(m.Major)
+	e.u8(m.Minor)
+	e.str(m.Name, MaxNameLen, "hello name")
+}
+
+func (m *HelloReply) decode(d *decoder) {
+	m.Major = d.u8()
+	m.Minor = d.u8()
+	m.Name = d.str(MaxNameLen, "hello name")
+}
+
+func (m *Error) encode(e *encoder) {
+	e.u16(uint16(m.Code))
+	e.str(m.Message, MaxMessageLen, "error message")
+}
+func (m *Error) decode(d *decoder) {
+	m.Code = sessions.Code(d.u16())
+	m.Message = d.str(MaxMessageLen, "error message")
+}
+
+func (*OK) encode(*encoder)     {}
+func (*OK) decode(*decoder)     {}
+func (*Detach) encode(*encoder) {}
+func (*Detach) decode(*decoder) {}
+
+func (m *Attach) encode(e *encoder) {
+	e.str(m.Name, MaxNameLen, "app name")
+	e.str(m.Namespace, MaxNameLen, "namespace")
+	e.u64(m.Secret)
+	e.u8(uint8(m.Scope))
+	e.bool(m.Proxy)
+	if e.listLen(len(m.ProxyTransports), 0, MaxProxyTransports, "proxy transports") {
+		for _, t := range m.ProxyTransports {
+			e.u8(uint8(t))
+		}
+	}
+	e.u32(m.RxFifoSize)
+	e.u32(m.TxFifoSize)
+	e.u64(m.SegmentSize)
+	e.u64(m.AddSegmentSize)
+	e.u64(m.MaxFifoMemory)
+}
+
+func (m *Attach) decode(d *decoder) {
+	m.Name = d.str(MaxNameLen, "app name")
+	m.Namespace = d.str(MaxNameLen, "namespace")
+	m.Secret = d.u64()
+	m.Scope = sessions.Scope(d.u8())
+	m.Proxy = d.bool()
+	if n := d.listLen(0, MaxProxyTransports, "proxy transports"); n > 0 {
+		m.ProxyTransports = make([]sessions.Transport, n)
+		for i := range m.ProxyTransports {
+			m.ProxyTransports[i] = sessions.Transport(d.u8())
+		}
+	}
+	m.RxFifoSize = d.u32()
+	m.TxFifoSize = d.u32()
+	m.SegmentSize = d.u64()
+	m.AddSegmentSize = d.u64()
+	m.MaxFifoMemory = d.u64()
+}
+
+func (s *Segment) encode(e *encoder) { e.u32(s.Index); e.u64(s.Size) }
+func (s *Segment) decode(d *decoder) { s.Index = d.u32(); s.Size = d.u64() }
+
+func encodeSegments(e *encoder, segs []Segment, min, max int, field string) {
+	if e.listLen(len(segs), min, max, field) {
+		for i := range segs {
+			segs[i].encode(e)
+		}
+	}
+}
+
+func decodeSegments(d *decoder, min, max int, field string) []Segment {
+	n := d.listLen(min, max, field)
+	if n == 0 {
+		return nil
+	}
+	segs := make([]Segment, n)
+	for i := range segs {
+		segs[i].decode(d)
+	}
+	return segs
+}
+
+func (m *AttachReply) encode(e *encoder) {
+	e.u32(m.AppIndex)
+	encodeSegments(e, m.Segments, 0, MaxSegmentFDs, "attach segments")
+	e.u32(m.EventQueue.Segment)
+	e.u64(m.EventQueue.Offset)
+	e.u32(m.EventQueue.Capacity)
+}
+
+func (m *AttachReply) decode(d *decoder) {
+	m.AppIndex = d.u32()
+	m.Segments = decodeSegments(d, 0, MaxSegmentFDs, "attach segments")
+	m.EventQueue.Segment = d.u32()
+	m.EventQueue.Offset = d.u64()
+	m.EventQueue.Capacity = d.u32()
+}
+
+func (m *Bind) encode(e *encoder) { e.str(m.URI, MaxURILen, "bind uri"); e.endpoint(m.Endpoint) }
+func (m *Bind) decode(d *decoder) { m.URI = d.str(MaxURILen, "bind uri"); m.Endpoint = d.endpoint() }
+
+func (m *BindReply) encode(e *encoder) { e.u64(uint64(m.Handle)); e.endpoint(m.Local) }
+func (m *BindReply) decode(d *decoder) { m.Handle = sessions.Handle(d.u64()); m.Local = d.endpoint() }
+
+func (m *Unbind) encode(e *encoder) { e.u64(uint64(m.Handle)) }
+func (m *Unbind) decode(d *decoder) { m.Handle = sessions.Handle(d.u64()) }
+
+func (m *Connect) encode(e *encoder) { e.str(m.URI, MaxURILen, "connect uri"); e.endpoint(m.Endpoint) }
+func (m *Connect) decode(d *decoder) {
+	m.URI = d.str(MaxURILen, "connect uri")
+	m.Endpoint = d.endpoint()
+}
+
+func (f *FifoRef) encode(e *encoder) { e.u32(f.Segment); e.u64(f.Offset); e.u32(f.Size) }
+func (f *FifoRef) decode(d *decoder) { f.Segment = d.u32(); f.Offset = d.u64(); f.Size = d.u32() }
+
+func (s *SessionInfo) encode(e *encoder) {
+	e.u64(uint64(s.Handle))
+	s.Rx.encode(e)
+	s.Tx.encode(e)
+	e.endpoint(s.Local)
+	e.endpoint(s.Remote)
+	e.bool(s.CutThrough)
+	if s.CutThrough {
+		s.Segment.encode(e)
+	} else if s.Segment != (Segment{}) {
+		e.fail(malformed(ErrMalformed, "segment set on a session that is not cut-through"))
+	}
+}
+
+func (s *SessionInfo) decode(d *decoder) {
+	s.Handle = sessions.Handle(d.u64())
+	s.Rx.decode(d)
+	s.Tx.decode(d)
+	s.Local = d.endpoint()
+	s.Remote = d.endpoint()
+	s.CutThrough = d.bool()
+	if s.CutThrough {
+		s.Segment.decode(d)
+	}
+}
+
+func (m *ConnectReply) encode(e *encoder) { m.SessionInfo.encode(e) }
+func (m *ConnectReply) decode(d *decoder) { m.SessionInfo.decode(d) }
+
+func (m *Disconnect) encode(e *encoder) { e.u64(uint64(m.Handle)) }
+func (m *Disconnect) decode(d *decoder) { m.Handle = sessions.Handle(d.u64()) }
+
+func (m *SegmentAdded) encode(e *encoder) { encodeSegments(e, m.Segments, 1, MaxFDs, "added segments") }
+func (m *SegmentAdded) decode(d *decoder) {
+	m.Segments = decodeSegments(d, 1, MaxFDs, "added segments")
+}
+
+func (m *SegmentRemoved) encode(e *encoder) {
+	if e.listLen(len(m.Segments), 1, MaxSegmentIDs, "removed segments") {
+		for _, s := range m.Segments {
+			e.u32(s)
+		}
+	}
+}
+
+func (m *SegmentRemoved) decode(d *decoder) {
+	n := d.listLen(1, MaxSegmentIDs, "removed segments")
+	if n == 0 {
+		return
+	}
+	m.Segments = make([]uint32, n)
+	for i := range m.Segments {
+		m.Segments[i] = d.u32()
+	}
+}
+
+func (m *Accepted) encode(e *encoder) { e.u64(uint64(m.Listener)); m.SessionInfo.encode(e) }
+func (m *Accepted) decode(d *decoder) { m.Listener = sessions.Handle(d.u64()); m.SessionInfo.decode(d) }
+
+func (m *Show) encode(e *encoder) { e.u8(uint8(m.What)) }
+func (m *Show) decode(d *decoder) { m.What = ShowWhat(d.u8()) }
+
+func (m *ShowReply) encode(e *encoder) { e.blob(m.JSON, maxShowChunk, "show json") }
+func (m *ShowReply) decode(d *decoder) { m.JSON = d.blob(maxShowChunk, "show json") }
+
+func (m *NsAdd) encode(e *encoder) {
+	e.str(m.ID, MaxNameLen, "namespace id")
+	e.u64(m.Secret)
+	e.str(m.Iface, MaxIfaceLen, "interface")
+	e.str(m.Netns, MaxNetnsLen, "netns")
+}
+
+func (m *NsAdd) decode(d *decoder) {
+	m.ID = d.str(MaxNameLen, "namespace id")
+	m.Secret = d.u64()
+	m.Iface = d.str(MaxIfaceLen, "interface")
+	m.Netns = d.str(MaxNetnsLen, "netns")
+}
+
+func (m *NsDel) encode(e *encoder) { e.str(m.ID, MaxNameLen, "namespace id") }
+func (m *NsDel) decode(d *decoder) { m.ID = d.str(MaxNameLen, "namespace id") }
+
+func (r *Rule) encode(e *encoder) {
+	e.str(r.Namespace, MaxNameLen, "rule namespace")
+	e.u8(uint8(r.Transport))
+	e.prefix(r.Local, "rule local prefix")
+	e.u16(r.LocalPort)
+	e.prefix(r.Remote, "rule remote prefix")
+	e.u16(r.RemotePort)
+	e.u8(uint8(r.Action))
+	e.u32(r.AppIndex)
+	e.u8(uint8(r.Scope))
+	e.str(r.Tag, MaxNameLen, "rule tag")
+}
+
+func (r *Rule) decode(d *decoder) {
+	r.Namespace = d.str(MaxNameLen, "rule namespace")
+	r.Transport = sessions.Transport(d.u8())
+	r.Local = d.prefix()
+	r.LocalPort = d.u16()
+	r.Remote = d.prefix()
+	r.RemotePort = d.u16()
+	r.Action = RuleAction(d.u8())
+	r.AppIndex = d.u32()
+	r.Scope = sessions.Scope(d.u8())
+	r.Tag = d.str(MaxNameLen, "rule tag")
+}
+
+func (m *RuleAdd) encode(e *encoder) { m.Rule.encode(e) }
+func (m *RuleAdd) decode(d *decoder) { m.Rule.decode(d) }
+func (m *RuleDel) encode(e *encoder) { m.Rule.encode(e) }
+func (m *RuleDel) decode(d *decoder) { m.Rule.decode(d) }
