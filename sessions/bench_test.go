@@ -1,0 +1,195 @@
+package sessions_test
+
+import (
+	"encoding/binary"
+	"fmt"
+	"math/rand/v2"
+	"net/netip"
+	"testing"
+
+	"github.com/xsessiond/xsessiond/sessions"
+)
+
+// benchTuples returns n distinct IPv4 UDP tuples, like a server with many
+// peers: one local address, remote addresses and ports spread out.
+func benchTuples(n int) []sessions.FiveTuple {
+	r := rand.New(rand.NewPCG(7, 11))
+	out := make([]sessions.FiveTuple, n)
+	local := sessions.AddrBytes(netip.MustParseAddr("10.77.0.1"))
+	for i := range out {
+		var rem [16]byte
+		binary.BigEndian.PutUint32(rem[:4], 0x0a000000|uint32(r.IntN(1<<24)))
+		out[i] = sessions.FiveTuple{Local: local, Remote: rem, LocalPort: 9000, RemotePort: uint16(1024 + i%60000),
+			Proto: sessions.TransportUDP, Family: sessions.Family4}
+		binary.BigEndian.PutUint32(out[i].Remote[:4], uint32(i)*2654435761^binary.BigEndian.Uint32(rem[:4]))
+	}
+	return out
+}
+
+// benchOrder is the random order both lookup benchmarks visit keys in.
+func benchOrder(n int) []int32 {
+	r := rand.New(rand.NewPCG(13, 17))
+	o := make([]int32, 1<<20)
+	for i := range o {
+		o[i] = int32(r.IntN(n))
+	}
+	return o
+}
+
+var sink uint32
+
+// BenchmarkLookupEstablished looks up random existing sessions in one
+// worker's established table. Its baseline is BenchmarkGoMapLookup.
+func BenchmarkLookupEstablished(b *testing.B) {
+	for _, n := range []int{1000, 1000000} {
+		b.Run(sizeName(n), func(b *testing.B) {
+			keys := benchTuples(n)
+			sh := sessions.NewShard(0)
+			for i := range keys {
+				sh.Add(&sessions.ShardSession{Handle: sessions.MakeHandle(0, uint32(i)), Tuple: keys[i], FIB: 1})
+			}
+			if sh.Len() != n {
+				b.Fatalf("shard has %d sessions, want %d (duplicate keys)", sh.Len(), n)
+			}
+			tab := sh.Table(1)
+			order := benchOrder(n)
+			b.ReportAllocs()
+			b.ResetTimer()
+			for i := 0; i < b.N; i++ {
+				v, ok := tab.LookupIndex(&keys[order[i&(len(order)-1)]])
+				if !ok {
+					b.Fatal("miss")
+				}
+				sink += v
+			}
+		})
+	}
+}
+
+// BenchmarkGoMapLookup is the baseline of BenchmarkLookupEstablished: a Go
+// map keyed by the same FiveTuple values, visited in the same order.
+func BenchmarkGoMapLookup(b *testing.B) {
+	for _, n := range []int{1000, 1000000} {
+		b.Run(sizeName(n), func(b *testing.B) {
+			keys := benchTuples(n)
+			m := make(map[sessions.FiveTuple]uint32)
+			for i := range keys {
+				m[keys[i]] = uint32(i)
+			}
+			order := benchOrder(n)
+			b.ReportAllocs()
+			b.ResetTimer()
+			for i := 0; i < b.N; i++ {
+				v, ok := m[keys[order[i&(len(order)-1)]]]
+				if !ok {
+					b.Fatal("miss")
+				}
+				sink += v
+			}
+		})
+	}
+}
+
+func sizeName(n int) string {
+	switch {
+	case n >= 1000000:
+		return fmt.Sprintf("%dM", n/1000000)
+	case n >= 1000:
+		return fmt.Sprintf("%dk", n/1000)
+	}
+	return fmt.Sprint(n)
+}
+
+// BenchmarkLookupListener looks up 10,000 listeners of one FIB, half
+// bound to an exact address and half to the wildcard address, with hits
+// of both kinds.
+func BenchmarkLookupListener(b *testing.B) {
+	b.Run("10k", func(b *testing.B) { benchLookupListener(b, 10000) })
+}
+
+func benchLookupListener(b *testing.B, n int) {
+	r := newRig(b)
+	var addrs []netip.Addr
+	for i := 0; i < 100; i++ {
+		a := netip.AddrFrom4([4]byte{10, 0, 1, byte(i)})
+		r.view.Add(2, 1, a)
+		addrs = append(addrs, a)
+	}
+	app := r.attach(sessions.ScopeGlobal)
+	var tuples []sessions.FiveTuple
+	for i := 0; i < n; i++ {
+		port := uint16(1000 + i/2)
+		a := addrs[i%len(addrs)]
+		e := ep(sessions.TransportUDP, a, port)
+		if i%2 == 1 {
+			e.Addr = zero4
+		}
+		if _, err := r.l.Bind(app, e); err != nil {
+			b.Fatal(err)
+		}
+		// A packet to a: the exact bind for even i, the wildcard for odd
+		// i (whose port has no exact bind on a... unless even i took it).
+		tuples = append(tuples, sessions.FiveTuple{Local: sessions.AddrBytes(a), LocalPort: port, Remote: sessions.AddrBytes(remote),
+			RemotePort: 5000, Proto: sessions.TransportUDP, Family: sessions.Family4})
+		if i%2 == 1 {
+			tuples[i].Local = sessions.AddrBytes(addrs[(i+1)%len(addrs)])
+		}
+	}
+	rnd := rand.New(rand.NewPCG(1, 1))
+	order := make([]int32, 1<<16)
+	for i := range order {
+		order[i] = int32(rnd.IntN(n))
+	}
+	b.ReportAllocs()
+	b.ResetTimer()
+	for i := 0; i < b.N; i++ {
+		ln, ok := r.l.LookupListener(1, &tuples[order[i&(len(order)-1)]])
+		if !ok {
+			b.Fatal("miss")
+		}
+		sink += uint32(ln.Handle)
+	}
+}
+
+// BenchmarkRuleMatch matches tuples against 10,000 global rules with
+// remote prefixes of lengths 8 to 32 and local prefixes of 0 or 24.
+func BenchmarkRuleMatch(b *testing.B) {
+	b.Run("10k", func(b *testing.B) { benchRuleMatch(b, 10000) })
+}
+
+func benchRuleMatch(b *testing.B, n int) {
+	r := newRig(b)
+	rnd := rand.New(rand.NewPCG(5, 5))
+	lens := []int{8, 16, 20, 24, 28, 32}
+	rules := make([]sessions.Rule, n)
+	var tuples []sessions.FiveTuple
+	for i := range rules {
+		a := netip.AddrFrom4([4]byte{byte(rnd.IntN(256)), byte(rnd.IntN(256)), byte(rnd.IntN(256)), byte(rnd.IntN(256))})
+		rules[i] = sessions.Rule{Transport: sessions.TransportTCP, Remote: netip.PrefixFrom(a, lens[i%len(lens)]),
+			Action: sessions.RuleAction(i%2 + 1)}
+		if i%3 == 0 {
+			rules[i].Local = netip.PrefixFrom(addrA, 24)
+		}
+		if i%5 == 0 {
+			rules[i].RemotePort = uint16(rnd.IntN(1024))
+		}
+		tuples = append(tuples, sessions.FiveTuple{Local: sessions.AddrBytes(addrA), LocalPort: 80, Remote: sessions.AddrBytes(a),
+			RemotePort: rules[i].RemotePort, Proto: sessions.TransportTCP, Family: sessions.Family4})
+	}
+	if _, err := r.l.AddRules(rules); err != nil {
+		b.Fatal(err)
+	}
+	order := make([]int32, 1<<16)
+	for i := range order {
+		order[i] = int32(rnd.IntN(n))
+	}
+	b.ReportAllocs()
+	b.ResetTimer()
+	for i := 0; i < b.N; i++ {
+		m, ok := r.l.MatchRule(1, &tuples[order[i&(len(order)-1)]])
+		if !ok {
+			b.Fatal("miss")
+		}
+		sink += m.ID
+	}
+}

@@ -1,0 +1,357 @@
+package sessions_test
+
+import (
+	"net/netip"
+	"testing"
+
+	"github.com/xsessiond/xsessiond/sessions"
+)
+
+// vnet_connect_i
+
+func TestConnect_ZeroAddress(t *testing.T) {
+	r := newRig(t)
+	a := r.attach(0)
+	_, err := r.l.ConnectURI(a, "tcp://0.0.0.0:80", 0)
+	wantErr(t, err, sessions.ErrInvalidValue)
+	_, err = r.l.Connect(a, sessions.Endpoint{Transport: sessions.TransportTCP, Port: 80}, 0)
+	wantErr(t, err, sessions.ErrInvalidValue)
+}
+
+func TestConnect_NotAttached(t *testing.T) {
+	r := newRig(t)
+	_, err := r.l.ConnectURI(3, "tcp://192.0.2.7:80", 0)
+	wantErr(t, err, sessions.ErrNotAttached)
+}
+
+func TestConnect_SCTPNotSupported(t *testing.T) {
+	r := newRig(t)
+	a := r.attach(0)
+	_, err := r.l.ConnectURI(a, "sctp://192.0.2.7:80", 0)
+	wantErr(t, err, sessions.ErrNotSupported)
+}
+
+func TestConnect_LocalScopeDropRule_Filtered(t *testing.T) {
+	r := newRig(t)
+	srv := r.attach(sessions.ScopeLocal)
+	cli := r.attach(sessions.ScopeLocal | sessions.ScopeGlobal)
+	r.bind(srv, "tcp://0.0.0.0:80")
+	if _, err := r.l.AddRule(sessions.Rule{Transport: sessions.TransportTCP, Remote: netip.MustParsePrefix("127.0.0.0/8"),
+		RemotePort: 80, Action: sessions.RuleDrop, Scope: sessions.ScopeLocal}); err != nil {
+		t.Fatal(err)
+	}
+	_, err := r.l.ConnectURI(cli, "tcp://127.0.0.1:80", 0)
+	wantErr(t, err, sessions.ErrFiltered)
+	if len(r.l.Sessions()) != 0 || len(r.appEvents(srv)) != 0 {
+		t.Fatal("filtered connect left something")
+	}
+	// The rule covers 127/8 only; another destination reaches the listener.
+	res, err := r.l.ConnectURI(cli, "tcp://192.0.2.7:80", 0)
+	if err != nil || !res.CutThrough {
+		t.Fatalf("connect elsewhere: %+v %v", res, err)
+	}
+}
+
+func TestConnect_LocalScopeListenerOfOtherApp_CutThrough(t *testing.T) {
+	r := newRig(t)
+	srv := r.attach(sessions.ScopeLocal)
+	cli := r.attach(sessions.ScopeLocal)
+	lh := r.bind(srv, "udp://0.0.0.0:7000")
+	res, err := r.l.ConnectURI(cli, "udp://127.0.0.1:7000", 77)
+	if err != nil || !res.CutThrough || res.Handle.Worker() != sessions.CutThroughWorker {
+		t.Fatalf("connect: %+v %v", res, err)
+	}
+	sev, cev := r.appEvents(srv), r.appEvents(cli)
+	if len(sev) != 1 || sev[0].Kind != sessions.EventAccepted || sev[0].Listener != lh || !sev[0].CutThrough {
+		t.Fatalf("server events %+v", sev)
+	}
+	if len(cev) != 1 || cev[0].Kind != sessions.EventConnected || cev[0].Handle != res.Handle || cev[0].Opaque != 77 {
+		t.Fatalf("client events %+v", cev)
+	}
+	// One segment, shared; each side's tx is the other's rx.
+	sp, cp := sev[0].Pair, cev[0].Pair
+	if sp.Segment != cp.Segment || sp.Rx != cp.Tx || sp.Tx != cp.Rx || sp.RxRef != cp.TxRef || sp.TxRef != cp.RxRef {
+		t.Fatalf("pairs do not mirror: server %+v client %+v", sp, cp)
+	}
+	// No packet path: nothing opened, nothing in the feed.
+	if opens, _, _, _ := r.dp.Calls(); len(opens) != 0 {
+		t.Fatalf("datapath opens %v", opens)
+	}
+	if seq, _ := r.l.Snapshot(); seq != 0 {
+		t.Fatalf("feed moved to %d", seq)
+	}
+	// The Notifier saw both events too.
+	if n := len(r.note.Events()); n != 2 {
+		t.Fatalf("notifier saw %d events", n)
+	}
+	ss := r.l.Sessions()
+	if len(ss) != 2 || ss[0].State != "cut-through" || ss[0].Peer != ss[1].Handle {
+		t.Fatalf("sessions %+v", ss)
+	}
+}
+
+func TestConnect_LocalScopeRuleToSelf_Skipped(t *testing.T) {
+	r := newRig(t)
+	// A proxy with both scopes: its every-port entries catch everything,
+	// and a forward rule points at it too. Its own connect must not loop.
+	p := r.attachOpts(sessions.AttachOptions{Scope: sessions.ScopeLocal | sessions.ScopeGlobal, Proxy: true,
+		ProxyTransports: []sessions.Transport{sessions.TransportTCP}})
+	if _, err := r.l.AddRule(sessions.Rule{Transport: sessions.TransportTCP, Remote: netip.MustParsePrefix("192.0.2.0/24"),
+		Action: sessions.RuleForward, App: p, Scope: sessions.ScopeLocal | sessions.ScopeGlobal}); err != nil {
+		t.Fatal(err)
+	}
+	res, err := r.l.ConnectURI(p, "tcp://192.0.2.7:80", 1)
+	if err != nil || res.CutThrough || res.Handle.Worker() != sessions.HalfOpenWorker {
+		t.Fatalf("proxy's own connect: %+v %v (want a half-open session to the wire)", res, err)
+	}
+	// Another local app's connect goes to the proxy through cut-through.
+	cli := r.attach(sessions.ScopeLocal | sessions.ScopeGlobal)
+	res, err = r.l.ConnectURI(cli, "tcp://192.0.2.7:80", 2)
+	if err != nil || !res.CutThrough {
+		t.Fatalf("client connect: %+v %v", res, err)
+	}
+	// And so does a global-only app, through the global rule.
+	g := r.attach(sessions.ScopeGlobal)
+	res, err = r.l.ConnectURI(g, "tcp://192.0.2.7:80", 3)
+	if err != nil || !res.CutThrough {
+		t.Fatalf("global client connect: %+v %v", res, err)
+	}
+}
+
+func TestConnect_LocalScopeListenerOfSelf_Skipped(t *testing.T) {
+	r := newRig(t)
+	a := r.attach(sessions.ScopeLocal | sessions.ScopeGlobal)
+	r.bind(a, "tcp://0.0.0.0:80")
+	// Its own local entry is skipped; the destination is remote, so the
+	// connect goes to the wire.
+	res, err := r.l.ConnectURI(a, "tcp://192.0.2.7:80", 0)
+	if err != nil || res.CutThrough {
+		t.Fatalf("connect: %+v %v", res, err)
+	}
+}
+
+func TestConnect_LocalScopeForwardRule_CutThrough(t *testing.T) {
+	r := newRig(t)
+	srv := r.attach(sessions.ScopeLocal)
+	cli := r.attach(sessions.ScopeLocal)
+	lh := r.bind(srv, "tcp://0.0.0.0:8443")
+	if _, err := r.l.AddRule(sessions.Rule{Transport: sessions.TransportTCP, Remote: netip.MustParsePrefix("192.0.2.0/24"),
+		RemotePort: 443, Action: sessions.RuleForward, App: srv, Scope: sessions.ScopeLocal, Tag: "redirect"}); err != nil {
+		t.Fatal(err)
+	}
+	res, err := r.l.ConnectURI(cli, "tcp://192.0.2.1:443", 0)
+	if err != nil || !res.CutThrough {
+		t.Fatalf("connect %+v %v", res, err)
+	}
+	ev := r.appEvents(srv)
+	if len(ev) != 1 || ev[0].Kind != sessions.EventAccepted {
+		t.Fatalf("server events %+v", ev)
+	}
+	_ = lh
+}
+
+func TestConnect_LocalScopeAllowRule_EndsLocalLookup(t *testing.T) {
+	r := newRig(t)
+	srv := r.attach(sessions.ScopeLocal)
+	cli := r.attach(sessions.ScopeLocal | sessions.ScopeGlobal)
+	r.bind(srv, "tcp://0.0.0.0:80")
+	if _, err := r.l.AddRule(sessions.Rule{Transport: sessions.TransportTCP, Remote: netip.MustParsePrefix("192.0.2.0/24"),
+		Action: sessions.RuleAllow, Scope: sessions.ScopeLocal}); err != nil {
+		t.Fatal(err)
+	}
+	res, err := r.l.ConnectURI(cli, "tcp://192.0.2.7:80", 0)
+	if err != nil || res.CutThrough {
+		t.Fatalf("allowed connect went %+v %v, want to the wire", res, err)
+	}
+	// Loopback is not covered by the rule: the listener catches it.
+	res, err = r.l.ConnectURI(cli, "tcp://127.0.0.1:80", 0)
+	if err != nil || !res.CutThrough {
+		t.Fatalf("loopback connect %+v %v", res, err)
+	}
+}
+
+func TestConnect_LocalDestinationNoLocalMatch_LocalConnect(t *testing.T) {
+	r := newRig(t)
+	for _, c := range []struct {
+		name  string
+		scope sessions.Scope
+		uri   string
+	}{
+		{"LocalScopeLoopback4", sessions.ScopeLocal, "tcp://127.0.0.1:80"},
+		{"LocalScopeLoopback6", sessions.ScopeLocal | sessions.ScopeGlobal, "udp://[::1]:80"},
+		{"GlobalScopeLoopback", sessions.ScopeGlobal, "tcp://127.0.0.2:80"},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			a := r.attach(c.scope)
+			_, err := r.l.ConnectURI(a, c.uri, 0)
+			wantErr(t, err, sessions.ErrLocalConnect)
+		})
+	}
+}
+
+func TestConnect_NoGlobalScope_Scope(t *testing.T) {
+	r := newRig(t)
+	a := r.attach(sessions.ScopeLocal)
+	_, err := r.l.ConnectURI(a, "tcp://192.0.2.7:80", 0)
+	wantErr(t, err, sessions.ErrScope)
+	// Even to a global listener on this host.
+	s := r.attach(sessions.ScopeGlobal)
+	r.bind(s, "tcp://10.0.0.1:80")
+	_, err = r.l.ConnectURI(a, "tcp://10.0.0.1:80", 0)
+	wantErr(t, err, sessions.ErrScope)
+}
+
+func TestConnect_GlobalScopeDropRule_Filtered(t *testing.T) {
+	r := newRig(t)
+	a := r.attach(sessions.ScopeGlobal)
+	if _, err := r.l.AddRule(sessions.Rule{Transport: sessions.TransportUDP, Remote: netip.MustParsePrefix("2001:db8::/32"),
+		Action: sessions.RuleDrop}); err != nil {
+		t.Fatal(err)
+	}
+	_, err := r.l.ConnectURI(a, "udp://[2001:db8::7]:53", 0)
+	wantErr(t, err, sessions.ErrFiltered)
+	// v4 and other transports are not covered.
+	if _, err := r.l.ConnectURI(a, "udp://192.0.2.7:53", 0); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := r.l.ConnectURI(a, "tcp://[2001:db8::7]:53", 0); err != nil {
+		t.Fatal(err)
+	}
+	// A local-scope drop rule does not bind a global-only app.
+	if _, err := r.l.AddRule(sessions.Rule{Transport: sessions.TransportTCP, Action: sessions.RuleDrop, Scope: sessions.ScopeLocal}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := r.l.ConnectURI(a, "tcp://192.0.2.7:1", 0); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func TestConnect_GlobalListenerOnThisHost_CutThrough(t *testing.T) {
+	for _, c := range []struct {
+		name, bind, dial string
+	}{
+		{"ExactAddress", "tcp://10.0.0.1:80", "tcp://10.0.0.1:80"},
+		{"WildcardListener", "tcp://0.0.0.0:80", "tcp://10.0.0.1:80"},
+		{"WildcardListenerOtherInterfaceAddress", "tcp://0.0.0.0:80", "tcp://10.0.0.9:80"},
+		{"IPv6", "udp://[::]:53", "udp://[fd00::1]:53"},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			r := newRig(t)
+			srv, cli := r.attach(sessions.ScopeGlobal), r.attach(sessions.ScopeGlobal)
+			lh := r.bind(srv, c.bind)
+			res, err := r.l.ConnectURI(cli, c.dial, 0)
+			if err != nil || !res.CutThrough {
+				t.Fatalf("connect %+v %v", res, err)
+			}
+			ev := r.appEvents(srv)
+			if len(ev) != 1 || ev[0].Listener != lh {
+				t.Fatalf("server events %+v", ev)
+			}
+			if opens, _, _, _ := r.dp.Calls(); len(opens) != 0 {
+				t.Fatal("datapath asked to open a local session")
+			}
+		})
+	}
+}
+
+func TestConnect_GlobalListenerRemoteDestination_Opens(t *testing.T) {
+	r := newRig(t)
+	srv, cli := r.attach(sessions.ScopeGlobal), r.attach(sessions.ScopeGlobal)
+	r.bind(srv, "tcp://0.0.0.0:80")
+	// 192.0.2.7 is not this host: the wildcard listener does not serve it.
+	res, err := r.l.ConnectURI(cli, "tcp://192.0.2.7:80", 0)
+	if err != nil || res.CutThrough {
+		t.Fatalf("connect %+v %v", res, err)
+	}
+}
+
+func TestConnect_Remote_HalfOpenToDatapath(t *testing.T) {
+	r := newRig(t)
+	a := r.attach(0)
+	f := r.l.Subscribe(16)
+	defer f.Close()
+	res, err := r.l.ConnectURI(a, "udp://192.0.2.7:9000", 31)
+	if err != nil || res.CutThrough || res.Handle.Worker() != sessions.HalfOpenWorker {
+		t.Fatalf("connect %+v %v", res, err)
+	}
+	opens, _, _, _ := r.dp.Calls()
+	if len(opens) != 1 || opens[0].HalfOpen != res.Handle || opens[0].Opaque != 31 || opens[0].Remote.FIB != 1 || opens[0].Remote.IfIndex != 2 {
+		t.Fatalf("opens %+v", opens)
+	}
+	c, err := f.Next(t.Context())
+	if err != nil || c.Op != sessions.OpAdd || c.Kind != sessions.KindEstablished || c.Handle != res.Handle {
+		t.Fatalf("feed: %+v %v", c, err)
+	}
+	want := sessions.FiveTuple{Local: sessions.AddrBytes(addrA), LocalPort: 40001, Remote: sessions.AddrBytes(remote), RemotePort: 9000,
+		Proto: sessions.TransportUDP, Family: sessions.Family4}
+	if c.Tuple != want {
+		t.Fatalf("half-open tuple %+v, want %+v", c.Tuple, want)
+	}
+	if h, ok := r.l.LookupHalfOpen(1, &want); !ok || h != res.Handle {
+		t.Fatalf("LookupHalfOpen = %#x %v", h, ok)
+	}
+
+	// The worker that sees the reply claims it.
+	eh, err := r.l.Connected(1, res.Handle)
+	if err != nil || eh.Worker() != 1 {
+		t.Fatalf("Connected = %#x %v", eh, err)
+	}
+	if _, ok := r.l.LookupHalfOpen(1, &want); ok {
+		t.Fatal("half-open entry left")
+	}
+	r.drainShards()
+	ss, ok := r.l.Shard(1).Lookup(1, &want)
+	if !ok || ss.Handle != eh || ss.App != a {
+		t.Fatalf("shard lookup %+v %v", ss, ok)
+	}
+	ev := r.appEvents(a)
+	if len(ev) != 1 || ev[0].Kind != sessions.EventConnected || ev[0].Handle != eh || ev[0].Opaque != 31 || ev[0].CutThrough {
+		t.Fatalf("events %+v", ev)
+	}
+	c1, _ := f.Next(t.Context())
+	c2, _ := f.Next(t.Context())
+	if c1.Op != sessions.OpDel || c1.Handle != res.Handle || c2.Op != sessions.OpAdd || c2.Handle != eh || c2.Seq != c1.Seq+1 {
+		t.Fatalf("feed after Connected: %+v %+v", c1, c2)
+	}
+}
+
+func TestConnect_DatapathOpenFails(t *testing.T) {
+	r := newRig(t)
+	a := r.attach(0)
+	r.dp.SetFail(true, false)
+	_, err := r.l.ConnectURI(a, "tcp://192.0.2.7:80", 0)
+	wantErr(t, err, sessions.ErrConnect)
+	if len(r.l.Sessions()) != 0 {
+		t.Fatal("failed open left a session")
+	}
+}
+
+func TestConnect_NoDatapath(t *testing.T) {
+	l, err := sessions.New(sessions.Config{View: newRig(t).view, Memory: newRig(t).mem})
+	if err != nil {
+		t.Fatal(err)
+	}
+	at, err := l.Attach(sessions.AttachOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, err = l.ConnectURI(at.App, "tcp://192.0.2.7:80", 0)
+	wantErr(t, err, sessions.ErrConnect)
+}
+
+func TestConnect_ConnectFailed(t *testing.T) {
+	r := newRig(t)
+	a := r.attach(0)
+	res, err := r.l.ConnectURI(a, "tcp://192.0.2.7:80", 4)
+	if err != nil {
+		t.Fatal(err)
+	}
+	wantErr(t, r.l.ConnectFailed(res.Handle, sessions.ErrConnect), nil)
+	ev := r.appEvents(a)
+	if len(ev) != 1 || ev[0].Kind != sessions.EventConnectFailed || ev[0].Opaque != 4 {
+		t.Fatalf("events %+v", ev)
+	}
+	wantErr(t, r.l.ConnectFailed(res.Handle, sessions.ErrConnect), sessions.ErrNoSession)
+	_, err = r.l.Connected(0, res.Handle)
+	wantErr(t, err, sessions.ErrNoSession)
+}

@@ -1,0 +1,299 @@
+package sessions
+
+import (
+	"cmp"
+	"fmt"
+	"maps"
+	"slices"
+)
+
+// --- rules ---
+
+// AddRule adds a rule and returns its ID. A forward rule must name an
+// attached app; the rule's namespace must exist.
+func (l *Layer) AddRule(r Rule) (uint32, error) {
+	ids, err := l.AddRules([]Rule{r})
+	if err != nil {
+		return 0, err
+	}
+	return ids[0], nil
+}
+
+// AddRules adds rules in one step (all or none) and returns their IDs.
+func (l *Layer) AddRules(rs []Rule) ([]uint32, error) {
+	l.lock()
+	defer l.unlock()
+	ids := make([]uint32, 0, len(rs))
+	add := make([]RuleInfo, 0, len(rs))
+	for i, r := range rs {
+		r, err := r.normalize()
+		if err != nil {
+			return nil, fmt.Errorf("add rule %d: %w", i, err)
+		}
+		if _, ok := l.nss[r.Namespace]; !ok {
+			return nil, fmt.Errorf("add rule %d: namespace %q: %w", i, r.Namespace, ErrInvalidNamespace)
+		}
+		if r.Action == RuleForward && l.apps[r.App] == nil {
+			return nil, fmt.Errorf("add rule %d: forward to app %d: %w", i, r.App, ErrNotAttached)
+		}
+		id := l.nextRule + uint32(i)
+		add = append(add, RuleInfo{ID: id, Rule: r})
+		ids = append(ids, id)
+	}
+	l.nextRule += uint32(len(rs))
+	l.ruleList = append(l.ruleList, add...)
+	l.publishRulesLocked()
+	return ids, nil
+}
+
+// DelRule deletes the rule with the given ID.
+func (l *Layer) DelRule(id uint32) error {
+	return l.delRules(func(r RuleInfo) bool { return r.ID == id }, fmt.Sprintf("id %d", id))
+}
+
+// DelRulesByTag deletes every rule with tag (non-empty) and returns how many
+// went; none is ErrNoRule.
+func (l *Layer) DelRulesByTag(tag string) error {
+	if tag == "" {
+		return fmt.Errorf("delete rules: empty tag: %w", ErrInvalidValue)
+	}
+	return l.delRules(func(r RuleInfo) bool { return r.Tag == tag }, fmt.Sprintf("tag %q", tag))
+}
+
+// DelRuleMatching deletes the rules matching exactly what r matches
+// (transport, prefixes, ports, scope, namespace; action, app and tag are
+// ignored).
+func (l *Layer) DelRuleMatching(r Rule) error {
+	r, err := r.normalize()
+	if err != nil {
+		return fmt.Errorf("delete rule: %w", err)
+	}
+	return l.delRules(func(x RuleInfo) bool { return x.sameMatch(r) }, "matching")
+}
+
+func (l *Layer) delRules(match func(RuleInfo) bool, what string) error {
+	l.lock()
+	defer l.unlock()
+	n := len(l.ruleList)
+	l.ruleList = slices.DeleteFunc(l.ruleList, match)
+	if len(l.ruleList) == n {
+		return fmt.Errorf("delete rule %s: %w", what, ErrNoRule)
+	}
+	l.publishRulesLocked()
+	return nil
+}
+
+// Rules lists the rules in ID order.
+func (l *Layer) Rules() []RuleInfo {
+	l.lock()
+	defer l.unlock()
+	return slices.Clone(l.ruleList)
+}
+
+// publishRulesLocked rebuilds every rules table from ruleList.
+func (l *Layer) publishRulesLocked() {
+	by := map[ruleTableID][]RuleInfo{}
+	for _, r := range l.ruleList {
+		ns := l.nss[r.Namespace]
+		if ns == nil {
+			continue
+		}
+		if r.Scope&ScopeLocal != 0 {
+			id := ruleTableID{local: true, ns: r.Namespace}
+			by[id] = append(by[id], r)
+		}
+		if r.Scope&ScopeGlobal != 0 {
+			var done [2]FIBID
+			for i, fam := range r.families() {
+				fib := ns.cfg.fib(fam)
+				if i == 1 && fib == done[0] {
+					continue // one table for both families: added once
+				}
+				done[i] = fib
+				id := ruleTableID{fib: fib}
+				by[id] = append(by[id], r)
+			}
+		}
+	}
+	snap := &ruleSnap{tables: map[ruleTableID]*ruleSet{}}
+	for id, rs := range by {
+		snap.tables[id] = buildRuleSet(rs)
+	}
+	l.rules.Store(snap)
+}
+
+// MatchRule returns the global rule of FIB fib that wins for tuple t (Local
+// is this host's side). It is for the datapath: lock-free, no allocation.
+func (l *Layer) MatchRule(fib FIBID, t *FiveTuple) (RuleMatch, bool) {
+	return l.rules.Load().table(ruleTableID{fib: fib}).match(t)
+}
+
+// MatchLocalRule returns the rule of namespace ns's local table that wins
+// for tuple t. Lock-free, no allocation.
+func (l *Layer) MatchLocalRule(ns string, t *FiveTuple) (RuleMatch, bool) {
+	return l.rules.Load().table(ruleTableID{local: true, ns: ns}).match(t)
+}
+
+// LookupListener finds the global listener of FIB fib serving a packet whose
+// 5-tuple (as seen from this host) is t: exact address and port, then the
+// wildcard address, then a proxy's every-port entry. For the datapath:
+// lock-free, no allocation.
+func (l *Layer) LookupListener(fib FIBID, t *FiveTuple) (*Listener, bool) {
+	ln := l.listeners.Load().set(fib).lookup(t.Proto, t.Family, &t.Local, t.LocalPort)
+	return ln, ln != nil
+}
+
+// --- introspection ---
+
+// AppInfo describes an attached app.
+type AppInfo struct {
+	ID         AppID    `json:"id"`
+	Client     uint64   `json:"client"`
+	Name       string   `json:"name"`
+	Namespace  string   `json:"namespace"`
+	Scope      string   `json:"scope"`
+	Proxy      bool     `json:"proxy,omitempty"`
+	Listeners  int      `json:"listeners"`
+	Sessions   int      `json:"sessions"`
+	Segments   []string `json:"segments"`
+	RxFifoSize uint32   `json:"rx_fifo_size"`
+	TxFifoSize uint32   `json:"tx_fifo_size"`
+}
+
+// ListenerInfo describes a listener.
+type ListenerInfo struct {
+	Handle    Handle `json:"handle"`
+	App       AppID  `json:"app"`
+	URI       string `json:"uri"`
+	Namespace string `json:"namespace"`
+	Table     string `json:"table"` // "local" or "global"
+	FIB       FIBID  `json:"fib"`
+	Proxy     bool   `json:"proxy,omitempty"`
+}
+
+// SessionInfo describes a session.
+type SessionInfo struct {
+	Handle    Handle `json:"handle"`
+	App       AppID  `json:"app"`
+	State     string `json:"state"` // "established", "half-open" or "cut-through"
+	Transport string `json:"transport"`
+	Local     string `json:"local"`
+	Remote    string `json:"remote"`
+	FIB       FIBID  `json:"fib"`
+	Worker    uint32 `json:"worker"`
+	Listener  Handle `json:"listener,omitempty"`
+	Peer      Handle `json:"peer,omitempty"`
+}
+
+// NamespaceInfo describes a namespace (never its secret).
+type NamespaceInfo struct {
+	NamespaceConfig
+	Apps           int `json:"apps"`
+	LocalListeners int `json:"local_listeners"`
+}
+
+func (s Scope) String() string {
+	switch s {
+	case ScopeGlobal:
+		return "global"
+	case ScopeLocal:
+		return "local"
+	case ScopeGlobal | ScopeLocal:
+		return "local+global"
+	}
+	return fmt.Sprintf("scope(%#x)", uint8(s))
+}
+
+func (l *Layer) sortedAppsLocked() []*app {
+	as := slices.Collect(maps.Values(l.apps))
+	slices.SortFunc(as, func(a, b *app) int { return cmp.Compare(a.id, b.id) })
+	return as
+}
+
+// Apps lists the attached apps.
+func (l *Layer) Apps() []AppInfo {
+	l.lock()
+	defer l.unlock()
+	var out []AppInfo
+	for _, a := range l.sortedAppsLocked() {
+		ai := AppInfo{ID: a.id, Client: a.opts.ClientID, Name: a.opts.Name, Namespace: a.ns.cfg.ID,
+			Scope: a.opts.Scope.String(), Proxy: a.opts.Proxy, Listeners: len(a.global) + len(a.local),
+			Sessions: len(a.sess), RxFifoSize: a.opts.RxFifoSize, TxFifoSize: a.opts.TxFifoSize}
+		for _, s := range a.mem.Segments() {
+			ai.Segments = append(ai.Segments, s.Name())
+		}
+		out = append(out, ai)
+	}
+	return out
+}
+
+// Listeners lists the listeners of both tables.
+func (l *Layer) Listeners() []ListenerInfo {
+	l.lock()
+	defer l.unlock()
+	var out []ListenerInfo
+	for _, a := range l.sortedAppsLocked() {
+		for _, ln := range a.local {
+			out = append(out, listenerInfo(a, ln))
+		}
+		for _, ln := range a.global {
+			out = append(out, listenerInfo(a, ln))
+		}
+	}
+	slices.SortFunc(out, func(a, b ListenerInfo) int {
+		return cmp.Or(cmp.Compare(a.App, b.App), cmp.Compare(a.Table, b.Table), cmp.Compare(a.URI, b.URI))
+	})
+	return out
+}
+
+func listenerInfo(a *app, ln *Listener) ListenerInfo {
+	li := ListenerInfo{Handle: ln.Handle, App: a.id, URI: ln.Endpoint.URI(), Namespace: a.ns.cfg.ID,
+		Table: "global", FIB: ln.Endpoint.FIB, Proxy: ln.Proxy}
+	if ln.Local {
+		li.Table = "local"
+	}
+	return li
+}
+
+// Sessions lists the sessions.
+func (l *Layer) Sessions() []SessionInfo {
+	l.lock()
+	defer l.unlock()
+	out := make([]SessionInfo, 0, len(l.sess))
+	for _, s := range l.sess {
+		si := SessionInfo{Handle: s.h, App: s.app.id, Transport: s.tuple.Proto.String(),
+			Local: tupleLocal(&s.tuple).String(), Remote: tupleRemote(&s.tuple).String(), FIB: s.fib,
+			Worker: s.h.Worker(), Listener: s.listener}
+		switch s.kind {
+		case kindEstablished:
+			si.State = "established"
+		case kindHalfOpen:
+			si.State = "half-open"
+		case kindCutThrough:
+			si.State = "cut-through"
+			if s.peer != nil {
+				si.Peer = s.peer.h
+			}
+		}
+		if si.Listener == InvalidHandle {
+			si.Listener = 0
+		}
+		out = append(out, si)
+	}
+	slices.SortFunc(out, func(a, b SessionInfo) int { return cmp.Compare(a.Handle, b.Handle) })
+	return out
+}
+
+// Namespaces lists the namespaces.
+func (l *Layer) Namespaces() []NamespaceInfo {
+	l.lock()
+	defer l.unlock()
+	var out []NamespaceInfo
+	for _, ns := range l.nss {
+		c := ns.cfg
+		c.Secret = 0
+		out = append(out, NamespaceInfo{NamespaceConfig: c, Apps: ns.apps, LocalListeners: len(ns.local)})
+	}
+	slices.SortFunc(out, func(a, b NamespaceInfo) int { return cmp.Compare(a.ID, b.ID) })
+	return out
+}

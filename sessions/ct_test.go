@@ -1,0 +1,267 @@
+package sessions_test
+
+import (
+	"crypto/sha256"
+	"math/rand/v2"
+	"os"
+	"runtime"
+	"strconv"
+	"strings"
+	"syscall"
+	"testing"
+
+	"github.com/xsessiond/xsessiond/fifo"
+	"github.com/xsessiond/xsessiond/sessions"
+	"github.com/xsessiond/xsessiond/sessions/sessionstest"
+)
+
+// mapAs maps seg as another process would: its own mapping of a duplicate
+// of the segment's fd.
+func mapAs(t *testing.T, seg sessions.Segment) *fifo.Segment {
+	t.Helper()
+	fd, err := syscall.Dup(seg.FD())
+	if err != nil {
+		t.Fatal(err)
+	}
+	m, err := fifo.MapSegment(fd)
+	if err != nil {
+		syscall.Close(fd)
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { m.Close() })
+	return m
+}
+
+func popOne(t *testing.T, am sessions.AppMemory) fifo.Event {
+	t.Helper()
+	m, ok := sessions.FifoManager(am)
+	if !ok {
+		t.Fatal("not a fifo-backed app")
+	}
+	evs := make([]fifo.Event, 4)
+	n, err := m.EventQueue().PopBatch(evs)
+	if err != nil || n != 1 {
+		t.Fatalf("event queue: %d events, %v", n, err)
+	}
+	return evs[0]
+}
+
+func loCounters(t *testing.T) (rx, tx uint64, ok bool) {
+	read := func(name string) (uint64, bool) {
+		b, err := os.ReadFile("/sys/class/net/lo/statistics/" + name)
+		if err != nil {
+			return 0, false
+		}
+		v, err := strconv.ParseUint(strings.TrimSpace(string(b)), 10, 64)
+		return v, err == nil
+	}
+	rx, ok1 := read("rx_packets")
+	tx, ok2 := read("tx_packets")
+	return rx, tx, ok1 && ok2
+}
+
+// pump sends n pseudo-random bytes (seeded by seed) into w and returns their
+// SHA-256.
+func pump(w *fifo.Fifo, n int, seed uint64) [32]byte {
+	h := sha256.New()
+	r := rand.New(rand.NewPCG(seed, seed))
+	buf := make([]byte, 64<<10)
+	for sent := 0; sent < n; {
+		c := min(len(buf), n-sent)
+		for i := 0; i < c; i += 8 {
+			v := r.Uint64()
+			for j := 0; j < 8 && i+j < c; j++ {
+				buf[i+j] = byte(v >> (8 * j))
+			}
+		}
+		h.Write(buf[:c])
+		for off := 0; off < c; {
+			k, err := w.Enqueue(buf[off:c])
+			if err != nil {
+				runtime.Gosched()
+				continue
+			}
+			off += k
+		}
+		sent += c
+	}
+	var sum [32]byte
+	copy(sum[:], h.Sum(nil))
+	return sum
+}
+
+// drain reads n bytes from r and returns their SHA-256.
+func drain(r *fifo.Fifo, n int) [32]byte {
+	h := sha256.New()
+	buf := make([]byte, 64<<10)
+	for got := 0; got < n; {
+		k, err := r.Dequeue(buf[:min(len(buf), n-got)])
+		if err != nil {
+			runtime.Gosched()
+			continue
+		}
+		h.Write(buf[:k])
+		got += k
+	}
+	var sum [32]byte
+	copy(sum[:], h.Sum(nil))
+	return sum
+}
+
+// TestCutThrough_100MB: two local apps exchange 100 MB each way through a
+// cut-through session in a real memfd segment, each side mapping the
+// segment on its own and finding its fifos from its event queue.
+func TestCutThrough_100MB(t *testing.T) {
+	const n = 100 << 20
+	view := sessionstest.NewView().Add(2, 1, addrA)
+	note := &sessionstest.Notifier{}
+	l, err := sessions.New(sessions.Config{View: view, Memory: sessions.FifoMemory{}, Notifier: note, Default: sessions.NamespaceConfig{IfIndex: 2, FIB4: 1}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	srvAt, err := l.Attach(sessions.AttachOptions{ClientID: 1, Name: "srv", Scope: sessions.ScopeLocal, RxFifoSize: 1 << 20, TxFifoSize: 1 << 20})
+	if err != nil {
+		t.Fatal(err)
+	}
+	cliAt, err := l.Attach(sessions.AttachOptions{ClientID: 2, Name: "cli", Scope: sessions.ScopeLocal, RxFifoSize: 1 << 20, TxFifoSize: 1 << 20})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Detach(cliAt.App)
+	defer l.Detach(srvAt.App)
+	lh, err := l.BindURI(srvAt.App, "tcp://0.0.0.0:7777")
+	if err != nil {
+		t.Fatal(err)
+	}
+	lo0rx, lo0tx, haveLo := loCounters(t)
+	res, err := l.ConnectURI(cliAt.App, "tcp://127.0.0.1:7777", 9)
+	if err != nil || !res.CutThrough {
+		t.Fatalf("connect: %+v %v", res, err)
+	}
+	sev, cev := popOne(t, srvAt.Memory), popOne(t, cliAt.Memory)
+	if sev.Type != fifo.EventAccepted || sev.Flags&sessions.FlagCutThrough == 0 || sessions.Handle(sev.Args[2]) != lh {
+		t.Fatalf("server event %+v", sev)
+	}
+	if cev.Type != fifo.EventConnected || cev.Arg32 != 9 || sessions.Handle(cev.Handle) != res.Handle {
+		t.Fatalf("client event %+v", cev)
+	}
+	// The segment reaches apps over the control socket: the daemon finds
+	// it in the events its Notifier sees.
+	var ctSeg sessions.Segment
+	for _, ev := range note.Events() {
+		if ev.Kind == sessions.EventConnected && ev.Handle == res.Handle {
+			ctSeg = ev.Pair.Segment
+		}
+	}
+	if ctSeg == nil || ctSeg.FD() < 0 {
+		t.Fatalf("no cut-through segment with a descriptor in the notifier's events: %v", ctSeg)
+	}
+	srvSeg, cliSeg := mapAs(t, ctSeg), mapAs(t, ctSeg)
+	at := func(seg *fifo.Segment, arg uint64) *fifo.Fifo {
+		f, err := seg.FifoAt(fifo.RefFromArg(arg).Offset)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return f
+	}
+	srvRx, srvTx := at(srvSeg, sev.Args[0]), at(srvSeg, sev.Args[1])
+	cliRx, cliTx := at(cliSeg, cev.Args[0]), at(cliSeg, cev.Args[1])
+
+	c2s, s2c := make(chan [32]byte, 2), make(chan [32]byte, 2)
+	go func() { c2s <- pump(cliTx, n, 1) }()
+	go func() { c2s <- drain(srvRx, n) }()
+	go func() { s2c <- pump(srvTx, n, 2) }()
+	go func() { s2c <- drain(cliRx, n) }()
+	a, b := <-c2s, <-c2s
+	c, d := <-s2c, <-s2c
+	if a != b {
+		t.Fatalf("client to server: checksums differ %x %x", a, b)
+	}
+	if c != d {
+		t.Fatalf("server to client: checksums differ %x %x", c, d)
+	}
+	if haveLo {
+		lo1rx, lo1tx, _ := loCounters(t)
+		t.Logf("lo packets during the exchange: rx %d tx %d", lo1rx-lo0rx, lo1tx-lo0tx)
+		// 200 MB over loopback would take at least 3200 packets of 64 KiB.
+		if lo1tx-lo0tx >= 3200 {
+			t.Fatalf("lo sent %d packets during a cut-through exchange", lo1tx-lo0tx)
+		}
+	}
+	if err := l.Disconnect(cliAt.App, res.Handle); err != nil {
+		t.Fatal(err)
+	}
+	if ev := popOne(t, srvAt.Memory); ev.Type != fifo.EventDisconnected {
+		t.Fatalf("server event after disconnect %+v", ev)
+	}
+}
+
+func openFDs(t *testing.T) int {
+	ents, err := os.ReadDir("/proc/self/fd")
+	if err != nil {
+		t.Skip("no /proc/self/fd")
+	}
+	return len(ents)
+}
+
+// TestFifoMemory_NoLeaks: attach, sessions of every kind and detach leave no
+// file descriptor and no goroutine behind.
+func TestFifoMemory_NoLeaks(t *testing.T) {
+	view := sessionstest.NewView().Add(2, 1, addrA)
+	dp := sessionstest.NewDatapath(addrA, addrA6)
+	l, err := sessions.New(sessions.Config{View: view, Memory: sessions.FifoMemory{}, Datapath: dp, Default: sessions.NamespaceConfig{IfIndex: 2, FIB4: 1}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	fds, gs := openFDs(t), runtime.NumGoroutine()
+	for round := 0; round < 3; round++ {
+		srv, err := l.Attach(sessions.AttachOptions{ClientID: 1, Scope: sessions.ScopeLocal | sessions.ScopeGlobal, SegmentSize: 1 << 20, AddSegmentSize: 1 << 20})
+		if err != nil {
+			t.Fatal(err)
+		}
+		cli, err := l.Attach(sessions.AttachOptions{ClientID: 2, Scope: sessions.ScopeLocal | sessions.ScopeGlobal})
+		if err != nil {
+			t.Fatal(err)
+		}
+		lh, err := l.BindURI(srv.App, "udp://0.0.0.0:53")
+		if err != nil {
+			t.Fatal(err)
+		}
+		for i := 0; i < 3; i++ {
+			if _, err := l.ConnectURI(cli.App, "udp://127.0.0.1:53", 0); err != nil {
+				t.Fatal(err)
+			}
+		}
+		// Enough accepted sessions to add segments to srv's manager.
+		for i := 0; i < 40; i++ {
+			tup := sessions.FiveTuple{Local: sessions.AddrBytes(addrA), LocalPort: 53, Remote: sessions.AddrBytes(remote), RemotePort: uint16(1000 + i),
+				Proto: sessions.TransportUDP, Family: sessions.Family4}
+			if _, err := l.Accept(0, lh, tup); err != nil {
+				t.Fatal(err)
+			}
+		}
+		if n := len(srv.Memory.Segments()); n < 2 {
+			t.Fatalf("server has %d segments, want a segment added", n)
+		}
+		ho, err := l.ConnectURI(cli.App, "udp://192.0.2.7:9", 0)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := l.Connected(0, ho.Handle); err != nil {
+			t.Fatal(err)
+		}
+		if err := l.Detach(srv.App); err != nil {
+			t.Fatal(err)
+		}
+		if err := l.Detach(cli.App); err != nil {
+			t.Fatal(err)
+		}
+		l.Shard(0).Drain()
+	}
+	if got := openFDs(t); got != fds {
+		t.Fatalf("%d fds open, %d before", got, fds)
+	}
+	if got := runtime.NumGoroutine(); got > gs {
+		t.Fatalf("%d goroutines, %d before", got, gs)
+	}
+}

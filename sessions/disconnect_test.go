@@ -1,0 +1,192 @@
+package sessions_test
+
+import (
+	"testing"
+
+	"github.com/xsessiond/xsessiond/sessions"
+)
+
+// vnet_disconnect_session
+
+func TestDisconnect_NoSession(t *testing.T) {
+	r := newRig(t)
+	a := r.attach(0)
+	wantErr(t, r.l.Disconnect(a, sessions.MakeHandle(0, 12)), sessions.ErrNoSession)
+	wantErr(t, r.l.Disconnect(a, sessions.InvalidHandle), sessions.ErrNoSession)
+	wantErr(t, r.l.Disconnect(99, sessions.MakeHandle(0, 12)), sessions.ErrNotAttached)
+}
+
+func TestDisconnect_OtherAppsSession_NotOwner(t *testing.T) {
+	r := newRig(t)
+	srv, cli, bad := r.attach(sessions.ScopeLocal), r.attach(sessions.ScopeLocal), r.attach(sessions.ScopeLocal)
+	r.bind(srv, "tcp://0.0.0.0:80")
+	res, err := r.l.ConnectURI(cli, "tcp://127.0.0.1:80", 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	r.appEvents(srv)
+	wantErr(t, r.l.Disconnect(bad, res.Handle), sessions.ErrNotOwner)
+	if n := len(r.l.Sessions()); n != 2 {
+		t.Fatalf("%d sessions after refused disconnect", n)
+	}
+	if ev := r.appEvents(srv); len(ev) != 0 {
+		t.Fatalf("server told %+v", ev)
+	}
+	if _, _, cts, _ := r.mem.Live(); cts != 1 {
+		t.Fatal("cut-through memory freed")
+	}
+}
+
+func TestDisconnect_CutThrough_PeerToldMemoryFreed(t *testing.T) {
+	for _, side := range []string{"client", "server"} {
+		t.Run(side, func(t *testing.T) {
+			r := newRig(t)
+			srv, cli := r.attach(sessions.ScopeLocal), r.attach(sessions.ScopeLocal)
+			r.bind(srv, "tcp://0.0.0.0:80")
+			res, err := r.l.ConnectURI(cli, "tcp://127.0.0.1:80", 0)
+			if err != nil {
+				t.Fatal(err)
+			}
+			sh := r.appEvents(srv)[0].Handle
+			r.appEvents(cli)
+			closer, ch, peer, ph := cli, res.Handle, srv, sh
+			if side == "server" {
+				closer, ch, peer, ph = srv, sh, cli, res.Handle
+			}
+			wantErr(t, r.l.Disconnect(closer, ch), nil)
+			ev := r.appEvents(peer)
+			if len(ev) != 1 || ev[0].Kind != sessions.EventDisconnected || ev[0].Handle != ph {
+				t.Fatalf("peer events %+v", ev)
+			}
+			if len(r.appEvents(closer)) != 0 {
+				t.Fatal("closer told of its own disconnect")
+			}
+			if len(r.l.Sessions()) != 0 {
+				t.Fatalf("sessions left %+v", r.l.Sessions())
+			}
+			if _, _, cts, _ := r.mem.Live(); cts != 0 {
+				t.Fatal("cut-through memory alive")
+			}
+			wantErr(t, r.l.Disconnect(peer, ph), sessions.ErrNoSession)
+		})
+	}
+}
+
+func TestDisconnect_Established_LeavesShardThroughMailbox(t *testing.T) {
+	r := newRig(t)
+	a := r.attach(0)
+	lh := r.bind(a, "udp://10.0.0.1:53")
+	tup := sessions.FiveTuple{Local: sessions.AddrBytes(addrA), LocalPort: 53, Remote: sessions.AddrBytes(remote), RemotePort: 1000,
+		Proto: sessions.TransportUDP, Family: sessions.Family4}
+	h, err := r.l.Accept(0, lh, tup)
+	if err != nil {
+		t.Fatal(err)
+	}
+	r.drainShards()
+	wantErr(t, r.l.Disconnect(a, h), nil)
+	sh := r.l.Shard(0)
+	if _, ok := sh.Lookup(1, &tup); !ok {
+		t.Fatal("shard changed before its owner drained the mailbox")
+	}
+	sh.Drain()
+	if _, ok := sh.Lookup(1, &tup); ok {
+		t.Fatal("session still in shard")
+	}
+	_, _, _, closes := r.dp.Calls()
+	if len(closes) != 1 || closes[0] != h {
+		t.Fatalf("datapath closes %v", closes)
+	}
+	if _, pairs, _, _ := r.mem.Live(); pairs != 0 {
+		t.Fatal("fifo pair not freed")
+	}
+	wantErr(t, r.l.Disconnect(a, h), sessions.ErrNoSession)
+}
+
+func TestDisconnect_HalfOpen(t *testing.T) {
+	r := newRig(t)
+	a := r.attach(0)
+	res, err := r.l.ConnectURI(a, "tcp://192.0.2.7:80", 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	wantErr(t, r.l.Disconnect(a, res.Handle), nil)
+	if len(r.l.Sessions()) != 0 {
+		t.Fatal("half-open left")
+	}
+	if _, snap := r.l.Snapshot(); len(snap) != 0 {
+		t.Fatalf("snapshot %v", snap)
+	}
+}
+
+func TestClosed_PeerClosedEstablished(t *testing.T) {
+	r := newRig(t)
+	a := r.attach(0)
+	lh := r.bind(a, "udp://10.0.0.1:53")
+	tup := sessions.FiveTuple{Local: sessions.AddrBytes(addrA), LocalPort: 53, Remote: sessions.AddrBytes(remote), RemotePort: 1000,
+		Proto: sessions.TransportUDP, Family: sessions.Family4}
+	h, err := r.l.Accept(0, lh, tup)
+	if err != nil {
+		t.Fatal(err)
+	}
+	r.appEvents(a)
+	wantErr(t, r.l.Closed(h), nil)
+	ev := r.appEvents(a)
+	if len(ev) != 1 || ev[0].Kind != sessions.EventDisconnected {
+		t.Fatalf("events %+v", ev)
+	}
+	if _, _, _, closes := r.dp.Calls(); len(closes) != 0 {
+		t.Fatal("datapath told of a close it reported")
+	}
+	wantErr(t, r.l.Closed(h), sessions.ErrNoSession)
+}
+
+func TestAccept_Checks(t *testing.T) {
+	r := newRig(t)
+	a := r.attachOpts(sessions.AttachOptions{MaxFifoMemory: 3 * sessions.DefaultFifoSize})
+	lh := r.bind(a, "udp://10.0.0.1:53")
+	tup := sessions.FiveTuple{Local: sessions.AddrBytes(addrA), LocalPort: 53, Remote: sessions.AddrBytes(remote), RemotePort: 1000,
+		Proto: sessions.TransportUDP, Family: sessions.Family4}
+	_, err := r.l.Accept(9, lh, tup)
+	wantErr(t, err, sessions.ErrInvalidValue)
+	_, err = r.l.Accept(0, sessions.MakeHandle(sessions.ListenerWorker, 77), tup)
+	wantErr(t, err, sessions.ErrNoSession)
+	bad := tup
+	bad.Proto = sessions.TransportTCP
+	_, err = r.l.Accept(0, lh, bad)
+	wantErr(t, err, sessions.ErrInvalidValue)
+	if _, err = r.l.Accept(0, lh, tup); err != nil {
+		t.Fatal(err)
+	}
+	tup.RemotePort++
+	_, err = r.l.Accept(0, lh, tup)
+	wantErr(t, err, sessions.ErrNoMemory)
+}
+
+func TestAccept_SegmentAddedEvent(t *testing.T) {
+	r := newRig(t)
+	a := r.attachOpts(sessions.AttachOptions{SegmentSize: 2 * sessions.DefaultFifoSize})
+	lh := r.bind(a, "udp://10.0.0.1:53")
+	tup := sessions.FiveTuple{Local: sessions.AddrBytes(addrA), LocalPort: 53, Remote: sessions.AddrBytes(remote), RemotePort: 1000,
+		Proto: sessions.TransportUDP, Family: sessions.Family4}
+	for i := 0; i < 2; i++ {
+		tup.RemotePort++
+		if _, err := r.l.Accept(0, lh, tup); err != nil {
+			t.Fatal(err)
+		}
+	}
+	ev := r.appEvents(a)
+	var kinds []sessions.EventKind
+	for _, e := range ev {
+		kinds = append(kinds, e.Kind)
+	}
+	if len(ev) != 3 || ev[1].Kind != sessions.EventSegmentAdded || ev[1].Segment == nil || ev[2].Pair.Segment != ev[1].Segment {
+		t.Fatalf("events %v", kinds)
+	}
+	seen := false
+	for _, e := range r.note.Events() {
+		seen = seen || e.Kind == sessions.EventSegmentAdded
+	}
+	if !seen {
+		t.Fatal("Notifier did not see the new segment")
+	}
+}

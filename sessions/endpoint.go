@@ -1,0 +1,124 @@
+package sessions
+
+import (
+	"fmt"
+	"net/netip"
+)
+
+// NetView is the session layer's view of the kernel's interfaces and
+// addresses. Package nsbind satisfies it; sessionstest has a static fake.
+// Implementations must be safe for concurrent use.
+type NetView interface {
+	// HasAddress reports whether the interface ifindex (within the Linux
+	// network namespace of the session layer's namespace) has address a.
+	HasAddress(ifindex int, a netip.Addr) bool
+	// IsLocal reports whether a is an address of any interface of the
+	// network namespace that FIB fib belongs to, loopback included.
+	IsLocal(fib FIBID, a netip.Addr) bool
+}
+
+// EndpointIsZero reports whether the endpoint's address is the unspecified
+// address (a wildcard bind), as the seed's session_endpoint_is_zero.
+func EndpointIsZero(e Endpoint) bool { return e.IsZero() }
+
+// EndpointIsLocal reports whether the endpoint names this host without
+// naming an interface address: the unspecified address or a loopback
+// address. Connecting to such a destination can only be served by the local
+// table (seed: session_endpoint_is_local).
+func EndpointIsLocal(e Endpoint) bool {
+	return e.IsZero() || e.Addr.IsLoopback()
+}
+
+// EndpointInNamespace reports whether the endpoint can be bound in the
+// namespace whose interface and FIB were filled into e (seed:
+// session_endpoint_in_ns): the zero address always can; any other address
+// must be configured on the namespace's interface, when it has one, and be
+// local to the namespace's FIB.
+func EndpointInNamespace(v NetView, e Endpoint) bool {
+	if e.IsZero() {
+		return true
+	}
+	if e.IfIndex != 0 && !v.HasAddress(e.IfIndex, e.Addr) {
+		return false
+	}
+	return v.IsLocal(e.FIB, e.Addr)
+}
+
+// validEndpoint checks what bind and connect need of every endpoint.
+func validEndpoint(e Endpoint) error {
+	switch e.Transport {
+	case TransportTCP, TransportUDP:
+	case TransportSCTP:
+		return fmt.Errorf("sctp: %w", ErrNotSupported)
+	default:
+		return fmt.Errorf("transport %v: %w", e.Transport, ErrNotSupported)
+	}
+	if e.Addr.IsValid() && e.Addr.Zone() != "" {
+		return fmt.Errorf("address %v has a zone: %w", e.Addr, ErrInvalidValue)
+	}
+	return nil
+}
+
+// family returns the key family of e's address (IPv4 when e has none).
+func (e Endpoint) family() uint8 {
+	if e.Addr.Is6() && !e.Addr.Is4In6() {
+		return Family6
+	}
+	return Family4
+}
+
+// normalized returns e with an IPv4-mapped address unmapped and a missing
+// address replaced by the unspecified address of fam.
+func (e Endpoint) normalized(fam uint8) Endpoint {
+	if !e.Addr.IsValid() {
+		if fam == Family6 {
+			e.Addr = netip.IPv6Unspecified()
+		} else {
+			e.Addr = netip.IPv4Unspecified()
+		}
+	}
+	e.Addr = e.Addr.Unmap()
+	return e
+}
+
+// listenTuple is the key of a listener on e: Remote and RemotePort zero.
+func listenTuple(e Endpoint) FiveTuple {
+	return FiveTuple{
+		Local:     AddrBytes(e.Addr),
+		LocalPort: e.Port,
+		Proto:     e.Transport,
+		Family:    e.family(),
+	}
+}
+
+// LocalListenerHandle builds the handle of a local-table listener on the
+// zero-address endpoint of transport t, family fam and port (seed:
+// session_lookup_local_listener_make_handle). The handle has LocalHandleBit
+// set and encodes the endpoint in its low bits, so it parses back with
+// ParseLocalListenerHandle.
+func LocalListenerHandle(t Transport, fam uint8, port uint16) Handle {
+	return LocalHandleBit | Handle(fam)<<24 | Handle(t)<<16 | Handle(port)
+}
+
+// ParseLocalListenerHandle returns the zero-address endpoint a local-table
+// listener handle names (seed: session_lookup_local_listener_parse_handle).
+func ParseLocalListenerHandle(h Handle) (Endpoint, error) {
+	if !h.IsLocal() || h&^(LocalHandleBit|0xffffffff) != 0 {
+		return Endpoint{}, fmt.Errorf("handle %#x is not a local listener handle: %w", uint64(h), ErrInvalidValue)
+	}
+	fam := uint8(h >> 24)
+	t := Transport(h >> 16)
+	e := Endpoint{Transport: t, Port: uint16(h)}
+	switch fam {
+	case Family4:
+		e.Addr = netip.IPv4Unspecified()
+	case Family6:
+		e.Addr = netip.IPv6Unspecified()
+	default:
+		return Endpoint{}, fmt.Errorf("local listener handle %#x: bad family %d: %w", uint64(h), fam, ErrInvalidValue)
+	}
+	if t != TransportTCP && t != TransportUDP && t != TransportSCTP {
+		return Endpoint{}, fmt.Errorf("local listener handle %#x: bad transport %d: %w", uint64(h), uint8(t), ErrInvalidValue)
+	}
+	return e, nil
+}

@@ -1,0 +1,137 @@
+package sessions
+
+import (
+	"fmt"
+)
+
+// CheckInvariants drains every shard (as their owners would) and checks
+// the Layer's tables against each other. For tests.
+func (l *Layer) CheckInvariants() error {
+	for _, s := range l.shards {
+		s.Drain()
+	}
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	nsApps := map[*namespace]int{}
+	for id, a := range l.apps {
+		if a.id != id || l.byClient[a.opts.ClientID] != a {
+			return fmt.Errorf("app %d: index broken", id)
+		}
+		if l.nss[a.ns.cfg.ID] != a.ns {
+			return fmt.Errorf("app %d: namespace %q gone", id, a.ns.cfg.ID)
+		}
+		nsApps[a.ns]++
+		for h, ln := range a.global {
+			if l.glisten[h] != ln || ln.App != id {
+				return fmt.Errorf("app %d: global listener %#x not in the table", id, h)
+			}
+		}
+		for k, ln := range a.local {
+			if a.ns.local[k] != ln || ln.App != id {
+				return fmt.Errorf("app %d: local listener %v not in its namespace table", id, ln.Endpoint)
+			}
+		}
+		for h, s := range a.sess {
+			if l.sess[h] != s || s.app != a {
+				return fmt.Errorf("app %d: session %#x not in the table", id, h)
+			}
+		}
+	}
+	if len(l.byClient) != len(l.apps) {
+		return fmt.Errorf("%d clients for %d apps", len(l.byClient), len(l.apps))
+	}
+	for _, ns := range l.nss {
+		if ns.apps != nsApps[ns] {
+			return fmt.Errorf("namespace %q counts %d apps, has %d", ns.cfg.ID, ns.apps, nsApps[ns])
+		}
+		for k, ln := range ns.local {
+			a := l.apps[ln.App]
+			if a == nil || a.local[k] != ln || a.ns != ns {
+				return fmt.Errorf("local listener %v of app %d without a live owner", ln.Endpoint, ln.App)
+			}
+		}
+	}
+	published := 0
+	for fib, set := range l.listeners.Load().fibsOrNil() {
+		for _, ln := range set.all(nil) {
+			published++
+			if l.glisten[ln.Handle] != ln || ln.Endpoint.FIB != fib {
+				return fmt.Errorf("published listener %#x not in the table", ln.Handle)
+			}
+			if a := l.apps[ln.App]; a == nil || a.global[ln.Handle] != ln {
+				return fmt.Errorf("published listener %#x of app %d without a live owner", ln.Handle, ln.App)
+			}
+		}
+	}
+	if published != len(l.glisten) {
+		return fmt.Errorf("%d listeners published, %d in the table", published, len(l.glisten))
+	}
+	perWorker := map[uint32]int{}
+	l.hoMu.RLock()
+	defer l.hoMu.RUnlock()
+	halfOpen := 0
+	for h, s := range l.sess {
+		if s.h != h {
+			return fmt.Errorf("session %#x filed under %#x", s.h, h)
+		}
+		a := l.apps[s.app.id]
+		if a != s.app || a.sess[h] != s {
+			return fmt.Errorf("session %#x without a live owner", h)
+		}
+		_, inHO := l.halfOpen[hoKey{fib: s.fib, t: s.tuple}]
+		switch s.kind {
+		case kindHalfOpen:
+			halfOpen++
+			if h.Worker() != HalfOpenWorker || !inHO || l.halfOpen[hoKey{fib: s.fib, t: s.tuple}] != h {
+				return fmt.Errorf("half-open %#x not in the half-open table", h)
+			}
+		case kindEstablished:
+			if inHO {
+				return fmt.Errorf("established %#x also in the half-open table", h)
+			}
+			if int(h.Worker()) >= len(l.shards) {
+				return fmt.Errorf("established %#x on no worker", h)
+			}
+			ss, ok := l.shards[h.Worker()].Lookup(s.fib, &s.tuple)
+			if !ok || ss.Handle != h {
+				return fmt.Errorf("established %#x not in its shard", h)
+			}
+			for w, sh := range l.shards {
+				if uint32(w) != h.Worker() {
+					if _, ok := sh.Lookup(s.fib, &s.tuple); ok {
+						return fmt.Errorf("established %#x in two shards", h)
+					}
+				}
+			}
+			perWorker[h.Worker()]++
+		case kindCutThrough:
+			if h.Worker() != CutThroughWorker || s.peer == nil || s.peer.peer != s || l.sess[s.peer.h] != s.peer {
+				return fmt.Errorf("cut-through %#x without its peer", h)
+			}
+			if inHO {
+				return fmt.Errorf("cut-through %#x in the half-open table", h)
+			}
+		}
+	}
+	if halfOpen != len(l.halfOpen) {
+		return fmt.Errorf("%d half-open sessions, %d half-open entries", halfOpen, len(l.halfOpen))
+	}
+	for w, sh := range l.shards {
+		if sh.Len() != perWorker[uint32(w)] {
+			return fmt.Errorf("shard %d holds %d sessions, want %d", w, sh.Len(), perWorker[uint32(w)])
+		}
+	}
+	for _, r := range l.ruleList {
+		if r.Action == RuleForward && l.apps[r.App] == nil {
+			return fmt.Errorf("rule %d forwards to detached app %d", r.ID, r.App)
+		}
+	}
+	return nil
+}
+
+func (p *listenerSnap) fibsOrNil() map[FIBID]*listenerSet {
+	if p == nil {
+		return nil
+	}
+	return p.fibs
+}

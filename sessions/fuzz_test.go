@@ -1,0 +1,262 @@
+package sessions_test
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net/netip"
+	"testing"
+
+	"github.com/xsessiond/xsessiond/sessions"
+)
+
+func FuzzParseURI(f *testing.F) {
+	for _, s := range []string{"tcp://10.0.0.1/80", "udp://[::1]:53", "sctp://fd00::1/9", "tcp://1.2.3.4:65535", "x://", "tcp://[", ""} {
+		f.Add(s)
+	}
+	f.Fuzz(func(t *testing.T, s string) {
+		e, err := sessions.ParseURI(s)
+		if err != nil {
+			if !errors.Is(err, sessions.ErrInvalidURI) {
+				t.Fatalf("error %v does not wrap ErrInvalidURI", err)
+			}
+			return
+		}
+		if !e.Addr.IsValid() || e.Addr.Is4In6() || e.Addr.Zone() != "" {
+			t.Fatalf("%q parsed to address %v", s, e.Addr)
+		}
+		e2, err := sessions.ParseURI(e.URI())
+		if err != nil || e2 != e {
+			t.Fatalf("%q -> %+v -> %q -> %+v, %v", s, e, e.URI(), e2, err)
+		}
+	})
+}
+
+// FuzzLayerOps runs a random sequence of operations from several apps and
+// checks the Layer's invariants after each one, plus that a feed mirror
+// matches the snapshot at the end and that detaching everything leaves
+// nothing behind.
+func FuzzLayerOps(f *testing.F) {
+	f.Add([]byte{0, 3, 0, 0, 1, 0, 1, 0, 1, 2, 1, 1, 2, 0, 4, 1, 0, 5, 0})
+	f.Add([]byte{0, 1, 0, 0, 1, 0, 0, 0, 2, 0, 1, 0, 2, 1, 1, 3, 0, 0, 6, 0, 0, 4, 0, 0, 5, 0})
+	f.Add([]byte{0, 0, 2, 0, 2, 1, 0, 1, 1, 0, 9, 1, 0, 3, 0, 8, 0, 1, 7, 1, 0, 5, 1, 5, 0})
+	f.Fuzz(func(t *testing.T, ops []byte) {
+		if len(ops) > 600 {
+			ops = ops[:600]
+		}
+		r := newRig(t)
+		feed := r.l.Subscribe(1 << 14)
+		defer feed.Close()
+		const slots = 4
+		var (
+			apps      [slots]sessions.AppID
+			live      [slots]bool
+			listeners []sessions.Handle
+			sessList  []sessions.Handle
+			ruleIDs   []uint32
+		)
+		addrs := []netip.Addr{zero4, zero6, addrA, addrA6, addrOthr, remote, remote6, netip.MustParseAddr("127.0.0.1")}
+		next := func(i *int) byte {
+			if *i >= len(ops) {
+				return 0
+			}
+			b := ops[*i]
+			*i++
+			return b
+		}
+		for i := 0; i < len(ops); {
+			op := next(&i) % 10
+			slot := int(next(&i)) % slots
+			arg := next(&i)
+			app := apps[slot]
+			if !live[slot] {
+				app = sessions.AppID(200 + slot) // never attached: must fail cleanly
+			}
+			tr := []sessions.Transport{sessions.TransportTCP, sessions.TransportUDP, sessions.TransportSCTP}[int(arg>>6)%3]
+			e := ep(tr, addrs[int(arg)%len(addrs)], uint16(arg>>3)%4+80)
+			var desc string
+			switch op {
+			case 0:
+				o := sessions.AttachOptions{ClientID: uint64(slot), Scope: sessions.Scope(arg%3 + 1), SegmentSize: 4 * sessions.DefaultFifoSize}
+				if arg&0x80 != 0 {
+					o.Proxy, o.ProxyTransports = true, []sessions.Transport{sessions.TransportTCP}
+				}
+				at, err := r.l.Attach(o)
+				desc = fmt.Sprintf("attach slot %d %+v: %v", slot, o.Scope, err)
+				if err == nil {
+					if live[slot] {
+						t.Fatalf("second attach of client %d succeeded", slot)
+					}
+					apps[slot], live[slot] = at.App, true
+				}
+			case 1:
+				h, err := r.l.Bind(app, e)
+				desc = fmt.Sprintf("bind app %d %s: %v", app, e.URI(), err)
+				if err == nil {
+					listeners = append(listeners, h)
+				}
+			case 2:
+				res, err := r.l.Connect(app, e, uint32(i))
+				desc = fmt.Sprintf("connect app %d %s: %v", app, e.URI(), err)
+				if err == nil {
+					sessList = append(sessList, res.Handle)
+				}
+			case 3:
+				if len(listeners) > 0 {
+					h := listeners[int(arg)%len(listeners)]
+					err := r.l.Unbind(app, h)
+					desc = fmt.Sprintf("unbind app %d %#x: %v", app, h, err)
+				}
+			case 4:
+				if len(sessList) > 0 {
+					h := sessList[int(arg)%len(sessList)]
+					before := len(r.l.Sessions())
+					err := r.l.Disconnect(app, h)
+					desc = fmt.Sprintf("disconnect app %d %#x: %v", app, h, err)
+					if err != nil && len(r.l.Sessions()) != before {
+						t.Fatalf("%s: failed disconnect changed sessions", desc)
+					}
+				}
+			case 5:
+				err := r.l.Detach(app)
+				desc = fmt.Sprintf("detach app %d: %v", app, err)
+				if err == nil {
+					live[slot] = false
+					for _, li := range r.l.Listeners() {
+						if li.App == app {
+							t.Fatalf("%s: listener left %+v", desc, li)
+						}
+					}
+					for _, s := range r.l.Sessions() {
+						if s.App == app {
+							t.Fatalf("%s: session left %+v", desc, s)
+						}
+					}
+				}
+			case 6: // a packet for a listener: the datapath accepts
+				if len(listeners) > 0 {
+					h := listeners[int(arg)%len(listeners)]
+					var found *sessions.ListenerInfo
+					for _, li := range r.l.Listeners() {
+						if li.Handle == h && li.Table == "global" {
+							found = &li
+						}
+					}
+					if found != nil {
+						le, _ := sessions.ParseURI(found.URI)
+						la := le.Addr
+						if le.IsZero() {
+							la = addrA
+							if la.Is4() != le.Addr.Is4() {
+								la = addrA6
+							}
+						}
+						rem := remote
+						if !la.Is4() {
+							rem = remote6
+						}
+						tup := sessions.FiveTuple{Local: sessions.AddrBytes(la), LocalPort: le.Port, Remote: sessions.AddrBytes(rem),
+							RemotePort: uint16(i), Proto: le.Transport, Family: sessions.Family4}
+						if !la.Is4() {
+							tup.Family = sessions.Family6
+						}
+						sh, err := r.l.Accept(uint32(arg)%2, h, tup)
+						desc = fmt.Sprintf("accept on %#x: %v", h, err)
+						if err == nil {
+							sessList = append(sessList, sh)
+						}
+					}
+				}
+			case 7: // the datapath completes or fails a half-open session
+				if len(sessList) > 0 {
+					h := sessList[int(arg)%len(sessList)]
+					if arg&1 == 0 {
+						eh, err := r.l.Connected(uint32(arg>>1)%2, h)
+						desc = fmt.Sprintf("connected %#x: %v", h, err)
+						if err == nil {
+							sessList = append(sessList, eh)
+						}
+					} else {
+						err := r.l.ConnectFailed(h, sessions.ErrConnect)
+						desc = fmt.Sprintf("connect failed %#x: %v", h, err)
+					}
+				}
+			case 8:
+				act := sessions.RuleAction(arg%3 + 1)
+				rule := sessions.Rule{Transport: tr, Action: act, Scope: sessions.Scope(arg>>2%3 + 1), RemotePort: uint16(arg>>3) % 4}
+				if act == sessions.RuleForward {
+					rule.App = apps[int(arg>>4)%slots]
+				}
+				if arg&1 == 0 {
+					rule.Remote = netip.PrefixFrom(remote, 24)
+				}
+				id, err := r.l.AddRule(rule)
+				desc = fmt.Sprintf("add rule %+v: %v", rule, err)
+				if err == nil {
+					ruleIDs = append(ruleIDs, id)
+				}
+			case 9:
+				if len(ruleIDs) > 0 {
+					err := r.l.DelRule(ruleIDs[int(arg)%len(ruleIDs)])
+					desc = fmt.Sprintf("del rule: %v", err)
+				}
+			}
+			if err := r.l.CheckInvariants(); err != nil {
+				t.Fatalf("after %s: %v", desc, err)
+			}
+			// Every session handle resolves to its owner.
+			for _, s := range r.l.Sessions() {
+				for slot := range apps {
+					if live[slot] && apps[slot] != s.App {
+						if err := r.l.Disconnect(apps[slot], s.Handle); !errors.Is(err, sessions.ErrNotOwner) {
+							t.Fatalf("after %s: app %d disconnecting %#x of app %d: %v", desc, apps[slot], s.Handle, s.App, err)
+						}
+					}
+				}
+			}
+		}
+		// The feed mirrors the snapshot.
+		mirror := map[sessions.Handle]sessions.Change{}
+		for len(feed.C()) > 0 {
+			c, err := feed.Next(context.Background())
+			if err != nil {
+				t.Fatal(err)
+			}
+			if c.Op == sessions.OpAdd {
+				mirror[c.Handle] = c
+			} else {
+				delete(mirror, c.Handle)
+			}
+		}
+		_, snap := r.l.Snapshot()
+		if len(snap) != len(mirror) {
+			t.Fatalf("feed mirror has %d entries, snapshot %d", len(mirror), len(snap))
+		}
+		for _, c := range snap {
+			if m, ok := mirror[c.Handle]; !ok || m.Tuple != c.Tuple {
+				t.Fatalf("snapshot %+v not mirrored", c)
+			}
+		}
+		// Detaching everyone leaves nothing behind.
+		for slot := range apps {
+			if live[slot] {
+				if err := r.l.Detach(apps[slot]); err != nil {
+					t.Fatal(err)
+				}
+			}
+		}
+		if err := r.l.CheckInvariants(); err != nil {
+			t.Fatal(err)
+		}
+		if n := len(r.l.Listeners()) + len(r.l.Sessions()); n != 0 {
+			t.Fatalf("%d listeners and sessions after detaching all", n)
+		}
+		if _, snap := r.l.Snapshot(); len(snap) != 0 {
+			t.Fatalf("snapshot after detaching all: %v", snap)
+		}
+		apps_, pairs, cts, segs := r.mem.Live()
+		if apps_+pairs+cts+segs != 0 {
+			t.Fatalf("memory alive after detaching all: apps %d pairs %d cts %d segments %d", apps_, pairs, cts, segs)
+		}
+	})
+}

@@ -1,0 +1,440 @@
+// Package sessionstest has fakes of what package sessions needs from the
+// outside, so its tests and those of its users run without a kernel: a
+// static NetView, heap-backed Memory, and a Datapath that records calls.
+//
+// All fakes are safe for concurrent use.
+package sessionstest
+
+import (
+	"errors"
+	"fmt"
+	"net/netip"
+	"slices"
+	"sync"
+
+	"github.com/xsessiond/xsessiond/sessions"
+)
+
+// View is a static sessions.NetView: interfaces with addresses, each in a
+// FIB. Loopback addresses are local to every FIB.
+type View struct {
+	mu     sync.Mutex
+	ifaddr map[int][]netip.Addr            // ifindex -> addresses
+	fibs   map[sessions.FIBID][]netip.Addr // FIB -> addresses of all its interfaces
+}
+
+// NewView returns an empty view.
+func NewView() *View {
+	return &View{ifaddr: map[int][]netip.Addr{}, fibs: map[sessions.FIBID][]netip.Addr{}}
+}
+
+// Add gives interface ifindex, in FIB fib, the address a. It returns v.
+func (v *View) Add(ifindex int, fib sessions.FIBID, a netip.Addr) *View {
+	v.mu.Lock()
+	defer v.mu.Unlock()
+	v.ifaddr[ifindex] = append(v.ifaddr[ifindex], a)
+	v.fibs[fib] = append(v.fibs[fib], a)
+	return v
+}
+
+// Remove takes address a off interface ifindex in FIB fib.
+func (v *View) Remove(ifindex int, fib sessions.FIBID, a netip.Addr) {
+	v.mu.Lock()
+	defer v.mu.Unlock()
+	v.ifaddr[ifindex] = slices.DeleteFunc(v.ifaddr[ifindex], func(x netip.Addr) bool { return x == a })
+	v.fibs[fib] = slices.DeleteFunc(v.fibs[fib], func(x netip.Addr) bool { return x == a })
+}
+
+// HasAddress implements sessions.NetView.
+func (v *View) HasAddress(ifindex int, a netip.Addr) bool {
+	v.mu.Lock()
+	defer v.mu.Unlock()
+	return slices.Contains(v.ifaddr[ifindex], a)
+}
+
+// IsLocal implements sessions.NetView.
+func (v *View) IsLocal(fib sessions.FIBID, a netip.Addr) bool {
+	if a.IsLoopback() {
+		return true
+	}
+	v.mu.Lock()
+	defer v.mu.Unlock()
+	return slices.Contains(v.fibs[fib], a)
+}
+
+// ErrInjected is the error fakes return when told to fail.
+var ErrInjected = errors.New("injected failure")
+
+// Datapath is a sessions.Datapath that records calls. Open picks Local as
+// the source address and ports counting up from 40000.
+type Datapath struct {
+	mu         sync.Mutex
+	Local4     netip.Addr
+	Local6     netip.Addr
+	FailOpen   bool
+	FailListen bool
+	nextPort   uint16
+	Opens      []sessions.OpenRequest
+	Listens    []sessions.Listener
+	Unlistens  []sessions.Listener
+	Closes     []sessions.Handle
+}
+
+// NewDatapath returns a fake datapath whose connects come from local4 and
+// local6.
+func NewDatapath(local4, local6 netip.Addr) *Datapath {
+	return &Datapath{Local4: local4, Local6: local6, nextPort: 40000}
+}
+
+// Open implements sessions.Datapath.
+func (d *Datapath) Open(req sessions.OpenRequest) (netip.AddrPort, error) {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if d.FailOpen {
+		return netip.AddrPort{}, ErrInjected
+	}
+	d.Opens = append(d.Opens, req)
+	d.nextPort++
+	src := d.Local4
+	if req.Remote.Addr.Is6() {
+		src = d.Local6
+	}
+	return netip.AddrPortFrom(src, d.nextPort), nil
+}
+
+// Listen implements sessions.Datapath.
+func (d *Datapath) Listen(l sessions.Listener) error {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if d.FailListen {
+		return ErrInjected
+	}
+	d.Listens = append(d.Listens, l)
+	return nil
+}
+
+// Unlisten implements sessions.Datapath.
+func (d *Datapath) Unlisten(l sessions.Listener) {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	d.Unlistens = append(d.Unlistens, l)
+}
+
+// Close implements sessions.Datapath.
+func (d *Datapath) Close(h sessions.Handle, _ sessions.FiveTuple) {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	d.Closes = append(d.Closes, h)
+}
+
+// SetFail sets the failure switches.
+func (d *Datapath) SetFail(open, listen bool) {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	d.FailOpen, d.FailListen = open, listen
+}
+
+// Calls returns copies of what was recorded.
+func (d *Datapath) Calls() (opens []sessions.OpenRequest, listens, unlistens []sessions.Listener, closes []sessions.Handle) {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	return slices.Clone(d.Opens), slices.Clone(d.Listens), slices.Clone(d.Unlistens), slices.Clone(d.Closes)
+}
+
+// Notifier records the events it sees.
+type Notifier struct {
+	mu     sync.Mutex
+	events []sessions.Event
+}
+
+// Notify implements sessions.Notifier.
+func (n *Notifier) Notify(ev sessions.Event) {
+	n.mu.Lock()
+	n.events = append(n.events, ev)
+	n.mu.Unlock()
+}
+
+// Events returns the events seen so far.
+func (n *Notifier) Events() []sessions.Event {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	return slices.Clone(n.events)
+}
+
+// Memory is a heap-backed sessions.Memory. Segments have no file
+// descriptor. It counts what is alive, for leak checks.
+type Memory struct {
+	mu       sync.Mutex
+	FailApp  bool // NewApp fails
+	FailCT   bool // NewCutThrough fails
+	apps     int
+	pairs    int
+	cts      int
+	segments int
+	nextSeg  int
+}
+
+// Live returns how many app memories, session fifo pairs, cut-through
+// memories and segments are alive.
+func (m *Memory) Live() (apps, pairs, cts, segments int) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	return m.apps, m.pairs, m.cts, m.segments
+}
+
+// Segment is a heap segment: a name and a size.
+type Segment struct {
+	name string
+	size uint64
+	used uint32
+}
+
+// Name implements sessions.Segment.
+func (s *Segment) Name() string { return s.name }
+
+// Size implements sessions.Segment.
+func (s *Segment) Size() int { return int(s.size) }
+
+// FD implements sessions.Segment: always -1.
+func (s *Segment) FD() int { return -1 }
+
+func (m *Memory) newSegmentLocked(name string, size uint64) *Segment {
+	m.nextSeg++
+	m.segments++
+	return &Segment{name: fmt.Sprintf("%s-%d", name, m.nextSeg), size: size}
+}
+
+// NewApp implements sessions.Memory.
+func (m *Memory) NewApp(o sessions.AppMemoryOptions) (sessions.AppMemory, error) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if m.FailApp {
+		return nil, ErrInjected
+	}
+	m.apps++
+	a := &App{m: m, o: o}
+	a.evseg = m.newSegmentLocked(o.Name+"-evq", 4096)
+	a.segs = []*Segment{m.newSegmentLocked(o.Name, o.SegmentSize)}
+	return a, nil
+}
+
+// App is one app's heap memory. It keeps the events the app was sent.
+type App struct {
+	m      *Memory
+	o      sessions.AppMemoryOptions
+	mu     sync.Mutex
+	evseg  *Segment
+	segs   []*Segment
+	used   uint64
+	events []sessions.Event
+	closed bool
+}
+
+// AllocPair implements sessions.AppMemory. Fifos are *Fifo. A pair goes in
+// the first segment with room; a new segment of AddSegmentSize is added
+// when none has, within MaxSegments and MaxFifoMemory.
+func (a *App) AllocPair(rx, tx uint32) (sessions.FifoPair, sessions.Segment, error) {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	if a.closed {
+		return sessions.FifoPair{}, nil, errors.New("app memory closed")
+	}
+	need := uint64(rx) + uint64(tx)
+	if a.o.MaxFifoMemory != 0 && a.used+need > a.o.MaxFifoMemory {
+		return sessions.FifoPair{}, nil, fmt.Errorf("fifo memory limit %d: %w", a.o.MaxFifoMemory, sessions.ErrNoMemory)
+	}
+	var seg, added *Segment
+	for _, s := range a.segs {
+		if s.size-uint64(s.used) >= need {
+			seg = s
+			break
+		}
+	}
+	if seg == nil {
+		if a.o.MaxSegments != 0 && len(a.segs) >= a.o.MaxSegments {
+			return sessions.FifoPair{}, nil, fmt.Errorf("segment limit %d: %w", a.o.MaxSegments, sessions.ErrNoMemory)
+		}
+		size := max(a.o.AddSegmentSize, need)
+		a.m.mu.Lock()
+		seg = a.m.newSegmentLocked(a.o.Name, size)
+		a.m.mu.Unlock()
+		a.segs = append(a.segs, seg)
+		added = seg
+	}
+	p := sessions.FifoPair{
+		Rx:      NewFifo(int(rx)),
+		Tx:      NewFifo(int(tx)),
+		RxRef:   sessions.FifoRef{Segment: seg.name, Offset: seg.used, Size: rx},
+		TxRef:   sessions.FifoRef{Segment: seg.name, Offset: seg.used + rx, Size: tx},
+		Segment: seg,
+	}
+	seg.used += uint32(need)
+	a.used += need
+	a.m.mu.Lock()
+	a.m.pairs++
+	a.m.mu.Unlock()
+	if added == nil {
+		return p, nil, nil
+	}
+	return p, added, nil
+}
+
+// FreePair implements sessions.AppMemory.
+func (a *App) FreePair(p sessions.FifoPair) {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	a.used -= uint64(p.RxRef.Size) + uint64(p.TxRef.Size)
+	a.m.mu.Lock()
+	a.m.pairs--
+	a.m.mu.Unlock()
+}
+
+// Segments implements sessions.AppMemory.
+func (a *App) Segments() []sessions.Segment {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	out := make([]sessions.Segment, len(a.segs))
+	for i, s := range a.segs {
+		out[i] = s
+	}
+	return out
+}
+
+// EventSegment implements sessions.AppMemory.
+func (a *App) EventSegment() sessions.Segment { return a.evseg }
+
+// Notify implements sessions.AppMemory: the event is kept.
+func (a *App) Notify(ev sessions.Event) error {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	if len(a.events) >= a.o.EventQueueSize {
+		return errors.New("event queue full")
+	}
+	a.events = append(a.events, ev)
+	return nil
+}
+
+// Events returns and forgets the events the app was sent.
+func (a *App) Events() []sessions.Event {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	ev := a.events
+	a.events = nil
+	return ev
+}
+
+// Closed reports whether Close was called.
+func (a *App) Closed() bool {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	return a.closed
+}
+
+// Close implements sessions.AppMemory.
+func (a *App) Close() error {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	if a.closed {
+		return errors.New("app memory closed twice")
+	}
+	a.closed = true
+	a.m.mu.Lock()
+	a.m.apps--
+	a.m.segments -= len(a.segs) + 1
+	a.m.mu.Unlock()
+	return nil
+}
+
+// NewCutThrough implements sessions.Memory.
+func (m *Memory) NewCutThrough(name string, c2s, s2c uint32) (sessions.CutThrough, error) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if m.FailCT {
+		return nil, ErrInjected
+	}
+	m.cts++
+	seg := m.newSegmentLocked(name, uint64(c2s)+uint64(s2c))
+	ct := &CutThrough{m: m, seg: seg, c2s: NewFifo(int(c2s)), s2c: NewFifo(int(s2c))}
+	return ct, nil
+}
+
+// CutThrough is the heap memory of one cut-through session.
+type CutThrough struct {
+	m        *Memory
+	seg      *Segment
+	c2s, s2c *Fifo
+	closed   bool
+}
+
+// Client implements sessions.CutThrough.
+func (c *CutThrough) Client() sessions.FifoPair {
+	return sessions.FifoPair{Rx: c.s2c, Tx: c.c2s, Segment: c.seg,
+		RxRef: sessions.FifoRef{Segment: c.seg.name, Offset: uint32(c.c2s.Cap()), Size: uint32(c.s2c.Cap())},
+		TxRef: sessions.FifoRef{Segment: c.seg.name, Offset: 0, Size: uint32(c.c2s.Cap())}}
+}
+
+// Server implements sessions.CutThrough.
+func (c *CutThrough) Server() sessions.FifoPair {
+	return sessions.FifoPair{Rx: c.c2s, Tx: c.s2c, Segment: c.seg,
+		RxRef: sessions.FifoRef{Segment: c.seg.name, Offset: 0, Size: uint32(c.c2s.Cap())},
+		TxRef: sessions.FifoRef{Segment: c.seg.name, Offset: uint32(c.c2s.Cap()), Size: uint32(c.s2c.Cap())}}
+}
+
+// Segment implements sessions.CutThrough.
+func (c *CutThrough) Segment() sessions.Segment { return c.seg }
+
+// Close implements sessions.CutThrough.
+func (c *CutThrough) Close() error {
+	c.m.mu.Lock()
+	defer c.m.mu.Unlock()
+	if c.closed {
+		return errors.New("cut-through memory closed twice")
+	}
+	c.closed = true
+	c.m.cts--
+	c.m.segments--
+	return nil
+}
+
+// Fifo is a heap byte fifo, safe for one writer and one reader at a time.
+type Fifo struct {
+	mu   sync.Mutex
+	buf  []byte
+	r, w uint64
+}
+
+// NewFifo returns a fifo of size bytes.
+func NewFifo(size int) *Fifo { return &Fifo{buf: make([]byte, size)} }
+
+// Cap returns the fifo's size.
+func (f *Fifo) Cap() int { return len(f.buf) }
+
+// Write copies as much of p as fits and returns how much.
+func (f *Fifo) Write(p []byte) int {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	n := 0
+	for n < len(p) && f.w-f.r < uint64(len(f.buf)) {
+		i := int(f.w % uint64(len(f.buf)))
+		free := len(f.buf) - int(f.w-f.r)
+		c := copy(f.buf[i:min(len(f.buf), i+free)], p[n:])
+		f.w += uint64(c)
+		n += c
+	}
+	return n
+}
+
+// Read copies out as much as p holds and returns how much.
+func (f *Fifo) Read(p []byte) int {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	n := 0
+	for n < len(p) && f.r < f.w {
+		i := int(f.r % uint64(len(f.buf)))
+		avail := int(f.w - f.r)
+		c := copy(p[n:], f.buf[i:min(len(f.buf), i+avail)])
+		f.r += uint64(c)
+		n += c
+	}
+	return n
+}

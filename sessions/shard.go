@@ -1,0 +1,175 @@
+package sessions
+
+import (
+	"sync"
+)
+
+// ShardSession is what a worker knows of one established session of its
+// shard: enough to deliver payload without asking the control plane.
+type ShardSession struct {
+	Handle  Handle
+	App     AppID
+	Tuple   FiveTuple
+	FIB     FIBID
+	IfIndex int
+	Pair    FifoPair // the app's end of the session: the worker writes Pair.Rx, reads Pair.Tx
+}
+
+// Shard is one worker's part of the established-session tables of all FIBs.
+//
+// Threading: a shard has one owner goroutine, the worker of the same index.
+// Table, Lookup, Get, Add, Del and Drain may be called by the owner only,
+// with no lock. Everyone else changes a shard by posting a function to its
+// mailbox (Post); the owner runs posted functions, in order, when it calls
+// Drain at the top of its poll loop. Post, Wake and Pending are safe for
+// concurrent use.
+type Shard struct {
+	worker uint32
+	tabs   map[FIBID]*EstablishedTable
+	sess   []*ShardSession // by session index (Handle.Index); nil when free
+	n      int
+
+	mu    sync.Mutex     // guards mbox and spare
+	mbox  []func(*Shard) // posted, not yet drained
+	spare []func(*Shard) // the previous batch's slice, for reuse
+	wake  chan struct{}
+}
+
+// NewShard returns an empty shard for worker.
+func NewShard(worker uint32) *Shard {
+	return &Shard{worker: worker, tabs: map[FIBID]*EstablishedTable{}, wake: make(chan struct{}, 1)}
+}
+
+// Worker returns the shard's worker index.
+func (s *Shard) Worker() uint32 { return s.worker }
+
+// Len returns the number of sessions in the shard. Owner goroutine only.
+func (s *Shard) Len() int { return s.n }
+
+// Table returns the shard's established table of FIB fib, creating it empty
+// if needed. A worker serving one FIB keeps this pointer and calls its
+// Lookup per packet. Owner goroutine only.
+func (s *Shard) Table(fib FIBID) *EstablishedTable {
+	t := s.tabs[fib]
+	if t == nil {
+		t = &EstablishedTable{t: newTupleTable(0), shard: s}
+		s.tabs[fib] = t
+	}
+	return t
+}
+
+// Lookup finds the session of FIB fib whose 5-tuple is t, as seen from this
+// host (Local is this host's address). Owner goroutine only; does not
+// allocate.
+func (s *Shard) Lookup(fib FIBID, t *FiveTuple) (*ShardSession, bool) {
+	tab := s.tabs[fib]
+	if tab == nil {
+		return nil, false
+	}
+	return tab.Lookup(t)
+}
+
+// Get returns the session with the given index, or nil. Owner goroutine only.
+func (s *Shard) Get(index uint32) *ShardSession {
+	if int(index) >= len(s.sess) {
+		return nil
+	}
+	return s.sess[index]
+}
+
+// Add stores ss under its tuple and its handle's index, replacing what was
+// there. Owner goroutine only.
+func (s *Shard) Add(ss *ShardSession) {
+	i := ss.Handle.Index()
+	for int(i) >= len(s.sess) {
+		s.sess = append(s.sess, nil)
+	}
+	if old := s.sess[i]; old != nil {
+		s.tabs[old.FIB].t.remove(&old.Tuple)
+		s.n--
+	}
+	s.sess[i] = ss
+	s.Table(ss.FIB).t.insert(&ss.Tuple, i)
+	s.n++
+}
+
+// Del removes the session with handle h, if the shard has it, and returns
+// it. Owner goroutine only.
+func (s *Shard) Del(h Handle) *ShardSession {
+	i := h.Index()
+	if int(i) >= len(s.sess) || s.sess[i] == nil || s.sess[i].Handle != h {
+		return nil
+	}
+	ss := s.sess[i]
+	s.tabs[ss.FIB].t.remove(&ss.Tuple)
+	s.sess[i] = nil
+	s.n--
+	return ss
+}
+
+// Post queues fn to run on the owner goroutine at its next Drain, after
+// everything posted before it. It never blocks: the control plane posts with
+// its lock held, and a worker may be waiting for that lock, so a full
+// mailbox would deadlock them. Pending reports the backlog.
+func (s *Shard) Post(fn func(*Shard)) {
+	s.mu.Lock()
+	s.mbox = append(s.mbox, fn)
+	s.mu.Unlock()
+	select {
+	case s.wake <- struct{}{}:
+	default:
+	}
+}
+
+// Wake returns a channel that receives a value after Post, for an idle
+// owner to wait on before calling Drain.
+func (s *Shard) Wake() <-chan struct{} { return s.wake }
+
+// Pending returns the number of posted functions not yet drained.
+func (s *Shard) Pending() int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return len(s.mbox)
+}
+
+// Drain runs the functions posted so far, in order, and returns how many
+// ran. Owner goroutine only; never blocks on the control plane.
+func (s *Shard) Drain() int {
+	s.mu.Lock()
+	fns := s.mbox
+	s.mbox = s.spare[:0]
+	s.mu.Unlock()
+	for i, fn := range fns {
+		fn(s)
+		fns[i] = nil
+	}
+	s.mu.Lock()
+	if cap(fns) <= 1024 {
+		s.spare = fns[:0]
+	}
+	s.mu.Unlock()
+	return len(fns)
+}
+
+// EstablishedTable is a shard's established sessions of one FIB: an
+// open-addressing hash table keyed by FiveTuple. Owner goroutine only.
+type EstablishedTable struct {
+	t     *tupleTable
+	shard *Shard
+}
+
+// Lookup finds the session whose 5-tuple is t. It does not allocate.
+func (e *EstablishedTable) Lookup(t *FiveTuple) (*ShardSession, bool) {
+	i, ok := e.t.lookup(t)
+	if !ok {
+		return nil, false
+	}
+	return e.shard.sess[i], true
+}
+
+// LookupIndex is Lookup returning the session's index in the shard's pool
+// (the Index of its handle). It does not allocate.
+func (e *EstablishedTable) LookupIndex(t *FiveTuple) (uint32, bool) { return e.t.lookup(t) }
+
+// Len returns the number of sessions in the table.
+func (e *EstablishedTable) Len() int { return e.t.len() }

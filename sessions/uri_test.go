@@ -1,0 +1,164 @@
+package sessions_test
+
+import (
+	"net/netip"
+	"strings"
+	"sync"
+	"testing"
+
+	"github.com/xsessiond/xsessiond/sessions"
+)
+
+// parse_uri
+
+func TestParseURI(t *testing.T) {
+	for _, c := range []struct {
+		name, uri string
+		tr        sessions.Transport
+		addr      string
+		port      uint16
+		errPart   string // part named in the error, "" for success
+	}{
+		{"SlashTCP4", "tcp://10.0.0.1/80", sessions.TransportTCP, "10.0.0.1", 80, ""},
+		{"SlashUDP4", "udp://10.0.0.1/53", sessions.TransportUDP, "10.0.0.1", 53, ""},
+		{"SlashUDP6", "udp://fd00::1/53", sessions.TransportUDP, "fd00::1", 53, ""},
+		{"SlashTCP6", "tcp://::/0", sessions.TransportTCP, "::", 0, ""},
+		{"SlashSCTP4", "sctp://10.0.0.1/9", sessions.TransportSCTP, "10.0.0.1", 9, ""},
+		{"SlashSCTP6", "sctp://fd00::2/9", sessions.TransportSCTP, "fd00::2", 9, ""},
+		{"ColonTCP4", "tcp://10.0.0.1:80", sessions.TransportTCP, "10.0.0.1", 80, ""},
+		{"BracketUDP6", "udp://[::1]:65535", sessions.TransportUDP, "::1", 65535, ""},
+		{"BracketSlash6", "udp://[fd00::1]/7", sessions.TransportUDP, "fd00::1", 7, ""},
+		{"UpperScheme", "TCP://1.2.3.4:5", sessions.TransportTCP, "1.2.3.4", 5, ""},
+		{"MappedV4", "tcp://[::ffff:1.2.3.4]:5", sessions.TransportTCP, "1.2.3.4", 5, ""},
+		{"NoScheme", "10.0.0.1:80", 0, "", 0, "scheme"},
+		{"UnknownScheme", "http://10.0.0.1:80", 0, "", 0, "scheme"},
+		{"BadAddress", "tcp://10.0.0.256:80", 0, "", 0, "address"},
+		{"Hostname", "tcp://localhost:80", 0, "", 0, "address"},
+		{"ZoneRefused", "tcp://[fe80::1%eth0]:80", 0, "", 0, "address"},
+		{"V6WithoutBrackets", "tcp://fd00::1:80", 0, "", 0, "brackets"},
+		{"V4InBrackets", "tcp://[1.2.3.4]:80", 0, "", 0, "address"},
+		{"MissingBracket", "tcp://[fd00::1:80", 0, "", 0, "]"},
+		{"MissingPort", "tcp://10.0.0.1", 0, "", 0, "port"},
+		{"EmptyPort", "tcp://10.0.0.1:", 0, "", 0, "port"},
+		{"PortTooBig", "tcp://10.0.0.1:65536", 0, "", 0, "port"},
+		{"PortSign", "tcp://10.0.0.1:+80", 0, "", 0, "port"},
+		{"PortJunk", "tcp://10.0.0.1:80x", 0, "", 0, "port"},
+		{"TrailingPath", "tcp://10.0.0.1:80/", 0, "", 0, "address"},
+		{"Empty", "", 0, "", 0, "scheme"},
+		{"TooLong", "tcp://" + strings.Repeat("1", 300), 0, "", 0, "long"},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			e, err := sessions.ParseURI(c.uri)
+			if c.errPart != "" {
+				wantErr(t, err, sessions.ErrInvalidURI)
+				if !strings.Contains(err.Error(), c.errPart) {
+					t.Fatalf("error %q does not name %q", err, c.errPart)
+				}
+				return
+			}
+			if err != nil {
+				t.Fatal(err)
+			}
+			if e.Transport != c.tr || e.Addr != netip.MustParseAddr(c.addr) || e.Port != c.port || e.IfIndex != 0 || e.FIB != 0 {
+				t.Fatalf("got %+v", e)
+			}
+			// The modern form parses back to the same endpoint.
+			e2, err := sessions.ParseURI(e.URI())
+			if err != nil || e2 != e {
+				t.Fatalf("round trip %q: %+v %v", e.URI(), e2, err)
+			}
+		})
+	}
+}
+
+func TestParseURI_CacheConcurrent(t *testing.T) {
+	uris := []string{"tcp://10.0.0.1:80", "udp://[::1]:53", "sctp://10.0.0.2/9", "bad://x"}
+	want := make([]sessions.Endpoint, len(uris))
+	wantErrs := make([]bool, len(uris))
+	for i, u := range uris {
+		e, err := sessions.ParseURI(u)
+		want[i], wantErrs[i] = e, err != nil
+	}
+	var wg sync.WaitGroup
+	for g := 0; g < 4; g++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for i := 0; i < 2000; i++ {
+				k := (i + g) % len(uris)
+				for rep := 0; rep < 2; rep++ { // the second parse hits the cache, if nobody raced
+					e, err := sessions.ParseURI(uris[k])
+					if (err != nil) != wantErrs[k] || e != want[k] {
+						t.Errorf("ParseURI(%q) = %+v, %v", uris[k], e, err)
+						return
+					}
+				}
+			}
+		}()
+	}
+	wg.Wait()
+}
+
+// session_endpoint_in_ns, session_endpoint_is_local, session_endpoint_is_zero
+
+func TestEndpointChecks(t *testing.T) {
+	r := newRig(t)
+	for _, c := range []struct {
+		name              string
+		e                 sessions.Endpoint
+		zero, local, inNS bool
+	}{
+		{"Zero4", sessions.Endpoint{Addr: zero4, IfIndex: 2, FIB: 1}, true, true, true},
+		{"Zero6", sessions.Endpoint{Addr: zero6, IfIndex: 2, FIB: 2}, true, true, true},
+		{"NoAddress", sessions.Endpoint{}, true, true, true},
+		{"Loopback", sessions.Endpoint{Addr: netip.MustParseAddr("127.0.0.1"), FIB: 1}, false, true, true},
+		{"LoopbackWithInterface", sessions.Endpoint{Addr: netip.MustParseAddr("127.0.0.1"), IfIndex: 2, FIB: 1}, false, true, false},
+		{"InterfaceAddress", sessions.Endpoint{Addr: addrA, IfIndex: 2, FIB: 1}, false, false, true},
+		{"AddressOfOtherInterface", sessions.Endpoint{Addr: addrOthr, IfIndex: 2, FIB: 1}, false, false, false},
+		{"AddressOfOtherInterfaceNoIfIndex", sessions.Endpoint{Addr: addrOthr, FIB: 1}, false, false, true},
+		{"Remote", sessions.Endpoint{Addr: remote, FIB: 1}, false, false, false},
+		{"WrongFIB", sessions.Endpoint{Addr: addrA, IfIndex: 2, FIB: 10}, false, false, false},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			if got := sessions.EndpointIsZero(c.e); got != c.zero {
+				t.Errorf("is zero = %v", got)
+			}
+			if got := sessions.EndpointIsLocal(c.e); got != c.local {
+				t.Errorf("is local = %v", got)
+			}
+			if got := sessions.EndpointInNamespace(r.view, c.e); got != c.inNS {
+				t.Errorf("in namespace = %v", got)
+			}
+		})
+	}
+}
+
+// session_lookup_local_listener_make_handle / parse_handle
+
+func TestLocalListenerHandle(t *testing.T) {
+	for _, tr := range []sessions.Transport{sessions.TransportTCP, sessions.TransportUDP, sessions.TransportSCTP} {
+		for _, fam := range []uint8{sessions.Family4, sessions.Family6} {
+			for _, port := range []uint16{0, 1, 80, 65535} {
+				h := sessions.LocalListenerHandle(tr, fam, port)
+				if !h.IsLocal() || h == sessions.InvalidHandle {
+					t.Fatalf("%#x not local", h)
+				}
+				e, err := sessions.ParseLocalListenerHandle(h)
+				if err != nil || e.Transport != tr || e.Port != port || e.Addr.Is4() != (fam == sessions.Family4) || !e.IsZero() {
+					t.Fatalf("parse %#x = %+v %v", h, e, err)
+				}
+			}
+		}
+	}
+	for _, h := range []sessions.Handle{
+		sessions.MakeHandle(1, 2),
+		sessions.InvalidHandle,
+		sessions.LocalHandleBit | 9<<24 | 6<<16,
+		sessions.LocalHandleBit | 4<<24 | 99<<16,
+		sessions.LocalHandleBit | 1<<40 | 4<<24 | 6<<16,
+	} {
+		if _, err := sessions.ParseLocalListenerHandle(h); err == nil {
+			t.Errorf("%#x parsed", h)
+		}
+	}
+}
