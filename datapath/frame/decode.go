@@ -1,0 +1,329 @@
+package frame
+
+import (
+	"encoding/binary"
+
+	"github.com/xsessiond/xsessiond/sessions"
+)
+
+// Reason says why Decode could not deliver a UDP datagram. OK means it did.
+type Reason uint8
+
+// Decode outcomes. The order is not part of any ABI, but the names are used
+// as counter labels.
+const (
+	OK           Reason = iota
+	TruncatedEth        // shorter than an Ethernet header or a VLAN tag
+	TooManyVLANs        // more than two VLAN tags
+	NotIP               // the EtherType after the tags is neither IPv4 nor IPv6
+	TruncatedIP         // shorter than the IP header, its options or extension headers, or its stated length
+	BadIPVersion        // the version nibble does not match the EtherType
+	BadIHL              // IPv4 header length below 5 words
+	BadIPLen            // IPv4 total length below the header length, or IPv6 payload length 0 (jumbograms are not supported)
+	BadIPCsum           // IPv4 header checksum does not verify
+	Fragment            // an IPv4 fragment or an IPv6 fragment header (not an atomic fragment)
+	BadExtHeader        // more IPv6 extension headers than MaxExtHeaders
+	NotUDP              // the transport protocol is not UDP; Proto and L4Off are set
+	TruncatedUDP        // the IP payload is shorter than a UDP header
+	BadUDPLen           // UDP length below 8 or beyond the IP payload
+	BadUDPCsum          // UDP checksum does not verify, or is 0 over IPv6
+	numReasons
+)
+
+var reasonNames = [numReasons]string{
+	OK:           "ok",
+	TruncatedEth: "truncated-eth",
+	TooManyVLANs: "too-many-vlans",
+	NotIP:        "not-ip",
+	TruncatedIP:  "truncated-ip",
+	BadIPVersion: "bad-ip-version",
+	BadIHL:       "bad-ihl",
+	BadIPLen:     "bad-ip-len",
+	BadIPCsum:    "bad-ip-csum",
+	Fragment:     "fragment",
+	BadExtHeader: "bad-ext-header",
+	NotUDP:       "not-udp",
+	TruncatedUDP: "truncated-udp",
+	BadUDPLen:    "bad-udp-len",
+	BadUDPCsum:   "bad-udp-csum",
+}
+
+// NumReasons is the number of Reason values, for arrays of counters indexed
+// by Reason.
+const NumReasons = int(numReasons)
+
+func (r Reason) String() string {
+	if r < numReasons {
+		return reasonNames[r]
+	}
+	return "unknown"
+}
+
+// EtherTypes and IP protocol numbers Decode knows.
+const (
+	EtherTypeIPv4  = 0x0800
+	EtherTypeIPv6  = 0x86dd
+	EtherTypeVLAN  = 0x8100 // 802.1Q
+	EtherTypeQinQ  = 0x88a8 // 802.1ad service tag
+	ProtoUDP       = 17
+	EthHeaderLen   = 14
+	VLANTagLen     = 4
+	IPv4HeaderLen  = 20
+	IPv6HeaderLen  = 40
+	UDPHeaderLen   = 8
+	MaxVLANTags    = 2
+	MaxExtHeaders  = 8 // IPv6 extension headers skipped before giving up
+	ipv6HopByHop   = 0
+	ipv6Routing    = 43
+	ipv6Fragment   = 44
+	ipv6AH         = 51
+	ipv6DestOpts   = 60
+	ipv6Mobility   = 135
+	ipv6HIP        = 139
+	ipv6Shim6      = 140
+	ipv4FlagMF     = 0x2000
+	ipv4OffsetMask = 0x1fff
+)
+
+// Flags change what Decode checks.
+type Flags uint8
+
+// Decode flags.
+const (
+	// SkipUDPChecksum leaves the UDP checksum unverified (for frames whose
+	// checksum the NIC has already verified).
+	SkipUDPChecksum Flags = 1 << iota
+)
+
+// Packet is what Decode learns from a frame. It holds no pointers: the
+// payload is frame[PayloadOff : PayloadOff+PayloadLen].
+type Packet struct {
+	DstMAC, SrcMAC [6]byte
+	VLAN           [MaxVLANTags]uint16 // tag control information, outer tag first
+	NumVLAN        uint8
+	EtherType      uint16 // after the tags
+
+	Family   uint8              // sessions.Family4 or sessions.Family6; 0 before the IP header was read
+	Proto    sessions.Transport // the upper-layer protocol after any IPv6 extension headers
+	HopLimit uint8              // IPv4 TTL or IPv6 hop limit
+	Src, Dst [16]byte           // sessions.AddrBytes form: IPv4 in the first 4 bytes
+
+	// Fragment fields, set when the reason is Fragment: the fragment offset
+	// in bytes, whether more fragments follow, and the identification.
+	FragOffset uint16
+	MoreFrags  bool
+	FragID     uint32
+
+	SrcPort, DstPort uint16 // host byte order
+
+	L3Off, L4Off int // offsets of the IP and transport headers in the frame
+	PayloadOff   int // offset of the UDP payload in the frame
+	PayloadLen   int // UDP length minus its header
+}
+
+// Payload returns the UDP payload inside frame, the slice Decode was given.
+// It returns nil when p does not fit frame.
+func (p *Packet) Payload(frame []byte) []byte {
+	end := p.PayloadOff + p.PayloadLen
+	if p.PayloadOff < 0 || p.PayloadLen < 0 || end > len(frame) {
+		return nil
+	}
+	return frame[p.PayloadOff:end]
+}
+
+// FiveTuple returns the packet's 5-tuple from the receiver's side: Local is
+// the destination, Remote the source.
+func (p *Packet) FiveTuple() sessions.FiveTuple {
+	return sessions.FiveTuple{
+		Local: p.Dst, Remote: p.Src,
+		LocalPort: p.DstPort, RemotePort: p.SrcPort,
+		Proto: p.Proto, Family: p.Family,
+	}
+}
+
+// Decode parses frame into p, verifying the IPv4 header checksum and the UDP
+// checksum, and returns OK when frame carries a well-formed, unfragmented UDP
+// datagram. p is overwritten; on failure the fields read so far are set.
+// Bytes after the IP packet (Ethernet padding) are ignored.
+func Decode(frame []byte, p *Packet) Reason { return DecodeFlags(frame, p, 0) }
+
+// DecodeFlags is Decode with flags.
+func DecodeFlags(frame []byte, p *Packet, flags Flags) Reason {
+	*p = Packet{}
+	if len(frame) < EthHeaderLen {
+		return TruncatedEth
+	}
+	copy(p.DstMAC[:], frame[0:6])
+	copy(p.SrcMAC[:], frame[6:12])
+	off := 12
+	et := binary.BigEndian.Uint16(frame[off:])
+	off += 2
+	for et == EtherTypeVLAN || et == EtherTypeQinQ {
+		if p.NumVLAN == MaxVLANTags {
+			return TooManyVLANs
+		}
+		if len(frame) < off+VLANTagLen {
+			return TruncatedEth
+		}
+		p.VLAN[p.NumVLAN] = binary.BigEndian.Uint16(frame[off:])
+		p.NumVLAN++
+		et = binary.BigEndian.Uint16(frame[off+2:])
+		off += VLANTagLen
+	}
+	p.EtherType = et
+	p.L3Off = off
+	var (
+		l4   []byte // the IP payload, cut to the IP length
+		psum uint32 // pseudo-header sum without the length
+		r    Reason
+	)
+	switch et {
+	case EtherTypeIPv4:
+		l4, psum, r = decodeIPv4(frame[off:], p)
+	case EtherTypeIPv6:
+		l4, psum, r = decodeIPv6(frame[off:], p)
+	default:
+		return NotIP
+	}
+	if r != OK {
+		return r
+	}
+	if p.Proto != sessions.TransportUDP {
+		return NotUDP
+	}
+	if len(l4) < UDPHeaderLen {
+		return TruncatedUDP
+	}
+	ulen := int(binary.BigEndian.Uint16(l4[4:6]))
+	if ulen < UDPHeaderLen || ulen > len(l4) {
+		return BadUDPLen
+	}
+	p.SrcPort = binary.BigEndian.Uint16(l4[0:2])
+	p.DstPort = binary.BigEndian.Uint16(l4[2:4])
+	p.PayloadOff = p.L4Off + UDPHeaderLen
+	p.PayloadLen = ulen - UDPHeaderLen
+	if flags&SkipUDPChecksum != 0 {
+		return OK
+	}
+	csum := binary.BigEndian.Uint16(l4[6:8])
+	if csum == 0 {
+		if p.Family == sessions.Family4 {
+			return OK // no checksum
+		}
+		return BadUDPCsum
+	}
+	if Fold(Sum(l4[:ulen], psum+uint32(ulen))) != 0xffff {
+		return BadUDPCsum
+	}
+	return OK
+}
+
+// decodeIPv4 reads the IPv4 header at b[0:] and returns the IP payload cut
+// to the total length and the pseudo-header sum.
+func decodeIPv4(b []byte, p *Packet) ([]byte, uint32, Reason) {
+	if len(b) < IPv4HeaderLen {
+		return nil, 0, TruncatedIP
+	}
+	if b[0]>>4 != 4 {
+		return nil, 0, BadIPVersion
+	}
+	hl := int(b[0]&0x0f) * 4
+	if hl < IPv4HeaderLen {
+		return nil, 0, BadIHL
+	}
+	if len(b) < hl {
+		return nil, 0, TruncatedIP
+	}
+	p.Family = sessions.Family4
+	p.HopLimit = b[8]
+	p.Proto = sessions.Transport(b[9])
+	copy(p.Src[:4], b[12:16])
+	copy(p.Dst[:4], b[16:20])
+	tl := int(binary.BigEndian.Uint16(b[2:4]))
+	if tl < hl {
+		return nil, 0, BadIPLen
+	}
+	if tl > len(b) {
+		return nil, 0, TruncatedIP
+	}
+	if Fold(Sum(b[:hl], 0)) != 0xffff {
+		return nil, 0, BadIPCsum
+	}
+	p.L4Off = p.L3Off + hl
+	frag := binary.BigEndian.Uint16(b[6:8])
+	if frag&(ipv4FlagMF|ipv4OffsetMask) != 0 {
+		p.FragOffset = (frag & ipv4OffsetMask) * 8
+		p.MoreFrags = frag&ipv4FlagMF != 0
+		p.FragID = uint32(binary.BigEndian.Uint16(b[4:6]))
+		return nil, 0, Fragment
+	}
+	return b[hl:tl], pseudoSum(b[12:16], b[16:20], b[9]), OK
+}
+
+// decodeIPv6 reads the IPv6 header at b[0:], skips extension headers, and
+// returns the upper-layer data cut to the payload length and the
+// pseudo-header sum.
+func decodeIPv6(b []byte, p *Packet) ([]byte, uint32, Reason) {
+	if len(b) < IPv6HeaderLen {
+		return nil, 0, TruncatedIP
+	}
+	if b[0]>>4 != 6 {
+		return nil, 0, BadIPVersion
+	}
+	p.Family = sessions.Family6
+	p.HopLimit = b[7]
+	copy(p.Src[:], b[8:24])
+	copy(p.Dst[:], b[24:40])
+	pl := int(binary.BigEndian.Uint16(b[4:6]))
+	if pl == 0 {
+		return nil, 0, BadIPLen
+	}
+	if IPv6HeaderLen+pl > len(b) {
+		return nil, 0, TruncatedIP
+	}
+	next := b[6]
+	data := b[IPv6HeaderLen : IPv6HeaderLen+pl]
+	off := IPv6HeaderLen
+	for n := 0; ; n++ {
+		var hl int
+		switch next {
+		case ipv6HopByHop, ipv6Routing, ipv6DestOpts, ipv6Mobility, ipv6HIP, ipv6Shim6:
+			if len(data) < 8 {
+				return nil, 0, TruncatedIP
+			}
+			hl = (int(data[1]) + 1) * 8
+		case ipv6AH:
+			if len(data) < 8 {
+				return nil, 0, TruncatedIP
+			}
+			hl = (int(data[1]) + 2) * 4
+		case ipv6Fragment:
+			if len(data) < 8 {
+				return nil, 0, TruncatedIP
+			}
+			hl = 8
+			fo := binary.BigEndian.Uint16(data[2:4])
+			if fo&0xfff9 != 0 { // offset or M set: a real fragment
+				p.Proto = sessions.Transport(data[0])
+				p.FragOffset = fo &^ 7
+				p.MoreFrags = fo&1 != 0
+				p.FragID = binary.BigEndian.Uint32(data[4:8])
+				p.L4Off = p.L3Off + off
+				return nil, 0, Fragment
+			}
+		default:
+			p.Proto = sessions.Transport(next)
+			p.L4Off = p.L3Off + off
+			return data, pseudoSum(b[8:24], b[24:40], next), OK
+		}
+		if n == MaxExtHeaders {
+			return nil, 0, BadExtHeader
+		}
+		if len(data) < hl {
+			return nil, 0, TruncatedIP
+		}
+		next = data[0]
+		data = data[hl:]
+		off += hl
+	}
+}
