@@ -1,3 +1,282 @@
 package main
 
-func main() {}
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"os"
+	"os/signal"
+	"runtime"
+	"strconv"
+	"strings"
+	"syscall"
+	"time"
+
+	"golang.org/x/sys/unix"
+	"gonum.org/v1/plot"
+)
+
+func main() {
+	if len(os.Args) > 1 {
+		switch os.Args[1] {
+		case "gen":
+			os.Exit(remoteGenMain(os.Args[2:]))
+		case "recv":
+			os.Exit(remoteRecvMain(os.Args[2:]))
+		}
+	}
+	os.Exit(rigMain(os.Args[1:]))
+}
+
+// options is the command line of the rig mode.
+type options struct {
+	quick      bool
+	reps       int
+	timing     Timing
+	queues     int
+	flows      int
+	rate       uint64
+	echoRate   uint64
+	payloads   []int
+	out        string
+	genThreads int
+}
+
+func parseRigFlags(args []string, stderr io.Writer) (options, error) {
+	fs := flag.NewFlagSet("perf", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	fs.Usage = func() {
+		fmt.Fprintf(stderr, `usage: go run ./perf [flags]          run every scenario on a netns rig
+       go run ./perf gen  [flags]     generator alone, on a real interface (two-machine runs)
+       go run ./perf recv [flags]     one receiver alone, on a real interface (two-machine runs)
+
+flags of the rig mode:
+`)
+		fs.PrintDefaults()
+	}
+	var o options
+	var payloads string
+	fs.BoolVar(&o.quick, "quick", false, "only UDP 64-byte receive, xsessiond and the kernel baseline, one repetition; ends with the ratio line")
+	fs.IntVar(&o.reps, "reps", 3, "repetitions of each scenario")
+	fs.DurationVar(&o.timing.Window, "duration", 2*time.Second, "measurement window of each repetition")
+	fs.DurationVar(&o.timing.Warmup, "warmup", 300*time.Millisecond, "load before each window")
+	fs.IntVar(&o.queues, "queues", 2, "N: queues of the multi-queue scenarios (veth rx/tx queues)")
+	fs.IntVar(&o.flows, "flows", 16, "F: flows (UDP source ports) of the multi-flow scenarios")
+	fs.Uint64Var(&o.rate, "rate", 0, "generator rate in packets/s for receive scenarios; 0 = flat out")
+	fs.Uint64Var(&o.echoRate, "echo-rate", 10000, "requests/s of the echo latency scenarios")
+	fs.IntVar(&o.genThreads, "gen-threads", 1, "generator threads (each its own AF_PACKET ring and share of the flows)")
+	fs.StringVar(&payloads, "payloads", "64,512,1472", "UDP payload sizes of the receive scenarios")
+	fs.StringVar(&o.out, "out", "perf/out", "directory for results.json, results.md and the plots")
+	if err := fs.Parse(args); err != nil {
+		return o, err
+	}
+	if fs.NArg() > 0 {
+		return o, fmt.Errorf("unexpected argument %q", fs.Arg(0))
+	}
+	for _, f := range strings.Split(payloads, ",") {
+		n, err := strconv.Atoi(strings.TrimSpace(f))
+		if err != nil || n < 16 || n > 1472 {
+			return o, fmt.Errorf("payload %q: want 16..1472", f)
+		}
+		o.payloads = append(o.payloads, n)
+	}
+	switch {
+	case o.reps < 1:
+		return o, errors.New("--reps must be at least 1")
+	case o.timing.Window < 100*time.Millisecond:
+		return o, errors.New("--duration must be at least 100ms")
+	case o.queues < 1 || o.queues > 64:
+		return o, errors.New("--queues must be 1..64")
+	case o.flows < 1 || o.flows > 4096:
+		return o, errors.New("--flows must be 1..4096")
+	case o.genThreads < 1 || o.genThreads > 64:
+		return o, errors.New("--gen-threads must be 1..64")
+	case o.echoRate < 1:
+		return o, errors.New("--echo-rate must be at least 1")
+	}
+	if o.quick {
+		o.reps = 1
+	}
+	o.timing.Drain = time.Second
+	return o, nil
+}
+
+func rigMain(args []string) int {
+	o, err := parseRigFlags(args, os.Stderr)
+	if errors.Is(err, flag.ErrHelp) {
+		return 0
+	}
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "perf:", err)
+		return 2
+	}
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	rep, err := run(ctx, o, os.Stderr)
+	if rep != nil {
+		if werr := writeOutputs(o.out, rep); werr != nil {
+			fmt.Fprintln(os.Stderr, "perf: write results:", werr)
+			err = errors.Join(err, werr)
+		} else {
+			fmt.Fprintf(os.Stderr, "results in %s/{results.json,results.md,*.png}\n", o.out)
+		}
+	}
+	if o.quick && rep != nil {
+		fmt.Println(quickLine(rep.Results))
+	}
+	switch {
+	case ctx.Err() != nil:
+		fmt.Fprintln(os.Stderr, "perf: interrupted; partial results written")
+		return 130
+	case err != nil:
+		fmt.Fprintln(os.Stderr, "perf:", err)
+		return 1
+	}
+	return 0
+}
+
+// run measures every scenario of the plan; the rig is removed before it
+// returns, also when ctx is cancelled.
+func run(ctx context.Context, o options, log io.Writer) (*Report, error) {
+	plan := Plan{Payloads: o.payloads, Queues: o.queues, Flows: o.flows, Rate: o.rate, EchoRate: o.echoRate, Quick: o.quick}
+	rep := &Report{
+		Started: time.Now(),
+		Host:    hostInfo(),
+		Config: RunConfig{Quick: o.quick, Reps: o.reps, Warmup: o.timing.Warmup.String(), Window: o.timing.Window.String(),
+			Queues: o.queues, Flows: o.flows, Rate: o.rate, EchoRate: o.echoRate, GenThreads: o.genThreads},
+		Method: methodNotes,
+	}
+	rg := &rigs{}
+	defer rg.Close()
+	r := &runner{rigs: rg, timing: o.timing, prog: newProgress(log), port: defaultPort, genThreads: o.genThreads}
+	var errs []error
+	for _, s := range Scenarios(plan) {
+		if ctx.Err() != nil {
+			break
+		}
+		res := r.runScenario(ctx, s, o.reps)
+		if res.Status == StatusError && ctx.Err() == nil {
+			errs = append(errs, fmt.Errorf("%s: %s", s.Name, res.Note))
+		}
+		rep.Results = append(rep.Results, res)
+	}
+	if err := rg.Close(); err != nil {
+		errs = append(errs, fmt.Errorf("remove rig: %w", err))
+	}
+	applyGenCost(rep.Results)
+	rep.Ratios = Ratios(rep.Results)
+	rep.Elapsed = time.Since(rep.Started).Round(time.Millisecond).String()
+	return rep, errors.Join(errs...)
+}
+
+// runScenario runs the repetitions of one row. A row whose implementation
+// is not available is skipped with a note; an error ends the row.
+func (r *runner) runScenario(ctx context.Context, s Scenario, reps int) Result {
+	res := Result{Scenario: s, Status: StatusOK}
+	for i := 1; i <= reps; i++ {
+		r.prog.update(s, i, reps, 0, 0)
+		rp, err := r.runRep(ctx, s, i, reps)
+		if err != nil {
+			res.Status, res.Note = StatusError, err.Error()
+			switch {
+			case errors.Is(err, ErrNotAvailable):
+				res.Status = StatusNotAvailable
+			case ctx.Err() != nil:
+				res.Status, res.Note = StatusInterrupted, ""
+			}
+			break
+		}
+		res.Reps = append(res.Reps, rp)
+	}
+	computeFigures(&res)
+	r.prog.done(rowLine(res))
+	return res
+}
+
+// rowLine is the permanent line printed when a row is done.
+func rowLine(r Result) string {
+	if r.Status != StatusOK {
+		return fmt.Sprintf("%-28s %s: %s", r.Name, strings.ToUpper(r.Status), r.Note)
+	}
+	switch r.Kind {
+	case KindEcho:
+		return fmt.Sprintf("%-28s p50 %s µs  p99 %s µs  p99.9 %s µs  loss %s%%", r.Name,
+			fmtSummary(r.P50us, 1, 1), fmtSummary(r.P99us, 1, 1), fmtSummary(r.P999us, 1, 1), fmtSummary(r.LossPct, 1, 2))
+	case KindGenOnly:
+		return fmt.Sprintf("%-28s sent %s Mpps  %s ns/pkt", r.Name, fmtSummary(r.SentPPS, 1e-6, 3), fmtSummary(r.CPUNs, 1, 0))
+	}
+	return fmt.Sprintf("%-28s %s Mpps  %s Gbit/s  loss %s%%  %s ns/pkt", r.Name,
+		fmtSummary(r.PPS, 1e-6, 3), fmtSummary(r.Gbps, 1, 2), fmtSummary(r.LossPct, 1, 2), fmtSummary(r.CPUNs, 1, 0))
+}
+
+// quickLine is the last line of --quick: the kernel's CPU cost per packet
+// over xsessiond's, and xsessiond's rate over the kernel's, at 64 bytes.
+func quickLine(results []Result) string {
+	var k, x *Result
+	for i := range results {
+		r := &results[i]
+		if r.Kind == KindReceive && r.Payload == 64 {
+			switch r.Impl {
+			case ImplKernel:
+				k = r
+			case ImplXsessiond:
+				x = r
+			}
+		}
+	}
+	cost, rate := "n/a", "n/a"
+	if k != nil && x != nil && k.Status == StatusOK && x.Status == StatusOK {
+		if v := Ratio(k.CPUNs, x.CPUNs); v == v {
+			cost = fmt.Sprintf("%.2f", v)
+		}
+		if v := Ratio(x.PPS, k.PPS); v == v {
+			rate = fmt.Sprintf("%.2f", v)
+		}
+	}
+	return fmt.Sprintf("udp64 cost ratio kernel/xsessiond = %s, rate ratio xsessiond/kernel = %s", cost, rate)
+}
+
+// writeOutputs writes results.json, results.md and the plots into dir.
+func writeOutputs(dir string, rep *Report) error {
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return err
+	}
+	var errs []error
+	errs = append(errs, writeFile(dir, "results.json", func(w io.Writer) error { return WriteJSON(w, rep) }))
+	errs = append(errs, writeFile(dir, "results.md", func(w io.Writer) error { return WriteMarkdown(w, rep) }))
+	plots := []struct {
+		name string
+		make func() (*plot.Plot, error)
+	}{
+		{"rate_by_payload.png", func() (*plot.Plot, error) { return RateByPayloadPlot(rep.Results, rep.Config.Queues, rep.Config.Flows) }},
+		{"latency_cdf.png", func() (*plot.Plot, error) { return LatencyCDFPlot(rep.Results) }},
+		{"scaling_queues.png", func() (*plot.Plot, error) { return ScalingPlot(rep.Results, 64, rep.Config.Flows) }},
+	}
+	for _, pl := range plots {
+		p, err := pl.make()
+		if err == nil {
+			err = writeFile(dir, pl.name, func(w io.Writer) error { return WritePNG(w, p) })
+		}
+		errs = append(errs, err)
+	}
+	return errors.Join(errs...)
+}
+
+func hostInfo() HostInfo {
+	h := HostInfo{CPUs: runtime.NumCPU()}
+	var u unix.Utsname
+	if unix.Uname(&u) == nil {
+		h.Kernel = unix.ByteSliceToString(u.Sysname[:]) + " " + unix.ByteSliceToString(u.Release[:])
+	}
+	if b, err := os.ReadFile("/proc/cpuinfo"); err == nil {
+		for _, l := range strings.Split(string(b), "\n") {
+			if k, v, ok := strings.Cut(l, ":"); ok && strings.TrimSpace(k) == "model name" {
+				h.CPUModel = strings.TrimSpace(v)
+				break
+			}
+		}
+	}
+	return h
+}

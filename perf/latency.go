@@ -1,0 +1,151 @@
+package main
+
+import (
+	"context"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"net"
+	"slices"
+	"sync"
+	"sync/atomic"
+	"time"
+)
+
+// echoHeader is what the echo client puts in front of each request's
+// payload: a sequence number and the send time in ns since the client's base.
+const echoHeader = 16
+
+// echoClient sends requests at a fixed rate from a kernel UDP socket and
+// records the round-trip time of every reply to a request sent inside the
+// measurement window.
+type echoClient struct {
+	conn    *net.UDPConn
+	rate    uint64
+	payload int
+	base    time.Time
+
+	winStart, winEnd atomic.Int64 // ns since base; winEnd 0 = open
+	sentWin, recvWin atomic.Uint64
+	sendErrs         atomic.Uint64
+	stop             atomic.Bool
+	wg               sync.WaitGroup
+	samples          []time.Duration // owned by the receiving goroutine
+}
+
+func newEchoClient(conn *net.UDPConn, rate uint64, payload int) *echoClient {
+	c := &echoClient{conn: conn, rate: max(1, rate), payload: max(payload, echoHeader), base: time.Now()}
+	c.winStart.Store(1<<63 - 1)
+	c.samples = make([]time.Duration, 0, 1<<16)
+	return c
+}
+
+func (c *echoClient) inWindow(ts int64) bool {
+	end := c.winEnd.Load()
+	return ts >= c.winStart.Load() && (end == 0 || ts < end)
+}
+
+func (c *echoClient) start() {
+	c.wg.Add(2)
+	go c.send()
+	go c.recv()
+}
+
+func (c *echoClient) send() {
+	defer c.wg.Done()
+	buf := make([]byte, c.payload)
+	var seq uint64
+	for !c.stop.Load() {
+		elapsed := uint64(time.Since(c.base))
+		due := elapsed / uint64(time.Millisecond) * c.rate / 1000
+		due += elapsed % uint64(time.Millisecond) * c.rate / uint64(time.Second)
+		for ; seq < due; seq++ {
+			ts := int64(time.Since(c.base))
+			binary.LittleEndian.PutUint64(buf[0:], seq)
+			binary.LittleEndian.PutUint64(buf[8:], uint64(ts))
+			if _, err := c.conn.Write(buf); err != nil {
+				c.sendErrs.Add(1)
+				continue
+			}
+			if c.inWindow(ts) {
+				c.sentWin.Add(1)
+			}
+		}
+		time.Sleep(100 * time.Microsecond)
+	}
+}
+
+func (c *echoClient) recv() {
+	defer c.wg.Done()
+	buf := make([]byte, 2048)
+	for {
+		n, err := c.conn.Read(buf)
+		if err != nil {
+			return
+		}
+		now := time.Since(c.base)
+		if n < echoHeader {
+			continue
+		}
+		ts := int64(binary.LittleEndian.Uint64(buf[8:]))
+		if ts < 0 || ts > int64(now) || !c.inWindow(ts) {
+			continue // not ours, or outside the window
+		}
+		c.recvWin.Add(1)
+		c.samples = append(c.samples, now-time.Duration(ts))
+	}
+}
+
+// close stops the client after the replies in flight have had drain to
+// come back, and returns the sorted samples.
+func (c *echoClient) close(drain time.Duration) []time.Duration {
+	c.stop.Store(true)
+	time.Sleep(drain)
+	c.conn.Close()
+	c.wg.Wait()
+	slices.Sort(c.samples)
+	return c.samples
+}
+
+func (r *runner) echoRep(ctx context.Context, s Scenario, rep, reps int) (out Rep, err error) {
+	p, err := r.rigs.get(s.Queues)
+	if err != nil {
+		return Rep{}, err
+	}
+	e, err := newEchoer(s.Impl)
+	if err != nil {
+		return Rep{}, err
+	}
+	if err := e.Start(envB(p, s.Queues, s.Flows, s.Payload, r.port)); err != nil {
+		return Rep{}, fmt.Errorf("start %s echo: %w", s.Impl, err)
+	}
+	defer func() { err = errors.Join(err, e.Stop()) }()
+	var conn *net.UDPConn
+	raddr := &net.UDPAddr{IP: p.B.IPv4.AsSlice(), Port: int(r.port)}
+	if err := p.A.Do(func() (err error) { conn, err = net.DialUDP("udp4", nil, raddr); return err }); err != nil {
+		return Rep{}, fmt.Errorf("echo client: %w", err)
+	}
+	c := newEchoClient(conn, s.Rate, s.Payload)
+	c.start()
+	closed := false
+	defer func() {
+		if !closed {
+			c.close(0)
+		}
+	}()
+	if err := sleepCtx(ctx, r.timing.Warmup); err != nil {
+		return Rep{}, err
+	}
+	c.winStart.Store(int64(time.Since(c.base)))
+	a, b, err := r.watch(ctx, s, rep, reps, c.sentWin.Load, c.recvWin.Load)
+	if err != nil {
+		return Rep{}, err
+	}
+	c.winEnd.Store(int64(time.Since(c.base)))
+	closed = true
+	samples := c.close(max(r.timing.Drain, 100*time.Millisecond))
+	out, err = windowRep(a, b)
+	out.TotalSent, out.TotalDelivered = c.sentWin.Load(), c.recvWin.Load()
+	out.Samples = samples
+	return out, err
+}

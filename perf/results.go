@@ -1,0 +1,355 @@
+package main
+
+import (
+	"encoding/json"
+	"fmt"
+	"io"
+	"math"
+	"os"
+	"path/filepath"
+	"slices"
+	"strings"
+	"time"
+)
+
+// Status values of a result row.
+const (
+	StatusOK           = "ok"
+	StatusNotAvailable = "not available"
+	StatusError        = "error"
+	StatusInterrupted  = "interrupted"
+)
+
+// Result is one scenario row: every figure as median/min/max over the
+// repetitions, and the repetitions themselves.
+type Result struct {
+	Scenario
+	Status string `json:"status"`
+	Note   string `json:"note,omitempty"`
+
+	PPS     Summary `json:"pps"`      // delivered packets (or messages, replies) per second
+	Gbps    Summary `json:"gbps"`     // delivered payload bits per second / 1e9
+	SentPPS Summary `json:"sent_pps"` // offered by the generator (or writer, or client)
+	Loss    Summary `json:"loss"`     // packets: sent − delivered over the whole repetition
+	LossPct Summary `json:"loss_pct"` // 100 × loss / sent
+	// CPUNs is the whole machine's busy CPU time (/proc/stat user + nice +
+	// system + irq + softirq + steal) over the window per delivered
+	// packet, generator included.
+	CPUNs Summary `json:"cpu_ns_per_pkt"`
+	// RxCPUNs is CPUNs with the generator-alone cost taken out:
+	// (busy − gen-only ns/pkt × sent) / delivered, using the median of the
+	// gen-only row of the same group. Receive rows only.
+	RxCPUNs Summary `json:"rx_cpu_ns_per_pkt"`
+	ProcNs  Summary `json:"proc_ns_per_pkt"` // this process's user+system time per delivered packet
+	Util    Summary `json:"util"`            // busy share of all CPUs in the window
+
+	P50us  Summary    `json:"p50_us"` // echo only
+	P99us  Summary    `json:"p99_us"`
+	P999us Summary    `json:"p999_us"`
+	CDF    []CDFPoint `json:"cdf,omitempty"` // echo only: all repetitions pooled
+
+	Reps []Rep `json:"reps"`
+}
+
+// computeFigures fills a result's figures from its repetitions.
+func computeFigures(r *Result) {
+	n := len(r.Reps)
+	pps, gbps, sent := make([]float64, n), make([]float64, n), make([]float64, n)
+	loss, lossPct, cpu, proc, util := make([]float64, n), make([]float64, n), make([]float64, n), make([]float64, n), make([]float64, n)
+	var p50, p99, p999 []float64
+	var pooled []time.Duration
+	for i, rep := range r.Reps {
+		secs := float64(rep.WindowNs) / 1e9
+		pps[i] = float64(rep.Delivered) / secs
+		gbps[i] = pps[i] * float64(r.Payload) * 8 / 1e9
+		sent[i] = float64(rep.Sent) / secs
+		l := float64(rep.TotalSent) - float64(rep.TotalDelivered)
+		loss[i] = l
+		lossPct[i] = math.NaN()
+		if rep.TotalSent > 0 {
+			lossPct[i] = 100 * l / float64(rep.TotalSent)
+		}
+		cpu[i], proc[i] = math.NaN(), math.NaN()
+		if v, ok := PerPacket(time.Duration(rep.BusyNs), rep.Delivered); ok {
+			cpu[i] = v
+		}
+		if v, ok := PerPacket(time.Duration(rep.ProcNs), rep.Delivered); ok {
+			proc[i] = v
+		}
+		util[i] = rep.Util
+		if r.Kind == KindEcho && len(rep.Samples) > 0 {
+			p50 = append(p50, us(Percentile(rep.Samples, 0.50)))
+			p99 = append(p99, us(Percentile(rep.Samples, 0.99)))
+			p999 = append(p999, us(Percentile(rep.Samples, 0.999)))
+			pooled = append(pooled, rep.Samples...)
+		}
+	}
+	r.PPS, r.Gbps, r.SentPPS = Summarize(pps), Summarize(gbps), Summarize(sent)
+	r.Loss, r.LossPct = Summarize(loss), Summarize(lossPct)
+	r.CPUNs, r.ProcNs, r.Util = Summarize(cpu), Summarize(proc), Summarize(util)
+	r.P50us, r.P99us, r.P999us = Summarize(p50), Summarize(p99), Summarize(p999)
+	if len(pooled) > 0 {
+		slices.Sort(pooled)
+		r.CDF = CDF(pooled, 200)
+	}
+}
+
+// applyGenCost fills RxCPUNs of the receive rows from the gen-only row of
+// their group, when that row measured something.
+func applyGenCost(results []Result) {
+	gen := map[string]float64{}
+	for _, r := range results {
+		if r.Kind == KindGenOnly && r.Status == StatusOK && r.CPUNs.N > 0 {
+			gen[r.Group] = r.CPUNs.Median
+		}
+	}
+	for i := range results {
+		r := &results[i]
+		g, ok := gen[r.Group]
+		if r.Kind != KindReceive || r.Status != StatusOK || !ok {
+			continue
+		}
+		v := make([]float64, len(r.Reps))
+		for j, rep := range r.Reps {
+			v[j] = math.NaN()
+			if c, ok := ReceiverCost(time.Duration(rep.BusyNs), rep.Sent, rep.Delivered, g); ok {
+				v[j] = c
+			}
+		}
+		r.RxCPUNs = Summarize(v)
+	}
+}
+
+// RatioRow compares xsessiond with the baseline of its group, figure by
+// figure: xsessiond's median / the baseline's median. A figure is null
+// when either side has no number.
+type RatioRow struct {
+	Group     string              `json:"group"`
+	Baseline  string              `json:"baseline"`
+	Available bool                `json:"available"`
+	Note      string              `json:"note,omitempty"`
+	Ratios    map[string]*float64 `json:"xsessiond_over_baseline"`
+}
+
+// baselineOf is the implementation xsessiond is compared with in a kind.
+func baselineOf(k Kind) string {
+	if k == KindCutThrough {
+		return ImplSocketpair
+	}
+	return ImplKernel
+}
+
+// Ratios compares every xsessiond row with its group's baseline.
+func Ratios(results []Result) []RatioRow {
+	var rows []RatioRow
+	for _, x := range results {
+		if x.Impl != ImplXsessiond {
+			continue
+		}
+		base := baselineOf(x.Kind)
+		row := RatioRow{Group: x.Group, Baseline: base, Ratios: map[string]*float64{}, Available: x.Status == StatusOK}
+		var b *Result
+		for i := range results {
+			if results[i].Group == x.Group && results[i].Impl == base {
+				b = &results[i]
+			}
+		}
+		switch {
+		case x.Status != StatusOK:
+			row.Note = "xsessiond " + x.Status
+			if x.Note != "" {
+				row.Note += ": " + x.Note
+			}
+		case b == nil || b.Status != StatusOK:
+			row.Available = false
+			row.Note = "no baseline"
+		}
+		figs := []struct {
+			name string
+			get  func(*Result) Summary
+		}{
+			{"pps", func(r *Result) Summary { return r.PPS }},
+			{"gbps", func(r *Result) Summary { return r.Gbps }},
+			{"cpu_ns_per_pkt", func(r *Result) Summary { return r.CPUNs }},
+			{"rx_cpu_ns_per_pkt", func(r *Result) Summary { return r.RxCPUNs }},
+			{"loss_pct", func(r *Result) Summary { return r.LossPct }},
+			{"p50_us", func(r *Result) Summary { return r.P50us }},
+			{"p99_us", func(r *Result) Summary { return r.P99us }},
+			{"p999_us", func(r *Result) Summary { return r.P999us }},
+		}
+		for _, f := range figs {
+			var v *float64
+			if row.Available {
+				if q := Ratio(f.get(&x), f.get(b)); !math.IsNaN(q) {
+					v = &q
+				}
+			}
+			row.Ratios[f.name] = v
+		}
+		rows = append(rows, row)
+	}
+	return rows
+}
+
+// HostInfo describes the machine a report was measured on.
+type HostInfo struct {
+	Kernel   string `json:"kernel"`
+	CPUs     int    `json:"cpus"`
+	CPUModel string `json:"cpu_model"`
+}
+
+// RunConfig is the command line of a report.
+type RunConfig struct {
+	Quick      bool   `json:"quick"`
+	Reps       int    `json:"reps"`
+	Warmup     string `json:"warmup"`
+	Window     string `json:"window"`
+	Queues     int    `json:"queues"`
+	Flows      int    `json:"flows"`
+	Rate       uint64 `json:"rate"`
+	EchoRate   uint64 `json:"echo_rate"`
+	GenThreads int    `json:"gen_threads"`
+}
+
+// Report is the results file.
+type Report struct {
+	Started time.Time  `json:"started"`
+	Elapsed string     `json:"elapsed"`
+	Host    HostInfo   `json:"host"`
+	Config  RunConfig  `json:"config"`
+	Method  []string   `json:"method"`
+	Results []Result   `json:"results"`
+	Ratios  []RatioRow `json:"ratios"`
+}
+
+// methodNotes say how each figure is made; they go into both outputs.
+var methodNotes = []string{
+	"Rig: two network namespaces joined by a veth pair (host A sends, host B receives), queues as listed.",
+	"Generator: AF_PACKET TPACKET_V2 tx ring with PACKET_QDISC_BYPASS in host A, frames built once; flows differ in UDP source port.",
+	"Delivered: datagrams read by the app (kernel, xsessiond), frames dropped by the XDP program (xdp-drop), or frames sent (gen-only).",
+	"CPU ns/pkt: whole-machine busy time from /proc/stat (user+nice+system+irq+softirq+steal) over the window / delivered, generator included; other load on the machine counts too.",
+	"gen-only: generator into host B with nothing attached and frames addressed to another MAC, dropped by B's kernel at IP input (PACKET_OTHERHOST); its CPU ns per sent packet (generator + veth hand-over + that drop) is the generator-alone cost.",
+	"rx ns/pkt: (busy − gen-only ns/pkt × sent) / delivered, with the gen-only median of the same payload/queues/flows.",
+	"Loss: sent − delivered over the whole repetition, after the receiver has drained.",
+	"proc ns/pkt: this process's own user+system time per delivered packet (getrusage), less sensitive to other load; softirq work the kernel does outside the process is not in it.",
+	"Each figure: median [min–max] over the repetitions.",
+}
+
+// WriteJSON writes the report as indented JSON.
+func WriteJSON(w io.Writer, rep *Report) error {
+	enc := json.NewEncoder(w)
+	enc.SetIndent("", "  ")
+	return enc.Encode(rep)
+}
+
+func fmtSummary(s Summary, scale float64, prec int) string {
+	if s.N == 0 {
+		return "–"
+	}
+	f := func(v float64) string { return fmt.Sprintf("%.*f", prec, v*scale) }
+	if s.N == 1 {
+		return f(s.Median)
+	}
+	return fmt.Sprintf("%s [%s–%s]", f(s.Median), f(s.Min), f(s.Max))
+}
+
+func fmtRatio(v *float64) string {
+	if v == nil {
+		return "n/a"
+	}
+	return fmt.Sprintf("%.2f", *v)
+}
+
+// WriteMarkdown writes the summary tables.
+func WriteMarkdown(w io.Writer, rep *Report) error {
+	var b strings.Builder
+	fmt.Fprintf(&b, "# xsessiond perf results\n\n")
+	fmt.Fprintf(&b, "Started %s, took %s. Host: %s, %d CPUs (%s). Repetitions: %d, window %s after %s warm-up.\n\n",
+		rep.Started.Format(time.RFC3339), rep.Elapsed, rep.Host.Kernel, rep.Host.CPUs, rep.Host.CPUModel,
+		rep.Config.Reps, rep.Config.Window, rep.Config.Warmup)
+	for _, m := range rep.Method {
+		fmt.Fprintf(&b, "- %s\n", m)
+	}
+	section := func(title string, kinds ...Kind) []Result {
+		var rows []Result
+		for _, r := range rep.Results {
+			if slices.Contains(kinds, r.Kind) {
+				rows = append(rows, r)
+			}
+		}
+		if len(rows) > 0 {
+			fmt.Fprintf(&b, "\n## %s\n\n", title)
+		}
+		return rows
+	}
+	status := func(r Result) string {
+		if r.Status == StatusOK {
+			return ""
+		}
+		s := "**" + r.Status + "**"
+		if r.Note != "" {
+			s += ": " + r.Note
+		}
+		return s
+	}
+	if rows := section("UDP receive", KindGenOnly, KindReceive); len(rows) > 0 {
+		b.WriteString("| group | impl | Mpps | Gbit/s | offered Mpps | loss % | CPU ns/pkt | rx ns/pkt | proc ns/pkt | CPU util | note |\n")
+		b.WriteString("| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |\n")
+		for _, r := range rows {
+			fmt.Fprintf(&b, "| %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s |\n", r.Group, r.Impl,
+				fmtSummary(r.PPS, 1e-6, 3), fmtSummary(r.Gbps, 1, 2), fmtSummary(r.SentPPS, 1e-6, 3),
+				fmtSummary(r.LossPct, 1, 2), fmtSummary(r.CPUNs, 1, 0), fmtSummary(r.RxCPUNs, 1, 0),
+				fmtSummary(r.ProcNs, 1, 0), fmtPct(r.Util), status(r))
+		}
+	}
+	if rows := section("UDP echo latency", KindEcho); len(rows) > 0 {
+		b.WriteString("| group | impl | rate/s | replies/s | p50 µs | p99 µs | p99.9 µs | loss % | CPU ns/rtt | note |\n")
+		b.WriteString("| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |\n")
+		for _, r := range rows {
+			fmt.Fprintf(&b, "| %s | %s | %d | %s | %s | %s | %s | %s | %s | %s |\n", r.Group, r.Impl, r.Rate,
+				fmtSummary(r.PPS, 1, 0), fmtSummary(r.P50us, 1, 1), fmtSummary(r.P99us, 1, 1), fmtSummary(r.P999us, 1, 1),
+				fmtSummary(r.LossPct, 1, 2), fmtSummary(r.CPUNs, 1, 0), status(r))
+		}
+	}
+	if rows := section("Cut-through between two local apps", KindCutThrough); len(rows) > 0 {
+		b.WriteString("| group | impl | M msg/s | Gbit/s | CPU ns/msg | note |\n| --- | --- | --- | --- | --- | --- |\n")
+		for _, r := range rows {
+			fmt.Fprintf(&b, "| %s | %s | %s | %s | %s | %s |\n", r.Group, r.Impl,
+				fmtSummary(r.PPS, 1e-6, 3), fmtSummary(r.Gbps, 1, 2), fmtSummary(r.CPUNs, 1, 0), status(r))
+		}
+	}
+	if len(rep.Ratios) > 0 {
+		b.WriteString("\n## xsessiond / baseline\n\n")
+		b.WriteString("| group | baseline | pps | Gbit/s | CPU ns/pkt | rx ns/pkt | p50 | p99 | p99.9 | note |\n")
+		b.WriteString("| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |\n")
+		for _, q := range rep.Ratios {
+			fmt.Fprintf(&b, "| %s | %s | %s | %s | %s | %s | %s | %s | %s | %s |\n", q.Group, q.Baseline,
+				fmtRatio(q.Ratios["pps"]), fmtRatio(q.Ratios["gbps"]), fmtRatio(q.Ratios["cpu_ns_per_pkt"]),
+				fmtRatio(q.Ratios["rx_cpu_ns_per_pkt"]), fmtRatio(q.Ratios["p50_us"]), fmtRatio(q.Ratios["p99_us"]),
+				fmtRatio(q.Ratios["p999_us"]), q.Note)
+		}
+	}
+	_, err := io.WriteString(w, b.String())
+	return err
+}
+
+// writeFile creates dir/name and fills it with write.
+func writeFile(dir, name string, write func(io.Writer) error) (err error) {
+	f, err := os.Create(filepath.Join(dir, name))
+	if err != nil {
+		return err
+	}
+	defer func() {
+		if cerr := f.Close(); err == nil {
+			err = cerr
+		}
+	}()
+	return write(f)
+}
+
+func fmtPct(s Summary) string {
+	if s.N == 0 {
+		return "–"
+	}
+	return fmtSummary(s, 100, 0) + "%"
+}

@@ -1,0 +1,286 @@
+package main
+
+import (
+	"bytes"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"image/png"
+	"math"
+	"os"
+	"strings"
+	"testing"
+	"time"
+
+	"gonum.org/v1/plot"
+)
+
+// fixtureResults is a small run: a generator-alone row, a kernel row, an
+// xsessiond row that was not available, an echo row and a cut-through row.
+func fixtureResults() []Result {
+	mk := func(s Scenario, status string, reps ...Rep) Result {
+		r := Result{Scenario: s, Status: status, Reps: reps}
+		if status == StatusNotAvailable {
+			r.Note = "xsessiond is not wired into the harness yet"
+		}
+		computeFigures(&r)
+		return r
+	}
+	sec := int64(time.Second)
+	grp := "udp64-q1-f1"
+	lat := func(base time.Duration) []time.Duration {
+		s := make([]time.Duration, 1000)
+		for i := range s {
+			s[i] = base + time.Duration(i)*time.Microsecond
+		}
+		return s
+	}
+	return []Result{
+		mk(Scenario{Name: grp + "/gen-only", Group: grp, Kind: KindGenOnly, Impl: ImplGenOnly, Payload: 64, Queues: 1, Flows: 1},
+			StatusOK,
+			Rep{WindowNs: sec, Sent: 1000, Delivered: 1000, TotalSent: 1200, TotalDelivered: 1200, BusyNs: 100_000, Util: 0.5},
+			Rep{WindowNs: sec, Sent: 1000, Delivered: 1000, TotalSent: 1200, TotalDelivered: 1200, BusyNs: 300_000, Util: 0.5},
+			Rep{WindowNs: sec, Sent: 1000, Delivered: 1000, TotalSent: 1200, TotalDelivered: 1200, BusyNs: 200_000, Util: 0.5}),
+		mk(Scenario{Name: grp + "/kernel", Group: grp, Kind: KindReceive, Impl: ImplKernel, Payload: 64, Queues: 1, Flows: 1},
+			StatusOK,
+			Rep{WindowNs: sec, Sent: 1000, Delivered: 800, TotalSent: 1000, TotalDelivered: 800, BusyNs: 800_000, ProcNs: 400_000, Util: 1},
+			Rep{WindowNs: 2 * sec, Sent: 2000, Delivered: 2000, TotalSent: 2000, TotalDelivered: 2000, BusyNs: 1_000_000, Util: 1}),
+		mk(Scenario{Name: grp + "/xsessiond", Group: grp, Kind: KindReceive, Impl: ImplXsessiond, Payload: 64, Queues: 1, Flows: 1},
+			StatusNotAvailable),
+		mk(Scenario{Name: "echo64-q1-f1/kernel", Group: "echo64-q1-f1", Kind: KindEcho, Impl: ImplKernel, Payload: 64, Queues: 1, Flows: 1, Rate: 1000},
+			StatusOK,
+			Rep{WindowNs: sec, Sent: 1000, Delivered: 1000, TotalSent: 1000, TotalDelivered: 1000, BusyNs: 1000, Samples: lat(10 * time.Microsecond)},
+			Rep{WindowNs: sec, Sent: 1000, Delivered: 1000, TotalSent: 1000, TotalDelivered: 1000, BusyNs: 1000, Samples: lat(20 * time.Microsecond)}),
+		mk(Scenario{Name: "echo64-q1-f1/xsessiond", Group: "echo64-q1-f1", Kind: KindEcho, Impl: ImplXsessiond, Payload: 64, Queues: 1, Flows: 1},
+			StatusNotAvailable),
+		mk(Scenario{Name: "ct64-q1-f1/socketpair", Group: "ct64-q1-f1", Kind: KindCutThrough, Impl: ImplSocketpair, Payload: 64, Queues: 1, Flows: 1},
+			StatusOK, Rep{WindowNs: sec, Sent: 5000, Delivered: 5000, TotalSent: 6000, TotalDelivered: 6000, BusyNs: 5_000_000}),
+	}
+}
+
+func TestComputeFiguresAndGenCost(t *testing.T) {
+	res := fixtureResults()
+	applyGenCost(res)
+	gen, k := res[0], res[1]
+	if gen.CPUNs != (Summary{Median: 200, Min: 100, Max: 300, N: 3}) {
+		t.Errorf("gen-only cpu %+v", gen.CPUNs)
+	}
+	// kernel: 800 pps and 1000 pps; cpu 1000 and 500 ns/pkt; loss 200
+	// (20%) and 0.
+	if k.PPS != (Summary{Median: 900, Min: 800, Max: 1000, N: 2}) {
+		t.Errorf("kernel pps %+v", k.PPS)
+	}
+	if want := 900 * 64 * 8 / 1e9; math.Abs(k.Gbps.Median-want) > 1e-12 {
+		t.Errorf("kernel gbps %v, want %v", k.Gbps.Median, want)
+	}
+	if k.Loss != (Summary{Median: 100, Min: 0, Max: 200, N: 2}) || k.LossPct != (Summary{Median: 10, Min: 0, Max: 20, N: 2}) {
+		t.Errorf("kernel loss %+v %+v", k.Loss, k.LossPct)
+	}
+	if k.CPUNs != (Summary{Median: 750, Min: 500, Max: 1000, N: 2}) {
+		t.Errorf("kernel cpu %+v", k.CPUNs)
+	}
+	// ProcNs: the second repetition has 0 ns over 2000 packets.
+	if k.ProcNs != (Summary{Median: 250, Min: 0, Max: 500, N: 2}) {
+		t.Errorf("kernel proc %+v", k.ProcNs)
+	}
+	// rx cost with the gen-only median (200 ns/pkt): (800000 − 200×1000)/800
+	// = 750 and (1000000 − 200×2000)/2000 = 300.
+	if k.RxCPUNs != (Summary{Median: 525, Min: 300, Max: 750, N: 2}) {
+		t.Errorf("kernel rx cost %+v", k.RxCPUNs)
+	}
+	if res[2].PPS.N != 0 || res[2].RxCPUNs.N != 0 {
+		t.Errorf("unavailable row has figures: %+v", res[2])
+	}
+	e := res[3]
+	if e.P50us != (Summary{Median: 514, Min: 509, Max: 519, N: 2}) {
+		t.Errorf("echo p50 %+v", e.P50us)
+	}
+	if e.P999us.Max != 1018 || len(e.CDF) == 0 || e.CDF[len(e.CDF)-1].Fraction != 1 {
+		t.Errorf("echo p99.9 %+v, cdf of %d points", e.P999us, len(e.CDF))
+	}
+}
+
+func TestRatiosAndQuickLine(t *testing.T) {
+	res := fixtureResults()
+	rows := Ratios(res)
+	if len(rows) != 2 {
+		t.Fatalf("%d ratio rows, want 2 (one per xsessiond row)", len(rows))
+	}
+	for _, r := range rows {
+		if r.Available || !strings.Contains(r.Note, "not available") {
+			t.Errorf("%s: available %v note %q", r.Group, r.Available, r.Note)
+		}
+		for f, v := range r.Ratios {
+			if v != nil {
+				t.Errorf("%s: ratio %s = %v for a row that was not available", r.Group, f, *v)
+			}
+		}
+	}
+	want := "udp64 cost ratio kernel/xsessiond = n/a, rate ratio xsessiond/kernel = n/a"
+	if got := quickLine(res); got != want {
+		t.Errorf("quick line %q, want %q", got, want)
+	}
+
+	// Make xsessiond available: twice the kernel's rate at half its cost.
+	res[2].Status, res[2].Note = StatusOK, ""
+	res[2].Reps = []Rep{{WindowNs: int64(time.Second), Sent: 1800, Delivered: 1800, TotalSent: 1800, TotalDelivered: 1800, BusyNs: 675_000}}
+	computeFigures(&res[2])
+	applyGenCost(res)
+	rows = Ratios(res)
+	if !rows[0].Available || rows[0].Baseline != ImplKernel {
+		t.Fatalf("row %+v", rows[0])
+	}
+	if v := rows[0].Ratios["pps"]; v == nil || *v != 2 {
+		t.Errorf("pps ratio %v, want 2", v)
+	}
+	if v := rows[0].Ratios["cpu_ns_per_pkt"]; v == nil || math.Abs(*v-0.5) > 1e-12 {
+		t.Errorf("cpu ratio %v, want 0.5", v)
+	}
+	if v := rows[0].Ratios["p50_us"]; v != nil {
+		t.Errorf("p50 ratio of receive rows %v, want null", *v)
+	}
+	want = "udp64 cost ratio kernel/xsessiond = 2.00, rate ratio xsessiond/kernel = 2.00"
+	if got := quickLine(res); got != want {
+		t.Errorf("quick line %q, want %q", got, want)
+	}
+}
+
+func fixtureReport() *Report {
+	res := fixtureResults()
+	applyGenCost(res)
+	return &Report{
+		Started: time.Date(2026, 1, 2, 3, 4, 5, 0, time.UTC), Elapsed: "1m0s",
+		Host:   HostInfo{Kernel: "Linux 6.18", CPUs: 2, CPUModel: "test"},
+		Config: RunConfig{Reps: 3, Window: "2s", Warmup: "300ms", Queues: 1, Flows: 1},
+		Method: methodNotes, Results: res, Ratios: Ratios(res),
+	}
+}
+
+func TestWriteJSON(t *testing.T) {
+	var b bytes.Buffer
+	if err := WriteJSON(&b, fixtureReport()); err != nil {
+		t.Fatal(err)
+	}
+	var back Report
+	if err := json.Unmarshal(b.Bytes(), &back); err != nil {
+		t.Fatalf("results.json does not parse: %v", err)
+	}
+	if len(back.Results) != 6 || back.Results[1].PPS.Median != 900 || back.Results[1].Reps[0].Delivered != 800 {
+		t.Errorf("round trip lost data: %+v", back.Results[1])
+	}
+	if back.Results[2].Status != StatusNotAvailable || back.Results[2].Note == "" {
+		t.Errorf("unavailable row lost its note: %+v", back.Results[2])
+	}
+	if !strings.Contains(b.String(), `"pps": null`) {
+		t.Error("ratios of an unavailable row should be null")
+	}
+}
+
+func TestWriteMarkdown(t *testing.T) {
+	var b bytes.Buffer
+	if err := WriteMarkdown(&b, fixtureReport()); err != nil {
+		t.Fatal(err)
+	}
+	md := b.String()
+	for _, want := range []string{
+		"## UDP receive", "## UDP echo latency", "## Cut-through", "## xsessiond / baseline",
+		"| udp64-q1-f1 | kernel | 0.001 [0.001–0.001] |",
+		"| 750 [500–1000] | 525 [300–750] |",
+		"**not available**: xsessiond is not wired into the harness yet",
+		"| 514.0 [509.0–519.0] |",
+		"| udp64-q1-f1 | kernel | n/a | n/a |",
+	} {
+		if !strings.Contains(md, want) {
+			t.Errorf("markdown lacks %q\n%s", want, md)
+		}
+	}
+	// Every table row has as many cells as its header.
+	var cols int
+	for _, l := range strings.Split(md, "\n") {
+		if !strings.HasPrefix(l, "|") {
+			cols = 0
+			continue
+		}
+		n := strings.Count(l, "|")
+		if cols == 0 {
+			cols = n
+		} else if n != cols {
+			t.Errorf("row with %d separators under a header of %d: %s", n, cols, l)
+		}
+	}
+}
+
+func TestPlotsArePNG(t *testing.T) {
+	rep := fixtureReport()
+	for _, tc := range []struct {
+		name string
+		draw func() ([]byte, error)
+	}{
+		{"rate", func() ([]byte, error) { return render(RateByPayloadPlot(rep.Results, 1, 1)) }},
+		{"scaling", func() ([]byte, error) { return render(ScalingPlot(rep.Results, 64, 1)) }},
+		{"latency", func() ([]byte, error) { return render(LatencyCDFPlot(rep.Results)) }},
+		{"empty", func() ([]byte, error) { return render(LatencyCDFPlot(nil)) }},
+	} {
+		b, err := tc.draw()
+		if err != nil {
+			t.Fatalf("%s: %v", tc.name, err)
+		}
+		cfg, err := png.DecodeConfig(bytes.NewReader(b))
+		if err != nil {
+			t.Fatalf("%s: not a PNG: %v", tc.name, err)
+		}
+		if cfg.Width < 100 || cfg.Height < 100 {
+			t.Errorf("%s: %dx%d image", tc.name, cfg.Width, cfg.Height)
+		}
+		if _, err := png.Decode(bytes.NewReader(b)); err != nil {
+			t.Errorf("%s: PNG does not decode: %v", tc.name, err)
+		}
+	}
+}
+
+func TestWriteOutputs(t *testing.T) {
+	dir := t.TempDir()
+	if err := writeOutputs(dir, fixtureReport()); err != nil {
+		t.Fatal(err)
+	}
+	for _, f := range []string{"results.json", "results.md", "rate_by_payload.png", "latency_cdf.png", "scaling_queues.png"} {
+		if err := checkNonEmpty(dir + "/" + f); err != nil {
+			t.Error(err)
+		}
+	}
+}
+
+func TestRunScenarioMarksUnavailable(t *testing.T) {
+	var log bytes.Buffer
+	r := &runner{rigs: &rigs{}, prog: newProgress(&log)}
+	res := r.runScenario(t.Context(), Scenario{Name: "ct64-q1-f1/xsessiond", Kind: KindCutThrough, Impl: ImplXsessiond, Payload: 64}, 3)
+	if res.Status != StatusNotAvailable || len(res.Reps) != 0 || res.PPS.N != 0 {
+		t.Fatalf("result %+v", res)
+	}
+	if !errors.Is(errXsessiondNotWired, ErrNotAvailable) {
+		t.Error("the xsessiond constructors' error must match ErrNotAvailable")
+	}
+	if !strings.Contains(log.String(), "NOT AVAILABLE") {
+		t.Errorf("progress output lacks the note: %q", log.String())
+	}
+}
+
+func render(p *plot.Plot, err error) ([]byte, error) {
+	if err != nil {
+		return nil, err
+	}
+	var b bytes.Buffer
+	err = WritePNG(&b, p)
+	return b.Bytes(), err
+}
+
+func checkNonEmpty(path string) error {
+	st, err := os.Stat(path)
+	if err != nil {
+		return err
+	}
+	if st.Size() == 0 {
+		return fmt.Errorf("%s is empty", path)
+	}
+	return nil
+}

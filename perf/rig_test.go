@@ -1,0 +1,64 @@
+package main
+
+import (
+	"io"
+	"os"
+	"testing"
+	"time"
+
+	"github.com/xsessiond/xsessiond/nsbind/nstest"
+)
+
+// TestRepsOnRig runs one short repetition of every implementation that is
+// available, at a rate every receiver keeps up with, and checks the counts:
+// nothing lost, the windows non-empty, the rig reused across rows.
+func TestRepsOnRig(t *testing.T) {
+	nstest.RequirePrivileged(t)
+	fds := openFDs(t)
+	rg := &rigs{}
+	defer rg.Close()
+	r := &runner{rigs: rg, prog: newProgress(io.Discard), port: defaultPort, genThreads: 2,
+		timing: Timing{Warmup: 100 * time.Millisecond, Window: 300 * time.Millisecond, Drain: 2 * time.Second}}
+	for _, s := range []Scenario{
+		{Name: "gen", Kind: KindGenOnly, Impl: ImplGenOnly, Payload: 64, Queues: 2, Flows: 8, Rate: 20000},
+		{Name: "kernel", Kind: KindReceive, Impl: ImplKernel, Payload: 64, Queues: 2, Flows: 8, Rate: 20000},
+		{Name: "reuseport", Kind: KindReceive, Impl: ImplKernelReuseport, Payload: 512, Queues: 2, Flows: 8, Rate: 20000},
+		{Name: "xdp", Kind: KindReceive, Impl: ImplXDPDrop, Payload: 1472, Queues: 2, Flows: 8, Rate: 20000},
+		{Name: "echo", Kind: KindEcho, Impl: ImplKernel, Payload: 64, Queues: 2, Flows: 1, Rate: 2000},
+		{Name: "ct", Kind: KindCutThrough, Impl: ImplSocketpair, Payload: 64, Queues: 2, Flows: 1},
+	} {
+		rep, err := r.runRep(t.Context(), s, 1, 1)
+		if err != nil {
+			t.Fatalf("%s: %v", s.Name, err)
+		}
+		t.Logf("%s: window sent %d delivered %d, total sent %d delivered %d, busy %v, samples %d",
+			s.Name, rep.Sent, rep.Delivered, rep.TotalSent, rep.TotalDelivered, time.Duration(rep.BusyNs), len(rep.Samples))
+		if rep.Sent == 0 || rep.Delivered == 0 || rep.WindowNs <= 0 {
+			t.Errorf("%s: empty window %+v", s.Name, rep)
+		}
+		if rep.TotalSent != rep.TotalDelivered {
+			t.Errorf("%s: sent %d, delivered %d at a low rate", s.Name, rep.TotalSent, rep.TotalDelivered)
+		}
+		if s.Kind == KindEcho && (len(rep.Samples) == 0 || uint64(len(rep.Samples)) != rep.TotalDelivered || rep.Samples[0] <= 0) {
+			t.Errorf("echo: %d samples for %d replies", len(rep.Samples), rep.TotalDelivered)
+		}
+	}
+	if rg.pair == nil || rg.queues != 2 {
+		t.Errorf("rig not kept: %+v", rg)
+	}
+	if err := rg.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if n := openFDs(t); n > fds {
+		t.Errorf("%d file descriptors open after the run, %d before", n, fds)
+	}
+}
+
+func openFDs(t *testing.T) int {
+	t.Helper()
+	ents, err := os.ReadDir("/proc/self/fd")
+	if err != nil {
+		t.Fatal(err)
+	}
+	return len(ents)
+}

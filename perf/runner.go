@@ -1,0 +1,317 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"time"
+
+	"github.com/xsessiond/xsessiond/nsbind/nstest"
+	"github.com/xsessiond/xsessiond/perf/internal/gen"
+)
+
+// Timing is how long each phase of a repetition lasts.
+type Timing struct {
+	Warmup time.Duration // load runs, nothing is measured
+	Window time.Duration // the measurement window
+	Drain  time.Duration // most time to wait for counts to settle afterwards
+}
+
+// Rep is what one repetition measured. Window figures come from counters
+// read at the start and end of the measurement window; totals cover the
+// whole repetition (warm-up and drain included) and give the loss.
+type Rep struct {
+	WindowNs       int64   `json:"window_ns"`
+	Sent           uint64  `json:"sent"`      // sent in the window
+	Delivered      uint64  `json:"delivered"` // delivered in the window
+	TotalSent      uint64  `json:"total_sent"`
+	TotalDelivered uint64  `json:"total_delivered"`
+	BusyNs         int64   `json:"busy_ns"` // whole machine, /proc/stat, in the window
+	ProcNs         int64   `json:"proc_ns"` // this process's user+system, in the window
+	Util           float64 `json:"util"`    // busy share of all CPUs in the window
+	// Samples are echo round-trip times sent in the window (not in JSON).
+	Samples []time.Duration `json:"-"`
+}
+
+// snap is the counters at one instant.
+type snap struct {
+	t               time.Time
+	cpu             CPUTimes
+	proc            time.Duration
+	sent, delivered uint64
+}
+
+func take(sent, delivered func() uint64) (snap, error) {
+	c, err := ReadCPUTimes()
+	if err != nil {
+		return snap{}, err
+	}
+	return snap{t: time.Now(), cpu: c, proc: procCPU(), sent: sent(), delivered: delivered()}, nil
+}
+
+// windowRep turns the snapshots at both ends of a window into a Rep.
+func windowRep(a, b snap) (Rep, error) {
+	busy, err := BusyBetween(a.cpu, b.cpu)
+	if err != nil {
+		return Rep{}, err
+	}
+	return Rep{
+		WindowNs:  b.t.Sub(a.t).Nanoseconds(),
+		Sent:      b.sent - a.sent,
+		Delivered: b.delivered - a.delivered,
+		BusyNs:    busy.Nanoseconds(),
+		ProcNs:    (b.proc - a.proc).Nanoseconds(),
+		Util:      Utilisation(a.cpu, b.cpu),
+	}, nil
+}
+
+// runner measures scenarios on rigs it builds.
+type runner struct {
+	rigs       *rigs
+	timing     Timing
+	prog       *progress
+	port       uint16
+	genThreads int // generator sockets (and goroutines) per repetition
+}
+
+const defaultPort = 9000
+
+// sleepCtx sleeps d or until ctx is done.
+func sleepCtx(ctx context.Context, d time.Duration) error {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-ctx.Done():
+		return ctx.Err()
+	case <-t.C:
+		return nil
+	}
+}
+
+// watch waits out the measurement window, refreshing the progress line.
+func (r *runner) watch(ctx context.Context, s Scenario, rep, reps int, sent, delivered func() uint64) (snap, snap, error) {
+	a, err := take(sent, delivered)
+	if err != nil {
+		return a, a, err
+	}
+	end := a.t.Add(r.timing.Window)
+	lastT, lastD := a.t, a.delivered
+	for {
+		left := time.Until(end)
+		if left <= 0 {
+			break
+		}
+		if err := sleepCtx(ctx, min(left, 250*time.Millisecond)); err != nil {
+			return a, a, err
+		}
+		now, d, sn := time.Now(), delivered(), sent()
+		loss := 0.0
+		if sn > a.sent {
+			loss = 100 * (1 - float64(d-a.delivered)/float64(sn-a.sent))
+		}
+		r.prog.update(s, rep, reps, float64(d-lastD)/now.Sub(lastT).Seconds(), max(0, loss))
+		lastT, lastD = now, d
+	}
+	b, err := take(sent, delivered)
+	return a, b, err
+}
+
+// settle waits until count stops moving for 50 ms, or for at most d.
+func settle(count func() uint64, d time.Duration) {
+	deadline := time.Now().Add(d)
+	last := count()
+	for time.Now().Before(deadline) {
+		time.Sleep(50 * time.Millisecond)
+		n := count()
+		if n == last {
+			return
+		}
+		last = n
+	}
+}
+
+// genGroup is the generators of one repetition: one per thread, each on
+// its own socket and ring with its share of the flows and the rate.
+type genGroup struct{ gens []*gen.Generator }
+
+// Sent is the frames sent by all the group's generators.
+func (gg *genGroup) Sent() uint64 {
+	var n uint64
+	for _, g := range gg.gens {
+		n += g.Sent()
+	}
+	return n
+}
+
+// startGen creates generators in host A aimed at host B's address (and
+// dstMAC) and runs them: threads of them (at most one per flow), the flows
+// and the rate split between them.
+func startGen(p *nstest.Pair, s Scenario, dstMAC net.HardwareAddr, port uint16, threads int) (*genGroup, func() error, error) {
+	k := max(1, min(threads, s.Flows))
+	gg := &genGroup{}
+	closeAll := func() {
+		for _, g := range gg.gens {
+			g.Close()
+		}
+	}
+	for i := range k {
+		lo, hi := i*s.Flows/k, (i+1)*s.Flows/k
+		rate := s.Rate / uint64(k)
+		if i == 0 {
+			rate += s.Rate % uint64(k)
+		}
+		if s.Rate > 0 && rate == 0 {
+			continue
+		}
+		cfg := gen.Config{
+			FrameSpec: gen.FrameSpec{
+				SrcMAC: p.A.MAC, DstMAC: dstMAC, SrcIP: p.A.IPv4, DstIP: p.B.IPv4,
+				SrcPortBase: uint16(40000 + lo), DstPort: port, Flows: hi - lo, Payload: s.Payload,
+			},
+			IfIndex: p.A.IfIndex,
+			Rate:    rate,
+		}
+		var g *gen.Generator
+		if err := p.A.Do(func() (err error) { g, err = gen.New(cfg); return err }); err != nil {
+			closeAll()
+			return nil, nil, fmt.Errorf("start generator: %w", err)
+		}
+		gg.gens = append(gg.gens, g)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	errc := make(chan error, len(gg.gens))
+	for _, g := range gg.gens {
+		go func() { errc <- g.Run(ctx) }()
+	}
+	stop := func() error {
+		cancel()
+		var errs []error
+		for range gg.gens {
+			errs = append(errs, <-errc)
+		}
+		for _, g := range gg.gens {
+			errs = append(errs, g.Close())
+		}
+		return errors.Join(errs...)
+	}
+	return gg, stop, nil
+}
+
+// runRep runs one repetition of s.
+func (r *runner) runRep(ctx context.Context, s Scenario, rep, reps int) (Rep, error) {
+	switch s.Kind {
+	case KindGenOnly:
+		return r.genOnlyRep(ctx, s, rep, reps)
+	case KindReceive:
+		return r.receiveRep(ctx, s, rep, reps)
+	case KindEcho:
+		return r.echoRep(ctx, s, rep, reps)
+	case KindCutThrough:
+		return r.cutThroughRep(ctx, s, rep, reps)
+	}
+	return Rep{}, fmt.Errorf("unknown scenario kind %q", s.Kind)
+}
+
+func (r *runner) receiveRep(ctx context.Context, s Scenario, rep, reps int) (out Rep, err error) {
+	p, err := r.rigs.get(s.Queues)
+	if err != nil {
+		return Rep{}, err
+	}
+	rx, err := newReceiver(s.Impl, s.Queues)
+	if err != nil {
+		return Rep{}, err
+	}
+	if err := rx.Start(envB(p, s.Queues, s.Flows, s.Payload, r.port)); err != nil {
+		return Rep{}, fmt.Errorf("start %s: %w", s.Impl, err)
+	}
+	defer func() { err = errors.Join(err, rx.Stop()) }()
+	g, stopGen, err := startGen(p, s, p.B.MAC, r.port, r.genThreads)
+	if err != nil {
+		return Rep{}, err
+	}
+	stopped := false
+	defer func() {
+		if !stopped {
+			err = errors.Join(err, stopGen())
+		}
+	}()
+	if err := sleepCtx(ctx, r.timing.Warmup); err != nil {
+		return Rep{}, err
+	}
+	a, b, err := r.watch(ctx, s, rep, reps, g.Sent, rx.Delivered)
+	if err != nil {
+		return Rep{}, err
+	}
+	stopped = true
+	if err := stopGen(); err != nil {
+		return Rep{}, err
+	}
+	settle(rx.Delivered, r.timing.Drain)
+	out, err = windowRep(a, b)
+	out.TotalSent, out.TotalDelivered = g.Sent(), rx.Delivered()
+	return out, err
+}
+
+func (r *runner) genOnlyRep(ctx context.Context, s Scenario, rep, reps int) (out Rep, err error) {
+	p, err := r.rigs.get(s.Queues)
+	if err != nil {
+		return Rep{}, err
+	}
+	g, stopGen, err := startGen(p, s, otherHostMAC(p.B.MAC), r.port, r.genThreads)
+	if err != nil {
+		return Rep{}, err
+	}
+	if err := sleepCtx(ctx, r.timing.Warmup); err != nil {
+		return Rep{}, errors.Join(err, stopGen())
+	}
+	a, b, err := r.watch(ctx, s, rep, reps, g.Sent, g.Sent)
+	if err != nil {
+		return Rep{}, errors.Join(err, stopGen())
+	}
+	if err := stopGen(); err != nil {
+		return Rep{}, err
+	}
+	out, err = windowRep(a, b)
+	out.TotalSent, out.TotalDelivered = g.Sent(), g.Sent()
+	return out, err
+}
+
+// otherHostMAC is a locally administered unicast MAC that differs from mac.
+func otherHostMAC(mac net.HardwareAddr) net.HardwareAddr {
+	o := net.HardwareAddr{0x02, 0x00, 0x5e, 0x00, 0x00, 0x01}
+	if mac.String() == o.String() {
+		o[5] = 0x02
+	}
+	return o
+}
+
+func (r *runner) cutThroughRep(ctx context.Context, s Scenario, rep, reps int) (out Rep, err error) {
+	lp, err := newLocalPair(s.Impl)
+	if err != nil {
+		return Rep{}, err
+	}
+	if err := lp.Start(s.Payload); err != nil {
+		return Rep{}, err
+	}
+	stopped := false
+	defer func() {
+		if !stopped {
+			err = errors.Join(err, lp.Stop())
+		}
+	}()
+	if err := sleepCtx(ctx, r.timing.Warmup); err != nil {
+		return Rep{}, err
+	}
+	a, b, err := r.watch(ctx, s, rep, reps, lp.Sent, lp.Delivered)
+	if err != nil {
+		return Rep{}, err
+	}
+	stopped = true
+	if err := lp.Stop(); err != nil {
+		return Rep{}, err
+	}
+	out, err = windowRep(a, b)
+	out.TotalSent, out.TotalDelivered = lp.Sent(), lp.Delivered()
+	return out, err
+}

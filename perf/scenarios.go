@@ -1,0 +1,135 @@
+package main
+
+import (
+	"cmp"
+	"fmt"
+	"slices"
+)
+
+// Kind is what a scenario measures.
+type Kind string
+
+const (
+	// KindGenOnly runs the generator into host B with nothing attached and
+	// frames addressed to a MAC that is not B's: B's kernel drops them at
+	// IP input (PACKET_OTHERHOST), the earliest drop on the kernel path
+	// that still takes the frames off A's ring. The machine's busy time is
+	// the generator (ring, sendto, skb build) plus veth hand-over and that
+	// drop; no socket, no XDP. (With B's end down the tx ring stalls: the
+	// kernel hands the refused frame back instead of releasing it.)
+	KindGenOnly Kind = "gen-only"
+	// KindReceive is UDP from the generator in host A into a receiver in B.
+	KindReceive Kind = "udp-receive"
+	// KindEcho is UDP round trips from kernel sockets in A to an echo
+	// server in B at a fixed rate, timestamps in the payload.
+	KindEcho Kind = "udp-echo"
+	// KindCutThrough is messages between two local apps.
+	KindCutThrough Kind = "cut-through"
+)
+
+// Scenario is one row of the results: one implementation under one load.
+type Scenario struct {
+	Name    string `json:"name"`  // unique, e.g. "udp64-q2-f16/kernel"
+	Group   string `json:"group"` // rows compared with one another, e.g. "udp64-q2-f16"
+	Kind    Kind   `json:"kind"`
+	Impl    string `json:"impl"`
+	Payload int    `json:"payload"`
+	Queues  int    `json:"queues"`
+	Flows   int    `json:"flows"`
+	// Rate is the offered load in packets (or requests) per second; 0 is
+	// flat out.
+	Rate uint64 `json:"rate"`
+}
+
+// Plan is what the command line asks for.
+type Plan struct {
+	Payloads []int
+	Queues   int    // N: the multi-queue configuration
+	Flows    int    // F: the multi-flow configuration
+	Rate     uint64 // generator rate for receive scenarios, 0 = flat out
+	EchoRate uint64 // request rate of the echo scenarios
+	Quick    bool
+}
+
+// DefaultPayloads are the UDP payload sizes of the receive scenarios.
+var DefaultPayloads = []int{64, 512, 1472}
+
+type load struct{ payload, queues, flows int }
+
+func (l load) group(kind string) string {
+	return fmt.Sprintf("%s%d-q%d-f%d", kind, l.payload, l.queues, l.flows)
+}
+
+// queueSteps is 1, 2, 4, … below n, then n.
+func queueSteps(n int) []int {
+	var s []int
+	for q := 1; q < n; q *= 2 {
+		s = append(s, q)
+	}
+	return append(s, n)
+}
+
+// Scenarios expands a plan into the table of rows, ordered so that rows on
+// the same rig (queue count) run together.
+func Scenarios(p Plan) []Scenario {
+	if p.Queues < 1 {
+		p.Queues = 1
+	}
+	if p.Flows < 1 {
+		p.Flows = 1
+	}
+	var rows []Scenario
+	add := func(kind Kind, impl string, l load, rate uint64, grp string) {
+		rows = append(rows, Scenario{
+			Name: grp + "/" + impl, Group: grp, Kind: kind, Impl: impl,
+			Payload: l.payload, Queues: l.queues, Flows: l.flows, Rate: rate,
+		})
+	}
+	if p.Quick {
+		l := load{64, 1, 1}
+		add(KindReceive, ImplKernel, l, p.Rate, l.group("udp"))
+		add(KindReceive, ImplXsessiond, l, p.Rate, l.group("udp"))
+		return rows
+	}
+
+	// Receive: every payload at 1 queue/1 flow and N queues/F flows; at
+	// 64 bytes also 1 queue/F flows and every queue step for the scaling
+	// plot.
+	var loads []load
+	seen := map[load]bool{}
+	addLoad := func(l load) {
+		if !seen[l] {
+			seen[l] = true
+			loads = append(loads, l)
+		}
+	}
+	for _, pl := range p.Payloads {
+		addLoad(load{pl, 1, 1})
+		addLoad(load{pl, p.Queues, p.Flows})
+	}
+	if slices.Contains(p.Payloads, 64) {
+		for _, q := range queueSteps(p.Queues) {
+			addLoad(load{64, q, p.Flows})
+		}
+	}
+	for _, l := range loads {
+		g := l.group("udp")
+		add(KindGenOnly, ImplGenOnly, l, p.Rate, g)
+		add(KindReceive, ImplKernel, l, p.Rate, g)
+		if l.queues > 1 {
+			add(KindReceive, ImplKernelReuseport, l, p.Rate, g)
+		}
+		add(KindReceive, ImplXDPDrop, l, p.Rate, g)
+		add(KindReceive, ImplXsessiond, l, p.Rate, g)
+	}
+	echo := load{64, 1, 1}
+	add(KindEcho, ImplKernel, echo, p.EchoRate, echo.group("echo"))
+	add(KindEcho, ImplXsessiond, echo, p.EchoRate, echo.group("echo"))
+	for _, pl := range []int{64, 1472} {
+		l := load{pl, 1, 1}
+		add(KindCutThrough, ImplSocketpair, l, 0, l.group("ct"))
+		add(KindCutThrough, ImplXsessiond, l, 0, l.group("ct"))
+	}
+	slices.SortStableFunc(rows, func(a, b Scenario) int { return cmp.Compare(a.Queues, b.Queues) })
+	return rows
+}

@@ -1,0 +1,84 @@
+package main
+
+import (
+	"io"
+	"slices"
+	"strings"
+	"testing"
+	"time"
+)
+
+func TestQueueSteps(t *testing.T) {
+	for n, want := range map[int][]int{1: {1}, 2: {1, 2}, 4: {1, 2, 4}, 6: {1, 2, 4, 6}} {
+		if got := queueSteps(n); !slices.Equal(got, want) {
+			t.Errorf("queueSteps(%d) = %v, want %v", n, got, want)
+		}
+	}
+}
+
+func TestScenariosDefault(t *testing.T) {
+	rows := Scenarios(Plan{Payloads: DefaultPayloads, Queues: 4, Flows: 16, EchoRate: 10000})
+	names := map[string]bool{}
+	impls := map[string]map[string]bool{} // group → impls
+	for i, r := range rows {
+		if names[r.Name] {
+			t.Errorf("duplicate row %s", r.Name)
+		}
+		names[r.Name] = true
+		if impls[r.Group] == nil {
+			impls[r.Group] = map[string]bool{}
+		}
+		impls[r.Group][r.Impl] = true
+		if i > 0 && r.Queues < rows[i-1].Queues {
+			t.Errorf("rows not ordered by queues at %s", r.Name)
+		}
+		if r.Kind == KindReceive && r.Impl == ImplKernelReuseport && r.Queues == 1 {
+			t.Errorf("reuseport row with one queue: %s", r.Name)
+		}
+	}
+	for _, want := range []string{
+		"udp64-q1-f1/kernel", "udp64-q1-f1/xdp-drop", "udp64-q1-f1/xsessiond", "udp64-q1-f1/gen-only",
+		"udp512-q4-f16/kernel-reuseport", "udp1472-q4-f16/xsessiond", "udp64-q1-f16/kernel",
+		"udp64-q2-f16/xdp-drop", // a scaling step
+		"echo64-q1-f1/kernel", "echo64-q1-f1/xsessiond", "ct64-q1-f1/socketpair", "ct1472-q1-f1/xsessiond",
+	} {
+		if !names[want] {
+			t.Errorf("no row %s", want)
+		}
+	}
+	for g, im := range impls {
+		if im[ImplXsessiond] && !im[ImplKernel] && !im[ImplSocketpair] {
+			t.Errorf("group %s has xsessiond but no baseline", g)
+		}
+		if strings.HasPrefix(g, "udp") && !im[ImplGenOnly] {
+			t.Errorf("receive group %s has no gen-only row", g)
+		}
+	}
+}
+
+func TestScenariosQuick(t *testing.T) {
+	rows := Scenarios(Plan{Payloads: DefaultPayloads, Queues: 4, Flows: 16, Quick: true})
+	if len(rows) != 2 || rows[0].Impl != ImplKernel || rows[1].Impl != ImplXsessiond {
+		t.Fatalf("quick rows %+v", rows)
+	}
+	for _, r := range rows {
+		if r.Kind != KindReceive || r.Payload != 64 {
+			t.Errorf("quick row %+v", r)
+		}
+	}
+}
+
+func TestParseRigFlags(t *testing.T) {
+	o, err := parseRigFlags([]string{"--quick", "--reps", "5", "--duration", "1s", "--queues", "4", "--payloads", "64,1472", "--out", "x"}, io.Discard)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !o.quick || o.reps != 1 || o.timing.Window != time.Second || o.queues != 4 || !slices.Equal(o.payloads, []int{64, 1472}) || o.out != "x" {
+		t.Errorf("options %+v", o)
+	}
+	for _, bad := range [][]string{{"--reps", "0"}, {"--queues", "0"}, {"--payloads", "8"}, {"--payloads", "64,x"}, {"--duration", "1ms"}, {"extra"}} {
+		if _, err := parseRigFlags(bad, io.Discard); err == nil {
+			t.Errorf("%v accepted", bad)
+		}
+	}
+}
