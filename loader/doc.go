@@ -4,7 +4,28 @@
 // and mirrors the session layer's listener and established tables into the
 // program's maps.
 //
-// Objects returned by this package own kernel resources (programs, maps,
-// links, pins) and must be closed. Unless a type says otherwise, its methods
-// are safe for use by one goroutine at a time.
+// Use it in three steps. LoadSpec parses the embedded object and touches
+// nothing in the kernel. Spec.Load creates the maps and loads the program
+// (Objects). Objects.Attach attaches the program to one interface through a
+// bpf link, pins the link and the maps, and takes over what an earlier,
+// killed run left on the interface (Attachment.Takeover says what). A
+// Mirror then keeps the listener and established maps equal to the session
+// tables; the xsks map gets the workers' AF_XDP sockets (XSKMap.Set).
+//
+// Map keys follow sessions.FiveTuple: 16-byte addresses (IPv4 in the first
+// four bytes), transport, family 4 or 6, plus the receiving ifindex. Ports
+// are host order in this package's API and network order in the maps. A
+// port index beside the maps lets the program skip lookups that cannot hit;
+// ListenerMap and EstablishedMap keep it in step, so write the maps only
+// through them.
+//
+// Veth: native mode (and redirect to AF_XDP from it) needs nothing on the
+// peer on this kernel, but the veth must have at least as many rx queues as
+// its peer has tx queues (else ENOSPC) and the peer's MTU must fit a page
+// with headroom, about 3.5 KB (else ERANGE); ModeAuto then falls back to
+// generic mode. In generic mode a veth reports every packet on rx queue 0.
+//
+// Objects and Attachment own kernel resources (program, maps, link, pins)
+// and must be closed; Objects.Close also closes its Attachment. The typed
+// maps, Objects, Attachment and Mirror are safe for concurrent use.
 package loader

@@ -1,0 +1,286 @@
+// SPDX-License-Identifier: GPL-2.0 OR BSD-2-Clause
+/*
+ * xsessiond's XDP program.
+ *
+ * Per packet, in this order: an established 5-tuple hit, a listener hit on
+ * (ifindex, proto, family, destination address, port), a listener hit on the
+ * same with the zero address. A hit is redirected to the AF_XDP socket of
+ * the receiving queue (xsks[rx_queue_index]); when that queue has no socket
+ * bpf_redirect_map falls back to XDP_PASS. Everything else, including every
+ * malformed, fragmented or unparsed packet, goes to the kernel (XDP_PASS):
+ * the program never drops.
+ *
+ * A port index (see xsession.h) says which of the three lookups can hit for
+ * the packet's transport, local port and family; the others are skipped.
+ *
+ * Parsed: Ethernet, up to two 802.1Q/802.1ad tags, IPv4 (any IHL >= 5),
+ * IPv6 with up to XS_MAX_EXT hop-by-hop/routing/destination options
+ * headers, UDP and TCP. All loops are bounded and unrolled.
+ */
+#include "xsession.h"
+
+#include <bpf/bpf_endian.h>
+#include <bpf/bpf_helpers.h>
+
+#define XS_MAX_VLAN 2
+#define XS_MAX_EXT 4
+
+/* Sizes here are defaults; the loader sets them before creating the maps. */
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, 4096);
+	__type(key, struct xs_lst_key);
+	__type(value, struct xs_value);
+} listeners SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, 65536);
+	__type(key, struct xs_est_key);
+	__type(value, struct xs_value);
+} established SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, XS_PORT_ENTRIES);
+	__type(key, __u32);
+	__type(value, __u32);
+} ports SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_XSKMAP);
+	__uint(max_entries, 64);
+	__type(key, __u32);
+	__type(value, __u32);
+} xsks SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, struct xs_counters);
+} counters SEC(".maps");
+
+static __always_inline int xs_pass(struct xs_counters *cnt, __u32 reason)
+{
+	if (reason >= XS_C_MAX)
+		reason = XS_C_MALFORMED;
+	cnt->c[XS_C_PASS]++;
+	cnt->c[reason]++;
+	if (reason >= XS_C_FIRST_MALFORMED)
+		cnt->c[XS_C_MALFORMED]++;
+	return XDP_PASS;
+}
+
+static __always_inline int xs_hit(struct xdp_md *ctx, struct xs_counters *cnt, __u32 reason)
+{
+	if (reason >= XS_C_MAX)
+		reason = XS_C_MALFORMED;
+	cnt->c[reason]++;
+	if (bpf_redirect_map(&xsks, ctx->rx_queue_index, XDP_PASS) == XDP_REDIRECT) {
+		cnt->c[XS_C_REDIRECT]++;
+		return XDP_REDIRECT;
+	}
+	cnt->c[XS_C_NO_XSK]++;
+	cnt->c[XS_C_PASS]++;
+	return XDP_PASS;
+}
+
+/* Extension headers the program does not walk: their packets go to the
+ * kernel, counted as XS_C_EXT_HEADER. */
+static __always_inline int xs_ip6_other_ext(__u8 nh)
+{
+	return nh == IPPROTO_HOPOPTS || nh == IPPROTO_ROUTING || nh == IPPROTO_DSTOPTS ||
+	       nh == IPPROTO_AH || nh == IPPROTO_ESP || nh == IPPROTO_MH || nh == IPPROTO_HIP ||
+	       nh == IPPROTO_SHIM6 || nh == IPPROTO_EXP1 || nh == IPPROTO_EXP2;
+}
+
+SEC("xdp")
+int xsession_xdp(struct xdp_md *ctx)
+{
+	void *data = (void *)(long)ctx->data;
+	void *end = (void *)(long)ctx->data_end;
+	__u32 zero = 0;
+	struct xs_counters *cnt;
+	struct xs_est_key k;
+	struct xs_lst_key lk;
+	__u32 l4len = 0; /* bytes from the L4 header to the end of the IP payload */
+	int len_bad = 0; /* an IP length field disagrees with the frame */
+	__u8 proto;
+	void *p, *l4;
+	__be16 h_proto;
+	int i;
+
+	cnt = bpf_map_lookup_elem(&counters, &zero);
+	if (!cnt)
+		return XDP_PASS;
+
+	struct xs_eth *eth = data;
+	if ((void *)(eth + 1) > end)
+		return xs_pass(cnt, XS_C_TRUNC_ETH);
+	h_proto = eth->proto;
+	p = eth + 1;
+
+#pragma unroll
+	for (i = 0; i < XS_MAX_VLAN; i++) {
+		if (h_proto != bpf_htons(ETH_P_8021Q) && h_proto != bpf_htons(ETH_P_8021AD))
+			break;
+		struct xs_vlan *v = p;
+		if ((void *)(v + 1) > end)
+			return xs_pass(cnt, XS_C_TRUNC_VLAN);
+		h_proto = v->proto;
+		p = v + 1;
+	}
+	if (h_proto == bpf_htons(ETH_P_8021Q) || h_proto == bpf_htons(ETH_P_8021AD))
+		return xs_pass(cnt, XS_C_VLAN_DEPTH);
+
+	__builtin_memset(&k, 0, sizeof(k));
+
+	if (h_proto == bpf_htons(ETH_P_IP)) {
+		struct xs_ip4 *ip = p;
+		__u32 ihl, tot;
+
+		if ((void *)(ip + 1) > end)
+			return xs_pass(cnt, XS_C_TRUNC_IP4);
+		if ((ip->ver_ihl >> 4) != 4)
+			return xs_pass(cnt, XS_C_BAD_VERSION);
+		ihl = (__u32)(ip->ver_ihl & 0x0f) << 2;
+		if (ihl < sizeof(*ip))
+			return xs_pass(cnt, XS_C_BAD_IHL);
+		if (p + ihl > end)
+			return xs_pass(cnt, XS_C_TRUNC_IP4);
+		if (ip->frag_off & bpf_htons(XS_IP4_MF | XS_IP4_OFFSET))
+			return xs_pass(cnt, XS_C_FRAGMENT);
+		proto = ip->proto;
+		if (proto != IPPROTO_UDP && proto != IPPROTO_TCP)
+			return xs_pass(cnt, XS_C_NOT_L4);
+		tot = bpf_ntohs(ip->tot_len);
+		if (tot < ihl || p + tot > end)
+			len_bad = 1;
+		else
+			l4len = tot - ihl;
+		*(__u32 *)&k.local[0] = ip->daddr;
+		*(__u32 *)&k.remote[0] = ip->saddr;
+		k.family = XS_FAMILY4;
+		l4 = p + ihl;
+	} else if (h_proto == bpf_htons(ETH_P_IPV6)) {
+		struct xs_ip6 *ip6 = p;
+		__u32 plen, extlen = 0;
+		__u8 nh;
+
+		if ((void *)(ip6 + 1) > end)
+			return xs_pass(cnt, XS_C_TRUNC_IP6);
+		if ((ip6->ver_tc_flow & bpf_htonl(0xf0000000)) != bpf_htonl(0x60000000))
+			return xs_pass(cnt, XS_C_BAD_VERSION);
+		plen = bpf_ntohs(ip6->payload_len);
+		nh = ip6->nexthdr;
+		l4 = ip6 + 1;
+#pragma unroll
+		for (i = 0; i < XS_MAX_EXT; i++) {
+			struct xs_ip6_ext *e = l4;
+			__u32 elen;
+
+			if (nh != IPPROTO_HOPOPTS && nh != IPPROTO_ROUTING && nh != IPPROTO_DSTOPTS)
+				break;
+			if (l4 + 8 > end)
+				return xs_pass(cnt, XS_C_TRUNC_EXT);
+			elen = ((__u32)e->hdrlen + 1) << 3;
+			if (l4 + elen > end)
+				return xs_pass(cnt, XS_C_TRUNC_EXT);
+			nh = e->nexthdr;
+			l4 += elen;
+			extlen += elen;
+		}
+		if (nh == IPPROTO_FRAGMENT)
+			return xs_pass(cnt, XS_C_FRAGMENT);
+		if (nh != IPPROTO_UDP && nh != IPPROTO_TCP)
+			return xs_pass(cnt, xs_ip6_other_ext(nh) ? XS_C_EXT_HEADER : XS_C_NOT_L4);
+		proto = nh;
+		if ((void *)(ip6 + 1) + plen > end || extlen > plen)
+			len_bad = 1;
+		else
+			l4len = plen - extlen;
+		__u32 *lo = (__u32 *)&k.local[0];
+		__u32 *re = (__u32 *)&k.remote[0];
+		lo[0] = ip6->daddr[0];
+		lo[1] = ip6->daddr[1];
+		lo[2] = ip6->daddr[2];
+		lo[3] = ip6->daddr[3];
+		re[0] = ip6->saddr[0];
+		re[1] = ip6->saddr[1];
+		re[2] = ip6->saddr[2];
+		re[3] = ip6->saddr[3];
+		k.family = XS_FAMILY6;
+	} else {
+		return xs_pass(cnt, XS_C_NOT_IP);
+	}
+
+	/* Header presence first (truncated-*), then the length fields. */
+	if (proto == IPPROTO_UDP) {
+		struct xs_udp *u = l4;
+		__u32 ulen;
+
+		if ((void *)(u + 1) > end)
+			return xs_pass(cnt, XS_C_TRUNC_UDP);
+		ulen = bpf_ntohs(u->len);
+		if (len_bad || ulen < sizeof(*u) || ulen > l4len)
+			return xs_pass(cnt, XS_C_BAD_LENGTH);
+		k.local_port = u->dport;
+		k.remote_port = u->sport;
+	} else {
+		struct xs_tcp *t = l4;
+		__u32 doff;
+
+		if ((void *)(t + 1) > end)
+			return xs_pass(cnt, XS_C_TRUNC_TCP);
+		if (len_bad || l4len < sizeof(*t))
+			return xs_pass(cnt, XS_C_BAD_LENGTH);
+		doff = (__u32)(t->doff_res >> 4) << 2;
+		if (doff < sizeof(*t) || doff > l4len)
+			return xs_pass(cnt, XS_C_BAD_TCP_OFFSET);
+		k.local_port = t->dport;
+		k.remote_port = t->sport;
+	}
+	k.proto = proto;
+	k.ifindex = ctx->ingress_ifindex;
+
+	/* Which lookups can hit: the port index's bits for this family. */
+	__u32 pidx = XS_PORT_INDEX(proto, bpf_ntohs(k.local_port));
+	__u32 *pbits = bpf_map_lookup_elem(&ports, &pidx);
+	__u32 bits = pbits ? *pbits : ~0U;
+	if (k.family == XS_FAMILY6)
+		bits >>= 1;
+
+	if ((bits & XS_PORT_EST4) && bpf_map_lookup_elem(&established, &k))
+		return xs_hit(ctx, cnt, XS_C_EST_HIT);
+	if (!(bits & (XS_PORT_EXACT4 | XS_PORT_WILD4)))
+		return xs_pass(cnt, XS_C_NO_MATCH);
+
+	__u32 *la = (__u32 *)&lk.addr[0];
+	__u32 *ka = (__u32 *)&k.local[0];
+	lk.ifindex = k.ifindex;
+	la[0] = ka[0];
+	la[1] = ka[1];
+	la[2] = ka[2];
+	la[3] = ka[3];
+	lk.port = k.local_port;
+	lk.proto = proto;
+	lk.family = k.family;
+	/* A zero destination would look up the wildcard entry as exact. */
+	if ((bits & XS_PORT_EXACT4) && (ka[0] | ka[1] | ka[2] | ka[3]) &&
+	    bpf_map_lookup_elem(&listeners, &lk))
+		return xs_hit(ctx, cnt, XS_C_LST_EXACT_HIT);
+	if (!(bits & XS_PORT_WILD4))
+		return xs_pass(cnt, XS_C_NO_MATCH);
+
+	la[0] = 0;
+	la[1] = 0;
+	la[2] = 0;
+	la[3] = 0;
+	if (bpf_map_lookup_elem(&listeners, &lk))
+		return xs_hit(ctx, cnt, XS_C_LST_WILDCARD_HIT);
+
+	return xs_pass(cnt, XS_C_NO_MATCH);
+}
+
+char _license[] SEC("license") = "Dual BSD/GPL";

@@ -1,0 +1,248 @@
+/* SPDX-License-Identifier: GPL-2.0 OR BSD-2-Clause */
+/*
+ * Types shared by the XDP program and its loader: the UAPI pieces the
+ * program needs (so that no kernel or arch header is required), the wire
+ * headers it parses, and the layouts of its map keys, values and counters.
+ *
+ * The map layouts are an ABI with package loader, which reads them through
+ * bpf2go-generated Go types. Change them together.
+ */
+#ifndef XSESSION_H
+#define XSESSION_H
+
+typedef unsigned char __u8;
+typedef unsigned short __u16;
+typedef unsigned int __u32;
+typedef unsigned long long __u64;
+typedef signed char __s8;
+typedef short __s16;
+typedef int __s32;
+typedef long long __s64;
+typedef __u16 __be16;
+typedef __u32 __be32;
+typedef __u64 __be64;
+typedef __u32 __wsum;
+
+/* ---- UAPI (include/uapi/linux/bpf.h); these values are kernel ABI ---- */
+
+enum xdp_action {
+	XDP_ABORTED = 0,
+	XDP_DROP,
+	XDP_PASS,
+	XDP_TX,
+	XDP_REDIRECT,
+};
+
+struct xdp_md {
+	__u32 data;
+	__u32 data_end;
+	__u32 data_meta;
+	__u32 ingress_ifindex;
+	__u32 rx_queue_index;
+	__u32 egress_ifindex;
+};
+
+#define BPF_MAP_TYPE_HASH 1
+#define BPF_MAP_TYPE_ARRAY 2
+#define BPF_MAP_TYPE_PERCPU_ARRAY 6
+#define BPF_MAP_TYPE_XSKMAP 17
+
+#define BPF_F_NO_PREALLOC (1U << 0)
+
+/* ---- wire headers ---- */
+
+#define ETH_P_IP 0x0800
+#define ETH_P_IPV6 0x86DD
+#define ETH_P_8021Q 0x8100
+#define ETH_P_8021AD 0x88A8
+
+#define IPPROTO_HOPOPTS 0
+#define IPPROTO_TCP 6
+#define IPPROTO_UDP 17
+#define IPPROTO_ROUTING 43
+#define IPPROTO_FRAGMENT 44
+#define IPPROTO_ESP 50
+#define IPPROTO_AH 51
+#define IPPROTO_DSTOPTS 60
+#define IPPROTO_MH 135
+#define IPPROTO_HIP 139
+#define IPPROTO_SHIM6 140
+#define IPPROTO_EXP1 253
+#define IPPROTO_EXP2 254
+
+struct xs_eth {
+	__u8 dst[6];
+	__u8 src[6];
+	__be16 proto;
+} __attribute__((packed));
+
+struct xs_vlan {
+	__be16 tci;
+	__be16 proto;
+};
+
+struct xs_ip4 {
+	__u8 ver_ihl;
+	__u8 tos;
+	__be16 tot_len;
+	__be16 id;
+	__be16 frag_off;
+	__u8 ttl;
+	__u8 proto;
+	__be16 check;
+	__be32 saddr;
+	__be32 daddr;
+};
+
+#define XS_IP4_MF 0x2000
+#define XS_IP4_OFFSET 0x1fff
+
+struct xs_ip6 {
+	__be32 ver_tc_flow;
+	__be16 payload_len;
+	__u8 nexthdr;
+	__u8 hop_limit;
+	__u32 saddr[4];
+	__u32 daddr[4];
+};
+
+/* The common head of hop-by-hop, routing and destination options headers;
+ * each is (hdrlen + 1) * 8 bytes long, so at least 8. */
+struct xs_ip6_ext {
+	__u8 nexthdr;
+	__u8 hdrlen;
+};
+
+struct xs_udp {
+	__be16 sport;
+	__be16 dport;
+	__be16 len;
+	__be16 check;
+};
+
+struct xs_tcp {
+	__be16 sport;
+	__be16 dport;
+	__be32 seq;
+	__be32 ack;
+	__u8 doff_res; /* data offset in the upper 4 bits, in 32-bit words */
+	__u8 flags;
+	__be16 window;
+	__be16 check;
+	__be16 urg;
+};
+
+/* ---- map layouts (ABI with package loader) ---- */
+
+/* Address families in keys, as sessions.Family4 / sessions.Family6. */
+#define XS_FAMILY4 4
+#define XS_FAMILY6 6
+
+/*
+ * Key of the established map: a session's 5-tuple as the receiving host
+ * sees it (local = the packet's destination), plus the interface it
+ * arrives on.
+ *
+ * Addresses take 16 bytes; an IPv4 address fills the first 4 and the rest
+ * is zero. Ports are in network byte order (as on the wire). pad is zero.
+ * ifindex is the receiving interface (ctx->ingress_ifindex): the same
+ * 5-tuple on two interfaces (two namespaces sharing one set of maps) names
+ * two sessions.
+ */
+struct xs_est_key {
+	__u8 local[16];
+	__u8 remote[16];
+	__be16 local_port;
+	__be16 remote_port;
+	__u8 proto;
+	__u8 family;
+	__u16 pad;
+	__u32 ifindex;
+};
+
+/*
+ * Key of the listener map: (ifindex, address, port, proto, family) with
+ * the same conventions as xs_est_key. A wildcard listener has the zero
+ * address.
+ */
+struct xs_lst_key {
+	__u32 ifindex;
+	__u8 addr[16];
+	__be16 port;
+	__u8 proto;
+	__u8 family;
+};
+
+/*
+ * Value of both maps: the session or listener handle, the FIB the entry
+ * belongs to, and flags (none defined: written as zero, ignored by the
+ * program). The program only tests presence.
+ */
+struct xs_value {
+	__u64 handle;
+	__u32 fib;
+	__u32 flags;
+};
+
+/*
+ * The port index: an array with one u32 of XS_PORT_* bits per (transport,
+ * local port), at index XS_PORT_INDEX(proto, port) with the port in host
+ * byte order. A bit is set while at least one entry of its kind and family
+ * with that transport and local port exists in the listener or established
+ * map, on any interface. The program skips the lookups whose bit is clear:
+ * packets to ports nothing is bound to cost no hash lookup, and a listener
+ * port without established sessions costs one. The loader sets a bit
+ * before it inserts the first entry and clears it after it deleted the
+ * last, so a clear bit never hides an entry.
+ */
+#define XS_PORT_EST4 (1U << 0)
+#define XS_PORT_EST6 (1U << 1)
+#define XS_PORT_EXACT4 (1U << 2)
+#define XS_PORT_EXACT6 (1U << 3)
+#define XS_PORT_WILD4 (1U << 4)
+#define XS_PORT_WILD6 (1U << 5)
+#define XS_PORT_ENTRIES (2U << 16)
+#define XS_PORT_INDEX(proto, port) ((((proto) == IPPROTO_TCP) ? (1U << 16) : 0U) | (__u32)(port))
+
+/*
+ * Counters, one set per CPU. Every packet adds one to exactly one of
+ * XS_C_PASS and XS_C_REDIRECT and to exactly one reason counter; a hit adds
+ * its hit counter and, when the queue has no socket, XS_C_NO_XSK. Malformed
+ * packets (the reasons from XS_C_TRUNC_ETH on) also add XS_C_MALFORMED.
+ * Append new counters before XS_C_MAX and name them in package loader.
+ */
+enum xs_counter {
+	XS_C_PASS = 0,		/* given to the kernel */
+	XS_C_REDIRECT,		/* redirected to the queue's AF_XDP socket */
+	XS_C_MALFORMED,		/* broken headers; given to the kernel */
+	XS_C_NOT_IP,		/* neither IPv4 nor IPv6 (ARP, LLDP, ...) */
+	XS_C_VLAN_DEPTH,	/* more than two VLAN tags */
+	XS_C_FRAGMENT,		/* IPv4 fragment or IPv6 fragment header */
+	XS_C_EXT_HEADER,	/* IPv6 extension header not walked, or too many */
+	XS_C_NOT_L4,		/* IP, but neither UDP nor TCP (ICMP, ...) */
+	XS_C_NO_MATCH,		/* UDP or TCP without an entry */
+	XS_C_EST_HIT,		/* established 5-tuple hit */
+	XS_C_LST_EXACT_HIT,	/* listener hit on the destination address */
+	XS_C_LST_WILDCARD_HIT,	/* listener hit on the zero address */
+	XS_C_NO_XSK,		/* a hit whose queue has no socket: passed */
+	XS_C_TRUNC_ETH,		/* frame shorter than an Ethernet header */
+	XS_C_TRUNC_VLAN,	/* VLAN tag cut */
+	XS_C_TRUNC_IP4,		/* IPv4 header or its options cut */
+	XS_C_TRUNC_IP6,		/* IPv6 fixed header cut */
+	XS_C_TRUNC_EXT,		/* IPv6 extension header cut */
+	XS_C_TRUNC_UDP,		/* UDP header cut */
+	XS_C_TRUNC_TCP,		/* TCP fixed header cut */
+	XS_C_BAD_VERSION,	/* IP version field does not match the ethertype */
+	XS_C_BAD_IHL,		/* IPv4 IHL below 5 */
+	XS_C_BAD_LENGTH,	/* an IP or UDP length field disagrees with the frame */
+	XS_C_BAD_TCP_OFFSET,	/* TCP data offset below 5 or beyond the segment */
+	XS_C_MAX,
+};
+
+#define XS_C_FIRST_MALFORMED XS_C_TRUNC_ETH
+
+struct xs_counters {
+	__u64 c[XS_C_MAX];
+};
+
+#endif /* XSESSION_H */

@@ -1,0 +1,8 @@
+package loader
+
+// The XDP program is compiled from bpf/xsession.c with Debian's clang 14 and
+// llvm-strip; the object and its Go bindings are committed. Rebuild them with
+// `go generate ./loader`; the output is byte-for-byte reproducible (bpf2go
+// maps the source directory to a relative path and strips DWARF).
+//
+//go:generate go tool bpf2go -cc clang -strip llvm-strip -cflags "-O2 -g -Wall -Werror -mcpu=v3" -target bpfel -type xs_est_key -type xs_lst_key -type xs_value -type xs_counters xsession ../bpf/xsession.c

@@ -1,0 +1,75 @@
+package loader
+
+import (
+	"context"
+	"os"
+	"runtime"
+	"testing"
+	"time"
+
+	"github.com/xsessiond/xsessiond/nsbind/nstest"
+	"github.com/xsessiond/xsessiond/sessions"
+)
+
+func openFDs(t *testing.T) int {
+	t.Helper()
+	ents, err := os.ReadDir("/proc/self/fd")
+	if err != nil {
+		t.Fatal(err)
+	}
+	return len(ents)
+}
+
+// TestNoLeaks loads, attaches, mirrors and closes, and checks that no file
+// descriptor or goroutine is left behind.
+func TestNoLeaks(t *testing.T) {
+	p := nstest.NewPair(t, nstest.Options{})
+	spec, err := LoadSpec()
+	if err != nil {
+		t.Fatal(err)
+	}
+	cycle := func() {
+		o, err := spec.Load(ObjectsOptions{MaxEstablished: 1024})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := o.Attach(AttachOptions{Interface: p.B.Link, Netns: netnsPath(p.B), NetnsName: p.B.Name}); err != nil {
+			t.Fatal(err)
+		}
+		src := newFakeSource()
+		src.change(sessions.OpAdd, sessions.KindListener, p.B.IfIndex, listener(sessions.TransportUDP, zero4, 9000), 1)
+		m, err := NewMirror(o, src, MirrorOptions{IfIndex: p.B.IfIndex})
+		if err != nil {
+			t.Fatal(err)
+		}
+		ctx, cancel := context.WithCancel(context.Background())
+		done := make(chan error, 1)
+		feed := make(chan sessions.Change)
+		go func() { done <- m.Run(ctx, feed, time.Millisecond) }()
+		feed <- src.change(sessions.OpAdd, sessions.KindEstablished, p.B.IfIndex, tuple(sessions.TransportUDP, p.B.IPv4, 9000, p.A.IPv4, 1), 2)
+		cancel()
+		<-done
+		if _, err := o.Counters.Read(); err != nil {
+			t.Fatal(err)
+		}
+		if err := o.Close(); err != nil {
+			t.Fatal(err)
+		}
+	}
+	cycle() // warm up lazily opened descriptors
+	fds, gs := openFDs(t), runtime.NumGoroutine()
+	for i := 0; i < 3; i++ {
+		cycle()
+	}
+	if n := openFDs(t); n != fds {
+		t.Errorf("%d file descriptors open after three cycles, %d before", n, fds)
+	}
+	deadline := time.Now().Add(2 * time.Second)
+	for runtime.NumGoroutine() > gs && time.Now().Before(deadline) {
+		time.Sleep(10 * time.Millisecond)
+	}
+	if n := runtime.NumGoroutine(); n > gs {
+		t.Errorf("%d goroutines after three cycles, %d before", n, gs)
+	}
+	checkDetached(t, p.B)
+}

@@ -1,0 +1,161 @@
+package loader
+
+import (
+	"errors"
+	"testing"
+
+	"github.com/xsessiond/xsessiond/sessions"
+)
+
+func TestKeyValidation(t *testing.T) {
+	good := listener(sessions.TransportUDP, v4Local, 1)
+	for _, c := range []struct {
+		name    string
+		ifindex int
+		mod     func(*sessions.FiveTuple)
+	}{
+		{"ifindex 0", 0, nil},
+		{"negative ifindex", -1, nil},
+		{"family 5", 1, func(t *sessions.FiveTuple) { t.Family = 5 }},
+		{"sctp", 1, func(t *sessions.FiveTuple) { t.Proto = sessions.TransportSCTP }},
+		{"ipv4 with stray bytes", 1, func(t *sessions.FiveTuple) { t.Local[5] = 1 }},
+	} {
+		tu := good
+		if c.mod != nil {
+			c.mod(&tu)
+		}
+		if _, err := lstKey(c.ifindex, &tu); !errors.Is(err, ErrInvalidKey) {
+			t.Errorf("%s: listener key: %v, want ErrInvalidKey", c.name, err)
+		}
+		if _, err := estKey(c.ifindex, &tu); !errors.Is(err, ErrInvalidKey) {
+			t.Errorf("%s: established key: %v, want ErrInvalidKey", c.name, err)
+		}
+	}
+	bad := tuple(sessions.TransportUDP, v4Local, 1, v4Remote, 2)
+	bad.Remote[9] = 1
+	if _, err := estKey(1, &bad); !errors.Is(err, ErrInvalidKey) {
+		t.Errorf("remote ipv4 with stray bytes: %v", err)
+	}
+	if _, err := ParseMode("turbo"); !errors.Is(err, ErrInvalidOptions) {
+		t.Errorf("ParseMode: %v", err)
+	}
+}
+
+func TestCounterNames(t *testing.T) {
+	var c Counters
+	f := c.fields()
+	for i, p := range f {
+		*p = uint64(i + 1)
+	}
+	i := 0
+	seen := map[string]bool{}
+	c.Each(func(name string, v uint64) {
+		if v != uint64(i+1) || seen[name] || name == "" {
+			t.Errorf("counter %d: %s=%d", i, name, v)
+		}
+		seen[name] = true
+		i++
+	})
+	if d := c.Sub(c); d != (Counters{}) {
+		t.Errorf("c - c = %+v", d)
+	}
+}
+
+func TestMapsRoundTrip(t *testing.T) {
+	o := loadObjects(t, ObjectsOptions{Queues: 2, MaxListeners: 8, MaxEstablished: 8})
+	l := listener(sessions.TransportTCP, v6Local, 443)
+	if err := o.Listeners.Put(4, l, Value{Handle: sessions.LocalHandleBit | 5, FIB: 2, Flags: 0}); err != nil {
+		t.Fatal(err)
+	}
+	if v, err := o.Listeners.Lookup(4, l); err != nil || v.Handle != sessions.LocalHandleBit|5 || v.FIB != 2 {
+		t.Fatalf("lookup: %+v %v", v, err)
+	}
+	if _, err := o.Listeners.Lookup(5, l); !errors.Is(err, ErrNotFound) {
+		t.Fatalf("lookup of another interface: %v", err)
+	}
+	es, err := o.Listeners.Entries()
+	if err != nil || len(es) != 1 || es[0].IfIndex != 4 || es[0].Tuple != l {
+		t.Fatalf("entries %+v %v", es, err)
+	}
+	if err := o.Listeners.Delete(4, l); err != nil {
+		t.Fatal(err)
+	}
+	if err := o.Listeners.Delete(4, l); !errors.Is(err, ErrNotFound) {
+		t.Fatalf("second delete: %v", err)
+	}
+	tu := tuple(sessions.TransportUDP, v4Local, 1, v4Remote, 2)
+	for i := 0; i < 8; i++ {
+		tu.RemotePort = uint16(i)
+		if err := o.Established.Put(1, tu, Value{Handle: sessions.Handle(i)}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	tu.RemotePort = 100
+	if err := o.Established.Put(1, tu, Value{}); err == nil {
+		t.Fatal("put into a full map succeeded")
+	}
+	ee, err := o.Established.Entries()
+	if err != nil || len(ee) != 8 {
+		t.Fatalf("entries: %d %v", len(ee), err)
+	}
+	for _, e := range ee {
+		if e.Value.Handle != sessions.Handle(e.Tuple.RemotePort) {
+			t.Fatalf("entry %+v", e)
+		}
+	}
+	if o.XSKs.Queues() != 2 {
+		t.Fatalf("xsks has %d slots", o.XSKs.Queues())
+	}
+	if err := o.XSKs.Set(2, 0); !errors.Is(err, ErrInvalidKey) {
+		t.Fatalf("set beyond the map: %v", err)
+	}
+	if err := o.XSKs.Set(0, 0); err == nil {
+		t.Fatal("set of a non-AF_XDP fd succeeded")
+	}
+}
+
+func portBitsAt(t *testing.T, o *Objects, proto sessions.Transport, port uint16) uint32 {
+	t.Helper()
+	var bits uint32
+	if err := o.objs.Ports.Lookup(makePortSlot(proto, port, 0, sessions.Family4).index, &bits); err != nil {
+		t.Fatal(err)
+	}
+	return bits
+}
+
+// TestPortIndex checks that the port index follows the entries: a bit per
+// kind and family while entries exist, none after the last is gone.
+func TestPortIndex(t *testing.T) {
+	o := loadObjects(t, ObjectsOptions{})
+	const est4, exact6, wild6 = 1 << 0, 1 << 3, 1 << 5
+	e1 := tuple(sessions.TransportTCP, v4Local, 443, v4Remote, 1)
+	e2 := tuple(sessions.TransportTCP, v4Local, 443, v4Remote, 2)
+	l6 := listener(sessions.TransportTCP, zero6, 443)
+	lx := listener(sessions.TransportUDP, v6Local, 443)
+	steps := []struct {
+		do     func() error
+		tcp443 uint32
+		udp443 uint32
+	}{
+		{func() error { return o.Established.Put(1, e1, Value{}) }, est4, 0},
+		{func() error { return o.Established.Put(2, e2, Value{}) }, est4, 0},
+		{func() error { return o.Established.Put(2, e2, Value{Handle: 5}) }, est4, 0}, // replace
+		{func() error { return o.Listeners.Put(1, l6, Value{}) }, est4 | wild6, 0},
+		{func() error { return o.Listeners.Put(1, lx, Value{}) }, est4 | wild6, exact6},
+		{func() error { return o.Established.Delete(1, e1) }, est4 | wild6, exact6},
+		{func() error { return o.Established.Delete(2, e2) }, wild6, exact6},
+		{func() error { return o.Listeners.Delete(1, l6) }, 0, exact6},
+		{func() error { return o.Listeners.Delete(1, lx) }, 0, 0},
+	}
+	for i, s := range steps {
+		if err := s.do(); err != nil {
+			t.Fatalf("step %d: %v", i, err)
+		}
+		if got := portBitsAt(t, o, sessions.TransportTCP, 443); got != s.tcp443 {
+			t.Fatalf("step %d: tcp/443 bits %#x, want %#x", i, got, s.tcp443)
+		}
+		if got := portBitsAt(t, o, sessions.TransportUDP, 443); got != s.udp443 {
+			t.Fatalf("step %d: udp/443 bits %#x, want %#x", i, got, s.udp443)
+		}
+	}
+}

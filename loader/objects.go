@@ -1,0 +1,143 @@
+package loader
+
+import (
+	"errors"
+	"fmt"
+	"sync"
+
+	"github.com/cilium/ebpf"
+)
+
+// ProgramName is the kernel name of xsessiond's XDP program. The loader uses
+// it to recognise an attachment left behind by an earlier run.
+const ProgramName = "xsession_xdp"
+
+// Default map sizes.
+const (
+	DefaultQueues         = 64
+	DefaultMaxListeners   = 4096
+	DefaultMaxEstablished = 65536
+)
+
+// Spec is the parsed XDP program and its maps, not yet in the kernel.
+// Parsing touches nothing in the kernel. A Spec is safe for concurrent use;
+// Load does not change it.
+type Spec struct {
+	cs *ebpf.CollectionSpec
+}
+
+// LoadSpec parses the embedded, generated object.
+func LoadSpec() (*Spec, error) {
+	cs, err := loadXsession()
+	if err != nil {
+		return nil, fmt.Errorf("parse xdp object: %w", err)
+	}
+	for _, name := range []string{xsessionMapCounters, xsessionMapEstablished, xsessionMapListeners, xsessionMapXsks, xsessionMapPorts} {
+		if cs.Maps[name] == nil {
+			return nil, fmt.Errorf("parse xdp object: map %q missing", name)
+		}
+	}
+	if cs.Programs[xsessionProgXsessionXdp] == nil {
+		return nil, fmt.Errorf("parse xdp object: program %q missing", xsessionProgXsessionXdp)
+	}
+	return &Spec{cs: cs}, nil
+}
+
+// ObjectsOptions size the program's maps. Zero fields take the defaults.
+type ObjectsOptions struct {
+	// Queues is the number of slots of the xsks map: the highest rx queue
+	// index that can be steered, plus one.
+	Queues int
+	// MaxListeners and MaxEstablished bound the listener and established
+	// maps (hash maps, preallocated).
+	MaxListeners   int
+	MaxEstablished int
+}
+
+func (o *ObjectsOptions) withDefaults() error {
+	if o.Queues == 0 {
+		o.Queues = DefaultQueues
+	}
+	if o.MaxListeners == 0 {
+		o.MaxListeners = DefaultMaxListeners
+	}
+	if o.MaxEstablished == 0 {
+		o.MaxEstablished = DefaultMaxEstablished
+	}
+	const limit = 1 << 24
+	for _, v := range []int{o.Queues, o.MaxListeners, o.MaxEstablished} {
+		if v < 0 || v > limit {
+			return fmt.Errorf("map size %d: %w", v, ErrInvalidOptions)
+		}
+	}
+	return nil
+}
+
+// Objects are the program and its maps, loaded into the kernel but not
+// attached. Close releases them (and detaches an attachment made from
+// them). The typed maps are safe for concurrent use; Attach and Close are
+// serialised by a lock.
+type Objects struct {
+	Listeners   *ListenerMap
+	Established *EstablishedMap
+	XSKs        *XSKMap
+	Counters    *CounterMap
+
+	objs xsessionObjects
+
+	mu     sync.Mutex  // guards att and closed
+	att    *Attachment // the attachment made from these objects, if any
+	closed bool
+}
+
+// Load creates the maps and loads the program into the kernel.
+func (s *Spec) Load(opts ObjectsOptions) (*Objects, error) {
+	if err := opts.withDefaults(); err != nil {
+		return nil, err
+	}
+	cs := s.cs.Copy()
+	cs.Maps[xsessionMapXsks].MaxEntries = uint32(opts.Queues)
+	cs.Maps[xsessionMapListeners].MaxEntries = uint32(opts.MaxListeners)
+	cs.Maps[xsessionMapEstablished].MaxEntries = uint32(opts.MaxEstablished)
+	o := &Objects{}
+	if err := cs.LoadAndAssign(&o.objs, nil); err != nil {
+		var ve *ebpf.VerifierError
+		if errors.As(err, &ve) {
+			return nil, fmt.Errorf("load xdp program: %+v", ve)
+		}
+		return nil, fmt.Errorf("load xdp program: %w", err)
+	}
+	ports := newPortIndex(o.objs.Ports)
+	o.Listeners = &ListenerMap{m: o.objs.Listeners, ports: ports}
+	o.Established = &EstablishedMap{m: o.objs.Established, ports: ports}
+	o.XSKs = &XSKMap{m: o.objs.Xsks}
+	o.Counters = &CounterMap{m: o.objs.Counters}
+	return o, nil
+}
+
+// Program returns the XDP program. It stays owned by o.
+func (o *Objects) Program() *ebpf.Program { return o.objs.XsessionXdp }
+
+// Attachment returns the attachment made from o, or nil.
+func (o *Objects) Attachment() *Attachment {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	return o.att
+}
+
+// Close detaches and unpins o's attachment, if any, and releases the
+// program and maps. It is safe to call more than once.
+func (o *Objects) Close() error {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	if o.closed {
+		return nil
+	}
+	o.closed = true
+	var errs []error
+	if o.att != nil {
+		errs = append(errs, o.att.closeLocked())
+	}
+	errs = append(errs, o.objs.Close())
+	return errors.Join(errs...)
+}

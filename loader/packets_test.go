@@ -1,0 +1,122 @@
+package loader
+
+import (
+	"net"
+	"net/netip"
+	"testing"
+
+	"github.com/gopacket/gopacket"
+	"github.com/gopacket/gopacket/layers"
+
+	"github.com/xsessiond/xsessiond/sessions"
+)
+
+// Addresses of the packets built here: the receiving host is "local".
+var (
+	macLocal  = net.HardwareAddr{0x02, 0, 0, 0, 0, 0x02}
+	macRemote = net.HardwareAddr{0x02, 0, 0, 0, 0, 0x01}
+	v4Local   = netip.MustParseAddr("10.0.0.2")
+	v4Remote  = netip.MustParseAddr("10.0.0.1")
+	v6Local   = netip.MustParseAddr("fd00::2")
+	v6Remote  = netip.MustParseAddr("fd00::1")
+)
+
+// serialize builds a frame with lengths and checksums filled in.
+func serialize(tb testing.TB, ls ...gopacket.SerializableLayer) []byte {
+	tb.Helper()
+	buf := gopacket.NewSerializeBuffer()
+	if err := gopacket.SerializeLayers(buf, gopacket.SerializeOptions{FixLengths: true, ComputeChecksums: true}, ls...); err != nil {
+		tb.Fatalf("serialize: %v", err)
+	}
+	return append([]byte(nil), buf.Bytes()...)
+}
+
+func eth(t layers.EthernetType) *layers.Ethernet {
+	return &layers.Ethernet{SrcMAC: macRemote, DstMAC: macLocal, EthernetType: t}
+}
+
+func ip4(proto layers.IPProtocol) *layers.IPv4 {
+	return &layers.IPv4{Version: 4, IHL: 5, TTL: 64, Protocol: proto, SrcIP: v4Remote.AsSlice(), DstIP: v4Local.AsSlice()}
+}
+
+func ip6(next layers.IPProtocol) *layers.IPv6 {
+	return &layers.IPv6{Version: 6, HopLimit: 64, NextHeader: next, SrcIP: v6Remote.AsSlice(), DstIP: v6Local.AsSlice()}
+}
+
+func udp(sport, dport uint16) *layers.UDP {
+	return &layers.UDP{SrcPort: layers.UDPPort(sport), DstPort: layers.UDPPort(dport)}
+}
+
+func tcp(sport, dport uint16) *layers.TCP {
+	return &layers.TCP{SrcPort: layers.TCPPort(sport), DstPort: layers.TCPPort(dport), SYN: true, Window: 65535, Seq: 1}
+}
+
+var payload = gopacket.Payload([]byte("hello, sessions"))
+
+// udp4Frame is Ethernet / IPv4 / UDP sport→dport / payload.
+func udp4Frame(tb testing.TB, sport, dport uint16) []byte {
+	u := udp(sport, dport)
+	i := ip4(layers.IPProtocolUDP)
+	u.SetNetworkLayerForChecksum(i)
+	return serialize(tb, eth(layers.EthernetTypeIPv4), i, u, payload)
+}
+
+func udp6Frame(tb testing.TB, sport, dport uint16) []byte {
+	u := udp(sport, dport)
+	i := ip6(layers.IPProtocolUDP)
+	u.SetNetworkLayerForChecksum(i)
+	return serialize(tb, eth(layers.EthernetTypeIPv6), i, u, payload)
+}
+
+func tcp4Frame(tb testing.TB, sport, dport uint16) []byte {
+	tc := tcp(sport, dport)
+	i := ip4(layers.IPProtocolTCP)
+	tc.SetNetworkLayerForChecksum(i)
+	return serialize(tb, eth(layers.EthernetTypeIPv4), i, tc, payload)
+}
+
+func tcp6Frame(tb testing.TB, sport, dport uint16) []byte {
+	tc := tcp(sport, dport)
+	i := ip6(layers.IPProtocolTCP)
+	tc.SetNetworkLayerForChecksum(i)
+	return serialize(tb, eth(layers.EthernetTypeIPv6), i, tc, payload)
+}
+
+// ext6 is a raw IPv6 extension header of (units+1)*8 bytes whose body is
+// one PadN option.
+func ext6(next layers.IPProtocol, units uint8) gopacket.Payload {
+	b := make([]byte, (int(units)+1)*8)
+	b[0] = byte(next)
+	b[1] = units
+	b[2] = 1 // PadN
+	b[3] = byte(len(b) - 4)
+	return b
+}
+
+// routing6 is a type-0-free routing header (type 4, segments left 0) of 8
+// bytes.
+func routing6(next layers.IPProtocol) gopacket.Payload {
+	return gopacket.Payload{byte(next), 0, 4, 0, 0, 0, 0, 0}
+}
+
+// tuple4/tuple6 are the FiveTuple of a packet from remote:rport to
+// local:lport as the receiving host keys it.
+func tuple(proto sessions.Transport, local netip.Addr, lport uint16, remote netip.Addr, rport uint16) sessions.FiveTuple {
+	fam := sessions.Family6
+	if local.Is4() {
+		fam = sessions.Family4
+	}
+	return sessions.FiveTuple{
+		Local: sessions.AddrBytes(local), Remote: sessions.AddrBytes(remote),
+		LocalPort: lport, RemotePort: rport, Proto: proto, Family: fam,
+	}
+}
+
+// listener is the FiveTuple of a listener on addr:port.
+func listener(proto sessions.Transport, addr netip.Addr, port uint16) sessions.FiveTuple {
+	fam := sessions.Family6
+	if addr.Is4() {
+		fam = sessions.Family4
+	}
+	return sessions.FiveTuple{Local: sessions.AddrBytes(addr), LocalPort: port, Proto: proto, Family: fam}
+}
