@@ -96,10 +96,15 @@ func TestDisconnect_Established_LeavesShardThroughMailbox(t *testing.T) {
 	if len(closes) != 1 || closes[0] != h {
 		t.Fatalf("datapath closes %v", closes)
 	}
-	if _, pairs, _, _ := r.mem.Live(); pairs != 0 {
-		t.Fatal("fifo pair not freed")
+	// The listener's datagram pair stays until unbind.
+	if _, pairs, _, _ := r.mem.Live(); pairs != 1 {
+		t.Fatalf("%d fifo pairs live, want the listener's only", pairs)
 	}
 	wantErr(t, r.l.Disconnect(a, h), sessions.ErrNoSession)
+	wantErr(t, r.l.Unbind(a, lh), nil)
+	if _, pairs, _, _ := r.mem.Live(); pairs != 0 {
+		t.Fatal("listener's fifo pair not freed at unbind")
+	}
 }
 
 func TestDisconnect_HalfOpen(t *testing.T) {
@@ -142,16 +147,17 @@ func TestClosed_PeerClosedEstablished(t *testing.T) {
 
 func TestAccept_Checks(t *testing.T) {
 	r := newRig(t)
+	// A TCP listener: it has no datagram pair of its own taking memory.
 	a := r.attachOpts(sessions.AttachOptions{MaxFifoMemory: 3 * sessions.DefaultFifoSize})
-	lh := r.bind(a, "udp://10.0.0.1:53")
+	lh := r.bind(a, "tcp://10.0.0.1:53")
 	tup := sessions.FiveTuple{Local: sessions.AddrBytes(addrA), LocalPort: 53, Remote: sessions.AddrBytes(remote), RemotePort: 1000,
-		Proto: sessions.TransportUDP, Family: sessions.Family4}
+		Proto: sessions.TransportTCP, Family: sessions.Family4}
 	_, err := r.l.Accept(9, lh, tup)
 	wantErr(t, err, sessions.ErrInvalidValue)
 	_, err = r.l.Accept(0, sessions.MakeHandle(sessions.ListenerWorker, 77), tup)
 	wantErr(t, err, sessions.ErrNoSession)
 	bad := tup
-	bad.Proto = sessions.TransportTCP
+	bad.Proto = sessions.TransportUDP
 	_, err = r.l.Accept(0, lh, bad)
 	wantErr(t, err, sessions.ErrInvalidValue)
 	if _, err = r.l.Accept(0, lh, tup); err != nil {
@@ -165,9 +171,9 @@ func TestAccept_Checks(t *testing.T) {
 func TestAccept_SegmentAddedEvent(t *testing.T) {
 	r := newRig(t)
 	a := r.attachOpts(sessions.AttachOptions{SegmentSize: 2 * sessions.DefaultFifoSize})
-	lh := r.bind(a, "udp://10.0.0.1:53")
+	lh := r.bind(a, "tcp://10.0.0.1:53")
 	tup := sessions.FiveTuple{Local: sessions.AddrBytes(addrA), LocalPort: 53, Remote: sessions.AddrBytes(remote), RemotePort: 1000,
-		Proto: sessions.TransportUDP, Family: sessions.Family4}
+		Proto: sessions.TransportTCP, Family: sessions.Family4}
 	for i := 0; i < 2; i++ {
 		tup.RemotePort++
 		if _, err := r.l.Accept(0, lh, tup); err != nil {

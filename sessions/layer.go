@@ -101,13 +101,14 @@ type Attached struct {
 }
 
 type app struct {
-	id     AppID
-	opts   AttachOptions
-	ns     *namespace
-	mem    AppMemory
-	global map[Handle]*Listener    // the app's global listeners
-	local  map[listenKey]*Listener // the app's entries of its namespace's local table
-	sess   map[Handle]*session
+	id        AppID
+	detaching bool // delAppLocked is running: the whole memory goes at once
+	opts      AttachOptions
+	ns        *namespace
+	mem       AppMemory
+	global    map[Handle]*Listener    // the app's global listeners
+	local     map[listenKey]*Listener // the app's entries of its namespace's local table
+	sess      map[Handle]*session
 }
 
 func (a *app) hasLocal() bool  { return a.opts.Scope&ScopeLocal != 0 }
@@ -170,6 +171,9 @@ type Layer struct {
 	hoMu     sync.RWMutex     // guards halfOpen
 	halfOpen map[hoKey]Handle // half-open entries by FIB and tuple
 
+	wdp       WorkerDatapath // cfg.Datapath when it is one: fifo memory is freed after the shards drain
+	reclaimMu sync.Mutex     // serializes deferred frees, so they run in the order they were posted
+
 	mu       sync.Mutex // guards everything below
 	nss      map[string]*namespace
 	apps     map[AppID]*app
@@ -221,6 +225,7 @@ func New(cfg Config) (*Layer, error) {
 	for w := range cfg.Workers {
 		l.shards = append(l.shards, NewShard(uint32(w)))
 	}
+	l.wdp, _ = cfg.Datapath.(WorkerDatapath)
 	return l, nil
 }
 
@@ -514,6 +519,7 @@ func (l *Layer) AppOf(client uint64) (AppID, bool) {
 }
 
 func (l *Layer) delAppLocked(a *app) {
+	a.detaching = l.wdp != nil
 	for _, s := range a.sess {
 		l.closeSessionLocked(s, true)
 	}
@@ -529,7 +535,8 @@ func (l *Layer) delAppLocked(a *app) {
 	if len(l.ruleList) != n {
 		l.publishRulesLocked()
 	}
-	_ = a.mem.Close()
+	mem := a.mem
+	l.reclaimLocked(func() { _ = mem.Close() })
 	a.ns.apps--
 	delete(l.apps, a.id)
 	delete(l.byClient, a.opts.ClientID)
@@ -623,9 +630,34 @@ func (l *Layer) BindURI(id AppID, uri string) (Handle, error) {
 func (l *Layer) startListenLocked(a *app, e Endpoint, proxy bool) (Handle, error) {
 	h := l.newHandleLocked(ListenerWorker)
 	ln := &Listener{Handle: h, App: a.id, Endpoint: e, Proxy: proxy}
+	ln.Worker = h.Index() % uint32(len(l.shards))
+	if l.wdp != nil {
+		ln.Worker = l.wdp.ListenerWorker(*ln)
+		if int(ln.Worker) >= len(l.shards) {
+			l.freeHandleLocked(h)
+			return InvalidHandle, fmt.Errorf("listen: datapath chose worker %d of %d: %w", ln.Worker, len(l.shards), ErrInvalidValue)
+		}
+	}
+	if e.Transport == TransportUDP {
+		pair, added, err := a.mem.AllocPair(a.opts.RxFifoSize, a.opts.TxFifoSize)
+		if err != nil {
+			l.freeHandleLocked(h)
+			if errors.Is(err, ErrNoMemory) {
+				return InvalidHandle, fmt.Errorf("listen: %w", err)
+			}
+			return InvalidHandle, fmt.Errorf("listen: %w: %w", ErrNoMemory, err)
+		}
+		if added != nil {
+			l.notifyLocked(a, Event{Kind: EventSegmentAdded, Segment: added})
+		}
+		ln.Pair, ln.Memory = pair, a.mem
+	}
 	if l.cfg.Datapath != nil {
 		if err := l.cfg.Datapath.Listen(*ln); err != nil {
 			l.freeHandleLocked(h)
+			if ln.Memory != nil {
+				a.mem.FreePair(ln.Pair)
+			}
 			return InvalidHandle, fmt.Errorf("listen: %w", err)
 		}
 	}
@@ -646,7 +678,57 @@ func (l *Layer) stopListenLocked(a *app, ln *Listener) {
 	if l.cfg.Datapath != nil {
 		l.cfg.Datapath.Unlisten(*ln)
 	}
+	if ln.Memory != nil && !a.detaching {
+		mem, pair := ln.Memory, ln.Pair
+		l.reclaimLocked(func() { mem.FreePair(pair) })
+	}
 	l.publishLocked(Change{Op: OpDel, Kind: KindListener, IfIndex: e.IfIndex, FIB: e.FIB, Tuple: listenTuple(e), Handle: ln.Handle})
+}
+
+// reclaimLocked frees fifo memory with fn. With a WorkerDatapath it runs fn
+// only after every shard drained its mailbox past this point, on the
+// goroutine of the shard that drains last; deferred frees run one at a
+// time, in the order they were posted. Otherwise it runs fn now.
+func (l *Layer) reclaimLocked(fn func()) {
+	if l.wdp == nil {
+		fn()
+		return
+	}
+	left := len(l.shards)
+	for _, sh := range l.shards {
+		sh.Post(func(*Shard) {
+			l.reclaimMu.Lock()
+			defer l.reclaimMu.Unlock()
+			left--
+			if left == 0 {
+				fn()
+			}
+		})
+	}
+}
+
+// ListenerPair returns the datagram fifo pair of app's global UDP listener
+// h and the worker that owns it (drains its Tx fifo; its kick eventfd is
+// the one to write). ErrAddressNotInUse when h names no global listener,
+// ErrNotOwner when it is another app's, ErrNotSupported when the listener
+// has no pair (not UDP).
+func (l *Layer) ListenerPair(id AppID, h Handle) (FifoPair, uint32, error) {
+	l.lock()
+	defer l.unlock()
+	if _, err := l.appLocked(id); err != nil {
+		return FifoPair{}, 0, fmt.Errorf("listener pair: %w", err)
+	}
+	ln := l.glisten[h]
+	if ln == nil {
+		return FifoPair{}, 0, fmt.Errorf("listener pair: handle %#x: %w", uint64(h), ErrAddressNotInUse)
+	}
+	if ln.App != id {
+		return FifoPair{}, 0, fmt.Errorf("listener pair: handle %#x: %w", uint64(h), ErrNotOwner)
+	}
+	if ln.Memory == nil {
+		return FifoPair{}, 0, fmt.Errorf("listener pair: %s has no datagram fifos: %w", ln.Endpoint.URI(), ErrNotSupported)
+	}
+	return ln.Pair, ln.Worker, nil
 }
 
 // Unbind stops a listener of app (seed: vnet_unbind_i). With local scope,
@@ -1046,7 +1128,7 @@ func (l *Layer) Accept(worker uint32, ln Handle, t FiveTuple) (Handle, error) {
 func (l *Layer) addEstablishedLocked(s *session) {
 	l.sess[s.h] = s
 	s.app.sess[s.h] = s
-	ss := &ShardSession{Handle: s.h, App: s.app.id, Tuple: s.tuple, FIB: s.fib, IfIndex: s.ifindex, Pair: s.pair}
+	ss := &ShardSession{Handle: s.h, App: s.app.id, Tuple: s.tuple, FIB: s.fib, IfIndex: s.ifindex, Pair: s.pair, Memory: s.app.mem}
 	l.shards[s.h.Worker()].Post(func(sh *Shard) { sh.Add(ss) })
 	l.publishLocked(Change{Op: OpAdd, Kind: KindEstablished, IfIndex: s.ifindex, FIB: s.fib, Tuple: s.tuple, Handle: s.h})
 }
@@ -1129,7 +1211,10 @@ func (l *Layer) closeSessionLocked(s *session, byApp bool) {
 		if byApp && l.cfg.Datapath != nil {
 			l.cfg.Datapath.Close(h, s.tuple)
 		}
-		s.app.mem.FreePair(s.pair)
+		if !s.app.detaching {
+			mem, pair := s.app.mem, s.pair
+			l.reclaimLocked(func() { mem.FreePair(pair) })
+		}
 	case kindCutThrough:
 		l.freeHandleLocked(s.h)
 		if p := s.peer; p != nil {

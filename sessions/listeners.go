@@ -12,6 +12,19 @@ type Listener struct {
 	Endpoint Endpoint // IfIndex and FIB filled from the app's namespace
 	Local    bool     // in the namespace's local table (else the FIB's global table)
 	Proxy    bool     // a proxy app's port wildcard (Endpoint.Port is 0)
+
+	// Pair is the datagram fifo pair of a global UDP listener, allocated
+	// from the app's memory at bind and freed at unbind or detach: the
+	// datapath writes received datagrams (each tagged with its remote
+	// endpoint) into Pair.Rx and sends what the app writes into Pair.Tx.
+	// Zero for other listeners.
+	Pair FifoPair
+	// Worker is the datapath worker that owns Pair.Tx (and drains it):
+	// chosen by a WorkerDatapath, else spread over the workers by handle.
+	Worker uint32
+	// Memory is the listening app's memory (its event queue), for the
+	// datapath to signal the app; nil for listeners without a Pair.
+	Memory AppMemory
 }
 
 // listenKey is the key of a listener: address (zero for a wildcard bind),

@@ -156,3 +156,22 @@ type Datapath interface {
 	// by its app.
 	Close(h Handle, t FiveTuple)
 }
+
+// WorkerDatapath is a Datapath whose worker goroutines read and write app
+// fifos (the daemon's AF_XDP engine). When Config.Datapath implements it:
+//
+//   - the worker owning a global UDP listener's fifo pair is the one
+//     ListenerWorker returns (called under the control-plane lock, before
+//     Listen; it must not block or call back into the Layer);
+//   - fifo memory is freed only once every shard has drained its mailbox
+//     past the change that released it: the fifo pairs of closed sessions
+//     and unbound listeners, and an app's whole memory at detach. A worker
+//     that was delivering into a fifo when the control plane dropped it
+//     thus finishes its batch before the memory goes away.
+//
+// Without it, listeners' workers are spread by handle index and memory is
+// freed at once (no worker touches fifos then).
+type WorkerDatapath interface {
+	Datapath
+	ListenerWorker(l Listener) uint32
+}

@@ -12,7 +12,8 @@ type ShardSession struct {
 	Tuple   FiveTuple
 	FIB     FIBID
 	IfIndex int
-	Pair    FifoPair // the app's end of the session: the worker writes Pair.Rx, reads Pair.Tx
+	Pair    FifoPair  // the app's end of the session: the worker writes Pair.Rx, reads Pair.Tx
+	Memory  AppMemory // the app's memory (its event queue), for signalling the app
 }
 
 // Shard is one worker's part of the established-session tables of all FIBs.

@@ -1,0 +1,288 @@
+package datapath
+
+import (
+	"fmt"
+	"net"
+	"net/netip"
+	"testing"
+
+	"github.com/xsessiond/xsessiond/datapath/frame"
+	"github.com/xsessiond/xsessiond/datapath/udp"
+	"github.com/xsessiond/xsessiond/fifo"
+	"github.com/xsessiond/xsessiond/nsbind"
+	"github.com/xsessiond/xsessiond/sessions"
+	"github.com/xsessiond/xsessiond/sessions/sessionstest"
+)
+
+// The in-memory world of these tests: the engine's interface is ifindex 2
+// with 10.9.0.2 and fd09::2, FIB 7; peers are 10.9.0.1 and fd09::1.
+var (
+	tLocal4  = netip.MustParseAddr("10.9.0.2")
+	tLocal6  = netip.MustParseAddr("fd09::2")
+	tRemote4 = netip.MustParseAddr("10.9.0.1")
+	tRemote6 = netip.MustParseAddr("fd09::1")
+	tMAC     = net.HardwareAddr{0x02, 0, 0, 0, 0, 2}
+	tPeerMAC = net.HardwareAddr{0x02, 0, 0, 0, 0, 1}
+)
+
+const tFIB sessions.FIBID = 7
+
+// memRig is an Engine without kernel objects: one worker with no socket,
+// a session layer with fifo memory, and an app. processBatch and the
+// Datapath methods need nothing more.
+type memRig struct {
+	e   *Engine
+	w   *worker
+	l   *sessions.Layer
+	app sessions.AppID
+	at  sessions.Attached
+}
+
+func newMemRig(t testing.TB, fifoSize uint32) *memRig {
+	t.Helper()
+	e := &Engine{cfg: Config{Batch: DefaultBatch}, fib: tFIB, conns: map[sessions.Handle]*conn{}, claims: make(chan claim, 16),
+		ifc: nsbind.Interface{Index: 2, MAC: tMAC, MTU: 1500}}
+	e.lis.Store(&map[sessions.Handle]*udp0{})
+	e.est.Store(&map[sessions.FiveTuple]*udp0{})
+	e.work = []*worker{newWorker(e, 0, 0, nil, -1)}
+	e.dp = &enginePath{e: e}
+	view := sessionstest.NewView().Add(2, tFIB, tLocal4).Add(2, tFIB, tLocal6)
+	l, err := sessions.New(sessions.Config{View: view, Memory: sessions.FifoMemory{}, Datapath: e.dp, Workers: 1,
+		Default: sessions.NamespaceConfig{IfIndex: 2, FIB4: tFIB, FIB6: tFIB}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	e.layer.Store(l)
+	e.work[0].shard = l.Shard(0)
+	at, err := l.Attach(sessions.AttachOptions{ClientID: 1, Name: "bench", RxFifoSize: fifoSize, TxFifoSize: 4096, SegmentSize: 4 << 20})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		_ = l.Detach(at.App)
+		l.Shard(0).Drain()
+	})
+	return &memRig{e: e, w: e.work[0], l: l, app: at.App, at: at}
+}
+
+// listen binds uri and returns the listener's rx fifo, with the worker's
+// mailbox drained.
+func (r *memRig) listen(t testing.TB, uri string) (sessions.Handle, *fifo.Fifo) {
+	t.Helper()
+	h, err := r.l.BindURI(r.app, uri)
+	if err != nil {
+		t.Fatal(err)
+	}
+	p, _, err := r.l.ListenerPair(r.app, h)
+	if err != nil {
+		t.Fatal(err)
+	}
+	r.l.Shard(0).Drain()
+	rx, _, _ := p.Fifos()
+	return h, rx
+}
+
+// udpFrames builds n frames from peer to local:port with payloads of size
+// bytes, source ports counting from 40000.
+func udpFrames(t testing.TB, n int, peer, local netip.Addr, port uint16, size int) [][]byte {
+	t.Helper()
+	frames := make([][]byte, n)
+	for i := range frames {
+		var tpl frame.Template
+		if err := tpl.Prepare(frame.Spec{DstMAC: tMAC, SrcMAC: tPeerMAC, Src: peer, Dst: local, SrcPort: uint16(40000 + i), DstPort: port}); err != nil {
+			t.Fatal(err)
+		}
+		payload := make([]byte, size)
+		for j := range payload {
+			payload[j] = byte(i + j)
+		}
+		buf := make([]byte, 2048)
+		fl, err := tpl.Build(buf, payload)
+		if err != nil {
+			t.Fatal(err)
+		}
+		frames[i] = buf[:fl]
+	}
+	return frames
+}
+
+func TestProcessBatch_DeliversWithHeader(t *testing.T) {
+	for _, fam := range []struct {
+		name        string
+		peer, local netip.Addr
+		uri         string
+	}{{"ipv4", tRemote4, tLocal4, "udp://0.0.0.0:9000"}, {"ipv6", tRemote6, tLocal6, "udp://[::]:9000"}} {
+		t.Run(fam.name, func(t *testing.T) {
+			r := newMemRig(t, 1<<20)
+			h, rx := r.listen(t, fam.uri)
+			frames := udpFrames(t, 8, fam.peer, fam.local, 9000, 100)
+			r.w.processBatch(frames)
+			if r.w.c.Delivered != 8 {
+				t.Fatalf("delivered %d, counters %+v", r.w.c.Delivered, r.w.c)
+			}
+			buf := make([]byte, 2048)
+			for i := 0; i < 8; i++ {
+				var dh fifo.DgramHeader
+				n, err := rx.DequeueDgram(&dh, buf)
+				if err != nil {
+					t.Fatal(err)
+				}
+				var p frame.Packet
+				if frame.Decode(frames[i], &p) != frame.OK {
+					t.Fatal("frame does not decode")
+				}
+				if string(buf[:n]) != string(p.Payload(frames[i])) {
+					t.Fatalf("datagram %d: payload differs", i)
+				}
+				if dh.Remote != sessions.AddrBytes(fam.peer) || dh.RemotePort != uint16(40000+i) ||
+					dh.Local != sessions.AddrBytes(fam.local) || dh.LocalPort != 9000 || dh.Family != p.Family {
+					t.Fatalf("datagram %d: header %+v", i, dh)
+				}
+			}
+			// One EventRx for the batch.
+			evs := make([]fifo.Event, 8)
+			q := eventQueue(t, r.at)
+			n, err := q.PopBatch(evs)
+			if err != nil || n != 1 || evs[0].Type != fifo.EventRx || evs[0].Handle != uint64(h) {
+				t.Fatalf("events %v %v", evs[:n], err)
+			}
+		})
+	}
+}
+
+func eventQueue(t testing.TB, at sessions.Attached) *fifo.EventQueue {
+	m, ok := sessions.FifoManager(at.Memory)
+	if !ok || m.EventQueue() == nil {
+		t.Fatal("no event queue")
+	}
+	return m.EventQueue()
+}
+
+func TestProcessBatch_CountsDrops(t *testing.T) {
+	r := newMemRig(t, 4096) // room for a few datagrams only
+	_, rx := r.listen(t, "udp://10.9.0.2:9000")
+	good := udpFrames(t, 64, tRemote4, tLocal4, 9000, 200)
+	other := udpFrames(t, 3, tRemote4, tLocal4, 9999, 10) // no listener
+	bad := append([]byte(nil), good[0]...)
+	bad[len(bad)-1] ^= 0xff // payload changed: UDP checksum fails
+	short := good[1][:20]
+	batch := append(append(append([][]byte{}, good...), other...), bad, short, nil)
+	r.w.processBatch(batch)
+	c := r.w.c
+	full := c.Drops[dropFifoFull]
+	if c.Delivered == 0 || full == 0 || c.Delivered+full != 64 {
+		t.Fatalf("delivered %d + fifo-full %d != 64", c.Delivered, full)
+	}
+	if c.Drops[dropNoSession] != 3 || c.Bad[frame.BadUDPCsum] != 1 || c.Bad[frame.TruncatedIP]+c.Bad[frame.TruncatedEth] != 2 {
+		t.Fatalf("counters %+v", c)
+	}
+	if rx.MaxDequeue() == 0 {
+		t.Fatal("nothing queued")
+	}
+}
+
+func TestProcessBatch_ConnectedBeforeListener(t *testing.T) {
+	r := newMemRig(t, 1<<20)
+	_, lrx := r.listen(t, "udp://0.0.0.0:9000")
+	frames := udpFrames(t, 2, tRemote4, tLocal4, 9000, 10)
+	// A connected session on the first frame's 5-tuple.
+	var p frame.Packet
+	frame.Decode(frames[0], &p)
+	tup := p.FiveTuple()
+	tgt, crx := newConnTarget(t, r)
+	m := map[sessions.FiveTuple]*udp0{tup: tgt}
+	r.e.est.Store(&m)
+	r.w.processBatch(frames)
+	if crx.MaxDequeue() == 0 || lrx.MaxDequeue() == 0 {
+		t.Fatalf("connected %d bytes, listener %d bytes", crx.MaxDequeue(), lrx.MaxDequeue())
+	}
+	tgt.Kill()
+	before := r.w.c.Drops[dropNoSession]
+	r.w.processBatch(frames[:1])
+	if r.w.c.Drops[dropNoSession] != before+1 {
+		t.Fatal("datagram for a dead target not dropped")
+	}
+}
+
+func TestProcessBatch_NoAllocs(t *testing.T) {
+	r := newMemRig(t, 1<<20)
+	_, rx := r.listen(t, "udp://0.0.0.0:9000")
+	q := eventQueue(t, r.at)
+	evs := make([]fifo.Event, 16)
+	for _, size := range []int{1, 64, 1472} {
+		frames := udpFrames(t, DefaultBatch, tRemote4, tLocal4, 9000, size)
+		allocs := testing.AllocsPerRun(200, func() {
+			r.w.processBatch(frames)
+			_ = rx.Drop(rx.MaxDequeue())
+			rx.ClearEvent() // so that every batch signals the app
+			_, _ = q.PopBatch(evs)
+		})
+		if allocs != 0 {
+			t.Errorf("%d-byte datagrams: %v allocations per batch", size, allocs)
+		}
+		if r.w.c.Drops[dropFifoFull] != 0 {
+			t.Fatalf("drops %+v", r.w.c.Drops)
+		}
+	}
+}
+
+func BenchmarkWorkerUDP(b *testing.B) {
+	for _, size := range []int{64, 1400} {
+		b.Run(fmt.Sprintf("%dB", size), func(b *testing.B) {
+			r := newMemRig(b, 1<<20)
+			_, rx := r.listen(b, "udp://0.0.0.0:9000")
+			frames := udpFrames(b, DefaultBatch, tRemote4, tLocal4, 9000, size)
+			b.ReportAllocs()
+			b.SetBytes(int64(size * len(frames)))
+			b.ResetTimer()
+			for b.Loop() {
+				r.w.processBatch(frames)
+				_ = rx.Drop(rx.MaxDequeue())
+			}
+			b.ReportMetric(float64(b.Elapsed().Nanoseconds())/float64(b.N*len(frames)), "ns/packet")
+			if r.w.c.Delivered != uint64(b.N*len(frames)) {
+				b.Fatalf("delivered %d of %d", r.w.c.Delivered, b.N*len(frames))
+			}
+		})
+	}
+}
+
+// BenchmarkMemmove is the baseline of BenchmarkWorkerUDP: copying the same
+// frames' payloads into one buffer, nothing else.
+func BenchmarkMemmove(b *testing.B) {
+	for _, size := range []int{64, 1400} {
+		b.Run(fmt.Sprintf("%dB", size), func(b *testing.B) {
+			frames := udpFrames(b, DefaultBatch, tRemote4, tLocal4, 9000, size)
+			off := len(frames[0]) - size
+			dst := make([]byte, 1<<20)
+			b.ReportAllocs()
+			b.SetBytes(int64(size * len(frames)))
+			b.ResetTimer()
+			for b.Loop() {
+				o := 0
+				for _, f := range frames {
+					o += copy(dst[o:], f[off:])
+				}
+			}
+			b.ReportMetric(float64(b.Elapsed().Nanoseconds())/float64(b.N*len(frames)), "ns/packet")
+		})
+	}
+}
+
+type udp0 = udp.Target
+
+// newConnTarget makes a connected-session Target with a pair of the rig's
+// app.
+func newConnTarget(t testing.TB, r *memRig) (*udp.Target, *fifo.Fifo) {
+	t.Helper()
+	p, _, err := r.at.Memory.AllocPair(1<<16, 4096)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tgt, err := udp.NewTarget(udp.KindConnected, sessions.MakeHandle(0, 99), r.app, 0, p, r.at.Memory)
+	if err != nil {
+		t.Fatal(err)
+	}
+	rx, _, _ := p.Fifos()
+	return tgt, rx
+}

@@ -1,0 +1,530 @@
+package datapath
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net/netip"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/vishvananda/netns"
+	"golang.org/x/sys/unix"
+
+	"github.com/xsessiond/xsessiond/datapath/udp"
+	"github.com/xsessiond/xsessiond/datapath/xsk"
+	"github.com/xsessiond/xsessiond/loader"
+	"github.com/xsessiond/xsessiond/nsbind"
+	"github.com/xsessiond/xsessiond/sessions"
+)
+
+// Config configures an Engine.
+type Config struct {
+	IfName    string
+	Netns     *nsbind.Namespace // the interface's netns, opened by the daemon (the Engine does not close it); nil: the current one
+	NetnsName string            // for the pin path /sys/fs/bpf/xsessiond/<netns>/<ifname>/ ("" → derived)
+	// NetnsPath is a file naming the netns (/run/netns/NAME,
+	// /proc/PID/ns/net). Empty: found from Netns by inode under
+	// /run/netns, or the current namespace.
+	NetnsPath   string
+	Queues      int // 0 = every rx queue of the interface
+	Batch       int // frames per poll, 0 = 64
+	BusyPoll    bool
+	XDPMode     string // "auto" (default), "native", "generic"
+	FirstWorker uint32 // this engine's first worker = sessions shard index
+	Logger      *slog.Logger
+
+	// PinRoot overrides loader.DefaultPinRoot (tests).
+	PinRoot string
+	// XSK shapes the AF_XDP sockets; zero fields take xsk's defaults.
+	// NeedWakeup is always set.
+	XSK xsk.Options
+	// IdleTimeout bounds one sleep of an idle worker; 0 = 200ms.
+	IdleTimeout time.Duration
+}
+
+// DefaultBatch is the number of frames a worker takes per poll.
+const DefaultBatch = 64
+
+// Engine runs the datapath of one interface: the XDP program, one AF_XDP
+// socket and one worker per queue, the mirror of the session tables into
+// the program's maps, and the UDP transport's listeners and connected
+// sessions. New loads and attaches; Start starts the goroutines; Close
+// undoes both.
+//
+// Methods are safe for concurrent use. The sessions.Datapath it returns is
+// called by the session layer under its control-plane lock and never
+// blocks on a worker. Lock order: sessions.Layer.mu, then Engine.mu, then
+// udp.Target's lock.
+type Engine struct {
+	cfg    Config
+	log    *slog.Logger
+	nsh    netns.NsHandle
+	ns     *nsbind.Namespace
+	ifc    nsbind.Interface
+	fib    sessions.FIBID
+	objs   *loader.Objects
+	att    *loader.Attachment
+	work   []*worker
+	dp     *enginePath
+	res    *resolver
+	claims chan claim
+
+	started atomic.Bool
+	layer   atomic.Pointer[sessions.Layer]
+
+	// Lock-free tables the workers read; replaced whole under mu.
+	lis atomic.Pointer[map[sessions.Handle]*udp.Target]    // listeners in datagram mode, by handle
+	est atomic.Pointer[map[sessions.FiveTuple]*udp.Target] // connected sessions, by 5-tuple (Local = this host)
+
+	claimsBusy atomic.Int64 // claims queued or being made
+	ownNS      bool         // ns was opened by New
+
+	mu      sync.Mutex                // guards what follows
+	conns   map[sessions.Handle]*conn // connected sessions by half-open, then established handle
+	nextLW  uint32
+	closed  bool
+	mirror  *loader.Mirror
+	feed    *sessions.Feed
+	cancel  context.CancelFunc
+	wg      sync.WaitGroup
+	mirErr  error
+	closeMu sync.Mutex // serializes Close
+}
+
+// conn is a connected UDP session the Engine opened.
+type conn struct {
+	ho, h   sessions.Handle
+	tuple   sessions.FiveTuple
+	res     *udp.Reservation
+	target  *udp.Target
+	worker  *worker
+	closed  bool
+	remote  netip.AddrPort
+	local   netip.AddrPort
+	ifindex int
+}
+
+// claim is a half-open connect waiting for the claim goroutine.
+type claim struct {
+	ho sessions.Handle
+	c  *conn
+}
+
+// New loads the XDP program and attaches it to cfg.IfName inside its
+// namespace, and opens one AF_XDP socket per queue, registered in the
+// program's xsks map. It starts nothing.
+func New(cfg Config) (*Engine, error) {
+	if cfg.IfName == "" {
+		return nil, fmt.Errorf("new engine: no interface: %w", ErrInvalidConfig)
+	}
+	if cfg.Batch == 0 {
+		cfg.Batch = DefaultBatch
+	}
+	if cfg.Batch < 1 || cfg.Batch > 1024 {
+		return nil, fmt.Errorf("new engine: batch %d: %w", cfg.Batch, ErrInvalidConfig)
+	}
+	if cfg.IdleTimeout <= 0 {
+		cfg.IdleTimeout = 200 * time.Millisecond
+	}
+	if cfg.XDPMode == "" {
+		cfg.XDPMode = "auto"
+	}
+	mode, err := loader.ParseMode(cfg.XDPMode)
+	if err != nil {
+		return nil, fmt.Errorf("new engine: %w: %w", ErrInvalidConfig, err)
+	}
+	log := cfg.Logger
+	if log == nil {
+		log = slog.New(slog.NewTextHandler(io.Discard, nil))
+	}
+	e := &Engine{cfg: cfg, log: log, conns: map[sessions.Handle]*conn{}, claims: make(chan claim, 1024)}
+	e.lis.Store(&map[sessions.Handle]*udp.Target{})
+	e.est.Store(&map[sessions.FiveTuple]*udp.Target{})
+	e.nsh, err = openNetns(cfg.NetnsPath, cfg.NetnsName, cfg.Netns)
+	if err != nil {
+		return nil, fmt.Errorf("new engine: %w", err)
+	}
+	ok := false
+	defer func() {
+		if !ok {
+			e.release()
+		}
+	}()
+	e.ns = cfg.Netns
+	if e.ns == nil {
+		if err := doIn(e.nsh, func() error {
+			var err error
+			e.ns, err = nsbind.OpenCurrent()
+			return err
+		}); err != nil {
+			return nil, fmt.Errorf("new engine: %w", err)
+		}
+		e.ownNS = true
+	}
+	e.fib = e.ns.FIB()
+	e.ifc, err = e.ns.InterfaceByName(cfg.IfName)
+	if err != nil {
+		return nil, fmt.Errorf("new engine: %w", err)
+	}
+	queues := cfg.Queues
+	if queues == 0 {
+		queues = e.ifc.RxQueues
+	}
+	if queues < 1 || (e.ifc.RxQueues > 0 && queues > e.ifc.RxQueues) {
+		return nil, fmt.Errorf("new engine: %d queues on %s with %d rx queues: %w", queues, cfg.IfName, e.ifc.RxQueues, ErrInvalidConfig)
+	}
+	spec, err := loader.LoadSpec()
+	if err != nil {
+		return nil, fmt.Errorf("new engine: %w", err)
+	}
+	e.objs, err = spec.Load(loader.ObjectsOptions{Queues: max(queues, e.ifc.RxQueues)})
+	if err != nil {
+		return nil, fmt.Errorf("new engine: %w", err)
+	}
+	e.att, err = e.objs.Attach(loader.AttachOptions{IfIndex: e.ifc.Index, Netns: nsPath(e.nsh), NetnsName: cfg.NetnsName, Mode: mode, PinRoot: cfg.PinRoot})
+	if err != nil {
+		return nil, fmt.Errorf("new engine: %w", err)
+	}
+	opts := cfg.XSK
+	opts.NeedWakeup = true
+	for q := 0; q < queues; q++ {
+		w, err := e.newWorker(q, opts)
+		if err != nil {
+			return nil, fmt.Errorf("new engine: queue %d: %w", q, err)
+		}
+		e.work = append(e.work, w)
+	}
+	e.dp = &enginePath{e: e}
+	e.res = newResolver(e.ns, e.ifc.Index)
+	ok = true
+	log.Info("datapath engine ready", "interface", cfg.IfName, "ifindex", e.ifc.Index, "queues", queues,
+		"xdp", e.att.Mode().String(), "pins", e.att.PinDir())
+	return e, nil
+}
+
+// nsPath names the namespace of h as a path the loader can open.
+func nsPath(h netns.NsHandle) string { return fmt.Sprintf("/proc/self/fd/%d", int(h)) }
+
+func (e *Engine) newWorker(q int, opts xsk.Options) (*worker, error) {
+	var s *xsk.Socket
+	err := doIn(e.nsh, func() error {
+		var err error
+		for try := 0; ; try++ {
+			s, err = xsk.Open(e.ifc.Index, q, opts)
+			if !errors.Is(err, xsk.ErrBusy) || try == 50 {
+				return err
+			}
+			time.Sleep(10 * time.Millisecond) // a socket closed just before still holds the queue
+		}
+	})
+	if err != nil {
+		return nil, err
+	}
+	kick, err := unix.Eventfd(0, unix.EFD_CLOEXEC|unix.EFD_NONBLOCK)
+	if err != nil {
+		s.Close()
+		return nil, fmt.Errorf("eventfd: %w", err)
+	}
+	w := newWorker(e, q, e.cfg.FirstWorker+uint32(q), s, kick)
+	if err := e.objs.XSKs.Set(q, s.FD()); err != nil {
+		w.closeFDs()
+		return nil, err
+	}
+	return w, nil
+}
+
+// Workers returns how many workers (= queues) the Engine runs.
+func (e *Engine) Workers() int { return len(e.work) }
+
+// IfIndex returns the interface's index in its namespace.
+func (e *Engine) IfIndex() int { return e.ifc.Index }
+
+// FIB returns the FIB of the interface's namespace.
+func (e *Engine) FIB() sessions.FIBID { return e.fib }
+
+// Datapath returns the sessions.Datapath (a sessions.WorkerDatapath) to
+// hand to sessions.New before Start.
+func (e *Engine) Datapath() sessions.Datapath { return e.dp }
+
+// KickFDs returns one eventfd per worker, in worker order: an app writes
+// 1 to it after queueing into a tx fifo whose SetEvent returned true. The
+// fds stay owned by the Engine.
+func (e *Engine) KickFDs() []int {
+	fds := make([]int, len(e.work))
+	for i, w := range e.work {
+		fds[i] = w.kick
+	}
+	return fds
+}
+
+// Start mirrors l's change feed into the program's maps and starts one
+// worker goroutine per queue, worker q serving shard FirstWorker+q of l.
+func (e *Engine) Start(l *sessions.Layer) error {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	if e.closed {
+		return ErrClosed
+	}
+	if e.started.Load() {
+		return ErrStarted
+	}
+	if need := int(e.cfg.FirstWorker) + len(e.work); l.Workers() < need {
+		return fmt.Errorf("start: the session layer has %d shards, the engine needs %d: %w", l.Workers(), need, ErrInvalidConfig)
+	}
+	e.feed = l.Subscribe(4096)
+	src := &feedSource{l: l, f: e.feed}
+	m, err := loader.NewMirror(e.objs, src, loader.MirrorOptions{IfIndex: e.ifc.Index})
+	if err != nil {
+		e.feed.Close()
+		return fmt.Errorf("start: %w", err)
+	}
+	e.mirror = m
+	e.layer.Store(l)
+	ctx, cancel := context.WithCancel(context.Background())
+	e.cancel = cancel
+	e.wg.Add(3)
+	go func() { defer e.wg.Done(); e.runMirror(ctx) }()
+	go func() { defer e.wg.Done(); e.res.run(ctx) }()
+	go func() { defer e.wg.Done(); e.runClaims(ctx) }()
+	for _, w := range e.work {
+		w.shard = l.Shard(w.id)
+		e.wg.Add(2)
+		go func() { defer e.wg.Done(); w.run() }()
+		go func() { defer e.wg.Done(); w.bridge(ctx) }()
+	}
+	e.started.Store(true)
+	return nil
+}
+
+// feedSource is the mirror's loader.Source: a fresh snapshot of the
+// layer, taken through the feed when it overflowed (which also re-arms
+// it).
+type feedSource struct {
+	l *sessions.Layer
+	f *sessions.Feed
+}
+
+func (s *feedSource) Snapshot() (uint64, []sessions.Change) {
+	if s.f.NeedsResync() {
+		return s.f.Resync()
+	}
+	return s.l.Snapshot()
+}
+
+// runMirror applies the feed to the maps, resyncs after an overflow and
+// compares tables and maps every few seconds.
+func (e *Engine) runMirror(ctx context.Context) {
+	tick := time.NewTicker(100 * time.Millisecond)
+	defer tick.Stop()
+	lastCheck := time.Now()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case c := <-e.feed.C():
+			if err := e.mirror.Apply(c); errors.Is(err, loader.ErrResyncNeeded) {
+				e.resyncMirror()
+			} else if err != nil {
+				e.log.Warn("mirror: change not applied", "err", err)
+			}
+		case <-tick.C:
+			if e.feed.NeedsResync() || e.mirror.NeedsResync() {
+				e.resyncMirror()
+			}
+			if time.Since(lastCheck) > 5*time.Second {
+				lastCheck = time.Now()
+				if d, err := e.mirror.Check(); err == nil && !d.IsZero() {
+					e.log.Warn("mirror: maps diverged from the tables, resyncing", "missing", d.Missing, "extra", d.Extra, "mismatched", d.Mismatched)
+					e.resyncMirror()
+				}
+			}
+		}
+	}
+}
+
+func (e *Engine) resyncMirror() {
+	err := e.mirror.Resync()
+	e.mu.Lock()
+	e.mirErr = err
+	e.mu.Unlock()
+	if err != nil {
+		e.log.Error("mirror: resync failed", "err", err)
+	}
+}
+
+// WaitMirror waits until the program's maps reflect every change the
+// session layer made before the call (and every connect handed to the
+// Engine before it was claimed), or ctx ends.
+func (e *Engine) WaitMirror(ctx context.Context) error {
+	l := e.layer.Load()
+	if l == nil {
+		return ErrNotStarted
+	}
+	for {
+		if len(e.claims) == 0 && e.claimsBusy.Load() == 0 {
+			break
+		}
+		if err := sleepCtx(ctx, time.Millisecond); err != nil {
+			return err
+		}
+	}
+	seq, _ := l.Snapshot()
+	for e.mirror.Stats().LastSeq < seq {
+		if err := sleepCtx(ctx, time.Millisecond); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+func sleepCtx(ctx context.Context, d time.Duration) error {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-ctx.Done():
+		return ctx.Err()
+	case <-t.C:
+		return nil
+	}
+}
+
+// runClaims turns half-open connects into established sessions: UDP needs
+// no handshake, so a connect is claimed at once, by the worker the Engine
+// picks (round robin), not by the queue of a first reply.
+func (e *Engine) runClaims(ctx context.Context) {
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case cl := <-e.claims:
+			e.claim(cl)
+			e.claimsBusy.Add(-1)
+		}
+	}
+}
+
+func (e *Engine) claim(cl claim) {
+	l := e.layer.Load()
+	e.mu.Lock()
+	if cl.c.closed || e.closed {
+		e.mu.Unlock()
+		return
+	}
+	w := e.work[int(e.nextLW)%len(e.work)]
+	e.nextLW++
+	e.mu.Unlock()
+	h, err := l.Connected(w.id, cl.ho)
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	if err != nil {
+		// The layer told the app (or the app closed it meanwhile).
+		if c := e.conns[cl.ho]; c == cl.c {
+			delete(e.conns, cl.ho)
+			c.closed = true
+			c.res.Close()
+		}
+		e.log.Info("connect not claimed", "half-open", uint64(cl.ho), "err", err)
+		return
+	}
+	c := cl.c
+	delete(e.conns, cl.ho)
+	c.h, c.worker = h, w
+	e.conns[h] = c
+	// The layer posted the session to w's shard; what follows runs after
+	// it on w, which builds the session's Target from the shard's entry.
+	w.shard.Post(func(sh *sessions.Shard) { w.addConn(sh, c) })
+}
+
+// publishConnLocked makes c's Target visible to every worker.
+func (e *Engine) publishConnLocked(c *conn) {
+	old := *e.est.Load()
+	m := make(map[sessions.FiveTuple]*udp.Target, len(old)+1)
+	for k, v := range old {
+		m[k] = v
+	}
+	m[c.tuple] = c.target
+	e.est.Store(&m)
+}
+
+func (e *Engine) unpublishConnLocked(t sessions.FiveTuple) {
+	old := *e.est.Load()
+	if _, ok := old[t]; !ok {
+		return
+	}
+	m := make(map[sessions.FiveTuple]*udp.Target, len(old))
+	for k, v := range old {
+		if k != t {
+			m[k] = v
+		}
+	}
+	e.est.Store(&m)
+}
+
+// Close stops the workers and goroutines, closes the sockets, detaches
+// the program and removes its pins. It is idempotent.
+func (e *Engine) Close() error {
+	e.closeMu.Lock()
+	defer e.closeMu.Unlock()
+	e.mu.Lock()
+	if e.closed {
+		e.mu.Unlock()
+		return nil
+	}
+	e.closed = true
+	cancel := e.cancel
+	e.mu.Unlock()
+	for _, w := range e.work {
+		w.stop.Store(true)
+		w.wakeUp()
+	}
+	if cancel != nil {
+		cancel()
+	}
+	e.wg.Wait()
+	if e.feed != nil {
+		e.feed.Close()
+	}
+	// With the workers gone, run what the control plane still posted
+	// (deferred frees) so memory is not held.
+	for _, w := range e.work {
+		if w.shard != nil {
+			w.shard.Drain()
+		}
+	}
+	e.mu.Lock()
+	for h, c := range e.conns {
+		c.closed = true
+		c.res.Close()
+		delete(e.conns, h)
+	}
+	e.mu.Unlock()
+	return e.release()
+}
+
+// release frees what New acquired.
+func (e *Engine) release() error {
+	var errs []error
+	for _, w := range e.work {
+		if e.objs != nil {
+			_ = e.objs.XSKs.Delete(w.q)
+		}
+		errs = append(errs, w.closeFDs())
+	}
+	e.work = nil
+	if e.objs != nil {
+		errs = append(errs, e.objs.Close())
+		e.objs = nil
+	}
+	if e.ownNS && e.ns != nil {
+		errs = append(errs, e.ns.Close())
+	}
+	if e.nsh >= 0 {
+		errs = append(errs, e.nsh.Close())
+		e.nsh = -1
+	}
+	return errors.Join(errs...)
+}

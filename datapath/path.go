@@ -1,0 +1,187 @@
+package datapath
+
+import (
+	"fmt"
+	"net/netip"
+
+	"github.com/xsessiond/xsessiond/datapath/udp"
+	"github.com/xsessiond/xsessiond/sessions"
+)
+
+// enginePath is the Engine's sessions.WorkerDatapath. Its methods run under
+// the session layer's control-plane lock: they take Engine.mu and a
+// Target's lock briefly, make a few non-blocking syscalls (a route lookup
+// and a socket bind for Open) and post to shards; they never wait for a
+// worker.
+type enginePath struct{ e *Engine }
+
+var _ sessions.WorkerDatapath = (*enginePath)(nil)
+
+// ours reports whether an endpoint of interface ifindex is the Engine's
+// (0: the namespace has no interface; taken as this one).
+func (p *enginePath) ours(ifindex int) bool { return ifindex == 0 || ifindex == p.e.ifc.Index }
+
+// ListenerWorker spreads listeners over the Engine's workers.
+func (p *enginePath) ListenerWorker(l sessions.Listener) uint32 {
+	e := p.e
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	w := e.work[int(e.nextLW)%len(e.work)]
+	e.nextLW++
+	return w.id
+}
+
+// Listen registers a global UDP listener in datagram mode: its Target
+// joins the table every worker reads and its owner worker's tx list.
+func (p *enginePath) Listen(l sessions.Listener) error {
+	e := p.e
+	if l.Endpoint.Transport != sessions.TransportUDP {
+		return fmt.Errorf("%s: %w", l.Endpoint.Transport, sessions.ErrNotSupported)
+	}
+	if !p.ours(l.Endpoint.IfIndex) {
+		return fmt.Errorf("listen %s on ifindex %d: %w", l.Endpoint.URI(), l.Endpoint.IfIndex, ErrOtherInterface)
+	}
+	w := e.workerByID(l.Worker)
+	if w == nil {
+		return fmt.Errorf("listen %s: worker %d: %w", l.Endpoint.URI(), l.Worker, ErrInvalidConfig)
+	}
+	t, err := udp.NewTarget(udp.KindListener, l.Handle, l.App, l.Worker, l.Pair, l.Memory)
+	if err != nil {
+		return fmt.Errorf("listen %s: %w", l.Endpoint.URI(), err)
+	}
+	t.Local = netip.AddrPortFrom(l.Endpoint.Addr, l.Endpoint.Port)
+	t.Family = sessions.Family4
+	if l.Endpoint.Addr.Is6() && !l.Endpoint.Addr.Is4In6() {
+		t.Family = sessions.Family6
+	}
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	if e.closed {
+		return ErrClosed
+	}
+	old := *e.lis.Load()
+	m := make(map[sessions.Handle]*udp.Target, len(old)+1)
+	for k, v := range old {
+		m[k] = v
+	}
+	m[l.Handle] = t
+	e.lis.Store(&m)
+	if w.shard != nil {
+		w.shard.Post(func(*sessions.Shard) { w.addTx(t) })
+	} else {
+		w.preTx = append(w.preTx, t) // before Start: the worker adopts it when it starts
+	}
+	return nil
+}
+
+// Unlisten drops a listener: no worker touches its fifos once the layer's
+// deferred free runs.
+func (p *enginePath) Unlisten(l sessions.Listener) {
+	e := p.e
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	old := *e.lis.Load()
+	t := old[l.Handle]
+	if t == nil {
+		return
+	}
+	m := make(map[sessions.Handle]*udp.Target, len(old))
+	for k, v := range old {
+		if k != l.Handle {
+			m[k] = v
+		}
+	}
+	e.lis.Store(&m)
+	t.Kill()
+	if w := e.workerByID(t.Worker); w != nil && w.shard != nil {
+		w.shard.Post(func(*sessions.Shard) { w.delTx(t) })
+	}
+}
+
+// Open starts a connected UDP session: the local address is the route's
+// source for the destination, the local port an ephemeral one reserved by
+// binding a kernel UDP socket in the namespace. The session is claimed at
+// once (see runClaims).
+func (p *enginePath) Open(req sessions.OpenRequest) (netip.AddrPort, error) {
+	e := p.e
+	r := req.Remote
+	if r.Transport != sessions.TransportUDP {
+		return netip.AddrPort{}, fmt.Errorf("%s: %w", r.Transport, sessions.ErrNotSupported)
+	}
+	if !p.ours(r.IfIndex) {
+		return netip.AddrPort{}, fmt.Errorf("connect %s from ifindex %d: %w", r.URI(), r.IfIndex, ErrOtherInterface)
+	}
+	if !e.started.Load() {
+		return netip.AddrPort{}, ErrNotStarted
+	}
+	dst := r.Addr.Unmap()
+	_, ifindex, src, err := e.ns.RouteGet(dst)
+	if err != nil {
+		return netip.AddrPort{}, fmt.Errorf("connect %s: %w", r.URI(), err)
+	}
+	if ifindex != e.ifc.Index {
+		return netip.AddrPort{}, fmt.Errorf("connect %s: routed through ifindex %d: %w", r.URI(), ifindex, ErrOtherInterface)
+	}
+	var res *udp.Reservation
+	if err := doIn(e.nsh, func() error {
+		var err error
+		res, err = udp.Reserve(netip.AddrPortFrom(src.Unmap(), 0))
+		return err
+	}); err != nil {
+		return netip.AddrPort{}, fmt.Errorf("connect %s: %w", r.URI(), err)
+	}
+	local := res.Addr()
+	fam := sessions.Family4
+	if dst.Is6() {
+		fam = sessions.Family6
+	}
+	c := &conn{ho: req.HalfOpen, res: res, remote: netip.AddrPortFrom(dst, r.Port), local: local, ifindex: e.ifc.Index,
+		tuple: sessions.FiveTuple{Local: sessions.AddrBytes(local.Addr()), LocalPort: local.Port(),
+			Remote: sessions.AddrBytes(dst), RemotePort: r.Port, Proto: sessions.TransportUDP, Family: fam}}
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	if e.closed {
+		res.Close()
+		return netip.AddrPort{}, ErrClosed
+	}
+	e.claimsBusy.Add(1)
+	select {
+	case e.claims <- claim{ho: req.HalfOpen, c: c}:
+	default:
+		e.claimsBusy.Add(-1)
+		res.Close()
+		return netip.AddrPort{}, fmt.Errorf("connect %s: %w", r.URI(), ErrBusy)
+	}
+	e.conns[req.HalfOpen] = c
+	return local, nil
+}
+
+// Close ends a connected session the app closed (half-open or
+// established): its port is released and no worker touches its fifos
+// once the layer's deferred free runs.
+func (p *enginePath) Close(h sessions.Handle, _ sessions.FiveTuple) {
+	e := p.e
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	c := e.conns[h]
+	if c == nil {
+		return
+	}
+	delete(e.conns, h)
+	c.closed = true
+	c.res.Close()
+	if c.target != nil {
+		e.unpublishConnLocked(c.tuple)
+		c.target.Kill()
+		t, w := c.target, c.worker
+		w.shard.Post(func(*sessions.Shard) { w.delTx(t); w.delConn(c) })
+	}
+}
+
+func (e *Engine) workerByID(id uint32) *worker {
+	i := int(id) - int(e.cfg.FirstWorker)
+	if i < 0 || i >= len(e.work) {
+		return nil
+	}
+	return e.work[i]
+}

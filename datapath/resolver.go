@@ -1,0 +1,172 @@
+package datapath
+
+import (
+	"context"
+	"net/netip"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/xsessiond/xsessiond/nsbind"
+	"github.com/xsessiond/xsessiond/sessions"
+)
+
+// Resolver cache lifetimes.
+const (
+	resolvedTTL  = 5 * time.Second        // a resolved next hop is asked again after this
+	failedTTL    = 500 * time.Millisecond // a failed one is retried after this
+	resolveWait  = time.Second            // how long one resolution waits for the kernel
+	maxResolving = 8                      // resolutions in flight
+)
+
+// nbKey names a destination: its address in AddrBytes form and family.
+type nbKey struct {
+	addr [16]byte
+	fam  uint8
+}
+
+func (k nbKey) Addr() netip.Addr { return sessions.AddrFrom(k.addr, k.fam) }
+
+// nbResult is what the resolver knows of a destination: the next hop's
+// MAC and the source address the route gives, or that it failed.
+type nbResult struct {
+	mac     [6]byte
+	src     netip.Addr
+	ok      bool // mac and src are usable
+	failed  bool // no route, or the neighbour did not resolve
+	noRoute bool
+	at      time.Time // when it was resolved
+	pending bool      // a resolution is in flight
+}
+
+// resolver turns destinations into next-hop MACs off the workers' path:
+// route lookups and neighbour reads are netlink round trips, and
+// resolution waits for the kernel's ARP/ND. Workers keep their own cache
+// and come here (one mutex) only on a miss or after its lifetime; a miss
+// queues a request and returns at once. The resolver goroutine runs up to
+// maxResolving resolutions at a time.
+type resolver struct {
+	ns      *nsbind.Namespace
+	ifindex int
+	req     chan nbKey
+
+	mu sync.Mutex // guards m
+	m  map[nbKey]*nbResult
+
+	lookups, resolved, failures, dropped atomic.Uint64
+}
+
+func newResolver(ns *nsbind.Namespace, ifindex int) *resolver {
+	return &resolver{ns: ns, ifindex: ifindex, req: make(chan nbKey, 256), m: map[nbKey]*nbResult{}}
+}
+
+// get returns what is known of k and asks for a (re)resolution when there
+// is nothing, or it is older than its lifetime. A result being refreshed
+// stays usable meanwhile.
+func (r *resolver) get(k nbKey, now time.Time) nbResult {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	e := r.m[k]
+	if e == nil {
+		if len(r.m) > 65536 {
+			clear(r.m) // a flood of destinations: start over rather than grow
+		}
+		e = &nbResult{}
+		r.m[k] = e
+	}
+	ttl := resolvedTTL
+	if !e.ok {
+		ttl = failedTTL
+	}
+	if !e.pending && (e.at.IsZero() || now.Sub(e.at) > ttl) {
+		select {
+		case r.req <- k:
+			e.pending = true
+		default:
+			r.dropped.Add(1)
+		}
+	}
+	return *e
+}
+
+func (r *resolver) run(ctx context.Context) {
+	sem := make(chan struct{}, maxResolving)
+	var wg sync.WaitGroup
+	defer wg.Wait()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case k := <-r.req:
+			select {
+			case sem <- struct{}{}:
+			case <-ctx.Done():
+				return
+			}
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				defer func() { <-sem }()
+				res := r.resolve(ctx, k)
+				r.mu.Lock()
+				if e := r.m[k]; e != nil {
+					*e = res
+				}
+				r.mu.Unlock()
+			}()
+		}
+	}
+}
+
+// resolve asks the kernel for the route to k and the MAC of its next hop,
+// making the kernel resolve the neighbour when it has no usable entry.
+func (r *resolver) resolve(ctx context.Context, k nbKey) nbResult {
+	r.lookups.Add(1)
+	now := time.Now()
+	fail := nbResult{failed: true, at: now}
+	dst := k.Addr()
+	gw, ifindex, src, err := r.ns.RouteGet(dst)
+	if err != nil || ifindex != r.ifindex {
+		r.failures.Add(1)
+		fail.noRoute = true
+		return fail
+	}
+	nh := dst
+	if gw.IsValid() {
+		nh = gw
+	}
+	mac, _, ok := r.ns.Neighbour(ifindex, nh)
+	if !ok {
+		if err := r.ns.ResolveNeighbour(ifindex, nh); err == nil {
+			wctx, cancel := context.WithTimeout(ctx, resolveWait)
+			mac, _, err = r.ns.WaitNeighbour(wctx, ifindex, nh)
+			cancel()
+			ok = err == nil
+		}
+	}
+	if !ok || len(mac) != 6 {
+		r.failures.Add(1)
+		return fail
+	}
+	r.resolved.Add(1)
+	res := nbResult{ok: true, src: src.Unmap(), at: time.Now()}
+	copy(res.mac[:], mac)
+	return res
+}
+
+// ResolverStats count the resolver's work.
+type ResolverStats struct {
+	Lookups  uint64 `json:"lookups"`
+	Resolved uint64 `json:"resolved"`
+	Failures uint64 `json:"failures"`
+	Dropped  uint64 `json:"dropped_requests"` // requests not queued: the queue was full
+	Entries  int    `json:"entries"`
+}
+
+func (r *resolver) stats() ResolverStats {
+	r.mu.Lock()
+	n := len(r.m)
+	r.mu.Unlock()
+	return ResolverStats{Lookups: r.lookups.Load(), Resolved: r.resolved.Load(), Failures: r.failures.Load(),
+		Dropped: r.dropped.Load(), Entries: n}
+}

@@ -1,0 +1,125 @@
+package datapath
+
+import (
+	"github.com/xsessiond/xsessiond/datapath/frame"
+	"github.com/xsessiond/xsessiond/datapath/udp"
+	"github.com/xsessiond/xsessiond/datapath/xsk"
+	"github.com/xsessiond/xsessiond/loader"
+)
+
+// Stats is a JSON-friendly picture of an Engine.
+type Stats struct {
+	Interface string             `json:"interface"`
+	IfIndex   int                `json:"ifindex"`
+	XDPMode   string             `json:"xdp_mode"`
+	PinDir    string             `json:"pin_dir"`
+	Queues    []QueueStats       `json:"queues"`
+	Totals    QueueStats         `json:"totals"`  // the queues summed (Queue -1, no XSK)
+	Targets   []udp.Stats        `json:"targets"` // listeners and connected sessions
+	BPF       map[string]uint64  `json:"bpf"`     // the XDP program's counters
+	Mirror    loader.MirrorStats `json:"mirror"`
+	MirrorErr string             `json:"mirror_error,omitempty"`
+	Resolver  ResolverStats      `json:"resolver"`
+}
+
+// QueueStats are one worker's counters. Drops are by reason: the decoder's
+// reasons (malformed, bad checksums, not UDP, ...) and the datapath's
+// (no-session, fifo-full, no-neighbour, ...); zero reasons are left out.
+type QueueStats struct {
+	Queue     int               `json:"queue"`
+	Worker    uint32            `json:"worker"`
+	ZeroCopy  bool              `json:"zero_copy"`
+	Rx        uint64            `json:"rx"`
+	Delivered uint64            `json:"delivered"`
+	Tx        uint64            `json:"tx"`
+	Held      uint64            `json:"held"`
+	Loops     uint64            `json:"loops"`
+	Sleeps    uint64            `json:"sleeps"`
+	Kicks     uint64            `json:"kicks"`
+	Dropped   uint64            `json:"dropped"` // sum of Drops
+	Drops     map[string]uint64 `json:"drops"`
+	XSK       *xsk.Stats        `json:"xsk,omitempty"`
+}
+
+// Stats returns the Engine's counters. After Close it returns what the
+// workers counted last, without kernel counters.
+func (e *Engine) Stats() Stats {
+	e.closeMu.Lock()
+	defer e.closeMu.Unlock()
+	s := Stats{Interface: e.cfg.IfName, IfIndex: e.ifc.Index, Totals: QueueStats{Queue: -1, Drops: map[string]uint64{}}}
+	e.mu.Lock()
+	closed := e.closed
+	if e.att != nil && !closed {
+		s.XDPMode = e.att.Mode().String()
+		s.PinDir = e.att.PinDir()
+	}
+	if e.mirror != nil {
+		s.Mirror = e.mirror.Stats()
+	}
+	if e.mirErr != nil {
+		s.MirrorErr = e.mirErr.Error()
+	}
+	e.mu.Unlock()
+	for _, w := range e.work {
+		qs := w.stats()
+		if !closed {
+			if xs, err := w.sock.Stats(); err == nil {
+				qs.XSK = &xs
+			}
+		}
+		s.Totals.add(&qs)
+		s.Queues = append(s.Queues, qs)
+	}
+	for _, t := range *e.lis.Load() {
+		s.Targets = append(s.Targets, t.Stats())
+	}
+	for _, t := range *e.est.Load() {
+		s.Targets = append(s.Targets, t.Stats())
+	}
+	if e.objs != nil && !closed {
+		if c, err := e.objs.Counters.Read(); err == nil {
+			s.BPF = map[string]uint64{}
+			c.Each(func(name string, v uint64) { s.BPF[name] = v })
+		}
+	}
+	if e.res != nil {
+		s.Resolver = e.res.stats()
+	}
+	return s
+}
+
+func (w *worker) stats() QueueStats {
+	p := &w.pub
+	qs := QueueStats{Queue: w.q, Worker: w.id, Rx: p.Rx.Load(), Delivered: p.Delivered.Load(), Tx: p.Tx.Load(),
+		Held: p.Held.Load(), Loops: p.Loops.Load(), Sleeps: p.Sleeps.Load(), Kicks: p.Kicks.Load(), Drops: map[string]uint64{}}
+	if w.sock != nil {
+		qs.ZeroCopy = w.sock.ZeroCopy()
+	}
+	for r := 1; r < frame.NumReasons; r++ {
+		if v := p.Bad[r].Load(); v > 0 {
+			qs.Drops[frame.Reason(r).String()] = v
+			qs.Dropped += v
+		}
+	}
+	for i := range p.Drops {
+		if v := p.Drops[i].Load(); v > 0 {
+			qs.Drops[dropNames[i]] = v
+			qs.Dropped += v
+		}
+	}
+	return qs
+}
+
+func (t *QueueStats) add(q *QueueStats) {
+	t.Rx += q.Rx
+	t.Delivered += q.Delivered
+	t.Tx += q.Tx
+	t.Held += q.Held
+	t.Loops += q.Loops
+	t.Sleeps += q.Sleeps
+	t.Kicks += q.Kicks
+	t.Dropped += q.Dropped
+	for k, v := range q.Drops {
+		t.Drops[k] += v
+	}
+}

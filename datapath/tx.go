@@ -1,0 +1,378 @@
+package datapath
+
+import (
+	"net/netip"
+	"time"
+
+	"github.com/xsessiond/xsessiond/datapath/frame"
+	"github.com/xsessiond/xsessiond/datapath/udp"
+	"github.com/xsessiond/xsessiond/datapath/xsk"
+	"github.com/xsessiond/xsessiond/fifo"
+	"github.com/xsessiond/xsessiond/sessions"
+)
+
+// Tx tuning.
+const (
+	payOff       = frame.MaxHeaderLen // where a datagram's payload is read into a UMEM frame
+	maxHeld      = 256                // datagrams a worker holds while their next hop resolves
+	holdFor      = time.Second        // how long one is held before it is dropped
+	localTTL     = time.Second        // a worker's own cache entry of a resolved next hop
+	localNegTTL  = 20 * time.Millisecond
+	maxTemplates = 4096
+)
+
+// tplKey names a header template: both ends and the next hop's MAC.
+type tplKey struct {
+	src, dst     [16]byte
+	sport, dport uint16
+	fam          uint8
+	mac          [6]byte
+}
+
+// nbLocal is a worker's cached view of a resolver result.
+type nbLocal struct {
+	res   nbResult
+	until time.Time
+}
+
+// held is a datagram waiting for its next hop, its payload already in a
+// UMEM frame at payOff.
+type held struct {
+	addr  uint64
+	plen  int
+	t     *udp.Target
+	key   nbKey
+	src   netip.Addr
+	sport uint16
+	dport uint16
+	since time.Time
+}
+
+// txState is a worker's transmit side. Worker goroutine only.
+type txState struct {
+	w      *worker
+	srcMAC [6]byte
+	mtu    int
+	free   []uint64 // UMEM frames allocated and not used yet
+	descs  []xsk.Desc
+	nb     map[nbKey]nbLocal
+	tpls   map[tplKey]*frame.Template
+	lastK  tplKey
+	lastT  *frame.Template
+	held   []held
+	now    time.Time
+	hdr    fifo.DgramHeader
+}
+
+func (x *txState) init(w *worker) {
+	x.w = w
+	copy(x.srcMAC[:], w.e.ifc.MAC)
+	x.mtu = w.e.ifc.MTU
+	if x.mtu <= 0 {
+		x.mtu = 1500
+	}
+	x.free = make([]uint64, 0, w.batch)
+	x.descs = make([]xsk.Desc, 0, w.batch)
+	x.nb = map[nbKey]nbLocal{}
+	x.tpls = map[tplKey]*frame.Template{}
+	x.held = make([]held, 0, maxHeld)
+}
+
+// pending reports whether frames wait for the kernel or a neighbour.
+func (x *txState) pending() bool {
+	a := x.w.sock.Accounting()
+	return a.Tx > 0 || len(x.held) > 0
+}
+
+// drainTx drains the tx fifos of the worker's Targets whose event flag is
+// set (or that had more than one drain's worth queued) and reports whether
+// it did anything.
+func (w *worker) drainTx() bool {
+	if len(w.own) == 0 {
+		return false
+	}
+	x := &w.tx
+	x.now = time.Now()
+	busy := false
+	for _, t := range w.own {
+		if t.Dead() || (!t.More && !t.Tx.HasEvent()) {
+			continue
+		}
+		t.Tx.ClearEvent()
+		n, more := x.drain(t, w.batch)
+		t.More = more
+		busy = busy || n > 0 || more
+	}
+	x.flush()
+	return busy
+}
+
+// frame takes a free UMEM frame.
+func (x *txState) frame() (uint64, bool) {
+	if len(x.free) == 0 {
+		x.free = x.free[:cap(x.free)]
+		n := x.w.sock.AllocFrames(x.free)
+		if n == 0 {
+			x.w.sock.Complete()
+			n = x.w.sock.AllocFrames(x.free)
+		}
+		x.free = x.free[:n]
+		if n == 0 {
+			return 0, false
+		}
+	}
+	a := x.free[len(x.free)-1]
+	x.free = x.free[:len(x.free)-1]
+	return a, true
+}
+
+func (x *txState) unframe(a uint64) { x.free = append(x.free, a) }
+
+// drain sends up to budget datagrams of t's Tx fifo; more reports that it
+// stopped with datagrams left.
+func (x *txState) drain(t *udp.Target, budget int) (n int, more bool) {
+	w := x.w
+	h := &x.hdr
+	for n < budget {
+		if len(x.held) == cap(x.held) {
+			// Every hold slot waits for a neighbour: leave the rest in
+			// the fifo (the app sees back-pressure) rather than drop.
+			return n, true
+		}
+		addr, ok := x.frame()
+		if !ok {
+			return n, true // no frame free: the datagrams wait in the fifo
+		}
+		buf := w.sock.Buffer(addr)
+		if len(buf) <= payOff {
+			x.unframe(addr)
+			return n, false
+		}
+		plen, err := t.Tx.DequeueDgram(h, buf[payOff:])
+		switch err {
+		case nil:
+		case fifo.ErrEmpty:
+			x.unframe(addr)
+			return n, false
+		case fifo.ErrShortBuffer:
+			x.unframe(addr)
+			if _, err := t.Tx.DropDgram(); err != nil {
+				w.c.Drops[dropTxCorrupt]++
+				t.TxCorrupt.Add(1)
+				return n, false
+			}
+			w.c.Drops[dropTxTooLong]++
+			t.TxDrops.Add(1)
+			n++
+			continue
+		default:
+			x.unframe(addr)
+			w.c.Drops[dropTxCorrupt]++
+			t.TxCorrupt.Add(1)
+			return n, false
+		}
+		n++
+		var hd held
+		if !x.destination(t, h, &hd) {
+			x.unframe(addr)
+			w.c.Drops[dropTxBadHeader]++
+			t.TxDrops.Add(1)
+			continue
+		}
+		hd.addr, hd.plen, hd.t = addr, plen, t
+		x.send(&hd, true)
+	}
+	return n, t.Tx.MaxDequeue() > 0
+}
+
+// destination fills hd's addresses and ports for a datagram of t with
+// header h, and reports whether they are usable.
+func (x *txState) destination(t *udp.Target, h *fifo.DgramHeader, hd *held) bool {
+	if t.Kind == udp.KindConnected {
+		hd.key = nbKey{addr: sessions.AddrBytes(t.Remote.Addr()), fam: t.Family}
+		hd.src = t.Local.Addr()
+		hd.sport, hd.dport = t.Local.Port(), t.Remote.Port()
+		return true
+	}
+	if h.Family != t.Family || h.RemotePort == 0 {
+		return false
+	}
+	dst := sessions.AddrFrom(h.Remote, h.Family)
+	if !dst.IsValid() || dst.IsUnspecified() || dst.IsMulticast() || dst.IsLoopback() {
+		return false
+	}
+	hd.key = nbKey{addr: sessions.AddrBytes(dst), fam: h.Family}
+	hd.dport = h.RemotePort
+	hd.sport = t.Local.Port()
+	if hd.sport == 0 {
+		hd.sport = h.LocalPort
+		if hd.sport == 0 {
+			return false
+		}
+	}
+	var zero [16]byte
+	switch {
+	case h.Local != zero:
+		hd.src = sessions.AddrFrom(h.Local, h.Family)
+	case !t.Local.Addr().IsUnspecified():
+		hd.src = t.Local.Addr()
+	default:
+		hd.src = netip.Addr{} // the route's source
+	}
+	return true
+}
+
+// neighbour returns what the worker knows of k's next hop, asking the
+// resolver on a miss.
+func (x *txState) neighbour(k nbKey) nbResult {
+	if e, ok := x.nb[k]; ok && x.now.Before(e.until) {
+		return e.res
+	}
+	r := x.w.e.res.get(k, x.now)
+	ttl := localTTL
+	if !r.ok {
+		ttl = localNegTTL
+	}
+	if len(x.nb) > 65536 {
+		clear(x.nb)
+	}
+	x.nb[k] = nbLocal{res: r, until: x.now.Add(ttl)}
+	return r
+}
+
+// send builds hd's frame and queues it for transmit, or holds it while the
+// next hop resolves (fresh: not held before), or drops it.
+func (x *txState) send(hd *held, fresh bool) {
+	w := x.w
+	nb := x.neighbour(hd.key)
+	if !nb.ok {
+		switch {
+		case nb.failed && nb.noRoute:
+			x.drop(hd, dropNoRoute)
+		case fresh:
+			// drain leaves a slot for every datagram it takes.
+			hd.since = x.now
+			x.held = append(x.held, *hd)
+			w.c.Held++
+		default:
+			// Retried by retryHeld.
+		}
+		return
+	}
+	src := hd.src
+	if !src.IsValid() {
+		src = nb.src
+	}
+	if !src.IsValid() {
+		x.drop(hd, dropNoRoute)
+		return
+	}
+	tpl := x.template(tplKey{src: sessions.AddrBytes(src), dst: hd.key.addr, sport: hd.sport, dport: hd.dport, fam: hd.key.fam, mac: nb.mac}, src, hd.key.Addr())
+	if tpl == nil {
+		x.drop(hd, dropTxBadHeader)
+		return
+	}
+	hl := tpl.HeaderLen()
+	if hd.plen > tpl.MaxPayload() || hl-frame.EthHeaderLen+hd.plen > x.mtu {
+		x.drop(hd, dropTxTooLong)
+		return
+	}
+	buf := w.sock.Buffer(hd.addr)
+	start := payOff - hl
+	flen, err := tpl.BuildInPlace(buf[start:], hd.plen)
+	if err != nil {
+		x.drop(hd, dropTxTooLong)
+		return
+	}
+	x.descs = append(x.descs, xsk.Desc{Addr: hd.addr + uint64(start), Len: uint32(flen)})
+	hd.t.Sent.Add(1)
+	hd.t.TxBytes.Add(uint64(hd.plen))
+	if len(x.descs) == cap(x.descs) {
+		x.flush()
+	}
+}
+
+func (x *txState) drop(hd *held, why int) {
+	x.w.c.Drops[why]++
+	hd.t.TxDrops.Add(1)
+	x.unframe(hd.addr)
+}
+
+// template returns the header template for k, preparing it on a miss.
+func (x *txState) template(k tplKey, src, dst netip.Addr) *frame.Template {
+	if x.lastT != nil && x.lastK == k {
+		return x.lastT
+	}
+	t := x.tpls[k]
+	if t == nil {
+		t = new(frame.Template)
+		if err := t.Prepare(frame.Spec{DstMAC: k.mac[:], SrcMAC: x.srcMAC[:], Src: src, Dst: dst, SrcPort: k.sport, DstPort: k.dport}); err != nil {
+			return nil
+		}
+		if len(x.tpls) >= maxTemplates {
+			clear(x.tpls)
+		}
+		x.tpls[k] = t
+	}
+	x.lastK, x.lastT = k, t
+	return t
+}
+
+// flush puts the queued frames on the tx ring.
+func (x *txState) flush() {
+	w := x.w
+	for tries := 0; len(x.descs) > 0; tries++ {
+		n := w.sock.Transmit(x.descs)
+		w.c.Tx += uint64(n)
+		x.descs = append(x.descs[:0], x.descs[n:]...)
+		if len(x.descs) == 0 {
+			return
+		}
+		if tries == 100 {
+			// The ring stays full: give the frames back.
+			for _, d := range x.descs {
+				x.unframe(d.Addr)
+			}
+			w.c.Drops[dropTxNoFrame] += uint64(len(x.descs))
+			x.descs = x.descs[:0]
+			return
+		}
+		w.sock.Complete()
+	}
+}
+
+// retryHeld sends held datagrams whose next hop resolved and drops those
+// held too long.
+func (x *txState) retryHeld() {
+	if len(x.held) == 0 {
+		return
+	}
+	x.now = time.Now()
+	keep := x.held[:0]
+	for i := range x.held {
+		hd := x.held[i]
+		nb := x.neighbour(hd.key)
+		switch {
+		case nb.ok:
+			x.send(&hd, false)
+		case (nb.failed && nb.noRoute) || x.now.Sub(hd.since) > holdFor:
+			x.drop(&hd, dropNoNeighbour)
+		default:
+			keep = append(keep, hd)
+		}
+	}
+	for i := len(keep); i < len(x.held); i++ {
+		x.held[i] = held{}
+	}
+	x.held = keep
+	x.flush()
+}
+
+// dropHeld drops every held datagram (the worker is stopping).
+func (x *txState) dropHeld() {
+	for i := range x.held {
+		x.drop(&x.held[i], dropNoNeighbour)
+		x.held[i] = held{}
+	}
+	x.held = x.held[:0]
+}

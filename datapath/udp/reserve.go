@@ -1,0 +1,82 @@
+package udp
+
+import (
+	"errors"
+	"fmt"
+	"net/netip"
+
+	"golang.org/x/sys/unix"
+)
+
+// ErrReserve wraps failures to reserve a local port in the kernel.
+var ErrReserve = errors.New("udp: cannot reserve local port")
+
+// Reservation is a kernel UDP socket bound to a local address and port:
+// while it is open the kernel gives the port to nobody else. A socket
+// filter makes it drop everything the kernel delivers to it (datagrams
+// that arrive before the XDP program steers the session's 5-tuple).
+type Reservation struct {
+	fd   int
+	addr netip.AddrPort
+}
+
+// Reserve binds a kernel UDP socket to local (port 0: an ephemeral port
+// the kernel chooses). It must run on a thread inside the network
+// namespace the port belongs to.
+func Reserve(local netip.AddrPort) (*Reservation, error) {
+	a := local.Addr().Unmap()
+	fam := unix.AF_INET
+	if a.Is6() {
+		fam = unix.AF_INET6
+	}
+	fd, err := unix.Socket(fam, unix.SOCK_DGRAM|unix.SOCK_CLOEXEC|unix.SOCK_NONBLOCK, unix.IPPROTO_UDP)
+	if err != nil {
+		return nil, fmt.Errorf("reserve %v: socket: %w: %w", local, ErrReserve, err)
+	}
+	fail := func(op string, err error) (*Reservation, error) {
+		unix.Close(fd)
+		return nil, fmt.Errorf("reserve %v: %s: %w: %w", local, op, ErrReserve, err)
+	}
+	// One instruction: return 0, i.e. keep no byte of any datagram.
+	drop := unix.SockFprog{Len: 1, Filter: &[]unix.SockFilter{{Code: unix.BPF_RET | unix.BPF_K, K: 0}}[0]}
+	if err := unix.SetsockoptSockFprog(fd, unix.SOL_SOCKET, unix.SO_ATTACH_FILTER, &drop); err != nil {
+		return fail("attach filter", err)
+	}
+	var sa unix.Sockaddr
+	if fam == unix.AF_INET6 {
+		if err := unix.SetsockoptInt(fd, unix.IPPROTO_IPV6, unix.IPV6_V6ONLY, 1); err != nil {
+			return fail("v6only", err)
+		}
+		sa = &unix.SockaddrInet6{Addr: a.As16(), Port: int(local.Port())}
+	} else {
+		sa = &unix.SockaddrInet4{Addr: a.As4(), Port: int(local.Port())}
+	}
+	if err := unix.Bind(fd, sa); err != nil {
+		return fail("bind", err)
+	}
+	got, err := unix.Getsockname(fd)
+	if err != nil {
+		return fail("getsockname", err)
+	}
+	var port int
+	switch s := got.(type) {
+	case *unix.SockaddrInet4:
+		port = s.Port
+	case *unix.SockaddrInet6:
+		port = s.Port
+	}
+	return &Reservation{fd: fd, addr: netip.AddrPortFrom(a, uint16(port))}, nil
+}
+
+// Addr returns the reserved address and port.
+func (r *Reservation) Addr() netip.AddrPort { return r.addr }
+
+// Close releases the port. It is safe to call more than once.
+func (r *Reservation) Close() error {
+	if r == nil || r.fd < 0 {
+		return nil
+	}
+	err := unix.Close(r.fd)
+	r.fd = -1
+	return err
+}

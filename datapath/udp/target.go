@@ -1,0 +1,200 @@
+package udp
+
+import (
+	"errors"
+	"net/netip"
+	"sync"
+	"sync/atomic"
+
+	"github.com/xsessiond/xsessiond/datapath/frame"
+	"github.com/xsessiond/xsessiond/fifo"
+	"github.com/xsessiond/xsessiond/sessions"
+)
+
+// Kind says what a Target is.
+type Kind uint8
+
+// Target kinds.
+const (
+	KindListener  Kind = iota + 1 // a global listener in datagram mode
+	KindConnected                 // a connected session (Dial)
+)
+
+func (k Kind) String() string {
+	switch k {
+	case KindListener:
+		return "listener"
+	case KindConnected:
+		return "connected"
+	}
+	return "kind(?)"
+}
+
+// ErrNoFifos is returned by NewTarget for a pair that is not made of
+// *fifo.Fifo (a memory other than sessions.FifoMemory).
+var ErrNoFifos = errors.New("udp: fifo pair is not backed by package fifo")
+
+// Target is the datapath's state of one UDP fifo pair: where received
+// datagrams go (Rx), where datagrams to send come from (Tx), whom to
+// signal, and counters. See the package doc for who may call what.
+type Target struct {
+	Kind   Kind
+	Handle sessions.Handle
+	App    sessions.AppID
+	Worker uint32 // the worker that drains Tx
+
+	// Local is the bound (listener) or chosen (connected) local endpoint;
+	// its address is unspecified for a wildcard listener, its port 0 for
+	// a proxy's every-port listener. Remote is the connected peer.
+	Local, Remote netip.AddrPort
+	Family        uint8
+
+	Rx, Tx *fifo.Fifo
+	Events *fifo.EventQueue // the app's event queue; nil: no signalling
+
+	mu   sync.Mutex // serializes Rx producers; guards dead
+	dead bool
+
+	closed atomic.Bool // mirror of dead for lock-free readers (the Tx owner)
+
+	// Tx-side state, owner worker only.
+	More bool // Tx had more than one drain's budget queued
+
+	Delivered   atomic.Uint64 // datagrams queued in Rx
+	RxBytes     atomic.Uint64 // payload bytes queued in Rx
+	DropFull    atomic.Uint64 // Rx had no room
+	DropTooBig  atomic.Uint64 // the datagram can never fit Rx
+	DropCorrupt atomic.Uint64 // Rx's indices are corrupt (the app wrote them)
+	Sent        atomic.Uint64 // datagrams from Tx put on the wire
+	TxBytes     atomic.Uint64
+	TxDrops     atomic.Uint64 // datagrams from Tx dropped (no neighbour, no route, bad header, too long)
+	TxCorrupt   atomic.Uint64 // Tx reads that found corrupt indices or headers
+	Signals     atomic.Uint64 // EventRx records pushed
+}
+
+// NewTarget makes the Target of a fifo pair made by sessions.FifoMemory.
+// mem is the app's memory (for its event queue); nil leaves the app
+// unsignalled.
+func NewTarget(kind Kind, h sessions.Handle, app sessions.AppID, worker uint32, pair sessions.FifoPair, mem sessions.AppMemory) (*Target, error) {
+	rx, tx, ok := pair.Fifos()
+	if !ok {
+		return nil, ErrNoFifos
+	}
+	t := &Target{Kind: kind, Handle: h, App: app, Worker: worker, Rx: rx, Tx: tx}
+	if mem != nil {
+		if m, ok := sessions.FifoManager(mem); ok {
+			t.Events = m.EventQueue()
+		}
+	}
+	return t, nil
+}
+
+// Lock takes the Rx producer lock and reports whether the Target is alive;
+// the caller unlocks either way.
+func (t *Target) Lock() bool {
+	t.mu.Lock()
+	return !t.dead
+}
+
+// Unlock releases the Rx producer lock.
+func (t *Target) Unlock() { t.mu.Unlock() }
+
+// Kill marks the Target dead: once it returns, no worker queues into Rx or
+// reads Tx again. Safe to call more than once.
+func (t *Target) Kill() {
+	t.mu.Lock()
+	t.dead = true
+	t.closed.Store(true)
+	t.mu.Unlock()
+}
+
+// Dead reports whether Kill was called.
+func (t *Target) Dead() bool { return t.closed.Load() }
+
+// Outcome of Deliver.
+type Outcome uint8
+
+// Outcomes.
+const (
+	Delivered Outcome = iota
+	FifoFull
+	TooBig
+	Corrupt
+)
+
+// Deliver queues the UDP payload of the decoded packet p (of frame f) in
+// Rx, with a header naming p's source as the remote and its destination as
+// the local end. The caller holds the lock (Lock returned true). It does
+// not allocate and does not count: the caller adds up runs.
+func (t *Target) Deliver(h *fifo.DgramHeader, p *frame.Packet, f []byte) Outcome {
+	HeaderOf(h, p)
+	err := t.Rx.EnqueueDgram(h, f[p.PayloadOff:p.PayloadOff+p.PayloadLen])
+	switch err {
+	case nil:
+		return Delivered
+	case fifo.ErrNoSpace:
+		return FifoFull
+	case fifo.ErrTooLarge:
+		return TooBig
+	}
+	return Corrupt
+}
+
+// HeaderOf fills h for a received packet: Remote is the sender, Local the
+// destination.
+func HeaderOf(h *fifo.DgramHeader, p *frame.Packet) {
+	h.Family = p.Family
+	h.Remote = p.Src
+	h.Local = p.Dst
+	h.RemotePort = p.SrcPort
+	h.LocalPort = p.DstPort
+}
+
+// Signal marks Rx as having data and, when the app was not signalled yet,
+// queues an EventRx record for the Target's handle in the app's event
+// queue (without writing its eventfd). It reports whether it queued one;
+// the caller then calls Events.Signal once per batch.
+func (t *Target) Signal() bool {
+	if t.Events == nil || !t.Rx.SetEvent() {
+		return false
+	}
+	if err := t.Events.Push(fifo.Event{Type: fifo.EventRx, Handle: uint64(t.Handle)}); err != nil {
+		// A full event queue: the flag stays set, so the app finds the
+		// data the next time it drains its fifos.
+		return false
+	}
+	t.Signals.Add(1)
+	return true
+}
+
+// Stats is a JSON-friendly copy of a Target's counters.
+type Stats struct {
+	Handle      sessions.Handle `json:"handle"`
+	App         sessions.AppID  `json:"app"`
+	Kind        string          `json:"kind"`
+	Worker      uint32          `json:"worker"`
+	Local       string          `json:"local"`
+	Remote      string          `json:"remote,omitempty"`
+	Delivered   uint64          `json:"delivered"`
+	RxBytes     uint64          `json:"rx_bytes"`
+	DropFull    uint64          `json:"drop_fifo_full"`
+	DropTooBig  uint64          `json:"drop_too_big"`
+	DropCorrupt uint64          `json:"drop_fifo_corrupt"`
+	Sent        uint64          `json:"sent"`
+	TxBytes     uint64          `json:"tx_bytes"`
+	TxDrops     uint64          `json:"tx_drops"`
+	TxCorrupt   uint64          `json:"tx_corrupt"`
+	Signals     uint64          `json:"signals"`
+}
+
+// Stats returns the Target's counters.
+func (t *Target) Stats() Stats {
+	s := Stats{Handle: t.Handle, App: t.App, Kind: t.Kind.String(), Worker: t.Worker, Local: t.Local.String(),
+		Delivered: t.Delivered.Load(), RxBytes: t.RxBytes.Load(), DropFull: t.DropFull.Load(),
+		DropTooBig: t.DropTooBig.Load(), DropCorrupt: t.DropCorrupt.Load(), Sent: t.Sent.Load(),
+		TxBytes: t.TxBytes.Load(), TxDrops: t.TxDrops.Load(), TxCorrupt: t.TxCorrupt.Load(), Signals: t.Signals.Load()}
+	if t.Remote.IsValid() {
+		s.Remote = t.Remote.String()
+	}
+	return s
+}
