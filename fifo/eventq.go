@@ -1,0 +1,328 @@
+package fifo
+
+import (
+	"context"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"os"
+	"strconv"
+	"sync"
+	"time"
+
+	"golang.org/x/sys/unix"
+)
+
+// EventQueue is an app's event queue: a fifo of EventSize-byte records in a
+// segment, plus an eventfd the consumer can sleep on (directly, or in its
+// own epoll set).
+//
+// Signalling is batched: Push queues events without signalling, and Signal
+// writes the eventfd only when the queue's event flag was clear (the
+// consumer is not already signalled). The consumer clears the flag when it
+// is about to sleep (Arm, Wait) and checks the queue again afterwards, so
+// no event is left unseen.
+//
+// Producer calls (Push, PushBatch, Signal, Send) are serialized by a lock,
+// so several goroutines of one process may produce; so are consumer calls
+// (PopBatch, Arm, Wait). Close releases the eventfd (and, for a queue made
+// by NewEventQueue, its fifo); the segment must still be open then.
+type EventQueue struct {
+	f     *Fifo
+	seg   *Segment
+	efd   int
+	wait  *os.File // a duplicate of efd, read through the runtime poller
+	owned bool     // made by NewEventQueue: Close frees the fifo
+
+	pmu sync.Mutex // serializes producer calls
+	cmu sync.Mutex // serializes consumer calls
+
+	closeMu sync.Mutex // guards closed
+	closed  bool
+}
+
+// NewEventQueue allocates an event queue with room for capacity events
+// (rounded up to a power of two) in seg and creates its eventfd
+// (non-blocking, close-on-exec), which the caller passes to the app with
+// the queue's offset (Offset). The first event queue of a segment is
+// recorded in its header (Segment.EventQueueOffset).
+func NewEventQueue(seg *Segment, capacity int) (*EventQueue, error) {
+	if capacity <= 0 || capacity > MaxFifoSize/EventSize {
+		return nil, fmt.Errorf("new event queue: capacity %d: %w", capacity, ErrInvalidSize)
+	}
+	size := uint32(MinFifoSize)
+	for size < uint32(capacity*EventSize) {
+		size <<= 1
+	}
+	f, err := seg.AllocFifo(size)
+	if err != nil {
+		return nil, fmt.Errorf("new event queue: %w", err)
+	}
+	efd, err := unix.Eventfd(0, unix.EFD_CLOEXEC|unix.EFD_NONBLOCK)
+	if err != nil {
+		seg.FreeFifo(f)
+		return nil, fmt.Errorf("new event queue: eventfd: %w", err)
+	}
+	q, err := newEventQueue(seg, f, efd)
+	if err != nil {
+		unix.Close(efd)
+		seg.FreeFifo(f)
+		return nil, fmt.Errorf("new event queue: %w", err)
+	}
+	q.owned = true
+	if seg.EventQueueOffset() == 0 {
+		seg.setEventQueue(f.off)
+	}
+	return q, nil
+}
+
+// OpenEventQueue attaches to the event queue at offset in seg, with its
+// eventfd. The fifo is validated as by FifoAt, its indices must be whole
+// records apart from its start, and eventfd must be an eventfd. On success
+// the queue owns eventfd (Close closes it); on error the caller still does.
+func OpenEventQueue(seg *Segment, offset uint32, eventfd int) (*EventQueue, error) {
+	if offset == 0 {
+		return nil, fmt.Errorf("open event queue: no offset: %w", ErrBadFifo)
+	}
+	f, err := seg.FifoAt(offset)
+	if err != nil {
+		return nil, fmt.Errorf("open event queue: %w", err)
+	}
+	if f.c.head%EventSize != 0 || f.p.tail%EventSize != 0 {
+		return nil, fmt.Errorf("open event queue: indices %d/%d not on records: %w", f.c.head, f.p.tail, ErrBadFifo)
+	}
+	if link, err := os.Readlink("/proc/self/fd/" + strconv.Itoa(eventfd)); err != nil || link != "anon_inode:[eventfd]" {
+		return nil, fmt.Errorf("open event queue: fd %d is not an eventfd (%q, %v): %w", eventfd, link, err, ErrBadFifo)
+	}
+	if err := unix.SetNonblock(eventfd, true); err != nil {
+		return nil, fmt.Errorf("open event queue: %w", err)
+	}
+	q, err := newEventQueue(seg, f, eventfd)
+	if err != nil {
+		return nil, fmt.Errorf("open event queue: %w", err)
+	}
+	return q, nil
+}
+
+func newEventQueue(seg *Segment, f *Fifo, efd int) (*EventQueue, error) {
+	dup, err := unix.FcntlInt(uintptr(efd), unix.F_DUPFD_CLOEXEC, 0)
+	if err != nil {
+		return nil, fmt.Errorf("dup eventfd: %w", err)
+	}
+	return &EventQueue{f: f, seg: seg, efd: efd, wait: os.NewFile(uintptr(dup), "eventfd")}, nil
+}
+
+// EventFD returns the queue's eventfd. It stays owned by the queue.
+func (q *EventQueue) EventFD() int { return q.efd }
+
+// Offset returns the offset of the queue's fifo in its segment.
+func (q *EventQueue) Offset() uint32 { return q.f.off }
+
+// Capacity returns how many events the queue holds.
+func (q *EventQueue) Capacity() int { return int(q.f.size / EventSize) }
+
+// Fifo returns the queue's underlying fifo.
+func (q *EventQueue) Fifo() *Fifo { return q.f }
+
+// Push queues all of evs, or none: ErrNoSpace when they do not all fit now,
+// ErrTooLarge when they never can. It does not signal; call Signal once
+// after a batch of pushes.
+func (q *EventQueue) Push(evs ...Event) error {
+	q.pmu.Lock()
+	defer q.pmu.Unlock()
+	if len(evs) == 0 {
+		return nil
+	}
+	if len(evs) > int(q.f.size/EventSize) {
+		return ErrTooLarge
+	}
+	need := uint32(len(evs)) * EventSize
+	free, ok := q.f.prodFree(need)
+	if !ok {
+		return ErrCorrupt
+	}
+	if free < need {
+		return ErrNoSpace
+	}
+	q.putLocked(evs)
+	return nil
+}
+
+// PushBatch queues as many of evs as fit and returns how many. The error is
+// ErrNoSpace when not all fitted.
+func (q *EventQueue) PushBatch(evs []Event) (int, error) {
+	q.pmu.Lock()
+	defer q.pmu.Unlock()
+	if len(evs) == 0 {
+		return 0, nil
+	}
+	want := q.f.clampLen(len(evs) * EventSize)
+	free, ok := q.f.prodFree(want)
+	if !ok {
+		return 0, ErrCorrupt
+	}
+	n := min(len(evs), int(free/EventSize))
+	q.putLocked(evs[:n])
+	if n < len(evs) {
+		return n, ErrNoSpace
+	}
+	return n, nil
+}
+
+// putLocked writes evs (known to fit) and publishes them. Records never
+// wrap: the size is a multiple of EventSize and so is the tail.
+func (q *EventQueue) putLocked(evs []Event) {
+	f := q.f
+	t := f.p.tail
+	for i := range evs {
+		off := t & f.mask
+		evs[i].encode(f.data[off : off+EventSize])
+		t += EventSize
+	}
+	f.publishTail(t)
+}
+
+// Signal wakes the consumer if it needs it: it writes the eventfd only when
+// the queue's event flag was clear.
+func (q *EventQueue) Signal() error {
+	q.pmu.Lock()
+	defer q.pmu.Unlock()
+	if !q.f.SetEvent() {
+		return nil
+	}
+	return signalFD(q.efd)
+}
+
+// Send is Push followed by Signal.
+func (q *EventQueue) Send(evs ...Event) error {
+	if err := q.Push(evs...); err != nil {
+		return err
+	}
+	return q.Signal()
+}
+
+// signalFD adds one to an eventfd's counter.
+func signalFD(fd int) error {
+	var one [8]byte
+	binary.NativeEndian.PutUint64(one[:], 1)
+	if _, err := unix.Write(fd, one[:]); err != nil && err != unix.EAGAIN {
+		return fmt.Errorf("signal eventfd: %w", err)
+	}
+	return nil
+}
+
+// PopBatch removes up to len(evs) events into evs and returns how many. It
+// returns ErrEmpty when none is queued.
+func (q *EventQueue) PopBatch(evs []Event) (int, error) {
+	q.cmu.Lock()
+	defer q.cmu.Unlock()
+	if len(evs) == 0 {
+		return 0, nil
+	}
+	f := q.f
+	used, ok := f.consUsed(f.clampLen(len(evs) * EventSize))
+	if !ok {
+		return 0, ErrCorrupt
+	}
+	n := min(len(evs), int(used/EventSize))
+	if n == 0 {
+		return 0, ErrEmpty
+	}
+	h := f.c.head
+	for i := range n {
+		off := h & f.mask
+		evs[i].decode(f.data[off : off+EventSize])
+		h += EventSize
+	}
+	f.publishHead(h)
+	return n, nil
+}
+
+// Arm prepares the consumer to sleep: it clears the event flag and reports
+// whether events are queued (then do not sleep). A consumer that waits in
+// its own epoll set calls Arm before epoll_wait and Ack after the eventfd
+// became readable.
+func (q *EventQueue) Arm() bool {
+	q.cmu.Lock()
+	defer q.cmu.Unlock()
+	q.f.ClearEvent()
+	return q.f.MaxDequeue() >= EventSize
+}
+
+// Ack resets the eventfd's counter without blocking.
+func (q *EventQueue) Ack() {
+	var b [8]byte
+	_, _ = unix.Read(q.efd, b[:])
+}
+
+// Wait returns once events are queued (at once if some already are), or
+// with ctx's error when ctx ends first, or ErrClosed when the queue is
+// closed. It blocks a goroutine, not a thread (the eventfd is read through
+// the runtime poller).
+func (q *EventQueue) Wait(ctx context.Context) error {
+	for {
+		if q.Arm() {
+			return nil
+		}
+		if err := ctx.Err(); err != nil {
+			return err
+		}
+		dl, _ := ctx.Deadline()
+		if err := q.wait.SetReadDeadline(dl); err != nil {
+			return q.waitErr(err)
+		}
+		var stop func() bool
+		if ctx.Done() != nil {
+			stop = context.AfterFunc(ctx, func() { q.wait.SetReadDeadline(time.Now()) })
+		}
+		var b [8]byte
+		_, err := q.wait.Read(b[:])
+		if stop != nil {
+			stop()
+		}
+		if err != nil {
+			if errors.Is(err, os.ErrDeadlineExceeded) {
+				if cerr := ctx.Err(); cerr != nil {
+					return cerr
+				}
+				continue // a stale cancellation of an earlier call
+			}
+			return q.waitErr(err)
+		}
+	}
+}
+
+func (q *EventQueue) waitErr(err error) error {
+	if errors.Is(err, os.ErrClosed) {
+		return ErrClosed
+	}
+	return fmt.Errorf("wait for events: %w", err)
+}
+
+// Close closes the eventfd and, for a queue made by NewEventQueue, frees
+// its fifo.
+func (q *EventQueue) Close() error {
+	q.closeMu.Lock()
+	defer q.closeMu.Unlock()
+	if q.closed {
+		return nil
+	}
+	q.closed = true
+	var errs []error
+	if err := q.wait.Close(); err != nil {
+		errs = append(errs, fmt.Errorf("close event queue: %w", err))
+	}
+	if err := unix.Close(q.efd); err != nil {
+		errs = append(errs, fmt.Errorf("close event queue: eventfd: %w", err))
+	}
+	if q.owned {
+		q.pmu.Lock()
+		q.cmu.Lock()
+		if err := q.seg.FreeFifo(q.f); err != nil && !errors.Is(err, ErrClosed) {
+			errs = append(errs, fmt.Errorf("close event queue: %w", err))
+		}
+		q.cmu.Unlock()
+		q.pmu.Unlock()
+	}
+	return errors.Join(errs...)
+}

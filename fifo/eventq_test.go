@@ -1,0 +1,209 @@
+package fifo_test
+
+import (
+	"context"
+	"encoding/binary"
+	"errors"
+	"testing"
+	"time"
+
+	"golang.org/x/sys/unix"
+
+	"github.com/xsessiond/xsessiond/fifo"
+	"github.com/xsessiond/xsessiond/fifo/fifotest"
+)
+
+// readCounter reads (and resets) an eventfd's counter without blocking; 0
+// when it was zero.
+func readCounter(t *testing.T, fd int) uint64 {
+	t.Helper()
+	var b [8]byte
+	n, err := unix.Read(fd, b[:])
+	if err == unix.EAGAIN {
+		return 0
+	}
+	if err != nil || n != 8 {
+		t.Fatalf("read eventfd: %d, %v", n, err)
+	}
+	return binary.NativeEndian.Uint64(b[:])
+}
+
+func openPeerQueue(t *testing.T, q *fifo.EventQueue, seg *fifo.Segment) *fifo.EventQueue {
+	t.Helper()
+	m := mapPeer(t, seg)
+	efd := dup(t, q.EventFD())
+	pq, err := fifo.OpenEventQueue(m, m.EventQueueOffset(), efd)
+	if err != nil {
+		unix.Close(efd)
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { pq.Close() })
+	return pq
+}
+
+func TestEventQueueBatchedSignal(t *testing.T) {
+	seg := fifotest.MemfdSegment(t, 1<<16)
+	q, err := fifo.NewEventQueue(seg, 100)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer q.Close()
+	if q.Capacity() != 128 || seg.EventQueueOffset() != q.Offset() {
+		t.Fatalf("capacity %d, offset %d/%d", q.Capacity(), q.Offset(), seg.EventQueueOffset())
+	}
+	app := openPeerQueue(t, q, seg)
+
+	ev := fifo.Event{Type: fifo.EventRx, Handle: 7, Arg32: 3, Args: [6]uint64{1, 2, 3, 4, 5, 6}}
+	for i := range 3 {
+		ev.Handle = uint64(i)
+		if err := q.Push(ev); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := q.Signal(); err != nil {
+		t.Fatal(err)
+	}
+	q.Push(ev)
+	q.Signal()
+	q.Signal()
+	// One eventfd write for the whole batch: the consumer was signalled.
+	if c := readCounter(t, q.EventFD()); c != 1 {
+		t.Fatalf("eventfd counter %d after a batch, want 1", c)
+	}
+	evs := make([]fifo.Event, 10)
+	n, err := app.PopBatch(evs)
+	if err != nil || n != 4 {
+		t.Fatalf("PopBatch = %d, %v", n, err)
+	}
+	for i := range 3 {
+		want := ev
+		want.Handle = uint64(i)
+		if evs[i] != want {
+			t.Fatalf("event %d = %+v, want %+v", i, evs[i], want)
+		}
+	}
+	if _, err := app.PopBatch(evs); !errors.Is(err, fifo.ErrEmpty) {
+		t.Fatalf("PopBatch on empty: %v", err)
+	}
+	// Still signalled (not re-armed): no write.
+	q.Send(ev)
+	if c := readCounter(t, q.EventFD()); c != 0 {
+		t.Fatalf("signalled twice without re-arming: %d", c)
+	}
+	// Arm sees the queued event and says not to sleep.
+	if !app.Arm() {
+		t.Fatal("Arm with an event queued")
+	}
+	app.PopBatch(evs)
+	if app.Arm() {
+		t.Fatal("Arm on an empty queue")
+	}
+	q.Send(ev)
+	if c := readCounter(t, q.EventFD()); c != 1 {
+		t.Fatalf("no signal after re-arming: %d", c)
+	}
+	app.PopBatch(evs)
+
+	// Capacity: all-or-nothing Push, partial PushBatch.
+	many := make([]fifo.Event, 129)
+	if err := q.Push(many...); !errors.Is(err, fifo.ErrTooLarge) {
+		t.Fatalf("Push over capacity: %v", err)
+	}
+	if n, err := q.PushBatch(many[:100]); n != 100 || err != nil {
+		t.Fatal(n, err)
+	}
+	if err := q.Push(many[:29]...); !errors.Is(err, fifo.ErrNoSpace) {
+		t.Fatalf("Push that does not fit: %v", err)
+	}
+	if n, err := q.PushBatch(many); n != 28 || !errors.Is(err, fifo.ErrNoSpace) {
+		t.Fatalf("PushBatch = %d, %v; want 28, ErrNoSpace", n, err)
+	}
+}
+
+func TestEventQueueWait(t *testing.T) {
+	seg := fifotest.MemfdSegment(t, 1<<16)
+	q, err := fifo.NewEventQueue(seg, 16)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer q.Close()
+	app := openPeerQueue(t, q, seg)
+
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Millisecond)
+	defer cancel()
+	if err := app.Wait(ctx); !errors.Is(err, context.DeadlineExceeded) {
+		t.Fatalf("Wait on an empty queue: %v", err)
+	}
+	done := make(chan error, 1)
+	go func() { done <- app.Wait(context.Background()) }()
+	q.Send(fifo.Event{Type: fifo.EventConnected, Handle: 1})
+	if err := <-done; err != nil {
+		t.Fatal(err)
+	}
+	evs := make([]fifo.Event, 4)
+	if n, _ := app.PopBatch(evs); n != 1 || evs[0].Type != fifo.EventConnected {
+		t.Fatalf("popped %d: %+v", n, evs[0])
+	}
+	// A cancelled context ends Wait.
+	ctx2, cancel2 := context.WithCancel(context.Background())
+	go func() { done <- app.Wait(ctx2) }()
+	cancel2()
+	if err := <-done; !errors.Is(err, context.Canceled) {
+		t.Fatalf("cancelled Wait: %v", err)
+	}
+	// The next Wait is not disturbed by the earlier cancellation.
+	go func() { done <- app.Wait(context.Background()) }()
+	q.Send(fifo.Event{Type: fifo.EventRx})
+	if err := <-done; err != nil {
+		t.Fatal(err)
+	}
+	// Close ends a waiter.
+	app.PopBatch(evs)
+	go func() { done <- app.Wait(context.Background()) }()
+	time.Sleep(10 * time.Millisecond)
+	app.Close()
+	if err := <-done; !errors.Is(err, fifo.ErrClosed) {
+		t.Fatalf("Wait across Close: %v", err)
+	}
+}
+
+func TestEventQueueUntrusted(t *testing.T) {
+	seg := fifotest.MemfdSegment(t, 1<<16)
+	q, err := fifo.NewEventQueue(seg, 16)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer q.Close()
+	m := mapPeer(t, seg)
+	// Not an eventfd.
+	var p [2]int
+	unix.Pipe2(p[:], unix.O_CLOEXEC)
+	defer unix.Close(p[0])
+	defer unix.Close(p[1])
+	if _, err := fifo.OpenEventQueue(m, q.Offset(), p[0]); !errors.Is(err, fifo.ErrBadFifo) {
+		t.Fatalf("pipe as eventfd: %v", err)
+	}
+	efd := dup(t, q.EventFD())
+	defer unix.Close(efd)
+	if _, err := fifo.OpenEventQueue(m, 0, efd); !errors.Is(err, fifo.ErrBadFifo) {
+		t.Fatalf("offset 0: %v", err)
+	}
+	if _, err := fifo.OpenEventQueue(m, q.Offset()+64, efd); !errors.Is(err, fifo.ErrBadFifo) {
+		t.Fatalf("bad offset: %v", err)
+	}
+	// Indices not on record boundaries.
+	q.Push(fifo.Event{})
+	fifotest.SetTail(q.Fifo(), 65)
+	if _, err := fifo.OpenEventQueue(m, q.Offset(), efd); !errors.Is(err, fifo.ErrBadFifo) {
+		t.Fatalf("misaligned tail: %v", err)
+	}
+	// The app scribbling the head: the daemon's Push reports corruption.
+	fifotest.SetTail(q.Fifo(), 64)
+	fifotest.SetHead(q.Fifo(), 4096)
+	if err := q.Push(make([]fifo.Event, 16)...); !errors.Is(err, fifo.ErrCorrupt) {
+		t.Fatalf("Push with a bad head: %v", err)
+	}
+	if _, err := q.PushBatch(make([]fifo.Event, 16)); !errors.Is(err, fifo.ErrCorrupt) {
+		t.Fatalf("PushBatch with a bad head: %v", err)
+	}
+}

@@ -1,0 +1,103 @@
+// Package fifotest has helpers for tests of code built on package fifo:
+// heap-backed segments that need no memfd, two independent views of one
+// fifo (as the daemon and an app each have), raw access to a fifo's shared
+// header to play a misbehaving peer, and a file descriptor count for leak
+// checks. Everything made here is released in tb.Cleanup.
+package fifotest
+
+import (
+	"encoding/binary"
+	"os"
+	"testing"
+
+	"github.com/xsessiond/xsessiond/fifo"
+)
+
+// Segment returns an owned heap-backed segment of size bytes (FD is -1).
+func Segment(tb testing.TB, size int) *fifo.Segment {
+	tb.Helper()
+	s, err := fifo.NewHeapSegment(tb.Name(), size)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	tb.Cleanup(func() { s.Close() })
+	return s
+}
+
+// MemfdSegment returns an owned memfd segment of size bytes.
+func MemfdSegment(tb testing.TB, size int) *fifo.Segment {
+	tb.Helper()
+	s, err := fifo.CreateSegment(fifo.SegmentOptions{Name: tb.Name(), Size: size})
+	if err != nil {
+		tb.Fatal(err)
+	}
+	tb.Cleanup(func() { s.Close() })
+	return s
+}
+
+// Pair allocates a fifo of size bytes in a new heap segment and returns two
+// views of it: owner, as AllocFifo returned it, and peer, attached with
+// FifoAt as another process would. Each keeps its own private indices, so
+// using owner as the producer and peer as the consumer (or the reverse)
+// exercises the same path as two processes.
+func Pair(tb testing.TB, size uint32) (owner, peer *fifo.Fifo) {
+	tb.Helper()
+	s := Segment(tb, fifo.SegmentHeaderSize+fifo.FifoHeaderSize+int(size))
+	owner, err := s.AllocFifo(size)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	return owner, View(tb, owner)
+}
+
+// View returns another view of f, attached with FifoAt.
+func View(tb testing.TB, f *fifo.Fifo) *fifo.Fifo {
+	tb.Helper()
+	v, err := f.Segment().FifoAt(f.Offset())
+	if err != nil {
+		tb.Fatal(err)
+	}
+	return v
+}
+
+// Header returns f's shared header bytes (fifo.FifoHeaderSize of them).
+// Writing them plays a peer that ignores the protocol.
+func Header(f *fifo.Fifo) []byte {
+	off := int(f.Offset())
+	return f.Segment().Bytes()[off : off+fifo.FifoHeaderSize]
+}
+
+// Data returns f's shared data bytes.
+func Data(f *fifo.Fifo) []byte {
+	off := int(f.Offset()) + fifo.FifoHeaderSize
+	return f.Segment().Bytes()[off : off+int(f.Size())]
+}
+
+// SetTail overwrites the shared producer index, as a misbehaving producer
+// could. It is not an atomic store; use it only while no other goroutine
+// uses the fifo.
+func SetTail(f *fifo.Fifo, v uint32) {
+	binary.NativeEndian.PutUint32(Header(f)[fifo.FifoOffTail:], v)
+}
+
+// SetHead overwrites the shared consumer index, as a misbehaving consumer
+// could (same caveat as SetTail).
+func SetHead(f *fifo.Fifo, v uint32) {
+	binary.NativeEndian.PutUint32(Header(f)[fifo.FifoOffHead:], v)
+}
+
+// Tail and Head read the shared indices.
+func Tail(f *fifo.Fifo) uint32 { return binary.NativeEndian.Uint32(Header(f)[fifo.FifoOffTail:]) }
+
+// Head reads the shared consumer index.
+func Head(f *fifo.Fifo) uint32 { return binary.NativeEndian.Uint32(Header(f)[fifo.FifoOffHead:]) }
+
+// OpenFDs returns the number of open file descriptors of the process.
+func OpenFDs(tb testing.TB) int {
+	tb.Helper()
+	ents, err := os.ReadDir("/proc/self/fd")
+	if err != nil {
+		tb.Fatal(err)
+	}
+	return len(ents)
+}

@@ -1,0 +1,67 @@
+package fifo
+
+// SetEvent marks the fifo as having an event for its consumer and reports
+// whether the caller should signal the consumer: true only when the flag
+// was clear, i.e. the consumer is not already signalled. Call it (producer
+// side) after queueing data.
+//
+// The flag is read first and swapped only when clear, so a producer that
+// queues into an already signalled fifo writes nothing to the flag's cache
+// line. Both operations are sequentially consistent, as is the consumer's
+// ClearEvent; with the tail store before SetEvent and the tail load after
+// ClearEvent, either the consumer sees the new data or the producer sees
+// the cleared flag and signals.
+func (f *Fifo) SetEvent() (shouldSignal bool) {
+	if f.hasEvent.Load() != 0 {
+		return false
+	}
+	return f.hasEvent.Swap(1) == 0
+}
+
+// ClearEvent clears the event flag (consumer side). A consumer that is
+// about to wait calls it, then checks MaxDequeue once more before sleeping.
+func (f *Fifo) ClearEvent() { f.hasEvent.Store(0) }
+
+// HasEvent reports whether the event flag is set.
+func (f *Fifo) HasEvent() bool { return f.hasEvent.Load() != 0 }
+
+// WantDeqNotify asks the consumer for dequeue notifications (producer
+// side) and re-arms the one-shot ones (DeqNotifyIfFull, DeqNotifyIfEmpty).
+// Zero cancels every request. A producer that waits for space calls it,
+// then checks MaxEnqueue once more before sleeping, as the consumer may
+// have dequeued before the request was visible.
+func (f *Fifo) WantDeqNotify(w DeqNotify) {
+	f.hasDeq.Store(0)
+	f.wantDeq.Store(uint32(w & deqNotifyAll))
+}
+
+// DeqNotify is called by the consumer after a dequeue that removed n bytes
+// (Dequeue, Drop, Release, DequeueDgram(s), DropDgram) and reports whether
+// the producer wants a notification now: always after a dequeue when it
+// asked for DeqNotifyAlways; once, until re-armed, when the dequeue took a
+// full fifo out of full (DeqNotifyIfFull) or left it empty
+// (DeqNotifyIfEmpty). The caller then notifies the producer (for an app's
+// tx fifo, an EventTx in its event queue). "Full" means all Size bytes
+// queued; a producer of datagrams waiting for room for one record should
+// ask for DeqNotifyAlways or DeqNotifyIfEmpty.
+func (f *Fifo) DeqNotify(n int) bool {
+	w := DeqNotify(f.wantDeq.Load())
+	if w == 0 || n <= 0 {
+		return false
+	}
+	if w&DeqNotifyAlways != 0 {
+		return true
+	}
+	used := f.tail.Load() - f.c.head
+	if used > f.size {
+		return false
+	}
+	fire := false
+	if w&DeqNotifyIfFull != 0 && used < f.size && uint64(used)+uint64(n) >= uint64(f.size) {
+		fire = true
+	}
+	if w&DeqNotifyIfEmpty != 0 && used == 0 {
+		fire = true
+	}
+	return fire && f.hasDeq.CompareAndSwap(0, 1)
+}

@@ -1,0 +1,5 @@
+//go:build !race
+
+package fifo_test
+
+const raceEnabled = false
