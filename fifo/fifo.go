@@ -45,14 +45,15 @@ type Fifo struct {
 
 	_ [CacheLine]byte
 	p endState // producer's private state: tail owned, head cached
-	_ [CacheLine - 8]byte
+	_ [CacheLine]byte
 	c endState // consumer's private state: head owned, tail cached
-	_ [CacheLine - 8]byte
+	_ [CacheLine]byte
 }
 
 // endState is one side's private copy of the two indices.
 type endState struct {
 	tail, head uint32
+	sink       byte // consumer: where copyOut's line loads go
 }
 
 // initFifoHeader writes a new fifo's header: both indices zero, no events.
@@ -160,11 +161,38 @@ func (f *Fifo) write(pos uint32, p []byte) {
 // read copies len(p) <= Size bytes at index pos out of the data, wrapping.
 func (f *Fifo) read(pos uint32, p []byte) {
 	off := pos & f.mask
-	n := copy(p, f.data[off:])
+	n := copyOut(p, f.data[off:], &f.c.sink)
 	if n < len(p) {
-		copy(p[n:], f.data)
+		copyOut(p[n:], f.data, &f.c.sink)
 	}
 }
+
+// copyOut is copy for data another core has just written: large copies go
+// in blocks, and the lines of each block are first loaded one per line,
+// which the CPU overlaps, so the copy itself reads local lines instead of
+// waiting for them one stream at a time.
+func copyOut(dst, src []byte, sinkp *byte) int {
+	n := min(len(dst), len(src))
+	if n < copyBlock {
+		return copy(dst, src)
+	}
+	sink := *sinkp
+	for done := 0; done < n; {
+		k := min(copyBlock, n-done)
+		blk := src[done : done+k]
+		for i := 0; i < len(blk); i += CacheLine {
+			sink |= blk[i]
+		}
+		copy(dst[done:done+k], blk)
+		done += k
+	}
+	*sinkp = sink // keeps the loads
+	return n
+}
+
+// copyBlock is copyOut's block: small enough to stay in L1 between the
+// loads and the copy.
+const copyBlock = 4096
 
 // slices returns the n <= Size bytes at index pos as at most two slices of
 // the data, each capped at its length.
