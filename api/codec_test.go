@@ -31,14 +31,16 @@ func samples() []Message {
 			RxFifoSize: 1 << 16, TxFifoSize: 1 << 17, SegmentSize: 1 << 24, AddSegmentSize: 1 << 22, MaxFifoMemory: 1 << 30},
 		&Attach{},
 		&AttachReply{AppIndex: 4, Segments: []Segment{{Index: 0, Size: 1 << 24}, {Index: 5, Size: 4096}},
-			EventQueue: QueueRef{Segment: 0, Offset: 128, Capacity: 2048}},
+			EventQueue: QueueRef{Segment: 0, Offset: 128, Capacity: 2048}, Workers: 2},
 		&Detach{},
 		&Bind{URI: "udp://0.0.0.0/9000"},
 		&Bind{Endpoint: ep6},
 		&BindReply{Handle: sessions.MakeHandle(1, 77), Local: ep4},
+		&BindReply{Handle: sessions.MakeHandle(sessions.ListenerWorker, 3), Local: ep4, Worker: 1,
+			Rx: FifoRef{0, 8192, 65536}, Tx: FifoRef{0, 73984, 65536}},
 		&Unbind{Handle: sessions.LocalListenerHandle(sessions.TransportUDP, sessions.Family4, 9000)},
-		&Connect{URI: "tcp://[fd77::1]:80", Endpoint: epZ},
-		&ConnectReply{SessionInfo{Handle: sessions.MakeHandle(2, 9), Rx: FifoRef{1, 4096, 65536}, Tx: FifoRef{1, 73728, 65536},
+		&Connect{URI: "tcp://[fd77::1]:80", Endpoint: epZ, Opaque: 12},
+		&ConnectReply{SessionInfo{Handle: sessions.MakeHandle(2, 9), Worker: 2, Rx: FifoRef{1, 4096, 65536}, Tx: FifoRef{1, 73728, 65536},
 			Local: ep4, Remote: ep6}},
 		&ConnectReply{SessionInfo{Handle: 5, Rx: FifoRef{9, 0, 1024}, Tx: FifoRef{9, 2048, 1024}, Local: ep4, Remote: ep4,
 			CutThrough: true, Segment: Segment{Index: 9, Size: 1 << 20}}},
@@ -47,6 +49,7 @@ func samples() []Message {
 		&SegmentRemoved{Segments: []uint32{6, 7, 8}},
 		&Accepted{Listener: sessions.MakeHandle(0, 1), SessionInfo: SessionInfo{Handle: 8, Rx: FifoRef{10, 0, 512}, Tx: FifoRef{10, 1024, 512},
 			Local: ep6, Remote: ep6, CutThrough: true, Segment: Segment{Index: 10, Size: 8192}}},
+		&Shutdown{Reason: "xsessiond is stopping"},
 		&Show{What: ShowSessions},
 		&ShowReply{JSON: []byte(`{"apps":[]}`)},
 		&NsAdd{ID: "blue", Secret: 42, Iface: "veth0", Netns: "xs-a"},
@@ -129,6 +132,8 @@ func TestEncodeLimits(t *testing.T) {
 		{"bad utf8", &NsDel{ID: "\xff"}, ErrMalformed},
 		{"proxy list too long", &Attach{ProxyTransports: make([]sessions.Transport, MaxProxyTransports+1)}, ErrFieldTooLong},
 		{"attach segments too many", &AttachReply{Segments: make([]Segment, MaxSegmentFDs+1)}, ErrFieldTooLong},
+		{"attach workers too many", &AttachReply{Workers: MaxKickFDs + 1}, ErrFieldTooLong},
+		{"shutdown reason too long", &Shutdown{Reason: long(MaxReasonLen + 1)}, ErrFieldTooLong},
 		{"segment added empty", &SegmentAdded{}, ErrMalformed},
 		{"segment added too many", &SegmentAdded{Segments: make([]Segment, MaxFDs+1)}, ErrFieldTooLong},
 		{"segment removed too many", &SegmentRemoved{Segments: make([]uint32, MaxSegmentIDs+1)}, ErrFieldTooLong},
@@ -182,6 +187,7 @@ func malformedCases(t testing.TB) []struct {
 	const proxyOff = HeaderSize + 2 + 2 + 8 + 1 + 1
 	bind := encode(t, 7, &Bind{Endpoint: ep4})
 	const famOff = HeaderSize + 2 + 1 // after the empty URI and the transport
+	attachReply := encode(t, 7, &AttachReply{})
 	return []struct {
 		name string
 		rec  []byte
@@ -214,6 +220,7 @@ func malformedCases(t testing.TB) []struct {
 		{"bad family", mut(bind, func(b []byte) { b[famOff] = 5 }), ErrMalformed},
 		{"v4 padding", mut(bind, func(b []byte) { b[famOff+1+15] = 1 }), ErrMalformed},
 		{"no-address padding", mut(bind, func(b []byte) { b[famOff] = 0 }), ErrMalformed},
+		{"attach workers too many", mut(attachReply, func(b []byte) { b[len(b)-1] = MaxKickFDs + 1 }), ErrFieldTooLong},
 		{"ifindex out of range", mut(bind, func(b []byte) { b[famOff+1+16+2+3] = 0x80 }), ErrMalformed},
 	}
 }

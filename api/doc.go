@@ -52,17 +52,18 @@
 //	3     Error           daemon → app    –              –
 //	4     OK              daemon → app    –              –
 //	16    Attach          app → daemon    AttachReply    –
-//	17    AttachReply     daemon → app    –              one per segment, then the eventfd
+//	17    AttachReply     daemon → app    –              one per segment, the eventfd, one kick eventfd per worker
 //	18    Detach          app → daemon    OK             –
 //	32    Bind            app → daemon    BindReply      –
 //	33    BindReply       daemon → app    –              –
 //	34    Unbind          app → daemon    OK             –
 //	35    Connect         app → daemon    ConnectReply   –
-//	36    ConnectReply    daemon → app    –              the segment, if cut-through
+//	36    ConnectReply    daemon → app    –              the segment and the peer's eventfd, if cut-through
 //	37    Disconnect      app → daemon    OK             –
 //	48    SegmentAdded    daemon → app    (notice)       one per segment
 //	49    SegmentRemoved  daemon → app    (notice)       –
-//	50    Accepted        daemon → app    (notice)       the segment, if cut-through
+//	50    Accepted        daemon → app    (notice)       the segment and the peer's eventfd, if cut-through
+//	51    Shutdown        daemon → app    (notice)       –
 //	64    Show            ctl → daemon    ShowReply      –
 //	65    ShowReply       daemon → ctl    –              – (may use FlagMore)
 //	66    NsAdd           ctl → daemon    OK             –

@@ -32,6 +32,7 @@ const (
 	TypeSegmentAdded   Type = 48
 	TypeSegmentRemoved Type = 49
 	TypeAccepted       Type = 50
+	TypeShutdown       Type = 51
 
 	TypeShow      Type = 64
 	TypeShowReply Type = 65
@@ -47,7 +48,8 @@ var typeNames = map[Type]string{
 	TypeBind: "Bind", TypeBindReply: "BindReply", TypeUnbind: "Unbind",
 	TypeConnect: "Connect", TypeConnectReply: "ConnectReply", TypeDisconnect: "Disconnect",
 	TypeSegmentAdded: "SegmentAdded", TypeSegmentRemoved: "SegmentRemoved", TypeAccepted: "Accepted",
-	TypeShow: "Show", TypeShowReply: "ShowReply", TypeNsAdd: "NsAdd", TypeNsDel: "NsDel",
+	TypeShutdown: "Shutdown",
+	TypeShow:     "Show", TypeShowReply: "ShowReply", TypeNsAdd: "NsAdd", TypeNsDel: "NsDel",
 	TypeRuleAdd: "RuleAdd", TypeRuleDel: "RuleDel",
 }
 
@@ -116,6 +118,8 @@ func newMessage(t Type) Message {
 		return new(SegmentRemoved)
 	case TypeAccepted:
 		return new(Accepted)
+	case TypeShutdown:
+		return new(Shutdown)
 	case TypeShow:
 		return new(Show)
 	case TypeShowReply:
@@ -200,12 +204,16 @@ type FifoRef struct {
 	Size    uint32 // data bytes
 }
 
-// AttachReply carries len(Segments)+1 descriptors: one per segment in list
-// order, then the event queue's eventfd.
+// AttachReply carries len(Segments)+1+Workers descriptors: one per segment
+// in list order, then the event queue's eventfd, then one kick eventfd per
+// datapath worker in worker order. An app that queued data in a tx fifo
+// owned by worker w, and whose SetEvent returned true, writes 1 to kick
+// eventfd w.
 type AttachReply struct {
 	AppIndex   uint32
 	Segments   []Segment // at most MaxSegmentFDs
 	EventQueue QueueRef
+	Workers    uint8 // kick eventfds carried, at most MaxKickFDs
 }
 
 // Detach detaches the app; the reply is OK.
@@ -219,10 +227,16 @@ type Bind struct {
 }
 
 // BindReply answers Bind with the listener's handle and its endpoint as
-// bound.
+// bound. A listener that receives datagrams from the wire (a global UDP
+// listener) has a fifo pair in the app's segments: the app reads datagrams
+// from Rx and writes the datagrams to send to Tx, whose consumer is worker
+// Worker. Rx.Size is zero when the listener has no pair (it only accepts
+// sessions).
 type BindReply struct {
 	Handle sessions.Handle
 	Local  sessions.Endpoint
+	Worker uint32
+	Rx, Tx FifoRef
 }
 
 // Unbind stops the listener Handle; the reply is OK.
@@ -231,17 +245,27 @@ type Unbind struct {
 }
 
 // Connect opens a session. URI, when not empty, names the destination;
-// otherwise Endpoint does.
+// otherwise Endpoint does. Opaque comes back in the Connected or
+// ConnectFailed event of a session that is not complete when the reply is
+// sent (Arg32 of the event).
 type Connect struct {
 	URI      string // at most MaxURILen bytes
 	Endpoint sessions.Endpoint
+	Opaque   uint32
 }
 
-// SessionInfo describes a new session: its handle, its fifos, its ends,
-// and, for a cut-through session, the segment shared with the peer app
-// (whose descriptor the message carries).
+// SessionInfo describes a new session: its handle, the worker that owns
+// its fifos' datapath ends, its fifos, its ends, and, for a cut-through
+// session, the segment shared with the peer app. A message carrying a
+// cut-through session carries two descriptors: the segment's, then the
+// peer app's event-queue eventfd, which the app writes 1 to after queueing
+// data in its tx fifo when SetEvent returned true (the peer does the
+// same the other way round). Rx.Size is zero for a session whose fifos are
+// not ready yet (a connect still in progress: its Connected event names
+// them).
 type SessionInfo struct {
 	Handle     sessions.Handle
+	Worker     uint32
 	Rx, Tx     FifoRef
 	Local      sessions.Endpoint
 	Remote     sessions.Endpoint
@@ -249,8 +273,8 @@ type SessionInfo struct {
 	Segment    Segment // the cut-through segment, when CutThrough
 }
 
-// ConnectReply answers Connect. It carries one descriptor, the segment's,
-// when CutThrough is set, none otherwise.
+// ConnectReply answers Connect. It carries two descriptors when CutThrough
+// is set (see SessionInfo), none otherwise.
 type ConnectReply struct {
 	SessionInfo
 }
@@ -277,6 +301,13 @@ type SegmentRemoved struct {
 type Accepted struct {
 	Listener sessions.Handle
 	SessionInfo
+}
+
+// Shutdown tells an app or the CLI (unsolicited) that the daemon is going
+// away: it closes the connection right after. The app's sessions and
+// listeners are gone with it.
+type Shutdown struct {
+	Reason string // at most MaxReasonLen bytes
 }
 
 // ShowWhat selects what Show reports.
@@ -405,6 +436,7 @@ func (*Disconnect) Type() Type     { return TypeDisconnect }
 func (*SegmentAdded) Type() Type   { return TypeSegmentAdded }
 func (*SegmentRemoved) Type() Type { return TypeSegmentRemoved }
 func (*Accepted) Type() Type       { return TypeAccepted }
+func (*Shutdown) Type() Type       { return TypeShutdown }
 func (*Show) Type() Type           { return TypeShow }
 func (*ShowReply) Type() Type      { return TypeShowReply }
 func (*NsAdd) Type() Type          { return TypeNsAdd }
@@ -419,7 +451,7 @@ func (*HelloReply) FDs() int     { return 0 }
 func (*Error) FDs() int          { return 0 }
 func (*OK) FDs() int             { return 0 }
 func (*Attach) FDs() int         { return 0 }
-func (m *AttachReply) FDs() int  { return len(m.Segments) + 1 }
+func (m *AttachReply) FDs() int  { return len(m.Segments) + 1 + int(m.Workers) }
 func (*Detach) FDs() int         { return 0 }
 func (*Bind) FDs() int           { return 0 }
 func (*BindReply) FDs() int      { return 0 }
@@ -430,6 +462,7 @@ func (*Disconnect) FDs() int     { return 0 }
 func (m *SegmentAdded) FDs() int { return len(m.Segments) }
 func (*SegmentRemoved) FDs() int { return 0 }
 func (m *Accepted) FDs() int     { return m.SessionInfo.fds() }
+func (*Shutdown) FDs() int       { return 0 }
 func (*Show) FDs() int           { return 0 }
 func (*ShowReply) FDs() int      { return 0 }
 func (*NsAdd) FDs() int          { return 0 }
@@ -439,7 +472,7 @@ func (*RuleDel) FDs() int        { return 0 }
 
 func (s *SessionInfo) fds() int {
 	if s.CutThrough {
-		return 1
+		return 2
 	}
 	return 0
 }
@@ -550,6 +583,11 @@ func (m *AttachReply) encode(e *encoder) {
 	e.u32(m.EventQueue.Segment)
 	e.u64(m.EventQueue.Offset)
 	e.u32(m.EventQueue.Capacity)
+	if m.Workers > MaxKickFDs {
+		e.fail(malformed(ErrFieldTooLong, "attach workers: %d, limit %d", m.Workers, MaxKickFDs))
+		return
+	}
+	e.u8(m.Workers)
 }
 
 func (m *AttachReply) decode(d *decoder) {
@@ -558,21 +596,44 @@ func (m *AttachReply) decode(d *decoder) {
 	m.EventQueue.Segment = d.u32()
 	m.EventQueue.Offset = d.u64()
 	m.EventQueue.Capacity = d.u32()
+	m.Workers = d.u8()
+	if m.Workers > MaxKickFDs {
+		d.fail(malformed(ErrFieldTooLong, "attach workers: %d, limit %d", m.Workers, MaxKickFDs))
+	}
 }
 
 func (m *Bind) encode(e *encoder) { e.str(m.URI, MaxURILen, "bind uri"); e.endpoint(m.Endpoint) }
 func (m *Bind) decode(d *decoder) { m.URI = d.str(MaxURILen, "bind uri"); m.Endpoint = d.endpoint() }
 
-func (m *BindReply) encode(e *encoder) { e.u64(uint64(m.Handle)); e.endpoint(m.Local) }
-func (m *BindReply) decode(d *decoder) { m.Handle = sessions.Handle(d.u64()); m.Local = d.endpoint() }
+func (m *BindReply) encode(e *encoder) {
+	e.u64(uint64(m.Handle))
+	e.endpoint(m.Local)
+	e.u32(m.Worker)
+	m.Rx.encode(e)
+	m.Tx.encode(e)
+}
+
+func (m *BindReply) decode(d *decoder) {
+	m.Handle = sessions.Handle(d.u64())
+	m.Local = d.endpoint()
+	m.Worker = d.u32()
+	m.Rx.decode(d)
+	m.Tx.decode(d)
+}
 
 func (m *Unbind) encode(e *encoder) { e.u64(uint64(m.Handle)) }
 func (m *Unbind) decode(d *decoder) { m.Handle = sessions.Handle(d.u64()) }
 
-func (m *Connect) encode(e *encoder) { e.str(m.URI, MaxURILen, "connect uri"); e.endpoint(m.Endpoint) }
+func (m *Connect) encode(e *encoder) {
+	e.str(m.URI, MaxURILen, "connect uri")
+	e.endpoint(m.Endpoint)
+	e.u32(m.Opaque)
+}
+
 func (m *Connect) decode(d *decoder) {
 	m.URI = d.str(MaxURILen, "connect uri")
 	m.Endpoint = d.endpoint()
+	m.Opaque = d.u32()
 }
 
 func (f *FifoRef) encode(e *encoder) { e.u32(f.Segment); e.u64(f.Offset); e.u32(f.Size) }
@@ -580,6 +641,7 @@ func (f *FifoRef) decode(d *decoder) { f.Segment = d.u32(); f.Offset = d.u64(); 
 
 func (s *SessionInfo) encode(e *encoder) {
 	e.u64(uint64(s.Handle))
+	e.u32(s.Worker)
 	s.Rx.encode(e)
 	s.Tx.encode(e)
 	e.endpoint(s.Local)
@@ -594,6 +656,7 @@ func (s *SessionInfo) encode(e *encoder) {
 
 func (s *SessionInfo) decode(d *decoder) {
 	s.Handle = sessions.Handle(d.u64())
+	s.Worker = d.u32()
 	s.Rx.decode(d)
 	s.Tx.decode(d)
 	s.Local = d.endpoint()
@@ -610,7 +673,10 @@ func (m *ConnectReply) decode(d *decoder) { m.SessionInfo.decode(d) }
 func (m *Disconnect) encode(e *encoder) { e.u64(uint64(m.Handle)) }
 func (m *Disconnect) decode(d *decoder) { m.Handle = sessions.Handle(d.u64()) }
 
-func (m *SegmentAdded) encode(e *encoder) { encodeSegments(e, m.Segments, 1, MaxFDs, "added segments") }
+func (m *SegmentAdded) encode(e *encoder) {
+	encodeSegments(e, m.Segments, 1, MaxFDs, "added segments")
+}
+
 func (m *SegmentAdded) decode(d *decoder) {
 	m.Segments = decodeSegments(d, 1, MaxFDs, "added segments")
 }
@@ -636,6 +702,9 @@ func (m *SegmentRemoved) decode(d *decoder) {
 
 func (m *Accepted) encode(e *encoder) { e.u64(uint64(m.Listener)); m.SessionInfo.encode(e) }
 func (m *Accepted) decode(d *decoder) { m.Listener = sessions.Handle(d.u64()); m.SessionInfo.decode(d) }
+
+func (m *Shutdown) encode(e *encoder) { e.str(m.Reason, MaxReasonLen, "shutdown reason") }
+func (m *Shutdown) decode(d *decoder) { m.Reason = d.str(MaxReasonLen, "shutdown reason") }
 
 func (m *Show) encode(e *encoder) { e.u8(uint8(m.What)) }
 func (m *Show) decode(d *decoder) { m.What = ShowWhat(d.u8()) }

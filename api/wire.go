@@ -27,7 +27,7 @@ const (
 	// MaxBodySize bounds one record's body.
 	MaxBodySize = MaxRecordSize - HeaderSize
 	// MaxFDs bounds the descriptors carried by one record.
-	MaxFDs = 8
+	MaxFDs = 64
 	// MaxReassembled bounds a message sent as several records (FlagMore).
 	MaxReassembled = 16 << 20
 )
@@ -42,8 +42,13 @@ const (
 	MaxProxyTransports = 8    // Attach.ProxyTransports
 	MaxSegmentIDs      = 256  // SegmentRemoved.Segments
 	// MaxSegmentFDs bounds the segments (each with its descriptor) in an
-	// AttachReply, which also carries the event queue's eventfd.
-	MaxSegmentFDs = MaxFDs - 1
+	// AttachReply, which also carries the event queue's eventfd and the
+	// workers' kick eventfds.
+	MaxSegmentFDs = 7
+	// MaxKickFDs bounds the worker kick eventfds of an AttachReply.
+	MaxKickFDs = 32
+	// MaxReasonLen bounds the text of a Shutdown notice.
+	MaxReasonLen = 256
 )
 
 // maxShowChunk is the most JSON one ShowReply record carries.

@@ -1,5 +1,61 @@
 // Package app is the library applications link to use xsessiond: Attach to
 // the daemon, then Listen, ListenPacket and Dial, returning the standard
 // net.Listener, net.PacketConn and net.Conn, plus a zero-copy batch API for
-// line-rate consumers.
+// line-rate consumers (PacketConn.ReadBatch).
+//
+// # Objects and what to close
+//
+// Attach connects to the daemon's control socket, attaches the app to a
+// namespace and maps the segments and event queue the daemon passes. The
+// App must be closed: Close closes every listener and connection made from
+// it, detaches, and unmaps the shared memory. Each PacketConn, Conn and
+// Listener should be closed too (it unbinds or disconnects); closing the App
+// does it for those left open.
+//
+// # Data
+//
+// Data never crosses the control socket: it goes through fifos in shared
+// memory. A UDP listener made by ListenPacket has a fifo pair filled and
+// drained by a datapath worker (datagrams from and to the wire) and, in
+// addition, receives the cut-through sessions other apps of the host open to
+// it, each with a fifo pair of its own in a segment shared with that app;
+// ReadFrom returns a *CutThroughAddr for those, and WriteTo answers them
+// when given one. Dial returns a connected session: cut-through when the
+// destination is another app of the host, a datapath session otherwise.
+// Listen accepts sessions (cut-through ones for now). UDP sessions carry
+// datagrams (one Read per datagram, excess bytes dropped, as with a UDP
+// socket); TCP cut-through sessions carry a byte stream.
+//
+// # Waiting and signalling
+//
+// Blocking calls sleep until the app's eventfd is signalled: one goroutine
+// per App reads it through the runtime poller, drains the event queue, and
+// wakes the callers waiting. A reader clears the fifo's event flag before
+// its last look and only then sleeps, so a producer that queued data after
+// that look sees the flag clear and signals: no wake-up is lost. A writer
+// that queued data and whose SetEvent returned true writes the eventfd of
+// the fifo's consumer: the owning worker's kick eventfd, or the peer app's
+// eventfd for a cut-through session. A writer waiting for room asks the
+// consumer for a dequeue notification; for fifos whose consumer is a
+// datapath worker it also looks again every few milliseconds.
+//
+// Deadlines (SetDeadline, SetReadDeadline, SetWriteDeadline) work as on
+// kernel sockets: calls past them fail with an error that wraps
+// os.ErrDeadlineExceeded and whose Timeout method reports true.
+//
+// # Errors
+//
+// Failures the daemon reports are the sessions sentinels: errors.Is(err,
+// sessions.ErrWrongSecret), sessions.ErrAddressInUse and so on work on
+// what Attach, ListenPacket, Listen and Dial return, and their Error text is
+// one line a person understands. When the daemon goes away (it stops, or
+// dies), every call blocked on the App returns promptly with an error that
+// wraps net.ErrClosed, and so does every later call.
+//
+// # Concurrency
+//
+// An App, PacketConn, Conn and Listener are safe for concurrent use, as the
+// net interfaces require; calls of one kind (reads, writes) on one object
+// are serialized. Slices returned by ReadBatch are valid until the next
+// ReadBatch, Release or Close of that PacketConn.
 package app

@@ -1,3 +1,99 @@
 package main
 
-func main() {}
+import (
+	"context"
+	"flag"
+	"fmt"
+	"os"
+	"os/signal"
+	"strconv"
+	"syscall"
+	"time"
+
+	"github.com/xsessiond/xsessiond/app"
+)
+
+func main() {
+	if err := run(); err != nil {
+		fmt.Fprintln(os.Stderr, "udpsink:", err)
+		os.Exit(1)
+	}
+}
+
+func run() error {
+	socket := flag.String("socket", app.DefaultSocket, "the daemon's control socket")
+	ns := flag.String("ns", "", "the app namespace to attach to (default: the default namespace)")
+	secret := flag.String("secret", "0", "the namespace's secret")
+	listen := flag.String("listen", "udp://0.0.0.0:9001", "the UDP endpoint to receive on")
+	interval := flag.Duration("interval", time.Second, "how often to report the rate")
+	duration := flag.Duration("duration", 0, "stop after this long (0: until SIGINT or SIGTERM)")
+	batch := flag.Int("batch", 64, "datagrams per ReadBatch")
+	flag.Parse()
+	sec, err := strconv.ParseUint(*secret, 0, 64)
+	if err != nil {
+		return fmt.Errorf("--secret %q: want a number (0 to 2^64-1)", *secret)
+	}
+	if *batch < 1 || *interval <= 0 {
+		return fmt.Errorf("--batch must be 1 or more and --interval positive")
+	}
+	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
+	defer stop()
+	if *duration > 0 {
+		var cancel context.CancelFunc
+		ctx, cancel = context.WithTimeout(ctx, *duration)
+		defer cancel()
+	}
+	actx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	a, err := app.Attach(actx, app.Options{Socket: *socket, Name: "udpsink", Namespace: *ns, Secret: sec})
+	cancel()
+	if err != nil {
+		return err
+	}
+	defer a.Close()
+	pc, err := a.ListenPacketConn(*listen)
+	if err != nil {
+		return err
+	}
+	fmt.Printf("udpsink: receiving on %s (app %d)\n", pc.LocalAddr(), a.Index())
+	msgs := make([]app.Message, *batch)
+	var pkts, bytes, lastPkts, lastBytes uint64
+	start := time.Now()
+	last := start
+	report := func(now time.Time, final bool) {
+		dt := now.Sub(last).Seconds()
+		if final {
+			dt = now.Sub(start).Seconds()
+			lastPkts, lastBytes = 0, 0
+		}
+		if dt <= 0 {
+			return
+		}
+		pps := float64(pkts-lastPkts) / dt
+		bps := float64(bytes-lastBytes) * 8 / dt
+		what := "rate"
+		if final {
+			what = "total"
+		}
+		fmt.Printf("udpsink: %s: %d datagrams, %d bytes, %.0f datagrams/s, %.1f Mbit/s\n", what, pkts, bytes, pps, bps/1e6)
+		last, lastPkts, lastBytes = now, pkts, bytes
+	}
+	for {
+		pc.SetReadDeadline(time.Now().Add(*interval))
+		n, err := pc.ReadBatch(msgs)
+		for i := range msgs[:n] {
+			bytes += uint64(msgs[i].Len())
+		}
+		pkts += uint64(n)
+		if now := time.Now(); now.Sub(last) >= *interval {
+			report(now, false)
+		}
+		if ctx.Err() != nil {
+			pc.Close()
+			report(time.Now(), true)
+			return nil
+		}
+		if err != nil && !os.IsTimeout(err) {
+			return err
+		}
+	}
+}

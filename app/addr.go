@@ -1,0 +1,39 @@
+package app
+
+import (
+	"fmt"
+	"net"
+	"net/netip"
+
+	"github.com/xsessiond/xsessiond/sessions"
+)
+
+// CutThroughAddr is the address of a cut-through peer: another app of the
+// host, reached through shared memory with no packet and no IP address of
+// its own. ReadFrom returns it for datagrams of cut-through sessions;
+// WriteTo answers the session when given it.
+type CutThroughAddr struct {
+	Session sessions.Handle // this app's end of the session
+}
+
+// Network returns "xsession".
+func (a *CutThroughAddr) Network() string { return "xsession" }
+
+func (a *CutThroughAddr) String() string { return fmt.Sprintf("cut-through:%#x", uint64(a.Session)) }
+
+// endpointAddr is the net.Addr of a session endpoint.
+func endpointAddr(e sessions.Endpoint) net.Addr {
+	ap := netip.AddrPortFrom(e.Addr, e.Port)
+	if e.Transport == sessions.TransportTCP {
+		return net.TCPAddrFromAddrPort(ap)
+	}
+	return net.UDPAddrFromAddrPort(ap)
+}
+
+func addrPortOf(e sessions.Endpoint) netip.AddrPort {
+	a := e.Addr
+	if !a.IsValid() {
+		a = netip.IPv4Unspecified()
+	}
+	return netip.AddrPortFrom(a, e.Port)
+}

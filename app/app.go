@@ -1,0 +1,639 @@
+package app
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net/netip"
+	"os"
+	"sync"
+	"time"
+
+	"golang.org/x/sys/unix"
+
+	"github.com/xsessiond/xsessiond/api"
+	"github.com/xsessiond/xsessiond/fifo"
+	"github.com/xsessiond/xsessiond/sessions"
+)
+
+// DefaultSocket is the daemon's control socket when Options.Socket is
+// empty.
+const DefaultSocket = "/run/xsessiond/api.sock"
+
+// controlTimeout bounds the control requests made without a context
+// (unbind, disconnect and detach on Close).
+const controlTimeout = 5 * time.Second
+
+// Options are an app's attach request.
+type Options struct {
+	Socket    string // the daemon's control socket; "" is DefaultSocket
+	Name      string // the app's name in the daemon's tables and logs
+	Namespace string // the app namespace; "" is the default namespace
+	Secret    uint64 // the namespace's secret (not checked for the default namespace)
+	// Scope says where the app's listeners are visible and which tables
+	// its connects use; 0 is sessions.ScopeGlobal.
+	Scope sessions.Scope
+	// RxFifoSize and TxFifoSize are the data sizes of each session's
+	// fifos; 0 is the daemon's default (64 KiB). Rounded up to a power of
+	// two.
+	RxFifoSize, TxFifoSize uint32
+	// SegmentSize is the size of the app's first segment, AddSegmentSize
+	// of those added later; 0 is the daemon's default.
+	SegmentSize, AddSegmentSize uint64
+	// MaxFifoMemory caps the memory of the app's fifos; 0: no cap beyond
+	// the daemon's.
+	MaxFifoMemory uint64
+}
+
+// App is an application attached to xsessiond. Close it.
+type App struct {
+	opts  Options
+	cl    *api.Client
+	index uint32
+	evq   *fifo.EventQueue
+	wake  *os.File // a duplicate of the event queue's eventfd, read through the runtime poller
+	kicks []int    // worker kick eventfds, by worker index
+
+	done        chan struct{} // closed when the app stopped (Close, or the daemon went away)
+	reactorDone chan struct{}
+	closeOnce   sync.Once
+
+	wmu     sync.Mutex           // guards waiters
+	waiters map[*waiter]struct{} // blocked calls to wake after each eventfd wake-up
+
+	// evmu serializes event handling with changes to the sessions known
+	// by handle: handles are reused as soon as the daemon frees them, so a
+	// session is registered (and unregistered) only after every event
+	// queued before it was handled (sync). Lock order: the objects' rd.mu
+	// and wr.mu, then evmu, then their mu, then App.mu.
+	evmu     sync.Mutex
+	evs      []fifo.Event // guarded by evmu: the batch being handled
+	released bool         // guarded by evmu: the event queue is gone
+
+	mu         sync.Mutex                    // guards the fields below
+	err        error                         // why the app stopped
+	segs       map[uint32]*fifo.Segment      // the app's segments by index
+	acceptors  map[sessions.Handle]acceptor  // listeners by handle
+	owners     map[sessions.Handle]owner     // sessions by handle, for disconnect events
+	goneEarly  map[sessions.Handle]struct{}  // disconnected before this side learned of them
+	dials      map[uint32]chan connectResult // connects in progress by opaque
+	parked     []fifo.Event                  // events naming a segment not mapped yet
+	objects    map[closer]struct{}           // open listeners and connections
+	nextOpaque uint32
+}
+
+// acceptor receives the sessions accepted on a listener.
+type acceptor interface {
+	accept(e *end, info *api.SessionInfo) bool
+}
+
+// owner is told when the peer of one of its sessions went away.
+type owner interface {
+	peerClosed(h sessions.Handle)
+}
+
+type closer interface{ Close() error }
+
+// connectResult is how a connect in progress ended.
+type connectResult struct {
+	h      sessions.Handle
+	rx, tx fifo.FifoRef
+	err    error
+}
+
+// Attach connects to the daemon and attaches the app. Errors are one line
+// for people and wrap the daemon's sentinel (errors.Is(err,
+// sessions.ErrWrongSecret)), or api.ErrNoDaemon when nothing listens on the
+// socket.
+func Attach(ctx context.Context, opts Options) (*App, error) {
+	if opts.Socket == "" {
+		opts.Socket = DefaultSocket
+	}
+	a := &App{
+		opts:        opts,
+		done:        make(chan struct{}),
+		reactorDone: make(chan struct{}),
+		waiters:     map[*waiter]struct{}{},
+		segs:        map[uint32]*fifo.Segment{},
+		acceptors:   map[sessions.Handle]acceptor{},
+		owners:      map[sessions.Handle]owner{},
+		goneEarly:   map[sessions.Handle]struct{}{},
+		dials:       map[uint32]chan connectResult{},
+		objects:     map[closer]struct{}{},
+		nextOpaque:  1,
+	}
+	name := opts.Name
+	if name == "" {
+		name = "app"
+	}
+	cl, err := api.DialClient(ctx, opts.Socket, api.ClientOptions{Name: name, Notify: a.onNotice})
+	if err != nil {
+		return nil, attachError(err, &opts)
+	}
+	a.cl = cl
+	reply, fds, err := api.Do[*api.AttachReply](ctx, cl, &api.Attach{
+		Name: opts.Name, Namespace: opts.Namespace, Secret: opts.Secret, Scope: opts.Scope,
+		RxFifoSize: opts.RxFifoSize, TxFifoSize: opts.TxFifoSize,
+		SegmentSize: opts.SegmentSize, AddSegmentSize: opts.AddSegmentSize, MaxFifoMemory: opts.MaxFifoMemory,
+	})
+	if err != nil {
+		cl.Close()
+		return nil, attachError(err, &opts)
+	}
+	if err := a.setup(reply, fds); err != nil {
+		a.release()
+		cl.Close()
+		return nil, &Error{Msg: "attach: " + err.Error(), Err: err}
+	}
+	go a.reactor()
+	go func() {
+		select {
+		case <-cl.Done():
+			reason := "the daemon closed the connection"
+			if err := cl.Err(); err != nil && !errors.Is(err, api.ErrClosed) {
+				reason = "lost the daemon: " + err.Error()
+			}
+			a.fail(reason)
+		case <-a.done:
+		}
+	}()
+	return a, nil
+}
+
+// setup maps what AttachReply passed: segments, the event queue, the
+// kick eventfds. It owns fds.
+func (a *App) setup(r *api.AttachReply, fds []int) (err error) {
+	a.index = r.AppIndex
+	nseg := len(r.Segments)
+	defer func() {
+		for _, fd := range fds {
+			if fd >= 0 {
+				unix.Close(fd)
+			}
+		}
+	}()
+	for i, s := range r.Segments {
+		seg, err := fifo.MapSegment(fds[i])
+		if err != nil {
+			return fmt.Errorf("segment %d: %w: %w", s.Index, ErrProtocol, err)
+		}
+		fds[i] = -1
+		a.segs[s.Index] = seg
+	}
+	qseg := a.segs[r.EventQueue.Segment]
+	if qseg == nil || r.EventQueue.Offset > 1<<32-1 {
+		return fmt.Errorf("event queue in segment %d: %w", r.EventQueue.Segment, ErrProtocol)
+	}
+	q, err := fifo.OpenEventQueue(qseg, uint32(r.EventQueue.Offset), fds[nseg])
+	if err != nil {
+		return fmt.Errorf("%w: %w", ErrProtocol, err)
+	}
+	fds[nseg] = -1
+	a.evq = q
+	dup, err := unix.FcntlInt(uintptr(q.EventFD()), unix.F_DUPFD_CLOEXEC, 0)
+	if err != nil {
+		return fmt.Errorf("dup eventfd: %w", err)
+	}
+	a.wake = os.NewFile(uintptr(dup), "xsession-events")
+	for i := nseg + 1; i < len(fds); i++ {
+		a.kicks = append(a.kicks, fds[i])
+		fds[i] = -1
+	}
+	return nil
+}
+
+// release frees what setup made; for a failed Attach and for Close after
+// every user of the memory stopped.
+func (a *App) release() {
+	if a.wake != nil {
+		a.wake.Close()
+	}
+	if a.evq != nil {
+		a.evq.Close()
+	}
+	a.mu.Lock()
+	for i, s := range a.segs {
+		s.Close()
+		delete(a.segs, i)
+	}
+	a.mu.Unlock()
+	for _, fd := range a.kicks {
+		unix.Close(fd)
+	}
+	a.kicks = nil
+}
+
+// Index returns the app's index in the daemon (ctl show apps; the app of
+// a forward rule).
+func (a *App) Index() uint32 { return a.index }
+
+// Done is closed when the app stopped: Close, or the daemon went away.
+func (a *App) Done() <-chan struct{} { return a.done }
+
+// Err returns why the app stopped (wrapping net.ErrClosed), or nil while it
+// runs.
+func (a *App) Err() error {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	return a.err
+}
+
+// fail stops the app: every blocked call returns an error wrapping
+// net.ErrClosed.
+func (a *App) fail(reason string) {
+	a.mu.Lock()
+	if a.err != nil {
+		a.mu.Unlock()
+		return
+	}
+	a.err = closedError(reason)
+	dials := a.dials
+	a.dials = map[uint32]chan connectResult{}
+	a.mu.Unlock()
+	close(a.done)
+	for _, ch := range dials {
+		select {
+		case ch <- connectResult{err: a.err}:
+		default:
+		}
+	}
+}
+
+// stopped returns the app's error once it stopped, else nil.
+func (a *App) stopped() error {
+	select {
+	case <-a.done:
+		return a.Err()
+	default:
+		return nil
+	}
+}
+
+// Close closes every listener and connection of the app, detaches, and
+// unmaps the shared memory.
+func (a *App) Close() error {
+	a.closeOnce.Do(func() {
+		a.mu.Lock()
+		objs := make([]closer, 0, len(a.objects))
+		for o := range a.objects {
+			objs = append(objs, o)
+		}
+		a.mu.Unlock()
+		for _, o := range objs {
+			o.Close()
+		}
+		if a.stopped() == nil {
+			ctx, cancel := context.WithTimeout(context.Background(), controlTimeout)
+			a.cl.Call(ctx, &api.Detach{})
+			cancel()
+		}
+		a.fail("app closed")
+		a.cl.Close() // waits for the notice goroutine
+		a.wake.Close()
+		<-a.reactorDone
+		a.evmu.Lock()
+		a.released = true
+		a.evmu.Unlock()
+		a.release()
+	})
+	return nil
+}
+
+func (a *App) track(o closer) {
+	a.mu.Lock()
+	a.objects[o] = struct{}{}
+	a.mu.Unlock()
+}
+
+func (a *App) untrack(o closer) {
+	a.mu.Lock()
+	delete(a.objects, o)
+	a.mu.Unlock()
+}
+
+// call makes a control request bounded by ctx.
+func (a *App) call(ctx context.Context, req api.Message) (api.Message, []int, error) {
+	if err := a.stopped(); err != nil {
+		return nil, nil, err
+	}
+	m, fds, err := a.cl.Call(ctx, req)
+	if err != nil && (errors.Is(err, api.ErrClosed) || a.stopped() != nil) {
+		if e := a.Err(); e != nil {
+			return nil, nil, e
+		}
+		return nil, nil, closedError("the daemon closed the connection")
+	}
+	return m, fds, err
+}
+
+// --- waiting ---
+
+func (a *App) arm(w *waiter) {
+	a.wmu.Lock()
+	a.waiters[w] = struct{}{}
+	a.wmu.Unlock()
+}
+
+func (a *App) disarm(w *waiter) {
+	a.wmu.Lock()
+	delete(a.waiters, w)
+	a.wmu.Unlock()
+}
+
+func (a *App) wakeAll() {
+	a.wmu.Lock()
+	for w := range a.waiters {
+		w.poke()
+	}
+	a.wmu.Unlock()
+}
+
+// kick returns the eventfd of worker w, -1 if there is none.
+func (a *App) kick(w uint32) int {
+	if int(w) < len(a.kicks) {
+		return a.kicks[w]
+	}
+	return -1
+}
+
+// reactor drains the event queue after every wake-up of the app's eventfd
+// and wakes the blocked calls.
+func (a *App) reactor() {
+	defer close(a.reactorDone)
+	var buf [8]byte
+	for {
+		a.evq.Arm()
+		a.evmu.Lock()
+		a.drainLocked()
+		a.evmu.Unlock()
+		a.wakeAll()
+		if _, err := a.wake.Read(buf[:]); err != nil {
+			return // closed by Close
+		}
+	}
+}
+
+// drainLocked handles every event queued. evmu is held.
+func (a *App) drainLocked() {
+	if a.released {
+		return
+	}
+	if a.evs == nil {
+		a.evs = make([]fifo.Event, 64)
+	}
+	for {
+		n, err := a.evq.PopBatch(a.evs)
+		for i := range a.evs[:n] {
+			a.handleEvent(&a.evs[i])
+		}
+		if err != nil || n < len(a.evs) {
+			return
+		}
+	}
+}
+
+// sync runs fn after every event queued so far was handled, with event
+// handling held off: for registering and unregistering sessions.
+func (a *App) sync(fn func()) {
+	a.evmu.Lock()
+	defer a.evmu.Unlock()
+	a.drainLocked()
+	fn()
+}
+
+// segFifos attaches to the fifos refs name in the app's segments.
+func (a *App) segFifos(rx, tx fifo.FifoRef) (*fifo.Fifo, *fifo.Fifo, bool, error) {
+	a.mu.Lock()
+	rs, ts := a.segs[rx.Segment], a.segs[tx.Segment]
+	a.mu.Unlock()
+	if rs == nil || ts == nil {
+		return nil, nil, false, nil
+	}
+	rf, err := rs.FifoAt(rx.Offset)
+	if err != nil {
+		return nil, nil, true, fmt.Errorf("%w: rx fifo: %w", ErrProtocol, err)
+	}
+	tf, err := ts.FifoAt(tx.Offset)
+	if err != nil {
+		return nil, nil, true, fmt.Errorf("%w: tx fifo: %w", ErrProtocol, err)
+	}
+	return rf, tf, true, nil
+}
+
+// peerAddr reads the peer address the daemon packs into an event.
+func peerAddr(ev *fifo.Event) netip.AddrPort {
+	var b [16]byte
+	for i := range 8 {
+		b[i] = byte(ev.Args[3] >> (8 * i))
+		b[8+i] = byte(ev.Args[4] >> (8 * i))
+	}
+	fam := uint8(ev.Args[5] >> 32)
+	if fam != sessions.Family4 && fam != sessions.Family6 {
+		return netip.AddrPort{}
+	}
+	return netip.AddrPortFrom(sessions.AddrFrom(b, fam), uint16(ev.Args[5]))
+}
+
+// handleEvent handles one event of the queue. Cut-through sessions come
+// with their segment over the control socket (notices and replies), so
+// their events are only looked at for disconnects. evmu is held.
+func (a *App) handleEvent(ev *fifo.Event) {
+	h := sessions.Handle(ev.Handle)
+	ct := ev.Flags&sessions.FlagCutThrough != 0
+	switch ev.Type {
+	case fifo.EventDisconnected, fifo.EventReset:
+		a.mu.Lock()
+		o := a.owners[h]
+		if o == nil {
+			a.goneEarly[h] = struct{}{}
+		}
+		a.mu.Unlock()
+		if o != nil {
+			o.peerClosed(h)
+		}
+	case fifo.EventAccepted:
+		if ct {
+			return
+		}
+		rxr, txr := fifo.RefFromArg(ev.Args[0]), fifo.RefFromArg(ev.Args[1])
+		rx, tx, ok, err := a.segFifos(rxr, txr)
+		if !ok {
+			a.parked = append(a.parked, *ev)
+			return
+		}
+		ln := sessions.Handle(ev.Args[2])
+		a.mu.Lock()
+		acc := a.acceptors[ln]
+		a.mu.Unlock()
+		if err != nil || acc == nil {
+			go a.disconnect(h)
+			return
+		}
+		e := &end{h: h, rx: rx, tx: tx, signalFD: a.kick(h.Worker()), datapath: true,
+			dgram: sessions.Transport(ev.Arg32) == sessions.TransportUDP}
+		info := &api.SessionInfo{Handle: h, Worker: h.Worker()}
+		if p := peerAddr(ev); p.IsValid() {
+			info.Remote = sessions.Endpoint{Transport: sessions.Transport(ev.Arg32), Addr: p.Addr(), Port: p.Port()}
+		}
+		if !acc.accept(e, info) {
+			go a.disconnect(h)
+		}
+	case fifo.EventConnected, fifo.EventConnectFailed:
+		if ct {
+			return
+		}
+		var res connectResult
+		if ev.Type == fifo.EventConnected {
+			res.h = h
+			res.rx, res.tx = fifo.RefFromArg(ev.Args[0]), fifo.RefFromArg(ev.Args[1])
+			a.mu.Lock()
+			_, ok1 := a.segs[res.rx.Segment]
+			_, ok2 := a.segs[res.tx.Segment]
+			a.mu.Unlock()
+			if !ok1 || !ok2 {
+				a.parked = append(a.parked, *ev)
+				return
+			}
+		} else {
+			code := sessions.Code(ev.Args[2])
+			if err, ok := code.Err(); ok && err != nil {
+				res.err = err
+			} else {
+				res.err = sessions.ErrConnect
+			}
+		}
+		a.mu.Lock()
+		ch := a.dials[ev.Arg32]
+		delete(a.dials, ev.Arg32)
+		a.mu.Unlock()
+		if ch != nil {
+			ch <- res
+		} else if ev.Type == fifo.EventConnected {
+			go a.disconnect(h) // nobody waits for it any more
+		}
+	}
+}
+
+// addAcceptor registers acc for the listener h bound on ep; a listener on
+// the zero address is also in its namespace's local table (for an app with
+// local scope), where cut-through sessions name it by its local handle.
+func (a *App) addAcceptor(h sessions.Handle, ep sessions.Endpoint, acc acceptor) {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	a.acceptors[h] = acc
+	if ep.IsZero() {
+		fam := sessions.Family4
+		if ep.Addr.Is6() && !ep.Addr.Is4In6() {
+			fam = sessions.Family6
+		}
+		if lh := sessions.LocalListenerHandle(ep.Transport, fam, ep.Port); lh != h {
+			a.acceptors[lh] = acc
+		}
+	}
+}
+
+// delAcceptor forgets the listener h bound on ep.
+func (a *App) delAcceptor(h sessions.Handle, ep sessions.Endpoint, acc acceptor) {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	for k, v := range a.acceptors {
+		if v == acc {
+			delete(a.acceptors, k)
+		}
+	}
+}
+
+// disconnect closes session h in the daemon, for sessions nobody takes.
+func (a *App) disconnect(h sessions.Handle) {
+	ctx, cancel := context.WithTimeout(context.Background(), controlTimeout)
+	defer cancel()
+	a.call(ctx, &api.Disconnect{Handle: h})
+}
+
+// onNotice handles the daemon's notices, on the control connection's
+// receiving goroutine; it owns fds.
+func (a *App) onNotice(m api.Message, fds []int) {
+	switch n := m.(type) {
+	case *api.SegmentAdded:
+		for i, s := range n.Segments {
+			seg, err := fifo.MapSegment(fds[i])
+			if err != nil {
+				unix.Close(fds[i])
+				continue
+			}
+			a.mu.Lock()
+			if old := a.segs[s.Index]; old != nil {
+				old.Close()
+			}
+			a.segs[s.Index] = seg
+			a.mu.Unlock()
+		}
+		a.evmu.Lock()
+		parked := a.parked
+		a.parked = nil
+		for i := range parked {
+			a.handleEvent(&parked[i])
+		}
+		a.evmu.Unlock()
+	case *api.Accepted:
+		a.onAccepted(n, fds)
+	case *api.Shutdown:
+		// Stop first, then hang up: the daemon waits for its apps to hang
+		// up before it detaches them, so that no call here sees a peer
+		// go away before it sees the daemon go.
+		reason := n.Reason
+		if reason == "" {
+			reason = "the daemon is shutting down"
+		}
+		a.fail(reason)
+		go a.cl.Close()
+	default:
+		api.CloseFDs(fds)
+	}
+}
+
+// onAccepted takes a cut-through session accepted on one of the app's
+// listeners.
+func (a *App) onAccepted(n *api.Accepted, fds []int) {
+	if !n.CutThrough || len(fds) != 2 {
+		api.CloseFDs(fds)
+		return
+	}
+	e, err := newCTEnd(&n.SessionInfo, fds[0], fds[1])
+	if err != nil {
+		go a.disconnect(n.Handle)
+		return
+	}
+	a.evmu.Lock()
+	a.drainLocked()
+	a.mu.Lock()
+	acc := a.acceptors[n.Listener]
+	a.mu.Unlock()
+	ok := acc != nil && acc.accept(e, &n.SessionInfo)
+	a.evmu.Unlock()
+	if !ok {
+		e.close()
+		go a.disconnect(n.Handle)
+	}
+}
+
+// register records o as the owner of session h, and reports false when
+// the peer already went away.
+func (a *App) register(h sessions.Handle, o owner) bool {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	a.owners[h] = o
+	if _, gone := a.goneEarly[h]; gone {
+		delete(a.goneEarly, h)
+		return false
+	}
+	return true
+}
+
+func (a *App) unregister(h sessions.Handle, o owner) {
+	a.mu.Lock()
+	if a.owners[h] == o {
+		delete(a.owners, h)
+	}
+	a.mu.Unlock()
+}

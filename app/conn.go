@@ -1,0 +1,303 @@
+package app
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"net"
+	"net/netip"
+	"sync"
+	"time"
+
+	"github.com/xsessiond/xsessiond/api"
+	"github.com/xsessiond/xsessiond/fifo"
+	"github.com/xsessiond/xsessiond/sessions"
+)
+
+// Conn is one session: a connected UDP session (datagrams: one Read per
+// datagram) or a TCP cut-through session (a byte stream). It implements
+// net.Conn.
+//
+// Lock order: rd.mu, wr.mu.
+type Conn struct {
+	a            *App
+	e            *end
+	laddr, raddr net.Addr
+	local        netip.AddrPort
+	remote       netip.AddrPort
+	ln           *Listener // the listener it was accepted on, if any
+
+	rd, wr half
+	done   chan struct{}
+	once   sync.Once
+
+	rhdr fifo.DgramHeader // guarded by rd.mu
+	whdr fifo.DgramHeader // guarded by wr.mu
+}
+
+func newConn(a *App, e *end, laddr, raddr net.Addr, local, remote netip.AddrPort) *Conn {
+	return &Conn{a: a, e: e, laddr: laddr, raddr: raddr, local: local, remote: remote,
+		rd: newHalf(), wr: newHalf(), done: make(chan struct{})}
+}
+
+// Dial opens a session to uri (udp://ADDR:PORT, or tcp:// to another app
+// of the host): a cut-through session when an app of the host listens
+// there, a datapath session otherwise. The net.Conn is a *Conn.
+func (a *App) Dial(ctx context.Context, uri string) (net.Conn, error) {
+	c, err := a.DialConn(ctx, uri)
+	if err != nil {
+		return nil, err
+	}
+	return c, nil
+}
+
+// DialConn is Dial returning the *Conn.
+func (a *App) DialConn(ctx context.Context, uri string) (*Conn, error) {
+	ep, err := sessions.ParseURI(uri)
+	if err != nil {
+		return nil, opError("dial", uri, err)
+	}
+	ch := make(chan connectResult, 1)
+	a.mu.Lock()
+	opaque := a.nextOpaque
+	a.nextOpaque++
+	if a.nextOpaque == 0 {
+		a.nextOpaque = 1
+	}
+	a.dials[opaque] = ch
+	a.mu.Unlock()
+	defer func() {
+		a.mu.Lock()
+		delete(a.dials, opaque)
+		a.mu.Unlock()
+	}()
+	m, fds, err := a.call(ctx, &api.Connect{URI: uri, Opaque: opaque})
+	if err != nil {
+		return nil, opError("dial", uri, err)
+	}
+	r, ok := m.(*api.ConnectReply)
+	if !ok {
+		api.CloseFDs(fds)
+		return nil, opError("dial", uri, fmt.Errorf("%w: %v", ErrProtocol, m.Type()))
+	}
+	raddr := endpointAddr(ep)
+	remote := netip.AddrPortFrom(ep.Addr, ep.Port)
+	var e *end
+	var laddr net.Addr
+	var local netip.AddrPort
+	if r.CutThrough {
+		if len(fds) != 2 {
+			api.CloseFDs(fds)
+			return nil, opError("dial", uri, fmt.Errorf("%w: cut-through reply without its descriptors", ErrProtocol))
+		}
+		e, err = newCTEnd(&r.SessionInfo, fds[0], fds[1])
+		if err != nil {
+			go a.disconnect(r.Handle)
+			return nil, opError("dial", uri, err)
+		}
+		laddr = &CutThroughAddr{Session: r.Handle}
+	} else {
+		api.CloseFDs(fds)
+		res := connectResult{h: r.Handle}
+		if r.Rx.Size > 0 && r.Rx.Offset <= 1<<32-1 && r.Tx.Offset <= 1<<32-1 {
+			res.rx = fifo.FifoRef{Segment: r.Rx.Segment, Offset: uint32(r.Rx.Offset)}
+			res.tx = fifo.FifoRef{Segment: r.Tx.Segment, Offset: uint32(r.Tx.Offset)}
+		} else {
+			// The connect goes on in the datapath: its Connected (or
+			// ConnectFailed) event comes through the event queue.
+			select {
+			case res = <-ch:
+			case <-ctx.Done():
+				go a.disconnect(r.Handle)
+				return nil, opError("dial", uri, ctx.Err())
+			case <-a.done:
+				return nil, opError("dial", uri, a.Err())
+			}
+			if res.err != nil {
+				return nil, opError("dial", uri, fmt.Errorf("connect %s: %w", uri, res.err))
+			}
+		}
+		rx, tx, ok, err := a.segFifos(res.rx, res.tx)
+		if err == nil && !ok {
+			err = fmt.Errorf("%w: session fifos in a segment this app does not have", ErrProtocol)
+		}
+		if err != nil {
+			go a.disconnect(res.h)
+			return nil, opError("dial", uri, err)
+		}
+		e = &end{h: res.h, rx: rx, tx: tx, signalFD: a.kick(res.h.Worker()), datapath: true,
+			dgram: ep.Transport == sessions.TransportUDP, remote: remote}
+		local = addrPortOf(r.Local)
+		laddr = endpointAddr(r.Local)
+	}
+	c := newConn(a, e, laddr, raddr, local, remote)
+	a.sync(func() {
+		if !a.register(e.h, c) {
+			e.gone.Store(true)
+		}
+	})
+	a.track(c)
+	return c, nil
+}
+
+func (c *Conn) peerClosed(sessions.Handle) {
+	c.e.gone.Store(true)
+	c.rd.w.poke()
+	c.wr.w.poke()
+}
+
+// LocalAddr returns this end's address: a *CutThroughAddr for a
+// cut-through session.
+func (c *Conn) LocalAddr() net.Addr { return c.laddr }
+
+// RemoteAddr returns the peer's address: the dialled address, or a
+// *CutThroughAddr for a session accepted from another app.
+func (c *Conn) RemoteAddr() net.Addr { return c.raddr }
+
+// Handle returns the session's handle.
+func (c *Conn) Handle() sessions.Handle { return c.e.h }
+
+// SetDeadline sets the read and write deadlines.
+func (c *Conn) SetDeadline(t time.Time) error {
+	c.rd.dl.set(t)
+	c.wr.dl.set(t)
+	return nil
+}
+
+// SetReadDeadline sets the deadline of Read.
+func (c *Conn) SetReadDeadline(t time.Time) error { c.rd.dl.set(t); return nil }
+
+// SetWriteDeadline sets the deadline of Write.
+func (c *Conn) SetWriteDeadline(t time.Time) error { c.wr.dl.set(t); return nil }
+
+// Read reads one datagram (UDP: what does not fit in b is dropped) or the
+// bytes queued (TCP). After the peer closed the session and everything it
+// sent was read, Read returns io.EOF.
+func (c *Conn) Read(b []byte) (int, error) {
+	c.rd.mu.Lock()
+	defer c.rd.mu.Unlock()
+	e := c.e
+	for {
+		if err := c.rd.check(c.a, c.done); err != nil {
+			return 0, netError("read", c.laddr, c.raddr, err)
+		}
+		if e.dgram {
+			n, ok, err := e.readDgram(b, &c.rhdr)
+			if err != nil {
+				return 0, netError("read", c.laddr, c.raddr, err)
+			}
+			if ok {
+				return n, nil
+			}
+		} else if len(b) > 0 {
+			n, err := e.rx.Dequeue(b)
+			if n > 0 {
+				e.afterDequeue(n)
+				return n, nil
+			}
+			if err != nil && err != fifo.ErrEmpty {
+				return 0, netError("read", c.laddr, c.raddr, err)
+			}
+		} else {
+			return 0, nil
+		}
+		if e.gone.Load() && !e.readable() {
+			return 0, io.EOF
+		}
+		c.a.arm(c.rd.w)
+		e.rx.ClearEvent()
+		if e.readable() || e.gone.Load() {
+			c.a.disarm(c.rd.w)
+			continue
+		}
+		if err := c.rd.sleep(c.a, c.done, 0); err != nil {
+			return 0, netError("read", c.laddr, c.raddr, err)
+		}
+	}
+}
+
+// Write sends b: one datagram (UDP), or a byte stream (TCP), waiting for
+// room while the fifo is full.
+func (c *Conn) Write(b []byte) (int, error) {
+	c.wr.mu.Lock()
+	defer c.wr.mu.Unlock()
+	e := c.e
+	if e.dgram {
+		toHeader(&c.whdr, c.local, c.remote)
+		if err := writeDgram(c.a, &c.wr, c.done, e, &c.whdr, b); err != nil {
+			return 0, netError("write", c.laddr, c.raddr, err)
+		}
+		return len(b), nil
+	}
+	written := 0
+	asked := false
+	defer func() {
+		if asked {
+			e.tx.WantDeqNotify(0)
+		}
+	}()
+	for written < len(b) {
+		if err := c.wr.check(c.a, c.done); err != nil {
+			return written, netError("write", c.laddr, c.raddr, err)
+		}
+		if e.gone.Load() {
+			return written, netError("write", c.laddr, c.raddr, errPeerClosed)
+		}
+		n, err := e.tx.Enqueue(b[written:])
+		if n > 0 {
+			written += n
+			e.afterEnqueue()
+			continue
+		}
+		if err != nil && err != fifo.ErrNoSpace {
+			return written, netError("write", c.laddr, c.raddr, err)
+		}
+		c.a.arm(c.wr.w)
+		e.tx.WantDeqNotify(fifo.DeqNotifyAlways)
+		asked = true
+		if e.tx.MaxEnqueue() > 0 || e.gone.Load() {
+			c.a.disarm(c.wr.w)
+			continue
+		}
+		poll := time.Duration(0)
+		if e.datapath {
+			poll = datapathPoll
+		}
+		if err := c.wr.sleep(c.a, c.done, poll); err != nil {
+			return written, netError("write", c.laddr, c.raddr, err)
+		}
+	}
+	return written, nil
+}
+
+// Close closes the session; the peer's reads then end with io.EOF.
+func (c *Conn) Close() error {
+	var err error
+	c.once.Do(func() {
+		close(c.done)
+		c.a.untrack(c)
+		c.rd.mu.Lock()
+		c.wr.mu.Lock()
+		if !c.e.gone.Load() && c.a.stopped() == nil {
+			ctx, cancel := context.WithTimeout(context.Background(), controlTimeout)
+			_, fds, cerr := c.a.call(ctx, &api.Disconnect{Handle: c.e.h})
+			cancel()
+			api.CloseFDs(fds)
+			if cerr != nil && !errorIsNoSession(cerr) {
+				err = cerr
+			}
+		}
+		// A disconnect event sent before the session was closed is
+		// handled while the session is still known.
+		c.a.sync(func() { c.a.unregister(c.e.h, c) })
+		c.e.close()
+		c.wr.mu.Unlock()
+		c.rd.mu.Unlock()
+		c.rd.dl.stop()
+		c.wr.dl.stop()
+	})
+	if err != nil {
+		return netError("close", c.laddr, c.raddr, err)
+	}
+	return nil
+}

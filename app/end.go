@@ -1,0 +1,144 @@
+package app
+
+import (
+	"fmt"
+	"net/netip"
+	"os"
+	"strconv"
+	"sync/atomic"
+
+	"golang.org/x/sys/unix"
+
+	"github.com/xsessiond/xsessiond/api"
+	"github.com/xsessiond/xsessiond/fifo"
+	"github.com/xsessiond/xsessiond/sessions"
+)
+
+// end is this app's end of a session or listener: the fifo it reads (rx)
+// and the one it writes (tx), and the eventfd of the other side, which is
+// both the consumer of tx and the producer of rx: a datapath worker's kick
+// eventfd, or the peer app's eventfd for a cut-through session.
+//
+// Consumer calls (rx) and producer calls (tx) are each serialized by the
+// object that owns the end.
+type end struct {
+	h         sessions.Handle
+	rx, tx    *fifo.Fifo
+	seg       *fifo.Segment // a cut-through session's own segment (unmapped by close), nil otherwise
+	signalFD  int           // the other side's eventfd, -1 for none
+	ownSignal bool          // signalFD belongs to the end (a peer app's eventfd)
+	datapath  bool          // the other side is a datapath worker
+	dgram     bool          // datagram framing (UDP)
+	remote    netip.AddrPort
+	gone      atomic.Bool // the peer closed the session
+}
+
+// newCTEnd maps a cut-through session passed by the daemon: its segment
+// and the peer app's eventfd, which it takes over (closing them on error).
+func newCTEnd(info *api.SessionInfo, segFD, peerFD int) (*end, error) {
+	seg, err := fifo.MapSegment(segFD)
+	if err != nil {
+		unix.Close(segFD)
+		unix.Close(peerFD)
+		return nil, fmt.Errorf("%w: cut-through segment: %w", ErrProtocol, err)
+	}
+	fail := func(err error) (*end, error) {
+		seg.Close()
+		unix.Close(peerFD)
+		return nil, err
+	}
+	if link, err := os.Readlink("/proc/self/fd/" + strconv.Itoa(peerFD)); err != nil || link != "anon_inode:[eventfd]" {
+		return fail(fmt.Errorf("%w: the peer's descriptor is not an eventfd", ErrProtocol))
+	}
+	if info.Rx.Offset > 1<<32-1 || info.Tx.Offset > 1<<32-1 || info.Rx.Offset == info.Tx.Offset {
+		return fail(fmt.Errorf("%w: bad fifo offsets", ErrProtocol))
+	}
+	rx, err := seg.FifoAt(uint32(info.Rx.Offset))
+	if err != nil {
+		return fail(fmt.Errorf("%w: rx fifo: %w", ErrProtocol, err))
+	}
+	tx, err := seg.FifoAt(uint32(info.Tx.Offset))
+	if err != nil {
+		return fail(fmt.Errorf("%w: tx fifo: %w", ErrProtocol, err))
+	}
+	udp := info.Local.Transport == sessions.TransportUDP || info.Remote.Transport == sessions.TransportUDP
+	return &end{h: info.Handle, rx: rx, tx: tx, seg: seg, signalFD: peerFD, ownSignal: true, dgram: udp}, nil
+}
+
+// close releases what the end owns. No call may use it any more.
+func (e *end) close() {
+	if e.seg != nil {
+		e.seg.Close()
+		e.seg = nil
+	}
+	if e.ownSignal && e.signalFD >= 0 {
+		unix.Close(e.signalFD)
+		e.signalFD = -1
+	}
+}
+
+// afterEnqueue signals the consumer of tx if it needs it.
+func (e *end) afterEnqueue() {
+	if e.tx.SetEvent() {
+		signal(e.signalFD)
+	}
+}
+
+// afterDequeue tells the producer of rx that room was made, if it asked.
+func (e *end) afterDequeue(n int) {
+	if e.rx.DeqNotify(n) {
+		signal(e.signalFD)
+	}
+}
+
+// readDgram copies the next datagram's payload into p (dropping what does
+// not fit, as a UDP socket does) and fills h. ok is false when none is
+// queued.
+func (e *end) readDgram(p []byte, h *fifo.DgramHeader) (n int, ok bool, err error) {
+	a, b, err := e.rx.PeekDgram(h)
+	if err == fifo.ErrEmpty {
+		return 0, false, nil
+	}
+	if err != nil {
+		return 0, false, err
+	}
+	n = copy(p, a)
+	if n < len(p) {
+		n += copy(p[n:], b)
+	}
+	m, err := e.rx.DropDgram()
+	if err != nil {
+		return 0, false, err
+	}
+	e.afterDequeue(fifo.DgramRecordSize(m))
+	return n, true, nil
+}
+
+// readable reports whether rx has something queued. Consumer side.
+func (e *end) readable() bool { return e.rx.MaxDequeue() > 0 }
+
+// fromHeader is the remote address of a datagram header.
+func fromHeader(h *fifo.DgramHeader) netip.AddrPort {
+	if h.Family != sessions.Family4 && h.Family != sessions.Family6 {
+		return netip.AddrPort{}
+	}
+	return netip.AddrPortFrom(sessions.AddrFrom(h.Remote, h.Family), h.RemotePort)
+}
+
+// toHeader fills h to send to remote from local.
+func toHeader(h *fifo.DgramHeader, local, remote netip.AddrPort) {
+	*h = fifo.DgramHeader{}
+	a := remote.Addr().Unmap()
+	if a.IsValid() {
+		h.Family = sessions.Family4
+		if a.Is6() {
+			h.Family = sessions.Family6
+		}
+		h.Remote = sessions.AddrBytes(a)
+	}
+	h.RemotePort = remote.Port()
+	if la := local.Addr(); la.IsValid() && !la.IsUnspecified() {
+		h.Local = sessions.AddrBytes(la.Unmap())
+	}
+	h.LocalPort = local.Port()
+}

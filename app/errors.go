@@ -1,0 +1,105 @@
+package app
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io/fs"
+	"net"
+	"os"
+
+	"github.com/xsessiond/xsessiond/api"
+	"github.com/xsessiond/xsessiond/sessions"
+)
+
+// Errors of this package besides the sessions sentinels.
+var (
+	// ErrNoDatapath is returned by WriteTo to a wire address on a listener
+	// that has no datapath fifo (the daemon runs without a datapath).
+	ErrNoDatapath = errors.New("app: the listener has no datapath fifo: the daemon runs without a datapath")
+	// ErrMessageTooLong is returned by writes of datagrams that can never
+	// fit in the fifo.
+	ErrMessageTooLong = errors.New("app: datagram larger than the fifo")
+	// ErrProtocol is returned when the daemon sends something this library
+	// cannot use (a segment or fifo that does not validate).
+	ErrProtocol = errors.New("app: bad reply from the daemon")
+)
+
+// Error is an error with a one-line text for people, wrapping the error it
+// came from (a sessions sentinel through api.RemoteError, net.ErrClosed,
+// api.ErrNoDaemon, ...), so errors.Is sees through it.
+type Error struct {
+	Msg string
+	Err error
+}
+
+func (e *Error) Error() string { return e.Msg }
+func (e *Error) Unwrap() error { return e.Err }
+
+// attachError explains a failed Attach.
+func attachError(err error, o *Options) error {
+	ns := o.Namespace
+	var msg string
+	switch {
+	case errors.Is(err, api.ErrNoDaemon):
+		msg = fmt.Sprintf("no daemon at %s: is xsessiond run going?", o.Socket)
+	case errors.Is(err, fs.ErrPermission):
+		msg = fmt.Sprintf("cannot connect to %s: permission denied (is your user in the socket's group?)", o.Socket)
+	case errors.Is(err, sessions.ErrWrongSecret):
+		msg = fmt.Sprintf("wrong secret for namespace %q", ns)
+	case errors.Is(err, sessions.ErrInvalidNamespace):
+		msg = fmt.Sprintf("no namespace %q in the daemon", ns)
+	case errors.Is(err, api.ErrVersion):
+		msg = fmt.Sprintf("the daemon at %s speaks another protocol version: %v", o.Socket, err)
+	case errors.Is(err, context.DeadlineExceeded):
+		msg = fmt.Sprintf("the daemon at %s did not answer in time", o.Socket)
+	default:
+		msg = "attach: " + remoteText(err)
+	}
+	return &Error{Msg: msg, Err: err}
+}
+
+// opError explains a failed bind or connect of uri.
+func opError(op, uri string, err error) error {
+	var msg string
+	switch {
+	case errors.Is(err, net.ErrClosed):
+		return &Error{Msg: fmt.Sprintf("%s %s: %v", op, uri, err), Err: err}
+	case errors.Is(err, sessions.ErrAddressInUse):
+		msg = fmt.Sprintf("%s: address already in use", uri)
+	case errors.Is(err, sessions.ErrNotInNamespace):
+		msg = fmt.Sprintf("%s: the address is not one of the namespace's", uri)
+	case errors.Is(err, sessions.ErrInvalidURI):
+		msg = fmt.Sprintf("%s: not a valid URI (want udp://ADDR:PORT or tcp://ADDR:PORT)", uri)
+	case errors.Is(err, sessions.ErrConnect):
+		msg = fmt.Sprintf("connect %s: %s", uri, remoteText(err))
+	default:
+		msg = fmt.Sprintf("%s %s: %s", op, uri, remoteText(err))
+	}
+	return &Error{Msg: msg, Err: err}
+}
+
+// remoteText is the text of err, the daemon's own for a remote error.
+func remoteText(err error) string {
+	var re *api.RemoteError
+	if errors.As(err, &re) {
+		return re.Error()
+	}
+	return err.Error()
+}
+
+// closedError is the error of an App that stopped: it wraps net.ErrClosed.
+func closedError(reason string) error {
+	return &Error{Msg: "xsession: " + reason, Err: net.ErrClosed}
+}
+
+// netError wraps an error of a data call as the net package does.
+func netError(op string, local, remote net.Addr, err error) error {
+	if err == nil {
+		return nil
+	}
+	return &net.OpError{Op: op, Net: "xsession", Source: local, Addr: remote, Err: err}
+}
+
+// errTimeout is returned by calls past their deadline.
+var errTimeout = os.ErrDeadlineExceeded

@@ -1,0 +1,495 @@
+package app
+
+import (
+	"context"
+	"encoding/binary"
+	"fmt"
+	"net"
+	"net/netip"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/xsessiond/xsessiond/api"
+	"github.com/xsessiond/xsessiond/fifo"
+	"github.com/xsessiond/xsessiond/sessions"
+)
+
+// PacketConn is a UDP listener in datagram mode: it receives the datagrams
+// the datapath delivers from the wire into its fifo pair, and the
+// datagrams of the cut-through sessions other apps open to it. It
+// implements net.PacketConn; ReadBatch is the zero-copy batch read.
+//
+// Lock order: rd.mu, wr.mu, mu.
+type PacketConn struct {
+	a     *App
+	h     sessions.Handle
+	local netip.AddrPort
+	laddr net.Addr
+	wire  *end // the datapath's fifo pair; nil without a datapath
+	ep    sessions.Endpoint
+
+	rd, wr half
+	done   chan struct{}
+	once   sync.Once
+
+	mu      sync.Mutex               // guards peers and closing
+	peers   map[sessions.Handle]*end // cut-through sessions accepted on the listener
+	closing bool
+	ends    atomic.Pointer[[]*end] // wire and peers, rebuilt under mu: the readers' list
+	reap    atomic.Bool            // a peer went away: the next read drops it once drained
+
+	// Read state, guarded by rd.mu.
+	next  int              // round-robin position in ends
+	hdr   fifo.DgramHeader // scratch header of ReadFrom
+	held  *end             // the end ReadBatch peeked into
+	heldN int              // bytes to release from held
+	whdr  fifo.DgramHeader // scratch header of WriteTo, guarded by wr.mu
+}
+
+// Message is one datagram returned by ReadBatch. Payload (and More, for a
+// datagram that wraps around the end of the fifo) point into shared
+// memory: they are valid until the next ReadBatch, Release or Close, and
+// the peer that wrote them cannot change them once queued only if it
+// behaves; copy what must be kept.
+type Message struct {
+	Payload []byte          // the datagram, or its first part when it wraps
+	More    []byte          // the rest of a wrapping datagram; nil otherwise
+	Remote  netip.AddrPort  // the sender; invalid for a cut-through peer
+	Session sessions.Handle // the cut-through session it came on; 0 from the wire
+}
+
+// Len returns the datagram's length.
+func (m *Message) Len() int { return len(m.Payload) + len(m.More) }
+
+// ListenPacket binds a UDP listener (udp://ADDR:PORT) and returns it as a
+// net.PacketConn, which is a *PacketConn.
+func (a *App) ListenPacket(uri string) (net.PacketConn, error) {
+	p, err := a.ListenPacketConn(uri)
+	if err != nil {
+		return nil, err
+	}
+	return p, nil
+}
+
+// ListenPacketConn is ListenPacket returning the *PacketConn.
+func (a *App) ListenPacketConn(uri string) (*PacketConn, error) {
+	ep, err := sessions.ParseURI(uri)
+	if err != nil {
+		return nil, opError("listen", uri, err)
+	}
+	if ep.Transport != sessions.TransportUDP {
+		return nil, opError("listen", uri, fmt.Errorf("ListenPacket takes udp:// URIs: %w", sessions.ErrNotSupported))
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), controlTimeout)
+	defer cancel()
+	m, fds, err := a.call(ctx, &api.Bind{URI: uri})
+	api.CloseFDs(fds)
+	if err != nil {
+		return nil, opError("listen", uri, err)
+	}
+	r, ok := m.(*api.BindReply)
+	if !ok {
+		return nil, opError("listen", uri, fmt.Errorf("%w: %v", ErrProtocol, m.Type()))
+	}
+	p := &PacketConn{
+		a: a, h: r.Handle, local: addrPortOf(r.Local), laddr: endpointAddr(r.Local),
+		rd: newHalf(), wr: newHalf(), done: make(chan struct{}), peers: map[sessions.Handle]*end{},
+	}
+	if p.local.Port() == 0 {
+		p.local = netip.AddrPortFrom(p.local.Addr(), ep.Port)
+		p.laddr = net.UDPAddrFromAddrPort(netip.AddrPortFrom(ep.Addr, ep.Port))
+	}
+	if r.Rx.Size > 0 {
+		if r.Rx.Offset > 1<<32-1 || r.Tx.Offset > 1<<32-1 {
+			a.unbind(r.Handle)
+			return nil, opError("listen", uri, fmt.Errorf("%w: bad fifo offsets", ErrProtocol))
+		}
+		rx, tx, ok, err := a.segFifos(fifo.FifoRef{Segment: r.Rx.Segment, Offset: uint32(r.Rx.Offset)},
+			fifo.FifoRef{Segment: r.Tx.Segment, Offset: uint32(r.Tx.Offset)})
+		if err == nil && !ok {
+			err = fmt.Errorf("%w: the listener's fifos are in a segment this app does not have", ErrProtocol)
+		}
+		if err != nil {
+			a.unbind(r.Handle)
+			return nil, opError("listen", uri, err)
+		}
+		p.wire = &end{h: r.Handle, rx: rx, tx: tx, signalFD: a.kick(r.Worker), datapath: true, dgram: true}
+	}
+	p.ep = ep
+	p.rebuildLocked()
+	a.addAcceptor(r.Handle, ep, p)
+	a.track(p)
+	return p, nil
+}
+
+func (a *App) unbind(h sessions.Handle) error {
+	ctx, cancel := context.WithTimeout(context.Background(), controlTimeout)
+	defer cancel()
+	_, fds, err := a.call(ctx, &api.Unbind{Handle: h})
+	api.CloseFDs(fds)
+	return err
+}
+
+// rebuildLocked republishes the readers' list of ends. p.mu is held (or p
+// is not shared yet).
+func (p *PacketConn) rebuildLocked() {
+	ends := make([]*end, 0, 1+len(p.peers))
+	if p.wire != nil {
+		ends = append(ends, p.wire)
+	}
+	for _, e := range p.peers {
+		ends = append(ends, e)
+	}
+	p.ends.Store(&ends)
+}
+
+// accept takes a cut-through session opened to the listener.
+func (p *PacketConn) accept(e *end, _ *api.SessionInfo) bool {
+	p.mu.Lock()
+	if p.closing {
+		p.mu.Unlock()
+		return false
+	}
+	p.peers[e.h] = e
+	p.rebuildLocked()
+	p.mu.Unlock()
+	if !p.a.register(e.h, p) {
+		e.gone.Store(true)
+		p.reap.Store(true)
+	}
+	p.rd.w.poke()
+	return true
+}
+
+// peerClosed marks a cut-through peer gone; the readers drop it once
+// everything it sent was read.
+func (p *PacketConn) peerClosed(h sessions.Handle) {
+	p.mu.Lock()
+	e := p.peers[h]
+	p.mu.Unlock()
+	if e != nil {
+		e.gone.Store(true)
+		p.reap.Store(true)
+		p.rd.w.poke()
+	}
+}
+
+// LocalAddr returns the address the listener is bound to.
+func (p *PacketConn) LocalAddr() net.Addr { return p.laddr }
+
+// Handle returns the listener's handle.
+func (p *PacketConn) Handle() sessions.Handle { return p.h }
+
+// SetDeadline sets the read and write deadlines.
+func (p *PacketConn) SetDeadline(t time.Time) error {
+	p.rd.dl.set(t)
+	p.wr.dl.set(t)
+	return nil
+}
+
+// SetReadDeadline sets the deadline of ReadFrom and ReadBatch.
+func (p *PacketConn) SetReadDeadline(t time.Time) error { p.rd.dl.set(t); return nil }
+
+// SetWriteDeadline sets the deadline of WriteTo.
+func (p *PacketConn) SetWriteDeadline(t time.Time) error { p.wr.dl.set(t); return nil }
+
+// pickLocked returns an end with data to read, round robin, and drops the
+// cut-through peers that went away and have nothing left. rd.mu is held.
+func (p *PacketConn) pickLocked() *end {
+	if p.reap.Swap(false) {
+		for _, e := range *p.ends.Load() {
+			if e != p.wire && e.gone.Load() {
+				if e.readable() {
+					p.reap.Store(true) // drop it once drained
+					continue
+				}
+				p.reapLocked(e)
+			}
+		}
+	}
+	ends := *p.ends.Load()
+	n := len(ends)
+	for i := range n {
+		e := ends[(p.next+i)%n]
+		if e.readable() {
+			p.next = (p.next + i + 1) % n
+			return e
+		}
+	}
+	return nil
+}
+
+// reapLocked removes a gone cut-through peer. rd.mu is held.
+func (p *PacketConn) reapLocked(e *end) {
+	p.wr.mu.Lock()
+	p.mu.Lock()
+	if p.peers[e.h] == e {
+		delete(p.peers, e.h)
+		p.rebuildLocked()
+	}
+	p.mu.Unlock()
+	p.a.unregister(e.h, p)
+	e.close()
+	p.wr.mu.Unlock()
+}
+
+// waitReadLocked sleeps until some end may have data. rd.mu is held.
+func (p *PacketConn) waitReadLocked() error {
+	p.a.arm(p.rd.w)
+	ends := *p.ends.Load()
+	for _, e := range ends {
+		e.rx.ClearEvent()
+	}
+	for _, e := range ends {
+		if e.readable() {
+			p.a.disarm(p.rd.w)
+			return nil
+		}
+	}
+	return p.rd.sleep(p.a, p.done, 0)
+}
+
+// releaseLocked hands back what the last ReadBatch peeked. rd.mu is held.
+func (p *PacketConn) releaseLocked() {
+	if p.held == nil {
+		return
+	}
+	if err := p.held.rx.Release(p.heldN); err == nil {
+		p.held.afterDequeue(p.heldN)
+	}
+	p.held, p.heldN = nil, 0
+}
+
+// Release hands back the datagrams of the last ReadBatch; the slices it
+// returned become invalid. ReadBatch, ReadFrom and Close release too.
+func (p *PacketConn) Release() {
+	p.rd.mu.Lock()
+	p.releaseLocked()
+	p.rd.mu.Unlock()
+}
+
+// ReadFrom reads one datagram into b (dropping what does not fit, as a
+// UDP socket does). The address is a *net.UDPAddr for a datagram from the
+// wire, a *CutThroughAddr for one from a cut-through session.
+func (p *PacketConn) ReadFrom(b []byte) (int, net.Addr, error) {
+	p.rd.mu.Lock()
+	defer p.rd.mu.Unlock()
+	p.releaseLocked()
+	for {
+		if err := p.rd.check(p.a, p.done); err != nil {
+			return 0, nil, netError("read", p.laddr, nil, err)
+		}
+		e := p.pickLocked()
+		if e == nil {
+			if err := p.waitReadLocked(); err != nil {
+				return 0, nil, netError("read", p.laddr, nil, err)
+			}
+			continue
+		}
+		n, ok, err := e.readDgram(b, &p.hdr)
+		if err != nil {
+			return 0, nil, netError("read", p.laddr, nil, err)
+		}
+		if !ok {
+			continue
+		}
+		if e == p.wire {
+			return n, net.UDPAddrFromAddrPort(fromHeader(&p.hdr)), nil
+		}
+		return n, &CutThroughAddr{Session: e.h}, nil
+	}
+}
+
+// ReadBatch fills msgs with the datagrams queued on one of the listener's
+// fifos, without copying them: the slices point into shared memory and
+// stay valid until the next ReadBatch, Release, ReadFrom or Close, which
+// hand the space back to the producer. It waits for at least one datagram
+// (or the read deadline) and allocates nothing.
+func (p *PacketConn) ReadBatch(msgs []Message) (int, error) {
+	if len(msgs) == 0 {
+		return 0, nil
+	}
+	p.rd.mu.Lock()
+	defer p.rd.mu.Unlock()
+	p.releaseLocked()
+	for {
+		if err := p.rd.check(p.a, p.done); err != nil {
+			return 0, netError("read", p.laddr, nil, err)
+		}
+		e := p.pickLocked()
+		if e == nil {
+			if err := p.waitReadLocked(); err != nil {
+				return 0, netError("read", p.laddr, nil, err)
+			}
+			continue
+		}
+		n, used, err := peekBatch(e, msgs, e == p.wire)
+		if err != nil {
+			return 0, netError("read", p.laddr, nil, err)
+		}
+		if n > 0 {
+			p.held, p.heldN = e, used
+			return n, nil
+		}
+	}
+}
+
+// peekBatch parses the datagram records queued in e's rx fifo into msgs
+// and returns how many, and how many bytes they take. Every length read
+// from shared memory is checked against what is queued.
+func peekBatch(e *end, msgs []Message, wire bool) (int, int, error) {
+	a, b, err := e.rx.PeekSlices()
+	if err == fifo.ErrEmpty {
+		return 0, 0, nil
+	}
+	if err != nil {
+		return 0, 0, err
+	}
+	total := len(a) + len(b)
+	off, n := 0, 0
+	var hb [fifo.DgramHeaderSize]byte
+	for n < len(msgs) && total-off >= fifo.DgramHeaderSize {
+		copyAt(hb[:], a, b, off)
+		l := binary.NativeEndian.Uint32(hb[fifo.DgramOffLen:])
+		if uint64(l) > uint64(total-off-fifo.DgramHeaderSize) {
+			return 0, 0, fmt.Errorf("datagram of %d bytes with %d queued: %w", l, total-off, fifo.ErrCorrupt)
+		}
+		rec := fifo.DgramRecordSize(int(l))
+		if rec > total-off {
+			return 0, 0, fmt.Errorf("datagram record of %d bytes with %d queued: %w", rec, total-off, fifo.ErrCorrupt)
+		}
+		m := &msgs[n]
+		m.Payload, m.More = sliceAt(a, b, off+fifo.DgramHeaderSize, int(l))
+		m.Remote, m.Session = netip.AddrPort{}, 0
+		if wire {
+			fam := hb[fifo.DgramOffFamily]
+			if fam == sessions.Family4 || fam == sessions.Family6 {
+				m.Remote = netip.AddrPortFrom(sessions.AddrFrom([16]byte(hb[fifo.DgramOffRemote:fifo.DgramOffRemote+16]), fam),
+					binary.NativeEndian.Uint16(hb[fifo.DgramOffRemotePort:]))
+			}
+		} else {
+			m.Session = e.h
+		}
+		off += rec
+		n++
+	}
+	if n == 0 && total > 0 {
+		return 0, 0, fmt.Errorf("%d bytes queued, less than a datagram header: %w", total, fifo.ErrCorrupt)
+	}
+	return n, off, nil
+}
+
+// copyAt copies len(dst) bytes at offset off of the concatenation a+b.
+func copyAt(dst, a, b []byte, off int) {
+	if off < len(a) {
+		n := copy(dst, a[off:])
+		if n < len(dst) {
+			copy(dst[n:], b)
+		}
+		return
+	}
+	copy(dst, b[off-len(a):])
+}
+
+// sliceAt returns the n bytes at offset off of the concatenation a+b, as
+// at most two slices.
+func sliceAt(a, b []byte, off, n int) ([]byte, []byte) {
+	if off >= len(a) {
+		o := off - len(a)
+		return b[o : o+n : o+n], nil
+	}
+	if off+n <= len(a) {
+		return a[off : off+n : off+n], nil
+	}
+	rest := off + n - len(a)
+	return a[off:len(a):len(a)], b[:rest:rest]
+}
+
+// WriteTo sends one datagram: to the wire through the datapath for a
+// *net.UDPAddr, or on the cut-through session a *CutThroughAddr names. It
+// waits for room while the fifo is full.
+func (p *PacketConn) WriteTo(b []byte, addr net.Addr) (int, error) {
+	var e *end
+	var remote netip.AddrPort
+	switch x := addr.(type) {
+	case *CutThroughAddr:
+		p.mu.Lock()
+		e = p.peers[x.Session]
+		p.mu.Unlock()
+		if e == nil {
+			return 0, netError("write", p.laddr, addr, fmt.Errorf("no cut-through session %#x: %w", uint64(x.Session), sessions.ErrNoSession))
+		}
+	case *net.UDPAddr:
+		e = p.wire
+		remote = x.AddrPort()
+		if e == nil {
+			return 0, netError("write", p.laddr, addr, ErrNoDatapath)
+		}
+	default:
+		return 0, netError("write", p.laddr, addr, fmt.Errorf("address %v (%T): %w", addr, addr, sessions.ErrInvalidValue))
+	}
+	p.wr.mu.Lock()
+	defer p.wr.mu.Unlock()
+	if e != p.wire {
+		p.mu.Lock()
+		alive := p.peers[e.h] == e
+		p.mu.Unlock()
+		if !alive {
+			return 0, netError("write", p.laddr, addr, errPeerClosed)
+		}
+	}
+	toHeader(&p.whdr, p.local, remote)
+	if err := writeDgram(p.a, &p.wr, p.done, e, &p.whdr, b); err != nil {
+		return 0, netError("write", p.laddr, addr, err)
+	}
+	return len(b), nil
+}
+
+// Close unbinds the listener and closes its cut-through sessions.
+func (p *PacketConn) Close() error {
+	var err error
+	p.once.Do(func() {
+		close(p.done)
+		p.a.untrack(p)
+		p.a.delAcceptor(p.h, p.ep, p)
+		p.mu.Lock()
+		p.closing = true
+		peers := make([]*end, 0, len(p.peers))
+		for _, e := range p.peers {
+			peers = append(peers, e)
+		}
+		p.mu.Unlock()
+		p.rd.mu.Lock()
+		p.wr.mu.Lock()
+		p.held = nil
+		if p.a.stopped() == nil {
+			err = p.a.unbind(p.h)
+			for _, e := range peers {
+				if !e.gone.Load() {
+					p.a.disconnect(e.h)
+				}
+			}
+		}
+		p.a.sync(func() {
+			for _, e := range peers {
+				p.a.unregister(e.h, p)
+			}
+		})
+		p.mu.Lock()
+		for _, e := range peers {
+			e.close()
+		}
+		p.peers = map[sessions.Handle]*end{}
+		p.rebuildLocked()
+		p.mu.Unlock()
+		p.wr.mu.Unlock()
+		p.rd.mu.Unlock()
+		p.rd.dl.stop()
+		p.wr.dl.stop()
+	})
+	if err != nil {
+		return netError("close", p.laddr, nil, err)
+	}
+	return nil
+}

@@ -1,0 +1,434 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"time"
+
+	"golang.org/x/sys/unix"
+
+	"github.com/xsessiond/xsessiond/api"
+	"github.com/xsessiond/xsessiond/fifo"
+	"github.com/xsessiond/xsessiond/sessions"
+)
+
+// Limits on what an app may ask for at attach, beyond the session layer's.
+const (
+	maxSegmentSize = 1 << 30
+)
+
+// conn serves one control connection: an app (once it attached) or the
+// CLI. Its requests are handled one at a time on the connection's
+// goroutine.
+type conn struct {
+	d     *daemon
+	c     *api.Conn
+	id    uint64 // the session layer's client id
+	name  string // from Hello
+	cred  api.Cred
+	since time.Time
+
+	// Set by the connection's goroutine; read by other goroutines under
+	// daemon.mu.
+	app      sessions.AppID
+	mgr      *fifo.Manager // the app's segment manager
+	efd      *sharedFD     // a duplicate of the app's event-queue eventfd
+	ns       string
+	attached bool
+
+	// sent are the descriptors of the last reply, duplicated for it; the
+	// server has sent the reply by the time the next request (or Close)
+	// comes, and they are closed then. Connection goroutine only.
+	sent []int
+}
+
+// listenerPairer is the session layer's ListenerPair, when it has it: the
+// fifo pair of a global UDP listener and the worker that owns its tx fifo.
+type listenerPairer interface {
+	ListenerPair(app sessions.AppID, h sessions.Handle) (sessions.FifoPair, uint32, error)
+}
+
+// efdRef returns the app's eventfd with a reference the caller releases,
+// or nil when the app is not attached (any more).
+func (h *conn) efdRef() *sharedFD {
+	h.d.mu.Lock()
+	defer h.d.mu.Unlock()
+	if h.efd != nil && h.efd.refs.tryRef() {
+		return h.efd
+	}
+	return nil
+}
+
+func (h *conn) closeSent() {
+	for _, fd := range h.sent {
+		unix.Close(fd)
+	}
+	h.sent = h.sent[:0]
+}
+
+// dupFDs duplicates fds for a reply; the duplicates are closed after it
+// was sent (closeSent).
+func (h *conn) dupFDs(fds ...int) ([]int, error) {
+	out := make([]int, 0, len(fds))
+	for _, fd := range fds {
+		nfd, err := unix.FcntlInt(uintptr(fd), unix.F_DUPFD_CLOEXEC, 0)
+		if err != nil {
+			for _, x := range out {
+				unix.Close(x)
+			}
+			return nil, fmt.Errorf("dup: %w", err)
+		}
+		out = append(out, nfd)
+	}
+	h.sent = append(h.sent, out...)
+	return out, nil
+}
+
+// Handle serves one request.
+func (h *conn) Handle(ctx context.Context, req api.Request) (api.Message, []int, error) {
+	h.closeSent()
+	api.CloseFDs(req.FDs) // no request carries descriptors
+	d := h.d
+	switch m := req.Msg.(type) {
+	case *api.Attach:
+		return h.attach(m)
+	case *api.Detach:
+		if !h.attached {
+			return nil, nil, fmt.Errorf("detach: %w", sessions.ErrNotAttached)
+		}
+		h.detach()
+		return nil, nil, nil
+	case *api.Bind:
+		return h.bind(m)
+	case *api.Unbind:
+		if err := h.needApp("unbind"); err != nil {
+			return nil, nil, err
+		}
+		if err := d.layer.Unbind(h.app, m.Handle); err != nil {
+			return nil, nil, err
+		}
+		d.mu.Lock()
+		d.untrackLocked(h.app, m.Handle)
+		d.mu.Unlock()
+		return nil, nil, nil
+	case *api.Connect:
+		return h.connect(m)
+	case *api.Disconnect:
+		if err := h.needApp("disconnect"); err != nil {
+			return nil, nil, err
+		}
+		if err := d.layer.Disconnect(h.app, m.Handle); err != nil {
+			return nil, nil, err
+		}
+		d.mu.Lock()
+		d.untrackLocked(h.app, m.Handle)
+		d.mu.Unlock()
+		return nil, nil, nil
+	case *api.Show:
+		doc, err := d.show(m.What)
+		if err != nil {
+			return nil, nil, err
+		}
+		return &api.ShowReply{JSON: doc}, nil, nil
+	case *api.NsAdd:
+		return nil, nil, d.addNamespace(m.ID, m.Secret, m.Iface, m.Netns)
+	case *api.NsDel:
+		return nil, nil, d.delNamespace(m.ID)
+	case *api.RuleAdd:
+		r, err := ruleFromAPI(m.Rule)
+		if err != nil {
+			return nil, nil, fmt.Errorf("rule add: %w", err)
+		}
+		_, err = d.layer.AddRule(r)
+		return nil, nil, err
+	case *api.RuleDel:
+		if m.Rule.Tag != "" {
+			return nil, nil, d.layer.DelRulesByTag(m.Rule.Tag)
+		}
+		r, err := ruleFromAPI(m.Rule)
+		if err != nil {
+			return nil, nil, fmt.Errorf("rule del: %w", err)
+		}
+		return nil, nil, d.layer.DelRuleMatching(r)
+	}
+	return nil, nil, fmt.Errorf("%v is not a request: %w", req.Msg.Type(), sessions.ErrNotSupported)
+}
+
+// Close ends the connection: an attached app is detached, which frees its
+// listeners, sessions, rules and memory.
+func (h *conn) Close(err error) {
+	h.closeSent()
+	h.d.mu.Lock()
+	delete(h.d.conns, h.id)
+	closing := h.d.closing
+	if closing && h.attached {
+		// The daemon is stopping: detach once every app hung up, so that
+		// no app sees its peers go before it saw the daemon go.
+		h.d.detachLater = append(h.d.detachLater, h)
+	}
+	h.d.mu.Unlock()
+	if h.attached && !closing {
+		h.detach()
+	}
+	h.d.log.Debug("connection closed", "conn", h.id, "name", h.name, "pid", h.cred.PID, "reason", err)
+}
+
+func (h *conn) needApp(op string) error {
+	if !h.attached {
+		return fmt.Errorf("%s: %w", op, sessions.ErrNotAttached)
+	}
+	return nil
+}
+
+func (h *conn) detach() {
+	d := h.d
+	// Forget the app's fifos first: the metrics read them under d.mu, and
+	// the memory goes with the detach.
+	d.mu.Lock()
+	delete(d.byApp, h.app)
+	delete(d.fifos, h.app)
+	d.dropPendingLocked(h.app)
+	efd := h.efd
+	h.attached, h.mgr, h.efd = false, nil, nil
+	d.mu.Unlock()
+	d.layer.DetachClient(h.id)
+	if efd != nil {
+		efd.release()
+	}
+	d.log.Info("app detached", "app", h.app, "name", h.name, "pid", h.cred.PID)
+}
+
+// mirrorTimeout bounds the wait for the datapath's tables after a bind
+// or connect.
+const mirrorTimeout = 2 * time.Second
+
+// waitMirror waits for the datapath to apply the layer's last changes.
+func (h *conn) waitMirror(what string) {
+	ctx, cancel := context.WithTimeout(context.Background(), mirrorTimeout)
+	defer cancel()
+	if err := h.d.eng.WaitMirror(ctx); err != nil {
+		h.d.log.Warn("datapath tables lag behind", "after", what, "err", err)
+	}
+}
+
+func validTransport(t sessions.Transport) error {
+	switch t {
+	case sessions.TransportTCP, sessions.TransportUDP:
+		return nil
+	case sessions.TransportSCTP:
+		return fmt.Errorf("transport %v: %w", t, sessions.ErrNotSupported)
+	}
+	return fmt.Errorf("transport %d: %w", uint8(t), sessions.ErrInvalidValue)
+}
+
+func validScope(s sessions.Scope) error {
+	if s&^(sessions.ScopeGlobal|sessions.ScopeLocal) != 0 {
+		return fmt.Errorf("scope %#x: %w", uint8(s), sessions.ErrInvalidValue)
+	}
+	return nil
+}
+
+func (h *conn) attach(m *api.Attach) (api.Message, []int, error) {
+	d := h.d
+	if h.attached {
+		return nil, nil, fmt.Errorf("attach: %w", sessions.ErrAlreadyAttached)
+	}
+	if err := validScope(m.Scope); err != nil {
+		return nil, nil, fmt.Errorf("attach: %w", err)
+	}
+	for _, t := range m.ProxyTransports {
+		if err := validTransport(t); err != nil {
+			return nil, nil, fmt.Errorf("attach: proxy: %w", err)
+		}
+	}
+	if m.SegmentSize > maxSegmentSize || m.AddSegmentSize > maxSegmentSize {
+		return nil, nil, fmt.Errorf("attach: segment size over %d: %w", maxSegmentSize, sessions.ErrInvalidValue)
+	}
+	name := m.Name
+	if name == "" {
+		name = h.name
+	}
+	att, err := d.layer.Attach(sessions.AttachOptions{
+		ClientID: h.id, Name: name, Namespace: m.Namespace, Secret: m.Secret, Scope: m.Scope,
+		RxFifoSize: m.RxFifoSize, TxFifoSize: m.TxFifoSize,
+		SegmentSize: m.SegmentSize, AddSegmentSize: m.AddSegmentSize, MaxFifoMemory: m.MaxFifoMemory,
+		Proxy: m.Proxy, ProxyTransports: m.ProxyTransports,
+	})
+	if err != nil {
+		return nil, nil, err
+	}
+	mgr, ok := sessions.FifoManager(att.Memory)
+	var q *fifo.EventQueue
+	if ok {
+		q = mgr.EventQueue()
+	}
+	if q == nil {
+		d.layer.Detach(att.App)
+		return nil, nil, errors.New("attach: app memory has no event queue")
+	}
+	efd, err := newSharedFD(q.EventFD())
+	if err != nil {
+		d.layer.Detach(att.App)
+		return nil, nil, fmt.Errorf("attach: %w", err)
+	}
+	segs := mgr.Segments()
+	if len(segs) > api.MaxSegmentFDs {
+		efd.release()
+		d.layer.Detach(att.App)
+		return nil, nil, fmt.Errorf("attach: %d segments: %w", len(segs), sessions.ErrNoMemory)
+	}
+	kicks := d.eng.KickFDs()
+	reply := &api.AttachReply{
+		AppIndex:   uint32(att.App),
+		EventQueue: api.QueueRef{Segment: q.Fifo().Segment().Index(), Offset: uint64(q.Offset()), Capacity: uint32(q.Capacity())},
+		Workers:    uint8(len(kicks)),
+	}
+	fds := make([]int, 0, len(segs)+1+len(kicks))
+	for _, s := range segs {
+		reply.Segments = append(reply.Segments, api.Segment{Index: s.Index(), Size: uint64(s.Size())})
+		fds = append(fds, s.FD())
+	}
+	fds = append(fds, q.EventFD())
+	fds = append(fds, kicks...)
+	d.mu.Lock()
+	h.app, h.mgr, h.efd, h.ns, h.attached = att.App, mgr, efd, m.Namespace, true
+	d.byApp[att.App] = h
+	d.mu.Unlock()
+	d.log.Info("app attached", "app", att.App, "name", name, "namespace", m.Namespace, "pid", h.cred.PID, "uid", h.cred.UID)
+	return reply, fds, nil
+}
+
+// endpoint reads the endpoint of a Bind or Connect: the URI when given,
+// else the endpoint, whose interface and FIB are the namespace's.
+func endpoint(uri string, ep sessions.Endpoint) (sessions.Endpoint, error) {
+	if uri != "" {
+		return sessions.ParseURI(uri)
+	}
+	if err := validTransport(ep.Transport); err != nil {
+		return sessions.Endpoint{}, err
+	}
+	ep.IfIndex, ep.FIB = 0, 0
+	return ep, nil
+}
+
+// inNamespace fills e's interface and FIB as the session layer does for
+// the app's namespace.
+func (h *conn) inNamespace(e sessions.Endpoint) sessions.Endpoint {
+	for _, n := range h.d.layer.Namespaces() {
+		if n.ID == h.ns {
+			e.IfIndex = n.IfIndex
+			e.FIB = n.FIB4
+			if e.Addr.Is6() && !e.Addr.Is4In6() {
+				e.FIB = n.FIB6
+			}
+		}
+	}
+	return e
+}
+
+func fifoRef(r fifo.FifoRef) api.FifoRef {
+	return api.FifoRef{Segment: r.Segment, Offset: uint64(r.Offset), Size: r.Size}
+}
+
+func (h *conn) bind(m *api.Bind) (api.Message, []int, error) {
+	d := h.d
+	if err := h.needApp("bind"); err != nil {
+		return nil, nil, err
+	}
+	e, err := endpoint(m.URI, m.Endpoint)
+	if err != nil {
+		return nil, nil, fmt.Errorf("bind: %w", err)
+	}
+	hd, err := d.layer.Bind(h.app, e)
+	if err != nil {
+		return nil, nil, err
+	}
+	// Reply once the datapath steers the listener's packets, as a kernel
+	// socket receives from the moment bind returns.
+	h.waitMirror("bind " + e.URI())
+	reply := &api.BindReply{Handle: hd, Local: h.inNamespace(e)}
+	// A listener's datagram fifos are only of use with a datapath to fill
+	// and drain them: without one the app gets none, and its writes to
+	// the wire fail at once instead of filling a fifo nobody drains.
+	if lp, ok := any(d.layer).(listenerPairer); ok && !hd.IsLocal() && d.eng.Datapath() != nil {
+		pair, worker, err := lp.ListenerPair(h.app, hd)
+		rx, tx, ok := pair.Fifos()
+		if err == nil && ok && rx != nil && tx != nil {
+			reply.Worker = worker
+			reply.Rx = fifoRef(h.mgr.Ref(rx))
+			reply.Tx = fifoRef(h.mgr.Ref(tx))
+			d.mu.Lock()
+			d.trackLocked(h.app, hd, pairRef{pair: pair})
+			d.mu.Unlock()
+		}
+	}
+	return reply, nil, nil
+}
+
+func (h *conn) connect(m *api.Connect) (api.Message, []int, error) {
+	d := h.d
+	if err := h.needApp("connect"); err != nil {
+		return nil, nil, err
+	}
+	e, err := endpoint(m.URI, m.Endpoint)
+	if err != nil {
+		return nil, nil, fmt.Errorf("connect: %w", err)
+	}
+	res, err := d.layer.Connect(h.app, e, m.Opaque)
+	if err != nil {
+		return nil, nil, err
+	}
+	remote := h.inNamespace(e)
+	if !res.CutThrough {
+		h.waitMirror("connect " + e.URI())
+		return &api.ConnectReply{SessionInfo: api.SessionInfo{Handle: res.Handle, Worker: res.Handle.Worker(), Remote: remote}}, nil, nil
+	}
+	ct := d.takeCutThrough(h.app, res.Handle)
+	if ct == nil {
+		// The peer went away between the connect and now; the session
+		// layer closed the session with it.
+		return nil, nil, fmt.Errorf("connect %s: the listening app went away: %w", e.URI(), sessions.ErrConnect)
+	}
+	defer ct.release()
+	d.mu.Lock()
+	acc, con := ct.accepted, ct.connected
+	server := d.byApp[acc.App]
+	d.mu.Unlock()
+	var srvEfd, myEfd *sharedFD
+	if server != nil {
+		srvEfd = server.efdRef()
+	}
+	myEfd = h.efdRef()
+	defer func() {
+		if srvEfd != nil {
+			srvEfd.release()
+		}
+		if myEfd != nil {
+			myEfd.release()
+		}
+	}()
+	if srvEfd == nil || myEfd == nil {
+		d.layer.Disconnect(h.app, res.Handle)
+		return nil, nil, fmt.Errorf("connect %s: the listening app went away: %w", e.URI(), sessions.ErrConnect)
+	}
+	seg := api.Segment{Index: 0, Size: uint64(ct.seg.Size())}
+	info := func(ev sessions.Event, local, remote sessions.Endpoint) api.SessionInfo {
+		rx, tx, _ := ev.Pair.Fifos()
+		return api.SessionInfo{
+			Handle: ev.Handle, Worker: sessions.CutThroughWorker,
+			Rx:    api.FifoRef{Segment: 0, Offset: uint64(rx.Offset()), Size: rx.Size()},
+			Tx:    api.FifoRef{Segment: 0, Offset: uint64(tx.Offset()), Size: tx.Size()},
+			Local: local, Remote: remote, CutThrough: true, Segment: seg,
+		}
+	}
+	fds, err := h.dupFDs(ct.seg.FD(), srvEfd.fd)
+	if err != nil {
+		d.layer.Disconnect(h.app, res.Handle)
+		return nil, nil, fmt.Errorf("connect %s: %w", e.URI(), err)
+	}
+	peerLocal := sessions.Endpoint{Transport: e.Transport}
+	d.sendNotice(server, &api.Accepted{Listener: acc.Listener, SessionInfo: info(acc, remote, peerLocal)},
+		ct.seg.FD(), myEfd.fd)
+	return &api.ConnectReply{SessionInfo: info(con, peerLocal, remote)}, fds, nil
+}

@@ -1,0 +1,166 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"io"
+	"net"
+	"os"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/xsessiond/xsessiond/app"
+	"github.com/xsessiond/xsessiond/sessions"
+)
+
+func TestCutThroughEcho(t *testing.T) {
+	d := startDaemon(t)
+	srv := attach(t, d, app.Options{Name: "echo"})
+	cli := attach(t, d, app.Options{Name: "client"})
+	pc, err := srv.ListenPacket("udp://0.0.0.0:9000")
+	if err != nil {
+		t.Fatal(err)
+	}
+	go func() {
+		buf := make([]byte, 2048)
+		for {
+			n, addr, err := pc.ReadFrom(buf)
+			if err != nil {
+				return
+			}
+			pc.WriteTo(buf[:n], addr)
+		}
+	}()
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	c, err := cli.Dial(ctx, "udp://127.0.0.1:9000")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	c.SetDeadline(time.Now().Add(5 * time.Second))
+	buf := make([]byte, 2048)
+	for i := range 1000 {
+		msg := bytes.Repeat([]byte{byte(i)}, 1+i%1400)
+		if _, err := c.Write(msg); err != nil {
+			t.Fatal(err)
+		}
+		n, err := c.Read(buf)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if !bytes.Equal(buf[:n], msg) {
+			t.Fatalf("echo %d: got %d bytes, want %d", i, n, len(msg))
+		}
+	}
+}
+
+// TestStreamCutThrough runs a TCP cut-through session: Listen, Dial,
+// Accept, a byte stream both ways, io.EOF after the peer closes.
+func TestStreamCutThrough(t *testing.T) {
+	d := startDaemon(t)
+	srv := attach(t, d, app.Options{Name: "srv", RxFifoSize: 4096, TxFifoSize: 4096})
+	cli := attach(t, d, app.Options{Name: "cli", RxFifoSize: 4096, TxFifoSize: 4096})
+	ln, err := srv.Listen("tcp://0.0.0.0:7000")
+	if err != nil {
+		t.Fatal(err)
+	}
+	c, err := cli.Dial(t.Context(), "tcp://127.0.0.1:7000")
+	if err != nil {
+		t.Fatal(err)
+	}
+	sc, err := ln.Accept()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, ok := sc.RemoteAddr().(*app.CutThroughAddr); !ok {
+		t.Errorf("accepted session's remote %v", sc.RemoteAddr())
+	}
+	// 1 MiB through 4 KiB fifos: the writer waits for room again and again.
+	data := make([]byte, 1<<20)
+	for i := range data {
+		data[i] = byte(i * 7)
+	}
+	go func() {
+		c.Write(data)
+		c.Close()
+	}()
+	sc.SetReadDeadline(time.Now().Add(10 * time.Second))
+	got, err := io.ReadAll(sc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !bytes.Equal(got, data) {
+		t.Fatalf("stream: got %d bytes, want %d, equal %v", len(got), len(data), bytes.Equal(got, data))
+	}
+	if _, err := sc.Write([]byte("x")); err == nil {
+		t.Error("write to a closed peer worked")
+	}
+	sc.Close()
+}
+
+// TestDeadlines checks read and write deadlines and that a timeout is a
+// net.Error with Timeout() true.
+func TestDeadlines(t *testing.T) {
+	d := startDaemon(t)
+	srv := attach(t, d, app.Options{Name: "srv", RxFifoSize: 4096})
+	cli := attach(t, d, app.Options{Name: "cli", TxFifoSize: 4096})
+	pc, err := srv.ListenPacket("udp://0.0.0.0:9000")
+	if err != nil {
+		t.Fatal(err)
+	}
+	pc.SetReadDeadline(time.Now().Add(30 * time.Millisecond))
+	if _, _, err := pc.ReadFrom(make([]byte, 10)); !isTimeout(err) || !errors.Is(err, os.ErrDeadlineExceeded) {
+		t.Fatalf("ReadFrom past the deadline: %v", err)
+	}
+	// A deadline moved into the past wakes a blocked reader.
+	pc.SetReadDeadline(time.Time{})
+	errc := make(chan error, 1)
+	go func() { _, _, err := pc.ReadFrom(make([]byte, 10)); errc <- err }()
+	time.Sleep(20 * time.Millisecond)
+	pc.SetReadDeadline(time.Now())
+	select {
+	case err := <-errc:
+		if !isTimeout(err) {
+			t.Fatalf("woken reader: %v", err)
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("moving the deadline did not wake the reader")
+	}
+	c, err := cli.Dial(t.Context(), "udp://127.0.0.1:9000")
+	if err != nil {
+		t.Fatal(err)
+	}
+	// Nobody reads: the write side fills up and times out.
+	c.SetWriteDeadline(time.Now().Add(50 * time.Millisecond))
+	var werr error
+	for range 1000 {
+		if _, werr = c.Write(make([]byte, 500)); werr != nil {
+			break
+		}
+	}
+	if !isTimeout(werr) {
+		t.Fatalf("write to a full fifo: %v", werr)
+	}
+}
+
+// TestConnectRemoteNoDatapath: without a datapath a connect to a remote
+// peer fails with sessions.ErrConnect, and writes to the wire fail with
+// app.ErrNoDatapath.
+func TestConnectRemoteNoDatapath(t *testing.T) {
+	d := startDaemon(t)
+	a := attach(t, d, app.Options{Name: "a"})
+	_, err := a.Dial(t.Context(), "udp://192.0.2.1:53")
+	if !errors.Is(err, sessions.ErrConnect) || strings.Contains(err.Error(), "\n") {
+		t.Fatalf("dial: %v", err)
+	}
+	pc, err := a.ListenPacket("udp://0.0.0.0:9000")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := pc.WriteTo([]byte("x"), &net.UDPAddr{IP: net.IPv4(192, 0, 2, 1), Port: 53}); !errors.Is(err, app.ErrNoDatapath) {
+		t.Fatalf("WriteTo the wire: %v", err)
+	}
+}

@@ -1,0 +1,482 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"io/fs"
+	"slices"
+	"strconv"
+	"strings"
+	"text/tabwriter"
+	"time"
+
+	"github.com/spf13/cobra"
+
+	"github.com/xsessiond/xsessiond/api"
+	"github.com/xsessiond/xsessiond/sessions"
+)
+
+const ctlTimeout = 10 * time.Second
+
+func newCtlCmd() *cobra.Command {
+	var socket string
+	cmd := &cobra.Command{
+		Use:   "ctl",
+		Short: "Talk to a running daemon: show state, add and delete namespaces and rules",
+		Args:  cobra.NoArgs,
+		RunE:  func(cmd *cobra.Command, _ []string) error { return cmd.Help() },
+	}
+	cmd.PersistentFlags().StringVar(&socket, "socket", DefaultSocket, "the daemon's control socket")
+	cmd.AddCommand(newShowCmd(&socket), newNsCmd(&socket), newRuleCmd(&socket))
+	return cmd
+}
+
+// call sends one request to the daemon at socket and returns the reply.
+func call(cmd *cobra.Command, socket string, req api.Message) (api.Message, error) {
+	ctx, cancel := context.WithTimeout(cmd.Context(), ctlTimeout)
+	defer cancel()
+	cl, err := api.DialClient(ctx, socket, api.ClientOptions{Name: "ctl"})
+	if err != nil {
+		return nil, ctlError(err, socket)
+	}
+	defer cl.Close()
+	m, fds, err := cl.Call(ctx, req)
+	api.CloseFDs(fds)
+	if err != nil {
+		return nil, ctlError(err, socket)
+	}
+	return m, nil
+}
+
+// ctlError is the one line a person reads for a failed ctl request.
+func ctlError(err error, socket string) error {
+	var re *api.RemoteError
+	switch {
+	case errors.Is(err, api.ErrNoDaemon):
+		return fmt.Errorf("no daemon at %s: is xsessiond run going?", socket)
+	case errors.Is(err, fs.ErrPermission):
+		return fmt.Errorf("cannot connect to %s: permission denied (is your user in the socket's group?)", socket)
+	case errors.Is(err, context.DeadlineExceeded):
+		return fmt.Errorf("the daemon at %s did not answer within %v", socket, ctlTimeout)
+	case errors.As(err, &re):
+		return errors.New(re.Error())
+	}
+	return err
+}
+
+func newShowCmd(socket *string) *cobra.Command {
+	var asJSON bool
+	cmd := &cobra.Command{
+		Use:       "show apps|sessions|listeners|namespaces|rules|stats",
+		Short:     "Show the daemon's state as a table (or JSON with --json)",
+		Args:      cobra.ExactArgs(1),
+		ValidArgs: []string{"apps", "sessions", "listeners", "namespaces", "rules", "stats"},
+		RunE: func(cmd *cobra.Command, args []string) error {
+			what, err := api.ParseShowWhat(args[0])
+			if err != nil {
+				return fmt.Errorf("show %q: want apps, sessions, listeners, namespaces, rules or stats", args[0])
+			}
+			m, err := call(cmd, *socket, &api.Show{What: what})
+			if err != nil {
+				return err
+			}
+			sr, ok := m.(*api.ShowReply)
+			if !ok {
+				return fmt.Errorf("show %s: the daemon answered %v", args[0], m.Type())
+			}
+			out := cmd.OutOrStdout()
+			if asJSON {
+				var buf bytes.Buffer
+				if err := json.Indent(&buf, sr.JSON, "", "  "); err != nil {
+					return fmt.Errorf("show %s: the daemon sent bad JSON: %w", args[0], err)
+				}
+				buf.WriteByte('\n')
+				_, err := out.Write(buf.Bytes())
+				return err
+			}
+			return printTable(out, what, sr.JSON)
+		},
+	}
+	cmd.Flags().BoolVar(&asJSON, "json", false, "print JSON instead of a table")
+	return cmd
+}
+
+func hexHandle(h sessions.Handle) string { return fmt.Sprintf("%#x", uint64(h)) }
+
+func nsName(id string) string {
+	if id == "" {
+		return "(default)"
+	}
+	return id
+}
+
+func dash(s string) string {
+	if s == "" {
+		return "-"
+	}
+	return s
+}
+
+// printTable prints a Show document as an aligned table.
+func printTable(out io.Writer, what api.ShowWhat, doc []byte) error {
+	tw := tabwriter.NewWriter(out, 0, 4, 2, ' ', 0)
+	row := func(cols ...any) {
+		for i, c := range cols {
+			if i > 0 {
+				fmt.Fprint(tw, "\t")
+			}
+			fmt.Fprint(tw, c)
+		}
+		fmt.Fprint(tw, "\n")
+	}
+	bad := func(err error) error { return fmt.Errorf("show %v: the daemon sent bad JSON: %w", what, err) }
+	switch what {
+	case api.ShowApps:
+		var v []appView
+		if err := json.Unmarshal(doc, &v); err != nil {
+			return bad(err)
+		}
+		row("ID", "NAME", "NAMESPACE", "SCOPE", "PID", "UID", "GID", "LISTENERS", "SESSIONS", "SEGMENTS", "FIFO USED/SIZE")
+		for _, a := range v {
+			row(a.ID, a.Name, nsName(a.Namespace), a.Scope, a.PID, a.UID, a.GID, a.Listeners, a.Sessions, len(a.Segments),
+				fmt.Sprintf("%d/%d", a.FifoUsed, a.FifoSize))
+		}
+	case api.ShowSessions:
+		var v []sessions.SessionInfo
+		if err := json.Unmarshal(doc, &v); err != nil {
+			return bad(err)
+		}
+		row("HANDLE", "APP", "STATE", "PROTO", "LOCAL", "REMOTE", "WORKER", "PEER")
+		for _, s := range v {
+			worker := strconv.FormatUint(uint64(s.Worker), 10)
+			if s.State == "cut-through" {
+				worker = "-"
+			}
+			peer := "-"
+			if s.Peer != 0 {
+				peer = hexHandle(s.Peer)
+			}
+			row(hexHandle(s.Handle), s.App, s.State, s.Transport, dash(s.Local), dash(s.Remote), worker, peer)
+		}
+	case api.ShowListeners:
+		var v []sessions.ListenerInfo
+		if err := json.Unmarshal(doc, &v); err != nil {
+			return bad(err)
+		}
+		row("HANDLE", "APP", "URI", "NAMESPACE", "TABLE", "FIB", "PROXY")
+		for _, l := range v {
+			row(hexHandle(l.Handle), l.App, l.URI, nsName(l.Namespace), l.Table, l.FIB, l.Proxy)
+		}
+	case api.ShowNamespaces:
+		var v []sessions.NamespaceInfo
+		if err := json.Unmarshal(doc, &v); err != nil {
+			return bad(err)
+		}
+		row("ID", "IFINDEX", "FIB4", "FIB6", "APPS", "LOCAL LISTENERS")
+		for _, n := range v {
+			row(nsName(n.ID), n.IfIndex, n.FIB4, n.FIB6, n.Apps, n.LocalListeners)
+		}
+	case api.ShowRules:
+		var v []ruleView
+		if err := json.Unmarshal(doc, &v); err != nil {
+			return bad(err)
+		}
+		row("ID", "NAMESPACE", "PROTO", "LOCAL", "LPORT", "REMOTE", "RPORT", "ACTION", "APP", "SCOPE", "TAG")
+		for _, r := range v {
+			app := "-"
+			if r.Action == "forward" {
+				app = strconv.FormatUint(uint64(r.App), 10)
+			}
+			row(r.ID, nsName(r.Namespace), r.Proto, r.Local, portOrAny(r.LocalPort), r.Remote, portOrAny(r.RemotePort),
+				r.Action, app, r.Scope, dash(r.Tag))
+		}
+	case api.ShowStats:
+		var v statsView
+		if err := json.Unmarshal(doc, &v); err != nil {
+			return bad(err)
+		}
+		netns := v.Netns
+		if netns == "" {
+			netns = "(daemon's own)"
+		}
+		row("version", v.Version)
+		row("interface", fmt.Sprintf("%s (ifindex %d, netns %s)", v.Iface, v.IfIndex, netns))
+		row("uptime", v.Uptime)
+		row("datapath", v.Engine.Datapath+xdpMode(v.Engine.XDPMode))
+		row("workers", v.Workers)
+		row("apps", v.Apps)
+		row("connections", v.Conns)
+		row("namespaces", v.Namespaces)
+		row("listeners", v.Listeners)
+		row("sessions", v.Sessions)
+		row("rules", v.Rules)
+		if len(v.Engine.Queues) > 0 {
+			row("")
+			row("QUEUE", "RX", "TX", "DELIVERED", "DROPS")
+			for _, q := range v.Engine.Queues {
+				row(q.Queue, q.RxPackets, q.TxPackets, q.Delivered, dropsString(q.Drops))
+			}
+		}
+	default:
+		return fmt.Errorf("show %v: %w", what, sessions.ErrInvalidValue)
+	}
+	return tw.Flush()
+}
+
+func xdpMode(m string) string {
+	if m == "" {
+		return ""
+	}
+	return " (xdp " + m + ")"
+}
+
+func portOrAny(p uint16) string {
+	if p == 0 {
+		return "any"
+	}
+	return strconv.Itoa(int(p))
+}
+
+func dropsString(d map[string]uint64) string {
+	if len(d) == 0 {
+		return "0"
+	}
+	keys := make([]string, 0, len(d))
+	for k := range d {
+		keys = append(keys, k)
+	}
+	slices.Sort(keys)
+	var b strings.Builder
+	for i, k := range keys {
+		if i > 0 {
+			b.WriteString(" ")
+		}
+		fmt.Fprintf(&b, "%s=%d", k, d[k])
+	}
+	return b.String()
+}
+
+func newNsCmd(socket *string) *cobra.Command {
+	cmd := &cobra.Command{
+		Use:   "ns",
+		Short: "Add or delete app namespaces",
+		Args:  cobra.NoArgs,
+		RunE:  func(cmd *cobra.Command, _ []string) error { return cmd.Help() },
+	}
+	var id, iface, netns, secret string
+	add := &cobra.Command{
+		Use:   "add --id ID --secret N --iface IF [--netns NAME]",
+		Short: "Add an app namespace on an interface",
+		Long: `Add an app namespace: apps attach to it with its id and secret, and their
+sessions live on the interface (in the named netns, or the netns of the
+daemon's interface when --netns is not given).`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			if id == "" || iface == "" || secret == "" {
+				return errors.New("ns add needs --id, --secret and --iface")
+			}
+			s, err := strconv.ParseUint(secret, 0, 64)
+			if err != nil {
+				return fmt.Errorf("--secret %q: want a number (0 to 2^64-1)", secret)
+			}
+			if _, err := call(cmd, *socket, &api.NsAdd{ID: id, Secret: s, Iface: iface, Netns: netns}); err != nil {
+				return err
+			}
+			fmt.Fprintf(cmd.OutOrStdout(), "namespace %q added on %s\n", id, iface)
+			return nil
+		},
+	}
+	add.Flags().StringVar(&id, "id", "", "the namespace id")
+	add.Flags().StringVar(&secret, "secret", "", "the secret apps attach with (a 64-bit number)")
+	add.Flags().StringVar(&iface, "iface", "", "the namespace's interface")
+	add.Flags().StringVar(&netns, "netns", "", "the named network namespace the interface lives in")
+	var delID string
+	del := &cobra.Command{
+		Use:   "del --id ID",
+		Short: "Delete an app namespace that has no apps attached",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			if delID == "" {
+				return errors.New("ns del needs --id")
+			}
+			if _, err := call(cmd, *socket, &api.NsDel{ID: delID}); err != nil {
+				return err
+			}
+			fmt.Fprintf(cmd.OutOrStdout(), "namespace %q deleted\n", delID)
+			return nil
+		},
+	}
+	del.Flags().StringVar(&delID, "id", "", "the namespace id")
+	cmd.AddCommand(add, del)
+	return cmd
+}
+
+const ruleHelp = `A rule is given as words, as VPP's "session rule add" takes it:
+
+  proto udp|tcp            the transport (required)
+  local PREFIX [PORT]      this host's side: a prefix like 0.0.0.0/0 and a port (0: any)
+  remote PREFIX [PORT]     the peer's side
+  action drop|allow|forward
+  app N                    the app index a forward rule hands matches to (see ctl show apps)
+  scope global|local|both  which tables hold the rule (default global)
+  ns ID                    the app namespace (default: the default namespace)
+  tag T                    a name for the rule; "rule del tag T" deletes by tag
+
+Example:
+
+  xsessiond ctl rule add proto udp local 0.0.0.0/0 9000 remote 10.0.0.0/8 0 action drop scope global tag T`
+
+func newRuleCmd(socket *string) *cobra.Command {
+	cmd := &cobra.Command{
+		Use:   "rule",
+		Short: "Add or delete session rules",
+		Long:  ruleHelp,
+		Args:  cobra.NoArgs,
+		RunE:  func(cmd *cobra.Command, _ []string) error { return cmd.Help() },
+	}
+	add := &cobra.Command{
+		Use:   "add proto P [local PREFIX PORT] [remote PREFIX PORT] action A [app N] [scope S] [ns ID] [tag T]",
+		Short: "Add a session rule",
+		Long:  ruleHelp,
+		Args:  cobra.MinimumNArgs(2),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			r, err := parseRuleWords(args, true)
+			if err != nil {
+				return err
+			}
+			if _, err := call(cmd, *socket, &api.RuleAdd{Rule: r}); err != nil {
+				return err
+			}
+			fmt.Fprintln(cmd.OutOrStdout(), "rule added")
+			return nil
+		},
+	}
+	del := &cobra.Command{
+		Use:   "del (tag T | proto P [local PREFIX PORT] [remote PREFIX PORT] [scope S] [ns ID])",
+		Short: "Delete session rules by tag, or the rule matching exactly",
+		Long:  ruleHelp,
+		Args:  cobra.MinimumNArgs(2),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			r, err := parseRuleWords(args, false)
+			if err != nil {
+				return err
+			}
+			if _, err := call(cmd, *socket, &api.RuleDel{Rule: r}); err != nil {
+				return err
+			}
+			fmt.Fprintln(cmd.OutOrStdout(), "rule deleted")
+			return nil
+		},
+	}
+	cmd.AddCommand(add, del)
+	return cmd
+}
+
+// parseRuleWords reads the words of `rule add` (forAdd) or `rule del`.
+func parseRuleWords(words []string, forAdd bool) (api.Rule, error) {
+	var r api.Rule
+	r.Scope = sessions.ScopeGlobal
+	var haveProto, haveAction bool
+	next := func(i *int, what string) (string, error) {
+		if *i+1 >= len(words) {
+			return "", fmt.Errorf("%q needs %s", words[*i], what)
+		}
+		*i++
+		return words[*i], nil
+	}
+	port := func(i *int) (uint16, error) {
+		if *i+1 >= len(words) {
+			return 0, nil
+		}
+		p, err := strconv.ParseUint(words[*i+1], 10, 16)
+		if err != nil {
+			return 0, nil // not a port: the next keyword
+		}
+		*i++
+		return uint16(p), nil
+	}
+	for i := 0; i < len(words); i++ {
+		w := words[i]
+		switch w {
+		case "proto":
+			v, err := next(&i, "udp or tcp")
+			if err != nil {
+				return r, err
+			}
+			if r.Transport, err = parseTransport(v); err != nil {
+				return r, fmt.Errorf("proto %q: want udp or tcp", v)
+			}
+			haveProto = true
+		case "local", "remote":
+			v, err := next(&i, "a prefix like 10.0.0.0/8")
+			if err != nil {
+				return r, err
+			}
+			p, err := parsePrefix(v)
+			if err != nil {
+				return r, fmt.Errorf("%s %q: want a prefix like 10.0.0.0/8", w, v)
+			}
+			pt, _ := port(&i)
+			if w == "local" {
+				r.Local, r.LocalPort = p, pt
+			} else {
+				r.Remote, r.RemotePort = p, pt
+			}
+		case "action":
+			v, err := next(&i, "drop, allow or forward")
+			if err != nil {
+				return r, err
+			}
+			if r.Action, err = parseAction(v); err != nil {
+				return r, fmt.Errorf("action %q: want drop, allow or forward", v)
+			}
+			haveAction = true
+		case "app", "appns", "ns", "scope", "tag":
+			v, err := next(&i, "a value")
+			if err != nil {
+				return r, err
+			}
+			switch w {
+			case "app":
+				n, err := strconv.ParseUint(v, 10, 32)
+				if err != nil {
+					return r, fmt.Errorf("app %q: want an app index (see ctl show apps)", v)
+				}
+				r.AppIndex = uint32(n)
+			case "ns", "appns":
+				r.Namespace = v
+			case "scope":
+				if r.Scope, err = parseScope(v); err != nil {
+					return r, fmt.Errorf("scope %q: want global, local or both", v)
+				}
+			case "tag":
+				r.Tag = v
+			}
+		default:
+			return r, fmt.Errorf("unknown word %q (see xsessiond ctl rule --help)", w)
+		}
+	}
+	if !forAdd && r.Tag != "" {
+		return r, nil
+	}
+	if !haveProto {
+		return r, errors.New("the rule needs proto udp|tcp")
+	}
+	if forAdd && !haveAction {
+		return r, errors.New("the rule needs action drop|allow|forward")
+	}
+	if forAdd && r.Action == api.ActionForward && r.AppIndex == 0 {
+		return r, errors.New("action forward needs app N")
+	}
+	if forAdd && r.Action != api.ActionForward && r.AppIndex != 0 {
+		return r, errors.New("app N goes with action forward only")
+	}
+	if !forAdd && r.Action == 0 {
+		r.Action = api.ActionDrop // ignored by the match; keeps the rule valid
+	}
+	return r, nil
+}

@@ -1,0 +1,235 @@
+package main
+
+import (
+	"bytes"
+	"encoding/json"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"testing"
+
+	"github.com/xsessiond/xsessiond/app"
+	"github.com/xsessiond/xsessiond/sessions"
+)
+
+// ctl runs `xsessiond ctl --socket S args...` in-process and returns its
+// output and error.
+func ctl(t *testing.T, socket string, args ...string) (string, error) {
+	t.Helper()
+	cmd := newRootCmd()
+	var out bytes.Buffer
+	cmd.SetOut(&out)
+	cmd.SetErr(&out)
+	cmd.SetArgs(append([]string{"ctl", "--socket", socket}, args...))
+	err := cmd.Execute()
+	return out.String(), err
+}
+
+// columns checks that every line of a table has its columns where the
+// header has them: cell i of each row starts at the offset of header
+// column i.
+func checkColumns(t *testing.T, table string) []map[string]string {
+	t.Helper()
+	lines := strings.Split(strings.TrimRight(table, "\n"), "\n")
+	if len(lines) < 1 {
+		t.Fatalf("empty table")
+	}
+	header := lines[0]
+	var starts []int
+	var names []string
+	for i := 0; i < len(header); {
+		for i < len(header) && header[i] == ' ' {
+			i++
+		}
+		if i >= len(header) {
+			break
+		}
+		j := strings.Index(header[i:], "  ")
+		if j < 0 {
+			j = len(header) - i
+		}
+		starts = append(starts, i)
+		names = append(names, header[i:i+j])
+		i += j
+	}
+	var rows []map[string]string
+	for _, l := range lines[1:] {
+		row := map[string]string{}
+		for k, s := range starts {
+			if s >= len(l) {
+				t.Fatalf("row %q too short for column %q", l, names[k])
+			}
+			if s > 0 && l[s-1] != ' ' {
+				t.Fatalf("row %q: column %q does not start at offset %d\n%s", l, names[k], s, table)
+			}
+			end := len(l)
+			if k+1 < len(starts) {
+				end = starts[k+1]
+			}
+			row[names[k]] = strings.TrimSpace(l[s:end])
+		}
+		rows = append(rows, row)
+	}
+	return rows
+}
+
+func TestCtlShow(t *testing.T) {
+	d := startDaemon(t)
+	a := attach(t, d, app.Options{Name: "echo"})
+	echoServer(t, a, 9000)
+	b := attach(t, d, app.Options{Name: "client-app"})
+	c, err := b.Dial(t.Context(), "udp://127.0.0.1:9000")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	sock := d.Socket()
+
+	out, err := ctl(t, sock, "show", "apps")
+	if err != nil {
+		t.Fatal(err)
+	}
+	rows := checkColumns(t, out)
+	if len(rows) != 2 || rows[0]["NAME"] != "echo" || rows[1]["NAME"] != "client-app" {
+		t.Fatalf("apps table:\n%s", out)
+	}
+	if rows[0]["PID"] != strconv.Itoa(os.Getpid()) || rows[0]["NAMESPACE"] != "(default)" || rows[0]["LISTENERS"] != "2" || rows[1]["SESSIONS"] != "1" {
+		t.Fatalf("apps table:\n%s", out)
+	}
+
+	out, err = ctl(t, sock, "show", "apps", "--json")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var apps []appView
+	if err := json.Unmarshal([]byte(out), &apps); err != nil {
+		t.Fatalf("apps json: %v\n%s", err, out)
+	}
+	if len(apps) != 2 || apps[0].Name != "echo" || apps[0].PID != int32(os.Getpid()) || apps[0].UID != uint32(os.Getuid()) ||
+		apps[1].Sessions != 1 || apps[1].FifoSize == 0 {
+		t.Fatalf("apps json: %+v", apps)
+	}
+
+	out, err = ctl(t, sock, "show", "sessions")
+	if err != nil {
+		t.Fatal(err)
+	}
+	rows = checkColumns(t, out)
+	if len(rows) != 2 || rows[0]["STATE"] != "cut-through" || rows[0]["WORKER"] != "-" || rows[0]["PEER"] == "-" {
+		t.Fatalf("sessions table:\n%s", out)
+	}
+	out, err = ctl(t, sock, "show", "sessions", "--json")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var ss []sessions.SessionInfo
+	if err := json.Unmarshal([]byte(out), &ss); err != nil || len(ss) != 2 {
+		t.Fatalf("sessions json: %v\n%s", err, out)
+	}
+
+	out, err = ctl(t, sock, "show", "listeners")
+	if err != nil {
+		t.Fatal(err)
+	}
+	rows = checkColumns(t, out)
+	if len(rows) != 2 || rows[0]["URI"] != "udp://0.0.0.0:9000" {
+		t.Fatalf("listeners table:\n%s", out)
+	}
+	tables := map[string]bool{rows[0]["TABLE"]: true, rows[1]["TABLE"]: true}
+	if !tables["local"] || !tables["global"] {
+		t.Fatalf("listeners table:\n%s", out)
+	}
+
+	if out, err = ctl(t, sock, "ns", "add", "--id", "blue", "--secret", "42", "--iface", "lo"); err != nil {
+		t.Fatalf("ns add: %v %s", err, out)
+	}
+	out, err = ctl(t, sock, "show", "namespaces")
+	if err != nil {
+		t.Fatal(err)
+	}
+	rows = checkColumns(t, out)
+	if len(rows) != 2 || rows[0]["ID"] != "(default)" || rows[1]["ID"] != "blue" || rows[1]["IFINDEX"] != "1" || rows[0]["APPS"] != "2" {
+		t.Fatalf("namespaces table:\n%s", out)
+	}
+	out, err = ctl(t, sock, "show", "namespaces", "--json")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if strings.Contains(out, "42") && strings.Contains(out, "secret") {
+		t.Fatalf("namespaces json shows the secret:\n%s", out)
+	}
+
+	if out, err = ctl(t, sock, "rule", "add", "proto", "udp", "local", "0.0.0.0/0", "9000", "remote", "10.0.0.0/8", "0",
+		"action", "drop", "scope", "global", "tag", "T"); err != nil {
+		t.Fatalf("rule add: %v %s", err, out)
+	}
+	out, err = ctl(t, sock, "show", "rules")
+	if err != nil {
+		t.Fatal(err)
+	}
+	rows = checkColumns(t, out)
+	if len(rows) != 1 || rows[0]["PROTO"] != "udp" || rows[0]["LOCAL"] != "0.0.0.0/0" || rows[0]["LPORT"] != "9000" ||
+		rows[0]["REMOTE"] != "10.0.0.0/8" || rows[0]["RPORT"] != "any" || rows[0]["ACTION"] != "drop" || rows[0]["TAG"] != "T" {
+		t.Fatalf("rules table:\n%s", out)
+	}
+	out, err = ctl(t, sock, "show", "rules", "--json")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var rules []ruleView
+	if err := json.Unmarshal([]byte(out), &rules); err != nil || len(rules) != 1 || rules[0].Remote != "10.0.0.0/8" || rules[0].LocalPort != 9000 {
+		t.Fatalf("rules json: %v %+v", err, rules)
+	}
+	if out, err = ctl(t, sock, "rule", "del", "tag", "T"); err != nil {
+		t.Fatalf("rule del: %v %s", err, out)
+	}
+
+	out, err = ctl(t, sock, "show", "stats")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(out, "interface") || !strings.Contains(out, "lo (ifindex 1") || !strings.Contains(out, "datapath") {
+		t.Fatalf("stats:\n%s", out)
+	}
+	out, err = ctl(t, sock, "show", "stats", "--json")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var st statsView
+	if err := json.Unmarshal([]byte(out), &st); err != nil || st.Apps != 2 || st.Sessions != 2 || st.Engine.Datapath != "none" {
+		t.Fatalf("stats json: %v %+v", err, st)
+	}
+}
+
+// TestCtlErrors checks the one-line errors of ctl.
+func TestCtlErrors(t *testing.T) {
+	d := startDaemon(t)
+	sock := d.Socket()
+	missing := filepath.Join(t.TempDir(), "none.sock")
+	cases := []struct {
+		args []string
+		sock string
+		want string
+	}{
+		{[]string{"show", "apps"}, missing, "no daemon at " + missing + ": is xsessiond run going?"},
+		{[]string{"show", "bogus"}, sock, `show "bogus": want apps, sessions, listeners, namespaces, rules or stats`},
+		{[]string{"ns", "del", "--id", "nope"}, sock, `no such namespace`},
+		{[]string{"ns", "add", "--id", "x", "--secret", "1", "--iface", "nosuchif0"}, sock, `interface "nosuchif0" does not exist`},
+		{[]string{"ns", "add", "--id", "x", "--secret", "abc", "--iface", "lo"}, sock, `--secret "abc": want a number`},
+		{[]string{"rule", "add", "proto", "icmp", "action", "drop"}, sock, `proto "icmp": want udp or tcp`},
+		{[]string{"rule", "add", "proto", "udp", "action", "drop", "local", "10.0.0.1"}, sock, `want a prefix`},
+		{[]string{"rule", "add", "proto", "udp", "action", "forward", "app", "99"}, sock, `app is not attached`},
+		{[]string{"rule", "del", "tag", "nothing"}, sock, `no such rule`},
+	}
+	for _, c := range cases {
+		out, err := ctl(t, c.sock, c.args...)
+		if err == nil {
+			t.Errorf("%v: no error (%s)", c.args, out)
+			continue
+		}
+		if msg := err.Error(); !strings.Contains(msg, c.want) || strings.Contains(msg, "\n") {
+			t.Errorf("%v: error %q, want one line containing %q", c.args, msg, c.want)
+		}
+	}
+}

@@ -1,0 +1,110 @@
+package main
+
+import (
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/xsessiond/xsessiond/app"
+)
+
+// oneLine runs a binary that must fail, and returns its single line of
+// output.
+func oneLine(t *testing.T, name string, args ...string) string {
+	t.Helper()
+	cmd := exec.Command(name, args...)
+	done := make(chan struct{})
+	var out []byte
+	var err error
+	go func() {
+		out, err = cmd.CombinedOutput()
+		close(done)
+	}()
+	select {
+	case <-done:
+	case <-time.After(20 * time.Second):
+		cmd.Process.Kill()
+		t.Fatalf("%s %v did not exit", filepath.Base(name), args)
+	}
+	if err == nil {
+		t.Fatalf("%s %v succeeded:\n%s", filepath.Base(name), args, out)
+	}
+	if ee, ok := err.(*exec.ExitError); !ok || ee.ExitCode() == 0 {
+		t.Fatalf("%s %v: %v", filepath.Base(name), args, err)
+	}
+	s := strings.TrimRight(string(out), "\n")
+	if strings.Contains(s, "\n") {
+		t.Fatalf("%s %v: more than one line:\n%s", filepath.Base(name), args, s)
+	}
+	return s
+}
+
+// TestAttachErrorsUdpecho checks what the echo example prints when the
+// attach or bind fails: one line a person understands, and a non-zero
+// exit.
+func TestAttachErrorsUdpecho(t *testing.T) {
+	_, echo := binaries(t)
+	d := startDaemon(t)
+	if err := d.addNamespace("blue", 42, "lo", ""); err != nil {
+		t.Fatal(err)
+	}
+	holder := attach(t, d, app.Options{Name: "holder"})
+	if _, err := holder.ListenPacket("udp://0.0.0.0:9000"); err != nil {
+		t.Fatal(err)
+	}
+	missing := filepath.Join(t.TempDir(), "nobody.sock")
+	sock := d.Socket()
+	cases := []struct {
+		args []string
+		want string
+	}{
+		{[]string{"--socket", sock, "--ns", "blue", "--secret", "41"}, `udpecho: wrong secret for namespace "blue"`},
+		{[]string{"--socket", sock, "--ns", "green", "--secret", "1"}, `udpecho: no namespace "green" in the daemon`},
+		{[]string{"--socket", sock, "--listen", "udp://0.0.0.0:9000"}, `udpecho: udp://0.0.0.0:9000: address already in use`},
+		{[]string{"--socket", missing}, "udpecho: no daemon at " + missing + ": is xsessiond run going?"},
+		{[]string{"--socket", sock, "--listen", "udp://1.2.3.4:9"}, `udpecho: udp://1.2.3.4:9: the address is not one of the namespace's`},
+		{[]string{"--socket", sock, "--secret", "x"}, `udpecho: --secret "x": want a number (0 to 2^64-1)`},
+	}
+	for _, c := range cases {
+		if got := oneLine(t, echo, c.args...); got != c.want {
+			t.Errorf("udpecho %v:\n got %q\nwant %q", c.args, got, c.want)
+		}
+	}
+}
+
+// TestRunRefuses checks that the daemon refuses to start, with one line,
+// when the interface does not exist, when another daemon owns the socket,
+// and when it is not privileged.
+func TestRunRefuses(t *testing.T) {
+	xs, _ := binaries(t)
+	d := startDaemon(t)
+	got := oneLine(t, xs, "run", "--iface", "nosuchif0", "--socket", filepath.Join(t.TempDir(), "a.sock"))
+	if want := `xsessiond: interface "nosuchif0" does not exist in the daemon's netns`; got != want {
+		t.Errorf("missing interface:\n got %q\nwant %q", got, want)
+	}
+	got = oneLine(t, xs, "run", "--iface", "lo", "--socket", d.Socket(), "--log-level", "error")
+	if want := "xsessiond: another xsessiond is already running on " + d.Socket(); got != want {
+		t.Errorf("second daemon:\n got %q\nwant %q", got, want)
+	}
+	got = oneLine(t, xs, "run", "--netns", "no-such-netns-x", "--iface", "lo", "--socket", filepath.Join(t.TempDir(), "b.sock"))
+	if !strings.HasPrefix(got, `xsessiond: netns "no-such-netns-x": `) {
+		t.Errorf("missing netns: got %q", got)
+	}
+	if os.Getuid() == 0 {
+		// The same binary as an unprivileged user.
+		if err := os.Chmod(filepath.Dir(xs), 0o755); err != nil {
+			t.Fatal(err)
+		}
+		cmd := exec.Command(xs, "run", "--iface", "lo", "--socket", "/tmp/xsessiond-unpriv-test.sock")
+		cmd.SysProcAttr = &syscall.SysProcAttr{Credential: &syscall.Credential{Uid: 65534, Gid: 65534}}
+		out, err := cmd.CombinedOutput()
+		s := strings.TrimRight(string(out), "\n")
+		if err == nil || strings.Contains(s, "\n") || !strings.HasPrefix(s, "xsessiond: not privileged: missing CAP_NET_ADMIN, CAP_BPF") {
+			t.Errorf("unprivileged run: %v\n%s", err, out)
+		}
+	}
+}

@@ -1,0 +1,90 @@
+package main
+
+import (
+	"net/http"
+	"strconv"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+)
+
+// metricsHandler serves /metrics from a registry of its own, whose
+// collector reads the daemon's state on every scrape.
+func (d *daemon) metricsHandler() http.Handler {
+	reg := prometheus.NewRegistry()
+	reg.MustRegister(&collector{d: d})
+	mux := http.NewServeMux()
+	mux.Handle("/metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{Registry: reg}))
+	return mux
+}
+
+// collector is the daemon's Prometheus collector.
+type collector struct{ d *daemon }
+
+var (
+	descApps      = prometheus.NewDesc("xsessiond_apps", "Attached apps.", nil, nil)
+	descConns     = prometheus.NewDesc("xsessiond_connections", "Open control connections (apps and CLI).", nil, nil)
+	descListeners = prometheus.NewDesc("xsessiond_listeners", "Listeners by namespace and table.", []string{"namespace", "table"}, nil)
+	descSessions  = prometheus.NewDesc("xsessiond_sessions", "Sessions by namespace and state.", []string{"namespace", "state"}, nil)
+	descFifoUsed  = prometheus.NewDesc("xsessiond_fifo_used_bytes", "Bytes queued in the fifos of each app's sessions and listeners.", []string{"app", "name", "dir"}, nil)
+	descFifoSize  = prometheus.NewDesc("xsessiond_fifo_size_bytes", "Size of the fifos of each app's sessions and listeners.", []string{"app", "name", "dir"}, nil)
+	descRx        = prometheus.NewDesc("xsessiond_queue_rx_packets_total", "Packets received by each queue's worker.", []string{"queue"}, nil)
+	descTx        = prometheus.NewDesc("xsessiond_queue_tx_packets_total", "Packets sent by each queue's worker.", []string{"queue"}, nil)
+	descDelivered = prometheus.NewDesc("xsessiond_queue_delivered_total", "Datagrams delivered into app fifos by each queue's worker.", []string{"queue"}, nil)
+	descDrops     = prometheus.NewDesc("xsessiond_queue_drops_total", "Packets dropped by each queue's worker, by reason.", []string{"queue", "reason"}, nil)
+)
+
+func (c *collector) Describe(ch chan<- *prometheus.Desc) {
+	for _, d := range []*prometheus.Desc{descApps, descConns, descListeners, descSessions, descFifoUsed, descFifoSize, descRx, descTx, descDelivered, descDrops} {
+		ch <- d
+	}
+}
+
+func (c *collector) Collect(ch chan<- prometheus.Metric) {
+	d := c.d
+	apps := d.layer.Apps()
+	ch <- prometheus.MustNewConstMetric(descApps, prometheus.GaugeValue, float64(len(apps)))
+	d.mu.Lock()
+	conns := len(d.conns)
+	d.mu.Unlock()
+	ch <- prometheus.MustNewConstMetric(descConns, prometheus.GaugeValue, float64(conns))
+
+	type lk struct{ ns, table string }
+	lc := map[lk]int{}
+	for _, l := range d.layer.Listeners() {
+		lc[lk{l.Namespace, l.Table}]++
+	}
+	for k, n := range lc {
+		ch <- prometheus.MustNewConstMetric(descListeners, prometheus.GaugeValue, float64(n), k.ns, k.table)
+	}
+	nsOf := map[uint32]string{}
+	names := map[uint32]string{}
+	for _, a := range apps {
+		nsOf[uint32(a.ID)] = a.Namespace
+		names[uint32(a.ID)] = a.Name
+	}
+	sc := map[lk]int{}
+	for _, s := range d.layer.Sessions() {
+		sc[lk{nsOf[uint32(s.App)], s.State}]++
+	}
+	for k, n := range sc {
+		ch <- prometheus.MustNewConstMetric(descSessions, prometheus.GaugeValue, float64(n), k.ns, k.table)
+	}
+	for app, f := range d.fifoFill() {
+		id := strconv.FormatUint(uint64(app), 10)
+		name := names[uint32(app)]
+		ch <- prometheus.MustNewConstMetric(descFifoUsed, prometheus.GaugeValue, float64(f.rxUsed), id, name, "rx")
+		ch <- prometheus.MustNewConstMetric(descFifoUsed, prometheus.GaugeValue, float64(f.txUsed), id, name, "tx")
+		ch <- prometheus.MustNewConstMetric(descFifoSize, prometheus.GaugeValue, float64(f.rxSize), id, name, "rx")
+		ch <- prometheus.MustNewConstMetric(descFifoSize, prometheus.GaugeValue, float64(f.txSize), id, name, "tx")
+	}
+	for _, q := range d.eng.Stats().Queues {
+		qs := strconv.Itoa(q.Queue)
+		ch <- prometheus.MustNewConstMetric(descRx, prometheus.CounterValue, float64(q.RxPackets), qs)
+		ch <- prometheus.MustNewConstMetric(descTx, prometheus.CounterValue, float64(q.TxPackets), qs)
+		ch <- prometheus.MustNewConstMetric(descDelivered, prometheus.CounterValue, float64(q.Delivered), qs)
+		for reason, n := range q.Drops {
+			ch <- prometheus.MustNewConstMetric(descDrops, prometheus.CounterValue, float64(n), qs, reason)
+		}
+	}
+}

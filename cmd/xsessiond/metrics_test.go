@@ -1,0 +1,91 @@
+package main
+
+import (
+	"context"
+	"io"
+	"net/http"
+	"regexp"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/xsessiond/xsessiond/app"
+)
+
+func scrape(t *testing.T, addr string) string {
+	t.Helper()
+	resp, err := http.Get("http://" + addr + "/metrics")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	b, err := io.ReadAll(resp.Body)
+	if err != nil || resp.StatusCode != 200 {
+		t.Fatalf("scrape: %d %v", resp.StatusCode, err)
+	}
+	return string(b)
+}
+
+// metric returns the value of the sample whose line starts with prefix.
+func metric(t *testing.T, body, prefix string) float64 {
+	t.Helper()
+	for _, l := range strings.Split(body, "\n") {
+		if strings.HasPrefix(l, prefix+" ") {
+			v, err := strconv.ParseFloat(strings.TrimSpace(l[len(prefix):]), 64)
+			if err != nil {
+				t.Fatalf("%q: %v", l, err)
+			}
+			return v
+		}
+	}
+	t.Fatalf("no sample %s in:\n%s", prefix, body)
+	return 0
+}
+
+func TestMetrics(t *testing.T) {
+	d := startDaemon(t, func(o *daemonOptions) { o.MetricsAddr = "127.0.0.1:0" })
+	a := attach(t, d, app.Options{Name: "srv"})
+	b := attach(t, d, app.Options{Name: "cli"})
+	ln, err := a.Listen("udp://0.0.0.0:9000")
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	c, err := b.Dial(ctx, "udp://127.0.0.1:9000")
+	if err != nil {
+		t.Fatal(err)
+	}
+	sc, err := ln.Accept()
+	if err != nil {
+		t.Fatal(err)
+	}
+	_ = sc
+	// Queue data the server does not read: it shows as fifo fill.
+	for range 10 {
+		if _, err := c.Write(make([]byte, 100)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	body := scrape(t, d.metricsAddr)
+	if v := metric(t, body, "xsessiond_apps"); v != 2 {
+		t.Errorf("apps %v", v)
+	}
+	if v := metric(t, body, `xsessiond_sessions{namespace="",state="cut-through"}`); v != 2 {
+		t.Errorf("cut-through sessions %v", v)
+	}
+	if v := metric(t, body, `xsessiond_listeners{namespace="",table="global"}`); v != 1 {
+		t.Errorf("global listeners %v", v)
+	}
+	// The server's rx fifo holds the ten datagrams (48-byte header + 104
+	// bytes each).
+	re := regexp.MustCompile(`xsessiond_fifo_used_bytes\{app="1",dir="rx",name="srv"\} (\d+)`)
+	m := re.FindStringSubmatch(body)
+	if m == nil || m[1] != "1520" {
+		t.Errorf("server rx fifo fill: %v\n%s", m, body)
+	}
+	if !strings.Contains(body, `xsessiond_fifo_size_bytes{app="2",dir="tx",name="cli"}`) {
+		t.Errorf("no fifo size of the client:\n%s", body)
+	}
+}

@@ -1,0 +1,217 @@
+package main
+
+import (
+	"errors"
+	"fmt"
+	"log/slog"
+	"os"
+	"os/signal"
+	"strings"
+	"syscall"
+
+	"github.com/spf13/cobra"
+	"golang.org/x/sys/unix"
+
+	"github.com/xsessiond/xsessiond/api"
+)
+
+// runFlags are the flags of `xsessiond run`; each one given overrides the
+// config file.
+type runFlags struct {
+	iface, netns, socket, config, metrics, logLevel, xdpMode string
+	queues                                                   int
+}
+
+func newRunCmd() *cobra.Command {
+	var f runFlags
+	cmd := &cobra.Command{
+		Use:   "run",
+		Short: "Run the daemon on one interface",
+		Long: `Run the daemon: attach the XDP program to the interface, start one worker
+per queue, and serve apps and the CLI on the control socket.
+
+Flags override the config file. SIGHUP reloads the namespaces and rules of
+the config file; SIGTERM and SIGINT tell the apps, close their connections,
+stop the workers, detach XDP and unpin, then exit.
+
+With --netns NAME the interface lives in the named network namespace
+(/run/netns/NAME): the daemon does everything that depends on a netns there.
+The control socket is a path in the file system and does not depend on it.`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			return runDaemon(cmd, f)
+		},
+	}
+	fl := cmd.Flags()
+	fl.StringVar(&f.iface, "iface", "", "the interface to run on (required here or in the config file)")
+	fl.StringVar(&f.netns, "netns", "", "the named network namespace the interface lives in (default: the daemon's own)")
+	fl.IntVar(&f.queues, "queues", 0, "rx queues to serve, one worker each (0: every queue of the interface)")
+	fl.StringVar(&f.socket, "socket", DefaultSocket, "the control socket")
+	fl.StringVar(&f.config, "config", "", "YAML config file (see deploy/xsessiond.yaml)")
+	fl.StringVar(&f.metrics, "metrics-addr", "", "serve Prometheus metrics at http://ADDR/metrics (empty: off)")
+	fl.StringVar(&f.logLevel, "log-level", "info", "debug, info, warn or error")
+	fl.StringVar(&f.xdpMode, "xdp-mode", "auto", "auto, native or generic")
+	return cmd
+}
+
+// mergeRunConfig applies the flags given over the config file.
+func mergeRunConfig(cmd *cobra.Command, f runFlags, c *Config) (daemonOptions, error) {
+	changed := cmd.Flags().Changed
+	var ic InterfaceConfig
+	if len(c.Interfaces) > 0 {
+		ic = c.Interfaces[0]
+	}
+	if changed("iface") {
+		ic = InterfaceConfig{Name: f.iface, Netns: ic.Netns, Queues: ic.Queues, XDPMode: ic.XDPMode, Batch: ic.Batch, BusyPoll: ic.BusyPoll}
+	}
+	if changed("netns") {
+		ic.Netns = f.netns
+	}
+	if changed("queues") {
+		ic.Queues = f.queues
+	}
+	if changed("xdp-mode") || ic.XDPMode == "" {
+		ic.XDPMode = f.xdpMode
+	}
+	switch ic.XDPMode {
+	case "auto", "native", "generic":
+	default:
+		return daemonOptions{}, fmt.Errorf("--xdp-mode %q: want auto, native or generic", ic.XDPMode)
+	}
+	if ic.Name == "" {
+		return daemonOptions{}, errors.New("no interface: give --iface or list one in the config file")
+	}
+	if f.queues < 0 {
+		return daemonOptions{}, errors.New("--queues must be 0 or more")
+	}
+	if changed("socket") || c.Socket == "" {
+		c.Socket = f.socket
+	}
+	if changed("metrics-addr") {
+		c.MetricsAddr = f.metrics
+	}
+	if changed("log-level") || c.LogLevel == "" {
+		c.LogLevel = f.logLevel
+	}
+	return daemonOptions{
+		Iface: ic.Name, Netns: ic.Netns, Queues: ic.Queues, Batch: ic.Batch, BusyPoll: ic.BusyPoll, XDPMode: ic.XDPMode,
+		Socket: c.Socket, SocketGroup: c.SocketGroup, MetricsAddr: c.MetricsAddr,
+		Namespaces: c.Namespaces, Rules: c.Rules,
+	}, nil
+}
+
+func parseLevel(s string) (slog.Level, error) {
+	switch s {
+	case "debug":
+		return slog.LevelDebug, nil
+	case "info", "":
+		return slog.LevelInfo, nil
+	case "warn":
+		return slog.LevelWarn, nil
+	case "error":
+		return slog.LevelError, nil
+	}
+	return 0, fmt.Errorf("--log-level %q: want debug, info, warn or error", s)
+}
+
+func runDaemon(cmd *cobra.Command, f runFlags) error {
+	cfg := &Config{}
+	if f.config != "" {
+		var err error
+		if cfg, err = LoadConfig(f.config); err != nil {
+			return err
+		}
+	}
+	opts, err := mergeRunConfig(cmd, f, cfg)
+	if err != nil {
+		return err
+	}
+	level, err := parseLevel(cfg.LogLevel)
+	if err != nil {
+		return err
+	}
+	log := slog.New(slog.NewTextHandler(cmd.ErrOrStderr(), &slog.HandlerOptions{Level: level}))
+	opts.Logger = log
+	if len(cfg.Interfaces) > 1 && !cmd.Flags().Changed("iface") {
+		log.Warn("one interface per daemon: the others in the config file are ignored", "using", opts.Iface)
+	}
+	if problem := privilegeProblem(opts.Netns != ""); problem != "" {
+		return fmt.Errorf("not privileged: %s; run it as root (sudo xsessiond run ...)", problem)
+	}
+	opts.NewEngine = datapathEngine
+	if opts.NewEngine == nil {
+		log.Warn("this build has no datapath: only cut-through sessions work, connects to remote peers fail")
+	}
+	d := newDaemon(opts)
+	if err := d.Start(); err != nil {
+		return startError(err, opts.Socket)
+	}
+	sigs := make(chan os.Signal, 4)
+	signal.Notify(sigs, syscall.SIGTERM, syscall.SIGINT, syscall.SIGHUP)
+	defer signal.Stop(sigs)
+	for s := range sigs {
+		if s == syscall.SIGHUP {
+			if f.config == "" {
+				log.Warn("SIGHUP: no config file to reload")
+				continue
+			}
+			c, err := LoadConfig(f.config)
+			if err != nil {
+				log.Error("SIGHUP: config not reloaded", "err", err)
+				continue
+			}
+			if err := d.reload(c); err != nil {
+				log.Error("SIGHUP: config reloaded with errors", "err", err)
+				continue
+			}
+			log.Info("SIGHUP: config reloaded", "namespaces", len(c.Namespaces), "rules", len(c.Rules))
+			continue
+		}
+		log.Info("stopping", "signal", s.String())
+		break
+	}
+	return d.Close()
+}
+
+// startError turns a start failure into the one line a person reads.
+func startError(err error, socket string) error {
+	if errors.Is(err, api.ErrDaemonRunning) {
+		return fmt.Errorf("another xsessiond is already running on %s", socket)
+	}
+	msg := err.Error()
+	if i := strings.Index(msg, ": "+errNoInterface.Error()); i >= 0 && errors.Is(err, errNoInterface) {
+		return errors.New(msg[:i])
+	}
+	return err
+}
+
+// privilegeProblem says what the daemon lacks to run, or "".
+func privilegeProblem(netns bool) string {
+	var hdr unix.CapUserHeader
+	var data [2]unix.CapUserData
+	hdr.Version = unix.LINUX_CAPABILITY_VERSION_3
+	if err := unix.Capget(&hdr, &data[0]); err != nil {
+		return "cannot read capabilities: " + err.Error()
+	}
+	has := func(c uint) bool { return data[c/32].Effective&(1<<(c%32)) != 0 }
+	need := []struct {
+		bit  uint
+		name string
+	}{{unix.CAP_NET_ADMIN, "CAP_NET_ADMIN"}, {unix.CAP_BPF, "CAP_BPF"}}
+	if netns {
+		need = append(need, struct {
+			bit  uint
+			name string
+		}{unix.CAP_SYS_ADMIN, "CAP_SYS_ADMIN"})
+	}
+	var missing []string
+	for _, c := range need {
+		if !has(c.bit) {
+			missing = append(missing, c.name)
+		}
+	}
+	if len(missing) > 0 {
+		return "missing " + strings.Join(missing, ", ")
+	}
+	return ""
+}
