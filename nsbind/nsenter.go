@@ -37,3 +37,16 @@ func inNamespace(nsfd int, fn func() error) error {
 	}()
 	return <-errc
 }
+
+// in runs fn inside the namespace on a locked OS thread.
+func (n *Namespace) in(verb string, fn func() error) error {
+	n.mu.RLock()
+	defer n.mu.RUnlock()
+	if n.h == nil {
+		return fmt.Errorf("%s: %w", verb, ErrClosed)
+	}
+	if err := inNamespace(int(n.ns), fn); err != nil {
+		return fmt.Errorf("%s: %w", verb, err)
+	}
+	return nil
+}
