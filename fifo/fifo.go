@@ -335,6 +335,12 @@ func (f *Fifo) Reserve(n int) (a, b []byte, err error) {
 
 // Commit queues the next n bytes of free space, as filled after Reserve.
 // It returns ErrInvalidLength when fewer than n bytes are free.
+//
+// Each Commit stores the shared tail, whose cache line a polling consumer
+// keeps reading, so commit in large batches: in BenchmarkFifoZeroCopy,
+// committing every 4 KiB instead of once per 64 KiB chunk halved the
+// throughput (every 16 KiB: a few percent). The same holds for Release
+// and the head.
 func (f *Fifo) Commit(n int) error {
 	if n < 0 || n > int(f.size) {
 		return ErrInvalidLength
