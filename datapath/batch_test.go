@@ -1,9 +1,11 @@
 package datapath
 
 import (
+	"errors"
 	"fmt"
 	"net"
 	"net/netip"
+	"strings"
 	"testing"
 
 	"github.com/xsessiond/xsessiond/datapath/frame"
@@ -43,7 +45,7 @@ func newMemRig(t testing.TB, fifoSize uint32) *memRig {
 	e := &Engine{cfg: Config{Batch: DefaultBatch}, fib: tFIB, conns: map[sessions.Handle]*conn{}, claims: make(chan claim, 16),
 		ifc: nsbind.Interface{Index: 2, MAC: tMAC, MTU: 1500}}
 	e.lis.Store(&map[sessions.Handle]*udp0{})
-	e.est.Store(&map[sessions.FiveTuple]*udp0{})
+	e.est.Store(newEstTable(nil))
 	e.work = []*worker{newWorker(e, 0, 0, nil, -1)}
 	e.dp = &enginePath{e: e}
 	view := sessionstest.NewView().Add(2, tFIB, tLocal4).Add(2, tFIB, tLocal6)
@@ -191,7 +193,7 @@ func TestProcessBatch_ConnectedBeforeListener(t *testing.T) {
 	tup := p.FiveTuple()
 	tgt, crx := newConnTarget(t, r)
 	m := map[sessions.FiveTuple]*udp0{tup: tgt}
-	r.e.est.Store(&m)
+	r.e.est.Store(newEstTable(m))
 	r.w.processBatch(frames)
 	if crx.MaxDequeue() == 0 || lrx.MaxDequeue() == 0 {
 		t.Fatalf("connected %d bytes, listener %d bytes", crx.MaxDequeue(), lrx.MaxDequeue())
@@ -285,4 +287,69 @@ func newConnTarget(t testing.TB, r *memRig) (*udp.Target, *fifo.Fifo) {
 	}
 	rx, _, _ := p.Fifos()
 	return tgt, rx
+}
+
+// TestNotServedTransports: a global TCP listener is accepted with no
+// Target, and the feed→mirror path keeps it out of the program's maps:
+// snapshots drop it, live changes are marked as another interface's.
+func TestNotServedTransports(t *testing.T) {
+	r := newMemRig(t, 1<<16)
+	f := r.l.Subscribe(16)
+	defer f.Close()
+	th, err := r.l.BindURI(r.app, "tcp://0.0.0.0:8080")
+	if err != nil {
+		t.Fatalf("global TCP bind: %v", err)
+	}
+	uh, _ := r.listen(t, "udp://0.0.0.0:8080")
+	if lis := *r.e.lis.Load(); len(lis) != 1 || lis[uh] == nil {
+		t.Fatalf("datagram listeners %v", lis)
+	}
+	for _, want := range []struct {
+		h      sessions.Handle
+		served bool
+	}{{th, false}, {uh, true}} {
+		c := <-f.C()
+		if c.Handle != want.h {
+			t.Fatalf("change %+v, want handle %#x", c, uint64(want.h))
+		}
+		m := mirrorChange(c)
+		if got := m.IfIndex != notServed; got != want.served || m.Seq != c.Seq {
+			t.Fatalf("change %+v mirrored as %+v", c, m)
+		}
+	}
+	_, snap := (&feedSource{l: r.l, f: f}).Snapshot()
+	if len(snap) != 1 || snap[0].Handle != uh {
+		t.Fatalf("snapshot %+v, want the UDP listener only", snap)
+	}
+	r.e.started.Store(true)
+	defer r.e.started.Store(false)
+	_, err = r.l.ConnectURI(r.app, "tcp://10.9.0.1:80", 1)
+	if !errors.Is(err, sessions.ErrNotSupported) || !strings.Contains(err.Error(), "tcp datapath not implemented") {
+		t.Fatalf("connect to a remote TCP peer: %v", err)
+	}
+	if err := r.l.Unbind(r.app, th); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// TestEstTableLookup: the port bitmap only lets the map answer.
+func TestEstTableLookup(t *testing.T) {
+	r := newMemRig(t, 1<<16)
+	tgt, _ := newConnTarget(t, r)
+	k := sessions.FiveTuple{Local: sessions.AddrBytes(tLocal4), LocalPort: 40001, Remote: sessions.AddrBytes(tRemote4),
+		RemotePort: 7000, Proto: sessions.TransportUDP, Family: sessions.Family4}
+	et := newEstTable(map[sessions.FiveTuple]*udp0{k: tgt})
+	if et.lookup(&k) != tgt {
+		t.Fatal("session not found")
+	}
+	other := k
+	other.RemotePort++ // same local port, another remote
+	if et.lookup(&other) != nil {
+		t.Fatal("another remote on the session's port found it")
+	}
+	other = k
+	other.LocalPort = 9000
+	if et.lookup(&other) != nil || newEstTable(nil).lookup(&k) != nil {
+		t.Fatal("lookup on another port or in an empty table found something")
+	}
 }

@@ -29,14 +29,18 @@
 // to the mailbox wake it too. Config.BusyPoll never sleeps.
 //
 // Rx: a frame is decoded (frame.Decode, checksums verified); its 5-tuple
-// is looked up in the worker's shard, then among the connected UDP
-// sessions of every worker (an immutable map swapped on change), then in
-// the layer's listener snapshot. The payload is queued in the target's rx
-// fifo with a fifo.DgramHeader naming the remote. Several workers may feed
-// one listener's rx fifo (RSS spreads remotes over queues), so producers
-// of a fifo serialize on its udp.Target lock, taken once per run of
-// datagrams to the same target within a batch and never contended with a
-// single queue. A full fifo drops and counts, never blocks. After the batch
+// is looked up among the connected UDP sessions of every worker (an
+// immutable map swapped on change, the worker's own included, behind a
+// bitmap of their local ports so that a listener's datagram skips it),
+// then in the layer's listener snapshot (the last answer is reused for the
+// rest of the batch while the local end matches). The payloads of a run
+// of datagrams to the same target within a batch are queued in its rx
+// fifo with one fifo.EnqueueDgrams (each with a fifo.DgramHeader naming
+// the remote), under one acquisition of the udp.Target lock that
+// serializes the fifo's producers: several workers may feed one
+// listener's rx fifo (RSS spreads remotes over queues), and the lock is
+// never contended with a single queue. A full fifo drops and counts,
+// never blocks. After the batch
 // each touched fifo's event flag is set and, where it was clear, an EventRx
 // record (the session's or listener's handle) is pushed to the app's event
 // queue; each app's eventfd is written once per batch. The per-batch path
@@ -55,7 +59,8 @@
 // whose next hop is not known yet is held (up to 256 per worker, for at
 // most a second; then counted as no-neighbour); while every hold slot is
 // taken the worker leaves datagrams in the fifos (back-pressure) instead of
-// dropping them. Headers come from frame.Templates cached per (source,
+// dropping them. Held datagrams go out before newer ones to the same next
+// hop, so a flow is not reordered while its neighbour resolves. Headers come from frame.Templates cached per (source,
 // destination, ports, MAC).
 //
 // Connected UDP: Datapath.Open takes the route's source address and an
@@ -66,7 +71,26 @@
 // queue of a first reply: the app can send before anything comes back. The
 // 5-tuple is in the bpf maps from the half-open state on, so replies are
 // steered; a reply on another queue than the owner's is delivered by that
-// queue's worker through the session's Target lock.
+// queue's worker through the session's Target lock. The reservation
+// socket is connected to the peer: the XDP program leaves ICMP to the
+// kernel, which reports the peer's port, host or network unreachable to
+// that socket; a goroutine polling the claimed sessions' sockets then
+// closes the session and tells its app (sessions.Layer.Closed, an
+// EventDisconnected; Stats.PeerClosed counts them).
+//
+// # Other transports
+//
+// The datapath serves UDP only. A global listener of another transport
+// (TCP, SCTP) is accepted for cut-through: an app of this host that
+// connects to a local address with such a listener gets a cut-through
+// session from the layer, no packet involved. Its traffic from the wire
+// stays with the kernel: the feed→mirror path keeps every listener and
+// session of a transport the datapath does not serve out of the XDP
+// program's maps (snapshots leave them out; a live change of theirs is
+// handed to the mirror as another interface's, which it skips while
+// keeping its sequence), so nothing on that port is steered to a worker
+// or black-holed. A connect to a remote peer over another transport fails
+// at once with sessions.ErrNotSupported.
 //
 // # Counters
 //
@@ -82,6 +106,6 @@
 // Engine methods are safe for concurrent use. The sessions.Datapath it
 // returns is called under the layer's control-plane lock: it takes the
 // Engine's lock and a Target's lock briefly, makes a route lookup and a
-// socket bind (Open), posts to shards, and never waits for a worker. Lock
-// order: sessions.Layer.mu, Engine.mu, udp.Target.
+// socket bind and connect (Open), posts to shards, and never waits for a
+// worker. Lock order: sessions.Layer.mu, Engine.mu, udp.Target.
 package datapath

@@ -7,6 +7,7 @@ import (
 	"io"
 	"log/slog"
 	"net/netip"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -77,14 +78,17 @@ type Engine struct {
 	layer   atomic.Pointer[sessions.Layer]
 
 	// Lock-free tables the workers read; replaced whole under mu.
-	lis atomic.Pointer[map[sessions.Handle]*udp.Target]    // listeners in datagram mode, by handle
-	est atomic.Pointer[map[sessions.FiveTuple]*udp.Target] // connected sessions, by 5-tuple (Local = this host)
+	lis atomic.Pointer[map[sessions.Handle]*udp.Target] // listeners in datagram mode, by handle
+	est atomic.Pointer[estTable]                        // connected sessions, by 5-tuple (Local = this host)
 
 	claimsBusy atomic.Int64 // claims queued or being made
 	ownNS      bool         // ns was opened by New
+	pw         *peerWatch   // nil: peer errors not watched (tests without New)
+	peerClosed atomic.Uint64
 
 	mu      sync.Mutex                // guards what follows
 	conns   map[sessions.Handle]*conn // connected sessions by half-open, then established handle
+	watched map[int]*conn             // claimed connected sessions by reservation fd (peerWatch)
 	nextLW  uint32
 	closed  bool
 	mirror  *loader.Mirror
@@ -141,9 +145,9 @@ func New(cfg Config) (*Engine, error) {
 	if log == nil {
 		log = slog.New(slog.NewTextHandler(io.Discard, nil))
 	}
-	e := &Engine{cfg: cfg, log: log, conns: map[sessions.Handle]*conn{}, claims: make(chan claim, 1024)}
+	e := &Engine{cfg: cfg, log: log, conns: map[sessions.Handle]*conn{}, watched: map[int]*conn{}, claims: make(chan claim, 1024)}
 	e.lis.Store(&map[sessions.Handle]*udp.Target{})
-	e.est.Store(&map[sessions.FiveTuple]*udp.Target{})
+	e.est.Store(newEstTable(nil))
 	e.nsh, err = openNetns(cfg.NetnsPath, cfg.NetnsName, cfg.Netns)
 	if err != nil {
 		return nil, fmt.Errorf("new engine: %w", err)
@@ -170,12 +174,18 @@ func New(cfg Config) (*Engine, error) {
 	if err != nil {
 		return nil, fmt.Errorf("new engine: %w", err)
 	}
+	// Only the queues in use can take an AF_XDP socket: IFLA_NUM_RX_QUEUES
+	// counts the allocated ones, which can be more.
+	active, err := e.ns.ActiveRxQueues(cfg.IfName)
+	if err != nil {
+		return nil, fmt.Errorf("new engine: %w", err)
+	}
 	queues := cfg.Queues
 	if queues == 0 {
-		queues = e.ifc.RxQueues
+		queues = active
 	}
-	if queues < 1 || (e.ifc.RxQueues > 0 && queues > e.ifc.RxQueues) {
-		return nil, fmt.Errorf("new engine: %d queues on %s with %d rx queues: %w", queues, cfg.IfName, e.ifc.RxQueues, ErrInvalidConfig)
+	if queues < 1 || queues > active {
+		return nil, fmt.Errorf("new engine: %d queues asked on %s, which has %d rx queues in use: %w", queues, cfg.IfName, active, ErrInvalidConfig)
 	}
 	spec, err := loader.LoadSpec()
 	if err != nil {
@@ -200,6 +210,9 @@ func New(cfg Config) (*Engine, error) {
 	}
 	e.dp = &enginePath{e: e}
 	e.res = newResolver(e.ns, e.ifc.Index)
+	if e.pw, err = newPeerWatch(); err != nil {
+		return nil, fmt.Errorf("new engine: %w", err)
+	}
 	ok = true
 	log.Info("datapath engine ready", "interface", cfg.IfName, "ifindex", e.ifc.Index, "queues", queues,
 		"xdp", e.att.Mode().String(), "pins", e.att.PinDir())
@@ -286,7 +299,8 @@ func (e *Engine) Start(l *sessions.Layer) error {
 	e.layer.Store(l)
 	ctx, cancel := context.WithCancel(context.Background())
 	e.cancel = cancel
-	e.wg.Add(3)
+	e.wg.Add(4)
+	go func() { defer e.wg.Done(); e.runPeerErrors() }()
 	go func() { defer e.wg.Done(); e.runMirror(ctx) }()
 	go func() { defer e.wg.Done(); e.res.run(ctx) }()
 	go func() { defer e.wg.Done(); e.runClaims(ctx) }()
@@ -309,10 +323,43 @@ type feedSource struct {
 }
 
 func (s *feedSource) Snapshot() (uint64, []sessions.Change) {
+	var seq uint64
+	var cs []sessions.Change
 	if s.f.NeedsResync() {
-		return s.f.Resync()
+		seq, cs = s.f.Resync()
+	} else {
+		seq, cs = s.l.Snapshot()
 	}
-	return s.l.Snapshot()
+	return seq, slices.DeleteFunc(cs, func(c sessions.Change) bool { return !served(&c) })
+}
+
+// The datapath serves UDP only. Listeners of other transports are in the
+// session layer's tables for cut-through between apps of this host (a
+// connect to a local address with a global listener): their packets must
+// stay with the kernel, so the feed→mirror path keeps every listener and
+// session of a transport the datapath does not serve out of the program's
+// maps: snapshots leave them out (feedSource), and a live change of theirs
+// is handed to the mirror as another interface's (notServed), which it
+// skips while keeping its sequence, so the feed stays gap-free and
+// MirrorStats.Skipped counts them.
+
+// servedTransport reports whether the datapath carries the packets of t.
+func servedTransport(t sessions.Transport) bool { return t == sessions.TransportUDP }
+
+// served reports whether a change of the layer's tables belongs in the
+// program's maps.
+func served(c *sessions.Change) bool { return servedTransport(c.Tuple.Proto) }
+
+// notServed is the interface index given to a change the mirror must skip:
+// no interface has it (the mirror is limited to the Engine's interface).
+const notServed = -1
+
+// mirrorChange returns c as the mirror must apply it.
+func mirrorChange(c sessions.Change) sessions.Change {
+	if !served(&c) {
+		c.IfIndex = notServed
+	}
+	return c
 }
 
 // runMirror applies the feed to the maps, resyncs after an overflow and
@@ -326,7 +373,7 @@ func (e *Engine) runMirror(ctx context.Context) {
 		case <-ctx.Done():
 			return
 		case c := <-e.feed.C():
-			if err := e.mirror.Apply(c); errors.Is(err, loader.ErrResyncNeeded) {
+			if err := e.mirror.Apply(mirrorChange(c)); errors.Is(err, loader.ErrResyncNeeded) {
 				e.resyncMirror()
 			} else if err != nil {
 				e.log.Warn("mirror: change not applied", "err", err)
@@ -434,24 +481,50 @@ func (e *Engine) claim(cl claim) {
 	delete(e.conns, cl.ho)
 	c.h, c.worker = h, w
 	e.conns[h] = c
+	e.watchLocked(c)
 	// The layer posted the session to w's shard; what follows runs after
 	// it on w, which builds the session's Target from the shard's entry.
 	w.shard.Post(func(sh *sessions.Shard) { w.addConn(sh, c) })
 }
 
+// estTable is an immutable table of the connected sessions of every
+// worker, by 5-tuple (Local = this host), with a bitmap of their local
+// ports: a datagram to a port no connected session uses (a listener's)
+// skips the map.
+type estTable struct {
+	m     map[sessions.FiveTuple]*udp.Target
+	ports [65536 / 64]uint64
+}
+
+func newEstTable(m map[sessions.FiveTuple]*udp.Target) *estTable {
+	t := &estTable{m: m}
+	for k := range m {
+		t.ports[k.LocalPort/64] |= 1 << (k.LocalPort % 64)
+	}
+	return t
+}
+
+// lookup returns the Target of the session of 5-tuple k, or nil.
+func (t *estTable) lookup(k *sessions.FiveTuple) *udp.Target {
+	if t.ports[k.LocalPort/64]&(1<<(k.LocalPort%64)) == 0 {
+		return nil
+	}
+	return t.m[*k]
+}
+
 // publishConnLocked makes c's Target visible to every worker.
 func (e *Engine) publishConnLocked(c *conn) {
-	old := *e.est.Load()
+	old := e.est.Load().m
 	m := make(map[sessions.FiveTuple]*udp.Target, len(old)+1)
 	for k, v := range old {
 		m[k] = v
 	}
 	m[c.tuple] = c.target
-	e.est.Store(&m)
+	e.est.Store(newEstTable(m))
 }
 
 func (e *Engine) unpublishConnLocked(t sessions.FiveTuple) {
-	old := *e.est.Load()
+	old := e.est.Load().m
 	if _, ok := old[t]; !ok {
 		return
 	}
@@ -461,7 +534,7 @@ func (e *Engine) unpublishConnLocked(t sessions.FiveTuple) {
 			m[k] = v
 		}
 	}
-	e.est.Store(&m)
+	e.est.Store(newEstTable(m))
 }
 
 // Close stops the workers and goroutines, closes the sockets, detaches
@@ -483,6 +556,7 @@ func (e *Engine) Close() error {
 	}
 	if cancel != nil {
 		cancel()
+		e.pw.wake()
 	}
 	e.wg.Wait()
 	if e.feed != nil {
@@ -498,6 +572,7 @@ func (e *Engine) Close() error {
 	e.mu.Lock()
 	for h, c := range e.conns {
 		c.closed = true
+		e.unwatchLocked(c)
 		c.res.Close()
 		delete(e.conns, h)
 	}
@@ -518,6 +593,10 @@ func (e *Engine) release() error {
 	if e.objs != nil {
 		errs = append(errs, e.objs.Close())
 		e.objs = nil
+	}
+	if e.pw != nil {
+		errs = append(errs, e.pw.close())
+		e.pw = nil
 	}
 	if e.ownNS && e.ns != nil {
 		errs = append(errs, e.ns.Close())

@@ -33,13 +33,18 @@ func (p *enginePath) ListenerWorker(l sessions.Listener) uint32 {
 
 // Listen registers a global UDP listener in datagram mode: its Target
 // joins the table every worker reads and its owner worker's tx list.
+//
+// A listener of another transport (TCP, SCTP) is accepted for cut-through
+// only: apps of this host reach it through the session layer, while the
+// datapath keeps it out of the program's maps (see served), so the kernel
+// keeps the transport's traffic on that port.
 func (p *enginePath) Listen(l sessions.Listener) error {
 	e := p.e
-	if l.Endpoint.Transport != sessions.TransportUDP {
-		return fmt.Errorf("%s: %w", l.Endpoint.Transport, sessions.ErrNotSupported)
-	}
 	if !p.ours(l.Endpoint.IfIndex) {
 		return fmt.Errorf("listen %s on ifindex %d: %w", l.Endpoint.URI(), l.Endpoint.IfIndex, ErrOtherInterface)
+	}
+	if !servedTransport(l.Endpoint.Transport) {
+		return nil
 	}
 	w := e.workerByID(l.Worker)
 	if w == nil {
@@ -75,7 +80,8 @@ func (p *enginePath) Listen(l sessions.Listener) error {
 }
 
 // Unlisten drops a listener: no worker touches its fifos once the layer's
-// deferred free runs.
+// deferred free runs. A listener of a transport the datapath does not
+// serve has nothing to drop.
 func (p *enginePath) Unlisten(l sessions.Listener) {
 	e := p.e
 	e.mu.Lock()
@@ -101,12 +107,14 @@ func (p *enginePath) Unlisten(l sessions.Listener) {
 // Open starts a connected UDP session: the local address is the route's
 // source for the destination, the local port an ephemeral one reserved by
 // binding a kernel UDP socket in the namespace. The session is claimed at
-// once (see runClaims).
+// once (see runClaims). Other transports fail at once with
+// sessions.ErrNotSupported (connects between apps of this host never get
+// here: the layer makes them cut-through).
 func (p *enginePath) Open(req sessions.OpenRequest) (netip.AddrPort, error) {
 	e := p.e
 	r := req.Remote
-	if r.Transport != sessions.TransportUDP {
-		return netip.AddrPort{}, fmt.Errorf("%s: %w", r.Transport, sessions.ErrNotSupported)
+	if !servedTransport(r.Transport) {
+		return netip.AddrPort{}, fmt.Errorf("connect %s: %s datapath not implemented: %w", r.URI(), r.Transport, sessions.ErrNotSupported)
 	}
 	if !p.ours(r.IfIndex) {
 		return netip.AddrPort{}, fmt.Errorf("connect %s from ifindex %d: %w", r.URI(), r.IfIndex, ErrOtherInterface)
@@ -128,6 +136,12 @@ func (p *enginePath) Open(req sessions.OpenRequest) (netip.AddrPort, error) {
 		res, err = udp.Reserve(netip.AddrPortFrom(src.Unmap(), 0))
 		return err
 	}); err != nil {
+		return netip.AddrPort{}, fmt.Errorf("connect %s: %w", r.URI(), err)
+	}
+	// Connected to the peer, the socket learns of its ICMP errors
+	// (peerWatch).
+	if err := res.Connect(netip.AddrPortFrom(dst, r.Port)); err != nil {
+		res.Close()
 		return netip.AddrPort{}, fmt.Errorf("connect %s: %w", r.URI(), err)
 	}
 	local := res.Addr()
@@ -163,12 +177,21 @@ func (p *enginePath) Close(h sessions.Handle, _ sessions.FiveTuple) {
 	e := p.e
 	e.mu.Lock()
 	defer e.mu.Unlock()
-	c := e.conns[h]
-	if c == nil {
-		return
+	if c := e.conns[h]; c != nil {
+		e.closeConnLocked(c)
 	}
-	delete(e.conns, h)
+}
+
+// closeConnLocked forgets connected session c: its port is released, and
+// no worker queues into its fifos or reads them once it returns.
+func (e *Engine) closeConnLocked(c *conn) {
+	for _, h := range []sessions.Handle{c.ho, c.h} {
+		if e.conns[h] == c {
+			delete(e.conns, h)
+		}
+	}
 	c.closed = true
+	e.unwatchLocked(c)
 	c.res.Close()
 	if c.target != nil {
 		e.unpublishConnLocked(c.tuple)

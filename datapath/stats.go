@@ -20,6 +20,9 @@ type Stats struct {
 	Mirror    loader.MirrorStats `json:"mirror"`
 	MirrorErr string             `json:"mirror_error,omitempty"`
 	Resolver  ResolverStats      `json:"resolver"`
+	// PeerClosed counts connected sessions closed because their peer was
+	// reported unreachable (an ICMP error).
+	PeerClosed uint64 `json:"peer_closed"`
 }
 
 // QueueStats are one worker's counters. Drops are by reason: the decoder's
@@ -46,7 +49,8 @@ type QueueStats struct {
 func (e *Engine) Stats() Stats {
 	e.closeMu.Lock()
 	defer e.closeMu.Unlock()
-	s := Stats{Interface: e.cfg.IfName, IfIndex: e.ifc.Index, Totals: QueueStats{Queue: -1, Drops: map[string]uint64{}}}
+	s := Stats{Interface: e.cfg.IfName, IfIndex: e.ifc.Index, Totals: QueueStats{Queue: -1, Drops: map[string]uint64{}},
+		PeerClosed: e.peerClosed.Load()}
 	e.mu.Lock()
 	closed := e.closed
 	if e.att != nil && !closed {
@@ -73,7 +77,7 @@ func (e *Engine) Stats() Stats {
 	for _, t := range *e.lis.Load() {
 		s.Targets = append(s.Targets, t.Stats())
 	}
-	for _, t := range *e.est.Load() {
+	for _, t := range e.est.Load().m {
 		s.Targets = append(s.Targets, t.Stats())
 	}
 	if e.objs != nil && !closed {

@@ -92,6 +92,9 @@ func (w *worker) drainTx() bool {
 		return false
 	}
 	x := &w.tx
+	if len(x.held) > 0 {
+		x.retryHeld() // what waited goes before what follows it
+	}
 	x.now = time.Now()
 	busy := false
 	for _, t := range w.own {
@@ -245,6 +248,11 @@ func (x *txState) neighbour(k nbKey) nbResult {
 func (x *txState) send(hd *held, fresh bool) {
 	w := x.w
 	nb := x.neighbour(hd.key)
+	if nb.ok && fresh && x.holding(hd.key) {
+		// Earlier datagrams to this next hop still wait: queue behind
+		// them rather than overtake them.
+		nb = nbResult{}
+	}
 	if !nb.ok {
 		switch {
 		case nb.failed && nb.noRoute:
@@ -339,6 +347,16 @@ func (x *txState) flush() {
 		}
 		w.sock.Complete()
 	}
+}
+
+// holding reports whether a datagram to next hop k is held.
+func (x *txState) holding(k nbKey) bool {
+	for i := range x.held {
+		if x.held[i].key == k {
+			return true
+		}
+	}
+	return false
 }
 
 // retryHeld sends held datagrams whose next hop resolved and drops those

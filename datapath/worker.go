@@ -70,21 +70,24 @@ type worker struct {
 	descs  []xsk.Desc
 	frames [][]byte
 	pkt    frame.Packet
-	hdr    fifo.DgramHeader
 	tuple  sessions.FiveTuple
 
-	cur     *udp.Target // the target whose lock is held during a batch
-	curN    uint64      // datagrams delivered into cur in this run
-	curB    uint64
+	// The run: datagrams of consecutive frames of a batch bound for the
+	// same Target, queued in its Rx with one EnqueueDgrams under one
+	// acquisition of its lock.
+	cur     *udp.Target        // the target whose lock is held, nil between runs
+	hdrs    []fifo.DgramHeader // the run's headers (len batch)
+	pays    [][]byte           // and payloads, inside the batch's frames
+	runN    int                // datagrams in the run
 	touched []*udp.Target
 	queues  []*fifo.EventQueue
 	lastLn  *sessions.Listener // last listener looked up, and its Target
 	lastLT  *udp.Target
+	lk      listenerCache // the last listener lookup of the batch
 
 	own   []*udp.Target // Targets whose Tx this worker drains
 	preTx []*udp.Target // listeners registered before Start
 	conns []*conn       // connected sessions owned
-	byIdx []*udp.Target // their Targets by session index (Handle.Index)
 
 	tx txState
 
@@ -96,6 +99,8 @@ func newWorker(e *Engine, q int, id uint32, s *xsk.Socket, kick int) *worker {
 	w := &worker{e: e, q: q, id: id, sock: s, kick: kick, batch: e.cfg.Batch}
 	w.descs = make([]xsk.Desc, w.batch)
 	w.frames = make([][]byte, w.batch)
+	w.hdrs = make([]fifo.DgramHeader, w.batch)
+	w.pays = make([][]byte, w.batch)
 	w.touched = make([]*udp.Target, 0, w.batch)
 	w.queues = make([]*fifo.EventQueue, 0, w.batch)
 	w.tx.init(w)
@@ -190,13 +195,27 @@ func (w *worker) sleep() {
 	}
 }
 
+// listenerCache remembers the Target of the last listener lookup of a
+// batch by the packet's local end: frames of one batch to one listener
+// from many remotes pay one lookup. It lives for one batch, so the result
+// is what a snapshot of the tables taken at the batch's start gives.
+type listenerCache struct {
+	ok     bool
+	local  [16]byte
+	port   uint16
+	proto  sessions.Transport
+	family uint8
+	t      *udp.Target // nil: no listener (or no datagram Target)
+}
+
 // processBatch delivers a batch of received frames: decode, look the
-// 5-tuple up (the worker's shard, then connected sessions of every worker,
-// then listeners), queue the payload in the app's rx fifo, and signal each
-// app once. Frames stay owned by the caller. It does not allocate.
+// 5-tuple up (the connected sessions of every worker, then listeners),
+// queue the payloads in the app's rx fifo run by run, and signal each app
+// once. Frames stay owned by the caller. It does not allocate.
 func (w *worker) processBatch(frames [][]byte) {
 	l := w.e.layer.Load()
-	est := *w.e.est.Load()
+	est := w.e.est.Load()
+	w.lk.ok = false
 	for _, f := range frames {
 		if r := frame.Decode(f, &w.pkt); r != frame.OK {
 			w.c.Bad[r]++
@@ -216,79 +235,83 @@ func (w *worker) processBatch(frames [][]byte) {
 				continue
 			}
 			w.cur = t
+		} else if w.runN == len(w.hdrs) {
+			w.flush()
 		}
-		switch t.Deliver(&w.hdr, &w.pkt, f) {
-		case udp.Delivered:
-			w.c.Delivered++
-			w.curN++
-			w.curB += uint64(w.pkt.PayloadLen)
-			w.touch(t)
-		case udp.FifoFull:
-			w.c.Drops[dropFifoFull]++
-			t.DropFull.Add(1)
-		case udp.TooBig:
-			w.c.Drops[dropTooBig]++
-			t.DropTooBig.Add(1)
-		default:
-			w.c.Drops[dropFifoCorrupt]++
-			t.DropCorrupt.Add(1)
-		}
+		p := &w.pkt
+		udp.HeaderOf(&w.hdrs[w.runN], p)
+		w.pays[w.runN] = f[p.PayloadOff : p.PayloadOff+p.PayloadLen]
+		w.runN++
 	}
 	w.release()
 	w.signal()
 }
 
-// lookup finds the Target of w.tuple.
-func (w *worker) lookup(l *sessions.Layer, est map[sessions.FiveTuple]*udp.Target) *udp.Target {
-	fib := w.e.fib
-	if w.shard != nil && w.shard.Len() > 0 {
-		if ss, ok := w.shard.Lookup(fib, &w.tuple); ok {
-			if t := w.connTarget(ss.Handle); t != nil {
-				return t
-			}
-		}
-	}
-	if len(est) > 0 {
-		if t := est[w.tuple]; t != nil {
-			return t
-		}
+// lookup finds the Target of w.tuple: a connected session (of any
+// worker: est holds them all, this worker's own included), else a
+// listener.
+func (w *worker) lookup(l *sessions.Layer, est *estTable) *udp.Target {
+	if t := est.lookup(&w.tuple); t != nil {
+		return t
 	}
 	if l == nil {
 		return nil
 	}
-	ln, ok := l.LookupListener(fib, &w.tuple)
-	if !ok {
-		return nil
+	c := &w.lk
+	if c.ok && c.port == w.tuple.LocalPort && c.local == w.tuple.Local && c.proto == w.tuple.Proto && c.family == w.tuple.Family {
+		return c.t
 	}
-	if ln == w.lastLn {
-		return w.lastLT
+	var t *udp.Target
+	if ln, ok := l.LookupListener(w.e.fib, &w.tuple); ok {
+		if ln == w.lastLn {
+			t = w.lastLT
+		} else {
+			t = (*w.e.lis.Load())[ln.Handle]
+			w.lastLn, w.lastLT = ln, t
+		}
 	}
-	t := (*w.e.lis.Load())[ln.Handle]
-	w.lastLn, w.lastLT = ln, t
+	*c = listenerCache{ok: true, local: w.tuple.Local, port: w.tuple.LocalPort, proto: w.tuple.Proto, family: w.tuple.Family, t: t}
 	return t
 }
 
-// connTarget returns the Target of a session of the worker's shard.
-func (w *worker) connTarget(h sessions.Handle) *udp.Target {
-	if i := h.Index(); int(i) < len(w.byIdx) {
-		if t := w.byIdx[i]; t != nil && t.Handle == h {
-			return t
-		}
+// flush queues the run's datagrams in cur's Rx (whose lock is held) and
+// counts them.
+func (w *worker) flush() {
+	t, n := w.cur, w.runN
+	if n == 0 {
+		return
 	}
-	return nil
+	r := t.DeliverBatch(w.hdrs[:n], w.pays[:n])
+	clear(w.pays[:n])
+	w.runN = 0
+	if r.Delivered > 0 {
+		w.c.Delivered += r.Delivered
+		t.Delivered.Add(r.Delivered)
+		t.RxBytes.Add(r.Bytes)
+		w.touch(t)
+	}
+	if r.Full > 0 {
+		w.c.Drops[dropFifoFull] += r.Full
+		t.DropFull.Add(r.Full)
+	}
+	if r.TooBig > 0 {
+		w.c.Drops[dropTooBig] += r.TooBig
+		t.DropTooBig.Add(r.TooBig)
+	}
+	if r.Corrupt > 0 {
+		w.c.Drops[dropFifoCorrupt] += r.Corrupt
+		t.DropCorrupt.Add(r.Corrupt)
+	}
 }
 
-// release ends the current run: counts it and drops the target's lock.
+// release ends the current run: queues and counts it and drops the
+// target's lock.
 func (w *worker) release() {
 	t := w.cur
 	if t == nil {
 		return
 	}
-	if w.curN > 0 {
-		t.Delivered.Add(w.curN)
-		t.RxBytes.Add(w.curB)
-		w.curN, w.curB = 0, 0
-	}
+	w.flush()
 	t.Unlock()
 	w.cur = nil
 }
@@ -371,17 +394,10 @@ func (w *worker) addConn(sh *sessions.Shard, c *conn) {
 	c.target = t
 	e.publishConnLocked(c)
 	w.conns = append(w.conns, c)
-	for int(c.h.Index()) >= len(w.byIdx) {
-		w.byIdx = append(w.byIdx, nil)
-	}
-	w.byIdx[c.h.Index()] = t
 	w.own = append(w.own, t)
 }
 
 func (w *worker) delConn(c *conn) {
-	if i := c.h.Index(); int(i) < len(w.byIdx) && w.byIdx[i] == c.target {
-		w.byIdx[i] = nil
-	}
 	for i, x := range w.conns {
 		if x == c {
 			w.conns = append(w.conns[:i], w.conns[i+1:]...)

@@ -246,8 +246,20 @@ func decodeIPv4(b []byte, p *Packet) ([]byte, uint32, Reason) {
 	if tl > len(b) {
 		return nil, 0, TruncatedIP
 	}
-	if Fold(Sum(b[:hl], 0)) != 0xffff {
-		return nil, 0, BadIPCsum
+	var psum uint32
+	if hl == IPv4HeaderLen {
+		// One pass: the header's sum and, from the same load of the
+		// addresses, the pseudo-header's.
+		hsum, asum := ipv4Sums(b)
+		if hsum != 0xffff {
+			return nil, 0, BadIPCsum
+		}
+		psum = uint32(asum) + uint32(b[9])
+	} else {
+		if Fold(Sum(b[:hl], 0)) != 0xffff {
+			return nil, 0, BadIPCsum
+		}
+		psum = Sum(b[12:20], uint32(b[9])) // the addresses are adjacent
 	}
 	p.L4Off = p.L3Off + hl
 	frag := binary.BigEndian.Uint16(b[6:8])
@@ -257,7 +269,7 @@ func decodeIPv4(b []byte, p *Packet) ([]byte, uint32, Reason) {
 		p.FragID = uint32(binary.BigEndian.Uint16(b[4:6]))
 		return nil, 0, Fragment
 	}
-	return b[hl:tl], pseudoSum(b[12:16], b[16:20], b[9]), OK
+	return b[hl:tl], psum, OK
 }
 
 // decodeIPv6 reads the IPv6 header at b[0:], skips extension headers, and
@@ -314,7 +326,7 @@ func decodeIPv6(b []byte, p *Packet) ([]byte, uint32, Reason) {
 		default:
 			p.Proto = sessions.Transport(next)
 			p.L4Off = p.L3Off + off
-			return data, pseudoSum(b[8:24], b[24:40], next), OK
+			return data, Sum(b[8:40], uint32(next)), OK // source and destination, adjacent
 		}
 		if n == MaxExtHeaders {
 			return nil, 0, BadExtHeader

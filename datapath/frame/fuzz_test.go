@@ -22,9 +22,13 @@ func FuzzDecode(f *testing.F) {
 		if r >= numReasons {
 			t.Fatalf("reason %d out of range", r)
 		}
+		if r == BadIPCsum && uint16(sumBytewise(b[p.L3Off:p.L3Off+int(b[p.L3Off]&0xf)*4], 0)) == 0xffff {
+			t.Fatalf("IPv4 header checksum verifies by the reference, Decode says %v", r)
+		}
 		if r != OK {
 			return
 		}
+		checkSums(t, b, &p)
 		if p.PayloadOff < 0 || p.PayloadLen < 0 || p.PayloadOff+p.PayloadLen > len(b) || p.Payload(b) == nil {
 			t.Fatalf("payload %d+%d outside frame of %d", p.PayloadOff, p.PayloadLen, len(b))
 		}
@@ -39,6 +43,28 @@ func FuzzDecode(f *testing.F) {
 			t.Fatalf("SkipUDPChecksum disagrees")
 		}
 	})
+}
+
+// checkSums verifies the checksums of a frame Decode accepted with the
+// reference sum.
+func checkSums(t *testing.T, b []byte, p *Packet) {
+	t.Helper()
+	l3, l4 := b[p.L3Off:], b[p.L4Off:p.PayloadOff+p.PayloadLen]
+	var ps uint32
+	if p.Family == 4 {
+		if got := uint16(sumBytewise(l3[:p.L4Off-p.L3Off], 0)); got != 0xffff {
+			t.Fatalf("accepted an IPv4 header summing to %#04x", got)
+		}
+		ps = sumBytewise(l3[12:20], uint32(ProtoUDP))
+	} else {
+		ps = sumBytewise(l3[8:40], uint32(ProtoUDP))
+	}
+	if l4[6] == 0 && l4[7] == 0 {
+		return // IPv4 without a checksum (Decode refuses it over IPv6)
+	}
+	if got := uint16(sumBytewise(l4, ps+uint32(len(l4)))); got != 0xffff {
+		t.Fatalf("accepted a UDP checksum summing to %#04x", got)
+	}
 }
 
 func TestWriteSeeds(t *testing.T) {

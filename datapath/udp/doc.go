@@ -22,12 +22,14 @@
 // A Target's Rx fifo may be fed by several workers (RSS spreads a
 // listener's remotes over queues), so producers serialize on the Target's
 // mutex (Lock/Unlock, held by a worker across a run of datagrams of one
-// batch). Its Tx fifo is drained by one worker, the owner. Counters are
+// batch, which DeliverBatch queues and publishes together). Its Tx fifo is drained by one worker, the owner. Counters are
 // atomic. Kill marks a Target dead under its mutex: no datagram is queued
 // after it returns.
 //
 // A Reservation holds a kernel UDP socket bound to a connected session's
 // local address and port, so the kernel never hands the port out; it
 // drops whatever the kernel delivers to it (a socket filter) and must be
-// closed when the session ends.
+// closed when the session ends. Connected to the peer (Connect), it
+// collects the peer's ICMP errors: its fd polls with POLLERR and Err
+// returns the error.
 package udp

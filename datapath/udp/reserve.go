@@ -68,6 +68,48 @@ func Reserve(local netip.AddrPort) (*Reservation, error) {
 	return &Reservation{fd: fd, addr: netip.AddrPortFrom(a, uint16(port))}, nil
 }
 
+// Connect connects the socket to the session's peer. It still receives
+// nothing (its filter drops every datagram), but the kernel now reports
+// the ICMP errors of the peer (port, host or network unreachable) to it:
+// its fd polls with POLLERR and Err returns the error.
+func (r *Reservation) Connect(remote netip.AddrPort) error {
+	a := remote.Addr().Unmap()
+	var sa unix.Sockaddr
+	if r.addr.Addr().Is6() {
+		sa = &unix.SockaddrInet6{Addr: a.As16(), Port: int(remote.Port())}
+	} else {
+		if !a.Is4() {
+			return fmt.Errorf("connect reservation %v to %v: %w: address family", r.addr, remote, ErrReserve)
+		}
+		sa = &unix.SockaddrInet4{Addr: a.As4(), Port: int(remote.Port())}
+	}
+	if err := unix.Connect(r.fd, sa); err != nil {
+		return fmt.Errorf("connect reservation %v to %v: %w: %w", r.addr, remote, ErrReserve, err)
+	}
+	return nil
+}
+
+// FD returns the socket's descriptor (-1 after Close), to poll it for
+// errors. It stays owned by the Reservation.
+func (r *Reservation) FD() int { return r.fd }
+
+// Err returns and clears the socket's pending error (SO_ERROR): after
+// Connect, the peer's ICMP error, e.g. ECONNREFUSED for port unreachable.
+// nil: none.
+func (r *Reservation) Err() error {
+	if r.fd < 0 {
+		return nil
+	}
+	v, err := unix.GetsockoptInt(r.fd, unix.SOL_SOCKET, unix.SO_ERROR)
+	if err != nil {
+		return err
+	}
+	if v != 0 {
+		return unix.Errno(v)
+	}
+	return nil
+}
+
 // Addr returns the reserved address and port.
 func (r *Reservation) Addr() netip.AddrPort { return r.addr }
 

@@ -47,3 +47,45 @@ func TestReserveHoldsPort(t *testing.T) {
 		c2.Close()
 	}
 }
+
+// TestReservationPeerError: a reservation connected to a peer learns of
+// the peer's ICMP port unreachable. The datagram that draws it is sent
+// from the reservation's own socket to a loopback port nobody has.
+func TestReservationPeerError(t *testing.T) {
+	for _, a := range []string{"127.0.0.1", "::1"} {
+		// A port that is free: bound, then released.
+		c, err := net.ListenUDP("udp", net.UDPAddrFromAddrPort(netip.AddrPortFrom(netip.MustParseAddr(a), 0)))
+		if err != nil {
+			t.Fatal(err)
+		}
+		peer := c.LocalAddr().(*net.UDPAddr).AddrPort()
+		c.Close()
+		r, err := Reserve(netip.AddrPortFrom(netip.MustParseAddr(a), 0))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := r.Err(); err != nil {
+			t.Fatalf("%s: error before anything happened: %v", a, err)
+		}
+		if err := r.Connect(peer); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := unix.Write(r.FD(), []byte("anyone?")); err != nil {
+			t.Fatal(err)
+		}
+		fds := []unix.PollFd{{Fd: int32(r.FD())}}
+		if n, err := unix.Poll(fds, 5000); err != nil || n != 1 || fds[0].Revents&unix.POLLERR == 0 {
+			t.Fatalf("%s: poll %d %v revents %#x", a, n, err, fds[0].Revents)
+		}
+		if err := r.Err(); !errors.Is(err, unix.ECONNREFUSED) {
+			t.Fatalf("%s: Err %v, want ECONNREFUSED", a, err)
+		}
+		if err := r.Err(); err != nil {
+			t.Fatalf("%s: Err not cleared: %v", a, err)
+		}
+		r.Close()
+		if r.FD() != -1 || r.Err() != nil {
+			t.Fatalf("%s: after Close: fd %d", a, r.FD())
+		}
+	}
+}

@@ -140,6 +140,43 @@ func (t *Target) Deliver(h *fifo.DgramHeader, p *frame.Packet, f []byte) Outcome
 	return Corrupt
 }
 
+// Run counts what DeliverBatch did with a run of datagrams.
+type Run struct {
+	Delivered, Bytes      uint64 // datagrams queued in Rx, and their payload bytes
+	Full, TooBig, Corrupt uint64 // datagrams dropped, by Outcome
+}
+
+// DeliverBatch queues datagrams hs[i] (filled by HeaderOf) with payloads[i]
+// in Rx, in order, publishing them together; a datagram that does not fit
+// is dropped and the ones after it are still tried, as Deliver would one
+// by one. The caller holds the lock (Lock returned true). It does not
+// allocate and does not touch the counters: the caller adds the Run up.
+func (t *Target) DeliverBatch(hs []fifo.DgramHeader, payloads [][]byte) Run {
+	var r Run
+	n := min(len(hs), len(payloads))
+	for i := 0; i < n; {
+		k, err := t.Rx.EnqueueDgrams(hs[i:n], payloads[i:n])
+		for _, p := range payloads[i : i+k] {
+			r.Bytes += uint64(len(p))
+		}
+		r.Delivered += uint64(k)
+		i += k
+		if i == n {
+			break
+		}
+		switch err {
+		case fifo.ErrNoSpace:
+			r.Full++
+		case fifo.ErrTooLarge:
+			r.TooBig++
+		default:
+			r.Corrupt++
+		}
+		i++
+	}
+	return r
+}
+
 // HeaderOf fills h for a received packet: Remote is the sender, Local the
 // destination.
 func HeaderOf(h *fifo.DgramHeader, p *frame.Packet) {

@@ -1,0 +1,115 @@
+package datapath
+
+import (
+	"errors"
+	"fmt"
+
+	"golang.org/x/sys/unix"
+)
+
+// peerWatch finds the ICMP errors of connected sessions' peers. The
+// reservation socket of a connected session is connected to the peer, so
+// the kernel (which the XDP program leaves ICMP to) reports the peer's
+// port, host or network unreachable to it as a socket error; an epoll set
+// of those sockets wakes a goroutine that closes the session and tells its
+// app (sessions.Layer.Closed: EventDisconnected).
+type peerWatch struct {
+	epfd int // epoll set of the claimed sessions' reservation sockets and stop
+	stop int // eventfd: Close wakes the goroutine
+}
+
+func newPeerWatch() (*peerWatch, error) {
+	epfd, err := unix.EpollCreate1(unix.EPOLL_CLOEXEC)
+	if err != nil {
+		return nil, fmt.Errorf("epoll: %w", err)
+	}
+	stop, err := unix.Eventfd(0, unix.EFD_CLOEXEC|unix.EFD_NONBLOCK)
+	if err != nil {
+		unix.Close(epfd)
+		return nil, fmt.Errorf("eventfd: %w", err)
+	}
+	if err := unix.EpollCtl(epfd, unix.EPOLL_CTL_ADD, stop, &unix.EpollEvent{Events: unix.EPOLLIN, Fd: int32(stop)}); err != nil {
+		unix.Close(epfd)
+		unix.Close(stop)
+		return nil, fmt.Errorf("epoll add: %w", err)
+	}
+	return &peerWatch{epfd: epfd, stop: stop}, nil
+}
+
+func (p *peerWatch) close() error {
+	return errors.Join(unix.Close(p.epfd), unix.Close(p.stop))
+}
+
+// wake makes run return.
+func (p *peerWatch) wake() {
+	one := [8]byte{1}
+	_, _ = unix.Write(p.stop, one[:])
+}
+
+// watchLocked adds a claimed session's socket to the set. A socket that
+// got its error before is reported at once (level-triggered). Only the
+// error events are asked for: the socket never has data.
+func (e *Engine) watchLocked(c *conn) {
+	if e.pw == nil {
+		return
+	}
+	fd := c.res.FD()
+	if err := unix.EpollCtl(e.pw.epfd, unix.EPOLL_CTL_ADD, fd, &unix.EpollEvent{Fd: int32(fd)}); err != nil {
+		e.log.Warn("peer errors of a connected session not watched", "handle", uint64(c.h), "err", err)
+		return
+	}
+	e.watched[fd] = c
+}
+
+// unwatchLocked forgets c's socket; closing it leaves the epoll set.
+func (e *Engine) unwatchLocked(c *conn) {
+	if fd := c.res.FD(); fd >= 0 && e.watched[fd] == c {
+		delete(e.watched, fd)
+	}
+}
+
+// runPeerErrors waits for peer errors until Close.
+func (e *Engine) runPeerErrors() {
+	evs := make([]unix.EpollEvent, 16)
+	for {
+		n, err := unix.EpollWait(e.pw.epfd, evs, -1)
+		if errors.Is(err, unix.EINTR) {
+			continue
+		}
+		if err != nil {
+			e.log.Error("peer errors: epoll wait", "err", err)
+			return
+		}
+		for _, ev := range evs[:n] {
+			if int(ev.Fd) == e.pw.stop {
+				return
+			}
+			e.peerError(int(ev.Fd))
+		}
+	}
+}
+
+// peerError closes the session whose socket fd reported an error.
+func (e *Engine) peerError(fd int) {
+	e.mu.Lock()
+	c := e.watched[fd]
+	if c == nil || e.closed {
+		e.mu.Unlock()
+		return
+	}
+	err := c.res.Err() // reads and clears it
+	if err == nil {
+		e.mu.Unlock()
+		return
+	}
+	h := c.h
+	e.closeConnLocked(c)
+	e.peerClosed.Add(1)
+	e.mu.Unlock()
+	e.log.Info("connected session closed: its peer is unreachable", "handle", uint64(h), "remote", c.remote, "err", err)
+	// Without the Engine's lock (the layer's comes first). The app may
+	// have closed the session meanwhile: nothing left to do then.
+	if l := e.layer.Load(); l != nil {
+		_ = l.Closed(h)
+	}
+}
