@@ -6,6 +6,8 @@
 //
 //	go run ./perf [--quick] [--reps 3] [--duration 2s] [--queues 2] [--flows 16]
 //	              [--rate 0] [--gen-threads 1] [--payloads 64,512,1472] [--out perf/out]
+//	              [--cpuprofile FILE] [--xs-stats] [--xs-batch N] [--xs-busy-poll]
+//	              [--xs-xdp-mode MODE] [--xs-rx-fifo BYTES]
 //	go run ./perf gen  --iface IF --dst-mac MAC --dst-ip IP ...   (two-machine runs)
 //	go run ./perf recv --iface IF --impl kernel|kernel-reuseport|xdp-drop|xsessiond ...
 //
@@ -25,10 +27,27 @@
 //     kernel drops them at IP input: the generator-alone cost;
 //   - socketpair: two local apps over a unix SOCK_SEQPACKET pair, the
 //     cut-through baseline;
-//   - xsessiond: the daemon and an app; NewXsessiondReceiver,
-//     NewXsessiondEcho and NewXsessiondCutThrough return ErrNotAvailable
-//     until the daemon is wired in, and those rows are reported as "not
-//     available" with no numbers.
+//   - xsessiond, in-process, built as the daemon builds it: an nsbind
+//     namespace and View of host B, a datapath.Engine on B's veth end
+//     (XDP program, one AF_XDP socket and worker per queue), a
+//     sessions.Layer over fifo memory, and an app attached to it with a
+//     UDP listener on the port. The receiver's app drains the listener's
+//     rx fifo whole (record headers read in place, one Release per
+//     drain) and sleeps on its event queue's eventfd when the fifo is
+//     empty (clear the fifo's event flag, look again, then wait); the
+//     echo app copies datagrams from its rx fifo to its tx fifo and kicks
+//     the owning worker when the tx fifo's event flag was clear; the
+//     cut-through pair is two apps of a layer with no engine, joined by a
+//     local-scope UDP connect, a writer queueing payload-sized datagrams
+//     in batches of 64 and a reader consuming them in place, each
+//     sleeping on the other's event flag or dequeue notification. The
+//     --xs-* flags shape the engine and the app; --xs-stats prints the
+//     engine's counters (drops by reason, AF_XDP ring counters, worker
+//     loops and sleeps) after each receive repetition.
+//
+// An implementation that cannot run here returns an error matching
+// ErrNotAvailable; its rows are reported as "not available" with no
+// numbers.
 //
 // Scenarios (Scenarios builds the table): UDP receive at each payload size
 // with 1 queue/1 flow and N queues/F flows, at 64 bytes also 1 queue/F
@@ -45,4 +64,16 @@
 //	udp64 cost ratio kernel/xsessiond = X.XX, rate ratio xsessiond/kernel = Y.YY
 //
 // with n/a in place of a number that could not be measured.
+//
+// --cpuprofile FILE writes a runtime/pprof CPU profile of the measurement
+// window of the first repetition of each xsessiond 64-byte receive row
+// (the first to FILE, later rows to FILE with their group inserted before
+// the extension). Goroutines carry the label part=datapath (the engine's
+// workers and mirror), part=app (the consumer) or part=gen (the
+// generator, whose sendto also runs host B's veth receive path in
+// softirq), so for example
+//
+//	go tool pprof -top -tagfocus part=datapath FILE
+//
+// shows the workers alone.
 package main

@@ -42,6 +42,9 @@ type options struct {
 	payloads   []int
 	out        string
 	genThreads int
+	cpuProfile string
+	xsStats    bool
+	xs         XsessiondOptions
 }
 
 func parseRigFlags(args []string, stderr io.Writer) (options, error) {
@@ -69,11 +72,25 @@ flags of the rig mode:
 	fs.IntVar(&o.genThreads, "gen-threads", 1, "generator threads (each its own AF_PACKET ring and share of the flows)")
 	fs.StringVar(&payloads, "payloads", "64,512,1472", "UDP payload sizes of the receive scenarios")
 	fs.StringVar(&o.out, "out", "perf/out", "directory for results.json, results.md and the plots")
+	fs.StringVar(&o.cpuProfile, "cpuprofile", "", "write a CPU profile of the measurement window of the first repetition of each xsessiond 64-byte receive row to this file\n(the first row's; later rows insert their group before the extension); goroutines are labelled part=datapath|app|gen")
+	fs.IntVar(&o.xs.Batch, "xs-batch", 0, "xsessiond engine: frames per poll (0 = the engine's default, 64)")
+	fs.BoolVar(&o.xs.BusyPoll, "xs-busy-poll", false, "xsessiond engine: workers poll without sleeping")
+	fs.StringVar(&o.xs.XDPMode, "xs-xdp-mode", "", "xsessiond engine: XDP attach mode: native, generic (default: auto)")
+	fs.BoolVar(&o.xsStats, "xs-stats", false, "print the xsessiond engine's counters after each receive repetition")
+	var rxFifo int
+	fs.IntVar(&rxFifo, "xs-rx-fifo", 4<<20, "xsessiond app: rx fifo bytes (a power of two)")
 	if err := fs.Parse(args); err != nil {
 		return o, err
 	}
 	if fs.NArg() > 0 {
 		return o, fmt.Errorf("unexpected argument %q", fs.Arg(0))
+	}
+	if rxFifo < 4096 || rxFifo > 1<<30 || rxFifo&(rxFifo-1) != 0 {
+		return o, errors.New("--xs-rx-fifo must be a power of two from 4096 to 1 GiB")
+	}
+	o.xs.RxFifo = uint32(rxFifo)
+	if o.xs.Batch < 0 || o.xs.Batch > 4096 {
+		return o, errors.New("--xs-batch must be 0..4096")
 	}
 	for _, f := range strings.Split(payloads, ",") {
 		n, err := strconv.Atoi(strings.TrimSpace(f))
@@ -150,7 +167,11 @@ func run(ctx context.Context, o options, log io.Writer) (*Report, error) {
 	}
 	rg := &rigs{}
 	defer rg.Close()
-	r := &runner{rigs: rg, timing: o.timing, prog: newProgress(log), port: defaultPort, genThreads: o.genThreads}
+	xsOptions = o.xs
+	r := &runner{rigs: rg, timing: o.timing, prog: newProgress(log), port: defaultPort, genThreads: o.genThreads, cpuProfile: o.cpuProfile}
+	if o.xsStats {
+		r.stats = r.prog.note
+	}
 	var errs []error
 	for _, s := range Scenarios(plan) {
 		if ctx.Err() != nil {

@@ -41,3 +41,15 @@ func (p *progress) done(line string) {
 	p.last = 0
 	p.mu.Unlock()
 }
+
+// note prints a line of its own above the status line.
+func (p *progress) note(line string) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	pad := ""
+	if n := p.last - len(line); n > 0 {
+		pad = strings.Repeat(" ", n)
+	}
+	fmt.Fprintf(p.w, "\r%s%s\n", line, pad)
+	p.last = 0
+}

@@ -94,12 +94,15 @@ func newEchoer(impl string) (Echoer, error) {
 	return nil, errors.New("unknown echo server " + impl)
 }
 
+// localPairs are the LocalPair implementations by name.
+var localPairs = map[string]func() (LocalPair, error){
+	ImplSocketpair: func() (LocalPair, error) { return NewSocketpair(), nil },
+	ImplXsessiond:  NewXsessiondCutThrough,
+}
+
 func newLocalPair(impl string) (LocalPair, error) {
-	switch impl {
-	case ImplSocketpair:
-		return NewSocketpair(), nil
-	case ImplXsessiond:
-		return NewXsessiondCutThrough()
+	if mk := localPairs[impl]; mk != nil {
+		return mk()
 	}
 	return nil, errors.New("unknown local pair " + impl)
 }

@@ -21,7 +21,7 @@ func fixtureResults() []Result {
 	mk := func(s Scenario, status string, reps ...Rep) Result {
 		r := Result{Scenario: s, Status: status, Reps: reps}
 		if status == StatusNotAvailable {
-			r.Note = "xsessiond is not wired into the harness yet"
+			r.Note = "not available on this machine"
 		}
 		computeFigures(&r)
 		return r
@@ -186,7 +186,7 @@ func TestWriteMarkdown(t *testing.T) {
 		"## UDP receive", "## UDP echo latency", "## Cut-through", "## xsessiond / baseline",
 		"| udp64-q1-f1 | kernel | 0.001 [0.001–0.001] |",
 		"| 750 [500–1000] | 525 [300–750] |",
-		"**not available**: xsessiond is not wired into the harness yet",
+		"**not available**: not available on this machine",
 		"| 514.0 [509.0–519.0] |",
 		"| udp64-q1-f1 | kernel | n/a | n/a |",
 	} {
@@ -253,12 +253,16 @@ func TestWriteOutputs(t *testing.T) {
 func TestRunScenarioMarksUnavailable(t *testing.T) {
 	var log bytes.Buffer
 	r := &runner{rigs: &rigs{}, prog: newProgress(&log)}
-	res := r.runScenario(t.Context(), Scenario{Name: "ct64-q1-f1/xsessiond", Kind: KindCutThrough, Impl: ImplXsessiond, Payload: 64}, 3)
-	if res.Status != StatusNotAvailable || len(res.Reps) != 0 || res.PPS.N != 0 {
+	const impl = "unavailable-for-test"
+	na := wrapNA("not on this machine")
+	localPairs[impl] = func() (LocalPair, error) { return nil, na }
+	defer delete(localPairs, impl)
+	res := r.runScenario(t.Context(), Scenario{Name: "ct64-q1-f1/" + impl, Kind: KindCutThrough, Impl: impl, Payload: 64}, 3)
+	if res.Status != StatusNotAvailable || len(res.Reps) != 0 || res.PPS.N != 0 || res.Note != na.Error() {
 		t.Fatalf("result %+v", res)
 	}
-	if !errors.Is(errXsessiondNotWired, ErrNotAvailable) {
-		t.Error("the xsessiond constructors' error must match ErrNotAvailable")
+	if !errors.Is(na, ErrNotAvailable) {
+		t.Error("wrapNA's error must match ErrNotAvailable")
 	}
 	if !strings.Contains(log.String(), "NOT AVAILABLE") {
 		t.Errorf("progress output lacks the note: %q", log.String())

@@ -7,6 +7,7 @@ import (
 	"github.com/vishvananda/netlink"
 	"golang.org/x/sys/unix"
 
+	"github.com/xsessiond/xsessiond/datapath/xsk/xsktest"
 	"github.com/xsessiond/xsessiond/nsbind/nstest"
 )
 
@@ -32,6 +33,13 @@ func (r *rigs) get(q int) (*nstest.Pair, error) {
 	r.pair, r.queues = p, q
 	if err := pinNeighbours(p); err != nil {
 		return nil, err
+	}
+	// Kernel sockets in A (the echo client) send complete UDP checksums:
+	// with tx checksum offload on, veth hands over CHECKSUM_PARTIAL
+	// frames whose checksum an AF_XDP receiver (xsessiond) rightly
+	// rejects. The generator builds its checksums itself either way.
+	if err := xsktest.DisableTxOffload(p.A); err != nil {
+		return nil, fmt.Errorf("%s: tx checksum offload off: %w", p.A.Name, err)
 	}
 	return p, nil
 }

@@ -5,6 +5,10 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"os"
+	"path/filepath"
+	"runtime/pprof"
+	"strings"
 	"time"
 
 	"github.com/xsessiond/xsessiond/nsbind/nstest"
@@ -73,6 +77,13 @@ type runner struct {
 	prog       *progress
 	port       uint16
 	genThreads int // generator sockets (and goroutines) per repetition
+	// cpuProfile, when set, is where the CPU profile of the first
+	// repetition of each xsessiond 64-byte receive row goes (profileFile).
+	cpuProfile string
+	profiled   int // rows profiled so far
+	// stats, when set, is given the implementation's own counters after
+	// each receive repetition (xsessiond: the engine's).
+	stats func(line string)
 }
 
 const defaultPort = 9000
@@ -182,7 +193,7 @@ func startGen(p *nstest.Pair, s Scenario, dstMAC net.HardwareAddr, port uint16, 
 	ctx, cancel := context.WithCancel(context.Background())
 	errc := make(chan error, len(gg.gens))
 	for _, g := range gg.gens {
-		go func() { errc <- g.Run(ctx) }()
+		go pprof.Do(ctx, pprof.Labels("part", "gen"), func(ctx context.Context) { errc <- g.Run(ctx) })
 	}
 	stop := func() error {
 		cancel()
@@ -239,7 +250,12 @@ func (r *runner) receiveRep(ctx context.Context, s Scenario, rep, reps int) (out
 	if err := sleepCtx(ctx, r.timing.Warmup); err != nil {
 		return Rep{}, err
 	}
+	stopProfile, err := r.startProfile(s, rep)
+	if err != nil {
+		return Rep{}, err
+	}
 	a, b, err := r.watch(ctx, s, rep, reps, g.Sent, rx.Delivered)
+	err = errors.Join(err, stopProfile())
 	if err != nil {
 		return Rep{}, err
 	}
@@ -250,6 +266,10 @@ func (r *runner) receiveRep(ctx context.Context, s Scenario, rep, reps int) (out
 	settle(rx.Delivered, r.timing.Drain)
 	out, err = windowRep(a, b)
 	out.TotalSent, out.TotalDelivered = g.Sent(), rx.Delivered()
+	if sl, ok := rx.(interface{ StatsLine() string }); ok && r.stats != nil {
+		// The counters are final once the receiver has stopped.
+		defer func() { r.stats(fmt.Sprintf("%s rep %d: %s", s.Name, rep, sl.StatsLine())) }()
+	}
 	return out, err
 }
 
@@ -314,4 +334,38 @@ func (r *runner) cutThroughRep(ctx context.Context, s Scenario, rep, reps int) (
 	out, err = windowRep(a, b)
 	out.TotalSent, out.TotalDelivered = lp.Sent(), lp.Delivered()
 	return out, err
+}
+
+// startProfile starts the CPU profile of s's measurement window when s is
+// an xsessiond 64-byte receive row at its first repetition and a profile
+// was asked for; the function it returns stops it and closes the file.
+func (r *runner) startProfile(s Scenario, rep int) (func() error, error) {
+	none := func() error { return nil }
+	if r.cpuProfile == "" || rep != 1 || s.Kind != KindReceive || s.Impl != ImplXsessiond || s.Payload != 64 {
+		return none, nil
+	}
+	path := profileFile(r.cpuProfile, s.Group, r.profiled)
+	r.profiled++
+	f, err := os.Create(path)
+	if err != nil {
+		return none, fmt.Errorf("cpu profile: %w", err)
+	}
+	if err := pprof.StartCPUProfile(f); err != nil {
+		f.Close()
+		return none, fmt.Errorf("cpu profile: %w", err)
+	}
+	return func() error {
+		pprof.StopCPUProfile()
+		return f.Close()
+	}, nil
+}
+
+// profileFile is the profile path of the i-th profiled row: path itself
+// for the first, then path with "-group" inserted before its extension.
+func profileFile(path, group string, i int) string {
+	if i == 0 {
+		return path
+	}
+	ext := filepath.Ext(path)
+	return strings.TrimSuffix(path, ext) + "-" + group + ext
 }
