@@ -133,7 +133,7 @@ func runDaemon(cmd *cobra.Command, f runFlags) error {
 	log := slog.New(slog.NewTextHandler(cmd.ErrOrStderr(), &slog.HandlerOptions{Level: level}))
 	opts.Logger = log
 	if len(cfg.Interfaces) > 1 && !cmd.Flags().Changed("iface") {
-		log.Warn("one interface per daemon: the others in the config file are ignored", "using", opts.Iface)
+		return fmt.Errorf("the config lists %d interfaces and a daemon serves one: run one xsessiond per interface, each with its own --socket, and pick it with --iface", len(cfg.Interfaces))
 	}
 	if problem := privilegeProblem(opts.Netns != ""); problem != "" {
 		return fmt.Errorf("not privileged: %s; run it as root (sudo xsessiond run ...)", problem)
