@@ -45,7 +45,28 @@ type Config struct {
 	XSK xsk.Options
 	// IdleTimeout bounds one sleep of an idle worker; 0 = 200ms.
 	IdleTimeout time.Duration
+	// IdleNap: while frames keep arriving (32 or more within a
+	// millisecond, the last less than a millisecond ago), a worker whose
+	// loop found nothing to do sleeps this long on a timer instead of in
+	// poll, so that the kernel does not wake it a few frames at a time;
+	// the next loop takes what arrived meanwhile as one batch. It adds up
+	// to IdleNap of latency under load; with fewer frames the worker
+	// sleeps in poll. 0 = DefaultIdleNap; negative = never nap. Ignored
+	// with BusyPoll.
+	IdleNap time.Duration
+	// IdleSpin is how long a worker whose loop found nothing to do (and
+	// that does not nap) keeps checking its rx ring, its tx fifos' event
+	// flags and its mailbox, without a system call, before it sleeps in
+	// poll: a frame that arrives meanwhile costs no wakeup. The spin burns
+	// its CPU, so it trades CPU for latency; 0 (the default) sleeps at
+	// once. Ignored with BusyPoll.
+	IdleSpin time.Duration
 }
+
+// DefaultIdleNap is Config.IdleNap's default. At a few hundred thousand
+// frames per second a worker then takes some twenty frames per wakeup; the
+// rx ring (xsk.DefaultRingSize) holds milliseconds of them.
+const DefaultIdleNap = 50 * time.Microsecond
 
 // DefaultBatch is the number of frames a worker takes per poll.
 const DefaultBatch = 64
@@ -133,6 +154,9 @@ func New(cfg Config) (*Engine, error) {
 	}
 	if cfg.IdleTimeout <= 0 {
 		cfg.IdleTimeout = 200 * time.Millisecond
+	}
+	if cfg.IdleNap == 0 {
+		cfg.IdleNap = DefaultIdleNap
 	}
 	if cfg.XDPMode == "" {
 		cfg.XDPMode = "auto"

@@ -70,6 +70,12 @@ func (n *notes) find(kind sessions.EventKind, opaque uint32) (sessions.Event, bo
 }
 
 func newEngineRig(t *testing.T, queues, mtu int) *engineRig {
+	return newEngineRigWith(t, queues, mtu, nil)
+}
+
+// newEngineRigWith is newEngineRig with the engine's Config adjusted by
+// adjust (nil: left as is).
+func newEngineRigWith(t *testing.T, queues, mtu int, adjust func(*datapath.Config)) *engineRig {
 	t.Helper()
 	nstest.RequirePrivileged(t)
 	p := nstest.NewPair(t, nstest.Options{Queues: queues, MTU: mtu})
@@ -86,7 +92,11 @@ func newEngineRig(t *testing.T, queues, mtu int) *engineRig {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { view.Close() })
-	eng, err := datapath.New(datapath.Config{IfName: p.B.Link, Netns: ns, NetnsName: p.B.Name, XDPMode: "native"})
+	cfg := datapath.Config{IfName: p.B.Link, Netns: ns, NetnsName: p.B.Name, XDPMode: "native"}
+	if adjust != nil {
+		adjust(&cfg)
+	}
+	eng, err := datapath.New(cfg)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -395,6 +405,40 @@ func snmpUDP(t *testing.T, h *nstest.Host, v6 bool, name string) uint64 {
 // TestEchoUnpaced blasts datagrams with no pacing: losses are allowed, but
 // every lost datagram must be counted somewhere: the engine's drops, the
 // AF_XDP socket's kernel drops, or the client socket's receive errors.
+// TestEchoIdleModes echoes through workers that sleep in poll at once or
+// spin before sleeping, instead of the default naps under load.
+func TestEchoIdleModes(t *testing.T) {
+	modes := []struct {
+		name string
+		spin time.Duration
+	}{{"poll", 0}, {"spin", 50 * time.Microsecond}}
+	for _, m := range modes {
+		t.Run(m.name, func(t *testing.T) {
+			r := newEngineRigWith(t, 1, 1520, func(c *datapath.Config) { c.IdleNap, c.IdleSpin = -1, m.spin })
+			a := r.attach(t)
+			r.listenEcho(t, a, "udp://0.0.0.0:9000")
+			const n = 20000
+			res := runClient(t, r.p.A, netip.AddrPortFrom(r.p.A.IPv4, 0), netip.AddrPortFrom(r.p.B.IPv4, 9000), n, 512, 64, 1)
+			st := r.eng.Stats()
+			for deadline := time.Now().Add(2 * time.Second); st.Totals.Delivered < n && time.Now().Before(deadline); {
+				time.Sleep(10 * time.Millisecond)
+				st = r.eng.Stats()
+			}
+			t.Logf("%s: sent %d received %d; totals %+v", m.name, res.sent, res.received, st.Totals)
+			if res.sent != n || res.received != n || res.mismatched != 0 || st.Totals.Delivered != n {
+				t.Fatalf("sent %d, received %d, mismatched %d, delivered %d", res.sent, res.received, res.mismatched, st.Totals.Delivered)
+			}
+			if st.Totals.Naps != 0 {
+				t.Errorf("%d naps with IdleNap < 0", st.Totals.Naps)
+			}
+			// A worker starts idle: with a spin budget its first idle loop spins.
+			if spun := st.Totals.Spins > 0; spun != (m.spin > 0) {
+				t.Errorf("spins %d with IdleSpin %v", st.Totals.Spins, m.spin)
+			}
+		})
+	}
+}
+
 func TestEchoUnpaced(t *testing.T) {
 	for _, fam := range []string{"ipv4", "ipv6"} {
 		t.Run(fam, func(t *testing.T) {
@@ -718,7 +762,13 @@ func TestKernelPathUntouched(t *testing.T) {
 	if echo.received != 20000 || kc.received != 2000 || kc.sent != 2000 {
 		t.Fatalf("echo %+v, kernel %+v", echo, kc)
 	}
+	// Workers publish their counts when they run out of work, which can
+	// be just after the last echo arrived: wait for them to settle.
 	st := r.eng.Stats()
+	for deadline := time.Now().Add(2 * time.Second); st.Totals.Delivered < 20000 && time.Now().Before(deadline); {
+		time.Sleep(10 * time.Millisecond)
+		st = r.eng.Stats()
+	}
 	if st.BPF["pass"] == 0 || st.Totals.Delivered != 20000 {
 		t.Fatalf("bpf %v, delivered %d", st.BPF, st.Totals.Delivered)
 	}

@@ -39,7 +39,10 @@ type QueueStats struct {
 	Loops     uint64            `json:"loops"`
 	Sleeps    uint64            `json:"sleeps"`
 	Kicks     uint64            `json:"kicks"`
-	Dropped   uint64            `json:"dropped"` // sum of Drops
+	Spins     uint64            `json:"spins"`     // idle spins begun (Config.IdleSpin)
+	SpinHits  uint64            `json:"spin_hits"` // idle spins that found work before sleeping
+	Naps      uint64            `json:"naps"`      // timed naps of a worker with recent traffic (Config.IdleNap)
+	Dropped   uint64            `json:"dropped"`   // sum of Drops
 	Drops     map[string]uint64 `json:"drops"`
 	XSK       *xsk.Stats        `json:"xsk,omitempty"`
 }
@@ -95,7 +98,8 @@ func (e *Engine) Stats() Stats {
 func (w *worker) stats() QueueStats {
 	p := &w.pub
 	qs := QueueStats{Queue: w.q, Worker: w.id, Rx: p.Rx.Load(), Delivered: p.Delivered.Load(), Tx: p.Tx.Load(),
-		Held: p.Held.Load(), Loops: p.Loops.Load(), Sleeps: p.Sleeps.Load(), Kicks: p.Kicks.Load(), Drops: map[string]uint64{}}
+		Held: p.Held.Load(), Loops: p.Loops.Load(), Sleeps: p.Sleeps.Load(), Kicks: p.Kicks.Load(),
+		Spins: p.Spins.Load(), SpinHits: p.SpinHits.Load(), Naps: p.Naps.Load(), Drops: map[string]uint64{}}
 	if w.sock != nil {
 		qs.ZeroCopy = w.sock.ZeroCopy()
 	}
@@ -122,6 +126,9 @@ func (t *QueueStats) add(q *QueueStats) {
 	t.Loops += q.Loops
 	t.Sleeps += q.Sleeps
 	t.Kicks += q.Kicks
+	t.Spins += q.Spins
+	t.SpinHits += q.SpinHits
+	t.Naps += q.Naps
 	t.Dropped += q.Dropped
 	for k, v := range q.Drops {
 		t.Drops[k] += v

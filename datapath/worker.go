@@ -34,7 +34,8 @@ var dropNames = [numDrops]string{"no-session", "fifo-full", "too-big", "fifo-cor
 	"tx-bad-header", "tx-too-long", "tx-no-frame", "tx-fifo-corrupt"}
 
 // counters are one worker's counts. The worker updates a private copy
-// without atomics and publishes it once per loop.
+// without atomics and publishes it every publishEvery loops and before
+// it sleeps.
 type counters struct {
 	Rx        uint64 // frames received
 	Delivered uint64 // datagrams queued in an app's rx fifo
@@ -43,15 +44,18 @@ type counters struct {
 	Loops     uint64
 	Sleeps    uint64
 	Kicks     uint64 // kick eventfd wakeups
+	Spins     uint64 // idle spins begun
+	SpinHits  uint64 // idle spins that found work before sleeping
+	Naps      uint64
 	Bad       [frame.NumReasons]uint64
 	Drops     [numDrops]uint64
 }
 
 // published is the copy of counters other goroutines read.
 type published struct {
-	Rx, Delivered, Tx, Held, Loops, Sleeps, Kicks atomic.Uint64
-	Bad                                           [frame.NumReasons]atomic.Uint64
-	Drops                                         [numDrops]atomic.Uint64
+	Rx, Delivered, Tx, Held, Loops, Sleeps, Kicks, Spins, SpinHits, Naps atomic.Uint64
+	Bad                                                                  [frame.NumReasons]atomic.Uint64
+	Drops                                                                [numDrops]atomic.Uint64
 }
 
 // worker owns one queue: its AF_XDP socket, its shard of the session
@@ -138,6 +142,25 @@ func (w *worker) bridge(ctx context.Context) {
 	}
 }
 
+// publishEvery is how many loops a busy worker runs between two
+// publications of its counters; it also publishes whenever a loop found
+// nothing to do, before it naps, spins or sleeps.
+const publishEvery = 16
+
+// spinCheckEvery is how many spin iterations pass between two looks at
+// the clock, the stop flag and the mailbox (which takes the shard's lock).
+const spinCheckEvery = 16
+
+// An idle worker naps (Config.IdleNap) instead of sleeping in poll while
+// it receives at least napHot frames per napWindow (measured over windows
+// of at least napWindow) and received one within the last napWindow;
+// napSlack is the timer slack of its thread.
+const (
+	napWindow = time.Millisecond
+	napHot    = 32
+	napSlack  = 2 * time.Microsecond
+)
+
 // run is the worker's loop, on a locked OS thread.
 func (w *worker) run() {
 	runtime.LockOSThread()
@@ -147,11 +170,28 @@ func (w *worker) run() {
 	}
 	w.preTx = nil
 	w.sock.Fill()
+	spin, nap := w.e.cfg.IdleSpin, w.e.cfg.IdleNap
+	if nap > 0 {
+		if old, err := unix.PrctlRetInt(unix.PR_GET_TIMERSLACK, 0, 0, 0, 0); err == nil {
+			_ = unix.Prctl(unix.PR_SET_TIMERSLACK, uintptr(napSlack), 0, 0, 0)
+			defer unix.Prctl(unix.PR_SET_TIMERSLACK, uintptr(old), 0, 0, 0)
+		}
+	}
+	// With naps: when a loop last received frames, and the frames
+	// received in the current and the last napWindow.
+	var lastRx, winStart time.Time
+	winFrames, hot := 0, false
+	spun := false // the last idle loop spun in vain and nothing was done since
+	got := 0      // frames the spin received into w.descs
 	for !w.stop.Load() {
 		w.c.Loops++
 		w.shard.Drain()
 		busy := false
-		n := w.sock.Receive(w.descs)
+		n := got
+		got = 0
+		if n == 0 {
+			n = w.sock.Receive(w.descs)
+		}
 		if n > 0 {
 			for i := 0; i < n; i++ {
 				w.frames[i] = w.sock.Frame(w.descs[i])
@@ -160,6 +200,16 @@ func (w *worker) run() {
 			w.processBatch(w.frames[:n])
 			w.sock.FreeDescs(w.descs[:n])
 			busy = true
+			if nap > 0 {
+				lastRx = time.Now()
+				if d := lastRx.Sub(winStart); d >= napWindow {
+					// napHot frames per napWindow on average over the window
+					// (which a preempted worker may see last longer).
+					hot = d < time.Second && time.Duration(winFrames)*napWindow >= napHot*d
+					winStart, winFrames = lastRx, 0
+				}
+				winFrames += n
+			}
 		}
 		w.sock.Fill()
 		if w.drainTx() {
@@ -167,13 +217,73 @@ func (w *worker) run() {
 		}
 		w.sock.Complete()
 		w.tx.retryHeld()
-		w.publish()
-		if !busy && !w.e.cfg.BusyPoll {
-			w.sleep()
+		if busy {
+			spun = false
 		}
+		if busy || w.e.cfg.BusyPoll {
+			if w.c.Loops%publishEvery == 0 {
+				w.publish()
+			}
+			continue
+		}
+		if nap > 0 && hot && time.Since(lastRx) < napWindow {
+			w.publish()
+			w.c.Naps++
+			ts := unix.NsecToTimespec(int64(nap))
+			_ = unix.Nanosleep(&ts, nil)
+			continue
+		}
+		w.publish()
+		if spin > 0 && !spun {
+			w.c.Spins++
+			var found bool
+			if got, found = w.spin(spin); found {
+				w.c.SpinHits++
+				continue
+			}
+			spun = true
+			w.publish()
+		}
+		w.sleep()
 	}
 	w.tx.dropHeld()
 	w.publish()
+}
+
+// spin checks for work without a system call for up to budget: frames on
+// the rx ring (received into w.descs; their number is returned), a tx
+// fifo to drain, a posted mailbox function, a stop. It reports whether
+// it found any.
+func (w *worker) spin(budget time.Duration) (int, bool) {
+	start := time.Now()
+	for i := 1; ; i++ {
+		if n := w.sock.Receive(w.descs); n > 0 {
+			return n, true
+		}
+		if w.txReady() {
+			return 0, true
+		}
+		if i%spinCheckEvery == 0 {
+			if w.stop.Load() || w.shard.Pending() > 0 {
+				return 0, true
+			}
+			// Copy mode sends only when kicked: keep frames moving.
+			w.sock.Complete()
+			if time.Since(start) >= budget {
+				return 0, false
+			}
+		}
+	}
+}
+
+// txReady reports whether drainTx has something to look at.
+func (w *worker) txReady() bool {
+	for _, t := range w.own {
+		if t.More || t.Tx.HasEvent() {
+			return true
+		}
+	}
+	return false
 }
 
 // sleep waits in poll on the socket and the kick eventfd.
@@ -416,6 +526,9 @@ func (w *worker) publish() {
 	p.Loops.Store(c.Loops)
 	p.Sleeps.Store(c.Sleeps)
 	p.Kicks.Store(c.Kicks)
+	p.Spins.Store(c.Spins)
+	p.SpinHits.Store(c.SpinHits)
+	p.Naps.Store(c.Naps)
 	for i := range c.Bad {
 		p.Bad[i].Store(c.Bad[i])
 	}
