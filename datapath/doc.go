@@ -66,12 +66,15 @@
 // serves off the worker's path (nsbind RouteGet, Neighbour, and on a miss
 // ResolveNeighbour + WaitNeighbour, up to eight at a time). Results live 5 s
 // (failures 0.5 s) and stay usable while they are refreshed. A datagram
-// whose next hop is not known yet is held (up to 256 per worker, for at
-// most a second; then counted as no-neighbour); while every hold slot is
-// taken the worker leaves datagrams in the fifos (back-pressure) instead of
-// dropping them. Held datagrams go out before newer ones to the same next
-// hop, so a flow is not reordered while its neighbour resolves. Headers come from frame.Templates cached per (source,
-// destination, ports, MAC).
+// whose next hop is not known yet is held (up to 256 per worker and 64 per
+// session or listener, for at most a second; then counted as
+// no-neighbour); while every hold slot, or the session's share of them, is
+// taken the worker leaves its datagrams in the fifo (back-pressure) instead
+// of dropping them, so an app sending to unreachable peers cannot stall the
+// transmits of the others. Held datagrams go out before newer ones to the
+// same next hop, so a flow is not reordered while its neighbour resolves.
+// Headers come from frame.Templates cached per (source, destination, ports,
+// MAC).
 //
 // Connected UDP: Datapath.Open takes the route's source address and an
 // ephemeral port reserved by binding a kernel UDP socket in the namespace

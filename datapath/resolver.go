@@ -98,58 +98,84 @@ func (r *resolver) run(ctx context.Context) {
 		case <-ctx.Done():
 			return
 		case k := <-r.req:
+			// The route and a neighbour the kernel already knows take a
+			// netlink round trip each: answer them here, so that
+			// destinations nobody answers for, which wait for the kernel
+			// in the slots below, never hold up reachable ones.
+			res, nh, wait := r.lookup(k)
+			if !wait {
+				r.store(k, res)
+				continue
+			}
 			select {
 			case sem <- struct{}{}:
-			case <-ctx.Done():
-				return
+				wg.Add(1)
+				go func() {
+					defer wg.Done()
+					defer func() { <-sem }()
+					r.store(k, r.wait(ctx, nh, res))
+				}()
+			default:
+				// Every slot waits already: the kernel was asked to
+				// resolve nh; count it failed for now, so it is asked
+				// again after failedTTL.
+				r.failures.Add(1)
+				r.store(k, nbResult{failed: true, at: time.Now()})
 			}
-			wg.Add(1)
-			go func() {
-				defer wg.Done()
-				defer func() { <-sem }()
-				res := r.resolve(ctx, k)
-				r.mu.Lock()
-				if e := r.m[k]; e != nil {
-					*e = res
-				}
-				r.mu.Unlock()
-			}()
 		}
 	}
 }
 
-// resolve asks the kernel for the route to k and the MAC of its next hop,
-// making the kernel resolve the neighbour when it has no usable entry.
-func (r *resolver) resolve(ctx context.Context, k nbKey) nbResult {
+func (r *resolver) store(k nbKey, res nbResult) {
+	r.mu.Lock()
+	if e := r.m[k]; e != nil {
+		*e = res
+	}
+	r.mu.Unlock()
+}
+
+// lookup asks the kernel for the route to k and the MAC of its next hop.
+// When the kernel has no usable neighbour entry it is asked to resolve it,
+// and wait reports that the result must come from r.wait with nh, the next
+// hop, and res, what is known so far.
+func (r *resolver) lookup(k nbKey) (res nbResult, nh netip.Addr, wait bool) {
 	r.lookups.Add(1)
 	now := time.Now()
-	fail := nbResult{failed: true, at: now}
 	dst := k.Addr()
 	gw, ifindex, src, err := r.ns.RouteGet(dst)
 	if err != nil || ifindex != r.ifindex {
 		r.failures.Add(1)
-		fail.noRoute = true
-		return fail
+		return nbResult{failed: true, noRoute: true, at: now}, nh, false
 	}
-	nh := dst
+	nh = dst
 	if gw.IsValid() {
 		nh = gw
 	}
-	mac, _, ok := r.ns.Neighbour(ifindex, nh)
-	if !ok {
-		if err := r.ns.ResolveNeighbour(ifindex, nh); err == nil {
-			wctx, cancel := context.WithTimeout(ctx, resolveWait)
-			mac, _, err = r.ns.WaitNeighbour(wctx, ifindex, nh)
-			cancel()
-			ok = err == nil
-		}
+	res = nbResult{ok: true, src: src.Unmap(), at: now}
+	if mac, _, ok := r.ns.Neighbour(ifindex, nh); ok && len(mac) == 6 {
+		r.resolved.Add(1)
+		copy(res.mac[:], mac)
+		return res, nh, false
 	}
-	if !ok || len(mac) != 6 {
+	if err := r.ns.ResolveNeighbour(ifindex, nh); err != nil {
 		r.failures.Add(1)
-		return fail
+		return nbResult{failed: true, at: now}, nh, false
+	}
+	return res, nh, true
+}
+
+// wait waits for the kernel to resolve next hop nh, for at most
+// resolveWait, and completes res with its MAC.
+func (r *resolver) wait(ctx context.Context, nh netip.Addr, res nbResult) nbResult {
+	wctx, cancel := context.WithTimeout(ctx, resolveWait)
+	mac, _, err := r.ns.WaitNeighbour(wctx, r.ifindex, nh)
+	cancel()
+	if err != nil || len(mac) != 6 {
+		r.failures.Add(1)
+		return nbResult{failed: true, at: time.Now()}
 	}
 	r.resolved.Add(1)
-	res := nbResult{ok: true, src: src.Unmap(), at: time.Now()}
+	res.at = time.Now()
 	copy(res.mac[:], mac)
 	return res
 }

@@ -15,6 +15,7 @@ import (
 const (
 	payOff       = frame.MaxHeaderLen // where a datagram's payload is read into a UMEM frame
 	maxHeld      = 256                // datagrams a worker holds while their next hop resolves
+	maxHeldBy    = maxHeld / 4        // of which one session or listener may hold, so no app can take them all
 	holdFor      = time.Second        // how long one is held before it is dropped
 	localTTL     = time.Second        // a worker's own cache entry of a resolved next hop
 	localNegTTL  = 20 * time.Millisecond
@@ -60,6 +61,7 @@ type txState struct {
 	lastK  tplKey
 	lastT  *frame.Template
 	held   []held
+	heldBy map[*udp.Target]int // len(held) by target
 	now    time.Time
 	hdr    fifo.DgramHeader
 }
@@ -76,6 +78,7 @@ func (x *txState) init(w *worker) {
 	x.nb = map[nbKey]nbLocal{}
 	x.tpls = map[tplKey]*frame.Template{}
 	x.held = make([]held, 0, maxHeld)
+	x.heldBy = make(map[*udp.Target]int)
 }
 
 // pending reports whether frames wait for the kernel or a neighbour.
@@ -136,10 +139,12 @@ func (x *txState) unframe(a uint64) { x.free = append(x.free, a) }
 func (x *txState) drain(t *udp.Target, budget int) (n int, more bool) {
 	w := x.w
 	h := &x.hdr
+	tHeld := x.heldBy[t]
 	for n < budget {
-		if len(x.held) == cap(x.held) {
-			// Every hold slot waits for a neighbour: leave the rest in
-			// the fifo (the app sees back-pressure) rather than drop.
+		if len(x.held) == cap(x.held) || tHeld >= maxHeldBy {
+			// Every hold slot, or this target's share of them, waits for
+			// a neighbour: leave the rest in the fifo (the app sees
+			// back-pressure) rather than drop.
 			return n, true
 		}
 		addr, ok := x.frame()
@@ -183,7 +188,12 @@ func (x *txState) drain(t *udp.Target, budget int) (n int, more bool) {
 			continue
 		}
 		hd.addr, hd.plen, hd.t = addr, plen, t
+		before := len(x.held)
 		x.send(&hd, true)
+		if len(x.held) > before {
+			tHeld++
+			x.heldBy[t] = tHeld
+		}
 	}
 	return n, t.Tx.MaxDequeue() > 0
 }
@@ -373,8 +383,10 @@ func (x *txState) retryHeld() {
 		switch {
 		case nb.ok:
 			x.send(&hd, false)
+			x.unhold(hd.t)
 		case (nb.failed && nb.noRoute) || x.now.Sub(hd.since) > holdFor:
 			x.drop(&hd, dropNoNeighbour)
+			x.unhold(hd.t)
 		default:
 			keep = append(keep, hd)
 		}
@@ -386,6 +398,15 @@ func (x *txState) retryHeld() {
 	x.flush()
 }
 
+// unhold counts a datagram of t out of the held ones.
+func (x *txState) unhold(t *udp.Target) {
+	if n := x.heldBy[t] - 1; n > 0 {
+		x.heldBy[t] = n
+	} else {
+		delete(x.heldBy, t)
+	}
+}
+
 // dropHeld drops every held datagram (the worker is stopping).
 func (x *txState) dropHeld() {
 	for i := range x.held {
@@ -393,4 +414,5 @@ func (x *txState) dropHeld() {
 		x.held[i] = held{}
 	}
 	x.held = x.held[:0]
+	clear(x.heldBy)
 }
