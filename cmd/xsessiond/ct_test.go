@@ -15,8 +15,10 @@ import (
 	"github.com/xsessiond/xsessiond/sessions"
 )
 
-func TestCutThroughEcho(t *testing.T) {
-	d := startDaemon(t)
+// echoPair attaches an app echoing on udp://0.0.0.0:9000 and a client
+// app, and returns the client's cut-through connection to the echo.
+func echoPair(t *testing.T, d *daemon) net.Conn {
+	t.Helper()
 	srv := attach(t, d, app.Options{Name: "echo"})
 	cli := attach(t, d, app.Options{Name: "client"})
 	pc, err := srv.ListenPacket("udp://0.0.0.0:9000")
@@ -39,6 +41,12 @@ func TestCutThroughEcho(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	return c
+}
+
+func TestCutThroughEcho(t *testing.T) {
+	d := startDaemon(t)
+	c := echoPair(t, d)
 	defer c.Close()
 	c.SetDeadline(time.Now().Add(5 * time.Second))
 	buf := make([]byte, 2048)

@@ -2,7 +2,6 @@ package main
 
 import (
 	"bytes"
-	"context"
 	"math/rand/v2"
 	"net"
 	"net/netip"
@@ -11,7 +10,6 @@ import (
 	"time"
 
 	"github.com/xsessiond/xsessiond/api"
-	"github.com/xsessiond/xsessiond/app"
 	"github.com/xsessiond/xsessiond/sessions"
 )
 
@@ -40,28 +38,7 @@ func validRequests() []api.Message {
 // nothing the fuzzing connections made may be left behind.
 func TestSocketFuzz(t *testing.T) {
 	d := startDaemon(t)
-	srv := attach(t, d, app.Options{Name: "echo"})
-	cli := attach(t, d, app.Options{Name: "client"})
-	pc, err := srv.ListenPacket("udp://0.0.0.0:9000")
-	if err != nil {
-		t.Fatal(err)
-	}
-	go func() {
-		buf := make([]byte, 2048)
-		for {
-			n, addr, err := pc.ReadFrom(buf)
-			if err != nil {
-				return
-			}
-			pc.WriteTo(buf[:n], addr)
-		}
-	}()
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-	defer cancel()
-	c, err := cli.Dial(ctx, "udp://127.0.0.1:9000")
-	if err != nil {
-		t.Fatal(err)
-	}
+	c := echoPair(t, d)
 	baseFDs := openFDs(t)
 
 	stop := make(chan struct{})
