@@ -119,7 +119,7 @@ func newEngineRigWith(t *testing.T, queues, mtu int, adjust func(*datapath.Confi
 	// sent as the entry turns valid overtakes those queued on it), and the
 	// clients here count a reordered reply as lost.
 	for _, dst := range []netip.Addr{p.B.IPv4, p.B.IPv6} {
-		if err := ping(p.A, dst); err != nil {
+		if err := p.A.Ping(dst); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -741,7 +741,7 @@ func TestKernelPathUntouched(t *testing.T) {
 	pings := 0
 	for i := 0; i < 20; i++ {
 		for _, dst := range []netip.Addr{r.p.B.IPv4, r.p.B.IPv6} {
-			if err := ping(r.p.A, dst); err != nil {
+			if err := r.p.A.Ping(dst); err != nil {
 				t.Fatalf("ping %v: %v", dst, err)
 			}
 			pings++
@@ -772,56 +772,6 @@ func TestKernelPathUntouched(t *testing.T) {
 	if st.BPF["pass"] == 0 || st.Totals.Delivered != 20000 {
 		t.Fatalf("bpf %v, delivered %d", st.BPF, st.Totals.Delivered)
 	}
-}
-
-// ping sends ICMP or ICMPv6 echo requests from h to dst through a raw
-// socket and waits for the matching reply.
-func ping(h *nstest.Host, dst netip.Addr) error {
-	return h.Do(func() error {
-		fam, proto := unix.AF_INET, unix.IPPROTO_ICMP
-		if dst.Is6() {
-			fam, proto = unix.AF_INET6, unix.IPPROTO_ICMPV6
-		}
-		fd, err := unix.Socket(fam, unix.SOCK_RAW|unix.SOCK_CLOEXEC, proto)
-		if err != nil {
-			return fmt.Errorf("raw socket: %w", err)
-		}
-		defer unix.Close(fd)
-		tv := unix.NsecToTimeval(int64(2 * time.Second))
-		if err := unix.SetsockoptTimeval(fd, unix.SOL_SOCKET, unix.SO_RCVTIMEO, &tv); err != nil {
-			return err
-		}
-		const id = 0x5151
-		req := []byte{8, 0, 0, 0, id >> 8, id & 0xff, 0, 1, 'x', 's', 'e', 's', 's'}
-		var sa unix.Sockaddr
-		if dst.Is6() {
-			req[0] = 128 // the kernel fills in the ICMPv6 checksum
-			sa = &unix.SockaddrInet6{Addr: dst.As16()}
-		} else {
-			sa = &unix.SockaddrInet4{Addr: dst.As4()}
-			binary.BigEndian.PutUint16(req[2:], frame.Checksum(req))
-		}
-		if err := unix.Sendto(fd, req, 0, sa); err != nil {
-			return fmt.Errorf("send echo: %w", err)
-		}
-		buf := make([]byte, 2048)
-		for {
-			n, _, err := unix.Recvfrom(fd, buf, 0)
-			if err != nil {
-				return fmt.Errorf("no echo reply from %v: %w", dst, err)
-			}
-			b := buf[:n]
-			if !dst.Is6() {
-				if n < 20 || int(b[0]&0xf)*4 > n {
-					continue
-				}
-				b = b[int(b[0]&0xf)*4:]
-			}
-			if len(b) >= 8 && (b[0] == 0 || b[0] == 129) && b[4] == id>>8 && b[5] == id&0xff {
-				return nil
-			}
-		}
-	})
 }
 
 // badFrames returns broken variants of a valid A→B:port frame.

@@ -14,69 +14,12 @@ import (
 	"github.com/gopacket/gopacket"
 	"github.com/gopacket/gopacket/layers"
 	"github.com/vishvananda/netlink"
-	"golang.org/x/sys/unix"
 
 	"github.com/xsessiond/xsessiond/nsbind/nstest"
 	"github.com/xsessiond/xsessiond/sessions"
 )
 
 func netnsPath(h *nstest.Host) string { return filepath.Join("/run/netns", h.Name) }
-
-// ping sends ICMP (or ICMPv6) echo requests from h to dst through a raw
-// socket until a matching reply arrives, up to three tries.
-func ping(h *nstest.Host, dst netip.Addr) error {
-	return h.Do(func() error {
-		fam, proto := unix.AF_INET, unix.IPPROTO_ICMP
-		if dst.Is6() {
-			fam, proto = unix.AF_INET6, unix.IPPROTO_ICMPV6
-		}
-		fd, err := unix.Socket(fam, unix.SOCK_RAW|unix.SOCK_CLOEXEC, proto)
-		if err != nil {
-			return fmt.Errorf("raw socket: %w", err)
-		}
-		defer unix.Close(fd)
-		tv := unix.NsecToTimeval(int64(time.Second))
-		if err := unix.SetsockoptTimeval(fd, unix.SOL_SOCKET, unix.SO_RCVTIMEO, &tv); err != nil {
-			return err
-		}
-		const id = 0x4242
-		var sa unix.Sockaddr
-		for seq := uint16(1); seq <= 3; seq++ {
-			var req []byte
-			if dst.Is4() {
-				sa = &unix.SockaddrInet4{Addr: dst.As4()}
-				req = serialize(nopTB{}, &layers.ICMPv4{TypeCode: layers.CreateICMPv4TypeCode(layers.ICMPv4TypeEchoRequest, 0), Id: id, Seq: seq}, payload)
-			} else {
-				sa = &unix.SockaddrInet6{Addr: dst.As16()}
-				// The kernel fills in the ICMPv6 checksum of raw sockets.
-				req = append([]byte{byte(layers.ICMPv6TypeEchoRequest), 0, 0, 0, id >> 8, id & 0xff, byte(seq >> 8), byte(seq)}, payload...)
-			}
-			if err := unix.Sendto(fd, req, 0, sa); err != nil {
-				return fmt.Errorf("send echo: %w", err)
-			}
-			buf := make([]byte, 2048)
-			for {
-				n, _, err := unix.Recvfrom(fd, buf, 0)
-				if err != nil {
-					break // timeout: try again
-				}
-				b := buf[:n]
-				if dst.Is4() {
-					if n < 20 || int(b[0]&0xf)*4 > n {
-						continue
-					}
-					b = b[int(b[0]&0xf)*4:]
-					if len(b) >= 8 && b[0] == byte(layers.ICMPv4TypeEchoReply) && b[4] == id>>8 && b[5] == id&0xff {
-						return nil
-					}
-				} else if len(b) >= 8 && b[0] == byte(layers.ICMPv6TypeEchoReply) && b[4] == id>>8 && b[5] == id&0xff {
-					return nil
-				}
-			}
-		}
-		return fmt.Errorf("no echo reply from %v", dst)
-	})
-}
 
 // nopTB lets serialize run outside a test's goroutine; it panics on failure.
 type nopTB struct{ testing.TB }
@@ -207,7 +150,7 @@ func testRigSteering(t *testing.T, mode Mode) {
 
 	// The kernel keeps ARP, ND and ICMP.
 	for _, dst := range []netip.Addr{p.B.IPv4, p.B.IPv6} {
-		if err := ping(p.A, dst); err != nil {
+		if err := p.A.Ping(dst); err != nil {
 			t.Fatalf("ping %v: %v", dst, err)
 		}
 	}

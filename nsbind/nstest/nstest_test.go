@@ -249,3 +249,17 @@ func TestDoKeepsNamespace(t *testing.T) {
 		t.Fatal(err)
 	}
 }
+
+// TestPing pings B from A over IPv4 and IPv6, and fails for an address no
+// host has.
+func TestPing(t *testing.T) {
+	p := nstest.NewPair(t, nstest.Options{})
+	for _, dst := range []netip.Addr{p.B.IPv4, p.B.IPv6} {
+		if err := p.A.Ping(dst); err != nil {
+			t.Errorf("ping %v: %v", dst, err)
+		}
+	}
+	if err := p.A.Ping(netip.MustParseAddr("10.77.0.99")); err == nil {
+		t.Error("ping of an address nobody has succeeded")
+	}
+}
