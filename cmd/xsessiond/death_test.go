@@ -98,13 +98,10 @@ func echoServer(t testing.TB, a *app.App, port int) net.PacketConn {
 // TestAppDeath kills an app process (SIGKILL) that has listeners and a
 // cut-through session: within a second the daemon holds no app, listener,
 // session or descriptor of it.
-func TestAppDeath(t *testing.T) {
-	d := startDaemon(t)
-	echo := attach(t, d, app.Options{Name: "echo"})
-	echoServer(t, echo, 9000)
-	baseFDs := openFDs(t)
-	baseListeners := len(d.layer.Listeners())
-
+// startChild re-executes the test binary as an app of d that attaches,
+// binds and says "ready", and waits for that word.
+func startChild(t *testing.T, d *daemon) *exec.Cmd {
+	t.Helper()
 	cmd := exec.Command(os.Args[0], "-test.run=^$")
 	cmd.Env = append(os.Environ(), childEnv+"="+d.Socket())
 	out, err := cmd.StdoutPipe()
@@ -115,11 +112,23 @@ func TestAppDeath(t *testing.T) {
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
 	}
-	defer cmd.Process.Kill()
 	line, err := bufio.NewReader(out).ReadString('\n')
 	if strings.TrimSpace(line) != "ready" {
+		cmd.Process.Kill()
 		t.Fatalf("child: %q %v", line, err)
 	}
+	return cmd
+}
+
+func TestAppDeath(t *testing.T) {
+	d := startDaemon(t)
+	echo := attach(t, d, app.Options{Name: "echo"})
+	echoServer(t, echo, 9000)
+	baseFDs := openFDs(t)
+	baseListeners := len(d.layer.Listeners())
+
+	cmd := startChild(t, d)
+	defer cmd.Process.Kill()
 	if n := len(d.layer.Apps()); n != 2 {
 		t.Fatalf("%d apps with the child attached", n)
 	}
@@ -243,21 +252,8 @@ func TestAppDeathDatapath(t *testing.T) {
 	waitFor(t, "the echo listener in the bpf map", 2*time.Second, func() bool { return countListeners() == 1 })
 	baseFDs := openFDs(t)
 
-	cmd := exec.Command(os.Args[0], "-test.run=^$")
-	cmd.Env = append(os.Environ(), childEnv+"="+d.Socket())
-	out, err := cmd.StdoutPipe()
-	if err != nil {
-		t.Fatal(err)
-	}
-	cmd.Stderr = os.Stderr
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
+	cmd := startChild(t, d)
 	defer cmd.Process.Kill()
-	line, err := bufio.NewReader(out).ReadString('\n')
-	if strings.TrimSpace(line) != "ready" {
-		t.Fatalf("child: %q %v", line, err)
-	}
 	waitFor(t, "the child's listener in the bpf map", 2*time.Second, func() bool { return countListeners() == 2 })
 	killed := time.Now()
 	cmd.Process.Signal(syscall.SIGKILL)
