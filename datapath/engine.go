@@ -7,7 +7,6 @@ import (
 	"io"
 	"log/slog"
 	"net/netip"
-	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -314,7 +313,7 @@ func (e *Engine) Start(l *sessions.Layer) error {
 	}
 	e.feed = l.Subscribe(4096)
 	src := &feedSource{l: l, f: e.feed}
-	m, err := loader.NewMirror(e.objs, src, loader.MirrorOptions{IfIndex: e.ifc.Index})
+	m, err := loader.NewMirror(e.objs, src, loader.MirrorOptions{IfIndex: e.ifc.Index, Keep: served})
 	if err != nil {
 		e.feed.Close()
 		return fmt.Errorf("start: %w", err)
@@ -354,18 +353,16 @@ func (s *feedSource) Snapshot() (uint64, []sessions.Change) {
 	} else {
 		seq, cs = s.l.Snapshot()
 	}
-	return seq, slices.DeleteFunc(cs, func(c sessions.Change) bool { return !served(&c) })
+	return seq, cs
 }
 
 // The datapath serves UDP only. Listeners of other transports are in the
 // session layer's tables for cut-through between apps of this host (a
 // connect to a local address with a global listener): their packets must
-// stay with the kernel, so the feed→mirror path keeps every listener and
-// session of a transport the datapath does not serve out of the program's
-// maps: snapshots leave them out (feedSource), and a live change of theirs
-// is handed to the mirror as another interface's (notServed), which it
-// skips while keeping its sequence, so the feed stays gap-free and
-// MirrorStats.Skipped counts them.
+// stay with the kernel, so the mirror keeps (MirrorOptions.Keep) only the
+// listeners and sessions of transports the datapath serves; it skips the
+// others in order, so the feed stays gap-free and MirrorStats.Skipped
+// counts them.
 
 // servedTransport reports whether the datapath carries the packets of t.
 func servedTransport(t sessions.Transport) bool { return t == sessions.TransportUDP }
@@ -373,18 +370,6 @@ func servedTransport(t sessions.Transport) bool { return t == sessions.Transport
 // served reports whether a change of the layer's tables belongs in the
 // program's maps.
 func served(c *sessions.Change) bool { return servedTransport(c.Tuple.Proto) }
-
-// notServed is the interface index given to a change the mirror must skip:
-// no interface has it (the mirror is limited to the Engine's interface).
-const notServed = -1
-
-// mirrorChange returns c as the mirror must apply it.
-func mirrorChange(c sessions.Change) sessions.Change {
-	if !served(&c) {
-		c.IfIndex = notServed
-	}
-	return c
-}
 
 // runMirror applies the feed to the maps, resyncs after an overflow and
 // compares tables and maps every few seconds.
@@ -397,7 +382,7 @@ func (e *Engine) runMirror(ctx context.Context) {
 		case <-ctx.Done():
 			return
 		case c := <-e.feed.C():
-			if err := e.mirror.Apply(mirrorChange(c)); errors.Is(err, loader.ErrResyncNeeded) {
+			if err := e.mirror.Apply(c); errors.Is(err, loader.ErrResyncNeeded) {
 				e.resyncMirror()
 			} else if err != nil {
 				e.log.Warn("mirror: change not applied", "err", err)

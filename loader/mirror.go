@@ -26,13 +26,17 @@ type MirrorOptions struct {
 	// changes with IfIndex 0 are taken as this interface's. 0 mirrors every
 	// interface, and then a change without an IfIndex is invalid.
 	IfIndex int
+	// Keep, when set, says which changes belong in the maps: the others
+	// are skipped as another interface's are (in order, counted in
+	// Skipped), in the feed, in resyncs and in checks alike.
+	Keep func(c *sessions.Change) bool
 }
 
 // MirrorStats count what a mirror did.
 type MirrorStats struct {
 	LastSeq     uint64 // sequence number of the last change applied
 	Applied     uint64 // changes written to the maps
-	Skipped     uint64 // changes of another interface
+	Skipped     uint64 // changes of another interface, or not kept (MirrorOptions.Keep)
 	Stale       uint64 // changes at or below LastSeq, ignored
 	OutOfOrder  uint64 // changes refused for a gap in the sequence
 	Invalid     uint64 // changes refused as invalid
@@ -91,6 +95,7 @@ func (b bpfMaps) dumpSessions() (map[xsessionXsEstKey]xsessionXsValue, error) {
 type Mirror struct {
 	src   Source
 	ifidx int
+	keep  func(*sessions.Change) bool
 	maps  mirrorMaps
 
 	mu         sync.Mutex // guards the fields below and serialises map writes
@@ -109,7 +114,7 @@ func newMirror(maps mirrorMaps, src Source, opts MirrorOptions) (*Mirror, error)
 	if opts.IfIndex < 0 {
 		return nil, fmt.Errorf("mirror ifindex %d: %w", opts.IfIndex, ErrInvalidOptions)
 	}
-	m := &Mirror{src: src, ifidx: opts.IfIndex, maps: maps}
+	m := &Mirror{src: src, ifidx: opts.IfIndex, keep: opts.Keep, maps: maps}
 	if err := m.Resync(); err != nil {
 		return nil, err
 	}
@@ -131,8 +136,11 @@ func (m *Mirror) NeedsResync() bool {
 }
 
 // key turns a change into the map key it writes. skip is set for a change
-// of another interface.
+// of another interface or one Keep refuses.
 func (m *Mirror) key(c *sessions.Change) (lk xsessionXsLstKey, ek xsessionXsEstKey, skip bool, err error) {
+	if m.keep != nil && !m.keep(c) {
+		return lk, ek, true, nil
+	}
 	ifi := c.IfIndex
 	if m.ifidx != 0 {
 		if ifi != 0 && ifi != m.ifidx {

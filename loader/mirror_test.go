@@ -400,3 +400,35 @@ func TestMirrorProgram(t *testing.T) {
 		t.Fatalf("check after resync: %+v, %v", d, err)
 	}
 }
+
+// TestMirrorKeep: changes Keep refuses stay out of the maps in the feed, in
+// resyncs and in checks, and do not break the feed's order.
+func TestMirrorKeep(t *testing.T) {
+	src := newFakeSource()
+	tcp := lstB
+	tcp.Proto = sessions.TransportTCP
+	src.change(sessions.OpAdd, sessions.KindListener, mirIf, lstA, 1)
+	src.change(sessions.OpAdd, sessions.KindListener, mirIf, tcp, 2)
+	fm := newFakeMaps()
+	keep := func(c *sessions.Change) bool { return c.Tuple.Proto != sessions.TransportTCP }
+	m, err := newMirror(fm, src, MirrorOptions{IfIndex: mirIf, Keep: keep})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(fm.l) != 1 || fm.l[mustLst(t, mirIf, lstA)].Handle != 1 {
+		t.Fatalf("after the first resync: listeners %v", fm.l)
+	}
+	if d, err := m.Check(); err != nil || d != (Divergence{}) {
+		t.Fatalf("check: %+v %v", d, err)
+	}
+	// A live change that is not kept is skipped, and the next one applies.
+	if err := m.Apply(src.change(sessions.OpDel, sessions.KindListener, mirIf, tcp, 2)); err != nil {
+		t.Fatal(err)
+	}
+	if err := m.Apply(src.change(sessions.OpAdd, sessions.KindEstablished, mirIf, estA, 3)); err != nil {
+		t.Fatal(err)
+	}
+	if s := m.Stats(); s.Skipped != 1 || s.Applied != 1 || len(fm.e) != 1 || len(fm.l) != 1 {
+		t.Fatalf("stats %+v, maps %v %v", s, fm.l, fm.e)
+	}
+}
