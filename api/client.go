@@ -8,7 +8,7 @@ import (
 	"sync/atomic"
 	"time"
 
-	"github.com/xsessiond/xsessiond/sessions"
+	"github.com/xsessiond/xsessiond/flow"
 )
 
 // ClientOptions tune NewClient.
@@ -89,7 +89,7 @@ func NewClient(ctx context.Context, c *Conn, opts ClientOptions) (*Client, error
 		go cl.receive()
 		return cl, nil
 	case *Error:
-		if r.Code == sessions.CodeNotSupported {
+		if r.Code == flow.CodeNotSupported {
 			return nil, fmt.Errorf("api: hello: %w: %w", ErrVersion, r.Err())
 		}
 		return nil, fmt.Errorf("api: hello: %w", r.Err())

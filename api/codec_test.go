@@ -10,13 +10,13 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/xsessiond/xsessiond/sessions"
+	"github.com/xsessiond/xsessiond/flow"
 )
 
 var (
-	ep4 = sessions.Endpoint{Transport: sessions.TransportUDP, Addr: netip.MustParseAddr("10.77.0.1"), Port: 9000, IfIndex: 7, FIB: 3}
-	ep6 = sessions.Endpoint{Transport: sessions.TransportTCP, Addr: netip.MustParseAddr("fd77::2"), Port: 443, IfIndex: 2, FIB: 9}
-	epZ = sessions.Endpoint{Transport: sessions.TransportUDP, Port: 53}
+	ep4 = flow.Endpoint{Transport: flow.TransportUDP, Addr: netip.MustParseAddr("10.77.0.1"), Port: 9000, IfIndex: 7, FIB: 3}
+	ep6 = flow.Endpoint{Transport: flow.TransportTCP, Addr: netip.MustParseAddr("fd77::2"), Port: 443, IfIndex: 2, FIB: 9}
+	epZ = flow.Endpoint{Transport: flow.TransportUDP, Port: 53}
 )
 
 // samples returns messages of every type, some types in several shapes.
@@ -24,10 +24,10 @@ func samples() []Message {
 	return []Message{
 		&Hello{Major: 1, Minor: 0, Name: "udpecho"},
 		&HelloReply{Major: 1, Minor: 3, Name: "xsessiond"},
-		&Error{Code: sessions.CodeAddressInUse, Message: "bind udp://0.0.0.0/9000: address already in use"},
+		&Error{Code: flow.CodeAddressInUse, Message: "bind udp://0.0.0.0/9000: address already in use"},
 		&OK{},
-		&Attach{Name: "echo", Namespace: "blue", Secret: 0xdeadbeefcafef00d, Scope: sessions.ScopeGlobal | sessions.ScopeLocal,
-			Proxy: true, ProxyTransports: []sessions.Transport{sessions.TransportTCP, sessions.TransportUDP},
+		&Attach{Name: "echo", Namespace: "blue", Secret: 0xdeadbeefcafef00d, Scope: flow.ScopeGlobal | flow.ScopeLocal,
+			Proxy: true, ProxyTransports: []flow.Transport{flow.TransportTCP, flow.TransportUDP},
 			RxFifoSize: 1 << 16, TxFifoSize: 1 << 17, SegmentSize: 1 << 24, AddSegmentSize: 1 << 22, MaxFifoMemory: 1 << 30},
 		&Attach{},
 		&AttachReply{AppIndex: 4, Segments: []Segment{{Index: 0, Size: 1 << 24}, {Index: 5, Size: 4096}},
@@ -35,28 +35,28 @@ func samples() []Message {
 		&Detach{},
 		&Bind{URI: "udp://0.0.0.0/9000"},
 		&Bind{Endpoint: ep6},
-		&BindReply{Handle: sessions.MakeHandle(1, 77), Local: ep4},
-		&BindReply{Handle: sessions.MakeHandle(sessions.ListenerWorker, 3), Local: ep4, Worker: 1,
+		&BindReply{Handle: flow.MakeHandle(1, 77), Local: ep4},
+		&BindReply{Handle: flow.MakeHandle(flow.ListenerWorker, 3), Local: ep4, Worker: 1,
 			Rx: FifoRef{0, 8192, 65536}, Tx: FifoRef{0, 73984, 65536}},
-		&Unbind{Handle: sessions.LocalListenerHandle(sessions.TransportUDP, sessions.Family4, 9000)},
+		&Unbind{Handle: flow.LocalListenerHandle(flow.TransportUDP, flow.Family4, 9000)},
 		&Connect{URI: "tcp://[fd77::1]:80", Endpoint: epZ, Opaque: 12},
-		&ConnectReply{SessionInfo{Handle: sessions.MakeHandle(2, 9), Worker: 2, Rx: FifoRef{1, 4096, 65536}, Tx: FifoRef{1, 73728, 65536},
+		&ConnectReply{SessionInfo{Handle: flow.MakeHandle(2, 9), Worker: 2, Rx: FifoRef{1, 4096, 65536}, Tx: FifoRef{1, 73728, 65536},
 			Local: ep4, Remote: ep6}},
 		&ConnectReply{SessionInfo{Handle: 5, Rx: FifoRef{9, 0, 1024}, Tx: FifoRef{9, 2048, 1024}, Local: ep4, Remote: ep4,
 			CutThrough: true, Segment: Segment{Index: 9, Size: 1 << 20}}},
-		&Disconnect{Handle: sessions.MakeHandle(3, 1)},
+		&Disconnect{Handle: flow.MakeHandle(3, 1)},
 		&SegmentAdded{Segments: []Segment{{Index: 6, Size: 1 << 22}}},
 		&SegmentRemoved{Segments: []uint32{6, 7, 8}},
-		&Accepted{Listener: sessions.MakeHandle(0, 1), SessionInfo: SessionInfo{Handle: 8, Rx: FifoRef{10, 0, 512}, Tx: FifoRef{10, 1024, 512},
+		&Accepted{Listener: flow.MakeHandle(0, 1), SessionInfo: SessionInfo{Handle: 8, Rx: FifoRef{10, 0, 512}, Tx: FifoRef{10, 1024, 512},
 			Local: ep6, Remote: ep6, CutThrough: true, Segment: Segment{Index: 10, Size: 8192}}},
 		&Shutdown{Reason: "xsessiond is stopping"},
 		&Show{What: ShowSessions},
 		&ShowReply{JSON: []byte(`{"apps":[]}`)},
 		&NsAdd{ID: "blue", Secret: 42, Iface: "veth0", Netns: "xs-a"},
 		&NsDel{ID: "blue"},
-		&RuleAdd{Rule: Rule{Namespace: "blue", Transport: sessions.TransportUDP, Local: netip.MustParsePrefix("10.0.0.0/8"), LocalPort: 53,
+		&RuleAdd{Rule: Rule{Namespace: "blue", Transport: flow.TransportUDP, Local: netip.MustParsePrefix("10.0.0.0/8"), LocalPort: 53,
 			Remote: netip.MustParsePrefix("fd00::/16"), RemotePort: 0, Action: ActionForward, AppIndex: 3,
-			Scope: sessions.ScopeLocal, Tag: "dns"}},
+			Scope: flow.ScopeLocal, Tag: "dns"}},
 		&RuleDel{Rule: Rule{Tag: "dns"}},
 	}
 }
@@ -130,7 +130,7 @@ func TestEncodeLimits(t *testing.T) {
 		{"iface too long", &NsAdd{Iface: long(MaxIfaceLen + 1)}, ErrFieldTooLong},
 		{"message too long", &Error{Message: long(MaxMessageLen + 1)}, ErrFieldTooLong},
 		{"bad utf8", &NsDel{ID: "\xff"}, ErrMalformed},
-		{"proxy list too long", &Attach{ProxyTransports: make([]sessions.Transport, MaxProxyTransports+1)}, ErrFieldTooLong},
+		{"proxy list too long", &Attach{ProxyTransports: make([]flow.Transport, MaxProxyTransports+1)}, ErrFieldTooLong},
 		{"attach segments too many", &AttachReply{Segments: make([]Segment, MaxSegmentFDs+1)}, ErrFieldTooLong},
 		{"attach workers too many", &AttachReply{Workers: MaxKickFDs + 1}, ErrFieldTooLong},
 		{"shutdown reason too long", &Shutdown{Reason: long(MaxReasonLen + 1)}, ErrFieldTooLong},
@@ -139,7 +139,7 @@ func TestEncodeLimits(t *testing.T) {
 		{"segment removed too many", &SegmentRemoved{Segments: make([]uint32, MaxSegmentIDs+1)}, ErrFieldTooLong},
 		{"json one record", &ShowReply{JSON: make([]byte, maxShowChunk)}, nil},
 		{"json too long for a record", &ShowReply{JSON: make([]byte, maxShowChunk+1)}, ErrFieldTooLong},
-		{"negative ifindex", &Bind{Endpoint: sessions.Endpoint{IfIndex: -1}}, ErrMalformed},
+		{"negative ifindex", &Bind{Endpoint: flow.Endpoint{IfIndex: -1}}, ErrMalformed},
 		{"segment without cut-through", &ConnectReply{SessionInfo{Segment: Segment{Index: 1}}}, ErrMalformed},
 		{"bad prefix", &RuleAdd{Rule: Rule{Local: netip.PrefixFrom(netip.MustParseAddr("10.0.0.0"), 33)}}, ErrMalformed},
 	}
@@ -256,7 +256,7 @@ func TestDecodeDoesNotAlias(t *testing.T) {
 }
 
 func TestErrorCodes(t *testing.T) {
-	for c := sessions.CodeNotAttached; c <= sessions.CodeConnect; c++ {
+	for c := flow.CodeNotAttached; c <= flow.CodeConnect; c++ {
 		want, ok := c.Err()
 		if !ok || want == nil {
 			t.Fatalf("code %d has no sentinel", c)
@@ -280,7 +280,7 @@ func TestErrorCodes(t *testing.T) {
 		}
 	}
 	other := ErrorReply(errors.New("disk on fire"))
-	if other.Code != sessions.CodeUnknown {
+	if other.Code != flow.CodeUnknown {
 		t.Fatalf("code %d", other.Code)
 	}
 	if err := other.Err(); errors.Unwrap(err) != nil || !errors.Is(err, ErrRemote) || err.Error() != "disk on fire" {
@@ -305,7 +305,7 @@ func TestShowWhat(t *testing.T) {
 			t.Errorf("%v: %v %v", w, got, err)
 		}
 	}
-	if _, err := ParseShowWhat("bogus"); !errors.Is(err, sessions.ErrInvalidValue) {
+	if _, err := ParseShowWhat("bogus"); !errors.Is(err, flow.ErrInvalidValue) {
 		t.Errorf("bogus: %v", err)
 	}
 }

@@ -10,9 +10,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/xsessiond/xsessiond/flow"
 	"golang.org/x/sys/unix"
-
-	"github.com/xsessiond/xsessiond/sessions"
 )
 
 // openFDs counts the process's open descriptors.
@@ -326,7 +325,7 @@ func TestConcurrentSenders(t *testing.T) {
 	wg.Wait()
 }
 
-func handleOf(id uint32) sessions.Handle { return sessions.Handle(id) * 3 }
+func handleOf(id uint32) flow.Handle { return flow.Handle(id) * 3 }
 
 // TestRoundTripAllocs: a small request and its reply cost one allocation,
 // the decoded request (the reply OK is zero-sized); encoding, sending,

@@ -31,11 +31,11 @@
 //
 // The client opens with Hello (its major.minor version). The daemon
 // answers HelloReply with its own version, or an Error with
-// sessions.CodeNotSupported for another major version and closes the
+// flow.CodeNotSupported for another major version and closes the
 // connection. Then the client sends requests, each with a fresh non-zero
 // request id, and the daemon answers each with a reply of the same id:
 // the reply type listed below, OK, or Error{Code, Message}. Error codes
-// are sessions.Code values, so the app side gets the sessions sentinel
+// are flow.Code values, so the app side gets the sessions sentinel
 // back (RemoteError unwraps to it; errors.Is works). The daemon also
 // sends notices with request id 0 at any time. A malformed record gets an
 // Error reply (CodeInvalidValue) and the connection is closed; other

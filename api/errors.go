@@ -4,7 +4,7 @@ import (
 	"errors"
 	"fmt"
 
-	"github.com/xsessiond/xsessiond/sessions"
+	"github.com/xsessiond/xsessiond/flow"
 )
 
 // Errors of the control protocol.
@@ -59,10 +59,10 @@ func malformed(kind error, format string, args ...any) error {
 
 // RemoteError is an Error reply turned back into a Go error. It unwraps to
 // the sessions sentinel of its Code (when this version knows the code), so
-// errors.Is(err, sessions.ErrAddressInUse) works on the app side, and it
+// errors.Is(err, flow.ErrAddressInUse) works on the app side, and it
 // matches ErrRemote.
 type RemoteError struct {
-	Code    sessions.Code
+	Code    flow.Code
 	Message string
 }
 
@@ -90,9 +90,9 @@ func (e *RemoteError) Is(target error) bool { return target == ErrRemote }
 // err's text, cut to MaxMessageLen bytes at a UTF-8 boundary.
 func ErrorReply(err error) *Error {
 	if err == nil {
-		return &Error{Code: sessions.CodeUnknown, Message: "unknown error"}
+		return &Error{Code: flow.CodeUnknown, Message: "unknown error"}
 	}
-	return &Error{Code: sessions.CodeOf(err), Message: truncateUTF8(err.Error(), MaxMessageLen)}
+	return &Error{Code: flow.CodeOf(err), Message: truncateUTF8(err.Error(), MaxMessageLen)}
 }
 
 // truncateUTF8 cuts s to at most n bytes without splitting a rune and

@@ -4,7 +4,7 @@ import (
 	"fmt"
 	"net/netip"
 
-	"github.com/xsessiond/xsessiond/sessions"
+	"github.com/xsessiond/xsessiond/flow"
 )
 
 // Type is a message type number. The numbers are part of the protocol (see
@@ -154,7 +154,7 @@ type HelloReply struct {
 // Error is the reply to any failed request. Code is the sessions code of
 // the failure; Message a one-line text for people.
 type Error struct {
-	Code    sessions.Code
+	Code    flow.Code
 	Message string // at most MaxMessageLen bytes
 }
 
@@ -172,9 +172,9 @@ type Attach struct {
 	Name            string // app name, at most MaxNameLen bytes
 	Namespace       string // namespace id ("" is the default), at most MaxNameLen bytes
 	Secret          uint64 // the namespace's secret
-	Scope           sessions.Scope
+	Scope           flow.Scope
 	Proxy           bool
-	ProxyTransports []sessions.Transport // at most MaxProxyTransports
+	ProxyTransports []flow.Transport // at most MaxProxyTransports
 	RxFifoSize      uint32
 	TxFifoSize      uint32
 	SegmentSize     uint64 // size of the first segment
@@ -223,7 +223,7 @@ type Detach struct{}
 // ("udp://0.0.0.0/9000"); otherwise Endpoint does.
 type Bind struct {
 	URI      string // at most MaxURILen bytes
-	Endpoint sessions.Endpoint
+	Endpoint flow.Endpoint
 }
 
 // BindReply answers Bind with the listener's handle and its endpoint as
@@ -233,15 +233,15 @@ type Bind struct {
 // Worker. Rx.Size is zero when the listener has no pair (it only accepts
 // sessions).
 type BindReply struct {
-	Handle sessions.Handle
-	Local  sessions.Endpoint
+	Handle flow.Handle
+	Local  flow.Endpoint
 	Worker uint32
 	Rx, Tx FifoRef
 }
 
 // Unbind stops the listener Handle; the reply is OK.
 type Unbind struct {
-	Handle sessions.Handle
+	Handle flow.Handle
 }
 
 // Connect opens a session. URI, when not empty, names the destination;
@@ -250,7 +250,7 @@ type Unbind struct {
 // sent (Arg32 of the event).
 type Connect struct {
 	URI      string // at most MaxURILen bytes
-	Endpoint sessions.Endpoint
+	Endpoint flow.Endpoint
 	Opaque   uint32
 }
 
@@ -264,11 +264,11 @@ type Connect struct {
 // not ready yet (a connect still in progress: its Connected event names
 // them).
 type SessionInfo struct {
-	Handle     sessions.Handle
+	Handle     flow.Handle
 	Worker     uint32
 	Rx, Tx     FifoRef
-	Local      sessions.Endpoint
-	Remote     sessions.Endpoint
+	Local      flow.Endpoint
+	Remote     flow.Endpoint
 	CutThrough bool
 	Segment    Segment // the cut-through segment, when CutThrough
 }
@@ -281,7 +281,7 @@ type ConnectReply struct {
 
 // Disconnect closes the session Handle; the reply is OK.
 type Disconnect struct {
-	Handle sessions.Handle
+	Handle flow.Handle
 }
 
 // SegmentAdded tells an app (unsolicited, request id 0) of new segments;
@@ -299,7 +299,7 @@ type SegmentRemoved struct {
 // Listener whose fifos live in a segment it has not seen: a cut-through
 // session, whose segment descriptor it carries when CutThrough is set.
 type Accepted struct {
-	Listener sessions.Handle
+	Listener flow.Handle
 	SessionInfo
 }
 
@@ -342,7 +342,7 @@ func ParseShowWhat(s string) (ShowWhat, error) {
 			return ShowWhat(i), nil
 		}
 	}
-	return 0, fmt.Errorf("show %q: %w", s, sessions.ErrInvalidValue)
+	return 0, fmt.Errorf("show %q: %w", s, flow.ErrInvalidValue)
 }
 
 // Show asks the daemon for a JSON report; the reply is a ShowReply.
@@ -396,14 +396,14 @@ func (a RuleAction) String() string {
 // zero port or an invalid (zero) prefix matches anything.
 type Rule struct {
 	Namespace  string // at most MaxNameLen bytes
-	Transport  sessions.Transport
+	Transport  flow.Transport
 	Local      netip.Prefix
 	LocalPort  uint16
 	Remote     netip.Prefix
 	RemotePort uint16
 	Action     RuleAction
 	AppIndex   uint32 // the target of ActionForward
-	Scope      sessions.Scope
+	Scope      flow.Scope
 	Tag        string // at most MaxNameLen bytes
 }
 
@@ -508,7 +508,7 @@ func (m *Error) encode(e *encoder) {
 	e.str(m.Message, MaxMessageLen, "error message")
 }
 func (m *Error) decode(d *decoder) {
-	m.Code = sessions.Code(d.u16())
+	m.Code = flow.Code(d.u16())
 	m.Message = d.str(MaxMessageLen, "error message")
 }
 
@@ -539,12 +539,12 @@ func (m *Attach) decode(d *decoder) {
 	m.Name = d.str(MaxNameLen, "app name")
 	m.Namespace = d.str(MaxNameLen, "namespace")
 	m.Secret = d.u64()
-	m.Scope = sessions.Scope(d.u8())
+	m.Scope = flow.Scope(d.u8())
 	m.Proxy = d.bool()
 	if n := d.listLen(0, MaxProxyTransports, "proxy transports"); n > 0 {
-		m.ProxyTransports = make([]sessions.Transport, n)
+		m.ProxyTransports = make([]flow.Transport, n)
 		for i := range m.ProxyTransports {
-			m.ProxyTransports[i] = sessions.Transport(d.u8())
+			m.ProxyTransports[i] = flow.Transport(d.u8())
 		}
 	}
 	m.RxFifoSize = d.u32()
@@ -614,7 +614,7 @@ func (m *BindReply) encode(e *encoder) {
 }
 
 func (m *BindReply) decode(d *decoder) {
-	m.Handle = sessions.Handle(d.u64())
+	m.Handle = flow.Handle(d.u64())
 	m.Local = d.endpoint()
 	m.Worker = d.u32()
 	m.Rx.decode(d)
@@ -622,7 +622,7 @@ func (m *BindReply) decode(d *decoder) {
 }
 
 func (m *Unbind) encode(e *encoder) { e.u64(uint64(m.Handle)) }
-func (m *Unbind) decode(d *decoder) { m.Handle = sessions.Handle(d.u64()) }
+func (m *Unbind) decode(d *decoder) { m.Handle = flow.Handle(d.u64()) }
 
 func (m *Connect) encode(e *encoder) {
 	e.str(m.URI, MaxURILen, "connect uri")
@@ -655,7 +655,7 @@ func (s *SessionInfo) encode(e *encoder) {
 }
 
 func (s *SessionInfo) decode(d *decoder) {
-	s.Handle = sessions.Handle(d.u64())
+	s.Handle = flow.Handle(d.u64())
 	s.Worker = d.u32()
 	s.Rx.decode(d)
 	s.Tx.decode(d)
@@ -671,7 +671,7 @@ func (m *ConnectReply) encode(e *encoder) { m.SessionInfo.encode(e) }
 func (m *ConnectReply) decode(d *decoder) { m.SessionInfo.decode(d) }
 
 func (m *Disconnect) encode(e *encoder) { e.u64(uint64(m.Handle)) }
-func (m *Disconnect) decode(d *decoder) { m.Handle = sessions.Handle(d.u64()) }
+func (m *Disconnect) decode(d *decoder) { m.Handle = flow.Handle(d.u64()) }
 
 func (m *SegmentAdded) encode(e *encoder) {
 	encodeSegments(e, m.Segments, 1, MaxFDs, "added segments")
@@ -701,7 +701,7 @@ func (m *SegmentRemoved) decode(d *decoder) {
 }
 
 func (m *Accepted) encode(e *encoder) { e.u64(uint64(m.Listener)); m.SessionInfo.encode(e) }
-func (m *Accepted) decode(d *decoder) { m.Listener = sessions.Handle(d.u64()); m.SessionInfo.decode(d) }
+func (m *Accepted) decode(d *decoder) { m.Listener = flow.Handle(d.u64()); m.SessionInfo.decode(d) }
 
 func (m *Shutdown) encode(e *encoder) { e.str(m.Reason, MaxReasonLen, "shutdown reason") }
 func (m *Shutdown) decode(d *decoder) { m.Reason = d.str(MaxReasonLen, "shutdown reason") }
@@ -744,14 +744,14 @@ func (r *Rule) encode(e *encoder) {
 
 func (r *Rule) decode(d *decoder) {
 	r.Namespace = d.str(MaxNameLen, "rule namespace")
-	r.Transport = sessions.Transport(d.u8())
+	r.Transport = flow.Transport(d.u8())
 	r.Local = d.prefix()
 	r.LocalPort = d.u16()
 	r.Remote = d.prefix()
 	r.RemotePort = d.u16()
 	r.Action = RuleAction(d.u8())
 	r.AppIndex = d.u32()
-	r.Scope = sessions.Scope(d.u8())
+	r.Scope = flow.Scope(d.u8())
 	r.Tag = d.str(MaxNameLen, "rule tag")
 }
 

@@ -8,7 +8,7 @@ import (
 	"sync"
 	"time"
 
-	"github.com/xsessiond/xsessiond/sessions"
+	"github.com/xsessiond/xsessiond/flow"
 )
 
 // Request is one request received by a Server.
@@ -148,7 +148,7 @@ func (s *Server) ServeConn(ctx context.Context, c *Conn) {
 		return
 	}
 	if hello.Major != VersionMajor {
-		c.SendID(id, &Error{Code: sessions.CodeNotSupported, Message: fmt.Sprintf(
+		c.SendID(id, &Error{Code: flow.CodeNotSupported, Message: fmt.Sprintf(
 			"protocol version %d.%d not supported; daemon speaks %d.%d",
 			hello.Major, hello.Minor, VersionMajor, VersionMinor)})
 		s.logf("api: pid %d: refused protocol version %d.%d", c.Peer().PID, hello.Major, hello.Minor)
@@ -192,7 +192,7 @@ func (s *Server) ServeConn(ctx context.Context, c *Conn) {
 			if errors.Is(err, ErrMalformed) || errors.Is(err, ErrBadFDs) {
 				// The handler built a reply that does not encode.
 				s.logf("api: pid %d: %v reply: %v", c.Peer().PID, reply.Type(), err)
-				err = c.SendID(id, &Error{Code: sessions.CodeUnknown, Message: truncateUTF8(err.Error(), MaxMessageLen)})
+				err = c.SendID(id, &Error{Code: flow.CodeUnknown, Message: truncateUTF8(err.Error(), MaxMessageLen)})
 			}
 			if err != nil {
 				cause = err
@@ -212,6 +212,6 @@ func (s *Server) refuse(c *Conn, id uint32, err error) {
 	s.logf("api: pid %d: closing connection: %v", c.Peer().PID, err)
 	if errors.Is(err, ErrMalformed) {
 		c.SetWriteDeadline(time.Now().Add(time.Second))
-		c.SendID(id, &Error{Code: sessions.CodeInvalidValue, Message: truncateUTF8(err.Error(), MaxMessageLen)})
+		c.SendID(id, &Error{Code: flow.CodeInvalidValue, Message: truncateUTF8(err.Error(), MaxMessageLen)})
 	}
 }

@@ -11,9 +11,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/xsessiond/xsessiond/flow"
 	"golang.org/x/sys/unix"
-
-	"github.com/xsessiond/xsessiond/sessions"
 )
 
 // fakeDaemon is a Handler that answers requests from fixed data.
@@ -41,7 +40,7 @@ func newFakeDaemon(t *testing.T) *fakeDaemon {
 
 func (d *fakeDaemon) Open(c *Conn, hello *Hello) (ConnHandler, error) {
 	if hello.Name == "refuse-me" {
-		return nil, fmt.Errorf("open: %w", sessions.ErrNotSupported)
+		return nil, fmt.Errorf("open: %w", flow.ErrNotSupported)
 	}
 	d.mu.Lock()
 	d.conns = append(d.conns, c)
@@ -56,7 +55,7 @@ func (h *fakeConn) Handle(ctx context.Context, req Request) (Message, []int, err
 	switch m := req.Msg.(type) {
 	case *Attach:
 		if m.Secret != 42 {
-			return nil, nil, fmt.Errorf("attach %q: %w", m.Namespace, sessions.ErrWrongSecret)
+			return nil, nil, fmt.Errorf("attach %q: %w", m.Namespace, flow.ErrWrongSecret)
 		}
 		return &AttachReply{AppIndex: 1, Segments: []Segment{{Index: 0, Size: 4096}},
 			EventQueue: QueueRef{Offset: 64, Capacity: 128}}, []int{d.segFD, d.eventFD}, nil
@@ -64,7 +63,7 @@ func (h *fakeConn) Handle(ctx context.Context, req Request) (Message, []int, err
 		return &BindReply{Handle: 77, Local: ep4}, nil, nil
 	case *Unbind:
 		if m.Handle != 77 {
-			return nil, nil, fmt.Errorf("unbind %#x: %w", uint64(m.Handle), sessions.ErrNoSession)
+			return nil, nil, fmt.Errorf("unbind %#x: %w", uint64(m.Handle), flow.ErrNoSession)
 		}
 		return nil, nil, nil
 	case *Disconnect:
@@ -80,7 +79,7 @@ func (h *fakeConn) Handle(ctx context.Context, req Request) (Message, []int, err
 		// A reply that does not encode: the server must answer an Error.
 		return &ConnectReply{}, []int{d.segFD}, nil
 	}
-	return nil, nil, fmt.Errorf("%v: %w", req.Msg.Type(), sessions.ErrNotSupported)
+	return nil, nil, fmt.Errorf("%v: %w", req.Msg.Type(), flow.ErrNotSupported)
 }
 
 func (h *fakeConn) Close(err error) {
@@ -157,7 +156,7 @@ func TestClientServer(t *testing.T) {
 	closeFDs(fds)
 
 	_, _, err = cl.Call(ctx, &Attach{Secret: 1})
-	if !errors.Is(err, sessions.ErrWrongSecret) || !errors.Is(err, ErrRemote) {
+	if !errors.Is(err, flow.ErrWrongSecret) || !errors.Is(err, ErrRemote) {
 		t.Fatalf("wrong secret: %v", err)
 	}
 	if br, _, err := Do[*BindReply](ctx, cl, &Bind{URI: "udp://0.0.0.0/9000"}); err != nil || br.Handle != 77 {
@@ -166,7 +165,7 @@ func TestClientServer(t *testing.T) {
 	if _, _, err := Do[*OK](ctx, cl, &Unbind{Handle: 77}); err != nil {
 		t.Fatalf("unbind: %v", err)
 	}
-	if _, _, err := cl.Call(ctx, &Unbind{Handle: 5}); !errors.Is(err, sessions.ErrNoSession) {
+	if _, _, err := cl.Call(ctx, &Unbind{Handle: 5}); !errors.Is(err, flow.ErrNoSession) {
 		t.Fatalf("unbind unknown: %v", err)
 	}
 	if _, _, err := Do[*BindReply](ctx, cl, &NsAdd{ID: "x"}); !errors.Is(err, ErrUnexpectedReply) {
@@ -179,7 +178,7 @@ func TestClientServer(t *testing.T) {
 	if _, _, err := cl.Call(ctx, &Connect{URI: "udp://1.2.3.4/5"}); err == nil || !errors.Is(err, ErrRemote) {
 		t.Fatalf("unencodable reply: %v", err)
 	}
-	if _, _, err := cl.Call(ctx, &Detach{}); !errors.Is(err, sessions.ErrNotSupported) {
+	if _, _, err := cl.Call(ctx, &Detach{}); !errors.Is(err, flow.ErrNotSupported) {
 		t.Fatalf("unhandled: %v", err)
 	}
 
@@ -189,9 +188,9 @@ func TestClientServer(t *testing.T) {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			h := sessions.Handle(77)
+			h := flow.Handle(77)
 			if i%2 == 1 {
-				h = sessions.Handle(i)
+				h = flow.Handle(i)
 			}
 			_, _, err := cl.Call(ctx, &Unbind{Handle: h})
 			if (i%2 == 0) != (err == nil) {
@@ -265,7 +264,7 @@ func rawHello(t *testing.T, path string) *Conn {
 
 // expectRefusal reads the Error the server sends before closing, then the
 // end of the stream.
-func expectRefusal(t *testing.T, name string, c *Conn, code sessions.Code) {
+func expectRefusal(t *testing.T, name string, c *Conn, code flow.Code) {
 	t.Helper()
 	c.SetReadDeadline(time.Now().Add(5 * time.Second))
 	m, fds, err := c.Recv()
@@ -313,7 +312,7 @@ func TestServerClosesOnlyBadConnection(t *testing.T) {
 	for _, c := range cases {
 		bad := rawHello(t, path)
 		rawSend(t, bad, c.rec, c.fds...)
-		expectRefusal(t, c.name, bad, sessions.CodeInvalidValue)
+		expectRefusal(t, c.name, bad, flow.CodeInvalidValue)
 		bad.Close()
 		if _, _, err := good.Call(context.Background(), &Unbind{Handle: 77}); err != nil {
 			t.Fatalf("after %s: good connection failed: %v", c.name, err)
@@ -325,12 +324,12 @@ func TestServerClosesOnlyBadConnection(t *testing.T) {
 	for _, c := range []struct {
 		name string
 		rec  []byte
-		code sessions.Code
+		code flow.Code
 	}{
-		{"garbage first", []byte("GET / HTTP/1.0\r\n\r\n"), sessions.CodeInvalidValue},
-		{"no hello", encode(t, 1, &Unbind{}), sessions.CodeInvalidValue},
-		{"major 2", encode(t, 1, &Hello{Major: 2}), sessions.CodeNotSupported},
-		{"refused by handler", encode(t, 1, &Hello{Major: VersionMajor, Name: "refuse-me"}), sessions.CodeNotSupported},
+		{"garbage first", []byte("GET / HTTP/1.0\r\n\r\n"), flow.CodeInvalidValue},
+		{"no hello", encode(t, 1, &Unbind{}), flow.CodeInvalidValue},
+		{"major 2", encode(t, 1, &Hello{Major: 2}), flow.CodeNotSupported},
+		{"refused by handler", encode(t, 1, &Hello{Major: VersionMajor, Name: "refuse-me"}), flow.CodeNotSupported},
 	} {
 		c2, err := Dial(context.Background(), path)
 		if err != nil {
@@ -366,10 +365,10 @@ func TestClientVersionMismatch(t *testing.T) {
 	go func() {
 		id, _, _, err := dd.RecvID()
 		if err == nil {
-			dd.SendID(id, &Error{Code: sessions.CodeNotSupported, Message: "protocol version 1.0 not supported"})
+			dd.SendID(id, &Error{Code: flow.CodeNotSupported, Message: "protocol version 1.0 not supported"})
 		}
 	}()
-	if _, err := NewClient(context.Background(), c, ClientOptions{}); !errors.Is(err, ErrVersion) || !errors.Is(err, sessions.ErrNotSupported) {
+	if _, err := NewClient(context.Background(), c, ClientOptions{}); !errors.Is(err, ErrVersion) || !errors.Is(err, flow.ErrNotSupported) {
 		t.Fatalf("refused hello: %v", err)
 	}
 }

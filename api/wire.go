@@ -6,7 +6,7 @@ import (
 	"strings"
 	"unicode/utf8"
 
-	"github.com/xsessiond/xsessiond/sessions"
+	"github.com/xsessiond/xsessiond/flow"
 )
 
 // Protocol constants. Changing any of them is a protocol change.
@@ -223,11 +223,11 @@ func (e *encoder) addr(a netip.Addr) {
 	case !a.IsValid():
 		e.u8(0)
 	case a.Is4():
-		e.u8(sessions.Family4)
+		e.u8(flow.Family4)
 		v := a.As4()
 		copy(b[:], v[:])
 	default:
-		e.u8(sessions.Family6)
+		e.u8(flow.Family6)
 		b = a.As16()
 	}
 	e.b = append(e.b, b[:]...)
@@ -238,7 +238,7 @@ const endpointSize = 1 + 1 + 16 + 2 + 4 + 4
 
 // endpoint appends: transport u8, family u8, address [16], port u16,
 // ifindex u32, fib u32.
-func (e *encoder) endpoint(ep sessions.Endpoint) {
+func (e *encoder) endpoint(ep flow.Endpoint) {
 	if ep.IfIndex < 0 || int64(ep.IfIndex) > 0x7fffffff {
 		e.fail(malformed(ErrMalformed, "interface index %d out of range", ep.IfIndex))
 		return
@@ -263,10 +263,10 @@ func (e *encoder) prefix(p netip.Prefix, field string) {
 		e.fail(malformed(ErrMalformed, "%s: invalid prefix %v", field, p))
 		return
 	}
-	fam := sessions.Family6
+	fam := flow.Family6
 	var b [16]byte
 	if a.Is4() {
-		fam = sessions.Family4
+		fam = flow.Family4
 		v := a.As4()
 		copy(b[:], v[:])
 	} else {
@@ -407,22 +407,22 @@ func (d *decoder) addr() netip.Addr {
 			d.fail(errAddrPadding)
 		}
 		return netip.Addr{}
-	case sessions.Family4:
+	case flow.Family4:
 		if !allZero(p[4:]) {
 			d.fail(errAddrPadding)
 			return netip.Addr{}
 		}
 		return netip.AddrFrom4([4]byte(p[:4]))
-	case sessions.Family6:
+	case flow.Family6:
 		return netip.AddrFrom16([16]byte(p))
 	}
 	d.fail(errFamily)
 	return netip.Addr{}
 }
 
-func (d *decoder) endpoint() sessions.Endpoint {
-	var ep sessions.Endpoint
-	ep.Transport = sessions.Transport(d.u8())
+func (d *decoder) endpoint() flow.Endpoint {
+	var ep flow.Endpoint
+	ep.Transport = flow.Transport(d.u8())
 	ep.Addr = d.addr()
 	ep.Port = d.u16()
 	ifi := d.u32()
@@ -430,7 +430,7 @@ func (d *decoder) endpoint() sessions.Endpoint {
 		d.fail(errIfIndex)
 	}
 	ep.IfIndex = int(ifi)
-	ep.FIB = sessions.FIBID(d.u32())
+	ep.FIB = flow.FIBID(d.u32())
 	return ep
 }
 
@@ -447,7 +447,7 @@ func (d *decoder) prefix() netip.Prefix {
 			d.fail(errAddrPadding)
 		}
 		return netip.Prefix{}
-	case sessions.Family4:
+	case flow.Family4:
 		if !allZero(p[4:]) {
 			d.fail(errAddrPadding)
 			return netip.Prefix{}
@@ -457,7 +457,7 @@ func (d *decoder) prefix() netip.Prefix {
 			return netip.Prefix{}
 		}
 		return netip.PrefixFrom(netip.AddrFrom4([4]byte(p[:4])), bits)
-	case sessions.Family6:
+	case flow.Family6:
 		if bits > 128 {
 			d.fail(errPrefixBits)
 			return netip.Prefix{}

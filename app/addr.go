@@ -5,7 +5,7 @@ import (
 	"net"
 	"net/netip"
 
-	"github.com/xsessiond/xsessiond/sessions"
+	"github.com/xsessiond/xsessiond/flow"
 )
 
 // CutThroughAddr is the address of a cut-through peer: another app of the
@@ -13,7 +13,7 @@ import (
 // its own. ReadFrom returns it for datagrams of cut-through sessions;
 // WriteTo answers the session when given it.
 type CutThroughAddr struct {
-	Session sessions.Handle // this app's end of the session
+	Session flow.Handle // this app's end of the session
 }
 
 // Network returns "xsession".
@@ -22,15 +22,15 @@ func (a *CutThroughAddr) Network() string { return "xsession" }
 func (a *CutThroughAddr) String() string { return fmt.Sprintf("cut-through:%#x", uint64(a.Session)) }
 
 // endpointAddr is the net.Addr of a session endpoint.
-func endpointAddr(e sessions.Endpoint) net.Addr {
+func endpointAddr(e flow.Endpoint) net.Addr {
 	ap := netip.AddrPortFrom(e.Addr, e.Port)
-	if e.Transport == sessions.TransportTCP {
+	if e.Transport == flow.TransportTCP {
 		return net.TCPAddrFromAddrPort(ap)
 	}
 	return net.UDPAddrFromAddrPort(ap)
 }
 
-func addrPortOf(e sessions.Endpoint) netip.AddrPort {
+func addrPortOf(e flow.Endpoint) netip.AddrPort {
 	a := e.Addr
 	if !a.IsValid() {
 		a = netip.IPv4Unspecified()

@@ -13,7 +13,7 @@ import (
 
 	"github.com/xsessiond/xsessiond/api"
 	"github.com/xsessiond/xsessiond/fifo"
-	"github.com/xsessiond/xsessiond/sessions"
+	"github.com/xsessiond/xsessiond/flow"
 )
 
 // DefaultSocket is the daemon's control socket when Options.Socket is
@@ -31,8 +31,8 @@ type Options struct {
 	Namespace string // the app namespace; "" is the default namespace
 	Secret    uint64 // the namespace's secret (not checked for the default namespace)
 	// Scope says where the app's listeners are visible and which tables
-	// its connects use; 0 is sessions.ScopeGlobal.
-	Scope sessions.Scope
+	// its connects use; 0 is ScopeGlobal.
+	Scope Scope
 	// RxFifoSize and TxFifoSize are the data sizes of each session's
 	// fifos; 0 is the daemon's default (64 KiB). Rounded up to a power of
 	// two.
@@ -73,9 +73,9 @@ type App struct {
 	mu         sync.Mutex                    // guards the fields below
 	err        error                         // why the app stopped
 	segs       map[uint32]*fifo.Segment      // the app's segments by index
-	acceptors  map[sessions.Handle]acceptor  // listeners by handle
-	owners     map[sessions.Handle]owner     // sessions by handle, for disconnect events
-	goneEarly  map[sessions.Handle]struct{}  // disconnected before this side learned of them
+	acceptors  map[flow.Handle]acceptor      // listeners by handle
+	owners     map[flow.Handle]owner         // sessions by handle, for disconnect events
+	goneEarly  map[flow.Handle]struct{}      // disconnected before this side learned of them
 	dials      map[uint32]chan connectResult // connects in progress by opaque
 	parked     []fifo.Event                  // events naming a segment not mapped yet
 	objects    map[closer]struct{}           // open listeners and connections
@@ -89,21 +89,21 @@ type acceptor interface {
 
 // owner is told when the peer of one of its sessions went away.
 type owner interface {
-	peerClosed(h sessions.Handle)
+	peerClosed(h flow.Handle)
 }
 
 type closer interface{ Close() error }
 
 // connectResult is how a connect in progress ended.
 type connectResult struct {
-	h      sessions.Handle
+	h      flow.Handle
 	rx, tx fifo.FifoRef
 	err    error
 }
 
 // Attach connects to the daemon and attaches the app. Errors are one line
 // for people and wrap the daemon's sentinel (errors.Is(err,
-// sessions.ErrWrongSecret)), or api.ErrNoDaemon when nothing listens on the
+// flow.ErrWrongSecret)), or api.ErrNoDaemon when nothing listens on the
 // socket.
 func Attach(ctx context.Context, opts Options) (*App, error) {
 	if opts.Socket == "" {
@@ -115,9 +115,9 @@ func Attach(ctx context.Context, opts Options) (*App, error) {
 		reactorDone: make(chan struct{}),
 		waiters:     map[*waiter]struct{}{},
 		segs:        map[uint32]*fifo.Segment{},
-		acceptors:   map[sessions.Handle]acceptor{},
-		owners:      map[sessions.Handle]owner{},
-		goneEarly:   map[sessions.Handle]struct{}{},
+		acceptors:   map[flow.Handle]acceptor{},
+		owners:      map[flow.Handle]owner{},
+		goneEarly:   map[flow.Handle]struct{}{},
 		dials:       map[uint32]chan connectResult{},
 		objects:     map[closer]struct{}{},
 		nextOpaque:  1,
@@ -428,18 +428,18 @@ func peerAddr(ev *fifo.Event) netip.AddrPort {
 		b[8+i] = byte(ev.Args[4] >> (8 * i))
 	}
 	fam := uint8(ev.Args[5] >> 32)
-	if fam != sessions.Family4 && fam != sessions.Family6 {
+	if fam != flow.Family4 && fam != flow.Family6 {
 		return netip.AddrPort{}
 	}
-	return netip.AddrPortFrom(sessions.AddrFrom(b, fam), uint16(ev.Args[5]))
+	return netip.AddrPortFrom(flow.AddrFrom(b, fam), uint16(ev.Args[5]))
 }
 
 // handleEvent handles one event of the queue. Cut-through sessions come
 // with their segment over the control socket (notices and replies), so
 // their events are only looked at for disconnects. evmu is held.
 func (a *App) handleEvent(ev *fifo.Event) {
-	h := sessions.Handle(ev.Handle)
-	ct := ev.Flags&sessions.FlagCutThrough != 0
+	h := flow.Handle(ev.Handle)
+	ct := ev.Flags&fifo.EventFlagCutThrough != 0
 	switch ev.Type {
 	case fifo.EventDisconnected, fifo.EventReset:
 		a.mu.Lock()
@@ -461,7 +461,7 @@ func (a *App) handleEvent(ev *fifo.Event) {
 			a.parked = append(a.parked, *ev)
 			return
 		}
-		ln := sessions.Handle(ev.Args[2])
+		ln := flow.Handle(ev.Args[2])
 		a.mu.Lock()
 		acc := a.acceptors[ln]
 		a.mu.Unlock()
@@ -470,10 +470,10 @@ func (a *App) handleEvent(ev *fifo.Event) {
 			return
 		}
 		e := &end{h: h, rx: rx, tx: tx, signalFD: a.kick(h.Worker()), datapath: true,
-			dgram: sessions.Transport(ev.Arg32) == sessions.TransportUDP}
+			dgram: flow.Transport(ev.Arg32) == flow.TransportUDP}
 		info := &api.SessionInfo{Handle: h, Worker: h.Worker()}
 		if p := peerAddr(ev); p.IsValid() {
-			info.Remote = sessions.Endpoint{Transport: sessions.Transport(ev.Arg32), Addr: p.Addr(), Port: p.Port()}
+			info.Remote = flow.Endpoint{Transport: flow.Transport(ev.Arg32), Addr: p.Addr(), Port: p.Port()}
 		}
 		if !acc.accept(e, info) {
 			go a.disconnect(h)
@@ -495,11 +495,11 @@ func (a *App) handleEvent(ev *fifo.Event) {
 				return
 			}
 		} else {
-			code := sessions.Code(ev.Args[2])
+			code := flow.Code(ev.Args[2])
 			if err, ok := code.Err(); ok && err != nil {
 				res.err = err
 			} else {
-				res.err = sessions.ErrConnect
+				res.err = flow.ErrConnect
 			}
 		}
 		a.mu.Lock()
@@ -517,23 +517,23 @@ func (a *App) handleEvent(ev *fifo.Event) {
 // addAcceptor registers acc for the listener h bound on ep; a listener on
 // the zero address is also in its namespace's local table (for an app with
 // local scope), where cut-through sessions name it by its local handle.
-func (a *App) addAcceptor(h sessions.Handle, ep sessions.Endpoint, acc acceptor) {
+func (a *App) addAcceptor(h flow.Handle, ep flow.Endpoint, acc acceptor) {
 	a.mu.Lock()
 	defer a.mu.Unlock()
 	a.acceptors[h] = acc
 	if ep.IsZero() {
-		fam := sessions.Family4
+		fam := flow.Family4
 		if ep.Addr.Is6() && !ep.Addr.Is4In6() {
-			fam = sessions.Family6
+			fam = flow.Family6
 		}
-		if lh := sessions.LocalListenerHandle(ep.Transport, fam, ep.Port); lh != h {
+		if lh := flow.LocalListenerHandle(ep.Transport, fam, ep.Port); lh != h {
 			a.acceptors[lh] = acc
 		}
 	}
 }
 
 // delAcceptor forgets the listener h bound on ep.
-func (a *App) delAcceptor(h sessions.Handle, ep sessions.Endpoint, acc acceptor) {
+func (a *App) delAcceptor(h flow.Handle, ep flow.Endpoint, acc acceptor) {
 	a.mu.Lock()
 	defer a.mu.Unlock()
 	for k, v := range a.acceptors {
@@ -544,7 +544,7 @@ func (a *App) delAcceptor(h sessions.Handle, ep sessions.Endpoint, acc acceptor)
 }
 
 // disconnect closes session h in the daemon, for sessions nobody takes.
-func (a *App) disconnect(h sessions.Handle) {
+func (a *App) disconnect(h flow.Handle) {
 	ctx, cancel := context.WithTimeout(context.Background(), controlTimeout)
 	defer cancel()
 	a.call(ctx, &api.Disconnect{Handle: h})
@@ -619,7 +619,7 @@ func (a *App) onAccepted(n *api.Accepted, fds []int) {
 
 // register records o as the owner of session h, and reports false when
 // the peer already went away.
-func (a *App) register(h sessions.Handle, o owner) bool {
+func (a *App) register(h flow.Handle, o owner) bool {
 	a.mu.Lock()
 	defer a.mu.Unlock()
 	a.owners[h] = o
@@ -630,7 +630,7 @@ func (a *App) register(h sessions.Handle, o owner) bool {
 	return true
 }
 
-func (a *App) unregister(h sessions.Handle, o owner) {
+func (a *App) unregister(h flow.Handle, o owner) {
 	a.mu.Lock()
 	if a.owners[h] == o {
 		delete(a.owners, h)

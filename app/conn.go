@@ -11,7 +11,7 @@ import (
 
 	"github.com/xsessiond/xsessiond/api"
 	"github.com/xsessiond/xsessiond/fifo"
-	"github.com/xsessiond/xsessiond/sessions"
+	"github.com/xsessiond/xsessiond/flow"
 )
 
 // Conn is one session: a connected UDP session (datagrams: one Read per
@@ -53,7 +53,7 @@ func (a *App) Dial(ctx context.Context, uri string) (net.Conn, error) {
 
 // DialConn is Dial returning the *Conn.
 func (a *App) DialConn(ctx context.Context, uri string) (*Conn, error) {
-	ep, err := sessions.ParseURI(uri)
+	ep, err := flow.ParseURI(uri)
 	if err != nil {
 		return nil, opError("dial", uri, err)
 	}
@@ -126,7 +126,7 @@ func (a *App) DialConn(ctx context.Context, uri string) (*Conn, error) {
 			return nil, opError("dial", uri, err)
 		}
 		e = &end{h: res.h, rx: rx, tx: tx, signalFD: a.kick(res.h.Worker()), datapath: true,
-			dgram: ep.Transport == sessions.TransportUDP, remote: remote}
+			dgram: ep.Transport == flow.TransportUDP, remote: remote}
 		local = addrPortOf(r.Local)
 		laddr = endpointAddr(r.Local)
 	}
@@ -140,7 +140,7 @@ func (a *App) DialConn(ctx context.Context, uri string) (*Conn, error) {
 	return c, nil
 }
 
-func (c *Conn) peerClosed(sessions.Handle) {
+func (c *Conn) peerClosed(flow.Handle) {
 	c.e.gone.Store(true)
 	c.rd.w.poke()
 	c.wr.w.poke()
@@ -155,7 +155,7 @@ func (c *Conn) LocalAddr() net.Addr { return c.laddr }
 func (c *Conn) RemoteAddr() net.Addr { return c.raddr }
 
 // Handle returns the session's handle.
-func (c *Conn) Handle() sessions.Handle { return c.e.h }
+func (c *Conn) Handle() flow.Handle { return c.e.h }
 
 // SetDeadline sets the read and write deadlines.
 func (c *Conn) SetDeadline(t time.Time) error {

@@ -46,7 +46,7 @@
 // # Errors
 //
 // Failures the daemon reports are the sessions sentinels: errors.Is(err,
-// sessions.ErrWrongSecret), sessions.ErrAddressInUse and so on work on
+// flow.ErrWrongSecret), flow.ErrAddressInUse and so on work on
 // what Attach, ListenPacket, Listen and Dial return, and their Error text is
 // one line a person understands. When the daemon goes away (it stops, or
 // dies), every call blocked on the App returns promptly with an error that

@@ -11,7 +11,7 @@ import (
 
 	"github.com/xsessiond/xsessiond/api"
 	"github.com/xsessiond/xsessiond/fifo"
-	"github.com/xsessiond/xsessiond/sessions"
+	"github.com/xsessiond/xsessiond/flow"
 )
 
 // end is this app's end of a session or listener: the fifo it reads (rx)
@@ -22,7 +22,7 @@ import (
 // Consumer calls (rx) and producer calls (tx) are each serialized by the
 // object that owns the end.
 type end struct {
-	h         sessions.Handle
+	h         flow.Handle
 	rx, tx    *fifo.Fifo
 	seg       *fifo.Segment // a cut-through session's own segment (unmapped by close), nil otherwise
 	signalFD  int           // the other side's eventfd, -1 for none
@@ -61,7 +61,7 @@ func newCTEnd(info *api.SessionInfo, segFD, peerFD int) (*end, error) {
 	if err != nil {
 		return fail(fmt.Errorf("%w: tx fifo: %w", ErrProtocol, err))
 	}
-	udp := info.Local.Transport == sessions.TransportUDP || info.Remote.Transport == sessions.TransportUDP
+	udp := info.Local.Transport == flow.TransportUDP || info.Remote.Transport == flow.TransportUDP
 	return &end{h: info.Handle, rx: rx, tx: tx, seg: seg, signalFD: peerFD, ownSignal: true, dgram: udp}, nil
 }
 
@@ -119,10 +119,10 @@ func (e *end) readable() bool { return e.rx.MaxDequeue() > 0 }
 
 // fromHeader is the remote address of a datagram header.
 func fromHeader(h *fifo.DgramHeader) netip.AddrPort {
-	if h.Family != sessions.Family4 && h.Family != sessions.Family6 {
+	if h.Family != flow.Family4 && h.Family != flow.Family6 {
 		return netip.AddrPort{}
 	}
-	return netip.AddrPortFrom(sessions.AddrFrom(h.Remote, h.Family), h.RemotePort)
+	return netip.AddrPortFrom(flow.AddrFrom(h.Remote, h.Family), h.RemotePort)
 }
 
 // toHeader fills h to send to remote from local.
@@ -130,15 +130,15 @@ func toHeader(h *fifo.DgramHeader, local, remote netip.AddrPort) {
 	*h = fifo.DgramHeader{}
 	a := remote.Addr().Unmap()
 	if a.IsValid() {
-		h.Family = sessions.Family4
+		h.Family = flow.Family4
 		if a.Is6() {
-			h.Family = sessions.Family6
+			h.Family = flow.Family6
 		}
-		h.Remote = sessions.AddrBytes(a)
+		h.Remote = flow.AddrBytes(a)
 	}
 	h.RemotePort = remote.Port()
 	if la := local.Addr(); la.IsValid() && !la.IsUnspecified() {
-		h.Local = sessions.AddrBytes(la.Unmap())
+		h.Local = flow.AddrBytes(la.Unmap())
 	}
 	h.LocalPort = local.Port()
 }

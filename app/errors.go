@@ -9,7 +9,7 @@ import (
 	"os"
 
 	"github.com/xsessiond/xsessiond/api"
-	"github.com/xsessiond/xsessiond/sessions"
+	"github.com/xsessiond/xsessiond/flow"
 )
 
 // Errors of this package besides the sessions sentinels.
@@ -45,9 +45,9 @@ func attachError(err error, o *Options) error {
 		msg = fmt.Sprintf("no daemon at %s: is xsessiond run going?", o.Socket)
 	case errors.Is(err, fs.ErrPermission):
 		msg = fmt.Sprintf("cannot connect to %s: permission denied (is your user in the socket's group?)", o.Socket)
-	case errors.Is(err, sessions.ErrWrongSecret):
+	case errors.Is(err, flow.ErrWrongSecret):
 		msg = fmt.Sprintf("wrong secret for namespace %q", ns)
-	case errors.Is(err, sessions.ErrInvalidNamespace):
+	case errors.Is(err, flow.ErrInvalidNamespace):
 		msg = fmt.Sprintf("no namespace %q in the daemon", ns)
 	case errors.Is(err, api.ErrVersion):
 		msg = fmt.Sprintf("the daemon at %s speaks another protocol version: %v", o.Socket, err)
@@ -65,13 +65,13 @@ func opError(op, uri string, err error) error {
 	switch {
 	case errors.Is(err, net.ErrClosed):
 		return &Error{Msg: fmt.Sprintf("%s %s: %v", op, uri, err), Err: err}
-	case errors.Is(err, sessions.ErrAddressInUse):
+	case errors.Is(err, flow.ErrAddressInUse):
 		msg = fmt.Sprintf("%s: address already in use", uri)
-	case errors.Is(err, sessions.ErrNotInNamespace):
+	case errors.Is(err, flow.ErrNotInNamespace):
 		msg = fmt.Sprintf("%s: the address is not one of the namespace's", uri)
-	case errors.Is(err, sessions.ErrInvalidURI):
+	case errors.Is(err, flow.ErrInvalidURI):
 		msg = fmt.Sprintf("%s: not a valid URI (want udp://ADDR:PORT or tcp://ADDR:PORT)", uri)
-	case errors.Is(err, sessions.ErrConnect):
+	case errors.Is(err, flow.ErrConnect):
 		msg = fmt.Sprintf("connect %s: %s", uri, remoteText(err))
 	default:
 		msg = fmt.Sprintf("%s %s: %s", op, uri, remoteText(err))

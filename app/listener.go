@@ -9,7 +9,7 @@ import (
 	"sync"
 
 	"github.com/xsessiond/xsessiond/api"
-	"github.com/xsessiond/xsessiond/sessions"
+	"github.com/xsessiond/xsessiond/flow"
 )
 
 // acceptBacklog is how many accepted sessions wait for Accept; more are
@@ -21,8 +21,8 @@ const acceptBacklog = 256
 // accepts, sessions from the wire). It implements net.Listener.
 type Listener struct {
 	a    *App
-	h    sessions.Handle
-	ep   sessions.Endpoint
+	h    flow.Handle
+	ep   flow.Endpoint
 	addr net.Addr
 	q    chan *Conn
 
@@ -35,7 +35,7 @@ type Listener struct {
 // Listen binds uri (udp://ADDR:PORT or tcp://ADDR:PORT) and returns a
 // net.Listener, which is a *Listener.
 func (a *App) Listen(uri string) (net.Listener, error) {
-	ep, err := sessions.ParseURI(uri)
+	ep, err := flow.ParseURI(uri)
 	if err != nil {
 		return nil, opError("listen", uri, err)
 	}
@@ -99,7 +99,7 @@ func (l *Listener) Accept() (net.Conn, error) {
 func (l *Listener) Addr() net.Addr { return l.addr }
 
 // Handle returns the listener's handle.
-func (l *Listener) Handle() sessions.Handle { return l.h }
+func (l *Listener) Handle() flow.Handle { return l.h }
 
 // Close unbinds; sessions already accepted stay open, those not accepted
 // yet are closed.
@@ -131,4 +131,4 @@ func (l *Listener) Close() error {
 	return nil
 }
 
-func errorIsNoSession(err error) bool { return errors.Is(err, sessions.ErrNoSession) }
+func errorIsNoSession(err error) bool { return errors.Is(err, flow.ErrNoSession) }

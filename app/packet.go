@@ -12,7 +12,7 @@ import (
 
 	"github.com/xsessiond/xsessiond/api"
 	"github.com/xsessiond/xsessiond/fifo"
-	"github.com/xsessiond/xsessiond/sessions"
+	"github.com/xsessiond/xsessiond/flow"
 )
 
 // PacketConn is a UDP listener in datagram mode: it receives the datagrams
@@ -23,18 +23,18 @@ import (
 // Lock order: rd.mu, wr.mu, mu.
 type PacketConn struct {
 	a     *App
-	h     sessions.Handle
+	h     flow.Handle
 	local netip.AddrPort
 	laddr net.Addr
 	wire  *end // the datapath's fifo pair; nil without a datapath
-	ep    sessions.Endpoint
+	ep    flow.Endpoint
 
 	rd, wr half
 	done   chan struct{}
 	once   sync.Once
 
-	mu      sync.Mutex               // guards peers and closing
-	peers   map[sessions.Handle]*end // cut-through sessions accepted on the listener
+	mu      sync.Mutex           // guards peers and closing
+	peers   map[flow.Handle]*end // cut-through sessions accepted on the listener
 	closing bool
 	ends    atomic.Pointer[[]*end] // wire and peers, rebuilt under mu: the readers' list
 	reap    atomic.Bool            // a peer went away: the next read drops it once drained
@@ -53,10 +53,10 @@ type PacketConn struct {
 // the peer that wrote them cannot change them once queued only if it
 // behaves; copy what must be kept.
 type Message struct {
-	Payload []byte          // the datagram, or its first part when it wraps
-	More    []byte          // the rest of a wrapping datagram; nil otherwise
-	Remote  netip.AddrPort  // the sender; invalid for a cut-through peer
-	Session sessions.Handle // the cut-through session it came on; 0 from the wire
+	Payload []byte         // the datagram, or its first part when it wraps
+	More    []byte         // the rest of a wrapping datagram; nil otherwise
+	Remote  netip.AddrPort // the sender; invalid for a cut-through peer
+	Session flow.Handle    // the cut-through session it came on; 0 from the wire
 }
 
 // Len returns the datagram's length.
@@ -74,12 +74,12 @@ func (a *App) ListenPacket(uri string) (net.PacketConn, error) {
 
 // ListenPacketConn is ListenPacket returning the *PacketConn.
 func (a *App) ListenPacketConn(uri string) (*PacketConn, error) {
-	ep, err := sessions.ParseURI(uri)
+	ep, err := flow.ParseURI(uri)
 	if err != nil {
 		return nil, opError("listen", uri, err)
 	}
-	if ep.Transport != sessions.TransportUDP {
-		return nil, opError("listen", uri, fmt.Errorf("ListenPacket takes udp:// URIs: %w", sessions.ErrNotSupported))
+	if ep.Transport != flow.TransportUDP {
+		return nil, opError("listen", uri, fmt.Errorf("ListenPacket takes udp:// URIs: %w", flow.ErrNotSupported))
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), controlTimeout)
 	defer cancel()
@@ -94,7 +94,7 @@ func (a *App) ListenPacketConn(uri string) (*PacketConn, error) {
 	}
 	p := &PacketConn{
 		a: a, h: r.Handle, local: addrPortOf(r.Local), laddr: endpointAddr(r.Local),
-		rd: newHalf(), wr: newHalf(), done: make(chan struct{}), peers: map[sessions.Handle]*end{},
+		rd: newHalf(), wr: newHalf(), done: make(chan struct{}), peers: map[flow.Handle]*end{},
 	}
 	if p.local.Port() == 0 {
 		p.local = netip.AddrPortFrom(p.local.Addr(), ep.Port)
@@ -123,7 +123,7 @@ func (a *App) ListenPacketConn(uri string) (*PacketConn, error) {
 	return p, nil
 }
 
-func (a *App) unbind(h sessions.Handle) error {
+func (a *App) unbind(h flow.Handle) error {
 	ctx, cancel := context.WithTimeout(context.Background(), controlTimeout)
 	defer cancel()
 	_, fds, err := a.call(ctx, &api.Unbind{Handle: h})
@@ -164,7 +164,7 @@ func (p *PacketConn) accept(e *end, _ *api.SessionInfo) bool {
 
 // peerClosed marks a cut-through peer gone; the readers drop it once
 // everything it sent was read.
-func (p *PacketConn) peerClosed(h sessions.Handle) {
+func (p *PacketConn) peerClosed(h flow.Handle) {
 	p.mu.Lock()
 	e := p.peers[h]
 	p.mu.Unlock()
@@ -179,7 +179,7 @@ func (p *PacketConn) peerClosed(h sessions.Handle) {
 func (p *PacketConn) LocalAddr() net.Addr { return p.laddr }
 
 // Handle returns the listener's handle.
-func (p *PacketConn) Handle() sessions.Handle { return p.h }
+func (p *PacketConn) Handle() flow.Handle { return p.h }
 
 // SetDeadline sets the read and write deadlines.
 func (p *PacketConn) SetDeadline(t time.Time) error {
@@ -364,8 +364,8 @@ func peekBatch(e *end, msgs []Message, wire bool) (int, int, error) {
 		m.Remote, m.Session = netip.AddrPort{}, 0
 		if wire {
 			fam := hb[fifo.DgramOffFamily]
-			if fam == sessions.Family4 || fam == sessions.Family6 {
-				m.Remote = netip.AddrPortFrom(sessions.AddrFrom([16]byte(hb[fifo.DgramOffRemote:fifo.DgramOffRemote+16]), fam),
+			if fam == flow.Family4 || fam == flow.Family6 {
+				m.Remote = netip.AddrPortFrom(flow.AddrFrom([16]byte(hb[fifo.DgramOffRemote:fifo.DgramOffRemote+16]), fam),
 					binary.NativeEndian.Uint16(hb[fifo.DgramOffRemotePort:]))
 			}
 		} else {
@@ -418,7 +418,7 @@ func (p *PacketConn) WriteTo(b []byte, addr net.Addr) (int, error) {
 		e = p.peers[x.Session]
 		p.mu.Unlock()
 		if e == nil {
-			return 0, netError("write", p.laddr, addr, fmt.Errorf("no cut-through session %#x: %w", uint64(x.Session), sessions.ErrNoSession))
+			return 0, netError("write", p.laddr, addr, fmt.Errorf("no cut-through session %#x: %w", uint64(x.Session), flow.ErrNoSession))
 		}
 	case *net.UDPAddr:
 		e = p.wire
@@ -427,7 +427,7 @@ func (p *PacketConn) WriteTo(b []byte, addr net.Addr) (int, error) {
 			return 0, netError("write", p.laddr, addr, ErrNoDatapath)
 		}
 	default:
-		return 0, netError("write", p.laddr, addr, fmt.Errorf("address %v (%T): %w", addr, addr, sessions.ErrInvalidValue))
+		return 0, netError("write", p.laddr, addr, fmt.Errorf("address %v (%T): %w", addr, addr, flow.ErrInvalidValue))
 	}
 	p.wr.mu.Lock()
 	defer p.wr.mu.Unlock()
@@ -480,7 +480,7 @@ func (p *PacketConn) Close() error {
 		for _, e := range peers {
 			e.close()
 		}
-		p.peers = map[sessions.Handle]*end{}
+		p.peers = map[flow.Handle]*end{}
 		p.rebuildLocked()
 		p.mu.Unlock()
 		p.wr.mu.Unlock()

@@ -11,6 +11,7 @@ import (
 	"github.com/xsessiond/xsessiond/datapath/frame"
 	"github.com/xsessiond/xsessiond/datapath/udp"
 	"github.com/xsessiond/xsessiond/fifo"
+	"github.com/xsessiond/xsessiond/flow"
 	"github.com/xsessiond/xsessiond/nsbind"
 	"github.com/xsessiond/xsessiond/sessions"
 	"github.com/xsessiond/xsessiond/sessions/sessionstest"
@@ -27,7 +28,7 @@ var (
 	tPeerMAC = net.HardwareAddr{0x02, 0, 0, 0, 0, 1}
 )
 
-const tFIB sessions.FIBID = 7
+const tFIB flow.FIBID = 7
 
 // memRig is an Engine without kernel objects: one worker with no socket,
 // a session layer with fifo memory, and an app. processBatch and the
@@ -42,9 +43,9 @@ type memRig struct {
 
 func newMemRig(t testing.TB, fifoSize uint32) *memRig {
 	t.Helper()
-	e := &Engine{cfg: Config{Batch: DefaultBatch}, fib: tFIB, conns: map[sessions.Handle]*conn{}, claims: make(chan claim, 16),
+	e := &Engine{cfg: Config{Batch: DefaultBatch}, fib: tFIB, conns: map[flow.Handle]*conn{}, claims: make(chan claim, 16),
 		ifc: nsbind.Interface{Index: 2, MAC: tMAC, MTU: 1500}}
-	e.lis.Store(&map[sessions.Handle]*udp0{})
+	e.lis.Store(&map[flow.Handle]*udp0{})
 	e.est.Store(newEstTable(nil))
 	e.work = []*worker{newWorker(e, 0, 0, nil, -1)}
 	e.dp = &enginePath{e: e}
@@ -69,7 +70,7 @@ func newMemRig(t testing.TB, fifoSize uint32) *memRig {
 
 // listen binds uri and returns the listener's rx fifo, with the worker's
 // mailbox drained.
-func (r *memRig) listen(t testing.TB, uri string) (sessions.Handle, *fifo.Fifo) {
+func (r *memRig) listen(t testing.TB, uri string) (flow.Handle, *fifo.Fifo) {
 	t.Helper()
 	h, err := r.l.BindURI(r.app, uri)
 	if err != nil {
@@ -136,8 +137,8 @@ func TestProcessBatch_DeliversWithHeader(t *testing.T) {
 				if string(buf[:n]) != string(p.Payload(frames[i])) {
 					t.Fatalf("datagram %d: payload differs", i)
 				}
-				if dh.Remote != sessions.AddrBytes(fam.peer) || dh.RemotePort != uint16(40000+i) ||
-					dh.Local != sessions.AddrBytes(fam.local) || dh.LocalPort != 9000 || dh.Family != p.Family {
+				if dh.Remote != flow.AddrBytes(fam.peer) || dh.RemotePort != uint16(40000+i) ||
+					dh.Local != flow.AddrBytes(fam.local) || dh.LocalPort != 9000 || dh.Family != p.Family {
 					t.Fatalf("datagram %d: header %+v", i, dh)
 				}
 			}
@@ -192,7 +193,7 @@ func TestProcessBatch_ConnectedBeforeListener(t *testing.T) {
 	frame.Decode(frames[0], &p)
 	tup := p.FiveTuple()
 	tgt, crx := newConnTarget(t, r)
-	m := map[sessions.FiveTuple]*udp0{tup: tgt}
+	m := map[flow.FiveTuple]*udp0{tup: tgt}
 	r.e.est.Store(newEstTable(m))
 	r.w.processBatch(frames)
 	if crx.MaxDequeue() == 0 || lrx.MaxDequeue() == 0 {
@@ -281,7 +282,7 @@ func newConnTarget(t testing.TB, r *memRig) (*udp.Target, *fifo.Fifo) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	tgt, err := udp.NewTarget(udp.KindConnected, sessions.MakeHandle(0, 99), r.app, 0, p, r.at.Memory)
+	tgt, err := udp.NewTarget(udp.KindConnected, flow.MakeHandle(0, 99), r.app, 0, p, r.at.Memory)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -305,7 +306,7 @@ func TestNotServedTransports(t *testing.T) {
 		t.Fatalf("datagram listeners %v", lis)
 	}
 	for _, want := range []struct {
-		h      sessions.Handle
+		h      flow.Handle
 		served bool
 	}{{th, false}, {uh, true}} {
 		c := <-f.C()
@@ -319,7 +320,7 @@ func TestNotServedTransports(t *testing.T) {
 	r.e.started.Store(true)
 	defer r.e.started.Store(false)
 	_, err = r.l.ConnectURI(r.app, "tcp://10.9.0.1:80", 1)
-	if !errors.Is(err, sessions.ErrNotSupported) || !strings.Contains(err.Error(), "tcp datapath not implemented") {
+	if !errors.Is(err, flow.ErrNotSupported) || !strings.Contains(err.Error(), "tcp datapath not implemented") {
 		t.Fatalf("connect to a remote TCP peer: %v", err)
 	}
 	if err := r.l.Unbind(r.app, th); err != nil {
@@ -331,9 +332,9 @@ func TestNotServedTransports(t *testing.T) {
 func TestEstTableLookup(t *testing.T) {
 	r := newMemRig(t, 1<<16)
 	tgt, _ := newConnTarget(t, r)
-	k := sessions.FiveTuple{Local: sessions.AddrBytes(tLocal4), LocalPort: 40001, Remote: sessions.AddrBytes(tRemote4),
-		RemotePort: 7000, Proto: sessions.TransportUDP, Family: sessions.Family4}
-	et := newEstTable(map[sessions.FiveTuple]*udp0{k: tgt})
+	k := flow.FiveTuple{Local: flow.AddrBytes(tLocal4), LocalPort: 40001, Remote: flow.AddrBytes(tRemote4),
+		RemotePort: 7000, Proto: flow.TransportUDP, Family: flow.Family4}
+	et := newEstTable(map[flow.FiveTuple]*udp0{k: tgt})
 	if et.lookup(&k) != tgt {
 		t.Fatal("session not found")
 	}

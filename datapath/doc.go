@@ -103,7 +103,7 @@
 // handed to the mirror as another interface's, which it skips while
 // keeping its sequence), so nothing on that port is steered to a worker
 // or black-holed. A connect to a remote peer over another transport fails
-// at once with sessions.ErrNotSupported.
+// at once with flow.ErrNotSupported.
 //
 // # Counters
 //

@@ -16,6 +16,7 @@ import (
 
 	"github.com/xsessiond/xsessiond/datapath/udp"
 	"github.com/xsessiond/xsessiond/datapath/xsk"
+	"github.com/xsessiond/xsessiond/flow"
 	"github.com/xsessiond/xsessiond/loader"
 	"github.com/xsessiond/xsessiond/nsbind"
 	"github.com/xsessiond/xsessiond/sessions"
@@ -86,7 +87,7 @@ type Engine struct {
 	nsh    netns.NsHandle
 	ns     *nsbind.Namespace
 	ifc    nsbind.Interface
-	fib    sessions.FIBID
+	fib    flow.FIBID
 	objs   *loader.Objects
 	att    *loader.Attachment
 	work   []*worker
@@ -98,17 +99,17 @@ type Engine struct {
 	layer   atomic.Pointer[sessions.Layer]
 
 	// Lock-free tables the workers read; replaced whole under mu.
-	lis atomic.Pointer[map[sessions.Handle]*udp.Target] // listeners in datagram mode, by handle
-	est atomic.Pointer[estTable]                        // connected sessions, by 5-tuple (Local = this host)
+	lis atomic.Pointer[map[flow.Handle]*udp.Target] // listeners in datagram mode, by handle
+	est atomic.Pointer[estTable]                    // connected sessions, by 5-tuple (Local = this host)
 
 	claimsBusy atomic.Int64 // claims queued or being made
 	ownNS      bool         // ns was opened by New
 	pw         *peerWatch   // nil: peer errors not watched (tests without New)
 	peerClosed atomic.Uint64
 
-	mu      sync.Mutex                // guards what follows
-	conns   map[sessions.Handle]*conn // connected sessions by half-open, then established handle
-	watched map[int]*conn             // claimed connected sessions by reservation fd (peerWatch)
+	mu      sync.Mutex            // guards what follows
+	conns   map[flow.Handle]*conn // connected sessions by half-open, then established handle
+	watched map[int]*conn         // claimed connected sessions by reservation fd (peerWatch)
 	nextLW  uint32
 	closed  bool
 	mirror  *loader.Mirror
@@ -121,8 +122,8 @@ type Engine struct {
 
 // conn is a connected UDP session the Engine opened.
 type conn struct {
-	ho, h   sessions.Handle
-	tuple   sessions.FiveTuple
+	ho, h   flow.Handle
+	tuple   flow.FiveTuple
 	res     *udp.Reservation
 	target  *udp.Target
 	worker  *worker
@@ -134,7 +135,7 @@ type conn struct {
 
 // claim is a half-open connect waiting for the claim goroutine.
 type claim struct {
-	ho sessions.Handle
+	ho flow.Handle
 	c  *conn
 }
 
@@ -168,8 +169,8 @@ func New(cfg Config) (*Engine, error) {
 	if log == nil {
 		log = slog.New(slog.NewTextHandler(io.Discard, nil))
 	}
-	e := &Engine{cfg: cfg, log: log, conns: map[sessions.Handle]*conn{}, watched: map[int]*conn{}, claims: make(chan claim, 1024)}
-	e.lis.Store(&map[sessions.Handle]*udp.Target{})
+	e := &Engine{cfg: cfg, log: log, conns: map[flow.Handle]*conn{}, watched: map[int]*conn{}, claims: make(chan claim, 1024)}
+	e.lis.Store(&map[flow.Handle]*udp.Target{})
 	e.est.Store(newEstTable(nil))
 	e.nsh, err = openNetns(cfg.NetnsPath, cfg.NetnsName, cfg.Netns)
 	if err != nil {
@@ -280,7 +281,7 @@ func (e *Engine) Workers() int { return len(e.work) }
 func (e *Engine) IfIndex() int { return e.ifc.Index }
 
 // FIB returns the FIB of the interface's namespace.
-func (e *Engine) FIB() sessions.FIBID { return e.fib }
+func (e *Engine) FIB() flow.FIBID { return e.fib }
 
 // Datapath returns the sessions.Datapath (a sessions.WorkerDatapath) to
 // hand to sessions.New before Start.
@@ -345,9 +346,9 @@ type feedSource struct {
 	f *sessions.Feed
 }
 
-func (s *feedSource) Snapshot() (uint64, []sessions.Change) {
+func (s *feedSource) Snapshot() (uint64, []flow.Change) {
 	var seq uint64
-	var cs []sessions.Change
+	var cs []flow.Change
 	if s.f.NeedsResync() {
 		seq, cs = s.f.Resync()
 	} else {
@@ -365,11 +366,11 @@ func (s *feedSource) Snapshot() (uint64, []sessions.Change) {
 // counts them.
 
 // servedTransport reports whether the datapath carries the packets of t.
-func servedTransport(t sessions.Transport) bool { return t == sessions.TransportUDP }
+func servedTransport(t flow.Transport) bool { return t == flow.TransportUDP }
 
 // served reports whether a change of the layer's tables belongs in the
 // program's maps.
-func served(c *sessions.Change) bool { return servedTransport(c.Tuple.Proto) }
+func served(c *flow.Change) bool { return servedTransport(c.Tuple.Proto) }
 
 // runMirror applies the feed to the maps, resyncs after an overflow and
 // compares tables and maps every few seconds.
@@ -501,11 +502,11 @@ func (e *Engine) claim(cl claim) {
 // ports: a datagram to a port no connected session uses (a listener's)
 // skips the map.
 type estTable struct {
-	m     map[sessions.FiveTuple]*udp.Target
+	m     map[flow.FiveTuple]*udp.Target
 	ports [65536 / 64]uint64
 }
 
-func newEstTable(m map[sessions.FiveTuple]*udp.Target) *estTable {
+func newEstTable(m map[flow.FiveTuple]*udp.Target) *estTable {
 	t := &estTable{m: m}
 	for k := range m {
 		t.ports[k.LocalPort/64] |= 1 << (k.LocalPort % 64)
@@ -514,7 +515,7 @@ func newEstTable(m map[sessions.FiveTuple]*udp.Target) *estTable {
 }
 
 // lookup returns the Target of the session of 5-tuple k, or nil.
-func (t *estTable) lookup(k *sessions.FiveTuple) *udp.Target {
+func (t *estTable) lookup(k *flow.FiveTuple) *udp.Target {
 	if t.ports[k.LocalPort/64]&(1<<(k.LocalPort%64)) == 0 {
 		return nil
 	}
@@ -524,7 +525,7 @@ func (t *estTable) lookup(k *sessions.FiveTuple) *udp.Target {
 // publishConnLocked makes c's Target visible to every worker.
 func (e *Engine) publishConnLocked(c *conn) {
 	old := e.est.Load().m
-	m := make(map[sessions.FiveTuple]*udp.Target, len(old)+1)
+	m := make(map[flow.FiveTuple]*udp.Target, len(old)+1)
 	for k, v := range old {
 		m[k] = v
 	}
@@ -532,12 +533,12 @@ func (e *Engine) publishConnLocked(c *conn) {
 	e.est.Store(newEstTable(m))
 }
 
-func (e *Engine) unpublishConnLocked(t sessions.FiveTuple) {
+func (e *Engine) unpublishConnLocked(t flow.FiveTuple) {
 	old := e.est.Load().m
 	if _, ok := old[t]; !ok {
 		return
 	}
-	m := make(map[sessions.FiveTuple]*udp.Target, len(old))
+	m := make(map[flow.FiveTuple]*udp.Target, len(old))
 	for k, v := range old {
 		if k != t {
 			m[k] = v

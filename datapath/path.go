@@ -5,6 +5,7 @@ import (
 	"net/netip"
 
 	"github.com/xsessiond/xsessiond/datapath/udp"
+	"github.com/xsessiond/xsessiond/flow"
 	"github.com/xsessiond/xsessiond/sessions"
 )
 
@@ -55,9 +56,9 @@ func (p *enginePath) Listen(l sessions.Listener) error {
 		return fmt.Errorf("listen %s: %w", l.Endpoint.URI(), err)
 	}
 	t.Local = netip.AddrPortFrom(l.Endpoint.Addr, l.Endpoint.Port)
-	t.Family = sessions.Family4
+	t.Family = flow.Family4
 	if l.Endpoint.Addr.Is6() && !l.Endpoint.Addr.Is4In6() {
-		t.Family = sessions.Family6
+		t.Family = flow.Family6
 	}
 	e.mu.Lock()
 	defer e.mu.Unlock()
@@ -65,7 +66,7 @@ func (p *enginePath) Listen(l sessions.Listener) error {
 		return ErrClosed
 	}
 	old := *e.lis.Load()
-	m := make(map[sessions.Handle]*udp.Target, len(old)+1)
+	m := make(map[flow.Handle]*udp.Target, len(old)+1)
 	for k, v := range old {
 		m[k] = v
 	}
@@ -91,7 +92,7 @@ func (p *enginePath) Unlisten(l sessions.Listener) {
 	if t == nil {
 		return
 	}
-	m := make(map[sessions.Handle]*udp.Target, len(old))
+	m := make(map[flow.Handle]*udp.Target, len(old))
 	for k, v := range old {
 		if k != l.Handle {
 			m[k] = v
@@ -108,13 +109,13 @@ func (p *enginePath) Unlisten(l sessions.Listener) {
 // source for the destination, the local port an ephemeral one reserved by
 // binding a kernel UDP socket in the namespace. The session is claimed at
 // once (see runClaims). Other transports fail at once with
-// sessions.ErrNotSupported (connects between apps of this host never get
+// flow.ErrNotSupported (connects between apps of this host never get
 // here: the layer makes them cut-through).
 func (p *enginePath) Open(req sessions.OpenRequest) (netip.AddrPort, error) {
 	e := p.e
 	r := req.Remote
 	if !servedTransport(r.Transport) {
-		return netip.AddrPort{}, fmt.Errorf("connect %s: %s datapath not implemented: %w", r.URI(), r.Transport, sessions.ErrNotSupported)
+		return netip.AddrPort{}, fmt.Errorf("connect %s: %s datapath not implemented: %w", r.URI(), r.Transport, flow.ErrNotSupported)
 	}
 	if !p.ours(r.IfIndex) {
 		return netip.AddrPort{}, fmt.Errorf("connect %s from ifindex %d: %w", r.URI(), r.IfIndex, ErrOtherInterface)
@@ -145,13 +146,13 @@ func (p *enginePath) Open(req sessions.OpenRequest) (netip.AddrPort, error) {
 		return netip.AddrPort{}, fmt.Errorf("connect %s: %w", r.URI(), err)
 	}
 	local := res.Addr()
-	fam := sessions.Family4
+	fam := flow.Family4
 	if dst.Is6() {
-		fam = sessions.Family6
+		fam = flow.Family6
 	}
 	c := &conn{ho: req.HalfOpen, res: res, remote: netip.AddrPortFrom(dst, r.Port), local: local, ifindex: e.ifc.Index,
-		tuple: sessions.FiveTuple{Local: sessions.AddrBytes(local.Addr()), LocalPort: local.Port(),
-			Remote: sessions.AddrBytes(dst), RemotePort: r.Port, Proto: sessions.TransportUDP, Family: fam}}
+		tuple: flow.FiveTuple{Local: flow.AddrBytes(local.Addr()), LocalPort: local.Port(),
+			Remote: flow.AddrBytes(dst), RemotePort: r.Port, Proto: flow.TransportUDP, Family: fam}}
 	e.mu.Lock()
 	defer e.mu.Unlock()
 	if e.closed {
@@ -173,7 +174,7 @@ func (p *enginePath) Open(req sessions.OpenRequest) (netip.AddrPort, error) {
 // Close ends a connected session the app closed (half-open or
 // established): its port is released and no worker touches its fifos
 // once the layer's deferred free runs.
-func (p *enginePath) Close(h sessions.Handle, _ sessions.FiveTuple) {
+func (p *enginePath) Close(h flow.Handle, _ flow.FiveTuple) {
 	e := p.e
 	e.mu.Lock()
 	defer e.mu.Unlock()
@@ -185,7 +186,7 @@ func (p *enginePath) Close(h sessions.Handle, _ sessions.FiveTuple) {
 // closeConnLocked forgets connected session c: its port is released, and
 // no worker queues into its fifos or reads them once it returns.
 func (e *Engine) closeConnLocked(c *conn) {
-	for _, h := range []sessions.Handle{c.ho, c.h} {
+	for _, h := range []flow.Handle{c.ho, c.h} {
 		if e.conns[h] == c {
 			delete(e.conns, h)
 		}

@@ -7,6 +7,7 @@ import (
 	"testing"
 
 	"github.com/xsessiond/xsessiond/fifo"
+	"github.com/xsessiond/xsessiond/flow"
 	"github.com/xsessiond/xsessiond/sessions"
 )
 
@@ -65,7 +66,7 @@ func TestConnectedUDPPeerUnreachable(t *testing.T) {
 	}); err != nil {
 		t.Fatalf("port %v of the closed session: %v", dead.Local, err)
 	}
-	if err := r.l.Disconnect(a.id, dead.Handle); !errors.Is(err, sessions.ErrNoSession) {
+	if err := r.l.Disconnect(a.id, dead.Handle); !errors.Is(err, flow.ErrNoSession) {
 		t.Fatalf("disconnect of the closed session: %v", err)
 	}
 	if err := r.l.Disconnect(a.id, live.Handle); err != nil {

@@ -7,8 +7,8 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/xsessiond/xsessiond/flow"
 	"github.com/xsessiond/xsessiond/nsbind"
-	"github.com/xsessiond/xsessiond/sessions"
 )
 
 // Resolver cache lifetimes.
@@ -25,7 +25,7 @@ type nbKey struct {
 	fam  uint8
 }
 
-func (k nbKey) Addr() netip.Addr { return sessions.AddrFrom(k.addr, k.fam) }
+func (k nbKey) Addr() netip.Addr { return flow.AddrFrom(k.addr, k.fam) }
 
 // nbResult is what the resolver knows of a destination: the next hop's
 // MAC and the source address the route gives, or that it failed.

@@ -31,6 +31,7 @@ import (
 	"github.com/xsessiond/xsessiond/datapath/frame"
 	"github.com/xsessiond/xsessiond/datapath/xsk/xsktest"
 	"github.com/xsessiond/xsessiond/fifo"
+	"github.com/xsessiond/xsessiond/flow"
 	"github.com/xsessiond/xsessiond/nsbind"
 	"github.com/xsessiond/xsessiond/nsbind/nstest"
 	"github.com/xsessiond/xsessiond/sessions"
@@ -202,7 +203,7 @@ func (r *engineRig) echo(ctx context.Context, a *app, rx, tx *fifo.Fifo, worker 
 }
 
 // listenEcho binds uri for a and runs an echo app on it until the test ends.
-func (r *engineRig) listenEcho(t *testing.T, a *app, uri string) sessions.Handle {
+func (r *engineRig) listenEcho(t *testing.T, a *app, uri string) flow.Handle {
 	t.Helper()
 	h, err := r.l.BindURI(a.id, uri)
 	if err != nil {
@@ -610,7 +611,7 @@ func TestConnectedUDP(t *testing.T) {
 				if string(buf[:k]) != string(want) {
 					t.Fatalf("reply %d differs (len %d, want %d)", got, k, len(want))
 				}
-				if netip.AddrPortFrom(sessions.AddrFrom(h.Remote, h.Family), h.RemotePort) != srvAddr {
+				if netip.AddrPortFrom(flow.AddrFrom(h.Remote, h.Family), h.RemotePort) != srvAddr {
 					t.Fatalf("reply from %v", h)
 				}
 				got++

@@ -12,6 +12,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/xsessiond/xsessiond/datapath"
+	"github.com/xsessiond/xsessiond/flow"
 	"github.com/xsessiond/xsessiond/sessions"
 )
 
@@ -61,7 +62,7 @@ func TestTCPGlobalListener(t *testing.T) {
 	udpSeen := false
 	for _, e := range ents {
 		switch e.Tuple.Proto {
-		case sessions.TransportUDP:
+		case flow.TransportUDP:
 			udpSeen = udpSeen || e.Tuple.LocalPort == 8080
 		default:
 			t.Errorf("listener map has a %s entry: %+v", e.Tuple.Proto, e)
@@ -168,7 +169,7 @@ func TestTCPGlobalListener(t *testing.T) {
 
 	// A remote TCP peer: refused at once, not left hanging.
 	_, err = r.l.ConnectURI(cli.id, "tcp://"+netip.AddrPortFrom(r.p.A.IPv4, 7000).String(), 22)
-	if !errors.Is(err, sessions.ErrNotSupported) || !strings.Contains(err.Error(), "tcp datapath not implemented") {
+	if !errors.Is(err, flow.ErrNotSupported) || !strings.Contains(err.Error(), "tcp datapath not implemented") {
 		t.Fatalf("connect to a remote TCP peer: %v", err)
 	}
 }

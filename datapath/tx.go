@@ -8,7 +8,7 @@ import (
 	"github.com/xsessiond/xsessiond/datapath/udp"
 	"github.com/xsessiond/xsessiond/datapath/xsk"
 	"github.com/xsessiond/xsessiond/fifo"
-	"github.com/xsessiond/xsessiond/sessions"
+	"github.com/xsessiond/xsessiond/flow"
 )
 
 // Tx tuning.
@@ -202,7 +202,7 @@ func (x *txState) drain(t *udp.Target, budget int) (n int, more bool) {
 // header h, and reports whether they are usable.
 func (x *txState) destination(t *udp.Target, h *fifo.DgramHeader, hd *held) bool {
 	if t.Kind == udp.KindConnected {
-		hd.key = nbKey{addr: sessions.AddrBytes(t.Remote.Addr()), fam: t.Family}
+		hd.key = nbKey{addr: flow.AddrBytes(t.Remote.Addr()), fam: t.Family}
 		hd.src = t.Local.Addr()
 		hd.sport, hd.dport = t.Local.Port(), t.Remote.Port()
 		return true
@@ -210,11 +210,11 @@ func (x *txState) destination(t *udp.Target, h *fifo.DgramHeader, hd *held) bool
 	if h.Family != t.Family || h.RemotePort == 0 {
 		return false
 	}
-	dst := sessions.AddrFrom(h.Remote, h.Family)
+	dst := flow.AddrFrom(h.Remote, h.Family)
 	if !dst.IsValid() || dst.IsUnspecified() || dst.IsMulticast() || dst.IsLoopback() {
 		return false
 	}
-	hd.key = nbKey{addr: sessions.AddrBytes(dst), fam: h.Family}
+	hd.key = nbKey{addr: flow.AddrBytes(dst), fam: h.Family}
 	hd.dport = h.RemotePort
 	hd.sport = t.Local.Port()
 	if hd.sport == 0 {
@@ -226,7 +226,7 @@ func (x *txState) destination(t *udp.Target, h *fifo.DgramHeader, hd *held) bool
 	var zero [16]byte
 	switch {
 	case h.Local != zero:
-		hd.src = sessions.AddrFrom(h.Local, h.Family)
+		hd.src = flow.AddrFrom(h.Local, h.Family)
 	case !t.Local.Addr().IsUnspecified():
 		hd.src = t.Local.Addr()
 	default:
@@ -285,7 +285,7 @@ func (x *txState) send(hd *held, fresh bool) {
 		x.drop(hd, dropNoRoute)
 		return
 	}
-	tpl := x.template(tplKey{src: sessions.AddrBytes(src), dst: hd.key.addr, sport: hd.sport, dport: hd.dport, fam: hd.key.fam, mac: nb.mac}, src, hd.key.Addr())
+	tpl := x.template(tplKey{src: flow.AddrBytes(src), dst: hd.key.addr, sport: hd.sport, dport: hd.dport, fam: hd.key.fam, mac: nb.mac}, src, hd.key.Addr())
 	if tpl == nil {
 		x.drop(hd, dropTxBadHeader)
 		return

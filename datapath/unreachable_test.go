@@ -9,7 +9,7 @@ import (
 	"time"
 
 	"github.com/xsessiond/xsessiond/fifo"
-	"github.com/xsessiond/xsessiond/sessions"
+	"github.com/xsessiond/xsessiond/flow"
 )
 
 // TestUnreachableSenderDoesNotStallOthers: app B, registered with the worker
@@ -42,11 +42,11 @@ func TestUnreachableSenderDoesNotStallOthers(t *testing.T) {
 		defer wg.Done()
 		payload := make([]byte, 64)
 		var h fifo.DgramHeader
-		h.Family = sessions.Family4
+		h.Family = flow.Family4
 		h.RemotePort = 9
 		for i := 0; ctx.Err() == nil; i++ {
 			// 10.77.0.100-199: on the rig's link, owned by nobody.
-			h.Remote = sessions.AddrBytes(netip.AddrFrom4([4]byte{10, 77, 0, byte(100 + i%100)}))
+			h.Remote = flow.AddrBytes(netip.AddrFrom4([4]byte{10, 77, 0, byte(100 + i%100)}))
 			err := btx.EnqueueDgram(&h, payload)
 			switch {
 			case err == nil:

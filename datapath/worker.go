@@ -12,6 +12,7 @@ import (
 	"github.com/xsessiond/xsessiond/datapath/udp"
 	"github.com/xsessiond/xsessiond/datapath/xsk"
 	"github.com/xsessiond/xsessiond/fifo"
+	"github.com/xsessiond/xsessiond/flow"
 	"github.com/xsessiond/xsessiond/sessions"
 )
 
@@ -74,7 +75,7 @@ type worker struct {
 	descs  []xsk.Desc
 	frames [][]byte
 	pkt    frame.Packet
-	tuple  sessions.FiveTuple
+	tuple  flow.FiveTuple
 
 	// The run: datagrams of consecutive frames of a batch bound for the
 	// same Target, queued in its Rx with one EnqueueDgrams under one
@@ -313,7 +314,7 @@ type listenerCache struct {
 	ok     bool
 	local  [16]byte
 	port   uint16
-	proto  sessions.Transport
+	proto  flow.Transport
 	family uint8
 	t      *udp.Target // nil: no listener (or no datagram Target)
 }

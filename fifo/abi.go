@@ -195,6 +195,10 @@ const (
 	EventNumArgs   = 6
 )
 
+// EventFlagCutThrough is set in the Flags of the events of a cut-through
+// session.
+const EventFlagCutThrough uint16 = 1
+
 // Event is one fixed-size record of an app's event queue. What Flags, Arg32
 // and Args mean depends on Type and is the producer's convention; RefArg and
 // RefFromArg pack a fifo's location into one argument.

@@ -12,7 +12,7 @@
 // Mirror then keeps the listener and established maps equal to the session
 // tables; the xsks map gets the workers' AF_XDP sockets (XSKMap.Set).
 //
-// Map keys follow sessions.FiveTuple: 16-byte addresses (IPv4 in the first
+// Map keys follow flow.FiveTuple: 16-byte addresses (IPv4 in the first
 // four bytes), transport, family 4 or 6, plus the receiving ifindex. Ports
 // are host order in this package's API and network order in the maps. A
 // port index beside the maps lets the program skip lookups that cannot hit;

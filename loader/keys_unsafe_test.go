@@ -5,13 +5,13 @@ import (
 	"testing"
 	"unsafe"
 
-	"github.com/xsessiond/xsessiond/sessions"
+	"github.com/xsessiond/xsessiond/flow"
 )
 
 // TestKeyLayout checks the keys' byte layout: the ports are in network
 // byte order in memory, addresses as sessions stores them.
 func TestKeyLayout(t *testing.T) {
-	k, err := lstKey(3, &sessions.FiveTuple{Local: sessions.AddrBytes(v4Local), LocalPort: 0x1234, Proto: sessions.TransportUDP, Family: sessions.Family4})
+	k, err := lstKey(3, &flow.FiveTuple{Local: flow.AddrBytes(v4Local), LocalPort: 0x1234, Proto: flow.TransportUDP, Family: flow.Family4})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -23,7 +23,7 @@ func TestKeyLayout(t *testing.T) {
 		raw[20] != 0x12 || raw[21] != 0x34 || raw[22] != 17 || raw[23] != 4 {
 		t.Fatalf("listener key bytes % x", raw)
 	}
-	tu := tuple(sessions.TransportTCP, v6Local, 80, v6Remote, 0xabcd)
+	tu := tuple(flow.TransportTCP, v6Local, 80, v6Remote, 0xabcd)
 	e, err := estKey(9, &tu)
 	if err != nil {
 		t.Fatal(err)

@@ -7,8 +7,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/xsessiond/xsessiond/flow"
 	"github.com/xsessiond/xsessiond/nsbind/nstest"
-	"github.com/xsessiond/xsessiond/sessions"
 )
 
 func openFDs(t *testing.T) int {
@@ -37,16 +37,16 @@ func TestNoLeaks(t *testing.T) {
 			t.Fatal(err)
 		}
 		src := newFakeSource()
-		src.change(sessions.OpAdd, sessions.KindListener, p.B.IfIndex, listener(sessions.TransportUDP, zero4, 9000), 1)
+		src.change(flow.OpAdd, flow.KindListener, p.B.IfIndex, listener(flow.TransportUDP, zero4, 9000), 1)
 		m, err := NewMirror(o, src, MirrorOptions{IfIndex: p.B.IfIndex})
 		if err != nil {
 			t.Fatal(err)
 		}
 		ctx, cancel := context.WithCancel(context.Background())
 		done := make(chan error, 1)
-		feed := make(chan sessions.Change)
+		feed := make(chan flow.Change)
 		go func() { done <- m.Run(ctx, feed, time.Millisecond) }()
-		feed <- src.change(sessions.OpAdd, sessions.KindEstablished, p.B.IfIndex, tuple(sessions.TransportUDP, p.B.IPv4, 9000, p.A.IPv4, 1), 2)
+		feed <- src.change(flow.OpAdd, flow.KindEstablished, p.B.IfIndex, tuple(flow.TransportUDP, p.B.IPv4, 9000, p.A.IPv4, 1), 2)
 		cancel()
 		<-done
 		if _, err := o.Counters.Read(); err != nil {

@@ -8,14 +8,13 @@ import (
 	"sync"
 
 	"github.com/cilium/ebpf"
-
-	"github.com/xsessiond/xsessiond/sessions"
+	"github.com/xsessiond/xsessiond/flow"
 )
 
 // Key conventions shared with bpf/xsession.h:
 //
 //   - addresses take 16 bytes, an IPv4 address the first 4 with the rest
-//     zero, exactly as sessions.FiveTuple stores them;
+//     zero, exactly as flow.FiveTuple stores them;
 //   - ports are stored in network byte order (as on the wire, so the program
 //     copies them from the packet without swapping); the typed API takes and
 //     returns host-order ports as sessions does;
@@ -28,8 +27,8 @@ import (
 // zero). The program only tests for presence; the value is for humans
 // (bpftool map dump) and for the mirror's comparison.
 type Value struct {
-	Handle sessions.Handle
-	FIB    sessions.FIBID
+	Handle flow.Handle
+	FIB    flow.FIBID
 	Flags  uint32
 }
 
@@ -38,7 +37,7 @@ func (v Value) raw() xsessionXsValue {
 }
 
 func valueFrom(r xsessionXsValue) Value {
-	return Value{Handle: sessions.Handle(r.Handle), FIB: sessions.FIBID(r.Fib), Flags: r.Flags}
+	return Value{Handle: flow.Handle(r.Handle), FIB: flow.FIBID(r.Fib), Flags: r.Flags}
 }
 
 // netPort turns a host-order port into the value whose in-memory bytes are
@@ -58,24 +57,24 @@ func hostPort(p uint16) uint16 {
 
 func checkAddr(fam uint8, a *[16]byte) error {
 	switch fam {
-	case sessions.Family4:
+	case flow.Family4:
 		for _, b := range a[4:] {
 			if b != 0 {
 				return fmt.Errorf("ipv4 address with bytes beyond the fourth: %w", ErrInvalidKey)
 			}
 		}
-	case sessions.Family6:
+	case flow.Family6:
 	default:
 		return fmt.Errorf("family %d: %w", fam, ErrInvalidKey)
 	}
 	return nil
 }
 
-func checkTuple(ifindex int, t *sessions.FiveTuple, established bool) error {
+func checkTuple(ifindex int, t *flow.FiveTuple, established bool) error {
 	if ifindex <= 0 || ifindex > math.MaxUint32 {
 		return fmt.Errorf("ifindex %d: %w", ifindex, ErrInvalidKey)
 	}
-	if t.Proto != sessions.TransportUDP && t.Proto != sessions.TransportTCP {
+	if t.Proto != flow.TransportUDP && t.Proto != flow.TransportTCP {
 		return fmt.Errorf("transport %v: %w", t.Proto, ErrInvalidKey)
 	}
 	if err := checkAddr(t.Family, &t.Local); err != nil {
@@ -87,7 +86,7 @@ func checkTuple(ifindex int, t *sessions.FiveTuple, established bool) error {
 	return nil
 }
 
-func lstKey(ifindex int, t *sessions.FiveTuple) (xsessionXsLstKey, error) {
+func lstKey(ifindex int, t *flow.FiveTuple) (xsessionXsLstKey, error) {
 	if err := checkTuple(ifindex, t, false); err != nil {
 		return xsessionXsLstKey{}, err
 	}
@@ -100,16 +99,16 @@ func lstKey(ifindex int, t *sessions.FiveTuple) (xsessionXsLstKey, error) {
 	}, nil
 }
 
-func (k xsessionXsLstKey) tuple() (int, sessions.FiveTuple) {
-	return int(k.Ifindex), sessions.FiveTuple{
+func (k xsessionXsLstKey) tuple() (int, flow.FiveTuple) {
+	return int(k.Ifindex), flow.FiveTuple{
 		Local:     k.Addr,
 		LocalPort: hostPort(k.Port),
-		Proto:     sessions.Transport(k.Proto),
+		Proto:     flow.Transport(k.Proto),
 		Family:    k.Family,
 	}
 }
 
-func estKey(ifindex int, t *sessions.FiveTuple) (xsessionXsEstKey, error) {
+func estKey(ifindex int, t *flow.FiveTuple) (xsessionXsEstKey, error) {
 	if err := checkTuple(ifindex, t, true); err != nil {
 		return xsessionXsEstKey{}, err
 	}
@@ -124,13 +123,13 @@ func estKey(ifindex int, t *sessions.FiveTuple) (xsessionXsEstKey, error) {
 	}, nil
 }
 
-func (k xsessionXsEstKey) tuple() (int, sessions.FiveTuple) {
-	return int(k.Ifindex), sessions.FiveTuple{
+func (k xsessionXsEstKey) tuple() (int, flow.FiveTuple) {
+	return int(k.Ifindex), flow.FiveTuple{
 		Local:      k.Local,
 		Remote:     k.Remote,
 		LocalPort:  hostPort(k.LocalPort),
 		RemotePort: hostPort(k.RemotePort),
-		Proto:      sessions.Transport(k.Proto),
+		Proto:      flow.Transport(k.Proto),
 		Family:     k.Family,
 	}
 }
@@ -139,19 +138,19 @@ func (k xsessionXsEstKey) tuple() (int, sessions.FiveTuple) {
 // Tuple.RemotePort are zero.
 type ListenerEntry struct {
 	IfIndex int
-	Tuple   sessions.FiveTuple
+	Tuple   flow.FiveTuple
 	Value   Value
 }
 
 // EstablishedEntry is one entry of the established map.
 type EstablishedEntry struct {
 	IfIndex int
-	Tuple   sessions.FiveTuple
+	Tuple   flow.FiveTuple
 	Value   Value
 }
 
 // ListenerMap is the program's listener map, keyed by (ifindex, transport,
-// family, local address, local port) taken from a sessions.FiveTuple whose
+// family, local address, local port) taken from a flow.FiveTuple whose
 // remote half is ignored. A zero local address is a wildcard listener. Safe
 // for concurrent use.
 type ListenerMap struct {
@@ -160,7 +159,7 @@ type ListenerMap struct {
 }
 
 // Put adds or replaces the listener for (ifindex, t).
-func (l *ListenerMap) Put(ifindex int, t sessions.FiveTuple, v Value) error {
+func (l *ListenerMap) Put(ifindex int, t flow.FiveTuple, v Value) error {
 	k, err := lstKey(ifindex, &t)
 	if err != nil {
 		return err
@@ -181,12 +180,12 @@ func lstPortSlot(k *xsessionXsLstKey) portSlot {
 	if k.Addr == ([16]byte{}) {
 		kind = portWild
 	}
-	return makePortSlot(sessions.Transport(k.Proto), hostPort(k.Port), kind, k.Family)
+	return makePortSlot(flow.Transport(k.Proto), hostPort(k.Port), kind, k.Family)
 }
 
 // Delete removes the listener for (ifindex, t). It returns ErrNotFound when
 // there is none.
-func (l *ListenerMap) Delete(ifindex int, t sessions.FiveTuple) error {
+func (l *ListenerMap) Delete(ifindex int, t flow.FiveTuple) error {
 	k, err := lstKey(ifindex, &t)
 	if err != nil {
 		return err
@@ -205,7 +204,7 @@ func (l *ListenerMap) del(k xsessionXsLstKey) error {
 }
 
 // Lookup returns the value stored for (ifindex, t), or ErrNotFound.
-func (l *ListenerMap) Lookup(ifindex int, t sessions.FiveTuple) (Value, error) {
+func (l *ListenerMap) Lookup(ifindex int, t flow.FiveTuple) (Value, error) {
 	k, err := lstKey(ifindex, &t)
 	if err != nil {
 		return Value{}, err
@@ -249,7 +248,7 @@ func (l *ListenerMap) dump() (map[xsessionXsLstKey]xsessionXsValue, error) {
 }
 
 // EstablishedMap is the program's established-session map, keyed by the
-// receiving ifindex and the session's sessions.FiveTuple as the local host
+// receiving ifindex and the session's flow.FiveTuple as the local host
 // sees it (Local is the packet's destination). Safe for concurrent use.
 type EstablishedMap struct {
 	m     *ebpf.Map
@@ -257,7 +256,7 @@ type EstablishedMap struct {
 }
 
 // Put adds or replaces the session (ifindex, t).
-func (e *EstablishedMap) Put(ifindex int, t sessions.FiveTuple, v Value) error {
+func (e *EstablishedMap) Put(ifindex int, t flow.FiveTuple, v Value) error {
 	k, err := estKey(ifindex, &t)
 	if err != nil {
 		return err
@@ -274,12 +273,12 @@ func (e *EstablishedMap) put(k xsessionXsEstKey, v xsessionXsValue) error {
 }
 
 func estPortSlot(k *xsessionXsEstKey) portSlot {
-	return makePortSlot(sessions.Transport(k.Proto), hostPort(k.LocalPort), portEst, k.Family)
+	return makePortSlot(flow.Transport(k.Proto), hostPort(k.LocalPort), portEst, k.Family)
 }
 
 // Delete removes the session (ifindex, t). It returns ErrNotFound when there
 // is none.
-func (e *EstablishedMap) Delete(ifindex int, t sessions.FiveTuple) error {
+func (e *EstablishedMap) Delete(ifindex int, t flow.FiveTuple) error {
 	k, err := estKey(ifindex, &t)
 	if err != nil {
 		return err
@@ -298,7 +297,7 @@ func (e *EstablishedMap) del(k xsessionXsEstKey) error {
 }
 
 // Lookup returns the value stored for (ifindex, t), or ErrNotFound.
-func (e *EstablishedMap) Lookup(ifindex int, t sessions.FiveTuple) (Value, error) {
+func (e *EstablishedMap) Lookup(ifindex int, t flow.FiveTuple) (Value, error) {
 	k, err := estKey(ifindex, &t)
 	if err != nil {
 		return Value{}, err
@@ -391,12 +390,12 @@ type portSlot struct {
 	bit   uint8
 }
 
-func makePortSlot(proto sessions.Transport, port uint16, kind int, family uint8) portSlot {
+func makePortSlot(proto flow.Transport, port uint16, kind int, family uint8) portSlot {
 	s := portSlot{index: uint32(port), bit: uint8(kind)}
-	if proto == sessions.TransportTCP {
+	if proto == flow.TransportTCP {
 		s.index |= 1 << 16
 	}
-	if family == sessions.Family6 {
+	if family == flow.Family6 {
 		s.bit++
 	}
 	return s

@@ -4,21 +4,21 @@ import (
 	"errors"
 	"testing"
 
-	"github.com/xsessiond/xsessiond/sessions"
+	"github.com/xsessiond/xsessiond/flow"
 )
 
 func TestKeyValidation(t *testing.T) {
-	good := listener(sessions.TransportUDP, v4Local, 1)
+	good := listener(flow.TransportUDP, v4Local, 1)
 	for _, c := range []struct {
 		name    string
 		ifindex int
-		mod     func(*sessions.FiveTuple)
+		mod     func(*flow.FiveTuple)
 	}{
 		{"ifindex 0", 0, nil},
 		{"negative ifindex", -1, nil},
-		{"family 5", 1, func(t *sessions.FiveTuple) { t.Family = 5 }},
-		{"sctp", 1, func(t *sessions.FiveTuple) { t.Proto = sessions.TransportSCTP }},
-		{"ipv4 with stray bytes", 1, func(t *sessions.FiveTuple) { t.Local[5] = 1 }},
+		{"family 5", 1, func(t *flow.FiveTuple) { t.Family = 5 }},
+		{"sctp", 1, func(t *flow.FiveTuple) { t.Proto = flow.TransportSCTP }},
+		{"ipv4 with stray bytes", 1, func(t *flow.FiveTuple) { t.Local[5] = 1 }},
 	} {
 		tu := good
 		if c.mod != nil {
@@ -31,7 +31,7 @@ func TestKeyValidation(t *testing.T) {
 			t.Errorf("%s: established key: %v, want ErrInvalidKey", c.name, err)
 		}
 	}
-	bad := tuple(sessions.TransportUDP, v4Local, 1, v4Remote, 2)
+	bad := tuple(flow.TransportUDP, v4Local, 1, v4Remote, 2)
 	bad.Remote[9] = 1
 	if _, err := estKey(1, &bad); !errors.Is(err, ErrInvalidKey) {
 		t.Errorf("remote ipv4 with stray bytes: %v", err)
@@ -63,11 +63,11 @@ func TestCounterNames(t *testing.T) {
 
 func TestMapsRoundTrip(t *testing.T) {
 	o := loadObjects(t, ObjectsOptions{Queues: 2, MaxListeners: 8, MaxEstablished: 8})
-	l := listener(sessions.TransportTCP, v6Local, 443)
-	if err := o.Listeners.Put(4, l, Value{Handle: sessions.LocalHandleBit | 5, FIB: 2, Flags: 0}); err != nil {
+	l := listener(flow.TransportTCP, v6Local, 443)
+	if err := o.Listeners.Put(4, l, Value{Handle: flow.LocalHandleBit | 5, FIB: 2, Flags: 0}); err != nil {
 		t.Fatal(err)
 	}
-	if v, err := o.Listeners.Lookup(4, l); err != nil || v.Handle != sessions.LocalHandleBit|5 || v.FIB != 2 {
+	if v, err := o.Listeners.Lookup(4, l); err != nil || v.Handle != flow.LocalHandleBit|5 || v.FIB != 2 {
 		t.Fatalf("lookup: %+v %v", v, err)
 	}
 	if _, err := o.Listeners.Lookup(5, l); !errors.Is(err, ErrNotFound) {
@@ -83,10 +83,10 @@ func TestMapsRoundTrip(t *testing.T) {
 	if err := o.Listeners.Delete(4, l); !errors.Is(err, ErrNotFound) {
 		t.Fatalf("second delete: %v", err)
 	}
-	tu := tuple(sessions.TransportUDP, v4Local, 1, v4Remote, 2)
+	tu := tuple(flow.TransportUDP, v4Local, 1, v4Remote, 2)
 	for i := 0; i < 8; i++ {
 		tu.RemotePort = uint16(i)
-		if err := o.Established.Put(1, tu, Value{Handle: sessions.Handle(i)}); err != nil {
+		if err := o.Established.Put(1, tu, Value{Handle: flow.Handle(i)}); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -99,7 +99,7 @@ func TestMapsRoundTrip(t *testing.T) {
 		t.Fatalf("entries: %d %v", len(ee), err)
 	}
 	for _, e := range ee {
-		if e.Value.Handle != sessions.Handle(e.Tuple.RemotePort) {
+		if e.Value.Handle != flow.Handle(e.Tuple.RemotePort) {
 			t.Fatalf("entry %+v", e)
 		}
 	}
@@ -114,10 +114,10 @@ func TestMapsRoundTrip(t *testing.T) {
 	}
 }
 
-func portBitsAt(t *testing.T, o *Objects, proto sessions.Transport, port uint16) uint32 {
+func portBitsAt(t *testing.T, o *Objects, proto flow.Transport, port uint16) uint32 {
 	t.Helper()
 	var bits uint32
-	if err := o.objs.Ports.Lookup(makePortSlot(proto, port, 0, sessions.Family4).index, &bits); err != nil {
+	if err := o.objs.Ports.Lookup(makePortSlot(proto, port, 0, flow.Family4).index, &bits); err != nil {
 		t.Fatal(err)
 	}
 	return bits
@@ -128,10 +128,10 @@ func portBitsAt(t *testing.T, o *Objects, proto sessions.Transport, port uint16)
 func TestPortIndex(t *testing.T) {
 	o := loadObjects(t, ObjectsOptions{})
 	const est4, exact6, wild6 = 1 << 0, 1 << 3, 1 << 5
-	e1 := tuple(sessions.TransportTCP, v4Local, 443, v4Remote, 1)
-	e2 := tuple(sessions.TransportTCP, v4Local, 443, v4Remote, 2)
-	l6 := listener(sessions.TransportTCP, zero6, 443)
-	lx := listener(sessions.TransportUDP, v6Local, 443)
+	e1 := tuple(flow.TransportTCP, v4Local, 443, v4Remote, 1)
+	e2 := tuple(flow.TransportTCP, v4Local, 443, v4Remote, 2)
+	l6 := listener(flow.TransportTCP, zero6, 443)
+	lx := listener(flow.TransportUDP, v6Local, 443)
 	steps := []struct {
 		do     func() error
 		tcp443 uint32
@@ -151,10 +151,10 @@ func TestPortIndex(t *testing.T) {
 		if err := s.do(); err != nil {
 			t.Fatalf("step %d: %v", i, err)
 		}
-		if got := portBitsAt(t, o, sessions.TransportTCP, 443); got != s.tcp443 {
+		if got := portBitsAt(t, o, flow.TransportTCP, 443); got != s.tcp443 {
 			t.Fatalf("step %d: tcp/443 bits %#x, want %#x", i, got, s.tcp443)
 		}
-		if got := portBitsAt(t, o, sessions.TransportUDP, 443); got != s.udp443 {
+		if got := portBitsAt(t, o, flow.TransportUDP, 443); got != s.udp443 {
 			t.Fatalf("step %d: udp/443 bits %#x, want %#x", i, got, s.udp443)
 		}
 	}

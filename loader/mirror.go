@@ -7,7 +7,7 @@ import (
 	"sync"
 	"time"
 
-	"github.com/xsessiond/xsessiond/sessions"
+	"github.com/xsessiond/xsessiond/flow"
 )
 
 // Source is the session layer's global tables as the mirror follows them.
@@ -16,7 +16,7 @@ type Source interface {
 	// Snapshot returns the sequence number of the last change the tables
 	// reflect and one OpAdd change per entry of the tables (listeners and
 	// established sessions).
-	Snapshot() (seq uint64, changes []sessions.Change)
+	Snapshot() (seq uint64, changes []flow.Change)
 }
 
 // MirrorOptions shape a Mirror.
@@ -29,7 +29,7 @@ type MirrorOptions struct {
 	// Keep, when set, says which changes belong in the maps: the others
 	// are skipped as another interface's are (in order, counted in
 	// Skipped), in the feed, in resyncs and in checks alike.
-	Keep func(c *sessions.Change) bool
+	Keep func(c *flow.Change) bool
 }
 
 // MirrorStats count what a mirror did.
@@ -95,7 +95,7 @@ func (b bpfMaps) dumpSessions() (map[xsessionXsEstKey]xsessionXsValue, error) {
 type Mirror struct {
 	src   Source
 	ifidx int
-	keep  func(*sessions.Change) bool
+	keep  func(*flow.Change) bool
 	maps  mirrorMaps
 
 	mu         sync.Mutex // guards the fields below and serialises map writes
@@ -137,7 +137,7 @@ func (m *Mirror) NeedsResync() bool {
 
 // key turns a change into the map key it writes. skip is set for a change
 // of another interface or one Keep refuses.
-func (m *Mirror) key(c *sessions.Change) (lk xsessionXsLstKey, ek xsessionXsEstKey, skip bool, err error) {
+func (m *Mirror) key(c *flow.Change) (lk xsessionXsLstKey, ek xsessionXsEstKey, skip bool, err error) {
 	if m.keep != nil && !m.keep(c) {
 		return lk, ek, true, nil
 	}
@@ -149,9 +149,9 @@ func (m *Mirror) key(c *sessions.Change) (lk xsessionXsLstKey, ek xsessionXsEstK
 		ifi = m.ifidx
 	}
 	switch c.Kind {
-	case sessions.KindListener:
+	case flow.KindListener:
 		lk, err = lstKey(ifi, &c.Tuple)
-	case sessions.KindEstablished:
+	case flow.KindEstablished:
 		ek, err = estKey(ifi, &c.Tuple)
 	default:
 		err = fmt.Errorf("kind %d: %w", c.Kind, ErrInvalidChange)
@@ -168,7 +168,7 @@ func (m *Mirror) key(c *sessions.Change) (lk xsessionXsLstKey, ek xsessionXsEstK
 // after it until Resync. An invalid change is skipped with
 // ErrInvalidChange; a failed map write returns its error. Both advance the
 // sequence number.
-func (m *Mirror) Apply(c sessions.Change) error {
+func (m *Mirror) Apply(c flow.Change) error {
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	return m.applyLocked(&c)
@@ -177,7 +177,7 @@ func (m *Mirror) Apply(c sessions.Change) error {
 // ApplyBatch applies changes in order and stops at the first one that
 // needs a resync. It returns how many changes it consumed and the first
 // error met (later invalid or failed changes are counted in Stats only).
-func (m *Mirror) ApplyBatch(cs []sessions.Change) (int, error) {
+func (m *Mirror) ApplyBatch(cs []flow.Change) (int, error) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	var first error
@@ -194,7 +194,7 @@ func (m *Mirror) ApplyBatch(cs []sessions.Change) (int, error) {
 }
 
 // applyLocked expects m.mu held.
-func (m *Mirror) applyLocked(c *sessions.Change) error {
+func (m *Mirror) applyLocked(c *flow.Change) error {
 	if m.needResync {
 		m.stats.OutOfOrder++
 		return fmt.Errorf("change %d: %w", c.Seq, ErrResyncNeeded)
@@ -215,7 +215,7 @@ func (m *Mirror) applyLocked(c *sessions.Change) error {
 		m.stats.Skipped++
 		return nil
 	}
-	if err == nil && c.Op != sessions.OpAdd && c.Op != sessions.OpDel {
+	if err == nil && c.Op != flow.OpAdd && c.Op != flow.OpDel {
 		err = fmt.Errorf("op %d: %w", c.Op, ErrInvalidChange)
 	}
 	if err != nil {
@@ -224,11 +224,11 @@ func (m *Mirror) applyLocked(c *sessions.Change) error {
 	}
 	v := Value{Handle: c.Handle, FIB: c.FIB}.raw()
 	switch {
-	case c.Kind == sessions.KindListener && c.Op == sessions.OpAdd:
+	case c.Kind == flow.KindListener && c.Op == flow.OpAdd:
 		err = m.maps.putListener(lk, v)
-	case c.Kind == sessions.KindListener:
+	case c.Kind == flow.KindListener:
 		err = m.maps.delListener(lk)
-	case c.Op == sessions.OpAdd:
+	case c.Op == flow.OpAdd:
 		err = m.maps.putSession(ek, v)
 	default:
 		err = m.maps.delSession(ek)
@@ -246,7 +246,7 @@ func (m *Mirror) applyLocked(c *sessions.Change) error {
 }
 
 // want builds the maps' intended content from a snapshot.
-func (m *Mirror) want(changes []sessions.Change) (map[xsessionXsLstKey]xsessionXsValue, map[xsessionXsEstKey]xsessionXsValue, int) {
+func (m *Mirror) want(changes []flow.Change) (map[xsessionXsLstKey]xsessionXsValue, map[xsessionXsEstKey]xsessionXsValue, int) {
 	lw := make(map[xsessionXsLstKey]xsessionXsValue)
 	ew := make(map[xsessionXsEstKey]xsessionXsValue)
 	invalid := 0
@@ -256,12 +256,12 @@ func (m *Mirror) want(changes []sessions.Change) (map[xsessionXsLstKey]xsessionX
 		if skip {
 			continue
 		}
-		if err != nil || c.Op != sessions.OpAdd {
+		if err != nil || c.Op != flow.OpAdd {
 			invalid++
 			continue
 		}
 		v := Value{Handle: c.Handle, FIB: c.FIB}.raw()
-		if c.Kind == sessions.KindListener {
+		if c.Kind == flow.KindListener {
 			lw[lk] = v
 		} else {
 			ew[ek] = v
@@ -386,7 +386,7 @@ func (m *Mirror) Check() (Divergence, error) {
 // resyncs when a change is out of order, and every checkEvery (0: never)
 // compares source and maps, resyncing when they differ. It returns nil
 // when feed is closed, ctx.Err() when ctx ends, and a resync's error.
-func (m *Mirror) Run(ctx context.Context, feed <-chan sessions.Change, checkEvery time.Duration) error {
+func (m *Mirror) Run(ctx context.Context, feed <-chan flow.Change, checkEvery time.Duration) error {
 	var tick <-chan time.Time
 	if checkEvery > 0 {
 		t := time.NewTicker(checkEvery)

@@ -8,32 +8,32 @@ import (
 	"testing"
 	"time"
 
-	"github.com/xsessiond/xsessiond/sessions"
+	"github.com/xsessiond/xsessiond/flow"
 )
 
 // fakeSource is a session table reduced to its change feed.
 type fakeSource struct {
 	mu      sync.Mutex
 	seq     uint64
-	entries map[fakeKey]sessions.Change
+	entries map[fakeKey]flow.Change
 }
 
 type fakeKey struct {
-	kind    sessions.ChangeKind
+	kind    flow.ChangeKind
 	ifindex int
-	tuple   sessions.FiveTuple
+	tuple   flow.FiveTuple
 }
 
-func newFakeSource() *fakeSource { return &fakeSource{entries: map[fakeKey]sessions.Change{}} }
+func newFakeSource() *fakeSource { return &fakeSource{entries: map[fakeKey]flow.Change{}} }
 
 // change records a change in the table and returns it as the feed would.
-func (f *fakeSource) change(op sessions.ChangeOp, kind sessions.ChangeKind, ifindex int, t sessions.FiveTuple, h sessions.Handle) sessions.Change {
+func (f *fakeSource) change(op flow.ChangeOp, kind flow.ChangeKind, ifindex int, t flow.FiveTuple, h flow.Handle) flow.Change {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	f.seq++
-	c := sessions.Change{Seq: f.seq, Op: op, Kind: kind, IfIndex: ifindex, FIB: 3, Tuple: t, Handle: h}
+	c := flow.Change{Seq: f.seq, Op: op, Kind: kind, IfIndex: ifindex, FIB: 3, Tuple: t, Handle: h}
 	k := fakeKey{kind, ifindex, t}
-	if op == sessions.OpAdd {
+	if op == flow.OpAdd {
 		f.entries[k] = c
 	} else {
 		delete(f.entries, k)
@@ -41,12 +41,12 @@ func (f *fakeSource) change(op sessions.ChangeOp, kind sessions.ChangeKind, ifin
 	return c
 }
 
-func (f *fakeSource) Snapshot() (uint64, []sessions.Change) {
+func (f *fakeSource) Snapshot() (uint64, []flow.Change) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
-	out := make([]sessions.Change, 0, len(f.entries))
+	out := make([]flow.Change, 0, len(f.entries))
 	for _, c := range f.entries {
-		c.Op = sessions.OpAdd
+		c.Op = flow.OpAdd
 		out = append(out, c)
 	}
 	return f.seq, out
@@ -88,13 +88,13 @@ func (f *fakeMaps) dumpSessions() (map[xsessionXsEstKey]xsessionXsValue, error) 
 const mirIf = 5
 
 var (
-	lstA = listener(sessions.TransportUDP, v4Local, 9000)
-	lstB = listener(sessions.TransportUDP, zero6, 53)
-	estA = tuple(sessions.TransportUDP, v4Local, 9000, v4Remote, 4000)
-	estB = tuple(sessions.TransportTCP, v6Local, 80, v6Remote, 50000)
+	lstA = listener(flow.TransportUDP, v4Local, 9000)
+	lstB = listener(flow.TransportUDP, zero6, 53)
+	estA = tuple(flow.TransportUDP, v4Local, 9000, v4Remote, 4000)
+	estB = tuple(flow.TransportTCP, v6Local, 80, v6Remote, 50000)
 )
 
-func mustLst(t *testing.T, ifindex int, tu sessions.FiveTuple) xsessionXsLstKey {
+func mustLst(t *testing.T, ifindex int, tu flow.FiveTuple) xsessionXsLstKey {
 	t.Helper()
 	k, err := lstKey(ifindex, &tu)
 	if err != nil {
@@ -103,7 +103,7 @@ func mustLst(t *testing.T, ifindex int, tu sessions.FiveTuple) xsessionXsLstKey 
 	return k
 }
 
-func mustEst(t *testing.T, ifindex int, tu sessions.FiveTuple) xsessionXsEstKey {
+func mustEst(t *testing.T, ifindex int, tu flow.FiveTuple) xsessionXsEstKey {
 	t.Helper()
 	k, err := estKey(ifindex, &tu)
 	if err != nil {
@@ -126,7 +126,7 @@ func same(t *testing.T, src *fakeSource, fm *fakeMaps, ifindex int) {
 		if ifi == 0 {
 			ifi = ifindex
 		}
-		if c.Kind == sessions.KindListener {
+		if c.Kind == flow.KindListener {
 			wl++
 			if got, ok := fm.l[mustLst(t, ifi, c.Tuple)]; !ok || got != want {
 				t.Fatalf("listener %+v: map has %+v (%v), want %+v", c.Tuple, got, ok, want)
@@ -145,9 +145,9 @@ func same(t *testing.T, src *fakeSource, fm *fakeMaps, ifindex int) {
 
 func TestMirrorResyncAtStart(t *testing.T) {
 	src := newFakeSource()
-	src.change(sessions.OpAdd, sessions.KindListener, mirIf, lstA, 1)
-	src.change(sessions.OpAdd, sessions.KindListener, mirIf, lstB, 2)
-	src.change(sessions.OpAdd, sessions.KindEstablished, mirIf, estA, 3)
+	src.change(flow.OpAdd, flow.KindListener, mirIf, lstA, 1)
+	src.change(flow.OpAdd, flow.KindListener, mirIf, lstB, 2)
+	src.change(flow.OpAdd, flow.KindEstablished, mirIf, estA, 3)
 	fm := newFakeMaps()
 	// Left over from an earlier run: one stale entry, one wrong value.
 	fm.e[mustEst(t, mirIf, estB)] = xsessionXsValue{Handle: 99}
@@ -169,9 +169,9 @@ func TestMirrorApplyOrder(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	c1 := src.change(sessions.OpAdd, sessions.KindListener, mirIf, lstA, 1)
-	c2 := src.change(sessions.OpAdd, sessions.KindEstablished, mirIf, estA, 2)
-	if n, err := m.ApplyBatch([]sessions.Change{c1, c2}); n != 2 || err != nil {
+	c1 := src.change(flow.OpAdd, flow.KindListener, mirIf, lstA, 1)
+	c2 := src.change(flow.OpAdd, flow.KindEstablished, mirIf, estA, 2)
+	if n, err := m.ApplyBatch([]flow.Change{c1, c2}); n != 2 || err != nil {
 		t.Fatalf("ApplyBatch: %d, %v", n, err)
 	}
 	same(t, src, fm, mirIf)
@@ -179,19 +179,19 @@ func TestMirrorApplyOrder(t *testing.T) {
 	if err := m.Apply(c1); err != nil {
 		t.Fatal(err)
 	}
-	c3 := src.change(sessions.OpDel, sessions.KindListener, mirIf, lstA, 1)
+	c3 := src.change(flow.OpDel, flow.KindListener, mirIf, lstA, 1)
 	if err := m.Apply(c3); err != nil {
 		t.Fatal(err)
 	}
 	same(t, src, fm, mirIf)
 
 	// A gap: c4 is lost, c5 is refused, and so is everything until Resync.
-	src.change(sessions.OpAdd, sessions.KindListener, mirIf, lstB, 4)
-	c5 := src.change(sessions.OpDel, sessions.KindEstablished, mirIf, estA, 2)
+	src.change(flow.OpAdd, flow.KindListener, mirIf, lstB, 4)
+	c5 := src.change(flow.OpDel, flow.KindEstablished, mirIf, estA, 2)
 	if err := m.Apply(c5); !errors.Is(err, ErrResyncNeeded) {
 		t.Fatalf("apply after a gap: %v, want ErrResyncNeeded", err)
 	}
-	c6 := src.change(sessions.OpAdd, sessions.KindEstablished, mirIf, estB, 6)
+	c6 := src.change(flow.OpAdd, flow.KindEstablished, mirIf, estB, 6)
 	if err := m.Apply(c6); !errors.Is(err, ErrResyncNeeded) || !m.NeedsResync() {
 		t.Fatalf("apply while a resync is needed: %v", err)
 	}
@@ -203,7 +203,7 @@ func TestMirrorApplyOrder(t *testing.T) {
 	if err := m.Apply(c6); err != nil {
 		t.Fatal(err)
 	}
-	c7 := src.change(sessions.OpDel, sessions.KindEstablished, mirIf, estB, 6)
+	c7 := src.change(flow.OpDel, flow.KindEstablished, mirIf, estB, 6)
 	if err := m.Apply(c7); err != nil {
 		t.Fatal(err)
 	}
@@ -223,27 +223,27 @@ func TestMirrorInvalidAndFiltered(t *testing.T) {
 	}
 	bad := lstA
 	bad.Family = 5
-	for _, c := range []sessions.Change{
-		{Seq: 1, Op: sessions.OpAdd, Kind: sessions.KindListener, IfIndex: mirIf, Tuple: bad},
-		{Seq: 2, Op: 9, Kind: sessions.KindListener, IfIndex: mirIf, Tuple: lstA},
-		{Seq: 3, Op: sessions.OpAdd, Kind: 9, IfIndex: mirIf, Tuple: lstA},
+	for _, c := range []flow.Change{
+		{Seq: 1, Op: flow.OpAdd, Kind: flow.KindListener, IfIndex: mirIf, Tuple: bad},
+		{Seq: 2, Op: 9, Kind: flow.KindListener, IfIndex: mirIf, Tuple: lstA},
+		{Seq: 3, Op: flow.OpAdd, Kind: 9, IfIndex: mirIf, Tuple: lstA},
 	} {
 		if err := m.Apply(c); !errors.Is(err, ErrInvalidChange) {
 			t.Fatalf("change %d: %v, want ErrInvalidChange", c.Seq, err)
 		}
 	}
 	// Another interface's change is skipped; one without an interface is ours.
-	if err := m.Apply(sessions.Change{Seq: 4, Op: sessions.OpAdd, Kind: sessions.KindListener, IfIndex: mirIf + 1, Tuple: lstA}); err != nil {
+	if err := m.Apply(flow.Change{Seq: 4, Op: flow.OpAdd, Kind: flow.KindListener, IfIndex: mirIf + 1, Tuple: lstA}); err != nil {
 		t.Fatal(err)
 	}
-	if err := m.Apply(sessions.Change{Seq: 5, Op: sessions.OpAdd, Kind: sessions.KindListener, Tuple: lstB, Handle: 7}); err != nil {
+	if err := m.Apply(flow.Change{Seq: 5, Op: flow.OpAdd, Kind: flow.KindListener, Tuple: lstB, Handle: 7}); err != nil {
 		t.Fatal(err)
 	}
 	if len(fm.l) != 1 || fm.l[mustLst(t, mirIf, lstB)].Handle != 7 {
 		t.Fatalf("listeners %v", fm.l)
 	}
 	// A delete of a missing entry is counted, not an error.
-	if err := m.Apply(sessions.Change{Seq: 6, Op: sessions.OpDel, Kind: sessions.KindEstablished, IfIndex: mirIf, Tuple: estA}); err != nil {
+	if err := m.Apply(flow.Change{Seq: 6, Op: flow.OpDel, Kind: flow.KindEstablished, IfIndex: mirIf, Tuple: estA}); err != nil {
 		t.Fatal(err)
 	}
 	if s := m.Stats(); s.Invalid != 3 || s.Skipped != 1 || s.Applied != 2 || s.DelMissing != 1 || s.LastSeq != 6 {
@@ -254,16 +254,16 @@ func TestMirrorInvalidAndFiltered(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if err := m2.Apply(sessions.Change{Seq: 1, Op: sessions.OpAdd, Kind: sessions.KindListener, Tuple: lstA}); !errors.Is(err, ErrInvalidChange) {
+	if err := m2.Apply(flow.Change{Seq: 1, Op: flow.OpAdd, Kind: flow.KindListener, Tuple: lstA}); !errors.Is(err, ErrInvalidChange) {
 		t.Fatalf("change without an interface: %v", err)
 	}
 }
 
 func TestMirrorCheck(t *testing.T) {
 	src := newFakeSource()
-	src.change(sessions.OpAdd, sessions.KindListener, mirIf, lstA, 1)
-	src.change(sessions.OpAdd, sessions.KindEstablished, mirIf, estA, 2)
-	src.change(sessions.OpAdd, sessions.KindEstablished, mirIf, estB, 3)
+	src.change(flow.OpAdd, flow.KindListener, mirIf, lstA, 1)
+	src.change(flow.OpAdd, flow.KindEstablished, mirIf, estA, 2)
+	src.change(flow.OpAdd, flow.KindEstablished, mirIf, estB, 3)
 	fm := newFakeMaps()
 	m, err := newMirror(fm, src, MirrorOptions{IfIndex: mirIf})
 	if err != nil {
@@ -284,7 +284,7 @@ func TestMirrorCheck(t *testing.T) {
 		t.Fatalf("divergence %+v", d)
 	}
 	// The source moves on before the feed delivers: no comparison.
-	c := src.change(sessions.OpAdd, sessions.KindListener, mirIf, lstB, 4)
+	c := src.change(flow.OpAdd, flow.KindListener, mirIf, lstB, 4)
 	if _, err := m.Check(); !errors.Is(err, ErrNotComparable) {
 		t.Fatalf("check with a change in flight: %v", err)
 	}
@@ -310,14 +310,14 @@ func TestMirrorRun(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	feed := make(chan sessions.Change, 16)
+	feed := make(chan flow.Change, 16)
 	done := make(chan error, 1)
 	go func() { done <- m.Run(context.Background(), feed, 0) }()
-	feed <- src.change(sessions.OpAdd, sessions.KindListener, mirIf, lstA, 1)
-	src.change(sessions.OpAdd, sessions.KindListener, mirIf, lstB, 2) // lost
-	feed <- src.change(sessions.OpAdd, sessions.KindEstablished, mirIf, estA, 3)
-	feed <- src.change(sessions.OpAdd, sessions.KindEstablished, mirIf, estB, 4)
-	feed <- src.change(sessions.OpDel, sessions.KindListener, mirIf, lstA, 1)
+	feed <- src.change(flow.OpAdd, flow.KindListener, mirIf, lstA, 1)
+	src.change(flow.OpAdd, flow.KindListener, mirIf, lstB, 2) // lost
+	feed <- src.change(flow.OpAdd, flow.KindEstablished, mirIf, estA, 3)
+	feed <- src.change(flow.OpAdd, flow.KindEstablished, mirIf, estB, 4)
+	feed <- src.change(flow.OpDel, flow.KindListener, mirIf, lstA, 1)
 	close(feed)
 	if err := <-done; err != nil {
 		t.Fatal(err)
@@ -328,7 +328,7 @@ func TestMirrorRun(t *testing.T) {
 	}
 
 	// With periodic checks, a divergence is repaired.
-	feed = make(chan sessions.Change)
+	feed = make(chan flow.Change)
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 	m.mu.Lock()
@@ -354,7 +354,7 @@ func TestMirrorRun(t *testing.T) {
 func TestMirrorProgram(t *testing.T) {
 	o := loadObjects(t, ObjectsOptions{})
 	src := newFakeSource()
-	src.change(sessions.OpAdd, sessions.KindListener, testIfindex, listener(sessions.TransportUDP, v4Local, 9000), 1)
+	src.change(flow.OpAdd, flow.KindListener, testIfindex, listener(flow.TransportUDP, v4Local, 9000), 1)
 	m, err := NewMirror(o, src, MirrorOptions{IfIndex: testIfindex})
 	if err != nil {
 		t.Fatal(err)
@@ -370,24 +370,24 @@ func TestMirrorProgram(t *testing.T) {
 	if !hit(u) {
 		t.Fatal("listener from the first resync not hit")
 	}
-	if err := m.Apply(src.change(sessions.OpDel, sessions.KindListener, testIfindex, listener(sessions.TransportUDP, v4Local, 9000), 1)); err != nil {
+	if err := m.Apply(src.change(flow.OpDel, flow.KindListener, testIfindex, listener(flow.TransportUDP, v4Local, 9000), 1)); err != nil {
 		t.Fatal(err)
 	}
 	if hit(u) {
 		t.Fatal("deleted listener still hit")
 	}
-	if err := m.Apply(src.change(sessions.OpAdd, sessions.KindEstablished, testIfindex, tuple(sessions.TransportUDP, v4Local, 9000, v4Remote, 4000), sessions.MakeHandle(2, 3))); err != nil {
+	if err := m.Apply(src.change(flow.OpAdd, flow.KindEstablished, testIfindex, tuple(flow.TransportUDP, v4Local, 9000, v4Remote, 4000), flow.MakeHandle(2, 3))); err != nil {
 		t.Fatal(err)
 	}
 	if !hit(u) {
 		t.Fatal("established session not hit")
 	}
-	v, err := o.Established.Lookup(testIfindex, tuple(sessions.TransportUDP, v4Local, 9000, v4Remote, 4000))
-	if err != nil || v.Handle != sessions.MakeHandle(2, 3) || v.FIB != 3 {
+	v, err := o.Established.Lookup(testIfindex, tuple(flow.TransportUDP, v4Local, 9000, v4Remote, 4000))
+	if err != nil || v.Handle != flow.MakeHandle(2, 3) || v.FIB != 3 {
 		t.Fatalf("established value %+v, %v", v, err)
 	}
 	// Tamper with the real map; the check sees it and a resync repairs it.
-	if err := o.Listeners.Put(testIfindex, listener(sessions.TransportTCP, zero4, 22), Value{Handle: 5}); err != nil {
+	if err := o.Listeners.Put(testIfindex, listener(flow.TransportTCP, zero4, 22), Value{Handle: 5}); err != nil {
 		t.Fatal(err)
 	}
 	if d, err := m.Check(); err != nil || d.Extra != 1 {
@@ -406,11 +406,11 @@ func TestMirrorProgram(t *testing.T) {
 func TestMirrorKeep(t *testing.T) {
 	src := newFakeSource()
 	tcp := lstB
-	tcp.Proto = sessions.TransportTCP
-	src.change(sessions.OpAdd, sessions.KindListener, mirIf, lstA, 1)
-	src.change(sessions.OpAdd, sessions.KindListener, mirIf, tcp, 2)
+	tcp.Proto = flow.TransportTCP
+	src.change(flow.OpAdd, flow.KindListener, mirIf, lstA, 1)
+	src.change(flow.OpAdd, flow.KindListener, mirIf, tcp, 2)
 	fm := newFakeMaps()
-	keep := func(c *sessions.Change) bool { return c.Tuple.Proto != sessions.TransportTCP }
+	keep := func(c *flow.Change) bool { return c.Tuple.Proto != flow.TransportTCP }
 	m, err := newMirror(fm, src, MirrorOptions{IfIndex: mirIf, Keep: keep})
 	if err != nil {
 		t.Fatal(err)
@@ -422,10 +422,10 @@ func TestMirrorKeep(t *testing.T) {
 		t.Fatalf("check: %+v %v", d, err)
 	}
 	// A live change that is not kept is skipped, and the next one applies.
-	if err := m.Apply(src.change(sessions.OpDel, sessions.KindListener, mirIf, tcp, 2)); err != nil {
+	if err := m.Apply(src.change(flow.OpDel, flow.KindListener, mirIf, tcp, 2)); err != nil {
 		t.Fatal(err)
 	}
-	if err := m.Apply(src.change(sessions.OpAdd, sessions.KindEstablished, mirIf, estA, 3)); err != nil {
+	if err := m.Apply(src.change(flow.OpAdd, flow.KindEstablished, mirIf, estA, 3)); err != nil {
 		t.Fatal(err)
 	}
 	if s := m.Stats(); s.Skipped != 1 || s.Applied != 1 || len(fm.e) != 1 || len(fm.l) != 1 {

@@ -4,7 +4,7 @@ import (
 	"encoding/binary"
 	"errors"
 
-	"github.com/xsessiond/xsessiond/sessions"
+	"github.com/xsessiond/xsessiond/flow"
 )
 
 // modelReason classifies a frame arriving on ifindex the way the XDP
@@ -27,7 +27,7 @@ func modelReason(o *Objects, ifindex int, pkt []byte) (string, error) {
 	if isVLAN(et) {
 		return "vlan-depth", nil
 	}
-	var t sessions.FiveTuple
+	var t flow.FiveTuple
 	var l4, l4len int
 	lenBad := false
 	switch et {
@@ -48,11 +48,11 @@ func modelReason(o *Objects, ifindex int, pkt []byte) (string, error) {
 		if be16(off+6)&0x3fff != 0 {
 			return "fragment", nil
 		}
-		t.Proto = sessions.Transport(pkt[off+9])
+		t.Proto = flow.Transport(pkt[off+9])
 		tot := be16(off + 2)
 		lenBad = tot < ihl || off+tot > n
 		l4len = tot - ihl
-		t.Family = sessions.Family4
+		t.Family = flow.Family4
 		copy(t.Local[:4], pkt[off+16:])
 		copy(t.Remote[:4], pkt[off+12:])
 		l4 = off + ihl
@@ -81,24 +81,24 @@ func modelReason(o *Objects, ifindex int, pkt []byte) (string, error) {
 		case 0, 43, 60, 50, 51, 135, 139, 140, 253, 254:
 			return "ext-header", nil
 		}
-		t.Proto = sessions.Transport(nh)
+		t.Proto = flow.Transport(nh)
 		lenBad = off+40+plen > n || ext > plen
 		l4len = plen - ext
-		t.Family = sessions.Family6
+		t.Family = flow.Family6
 		copy(t.Local[:], pkt[off+24:])
 		copy(t.Remote[:], pkt[off+8:])
 	default:
 		return "not-ip", nil
 	}
 	switch t.Proto {
-	case sessions.TransportUDP:
+	case flow.TransportUDP:
 		if n < l4+8 {
 			return "truncated-udp", nil
 		}
 		if ulen := be16(l4 + 4); lenBad || ulen < 8 || ulen > l4len {
 			return "bad-length", nil
 		}
-	case sessions.TransportTCP:
+	case flow.TransportTCP:
 		if n < l4+20 {
 			return "truncated-tcp", nil
 		}
@@ -124,7 +124,7 @@ func modelReason(o *Objects, ifindex int, pkt []byte) (string, error) {
 	if ok, err := found(lookupErr(o.Established.Lookup(ifindex, t))); ok || err != nil {
 		return "established-hit", err
 	}
-	l := sessions.FiveTuple{Local: t.Local, LocalPort: t.LocalPort, Proto: t.Proto, Family: t.Family}
+	l := flow.FiveTuple{Local: t.Local, LocalPort: t.LocalPort, Proto: t.Proto, Family: t.Family}
 	if t.Local != ([16]byte{}) {
 		if ok, err := found(lookupErr(o.Listeners.Lookup(ifindex, l))); ok || err != nil {
 			return "listener-exact-hit", err

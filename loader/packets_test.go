@@ -7,8 +7,7 @@ import (
 
 	"github.com/gopacket/gopacket"
 	"github.com/gopacket/gopacket/layers"
-
-	"github.com/xsessiond/xsessiond/sessions"
+	"github.com/xsessiond/xsessiond/flow"
 )
 
 // Addresses of the packets built here: the receiving host is "local".
@@ -101,22 +100,22 @@ func routing6(next layers.IPProtocol) gopacket.Payload {
 
 // tuple4/tuple6 are the FiveTuple of a packet from remote:rport to
 // local:lport as the receiving host keys it.
-func tuple(proto sessions.Transport, local netip.Addr, lport uint16, remote netip.Addr, rport uint16) sessions.FiveTuple {
-	fam := sessions.Family6
+func tuple(proto flow.Transport, local netip.Addr, lport uint16, remote netip.Addr, rport uint16) flow.FiveTuple {
+	fam := flow.Family6
 	if local.Is4() {
-		fam = sessions.Family4
+		fam = flow.Family4
 	}
-	return sessions.FiveTuple{
-		Local: sessions.AddrBytes(local), Remote: sessions.AddrBytes(remote),
+	return flow.FiveTuple{
+		Local: flow.AddrBytes(local), Remote: flow.AddrBytes(remote),
 		LocalPort: lport, RemotePort: rport, Proto: proto, Family: fam,
 	}
 }
 
 // listener is the FiveTuple of a listener on addr:port.
-func listener(proto sessions.Transport, addr netip.Addr, port uint16) sessions.FiveTuple {
-	fam := sessions.Family6
+func listener(proto flow.Transport, addr netip.Addr, port uint16) flow.FiveTuple {
+	fam := flow.Family6
 	if addr.Is4() {
-		fam = sessions.Family4
+		fam = flow.Family4
 	}
-	return sessions.FiveTuple{Local: sessions.AddrBytes(addr), LocalPort: port, Proto: proto, Family: fam}
+	return flow.FiveTuple{Local: flow.AddrBytes(addr), LocalPort: port, Proto: proto, Family: fam}
 }

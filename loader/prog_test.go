@@ -11,8 +11,8 @@ import (
 	"github.com/gopacket/gopacket"
 	"github.com/gopacket/gopacket/layers"
 
+	"github.com/xsessiond/xsessiond/flow"
 	"github.com/xsessiond/xsessiond/nsbind/nstest"
-	"github.com/xsessiond/xsessiond/sessions"
 )
 
 // XDP verdicts.
@@ -69,32 +69,32 @@ func progEnv(tb testing.TB) *Objects {
 	o := loadObjects(tb, ObjectsOptions{Queues: 4})
 	lst := []struct {
 		ifindex int
-		t       sessions.FiveTuple
+		t       flow.FiveTuple
 	}{
-		{testIfindex, listener(sessions.TransportUDP, v4Local, 9000)},
-		{testIfindex, listener(sessions.TransportUDP, zero4, 9000)},
-		{testIfindex, listener(sessions.TransportUDP, zero4, 9001)},
-		{testIfindex, listener(sessions.TransportTCP, v4Local, 80)},
-		{testIfindex, listener(sessions.TransportUDP, v6Local, 9000)},
-		{testIfindex, listener(sessions.TransportUDP, zero6, 9001)},
-		{testIfindex, listener(sessions.TransportTCP, zero6, 443)},
-		{otherIfindex, listener(sessions.TransportUDP, v4Local, 9002)},
+		{testIfindex, listener(flow.TransportUDP, v4Local, 9000)},
+		{testIfindex, listener(flow.TransportUDP, zero4, 9000)},
+		{testIfindex, listener(flow.TransportUDP, zero4, 9001)},
+		{testIfindex, listener(flow.TransportTCP, v4Local, 80)},
+		{testIfindex, listener(flow.TransportUDP, v6Local, 9000)},
+		{testIfindex, listener(flow.TransportUDP, zero6, 9001)},
+		{testIfindex, listener(flow.TransportTCP, zero6, 443)},
+		{otherIfindex, listener(flow.TransportUDP, v4Local, 9002)},
 	}
 	for i, l := range lst {
-		if err := o.Listeners.Put(l.ifindex, l.t, Value{Handle: sessions.Handle(0x100 + i), FIB: 1}); err != nil {
+		if err := o.Listeners.Put(l.ifindex, l.t, Value{Handle: flow.Handle(0x100 + i), FIB: 1}); err != nil {
 			tb.Fatal(err)
 		}
 	}
 	est := []struct {
 		ifindex int
-		t       sessions.FiveTuple
+		t       flow.FiveTuple
 	}{
-		{testIfindex, tuple(sessions.TransportUDP, v4Local, 9001, v4Remote, 5555)},
-		{testIfindex, tuple(sessions.TransportTCP, v6Local, 8080, v6Remote, 40000)},
-		{otherIfindex, tuple(sessions.TransportUDP, v4Local, 9003, v4Remote, 5555)},
+		{testIfindex, tuple(flow.TransportUDP, v4Local, 9001, v4Remote, 5555)},
+		{testIfindex, tuple(flow.TransportTCP, v6Local, 8080, v6Remote, 40000)},
+		{otherIfindex, tuple(flow.TransportUDP, v4Local, 9003, v4Remote, 5555)},
 	}
 	for i, e := range est {
-		if err := o.Established.Put(e.ifindex, e.t, Value{Handle: sessions.MakeHandle(1, uint32(i)), FIB: 1}); err != nil {
+		if err := o.Established.Put(e.ifindex, e.t, Value{Handle: flow.MakeHandle(1, uint32(i)), FIB: 1}); err != nil {
 			tb.Fatal(err)
 		}
 	}

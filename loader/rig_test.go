@@ -15,8 +15,8 @@ import (
 	"github.com/gopacket/gopacket/layers"
 	"github.com/vishvananda/netlink"
 
+	"github.com/xsessiond/xsessiond/flow"
 	"github.com/xsessiond/xsessiond/nsbind/nstest"
-	"github.com/xsessiond/xsessiond/sessions"
 )
 
 func netnsPath(h *nstest.Host) string { return filepath.Join("/run/netns", h.Name) }
@@ -136,9 +136,9 @@ func testRigSteering(t *testing.T, mode Mode) {
 			t.Fatal(err)
 		}
 	}
-	l4 := listener(sessions.TransportUDP, p.B.IPv4, 9000)
-	l6 := listener(sessions.TransportUDP, zero6, 9000)
-	for _, l := range []sessions.FiveTuple{l4, l6} {
+	l4 := listener(flow.TransportUDP, p.B.IPv4, 9000)
+	l6 := listener(flow.TransportUDP, zero6, 9000)
+	for _, l := range []flow.FiveTuple{l4, l6} {
 		if err := o.Listeners.Put(p.B.IfIndex, l, Value{Handle: 1, FIB: 1}); err != nil {
 			t.Fatal(err)
 		}
@@ -215,7 +215,7 @@ func testRigSteering(t *testing.T, mode Mode) {
 	}
 
 	// Remove the listeners: port 9000 is the kernel's again.
-	for _, l := range []sessions.FiveTuple{l4, l6} {
+	for _, l := range []flow.FiveTuple{l4, l6} {
 		if err := o.Listeners.Delete(p.B.IfIndex, l); err != nil {
 			t.Fatal(err)
 		}

@@ -15,8 +15,8 @@ import (
 	"github.com/vishvananda/netlink"
 	"github.com/vishvananda/netlink/nl"
 
+	"github.com/xsessiond/xsessiond/flow"
 	"github.com/xsessiond/xsessiond/nsbind/nstest"
-	"github.com/xsessiond/xsessiond/sessions"
 )
 
 // childEnv carries the attach options of a child loader: the test binary
@@ -123,7 +123,7 @@ func waitGone(t *testing.T, id ebpf.ProgramID) {
 // o's maps and checks that o's program counted the hit.
 func checkSteers(t *testing.T, p *nstest.Pair, o *Objects) {
 	t.Helper()
-	l := listener(sessions.TransportUDP, p.B.IPv4, 9000)
+	l := listener(flow.TransportUDP, p.B.IPv4, 9000)
 	if err := o.Listeners.Put(p.B.IfIndex, l, Value{Handle: 9}); err != nil {
 		t.Fatal(err)
 	}

@@ -5,6 +5,7 @@ import (
 	"net/netip"
 	"testing"
 
+	"github.com/xsessiond/xsessiond/flow"
 	"github.com/xsessiond/xsessiond/nsbind/nstest"
 	"github.com/xsessiond/xsessiond/sessions"
 	"github.com/xsessiond/xsessiond/sessions/sessionstest"
@@ -31,15 +32,15 @@ func TestSessionsBindFollowsAddress(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	at, err := l.Attach(sessions.AttachOptions{ClientID: 1, Scope: sessions.ScopeGlobal})
+	at, err := l.Attach(sessions.AttachOptions{ClientID: 1, Scope: flow.ScopeGlobal})
 	if err != nil {
 		t.Fatal(err)
 	}
 	nh := nlHandle(t, p.B)
 	lk := link(t, nh, p.B)
 	for i, pfx := range []netip.Prefix{netip.MustParsePrefix("10.77.0.60/24"), netip.MustParsePrefix("fd77::60/64")} {
-		e := sessions.Endpoint{Transport: sessions.TransportUDP, Addr: pfx.Addr(), Port: uint16(5000 + i)}
-		if _, err := l.Bind(at.App, e); !errors.Is(err, sessions.ErrNotInNamespace) {
+		e := flow.Endpoint{Transport: flow.TransportUDP, Addr: pfx.Addr(), Port: uint16(5000 + i)}
+		if _, err := l.Bind(at.App, e); !errors.Is(err, flow.ErrNotInNamespace) {
 			t.Fatalf("bind %v before the address exists: %v", pfx, err)
 		}
 		if err := nh.AddrAdd(lk, nlAddr(pfx)); err != nil {
@@ -61,12 +62,12 @@ func TestSessionsBindFollowsAddress(t *testing.T) {
 		if _, err := v.WaitFor(ctxT(t), func(s *Snapshot) bool { return !s.HasAddress(p.B.IfIndex, pfx.Addr()) }); err != nil {
 			t.Fatal(err)
 		}
-		if _, err := l.Bind(at.App, e); !errors.Is(err, sessions.ErrNotInNamespace) {
+		if _, err := l.Bind(at.App, e); !errors.Is(err, flow.ErrNotInNamespace) {
 			t.Fatalf("bind %v after the address was removed: %v, want ErrNotInNamespace", pfx, err)
 		}
 	}
 	// A's address is not B's, loopback is.
-	if _, err := l.Bind(at.App, sessions.Endpoint{Transport: sessions.TransportUDP, Addr: p.A.IPv4, Port: 6000}); !errors.Is(err, sessions.ErrNotInNamespace) {
+	if _, err := l.Bind(at.App, flow.Endpoint{Transport: flow.TransportUDP, Addr: p.A.IPv4, Port: 6000}); !errors.Is(err, flow.ErrNotInNamespace) {
 		t.Fatalf("bind to the peer's address: %v", err)
 	}
 }

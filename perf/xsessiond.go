@@ -24,6 +24,7 @@ import (
 
 	"github.com/xsessiond/xsessiond/datapath"
 	"github.com/xsessiond/xsessiond/fifo"
+	"github.com/xsessiond/xsessiond/flow"
 	"github.com/xsessiond/xsessiond/nsbind"
 	"github.com/xsessiond/xsessiond/sessions"
 )
@@ -540,7 +541,7 @@ func (c *XsessiondCutThrough) Start(payload int) (err error) {
 	}
 	var ids [2]sessions.AppID
 	for i, name := range []string{"ct-server", "ct-client"} {
-		at, err := c.l.Attach(sessions.AttachOptions{ClientID: uint64(i + 1), Name: name, Scope: sessions.ScopeLocal,
+		at, err := c.l.Attach(sessions.AttachOptions{ClientID: uint64(i + 1), Name: name, Scope: flow.ScopeLocal,
 			RxFifoSize: ctFifoSize, TxFifoSize: ctFifoSize, SegmentSize: 4 << 20})
 		if err != nil {
 			return fmt.Errorf("attach %s: %w", name, err)

@@ -192,18 +192,6 @@ type NamespaceInfo struct {
 	LocalListeners int `json:"local_listeners"`
 }
 
-func (s Scope) String() string {
-	switch s {
-	case ScopeGlobal:
-		return "global"
-	case ScopeLocal:
-		return "local"
-	case ScopeGlobal | ScopeLocal:
-		return "local+global"
-	}
-	return fmt.Sprintf("scope(%#x)", uint8(s))
-}
-
 func (l *Layer) sortedAppsLocked() []*app {
 	as := slices.Collect(maps.Values(l.apps))
 	slices.SortFunc(as, func(a, b *app) int { return cmp.Compare(a.id, b.id) })

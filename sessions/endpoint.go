@@ -59,66 +59,12 @@ func validEndpoint(e Endpoint) error {
 	return nil
 }
 
-// family returns the key family of e's address (IPv4 when e has none).
-func (e Endpoint) family() uint8 {
-	if e.Addr.Is6() && !e.Addr.Is4In6() {
-		return Family6
-	}
-	return Family4
-}
-
-// normalized returns e with an IPv4-mapped address unmapped and a missing
-// address replaced by the unspecified address of fam.
-func (e Endpoint) normalized(fam uint8) Endpoint {
-	if !e.Addr.IsValid() {
-		if fam == Family6 {
-			e.Addr = netip.IPv6Unspecified()
-		} else {
-			e.Addr = netip.IPv4Unspecified()
-		}
-	}
-	e.Addr = e.Addr.Unmap()
-	return e
-}
-
 // listenTuple is the key of a listener on e: Remote and RemotePort zero.
 func listenTuple(e Endpoint) FiveTuple {
 	return FiveTuple{
 		Local:     AddrBytes(e.Addr),
 		LocalPort: e.Port,
 		Proto:     e.Transport,
-		Family:    e.family(),
+		Family:    e.Family(),
 	}
-}
-
-// LocalListenerHandle builds the handle of a local-table listener on the
-// zero-address endpoint of transport t, family fam and port (seed:
-// session_lookup_local_listener_make_handle). The handle has LocalHandleBit
-// set and encodes the endpoint in its low bits, so it parses back with
-// ParseLocalListenerHandle.
-func LocalListenerHandle(t Transport, fam uint8, port uint16) Handle {
-	return LocalHandleBit | Handle(fam)<<24 | Handle(t)<<16 | Handle(port)
-}
-
-// ParseLocalListenerHandle returns the zero-address endpoint a local-table
-// listener handle names (seed: session_lookup_local_listener_parse_handle).
-func ParseLocalListenerHandle(h Handle) (Endpoint, error) {
-	if !h.IsLocal() || h&^(LocalHandleBit|0xffffffff) != 0 {
-		return Endpoint{}, fmt.Errorf("handle %#x is not a local listener handle: %w", uint64(h), ErrInvalidValue)
-	}
-	fam := uint8(h >> 24)
-	t := Transport(h >> 16)
-	e := Endpoint{Transport: t, Port: uint16(h)}
-	switch fam {
-	case Family4:
-		e.Addr = netip.IPv4Unspecified()
-	case Family6:
-		e.Addr = netip.IPv6Unspecified()
-	default:
-		return Endpoint{}, fmt.Errorf("local listener handle %#x: bad family %d: %w", uint64(h), fam, ErrInvalidValue)
-	}
-	if t != TransportTCP && t != TransportUDP && t != TransportSCTP {
-		return Endpoint{}, fmt.Errorf("local listener handle %#x: bad transport %d: %w", uint64(h), uint8(t), ErrInvalidValue)
-	}
-	return e, nil
 }

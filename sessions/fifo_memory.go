@@ -33,7 +33,7 @@ type FifoMemory struct {
 }
 
 // FlagCutThrough is set in the Flags of the events of a cut-through session.
-const FlagCutThrough uint16 = 1
+const FlagCutThrough = fifo.EventFlagCutThrough
 
 var _ Memory = FifoMemory{}
 

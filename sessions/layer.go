@@ -9,6 +9,8 @@ import (
 	"slices"
 	"sync"
 	"sync/atomic"
+
+	"github.com/xsessiond/xsessiond/flow"
 )
 
 // AppID names an attached app. IDs are not reused while the Layer lives.
@@ -16,9 +18,9 @@ type AppID uint32
 
 // Pseudo-workers in handles of entries no datapath worker owns.
 const (
-	ListenerWorker   uint32 = 0x7ffffffd // global listeners
-	CutThroughWorker uint32 = 0x7ffffffe // cut-through sessions (no packets, no shard)
-	HalfOpenWorker   uint32 = 0x7fffffff // connects in progress, visible to all workers
+	ListenerWorker   = flow.ListenerWorker
+	CutThroughWorker = flow.CutThroughWorker
+	HalfOpenWorker   = flow.HalfOpenWorker
 )
 
 // Defaults of attach options left zero.
@@ -462,7 +464,7 @@ func (l *Layer) setupProxyLocked(a *app) error {
 				if other := a.ns.local[k]; other != nil {
 					return fmt.Errorf("%s every port: local table: %w", ep.URI(), ErrAddressInUse)
 				}
-				ln := &Listener{Handle: LocalListenerHandle(t, ep.family(), 0), App: a.id, Endpoint: ep, Local: true, Proxy: true}
+				ln := &Listener{Handle: LocalListenerHandle(t, ep.Family(), 0), App: a.id, Endpoint: ep, Local: true, Proxy: true}
 				a.ns.local[k] = ln
 				a.local[k] = ln
 			}
@@ -553,8 +555,8 @@ func (l *Layer) appLocked(id AppID) (*app, error) {
 // endpointFor fills e's interface and FIB from the app's namespace (seed:
 // session_endpoint_update_for_app) and normalizes its address.
 func (a *app) endpointFor(e Endpoint) Endpoint {
-	fam := e.family()
-	e = e.normalized(fam)
+	fam := e.Family()
+	e = e.Normalized(fam)
 	e.IfIndex = a.ns.cfg.IfIndex
 	e.FIB = a.ns.cfg.fib(fam)
 	return e
@@ -593,7 +595,7 @@ func (l *Layer) Bind(id AppID, e Endpoint) (Handle, error) {
 		if a.ns.local[k] != nil {
 			return InvalidHandle, fmt.Errorf("bind %s: local table: %w", e.URI(), ErrAddressInUse)
 		}
-		h = LocalListenerHandle(e.Transport, e.family(), e.Port)
+		h = LocalListenerHandle(e.Transport, e.Family(), e.Port)
 		ln := &Listener{Handle: h, App: a.id, Endpoint: e, Local: true}
 		a.ns.local[k] = ln
 		a.local[k] = ln
@@ -858,7 +860,7 @@ func (l *Layer) Connect(id AppID, e Endpoint, opaque uint32) (ConnectResult, err
 		return ConnectResult{}, fmt.Errorf("connect %s: port 0: %w", e.URI(), ErrInvalidValue)
 	}
 	e = a.endpointFor(e)
-	rt := FiveTuple{Remote: AddrBytes(e.Addr), RemotePort: e.Port, Proto: e.Transport, Family: e.family()}
+	rt := FiveTuple{Remote: AddrBytes(e.Addr), RemotePort: e.Port, Proto: e.Transport, Family: e.Family()}
 
 	if a.hasLocal() {
 		target, ln, action := l.localLookupLocked(a, e, &rt)
@@ -946,7 +948,7 @@ func (l *Layer) appListenerLocked(t *app, e Endpoint) *Listener {
 	}
 	for _, ln := range t.global {
 		le := ln.Endpoint
-		if le.Transport == e.Transport && le.family() == e.family() && (le.Port == e.Port || le.Port == 0) &&
+		if le.Transport == e.Transport && le.Family() == e.Family() && (le.Port == e.Port || le.Port == 0) &&
 			(le.IsZero() || le.Addr == e.Addr) {
 			return ln
 		}
@@ -972,8 +974,8 @@ func (l *Layer) cutThroughLocked(a, t *app, ln *Listener, e Endpoint, opaque uin
 	cs := &session{h: ch, app: a, kind: kindCutThrough, fib: e.FIB, ifindex: e.IfIndex, opaque: opaque, pair: ct.Client(), ct: ct}
 	ss := &session{h: sh, app: t, kind: kindCutThrough, fib: e.FIB, ifindex: e.IfIndex, listener: lh, pair: ct.Server(), ct: ct}
 	cs.peer, ss.peer = ss, cs
-	cs.tuple = FiveTuple{Remote: AddrBytes(e.Addr), RemotePort: e.Port, Proto: e.Transport, Family: e.family()}
-	ss.tuple = FiveTuple{Local: AddrBytes(e.Addr), LocalPort: e.Port, Proto: e.Transport, Family: e.family()}
+	cs.tuple = FiveTuple{Remote: AddrBytes(e.Addr), RemotePort: e.Port, Proto: e.Transport, Family: e.Family()}
+	ss.tuple = FiveTuple{Local: AddrBytes(e.Addr), LocalPort: e.Port, Proto: e.Transport, Family: e.Family()}
 	l.sess[ch], l.sess[sh] = cs, ss
 	a.sess[ch], t.sess[sh] = cs, ss
 	l.notifyLocked(t, Event{Kind: EventAccepted, Handle: sh, Listener: lh, Transport: e.Transport,
@@ -995,12 +997,12 @@ func (l *Layer) openLocked(a *app, e Endpoint, opaque uint32) (ConnectResult, er
 		return ConnectResult{}, fmt.Errorf("connect %s: %w: %w", e.URI(), ErrConnect, err)
 	}
 	la := local.Addr().Unmap()
-	if la.IsValid() && familyOf(la) != e.family() {
+	if la.IsValid() && familyOf(la) != e.Family() {
 		l.freeHandleLocked(h)
 		l.cfg.Datapath.Close(h, FiveTuple{})
 		return ConnectResult{}, fmt.Errorf("connect %s: datapath chose local address %v of another family: %w", e.URI(), la, ErrConnect)
 	}
-	t := FiveTuple{Local: AddrBytes(la), LocalPort: local.Port(), Remote: AddrBytes(e.Addr), RemotePort: e.Port, Proto: e.Transport, Family: e.family()}
+	t := FiveTuple{Local: AddrBytes(la), LocalPort: local.Port(), Remote: AddrBytes(e.Addr), RemotePort: e.Port, Proto: e.Transport, Family: e.Family()}
 	key := hoKey{fib: e.FIB, t: t}
 	l.hoMu.RLock()
 	_, dup := l.halfOpen[key]
@@ -1106,7 +1108,7 @@ func (l *Layer) Accept(worker uint32, ln Handle, t FiveTuple) (Handle, error) {
 	if lis == nil {
 		return InvalidHandle, fmt.Errorf("accept: listener %#x: %w", uint64(ln), ErrNoSession)
 	}
-	if t.Family != lis.Endpoint.family() || t.Proto != lis.Endpoint.Transport {
+	if t.Family != lis.Endpoint.Family() || t.Proto != lis.Endpoint.Transport {
 		return InvalidHandle, fmt.Errorf("accept: tuple does not fit listener %s: %w", lis.Endpoint.URI(), ErrInvalidValue)
 	}
 	a := l.apps[lis.App]

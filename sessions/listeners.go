@@ -37,7 +37,7 @@ type listenKey struct {
 }
 
 func keyOf(e Endpoint) listenKey {
-	return listenKey{addr: AddrBytes(e.Addr), port: e.Port, proto: e.Transport, fam: e.family()}
+	return listenKey{addr: AddrBytes(e.Addr), port: e.Port, proto: e.Transport, fam: e.Family()}
 }
 
 const listenBuckets = 256

@@ -10,6 +10,7 @@ import (
 
 	"github.com/xsessiond/xsessiond/api"
 	"github.com/xsessiond/xsessiond/fifo"
+	"github.com/xsessiond/xsessiond/flow"
 	"github.com/xsessiond/xsessiond/sessions"
 )
 
@@ -46,7 +47,7 @@ type conn struct {
 // listenerPairer is the session layer's ListenerPair, when it has it: the
 // fifo pair of a global UDP listener and the worker that owns its tx fifo.
 type listenerPairer interface {
-	ListenerPair(app sessions.AppID, h sessions.Handle) (sessions.FifoPair, uint32, error)
+	ListenerPair(app sessions.AppID, h flow.Handle) (sessions.FifoPair, uint32, error)
 }
 
 // efdRef returns the app's eventfd with a reference the caller releases,
@@ -95,7 +96,7 @@ func (h *conn) Handle(ctx context.Context, req api.Request) (api.Message, []int,
 		return h.attach(m)
 	case *api.Detach:
 		if !h.attached {
-			return nil, nil, fmt.Errorf("detach: %w", sessions.ErrNotAttached)
+			return nil, nil, fmt.Errorf("detach: %w", flow.ErrNotAttached)
 		}
 		h.detach()
 		return nil, nil, nil
@@ -152,7 +153,7 @@ func (h *conn) Handle(ctx context.Context, req api.Request) (api.Message, []int,
 		}
 		return nil, nil, d.layer.DelRuleMatching(r)
 	}
-	return nil, nil, fmt.Errorf("%v is not a request: %w", req.Msg.Type(), sessions.ErrNotSupported)
+	return nil, nil, fmt.Errorf("%v is not a request: %w", req.Msg.Type(), flow.ErrNotSupported)
 }
 
 // Close ends the connection: an attached app is detached, which frees its
@@ -176,7 +177,7 @@ func (h *conn) Close(err error) {
 
 func (h *conn) needApp(op string) error {
 	if !h.attached {
-		return fmt.Errorf("%s: %w", op, sessions.ErrNotAttached)
+		return fmt.Errorf("%s: %w", op, flow.ErrNotAttached)
 	}
 	return nil
 }
@@ -212,19 +213,19 @@ func (h *conn) waitMirror(what string) {
 	}
 }
 
-func validTransport(t sessions.Transport) error {
+func validTransport(t flow.Transport) error {
 	switch t {
-	case sessions.TransportTCP, sessions.TransportUDP:
+	case flow.TransportTCP, flow.TransportUDP:
 		return nil
-	case sessions.TransportSCTP:
-		return fmt.Errorf("transport %v: %w", t, sessions.ErrNotSupported)
+	case flow.TransportSCTP:
+		return fmt.Errorf("transport %v: %w", t, flow.ErrNotSupported)
 	}
-	return fmt.Errorf("transport %d: %w", uint8(t), sessions.ErrInvalidValue)
+	return fmt.Errorf("transport %d: %w", uint8(t), flow.ErrInvalidValue)
 }
 
-func validScope(s sessions.Scope) error {
-	if s&^(sessions.ScopeGlobal|sessions.ScopeLocal) != 0 {
-		return fmt.Errorf("scope %#x: %w", uint8(s), sessions.ErrInvalidValue)
+func validScope(s flow.Scope) error {
+	if s&^(flow.ScopeGlobal|flow.ScopeLocal) != 0 {
+		return fmt.Errorf("scope %#x: %w", uint8(s), flow.ErrInvalidValue)
 	}
 	return nil
 }
@@ -232,7 +233,7 @@ func validScope(s sessions.Scope) error {
 func (h *conn) attach(m *api.Attach) (api.Message, []int, error) {
 	d := h.d
 	if h.attached {
-		return nil, nil, fmt.Errorf("attach: %w", sessions.ErrAlreadyAttached)
+		return nil, nil, fmt.Errorf("attach: %w", flow.ErrAlreadyAttached)
 	}
 	if err := validScope(m.Scope); err != nil {
 		return nil, nil, fmt.Errorf("attach: %w", err)
@@ -243,7 +244,7 @@ func (h *conn) attach(m *api.Attach) (api.Message, []int, error) {
 		}
 	}
 	if m.SegmentSize > maxSegmentSize || m.AddSegmentSize > maxSegmentSize {
-		return nil, nil, fmt.Errorf("attach: segment size over %d: %w", maxSegmentSize, sessions.ErrInvalidValue)
+		return nil, nil, fmt.Errorf("attach: segment size over %d: %w", maxSegmentSize, flow.ErrInvalidValue)
 	}
 	name := m.Name
 	if name == "" {
@@ -276,7 +277,7 @@ func (h *conn) attach(m *api.Attach) (api.Message, []int, error) {
 	if len(segs) > api.MaxSegmentFDs {
 		efd.release()
 		d.layer.Detach(att.App)
-		return nil, nil, fmt.Errorf("attach: %d segments: %w", len(segs), sessions.ErrNoMemory)
+		return nil, nil, fmt.Errorf("attach: %d segments: %w", len(segs), flow.ErrNoMemory)
 	}
 	kicks := d.eng.KickFDs()
 	reply := &api.AttachReply{
@@ -301,12 +302,12 @@ func (h *conn) attach(m *api.Attach) (api.Message, []int, error) {
 
 // endpoint reads the endpoint of a Bind or Connect: the URI when given,
 // else the endpoint, whose interface and FIB are the namespace's.
-func endpoint(uri string, ep sessions.Endpoint) (sessions.Endpoint, error) {
+func endpoint(uri string, ep flow.Endpoint) (flow.Endpoint, error) {
 	if uri != "" {
-		return sessions.ParseURI(uri)
+		return flow.ParseURI(uri)
 	}
 	if err := validTransport(ep.Transport); err != nil {
-		return sessions.Endpoint{}, err
+		return flow.Endpoint{}, err
 	}
 	ep.IfIndex, ep.FIB = 0, 0
 	return ep, nil
@@ -314,7 +315,7 @@ func endpoint(uri string, ep sessions.Endpoint) (sessions.Endpoint, error) {
 
 // inNamespace fills e's interface and FIB as the session layer does for
 // the app's namespace.
-func (h *conn) inNamespace(e sessions.Endpoint) sessions.Endpoint {
+func (h *conn) inNamespace(e flow.Endpoint) flow.Endpoint {
 	for _, n := range h.d.layer.Namespaces() {
 		if n.ID == h.ns {
 			e.IfIndex = n.IfIndex
@@ -388,7 +389,7 @@ func (h *conn) connect(m *api.Connect) (api.Message, []int, error) {
 	if ct == nil {
 		// The peer went away between the connect and now; the session
 		// layer closed the session with it.
-		return nil, nil, fmt.Errorf("connect %s: the listening app went away: %w", e.URI(), sessions.ErrConnect)
+		return nil, nil, fmt.Errorf("connect %s: the listening app went away: %w", e.URI(), flow.ErrConnect)
 	}
 	defer ct.release()
 	d.mu.Lock()
@@ -410,13 +411,13 @@ func (h *conn) connect(m *api.Connect) (api.Message, []int, error) {
 	}()
 	if srvEfd == nil || myEfd == nil {
 		d.layer.Disconnect(h.app, res.Handle)
-		return nil, nil, fmt.Errorf("connect %s: the listening app went away: %w", e.URI(), sessions.ErrConnect)
+		return nil, nil, fmt.Errorf("connect %s: the listening app went away: %w", e.URI(), flow.ErrConnect)
 	}
 	seg := api.Segment{Index: 0, Size: uint64(ct.seg.Size())}
-	info := func(ev sessions.Event, local, remote sessions.Endpoint) api.SessionInfo {
+	info := func(ev sessions.Event, local, remote flow.Endpoint) api.SessionInfo {
 		rx, tx, _ := ev.Pair.Fifos()
 		return api.SessionInfo{
-			Handle: ev.Handle, Worker: sessions.CutThroughWorker,
+			Handle: ev.Handle, Worker: flow.CutThroughWorker,
 			Rx:    api.FifoRef{Segment: 0, Offset: uint64(rx.Offset()), Size: rx.Size()},
 			Tx:    api.FifoRef{Segment: 0, Offset: uint64(tx.Offset()), Size: tx.Size()},
 			Local: local, Remote: remote, CutThrough: true, Segment: seg,
@@ -427,7 +428,7 @@ func (h *conn) connect(m *api.Connect) (api.Message, []int, error) {
 		d.layer.Disconnect(h.app, res.Handle)
 		return nil, nil, fmt.Errorf("connect %s: %w", e.URI(), err)
 	}
-	peerLocal := sessions.Endpoint{Transport: e.Transport}
+	peerLocal := flow.Endpoint{Transport: e.Transport}
 	d.sendNotice(server, &api.Accepted{Listener: acc.Listener, SessionInfo: info(acc, remote, peerLocal)},
 		ct.seg.FD(), myEfd.fd)
 	return &api.ConnectReply{SessionInfo: info(con, peerLocal, remote)}, fds, nil

@@ -12,7 +12,7 @@ import (
 	"time"
 
 	"github.com/xsessiond/xsessiond/app"
-	"github.com/xsessiond/xsessiond/sessions"
+	"github.com/xsessiond/xsessiond/flow"
 )
 
 // echoPair attaches an app echoing on udp://0.0.0.0:9000 and a client
@@ -155,13 +155,13 @@ func TestDeadlines(t *testing.T) {
 }
 
 // TestConnectRemoteNoDatapath: without a datapath a connect to a remote
-// peer fails with sessions.ErrConnect, and writes to the wire fail with
+// peer fails with flow.ErrConnect, and writes to the wire fail with
 // app.ErrNoDatapath.
 func TestConnectRemoteNoDatapath(t *testing.T) {
 	d := startDaemon(t)
 	a := attach(t, d, app.Options{Name: "a"})
 	_, err := a.Dial(t.Context(), "udp://192.0.2.1:53")
-	if !errors.Is(err, sessions.ErrConnect) || strings.Contains(err.Error(), "\n") {
+	if !errors.Is(err, flow.ErrConnect) || strings.Contains(err.Error(), "\n") {
 		t.Fatalf("dial: %v", err)
 	}
 	pc, err := a.ListenPacket("udp://0.0.0.0:9000")

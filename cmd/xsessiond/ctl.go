@@ -17,6 +17,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/xsessiond/xsessiond/api"
+	"github.com/xsessiond/xsessiond/flow"
 	"github.com/xsessiond/xsessiond/sessions"
 )
 
@@ -105,7 +106,7 @@ func newShowCmd(socket *string) *cobra.Command {
 	return cmd
 }
 
-func hexHandle(h sessions.Handle) string { return fmt.Sprintf("%#x", uint64(h)) }
+func hexHandle(h flow.Handle) string { return fmt.Sprintf("%#x", uint64(h)) }
 
 func nsName(id string) string {
 	if id == "" {
@@ -222,7 +223,7 @@ func printTable(out io.Writer, what api.ShowWhat, doc []byte) error {
 			}
 		}
 	default:
-		return fmt.Errorf("show %v: %w", what, sessions.ErrInvalidValue)
+		return fmt.Errorf("show %v: %w", what, flow.ErrInvalidValue)
 	}
 	return tw.Flush()
 }
@@ -379,7 +380,7 @@ func newRuleCmd(socket *string) *cobra.Command {
 // parseRuleWords reads the words of `rule add` (forAdd) or `rule del`.
 func parseRuleWords(words []string, forAdd bool) (api.Rule, error) {
 	var r api.Rule
-	r.Scope = sessions.ScopeGlobal
+	r.Scope = flow.ScopeGlobal
 	var haveProto, haveAction bool
 	next := func(i *int, what string) (string, error) {
 		if *i+1 >= len(words) {

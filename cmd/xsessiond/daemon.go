@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/xsessiond/xsessiond/api"
+	"github.com/xsessiond/xsessiond/flow"
 	"github.com/xsessiond/xsessiond/nsbind"
 	"github.com/xsessiond/xsessiond/sessions"
 )
@@ -80,16 +81,16 @@ type daemon struct {
 	closeOnce sync.Once
 
 	mu        sync.Mutex
-	netnss    map[sessions.FIBID]*netnsRef                   // guarded by mu: open netns and their views, by FIB
-	nsNetns   map[string]sessions.FIBID                      // guarded by mu: namespace id -> the FIB whose view it holds a reference on
-	conns     map[uint64]*conn                               // guarded by mu: live control connections by client id
-	byApp     map[sessions.AppID]*conn                       // guarded by mu: attached apps' connections
-	nextConn  uint64                                         // guarded by mu
-	ctPending map[ctKey]*ctMem                               // guarded by mu: cut-through connects waiting for their reply
-	fifos     map[sessions.AppID]map[sessions.Handle]pairRef // guarded by mu: fifos per app, for metrics
-	cfgNs     []string                                       // guarded by mu: namespace ids the config file added
-	cfgRules  []uint32                                       // guarded by mu: rule ids the config file added
-	closing   bool                                           // guarded by mu
+	netnss    map[flow.FIBID]*netnsRef                   // guarded by mu: open netns and their views, by FIB
+	nsNetns   map[string]flow.FIBID                      // guarded by mu: namespace id -> the FIB whose view it holds a reference on
+	conns     map[uint64]*conn                           // guarded by mu: live control connections by client id
+	byApp     map[sessions.AppID]*conn                   // guarded by mu: attached apps' connections
+	nextConn  uint64                                     // guarded by mu
+	ctPending map[ctKey]*ctMem                           // guarded by mu: cut-through connects waiting for their reply
+	fifos     map[sessions.AppID]map[flow.Handle]pairRef // guarded by mu: fifos per app, for metrics
+	cfgNs     []string                                   // guarded by mu: namespace ids the config file added
+	cfgRules  []uint32                                   // guarded by mu: rule ids the config file added
+	closing   bool                                       // guarded by mu
 	// detachLater are the apps whose connection ended while the daemon
 	// was stopping, detached together at the end. Guarded by mu.
 	detachLater []*conn
@@ -108,7 +109,7 @@ type netnsRef struct {
 // session handle.
 type ctKey struct {
 	app sessions.AppID
-	h   sessions.Handle
+	h   flow.Handle
 }
 
 func (o *daemonOptions) fill() {
@@ -132,12 +133,12 @@ func newDaemon(opts daemonOptions) *daemon {
 	return &daemon{
 		opts:      opts,
 		log:       opts.Logger,
-		netnss:    map[sessions.FIBID]*netnsRef{},
-		nsNetns:   map[string]sessions.FIBID{},
+		netnss:    map[flow.FIBID]*netnsRef{},
+		nsNetns:   map[string]flow.FIBID{},
 		conns:     map[uint64]*conn{},
 		byApp:     map[sessions.AppID]*conn{},
 		ctPending: map[ctKey]*ctMem{},
-		fifos:     map[sessions.AppID]map[sessions.Handle]pairRef{},
+		fifos:     map[sessions.AppID]map[flow.Handle]pairRef{},
 		nextConn:  1,
 	}
 }
@@ -333,7 +334,7 @@ func (d *daemon) Open(c *api.Conn, hello *api.Hello) (api.ConnHandler, error) {
 	d.mu.Lock()
 	defer d.mu.Unlock()
 	if d.closing {
-		return nil, fmt.Errorf("xsessiond is shutting down: %w", sessions.ErrNotSupported)
+		return nil, fmt.Errorf("xsessiond is shutting down: %w", flow.ErrNotSupported)
 	}
 	h := &conn{d: d, c: c, id: d.nextConn, name: hello.Name, cred: c.Peer(), since: time.Now()}
 	d.nextConn++
@@ -410,7 +411,7 @@ func (d *daemon) Notify(ev sessions.Event) {
 
 // takeCutThrough returns the cut-through memory of app's new session h,
 // with a reference the caller must release.
-func (d *daemon) takeCutThrough(app sessions.AppID, h sessions.Handle) *ctMem {
+func (d *daemon) takeCutThrough(app sessions.AppID, h flow.Handle) *ctMem {
 	d.mu.Lock()
 	defer d.mu.Unlock()
 	k := ctKey{app, h}
@@ -440,19 +441,19 @@ type pairRef struct {
 	pair sessions.FifoPair
 }
 
-func (d *daemon) trackLocked(app sessions.AppID, h sessions.Handle, p pairRef) {
+func (d *daemon) trackLocked(app sessions.AppID, h flow.Handle, p pairRef) {
 	if p.pair.Rx == nil && p.pair.Tx == nil {
 		return
 	}
 	m := d.fifos[app]
 	if m == nil {
-		m = map[sessions.Handle]pairRef{}
+		m = map[flow.Handle]pairRef{}
 		d.fifos[app] = m
 	}
 	m[h] = p
 }
 
-func (d *daemon) untrackLocked(app sessions.AppID, h sessions.Handle) {
+func (d *daemon) untrackLocked(app sessions.AppID, h flow.Handle) {
 	if m := d.fifos[app]; m != nil {
 		delete(m, h)
 		if len(m) == 0 {

@@ -17,9 +17,9 @@ import (
 	"github.com/cilium/ebpf"
 
 	"github.com/xsessiond/xsessiond/app"
+	"github.com/xsessiond/xsessiond/flow"
 	"github.com/xsessiond/xsessiond/loader"
 	"github.com/xsessiond/xsessiond/nsbind/nstest"
-	"github.com/xsessiond/xsessiond/sessions"
 )
 
 const childEnv = "XSESSIOND_TEST_CHILD"
@@ -52,7 +52,7 @@ func childApp(sock string) int {
 	}
 	// A TCP listener too, where the daemon takes them (the datapath does
 	// not serve TCP yet).
-	if _, err := a.Listen("tcp://0.0.0.0:9501"); err != nil && !errors.Is(err, sessions.ErrNotSupported) {
+	if _, err := a.Listen("tcp://0.0.0.0:9501"); err != nil && !errors.Is(err, flow.ErrNotSupported) {
 		fmt.Println("listen:", err)
 		return 1
 	}

@@ -9,7 +9,7 @@
 // another daemon owns it, before it touches the interface), starts the
 // datapath engine (datapath.Engine behind the engine interface; without one
 // the control plane runs alone: binds and cut-through sessions work, connects
-// to remote peers fail with sessions.ErrConnect), builds the session layer
+// to remote peers fail with flow.ErrConnect), builds the session layer
 // over it, applies the configured namespaces and rules, and serves the
 // control socket (package api) and, if asked, Prometheus metrics.
 //

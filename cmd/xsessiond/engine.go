@@ -68,7 +68,7 @@ type newEngineFunc func(cfg engineConfig) (engine, error)
 
 // noEngine is the control plane without a datapath: one shard, no
 // workers, no kick eventfds. Binds work, cut-through sessions work,
-// connects to remote peers fail with sessions.ErrConnect.
+// connects to remote peers fail with flow.ErrConnect.
 type noEngine struct{}
 
 func (noEngine) Workers() int                { return 1 }

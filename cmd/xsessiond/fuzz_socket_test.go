@@ -10,23 +10,23 @@ import (
 	"time"
 
 	"github.com/xsessiond/xsessiond/api"
-	"github.com/xsessiond/xsessiond/sessions"
+	"github.com/xsessiond/xsessiond/flow"
 )
 
 // validRequests are well-formed requests to mutate.
 func validRequests() []api.Message {
 	return []api.Message{
 		&api.Hello{Major: 1, Name: "fuzz"},
-		&api.Attach{Name: "fuzz", Scope: sessions.ScopeGlobal | sessions.ScopeLocal, RxFifoSize: 4096, TxFifoSize: 4096},
+		&api.Attach{Name: "fuzz", Scope: flow.ScopeGlobal | flow.ScopeLocal, RxFifoSize: 4096, TxFifoSize: 4096},
 		&api.Bind{URI: "udp://0.0.0.0:7000"},
-		&api.Bind{Endpoint: sessions.Endpoint{Transport: sessions.TransportUDP, Addr: netip.MustParseAddr("127.0.0.1"), Port: 7001}},
-		&api.Unbind{Handle: sessions.MakeHandle(sessions.ListenerWorker, 1)},
+		&api.Bind{Endpoint: flow.Endpoint{Transport: flow.TransportUDP, Addr: netip.MustParseAddr("127.0.0.1"), Port: 7001}},
+		&api.Unbind{Handle: flow.MakeHandle(flow.ListenerWorker, 1)},
 		&api.Connect{URI: "udp://127.0.0.1:9000", Opaque: 3},
-		&api.Disconnect{Handle: sessions.MakeHandle(sessions.CutThroughWorker, 0)},
+		&api.Disconnect{Handle: flow.MakeHandle(flow.CutThroughWorker, 0)},
 		&api.Show{What: api.ShowApps},
 		&api.NsAdd{ID: "f", Secret: 1, Iface: "lo"},
 		&api.NsDel{ID: "f"},
-		&api.RuleAdd{Rule: api.Rule{Transport: sessions.TransportUDP, Action: api.ActionDrop, Tag: "f", LocalPort: 1}},
+		&api.RuleAdd{Rule: api.Rule{Transport: flow.TransportUDP, Action: api.ActionDrop, Tag: "f", LocalPort: 1}},
 		&api.RuleDel{Rule: api.Rule{Tag: "f"}},
 		&api.Detach{},
 	}

@@ -13,7 +13,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/xsessiond/xsessiond/app"
-	"github.com/xsessiond/xsessiond/sessions"
+	"github.com/xsessiond/xsessiond/flow"
 )
 
 // startDaemon runs a daemon in-process on lo, without a datapath, with its
@@ -40,7 +40,7 @@ func attach(t testing.TB, d *daemon, o app.Options) *app.App {
 	t.Helper()
 	o.Socket = d.Socket()
 	if o.Scope == 0 {
-		o.Scope = sessions.ScopeGlobal | sessions.ScopeLocal
+		o.Scope = flow.ScopeGlobal | flow.ScopeLocal
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()

@@ -7,6 +7,7 @@ import (
 	"slices"
 
 	"github.com/xsessiond/xsessiond/api"
+	"github.com/xsessiond/xsessiond/flow"
 	"github.com/xsessiond/xsessiond/nsbind"
 	"github.com/xsessiond/xsessiond/sessions"
 )
@@ -16,10 +17,10 @@ import (
 // that netns's addresses for as long as a namespace lives in it.
 func (d *daemon) addNamespace(id string, secret uint64, iface, netnsName string) error {
 	if id == "" {
-		return fmt.Errorf("ns add: empty id (the default namespace is built in): %w", sessions.ErrInvalidValue)
+		return fmt.Errorf("ns add: empty id (the default namespace is built in): %w", flow.ErrInvalidValue)
 	}
 	if iface == "" {
-		return fmt.Errorf("ns add %q: no interface: %w", id, sessions.ErrInvalidValue)
+		return fmt.Errorf("ns add %q: no interface: %w", id, flow.ErrInvalidValue)
 	}
 	r, err := d.netnsRef(netnsName)
 	if err != nil {
@@ -33,7 +34,7 @@ func (d *daemon) addNamespace(id string, secret uint64, iface, netnsName string)
 		if r.name != "" {
 			where = fmt.Sprintf("netns %q", r.name)
 		}
-		return fmt.Errorf("ns add %q: interface %q does not exist in %s: %w", id, iface, where, sessions.ErrInvalidValue)
+		return fmt.Errorf("ns add %q: interface %q does not exist in %s: %w", id, iface, where, flow.ErrInvalidValue)
 	}
 	if err := d.layer.AddNamespace(sessions.NamespaceConfig{ID: id, Secret: secret, IfIndex: ifc.Index, FIB4: fib, FIB6: fib}); err != nil {
 		d.netnsUnref(fib)
@@ -49,7 +50,7 @@ func (d *daemon) addNamespace(id string, secret uint64, iface, netnsName string)
 // delNamespace removes an app namespace that has no apps attached.
 func (d *daemon) delNamespace(id string) error {
 	if id == "" {
-		return fmt.Errorf("ns del: the default namespace cannot be deleted: %w", sessions.ErrInvalidValue)
+		return fmt.Errorf("ns del: the default namespace cannot be deleted: %w", flow.ErrInvalidValue)
 	}
 	if err := d.layer.DelNamespace(id); err != nil {
 		return fmt.Errorf("ns del: %w", err)
@@ -77,7 +78,7 @@ func (d *daemon) netnsRef(name string) (*netnsRef, error) {
 	}
 	ns, err := nsbind.OpenNamed(name)
 	if err != nil {
-		return nil, fmt.Errorf("netns %q: %w: %w", name, sessions.ErrInvalidValue, err)
+		return nil, fmt.Errorf("netns %q: %w: %w", name, flow.ErrInvalidValue, err)
 	}
 	d.mu.Lock()
 	if r := d.netnss[ns.FIB()]; r != nil {
@@ -110,7 +111,7 @@ func (d *daemon) netnsRef(name string) (*netnsRef, error) {
 	return r, nil
 }
 
-func (d *daemon) netnsUnref(fib sessions.FIBID) {
+func (d *daemon) netnsUnref(fib flow.FIBID) {
 	d.mu.Lock()
 	r := d.netnss[fib]
 	if r == nil {
@@ -146,7 +147,7 @@ func ruleFromAPI(r api.Rule) (sessions.Rule, error) {
 	case api.ActionForward:
 		action = sessions.RuleForward
 	default:
-		return sessions.Rule{}, fmt.Errorf("action %d: %w", uint8(r.Action), sessions.ErrInvalidValue)
+		return sessions.Rule{}, fmt.Errorf("action %d: %w", uint8(r.Action), flow.ErrInvalidValue)
 	}
 	out := sessions.Rule{
 		Transport: r.Transport, Local: r.Local, LocalPort: r.LocalPort, Remote: r.Remote, RemotePort: r.RemotePort,
@@ -159,26 +160,26 @@ func ruleFromAPI(r api.Rule) (sessions.Rule, error) {
 }
 
 // parseScope reads global, local or both.
-func parseScope(s string) (sessions.Scope, error) {
+func parseScope(s string) (flow.Scope, error) {
 	switch s {
 	case "", "global":
-		return sessions.ScopeGlobal, nil
+		return flow.ScopeGlobal, nil
 	case "local":
-		return sessions.ScopeLocal, nil
+		return flow.ScopeLocal, nil
 	case "both":
-		return sessions.ScopeGlobal | sessions.ScopeLocal, nil
+		return flow.ScopeGlobal | flow.ScopeLocal, nil
 	}
-	return 0, fmt.Errorf("scope %q: want global, local or both: %w", s, sessions.ErrInvalidValue)
+	return 0, fmt.Errorf("scope %q: want global, local or both: %w", s, flow.ErrInvalidValue)
 }
 
-func parseTransport(s string) (sessions.Transport, error) {
+func parseTransport(s string) (flow.Transport, error) {
 	switch s {
 	case "udp":
-		return sessions.TransportUDP, nil
+		return flow.TransportUDP, nil
 	case "tcp":
-		return sessions.TransportTCP, nil
+		return flow.TransportTCP, nil
 	}
-	return 0, fmt.Errorf("proto %q: want udp or tcp: %w", s, sessions.ErrInvalidValue)
+	return 0, fmt.Errorf("proto %q: want udp or tcp: %w", s, flow.ErrInvalidValue)
 }
 
 func parseAction(s string) (api.RuleAction, error) {
@@ -190,7 +191,7 @@ func parseAction(s string) (api.RuleAction, error) {
 	case "forward":
 		return api.ActionForward, nil
 	}
-	return 0, fmt.Errorf("action %q: want drop, allow or forward: %w", s, sessions.ErrInvalidValue)
+	return 0, fmt.Errorf("action %q: want drop, allow or forward: %w", s, flow.ErrInvalidValue)
 }
 
 func parsePrefix(s string) (netip.Prefix, error) {
@@ -199,7 +200,7 @@ func parsePrefix(s string) (netip.Prefix, error) {
 	}
 	p, err := netip.ParsePrefix(s)
 	if err != nil {
-		return netip.Prefix{}, fmt.Errorf("prefix %q: %w", s, sessions.ErrInvalidValue)
+		return netip.Prefix{}, fmt.Errorf("prefix %q: %w", s, flow.ErrInvalidValue)
 	}
 	return p.Masked(), nil
 }
@@ -228,7 +229,7 @@ func (rc RuleConfig) apiRule(appIndex func(name string) (uint32, bool)) (api.Rul
 	if r.Action == api.ActionForward {
 		idx, ok := appIndex(rc.App)
 		if !ok {
-			return r, fmt.Errorf("forward to app %q: %w", rc.App, sessions.ErrNotAttached)
+			return r, fmt.Errorf("forward to app %q: %w", rc.App, flow.ErrNotAttached)
 		}
 		r.AppIndex = idx
 	}
@@ -301,7 +302,7 @@ func (d *daemon) applyConfig(nss []NamespaceConfig, rules []RuleConfig) error {
 	for i, rc := range rules {
 		ar, err := rc.apiRule(d.appIndexByName)
 		if err != nil {
-			if errors.Is(err, sessions.ErrNotAttached) {
+			if errors.Is(err, flow.ErrNotAttached) {
 				d.log.Warn("config rule skipped", "rule", i, "err", err)
 				continue
 			}

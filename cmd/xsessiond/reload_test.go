@@ -5,7 +5,7 @@ import (
 	"testing"
 
 	"github.com/xsessiond/xsessiond/app"
-	"github.com/xsessiond/xsessiond/sessions"
+	"github.com/xsessiond/xsessiond/flow"
 )
 
 // TestReload starts a daemon from a config and reloads another one, as
@@ -49,7 +49,7 @@ rules:
 	}
 	err = d.reload(c2)
 	// red has an app attached: it cannot go, and the reload says so.
-	if !errors.Is(err, sessions.ErrNamespaceInUse) {
+	if !errors.Is(err, flow.ErrNamespaceInUse) {
 		t.Fatalf("reload: %v", err)
 	}
 	want := map[string]bool{"": true, "red": true, "mine": true, "green": true}
@@ -63,7 +63,7 @@ rules:
 		}
 	}
 	rules := d.layer.Rules()
-	if len(rules) != 1 || rules[0].Tag != "b" || rules[0].Transport != sessions.TransportTCP {
+	if len(rules) != 1 || rules[0].Tag != "b" || rules[0].Transport != flow.TransportTCP {
 		t.Fatalf("rules after reload %+v (the forward rule to an app not attached is skipped)", rules)
 	}
 }

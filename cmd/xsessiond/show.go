@@ -6,6 +6,7 @@ import (
 	"time"
 
 	"github.com/xsessiond/xsessiond/api"
+	"github.com/xsessiond/xsessiond/flow"
 	"github.com/xsessiond/xsessiond/sessions"
 )
 
@@ -70,7 +71,7 @@ func (d *daemon) show(what api.ShowWhat) ([]byte, error) {
 	case api.ShowStats:
 		v = d.stats()
 	default:
-		return nil, fmt.Errorf("show %d: %w", uint8(what), sessions.ErrInvalidValue)
+		return nil, fmt.Errorf("show %d: %w", uint8(what), flow.ErrInvalidValue)
 	}
 	return json.Marshal(v)
 }

@@ -3,7 +3,7 @@ package frame
 import (
 	"encoding/binary"
 
-	"github.com/xsessiond/xsessiond/sessions"
+	"github.com/xsessiond/xsessiond/flow"
 )
 
 // Reason says why Decode could not deliver a UDP datagram. OK means it did.
@@ -103,10 +103,10 @@ type Packet struct {
 	NumVLAN        uint8
 	EtherType      uint16 // after the tags
 
-	Family   uint8              // sessions.Family4 or sessions.Family6; 0 before the IP header was read
-	Proto    sessions.Transport // the upper-layer protocol after any IPv6 extension headers
-	HopLimit uint8              // IPv4 TTL or IPv6 hop limit
-	Src, Dst [16]byte           // sessions.AddrBytes form: IPv4 in the first 4 bytes
+	Family   uint8          // flow.Family4 or flow.Family6; 0 before the IP header was read
+	Proto    flow.Transport // the upper-layer protocol after any IPv6 extension headers
+	HopLimit uint8          // IPv4 TTL or IPv6 hop limit
+	Src, Dst [16]byte       // flow.AddrBytes form: IPv4 in the first 4 bytes
 
 	// Fragment fields, set when the reason is Fragment: the fragment offset
 	// in bytes, whether more fragments follow, and the identification.
@@ -133,8 +133,8 @@ func (p *Packet) Payload(frame []byte) []byte {
 
 // FiveTuple returns the packet's 5-tuple from the receiver's side: Local is
 // the destination, Remote the source.
-func (p *Packet) FiveTuple() sessions.FiveTuple {
-	return sessions.FiveTuple{
+func (p *Packet) FiveTuple() flow.FiveTuple {
+	return flow.FiveTuple{
 		Local: p.Dst, Remote: p.Src,
 		LocalPort: p.DstPort, RemotePort: p.SrcPort,
 		Proto: p.Proto, Family: p.Family,
@@ -188,7 +188,7 @@ func DecodeFlags(frame []byte, p *Packet, flags Flags) Reason {
 	if r != OK {
 		return r
 	}
-	if p.Proto != sessions.TransportUDP {
+	if p.Proto != flow.TransportUDP {
 		return NotUDP
 	}
 	if len(l4) < UDPHeaderLen {
@@ -207,7 +207,7 @@ func DecodeFlags(frame []byte, p *Packet, flags Flags) Reason {
 	}
 	csum := binary.BigEndian.Uint16(l4[6:8])
 	if csum == 0 {
-		if p.Family == sessions.Family4 {
+		if p.Family == flow.Family4 {
 			return OK // no checksum
 		}
 		return BadUDPCsum
@@ -234,9 +234,9 @@ func decodeIPv4(b []byte, p *Packet) ([]byte, uint32, Reason) {
 	if len(b) < hl {
 		return nil, 0, TruncatedIP
 	}
-	p.Family = sessions.Family4
+	p.Family = flow.Family4
 	p.HopLimit = b[8]
-	p.Proto = sessions.Transport(b[9])
+	p.Proto = flow.Transport(b[9])
 	copy(p.Src[:4], b[12:16])
 	copy(p.Dst[:4], b[16:20])
 	tl := int(binary.BigEndian.Uint16(b[2:4]))
@@ -282,7 +282,7 @@ func decodeIPv6(b []byte, p *Packet) ([]byte, uint32, Reason) {
 	if b[0]>>4 != 6 {
 		return nil, 0, BadIPVersion
 	}
-	p.Family = sessions.Family6
+	p.Family = flow.Family6
 	p.HopLimit = b[7]
 	copy(p.Src[:], b[8:24])
 	copy(p.Dst[:], b[24:40])
@@ -316,7 +316,7 @@ func decodeIPv6(b []byte, p *Packet) ([]byte, uint32, Reason) {
 			hl = 8
 			fo := binary.BigEndian.Uint16(data[2:4])
 			if fo&0xfff9 != 0 { // offset or M set: a real fragment
-				p.Proto = sessions.Transport(data[0])
+				p.Proto = flow.Transport(data[0])
 				p.FragOffset = fo &^ 7
 				p.MoreFrags = fo&1 != 0
 				p.FragID = binary.BigEndian.Uint32(data[4:8])
@@ -324,7 +324,7 @@ func decodeIPv6(b []byte, p *Packet) ([]byte, uint32, Reason) {
 				return nil, 0, Fragment
 			}
 		default:
-			p.Proto = sessions.Transport(next)
+			p.Proto = flow.Transport(next)
 			p.L4Off = p.L3Off + off
 			return data, Sum(b[8:40], uint32(next)), OK // source and destination, adjacent
 		}

@@ -9,8 +9,7 @@ import (
 
 	"github.com/gopacket/gopacket"
 	"github.com/gopacket/gopacket/layers"
-
-	"github.com/xsessiond/xsessiond/sessions"
+	"github.com/xsessiond/xsessiond/flow"
 )
 
 var (
@@ -205,21 +204,21 @@ func gopacketView(t *testing.T, b []byte) (Packet, []byte) {
 		}
 	}
 	if ip, ok := gp.Layer(layers.LayerTypeIPv4).(*layers.IPv4); ok {
-		want.Family = sessions.Family4
-		want.Src = sessions.AddrBytes(netip.AddrFrom4([4]byte(ip.SrcIP.To4())))
-		want.Dst = sessions.AddrBytes(netip.AddrFrom4([4]byte(ip.DstIP.To4())))
+		want.Family = flow.Family4
+		want.Src = flow.AddrBytes(netip.AddrFrom4([4]byte(ip.SrcIP.To4())))
+		want.Dst = flow.AddrBytes(netip.AddrFrom4([4]byte(ip.DstIP.To4())))
 		want.HopLimit = ip.TTL
 	}
 	if ip, ok := gp.Layer(layers.LayerTypeIPv6).(*layers.IPv6); ok {
-		want.Family = sessions.Family6
-		want.Src = sessions.AddrBytes(netip.AddrFrom16([16]byte(ip.SrcIP)))
-		want.Dst = sessions.AddrBytes(netip.AddrFrom16([16]byte(ip.DstIP)))
+		want.Family = flow.Family6
+		want.Src = flow.AddrBytes(netip.AddrFrom16([16]byte(ip.SrcIP)))
+		want.Dst = flow.AddrBytes(netip.AddrFrom16([16]byte(ip.DstIP)))
 		want.HopLimit = ip.HopLimit
 	}
 	var payload []byte
 	if u, ok := gp.Layer(layers.LayerTypeUDP).(*layers.UDP); ok {
 		want.SrcPort, want.DstPort = uint16(u.SrcPort), uint16(u.DstPort)
-		want.Proto = sessions.TransportUDP
+		want.Proto = flow.TransportUDP
 		payload = u.Payload
 	}
 	return want, payload
@@ -253,7 +252,7 @@ func TestDecodeAgainstGopacket(t *testing.T) {
 			if p.Family != want.Family || p.Src != want.Src || p.Dst != want.Dst || p.HopLimit != want.HopLimit {
 				t.Errorf("IP: got %d %x %x %d, gopacket %d %x %x %d", p.Family, p.Src, p.Dst, p.HopLimit, want.Family, want.Src, want.Dst, want.HopLimit)
 			}
-			if p.Proto != sessions.TransportUDP || p.SrcPort != c.p.sport || p.DstPort != c.p.dport || !bytes.Equal(p.Payload(b), c.p.payload) {
+			if p.Proto != flow.TransportUDP || p.SrcPort != c.p.sport || p.DstPort != c.p.dport || !bytes.Equal(p.Payload(b), c.p.payload) {
 				t.Errorf("UDP: got %v %d %d %x, built %d %d %x", p.Proto, p.SrcPort, p.DstPort, p.Payload(b), c.p.sport, c.p.dport, c.p.payload)
 			}
 			// gopacket stops at any IPv6 fragment header, atomic or not.
@@ -263,7 +262,7 @@ func TestDecodeAgainstGopacket(t *testing.T) {
 				}
 			}
 			ft := p.FiveTuple()
-			if ft.Local != p.Dst || ft.RemotePort != p.SrcPort || ft.Family != p.Family || ft.Proto != sessions.TransportUDP {
+			if ft.Local != p.Dst || ft.RemotePort != p.SrcPort || ft.Family != p.Family || ft.Proto != flow.TransportUDP {
 				t.Errorf("FiveTuple %+v", ft)
 			}
 			if a := testing.AllocsPerRun(100, func() { Decode(b, &p) }); a != 0 {

@@ -5,7 +5,7 @@
 // Decode is hand-written and allocation-free. It never panics, whatever the
 // input; a frame it cannot use is reported with a Reason (truncated headers,
 // bad lengths, bad checksums, fragments, not IP, not UDP, ...). Its output,
-// Packet, holds addresses in the 16-byte form of sessions.FiveTuple and the
+// Packet, holds addresses in the 16-byte form of flow.FiveTuple and the
 // payload as offsets into the frame: nothing in it points into the heap.
 //
 // Template is a per-session header template (Ethernet, optional VLAN tag,

@@ -8,6 +8,7 @@ import (
 
 	"github.com/xsessiond/xsessiond/datapath/frame"
 	"github.com/xsessiond/xsessiond/fifo"
+	"github.com/xsessiond/xsessiond/flow"
 	"github.com/xsessiond/xsessiond/sessions"
 )
 
@@ -39,7 +40,7 @@ var ErrNoFifos = errors.New("udp: fifo pair is not backed by package fifo")
 // signal, and counters. See the package doc for who may call what.
 type Target struct {
 	Kind   Kind
-	Handle sessions.Handle
+	Handle flow.Handle
 	App    sessions.AppID
 	Worker uint32 // the worker that drains Tx
 
@@ -75,7 +76,7 @@ type Target struct {
 // NewTarget makes the Target of a fifo pair made by sessions.FifoMemory.
 // mem is the app's memory (for its event queue); nil leaves the app
 // unsignalled.
-func NewTarget(kind Kind, h sessions.Handle, app sessions.AppID, worker uint32, pair sessions.FifoPair, mem sessions.AppMemory) (*Target, error) {
+func NewTarget(kind Kind, h flow.Handle, app sessions.AppID, worker uint32, pair sessions.FifoPair, mem sessions.AppMemory) (*Target, error) {
 	rx, tx, ok := pair.Fifos()
 	if !ok {
 		return nil, ErrNoFifos
@@ -206,22 +207,22 @@ func (t *Target) Signal() bool {
 
 // Stats is a JSON-friendly copy of a Target's counters.
 type Stats struct {
-	Handle      sessions.Handle `json:"handle"`
-	App         sessions.AppID  `json:"app"`
-	Kind        string          `json:"kind"`
-	Worker      uint32          `json:"worker"`
-	Local       string          `json:"local"`
-	Remote      string          `json:"remote,omitempty"`
-	Delivered   uint64          `json:"delivered"`
-	RxBytes     uint64          `json:"rx_bytes"`
-	DropFull    uint64          `json:"drop_fifo_full"`
-	DropTooBig  uint64          `json:"drop_too_big"`
-	DropCorrupt uint64          `json:"drop_fifo_corrupt"`
-	Sent        uint64          `json:"sent"`
-	TxBytes     uint64          `json:"tx_bytes"`
-	TxDrops     uint64          `json:"tx_drops"`
-	TxCorrupt   uint64          `json:"tx_corrupt"`
-	Signals     uint64          `json:"signals"`
+	Handle      flow.Handle    `json:"handle"`
+	App         sessions.AppID `json:"app"`
+	Kind        string         `json:"kind"`
+	Worker      uint32         `json:"worker"`
+	Local       string         `json:"local"`
+	Remote      string         `json:"remote,omitempty"`
+	Delivered   uint64         `json:"delivered"`
+	RxBytes     uint64         `json:"rx_bytes"`
+	DropFull    uint64         `json:"drop_fifo_full"`
+	DropTooBig  uint64         `json:"drop_too_big"`
+	DropCorrupt uint64         `json:"drop_fifo_corrupt"`
+	Sent        uint64         `json:"sent"`
+	TxBytes     uint64         `json:"tx_bytes"`
+	TxDrops     uint64         `json:"tx_drops"`
+	TxCorrupt   uint64         `json:"tx_corrupt"`
+	Signals     uint64         `json:"signals"`
 }
 
 // Stats returns the Target's counters.

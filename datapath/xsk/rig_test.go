@@ -12,8 +12,8 @@ import (
 	"github.com/xsessiond/xsessiond/datapath/frame"
 	"github.com/xsessiond/xsessiond/datapath/xsk"
 	"github.com/xsessiond/xsessiond/datapath/xsk/xsktest"
+	"github.com/xsessiond/xsessiond/flow"
 	"github.com/xsessiond/xsessiond/nsbind/nstest"
-	"github.com/xsessiond/xsessiond/sessions"
 )
 
 const testPort = 9400
@@ -74,7 +74,7 @@ func receiveN(t testing.TB, socks []*xsk.Socket, want int, seen map[string]bool,
 				if r := frame.Decode(f, &p); r != frame.OK {
 					t.Fatalf("socket %d: received frame does not decode: %v", si, r)
 				}
-				if p.Src != sessions.AddrBytes(from.IPv4) || p.Dst != sessions.AddrBytes(to.IPv4) || p.DstPort != testPort {
+				if p.Src != flow.AddrBytes(from.IPv4) || p.Dst != flow.AddrBytes(to.IPv4) || p.DstPort != testPort {
 					t.Fatalf("socket %d: unexpected datagram %+v", si, p)
 				}
 				key := string(p.Payload(f))

@@ -12,6 +12,7 @@ import (
 	"slices"
 	"sync"
 
+	"github.com/xsessiond/xsessiond/flow"
 	"github.com/xsessiond/xsessiond/sessions"
 )
 
@@ -19,17 +20,17 @@ import (
 // FIB. Loopback addresses are local to every FIB.
 type View struct {
 	mu     sync.Mutex
-	ifaddr map[int][]netip.Addr            // ifindex -> addresses
-	fibs   map[sessions.FIBID][]netip.Addr // FIB -> addresses of all its interfaces
+	ifaddr map[int][]netip.Addr        // ifindex -> addresses
+	fibs   map[flow.FIBID][]netip.Addr // FIB -> addresses of all its interfaces
 }
 
 // NewView returns an empty view.
 func NewView() *View {
-	return &View{ifaddr: map[int][]netip.Addr{}, fibs: map[sessions.FIBID][]netip.Addr{}}
+	return &View{ifaddr: map[int][]netip.Addr{}, fibs: map[flow.FIBID][]netip.Addr{}}
 }
 
 // Add gives interface ifindex, in FIB fib, the address a. It returns v.
-func (v *View) Add(ifindex int, fib sessions.FIBID, a netip.Addr) *View {
+func (v *View) Add(ifindex int, fib flow.FIBID, a netip.Addr) *View {
 	v.mu.Lock()
 	defer v.mu.Unlock()
 	v.ifaddr[ifindex] = append(v.ifaddr[ifindex], a)
@@ -38,7 +39,7 @@ func (v *View) Add(ifindex int, fib sessions.FIBID, a netip.Addr) *View {
 }
 
 // Remove takes address a off interface ifindex in FIB fib.
-func (v *View) Remove(ifindex int, fib sessions.FIBID, a netip.Addr) {
+func (v *View) Remove(ifindex int, fib flow.FIBID, a netip.Addr) {
 	v.mu.Lock()
 	defer v.mu.Unlock()
 	v.ifaddr[ifindex] = slices.DeleteFunc(v.ifaddr[ifindex], func(x netip.Addr) bool { return x == a })
@@ -53,7 +54,7 @@ func (v *View) HasAddress(ifindex int, a netip.Addr) bool {
 }
 
 // IsLocal implements sessions.NetView.
-func (v *View) IsLocal(fib sessions.FIBID, a netip.Addr) bool {
+func (v *View) IsLocal(fib flow.FIBID, a netip.Addr) bool {
 	if a.IsLoopback() {
 		return true
 	}
@@ -77,7 +78,7 @@ type Datapath struct {
 	Opens      []sessions.OpenRequest
 	Listens    []sessions.Listener
 	Unlistens  []sessions.Listener
-	Closes     []sessions.Handle
+	Closes     []flow.Handle
 }
 
 // NewDatapath returns a fake datapath whose connects come from local4 and
@@ -121,7 +122,7 @@ func (d *Datapath) Unlisten(l sessions.Listener) {
 }
 
 // Close implements sessions.Datapath.
-func (d *Datapath) Close(h sessions.Handle, _ sessions.FiveTuple) {
+func (d *Datapath) Close(h flow.Handle, _ flow.FiveTuple) {
 	d.mu.Lock()
 	defer d.mu.Unlock()
 	d.Closes = append(d.Closes, h)
@@ -135,7 +136,7 @@ func (d *Datapath) SetFail(open, listen bool) {
 }
 
 // Calls returns copies of what was recorded.
-func (d *Datapath) Calls() (opens []sessions.OpenRequest, listens, unlistens []sessions.Listener, closes []sessions.Handle) {
+func (d *Datapath) Calls() (opens []sessions.OpenRequest, listens, unlistens []sessions.Listener, closes []flow.Handle) {
 	d.mu.Lock()
 	defer d.mu.Unlock()
 	return slices.Clone(d.Opens), slices.Clone(d.Listens), slices.Clone(d.Unlistens), slices.Clone(d.Closes)
@@ -241,7 +242,7 @@ func (a *App) AllocPair(rx, tx uint32) (sessions.FifoPair, sessions.Segment, err
 	}
 	need := uint64(rx) + uint64(tx)
 	if a.o.MaxFifoMemory != 0 && a.used+need > a.o.MaxFifoMemory {
-		return sessions.FifoPair{}, nil, fmt.Errorf("fifo memory limit %d: %w", a.o.MaxFifoMemory, sessions.ErrNoMemory)
+		return sessions.FifoPair{}, nil, fmt.Errorf("fifo memory limit %d: %w", a.o.MaxFifoMemory, flow.ErrNoMemory)
 	}
 	var seg, added *Segment
 	for _, s := range a.segs {
@@ -252,7 +253,7 @@ func (a *App) AllocPair(rx, tx uint32) (sessions.FifoPair, sessions.Segment, err
 	}
 	if seg == nil {
 		if a.o.MaxSegments != 0 && len(a.segs) >= a.o.MaxSegments {
-			return sessions.FifoPair{}, nil, fmt.Errorf("segment limit %d: %w", a.o.MaxSegments, sessions.ErrNoMemory)
+			return sessions.FifoPair{}, nil, fmt.Errorf("segment limit %d: %w", a.o.MaxSegments, flow.ErrNoMemory)
 		}
 		size := max(a.o.AddSegmentSize, need)
 		a.m.mu.Lock()

@@ -1,0 +1,144 @@
+package flow_test
+
+import (
+	"errors"
+	"net/netip"
+	"strings"
+	"sync"
+	"testing"
+
+	"github.com/xsessiond/xsessiond/flow"
+)
+
+// parse_uri
+
+func TestParseURI(t *testing.T) {
+	for _, c := range []struct {
+		name, uri string
+		tr        flow.Transport
+		addr      string
+		port      uint16
+		errPart   string // part named in the error, "" for success
+	}{
+		{"SlashTCP4", "tcp://10.0.0.1/80", flow.TransportTCP, "10.0.0.1", 80, ""},
+		{"SlashUDP4", "udp://10.0.0.1/53", flow.TransportUDP, "10.0.0.1", 53, ""},
+		{"SlashUDP6", "udp://fd00::1/53", flow.TransportUDP, "fd00::1", 53, ""},
+		{"SlashTCP6", "tcp://::/0", flow.TransportTCP, "::", 0, ""},
+		{"SlashSCTP4", "sctp://10.0.0.1/9", flow.TransportSCTP, "10.0.0.1", 9, ""},
+		{"SlashSCTP6", "sctp://fd00::2/9", flow.TransportSCTP, "fd00::2", 9, ""},
+		{"ColonTCP4", "tcp://10.0.0.1:80", flow.TransportTCP, "10.0.0.1", 80, ""},
+		{"BracketUDP6", "udp://[::1]:65535", flow.TransportUDP, "::1", 65535, ""},
+		{"BracketSlash6", "udp://[fd00::1]/7", flow.TransportUDP, "fd00::1", 7, ""},
+		{"UpperScheme", "TCP://1.2.3.4:5", flow.TransportTCP, "1.2.3.4", 5, ""},
+		{"MappedV4", "tcp://[::ffff:1.2.3.4]:5", flow.TransportTCP, "1.2.3.4", 5, ""},
+		{"NoScheme", "10.0.0.1:80", 0, "", 0, "scheme"},
+		{"UnknownScheme", "http://10.0.0.1:80", 0, "", 0, "scheme"},
+		{"BadAddress", "tcp://10.0.0.256:80", 0, "", 0, "address"},
+		{"Hostname", "tcp://localhost:80", 0, "", 0, "address"},
+		{"ZoneRefused", "tcp://[fe80::1%eth0]:80", 0, "", 0, "address"},
+		{"V6WithoutBrackets", "tcp://fd00::1:80", 0, "", 0, "brackets"},
+		{"V4InBrackets", "tcp://[1.2.3.4]:80", 0, "", 0, "address"},
+		{"MissingBracket", "tcp://[fd00::1:80", 0, "", 0, "]"},
+		{"MissingPort", "tcp://10.0.0.1", 0, "", 0, "port"},
+		{"EmptyPort", "tcp://10.0.0.1:", 0, "", 0, "port"},
+		{"PortTooBig", "tcp://10.0.0.1:65536", 0, "", 0, "port"},
+		{"PortSign", "tcp://10.0.0.1:+80", 0, "", 0, "port"},
+		{"PortJunk", "tcp://10.0.0.1:80x", 0, "", 0, "port"},
+		{"TrailingPath", "tcp://10.0.0.1:80/", 0, "", 0, "address"},
+		{"Empty", "", 0, "", 0, "scheme"},
+		{"TooLong", "tcp://" + strings.Repeat("1", 300), 0, "", 0, "long"},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			e, err := flow.ParseURI(c.uri)
+			if c.errPart != "" {
+				wantErr(t, err, flow.ErrInvalidURI)
+				if !strings.Contains(err.Error(), c.errPart) {
+					t.Fatalf("error %q does not name %q", err, c.errPart)
+				}
+				return
+			}
+			if err != nil {
+				t.Fatal(err)
+			}
+			if e.Transport != c.tr || e.Addr != netip.MustParseAddr(c.addr) || e.Port != c.port || e.IfIndex != 0 || e.FIB != 0 {
+				t.Fatalf("got %+v", e)
+			}
+			// The modern form parses back to the same endpoint.
+			e2, err := flow.ParseURI(e.URI())
+			if err != nil || e2 != e {
+				t.Fatalf("round trip %q: %+v %v", e.URI(), e2, err)
+			}
+		})
+	}
+}
+
+func TestParseURI_CacheConcurrent(t *testing.T) {
+	uris := []string{"tcp://10.0.0.1:80", "udp://[::1]:53", "sctp://10.0.0.2/9", "bad://x"}
+	want := make([]flow.Endpoint, len(uris))
+	wantErrs := make([]bool, len(uris))
+	for i, u := range uris {
+		e, err := flow.ParseURI(u)
+		want[i], wantErrs[i] = e, err != nil
+	}
+	var wg sync.WaitGroup
+	for g := 0; g < 4; g++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for i := 0; i < 2000; i++ {
+				k := (i + g) % len(uris)
+				for rep := 0; rep < 2; rep++ { // the second parse hits the cache, if nobody raced
+					e, err := flow.ParseURI(uris[k])
+					if (err != nil) != wantErrs[k] || e != want[k] {
+						t.Errorf("ParseURI(%q) = %+v, %v", uris[k], e, err)
+						return
+					}
+				}
+			}
+		}()
+	}
+	wg.Wait()
+}
+
+// session_lookup_local_listener_make_handle / parse_handle
+
+func TestLocalListenerHandle(t *testing.T) {
+	for _, tr := range []flow.Transport{flow.TransportTCP, flow.TransportUDP, flow.TransportSCTP} {
+		for _, fam := range []uint8{flow.Family4, flow.Family6} {
+			for _, port := range []uint16{0, 1, 80, 65535} {
+				h := flow.LocalListenerHandle(tr, fam, port)
+				if !h.IsLocal() || h == flow.InvalidHandle {
+					t.Fatalf("%#x not local", h)
+				}
+				e, err := flow.ParseLocalListenerHandle(h)
+				if err != nil || e.Transport != tr || e.Port != port || e.Addr.Is4() != (fam == flow.Family4) || !e.IsZero() {
+					t.Fatalf("parse %#x = %+v %v", h, e, err)
+				}
+			}
+		}
+	}
+	for _, h := range []flow.Handle{
+		flow.MakeHandle(1, 2),
+		flow.InvalidHandle,
+		flow.LocalHandleBit | 9<<24 | 6<<16,
+		flow.LocalHandleBit | 4<<24 | 99<<16,
+		flow.LocalHandleBit | 1<<40 | 4<<24 | 6<<16,
+	} {
+		if _, err := flow.ParseLocalListenerHandle(h); err == nil {
+			t.Errorf("%#x parsed", h)
+		}
+	}
+}
+
+func wantErr(t testing.TB, err, want error) {
+	t.Helper()
+	if want == nil {
+		if err != nil {
+			t.Fatalf("unexpected error: %v", err)
+		}
+		return
+	}
+	if !errors.Is(err, want) {
+		t.Fatalf("error %v, want %v", err, want)
+	}
+}
