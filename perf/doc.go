@@ -27,20 +27,19 @@
 //     kernel drops them at IP input: the generator-alone cost;
 //   - socketpair: two local apps over a unix SOCK_SEQPACKET pair, the
 //     cut-through baseline;
-//   - xsessiond, in-process, built as the daemon builds it: an nsbind
-//     namespace and View of host B, a datapath.Engine on B's veth end
-//     (XDP program, one AF_XDP socket and worker per queue), a
-//     sessions.Layer over fifo memory, and an app attached to it with a
-//     UDP listener on the port. The receiver's app drains the listener's
-//     rx fifo whole (record headers read in place, one Release per
-//     drain) and sleeps on its event queue's eventfd when the fifo is
-//     empty (clear the fifo's event flag, look again, then wait); the
-//     echo app copies datagrams from its rx fifo to its tx fifo and kicks
-//     the owning worker when the tx fifo's event flag was clear; the
-//     cut-through pair is two apps of a layer with no engine, joined by a
-//     local-scope UDP connect, a writer queueing payload-sized datagrams
-//     in batches of 64 and a reader consuming them in place, each
-//     sleeping on the other's event flag or dequeue notification. The
+//   - xsessiond: the daemon itself (package daemon, as xsessiond run
+//     starts it) running in-process on B's veth end (XDP program, one
+//     AF_XDP socket and worker per queue, session layer, control socket
+//     in a temporary directory), and apps attached to it through the app
+//     library over that socket, as any app is. The receiver's app binds
+//     the port with ListenPacketConn and reads with ReadBatch (datagrams
+//     in place in the fifo, handed back by the next call, as
+//     examples/udpsink does); the echo app answers with ReadFrom and
+//     WriteTo (as examples/udpecho does); the cut-through pair is the
+//     daemon without a datapath on lo and two apps joined by a
+//     local-scope UDP Dial, a writer calling Write once per datagram and
+//     a reader taking up to 64 per ReadBatch, the library putting each to
+//     sleep when the fifo is full or empty. The
 //     --xs-* flags shape the engine and the app; --xs-stats prints the
 //     engine's counters (drops by reason, AF_XDP ring counters, worker
 //     loops and sleeps) after each receive repetition.
@@ -68,8 +67,9 @@
 // --cpuprofile FILE writes a runtime/pprof CPU profile of the measurement
 // window of the first repetition of each xsessiond 64-byte receive row
 // (the first to FILE, later rows to FILE with their group inserted before
-// the extension). Goroutines carry the label part=datapath (the engine's
-// workers and mirror), part=app (the consumer) or part=gen (the
+// the extension). Goroutines carry the label part=datapath (the daemon's:
+// the engine's workers and mirror, the control socket), part=app (the
+// app library's and the consumer's) or part=gen (the
 // generator, whose sendto also runs host B's veth receive path in
 // softirq), so for example
 //

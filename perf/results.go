@@ -232,8 +232,8 @@ var methodNotes = []string{
 	"rx ns/pkt: (busy − gen-only ns/pkt × sent) / delivered, with the gen-only median of the same payload/queues/flows.",
 	"Loss: sent − delivered over the whole repetition, after the receiver has drained.",
 	"proc ns/pkt: this process's own user+system time per delivered packet (getrusage), less sensitive to other load; softirq work the kernel does outside the process is not in it.",
-	"xsessiond runs in-process as the daemon builds it (datapath.Engine on host B's veth end, AF_XDP in copy mode as veth has no zero-copy, sessions.Layer, an attached app); the receiving app counts datagrams from its listener's rx fifo in place, without copying payloads.",
-	"Cut-through: socketpair writes and reads one message per system call; xsessiond's writer queues 64 datagrams per call into the fifo and its reader consumes them in place, both sleeping only when the fifo is full or empty.",
+	"xsessiond is the daemon (package daemon, as xsessiond run starts it) running in-process on host B's veth end (AF_XDP in copy mode as veth has no zero-copy), with apps attached through the app library over its control socket; the receiving app counts datagrams with ReadBatch, in place in its listener's rx fifo, without copying payloads.",
+	"Cut-through: socketpair writes and reads one message per system call; xsessiond's writer writes one datagram per Write on its app library connection and its reader takes up to 64 per ReadBatch in place, both sleeping only when the fifo is full or empty.",
 	"Echo: kernel UDP sockets in host A, with A's tx checksum offload off (so an AF_XDP receiver sees complete UDP checksums); the same for both implementations.",
 	"Each figure: median [min–max] over the repetitions.",
 }

@@ -1,100 +1,14 @@
 package main
 
 import (
-	"encoding/binary"
-	"errors"
 	"io"
 	"runtime"
 	"strings"
 	"testing"
 	"time"
 
-	"github.com/xsessiond/xsessiond/fifo"
 	"github.com/xsessiond/xsessiond/nsbind/nstest"
 )
-
-func heapFifo(t *testing.T, size uint32) *fifo.Fifo {
-	t.Helper()
-	seg, err := fifo.NewHeapSegment("test", 1<<20)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { seg.Close() })
-	f, err := seg.AllocFifo(size)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return f
-}
-
-// TestConsumeDgrams: whole records are counted and released, also when
-// they wrap around the end of the fifo, and nothing is allocated.
-func TestConsumeDgrams(t *testing.T) {
-	f := heapFifo(t, 4096)
-	if _, _, _, err := consumeDgrams(f); !errors.Is(err, fifo.ErrEmpty) {
-		t.Fatalf("empty fifo: %v", err)
-	}
-	h := &fifo.DgramHeader{Family: 4, RemotePort: 1}
-	var wantN, wantB uint64
-	// Sizes chosen so that records wrap the 4096-byte fifo several times.
-	for round, size := range []int{1, 64, 200, 1000, 333, 1472, 7, 900} {
-		queued := 0
-		for f.MaxEnqueue() >= fifo.DgramRecordSize(size) && queued < 3 {
-			if err := f.EnqueueDgram(h, make([]byte, size)); err != nil {
-				t.Fatal(err)
-			}
-			queued++
-		}
-		wantN += uint64(queued)
-		wantB += uint64(queued * size)
-		n, b, rel, err := consumeDgrams(f)
-		if err != nil || n != uint64(queued) || b != uint64(queued*size) || rel != queued*fifo.DgramRecordSize(size) {
-			t.Fatalf("round %d: consumed %d datagrams %d bytes released %d (%v), queued %d of %d bytes", round, n, b, rel, err, queued, size)
-		}
-		if f.MaxDequeue() != 0 {
-			t.Fatalf("round %d: %d bytes left", round, f.MaxDequeue())
-		}
-	}
-	if err := f.EnqueueDgram(h, make([]byte, 100)); err != nil {
-		t.Fatal(err)
-	}
-	allocs := testing.AllocsPerRun(100, func() {
-		_ = f.EnqueueDgram(h, nil)
-		_, _, _, _ = consumeDgrams(f)
-	})
-	if allocs != 0 {
-		t.Errorf("consumeDgrams allocates %.1f times per call", allocs)
-	}
-}
-
-// TestConsumeDgramsCorrupt: a record whose length runs past what is
-// queued is not consumed and is reported.
-func TestConsumeDgramsCorrupt(t *testing.T) {
-	f := heapFifo(t, 4096)
-	rec := make([]byte, fifo.DgramHeaderSize+8)
-	binary.NativeEndian.PutUint32(rec[fifo.DgramOffLen:], 4000) // more than is queued
-	if _, err := f.Enqueue(rec); err != nil {
-		t.Fatal(err)
-	}
-	if _, _, _, err := consumeDgrams(f); !errors.Is(err, fifo.ErrCorrupt) {
-		t.Fatalf("got %v, want ErrCorrupt", err)
-	}
-	if f.MaxDequeue() != len(rec) {
-		t.Fatalf("%d bytes queued after a refused record, want %d", f.MaxDequeue(), len(rec))
-	}
-}
-
-func TestU32At(t *testing.T) {
-	// The region 0, 1, ..., 7 split after its third byte: reads before,
-	// across and after the split.
-	all := []byte{0, 1, 2, 3, 4, 5, 6, 7}
-	a, b := all[:3], all[3:]
-	for off := 0; off+4 <= len(all); off++ {
-		if got, want := u32At(a, b, off), binary.NativeEndian.Uint32(all[off:]); got != want {
-			t.Errorf("u32At(%d) = %#x, want %#x", off, got, want)
-		}
-	}
-}
 
 // TestXsessiondOnRig runs one short repetition of each xsessiond
 // implementation (receive at two payloads and queue counts, echo,

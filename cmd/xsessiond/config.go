@@ -4,25 +4,26 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"net/netip"
 	"os"
 	"strings"
 
 	"go.yaml.in/yaml/v3"
+
+	"github.com/xsessiond/xsessiond/daemon"
 )
 
 // DefaultSocket is where the daemon listens for apps and the CLI.
-const DefaultSocket = "/run/xsessiond/api.sock"
+const DefaultSocket = daemon.DefaultSocket
 
 // Config is the daemon's configuration file (YAML). Flags override it.
 type Config struct {
-	Socket      string            `yaml:"socket"`
-	SocketGroup string            `yaml:"socket_group"`
-	MetricsAddr string            `yaml:"metrics_addr"`
-	LogLevel    string            `yaml:"log_level"`
-	Interfaces  []InterfaceConfig `yaml:"interfaces"`
-	Namespaces  []NamespaceConfig `yaml:"namespaces"`
-	Rules       []RuleConfig      `yaml:"rules"`
+	Socket      string                   `yaml:"socket"`
+	SocketGroup string                   `yaml:"socket_group"`
+	MetricsAddr string                   `yaml:"metrics_addr"`
+	LogLevel    string                   `yaml:"log_level"`
+	Interfaces  []InterfaceConfig        `yaml:"interfaces"`
+	Namespaces  []daemon.NamespaceConfig `yaml:"namespaces"`
+	Rules       []daemon.RuleConfig      `yaml:"rules"`
 }
 
 // InterfaceConfig is one interface the daemon runs workers on.
@@ -33,28 +34,6 @@ type InterfaceConfig struct {
 	XDPMode  string `yaml:"xdp_mode"`  // auto, native or generic
 	Batch    int    `yaml:"batch"`     // frames per poll; 0 = 64
 	BusyPoll bool   `yaml:"busy_poll"` // spin instead of sleeping in poll() when idle
-}
-
-// NamespaceConfig is an app namespace.
-type NamespaceConfig struct {
-	ID     string `yaml:"id"`
-	Secret uint64 `yaml:"secret"`
-	Iface  string `yaml:"iface"`
-	Netns  string `yaml:"netns"`
-}
-
-// RuleConfig is a session rule, as `xsessiond ctl rule add` takes it.
-type RuleConfig struct {
-	Proto      string `yaml:"proto"`       // udp or tcp
-	Local      string `yaml:"local"`       // prefix, e.g. 0.0.0.0/0
-	LocalPort  uint16 `yaml:"local_port"`  // 0 = any
-	Remote     string `yaml:"remote"`      // prefix
-	RemotePort uint16 `yaml:"remote_port"` // 0 = any
-	Action     string `yaml:"action"`      // drop, allow, or forward
-	App        string `yaml:"app"`         // the app name to forward to (action forward)
-	Scope      string `yaml:"scope"`       // global, local or both
-	Tag        string `yaml:"tag"`
-	Namespace  string `yaml:"namespace"` // the namespace whose local table holds a local rule
 }
 
 // LoadConfig reads and validates a configuration file.
@@ -125,40 +104,9 @@ func (c *Config) Validate() error {
 		}
 	}
 	for i, r := range c.Rules {
-		if err := r.validate(); err != nil {
+		if err := r.Validate(); err != nil {
 			return fmt.Errorf("config: rules[%d]: %w", i, err)
 		}
-	}
-	return nil
-}
-
-func (r RuleConfig) validate() error {
-	switch r.Proto {
-	case "udp", "tcp":
-	default:
-		return fmt.Errorf("proto %q: want udp or tcp", r.Proto)
-	}
-	for _, p := range []struct{ name, v string }{{"local", r.Local}, {"remote", r.Remote}} {
-		if p.v == "" {
-			continue
-		}
-		if _, err := netip.ParsePrefix(p.v); err != nil {
-			return fmt.Errorf("%s %q: want a prefix like 10.0.0.0/8: %w", p.name, p.v, err)
-		}
-	}
-	switch r.Action {
-	case "drop", "allow":
-	case "forward":
-		if r.App == "" {
-			return errors.New("action forward needs app")
-		}
-	default:
-		return fmt.Errorf("action %q: want drop, allow or forward", r.Action)
-	}
-	switch r.Scope {
-	case "", "global", "local", "both":
-	default:
-		return fmt.Errorf("scope %q: want global, local or both", r.Scope)
 	}
 	return nil
 }

@@ -17,6 +17,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/xsessiond/xsessiond/api"
+	"github.com/xsessiond/xsessiond/daemon"
 	"github.com/xsessiond/xsessiond/flow"
 	"github.com/xsessiond/xsessiond/sessions"
 )
@@ -137,7 +138,7 @@ func printTable(out io.Writer, what api.ShowWhat, doc []byte) error {
 	bad := func(err error) error { return fmt.Errorf("show %v: the daemon sent bad JSON: %w", what, err) }
 	switch what {
 	case api.ShowApps:
-		var v []appView
+		var v []daemon.AppView
 		if err := json.Unmarshal(doc, &v); err != nil {
 			return bad(err)
 		}
@@ -182,7 +183,7 @@ func printTable(out io.Writer, what api.ShowWhat, doc []byte) error {
 			row(nsName(n.ID), n.IfIndex, n.FIB4, n.FIB6, n.Apps, n.LocalListeners)
 		}
 	case api.ShowRules:
-		var v []ruleView
+		var v []daemon.RuleView
 		if err := json.Unmarshal(doc, &v); err != nil {
 			return bad(err)
 		}
@@ -196,7 +197,7 @@ func printTable(out io.Writer, what api.ShowWhat, doc []byte) error {
 				r.Action, app, r.Scope, dash(r.Tag))
 		}
 	case api.ShowStats:
-		var v statsView
+		var v daemon.StatsView
 		if err := json.Unmarshal(doc, &v); err != nil {
 			return bad(err)
 		}
@@ -408,7 +409,7 @@ func parseRuleWords(words []string, forAdd bool) (api.Rule, error) {
 			if err != nil {
 				return r, err
 			}
-			if r.Transport, err = parseTransport(v); err != nil {
+			if r.Transport, err = daemon.ParseTransport(v); err != nil {
 				return r, fmt.Errorf("proto %q: want udp or tcp", v)
 			}
 			haveProto = true
@@ -417,7 +418,7 @@ func parseRuleWords(words []string, forAdd bool) (api.Rule, error) {
 			if err != nil {
 				return r, err
 			}
-			p, err := parsePrefix(v)
+			p, err := daemon.ParsePrefix(v)
 			if err != nil {
 				return r, fmt.Errorf("%s %q: want a prefix like 10.0.0.0/8", w, v)
 			}
@@ -432,7 +433,7 @@ func parseRuleWords(words []string, forAdd bool) (api.Rule, error) {
 			if err != nil {
 				return r, err
 			}
-			if r.Action, err = parseAction(v); err != nil {
+			if r.Action, err = daemon.ParseAction(v); err != nil {
 				return r, fmt.Errorf("action %q: want drop, allow or forward", v)
 			}
 			haveAction = true
@@ -451,7 +452,7 @@ func parseRuleWords(words []string, forAdd bool) (api.Rule, error) {
 			case "ns", "appns":
 				r.Namespace = v
 			case "scope":
-				if r.Scope, err = parseScope(v); err != nil {
+				if r.Scope, err = daemon.ParseScope(v); err != nil {
 					return r, fmt.Errorf("scope %q: want global, local or both", v)
 				}
 			case "tag":

@@ -10,6 +10,7 @@ import (
 	"testing"
 
 	"github.com/xsessiond/xsessiond/app"
+	"github.com/xsessiond/xsessiond/daemon"
 	"github.com/xsessiond/xsessiond/sessions"
 )
 
@@ -102,7 +103,7 @@ func TestCtlShow(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	var apps []appView
+	var apps []daemon.AppView
 	if err := json.Unmarshal([]byte(out), &apps); err != nil {
 		t.Fatalf("apps json: %v\n%s", err, out)
 	}
@@ -177,7 +178,7 @@ func TestCtlShow(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	var rules []ruleView
+	var rules []daemon.RuleView
 	if err := json.Unmarshal([]byte(out), &rules); err != nil || len(rules) != 1 || rules[0].Remote != "10.0.0.0/8" || rules[0].LocalPort != 9000 {
 		t.Fatalf("rules json: %v %+v", err, rules)
 	}
@@ -196,7 +197,7 @@ func TestCtlShow(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	var st statsView
+	var st daemon.StatsView
 	if err := json.Unmarshal([]byte(out), &st); err != nil || st.Apps != 2 || st.Sessions != 2 || st.Engine.Datapath != "none" {
 		t.Fatalf("stats json: %v %+v", err, st)
 	}

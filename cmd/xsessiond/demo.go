@@ -19,6 +19,8 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/xsessiond/xsessiond/app"
+	"github.com/xsessiond/xsessiond/daemon"
+	"github.com/xsessiond/xsessiond/datapath"
 	"github.com/xsessiond/xsessiond/datapath/xsk/xsktest"
 	"github.com/xsessiond/xsessiond/nsbind/nstest"
 )
@@ -53,9 +55,6 @@ func runDemo(out io.Writer, dur time.Duration, window int) error {
 	if problem := privilegeProblem(true); problem != "" {
 		return fmt.Errorf("demo: not privileged: %s; run it as root (sudo xsessiond demo)", problem)
 	}
-	if datapathEngine == nil {
-		return errors.New("demo: this build has no datapath: nothing can reach the echo app from the wire")
-	}
 	rig, err := nstest.NewPairNoTest(nstest.Options{})
 	if err != nil {
 		return fmt.Errorf("demo: build the rig: %w", err)
@@ -72,14 +71,20 @@ func runDemo(out io.Writer, dur time.Duration, window int) error {
 		return fmt.Errorf("demo: %w", err)
 	}
 	defer os.RemoveAll(dir)
-	d := newDaemon(daemonOptions{Iface: rig.B.Link, Netns: rig.B.Name, Socket: filepath.Join(dir, "api.sock"), NewEngine: datapathEngine})
+	d, err := daemon.New(daemon.Config{
+		Datapath: datapath.Config{IfName: rig.B.Link, NetnsName: rig.B.Name},
+		Socket:   filepath.Join(dir, "api.sock"), Version: version,
+	})
+	if err != nil {
+		return fmt.Errorf("demo: %w", err)
+	}
 	if err := d.Start(); err != nil {
 		return fmt.Errorf("demo: start the daemon: %w", err)
 	}
 	defer d.Close()
-	st := d.eng.Stats()
+	st := d.EngineStats()
 	fmt.Fprintf(out, "daemon: on %s in netns %s, %d worker(s), datapath %s (xdp %s), socket %s\n",
-		rig.B.Link, rig.B.Name, d.eng.Workers(), st.Datapath, st.XDPMode, d.Socket())
+		rig.B.Link, rig.B.Name, d.Workers(), st.Datapath, st.XDPMode, d.Socket())
 
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	a, err := app.Attach(ctx, app.Options{Socket: d.Socket(), Name: "demo-echo"})

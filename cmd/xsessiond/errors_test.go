@@ -49,7 +49,7 @@ func oneLine(t *testing.T, name string, args ...string) string {
 func TestAttachErrorsUdpecho(t *testing.T) {
 	_, echo := binaries(t)
 	d := startDaemon(t)
-	if err := d.addNamespace("blue", 42, "lo", ""); err != nil {
+	if err := d.AddNamespace("blue", 42, "lo", ""); err != nil {
 		t.Fatal(err)
 	}
 	holder := attach(t, d, app.Options{Name: "holder"})

@@ -2,32 +2,40 @@ package main
 
 import (
 	"context"
+	"fmt"
 	"log/slog"
+	"net"
 	"os"
 	"path/filepath"
-	"runtime"
-	"strings"
 	"testing"
 	"time"
 
-	"golang.org/x/sys/unix"
-
 	"github.com/xsessiond/xsessiond/app"
+	"github.com/xsessiond/xsessiond/daemon"
+	"github.com/xsessiond/xsessiond/datapath"
 	"github.com/xsessiond/xsessiond/flow"
 )
 
+func TestMain(m *testing.M) {
+	code := m.Run()
+	if buildDir != "" {
+		os.RemoveAll(buildDir)
+	}
+	os.Exit(code)
+}
+
 // startDaemon runs a daemon in-process on lo, without a datapath, with its
-// socket in a temporary directory.
-func startDaemon(t testing.TB, mod ...func(*daemonOptions)) *daemon {
+// socket in a temporary directory, for the CLI to talk to.
+func startDaemon(t testing.TB) *daemon.Daemon {
 	t.Helper()
-	opts := daemonOptions{Iface: "lo", Socket: filepath.Join(t.TempDir(), "api.sock")}
+	cfg := daemon.Config{Datapath: datapath.Config{IfName: "lo"}, NoDatapath: true, Socket: filepath.Join(t.TempDir(), "api.sock"), Version: version}
 	if testing.Verbose() {
-		opts.Logger = slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelDebug}))
+		cfg.Logger = slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelDebug}))
 	}
-	for _, m := range mod {
-		m(&opts)
+	d, err := daemon.New(cfg)
+	if err != nil {
+		t.Fatalf("new daemon: %v", err)
 	}
-	d := newDaemon(opts)
 	if err := d.Start(); err != nil {
 		t.Fatalf("start daemon: %v", err)
 	}
@@ -36,7 +44,7 @@ func startDaemon(t testing.TB, mod ...func(*daemonOptions)) *daemon {
 }
 
 // attach attaches an app to d, closed when the test ends.
-func attach(t testing.TB, d *daemon, o app.Options) *app.App {
+func attach(t testing.TB, d *daemon.Daemon, o app.Options) *app.App {
 	t.Helper()
 	o.Socket = d.Socket()
 	if o.Scope == 0 {
@@ -52,60 +60,23 @@ func attach(t testing.TB, d *daemon, o app.Options) *app.App {
 	return a
 }
 
-// waitFor polls cond until it holds or the time is up.
-func waitFor(t testing.TB, what string, d time.Duration, cond func() bool) {
+// echoServer binds port on a and echoes every datagram back to its sender
+// until the listener is closed.
+func echoServer(t testing.TB, a *app.App, port int) net.PacketConn {
 	t.Helper()
-	end := time.Now().Add(d)
-	for !cond() {
-		if time.Now().After(end) {
-			t.Fatalf("timed out waiting for %s", what)
-		}
-		time.Sleep(5 * time.Millisecond)
-	}
-}
-
-func openFDs(t testing.TB) int {
-	t.Helper()
-	ents, err := os.ReadDir("/proc/self/fd")
+	pc, err := a.ListenPacket(fmt.Sprintf("udp://0.0.0.0:%d", port))
 	if err != nil {
 		t.Fatal(err)
 	}
-	return len(ents)
-}
-
-func fdList(t testing.TB) string {
-	ents, _ := os.ReadDir("/proc/self/fd")
-	var b strings.Builder
-	for _, e := range ents {
-		l, _ := os.Readlink("/proc/self/fd/" + e.Name())
-		b.WriteString(e.Name() + " -> " + l + "\n")
-	}
-	return b.String()
-}
-
-func goroutines() string {
-	buf := make([]byte, 1<<20)
-	return string(buf[:runtime.Stack(buf, true)])
-}
-
-var errEcho = errorString("echo differs from what was sent")
-
-type errorString string
-
-func (e errorString) Error() string { return string(e) }
-
-// closeRights closes the descriptors of SCM_RIGHTS messages in oob.
-func closeRights(oob []byte) {
-	msgs, err := unix.ParseSocketControlMessage(oob)
-	if err != nil {
-		return
-	}
-	for _, m := range msgs {
-		fds, err := unix.ParseUnixRights(&m)
-		if err == nil {
-			for _, fd := range fds {
-				unix.Close(fd)
+	go func() {
+		buf := make([]byte, 65536)
+		for {
+			n, addr, err := pc.ReadFrom(buf)
+			if err != nil {
+				return
 			}
+			pc.WriteTo(buf[:n], addr)
 		}
-	}
+	}()
+	return pc
 }

@@ -13,6 +13,8 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/xsessiond/xsessiond/api"
+	"github.com/xsessiond/xsessiond/daemon"
+	"github.com/xsessiond/xsessiond/datapath"
 )
 
 // runFlags are the flags of `xsessiond run`; each one given overrides the
@@ -55,7 +57,7 @@ The control socket is a path in the file system and does not depend on it.`,
 }
 
 // mergeRunConfig applies the flags given over the config file.
-func mergeRunConfig(cmd *cobra.Command, f runFlags, c *Config) (daemonOptions, error) {
+func mergeRunConfig(cmd *cobra.Command, f runFlags, c *Config) (daemon.Config, error) {
 	changed := cmd.Flags().Changed
 	var ic InterfaceConfig
 	if len(c.Interfaces) > 0 {
@@ -76,13 +78,13 @@ func mergeRunConfig(cmd *cobra.Command, f runFlags, c *Config) (daemonOptions, e
 	switch ic.XDPMode {
 	case "auto", "native", "generic":
 	default:
-		return daemonOptions{}, fmt.Errorf("--xdp-mode %q: want auto, native or generic", ic.XDPMode)
+		return daemon.Config{}, fmt.Errorf("--xdp-mode %q: want auto, native or generic", ic.XDPMode)
 	}
 	if ic.Name == "" {
-		return daemonOptions{}, errors.New("no interface: give --iface or list one in the config file")
+		return daemon.Config{}, errors.New("no interface: give --iface or list one in the config file")
 	}
 	if f.queues < 0 {
-		return daemonOptions{}, errors.New("--queues must be 0 or more")
+		return daemon.Config{}, errors.New("--queues must be 0 or more")
 	}
 	if changed("socket") || c.Socket == "" {
 		c.Socket = f.socket
@@ -93,10 +95,10 @@ func mergeRunConfig(cmd *cobra.Command, f runFlags, c *Config) (daemonOptions, e
 	if changed("log-level") || c.LogLevel == "" {
 		c.LogLevel = f.logLevel
 	}
-	return daemonOptions{
-		Iface: ic.Name, Netns: ic.Netns, Queues: ic.Queues, Batch: ic.Batch, BusyPoll: ic.BusyPoll, XDPMode: ic.XDPMode,
-		Socket: c.Socket, SocketGroup: c.SocketGroup, MetricsAddr: c.MetricsAddr,
-		Namespaces: c.Namespaces, Rules: c.Rules,
+	return daemon.Config{
+		Datapath: datapath.Config{IfName: ic.Name, NetnsName: ic.Netns, Queues: ic.Queues, Batch: ic.Batch, BusyPoll: ic.BusyPoll, XDPMode: ic.XDPMode},
+		Socket:   c.Socket, SocketGroup: c.SocketGroup, MetricsAddr: c.MetricsAddr,
+		Namespaces: c.Namespaces, Rules: c.Rules, Version: version,
 	}, nil
 }
 
@@ -135,14 +137,13 @@ func runDaemon(cmd *cobra.Command, f runFlags) error {
 	if len(cfg.Interfaces) > 1 && !cmd.Flags().Changed("iface") {
 		return fmt.Errorf("the config lists %d interfaces and a daemon serves one: run one xsessiond per interface, each with its own --socket, and pick it with --iface", len(cfg.Interfaces))
 	}
-	if problem := privilegeProblem(opts.Netns != ""); problem != "" {
+	if problem := privilegeProblem(opts.Datapath.NetnsName != ""); problem != "" {
 		return fmt.Errorf("not privileged: %s; run it as root (sudo xsessiond run ...)", problem)
 	}
-	opts.NewEngine = datapathEngine
-	if opts.NewEngine == nil {
-		log.Warn("this build has no datapath: only cut-through sessions work, connects to remote peers fail")
+	d, err := daemon.New(opts)
+	if err != nil {
+		return startError(err, opts.Socket)
 	}
-	d := newDaemon(opts)
 	if err := d.Start(); err != nil {
 		return startError(err, opts.Socket)
 	}
@@ -160,7 +161,7 @@ func runDaemon(cmd *cobra.Command, f runFlags) error {
 				log.Error("SIGHUP: config not reloaded", "err", err)
 				continue
 			}
-			if err := d.reload(c); err != nil {
+			if err := d.Reload(c.Namespaces, c.Rules); err != nil {
 				log.Error("SIGHUP: config reloaded with errors", "err", err)
 				continue
 			}
@@ -179,7 +180,7 @@ func startError(err error, socket string) error {
 		return fmt.Errorf("another xsessiond is already running on %s", socket)
 	}
 	msg := err.Error()
-	if i := strings.Index(msg, ": "+errNoInterface.Error()); i >= 0 && errors.Is(err, errNoInterface) {
+	if i := strings.Index(msg, ": "+daemon.ErrNoInterface.Error()); i >= 0 && errors.Is(err, daemon.ErrNoInterface) {
 		return errors.New(msg[:i])
 	}
 	return err

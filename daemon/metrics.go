@@ -1,4 +1,4 @@
-package main
+package daemon
 
 import (
 	"net/http"
@@ -10,7 +10,7 @@ import (
 
 // metricsHandler serves /metrics from a registry of its own, whose
 // collector reads the daemon's state on every scrape.
-func (d *daemon) metricsHandler() http.Handler {
+func (d *Daemon) metricsHandler() http.Handler {
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(&collector{d: d})
 	mux := http.NewServeMux()
@@ -19,7 +19,7 @@ func (d *daemon) metricsHandler() http.Handler {
 }
 
 // collector is the daemon's Prometheus collector.
-type collector struct{ d *daemon }
+type collector struct{ d *Daemon }
 
 var (
 	descApps      = prometheus.NewDesc("xsessiond_apps", "Attached apps.", nil, nil)
@@ -45,7 +45,7 @@ func (c *collector) Collect(ch chan<- prometheus.Metric) {
 	apps := d.layer.Apps()
 	ch <- prometheus.MustNewConstMetric(descApps, prometheus.GaugeValue, float64(len(apps)))
 	d.mu.Lock()
-	conns := len(d.conns)
+	conns := len(d.clients)
 	d.mu.Unlock()
 	ch <- prometheus.MustNewConstMetric(descConns, prometheus.GaugeValue, float64(conns))
 

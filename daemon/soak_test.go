@@ -1,4 +1,4 @@
-package main
+package daemon
 
 import (
 	"bytes"
@@ -66,18 +66,18 @@ func TestSoak(t *testing.T) {
 			g, baseG, fds, baseFD, heap, baseHeap, fdList(t), goroutines())
 	}
 	for _, what := range []string{"apps", "sessions", "listeners", "rules"} {
-		out, err := ctl(t, d.Socket(), "show", what, "--json")
+		out, err := show(t, d.Socket(), what)
 		if err != nil {
 			t.Fatal(err)
 		}
-		if got := bytes.TrimSpace([]byte(out)); string(got) != "[]" {
+		if got := bytes.TrimSpace(out); string(got) != "[]" {
 			t.Errorf("ctl show %s after the soak: %s", what, got)
 		}
 	}
 }
 
 // soakRound runs one round: n apps attach, bind, talk, detach.
-func soakRound(t *testing.T, d *daemon, n, round int) {
+func soakRound(t *testing.T, d *Daemon, n, round int) {
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 	defer cancel()
 	as := make([]*app.App, n)

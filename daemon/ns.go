@@ -1,9 +1,8 @@
-package main
+package daemon
 
 import (
 	"errors"
 	"fmt"
-	"net/netip"
 	"slices"
 
 	"github.com/xsessiond/xsessiond/api"
@@ -12,10 +11,10 @@ import (
 	"github.com/xsessiond/xsessiond/sessions"
 )
 
-// addNamespace adds an app namespace on interface iface of the named
+// AddNamespace adds an app namespace on interface iface of the named
 // netns ("" is the netns of the daemon's interface). The daemon follows
 // that netns's addresses for as long as a namespace lives in it.
-func (d *daemon) addNamespace(id string, secret uint64, iface, netnsName string) error {
+func (d *Daemon) AddNamespace(id string, secret uint64, iface, netnsName string) error {
 	if id == "" {
 		return fmt.Errorf("ns add: empty id (the default namespace is built in): %w", flow.ErrInvalidValue)
 	}
@@ -47,8 +46,8 @@ func (d *daemon) addNamespace(id string, secret uint64, iface, netnsName string)
 	return nil
 }
 
-// delNamespace removes an app namespace that has no apps attached.
-func (d *daemon) delNamespace(id string) error {
+// DelNamespace removes an app namespace that has no apps attached.
+func (d *Daemon) DelNamespace(id string) error {
 	if id == "" {
 		return fmt.Errorf("ns del: the default namespace cannot be deleted: %w", flow.ErrInvalidValue)
 	}
@@ -68,7 +67,7 @@ func (d *daemon) delNamespace(id string) error {
 
 // netnsRef opens (or references again) the named netns and its view. ""
 // is the netns of the daemon's interface.
-func (d *daemon) netnsRef(name string) (*netnsRef, error) {
+func (d *Daemon) netnsRef(name string) (*netnsRef, error) {
 	if name == "" {
 		d.mu.Lock()
 		defer d.mu.Unlock()
@@ -111,7 +110,7 @@ func (d *daemon) netnsRef(name string) (*netnsRef, error) {
 	return r, nil
 }
 
-func (d *daemon) netnsUnref(fib flow.FIBID) {
+func (d *Daemon) netnsUnref(fib flow.FIBID) {
 	d.mu.Lock()
 	r := d.netnss[fib]
 	if r == nil {
@@ -159,85 +158,8 @@ func ruleFromAPI(r api.Rule) (sessions.Rule, error) {
 	return out, nil
 }
 
-// parseScope reads global, local or both.
-func parseScope(s string) (flow.Scope, error) {
-	switch s {
-	case "", "global":
-		return flow.ScopeGlobal, nil
-	case "local":
-		return flow.ScopeLocal, nil
-	case "both":
-		return flow.ScopeGlobal | flow.ScopeLocal, nil
-	}
-	return 0, fmt.Errorf("scope %q: want global, local or both: %w", s, flow.ErrInvalidValue)
-}
-
-func parseTransport(s string) (flow.Transport, error) {
-	switch s {
-	case "udp":
-		return flow.TransportUDP, nil
-	case "tcp":
-		return flow.TransportTCP, nil
-	}
-	return 0, fmt.Errorf("proto %q: want udp or tcp: %w", s, flow.ErrInvalidValue)
-}
-
-func parseAction(s string) (api.RuleAction, error) {
-	switch s {
-	case "drop":
-		return api.ActionDrop, nil
-	case "allow":
-		return api.ActionAllow, nil
-	case "forward":
-		return api.ActionForward, nil
-	}
-	return 0, fmt.Errorf("action %q: want drop, allow or forward: %w", s, flow.ErrInvalidValue)
-}
-
-func parsePrefix(s string) (netip.Prefix, error) {
-	if s == "" {
-		return netip.Prefix{}, nil
-	}
-	p, err := netip.ParsePrefix(s)
-	if err != nil {
-		return netip.Prefix{}, fmt.Errorf("prefix %q: %w", s, flow.ErrInvalidValue)
-	}
-	return p.Masked(), nil
-}
-
-// apiRule turns a configured rule into the control protocol's form;
-// appIndex resolves the app a forward rule names.
-func (rc RuleConfig) apiRule(appIndex func(name string) (uint32, bool)) (api.Rule, error) {
-	var r api.Rule
-	var err error
-	if r.Transport, err = parseTransport(rc.Proto); err != nil {
-		return r, err
-	}
-	if r.Local, err = parsePrefix(rc.Local); err != nil {
-		return r, err
-	}
-	if r.Remote, err = parsePrefix(rc.Remote); err != nil {
-		return r, err
-	}
-	if r.Action, err = parseAction(rc.Action); err != nil {
-		return r, err
-	}
-	if r.Scope, err = parseScope(rc.Scope); err != nil {
-		return r, err
-	}
-	r.LocalPort, r.RemotePort, r.Tag, r.Namespace = rc.LocalPort, rc.RemotePort, rc.Tag, rc.Namespace
-	if r.Action == api.ActionForward {
-		idx, ok := appIndex(rc.App)
-		if !ok {
-			return r, fmt.Errorf("forward to app %q: %w", rc.App, flow.ErrNotAttached)
-		}
-		r.AppIndex = idx
-	}
-	return r, nil
-}
-
 // appIndexByName finds an attached app by name.
-func (d *daemon) appIndexByName(name string) (uint32, bool) {
+func (d *Daemon) appIndexByName(name string) (uint32, bool) {
 	for _, a := range d.layer.Apps() {
 		if a.Name == name {
 			return uint32(a.ID), true
@@ -252,7 +174,7 @@ func (d *daemon) appIndexByName(name string) (uint32, bool) {
 // (when no app uses them); the rules it added before are replaced by the
 // new set in one step. Forward rules to apps not attached are skipped with
 // a warning. Namespaces and rules added with ctl are left alone.
-func (d *daemon) applyConfig(nss []NamespaceConfig, rules []RuleConfig) error {
+func (d *Daemon) applyConfig(nss []NamespaceConfig, rules []RuleConfig) error {
 	d.mu.Lock()
 	prevNs := slices.Clone(d.cfgNs)
 	prevRules := slices.Clone(d.cfgRules)
@@ -269,7 +191,7 @@ func (d *daemon) applyConfig(nss []NamespaceConfig, rules []RuleConfig) error {
 	var keep []string
 	for _, id := range prevNs {
 		if _, ok := want[id]; !ok {
-			if err := d.delNamespace(id); err != nil {
+			if err := d.DelNamespace(id); err != nil {
 				errs = append(errs, err)
 				keep = append(keep, id)
 			}
@@ -286,13 +208,13 @@ func (d *daemon) applyConfig(nss []NamespaceConfig, rules []RuleConfig) error {
 				keep = append(keep, n.ID)
 				continue
 			}
-			if err := d.delNamespace(n.ID); err != nil {
+			if err := d.DelNamespace(n.ID); err != nil {
 				errs = append(errs, fmt.Errorf("namespace %q changed but cannot be replaced: %w", n.ID, err))
 				keep = append(keep, n.ID)
 				continue
 			}
 		}
-		if err := d.addNamespace(n.ID, n.Secret, n.Iface, n.Netns); err != nil {
+		if err := d.AddNamespace(n.ID, n.Secret, n.Iface, n.Netns); err != nil {
 			errs = append(errs, err)
 			continue
 		}
@@ -331,10 +253,10 @@ func (d *daemon) applyConfig(nss []NamespaceConfig, rules []RuleConfig) error {
 }
 
 // secrets of configured namespaces, to tell a changed secret on reload.
-func (d *daemon) secretChanged(n NamespaceConfig) bool {
+func (d *Daemon) secretChanged(n NamespaceConfig) bool {
 	d.mu.Lock()
 	defer d.mu.Unlock()
-	for _, o := range d.opts.Namespaces {
+	for _, o := range d.cfg.Namespaces {
 		if o.ID == n.ID {
 			return o.Secret != n.Secret
 		}
@@ -342,7 +264,7 @@ func (d *daemon) secretChanged(n NamespaceConfig) bool {
 	return true
 }
 
-func (d *daemon) lookupIface(netnsName, iface string) (int, error) {
+func (d *Daemon) lookupIface(netnsName, iface string) (int, error) {
 	r, err := d.netnsRef(netnsName)
 	if err != nil {
 		return 0, err
@@ -355,11 +277,12 @@ func (d *daemon) lookupIface(netnsName, iface string) (int, error) {
 	return ifc.Index, nil
 }
 
-// reload re-reads the config file's namespaces and rules (SIGHUP).
-func (d *daemon) reload(c *Config) error {
-	err := d.applyConfig(c.Namespaces, c.Rules)
+// Reload makes nss and rules the namespaces and rules of the config file
+// (run calls it on SIGHUP), as applyConfig describes.
+func (d *Daemon) Reload(nss []NamespaceConfig, rules []RuleConfig) error {
+	err := d.applyConfig(nss, rules)
 	d.mu.Lock()
-	d.opts.Namespaces, d.opts.Rules = c.Namespaces, c.Rules
+	d.cfg.Namespaces, d.cfg.Rules = nss, rules
 	d.mu.Unlock()
 	return err
 }

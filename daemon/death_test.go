@@ -1,4 +1,4 @@
-package main
+package daemon
 
 import (
 	"bufio"
@@ -28,11 +28,7 @@ func TestMain(m *testing.M) {
 	if sock := os.Getenv(childEnv); sock != "" {
 		os.Exit(childApp(sock))
 	}
-	code := m.Run()
-	if buildDir != "" {
-		os.RemoveAll(buildDir)
-	}
-	os.Exit(code)
+	os.Exit(m.Run())
 }
 
 // childApp is the app a re-executed test binary runs: it attaches, binds,
@@ -100,7 +96,7 @@ func echoServer(t testing.TB, a *app.App, port int) net.PacketConn {
 // session or descriptor of it.
 // startChild re-executes the test binary as an app of d that attaches,
 // binds and says "ready", and waits for that word.
-func startChild(t *testing.T, d *daemon) *exec.Cmd {
+func startChild(t *testing.T, d *Daemon) *exec.Cmd {
 	t.Helper()
 	cmd := exec.Command(os.Args[0], "-test.run=^$")
 	cmd.Env = append(os.Environ(), childEnv+"="+d.Socket())
@@ -230,8 +226,8 @@ func TestDaemonGone(t *testing.T) {
 // listener map within the second.
 func TestAppDeathDatapath(t *testing.T) {
 	rig := nstest.NewPair(t, nstest.Options{})
-	d := startDaemon(t, func(o *daemonOptions) {
-		o.Iface, o.Netns, o.NewEngine = rig.B.Link, rig.B.Name, newDatapathEngine
+	d := startDaemon(t, func(o *Config) {
+		o.Datapath.IfName, o.Datapath.NetnsName, o.NoDatapath = rig.B.Link, rig.B.Name, false
 	})
 	echo := attach(t, d, app.Options{Name: "echo"})
 	echoServer(t, echo, 9000)

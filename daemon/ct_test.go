@@ -1,4 +1,4 @@
-package main
+package daemon
 
 import (
 	"bytes"
@@ -17,7 +17,7 @@ import (
 
 // echoPair attaches an app echoing on udp://0.0.0.0:9000 and a client
 // app, and returns the client's cut-through connection to the echo.
-func echoPair(t *testing.T, d *daemon) net.Conn {
+func echoPair(t *testing.T, d *Daemon) net.Conn {
 	t.Helper()
 	srv := attach(t, d, app.Options{Name: "echo"})
 	cli := attach(t, d, app.Options{Name: "client"})

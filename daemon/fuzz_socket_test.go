@@ -1,4 +1,4 @@
-package main
+package daemon
 
 import (
 	"bytes"
@@ -155,7 +155,7 @@ func TestSocketFuzz(t *testing.T) {
 	// Everything the fuzzing connections attached, bound or added is gone.
 	waitFor(t, "fuzz connections to go", 5*time.Second, func() bool { return len(d.layer.Apps()) == 2 })
 	d.layer.DelRulesByTag("f")
-	d.delNamespace("f")
+	d.DelNamespace("f")
 	if n := len(d.layer.Listeners()); n != 2 { // the echo's listener, global and local entries
 		t.Errorf("%d listeners left, want the echo app's: %+v", n, d.layer.Listeners())
 	}

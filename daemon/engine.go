@@ -1,17 +1,15 @@
-package main
+package daemon
 
 import (
 	"context"
-	"log/slog"
 
-	"github.com/xsessiond/xsessiond/nsbind"
+	"github.com/xsessiond/xsessiond/datapath"
 	"github.com/xsessiond/xsessiond/sessions"
 )
 
 // engine is what the daemon needs of a datapath: the datapath.Engine of one
-// interface, behind this interface so that the control plane also runs
-// without one (noEngine), which tests and the quickstart use when the
-// datapath cannot be started.
+// interface (dpEngine), behind this interface so that the control plane
+// also runs without one (noEngine, Config.NoDatapath).
 type engine interface {
 	// Workers returns the number of datapath workers (sessions shards).
 	Workers() int
@@ -24,7 +22,7 @@ type engine interface {
 	// KickFDs returns one eventfd per worker, in worker order, or none.
 	KickFDs() []int
 	// Stats returns the datapath's counters.
-	Stats() engineStats
+	Stats() EngineStats
 	// WaitMirror waits until the datapath's tables (the XDP program's
 	// maps) reflect every change the session layer made before the call.
 	WaitMirror(ctx context.Context) error
@@ -32,39 +30,25 @@ type engine interface {
 	Close() error
 }
 
-// engineStats are a datapath's counters as the daemon reports them (ctl
+// EngineStats are a datapath's counters as the daemon reports them (ctl
 // show stats, metrics).
-type engineStats struct {
+type EngineStats struct {
 	Datapath string       `json:"datapath"` // "none" without a datapath
 	XDPMode  string       `json:"xdp_mode,omitempty"`
-	Queues   []queueStats `json:"queues"`
-	// Detail is the datapath's own report, shown as is.
+	Queues   []QueueStats `json:"queues"`
+	// Detail is the datapath's own report (a datapath.Stats in the
+	// daemon, a JSON object once decoded), shown as is.
 	Detail any `json:"detail,omitempty"`
 }
 
-// queueStats are the counters of one queue's worker.
-type queueStats struct {
+// QueueStats are the counters of one queue's worker.
+type QueueStats struct {
 	Queue     int               `json:"queue"`
 	RxPackets uint64            `json:"rx_packets"`
 	TxPackets uint64            `json:"tx_packets"`
 	Delivered uint64            `json:"delivered"`
 	Drops     map[string]uint64 `json:"drops,omitempty"` // by reason
 }
-
-// engineConfig is what the daemon gives a datapath constructor.
-type engineConfig struct {
-	IfName    string
-	Netns     *nsbind.Namespace
-	NetnsName string
-	Queues    int
-	Batch     int
-	BusyPoll  bool
-	XDPMode   string
-	Logger    *slog.Logger
-}
-
-// newEngineFunc makes the engine of an interface.
-type newEngineFunc func(cfg engineConfig) (engine, error)
 
 // noEngine is the control plane without a datapath: one shard, no
 // workers, no kick eventfds. Binds work, cut-through sessions work,
@@ -75,10 +59,29 @@ func (noEngine) Workers() int                { return 1 }
 func (noEngine) Datapath() sessions.Datapath { return nil }
 func (noEngine) Start(*sessions.Layer) error { return nil }
 func (noEngine) KickFDs() []int              { return nil }
-func (noEngine) Stats() engineStats          { return engineStats{Datapath: "none", Queues: []queueStats{}} }
+func (noEngine) Stats() EngineStats          { return EngineStats{Datapath: "none", Queues: []QueueStats{}} }
 func (noEngine) Close() error                { return nil }
 
 func (noEngine) WaitMirror(context.Context) error { return nil }
 
-// newNoEngine is a newEngineFunc for noEngine.
-func newNoEngine(engineConfig) (engine, error) { return noEngine{}, nil }
+// dpEngine adapts a datapath.Engine to the daemon's engine.
+type dpEngine struct {
+	*datapath.Engine
+}
+
+func newDatapathEngine(cfg datapath.Config) (engine, error) {
+	e, err := datapath.New(cfg)
+	if err != nil {
+		return nil, err
+	}
+	return dpEngine{e}, nil
+}
+
+func (e dpEngine) Stats() EngineStats {
+	s := e.Engine.Stats()
+	out := EngineStats{Datapath: "af_xdp", XDPMode: s.XDPMode, Queues: make([]QueueStats, 0, len(s.Queues)), Detail: s}
+	for _, q := range s.Queues {
+		out.Queues = append(out.Queues, QueueStats{Queue: q.Queue, RxPackets: q.Rx, TxPackets: q.Tx, Delivered: q.Delivered, Drops: q.Drops})
+	}
+	return out
+}

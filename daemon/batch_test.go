@@ -1,4 +1,4 @@
-package main
+package daemon
 
 import (
 	"bytes"
@@ -13,7 +13,7 @@ import (
 // ctPair returns a listener app's PacketConn and a client's Conn joined by
 // a cut-through session, with the first datagram already through so that
 // the listener knows the session.
-func ctPair(t testing.TB, d *daemon) (*app.PacketConn, *app.Conn) {
+func ctPair(t testing.TB, d *Daemon) (*app.PacketConn, *app.Conn) {
 	t.Helper()
 	srv := attach(t, d, app.Options{Name: "sink", RxFifoSize: 1 << 20})
 	cli := attach(t, d, app.Options{Name: "source", TxFifoSize: 1 << 20})

@@ -1,4 +1,4 @@
-package main
+package daemon
 
 import (
 	"encoding/json"
@@ -10,9 +10,9 @@ import (
 	"github.com/xsessiond/xsessiond/sessions"
 )
 
-// appView is an attached app as `ctl show apps` lists it: the session
+// AppView is an attached app as `ctl show apps` lists it: the session
 // layer's view plus the peer credentials of its connection.
-type appView struct {
+type AppView struct {
 	sessions.AppInfo
 	PID      int32  `json:"pid"`
 	UID      uint32 `json:"uid"`
@@ -22,8 +22,8 @@ type appView struct {
 	FifoSize uint64 `json:"fifo_size_bytes"`
 }
 
-// ruleView is a rule as `ctl show rules` lists it.
-type ruleView struct {
+// RuleView is a rule as `ctl show rules` lists it.
+type RuleView struct {
 	ID         uint32 `json:"id"`
 	Namespace  string `json:"namespace"`
 	Proto      string `json:"proto"`
@@ -37,8 +37,9 @@ type ruleView struct {
 	Tag        string `json:"tag,omitempty"`
 }
 
-// statsView is `ctl show stats`.
-type statsView struct {
+// StatsView is `ctl show stats`: the daemon, its tables' sizes and its
+// datapath's counters.
+type StatsView struct {
 	Version    string      `json:"version"`
 	Iface      string      `json:"iface"`
 	Netns      string      `json:"netns"`
@@ -51,15 +52,15 @@ type statsView struct {
 	Namespaces int         `json:"namespaces"`
 	Rules      int         `json:"rules"`
 	Workers    int         `json:"workers"`
-	Engine     engineStats `json:"engine"`
+	Engine     EngineStats `json:"engine"`
 }
 
 // show builds the JSON document of a Show request.
-func (d *daemon) show(what api.ShowWhat) ([]byte, error) {
+func (d *Daemon) show(what api.ShowWhat) ([]byte, error) {
 	var v any
 	switch what {
 	case api.ShowApps:
-		v = d.appViews()
+		v = d.AppViews()
 	case api.ShowSessions:
 		v = nonNil(d.layer.Sessions())
 	case api.ShowListeners:
@@ -67,9 +68,9 @@ func (d *daemon) show(what api.ShowWhat) ([]byte, error) {
 	case api.ShowNamespaces:
 		v = nonNil(d.layer.Namespaces())
 	case api.ShowRules:
-		v = d.ruleViews()
+		v = d.RuleViews()
 	case api.ShowStats:
-		v = d.stats()
+		v = d.Stats()
 	default:
 		return nil, fmt.Errorf("show %d: %w", uint8(what), flow.ErrInvalidValue)
 	}
@@ -83,15 +84,15 @@ func nonNil[T any](s []T) []T {
 	return s
 }
 
-func (d *daemon) appViews() []appView {
+func (d *Daemon) AppViews() []AppView {
 	apps := d.layer.Apps()
 	fill := d.fifoFill()
 	d.mu.Lock()
 	defer d.mu.Unlock()
-	out := make([]appView, 0, len(apps))
+	out := make([]AppView, 0, len(apps))
 	for _, a := range apps {
-		v := appView{AppInfo: a}
-		if c := d.conns[a.Client]; c != nil {
+		v := AppView{AppInfo: a}
+		if c := d.clients[a.Client]; c != nil {
 			v.PID, v.UID, v.GID = c.cred.PID, c.cred.UID, c.cred.GID
 			v.Since = c.since.UTC().Format(time.RFC3339)
 		}
@@ -102,11 +103,11 @@ func (d *daemon) appViews() []appView {
 	return out
 }
 
-func (d *daemon) ruleViews() []ruleView {
+func (d *Daemon) RuleViews() []RuleView {
 	rules := d.layer.Rules()
-	out := make([]ruleView, 0, len(rules))
+	out := make([]RuleView, 0, len(rules))
 	for _, r := range rules {
-		out = append(out, ruleView{
+		out = append(out, RuleView{
 			ID: r.ID, Namespace: r.Namespace, Proto: r.Transport.String(),
 			Local: prefixString(r.Local), LocalPort: r.LocalPort,
 			Remote: prefixString(r.Remote), RemotePort: r.RemotePort,
@@ -126,12 +127,13 @@ func prefixString(p interface {
 	return p.String()
 }
 
-func (d *daemon) stats() statsView {
+// Stats returns what `ctl show stats` shows, once started.
+func (d *Daemon) Stats() StatsView {
 	d.mu.Lock()
-	conns := len(d.conns)
+	conns := len(d.clients)
 	d.mu.Unlock()
-	return statsView{
-		Version: version, Iface: d.opts.Iface, Netns: d.opts.Netns, IfIndex: d.iface.Index,
+	return StatsView{
+		Version: d.cfg.Version, Iface: d.cfg.Datapath.IfName, Netns: d.cfg.Datapath.NetnsName, IfIndex: d.iface.Index,
 		Uptime: time.Since(d.start).Round(time.Second).String(),
 		Apps:   len(d.layer.Apps()), Conns: conns, Listeners: len(d.layer.Listeners()),
 		Sessions: len(d.layer.Sessions()), Namespaces: len(d.layer.Namespaces()), Rules: len(d.layer.Rules()),
@@ -145,7 +147,7 @@ type fill struct {
 }
 
 // fifoFill reads the fill of every fifo the daemon knows of, per app.
-func (d *daemon) fifoFill() map[sessions.AppID]fill {
+func (d *Daemon) fifoFill() map[sessions.AppID]fill {
 	d.mu.Lock()
 	defer d.mu.Unlock()
 	out := map[sessions.AppID]fill{}

@@ -1,4 +1,4 @@
-package main
+package daemon
 
 import (
 	"context"
@@ -44,7 +44,7 @@ func metric(t *testing.T, body, prefix string) float64 {
 }
 
 func TestMetrics(t *testing.T) {
-	d := startDaemon(t, func(o *daemonOptions) { o.MetricsAddr = "127.0.0.1:0" })
+	d := startDaemon(t, func(o *Config) { o.MetricsAddr = "127.0.0.1:0" })
 	a := attach(t, d, app.Options{Name: "srv"})
 	b := attach(t, d, app.Options{Name: "cli"})
 	ln, err := a.Listen("udp://0.0.0.0:9000")

@@ -1,4 +1,4 @@
-package main
+package daemon
 
 import (
 	"context"
@@ -19,11 +19,11 @@ const (
 	maxSegmentSize = 1 << 30
 )
 
-// conn serves one control connection: an app (once it attached) or the
+// client serves one control connection: an app (once it attached) or the
 // CLI. Its requests are handled one at a time on the connection's
 // goroutine.
-type conn struct {
-	d     *daemon
+type client struct {
+	d     *Daemon
 	c     *api.Conn
 	id    uint64 // the session layer's client id
 	name  string // from Hello
@@ -31,7 +31,7 @@ type conn struct {
 	since time.Time
 
 	// Set by the connection's goroutine; read by other goroutines under
-	// daemon.mu.
+	// Daemon.mu.
 	app      sessions.AppID
 	mgr      *fifo.Manager // the app's segment manager
 	efd      *sharedFD     // a duplicate of the app's event-queue eventfd
@@ -52,7 +52,7 @@ type listenerPairer interface {
 
 // efdRef returns the app's eventfd with a reference the caller releases,
 // or nil when the app is not attached (any more).
-func (h *conn) efdRef() *sharedFD {
+func (h *client) efdRef() *sharedFD {
 	h.d.mu.Lock()
 	defer h.d.mu.Unlock()
 	if h.efd != nil && h.efd.refs.tryRef() {
@@ -61,7 +61,7 @@ func (h *conn) efdRef() *sharedFD {
 	return nil
 }
 
-func (h *conn) closeSent() {
+func (h *client) closeSent() {
 	for _, fd := range h.sent {
 		unix.Close(fd)
 	}
@@ -70,7 +70,7 @@ func (h *conn) closeSent() {
 
 // dupFDs duplicates fds for a reply; the duplicates are closed after it
 // was sent (closeSent).
-func (h *conn) dupFDs(fds ...int) ([]int, error) {
+func (h *client) dupFDs(fds ...int) ([]int, error) {
 	out := make([]int, 0, len(fds))
 	for _, fd := range fds {
 		nfd, err := unix.FcntlInt(uintptr(fd), unix.F_DUPFD_CLOEXEC, 0)
@@ -87,7 +87,7 @@ func (h *conn) dupFDs(fds ...int) ([]int, error) {
 }
 
 // Handle serves one request.
-func (h *conn) Handle(ctx context.Context, req api.Request) (api.Message, []int, error) {
+func (h *client) Handle(ctx context.Context, req api.Request) (api.Message, []int, error) {
 	h.closeSent()
 	api.CloseFDs(req.FDs) // no request carries descriptors
 	d := h.d
@@ -133,9 +133,9 @@ func (h *conn) Handle(ctx context.Context, req api.Request) (api.Message, []int,
 		}
 		return &api.ShowReply{JSON: doc}, nil, nil
 	case *api.NsAdd:
-		return nil, nil, d.addNamespace(m.ID, m.Secret, m.Iface, m.Netns)
+		return nil, nil, d.AddNamespace(m.ID, m.Secret, m.Iface, m.Netns)
 	case *api.NsDel:
-		return nil, nil, d.delNamespace(m.ID)
+		return nil, nil, d.DelNamespace(m.ID)
 	case *api.RuleAdd:
 		r, err := ruleFromAPI(m.Rule)
 		if err != nil {
@@ -158,10 +158,10 @@ func (h *conn) Handle(ctx context.Context, req api.Request) (api.Message, []int,
 
 // Close ends the connection: an attached app is detached, which frees its
 // listeners, sessions, rules and memory.
-func (h *conn) Close(err error) {
+func (h *client) Close(err error) {
 	h.closeSent()
 	h.d.mu.Lock()
-	delete(h.d.conns, h.id)
+	delete(h.d.clients, h.id)
 	closing := h.d.closing
 	if closing && h.attached {
 		// The daemon is stopping: detach once every app hung up, so that
@@ -175,14 +175,14 @@ func (h *conn) Close(err error) {
 	h.d.log.Debug("connection closed", "conn", h.id, "name", h.name, "pid", h.cred.PID, "reason", err)
 }
 
-func (h *conn) needApp(op string) error {
+func (h *client) needApp(op string) error {
 	if !h.attached {
 		return fmt.Errorf("%s: %w", op, flow.ErrNotAttached)
 	}
 	return nil
 }
 
-func (h *conn) detach() {
+func (h *client) detach() {
 	d := h.d
 	// Forget the app's fifos first: the metrics read them under d.mu, and
 	// the memory goes with the detach.
@@ -205,7 +205,7 @@ func (h *conn) detach() {
 const mirrorTimeout = 2 * time.Second
 
 // waitMirror waits for the datapath to apply the layer's last changes.
-func (h *conn) waitMirror(what string) {
+func (h *client) waitMirror(what string) {
 	ctx, cancel := context.WithTimeout(context.Background(), mirrorTimeout)
 	defer cancel()
 	if err := h.d.eng.WaitMirror(ctx); err != nil {
@@ -230,7 +230,7 @@ func validScope(s flow.Scope) error {
 	return nil
 }
 
-func (h *conn) attach(m *api.Attach) (api.Message, []int, error) {
+func (h *client) attach(m *api.Attach) (api.Message, []int, error) {
 	d := h.d
 	if h.attached {
 		return nil, nil, fmt.Errorf("attach: %w", flow.ErrAlreadyAttached)
@@ -315,7 +315,7 @@ func endpoint(uri string, ep flow.Endpoint) (flow.Endpoint, error) {
 
 // inNamespace fills e's interface and FIB as the session layer does for
 // the app's namespace.
-func (h *conn) inNamespace(e flow.Endpoint) flow.Endpoint {
+func (h *client) inNamespace(e flow.Endpoint) flow.Endpoint {
 	for _, n := range h.d.layer.Namespaces() {
 		if n.ID == h.ns {
 			e.IfIndex = n.IfIndex
@@ -332,7 +332,7 @@ func fifoRef(r fifo.FifoRef) api.FifoRef {
 	return api.FifoRef{Segment: r.Segment, Offset: uint64(r.Offset), Size: r.Size}
 }
 
-func (h *conn) bind(m *api.Bind) (api.Message, []int, error) {
+func (h *client) bind(m *api.Bind) (api.Message, []int, error) {
 	d := h.d
 	if err := h.needApp("bind"); err != nil {
 		return nil, nil, err
@@ -367,7 +367,7 @@ func (h *conn) bind(m *api.Bind) (api.Message, []int, error) {
 	return reply, nil, nil
 }
 
-func (h *conn) connect(m *api.Connect) (api.Message, []int, error) {
+func (h *client) connect(m *api.Connect) (api.Message, []int, error) {
 	d := h.d
 	if err := h.needApp("connect"); err != nil {
 		return nil, nil, err

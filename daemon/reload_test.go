@@ -1,4 +1,4 @@
-package main
+package daemon
 
 import (
 	"errors"
@@ -8,22 +8,14 @@ import (
 	"github.com/xsessiond/xsessiond/flow"
 )
 
-// TestReload starts a daemon from a config and reloads another one, as
-// SIGHUP does: namespaces and rules follow the file, those added with ctl
-// stay, a namespace in use stays.
+// TestReload starts a daemon with configured namespaces and rules and
+// reloads others, as SIGHUP does: namespaces and rules follow the file,
+// those added with ctl stay, a namespace in use stays.
 func TestReload(t *testing.T) {
-	c1, err := ParseConfig([]byte(`
-namespaces:
-  - {id: blue, secret: 1, iface: lo}
-  - {id: red, secret: 2, iface: lo}
-rules:
-  - {proto: udp, local: 0.0.0.0/0, local_port: 9000, remote: 192.0.2.0/24, action: drop, tag: a}
-`))
-	if err != nil {
-		t.Fatal(err)
-	}
-	d := startDaemon(t, func(o *daemonOptions) { o.Namespaces, o.Rules = c1.Namespaces, c1.Rules })
-	if err := d.addNamespace("mine", 5, "lo", ""); err != nil {
+	nss1 := []NamespaceConfig{{ID: "blue", Secret: 1, Iface: "lo"}, {ID: "red", Secret: 2, Iface: "lo"}}
+	rules1 := []RuleConfig{{Proto: "udp", Local: "0.0.0.0/0", LocalPort: 9000, Remote: "192.0.2.0/24", Action: "drop", Tag: "a"}}
+	d := startDaemon(t, func(o *Config) { o.Namespaces, o.Rules = nss1, rules1 })
+	if err := d.AddNamespace("mine", 5, "lo", ""); err != nil {
 		t.Fatal(err)
 	}
 	attach(t, d, app.Options{Name: "user", Namespace: "red", Secret: 2})
@@ -37,17 +29,12 @@ rules:
 	if got := ids(); len(got) != 4 {
 		t.Fatalf("namespaces %v", got)
 	}
-	c2, err := ParseConfig([]byte(`
-namespaces:
-  - {id: green, secret: 3, iface: lo}
-rules:
-  - {proto: tcp, remote: 198.51.100.0/24, action: drop, tag: b}
-  - {proto: udp, action: forward, app: nobody}
-`))
-	if err != nil {
-		t.Fatal(err)
+	nss2 := []NamespaceConfig{{ID: "green", Secret: 3, Iface: "lo"}}
+	rules2 := []RuleConfig{
+		{Proto: "tcp", Remote: "198.51.100.0/24", Action: "drop", Tag: "b"},
+		{Proto: "udp", Action: "forward", App: "nobody"},
 	}
-	err = d.reload(c2)
+	err := d.Reload(nss2, rules2)
 	// red has an app attached: it cannot go, and the reload says so.
 	if !errors.Is(err, flow.ErrNamespaceInUse) {
 		t.Fatalf("reload: %v", err)

@@ -1,4 +1,4 @@
-package main
+package daemon
 
 import (
 	"sync/atomic"
@@ -84,8 +84,8 @@ type ctMem struct {
 	seg  *fifo.Segment
 	refs refs
 
-	accepted  sessions.Event // guarded by daemon.mu: the server's accept event
-	connected sessions.Event // guarded by daemon.mu: the client's connect event
+	accepted  sessions.Event // guarded by Daemon.mu: the server's accept event
+	connected sessions.Event // guarded by Daemon.mu: the client's connect event
 }
 
 // ctSegment is the Segment of a cut-through pair: the fifo segment and the

@@ -1,4 +1,4 @@
-package main
+package daemon
 
 import (
 	"context"
@@ -12,57 +12,68 @@ import (
 	"time"
 
 	"github.com/xsessiond/xsessiond/api"
+	"github.com/xsessiond/xsessiond/datapath"
 	"github.com/xsessiond/xsessiond/flow"
 	"github.com/xsessiond/xsessiond/nsbind"
 	"github.com/xsessiond/xsessiond/sessions"
 )
 
-// Errors the daemon refuses to start with.
-var (
-	errNoInterface = errors.New("interface not found")
-)
+// DefaultSocket is where the daemon listens for apps and the CLI when
+// Config.Socket is empty.
+const DefaultSocket = "/run/xsessiond/api.sock"
+
+// ErrNoInterface is what New and Start fail with when the interface to run
+// on is not given or does not exist.
+var ErrNoInterface = errors.New("interface not found")
 
 // shutdownGrace is how long Close waits for apps to hang up after the
 // shutdown notice before it closes their connections.
 const shutdownGrace = 500 * time.Millisecond
 
-// daemonOptions configure a daemon. run fills them from flags and the
-// config file; demo and tests fill them directly.
-type daemonOptions struct {
-	Iface    string // the interface the datapath runs on; it also is the default namespace's
-	Netns    string // the named netns the interface lives in; "" = the daemon's own
-	Queues   int
-	Batch    int
-	BusyPoll bool
-	XDPMode  string
+// Config configures a Daemon. The command fills it from flags and the
+// config file; the demo, the tests and perf fill it directly.
+type Config struct {
+	// Datapath is the datapath engine's configuration, and names the
+	// interface the daemon runs on: IfName (required; it also is the
+	// default namespace's interface) in the named netns NetnsName (""
+	// = the daemon's own). The daemon opens that netns and sets Netns
+	// itself; a nil Logger is the daemon's, with component=datapath. With
+	// NoDatapath only IfName and NetnsName are read.
+	Datapath datapath.Config
+	// NoDatapath runs the control plane alone: binds and cut-through
+	// sessions work, connects to remote peers fail with flow.ErrConnect,
+	// and no XDP program is attached.
+	NoDatapath bool
 
-	Socket      string
+	Socket      string // the control socket; "" = DefaultSocket
 	SocketGroup string
 	SocketMode  os.FileMode
-	MetricsAddr string
+	MetricsAddr string // serve Prometheus metrics at http://ADDR/metrics; "" = off
 
+	// Namespaces and Rules are those of the config file, applied at Start
+	// and replaced by Reload.
 	Namespaces []NamespaceConfig
 	Rules      []RuleConfig
 
-	Logger *slog.Logger
-	// NewEngine makes the datapath; nil runs the control plane alone
-	// (noEngine).
-	NewEngine newEngineFunc
+	// Version is the daemon's version in the control protocol's Hello and
+	// in show stats; "" = "dev".
+	Version string
+	Logger  *slog.Logger // nil: discard
 	// NoticeTimeout bounds a notice sent to an app (segment added,
 	// accepted, shutdown); an app that does not read its socket for that
 	// long is disconnected. 0 means 1 s.
 	NoticeTimeout time.Duration
 }
 
-// daemon is xsessiond: the session layer, the datapath engine of one
+// Daemon is xsessiond: the session layer, the datapath engine of one
 // interface, the control socket, and the metrics endpoint. Start it, then
-// Close it; it can run in-process (demo, tests) as well as under run.
+// Close it; it runs in-process (demo, tests, perf) as well as under run.
 //
-// Lock order: daemon.mu, then the session layer's lock is never taken
+// Lock order: Daemon.mu, then the session layer's lock is never taken
 // while holding mu (the layer calls Notify without its lock, and Notify
 // takes mu).
-type daemon struct {
-	opts  daemonOptions
+type Daemon struct {
+	cfg   Config
 	log   *slog.Logger
 	start time.Time
 
@@ -83,8 +94,8 @@ type daemon struct {
 	mu        sync.Mutex
 	netnss    map[flow.FIBID]*netnsRef                   // guarded by mu: open netns and their views, by FIB
 	nsNetns   map[string]flow.FIBID                      // guarded by mu: namespace id -> the FIB whose view it holds a reference on
-	conns     map[uint64]*conn                           // guarded by mu: live control connections by client id
-	byApp     map[sessions.AppID]*conn                   // guarded by mu: attached apps' connections
+	clients   map[uint64]*client                         // guarded by mu: live control connections by client id
+	byApp     map[sessions.AppID]*client                 // guarded by mu: attached apps' connections
 	nextConn  uint64                                     // guarded by mu
 	ctPending map[ctKey]*ctMem                           // guarded by mu: cut-through connects waiting for their reply
 	fifos     map[sessions.AppID]map[flow.Handle]pairRef // guarded by mu: fifos per app, for metrics
@@ -93,7 +104,7 @@ type daemon struct {
 	closing   bool                                       // guarded by mu
 	// detachLater are the apps whose connection ended while the daemon
 	// was stopping, detached together at the end. Guarded by mu.
-	detachLater []*conn
+	detachLater []*client
 }
 
 // netnsRef is an open netns with its view, shared by the namespaces that
@@ -112,98 +123,106 @@ type ctKey struct {
 	h   flow.Handle
 }
 
-func (o *daemonOptions) fill() {
-	if o.Socket == "" {
-		o.Socket = DefaultSocket
+// New checks cfg and returns a daemon that is not started; it touches
+// nothing.
+func New(cfg Config) (*Daemon, error) {
+	if cfg.Datapath.IfName == "" {
+		return nil, fmt.Errorf("no interface given (--iface): %w", ErrNoInterface)
 	}
-	if o.Logger == nil {
-		o.Logger = slog.New(slog.DiscardHandler)
+	switch cfg.Datapath.XDPMode {
+	case "":
+		cfg.Datapath.XDPMode = "auto"
+	case "auto", "native", "generic":
+	default:
+		return nil, fmt.Errorf("xdp mode %q: want auto, native or generic: %w", cfg.Datapath.XDPMode, flow.ErrInvalidValue)
 	}
-	if o.NoticeTimeout <= 0 {
-		o.NoticeTimeout = time.Second
+	if cfg.Datapath.Queues < 0 || cfg.Datapath.Batch < 0 {
+		return nil, fmt.Errorf("queues %d, batch %d: want 0 or more: %w", cfg.Datapath.Queues, cfg.Datapath.Batch, flow.ErrInvalidValue)
 	}
-	if o.XDPMode == "" {
-		o.XDPMode = "auto"
+	if cfg.Socket == "" {
+		cfg.Socket = DefaultSocket
 	}
-}
-
-// newDaemon returns a daemon that is not started.
-func newDaemon(opts daemonOptions) *daemon {
-	opts.fill()
-	return &daemon{
-		opts:      opts,
-		log:       opts.Logger,
+	if cfg.Logger == nil {
+		cfg.Logger = slog.New(slog.DiscardHandler)
+	}
+	if cfg.NoticeTimeout <= 0 {
+		cfg.NoticeTimeout = time.Second
+	}
+	if cfg.Version == "" {
+		cfg.Version = "dev"
+	}
+	return &Daemon{
+		cfg:       cfg,
+		log:       cfg.Logger,
 		netnss:    map[flow.FIBID]*netnsRef{},
 		nsNetns:   map[string]flow.FIBID{},
-		conns:     map[uint64]*conn{},
-		byApp:     map[sessions.AppID]*conn{},
+		clients:   map[uint64]*client{},
+		byApp:     map[sessions.AppID]*client{},
 		ctPending: map[ctKey]*ctMem{},
 		fifos:     map[sessions.AppID]map[flow.Handle]pairRef{},
 		nextConn:  1,
-	}
+	}, nil
 }
 
 // Start opens the interface's netns, takes the control socket, starts the
 // datapath and the session layer, applies the configured namespaces and
 // rules, and starts serving. On error everything started is undone.
-func (d *daemon) Start() (err error) {
+func (d *Daemon) Start() (err error) {
 	d.start = time.Now()
 	defer func() {
 		if err != nil {
 			d.teardown()
 		}
 	}()
-	if d.opts.Netns != "" {
-		d.ns, err = nsbind.OpenNamed(d.opts.Netns)
+	if d.cfg.Datapath.NetnsName != "" {
+		d.ns, err = nsbind.OpenNamed(d.cfg.Datapath.NetnsName)
 	} else {
 		d.ns, err = nsbind.OpenCurrent()
 	}
 	if err != nil {
-		return fmt.Errorf("netns %q: %w", d.opts.Netns, err)
+		return fmt.Errorf("netns %q: %w", d.cfg.Datapath.NetnsName, err)
 	}
-	if d.opts.Iface == "" {
-		return fmt.Errorf("no interface given (--iface): %w", errNoInterface)
-	}
-	d.iface, err = d.ns.InterfaceByName(d.opts.Iface)
+	d.iface, err = d.ns.InterfaceByName(d.cfg.Datapath.IfName)
 	if err != nil {
 		where := "the daemon's netns"
-		if d.opts.Netns != "" {
-			where = fmt.Sprintf("netns %q", d.opts.Netns)
+		if d.cfg.Datapath.NetnsName != "" {
+			where = fmt.Sprintf("netns %q", d.cfg.Datapath.NetnsName)
 		}
-		return fmt.Errorf("interface %q does not exist in %s: %w", d.opts.Iface, where, errNoInterface)
+		return fmt.Errorf("interface %q does not exist in %s: %w", d.cfg.Datapath.IfName, where, ErrNoInterface)
 	}
 	// The socket first: a second daemon must stop here, before it touches
 	// the first one's XDP program.
-	d.ln, err = api.Listen(d.opts.Socket, api.ListenOptions{Mode: d.opts.SocketMode, Group: d.opts.SocketGroup})
+	d.ln, err = api.Listen(d.cfg.Socket, api.ListenOptions{Mode: d.cfg.SocketMode, Group: d.cfg.SocketGroup})
 	if err != nil {
 		return err
 	}
 	view, err := nsbind.NewView(d.ns, nsbind.ViewOptions{OnError: func(err error) {
-		d.log.Warn("netlink view resynchronised", "netns", d.opts.Netns, "err", err)
+		d.log.Warn("netlink view resynchronised", "netns", d.cfg.Datapath.NetnsName, "err", err)
 	}})
 	if err != nil {
-		return fmt.Errorf("watch netns %q: %w", d.opts.Netns, err)
+		return fmt.Errorf("watch netns %q: %w", d.cfg.Datapath.NetnsName, err)
 	}
 	if err := d.views.Add(view); err != nil {
 		view.Close()
-		return fmt.Errorf("watch netns %q: %w", d.opts.Netns, err)
+		return fmt.Errorf("watch netns %q: %w", d.cfg.Datapath.NetnsName, err)
 	}
-	d.netnss[d.ns.FIB()] = &netnsRef{name: d.opts.Netns, ns: d.ns, view: view, refs: 1}
+	d.netnss[d.ns.FIB()] = &netnsRef{name: d.cfg.Datapath.NetnsName, ns: d.ns, view: view, refs: 1}
 
-	newEngine := d.opts.NewEngine
-	if newEngine == nil {
-		newEngine = newNoEngine
+	if d.cfg.NoDatapath {
+		d.eng = noEngine{}
+	} else {
+		dc := d.cfg.Datapath
+		dc.Netns = d.ns
+		if dc.Logger == nil {
+			dc.Logger = d.log.With("component", "datapath")
+		}
+		d.eng, err = newDatapathEngine(dc)
 	}
-	d.eng, err = newEngine(engineConfig{
-		IfName: d.opts.Iface, Netns: d.ns, NetnsName: d.opts.Netns,
-		Queues: d.opts.Queues, Batch: d.opts.Batch, BusyPoll: d.opts.BusyPoll, XDPMode: d.opts.XDPMode,
-		Logger: d.log.With("component", "datapath"),
-	})
 	if err != nil {
-		return fmt.Errorf("datapath on %s: %w", d.opts.Iface, err)
+		return fmt.Errorf("datapath on %s: %w", d.cfg.Datapath.IfName, err)
 	}
 	if n := len(d.eng.KickFDs()); n > api.MaxKickFDs {
-		return fmt.Errorf("datapath on %s: %d workers, at most %d supported: use --queues", d.opts.Iface, n, api.MaxKickFDs)
+		return fmt.Errorf("datapath on %s: %d workers, at most %d supported: use --queues", d.cfg.Datapath.IfName, n, api.MaxKickFDs)
 	}
 	fib := d.ns.FIB()
 	d.layer, err = sessions.New(sessions.Config{
@@ -217,13 +236,13 @@ func (d *daemon) Start() (err error) {
 	if err != nil {
 		return fmt.Errorf("session layer: %w", err)
 	}
-	if err := d.applyConfig(d.opts.Namespaces, d.opts.Rules); err != nil {
+	if err := d.applyConfig(d.cfg.Namespaces, d.cfg.Rules); err != nil {
 		return err
 	}
 	if err := d.eng.Start(d.layer); err != nil {
-		return fmt.Errorf("datapath on %s: start: %w", d.opts.Iface, err)
+		return fmt.Errorf("datapath on %s: start: %w", d.cfg.Datapath.IfName, err)
 	}
-	if d.opts.MetricsAddr != "" {
+	if d.cfg.MetricsAddr != "" {
 		if err := d.startMetrics(); err != nil {
 			return err
 		}
@@ -233,7 +252,7 @@ func (d *daemon) Start() (err error) {
 	d.served = make(chan struct{})
 	srv := &api.Server{
 		Handler: d,
-		Name:    "xsessiond " + version,
+		Name:    "xsessiond " + d.cfg.Version,
 		Logf:    func(f string, a ...any) { d.log.Info(fmt.Sprintf(f, a...)) },
 	}
 	ln := d.ln
@@ -243,28 +262,52 @@ func (d *daemon) Start() (err error) {
 			d.log.Error("control socket stopped", "err", err)
 		}
 	}()
-	d.log.Info("xsessiond started", "iface", d.opts.Iface, "netns", d.opts.Netns, "ifindex", d.iface.Index,
-		"workers", d.eng.Workers(), "datapath", d.eng.Stats().Datapath, "socket", d.opts.Socket)
+	d.log.Info("xsessiond started", "iface", d.cfg.Datapath.IfName, "netns", d.cfg.Datapath.NetnsName, "ifindex", d.iface.Index,
+		"workers", d.eng.Workers(), "datapath", d.eng.Stats().Datapath, "socket", d.cfg.Socket)
 	return nil
 }
 
 // Socket returns the control socket's path.
-func (d *daemon) Socket() string { return d.opts.Socket }
+func (d *Daemon) Socket() string { return d.cfg.Socket }
+
+// MetricsAddr returns the address the metrics are served at once started
+// (the port chosen when Config.MetricsAddr asked for port 0), or "".
+func (d *Daemon) MetricsAddr() string { return d.metricsAddr }
+
+// Layer returns the session layer, once started: its views (Apps,
+// Sessions, Listeners, Namespaces, Rules) are what ctl show lists.
+func (d *Daemon) Layer() *sessions.Layer { return d.layer }
+
+// Engine returns the datapath engine once started, or nil with
+// Config.NoDatapath.
+func (d *Daemon) Engine() *datapath.Engine {
+	if e, ok := d.eng.(dpEngine); ok {
+		return e.Engine
+	}
+	return nil
+}
+
+// Workers returns the number of datapath workers (1 without a datapath),
+// once started.
+func (d *Daemon) Workers() int { return d.eng.Workers() }
+
+// EngineStats returns the datapath's counters, once started.
+func (d *Daemon) EngineStats() EngineStats { return d.eng.Stats() }
 
 // Close tells every connected app and CLI that the daemon is going away,
 // closes their connections (which detaches the apps), stops the datapath
 // and releases everything. It is safe to call more than once.
-func (d *daemon) Close() error {
+func (d *Daemon) Close() error {
 	d.closeOnce.Do(func() {
 		d.mu.Lock()
 		d.closing = true
-		conns := make([]*conn, 0, len(d.conns))
-		for _, c := range d.conns {
-			conns = append(conns, c)
+		clients := make([]*client, 0, len(d.clients))
+		for _, c := range d.clients {
+			clients = append(clients, c)
 		}
 		d.mu.Unlock()
 		var wg sync.WaitGroup
-		for _, c := range conns {
+		for _, c := range clients {
 			wg.Add(1)
 			go func() {
 				defer wg.Done()
@@ -277,7 +320,7 @@ func (d *daemon) Close() error {
 		// Apps hang up on the notice; the rest are closed by teardown.
 		for end := time.Now().Add(shutdownGrace); time.Now().Before(end); time.Sleep(5 * time.Millisecond) {
 			d.mu.Lock()
-			n := len(d.conns)
+			n := len(d.clients)
 			d.mu.Unlock()
 			if n == 0 {
 				break
@@ -290,7 +333,7 @@ func (d *daemon) Close() error {
 }
 
 // teardown undoes Start, whatever part of it ran.
-func (d *daemon) teardown() {
+func (d *Daemon) teardown() {
 	if d.cancel != nil {
 		d.cancel()
 		<-d.served // every connection is closed
@@ -330,22 +373,22 @@ func (d *daemon) teardown() {
 // --- api.Handler ---
 
 // Open accepts a connection: it is an app or the CLI until it attaches.
-func (d *daemon) Open(c *api.Conn, hello *api.Hello) (api.ConnHandler, error) {
+func (d *Daemon) Open(c *api.Conn, hello *api.Hello) (api.ConnHandler, error) {
 	d.mu.Lock()
 	defer d.mu.Unlock()
 	if d.closing {
 		return nil, fmt.Errorf("xsessiond is shutting down: %w", flow.ErrNotSupported)
 	}
-	h := &conn{d: d, c: c, id: d.nextConn, name: hello.Name, cred: c.Peer(), since: time.Now()}
+	h := &client{d: d, c: c, id: d.nextConn, name: hello.Name, cred: c.Peer(), since: time.Now()}
 	d.nextConn++
-	d.conns[h.id] = h
+	d.clients[h.id] = h
 	return h, nil
 }
 
 // sendNotice sends a notice to an app, bounded by NoticeTimeout; an app
 // that does not take it is disconnected.
-func (d *daemon) sendNotice(c *conn, m api.Message, fds ...int) {
-	ctx, cancel := context.WithTimeout(context.Background(), d.opts.NoticeTimeout)
+func (d *Daemon) sendNotice(c *client, m api.Message, fds ...int) {
+	ctx, cancel := context.WithTimeout(context.Background(), d.cfg.NoticeTimeout)
 	defer cancel()
 	if err := c.c.SendContext(ctx, 0, m, fds...); err != nil {
 		d.log.Warn("notice not delivered: closing the connection", "conn", c.id, "pid", c.cred.PID, "notice", m.Type().String(), "err", err)
@@ -358,7 +401,7 @@ func (d *daemon) sendNotice(c *conn, m api.Message, fds ...int) {
 // Notify passes to apps over their connections what their event queues
 // cannot carry: the descriptors of new segments. It also records cut-through
 // sessions for the connect in progress, and fifos for metrics.
-func (d *daemon) Notify(ev sessions.Event) {
+func (d *Daemon) Notify(ev sessions.Event) {
 	switch ev.Kind {
 	case sessions.EventSegmentAdded:
 		d.mu.Lock()
@@ -411,7 +454,7 @@ func (d *daemon) Notify(ev sessions.Event) {
 
 // takeCutThrough returns the cut-through memory of app's new session h,
 // with a reference the caller must release.
-func (d *daemon) takeCutThrough(app sessions.AppID, h flow.Handle) *ctMem {
+func (d *Daemon) takeCutThrough(app sessions.AppID, h flow.Handle) *ctMem {
 	d.mu.Lock()
 	defer d.mu.Unlock()
 	k := ctKey{app, h}
@@ -422,7 +465,7 @@ func (d *daemon) takeCutThrough(app sessions.AppID, h flow.Handle) *ctMem {
 
 // dropPendingLocked releases the cut-through connects of app that never got
 // their reply.
-func (d *daemon) dropPendingLocked(app sessions.AppID) {
+func (d *Daemon) dropPendingLocked(app sessions.AppID) {
 	for k, ct := range d.ctPending {
 		if k.app == app {
 			delete(d.ctPending, k)
@@ -441,7 +484,7 @@ type pairRef struct {
 	pair sessions.FifoPair
 }
 
-func (d *daemon) trackLocked(app sessions.AppID, h flow.Handle, p pairRef) {
+func (d *Daemon) trackLocked(app sessions.AppID, h flow.Handle, p pairRef) {
 	if p.pair.Rx == nil && p.pair.Tx == nil {
 		return
 	}
@@ -453,7 +496,7 @@ func (d *daemon) trackLocked(app sessions.AppID, h flow.Handle, p pairRef) {
 	m[h] = p
 }
 
-func (d *daemon) untrackLocked(app sessions.AppID, h flow.Handle) {
+func (d *Daemon) untrackLocked(app sessions.AppID, h flow.Handle) {
 	if m := d.fifos[app]; m != nil {
 		delete(m, h)
 		if len(m) == 0 {
@@ -464,10 +507,10 @@ func (d *daemon) untrackLocked(app sessions.AppID, h flow.Handle) {
 
 // --- HTTP ---
 
-func (d *daemon) startMetrics() error {
-	l, err := net.Listen("tcp", d.opts.MetricsAddr)
+func (d *Daemon) startMetrics() error {
+	l, err := net.Listen("tcp", d.cfg.MetricsAddr)
 	if err != nil {
-		return fmt.Errorf("metrics on %s: %w", d.opts.MetricsAddr, err)
+		return fmt.Errorf("metrics on %s: %w", d.cfg.MetricsAddr, err)
 	}
 	d.metricsAddr = l.Addr().String()
 	d.httpd = &http.Server{Handler: d.metricsHandler(), ReadHeaderTimeout: 5 * time.Second}

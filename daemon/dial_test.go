@@ -1,0 +1,76 @@
+package daemon
+
+import (
+	"bytes"
+	"context"
+	"fmt"
+	"net"
+	"testing"
+	"time"
+
+	"github.com/xsessiond/xsessiond/app"
+	"github.com/xsessiond/xsessiond/datapath/xsk/xsktest"
+	"github.com/xsessiond/xsessiond/nsbind/nstest"
+)
+
+// TestDialRemote dials a kernel UDP echo server on host A from an app on
+// host B through the datapath (a connected session, not cut-through), and
+// answers a kernel client from a listener with WriteTo.
+func TestDialRemote(t *testing.T) {
+	rig := nstest.NewPair(t, nstest.Options{})
+	if err := xsktest.DisableTxOffload(rig.A); err != nil {
+		t.Fatal(err)
+	}
+	var srv *net.UDPConn
+	if err := rig.A.Do(func() error {
+		var err error
+		srv, err = net.ListenUDP("udp", &net.UDPAddr{Port: 7007})
+		return err
+	}); err != nil {
+		t.Fatal(err)
+	}
+	defer srv.Close()
+	go func() {
+		buf := make([]byte, 2048)
+		for {
+			n, from, err := srv.ReadFromUDP(buf)
+			if err != nil {
+				return
+			}
+			srv.WriteToUDP(buf[:n], from)
+		}
+	}()
+	d := startDaemon(t, func(o *Config) {
+		o.Datapath.IfName, o.Datapath.NetnsName, o.NoDatapath = rig.B.Link, rig.B.Name, false
+	})
+	a := attach(t, d, app.Options{Name: "dialer"})
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	c, err := a.Dial(ctx, fmt.Sprintf("udp://%s:7007", rig.A.IPv4))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	buf := make([]byte, 2048)
+	for i := range 100 {
+		msg := bytes.Repeat([]byte{byte(i)}, 10+i)
+		var got []byte
+		for try := 0; try < 3 && got == nil; try++ { // the first may wait for ARP
+			if _, err := c.Write(msg); err != nil {
+				t.Fatal(err)
+			}
+			c.SetReadDeadline(time.Now().Add(time.Second))
+			n, err := c.Read(buf)
+			if err != nil {
+				if ne, ok := err.(net.Error); ok && ne.Timeout() {
+					continue
+				}
+				t.Fatal(err)
+			}
+			got = buf[:n]
+		}
+		if !bytes.Equal(got, msg) {
+			t.Fatalf("datagram %d: got %d bytes back, want %d", i, len(got), len(msg))
+		}
+	}
+}

@@ -1,0 +1,145 @@
+package daemon
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"runtime"
+	"strings"
+	"testing"
+	"time"
+
+	"golang.org/x/sys/unix"
+
+	"github.com/xsessiond/xsessiond/api"
+	"github.com/xsessiond/xsessiond/app"
+	"github.com/xsessiond/xsessiond/datapath"
+	"github.com/xsessiond/xsessiond/flow"
+)
+
+// startDaemon runs a daemon in-process on lo, without a datapath, with its
+// socket in a temporary directory.
+func startDaemon(t testing.TB, mod ...func(*Config)) *Daemon {
+	t.Helper()
+	cfg := Config{Datapath: datapath.Config{IfName: "lo"}, NoDatapath: true, Socket: filepath.Join(t.TempDir(), "api.sock")}
+	if testing.Verbose() {
+		cfg.Logger = slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelDebug}))
+	}
+	for _, m := range mod {
+		m(&cfg)
+	}
+	d, err := New(cfg)
+	if err != nil {
+		t.Fatalf("new daemon: %v", err)
+	}
+	if err := d.Start(); err != nil {
+		t.Fatalf("start daemon: %v", err)
+	}
+	t.Cleanup(func() { d.Close() })
+	return d
+}
+
+// attach attaches an app to d, closed when the test ends.
+func attach(t testing.TB, d *Daemon, o app.Options) *app.App {
+	t.Helper()
+	o.Socket = d.Socket()
+	if o.Scope == 0 {
+		o.Scope = flow.ScopeGlobal | flow.ScopeLocal
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	a, err := app.Attach(ctx, o)
+	if err != nil {
+		t.Fatalf("attach: %v", err)
+	}
+	t.Cleanup(func() { a.Close() })
+	return a
+}
+
+// waitFor polls cond until it holds or the time is up.
+func waitFor(t testing.TB, what string, d time.Duration, cond func() bool) {
+	t.Helper()
+	end := time.Now().Add(d)
+	for !cond() {
+		if time.Now().After(end) {
+			t.Fatalf("timed out waiting for %s", what)
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+}
+
+func openFDs(t testing.TB) int {
+	t.Helper()
+	ents, err := os.ReadDir("/proc/self/fd")
+	if err != nil {
+		t.Fatal(err)
+	}
+	return len(ents)
+}
+
+func fdList(t testing.TB) string {
+	ents, _ := os.ReadDir("/proc/self/fd")
+	var b strings.Builder
+	for _, e := range ents {
+		l, _ := os.Readlink("/proc/self/fd/" + e.Name())
+		b.WriteString(e.Name() + " -> " + l + "\n")
+	}
+	return b.String()
+}
+
+func goroutines() string {
+	buf := make([]byte, 1<<20)
+	return string(buf[:runtime.Stack(buf, true)])
+}
+
+var errEcho = errorString("echo differs from what was sent")
+
+type errorString string
+
+func (e errorString) Error() string { return string(e) }
+
+// closeRights closes the descriptors of SCM_RIGHTS messages in oob.
+func closeRights(oob []byte) {
+	msgs, err := unix.ParseSocketControlMessage(oob)
+	if err != nil {
+		return
+	}
+	for _, m := range msgs {
+		fds, err := unix.ParseUnixRights(&m)
+		if err == nil {
+			for _, fd := range fds {
+				unix.Close(fd)
+			}
+		}
+	}
+}
+
+// show asks the daemon at socket for what ctl show lists (apps, sessions,
+// listeners, namespaces, rules, stats) over the control socket, as the CLI
+// does, and returns the JSON document.
+func show(t testing.TB, socket, what string) ([]byte, error) {
+	t.Helper()
+	w, err := api.ParseShowWhat(what)
+	if err != nil {
+		return nil, err
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	cl, err := api.DialClient(ctx, socket, api.ClientOptions{Name: "test"})
+	if err != nil {
+		return nil, err
+	}
+	defer cl.Close()
+	m, fds, err := cl.Call(ctx, &api.Show{What: w})
+	api.CloseFDs(fds)
+	if err != nil {
+		return nil, err
+	}
+	sr, ok := m.(*api.ShowReply)
+	if !ok {
+		return nil, fmt.Errorf("show %s: the daemon answered %v", what, m.Type())
+	}
+	return sr.JSON, nil
+}
