@@ -47,7 +47,7 @@ type Conn struct {
 	peer Cred
 
 	// Receive state, used only by the one receiving goroutine.
-	rbuf   []byte
+	rbuf   []byte // a buffer of recvBufs, held only while a record is received and decoded
 	roob   []byte
 	rn     int
 	roobn  int
@@ -248,11 +248,7 @@ func (c *Conn) RecvID() (id uint32, m Message, fds []int, err error) {
 
 // recvRecord receives and decodes one record.
 func (c *Conn) recvRecord() (Header, Message, []int, error) {
-	if c.rbuf == nil {
-		// Allocated at the first receive, so that a connection refused
-		// at once costs no buffer.
-		c.rbuf = make([]byte, MaxRecordSize)
-	}
+	defer c.putRecvBuf()
 	if err := c.rc.Read(c.readFn); err != nil {
 		return Header{}, nil, nil, c.ioError("recv", err)
 	}
@@ -304,18 +300,45 @@ func (c *Conn) recvRecord() (Header, Message, []int, error) {
 	return h, m, fds, nil
 }
 
+// recvBufs keeps a few record buffers for the connections' receives. A
+// connection holds one only while a record is there to read, so that idle
+// connections cost no buffer; the list is bounded and, unlike a sync.Pool,
+// not emptied by the collector, so steady receiving allocates nothing.
+var recvBufs = make(chan []byte, 16)
+
+// doRead receives one record, taking a buffer for it first.
 func (c *Conn) doRead(fd uintptr) bool {
+	if c.rbuf == nil {
+		select {
+		case c.rbuf = <-recvBufs:
+		default:
+			c.rbuf = make([]byte, MaxRecordSize)
+		}
+	}
 	for {
 		n, oobn, flags, err := recvmsg(int(fd), c.rbuf, c.roob, unix.MSG_CMSG_CLOEXEC|unix.MSG_DONTWAIT)
 		switch err {
 		case unix.EINTR:
 			continue
 		case unix.EAGAIN:
+			c.putRecvBuf() // nothing to read: wait without a buffer
 			return false
 		}
 		c.rn, c.roobn, c.rflags, c.rerr = n, oobn, flags, err
 		return true
 	}
+}
+
+// putRecvBuf gives the receive buffer back to recvBufs.
+func (c *Conn) putRecvBuf() {
+	if c.rbuf == nil {
+		return
+	}
+	select {
+	case recvBufs <- c.rbuf:
+	default:
+	}
+	c.rbuf = nil
 }
 
 func (c *Conn) doWrite(fd uintptr) bool {

@@ -16,15 +16,19 @@ var ErrQueueFull = errors.New("api: peer does not read: outgoing queue full")
 // outItem is one queued message: its records, encoded, and duplicates of
 // the descriptors it carries (which the queue owns and closes).
 type outItem struct {
-	recs [][]byte
+	rec  []byte   // the first (usually only) record
+	more [][]byte // the records that continue it, for a long ShowReply
 	fds  []int
 	size int
 }
 
-// outQueue is the bounded queue of messages to one peer, written by a
-// writer goroutine that runs while the queue is not empty. Every record
-// must leave within timeout; when one does not, or the socket fails, the
-// queue stops, drops what it holds, and calls fail once.
+// maxPooledRecord bounds the record buffers a queue keeps for reuse.
+const maxPooledRecord = 4 << 10
+
+// outQueue is the bounded queue of messages to one peer, written by the
+// connection's writer goroutine (run). Every record must leave within
+// timeout; when one does not, or the socket fails, the queue stops, drops
+// what it holds, and calls fail once.
 type outQueue struct {
 	c        *Conn
 	timeout  time.Duration
@@ -32,29 +36,48 @@ type outQueue struct {
 	maxBytes int
 	fail     func(err error) // called once, off the queue's lock, when a write fails
 
-	space   chan struct{} // poked after every dequeue, for a waiting push
+	kick    chan struct{} // poked after every push, for the writer
+	space   chan struct{} // poked after every pop, for a waiting push
 	stopped chan struct{} // closed when the queue stops
+	done    chan struct{} // closed when the writer returns
+	free    chan []byte   // small record buffers for reuse
 
-	mu      sync.Mutex
-	items   []outItem      // guarded by mu
-	bytes   int            // guarded by mu: the size of items
-	running bool           // guarded by mu: a writer goroutine runs
-	err     error          // guarded by mu: why the queue stopped; nil while it takes messages
-	sealed  bool           // guarded by mu: takes no more messages, but drains
-	idle    chan struct{}  // guarded by mu: closed when the running writer ends
-	wg      sync.WaitGroup // the writer goroutine
+	encMu sync.Mutex
+	enc   encoder // guarded by encMu; kept here, as an encoder on the stack would escape
+
+	mu     sync.Mutex
+	items  []outItem // guarded by mu: items[head:] are queued
+	head   int       // guarded by mu
+	bytes  int       // guarded by mu: the size of the queued items
+	err    error     // guarded by mu: why the queue stopped; nil while it takes messages
+	sealed bool      // guarded by mu: takes no more messages; the writer ends once it drained them
 }
 
 func newOutQueue(c *Conn, timeout time.Duration, maxLen, maxBytes int, fail func(error)) *outQueue {
 	return &outQueue{c: c, timeout: timeout, maxLen: maxLen, maxBytes: maxBytes, fail: fail,
-		space: make(chan struct{}, 1), stopped: make(chan struct{})}
+		kick: make(chan struct{}, 1), space: make(chan struct{}, 1), stopped: make(chan struct{}),
+		done: make(chan struct{}), free: make(chan []byte, 4)}
+}
+
+func poke(ch chan struct{}) {
+	select {
+	case ch <- struct{}{}:
+	default:
+	}
 }
 
 // push encodes m, duplicates fds and queues them. With wait > 0 it waits
 // up to wait for room; with wait 0 a full queue fails the connection at
 // once (ErrQueueFull), so that the caller never waits for the peer.
 func (q *outQueue) push(id uint32, m Message, fds []int, wait time.Duration) error {
-	it, err := encodeItem(id, m, fds)
+	var buf []byte
+	select {
+	case buf = <-q.free:
+	default:
+	}
+	q.encMu.Lock()
+	it, err := encodeItem(&q.enc, buf, id, m, fds)
+	q.encMu.Unlock()
 	if err != nil {
 		return err
 	}
@@ -70,16 +93,12 @@ func (q *outQueue) push(id uint32, m Message, fds []int, wait time.Duration) err
 			}
 			return fmt.Errorf("api: send %v: %w", m.Type(), err)
 		}
-		if len(q.items) == 0 || (len(q.items) < q.maxLen && q.bytes+it.size <= q.maxBytes) {
+		n := len(q.items) - q.head
+		if n == 0 || (n < q.maxLen && q.bytes+it.size <= q.maxBytes) {
 			q.items = append(q.items, it)
 			q.bytes += it.size
-			if !q.running {
-				q.running = true
-				q.idle = make(chan struct{})
-				q.wg.Add(1)
-				go q.run(q.idle)
-			}
 			q.mu.Unlock()
+			poke(q.kick)
 			if timer != nil {
 				timer.Stop()
 			}
@@ -88,7 +107,7 @@ func (q *outQueue) push(id uint32, m Message, fds []int, wait time.Duration) err
 		q.mu.Unlock()
 		if wait <= 0 {
 			closeFDs(it.fds)
-			err := fmt.Errorf("api: send %v: %w (%d messages queued)", m.Type(), ErrQueueFull, q.maxLen)
+			err := fmt.Errorf("api: send %v: %w (%d messages queued)", m.Type(), ErrQueueFull, n)
 			q.failWith(err)
 			return err
 		}
@@ -107,11 +126,10 @@ func (q *outQueue) push(id uint32, m Message, fds []int, wait time.Duration) err
 	}
 }
 
-// encodeItem encodes m as one record or, for a long ShowReply, several,
-// and duplicates fds so that the caller keeps its own.
-func encodeItem(id uint32, m Message, fds []int) (outItem, error) {
+// encodeItem encodes m into buf as one record or, for a long ShowReply,
+// several, and duplicates fds so that the caller keeps its own.
+func encodeItem(e *encoder, buf []byte, id uint32, m Message, fds []int) (outItem, error) {
 	var it outItem
-	var e encoder
 	if sr, ok := m.(*ShowReply); ok && len(sr.JSON) > maxShowChunk {
 		doc := sr.JSON
 		if len(doc) > MaxReassembled {
@@ -127,53 +145,73 @@ func encodeItem(id uint32, m Message, fds []int) (outItem, error) {
 			if err != nil {
 				return it, fmt.Errorf("api: send %v: %w", TypeShowReply, err)
 			}
-			it.recs = append(it.recs, b)
+			if it.rec == nil {
+				it.rec = b
+			} else {
+				it.more = append(it.more, b)
+			}
 			it.size += len(b)
 		}
 	} else {
-		b, err := e.record(nil, id, 0, m)
+		b, err := e.record(buf[:0], id, 0, m)
 		if err != nil {
 			return it, fmt.Errorf("api: send %v: %w", m.Type(), err)
 		}
-		it.recs = [][]byte{b}
-		it.size = len(b)
+		it.rec, it.size = b, len(b)
 	}
-	for _, fd := range fds {
-		nfd, err := unix.FcntlInt(uintptr(fd), unix.F_DUPFD_CLOEXEC, 0)
-		if err != nil {
-			closeFDs(it.fds)
-			return outItem{}, fmt.Errorf("api: send %v: dup descriptor %d: %w", m.Type(), fd, err)
+	if len(fds) > 0 {
+		it.fds = make([]int, 0, len(fds))
+		for _, fd := range fds {
+			nfd, err := unix.FcntlInt(uintptr(fd), unix.F_DUPFD_CLOEXEC, 0)
+			if err != nil {
+				closeFDs(it.fds)
+				return outItem{}, fmt.Errorf("api: send %v: dup descriptor %d: %w", m.Type(), fd, err)
+			}
+			it.fds = append(it.fds, nfd)
 		}
-		it.fds = append(it.fds, nfd)
 	}
 	return it, nil
 }
 
-// run writes queued messages until the queue is empty or stops.
-func (q *outQueue) run(idle chan struct{}) {
-	defer q.wg.Done()
-	defer close(idle)
+// run is the writer: it writes queued messages until the queue stops, or
+// is sealed and empty.
+func (q *outQueue) run() {
+	defer close(q.done)
 	for {
 		q.mu.Lock()
-		if len(q.items) == 0 || q.err != nil {
-			q.running = false
+		if q.err != nil {
 			q.mu.Unlock()
 			return
 		}
-		it := q.items[0]
-		q.items[0] = outItem{}
-		q.items = q.items[1:]
-		if len(q.items) == 0 {
-			q.items = q.items[:0:0] // let the backing array go
+		if q.head == len(q.items) {
+			sealed := q.sealed
+			q.mu.Unlock()
+			if sealed {
+				return
+			}
+			select {
+			case <-q.kick:
+			case <-q.stopped:
+			}
+			continue
+		}
+		it := q.items[q.head]
+		q.items[q.head] = outItem{}
+		q.head++
+		if q.head == len(q.items) {
+			q.items, q.head = q.items[:0], 0
 		}
 		q.bytes -= it.size
 		q.mu.Unlock()
-		select {
-		case q.space <- struct{}{}:
-		default:
-		}
+		poke(q.space)
 		err := q.c.writeItem(it, q.timeout)
 		closeFDs(it.fds)
+		if cap(it.rec) <= maxPooledRecord {
+			select {
+			case q.free <- it.rec[:0]:
+			default:
+			}
+		}
 		if err != nil {
 			q.failWith(err)
 		}
@@ -197,8 +235,8 @@ func (q *outQueue) stop(err error) bool {
 	}
 	q.err = err
 	close(q.stopped)
-	items := q.items
-	q.items, q.bytes = nil, 0
+	items := q.items[q.head:]
+	q.items, q.head, q.bytes = nil, 0, 0
 	q.mu.Unlock()
 	for _, it := range items {
 		closeFDs(it.fds)
@@ -211,15 +249,12 @@ func (q *outQueue) stop(err error) bool {
 func (q *outQueue) drain(d time.Duration) bool {
 	q.mu.Lock()
 	q.sealed = true
-	idle, running := q.idle, q.running
 	q.mu.Unlock()
-	if !running {
-		return true
-	}
+	poke(q.kick)
 	t := time.NewTimer(d)
 	defer t.Stop()
 	select {
-	case <-idle:
+	case <-q.done:
 		return true
 	case <-t.C:
 		return false
@@ -232,15 +267,19 @@ func (c *Conn) writeItem(it outItem, timeout time.Duration) error {
 	c.wsem <- struct{}{}
 	defer func() { <-c.wsem }()
 	c.woob = appendRights(c.woob[:0], it.fds)
-	oob := c.woob
-	for _, rec := range it.recs {
+	if timeout > 0 {
+		c.uc.SetWriteDeadline(time.Now().Add(timeout))
+	}
+	if err := c.writeLocked(it.rec, c.woob); err != nil {
+		return err
+	}
+	for _, rec := range it.more {
 		if timeout > 0 {
 			c.uc.SetWriteDeadline(time.Now().Add(timeout))
 		}
-		if err := c.writeLocked(rec, oob); err != nil {
+		if err := c.writeLocked(rec, nil); err != nil {
 			return err
 		}
-		oob = nil
 	}
 	return nil
 }

@@ -376,6 +376,7 @@ func (s *Server) ServeConn(ctx context.Context, c *Conn) {
 			c.Close() // unblocks the receive
 		})
 	c.q.Store(q)
+	go q.run()
 	stop := context.AfterFunc(ctx, func() {
 		end.note(DisconnectShutdown, fmt.Errorf("api: server: %w", ErrClosed))
 		c.Close()
@@ -383,7 +384,7 @@ func (s *Server) ServeConn(ctx context.Context, c *Conn) {
 	defer func() {
 		stop()
 		c.Close()
-		q.wg.Wait() // ends at once: the socket is closed
+		<-q.done // at once: the queue stopped and the socket is closed
 		r, err, _ := end.get()
 		s.disconnects[r].Add(1)
 		switch r {
