@@ -352,7 +352,13 @@ func TestContinuationFloodBounded(t *testing.T) {
 	checkFDLeak(t)
 	checkGoroutines(t)
 	d := newFakeDaemon(t)
-	s := &Server{}
+	var logs sync.Mutex
+	var lines []string
+	s := &Server{Logf: func(f string, a ...any) {
+		logs.Lock()
+		lines = append(lines, fmt.Sprintf(f, a...))
+		logs.Unlock()
+	}}
 	path, _ := runServer(t, s, d)
 	runtime.GC()
 	before := vmRSS(t)
@@ -409,6 +415,11 @@ func TestContinuationFloodBounded(t *testing.T) {
 	}
 	if !waitFor(2*time.Second, func() bool { return s.Stats().Disconnects[DisconnectNotAccepted] == clients }) {
 		t.Fatalf("disconnects %v, want %d not_accepted", s.Stats().ByReason(), clients)
+	}
+	logs.Lock()
+	defer logs.Unlock()
+	if len(lines) == 0 || !strings.Contains(lines[0], "dropped (not_accepted)") {
+		t.Fatalf("log %q", lines)
 	}
 }
 
@@ -670,5 +681,27 @@ func TestAttemptLimiter(t *testing.T) {
 	}
 	if n := len(l.buckets); n > 2 {
 		t.Fatalf("%d buckets kept, limit 2", n)
+	}
+}
+
+// Drops are logged at most maxDropLogs times a second; the next line says
+// how many were left out.
+func TestDropLogRateLimited(t *testing.T) {
+	var lines []string
+	s := &Server{Logf: func(f string, a ...any) { lines = append(lines, fmt.Sprintf(f, a...)) }}
+	p := Cred{PID: 7, UID: 1000}
+	for i := 0; i < 100; i++ {
+		s.logDrop(p, DisconnectMalformed, ErrMalformed)
+	}
+	if len(lines) != maxDropLogs {
+		t.Fatalf("%d lines for 100 drops in a second, want %d", len(lines), maxDropLogs)
+	}
+	s.logMu.Lock()
+	s.dropSecond = s.dropSecond.Add(-time.Second)
+	s.logMu.Unlock()
+	s.logDrop(p, DisconnectMalformed, ErrMalformed)
+	want := fmt.Sprintf("(and %d more not logged)", 100-maxDropLogs)
+	if len(lines) != maxDropLogs+1 || !strings.Contains(lines[maxDropLogs], want) || !strings.Contains(lines[maxDropLogs], "pid 7 uid 1000") {
+		t.Fatalf("line after the pause: %q, want it to contain %q", lines[len(lines)-1], want)
 	}
 }

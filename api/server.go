@@ -125,8 +125,9 @@ type Server struct {
 	MaxConns    int
 	RootReserve int
 	// Logf, if set, receives one line per connection dropped for a fault
-	// of the client (with its pid and uid), and at most one line a second
-	// about connections refused over MaxConns.
+	// of the client (with its pid and uid; at most maxDropLogs a second,
+	// the next line counting those left out), and at most one line a
+	// second about connections refused over MaxConns.
 	Logf func(format string, args ...any)
 
 	accepted    atomic.Uint64
@@ -136,7 +137,13 @@ type Server struct {
 	logMu       sync.Mutex
 	lastLimit   time.Time // guarded by logMu: when refusals were last logged
 	limitRefuse uint64    // guarded by logMu: refusals since then
+	dropSecond  time.Time // guarded by logMu: start of the second drops are logged in
+	dropLogged  int       // guarded by logMu: drop lines logged in it
+	dropSkipped uint64    // guarded by logMu: drop lines left out since the last one
 }
+
+// maxDropLogs bounds the lines a second about dropped connections.
+const maxDropLogs = 20
 
 // DisconnectReason says why a Server ended a connection.
 type DisconnectReason uint8
@@ -313,6 +320,33 @@ func (s *Server) logRefusal(p Cred) {
 		n, orDefault(s.MaxConns, DefaultMaxConns), p.PID, p.UID)
 }
 
+// logDrop logs a connection dropped for a fault of the client, at most
+// maxDropLogs times a second.
+func (s *Server) logDrop(p Cred, r DisconnectReason, err error) {
+	if s.Logf == nil {
+		return
+	}
+	s.logMu.Lock()
+	now := time.Now()
+	if now.Sub(s.dropSecond) >= time.Second {
+		s.dropSecond, s.dropLogged = now, 0
+	}
+	if s.dropLogged >= maxDropLogs {
+		s.dropSkipped++
+		s.logMu.Unlock()
+		return
+	}
+	s.dropLogged++
+	skipped := s.dropSkipped
+	s.dropSkipped = 0
+	s.logMu.Unlock()
+	if skipped > 0 {
+		s.logf("api: pid %d uid %d: dropped (%v): %v (and %d more not logged)", p.PID, p.UID, r, err, skipped)
+		return
+	}
+	s.logf("api: pid %d uid %d: dropped (%v): %v", p.PID, p.UID, r, err)
+}
+
 func (s *Server) logf(format string, args ...any) {
 	if s.Logf != nil {
 		s.Logf(format, args...)
@@ -390,8 +424,7 @@ func (s *Server) ServeConn(ctx context.Context, c *Conn) {
 		switch r {
 		case DisconnectHangup, DisconnectShutdown, DisconnectClosed, DisconnectRefused:
 		default:
-			p := c.Peer()
-			s.logf("api: pid %d uid %d: dropped (%v): %v", p.PID, p.UID, r, err)
+			s.logDrop(c.Peer(), r, err)
 		}
 	}()
 	c.SetMaxReassembled(1) // no request spans records; continuations are refused anyway
