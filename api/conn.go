@@ -8,7 +8,7 @@ import (
 	"io"
 	"net"
 	"os"
-	"sync"
+	"sync/atomic"
 	"syscall"
 	"time"
 
@@ -33,8 +33,10 @@ type Cred struct {
 // others. Deadlines apply as on a net.Conn.
 //
 // A send blocks while the socket's buffer is full, that is while the peer
-// does not read: a daemon sending notices to apps it does not trust to
-// read should use SendContext with a deadline.
+// does not read; SendContext bounds that wait, and the wait for other
+// senders, by its context. On a connection served by a Server, sends do not
+// touch the socket at all: they are queued for the connection's writer
+// (see Server), so they never block on the peer.
 //
 // Descriptors: Send does not take ownership of the descriptors it is given;
 // the kernel duplicates them into the peer. Descriptors returned by Recv
@@ -45,7 +47,7 @@ type Conn struct {
 	peer Cred
 
 	// Receive state, used only by the one receiving goroutine.
-	rbuf   []byte
+	rbuf   []byte // a buffer of recvBufs, held only while a record is received and decoded
 	roob   []byte
 	rn     int
 	roobn  int
@@ -53,18 +55,29 @@ type Conn struct {
 	rerr   error
 	dec    decoder
 	readFn func(fd uintptr) bool
+	// accept, when set, vets the header of every record before its body
+	// is decoded or any continuation is reassembled (a Server sets it).
+	accept func(Header) error
+	// maxReassembled bounds a message sent as several records; 0 means
+	// MaxReassembled.
+	maxReassembled int
 
-	// wmu serializes senders. It is held for the whole of a Send, all the
-	// records of a continued message included, so the records of two
-	// messages never interleave.
-	wmu     sync.Mutex
-	wbuf    []byte  // guarded by wmu: the record being sent
-	woob    []byte  // guarded by wmu: its control data
-	enc     encoder // guarded by wmu
-	wcur    []byte  // guarded by wmu: argument of writeFn
-	woobcur []byte  // guarded by wmu: argument of writeFn
-	wn      int     // guarded by wmu: result of writeFn
-	werr    error   // guarded by wmu: result of writeFn
+	// q, when set, queues every send for a writer goroutine instead of
+	// writing on the caller's goroutine (a Server sets it).
+	q atomic.Pointer[outQueue]
+
+	// wsem serializes writers: a send holds its one token for the whole
+	// of a message, all the records of a continued message included, so
+	// the records of two messages never interleave. A channel rather
+	// than a mutex, so that SendContext can give up waiting for it.
+	wsem    chan struct{}
+	wbuf    []byte  // guarded by wsem: the record being sent
+	woob    []byte  // guarded by wsem: its control data
+	enc     encoder // guarded by wsem
+	wcur    []byte  // guarded by wsem: argument of writeFn
+	woobcur []byte  // guarded by wsem: argument of writeFn
+	wn      int     // guarded by wsem: result of writeFn
+	werr    error   // guarded by wsem: result of writeFn
 	writeFn func(fd uintptr) bool
 }
 
@@ -81,9 +94,9 @@ func newConn(uc *net.UnixConn) (*Conn, error) {
 	c := &Conn{
 		uc:   uc,
 		rc:   rc,
-		rbuf: make([]byte, MaxRecordSize),
 		roob: make([]byte, oobSize),
 		woob: make([]byte, 0, oobSize),
+		wsem: make(chan struct{}, 1),
 	}
 	c.readFn = c.doRead
 	c.writeFn = c.doWrite
@@ -145,8 +158,13 @@ func fileConn(fd int) (*Conn, error) {
 func (c *Conn) Peer() Cred { return c.peer }
 
 // Close closes the connection. Blocked Recv and Send calls return
-// ErrClosed.
+// ErrClosed. It never waits for the peer: closing the socket ends a send
+// blocked on a full buffer, and messages still queued for the peer are
+// dropped.
 func (c *Conn) Close() error {
+	if q := c.q.Load(); q != nil {
+		q.stop(ErrClosed)
+	}
 	if err := c.uc.Close(); err != nil {
 		return c.ioError("close", err)
 	}
@@ -155,6 +173,12 @@ func (c *Conn) Close() error {
 
 // SetDeadline sets the read and write deadlines.
 func (c *Conn) SetDeadline(t time.Time) error { return c.uc.SetDeadline(t) }
+
+// SetMaxReassembled bounds the size of a message received as several
+// records (FlagMore) to n bytes; n <= 0 means MaxReassembled. A message
+// past it fails Recv with ErrTooLarge as soon as the record that crosses
+// the bound arrives. Call it before receiving, from the receiving goroutine.
+func (c *Conn) SetMaxReassembled(n int) { c.maxReassembled = n }
 
 // SetReadDeadline sets the deadline of Recv.
 func (c *Conn) SetReadDeadline(t time.Time) error { return c.uc.SetReadDeadline(t) }
@@ -206,8 +230,12 @@ func (c *Conn) RecvID() (id uint32, m Message, fds []int, err error) {
 			return h.ID, nil, nil, malformed(ErrMalformed, "%v id %d inside continued %v id %d", h2.Type, h2.ID, h.Type, h.ID)
 		}
 		chunk := m2.(*ShowReply).JSON
-		if len(buf)+len(chunk) > MaxReassembled {
-			return h.ID, nil, nil, malformed(ErrTooLarge, "continued %v exceeds %d bytes", h.Type, MaxReassembled)
+		limit := c.maxReassembled
+		if limit <= 0 {
+			limit = MaxReassembled
+		}
+		if len(buf)+len(chunk) > limit {
+			return h.ID, nil, nil, malformed(ErrTooLarge, "continued %v exceeds %d bytes", h.Type, limit)
 		}
 		buf = append(buf, chunk...)
 		if h2.Flags&FlagMore == 0 {
@@ -220,6 +248,7 @@ func (c *Conn) RecvID() (id uint32, m Message, fds []int, err error) {
 
 // recvRecord receives and decodes one record.
 func (c *Conn) recvRecord() (Header, Message, []int, error) {
+	defer c.putRecvBuf()
 	if err := c.rc.Read(c.readFn); err != nil {
 		return Header{}, nil, nil, c.ioError("recv", err)
 	}
@@ -249,6 +278,16 @@ func (c *Conn) recvRecord() (Header, Message, []int, error) {
 		closeFDs(fds)
 		return Header{}, nil, nil, fmt.Errorf("api: recv: %w", io.EOF)
 	}
+	if c.accept != nil {
+		h, err := DecodeHeader(c.rbuf[:c.rn])
+		if err == nil {
+			err = c.accept(h)
+		}
+		if err != nil {
+			closeFDs(fds)
+			return h, nil, nil, err
+		}
+	}
 	h, m, err := c.dec.record(c.rbuf[:c.rn])
 	if err != nil {
 		closeFDs(fds)
@@ -261,18 +300,45 @@ func (c *Conn) recvRecord() (Header, Message, []int, error) {
 	return h, m, fds, nil
 }
 
+// recvBufs keeps a few record buffers for the connections' receives. A
+// connection holds one only while a record is there to read, so that idle
+// connections cost no buffer; the list is bounded and, unlike a sync.Pool,
+// not emptied by the collector, so steady receiving allocates nothing.
+var recvBufs = make(chan []byte, 16)
+
+// doRead receives one record, taking a buffer for it first.
 func (c *Conn) doRead(fd uintptr) bool {
+	if c.rbuf == nil {
+		select {
+		case c.rbuf = <-recvBufs:
+		default:
+			c.rbuf = make([]byte, MaxRecordSize)
+		}
+	}
 	for {
 		n, oobn, flags, err := recvmsg(int(fd), c.rbuf, c.roob, unix.MSG_CMSG_CLOEXEC|unix.MSG_DONTWAIT)
 		switch err {
 		case unix.EINTR:
 			continue
 		case unix.EAGAIN:
+			c.putRecvBuf() // nothing to read: wait without a buffer
 			return false
 		}
 		c.rn, c.roobn, c.rflags, c.rerr = n, oobn, flags, err
 		return true
 	}
+}
+
+// putRecvBuf gives the receive buffer back to recvBufs.
+func (c *Conn) putRecvBuf() {
+	if c.rbuf == nil {
+		return
+	}
+	select {
+	case recvBufs <- c.rbuf:
+	default:
+	}
+	c.rbuf = nil
 }
 
 func (c *Conn) doWrite(fd uintptr) bool {
@@ -306,22 +372,21 @@ func (c *Conn) SendContext(ctx context.Context, id uint32, m Message, fds ...int
 }
 
 func (c *Conn) send(ctx context.Context, id uint32, m Message, fds []int) (err error) {
-	if m == nil {
-		return fmt.Errorf("api: send: nil message")
-	}
-	if len(fds) != m.FDs() || len(fds) > MaxFDs {
-		return fmt.Errorf("api: send %v: %w: it carries %d, got %d", m.Type(), ErrBadFDs, m.FDs(), len(fds))
-	}
-	for _, fd := range fds {
-		if fd < 0 {
-			return fmt.Errorf("api: send %v: %w: descriptor %d", m.Type(), ErrBadFDs, fd)
-		}
+	if err := checkSend(m, fds); err != nil {
+		return err
 	}
 	if err := ctx.Err(); err != nil {
 		return fmt.Errorf("api: send %v: %w", m.Type(), err)
 	}
-	c.wmu.Lock()
-	defer c.wmu.Unlock()
+	if q := c.q.Load(); q != nil {
+		return q.push(id, m, fds, 0)
+	}
+	select {
+	case c.wsem <- struct{}{}:
+	case <-ctx.Done():
+		return fmt.Errorf("api: send %v: %w", m.Type(), ctx.Err())
+	}
+	defer func() { <-c.wsem }()
 	if ctx.Done() != nil {
 		if d, ok := ctx.Deadline(); ok {
 			c.uc.SetWriteDeadline(d)
@@ -351,6 +416,31 @@ func (c *Conn) send(ctx context.Context, id uint32, m Message, fds []int) (err e
 	c.wbuf = b
 	c.woob = appendRights(c.woob[:0], fds)
 	return c.writeLocked(b, c.woob)
+}
+
+// checkSend checks the arguments of a send.
+func checkSend(m Message, fds []int) error {
+	if m == nil {
+		return fmt.Errorf("api: send: nil message")
+	}
+	if len(fds) != m.FDs() || len(fds) > MaxFDs {
+		return fmt.Errorf("api: send %v: %w: it carries %d, got %d", m.Type(), ErrBadFDs, m.FDs(), len(fds))
+	}
+	for _, fd := range fds {
+		if fd < 0 {
+			return fmt.Errorf("api: send %v: %w: descriptor %d", m.Type(), ErrBadFDs, fd)
+		}
+	}
+	return nil
+}
+
+// sendQueued queues m on a connection served by a Server, waiting up to
+// wait for room in the queue.
+func (c *Conn) sendQueued(q *outQueue, id uint32, m Message, fds []int, wait time.Duration) error {
+	if err := checkSend(m, fds); err != nil {
+		return err
+	}
+	return q.push(id, m, fds, wait)
 }
 
 // sendContinuedLocked sends a JSON document too long for one record as

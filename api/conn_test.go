@@ -249,8 +249,8 @@ func TestContinuedCap(t *testing.T) {
 
 // writeRaw sends a record as is, for tests.
 func (c *Conn) writeRaw(rec []byte) error {
-	c.wmu.Lock()
-	defer c.wmu.Unlock()
+	c.wsem <- struct{}{}
+	defer func() { <-c.wsem }()
 	return c.writeLocked(rec, nil)
 }
 

@@ -25,7 +25,7 @@
 // (MSG_TRUNC, MSG_CTRUNC) or carries the wrong number are closed.
 // A ShowReply longer than one record is sent as several records with
 // FlagMore set on all but the last and reassembled by Conn.Recv, up to
-// MaxReassembled bytes.
+// MaxReassembled bytes (Conn.SetMaxReassembled lowers it).
 //
 // # Conversation
 //
@@ -70,6 +70,25 @@
 //	67    NsDel           ctl → daemon    OK             –
 //	68    RuleAdd         ctl → daemon    OK             –
 //	69    RuleDel         ctl → daemon    OK             –
+//
+// # Hostile clients
+//
+// A Server trusts no client. Every record's header is vetted before its
+// body is decoded or anything is reassembled: before Hello only Hello is
+// accepted, after it only request types other than Hello, never with
+// request id 0 and never with FlagMore (no request spans records), so a
+// client can make the server hold no more than one record of its own.
+// Replies and notices go through a bounded per-connection queue and the
+// connection's writer goroutine: a send never waits for a client, a
+// client that leaves a record unread for SendTimeout or overflows its
+// queue is dropped, and closing a connection or stopping the server never
+// waits for a client. Connections past MaxConns are closed as soon as they
+// are accepted (RootReserve of them stay for uid 0), a connection must say
+// Hello within HelloTimeout, and one that attaches nothing and sends
+// nothing for IdleTimeout is closed. Drops are counted by reason
+// (Server.Stats) and logged with the peer's pid and uid; Request.Peer
+// gives the handler the peer's credentials to authorize each request, and
+// AttemptLimiter rate-limits failed secrets per uid.
 //
 // # Objects
 //

@@ -1,0 +1,285 @@
+package api
+
+import (
+	"errors"
+	"fmt"
+	"sync"
+	"time"
+
+	"golang.org/x/sys/unix"
+)
+
+// ErrQueueFull is the error of a send to a connection whose outgoing queue
+// is full: its peer has stopped reading. The connection is closed.
+var ErrQueueFull = errors.New("api: peer does not read: outgoing queue full")
+
+// outItem is one queued message: its records, encoded, and duplicates of
+// the descriptors it carries (which the queue owns and closes).
+type outItem struct {
+	rec  []byte   // the first (usually only) record
+	more [][]byte // the records that continue it, for a long ShowReply
+	fds  []int
+	size int
+}
+
+// maxPooledRecord bounds the record buffers a queue keeps for reuse.
+const maxPooledRecord = 4 << 10
+
+// outQueue is the bounded queue of messages to one peer, written by the
+// connection's writer goroutine (run). Every record must leave within
+// timeout; when one does not, or the socket fails, the queue stops, drops
+// what it holds, and calls fail once.
+type outQueue struct {
+	c        *Conn
+	timeout  time.Duration
+	maxLen   int
+	maxBytes int
+	fail     func(err error) // called once, off the queue's lock, when a write fails
+
+	kick    chan struct{} // poked after every push, for the writer
+	space   chan struct{} // poked after every pop, for a waiting push
+	stopped chan struct{} // closed when the queue stops
+	done    chan struct{} // closed when the writer returns
+	free    chan []byte   // small record buffers for reuse
+
+	encMu sync.Mutex
+	enc   encoder // guarded by encMu; kept here, as an encoder on the stack would escape
+
+	mu     sync.Mutex
+	items  []outItem // guarded by mu: items[head:] are queued
+	head   int       // guarded by mu
+	bytes  int       // guarded by mu: the size of the queued items
+	err    error     // guarded by mu: why the queue stopped; nil while it takes messages
+	sealed bool      // guarded by mu: takes no more messages; the writer ends once it drained them
+}
+
+func newOutQueue(c *Conn, timeout time.Duration, maxLen, maxBytes int, fail func(error)) *outQueue {
+	return &outQueue{c: c, timeout: timeout, maxLen: maxLen, maxBytes: maxBytes, fail: fail,
+		kick: make(chan struct{}, 1), space: make(chan struct{}, 1), stopped: make(chan struct{}),
+		done: make(chan struct{}), free: make(chan []byte, 4)}
+}
+
+func poke(ch chan struct{}) {
+	select {
+	case ch <- struct{}{}:
+	default:
+	}
+}
+
+// push encodes m, duplicates fds and queues them. With wait > 0 it waits
+// up to wait for room; with wait 0 a full queue fails the connection at
+// once (ErrQueueFull), so that the caller never waits for the peer.
+func (q *outQueue) push(id uint32, m Message, fds []int, wait time.Duration) error {
+	var buf []byte
+	select {
+	case buf = <-q.free:
+	default:
+	}
+	q.encMu.Lock()
+	it, err := encodeItem(&q.enc, buf, id, m, fds)
+	q.encMu.Unlock()
+	if err != nil {
+		return err
+	}
+	var timer *time.Timer
+	for {
+		q.mu.Lock()
+		if q.err != nil || q.sealed {
+			err := q.err
+			q.mu.Unlock()
+			closeFDs(it.fds)
+			if err == nil {
+				err = ErrClosed
+			}
+			return fmt.Errorf("api: send %v: %w", m.Type(), err)
+		}
+		n := len(q.items) - q.head
+		if n == 0 || (n < q.maxLen && q.bytes+it.size <= q.maxBytes) {
+			q.items = append(q.items, it)
+			q.bytes += it.size
+			q.mu.Unlock()
+			poke(q.kick)
+			if timer != nil {
+				timer.Stop()
+			}
+			return nil
+		}
+		q.mu.Unlock()
+		if wait <= 0 {
+			closeFDs(it.fds)
+			err := fmt.Errorf("api: send %v: %w (%d messages queued)", m.Type(), ErrQueueFull, n)
+			q.failWith(err)
+			return err
+		}
+		if timer == nil {
+			timer = time.NewTimer(wait)
+		}
+		select {
+		case <-q.space:
+		case <-q.stopped:
+		case <-timer.C:
+			closeFDs(it.fds)
+			err := fmt.Errorf("api: send %v: %w (waited %v for room)", m.Type(), ErrQueueFull, wait)
+			q.failWith(err)
+			return err
+		}
+	}
+}
+
+// encodeItem encodes m into buf as one record or, for a long ShowReply,
+// several, and duplicates fds so that the caller keeps its own.
+func encodeItem(e *encoder, buf []byte, id uint32, m Message, fds []int) (outItem, error) {
+	var it outItem
+	if sr, ok := m.(*ShowReply); ok && len(sr.JSON) > maxShowChunk {
+		doc := sr.JSON
+		if len(doc) > MaxReassembled {
+			return it, fmt.Errorf("api: send %v: %w: %d bytes, limit %d", TypeShowReply, ErrTooLarge, len(doc), MaxReassembled)
+		}
+		for off := 0; off < len(doc); off += maxShowChunk {
+			end := min(off+maxShowChunk, len(doc))
+			var flags Flags
+			if end < len(doc) {
+				flags = FlagMore
+			}
+			b, err := e.record(nil, id, flags, &ShowReply{JSON: doc[off:end]})
+			if err != nil {
+				return it, fmt.Errorf("api: send %v: %w", TypeShowReply, err)
+			}
+			if it.rec == nil {
+				it.rec = b
+			} else {
+				it.more = append(it.more, b)
+			}
+			it.size += len(b)
+		}
+	} else {
+		b, err := e.record(buf[:0], id, 0, m)
+		if err != nil {
+			return it, fmt.Errorf("api: send %v: %w", m.Type(), err)
+		}
+		it.rec, it.size = b, len(b)
+	}
+	if len(fds) > 0 {
+		it.fds = make([]int, 0, len(fds))
+		for _, fd := range fds {
+			nfd, err := unix.FcntlInt(uintptr(fd), unix.F_DUPFD_CLOEXEC, 0)
+			if err != nil {
+				closeFDs(it.fds)
+				return outItem{}, fmt.Errorf("api: send %v: dup descriptor %d: %w", m.Type(), fd, err)
+			}
+			it.fds = append(it.fds, nfd)
+		}
+	}
+	return it, nil
+}
+
+// run is the writer: it writes queued messages until the queue stops, or
+// is sealed and empty.
+func (q *outQueue) run() {
+	defer close(q.done)
+	for {
+		q.mu.Lock()
+		if q.err != nil {
+			q.mu.Unlock()
+			return
+		}
+		if q.head == len(q.items) {
+			sealed := q.sealed
+			q.mu.Unlock()
+			if sealed {
+				return
+			}
+			select {
+			case <-q.kick:
+			case <-q.stopped:
+			}
+			continue
+		}
+		it := q.items[q.head]
+		q.items[q.head] = outItem{}
+		q.head++
+		if q.head == len(q.items) {
+			q.items, q.head = q.items[:0], 0
+		}
+		q.bytes -= it.size
+		q.mu.Unlock()
+		poke(q.space)
+		err := q.c.writeItem(it, q.timeout)
+		closeFDs(it.fds)
+		if cap(it.rec) <= maxPooledRecord {
+			select {
+			case q.free <- it.rec[:0]:
+			default:
+			}
+		}
+		if err != nil {
+			q.failWith(err)
+		}
+	}
+}
+
+// failWith stops the queue with err and calls fail, once.
+func (q *outQueue) failWith(err error) {
+	if q.stop(err) && q.fail != nil {
+		q.fail(err)
+	}
+}
+
+// stop stops the queue with err and drops what it holds; it reports
+// whether this call stopped it.
+func (q *outQueue) stop(err error) bool {
+	q.mu.Lock()
+	if q.err != nil {
+		q.mu.Unlock()
+		return false
+	}
+	q.err = err
+	close(q.stopped)
+	items := q.items[q.head:]
+	q.items, q.head, q.bytes = nil, 0, 0
+	q.mu.Unlock()
+	for _, it := range items {
+		closeFDs(it.fds)
+	}
+	return true
+}
+
+// drain takes no more messages and waits up to d for the writer to send
+// what is queued. It reports whether everything left.
+func (q *outQueue) drain(d time.Duration) bool {
+	q.mu.Lock()
+	q.sealed = true
+	q.mu.Unlock()
+	poke(q.kick)
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-q.done:
+		return true
+	case <-t.C:
+		return false
+	}
+}
+
+// writeItem writes the records of one queued message, each within
+// timeout.
+func (c *Conn) writeItem(it outItem, timeout time.Duration) error {
+	c.wsem <- struct{}{}
+	defer func() { <-c.wsem }()
+	c.woob = appendRights(c.woob[:0], it.fds)
+	if timeout > 0 {
+		c.uc.SetWriteDeadline(time.Now().Add(timeout))
+	}
+	if err := c.writeLocked(it.rec, c.woob); err != nil {
+		return err
+	}
+	for _, rec := range it.more {
+		if timeout > 0 {
+			c.uc.SetWriteDeadline(time.Now().Add(timeout))
+		}
+		if err := c.writeLocked(rec, nil); err != nil {
+			return err
+		}
+	}
+	return nil
+}
