@@ -161,17 +161,15 @@ func (p *indexPool) put(i uint32) { p.free = append(p.free, i) }
 // All methods are safe for concurrent use. Control-plane methods serialize
 // on one lock (mu). Listener tables and rules are published as immutable
 // snapshots that the datapath reads without locks (LookupListener,
-// MatchRule); established sessions live in per-worker shards (Shard).
-// Lock order: Layer.mu, then Shard.mu, then Layer.hoMu.
+// MatchRule); established sessions are handed to their worker's shard
+// (Shard) through its mailbox.
+// Lock order: Layer.mu, then Shard.mu.
 type Layer struct {
 	cfg    Config
 	shards []*Shard
 
 	listeners atomic.Pointer[listenerSnap] // global listener tables, by FIB
 	rules     atomic.Pointer[ruleSnap]
-
-	hoMu     sync.RWMutex     // guards halfOpen
-	halfOpen map[hoKey]Handle // half-open entries by FIB and tuple
 
 	wdp       WorkerDatapath // cfg.Datapath when it is one: fifo memory is freed after the shards drain
 	reclaimMu sync.Mutex     // serializes deferred frees, so they run in the order they were posted
@@ -182,6 +180,7 @@ type Layer struct {
 	byClient map[uint64]*app
 	nextApp  AppID
 	sess     map[Handle]*session
+	halfOpen map[hoKey]Handle     // half-open sessions by FIB and tuple, to refuse a second connect of one tuple
 	glisten  map[Handle]*Listener // global listeners by handle
 	pools    map[uint32]*indexPool
 	ruleList []RuleInfo
@@ -1004,9 +1003,7 @@ func (l *Layer) openLocked(a *app, e Endpoint, opaque uint32) (ConnectResult, er
 	}
 	t := FiveTuple{Local: AddrBytes(la), LocalPort: local.Port(), Remote: AddrBytes(e.Addr), RemotePort: e.Port, Proto: e.Transport, Family: e.Family()}
 	key := hoKey{fib: e.FIB, t: t}
-	l.hoMu.RLock()
 	_, dup := l.halfOpen[key]
-	l.hoMu.RUnlock()
 	if dup {
 		l.freeHandleLocked(h)
 		l.cfg.Datapath.Close(h, t)
@@ -1015,23 +1012,12 @@ func (l *Layer) openLocked(a *app, e Endpoint, opaque uint32) (ConnectResult, er
 	s := &session{h: h, app: a, kind: kindHalfOpen, tuple: t, fib: e.FIB, ifindex: e.IfIndex, opaque: opaque}
 	l.sess[h] = s
 	a.sess[h] = s
-	l.hoMu.Lock()
 	l.halfOpen[key] = h
-	l.hoMu.Unlock()
 	l.publishLocked(Change{Op: OpAdd, Kind: KindEstablished, IfIndex: e.IfIndex, FIB: e.FIB, Tuple: t, Handle: h})
 	return ConnectResult{Handle: h}, nil
 }
 
 // --- datapath-side session life ---
-
-// LookupHalfOpen finds the half-open session of FIB fib with 5-tuple t (as
-// seen from this host). Safe for concurrent use; takes a read lock.
-func (l *Layer) LookupHalfOpen(fib FIBID, t *FiveTuple) (Handle, bool) {
-	l.hoMu.RLock()
-	h, ok := l.halfOpen[hoKey{fib: fib, t: *t}]
-	l.hoMu.RUnlock()
-	return h, ok
-}
 
 // Connected turns half-open session ho into an established session owned by
 // worker, allocates its fifos from the app's segment manager, posts it to
@@ -1086,45 +1072,10 @@ func (l *Layer) failHalfOpenLocked(s *session, why error) {
 // dropHalfOpenLocked removes a half-open entry from the tables (not its
 // handle from the pool).
 func (l *Layer) dropHalfOpenLocked(s *session) {
-	l.hoMu.Lock()
 	delete(l.halfOpen, hoKey{fib: s.fib, t: s.tuple})
-	l.hoMu.Unlock()
 	delete(l.sess, s.h)
 	delete(s.app.sess, s.h)
 	l.publishLocked(Change{Op: OpDel, Kind: KindEstablished, IfIndex: s.ifindex, FIB: s.fib, Tuple: s.tuple, Handle: s.h})
-}
-
-// Accept makes an established session, owned by worker, for a new peer of
-// global listener ln (t as seen from this host), allocates its fifos from
-// the listening app's segment manager, posts it to the worker's shard and
-// tells the app.
-func (l *Layer) Accept(worker uint32, ln Handle, t FiveTuple) (Handle, error) {
-	l.lock()
-	defer l.unlock()
-	if int(worker) >= len(l.shards) {
-		return InvalidHandle, fmt.Errorf("accept: worker %d: %w", worker, ErrInvalidValue)
-	}
-	lis := l.glisten[ln]
-	if lis == nil {
-		return InvalidHandle, fmt.Errorf("accept: listener %#x: %w", uint64(ln), ErrNoSession)
-	}
-	if t.Family != lis.Endpoint.Family() || t.Proto != lis.Endpoint.Transport {
-		return InvalidHandle, fmt.Errorf("accept: tuple does not fit listener %s: %w", lis.Endpoint.URI(), ErrInvalidValue)
-	}
-	a := l.apps[lis.App]
-	pair, added, err := a.mem.AllocPair(a.opts.RxFifoSize, a.opts.TxFifoSize)
-	if err != nil {
-		return InvalidHandle, fmt.Errorf("accept: %w: %w", ErrNoMemory, err)
-	}
-	if added != nil {
-		l.notifyLocked(a, Event{Kind: EventSegmentAdded, Segment: added})
-	}
-	h := l.newHandleLocked(worker)
-	s := &session{h: h, app: a, kind: kindEstablished, tuple: t, fib: lis.Endpoint.FIB, ifindex: lis.Endpoint.IfIndex, listener: ln, pair: pair}
-	l.addEstablishedLocked(s)
-	l.notifyLocked(a, Event{Kind: EventAccepted, Handle: h, Listener: ln, Transport: t.Proto,
-		Local: tupleLocal(&t), Remote: tupleRemote(&t), Pair: pair})
-	return h, nil
 }
 
 func (l *Layer) addEstablishedLocked(s *session) {

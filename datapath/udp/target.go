@@ -112,45 +112,16 @@ func (t *Target) Kill() {
 // Dead reports whether Kill was called.
 func (t *Target) Dead() bool { return t.closed.Load() }
 
-// Outcome of Deliver.
-type Outcome uint8
-
-// Outcomes.
-const (
-	Delivered Outcome = iota
-	FifoFull
-	TooBig
-	Corrupt
-)
-
-// Deliver queues the UDP payload of the decoded packet p (of frame f) in
-// Rx, with a header naming p's source as the remote and its destination as
-// the local end. The caller holds the lock (Lock returned true). It does
-// not allocate and does not count: the caller adds up runs.
-func (t *Target) Deliver(h *fifo.DgramHeader, p *frame.Packet, f []byte) Outcome {
-	HeaderOf(h, p)
-	err := t.Rx.EnqueueDgram(h, f[p.PayloadOff:p.PayloadOff+p.PayloadLen])
-	switch err {
-	case nil:
-		return Delivered
-	case fifo.ErrNoSpace:
-		return FifoFull
-	case fifo.ErrTooLarge:
-		return TooBig
-	}
-	return Corrupt
-}
-
 // Run counts what DeliverBatch did with a run of datagrams.
 type Run struct {
 	Delivered, Bytes      uint64 // datagrams queued in Rx, and their payload bytes
-	Full, TooBig, Corrupt uint64 // datagrams dropped, by Outcome
+	Full, TooBig, Corrupt uint64 // datagrams dropped: no room, can never fit, corrupt indices
 }
 
 // DeliverBatch queues datagrams hs[i] (filled by HeaderOf) with payloads[i]
 // in Rx, in order, publishing them together; a datagram that does not fit
-// is dropped and the ones after it are still tried, as Deliver would one
-// by one. The caller holds the lock (Lock returned true). It does not
+// is dropped and the ones after it are still tried, as if queued one by
+// one. The caller holds the lock (Lock returned true). It does not
 // allocate and does not touch the counters: the caller adds the Run up.
 func (t *Target) DeliverBatch(hs []fifo.DgramHeader, payloads [][]byte) Run {
 	var r Run
