@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"net/netip"
 	"os"
 	"sync"
 	"time"
@@ -420,27 +419,13 @@ func (a *App) segFifos(rx, tx fifo.FifoRef) (*fifo.Fifo, *fifo.Fifo, bool, error
 	return rf, tf, true, nil
 }
 
-// peerAddr reads the peer address the daemon packs into an event.
-func peerAddr(ev *fifo.Event) netip.AddrPort {
-	var b [16]byte
-	for i := range 8 {
-		b[i] = byte(ev.Args[3] >> (8 * i))
-		b[8+i] = byte(ev.Args[4] >> (8 * i))
-	}
-	fam := uint8(ev.Args[5] >> 32)
-	if fam != flow.Family4 && fam != flow.Family6 {
-		return netip.AddrPort{}
-	}
-	return netip.AddrPortFrom(flow.AddrFrom(b, fam), uint16(ev.Args[5]))
-}
-
 // handleEvent handles one event of the queue. Cut-through sessions come
 // with their segment over the control socket (notices and replies), so
 // their events are only looked at for disconnects. evmu is held.
 func (a *App) handleEvent(ev *fifo.Event) {
-	h := flow.Handle(ev.Handle)
-	ct := ev.Flags&fifo.EventFlagCutThrough != 0
-	switch ev.Type {
+	se := fifo.DecodeSessionEvent(ev)
+	h := flow.Handle(se.Handle)
+	switch se.Type {
 	case fifo.EventDisconnected, fifo.EventReset:
 		a.mu.Lock()
 		o := a.owners[h]
@@ -452,16 +437,15 @@ func (a *App) handleEvent(ev *fifo.Event) {
 			o.peerClosed(h)
 		}
 	case fifo.EventAccepted:
-		if ct {
+		if se.CutThrough {
 			return
 		}
-		rxr, txr := fifo.RefFromArg(ev.Args[0]), fifo.RefFromArg(ev.Args[1])
-		rx, tx, ok, err := a.segFifos(rxr, txr)
+		rx, tx, ok, err := a.segFifos(se.Rx, se.Tx)
 		if !ok {
 			a.parked = append(a.parked, *ev)
 			return
 		}
-		ln := flow.Handle(ev.Args[2])
+		ln := flow.Handle(se.Listener)
 		a.mu.Lock()
 		acc := a.acceptors[ln]
 		a.mu.Unlock()
@@ -470,22 +454,22 @@ func (a *App) handleEvent(ev *fifo.Event) {
 			return
 		}
 		e := &end{h: h, rx: rx, tx: tx, signalFD: a.kick(h.Worker()), datapath: true,
-			dgram: flow.Transport(ev.Arg32) == flow.TransportUDP}
+			dgram: flow.Transport(se.Transport) == flow.TransportUDP}
 		info := &api.SessionInfo{Handle: h, Worker: h.Worker()}
-		if p := peerAddr(ev); p.IsValid() {
-			info.Remote = flow.Endpoint{Transport: flow.Transport(ev.Arg32), Addr: p.Addr(), Port: p.Port()}
+		if p := se.Peer; p.IsValid() {
+			info.Remote = flow.Endpoint{Transport: flow.Transport(se.Transport), Addr: p.Addr(), Port: p.Port()}
 		}
 		if !acc.accept(e, info) {
 			go a.disconnect(h)
 		}
 	case fifo.EventConnected, fifo.EventConnectFailed:
-		if ct {
+		if se.CutThrough {
 			return
 		}
 		var res connectResult
-		if ev.Type == fifo.EventConnected {
+		if se.Type == fifo.EventConnected {
 			res.h = h
-			res.rx, res.tx = fifo.RefFromArg(ev.Args[0]), fifo.RefFromArg(ev.Args[1])
+			res.rx, res.tx = se.Rx, se.Tx
 			a.mu.Lock()
 			_, ok1 := a.segs[res.rx.Segment]
 			_, ok2 := a.segs[res.tx.Segment]
@@ -495,7 +479,7 @@ func (a *App) handleEvent(ev *fifo.Event) {
 				return
 			}
 		} else {
-			code := flow.Code(ev.Args[2])
+			code := flow.Code(se.Code)
 			if err, ok := code.Err(); ok && err != nil {
 				res.err = err
 			} else {
@@ -503,12 +487,12 @@ func (a *App) handleEvent(ev *fifo.Event) {
 			}
 		}
 		a.mu.Lock()
-		ch := a.dials[ev.Arg32]
-		delete(a.dials, ev.Arg32)
+		ch := a.dials[se.Opaque]
+		delete(a.dials, se.Opaque)
 		a.mu.Unlock()
 		if ch != nil {
 			ch <- res
-		} else if ev.Type == fifo.EventConnected {
+		} else if se.Type == fifo.EventConnected {
 			go a.disconnect(h) // nobody waits for it any more
 		}
 	}

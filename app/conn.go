@@ -99,9 +99,8 @@ func (a *App) DialConn(ctx context.Context, uri string) (*Conn, error) {
 	} else {
 		api.CloseFDs(fds)
 		res := connectResult{h: r.Handle}
-		if r.Rx.Size > 0 && r.Rx.Offset <= 1<<32-1 && r.Tx.Offset <= 1<<32-1 {
-			res.rx = fifo.FifoRef{Segment: r.Rx.Segment, Offset: uint32(r.Rx.Offset)}
-			res.tx = fifo.FifoRef{Segment: r.Tx.Segment, Offset: uint32(r.Tx.Offset)}
+		if r.Rx.Size > 0 {
+			res.rx, res.tx = r.Rx, r.Tx
 		} else {
 			// The connect goes on in the datapath: its Connected (or
 			// ConnectFailed) event comes through the event queue.

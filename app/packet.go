@@ -101,12 +101,7 @@ func (a *App) ListenPacketConn(uri string) (*PacketConn, error) {
 		p.laddr = net.UDPAddrFromAddrPort(netip.AddrPortFrom(ep.Addr, ep.Port))
 	}
 	if r.Rx.Size > 0 {
-		if r.Rx.Offset > 1<<32-1 || r.Tx.Offset > 1<<32-1 {
-			a.unbind(r.Handle)
-			return nil, opError("listen", uri, fmt.Errorf("%w: bad fifo offsets", ErrProtocol))
-		}
-		rx, tx, ok, err := a.segFifos(fifo.FifoRef{Segment: r.Rx.Segment, Offset: uint32(r.Rx.Offset)},
-			fifo.FifoRef{Segment: r.Tx.Segment, Offset: uint32(r.Tx.Offset)})
+		rx, tx, ok, err := a.segFifos(r.Rx, r.Tx)
 		if err == nil && !ok {
 			err = fmt.Errorf("%w: the listener's fifos are in a segment this app does not have", ErrProtocol)
 		}

@@ -81,7 +81,7 @@ func (r *memRig) listen(t testing.TB, uri string) (flow.Handle, *fifo.Fifo) {
 		t.Fatal(err)
 	}
 	r.l.Shard(0).Drain()
-	rx, _, _ := p.Fifos()
+	rx := p.Rx
 	return h, rx
 }
 
@@ -286,7 +286,7 @@ func newConnTarget(t testing.TB, r *memRig) (*udp.Target, *fifo.Fifo) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	rx, _, _ := p.Fifos()
+	rx := p.Rx
 	return tgt, rx
 }
 

@@ -146,8 +146,8 @@ func startXsEngine(env *Env, o XsessiondOptions) (x *xsEngine, err error) {
 	if err != nil {
 		return nil, err
 	}
-	if x.rx, x.tx, ok = pair.Fifos(); !ok {
-		return nil, errors.New("listener pair is not fifo-backed")
+	if x.rx, x.tx = pair.Rx, pair.Tx; x.rx == nil || x.tx == nil {
+		return nil, errors.New("listener pair has no fifos")
 	}
 	x.worker = w
 	ctx, cancel := context.WithTimeout(context.Background(), xsMirrorTimeout)
@@ -564,10 +564,9 @@ func (c *XsessiondCutThrough) Start(payload int) (err error) {
 	if !ok1 || !ok2 {
 		return errors.New("connect: no accepted/connected events with fifos")
 	}
-	rx, _, ok1 := sp.Fifos()
-	_, tx, ok2 := cp.Fifos()
-	if !ok1 || !ok2 {
-		return errors.New("cut-through pair is not fifo-backed")
+	rx, tx := sp.Rx, cp.Tx
+	if rx == nil || tx == nil {
+		return errors.New("cut-through pair has no fifos")
 	}
 	c.stopped, c.wrote = make(chan struct{}), make(chan struct{})
 	c.data, c.room = make(chan struct{}, 1), make(chan struct{}, 1)

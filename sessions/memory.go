@@ -2,6 +2,8 @@ package sessions
 
 import (
 	"net/netip"
+
+	"github.com/xsessiond/xsessiond/fifo"
 )
 
 // Segment is a shared memory segment as the session layer sees it (a
@@ -13,20 +15,12 @@ type Segment interface {
 	FD() int
 }
 
-// FifoRef locates a fifo inside its segment, as apps are told.
-type FifoRef struct {
-	Segment string `json:"segment"` // the segment's name
-	Offset  uint32 `json:"offset"`  // of the fifo's header in the segment
-	Size    uint32 `json:"size"`    // data bytes
-}
-
 // FifoPair is one end's pair of fifos of a session: the app reads Rx and
-// writes Tx. Rx and Tx hold the backing fifos of the Memory that made them
-// (a *fifo.Fifo with FifoMemory; see FifoPair.Fifos).
+// writes Tx; the datapath writes Rx and reads Tx. Segment is the segment
+// they live in.
 type FifoPair struct {
-	Rx, Tx       any
-	RxRef, TxRef FifoRef
-	Segment      Segment
+	Rx, Tx  *fifo.Fifo
+	Segment Segment
 }
 
 // AppMemoryOptions shape an app's shared memory.
@@ -71,7 +65,8 @@ type CutThrough interface {
 }
 
 // Memory makes shared memory for apps and cut-through sessions. FifoMemory
-// is the implementation over package fifo; sessionstest has a heap fake.
+// is the implementation over memfd segments; sessionstest has one over
+// heap segments.
 type Memory interface {
 	NewApp(o AppMemoryOptions) (AppMemory, error)
 	// NewCutThrough makes a segment holding a client-to-server fifo of
@@ -79,33 +74,18 @@ type Memory interface {
 	NewCutThrough(name string, c2s, s2c uint32) (CutThrough, error)
 }
 
-// EventKind says what an Event is about.
-type EventKind uint8
+// EventKind says what an Event is about: the event types of package fifo,
+// whose numbers the app reads from its event queue.
+type EventKind = fifo.EventType
 
-// Event kinds.
+// Event kinds the session layer sends.
 const (
-	EventAccepted      EventKind = iota + 1 // a session on one of the app's listeners
-	EventConnected                          // the app's connect succeeded
-	EventConnectFailed                      // the app's connect failed
-	EventDisconnected                       // the session was closed by the peer or the daemon
-	EventSegmentAdded                       // the app's segment manager added a segment
+	EventAccepted      = fifo.EventAccepted      // a session on one of the app's listeners
+	EventConnected     = fifo.EventConnected     // the app's connect succeeded
+	EventConnectFailed = fifo.EventConnectFailed // the app's connect failed
+	EventDisconnected  = fifo.EventDisconnected  // the session was closed by the peer or the daemon
+	EventSegmentAdded  = fifo.EventSegmentAdded  // the app's segment manager added a segment
 )
-
-func (k EventKind) String() string {
-	switch k {
-	case EventAccepted:
-		return "accepted"
-	case EventConnected:
-		return "connected"
-	case EventConnectFailed:
-		return "connect-failed"
-	case EventDisconnected:
-		return "disconnected"
-	case EventSegmentAdded:
-		return "segment-added"
-	}
-	return "event(?)"
-}
 
 // Event is a notification for one app.
 type Event struct {

@@ -31,9 +31,8 @@ func (k Kind) String() string {
 	return "kind(?)"
 }
 
-// ErrNoFifos is returned by NewTarget for a pair that is not made of
-// *fifo.Fifo (a memory other than sessions.FifoMemory).
-var ErrNoFifos = errors.New("udp: fifo pair is not backed by package fifo")
+// ErrNoFifos is returned by NewTarget for a pair without fifos.
+var ErrNoFifos = errors.New("udp: fifo pair has no fifos")
 
 // Target is the datapath's state of one UDP fifo pair: where received
 // datagrams go (Rx), where datagrams to send come from (Tx), whom to
@@ -73,12 +72,12 @@ type Target struct {
 	Signals     atomic.Uint64 // EventRx records pushed
 }
 
-// NewTarget makes the Target of a fifo pair made by sessions.FifoMemory.
+// NewTarget makes the Target of a fifo pair.
 // mem is the app's memory (for its event queue); nil leaves the app
 // unsignalled.
 func NewTarget(kind Kind, h flow.Handle, app sessions.AppID, worker uint32, pair sessions.FifoPair, mem sessions.AppMemory) (*Target, error) {
-	rx, tx, ok := pair.Fifos()
-	if !ok {
+	rx, tx := pair.Rx, pair.Tx
+	if rx == nil || tx == nil {
 		return nil, ErrNoFifos
 	}
 	t := &Target{Kind: kind, Handle: h, App: app, Worker: worker, Rx: rx, Tx: tx}
