@@ -316,13 +316,33 @@ func (a *App) call(ctx context.Context, req api.Message) (api.Message, []int, er
 		return nil, nil, err
 	}
 	m, fds, err := a.cl.Call(ctx, req)
+	return m, fds, a.callErr(err)
+}
+
+// do is call for a request whose successful reply has type R (api.Do);
+// any other reply is an ErrProtocol.
+func do[R api.Message](ctx context.Context, a *App, req api.Message) (R, []int, error) {
+	var zero R
+	if err := a.stopped(); err != nil {
+		return zero, nil, err
+	}
+	r, fds, err := api.Do[R](ctx, a.cl, req)
+	if errors.Is(err, api.ErrUnexpectedReply) {
+		return zero, nil, fmt.Errorf("%w: %w", ErrProtocol, err)
+	}
+	return r, fds, a.callErr(err)
+}
+
+// callErr is the error of a control request: the app's own error once the
+// connection to the daemon is gone.
+func (a *App) callErr(err error) error {
 	if err != nil && (errors.Is(err, api.ErrClosed) || a.stopped() != nil) {
 		if e := a.Err(); e != nil {
-			return nil, nil, e
+			return e
 		}
-		return nil, nil, closedError("the daemon closed the connection")
+		return closedError("the daemon closed the connection")
 	}
-	return m, fds, err
+	return err
 }
 
 // --- waiting ---

@@ -71,14 +71,9 @@ func (a *App) DialConn(ctx context.Context, uri string) (*Conn, error) {
 		delete(a.dials, opaque)
 		a.mu.Unlock()
 	}()
-	m, fds, err := a.call(ctx, &api.Connect{URI: uri, Opaque: opaque})
+	r, fds, err := do[*api.ConnectReply](ctx, a, &api.Connect{URI: uri, Opaque: opaque})
 	if err != nil {
 		return nil, opError("dial", uri, err)
-	}
-	r, ok := m.(*api.ConnectReply)
-	if !ok {
-		api.CloseFDs(fds)
-		return nil, opError("dial", uri, fmt.Errorf("%w: %v", ErrProtocol, m.Type()))
 	}
 	raddr := endpointAddr(ep)
 	remote := netip.AddrPortFrom(ep.Addr, ep.Port)

@@ -3,7 +3,6 @@ package app
 import (
 	"context"
 	"errors"
-	"fmt"
 	"net"
 	"net/netip"
 	"sync"
@@ -41,14 +40,10 @@ func (a *App) Listen(uri string) (net.Listener, error) {
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), controlTimeout)
 	defer cancel()
-	m, fds, err := a.call(ctx, &api.Bind{URI: uri})
+	r, fds, err := do[*api.BindReply](ctx, a, &api.Bind{URI: uri})
 	api.CloseFDs(fds)
 	if err != nil {
 		return nil, opError("listen", uri, err)
-	}
-	r, ok := m.(*api.BindReply)
-	if !ok {
-		return nil, opError("listen", uri, fmt.Errorf("%w: %v", ErrProtocol, m.Type()))
 	}
 	l := &Listener{a: a, h: r.Handle, ep: ep, addr: endpointAddr(ep), q: make(chan *Conn, acceptBacklog), done: make(chan struct{})}
 	a.addAcceptor(r.Handle, ep, l)

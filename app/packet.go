@@ -83,14 +83,10 @@ func (a *App) ListenPacketConn(uri string) (*PacketConn, error) {
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), controlTimeout)
 	defer cancel()
-	m, fds, err := a.call(ctx, &api.Bind{URI: uri})
+	r, fds, err := do[*api.BindReply](ctx, a, &api.Bind{URI: uri})
 	api.CloseFDs(fds)
 	if err != nil {
 		return nil, opError("listen", uri, err)
-	}
-	r, ok := m.(*api.BindReply)
-	if !ok {
-		return nil, opError("listen", uri, fmt.Errorf("%w: %v", ErrProtocol, m.Type()))
 	}
 	p := &PacketConn{
 		a: a, h: r.Handle, local: addrPortOf(r.Local), laddr: endpointAddr(r.Local),

@@ -43,7 +43,7 @@ type memRig struct {
 
 func newMemRig(t testing.TB, fifoSize uint32) *memRig {
 	t.Helper()
-	e := &Engine{cfg: Config{Batch: DefaultBatch}, fib: tFIB, conns: map[flow.Handle]*conn{}, claims: make(chan claim, 16),
+	e := &Engine{cfg: Config{Batch: DefaultBatch}, fib: tFIB, conns: map[flow.Handle]*connectedSession{}, claims: make(chan claim, 16),
 		ifc: nsbind.Interface{Index: 2, MAC: tMAC, MTU: 1500}}
 	e.lis.Store(&map[flow.Handle]*udp0{})
 	e.est.Store(newEstTable(nil))
