@@ -40,9 +40,25 @@
 // replaced the same way. The control plane reaches a worker through its
 // sessions.Shard mailbox, which the worker drains at the top of its loop.
 //
-// # Concurrency
+// # Concurrency and the daemon's lock order
 //
 // Engine methods are safe for concurrent use. The sessions.Datapath it
 // returns runs under the session layer's lock and never waits for a
-// worker. The lock order is package sessions' (see sessions.Layer).
+// worker.
+//
+// The daemon has one lock order, outermost first; a goroutine holding one
+// of these locks takes only locks below it:
+//
+//  1. Engine.closeMu (Close, Stats). Close drains the shards' mailboxes
+//     with it held, and what the layer posted there takes 2.
+//  2. sessions.Layer.mu, the control plane's lock. The layer calls its
+//     Datapath, its apps' memory and Shard.Post with it held, and its
+//     Notifier after releasing it. The daemon's own lock, taken in
+//     Notify, is never held while calling into the layer or the Engine.
+//  3. Engine.mu. The Engine releases it before it calls into the layer
+//     (claims, peer errors).
+//  4. udp.Target.mu, sessions.Shard.mu, sessions.Layer.reclaimMu (taken
+//     by posted frees, with neither 2 nor 3 held), the resolver's lock:
+//     none is held while taking another of this row.
+//  5. package fifo's: Manager.mu, then Segment.mu; an EventQueue's locks.
 package datapath

@@ -79,9 +79,12 @@ const DefaultBatch = 64
 //
 // Methods are safe for concurrent use. The sessions.Datapath it returns is
 // called by the session layer under its control-plane lock and never
-// blocks on a worker. Lock order: sessions.Layer.mu, then Engine.mu, then
-// udp.Target's lock.
+// blocks on a worker. Its locks are in the package's lock order.
 type Engine struct {
+	// closeMu serializes Close and Stats: Close releases what New made
+	// (objs, att, work's sockets) with it held, and Stats reads them.
+	closeMu sync.Mutex
+
 	cfg    Config
 	log    *slog.Logger
 	nsh    netns.NsHandle
@@ -107,17 +110,21 @@ type Engine struct {
 	pw         *peerWatch   // nil: peer errors not watched (tests without New)
 	peerClosed atomic.Uint64
 
-	mu      sync.Mutex                        // guards what follows
+	mu      sync.Mutex                        // guards conns, watched, nextLW, closed, cancel and mirErr; replaces lis and est
 	conns   map[flow.Handle]*connectedSession // connected sessions by half-open, then established handle
 	watched map[int]*connectedSession         // claimed connected sessions by reservation fd (peerWatch)
-	nextLW  uint32
+	nextLW  uint32                            // round robin of listeners and claims over the workers
 	closed  bool
-	mirror  *loader.Mirror
-	feed    *sessions.Feed
-	cancel  context.CancelFunc
-	wg      sync.WaitGroup
-	mirErr  error
-	closeMu sync.Mutex // serializes Close
+	cancel  context.CancelFunc // ends the goroutines Start started
+	mirErr  error              // the last resync's
+
+	// Set once by Start, under mu, before it starts the goroutines that
+	// use them; read without a lock by those goroutines, by WaitMirror
+	// (after layer.Load, which Start stores last) and by Close (after
+	// taking mu). Stats reads mirror under mu.
+	mirror *loader.Mirror
+	feed   *sessions.Feed
+	wg     sync.WaitGroup // the goroutines Start started
 }
 
 // connectedSession is a connected UDP session the Engine opened for an

@@ -76,8 +76,9 @@ func (p *indexPool) put(i uint32) { p.free = append(p.free, i) }
 // on one lock (mu). Listener tables and rules are published as immutable
 // snapshots that the datapath reads without locks (LookupListener,
 // MatchRule); established sessions are handed to their worker's shard
-// (Shard) through its mailbox.
-// Lock order: Layer.mu, then Shard.mu.
+// (Shard) through its mailbox. Its locks are in the daemon's one lock
+// order, written in package datapath's doc: mu before Shard.mu and the
+// apps' memory; reclaimMu never with mu held.
 type Layer struct {
 	cfg    Config
 	shards []*Shard
