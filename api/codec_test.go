@@ -188,11 +188,15 @@ func malformedCases(t testing.TB) []struct {
 	bind := encode(t, 7, &Bind{Endpoint: ep4})
 	const famOff = HeaderSize + 2 + 1 // after the empty URI and the transport
 	attachReply := encode(t, 7, &AttachReply{})
+	// A BindReply ends with its Rx and Tx refs (segment 4, offset 8, size 4
+	// bytes each); byte 11 from the end of Rx's is its offset's top byte.
+	bindReply := encode(t, 7, &BindReply{Local: ep4, Rx: FifoRef{Segment: 1, Offset: 4096, Size: 512}})
 	return []struct {
 		name string
 		rec  []byte
 		want error
 	}{
+		{"fifo offset over 32 bits", mut(bindReply, func(b []byte) { b[len(b)-32+11] = 1 }), ErrFieldTooLong},
 		{"empty", nil, ErrMalformed},
 		{"truncated header", ok[:HeaderSize-1], ErrMalformed},
 		{"bad magic", mut(ok, func(b []byte) { b[0] ^= 0xff }), ErrMalformed},
