@@ -38,6 +38,19 @@ func (a *App) Listen(uri string) (net.Listener, error) {
 	if err != nil {
 		return nil, opError("listen", uri, err)
 	}
+	r, err := a.bind(uri)
+	if err != nil {
+		return nil, err
+	}
+	l := &Listener{a: a, h: r.Handle, ep: ep, addr: endpointAddr(ep), q: make(chan *Conn, acceptBacklog), done: make(chan struct{})}
+	a.addAcceptor(r.Handle, ep, l)
+	a.track(l)
+	return l, nil
+}
+
+// bind binds uri for Listen and ListenPacket and returns the daemon's
+// reply; errors are opError's for "listen".
+func (a *App) bind(uri string) (*api.BindReply, error) {
 	ctx, cancel := context.WithTimeout(context.Background(), controlTimeout)
 	defer cancel()
 	r, fds, err := do[*api.BindReply](ctx, a, &api.Bind{URI: uri})
@@ -45,10 +58,7 @@ func (a *App) Listen(uri string) (net.Listener, error) {
 	if err != nil {
 		return nil, opError("listen", uri, err)
 	}
-	l := &Listener{a: a, h: r.Handle, ep: ep, addr: endpointAddr(ep), q: make(chan *Conn, acceptBacklog), done: make(chan struct{})}
-	a.addAcceptor(r.Handle, ep, l)
-	a.track(l)
-	return l, nil
+	return r, nil
 }
 
 // accept queues a session for Accept.

@@ -81,12 +81,9 @@ func (a *App) ListenPacketConn(uri string) (*PacketConn, error) {
 	if ep.Transport != flow.TransportUDP {
 		return nil, opError("listen", uri, fmt.Errorf("ListenPacket takes udp:// URIs: %w", flow.ErrNotSupported))
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), controlTimeout)
-	defer cancel()
-	r, fds, err := do[*api.BindReply](ctx, a, &api.Bind{URI: uri})
-	api.CloseFDs(fds)
+	r, err := a.bind(uri)
 	if err != nil {
-		return nil, opError("listen", uri, err)
+		return nil, err
 	}
 	p := &PacketConn{
 		a: a, h: r.Handle, local: addrPortOf(r.Local), laddr: endpointAddr(r.Local),
