@@ -37,17 +37,17 @@ func samples() []Message {
 		&Bind{Endpoint: ep6},
 		&BindReply{Handle: flow.MakeHandle(1, 77), Local: ep4},
 		&BindReply{Handle: flow.MakeHandle(flow.ListenerWorker, 3), Local: ep4, Worker: 1,
-			Rx: FifoRef{0, 8192, 65536}, Tx: FifoRef{0, 73984, 65536}},
+			Rx: FifoRef{Segment: 0, Offset: 8192, Size: 65536}, Tx: FifoRef{Segment: 0, Offset: 73984, Size: 65536}},
 		&Unbind{Handle: flow.LocalListenerHandle(flow.TransportUDP, flow.Family4, 9000)},
 		&Connect{URI: "tcp://[fd77::1]:80", Endpoint: epZ, Opaque: 12},
-		&ConnectReply{SessionInfo{Handle: flow.MakeHandle(2, 9), Worker: 2, Rx: FifoRef{1, 4096, 65536}, Tx: FifoRef{1, 73728, 65536},
+		&ConnectReply{SessionInfo{Handle: flow.MakeHandle(2, 9), Worker: 2, Rx: FifoRef{Segment: 1, Offset: 4096, Size: 65536}, Tx: FifoRef{Segment: 1, Offset: 73728, Size: 65536},
 			Local: ep4, Remote: ep6}},
-		&ConnectReply{SessionInfo{Handle: 5, Rx: FifoRef{9, 0, 1024}, Tx: FifoRef{9, 2048, 1024}, Local: ep4, Remote: ep4,
+		&ConnectReply{SessionInfo{Handle: 5, Rx: FifoRef{Segment: 9, Offset: 0, Size: 1024}, Tx: FifoRef{Segment: 9, Offset: 2048, Size: 1024}, Local: ep4, Remote: ep4,
 			CutThrough: true, Segment: Segment{Index: 9, Size: 1 << 20}}},
 		&Disconnect{Handle: flow.MakeHandle(3, 1)},
 		&SegmentAdded{Segments: []Segment{{Index: 6, Size: 1 << 22}}},
 		&SegmentRemoved{Segments: []uint32{6, 7, 8}},
-		&Accepted{Listener: flow.MakeHandle(0, 1), SessionInfo: SessionInfo{Handle: 8, Rx: FifoRef{10, 0, 512}, Tx: FifoRef{10, 1024, 512},
+		&Accepted{Listener: flow.MakeHandle(0, 1), SessionInfo: SessionInfo{Handle: 8, Rx: FifoRef{Segment: 10, Offset: 0, Size: 512}, Tx: FifoRef{Segment: 10, Offset: 1024, Size: 512},
 			Local: ep6, Remote: ep6, CutThrough: true, Segment: Segment{Index: 10, Size: 8192}}},
 		&Shutdown{Reason: "xsessiond is stopping"},
 		&Show{What: ShowSessions},
@@ -188,11 +188,15 @@ func malformedCases(t testing.TB) []struct {
 	bind := encode(t, 7, &Bind{Endpoint: ep4})
 	const famOff = HeaderSize + 2 + 1 // after the empty URI and the transport
 	attachReply := encode(t, 7, &AttachReply{})
+	// A BindReply ends with its Rx and Tx refs (segment 4, offset 8, size 4
+	// bytes each); byte 11 from the end of Rx's is its offset's top byte.
+	bindReply := encode(t, 7, &BindReply{Local: ep4, Rx: FifoRef{Segment: 1, Offset: 4096, Size: 512}})
 	return []struct {
 		name string
 		rec  []byte
 		want error
 	}{
+		{"fifo offset over 32 bits", mut(bindReply, func(b []byte) { b[len(b)-32+11] = 1 }), ErrFieldTooLong},
 		{"empty", nil, ErrMalformed},
 		{"truncated header", ok[:HeaderSize-1], ErrMalformed},
 		{"bad magic", mut(ok, func(b []byte) { b[0] ^= 0xff }), ErrMalformed},

@@ -2,8 +2,10 @@ package api
 
 import (
 	"fmt"
+	"math"
 	"net/netip"
 
+	"github.com/xsessiond/xsessiond/fifo"
 	"github.com/xsessiond/xsessiond/flow"
 )
 
@@ -197,12 +199,10 @@ type QueueRef struct {
 	Capacity uint32 // entries
 }
 
-// FifoRef locates one fifo inside a segment.
-type FifoRef struct {
-	Segment uint32 // segment index
-	Offset  uint64 // byte offset of the fifo header in the segment
-	Size    uint32 // data bytes
-}
+// FifoRef locates one fifo inside a segment: the segment's index, the
+// byte offset of the fifo's header in it, and the fifo's data size. On the
+// wire the offset takes 64 bits; one over 32 bits is malformed.
+type FifoRef = fifo.FifoRef
 
 // AttachReply carries len(Segments)+1+Workers descriptors: one per segment
 // in list order, then the event queue's eventfd, then one kick eventfd per
@@ -609,16 +609,16 @@ func (m *BindReply) encode(e *encoder) {
 	e.u64(uint64(m.Handle))
 	e.endpoint(m.Local)
 	e.u32(m.Worker)
-	m.Rx.encode(e)
-	m.Tx.encode(e)
+	encodeFifoRef(e, &m.Rx)
+	encodeFifoRef(e, &m.Tx)
 }
 
 func (m *BindReply) decode(d *decoder) {
 	m.Handle = flow.Handle(d.u64())
 	m.Local = d.endpoint()
 	m.Worker = d.u32()
-	m.Rx.decode(d)
-	m.Tx.decode(d)
+	decodeFifoRef(d, &m.Rx)
+	decodeFifoRef(d, &m.Tx)
 }
 
 func (m *Unbind) encode(e *encoder) { e.u64(uint64(m.Handle)) }
@@ -636,14 +636,24 @@ func (m *Connect) decode(d *decoder) {
 	m.Opaque = d.u32()
 }
 
-func (f *FifoRef) encode(e *encoder) { e.u32(f.Segment); e.u64(f.Offset); e.u32(f.Size) }
-func (f *FifoRef) decode(d *decoder) { f.Segment = d.u32(); f.Offset = d.u64(); f.Size = d.u32() }
+func encodeFifoRef(e *encoder, f *FifoRef) { e.u32(f.Segment); e.u64(uint64(f.Offset)); e.u32(f.Size) }
+
+func decodeFifoRef(d *decoder, f *FifoRef) {
+	f.Segment = d.u32()
+	off := d.u64()
+	f.Size = d.u32()
+	if off > math.MaxUint32 {
+		d.fail(malformed(ErrFieldTooLong, "fifo offset %d over 32 bits", off))
+		return
+	}
+	f.Offset = uint32(off)
+}
 
 func (s *SessionInfo) encode(e *encoder) {
 	e.u64(uint64(s.Handle))
 	e.u32(s.Worker)
-	s.Rx.encode(e)
-	s.Tx.encode(e)
+	encodeFifoRef(e, &s.Rx)
+	encodeFifoRef(e, &s.Tx)
 	e.endpoint(s.Local)
 	e.endpoint(s.Remote)
 	e.bool(s.CutThrough)
@@ -657,8 +667,8 @@ func (s *SessionInfo) encode(e *encoder) {
 func (s *SessionInfo) decode(d *decoder) {
 	s.Handle = flow.Handle(d.u64())
 	s.Worker = d.u32()
-	s.Rx.decode(d)
-	s.Tx.decode(d)
+	decodeFifoRef(d, &s.Rx)
+	decodeFifoRef(d, &s.Tx)
 	s.Local = d.endpoint()
 	s.Remote = d.endpoint()
 	s.CutThrough = d.bool()

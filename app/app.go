@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"net/netip"
 	"os"
 	"sync"
 	"time"
@@ -317,13 +316,33 @@ func (a *App) call(ctx context.Context, req api.Message) (api.Message, []int, er
 		return nil, nil, err
 	}
 	m, fds, err := a.cl.Call(ctx, req)
+	return m, fds, a.callErr(err)
+}
+
+// do is call for a request whose successful reply has type R (api.Do);
+// any other reply is an ErrProtocol.
+func do[R api.Message](ctx context.Context, a *App, req api.Message) (R, []int, error) {
+	var zero R
+	if err := a.stopped(); err != nil {
+		return zero, nil, err
+	}
+	r, fds, err := api.Do[R](ctx, a.cl, req)
+	if errors.Is(err, api.ErrUnexpectedReply) {
+		return zero, nil, fmt.Errorf("%w: %w", ErrProtocol, err)
+	}
+	return r, fds, a.callErr(err)
+}
+
+// callErr is the error of a control request: the app's own error once the
+// connection to the daemon is gone.
+func (a *App) callErr(err error) error {
 	if err != nil && (errors.Is(err, api.ErrClosed) || a.stopped() != nil) {
 		if e := a.Err(); e != nil {
-			return nil, nil, e
+			return e
 		}
-		return nil, nil, closedError("the daemon closed the connection")
+		return closedError("the daemon closed the connection")
 	}
-	return m, fds, err
+	return err
 }
 
 // --- waiting ---
@@ -420,27 +439,13 @@ func (a *App) segFifos(rx, tx fifo.FifoRef) (*fifo.Fifo, *fifo.Fifo, bool, error
 	return rf, tf, true, nil
 }
 
-// peerAddr reads the peer address the daemon packs into an event.
-func peerAddr(ev *fifo.Event) netip.AddrPort {
-	var b [16]byte
-	for i := range 8 {
-		b[i] = byte(ev.Args[3] >> (8 * i))
-		b[8+i] = byte(ev.Args[4] >> (8 * i))
-	}
-	fam := uint8(ev.Args[5] >> 32)
-	if fam != flow.Family4 && fam != flow.Family6 {
-		return netip.AddrPort{}
-	}
-	return netip.AddrPortFrom(flow.AddrFrom(b, fam), uint16(ev.Args[5]))
-}
-
 // handleEvent handles one event of the queue. Cut-through sessions come
 // with their segment over the control socket (notices and replies), so
 // their events are only looked at for disconnects. evmu is held.
 func (a *App) handleEvent(ev *fifo.Event) {
-	h := flow.Handle(ev.Handle)
-	ct := ev.Flags&fifo.EventFlagCutThrough != 0
-	switch ev.Type {
+	se := fifo.DecodeSessionEvent(ev)
+	h := flow.Handle(se.Handle)
+	switch se.Type {
 	case fifo.EventDisconnected, fifo.EventReset:
 		a.mu.Lock()
 		o := a.owners[h]
@@ -452,16 +457,15 @@ func (a *App) handleEvent(ev *fifo.Event) {
 			o.peerClosed(h)
 		}
 	case fifo.EventAccepted:
-		if ct {
+		if se.CutThrough {
 			return
 		}
-		rxr, txr := fifo.RefFromArg(ev.Args[0]), fifo.RefFromArg(ev.Args[1])
-		rx, tx, ok, err := a.segFifos(rxr, txr)
+		rx, tx, ok, err := a.segFifos(se.Rx, se.Tx)
 		if !ok {
 			a.parked = append(a.parked, *ev)
 			return
 		}
-		ln := flow.Handle(ev.Args[2])
+		ln := flow.Handle(se.Listener)
 		a.mu.Lock()
 		acc := a.acceptors[ln]
 		a.mu.Unlock()
@@ -470,22 +474,22 @@ func (a *App) handleEvent(ev *fifo.Event) {
 			return
 		}
 		e := &end{h: h, rx: rx, tx: tx, signalFD: a.kick(h.Worker()), datapath: true,
-			dgram: flow.Transport(ev.Arg32) == flow.TransportUDP}
+			dgram: flow.Transport(se.Transport) == flow.TransportUDP}
 		info := &api.SessionInfo{Handle: h, Worker: h.Worker()}
-		if p := peerAddr(ev); p.IsValid() {
-			info.Remote = flow.Endpoint{Transport: flow.Transport(ev.Arg32), Addr: p.Addr(), Port: p.Port()}
+		if p := se.Peer; p.IsValid() {
+			info.Remote = flow.Endpoint{Transport: flow.Transport(se.Transport), Addr: p.Addr(), Port: p.Port()}
 		}
 		if !acc.accept(e, info) {
 			go a.disconnect(h)
 		}
 	case fifo.EventConnected, fifo.EventConnectFailed:
-		if ct {
+		if se.CutThrough {
 			return
 		}
 		var res connectResult
-		if ev.Type == fifo.EventConnected {
+		if se.Type == fifo.EventConnected {
 			res.h = h
-			res.rx, res.tx = fifo.RefFromArg(ev.Args[0]), fifo.RefFromArg(ev.Args[1])
+			res.rx, res.tx = se.Rx, se.Tx
 			a.mu.Lock()
 			_, ok1 := a.segs[res.rx.Segment]
 			_, ok2 := a.segs[res.tx.Segment]
@@ -495,7 +499,7 @@ func (a *App) handleEvent(ev *fifo.Event) {
 				return
 			}
 		} else {
-			code := flow.Code(ev.Args[2])
+			code := flow.Code(se.Code)
 			if err, ok := code.Err(); ok && err != nil {
 				res.err = err
 			} else {
@@ -503,12 +507,12 @@ func (a *App) handleEvent(ev *fifo.Event) {
 			}
 		}
 		a.mu.Lock()
-		ch := a.dials[ev.Arg32]
-		delete(a.dials, ev.Arg32)
+		ch := a.dials[se.Opaque]
+		delete(a.dials, se.Opaque)
 		a.mu.Unlock()
 		if ch != nil {
 			ch <- res
-		} else if ev.Type == fifo.EventConnected {
+		} else if se.Type == fifo.EventConnected {
 			go a.disconnect(h) // nobody waits for it any more
 		}
 	}

@@ -71,14 +71,9 @@ func (a *App) DialConn(ctx context.Context, uri string) (*Conn, error) {
 		delete(a.dials, opaque)
 		a.mu.Unlock()
 	}()
-	m, fds, err := a.call(ctx, &api.Connect{URI: uri, Opaque: opaque})
+	r, fds, err := do[*api.ConnectReply](ctx, a, &api.Connect{URI: uri, Opaque: opaque})
 	if err != nil {
 		return nil, opError("dial", uri, err)
-	}
-	r, ok := m.(*api.ConnectReply)
-	if !ok {
-		api.CloseFDs(fds)
-		return nil, opError("dial", uri, fmt.Errorf("%w: %v", ErrProtocol, m.Type()))
 	}
 	raddr := endpointAddr(ep)
 	remote := netip.AddrPortFrom(ep.Addr, ep.Port)
@@ -99,9 +94,8 @@ func (a *App) DialConn(ctx context.Context, uri string) (*Conn, error) {
 	} else {
 		api.CloseFDs(fds)
 		res := connectResult{h: r.Handle}
-		if r.Rx.Size > 0 && r.Rx.Offset <= 1<<32-1 && r.Tx.Offset <= 1<<32-1 {
-			res.rx = fifo.FifoRef{Segment: r.Rx.Segment, Offset: uint32(r.Rx.Offset)}
-			res.tx = fifo.FifoRef{Segment: r.Tx.Segment, Offset: uint32(r.Tx.Offset)}
+		if r.Rx.Size > 0 {
+			res.rx, res.tx = r.Rx, r.Tx
 		} else {
 			// The connect goes on in the datapath: its Connected (or
 			// ConnectFailed) event comes through the event queue.

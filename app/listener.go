@@ -3,7 +3,6 @@ package app
 import (
 	"context"
 	"errors"
-	"fmt"
 	"net"
 	"net/netip"
 	"sync"
@@ -39,21 +38,27 @@ func (a *App) Listen(uri string) (net.Listener, error) {
 	if err != nil {
 		return nil, opError("listen", uri, err)
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), controlTimeout)
-	defer cancel()
-	m, fds, err := a.call(ctx, &api.Bind{URI: uri})
-	api.CloseFDs(fds)
+	r, err := a.bind(uri)
 	if err != nil {
-		return nil, opError("listen", uri, err)
-	}
-	r, ok := m.(*api.BindReply)
-	if !ok {
-		return nil, opError("listen", uri, fmt.Errorf("%w: %v", ErrProtocol, m.Type()))
+		return nil, err
 	}
 	l := &Listener{a: a, h: r.Handle, ep: ep, addr: endpointAddr(ep), q: make(chan *Conn, acceptBacklog), done: make(chan struct{})}
 	a.addAcceptor(r.Handle, ep, l)
 	a.track(l)
 	return l, nil
+}
+
+// bind binds uri for Listen and ListenPacket and returns the daemon's
+// reply; errors are opError's for "listen".
+func (a *App) bind(uri string) (*api.BindReply, error) {
+	ctx, cancel := context.WithTimeout(context.Background(), controlTimeout)
+	defer cancel()
+	r, fds, err := do[*api.BindReply](ctx, a, &api.Bind{URI: uri})
+	api.CloseFDs(fds)
+	if err != nil {
+		return nil, opError("listen", uri, err)
+	}
+	return r, nil
 }
 
 // accept queues a session for Accept.

@@ -81,16 +81,9 @@ func (a *App) ListenPacketConn(uri string) (*PacketConn, error) {
 	if ep.Transport != flow.TransportUDP {
 		return nil, opError("listen", uri, fmt.Errorf("ListenPacket takes udp:// URIs: %w", flow.ErrNotSupported))
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), controlTimeout)
-	defer cancel()
-	m, fds, err := a.call(ctx, &api.Bind{URI: uri})
-	api.CloseFDs(fds)
+	r, err := a.bind(uri)
 	if err != nil {
-		return nil, opError("listen", uri, err)
-	}
-	r, ok := m.(*api.BindReply)
-	if !ok {
-		return nil, opError("listen", uri, fmt.Errorf("%w: %v", ErrProtocol, m.Type()))
+		return nil, err
 	}
 	p := &PacketConn{
 		a: a, h: r.Handle, local: addrPortOf(r.Local), laddr: endpointAddr(r.Local),
@@ -101,12 +94,7 @@ func (a *App) ListenPacketConn(uri string) (*PacketConn, error) {
 		p.laddr = net.UDPAddrFromAddrPort(netip.AddrPortFrom(ep.Addr, ep.Port))
 	}
 	if r.Rx.Size > 0 {
-		if r.Rx.Offset > 1<<32-1 || r.Tx.Offset > 1<<32-1 {
-			a.unbind(r.Handle)
-			return nil, opError("listen", uri, fmt.Errorf("%w: bad fifo offsets", ErrProtocol))
-		}
-		rx, tx, ok, err := a.segFifos(fifo.FifoRef{Segment: r.Rx.Segment, Offset: uint32(r.Rx.Offset)},
-			fifo.FifoRef{Segment: r.Tx.Segment, Offset: uint32(r.Tx.Offset)})
+		rx, tx, ok, err := a.segFifos(r.Rx, r.Tx)
 		if err == nil && !ok {
 			err = fmt.Errorf("%w: the listener's fifos are in a segment this app does not have", ErrProtocol)
 		}

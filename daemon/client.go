@@ -44,12 +44,6 @@ type client struct {
 	sent []int
 }
 
-// listenerPairer is the session layer's ListenerPair, when it has it: the
-// fifo pair of a global UDP listener and the worker that owns its tx fifo.
-type listenerPairer interface {
-	ListenerPair(app sessions.AppID, h flow.Handle) (sessions.FifoPair, uint32, error)
-}
-
 // efdRef returns the app's eventfd with a reference the caller releases,
 // or nil when the app is not attached (any more).
 func (h *client) efdRef() *sharedFD {
@@ -328,10 +322,6 @@ func (h *client) inNamespace(e flow.Endpoint) flow.Endpoint {
 	return e
 }
 
-func fifoRef(r fifo.FifoRef) api.FifoRef {
-	return api.FifoRef{Segment: r.Segment, Offset: uint64(r.Offset), Size: r.Size}
-}
-
 func (h *client) bind(m *api.Bind) (api.Message, []int, error) {
 	d := h.d
 	if err := h.needApp("bind"); err != nil {
@@ -352,13 +342,13 @@ func (h *client) bind(m *api.Bind) (api.Message, []int, error) {
 	// A listener's datagram fifos are only of use with a datapath to fill
 	// and drain them: without one the app gets none, and its writes to
 	// the wire fail at once instead of filling a fifo nobody drains.
-	if lp, ok := any(d.layer).(listenerPairer); ok && !hd.IsLocal() && d.eng.Datapath() != nil {
-		pair, worker, err := lp.ListenerPair(h.app, hd)
-		rx, tx, ok := pair.Fifos()
-		if err == nil && ok && rx != nil && tx != nil {
+	if !hd.IsLocal() && d.eng.Datapath() != nil {
+		pair, worker, err := d.layer.ListenerPair(h.app, hd)
+		rx, tx := pair.Rx, pair.Tx
+		if err == nil && rx != nil && tx != nil {
 			reply.Worker = worker
-			reply.Rx = fifoRef(h.mgr.Ref(rx))
-			reply.Tx = fifoRef(h.mgr.Ref(tx))
+			reply.Rx = h.mgr.Ref(rx)
+			reply.Tx = h.mgr.Ref(tx)
 			d.mu.Lock()
 			d.trackLocked(h.app, hd, pairRef{pair: pair})
 			d.mu.Unlock()
@@ -415,11 +405,11 @@ func (h *client) connect(m *api.Connect) (api.Message, []int, error) {
 	}
 	seg := api.Segment{Index: 0, Size: uint64(ct.seg.Size())}
 	info := func(ev sessions.Event, local, remote flow.Endpoint) api.SessionInfo {
-		rx, tx, _ := ev.Pair.Fifos()
+		rx, tx := ev.Pair.Rx, ev.Pair.Tx
 		return api.SessionInfo{
 			Handle: ev.Handle, Worker: flow.CutThroughWorker,
-			Rx:    api.FifoRef{Segment: 0, Offset: uint64(rx.Offset()), Size: rx.Size()},
-			Tx:    api.FifoRef{Segment: 0, Offset: uint64(tx.Offset()), Size: tx.Size()},
+			Rx:    api.FifoRef{Segment: 0, Offset: rx.Offset(), Size: rx.Size()},
+			Tx:    api.FifoRef{Segment: 0, Offset: tx.Offset(), Size: tx.Size()},
 			Local: local, Remote: remote, CutThrough: true, Segment: seg,
 		}
 	}

@@ -158,8 +158,8 @@ func (d *Daemon) fifoFill() map[sessions.AppID]fill {
 					continue
 				}
 			}
-			rx, tx, ok := p.pair.Fifos()
-			if ok {
+			rx, tx := p.pair.Rx, p.pair.Tx
+			if rx != nil && tx != nil {
 				f := out[app]
 				u, s := fifoUsed(rx)
 				f.rxUsed += uint64(u)

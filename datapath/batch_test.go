@@ -43,7 +43,7 @@ type memRig struct {
 
 func newMemRig(t testing.TB, fifoSize uint32) *memRig {
 	t.Helper()
-	e := &Engine{cfg: Config{Batch: DefaultBatch}, fib: tFIB, conns: map[flow.Handle]*conn{}, claims: make(chan claim, 16),
+	e := &Engine{cfg: Config{Batch: DefaultBatch}, fib: tFIB, conns: map[flow.Handle]*connectedSession{}, claims: make(chan claim, 16),
 		ifc: nsbind.Interface{Index: 2, MAC: tMAC, MTU: 1500}}
 	e.lis.Store(&map[flow.Handle]*udp0{})
 	e.est.Store(newEstTable(nil))
@@ -81,7 +81,7 @@ func (r *memRig) listen(t testing.TB, uri string) (flow.Handle, *fifo.Fifo) {
 		t.Fatal(err)
 	}
 	r.l.Shard(0).Drain()
-	rx, _, _ := p.Fifos()
+	rx := p.Rx
 	return h, rx
 }
 
@@ -286,7 +286,7 @@ func newConnTarget(t testing.TB, r *memRig) (*udp.Target, *fifo.Fifo) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	rx, _, _ := p.Fifos()
+	rx := p.Rx
 	return tgt, rx
 }
 

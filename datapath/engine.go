@@ -79,9 +79,12 @@ const DefaultBatch = 64
 //
 // Methods are safe for concurrent use. The sessions.Datapath it returns is
 // called by the session layer under its control-plane lock and never
-// blocks on a worker. Lock order: sessions.Layer.mu, then Engine.mu, then
-// udp.Target's lock.
+// blocks on a worker. Its locks are in the package's lock order.
 type Engine struct {
+	// closeMu serializes Close and Stats: Close releases what New made
+	// (objs, att, work's sockets) with it held, and Stats reads them.
+	closeMu sync.Mutex
+
 	cfg    Config
 	log    *slog.Logger
 	nsh    netns.NsHandle
@@ -107,21 +110,27 @@ type Engine struct {
 	pw         *peerWatch   // nil: peer errors not watched (tests without New)
 	peerClosed atomic.Uint64
 
-	mu      sync.Mutex            // guards what follows
-	conns   map[flow.Handle]*conn // connected sessions by half-open, then established handle
-	watched map[int]*conn         // claimed connected sessions by reservation fd (peerWatch)
-	nextLW  uint32
+	mu      sync.Mutex                        // guards conns, watched, nextLW, closed, cancel and mirErr; replaces lis and est
+	conns   map[flow.Handle]*connectedSession // connected sessions by half-open, then established handle
+	watched map[int]*connectedSession         // claimed connected sessions by reservation fd (peerWatch)
+	nextLW  uint32                            // round robin of listeners and claims over the workers
 	closed  bool
-	mirror  *loader.Mirror
-	feed    *sessions.Feed
-	cancel  context.CancelFunc
-	wg      sync.WaitGroup
-	mirErr  error
-	closeMu sync.Mutex // serializes Close
+	cancel  context.CancelFunc // ends the goroutines Start started
+	mirErr  error              // the last resync's
+
+	// Set once by Start, under mu, before it starts the goroutines that
+	// use them; read without a lock by those goroutines, by WaitMirror
+	// (after layer.Load, which Start stores last) and by Close (after
+	// taking mu). Stats reads mirror under mu.
+	mirror *loader.Mirror
+	feed   *sessions.Feed
+	wg     sync.WaitGroup // the goroutines Start started
 }
 
-// conn is a connected UDP session the Engine opened.
-type conn struct {
+// connectedSession is a connected UDP session the Engine opened for an
+// app's connect (Datapath.Open): its port reservation, its Target and its
+// owner worker.
+type connectedSession struct {
 	ho, h   flow.Handle
 	tuple   flow.FiveTuple
 	res     *udp.Reservation
@@ -136,7 +145,7 @@ type conn struct {
 // claim is a half-open connect waiting for the claim goroutine.
 type claim struct {
 	ho flow.Handle
-	c  *conn
+	c  *connectedSession
 }
 
 // New loads the XDP program and attaches it to cfg.IfName inside its
@@ -169,7 +178,7 @@ func New(cfg Config) (*Engine, error) {
 	if log == nil {
 		log = slog.New(slog.NewTextHandler(io.Discard, nil))
 	}
-	e := &Engine{cfg: cfg, log: log, conns: map[flow.Handle]*conn{}, watched: map[int]*conn{}, claims: make(chan claim, 1024)}
+	e := &Engine{cfg: cfg, log: log, conns: map[flow.Handle]*connectedSession{}, watched: map[int]*connectedSession{}, claims: make(chan claim, 1024)}
 	e.lis.Store(&map[flow.Handle]*udp.Target{})
 	e.est.Store(newEstTable(nil))
 	e.nsh, err = openNetns(cfg.NetnsPath, cfg.NetnsName, cfg.Netns)
@@ -421,32 +430,25 @@ func (e *Engine) WaitMirror(ctx context.Context) error {
 	if l == nil {
 		return ErrNotStarted
 	}
-	for {
-		if len(e.claims) == 0 && e.claimsBusy.Load() == 0 {
-			break
-		}
-		if err := sleepCtx(ctx, time.Millisecond); err != nil {
-			return err
-		}
+	if err := pollUntil(ctx, func() bool { return len(e.claims) == 0 && e.claimsBusy.Load() == 0 }); err != nil {
+		return err
 	}
 	seq, _ := l.Snapshot()
-	for e.mirror.Stats().LastSeq < seq {
-		if err := sleepCtx(ctx, time.Millisecond); err != nil {
-			return err
+	return pollUntil(ctx, func() bool { return e.mirror.Stats().LastSeq >= seq })
+}
+
+// pollUntil checks done every millisecond until it holds or ctx ends.
+func pollUntil(ctx context.Context, done func() bool) error {
+	tick := time.NewTicker(time.Millisecond)
+	defer tick.Stop()
+	for !done() {
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-tick.C:
 		}
 	}
 	return nil
-}
-
-func sleepCtx(ctx context.Context, d time.Duration) error {
-	t := time.NewTimer(d)
-	defer t.Stop()
-	select {
-	case <-ctx.Done():
-		return ctx.Err()
-	case <-t.C:
-		return nil
-	}
 }
 
 // runClaims turns half-open connects into established sessions: UDP needs
@@ -523,7 +525,7 @@ func (t *estTable) lookup(k *flow.FiveTuple) *udp.Target {
 }
 
 // publishConnLocked makes c's Target visible to every worker.
-func (e *Engine) publishConnLocked(c *conn) {
+func (e *Engine) publishConnLocked(c *connectedSession) {
 	old := e.est.Load().m
 	m := make(map[flow.FiveTuple]*udp.Target, len(old)+1)
 	for k, v := range old {

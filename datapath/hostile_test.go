@@ -151,8 +151,8 @@ func TestHostileAppDoesNotHurtOthers(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	brx, btx, ok := pair.Fifos()
-	if !ok {
+	brx, btx := pair.Rx, pair.Tx
+	if brx == nil || btx == nil {
 		t.Fatal("listener pair without fifos")
 	}
 	m, _ := sessions.FifoManager(at.Memory)

@@ -150,7 +150,7 @@ func (p *enginePath) Open(req sessions.OpenRequest) (netip.AddrPort, error) {
 	if dst.Is6() {
 		fam = flow.Family6
 	}
-	c := &conn{ho: req.HalfOpen, res: res, remote: netip.AddrPortFrom(dst, r.Port), local: local, ifindex: e.ifc.Index,
+	c := &connectedSession{ho: req.HalfOpen, res: res, remote: netip.AddrPortFrom(dst, r.Port), local: local, ifindex: e.ifc.Index,
 		tuple: flow.FiveTuple{Local: flow.AddrBytes(local.Addr()), LocalPort: local.Port(),
 			Remote: flow.AddrBytes(dst), RemotePort: r.Port, Proto: flow.TransportUDP, Family: fam}}
 	e.mu.Lock()
@@ -185,7 +185,7 @@ func (p *enginePath) Close(h flow.Handle, _ flow.FiveTuple) {
 
 // closeConnLocked forgets connected session c: its port is released, and
 // no worker queues into its fifos or reads them once it returns.
-func (e *Engine) closeConnLocked(c *conn) {
+func (e *Engine) closeConnLocked(c *connectedSession) {
 	for _, h := range []flow.Handle{c.ho, c.h} {
 		if e.conns[h] == c {
 			delete(e.conns, h)

@@ -49,7 +49,7 @@ func (p *peerWatch) wake() {
 // watchLocked adds a claimed session's socket to the set. A socket that
 // got its error before is reported at once (level-triggered). Only the
 // error events are asked for: the socket never has data.
-func (e *Engine) watchLocked(c *conn) {
+func (e *Engine) watchLocked(c *connectedSession) {
 	if e.pw == nil {
 		return
 	}
@@ -62,7 +62,7 @@ func (e *Engine) watchLocked(c *conn) {
 }
 
 // unwatchLocked forgets c's socket; closing it leaves the epoll set.
-func (e *Engine) unwatchLocked(c *conn) {
+func (e *Engine) unwatchLocked(c *connectedSession) {
 	if fd := c.res.FD(); fd >= 0 && e.watched[fd] == c {
 		delete(e.watched, fd)
 	}

@@ -44,7 +44,7 @@ func TestConnectedUDPPeerUnreachable(t *testing.T) {
 	live, dead := connect(7100, 31), connect(7101, 32)
 	r.waitMirror(t)
 	for _, ev := range []sessions.Event{live, dead} {
-		_, tx, _ := ev.Pair.Fifos()
+		tx := ev.Pair.Tx
 		if err := tx.EnqueueDgram(&fifo.DgramHeader{}, []byte("is anyone there?")); err != nil {
 			t.Fatal(err)
 		}

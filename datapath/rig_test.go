@@ -213,7 +213,7 @@ func (r *engineRig) listenEcho(t *testing.T, a *app, uri string) flow.Handle {
 	if err != nil {
 		t.Fatal(err)
 	}
-	rx, tx, _ := pair.Fifos()
+	rx, tx := pair.Rx, pair.Tx
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan struct{})
 	go func() { defer close(done); r.echo(ctx, a, rx, tx, w) }()
@@ -579,7 +579,7 @@ func TestConnectedUDP(t *testing.T) {
 				time.Sleep(time.Millisecond)
 			}
 			r.waitMirror(t)
-			rx, tx, _ := ev.Pair.Fifos()
+			rx, tx := ev.Pair.Rx, ev.Pair.Tx
 			t.Logf("half-open %#x connected as %#x: %v -> %v", uint64(res.Handle), uint64(ev.Handle), ev.Local, ev.Remote)
 			const n = 10000
 			const window = 32
@@ -951,7 +951,7 @@ func TestCloseLeavesNothing(t *testing.T) {
 			t.Fatal(err)
 		}
 		pair, w, _ := l.ListenerPair(at.App, h)
-		rx, tx, _ := pair.Fifos()
+		rx, tx := pair.Rx, pair.Tx
 		m, _ := sessions.FifoManager(at.Memory)
 		ctx, cancel := context.WithCancel(context.Background())
 		done := make(chan struct{})

@@ -29,22 +29,30 @@ type Stats struct {
 // reasons (malformed, bad checksums, not UDP, ...) and the datapath's
 // (no-session, fifo-full, no-neighbour, ...); zero reasons are left out.
 type QueueStats struct {
-	Queue     int               `json:"queue"`
-	Worker    uint32            `json:"worker"`
-	ZeroCopy  bool              `json:"zero_copy"`
-	Rx        uint64            `json:"rx"`
-	Delivered uint64            `json:"delivered"`
-	Tx        uint64            `json:"tx"`
-	Held      uint64            `json:"held"`
-	Loops     uint64            `json:"loops"`
-	Sleeps    uint64            `json:"sleeps"`
-	Kicks     uint64            `json:"kicks"`
-	Spins     uint64            `json:"spins"`     // idle spins begun (Config.IdleSpin)
-	SpinHits  uint64            `json:"spin_hits"` // idle spins that found work before sleeping
-	Naps      uint64            `json:"naps"`      // timed naps of a worker with recent traffic (Config.IdleNap)
-	Dropped   uint64            `json:"dropped"`   // sum of Drops
-	Drops     map[string]uint64 `json:"drops"`
-	XSK       *xsk.Stats        `json:"xsk,omitempty"`
+	Queue    int    `json:"queue"`
+	Worker   uint32 `json:"worker"`
+	ZeroCopy bool   `json:"zero_copy"`
+	Counts
+	Dropped uint64            `json:"dropped"` // sum of Drops
+	Drops   map[string]uint64 `json:"drops"`
+	XSK     *xsk.Stats        `json:"xsk,omitempty"`
+}
+
+// Counts are a worker's event counters. Every field is a uint64: the
+// worker's private copy, its published copy and the totals go through
+// them by index (array), so a counter is added here and where it counts,
+// nowhere else.
+type Counts struct {
+	Rx        uint64 `json:"rx"`        // frames received
+	Delivered uint64 `json:"delivered"` // datagrams queued in an app's rx fifo
+	Tx        uint64 `json:"tx"`        // frames transmitted
+	Held      uint64 `json:"held"`      // tx datagrams held for a neighbour
+	Loops     uint64 `json:"loops"`
+	Sleeps    uint64 `json:"sleeps"`
+	Kicks     uint64 `json:"kicks"`     // kick eventfd wakeups
+	Spins     uint64 `json:"spins"`     // idle spins begun (Config.IdleSpin)
+	SpinHits  uint64 `json:"spin_hits"` // idle spins that found work before sleeping
+	Naps      uint64 `json:"naps"`      // timed naps of a worker with recent traffic (Config.IdleNap)
 }
 
 // Stats returns the Engine's counters. After Close it returns what the
@@ -97,9 +105,11 @@ func (e *Engine) Stats() Stats {
 
 func (w *worker) stats() QueueStats {
 	p := &w.pub
-	qs := QueueStats{Queue: w.q, Worker: w.id, Rx: p.Rx.Load(), Delivered: p.Delivered.Load(), Tx: p.Tx.Load(),
-		Held: p.Held.Load(), Loops: p.Loops.Load(), Sleeps: p.Sleeps.Load(), Kicks: p.Kicks.Load(),
-		Spins: p.Spins.Load(), SpinHits: p.SpinHits.Load(), Naps: p.Naps.Load(), Drops: map[string]uint64{}}
+	qs := QueueStats{Queue: w.q, Worker: w.id, Drops: map[string]uint64{}}
+	n := qs.Counts.array()
+	for i := range n {
+		n[i] = p.n[i].Load()
+	}
 	if w.sock != nil {
 		qs.ZeroCopy = w.sock.ZeroCopy()
 	}
@@ -119,16 +129,10 @@ func (w *worker) stats() QueueStats {
 }
 
 func (t *QueueStats) add(q *QueueStats) {
-	t.Rx += q.Rx
-	t.Delivered += q.Delivered
-	t.Tx += q.Tx
-	t.Held += q.Held
-	t.Loops += q.Loops
-	t.Sleeps += q.Sleeps
-	t.Kicks += q.Kicks
-	t.Spins += q.Spins
-	t.SpinHits += q.SpinHits
-	t.Naps += q.Naps
+	tn, qn := t.Counts.array(), q.Counts.array()
+	for i := range tn {
+		tn[i] += qn[i]
+	}
 	t.Dropped += q.Dropped
 	for k, v := range q.Drops {
 		t.Drops[k] += v

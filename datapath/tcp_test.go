@@ -148,8 +148,8 @@ func TestTCPGlobalListener(t *testing.T) {
 	if !cev.CutThrough || !aev.CutThrough || aev.App != srv.id {
 		t.Fatalf("events %+v, %+v", cev, aev)
 	}
-	_, ctx, _ := cev.Pair.Fifos()
-	srx, stx, _ := aev.Pair.Fifos()
+	ctx := cev.Pair.Tx
+	srx, stx := aev.Pair.Rx, aev.Pair.Tx
 	if _, err := ctx.Enqueue([]byte("hello, server")); err != nil {
 		t.Fatal(err)
 	}
@@ -158,7 +158,7 @@ func TestTCPGlobalListener(t *testing.T) {
 	if err != nil || string(buf[:n]) != "hello, server" {
 		t.Fatalf("server read %q, %v", buf[:n], err)
 	}
-	crx, _, _ := cev.Pair.Fifos()
+	crx := cev.Pair.Rx
 	if _, err := stx.Enqueue([]byte("hello, client")); err != nil {
 		t.Fatal(err)
 	}

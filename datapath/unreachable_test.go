@@ -30,7 +30,7 @@ func TestUnreachableSenderDoesNotStallOthers(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	_, btx, _ := pair.Fifos()
+	btx := pair.Tx
 	a := r.attach(t)
 	r.listenEcho(t, a, "udp://0.0.0.0:9000")
 

@@ -34,29 +34,20 @@ const (
 var dropNames = [numDrops]string{"no-session", "fifo-full", "too-big", "fifo-corrupt", "no-neighbour", "no-route",
 	"tx-bad-header", "tx-too-long", "tx-no-frame", "tx-fifo-corrupt"}
 
-// counters are one worker's counts. The worker updates a private copy
-// without atomics and publishes it every publishEvery loops and before
-// it sleeps.
+// counters are one worker's counts: its Counts, the decoder's drop
+// reasons and its own. The worker updates a private copy without atomics
+// and publishes it every publishEvery loops and before it sleeps.
 type counters struct {
-	Rx        uint64 // frames received
-	Delivered uint64 // datagrams queued in an app's rx fifo
-	Tx        uint64 // frames transmitted
-	Held      uint64 // tx datagrams held for a neighbour
-	Loops     uint64
-	Sleeps    uint64
-	Kicks     uint64 // kick eventfd wakeups
-	Spins     uint64 // idle spins begun
-	SpinHits  uint64 // idle spins that found work before sleeping
-	Naps      uint64
-	Bad       [frame.NumReasons]uint64
-	Drops     [numDrops]uint64
+	Counts
+	Bad   [frame.NumReasons]uint64
+	Drops [numDrops]uint64
 }
 
 // published is the copy of counters other goroutines read.
 type published struct {
-	Rx, Delivered, Tx, Held, Loops, Sleeps, Kicks, Spins, SpinHits, Naps atomic.Uint64
-	Bad                                                                  [frame.NumReasons]atomic.Uint64
-	Drops                                                                [numDrops]atomic.Uint64
+	n     [numCounts]atomic.Uint64 // Counts, by index
+	Bad   [frame.NumReasons]atomic.Uint64
+	Drops [numDrops]atomic.Uint64
 }
 
 // worker owns one queue: its AF_XDP socket, its shard of the session
@@ -90,9 +81,9 @@ type worker struct {
 	lastLT  *udp.Target
 	lk      listenerCache // the last listener lookup of the batch
 
-	own   []*udp.Target // Targets whose Tx this worker drains
-	preTx []*udp.Target // listeners registered before Start
-	conns []*conn       // connected sessions owned
+	own   []*udp.Target       // Targets whose Tx this worker drains
+	preTx []*udp.Target       // listeners registered before Start
+	conns []*connectedSession // connected sessions owned
 
 	tx txState
 
@@ -488,7 +479,7 @@ func (w *worker) delTx(t *udp.Target) {
 
 // addConn builds a claimed session's Target from its shard entry (posted
 // by the layer just before) and publishes it.
-func (w *worker) addConn(sh *sessions.Shard, c *conn) {
+func (w *worker) addConn(sh *sessions.Shard, c *connectedSession) {
 	ss := sh.Get(c.h.Index())
 	e := w.e
 	e.mu.Lock()
@@ -508,7 +499,7 @@ func (w *worker) addConn(sh *sessions.Shard, c *conn) {
 	w.own = append(w.own, t)
 }
 
-func (w *worker) delConn(c *conn) {
+func (w *worker) delConn(c *connectedSession) {
 	for i, x := range w.conns {
 		if x == c {
 			w.conns = append(w.conns[:i], w.conns[i+1:]...)
@@ -520,16 +511,9 @@ func (w *worker) delConn(c *conn) {
 // publish copies the private counters for Stats.
 func (w *worker) publish() {
 	p, c := &w.pub, &w.c
-	p.Rx.Store(c.Rx)
-	p.Delivered.Store(c.Delivered)
-	p.Tx.Store(c.Tx)
-	p.Held.Store(c.Held)
-	p.Loops.Store(c.Loops)
-	p.Sleeps.Store(c.Sleeps)
-	p.Kicks.Store(c.Kicks)
-	p.Spins.Store(c.Spins)
-	p.SpinHits.Store(c.SpinHits)
-	p.Naps.Store(c.Naps)
+	for i, v := range c.Counts.array() {
+		p.n[i].Store(v)
+	}
 	for i := range c.Bad {
 		p.Bad[i].Store(c.Bad[i])
 	}

@@ -200,7 +200,7 @@ const (
 const EventFlagCutThrough uint16 = 1
 
 // Event is one fixed-size record of an app's event queue. What Flags, Arg32
-// and Args mean depends on Type and is the producer's convention; RefArg and
+// and Args mean depends on Type: SessionEvent is the session layer's; RefArg and
 // RefFromArg pack a fifo's location into one argument.
 type Event struct {
 	Type   EventType

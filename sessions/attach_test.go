@@ -170,22 +170,11 @@ func TestDetach_FreesEverything(t *testing.T) {
 	if err != nil || !ct.CutThrough {
 		t.Fatalf("cut-through connect: %+v %v", ct, err)
 	}
-	// An established session accepted on srv's udp listener.
-	_, global := r.listenersOf(srv)
-	var udpL sessions.Handle
-	for _, li := range global {
-		if li.URI == "udp://10.0.0.1:53" {
-			udpL = li.Handle
-		}
-	}
-	tup := sessions.FiveTuple{Local: sessions.AddrBytes(addrA), LocalPort: 53, Remote: sessions.AddrBytes(remote), RemotePort: 5353, Proto: sessions.TransportUDP, Family: sessions.Family4}
-	eh, err := r.l.Accept(1, udpL, tup)
-	if err != nil {
-		t.Fatal(err)
-	}
+	// An established session of srv on worker 1.
+	eh := r.established(srv, 1, "udp://192.0.2.7:5353")
 	r.drainShards()
-	if _, ok := r.l.Shard(1).Lookup(1, &tup); !ok {
-		t.Fatal("accepted session not in shard")
+	if !r.inShard(eh) {
+		t.Fatal("established session not in shard")
 	}
 	// A half-open session of srv.
 	if _, err := r.l.ConnectURI(srv, "udp://192.0.2.7:9", 0); err != nil {
@@ -211,7 +200,7 @@ func TestDetach_FreesEverything(t *testing.T) {
 	if len(r.l.Rules()) != 0 {
 		t.Fatalf("rules forwarding to the app left: %v", r.l.Rules())
 	}
-	if _, ok := r.l.Shard(1).Lookup(1, &tup); ok {
+	if r.inShard(eh) {
 		t.Fatal("session still in shard")
 	}
 	if !r.memOf(srv).Closed() {

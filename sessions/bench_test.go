@@ -1,8 +1,6 @@
 package sessions_test
 
 import (
-	"encoding/binary"
-	"fmt"
 	"math/rand/v2"
 	"net/netip"
 	"testing"
@@ -10,95 +8,7 @@ import (
 	"github.com/xsessiond/xsessiond/sessions"
 )
 
-// benchTuples returns n distinct IPv4 UDP tuples, like a server with many
-// peers: one local address, remote addresses and ports spread out.
-func benchTuples(n int) []sessions.FiveTuple {
-	r := rand.New(rand.NewPCG(7, 11))
-	out := make([]sessions.FiveTuple, n)
-	local := sessions.AddrBytes(netip.MustParseAddr("10.77.0.1"))
-	for i := range out {
-		var rem [16]byte
-		binary.BigEndian.PutUint32(rem[:4], 0x0a000000|uint32(r.IntN(1<<24)))
-		out[i] = sessions.FiveTuple{Local: local, Remote: rem, LocalPort: 9000, RemotePort: uint16(1024 + i%60000),
-			Proto: sessions.TransportUDP, Family: sessions.Family4}
-		binary.BigEndian.PutUint32(out[i].Remote[:4], uint32(i)*2654435761^binary.BigEndian.Uint32(rem[:4]))
-	}
-	return out
-}
-
-// benchOrder is the random order both lookup benchmarks visit keys in.
-func benchOrder(n int) []int32 {
-	r := rand.New(rand.NewPCG(13, 17))
-	o := make([]int32, 1<<20)
-	for i := range o {
-		o[i] = int32(r.IntN(n))
-	}
-	return o
-}
-
 var sink uint32
-
-// BenchmarkLookupEstablished looks up random existing sessions in one
-// worker's established table. Its baseline is BenchmarkGoMapLookup.
-func BenchmarkLookupEstablished(b *testing.B) {
-	for _, n := range []int{1000, 1000000} {
-		b.Run(sizeName(n), func(b *testing.B) {
-			keys := benchTuples(n)
-			sh := sessions.NewShard(0)
-			for i := range keys {
-				sh.Add(&sessions.ShardSession{Handle: sessions.MakeHandle(0, uint32(i)), Tuple: keys[i], FIB: 1})
-			}
-			if sh.Len() != n {
-				b.Fatalf("shard has %d sessions, want %d (duplicate keys)", sh.Len(), n)
-			}
-			tab := sh.Table(1)
-			order := benchOrder(n)
-			b.ReportAllocs()
-			b.ResetTimer()
-			for i := 0; i < b.N; i++ {
-				v, ok := tab.LookupIndex(&keys[order[i&(len(order)-1)]])
-				if !ok {
-					b.Fatal("miss")
-				}
-				sink += v
-			}
-		})
-	}
-}
-
-// BenchmarkGoMapLookup is the baseline of BenchmarkLookupEstablished: a Go
-// map keyed by the same FiveTuple values, visited in the same order.
-func BenchmarkGoMapLookup(b *testing.B) {
-	for _, n := range []int{1000, 1000000} {
-		b.Run(sizeName(n), func(b *testing.B) {
-			keys := benchTuples(n)
-			m := make(map[sessions.FiveTuple]uint32)
-			for i := range keys {
-				m[keys[i]] = uint32(i)
-			}
-			order := benchOrder(n)
-			b.ReportAllocs()
-			b.ResetTimer()
-			for i := 0; i < b.N; i++ {
-				v, ok := m[keys[order[i&(len(order)-1)]]]
-				if !ok {
-					b.Fatal("miss")
-				}
-				sink += v
-			}
-		})
-	}
-}
-
-func sizeName(n int) string {
-	switch {
-	case n >= 1000000:
-		return fmt.Sprintf("%dM", n/1000000)
-	case n >= 1000:
-		return fmt.Sprintf("%dk", n/1000)
-	}
-	return fmt.Sprint(n)
-}
 
 // BenchmarkLookupListener looks up 10,000 listeners of one FIB, half
 // bound to an exact address and half to the wildcard address, with hits

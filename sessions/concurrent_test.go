@@ -10,9 +10,8 @@ import (
 )
 
 // TestConcurrent_WorkersAndControlPlane runs two workers (each draining its
-// mailbox and looking up listeners, rules, half-open entries and its shard)
-// while the control plane binds, connects, accepts and disconnects. Run it
-// with -race.
+// mailbox, looking up listeners and rules and reading its shard) while the
+// control plane binds, connects, claims and disconnects. Run it with -race.
 func TestConcurrent_WorkersAndControlPlane(t *testing.T) {
 	r := newRig(t)
 	a := r.attach(0)
@@ -23,14 +22,12 @@ func TestConcurrent_WorkersAndControlPlane(t *testing.T) {
 		go func(w uint32) {
 			defer wg.Done()
 			sh := r.l.Shard(w)
-			tab := sh.Table(1)
 			tup := tuple("10.0.0.1", 53, "192.0.2.7", 1000, sessions.TransportUDP)
 			for !stop.Load() {
 				sh.Drain()
 				r.l.LookupListener(1, &tup)
 				r.l.MatchRule(1, &tup)
-				r.l.LookupHalfOpen(1, &tup)
-				tab.Lookup(&tup)
+				sh.Get(0)
 			}
 			sh.Drain()
 		}(uint32(w))
@@ -40,11 +37,7 @@ func TestConcurrent_WorkersAndControlPlane(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		tup := tuple("10.0.0.1", uint16(1000+i), "192.0.2.7", 1000, sessions.TransportUDP)
-		sh, err := r.l.Accept(uint32(i%2), h, tup)
-		if err != nil {
-			t.Fatal(err)
-		}
+		sh := r.established(a, uint32(i%2), fmt.Sprintf("udp://192.0.2.7:%d", 1000+i))
 		if i%3 == 0 {
 			if _, err := r.l.AddRule(sessions.Rule{Transport: sessions.TransportTCP, RemotePort: uint16(i), Action: sessions.RuleDrop}); err != nil {
 				t.Fatal(err)

@@ -70,7 +70,7 @@ func TestConnect_LocalScopeListenerOfOtherApp_CutThrough(t *testing.T) {
 	}
 	// One segment, shared; each side's tx is the other's rx.
 	sp, cp := sev[0].Pair, cev[0].Pair
-	if sp.Segment != cp.Segment || sp.Rx != cp.Tx || sp.Tx != cp.Rx || sp.RxRef != cp.TxRef || sp.TxRef != cp.RxRef {
+	if sp.Segment != cp.Segment || sp.Rx != cp.Tx || sp.Tx != cp.Rx {
 		t.Fatalf("pairs do not mirror: server %+v client %+v", sp, cp)
 	}
 	// No packet path: nothing opened, nothing in the feed.
@@ -287,22 +287,16 @@ func TestConnect_Remote_HalfOpenToDatapath(t *testing.T) {
 	if c.Tuple != want {
 		t.Fatalf("half-open tuple %+v, want %+v", c.Tuple, want)
 	}
-	if h, ok := r.l.LookupHalfOpen(1, &want); !ok || h != res.Handle {
-		t.Fatalf("LookupHalfOpen = %#x %v", h, ok)
-	}
 
 	// The worker that sees the reply claims it.
 	eh, err := r.l.Connected(1, res.Handle)
 	if err != nil || eh.Worker() != 1 {
 		t.Fatalf("Connected = %#x %v", eh, err)
 	}
-	if _, ok := r.l.LookupHalfOpen(1, &want); ok {
-		t.Fatal("half-open entry left")
-	}
 	r.drainShards()
-	ss, ok := r.l.Shard(1).Lookup(1, &want)
-	if !ok || ss.Handle != eh || ss.App != a {
-		t.Fatalf("shard lookup %+v %v", ss, ok)
+	ss := r.l.Shard(1).Get(eh.Index())
+	if ss == nil || ss.Handle != eh || ss.App != a || ss.Tuple != want {
+		t.Fatalf("shard entry %+v", ss)
 	}
 	ev := r.appEvents(a)
 	if len(ev) != 1 || ev[0].Kind != sessions.EventConnected || ev[0].Handle != eh || ev[0].Opaque != 31 || ev[0].CutThrough {

@@ -2,6 +2,7 @@ package sessions_test
 
 import (
 	"crypto/sha256"
+	"fmt"
 	"math/rand/v2"
 	"os"
 	"runtime"
@@ -223,8 +224,7 @@ func TestFifoMemory_NoLeaks(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		lh, err := l.BindURI(srv.App, "udp://0.0.0.0:53")
-		if err != nil {
+		if _, err := l.BindURI(srv.App, "udp://0.0.0.0:53"); err != nil {
 			t.Fatal(err)
 		}
 		for i := 0; i < 3; i++ {
@@ -232,11 +232,13 @@ func TestFifoMemory_NoLeaks(t *testing.T) {
 				t.Fatal(err)
 			}
 		}
-		// Enough accepted sessions to add segments to srv's manager.
+		// Enough established sessions to add segments to srv's manager.
 		for i := 0; i < 40; i++ {
-			tup := sessions.FiveTuple{Local: sessions.AddrBytes(addrA), LocalPort: 53, Remote: sessions.AddrBytes(remote), RemotePort: uint16(1000 + i),
-				Proto: sessions.TransportUDP, Family: sessions.Family4}
-			if _, err := l.Accept(0, lh, tup); err != nil {
+			ho, err := l.ConnectURI(srv.App, fmt.Sprintf("udp://192.0.2.7:%d", 1000+i), 0)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if _, err := l.Connected(0, ho.Handle); err != nil {
 				t.Fatal(err)
 			}
 		}

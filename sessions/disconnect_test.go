@@ -1,6 +1,7 @@
 package sessions_test
 
 import (
+	"fmt"
 	"testing"
 
 	"github.com/xsessiond/xsessiond/sessions"
@@ -76,20 +77,14 @@ func TestDisconnect_Established_LeavesShardThroughMailbox(t *testing.T) {
 	r := newRig(t)
 	a := r.attach(0)
 	lh := r.bind(a, "udp://10.0.0.1:53")
-	tup := sessions.FiveTuple{Local: sessions.AddrBytes(addrA), LocalPort: 53, Remote: sessions.AddrBytes(remote), RemotePort: 1000,
-		Proto: sessions.TransportUDP, Family: sessions.Family4}
-	h, err := r.l.Accept(0, lh, tup)
-	if err != nil {
-		t.Fatal(err)
-	}
+	h := r.established(a, 0, "udp://192.0.2.7:1000")
 	r.drainShards()
 	wantErr(t, r.l.Disconnect(a, h), nil)
-	sh := r.l.Shard(0)
-	if _, ok := sh.Lookup(1, &tup); !ok {
+	if !r.inShard(h) {
 		t.Fatal("shard changed before its owner drained the mailbox")
 	}
-	sh.Drain()
-	if _, ok := sh.Lookup(1, &tup); ok {
+	r.l.Shard(0).Drain()
+	if r.inShard(h) {
 		t.Fatal("session still in shard")
 	}
 	_, _, _, closes := r.dp.Calls()
@@ -126,13 +121,7 @@ func TestDisconnect_HalfOpen(t *testing.T) {
 func TestClosed_PeerClosedEstablished(t *testing.T) {
 	r := newRig(t)
 	a := r.attach(0)
-	lh := r.bind(a, "udp://10.0.0.1:53")
-	tup := sessions.FiveTuple{Local: sessions.AddrBytes(addrA), LocalPort: 53, Remote: sessions.AddrBytes(remote), RemotePort: 1000,
-		Proto: sessions.TransportUDP, Family: sessions.Family4}
-	h, err := r.l.Accept(0, lh, tup)
-	if err != nil {
-		t.Fatal(err)
-	}
+	h := r.established(a, 0, "udp://192.0.2.7:1000")
 	r.appEvents(a)
 	wantErr(t, r.l.Closed(h), nil)
 	ev := r.appEvents(a)
@@ -145,40 +134,36 @@ func TestClosed_PeerClosedEstablished(t *testing.T) {
 	wantErr(t, r.l.Closed(h), sessions.ErrNoSession)
 }
 
-func TestAccept_Checks(t *testing.T) {
+func TestConnected_Checks(t *testing.T) {
 	r := newRig(t)
-	// A TCP listener: it has no datagram pair of its own taking memory.
-	a := r.attachOpts(sessions.AttachOptions{MaxFifoMemory: 3 * sessions.DefaultFifoSize})
-	lh := r.bind(a, "tcp://10.0.0.1:53")
-	tup := sessions.FiveTuple{Local: sessions.AddrBytes(addrA), LocalPort: 53, Remote: sessions.AddrBytes(remote), RemotePort: 1000,
-		Proto: sessions.TransportTCP, Family: sessions.Family4}
-	_, err := r.l.Accept(9, lh, tup)
+	a := r.attachOpts(sessions.AttachOptions{MaxFifoMemory: 2 * sessions.DefaultFifoSize})
+	res, err := r.l.ConnectURI(a, "udp://192.0.2.7:1000", 0)
+	wantErr(t, err, nil)
+	_, err = r.l.Connected(9, res.Handle)
 	wantErr(t, err, sessions.ErrInvalidValue)
-	_, err = r.l.Accept(0, sessions.MakeHandle(sessions.ListenerWorker, 77), tup)
+	_, err = r.l.Connected(0, sessions.MakeHandle(sessions.HalfOpenWorker, 77))
 	wantErr(t, err, sessions.ErrNoSession)
-	bad := tup
-	bad.Proto = sessions.TransportUDP
-	_, err = r.l.Accept(0, lh, bad)
-	wantErr(t, err, sessions.ErrInvalidValue)
-	if _, err = r.l.Accept(0, lh, tup); err != nil {
+	if _, err = r.l.Connected(0, res.Handle); err != nil {
 		t.Fatal(err)
 	}
-	tup.RemotePort++
-	_, err = r.l.Accept(0, lh, tup)
+	_, err = r.l.Connected(0, res.Handle)
+	wantErr(t, err, sessions.ErrNoSession)
+	res, err = r.l.ConnectURI(a, "udp://192.0.2.7:1001", 0)
+	wantErr(t, err, nil)
+	r.appEvents(a)
+	_, err = r.l.Connected(0, res.Handle)
 	wantErr(t, err, sessions.ErrNoMemory)
+	ev := r.appEvents(a)
+	if len(ev) != 1 || ev[0].Kind != sessions.EventConnectFailed || ev[0].Handle != res.Handle {
+		t.Fatalf("events %+v", ev)
+	}
 }
 
-func TestAccept_SegmentAddedEvent(t *testing.T) {
+func TestConnected_SegmentAddedEvent(t *testing.T) {
 	r := newRig(t)
 	a := r.attachOpts(sessions.AttachOptions{SegmentSize: 2 * sessions.DefaultFifoSize})
-	lh := r.bind(a, "tcp://10.0.0.1:53")
-	tup := sessions.FiveTuple{Local: sessions.AddrBytes(addrA), LocalPort: 53, Remote: sessions.AddrBytes(remote), RemotePort: 1000,
-		Proto: sessions.TransportTCP, Family: sessions.Family4}
 	for i := 0; i < 2; i++ {
-		tup.RemotePort++
-		if _, err := r.l.Accept(0, lh, tup); err != nil {
-			t.Fatal(err)
-		}
+		r.established(a, 0, fmt.Sprintf("udp://192.0.2.7:%d", 1000+i))
 	}
 	ev := r.appEvents(a)
 	var kinds []sessions.EventKind

@@ -21,11 +21,10 @@
 // Every Layer method is safe for concurrent use. Control-plane calls
 // (attach, bind, connect, rules, ...) serialize on one lock. The datapath
 // reads without locks: LookupListener and MatchRule load immutable snapshots
-// published with atomic.Pointer; established sessions live in per-worker
-// Shards, each owned by one worker goroutine that looks sessions up with no
-// lock and applies the control plane's changes from its mailbox (Drain).
-// Half-open sessions, visible to every worker, are behind a read-write lock
-// (LookupHalfOpen).
+// published with atomic.Pointer. Established sessions are posted to
+// per-worker Shards, each owned by one worker goroutine that applies the
+// control plane's changes from its mailbox (Drain); the datapath keeps the
+// one table that finds a session by 5-tuple.
 //
 // # Handles
 //

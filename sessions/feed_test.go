@@ -24,12 +24,8 @@ func TestFeed_MirrorFollowsTables(t *testing.T) {
 		t.Fatal(err)
 	}
 	wantErr(t, r.l.Unbind(a, h1), nil)
-	tup := tuple("10.0.0.1", 53, "192.0.2.8", 7, sessions.TransportUDP)
-	h2 := r.bind(a, "udp://10.0.0.1:53")
-	sh, err := r.l.Accept(1, h2, tup)
-	if err != nil {
-		t.Fatal(err)
-	}
+	r.bind(a, "udp://10.0.0.1:53")
+	sh := r.established(a, 1, "udp://192.0.2.8:7")
 	wantErr(t, r.l.Disconnect(a, eh), nil)
 
 	mirror := map[sessions.Handle]sessions.Change{}

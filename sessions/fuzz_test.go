@@ -133,39 +133,17 @@ func FuzzLayerOps(f *testing.F) {
 						}
 					}
 				}
-			case 6: // a packet for a listener: the datapath accepts
-				if len(listeners) > 0 {
-					h := listeners[int(arg)%len(listeners)]
-					var found *sessions.ListenerInfo
-					for _, li := range r.l.Listeners() {
-						if li.Handle == h && li.Table == "global" {
-							found = &li
-						}
+			case 6: // a connect the datapath claims at once (UDP)
+				res, err := r.l.Connect(app, e, uint32(i))
+				desc = fmt.Sprintf("connect app %d %s: %v", app, e.URI(), err)
+				if err == nil && !res.CutThrough {
+					eh, err := r.l.Connected(uint32(arg)%2, res.Handle)
+					desc = fmt.Sprintf("connect app %d %s, connected: %v", app, e.URI(), err)
+					if err == nil {
+						sessList = append(sessList, eh)
 					}
-					if found != nil {
-						le, _ := sessions.ParseURI(found.URI)
-						la := le.Addr
-						if le.IsZero() {
-							la = addrA
-							if la.Is4() != le.Addr.Is4() {
-								la = addrA6
-							}
-						}
-						rem := remote
-						if !la.Is4() {
-							rem = remote6
-						}
-						tup := sessions.FiveTuple{Local: sessions.AddrBytes(la), LocalPort: le.Port, Remote: sessions.AddrBytes(rem),
-							RemotePort: uint16(i), Proto: le.Transport, Family: sessions.Family4}
-						if !la.Is4() {
-							tup.Family = sessions.Family6
-						}
-						sh, err := r.l.Accept(uint32(arg)%2, h, tup)
-						desc = fmt.Sprintf("accept on %#x: %v", h, err)
-						if err == nil {
-							sessList = append(sessList, sh)
-						}
-					}
+				} else if err == nil {
+					sessList = append(sessList, res.Handle)
 				}
 			case 7: // the datapath completes or fails a half-open session
 				if len(sessList) > 0 {

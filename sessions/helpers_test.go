@@ -138,6 +138,29 @@ func (r *rig) listenersOf(app sessions.AppID) (local, global []sessions.Listener
 	return local, global
 }
 
+// established connects app to uri (a remote peer) and has worker claim the
+// half-open session at once, as the datapath does for UDP: an established
+// session of worker's shard. It returns the session's handle.
+func (r *rig) established(app sessions.AppID, worker uint32, uri string) sessions.Handle {
+	r.t.Helper()
+	res, err := r.l.ConnectURI(app, uri, 0)
+	if err != nil {
+		r.t.Fatalf("connect %s: %v", uri, err)
+	}
+	h, err := r.l.Connected(worker, res.Handle)
+	if err != nil {
+		r.t.Fatalf("connected %s: %v", uri, err)
+	}
+	return h
+}
+
+// inShard reports whether established session h is in its worker's shard.
+// Call it only where no worker goroutine owns the shards.
+func (r *rig) inShard(h sessions.Handle) bool {
+	ss := r.l.Shard(h.Worker()).Get(h.Index())
+	return ss != nil && ss.Handle == h
+}
+
 func (r *rig) drainShards() {
 	for w := 0; w < r.l.Workers(); w++ {
 		r.l.Shard(uint32(w)).Drain()

@@ -136,10 +136,7 @@ func TestWorkerDatapath_DeferredFree(t *testing.T) {
 	r := newWorkerRig(t, 0)
 	a := r.attach(0)
 	lh := r.bind(a, "udp://10.0.0.1:53")
-	tup := sessions.FiveTuple{Local: sessions.AddrBytes(addrA), LocalPort: 53, Remote: sessions.AddrBytes(remote), RemotePort: 1000,
-		Proto: sessions.TransportUDP, Family: sessions.Family4}
-	h, err := r.l.Accept(1, lh, tup)
-	wantErr(t, err, nil)
+	h := r.established(a, 1, "udp://192.0.2.7:1000")
 	r.drainShards()
 	if _, pairs, _, _ := r.mem.Live(); pairs != 2 {
 		t.Fatalf("%d pairs, want 2", pairs)

@@ -1,7 +1,7 @@
 package sessions
 
 import (
-	"net/netip"
+	"github.com/xsessiond/xsessiond/fifo"
 )
 
 // Segment is a shared memory segment as the session layer sees it (a
@@ -13,20 +13,12 @@ type Segment interface {
 	FD() int
 }
 
-// FifoRef locates a fifo inside its segment, as apps are told.
-type FifoRef struct {
-	Segment string `json:"segment"` // the segment's name
-	Offset  uint32 `json:"offset"`  // of the fifo's header in the segment
-	Size    uint32 `json:"size"`    // data bytes
-}
-
 // FifoPair is one end's pair of fifos of a session: the app reads Rx and
-// writes Tx. Rx and Tx hold the backing fifos of the Memory that made them
-// (a *fifo.Fifo with FifoMemory; see FifoPair.Fifos).
+// writes Tx; the datapath writes Rx and reads Tx. Segment is the segment
+// they live in.
 type FifoPair struct {
-	Rx, Tx       any
-	RxRef, TxRef FifoRef
-	Segment      Segment
+	Rx, Tx  *fifo.Fifo
+	Segment Segment
 }
 
 // AppMemoryOptions shape an app's shared memory.
@@ -71,107 +63,11 @@ type CutThrough interface {
 }
 
 // Memory makes shared memory for apps and cut-through sessions. FifoMemory
-// is the implementation over package fifo; sessionstest has a heap fake.
+// is the implementation over memfd segments; sessionstest has one over
+// heap segments.
 type Memory interface {
 	NewApp(o AppMemoryOptions) (AppMemory, error)
 	// NewCutThrough makes a segment holding a client-to-server fifo of
 	// c2s bytes and a server-to-client fifo of s2c bytes.
 	NewCutThrough(name string, c2s, s2c uint32) (CutThrough, error)
-}
-
-// EventKind says what an Event is about.
-type EventKind uint8
-
-// Event kinds.
-const (
-	EventAccepted      EventKind = iota + 1 // a session on one of the app's listeners
-	EventConnected                          // the app's connect succeeded
-	EventConnectFailed                      // the app's connect failed
-	EventDisconnected                       // the session was closed by the peer or the daemon
-	EventSegmentAdded                       // the app's segment manager added a segment
-)
-
-func (k EventKind) String() string {
-	switch k {
-	case EventAccepted:
-		return "accepted"
-	case EventConnected:
-		return "connected"
-	case EventConnectFailed:
-		return "connect-failed"
-	case EventDisconnected:
-		return "disconnected"
-	case EventSegmentAdded:
-		return "segment-added"
-	}
-	return "event(?)"
-}
-
-// Event is a notification for one app.
-type Event struct {
-	Kind       EventKind
-	App        AppID
-	Handle     Handle // the session (the listener for nothing)
-	Listener   Handle // accepted: the listener it came in on
-	Opaque     uint32 // connected, connect failed: the app's connect context
-	Transport  Transport
-	Local      netip.AddrPort
-	Remote     netip.AddrPort
-	CutThrough bool
-	Pair       FifoPair // accepted, connected: the app's fifos (Pair.Segment is the segment they live in)
-	Segment    Segment  // segment added: the new segment
-	Err        error    // connect failed: why
-}
-
-// Notifier observes every event delivered to apps, after it was queued in
-// the app's event queue. The daemon uses it to pass the file descriptors of
-// new segments over the control socket. Notify is called without the
-// session layer's lock held, possibly from several goroutines.
-type Notifier interface {
-	Notify(ev Event)
-}
-
-// OpenRequest asks the datapath to open a session to a remote endpoint.
-type OpenRequest struct {
-	HalfOpen Handle   // the half-open entry's handle
-	App      AppID    // the connecting app
-	Remote   Endpoint // destination, IfIndex and FIB from the app's namespace
-	Opaque   uint32
-}
-
-// Datapath is what the session layer needs of the datapath; the daemon
-// fills it in. Calls are made with the session layer's control-plane lock
-// held: implementations must not block and must not call back into the
-// Layer.
-type Datapath interface {
-	// Open starts opening a session and returns the local address and
-	// port chosen for it (a route's source address, an ephemeral port).
-	Open(req OpenRequest) (local netip.AddrPort, err error)
-	// Listen is told of a new global listener before it is published; an
-	// error refuses the bind.
-	Listen(l Listener) error
-	// Unlisten is told of a removed global listener.
-	Unlisten(l Listener)
-	// Close is told that an established or half-open session was closed
-	// by its app.
-	Close(h Handle, t FiveTuple)
-}
-
-// WorkerDatapath is a Datapath whose worker goroutines read and write app
-// fifos (the daemon's AF_XDP engine). When Config.Datapath implements it:
-//
-//   - the worker owning a global UDP listener's fifo pair is the one
-//     ListenerWorker returns (called under the control-plane lock, before
-//     Listen; it must not block or call back into the Layer);
-//   - fifo memory is freed only once every shard has drained its mailbox
-//     past the change that released it: the fifo pairs of closed sessions
-//     and unbound listeners, and an app's whole memory at detach. A worker
-//     that was delivering into a fifo when the control plane dropped it
-//     thus finishes its batch before the memory goes away.
-//
-// Without it, listeners' workers are spread by handle index and memory is
-// freed at once (no worker touches fifos then).
-type WorkerDatapath interface {
-	Datapath
-	ListenerWorker(l Listener) uint32
 }

@@ -16,29 +16,32 @@ type ShardSession struct {
 	Memory  AppMemory // the app's memory (its event queue), for signalling the app
 }
 
-// Shard is one worker's part of the established-session tables of all FIBs.
+// Shard is one worker's part of the established sessions: its pool of
+// sessions by index (the Index of their handles) and its mailbox. Packets
+// find a session through the datapath's own table of connected sessions
+// (by 5-tuple); a worker uses its shard to learn a session it now owns.
 //
 // Threading: a shard has one owner goroutine, the worker of the same index.
-// Table, Lookup, Get, Add, Del and Drain may be called by the owner only,
-// with no lock. Everyone else changes a shard by posting a function to its
-// mailbox (Post); the owner runs posted functions, in order, when it calls
-// Drain at the top of its poll loop. Post, Wake and Pending are safe for
-// concurrent use.
+// Get, Len, Add, Del and Drain may be called by the owner only, with no
+// lock. Everyone else changes a shard by posting a function to its mailbox
+// (Post); the owner runs posted functions, in order, when it calls Drain at
+// the top of its poll loop. Post, Wake and Pending are safe for concurrent
+// use.
 type Shard struct {
 	worker uint32
-	tabs   map[FIBID]*EstablishedTable
-	sess   []*ShardSession // by session index (Handle.Index); nil when free
-	n      int
+	sess   []*ShardSession // by session index (Handle.Index); nil when free. Owner only
+	n      int             // non-nil entries of sess. Owner only
 
 	mu    sync.Mutex     // guards mbox and spare
 	mbox  []func(*Shard) // posted, not yet drained
 	spare []func(*Shard) // the previous batch's slice, for reuse
-	wake  chan struct{}
+
+	wake chan struct{} // receives after Post; never closed
 }
 
 // NewShard returns an empty shard for worker.
 func NewShard(worker uint32) *Shard {
-	return &Shard{worker: worker, tabs: map[FIBID]*EstablishedTable{}, wake: make(chan struct{}, 1)}
+	return &Shard{worker: worker, wake: make(chan struct{}, 1)}
 }
 
 // Worker returns the shard's worker index.
@@ -46,29 +49,6 @@ func (s *Shard) Worker() uint32 { return s.worker }
 
 // Len returns the number of sessions in the shard. Owner goroutine only.
 func (s *Shard) Len() int { return s.n }
-
-// Table returns the shard's established table of FIB fib, creating it empty
-// if needed. A worker serving one FIB keeps this pointer and calls its
-// Lookup per packet. Owner goroutine only.
-func (s *Shard) Table(fib FIBID) *EstablishedTable {
-	t := s.tabs[fib]
-	if t == nil {
-		t = &EstablishedTable{t: newTupleTable(0), shard: s}
-		s.tabs[fib] = t
-	}
-	return t
-}
-
-// Lookup finds the session of FIB fib whose 5-tuple is t, as seen from this
-// host (Local is this host's address). Owner goroutine only; does not
-// allocate.
-func (s *Shard) Lookup(fib FIBID, t *FiveTuple) (*ShardSession, bool) {
-	tab := s.tabs[fib]
-	if tab == nil {
-		return nil, false
-	}
-	return tab.Lookup(t)
-}
 
 // Get returns the session with the given index, or nil. Owner goroutine only.
 func (s *Shard) Get(index uint32) *ShardSession {
@@ -78,20 +58,17 @@ func (s *Shard) Get(index uint32) *ShardSession {
 	return s.sess[index]
 }
 
-// Add stores ss under its tuple and its handle's index, replacing what was
-// there. Owner goroutine only.
+// Add stores ss under its handle's index, replacing what was there. Owner
+// goroutine only.
 func (s *Shard) Add(ss *ShardSession) {
 	i := ss.Handle.Index()
 	for int(i) >= len(s.sess) {
 		s.sess = append(s.sess, nil)
 	}
-	if old := s.sess[i]; old != nil {
-		s.tabs[old.FIB].t.remove(&old.Tuple)
-		s.n--
+	if s.sess[i] == nil {
+		s.n++
 	}
 	s.sess[i] = ss
-	s.Table(ss.FIB).t.insert(&ss.Tuple, i)
-	s.n++
 }
 
 // Del removes the session with handle h, if the shard has it, and returns
@@ -102,7 +79,6 @@ func (s *Shard) Del(h Handle) *ShardSession {
 		return nil
 	}
 	ss := s.sess[i]
-	s.tabs[ss.FIB].t.remove(&ss.Tuple)
 	s.sess[i] = nil
 	s.n--
 	return ss
@@ -151,26 +127,3 @@ func (s *Shard) Drain() int {
 	s.mu.Unlock()
 	return len(fns)
 }
-
-// EstablishedTable is a shard's established sessions of one FIB: an
-// open-addressing hash table keyed by FiveTuple. Owner goroutine only.
-type EstablishedTable struct {
-	t     *tupleTable
-	shard *Shard
-}
-
-// Lookup finds the session whose 5-tuple is t. It does not allocate.
-func (e *EstablishedTable) Lookup(t *FiveTuple) (*ShardSession, bool) {
-	i, ok := e.t.lookup(t)
-	if !ok {
-		return nil, false
-	}
-	return e.shard.sess[i], true
-}
-
-// LookupIndex is Lookup returning the session's index in the shard's pool
-// (the Index of its handle). It does not allocate.
-func (e *EstablishedTable) LookupIndex(t *FiveTuple) (uint32, bool) { return e.t.lookup(t) }
-
-// Len returns the number of sessions in the table.
-func (e *EstablishedTable) Len() int { return e.t.len() }

@@ -22,8 +22,8 @@
 // A Target's Rx fifo may be fed by several workers (RSS spreads a
 // listener's remotes over queues), so producers serialize on the Target's
 // mutex (Lock/Unlock, held by a worker across a run of datagrams of one
-// batch, which DeliverBatch queues and publishes together). Its Tx fifo is drained by one worker, the owner. Counters are
-// atomic. Kill marks a Target dead under its mutex: no datagram is queued
+// batch, which DeliverBatch queues and publishes together). Its Tx fifo is
+// drained by one worker, the owner. Counters are atomic. Kill marks a Target dead under its mutex: no datagram is queued
 // after it returns.
 //
 // A Reservation holds a kernel UDP socket bound to a connected session's

@@ -31,9 +31,8 @@ func (k Kind) String() string {
 	return "kind(?)"
 }
 
-// ErrNoFifos is returned by NewTarget for a pair that is not made of
-// *fifo.Fifo (a memory other than sessions.FifoMemory).
-var ErrNoFifos = errors.New("udp: fifo pair is not backed by package fifo")
+// ErrNoFifos is returned by NewTarget for a pair without fifos.
+var ErrNoFifos = errors.New("udp: fifo pair has no fifos")
 
 // Target is the datapath's state of one UDP fifo pair: where received
 // datagrams go (Rx), where datagrams to send come from (Tx), whom to
@@ -73,12 +72,12 @@ type Target struct {
 	Signals     atomic.Uint64 // EventRx records pushed
 }
 
-// NewTarget makes the Target of a fifo pair made by sessions.FifoMemory.
+// NewTarget makes the Target of a fifo pair.
 // mem is the app's memory (for its event queue); nil leaves the app
 // unsignalled.
 func NewTarget(kind Kind, h flow.Handle, app sessions.AppID, worker uint32, pair sessions.FifoPair, mem sessions.AppMemory) (*Target, error) {
-	rx, tx, ok := pair.Fifos()
-	if !ok {
+	rx, tx := pair.Rx, pair.Tx
+	if rx == nil || tx == nil {
 		return nil, ErrNoFifos
 	}
 	t := &Target{Kind: kind, Handle: h, App: app, Worker: worker, Rx: rx, Tx: tx}
@@ -112,45 +111,16 @@ func (t *Target) Kill() {
 // Dead reports whether Kill was called.
 func (t *Target) Dead() bool { return t.closed.Load() }
 
-// Outcome of Deliver.
-type Outcome uint8
-
-// Outcomes.
-const (
-	Delivered Outcome = iota
-	FifoFull
-	TooBig
-	Corrupt
-)
-
-// Deliver queues the UDP payload of the decoded packet p (of frame f) in
-// Rx, with a header naming p's source as the remote and its destination as
-// the local end. The caller holds the lock (Lock returned true). It does
-// not allocate and does not count: the caller adds up runs.
-func (t *Target) Deliver(h *fifo.DgramHeader, p *frame.Packet, f []byte) Outcome {
-	HeaderOf(h, p)
-	err := t.Rx.EnqueueDgram(h, f[p.PayloadOff:p.PayloadOff+p.PayloadLen])
-	switch err {
-	case nil:
-		return Delivered
-	case fifo.ErrNoSpace:
-		return FifoFull
-	case fifo.ErrTooLarge:
-		return TooBig
-	}
-	return Corrupt
-}
-
 // Run counts what DeliverBatch did with a run of datagrams.
 type Run struct {
 	Delivered, Bytes      uint64 // datagrams queued in Rx, and their payload bytes
-	Full, TooBig, Corrupt uint64 // datagrams dropped, by Outcome
+	Full, TooBig, Corrupt uint64 // datagrams dropped: no room, can never fit, corrupt indices
 }
 
 // DeliverBatch queues datagrams hs[i] (filled by HeaderOf) with payloads[i]
 // in Rx, in order, publishing them together; a datagram that does not fit
-// is dropped and the ones after it are still tried, as Deliver would one
-// by one. The caller holds the lock (Lock returned true). It does not
+// is dropped and the ones after it are still tried, as if queued one by
+// one. The caller holds the lock (Lock returned true). It does not
 // allocate and does not touch the counters: the caller adds the Run up.
 func (t *Target) DeliverBatch(hs []fifo.DgramHeader, payloads [][]byte) Run {
 	var r Run

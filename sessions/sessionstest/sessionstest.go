@@ -12,6 +12,7 @@ import (
 	"slices"
 	"sync"
 
+	"github.com/xsessiond/xsessiond/fifo"
 	"github.com/xsessiond/xsessiond/flow"
 	"github.com/xsessiond/xsessiond/sessions"
 )
@@ -231,7 +232,7 @@ type App struct {
 	closed bool
 }
 
-// AllocPair implements sessions.AppMemory. Fifos are *Fifo. A pair goes in
+// AllocPair implements sessions.AppMemory. A pair goes in
 // the first segment with room; a new segment of AddSegmentSize is added
 // when none has, within MaxSegments and MaxFifoMemory.
 func (a *App) AllocPair(rx, tx uint32) (sessions.FifoPair, sessions.Segment, error) {
@@ -262,13 +263,15 @@ func (a *App) AllocPair(rx, tx uint32) (sessions.FifoPair, sessions.Segment, err
 		a.segs = append(a.segs, seg)
 		added = seg
 	}
-	p := sessions.FifoPair{
-		Rx:      NewFifo(int(rx)),
-		Tx:      NewFifo(int(tx)),
-		RxRef:   sessions.FifoRef{Segment: seg.name, Offset: seg.used, Size: rx},
-		TxRef:   sessions.FifoRef{Segment: seg.name, Offset: seg.used + rx, Size: tx},
-		Segment: seg,
+	rf, err := heapFifo(seg.name, rx)
+	if err != nil {
+		return sessions.FifoPair{}, nil, err
 	}
+	tf, err := heapFifo(seg.name, tx)
+	if err != nil {
+		return sessions.FifoPair{}, nil, err
+	}
+	p := sessions.FifoPair{Rx: rf, Tx: tf, Segment: seg}
 	seg.used += uint32(need)
 	a.used += need
 	a.m.mu.Lock()
@@ -284,7 +287,7 @@ func (a *App) AllocPair(rx, tx uint32) (sessions.FifoPair, sessions.Segment, err
 func (a *App) FreePair(p sessions.FifoPair) {
 	a.mu.Lock()
 	defer a.mu.Unlock()
-	a.used -= uint64(p.RxRef.Size) + uint64(p.TxRef.Size)
+	a.used -= uint64(p.Rx.Size()) + uint64(p.Tx.Size())
 	a.m.mu.Lock()
 	a.m.pairs--
 	a.m.mu.Unlock()
@@ -353,32 +356,35 @@ func (m *Memory) NewCutThrough(name string, c2s, s2c uint32) (sessions.CutThroug
 	if m.FailCT {
 		return nil, ErrInjected
 	}
+	a, err := heapFifo(name, c2s)
+	if err != nil {
+		return nil, err
+	}
+	b, err := heapFifo(name, s2c)
+	if err != nil {
+		return nil, err
+	}
 	m.cts++
 	seg := m.newSegmentLocked(name, uint64(c2s)+uint64(s2c))
-	ct := &CutThrough{m: m, seg: seg, c2s: NewFifo(int(c2s)), s2c: NewFifo(int(s2c))}
-	return ct, nil
+	return &CutThrough{m: m, seg: seg, c2s: a, s2c: b}, nil
 }
 
 // CutThrough is the heap memory of one cut-through session.
 type CutThrough struct {
 	m        *Memory
 	seg      *Segment
-	c2s, s2c *Fifo
+	c2s, s2c *fifo.Fifo
 	closed   bool
 }
 
 // Client implements sessions.CutThrough.
 func (c *CutThrough) Client() sessions.FifoPair {
-	return sessions.FifoPair{Rx: c.s2c, Tx: c.c2s, Segment: c.seg,
-		RxRef: sessions.FifoRef{Segment: c.seg.name, Offset: uint32(c.c2s.Cap()), Size: uint32(c.s2c.Cap())},
-		TxRef: sessions.FifoRef{Segment: c.seg.name, Offset: 0, Size: uint32(c.c2s.Cap())}}
+	return sessions.FifoPair{Rx: c.s2c, Tx: c.c2s, Segment: c.seg}
 }
 
 // Server implements sessions.CutThrough.
 func (c *CutThrough) Server() sessions.FifoPair {
-	return sessions.FifoPair{Rx: c.c2s, Tx: c.s2c, Segment: c.seg,
-		RxRef: sessions.FifoRef{Segment: c.seg.name, Offset: 0, Size: uint32(c.c2s.Cap())},
-		TxRef: sessions.FifoRef{Segment: c.seg.name, Offset: uint32(c.c2s.Cap()), Size: uint32(c.s2c.Cap())}}
+	return sessions.FifoPair{Rx: c.c2s, Tx: c.s2c, Segment: c.seg}
 }
 
 // Segment implements sessions.CutThrough.
@@ -397,45 +403,12 @@ func (c *CutThrough) Close() error {
 	return nil
 }
 
-// Fifo is a heap byte fifo, safe for one writer and one reader at a time.
-type Fifo struct {
-	mu   sync.Mutex
-	buf  []byte
-	r, w uint64
-}
-
-// NewFifo returns a fifo of size bytes.
-func NewFifo(size int) *Fifo { return &Fifo{buf: make([]byte, size)} }
-
-// Cap returns the fifo's size.
-func (f *Fifo) Cap() int { return len(f.buf) }
-
-// Write copies as much of p as fits and returns how much.
-func (f *Fifo) Write(p []byte) int {
-	f.mu.Lock()
-	defer f.mu.Unlock()
-	n := 0
-	for n < len(p) && f.w-f.r < uint64(len(f.buf)) {
-		i := int(f.w % uint64(len(f.buf)))
-		free := len(f.buf) - int(f.w-f.r)
-		c := copy(f.buf[i:min(len(f.buf), i+free)], p[n:])
-		f.w += uint64(c)
-		n += c
+// heapFifo returns a fifo of size data bytes alone in a heap segment of
+// package fifo. The fake segments only count bytes; the fifos are real.
+func heapFifo(name string, size uint32) (*fifo.Fifo, error) {
+	seg, err := fifo.NewHeapSegment(name, fifo.SegmentHeaderSize+fifo.FifoHeaderSize+int(size))
+	if err != nil {
+		return nil, err
 	}
-	return n
-}
-
-// Read copies out as much as p holds and returns how much.
-func (f *Fifo) Read(p []byte) int {
-	f.mu.Lock()
-	defer f.mu.Unlock()
-	n := 0
-	for n < len(p) && f.r < f.w {
-		i := int(f.r % uint64(len(f.buf)))
-		avail := int(f.w - f.r)
-		c := copy(p[n:], f.buf[i:min(len(f.buf), i+avail)])
-		f.r += uint64(c)
-		n += c
-	}
-	return n
+	return seg.AllocFifo(size)
 }

@@ -1,0 +1,279 @@
+package sessions
+
+import (
+	"fmt"
+	"net/netip"
+)
+
+// Connect (seed: vnet_connect_i): cut-through sessions, half-open
+// sessions handed to the datapath, and their claim or failure.
+
+// ConnectResult says how a connect went on.
+type ConnectResult struct {
+	Handle     Handle // the app's session: cut-through, or half-open
+	CutThrough bool
+}
+
+// Connect connects app to e (seed: vnet_connect_i). In order:
+//   - the zero address is refused (ErrInvalidValue);
+//   - an app with local scope looks e up in its namespace's local table:
+//     a drop rule fails the connect (ErrFiltered); a rule forwarding to
+//     another app, or another app's listener, makes a cut-through session
+//     with it; a match naming the connecting app itself (a proxy) is
+//     skipped; an allow rule ends the local lookup;
+//   - a loopback destination that found nothing fails (ErrLocalConnect);
+//   - an app without global scope can go no further (ErrScope);
+//   - the FIB's global rules: drop fails (ErrFiltered), forwarding to
+//     another app makes a cut-through session;
+//   - a destination that is an address of this host with a global listener
+//     (other than the app's own proxy entry) makes a cut-through session;
+//   - anything else becomes a half-open session handed to the Datapath.
+func (l *Layer) Connect(id AppID, e Endpoint, opaque uint32) (ConnectResult, error) {
+	l.lock()
+	defer l.unlock()
+	if e.IsZero() {
+		return ConnectResult{}, fmt.Errorf("connect: zero address: %w", ErrInvalidValue)
+	}
+	a, err := l.appLocked(id)
+	if err != nil {
+		return ConnectResult{}, fmt.Errorf("connect: %w", err)
+	}
+	if err := validEndpoint(e); err != nil {
+		return ConnectResult{}, fmt.Errorf("connect: %w", err)
+	}
+	if e.Port == 0 {
+		return ConnectResult{}, fmt.Errorf("connect %s: port 0: %w", e.URI(), ErrInvalidValue)
+	}
+	e = a.endpointFor(e)
+	rt := FiveTuple{Remote: AddrBytes(e.Addr), RemotePort: e.Port, Proto: e.Transport, Family: e.Family()}
+
+	if a.hasLocal() {
+		target, ln, action := l.localLookupLocked(a, e, &rt)
+		switch {
+		case action == RuleDrop:
+			return ConnectResult{}, fmt.Errorf("connect %s: local rule: %w", e.URI(), ErrFiltered)
+		case target != nil && target != a:
+			return l.cutThroughLocked(a, target, ln, e, opaque)
+		}
+	}
+	if EndpointIsLocal(e) {
+		return ConnectResult{}, fmt.Errorf("connect %s: %w", e.URI(), ErrLocalConnect)
+	}
+	if !a.hasGlobal() {
+		return ConnectResult{}, fmt.Errorf("connect %s: %w", e.URI(), ErrScope)
+	}
+	if m, ok := l.rules.Load().table(ruleTableID{fib: e.FIB}).match(&rt); ok {
+		switch m.Action {
+		case RuleDrop:
+			return ConnectResult{}, fmt.Errorf("connect %s: rule %d: %w", e.URI(), m.ID, ErrFiltered)
+		case RuleForward:
+			if t := l.apps[m.App]; t != nil && t != a {
+				return l.cutThroughLocked(a, t, l.appListenerLocked(t, e), e, opaque)
+			}
+		}
+	}
+	if l.cfg.View.IsLocal(e.FIB, e.Addr) {
+		k := listenTuple(e)
+		if ln := l.listeners.Load().set(e.FIB).lookup(k.Proto, k.Family, &k.Local, k.LocalPort); ln != nil {
+			if t := l.apps[ln.App]; t != nil && !(t == a && ln.Proxy) {
+				return l.cutThroughLocked(a, t, ln, e, opaque)
+			}
+		}
+	}
+	return l.openLocked(a, e, opaque)
+}
+
+// ConnectURI parses uri and connects to it.
+func (l *Layer) ConnectURI(id AppID, uri string, opaque uint32) (ConnectResult, error) {
+	e, err := ParseURI(uri)
+	if err != nil {
+		return ConnectResult{}, fmt.Errorf("connect: %w", err)
+	}
+	return l.Connect(id, e, opaque)
+}
+
+// localLookupLocked looks a connect up in the app's local table (seed:
+// session_lookup_local_endpoint): rules first, then zero-address listeners
+// of the port, then a proxy's every-port entry. It returns the app found and
+// its listener (if any), or the rule action that ended the lookup.
+func (l *Layer) localLookupLocked(a *app, e Endpoint, rt *FiveTuple) (*app, *Listener, RuleAction) {
+	if m, ok := l.rules.Load().table(ruleTableID{local: true, ns: a.ns.cfg.ID}).match(rt); ok {
+		switch m.Action {
+		case RuleDrop, RuleAllow:
+			return nil, nil, m.Action
+		case RuleForward:
+			t := l.apps[m.App]
+			if t == nil {
+				return nil, nil, 0
+			}
+			return t, l.appListenerLocked(t, e), RuleForward
+		}
+	}
+	k := keyOf(Endpoint{Transport: e.Transport, Addr: e.Addr, Port: e.Port})
+	k.addr = [16]byte{}
+	ln := a.ns.local[k]
+	if ln == nil {
+		k.port = 0
+		ln = a.ns.local[k]
+	}
+	if ln == nil {
+		return nil, nil, 0
+	}
+	return l.apps[ln.App], ln, 0
+}
+
+// appListenerLocked finds t's listener that would serve e, local table
+// first, or nil.
+func (l *Layer) appListenerLocked(t *app, e Endpoint) *Listener {
+	k := keyOf(e)
+	for _, kk := range []listenKey{{port: k.port, proto: k.proto, fam: k.fam}, {proto: k.proto, fam: k.fam}} {
+		if ln := t.local[kk]; ln != nil {
+			return ln
+		}
+	}
+	for _, ln := range t.global {
+		le := ln.Endpoint
+		if le.Transport == e.Transport && le.Family() == e.Family() && (le.Port == e.Port || le.Port == 0) &&
+			(le.IsZero() || le.Addr == e.Addr) {
+			return ln
+		}
+	}
+	return nil
+}
+
+// cutThroughLocked makes a cut-through session between client a and server
+// t: one segment holding a fifo per direction, an accept event for the
+// server and a connected event for the client.
+func (l *Layer) cutThroughLocked(a, t *app, ln *Listener, e Endpoint, opaque uint32) (ConnectResult, error) {
+	name := fmt.Sprintf("ct-%d-%d-%d", a.id, t.id, l.seq)
+	ct, err := l.cfg.Memory.NewCutThrough(name, t.opts.RxFifoSize, a.opts.RxFifoSize)
+	if err != nil {
+		return ConnectResult{}, fmt.Errorf("connect %s: cut-through: %w: %w", e.URI(), ErrNoMemory, err)
+	}
+	lh := InvalidHandle
+	if ln != nil {
+		lh = ln.Handle
+	}
+	ch := l.newHandleLocked(CutThroughWorker)
+	sh := l.newHandleLocked(CutThroughWorker)
+	cs := &session{h: ch, app: a, kind: kindCutThrough, fib: e.FIB, ifindex: e.IfIndex, opaque: opaque, pair: ct.Client(), ct: ct}
+	ss := &session{h: sh, app: t, kind: kindCutThrough, fib: e.FIB, ifindex: e.IfIndex, listener: lh, pair: ct.Server(), ct: ct}
+	cs.peer, ss.peer = ss, cs
+	cs.tuple = FiveTuple{Remote: AddrBytes(e.Addr), RemotePort: e.Port, Proto: e.Transport, Family: e.Family()}
+	ss.tuple = FiveTuple{Local: AddrBytes(e.Addr), LocalPort: e.Port, Proto: e.Transport, Family: e.Family()}
+	l.sess[ch], l.sess[sh] = cs, ss
+	a.sess[ch], t.sess[sh] = cs, ss
+	l.notifyLocked(t, Event{Kind: EventAccepted, Handle: sh, Listener: lh, Transport: e.Transport,
+		Local: netip.AddrPortFrom(e.Addr, e.Port), CutThrough: true, Pair: ss.pair})
+	l.notifyLocked(a, Event{Kind: EventConnected, Handle: ch, Opaque: opaque, Transport: e.Transport,
+		Remote: netip.AddrPortFrom(e.Addr, e.Port), CutThrough: true, Pair: cs.pair})
+	return ConnectResult{Handle: ch, CutThrough: true}, nil
+}
+
+// openLocked hands a connect to the datapath as a half-open session.
+func (l *Layer) openLocked(a *app, e Endpoint, opaque uint32) (ConnectResult, error) {
+	if l.cfg.Datapath == nil {
+		return ConnectResult{}, fmt.Errorf("connect %s: no datapath: %w", e.URI(), ErrConnect)
+	}
+	h := l.newHandleLocked(HalfOpenWorker)
+	local, err := l.cfg.Datapath.Open(OpenRequest{HalfOpen: h, App: a.id, Remote: e, Opaque: opaque})
+	if err != nil {
+		l.freeHandleLocked(h)
+		return ConnectResult{}, fmt.Errorf("connect %s: %w: %w", e.URI(), ErrConnect, err)
+	}
+	la := local.Addr().Unmap()
+	if la.IsValid() && familyOf(la) != e.Family() {
+		l.freeHandleLocked(h)
+		l.cfg.Datapath.Close(h, FiveTuple{})
+		return ConnectResult{}, fmt.Errorf("connect %s: datapath chose local address %v of another family: %w", e.URI(), la, ErrConnect)
+	}
+	t := FiveTuple{Local: AddrBytes(la), LocalPort: local.Port(), Remote: AddrBytes(e.Addr), RemotePort: e.Port, Proto: e.Transport, Family: e.Family()}
+	key := hoKey{fib: e.FIB, t: t}
+	_, dup := l.halfOpen[key]
+	if dup {
+		l.freeHandleLocked(h)
+		l.cfg.Datapath.Close(h, t)
+		return ConnectResult{}, fmt.Errorf("connect %s: 5-tuple from %v already connecting: %w", e.URI(), local, ErrAddressInUse)
+	}
+	s := &session{h: h, app: a, kind: kindHalfOpen, tuple: t, fib: e.FIB, ifindex: e.IfIndex, opaque: opaque}
+	l.sess[h] = s
+	a.sess[h] = s
+	l.halfOpen[key] = h
+	l.publishLocked(Change{Op: OpAdd, Kind: KindEstablished, IfIndex: e.IfIndex, FIB: e.FIB, Tuple: t, Handle: h})
+	return ConnectResult{Handle: h}, nil
+}
+
+// Connected turns half-open session ho into an established session owned by
+// worker, allocates its fifos from the app's segment manager, posts it to
+// the worker's shard and tells the app. It returns the session's handle.
+func (l *Layer) Connected(worker uint32, ho Handle) (Handle, error) {
+	l.lock()
+	defer l.unlock()
+	if int(worker) >= len(l.shards) {
+		return InvalidHandle, fmt.Errorf("connected: worker %d: %w", worker, ErrInvalidValue)
+	}
+	s := l.sess[ho]
+	if s == nil || s.kind != kindHalfOpen {
+		return InvalidHandle, fmt.Errorf("connected: half-open %#x: %w", uint64(ho), ErrNoSession)
+	}
+	a := s.app
+	pair, added, err := a.mem.AllocPair(a.opts.RxFifoSize, a.opts.TxFifoSize)
+	if err != nil {
+		l.failHalfOpenLocked(s, fmt.Errorf("%w: %w", ErrNoMemory, err))
+		return InvalidHandle, fmt.Errorf("connected: %w: %w", ErrNoMemory, err)
+	}
+	l.dropHalfOpenLocked(s)
+	if added != nil {
+		l.notifyLocked(a, Event{Kind: EventSegmentAdded, Segment: added})
+	}
+	h := l.newHandleLocked(worker)
+	ns := &session{h: h, app: a, kind: kindEstablished, tuple: s.tuple, fib: s.fib, ifindex: s.ifindex, opaque: s.opaque, pair: pair}
+	l.addEstablishedLocked(ns)
+	l.notifyLocked(a, Event{Kind: EventConnected, Handle: h, Opaque: s.opaque, Transport: s.tuple.Proto,
+		Local: tupleLocal(&s.tuple), Remote: tupleRemote(&s.tuple), Pair: pair})
+	return h, nil
+}
+
+// ConnectFailed ends half-open session ho and tells its app why.
+func (l *Layer) ConnectFailed(ho Handle, why error) error {
+	l.lock()
+	defer l.unlock()
+	s := l.sess[ho]
+	if s == nil || s.kind != kindHalfOpen {
+		return fmt.Errorf("connect failed: half-open %#x: %w", uint64(ho), ErrNoSession)
+	}
+	l.failHalfOpenLocked(s, why)
+	return nil
+}
+
+func (l *Layer) failHalfOpenLocked(s *session, why error) {
+	l.dropHalfOpenLocked(s)
+	l.notifyLocked(s.app, Event{Kind: EventConnectFailed, Handle: s.h, Opaque: s.opaque, Transport: s.tuple.Proto,
+		Remote: tupleRemote(&s.tuple), Err: why})
+	l.freeHandleLocked(s.h)
+}
+
+// dropHalfOpenLocked removes a half-open entry from the tables (not its
+// handle from the pool).
+func (l *Layer) dropHalfOpenLocked(s *session) {
+	delete(l.halfOpen, hoKey{fib: s.fib, t: s.tuple})
+	delete(l.sess, s.h)
+	delete(s.app.sess, s.h)
+	l.publishLocked(Change{Op: OpDel, Kind: KindEstablished, IfIndex: s.ifindex, FIB: s.fib, Tuple: s.tuple, Handle: s.h})
+}
+
+func (l *Layer) addEstablishedLocked(s *session) {
+	l.sess[s.h] = s
+	s.app.sess[s.h] = s
+	ss := &ShardSession{Handle: s.h, App: s.app.id, Tuple: s.tuple, FIB: s.fib, IfIndex: s.ifindex, Pair: s.pair, Memory: s.app.mem}
+	l.shards[s.h.Worker()].Post(func(sh *Shard) { sh.Add(ss) })
+	l.publishLocked(Change{Op: OpAdd, Kind: KindEstablished, IfIndex: s.ifindex, FIB: s.fib, Tuple: s.tuple, Handle: s.h})
+}
+
+func tupleLocal(t *FiveTuple) netip.AddrPort {
+	return netip.AddrPortFrom(AddrFrom(t.Local, t.Family), t.LocalPort)
+}
+
+func tupleRemote(t *FiveTuple) netip.AddrPort {
+	return netip.AddrPortFrom(AddrFrom(t.Remote, t.Family), t.RemotePort)
+}

@@ -1,0 +1,91 @@
+package sessions
+
+import "fmt"
+
+// Disconnect (seed: vnet_disconnect_session) and sessions the peer or the
+// transport closed.
+
+// Disconnect closes session h of app (seed: vnet_disconnect_session). A
+// handle naming no session fails with ErrNoSession; another app's session
+// with ErrNotOwner, and that session is left alone. The peer of a
+// cut-through session is told; an established session leaves its worker's
+// shard through the worker's mailbox.
+func (l *Layer) Disconnect(id AppID, h Handle) error {
+	l.lock()
+	defer l.unlock()
+	if _, err := l.appLocked(id); err != nil {
+		return fmt.Errorf("disconnect: %w", err)
+	}
+	s := l.sess[h]
+	if s == nil {
+		return fmt.Errorf("disconnect: session %#x: %w", uint64(h), ErrNoSession)
+	}
+	if s.app.id != id {
+		return fmt.Errorf("disconnect: session %#x: %w", uint64(h), ErrNotOwner)
+	}
+	l.closeSessionLocked(s, true)
+	return nil
+}
+
+// Closed ends session h because its peer or transport closed it, and tells
+// its app.
+func (l *Layer) Closed(h Handle) error {
+	l.lock()
+	defer l.unlock()
+	s := l.sess[h]
+	if s == nil {
+		return fmt.Errorf("closed: session %#x: %w", uint64(h), ErrNoSession)
+	}
+	if s.kind == kindHalfOpen {
+		l.failHalfOpenLocked(s, ErrConnect)
+		return nil
+	}
+	l.notifyLocked(s.app, Event{Kind: EventDisconnected, Handle: s.h})
+	l.closeSessionLocked(s, false)
+	return nil
+}
+
+// closeSessionLocked removes s from every table and frees what it holds.
+// byApp says the app closed it: the datapath is told; a cut-through peer is
+// told either way.
+func (l *Layer) closeSessionLocked(s *session, byApp bool) {
+	delete(l.sess, s.h)
+	delete(s.app.sess, s.h)
+	switch s.kind {
+	case kindHalfOpen:
+		l.dropHalfOpenLocked(s)
+		l.freeHandleLocked(s.h)
+		if byApp && l.cfg.Datapath != nil {
+			l.cfg.Datapath.Close(s.h, s.tuple)
+		}
+	case kindEstablished:
+		h := s.h
+		l.shards[h.Worker()].Post(func(sh *Shard) { sh.Del(h) })
+		l.publishLocked(Change{Op: OpDel, Kind: KindEstablished, IfIndex: s.ifindex, FIB: s.fib, Tuple: s.tuple, Handle: h})
+		// The handle's index goes back to the pool only after the
+		// worker dropped it, so that a new session cannot take the
+		// slot while the old one is still in the shard.
+		l.shards[h.Worker()].Post(func(*Shard) {
+			l.mu.Lock()
+			l.freeHandleLocked(h)
+			l.mu.Unlock()
+		})
+		if byApp && l.cfg.Datapath != nil {
+			l.cfg.Datapath.Close(h, s.tuple)
+		}
+		if !s.app.detaching {
+			mem, pair := s.app.mem, s.pair
+			l.reclaimLocked(func() { mem.FreePair(pair) })
+		}
+	case kindCutThrough:
+		l.freeHandleLocked(s.h)
+		if p := s.peer; p != nil {
+			p.peer, s.peer = nil, nil
+			delete(l.sess, p.h)
+			delete(p.app.sess, p.h)
+			l.freeHandleLocked(p.h)
+			l.notifyLocked(p.app, Event{Kind: EventDisconnected, Handle: p.h, CutThrough: true})
+		}
+		_ = s.ct.Close()
+	}
+}
