@@ -163,3 +163,34 @@ func referenceProgram(tb testing.TB, o *Objects, hits []flow.FiveTuple) *ebpf.Pr
 	}
 	return objs.ReferenceXdp
 }
+
+// TestReferenceProgram checks the benchmark's baseline steers what it
+// claims to: a hit on the 5-tuple of UDP and TCP over IPv4 and IPv6 is
+// redirected, anything else passed.
+func TestReferenceProgram(t *testing.T) {
+	o := progEnv(t)
+	ref := referenceProgram(t, o, []flow.FiveTuple{
+		tuple(flow.TransportUDP, v4Local, 9000, v4Remote, 5556),
+		tuple(flow.TransportTCP, v4Local, 80, v4Remote, 5556),
+		tuple(flow.TransportUDP, v6Local, 9000, v6Remote, 5556),
+		tuple(flow.TransportTCP, v6Local, 443, v6Remote, 5556),
+	})
+	for _, c := range []struct {
+		name string
+		pkt  []byte
+		want uint32
+	}{
+		{"udp4 hit", udp4Frame(t, 5556, 9000), xdpRedirect},
+		{"tcp4 hit", tcp4Frame(t, 5556, 80), xdpRedirect},
+		{"udp6 hit", udp6Frame(t, 5556, 9000), xdpRedirect},
+		{"tcp6 hit", tcp6Frame(t, 5556, 443), xdpRedirect},
+		{"udp4 other source port", udp4Frame(t, 5557, 9000), xdpPass},
+		{"tcp4 on a udp tuple", tcp4Frame(t, 5556, 9000), xdpPass},
+		{"udp6 on a tcp tuple", udp6Frame(t, 5556, 443), xdpPass},
+		{"truncated", udp4Frame(t, 5556, 9000)[:14+20+2], xdpPass},
+	} {
+		if got := runXDP(t, ref, c.pkt); got != c.want {
+			t.Errorf("%s: verdict %d, want %d", c.name, got, c.want)
+		}
+	}
+}
