@@ -10,6 +10,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/xsessiond/xsessiond/fifo"
+	"github.com/xsessiond/xsessiond/fifo/fifotest"
 )
 
 // The stream baselines: the same job as BenchmarkFifoStream (64 KiB chunks
@@ -17,14 +18,16 @@ import (
 // copied in and read out, through about 4 MiB of buffering) on the same
 // two CPUs (pinned), done the cheapest ways there are:
 //
-//   - CrossCoreCopy: a plain shared buffer, benchFifo bytes of a memfd
-//     mapping as a fifo's data is, cut into benchChunk slots, each slot
-//     with one atomic flag (full or empty) alone on its cache line. The
-//     producer waits for its slot's flag to show empty, copies the chunk
-//     in and sets the flag; the consumer waits for full, copies the chunk
-//     out and clears it. No indices, no length checks, no wrap: the floor
-//     for moving the bytes between the two cores. FifoStream/CrossCoreCopy
-//     is the fifo's efficiency on this machine.
+//   - CrossCoreCopy: a plain shared buffer, the data of a benchFifo-byte
+//     fifo in a memfd segment (the same memory at the same offset as
+//     FifoStream's, its header unused), cut into benchChunk slots, each
+//     slot with one atomic flag (full or empty) alone on its cache line
+//     pair in a memfd mapping of its own. The producer waits for its
+//     slot's flag to show empty, copies the chunk in and sets the flag;
+//     the consumer waits for full, copies the chunk out and clears it. No
+//     indices, no length checks, no wrap: the floor for moving the bytes
+//     between the two cores. FifoStream/CrossCoreCopy is the fifo's
+//     efficiency on this machine.
 //   - ChanStream: a Go channel of byte slices, the idiomatic in-process
 //     way: the producer copies into a free buffer (benchFifo/benchChunk of
 //     them, taken from a channel of free buffers) and sends it; the
@@ -45,7 +48,10 @@ type slotFlag struct {
 
 func benchCrossCore(b *testing.B) {
 	const slots = benchFifo / benchChunk
-	buf := memfdMapping(b, benchFifo)
+	// The data of a fifo as benchFifoPair makes it: the same memory at the
+	// same place in a memfd segment, used without the fifo's indices.
+	prod, _ := benchFifoPair(b)
+	buf := fifotest.Data(prod)
 	flags := memfdMapping(b, slots*int(unsafe.Sizeof(slotFlag{})))
 	flag := unsafe.Slice((*slotFlag)(unsafe.Pointer(&flags[0])), slots)
 	src := make([]byte, benchChunk)
