@@ -17,7 +17,10 @@ import (
 
 // Benchmarks come in pairs: the fifo path and its baseline, run with the
 // same unit of work, so one `go test -bench . ./fifo/` run gives the
-// ratios.
+// ratios. The stream baselines that do the same job on the same two CPUs
+// (CrossCoreCopy, ChanStream, SocketpairStream) are in baseline_test.go;
+// Memmove and CoreToCore here are context: what one core copies, and how
+// fast lines move between the two.
 //
 // "64KiB" is the chunk each operation moves through a 4 MiB (benchFifo)
 // fifo in a memfd segment. The producer and the consumer are two
@@ -26,14 +29,16 @@ import (
 // while the fifo is full or empty (see poller). MB/s counts payload bytes
 // delivered to the consumer. The work per byte:
 //
-//   - Memmove (the baseline): one copy, on one core, of a 64 KiB source
+//   - Memmove (context): one copy, on one core, of a 64 KiB source
 //     that stays in cache into successive 64 KiB slots of a 4 MiB buffer:
 //     writing every byte once into memory the size of the fifo.
 //   - FifoStream (the copy API): the producer Enqueues the source (one copy
 //     into the fifo) and the consumer Dequeues into a 64 KiB destination (a
 //     second copy, out of the fifo). One copy per core, the two cores
 //     overlapping, and every cache line also moves from the producer's core
-//     to the consumer's, so 1.0 of memmove is the ceiling.
+//     to the consumer's, so 1.0 of memmove is the ceiling, reached only
+//     where lines cross cores about as fast as they are copied; the
+//     ratio to hold is FifoStream/CrossCoreCopy.
 //   - FifoZeroCopy (Reserve/Commit, PeekSlices/Release): the producer
 //     reserves 64 KiB and copies the same source into it in place (the copy
 //     Enqueue makes); the consumer reads every byte of the 64 KiB in place,
