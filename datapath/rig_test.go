@@ -16,7 +16,6 @@ import (
 	"net"
 	"net/netip"
 	"os"
-	"runtime"
 	"strconv"
 	"strings"
 	"sync"
@@ -32,6 +31,8 @@ import (
 	"github.com/xsessiond/xsessiond/datapath/xsk/xsktest"
 	"github.com/xsessiond/xsessiond/fifo"
 	"github.com/xsessiond/xsessiond/flow"
+	"github.com/xsessiond/xsessiond/internal/leakcheck"
+	"github.com/xsessiond/xsessiond/loader"
 	"github.com/xsessiond/xsessiond/nsbind"
 	"github.com/xsessiond/xsessiond/nsbind/nstest"
 	"github.com/xsessiond/xsessiond/sessions"
@@ -899,17 +900,10 @@ func TestBadFrames(t *testing.T) {
 	}
 }
 
-func countFDs(t *testing.T) int {
-	ents, err := os.ReadDir("/proc/self/fd")
-	if err != nil {
-		t.Fatal(err)
-	}
-	return len(ents)
-}
-
 // TestCloseLeavesNothing: Close stops every goroutine, closes every fd,
 // detaches the program and removes its pins, with traffic and sessions
-// in flight.
+// in flight. Descriptors, goroutines and the pins under the rig's
+// namespace are checked with leakcheck (sets, polled until they settle).
 func TestCloseLeavesNothing(t *testing.T) {
 	nstest.RequirePrivileged(t)
 	p := nstest.NewPair(t, nstest.Options{Queues: 2})
@@ -927,8 +921,8 @@ func TestCloseLeavesNothing(t *testing.T) {
 	}
 	defer view.Close()
 	for round := 0; round < 2; round++ {
-		runtime.GC()
-		fds0, g0 := countFDs(t), runtime.NumGoroutine()
+		leaks := leakcheck.Take(t, leakcheck.Options{FDs: true, Goroutines: true,
+			Dirs: []leakcheck.Dir{{Path: loader.DefaultPinRoot, Prefix: p.B.Name}}})
 		eng, err := datapath.New(datapath.Config{IfName: p.B.Link, Netns: ns, NetnsName: p.B.Name})
 		if err != nil {
 			t.Fatal(err)
@@ -995,19 +989,8 @@ func TestCloseLeavesNothing(t *testing.T) {
 		}
 		// The segment memory of the app was closed by Detach; what is
 		// left must be back to where it was.
-		var fds, g int
-		for deadline := time.Now().Add(3 * time.Second); ; {
-			runtime.GC()
-			fds, g = countFDs(t), runtime.NumGoroutine()
-			if (fds <= fds0 && g <= g0) || time.Now().After(deadline) {
-				break
-			}
-			time.Sleep(20 * time.Millisecond)
-		}
-		t.Logf("round %d: fds %d -> %d, goroutines %d -> %d", round, fds0, fds, g0, g)
-		if fds > fds0 || g > g0 {
-			buf := make([]byte, 1<<16)
-			t.Fatalf("leak: fds %d -> %d, goroutines %d -> %d\n%s", fds0, fds, g0, g, buf[:runtime.Stack(buf, true)])
+		if !leaks.Check(t) {
+			t.Fatalf("round %d left the above behind", round)
 		}
 	}
 }
