@@ -251,8 +251,13 @@ type clientResult struct {
 // runClient sends n datagrams of random sizes in [1, maxSize] from a kernel
 // UDP socket in h to dst and checks every byte of every echo. window > 0
 // paces it (at most window datagrams outstanding); 0 sends as fast as the
-// socket takes them. Replies come back in order (one flow), so a reply is
-// matched with the oldest datagram it equals; those skipped were lost.
+// socket takes them. A reply is matched by content with a datagram not
+// answered yet, in whatever order it comes: one flow is not always kept in
+// order on its way back (the kernel queues a veth's frames on the backlog
+// of the CPU that sent them, and the worker's thread may move between
+// CPUs), so the reply to the last datagram is no sign that the others are
+// in. The client reads until every datagram was answered or none came for
+// 2 s.
 func runClient(t *testing.T, h *nstest.Host, src netip.AddrPort, dst netip.AddrPort, n, maxSize, window int, seed uint64) clientResult {
 	t.Helper()
 	var c *net.UDPConn
@@ -278,27 +283,49 @@ func runClient(t *testing.T, h *nstest.Host, src netip.AddrPort, dst netip.AddrP
 	if window > 0 {
 		credits = make(chan struct{}, window)
 	}
+	// Datagrams of 4 bytes or more carry their sequence number; the few
+	// shorter ones are looked up among the unanswered of their size.
+	answered := make([]bool, n)
+	late, highest := 0, -1 // replies that came after one of a later datagram
+	short := map[int][]int{}
+	for j, size := range sizes {
+		if size < 4 {
+			short[size] = append(short[size], j)
+		}
+	}
+	match := func(got []byte) bool {
+		k := len(got)
+		if k >= 4 {
+			j := int(binary.BigEndian.Uint32(got))
+			if j >= n || answered[j] || sizes[j] != k || string(content(uint32(j), k)) != string(got) {
+				return false
+			}
+			answered[j] = true
+			if j < highest {
+				late++
+			}
+			highest = max(highest, j)
+			return true
+		}
+		for _, j := range short[k] {
+			if !answered[j] && string(content(uint32(j), k)) == string(got) {
+				answered[j] = true
+				return true
+			}
+		}
+		return false
+	}
 	recvDone := make(chan struct{})
 	go func() {
 		defer close(recvDone)
 		buf := make([]byte, 65536)
-		next := 0
-		for next < n {
+		for received.Load() < int64(n) {
 			_ = c.SetReadDeadline(time.Now().Add(2 * time.Second))
 			k, err := c.Read(buf)
 			if err != nil {
 				return
 			}
-			got := buf[:k]
-			matched := false
-			for j := next; j < n && j < next+8192; j++ {
-				if sizes[j] == k && string(content(uint32(j), k)) == string(got) {
-					next = j + 1
-					matched = true
-					break
-				}
-			}
-			if matched {
+			if match(buf[:k]) {
 				received.Add(1)
 				if credits != nil {
 					<-credits
@@ -327,6 +354,9 @@ func runClient(t *testing.T, h *nstest.Host, src netip.AddrPort, dst netip.AddrP
 	res.sent = n
 	<-recvDone
 	res.received = int(received.Load())
+	if late > 0 {
+		t.Logf("%d replies came after that of a later datagram", late)
+	}
 	return res
 }
 
