@@ -11,36 +11,9 @@ import (
 	"time"
 
 	"github.com/xsessiond/xsessiond/flow"
+	"github.com/xsessiond/xsessiond/internal/leakcheck"
 	"golang.org/x/sys/unix"
 )
-
-// openFDs counts the process's open descriptors.
-func openFDs(t testing.TB) int {
-	t.Helper()
-	ents, err := os.ReadDir("/proc/self/fd")
-	if err != nil {
-		t.Fatal(err)
-	}
-	return len(ents)
-}
-
-// checkFDLeak records the descriptor count now and checks at cleanup that
-// it is the same. It warms up the runtime's poller first.
-func checkFDLeak(t *testing.T) {
-	t.Helper()
-	a, b, err := Pair()
-	if err != nil {
-		t.Fatal(err)
-	}
-	a.Close()
-	b.Close()
-	before := openFDs(t)
-	t.Cleanup(func() {
-		if after := openFDs(t); after != before {
-			t.Errorf("descriptor leak: %d open before, %d after", before, after)
-		}
-	})
-}
 
 func pair(t *testing.T) (*Conn, *Conn) {
 	t.Helper()
@@ -96,7 +69,7 @@ func rawSend(t *testing.T, c *Conn, rec []byte, fds ...int) {
 }
 
 func TestSendRecvEveryType(t *testing.T) {
-	checkFDLeak(t)
+	leakcheck.AtCleanup(t, leakcheck.Options{FDs: true}) // the set of fds at cleanup
 	a, b := pair(t)
 	for i, m := range samples() {
 		fds := memfds(t, m.FDs())
@@ -148,7 +121,7 @@ func TestSendBadFDs(t *testing.T) {
 // its error, that its descriptors are closed, and that the next good record
 // still comes through.
 func TestRecvRefuses(t *testing.T) {
-	checkFDLeak(t)
+	leakcheck.AtCleanup(t, leakcheck.Options{FDs: true}) // the set of fds at cleanup
 	a, b := pair(t)
 	fds := memfds(t, MaxFDs+1)
 	cases := []struct {
@@ -176,14 +149,16 @@ func TestRecvRefuses(t *testing.T) {
 		}{c.name, c.rec, fds[:1], c.want})
 	}
 	for _, c := range cases {
-		before := openFDs(t)
+		// leakcheck: the set of descriptors after each case, polled
+		// until it settles.
+		leaks := leakcheck.Take(t, leakcheck.Options{FDs: true})
 		rawSend(t, a, c.rec, c.fds...)
 		_, m, rfds, err := b.RecvID()
 		if !errors.Is(err, c.want) || !errors.Is(err, ErrMalformed) || m != nil || rfds != nil {
 			t.Errorf("%s: got %v %v %v, want %v", c.name, m, rfds, err, c.want)
 		}
-		if after := openFDs(t); after != before {
-			t.Errorf("%s: %d descriptors open before, %d after", c.name, before, after)
+		if !leaks.Check(t) {
+			t.Errorf("%s: descriptors left", c.name)
 		}
 		if err := a.Send(&Detach{}); err != nil {
 			t.Fatal(err)

@@ -10,6 +10,7 @@ import (
 	"syscall"
 	"testing"
 
+	"github.com/xsessiond/xsessiond/internal/leakcheck"
 	"golang.org/x/sys/unix"
 )
 
@@ -24,7 +25,7 @@ func sockPath(t testing.TB) string {
 }
 
 func TestListenDialAccept(t *testing.T) {
-	checkFDLeak(t)
+	leakcheck.AtCleanup(t, leakcheck.Options{FDs: true}) // the set of fds at cleanup
 	path := sockPath(t)
 	l, err := Listen(path, ListenOptions{Group: strconv.Itoa(os.Getgid())})
 	if err != nil {

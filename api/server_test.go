@@ -6,12 +6,12 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"runtime"
 	"sync"
 	"testing"
 	"time"
 
 	"github.com/xsessiond/xsessiond/flow"
+	"github.com/xsessiond/xsessiond/internal/leakcheck"
 	"golang.org/x/sys/unix"
 )
 
@@ -109,25 +109,8 @@ func startServer(t *testing.T, d *fakeDaemon) string {
 	return path
 }
 
-// checkGoroutines checks at cleanup that the goroutine count came back.
-func checkGoroutines(t *testing.T) {
-	before := runtime.NumGoroutine()
-	t.Cleanup(func() {
-		var n int
-		for i := 0; i < 200; i++ {
-			if n = runtime.NumGoroutine(); n <= before {
-				return
-			}
-			time.Sleep(10 * time.Millisecond)
-		}
-		buf := make([]byte, 1<<16)
-		t.Errorf("goroutine leak: %d before, %d after\n%s", before, n, buf[:runtime.Stack(buf, true)])
-	})
-}
-
 func TestClientServer(t *testing.T) {
-	checkFDLeak(t)
-	checkGoroutines(t)
+	leakcheck.AtCleanup(t, leakcheck.Options{FDs: true, Goroutines: true}) // sets of fds and goroutines at cleanup
 	d := newFakeDaemon(t)
 	path := startServer(t, d)
 	ctx := context.Background()
@@ -219,8 +202,7 @@ func TestClientServer(t *testing.T) {
 }
 
 func TestCallContext(t *testing.T) {
-	checkFDLeak(t)
-	checkGoroutines(t)
+	leakcheck.AtCleanup(t, leakcheck.Options{FDs: true, Goroutines: true}) // sets of fds and goroutines at cleanup
 	d := newFakeDaemon(t)
 	d.block = make(chan struct{})
 	path := startServer(t, d)
@@ -280,8 +262,7 @@ func expectRefusal(t *testing.T, name string, c *Conn, code flow.Code) {
 }
 
 func TestServerClosesOnlyBadConnection(t *testing.T) {
-	checkFDLeak(t)
-	checkGoroutines(t)
+	leakcheck.AtCleanup(t, leakcheck.Options{FDs: true, Goroutines: true}) // sets of fds and goroutines at cleanup
 	d := newFakeDaemon(t)
 	path := startServer(t, d)
 	good, err := DialClient(context.Background(), path, ClientOptions{Name: "good"})
@@ -374,7 +355,7 @@ func TestClientVersionMismatch(t *testing.T) {
 }
 
 func TestClientFailsPendingOnHangup(t *testing.T) {
-	checkGoroutines(t)
+	leakcheck.AtCleanup(t, leakcheck.Options{Goroutines: true}) // the set of goroutines at cleanup
 	a, b := pair(t)
 	go func() {
 		id, _, _, err := b.RecvID()

@@ -18,6 +18,7 @@ import (
 
 	"github.com/xsessiond/xsessiond/app"
 	"github.com/xsessiond/xsessiond/flow"
+	"github.com/xsessiond/xsessiond/internal/leakcheck"
 	"github.com/xsessiond/xsessiond/loader"
 	"github.com/xsessiond/xsessiond/nsbind/nstest"
 )
@@ -120,7 +121,9 @@ func TestAppDeath(t *testing.T) {
 	d := startDaemon(t)
 	echo := attach(t, d, app.Options{Name: "echo"})
 	echoServer(t, echo, 9000)
-	baseFDs := openFDs(t)
+	// leakcheck: sets of descriptors and goroutines, looked at (Diff) in
+	// the same poll as the daemon's tables, under the test's deadline.
+	leaks := leakcheck.Take(t, leakcheck.Options{FDs: true, Goroutines: true})
 	baseListeners := len(d.layer.Listeners())
 
 	cmd := startChild(t, d)
@@ -139,14 +142,14 @@ func TestAppDeath(t *testing.T) {
 	cmd.Wait()
 	deadline := killed.Add(time.Second)
 	for {
-		apps, ls, ss, fds := len(d.layer.Apps()), len(d.layer.Listeners()), len(d.layer.Sessions()), openFDs(t)
-		if apps == 1 && ls == baseListeners && ss == 0 && fds <= baseFDs {
+		apps, ls, ss, left := len(d.layer.Apps()), len(d.layer.Listeners()), len(d.layer.Sessions()), leaks.Diff()
+		if apps == 1 && ls == baseListeners && ss == 0 && left == nil {
 			t.Logf("reclaimed %v after the kill", time.Since(killed).Round(time.Millisecond))
 			break
 		}
 		if time.Now().After(deadline) {
-			t.Fatalf("a second after the kill: %d apps, %d listeners (want %d), %d sessions, %d descriptors (want %d)\n%s",
-				apps, ls, baseListeners, ss, fds, baseFDs, fdList(t))
+			t.Fatalf("a second after the kill: %d apps, %d listeners (want %d), %d sessions; %v",
+				apps, ls, baseListeners, ss, left)
 		}
 		time.Sleep(5 * time.Millisecond)
 	}
@@ -246,7 +249,8 @@ func TestAppDeathDatapath(t *testing.T) {
 		return n
 	}
 	waitFor(t, "the echo listener in the bpf map", 2*time.Second, func() bool { return countListeners() == 1 })
-	baseFDs := openFDs(t)
+	// leakcheck as in TestAppDeath.
+	leaks := leakcheck.Take(t, leakcheck.Options{FDs: true, Goroutines: true})
 
 	cmd := startChild(t, d)
 	defer cmd.Process.Kill()
@@ -256,14 +260,14 @@ func TestAppDeathDatapath(t *testing.T) {
 	cmd.Wait()
 	deadline := killed.Add(time.Second)
 	for {
-		apps, ss, bpf, fds := len(d.layer.Apps()), len(d.layer.Sessions()), countListeners(), openFDs(t)
-		if apps == 1 && ss == 0 && bpf == 1 && fds <= baseFDs {
+		apps, ss, bpf, left := len(d.layer.Apps()), len(d.layer.Sessions()), countListeners(), leaks.Diff()
+		if apps == 1 && ss == 0 && bpf == 1 && left == nil {
 			t.Logf("reclaimed %v after the kill", time.Since(killed).Round(time.Millisecond))
 			break
 		}
 		if time.Now().After(deadline) {
-			t.Fatalf("a second after the kill: %d apps, %d sessions, %d bpf listeners (want 1), %d descriptors (want %d)\n%s",
-				apps, ss, bpf, fds, baseFDs, fdList(t))
+			t.Fatalf("a second after the kill: %d apps, %d sessions, %d bpf listeners (want 1); %v",
+				apps, ss, bpf, left)
 		}
 		time.Sleep(5 * time.Millisecond)
 	}

@@ -11,6 +11,7 @@ import (
 
 	"github.com/xsessiond/xsessiond/api"
 	"github.com/xsessiond/xsessiond/flow"
+	"github.com/xsessiond/xsessiond/internal/leakcheck"
 )
 
 // validRequests are well-formed requests to mutate.
@@ -39,7 +40,8 @@ func validRequests() []api.Message {
 func TestSocketFuzz(t *testing.T) {
 	d := startDaemon(t)
 	c := echoPair(t, d)
-	baseFDs := openFDs(t)
+	// leakcheck: the set of descriptors, polled until it settles.
+	leaks := leakcheck.Take(t, leakcheck.Options{FDs: true})
 
 	stop := make(chan struct{})
 	var echoes int
@@ -159,10 +161,8 @@ func TestSocketFuzz(t *testing.T) {
 	if n := len(d.layer.Listeners()); n != 2 { // the echo's listener, global and local entries
 		t.Errorf("%d listeners left, want the echo app's: %+v", n, d.layer.Listeners())
 	}
-	for end := time.Now().Add(5 * time.Second); openFDs(t) > baseFDs; time.Sleep(10 * time.Millisecond) {
-		if time.Now().After(end) {
-			t.Fatalf("%d descriptors, %d before the fuzzing:\n%s\napps %+v", openFDs(t), baseFDs, fdList(t), d.layer.Apps())
-		}
+	if !leaks.Check(t) {
+		t.Fatalf("descriptors left by the fuzzing; apps %+v", d.layer.Apps())
 	}
 	// And the app still works.
 	c.SetDeadline(time.Now().Add(5 * time.Second))

@@ -1,14 +1,13 @@
 package fifo_test
 
 import (
-	"runtime"
 	"testing"
-	"time"
 
 	"golang.org/x/sys/unix"
 
 	"github.com/xsessiond/xsessiond/fifo"
 	"github.com/xsessiond/xsessiond/fifo/fifotest"
+	"github.com/xsessiond/xsessiond/internal/leakcheck"
 )
 
 // TestHotPathAllocs asserts that no fifo data path allocates, on both a
@@ -88,10 +87,10 @@ func TestHotPathAllocs(t *testing.T) {
 }
 
 // TestNoLeaks creates and closes many segments, managers and event queues
-// and checks that the file descriptor and goroutine counts come back.
+// and checks with leakcheck (sets of descriptors and goroutines, polled
+// until they settle) that nothing is left behind.
 func TestNoLeaks(t *testing.T) {
-	fds0 := fifotest.OpenFDs(t)
-	g0 := runtime.NumGoroutine()
+	leaks := leakcheck.Take(t, leakcheck.Options{FDs: true, Goroutines: true})
 	for i := range 200 {
 		s, err := fifo.CreateSegment(fifo.SegmentOptions{Name: "leak", Size: 1 << 16, NoDump: i%2 == 0, HugePages: i%7 == 0})
 		if err != nil {
@@ -141,14 +140,5 @@ func TestNoLeaks(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	if fds := fifotest.OpenFDs(t); fds != fds0 {
-		t.Errorf("open fds %d, was %d", fds, fds0)
-	}
-	deadline := time.Now().Add(2 * time.Second)
-	for runtime.NumGoroutine() > g0 && time.Now().Before(deadline) {
-		time.Sleep(10 * time.Millisecond)
-	}
-	if g := runtime.NumGoroutine(); g > g0 {
-		t.Errorf("goroutines %d, was %d", g, g0)
-	}
+	leaks.Check(t)
 }

@@ -1,12 +1,12 @@
 package loader
 
 import (
-	"os"
 	"path/filepath"
 	"testing"
 
 	"golang.org/x/sys/unix"
 
+	"github.com/xsessiond/xsessiond/internal/leakcheck"
 	"github.com/xsessiond/xsessiond/nsbind/nstest"
 )
 
@@ -24,13 +24,14 @@ func TestEnsureBPFFS(t *testing.T) {
 	if st.Type != unix.BPF_FS_MAGIC {
 		t.Fatalf("%s is not bpffs after EnsureBPFFS (type %#x)", dir, st.Type)
 	}
-	// A second call finds it mounted and mounts nothing more.
-	before, _ := os.ReadFile("/proc/self/mountinfo")
+	// A second call finds it mounted and mounts nothing more. leakcheck
+	// compares the set of mounts at dir: the mount table is the whole
+	// mount namespace's, where other processes mount and unmount too.
+	mounts := leakcheck.Take(t, leakcheck.Options{Mounts: []string{dir}})
 	if err := EnsureBPFFS(dir); err != nil {
 		t.Fatal(err)
 	}
-	after, _ := os.ReadFile("/proc/self/mountinfo")
-	if len(before) != len(after) {
+	if !mounts.Check(t) {
 		t.Fatal("second EnsureBPFFS mounted again")
 	}
 	if err := EnsureBPFFS(""); err != nil {

@@ -2,26 +2,17 @@ package loader
 
 import (
 	"context"
-	"os"
-	"runtime"
 	"testing"
 	"time"
 
 	"github.com/xsessiond/xsessiond/flow"
+	"github.com/xsessiond/xsessiond/internal/leakcheck"
 	"github.com/xsessiond/xsessiond/nsbind/nstest"
 )
 
-func openFDs(t *testing.T) int {
-	t.Helper()
-	ents, err := os.ReadDir("/proc/self/fd")
-	if err != nil {
-		t.Fatal(err)
-	}
-	return len(ents)
-}
-
-// TestNoLeaks loads, attaches, mirrors and closes, and checks that no file
-// descriptor or goroutine is left behind.
+// TestNoLeaks loads, attaches, mirrors and closes, and checks with
+// leakcheck (sets of descriptors, goroutines and pins under the rig's
+// namespace, polled until they settle) that nothing is left behind.
 func TestNoLeaks(t *testing.T) {
 	p := nstest.NewPair(t, nstest.Options{})
 	spec, err := LoadSpec()
@@ -57,19 +48,11 @@ func TestNoLeaks(t *testing.T) {
 		}
 	}
 	cycle() // warm up lazily opened descriptors
-	fds, gs := openFDs(t), runtime.NumGoroutine()
+	leaks := leakcheck.Take(t, leakcheck.Options{FDs: true, Goroutines: true,
+		Dirs: []leakcheck.Dir{{Path: DefaultPinRoot, Prefix: p.B.Name}}})
 	for i := 0; i < 3; i++ {
 		cycle()
 	}
-	if n := openFDs(t); n != fds {
-		t.Errorf("%d file descriptors open after three cycles, %d before", n, fds)
-	}
-	deadline := time.Now().Add(2 * time.Second)
-	for runtime.NumGoroutine() > gs && time.Now().Before(deadline) {
-		time.Sleep(10 * time.Millisecond)
-	}
-	if n := runtime.NumGoroutine(); n > gs {
-		t.Errorf("%d goroutines after three cycles, %d before", n, gs)
-	}
+	leaks.Check(t)
 	checkDetached(t, p.B)
 }

@@ -6,7 +6,6 @@ import (
 	"net"
 	"net/netip"
 	"os"
-	"runtime"
 	"slices"
 	"strings"
 	"testing"
@@ -15,6 +14,7 @@ import (
 	"github.com/vishvananda/netlink"
 	"golang.org/x/sys/unix"
 
+	"github.com/xsessiond/xsessiond/internal/leakcheck"
 	"github.com/xsessiond/xsessiond/nsbind/nstest"
 )
 
@@ -544,31 +544,15 @@ func TestViewResync(t *testing.T) {
 	}
 }
 
-func countFDs(t *testing.T) int {
-	t.Helper()
-	es, err := os.ReadDir("/proc/self/fd")
-	if err != nil {
-		t.Fatal(err)
-	}
-	return len(es)
-}
-
-// settle waits until the goroutine count drops back to want; goroutines
-// that were told to stop may take a moment to be scheduled and return.
-func settle(want int) int {
-	deadline := time.Now().Add(testTimeout)
-	n := runtime.NumGoroutine()
-	for n > want && time.Now().Before(deadline) {
-		time.Sleep(10 * time.Millisecond)
-		n = runtime.NumGoroutine()
-	}
-	return n
-}
-
+// TestCloseLeavesNothing checks with leakcheck (sets of descriptors and
+// goroutines, polled until they settle) that closing a view and its
+// namespace leaves nothing behind.
 func TestCloseLeavesNothing(t *testing.T) {
 	p := nstest.NewPair(t, nstest.Options{})
-	runtime.GC()
-	fds, gs := countFDs(t), runtime.NumGoroutine()
+	leakOpts := leakcheck.Options{FDs: true, Goroutines: true}
+	leaks := leakcheck.Take(t, leakOpts)
+	leakOpts.Timeout = time.Millisecond
+	probe := leakcheck.Take(t, leakOpts) // to see that the check can tell
 
 	ns, err := OpenNamed(p.B.Name)
 	if err != nil {
@@ -591,8 +575,8 @@ func TestCloseLeavesNothing(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	if countFDs(t) <= fds || runtime.NumGoroutine() <= gs {
-		t.Fatal("view holds no descriptor or goroutine: the count cannot tell a leak")
+	if err := probe.Wait(); !errors.Is(err, leakcheck.ErrLeak) || !strings.Contains(err.Error(), "fd ") || !strings.Contains(err.Error(), "goroutine ") {
+		t.Fatalf("view holds no descriptor or goroutine: the check cannot tell a leak (%v)", err)
 	}
 	if err := v.Close(); err != nil {
 		t.Fatal(err)
@@ -604,12 +588,7 @@ func TestCloseLeavesNothing(t *testing.T) {
 	}
 	v.Close()
 	ns.Close()
-	if n := settle(gs); n != gs {
-		t.Errorf("goroutines: %d before, %d after close", gs, n)
-	}
-	if n := countFDs(t); n != fds {
-		t.Errorf("descriptors: %d before, %d after close", fds, n)
-	}
+	leaks.Check(t)
 	// The last snapshot stays readable.
 	if !v.HasAddress(p.B.IfIndex, p.B.IPv4) {
 		t.Error("snapshot lost after close")

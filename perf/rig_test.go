@@ -2,19 +2,21 @@ package main
 
 import (
 	"io"
-	"os"
 	"testing"
 	"time"
 
+	"github.com/xsessiond/xsessiond/internal/leakcheck"
 	"github.com/xsessiond/xsessiond/nsbind/nstest"
 )
 
 // TestRepsOnRig runs one short repetition of every implementation that is
 // available, at a rate every receiver keeps up with, and checks the counts:
-// nothing lost, the windows non-empty, the rig reused across rows.
+// nothing lost, the windows non-empty, the rig reused across rows. That no
+// descriptor is left is checked with leakcheck (the set of descriptors,
+// polled until it settles).
 func TestRepsOnRig(t *testing.T) {
 	nstest.RequirePrivileged(t)
-	fds := openFDs(t)
+	leaks := leakcheck.Take(t, leakcheck.Options{FDs: true})
 	rg := &rigs{}
 	defer rg.Close()
 	r := &runner{rigs: rg, prog: newProgress(io.Discard), port: defaultPort, genThreads: 2,
@@ -49,16 +51,5 @@ func TestRepsOnRig(t *testing.T) {
 	if err := rg.Close(); err != nil {
 		t.Fatal(err)
 	}
-	if n := openFDs(t); n > fds {
-		t.Errorf("%d file descriptors open after the run, %d before", n, fds)
-	}
-}
-
-func openFDs(t *testing.T) int {
-	t.Helper()
-	ents, err := os.ReadDir("/proc/self/fd")
-	if err != nil {
-		t.Fatal(err)
-	}
-	return len(ents)
+	leaks.Check(t)
 }

@@ -2,22 +2,22 @@ package main
 
 import (
 	"io"
-	"runtime"
 	"strings"
 	"testing"
 	"time"
 
+	"github.com/xsessiond/xsessiond/internal/leakcheck"
 	"github.com/xsessiond/xsessiond/nsbind/nstest"
 )
 
 // TestXsessiondOnRig runs one short repetition of each xsessiond
 // implementation (receive at two payloads and queue counts, echo,
 // cut-through) at rates they keep up with, and checks the counts and that
-// no file descriptor or goroutine is left behind.
+// no file descriptor or goroutine is left behind (leakcheck: sets of
+// descriptors and goroutines, polled until they settle).
 func TestXsessiondOnRig(t *testing.T) {
 	nstest.RequirePrivileged(t)
-	runtime.GC()
-	fds, gs := openFDs(t), runtime.NumGoroutine()
+	leaks := leakcheck.Take(t, leakcheck.Options{FDs: true, Goroutines: true})
 	rg := &rigs{}
 	defer rg.Close()
 	var stats []string
@@ -55,17 +55,5 @@ func TestXsessiondOnRig(t *testing.T) {
 	if err := rg.Close(); err != nil {
 		t.Fatal(err)
 	}
-	var nf, ng int
-	for deadline := time.Now().Add(3 * time.Second); ; {
-		runtime.GC()
-		nf, ng = openFDs(t), runtime.NumGoroutine()
-		if (nf <= fds && ng <= gs) || time.Now().After(deadline) {
-			break
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
-	if nf > fds || ng > gs {
-		buf := make([]byte, 1<<16)
-		t.Fatalf("leak: fds %d -> %d, goroutines %d -> %d\n%s", fds, nf, gs, ng, buf[:runtime.Stack(buf, true)])
-	}
+	leaks.Check(t)
 }

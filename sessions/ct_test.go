@@ -12,6 +12,7 @@ import (
 	"testing"
 
 	"github.com/xsessiond/xsessiond/fifo"
+	"github.com/xsessiond/xsessiond/internal/leakcheck"
 	"github.com/xsessiond/xsessiond/sessions"
 	"github.com/xsessiond/xsessiond/sessions/sessionstest"
 )
@@ -197,16 +198,9 @@ func TestCutThrough_100MB(t *testing.T) {
 	}
 }
 
-func openFDs(t *testing.T) int {
-	ents, err := os.ReadDir("/proc/self/fd")
-	if err != nil {
-		t.Skip("no /proc/self/fd")
-	}
-	return len(ents)
-}
-
 // TestFifoMemory_NoLeaks: attach, sessions of every kind and detach leave no
-// file descriptor and no goroutine behind.
+// file descriptor and no goroutine behind. It uses leakcheck: sets of
+// descriptors and goroutines, polled until they settle.
 func TestFifoMemory_NoLeaks(t *testing.T) {
 	view := sessionstest.NewView().Add(2, 1, addrA)
 	dp := sessionstest.NewDatapath(addrA, addrA6)
@@ -214,7 +208,7 @@ func TestFifoMemory_NoLeaks(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	fds, gs := openFDs(t), runtime.NumGoroutine()
+	leaks := leakcheck.Take(t, leakcheck.Options{FDs: true, Goroutines: true})
 	for round := 0; round < 3; round++ {
 		srv, err := l.Attach(sessions.AttachOptions{ClientID: 1, Scope: sessions.ScopeLocal | sessions.ScopeGlobal, SegmentSize: 1 << 20, AddSegmentSize: 1 << 20})
 		if err != nil {
@@ -260,10 +254,5 @@ func TestFifoMemory_NoLeaks(t *testing.T) {
 		}
 		l.Shard(0).Drain()
 	}
-	if got := openFDs(t); got != fds {
-		t.Fatalf("%d fds open, %d before", got, fds)
-	}
-	if got := runtime.NumGoroutine(); got > gs {
-		t.Fatalf("%d goroutines, %d before", got, gs)
-	}
+	leaks.Check(t)
 }

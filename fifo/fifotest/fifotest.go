@@ -7,7 +7,6 @@ package fifotest
 
 import (
 	"encoding/binary"
-	"os"
 	"testing"
 
 	"github.com/xsessiond/xsessiond/fifo"
@@ -91,13 +90,3 @@ func Tail(f *fifo.Fifo) uint32 { return binary.NativeEndian.Uint32(Header(f)[fif
 
 // Head reads the shared consumer index.
 func Head(f *fifo.Fifo) uint32 { return binary.NativeEndian.Uint32(Header(f)[fifo.FifoOffHead:]) }
-
-// OpenFDs returns the number of open file descriptors of the process.
-func OpenFDs(tb testing.TB) int {
-	tb.Helper()
-	ents, err := os.ReadDir("/proc/self/fd")
-	if err != nil {
-		tb.Fatal(err)
-	}
-	return len(ents)
-}

@@ -213,36 +213,37 @@ func (h *Host) Do(fn func() error) error {
 // switched back.
 func DoIn(ns netns.NsHandle, fn func() error) error {
 	errc := make(chan error, 1)
-	go func() {
-		runtime.LockOSThread()
-		orig, err := netns.Get()
-		if err != nil {
-			errc <- fmt.Errorf("get current netns: %w", err)
-			return
-		}
-		defer orig.Close()
-		if err := netns.Set(ns); err != nil {
-			errc <- fmt.Errorf("enter netns: %w", err)
-			return
-		}
-		var ferr error
-		func() {
-			defer func() {
-				if r := recover(); r != nil {
-					ferr = fmt.Errorf("panic in netns: %v", r)
-				}
-			}()
-			ferr = fn()
-		}()
-		if err := netns.Set(orig); err != nil {
-			// Leave the thread locked: it dies with this goroutine.
-			errc <- errors.Join(ferr, fmt.Errorf("leave netns: %w", err))
-			return
-		}
-		runtime.UnlockOSThread()
-		errc <- ferr
-	}()
+	go func() { errc <- doIn(ns, fn) }()
 	return <-errc
+}
+
+// doIn is DoIn's goroutine. It closes the handle of the thread's own
+// namespace before it returns, so that DoIn's caller never sees it open.
+func doIn(ns netns.NsHandle, fn func() error) error {
+	runtime.LockOSThread()
+	orig, err := netns.Get()
+	if err != nil {
+		return fmt.Errorf("get current netns: %w", err)
+	}
+	defer orig.Close()
+	if err := netns.Set(ns); err != nil {
+		return fmt.Errorf("enter netns: %w", err)
+	}
+	var ferr error
+	func() {
+		defer func() {
+			if r := recover(); r != nil {
+				ferr = fmt.Errorf("panic in netns: %v", r)
+			}
+		}()
+		ferr = fn()
+	}()
+	if err := netns.Set(orig); err != nil {
+		// Leave the thread locked: it dies with this goroutine.
+		return errors.Join(ferr, fmt.Errorf("leave netns: %w", err))
+	}
+	runtime.UnlockOSThread()
+	return ferr
 }
 
 // Close removes both namespaces (which destroys the veth pair) and closes
@@ -268,25 +269,26 @@ func newNamedNS(name string) (netns.NsHandle, error) {
 	var ns netns.NsHandle = -1
 	errc := make(chan error, 1)
 	go func() {
-		runtime.LockOSThread()
-		orig, err := netns.Get()
-		if err != nil {
-			errc <- err
-			return
-		}
-		defer orig.Close()
-		h, err := netns.NewNamed(name) // switches this thread into the new namespace
-		if err != nil {
-			errc <- err
-			return
-		}
-		ns = h
-		if err := netns.Set(orig); err != nil {
-			errc <- err // thread stays locked and dies
-			return
-		}
-		runtime.UnlockOSThread()
-		errc <- nil
+		// orig is closed before the reply, so that the caller never sees
+		// it open.
+		errc <- func() error {
+			runtime.LockOSThread()
+			orig, err := netns.Get()
+			if err != nil {
+				return err
+			}
+			defer orig.Close()
+			h, err := netns.NewNamed(name) // switches this thread into the new namespace
+			if err != nil {
+				return err
+			}
+			ns = h
+			if err := netns.Set(orig); err != nil {
+				return err // thread stays locked and dies
+			}
+			runtime.UnlockOSThread()
+			return nil
+		}()
 	}()
 	return ns, <-errc
 }

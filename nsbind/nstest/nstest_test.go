@@ -9,13 +9,14 @@ import (
 	"net/netip"
 	"os"
 	"path/filepath"
-	"strings"
+	"slices"
 	"testing"
 	"time"
 
 	"github.com/vishvananda/netlink"
 	"github.com/vishvananda/netns"
 
+	"github.com/xsessiond/xsessiond/internal/leakcheck"
 	"github.com/xsessiond/xsessiond/nsbind/nstest"
 )
 
@@ -156,10 +157,16 @@ func TestPairQueues(t *testing.T) {
 }
 
 // TestPairLeaks makes and removes 50 rigs and checks that no namespace,
-// veth or file descriptor is left behind.
+// veth or file descriptor is left behind. Namespace names, their mounts,
+// descriptors and goroutines are checked with leakcheck (sets, polled
+// until they settle: the kernel tears a namespace down asynchronously);
+// the veths of the root namespace by name, polled the same way.
 func TestPairLeaks(t *testing.T) {
 	nstest.RequirePrivileged(t)
-	before := countState(t)
+	pfx := fmt.Sprintf("xs%d-", os.Getpid())
+	leaks := leakcheck.Take(t, leakcheck.Options{FDs: true, Goroutines: true,
+		Dirs: []leakcheck.Dir{{Path: "/run/netns", Prefix: pfx}}, Mounts: []string{"/run/netns/" + pfx}})
+	before := rootVeths(t)
 	for i := 0; i < 50; i++ {
 		p, err := nstest.NewPairNoTest(nstest.Options{Queues: 1 + i%4})
 		if err != nil {
@@ -169,55 +176,35 @@ func TestPairLeaks(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	// Namespace teardown is asynchronous in the kernel for the veth; give
-	// it a moment before counting.
+	leaks.Check(t)
 	deadline := time.Now().Add(5 * time.Second)
 	for {
-		after := countState(t)
-		if after == before {
+		after := rootVeths(t)
+		if slices.Equal(after, before) {
 			return
 		}
 		if time.Now().After(deadline) {
-			t.Fatalf("leak: before %+v, after %+v", before, after)
+			t.Fatalf("veths in the root namespace: before %v, after %v", before, after)
 		}
 		time.Sleep(50 * time.Millisecond)
 	}
 }
 
-type state struct {
-	netns, mounts, veths, fds int
-}
-
-func countState(t *testing.T) state {
+// rootVeths lists the names of the veths of the caller's namespace.
+func rootVeths(t *testing.T) []string {
 	t.Helper()
-	var s state
-	ents, _ := os.ReadDir("/run/netns")
-	pfx := fmt.Sprintf("xs%d-", os.Getpid())
-	for _, e := range ents {
-		if strings.HasPrefix(e.Name(), pfx) {
-			s.netns++
-		}
-	}
-	mi, err := os.ReadFile("/proc/self/mountinfo")
-	if err != nil {
-		t.Fatal(err)
-	}
-	s.mounts = strings.Count(string(mi), "/run/netns/"+pfx)
 	links, err := netlink.LinkList()
 	if err != nil {
 		t.Fatal(err)
 	}
+	var names []string
 	for _, l := range links {
 		if l.Type() == "veth" {
-			s.veths++
+			names = append(names, l.Attrs().Name)
 		}
 	}
-	fds, err := os.ReadDir("/proc/self/fd")
-	if err != nil {
-		t.Fatal(err)
-	}
-	s.fds = len(fds)
-	return s
+	slices.Sort(names)
+	return names
 }
 
 // TestDoKeepsNamespace checks Do leaves the caller's namespace alone and
