@@ -15,6 +15,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/xsessiond/xsessiond/internal/leakcheck"
 	"golang.org/x/sys/unix"
 )
 
@@ -165,8 +166,7 @@ func (d *fakeDaemon) closedErrs() []error {
 // after SendTimeout, and counted; meanwhile other clients are served. Then
 // notices to another such client return at once: a full queue drops it.
 func TestStuckClientDisconnected(t *testing.T) {
-	checkFDLeak(t)
-	checkGoroutines(t)
+	leakcheck.AtCleanup(t, leakcheck.Options{FDs: true, Goroutines: true}) // the sets of fds and goroutines at cleanup
 	d := newFakeDaemon(t)
 	var logs sync.Mutex
 	var dropLines []string
@@ -241,8 +241,7 @@ func TestStuckClientDisconnected(t *testing.T) {
 // never reads, and stopping the server with another one, each return at
 // once: the socket's closing ends the write stuck on the full buffer.
 func TestCloseWithStuckClient(t *testing.T) {
-	checkFDLeak(t)
-	checkGoroutines(t)
+	leakcheck.AtCleanup(t, leakcheck.Options{FDs: true, Goroutines: true}) // the sets of fds and goroutines at cleanup
 	d := newFakeDaemon(t)
 	s := &Server{SendTimeout: time.Minute}
 	path, stop := runServer(t, s, d)
@@ -349,8 +348,7 @@ func vmRSS(t *testing.T) int64 {
 // reassembled: 40 clients pushing endless continued messages (before and
 // after Hello) cost the server no memory, and each is dropped and counted.
 func TestContinuationFloodBounded(t *testing.T) {
-	checkFDLeak(t)
-	checkGoroutines(t)
+	leakcheck.AtCleanup(t, leakcheck.Options{FDs: true, Goroutines: true}) // the sets of fds and goroutines at cleanup
 	d := newFakeDaemon(t)
 	var logs sync.Mutex
 	var lines []string
@@ -453,7 +451,7 @@ func TestConnLimitRootReserve(t *testing.T) {
 	if err := unix.Getrlimit(unix.RLIMIT_NOFILE, &lim); err != nil || lim.Cur < 3500 {
 		t.Skipf("needs 3,500 descriptors: %+v %v", lim, err)
 	}
-	checkGoroutines(t)
+	leakcheck.AtCleanup(t, leakcheck.Options{Goroutines: true}) // the set of goroutines at cleanup
 	d := newFakeDaemon(t)
 	var logs sync.Mutex
 	var limitLines int
@@ -466,7 +464,7 @@ func TestConnLimitRootReserve(t *testing.T) {
 			}
 		}}
 	path, stop := runServer(t, s, d)
-	fdsBefore := openFDs(t)
+	fdsBefore := countFDs(t)
 	const idle = 2000
 	fds := make([]int, 0, idle)
 	hello := encode(t, 1, &Hello{Major: VersionMajor, Name: "idle"})
@@ -501,7 +499,7 @@ func TestConnLimitRootReserve(t *testing.T) {
 		t.Fatalf("server saw the idle clients as %+v, want uid 65534", p)
 	}
 	// The server holds at most one descriptor per admitted connection.
-	if n := openFDs(t) - fdsBefore - idle; n > 1000 {
+	if n := countFDs(t) - fdsBefore - idle; n > 1000 {
 		t.Fatalf("server holds %d descriptors", n)
 	}
 	logs.Lock()
@@ -536,8 +534,7 @@ func TestConnLimitRootReserve(t *testing.T) {
 // after IdleTimeout; an attached one is not. One that never says Hello is
 // dropped after HelloTimeout.
 func TestIdleAndHelloTimeouts(t *testing.T) {
-	checkFDLeak(t)
-	checkGoroutines(t)
+	leakcheck.AtCleanup(t, leakcheck.Options{FDs: true, Goroutines: true}) // the sets of fds and goroutines at cleanup
 	d := newFakeDaemon(t)
 	s := &Server{IdleTimeout: 200 * time.Millisecond, HelloTimeout: 200 * time.Millisecond}
 	path, _ := runServer(t, s, d)
@@ -704,4 +701,15 @@ func TestDropLogRateLimited(t *testing.T) {
 	if len(lines) != maxDropLogs+1 || !strings.Contains(lines[maxDropLogs], want) || !strings.Contains(lines[maxDropLogs], "pid 7 uid 1000") {
 		t.Fatalf("line after the pause: %q, want it to contain %q", lines[len(lines)-1], want)
 	}
+}
+
+// countFDs is the number of descriptors the process holds: a bound on what
+// the server keeps, not a leak check (leakcheck does those).
+func countFDs(t testing.TB) int {
+	t.Helper()
+	ents, err := os.ReadDir("/proc/self/fd")
+	if err != nil {
+		t.Fatal(err)
+	}
+	return len(ents)
 }
