@@ -347,3 +347,49 @@ func goroutinesSettle(n int, d time.Duration) int {
 		time.Sleep(10 * time.Millisecond)
 	}
 }
+
+// newAppIn is newApp with the fifos allocated in seg (freed by free), for
+// tests that make many Conns.
+func newAppIn(tb testing.TB, seg *fifo.Segment, fifoSize uint32) *app {
+	a := &app{
+		conn: make(chan *tcp.Conn, 1), connected: make(chan struct{}, 1), failed: make(chan error, 1),
+		readable: make(chan struct{}, 1), writable: make(chan struct{}, 1), peerClosed: make(chan struct{}, 1),
+		reset: make(chan error, 1), closed: make(chan struct{}),
+	}
+	var err error
+	if a.rx, err = seg.AllocFifo(fifoSize); err != nil {
+		tb.Fatal(err)
+	}
+	if a.tx, err = seg.AllocFifo(fifoSize); err != nil {
+		tb.Fatal(err)
+	}
+	if a.appRx, err = seg.FifoAt(a.rx.Offset()); err != nil {
+		tb.Fatal(err)
+	}
+	if a.appTx, err = seg.FifoAt(a.tx.Offset()); err != nil {
+		tb.Fatal(err)
+	}
+	return a
+}
+
+func (a *app) free(seg *fifo.Segment) {
+	seg.FreeFifo(a.rx)
+	seg.FreeFifo(a.tx)
+}
+
+// segAcceptor hands out apps whose fifos live in one segment.
+type segAcceptor struct {
+	tb   testing.TB
+	seg  *fifo.Segment
+	size uint32
+	apps chan *app
+}
+
+func (ac *segAcceptor) Accept(c *tcp.Conn) (*fifo.Fifo, *fifo.Fifo, tcp.Handler, error) {
+	a := newAppIn(ac.tb, ac.seg, ac.size)
+	a.setConn(c)
+	ac.apps <- a
+	return a.rx, a.tx, a, nil
+}
+
+func (ac *segAcceptor) ListenerClosed(*tcp.Listener) {}
