@@ -151,6 +151,9 @@ type app struct {
 	reset      chan error
 	closed     chan struct{}
 
+	sendBlocked atomic.Bool  // send waits for room in the tx fifo
+	queuedTx    atomic.Int64 // bytes send queued in the tx fifo so far
+
 	mu sync.Mutex // guards c
 	c  *tcp.Conn
 }
@@ -269,6 +272,7 @@ func (a *app) send(n int64, seed uint64, h hash.Hash, chunk int) error {
 		k, err := a.appTx.Enqueue(left)
 		if k > 0 {
 			left = left[k:]
+			a.queuedTx.Add(int64(k))
 			if a.appTx.SetEvent() {
 				a.getConn().Kick()
 			}
@@ -281,6 +285,7 @@ func (a *app) send(n int64, seed uint64, h hash.Hash, chunk int) error {
 		if a.appTx.MaxEnqueue() > 0 {
 			continue
 		}
+		a.sendBlocked.Store(true)
 		select {
 		case <-a.writable:
 		case <-a.closed:
@@ -288,6 +293,7 @@ func (a *app) send(n int64, seed uint64, h hash.Hash, chunk int) error {
 		case <-time.After(deadline):
 			return errors.New("send stalled")
 		}
+		a.sendBlocked.Store(false)
 	}
 	return nil
 }

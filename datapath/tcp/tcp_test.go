@@ -150,21 +150,29 @@ func TestBackpressure(t *testing.T) {
 		defer close(done)
 		sendErr = client.send(n, 3, hs, 16<<10)
 	}()
-	// Do not read until the rx fifo is full and the sender is blocked.
+	// Read nothing until the rx fifo is full and the sender is stuck:
+	// blocked on its full tx fifo, with nothing more queued for 300ms.
 	deadline := time.Now().Add(10 * time.Second)
-	for server.appRx.MaxDequeue() < small || client.appTx.MaxEnqueue() != 0 {
+	last, since := int64(-1), time.Now()
+	for {
+		q := client.queuedTx.Load()
+		if q != last {
+			last, since = q, time.Now()
+		}
+		if server.appRx.MaxDequeue() == small && client.sendBlocked.Load() && time.Since(since) > 300*time.Millisecond {
+			break
+		}
 		if time.Now().After(deadline) {
-			t.Fatalf("no backpressure: rx fifo %d/%d, sender tx fifo free %d", server.appRx.MaxDequeue(), small, client.appTx.MaxEnqueue())
+			t.Fatalf("no backpressure: rx fifo %d/%d, sender blocked %v, queued %d", server.appRx.MaxDequeue(), small, client.sendBlocked.Load(), q)
 		}
 		time.Sleep(5 * time.Millisecond)
 	}
-	// Stalled: the rx fifo stays full, the sender stays blocked.
-	time.Sleep(200 * time.Millisecond)
 	select {
 	case <-done:
 		t.Fatal("sender finished while the receiver read nothing")
 	default:
 	}
+	t.Logf("stalled with %d of %d bytes queued by the sender: %d in the rx fifo, the rest in the gVisor buffers and the tx fifo", last, n, small)
 	hr := newHash()
 	got, err := server.recv(n, hr, 4<<10, 200*time.Microsecond)
 	if err != nil {
