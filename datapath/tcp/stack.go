@@ -49,6 +49,9 @@ type Options struct {
 	// TimeWait is how long a closed connection stays in TIME-WAIT in
 	// gVisor (gVisor's default, 60s).
 	TimeWait time.Duration
+	// FinWait2Timeout bounds how long a closed connection waits in
+	// FIN-WAIT-2 for the peer's FIN (gVisor's TCP_LINGER2 default, 60s).
+	FinWait2Timeout time.Duration
 }
 
 func (o *Options) setDefaults() {
@@ -128,6 +131,12 @@ func NewStack(w Writer, opts Options) (*Stack, error) {
 		tw := tcpip.TCPTimeWaitTimeoutOption(opts.TimeWait)
 		if err := gs.SetTransportProtocolOption(tcp.ProtocolNumber, &tw); err != nil {
 			return fail("set time-wait", err)
+		}
+	}
+	if opts.FinWait2Timeout > 0 {
+		lt := tcpip.TCPLingerTimeoutOption(opts.FinWait2Timeout)
+		if err := gs.SetTransportProtocolOption(tcp.ProtocolNumber, &lt); err != nil {
+			return fail("set fin-wait-2 timeout", err)
 		}
 	}
 	if opts.SendBuffer > 0 {
