@@ -82,6 +82,10 @@ type Conn struct {
 
 	local, remote netip.AddrPort
 
+	// started is set once the fields above are final; the pump ignores
+	// the Conn until then (Stack.Close or an Accept handler may request a
+	// close before).
+	started                           atomic.Bool
 	closeReq, closeWriteReq, abortReq atomic.Bool
 	abortErr                          atomic.Pointer[error] // set with abortReq by Stack.Close
 	closeAt                           atomic.Int64          // unix nanos: graceful close deadline
@@ -243,13 +247,14 @@ func (s *Stack) Dial(local, remote netip.AddrPort, owner uint64, rx, tx *fifo.Fi
 	// reads the endpoint's state, not the events).
 	c.register()
 	c.armTimer(s.opts.ConnectTimeout)
+	c.started.Store(true)
 	c.Kick()
 	return c, nil
 }
 
 // run is the pump's work on the Conn: state changes, rx, tx, closing.
 func (c *Conn) run() {
-	if c.state == stDone {
+	if c.state == stDone || !c.started.Load() {
 		return
 	}
 	if c.abortReq.Load() {
@@ -305,9 +310,10 @@ func (c *Conn) run() {
 		c.reset(syscall.ETIMEDOUT)
 		return
 	}
-	if st := c.ep.EndpointState(); st == tcp.StateError || st == tcp.StateClose {
+	if c.ep.EndpointState() == tcp.StateError {
 		// A reset or timeout the reads and writes above did not meet
-		// (the rx fifo full, nothing to send).
+		// (the rx fifo full, nothing to send). StateClose is not one:
+		// after both FINs gVisor may still hold data for a full rx fifo.
 		err := toErrno(c.ep.LastError())
 		if err == nil {
 			err = syscall.ECONNRESET

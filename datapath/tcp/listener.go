@@ -41,6 +41,7 @@ type Listener struct {
 	entry waiter.Entry
 	h     AcceptHandler
 
+	started  atomic.Bool // the fields above are final
 	closeReq atomic.Bool
 	done     bool // owned by the pump
 }
@@ -100,6 +101,8 @@ func (s *Stack) Listen(addr netip.AddrPort, backlog int, owner uint64, h AcceptH
 		l.wq.EventUnregister(&l.entry)
 		return fail("listen", toErrno(terr))
 	}
+	l.started.Store(true)
+	l.pump.schedule(l) // a Close requested meanwhile, handshakes already queued
 	return l, nil
 }
 
@@ -127,7 +130,7 @@ func (s *Stack) forgetListener(l *Listener) {
 
 // run accepts what gVisor has queued, or closes the Listener.
 func (l *Listener) run() {
-	if l.done {
+	if l.done || !l.started.Load() {
 		return
 	}
 	if l.closeReq.Load() {
@@ -174,5 +177,6 @@ func (l *Listener) accept(ep *tcp.Endpoint, wq *waiter.Queue, peer tcpip.FullAdd
 	}
 	c.rx, c.tx, c.h = rx, tx, h
 	c.register()
+	c.started.Store(true)
 	c.Kick()
 }

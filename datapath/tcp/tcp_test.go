@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"errors"
 	"net/netip"
+	"strings"
 	"sync"
 	"syscall"
 	"testing"
@@ -336,5 +337,57 @@ func TestStackClose(t *testing.T) {
 	<-ac.closed
 	if err := recvOrFail(t, client.reset, 5*time.Second, "client reset"); !errors.Is(err, syscall.ECONNRESET) {
 		t.Fatalf("client: %v", err)
+	}
+}
+
+// TestDataAfterBothFINs: the peer sends more than the rx fifo holds and
+// closes; we half-close while that data still waits in gVisor, so gVisor's
+// endpoint reaches CLOSED with data unread. The Conn must still deliver
+// every byte, then PeerClosed and Closed, and no Reset.
+func TestDataAfterBothFINs(t *testing.T) {
+	const small = 64 << 10
+	const n = 512 << 10
+	p := newPair(t, tcp.Options{}, wireOpts{}, wireOpts{})
+	_, ac := listen(t, p.b, netip.AddrPortFrom(addrB, 80), fifoSize)
+	client, server := dial(t, p, ac, netip.AddrPortFrom(addrB, 80), small)
+	hs := newHash()
+	if err := server.send(n, 5, hs, 64<<10); err != nil {
+		t.Fatal(err)
+	}
+	server.getConn().Close()
+	recvOrFail(t, server.closed, 5*time.Second, "server closed")
+	// Wait until the client's rx fifo is full, then half-close with the
+	// rest of the data (and the FIN behind it) still in gVisor.
+	for deadline := time.Now().Add(5 * time.Second); client.appRx.MaxDequeue() < small; time.Sleep(time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatal("client rx fifo never filled")
+		}
+	}
+	// The server's FIN is in the client's gVisor once the server's endpoint
+	// is in FIN-WAIT-2 (its FIN acknowledged).
+	for deadline := time.Now().Add(5 * time.Second); ; time.Sleep(time.Millisecond) {
+		if st := tcp.EndpointStates(p.b); len(st) == 2 && (strings.HasPrefix(st[0], "FIN-WAIT2") || strings.HasPrefix(st[1], "FIN-WAIT2")) {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("server endpoint never reached FIN-WAIT-2: %v", tcp.EndpointStates(p.b))
+		}
+	}
+	client.getConn().CloseWrite()
+	time.Sleep(100 * time.Millisecond) // LAST-ACK, the peer's ACK, CLOSED
+	// A Kick may come at any time (the app queued into tx, say); the pump
+	// then finds the endpoint CLOSED with the rx fifo still full.
+	client.getConn().Kick()
+	time.Sleep(20 * time.Millisecond)
+	hr := newHash()
+	got, err := client.recv(-1, hr, 4<<10, 0)
+	if err != nil || got != n || !bytes.Equal(hs.Sum(nil), hr.Sum(nil)) {
+		t.Fatalf("client got %d of %d (err %v)", got, n, err)
+	}
+	recvOrFail(t, client.closed, 5*time.Second, "client closed")
+	select {
+	case err := <-client.reset:
+		t.Fatalf("client reset: %v", err)
+	default:
 	}
 }
