@@ -22,6 +22,7 @@ func BenchmarkRequestResponse64(b *testing.B) {
 	go func() { echoDone <- echo(server, stop) }()
 	req := make([]byte, 64)
 	resp := make([]byte, 64)
+	timer := time.NewTimer(time.Hour)
 	b.ReportAllocs()
 	b.ResetTimer()
 	for range b.N {
@@ -44,11 +45,13 @@ func BenchmarkRequestResponse64(b *testing.B) {
 			if client.appRx.MaxDequeue() > 0 {
 				continue
 			}
+			timer.Reset(5 * time.Second)
 			select {
 			case <-client.readable:
-			case <-time.After(5 * time.Second):
+			case <-timer.C:
 				b.Fatal("no response")
 			}
+			timer.Stop()
 		}
 	}
 	b.StopTimer()

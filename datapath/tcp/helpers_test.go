@@ -38,7 +38,7 @@ type wireOpts struct {
 type wire struct {
 	opts  wireOpts
 	to    atomic.Pointer[tcp.LinkEndpoint]
-	ch    chan []byte
+	ch    chan *[]byte
 	pool  sync.Pool
 	rng   *rand.Rand
 	done  chan struct{}
@@ -46,7 +46,7 @@ type wire struct {
 }
 
 func newWire(o wireOpts) *wire {
-	w := &wire{opts: o, ch: make(chan []byte, 8192), done: make(chan struct{}), rng: rand.New(rand.NewPCG(1, 2))}
+	w := &wire{opts: o, ch: make(chan *[]byte, 8192), done: make(chan struct{}), rng: rand.New(rand.NewPCG(1, 2))}
 	w.pool.New = func() any { b := make([]byte, 0, 65536); return &b }
 	go w.run()
 	return w
@@ -54,12 +54,12 @@ func newWire(o wireOpts) *wire {
 
 func (w *wire) WritePacket(p tcp.Packet) bool {
 	bp := w.pool.Get().(*[]byte)
-	b := p.AppendTo((*bp)[:0])
+	*bp = p.AppendTo((*bp)[:0])
 	select {
-	case w.ch <- b:
+	case w.ch <- bp:
 		return true
 	default:
-		w.pool.Put(&b)
+		w.pool.Put(bp)
 		w.drops.Add(1)
 		return false
 	}
@@ -67,10 +67,10 @@ func (w *wire) WritePacket(p tcp.Packet) bool {
 
 func (w *wire) run() {
 	defer close(w.done)
-	var held []byte
+	var held *[]byte
 	for b := range w.ch {
 		switch {
-		case w.opts.loss > 0 && w.rng.Float64() < w.opts.loss, w.opts.drop != nil && w.opts.drop(b):
+		case w.opts.loss > 0 && w.rng.Float64() < w.opts.loss, w.opts.drop != nil && w.opts.drop(*b):
 			w.put(b)
 			continue
 		case held == nil && w.opts.reorder > 0 && w.rng.Float64() < w.opts.reorder:
@@ -88,14 +88,14 @@ func (w *wire) run() {
 	}
 }
 
-func (w *wire) deliver(b []byte) {
+func (w *wire) deliver(b *[]byte) {
 	if l := w.to.Load(); l != nil {
-		l.Inject(b)
+		l.Inject(*b)
 	}
 	w.put(b)
 }
 
-func (w *wire) put(b []byte) { b = b[:0]; w.pool.Put(&b) }
+func (w *wire) put(b *[]byte) { w.pool.Put(b) }
 
 func (w *wire) close() { close(w.ch); <-w.done }
 

@@ -23,9 +23,9 @@ import (
 // false drops the packet (TCP retransmits it) and counts it in
 // Stats.TxDropped.
 //
-// gVisor hands packets to a link one at a time when no queueing discipline
-// is installed (none is: the worker's tx queue is the queue), so the
-// interface is per packet; the worker batches on its side.
+// gVisor produces packets one at a time (each TCP segment is written as it
+// is built), so the interface is per packet; the worker batches on its
+// side.
 type Writer interface {
 	WritePacket(p Packet) bool
 }
@@ -185,28 +185,45 @@ func classify(pkt []byte) (tcpip.NetworkProtocolNumber, bool) {
 }
 
 // WritePackets implements stack.LinkWriter: each packet goes to the Writer.
-// The stack keeps ownership of the packets.
+// The stack keeps ownership of the packets. (The Stack's NIC writes through
+// directQDisc instead, which skips the list gVisor's default queueing
+// discipline allocates per packet.)
 func (e *LinkEndpoint) WritePackets(pkts stack.PacketBufferList) (int, tcpip.Error) {
 	n := 0
 	for _, pb := range pkts.AsSlice() {
-		if pb.TransportProtocolNumber != header.TCPProtocolNumber {
-			// ICMP errors, MLD, NDP: the kernel speaks those for the host.
-			e.txNonTCP.Add(1)
-			n++
-			continue
-		}
-		if !e.w.WritePacket(Packet{pb: pb, proto: pb.NetworkProtocolNumber}) {
-			e.txDropped.Add(1)
+		if err := e.writePacket(pb); err != nil {
 			if n == 0 {
-				return 0, &tcpip.ErrNoBufferSpace{}
+				return 0, err
 			}
 			break
 		}
-		e.txPackets.Add(1)
 		n++
 	}
 	return n, nil
 }
+
+// writePacket hands one packet to the Writer.
+func (e *LinkEndpoint) writePacket(pb *stack.PacketBuffer) tcpip.Error {
+	if pb.TransportProtocolNumber != header.TCPProtocolNumber {
+		// ICMP errors, MLD, NDP: the kernel speaks those for the host.
+		e.txNonTCP.Add(1)
+		return nil
+	}
+	if !e.w.WritePacket(Packet{pb: pb, proto: pb.NetworkProtocolNumber}) {
+		e.txDropped.Add(1)
+		return &tcpip.ErrNoBufferSpace{}
+	}
+	e.txPackets.Add(1)
+	return nil
+}
+
+// directQDisc is the NIC's queueing discipline: none. It passes each
+// packet straight to the link (the worker's tx queue is the queue).
+type directQDisc struct{ l *LinkEndpoint }
+
+func (q directQDisc) WritePacket(pb *stack.PacketBuffer) tcpip.Error { return q.l.writePacket(pb) }
+
+func (directQDisc) Close() {}
 
 // MTU implements stack.LinkEndpoint.
 func (e *LinkEndpoint) MTU() uint32 {

@@ -151,7 +151,7 @@ func NewStack(w Writer, opts Options) (*Stack, error) {
 			return fail("set receive buffer", err)
 		}
 	}
-	if err := gs.CreateNIC(nicID, s.link); err != nil {
+	if err := gs.CreateNICWithOptions(nicID, s.link, stack.NICOptions{QDisc: directQDisc{s.link}}); err != nil {
 		return fail("create nic", err)
 	}
 	gs.SetRouteTable([]tcpip.Route{
