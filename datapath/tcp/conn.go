@@ -1,0 +1,517 @@
+package tcp
+
+import (
+	"errors"
+	"fmt"
+	"io"
+	"net/netip"
+	"sync"
+	"sync/atomic"
+	"syscall"
+	"time"
+
+	"gvisor.dev/gvisor/pkg/tcpip"
+	"gvisor.dev/gvisor/pkg/tcpip/transport/tcp"
+	"gvisor.dev/gvisor/pkg/waiter"
+
+	"github.com/xsessiond/xsessiond/fifo"
+)
+
+// Handler receives a Conn's events. Every call for one Conn comes from the
+// Conn's pump goroutine, one at a time, never with a gVisor lock held; a
+// handler may call the Conn's methods but must not block for long (it
+// stalls every Conn of that pump). Closed is always the last call, exactly
+// once per Conn, whatever ended it: after it the Conn no longer touches its
+// fifos and they may be freed.
+type Handler interface {
+	// Connected: an active open completed (not called for accepted
+	// Conns: AcceptHandler.Accept is their event).
+	Connected(c *Conn)
+	// ConnectFailed: an active open failed; err is ECONNREFUSED,
+	// ETIMEDOUT, EHOSTUNREACH or ENETUNREACH (errors.Is). Closed follows.
+	ConnectFailed(c *Conn, err error)
+	// Readable: data was queued in the rx fifo while its event flag was
+	// clear (fifo.SetEvent said to signal the consumer).
+	Readable(c *Conn)
+	// Writable: the Conn removed data from the tx fifo and the app asked
+	// to be told (fifo.DeqNotify).
+	Writable(c *Conn)
+	// PeerClosed: the peer sent FIN and every byte before it is in the rx
+	// fifo. Sending still works until CloseWrite or Close.
+	PeerClosed(c *Conn)
+	// Reset: the connection ended abnormally: err is ECONNRESET (the
+	// peer's RST), ETIMEDOUT (retransmissions gave up), ECONNABORTED (the
+	// Stack closed) or EIO (a fifo was corrupt). Closed follows.
+	Reset(c *Conn, err error)
+	// Closed: the Conn is finished (see above).
+	Closed(c *Conn)
+}
+
+type connState uint8
+
+const (
+	stConnecting connState = iota
+	stOpen
+	stDone
+)
+
+// Conn joins a gVisor TCP endpoint to an app's stream fifos: the rx fifo
+// (the Conn produces, the app consumes) and the tx fifo (the app produces,
+// the Conn consumes). Its pump moves bytes gVisor→rx as the rx fifo has
+// room and tx→gVisor as gVisor's send buffer has room. Nothing is dropped:
+// with the rx fifo full the Conn stops reading, gVisor's receive buffer
+// fills and the advertised window closes; with the peer's window closed,
+// gVisor's send buffer fills and the bytes stay in the tx fifo.
+//
+// Its methods are safe for concurrent use and return at once; the pump
+// acts on them. Call Kick when the app queued into the tx fifo or freed
+// room in the rx fifo.
+type Conn struct {
+	s      *Stack
+	id     uint64
+	owner  uint64
+	pump   *pump
+	queued atomic.Bool
+
+	ep    *tcp.Endpoint
+	wq    *waiter.Queue
+	entry waiter.Entry
+	rx    *fifo.Fifo
+	tx    *fifo.Fifo
+	h     Handler
+
+	local, remote netip.AddrPort
+
+	// started is set once the fields above are final; the pump ignores
+	// the Conn until then (Stack.Close or an Accept handler may request a
+	// close before).
+	started                           atomic.Bool
+	closeReq, closeWriteReq, abortReq atomic.Bool
+	abortErr                          atomic.Pointer[error] // set with abortReq by Stack.Close
+	closeAt                           atomic.Int64          // unix nanos: graceful close deadline
+
+	timerMu sync.Mutex // guards timer
+	timer   *time.Timer
+
+	// Owned by the pump.
+	state     connState
+	connectBy time.Time
+	rdClosed  bool // the peer's FIN reached the rx fifo
+	wrClosed  bool // our FIN is queued in gVisor
+	rxw       rxWriter
+	txr       txReader
+}
+
+// ID returns the Conn's number, unique within its Stack.
+func (c *Conn) ID() uint64 { return c.id }
+
+// Owner returns the owner the Conn counts against.
+func (c *Conn) Owner() uint64 { return c.owner }
+
+// LocalAddr returns the local address and port.
+func (c *Conn) LocalAddr() netip.AddrPort { return c.local }
+
+// RemoteAddr returns the peer's address and port.
+func (c *Conn) RemoteAddr() netip.AddrPort { return c.remote }
+
+// Rx and Tx return the Conn's fifos.
+func (c *Conn) Rx() *fifo.Fifo { return c.rx }
+
+// Tx returns the Conn's tx fifo.
+func (c *Conn) Tx() *fifo.Fifo { return c.tx }
+
+// Kick makes the pump look at the Conn: call it when the app queued into
+// the tx fifo or dequeued from the rx fifo (the fifo's event and dequeue
+// notifications tell when).
+func (c *Conn) Kick() { c.pump.schedule(c) }
+
+// CloseWrite sends FIN once the tx fifo has drained into gVisor (a half
+// close): receiving goes on until the peer's FIN.
+func (c *Conn) CloseWrite() {
+	c.closeWriteReq.Store(true)
+	c.Kick()
+}
+
+// Close closes gracefully: once the tx fifo has drained into gVisor, FIN is
+// sent and the Conn finishes (Closed); gVisor delivers what it still holds
+// and keeps TIME-WAIT on its own. Unread data in gVisor at that point makes
+// it a reset, as close(2) does. A tx fifo that does not drain within
+// Options.CloseTimeout (a peer keeping its window shut) ends in a reset.
+func (c *Conn) Close() {
+	if c.closeReq.Swap(true) {
+		return
+	}
+	d := c.s.opts.CloseTimeout
+	c.closeAt.Store(time.Now().Add(d).UnixNano())
+	c.armTimer(d)
+	c.Kick()
+}
+
+// Abort resets the connection (RST) and finishes the Conn (Closed).
+func (c *Conn) Abort() { c.abort(false) }
+
+func (c *Conn) abort(stackClosing bool) {
+	if stackClosing {
+		err := error(syscall.ECONNABORTED)
+		c.abortErr.Store(&err)
+	}
+	c.abortReq.Store(true)
+	c.Kick()
+}
+
+func (c *Conn) queuedFlag() *atomic.Bool { return &c.queued }
+
+// armTimer schedules a Kick after d.
+func (c *Conn) armTimer(d time.Duration) {
+	c.timerMu.Lock()
+	defer c.timerMu.Unlock()
+	if c.timer != nil {
+		c.timer.Stop()
+	}
+	c.timer = time.AfterFunc(d, c.Kick)
+}
+
+// newConn makes a Conn around a gVisor endpoint, admitted against the
+// limits, not yet started.
+func (s *Stack) newConn(owner uint64) (*Conn, error) {
+	c := &Conn{s: s, id: s.nextID.Add(1), owner: owner}
+	c.pump = s.pumpFor(c.id)
+	if err := s.admit(c); err != nil {
+		return nil, err
+	}
+	return c, nil
+}
+
+// register subscribes the Conn to its endpoint's events: each one
+// schedules the Conn on its pump.
+func (c *Conn) register() {
+	c.entry = waiter.NewFunctionEntry(waiter.ReadableEvents|waiter.WritableEvents|waiter.EventHUp|waiter.EventErr|waiter.EventRdHUp,
+		func(waiter.EventMask) { c.pump.schedule(c) })
+	c.wq.EventRegister(&c.entry)
+}
+
+// Dial opens a connection from local (port 0: an ephemeral port of gVisor's;
+// the address unspecified: the stack's address for the route) to remote,
+// counted against owner. Connected or ConnectFailed follows on h. rx and
+// tx are the app's fifos; they must stay allocated until h.Closed.
+func (s *Stack) Dial(local, remote netip.AddrPort, owner uint64, rx, tx *fifo.Fifo, h Handler) (*Conn, error) {
+	if rx == nil || tx == nil || h == nil {
+		return nil, errors.New("dial: nil fifo or handler")
+	}
+	raddr := remote.Addr().Unmap()
+	if !raddr.IsValid() || remote.Port() == 0 {
+		return nil, fmt.Errorf("dial %s: %w", remote, syscall.EINVAL)
+	}
+	c, err := s.newConn(owner)
+	if err != nil {
+		return nil, fmt.Errorf("dial %s: %w", remote, err)
+	}
+	c.rx, c.tx, c.h = rx, tx, h
+	c.wq = new(waiter.Queue)
+	ep, terr := s.gs.NewEndpoint(tcp.ProtocolNumber, protoOf(raddr), c.wq)
+	if terr != nil {
+		s.release(c)
+		return nil, fmt.Errorf("dial %s: new endpoint: %w", remote, toErrno(terr))
+	}
+	c.ep = ep.(*tcp.Endpoint)
+	fail := func(what string, terr tcpip.Error) (*Conn, error) {
+		c.ep.Close()
+		s.release(c)
+		return nil, fmt.Errorf("dial %s: %s: %w", remote, what, toErrno(terr))
+	}
+	if raddr.Is6() {
+		c.ep.SocketOptions().SetV6Only(true)
+	}
+	laddr := local.Addr().Unmap()
+	if (laddr.IsValid() && !laddr.IsUnspecified()) || local.Port() != 0 {
+		fa := tcpip.FullAddress{NIC: nicID, Port: local.Port()}
+		if laddr.IsValid() && !laddr.IsUnspecified() {
+			fa.Addr = tcpAddr(laddr)
+		}
+		if terr := c.ep.Bind(fa); terr != nil {
+			return fail("bind "+local.String(), terr)
+		}
+	}
+	c.state = stConnecting
+	c.connectBy = time.Now().Add(s.opts.ConnectTimeout)
+	terr = c.ep.Connect(tcpip.FullAddress{NIC: nicID, Addr: tcpAddr(raddr), Port: remote.Port()})
+	if _, ok := terr.(*tcpip.ErrConnectStarted); !ok && terr != nil {
+		return fail("connect", terr)
+	}
+	c.remote = netip.AddrPortFrom(raddr, remote.Port())
+	if la, terr := c.ep.GetLocalAddress(); terr == nil {
+		c.local = netip.AddrPortFrom(fromTCPAddr(la.Addr), la.Port)
+	}
+	// Registered after Connect so that the pump never sees the Conn before
+	// its fields are set; the Kick covers any event missed meanwhile (run
+	// reads the endpoint's state, not the events).
+	c.register()
+	c.armTimer(s.opts.ConnectTimeout)
+	c.started.Store(true)
+	c.Kick()
+	return c, nil
+}
+
+// run is the pump's work on the Conn: state changes, rx, tx, closing.
+func (c *Conn) run() {
+	if c.state == stDone || !c.started.Load() {
+		return
+	}
+	if c.abortReq.Load() {
+		var err error
+		if p := c.abortErr.Load(); p != nil {
+			err = *p
+		}
+		c.reset(err)
+		return
+	}
+	if c.state == stConnecting {
+		switch st := c.ep.EndpointState(); st {
+		case tcp.StateSynSent, tcp.StateConnecting, tcp.StateInitial, tcp.StateBound:
+			if time.Now().After(c.connectBy) {
+				c.connectFailed(syscall.ETIMEDOUT)
+			}
+			return
+		case tcp.StateError, tcp.StateClose:
+			err := toErrno(c.ep.LastError())
+			if err == nil {
+				err = syscall.ECONNREFUSED
+			}
+			c.connectFailed(err)
+			return
+		}
+		c.state = stOpen
+		c.h.Connected(c)
+		if c.state == stDone || c.abortReq.Load() {
+			c.Kick()
+			return
+		}
+	}
+	if !c.pumpRx() || !c.pumpTx() {
+		return
+	}
+	closing := c.closeReq.Load()
+	if (closing || c.closeWriteReq.Load()) && !c.wrClosed && c.tx.MaxDequeue() == 0 {
+		if closing {
+			c.finish()
+			return
+		}
+		c.wrClosed = true
+		if terr := c.ep.Shutdown(tcpip.ShutdownWrite); terr != nil {
+			c.fail(toErrno(terr))
+			return
+		}
+	}
+	if c.rdClosed && c.wrClosed {
+		c.finish()
+		return
+	}
+	if closing && time.Now().UnixNano() >= c.closeAt.Load() {
+		c.reset(syscall.ETIMEDOUT)
+		return
+	}
+	if c.ep.EndpointState() == tcp.StateError {
+		// A reset or timeout the reads and writes above did not meet
+		// (the rx fifo full, nothing to send). StateClose is not one:
+		// after both FINs gVisor may still hold data for a full rx fifo.
+		err := toErrno(c.ep.LastError())
+		if err == nil {
+			err = syscall.ECONNRESET
+		}
+		c.fail(err)
+	}
+}
+
+// pumpRx moves data from gVisor into the rx fifo. It returns false when the
+// Conn finished.
+func (c *Conn) pumpRx() bool {
+	if c.rdClosed {
+		return true
+	}
+	committed, armed := 0, false
+	var rerr tcpip.Error
+	for {
+		a, b, err := c.rx.Reserve(0)
+		if errors.Is(err, fifo.ErrNoSpace) {
+			if armed {
+				break
+			}
+			// Full: ask the app to tell us when it dequeues, then look
+			// once more (it may have dequeued meanwhile).
+			c.rx.WantDeqNotify(fifo.DeqNotifyIfFull)
+			armed = true
+			continue
+		}
+		if err != nil {
+			c.fail(syscall.EIO)
+			return false
+		}
+		c.rxw.a, c.rxw.b = a, b
+		res, terr := c.ep.Read(&c.rxw, tcpip.ReadOptions{})
+		c.rxw.a, c.rxw.b = nil, nil
+		if res.Count > 0 {
+			if err := c.rx.Commit(res.Count); err != nil {
+				c.fail(syscall.EIO)
+				return false
+			}
+			committed += res.Count
+		}
+		if terr != nil {
+			// ErrWouldBlock: gVisor's receive queue is empty. Reading
+			// until an error (rather than stopping at a short read) is
+			// what finds a FIN that came with the last data.
+			rerr = terr
+			break
+		}
+	}
+	if committed > 0 && c.rx.SetEvent() {
+		c.h.Readable(c)
+	}
+	switch rerr.(type) {
+	case nil, *tcpip.ErrWouldBlock:
+	case *tcpip.ErrClosedForReceive:
+		c.rdClosed = true
+		c.h.PeerClosed(c)
+	default:
+		c.fail(toErrno(rerr))
+		return false
+	}
+	return c.state != stDone
+}
+
+// pumpTx moves data from the tx fifo into gVisor's send buffer. It returns
+// false when the Conn finished.
+func (c *Conn) pumpTx() bool {
+	if c.wrClosed {
+		return true
+	}
+	c.tx.ClearEvent()
+	released := 0
+	for {
+		a, b, err := c.tx.PeekSlices()
+		if errors.Is(err, fifo.ErrEmpty) {
+			break
+		}
+		if err != nil {
+			c.fail(syscall.EIO)
+			return false
+		}
+		c.txr.a, c.txr.b = a, b
+		n, terr := c.ep.Write(&c.txr, tcpip.WriteOptions{})
+		c.txr.a, c.txr.b = nil, nil
+		if n > 0 {
+			if err := c.tx.Release(int(n)); err != nil {
+				c.fail(syscall.EIO)
+				return false
+			}
+			released += int(n)
+		}
+		if terr != nil {
+			if _, ok := terr.(*tcpip.ErrWouldBlock); ok {
+				break
+			}
+			c.fail(toErrno(terr))
+			return false
+		}
+		if int(n) < len(a)+len(b) {
+			break // gVisor's send buffer is full: EventOut brings us back
+		}
+	}
+	if released > 0 && c.tx.DeqNotify(released) {
+		c.h.Writable(c)
+	}
+	return c.state != stDone
+}
+
+// connectFailed ends an active open.
+func (c *Conn) connectFailed(err error) {
+	c.ep.Close()
+	c.end()
+	c.h.ConnectFailed(c, err)
+	c.h.Closed(c)
+	c.s.release(c)
+}
+
+// fail ends the Conn after gVisor reported err (Reset then Closed).
+func (c *Conn) fail(err error) {
+	c.ep.SocketOptions().SetLinger(tcpip.LingerOption{Enabled: true})
+	c.ep.Close()
+	c.end()
+	c.h.Reset(c, err)
+	c.h.Closed(c)
+	c.s.release(c)
+}
+
+// reset sends RST and ends the Conn; err, when set, is reported with Reset
+// before Closed.
+func (c *Conn) reset(err error) {
+	if c.state == stConnecting {
+		c.ep.Close()
+	} else {
+		c.ep.SocketOptions().SetLinger(tcpip.LingerOption{Enabled: true})
+		c.ep.Close()
+	}
+	c.end()
+	if err != nil {
+		c.h.Reset(c, err)
+	}
+	c.h.Closed(c)
+	c.s.release(c)
+}
+
+// finish closes gracefully (FIN, or nothing more when both FINs are done).
+func (c *Conn) finish() {
+	c.ep.Close()
+	c.end()
+	c.h.Closed(c)
+	c.s.release(c)
+}
+
+// end detaches the Conn from gVisor's notifications and its timer.
+func (c *Conn) end() {
+	c.state = stDone
+	c.wq.EventUnregister(&c.entry)
+	c.timerMu.Lock()
+	if c.timer != nil {
+		c.timer.Stop()
+	}
+	c.timerMu.Unlock()
+}
+
+// rxWriter is the io.Writer gVisor's Read fills: the rx fifo's reserved
+// space, in at most two slices.
+type rxWriter struct{ a, b []byte }
+
+func (w *rxWriter) Write(p []byte) (int, error) {
+	n := copy(w.a, p)
+	w.a = w.a[n:]
+	if n < len(p) {
+		m := copy(w.b, p[n:])
+		w.b = w.b[m:]
+		n += m
+	}
+	if n < len(p) {
+		return n, io.ErrShortWrite
+	}
+	return n, nil
+}
+
+// txReader is the tcpip.Payloader gVisor's Write reads: the tx fifo's
+// queued bytes, in at most two slices.
+type txReader struct{ a, b []byte }
+
+func (r *txReader) Read(p []byte) (int, error) {
+	n := copy(p, r.a)
+	r.a = r.a[n:]
+	if n < len(p) {
+		m := copy(p[n:], r.b)
+		r.b = r.b[m:]
+		n += m
+	}
+	if n == 0 && len(p) > 0 {
+		return 0, io.EOF
+	}
+	return n, nil
+}
+
+func (r *txReader) Len() int { return len(r.a) + len(r.b) }

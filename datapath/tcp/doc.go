@@ -1,0 +1,80 @@
+// Package tcp is xsessiond's TCP transport: gVisor's netstack
+// (gvisor.dev/gvisor/pkg/tcpip) as the protocol engine, one Stack per FIB,
+// and the glue between its endpoints and the apps' stream fifos. No TCP
+// state is kept here: handshakes, retransmission, windows, SACK, timers and
+// TIME-WAIT are gVisor's.
+//
+// # What it owns
+//
+//   - Stack: a gVisor stack with IPv4, IPv6 and TCP, one NIC whose link is
+//     the Stack's LinkEndpoint, the interface addresses the caller adds and
+//     removes (AddAddress, RemoveAddress), and a default route per family
+//     out of the NIC. Routing and neighbours stay the kernel's: gVisor
+//     sends every packet to the NIC and the worker resolves the next hop.
+//   - LinkEndpoint: gVisor's stack.LinkEndpoint. Inbound, the workers
+//     call Inject/InjectBatch with IP packets (the worker strips the
+//     Ethernet header it parsed; no link header is modelled); anything
+//     but TCP over IPv4 or IPv6 (no IPv6 extension headers) is dropped
+//     before gVisor sees it, and nothing injected can make it panic
+//     (FuzzLinkEndpointInject). Outbound, every TCP packet gVisor sends
+//     goes to the caller's Writer as an IP packet (Packet.CopyTo), to be
+//     framed by the worker; gVisor's goroutines never touch a ring. The
+//     NIC has a pass-through queueing discipline, so nothing is queued or
+//     allocated between gVisor and the Writer. Non-TCP packets gVisor
+//     might emit are discarded and counted.
+//   - Conn: one connection. It moves bytes gVisor→rx fifo while the rx
+//     fifo has room and tx fifo→gVisor while gVisor's send buffer has
+//     room. Backpressure, never loss: a full rx fifo leaves the data in
+//     gVisor's receive buffer, whose window closes; a closed peer window
+//     leaves the data in the tx fifo. Events go to a Handler.
+//   - Listener and Dial: passive and active opens producing Conns. Ports
+//     are the caller's to reserve in the kernel (so the kernel never hands
+//     them to a socket of its own); Dial with port 0 takes one of gVisor's
+//     ephemeral ports, which the kernel knows nothing of.
+//
+// # Options chosen
+//
+// SACK is on. Everything else is gVisor's default unless an Options field
+// says otherwise: congestion control reno, RACK loss detection, 1 MiB send
+// and receive buffers (receive buffer moderation on), TIME-WAIT and
+// FIN-WAIT-2 60s, no Nagle delay, no keepalive. Measured and kept: in a
+// 64 MiB back-to-back bulk run, cubic, RACK off and a 4 MiB receive buffer
+// each did no better than the defaults (on a loaded 2-core machine). The
+// IPv4/IPv6 protocols run with zero options: no DAD, router solicitation,
+// SLAAC, MLD or IGMP (the kernel does those for the host). Checksums are
+// verified and computed in software unless Options.RXChecksumOffload says
+// the link verified inbound ones. Limits: Options.MaxConns,
+// MaxConnsPerOwner (ErrTooManyConns on Dial; an accepted connection over
+// the limit is reset), MaxBacklog, ConnectTimeout, CloseTimeout.
+//
+// # Goroutines and events
+//
+// A Stack runs Options.Pumps goroutines (default min(GOMAXPROCS, 4)), plus
+// gVisor's own (its TCP processors and timers). Each Conn and Listener is
+// pinned to one pump. gVisor's waiter.Queue notifications (readable,
+// writable, hang-up, error) and Conn.Kick only mark the Conn ready on its
+// pump (they never block, as gVisor calls them with its locks held); the
+// pump then reads the endpoint's state and moves data. Nothing polls. So
+// one pump is the only producer of a Conn's rx fifo and the only consumer
+// of its tx fifo, and every Handler call for a Conn comes from that pump,
+// one at a time.
+//
+// The fifos speak their own notification protocol (package fifo): after
+// queueing into the rx fifo the pump calls SetEvent and, when the app must
+// be signalled, Handler.Readable; with the rx fifo full it asks for
+// DeqNotifyIfFull. It clears the tx fifo's event flag before draining it
+// and, after removing bytes, calls Handler.Writable when DeqNotify says
+// the app asked. The daemon calls Conn.Kick when the app queued into the
+// tx fifo or dequeued from a full rx fifo.
+//
+// # Closing and concurrency
+//
+// Stack.Close must be called: it aborts every Conn and Listener, waits for
+// their last Handler calls, stops the pumps and destroys the gVisor stack.
+// A Conn ends with exactly one Handler.Closed, after which its fifos are no
+// longer touched; Close (FIN once the tx fifo drained), CloseWrite (half
+// close) and Abort (RST) only request it. A Listener ends with
+// AcceptHandler.ListenerClosed. All exported methods are safe for
+// concurrent use and never block on the network; Writer.WritePacket is
+// called concurrently from gVisor's goroutines and the pumps.
+package tcp

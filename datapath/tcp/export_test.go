@@ -1,0 +1,30 @@
+package tcp
+
+import (
+	"fmt"
+
+	"gvisor.dev/gvisor/pkg/tcpip/transport/tcp"
+)
+
+// EndpointStates lists the states of gVisor's registered endpoints.
+func EndpointStates(s *Stack) []string {
+	var out []string
+	for _, e := range s.gs.RegisteredEndpoints() {
+		if te, ok := e.(*tcp.Endpoint); ok {
+			id := te.TransportEndpointInfo.ID
+			out = append(out, fmt.Sprintf("%s %s:%d<-%s:%d", te.EndpointState(), id.LocalAddress, id.LocalPort, id.RemoteAddress, id.RemotePort))
+		}
+	}
+	return out
+}
+
+// EndpointRemotePorts lists the remote ports of gVisor's connected endpoints.
+func EndpointRemotePorts(s *Stack) []uint16 {
+	var out []uint16
+	for _, e := range s.gs.RegisteredEndpoints() {
+		if te, ok := e.(*tcp.Endpoint); ok && te.TransportEndpointInfo.ID.RemotePort != 0 {
+			out = append(out, te.TransportEndpointInfo.ID.RemotePort)
+		}
+	}
+	return out
+}

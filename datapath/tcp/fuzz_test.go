@@ -1,0 +1,97 @@
+package tcp_test
+
+import (
+	"encoding/binary"
+	"errors"
+	"net/netip"
+	"sync/atomic"
+	"testing"
+
+	"github.com/xsessiond/xsessiond/datapath/tcp"
+	"github.com/xsessiond/xsessiond/fifo"
+)
+
+// refuser refuses every connection its listener gets (the peer gets RST).
+type refuser struct{}
+
+func (refuser) Accept(*tcp.Conn) (*fifo.Fifo, *fifo.Fifo, tcp.Handler, error) {
+	return nil, nil, nil, errors.New("refused")
+}
+func (refuser) ListenerClosed(*tcp.Listener) {}
+
+// FuzzLinkEndpointInject feeds frames into the link endpoint of a live
+// stack with listeners on 10.0.0.2:80 and [fd00::2]:80. The stack trusts
+// checksums (RXChecksumOffload), so random segments get past the checksum
+// into gVisor's TCP. Mode byte 0 injects the input as is; 1 and 2 first
+// fix the IPv4 or IPv6 header (version, lengths, protocol TCP, addresses,
+// header checksum) so that the rest of the input lands in TCP parsing.
+// Nothing may panic; the outbound packets must be well-formed TCP.
+func FuzzLinkEndpointInject(f *testing.F) {
+	var bad atomic.Value
+	w := tcp.WriterFunc(func(p tcp.Packet) bool {
+		b := p.AppendTo(nil)
+		if len(b) != p.Len() || len(b) < 20 || (b[0]>>4 == 4) != (p.EtherType() == 0x0800) {
+			bad.Store(b)
+		}
+		return true
+	})
+	s, err := tcp.NewStack(w, tcp.Options{RXChecksumOffload: true, Pumps: 1})
+	if err != nil {
+		f.Fatal(err)
+	}
+	f.Cleanup(func() { s.Close() })
+	for _, a := range []netip.Prefix{netip.PrefixFrom(addrB, 24), netip.PrefixFrom(addrB6, 64)} {
+		if err := s.AddAddress(a); err != nil {
+			f.Fatal(err)
+		}
+		if _, err := s.Listen(netip.AddrPortFrom(a.Addr(), 80), 0, 1, refuser{}); err != nil {
+			f.Fatal(err)
+		}
+	}
+	syn := []byte{0x30, 0x39, 0, 80, 0, 0, 0, 1, 0, 0, 0, 0, 0x50, 0x02, 0xff, 0xff, 0, 0, 0, 0}
+	f.Add(append([]byte{1}, syn...))
+	f.Add(append([]byte{2}, syn...))
+	f.Add([]byte{0, 0x45, 0, 0, 20, 0, 0, 0, 0, 64, 6, 0, 0, 10, 0, 0, 1, 10, 0, 0, 2})
+	f.Add([]byte{0, 0x60})
+	f.Fuzz(func(t *testing.T, in []byte) {
+		if len(in) == 0 {
+			return
+		}
+		var pkt []byte
+		switch in[0] % 3 {
+		case 0:
+			pkt = in[1:]
+		case 1:
+			pkt = make([]byte, 20+len(in)-1)
+			copy(pkt[20:], in[1:])
+			pkt[0], pkt[8], pkt[9] = 0x45, 64, 6
+			binary.BigEndian.PutUint16(pkt[2:], uint16(len(pkt)))
+			copy(pkt[12:], addrA.AsSlice())
+			copy(pkt[16:], addrB.AsSlice())
+			binary.BigEndian.PutUint16(pkt[10:], ipChecksum(pkt[:20]))
+		case 2:
+			pkt = make([]byte, 40+len(in)-1)
+			copy(pkt[40:], in[1:])
+			pkt[0], pkt[6], pkt[7] = 0x60, 6, 64
+			binary.BigEndian.PutUint16(pkt[4:], uint16(len(in)-1))
+			copy(pkt[8:], addrA6.AsSlice())
+			copy(pkt[24:], addrB6.AsSlice())
+		}
+		s.Link().Inject(pkt)
+		s.Link().InjectBatch([][]byte{pkt, pkt[:len(pkt)/2]})
+		if b := bad.Load(); b != nil {
+			t.Fatalf("malformed outbound packet %x", b)
+		}
+	})
+}
+
+func ipChecksum(h []byte) uint16 {
+	var sum uint32
+	for i := 0; i+1 < len(h); i += 2 {
+		sum += uint32(binary.BigEndian.Uint16(h[i:]))
+	}
+	for sum>>16 != 0 {
+		sum = sum&0xffff + sum>>16
+	}
+	return ^uint16(sum)
+}

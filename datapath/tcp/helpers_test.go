@@ -1,0 +1,401 @@
+package tcp_test
+
+import (
+	"crypto/sha256"
+	"errors"
+	"hash"
+	"io"
+	"math/rand/v2"
+	"net/netip"
+	"runtime"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/xsessiond/xsessiond/datapath/tcp"
+	"github.com/xsessiond/xsessiond/fifo"
+	"github.com/xsessiond/xsessiond/fifo/fifotest"
+)
+
+var (
+	addrA  = netip.MustParseAddr("10.0.0.1")
+	addrB  = netip.MustParseAddr("10.0.0.2")
+	addrA6 = netip.MustParseAddr("fd00::1")
+	addrB6 = netip.MustParseAddr("fd00::2")
+)
+
+// wireOpts shape one direction of the in-process wire.
+type wireOpts struct {
+	loss    float64 // probability a packet is dropped
+	reorder float64 // probability a packet is held back behind the next one
+	drop    func(pkt []byte) bool
+}
+
+// wire carries packets from one stack's Writer to the other's link on a
+// goroutine, as the workers will (gVisor's goroutines never inject into the
+// peer themselves).
+type wire struct {
+	opts  wireOpts
+	to    atomic.Pointer[tcp.LinkEndpoint]
+	ch    chan *[]byte
+	pool  sync.Pool
+	rng   *rand.Rand
+	done  chan struct{}
+	drops atomic.Uint64
+}
+
+func newWire(o wireOpts) *wire {
+	w := &wire{opts: o, ch: make(chan *[]byte, 8192), done: make(chan struct{}), rng: rand.New(rand.NewPCG(1, 2))}
+	w.pool.New = func() any { b := make([]byte, 0, 65536); return &b }
+	go w.run()
+	return w
+}
+
+func (w *wire) WritePacket(p tcp.Packet) bool {
+	bp := w.pool.Get().(*[]byte)
+	*bp = p.AppendTo((*bp)[:0])
+	select {
+	case w.ch <- bp:
+		return true
+	default:
+		w.pool.Put(bp)
+		w.drops.Add(1)
+		return false
+	}
+}
+
+func (w *wire) run() {
+	defer close(w.done)
+	var held *[]byte
+	for b := range w.ch {
+		switch {
+		case w.opts.loss > 0 && w.rng.Float64() < w.opts.loss, w.opts.drop != nil && w.opts.drop(*b):
+			w.put(b)
+			continue
+		case held == nil && w.opts.reorder > 0 && w.rng.Float64() < w.opts.reorder:
+			held = b
+			continue
+		}
+		w.deliver(b)
+		if held != nil {
+			w.deliver(held)
+			held = nil
+		}
+	}
+	if held != nil {
+		w.put(held)
+	}
+}
+
+func (w *wire) deliver(b *[]byte) {
+	if l := w.to.Load(); l != nil {
+		l.Inject(*b)
+	}
+	w.put(b)
+}
+
+func (w *wire) put(b *[]byte) { w.pool.Put(b) }
+
+func (w *wire) close() { close(w.ch); <-w.done }
+
+// pair is two stacks joined back to back: A 10.0.0.1/fd00::1, B 10.0.0.2/fd00::2.
+type pair struct {
+	a, b   *tcp.Stack
+	ab, ba *wire
+}
+
+func newPair(tb testing.TB, opts tcp.Options, ab, ba wireOpts) *pair {
+	tb.Helper()
+	p := &pair{ab: newWire(ab), ba: newWire(ba)}
+	var err error
+	if p.a, err = tcp.NewStack(p.ab, opts); err != nil {
+		tb.Fatal(err)
+	}
+	if p.b, err = tcp.NewStack(p.ba, opts); err != nil {
+		tb.Fatal(err)
+	}
+	p.ab.to.Store(p.b.Link())
+	p.ba.to.Store(p.a.Link())
+	for _, x := range []struct {
+		s *tcp.Stack
+		a netip.Prefix
+	}{{p.a, netip.PrefixFrom(addrA, 24)}, {p.b, netip.PrefixFrom(addrB, 24)}, {p.a, netip.PrefixFrom(addrA6, 64)}, {p.b, netip.PrefixFrom(addrB6, 64)}} {
+		if err := x.s.AddAddress(x.a); err != nil {
+			tb.Fatal(err)
+		}
+	}
+	tb.Cleanup(p.close)
+	return p
+}
+
+func (p *pair) close() {
+	p.a.Close()
+	p.b.Close()
+	p.ab.close()
+	p.ba.close()
+}
+
+// app plays an app on one Conn: it holds the app's views of the fifos and
+// records the Conn's events.
+type app struct {
+	rx, tx     *fifo.Fifo // the Conn's views
+	appRx      *fifo.Fifo // the app's consumer view of rx
+	appTx      *fifo.Fifo // the app's producer view of tx
+	conn       chan *tcp.Conn
+	connected  chan struct{}
+	failed     chan error
+	readable   chan struct{}
+	writable   chan struct{}
+	peerClosed chan struct{}
+	reset      chan error
+	closed     chan struct{}
+
+	sendBlocked atomic.Bool  // send waits for room in the tx fifo
+	queuedTx    atomic.Int64 // bytes send queued in the tx fifo so far
+
+	mu sync.Mutex // guards c
+	c  *tcp.Conn
+}
+
+func newApp(tb testing.TB, fifoSize uint32) *app {
+	a := &app{
+		conn: make(chan *tcp.Conn, 1), connected: make(chan struct{}, 1), failed: make(chan error, 1),
+		readable: make(chan struct{}, 1), writable: make(chan struct{}, 1), peerClosed: make(chan struct{}, 1),
+		reset: make(chan error, 1), closed: make(chan struct{}),
+	}
+	a.rx, a.appRx = fifotest.Pair(tb, fifoSize)
+	a.tx, a.appTx = fifotest.Pair(tb, fifoSize)
+	return a
+}
+
+func signal(ch chan struct{}) {
+	select {
+	case ch <- struct{}{}:
+	default:
+	}
+}
+
+func (a *app) setConn(c *tcp.Conn) {
+	a.mu.Lock()
+	a.c = c
+	a.mu.Unlock()
+}
+
+func (a *app) getConn() *tcp.Conn {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	return a.c
+}
+
+func (a *app) Connected(c *tcp.Conn)              { signal(a.connected) }
+func (a *app) ConnectFailed(c *tcp.Conn, e error) { a.failed <- e }
+func (a *app) Readable(c *tcp.Conn)               { signal(a.readable) }
+func (a *app) Writable(c *tcp.Conn)               { signal(a.writable) }
+func (a *app) PeerClosed(c *tcp.Conn)             { signal(a.peerClosed) }
+func (a *app) Reset(c *tcp.Conn, e error)         { a.reset <- e }
+func (a *app) Closed(c *tcp.Conn)                 { close(a.closed) }
+
+// acceptor hands out a fresh app per accepted Conn.
+type acceptor struct {
+	tb       testing.TB
+	fifoSize uint32
+	apps     chan *app
+	closed   chan struct{}
+}
+
+func newAcceptor(tb testing.TB, fifoSize uint32) *acceptor {
+	return &acceptor{tb: tb, fifoSize: fifoSize, apps: make(chan *app, 16), closed: make(chan struct{})}
+}
+
+func (ac *acceptor) Accept(c *tcp.Conn) (*fifo.Fifo, *fifo.Fifo, tcp.Handler, error) {
+	a := newApp(ac.tb, ac.fifoSize)
+	a.setConn(c)
+	ac.apps <- a
+	return a.rx, a.tx, a, nil
+}
+
+func (ac *acceptor) ListenerClosed(*tcp.Listener) { close(ac.closed) }
+
+func recvOrFail[T any](tb testing.TB, ch <-chan T, d time.Duration, what string) T {
+	tb.Helper()
+	select {
+	case v := <-ch:
+		return v
+	case <-time.After(d):
+		tb.Fatalf("timeout waiting for %s", what)
+		panic("unreachable")
+	}
+}
+
+// dial connects A to B's listener on port and returns both apps, connected.
+func dial(tb testing.TB, p *pair, ac *acceptor, remote netip.AddrPort, fifoSize uint32) (client, server *app) {
+	tb.Helper()
+	client = newApp(tb, fifoSize)
+	local := addrA
+	if remote.Addr().Is6() {
+		local = addrA6
+	}
+	c, err := p.a.Dial(netip.AddrPortFrom(local, 0), remote, 1, client.rx, client.tx, client)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	client.setConn(c)
+	select {
+	case <-client.connected:
+	case err := <-client.failed:
+		tb.Fatalf("connect: %v", err)
+	case <-time.After(5 * time.Second):
+		tb.Fatal("connect timed out")
+	}
+	server = recvOrFail(tb, ac.apps, 5*time.Second, "accept")
+	return client, server
+}
+
+// send writes n bytes of a deterministic stream (seed) into the app's tx
+// fifo, feeding h, and returns when all are queued.
+func (a *app) send(n int64, seed uint64, h hash.Hash, chunk int) error {
+	rng := rand.New(rand.NewPCG(seed, seed+1))
+	buf := make([]byte, chunk)
+	var left []byte
+	deadline := 30 * time.Second
+	for sent := int64(0); sent < n || len(left) > 0; {
+		if len(left) == 0 {
+			m := min(int64(chunk), n-sent)
+			for i := range buf[:m] {
+				buf[i] = byte(rng.Uint32())
+			}
+			left = buf[:m]
+			h.Write(left)
+			sent += m
+		}
+		k, err := a.appTx.Enqueue(left)
+		if k > 0 {
+			left = left[k:]
+			a.queuedTx.Add(int64(k))
+			if a.appTx.SetEvent() {
+				a.getConn().Kick()
+			}
+			continue
+		}
+		if !errors.Is(err, fifo.ErrNoSpace) {
+			return err
+		}
+		a.appTx.WantDeqNotify(fifo.DeqNotifyIfFull)
+		if a.appTx.MaxEnqueue() > 0 {
+			continue
+		}
+		a.sendBlocked.Store(true)
+		select {
+		case <-a.writable:
+		case <-a.closed:
+			return errors.New("closed while sending")
+		case <-time.After(deadline):
+			return errors.New("send stalled")
+		}
+		a.sendBlocked.Store(false)
+	}
+	return nil
+}
+
+// recv reads from the app's rx fifo into h until n bytes arrived (n < 0:
+// until the peer's FIN), pausing pause after each read of at most chunk.
+func (a *app) recv(n int64, h hash.Hash, chunk int, pause time.Duration) (int64, error) {
+	buf := make([]byte, chunk)
+	var got int64
+	fin := false
+	for n < 0 || got < n {
+		k, err := a.appRx.Dequeue(buf)
+		if k > 0 {
+			h.Write(buf[:k])
+			got += int64(k)
+			if a.appRx.DeqNotify(k) {
+				a.getConn().Kick()
+			}
+			if pause > 0 {
+				time.Sleep(pause)
+			}
+			continue
+		}
+		if !errors.Is(err, fifo.ErrEmpty) {
+			return got, err
+		}
+		if fin {
+			return got, nil
+		}
+		a.appRx.ClearEvent()
+		if a.appRx.MaxDequeue() > 0 {
+			continue
+		}
+		select {
+		case <-a.readable:
+		case <-a.peerClosed:
+			fin = true // drain what is queued, then stop
+		case <-time.After(30 * time.Second):
+			return got, errors.New("recv stalled")
+		}
+	}
+	return got, nil
+}
+
+func newHash() hash.Hash { return sha256.New() }
+
+var _ io.Writer = newHash()
+
+// goroutinesSettle waits for the goroutine count to drop to at most n.
+func goroutinesSettle(n int, d time.Duration) int {
+	deadline := time.Now().Add(d)
+	for {
+		g := runtime.NumGoroutine()
+		if g <= n || time.Now().After(deadline) {
+			return g
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}
+
+// newAppIn is newApp with the fifos allocated in seg (freed by free), for
+// tests that make many Conns.
+func newAppIn(tb testing.TB, seg *fifo.Segment, fifoSize uint32) *app {
+	a := &app{
+		conn: make(chan *tcp.Conn, 1), connected: make(chan struct{}, 1), failed: make(chan error, 1),
+		readable: make(chan struct{}, 1), writable: make(chan struct{}, 1), peerClosed: make(chan struct{}, 1),
+		reset: make(chan error, 1), closed: make(chan struct{}),
+	}
+	var err error
+	if a.rx, err = seg.AllocFifo(fifoSize); err != nil {
+		tb.Fatal(err)
+	}
+	if a.tx, err = seg.AllocFifo(fifoSize); err != nil {
+		tb.Fatal(err)
+	}
+	if a.appRx, err = seg.FifoAt(a.rx.Offset()); err != nil {
+		tb.Fatal(err)
+	}
+	if a.appTx, err = seg.FifoAt(a.tx.Offset()); err != nil {
+		tb.Fatal(err)
+	}
+	return a
+}
+
+func (a *app) free(seg *fifo.Segment) {
+	seg.FreeFifo(a.rx)
+	seg.FreeFifo(a.tx)
+}
+
+// segAcceptor hands out apps whose fifos live in one segment.
+type segAcceptor struct {
+	tb   testing.TB
+	seg  *fifo.Segment
+	size uint32
+	apps chan *app
+}
+
+func (ac *segAcceptor) Accept(c *tcp.Conn) (*fifo.Fifo, *fifo.Fifo, tcp.Handler, error) {
+	a := newAppIn(ac.tb, ac.seg, ac.size)
+	a.setConn(c)
+	ac.apps <- a
+	return a.rx, a.tx, a, nil
+}
+
+func (ac *segAcceptor) ListenerClosed(*tcp.Listener) {}

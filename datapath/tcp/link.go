@@ -1,0 +1,309 @@
+package tcp
+
+import (
+	"encoding/binary"
+	"net/netip"
+	"sync"
+	"sync/atomic"
+
+	"gvisor.dev/gvisor/pkg/buffer"
+	"gvisor.dev/gvisor/pkg/tcpip"
+	"gvisor.dev/gvisor/pkg/tcpip/header"
+	"gvisor.dev/gvisor/pkg/tcpip/network/ipv4"
+	"gvisor.dev/gvisor/pkg/tcpip/network/ipv6"
+	"gvisor.dev/gvisor/pkg/tcpip/stack"
+)
+
+// Writer takes the stack's outbound packets. WritePacket is called for each
+// IP packet the stack sends (only TCP ever reaches it), from gVisor's
+// goroutines and from goroutines calling into a Conn, possibly many at a
+// time: it must be safe for concurrent use, must not block for long, and
+// must not call back into the Stack. The Packet is valid only during the
+// call: copy it (Packet.CopyTo) into the frame that carries it. Returning
+// false drops the packet (TCP retransmits it) and counts it in
+// Stats.TxDropped.
+//
+// gVisor produces packets one at a time (each TCP segment is written as it
+// is built), so the interface is per packet; the worker batches on its
+// side.
+type Writer interface {
+	WritePacket(p Packet) bool
+}
+
+// WriterFunc adapts a function to a Writer.
+type WriterFunc func(p Packet) bool
+
+// WritePacket calls f(p).
+func (f WriterFunc) WritePacket(p Packet) bool { return f(p) }
+
+// Packet is one outbound IP packet, valid only during Writer.WritePacket.
+type Packet struct {
+	pb    *stack.PacketBuffer
+	proto tcpip.NetworkProtocolNumber
+}
+
+// Len returns the packet's length in bytes (IP header included).
+func (p Packet) Len() int { return p.pb.Size() }
+
+// EtherType returns the EtherType of the packet: 0x0800 or 0x86DD.
+func (p Packet) EtherType() uint16 { return uint16(p.proto) }
+
+// Dst returns the packet's destination address.
+func (p Packet) Dst() netip.Addr {
+	h := p.pb.NetworkHeader().Slice()
+	switch p.proto {
+	case ipv4.ProtocolNumber:
+		if len(h) >= header.IPv4MinimumSize {
+			return netip.AddrFrom4([4]byte(h[16:20]))
+		}
+	case ipv6.ProtocolNumber:
+		if len(h) >= header.IPv6MinimumSize {
+			return netip.AddrFrom16([16]byte(h[24:40]))
+		}
+	}
+	return netip.Addr{}
+}
+
+// CopyTo copies the packet into dst and returns the bytes copied, Len()
+// when dst is large enough. It allocates nothing.
+func (p Packet) CopyTo(dst []byte) int {
+	vl, off := p.pb.AsViewList()
+	n := 0
+	for v := vl.Front(); v != nil && n < len(dst); v = v.Next() {
+		b := v.AsSlice()
+		if off >= len(b) {
+			off -= len(b)
+			continue
+		}
+		n += copy(dst[n:], b[off:])
+		off = 0
+	}
+	return n
+}
+
+// AppendTo appends the packet to dst.
+func (p Packet) AppendTo(dst []byte) []byte {
+	l := len(dst)
+	dst = append(dst, make([]byte, p.Len())...)
+	return dst[:l+p.CopyTo(dst[l:])]
+}
+
+// LinkEndpoint is the Stack's NIC: gVisor's stack.LinkEndpoint for this
+// gVisor version. Its inbound side is Inject/InjectBatch, fed with IP
+// packets (the worker strips the Ethernet header it parsed); its outbound
+// side is the Stack's Writer. It has no link header, no link-address
+// resolution (the kernel owns ARP/ND: the worker resolves the next hop) and
+// no goroutine. All methods are safe for concurrent use.
+type LinkEndpoint struct {
+	w    Writer
+	caps stack.LinkEndpointCapabilities
+
+	mu         sync.RWMutex // guards the fields below
+	dispatcher stack.NetworkDispatcher
+	mtu        uint32
+	linkAddr   tcpip.LinkAddress
+	onClose    func()
+
+	rxPackets, rxDropped, txPackets, txDropped, txNonTCP atomic.Uint64
+}
+
+var _ stack.LinkEndpoint = (*LinkEndpoint)(nil)
+
+func newLinkEndpoint(w Writer, mtu uint32, rxCsumOffload bool) *LinkEndpoint {
+	e := &LinkEndpoint{w: w, mtu: mtu}
+	if rxCsumOffload {
+		e.caps |= stack.CapabilityRXChecksumOffload
+	}
+	return e
+}
+
+// Inject hands one inbound IP packet to the stack and reports whether it
+// was accepted for processing. The bytes are copied before Inject returns,
+// so the caller may reuse pkt at once. Anything that is not an IPv4 packet
+// carrying TCP, or an IPv6 packet whose next header is TCP (no extension
+// headers), is dropped here and counted; what passes is validated by
+// gVisor (lengths, checksums unless RXChecksumOffload). No input makes it
+// panic. TCP processing runs on gVisor's goroutines; Inject only parses the
+// IP header and queues the segment.
+func (e *LinkEndpoint) Inject(pkt []byte) bool {
+	proto, ok := classify(pkt)
+	if !ok {
+		e.rxDropped.Add(1)
+		return false
+	}
+	e.mu.RLock()
+	d := e.dispatcher
+	e.mu.RUnlock()
+	if d == nil {
+		e.rxDropped.Add(1)
+		return false
+	}
+	pb := stack.NewPacketBuffer(stack.PacketBufferOptions{Payload: buffer.MakeWithData(pkt)})
+	d.DeliverNetworkPacket(proto, pb)
+	pb.DecRef()
+	e.rxPackets.Add(1)
+	return true
+}
+
+// InjectBatch injects each packet of pkts and returns how many were
+// accepted.
+func (e *LinkEndpoint) InjectBatch(pkts [][]byte) int {
+	n := 0
+	for _, p := range pkts {
+		if e.Inject(p) {
+			n++
+		}
+	}
+	return n
+}
+
+// classify returns the network protocol of a packet worth handing to gVisor.
+func classify(pkt []byte) (tcpip.NetworkProtocolNumber, bool) {
+	if len(pkt) == 0 {
+		return 0, false
+	}
+	switch pkt[0] >> 4 {
+	case 4:
+		if len(pkt) < header.IPv4MinimumSize || pkt[9] != uint8(header.TCPProtocolNumber) {
+			return 0, false
+		}
+		ihl := int(pkt[0]&0xf) * 4
+		if ihl < header.IPv4MinimumSize || int(binary.BigEndian.Uint16(pkt[2:4])) > len(pkt) {
+			return 0, false
+		}
+		return ipv4.ProtocolNumber, true
+	case 6:
+		if len(pkt) < header.IPv6MinimumSize || pkt[6] != uint8(header.TCPProtocolNumber) {
+			return 0, false
+		}
+		if header.IPv6MinimumSize+int(binary.BigEndian.Uint16(pkt[4:6])) > len(pkt) {
+			return 0, false
+		}
+		return ipv6.ProtocolNumber, true
+	}
+	return 0, false
+}
+
+// WritePackets implements stack.LinkWriter: each packet goes to the Writer.
+// The stack keeps ownership of the packets. (The Stack's NIC writes through
+// directQDisc instead, which skips the list gVisor's default queueing
+// discipline allocates per packet.)
+func (e *LinkEndpoint) WritePackets(pkts stack.PacketBufferList) (int, tcpip.Error) {
+	n := 0
+	for _, pb := range pkts.AsSlice() {
+		if err := e.writePacket(pb); err != nil {
+			if n == 0 {
+				return 0, err
+			}
+			break
+		}
+		n++
+	}
+	return n, nil
+}
+
+// writePacket hands one packet to the Writer.
+func (e *LinkEndpoint) writePacket(pb *stack.PacketBuffer) tcpip.Error {
+	if pb.TransportProtocolNumber != header.TCPProtocolNumber {
+		// ICMP errors, MLD, NDP: the kernel speaks those for the host.
+		e.txNonTCP.Add(1)
+		return nil
+	}
+	if !e.w.WritePacket(Packet{pb: pb, proto: pb.NetworkProtocolNumber}) {
+		e.txDropped.Add(1)
+		return &tcpip.ErrNoBufferSpace{}
+	}
+	e.txPackets.Add(1)
+	return nil
+}
+
+// directQDisc is the NIC's queueing discipline: none. It passes each
+// packet straight to the link (the worker's tx queue is the queue).
+type directQDisc struct{ l *LinkEndpoint }
+
+func (q directQDisc) WritePacket(pb *stack.PacketBuffer) tcpip.Error { return q.l.writePacket(pb) }
+
+func (directQDisc) Close() {}
+
+// MTU implements stack.LinkEndpoint.
+func (e *LinkEndpoint) MTU() uint32 {
+	e.mu.RLock()
+	defer e.mu.RUnlock()
+	return e.mtu
+}
+
+// SetMTU implements stack.LinkEndpoint.
+func (e *LinkEndpoint) SetMTU(mtu uint32) {
+	e.mu.Lock()
+	e.mtu = mtu
+	e.mu.Unlock()
+}
+
+// MaxHeaderLength implements stack.LinkEndpoint: no link header (the worker
+// prepends Ethernet while copying).
+func (*LinkEndpoint) MaxHeaderLength() uint16 { return 0 }
+
+// LinkAddress implements stack.LinkEndpoint.
+func (e *LinkEndpoint) LinkAddress() tcpip.LinkAddress {
+	e.mu.RLock()
+	defer e.mu.RUnlock()
+	return e.linkAddr
+}
+
+// SetLinkAddress implements stack.LinkEndpoint.
+func (e *LinkEndpoint) SetLinkAddress(a tcpip.LinkAddress) {
+	e.mu.Lock()
+	e.linkAddr = a
+	e.mu.Unlock()
+}
+
+// Capabilities implements stack.LinkEndpoint: RX checksum offload when
+// configured (gVisor then trusts inbound checksums), never TX offload
+// (gVisor computes outbound checksums in software).
+func (e *LinkEndpoint) Capabilities() stack.LinkEndpointCapabilities { return e.caps }
+
+// Attach implements stack.LinkEndpoint.
+func (e *LinkEndpoint) Attach(d stack.NetworkDispatcher) {
+	e.mu.Lock()
+	e.dispatcher = d
+	e.mu.Unlock()
+}
+
+// IsAttached implements stack.LinkEndpoint.
+func (e *LinkEndpoint) IsAttached() bool {
+	e.mu.RLock()
+	defer e.mu.RUnlock()
+	return e.dispatcher != nil
+}
+
+// Wait implements stack.LinkEndpoint: there is no goroutine to wait for.
+func (*LinkEndpoint) Wait() {}
+
+// ARPHardwareType implements stack.LinkEndpoint.
+func (*LinkEndpoint) ARPHardwareType() header.ARPHardwareType { return header.ARPHardwareNone }
+
+// AddHeader implements stack.LinkEndpoint: no link header.
+func (*LinkEndpoint) AddHeader(*stack.PacketBuffer) {}
+
+// ParseHeader implements stack.LinkEndpoint: no link header.
+func (*LinkEndpoint) ParseHeader(*stack.PacketBuffer) bool { return true }
+
+// Close implements stack.LinkEndpoint: it detaches the dispatcher, so
+// later Injects are dropped.
+func (e *LinkEndpoint) Close() {
+	e.mu.Lock()
+	e.dispatcher = nil
+	f := e.onClose
+	e.onClose = nil
+	e.mu.Unlock()
+	if f != nil {
+		f()
+	}
+}
+
+// SetOnCloseAction implements stack.LinkEndpoint.
+func (e *LinkEndpoint) SetOnCloseAction(f func()) {
+	e.mu.Lock()
+	e.onClose = f
+	e.mu.Unlock()
+}

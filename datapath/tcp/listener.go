@@ -1,0 +1,182 @@
+package tcp
+
+import (
+	"errors"
+	"fmt"
+	"net/netip"
+	"sync/atomic"
+	"syscall"
+
+	"gvisor.dev/gvisor/pkg/tcpip"
+	"gvisor.dev/gvisor/pkg/tcpip/transport/tcp"
+	"gvisor.dev/gvisor/pkg/waiter"
+
+	"github.com/xsessiond/xsessiond/fifo"
+)
+
+// AcceptHandler receives a Listener's connections.
+type AcceptHandler interface {
+	// Accept is called, on the Listener's pump, for each connection that
+	// completed its handshake: it returns the fifos and the Handler of the
+	// new Conn (its addresses are set), or an error to refuse it (the peer
+	// gets RST). The fifos must stay allocated until h.Closed.
+	Accept(c *Conn) (rx, tx *fifo.Fifo, h Handler, err error)
+	// ListenerClosed: the Listener is finished; no Accept follows.
+	ListenerClosed(l *Listener)
+}
+
+// Listener is a passive open: gVisor completes handshakes up to the
+// backlog, and its pump hands each connection to the AcceptHandler. Close
+// may be called from any goroutine, handlers included; it returns at once.
+type Listener struct {
+	s      *Stack
+	id     uint64
+	owner  uint64
+	pump   *pump
+	queued atomic.Bool
+	addr   netip.AddrPort
+
+	ep    *tcp.Endpoint
+	wq    waiter.Queue
+	entry waiter.Entry
+	h     AcceptHandler
+
+	started  atomic.Bool // the fields above are final
+	closeReq atomic.Bool
+	done     bool // owned by the pump
+}
+
+// Listen opens a listener on addr (an address of the stack, or unspecified
+// for every address of its family; a port the caller reserved) with a
+// backlog of established connections not yet accepted (0: the default; at
+// most Options.MaxBacklog). Accepted Conns count against owner.
+func (s *Stack) Listen(addr netip.AddrPort, backlog int, owner uint64, h AcceptHandler) (*Listener, error) {
+	if h == nil {
+		return nil, errors.New("listen: nil handler")
+	}
+	a := addr.Addr().Unmap()
+	if !a.IsValid() || addr.Port() == 0 {
+		return nil, fmt.Errorf("listen %s: %w", addr, syscall.EINVAL)
+	}
+	if backlog <= 0 {
+		backlog = s.opts.DefaultBacklog
+	}
+	backlog = min(backlog, s.opts.MaxBacklog)
+	l := &Listener{s: s, id: s.nextID.Add(1), owner: owner, addr: netip.AddrPortFrom(a, addr.Port()), h: h}
+	l.pump = s.pumpFor(l.id)
+	s.mu.Lock()
+	if s.closed {
+		s.mu.Unlock()
+		return nil, fmt.Errorf("listen %s: %w", addr, ErrClosed)
+	}
+	s.listeners[l] = struct{}{}
+	s.connWG.Add(1)
+	s.mu.Unlock()
+	fail := func(what string, err error) (*Listener, error) {
+		if l.ep != nil {
+			l.ep.Close()
+		}
+		s.forgetListener(l)
+		return nil, fmt.Errorf("listen %s: %s: %w", addr, what, err)
+	}
+	ep, terr := s.gs.NewEndpoint(tcp.ProtocolNumber, protoOf(a), &l.wq)
+	if terr != nil {
+		return fail("new endpoint", toErrno(terr))
+	}
+	l.ep = ep.(*tcp.Endpoint)
+	if a.Is6() {
+		l.ep.SocketOptions().SetV6Only(true)
+	}
+	l.ep.SocketOptions().SetReuseAddress(true)
+	fa := tcpip.FullAddress{NIC: nicID, Port: addr.Port()}
+	if !a.IsUnspecified() {
+		fa.Addr = tcpAddr(a)
+	}
+	if terr := l.ep.Bind(fa); terr != nil {
+		return fail("bind", toErrno(terr))
+	}
+	l.entry = waiter.NewFunctionEntry(waiter.ReadableEvents|waiter.EventHUp|waiter.EventErr, func(waiter.EventMask) { l.pump.schedule(l) })
+	l.wq.EventRegister(&l.entry)
+	if terr := l.ep.Listen(backlog); terr != nil {
+		l.wq.EventUnregister(&l.entry)
+		return fail("listen", toErrno(terr))
+	}
+	l.started.Store(true)
+	l.pump.schedule(l) // a Close requested meanwhile, handshakes already queued
+	return l, nil
+}
+
+// Addr returns the address the Listener is bound to.
+func (l *Listener) Addr() netip.AddrPort { return l.addr }
+
+// Owner returns the owner its Conns count against.
+func (l *Listener) Owner() uint64 { return l.owner }
+
+// Close stops listening: handshakes not yet accepted are reset, Conns
+// already accepted go on. ListenerClosed follows on the handler.
+func (l *Listener) Close() {
+	l.closeReq.Store(true)
+	l.pump.schedule(l)
+}
+
+func (l *Listener) queuedFlag() *atomic.Bool { return &l.queued }
+
+func (s *Stack) forgetListener(l *Listener) {
+	s.mu.Lock()
+	delete(s.listeners, l)
+	s.mu.Unlock()
+	s.connWG.Done()
+}
+
+// run accepts what gVisor has queued, or closes the Listener.
+func (l *Listener) run() {
+	if l.done || !l.started.Load() {
+		return
+	}
+	if l.closeReq.Load() {
+		l.done = true
+		l.wq.EventUnregister(&l.entry)
+		l.ep.Close()
+		l.h.ListenerClosed(l)
+		l.s.forgetListener(l)
+		return
+	}
+	for !l.closeReq.Load() {
+		var peer tcpip.FullAddress
+		nep, wq, terr := l.ep.Accept(&peer)
+		if terr != nil {
+			return // ErrWouldBlock: the next EventIn brings us back
+		}
+		l.accept(nep.(*tcp.Endpoint), wq, peer)
+	}
+	l.pump.schedule(l) // closing
+}
+
+// accept wraps an accepted endpoint in a Conn and offers it to the handler.
+func (l *Listener) accept(ep *tcp.Endpoint, wq *waiter.Queue, peer tcpip.FullAddress) {
+	rst := func() {
+		ep.SocketOptions().SetLinger(tcpip.LingerOption{Enabled: true})
+		ep.Close()
+	}
+	c, err := l.s.newConn(l.owner)
+	if err != nil {
+		rst()
+		return
+	}
+	c.ep, c.wq = ep, wq
+	c.state = stOpen
+	c.remote = netip.AddrPortFrom(fromTCPAddr(peer.Addr), peer.Port)
+	if la, terr := ep.GetLocalAddress(); terr == nil {
+		c.local = netip.AddrPortFrom(fromTCPAddr(la.Addr), la.Port)
+	}
+	rx, tx, h, err := l.h.Accept(c)
+	if err != nil || rx == nil || tx == nil || h == nil {
+		rst()
+		l.s.release(c)
+		return
+	}
+	c.rx, c.tx, c.h = rx, tx, h
+	c.register()
+	c.started.Store(true)
+	c.Kick()
+}

@@ -1,0 +1,323 @@
+package tcp
+
+import (
+	"errors"
+	"fmt"
+	"net/netip"
+	"runtime"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"gvisor.dev/gvisor/pkg/tcpip"
+	"gvisor.dev/gvisor/pkg/tcpip/header"
+	"gvisor.dev/gvisor/pkg/tcpip/network/ipv4"
+	"gvisor.dev/gvisor/pkg/tcpip/network/ipv6"
+	"gvisor.dev/gvisor/pkg/tcpip/stack"
+	"gvisor.dev/gvisor/pkg/tcpip/transport/tcp"
+)
+
+const nicID tcpip.NICID = 1
+
+// Options configure a Stack. Zero fields take the defaults named.
+type Options struct {
+	// MTU of the link, IP header included (1500).
+	MTU uint32
+	// RXChecksumOffload makes gVisor trust inbound checksums (the link
+	// verified them). Off: gVisor verifies every checksum in software.
+	// Outbound checksums are always computed in software.
+	RXChecksumOffload bool
+	// Pumps is the number of goroutines moving data between gVisor
+	// endpoints and fifos (min(GOMAXPROCS, 4)). A Conn is served by one.
+	Pumps int
+	// MaxConns caps the live Conns of the Stack (65536), and
+	// MaxConnsPerOwner those of one owner (4096).
+	MaxConns, MaxConnsPerOwner int
+	// MaxBacklog caps a listener's backlog (1024); DefaultBacklog is used
+	// when Listen gets 0 (128).
+	MaxBacklog, DefaultBacklog int
+	// SendBuffer and ReceiveBuffer are each endpoint's gVisor buffer sizes
+	// in bytes (gVisor's defaults, 1 MiB each); the receive buffer bounds
+	// the advertised window on top of what the rx fifo holds.
+	SendBuffer, ReceiveBuffer int
+	// ConnectTimeout bounds an active open (30s): ETIMEDOUT after it.
+	ConnectTimeout time.Duration
+	// CloseTimeout bounds how long a graceful Close waits for the tx fifo
+	// to drain into a peer that does not open its window (60s); then the
+	// connection is reset.
+	CloseTimeout time.Duration
+	// TimeWait is how long a closed connection stays in TIME-WAIT in
+	// gVisor (gVisor's default, 60s).
+	TimeWait time.Duration
+	// FinWait2Timeout bounds how long a closed connection waits in
+	// FIN-WAIT-2 for the peer's FIN (gVisor's TCP_LINGER2 default, 60s).
+	FinWait2Timeout time.Duration
+}
+
+func (o *Options) setDefaults() {
+	def := func(v *int, d int) {
+		if *v <= 0 {
+			*v = d
+		}
+	}
+	if o.MTU == 0 {
+		o.MTU = 1500
+	}
+	def(&o.Pumps, min(runtime.GOMAXPROCS(0), 4))
+	def(&o.MaxConns, 65536)
+	def(&o.MaxConnsPerOwner, 4096)
+	def(&o.MaxBacklog, 1024)
+	def(&o.DefaultBacklog, 128)
+	if o.ConnectTimeout <= 0 {
+		o.ConnectTimeout = 30 * time.Second
+	}
+	if o.CloseTimeout <= 0 {
+		o.CloseTimeout = 60 * time.Second
+	}
+}
+
+// Stack is one FIB's TCP: a gVisor stack with IPv4, IPv6 and TCP, one NIC
+// (its LinkEndpoint), the addresses the caller adds, and a default route per
+// family out of that NIC. Close releases it.
+type Stack struct {
+	opts  Options
+	gs    *stack.Stack
+	link  *LinkEndpoint
+	pumps []*pump
+
+	mu        sync.Mutex // guards the fields below
+	closed    bool
+	conns     map[*Conn]struct{}
+	owners    map[uint64]int
+	listeners map[*Listener]struct{}
+
+	nextID   atomic.Uint64
+	refused  atomic.Uint64 // connections refused by limits
+	pumpWG   sync.WaitGroup
+	connWG   sync.WaitGroup // live Conns and Listeners
+	closedCh chan struct{}
+}
+
+// NewStack makes a Stack whose outbound packets go to w.
+func NewStack(w Writer, opts Options) (*Stack, error) {
+	if w == nil {
+		return nil, errors.New("new stack: nil writer")
+	}
+	opts.setDefaults()
+	gs := stack.New(stack.Options{
+		// Zero options: no DAD, no router solicitation, no MLD or IGMP,
+		// no SLAAC; the kernel does all of that for the host.
+		NetworkProtocols:   []stack.NetworkProtocolFactory{ipv4.NewProtocolWithOptions(ipv4.Options{}), ipv6.NewProtocolWithOptions(ipv6.Options{})},
+		TransportProtocols: []stack.TransportProtocolFactory{tcp.NewProtocol},
+	})
+	s := &Stack{
+		opts:      opts,
+		gs:        gs,
+		link:      newLinkEndpoint(w, opts.MTU, opts.RXChecksumOffload),
+		conns:     make(map[*Conn]struct{}),
+		owners:    make(map[uint64]int),
+		listeners: make(map[*Listener]struct{}),
+		closedCh:  make(chan struct{}),
+	}
+	fail := func(what string, err tcpip.Error) (*Stack, error) {
+		gs.Destroy()
+		return nil, fmt.Errorf("new stack: %s: %s", what, err)
+	}
+	sack := tcpip.TCPSACKEnabled(true)
+	if err := gs.SetTransportProtocolOption(tcp.ProtocolNumber, &sack); err != nil {
+		return fail("enable sack", err)
+	}
+	if opts.TimeWait > 0 {
+		tw := tcpip.TCPTimeWaitTimeoutOption(opts.TimeWait)
+		if err := gs.SetTransportProtocolOption(tcp.ProtocolNumber, &tw); err != nil {
+			return fail("set time-wait", err)
+		}
+	}
+	if opts.FinWait2Timeout > 0 {
+		lt := tcpip.TCPLingerTimeoutOption(opts.FinWait2Timeout)
+		if err := gs.SetTransportProtocolOption(tcp.ProtocolNumber, &lt); err != nil {
+			return fail("set fin-wait-2 timeout", err)
+		}
+	}
+	if opts.SendBuffer > 0 {
+		o := tcpip.TCPSendBufferSizeRangeOption{Min: tcp.MinBufferSize, Default: opts.SendBuffer, Max: max(opts.SendBuffer, tcp.MaxBufferSize)}
+		if err := gs.SetTransportProtocolOption(tcp.ProtocolNumber, &o); err != nil {
+			return fail("set send buffer", err)
+		}
+	}
+	if opts.ReceiveBuffer > 0 {
+		o := tcpip.TCPReceiveBufferSizeRangeOption{Min: tcp.MinBufferSize, Default: opts.ReceiveBuffer, Max: max(opts.ReceiveBuffer, tcp.MaxBufferSize)}
+		if err := gs.SetTransportProtocolOption(tcp.ProtocolNumber, &o); err != nil {
+			return fail("set receive buffer", err)
+		}
+	}
+	if err := gs.CreateNICWithOptions(nicID, s.link, stack.NICOptions{QDisc: directQDisc{s.link}}); err != nil {
+		return fail("create nic", err)
+	}
+	gs.SetRouteTable([]tcpip.Route{
+		{Destination: header.IPv4EmptySubnet, NIC: nicID},
+		{Destination: header.IPv6EmptySubnet, NIC: nicID},
+	})
+	for range opts.Pumps {
+		p := newPump()
+		s.pumps = append(s.pumps, p)
+		s.pumpWG.Add(1)
+		go func() {
+			defer s.pumpWG.Done()
+			p.run()
+		}()
+	}
+	return s, nil
+}
+
+// Link returns the Stack's link endpoint, where the workers inject inbound
+// packets.
+func (s *Stack) Link() *LinkEndpoint { return s.link }
+
+// AddAddress assigns an interface address (its prefix length is kept but
+// routing does not depend on it: every destination goes out of the NIC).
+func (s *Stack) AddAddress(p netip.Prefix) error {
+	a := p.Addr().Unmap()
+	pa := tcpip.ProtocolAddress{
+		Protocol:          protoOf(a),
+		AddressWithPrefix: tcpip.AddressWithPrefix{Address: tcpAddr(a), PrefixLen: p.Bits()},
+	}
+	if err := s.gs.AddProtocolAddress(nicID, pa, stack.AddressProperties{}); err != nil {
+		return fmt.Errorf("add address %s: %w", p, toErrno(err))
+	}
+	return nil
+}
+
+// RemoveAddress removes an address AddAddress added. Connections using it
+// stay until they end; they can no longer send once it is gone.
+func (s *Stack) RemoveAddress(a netip.Addr) error {
+	if err := s.gs.RemoveAddress(nicID, tcpAddr(a.Unmap())); err != nil {
+		return fmt.Errorf("remove address %s: %w", a, toErrno(err))
+	}
+	return nil
+}
+
+// Stats are a Stack's counters.
+type Stats struct {
+	Conns         int    // live Conns
+	Listeners     int    // live Listeners
+	Endpoints     int    // gVisor's registered transport endpoints (TIME-WAIT ones included)
+	Established   uint64 // gVisor: connections now established
+	RxPackets     uint64 // injected and handed to gVisor
+	RxDropped     uint64 // injected and dropped (not TCP over IP, stack closed)
+	TxPackets     uint64 // handed to the Writer
+	TxDropped     uint64 // refused by the Writer
+	TxNonTCP      uint64 // non-TCP packets gVisor sent, discarded
+	Refused       uint64 // connections refused by MaxConns/MaxConnsPerOwner
+	Retransmits   uint64 // gVisor: segments retransmitted
+	ChecksumError uint64 // gVisor: TCP segments with a bad checksum
+}
+
+// Stats returns the Stack's counters.
+func (s *Stack) Stats() Stats {
+	s.mu.Lock()
+	st := Stats{Conns: len(s.conns), Listeners: len(s.listeners)}
+	s.mu.Unlock()
+	gst := s.gs.Stats()
+	st.Endpoints = len(s.gs.RegisteredEndpoints())
+	st.Established = gst.TCP.CurrentEstablished.Value()
+	st.Retransmits = gst.TCP.Retransmits.Value()
+	st.ChecksumError = gst.TCP.ChecksumErrors.Value()
+	st.RxPackets = s.link.rxPackets.Load()
+	st.RxDropped = s.link.rxDropped.Load()
+	st.TxPackets = s.link.txPackets.Load()
+	st.TxDropped = s.link.txDropped.Load()
+	st.TxNonTCP = s.link.txNonTCP.Load()
+	st.Refused = s.refused.Load()
+	return st
+}
+
+// Close aborts every Conn (each gets Reset with ECONNABORTED, then Closed)
+// and Listener, stops the pumps, and destroys the gVisor stack. Handlers
+// have been called for the last time when Close returns.
+func (s *Stack) Close() error {
+	s.mu.Lock()
+	if s.closed {
+		s.mu.Unlock()
+		return nil
+	}
+	s.closed = true
+	ls := make([]*Listener, 0, len(s.listeners))
+	for l := range s.listeners {
+		ls = append(ls, l)
+	}
+	cs := make([]*Conn, 0, len(s.conns))
+	for c := range s.conns {
+		cs = append(cs, c)
+	}
+	s.mu.Unlock()
+	for _, l := range ls {
+		l.Close()
+	}
+	for _, c := range cs {
+		c.abort(true)
+	}
+	s.connWG.Wait()
+	close(s.closedCh)
+	for _, p := range s.pumps {
+		p.stop()
+	}
+	s.pumpWG.Wait()
+	s.gs.Destroy()
+	return nil
+}
+
+// admit counts a new Conn of owner, or refuses it over the limits.
+func (s *Stack) admit(c *Conn) error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	switch {
+	case s.closed:
+		return ErrClosed
+	case len(s.conns) >= s.opts.MaxConns, s.owners[c.owner] >= s.opts.MaxConnsPerOwner:
+		s.refused.Add(1)
+		return ErrTooManyConns
+	}
+	s.conns[c] = struct{}{}
+	s.owners[c.owner]++
+	s.connWG.Add(1)
+	return nil
+}
+
+// release forgets a finished Conn.
+func (s *Stack) release(c *Conn) {
+	s.mu.Lock()
+	delete(s.conns, c)
+	if s.owners[c.owner]--; s.owners[c.owner] <= 0 {
+		delete(s.owners, c.owner)
+	}
+	s.mu.Unlock()
+	s.connWG.Done()
+}
+
+// pumpFor returns the pump that serves object id.
+func (s *Stack) pumpFor(id uint64) *pump { return s.pumps[id%uint64(len(s.pumps))] }
+
+func protoOf(a netip.Addr) tcpip.NetworkProtocolNumber {
+	if a.Is4() {
+		return ipv4.ProtocolNumber
+	}
+	return ipv6.ProtocolNumber
+}
+
+func tcpAddr(a netip.Addr) tcpip.Address {
+	if a.Is4() {
+		return tcpip.AddrFrom4(a.As4())
+	}
+	return tcpip.AddrFrom16(a.As16())
+}
+
+func fromTCPAddr(a tcpip.Address) netip.Addr {
+	switch a.Len() {
+	case 4:
+		return netip.AddrFrom4(a.As4())
+	case 16:
+		return netip.AddrFrom16(a.As16())
+	}
+	return netip.Addr{}
+}

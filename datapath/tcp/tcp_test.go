@@ -1,0 +1,393 @@
+package tcp_test
+
+import (
+	"bytes"
+	"errors"
+	"net/netip"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/xsessiond/xsessiond/datapath/tcp"
+)
+
+const fifoSize = 1 << 20
+
+func listen(tb testing.TB, s *tcp.Stack, addr netip.AddrPort, fifo uint32) (*tcp.Listener, *acceptor) {
+	tb.Helper()
+	ac := newAcceptor(tb, fifo)
+	l, err := s.Listen(addr, 0, 2, ac)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	return l, ac
+}
+
+func TestHandshake(t *testing.T) {
+	p := newPair(t, tcp.Options{}, wireOpts{}, wireOpts{})
+	for _, dst := range []netip.Addr{addrB, addrB6} {
+		t.Run(dst.String(), func(t *testing.T) {
+			_, ac := listen(t, p.b, netip.AddrPortFrom(dst, 80), fifoSize)
+			client, server := dial(t, p, ac, netip.AddrPortFrom(dst, 80), fifoSize)
+			cc, sc := client.getConn(), server.getConn()
+			if cc.RemoteAddr() != netip.AddrPortFrom(dst, 80) || sc.LocalAddr() != cc.RemoteAddr() || sc.RemoteAddr() != cc.LocalAddr() {
+				t.Fatalf("addresses: client %v->%v, server %v->%v", cc.LocalAddr(), cc.RemoteAddr(), sc.LocalAddr(), sc.RemoteAddr())
+			}
+			if cc.LocalAddr().Port() == 0 {
+				t.Fatal("no ephemeral port")
+			}
+			// One small message each way.
+			for _, d := range []struct{ from, to *app }{{client, server}, {server, client}} {
+				if _, err := d.from.appTx.Enqueue([]byte("hello")); err != nil {
+					t.Fatal(err)
+				}
+				d.from.getConn().Kick()
+				recvOrFail(t, d.to.readable, 5*time.Second, "readable")
+				buf := make([]byte, 16)
+				n, _ := d.to.appRx.Dequeue(buf)
+				if string(buf[:n]) != "hello" {
+					t.Fatalf("got %q", buf[:n])
+				}
+			}
+			cc.Abort()
+			<-client.closed
+			recvOrFail(t, server.reset, 5*time.Second, "reset")
+			<-server.closed
+		})
+	}
+}
+
+// transfer sends n bytes each way at once and checks both streams.
+func transfer(t *testing.T, p *pair, client, server *app, n int64) time.Duration {
+	t.Helper()
+	start := time.Now()
+	var wg sync.WaitGroup
+	errs := make(chan error, 4)
+	sums := make([][]byte, 4)
+	for i, d := range []struct{ from, to *app }{{client, server}, {server, client}} {
+		wg.Add(2)
+		go func() {
+			defer wg.Done()
+			h := newHash()
+			if err := d.from.send(n, uint64(i+7), h, 64<<10); err != nil {
+				errs <- err
+			}
+			sums[2*i] = h.Sum(nil)
+		}()
+		go func() {
+			defer wg.Done()
+			h := newHash()
+			got, err := d.to.recv(n, h, 64<<10, 0)
+			if err != nil {
+				errs <- err
+			} else if got != n {
+				errs <- errors.New("short")
+			}
+			sums[2*i+1] = h.Sum(nil)
+		}()
+	}
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		t.Fatal(err)
+	}
+	if !bytes.Equal(sums[0], sums[1]) || !bytes.Equal(sums[2], sums[3]) {
+		t.Fatalf("sha256 differ: %x/%x %x/%x", sums[0], sums[1], sums[2], sums[3])
+	}
+	return time.Since(start)
+}
+
+func TestTransfer100MB(t *testing.T) {
+	n := int64(100 << 20)
+	if testing.Short() {
+		n = 10 << 20
+	}
+	p := newPair(t, tcp.Options{}, wireOpts{}, wireOpts{})
+	_, ac := listen(t, p.b, netip.AddrPortFrom(addrB, 80), fifoSize)
+	client, server := dial(t, p, ac, netip.AddrPortFrom(addrB, 80), fifoSize)
+	d := transfer(t, p, client, server, n)
+	t.Logf("%d MiB each way in %v: %.0f Mbit/s each way", n>>20, d.Round(time.Millisecond), float64(n)*8/d.Seconds()/1e6)
+	st := p.a.Stats()
+	t.Logf("stack A: %+v", st)
+	if st.TxDropped != 0 || p.b.Stats().TxDropped != 0 {
+		t.Logf("wire refused packets (retransmitted): A %d, B %d", st.TxDropped, p.b.Stats().TxDropped)
+	}
+}
+
+func TestLossAndReorder(t *testing.T) {
+	n := int64(16 << 20)
+	if testing.Short() {
+		n = 4 << 20
+	}
+	lossy := wireOpts{loss: 0.01, reorder: 0.02}
+	p := newPair(t, tcp.Options{}, lossy, lossy)
+	_, ac := listen(t, p.b, netip.AddrPortFrom(addrB, 80), fifoSize)
+	client, server := dial(t, p, ac, netip.AddrPortFrom(addrB, 80), fifoSize)
+	d := transfer(t, p, client, server, n)
+	sa, sb := p.a.Stats(), p.b.Stats()
+	t.Logf("%d MiB each way with 1%% loss, 2%% reorder in %v; retransmits A %d B %d", n>>20, d.Round(time.Millisecond), sa.Retransmits, sb.Retransmits)
+	if sa.Retransmits == 0 || sb.Retransmits == 0 {
+		t.Fatal("no retransmissions: the wire lost nothing?")
+	}
+}
+
+// TestBackpressure: a consumer that drains its 64 KiB rx fifo slowly gets
+// every byte; the rx fifo fills, the window closes, the sender's tx fifo
+// fills, and nothing is lost (no retransmission is needed on a lossless
+// wire beyond window probes).
+func TestBackpressure(t *testing.T) {
+	const small = 64 << 10
+	const n = 4 << 20
+	p := newPair(t, tcp.Options{}, wireOpts{}, wireOpts{})
+	_, ac := listen(t, p.b, netip.AddrPortFrom(addrB, 80), small)
+	client, server := dial(t, p, ac, netip.AddrPortFrom(addrB, 80), small)
+
+	var sendErr error
+	hs := newHash()
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		sendErr = client.send(n, 3, hs, 16<<10)
+	}()
+	// Read nothing until the rx fifo is full and the sender is stuck:
+	// blocked on its full tx fifo, with nothing more queued for 300ms.
+	deadline := time.Now().Add(10 * time.Second)
+	last, since := int64(-1), time.Now()
+	for {
+		q := client.queuedTx.Load()
+		if q != last {
+			last, since = q, time.Now()
+		}
+		if server.appRx.MaxDequeue() == small && client.sendBlocked.Load() && time.Since(since) > 300*time.Millisecond {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("no backpressure: rx fifo %d/%d, sender blocked %v, queued %d", server.appRx.MaxDequeue(), small, client.sendBlocked.Load(), q)
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+	select {
+	case <-done:
+		t.Fatal("sender finished while the receiver read nothing")
+	default:
+	}
+	t.Logf("stalled with %d of %d bytes queued by the sender: %d in the rx fifo, the rest in the gVisor buffers and the tx fifo", last, n, small)
+	hr := newHash()
+	got, err := server.recv(n, hr, 4<<10, 200*time.Microsecond)
+	if err != nil {
+		t.Fatal(err)
+	}
+	<-done
+	if sendErr != nil {
+		t.Fatal(sendErr)
+	}
+	if got != n || !bytes.Equal(hs.Sum(nil), hr.Sum(nil)) {
+		t.Fatalf("got %d bytes, sha256 equal %v", got, bytes.Equal(hs.Sum(nil), hr.Sum(nil)))
+	}
+	t.Logf("retransmits A %d (zero-window probes count here)", p.a.Stats().Retransmits)
+}
+
+func TestHalfClose(t *testing.T) {
+	p := newPair(t, tcp.Options{}, wireOpts{}, wireOpts{})
+	_, ac := listen(t, p.b, netip.AddrPortFrom(addrB, 80), fifoSize)
+	client, server := dial(t, p, ac, netip.AddrPortFrom(addrB, 80), fifoSize)
+
+	const n = 3 << 20
+	hs := newHash()
+	if err := client.send(n, 1, hs, 64<<10); err != nil {
+		t.Fatal(err)
+	}
+	client.getConn().CloseWrite()
+	hr := newHash()
+	got, err := server.recv(-1, hr, 64<<10, 0) // until FIN
+	if err != nil || got != n || !bytes.Equal(hs.Sum(nil), hr.Sum(nil)) {
+		t.Fatalf("server got %d of %d before FIN (err %v)", got, n, err)
+	}
+	// The server still sends after the client's FIN.
+	hs2 := newHash()
+	if err := server.send(n, 2, hs2, 64<<10); err != nil {
+		t.Fatal(err)
+	}
+	server.getConn().Close()
+	hr2 := newHash()
+	got, err = client.recv(-1, hr2, 64<<10, 0)
+	if err != nil || got != n || !bytes.Equal(hs2.Sum(nil), hr2.Sum(nil)) {
+		t.Fatalf("client got %d of %d after its FIN (err %v)", got, n, err)
+	}
+	recvOrFail(t, client.closed, 5*time.Second, "client closed")
+	recvOrFail(t, server.closed, 5*time.Second, "server closed")
+	select {
+	case err := <-client.reset:
+		t.Fatalf("client reset: %v", err)
+	case err := <-server.reset:
+		t.Fatalf("server reset: %v", err)
+	default:
+	}
+}
+
+func TestReset(t *testing.T) {
+	p := newPair(t, tcp.Options{}, wireOpts{}, wireOpts{})
+	_, ac := listen(t, p.b, netip.AddrPortFrom(addrB, 80), fifoSize)
+	client, server := dial(t, p, ac, netip.AddrPortFrom(addrB, 80), fifoSize)
+	server.getConn().Abort()
+	recvOrFail(t, server.closed, 5*time.Second, "server closed")
+	err := recvOrFail(t, client.reset, 5*time.Second, "client reset")
+	if !errors.Is(err, syscall.ECONNRESET) {
+		t.Fatalf("reset reported as %v, want ECONNRESET", err)
+	}
+	recvOrFail(t, client.closed, 5*time.Second, "client closed")
+}
+
+func TestConnectRefused(t *testing.T) {
+	p := newPair(t, tcp.Options{}, wireOpts{}, wireOpts{})
+	for _, dst := range []netip.Addr{addrB, addrB6} {
+		a := newApp(t, 4096)
+		start := time.Now()
+		c, err := p.a.Dial(netip.AddrPort{}, netip.AddrPortFrom(dst, 81), 1, a.rx, a.tx, a)
+		if err != nil {
+			t.Fatal(err)
+		}
+		a.setConn(c)
+		err = recvOrFail(t, a.failed, 5*time.Second, "connect failure")
+		if !errors.Is(err, syscall.ECONNREFUSED) {
+			t.Fatalf("%v: got %v, want ECONNREFUSED", dst, err)
+		}
+		recvOrFail(t, a.closed, time.Second, "closed")
+		if d := time.Since(start); d > time.Second {
+			t.Fatalf("refusal took %v", d)
+		}
+	}
+}
+
+func TestConnectTimeout(t *testing.T) {
+	blackhole := wireOpts{drop: func([]byte) bool { return true }}
+	p := newPair(t, tcp.Options{ConnectTimeout: 300 * time.Millisecond}, blackhole, wireOpts{})
+	a := newApp(t, 4096)
+	start := time.Now()
+	c, err := p.a.Dial(netip.AddrPort{}, netip.AddrPortFrom(addrB, 80), 1, a.rx, a.tx, a)
+	if err != nil {
+		t.Fatal(err)
+	}
+	a.setConn(c)
+	err = recvOrFail(t, a.failed, 5*time.Second, "connect failure")
+	if !errors.Is(err, syscall.ETIMEDOUT) {
+		t.Fatalf("got %v, want ETIMEDOUT", err)
+	}
+	if d := time.Since(start); d < 300*time.Millisecond || d > 2*time.Second {
+		t.Fatalf("timeout after %v", d)
+	}
+	<-a.closed
+	if st := p.a.Stats(); st.Conns != 0 {
+		t.Fatalf("%d conns left", st.Conns)
+	}
+}
+
+func TestOwnerLimit(t *testing.T) {
+	p := newPair(t, tcp.Options{MaxConnsPerOwner: 2}, wireOpts{}, wireOpts{})
+	_, ac := listen(t, p.b, netip.AddrPortFrom(addrB, 80), 4096)
+	for range 2 {
+		dial(t, p, ac, netip.AddrPortFrom(addrB, 80), 4096)
+	}
+	a := newApp(t, 4096)
+	if _, err := p.a.Dial(netip.AddrPort{}, netip.AddrPortFrom(addrB, 80), 1, a.rx, a.tx, a); !errors.Is(err, tcp.ErrTooManyConns) {
+		t.Fatalf("third dial of owner 1: %v, want ErrTooManyConns", err)
+	}
+	// Another owner may dial; the listener's owner (2) is at its limit on
+	// B, so B resets the accepted connection.
+	c, err := p.a.Dial(netip.AddrPort{}, netip.AddrPortFrom(addrB, 80), 3, a.rx, a.tx, a)
+	if err != nil {
+		t.Fatal(err)
+	}
+	a.setConn(c)
+	// The handshake completes in gVisor before B's pump refuses the
+	// Conn: A sees the RST either after Connected (Reset) or before its
+	// pump saw the connection up (ConnectFailed); ECONNRESET both ways.
+	select {
+	case err = <-a.failed:
+	case <-a.connected:
+		err = recvOrFail(t, a.reset, 5*time.Second, "reset by the listener's limit")
+	case <-time.After(5 * time.Second):
+		t.Fatal("no outcome")
+	}
+	if !errors.Is(err, syscall.ECONNRESET) {
+		t.Fatalf("got %v, want ECONNRESET", err)
+	}
+	if r := p.b.Stats().Refused; r != 1 {
+		t.Fatalf("B refused %d", r)
+	}
+}
+
+// TestStackClose: closing a Stack ends every Conn with Reset(ECONNABORTED)
+// then Closed, and every Listener with ListenerClosed.
+func TestStackClose(t *testing.T) {
+	p := newPair(t, tcp.Options{}, wireOpts{}, wireOpts{})
+	_, ac := listen(t, p.b, netip.AddrPortFrom(addrB, 80), 4096)
+	client, server := dial(t, p, ac, netip.AddrPortFrom(addrB, 80), 4096)
+	p.b.Close()
+	select {
+	case <-server.closed:
+	default:
+		t.Fatal("server Conn not closed when Close returned")
+	}
+	if err := <-server.reset; !errors.Is(err, syscall.ECONNABORTED) {
+		t.Fatalf("server: %v", err)
+	}
+	<-ac.closed
+	if err := recvOrFail(t, client.reset, 5*time.Second, "client reset"); !errors.Is(err, syscall.ECONNRESET) {
+		t.Fatalf("client: %v", err)
+	}
+}
+
+// TestDataAfterBothFINs: the peer sends more than the rx fifo holds and
+// closes; we half-close while that data still waits in gVisor, so gVisor's
+// endpoint reaches CLOSED with data unread. The Conn must still deliver
+// every byte, then PeerClosed and Closed, and no Reset.
+func TestDataAfterBothFINs(t *testing.T) {
+	const small = 64 << 10
+	const n = 512 << 10
+	p := newPair(t, tcp.Options{}, wireOpts{}, wireOpts{})
+	_, ac := listen(t, p.b, netip.AddrPortFrom(addrB, 80), fifoSize)
+	client, server := dial(t, p, ac, netip.AddrPortFrom(addrB, 80), small)
+	hs := newHash()
+	if err := server.send(n, 5, hs, 64<<10); err != nil {
+		t.Fatal(err)
+	}
+	server.getConn().Close()
+	recvOrFail(t, server.closed, 5*time.Second, "server closed")
+	// Wait until the client's rx fifo is full, then half-close with the
+	// rest of the data (and the FIN behind it) still in gVisor.
+	for deadline := time.Now().Add(5 * time.Second); client.appRx.MaxDequeue() < small; time.Sleep(time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatal("client rx fifo never filled")
+		}
+	}
+	// The server's FIN is in the client's gVisor once the server's endpoint
+	// is in FIN-WAIT-2 (its FIN acknowledged).
+	for deadline := time.Now().Add(5 * time.Second); ; time.Sleep(time.Millisecond) {
+		if st := tcp.EndpointStates(p.b); len(st) == 2 && (strings.HasPrefix(st[0], "FIN-WAIT2") || strings.HasPrefix(st[1], "FIN-WAIT2")) {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("server endpoint never reached FIN-WAIT-2: %v", tcp.EndpointStates(p.b))
+		}
+	}
+	client.getConn().CloseWrite()
+	time.Sleep(100 * time.Millisecond) // LAST-ACK, the peer's ACK, CLOSED
+	// A Kick may come at any time (the app queued into tx, say); the pump
+	// then finds the endpoint CLOSED with the rx fifo still full.
+	client.getConn().Kick()
+	time.Sleep(20 * time.Millisecond)
+	hr := newHash()
+	got, err := client.recv(-1, hr, 4<<10, 0)
+	if err != nil || got != n || !bytes.Equal(hs.Sum(nil), hr.Sum(nil)) {
+		t.Fatalf("client got %d of %d (err %v)", got, n, err)
+	}
+	recvOrFail(t, client.closed, 5*time.Second, "client closed")
+	select {
+	case err := <-client.reset:
+		t.Fatalf("client reset: %v", err)
+	default:
+	}
+}
