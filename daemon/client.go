@@ -169,10 +169,41 @@ func (h *client) Close(err error) {
 		h.d.detachLater = append(h.d.detachLater, h)
 	}
 	h.d.mu.Unlock()
+	if r, dropped := dropReason(err); dropped {
+		// The server dropped a client that does not read or idles: its app
+		// goes with it, logged once here.
+		h.d.dropped[r].Add(1)
+		h.d.log.Warn("client dropped", "conn", h.id, "name", h.name, "pid", h.cred.PID, "uid", h.cred.UID,
+			"app", h.app, "attached", h.attached, "reason", dropNames[r], "err", err)
+	}
 	if h.attached && !closing {
 		h.detach()
 	}
 	h.d.log.Debug("connection closed", "conn", h.id, "name", h.name, "pid", h.cred.PID, "reason", err)
+}
+
+// Reasons the control server drops a client for.
+const (
+	dropSendTimeout = iota
+	dropQueueFull
+	dropIdle
+	numDrops
+)
+
+var dropNames = [numDrops]string{"send_timeout", "queue_full", "idle"}
+
+// dropReason says whether err, the end of a connection, is the control
+// server dropping the client, and why.
+func dropReason(err error) (int, bool) {
+	switch {
+	case errors.Is(err, api.ErrSendTimeout):
+		return dropSendTimeout, true
+	case errors.Is(err, api.ErrQueueFull):
+		return dropQueueFull, true
+	case errors.Is(err, api.ErrIdle):
+		return dropIdle, true
+	}
+	return 0, false
 }
 
 func (h *client) needApp(op string) error {

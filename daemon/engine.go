@@ -26,6 +26,9 @@ type engine interface {
 	// WaitMirror waits until the datapath's tables (the XDP program's
 	// maps) reflect every change the session layer made before the call.
 	WaitMirror(ctx context.Context) error
+	// DetachXDP detaches the XDP program and unpins at once, leaving the
+	// workers running; idempotent.
+	DetachXDP() error
 	// Close stops the workers, detaches and unpins; idempotent.
 	Close() error
 }
@@ -61,6 +64,7 @@ func (noEngine) Start(*sessions.Layer) error { return nil }
 func (noEngine) KickFDs() []int              { return nil }
 func (noEngine) Stats() EngineStats          { return EngineStats{Datapath: "none", Queues: []QueueStats{}} }
 func (noEngine) Close() error                { return nil }
+func (noEngine) DetachXDP() error            { return nil }
 
 func (noEngine) WaitMirror(context.Context) error { return nil }
 

@@ -547,6 +547,17 @@ func (e *Engine) unpublishConnLocked(t flow.FiveTuple) {
 	e.est.Store(newEstTable(m))
 }
 
+// DetachXDP detaches the program from the interface and removes its pins
+// now, leaving the workers running (their sockets receive nothing more),
+// so that a stopping daemon gives the interface back to the kernel before
+// it waits for anything. Close does the rest. It is idempotent.
+func (e *Engine) DetachXDP() error {
+	if e.att == nil {
+		return nil
+	}
+	return e.att.Close()
+}
+
 // Close stops the workers and goroutines, closes the sockets, detaches
 // the program and removes its pins. It is idempotent.
 func (e *Engine) Close() error {

@@ -8,6 +8,7 @@ import (
 	"os/signal"
 	"strings"
 	"syscall"
+	"time"
 
 	"github.com/spf13/cobra"
 	"golang.org/x/sys/unix"
@@ -22,6 +23,8 @@ import (
 type runFlags struct {
 	iface, netns, socket, config, metrics, logLevel, xdpMode string
 	queues                                                   int
+	sendTimeout, idleTimeout                                 time.Duration
+	maxConns                                                 int
 }
 
 func newRunCmd() *cobra.Command {
@@ -53,6 +56,9 @@ The control socket is a path in the file system and does not depend on it.`,
 	fl.StringVar(&f.metrics, "metrics-addr", "", "serve Prometheus metrics at http://ADDR/metrics (empty: off)")
 	fl.StringVar(&f.logLevel, "log-level", "info", "debug, info, warn or error")
 	fl.StringVar(&f.xdpMode, "xdp-mode", "auto", "auto, native or generic")
+	fl.DurationVar(&f.sendTimeout, "send-timeout", 0, "drop a client (and detach its app) that leaves a reply or notice unread this long (0: 2s)")
+	fl.DurationVar(&f.idleTimeout, "idle-timeout", 0, "close a connection with no app attached that sends nothing this long (0: 30s, negative: never)")
+	fl.IntVar(&f.maxConns, "max-conns", 0, "control connections at most, 8 of them kept for root (0: 1024, negative: no limit)")
 	return cmd
 }
 
@@ -92,13 +98,25 @@ func mergeRunConfig(cmd *cobra.Command, f runFlags, c *Config) (daemon.Config, e
 	if changed("metrics-addr") {
 		c.MetricsAddr = f.metrics
 	}
+	if changed("send-timeout") {
+		if f.sendTimeout < 0 {
+			return daemon.Config{}, errors.New("--send-timeout must be 0 or more")
+		}
+		c.Control.SendTimeout = f.sendTimeout
+	}
+	if changed("idle-timeout") {
+		c.Control.IdleTimeout = f.idleTimeout
+	}
+	if changed("max-conns") {
+		c.Control.MaxConns = f.maxConns
+	}
 	if changed("log-level") || c.LogLevel == "" {
 		c.LogLevel = f.logLevel
 	}
 	return daemon.Config{
 		Datapath: datapath.Config{IfName: ic.Name, NetnsName: ic.Netns, Queues: ic.Queues, Batch: ic.Batch, BusyPoll: ic.BusyPoll, XDPMode: ic.XDPMode},
 		Socket:   c.Socket, SocketGroup: c.SocketGroup, MetricsAddr: c.MetricsAddr,
-		Namespaces: c.Namespaces, Rules: c.Rules, Version: version,
+		Namespaces: c.Namespaces, Rules: c.Rules, Version: version, Control: c.Control,
 	}, nil
 }
 
