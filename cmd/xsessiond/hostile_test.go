@@ -377,3 +377,72 @@ func TestSecondRunKeepsFirst(t *testing.T) {
 		t.Errorf("netns pin folder %s left after a clean stop", filepath.Dir(pinDir(rig.B)))
 	}
 }
+
+// TestCleanupAfterKill SIGKILLs a daemon, which leaves its XDP program
+// attached through its pinned link, its pins and its lock file; `xsessiond
+// cleanup` removes them (and refuses while a daemon runs), and a daemon
+// started afterwards serves.
+func TestCleanupAfterKill(t *testing.T) {
+	rig := nstest.NewPair(t, nstest.Options{})
+	if err := xsktest.DisableTxOffload(rig.A); err != nil {
+		t.Fatal(err)
+	}
+	xs, echo := binaries(t)
+	sock := filepath.Join(t.TempDir(), "api.sock")
+	run := []string{"run", "--netns", rig.B.Name, "--iface", rig.B.Link, "--socket", sock}
+	d := startProcess(t, xs, run...)
+	d.waitLine(t, "xsessiond started", 15*time.Second)
+
+	line := oneLine(t, xs, "cleanup", "--netns", rig.B.Name, "--iface", rig.B.Link)
+	if !strings.Contains(line, "another xsessiond serves this interface") {
+		t.Errorf("cleanup beside a running daemon: %q", line)
+	}
+	if !xdpAttached(t, rig.B) || pinsIntact(t, rig.B) != nil {
+		t.Fatal("cleanup touched a running daemon's program or pins")
+	}
+
+	d.cmd.Process.Kill()
+	<-d.exited
+	if !xdpAttached(t, rig.B) {
+		t.Fatal("no XDP program left after SIGKILL: nothing to test")
+	}
+	if err := pinsIntact(t, rig.B); err != nil {
+		t.Fatalf("after SIGKILL: %v", err)
+	}
+	out, err := exec.Command(xs, "cleanup", "--netns", rig.B.Name, "--iface", rig.B.Link).CombinedOutput()
+	t.Logf("cleanup: %s", out)
+	if err != nil {
+		t.Fatalf("cleanup: %v\n%s", err, out)
+	}
+	if xdpAttached(t, rig.B) {
+		t.Errorf("XDP still attached after cleanup")
+	}
+	if _, err := os.Stat(pinDir(rig.B)); err == nil {
+		t.Errorf("pins left after cleanup")
+	}
+	if _, err := os.Stat(filepath.Dir(pinDir(rig.B))); err == nil {
+		t.Errorf("netns pin folder left after cleanup")
+	}
+	if _, err := os.Stat(lockFile(t, rig.B)); err == nil {
+		t.Errorf("lock file left after cleanup")
+	}
+	out, err = exec.Command(xs, "cleanup", "--netns", rig.B.Name, "--iface", rig.B.Link).CombinedOutput()
+	if err != nil || !strings.Contains(string(out), "nothing to clean up") {
+		t.Errorf("second cleanup: %v: %s", err, out)
+	}
+
+	d = startProcess(t, xs, run...)
+	d.waitLine(t, "xsessiond started", 15*time.Second)
+	e := startProcess(t, echo, "--socket", sock, "--listen", "udp://0.0.0.0:9000")
+	e.waitLine(t, "echoing on", 10*time.Second)
+	if err := echoOnce(t, rig, 9000); err != nil {
+		t.Fatalf("after cleanup and restart: %v", err)
+	}
+	e.stop(t)
+	if code := d.stop(t); code != 0 {
+		t.Errorf("xsessiond exited %d", code)
+	}
+	if _, err := os.Stat(lockFile(t, rig.B)); err == nil {
+		t.Errorf("lock file left after a clean stop")
+	}
+}
