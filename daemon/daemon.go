@@ -67,6 +67,9 @@ type Config struct {
 	RunDir string
 	// Control bounds what the control socket gives each client.
 	Control ControlLimits
+	// Limits bound the apps and their memory; Auth says who may do what.
+	Limits Limits
+	Auth   Auth
 }
 
 // ControlLimits bound what the control socket gives each client; they are
@@ -121,6 +124,14 @@ type Daemon struct {
 	// dropped counts the clients the control server dropped, by reason
 	// (dropSendTimeout, …).
 	dropped [numDrops]atomic.Uint64
+	// limits are Config.Limits with the defaults filled in.
+	limits Limits
+	// secrets rate-limits wrong namespace secrets per peer uid;
+	// secretFailures counts them, secretRefused the attaches refused
+	// unchecked.
+	secrets        *api.AttemptLimiter
+	secretFailures atomic.Uint64
+	secretRefused  atomic.Uint64
 
 	mu        sync.Mutex
 	netnss    map[flow.FIBID]*netnsRef                   // guarded by mu: open netns and their views, by FIB
@@ -133,6 +144,9 @@ type Daemon struct {
 	cfgNs     []string                                   // guarded by mu: namespace ids the config file added
 	cfgRules  []uint32                                   // guarded by mu: rule ids the config file added
 	closing   bool                                       // guarded by mu
+	apps      int                                        // guarded by mu: attached apps
+	uids      map[uint32]uidUse                          // guarded by mu: what each uid's apps hold (not uid 0)
+	nsAccess  map[string]sessions.AccessList             // guarded by mu: who may attach to each namespace
 	// detachLater are the apps whose connection ended while the daemon
 	// was stopping, detached together at the end. Guarded by mu.
 	detachLater []*client
@@ -184,6 +198,10 @@ func New(cfg Config) (*Daemon, error) {
 	if cfg.Version == "" {
 		cfg.Version = "dev"
 	}
+	if err := cfg.Auth.Validate(); err != nil {
+		return nil, err
+	}
+	lim := cfg.Limits.withDefaults()
 	return &Daemon{
 		cfg:       cfg,
 		log:       cfg.Logger,
@@ -194,6 +212,10 @@ func New(cfg Config) (*Daemon, error) {
 		ctPending: map[ctKey]*ctMem{},
 		fifos:     map[sessions.AppID]map[flow.Handle]pairRef{},
 		nextConn:  1,
+		limits:    lim,
+		uids:      map[uint32]uidUse{},
+		nsAccess:  map[string]sessions.AccessList{},
+		secrets:   api.NewAttemptLimiter(lim.SecretFailuresPerSecond, lim.SecretFailureBurst, 4096),
 	}, nil
 }
 
@@ -253,6 +275,9 @@ func (d *Daemon) Start() (err error) {
 	} else {
 		dc := d.cfg.Datapath
 		dc.Netns = d.ns
+		if dc.Addrs == nil {
+			dc.Addrs = view // frames leave only with a source of the interface
+		}
 		if dc.Logger == nil {
 			dc.Logger = d.log.With("component", "datapath")
 		}

@@ -3,6 +3,7 @@ package daemon
 import (
 	"encoding/json"
 	"fmt"
+	"slices"
 	"time"
 
 	"github.com/xsessiond/xsessiond/api"
@@ -78,11 +79,18 @@ func (d *Daemon) ControlStats() ControlStats {
 }
 
 // show builds the JSON document of a Show request.
-func (d *Daemon) show(what api.ShowWhat) ([]byte, error) {
+//
+// Apps of other users (their pid, uid, names) are shown to admins only
+// (Auth.Admin); others see their own.
+func (d *Daemon) show(what api.ShowWhat, peer api.Cred) ([]byte, error) {
 	var v any
 	switch what {
 	case api.ShowApps:
-		v = d.AppViews()
+		apps := d.AppViews()
+		if !d.isAdmin(peer) {
+			apps = slices.DeleteFunc(apps, func(a AppView) bool { return a.UID != peer.UID })
+		}
+		v = apps
 	case api.ShowSessions:
 		v = nonNil(d.layer.Sessions())
 	case api.ShowListeners:

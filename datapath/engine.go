@@ -40,6 +40,14 @@ type Config struct {
 
 	// PinRoot overrides loader.DefaultPinRoot (tests).
 	PinRoot string
+	// Addrs, when set, says which addresses the interface has: a
+	// datagram whose source address is not one of them is dropped and
+	// counted as tx-bad-source, so no app sends frames with a spoofed
+	// source. HasAddress runs on the transmit path: it must not
+	// allocate. The daemon passes its netlink view.
+	Addrs interface {
+		HasAddress(ifindex int, a netip.Addr) bool
+	}
 	// XSK shapes the AF_XDP sockets; zero fields take xsk's defaults.
 	// NeedWakeup is always set.
 	XSK xsk.Options

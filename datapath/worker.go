@@ -28,11 +28,12 @@ const (
 	dropTxTooLong          // tx: the payload does not fit a frame
 	dropTxNoFrame          // tx: no free UMEM frame
 	dropTxCorrupt          // tx: the app's tx fifo is corrupt
+	dropTxBadSource        // tx: the source address is not one of the interface's (Config.Addrs)
 	numDrops
 )
 
 var dropNames = [numDrops]string{"no-session", "fifo-full", "too-big", "fifo-corrupt", "no-neighbour", "no-route",
-	"tx-bad-header", "tx-too-long", "tx-no-frame", "tx-fifo-corrupt"}
+	"tx-bad-header", "tx-too-long", "tx-no-frame", "tx-fifo-corrupt", "tx-bad-source"}
 
 // counters are one worker's counts. The worker updates a private copy
 // without atomics and publishes it every publishEvery loops and before

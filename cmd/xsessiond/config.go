@@ -28,6 +28,10 @@ type Config struct {
 	// and idle timeouts, queue bounds, connection cap); zero fields take
 	// the defaults documented in deploy/xsessiond.yaml.
 	Control daemon.ControlLimits `yaml:"control"`
+	// Limits bound the apps and their memory; Authorization says who may
+	// send admin requests. See deploy/xsessiond.yaml.
+	Limits        daemon.Limits `yaml:"limits"`
+	Authorization daemon.Auth   `yaml:"authorization"`
 }
 
 // InterfaceConfig is one interface the daemon runs workers on.
@@ -97,6 +101,12 @@ func (c *Config) Validate() error {
 	cl := c.Control
 	if cl.SendTimeout < 0 || cl.HelloTimeout < 0 || cl.QueueLen < 0 || cl.QueueBytes < 0 {
 		return errors.New("config: control: send_timeout, hello_timeout, queue_len and queue_bytes must be ≥ 0 (0: default)")
+	}
+	if err := c.Authorization.Validate(); err != nil {
+		return fmt.Errorf("config: %w", err)
+	}
+	if c.Limits.SecretFailuresPerSecond < 0 || c.Limits.SecretFailureBurst < 0 {
+		return errors.New("config: limits: secret_failures_per_second and secret_failure_burst must be ≥ 0 (0: default)")
 	}
 	ids := map[string]bool{}
 	for i, n := range c.Namespaces {

@@ -17,6 +17,9 @@ import (
 )
 
 func TestMain(m *testing.M) {
+	if arg := os.Getenv(unprivEnv); arg != "" {
+		os.Exit(unprivChild(arg))
+	}
 	code := m.Run()
 	if buildDir != "" {
 		os.RemoveAll(buildDir)

@@ -3,6 +3,7 @@ package main
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"net"
 	"os"
@@ -50,23 +51,31 @@ func dialRaw(t *testing.T, sock string) *rawClient {
 
 // call sends m and reads its reply, closing the descriptors it carries.
 func (r *rawClient) call(m api.Message) (api.Message, error) {
+	rep, fds, err := r.callFDs(m)
+	api.CloseFDs(fds)
+	return rep, err
+}
+
+// callFDs sends m and returns its reply with the descriptors it carries.
+func (r *rawClient) callFDs(m api.Message) (api.Message, []int, error) {
 	r.id++
 	if err := r.c.SendID(r.id, m); err != nil {
-		return nil, err
+		return nil, nil, err
 	}
 	for {
 		id, rep, fds, err := r.c.RecvID()
-		api.CloseFDs(fds)
 		if err != nil {
-			return nil, err
+			return nil, nil, err
 		}
 		if id != r.id {
+			api.CloseFDs(fds)
 			continue // a notice
 		}
 		if e, ok := rep.(*api.Error); ok {
-			return nil, e.Err()
+			api.CloseFDs(fds)
+			return nil, nil, e.Err()
 		}
-		return rep, nil
+		return rep, fds, nil
 	}
 }
 
@@ -444,5 +453,96 @@ func TestCleanupAfterKill(t *testing.T) {
 	}
 	if _, err := os.Stat(lockFile(t, rig.B)); err == nil {
 		t.Errorf("lock file left after a clean stop")
+	}
+}
+
+// TestOperatorMistakes runs the daemon binary with a config file and
+// checks what an operator gets wrong: ns add on an interface that is not
+// there, or not in the FIB the daemon serves, fails with a clear error;
+// ns set-secret rotates a secret (the new one for new attaches, attached
+// apps keep working); SIGHUP with a changed interface says it needs a
+// restart instead of "config reloaded".
+func TestOperatorMistakes(t *testing.T) {
+	rig := nstest.NewPair(t, nstest.Options{})
+	if err := xsktest.DisableTxOffload(rig.A); err != nil {
+		t.Fatal(err)
+	}
+	xs, _ := binaries(t)
+	dir := t.TempDir()
+	sock := filepath.Join(dir, "api.sock")
+	cfg := filepath.Join(dir, "xsessiond.yaml")
+	conf := func(iface string) []byte {
+		return []byte(fmt.Sprintf("socket: %s\ninterfaces:\n  - name: %s\n    netns: %s\nnamespaces:\n  - id: blue\n    secret: 1\n    iface: %s\n    netns: %s\n",
+			sock, iface, rig.B.Name, rig.B.Link, rig.B.Name))
+	}
+	if err := os.WriteFile(cfg, conf(rig.B.Link), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	d := startProcess(t, xs, "run", "--config", cfg)
+	d.waitLine(t, "xsessiond started", 15*time.Second)
+	ctl := func(args ...string) (string, error) {
+		out, err := exec.Command(xs, append([]string{"ctl", "--socket", sock}, args...)...).CombinedOutput()
+		return strings.TrimSpace(string(out)), err
+	}
+
+	out, err := ctl("ns", "add", "--id", "x", "--secret", "1", "--iface", "nosuch0", "--netns", rig.B.Name)
+	if err == nil || !strings.Contains(out, `interface "nosuch0" does not exist in netns "`+rig.B.Name+`"`) {
+		t.Errorf("ns add on a missing interface: %v: %s", err, out)
+	}
+	out, err = ctl("ns", "add", "--id", "x", "--secret", "1", "--iface", rig.A.Link, "--netns", rig.A.Name)
+	if err == nil || !strings.Contains(out, "not in the FIB this daemon serves") {
+		t.Errorf("ns add in another netns: %v: %s", err, out)
+	}
+
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	old, err := app.Attach(ctx, app.Options{Socket: sock, Namespace: "blue", Secret: 1, Name: "old"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer old.Close()
+	pc, err := old.ListenPacket("udp://0.0.0.0:9000")
+	if err != nil {
+		t.Fatal(err)
+	}
+	go func() {
+		buf := make([]byte, 2048)
+		for {
+			n, from, err := pc.ReadFrom(buf)
+			if err != nil {
+				return
+			}
+			pc.WriteTo(buf[:n], from)
+		}
+	}()
+	if err := echoOnce(t, rig, 9000); err != nil {
+		t.Fatal(err)
+	}
+	if out, err := ctl("ns", "set-secret", "--id", "blue", "--secret", "2"); err != nil {
+		t.Fatalf("ns set-secret: %v: %s", err, out)
+	}
+	if _, err := app.Attach(ctx, app.Options{Socket: sock, Namespace: "blue", Secret: 1}); !errors.Is(err, flow.ErrWrongSecret) {
+		t.Errorf("attach with the old secret: %v", err)
+	}
+	if a, err := app.Attach(ctx, app.Options{Socket: sock, Namespace: "blue", Secret: 2}); err != nil {
+		t.Errorf("attach with the new secret: %v", err)
+	} else {
+		a.Close()
+	}
+	if err := echoOnce(t, rig, 9000); err != nil {
+		t.Errorf("the app attached before the rotation: %v", err)
+	}
+
+	if err := os.WriteFile(cfg, conf("eth9"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	d.cmd.Process.Signal(syscall.SIGHUP)
+	d.waitLine(t, "not applied, needs a restart: interface "+rig.B.Link+" -> eth9", 5*time.Second)
+	d.waitLine(t, "other changes need a restart", 5*time.Second)
+	if strings.Contains(d.output(), "config reloaded") {
+		t.Errorf("SIGHUP with a changed interface said the config was reloaded")
+	}
+	if err := echoOnce(t, rig, 9000); err != nil {
+		t.Errorf("after SIGHUP: %v", err)
 	}
 }
