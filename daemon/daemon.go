@@ -8,6 +8,8 @@ import (
 	"net"
 	"net/http"
 	"os"
+	"os/user"
+	"strconv"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -187,6 +189,14 @@ func New(cfg Config) (*Daemon, error) {
 	if cfg.MetricsAddr != "" {
 		if _, _, err := net.SplitHostPort(cfg.MetricsAddr); err != nil {
 			return nil, fmt.Errorf("metrics address %q: want host:port: %w", cfg.MetricsAddr, flow.ErrInvalidValue)
+		}
+	}
+	if g := cfg.SocketGroup; g != "" {
+		if _, err := strconv.Atoi(g); err != nil {
+			if _, err := user.LookupGroup(g); err != nil {
+				return nil, fmt.Errorf("socket_group %q: no such group: create it (groupadd --system %s) and add the users whose apps may attach, or leave socket_group out (the socket is then root's alone): %w",
+					g, g, flow.ErrInvalidValue)
+			}
 		}
 	}
 	if cfg.Socket == "" {
