@@ -38,6 +38,8 @@ type client struct {
 	ns       string
 	attached bool
 	memRes   uint64 // segment memory reserved for the app (Limits)
+	// unkick closes the app's kick eventfds, once it detached.
+	unkick func()
 
 	// sent are the descriptors of the last reply, duplicated for it; the
 	// server has sent the reply by the time the next request (or Close)
@@ -243,9 +245,13 @@ func (h *client) detach() {
 	if h.attached {
 		d.unreserveLocked(h.cred, h.memRes)
 	}
-	h.attached, h.mgr, h.efd, h.memRes = false, nil, nil, 0
+	unkick := h.unkick
+	h.attached, h.mgr, h.efd, h.memRes, h.unkick = false, nil, nil, 0, nil
 	d.mu.Unlock()
 	d.layer.DetachClient(h.id)
+	if unkick != nil {
+		unkick()
+	}
 	if efd != nil {
 		efd.release()
 	}
@@ -377,7 +383,14 @@ func (h *client) attach(m *api.Attach) (api.Message, []int, error) {
 		d.layer.Detach(att.App)
 		return nil, nil, fmt.Errorf("attach: %d segments: %w", len(segs), flow.ErrNoMemory)
 	}
-	kicks := d.eng.KickFDs()
+	// The app's own kick eventfds: a worker tells who woke it, and pauses
+	// an app that wakes it for nothing.
+	kicks, unkick, err := d.eng.AppKicks(att.App)
+	if err != nil {
+		efd.release()
+		d.layer.Detach(att.App)
+		return nil, nil, fmt.Errorf("attach: %w", err)
+	}
 	reply := &api.AttachReply{
 		AppIndex:   uint32(att.App),
 		EventQueue: api.QueueRef{Segment: q.Fifo().Segment().Index(), Offset: uint64(q.Offset()), Capacity: uint32(q.Capacity())},
@@ -393,6 +406,7 @@ func (h *client) attach(m *api.Attach) (api.Message, []int, error) {
 	d.mu.Lock()
 	reserved = false // the detach gives it back
 	h.memRes = res
+	h.unkick = unkick
 	h.app, h.mgr, h.efd, h.ns, h.attached = att.App, mgr, efd, m.Namespace, true
 	d.byApp[att.App] = h
 	d.mu.Unlock()

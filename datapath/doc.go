@@ -24,7 +24,9 @@
 // A worker loops: drain its shard's mailbox, receive a batch (Config.Batch,
 // 64 by default), deliver it, refill, drain the tx fifos whose event flag
 // is set, reap completions, retry held datagrams. When a loop did nothing
-// it sleeps in poll(2) on its socket and its kick eventfd (KickFDs); a
+// it sleeps in poll(2) on its socket, its kick eventfd (KickFDs) and the
+// kick eventfds of the apps (AppKicks: one per app and worker, so that an
+// app that kicks without queueing anything is paused, kick.go); a
 // goroutine per worker turns the shard's wake channel into a kick, so posts
 // to the mailbox wake it too. Config.BusyPoll never sleeps. Under load (at
 // least 32 frames a millisecond, the last within a millisecond) an idle

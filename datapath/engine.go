@@ -597,6 +597,7 @@ func (e *Engine) Close() error {
 		if w.shard != nil {
 			w.shard.Drain()
 		}
+		w.closeAppKicks()
 	}
 	e.mu.Lock()
 	for h, c := range e.conns {

@@ -95,7 +95,8 @@ type worker struct {
 	preTx []*udp.Target // listeners registered before Start
 	conns []*conn       // connected sessions owned
 
-	tx txState
+	tx   txState
+	apps appKicks // the apps' kick eventfds (kick.go)
 
 	c   counters
 	pub published
@@ -294,17 +295,7 @@ func (w *worker) sleep() {
 	if w.tx.pending() {
 		timeout = time.Millisecond // frames in flight or held: come back soon
 	}
-	fds := [2]unix.PollFd{{Fd: int32(w.sock.FD()), Events: unix.POLLIN}, {Fd: int32(w.kick), Events: unix.POLLIN}}
-	w.c.Sleeps++
-	n, err := unix.Poll(fds[:], int(timeout/time.Millisecond))
-	if err != nil || n == 0 {
-		return
-	}
-	if fds[1].Revents&unix.POLLIN != 0 {
-		var b [8]byte
-		_, _ = unix.Read(w.kick, b[:])
-		w.c.Kicks++
-	}
+	w.sleepPoll(timeout) // kick.go: also the apps' kick eventfds
 }
 
 // listenerCache remembers the Target of the last listener lookup of a
