@@ -70,6 +70,7 @@
 //	67    NsDel           ctl → daemon    OK             –
 //	68    RuleAdd         ctl → daemon    OK             –
 //	69    RuleDel         ctl → daemon    OK             –
+//	70    NsSetSecret     ctl → daemon    OK             –
 //
 // # Hostile clients
 //

@@ -42,6 +42,8 @@ const (
 	TypeNsDel     Type = 67
 	TypeRuleAdd   Type = 68
 	TypeRuleDel   Type = 69
+	// TypeNsSetSecret is 70.
+	TypeNsSetSecret Type = 70
 )
 
 var typeNames = map[Type]string{
@@ -52,7 +54,7 @@ var typeNames = map[Type]string{
 	TypeSegmentAdded: "SegmentAdded", TypeSegmentRemoved: "SegmentRemoved", TypeAccepted: "Accepted",
 	TypeShutdown: "Shutdown",
 	TypeShow:     "Show", TypeShowReply: "ShowReply", TypeNsAdd: "NsAdd", TypeNsDel: "NsDel",
-	TypeRuleAdd: "RuleAdd", TypeRuleDel: "RuleDel",
+	TypeRuleAdd: "RuleAdd", TypeRuleDel: "RuleDel", TypeNsSetSecret: "NsSetSecret",
 }
 
 func (t Type) String() string {
@@ -67,7 +69,7 @@ func (t Type) String() string {
 func (t Type) IsRequest() bool {
 	switch t {
 	case TypeHello, TypeAttach, TypeDetach, TypeBind, TypeUnbind, TypeConnect, TypeDisconnect,
-		TypeShow, TypeNsAdd, TypeNsDel, TypeRuleAdd, TypeRuleDel:
+		TypeShow, TypeNsAdd, TypeNsDel, TypeRuleAdd, TypeRuleDel, TypeNsSetSecret:
 		return true
 	}
 	return false
@@ -134,6 +136,8 @@ func newMessage(t Type) Message {
 		return new(RuleAdd)
 	case TypeRuleDel:
 		return new(RuleDel)
+	case TypeNsSetSecret:
+		return new(NsSetSecret)
 	}
 	return nil
 }
@@ -370,6 +374,13 @@ type NsDel struct {
 	ID string
 }
 
+// NsSetSecret replaces a namespace's secret; the reply is OK. Later
+// attaches need the new secret; apps attached already keep working.
+type NsSetSecret struct {
+	ID     string // at most MaxNameLen bytes
+	Secret uint64
+}
+
 // RuleAction is what a rule does with a matching connection or packet.
 type RuleAction uint8
 
@@ -441,6 +452,7 @@ func (*Show) Type() Type           { return TypeShow }
 func (*ShowReply) Type() Type      { return TypeShowReply }
 func (*NsAdd) Type() Type          { return TypeNsAdd }
 func (*NsDel) Type() Type          { return TypeNsDel }
+func (*NsSetSecret) Type() Type    { return TypeNsSetSecret }
 func (*RuleAdd) Type() Type        { return TypeRuleAdd }
 func (*RuleDel) Type() Type        { return TypeRuleDel }
 
@@ -467,6 +479,7 @@ func (*Show) FDs() int           { return 0 }
 func (*ShowReply) FDs() int      { return 0 }
 func (*NsAdd) FDs() int          { return 0 }
 func (*NsDel) FDs() int          { return 0 }
+func (*NsSetSecret) FDs() int    { return 0 }
 func (*RuleAdd) FDs() int        { return 0 }
 func (*RuleDel) FDs() int        { return 0 }
 
@@ -738,6 +751,16 @@ func (m *NsAdd) decode(d *decoder) {
 
 func (m *NsDel) encode(e *encoder) { e.str(m.ID, MaxNameLen, "namespace id") }
 func (m *NsDel) decode(d *decoder) { m.ID = d.str(MaxNameLen, "namespace id") }
+
+func (m *NsSetSecret) encode(e *encoder) {
+	e.str(m.ID, MaxNameLen, "namespace id")
+	e.u64(m.Secret)
+}
+
+func (m *NsSetSecret) decode(d *decoder) {
+	m.ID = d.str(MaxNameLen, "namespace id")
+	m.Secret = d.u64()
+}
 
 func (r *Rule) encode(e *encoder) {
 	e.str(r.Namespace, MaxNameLen, "rule namespace")

@@ -37,6 +37,9 @@ type client struct {
 	efd      *sharedFD     // a duplicate of the app's event-queue eventfd
 	ns       string
 	attached bool
+	memRes   uint64 // segment memory reserved for the app (Limits)
+	// unkick closes the app's kick eventfds, once it detached.
+	unkick func()
 
 	// sent are the descriptors of the last reply, duplicated for it; the
 	// server has sent the reply by the time the next request (or Close)
@@ -121,16 +124,30 @@ func (h *client) Handle(ctx context.Context, req api.Request) (api.Message, []in
 		d.mu.Unlock()
 		return nil, nil, nil
 	case *api.Show:
-		doc, err := d.show(m.What)
+		doc, err := d.show(m.What, req.Peer)
 		if err != nil {
 			return nil, nil, err
 		}
 		return &api.ShowReply{JSON: doc}, nil, nil
 	case *api.NsAdd:
+		if err := d.needAdmin(req.Peer, "ns add"); err != nil {
+			return nil, nil, err
+		}
 		return nil, nil, d.AddNamespace(m.ID, m.Secret, m.Iface, m.Netns)
 	case *api.NsDel:
+		if err := d.needAdmin(req.Peer, "ns del"); err != nil {
+			return nil, nil, err
+		}
 		return nil, nil, d.DelNamespace(m.ID)
+	case *api.NsSetSecret:
+		if err := d.needAdmin(req.Peer, "ns set-secret"); err != nil {
+			return nil, nil, err
+		}
+		return nil, nil, d.SetNamespaceSecret(m.ID, m.Secret)
 	case *api.RuleAdd:
+		if err := d.needAdmin(req.Peer, "rule add"); err != nil {
+			return nil, nil, err
+		}
 		r, err := ruleFromAPI(m.Rule)
 		if err != nil {
 			return nil, nil, fmt.Errorf("rule add: %w", err)
@@ -138,6 +155,9 @@ func (h *client) Handle(ctx context.Context, req api.Request) (api.Message, []in
 		_, err = d.layer.AddRule(r)
 		return nil, nil, err
 	case *api.RuleDel:
+		if err := d.needAdmin(req.Peer, "rule del"); err != nil {
+			return nil, nil, err
+		}
 		if m.Rule.Tag != "" {
 			return nil, nil, d.layer.DelRulesByTag(m.Rule.Tag)
 		}
@@ -163,10 +183,41 @@ func (h *client) Close(err error) {
 		h.d.detachLater = append(h.d.detachLater, h)
 	}
 	h.d.mu.Unlock()
+	if r, dropped := dropReason(err); dropped {
+		// The server dropped a client that does not read or idles: its app
+		// goes with it, logged once here.
+		h.d.dropped[r].Add(1)
+		h.d.log.Warn("client dropped", "conn", h.id, "name", h.name, "pid", h.cred.PID, "uid", h.cred.UID,
+			"app", h.app, "attached", h.attached, "reason", dropNames[r], "err", err)
+	}
 	if h.attached && !closing {
 		h.detach()
 	}
 	h.d.log.Debug("connection closed", "conn", h.id, "name", h.name, "pid", h.cred.PID, "reason", err)
+}
+
+// Reasons the control server drops a client for.
+const (
+	dropSendTimeout = iota
+	dropQueueFull
+	dropIdle
+	numDrops
+)
+
+var dropNames = [numDrops]string{"send_timeout", "queue_full", "idle"}
+
+// dropReason says whether err, the end of a connection, is the control
+// server dropping the client, and why.
+func dropReason(err error) (int, bool) {
+	switch {
+	case errors.Is(err, api.ErrSendTimeout):
+		return dropSendTimeout, true
+	case errors.Is(err, api.ErrQueueFull):
+		return dropQueueFull, true
+	case errors.Is(err, api.ErrIdle):
+		return dropIdle, true
+	}
+	return 0, false
 }
 
 func (h *client) needApp(op string) error {
@@ -185,9 +236,16 @@ func (h *client) detach() {
 	delete(d.fifos, h.app)
 	d.dropPendingLocked(h.app)
 	efd := h.efd
-	h.attached, h.mgr, h.efd = false, nil, nil
+	if h.attached {
+		d.unreserveLocked(h.cred, h.memRes)
+	}
+	unkick := h.unkick
+	h.attached, h.mgr, h.efd, h.memRes, h.unkick = false, nil, nil, 0, nil
 	d.mu.Unlock()
 	d.layer.DetachClient(h.id)
+	if unkick != nil {
+		unkick()
+	}
 	if efd != nil {
 		efd.release()
 	}
@@ -244,12 +302,58 @@ func (h *client) attach(m *api.Attach) (api.Message, []int, error) {
 	if name == "" {
 		name = h.name
 	}
+	p := h.cred
+	d.mu.Lock()
+	acl, hasACL := d.nsAccess[m.Namespace]
+	d.mu.Unlock()
+	if hasACL && p.UID != 0 && !acl.Allows(p.UID, peerGroups(p)) {
+		return nil, nil, fmt.Errorf("namespace %q does not let uid %d attach: %w", m.Namespace, p.UID, flow.ErrPermission)
+	}
+	if m.Namespace != "" && !d.secrets.Allow(uint64(p.UID)) {
+		d.secretRefused.Add(1)
+		return nil, nil, fmt.Errorf("too many wrong secrets from uid %d, try again later: %w", p.UID, flow.ErrLimit)
+	}
+	// What the app may grow to: uid 0 is not bound per uid.
+	maxMem := m.MaxFifoMemory
+	var res uint64
+	if p.UID != 0 {
+		if maxMem == 0 || maxMem > d.limits.AppSegmentMemory {
+			maxMem = d.limits.AppSegmentMemory
+		}
+		seg := m.SegmentSize
+		if seg == 0 {
+			seg = sessions.DefaultSegmentSize
+		}
+		res = max(maxMem, seg)
+	}
+	d.mu.Lock()
+	err := d.reserveLocked(p, res)
+	d.mu.Unlock()
+	if err != nil {
+		return nil, nil, err
+	}
+	reserved := true
+	defer func() {
+		if reserved {
+			d.mu.Lock()
+			d.unreserveLocked(p, res)
+			d.mu.Unlock()
+		}
+	}()
 	att, err := d.layer.Attach(sessions.AttachOptions{
 		ClientID: h.id, Name: name, Namespace: m.Namespace, Secret: m.Secret, Scope: m.Scope,
 		RxFifoSize: m.RxFifoSize, TxFifoSize: m.TxFifoSize,
-		SegmentSize: m.SegmentSize, AddSegmentSize: m.AddSegmentSize, MaxFifoMemory: m.MaxFifoMemory,
+		SegmentSize: m.SegmentSize, AddSegmentSize: m.AddSegmentSize, MaxFifoMemory: maxMem,
 		Proxy: m.Proxy, ProxyTransports: m.ProxyTransports,
 	})
+	if errors.Is(err, flow.ErrWrongSecret) {
+		d.secretFailures.Add(1)
+		if d.secrets.Fail(uint64(p.UID)) {
+			d.log.Warn("wrong namespace secrets: further attempts refused for a while", "namespace", m.Namespace, "pid", p.PID, "uid", p.UID)
+		} else {
+			d.log.Warn("wrong namespace secret", "namespace", m.Namespace, "pid", p.PID, "uid", p.UID)
+		}
+	}
 	if err != nil {
 		return nil, nil, err
 	}
@@ -273,7 +377,14 @@ func (h *client) attach(m *api.Attach) (api.Message, []int, error) {
 		d.layer.Detach(att.App)
 		return nil, nil, fmt.Errorf("attach: %d segments: %w", len(segs), flow.ErrNoMemory)
 	}
-	kicks := d.eng.KickFDs()
+	// The app's own kick eventfds: a worker tells who woke it, and pauses
+	// an app that wakes it for nothing.
+	kicks, unkick, err := d.eng.AppKicks(att.App)
+	if err != nil {
+		efd.release()
+		d.layer.Detach(att.App)
+		return nil, nil, fmt.Errorf("attach: %w", err)
+	}
 	reply := &api.AttachReply{
 		AppIndex:   uint32(att.App),
 		EventQueue: api.QueueRef{Segment: q.Fifo().Segment().Index(), Offset: uint64(q.Offset()), Capacity: uint32(q.Capacity())},
@@ -287,11 +398,24 @@ func (h *client) attach(m *api.Attach) (api.Message, []int, error) {
 	fds = append(fds, q.EventFD())
 	fds = append(fds, kicks...)
 	d.mu.Lock()
+	reserved = false // the detach gives it back
+	h.memRes = res
+	h.unkick = unkick
 	h.app, h.mgr, h.efd, h.ns, h.attached = att.App, mgr, efd, m.Namespace, true
 	d.byApp[att.App] = h
 	d.mu.Unlock()
 	d.log.Info("app attached", "app", att.App, "name", name, "namespace", m.Namespace, "pid", h.cred.PID, "uid", h.cred.UID)
 	return reply, fds, nil
+}
+
+// ownerUID returns the uid of app's peer.
+func (d *Daemon) ownerUID(app sessions.AppID) (uint32, bool) {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if c := d.byApp[app]; c != nil {
+		return c.cred.UID, true
+	}
+	return 0, false
 }
 
 // endpoint reads the endpoint of a Bind or Connect: the URI when given,
@@ -329,6 +453,12 @@ func (h *client) bind(m *api.Bind) (api.Message, []int, error) {
 	}
 	e, err := endpoint(m.URI, m.Endpoint)
 	if err != nil {
+		return nil, nil, fmt.Errorf("bind: %w", err)
+	}
+	if err := mayBindPort(h.cred, e); err != nil {
+		return nil, nil, err
+	}
+	if err := sessions.ShadowsOtherOwner(d.layer.Listeners(), d.ownerUID, h.cred.UID, e, h.inNamespace(e).FIB); err != nil {
 		return nil, nil, fmt.Errorf("bind: %w", err)
 	}
 	hd, err := d.layer.Bind(h.app, e)

@@ -8,7 +8,10 @@ import (
 	"net"
 	"net/http"
 	"os"
+	"os/user"
+	"strconv"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/xsessiond/xsessiond/api"
@@ -59,10 +62,38 @@ type Config struct {
 	// in show stats; "" = "dev".
 	Version string
 	Logger  *slog.Logger // nil: discard
-	// NoticeTimeout bounds a notice sent to an app (segment added,
-	// accepted, shutdown); an app that does not read its socket for that
-	// long is disconnected. 0 means 1 s.
-	NoticeTimeout time.Duration
+
+	// RunDir holds the instance lock of the interface ("" =
+	// DefaultRunDir). A daemon with a datapath takes it before it touches
+	// the interface's XDP program, pins or queues.
+	RunDir string
+	// Control bounds what the control socket gives each client.
+	Control ControlLimits
+	// Limits bound the apps and their memory; Auth says who may do what.
+	Limits Limits
+	Auth   Auth
+}
+
+// ControlLimits bound what the control socket gives each client; they are
+// the api.Server's limits, and a zero field is api's default.
+type ControlLimits struct {
+	// SendTimeout: a client that leaves a reply or notice unread this long
+	// is disconnected and its app detached (api.DefaultSendTimeout, 2 s).
+	SendTimeout time.Duration `yaml:"send_timeout"`
+	// IdleTimeout: a connection with no app attached that sends nothing
+	// this long is closed (30 s; negative: never).
+	IdleTimeout time.Duration `yaml:"idle_timeout"`
+	// HelloTimeout: a new connection must say Hello within it (5 s).
+	HelloTimeout time.Duration `yaml:"hello_timeout"`
+	// QueueLen and QueueBytes bound the messages queued for one client
+	// (64 messages, 4 MiB); a client whose queue overflows is
+	// disconnected.
+	QueueLen   int `yaml:"queue_len"`
+	QueueBytes int `yaml:"queue_bytes"`
+	// MaxConns bounds the open connections (1024; negative: no limit),
+	// RootReserve of which are kept for uid 0 (8).
+	MaxConns    int `yaml:"max_conns"`
+	RootReserve int `yaml:"root_reserve"`
 }
 
 // Daemon is xsessiond: the session layer, the datapath engine of one
@@ -86,10 +117,23 @@ type Daemon struct {
 	cancel context.CancelFunc
 	served chan struct{} // closed when Serve returned
 	httpd  *http.Server
+	lock   *instanceLock // the interface's, with a datapath
+	srv    *api.Server
 	// metricsAddr is where the metrics are served, once started.
 	metricsAddr string
 
 	closeOnce sync.Once
+	// dropped counts the clients the control server dropped, by reason
+	// (dropSendTimeout, …).
+	dropped [numDrops]atomic.Uint64
+	// limits are Config.Limits with the defaults filled in.
+	limits Limits
+	// secrets rate-limits wrong namespace secrets per peer uid;
+	// secretFailures counts them, secretRefused the attaches refused
+	// unchecked.
+	secrets        *api.AttemptLimiter
+	secretFailures atomic.Uint64
+	secretRefused  atomic.Uint64
 
 	mu        sync.Mutex
 	netnss    map[flow.FIBID]*netnsRef                   // guarded by mu: open netns and their views, by FIB
@@ -102,6 +146,9 @@ type Daemon struct {
 	cfgNs     []string                                   // guarded by mu: namespace ids the config file added
 	cfgRules  []uint32                                   // guarded by mu: rule ids the config file added
 	closing   bool                                       // guarded by mu
+	apps      int                                        // guarded by mu: attached apps
+	uids      map[uint32]uidUse                          // guarded by mu: what each uid's apps hold (not uid 0)
+	nsAccess  map[string]sessions.AccessList             // guarded by mu: who may attach to each namespace
 	// detachLater are the apps whose connection ended while the daemon
 	// was stopping, detached together at the end. Guarded by mu.
 	detachLater []*client
@@ -139,18 +186,32 @@ func New(cfg Config) (*Daemon, error) {
 	if cfg.Datapath.Queues < 0 || cfg.Datapath.Batch < 0 {
 		return nil, fmt.Errorf("queues %d, batch %d: want 0 or more: %w", cfg.Datapath.Queues, cfg.Datapath.Batch, flow.ErrInvalidValue)
 	}
+	if cfg.MetricsAddr != "" {
+		if _, _, err := net.SplitHostPort(cfg.MetricsAddr); err != nil {
+			return nil, fmt.Errorf("metrics address %q: want host:port: %w", cfg.MetricsAddr, flow.ErrInvalidValue)
+		}
+	}
+	if g := cfg.SocketGroup; g != "" {
+		if _, err := strconv.Atoi(g); err != nil {
+			if _, err := user.LookupGroup(g); err != nil {
+				return nil, fmt.Errorf("socket_group %q: no such group: create it (groupadd --system %s) and add the users whose apps may attach, or leave socket_group out (the socket is then root's alone): %w",
+					g, g, flow.ErrInvalidValue)
+			}
+		}
+	}
 	if cfg.Socket == "" {
 		cfg.Socket = DefaultSocket
 	}
 	if cfg.Logger == nil {
 		cfg.Logger = slog.New(slog.DiscardHandler)
 	}
-	if cfg.NoticeTimeout <= 0 {
-		cfg.NoticeTimeout = time.Second
-	}
 	if cfg.Version == "" {
 		cfg.Version = "dev"
 	}
+	if err := cfg.Auth.Validate(); err != nil {
+		return nil, err
+	}
+	lim := cfg.Limits.withDefaults()
 	return &Daemon{
 		cfg:       cfg,
 		log:       cfg.Logger,
@@ -161,6 +222,10 @@ func New(cfg Config) (*Daemon, error) {
 		ctPending: map[ctKey]*ctMem{},
 		fifos:     map[sessions.AppID]map[flow.Handle]pairRef{},
 		nextConn:  1,
+		limits:    lim,
+		uids:      map[uint32]uidUse{},
+		nsAccess:  map[string]sessions.AccessList{},
+		secrets:   api.NewAttemptLimiter(lim.SecretFailuresPerSecond, lim.SecretFailureBurst, 4096),
 	}, nil
 }
 
@@ -190,8 +255,15 @@ func (d *Daemon) Start() (err error) {
 		}
 		return fmt.Errorf("interface %q does not exist in %s: %w", d.cfg.Datapath.IfName, where, ErrNoInterface)
 	}
-	// The socket first: a second daemon must stop here, before it touches
-	// the first one's XDP program.
+	// The interface's instance lock first: a second daemon on the same
+	// interface must stop here, before it touches the first one's XDP
+	// program, pins or queues. The control socket is checked next.
+	if !d.cfg.NoDatapath {
+		d.lock, err = takeInstanceLock(LockPath(d.cfg.RunDir, d.ns.Inode(), d.iface.Name))
+		if err != nil {
+			return fmt.Errorf("interface %s: %w", d.cfg.Datapath.IfName, err)
+		}
+	}
 	d.ln, err = api.Listen(d.cfg.Socket, api.ListenOptions{Mode: d.cfg.SocketMode, Group: d.cfg.SocketGroup})
 	if err != nil {
 		return err
@@ -213,6 +285,9 @@ func (d *Daemon) Start() (err error) {
 	} else {
 		dc := d.cfg.Datapath
 		dc.Netns = d.ns
+		if dc.Addrs == nil {
+			dc.Addrs = view // frames leave only with a source of the interface
+		}
 		if dc.Logger == nil {
 			dc.Logger = d.log.With("component", "datapath")
 		}
@@ -250,11 +325,20 @@ func (d *Daemon) Start() (err error) {
 	ctx, cancel := context.WithCancel(context.Background())
 	d.cancel = cancel
 	d.served = make(chan struct{})
+	lim := d.cfg.Control
 	srv := &api.Server{
-		Handler: d,
-		Name:    "xsessiond " + d.cfg.Version,
-		Logf:    func(f string, a ...any) { d.log.Info(fmt.Sprintf(f, a...)) },
+		Handler:      d,
+		Name:         "xsessiond " + d.cfg.Version,
+		Logf:         func(f string, a ...any) { d.log.Info(fmt.Sprintf(f, a...)) },
+		SendTimeout:  lim.SendTimeout,
+		IdleTimeout:  lim.IdleTimeout,
+		HelloTimeout: lim.HelloTimeout,
+		QueueLen:     lim.QueueLen,
+		QueueBytes:   lim.QueueBytes,
+		MaxConns:     lim.MaxConns,
+		RootReserve:  lim.RootReserve,
 	}
+	d.srv = srv
 	ln := d.ln
 	go func() {
 		defer close(d.served)
@@ -299,6 +383,13 @@ func (d *Daemon) EngineStats() EngineStats { return d.eng.Stats() }
 // and releases everything. It is safe to call more than once.
 func (d *Daemon) Close() error {
 	d.closeOnce.Do(func() {
+		// The interface goes back to the kernel before the daemon waits
+		// for anything.
+		if d.eng != nil {
+			if err := d.eng.DetachXDP(); err != nil {
+				d.log.Error("xdp detach", "err", err)
+			}
+		}
 		d.mu.Lock()
 		d.closing = true
 		clients := make([]*client, 0, len(d.clients))
@@ -306,17 +397,11 @@ func (d *Daemon) Close() error {
 			clients = append(clients, c)
 		}
 		d.mu.Unlock()
-		var wg sync.WaitGroup
+		// Sends on served connections only queue: none of these waits
+		// for a client.
 		for _, c := range clients {
-			wg.Add(1)
-			go func() {
-				defer wg.Done()
-				ctx, cancel := context.WithTimeout(context.Background(), 200*time.Millisecond)
-				defer cancel()
-				_ = c.c.SendContext(ctx, 0, &api.Shutdown{Reason: "xsessiond is shutting down"})
-			}()
+			_ = c.c.Send(&api.Shutdown{Reason: "xsessiond is shutting down"})
 		}
-		wg.Wait()
 		// Apps hang up on the notice; the rest are closed by teardown.
 		for end := time.Now().Add(shutdownGrace); time.Now().Before(end); time.Sleep(5 * time.Millisecond) {
 			d.mu.Lock()
@@ -357,6 +442,8 @@ func (d *Daemon) teardown() {
 			d.log.Error("datapath close", "err", err)
 		}
 	}
+	d.lock.release() // the interface is given back
+	d.lock = nil
 	d.mu.Lock()
 	for fib, r := range d.netnss {
 		d.views.Remove(fib)
@@ -385,14 +472,13 @@ func (d *Daemon) Open(c *api.Conn, hello *api.Hello) (api.ConnHandler, error) {
 	return h, nil
 }
 
-// sendNotice sends a notice to an app, bounded by NoticeTimeout; an app
-// that does not take it is disconnected.
+// sendNotice queues a notice for an app. A send never waits for the
+// app: one that does not read is dropped by the control server (its
+// queue overflows or a record waits past SendTimeout), and the
+// connection's Close detaches it.
 func (d *Daemon) sendNotice(c *client, m api.Message, fds ...int) {
-	ctx, cancel := context.WithTimeout(context.Background(), d.cfg.NoticeTimeout)
-	defer cancel()
-	if err := c.c.SendContext(ctx, 0, m, fds...); err != nil {
-		d.log.Warn("notice not delivered: closing the connection", "conn", c.id, "pid", c.cred.PID, "notice", m.Type().String(), "err", err)
-		c.c.Close()
+	if err := c.c.Send(m, fds...); err != nil {
+		d.log.Debug("notice not queued", "conn", c.id, "pid", c.cred.PID, "notice", m.Type().String(), "err", err)
 	}
 }
 

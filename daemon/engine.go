@@ -21,11 +21,17 @@ type engine interface {
 	Start(l *sessions.Layer) error
 	// KickFDs returns one eventfd per worker, in worker order, or none.
 	KickFDs() []int
+	// AppKicks makes an app's own kick eventfds, one per worker (none
+	// without a datapath); release closes them once the app detached.
+	AppKicks(app sessions.AppID) (fds []int, release func(), err error)
 	// Stats returns the datapath's counters.
 	Stats() EngineStats
 	// WaitMirror waits until the datapath's tables (the XDP program's
 	// maps) reflect every change the session layer made before the call.
 	WaitMirror(ctx context.Context) error
+	// DetachXDP detaches the XDP program and unpins at once, leaving the
+	// workers running; idempotent.
+	DetachXDP() error
 	// Close stops the workers, detaches and unpins; idempotent.
 	Close() error
 }
@@ -39,6 +45,8 @@ type EngineStats struct {
 	// Detail is the datapath's own report (a datapath.Stats in the
 	// daemon, a JSON object once decoded), shown as is.
 	Detail any `json:"detail,omitempty"`
+	// Kicks count the wakeups by apps' kick eventfds.
+	Kicks *datapath.KickStats `json:"kicks,omitempty"`
 }
 
 // QueueStats are the counters of one queue's worker.
@@ -59,8 +67,11 @@ func (noEngine) Workers() int                { return 1 }
 func (noEngine) Datapath() sessions.Datapath { return nil }
 func (noEngine) Start(*sessions.Layer) error { return nil }
 func (noEngine) KickFDs() []int              { return nil }
-func (noEngine) Stats() EngineStats          { return EngineStats{Datapath: "none", Queues: []QueueStats{}} }
-func (noEngine) Close() error                { return nil }
+
+func (noEngine) AppKicks(sessions.AppID) ([]int, func(), error) { return nil, func() {}, nil }
+func (noEngine) Stats() EngineStats                             { return EngineStats{Datapath: "none", Queues: []QueueStats{}} }
+func (noEngine) Close() error                                   { return nil }
+func (noEngine) DetachXDP() error                               { return nil }
 
 func (noEngine) WaitMirror(context.Context) error { return nil }
 
@@ -79,7 +90,8 @@ func newDatapathEngine(cfg datapath.Config) (engine, error) {
 
 func (e dpEngine) Stats() EngineStats {
 	s := e.Engine.Stats()
-	out := EngineStats{Datapath: "af_xdp", XDPMode: s.XDPMode, Queues: make([]QueueStats, 0, len(s.Queues)), Detail: s}
+	ks := e.Engine.KickStats()
+	out := EngineStats{Datapath: "af_xdp", XDPMode: s.XDPMode, Queues: make([]QueueStats, 0, len(s.Queues)), Detail: s, Kicks: &ks}
 	for _, q := range s.Queues {
 		out.Queues = append(out.Queues, QueueStats{Queue: q.Queue, RxPackets: q.Rx, TxPackets: q.Tx, Delivered: q.Delivered, Drops: q.Drops})
 	}

@@ -32,10 +32,12 @@ var (
 	descTx        = prometheus.NewDesc("xsessiond_queue_tx_packets_total", "Packets sent by each queue's worker.", []string{"queue"}, nil)
 	descDelivered = prometheus.NewDesc("xsessiond_queue_delivered_total", "Datagrams delivered into app fifos by each queue's worker.", []string{"queue"}, nil)
 	descDrops     = prometheus.NewDesc("xsessiond_queue_drops_total", "Packets dropped by each queue's worker, by reason.", []string{"queue", "reason"}, nil)
+	descCtlEnds   = prometheus.NewDesc("xsessiond_control_disconnects_total", "Control connections ended, by reason.", []string{"reason"}, nil)
+	descCtlDrops  = prometheus.NewDesc("xsessiond_control_dropped_total", "Clients dropped for not reading or idling, their apps detached, by reason.", []string{"reason"}, nil)
 )
 
 func (c *collector) Describe(ch chan<- *prometheus.Desc) {
-	for _, d := range []*prometheus.Desc{descApps, descConns, descListeners, descSessions, descFifoUsed, descFifoSize, descRx, descTx, descDelivered, descDrops} {
+	for _, d := range []*prometheus.Desc{descApps, descConns, descListeners, descSessions, descFifoUsed, descFifoSize, descRx, descTx, descDelivered, descDrops, descCtlEnds, descCtlDrops} {
 		ch <- d
 	}
 }
@@ -77,6 +79,13 @@ func (c *collector) Collect(ch chan<- prometheus.Metric) {
 		ch <- prometheus.MustNewConstMetric(descFifoUsed, prometheus.GaugeValue, float64(f.txUsed), id, name, "tx")
 		ch <- prometheus.MustNewConstMetric(descFifoSize, prometheus.GaugeValue, float64(f.rxSize), id, name, "rx")
 		ch <- prometheus.MustNewConstMetric(descFifoSize, prometheus.GaugeValue, float64(f.txSize), id, name, "tx")
+	}
+	cs := d.ControlStats()
+	for r, n := range cs.Disconnects {
+		ch <- prometheus.MustNewConstMetric(descCtlEnds, prometheus.CounterValue, float64(n), r)
+	}
+	for r, n := range cs.Dropped {
+		ch <- prometheus.MustNewConstMetric(descCtlDrops, prometheus.CounterValue, float64(n), r)
 	}
 	for _, q := range d.eng.Stats().Queues {
 		qs := strconv.Itoa(q.Queue)

@@ -35,6 +35,12 @@ func (d *Daemon) AddNamespace(id string, secret uint64, iface, netnsName string)
 		}
 		return fmt.Errorf("ns add %q: interface %q does not exist in %s: %w", id, iface, where, flow.ErrInvalidValue)
 	}
+	if !d.cfg.NoDatapath && fib != d.ns.FIB() {
+		d.netnsUnref(fib)
+		return fmt.Errorf("ns add %q: interface %q of netns %q is not in the FIB this daemon serves (the netns of %s, %q): "+
+			"its sessions could never reach the wire; run a daemon on that interface instead: %w",
+			id, iface, r.name, d.cfg.Datapath.IfName, d.cfg.Datapath.NetnsName, flow.ErrInvalidValue)
+	}
 	if err := d.layer.AddNamespace(sessions.NamespaceConfig{ID: id, Secret: secret, IfIndex: ifc.Index, FIB4: fib, FIB6: fib}); err != nil {
 		d.netnsUnref(fib)
 		return fmt.Errorf("ns add: %w", err)
@@ -57,11 +63,22 @@ func (d *Daemon) DelNamespace(id string) error {
 	d.mu.Lock()
 	fib, ok := d.nsNetns[id]
 	delete(d.nsNetns, id)
+	delete(d.nsAccess, id)
 	d.mu.Unlock()
 	if ok {
 		d.netnsUnref(fib)
 	}
 	d.log.Info("namespace deleted", "id", id)
+	return nil
+}
+
+// SetNamespaceSecret replaces the secret of namespace id: later attaches
+// need the new one, apps attached keep working.
+func (d *Daemon) SetNamespaceSecret(id string, secret uint64) error {
+	if err := d.layer.SetNamespaceSecret(id, secret); err != nil {
+		return fmt.Errorf("ns set-secret: %w", err)
+	}
+	d.log.Info("namespace secret changed", "id", id)
 	return nil
 }
 
@@ -204,7 +221,13 @@ func (d *Daemon) applyConfig(nss []NamespaceConfig, rules []RuleConfig) error {
 				continue
 			}
 			ifc, err := d.lookupIface(n.Netns, n.Iface)
-			if err == nil && ifc == old.IfIndex && !d.secretChanged(n) {
+			if err == nil && ifc == old.IfIndex {
+				if d.secretChanged(n) {
+					// Rotated in place: attached apps keep working.
+					if err := d.SetNamespaceSecret(n.ID, n.Secret); err != nil {
+						errs = append(errs, err)
+					}
+				}
 				keep = append(keep, n.ID)
 				continue
 			}
@@ -246,6 +269,14 @@ func (d *Daemon) applyConfig(nss []NamespaceConfig, rules []RuleConfig) error {
 		errs = append(errs, fmt.Errorf("rules: %w", err))
 	}
 	d.mu.Lock()
+	for _, id := range prevNs {
+		delete(d.nsAccess, id)
+	}
+	for _, n := range nss {
+		if acl := (sessions.AccessList{UIDs: n.AllowUIDs, GIDs: n.AllowGIDs}); !acl.Empty() && slices.Contains(keep, n.ID) {
+			d.nsAccess[n.ID] = acl
+		}
+	}
 	d.cfgNs = keep
 	d.cfgRules = ids
 	d.mu.Unlock()

@@ -16,6 +16,11 @@ type NamespaceConfig struct {
 	Secret uint64 `yaml:"secret"`
 	Iface  string `yaml:"iface"`
 	Netns  string `yaml:"netns"`
+	// AllowUIDs and AllowGIDs, when either is set, are the users that may
+	// attach to the namespace (uid 0 always may): a peer whose uid, or
+	// primary or supplementary gid, is listed.
+	AllowUIDs []uint32 `yaml:"allow_uids"`
+	AllowGIDs []uint32 `yaml:"allow_gids"`
 }
 
 // RuleConfig is a session rule of the config file, as `xsessiond ctl rule

@@ -3,6 +3,7 @@ package daemon
 import (
 	"encoding/json"
 	"fmt"
+	"slices"
 	"time"
 
 	"github.com/xsessiond/xsessiond/api"
@@ -40,27 +41,56 @@ type RuleView struct {
 // StatsView is `ctl show stats`: the daemon, its tables' sizes and its
 // datapath's counters.
 type StatsView struct {
-	Version    string      `json:"version"`
-	Iface      string      `json:"iface"`
-	Netns      string      `json:"netns"`
-	IfIndex    int         `json:"ifindex"`
-	Uptime     string      `json:"uptime"`
-	Apps       int         `json:"apps"`
-	Conns      int         `json:"connections"`
-	Listeners  int         `json:"listeners"`
-	Sessions   int         `json:"sessions"`
-	Namespaces int         `json:"namespaces"`
-	Rules      int         `json:"rules"`
-	Workers    int         `json:"workers"`
-	Engine     EngineStats `json:"engine"`
+	Version    string       `json:"version"`
+	Iface      string       `json:"iface"`
+	Netns      string       `json:"netns"`
+	IfIndex    int          `json:"ifindex"`
+	Uptime     string       `json:"uptime"`
+	Apps       int          `json:"apps"`
+	Conns      int          `json:"connections"`
+	Listeners  int          `json:"listeners"`
+	Sessions   int          `json:"sessions"`
+	Namespaces int          `json:"namespaces"`
+	Rules      int          `json:"rules"`
+	Workers    int          `json:"workers"`
+	Engine     EngineStats  `json:"engine"`
+	Control    ControlStats `json:"control"`
+}
+
+// ControlStats are the control socket's counters.
+type ControlStats struct {
+	// Disconnects counts ended connections by reason (api.Server.Stats).
+	Disconnects map[string]uint64 `json:"disconnects"`
+	// Dropped counts the clients the server dropped for not reading
+	// (send_timeout, queue_full) or idling (idle), their apps detached.
+	Dropped map[string]uint64 `json:"dropped"`
+}
+
+// ControlStats returns the control socket's counters.
+func (d *Daemon) ControlStats() ControlStats {
+	st := ControlStats{Dropped: map[string]uint64{}}
+	if d.srv != nil {
+		st.Disconnects = d.srv.Stats().ByReason()
+	}
+	for r, name := range dropNames {
+		st.Dropped[name] = d.dropped[r].Load()
+	}
+	return st
 }
 
 // show builds the JSON document of a Show request.
-func (d *Daemon) show(what api.ShowWhat) ([]byte, error) {
+//
+// Apps of other users (their pid, uid, names) are shown to admins only
+// (Auth.Admin); others see their own.
+func (d *Daemon) show(what api.ShowWhat, peer api.Cred) ([]byte, error) {
 	var v any
 	switch what {
 	case api.ShowApps:
-		v = d.AppViews()
+		apps := d.AppViews()
+		if !d.isAdmin(peer) {
+			apps = slices.DeleteFunc(apps, func(a AppView) bool { return a.UID != peer.UID })
+		}
+		v = apps
 	case api.ShowSessions:
 		v = nonNil(d.layer.Sessions())
 	case api.ShowListeners:
@@ -137,7 +167,7 @@ func (d *Daemon) Stats() StatsView {
 		Uptime: time.Since(d.start).Round(time.Second).String(),
 		Apps:   len(d.layer.Apps()), Conns: conns, Listeners: len(d.layer.Listeners()),
 		Sessions: len(d.layer.Sessions()), Namespaces: len(d.layer.Namespaces()), Rules: len(d.layer.Rules()),
-		Workers: d.eng.Workers(), Engine: d.eng.Stats(),
+		Workers: d.eng.Workers(), Engine: d.eng.Stats(), Control: d.ControlStats(),
 	}
 }
 

@@ -31,6 +31,12 @@
 // of the program's maps, so the kernel keeps their packets; a connect to a
 // remote peer over them fails with flow.ErrNotSupported.
 //
+// A worker that found nothing to do sleeps in poll(2) on its socket, its
+// kick eventfd and the kick eventfds of the apps (Engine.AppKicks: one per
+// app and worker; an app whose kicks find nothing to send is paused, see
+// kick.go), so one app's kick spam wakes the worker a bounded number of
+// times and nobody else's.
+//
 // # Tables
 //
 // The Engine owns the one table that finds a session by 5-tuple: an

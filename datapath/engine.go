@@ -40,6 +40,14 @@ type Config struct {
 
 	// PinRoot overrides loader.DefaultPinRoot (tests).
 	PinRoot string
+	// Addrs, when set, says which addresses the interface has: a
+	// datagram whose source address is not one of them is dropped and
+	// counted as tx-bad-source, so no app sends frames with a spoofed
+	// source. HasAddress runs on the transmit path: it must not
+	// allocate. The daemon passes its netlink view.
+	Addrs interface {
+		HasAddress(ifindex int, a netip.Addr) bool
+	}
 	// XSK shapes the AF_XDP sockets; zero fields take xsk's defaults.
 	// NeedWakeup is always set.
 	XSK xsk.Options
@@ -549,6 +557,17 @@ func (e *Engine) unpublishConnLocked(t flow.FiveTuple) {
 	e.est.Store(newEstTable(m))
 }
 
+// DetachXDP detaches the program from the interface and removes its pins
+// now, leaving the workers running (their sockets receive nothing more),
+// so that a stopping daemon gives the interface back to the kernel before
+// it waits for anything. Close does the rest. It is idempotent.
+func (e *Engine) DetachXDP() error {
+	if e.att == nil {
+		return nil
+	}
+	return e.att.Close()
+}
+
 // Close stops the workers and goroutines, closes the sockets, detaches
 // the program and removes its pins. It is idempotent.
 func (e *Engine) Close() error {
@@ -580,6 +599,7 @@ func (e *Engine) Close() error {
 		if w.shard != nil {
 			w.shard.Drain()
 		}
+		w.closeAppKicks()
 	}
 	e.mu.Lock()
 	for h, c := range e.conns {

@@ -285,6 +285,10 @@ func (x *txState) send(hd *held, fresh bool) {
 		x.drop(hd, dropNoRoute)
 		return
 	}
+	if a := w.e.cfg.Addrs; a != nil && !a.HasAddress(w.e.ifc.Index, src) {
+		x.drop(hd, dropTxBadSource)
+		return
+	}
 	tpl := x.template(tplKey{src: flow.AddrBytes(src), dst: hd.key.addr, sport: hd.sport, dport: hd.dport, fam: hd.key.fam, mac: nb.mac}, src, hd.key.Addr())
 	if tpl == nil {
 		x.drop(hd, dropTxBadHeader)

@@ -28,11 +28,12 @@ const (
 	dropTxTooLong          // tx: the payload does not fit a frame
 	dropTxNoFrame          // tx: no free UMEM frame
 	dropTxCorrupt          // tx: the app's tx fifo is corrupt
+	dropTxBadSource        // tx: the source address is not one of the interface's (Config.Addrs)
 	numDrops
 )
 
 var dropNames = [numDrops]string{"no-session", "fifo-full", "too-big", "fifo-corrupt", "no-neighbour", "no-route",
-	"tx-bad-header", "tx-too-long", "tx-no-frame", "tx-fifo-corrupt"}
+	"tx-bad-header", "tx-too-long", "tx-no-frame", "tx-fifo-corrupt", "tx-bad-source"}
 
 // counters are one worker's counts: its Counts, the decoder's drop
 // reasons and its own. The worker updates a private copy without atomics
@@ -85,7 +86,8 @@ type worker struct {
 	preTx []*udp.Target       // listeners registered before Start
 	conns []*connectedSession // connected sessions owned
 
-	tx txState
+	tx   txState
+	apps appKicks // the apps' kick eventfds (kick.go)
 
 	c   counters
 	pub published
@@ -284,17 +286,7 @@ func (w *worker) sleep() {
 	if w.tx.pending() {
 		timeout = time.Millisecond // frames in flight or held: come back soon
 	}
-	fds := [2]unix.PollFd{{Fd: int32(w.sock.FD()), Events: unix.POLLIN}, {Fd: int32(w.kick), Events: unix.POLLIN}}
-	w.c.Sleeps++
-	n, err := unix.Poll(fds[:], int(timeout/time.Millisecond))
-	if err != nil || n == 0 {
-		return
-	}
-	if fds[1].Revents&unix.POLLIN != 0 {
-		var b [8]byte
-		_, _ = unix.Read(w.kick, b[:])
-		w.c.Kicks++
-	}
+	w.sleepPoll(timeout) // kick.go: also the apps' kick eventfds
 }
 
 // listenerCache remembers the Target of the last listener lookup of a

@@ -26,6 +26,8 @@ var (
 	ErrNoMemory         = errors.New("out of fifo memory")
 	ErrNoRule           = errors.New("no such rule")
 	ErrConnect          = errors.New("connect failed")
+	ErrPermission       = errors.New("operation not permitted")
+	ErrLimit            = errors.New("limit reached")
 )
 
 // Code is the wire form of an error of this package. Zero means success;
@@ -57,6 +59,8 @@ const (
 	CodeNoMemory
 	CodeNoRule
 	CodeConnect
+	CodePermission
+	CodeLimit
 )
 
 var codeErrors = [...]error{
@@ -80,6 +84,8 @@ var codeErrors = [...]error{
 	CodeNoMemory:         ErrNoMemory,
 	CodeNoRule:           ErrNoRule,
 	CodeConnect:          ErrConnect,
+	CodePermission:       ErrPermission,
+	CodeLimit:            ErrLimit,
 }
 
 // CodeOf returns the code of the sentinel err wraps, CodeOK for nil, and

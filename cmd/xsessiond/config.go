@@ -24,6 +24,14 @@ type Config struct {
 	Interfaces  []InterfaceConfig        `yaml:"interfaces"`
 	Namespaces  []daemon.NamespaceConfig `yaml:"namespaces"`
 	Rules       []daemon.RuleConfig      `yaml:"rules"`
+	// Control bounds what the control socket gives each client (send
+	// and idle timeouts, queue bounds, connection cap); zero fields take
+	// the defaults documented in deploy/xsessiond.yaml.
+	Control daemon.ControlLimits `yaml:"control"`
+	// Limits bound the apps and their memory; Authorization says who may
+	// send admin requests. See deploy/xsessiond.yaml.
+	Limits        daemon.Limits `yaml:"limits"`
+	Authorization daemon.Auth   `yaml:"authorization"`
 }
 
 // InterfaceConfig is one interface the daemon runs workers on.
@@ -89,6 +97,16 @@ func (c *Config) Validate() error {
 		if ic.Queues < 0 || ic.Batch < 0 || ic.Batch > 1024 {
 			return fmt.Errorf("config: interface %s: queues must be ≥ 0 and batch in 0..1024", ic.Name)
 		}
+	}
+	cl := c.Control
+	if cl.SendTimeout < 0 || cl.HelloTimeout < 0 || cl.QueueLen < 0 || cl.QueueBytes < 0 {
+		return errors.New("config: control: send_timeout, hello_timeout, queue_len and queue_bytes must be ≥ 0 (0: default)")
+	}
+	if err := c.Authorization.Validate(); err != nil {
+		return fmt.Errorf("config: %w", err)
+	}
+	if c.Limits.SecretFailuresPerSecond < 0 || c.Limits.SecretFailureBurst < 0 {
+		return errors.New("config: limits: secret_failures_per_second and secret_failure_burst must be ≥ 0 (0: default)")
 	}
 	ids := map[string]bool{}
 	for i, n := range c.Namespaces {

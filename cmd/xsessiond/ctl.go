@@ -265,7 +265,7 @@ func dropsString(d map[string]uint64) string {
 func newNsCmd(socket *string) *cobra.Command {
 	cmd := &cobra.Command{
 		Use:   "ns",
-		Short: "Add or delete app namespaces",
+		Short: "Add or delete app namespaces, or replace their secrets",
 		Args:  cobra.NoArgs,
 		RunE:  func(cmd *cobra.Command, _ []string) error { return cmd.Help() },
 	}
@@ -313,7 +313,29 @@ daemon's interface when --netns is not given).`,
 		},
 	}
 	del.Flags().StringVar(&delID, "id", "", "the namespace id")
-	cmd.AddCommand(add, del)
+	var rotID, rotSecret string
+	rot := &cobra.Command{
+		Use:   "set-secret --id ID --secret N",
+		Short: "Replace a namespace's secret (later attaches need the new one; attached apps keep working)",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			if rotID == "" || rotSecret == "" {
+				return errors.New("ns set-secret needs --id and --secret")
+			}
+			s, err := strconv.ParseUint(rotSecret, 0, 64)
+			if err != nil {
+				return fmt.Errorf("--secret %q: want a number (0 to 2^64-1)", rotSecret)
+			}
+			if _, err := call(cmd, *socket, &api.NsSetSecret{ID: rotID, Secret: s}); err != nil {
+				return err
+			}
+			fmt.Fprintf(cmd.OutOrStdout(), "namespace %q: secret replaced\n", rotID)
+			return nil
+		},
+	}
+	rot.Flags().StringVar(&rotID, "id", "", "the namespace id")
+	rot.Flags().StringVar(&rotSecret, "secret", "", "the new secret (a 64-bit number)")
+	cmd.AddCommand(add, del, rot)
 	return cmd
 }
 

@@ -17,6 +17,12 @@ import (
 )
 
 func TestMain(m *testing.M) {
+	if arg := os.Getenv(unprivEnv); arg != "" {
+		os.Exit(unprivChild(arg))
+	}
+	if arg := os.Getenv(spamEnv); arg != "" {
+		os.Exit(kickSpammer(arg))
+	}
 	code := m.Run()
 	if buildDir != "" {
 		os.RemoveAll(buildDir)

@@ -24,7 +24,7 @@ func newRootCmd() *cobra.Command {
 		SilenceUsage:  true,
 		SilenceErrors: true,
 	}
-	root.AddCommand(newVersionCmd(), newRunCmd(), newCtlCmd(), newDemoCmd())
+	root.AddCommand(newVersionCmd(), newRunCmd(), newCtlCmd(), newDemoCmd(), newCleanupCmd())
 	return root
 }
 

@@ -8,6 +8,7 @@ import (
 	"os/signal"
 	"strings"
 	"syscall"
+	"time"
 
 	"github.com/spf13/cobra"
 	"golang.org/x/sys/unix"
@@ -22,6 +23,8 @@ import (
 type runFlags struct {
 	iface, netns, socket, config, metrics, logLevel, xdpMode string
 	queues                                                   int
+	sendTimeout, idleTimeout                                 time.Duration
+	maxConns                                                 int
 }
 
 func newRunCmd() *cobra.Command {
@@ -53,6 +56,9 @@ The control socket is a path in the file system and does not depend on it.`,
 	fl.StringVar(&f.metrics, "metrics-addr", "", "serve Prometheus metrics at http://ADDR/metrics (empty: off)")
 	fl.StringVar(&f.logLevel, "log-level", "info", "debug, info, warn or error")
 	fl.StringVar(&f.xdpMode, "xdp-mode", "auto", "auto, native or generic")
+	fl.DurationVar(&f.sendTimeout, "send-timeout", 0, "drop a client (and detach its app) that leaves a reply or notice unread this long (0: 2s)")
+	fl.DurationVar(&f.idleTimeout, "idle-timeout", 0, "close a connection with no app attached that sends nothing this long (0: 30s, negative: never)")
+	fl.IntVar(&f.maxConns, "max-conns", 0, "control connections at most, 8 of them kept for root (0: 1024, negative: no limit)")
 	return cmd
 }
 
@@ -92,13 +98,26 @@ func mergeRunConfig(cmd *cobra.Command, f runFlags, c *Config) (daemon.Config, e
 	if changed("metrics-addr") {
 		c.MetricsAddr = f.metrics
 	}
+	if changed("send-timeout") {
+		if f.sendTimeout < 0 {
+			return daemon.Config{}, errors.New("--send-timeout must be 0 or more")
+		}
+		c.Control.SendTimeout = f.sendTimeout
+	}
+	if changed("idle-timeout") {
+		c.Control.IdleTimeout = f.idleTimeout
+	}
+	if changed("max-conns") {
+		c.Control.MaxConns = f.maxConns
+	}
 	if changed("log-level") || c.LogLevel == "" {
 		c.LogLevel = f.logLevel
 	}
 	return daemon.Config{
 		Datapath: datapath.Config{IfName: ic.Name, NetnsName: ic.Netns, Queues: ic.Queues, Batch: ic.Batch, BusyPoll: ic.BusyPoll, XDPMode: ic.XDPMode},
 		Socket:   c.Socket, SocketGroup: c.SocketGroup, MetricsAddr: c.MetricsAddr,
-		Namespaces: c.Namespaces, Rules: c.Rules, Version: version,
+		Namespaces: c.Namespaces, Rules: c.Rules, Version: version, Control: c.Control,
+		Limits: c.Limits, Auth: c.Authorization,
 	}, nil
 }
 
@@ -161,8 +180,24 @@ func runDaemon(cmd *cobra.Command, f runFlags) error {
 				log.Error("SIGHUP: config not reloaded", "err", err)
 				continue
 			}
+			var unapplied []string
+			if next, err := mergeRunConfig(cmd, f, c); err != nil {
+				unapplied = append(unapplied, err.Error())
+			} else {
+				unapplied = restartNeeded(opts, next)
+			}
+			if c.LogLevel != cfg.LogLevel && !cmd.Flags().Changed("log-level") {
+				unapplied = append(unapplied, fmt.Sprintf("log_level %q -> %q", cfg.LogLevel, c.LogLevel))
+			}
+			for _, u := range unapplied {
+				log.Warn("SIGHUP: not applied, needs a restart: " + u)
+			}
 			if err := d.Reload(c.Namespaces, c.Rules); err != nil {
-				log.Error("SIGHUP: config reloaded with errors", "err", err)
+				log.Error("SIGHUP: namespaces and rules reloaded with errors", "err", err, "not_applied", len(unapplied))
+				continue
+			}
+			if len(unapplied) > 0 {
+				log.Warn("SIGHUP: namespaces and rules reloaded; other changes need a restart", "namespaces", len(c.Namespaces), "rules", len(c.Rules), "not_applied", len(unapplied))
 				continue
 			}
 			log.Info("SIGHUP: config reloaded", "namespaces", len(c.Namespaces), "rules", len(c.Rules))
@@ -172,6 +207,32 @@ func runDaemon(cmd *cobra.Command, f runFlags) error {
 		break
 	}
 	return d.Close()
+}
+
+// restartNeeded lists the settings that differ between the running
+// configuration and the one a SIGHUP read, other than namespaces and rules:
+// they take effect only on a restart.
+func restartNeeded(cur, next daemon.Config) []string {
+	var out []string
+	diff := func(name string, a, b any) {
+		if a != b {
+			out = append(out, fmt.Sprintf("%s %v -> %v", name, a, b))
+		}
+	}
+	a, b := cur.Datapath, next.Datapath
+	diff("interface", a.IfName, b.IfName)
+	diff("netns", a.NetnsName, b.NetnsName)
+	diff("queues", a.Queues, b.Queues)
+	diff("xdp_mode", a.XDPMode, b.XDPMode)
+	diff("batch", a.Batch, b.Batch)
+	diff("busy_poll", a.BusyPoll, b.BusyPoll)
+	diff("socket", cur.Socket, next.Socket)
+	diff("socket_group", cur.SocketGroup, next.SocketGroup)
+	diff("metrics_addr", cur.MetricsAddr, next.MetricsAddr)
+	diff("control", cur.Control, next.Control)
+	diff("limits", cur.Limits, next.Limits)
+	diff("authorization", fmt.Sprint(cur.Auth), fmt.Sprint(next.Auth))
+	return out
 }
 
 // startError turns a start failure into the one line a person reads.

@@ -1,0 +1,83 @@
+package main
+
+import (
+	"errors"
+	"fmt"
+	"path/filepath"
+
+	"github.com/spf13/cobra"
+
+	"github.com/xsessiond/xsessiond/daemon"
+	"github.com/xsessiond/xsessiond/loader"
+	"github.com/xsessiond/xsessiond/nsbind"
+)
+
+func newCleanupCmd() *cobra.Command {
+	var iface, netns string
+	cmd := &cobra.Command{
+		Use:   "cleanup",
+		Short: "Remove the XDP program and pins a killed daemon left on an interface",
+		Long: `Remove what a daemon that did not stop cleanly (SIGKILL, a crash) left on an
+interface: its pinned bpf link (which keeps the XDP program attached), the
+pinned maps under /sys/fs/bpf/xsessiond/NETNS/IFACE, and its instance lock.
+A program that is not xsessiond's is left alone. It refuses to run while a
+daemon serves the interface.`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			if iface == "" {
+				return errors.New("no interface: give --iface")
+			}
+			return cleanup(cmd, iface, netns)
+		},
+	}
+	cmd.Flags().StringVar(&iface, "iface", "", "the interface to clean up (required)")
+	cmd.Flags().StringVar(&netns, "netns", "", "the named network namespace the interface lives in (default: this one)")
+	return cmd
+}
+
+func cleanup(cmd *cobra.Command, iface, netns string) error {
+	var ns *nsbind.Namespace
+	var err error
+	nsPath := ""
+	if netns != "" {
+		ns, err = nsbind.OpenNamed(netns)
+		nsPath = filepath.Join("/run/netns", netns)
+	} else {
+		ns, err = nsbind.OpenCurrent()
+	}
+	if err != nil {
+		return fmt.Errorf("netns %q: %w", netns, err)
+	}
+	defer ns.Close()
+	ifc, err := ns.InterfaceByName(iface)
+	if err != nil {
+		return fmt.Errorf("interface %q does not exist in netns %q", iface, netns)
+	}
+	unlock, err := daemon.LockInstance(daemon.LockPath("", ns.Inode(), ifc.Name))
+	if errors.Is(err, daemon.ErrInstanceRunning) {
+		return fmt.Errorf("interface %s: %w: stop it instead (it cleans up as it stops)", iface, err)
+	}
+	if err != nil {
+		return err
+	}
+	defer unlock()
+	rep, err := loader.Cleanup(loader.AttachOptions{Interface: ifc.Name, Netns: nsPath, NetnsName: netns})
+	if err != nil {
+		return err
+	}
+	out := cmd.OutOrStdout()
+	switch {
+	case !rep.LinkPinned && rep.MapPins == 0 && !rep.Detached:
+		fmt.Fprintf(out, "%s: nothing to clean up\n", iface)
+	default:
+		fmt.Fprintf(out, "%s: removed", iface)
+		if rep.LinkPinned {
+			fmt.Fprint(out, " the pinned link (program detached),")
+		}
+		if rep.Detached {
+			fmt.Fprint(out, " an attached xsessiond program,")
+		}
+		fmt.Fprintf(out, " %d map pin(s) under %s\n", rep.MapPins, rep.PinDir)
+	}
+	return nil
+}

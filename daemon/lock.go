@@ -1,0 +1,101 @@
+package daemon
+
+import (
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+
+	"golang.org/x/sys/unix"
+)
+
+// DefaultRunDir holds the instance locks (and, by default, the control
+// socket).
+const DefaultRunDir = "/run/xsessiond"
+
+// ErrInstanceRunning is what Start fails with when another daemon serves
+// the same interface of the same netns.
+var ErrInstanceRunning = errors.New("another xsessiond serves this interface")
+
+// instanceLock is the flock of one interface: a daemon takes it before it
+// touches the interface's XDP program, pins or queues, and holds it until
+// it gave them back, so that a second daemon on the same interface fails
+// before it breaks the first.
+type instanceLock struct {
+	path string
+	f    *os.File
+}
+
+// LockPath returns the lock file of interface ifname in the netns of
+// inode netnsIno, under dir ("" = DefaultRunDir).
+func LockPath(dir string, netnsIno uint64, ifname string) string {
+	if dir == "" {
+		dir = DefaultRunDir
+	}
+	return filepath.Join(dir, fmt.Sprintf("iface-%d-%s.lock", netnsIno, ifname))
+}
+
+// takeInstanceLock takes the lock at path without waiting. The file holds
+// the pid of its owner, for the error a second daemon prints. A lock file
+// removed by its owner between our open and our flock is retried, so two
+// daemons never both hold one.
+func takeInstanceLock(path string) (*instanceLock, error) {
+	if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
+		return nil, fmt.Errorf("instance lock: %w", err)
+	}
+	for range 10 {
+		f, err := os.OpenFile(path, os.O_RDWR|os.O_CREATE|unix.O_CLOEXEC, 0o644)
+		if err != nil {
+			return nil, fmt.Errorf("instance lock: %w", err)
+		}
+		if err := unix.Flock(int(f.Fd()), unix.LOCK_EX|unix.LOCK_NB); err != nil {
+			b := make([]byte, 32)
+			n, _ := f.ReadAt(b, 0)
+			f.Close()
+			if errors.Is(err, unix.EWOULDBLOCK) {
+				owner := strings.TrimSpace(string(b[:n]))
+				if owner == "" {
+					owner = "?"
+				}
+				return nil, fmt.Errorf("%w (pid %s holds %s)", ErrInstanceRunning, owner, path)
+			}
+			return nil, fmt.Errorf("instance lock %s: %w", path, err)
+		}
+		// The file we locked must still be the one at path: its owner
+		// removes it after its last unlock.
+		var a, b unix.Stat_t
+		if unix.Fstat(int(f.Fd()), &a) != nil || unix.Stat(path, &b) != nil || a.Ino != b.Ino || a.Dev != b.Dev {
+			f.Close()
+			continue
+		}
+		if err := f.Truncate(0); err == nil {
+			f.WriteAt([]byte(strconv.Itoa(os.Getpid())+"\n"), 0)
+		}
+		return &instanceLock{path: path, f: f}, nil
+	}
+	return nil, fmt.Errorf("instance lock %s: the file keeps changing", path)
+}
+
+// LockInstance takes the lock at path as a daemon does, for a command
+// that must not run beside a daemon on the interface (cleanup). It fails
+// with ErrInstanceRunning while one runs; unlock removes the file.
+func LockInstance(path string) (unlock func(), err error) {
+	l, err := takeInstanceLock(path)
+	if err != nil {
+		return nil, err
+	}
+	return l.release, nil
+}
+
+// release removes the lock file, then unlocks: a clean stop leaves no
+// file behind.
+func (l *instanceLock) release() {
+	if l == nil || l.f == nil {
+		return
+	}
+	os.Remove(l.path)
+	l.f.Close()
+	l.f = nil
+}

@@ -1,0 +1,213 @@
+package daemon
+
+import (
+	"bufio"
+	"fmt"
+	"os"
+	"strconv"
+	"strings"
+
+	"golang.org/x/sys/unix"
+
+	"github.com/xsessiond/xsessiond/api"
+	"github.com/xsessiond/xsessiond/flow"
+	"github.com/xsessiond/xsessiond/sessions"
+)
+
+// Limits bound what apps may take. Zero fields take the defaults below; a
+// negative count turns a bound off. uid 0 is bound by MaxApps only.
+type Limits struct {
+	// MaxApps bounds the attached apps (DefaultMaxApps).
+	MaxApps int `yaml:"max_apps"`
+	// MaxAppsPerUID bounds the apps of one uid (DefaultMaxAppsPerUID).
+	MaxAppsPerUID int `yaml:"max_apps_per_uid"`
+	// SegmentMemoryPerUID bounds the segment memory the apps of one uid
+	// may hold, in bytes (DefaultSegmentMemoryPerUID). Each app reserves
+	// what it may grow to (its MaxFifoMemory, AppSegmentMemory when it
+	// asks for none or more) when it attaches.
+	SegmentMemoryPerUID uint64 `yaml:"segment_memory_per_uid"`
+	// AppSegmentMemory is what an app of a uid other than 0 may hold when
+	// it asks for no bound (DefaultAppSegmentMemory).
+	AppSegmentMemory uint64 `yaml:"app_segment_memory"`
+	// SecretFailuresPerSecond and SecretFailureBurst rate-limit wrong
+	// namespace secrets per peer uid (1 a second after a burst of 5):
+	// past them, attaches to a namespace with a secret are refused
+	// unchecked until tokens come back.
+	SecretFailuresPerSecond float64 `yaml:"secret_failures_per_second"`
+	SecretFailureBurst      int     `yaml:"secret_failure_burst"`
+}
+
+// Defaults of Limits.
+const (
+	DefaultMaxApps             = 1024
+	DefaultMaxAppsPerUID       = 64
+	DefaultSegmentMemoryPerUID = 1 << 30
+	DefaultAppSegmentMemory    = 256 << 20
+	DefaultSecretFailureRate   = 1.0
+	DefaultSecretFailureBurst  = 5
+)
+
+func (l Limits) withDefaults() Limits {
+	if l.MaxApps == 0 {
+		l.MaxApps = DefaultMaxApps
+	}
+	if l.MaxAppsPerUID == 0 {
+		l.MaxAppsPerUID = DefaultMaxAppsPerUID
+	}
+	if l.SegmentMemoryPerUID == 0 {
+		l.SegmentMemoryPerUID = DefaultSegmentMemoryPerUID
+	}
+	if l.AppSegmentMemory == 0 {
+		l.AppSegmentMemory = DefaultAppSegmentMemory
+	}
+	if l.SecretFailuresPerSecond <= 0 {
+		l.SecretFailuresPerSecond = DefaultSecretFailureRate
+	}
+	if l.SecretFailureBurst <= 0 {
+		l.SecretFailureBurst = DefaultSecretFailureBurst
+	}
+	return l
+}
+
+// Auth says who may do what over the control socket, from the peer's
+// SO_PEERCRED.
+type Auth struct {
+	// Admin is who may send admin requests (ns add, del and set-secret,
+	// rule add and del, and see other users' apps in show apps):
+	// "cap_net_admin" (the default: uid 0, or a process whose effective
+	// capabilities, read from /proc/PID/status, hold CAP_NET_ADMIN) or
+	// "root" (uid 0 only).
+	Admin string `yaml:"admin"`
+}
+
+// Validate checks a.
+func (a Auth) Validate() error {
+	switch a.Admin {
+	case "", "cap_net_admin", "root":
+		return nil
+	}
+	return fmt.Errorf("authorization: admin %q: want cap_net_admin or root: %w", a.Admin, flow.ErrInvalidValue)
+}
+
+// peerHasCap reports whether process pid's effective capabilities hold
+// capability c. It reads /proc/PID/status: the peer may have exec'd
+// since it connected (racy, as every such check; SO_PEERCRED's pid is
+// the one that connected).
+func peerHasCap(pid int32, c uint) bool {
+	v, ok := procStatus(pid, "CapEff:")
+	if !ok {
+		return false
+	}
+	eff, err := strconv.ParseUint(strings.TrimSpace(v), 16, 64)
+	return err == nil && eff&(1<<c) != 0
+}
+
+// peerGroups returns the peer's supplementary groups (from
+// /proc/PID/status) and its primary gid.
+func peerGroups(p api.Cred) []uint32 {
+	out := []uint32{p.GID}
+	v, ok := procStatus(p.PID, "Groups:")
+	if !ok {
+		return out
+	}
+	for _, f := range strings.Fields(v) {
+		if g, err := strconv.ParseUint(f, 10, 32); err == nil {
+			out = append(out, uint32(g))
+		}
+	}
+	return out
+}
+
+func procStatus(pid int32, key string) (string, bool) {
+	f, err := os.Open(fmt.Sprintf("/proc/%d/status", pid))
+	if err != nil {
+		return "", false
+	}
+	defer f.Close()
+	sc := bufio.NewScanner(f)
+	for sc.Scan() {
+		if v, ok := strings.CutPrefix(sc.Text(), key); ok {
+			return v, true
+		}
+	}
+	return "", false
+}
+
+// isAdmin reports whether peer p may send admin requests.
+func (d *Daemon) isAdmin(p api.Cred) bool {
+	if p.UID == 0 {
+		return true
+	}
+	if d.cfg.Auth.Admin == "root" {
+		return false
+	}
+	return peerHasCap(p.PID, unix.CAP_NET_ADMIN)
+}
+
+// needAdmin refuses an admin request from a peer that is not one.
+func (d *Daemon) needAdmin(p api.Cred, what string) error {
+	if d.isAdmin(p) {
+		return nil
+	}
+	need := "uid 0 or CAP_NET_ADMIN"
+	if d.cfg.Auth.Admin == "root" {
+		need = "uid 0"
+	}
+	return fmt.Errorf("%s needs %s (peer uid %d): %w", what, need, p.UID, flow.ErrPermission)
+}
+
+// mayBindPort refuses a port below 1024 to a peer without
+// CAP_NET_BIND_SERVICE, as the kernel does.
+func mayBindPort(p api.Cred, e flow.Endpoint) error {
+	if !sessions.PrivilegedPort(e.Port) || p.UID == 0 || peerHasCap(p.PID, unix.CAP_NET_BIND_SERVICE) {
+		return nil
+	}
+	return fmt.Errorf("bind %s: port %d is below %d and needs CAP_NET_BIND_SERVICE (peer uid %d): %w",
+		e.URI(), e.Port, sessions.PrivilegedPortEnd, p.UID, flow.ErrPermission)
+}
+
+// uidUse is what the apps of one uid hold. Guarded by Daemon.mu.
+type uidUse struct {
+	apps int
+	mem  uint64 // segment memory reserved
+}
+
+// reserveLocked admits an app of peer p that may hold mem bytes of
+// segments, or says which limit it is over. It expects d.mu held.
+func (d *Daemon) reserveLocked(p api.Cred, mem uint64) error {
+	lim := d.limits
+	if lim.MaxApps > 0 && d.apps >= lim.MaxApps {
+		return fmt.Errorf("%d apps attached, the daemon's limit: %w", d.apps, flow.ErrLimit)
+	}
+	if p.UID != 0 {
+		u := d.uids[p.UID]
+		if lim.MaxAppsPerUID > 0 && u.apps >= lim.MaxAppsPerUID {
+			return fmt.Errorf("uid %d has %d apps attached, its limit: %w", p.UID, u.apps, flow.ErrLimit)
+		}
+		if u.mem+mem > lim.SegmentMemoryPerUID {
+			return fmt.Errorf("uid %d would hold %d bytes of segments, over its limit of %d: %w",
+				p.UID, u.mem+mem, lim.SegmentMemoryPerUID, flow.ErrNoMemory)
+		}
+		u.apps++
+		u.mem += mem
+		d.uids[p.UID] = u
+	}
+	d.apps++
+	return nil
+}
+
+// unreserveLocked gives back what reserveLocked took.
+func (d *Daemon) unreserveLocked(p api.Cred, mem uint64) {
+	d.apps--
+	if p.UID == 0 {
+		return
+	}
+	u := d.uids[p.UID]
+	u.apps--
+	u.mem -= min(mem, u.mem)
+	if u.apps <= 0 {
+		delete(d.uids, p.UID)
+		return
+	}
+	d.uids[p.UID] = u
+}
