@@ -91,6 +91,10 @@ type Daemon struct {
 
 	closeOnce sync.Once
 
+	statsMu sync.Mutex
+	base    *EngineStats // guarded by statsMu: the counters at the last ClearStats; nil: never cleared
+	cleared time.Time    // guarded by statsMu: when ClearStats ran
+
 	mu        sync.Mutex
 	netnss    map[flow.FIBID]*netnsRef                   // guarded by mu: open netns and their views, by FIB
 	nsNetns   map[string]flow.FIBID                      // guarded by mu: namespace id -> the FIB whose view it holds a reference on

@@ -1,0 +1,140 @@
+package main
+
+import (
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"net/netip"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus/testutil/promlint"
+
+	"github.com/xsessiond/xsessiond/datapath/xsk/xsktest"
+	"github.com/xsessiond/xsessiond/nsbind/nstest"
+)
+
+// echoRig is the built daemon on host B of a two-host rig with the echo
+// example listening on udp port 9000, and its control socket.
+type echoRig struct {
+	rig     *nstest.Pair
+	xs      string // the xsessiond binary
+	sock    string
+	metrics string // host:port of /metrics
+	daemon  *process
+}
+
+func startEchoRig(t *testing.T) *echoRig {
+	t.Helper()
+	rig := nstest.NewPair(t, nstest.Options{})
+	if err := xsktest.DisableTxOffload(rig.A); err != nil {
+		t.Fatal(err)
+	}
+	xs, echo := binaries(t)
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	maddr := l.Addr().String()
+	l.Close()
+	sock := filepath.Join(t.TempDir(), "api.sock")
+	d := startProcess(t, xs, "run", "--netns", rig.B.Name, "--iface", rig.B.Link, "--socket", sock, "--metrics-addr", maddr)
+	waitSocket(t, sock, 15*time.Second)
+	e := startProcess(t, echo, "--socket", sock, "--listen", "udp://0.0.0.0:9000")
+	e.waitLine(t, "echoing on", 10*time.Second)
+	return &echoRig{rig: rig, xs: xs, sock: sock, metrics: maddr, daemon: d}
+}
+
+// ctl runs the built CLI against the rig's daemon.
+func (r *echoRig) ctl(args ...string) (string, error) {
+	out, err := exec.Command(r.xs, append([]string{"ctl", "--socket", r.sock}, args...)...).CombinedOutput()
+	return string(out), err
+}
+
+// echo sends n datagrams of size bytes from a kernel socket on host A and
+// waits for their echoes; it returns the payloads sent and how many came
+// back.
+func (r *echoRig) echo(t *testing.T, n, size int) (sent [][]byte, back int) {
+	t.Helper()
+	err := r.rig.A.Do(func() error {
+		c, err := net.DialUDP("udp", nil, net.UDPAddrFromAddrPort(netip.AddrPortFrom(r.rig.B.IPv4, 9000)))
+		if err != nil {
+			return err
+		}
+		defer c.Close()
+		buf := make([]byte, 2048)
+		for i := range n {
+			msg := []byte(fmt.Sprintf("%06d:", i) + strings.Repeat("x", max(size-7, 0)))
+			for try := 0; try < 3; try++ {
+				if _, err := c.Write(msg); err != nil {
+					return err
+				}
+				sent = append(sent, msg)
+				c.SetReadDeadline(time.Now().Add(time.Second))
+				if _, err := c.Read(buf); err == nil {
+					back++
+					break
+				}
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return sent, back
+}
+
+func (r *echoRig) scrape(t *testing.T) string {
+	t.Helper()
+	resp, err := http.Get("http://" + r.metrics + "/metrics")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	b, err := io.ReadAll(resp.Body)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return string(b)
+}
+
+// TestObserveRig checks what the daemon shows of a datapath under echo
+// traffic: every --json document's keys and handles, the drop reasons and
+// XDP counters of the stats table, and /metrics against promlint.
+func TestObserveRig(t *testing.T) {
+	r := startEchoRig(t)
+	if _, back := r.echo(t, 200, 100); back < 200 {
+		t.Fatalf("%d of 200 echoes came back", back)
+	}
+	docs := checkShowJSON(t, r.ctl)
+	st := docs["stats"].(map[string]any)
+	xdp, _ := st["xdp"].(map[string]any)
+	if xdp["redirect"] == nil || xdp["redirect"].(float64) < 200 {
+		t.Errorf("stats xdp: %v", xdp)
+	}
+	out, err := r.ctl("show", "stats")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(out, "xdp program") || !strings.Contains(out, "redirect=") || !strings.Contains(out, "QUEUE") {
+		t.Errorf("stats table:\n%s", out)
+	}
+	body := r.scrape(t)
+	problems, err := promlint.New(strings.NewReader(body)).Lint()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, p := range problems {
+		t.Errorf("promlint: %s: %s", p.Metric, p.Text)
+	}
+	for _, m := range []string{`xsessiond_xdp_packets_total{counter="redirect"}`, `xsessiond_queue_rx_packets_total{queue="0"}`, "xsessiond_build_info{"} {
+		if !strings.Contains(body, m) {
+			t.Errorf("no %s in the metrics", m)
+		}
+	}
+}
