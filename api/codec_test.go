@@ -58,6 +58,11 @@ func samples() []Message {
 			Remote: netip.MustParsePrefix("fd00::/16"), RemotePort: 0, Action: ActionForward, AppIndex: 3,
 			Scope: flow.ScopeLocal, Tag: "dns"}},
 		&RuleDel{Rule: Rule{Tag: "dns"}},
+		&StatsClear{},
+		&Capture{Listener: flow.MakeHandle(0, 1), Session: flow.MakeHandle(1, 2), App: 3, Reason: "fifo_full",
+			Count: 100, Duration: 5000, Snaplen: 128},
+		&Capture{},
+		&CaptureReply{},
 	}
 }
 

@@ -70,6 +70,9 @@
 //	67    NsDel           ctl → daemon    OK             –
 //	68    RuleAdd         ctl → daemon    OK             –
 //	69    RuleDel         ctl → daemon    OK             –
+//	70    StatsClear      ctl → daemon    OK             –
+//	71    Capture         ctl → daemon    CaptureReply   –
+//	72    CaptureReply    daemon → ctl    –              the read end of a pipe carrying pcapng
 //
 // # Objects
 //

@@ -132,6 +132,9 @@ func (h *client) Handle(ctx context.Context, req api.Request) (api.Message, []in
 			return nil, nil, err
 		}
 		return &api.ShowReply{JSON: doc}, nil, nil
+	case *api.StatsClear:
+		d.ClearStats()
+		return nil, nil, nil
 	case *api.NsAdd:
 		return nil, nil, d.AddNamespace(m.ID, m.Secret, m.Iface, m.Netns)
 	case *api.NsDel:

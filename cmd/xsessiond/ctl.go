@@ -32,7 +32,7 @@ func newCtlCmd() *cobra.Command {
 		RunE:  func(cmd *cobra.Command, _ []string) error { return cmd.Help() },
 	}
 	cmd.PersistentFlags().StringVar(&socket, "socket", DefaultSocket, "the daemon's control socket")
-	cmd.AddCommand(newShowCmd(&socket), newNsCmd(&socket), newRuleCmd(&socket))
+	cmd.AddCommand(newShowCmd(&socket), newNsCmd(&socket), newRuleCmd(&socket), newClearCmd(&socket))
 	return cmd
 }
 
@@ -408,6 +408,29 @@ func dropsString(d map[string]uint64) string {
 		fmt.Fprintf(&b, "%s=%d", k, d[k])
 	}
 	return b.String()
+}
+
+func newClearCmd(socket *string) *cobra.Command {
+	cmd := &cobra.Command{
+		Use:   "clear",
+		Short: "Clear counters",
+		Args:  cobra.NoArgs,
+		RunE:  func(cmd *cobra.Command, _ []string) error { return cmd.Help() },
+	}
+	stats := &cobra.Command{
+		Use:   "stats",
+		Short: "Set the counters show and top print back to zero (the metrics keep counting)",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			if _, err := call(cmd, *socket, &api.StatsClear{}); err != nil {
+				return err
+			}
+			fmt.Fprintln(cmd.OutOrStdout(), "counters cleared")
+			return nil
+		},
+	}
+	cmd.AddCommand(stats)
+	return cmd
 }
 
 func newNsCmd(socket *string) *cobra.Command {

@@ -1,6 +1,7 @@
 package main
 
 import (
+	"encoding/json"
 	"fmt"
 	"io"
 	"net"
@@ -14,6 +15,7 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus/testutil/promlint"
 
+	"github.com/xsessiond/xsessiond/daemon"
 	"github.com/xsessiond/xsessiond/datapath/xsk/xsktest"
 	"github.com/xsessiond/xsessiond/nsbind/nstest"
 )
@@ -132,6 +134,51 @@ func TestObserveRig(t *testing.T) {
 	for _, p := range problems {
 		t.Errorf("promlint: %s: %s", p.Metric, p.Text)
 	}
+
+	// Per-listener figures, then cleared.
+	var ls []daemon.ListenerView
+	out, err = r.ctl("show", "listeners", "--json", "--ns", "default")
+	if err != nil || json.Unmarshal([]byte(out), &ls) != nil || len(ls) == 0 {
+		t.Fatalf("show listeners: %v\n%s", err, out)
+	}
+	var rx, tx, rxb uint64
+	for _, l := range ls {
+		rx, tx, rxb = rx+l.RxPackets, tx+l.TxPackets, rxb+l.RxBytes
+	}
+	if rx < 200 || tx < 200 || rxb < 200*100 {
+		t.Errorf("listener counters rx %d (%d bytes) tx %d after 200 echoes of 100 bytes:\n%s", rx, rxb, tx, out)
+	}
+	if out, err := r.ctl("clear", "stats"); err != nil {
+		t.Fatalf("clear stats: %v %s", err, out)
+	}
+	out, err = r.ctl("show", "listeners", "--json")
+	if err != nil || json.Unmarshal([]byte(out), &ls) != nil {
+		t.Fatalf("show listeners: %v\n%s", err, out)
+	}
+	for _, l := range ls {
+		if l.RxPackets != 0 || l.TxPackets != 0 || l.RxBytes != 0 {
+			t.Errorf("listener %v after clear stats: %+v", l.Handle, l.Counters)
+		}
+	}
+	var sv daemon.StatsView
+	out, err = r.ctl("show", "stats", "--json")
+	if err != nil || json.Unmarshal([]byte(out), &sv) != nil {
+		t.Fatalf("show stats: %v\n%s", err, out)
+	}
+	if len(sv.Queues) == 0 || sv.Queues[0].RxPackets != 0 || sv.XDP["redirect"] != 0 {
+		t.Errorf("stats after clear stats: queues %+v xdp %v", sv.Queues, sv.XDP)
+	}
+	if _, back := r.echo(t, 10, 50); back < 10 {
+		t.Fatalf("%d of 10 echoes came back", back)
+	}
+	out, err = r.ctl("show", "stats", "--json")
+	if err != nil || json.Unmarshal([]byte(out), &sv) != nil {
+		t.Fatalf("show stats: %v\n%s", err, out)
+	}
+	if sv.Totals.RxPackets < 10 || sv.Totals.RxPackets > 40 {
+		t.Errorf("rx after clear stats and 10 echoes: %d", sv.Totals.RxPackets)
+	}
+	body = r.scrape(t)
 	for _, m := range []string{`xsessiond_xdp_packets_total{counter="redirect"}`, `xsessiond_queue_rx_packets_total{queue="0"}`, "xsessiond_build_info{"} {
 		if !strings.Contains(body, m) {
 			t.Errorf("no %s in the metrics", m)
