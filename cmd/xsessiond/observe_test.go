@@ -126,6 +126,10 @@ func TestObserveRig(t *testing.T) {
 	if !strings.Contains(out, "xdp program") || !strings.Contains(out, "redirect=") || !strings.Contains(out, "QUEUE") {
 		t.Errorf("stats table:\n%s", out)
 	}
+	out, err = r.ctl("top", "--once", "--interval", "200ms")
+	if err != nil || !strings.Contains(out, "QUEUE") || !strings.Contains(out, "udpecho") || !strings.Contains(out, "redirect") {
+		t.Errorf("top --once: %v\n%s", err, out)
+	}
 	body := r.scrape(t)
 	problems, err := promlint.New(strings.NewReader(body)).Lint()
 	if err != nil {
