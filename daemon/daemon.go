@@ -90,6 +90,7 @@ type Daemon struct {
 	metricsAddr string
 
 	closeOnce sync.Once
+	capWG     sync.WaitGroup // the captures' writers (capture.go)
 
 	statsMu sync.Mutex
 	base    *EngineStats // guarded by statsMu: the counters at the last ClearStats; nil: never cleared
@@ -341,6 +342,7 @@ func (d *Daemon) teardown() {
 	if d.cancel != nil {
 		d.cancel()
 		<-d.served // every connection is closed
+		d.capWG.Wait()
 	} else if d.ln != nil {
 		d.ln.Close()
 	}

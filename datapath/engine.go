@@ -107,6 +107,8 @@ type Engine struct {
 	pw         *peerWatch   // nil: peer errors not watched (tests without New)
 	peerClosed atomic.Uint64
 
+	capture atomic.Pointer[Capture] // the capture running, nil: none (capture.go)
+
 	mu      sync.Mutex            // guards what follows
 	conns   map[flow.Handle]*conn // connected sessions by half-open, then established handle
 	watched map[int]*conn         // claimed connected sessions by reservation fd (peerWatch)

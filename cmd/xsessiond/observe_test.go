@@ -1,18 +1,24 @@
 package main
 
 import (
+	"bytes"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"net"
 	"net/http"
 	"net/netip"
+	"os"
 	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
 	"time"
 
+	"github.com/gopacket/gopacket"
+	"github.com/gopacket/gopacket/layers"
+	"github.com/gopacket/gopacket/pcapgo"
 	"github.com/prometheus/client_golang/prometheus/testutil/promlint"
 
 	"github.com/xsessiond/xsessiond/daemon"
@@ -186,6 +192,150 @@ func TestObserveRig(t *testing.T) {
 	for _, m := range []string{`xsessiond_xdp_packets_total{counter="redirect"}`, `xsessiond_queue_rx_packets_total{queue="0"}`, "xsessiond_build_info{"} {
 		if !strings.Contains(body, m) {
 			t.Errorf("no %s in the metrics", m)
+		}
+	}
+}
+
+// waitFile waits until path has at least n bytes.
+func waitFile(t *testing.T, path string, n int64) {
+	t.Helper()
+	end := time.Now().Add(10 * time.Second)
+	for {
+		if st, err := os.Stat(path); err == nil && st.Size() >= n {
+			return
+		}
+		if time.Now().After(end) {
+			t.Fatalf("%s did not reach %d bytes", path, n)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}
+
+// readCapture reads a pcapng file's frames: their UDP payloads and
+// directions (inbound or not).
+func readCapture(t *testing.T, path string) (payloads [][]byte, inbound []bool, comments []string) {
+	t.Helper()
+	f, err := os.Open(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	r, err := pcapgo.NewNgReader(f, pcapgo.DefaultNgReaderOptions)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for {
+		data, _, opts, err := r.ReadPacketDataWithOptions()
+		if errors.Is(err, io.EOF) {
+			break
+		}
+		if err != nil {
+			t.Fatal(err)
+		}
+		p := gopacket.NewPacket(data, layers.LayerTypeEthernet, gopacket.Default)
+		u, ok := p.Layer(layers.LayerTypeUDP).(*layers.UDP)
+		if !ok {
+			t.Fatalf("frame %d is not UDP: %v", len(payloads), p)
+		}
+		payloads = append(payloads, append([]byte(nil), u.Payload...))
+		inbound = append(inbound, opts.Flags != nil && opts.Flags.Direction == pcapgo.NgEpbFlagDirectionInbound)
+		c := ""
+		if len(opts.Comments) > 0 {
+			c = opts.Comments[0]
+		}
+		comments = append(comments, c)
+	}
+	return payloads, inbound, comments
+}
+
+// TestCaptureRig captures echo traffic with ctl capture -c 100 -w FILE and
+// reads the file back with tcpdump, tshark and pcapgo, then pipes a
+// capture into tcpdump -r -.
+func TestCaptureRig(t *testing.T) {
+	r := startEchoRig(t)
+	if _, back := r.echo(t, 5, 10); back < 5 { // neighbours resolved
+		t.Fatalf("%d of 5 warm-up echoes", back)
+	}
+	file := filepath.Join(t.TempDir(), "echo.pcapng")
+	cp := startProcess(t, r.xs, "ctl", "--socket", r.sock, "capture", "-c", "100", "-w", file)
+	waitFile(t, file, 64)
+	sent, back := r.echo(t, 50, 200)
+	if back != 50 || len(sent) != 50 {
+		t.Fatalf("%d of %d echoes came back", back, len(sent))
+	}
+	select {
+	case <-cp.exited:
+	case <-time.After(10 * time.Second):
+		t.Fatalf("capture -c 100 did not end:\n%s", cp.output())
+	}
+	if code := cp.cmd.ProcessState.ExitCode(); code != 0 || !strings.Contains(cp.output(), "100 frames captured, 0 lost") {
+		t.Fatalf("capture exited %d:\n%s", code, cp.output())
+	}
+	for _, tool := range [][]string{{"tcpdump", "-nn", "-r", file}, {"tshark", "-n", "-r", file}} {
+		out, err := exec.Command(tool[0], tool[1:]...).Output()
+		if err != nil {
+			t.Fatalf("%s: %v\n%s", tool[0], err, out)
+		}
+		lines := strings.Split(strings.TrimSpace(string(out)), "\n")
+		if len(lines) != 100 || !strings.Contains(lines[0], "UDP") && !strings.Contains(lines[0], "udp") {
+			t.Errorf("%s reads %d frames:\n%s", tool[0], len(lines), out)
+		}
+	}
+	payloads, inbound, comments := readCapture(t, file)
+	if len(payloads) != 100 {
+		t.Fatalf("pcapgo reads %d frames", len(payloads))
+	}
+	// Each datagram in, then its echo out, in the order sent.
+	var rx, tx int
+	for i, p := range payloads {
+		if inbound[i] {
+			if rx >= len(sent) || !bytes.Equal(p, sent[rx]) {
+				t.Fatalf("rx frame %d: payload %q, want %q", rx, p[:min(len(p), 16)], sent[min(rx, len(sent)-1)][:16])
+			}
+			if !strings.HasPrefix(comments[i], "q0 rx handle 0x") {
+				t.Errorf("rx frame %d: comment %q", rx, comments[i])
+			}
+			rx++
+		} else {
+			if tx >= len(sent) || !bytes.Equal(p, sent[tx]) {
+				t.Fatalf("tx frame %d: payload differs from the datagram sent", tx)
+			}
+			if !strings.HasPrefix(comments[i], "q0 tx handle 0x") {
+				t.Errorf("tx frame %d: comment %q", tx, comments[i])
+			}
+			tx++
+		}
+	}
+	if rx != 50 || tx != 50 {
+		t.Errorf("%d rx and %d tx frames, want 50 and 50", rx, tx)
+	}
+
+	// ctl capture -w - | tcpdump -r -
+	sh := exec.Command("sh", "-c", fmt.Sprintf("%s ctl --socket %s capture -w - -c 20 | tcpdump -nn -r -", r.xs, r.sock))
+	var shOut bytes.Buffer
+	sh.Stdout, sh.Stderr = &shOut, &shOut
+	if err := sh.Start(); err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan error, 1)
+	go func() { done <- sh.Wait() }()
+	for end := time.Now().Add(10 * time.Second); ; {
+		r.echo(t, 5, 64)
+		select {
+		case err := <-done:
+			if err != nil {
+				t.Fatalf("capture | tcpdump: %v\n%s", err, shOut.String())
+			}
+			n := strings.Count(shOut.String(), " UDP, length")
+			if n != 20 || !strings.Contains(shOut.String(), "20 frames captured, 0 lost") {
+				t.Errorf("capture | tcpdump printed %d frames:\n%s", n, shOut.String())
+			}
+			return
+		default:
+		}
+		if time.Now().After(end) {
+			sh.Process.Kill()
+			t.Fatalf("capture | tcpdump did not end:\n%s", shOut.String())
 		}
 	}
 }
