@@ -95,10 +95,7 @@ func (h *client) capture(m *api.Capture) (api.Message, []int, error) {
 // writeCapture drains c into w as pcapng until it should end; it returns
 // the frames written.
 func (d *Daemon) writeCapture(e *datapath.Engine, c *datapath.Capture, w *os.File, m *api.Capture, stop <-chan struct{}) (int, error) {
-	snap := uint32(m.Snaplen)
-	if snap == 0 || snap > datapath.MaxCaptureLen {
-		snap = datapath.MaxCaptureLen
-	}
+	snap := uint32(c.Snaplen())
 	ifname := d.cfg.Datapath.IfName
 	queues := c.Queues()
 	idx := map[[2]int]int{}
@@ -148,7 +145,15 @@ func (d *Daemon) writeCapture(e *datapath.Engine, c *datapath.Capture, w *os.Fil
 	n := 0
 	var werr error
 	in, out := &pcapgo.NgEpbFlags{Direction: pcapgo.NgEpbFlagDirectionInbound}, &pcapgo.NgEpbFlags{Direction: pcapgo.NgEpbFlagDirectionOutbound}
-	comments := make([]string, 1)
+	// The comments, made once per queue, direction and session or drop
+	// reason, not once per frame.
+	type commentKey struct {
+		q, dir int
+		h      flow.Handle
+		app    uint32
+		reason string
+	}
+	cache := map[commentKey][]string{}
 	drain := func() {
 		c.Read(func(r *datapath.CaptureRecord) bool {
 			if m.Count > 0 && n >= int(m.Count) {
@@ -158,10 +163,18 @@ func (d *Daemon) writeCapture(e *datapath.Engine, c *datapath.Capture, w *os.Fil
 			if r.Dir == datapath.CaptureTx {
 				dir, flags = "tx", out
 			}
-			if r.Reason != "" {
-				comments[0] = fmt.Sprintf("q%d %s drop %s", r.Queue, dir, r.Reason)
-			} else {
-				comments[0] = fmt.Sprintf("q%d %s handle %#x app %d", r.Queue, dir, uint64(r.Handle), r.App)
+			k := commentKey{r.Queue, r.Dir, r.Handle, r.App, r.Reason}
+			comments := cache[k]
+			if comments == nil {
+				if len(cache) >= 4096 {
+					clear(cache)
+				}
+				if r.Reason != "" {
+					comments = []string{fmt.Sprintf("q%d %s drop %s", r.Queue, dir, r.Reason)}
+				} else {
+					comments = []string{fmt.Sprintf("q%d %s handle %#x app %d", r.Queue, dir, uint64(r.Handle), r.App)}
+				}
+				cache[k] = comments
 			}
 			ci := gopacket.CaptureInfo{Timestamp: r.Time, CaptureLength: len(r.Data), Length: r.Len,
 				InterfaceIndex: idx[[2]int{r.Queue, r.Dir}]}

@@ -38,8 +38,8 @@ type CaptureFilter struct {
 	// reason as show stats names it, e.g. "no_session",
 	// "bad_udp_csum"), or of any reason when "any".
 	Reason string
-	// Snaplen bounds the bytes kept of each frame; 0 or more than
-	// MaxCaptureLen: MaxCaptureLen.
+	// Snaplen bounds the bytes kept of each frame; 0: the longest frame
+	// the interface's MTU allows; at most MaxCaptureLen.
 	Snaplen int
 	// Slots is the number of frames each queue's ring holds (rounded up
 	// to a power of two); 0: DefaultCaptureSlots.
@@ -48,7 +48,7 @@ type CaptureFilter struct {
 
 // Capture defaults and limits.
 const (
-	DefaultCaptureSlots = 1024
+	DefaultCaptureSlots = 4096
 	MaxCaptureSlots     = 1 << 16
 	MaxCaptureLen       = 4096 // a UMEM frame
 )
@@ -82,6 +82,7 @@ type capRing struct {
 	head  atomic.Uint64 // next slot to read; written by the reader
 	tail  atomic.Uint64 // next slot to write; written by the worker
 	lost  atomic.Uint64 // frames that found the ring full
+	now   int64         // the worker's clock, read once per loop (captureFor); worker only
 }
 
 type capSlot struct {
@@ -98,9 +99,15 @@ type capSlot struct {
 // StartCapture starts capturing the frames that match f; Stop ends it.
 // One capture runs at a time.
 func (e *Engine) StartCapture(f CaptureFilter) (*Capture, error) {
-	if f.Snaplen <= 0 || f.Snaplen > MaxCaptureLen {
+	if f.Snaplen <= 0 {
+		// The longest frame the interface's MTU allows (two VLAN tags),
+		// rounded to a cache line.
 		f.Snaplen = MaxCaptureLen
+		if e.ifc.MTU > 0 {
+			f.Snaplen = (e.ifc.MTU + frame.EthHeaderLen + 8 + 63) &^ 63
+		}
 	}
+	f.Snaplen = min(f.Snaplen, MaxCaptureLen)
 	slots := f.Slots
 	if slots <= 0 {
 		slots = DefaultCaptureSlots
@@ -134,6 +141,9 @@ func (e *Engine) StartCapture(f CaptureFilter) (*Capture, error) {
 func (e *Engine) StopCapture(c *Capture) {
 	e.capture.CompareAndSwap(c, nil)
 }
+
+// Snaplen returns the bytes kept of each frame.
+func (c *Capture) Snaplen() int { return c.filter.Snaplen }
 
 // Queues returns the queues the capture has a ring for.
 func (c *Capture) Queues() []int {
@@ -197,6 +207,18 @@ func (c *Capture) Read(fn func(*CaptureRecord) bool) int {
 		}
 	}
 	return n
+}
+
+// captureFor returns the capture running, nil when none (one atomic
+// load), and reads the clock for the frames queue q captures until its
+// next call: a worker calls it once per loop, so that a capture costs
+// one clock read per batch, not per frame.
+func (e *Engine) captureFor(q int) *Capture {
+	c := e.capture.Load()
+	if c != nil && q < len(c.rings) && c.rings[q] != nil {
+		c.rings[q].now = time.Now().UnixNano()
+	}
+	return c
 }
 
 // The hooks the worker calls, each a nil test when no capture runs.
@@ -268,7 +290,7 @@ func (c *Capture) put(q int, dir uint8, f []byte, t *udp.Target, reason string) 
 		return
 	}
 	s := &r.slots[tail&r.mask]
-	s.ns = time.Now().UnixNano()
+	s.ns = r.now
 	s.dir, s.handle, s.app, s.reason, s.len = dir, h, app, reason, len(f)
 	s.n = copy(s.data, f)
 	r.tail.Store(tail + 1)

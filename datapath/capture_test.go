@@ -25,7 +25,7 @@ func TestCapture(t *testing.T) {
 	if _, err := r.e.StartCapture(CaptureFilter{}); !errors.Is(err, ErrCaptureBusy) {
 		t.Fatalf("second capture: %v, want ErrCaptureBusy", err)
 	}
-	r.w.cap = r.e.capture.Load()
+	r.w.cap = r.e.captureFor(0)
 	r.w.processBatch(batch)
 	_ = rx.Drop(rx.MaxDequeue())
 	var got []CaptureRecord
@@ -85,7 +85,7 @@ func TestCapture(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		r.w.cap = r.e.capture.Load()
+		r.w.cap = r.e.captureFor(0)
 		r.w.processBatch(batch)
 		_ = rx.Drop(rx.MaxDequeue())
 		if n := c.Read(func(*CaptureRecord) bool { return true }); n != f.want {
@@ -100,7 +100,7 @@ func TestCapture(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer r.e.StopCapture(c)
-	r.w.cap = r.e.capture.Load()
+	r.w.cap = r.e.captureFor(0)
 	if n := testing.AllocsPerRun(50, func() {
 		r.w.processBatch(good)
 		_ = rx.Drop(rx.MaxDequeue())
@@ -122,7 +122,7 @@ func BenchmarkWorkerUDPCapture(b *testing.B) {
 			if err != nil {
 				b.Fatal(err)
 			}
-			r.w.cap = r.e.capture.Load()
+			r.w.cap = r.e.captureFor(0)
 			b.ReportAllocs()
 			b.SetBytes(int64(size * len(frames)))
 			b.ResetTimer()

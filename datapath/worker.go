@@ -188,7 +188,7 @@ func (w *worker) run() {
 	got := 0      // frames the spin received into w.descs
 	for !w.stop.Load() {
 		w.c.Loops++
-		w.cap = w.e.capture.Load()
+		w.cap = w.e.captureFor(w.q)
 		w.shard.Drain()
 		busy := false
 		n := got

@@ -36,7 +36,7 @@ type echoRig struct {
 	daemon  *process
 }
 
-func startEchoRig(t *testing.T) *echoRig {
+func startEchoRig(t testing.TB) *echoRig {
 	t.Helper()
 	rig := nstest.NewPair(t, nstest.Options{})
 	if err := xsktest.DisableTxOffload(rig.A); err != nil {
@@ -66,7 +66,7 @@ func (r *echoRig) ctl(args ...string) (string, error) {
 // echo sends n datagrams of size bytes from a kernel socket on host A and
 // waits for their echoes; it returns the payloads sent and how many came
 // back.
-func (r *echoRig) echo(t *testing.T, n, size int) (sent [][]byte, back int) {
+func (r *echoRig) echo(t testing.TB, n, size int) (sent [][]byte, back int) {
 	t.Helper()
 	err := r.rig.A.Do(func() error {
 		c, err := net.DialUDP("udp", nil, net.UDPAddrFromAddrPort(netip.AddrPortFrom(r.rig.B.IPv4, 9000)))
@@ -197,7 +197,7 @@ func TestObserveRig(t *testing.T) {
 }
 
 // waitFile waits until path has at least n bytes.
-func waitFile(t *testing.T, path string, n int64) {
+func waitFile(t testing.TB, path string, n int64) {
 	t.Helper()
 	end := time.Now().Add(10 * time.Second)
 	for {
@@ -338,4 +338,88 @@ func TestCaptureRig(t *testing.T) {
 			t.Fatalf("capture | tcpdump did not end:\n%s", shOut.String())
 		}
 	}
+}
+
+// flood sends n datagrams of size bytes from host A to the echo as fast as
+// the kernel takes them and returns how many echoes came back (waiting
+// until none came for half a second).
+func (r *echoRig) flood(b testing.TB, n, size int) (back int, elapsed time.Duration) {
+	b.Helper()
+	var c *net.UDPConn
+	err := r.rig.A.Do(func() error {
+		var err error
+		c, err = net.DialUDP("udp", nil, net.UDPAddrFromAddrPort(netip.AddrPortFrom(r.rig.B.IPv4, 9000)))
+		return err
+	})
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer c.Close()
+	_ = c.SetReadBuffer(8 << 20)
+	_ = c.SetWriteBuffer(8 << 20)
+	done := make(chan int)
+	go func() {
+		buf := make([]byte, 2048)
+		k := 0
+		for {
+			c.SetReadDeadline(time.Now().Add(500 * time.Millisecond))
+			if _, err := c.Read(buf); err != nil {
+				done <- k
+				return
+			}
+			k++
+		}
+	}()
+	msg := make([]byte, size)
+	start := time.Now()
+	for range n {
+		if _, err := c.Write(msg); err != nil {
+			b.Fatal(err)
+		}
+	}
+	elapsed = time.Since(start)
+	return <-done, elapsed
+}
+
+// BenchmarkEchoCapture floods the echo from a kernel socket with and
+// without a capture of every frame running, and reports the share of
+// echoes lost each way and what the capture itself could not keep
+// (capture_lost: frames the ring had no room for). Run it with
+// -benchtime=Nx: each iteration is one flood of each kind.
+func BenchmarkEchoCapture(b *testing.B) {
+	r := startEchoRig(b)
+	if _, back := r.echo(b, 5, 10); back < 5 {
+		b.Fatalf("%d of 5 warm-up echoes", back)
+	}
+	const n, size = 50000, 64
+	var lostOff, lostOn, capLost, capFrames, ppsOff, ppsOn float64
+	iters := 0
+	for b.Loop() {
+		back, el := r.flood(b, n, size)
+		lostOff += float64(n - back)
+		ppsOff += float64(n) / el.Seconds()
+
+		file := filepath.Join(b.TempDir(), "flood.pcapng")
+		cp := startProcess(b, r.xs, "ctl", "--socket", r.sock, "capture", "-w", file)
+		waitFile(b, file, 64)
+		back, el = r.flood(b, n, size)
+		lostOn += float64(n - back)
+		ppsOn += float64(n) / el.Seconds()
+		cp.cmd.Process.Signal(os.Interrupt)
+		<-cp.exited
+		var fr, lo int
+		if _, err := fmt.Sscanf(strings.TrimSpace(cp.output()), "%d frames captured, %d lost", &fr, &lo); err != nil {
+			b.Fatalf("capture output %q: %v", cp.output(), err)
+		}
+		capFrames += float64(fr)
+		capLost += float64(lo)
+		iters++
+	}
+	k := float64(iters)
+	b.ReportMetric(lostOff/k/n*100, "%lost-off")
+	b.ReportMetric(lostOn/k/n*100, "%lost-on")
+	b.ReportMetric(ppsOff/k, "sent-pps-off")
+	b.ReportMetric(ppsOn/k, "sent-pps-on")
+	b.ReportMetric(capFrames/k, "captured/op")
+	b.ReportMetric(capLost/k, "capture-lost/op")
 }
