@@ -39,6 +39,7 @@ type engine interface {
 type EngineStats struct {
 	Datapath string       `json:"datapath"` // "none" without a datapath, else "af_xdp"
 	XDPMode  string       `json:"xdp_mode"` // "native", "generic", or "" without a datapath
+	PinDir   string       `json:"pin_dir"`  // where the XDP program's maps are pinned (bpftool map dump pinned PIN_DIR/counters)
 	Queues   []QueueStats `json:"queues"`
 	Totals   QueueStats   `json:"totals"` // the queues summed; queue -1
 	// XDP are the XDP program's counters (pass, redirect, malformed and
@@ -166,7 +167,7 @@ func newDatapathEngine(cfg datapath.Config) (engine, error) {
 
 func (e dpEngine) Stats() EngineStats {
 	s := e.Engine.Stats()
-	out := EngineStats{Datapath: "af_xdp", XDPMode: s.XDPMode, Queues: make([]QueueStats, 0, len(s.Queues)),
+	out := EngineStats{Datapath: "af_xdp", XDPMode: s.XDPMode, PinDir: s.PinDir, Queues: make([]QueueStats, 0, len(s.Queues)),
 		Totals: QueueStats{Queue: -1, Drops: map[string]uint64{}}, XDP: map[string]uint64{}, MirrorError: s.MirrorErr,
 		PeerClosed: s.PeerClosed, targets: make(map[flow.Handle]TargetStats, len(s.Targets))}
 	for _, q := range s.Queues {

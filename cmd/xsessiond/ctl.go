@@ -319,6 +319,9 @@ func printTable(out io.Writer, what api.ShowWhat, doc []byte) error {
 		row("uptime", (time.Duration(v.UptimeSeconds) * time.Second).String())
 		row("counting for", (time.Duration(v.ClearedSeconds) * time.Second).String())
 		row("datapath", v.Datapath+xdpMode(v.XDPMode))
+		if v.PinDir != "" {
+			row("bpf pins", v.PinDir)
+		}
 		row("workers", v.Workers)
 		row("apps", v.Apps)
 		row("connections", v.Connections)

@@ -415,6 +415,9 @@ func BenchmarkEchoCapture(b *testing.B) {
 		capLost += float64(lo)
 		iters++
 	}
+	if out, err := r.ctl("show", "stats"); err == nil {
+		b.Logf("show stats after the floods:\n%s", out)
+	}
 	k := float64(iters)
 	b.ReportMetric(lostOff/k/n*100, "%lost-off")
 	b.ReportMetric(lostOn/k/n*100, "%lost-on")
