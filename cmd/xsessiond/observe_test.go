@@ -310,6 +310,17 @@ func TestCaptureRig(t *testing.T) {
 		t.Errorf("%d rx and %d tx frames, want 50 and 50", rx, tx)
 	}
 
+	// --duration ends a capture that sees nothing.
+	quiet := filepath.Join(t.TempDir(), "quiet.pcapng")
+	start := time.Now()
+	out, err := r.ctl("capture", "--duration", "300ms", "--app", "99", "-w", quiet)
+	if el := time.Since(start); err != nil || el > 5*time.Second || !strings.Contains(out, "0 frames captured") {
+		t.Errorf("capture --duration 300ms: %v after %v\n%s", err, el, out)
+	}
+	if out, err := exec.Command("tcpdump", "-nn", "-r", quiet).CombinedOutput(); err != nil {
+		t.Errorf("tcpdump -r of an empty capture: %v\n%s", err, out)
+	}
+
 	// ctl capture -w - | tcpdump -r -
 	sh := exec.Command("sh", "-c", fmt.Sprintf("%s ctl --socket %s capture -w - -c 20 | tcpdump -nn -r -", r.xs, r.sock))
 	var shOut bytes.Buffer
