@@ -72,7 +72,7 @@
 //	69    RuleDel         ctl → daemon    OK             –
 //	70    StatsClear      ctl → daemon    OK             –
 //	71    Capture         ctl → daemon    CaptureReply   –
-//	72    CaptureReply    daemon → ctl    –              the read end of a pipe carrying pcapng
+//	72    CaptureReply    daemon → ctl    –              the read end of a pipe carrying the capture stream
 //
 // # Objects
 //

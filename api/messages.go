@@ -780,11 +780,11 @@ const MaxCaptureReasonLen = 64
 
 // Capture asks the daemon to capture the frames its datapath receives and
 // sends; the reply is a CaptureReply whose descriptor is the read end of a
-// pipe on which the daemon writes a pcapng stream (section header, one
-// interface per queue and direction, enhanced packet blocks with a comment
-// naming the queue, direction, session and drop reason) until Count
-// frames, Duration, or the reader closes the pipe. Zero fields do not
-// filter or bound; the filters that are set must all match.
+// pipe on which the daemon writes the capture stream (a compact record per
+// frame with its queue, direction, handle, app and drop reason; see
+// package daemon, which also turns it into pcapng) until Count frames,
+// Duration, the reader closes the pipe or the connection closes. Zero
+// fields do not filter or bound; the filters that are set must all match.
 type Capture struct {
 	Listener flow.Handle // frames of this listener
 	Session  flow.Handle // frames of this session

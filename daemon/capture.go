@@ -4,13 +4,9 @@ import (
 	"errors"
 	"fmt"
 	"os"
-	"runtime"
 	"slices"
 	"time"
 
-	"github.com/gopacket/gopacket"
-	"github.com/gopacket/gopacket/layers"
-	"github.com/gopacket/gopacket/pcapgo"
 	"golang.org/x/sys/unix"
 
 	"github.com/xsessiond/xsessiond/api"
@@ -19,14 +15,13 @@ import (
 )
 
 // ctl capture: the daemon answers a Capture request with the read end of
-// a pipe and writes a pcapng stream into its write end: a section header,
-// two interfaces per queue (IF:qN:rx, then IF:qN:tx, so interface 2N is
-// queue N's rx), one enhanced packet block per frame with the direction
-// flag and a comment ("q0 rx handle 0x… app 1", "q0 rx drop no_session"),
-// and at the end an interface statistics block per rx interface whose
-// dropped count is the frames of that queue the capture ring had no room
-// for. A pipe keeps frames off the control socket, whose records stay
-// small, and lets tcpdump -r - read what the CLI copies through.
+// a pipe and writes a capture stream into its write end (capstream.go:
+// a header naming the interface and queues, one record per frame, an end
+// record with each queue's losses); the CLI turns it into pcapng with
+// CaptureToPcapng. A pipe keeps frames off the control socket, whose
+// records stay small; the pcapng encoding, which allocates per frame,
+// happens in the CLI's process rather than in the daemon's, where the
+// workers run.
 //
 // The capture ends after Count frames, after Duration, when the reader
 // stops reading for captureStall or closes the pipe, when the control
@@ -92,48 +87,21 @@ func (h *client) capture(m *api.Capture) (api.Message, []int, error) {
 	return &api.CaptureReply{}, []int{p[0]}, nil
 }
 
-// writeCapture drains c into w as pcapng until it should end; it returns
-// the frames written.
+// writeCapture drains c into w as a capture stream (capstream.go) until
+// it should end; it returns the frames written. It allocates nothing per
+// frame, so that a capture does not add garbage-collector work to the
+// process the workers run in.
 func (d *Daemon) writeCapture(e *datapath.Engine, c *datapath.Capture, w *os.File, m *api.Capture, stop <-chan struct{}) (int, error) {
-	snap := uint32(c.Snaplen())
-	ifname := d.cfg.Datapath.IfName
 	queues := c.Queues()
-	idx := map[[2]int]int{}
-	intf := func(q, dir int) pcapgo.NgInterface {
-		dn := "rx"
-		if dir == datapath.CaptureTx {
-			dn = "tx"
-		}
-		return pcapgo.NgInterface{Name: fmt.Sprintf("%s:q%d:%s", ifname, q, dn), OS: runtime.GOOS,
-			LinkType: layers.LinkTypeEthernet, SnapLength: snap, TimestampResolution: 9,
-			Description: fmt.Sprintf("xsessiond queue %d, %s", q, dn)}
-	}
 	if len(queues) == 0 {
 		return 0, errors.New("no queue to capture")
 	}
 	w.SetWriteDeadline(time.Now().Add(captureStall))
-	ng, err := pcapgo.NewNgWriterInterface(w, intf(queues[0], datapath.CaptureRx), pcapgo.NgWriterOptions{
-		SectionInfo: pcapgo.NgSectionInfo{Hardware: runtime.GOARCH, OS: runtime.GOOS, Application: "xsessiond " + d.cfg.Version}})
-	if err != nil {
+	sw := newStreamWriter(w)
+	if err := sw.header(streamHeader{Snaplen: uint32(c.Snaplen()), Iface: d.cfg.Datapath.IfName,
+		Version: d.cfg.Version, Queues: queues}); err != nil {
 		return 0, err
 	}
-	idx[[2]int{queues[0], datapath.CaptureRx}] = 0
-	for i, q := range queues {
-		for dir := datapath.CaptureRx; dir <= datapath.CaptureTx; dir++ {
-			if i == 0 && dir == datapath.CaptureRx {
-				continue
-			}
-			id, err := ng.AddInterface(intf(q, dir))
-			if err != nil {
-				return 0, err
-			}
-			idx[[2]int{q, dir}] = id
-		}
-	}
-	if err := ng.Flush(); err != nil {
-		return 0, err
-	}
-	start := time.Now()
 	var deadline <-chan time.Time
 	if m.Duration > 0 {
 		t := time.NewTimer(time.Duration(m.Duration) * time.Millisecond)
@@ -144,41 +112,12 @@ func (d *Daemon) writeCapture(e *datapath.Engine, c *datapath.Capture, w *os.Fil
 	defer tick.Stop()
 	n := 0
 	var werr error
-	in, out := &pcapgo.NgEpbFlags{Direction: pcapgo.NgEpbFlagDirectionInbound}, &pcapgo.NgEpbFlags{Direction: pcapgo.NgEpbFlagDirectionOutbound}
-	// The comments, made once per queue, direction and session or drop
-	// reason, not once per frame.
-	type commentKey struct {
-		q, dir int
-		h      flow.Handle
-		app    uint32
-		reason string
-	}
-	cache := map[commentKey][]string{}
 	drain := func() {
 		c.Read(func(r *datapath.CaptureRecord) bool {
 			if m.Count > 0 && n >= int(m.Count) {
 				return false
 			}
-			dir, flags := "rx", in
-			if r.Dir == datapath.CaptureTx {
-				dir, flags = "tx", out
-			}
-			k := commentKey{r.Queue, r.Dir, r.Handle, r.App, r.Reason}
-			comments := cache[k]
-			if comments == nil {
-				if len(cache) >= 4096 {
-					clear(cache)
-				}
-				if r.Reason != "" {
-					comments = []string{fmt.Sprintf("q%d %s drop %s", r.Queue, dir, r.Reason)}
-				} else {
-					comments = []string{fmt.Sprintf("q%d %s handle %#x app %d", r.Queue, dir, uint64(r.Handle), r.App)}
-				}
-				cache[k] = comments
-			}
-			ci := gopacket.CaptureInfo{Timestamp: r.Time, CaptureLength: len(r.Data), Length: r.Len,
-				InterfaceIndex: idx[[2]int{r.Queue, r.Dir}]}
-			if werr = ng.WritePacketWithOptions(ci, r.Data, pcapgo.NgPacketOptions{Comments: comments, Flags: flags}); werr != nil {
+			if werr = sw.frame(r); werr != nil {
 				return false
 			}
 			n++
@@ -200,7 +139,7 @@ func (d *Daemon) writeCapture(e *datapath.Engine, c *datapath.Capture, w *os.Fil
 			done = true
 		}
 		if werr == nil {
-			werr = ng.Flush()
+			werr = sw.flush()
 		}
 	}
 	e.StopCapture(c)
@@ -210,13 +149,12 @@ func (d *Daemon) writeCapture(e *datapath.Engine, c *datapath.Capture, w *os.Fil
 	if m.Count == 0 || n < int(m.Count) {
 		drain() // what the rings held when the capture stopped
 	}
-	end := time.Now()
-	for _, q := range queues {
-		st := pcapgo.NgInterfaceStatistics{LastUpdate: end, StartTime: start, EndTime: end,
-			PacketsReceived: pcapgo.NgNoValue64, PacketsDropped: c.QueueLost(q)}
-		if werr = ng.WriteInterfaceStats(idx[[2]int{q, datapath.CaptureRx}], st); werr != nil {
-			return n, werr
-		}
+	lost := make([]uint64, len(queues))
+	for i, q := range queues {
+		lost[i] = c.QueueLost(q)
 	}
-	return n, ng.Flush()
+	if err := sw.end(lost); err != nil {
+		return n, err
+	}
+	return n, sw.flush()
 }

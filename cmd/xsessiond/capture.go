@@ -11,10 +11,10 @@ import (
 	"syscall"
 	"time"
 
-	"github.com/gopacket/gopacket/pcapgo"
 	"github.com/spf13/cobra"
 
 	"github.com/xsessiond/xsessiond/api"
+	"github.com/xsessiond/xsessiond/daemon"
 	"github.com/xsessiond/xsessiond/flow"
 )
 
@@ -128,34 +128,20 @@ func runCapture(cmd *cobra.Command, socket string, m *api.Capture, file string) 
 		}
 	}()
 
-	// Copy the stream through a reader that counts the frames and reads
-	// the ring's losses from the interface statistics at the end.
-	var lost uint64
-	rd, err := pcapgo.NewNgReader(io.TeeReader(pipe, out), pcapgo.NgReaderOptions{
-		StatisticsCallback: func(_ int, s pcapgo.NgInterfaceStatistics) {
-			if s.PacketsDropped != pcapgo.NgNoValue64 {
-				lost += s.PacketsDropped
-			}
-		},
-	})
+	// The daemon sends a compact stream; pcapng is made here, out of the
+	// daemon's process.
+	res, err := daemon.CaptureToPcapng(pipe, out)
 	if err != nil {
-		return fmt.Errorf("capture: the daemon's stream: %w", err)
-	}
-	n := 0
-	for {
-		_, _, err := rd.ZeroCopyReadPacketData()
-		if err != nil {
-			if errors.Is(err, io.EOF) {
-				break
-			}
-			return fmt.Errorf("capture: after %d frames: %w", n, err)
-		}
-		n++
+		return fmt.Errorf("capture: after %d frames: %w", res.Frames, err)
 	}
 	if f, ok := out.(*os.File); ok && file != "-" {
 		if err := f.Close(); err != nil {
 			return fmt.Errorf("capture: %w", err)
 		}
+	}
+	n, lost := res.Frames, res.Lost
+	if !res.Ended {
+		return fmt.Errorf("capture: the daemon's stream stopped after %d frames without its end (did the daemon stop?)", n)
 	}
 	fmt.Fprintf(cmd.ErrOrStderr(), "%d frames captured, %d lost (capture ring full)\n", n, lost)
 	return nil
