@@ -59,6 +59,11 @@ func samples() []Message {
 			Scope: flow.ScopeLocal, Tag: "dns"}},
 		&RuleDel{Rule: Rule{Tag: "dns"}},
 		&NsSetSecret{ID: "blue", Secret: 43},
+		&StatsClear{},
+		&Capture{Listener: flow.MakeHandle(0, 1), Session: flow.MakeHandle(1, 2), App: 3, Reason: "fifo_full",
+			Count: 100, Duration: 5000, Snaplen: 128},
+		&Capture{},
+		&CaptureReply{},
 	}
 }
 

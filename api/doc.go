@@ -71,6 +71,9 @@
 //	68    RuleAdd         ctl → daemon    OK             –
 //	69    RuleDel         ctl → daemon    OK             –
 //	70    NsSetSecret     ctl → daemon    OK             –
+//	71    StatsClear      ctl → daemon    OK             –
+//	72    Capture         ctl → daemon    CaptureReply   –
+//	73    CaptureReply    daemon → ctl    –              the read end of a pipe carrying the capture stream
 //
 // # Hostile clients
 //

@@ -44,6 +44,10 @@ const (
 	TypeRuleDel   Type = 69
 	// TypeNsSetSecret is 70.
 	TypeNsSetSecret Type = 70
+	// TypeStatsClear, TypeCapture and TypeCaptureReply are 71, 72 and 73.
+	TypeStatsClear   Type = 71
+	TypeCapture      Type = 72
+	TypeCaptureReply Type = 73
 )
 
 var typeNames = map[Type]string{
@@ -55,6 +59,7 @@ var typeNames = map[Type]string{
 	TypeShutdown: "Shutdown",
 	TypeShow:     "Show", TypeShowReply: "ShowReply", TypeNsAdd: "NsAdd", TypeNsDel: "NsDel",
 	TypeRuleAdd: "RuleAdd", TypeRuleDel: "RuleDel", TypeNsSetSecret: "NsSetSecret",
+	TypeStatsClear: "StatsClear", TypeCapture: "Capture", TypeCaptureReply: "CaptureReply",
 }
 
 func (t Type) String() string {
@@ -69,7 +74,7 @@ func (t Type) String() string {
 func (t Type) IsRequest() bool {
 	switch t {
 	case TypeHello, TypeAttach, TypeDetach, TypeBind, TypeUnbind, TypeConnect, TypeDisconnect,
-		TypeShow, TypeNsAdd, TypeNsDel, TypeRuleAdd, TypeRuleDel, TypeNsSetSecret:
+		TypeShow, TypeNsAdd, TypeNsDel, TypeRuleAdd, TypeRuleDel, TypeNsSetSecret, TypeStatsClear, TypeCapture:
 		return true
 	}
 	return false
@@ -138,6 +143,12 @@ func newMessage(t Type) Message {
 		return new(RuleDel)
 	case TypeNsSetSecret:
 		return new(NsSetSecret)
+	case TypeStatsClear:
+		return new(StatsClear)
+	case TypeCapture:
+		return new(Capture)
+	case TypeCaptureReply:
+		return new(CaptureReply)
 	}
 	return nil
 }
@@ -792,3 +803,64 @@ func (m *RuleAdd) encode(e *encoder) { m.Rule.encode(e) }
 func (m *RuleAdd) decode(d *decoder) { m.Rule.decode(d) }
 func (m *RuleDel) encode(e *encoder) { m.Rule.encode(e) }
 func (m *RuleDel) decode(d *decoder) { m.Rule.decode(d) }
+
+// StatsClear sets the counters the daemon reports to ctl (show, top) back
+// to zero; the reply is OK. The metrics keep counting.
+type StatsClear struct{}
+
+// MaxCaptureReasonLen bounds Capture.Reason.
+const MaxCaptureReasonLen = 64
+
+// Capture asks the daemon to capture the frames its datapath receives and
+// sends; the reply is a CaptureReply whose descriptor is the read end of a
+// pipe on which the daemon writes the capture stream (a compact record per
+// frame with its queue, direction, handle, app and drop reason; see
+// package daemon, which also turns it into pcapng) until Count frames,
+// Duration, the reader closes the pipe or the connection closes. Zero
+// fields do not filter or bound; the filters that are set must all match.
+type Capture struct {
+	Listener flow.Handle // frames of this listener
+	Session  flow.Handle // frames of this session
+	App      uint32      // frames of this app's listeners and sessions
+	Reason   string      // dropped frames of this reason ("any": every drop); at most MaxCaptureReasonLen bytes
+	Count    uint32      // stop after this many frames
+	Duration uint32      // stop after this many milliseconds
+	Snaplen  uint32      // bytes kept of each frame; 0: all
+}
+
+// CaptureReply carries the read end of the capture's pipe.
+type CaptureReply struct{}
+
+func (*StatsClear) Type() Type   { return TypeStatsClear }
+func (*Capture) Type() Type      { return TypeCapture }
+func (*CaptureReply) Type() Type { return TypeCaptureReply }
+
+func (*StatsClear) FDs() int   { return 0 }
+func (*Capture) FDs() int      { return 0 }
+func (*CaptureReply) FDs() int { return 1 }
+
+func (*StatsClear) encode(*encoder) {}
+func (*StatsClear) decode(*decoder) {}
+
+func (m *Capture) encode(e *encoder) {
+	e.u64(uint64(m.Listener))
+	e.u64(uint64(m.Session))
+	e.u32(m.App)
+	e.str(m.Reason, MaxCaptureReasonLen, "capture reason")
+	e.u32(m.Count)
+	e.u32(m.Duration)
+	e.u32(m.Snaplen)
+}
+
+func (m *Capture) decode(d *decoder) {
+	m.Listener = flow.Handle(d.u64())
+	m.Session = flow.Handle(d.u64())
+	m.App = d.u32()
+	m.Reason = d.str(MaxCaptureReasonLen, "capture reason")
+	m.Count = d.u32()
+	m.Duration = d.u32()
+	m.Snaplen = d.u32()
+}
+
+func (*CaptureReply) encode(*encoder) {}
+func (*CaptureReply) decode(*decoder) {}

@@ -65,10 +65,10 @@ static __always_inline int xs_pass(struct xs_counters *cnt, __u32 reason)
 {
 	if (reason >= XS_C_MAX)
 		reason = XS_C_MALFORMED;
-	cnt->c[XS_C_PASS]++;
-	cnt->c[reason]++;
+	XS_COUNT(cnt, XS_C_PASS);
+	XS_COUNT(cnt, reason);
 	if (reason >= XS_C_FIRST_MALFORMED)
-		cnt->c[XS_C_MALFORMED]++;
+		XS_COUNT(cnt, XS_C_MALFORMED);
 	return XDP_PASS;
 }
 
@@ -76,13 +76,13 @@ static __always_inline int xs_hit(struct xdp_md *ctx, struct xs_counters *cnt, _
 {
 	if (reason >= XS_C_MAX)
 		reason = XS_C_MALFORMED;
-	cnt->c[reason]++;
+	XS_COUNT(cnt, reason);
 	if (bpf_redirect_map(&xsks, ctx->rx_queue_index, XDP_PASS) == XDP_REDIRECT) {
-		cnt->c[XS_C_REDIRECT]++;
+		XS_COUNT(cnt, XS_C_REDIRECT);
 		return XDP_REDIRECT;
 	}
-	cnt->c[XS_C_NO_XSK]++;
-	cnt->c[XS_C_PASS]++;
+	XS_COUNT(cnt, XS_C_NO_XSK);
+	XS_COUNT(cnt, XS_C_PASS);
 	return XDP_PASS;
 }
 
@@ -245,7 +245,7 @@ int xsession_xdp(struct xdp_md *ctx)
 	k.ifindex = ctx->ingress_ifindex;
 
 	/* Which lookups can hit: the port index's bits for this family. */
-	__u32 pidx = XS_PORT_INDEX(proto, bpf_ntohs(k.local_port));
+	__u32 pidx = XS_PORT_INDEX(proto, k.local_port);
 	__u32 *pbits = bpf_map_lookup_elem(&ports, &pidx);
 	__u32 bits = pbits ? *pbits : ~0U;
 	if (k.family == XS_FAMILY6)

@@ -186,8 +186,8 @@ struct xs_value {
 
 /*
  * The port index: an array with one u32 of XS_PORT_* bits per (transport,
- * local port), at index XS_PORT_INDEX(proto, port) with the port in host
- * byte order. A bit is set while at least one entry of its kind and family
+ * local port), at index XS_PORT_INDEX(proto, port) with the port in network
+ * byte order, as every port of every map (and as the packet carries it). A bit is set while at least one entry of its kind and family
  * with that transport and local port exists in the listener or established
  * map, on any interface. The program skips the lookups whose bit is clear:
  * packets to ports nothing is bound to cost no hash lookup, and a listener
@@ -206,43 +206,75 @@ struct xs_value {
 
 /*
  * Counters, one set per CPU. Every packet adds one to exactly one of
- * XS_C_PASS and XS_C_REDIRECT and to exactly one reason counter; a hit adds
- * its hit counter and, when the queue has no socket, XS_C_NO_XSK. Malformed
- * packets (the reasons from XS_C_TRUNC_ETH on) also add XS_C_MALFORMED.
- * Append new counters before XS_C_MAX and name them in package loader.
+ * pass and redirect and to exactly one reason counter; a hit adds its hit
+ * counter and, when the queue has no socket, no_xsk. Malformed packets (the
+ * reasons from trunc_eth on) also add malformed.
+ *
+ * The counters are named fields, so that bpftool map dump shows their
+ * names; enum xs_counter numbers them in field order for the program,
+ * which counts through XS_COUNT. Append new counters at the end of both
+ * and name them in package loader.
  */
 enum xs_counter {
-	XS_C_PASS = 0,		/* given to the kernel */
-	XS_C_REDIRECT,		/* redirected to the queue's AF_XDP socket */
-	XS_C_MALFORMED,		/* broken headers; given to the kernel */
-	XS_C_NOT_IP,		/* neither IPv4 nor IPv6 (ARP, LLDP, ...) */
-	XS_C_VLAN_DEPTH,	/* more than two VLAN tags */
-	XS_C_FRAGMENT,		/* IPv4 fragment or IPv6 fragment header */
-	XS_C_EXT_HEADER,	/* IPv6 extension header not walked, or too many */
-	XS_C_NOT_L4,		/* IP, but neither UDP nor TCP (ICMP, ...) */
-	XS_C_NO_MATCH,		/* UDP or TCP without an entry */
-	XS_C_EST_HIT,		/* established 5-tuple hit */
-	XS_C_LST_EXACT_HIT,	/* listener hit on the destination address */
-	XS_C_LST_WILDCARD_HIT,	/* listener hit on the zero address */
-	XS_C_NO_XSK,		/* a hit whose queue has no socket: passed */
-	XS_C_TRUNC_ETH,		/* frame shorter than an Ethernet header */
-	XS_C_TRUNC_VLAN,	/* VLAN tag cut */
-	XS_C_TRUNC_IP4,		/* IPv4 header or its options cut */
-	XS_C_TRUNC_IP6,		/* IPv6 fixed header cut */
-	XS_C_TRUNC_EXT,		/* IPv6 extension header cut */
-	XS_C_TRUNC_UDP,		/* UDP header cut */
-	XS_C_TRUNC_TCP,		/* TCP fixed header cut */
-	XS_C_BAD_VERSION,	/* IP version field does not match the ethertype */
-	XS_C_BAD_IHL,		/* IPv4 IHL below 5 */
-	XS_C_BAD_LENGTH,	/* an IP or UDP length field disagrees with the frame */
-	XS_C_BAD_TCP_OFFSET,	/* TCP data offset below 5 or beyond the segment */
+	XS_C_PASS = 0,
+	XS_C_REDIRECT,
+	XS_C_MALFORMED,
+	XS_C_NOT_IP,
+	XS_C_VLAN_DEPTH,
+	XS_C_FRAGMENT,
+	XS_C_EXT_HEADER,
+	XS_C_NOT_L4,
+	XS_C_NO_MATCH,
+	XS_C_EST_HIT,
+	XS_C_LST_EXACT_HIT,
+	XS_C_LST_WILDCARD_HIT,
+	XS_C_NO_XSK,
+	XS_C_TRUNC_ETH,
+	XS_C_TRUNC_VLAN,
+	XS_C_TRUNC_IP4,
+	XS_C_TRUNC_IP6,
+	XS_C_TRUNC_EXT,
+	XS_C_TRUNC_UDP,
+	XS_C_TRUNC_TCP,
+	XS_C_BAD_VERSION,
+	XS_C_BAD_IHL,
+	XS_C_BAD_LENGTH,
+	XS_C_BAD_TCP_OFFSET,
 	XS_C_MAX,
 };
 
 #define XS_C_FIRST_MALFORMED XS_C_TRUNC_ETH
 
 struct xs_counters {
-	__u64 c[XS_C_MAX];
+	__u64 pass;			/* given to the kernel */
+	__u64 redirect;			/* redirected to the queue's AF_XDP socket */
+	__u64 malformed;		/* broken headers; given to the kernel */
+	__u64 not_ip;			/* neither IPv4 nor IPv6 (ARP, LLDP, ...) */
+	__u64 vlan_depth;		/* more than two VLAN tags */
+	__u64 fragment;			/* IPv4 fragment or IPv6 fragment header */
+	__u64 ext_header;		/* IPv6 extension header not walked, or too many */
+	__u64 not_l4;			/* IP, but neither UDP nor TCP (ICMP, ...) */
+	__u64 no_match;			/* UDP or TCP without an entry */
+	__u64 established_hit;		/* established 5-tuple hit */
+	__u64 listener_exact_hit;	/* listener hit on the destination address */
+	__u64 listener_wildcard_hit;	/* listener hit on the zero address */
+	__u64 no_xsk;			/* a hit whose queue has no socket: passed */
+	__u64 truncated_eth;		/* frame shorter than an Ethernet header */
+	__u64 truncated_vlan;		/* VLAN tag cut */
+	__u64 truncated_ipv4;		/* IPv4 header or its options cut */
+	__u64 truncated_ipv6;		/* IPv6 fixed header cut */
+	__u64 truncated_ext;		/* IPv6 extension header cut */
+	__u64 truncated_udp;		/* UDP header cut */
+	__u64 truncated_tcp;		/* TCP fixed header cut */
+	__u64 bad_version;		/* IP version field does not match the ethertype */
+	__u64 bad_ihl;			/* IPv4 IHL below 5 */
+	__u64 bad_length;		/* an IP or UDP length field disagrees with the frame */
+	__u64 bad_tcp_offset;		/* TCP data offset below 5 or beyond the segment */
 };
+
+_Static_assert(sizeof(struct xs_counters) == XS_C_MAX * sizeof(__u64), "enum xs_counter numbers every field of xs_counters");
+
+/* XS_COUNT adds one to counter c (an enum xs_counter) of cnt. */
+#define XS_COUNT(cnt, c) (((__u64 *)(cnt))[(c)]++)
 
 #endif /* XSESSION_H */

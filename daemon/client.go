@@ -45,6 +45,10 @@ type client struct {
 	// server has sent the reply by the time the next request (or Close)
 	// comes, and they are closed then. Connection goroutine only.
 	sent []int
+
+	// capStop is closed when the connection ends, to end its capture;
+	// nil: no capture. Connection goroutine only.
+	capStop chan struct{}
 }
 
 // efdRef returns the app's eventfd with a reference the caller releases,
@@ -129,6 +133,11 @@ func (h *client) Handle(ctx context.Context, req api.Request) (api.Message, []in
 			return nil, nil, err
 		}
 		return &api.ShowReply{JSON: doc}, nil, nil
+	case *api.Capture:
+		return h.capture(m)
+	case *api.StatsClear:
+		d.ClearStats()
+		return nil, nil, nil
 	case *api.NsAdd:
 		if err := d.needAdmin(req.Peer, "ns add"); err != nil {
 			return nil, nil, err
@@ -174,6 +183,9 @@ func (h *client) Handle(ctx context.Context, req api.Request) (api.Message, []in
 // listeners, sessions, rules and memory.
 func (h *client) Close(err error) {
 	h.closeSent()
+	if h.capStop != nil {
+		close(h.capStop)
+	}
 	h.d.mu.Lock()
 	delete(h.d.clients, h.id)
 	closing := h.d.closing

@@ -134,6 +134,11 @@ type Daemon struct {
 	secrets        *api.AttemptLimiter
 	secretFailures atomic.Uint64
 	secretRefused  atomic.Uint64
+	capWG          sync.WaitGroup // the captures' writers (capture.go)
+
+	statsMu sync.Mutex
+	base    *EngineStats // guarded by statsMu: the counters at the last ClearStats; nil: never cleared
+	cleared time.Time    // guarded by statsMu: when ClearStats ran
 
 	mu        sync.Mutex
 	netnss    map[flow.FIBID]*netnsRef                   // guarded by mu: open netns and their views, by FIB
@@ -422,6 +427,7 @@ func (d *Daemon) teardown() {
 	if d.cancel != nil {
 		d.cancel()
 		<-d.served // every connection is closed
+		d.capWG.Wait()
 	} else if d.ln != nil {
 		d.ln.Close()
 	}

@@ -73,4 +73,19 @@ func TestDialRemote(t *testing.T) {
 			t.Fatalf("datagram %d: got %d bytes back, want %d", i, len(got), len(msg))
 		}
 	}
+	// The session's figures, as ctl show sessions gives them: 100
+	// datagrams (5950 bytes) each way, at least.
+	ss := d.SessionViews()
+	if len(ss) != 1 {
+		t.Fatalf("sessions: %+v", ss)
+	}
+	s := ss[0]
+	if s.State != "established" || s.Namespace != DefaultNamespace || s.RxPackets < 100 || s.TxPackets < 100 ||
+		s.RxBytes < 5950 || s.TxBytes < 5950 || s.RxFifoSize == 0 || s.TxFifoSize == 0 || s.Dropped != 0 {
+		t.Errorf("session figures: %+v", s)
+	}
+	d.ClearStats()
+	if s := d.SessionViews()[0]; s.RxPackets != 0 || s.TxPackets != 0 || s.RxBytes != 0 || s.TxBytes != 0 {
+		t.Errorf("session figures after ClearStats: %+v", s.Counters)
+	}
 }

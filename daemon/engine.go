@@ -2,6 +2,9 @@ package daemon
 
 import (
 	"context"
+	"strings"
+
+	"github.com/xsessiond/xsessiond/flow"
 
 	"github.com/xsessiond/xsessiond/datapath"
 	"github.com/xsessiond/xsessiond/sessions"
@@ -37,26 +40,108 @@ type engine interface {
 }
 
 // EngineStats are a datapath's counters as the daemon reports them (ctl
-// show stats, metrics).
+// show stats, ctl top, metrics). Every key is snake_case; every counter
+// appears once.
 type EngineStats struct {
-	Datapath string       `json:"datapath"` // "none" without a datapath
-	XDPMode  string       `json:"xdp_mode,omitempty"`
+	Datapath string       `json:"datapath"` // "none" without a datapath, else "af_xdp"
+	XDPMode  string       `json:"xdp_mode"` // "native", "generic", or "" without a datapath
+	PinDir   string       `json:"pin_dir"`  // where the XDP program's maps are pinned (bpftool map dump pinned PIN_DIR/counters)
 	Queues   []QueueStats `json:"queues"`
-	// Detail is the datapath's own report (a datapath.Stats in the
-	// daemon, a JSON object once decoded), shown as is.
-	Detail any `json:"detail,omitempty"`
 	// Kicks count the wakeups by apps' kick eventfds.
-	Kicks *datapath.KickStats `json:"kicks,omitempty"`
+	Kicks  *datapath.KickStats `json:"kicks,omitempty"`
+	Totals QueueStats          `json:"totals"` // the queues summed; queue -1
+	// XDP are the XDP program's counters (pass, redirect, malformed and
+	// the reasons), summed over CPUs.
+	XDP         map[string]uint64 `json:"xdp"`
+	Mirror      MirrorStats       `json:"mirror"`
+	MirrorError string            `json:"mirror_error,omitempty"`
+	Resolver    ResolverStats     `json:"resolver"`
+	// PeerClosed counts connected sessions closed because their peer was
+	// reported unreachable (an ICMP error).
+	PeerClosed uint64 `json:"peer_closed"`
+
+	// targets are the per-session counters, by handle; in the sessions
+	// and listeners views, not here.
+	targets map[flow.Handle]TargetStats
 }
 
-// QueueStats are the counters of one queue's worker.
+// QueueStats are the counters of one queue's worker and its AF_XDP socket.
+// Drops holds every drop reason that is not zero: the decoder's
+// (truncated_ip, bad_udp_csum, ...), the datapath's (no_session,
+// fifo_full, no_neighbour, ...) and the AF_XDP socket's, prefixed xsk_
+// (xsk_rx_ring_full, xsk_rx_dropped, xsk_rx_invalid_descs,
+// xsk_tx_invalid_descs). Dropped is their sum.
 type QueueStats struct {
 	Queue     int               `json:"queue"`
+	Worker    uint32            `json:"worker"`
+	ZeroCopy  bool              `json:"zero_copy"`
 	RxPackets uint64            `json:"rx_packets"`
 	TxPackets uint64            `json:"tx_packets"`
 	Delivered uint64            `json:"delivered"`
-	Drops     map[string]uint64 `json:"drops,omitempty"` // by reason
+	Held      uint64            `json:"held"`
+	Loops     uint64            `json:"loops"`
+	Sleeps    uint64            `json:"sleeps"`
+	Kicks     uint64            `json:"kicks"`
+	Naps      uint64            `json:"naps"`
+	Dropped   uint64            `json:"dropped"`
+	Drops     map[string]uint64 `json:"drops"`
+	// XSK are the socket's counters that are not drops.
+	XSK XSKStats `json:"xsk"`
 }
+
+// XSKStats are an AF_XDP socket's counters other than its drops.
+type XSKStats struct {
+	RxFillRingEmpty uint64 `json:"rx_fill_ring_empty"` // times the fill ring was empty when a packet came
+	TxRingEmpty     uint64 `json:"tx_ring_empty"`
+	Received        uint64 `json:"received"`
+	Transmitted     uint64 `json:"transmitted"`
+	Completed       uint64 `json:"completed"`
+	Filled          uint64 `json:"filled"`
+	TxKicks         uint64 `json:"tx_kicks"`
+	RxWakeups       uint64 `json:"rx_wakeups"`
+	KickErrors      uint64 `json:"kick_errors"`
+	BadDescs        uint64 `json:"bad_descs"`
+}
+
+// MirrorStats are the map mirror's counters (see loader.MirrorStats).
+type MirrorStats struct {
+	LastSeq     uint64 `json:"last_seq"`
+	Applied     uint64 `json:"applied"`
+	Skipped     uint64 `json:"skipped"`
+	Stale       uint64 `json:"stale"`
+	OutOfOrder  uint64 `json:"out_of_order"`
+	Invalid     uint64 `json:"invalid"`
+	Failed      uint64 `json:"failed"`
+	DelMissing  uint64 `json:"del_missing"`
+	Resyncs     uint64 `json:"resyncs"`
+	Checks      uint64 `json:"checks"`
+	NotCompared uint64 `json:"not_compared"`
+	Divergent   uint64 `json:"divergent"`
+	Missing     uint64 `json:"missing"`
+	Extra       uint64 `json:"extra"`
+	Mismatched  uint64 `json:"mismatched"`
+}
+
+// ResolverStats count the neighbour resolver's work.
+type ResolverStats struct {
+	Lookups         uint64 `json:"lookups"`
+	Resolved        uint64 `json:"resolved"`
+	Failures        uint64 `json:"failures"`
+	DroppedRequests uint64 `json:"dropped_requests"`
+	Entries         int    `json:"entries"`
+}
+
+// TargetStats are the datapath's counters of one session or listener.
+type TargetStats struct {
+	RxPackets uint64
+	RxBytes   uint64
+	TxPackets uint64
+	TxBytes   uint64
+	Drops     map[string]uint64 // not zero only
+}
+
+// snake turns a counter name like "no-session" into "no_session".
+func snake(s string) string { return strings.ReplaceAll(s, "-", "_") }
 
 // noEngine is the control plane without a datapath: one shard, no
 // workers, no kick eventfds. Binds work, cut-through sessions work,
@@ -69,9 +154,12 @@ func (noEngine) Start(*sessions.Layer) error { return nil }
 func (noEngine) KickFDs() []int              { return nil }
 
 func (noEngine) AppKicks(sessions.AppID) ([]int, func(), error) { return nil, func() {}, nil }
-func (noEngine) Stats() EngineStats                             { return EngineStats{Datapath: "none", Queues: []QueueStats{}} }
-func (noEngine) Close() error                                   { return nil }
-func (noEngine) DetachXDP() error                               { return nil }
+func (noEngine) Stats() EngineStats {
+	return EngineStats{Datapath: "none", Queues: []QueueStats{}, Totals: QueueStats{Queue: -1, Drops: map[string]uint64{}},
+		XDP: map[string]uint64{}}
+}
+func (noEngine) Close() error     { return nil }
+func (noEngine) DetachXDP() error { return nil }
 
 func (noEngine) WaitMirror(context.Context) error { return nil }
 
@@ -91,9 +179,139 @@ func newDatapathEngine(cfg datapath.Config) (engine, error) {
 func (e dpEngine) Stats() EngineStats {
 	s := e.Engine.Stats()
 	ks := e.Engine.KickStats()
-	out := EngineStats{Datapath: "af_xdp", XDPMode: s.XDPMode, Queues: make([]QueueStats, 0, len(s.Queues)), Detail: s, Kicks: &ks}
+	out := EngineStats{Datapath: "af_xdp", XDPMode: s.XDPMode, PinDir: s.PinDir, Queues: make([]QueueStats, 0, len(s.Queues)),
+		Totals: QueueStats{Queue: -1, Drops: map[string]uint64{}}, XDP: map[string]uint64{}, MirrorError: s.MirrorErr,
+		PeerClosed: s.PeerClosed, targets: make(map[flow.Handle]TargetStats, len(s.Targets)), Kicks: &ks}
 	for _, q := range s.Queues {
-		out.Queues = append(out.Queues, QueueStats{Queue: q.Queue, RxPackets: q.Rx, TxPackets: q.Tx, Delivered: q.Delivered, Drops: q.Drops})
+		qs := queueStats(&q)
+		out.Totals.add(&qs)
+		out.Queues = append(out.Queues, qs)
+	}
+	for k, v := range s.BPF {
+		out.XDP[snake(k)] = v
+	}
+	m := s.Mirror
+	out.Mirror = MirrorStats{LastSeq: m.LastSeq, Applied: m.Applied, Skipped: m.Skipped, Stale: m.Stale,
+		OutOfOrder: m.OutOfOrder, Invalid: m.Invalid, Failed: m.Failed, DelMissing: m.DelMissing, Resyncs: m.Resyncs,
+		Checks: m.Checks, NotCompared: m.NotCompared, Divergent: m.Divergent, Missing: m.Missing, Extra: m.Extra,
+		Mismatched: m.Mismatched}
+	r := s.Resolver
+	out.Resolver = ResolverStats{Lookups: r.Lookups, Resolved: r.Resolved, Failures: r.Failures,
+		DroppedRequests: r.Dropped, Entries: r.Entries}
+	for _, t := range s.Targets {
+		ts := TargetStats{RxPackets: t.Delivered, RxBytes: t.RxBytes, TxPackets: t.Sent, TxBytes: t.TxBytes,
+			Drops: map[string]uint64{}}
+		for k, v := range map[string]uint64{"fifo_full": t.DropFull, "too_big": t.DropTooBig, "fifo_corrupt": t.DropCorrupt,
+			"tx_dropped": t.TxDrops, "tx_fifo_corrupt": t.TxCorrupt} {
+			if v != 0 {
+				ts.Drops[k] = v
+			}
+		}
+		out.targets[t.Handle] = ts
 	}
 	return out
+}
+
+// queueStats converts one worker's counters.
+func queueStats(q *datapath.QueueStats) QueueStats {
+	qs := QueueStats{Queue: q.Queue, Worker: q.Worker, ZeroCopy: q.ZeroCopy, RxPackets: q.Rx, TxPackets: q.Tx,
+		Delivered: q.Delivered, Held: q.Held, Loops: q.Loops, Sleeps: q.Sleeps, Kicks: q.Kicks, Naps: q.Naps,
+		Drops: make(map[string]uint64, len(q.Drops)+4)}
+	for k, v := range q.Drops {
+		if v != 0 {
+			qs.Drops[snake(k)] = v
+		}
+	}
+	if x := q.XSK; x != nil {
+		for k, v := range map[string]uint64{"xsk_rx_ring_full": x.RxRingFull, "xsk_rx_dropped": x.RxDropped,
+			"xsk_rx_invalid_descs": x.RxInvalidDescs, "xsk_tx_invalid_descs": x.TxInvalidDescs} {
+			if v != 0 {
+				qs.Drops[k] = v
+			}
+		}
+		qs.XSK = XSKStats{RxFillRingEmpty: x.RxFillRingEmptyDescs, TxRingEmpty: x.TxRingEmptyDescs, Received: x.Received,
+			Transmitted: x.Transmitted, Completed: x.Completed, Filled: x.Filled, TxKicks: x.TxKicks, RxWakeups: x.RxWakeups,
+			KickErrors: x.KickErrors, BadDescs: x.BadDescs}
+	}
+	for _, v := range qs.Drops {
+		qs.Dropped += v
+	}
+	return qs
+}
+
+// add adds q's counters to t's.
+func (t *QueueStats) add(q *QueueStats) {
+	t.RxPackets += q.RxPackets
+	t.TxPackets += q.TxPackets
+	t.Delivered += q.Delivered
+	t.Held += q.Held
+	t.Loops += q.Loops
+	t.Sleeps += q.Sleeps
+	t.Kicks += q.Kicks
+	t.Naps += q.Naps
+	t.Dropped += q.Dropped
+	for k, v := range q.Drops {
+		t.Drops[k] += v
+	}
+	x, y := &t.XSK, &q.XSK
+	x.RxFillRingEmpty += y.RxFillRingEmpty
+	x.TxRingEmpty += y.TxRingEmpty
+	x.Received += y.Received
+	x.Transmitted += y.Transmitted
+	x.Completed += y.Completed
+	x.Filled += y.Filled
+	x.TxKicks += y.TxKicks
+	x.RxWakeups += y.RxWakeups
+	x.KickErrors += y.KickErrors
+	x.BadDescs += y.BadDescs
+}
+
+// sub returns t - base, counter by counter; zero drops are left out. A
+// counter below its base (a queue restarted) counts from zero.
+func (t QueueStats) sub(base QueueStats) QueueStats {
+	d := func(a, b uint64) uint64 {
+		if a < b {
+			return a
+		}
+		return a - b
+	}
+	out := t
+	out.RxPackets, out.TxPackets, out.Delivered = d(t.RxPackets, base.RxPackets), d(t.TxPackets, base.TxPackets), d(t.Delivered, base.Delivered)
+	out.Held, out.Loops, out.Sleeps = d(t.Held, base.Held), d(t.Loops, base.Loops), d(t.Sleeps, base.Sleeps)
+	out.Kicks, out.Naps = d(t.Kicks, base.Kicks), d(t.Naps, base.Naps)
+	out.Drops, out.Dropped = subMap(t.Drops, base.Drops), 0
+	for _, v := range out.Drops {
+		out.Dropped += v
+	}
+	x, y := &out.XSK, &base.XSK
+	x.RxFillRingEmpty, x.TxRingEmpty = d(x.RxFillRingEmpty, y.RxFillRingEmpty), d(x.TxRingEmpty, y.TxRingEmpty)
+	x.Received, x.Transmitted, x.Completed = d(x.Received, y.Received), d(x.Transmitted, y.Transmitted), d(x.Completed, y.Completed)
+	x.Filled, x.TxKicks, x.RxWakeups = d(x.Filled, y.Filled), d(x.TxKicks, y.TxKicks), d(x.RxWakeups, y.RxWakeups)
+	x.KickErrors, x.BadDescs = d(x.KickErrors, y.KickErrors), d(x.BadDescs, y.BadDescs)
+	return out
+}
+
+// subMap returns a - base by key, leaving out what comes to zero.
+func subMap(a, base map[string]uint64) map[string]uint64 {
+	out := make(map[string]uint64, len(a))
+	for k, v := range a {
+		if b := base[k]; b <= v {
+			v -= b
+		}
+		if v != 0 {
+			out[k] = v
+		}
+	}
+	return out
+}
+
+func (t TargetStats) sub(base TargetStats) TargetStats {
+	d := func(a, b uint64) uint64 {
+		if a < b {
+			return a
+		}
+		return a - b
+	}
+	return TargetStats{RxPackets: d(t.RxPackets, base.RxPackets), RxBytes: d(t.RxBytes, base.RxBytes),
+		TxPackets: d(t.TxPackets, base.TxPackets), TxBytes: d(t.TxBytes, base.TxBytes), Drops: subMap(t.Drops, base.Drops)}
 }

@@ -2,9 +2,11 @@ package daemon
 
 import (
 	"net/http"
+	"runtime"
 	"strconv"
 
 	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 )
 
@@ -12,7 +14,14 @@ import (
 // collector reads the daemon's state on every scrape.
 func (d *Daemon) metricsHandler() http.Handler {
 	reg := prometheus.NewRegistry()
-	reg.MustRegister(&collector{d: d})
+	reg.MustRegister(&collector{d: d},
+		collectors.NewGoCollector(),
+		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
+		prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+			Name:        "xsessiond_build_info",
+			Help:        "The daemon's version and the Go version it was built with; always 1.",
+			ConstLabels: prometheus.Labels{"version": d.cfg.Version, "goversion": runtime.Version()},
+		}, func() float64 { return 1 }))
 	mux := http.NewServeMux()
 	mux.Handle("/metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{Registry: reg}))
 	return mux
@@ -26,18 +35,19 @@ var (
 	descConns     = prometheus.NewDesc("xsessiond_connections", "Open control connections (apps and CLI).", nil, nil)
 	descListeners = prometheus.NewDesc("xsessiond_listeners", "Listeners by namespace and table.", []string{"namespace", "table"}, nil)
 	descSessions  = prometheus.NewDesc("xsessiond_sessions", "Sessions by namespace and state.", []string{"namespace", "state"}, nil)
-	descFifoUsed  = prometheus.NewDesc("xsessiond_fifo_used_bytes", "Bytes queued in the fifos of each app's sessions and listeners.", []string{"app", "name", "dir"}, nil)
+	descFifoUsed  = prometheus.NewDesc("xsessiond_fifo_used_bytes", "Bytes queued in the fifos of each app's sessions and listeners; a cut-through session's fifos count once, under the app that reads them.", []string{"app", "name", "dir"}, nil)
 	descFifoSize  = prometheus.NewDesc("xsessiond_fifo_size_bytes", "Size of the fifos of each app's sessions and listeners.", []string{"app", "name", "dir"}, nil)
 	descRx        = prometheus.NewDesc("xsessiond_queue_rx_packets_total", "Packets received by each queue's worker.", []string{"queue"}, nil)
 	descTx        = prometheus.NewDesc("xsessiond_queue_tx_packets_total", "Packets sent by each queue's worker.", []string{"queue"}, nil)
 	descDelivered = prometheus.NewDesc("xsessiond_queue_delivered_total", "Datagrams delivered into app fifos by each queue's worker.", []string{"queue"}, nil)
-	descDrops     = prometheus.NewDesc("xsessiond_queue_drops_total", "Packets dropped by each queue's worker, by reason.", []string{"queue", "reason"}, nil)
+	descDrops     = prometheus.NewDesc("xsessiond_queue_drops_total", "Packets dropped on each queue, by reason: the worker's and its AF_XDP socket's (xsk_*).", []string{"queue", "reason"}, nil)
+	descXDP       = prometheus.NewDesc("xsessiond_xdp_packets_total", "The XDP program's counters: pass and redirect count every packet once, the other counters say why.", []string{"counter"}, nil)
 	descCtlEnds   = prometheus.NewDesc("xsessiond_control_disconnects_total", "Control connections ended, by reason.", []string{"reason"}, nil)
 	descCtlDrops  = prometheus.NewDesc("xsessiond_control_dropped_total", "Clients dropped for not reading or idling, their apps detached, by reason.", []string{"reason"}, nil)
 )
 
 func (c *collector) Describe(ch chan<- *prometheus.Desc) {
-	for _, d := range []*prometheus.Desc{descApps, descConns, descListeners, descSessions, descFifoUsed, descFifoSize, descRx, descTx, descDelivered, descDrops, descCtlEnds, descCtlDrops} {
+	for _, d := range []*prometheus.Desc{descApps, descConns, descListeners, descSessions, descFifoUsed, descFifoSize, descRx, descTx, descDelivered, descDrops, descXDP, descCtlEnds, descCtlDrops} {
 		ch <- d
 	}
 }
@@ -54,7 +64,7 @@ func (c *collector) Collect(ch chan<- prometheus.Metric) {
 	type lk struct{ ns, table string }
 	lc := map[lk]int{}
 	for _, l := range d.layer.Listeners() {
-		lc[lk{l.Namespace, l.Table}]++
+		lc[lk{NamespaceName(l.Namespace), l.Table}]++
 	}
 	for k, n := range lc {
 		ch <- prometheus.MustNewConstMetric(descListeners, prometheus.GaugeValue, float64(n), k.ns, k.table)
@@ -62,7 +72,7 @@ func (c *collector) Collect(ch chan<- prometheus.Metric) {
 	nsOf := map[uint32]string{}
 	names := map[uint32]string{}
 	for _, a := range apps {
-		nsOf[uint32(a.ID)] = a.Namespace
+		nsOf[uint32(a.ID)] = NamespaceName(a.Namespace)
 		names[uint32(a.ID)] = a.Name
 	}
 	sc := map[lk]int{}
@@ -72,7 +82,10 @@ func (c *collector) Collect(ch chan<- prometheus.Metric) {
 	for k, n := range sc {
 		ch <- prometheus.MustNewConstMetric(descSessions, prometheus.GaugeValue, float64(n), k.ns, k.table)
 	}
-	for app, f := range d.fifoFill() {
+	fills := d.fifoFill()
+	for _, a := range apps {
+		app := a.ID
+		f := fills.app(app)
 		id := strconv.FormatUint(uint64(app), 10)
 		name := names[uint32(app)]
 		ch <- prometheus.MustNewConstMetric(descFifoUsed, prometheus.GaugeValue, float64(f.rxUsed), id, name, "rx")
@@ -87,7 +100,11 @@ func (c *collector) Collect(ch chan<- prometheus.Metric) {
 	for r, n := range cs.Dropped {
 		ch <- prometheus.MustNewConstMetric(descCtlDrops, prometheus.CounterValue, float64(n), r)
 	}
-	for _, q := range d.eng.Stats().Queues {
+	st := d.eng.Stats()
+	for k, v := range st.XDP {
+		ch <- prometheus.MustNewConstMetric(descXDP, prometheus.CounterValue, float64(v), k)
+	}
+	for _, q := range st.Queues {
 		qs := strconv.Itoa(q.Queue)
 		ch <- prometheus.MustNewConstMetric(descRx, prometheus.CounterValue, float64(q.RxPackets), qs)
 		ch <- prometheus.MustNewConstMetric(descTx, prometheus.CounterValue, float64(q.TxPackets), qs)

@@ -18,6 +18,9 @@ func (d *Daemon) AddNamespace(id string, secret uint64, iface, netnsName string)
 	if id == "" {
 		return fmt.Errorf("ns add: empty id (the default namespace is built in): %w", flow.ErrInvalidValue)
 	}
+	if id == DefaultNamespace {
+		return fmt.Errorf("ns add %q: the name of the built-in default namespace: %w", id, flow.ErrInvalidValue)
+	}
 	if iface == "" {
 		return fmt.Errorf("ns add %q: no interface: %w", id, flow.ErrInvalidValue)
 	}

@@ -4,6 +4,8 @@ import (
 	"encoding/json"
 	"fmt"
 	"slices"
+	"strconv"
+	"strings"
 	"time"
 
 	"github.com/xsessiond/xsessiond/api"
@@ -11,16 +13,136 @@ import (
 	"github.com/xsessiond/xsessiond/sessions"
 )
 
+// The documents of `ctl show … --json` (docs/cli.md has the schema). One
+// key style, snake_case; handles are strings "0x…" (a JSON number above
+// 2^53 loses precision in jq and JavaScript); durations are seconds as
+// numbers; the default namespace is named DefaultNamespace.
+
+// DefaultNamespace is how tables, JSON and metrics name the default
+// namespace (id "" in the session layer).
+const DefaultNamespace = "default"
+
+// NamespaceName returns the name of namespace id in reports.
+func NamespaceName(id string) string {
+	if id == "" {
+		return DefaultNamespace
+	}
+	return id
+}
+
+// NamespaceID is the inverse of NamespaceName, for filters.
+func NamespaceID(name string) string {
+	if name == DefaultNamespace {
+		return ""
+	}
+	return name
+}
+
+// Handle is a session or listener handle in JSON: a string "0x…".
+type Handle flow.Handle
+
+func (h Handle) String() string { return "0x" + strconv.FormatUint(uint64(h), 16) }
+
+// MarshalJSON writes h as "0x…".
+func (h Handle) MarshalJSON() ([]byte, error) { return []byte(`"` + h.String() + `"`), nil }
+
+// UnmarshalJSON reads "0x…".
+func (h *Handle) UnmarshalJSON(b []byte) error {
+	var s string
+	if err := json.Unmarshal(b, &s); err != nil {
+		return fmt.Errorf("handle: %w", err)
+	}
+	if !strings.HasPrefix(s, "0x") {
+		return fmt.Errorf("handle %q: want 0x and hex digits: %w", s, flow.ErrInvalidValue)
+	}
+	v, err := strconv.ParseUint(s[2:], 16, 64)
+	if err != nil {
+		return fmt.Errorf("handle %q: %w", s, err)
+	}
+	*h = Handle(v)
+	return nil
+}
+
 // AppView is an attached app as `ctl show apps` lists it: the session
 // layer's view plus the peer credentials of its connection.
 type AppView struct {
-	sessions.AppInfo
-	PID      int32  `json:"pid"`
-	UID      uint32 `json:"uid"`
-	GID      uint32 `json:"gid"`
-	Since    string `json:"since"`
+	ID         uint32   `json:"id"`
+	Client     uint64   `json:"client"` // the control connection's number
+	Name       string   `json:"name"`
+	Namespace  string   `json:"namespace"`
+	Scope      string   `json:"scope"`
+	Proxy      bool     `json:"proxy"`
+	Listeners  int      `json:"listeners"`
+	Sessions   int      `json:"sessions"`
+	Segments   []string `json:"segments"`
+	RxFifoSize uint32   `json:"rx_fifo_size"`
+	TxFifoSize uint32   `json:"tx_fifo_size"`
+	PID        int32    `json:"pid"`
+	UID        uint32   `json:"uid"`
+	GID        uint32   `json:"gid"`
+	Since      string   `json:"since"` // RFC 3339, UTC
+	// FifoUsed and FifoSize sum the app's fifos; the fifos of a
+	// cut-through session are counted once, under the app that reads them.
 	FifoUsed uint64 `json:"fifo_used_bytes"`
 	FifoSize uint64 `json:"fifo_size_bytes"`
+}
+
+// SessionView is a session as `ctl show sessions` lists it, with its
+// fifos' fill and, for sessions the datapath serves, its packets, bytes
+// and drops each way since the last clear stats.
+type SessionView struct {
+	Handle     Handle `json:"handle"`
+	App        uint32 `json:"app"`
+	Namespace  string `json:"namespace"`
+	State      string `json:"state"` // "established", "half-open" or "cut-through"
+	Transport  string `json:"transport"`
+	Local      string `json:"local"`
+	Remote     string `json:"remote"`
+	FIB        uint32 `json:"fib"`
+	Worker     uint32 `json:"worker"`
+	Listener   Handle `json:"listener"` // "0x0": none
+	Peer       Handle `json:"peer"`     // the other end of a cut-through session; "0x0": none
+	RxFifoUsed uint64 `json:"rx_fifo_used_bytes"`
+	RxFifoSize uint64 `json:"rx_fifo_size_bytes"`
+	TxFifoUsed uint64 `json:"tx_fifo_used_bytes"`
+	TxFifoSize uint64 `json:"tx_fifo_size_bytes"`
+	Counters
+}
+
+// Counters are a session's or listener's datapath counters.
+type Counters struct {
+	RxPackets uint64            `json:"rx_packets"`
+	RxBytes   uint64            `json:"rx_bytes"`
+	TxPackets uint64            `json:"tx_packets"`
+	TxBytes   uint64            `json:"tx_bytes"`
+	Dropped   uint64            `json:"dropped"`
+	Drops     map[string]uint64 `json:"drops"` // by reason, not zero only
+}
+
+// ListenerView is a listener as `ctl show listeners` lists it. A UDP
+// listener's counters are those of the datagrams it received unconnected.
+type ListenerView struct {
+	Handle     Handle `json:"handle"`
+	App        uint32 `json:"app"`
+	URI        string `json:"uri"`
+	Namespace  string `json:"namespace"`
+	Table      string `json:"table"` // "local" or "global"
+	FIB        uint32 `json:"fib"`
+	Proxy      bool   `json:"proxy"`
+	RxFifoUsed uint64 `json:"rx_fifo_used_bytes"`
+	RxFifoSize uint64 `json:"rx_fifo_size_bytes"`
+	Counters
+}
+
+// NamespaceView is a namespace as `ctl show namespaces` lists it (never
+// its secret).
+type NamespaceView struct {
+	ID             string `json:"id"`
+	IfIndex        int    `json:"ifindex"`
+	FIB4           uint32 `json:"fib4"`
+	FIB6           uint32 `json:"fib6"`
+	Apps           int    `json:"apps"`
+	LocalListeners int    `json:"local_listeners"`
 }
 
 // RuleView is a rule as `ctl show rules` lists it.
@@ -33,28 +155,29 @@ type RuleView struct {
 	Remote     string `json:"remote"`
 	RemotePort uint16 `json:"remote_port"`
 	Action     string `json:"action"`
-	App        uint32 `json:"app,omitempty"`
+	App        uint32 `json:"app"` // the app of a forward rule; 0 otherwise
 	Scope      string `json:"scope"`
-	Tag        string `json:"tag,omitempty"`
+	Tag        string `json:"tag"`
 }
 
 // StatsView is `ctl show stats`: the daemon, its tables' sizes and its
-// datapath's counters.
+// datapath's counters since the last clear stats.
 type StatsView struct {
-	Version    string       `json:"version"`
-	Iface      string       `json:"iface"`
-	Netns      string       `json:"netns"`
-	IfIndex    int          `json:"ifindex"`
-	Uptime     string       `json:"uptime"`
-	Apps       int          `json:"apps"`
-	Conns      int          `json:"connections"`
-	Listeners  int          `json:"listeners"`
-	Sessions   int          `json:"sessions"`
-	Namespaces int          `json:"namespaces"`
-	Rules      int          `json:"rules"`
-	Workers    int          `json:"workers"`
-	Engine     EngineStats  `json:"engine"`
-	Control    ControlStats `json:"control"`
+	Version        string  `json:"version"`
+	Interface      string  `json:"interface"`
+	Netns          string  `json:"netns"` // "" : the daemon's own
+	IfIndex        int     `json:"ifindex"`
+	UptimeSeconds  float64 `json:"uptime_seconds"`
+	ClearedSeconds float64 `json:"cleared_seconds_ago"` // since the last clear stats, or since start
+	Apps           int     `json:"apps"`
+	Connections    int     `json:"connections"`
+	Listeners      int     `json:"listeners"`
+	Sessions       int     `json:"sessions"`
+	Namespaces     int     `json:"namespaces"`
+	Rules          int     `json:"rules"`
+	Workers        int     `json:"workers"`
+	EngineStats
+	Control ControlStats `json:"control"`
 }
 
 // ControlStats are the control socket's counters.
@@ -92,11 +215,11 @@ func (d *Daemon) show(what api.ShowWhat, peer api.Cred) ([]byte, error) {
 		}
 		v = apps
 	case api.ShowSessions:
-		v = nonNil(d.layer.Sessions())
+		v = d.SessionViews()
 	case api.ShowListeners:
-		v = nonNil(d.layer.Listeners())
+		v = d.ListenerViews()
 	case api.ShowNamespaces:
-		v = nonNil(d.layer.Namespaces())
+		v = d.NamespaceViews()
 	case api.ShowRules:
 		v = d.RuleViews()
 	case api.ShowStats:
@@ -107,6 +230,87 @@ func (d *Daemon) show(what api.ShowWhat, peer api.Cred) ([]byte, error) {
 	return json.Marshal(v)
 }
 
+// AppViews lists the attached apps.
+func (d *Daemon) AppViews() []AppView {
+	apps := d.layer.Apps()
+	fills := d.fifoFill()
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	out := make([]AppView, 0, len(apps))
+	for _, a := range apps {
+		v := AppView{ID: uint32(a.ID), Client: a.Client, Name: a.Name, Namespace: NamespaceName(a.Namespace),
+			Scope: a.Scope, Proxy: a.Proxy, Listeners: a.Listeners, Sessions: a.Sessions, Segments: nonNil(a.Segments),
+			RxFifoSize: a.RxFifoSize, TxFifoSize: a.TxFifoSize}
+		if c := d.clients[a.Client]; c != nil {
+			v.PID, v.UID, v.GID = c.cred.PID, c.cred.UID, c.cred.GID
+			v.Since = c.since.UTC().Format(time.RFC3339)
+		}
+		f := fills.app(a.ID)
+		v.FifoUsed, v.FifoSize = f.rxUsed+f.txUsed, f.rxSize+f.txSize
+		out = append(out, v)
+	}
+	return out
+}
+
+func (c *Counters) set(t TargetStats) {
+	c.RxPackets, c.RxBytes, c.TxPackets, c.TxBytes = t.RxPackets, t.RxBytes, t.TxPackets, t.TxBytes
+	c.Drops = nonNilMap(t.Drops)
+	c.Dropped = 0
+	for _, v := range c.Drops {
+		c.Dropped += v
+	}
+}
+
+// SessionViews lists the sessions with their fifos' fill and counters.
+func (d *Daemon) SessionViews() []SessionView {
+	ss := d.layer.Sessions()
+	nsOf := map[sessions.AppID]string{}
+	for _, a := range d.layer.Apps() {
+		nsOf[a.ID] = a.Namespace
+	}
+	fills := d.fifoFill()
+	st := d.engineStats()
+	out := make([]SessionView, 0, len(ss))
+	for _, s := range ss {
+		v := SessionView{Handle: Handle(s.Handle), App: uint32(s.App), Namespace: NamespaceName(nsOf[s.App]), State: s.State,
+			Transport: s.Transport, Local: s.Local, Remote: s.Remote, FIB: uint32(s.FIB), Worker: s.Worker,
+			Listener: Handle(s.Listener), Peer: Handle(s.Peer)}
+		f := fills[s.App][s.Handle]
+		v.RxFifoUsed, v.RxFifoSize, v.TxFifoUsed, v.TxFifoSize = f.rxUsed, f.rxSize, f.txUsed, f.txSize
+		v.Counters.set(st.targets[s.Handle])
+		out = append(out, v)
+	}
+	return out
+}
+
+// ListenerViews lists the listeners.
+func (d *Daemon) ListenerViews() []ListenerView {
+	ls := d.layer.Listeners()
+	fills := d.fifoFill()
+	st := d.engineStats()
+	out := make([]ListenerView, 0, len(ls))
+	for _, l := range ls {
+		v := ListenerView{Handle: Handle(l.Handle), App: uint32(l.App), URI: l.URI, Namespace: NamespaceName(l.Namespace),
+			Table: l.Table, FIB: uint32(l.FIB), Proxy: l.Proxy}
+		f := fills[l.App][l.Handle]
+		v.RxFifoUsed, v.RxFifoSize = f.rxUsed, f.rxSize
+		v.Counters.set(st.targets[l.Handle])
+		out = append(out, v)
+	}
+	return out
+}
+
+// NamespaceViews lists the namespaces.
+func (d *Daemon) NamespaceViews() []NamespaceView {
+	ns := d.layer.Namespaces()
+	out := make([]NamespaceView, 0, len(ns))
+	for _, n := range ns {
+		out = append(out, NamespaceView{ID: NamespaceName(n.ID), IfIndex: n.IfIndex, FIB4: uint32(n.FIB4), FIB6: uint32(n.FIB6),
+			Apps: n.Apps, LocalListeners: n.LocalListeners})
+	}
+	return out
+}
+
 func nonNil[T any](s []T) []T {
 	if s == nil {
 		return []T{}
@@ -114,31 +318,20 @@ func nonNil[T any](s []T) []T {
 	return s
 }
 
-func (d *Daemon) AppViews() []AppView {
-	apps := d.layer.Apps()
-	fill := d.fifoFill()
-	d.mu.Lock()
-	defer d.mu.Unlock()
-	out := make([]AppView, 0, len(apps))
-	for _, a := range apps {
-		v := AppView{AppInfo: a}
-		if c := d.clients[a.Client]; c != nil {
-			v.PID, v.UID, v.GID = c.cred.PID, c.cred.UID, c.cred.GID
-			v.Since = c.since.UTC().Format(time.RFC3339)
-		}
-		f := fill[a.ID]
-		v.FifoUsed, v.FifoSize = f.rxUsed+f.txUsed, f.rxSize+f.txSize
-		out = append(out, v)
+func nonNilMap(m map[string]uint64) map[string]uint64 {
+	if m == nil {
+		return map[string]uint64{}
 	}
-	return out
+	return m
 }
 
+// RuleViews lists the rules.
 func (d *Daemon) RuleViews() []RuleView {
 	rules := d.layer.Rules()
 	out := make([]RuleView, 0, len(rules))
 	for _, r := range rules {
 		out = append(out, RuleView{
-			ID: r.ID, Namespace: r.Namespace, Proto: r.Transport.String(),
+			ID: r.ID, Namespace: NamespaceName(r.Namespace), Proto: r.Transport.String(),
 			Local: prefixString(r.Local), LocalPort: r.LocalPort,
 			Remote: prefixString(r.Remote), RemotePort: r.RemotePort,
 			Action: r.Action.String(), App: uint32(r.App), Scope: r.Scope.String(), Tag: r.Tag,
@@ -162,27 +355,104 @@ func (d *Daemon) Stats() StatsView {
 	d.mu.Lock()
 	conns := len(d.clients)
 	d.mu.Unlock()
+	d.statsMu.Lock()
+	cleared := d.cleared
+	d.statsMu.Unlock()
+	if cleared.IsZero() {
+		cleared = d.start
+	}
 	return StatsView{
-		Version: d.cfg.Version, Iface: d.cfg.Datapath.IfName, Netns: d.cfg.Datapath.NetnsName, IfIndex: d.iface.Index,
-		Uptime: time.Since(d.start).Round(time.Second).String(),
-		Apps:   len(d.layer.Apps()), Conns: conns, Listeners: len(d.layer.Listeners()),
+		Version: d.cfg.Version, Interface: d.cfg.Datapath.IfName, Netns: d.cfg.Datapath.NetnsName, IfIndex: d.iface.Index,
+		UptimeSeconds:  seconds(time.Since(d.start)),
+		ClearedSeconds: seconds(time.Since(cleared)),
+		Apps:           len(d.layer.Apps()), Connections: conns, Listeners: len(d.layer.Listeners()),
 		Sessions: len(d.layer.Sessions()), Namespaces: len(d.layer.Namespaces()), Rules: len(d.layer.Rules()),
-		Workers: d.eng.Workers(), Engine: d.eng.Stats(), Control: d.ControlStats(),
+		Workers: d.eng.Workers(), EngineStats: d.engineStats(), Control: d.ControlStats(),
 	}
 }
 
-// fill is how full an app's fifos are.
-type fill struct {
-	rxUsed, rxSize, txUsed, txSize uint64
+// seconds is a duration in seconds, to the millisecond.
+func seconds(t time.Duration) float64 { return float64(t.Milliseconds()) / 1000 }
+
+// ClearStats sets the counters ctl shows back to zero: they count from
+// now on. The metrics are not affected (Prometheus counters only grow).
+func (d *Daemon) ClearStats() {
+	s := d.eng.Stats()
+	d.statsMu.Lock()
+	d.base = &s
+	d.cleared = time.Now()
+	d.statsMu.Unlock()
 }
 
-// fifoFill reads the fill of every fifo the daemon knows of, per app.
-func (d *Daemon) fifoFill() map[sessions.AppID]fill {
+// engineStats returns the datapath's counters since the last ClearStats.
+func (d *Daemon) engineStats() EngineStats {
+	s := d.eng.Stats()
+	d.statsMu.Lock()
+	b := d.base
+	d.statsMu.Unlock()
+	if b == nil {
+		return s
+	}
+	for i := range s.Queues {
+		if i < len(b.Queues) && b.Queues[i].Queue == s.Queues[i].Queue {
+			s.Queues[i] = s.Queues[i].sub(b.Queues[i])
+		}
+	}
+	s.Totals = s.Totals.sub(b.Totals)
+	for k, v := range s.XDP {
+		if bv := b.XDP[k]; bv <= v {
+			s.XDP[k] = v - bv
+		}
+	}
+	for h, t := range s.targets {
+		if bt, ok := b.targets[h]; ok {
+			s.targets[h] = t.sub(bt)
+		}
+	}
+	r, br := &s.Resolver, b.Resolver
+	if r.Lookups >= br.Lookups && r.Resolved >= br.Resolved && r.Failures >= br.Failures && r.DroppedRequests >= br.DroppedRequests {
+		r.Lookups, r.Resolved, r.Failures, r.DroppedRequests = r.Lookups-br.Lookups, r.Resolved-br.Resolved,
+			r.Failures-br.Failures, r.DroppedRequests-br.DroppedRequests
+	}
+	if s.PeerClosed >= b.PeerClosed {
+		s.PeerClosed -= b.PeerClosed
+	}
+	return s
+}
+
+// fill is how full a fifo pair is; ct marks the pair of a cut-through
+// session, whose fifos two apps share.
+type fill struct {
+	rxUsed, rxSize, txUsed, txSize uint64
+	ct                             bool
+}
+
+// fills are the fifo pairs' fill by app and handle.
+type fills map[sessions.AppID]map[flow.Handle]fill
+
+// app sums the fill of one app's pairs. The tx fifo of a cut-through
+// pair is the peer's rx fifo: it is counted there, once.
+func (f fills) app(id sessions.AppID) fill {
+	var s fill
+	for _, p := range f[id] {
+		s.rxUsed += p.rxUsed
+		s.rxSize += p.rxSize
+		if !p.ct {
+			s.txUsed += p.txUsed
+			s.txSize += p.txSize
+		}
+	}
+	return s
+}
+
+// fifoFill reads the fill of every fifo pair the daemon knows of.
+func (d *Daemon) fifoFill() fills {
 	d.mu.Lock()
 	defer d.mu.Unlock()
-	out := map[sessions.AppID]fill{}
+	out := fills{}
 	for app, m := range d.fifos {
-		for _, p := range m {
+		pm := make(map[flow.Handle]fill, len(m))
+		for h, p := range m {
 			if p.ct != nil {
 				if !p.ct.refs.tryRef() {
 					continue
@@ -190,19 +460,18 @@ func (d *Daemon) fifoFill() map[sessions.AppID]fill {
 			}
 			rx, tx := p.pair.Rx, p.pair.Tx
 			if rx != nil && tx != nil {
-				f := out[app]
+				f := fill{ct: p.ct != nil}
 				u, s := fifoUsed(rx)
-				f.rxUsed += uint64(u)
-				f.rxSize += uint64(s)
+				f.rxUsed, f.rxSize = uint64(u), uint64(s)
 				u, s = fifoUsed(tx)
-				f.txUsed += uint64(u)
-				f.txSize += uint64(s)
-				out[app] = f
+				f.txUsed, f.txSize = uint64(u), uint64(s)
+				pm[h] = f
 			}
 			if p.ct != nil {
 				p.ct.release()
 			}
 		}
+		out[app] = pm
 	}
 	return out
 }

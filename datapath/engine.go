@@ -118,6 +118,8 @@ type Engine struct {
 	pw         *peerWatch   // nil: peer errors not watched (tests without New)
 	peerClosed atomic.Uint64
 
+	capture atomic.Pointer[Capture] // the capture running, nil: none (capture.go)
+
 	mu      sync.Mutex                        // guards conns, watched, nextLW, closed, cancel and mirErr; replaces lis and est
 	conns   map[flow.Handle]*connectedSession // connected sessions by half-open, then established handle
 	watched map[int]*connectedSession         // claimed connected sessions by reservation fd (peerWatch)

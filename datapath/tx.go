@@ -306,6 +306,7 @@ func (x *txState) send(hd *held, fresh bool) {
 		x.drop(hd, dropTxTooLong)
 		return
 	}
+	w.cap.tx(w.q, buf[start:start+flen], hd.t)
 	x.descs = append(x.descs, xsk.Desc{Addr: hd.addr + uint64(start), Len: uint32(flen)})
 	hd.t.Sent.Add(1)
 	hd.t.TxBytes.Add(uint64(hd.plen))

@@ -89,6 +89,8 @@ type worker struct {
 	tx   txState
 	apps appKicks // the apps' kick eventfds (kick.go)
 
+	cap *Capture // the capture running, loaded once per loop; nil: none
+
 	c   counters
 	pub published
 }
@@ -179,6 +181,7 @@ func (w *worker) run() {
 	got := 0      // frames the spin received into w.descs
 	for !w.stop.Load() {
 		w.c.Loops++
+		w.cap = w.e.captureFor(w.q)
 		w.shard.Drain()
 		busy := false
 		n := got
@@ -313,12 +316,14 @@ func (w *worker) processBatch(frames [][]byte) {
 	for _, f := range frames {
 		if r := frame.Decode(f, &w.pkt); r != frame.OK {
 			w.c.Bad[r]++
+			w.cap.rxBad(w.q, f, r)
 			continue
 		}
 		w.tuple = w.pkt.FiveTuple()
 		t := w.lookup(l, est)
 		if t == nil {
 			w.c.Drops[dropNoSession]++
+			w.cap.rxDrop(w.q, f, dropNoSession)
 			continue
 		}
 		if t != w.cur {
@@ -326,12 +331,14 @@ func (w *worker) processBatch(frames [][]byte) {
 			if !t.Lock() {
 				t.Unlock()
 				w.c.Drops[dropNoSession]++
+				w.cap.rxDrop(w.q, f, dropNoSession)
 				continue
 			}
 			w.cur = t
 		} else if w.runN == len(w.hdrs) {
 			w.flush()
 		}
+		w.cap.rx(w.q, f, t)
 		p := &w.pkt
 		udp.HeaderOf(&w.hdrs[w.runN], p)
 		w.pays[w.runN] = f[p.PayloadOff : p.PayloadOff+p.PayloadLen]

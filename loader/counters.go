@@ -39,18 +39,19 @@ type Counters struct {
 }
 
 // counterNames lists the counters in the order of enum xs_counter in
-// bpf/xsession.h.
+// bpf/xsession.h: the names of the fields of struct xs_counters, which
+// bpftool map dump shows.
 var counterNames = [...]string{
-	"pass", "redirect", "malformed", "not-ip", "vlan-depth", "fragment", "ext-header",
-	"not-l4", "no-match", "established-hit", "listener-exact-hit", "listener-wildcard-hit",
-	"no-xsk", "truncated-eth", "truncated-vlan", "truncated-ipv4", "truncated-ipv6",
-	"truncated-ext", "truncated-udp", "truncated-tcp", "bad-version", "bad-ihl",
-	"bad-length", "bad-tcp-offset",
+	"pass", "redirect", "malformed", "not_ip", "vlan_depth", "fragment", "ext_header",
+	"not_l4", "no_match", "established_hit", "listener_exact_hit", "listener_wildcard_hit",
+	"no_xsk", "truncated_eth", "truncated_vlan", "truncated_ipv4", "truncated_ipv6",
+	"truncated_ext", "truncated_udp", "truncated_tcp", "bad_version", "bad_ihl",
+	"bad_length", "bad_tcp_offset",
 }
 
-// The program's counter array and the names above must have the same length.
-var _ [len(xsessionXsCounters{}.C) - len(counterNames)]struct{}
-var _ [len(counterNames) - len(xsessionXsCounters{}.C)]struct{}
+// counterSlots is the program's counters as Read reads them: one uint64
+// per field of struct xs_counters (xsessionXsCounters), in field order.
+type counterSlots [len(counterNames)]uint64
 
 // fields returns pointers to c's fields in the order of enum xs_counter.
 func (c *Counters) fields() [len(counterNames)]*uint64 {
@@ -63,7 +64,7 @@ func (c *Counters) fields() [len(counterNames)]*uint64 {
 	}
 }
 
-// Each calls fn with each counter's name (e.g. "listener-exact-hit") and
+// Each calls fn with each counter's name (e.g. "listener_exact_hit") and
 // value, in a fixed order.
 func (c Counters) Each(fn func(name string, v uint64)) {
 	for i, p := range c.fields() {
@@ -86,14 +87,14 @@ type CounterMap struct{ m *ebpf.Map }
 
 // Read returns the counters summed over all CPUs.
 func (m *CounterMap) Read() (Counters, error) {
-	var per []xsessionXsCounters
+	var per []counterSlots
 	if err := m.m.Lookup(uint32(0), &per); err != nil {
 		return Counters{}, fmt.Errorf("read counters: %w", err)
 	}
 	var c Counters
 	f := c.fields()
 	for i := range per {
-		for j, v := range per[i].C {
+		for j, v := range per[i] {
 			*f[j] += v
 		}
 	}

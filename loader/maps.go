@@ -386,12 +386,12 @@ const (
 
 // portSlot names one bit of the port index.
 type portSlot struct {
-	index uint32 // XS_PORT_INDEX(proto, port)
+	index uint32 // XS_PORT_INDEX(proto, port), the port in network byte order
 	bit   uint8
 }
 
 func makePortSlot(proto flow.Transport, port uint16, kind int, family uint8) portSlot {
-	s := portSlot{index: uint32(port), bit: uint8(kind)}
+	s := portSlot{index: uint32(netPort(port)), bit: uint8(kind)}
 	if proto == flow.TransportTCP {
 		s.index |= 1 << 16
 	}

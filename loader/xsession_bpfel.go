@@ -14,8 +14,31 @@ import (
 )
 
 type xsessionXsCounters struct {
-	_ structs.HostLayout
-	C [24]uint64
+	_                   structs.HostLayout
+	Pass                uint64
+	Redirect            uint64
+	Malformed           uint64
+	NotIp               uint64
+	VlanDepth           uint64
+	Fragment            uint64
+	ExtHeader           uint64
+	NotL4               uint64
+	NoMatch             uint64
+	EstablishedHit      uint64
+	ListenerExactHit    uint64
+	ListenerWildcardHit uint64
+	NoXsk               uint64
+	TruncatedEth        uint64
+	TruncatedVlan       uint64
+	TruncatedIpv4       uint64
+	TruncatedIpv6       uint64
+	TruncatedExt        uint64
+	TruncatedUdp        uint64
+	TruncatedTcp        uint64
+	BadVersion          uint64
+	BadIhl              uint64
+	BadLength           uint64
+	BadTcpOffset        uint64
 }
 
 type xsessionXsEstKey struct {

@@ -42,3 +42,33 @@ func wrapNoInterface(verb string, err error) error {
 	}
 	return fmt.Errorf("%s: %w", verb, err)
 }
+
+// noRouteError is ErrNoRoute with its cause: it says "no route to
+// destination" once, whatever the kernel answered, and wraps both
+// ErrNoRoute and the errno a socket would have returned (ENETUNREACH, or
+// the kernel's EHOSTUNREACH), so errors.Is(err, syscall.ENETUNREACH)
+// holds as it does for a kernel socket.
+type noRouteError struct {
+	verb   string
+	detail string // "" or what kind of route there was
+	errno  unix.Errno
+}
+
+func (e *noRouteError) Error() string {
+	if e.detail != "" {
+		return e.verb + ": " + ErrNoRoute.Error() + " (" + e.detail + ")"
+	}
+	return e.verb + ": " + ErrNoRoute.Error()
+}
+
+func (e *noRouteError) Unwrap() []error { return []error{ErrNoRoute, e.errno} }
+
+// noRoute returns the error of a destination without a usable route; the
+// kernel's errno, when there is one, decides which unreachable it is.
+func noRoute(verb, detail string, kernel error) error {
+	e := &noRouteError{verb: verb, detail: detail, errno: unix.ENETUNREACH}
+	if errors.Is(kernel, unix.EHOSTUNREACH) {
+		e.errno = unix.EHOSTUNREACH
+	}
+	return e
+}

@@ -96,21 +96,25 @@ func (n *Namespace) RouteGet(dst netip.Addr) (gateway netip.Addr, ifindex int, s
 		if err != nil {
 			for _, e := range []error{unix.ENETUNREACH, unix.EHOSTUNREACH, unix.EACCES, unix.EPERM, unix.EINVAL, unix.ESRCH} {
 				if errors.Is(err, e) {
-					return fmt.Errorf("%s: %w: %w", verb, ErrNoRoute, err)
+					detail := ""
+					if e != unix.ENETUNREACH && e != unix.EHOSTUNREACH {
+						detail = err.Error()
+					}
+					return noRoute(verb, detail, err)
 				}
 			}
 			return fmt.Errorf("%s: %w", verb, err)
 		}
 		if len(rs) == 0 {
-			return fmt.Errorf("%s: %w", verb, ErrNoRoute)
+			return noRoute(verb, "", nil)
 		}
 		r := rs[0]
 		switch r.Type {
 		case unix.RTN_UNREACHABLE, unix.RTN_PROHIBIT, unix.RTN_BLACKHOLE, unix.RTN_THROW:
-			return fmt.Errorf("%s: %w: route type %d", verb, ErrNoRoute, r.Type)
+			return noRoute(verb, routeTypeName(r.Type)+" route", nil)
 		}
 		if r.LinkIndex <= 0 {
-			return fmt.Errorf("%s: %w: no outgoing interface", verb, ErrNoRoute)
+			return noRoute(verb, "no outgoing interface", nil)
 		}
 		ifindex = r.LinkIndex
 		if g, ok := netip.AddrFromSlice(r.Gw); ok && !g.IsUnspecified() {
@@ -241,8 +245,10 @@ func (n *Namespace) resolve6(verb string, ifindex int, a netip.Addr) error {
 		return nil
 	case errors.Is(err, unix.ENODEV), errors.Is(err, unix.ENXIO):
 		return fmt.Errorf("%s: %w: %w", verb, ErrNoInterface, err)
-	case errors.Is(err, unix.ENETUNREACH), errors.Is(err, unix.EHOSTUNREACH), errors.Is(err, unix.EADDRNOTAVAIL):
-		return fmt.Errorf("%s: %w: %w", verb, ErrNoRoute, err)
+	case errors.Is(err, unix.ENETUNREACH), errors.Is(err, unix.EHOSTUNREACH):
+		return noRoute(verb, "", err)
+	case errors.Is(err, unix.EADDRNOTAVAIL):
+		return noRoute(verb, "no source address", err)
 	}
 	return fmt.Errorf("%s: %w", verb, err)
 }
@@ -347,4 +353,19 @@ func (n *Namespace) WaitNeighbour(ctx context.Context, ifindex int, ip netip.Add
 			}
 		}
 	}
+}
+
+// routeTypeName names the route types that mean no route.
+func routeTypeName(t int) string {
+	switch t {
+	case unix.RTN_UNREACHABLE:
+		return "unreachable"
+	case unix.RTN_PROHIBIT:
+		return "prohibit"
+	case unix.RTN_BLACKHOLE:
+		return "blackhole"
+	case unix.RTN_THROW:
+		return "throw"
+	}
+	return fmt.Sprintf("type %d", t)
 }

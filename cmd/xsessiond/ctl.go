@@ -19,7 +19,6 @@ import (
 	"github.com/xsessiond/xsessiond/api"
 	"github.com/xsessiond/xsessiond/daemon"
 	"github.com/xsessiond/xsessiond/flow"
-	"github.com/xsessiond/xsessiond/sessions"
 )
 
 const ctlTimeout = 10 * time.Second
@@ -33,7 +32,7 @@ func newCtlCmd() *cobra.Command {
 		RunE:  func(cmd *cobra.Command, _ []string) error { return cmd.Help() },
 	}
 	cmd.PersistentFlags().StringVar(&socket, "socket", DefaultSocket, "the daemon's control socket")
-	cmd.AddCommand(newShowCmd(&socket), newNsCmd(&socket), newRuleCmd(&socket))
+	cmd.AddCommand(newShowCmd(&socket), newNsCmd(&socket), newRuleCmd(&socket), newClearCmd(&socket), newTopCmd(&socket), newCaptureCmd(&socket))
 	return cmd
 }
 
@@ -70,50 +69,145 @@ func ctlError(err error, socket string) error {
 	return err
 }
 
+// showWords are the things ctl show shows, with their singular and short
+// aliases.
+var showWords = map[string]api.ShowWhat{
+	"apps": api.ShowApps, "app": api.ShowApps,
+	"sessions": api.ShowSessions, "session": api.ShowSessions,
+	"listeners": api.ShowListeners, "listener": api.ShowListeners,
+	"namespaces": api.ShowNamespaces, "namespace": api.ShowNamespaces, "ns": api.ShowNamespaces,
+	"rules": api.ShowRules, "rule": api.ShowRules,
+	"stats": api.ShowStats, "stat": api.ShowStats,
+}
+
+const showList = `What ctl show shows:
+
+  apps         attached apps, their credentials and fifo memory
+  sessions     sessions: fifo fill, packets, bytes and drops each way
+  listeners    listeners and what they received
+  namespaces   app namespaces (alias: ns)
+  rules        session rules
+  stats        the daemon, its tables and its datapath's counters, every drop reason
+
+Singular names work too (show session). --json prints the document the
+table is made from (docs/cli.md has the schema); --app ID and --ns ID keep
+the rows of one app or namespace.
+`
+
 func newShowCmd(socket *string) *cobra.Command {
 	var asJSON bool
+	var appID uint32
+	var nsID string
 	cmd := &cobra.Command{
-		Use:       "show apps|sessions|listeners|namespaces|rules|stats",
-		Short:     "Show the daemon's state as a table (or JSON with --json)",
-		Args:      cobra.ExactArgs(1),
-		ValidArgs: []string{"apps", "sessions", "listeners", "namespaces", "rules", "stats"},
+		Use:   "show [apps|sessions|listeners|namespaces|rules|stats]",
+		Short: "Show the daemon's state as a table (or JSON with --json)",
+		Long:  showList,
+		Args:  cobra.MaximumNArgs(1),
+		ValidArgs: []string{"apps", "sessions", "listeners", "namespaces", "rules", "stats",
+			"app", "session", "listener", "namespace", "ns", "rule", "stat"},
 		RunE: func(cmd *cobra.Command, args []string) error {
-			what, err := api.ParseShowWhat(args[0])
-			if err != nil {
+			if len(args) == 0 {
+				_, err := io.WriteString(cmd.OutOrStdout(), showList)
+				return err
+			}
+			what, ok := showWords[args[0]]
+			if !ok {
 				return fmt.Errorf("show %q: want apps, sessions, listeners, namespaces, rules or stats", args[0])
 			}
-			m, err := call(cmd, *socket, &api.Show{What: what})
+			doc, err := showDoc(cmd, *socket, what)
 			if err != nil {
 				return err
 			}
-			sr, ok := m.(*api.ShowReply)
-			if !ok {
-				return fmt.Errorf("show %s: the daemon answered %v", args[0], m.Type())
+			if cmd.Flags().Changed("app") || cmd.Flags().Changed("ns") {
+				var f rowFilter
+				if cmd.Flags().Changed("app") {
+					f.app = &appID
+				}
+				if cmd.Flags().Changed("ns") {
+					f.ns = &nsID
+				}
+				if doc, err = f.apply(what, doc); err != nil {
+					return err
+				}
 			}
 			out := cmd.OutOrStdout()
 			if asJSON {
 				var buf bytes.Buffer
-				if err := json.Indent(&buf, sr.JSON, "", "  "); err != nil {
+				if err := json.Indent(&buf, doc, "", "  "); err != nil {
 					return fmt.Errorf("show %s: the daemon sent bad JSON: %w", args[0], err)
 				}
 				buf.WriteByte('\n')
 				_, err := out.Write(buf.Bytes())
 				return err
 			}
-			return printTable(out, what, sr.JSON)
+			return printTable(out, what, doc)
 		},
 	}
 	cmd.Flags().BoolVar(&asJSON, "json", false, "print JSON instead of a table")
+	cmd.Flags().Uint32Var(&appID, "app", 0, "only the rows of this app (see ctl show apps)")
+	cmd.Flags().StringVar(&nsID, "ns", "", "only the rows of this namespace (the default one is named default)")
 	return cmd
 }
 
-func hexHandle(h flow.Handle) string { return fmt.Sprintf("%#x", uint64(h)) }
-
-func nsName(id string) string {
-	if id == "" {
-		return "(default)"
+// showDoc asks the daemon for the JSON document of what.
+func showDoc(cmd *cobra.Command, socket string, what api.ShowWhat) ([]byte, error) {
+	m, err := call(cmd, socket, &api.Show{What: what})
+	if err != nil {
+		return nil, err
 	}
-	return id
+	sr, ok := m.(*api.ShowReply)
+	if !ok {
+		return nil, fmt.Errorf("show %v: the daemon answered %v", what, m.Type())
+	}
+	return sr.JSON, nil
+}
+
+// rowFilter keeps the rows of a list document that belong to one app or
+// namespace.
+type rowFilter struct {
+	app *uint32
+	ns  *string
+}
+
+func (f rowFilter) apply(what api.ShowWhat, doc []byte) ([]byte, error) {
+	if what == api.ShowStats {
+		return nil, errors.New("show stats: --app and --ns filter lists (apps, sessions, listeners, namespaces, rules)")
+	}
+	var rows []json.RawMessage
+	if err := json.Unmarshal(doc, &rows); err != nil {
+		return nil, fmt.Errorf("show %v: the daemon sent bad JSON: %w", what, err)
+	}
+	out := make([]json.RawMessage, 0, len(rows))
+	for _, r := range rows {
+		var k struct {
+			ID        any     `json:"id"`
+			App       *uint32 `json:"app"`
+			Namespace *string `json:"namespace"`
+		}
+		if err := json.Unmarshal(r, &k); err != nil {
+			return nil, fmt.Errorf("show %v: the daemon sent bad JSON: %w", what, err)
+		}
+		app, ns := k.App, k.Namespace
+		switch what {
+		case api.ShowApps:
+			if id, ok := k.ID.(float64); ok {
+				a := uint32(id)
+				app = &a
+			}
+		case api.ShowNamespaces:
+			if id, ok := k.ID.(string); ok {
+				ns = &id
+			}
+		}
+		if f.app != nil && (app == nil || *app != *f.app) {
+			continue
+		}
+		if f.ns != nil && (ns == nil || *ns != *f.ns) {
+			continue
+		}
+		out = append(out, r)
+	}
+	return json.Marshal(out)
 }
 
 func dash(s string) string {
@@ -121,6 +215,21 @@ func dash(s string) string {
 		return "-"
 	}
 	return s
+}
+
+func handleOrDash(h daemon.Handle) string {
+	if h == 0 {
+		return "-"
+	}
+	return h.String()
+}
+
+// fifoString is a fifo's fill as used/size.
+func fifoString(used, size uint64) string {
+	if size == 0 {
+		return "-"
+	}
+	return fmt.Sprintf("%d/%d", used, size)
 }
 
 // printTable prints a Show document as an aligned table.
@@ -144,43 +253,43 @@ func printTable(out io.Writer, what api.ShowWhat, doc []byte) error {
 		}
 		row("ID", "NAME", "NAMESPACE", "SCOPE", "PID", "UID", "GID", "LISTENERS", "SESSIONS", "SEGMENTS", "FIFO USED/SIZE")
 		for _, a := range v {
-			row(a.ID, a.Name, nsName(a.Namespace), a.Scope, a.PID, a.UID, a.GID, a.Listeners, a.Sessions, len(a.Segments),
+			row(a.ID, a.Name, a.Namespace, a.Scope, a.PID, a.UID, a.GID, a.Listeners, a.Sessions, len(a.Segments),
 				fmt.Sprintf("%d/%d", a.FifoUsed, a.FifoSize))
 		}
 	case api.ShowSessions:
-		var v []sessions.SessionInfo
+		var v []daemon.SessionView
 		if err := json.Unmarshal(doc, &v); err != nil {
 			return bad(err)
 		}
-		row("HANDLE", "APP", "STATE", "PROTO", "LOCAL", "REMOTE", "WORKER", "PEER")
+		row("HANDLE", "APP", "NAMESPACE", "STATE", "PROTO", "LOCAL", "REMOTE", "WORKER", "PEER",
+			"RX FIFO", "TX FIFO", "RX PKTS", "RX BYTES", "TX PKTS", "TX BYTES", "DROPS")
 		for _, s := range v {
 			worker := strconv.FormatUint(uint64(s.Worker), 10)
 			if s.State == "cut-through" {
 				worker = "-"
 			}
-			peer := "-"
-			if s.Peer != 0 {
-				peer = hexHandle(s.Peer)
-			}
-			row(hexHandle(s.Handle), s.App, s.State, s.Transport, dash(s.Local), dash(s.Remote), worker, peer)
+			row(s.Handle, s.App, s.Namespace, s.State, s.Transport, dash(s.Local), dash(s.Remote), worker, handleOrDash(s.Peer),
+				fifoString(s.RxFifoUsed, s.RxFifoSize), fifoString(s.TxFifoUsed, s.TxFifoSize),
+				s.RxPackets, s.RxBytes, s.TxPackets, s.TxBytes, dropsString(s.Drops))
 		}
 	case api.ShowListeners:
-		var v []sessions.ListenerInfo
+		var v []daemon.ListenerView
 		if err := json.Unmarshal(doc, &v); err != nil {
 			return bad(err)
 		}
-		row("HANDLE", "APP", "URI", "NAMESPACE", "TABLE", "FIB", "PROXY")
+		row("HANDLE", "APP", "URI", "NAMESPACE", "TABLE", "FIB", "PROXY", "RX FIFO", "RX PKTS", "RX BYTES", "DROPS")
 		for _, l := range v {
-			row(hexHandle(l.Handle), l.App, l.URI, nsName(l.Namespace), l.Table, l.FIB, l.Proxy)
+			row(l.Handle, l.App, l.URI, l.Namespace, l.Table, l.FIB, l.Proxy, fifoString(l.RxFifoUsed, l.RxFifoSize),
+				l.RxPackets, l.RxBytes, dropsString(l.Drops))
 		}
 	case api.ShowNamespaces:
-		var v []sessions.NamespaceInfo
+		var v []daemon.NamespaceView
 		if err := json.Unmarshal(doc, &v); err != nil {
 			return bad(err)
 		}
 		row("ID", "IFINDEX", "FIB4", "FIB6", "APPS", "LOCAL LISTENERS")
 		for _, n := range v {
-			row(nsName(n.ID), n.IfIndex, n.FIB4, n.FIB6, n.Apps, n.LocalListeners)
+			row(n.ID, n.IfIndex, n.FIB4, n.FIB6, n.Apps, n.LocalListeners)
 		}
 	case api.ShowRules:
 		var v []daemon.RuleView
@@ -193,7 +302,7 @@ func printTable(out io.Writer, what api.ShowWhat, doc []byte) error {
 			if r.Action == "forward" {
 				app = strconv.FormatUint(uint64(r.App), 10)
 			}
-			row(r.ID, nsName(r.Namespace), r.Proto, r.Local, portOrAny(r.LocalPort), r.Remote, portOrAny(r.RemotePort),
+			row(r.ID, r.Namespace, r.Proto, r.Local, portOrAny(r.LocalPort), r.Remote, portOrAny(r.RemotePort),
 				r.Action, app, r.Scope, dash(r.Tag))
 		}
 	case api.ShowStats:
@@ -206,27 +315,67 @@ func printTable(out io.Writer, what api.ShowWhat, doc []byte) error {
 			netns = "(daemon's own)"
 		}
 		row("version", v.Version)
-		row("interface", fmt.Sprintf("%s (ifindex %d, netns %s)", v.Iface, v.IfIndex, netns))
-		row("uptime", v.Uptime)
-		row("datapath", v.Engine.Datapath+xdpMode(v.Engine.XDPMode))
+		row("interface", fmt.Sprintf("%s (ifindex %d, netns %s)", v.Interface, v.IfIndex, netns))
+		row("uptime", (time.Duration(v.UptimeSeconds) * time.Second).String())
+		row("counting for", (time.Duration(v.ClearedSeconds) * time.Second).String())
+		row("datapath", v.Datapath+xdpMode(v.XDPMode))
+		if v.PinDir != "" {
+			row("bpf pins", v.PinDir)
+		}
 		row("workers", v.Workers)
 		row("apps", v.Apps)
-		row("connections", v.Conns)
+		row("connections", v.Connections)
 		row("namespaces", v.Namespaces)
 		row("listeners", v.Listeners)
 		row("sessions", v.Sessions)
 		row("rules", v.Rules)
-		if len(v.Engine.Queues) > 0 {
+		if len(v.XDP) > 0 {
+			row("xdp program", countersString(v.XDP, "pass", "redirect", "malformed"))
+		}
+		if v.PeerClosed > 0 {
+			row("peer closed", v.PeerClosed)
+		}
+		if v.MirrorError != "" {
+			row("mirror error", v.MirrorError)
+		}
+		if len(v.Queues) > 0 {
 			row("")
-			row("QUEUE", "RX", "TX", "DELIVERED", "DROPS")
-			for _, q := range v.Engine.Queues {
-				row(q.Queue, q.RxPackets, q.TxPackets, q.Delivered, dropsString(q.Drops))
+			row("QUEUE", "RX", "TX", "DELIVERED", "HELD", "DROPS")
+			for _, q := range v.Queues {
+				row(q.Queue, q.RxPackets, q.TxPackets, q.Delivered, q.Held, dropsString(q.Drops))
+			}
+			if len(v.Queues) > 1 {
+				q := v.Totals
+				row("all", q.RxPackets, q.TxPackets, q.Delivered, q.Held, dropsString(q.Drops))
 			}
 		}
 	default:
 		return fmt.Errorf("show %v: %w", what, flow.ErrInvalidValue)
 	}
 	return tw.Flush()
+}
+
+// countersString prints the counters first (always) and then every other
+// counter that is not zero, in name order.
+func countersString(c map[string]uint64, first ...string) string {
+	var b strings.Builder
+	for _, k := range first {
+		if b.Len() > 0 {
+			b.WriteString(" ")
+		}
+		fmt.Fprintf(&b, "%s=%d", k, c[k])
+	}
+	keys := make([]string, 0, len(c))
+	for k, v := range c {
+		if v != 0 && !slices.Contains(first, k) {
+			keys = append(keys, k)
+		}
+	}
+	slices.Sort(keys)
+	for _, k := range keys {
+		fmt.Fprintf(&b, " %s=%d", k, c[k])
+	}
+	return b.String()
 }
 
 func xdpMode(m string) string {
@@ -244,12 +393,14 @@ func portOrAny(p uint16) string {
 }
 
 func dropsString(d map[string]uint64) string {
-	if len(d) == 0 {
-		return "0"
-	}
 	keys := make([]string, 0, len(d))
-	for k := range d {
-		keys = append(keys, k)
+	for k, v := range d {
+		if v != 0 {
+			keys = append(keys, k)
+		}
+	}
+	if len(keys) == 0 {
+		return "0"
 	}
 	slices.Sort(keys)
 	var b strings.Builder
@@ -262,6 +413,29 @@ func dropsString(d map[string]uint64) string {
 	return b.String()
 }
 
+func newClearCmd(socket *string) *cobra.Command {
+	cmd := &cobra.Command{
+		Use:   "clear",
+		Short: "Clear counters",
+		Args:  cobra.NoArgs,
+		RunE:  func(cmd *cobra.Command, _ []string) error { return cmd.Help() },
+	}
+	stats := &cobra.Command{
+		Use:   "stats",
+		Short: "Set the counters show and top print back to zero (the metrics keep counting)",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			if _, err := call(cmd, *socket, &api.StatsClear{}); err != nil {
+				return err
+			}
+			fmt.Fprintln(cmd.OutOrStdout(), "counters cleared")
+			return nil
+		},
+	}
+	cmd.AddCommand(stats)
+	return cmd
+}
+
 func newNsCmd(socket *string) *cobra.Command {
 	cmd := &cobra.Command{
 		Use:   "ns",
@@ -271,15 +445,21 @@ func newNsCmd(socket *string) *cobra.Command {
 	}
 	var id, iface, netns, secret string
 	add := &cobra.Command{
-		Use:   "add --id ID --secret N --iface IF [--netns NAME]",
+		Use:   "add [ID] --secret N --iface IF [--netns NAME]",
 		Short: "Add an app namespace on an interface",
 		Long: `Add an app namespace: apps attach to it with its id and secret, and their
 sessions live on the interface (in the named netns, or the netns of the
 daemon's interface when --netns is not given).`,
-		Args: cobra.NoArgs,
-		RunE: func(cmd *cobra.Command, _ []string) error {
+		Args: cobra.MaximumNArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			if len(args) == 1 {
+				if id != "" && id != args[0] {
+					return fmt.Errorf("ns add: two ids, %q and --id %q", args[0], id)
+				}
+				id = args[0]
+			}
 			if id == "" || iface == "" || secret == "" {
-				return errors.New("ns add needs --id, --secret and --iface")
+				return errors.New("ns add needs an id (ns add ID or --id ID), --secret and --iface")
 			}
 			s, err := strconv.ParseUint(secret, 0, 64)
 			if err != nil {
@@ -298,12 +478,18 @@ daemon's interface when --netns is not given).`,
 	add.Flags().StringVar(&netns, "netns", "", "the named network namespace the interface lives in")
 	var delID string
 	del := &cobra.Command{
-		Use:   "del --id ID",
+		Use:   "del ID",
 		Short: "Delete an app namespace that has no apps attached",
-		Args:  cobra.NoArgs,
-		RunE: func(cmd *cobra.Command, _ []string) error {
+		Args:  cobra.MaximumNArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			if len(args) == 1 {
+				if delID != "" && delID != args[0] {
+					return fmt.Errorf("ns del: two ids, %q and --id %q", args[0], delID)
+				}
+				delID = args[0]
+			}
 			if delID == "" {
-				return errors.New("ns del needs --id")
+				return errors.New("ns del needs the namespace id: ns del ID")
 			}
 			if _, err := call(cmd, *socket, &api.NsDel{ID: delID}); err != nil {
 				return err
@@ -312,7 +498,7 @@ daemon's interface when --netns is not given).`,
 			return nil
 		},
 	}
-	del.Flags().StringVar(&delID, "id", "", "the namespace id")
+	del.Flags().StringVar(&delID, "id", "", "the namespace id (or give it as the argument)")
 	var rotID, rotSecret string
 	rot := &cobra.Command{
 		Use:   "set-secret --id ID --secret N",

@@ -11,7 +11,6 @@ import (
 
 	"github.com/xsessiond/xsessiond/app"
 	"github.com/xsessiond/xsessiond/daemon"
-	"github.com/xsessiond/xsessiond/sessions"
 )
 
 // ctl runs `xsessiond ctl --socket S args...` in-process and returns its
@@ -95,7 +94,7 @@ func TestCtlShow(t *testing.T) {
 	if len(rows) != 2 || rows[0]["NAME"] != "echo" || rows[1]["NAME"] != "client-app" {
 		t.Fatalf("apps table:\n%s", out)
 	}
-	if rows[0]["PID"] != strconv.Itoa(os.Getpid()) || rows[0]["NAMESPACE"] != "(default)" || rows[0]["LISTENERS"] != "2" || rows[1]["SESSIONS"] != "1" {
+	if rows[0]["PID"] != strconv.Itoa(os.Getpid()) || rows[0]["NAMESPACE"] != "default" || rows[0]["LISTENERS"] != "2" || rows[1]["SESSIONS"] != "1" {
 		t.Fatalf("apps table:\n%s", out)
 	}
 
@@ -124,7 +123,7 @@ func TestCtlShow(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	var ss []sessions.SessionInfo
+	var ss []daemon.SessionView
 	if err := json.Unmarshal([]byte(out), &ss); err != nil || len(ss) != 2 {
 		t.Fatalf("sessions json: %v\n%s", err, out)
 	}
@@ -150,7 +149,7 @@ func TestCtlShow(t *testing.T) {
 		t.Fatal(err)
 	}
 	rows = checkColumns(t, out)
-	if len(rows) != 2 || rows[0]["ID"] != "(default)" || rows[1]["ID"] != "blue" || rows[1]["IFINDEX"] != "1" || rows[0]["APPS"] != "2" {
+	if len(rows) != 2 || rows[0]["ID"] != "default" || rows[1]["ID"] != "blue" || rows[1]["IFINDEX"] != "1" || rows[0]["APPS"] != "2" {
 		t.Fatalf("namespaces table:\n%s", out)
 	}
 	out, err = ctl(t, sock, "show", "namespaces", "--json")
@@ -198,7 +197,7 @@ func TestCtlShow(t *testing.T) {
 		t.Fatal(err)
 	}
 	var st daemon.StatsView
-	if err := json.Unmarshal([]byte(out), &st); err != nil || st.Apps != 2 || st.Sessions != 2 || st.Engine.Datapath != "none" {
+	if err := json.Unmarshal([]byte(out), &st); err != nil || st.Apps != 2 || st.Sessions != 2 || st.Datapath != "none" {
 		t.Fatalf("stats json: %v %+v", err, st)
 	}
 }

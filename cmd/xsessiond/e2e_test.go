@@ -30,7 +30,7 @@ var (
 )
 
 // binaries builds xsessiond and udpecho once per test process.
-func binaries(t *testing.T) (xsessiond, udpecho string) {
+func binaries(t testing.TB) (xsessiond, udpecho string) {
 	t.Helper()
 	buildOnce.Do(func() {
 		buildDir, buildErr = os.MkdirTemp("", "xsessiond-bin-")
@@ -61,7 +61,7 @@ type process struct {
 	line   chan string
 }
 
-func startProcess(t *testing.T, name string, args ...string) *process {
+func startProcess(t testing.TB, name string, args ...string) *process {
 	t.Helper()
 	p := &process{cmd: exec.Command(name, args...), line: make(chan string, 100), exited: make(chan struct{})}
 	r, w := io.Pipe()
@@ -114,7 +114,7 @@ func (p *process) output() string {
 }
 
 // waitLine waits for a line containing s.
-func (p *process) waitLine(t *testing.T, s string, d time.Duration) string {
+func (p *process) waitLine(t testing.TB, s string, d time.Duration) string {
 	t.Helper()
 	timeout := time.After(d)
 	for {
@@ -130,7 +130,7 @@ func (p *process) waitLine(t *testing.T, s string, d time.Duration) string {
 }
 
 // stop sends SIGTERM and waits for the exit; it returns the exit code.
-func (p *process) stop(t *testing.T) int {
+func (p *process) stop(t testing.TB) int {
 	t.Helper()
 	p.cmd.Process.Signal(syscall.SIGTERM)
 	select {
@@ -142,7 +142,7 @@ func (p *process) stop(t *testing.T) int {
 	return p.cmd.ProcessState.ExitCode()
 }
 
-func waitSocket(t *testing.T, sock string, d time.Duration) {
+func waitSocket(t testing.TB, sock string, d time.Duration) {
 	t.Helper()
 	end := time.Now().Add(d)
 	for {

@@ -1,0 +1,148 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"os/signal"
+	"strconv"
+	"syscall"
+	"time"
+
+	"github.com/spf13/cobra"
+
+	"github.com/xsessiond/xsessiond/api"
+	"github.com/xsessiond/xsessiond/daemon"
+	"github.com/xsessiond/xsessiond/flow"
+)
+
+func newCaptureCmd(socket *string) *cobra.Command {
+	var file, listener, session, reason string
+	var count, app, snaplen uint32
+	var duration time.Duration
+	cmd := &cobra.Command{
+		Use:   "capture -w FILE|- [-c COUNT] [--duration D] [--listener H] [--session H] [--app ID] [--reason R]",
+		Short: "Write the frames the datapath receives and sends to a pcapng file",
+		Long: `Capture the frames the daemon's datapath receives (after the XDP program
+steered them: bound sessions' traffic) and sends, both directions, as
+pcapng: one interface per queue and direction (IF:qN:rx, IF:qN:tx), and
+on each frame a comment with its queue, direction, handle and app, or its
+drop reason. -w - writes to stdout:
+
+  xsessiond ctl capture -w - -c 100 | tcpdump -r - -nn
+
+The capture stops after -c frames, after --duration, or on Ctrl-C. It
+costs the datapath nothing when off; when on, frames the capture ring has
+no room for are counted (shown at the end and in the pcapng interface
+statistics), never waited for.`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			if file == "" {
+				return errors.New("capture needs -w FILE (or -w - for stdout)")
+			}
+			m := &api.Capture{App: app, Reason: reason, Count: count, Snaplen: snaplen}
+			if duration < 0 || duration > time.Duration(1<<32-1)*time.Millisecond {
+				return fmt.Errorf("--duration %v: out of range", duration)
+			}
+			m.Duration = uint32(duration / time.Millisecond)
+			if duration > 0 && m.Duration == 0 {
+				m.Duration = 1
+			}
+			var err error
+			if m.Listener, err = parseHandle("--listener", listener); err != nil {
+				return err
+			}
+			if m.Session, err = parseHandle("--session", session); err != nil {
+				return err
+			}
+			return runCapture(cmd, *socket, m, file)
+		},
+	}
+	fl := cmd.Flags()
+	fl.StringVarP(&file, "write", "w", "", "the pcapng file to write; - for stdout")
+	fl.Uint32VarP(&count, "count", "c", 0, "stop after this many frames (0: no limit)")
+	fl.DurationVar(&duration, "duration", 0, "stop after this long (0: no limit)")
+	fl.StringVar(&listener, "listener", "", "only the frames of this listener (a handle, see ctl show listeners)")
+	fl.StringVar(&session, "session", "", "only the frames of this session (a handle, see ctl show sessions)")
+	fl.Uint32Var(&app, "app", 0, "only the frames of this app's listeners and sessions")
+	fl.StringVar(&reason, "reason", "", `only frames dropped for this reason (as show stats names it, e.g. no_session), or "any" drop`)
+	fl.Uint32Var(&snaplen, "snaplen", 0, "bytes kept of each frame (0: all)")
+	return cmd
+}
+
+func parseHandle(flag, s string) (flow.Handle, error) {
+	if s == "" {
+		return 0, nil
+	}
+	v, err := strconv.ParseUint(s, 0, 64)
+	if err != nil || v == 0 {
+		return 0, fmt.Errorf("%s %q: want a handle like 0x8000000004112328", flag, s)
+	}
+	return flow.Handle(v), nil
+}
+
+func runCapture(cmd *cobra.Command, socket string, m *api.Capture, file string) error {
+	ctx, cancel := context.WithTimeout(cmd.Context(), ctlTimeout)
+	cl, err := api.DialClient(ctx, socket, api.ClientOptions{Name: "ctl capture"})
+	if err != nil {
+		cancel()
+		return ctlError(err, socket)
+	}
+	defer cl.Close()
+	rep, fds, err := cl.Call(ctx, m)
+	cancel()
+	if err != nil {
+		api.CloseFDs(fds)
+		return ctlError(err, socket)
+	}
+	if _, ok := rep.(*api.CaptureReply); !ok || len(fds) != 1 {
+		api.CloseFDs(fds)
+		return fmt.Errorf("capture: the daemon answered %v", rep.Type())
+	}
+	pipe := os.NewFile(uintptr(fds[0]), "capture")
+	defer pipe.Close()
+
+	var out io.Writer = cmd.OutOrStdout()
+	if file != "-" {
+		f, err := os.Create(file)
+		if err != nil {
+			return fmt.Errorf("capture: %w", err)
+		}
+		defer f.Close()
+		out = f
+	}
+	// Ctrl-C: close the control connection; the daemon then ends the
+	// stream cleanly (the last block whole) and closes the pipe.
+	sig := make(chan os.Signal, 1)
+	signal.Notify(sig, os.Interrupt, syscall.SIGTERM)
+	defer signal.Stop(sig)
+	stopped := make(chan struct{})
+	defer close(stopped)
+	go func() {
+		select {
+		case <-sig:
+			cl.Close()
+		case <-stopped:
+		}
+	}()
+
+	// The daemon sends a compact stream; pcapng is made here, out of the
+	// daemon's process.
+	res, err := daemon.CaptureToPcapng(pipe, out)
+	if err != nil {
+		return fmt.Errorf("capture: after %d frames: %w", res.Frames, err)
+	}
+	if f, ok := out.(*os.File); ok && file != "-" {
+		if err := f.Close(); err != nil {
+			return fmt.Errorf("capture: %w", err)
+		}
+	}
+	n, lost := res.Frames, res.Lost
+	if !res.Ended {
+		return fmt.Errorf("capture: the daemon's stream stopped after %d frames without its end (did the daemon stop?)", n)
+	}
+	fmt.Fprintf(cmd.ErrOrStderr(), "%d frames captured, %d lost (capture ring full)\n", n, lost)
+	return nil
+}

@@ -1,0 +1,100 @@
+package daemon
+
+import (
+	"bytes"
+	"errors"
+	"io"
+	"testing"
+	"time"
+
+	"github.com/gopacket/gopacket/pcapgo"
+
+	"github.com/xsessiond/xsessiond/datapath"
+	"github.com/xsessiond/xsessiond/flow"
+)
+
+// TestCaptureStream writes a capture stream as the daemon does and checks
+// the pcapng CaptureToPcapng makes of it, and that cut or damaged streams
+// are reported, never mistaken for whole ones.
+func TestCaptureStream(t *testing.T) {
+	var buf bytes.Buffer
+	sw := newStreamWriter(&buf)
+	if err := sw.header(streamHeader{Snaplen: 1536, Iface: "veth0", Version: "dev", Queues: []int{0, 3}}); err != nil {
+		t.Fatal(err)
+	}
+	now := time.Unix(1700000000, 123456789)
+	recs := []datapath.CaptureRecord{
+		{Queue: 0, Dir: datapath.CaptureRx, Time: now, Handle: 0x8000000004112328, App: 1, Len: 60, Data: bytes.Repeat([]byte{1}, 60)},
+		{Queue: 3, Dir: datapath.CaptureTx, Time: now, Handle: flow.MakeHandle(1, 2), App: 2, Len: 1600, Data: bytes.Repeat([]byte{2}, 1536)},
+		{Queue: 3, Dir: datapath.CaptureRx, Time: now, Reason: "no_session", Len: 42, Data: bytes.Repeat([]byte{3}, 42)},
+	}
+	for i := range recs {
+		if err := sw.frame(&recs[i]); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := sw.end([]uint64{5, 7}); err != nil {
+		t.Fatal(err)
+	}
+	if err := sw.flush(); err != nil {
+		t.Fatal(err)
+	}
+	stream := buf.Bytes()
+
+	var out bytes.Buffer
+	res, err := CaptureToPcapng(bytes.NewReader(stream), &out)
+	if err != nil || res.Frames != 3 || res.Lost != 12 || !res.Ended {
+		t.Fatalf("CaptureToPcapng: %+v %v", res, err)
+	}
+	var dropped []uint64
+	r, err := pcapgo.NewNgReader(&out, pcapgo.NgReaderOptions{
+		StatisticsCallback: func(_ int, s pcapgo.NgInterfaceStatistics) { dropped = append(dropped, s.PacketsDropped) },
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	wantIf := []int{0, 3, 2}
+	wantComment := []string{"q0 rx handle 0x8000000004112328 app 1", "q3 tx handle " + Handle(flow.MakeHandle(1, 2)).String() + " app 2", "q3 rx drop no_session"}
+	for i, rec := range recs {
+		data, ci, opts, err := r.ReadPacketDataWithOptions()
+		if err != nil {
+			t.Fatalf("frame %d: %v", i, err)
+		}
+		if !bytes.Equal(data, rec.Data) || ci.Length != rec.Len || ci.InterfaceIndex != wantIf[i] || !ci.Timestamp.Equal(now) {
+			t.Errorf("frame %d: %d bytes of %d, interface %d, at %v", i, len(data), ci.Length, ci.InterfaceIndex, ci.Timestamp)
+		}
+		if len(opts.Comments) != 1 || opts.Comments[0] != wantComment[i] {
+			t.Errorf("frame %d: comments %q, want %q", i, opts.Comments, wantComment[i])
+		}
+		wantDir := pcapgo.NgEpbFlagDirectionInbound
+		if rec.Dir == datapath.CaptureTx {
+			wantDir = pcapgo.NgEpbFlagDirectionOutbound
+		}
+		if opts.Flags == nil || opts.Flags.Direction != wantDir {
+			t.Errorf("frame %d: flags %+v", i, opts.Flags)
+		}
+	}
+	if _, _, err := r.ReadPacketData(); !errors.Is(err, io.EOF) {
+		t.Errorf("after the frames: %v", err)
+	}
+	if len(dropped) != 2 || dropped[0] != 5 || dropped[1] != 7 {
+		t.Errorf("interface statistics: dropped %v, want [5 7]", dropped)
+	}
+	if n, _ := r.Interface(2); n.Name != "veth0:q3:rx" {
+		t.Errorf("interface 2 is %q", n.Name)
+	}
+
+	// Cut anywhere: never Ended; cut inside a record: an error.
+	for cut := 0; cut < len(stream)-17; cut += 7 {
+		res, err := CaptureToPcapng(bytes.NewReader(stream[:cut]), io.Discard)
+		if res.Ended {
+			t.Fatalf("cut at %d of %d: ended", cut, len(stream))
+		}
+		_ = err
+	}
+	bad := append([]byte(nil), stream...)
+	bad[len(bad)-17] = 9 // the end record's kind
+	if _, err := CaptureToPcapng(bytes.NewReader(bad), io.Discard); !errors.Is(err, ErrBadStream) {
+		t.Errorf("bad record kind: %v, want ErrBadStream", err)
+	}
+}
