@@ -34,4 +34,6 @@ var (
 	ErrInvalidValue     = flow.ErrInvalidValue
 	ErrNoMemory         = flow.ErrNoMemory
 	ErrConnect          = flow.ErrConnect
+	ErrPermission       = flow.ErrPermission
+	ErrLimit            = flow.ErrLimit
 )

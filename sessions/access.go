@@ -11,6 +11,13 @@ import (
 // over identities the caller (the daemon, from SO_PEERCRED) supplies. The
 // layer itself knows nothing of processes.
 
+// Sentinels of authorization and limits (see flow); errors.Is matches
+// them across the control socket.
+var (
+	ErrPermission = flow.ErrPermission
+	ErrLimit      = flow.ErrLimit
+)
+
 // SetNamespaceSecret replaces the secret of namespace id. Later attaches
 // need the new secret; apps attached already keep their sessions. The
 // default namespace has no secret.
