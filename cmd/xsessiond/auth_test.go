@@ -430,18 +430,16 @@ func TestSpoofedSource(t *testing.T) {
 		t.Fatalf("show stats: %v\n%s", err, out)
 	}
 	var st struct {
-		Engine struct {
-			Queues []struct {
-				Drops map[string]uint64 `json:"drops"`
-			} `json:"queues"`
-		} `json:"engine"`
+		Queues []struct {
+			Drops map[string]uint64 `json:"drops"`
+		} `json:"queues"`
 	}
 	if err := json.Unmarshal(out, &st); err != nil {
 		t.Fatal(err)
 	}
 	var bad uint64
-	for _, q := range st.Engine.Queues {
-		bad += q.Drops["tx-bad-source"]
+	for _, q := range st.Queues {
+		bad += q.Drops["tx_bad_source"]
 	}
 	if bad != 1 {
 		t.Errorf("tx-bad-source = %d, want 1: %s", bad, out)

@@ -163,23 +163,21 @@ func workerKicks(t *testing.T, xs, sock string) kickCounts {
 		t.Fatalf("show stats: %v\n%s", err, out)
 	}
 	var st struct {
-		Engine struct {
-			Detail struct {
-				Queues []struct {
-					Kicks uint64 `json:"kicks"`
-					Loops uint64 `json:"loops"`
-				} `json:"queues"`
-			} `json:"detail"`
-			Kicks struct {
-				Wakes, Spurious, Muted uint64
-			} `json:"kicks"`
-		} `json:"engine"`
+		Queues []struct {
+			Kicks uint64 `json:"kicks"`
+			Loops uint64 `json:"loops"`
+		} `json:"queues"`
+		Kicks struct {
+			Wakes    uint64 `json:"wakes"`
+			Spurious uint64 `json:"spurious"`
+			Muted    uint64 `json:"muted"`
+		} `json:"kicks"`
 	}
 	if err := json.Unmarshal(out, &st); err != nil {
 		t.Fatal(err)
 	}
-	k := kickCounts{wakes: st.Engine.Kicks.Wakes, spurious: st.Engine.Kicks.Spurious, muted: st.Engine.Kicks.Muted}
-	for _, q := range st.Engine.Detail.Queues {
+	k := kickCounts{wakes: st.Kicks.Wakes, spurious: st.Kicks.Spurious, muted: st.Kicks.Muted}
+	for _, q := range st.Queues {
 		k.worker += q.Kicks
 	}
 	return k
