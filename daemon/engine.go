@@ -35,6 +35,7 @@ type engine interface {
 type EngineStats struct {
 	Datapath string       `json:"datapath"` // "none" without a datapath
 	XDPMode  string       `json:"xdp_mode,omitempty"`
+	Checksum string       `json:"checksum,omitempty"` // the UDP checksum mode in effect (datapath.Config.Checksum)
 	Queues   []QueueStats `json:"queues"`
 	// Detail is the datapath's own report (a datapath.Stats in the
 	// daemon, a JSON object once decoded), shown as is.
@@ -43,11 +44,14 @@ type EngineStats struct {
 
 // QueueStats are the counters of one queue's worker.
 type QueueStats struct {
-	Queue     int               `json:"queue"`
-	RxPackets uint64            `json:"rx_packets"`
-	TxPackets uint64            `json:"tx_packets"`
-	Delivered uint64            `json:"delivered"`
-	Drops     map[string]uint64 `json:"drops,omitempty"` // by reason
+	Queue     int    `json:"queue"`
+	RxPackets uint64 `json:"rx_packets"`
+	TxPackets uint64 `json:"tx_packets"`
+	Delivered uint64 `json:"delivered"`
+	// PartialCsum counts datagrams delivered with a partial checksum (a
+	// local sender's offload), accepted by the checksum mode.
+	PartialCsum uint64            `json:"partial_csum,omitempty"`
+	Drops       map[string]uint64 `json:"drops,omitempty"` // by reason
 }
 
 // noEngine is the control plane without a datapath: one shard, no
@@ -79,9 +83,9 @@ func newDatapathEngine(cfg datapath.Config) (engine, error) {
 
 func (e dpEngine) Stats() EngineStats {
 	s := e.Engine.Stats()
-	out := EngineStats{Datapath: "af_xdp", XDPMode: s.XDPMode, Queues: make([]QueueStats, 0, len(s.Queues)), Detail: s}
+	out := EngineStats{Datapath: "af_xdp", XDPMode: s.XDPMode, Checksum: s.Checksum, Queues: make([]QueueStats, 0, len(s.Queues)), Detail: s}
 	for _, q := range s.Queues {
-		out.Queues = append(out.Queues, QueueStats{Queue: q.Queue, RxPackets: q.Rx, TxPackets: q.Tx, Delivered: q.Delivered, Drops: q.Drops})
+		out.Queues = append(out.Queues, QueueStats{Queue: q.Queue, RxPackets: q.Rx, TxPackets: q.Tx, Delivered: q.Delivered, PartialCsum: q.PartialCsum, Drops: q.Drops})
 	}
 	return out
 }

@@ -12,7 +12,11 @@
 // never freed.
 //
 // Rx: a worker decodes a batch of frames (package datapath/frame, checksums
-// verified), finds each datagram's udp.Target by 5-tuple in the Engine's
+// verified; a UDP checksum field holding the pseudo-header sum, which a
+// sender of this host with checksum offload leaves through a veth, is
+// accepted per Config.Checksum: see ChecksumAuto. The kernel's XDP
+// metadata kfuncs report rx hash, timestamp and VLAN tag only, no rx
+// checksum status, so the choice is made per interface), finds each datagram's udp.Target by 5-tuple in the Engine's
 // table of connected sessions, else in the layer's listener snapshot, and
 // queues the payload behind a fifo.DgramHeader in the target's rx fifo. A
 // full fifo drops and counts; it never blocks. Each app is signalled once

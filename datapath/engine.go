@@ -61,6 +61,10 @@ type Config struct {
 	// its CPU, so it trades CPU for latency; 0 (the default) sleeps at
 	// once. Ignored with BusyPoll.
 	IdleSpin time.Duration
+	// Checksum is what a worker makes of a UDP checksum field holding
+	// the pseudo-header sum (a local sender's checksum offload):
+	// ChecksumAuto (""), ChecksumVerify or ChecksumAcceptPartial.
+	Checksum string
 }
 
 // DefaultIdleNap is Config.IdleNap's default. At a few hundred thousand
@@ -104,6 +108,9 @@ type Engine struct {
 	// Lock-free tables the workers read; replaced whole under mu.
 	lis atomic.Pointer[map[flow.Handle]*udp.Target] // listeners in datagram mode, by handle
 	est atomic.Pointer[estTable]                    // connected sessions, by 5-tuple (Local = this host)
+
+	partialOK bool   // accept partial UDP checksums (Config.Checksum, resolved)
+	csumMode  string // the checksum mode in effect, for Stats
 
 	claimsBusy atomic.Int64 // claims queued or being made
 	ownNS      bool         // ns was opened by New
@@ -170,6 +177,10 @@ func New(cfg Config) (*Engine, error) {
 	if cfg.XDPMode == "" {
 		cfg.XDPMode = "auto"
 	}
+	var err error
+	if cfg.Checksum, err = ParseChecksum(cfg.Checksum); err != nil {
+		return nil, fmt.Errorf("new engine: %w", err)
+	}
 	mode, err := loader.ParseMode(cfg.XDPMode)
 	if err != nil {
 		return nil, fmt.Errorf("new engine: %w: %w", ErrInvalidConfig, err)
@@ -207,6 +218,13 @@ func New(cfg Config) (*Engine, error) {
 	if err != nil {
 		return nil, fmt.Errorf("new engine: %w", err)
 	}
+	var driver string
+	if cfg.Checksum == ChecksumAuto {
+		if driver, err = e.ns.Driver(cfg.IfName); err != nil {
+			log.Warn("driver unknown: partial UDP checksums are dropped", "interface", cfg.IfName, "err", err)
+		}
+	}
+	e.partialOK, e.csumMode = resolveChecksum(cfg.Checksum, driver)
 	// Only the queues in use can take an AF_XDP socket: IFLA_NUM_RX_QUEUES
 	// counts the allocated ones, which can be more.
 	active, err := e.ns.ActiveRxQueues(cfg.IfName)
@@ -248,7 +266,7 @@ func New(cfg Config) (*Engine, error) {
 	}
 	ok = true
 	log.Info("datapath engine ready", "interface", cfg.IfName, "ifindex", e.ifc.Index, "queues", queues,
-		"xdp", e.att.Mode().String(), "pins", e.att.PinDir())
+		"xdp", e.att.Mode().String(), "pins", e.att.PinDir(), "checksum", e.csumMode)
 	return e, nil
 }
 

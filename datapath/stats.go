@@ -12,6 +12,7 @@ type Stats struct {
 	Interface string             `json:"interface"`
 	IfIndex   int                `json:"ifindex"`
 	XDPMode   string             `json:"xdp_mode"`
+	Checksum  string             `json:"checksum"` // the checksum mode in effect (Config.Checksum)
 	PinDir    string             `json:"pin_dir"`
 	Queues    []QueueStats       `json:"queues"`
 	Totals    QueueStats         `json:"totals"`  // the queues summed (Queue -1, no XSK)
@@ -53,6 +54,10 @@ type Counts struct {
 	Spins     uint64 `json:"spins"`     // idle spins begun (Config.IdleSpin)
 	SpinHits  uint64 `json:"spin_hits"` // idle spins that found work before sleeping
 	Naps      uint64 `json:"naps"`      // timed naps of a worker with recent traffic (Config.IdleNap)
+	// PartialCsum counts datagrams delivered whose UDP checksum field
+	// held the pseudo-header sum (Config.Checksum accepts them; under
+	// ChecksumVerify they are dropped as bad-udp-csum instead).
+	PartialCsum uint64 `json:"partial_csum"`
 }
 
 // Stats returns the Engine's counters. After Close it returns what the
@@ -60,7 +65,7 @@ type Counts struct {
 func (e *Engine) Stats() Stats {
 	e.closeMu.Lock()
 	defer e.closeMu.Unlock()
-	s := Stats{Interface: e.cfg.IfName, IfIndex: e.ifc.Index, Totals: QueueStats{Queue: -1, Drops: map[string]uint64{}},
+	s := Stats{Interface: e.cfg.IfName, IfIndex: e.ifc.Index, Checksum: e.csumMode, Totals: QueueStats{Queue: -1, Drops: map[string]uint64{}},
 		PeerClosed: e.peerClosed.Load()}
 	e.mu.Lock()
 	closed := e.closed

@@ -63,6 +63,8 @@ type worker struct {
 	stop  atomic.Bool
 	batch int
 
+	partialOK bool // deliver frame.PartialUDPCsum (Config.Checksum)
+
 	descs  []xsk.Desc
 	frames [][]byte
 	pkt    frame.Packet
@@ -92,7 +94,7 @@ type worker struct {
 }
 
 func newWorker(e *Engine, q int, id uint32, s *xsk.Socket, kick int) *worker {
-	w := &worker{e: e, q: q, id: id, sock: s, kick: kick, batch: e.cfg.Batch}
+	w := &worker{e: e, q: q, id: id, sock: s, kick: kick, batch: e.cfg.Batch, partialOK: e.partialOK}
 	w.descs = make([]xsk.Desc, w.batch)
 	w.frames = make([][]byte, w.batch)
 	w.hdrs = make([]fifo.DgramHeader, w.batch)
@@ -319,8 +321,7 @@ func (w *worker) processBatch(frames [][]byte) {
 	est := w.e.est.Load()
 	w.lk.ok = false
 	for _, f := range frames {
-		if r := frame.Decode(f, &w.pkt); r != frame.OK {
-			w.c.Bad[r]++
+		if r := frame.Decode(f, &w.pkt); r != frame.OK && !w.acceptBad(r) {
 			continue
 		}
 		w.tuple = w.pkt.FiveTuple()

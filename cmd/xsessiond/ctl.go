@@ -209,6 +209,9 @@ func printTable(out io.Writer, what api.ShowWhat, doc []byte) error {
 		row("interface", fmt.Sprintf("%s (ifindex %d, netns %s)", v.Iface, v.IfIndex, netns))
 		row("uptime", v.Uptime)
 		row("datapath", v.Engine.Datapath+xdpMode(v.Engine.XDPMode))
+		if v.Engine.Checksum != "" {
+			row("udp checksum", v.Engine.Checksum)
+		}
 		row("workers", v.Workers)
 		row("apps", v.Apps)
 		row("connections", v.Conns)
@@ -218,9 +221,9 @@ func printTable(out io.Writer, what api.ShowWhat, doc []byte) error {
 		row("rules", v.Rules)
 		if len(v.Engine.Queues) > 0 {
 			row("")
-			row("QUEUE", "RX", "TX", "DELIVERED", "DROPS")
+			row("QUEUE", "RX", "TX", "DELIVERED", "PARTIAL-CSUM", "DROPS")
 			for _, q := range v.Engine.Queues {
-				row(q.Queue, q.RxPackets, q.TxPackets, q.Delivered, dropsString(q.Drops))
+				row(q.Queue, q.RxPackets, q.TxPackets, q.Delivered, q.PartialCsum, dropsString(q.Drops))
 			}
 		}
 	default:

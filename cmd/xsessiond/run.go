@@ -20,8 +20,8 @@ import (
 // runFlags are the flags of `xsessiond run`; each one given overrides the
 // config file.
 type runFlags struct {
-	iface, netns, socket, config, metrics, logLevel, xdpMode string
-	queues                                                   int
+	iface, netns, socket, config, metrics, logLevel, xdpMode, checksum string
+	queues                                                             int
 }
 
 func newRunCmd() *cobra.Command {
@@ -53,6 +53,7 @@ The control socket is a path in the file system and does not depend on it.`,
 	fl.StringVar(&f.metrics, "metrics-addr", "", "serve Prometheus metrics at http://ADDR/metrics (empty: off)")
 	fl.StringVar(&f.logLevel, "log-level", "info", "debug, info, warn or error")
 	fl.StringVar(&f.xdpMode, "xdp-mode", "auto", "auto, native or generic")
+	fl.StringVar(&f.checksum, "checksum", "auto", "UDP checksums holding a local sender's partial sum (offload): auto (accept on veth, netkit, tun), verify or accept-partial")
 	return cmd
 }
 
@@ -64,7 +65,7 @@ func mergeRunConfig(cmd *cobra.Command, f runFlags, c *Config) (daemon.Config, e
 		ic = c.Interfaces[0]
 	}
 	if changed("iface") {
-		ic = InterfaceConfig{Name: f.iface, Netns: ic.Netns, Queues: ic.Queues, XDPMode: ic.XDPMode, Batch: ic.Batch, BusyPoll: ic.BusyPoll}
+		ic = InterfaceConfig{Name: f.iface, Netns: ic.Netns, Queues: ic.Queues, XDPMode: ic.XDPMode, Batch: ic.Batch, BusyPoll: ic.BusyPoll, Checksum: ic.Checksum}
 	}
 	if changed("netns") {
 		ic.Netns = f.netns
@@ -79,6 +80,12 @@ func mergeRunConfig(cmd *cobra.Command, f runFlags, c *Config) (daemon.Config, e
 	case "auto", "native", "generic":
 	default:
 		return daemon.Config{}, fmt.Errorf("--xdp-mode %q: want auto, native or generic", ic.XDPMode)
+	}
+	if changed("checksum") || ic.Checksum == "" {
+		ic.Checksum = f.checksum
+	}
+	if _, err := datapath.ParseChecksum(ic.Checksum); err != nil {
+		return daemon.Config{}, fmt.Errorf("--checksum %q: want auto, verify or accept-partial", ic.Checksum)
 	}
 	if ic.Name == "" {
 		return daemon.Config{}, errors.New("no interface: give --iface or list one in the config file")
@@ -96,7 +103,7 @@ func mergeRunConfig(cmd *cobra.Command, f runFlags, c *Config) (daemon.Config, e
 		c.LogLevel = f.logLevel
 	}
 	return daemon.Config{
-		Datapath: datapath.Config{IfName: ic.Name, NetnsName: ic.Netns, Queues: ic.Queues, Batch: ic.Batch, BusyPoll: ic.BusyPoll, XDPMode: ic.XDPMode},
+		Datapath: datapath.Config{IfName: ic.Name, NetnsName: ic.Netns, Queues: ic.Queues, Batch: ic.Batch, BusyPoll: ic.BusyPoll, XDPMode: ic.XDPMode, Checksum: ic.Checksum},
 		Socket:   c.Socket, SocketGroup: c.SocketGroup, MetricsAddr: c.MetricsAddr,
 		Namespaces: c.Namespaces, Rules: c.Rules, Version: version,
 	}, nil
