@@ -117,10 +117,11 @@ type Engine struct {
 	pw         *peerWatch   // nil: peer errors not watched (tests without New)
 	peerClosed atomic.Uint64
 
-	mu      sync.Mutex                        // guards conns, watched, nextLW, closed, cancel and mirErr; replaces lis and est
-	conns   map[flow.Handle]*connectedSession // connected sessions by half-open, then established handle
-	watched map[int]*connectedSession         // claimed connected sessions by reservation fd (peerWatch)
-	nextLW  uint32                            // round robin of listeners and claims over the workers
+	mu      sync.Mutex                          // guards conns, watched, ports, nextLW, closed, cancel and mirErr; replaces lis and est
+	conns   map[flow.Handle]*connectedSession   // connected sessions by half-open, then established handle
+	watched map[int]*connectedSession           // claimed connected sessions by reservation fd (peerWatch)
+	ports   map[netip.AddrPort]*udp.Reservation // listeners' ports held in the kernel (ports.go)
+	nextLW  uint32                              // round robin of listeners and claims over the workers
 	closed  bool
 	cancel  context.CancelFunc // ends the goroutines Start started
 	mirErr  error              // the last resync's
@@ -189,7 +190,7 @@ func New(cfg Config) (*Engine, error) {
 	if log == nil {
 		log = slog.New(slog.NewTextHandler(io.Discard, nil))
 	}
-	e := &Engine{cfg: cfg, log: log, conns: map[flow.Handle]*connectedSession{}, watched: map[int]*connectedSession{}, claims: make(chan claim, 1024)}
+	e := &Engine{cfg: cfg, log: log, conns: map[flow.Handle]*connectedSession{}, watched: map[int]*connectedSession{}, ports: map[netip.AddrPort]*udp.Reservation{}, claims: make(chan claim, 1024)}
 	e.lis.Store(&map[flow.Handle]*udp.Target{})
 	e.est.Store(newEstTable(nil))
 	e.nsh, err = openNetns(cfg.NetnsPath, cfg.NetnsName, cfg.Netns)
@@ -606,6 +607,7 @@ func (e *Engine) Close() error {
 		c.res.Close()
 		delete(e.conns, h)
 	}
+	e.closePortsLocked()
 	e.mu.Unlock()
 	return e.release()
 }
