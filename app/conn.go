@@ -7,6 +7,8 @@ import (
 	"net"
 	"net/netip"
 	"sync"
+	"sync/atomic"
+	"syscall"
 	"time"
 
 	"github.com/xsessiond/xsessiond/api"
@@ -35,6 +37,11 @@ type Conn struct {
 	// wseq serializes stream writes (TCP), so that one Write's bytes
 	// are never interleaved with another's; datagram writes need not.
 	wseq sync.Mutex
+
+	// soErr is the session's pending asynchronous error (an errno from
+	// fifo.EventError: the peer's ICMP error), reported once by the next
+	// Read or Write, as a connected kernel socket's SO_ERROR.
+	soErr atomic.Uint32
 }
 
 func newConn(a *App, e *end, laddr, raddr net.Addr, local, remote netip.AddrPort) *Conn {
@@ -136,6 +143,22 @@ func (a *App) DialConn(ctx context.Context, uri string) (*Conn, error) {
 	return c, nil
 }
 
+// peerError records an asynchronous error of the session and wakes its
+// calls.
+func (c *Conn) peerError(_ flow.Handle, errno syscall.Errno) {
+	c.soErr.Store(uint32(errno))
+	c.rd.poke()
+	c.wr.poke()
+}
+
+// takeError returns and clears the pending asynchronous error.
+func (c *Conn) takeError() error {
+	if v := c.soErr.Swap(0); v != 0 {
+		return syscall.Errno(v)
+	}
+	return nil
+}
+
 func (c *Conn) peerClosed(flow.Handle) {
 	c.e.gone.Store(true)
 	c.rd.poke()
@@ -175,6 +198,9 @@ func (c *Conn) Read(b []byte) (int, error) {
 	e := c.e
 	for {
 		if err := c.rd.check(c.a, c.done); err != nil {
+			return 0, netError("read", c.laddr, c.raddr, err)
+		}
+		if err := c.takeError(); err != nil {
 			return 0, netError("read", c.laddr, c.raddr, err)
 		}
 		if e.dgram {
@@ -218,6 +244,9 @@ func (c *Conn) Write(b []byte) (int, error) {
 	e := c.e
 	if e.dgram {
 		if err := checkDgramSize(len(b), c.remote); err != nil {
+			return 0, netError("write", c.laddr, c.raddr, err)
+		}
+		if err := c.takeError(); err != nil {
 			return 0, netError("write", c.laddr, c.raddr, err)
 		}
 		var hdr fifo.DgramHeader

@@ -29,7 +29,9 @@
 // Connected UDP: Datapath.Open reserves the local port with a kernel UDP
 // socket connected to the peer (udp.Reservation) and the session is claimed
 // at once on a worker chosen round robin. An ICMP error the kernel reports
-// on that socket closes the session (sessions.Layer.Closed).
+// on that socket (port, host or network unreachable) goes to the app as a
+// fifo.EventError with the errno; the session stays open, as a connected
+// kernel UDP socket does.
 //
 // Only UDP is steered. Listeners and sessions of other transports stay out
 // of the program's maps, so the kernel keeps their packets; a connect to a

@@ -115,7 +115,7 @@ type Engine struct {
 	claimsBusy atomic.Int64 // claims queued or being made
 	ownNS      bool         // ns was opened by New
 	pw         *peerWatch   // nil: peer errors not watched (tests without New)
-	peerClosed atomic.Uint64
+	peerErrors atomic.Uint64
 
 	mu      sync.Mutex                          // guards conns, watched, ports, nextLW, closed, cancel and mirErr; replaces lis and est
 	conns   map[flow.Handle]*connectedSession   // connected sessions by half-open, then established handle

@@ -21,9 +21,9 @@ type Stats struct {
 	Mirror    loader.MirrorStats `json:"mirror"`
 	MirrorErr string             `json:"mirror_error,omitempty"`
 	Resolver  ResolverStats      `json:"resolver"`
-	// PeerClosed counts connected sessions closed because their peer was
-	// reported unreachable (an ICMP error).
-	PeerClosed uint64 `json:"peer_closed"`
+	// PeerErrors counts the ICMP errors of connected sessions' peers
+	// (port, host or network unreachable) handed to their apps.
+	PeerErrors uint64 `json:"peer_errors"`
 }
 
 // QueueStats are one worker's counters. Drops are by reason: the decoder's
@@ -66,7 +66,7 @@ func (e *Engine) Stats() Stats {
 	e.closeMu.Lock()
 	defer e.closeMu.Unlock()
 	s := Stats{Interface: e.cfg.IfName, IfIndex: e.ifc.Index, Checksum: e.csumMode, Totals: QueueStats{Queue: -1, Drops: map[string]uint64{}},
-		PeerClosed: e.peerClosed.Load()}
+		PeerErrors: e.peerErrors.Load()}
 	e.mu.Lock()
 	closed := e.closed
 	if e.att != nil && !closed {
