@@ -112,15 +112,18 @@ type Engine struct {
 	partialOK bool   // accept partial UDP checksums (Config.Checksum, resolved)
 	csumMode  string // the checksum mode in effect, for Stats
 
-	claimsBusy atomic.Int64 // claims queued or being made
-	ownNS      bool         // ns was opened by New
-	pw         *peerWatch   // nil: peer errors not watched (tests without New)
-	peerErrors atomic.Uint64
+	claimsBusy  atomic.Int64 // claims queued or being made
+	ownNS       bool         // ns was opened by New
+	pw          *peerWatch   // nil: peer errors not watched (tests without New)
+	peerErrors  atomic.Uint64
+	kernelRxN   atomic.Uint64 // datagrams the kernel path delivered (kernelpath.go)
+	kernelDrops atomic.Uint64 // and those it could not
 
 	mu      sync.Mutex                          // guards conns, watched, ports, nextLW, closed, cancel and mirErr; replaces lis and est
 	conns   map[flow.Handle]*connectedSession   // connected sessions by half-open, then established handle
 	watched map[int]*connectedSession           // claimed connected sessions by reservation fd (peerWatch)
 	ports   map[netip.AddrPort]*udp.Reservation // listeners' ports held in the kernel (ports.go)
+	krx     map[int]*udp.Target                 // Targets by the fd of their opened kernel path (kernelpath.go)
 	nextLW  uint32                              // round robin of listeners and claims over the workers
 	closed  bool
 	cancel  context.CancelFunc // ends the goroutines Start started
@@ -190,7 +193,7 @@ func New(cfg Config) (*Engine, error) {
 	if log == nil {
 		log = slog.New(slog.NewTextHandler(io.Discard, nil))
 	}
-	e := &Engine{cfg: cfg, log: log, conns: map[flow.Handle]*connectedSession{}, watched: map[int]*connectedSession{}, ports: map[netip.AddrPort]*udp.Reservation{}, claims: make(chan claim, 1024)}
+	e := &Engine{cfg: cfg, log: log, conns: map[flow.Handle]*connectedSession{}, watched: map[int]*connectedSession{}, ports: map[netip.AddrPort]*udp.Reservation{}, krx: map[int]*udp.Target{}, claims: make(chan claim, 1024)}
 	e.lis.Store(&map[flow.Handle]*udp.Target{})
 	e.est.Store(newEstTable(nil))
 	e.nsh, err = openNetns(cfg.NetnsPath, cfg.NetnsName, cfg.Netns)

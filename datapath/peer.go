@@ -74,6 +74,7 @@ func (e *Engine) unwatchLocked(c *connectedSession) {
 // runPeerErrors waits for peer errors until Close.
 func (e *Engine) runPeerErrors() {
 	evs := make([]unix.EpollEvent, 16)
+	kb := newKernelBufs()
 	for {
 		n, err := unix.EpollWait(e.pw.epfd, evs, -1)
 		if errors.Is(err, unix.EINTR) {
@@ -87,7 +88,12 @@ func (e *Engine) runPeerErrors() {
 			if int(ev.Fd) == e.pw.stop {
 				return
 			}
-			e.peerError(int(ev.Fd))
+			if ev.Events&(unix.EPOLLERR|unix.EPOLLHUP) != 0 {
+				e.peerError(int(ev.Fd))
+			}
+			if ev.Events&unix.EPOLLIN != 0 {
+				e.kernelRx(int(ev.Fd), &kb)
+			}
 		}
 	}
 }

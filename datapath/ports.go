@@ -66,11 +66,7 @@ func (p *enginePath) ReservePort(ep sessions.Endpoint) (uint16, error) {
 // ReleasePort closes the reservation of e's port.
 func (p *enginePath) ReleasePort(ep sessions.Endpoint) {
 	e := p.e
-	a := ep.Addr.Unmap()
-	if !a.IsValid() {
-		a = netip.IPv4Unspecified()
-	}
-	k := netip.AddrPortFrom(a, ep.Port)
+	k := kernelKey(ep)
 	e.mu.Lock()
 	res := e.ports[k]
 	if res != nil {
@@ -86,4 +82,13 @@ func (e *Engine) closePortsLocked() {
 		r.Close()
 		delete(e.ports, k)
 	}
+}
+
+// kernelKey is the key of ep's reservation in Engine.ports.
+func kernelKey(ep sessions.Endpoint) netip.AddrPort {
+	a := ep.Addr.Unmap()
+	if !a.IsValid() {
+		a = netip.IPv4Unspecified()
+	}
+	return netip.AddrPortFrom(a, ep.Port)
 }

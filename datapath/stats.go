@@ -24,6 +24,10 @@ type Stats struct {
 	// PeerErrors counts the ICMP errors of connected sessions' peers
 	// (port, host or network unreachable) handed to their apps.
 	PeerErrors uint64 `json:"peer_errors"`
+	// KernelRx counts datagrams the kernel path delivered (larger than a
+	// frame: reassembled by the kernel), KernelRxDrops those it could not.
+	KernelRx      uint64 `json:"kernel_rx"`
+	KernelRxDrops uint64 `json:"kernel_rx_drops"`
 }
 
 // QueueStats are one worker's counters. Drops are by reason: the decoder's
@@ -54,6 +58,7 @@ type Counts struct {
 	Spins     uint64 `json:"spins"`     // idle spins begun (Config.IdleSpin)
 	SpinHits  uint64 `json:"spin_hits"` // idle spins that found work before sleeping
 	Naps      uint64 `json:"naps"`      // timed naps of a worker with recent traffic (Config.IdleNap)
+	TxKernel  uint64 `json:"tx_kernel"` // datagrams larger than a frame sent through the kernel path
 	// PartialCsum counts datagrams delivered whose UDP checksum field
 	// held the pseudo-header sum (Config.Checksum accepts them; under
 	// ChecksumVerify they are dropped as bad-udp-csum instead).
@@ -66,7 +71,7 @@ func (e *Engine) Stats() Stats {
 	e.closeMu.Lock()
 	defer e.closeMu.Unlock()
 	s := Stats{Interface: e.cfg.IfName, IfIndex: e.ifc.Index, Checksum: e.csumMode, Totals: QueueStats{Queue: -1, Drops: map[string]uint64{}},
-		PeerErrors: e.peerErrors.Load()}
+		PeerErrors: e.peerErrors.Load(), KernelRx: e.kernelRxN.Load(), KernelRxDrops: e.kernelDrops.Load()}
 	e.mu.Lock()
 	closed := e.closed
 	if e.att != nil && !closed {

@@ -28,11 +28,12 @@ const (
 	dropTxTooLong          // tx: the payload does not fit a frame
 	dropTxNoFrame          // tx: no free UMEM frame
 	dropTxCorrupt          // tx: the app's tx fifo is corrupt
+	dropTxKernel           // tx: the kernel refused a datagram larger than a frame (its socket buffer full, no route)
 	numDrops
 )
 
 var dropNames = [numDrops]string{"no-session", "fifo-full", "too-big", "fifo-corrupt", "no-neighbour", "no-route",
-	"tx-bad-header", "tx-too-long", "tx-no-frame", "tx-fifo-corrupt"}
+	"tx-bad-header", "tx-too-long", "tx-no-frame", "tx-fifo-corrupt", "tx-kernel"}
 
 // counters are one worker's counts: its Counts, the decoder's drop
 // reasons and its own. The worker updates a private copy without atomics
@@ -87,7 +88,8 @@ type worker struct {
 	preTx []*udp.Target       // listeners registered before Start
 	conns []*connectedSession // connected sessions owned
 
-	tx txState
+	tx  txState
+	big []byte // a datagram larger than a frame, on its way to the kernel path (txBig)
 
 	c   counters
 	pub published
@@ -495,6 +497,7 @@ func (w *worker) addConn(sh *sessions.Shard, c *connectedSession) {
 	}
 	t.Local, t.Remote, t.Family = c.local, c.remote, c.tuple.Family
 	c.target = t
+	e.openKernelPathLocked(t, c.res)
 	e.publishConnLocked(c)
 	w.conns = append(w.conns, c)
 	w.own = append(w.own, t)
