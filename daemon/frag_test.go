@@ -2,11 +2,18 @@ package daemon
 
 import (
 	"bytes"
+	"encoding/binary"
+	"errors"
 	"fmt"
 	"math/rand/v2"
 	"net"
+	"os"
+	"strconv"
+	"strings"
 	"testing"
 	"time"
+
+	"golang.org/x/sys/unix"
 
 	"github.com/xsessiond/xsessiond/app"
 	"github.com/xsessiond/xsessiond/datapath"
@@ -147,5 +154,114 @@ func TestFragmentedEcho(t *testing.T) {
 				t.Fatalf("kernel path rx %d drops %d tx %d", ds.KernelRx, ds.KernelRxDrops, ds.Totals.TxKernel)
 			}
 		})
+	}
+}
+
+// fragMemory reads the memory the kernel holds for fragments being
+// reassembled in h's namespace (/proc/net/sockstat's FRAG line, IPv4)
+// and its bound, net.ipv4.ipfrag_high_thresh.
+func fragMemory(t *testing.T, h *nstest.Host) (mem, bound int) {
+	t.Helper()
+	if err := h.Do(func() error {
+		b, err := os.ReadFile("/proc/thread-self/net/sockstat")
+		if err != nil {
+			return err
+		}
+		for _, line := range strings.Split(string(b), "\n") {
+			if f := strings.Fields(line); len(f) >= 5 && f[0] == "FRAG:" {
+				mem, _ = strconv.Atoi(f[4])
+			}
+		}
+		s, err := os.ReadFile("/proc/sys/net/ipv4/ipfrag_high_thresh")
+		if err != nil {
+			return err
+		}
+		bound, err = strconv.Atoi(strings.TrimSpace(string(s)))
+		return err
+	}); err != nil {
+		t.Fatal(err)
+	}
+	return mem, bound
+}
+
+// TestFragmentFlood: a flood of first fragments whose datagrams never
+// complete, to a port an app listens on, leaves the memory held for
+// reassembly in B's namespace at its bound; the listener still answers
+// whole datagrams at once, and fragmented ones again once the flood's
+// fragments timed out (ipfrag_time, 2 s here: at its bound the kernel
+// takes no new fragment until old ones expire).
+func TestFragmentFlood(t *testing.T) {
+	rig := nstest.NewPair(t, nstest.Options{})
+	d := startDaemon(t, func(o *Config) {
+		o.Datapath.IfName, o.Datapath.NetnsName, o.NoDatapath = rig.B.Link, rig.B.Name, false
+	})
+	a := attach(t, d, app.Options{Name: "flood", RxFifoSize: 1 << 20, TxFifoSize: 1 << 20, SegmentSize: 16 << 20})
+	pc, err := a.ListenPacket("udp://0.0.0.0:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer pc.Close()
+	go echoPacketConn(pc)
+	port := pc.LocalAddr().(*net.UDPAddr).Port
+	if err := rig.B.Do(func() error { return os.WriteFile("/proc/sys/net/ipv4/ipfrag_time", []byte("2"), 0) }); err != nil {
+		t.Fatal(err)
+	}
+	const flood, size = 20000, 1400
+	if err := rig.A.Do(func() error {
+		fd, err := unix.Socket(unix.AF_INET, unix.SOCK_RAW, unix.IPPROTO_RAW)
+		if err != nil {
+			return err
+		}
+		defer unix.Close(fd)
+		pkt := make([]byte, 20+size)
+		pkt[0], pkt[8], pkt[9] = 0x45, 64, unix.IPPROTO_UDP
+		binary.BigEndian.PutUint16(pkt[2:], uint16(len(pkt)))
+		binary.BigEndian.PutUint16(pkt[6:], 0x2000) // MF, offset 0: a first fragment
+		copy(pkt[12:16], rig.A.IPv4.AsSlice())
+		copy(pkt[16:20], rig.B.IPv4.AsSlice())
+		binary.BigEndian.PutUint16(pkt[20:], 5555)
+		binary.BigEndian.PutUint16(pkt[22:], uint16(port))
+		binary.BigEndian.PutUint16(pkt[24:], 60000) // the UDP length of a datagram never completed
+		sa := &unix.SockaddrInet4{Addr: rig.B.IPv4.As4()}
+		for i := range flood {
+			binary.BigEndian.PutUint16(pkt[4:], uint16(i))
+			if err := unix.Sendto(fd, pkt, 0, sa); err != nil && !errors.Is(err, unix.ENOBUFS) {
+				return err
+			}
+		}
+		return nil
+	}); err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(100 * time.Millisecond)
+	mem, bound := fragMemory(t, rig.B)
+	t.Logf("after %d incomplete fragments (%d MB): reassembly memory %d bytes, bound %d", flood, flood*size>>20, mem, bound)
+	// The kernel admits a fragment while it holds less than the bound, so
+	// the last one admitted may overshoot it by its own buffer (at most
+	// 64 KiB).
+	if mem == 0 || mem > bound+64<<10 {
+		t.Fatalf("reassembly memory %d, bound %d", mem, bound)
+	}
+	cli, err := bindKernel(rig.A, "0.0.0.0:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cli.Close()
+	buf := make([]byte, 70000)
+	for _, n := range []int{100, 9000} {
+		if n > 1472 {
+			time.Sleep(3 * time.Second) // the flood's fragments time out
+		}
+		msg := fragFill(n, n)
+		ok := false
+		for try := 0; try < 3 && !ok; try++ {
+			cli.WriteTo(msg, &net.UDPAddr{IP: rig.B.IPv4.AsSlice(), Port: port})
+			cli.SetReadDeadline(time.Now().Add(2 * time.Second))
+			k, _, err := cli.ReadFrom(buf)
+			ok = err == nil && bytes.Equal(buf[:k], msg)
+		}
+		if !ok {
+			t.Fatalf("%d-byte datagram after the flood: no echo", n)
+		}
 	}
 }

@@ -33,6 +33,14 @@
 // fifo.EventError with the errno; the session stays open, as a connected
 // kernel UDP socket does.
 //
+// Ports: every served UDP port, a listener's or a connected session's, is
+// held by a kernel socket bound to it (udp.Reservation; ports.go), so the
+// kernel gives it to nobody else, and port 0 is the kernel's ephemeral
+// pick. Datagrams larger than one frame take the kernel path through that
+// socket both ways (kernelpath.go): the kernel reassembles the fragments
+// the XDP program passes it and fragments what the daemon sends to the
+// path MTU.
+//
 // Only UDP is steered. Listeners and sessions of other transports stay out
 // of the program's maps, so the kernel keeps their packets; a connect to a
 // remote peer over them fails with flow.ErrNotSupported.
