@@ -296,7 +296,11 @@ func (x *txState) send(hd *held, fresh bool) {
 		return
 	}
 	hl := tpl.HeaderLen()
-	if hd.plen > tpl.MaxPayload() || hl-frame.EthHeaderLen+hd.plen > x.mtu {
+	mtu := x.mtu
+	if nb.mtu > 0 && nb.mtu < mtu {
+		mtu = nb.mtu // the path MTU the kernel learned: the kernel path fragments to it
+	}
+	if hd.plen > tpl.MaxPayload() || hl-frame.EthHeaderLen+hd.plen > mtu {
 		if x.w.txKernel(hd.t, hd, x.w.sock.Buffer(hd.addr)[payOff:payOff+hd.plen]) {
 			x.unframe(hd.addr)
 			return
