@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"os"
 	"sync"
+	"syscall"
 	"time"
 
 	"golang.org/x/sys/unix"
@@ -89,6 +90,11 @@ type acceptor interface {
 // owner is told when the peer of one of its sessions went away.
 type owner interface {
 	peerClosed(h flow.Handle)
+}
+
+// errorOwner is told of a session's asynchronous errors (fifo.EventError).
+type errorOwner interface {
+	peerError(h flow.Handle, errno syscall.Errno)
 }
 
 type closer interface{ Close() error }
@@ -455,6 +461,13 @@ func (a *App) handleEvent(ev *fifo.Event) {
 		a.mu.Unlock()
 		if o != nil {
 			o.peerClosed(h)
+		}
+	case fifo.EventError:
+		a.mu.Lock()
+		o := a.owners[h]
+		a.mu.Unlock()
+		if eo, ok := o.(errorOwner); ok && ev.Arg32 != 0 {
+			eo.peerError(h, syscall.Errno(ev.Arg32))
 		}
 	case fifo.EventAccepted:
 		if se.CutThrough {

@@ -7,6 +7,8 @@ import (
 	"net"
 	"net/netip"
 	"sync"
+	"sync/atomic"
+	"syscall"
 	"time"
 
 	"github.com/xsessiond/xsessiond/api"
@@ -32,7 +34,14 @@ type Conn struct {
 	once   sync.Once
 
 	rhdr fifo.DgramHeader // guarded by rd.mu
-	whdr fifo.DgramHeader // guarded by wr.mu
+	// wseq serializes stream writes (TCP), so that one Write's bytes
+	// are never interleaved with another's; datagram writes need not.
+	wseq sync.Mutex
+
+	// soErr is the session's pending asynchronous error (an errno from
+	// fifo.EventError: the peer's ICMP error), reported once by the next
+	// Read or Write, as a connected kernel socket's SO_ERROR.
+	soErr atomic.Uint32
 }
 
 func newConn(a *App, e *end, laddr, raddr net.Addr, local, remote netip.AddrPort) *Conn {
@@ -134,10 +143,26 @@ func (a *App) DialConn(ctx context.Context, uri string) (*Conn, error) {
 	return c, nil
 }
 
+// peerError records an asynchronous error of the session and wakes its
+// calls.
+func (c *Conn) peerError(_ flow.Handle, errno syscall.Errno) {
+	c.soErr.Store(uint32(errno))
+	c.rd.poke()
+	c.wr.poke()
+}
+
+// takeError returns and clears the pending asynchronous error.
+func (c *Conn) takeError() error {
+	if v := c.soErr.Swap(0); v != 0 {
+		return syscall.Errno(v)
+	}
+	return nil
+}
+
 func (c *Conn) peerClosed(flow.Handle) {
 	c.e.gone.Store(true)
-	c.rd.w.poke()
-	c.wr.w.poke()
+	c.rd.poke()
+	c.wr.poke()
 }
 
 // LocalAddr returns this end's address: a *CutThroughAddr for a
@@ -175,6 +200,9 @@ func (c *Conn) Read(b []byte) (int, error) {
 		if err := c.rd.check(c.a, c.done); err != nil {
 			return 0, netError("read", c.laddr, c.raddr, err)
 		}
+		if err := c.takeError(); err != nil {
+			return 0, netError("read", c.laddr, c.raddr, err)
+		}
 		if e.dgram {
 			n, ok, err := e.readDgram(b, &c.rhdr)
 			if err != nil {
@@ -198,13 +226,13 @@ func (c *Conn) Read(b []byte) (int, error) {
 		if e.gone.Load() && !e.readable() {
 			return 0, io.EOF
 		}
-		c.a.arm(c.rd.w)
+		s := c.rd.arm(c.a)
 		e.rx.ClearEvent()
 		if e.readable() || e.gone.Load() {
-			c.a.disarm(c.rd.w)
+			c.rd.disarm(c.a, s)
 			continue
 		}
-		if err := c.rd.sleep(c.a, c.done, 0); err != nil {
+		if err := c.rd.sleep(c.a, c.done, 0, s); err != nil {
 			return 0, netError("read", c.laddr, c.raddr, err)
 		}
 	}
@@ -213,21 +241,32 @@ func (c *Conn) Read(b []byte) (int, error) {
 // Write sends b: one datagram (UDP), or a byte stream (TCP), waiting for
 // room while the fifo is full.
 func (c *Conn) Write(b []byte) (int, error) {
-	c.wr.mu.Lock()
-	defer c.wr.mu.Unlock()
 	e := c.e
 	if e.dgram {
-		toHeader(&c.whdr, c.local, c.remote)
-		if err := writeDgram(c.a, &c.wr, c.done, e, &c.whdr, b); err != nil {
+		if err := checkDgramSize(len(b), c.remote); err != nil {
+			return 0, netError("write", c.laddr, c.raddr, err)
+		}
+		if err := c.takeError(); err != nil {
+			return 0, netError("write", c.laddr, c.raddr, err)
+		}
+		var hdr fifo.DgramHeader
+		toHeader(&hdr, c.local, c.remote)
+		c.wr.mu.Lock()
+		defer c.wr.mu.Unlock()
+		if err := writeDgram(c.a, &c.wr, c.done, e, &hdr, b); err != nil {
 			return 0, netError("write", c.laddr, c.raddr, err)
 		}
 		return len(b), nil
 	}
+	c.wseq.Lock()
+	defer c.wseq.Unlock()
+	c.wr.mu.Lock()
+	defer c.wr.mu.Unlock()
 	written := 0
 	asked := false
 	defer func() {
 		if asked {
-			e.tx.WantDeqNotify(0)
+			c.wr.doneWaiting(e)
 		}
 	}()
 	for written < len(b) {
@@ -246,18 +285,21 @@ func (c *Conn) Write(b []byte) (int, error) {
 		if err != nil && err != fifo.ErrNoSpace {
 			return written, netError("write", c.laddr, c.raddr, err)
 		}
-		c.a.arm(c.wr.w)
+		s := c.wr.arm(c.a)
+		if !asked {
+			asked = true
+			c.wr.waiting++
+		}
 		e.tx.WantDeqNotify(fifo.DeqNotifyAlways)
-		asked = true
 		if e.tx.MaxEnqueue() > 0 || e.gone.Load() {
-			c.a.disarm(c.wr.w)
+			c.wr.disarm(c.a, s)
 			continue
 		}
 		poll := time.Duration(0)
 		if e.datapath {
 			poll = datapathPoll
 		}
-		if err := c.wr.sleep(c.a, c.done, poll); err != nil {
+		if err := c.wr.sleep(c.a, c.done, poll, s); err != nil {
 			return written, netError("write", c.laddr, c.raddr, err)
 		}
 	}

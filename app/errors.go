@@ -7,6 +7,7 @@ import (
 	"io/fs"
 	"net"
 	"os"
+	"syscall"
 
 	"github.com/xsessiond/xsessiond/api"
 	"github.com/xsessiond/xsessiond/flow"
@@ -66,7 +67,8 @@ func opError(op, uri string, err error) error {
 	case errors.Is(err, net.ErrClosed):
 		return &Error{Msg: fmt.Sprintf("%s %s: %v", op, uri, err), Err: err}
 	case errors.Is(err, flow.ErrAddressInUse):
-		msg = fmt.Sprintf("%s: address already in use", uri)
+		// As the kernel's bind says it, too.
+		return &Error{Msg: fmt.Sprintf("%s: address already in use", uri), Err: errors.Join(err, syscall.EADDRINUSE)}
 	case errors.Is(err, flow.ErrNotInNamespace):
 		msg = fmt.Sprintf("%s: the address is not one of the namespace's", uri)
 	case errors.Is(err, flow.ErrInvalidURI):

@@ -15,38 +15,77 @@ import (
 const datapathPoll = 2 * time.Millisecond
 
 // half is one direction of an object's data calls (reads or writes): the
-// lock that serializes them, their deadline, and the waiter they sleep on.
+// lock that serializes their looks at the fifos, and their deadline. Any
+// number of goroutines may call at once: a call that must wait releases
+// mu and sleeps on a waiter of its own (sleeper), so every sleeping call
+// is woken by the app's events, and none takes over another's state.
 type half struct {
-	mu    sync.Mutex
-	dl    *deadline
-	w     *waiter
-	timer *time.Timer // guarded by mu: the datapath poll timer
+	mu      sync.Mutex
+	dl      *deadline
+	waiting int // guarded by mu: sleeping writers that asked the consumer for dequeue notifications
+
+	smu sync.Mutex    // guards bc
+	bc  chan struct{} // closed (and replaced) by poke: wakes every call sleeping now
 }
 
-func newHalf() half { return half{dl: newDeadline(), w: newWaiter()} }
+func newHalf() half { return half{dl: newDeadline(), bc: make(chan struct{})} }
+
+// sleeper is one call's wake-ups: its own waiter, armed with the app, and
+// the half's broadcast channel as it was when the call armed.
+type sleeper struct {
+	w  *waiter
+	bc chan struct{}
+}
+
+var waiterPool = sync.Pool{New: func() any { return newWaiter() }}
+
+// arm prepares the calling goroutine's sleep; call it before the last
+// look at the fifo, then sleep or disarm.
+func (h *half) arm(a *App) sleeper {
+	w := waiterPool.Get().(*waiter)
+	w.drain()
+	a.arm(w)
+	h.smu.Lock()
+	bc := h.bc
+	h.smu.Unlock()
+	return sleeper{w: w, bc: bc}
+}
+
+// disarm ends a sleeper that will not sleep.
+func (h *half) disarm(a *App, s sleeper) {
+	a.disarm(s.w)
+	waiterPool.Put(s.w)
+}
+
+// poke wakes every call of this half sleeping now (a peer went away, a
+// session was accepted).
+func (h *half) poke() {
+	h.smu.Lock()
+	close(h.bc)
+	h.bc = make(chan struct{})
+	h.smu.Unlock()
+}
 
 // expired reports whether the deadline passed.
 func (h *half) expired() bool { return isClosed(h.dl.wait()) }
 
 // sleep waits, with h.mu released, for a wake-up from the app's event
-// goroutine (the caller armed h.w before its last look), the deadline, the
+// goroutine (the caller armed s before its last look), a poke, the deadline, the
 // object's done channel, or the app stopping. poll > 0 also wakes it after
 // poll. It returns nil after a wake-up, else why to stop.
-func (h *half) sleep(a *App, done <-chan struct{}, poll time.Duration) error {
+func (h *half) sleep(a *App, done <-chan struct{}, poll time.Duration, s sleeper) error {
 	dl := h.dl.wait()
 	var tc <-chan time.Time
+	var t *time.Timer
 	if poll > 0 {
-		if h.timer == nil {
-			h.timer = time.NewTimer(poll)
-		} else {
-			h.timer.Reset(poll)
-		}
-		tc = h.timer.C
+		t = time.NewTimer(poll)
+		tc = t.C
 	}
 	h.mu.Unlock()
 	var err error
 	select {
-	case <-h.w.ch:
+	case <-s.w.ch:
+	case <-s.bc:
 	case <-tc:
 	case <-dl:
 		err = errTimeout
@@ -55,8 +94,11 @@ func (h *half) sleep(a *App, done <-chan struct{}, poll time.Duration) error {
 	case <-a.done:
 		err = a.Err()
 	}
+	if t != nil {
+		t.Stop()
+	}
 	h.mu.Lock()
-	a.disarm(h.w)
+	h.disarm(a, s)
 	return err
 }
 
@@ -85,7 +127,7 @@ func writeDgram(a *App, w *half, done <-chan struct{}, e *end, hdr *fifo.DgramHe
 	asked := false
 	defer func() {
 		if asked {
-			e.tx.WantDeqNotify(0)
+			w.doneWaiting(e)
 		}
 	}()
 	for {
@@ -101,26 +143,39 @@ func writeDgram(a *App, w *half, done <-chan struct{}, e *end, hdr *fifo.DgramHe
 			e.afterEnqueue()
 			return nil
 		case fifo.ErrTooLarge:
-			return ErrMessageTooLong
+			return errMessageTooLong
 		case fifo.ErrNoSpace:
 		default:
 			return err
 		}
 		// Full: ask the consumer to tell us when it dequeues, look once
 		// more, then sleep.
-		a.arm(w.w)
+		s := w.arm(a)
+		if !asked {
+			asked = true
+			w.waiting++
+		}
 		e.tx.WantDeqNotify(fifo.DeqNotifyAlways)
-		asked = true
 		if e.tx.MaxEnqueue() >= fifo.DgramRecordSize(len(b)) || e.gone.Load() {
-			a.disarm(w.w)
+			w.disarm(a, s)
 			continue
 		}
 		poll := time.Duration(0)
 		if e.datapath {
 			poll = datapathPoll
 		}
-		if err := w.sleep(a, done, poll); err != nil {
+		if err := w.sleep(a, done, poll, s); err != nil {
 			return err
 		}
+	}
+}
+
+// doneWaiting ends a writer's wait for room in e's tx fifo: the last
+// writer waiting turns the consumer's dequeue notifications off. w.mu is
+// held.
+func (w *half) doneWaiting(e *end) {
+	w.waiting--
+	if w.waiting == 0 {
+		e.tx.WantDeqNotify(0)
 	}
 }

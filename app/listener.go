@@ -42,6 +42,9 @@ func (a *App) Listen(uri string) (net.Listener, error) {
 	if err != nil {
 		return nil, err
 	}
+	if ep.Port == 0 {
+		ep.Port = r.Local.Port // the port the daemon picked
+	}
 	l := &Listener{a: a, h: r.Handle, ep: ep, addr: endpointAddr(ep), q: make(chan *Conn, acceptBacklog), done: make(chan struct{})}
 	a.addAcceptor(r.Handle, ep, l)
 	a.track(l)

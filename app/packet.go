@@ -44,7 +44,6 @@ type PacketConn struct {
 	hdr   fifo.DgramHeader // scratch header of ReadFrom
 	held  *end             // the end ReadBatch peeked into
 	heldN int              // bytes to release from held
-	whdr  fifo.DgramHeader // scratch header of WriteTo, guarded by wr.mu
 }
 
 // Message is one datagram returned by ReadBatch. Payload (and More, for a
@@ -146,7 +145,7 @@ func (p *PacketConn) accept(e *end, _ *api.SessionInfo) bool {
 		e.gone.Store(true)
 		p.reap.Store(true)
 	}
-	p.rd.w.poke()
+	p.rd.poke()
 	return true
 }
 
@@ -159,7 +158,7 @@ func (p *PacketConn) peerClosed(h flow.Handle) {
 	if e != nil {
 		e.gone.Store(true)
 		p.reap.Store(true)
-		p.rd.w.poke()
+		p.rd.poke()
 	}
 }
 
@@ -224,18 +223,18 @@ func (p *PacketConn) reapLocked(e *end) {
 
 // waitReadLocked sleeps until some end may have data. rd.mu is held.
 func (p *PacketConn) waitReadLocked() error {
-	p.a.arm(p.rd.w)
+	s := p.rd.arm(p.a)
 	ends := *p.ends.Load()
 	for _, e := range ends {
 		e.rx.ClearEvent()
 	}
 	for _, e := range ends {
 		if e.readable() {
-			p.a.disarm(p.rd.w)
+			p.rd.disarm(p.a, s)
 			return nil
 		}
 	}
-	return p.rd.sleep(p.a, p.done, 0)
+	return p.rd.sleep(p.a, p.done, 0, s)
 }
 
 // releaseLocked hands back what the last ReadBatch peeked. rd.mu is held.
@@ -414,6 +413,9 @@ func (p *PacketConn) WriteTo(b []byte, addr net.Addr) (int, error) {
 		if e == nil {
 			return 0, netError("write", p.laddr, addr, ErrNoDatapath)
 		}
+		if err := p.checkDest(remote, len(b)); err != nil {
+			return 0, netError("write", p.laddr, addr, err)
+		}
 	default:
 		return 0, netError("write", p.laddr, addr, fmt.Errorf("address %v (%T): %w", addr, addr, flow.ErrInvalidValue))
 	}
@@ -427,8 +429,9 @@ func (p *PacketConn) WriteTo(b []byte, addr net.Addr) (int, error) {
 			return 0, netError("write", p.laddr, addr, errPeerClosed)
 		}
 	}
-	toHeader(&p.whdr, p.local, remote)
-	if err := writeDgram(p.a, &p.wr, p.done, e, &p.whdr, b); err != nil {
+	var hdr fifo.DgramHeader
+	toHeader(&hdr, p.local, remote)
+	if err := writeDgram(p.a, &p.wr, p.done, e, &hdr, b); err != nil {
 		return 0, netError("write", p.laddr, addr, err)
 	}
 	return len(b), nil

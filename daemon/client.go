@@ -477,6 +477,9 @@ func (h *client) bind(m *api.Bind) (api.Message, []int, error) {
 	if err != nil {
 		return nil, nil, err
 	}
+	if be, err := d.layer.BoundEndpoint(h.app, hd); err == nil {
+		e.Port = be.Port // port 0 asked for one; this is the one bound
+	}
 	// Reply once the datapath steers the listener's packets, as a kernel
 	// socket receives from the moment bind returns.
 	h.waitMirror("bind " + e.URI())
@@ -515,7 +518,8 @@ func (h *client) connect(m *api.Connect) (api.Message, []int, error) {
 	remote := h.inNamespace(e)
 	if !res.CutThrough {
 		h.waitMirror("connect " + e.URI())
-		return &api.ConnectReply{SessionInfo: api.SessionInfo{Handle: res.Handle, Worker: res.Handle.Worker(), Remote: remote}}, nil, nil
+		local := flow.Endpoint{Transport: e.Transport, Addr: res.Local.Addr(), Port: res.Local.Port()}
+		return &api.ConnectReply{SessionInfo: api.SessionInfo{Handle: res.Handle, Worker: res.Handle.Worker(), Remote: remote, Local: h.inNamespace(local)}}, nil, nil
 	}
 	ct := d.takeCutThrough(h.app, res.Handle)
 	if ct == nil {

@@ -188,6 +188,9 @@ func New(cfg Config) (*Daemon, error) {
 	default:
 		return nil, fmt.Errorf("xdp mode %q: want auto, native or generic: %w", cfg.Datapath.XDPMode, flow.ErrInvalidValue)
 	}
+	if _, err := datapath.ParseChecksum(cfg.Datapath.Checksum); err != nil {
+		return nil, fmt.Errorf("%w: %w", flow.ErrInvalidValue, err)
+	}
 	if cfg.Datapath.Queues < 0 || cfg.Datapath.Batch < 0 {
 		return nil, fmt.Errorf("queues %d, batch %d: want 0 or more: %w", cfg.Datapath.Queues, cfg.Datapath.Batch, flow.ErrInvalidValue)
 	}

@@ -9,7 +9,6 @@ import (
 	"time"
 
 	"github.com/xsessiond/xsessiond/app"
-	"github.com/xsessiond/xsessiond/datapath/xsk/xsktest"
 	"github.com/xsessiond/xsessiond/nsbind/nstest"
 )
 
@@ -18,9 +17,6 @@ import (
 // answers a kernel client from a listener with WriteTo.
 func TestDialRemote(t *testing.T) {
 	rig := nstest.NewPair(t, nstest.Options{})
-	if err := xsktest.DisableTxOffload(rig.A); err != nil {
-		t.Fatal(err)
-	}
 	var srv *net.UDPConn
 	if err := rig.A.Do(func() error {
 		var err error

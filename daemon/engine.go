@@ -43,9 +43,10 @@ type engine interface {
 // show stats, ctl top, metrics). Every key is snake_case; every counter
 // appears once.
 type EngineStats struct {
-	Datapath string       `json:"datapath"` // "none" without a datapath, else "af_xdp"
-	XDPMode  string       `json:"xdp_mode"` // "native", "generic", or "" without a datapath
-	PinDir   string       `json:"pin_dir"`  // where the XDP program's maps are pinned (bpftool map dump pinned PIN_DIR/counters)
+	Datapath string       `json:"datapath"`           // "none" without a datapath, else "af_xdp"
+	XDPMode  string       `json:"xdp_mode"`           // "native", "generic", or "" without a datapath
+	PinDir   string       `json:"pin_dir"`            // where the XDP program's maps are pinned (bpftool map dump pinned PIN_DIR/counters)
+	Checksum string       `json:"checksum,omitempty"` // the UDP checksum mode in effect (datapath.Config.Checksum)
 	Queues   []QueueStats `json:"queues"`
 	// Kicks count the wakeups by apps' kick eventfds.
 	Kicks  *datapath.KickStats `json:"kicks,omitempty"`
@@ -56,9 +57,14 @@ type EngineStats struct {
 	Mirror      MirrorStats       `json:"mirror"`
 	MirrorError string            `json:"mirror_error,omitempty"`
 	Resolver    ResolverStats     `json:"resolver"`
-	// PeerClosed counts connected sessions closed because their peer was
-	// reported unreachable (an ICMP error).
-	PeerClosed uint64 `json:"peer_closed"`
+	// PeerErrors counts the ICMP errors (port, host or network
+	// unreachable) reported to connected sessions; the sessions stay open.
+	PeerErrors uint64 `json:"peer_errors"`
+	// KernelRx counts datagrams larger than a frame that the kernel
+	// reassembled and the kernel path delivered; KernelRxDrops those it
+	// could not.
+	KernelRx      uint64 `json:"kernel_rx"`
+	KernelRxDrops uint64 `json:"kernel_rx_drops"`
 
 	// targets are the per-session counters, by handle; in the sessions
 	// and listeners views, not here.
@@ -72,19 +78,25 @@ type EngineStats struct {
 // (xsk_rx_ring_full, xsk_rx_dropped, xsk_rx_invalid_descs,
 // xsk_tx_invalid_descs). Dropped is their sum.
 type QueueStats struct {
-	Queue     int               `json:"queue"`
-	Worker    uint32            `json:"worker"`
-	ZeroCopy  bool              `json:"zero_copy"`
-	RxPackets uint64            `json:"rx_packets"`
-	TxPackets uint64            `json:"tx_packets"`
-	Delivered uint64            `json:"delivered"`
-	Held      uint64            `json:"held"`
-	Loops     uint64            `json:"loops"`
-	Sleeps    uint64            `json:"sleeps"`
-	Kicks     uint64            `json:"kicks"`
-	Naps      uint64            `json:"naps"`
-	Dropped   uint64            `json:"dropped"`
-	Drops     map[string]uint64 `json:"drops"`
+	Queue     int    `json:"queue"`
+	Worker    uint32 `json:"worker"`
+	ZeroCopy  bool   `json:"zero_copy"`
+	RxPackets uint64 `json:"rx_packets"`
+	TxPackets uint64 `json:"tx_packets"`
+	Delivered uint64 `json:"delivered"`
+	// PartialCsum counts datagrams delivered with a partial checksum (a
+	// local sender's offload), accepted by the checksum mode.
+	PartialCsum uint64 `json:"partial_csum"`
+	// TxKernel counts datagrams larger than a frame sent through the
+	// kernel path, which fragments them.
+	TxKernel uint64            `json:"tx_kernel"`
+	Held     uint64            `json:"held"`
+	Loops    uint64            `json:"loops"`
+	Sleeps   uint64            `json:"sleeps"`
+	Kicks    uint64            `json:"kicks"`
+	Naps     uint64            `json:"naps"`
+	Dropped  uint64            `json:"dropped"`
+	Drops    map[string]uint64 `json:"drops"`
 	// XSK are the socket's counters that are not drops.
 	XSK XSKStats `json:"xsk"`
 }
@@ -179,9 +191,9 @@ func newDatapathEngine(cfg datapath.Config) (engine, error) {
 func (e dpEngine) Stats() EngineStats {
 	s := e.Engine.Stats()
 	ks := e.Engine.KickStats()
-	out := EngineStats{Datapath: "af_xdp", XDPMode: s.XDPMode, PinDir: s.PinDir, Queues: make([]QueueStats, 0, len(s.Queues)),
+	out := EngineStats{Datapath: "af_xdp", XDPMode: s.XDPMode, Checksum: s.Checksum, PinDir: s.PinDir, Queues: make([]QueueStats, 0, len(s.Queues)),
 		Totals: QueueStats{Queue: -1, Drops: map[string]uint64{}}, XDP: map[string]uint64{}, MirrorError: s.MirrorErr,
-		PeerClosed: s.PeerClosed, targets: make(map[flow.Handle]TargetStats, len(s.Targets)), Kicks: &ks}
+		PeerErrors: s.PeerErrors, KernelRx: s.KernelRx, KernelRxDrops: s.KernelRxDrops, targets: make(map[flow.Handle]TargetStats, len(s.Targets)), Kicks: &ks}
 	for _, q := range s.Queues {
 		qs := queueStats(&q)
 		out.Totals.add(&qs)
@@ -215,7 +227,7 @@ func (e dpEngine) Stats() EngineStats {
 // queueStats converts one worker's counters.
 func queueStats(q *datapath.QueueStats) QueueStats {
 	qs := QueueStats{Queue: q.Queue, Worker: q.Worker, ZeroCopy: q.ZeroCopy, RxPackets: q.Rx, TxPackets: q.Tx,
-		Delivered: q.Delivered, Held: q.Held, Loops: q.Loops, Sleeps: q.Sleeps, Kicks: q.Kicks, Naps: q.Naps,
+		Delivered: q.Delivered, PartialCsum: q.PartialCsum, TxKernel: q.TxKernel, Held: q.Held, Loops: q.Loops, Sleeps: q.Sleeps, Kicks: q.Kicks, Naps: q.Naps,
 		Drops: make(map[string]uint64, len(q.Drops)+4)}
 	for k, v := range q.Drops {
 		if v != 0 {
@@ -244,6 +256,8 @@ func (t *QueueStats) add(q *QueueStats) {
 	t.RxPackets += q.RxPackets
 	t.TxPackets += q.TxPackets
 	t.Delivered += q.Delivered
+	t.PartialCsum += q.PartialCsum
+	t.TxKernel += q.TxKernel
 	t.Held += q.Held
 	t.Loops += q.Loops
 	t.Sleeps += q.Sleeps

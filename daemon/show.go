@@ -414,8 +414,8 @@ func (d *Daemon) engineStats() EngineStats {
 		r.Lookups, r.Resolved, r.Failures, r.DroppedRequests = r.Lookups-br.Lookups, r.Resolved-br.Resolved,
 			r.Failures-br.Failures, r.DroppedRequests-br.DroppedRequests
 	}
-	if s.PeerClosed >= b.PeerClosed {
-		s.PeerClosed -= b.PeerClosed
+	if s.PeerErrors >= b.PeerErrors {
+		s.PeerErrors -= b.PeerErrors
 	}
 	return s
 }

@@ -12,7 +12,11 @@
 // never freed.
 //
 // Rx: a worker decodes a batch of frames (package datapath/frame, checksums
-// verified), finds each datagram's udp.Target by 5-tuple in the Engine's
+// verified; a UDP checksum field holding the pseudo-header sum, which a
+// sender of this host with checksum offload leaves through a veth, is
+// accepted per Config.Checksum: see ChecksumAuto. The kernel's XDP
+// metadata kfuncs report rx hash, timestamp and VLAN tag only, no rx
+// checksum status, so the choice is made per interface), finds each datagram's udp.Target by 5-tuple in the Engine's
 // table of connected sessions, else in the layer's listener snapshot, and
 // queues the payload behind a fifo.DgramHeader in the target's rx fifo. A
 // full fifo drops and counts; it never blocks. Each app is signalled once
@@ -25,7 +29,17 @@
 // Connected UDP: Datapath.Open reserves the local port with a kernel UDP
 // socket connected to the peer (udp.Reservation) and the session is claimed
 // at once on a worker chosen round robin. An ICMP error the kernel reports
-// on that socket closes the session (sessions.Layer.Closed).
+// on that socket (port, host or network unreachable) goes to the app as a
+// fifo.EventError with the errno; the session stays open, as a connected
+// kernel UDP socket does.
+//
+// Ports: every served UDP port, a listener's or a connected session's, is
+// held by a kernel socket bound to it (udp.Reservation; ports.go), so the
+// kernel gives it to nobody else, and port 0 is the kernel's ephemeral
+// pick. Datagrams larger than one frame take the kernel path through that
+// socket both ways (kernelpath.go): the kernel reassembles the fragments
+// the XDP program passes it and fragments what the daemon sends to the
+// path MTU.
 //
 // Only UDP is steered. Listeners and sessions of other transports stay out
 // of the program's maps, so the kernel keeps their packets; a connect to a

@@ -69,6 +69,10 @@ type Config struct {
 	// its CPU, so it trades CPU for latency; 0 (the default) sleeps at
 	// once. Ignored with BusyPoll.
 	IdleSpin time.Duration
+	// Checksum is what a worker makes of a UDP checksum field holding
+	// the pseudo-header sum (a local sender's checksum offload):
+	// ChecksumAuto (""), ChecksumVerify or ChecksumAcceptPartial.
+	Checksum string
 }
 
 // DefaultIdleNap is Config.IdleNap's default. At a few hundred thousand
@@ -113,17 +117,24 @@ type Engine struct {
 	lis atomic.Pointer[map[flow.Handle]*udp.Target] // listeners in datagram mode, by handle
 	est atomic.Pointer[estTable]                    // connected sessions, by 5-tuple (Local = this host)
 
-	claimsBusy atomic.Int64 // claims queued or being made
-	ownNS      bool         // ns was opened by New
-	pw         *peerWatch   // nil: peer errors not watched (tests without New)
-	peerClosed atomic.Uint64
+	partialOK bool   // accept partial UDP checksums (Config.Checksum, resolved)
+	csumMode  string // the checksum mode in effect, for Stats
 
 	capture atomic.Pointer[Capture] // the capture running, nil: none (capture.go)
 
-	mu      sync.Mutex                        // guards conns, watched, nextLW, closed, cancel and mirErr; replaces lis and est
-	conns   map[flow.Handle]*connectedSession // connected sessions by half-open, then established handle
-	watched map[int]*connectedSession         // claimed connected sessions by reservation fd (peerWatch)
-	nextLW  uint32                            // round robin of listeners and claims over the workers
+	claimsBusy  atomic.Int64 // claims queued or being made
+	ownNS       bool         // ns was opened by New
+	pw          *peerWatch   // nil: peer errors not watched (tests without New)
+	peerErrors  atomic.Uint64
+	kernelRxN   atomic.Uint64 // datagrams the kernel path delivered (kernelpath.go)
+	kernelDrops atomic.Uint64 // and those it could not
+
+	mu      sync.Mutex                          // guards conns, watched, ports, nextLW, closed, cancel and mirErr; replaces lis and est
+	conns   map[flow.Handle]*connectedSession   // connected sessions by half-open, then established handle
+	watched map[int]*connectedSession           // claimed connected sessions by reservation fd (peerWatch)
+	ports   map[netip.AddrPort]*udp.Reservation // listeners' ports held in the kernel (ports.go)
+	krx     map[int]*udp.Target                 // Targets by the fd of their opened kernel path (kernelpath.go)
+	nextLW  uint32                              // round robin of listeners and claims over the workers
 	closed  bool
 	cancel  context.CancelFunc // ends the goroutines Start started
 	mirErr  error              // the last resync's
@@ -180,6 +191,10 @@ func New(cfg Config) (*Engine, error) {
 	if cfg.XDPMode == "" {
 		cfg.XDPMode = "auto"
 	}
+	var err error
+	if cfg.Checksum, err = ParseChecksum(cfg.Checksum); err != nil {
+		return nil, fmt.Errorf("new engine: %w", err)
+	}
 	mode, err := loader.ParseMode(cfg.XDPMode)
 	if err != nil {
 		return nil, fmt.Errorf("new engine: %w: %w", ErrInvalidConfig, err)
@@ -188,7 +203,7 @@ func New(cfg Config) (*Engine, error) {
 	if log == nil {
 		log = slog.New(slog.NewTextHandler(io.Discard, nil))
 	}
-	e := &Engine{cfg: cfg, log: log, conns: map[flow.Handle]*connectedSession{}, watched: map[int]*connectedSession{}, claims: make(chan claim, 1024)}
+	e := &Engine{cfg: cfg, log: log, conns: map[flow.Handle]*connectedSession{}, watched: map[int]*connectedSession{}, ports: map[netip.AddrPort]*udp.Reservation{}, krx: map[int]*udp.Target{}, claims: make(chan claim, 1024)}
 	e.lis.Store(&map[flow.Handle]*udp.Target{})
 	e.est.Store(newEstTable(nil))
 	e.nsh, err = openNetns(cfg.NetnsPath, cfg.NetnsName, cfg.Netns)
@@ -217,6 +232,13 @@ func New(cfg Config) (*Engine, error) {
 	if err != nil {
 		return nil, fmt.Errorf("new engine: %w", err)
 	}
+	var driver string
+	if cfg.Checksum == ChecksumAuto {
+		if driver, err = e.ns.Driver(cfg.IfName); err != nil {
+			log.Warn("driver unknown: partial UDP checksums are dropped", "interface", cfg.IfName, "err", err)
+		}
+	}
+	e.partialOK, e.csumMode = resolveChecksum(cfg.Checksum, driver)
 	// Only the queues in use can take an AF_XDP socket: IFLA_NUM_RX_QUEUES
 	// counts the allocated ones, which can be more.
 	active, err := e.ns.ActiveRxQueues(cfg.IfName)
@@ -258,7 +280,7 @@ func New(cfg Config) (*Engine, error) {
 	}
 	ok = true
 	log.Info("datapath engine ready", "interface", cfg.IfName, "ifindex", e.ifc.Index, "queues", queues,
-		"xdp", e.att.Mode().String(), "pins", e.att.PinDir())
+		"xdp", e.att.Mode().String(), "pins", e.att.PinDir(), "checksum", e.csumMode)
 	return e, nil
 }
 
@@ -610,6 +632,7 @@ func (e *Engine) Close() error {
 		c.res.Close()
 		delete(e.conns, h)
 	}
+	e.closePortsLocked()
 	e.mu.Unlock()
 	return e.release()
 }

@@ -72,6 +72,7 @@ func (p *enginePath) Listen(l sessions.Listener) error {
 	}
 	m[l.Handle] = t
 	e.lis.Store(&m)
+	e.openKernelPathLocked(t, e.ports[kernelKey(l.Endpoint)])
 	if w.shard != nil {
 		w.shard.Post(func(*sessions.Shard) { w.addTx(t) })
 	} else {
@@ -99,6 +100,7 @@ func (p *enginePath) Unlisten(l sessions.Listener) {
 		}
 	}
 	e.lis.Store(&m)
+	e.closeKernelPathLocked(t)
 	t.Kill()
 	if w := e.workerByID(t.Worker); w != nil && w.shard != nil {
 		w.shard.Post(func(*sessions.Shard) { w.delTx(t) })
@@ -192,6 +194,9 @@ func (e *Engine) closeConnLocked(c *connectedSession) {
 		}
 	}
 	c.closed = true
+	if c.target != nil {
+		e.closeKernelPathLocked(c.target)
+	}
 	e.unwatchLocked(c)
 	c.res.Close()
 	if c.target != nil {

@@ -5,14 +5,17 @@ import (
 	"fmt"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/xsessiond/xsessiond/fifo"
 )
 
 // peerWatch finds the ICMP errors of connected sessions' peers. The
 // reservation socket of a connected session is connected to the peer, so
 // the kernel (which the XDP program leaves ICMP to) reports the peer's
 // port, host or network unreachable to it as a socket error; an epoll set
-// of those sockets wakes a goroutine that closes the session and tells its
-// app (sessions.Layer.Closed: EventDisconnected).
+// of those sockets wakes a goroutine that hands the error to the session's
+// app (fifo.EventError with the errno), as the kernel reports it on a
+// connected UDP socket: the session stays open.
 type peerWatch struct {
 	epfd int // epoll set of the claimed sessions' reservation sockets and stop
 	stop int // eventfd: Close wakes the goroutine
@@ -71,6 +74,7 @@ func (e *Engine) unwatchLocked(c *connectedSession) {
 // runPeerErrors waits for peer errors until Close.
 func (e *Engine) runPeerErrors() {
 	evs := make([]unix.EpollEvent, 16)
+	kb := newKernelBufs()
 	for {
 		n, err := unix.EpollWait(e.pw.epfd, evs, -1)
 		if errors.Is(err, unix.EINTR) {
@@ -84,12 +88,17 @@ func (e *Engine) runPeerErrors() {
 			if int(ev.Fd) == e.pw.stop {
 				return
 			}
-			e.peerError(int(ev.Fd))
+			if ev.Events&(unix.EPOLLERR|unix.EPOLLHUP) != 0 {
+				e.peerError(int(ev.Fd))
+			}
+			if ev.Events&unix.EPOLLIN != 0 {
+				e.kernelRx(int(ev.Fd), &kb)
+			}
 		}
 	}
 }
 
-// peerError closes the session whose socket fd reported an error.
+// peerError hands the error socket fd reported to its session's app.
 func (e *Engine) peerError(fd int) {
 	e.mu.Lock()
 	c := e.watched[fd]
@@ -102,14 +111,21 @@ func (e *Engine) peerError(fd int) {
 		e.mu.Unlock()
 		return
 	}
-	h := c.h
-	e.closeConnLocked(c)
-	e.peerClosed.Add(1)
+	h, t := c.h, c.target
+	e.peerErrors.Add(1)
 	e.mu.Unlock()
-	e.log.Info("connected session closed: its peer is unreachable", "handle", uint64(h), "remote", c.remote, "err", err)
-	// Without the Engine's lock (the layer's comes first). The app may
-	// have closed the session meanwhile: nothing left to do then.
-	if l := e.layer.Load(); l != nil {
-		_ = l.Closed(h)
+	var errno unix.Errno
+	if !errors.As(err, &errno) {
+		e.log.Warn("connected session: socket error unread", "handle", uint64(h), "err", err)
+		return
+	}
+	e.log.Debug("connected session: peer error", "handle", uint64(h), "remote", c.remote, "err", err)
+	if t == nil || t.Events == nil {
+		return
+	}
+	// A full event queue loses it, as a socket error is overwritten by
+	// the next.
+	if t.Events.Push(fifo.Event{Type: fifo.EventError, Handle: uint64(h), Arg32: uint32(errno)}) == nil {
+		_ = t.Events.Signal()
 	}
 }

@@ -5,6 +5,9 @@ import (
 	"net"
 	"net/netip"
 	"testing"
+	"time"
+
+	"golang.org/x/sys/unix"
 
 	"github.com/xsessiond/xsessiond/fifo"
 	"github.com/xsessiond/xsessiond/flow"
@@ -12,29 +15,38 @@ import (
 )
 
 // TestConnectedUDPPeerUnreachable: a connected session whose peer has no
-// socket on its port is closed when the peer's ICMP port unreachable
-// comes back, and its app is told; a session to a live peer stays.
+// socket on its port gets the peer's ICMP port unreachable as an
+// EventError with ECONNREFUSED in its app's event queue and stays open: a
+// later datagram, once the port has a socket, goes through. A session to
+// a live peer gets no error.
 func TestConnectedUDPPeerUnreachable(t *testing.T) {
 	r := newEngineRig(t, 1, 1500)
 	a := r.attach(t)
-	// A live peer on A:7100 (it reads and drops), none on A:7101.
-	var srv *net.UDPConn
-	if err := r.p.A.Do(func() error {
-		var err error
-		srv, err = net.ListenUDP("udp", net.UDPAddrFromAddrPort(netip.AddrPortFrom(r.p.A.IPv4, 7100)))
-		return err
-	}); err != nil {
-		t.Fatal(err)
-	}
-	defer srv.Close()
-	go func() {
-		buf := make([]byte, 2048)
-		for {
-			if _, err := srv.Read(buf); err != nil {
-				return
-			}
+	// A live peer on A:7100, none on A:7101 yet.
+	listen := func(port uint16) (*net.UDPConn, chan string) {
+		var srv *net.UDPConn
+		if err := r.p.A.Do(func() error {
+			var err error
+			srv, err = net.ListenUDP("udp", net.UDPAddrFromAddrPort(netip.AddrPortFrom(r.p.A.IPv4, port)))
+			return err
+		}); err != nil {
+			t.Fatal(err)
 		}
-	}()
+		got := make(chan string, 16)
+		go func() {
+			buf := make([]byte, 2048)
+			for {
+				n, err := srv.Read(buf)
+				if err != nil {
+					return
+				}
+				got <- string(buf[:n])
+			}
+		}()
+		return srv, got
+	}
+	srv, _ := listen(7100)
+	defer srv.Close()
 	connect := func(port uint16, opaque uint32) sessions.Event {
 		if _, err := r.l.ConnectURI(a.id, "udp://"+netip.AddrPortFrom(r.p.A.IPv4, port).String(), opaque); err != nil {
 			t.Fatal(err)
@@ -43,33 +55,67 @@ func TestConnectedUDPPeerUnreachable(t *testing.T) {
 	}
 	live, dead := connect(7100, 31), connect(7101, 32)
 	r.waitMirror(t)
-	for _, ev := range []sessions.Event{live, dead} {
+	send := func(ev sessions.Event, msg string) {
 		tx := ev.Pair.Tx
-		if err := tx.EnqueueDgram(&fifo.DgramHeader{}, []byte("is anyone there?")); err != nil {
+		if err := tx.EnqueueDgram(&fifo.DgramHeader{}, []byte(msg)); err != nil {
 			t.Fatal(err)
 		}
 		if tx.SetEvent() {
 			r.kick(ev.Handle.Worker())
 		}
 	}
-	r.note.wait(t, "disconnected", func(e sessions.Event) bool { return e.Kind == sessions.EventDisconnected && e.Handle == dead.Handle })
-	if st := r.eng.Stats(); st.PeerClosed != 1 {
-		t.Fatalf("peer-closed %d, want 1", st.PeerClosed)
+	for _, ev := range []sessions.Event{live, dead} {
+		send(ev, "is anyone there?")
 	}
-	// The closed session's port is free again; the live one is still open.
+	var errEv fifo.Event
+	evs := make([]fifo.Event, 64)
+	for deadline := time.Now().Add(5 * time.Second); errEv.Type == 0; {
+		if time.Now().After(deadline) {
+			t.Fatal("no error event")
+		}
+		n, _ := a.evq.PopBatch(evs)
+		for _, ev := range evs[:n] {
+			if ev.Type == fifo.EventError {
+				if flow.Handle(ev.Handle) != dead.Handle {
+					t.Fatalf("error event for handle %#x, want %#x", ev.Handle, uint64(dead.Handle))
+				}
+				errEv = ev
+			}
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+	if unix.Errno(errEv.Arg32) != unix.ECONNREFUSED {
+		t.Fatalf("error event errno %v, want ECONNREFUSED", unix.Errno(errEv.Arg32))
+	}
+	if st := r.eng.Stats(); st.PeerErrors != 1 {
+		t.Fatalf("peer errors %d, want 1", st.PeerErrors)
+	}
+	// The session stays open and its port held: a socket on the peer's
+	// port now receives what it sends.
 	if err := r.p.B.Do(func() error {
 		c, err := net.ListenUDP("udp", net.UDPAddrFromAddrPort(dead.Local))
 		if err == nil {
 			c.Close()
+			return errors.New("the session's port is free")
 		}
-		return err
+		return nil
 	}); err != nil {
-		t.Fatalf("port %v of the closed session: %v", dead.Local, err)
+		t.Fatal(err)
 	}
-	if err := r.l.Disconnect(a.id, dead.Handle); !errors.Is(err, flow.ErrNoSession) {
-		t.Fatalf("disconnect of the closed session: %v", err)
+	srv2, got := listen(7101)
+	defer srv2.Close()
+	send(dead, "now?")
+	select {
+	case m := <-got:
+		if m != "now?" {
+			t.Fatalf("peer got %q", m)
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("the session sent nothing after its error")
 	}
-	if err := r.l.Disconnect(a.id, live.Handle); err != nil {
-		t.Fatalf("disconnect of the live session: %v", err)
+	for _, h := range []flow.Handle{dead.Handle, live.Handle} {
+		if err := r.l.Disconnect(a.id, h); err != nil {
+			t.Fatalf("disconnect %#x: %v", uint64(h), err)
+		}
 	}
 }

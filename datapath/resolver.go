@@ -37,6 +37,7 @@ type nbResult struct {
 	noRoute bool
 	at      time.Time // when it was resolved
 	pending bool      // a resolution is in flight
+	mtu     int       // the route's MTU when below the interface's (a learned path MTU); 0: none
 }
 
 // resolver turns destinations into next-hop MACs off the workers' path:
@@ -152,6 +153,9 @@ func (r *resolver) lookup(k nbKey) (res nbResult, nh netip.Addr, wait bool) {
 		nh = gw
 	}
 	res = nbResult{ok: true, src: src.Unmap(), at: now}
+	if m, err := r.ns.RouteMTU(dst); err == nil && m > 0 {
+		res.mtu = m
+	}
 	if mac, _, ok := r.ns.Neighbour(ifindex, nh); ok && len(mac) == 6 {
 		r.resolved.Add(1)
 		copy(res.mac[:], mac)

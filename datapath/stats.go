@@ -12,6 +12,7 @@ type Stats struct {
 	Interface string             `json:"interface"`
 	IfIndex   int                `json:"ifindex"`
 	XDPMode   string             `json:"xdp_mode"`
+	Checksum  string             `json:"checksum"` // the checksum mode in effect (Config.Checksum)
 	PinDir    string             `json:"pin_dir"`
 	Queues    []QueueStats       `json:"queues"`
 	Totals    QueueStats         `json:"totals"`  // the queues summed (Queue -1, no XSK)
@@ -20,9 +21,13 @@ type Stats struct {
 	Mirror    loader.MirrorStats `json:"mirror"`
 	MirrorErr string             `json:"mirror_error,omitempty"`
 	Resolver  ResolverStats      `json:"resolver"`
-	// PeerClosed counts connected sessions closed because their peer was
-	// reported unreachable (an ICMP error).
-	PeerClosed uint64 `json:"peer_closed"`
+	// PeerErrors counts the ICMP errors of connected sessions' peers
+	// (port, host or network unreachable) handed to their apps.
+	PeerErrors uint64 `json:"peer_errors"`
+	// KernelRx counts datagrams the kernel path delivered (larger than a
+	// frame: reassembled by the kernel), KernelRxDrops those it could not.
+	KernelRx      uint64 `json:"kernel_rx"`
+	KernelRxDrops uint64 `json:"kernel_rx_drops"`
 }
 
 // QueueStats are one worker's counters. Drops are by reason: the decoder's
@@ -53,6 +58,11 @@ type Counts struct {
 	Spins     uint64 `json:"spins"`     // idle spins begun (Config.IdleSpin)
 	SpinHits  uint64 `json:"spin_hits"` // idle spins that found work before sleeping
 	Naps      uint64 `json:"naps"`      // timed naps of a worker with recent traffic (Config.IdleNap)
+	TxKernel  uint64 `json:"tx_kernel"` // datagrams larger than a frame sent through the kernel path
+	// PartialCsum counts datagrams delivered whose UDP checksum field
+	// held the pseudo-header sum (Config.Checksum accepts them; under
+	// ChecksumVerify they are dropped as bad-udp-csum instead).
+	PartialCsum uint64 `json:"partial_csum"`
 }
 
 // Stats returns the Engine's counters. After Close it returns what the
@@ -60,8 +70,8 @@ type Counts struct {
 func (e *Engine) Stats() Stats {
 	e.closeMu.Lock()
 	defer e.closeMu.Unlock()
-	s := Stats{Interface: e.cfg.IfName, IfIndex: e.ifc.Index, Totals: QueueStats{Queue: -1, Drops: map[string]uint64{}},
-		PeerClosed: e.peerClosed.Load()}
+	s := Stats{Interface: e.cfg.IfName, IfIndex: e.ifc.Index, Checksum: e.csumMode, Totals: QueueStats{Queue: -1, Drops: map[string]uint64{}},
+		PeerErrors: e.peerErrors.Load(), KernelRx: e.kernelRxN.Load(), KernelRxDrops: e.kernelDrops.Load()}
 	e.mu.Lock()
 	closed := e.closed
 	if e.att != nil && !closed {

@@ -56,6 +56,7 @@ type txState struct {
 	mtu    int
 	free   []uint64 // UMEM frames allocated and not used yet
 	descs  []xsk.Desc
+	oob    [64]byte // txKernel's control message
 	nb     map[nbKey]nbLocal
 	tpls   map[tplKey]*frame.Template
 	lastK  tplKey
@@ -164,6 +165,10 @@ func (x *txState) drain(t *udp.Target, budget int) (n int, more bool) {
 			return n, false
 		case fifo.ErrShortBuffer:
 			x.unframe(addr)
+			if w.txBig(t, h) {
+				n++
+				continue
+			}
 			if _, err := t.Tx.DropDgram(); err != nil {
 				w.c.Drops[dropTxCorrupt]++
 				t.TxCorrupt.Add(1)
@@ -295,7 +300,15 @@ func (x *txState) send(hd *held, fresh bool) {
 		return
 	}
 	hl := tpl.HeaderLen()
-	if hd.plen > tpl.MaxPayload() || hl-frame.EthHeaderLen+hd.plen > x.mtu {
+	mtu := x.mtu
+	if nb.mtu > 0 && nb.mtu < mtu {
+		mtu = nb.mtu // the path MTU the kernel learned: the kernel path fragments to it
+	}
+	if hd.plen > tpl.MaxPayload() || hl-frame.EthHeaderLen+hd.plen > mtu {
+		if x.w.txKernel(hd.t, hd, x.w.sock.Buffer(hd.addr)[payOff:payOff+hd.plen]) {
+			x.unframe(hd.addr)
+			return
+		}
 		x.drop(hd, dropTxTooLong)
 		return
 	}

@@ -29,11 +29,12 @@ const (
 	dropTxNoFrame          // tx: no free UMEM frame
 	dropTxCorrupt          // tx: the app's tx fifo is corrupt
 	dropTxBadSource        // tx: the source address is not one of the interface's (Config.Addrs)
+	dropTxKernel           // tx: the kernel refused a datagram larger than a frame (its socket buffer full, no route)
 	numDrops
 )
 
 var dropNames = [numDrops]string{"no-session", "fifo-full", "too-big", "fifo-corrupt", "no-neighbour", "no-route",
-	"tx-bad-header", "tx-too-long", "tx-no-frame", "tx-fifo-corrupt", "tx-bad-source"}
+	"tx-bad-header", "tx-too-long", "tx-no-frame", "tx-fifo-corrupt", "tx-bad-source", "tx-kernel"}
 
 // counters are one worker's counts: its Counts, the decoder's drop
 // reasons and its own. The worker updates a private copy without atomics
@@ -64,6 +65,8 @@ type worker struct {
 	stop  atomic.Bool
 	batch int
 
+	partialOK bool // deliver frame.PartialUDPCsum (Config.Checksum)
+
 	descs  []xsk.Desc
 	frames [][]byte
 	pkt    frame.Packet
@@ -90,13 +93,14 @@ type worker struct {
 	apps appKicks // the apps' kick eventfds (kick.go)
 
 	cap *Capture // the capture running, loaded once per loop; nil: none
+	big []byte   // a datagram larger than a frame, on its way to the kernel path (txBig)
 
 	c   counters
 	pub published
 }
 
 func newWorker(e *Engine, q int, id uint32, s *xsk.Socket, kick int) *worker {
-	w := &worker{e: e, q: q, id: id, sock: s, kick: kick, batch: e.cfg.Batch}
+	w := &worker{e: e, q: q, id: id, sock: s, kick: kick, batch: e.cfg.Batch, partialOK: e.partialOK}
 	w.descs = make([]xsk.Desc, w.batch)
 	w.frames = make([][]byte, w.batch)
 	w.hdrs = make([]fifo.DgramHeader, w.batch)
@@ -314,8 +318,7 @@ func (w *worker) processBatch(frames [][]byte) {
 	est := w.e.est.Load()
 	w.lk.ok = false
 	for _, f := range frames {
-		if r := frame.Decode(f, &w.pkt); r != frame.OK {
-			w.c.Bad[r]++
+		if r := frame.Decode(f, &w.pkt); r != frame.OK && !w.acceptBad(r) {
 			w.cap.rxBad(w.q, f, r)
 			continue
 		}
@@ -493,6 +496,7 @@ func (w *worker) addConn(sh *sessions.Shard, c *connectedSession) {
 	}
 	t.Local, t.Remote, t.Family = c.local, c.remote, c.tuple.Family
 	c.target = t
+	e.openKernelPathLocked(t, c.res)
 	e.publishConnLocked(c)
 	w.conns = append(w.conns, c)
 	w.own = append(w.own, t)

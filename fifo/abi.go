@@ -149,6 +149,12 @@ const (
 	EventSegmentRemoved EventType = 9  // a segment was removed
 	EventUnbound        EventType = 10 // a listener was unbound
 	EventBound          EventType = 11 // a listener was bound
+	// EventError reports an asynchronous error of a connected session,
+	// as a connected kernel socket's SO_ERROR: Arg32 is the errno
+	// (ECONNREFUSED for a port unreachable, EHOSTUNREACH, ENETUNREACH,
+	// ...). The session stays open; the app reports the error once, on
+	// its next read or write.
+	EventError EventType = 12
 	EventCustom         EventType = 0x8000
 )
 
@@ -176,6 +182,8 @@ func (t EventType) String() string {
 		return "unbound"
 	case EventBound:
 		return "bound"
+	case EventError:
+		return "error"
 	}
 	if t >= EventCustom {
 		return "custom"

@@ -34,10 +34,12 @@ func (r *rigs) get(q int) (*nstest.Pair, error) {
 	if err := pinNeighbours(p); err != nil {
 		return nil, err
 	}
-	// Kernel sockets in A (the echo client) send complete UDP checksums:
-	// with tx checksum offload on, veth hands over CHECKSUM_PARTIAL
-	// frames whose checksum an AF_XDP receiver (xsessiond) rightly
-	// rejects. The generator builds its checksums itself either way.
+	// Kernel sockets in A (the echo client) send complete UDP checksums,
+	// as from a real wire, so the daemon verifies every one (with tx
+	// checksum offload on, veth hands over CHECKSUM_PARTIAL frames, which
+	// it accepts on a veth without reading their payload): the figures
+	// include the checksum a wire costs. The generator builds its
+	// checksums itself either way.
 	if err := xsktest.DisableTxOffload(p.A); err != nil {
 		return nil, fmt.Errorf("%s: tx checksum offload off: %w", p.A.Name, err)
 	}

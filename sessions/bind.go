@@ -9,7 +9,10 @@ import (
 
 // Bind makes app listen on e (seed: vnet_bind_i). The endpoint must belong
 // to the app's namespace (ErrNotInNamespace) and be free in the FIB's global
-// table (ErrAddressInUse). An app with local scope binding the zero address
+// table (ErrAddressInUse), and, for an app with global scope, in the host's
+// own stack when the Datapath is a PortReserver. Port 0 picks a free
+// ephemeral port (see bindPortLocked): a bind never makes an every-port
+// entry, which only a proxy's attach does. An app with local scope binding the zero address
 // also gets an entry in its namespace's local table, which must be free too;
 // an app with local scope only can bind nothing else (ErrScope) and gets the
 // local handle back. An app with global scope gets the global listener's
@@ -27,6 +30,18 @@ func (l *Layer) Bind(id AppID, e Endpoint) (Handle, error) {
 	e = a.endpointFor(e)
 	if !EndpointInNamespace(l.cfg.View, e) {
 		return InvalidHandle, fmt.Errorf("bind %s: %w", e.URI(), ErrNotInNamespace)
+	}
+	e, reserved, err := l.bindPortLocked(a, e)
+	if err != nil {
+		return InvalidHandle, fmt.Errorf("bind %s: %w", e.URI(), err)
+	}
+	ok := false
+	if reserved {
+		defer func() {
+			if !ok {
+				l.releasePortLocked(e)
+			}
+		}()
 	}
 	k := keyOf(e)
 	if l.listeners.Load().set(e.FIB).get(k) != nil {
@@ -48,6 +63,7 @@ func (l *Layer) Bind(id AppID, e Endpoint) (Handle, error) {
 		if !haveLocal {
 			return InvalidHandle, fmt.Errorf("bind %s: an app with local scope only can bind the zero address only: %w", e.URI(), ErrScope)
 		}
+		ok = true
 		return h, nil
 	}
 	gh, err := l.startListenLocked(a, e, false)
@@ -58,6 +74,7 @@ func (l *Layer) Bind(id AppID, e Endpoint) (Handle, error) {
 		}
 		return InvalidHandle, fmt.Errorf("bind %s: %w", e.URI(), err)
 	}
+	ok = true
 	return gh, nil
 }
 
@@ -122,6 +139,9 @@ func (l *Layer) stopListenLocked(a *app, ln *Listener) {
 	l.freeHandleLocked(ln.Handle)
 	if l.cfg.Datapath != nil {
 		l.cfg.Datapath.Unlisten(*ln)
+		if !ln.Proxy {
+			l.releasePortLocked(e)
+		}
 	}
 	if ln.Memory != nil && !a.detaching {
 		mem, pair := ln.Memory, ln.Pair

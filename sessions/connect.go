@@ -12,6 +12,9 @@ import (
 type ConnectResult struct {
 	Handle     Handle // the app's session: cut-through, or half-open
 	CutThrough bool
+	// Local is the local address and port the datapath chose for a
+	// session to a remote peer (zero for cut-through).
+	Local netip.AddrPort
 }
 
 // Connect connects app to e (seed: vnet_connect_i). In order:
@@ -200,7 +203,7 @@ func (l *Layer) openLocked(a *app, e Endpoint, opaque uint32) (ConnectResult, er
 	a.sess[h] = s
 	l.halfOpen[key] = h
 	l.publishLocked(Change{Op: OpAdd, Kind: KindEstablished, IfIndex: e.IfIndex, FIB: e.FIB, Tuple: t, Handle: h})
-	return ConnectResult{Handle: h}, nil
+	return ConnectResult{Handle: h, Local: netip.AddrPortFrom(la, local.Port())}, nil
 }
 
 // Connected turns half-open session ho into an established session owned by

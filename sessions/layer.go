@@ -28,6 +28,10 @@ type Config struct {
 	// Default is the default namespace's configuration (its ID is "",
 	// its secret is not checked).
 	Default NamespaceConfig
+	// EphemeralPorts is the range [low, high] Bind picks a port from for
+	// port 0 when the Datapath is no PortReserver (or does not serve the
+	// transport); zero: DefaultEphemeralLow to DefaultEphemeralHigh.
+	EphemeralPorts [2]uint16
 }
 
 type sessKind uint8
@@ -98,6 +102,7 @@ type Layer struct {
 	halfOpen map[hoKey]Handle     // half-open sessions by FIB and tuple, to refuse a second connect of one tuple
 	glisten  map[Handle]*Listener // global listeners by handle
 	pools    map[uint32]*indexPool
+	nextPort uint32 // where the next pick of an ephemeral port starts, as an offset in the range
 	ruleList []RuleInfo
 	nextRule uint32
 	seq      uint64

@@ -10,6 +10,7 @@ import (
 	"go.yaml.in/yaml/v3"
 
 	"github.com/xsessiond/xsessiond/daemon"
+	"github.com/xsessiond/xsessiond/datapath"
 )
 
 // DefaultSocket is where the daemon listens for apps and the CLI.
@@ -42,6 +43,11 @@ type InterfaceConfig struct {
 	XDPMode  string `yaml:"xdp_mode"`  // auto, native or generic
 	Batch    int    `yaml:"batch"`     // frames per poll; 0 = 64
 	BusyPoll bool   `yaml:"busy_poll"` // spin instead of sleeping in poll() when idle
+	// Checksum: what to make of a UDP checksum field holding the
+	// pseudo-header sum (a local sender's checksum offload): auto (accept
+	// it on veth, netkit and tun, verify elsewhere), verify or
+	// accept-partial.
+	Checksum string `yaml:"checksum"`
 }
 
 // LoadConfig reads and validates a configuration file.
@@ -93,6 +99,9 @@ func (c *Config) Validate() error {
 		case "", "auto", "native", "generic":
 		default:
 			return fmt.Errorf("config: interface %s: xdp_mode %q: want auto, native or generic", ic.Name, ic.XDPMode)
+		}
+		if _, err := datapath.ParseChecksum(ic.Checksum); err != nil {
+			return fmt.Errorf("config: interface %s: checksum %q: want auto, verify or accept-partial", ic.Name, ic.Checksum)
 		}
 		if ic.Queues < 0 || ic.Batch < 0 || ic.Batch > 1024 {
 			return fmt.Errorf("config: interface %s: queues must be ≥ 0 and batch in 0..1024", ic.Name)

@@ -319,6 +319,9 @@ func printTable(out io.Writer, what api.ShowWhat, doc []byte) error {
 		row("uptime", (time.Duration(v.UptimeSeconds) * time.Second).String())
 		row("counting for", (time.Duration(v.ClearedSeconds) * time.Second).String())
 		row("datapath", v.Datapath+xdpMode(v.XDPMode))
+		if v.Checksum != "" {
+			row("udp checksum", v.Checksum)
+		}
 		if v.PinDir != "" {
 			row("bpf pins", v.PinDir)
 		}
@@ -332,21 +335,24 @@ func printTable(out io.Writer, what api.ShowWhat, doc []byte) error {
 		if len(v.XDP) > 0 {
 			row("xdp program", countersString(v.XDP, "pass", "redirect", "malformed"))
 		}
-		if v.PeerClosed > 0 {
-			row("peer closed", v.PeerClosed)
+		if v.PeerErrors > 0 {
+			row("peer errors", v.PeerErrors)
+		}
+		if v.KernelRx+v.KernelRxDrops > 0 {
+			row("kernel path rx", fmt.Sprintf("%d delivered, %d dropped", v.KernelRx, v.KernelRxDrops))
 		}
 		if v.MirrorError != "" {
 			row("mirror error", v.MirrorError)
 		}
 		if len(v.Queues) > 0 {
 			row("")
-			row("QUEUE", "RX", "TX", "DELIVERED", "HELD", "DROPS")
+			row("QUEUE", "RX", "TX", "DELIVERED", "HELD", "PARTIAL-CSUM", "DROPS")
 			for _, q := range v.Queues {
-				row(q.Queue, q.RxPackets, q.TxPackets, q.Delivered, q.Held, dropsString(q.Drops))
+				row(q.Queue, q.RxPackets, q.TxPackets, q.Delivered, q.Held, q.PartialCsum, dropsString(q.Drops))
 			}
 			if len(v.Queues) > 1 {
 				q := v.Totals
-				row("all", q.RxPackets, q.TxPackets, q.Delivered, q.Held, dropsString(q.Drops))
+				row("all", q.RxPackets, q.TxPackets, q.Delivered, q.Held, q.PartialCsum, dropsString(q.Drops))
 			}
 		}
 	default:

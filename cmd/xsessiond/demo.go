@@ -21,7 +21,6 @@ import (
 	"github.com/xsessiond/xsessiond/app"
 	"github.com/xsessiond/xsessiond/daemon"
 	"github.com/xsessiond/xsessiond/datapath"
-	"github.com/xsessiond/xsessiond/datapath/xsk/xsktest"
 	"github.com/xsessiond/xsessiond/nsbind/nstest"
 )
 
@@ -62,10 +61,6 @@ func runDemo(out io.Writer, dur time.Duration, window int) error {
 	defer rig.Close()
 	fmt.Fprintf(out, "rig: host A %s (%s) <-> host B %s (%s), veth %s/%s\n",
 		rig.A.Name, rig.A.IPv4, rig.B.Name, rig.B.IPv4, rig.A.Link, rig.B.Link)
-	// Full checksums from A, as a real wire delivers them.
-	if err := xsktest.DisableTxOffload(rig.A); err != nil {
-		return fmt.Errorf("demo: %w", err)
-	}
 	dir, err := os.MkdirTemp("", "xsessiond-demo-")
 	if err != nil {
 		return fmt.Errorf("demo: %w", err)

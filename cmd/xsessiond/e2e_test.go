@@ -19,7 +19,6 @@ import (
 	"time"
 
 	"github.com/xsessiond/xsessiond/api"
-	"github.com/xsessiond/xsessiond/datapath/xsk/xsktest"
 	"github.com/xsessiond/xsessiond/nsbind/nstest"
 )
 
@@ -164,11 +163,6 @@ func waitSocket(t testing.TB, sock string, d time.Duration) {
 // byte for byte.
 func TestEndToEnd(t *testing.T) {
 	rig := nstest.NewPair(t, nstest.Options{})
-	// Full UDP checksums from host A, as a real wire delivers them (veth
-	// offload leaves partial ones, which the datapath's decoder rejects).
-	if err := xsktest.DisableTxOffload(rig.A); err != nil {
-		t.Fatal(err)
-	}
 	xs, echo := binaries(t)
 	sock := filepath.Join(t.TempDir(), "api.sock")
 	d := startProcess(t, xs, "run", "--netns", rig.B.Name, "--iface", rig.B.Link, "--socket", sock)

@@ -21,10 +21,10 @@ import (
 // runFlags are the flags of `xsessiond run`; each one given overrides the
 // config file.
 type runFlags struct {
-	iface, netns, socket, config, metrics, logLevel, xdpMode string
-	queues                                                   int
-	sendTimeout, idleTimeout                                 time.Duration
-	maxConns                                                 int
+	iface, netns, socket, config, metrics, logLevel, xdpMode, checksum string
+	queues                                                             int
+	sendTimeout, idleTimeout                                           time.Duration
+	maxConns                                                           int
 }
 
 func newRunCmd() *cobra.Command {
@@ -59,6 +59,7 @@ The control socket is a path in the file system and does not depend on it.`,
 	fl.DurationVar(&f.sendTimeout, "send-timeout", 0, "drop a client (and detach its app) that leaves a reply or notice unread this long (0: 2s)")
 	fl.DurationVar(&f.idleTimeout, "idle-timeout", 0, "close a connection with no app attached that sends nothing this long (0: 30s, negative: never)")
 	fl.IntVar(&f.maxConns, "max-conns", 0, "control connections at most, 8 of them kept for root (0: 1024, negative: no limit)")
+	fl.StringVar(&f.checksum, "checksum", "auto", "UDP checksums holding a local sender's partial sum (offload): auto (accept on veth, netkit, tun), verify or accept-partial")
 	return cmd
 }
 
@@ -70,7 +71,7 @@ func mergeRunConfig(cmd *cobra.Command, f runFlags, c *Config) (daemon.Config, e
 		ic = c.Interfaces[0]
 	}
 	if changed("iface") {
-		ic = InterfaceConfig{Name: f.iface, Netns: ic.Netns, Queues: ic.Queues, XDPMode: ic.XDPMode, Batch: ic.Batch, BusyPoll: ic.BusyPoll}
+		ic = InterfaceConfig{Name: f.iface, Netns: ic.Netns, Queues: ic.Queues, XDPMode: ic.XDPMode, Batch: ic.Batch, BusyPoll: ic.BusyPoll, Checksum: ic.Checksum}
 	}
 	if changed("netns") {
 		ic.Netns = f.netns
@@ -85,6 +86,12 @@ func mergeRunConfig(cmd *cobra.Command, f runFlags, c *Config) (daemon.Config, e
 	case "auto", "native", "generic":
 	default:
 		return daemon.Config{}, fmt.Errorf("--xdp-mode %q: want auto, native or generic", ic.XDPMode)
+	}
+	if changed("checksum") || ic.Checksum == "" {
+		ic.Checksum = f.checksum
+	}
+	if _, err := datapath.ParseChecksum(ic.Checksum); err != nil {
+		return daemon.Config{}, fmt.Errorf("--checksum %q: want auto, verify or accept-partial", ic.Checksum)
 	}
 	if ic.Name == "" {
 		return daemon.Config{}, errors.New("no interface: give --iface or list one in the config file")
@@ -114,7 +121,7 @@ func mergeRunConfig(cmd *cobra.Command, f runFlags, c *Config) (daemon.Config, e
 		c.LogLevel = f.logLevel
 	}
 	return daemon.Config{
-		Datapath: datapath.Config{IfName: ic.Name, NetnsName: ic.Netns, Queues: ic.Queues, Batch: ic.Batch, BusyPoll: ic.BusyPoll, XDPMode: ic.XDPMode},
+		Datapath: datapath.Config{IfName: ic.Name, NetnsName: ic.Netns, Queues: ic.Queues, Batch: ic.Batch, BusyPoll: ic.BusyPoll, XDPMode: ic.XDPMode, Checksum: ic.Checksum},
 		Socket:   c.Socket, SocketGroup: c.SocketGroup, MetricsAddr: c.MetricsAddr,
 		Namespaces: c.Namespaces, Rules: c.Rules, Version: version, Control: c.Control,
 		Limits: c.Limits, Auth: c.Authorization,

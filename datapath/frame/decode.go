@@ -27,25 +27,33 @@ const (
 	TruncatedUDP        // the IP payload is shorter than a UDP header
 	BadUDPLen           // UDP length below 8 or beyond the IP payload
 	BadUDPCsum          // UDP checksum does not verify, or is 0 over IPv6
+	// PartialUDPCsum: the UDP checksum field holds the pseudo-header sum
+	// instead of a checksum, as a sender of this host with checksum
+	// offload hands a datagram over (a CHECKSUM_PARTIAL skb through a
+	// veth): the datagram is otherwise well formed and every field of
+	// Packet is set. A caller that knows the frame came from a local
+	// sender accepts it; from a wire it is as bad as BadUDPCsum.
+	PartialUDPCsum
 	numReasons
 )
 
 var reasonNames = [numReasons]string{
-	OK:           "ok",
-	TruncatedEth: "truncated-eth",
-	TooManyVLANs: "too-many-vlans",
-	NotIP:        "not-ip",
-	TruncatedIP:  "truncated-ip",
-	BadIPVersion: "bad-ip-version",
-	BadIHL:       "bad-ihl",
-	BadIPLen:     "bad-ip-len",
-	BadIPCsum:    "bad-ip-csum",
-	Fragment:     "fragment",
-	BadExtHeader: "bad-ext-header",
-	NotUDP:       "not-udp",
-	TruncatedUDP: "truncated-udp",
-	BadUDPLen:    "bad-udp-len",
-	BadUDPCsum:   "bad-udp-csum",
+	OK:             "ok",
+	TruncatedEth:   "truncated-eth",
+	TooManyVLANs:   "too-many-vlans",
+	NotIP:          "not-ip",
+	TruncatedIP:    "truncated-ip",
+	BadIPVersion:   "bad-ip-version",
+	BadIHL:         "bad-ihl",
+	BadIPLen:       "bad-ip-len",
+	BadIPCsum:      "bad-ip-csum",
+	Fragment:       "fragment",
+	BadExtHeader:   "bad-ext-header",
+	NotUDP:         "not-udp",
+	TruncatedUDP:   "truncated-udp",
+	BadUDPLen:      "bad-udp-len",
+	BadUDPCsum:     "bad-udp-csum",
+	PartialUDPCsum: "partial-csum",
 }
 
 // NumReasons is the number of Reason values, for arrays of counters indexed
@@ -213,6 +221,11 @@ func DecodeFlags(frame []byte, p *Packet, flags Flags) Reason {
 		return BadUDPCsum
 	}
 	if Fold(Sum(l4[:ulen], psum+uint32(ulen))) != 0xffff {
+		// Off the fast path: a partial checksum is the folded
+		// pseudo-header sum, length included, not complemented.
+		if csum == Fold(psum+uint32(ulen)) {
+			return PartialUDPCsum
+		}
 		return BadUDPCsum
 	}
 	return OK

@@ -26,10 +26,13 @@
 // drained by one worker, the owner. Counters are atomic. Kill marks a Target dead under its mutex: no datagram is queued
 // after it returns.
 //
-// A Reservation holds a kernel UDP socket bound to a connected session's
-// local address and port, so the kernel never hands the port out; it
-// drops whatever the kernel delivers to it (a socket filter) and must be
-// closed when the session ends. Connected to the peer (Connect), it
+// A Reservation holds a kernel UDP socket bound to a listener's or a
+// connected session's local address and port, so the kernel never hands
+// the port out; it drops whatever the kernel delivers to it (a socket
+// filter) until Open, after which Recv reads it (datagrams the kernel
+// reassembled from fragments) and Send sends through it (datagrams larger
+// than a frame, which the kernel fragments). It must be closed when the
+// session ends. Connected to the peer (Connect), it
 // collects the peer's ICMP errors: its fd polls with POLLERR and Err
 // returns the error.
 package udp

@@ -52,6 +52,11 @@ type Target struct {
 	Rx, Tx *fifo.Fifo
 	Events *fifo.EventQueue // the app's event queue; nil: no signalling
 
+	// Res is the kernel socket holding the port (nil: none), opened: the
+	// kernel path for datagrams larger than a frame, both ways. Set
+	// before the Target is published.
+	Res *Reservation
+
 	mu   sync.Mutex // serializes Rx producers; guards dead
 	dead bool
 

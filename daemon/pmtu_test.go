@@ -1,0 +1,124 @@
+package daemon
+
+import (
+	"bytes"
+	"net"
+	"net/netip"
+	"os"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/vishvananda/netlink"
+
+	"github.com/xsessiond/xsessiond/app"
+	"github.com/xsessiond/xsessiond/nsbind/nstest"
+)
+
+// reasmOKs reads Ip: ReasmOKs of h's /proc/net/snmp.
+func reasmOKs(t *testing.T, h *nstest.Host) int {
+	t.Helper()
+	var v int
+	if err := h.Do(func() error {
+		b, err := os.ReadFile("/proc/thread-self/net/snmp")
+		if err != nil {
+			return err
+		}
+		var names []string
+		for _, line := range strings.Split(string(b), "\n") {
+			f := strings.Fields(line)
+			if len(f) < 2 || f[0] != "Ip:" {
+				continue
+			}
+			if names == nil {
+				names = f
+				continue
+			}
+			for i, n := range names {
+				if n == "ReasmOKs" && i < len(f) {
+					v, _ = strconv.Atoi(f[i])
+				}
+			}
+		}
+		return nil
+	}); err != nil {
+		t.Fatal(err)
+	}
+	return v
+}
+
+// TestPathMTU: with a path MTU of 1,280 to host A in B's routes (as the
+// kernel keeps one it learned from "fragmentation needed"), a 1,400-byte
+// datagram that fits B's 1,500-byte link leaves fragmented through the
+// kernel path and arrives whole; a 1,000-byte one still goes as one frame.
+func TestPathMTU(t *testing.T) {
+	rig := nstest.NewPair(t, nstest.Options{})
+	if err := rig.B.Do(func() error {
+		l, err := netlink.LinkByName(rig.B.Link)
+		if err != nil {
+			return err
+		}
+		dst := netip.PrefixFrom(rig.A.IPv4, 32)
+		return netlink.RouteReplace(&netlink.Route{LinkIndex: l.Attrs().Index, Dst: &net.IPNet{IP: dst.Addr().AsSlice(), Mask: net.CIDRMask(32, 32)}, MTU: 1280})
+	}); err != nil {
+		t.Fatal(err)
+	}
+	d := startDaemon(t, func(o *Config) {
+		o.Datapath.IfName, o.Datapath.NetnsName, o.NoDatapath = rig.B.Link, rig.B.Name, false
+	})
+	a := attach(t, d, app.Options{Name: "pmtu"})
+	pc, err := a.ListenPacket("udp://0.0.0.0:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer pc.Close()
+	cli, err := bindKernel(rig.A, "0.0.0.0:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cli.Close()
+	// A's first datagram tells the app its address (and B its MAC).
+	if _, err := cli.WriteTo([]byte("hi"), &net.UDPAddr{IP: rig.B.IPv4.AsSlice(), Port: pc.LocalAddr().(*net.UDPAddr).Port}); err != nil {
+		t.Fatal(err)
+	}
+	buf := make([]byte, 4096)
+	pc.SetReadDeadline(time.Now().Add(3 * time.Second))
+	_, from, err := pc.ReadFrom(buf)
+	if err != nil {
+		t.Fatal(err)
+	}
+	txKernel := func() uint64 { return d.Engine().Stats().Totals.TxKernel }
+	for _, tc := range []struct {
+		size     int
+		fragment bool
+	}{{1000, false}, {1400, true}} {
+		k0, r0 := txKernel(), reasmOKs(t, rig.A)
+		msg := fragFill(tc.size, tc.size)
+		var got []byte
+		for try := 0; try < 3 && got == nil; try++ { // the first may wait for the neighbour
+			if _, err := pc.WriteTo(msg, from); err != nil {
+				t.Fatal(err)
+			}
+			cli.SetReadDeadline(time.Now().Add(time.Second))
+			if n, _, err := cli.ReadFrom(buf); err == nil {
+				got = buf[:n]
+			}
+		}
+		if !bytes.Equal(got, msg) {
+			t.Fatalf("%d bytes: got %d bytes", tc.size, len(got))
+		}
+		// The workers publish their counters when idle: give them a moment.
+		var k uint64
+		for deadline := time.Now().Add(time.Second); ; time.Sleep(10 * time.Millisecond) {
+			if k = txKernel() - k0; k > 0 || time.Now().After(deadline) {
+				break
+			}
+		}
+		r := reasmOKs(t, rig.A) - r0
+		t.Logf("%d bytes: kernel path %d, reassembled on A %d", tc.size, k, r)
+		if tc.fragment != (k > 0) || tc.fragment != (r > 0) {
+			t.Fatalf("%d bytes: kernel path %d, reassembled on A %d; want fragmented: %v", tc.size, k, r, tc.fragment)
+		}
+	}
+}

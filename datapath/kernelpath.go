@@ -1,0 +1,177 @@
+package datapath
+
+import (
+	"errors"
+	"net/netip"
+
+	"golang.org/x/sys/unix"
+
+	"github.com/xsessiond/xsessiond/datapath/udp"
+	"github.com/xsessiond/xsessiond/fifo"
+	"github.com/xsessiond/xsessiond/flow"
+)
+
+// The kernel path: datagrams larger than one frame.
+//
+// The XDP program passes every IP fragment to the kernel (a non-first
+// fragment has no UDP header to match, and a first fragment alone is not a
+// datagram). The kernel reassembles them, bounded per namespace
+// (net.ipv4.ipfrag_high_thresh, ipfrag_time and their IPv6 twins),
+// dropping overlaps (RFC 5722) and counting every failure (ReasmFails),
+// and delivers the datagram to the socket bound to its port: for a port
+// the daemon serves, that is the udp.Reservation holding it, which the
+// Engine opens (udp.Reservation.Open) and reads (kernelRx, on the
+// peerWatch goroutine) into the Target's rx fifo like any other datagram.
+// Fragments of ports the daemon does not serve reach their kernel sockets
+// untouched. Reassembly stays the kernel's: it is hardened, already
+// bounded per namespace, and the daemon's frames would pay for a second
+// implementation in every worker.
+//
+// On send, a datagram that does not fit one frame (a UMEM frame, or the
+// interface's MTU) goes out through the same socket (txKernel): the
+// kernel fragments it to the path MTU, learned from ICMP "fragmentation
+// needed" and "packet too big".
+
+// kernelBufs are kernelRx's buffers (one set, the peerWatch goroutine's).
+type kernelBufs struct {
+	buf []byte
+	oob []byte
+	hs  [1]fifo.DgramHeader
+	ps  [1][]byte
+}
+
+func newKernelBufs() kernelBufs {
+	return kernelBufs{buf: make([]byte, 65536), oob: make([]byte, 128)}
+}
+
+// kernelRxBudget bounds the datagrams read from one socket per wake-up.
+const kernelRxBudget = 64
+
+// openKernelPathLocked opens res (nil: none) as t's kernel path and
+// watches it for datagrams. e.mu is held.
+func (e *Engine) openKernelPathLocked(t *udp.Target, res *udp.Reservation) {
+	if res == nil || e.pw == nil {
+		return
+	}
+	if err := res.Open(); err != nil {
+		e.log.Warn("kernel path not opened: datagrams larger than a frame are lost", "local", t.Local, "err", err)
+		return
+	}
+	t.Res = res
+	fd := res.FD()
+	ev := &unix.EpollEvent{Events: unix.EPOLLIN, Fd: int32(fd)}
+	op := unix.EPOLL_CTL_ADD
+	if e.watched[fd] != nil {
+		op = unix.EPOLL_CTL_MOD // a connected session's, watched for errors already
+	}
+	if err := unix.EpollCtl(e.pw.epfd, op, fd, ev); err != nil {
+		e.log.Warn("kernel path not watched", "local", t.Local, "err", err)
+		return
+	}
+	e.krx[fd] = t
+}
+
+// closeKernelPathLocked stops reading t's kernel path. e.mu is held.
+func (e *Engine) closeKernelPathLocked(t *udp.Target) {
+	if t.Res == nil {
+		return
+	}
+	fd := t.Res.FD()
+	if e.krx[fd] == t {
+		delete(e.krx, fd)
+		if e.watched[fd] == nil && e.pw != nil {
+			_ = unix.EpollCtl(e.pw.epfd, unix.EPOLL_CTL_DEL, fd, nil)
+		}
+	}
+}
+
+// kernelRx queues what the kernel delivered to the socket fd in its
+// Target's rx fifo.
+func (e *Engine) kernelRx(fd int, kb *kernelBufs) {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	t := e.krx[fd]
+	if t == nil || t.Res == nil || e.closed {
+		return
+	}
+	signal := false
+	for range kernelRxBudget {
+		n, from, dst, err := t.Res.Recv(kb.buf, kb.oob)
+		if errors.Is(err, unix.EAGAIN) {
+			break
+		}
+		if err != nil {
+			e.kernelDrops.Add(1)
+			continue
+		}
+		h := &kb.hs[0]
+		*h = fifo.DgramHeader{Family: flow.Family4, Remote: flow.AddrBytes(from.Addr().Unmap()), RemotePort: from.Port(),
+			Local: flow.AddrBytes(dst.Unmap()), LocalPort: t.Res.Addr().Port()}
+		if from.Addr().Unmap().Is6() {
+			h.Family = flow.Family6
+		}
+		kb.ps[0] = kb.buf[:n]
+		if !t.Lock() {
+			t.Unlock()
+			return
+		}
+		r := t.DeliverBatch(kb.hs[:], kb.ps[:])
+		t.Unlock()
+		if r.Delivered > 0 {
+			e.kernelRxN.Add(1)
+			t.Delivered.Add(1)
+			t.RxBytes.Add(r.Bytes)
+			signal = true
+		} else {
+			e.kernelDrops.Add(1)
+			t.DropFull.Add(r.Full)
+			t.DropTooBig.Add(r.TooBig)
+			t.DropCorrupt.Add(r.Corrupt)
+		}
+	}
+	if signal && t.Signal() {
+		_ = t.Events.Signal()
+	}
+}
+
+// txKernel sends a datagram of t that does not fit a frame through t's
+// kernel socket, and reports whether t has one (false: the caller drops
+// it). The datagram is counted either way.
+func (w *worker) txKernel(t *udp.Target, hd *held, payload []byte) bool {
+	if t.Res == nil {
+		return false
+	}
+	dst := netip.AddrPortFrom(flow.AddrFrom(hd.key.addr, hd.key.fam), hd.dport)
+	if err := t.Res.Send(payload, dst, hd.src, w.tx.oob[:]); err != nil {
+		w.c.Drops[dropTxKernel]++
+		t.TxDrops.Add(1)
+		return true
+	}
+	w.c.TxKernel++
+	t.Sent.Add(1)
+	t.TxBytes.Add(uint64(len(payload)))
+	return true
+}
+
+// txBig takes the next datagram of t's tx fifo, which does not fit a
+// frame, into the worker's big buffer and sends it through the kernel. It
+// reports false when t has no kernel path (the caller drops it).
+func (w *worker) txBig(t *udp.Target, h *fifo.DgramHeader) bool {
+	if t.Res == nil {
+		return false
+	}
+	if w.big == nil {
+		w.big = make([]byte, 65536)
+	}
+	n, err := t.Tx.DequeueDgram(h, w.big)
+	if err != nil {
+		return false
+	}
+	var hd held
+	if !w.tx.destination(t, h, &hd) {
+		w.c.Drops[dropTxBadHeader]++
+		t.TxDrops.Add(1)
+		return true
+	}
+	return w.txKernel(t, &hd, w.big[:n])
+}

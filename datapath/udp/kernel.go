@@ -1,0 +1,115 @@
+package udp
+
+import (
+	"encoding/binary"
+	"fmt"
+	"net/netip"
+
+	"golang.org/x/sys/unix"
+)
+
+// The kernel path of a reserved port. Whatever the XDP program leaves to
+// the kernel for the port reaches the Reservation's socket: above all the
+// fragments of datagrams larger than a frame, which the kernel reassembles
+// (bounded per namespace by net.ipv4.ipfrag_high_thresh and ipfrag_time,
+// their IPv6 twins, overlapping fragments dropped as RFC 5722 asks, every
+// failure counted in /proc/net/snmp's ReasmFails), and datagrams that
+// arrive before the program steers the port. Open makes the socket keep
+// them, with their destination address, for Recv. Send sends a datagram
+// through the kernel, which fragments it to the path MTU.
+
+// kernelRcvBuf is the receive buffer asked for an opened reservation: a
+// few dozen datagrams of 64 KiB.
+const kernelRcvBuf = 4 << 20
+
+// Open makes the socket keep what the kernel delivers to it (it dropped
+// everything before) and report each datagram's destination address.
+func (r *Reservation) Open() error {
+	var err error
+	if r.addr.Addr().Is6() {
+		err = unix.SetsockoptInt(r.fd, unix.IPPROTO_IPV6, unix.IPV6_RECVPKTINFO, 1)
+	} else {
+		err = unix.SetsockoptInt(r.fd, unix.IPPROTO_IP, unix.IP_PKTINFO, 1)
+	}
+	if err != nil {
+		return fmt.Errorf("open reservation %v: pktinfo: %w", r.addr, err)
+	}
+	_ = unix.SetsockoptInt(r.fd, unix.SOL_SOCKET, unix.SO_RCVBUF, kernelRcvBuf)
+	if err := unix.SetsockoptInt(r.fd, unix.SOL_SOCKET, unix.SO_DETACH_FILTER, 0); err != nil {
+		return fmt.Errorf("open reservation %v: detach filter: %w", r.addr, err)
+	}
+	return nil
+}
+
+// Recv reads one datagram the kernel delivered into buf without blocking:
+// its length, sender and destination address. unix.EAGAIN: none.
+// oob must hold a pktinfo control message (64 bytes do).
+func (r *Reservation) Recv(buf, oob []byte) (int, netip.AddrPort, netip.Addr, error) {
+	n, oobn, flags, sa, err := unix.Recvmsg(r.fd, buf, oob, unix.MSG_DONTWAIT)
+	if err != nil {
+		return 0, netip.AddrPort{}, netip.Addr{}, err
+	}
+	if flags&unix.MSG_TRUNC != 0 {
+		return 0, netip.AddrPort{}, netip.Addr{}, unix.EMSGSIZE
+	}
+	var from netip.AddrPort
+	switch s := sa.(type) {
+	case *unix.SockaddrInet4:
+		from = netip.AddrPortFrom(netip.AddrFrom4(s.Addr), uint16(s.Port))
+	case *unix.SockaddrInet6:
+		from = netip.AddrPortFrom(netip.AddrFrom16(s.Addr), uint16(s.Port))
+	}
+	dst := r.addr.Addr()
+	msgs, err := unix.ParseSocketControlMessage(oob[:oobn])
+	if err == nil {
+		for _, m := range msgs {
+			switch {
+			case m.Header.Level == unix.IPPROTO_IP && m.Header.Type == unix.IP_PKTINFO && len(m.Data) >= 12:
+				dst = netip.AddrFrom4([4]byte(m.Data[8:12])) // in_pktinfo.ipi_addr: the header's destination
+			case m.Header.Level == unix.IPPROTO_IPV6 && m.Header.Type == unix.IPV6_PKTINFO && len(m.Data) >= 16:
+				dst = netip.AddrFrom16([16]byte(m.Data[0:16]))
+			}
+		}
+	}
+	return n, from, dst, nil
+}
+
+// Send sends payload to dst through the kernel, from src when it is valid
+// (else the route's source, or the bound address), without blocking. The
+// kernel fragments it to the path MTU.
+func (r *Reservation) Send(payload []byte, dst netip.AddrPort, src netip.Addr, oob []byte) error {
+	a := dst.Addr().Unmap()
+	var sa unix.Sockaddr
+	oob = oob[:0]
+	if r.addr.Addr().Is6() {
+		sa = &unix.SockaddrInet6{Addr: a.As16(), Port: int(dst.Port())}
+		if src.IsValid() && r.addr.Addr().IsUnspecified() {
+			oob = appendCmsg(oob, unix.IPPROTO_IPV6, unix.IPV6_PKTINFO, 20)
+			s := src.As16()
+			copy(oob[unix.CmsgSpace(0):], s[:])
+		}
+	} else {
+		if !a.Is4() {
+			return unix.EAFNOSUPPORT
+		}
+		sa = &unix.SockaddrInet4{Addr: a.As4(), Port: int(dst.Port())}
+		if src.IsValid() && r.addr.Addr().IsUnspecified() && src.Unmap().Is4() {
+			oob = appendCmsg(oob, unix.IPPROTO_IP, unix.IP_PKTINFO, 12)
+			s := src.Unmap().As4()
+			copy(oob[unix.CmsgSpace(0)+4:], s[:]) // in_pktinfo.ipi_spec_dst
+		}
+	}
+	_, err := unix.SendmsgN(r.fd, payload, oob, sa, unix.MSG_DONTWAIT)
+	return err
+}
+
+// appendCmsg appends a zeroed control message of n data bytes.
+func appendCmsg(b []byte, level, typ int32, n int) []byte {
+	start := len(b)
+	b = append(b, make([]byte, unix.CmsgSpace(n))...)
+	h := b[start:]
+	binary.NativeEndian.PutUint64(h[0:8], uint64(unix.CmsgLen(n)))
+	binary.NativeEndian.PutUint32(h[8:12], uint32(level))
+	binary.NativeEndian.PutUint32(h[12:16], uint32(typ))
+	return b
+}
