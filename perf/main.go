@@ -172,6 +172,7 @@ func run(ctx context.Context, o options, log io.Writer) (*Report, error) {
 	if o.xsStats {
 		r.stats = r.prog.note
 	}
+	r.loss = r.prog.note
 	var errs []error
 	for _, s := range Scenarios(plan) {
 		if ctx.Err() != nil {

@@ -10,8 +10,10 @@ import (
 )
 
 // TestRepsOnRig runs one short repetition of every implementation that is
-// available, at a rate every receiver keeps up with, and checks the counts:
-// nothing lost, the windows non-empty, the rig reused across rows. That no
+// available, at a rate every receiver keeps up with on an idle machine, and
+// checks the counts: every datagram a receiver did not deliver counted by
+// a drop counter (a loaded machine may drop some), nothing lost by the
+// echo and local pairs, the windows non-empty, the rig reused across rows. That no
 // descriptor is left is checked with leakcheck (the set of descriptors,
 // polled until it settles).
 func TestRepsOnRig(t *testing.T) {
@@ -38,7 +40,18 @@ func TestRepsOnRig(t *testing.T) {
 		if rep.Sent == 0 || rep.Delivered == 0 || rep.WindowNs <= 0 {
 			t.Errorf("%s: empty window %+v", s.Name, rep)
 		}
-		if rep.TotalSent != rep.TotalDelivered {
+		switch {
+		case s.Kind == KindReceive:
+			// A loaded machine may drop some; every drop must be counted
+			// (the repetition settled with sent = delivered + counted, or
+			// after 250 ms without a datagram moving: then what is left is
+			// unexplained and fails here).
+			t.Logf("%s: %s", s.Name, lossLine(rep))
+			if rep.Drops == nil || rep.Unexplained != 0 || rep.TotalSent != rep.TotalDelivered+rep.Counted {
+				t.Errorf("%s: sent %d, delivered %d, counted drops %d (%s): %d unexplained", s.Name,
+					rep.TotalSent, rep.TotalDelivered, rep.Counted, rep.Drops, rep.Unexplained)
+			}
+		case rep.TotalSent != rep.TotalDelivered:
 			t.Errorf("%s: sent %d, delivered %d at a low rate", s.Name, rep.TotalSent, rep.TotalDelivered)
 		}
 		if s.Kind == KindEcho && (len(rep.Samples) == 0 || uint64(len(rep.Samples)) != rep.TotalDelivered || rep.Samples[0] <= 0) {

@@ -271,6 +271,40 @@ func (r *XsessiondReceiver) Stop() error {
 	return err
 }
 
+// Drops are the drops the daemon's workers counted, by reason, since
+// Start (the engine is new at each Start): frames the AF_XDP sockets
+// handed over that no app got.
+func (r *XsessiondReceiver) Drops() Drops {
+	d := Drops{}
+	if r.l == nil {
+		return d
+	}
+	for k, v := range r.l.stats().Totals.Drops {
+		d["xsessiond-"+k] = v
+	}
+	return d
+}
+
+// Breakdown is the AF_XDP sockets' kernel counters summed over the
+// queues: the frames B's rx_dropped counted as failed redirects to a
+// socket (rx-dropped, which in copy mode includes the times the fill ring
+// was empty, and rx-ring-full).
+func (r *XsessiondReceiver) Breakdown() Drops {
+	d := Drops{}
+	if r.l == nil {
+		return d
+	}
+	for _, q := range r.l.stats().Queues {
+		if x := q.XSK; x != nil {
+			d["xsk-rx-dropped"] += x.RxDropped
+			d["xsk-rx-ring-full"] += x.RxRingFull
+			d["xsk-fill-ring-empty"] += x.RxFillRingEmptyDescs
+			d["xsk-rx-invalid-descs"] += x.RxInvalidDescs
+		}
+	}
+	return d
+}
+
 // StatsLine summarizes the engine's counters (now, or at Stop once
 // stopped) and the app's batches: where frames went that the app did not
 // get. Call it from one goroutine with Start and Stop.
