@@ -54,12 +54,13 @@ type Config struct {
 	// sleeps in poll. 0 = DefaultIdleNap; negative = never nap. Ignored
 	// with BusyPoll.
 	IdleNap time.Duration
-	// IdleSpin is how long a worker whose loop found nothing to do (and
-	// that does not nap) keeps checking its rx ring, its tx fifos' event
-	// flags and its mailbox, without a system call, before it sleeps in
-	// poll: a frame that arrives meanwhile costs no wakeup. The spin burns
-	// its CPU, so it trades CPU for latency; 0 (the default) sleeps at
-	// once. Ignored with BusyPoll.
+	// IdleSpin: a worker whose loop found nothing to do (and that does
+	// not nap) keeps checking its rx ring, its tx fifos' event flags and
+	// its mailbox, without a system call, until IdleSpin has passed since
+	// its last loop that received or sent, then sleeps in poll: a frame or
+	// reply that arrives meanwhile costs no wakeup. The spin burns its
+	// CPU, so it trades CPU for latency (poll.go). 0 = DefaultIdleSpin;
+	// negative = sleep at once. Ignored with BusyPoll.
 	IdleSpin time.Duration
 }
 
@@ -167,6 +168,9 @@ func New(cfg Config) (*Engine, error) {
 	if cfg.IdleNap == 0 {
 		cfg.IdleNap = DefaultIdleNap
 	}
+	if cfg.IdleSpin == 0 {
+		cfg.IdleSpin = DefaultIdleSpin
+	}
 	if cfg.XDPMode == "" {
 		cfg.XDPMode = "auto"
 	}
@@ -232,7 +236,7 @@ func New(cfg Config) (*Engine, error) {
 	if err != nil {
 		return nil, fmt.Errorf("new engine: %w", err)
 	}
-	opts := cfg.XSK
+	opts := withRingDefaults(cfg.XSK)
 	opts.NeedWakeup = true
 	for q := 0; q < queues; q++ {
 		w, err := e.newWorker(q, opts)
@@ -276,6 +280,14 @@ func (e *Engine) newWorker(q int, opts xsk.Options) (*worker, error) {
 		return nil, fmt.Errorf("eventfd: %w", err)
 	}
 	w := newWorker(e, q, e.cfg.FirstWorker+uint32(q), s, kick)
+	// The fill ring is full before the program can steer a frame here: a
+	// worker that starts late on a loaded machine then finds its frames
+	// in the rx ring, not dropped for want of a fill entry. (The socket
+	// passes to the worker's goroutine when Start starts it.)
+	s.Fill()
+	if err := setBusyPoll(s.FD()); err != nil {
+		e.log.Warn("busy polling not set", "queue", q, "err", err)
+	}
 	if err := e.objs.XSKs.Set(q, s.FD()); err != nil {
 		w.closeFDs()
 		return nil, err

@@ -153,35 +153,22 @@ func (r *runner) watch(ctx context.Context, s Scenario, rep, reps int, sent, del
 }
 
 // settleAccounted waits until every datagram sent is delivered or counted
-// as dropped, or until delivered + counted stops moving for settleQuiet,
-// or for at most d, and returns delivered and the drops read last (read
-// after delivered: a datagram is in one or the other, or still on its
-// way, never in both).
+// as dropped, or for at most d, and returns delivered and the drops read
+// last (read after delivered: a datagram is in one or the other, or still
+// on its way, never in both). It does not stop earlier when nothing moves:
+// on a loaded machine a receiver may not run for hundreds of
+// milliseconds while datagrams wait in its socket or ring.
 func settleAccounted(sent, delivered func() uint64, drops func() (Drops, error), d time.Duration) (uint64, Drops, error) {
 	deadline := time.Now().Add(d)
-	var lastSum uint64
-	lastMove := time.Now()
 	for {
 		n := delivered()
 		c, err := drops()
-		if err != nil {
+		if err != nil || n+c.Sum() >= sent() || !time.Now().Before(deadline) {
 			return n, c, err
-		}
-		sum := n + c.Sum()
-		now := time.Now()
-		if sum >= sent() || !now.Before(deadline) || now.Sub(lastMove) >= settleQuiet {
-			return n, c, nil
-		}
-		if sum != lastSum {
-			lastSum, lastMove = sum, now
 		}
 		time.Sleep(10 * time.Millisecond)
 	}
 }
-
-// settleQuiet is how long delivered + counted must stand still before
-// settleAccounted gives up on the rest.
-const settleQuiet = 250 * time.Millisecond
 
 // settle waits until count stops moving for 50 ms, or for at most d.
 func settle(count func() uint64, d time.Duration) {

@@ -25,6 +25,7 @@ import (
 	"github.com/xsessiond/xsessiond/app"
 	"github.com/xsessiond/xsessiond/daemon"
 	"github.com/xsessiond/xsessiond/datapath"
+	"github.com/xsessiond/xsessiond/datapath/xsk"
 	"github.com/xsessiond/xsessiond/fifo"
 )
 
@@ -39,6 +40,11 @@ type XsessiondOptions struct {
 	XDPMode string
 	// RxFifo is the app's rx fifo size in bytes.
 	RxFifo uint32
+	// Ring is the AF_XDP sockets' ring entries (xsk.Options.RingSize),
+	// with twice as many UMEM frames; 0 is the engine's default.
+	Ring int
+	// IdleNap and IdleSpin are datapath.Config's; 0 is the default.
+	IdleNap, IdleSpin time.Duration
 }
 
 // xsOptions is what the command line chose; the constructors read it.
@@ -96,7 +102,8 @@ func startXsDaemon(ifName, netns string, queues int, o XsessiondOptions, noDatap
 	}
 	x.d, err = daemon.New(daemon.Config{
 		Datapath: datapath.Config{IfName: ifName, NetnsName: netns, Queues: queues,
-			Batch: o.Batch, BusyPoll: o.BusyPoll, XDPMode: o.XDPMode},
+			Batch: o.Batch, BusyPoll: o.BusyPoll, XDPMode: o.XDPMode, IdleNap: o.IdleNap, IdleSpin: o.IdleSpin,
+			XSK: xsk.Options{RingSize: o.Ring, NumFrames: 2 * o.Ring}},
 		NoDatapath: noDatapath,
 		Socket:     filepath.Join(x.dir, "api.sock"),
 	})

@@ -42,10 +42,10 @@ func TestXsessiondOnRig(t *testing.T) {
 		}
 		switch {
 		case s.Kind == KindReceive:
-			// A loaded machine may drop some; every drop must be counted
-			// (the repetition settled with sent = delivered + counted, or
-			// after 250 ms without a datagram moving: then what is left is
-			// unexplained and fails here).
+			// A loaded machine may drop some; every drop must be counted.
+			// The repetition waited (up to Drain) until sent = delivered +
+			// counted; what is still on its way after that is unexplained
+			// and fails here.
 			t.Logf("%s: %s", s.Name, lossLine(rep))
 			if rep.Drops == nil || rep.Unexplained != 0 || rep.TotalSent != rep.TotalDelivered+rep.Counted {
 				t.Errorf("%s: sent %d, delivered %d, counted drops %d (%s): %d unexplained", s.Name,
