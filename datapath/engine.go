@@ -107,6 +107,7 @@ type Engine struct {
 	est atomic.Pointer[estTable]                    // connected sessions, by 5-tuple (Local = this host)
 
 	claimsBusy atomic.Int64 // claims queued or being made
+	spinners   atomic.Int32 // workers spinning now (poll.go)
 	ownNS      bool         // ns was opened by New
 	pw         *peerWatch   // nil: peer errors not watched (tests without New)
 	peerClosed atomic.Uint64

@@ -19,6 +19,16 @@ package datapath
 //     IdleSpin) then cost no wake-up of the worker; at a steady rate with
 //     gaps shorter than IdleSpin the worker never sleeps, which trades a
 //     CPU for latency.
+//     Spinning is for hosts with CPU to spare, so it is held back: at
+//     most maxSpinners(GOMAXPROCS) workers of an Engine spin at once
+//     (GOMAXPROCS − 1, at least 1: a spinning worker holds a P, and apps
+//     and the rest of the process need one), and a worker that the kernel
+//     preempted while it spun (its thread's involuntary context switches,
+//     getrusage RUSAGE_THREAD, grew during the spin) stops spinning for a
+//     backoff (spinBackoffMin, doubling up to spinBackoffMax): on a host
+//     whose CPUs are all wanted, spinning takes CPU from the app and the
+//     other workers, and on a loaded 2-vCPU rig it made the workers miss
+//     whole rings (go test ./perf under stress-ng --cpu 1).
 //   - Otherwise sleep in poll(2) on the socket and the kick eventfd.
 //
 // # Rings
@@ -53,6 +63,7 @@ package datapath
 import (
 	"errors"
 	"fmt"
+	"sync/atomic"
 	"time"
 
 	"golang.org/x/sys/unix"
@@ -128,10 +139,26 @@ const (
 	idleSpin                    // check for work without a system call
 )
 
+// How long a worker preempted while spinning stops spinning.
+const (
+	spinBackoffMin = 10 * time.Millisecond
+	spinBackoffMax = time.Second
+)
+
+// maxSpinners is how many workers of an Engine may spin at once with
+// procs Ps (GOMAXPROCS).
+func maxSpinners(procs int) int32 { return int32(max(1, procs-1)) }
+
 // pollState is a worker's recent traffic, as its idle policy sees it.
-// Only the worker's goroutine touches it.
+// Only the worker's goroutine touches it, but for spinners.
 type pollState struct {
 	nap, spin time.Duration // Config.IdleNap, Config.IdleSpin; <= 0: never
+
+	spinners    *atomic.Int32 // the Engine's workers spinning now (shared)
+	maxSpinners int32
+	nivcsw      int64 // the thread's involuntary switches when the spin began
+	backoff     time.Duration
+	noSpinUntil time.Time // preempted while spinning: do not spin before
 
 	lastWork  time.Time // the last loop that received or sent
 	lastRx    time.Time // the last loop that received
@@ -179,14 +206,45 @@ func (p *pollState) idle() (idleAction, time.Duration) {
 	if p.nap > 0 && p.hot && now.Sub(p.lastRx) < napWindow {
 		return idleNap, p.nap
 	}
-	if p.spin > 0 && !p.spun {
-		if left := p.spin - now.Sub(p.lastWork); left > 0 {
+	if p.spin > 0 && !p.spun && now.After(p.noSpinUntil) {
+		if left := p.spin - now.Sub(p.lastWork); left > 0 && p.beginSpin() {
 			return idleSpin, left
 		}
 	}
 	return idleSleep, 0
 }
 
-// missed records an idle spin that found nothing: the next idle loop
-// sleeps, until a loop does work again.
-func (p *pollState) missed() { p.spun = true }
+// beginSpin takes a spinner's place, if one is free, and notes the
+// thread's involuntary context switches.
+func (p *pollState) beginSpin() bool {
+	if p.spinners.Add(1) > p.maxSpinners {
+		p.spinners.Add(-1)
+		return false
+	}
+	p.nivcsw = threadNivcsw()
+	return true
+}
+
+// endSpin gives the spinner's place back after a spin that found work or
+// not (missed: the next idle loop sleeps, until a loop does work again),
+// and backs off when the kernel preempted the thread during the spin.
+func (p *pollState) endSpin(missed bool) {
+	p.spinners.Add(-1)
+	p.spun = missed
+	if n := threadNivcsw(); n > p.nivcsw {
+		p.backoff = min(max(2*p.backoff, spinBackoffMin), spinBackoffMax)
+		p.noSpinUntil = time.Now().Add(p.backoff)
+	} else if n >= 0 {
+		p.backoff = 0
+	}
+}
+
+// threadNivcsw is the calling thread's involuntary context switches, -1
+// when unknown.
+func threadNivcsw() int64 {
+	var ru unix.Rusage
+	if unix.Getrusage(unix.RUSAGE_THREAD, &ru) != nil {
+		return -1
+	}
+	return ru.Nivcsw
+}

@@ -95,6 +95,7 @@ type worker struct {
 func newWorker(e *Engine, q int, id uint32, s *xsk.Socket, kick int) *worker {
 	w := &worker{e: e, q: q, id: id, sock: s, kick: kick, batch: e.cfg.Batch}
 	w.poll.nap, w.poll.spin = e.cfg.IdleNap, e.cfg.IdleSpin
+	w.poll.spinners, w.poll.maxSpinners = &e.spinners, maxSpinners(runtime.GOMAXPROCS(0))
 	w.descs = make([]xsk.Desc, w.batch)
 	w.frames = make([][]byte, w.batch)
 	w.hdrs = make([]fifo.DgramHeader, w.batch)
@@ -199,11 +200,12 @@ func (w *worker) run() {
 		case idleSpin:
 			w.c.Spins++
 			var found bool
-			if got, found = w.spin(d); found {
+			got, found = w.spin(d)
+			w.poll.endSpin(!found)
+			if found {
 				w.c.SpinHits++
 				continue
 			}
-			w.poll.missed()
 			w.publish()
 		}
 		w.sleep()

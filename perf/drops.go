@@ -12,6 +12,9 @@ package main
 //   - kernel sockets: B's UDP InErrors from /proc/net/snmp, read in B's
 //     netns (it includes RcvbufErrors: a full socket receive buffer, and
 //     InCsumErrors), and NoPorts (no socket bound);
+//   - echo: the same for the replies (B tx_dropped, A rx_dropped, A's UDP
+//     InErrors and NoPorts: the client's socket), and the echo server's
+//     failed sends;
 //   - xsessiond: the daemon's per-queue drop reasons (no-session,
 //     fifo-full, bad checksum, ...) for frames its workers received. The
 //     AF_XDP socket's own counters (rx_dropped, rx_ring_full,
@@ -20,9 +23,11 @@ package main
 //     redirect, which veth counts in rx_dropped, so adding them again
 //     would count those frames twice.
 //
-// The generator's own send failures (frames the kernel rejected as
-// malformed) are counted too; a transient sendto failure leaves the
-// frames on the ring, which go out with the next call and are not lost.
+// The generator's own send failures are not losses: a frame the kernel
+// rejected as malformed is not counted as sent (it is shown in the
+// breakdown), and a transient sendto failure leaves the frames on the
+// ring, which go out with the next call. The echo client counts only the
+// requests its write succeeded for.
 
 import (
 	"bufio"
@@ -85,9 +90,14 @@ type breakdown interface {
 
 // rigCounters are the drop counters of the rig at one instant.
 type rigCounters struct {
-	aTxDropped, bRxDropped     uint64
-	udpInErrors, udpNoPorts    uint64
-	udpRcvbufErrors, udpInCsum uint64
+	aTxDropped, bRxDropped uint64 // A → B
+	bTxDropped, aRxDropped uint64 // B → A (echo replies)
+	a, b                   udpCounters
+}
+
+// udpCounters are one host's UDP counters (/proc/net/snmp).
+type udpCounters struct {
+	inErrors, noPorts, rcvbufErrors, inCsum uint64
 }
 
 // readRigCounters reads the veth ends' counters (netlink, in each host's
@@ -104,7 +114,18 @@ func readRigCounters(p *nstest.Pair) (rigCounters, error) {
 		return c, err
 	}
 	c.aTxDropped, c.bRxDropped = a.TxDropped, b.RxDropped
-	err = p.B.Do(func() error {
+	c.bTxDropped, c.aRxDropped = b.TxDropped, a.RxDropped
+	if c.a, err = readUDP(p.A); err != nil {
+		return c, err
+	}
+	c.b, err = readUDP(p.B)
+	return c, err
+}
+
+// readUDP reads h's UDP counters on a thread in its netns.
+func readUDP(h *nstest.Host) (udpCounters, error) {
+	var c udpCounters
+	err := h.Do(func() error {
 		raw, err := os.ReadFile("/proc/thread-self/net/snmp")
 		if err != nil {
 			return err
@@ -113,11 +134,11 @@ func readRigCounters(p *nstest.Pair) (rigCounters, error) {
 		if err != nil {
 			return err
 		}
-		c.udpInErrors, c.udpNoPorts, c.udpRcvbufErrors, c.udpInCsum = u["InErrors"], u["NoPorts"], u["RcvbufErrors"], u["InCsumErrors"]
+		c = udpCounters{inErrors: u["InErrors"], noPorts: u["NoPorts"], rcvbufErrors: u["RcvbufErrors"], inCsum: u["InCsumErrors"]}
 		return nil
 	})
 	if err != nil {
-		return c, fmt.Errorf("read %s udp counters: %w", p.B.Name, err)
+		return c, fmt.Errorf("read %s udp counters: %w", h.Name, err)
 	}
 	return c, nil
 }
@@ -169,18 +190,29 @@ func parseSNMP(raw []byte, proto string) (map[string]uint64, error) {
 	return nil, fmt.Errorf("parse snmp: no %s lines", proto)
 }
 
-// since is the rig's drops counted between a and c.
-func (c rigCounters) since(a rigCounters) Drops {
-	return Drops{
+// since is the rig's drops counted between a and c: of datagrams from A
+// to B, and with replies also of datagrams from B to A.
+func (c rigCounters) since(a rigCounters, replies bool) Drops {
+	d := Drops{
 		"veth-a-tx-dropped": c.aTxDropped - a.aTxDropped,
 		"veth-b-rx-dropped": c.bRxDropped - a.bRxDropped,
-		"udp-in-errors":     c.udpInErrors - a.udpInErrors,
-		"udp-no-ports":      c.udpNoPorts - a.udpNoPorts,
+		"udp-b-in-errors":   c.b.inErrors - a.b.inErrors,
+		"udp-b-no-ports":    c.b.noPorts - a.b.noPorts,
 	}
+	if replies {
+		d["veth-b-tx-dropped"] = c.bTxDropped - a.bTxDropped
+		d["veth-a-rx-dropped"] = c.aRxDropped - a.aRxDropped
+		d["udp-a-in-errors"] = c.a.inErrors - a.a.inErrors
+		d["udp-a-no-ports"] = c.a.noPorts - a.a.noPorts
+	}
+	return d
 }
 
-// udpDetail is the part of udp-in-errors that is a full receive buffer
-// and a bad checksum, for the breakdown.
+// udpDetail is the part of the UDP InErrors that is a full receive
+// buffer and a bad checksum, for the breakdown.
 func (c rigCounters) udpDetail(a rigCounters) Drops {
-	return Drops{"udp-rcvbuf-errors": c.udpRcvbufErrors - a.udpRcvbufErrors, "udp-in-csum-errors": c.udpInCsum - a.udpInCsum}
+	return Drops{
+		"udp-b-rcvbuf-errors": c.b.rcvbufErrors - a.b.rcvbufErrors, "udp-b-in-csum-errors": c.b.inCsum - a.b.inCsum,
+		"udp-a-rcvbuf-errors": c.a.rcvbufErrors - a.a.rcvbufErrors, "udp-a-in-csum-errors": c.a.inCsum - a.a.inCsum,
+	}
 }

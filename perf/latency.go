@@ -5,6 +5,7 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"maps"
 	"net"
 	"slices"
 	"sync"
@@ -27,6 +28,7 @@ type echoClient struct {
 
 	winStart, winEnd atomic.Int64 // ns since base; winEnd 0 = open
 	sentWin, recvWin atomic.Uint64
+	sentAll, recvAll atomic.Uint64 // requests written and their replies, window or not
 	sendErrs         atomic.Uint64
 	stop             atomic.Bool
 	wg               sync.WaitGroup
@@ -67,6 +69,7 @@ func (c *echoClient) send() {
 				c.sendErrs.Add(1)
 				continue
 			}
+			c.sentAll.Add(1)
 			if c.inWindow(ts) {
 				c.sentWin.Add(1)
 			}
@@ -88,8 +91,12 @@ func (c *echoClient) recv() {
 			continue
 		}
 		ts := int64(binary.LittleEndian.Uint64(buf[8:]))
-		if ts < 0 || ts > int64(now) || !c.inWindow(ts) {
-			continue // not ours, or outside the window
+		if ts < 0 || ts > int64(now) {
+			continue // not ours
+		}
+		c.recvAll.Add(1)
+		if !c.inWindow(ts) {
+			continue
 		}
 		c.recvWin.Add(1)
 		c.samples = append(c.samples, now-time.Duration(ts))
@@ -125,6 +132,11 @@ func (r *runner) echoRep(ctx context.Context, s Scenario, rep, reps int) (out Re
 	if err := p.A.Do(func() (err error) { conn, err = net.DialUDP("udp4", nil, raddr); return err }); err != nil {
 		return Rep{}, fmt.Errorf("echo client: %w", err)
 	}
+	before, err := readRigCounters(p)
+	if err != nil {
+		conn.Close()
+		return Rep{}, err
+	}
 	c := newEchoClient(conn, s.Rate, s.Payload)
 	c.start()
 	closed := false
@@ -142,10 +154,41 @@ func (r *runner) echoRep(ctx context.Context, s Scenario, rep, reps int) (out Re
 		return Rep{}, err
 	}
 	c.winEnd.Store(int64(time.Since(c.base)))
+	// Stop sending, then wait until every request has its reply or a
+	// counted drop (requests and replies both: drops.go).
+	c.stop.Store(true)
+	var after rigCounters
+	drops := func() (Drops, error) {
+		var err error
+		if after, err = readRigCounters(p); err != nil {
+			return nil, err
+		}
+		d := after.since(before, true)
+		if dc, ok := e.(dropCounter); ok {
+			maps.Copy(d, dc.Drops())
+		}
+		return d, nil
+	}
+	recv, counted, err := settleAccounted(c.sentAll.Load, c.recvAll.Load, drops, max(r.timing.Drain, 100*time.Millisecond))
+	if err != nil {
+		return Rep{}, err
+	}
 	closed = true
-	samples := c.close(max(r.timing.Drain, 100*time.Millisecond))
+	samples := c.close(0)
 	out, err = windowRep(a, b)
-	out.TotalSent, out.TotalDelivered = c.sentWin.Load(), c.recvWin.Load()
-	out.Samples = samples
+	out.TotalSent, out.TotalDelivered = c.sentAll.Load(), recv
+	out.Drops, out.Counted = counted, counted.Sum()
+	out.Unexplained = int64(out.TotalSent) - int64(out.TotalDelivered) - int64(out.Counted)
+	out.Breakdown = after.udpDetail(before)
+	if bd, ok := e.(breakdown); ok {
+		maps.Copy(out.Breakdown, bd.Breakdown())
+	}
+	if n := c.sendErrs.Load(); n > 0 {
+		out.Breakdown["echo-client-send-errors"] = n // not sent, not counted
+	}
+	out.Samples, out.winReplies = samples, c.recvWin.Load()
+	if r.loss != nil {
+		r.loss(fmt.Sprintf("%s rep %d: %s", s.Name, rep, lossLine(out)))
+	}
 	return out, err
 }

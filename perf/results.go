@@ -81,7 +81,7 @@ func computeFigures(r *Result) {
 			proc[i] = v
 		}
 		util[i] = rep.Util
-		if r.Kind == KindReceive && rep.Drops != nil {
+		if (r.Kind == KindReceive || r.Kind == KindEcho) && rep.Drops != nil {
 			counted = append(counted, float64(rep.Counted))
 			unexplained = append(unexplained, float64(rep.Unexplained))
 		}

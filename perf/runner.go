@@ -35,8 +35,10 @@ type Rep struct {
 	BusyNs         int64   `json:"busy_ns"` // whole machine, /proc/stat, in the window
 	ProcNs         int64   `json:"proc_ns"` // this process's user+system, in the window
 	Util           float64 `json:"util"`    // busy share of all CPUs in the window
-	// Samples are echo round-trip times sent in the window (not in JSON).
-	Samples []time.Duration `json:"-"`
+	// Samples are echo round-trip times sent in the window (not in JSON),
+	// one per reply to a request sent in the window (winReplies).
+	Samples    []time.Duration `json:"-"`
+	winReplies uint64
 	// Receive repetitions: the drops counted over the whole repetition
 	// (drops.go says where), their sum, and the loss no counter explains:
 	// TotalSent − TotalDelivered − Counted (negative: counted twice).
@@ -332,7 +334,7 @@ func (r *runner) receiveRep(ctx context.Context, s Scenario, rep, reps int) (out
 		if after, err = readRigCounters(p); err != nil {
 			return nil, err
 		}
-		d := after.since(before)
+		d := after.since(before, false)
 		if dc, ok := rx.(dropCounter); ok {
 			maps.Copy(d, dc.Drops())
 		}

@@ -281,32 +281,41 @@ func (r *XsessiondReceiver) Stop() error {
 // Drops are the drops the daemon's workers counted, by reason, since
 // Start (the engine is new at each Start): frames the AF_XDP sockets
 // handed over that no app got.
-func (r *XsessiondReceiver) Drops() Drops {
+func (r *XsessiondReceiver) Drops() Drops { return r.l.drops() }
+
+// Breakdown is the AF_XDP sockets' kernel counters (xsListener.breakdown).
+func (r *XsessiondReceiver) Breakdown() Drops { return r.l.breakdown() }
+
+// drops are the daemon's per-queue drop reasons, summed over the queues:
+// received frames no app got, and datagrams apps wrote that no frame
+// carried.
+func (l *xsListener) drops() Drops {
 	d := Drops{}
-	if r.l == nil {
+	if l == nil {
 		return d
 	}
-	for k, v := range r.l.stats().Totals.Drops {
+	for k, v := range l.stats().Totals.Drops {
 		d["xsessiond-"+k] = v
 	}
 	return d
 }
 
-// Breakdown is the AF_XDP sockets' kernel counters summed over the
+// breakdown is the AF_XDP sockets' kernel counters summed over the
 // queues: the frames B's rx_dropped counted as failed redirects to a
 // socket (rx-dropped, which in copy mode includes the times the fill ring
 // was empty, and rx-ring-full).
-func (r *XsessiondReceiver) Breakdown() Drops {
+func (l *xsListener) breakdown() Drops {
 	d := Drops{}
-	if r.l == nil {
+	if l == nil {
 		return d
 	}
-	for _, q := range r.l.stats().Queues {
+	for _, q := range l.stats().Queues {
 		if x := q.XSK; x != nil {
 			d["xsk-rx-dropped"] += x.RxDropped
 			d["xsk-rx-ring-full"] += x.RxRingFull
 			d["xsk-fill-ring-empty"] += x.RxFillRingEmptyDescs
 			d["xsk-rx-invalid-descs"] += x.RxInvalidDescs
+			d["xsk-tx-invalid-descs"] += x.TxInvalidDescs
 		}
 	}
 	return d
@@ -390,6 +399,12 @@ func (e *XsessiondEcho) echo(pc *app.PacketConn) error {
 		e.echoed.Add(1)
 	}
 }
+
+// Drops are the daemon's drop reasons since Start (xsListener.drops).
+func (e *XsessiondEcho) Drops() Drops { return e.l.drops() }
+
+// Breakdown is the AF_XDP sockets' kernel counters (xsListener.breakdown).
+func (e *XsessiondEcho) Breakdown() Drops { return e.l.breakdown() }
 
 // Stop ends the echo app, closes it and stops the daemon.
 func (e *XsessiondEcho) Stop() error {
