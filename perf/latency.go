@@ -30,6 +30,9 @@ type echoClient struct {
 	sentWin, recvWin atomic.Uint64
 	sentAll, recvAll atomic.Uint64 // requests written and their replies, window or not
 	sendErrs         atomic.Uint64
+	lastSendErr      atomic.Value // error: the last failed write's
+	recvErr          error        // the receiving goroutine's last read error (read after wg.Wait)
+	recvErrs         uint64       // and how many it had
 	stop             atomic.Bool
 	wg               sync.WaitGroup
 	samples          []time.Duration // owned by the receiving goroutine
@@ -67,6 +70,7 @@ func (c *echoClient) send() {
 			binary.LittleEndian.PutUint64(buf[8:], uint64(ts))
 			if _, err := c.conn.Write(buf); err != nil {
 				c.sendErrs.Add(1)
+				c.lastSendErr.Store(err)
 				continue
 			}
 			c.sentAll.Add(1)
@@ -84,7 +88,14 @@ func (c *echoClient) recv() {
 	for {
 		n, err := c.conn.Read(buf)
 		if err != nil {
-			return
+			if errors.Is(err, net.ErrClosed) {
+				return
+			}
+			// A connected UDP socket reports an ICMP error it received
+			// on its next read; the replies after it still come.
+			c.recvErrs++
+			c.recvErr = err
+			continue
 		}
 		now := time.Since(c.base)
 		if n < echoHeader {
@@ -184,7 +195,12 @@ func (r *runner) echoRep(ctx context.Context, s Scenario, rep, reps int) (out Re
 		maps.Copy(out.Breakdown, bd.Breakdown())
 	}
 	if n := c.sendErrs.Load(); n > 0 {
-		out.Breakdown["echo-client-send-errors"] = n // not sent, not counted
+		// Not sent, not counted. A connected UDP socket reports an ICMP
+		// error it received on its next write.
+		out.Breakdown[fmt.Sprintf("echo-client-send-errors (last: %v)", c.lastSendErr.Load())] = n
+	}
+	if c.recvErrs > 0 {
+		out.Breakdown[fmt.Sprintf("echo-client-read-errors (last: %v)", c.recvErr)] = c.recvErrs
 	}
 	out.Samples, out.winReplies = samples, c.recvWin.Load()
 	if r.loss != nil {
