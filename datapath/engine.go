@@ -62,12 +62,13 @@ type Config struct {
 	// sleeps in poll. 0 = DefaultIdleNap; negative = never nap. Ignored
 	// with BusyPoll.
 	IdleNap time.Duration
-	// IdleSpin is how long a worker whose loop found nothing to do (and
-	// that does not nap) keeps checking its rx ring, its tx fifos' event
-	// flags and its mailbox, without a system call, before it sleeps in
-	// poll: a frame that arrives meanwhile costs no wakeup. The spin burns
-	// its CPU, so it trades CPU for latency; 0 (the default) sleeps at
-	// once. Ignored with BusyPoll.
+	// IdleSpin: a worker whose loop found nothing to do (and that does
+	// not nap) keeps checking its rx ring, its tx fifos' event flags and
+	// its mailbox, without a system call, until IdleSpin has passed since
+	// its last loop that received or sent, then sleeps in poll: a frame or
+	// reply that arrives meanwhile costs no wakeup. The spin burns its
+	// CPU, so it trades CPU for latency (poll.go). 0 = DefaultIdleSpin;
+	// negative = sleep at once. Ignored with BusyPoll.
 	IdleSpin time.Duration
 	// Checksum is what a worker makes of a UDP checksum field holding
 	// the pseudo-header sum (a local sender's checksum offload):
@@ -117,8 +118,9 @@ type Engine struct {
 	lis atomic.Pointer[map[flow.Handle]*udp.Target] // listeners in datagram mode, by handle
 	est atomic.Pointer[estTable]                    // connected sessions, by 5-tuple (Local = this host)
 
-	partialOK bool   // accept partial UDP checksums (Config.Checksum, resolved)
-	csumMode  string // the checksum mode in effect, for Stats
+	partialOK bool         // accept partial UDP checksums (Config.Checksum, resolved)
+	csumMode  string       // the checksum mode in effect, for Stats
+	spinners  atomic.Int32 // workers spinning now (poll.go)
 
 	capture atomic.Pointer[Capture] // the capture running, nil: none (capture.go)
 
@@ -187,6 +189,9 @@ func New(cfg Config) (*Engine, error) {
 	}
 	if cfg.IdleNap == 0 {
 		cfg.IdleNap = DefaultIdleNap
+	}
+	if cfg.IdleSpin == 0 {
+		cfg.IdleSpin = DefaultIdleSpin
 	}
 	if cfg.XDPMode == "" {
 		cfg.XDPMode = "auto"
@@ -264,7 +269,7 @@ func New(cfg Config) (*Engine, error) {
 	if err != nil {
 		return nil, fmt.Errorf("new engine: %w", err)
 	}
-	opts := cfg.XSK
+	opts := withRingDefaults(cfg.XSK)
 	opts.NeedWakeup = true
 	for q := 0; q < queues; q++ {
 		w, err := e.newWorker(q, opts)
@@ -308,6 +313,14 @@ func (e *Engine) newWorker(q int, opts xsk.Options) (*worker, error) {
 		return nil, fmt.Errorf("eventfd: %w", err)
 	}
 	w := newWorker(e, q, e.cfg.FirstWorker+uint32(q), s, kick)
+	// The fill ring is full before the program can steer a frame here: a
+	// worker that starts late on a loaded machine then finds its frames
+	// in the rx ring, not dropped for want of a fill entry. (The socket
+	// passes to the worker's goroutine when Start starts it.)
+	s.Fill()
+	if err := setBusyPoll(s.FD()); err != nil {
+		e.log.Warn("busy polling not set", "queue", q, "err", err)
+	}
 	if err := e.objs.XSKs.Set(q, s.FD()); err != nil {
 		w.closeFDs()
 		return nil, err

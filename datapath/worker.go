@@ -92,8 +92,9 @@ type worker struct {
 	tx   txState
 	apps appKicks // the apps' kick eventfds (kick.go)
 
-	cap *Capture // the capture running, loaded once per loop; nil: none
-	big []byte   // a datagram larger than a frame, on its way to the kernel path (txBig)
+	cap  *Capture  // the capture running, loaded once per loop; nil: none
+	big  []byte    // a datagram larger than a frame, on its way to the kernel path (txBig)
+	poll pollState // the idle policy (poll.go)
 
 	c   counters
 	pub published
@@ -101,6 +102,8 @@ type worker struct {
 
 func newWorker(e *Engine, q int, id uint32, s *xsk.Socket, kick int) *worker {
 	w := &worker{e: e, q: q, id: id, sock: s, kick: kick, batch: e.cfg.Batch, partialOK: e.partialOK}
+	w.poll.nap, w.poll.spin = e.cfg.IdleNap, e.cfg.IdleSpin
+	w.poll.spinners, w.poll.maxSpinners = &e.spinners, maxSpinners(runtime.GOMAXPROCS(0))
 	w.descs = make([]xsk.Desc, w.batch)
 	w.frames = make([][]byte, w.batch)
 	w.hdrs = make([]fifo.DgramHeader, w.batch)
@@ -151,16 +154,6 @@ const publishEvery = 16
 // the clock, the stop flag and the mailbox (which takes the shard's lock).
 const spinCheckEvery = 16
 
-// An idle worker naps (Config.IdleNap) instead of sleeping in poll while
-// it receives at least napHot frames per napWindow (measured over windows
-// of at least napWindow) and received one within the last napWindow;
-// napSlack is the timer slack of its thread.
-const (
-	napWindow = time.Millisecond
-	napHot    = 32
-	napSlack  = 2 * time.Microsecond
-)
-
 // run is the worker's loop, on a locked OS thread.
 func (w *worker) run() {
 	runtime.LockOSThread()
@@ -170,19 +163,8 @@ func (w *worker) run() {
 	}
 	w.preTx = nil
 	w.sock.Fill()
-	spin, nap := w.e.cfg.IdleSpin, w.e.cfg.IdleNap
-	if nap > 0 {
-		if old, err := unix.PrctlRetInt(unix.PR_GET_TIMERSLACK, 0, 0, 0, 0); err == nil {
-			_ = unix.Prctl(unix.PR_SET_TIMERSLACK, uintptr(napSlack), 0, 0, 0)
-			defer unix.Prctl(unix.PR_SET_TIMERSLACK, uintptr(old), 0, 0, 0)
-		}
-	}
-	// With naps: when a loop last received frames, and the frames
-	// received in the current and the last napWindow.
-	var lastRx, winStart time.Time
-	winFrames, hot := 0, false
-	spun := false // the last idle loop spun in vain and nothing was done since
-	got := 0      // frames the spin received into w.descs
+	defer w.poll.start()()
+	got := 0 // frames an idle spin received into w.descs
 	for !w.stop.Load() {
 		w.c.Loops++
 		w.cap = w.e.captureFor(w.q)
@@ -201,16 +183,6 @@ func (w *worker) run() {
 			w.processBatch(w.frames[:n])
 			w.sock.FreeDescs(w.descs[:n])
 			busy = true
-			if nap > 0 {
-				lastRx = time.Now()
-				if d := lastRx.Sub(winStart); d >= napWindow {
-					// napHot frames per napWindow on average over the window
-					// (which a preempted worker may see last longer).
-					hot = d < time.Second && time.Duration(winFrames)*napWindow >= napHot*d
-					winStart, winFrames = lastRx, 0
-				}
-				winFrames += n
-			}
 		}
 		w.sock.Fill()
 		if w.drainTx() {
@@ -219,7 +191,7 @@ func (w *worker) run() {
 		w.sock.Complete()
 		w.tx.retryHeld()
 		if busy {
-			spun = false
+			w.poll.worked(n)
 		}
 		if busy || w.e.cfg.BusyPoll {
 			if w.c.Loops%publishEvery == 0 {
@@ -227,22 +199,22 @@ func (w *worker) run() {
 			}
 			continue
 		}
-		if nap > 0 && hot && time.Since(lastRx) < napWindow {
-			w.publish()
+		w.publish()
+		switch act, d := w.poll.idle(); act { // poll.go
+		case idleNap:
 			w.c.Naps++
-			ts := unix.NsecToTimespec(int64(nap))
+			ts := unix.NsecToTimespec(int64(d))
 			_ = unix.Nanosleep(&ts, nil)
 			continue
-		}
-		w.publish()
-		if spin > 0 && !spun {
+		case idleSpin:
 			w.c.Spins++
 			var found bool
-			if got, found = w.spin(spin); found {
+			got, found = w.spin(d)
+			w.poll.endSpin(!found)
+			if found {
 				w.c.SpinHits++
 				continue
 			}
-			spun = true
 			w.publish()
 		}
 		w.sleep()

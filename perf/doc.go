@@ -4,9 +4,10 @@
 //
 // Usage (as root):
 //
-//	go run ./perf [--quick] [--reps 3] [--duration 2s] [--queues 2] [--flows 16]
+//	go run ./perf [--quick] [--only REGEXP] [--reps 3] [--duration 2s] [--queues 2] [--flows 16]
 //	              [--rate 0] [--gen-threads 1] [--payloads 64,512,1472] [--out perf/out]
 //	              [--cpuprofile FILE] [--xs-stats] [--xs-batch N] [--xs-busy-poll]
+//	              [--xs-ring N] [--xs-nap D] [--xs-spin D]
 //	              [--xs-xdp-mode MODE] [--xs-rx-fifo BYTES]
 //	go run ./perf gen  --iface IF --dst-mac MAC --dst-ip IP ...   (two-machine runs)
 //	go run ./perf recv --iface IF --impl kernel|kernel-reuseport|xdp-drop|xsessiond ...
@@ -43,6 +44,24 @@
 //     --xs-* flags shape the engine and the app; --xs-stats prints the
 //     engine's counters (drops by reason, AF_XDP ring counters, worker
 //     loops and sleeps) after each receive repetition.
+//
+// Loss accounting (drops.go): every receive repetition reads the drop
+// counters before the generator starts and after the receiver has
+// drained, and prints one line per repetition,
+//
+//	udp64-q1-f1/xsessiond rep 1: sent S delivered D loss L: counted C (counter=n ...), unexplained U; breakdown ...
+//
+// where counted sums the veth ends' drops (A tx_dropped, B rx_dropped),
+// B's UDP InErrors and NoPorts, and xsessiond's per-queue drop reasons,
+// and U = L − C. The breakdown shows counters that are already inside the
+// counted ones (the AF_XDP sockets' rx_dropped, rx_ring_full and fill
+// ring empty, inside B's rx_dropped; UDP RcvbufErrors inside InErrors).
+// A repetition drains until D + C reaches S or the drain time passes, so
+// U is what no counter explains, not what was still on its way. A window
+// in which nothing was sent or delivered (goroutines not run on a loaded
+// machine) is stretched until something was, up to 20 windows. --only
+// runs the scenarios whose name matches; --xs-ring, --xs-nap and
+// --xs-spin override the engine's ring size, nap and spin.
 //
 // An implementation that cannot run here returns an error matching
 // ErrNotAvailable; its rows are reported as "not available" with no

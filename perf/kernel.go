@@ -134,10 +134,16 @@ func listenUDP(env *Env, n int) ([]net.PacketConn, error) {
 // KernelEcho is the kernel-socket echo server: one UDP socket, one
 // goroutine, every datagram written back to its sender.
 type KernelEcho struct {
-	conn net.PacketConn
-	done chan struct{}
-	n    atomic.Uint64
+	conn    net.PacketConn
+	done    chan struct{}
+	n       atomic.Uint64
+	sendErr atomic.Uint64 // replies the kernel refused (ENOBUFS)
 }
+
+// Breakdown is the replies the kernel refused to send. They are not added
+// to the counted drops: a veth that refuses a frame returns ENOBUFS and
+// counts it in its tx_dropped, which is counted.
+func (e *KernelEcho) Breakdown() Drops { return Drops{"echo-server-enobufs": e.sendErr.Load()} }
 
 // NewKernelEcho returns the kernel echo server.
 func NewKernelEcho() *KernelEcho { return &KernelEcho{} }
@@ -161,8 +167,11 @@ func (e *KernelEcho) Start(env *Env) error {
 			if err != nil {
 				return
 			}
-			if _, err := uc.WriteToUDPAddrPort(buf[:n], from); err != nil && !errors.Is(err, unix.ENOBUFS) {
-				return
+			if _, err := uc.WriteToUDPAddrPort(buf[:n], from); err != nil {
+				if !errors.Is(err, unix.ENOBUFS) {
+					return
+				}
+				e.sendErr.Add(1)
 			}
 			e.n.Add(1)
 		}

@@ -5,6 +5,7 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"maps"
 	"net"
 	"slices"
 	"sync"
@@ -27,7 +28,11 @@ type echoClient struct {
 
 	winStart, winEnd atomic.Int64 // ns since base; winEnd 0 = open
 	sentWin, recvWin atomic.Uint64
+	sentAll, recvAll atomic.Uint64 // requests written and their replies, window or not
 	sendErrs         atomic.Uint64
+	lastSendErr      atomic.Value // error: the last failed write's
+	recvErr          error        // the receiving goroutine's last read error (read after wg.Wait)
+	recvErrs         uint64       // and how many it had
 	stop             atomic.Bool
 	wg               sync.WaitGroup
 	samples          []time.Duration // owned by the receiving goroutine
@@ -65,8 +70,10 @@ func (c *echoClient) send() {
 			binary.LittleEndian.PutUint64(buf[8:], uint64(ts))
 			if _, err := c.conn.Write(buf); err != nil {
 				c.sendErrs.Add(1)
+				c.lastSendErr.Store(err)
 				continue
 			}
+			c.sentAll.Add(1)
 			if c.inWindow(ts) {
 				c.sentWin.Add(1)
 			}
@@ -81,15 +88,26 @@ func (c *echoClient) recv() {
 	for {
 		n, err := c.conn.Read(buf)
 		if err != nil {
-			return
+			if errors.Is(err, net.ErrClosed) {
+				return
+			}
+			// A connected UDP socket reports an ICMP error it received
+			// on its next read; the replies after it still come.
+			c.recvErrs++
+			c.recvErr = err
+			continue
 		}
 		now := time.Since(c.base)
 		if n < echoHeader {
 			continue
 		}
 		ts := int64(binary.LittleEndian.Uint64(buf[8:]))
-		if ts < 0 || ts > int64(now) || !c.inWindow(ts) {
-			continue // not ours, or outside the window
+		if ts < 0 || ts > int64(now) {
+			continue // not ours
+		}
+		c.recvAll.Add(1)
+		if !c.inWindow(ts) {
+			continue
 		}
 		c.recvWin.Add(1)
 		c.samples = append(c.samples, now-time.Duration(ts))
@@ -125,6 +143,11 @@ func (r *runner) echoRep(ctx context.Context, s Scenario, rep, reps int) (out Re
 	if err := p.A.Do(func() (err error) { conn, err = net.DialUDP("udp4", nil, raddr); return err }); err != nil {
 		return Rep{}, fmt.Errorf("echo client: %w", err)
 	}
+	before, err := readRigCounters(p)
+	if err != nil {
+		conn.Close()
+		return Rep{}, err
+	}
 	c := newEchoClient(conn, s.Rate, s.Payload)
 	c.start()
 	closed := false
@@ -142,10 +165,46 @@ func (r *runner) echoRep(ctx context.Context, s Scenario, rep, reps int) (out Re
 		return Rep{}, err
 	}
 	c.winEnd.Store(int64(time.Since(c.base)))
+	// Stop sending, then wait until every request has its reply or a
+	// counted drop (requests and replies both: drops.go).
+	c.stop.Store(true)
+	var after rigCounters
+	drops := func() (Drops, error) {
+		var err error
+		if after, err = readRigCounters(p); err != nil {
+			return nil, err
+		}
+		d := after.since(before, true)
+		if dc, ok := e.(dropCounter); ok {
+			maps.Copy(d, dc.Drops())
+		}
+		return d, nil
+	}
+	recv, counted, err := settleAccounted(c.sentAll.Load, c.recvAll.Load, drops, max(r.timing.Drain, 100*time.Millisecond))
+	if err != nil {
+		return Rep{}, err
+	}
 	closed = true
-	samples := c.close(max(r.timing.Drain, 100*time.Millisecond))
+	samples := c.close(0)
 	out, err = windowRep(a, b)
-	out.TotalSent, out.TotalDelivered = c.sentWin.Load(), c.recvWin.Load()
-	out.Samples = samples
+	out.TotalSent, out.TotalDelivered = c.sentAll.Load(), recv
+	out.Drops, out.Counted = counted, counted.Sum()
+	out.Unexplained = int64(out.TotalSent) - int64(out.TotalDelivered) - int64(out.Counted)
+	out.Breakdown = after.udpDetail(before)
+	if bd, ok := e.(breakdown); ok {
+		maps.Copy(out.Breakdown, bd.Breakdown())
+	}
+	if n := c.sendErrs.Load(); n > 0 {
+		// Not sent, not counted. A connected UDP socket reports an ICMP
+		// error it received on its next write.
+		out.Breakdown[fmt.Sprintf("echo-client-send-errors (last: %v)", c.lastSendErr.Load())] = n
+	}
+	if c.recvErrs > 0 {
+		out.Breakdown[fmt.Sprintf("echo-client-read-errors (last: %v)", c.recvErr)] = c.recvErrs
+	}
+	out.Samples, out.winReplies = samples, c.recvWin.Load()
+	if r.loss != nil {
+		r.loss(fmt.Sprintf("%s rep %d: %s", s.Name, rep, lossLine(out)))
+	}
 	return out, err
 }

@@ -8,6 +8,7 @@ import (
 	"io"
 	"os"
 	"os/signal"
+	"regexp"
 	"runtime"
 	"strconv"
 	"strings"
@@ -33,6 +34,7 @@ func main() {
 // options is the command line of the rig mode.
 type options struct {
 	quick      bool
+	only       string // regular expression on scenario names
 	reps       int
 	timing     Timing
 	queues     int
@@ -61,6 +63,7 @@ flags of the rig mode:
 	}
 	var o options
 	var payloads string
+	fs.StringVar(&o.only, "only", "", "run only the scenarios whose name (group/impl, e.g. echo64-q1-f1/xsessiond) matches this regular expression")
 	fs.BoolVar(&o.quick, "quick", false, "only UDP 64-byte receive, xsessiond and the kernel baseline, one repetition; ends with the ratio line")
 	fs.IntVar(&o.reps, "reps", 3, "repetitions of each scenario")
 	fs.DurationVar(&o.timing.Window, "duration", 2*time.Second, "measurement window of each repetition")
@@ -75,6 +78,9 @@ flags of the rig mode:
 	fs.StringVar(&o.cpuProfile, "cpuprofile", "", "write a CPU profile of the measurement window of the first repetition of each xsessiond 64-byte receive row to this file\n(the first row's; later rows insert their group before the extension); goroutines are labelled part=datapath|app|gen")
 	fs.IntVar(&o.xs.Batch, "xs-batch", 0, "xsessiond engine: frames per poll (0 = the engine's default, 64)")
 	fs.BoolVar(&o.xs.BusyPoll, "xs-busy-poll", false, "xsessiond engine: workers poll without sleeping")
+	fs.IntVar(&o.xs.Ring, "xs-ring", 0, "xsessiond engine: AF_XDP ring entries, a power of two, with twice as many UMEM frames (0 = the default)")
+	fs.DurationVar(&o.xs.IdleNap, "xs-nap", 0, "xsessiond engine: Config.IdleNap (0 = the default, negative = never nap)")
+	fs.DurationVar(&o.xs.IdleSpin, "xs-spin", 0, "xsessiond engine: Config.IdleSpin (0 = the default)")
 	fs.StringVar(&o.xs.XDPMode, "xs-xdp-mode", "", "xsessiond engine: XDP attach mode: native, generic (default: auto)")
 	fs.BoolVar(&o.xsStats, "xs-stats", false, "print the xsessiond engine's counters after each receive repetition")
 	var rxFifo int
@@ -172,10 +178,18 @@ func run(ctx context.Context, o options, log io.Writer) (*Report, error) {
 	if o.xsStats {
 		r.stats = r.prog.note
 	}
+	r.loss = r.prog.note
+	only, err := regexp.Compile(o.only)
+	if err != nil {
+		return nil, fmt.Errorf("--only: %w", err)
+	}
 	var errs []error
 	for _, s := range Scenarios(plan) {
 		if ctx.Err() != nil {
 			break
+		}
+		if !only.MatchString(s.Name) {
+			continue
 		}
 		res := r.runScenario(ctx, s, o.reps)
 		if res.Status == StatusError && ctx.Err() == nil {

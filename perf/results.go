@@ -32,6 +32,10 @@ type Result struct {
 	SentPPS Summary `json:"sent_pps"` // offered by the generator (or writer, or client)
 	Loss    Summary `json:"loss"`     // packets: sent − delivered over the whole repetition
 	LossPct Summary `json:"loss_pct"` // 100 × loss / sent
+	// Counted is the loss the drop counters explain; Unexplained the rest
+	// (receive rows; drops.go says which counters).
+	Counted     Summary `json:"loss_counted"`
+	Unexplained Summary `json:"loss_unexplained"`
 	// CPUNs is the whole machine's busy CPU time (/proc/stat user + nice +
 	// system + irq + softirq + steal) over the window per delivered
 	// packet, generator included.
@@ -56,7 +60,7 @@ func computeFigures(r *Result) {
 	n := len(r.Reps)
 	pps, gbps, sent := make([]float64, n), make([]float64, n), make([]float64, n)
 	loss, lossPct, cpu, proc, util := make([]float64, n), make([]float64, n), make([]float64, n), make([]float64, n), make([]float64, n)
-	var p50, p99, p999 []float64
+	var p50, p99, p999, counted, unexplained []float64
 	var pooled []time.Duration
 	for i, rep := range r.Reps {
 		secs := float64(rep.WindowNs) / 1e9
@@ -77,6 +81,10 @@ func computeFigures(r *Result) {
 			proc[i] = v
 		}
 		util[i] = rep.Util
+		if (r.Kind == KindReceive || r.Kind == KindEcho) && rep.Drops != nil {
+			counted = append(counted, float64(rep.Counted))
+			unexplained = append(unexplained, float64(rep.Unexplained))
+		}
 		if r.Kind == KindEcho && len(rep.Samples) > 0 {
 			p50 = append(p50, us(Percentile(rep.Samples, 0.50)))
 			p99 = append(p99, us(Percentile(rep.Samples, 0.99)))
@@ -88,6 +96,7 @@ func computeFigures(r *Result) {
 	r.Loss, r.LossPct = Summarize(loss), Summarize(lossPct)
 	r.CPUNs, r.ProcNs, r.Util = Summarize(cpu), Summarize(proc), Summarize(util)
 	r.P50us, r.P99us, r.P999us = Summarize(p50), Summarize(p99), Summarize(p999)
+	r.Counted, r.Unexplained = Summarize(counted), Summarize(unexplained)
 	if len(pooled) > 0 {
 		slices.Sort(pooled)
 		r.CDF = CDF(pooled, 200)
@@ -230,7 +239,8 @@ var methodNotes = []string{
 	"CPU ns/pkt: whole-machine busy time from /proc/stat (user+nice+system+irq+softirq+steal) over the window / delivered, generator included; other load on the machine counts too.",
 	"gen-only: generator into host B with nothing attached and frames addressed to another MAC, dropped by B's kernel at IP input (PACKET_OTHERHOST); its CPU ns per sent packet (generator + veth hand-over + that drop) is the generator-alone cost.",
 	"rx ns/pkt: (busy − gen-only ns/pkt × sent) / delivered, with the gen-only median of the same payload/queues/flows.",
-	"Loss: sent − delivered over the whole repetition, after the receiver has drained.",
+	"Loss: sent − delivered over the whole repetition, after the receiver has drained (until delivered + counted drops reach sent, for at most the drain time: 1 s).",
+	"Loss counted: the drops counters explain, read before and after the repetition: the veth ends' (A tx_dropped: the hand-over refused the frame; B rx_dropped: B's backlog, or a failed XDP redirect, which includes an AF_XDP socket's rx_dropped, fill ring empty and rx ring full), B's UDP InErrors (full socket buffers, bad checksums) and NoPorts, and xsessiond's per-queue drop reasons (fifo full, no session, bad checksum, ...). Unexplained: loss − counted, 0 when every loss has a counter; the harness prints each repetition's counters.",
 	"proc ns/pkt: this process's own user+system time per delivered packet (getrusage), less sensitive to other load; softirq work the kernel does outside the process is not in it.",
 	"xsessiond is the daemon (package daemon, as xsessiond run starts it) running in-process on host B's veth end (AF_XDP in copy mode as veth has no zero-copy), with apps attached through the app library over its control socket; the receiving app counts datagrams with ReadBatch, in place in its listener's rx fifo, without copying payloads.",
 	"Cut-through: socketpair writes and reads one message per system call; xsessiond's writer writes one datagram per Write on its app library connection and its reader takes up to 64 per ReadBatch in place, both sleeping only when the fifo is full or empty.",
@@ -296,12 +306,13 @@ func WriteMarkdown(w io.Writer, rep *Report) error {
 		return s
 	}
 	if rows := section("UDP receive", KindGenOnly, KindReceive); len(rows) > 0 {
-		b.WriteString("| group | impl | Mpps | Gbit/s | offered Mpps | loss % | CPU ns/pkt | rx ns/pkt | proc ns/pkt | CPU util | note |\n")
-		b.WriteString("| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |\n")
+		b.WriteString("| group | impl | Mpps | Gbit/s | offered Mpps | loss % | loss counted | unexplained | CPU ns/pkt | rx ns/pkt | proc ns/pkt | CPU util | note |\n")
+		b.WriteString("| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |\n")
 		for _, r := range rows {
-			fmt.Fprintf(&b, "| %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s |\n", r.Group, r.Impl,
+			fmt.Fprintf(&b, "| %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s |\n", r.Group, r.Impl,
 				fmtSummary(r.PPS, 1e-6, 3), fmtSummary(r.Gbps, 1, 2), fmtSummary(r.SentPPS, 1e-6, 3),
-				fmtSummary(r.LossPct, 1, 2), fmtSummary(r.CPUNs, 1, 0), fmtSummary(r.RxCPUNs, 1, 0),
+				fmtSummary(r.LossPct, 1, 2), fmtSummary(r.Counted, 1, 0), fmtSummary(r.Unexplained, 1, 0),
+				fmtSummary(r.CPUNs, 1, 0), fmtSummary(r.RxCPUNs, 1, 0),
 				fmtSummary(r.ProcNs, 1, 0), fmtPct(r.Util), status(r))
 		}
 	}

@@ -10,8 +10,10 @@ import (
 )
 
 // TestRepsOnRig runs one short repetition of every implementation that is
-// available, at a rate every receiver keeps up with, and checks the counts:
-// nothing lost, the windows non-empty, the rig reused across rows. That no
+// available, at a rate every receiver keeps up with on an idle machine, and
+// checks the counts: every datagram a receiver did not deliver counted by
+// a drop counter (a loaded machine may drop some), nothing lost by the
+// echo and local pairs, the windows non-empty, the rig reused across rows. That no
 // descriptor is left is checked with leakcheck (the set of descriptors,
 // polled until it settles).
 func TestRepsOnRig(t *testing.T) {
@@ -38,11 +40,23 @@ func TestRepsOnRig(t *testing.T) {
 		if rep.Sent == 0 || rep.Delivered == 0 || rep.WindowNs <= 0 {
 			t.Errorf("%s: empty window %+v", s.Name, rep)
 		}
-		if rep.TotalSent != rep.TotalDelivered {
+		switch {
+		case s.Kind == KindReceive || s.Kind == KindEcho:
+			// A loaded machine may drop some; every drop must be counted
+			// (echo: requests and replies, over the whole repetition).
+			// The repetition waited (up to Drain) until sent = delivered +
+			// counted; what is still on its way after that is unexplained
+			// and fails here.
+			t.Logf("%s: %s", s.Name, lossLine(rep))
+			if rep.Drops == nil || rep.Unexplained != 0 || rep.TotalSent != rep.TotalDelivered+rep.Counted {
+				t.Errorf("%s: sent %d, delivered %d, counted drops %d (%s): %d unexplained", s.Name,
+					rep.TotalSent, rep.TotalDelivered, rep.Counted, rep.Drops, rep.Unexplained)
+			}
+		case rep.TotalSent != rep.TotalDelivered:
 			t.Errorf("%s: sent %d, delivered %d at a low rate", s.Name, rep.TotalSent, rep.TotalDelivered)
 		}
-		if s.Kind == KindEcho && (len(rep.Samples) == 0 || uint64(len(rep.Samples)) != rep.TotalDelivered || rep.Samples[0] <= 0) {
-			t.Errorf("echo: %d samples for %d replies", len(rep.Samples), rep.TotalDelivered)
+		if s.Kind == KindEcho && (len(rep.Samples) == 0 || uint64(len(rep.Samples)) != rep.winReplies || rep.winReplies > rep.TotalDelivered || rep.Samples[0] <= 0) {
+			t.Errorf("echo: %d samples for %d replies in the window, %d in all", len(rep.Samples), rep.winReplies, rep.TotalDelivered)
 		}
 	}
 	if rg.pair == nil || rg.queues != 2 {

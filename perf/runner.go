@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"maps"
 	"net"
 	"os"
 	"path/filepath"
@@ -34,8 +35,17 @@ type Rep struct {
 	BusyNs         int64   `json:"busy_ns"` // whole machine, /proc/stat, in the window
 	ProcNs         int64   `json:"proc_ns"` // this process's user+system, in the window
 	Util           float64 `json:"util"`    // busy share of all CPUs in the window
-	// Samples are echo round-trip times sent in the window (not in JSON).
-	Samples []time.Duration `json:"-"`
+	// Samples are echo round-trip times sent in the window (not in JSON),
+	// one per reply to a request sent in the window (winReplies).
+	Samples    []time.Duration `json:"-"`
+	winReplies uint64
+	// Receive repetitions: the drops counted over the whole repetition
+	// (drops.go says where), their sum, and the loss no counter explains:
+	// TotalSent − TotalDelivered − Counted (negative: counted twice).
+	Drops       Drops  `json:"drops,omitempty"`
+	Breakdown   Drops  `json:"drops_breakdown,omitempty"` // overlaps Drops, printed only
+	Counted     uint64 `json:"counted"`
+	Unexplained int64  `json:"unexplained"`
 }
 
 // snap is the counters at one instant.
@@ -84,6 +94,9 @@ type runner struct {
 	// stats, when set, is given the implementation's own counters after
 	// each receive repetition (xsessiond: the engine's).
 	stats func(line string)
+	// loss, when set, is given each receive repetition's loss line: sent,
+	// delivered, the drops counted by counter, and what is unexplained.
+	loss func(line string)
 }
 
 const defaultPort = 9000
@@ -100,18 +113,31 @@ func sleepCtx(ctx context.Context, d time.Duration) error {
 	}
 }
 
+// maxWindowStretch bounds how far a window that saw nothing sent or
+// delivered is stretched (stretchWindow).
+const maxWindowStretch = 20
+
 // watch waits out the measurement window, refreshing the progress line.
+// A window lasts Timing.Window, and longer while nothing was sent or
+// nothing delivered in it (at most maxWindowStretch windows): on a loaded
+// machine the goroutines that move the traffic may not have run at all in
+// a short window, and a window without traffic measures nothing.
 func (r *runner) watch(ctx context.Context, s Scenario, rep, reps int, sent, delivered func() uint64) (snap, snap, error) {
 	a, err := take(sent, delivered)
 	if err != nil {
 		return a, a, err
 	}
 	end := a.t.Add(r.timing.Window)
+	last := a.t.Add(maxWindowStretch * r.timing.Window)
 	lastT, lastD := a.t, a.delivered
 	for {
 		left := time.Until(end)
 		if left <= 0 {
-			break
+			if sent() > a.sent && delivered() > a.delivered || !time.Now().Before(last) {
+				break
+			}
+			left = min(r.timing.Window/10, time.Until(last))
+			end = time.Now().Add(left)
 		}
 		if err := sleepCtx(ctx, min(left, 250*time.Millisecond)); err != nil {
 			return a, a, err
@@ -126,6 +152,24 @@ func (r *runner) watch(ctx context.Context, s Scenario, rep, reps int, sent, del
 	}
 	b, err := take(sent, delivered)
 	return a, b, err
+}
+
+// settleAccounted waits until every datagram sent is delivered or counted
+// as dropped, or for at most d, and returns delivered and the drops read
+// last (read after delivered: a datagram is in one or the other, or still
+// on its way, never in both). It does not stop earlier when nothing moves:
+// on a loaded machine a receiver may not run for hundreds of
+// milliseconds while datagrams wait in its socket or ring.
+func settleAccounted(sent, delivered func() uint64, drops func() (Drops, error), d time.Duration) (uint64, Drops, error) {
+	deadline := time.Now().Add(d)
+	for {
+		n := delivered()
+		c, err := drops()
+		if err != nil || n+c.Sum() >= sent() || !time.Now().Before(deadline) {
+			return n, c, err
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
 }
 
 // settle waits until count stops moving for 50 ms, or for at most d.
@@ -153,6 +197,23 @@ func (gg *genGroup) Sent() uint64 {
 		n += g.Sent()
 	}
 	return n
+}
+
+// Errors is the frames the group's generators had rejected as malformed
+// (not in Sent).
+func (gg *genGroup) Errors() uint64 {
+	var n uint64
+	for _, g := range gg.gens {
+		n += g.Errors()
+	}
+	return n
+}
+
+// lossLine says where a receive repetition's loss went.
+func lossLine(rep Rep) string {
+	return fmt.Sprintf("sent %d delivered %d loss %d: counted %d (%s), unexplained %d; breakdown %s",
+		rep.TotalSent, rep.TotalDelivered, int64(rep.TotalSent)-int64(rep.TotalDelivered), rep.Counted, rep.Drops,
+		rep.Unexplained, rep.Breakdown)
 }
 
 // startGen creates generators in host A aimed at host B's address (and
@@ -237,6 +298,10 @@ func (r *runner) receiveRep(ctx context.Context, s Scenario, rep, reps int) (out
 		return Rep{}, fmt.Errorf("start %s: %w", s.Impl, err)
 	}
 	defer func() { err = errors.Join(err, rx.Stop()) }()
+	before, err := readRigCounters(p)
+	if err != nil {
+		return Rep{}, err
+	}
 	g, stopGen, err := startGen(p, s, p.B.MAC, r.port, r.genThreads)
 	if err != nil {
 		return Rep{}, err
@@ -263,9 +328,36 @@ func (r *runner) receiveRep(ctx context.Context, s Scenario, rep, reps int) (out
 	if err := stopGen(); err != nil {
 		return Rep{}, err
 	}
-	settle(rx.Delivered, r.timing.Drain)
+	var after rigCounters
+	drops := func() (Drops, error) {
+		var err error
+		if after, err = readRigCounters(p); err != nil {
+			return nil, err
+		}
+		d := after.since(before, false)
+		if dc, ok := rx.(dropCounter); ok {
+			maps.Copy(d, dc.Drops())
+		}
+		return d, nil
+	}
+	delivered, counted, err := settleAccounted(g.Sent, rx.Delivered, drops, r.timing.Drain)
+	if err != nil {
+		return Rep{}, err
+	}
 	out, err = windowRep(a, b)
-	out.TotalSent, out.TotalDelivered = g.Sent(), rx.Delivered()
+	out.TotalSent, out.TotalDelivered = g.Sent(), delivered
+	out.Drops, out.Counted = counted, counted.Sum()
+	out.Unexplained = int64(out.TotalSent) - int64(out.TotalDelivered) - int64(out.Counted)
+	out.Breakdown = after.udpDetail(before)
+	if bd, ok := rx.(breakdown); ok {
+		maps.Copy(out.Breakdown, bd.Breakdown())
+	}
+	if genErrs := g.Errors(); genErrs > 0 {
+		out.Breakdown["gen-rejected"] = genErrs // never counted as sent
+	}
+	if r.loss != nil {
+		r.loss(fmt.Sprintf("%s rep %d: %s", s.Name, rep, lossLine(out)))
+	}
 	if sl, ok := rx.(interface{ StatsLine() string }); ok && r.stats != nil {
 		// The counters are final once the receiver has stopped.
 		defer func() { r.stats(fmt.Sprintf("%s rep %d: %s", s.Name, rep, sl.StatsLine())) }()

@@ -25,6 +25,7 @@ import (
 	"github.com/xsessiond/xsessiond/app"
 	"github.com/xsessiond/xsessiond/daemon"
 	"github.com/xsessiond/xsessiond/datapath"
+	"github.com/xsessiond/xsessiond/datapath/xsk"
 	"github.com/xsessiond/xsessiond/fifo"
 )
 
@@ -39,6 +40,11 @@ type XsessiondOptions struct {
 	XDPMode string
 	// RxFifo is the app's rx fifo size in bytes.
 	RxFifo uint32
+	// Ring is the AF_XDP sockets' ring entries (xsk.Options.RingSize),
+	// with twice as many UMEM frames; 0 is the engine's default.
+	Ring int
+	// IdleNap and IdleSpin are datapath.Config's; 0 is the default.
+	IdleNap, IdleSpin time.Duration
 }
 
 // xsOptions is what the command line chose; the constructors read it.
@@ -96,7 +102,8 @@ func startXsDaemon(ifName, netns string, queues int, o XsessiondOptions, noDatap
 	}
 	x.d, err = daemon.New(daemon.Config{
 		Datapath: datapath.Config{IfName: ifName, NetnsName: netns, Queues: queues,
-			Batch: o.Batch, BusyPoll: o.BusyPoll, XDPMode: o.XDPMode},
+			Batch: o.Batch, BusyPoll: o.BusyPoll, XDPMode: o.XDPMode, IdleNap: o.IdleNap, IdleSpin: o.IdleSpin,
+			XSK: xsk.Options{RingSize: o.Ring, NumFrames: 2 * o.Ring}},
 		NoDatapath: noDatapath,
 		Socket:     filepath.Join(x.dir, "api.sock"),
 	})
@@ -271,6 +278,49 @@ func (r *XsessiondReceiver) Stop() error {
 	return err
 }
 
+// Drops are the drops the daemon's workers counted, by reason, since
+// Start (the engine is new at each Start): frames the AF_XDP sockets
+// handed over that no app got.
+func (r *XsessiondReceiver) Drops() Drops { return r.l.drops() }
+
+// Breakdown is the AF_XDP sockets' kernel counters (xsListener.breakdown).
+func (r *XsessiondReceiver) Breakdown() Drops { return r.l.breakdown() }
+
+// drops are the daemon's per-queue drop reasons, summed over the queues:
+// received frames no app got, and datagrams apps wrote that no frame
+// carried.
+func (l *xsListener) drops() Drops {
+	d := Drops{}
+	if l == nil {
+		return d
+	}
+	for k, v := range l.stats().Totals.Drops {
+		d["xsessiond-"+k] = v
+	}
+	return d
+}
+
+// breakdown is the AF_XDP sockets' kernel counters summed over the
+// queues: the frames B's rx_dropped counted as failed redirects to a
+// socket (rx-dropped, which in copy mode includes the times the fill ring
+// was empty, and rx-ring-full).
+func (l *xsListener) breakdown() Drops {
+	d := Drops{}
+	if l == nil {
+		return d
+	}
+	for _, q := range l.stats().Queues {
+		if x := q.XSK; x != nil {
+			d["xsk-rx-dropped"] += x.RxDropped
+			d["xsk-rx-ring-full"] += x.RxRingFull
+			d["xsk-fill-ring-empty"] += x.RxFillRingEmptyDescs
+			d["xsk-rx-invalid-descs"] += x.RxInvalidDescs
+			d["xsk-tx-invalid-descs"] += x.TxInvalidDescs
+		}
+	}
+	return d
+}
+
 // StatsLine summarizes the engine's counters (now, or at Stop once
 // stopped) and the app's batches: where frames went that the app did not
 // get. Call it from one goroutine with Start and Stop.
@@ -349,6 +399,12 @@ func (e *XsessiondEcho) echo(pc *app.PacketConn) error {
 		e.echoed.Add(1)
 	}
 }
+
+// Drops are the daemon's drop reasons since Start (xsListener.drops).
+func (e *XsessiondEcho) Drops() Drops { return e.l.drops() }
+
+// Breakdown is the AF_XDP sockets' kernel counters (xsListener.breakdown).
+func (e *XsessiondEcho) Breakdown() Drops { return e.l.breakdown() }
 
 // Stop ends the echo app, closes it and stops the daemon.
 func (e *XsessiondEcho) Stop() error {

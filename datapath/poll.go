@@ -1,0 +1,250 @@
+package datapath
+
+// The poll policy of a worker: what a loop that found nothing to do does
+// next (nap, spin or sleep), the AF_XDP ring sizes that bound how long a
+// worker may be away before the kernel drops, and the sockets' busy-poll
+// options.
+//
+// # What an idle loop does
+//
+//   - Nap (Config.IdleNap) while frames arrive fast (napHot frames per
+//     napWindow, the last less than napWindow ago): a timed sleep, so the
+//     kernel wakes nobody per frame and the next loop takes what came
+//     meanwhile as one batch. This is the full-rate regime; it costs up to
+//     one nap of latency per frame.
+//   - Spin (Config.IdleSpin) while the queue was busy recently: until
+//     IdleSpin has passed since the last loop that received or sent, check
+//     the rx ring, the tx fifos' event flags and the mailbox without a
+//     system call. A request and its reply (an app answering within
+//     IdleSpin) then cost no wake-up of the worker; at a steady rate with
+//     gaps shorter than IdleSpin the worker never sleeps, which trades a
+//     CPU for latency.
+//     Spinning is for hosts with CPU to spare, so it is held back: at
+//     most maxSpinners(GOMAXPROCS) workers of an Engine spin at once
+//     (GOMAXPROCS − 1, at least 1: a spinning worker holds a P, and apps
+//     and the rest of the process need one), and a worker that the kernel
+//     preempted while it spun (its thread's involuntary context switches,
+//     getrusage RUSAGE_THREAD, grew during the spin) stops spinning for a
+//     backoff (spinBackoffMin, doubling up to spinBackoffMax): on a host
+//     whose CPUs are all wanted, spinning takes CPU from the app and the
+//     other workers, and on a loaded 2-vCPU rig it made the workers miss
+//     whole rings (go test ./perf under stress-ng --cpu 1).
+//   - Otherwise sleep in poll(2) on the socket and the kick eventfd.
+//
+// # Rings
+//
+// A worker that is not running (descheduled on a loaded host, or between
+// two naps) leaves the kernel only the frames on its fill ring: once they
+// are used up, the socket drops (rx_dropped, counted as fill ring empty in
+// copy mode, or rx_ring_full). DefaultRingSize is chosen from
+// measurements on a loaded 2-vCPU veth rig (go run ./perf --quick --rate
+// 200000 --xs-ring N, load average 14–15, UDP 64 bytes, 1 queue): lost
+// 7.4–7.7% with 2048 entries, 0.4–22% with 4096, 0–2.9% with 8192 (two to
+// five runs each), every loss counted by rx_dropped and rx_ring_full. 8192
+// frames are 8 ms of traffic at 1 Mpps. The UMEM has a quarter more frames
+// than the fill ring takes, for transmit: 10240 frames of 2 KiB, 20 MiB
+// per queue, locked memory.
+//
+// # Busy polling
+//
+// setBusyPoll sets SO_PREFER_BUSY_POLL, SO_BUSY_POLL_BUDGET and
+// SO_BUSY_POLL on each AF_XDP socket. The kernel busy-polls the device's
+// NAPI context (the socket learns it from the first frame redirected to
+// it) in the socket's recvfrom and sendto, which the worker calls to wake
+// the kernel for the fill ring and to kick transmission. On veth, the
+// sending side's veth_xmit queues the frame on the peer's ring and
+// schedules its NAPI on the sending CPU, whose softirq runs it (and the
+// XDP program) right away, so a busy poll from the worker mostly finds
+// that ring empty: the options are accepted and change little there. On a
+// NIC driver with interrupt deferral (napi_defer_hard_irqs,
+// gro_flush_timeout) they let the worker's calls drive the queue instead
+// of interrupts.
+
+import (
+	"errors"
+	"fmt"
+	"sync/atomic"
+	"time"
+
+	"golang.org/x/sys/unix"
+
+	"github.com/xsessiond/xsessiond/datapath/xsk"
+)
+
+// Ring sizes of the Engine's AF_XDP sockets when Config.XSK leaves them 0.
+const (
+	DefaultRingSize  = 8192
+	DefaultNumFrames = DefaultRingSize + DefaultRingSize/4
+)
+
+// DefaultIdleSpin is Config.IdleSpin's default: longer than a local app
+// takes to answer a datagram, so an echo's reply finds the worker
+// spinning, and a little longer than the gaps of a queue at 10,000 frames
+// per second.
+const DefaultIdleSpin = 120 * time.Microsecond
+
+// Busy-poll options set on each socket.
+const (
+	busyPollUsecs  = 20 // SO_BUSY_POLL: how long one busy poll may loop
+	busyPollBudget = 64 // SO_BUSY_POLL_BUDGET: frames per NAPI poll (DefaultBatch)
+)
+
+// withRingDefaults fills the ring sizes the Engine chooses.
+func withRingDefaults(o xsk.Options) xsk.Options {
+	if o.RingSize == 0 {
+		o.RingSize = DefaultRingSize
+	}
+	if o.NumFrames == 0 {
+		o.NumFrames = o.RingSize + o.RingSize/4
+	}
+	return o
+}
+
+// setBusyPoll sets the busy-poll options on an AF_XDP socket, skipping
+// those the kernel does not know (ENOPROTOOPT) or does not support on it
+// (EOPNOTSUPP).
+func setBusyPoll(fd int) error {
+	for _, o := range []struct {
+		name     string
+		opt, val int
+	}{
+		{"SO_PREFER_BUSY_POLL", unix.SO_PREFER_BUSY_POLL, 1},
+		{"SO_BUSY_POLL_BUDGET", unix.SO_BUSY_POLL_BUDGET, busyPollBudget},
+		{"SO_BUSY_POLL", unix.SO_BUSY_POLL, busyPollUsecs},
+	} {
+		err := unix.SetsockoptInt(fd, unix.SOL_SOCKET, o.opt, o.val)
+		if err != nil && !errors.Is(err, unix.ENOPROTOOPT) && !errors.Is(err, unix.EOPNOTSUPP) {
+			return fmt.Errorf("set %s: %w", o.name, err)
+		}
+	}
+	return nil
+}
+
+// An idle worker naps instead of spinning or sleeping while it receives
+// at least napHot frames per napWindow (measured over windows of at least
+// napWindow) and received one within the last napWindow; napSlack is the
+// timer slack of its thread.
+const (
+	napWindow = time.Millisecond
+	napHot    = 32
+	napSlack  = 2 * time.Microsecond
+)
+
+// idleAction is what a loop that found nothing to do does next.
+type idleAction uint8
+
+const (
+	idleSleep idleAction = iota // poll(2) on the socket and the kick eventfd
+	idleNap                     // a timed sleep (frames keep arriving)
+	idleSpin                    // check for work without a system call
+)
+
+// How long a worker preempted while spinning stops spinning.
+const (
+	spinBackoffMin = 10 * time.Millisecond
+	spinBackoffMax = time.Second
+)
+
+// maxSpinners is how many workers of an Engine may spin at once with
+// procs Ps (GOMAXPROCS).
+func maxSpinners(procs int) int32 { return int32(max(1, procs-1)) }
+
+// pollState is a worker's recent traffic, as its idle policy sees it.
+// Only the worker's goroutine touches it, but for spinners.
+type pollState struct {
+	nap, spin time.Duration // Config.IdleNap, Config.IdleSpin; <= 0: never
+
+	spinners    *atomic.Int32 // the Engine's workers spinning now (shared)
+	maxSpinners int32
+	nivcsw      int64 // the thread's involuntary switches when the spin began
+	backoff     time.Duration
+	noSpinUntil time.Time // preempted while spinning: do not spin before
+
+	lastWork  time.Time // the last loop that received or sent
+	lastRx    time.Time // the last loop that received
+	winStart  time.Time // the current rate window
+	winFrames int       // frames received in it
+	hot       bool      // the last window had napHot frames per napWindow
+	spun      bool      // an idle spin found nothing since lastWork
+}
+
+// start prepares the worker's thread (timer slack for naps) and returns
+// what undoes it.
+func (p *pollState) start() func() {
+	if p.nap <= 0 {
+		return func() {}
+	}
+	old, err := unix.PrctlRetInt(unix.PR_GET_TIMERSLACK, 0, 0, 0, 0)
+	if err != nil {
+		return func() {}
+	}
+	_ = unix.Prctl(unix.PR_SET_TIMERSLACK, uintptr(napSlack), 0, 0, 0)
+	return func() { _ = unix.Prctl(unix.PR_SET_TIMERSLACK, uintptr(old), 0, 0, 0) }
+}
+
+// worked records a loop that did work, rx of it frames received.
+func (p *pollState) worked(rx int) {
+	now := time.Now()
+	p.lastWork, p.spun = now, false
+	if rx == 0 {
+		return
+	}
+	p.lastRx = now
+	if d := now.Sub(p.winStart); d >= napWindow {
+		// napHot frames per napWindow on average over the window (which a
+		// preempted worker may see last longer).
+		p.hot = d < time.Second && time.Duration(p.winFrames)*napWindow >= napHot*d
+		p.winStart, p.winFrames = now, 0
+	}
+	p.winFrames += rx
+}
+
+// idle says what a loop that found nothing to do does, and for how long
+// (a nap's length, a spin's budget).
+func (p *pollState) idle() (idleAction, time.Duration) {
+	now := time.Now()
+	if p.nap > 0 && p.hot && now.Sub(p.lastRx) < napWindow {
+		return idleNap, p.nap
+	}
+	if p.spin > 0 && !p.spun && now.After(p.noSpinUntil) {
+		if left := p.spin - now.Sub(p.lastWork); left > 0 && p.beginSpin() {
+			return idleSpin, left
+		}
+	}
+	return idleSleep, 0
+}
+
+// beginSpin takes a spinner's place, if one is free, and notes the
+// thread's involuntary context switches.
+func (p *pollState) beginSpin() bool {
+	if p.spinners.Add(1) > p.maxSpinners {
+		p.spinners.Add(-1)
+		return false
+	}
+	p.nivcsw = threadNivcsw()
+	return true
+}
+
+// endSpin gives the spinner's place back after a spin that found work or
+// not (missed: the next idle loop sleeps, until a loop does work again),
+// and backs off when the kernel preempted the thread during the spin.
+func (p *pollState) endSpin(missed bool) {
+	p.spinners.Add(-1)
+	p.spun = missed
+	if n := threadNivcsw(); n > p.nivcsw {
+		p.backoff = min(max(2*p.backoff, spinBackoffMin), spinBackoffMax)
+		p.noSpinUntil = time.Now().Add(p.backoff)
+	} else if n >= 0 {
+		p.backoff = 0
+	}
+}
+
+// threadNivcsw is the calling thread's involuntary context switches, -1
+// when unknown.
+func threadNivcsw() int64 {
+	var ru unix.Rusage
+	if unix.Getrusage(unix.RUSAGE_THREAD, &ru) != nil {
+		return -1
+	}
+	return ru.Nivcsw
+}

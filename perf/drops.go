@@ -1,0 +1,218 @@
+package main
+
+// Loss accounting. A receive repetition's loss (sent − delivered) is
+// explained by counters that each count a datagram the generator handed
+// to the kernel and nobody delivered, at one place on its way:
+//
+//   - rig (every implementation): the veth ends' drop counters, A's
+//     tx_dropped (the veth hand-over refused the frame: the peer's ring or
+//     backlog was full) and B's rx_dropped (B's receive path dropped it:
+//     the per-CPU backlog without XDP, an XDP redirect that failed with
+//     XDP);
+//   - kernel sockets: B's UDP InErrors from /proc/net/snmp, read in B's
+//     netns (it includes RcvbufErrors: a full socket receive buffer, and
+//     InCsumErrors), and NoPorts (no socket bound);
+//   - echo: the same for the replies (B tx_dropped, A rx_dropped, A's UDP
+//     InErrors and NoPorts: the client's socket), and the echo server's
+//     failed sends;
+//   - xsessiond: the daemon's per-queue drop reasons (no-session,
+//     fifo-full, bad checksum, ...) for frames its workers received. The
+//     AF_XDP socket's own counters (rx_dropped, rx_ring_full,
+//     rx_fill_ring_empty_descs) are printed as the breakdown of B's
+//     rx_dropped: in copy mode a frame the socket could not take fails the
+//     redirect, which veth counts in rx_dropped, so adding them again
+//     would count those frames twice.
+//
+// The generator's own send failures are not losses: a frame the kernel
+// rejected as malformed is not counted as sent (it is shown in the
+// breakdown), and a transient sendto failure leaves the frames on the
+// ring, which go out with the next call. The echo client counts only the
+// requests its write succeeded for.
+
+import (
+	"bufio"
+	"bytes"
+	"fmt"
+	"maps"
+	"os"
+	"slices"
+	"strconv"
+	"strings"
+
+	"github.com/vishvananda/netlink"
+
+	"github.com/xsessiond/xsessiond/nsbind/nstest"
+)
+
+// Drops are the drops counted during a repetition, by counter name.
+type Drops map[string]uint64
+
+// Sum is the drops counted in all.
+func (d Drops) Sum() uint64 {
+	var n uint64
+	for _, v := range d {
+		n += v
+	}
+	return n
+}
+
+// String lists the non-zero counters in name order.
+func (d Drops) String() string {
+	var b strings.Builder
+	for _, k := range slices.Sorted(maps.Keys(d)) {
+		if d[k] == 0 {
+			continue
+		}
+		if b.Len() > 0 {
+			b.WriteByte(' ')
+		}
+		fmt.Fprintf(&b, "%s=%d", k, d[k])
+	}
+	if b.Len() == 0 {
+		return "none"
+	}
+	return b.String()
+}
+
+// dropCounter is a receiver that counts drops of its own, beyond the
+// rig's (xsessiond's workers). Drops may be called between Start and
+// Stop and returns the counts since Start.
+type dropCounter interface {
+	Drops() Drops
+}
+
+// breakdown is a receiver that can say more about where the drops
+// happened than the counted set: counters that overlap the counted ones
+// (the AF_XDP socket's, inside B's rx_dropped). It is printed, not added.
+type breakdown interface {
+	Breakdown() Drops
+}
+
+// rigCounters are the drop counters of the rig at one instant.
+type rigCounters struct {
+	aTxDropped, bRxDropped uint64 // A → B
+	bTxDropped, aRxDropped uint64 // B → A (echo replies)
+	a, b                   udpCounters
+}
+
+// udpCounters are one host's UDP counters (/proc/net/snmp).
+type udpCounters struct {
+	inErrors, noPorts, rcvbufErrors, inCsum uint64
+}
+
+// readRigCounters reads the veth ends' counters (netlink, in each host's
+// netns) and B's UDP counters (/proc/thread-self/net/snmp on a thread in
+// B's netns).
+func readRigCounters(p *nstest.Pair) (rigCounters, error) {
+	var c rigCounters
+	a, err := linkStats(p.A)
+	if err != nil {
+		return c, err
+	}
+	b, err := linkStats(p.B)
+	if err != nil {
+		return c, err
+	}
+	c.aTxDropped, c.bRxDropped = a.TxDropped, b.RxDropped
+	c.bTxDropped, c.aRxDropped = b.TxDropped, a.RxDropped
+	if c.a, err = readUDP(p.A); err != nil {
+		return c, err
+	}
+	c.b, err = readUDP(p.B)
+	return c, err
+}
+
+// readUDP reads h's UDP counters on a thread in its netns.
+func readUDP(h *nstest.Host) (udpCounters, error) {
+	var c udpCounters
+	err := h.Do(func() error {
+		raw, err := os.ReadFile("/proc/thread-self/net/snmp")
+		if err != nil {
+			return err
+		}
+		u, err := parseSNMP(raw, "Udp")
+		if err != nil {
+			return err
+		}
+		c = udpCounters{inErrors: u["InErrors"], noPorts: u["NoPorts"], rcvbufErrors: u["RcvbufErrors"], inCsum: u["InCsumErrors"]}
+		return nil
+	})
+	if err != nil {
+		return c, fmt.Errorf("read %s udp counters: %w", h.Name, err)
+	}
+	return c, nil
+}
+
+func linkStats(h *nstest.Host) (*netlink.LinkStatistics, error) {
+	nh, err := netlink.NewHandleAt(h.NS)
+	if err != nil {
+		return nil, fmt.Errorf("netlink in %s: %w", h.Name, err)
+	}
+	defer nh.Close()
+	l, err := nh.LinkByIndex(h.IfIndex)
+	if err != nil {
+		return nil, fmt.Errorf("read %s link %d: %w", h.Name, h.IfIndex, err)
+	}
+	s := l.Attrs().Statistics
+	if s == nil {
+		return nil, fmt.Errorf("read %s link %d: no statistics", h.Name, h.IfIndex)
+	}
+	return s, nil
+}
+
+// parseSNMP returns the counters of one protocol line pair ("Udp:" names,
+// then "Udp:" values) of /proc/net/snmp.
+func parseSNMP(raw []byte, proto string) (map[string]uint64, error) {
+	var names []string
+	sc := bufio.NewScanner(bytes.NewReader(raw))
+	for sc.Scan() {
+		f := strings.Fields(sc.Text())
+		if len(f) == 0 || f[0] != proto+":" {
+			continue
+		}
+		if names == nil {
+			names = f[1:]
+			continue
+		}
+		if len(f)-1 != len(names) {
+			return nil, fmt.Errorf("parse snmp %s: %d names, %d values", proto, len(names), len(f)-1)
+		}
+		m := make(map[string]uint64, len(names))
+		for i, n := range names {
+			v, err := strconv.ParseUint(f[i+1], 10, 64)
+			if err != nil {
+				return nil, fmt.Errorf("parse snmp %s %s: %w", proto, n, err)
+			}
+			m[n] = v
+		}
+		return m, nil
+	}
+	return nil, fmt.Errorf("parse snmp: no %s lines", proto)
+}
+
+// since is the rig's drops counted between a and c: of datagrams from A
+// to B, and with replies also of datagrams from B to A.
+func (c rigCounters) since(a rigCounters, replies bool) Drops {
+	d := Drops{
+		"veth-a-tx-dropped": c.aTxDropped - a.aTxDropped,
+		"veth-b-rx-dropped": c.bRxDropped - a.bRxDropped,
+		"udp-b-in-errors":   c.b.inErrors - a.b.inErrors,
+		"udp-b-no-ports":    c.b.noPorts - a.b.noPorts,
+	}
+	if replies {
+		d["veth-b-tx-dropped"] = c.bTxDropped - a.bTxDropped
+		d["veth-a-rx-dropped"] = c.aRxDropped - a.aRxDropped
+		d["udp-a-in-errors"] = c.a.inErrors - a.a.inErrors
+		d["udp-a-no-ports"] = c.a.noPorts - a.a.noPorts
+	}
+	return d
+}
+
+// udpDetail is the part of the UDP InErrors that is a full receive
+// buffer and a bad checksum, for the breakdown.
+func (c rigCounters) udpDetail(a rigCounters) Drops {
+	return Drops{
+		"udp-b-rcvbuf-errors": c.b.rcvbufErrors - a.b.rcvbufErrors, "udp-b-in-csum-errors": c.b.inCsum - a.b.inCsum,
+		"udp-a-rcvbuf-errors": c.a.rcvbufErrors - a.a.rcvbufErrors, "udp-a-in-csum-errors": c.a.inCsum - a.a.inCsum,
+	}
+}
