@@ -126,3 +126,9 @@ func (p *listenerSnap) fibsOrNil() map[FIBID]*listenerSet {
 	}
 	return p.fibs
 }
+
+// RuleTableIndexed reports whether t's family fam part has a remote-prefix
+// index.
+func RuleTableIndexed(t *RuleTable, fam uint8) bool {
+	return t != nil && t.fams[famIndex(fam)].index != nil
+}

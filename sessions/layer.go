@@ -99,6 +99,7 @@ type Layer struct {
 	glisten  map[Handle]*Listener // global listeners by handle
 	pools    map[uint32]*indexPool
 	ruleList []RuleInfo
+	ruleHits map[uint32]*RuleHits // by rule ID: every rule of ruleList has one
 	nextRule uint32
 	seq      uint64
 	feeds    map[*Feed]struct{}
@@ -135,6 +136,7 @@ func New(cfg Config) (*Layer, error) {
 		sess:     map[Handle]*session{},
 		glisten:  map[Handle]*Listener{},
 		pools:    map[uint32]*indexPool{},
+		ruleHits: map[uint32]*RuleHits{},
 		nextRule: 1,
 		feeds:    map[*Feed]struct{}{},
 	}
