@@ -138,6 +138,9 @@ func (h *client) Handle(ctx context.Context, req api.Request) (api.Message, []in
 		_, err = d.layer.AddRule(r)
 		return nil, nil, err
 	case *api.RuleDel:
+		if m.ID != 0 {
+			return nil, nil, d.layer.DelRule(m.ID)
+		}
 		if m.Rule.Tag != "" {
 			return nil, nil, d.layer.DelRulesByTag(m.Rule.Tag)
 		}

@@ -32,10 +32,11 @@ var (
 	descTx        = prometheus.NewDesc("xsessiond_queue_tx_packets_total", "Packets sent by each queue's worker.", []string{"queue"}, nil)
 	descDelivered = prometheus.NewDesc("xsessiond_queue_delivered_total", "Datagrams delivered into app fifos by each queue's worker.", []string{"queue"}, nil)
 	descDrops     = prometheus.NewDesc("xsessiond_queue_drops_total", "Packets dropped by each queue's worker, by reason.", []string{"queue", "reason"}, nil)
+	descRuleHits  = prometheus.NewDesc("xsessiond_rule_hits_total", "Packets and connects each session rule acted on.", []string{"id", "tag", "action"}, nil)
 )
 
 func (c *collector) Describe(ch chan<- *prometheus.Desc) {
-	for _, d := range []*prometheus.Desc{descApps, descConns, descListeners, descSessions, descFifoUsed, descFifoSize, descRx, descTx, descDelivered, descDrops} {
+	for _, d := range []*prometheus.Desc{descApps, descConns, descListeners, descSessions, descFifoUsed, descFifoSize, descRx, descTx, descDelivered, descDrops, descRuleHits} {
 		ch <- d
 	}
 }
@@ -77,6 +78,10 @@ func (c *collector) Collect(ch chan<- prometheus.Metric) {
 		ch <- prometheus.MustNewConstMetric(descFifoUsed, prometheus.GaugeValue, float64(f.txUsed), id, name, "tx")
 		ch <- prometheus.MustNewConstMetric(descFifoSize, prometheus.GaugeValue, float64(f.rxSize), id, name, "rx")
 		ch <- prometheus.MustNewConstMetric(descFifoSize, prometheus.GaugeValue, float64(f.txSize), id, name, "tx")
+	}
+	for _, r := range d.layer.Rules() {
+		ch <- prometheus.MustNewConstMetric(descRuleHits, prometheus.CounterValue, float64(r.Hits),
+			strconv.FormatUint(uint64(r.ID), 10), r.Tag, r.Action.String())
 	}
 	for _, q := range d.eng.Stats().Queues {
 		qs := strconv.Itoa(q.Queue)
