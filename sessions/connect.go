@@ -34,8 +34,8 @@ type ConnectResult struct {
 //     (other than the app's own proxy entry) makes a cut-through session;
 //   - anything else becomes a half-open session handed to the Datapath.
 //
-// A rule that decides the connect (drop, or a forward that makes the
-// cut-through) counts a hit.
+// A rule that acts on the connect (drop, allow, or a forward that makes
+// the cut-through) counts a hit.
 func (l *Layer) Connect(id AppID, e Endpoint, opaque uint32) (ConnectResult, error) {
 	l.lock()
 	defer l.unlock()
@@ -77,6 +77,8 @@ func (l *Layer) Connect(id AppID, e Endpoint, opaque uint32) (ConnectResult, err
 		case RuleDrop:
 			m.Hits.Add(1)
 			return ConnectResult{}, fmt.Errorf("connect %s: rule %d: %w", e.URI(), m.ID, ErrFiltered)
+		case RuleAllow:
+			m.Hits.Add(1)
 		case RuleForward:
 			if t := l.apps[m.App]; t != nil && t != a {
 				if ln := l.appListenerLocked(t, e); ln != nil {
@@ -118,6 +120,8 @@ func (l *Layer) localLookupLocked(a *app, e Endpoint, rt *FiveTuple) (*app, *Lis
 		switch m.Action {
 		case RuleDrop:
 			return nil, nil, m
+		case RuleAllow:
+			m.Hits.Add(1)
 		case RuleForward:
 			if t := l.apps[m.App]; t != nil {
 				if ln := l.appListenerLocked(t, e); ln != nil {

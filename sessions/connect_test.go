@@ -229,6 +229,9 @@ func TestConnect_LocalScopeAllowRule_GoesOnToListeners(t *testing.T) {
 	if err != nil || res.CutThrough {
 		t.Fatalf("allowed connect to a port without listener went %+v %v, want the wire", res, err)
 	}
+	if rs := r.l.Rules(); rs[0].Hits != 2 {
+		t.Fatalf("allow rule counted %d hits, want 2", rs[0].Hits)
+	}
 }
 
 // The package doc's choice: a zero-address listener of the local table
