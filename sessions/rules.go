@@ -219,7 +219,27 @@ type ruleGroup struct {
 	proto          Transport
 	m              map[ruleKey][]ruleEntry // IPv6; each list in tie-break order
 	m4             map[uint64][]ruleEntry  // IPv4
+	filter4        []uint64                // IPv4: a bit per hash of each key of m4, so that most misses skip the map
+	shift4         uint8                   // 64 - log2(bits of filter4)
 }
+
+// filterHash picks a bit of a group's filter for an IPv4 key.
+func filterHash(k uint64, shift uint8) uint64 { return (k * 0x9e3779b97f4a7c15) >> shift }
+
+func (g *ruleGroup) buildFilter() {
+	bits := uint64(64)
+	for bits < 16*uint64(len(g.m4)) {
+		bits <<= 1
+	}
+	g.filter4 = make([]uint64, bits/64)
+	g.shift4 = uint8(64 - (63 - lzcnt(bits)))
+	for k := range g.m4 {
+		h := filterHash(k, g.shift4)
+		g.filter4[h>>6] |= 1 << (h & 63)
+	}
+}
+
+func lzcnt(x uint64) int { return bits.LeadingZeros64(x) }
 
 func key4(lcl, rmt *[16]byte, lclLen, rmtLen uint8) uint64 {
 	return uint64(binary.BigEndian.Uint32(lcl[:4])&mask32(lclLen))<<32 | uint64(binary.BigEndian.Uint32(rmt[:4])&mask32(rmtLen))
@@ -374,6 +394,9 @@ func buildRuleTable(rules []RuleInfo, hits map[uint32]*RuleHits) *RuleTable {
 		for _, l := range grp.m4 {
 			sortEntries(l)
 		}
+		if grp.m4 != nil {
+			grp.buildFilter()
+		}
 		f := &s.fams[famIndex(g.fam)]
 		f.groups = append(f.groups, *grp)
 	}
@@ -453,7 +476,11 @@ func (f *famTable) probe(t *FiveTuple, lo, hi int) (RuleMatch, bool) {
 		}
 		var l []ruleEntry
 		if g.m4 != nil {
-			l = g.m4[key4(&t.Local, &t.Remote, g.lclLen, g.rmtLen)]
+			k := key4(&t.Local, &t.Remote, g.lclLen, g.rmtLen)
+			if h := filterHash(k, g.shift4); g.filter4[h>>6]&(1<<(h&63)) == 0 {
+				continue
+			}
+			l = g.m4[k]
 		} else {
 			l = g.m[ruleKey{lcl: maskAddr(&t.Local, g.lclLen), rmt: maskAddr(&t.Remote, g.rmtLen), proto: t.Proto, fam: t.Family}]
 		}
