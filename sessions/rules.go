@@ -218,7 +218,8 @@ type ruleGroup struct {
 	rmtLen, lclLen uint8
 	proto          Transport
 	m              map[ruleKey][]ruleEntry // IPv6; each list in tie-break order
-	m4             map[uint64][]ruleEntry  // IPv4
+	m4             map[uint64]ruleHead     // IPv4
+	mask4          uint64                  // IPv4: the key4 mask of the group's prefix lengths
 	filter4        []uint64                // IPv4: a bit per hash of each key of m4, so that most misses skip the map
 	shift4         uint8                   // 64 - log2(bits of filter4)
 }
@@ -240,6 +241,18 @@ func (g *ruleGroup) buildFilter() {
 }
 
 func lzcnt(x uint64) int { return bits.LeadingZeros64(x) }
+
+// ruleHead holds the rules of one IPv4 key: the first (in tie-break
+// order) in the map's slot, the others behind it.
+type ruleHead struct {
+	first ruleEntry
+	more  []ruleEntry
+}
+
+// addr4 is both IPv4 addresses of t in one word, local in the high half.
+func addr4(t *FiveTuple) uint64 {
+	return uint64(binary.BigEndian.Uint32(t.Local[:4]))<<32 | uint64(binary.BigEndian.Uint32(t.Remote[:4]))
+}
 
 func key4(lcl, rmt *[16]byte, lclLen, rmtLen uint8) uint64 {
 	return uint64(binary.BigEndian.Uint32(lcl[:4])&mask32(lclLen))<<32 | uint64(binary.BigEndian.Uint32(rmt[:4])&mask32(rmtLen))
@@ -352,7 +365,8 @@ func buildRuleTable(rules []RuleInfo, hits map[uint32]*RuleHits) *RuleTable {
 			if grp == nil {
 				grp = &ruleGroup{rmtLen: g.rmtLen, lclLen: g.lclLen, proto: g.proto}
 				if fam == Family4 {
-					grp.m4 = map[uint64][]ruleEntry{}
+					grp.m4 = map[uint64]ruleHead{}
+					grp.mask4 = uint64(mask32(g.lclLen))<<32 | uint64(mask32(g.rmtLen))
 				} else {
 					grp.m = map[ruleKey][]ruleEntry{}
 				}
@@ -368,7 +382,12 @@ func buildRuleTable(rules []RuleInfo, hits map[uint32]*RuleHits) *RuleTable {
 			e := ruleEntry{id: r.ID, lport: r.LocalPort, rport: r.RemotePort, act: r.Action, app: r.App, hits: hits[r.ID]}
 			if fam == Family4 {
 				k := key4(&lcl, &rmt, g.lclLen, g.rmtLen)
-				grp.m4[k] = append(grp.m4[k], e)
+				h, ok := grp.m4[k]
+				if ok {
+					h.more = append(h.more, h.first)
+				}
+				h.first = e
+				grp.m4[k] = h
 			} else {
 				k := ruleKey{lcl: lcl, rmt: rmt, proto: r.Transport, fam: fam}
 				grp.m[k] = append(grp.m[k], e)
@@ -391,8 +410,14 @@ func buildRuleTable(rules []RuleInfo, hits map[uint32]*RuleHits) *RuleTable {
 		for _, l := range grp.m {
 			sortEntries(l)
 		}
-		for _, l := range grp.m4 {
+		for k, h := range grp.m4 {
+			l := append(h.more, h.first)
 			sortEntries(l)
+			h.first, h.more = l[0], nil
+			if len(l) > 1 {
+				h.more = l[1:]
+			}
+			grp.m4[k] = h
 		}
 		if grp.m4 != nil {
 			grp.buildFilter()
@@ -469,6 +494,10 @@ func (s *RuleTable) Match(t *FiveTuple) (RuleMatch, bool) {
 
 // probe tries groups [lo, hi) in order.
 func (f *famTable) probe(t *FiveTuple, lo, hi int) (RuleMatch, bool) {
+	var a4 uint64
+	if t.Family == Family4 {
+		a4 = addr4(t)
+	}
 	for gi := lo; gi < hi; gi++ {
 		g := &f.groups[gi]
 		if g.proto != t.Proto {
@@ -476,11 +505,18 @@ func (f *famTable) probe(t *FiveTuple, lo, hi int) (RuleMatch, bool) {
 		}
 		var l []ruleEntry
 		if g.m4 != nil {
-			k := key4(&t.Local, &t.Remote, g.lclLen, g.rmtLen)
+			k := a4 & g.mask4
 			if h := filterHash(k, g.shift4); g.filter4[h>>6]&(1<<(h&63)) == 0 {
 				continue
 			}
-			l = g.m4[k]
+			h, ok := g.m4[k]
+			if !ok {
+				continue
+			}
+			if e := &h.first; (e.rport == 0 || e.rport == t.RemotePort) && (e.lport == 0 || e.lport == t.LocalPort) {
+				return RuleMatch{ID: e.id, Action: e.act, App: e.app, Hits: e.hits}, true
+			}
+			l = h.more
 		} else {
 			l = g.m[ruleKey{lcl: maskAddr(&t.Local, g.lclLen), rmt: maskAddr(&t.Remote, g.rmtLen), proto: t.Proto, fam: t.Family}]
 		}
