@@ -218,7 +218,8 @@ type ruleGroup struct {
 	rmtLen, lclLen uint8
 	proto          Transport
 	m              map[ruleKey][]ruleEntry // IPv6; each list in tie-break order
-	m4             map[uint64]ruleHead     // IPv4
+	m4             map[uint64]uint32       // IPv4: index in heads4
+	heads4         []ruleHead
 	mask4          uint64                  // IPv4: the key4 mask of the group's prefix lengths
 	filter4        []uint64                // IPv4: a bit per hash of each key of m4, so that most misses skip the map
 	shift4         uint8                   // 64 - log2(bits of filter4)
@@ -365,7 +366,7 @@ func buildRuleTable(rules []RuleInfo, hits map[uint32]*RuleHits) *RuleTable {
 			if grp == nil {
 				grp = &ruleGroup{rmtLen: g.rmtLen, lclLen: g.lclLen, proto: g.proto}
 				if fam == Family4 {
-					grp.m4 = map[uint64]ruleHead{}
+					grp.m4 = map[uint64]uint32{}
 					grp.mask4 = uint64(mask32(g.lclLen))<<32 | uint64(mask32(g.rmtLen))
 				} else {
 					grp.m = map[ruleKey][]ruleEntry{}
@@ -382,12 +383,15 @@ func buildRuleTable(rules []RuleInfo, hits map[uint32]*RuleHits) *RuleTable {
 			e := ruleEntry{id: r.ID, lport: r.LocalPort, rport: r.RemotePort, act: r.Action, app: r.App, hits: hits[r.ID]}
 			if fam == Family4 {
 				k := key4(&lcl, &rmt, g.lclLen, g.rmtLen)
-				h, ok := grp.m4[k]
-				if ok {
-					h.more = append(h.more, h.first)
+				i, ok := grp.m4[k]
+				if !ok {
+					i = uint32(len(grp.heads4))
+					grp.m4[k] = i
+					grp.heads4 = append(grp.heads4, ruleHead{first: e})
+				} else {
+					h := &grp.heads4[i]
+					h.more = append(h.more, e)
 				}
-				h.first = e
-				grp.m4[k] = h
 			} else {
 				k := ruleKey{lcl: lcl, rmt: rmt, proto: r.Transport, fam: fam}
 				grp.m[k] = append(grp.m[k], e)
@@ -410,14 +414,14 @@ func buildRuleTable(rules []RuleInfo, hits map[uint32]*RuleHits) *RuleTable {
 		for _, l := range grp.m {
 			sortEntries(l)
 		}
-		for k, h := range grp.m4 {
-			l := append(h.more, h.first)
+		for i := range grp.heads4 {
+			h := &grp.heads4[i]
+			l := append([]ruleEntry{h.first}, h.more...)
 			sortEntries(l)
 			h.first, h.more = l[0], nil
 			if len(l) > 1 {
 				h.more = l[1:]
 			}
-			grp.m4[k] = h
 		}
 		if grp.m4 != nil {
 			grp.buildFilter()
@@ -509,10 +513,11 @@ func (f *famTable) probe(t *FiveTuple, lo, hi int) (RuleMatch, bool) {
 			if h := filterHash(k, g.shift4); g.filter4[h>>6]&(1<<(h&63)) == 0 {
 				continue
 			}
-			h, ok := g.m4[k]
+			i, ok := g.m4[k]
 			if !ok {
 				continue
 			}
+			h := &g.heads4[i]
 			if e := &h.first; (e.rport == 0 || e.rport == t.RemotePort) && (e.lport == 0 || e.lport == t.LocalPort) {
 				return RuleMatch{ID: e.id, Action: e.act, App: e.app, Hits: e.hits}, true
 			}
