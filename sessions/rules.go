@@ -220,9 +220,9 @@ type ruleGroup struct {
 	m              map[ruleKey][]ruleEntry // IPv6; each list in tie-break order
 	m4             map[uint64]uint32       // IPv4: index in heads4
 	heads4         []ruleHead
-	mask4          uint64                  // IPv4: the key4 mask of the group's prefix lengths
-	filter4        []uint64                // IPv4: a bit per hash of each key of m4, so that most misses skip the map
-	shift4         uint8                   // 64 - log2(bits of filter4)
+	mask4          uint64   // IPv4: the key4 mask of the group's prefix lengths
+	filter4        []uint64 // IPv4: a bit per hash of each key of m4, so that most misses skip the map
+	shift4         uint8    // 64 - log2(bits of filter4)
 }
 
 // filterHash picks a bit of a group's filter for an IPv4 key.
