@@ -218,26 +218,53 @@ type ruleGroup struct {
 	rmtLen, lclLen uint8
 	proto          Transport
 	m              map[ruleKey][]ruleEntry // IPv6; each list in tie-break order
-	m4             map[uint64]uint32       // IPv4: index in heads4
-	heads4         []ruleHead
-	mask4          uint64   // IPv4: the key4 mask of the group's prefix lengths
-	filter4        []uint64 // IPv4: a bit per hash of each key of m4, so that most misses skip the map
-	shift4         uint8    // 64 - log2(bits of filter4)
+	m4             map[uint64]uint32       // IPv4, while building: index in heads4
+	heads4         []ruleHead              // IPv4: the rules of each key
+	mask4          uint64                  // IPv4: the key4 mask of the group's prefix lengths
+	slots4         []slot4                 // IPv4: open addressing from key4 to heads4, at most half full
+	shift4         uint8                   // 64 - log2(len(slots4))
 }
 
-// filterHash picks a bit of a group's filter for an IPv4 key.
-func filterHash(k uint64, shift uint8) uint64 { return (k * 0x9e3779b97f4a7c15) >> shift }
+// slot4 is a slot of a group's IPv4 table: a key and 1 + its index in
+// heads4 (0: empty).
+type slot4 struct {
+	k uint64
+	i uint32
+}
 
-func (g *ruleGroup) buildFilter() {
-	bits := uint64(64)
-	for bits < 16*uint64(len(g.m4)) {
-		bits <<= 1
+// slotHash picks the first slot of an IPv4 key.
+func slotHash(k uint64, shift uint8) uint64 { return (k * 0x9e3779b97f4a7c15) >> shift }
+
+// buildSlots turns m4 into slots4: one cache line per probe mostly, where
+// a Go map takes several.
+func (g *ruleGroup) buildSlots() {
+	n := uint64(8)
+	for n < 2*uint64(len(g.m4)) {
+		n <<= 1
 	}
-	g.filter4 = make([]uint64, bits/64)
-	g.shift4 = uint8(64 - (63 - lzcnt(bits)))
-	for k := range g.m4 {
-		h := filterHash(k, g.shift4)
-		g.filter4[h>>6] |= 1 << (h & 63)
+	g.slots4 = make([]slot4, n)
+	g.shift4 = uint8(64 - (63 - lzcnt(n)))
+	for k, i := range g.m4 {
+		h := slotHash(k, g.shift4)
+		for g.slots4[h].i != 0 {
+			h = (h + 1) & (n - 1)
+		}
+		g.slots4[h] = slot4{k: k, i: i + 1}
+	}
+	g.m4 = nil
+}
+
+// lookup4 returns the rules of IPv4 key k, or nil.
+func (g *ruleGroup) lookup4(k uint64) *ruleHead {
+	mask := uint64(len(g.slots4) - 1)
+	for h := slotHash(k, g.shift4); ; h = (h + 1) & mask {
+		sl := &g.slots4[h]
+		if sl.i == 0 {
+			return nil
+		}
+		if sl.k == k {
+			return &g.heads4[sl.i-1]
+		}
 	}
 }
 
@@ -295,8 +322,10 @@ func buildRemoteIndex(groups []ruleGroup) *remoteIndex {
 		for k := range g.m {
 			his = append(his, uint32(k.rmt[0])<<8|uint32(k.rmt[1]))
 		}
-		for k := range g.m4 {
-			his = append(his, uint32(k>>16)&0xffff)
+		for _, sl := range g.slots4 {
+			if sl.i != 0 {
+				his = append(his, uint32(sl.k>>16)&0xffff)
+			}
 		}
 		for _, hi := range his {
 			if g.rmtLen >= 16 {
@@ -424,7 +453,7 @@ func buildRuleTable(rules []RuleInfo, hits map[uint32]*RuleHits) *RuleTable {
 			}
 		}
 		if grp.m4 != nil {
-			grp.buildFilter()
+			grp.buildSlots()
 		}
 		f := &s.fams[famIndex(g.fam)]
 		f.groups = append(f.groups, *grp)
@@ -508,16 +537,11 @@ func (f *famTable) probe(t *FiveTuple, lo, hi int) (RuleMatch, bool) {
 			continue
 		}
 		var l []ruleEntry
-		if g.m4 != nil {
-			k := a4 & g.mask4
-			if h := filterHash(k, g.shift4); g.filter4[h>>6]&(1<<(h&63)) == 0 {
+		if g.slots4 != nil {
+			h := g.lookup4(a4 & g.mask4)
+			if h == nil {
 				continue
 			}
-			i, ok := g.m4[k]
-			if !ok {
-				continue
-			}
-			h := &g.heads4[i]
 			if e := &h.first; (e.rport == 0 || e.rport == t.RemotePort) && (e.lport == 0 || e.lport == t.LocalPort) {
 				return RuleMatch{ID: e.id, Action: e.act, App: e.app, Hits: e.hits}, true
 			}
