@@ -64,6 +64,7 @@ func samples() []Message {
 			Count: 100, Duration: 5000, Snaplen: 128},
 		&Capture{},
 		&CaptureReply{},
+		&RuleDel{ID: 7},
 	}
 }
 

@@ -434,10 +434,12 @@ type RuleAdd struct {
 	Rule Rule
 }
 
-// RuleDel deletes the rule tagged Rule.Tag when the tag is not empty, or
+// RuleDel deletes the rule with ID when ID is not zero (the id `show
+// rules` lists), else the rules tagged Rule.Tag when the tag is not empty,
 // else the rule whose match fields equal Rule's; the reply is OK.
 type RuleDel struct {
 	Rule Rule
+	ID   uint32
 }
 
 // Type numbers.
@@ -801,8 +803,8 @@ func (r *Rule) decode(d *decoder) {
 
 func (m *RuleAdd) encode(e *encoder) { m.Rule.encode(e) }
 func (m *RuleAdd) decode(d *decoder) { m.Rule.decode(d) }
-func (m *RuleDel) encode(e *encoder) { m.Rule.encode(e) }
-func (m *RuleDel) decode(d *decoder) { m.Rule.decode(d) }
+func (m *RuleDel) encode(e *encoder) { m.Rule.encode(e); e.u32(m.ID) }
+func (m *RuleDel) decode(d *decoder) { m.Rule.decode(d); m.ID = d.u32() }
 
 // StatsClear sets the counters the daemon reports to ctl (show, top) back
 // to zero; the reply is OK. The metrics keep counting.

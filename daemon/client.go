@@ -167,6 +167,9 @@ func (h *client) Handle(ctx context.Context, req api.Request) (api.Message, []in
 		if err := d.needAdmin(req.Peer, "rule del"); err != nil {
 			return nil, nil, err
 		}
+		if m.ID != 0 {
+			return nil, nil, d.layer.DelRule(m.ID)
+		}
 		if m.Rule.Tag != "" {
 			return nil, nil, d.layer.DelRulesByTag(m.Rule.Tag)
 		}

@@ -42,12 +42,13 @@ var (
 	descDelivered = prometheus.NewDesc("xsessiond_queue_delivered_total", "Datagrams delivered into app fifos by each queue's worker.", []string{"queue"}, nil)
 	descDrops     = prometheus.NewDesc("xsessiond_queue_drops_total", "Packets dropped on each queue, by reason: the worker's and its AF_XDP socket's (xsk_*).", []string{"queue", "reason"}, nil)
 	descXDP       = prometheus.NewDesc("xsessiond_xdp_packets_total", "The XDP program's counters: pass and redirect count every packet once, the other counters say why.", []string{"counter"}, nil)
+	descRuleHits  = prometheus.NewDesc("xsessiond_rule_hits_total", "Packets and connects each session rule acted on.", []string{"id", "tag", "action"}, nil)
 	descCtlEnds   = prometheus.NewDesc("xsessiond_control_disconnects_total", "Control connections ended, by reason.", []string{"reason"}, nil)
 	descCtlDrops  = prometheus.NewDesc("xsessiond_control_dropped_total", "Clients dropped for not reading or idling, their apps detached, by reason.", []string{"reason"}, nil)
 )
 
 func (c *collector) Describe(ch chan<- *prometheus.Desc) {
-	for _, d := range []*prometheus.Desc{descApps, descConns, descListeners, descSessions, descFifoUsed, descFifoSize, descRx, descTx, descDelivered, descDrops, descXDP, descCtlEnds, descCtlDrops} {
+	for _, d := range []*prometheus.Desc{descApps, descConns, descListeners, descSessions, descFifoUsed, descFifoSize, descRx, descTx, descDelivered, descDrops, descXDP, descCtlEnds, descCtlDrops, descRuleHits} {
 		ch <- d
 	}
 }
@@ -92,6 +93,10 @@ func (c *collector) Collect(ch chan<- prometheus.Metric) {
 		ch <- prometheus.MustNewConstMetric(descFifoUsed, prometheus.GaugeValue, float64(f.txUsed), id, name, "tx")
 		ch <- prometheus.MustNewConstMetric(descFifoSize, prometheus.GaugeValue, float64(f.rxSize), id, name, "rx")
 		ch <- prometheus.MustNewConstMetric(descFifoSize, prometheus.GaugeValue, float64(f.txSize), id, name, "tx")
+	}
+	for _, r := range d.layer.Rules() {
+		ch <- prometheus.MustNewConstMetric(descRuleHits, prometheus.CounterValue, float64(r.Hits),
+			strconv.FormatUint(uint64(r.ID), 10), r.Tag, r.Action.String())
 	}
 	cs := d.ControlStats()
 	for r, n := range cs.Disconnects {

@@ -2,8 +2,11 @@ package daemon
 
 import (
 	"context"
+	"errors"
+	"fmt"
 	"io"
 	"net/http"
+	"net/netip"
 	"regexp"
 	"strconv"
 	"strings"
@@ -13,6 +16,8 @@ import (
 	"github.com/prometheus/client_golang/prometheus/testutil/promlint"
 
 	"github.com/xsessiond/xsessiond/app"
+	"github.com/xsessiond/xsessiond/flow"
+	"github.com/xsessiond/xsessiond/sessions"
 )
 
 func scrape(t *testing.T, addr string) string {
@@ -70,7 +75,21 @@ func TestMetrics(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
+	// A global drop rule refuses three connects: three hits.
+	id, err := d.layer.AddRule(sessions.Rule{Transport: flow.TransportUDP, Remote: netip.MustParsePrefix("192.0.2.0/24"),
+		Action: sessions.RuleDrop, Tag: "block"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for range 3 {
+		if _, err := b.Dial(ctx, "udp://192.0.2.1:53"); !errors.Is(err, flow.ErrFiltered) {
+			t.Fatalf("dial through a drop rule: %v", err)
+		}
+	}
 	body := scrape(t, d.metricsAddr)
+	if v := metric(t, body, fmt.Sprintf(`xsessiond_rule_hits_total{action="drop",id="%d",tag="block"}`, id)); v != 3 {
+		t.Errorf("rule hits %v", v)
+	}
 	if v := metric(t, body, "xsessiond_apps"); v != 2 {
 		t.Errorf("apps %v", v)
 	}

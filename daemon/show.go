@@ -158,6 +158,7 @@ type RuleView struct {
 	App        uint32 `json:"app"` // the app of a forward rule; 0 otherwise
 	Scope      string `json:"scope"`
 	Tag        string `json:"tag"`
+	Hits       uint64 `json:"hits"` // packets and connects the rule acted on
 }
 
 // StatsView is `ctl show stats`: the daemon, its tables' sizes and its
@@ -334,7 +335,7 @@ func (d *Daemon) RuleViews() []RuleView {
 			ID: r.ID, Namespace: NamespaceName(r.Namespace), Proto: r.Transport.String(),
 			Local: prefixString(r.Local), LocalPort: r.LocalPort,
 			Remote: prefixString(r.Remote), RemotePort: r.RemotePort,
-			Action: r.Action.String(), App: uint32(r.App), Scope: r.Scope.String(), Tag: r.Tag,
+			Action: r.Action.String(), App: uint32(r.App), Scope: r.Scope.String(), Tag: r.Tag, Hits: r.Hits,
 		})
 	}
 	return out

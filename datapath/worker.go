@@ -30,11 +30,12 @@ const (
 	dropTxCorrupt          // tx: the app's tx fifo is corrupt
 	dropTxBadSource        // tx: the source address is not one of the interface's (Config.Addrs)
 	dropTxKernel           // tx: the kernel refused a datagram larger than a frame (its socket buffer full, no route)
+	dropRule               // a global session rule dropped it
 	numDrops
 )
 
 var dropNames = [numDrops]string{"no-session", "fifo-full", "too-big", "fifo-corrupt", "no-neighbour", "no-route",
-	"tx-bad-header", "tx-too-long", "tx-no-frame", "tx-fifo-corrupt", "tx-bad-source", "tx-kernel"}
+	"tx-bad-header", "tx-too-long", "tx-no-frame", "tx-fifo-corrupt", "tx-bad-source", "tx-kernel", "rule-drop"}
 
 // counters are one worker's counts: its Counts, the decoder's drop
 // reasons and its own. The worker updates a private copy without atomics
@@ -84,6 +85,9 @@ type worker struct {
 	lastLn  *sessions.Listener // last listener looked up, and its Target
 	lastLT  *udp.Target
 	lk      listenerCache // the last listener lookup of the batch
+
+	rules    *sessions.RuleTable // the FIB's global rules, loaded once per batch (rules.go)
+	ruleHits ruleHitRun
 
 	own   []*udp.Target       // Targets whose Tx this worker drains
 	preTx []*udp.Target       // listeners registered before Start
@@ -289,16 +293,19 @@ func (w *worker) processBatch(frames [][]byte) {
 	l := w.e.layer.Load()
 	est := w.e.est.Load()
 	w.lk.ok = false
+	if l != nil {
+		w.rules = l.GlobalRules(w.e.fib)
+	}
 	for _, f := range frames {
 		if r := frame.Decode(f, &w.pkt); r != frame.OK && !w.acceptBad(r) {
 			w.cap.rxBad(w.q, f, r)
 			continue
 		}
 		w.tuple = w.pkt.FiveTuple()
-		t := w.lookup(l, est)
+		t, why := w.lookup(l, est)
 		if t == nil {
-			w.c.Drops[dropNoSession]++
-			w.cap.rxDrop(w.q, f, dropNoSession)
+			w.c.Drops[why]++
+			w.cap.rxDrop(w.q, f, why)
 			continue
 		}
 		if t != w.cur {
@@ -321,21 +328,23 @@ func (w *worker) processBatch(frames [][]byte) {
 	}
 	w.release()
 	w.signal()
+	w.ruleHits.flush()
 }
 
 // lookup finds the Target of w.tuple: a connected session (of any
 // worker: est holds them all, this worker's own included), else a
-// listener.
-func (w *worker) lookup(l *sessions.Layer, est *estTable) *udp.Target {
+// listener, which the global rules may replace or refuse (applyRules).
+// With no Target it returns the drop reason.
+func (w *worker) lookup(l *sessions.Layer, est *estTable) (*udp.Target, int) {
 	if t := est.lookup(&w.tuple); t != nil {
-		return t
+		return t, 0
 	}
 	if l == nil {
-		return nil
+		return nil, dropNoSession
 	}
 	c := &w.lk
 	if c.ok && c.port == w.tuple.LocalPort && c.local == w.tuple.Local && c.proto == w.tuple.Proto && c.family == w.tuple.Family {
-		return c.t
+		return w.listenerHit(l, c.t)
 	}
 	var t *udp.Target
 	if ln, ok := l.LookupListener(w.e.fib, &w.tuple); ok {
@@ -347,7 +356,7 @@ func (w *worker) lookup(l *sessions.Layer, est *estTable) *udp.Target {
 		}
 	}
 	*c = listenerCache{ok: true, local: w.tuple.Local, port: w.tuple.LocalPort, proto: w.tuple.Proto, family: w.tuple.Family, t: t}
-	return t
+	return w.listenerHit(l, t)
 }
 
 // flush queues the run's datagrams in cur's Rx (whose lock is held) and

@@ -3,6 +3,7 @@ package flow_test
 import (
 	"errors"
 	"net/netip"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -80,6 +81,32 @@ func TestParseURI_CacheConcurrent(t *testing.T) {
 		e, err := flow.ParseURI(u)
 		want[i], wantErrs[i] = e, err != nil
 	}
+	// A repeated URI is a hit: the entry stays the same, nothing is
+	// allocated, and the answer is the parsed one.
+	if _, err := flow.ParseURI(uris[1]); err != nil {
+		t.Fatal(err)
+	}
+	id1, u1, e1 := flow.CachedURI()
+	if u1 != uris[1] || e1 != want[1] {
+		t.Fatalf("cache holds %q %+v after parsing %q", u1, e1, uris[1])
+	}
+	if a := testing.AllocsPerRun(100, func() {
+		if e, err := flow.ParseURI(uris[1]); err != nil || e != want[1] {
+			t.Fatalf("cached parse: %+v %v", e, err)
+		}
+	}); a != 0 {
+		t.Fatalf("a cache hit allocates %v", a)
+	}
+	if id2, _, _ := flow.CachedURI(); id2 != id1 {
+		t.Fatal("a repeated URI replaced the cache entry: no hit")
+	}
+	// An error is never cached.
+	if _, err := flow.ParseURI(uris[3]); err == nil {
+		t.Fatal("bad URI parsed")
+	}
+	if id3, _, _ := flow.CachedURI(); id3 != id1 {
+		t.Fatal("a failed parse replaced the cache entry")
+	}
 	var wg sync.WaitGroup
 	for g := 0; g < 4; g++ {
 		wg.Add(1)
@@ -98,6 +125,11 @@ func TestParseURI_CacheConcurrent(t *testing.T) {
 		}()
 	}
 	wg.Wait()
+	// Whatever raced last left a consistent entry.
+	_, u, e := flow.CachedURI()
+	if k := slices.Index(uris, u); k < 0 || wantErrs[k] || e != want[k] {
+		t.Fatalf("cache left holding %q %+v", u, e)
+	}
 }
 
 // session_lookup_local_listener_make_handle / parse_handle

@@ -1,6 +1,7 @@
 package sessions_test
 
 import (
+	"errors"
 	"testing"
 
 	"github.com/xsessiond/xsessiond/sessions"
@@ -73,20 +74,48 @@ func TestAttach_AppInitFails_Memory(t *testing.T) {
 
 func TestAttach_AppInitFails_BadOptions(t *testing.T) {
 	r := newRig(t)
-	for _, o := range []sessions.AttachOptions{
-		{Scope: 0x80},
-		{RxFifoSize: sessions.MaxFifoSize + 1},
-		{Proxy: true},
-		{Proxy: true, ProxyTransports: []sessions.Transport{sessions.TransportSCTP}},
-		{MaxSegments: -1},
+	for _, c := range []struct {
+		o    sessions.AttachOptions
+		want error
+	}{
+		{sessions.AttachOptions{Scope: 0x80}, sessions.ErrInvalidValue},
+		{sessions.AttachOptions{RxFifoSize: sessions.MaxFifoSize + 1}, sessions.ErrInvalidValue},
+		{sessions.AttachOptions{TxFifoSize: sessions.MaxFifoSize + 1}, sessions.ErrInvalidValue},
+		{sessions.AttachOptions{Proxy: true}, sessions.ErrInvalidValue},
+		{sessions.AttachOptions{Proxy: true, ProxyTransports: []sessions.Transport{sessions.TransportSCTP}}, sessions.ErrNotSupported},
+		{sessions.AttachOptions{MaxSegments: -1}, sessions.ErrInvalidValue},
 	} {
-		o.ClientID = 9
-		if _, err := r.l.Attach(o); err == nil {
-			t.Errorf("attach %+v succeeded", o)
+		c.o.ClientID = 9
+		_, err := r.l.Attach(c.o)
+		if !errors.Is(err, c.want) {
+			t.Errorf("attach %+v: %v, want %v", c.o, err, c.want)
 		}
 	}
 	if apps, _, _, _ := r.mem.Live(); apps != 0 {
 		t.Fatalf("%d app memories alive", apps)
+	}
+	if ns := r.l.Namespaces(); ns[0].Apps != 0 {
+		t.Fatalf("namespace counts %d apps", ns[0].Apps)
+	}
+}
+
+// An attached client asking again is refused as already attached, before
+// its namespace is looked at (seed order).
+func TestAttach_AlreadyAttachedBadNamespace_AlreadyAttached(t *testing.T) {
+	r := newRig(t)
+	if _, err := r.l.Attach(sessions.AttachOptions{ClientID: 11}); err != nil {
+		t.Fatal(err)
+	}
+	for _, o := range []sessions.AttachOptions{
+		{ClientID: 11, Namespace: "nosuch"},
+		{ClientID: 11, Namespace: "blue", Secret: 41},
+		{ClientID: 11, Scope: 0x80},
+	} {
+		_, err := r.l.Attach(o)
+		wantErr(t, err, sessions.ErrAlreadyAttached)
+	}
+	if n := len(r.l.Apps()); n != 1 {
+		t.Fatalf("%d apps", n)
 	}
 }
 

@@ -73,18 +73,25 @@ func benchRuleMatch(b *testing.B, n int) {
 	lens := []int{8, 16, 20, 24, 28, 32}
 	rules := make([]sessions.Rule, n)
 	var tuples []sessions.FiveTuple
-	for i := range rules {
+	seen := map[sessions.Rule]bool{}
+	for i := 0; i < len(rules); {
 		a := netip.AddrFrom4([4]byte{byte(rnd.IntN(256)), byte(rnd.IntN(256)), byte(rnd.IntN(256)), byte(rnd.IntN(256))})
-		rules[i] = sessions.Rule{Transport: sessions.TransportTCP, Remote: netip.PrefixFrom(a, lens[i%len(lens)]),
-			Action: sessions.RuleAction(i%2 + 1)}
-		if i%3 == 0 {
-			rules[i].Local = netip.PrefixFrom(addrA, 24)
+		ru := sessions.Rule{Transport: sessions.TransportTCP, Remote: netip.PrefixFrom(a, lens[rnd.IntN(len(lens))]).Masked()}
+		if rnd.IntN(3) == 0 {
+			ru.Local = netip.PrefixFrom(addrA, 24).Masked()
 		}
-		if i%5 == 0 {
-			rules[i].RemotePort = uint16(rnd.IntN(1024))
+		if rnd.IntN(5) == 0 {
+			ru.RemotePort = uint16(rnd.IntN(1024))
 		}
+		if seen[ru] { // one rule per match: draw again
+			continue
+		}
+		seen[ru] = true
+		ru.Action = sessions.RuleAction(i%2 + 1)
+		rules[i] = ru
 		tuples = append(tuples, sessions.FiveTuple{Local: sessions.AddrBytes(addrA), LocalPort: 80, Remote: sessions.AddrBytes(a),
-			RemotePort: rules[i].RemotePort, Proto: sessions.TransportTCP, Family: sessions.Family4})
+			RemotePort: ru.RemotePort, Proto: sessions.TransportTCP, Family: sessions.Family4})
+		i++
 	}
 	if _, err := r.l.AddRules(rules); err != nil {
 		b.Fatal(err)

@@ -183,6 +183,10 @@ func (l *Layer) ListenerPair(id AppID, h Handle) (FifoPair, uint32, error) {
 func (l *Layer) Unbind(id AppID, h Handle) error {
 	l.lock()
 	defer l.unlock()
+	return l.unbindLocked(id, h)
+}
+
+func (l *Layer) unbindLocked(id AppID, h Handle) error {
 	a, err := l.appLocked(id)
 	if err != nil {
 		return fmt.Errorf("unbind: %w", err)
@@ -240,24 +244,27 @@ func (l *Layer) Unbind(id AppID, h Handle) error {
 	return nil
 }
 
-// UnbindURI unbinds the listener of the default namespace's global table on
-// uri (seed: vnet_unbind_uri; ErrAddressNotInUse when there is none).
+// UnbindURI unbinds app's listener on uri (seed: vnet_unbind_uri): the
+// listener of the global table of the FIB of the app's namespace (the seed
+// looked in the default namespace's table; later VPP, and this package,
+// use the app's own). ErrAddressNotInUse when there is none. The lookup and
+// the unbind happen under one hold of the lock, so no other call can
+// replace the listener in between.
 func (l *Layer) UnbindURI(id AppID, uri string) error {
 	e, err := ParseURI(uri)
 	if err != nil {
 		return fmt.Errorf("unbind: %w", err)
 	}
 	l.lock()
+	defer l.unlock()
 	a, err := l.appLocked(id)
 	if err != nil {
-		l.unlock()
 		return fmt.Errorf("unbind: %w", err)
 	}
 	e = a.endpointFor(e)
 	ln := l.listeners.Load().set(e.FIB).get(keyOf(e))
-	l.unlock()
 	if ln == nil {
 		return fmt.Errorf("unbind %s: %w", e.URI(), ErrAddressNotInUse)
 	}
-	return l.Unbind(id, ln.Handle)
+	return l.unbindLocked(id, ln.Handle)
 }

@@ -248,3 +248,30 @@ func TestUnbindURI(t *testing.T) {
 	wantErr(t, r.l.UnbindURI(a, "udp://10.0.0.1:99"), nil)
 	wantErr(t, r.l.UnbindURI(a, "udp://10.0.0.1:99"), sessions.ErrAddressNotInUse)
 }
+
+// UnbindURI looks in the table of the app's own namespace's FIB, not the
+// default namespace's.
+func TestUnbindURI_NonDefaultNamespace(t *testing.T) {
+	r := newRig(t)
+	blue := r.attachOpts(sessions.AttachOptions{Namespace: "blue", Secret: 42})
+	blue2 := r.attachOpts(sessions.AttachOptions{Namespace: "blue", Secret: 42})
+	def := r.attach(0)
+	r.bind(blue, "udp://10.1.0.1:99")
+	r.bind(blue, "udp://0.0.0.0:7")
+	dh := r.bind(def, "udp://0.0.0.0:7") // same endpoint, the default namespace's FIB
+	// The default namespace's app sees no listener on blue's address.
+	wantErr(t, r.l.UnbindURI(def, "udp://10.1.0.1:99"), sessions.ErrAddressNotInUse)
+	// Another app of blue finds blue's listener, and does not own it.
+	wantErr(t, r.l.UnbindURI(blue2, "udp://10.1.0.1:99"), sessions.ErrNotOwner)
+	wantErr(t, r.l.UnbindURI(blue, "udp://10.1.0.1:99"), nil)
+	wantErr(t, r.l.UnbindURI(blue, "udp://10.1.0.1:99"), sessions.ErrAddressNotInUse)
+	// The zero address: blue's own entry goes, the default one stays.
+	wantErr(t, r.l.UnbindURI(blue, "udp://0.0.0.0:7"), nil)
+	_, g := r.listenersOf(def)
+	if len(g) != 1 || g[0].Handle != dh {
+		t.Fatalf("default namespace's listeners %+v", g)
+	}
+	if _, g := r.listenersOf(blue); len(g) != 0 {
+		t.Fatalf("blue's listeners left: %+v", g)
+	}
+}

@@ -18,23 +18,31 @@ type ConnectResult struct {
 }
 
 // Connect connects app to e (seed: vnet_connect_i). In order:
-//   - the zero address is refused (ErrInvalidValue);
+//   - the zero address is refused (ErrInvalidValue), an IPv4-mapped one
+//     (::ffff:0.0.0.0) too, before the app is looked up;
 //   - an app with local scope looks e up in its namespace's local table:
 //     a drop rule fails the connect (ErrFiltered); a rule forwarding to
-//     another app, or another app's listener, makes a cut-through session
-//     with it; a match naming the connecting app itself (a proxy) is
-//     skipped; an allow rule ends the local lookup;
+//     another app that has a listener for e makes a cut-through session
+//     with it; an allow rule, or a forward rule whose app has no such
+//     listener, goes on to the table's listeners; another app's zero-address
+//     listener of e's port (whatever e's address: see the package doc), or
+//     a proxy's every-port entry, makes a cut-through session; a match
+//     naming the connecting app itself (a proxy) is skipped;
 //   - a loopback destination that found nothing fails (ErrLocalConnect);
 //   - an app without global scope can go no further (ErrScope);
 //   - the FIB's global rules: drop fails (ErrFiltered), forwarding to
-//     another app makes a cut-through session;
+//     another app with a listener for e makes a cut-through session, allow
+//     and a forward to an app without one go on;
 //   - a destination that is an address of this host with a global listener
 //     (other than the app's own proxy entry) makes a cut-through session;
 //   - anything else becomes a half-open session handed to the Datapath.
+//
+// A rule that acts on the connect (drop, allow, or a forward that makes
+// the cut-through) counts a hit.
 func (l *Layer) Connect(id AppID, e Endpoint, opaque uint32) (ConnectResult, error) {
 	l.lock()
 	defer l.unlock()
-	if e.IsZero() {
+	if e.Normalized(e.Family()).IsZero() {
 		return ConnectResult{}, fmt.Errorf("connect: zero address: %w", ErrInvalidValue)
 	}
 	a, err := l.appLocked(id)
@@ -51,11 +59,13 @@ func (l *Layer) Connect(id AppID, e Endpoint, opaque uint32) (ConnectResult, err
 	rt := FiveTuple{Remote: AddrBytes(e.Addr), RemotePort: e.Port, Proto: e.Transport, Family: e.Family()}
 
 	if a.hasLocal() {
-		target, ln, action := l.localLookupLocked(a, e, &rt)
+		target, ln, m := l.localLookupLocked(a, e, &rt)
 		switch {
-		case action == RuleDrop:
-			return ConnectResult{}, fmt.Errorf("connect %s: local rule: %w", e.URI(), ErrFiltered)
+		case m.Action == RuleDrop:
+			m.Hits.Add(1)
+			return ConnectResult{}, fmt.Errorf("connect %s: local rule %d: %w", e.URI(), m.ID, ErrFiltered)
 		case target != nil && target != a:
+			m.Hits.Add(1)
 			return l.cutThroughLocked(a, target, ln, e, opaque)
 		}
 	}
@@ -65,13 +75,19 @@ func (l *Layer) Connect(id AppID, e Endpoint, opaque uint32) (ConnectResult, err
 	if !a.hasGlobal() {
 		return ConnectResult{}, fmt.Errorf("connect %s: %w", e.URI(), ErrScope)
 	}
-	if m, ok := l.rules.Load().table(ruleTableID{fib: e.FIB}).match(&rt); ok {
+	if m, ok := l.rules.Load().table(ruleTableID{fib: e.FIB}).Match(&rt); ok {
 		switch m.Action {
 		case RuleDrop:
+			m.Hits.Add(1)
 			return ConnectResult{}, fmt.Errorf("connect %s: rule %d: %w", e.URI(), m.ID, ErrFiltered)
+		case RuleAllow:
+			m.Hits.Add(1)
 		case RuleForward:
 			if t := l.apps[m.App]; t != nil && t != a {
-				return l.cutThroughLocked(a, t, l.appListenerLocked(t, e), e, opaque)
+				if ln := l.appListenerLocked(t, e); ln != nil {
+					m.Hits.Add(1)
+					return l.cutThroughLocked(a, t, ln, e, opaque)
+				}
 			}
 		}
 	}
@@ -96,20 +112,25 @@ func (l *Layer) ConnectURI(id AppID, uri string, opaque uint32) (ConnectResult, 
 }
 
 // localLookupLocked looks a connect up in the app's local table (seed:
-// session_lookup_local_endpoint): rules first, then zero-address listeners
-// of the port, then a proxy's every-port entry. It returns the app found and
-// its listener (if any), or the rule action that ended the lookup.
-func (l *Layer) localLookupLocked(a *app, e Endpoint, rt *FiveTuple) (*app, *Listener, RuleAction) {
-	if m, ok := l.rules.Load().table(ruleTableID{local: true, ns: a.ns.cfg.ID}).match(rt); ok {
+// session_lookup_local_endpoint): rules first, then the zero-address
+// listener of the port, then a proxy's every-port entry. It returns the
+// app found and its listener (if any), and the rule that decided: a drop
+// (no app then), or the forward that found the app. An allow rule, or a
+// forward to an app without a listener for e, lets the listeners decide
+// (m is zero then).
+func (l *Layer) localLookupLocked(a *app, e Endpoint, rt *FiveTuple) (*app, *Listener, RuleMatch) {
+	if m, ok := l.rules.Load().table(ruleTableID{local: true, ns: a.ns.cfg.ID}).Match(rt); ok {
 		switch m.Action {
-		case RuleDrop, RuleAllow:
-			return nil, nil, m.Action
+		case RuleDrop:
+			return nil, nil, m
+		case RuleAllow:
+			m.Hits.Add(1)
 		case RuleForward:
-			t := l.apps[m.App]
-			if t == nil {
-				return nil, nil, 0
+			if t := l.apps[m.App]; t != nil {
+				if ln := l.appListenerLocked(t, e); ln != nil {
+					return t, ln, m
+				}
 			}
-			return t, l.appListenerLocked(t, e), RuleForward
 		}
 	}
 	k := keyOf(Endpoint{Transport: e.Transport, Addr: e.Addr, Port: e.Port})
@@ -120,9 +141,9 @@ func (l *Layer) localLookupLocked(a *app, e Endpoint, rt *FiveTuple) (*app, *Lis
 		ln = a.ns.local[k]
 	}
 	if ln == nil {
-		return nil, nil, 0
+		return nil, nil, RuleMatch{}
 	}
-	return l.apps[ln.App], ln, 0
+	return l.apps[ln.App], ln, RuleMatch{}
 }
 
 // appListenerLocked finds t's listener that would serve e, local table

@@ -18,6 +18,31 @@ func TestConnect_ZeroAddress(t *testing.T) {
 	wantErr(t, err, sessions.ErrInvalidValue)
 }
 
+// ::ffff:0.0.0.0 is the zero address too: it never reaches a 0.0.0.0
+// listener of the local table.
+func TestConnect_MappedZeroAddressInvalid(t *testing.T) {
+	r := newRig(t)
+	srv := r.attach(sessions.ScopeLocal)
+	cli := r.attach(sessions.ScopeLocal | sessions.ScopeGlobal)
+	r.bind(srv, "tcp://0.0.0.0:80")
+	for _, uri := range []string{"tcp://[::ffff:0.0.0.0]:80", "tcp://0.0.0.0:80", "tcp://[::]:80"} {
+		_, err := r.l.ConnectURI(cli, uri, 0)
+		wantErr(t, err, sessions.ErrInvalidValue)
+	}
+	if ev := r.appEvents(srv); len(ev) != 0 {
+		t.Fatalf("server events %+v", ev)
+	}
+}
+
+// The zero address is refused before the app is looked up (seed order).
+func TestConnect_ZeroAddressNotAttached_InvalidValue(t *testing.T) {
+	r := newRig(t)
+	_, err := r.l.ConnectURI(77, "tcp://0.0.0.0:80", 0)
+	wantErr(t, err, sessions.ErrInvalidValue)
+	_, err = r.l.ConnectURI(77, "tcp://[::ffff:0.0.0.0]:80", 0)
+	wantErr(t, err, sessions.ErrInvalidValue)
+}
+
 func TestConnect_NotAttached(t *testing.T) {
 	r := newRig(t)
 	_, err := r.l.ConnectURI(3, "tcp://192.0.2.7:80", 0)
@@ -134,9 +159,10 @@ func TestConnect_LocalScopeForwardRule_CutThrough(t *testing.T) {
 	r := newRig(t)
 	srv := r.attach(sessions.ScopeLocal)
 	cli := r.attach(sessions.ScopeLocal)
-	lh := r.bind(srv, "tcp://0.0.0.0:8443")
-	if _, err := r.l.AddRule(sessions.Rule{Transport: sessions.TransportTCP, Remote: netip.MustParsePrefix("192.0.2.0/24"),
-		RemotePort: 443, Action: sessions.RuleForward, App: srv, Scope: sessions.ScopeLocal, Tag: "redirect"}); err != nil {
+	lh := r.bind(srv, "tcp://0.0.0.0:443")
+	id, err := r.l.AddRule(sessions.Rule{Transport: sessions.TransportTCP, Remote: netip.MustParsePrefix("192.0.2.0/24"),
+		RemotePort: 443, Action: sessions.RuleForward, App: srv, Scope: sessions.ScopeLocal, Tag: "redirect"})
+	if err != nil {
 		t.Fatal(err)
 	}
 	res, err := r.l.ConnectURI(cli, "tcp://192.0.2.1:443", 0)
@@ -144,30 +170,90 @@ func TestConnect_LocalScopeForwardRule_CutThrough(t *testing.T) {
 		t.Fatalf("connect %+v %v", res, err)
 	}
 	ev := r.appEvents(srv)
-	if len(ev) != 1 || ev[0].Kind != sessions.EventAccepted {
-		t.Fatalf("server events %+v", ev)
+	if len(ev) != 1 || ev[0].Kind != sessions.EventAccepted || ev[0].Listener != lh || !lh.IsLocal() {
+		t.Fatalf("server events %+v, want one accept on listener %#x", ev, uint64(lh))
 	}
-	_ = lh
+	if rs := r.l.Rules(); len(rs) != 1 || rs[0].ID != id || rs[0].Hits != 1 {
+		t.Fatalf("rules %+v, want one hit", rs)
+	}
 }
 
-func TestConnect_LocalScopeAllowRule_EndsLocalLookup(t *testing.T) {
+// A forward rule whose app has no listener for the destination's port is
+// no match: the lookup goes on as without it (here: a local-scope app can
+// go no further).
+func TestConnect_ForwardRuleAppWithoutListener_NoMatch(t *testing.T) {
+	r := newRig(t)
+	srv := r.attach(sessions.ScopeLocal | sessions.ScopeGlobal)
+	cli := r.attach(sessions.ScopeLocal)
+	r.bind(srv, "tcp://0.0.0.0:8443")
+	if _, err := r.l.AddRule(sessions.Rule{Transport: sessions.TransportTCP, Remote: netip.MustParsePrefix("192.0.2.0/24"),
+		RemotePort: 443, Action: sessions.RuleForward, App: srv, Scope: sessions.ScopeLocal | sessions.ScopeGlobal}); err != nil {
+		t.Fatal(err)
+	}
+	_, err := r.l.ConnectURI(cli, "tcp://192.0.2.1:443", 0)
+	wantErr(t, err, sessions.ErrScope)
+	// A global app goes to the wire instead of a listener-less cut-through.
+	g := r.attach(sessions.ScopeGlobal)
+	res, err := r.l.ConnectURI(g, "tcp://192.0.2.1:443", 0)
+	if err != nil || res.CutThrough || res.Handle.Worker() != sessions.HalfOpenWorker {
+		t.Fatalf("global connect %+v %v, want a half-open session", res, err)
+	}
+	if ev := r.appEvents(srv); len(ev) != 0 {
+		t.Fatalf("server got %+v", ev)
+	}
+	if rs := r.l.Rules(); rs[0].Hits != 0 {
+		t.Fatalf("rule counted %d hits without acting", rs[0].Hits)
+	}
+}
+
+// An allow rule of the local table means "go on to the normal lookup": the
+// local listener still catches the connect.
+func TestConnect_LocalScopeAllowRule_GoesOnToListeners(t *testing.T) {
 	r := newRig(t)
 	srv := r.attach(sessions.ScopeLocal)
 	cli := r.attach(sessions.ScopeLocal | sessions.ScopeGlobal)
-	r.bind(srv, "tcp://0.0.0.0:80")
+	lh := r.bind(srv, "tcp://0.0.0.0:80")
 	if _, err := r.l.AddRule(sessions.Rule{Transport: sessions.TransportTCP, Remote: netip.MustParsePrefix("192.0.2.0/24"),
 		Action: sessions.RuleAllow, Scope: sessions.ScopeLocal}); err != nil {
 		t.Fatal(err)
 	}
 	res, err := r.l.ConnectURI(cli, "tcp://192.0.2.7:80", 0)
-	if err != nil || res.CutThrough {
-		t.Fatalf("allowed connect went %+v %v, want to the wire", res, err)
-	}
-	// Loopback is not covered by the rule: the listener catches it.
-	res, err = r.l.ConnectURI(cli, "tcp://127.0.0.1:80", 0)
 	if err != nil || !res.CutThrough {
-		t.Fatalf("loopback connect %+v %v", res, err)
+		t.Fatalf("allowed connect went %+v %v, want the local listener", res, err)
 	}
+	if ev := r.appEvents(srv); len(ev) != 1 || ev[0].Listener != lh {
+		t.Fatalf("server events %+v", ev)
+	}
+	// Without a listener on the port, allow lets it go to the wire.
+	res, err = r.l.ConnectURI(cli, "tcp://192.0.2.7:81", 0)
+	if err != nil || res.CutThrough {
+		t.Fatalf("allowed connect to a port without listener went %+v %v, want the wire", res, err)
+	}
+	if rs := r.l.Rules(); rs[0].Hits != 2 {
+		t.Fatalf("allow rule counted %d hits, want 2", rs[0].Hits)
+	}
+}
+
+// The package doc's choice: a zero-address listener of the local table
+// catches local-scope connects to its port whatever their address (seed
+// behaviour), not only loopback ones.
+func TestConnect_LocalZeroListenerCatchesAnyAddress(t *testing.T) {
+	r := newRig(t)
+	srv := r.attach(sessions.ScopeLocal)
+	cli := r.attach(sessions.ScopeLocal)
+	lh := r.bind(srv, "udp://0.0.0.0:5353")
+	for i, uri := range []string{"udp://127.0.0.1:5353", "udp://192.0.2.99:5353", "udp://10.0.0.1:5353", "udp://[::ffff:198.51.100.1]:5353"} {
+		res, err := r.l.ConnectURI(cli, uri, uint32(i))
+		if err != nil || !res.CutThrough {
+			t.Fatalf("connect %s: %+v %v", uri, res, err)
+		}
+	}
+	if ev := r.appEvents(srv); len(ev) != 4 || ev[3].Listener != lh {
+		t.Fatalf("server events %+v", ev)
+	}
+	// Not IPv6 destinations: the listener is an IPv4 one.
+	_, err := r.l.ConnectURI(cli, "udp://[2001:db8::1]:5353", 9)
+	wantErr(t, err, sessions.ErrScope)
 }
 
 func TestConnect_LocalDestinationNoLocalMatch_LocalConnect(t *testing.T) {

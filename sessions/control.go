@@ -4,13 +4,18 @@ import (
 	"cmp"
 	"fmt"
 	"maps"
+	"net/netip"
 	"slices"
 )
 
 // --- rules ---
 
-// AddRule adds a rule and returns its ID. A forward rule must name an
-// attached app; the rule's namespace must exist.
+// AddRule adds a rule and returns its ID. The rule's namespace must
+// exist; a forward rule must name an app attached to that same namespace
+// (ErrNotInNamespace otherwise: namespaces are isolated, so a rule never
+// hands a connection to another namespace's app); a rule matching exactly
+// what an existing rule matches in the same tables (everything but action,
+// app and tag) is refused with ErrInvalidValue.
 func (l *Layer) AddRule(r Rule) (uint32, error) {
 	ids, err := l.AddRules([]Rule{r})
 	if err != nil {
@@ -25,6 +30,20 @@ func (l *Layer) AddRules(rs []Rule) ([]uint32, error) {
 	defer l.unlock()
 	ids := make([]uint32, 0, len(rs))
 	add := make([]RuleInfo, 0, len(rs))
+	type matchKey struct {
+		Transport          Transport
+		Local, Remote      netip.Prefix
+		LocalPort, RmtPort uint16
+		Scope              Scope
+		Namespace          string
+	}
+	keyOf := func(r Rule) matchKey {
+		return matchKey{r.Transport, r.Local, r.Remote, r.LocalPort, r.RemotePort, r.Scope, r.Namespace}
+	}
+	have := make(map[matchKey]uint32, len(l.ruleList)+len(rs))
+	for _, r := range l.ruleList {
+		have[keyOf(r.Rule)] = r.ID
+	}
 	for i, r := range rs {
 		r, err := r.normalize()
 		if err != nil {
@@ -33,14 +52,28 @@ func (l *Layer) AddRules(rs []Rule) ([]uint32, error) {
 		if _, ok := l.nss[r.Namespace]; !ok {
 			return nil, fmt.Errorf("add rule %d: namespace %q: %w", i, r.Namespace, ErrInvalidNamespace)
 		}
-		if r.Action == RuleForward && l.apps[r.App] == nil {
-			return nil, fmt.Errorf("add rule %d: forward to app %d: %w", i, r.App, ErrNotAttached)
+		if r.Action == RuleForward {
+			t := l.apps[r.App]
+			if t == nil {
+				return nil, fmt.Errorf("add rule %d: forward to app %d: %w", i, r.App, ErrNotAttached)
+			}
+			if t.ns.cfg.ID != r.Namespace {
+				return nil, fmt.Errorf("add rule %d: forward to app %d of namespace %q from a rule of namespace %q: %w",
+					i, r.App, t.ns.cfg.ID, r.Namespace, ErrNotInNamespace)
+			}
 		}
 		id := l.nextRule + uint32(i)
+		if old, dup := have[keyOf(r)]; dup {
+			return nil, fmt.Errorf("add rule %d: rule %d already matches the same in the same tables (delete it first): %w", i, old, ErrInvalidValue)
+		}
+		have[keyOf(r)] = id
 		add = append(add, RuleInfo{ID: id, Rule: r})
 		ids = append(ids, id)
 	}
 	l.nextRule += uint32(len(rs))
+	for _, r := range add {
+		l.ruleHits[r.ID] = new(RuleHits)
+	}
 	l.ruleList = append(l.ruleList, add...)
 	l.publishRulesLocked()
 	return ids, nil
@@ -83,15 +116,27 @@ func (l *Layer) delRules(match func(RuleInfo) bool, what string) error {
 	return nil
 }
 
-// Rules lists the rules in ID order.
+// Rules lists the rules in ID order, with their hits.
 func (l *Layer) Rules() []RuleInfo {
 	l.lock()
 	defer l.unlock()
-	return slices.Clone(l.ruleList)
+	out := slices.Clone(l.ruleList)
+	for i := range out {
+		out[i].Hits = l.ruleHits[out[i].ID].Load()
+	}
+	return out
 }
 
-// publishRulesLocked rebuilds every rules table from ruleList.
+// publishRulesLocked rebuilds every rules table from ruleList, and drops
+// the counters of rules that are gone.
 func (l *Layer) publishRulesLocked() {
+	if len(l.ruleHits) != len(l.ruleList) {
+		live := make(map[uint32]bool, len(l.ruleList))
+		for _, r := range l.ruleList {
+			live[r.ID] = true
+		}
+		maps.DeleteFunc(l.ruleHits, func(id uint32, _ *RuleHits) bool { return !live[id] })
+	}
 	by := map[ruleTableID][]RuleInfo{}
 	for _, r := range l.ruleList {
 		ns := l.nss[r.Namespace]
@@ -115,9 +160,9 @@ func (l *Layer) publishRulesLocked() {
 			}
 		}
 	}
-	snap := &ruleSnap{tables: map[ruleTableID]*ruleSet{}}
+	snap := &ruleSnap{tables: map[ruleTableID]*RuleTable{}}
 	for id, rs := range by {
-		snap.tables[id] = buildRuleSet(rs)
+		snap.tables[id] = buildRuleTable(rs, l.ruleHits)
 	}
 	l.rules.Store(snap)
 }
@@ -125,13 +170,20 @@ func (l *Layer) publishRulesLocked() {
 // MatchRule returns the global rule of FIB fib that wins for tuple t (Local
 // is this host's side). It is for the datapath: lock-free, no allocation.
 func (l *Layer) MatchRule(fib FIBID, t *FiveTuple) (RuleMatch, bool) {
-	return l.rules.Load().table(ruleTableID{fib: fib}).match(t)
+	return l.rules.Load().table(ruleTableID{fib: fib}).Match(t)
+}
+
+// GlobalRules returns the current global rules table of FIB fib (nil when
+// it has none), for a datapath worker to load once per batch and Match
+// each packet against. Lock-free, no allocation.
+func (l *Layer) GlobalRules(fib FIBID) *RuleTable {
+	return l.rules.Load().table(ruleTableID{fib: fib})
 }
 
 // MatchLocalRule returns the rule of namespace ns's local table that wins
 // for tuple t. Lock-free, no allocation.
 func (l *Layer) MatchLocalRule(ns string, t *FiveTuple) (RuleMatch, bool) {
-	return l.rules.Load().table(ruleTableID{local: true, ns: ns}).match(t)
+	return l.rules.Load().table(ruleTableID{local: true, ns: ns}).Match(t)
 }
 
 // LookupListener finds the global listener of FIB fib serving a packet whose
@@ -140,6 +192,16 @@ func (l *Layer) MatchLocalRule(ns string, t *FiveTuple) (RuleMatch, bool) {
 // lock-free, no allocation.
 func (l *Layer) LookupListener(fib FIBID, t *FiveTuple) (*Listener, bool) {
 	ln := l.listeners.Load().set(fib).lookup(t.Proto, t.Family, &t.Local, t.LocalPort)
+	return ln, ln != nil
+}
+
+// LookupAppListener finds app's global listener of FIB fib that would
+// serve a packet whose 5-tuple is t: its exact bind of the address and
+// port, else its wildcard-address bind of the port, else its proxy
+// every-port entry. It is what a forward rule delivers to. Lock-free, no
+// allocation.
+func (l *Layer) LookupAppListener(fib FIBID, t *FiveTuple, app AppID) (*Listener, bool) {
+	ln := l.listeners.Load().set(fib).lookupApp(t.Proto, t.Family, &t.Local, t.LocalPort, app)
 	return ln, ln != nil
 }
 

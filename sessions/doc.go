@@ -26,6 +26,31 @@
 // control plane's changes from its mailbox (Drain); the datapath keeps the
 // one table that finds a session by 5-tuple.
 //
+// # Local lookup and the zero address
+//
+// The local table holds zero-address listeners only (an app with local
+// scope binding 0.0.0.0 or ::). Such a listener catches every local-scope
+// connect of its namespace to its port and family, whatever the
+// destination address: loopback, an address of this host, or a remote one
+// (the seed's behaviour; later VPP catches loopback destinations only).
+// Apps of a namespace thus reach each other's local listeners by port, and
+// a local-scope app that wants a remote peer of the same port gets the
+// local listener instead; an allow rule of the local table does not change
+// that (allow goes on to the listeners), only a drop or a forward rule
+// does. The zero address itself, and its IPv4-mapped form ::ffff:0.0.0.0,
+// is never a destination (ErrInvalidValue).
+//
+// # Rules
+//
+// Rules (Rule) live in a namespace's local table (consulted by connects of
+// local-scope apps) and the global tables of its FIBs (consulted by
+// connects of global-scope apps and, through GlobalRules and
+// LookupAppListener, by the datapath for packets from the wire that found
+// a listener). A forward rule names an app of the rule's own namespace. A
+// table matches in time that grows with the number of remote prefix
+// lengths that can match a tuple, not with the number of rules. Each rule
+// counts its hits (RuleHits), listed by Rules.
+//
 // # Handles
 //
 // A Handle names its owner worker and an index. Pseudo-workers mark entries

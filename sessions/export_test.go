@@ -112,10 +112,58 @@ func (l *Layer) CheckInvariants() error {
 			return fmt.Errorf("shard %d holds %d sessions, want %d", w, sh.Len(), perWorker[uint32(w)])
 		}
 	}
+	type mk struct {
+		tr       Transport
+		lcl, rmt string
+		lp, rp   uint16
+		sc       Scope
+		ns       string
+	}
+	matches := map[mk]uint32{}
 	for _, r := range l.ruleList {
 		if r.Action == RuleForward && l.apps[r.App] == nil {
 			return fmt.Errorf("rule %d forwards to detached app %d", r.ID, r.App)
 		}
+		if r.Action == RuleForward && l.apps[r.App].ns.cfg.ID != r.Namespace {
+			return fmt.Errorf("rule %d of namespace %q forwards to app %d of namespace %q", r.ID, r.Namespace, r.App, l.apps[r.App].ns.cfg.ID)
+		}
+		k := mk{r.Transport, r.Local.String(), r.Remote.String(), r.LocalPort, r.RemotePort, r.Scope, r.Namespace}
+		if old, dup := matches[k]; dup {
+			return fmt.Errorf("rules %d and %d match the same", old, r.ID)
+		}
+		matches[k] = r.ID
+		if l.ruleHits[r.ID] == nil {
+			return fmt.Errorf("rule %d has no counter", r.ID)
+		}
+	}
+	if len(l.ruleHits) != len(l.ruleList) {
+		return fmt.Errorf("%d rule counters for %d rules", len(l.ruleHits), len(l.ruleList))
+	}
+	n := 0
+	if p := l.rules.Load(); p != nil {
+		for _, t := range p.tables {
+			n += t.Len()
+		}
+	}
+	want := 0
+	for _, r := range l.ruleList {
+		if l.nss[r.Namespace] == nil {
+			continue
+		}
+		if r.Scope&ScopeLocal != 0 {
+			want++
+		}
+		if r.Scope&ScopeGlobal != 0 {
+			ns := l.nss[r.Namespace]
+			fams := r.families()
+			want++
+			if len(fams) == 2 && ns.cfg.FIB4 != ns.cfg.FIB6 {
+				want++
+			}
+		}
+	}
+	if n != want {
+		return fmt.Errorf("published rule tables hold %d rules, the list makes %d", n, want)
 	}
 	return nil
 }
@@ -125,4 +173,10 @@ func (p *listenerSnap) fibsOrNil() map[FIBID]*listenerSet {
 		return nil
 	}
 	return p.fibs
+}
+
+// RuleTableIndexed reports whether t's family fam part has a remote-prefix
+// index.
+func RuleTableIndexed(t *RuleTable, fam uint8) bool {
+	return t != nil && t.fams[famIndex(fam)].index != nil
 }

@@ -40,6 +40,7 @@ func FuzzLayerOps(f *testing.F) {
 	f.Add([]byte{0, 3, 0, 0, 1, 0, 1, 0, 1, 2, 1, 1, 2, 0, 4, 1, 0, 5, 0})
 	f.Add([]byte{0, 1, 0, 0, 1, 0, 0, 0, 2, 0, 1, 0, 2, 1, 1, 3, 0, 0, 6, 0, 0, 4, 0, 0, 5, 0})
 	f.Add([]byte{0, 0, 2, 0, 2, 1, 0, 1, 1, 0, 9, 1, 0, 3, 0, 8, 0, 1, 7, 1, 0, 5, 1, 5, 0})
+	f.Add([]byte{0, 0, 2, 0, 3, 0, 8, 0, 2, 8, 3, 6, 8, 2, 0, 8, 0, 0x12, 9, 0, 0, 10, 3, 0, 8, 0, 0x42, 5, 0, 0})
 	f.Fuzz(func(t *testing.T, ops []byte) {
 		if len(ops) > 600 {
 			ops = ops[:600]
@@ -65,7 +66,7 @@ func FuzzLayerOps(f *testing.F) {
 			return b
 		}
 		for i := 0; i < len(ops); {
-			op := next(&i) % 10
+			op := next(&i) % 11
 			slot := int(next(&i)) % slots
 			arg := next(&i)
 			app := apps[slot]
@@ -168,15 +169,38 @@ func FuzzLayerOps(f *testing.F) {
 				if arg&1 == 0 {
 					rule.Remote = netip.PrefixFrom(remote, 24)
 				}
+				if slot == 3 {
+					rule.Namespace = "blue"
+				}
+				if slot == 2 {
+					rule.Local = netip.PrefixFrom(addrA, 32)
+				}
+				rule.Tag = fmt.Sprint("t", slot)
 				id, err := r.l.AddRule(rule)
 				desc = fmt.Sprintf("add rule %+v: %v", rule, err)
 				if err == nil {
 					ruleIDs = append(ruleIDs, id)
+					if _, err := r.l.AddRule(rule); !errors.Is(err, sessions.ErrInvalidValue) {
+						t.Fatalf("%s: the same rule again: %v", desc, err)
+					}
 				}
 			case 9:
 				if len(ruleIDs) > 0 {
-					err := r.l.DelRule(ruleIDs[int(arg)%len(ruleIDs)])
-					desc = fmt.Sprintf("del rule: %v", err)
+					id := ruleIDs[int(arg)%len(ruleIDs)]
+					err := r.l.DelRule(id)
+					desc = fmt.Sprintf("del rule %d: %v", id, err)
+					for _, ri := range r.l.Rules() {
+						if ri.ID == id {
+							t.Fatalf("%s: still listed", desc)
+						}
+					}
+				}
+			case 10:
+				before := len(r.l.Rules())
+				err := r.l.DelRulesByTag(fmt.Sprint("t", slot))
+				desc = fmt.Sprintf("del rules by tag t%d: %v", slot, err)
+				if after := len(r.l.Rules()); (err == nil) != (after < before) {
+					t.Fatalf("%s: %d rules before, %d after", desc, before, after)
 				}
 			}
 			if err := r.l.CheckInvariants(); err != nil {

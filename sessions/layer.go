@@ -104,6 +104,7 @@ type Layer struct {
 	pools    map[uint32]*indexPool
 	nextPort uint32 // where the next pick of an ephemeral port starts, as an offset in the range
 	ruleList []RuleInfo
+	ruleHits map[uint32]*RuleHits // by rule ID: every rule of ruleList has one
 	nextRule uint32
 	seq      uint64
 	feeds    map[*Feed]struct{}
@@ -140,6 +141,7 @@ func New(cfg Config) (*Layer, error) {
 		sess:     map[Handle]*session{},
 		glisten:  map[Handle]*Listener{},
 		pools:    map[uint32]*indexPool{},
+		ruleHits: map[uint32]*RuleHits{},
 		nextRule: 1,
 		feeds:    map[*Feed]struct{}{},
 	}

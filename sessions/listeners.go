@@ -77,6 +77,29 @@ func (s *listenerSet) lookup(proto Transport, fam uint8, addr *[16]byte, port ui
 	return s.b[0][k]
 }
 
+// lookupApp is lookup restricted to the listeners of app: app's exact
+// bind, else its wildcard-address bind of the port, else its proxy
+// every-port entry.
+func (s *listenerSet) lookupApp(proto Transport, fam uint8, addr *[16]byte, port uint16, app AppID) *Listener {
+	if s == nil {
+		return nil
+	}
+	k := listenKey{addr: *addr, port: port, proto: proto, fam: fam}
+	b := &s.b[listenBucket(port)]
+	if l := (*b)[k]; l != nil && l.App == app {
+		return l
+	}
+	k.addr = [16]byte{}
+	if l := (*b)[k]; l != nil && l.App == app {
+		return l
+	}
+	k.port = 0
+	if l := s.b[0][k]; l != nil && l.App == app {
+		return l
+	}
+	return nil
+}
+
 // with returns a copy of s with l added (or removed when add is false).
 func (s *listenerSet) with(k listenKey, l *Listener, add bool) *listenerSet {
 	ns := &listenerSet{}

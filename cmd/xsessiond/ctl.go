@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"io"
 	"io/fs"
+	"net/netip"
 	"slices"
 	"strconv"
 	"strings"
@@ -296,14 +297,14 @@ func printTable(out io.Writer, what api.ShowWhat, doc []byte) error {
 		if err := json.Unmarshal(doc, &v); err != nil {
 			return bad(err)
 		}
-		row("ID", "NAMESPACE", "PROTO", "LOCAL", "LPORT", "REMOTE", "RPORT", "ACTION", "APP", "SCOPE", "TAG")
+		row("ID", "NAMESPACE", "PROTO", "LOCAL", "LPORT", "REMOTE", "RPORT", "ACTION", "APP", "SCOPE", "TAG", "HITS")
 		for _, r := range v {
 			app := "-"
 			if r.Action == "forward" {
 				app = strconv.FormatUint(uint64(r.App), 10)
 			}
 			row(r.ID, r.Namespace, r.Proto, r.Local, portOrAny(r.LocalPort), r.Remote, portOrAny(r.RemotePort),
-				r.Action, app, r.Scope, dash(r.Tag))
+				r.Action, app, r.Scope, dash(r.Tag), r.Hits)
 		}
 	case api.ShowStats:
 		var v daemon.StatsView
@@ -531,20 +532,35 @@ daemon's interface when --netns is not given).`,
 	return cmd
 }
 
-const ruleHelp = `A rule is given as words, as VPP's "session rule add" takes it:
+const ruleHelp = `A rule is given as words, as VPP's "session rule add" takes them:
 
-  proto udp|tcp            the transport (required)
+  proto udp|tcp            the transport (required; UDP and TCP too)
   local PREFIX [PORT]      this host's side: a prefix like 0.0.0.0/0 and a port (0: any)
   remote PREFIX [PORT]     the peer's side
-  action drop|allow|forward
+  action drop|allow|forward|N
+                           N, an app index, is "forward app N"
   app N                    the app index a forward rule hands matches to (see ctl show apps)
   scope global|local|both  which tables hold the rule (default global)
-  ns ID                    the app namespace (default: the default namespace)
+  ns ID | appns ID         the app namespace (default: the default namespace)
   tag T                    a name for the rule; "rule del tag T" deletes by tag
 
-Example:
+VPP's own order works too: right after the protocol, the local prefix and
+port and the remote prefix and port, without the words local and remote:
 
-  xsessiond ctl rule add proto udp local 0.0.0.0/0 9000 remote 10.0.0.0/8 0 action drop scope global tag T`
+  proto UDP LCL_PREFIX LCL_PORT RMT_PREFIX RMT_PORT action ... [scope S] [appns ID] [tag T]
+
+Global rules act on connects of global-scope apps and on the wire: a
+datagram for a bound port that a drop rule matches is dropped, one a
+forward rule matches goes to that app's listener of the port (an app of the
+rule's namespace), allow lets the normal lookup run. Local rules act on
+connects of local-scope apps only. "ctl show rules" lists each rule's id
+and hits; "rule del ID" deletes by id.
+
+Examples:
+
+  xsessiond ctl rule add proto udp local 0.0.0.0/0 9000 remote 10.0.0.0/8 0 action drop scope global tag T
+  xsessiond ctl rule add proto UDP 0.0.0.0/0 9000 10.0.0.0/8 0 action drop scope global appns blue tag t1
+  xsessiond ctl rule del 3`
 
 func newRuleCmd(socket *string) *cobra.Command {
 	cmd := &cobra.Command{
@@ -555,7 +571,7 @@ func newRuleCmd(socket *string) *cobra.Command {
 		RunE:  func(cmd *cobra.Command, _ []string) error { return cmd.Help() },
 	}
 	add := &cobra.Command{
-		Use:   "add proto P [local PREFIX PORT] [remote PREFIX PORT] action A [app N] [scope S] [ns ID] [tag T]",
+		Use:   "add proto P ([local PREFIX PORT] [remote PREFIX PORT] | LCL_PREFIX LCL_PORT RMT_PREFIX RMT_PORT) action A [app N] [scope S] [ns ID] [tag T]",
 		Short: "Add a session rule",
 		Long:  ruleHelp,
 		Args:  cobra.MinimumNArgs(2),
@@ -572,16 +588,26 @@ func newRuleCmd(socket *string) *cobra.Command {
 		},
 	}
 	del := &cobra.Command{
-		Use:   "del (tag T | proto P [local PREFIX PORT] [remote PREFIX PORT] [scope S] [ns ID])",
-		Short: "Delete session rules by tag, or the rule matching exactly",
+		Use:   "del (ID | tag T | proto P [local PREFIX PORT] [remote PREFIX PORT] [scope S] [ns ID])",
+		Short: "Delete a session rule by id (see ctl show rules), rules by tag, or the rule matching exactly",
 		Long:  ruleHelp,
-		Args:  cobra.MinimumNArgs(2),
+		Args:  cobra.MinimumNArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			r, err := parseRuleWords(args, false)
-			if err != nil {
-				return err
+			req := &api.RuleDel{}
+			if len(args) == 1 {
+				id, err := strconv.ParseUint(args[0], 10, 32)
+				if err != nil || id == 0 {
+					return fmt.Errorf("rule del %q: want a rule id (see ctl show rules), tag T, or the rule's words", args[0])
+				}
+				req.ID = uint32(id)
+			} else {
+				r, err := parseRuleWords(args, false)
+				if err != nil {
+					return err
+				}
+				req.Rule = r
 			}
-			if _, err := call(cmd, *socket, &api.RuleDel{Rule: r}); err != nil {
+			if _, err := call(cmd, *socket, req); err != nil {
 				return err
 			}
 			fmt.Fprintln(cmd.OutOrStdout(), "rule deleted")
@@ -623,10 +649,32 @@ func parseRuleWords(words []string, forAdd bool) (api.Rule, error) {
 			if err != nil {
 				return r, err
 			}
-			if r.Transport, err = daemon.ParseTransport(v); err != nil {
+			if r.Transport, err = daemon.ParseTransport(strings.ToLower(v)); err != nil {
 				return r, fmt.Errorf("proto %q: want udp or tcp", v)
 			}
 			haveProto = true
+			// VPP's order: LCL_PREFIX LCL_PORT RMT_PREFIX RMT_PORT.
+			if i+1 < len(words) && strings.Contains(words[i+1], "/") {
+				if i+4 >= len(words) {
+					return r, fmt.Errorf("proto %s LCL_PREFIX LCL_PORT RMT_PREFIX RMT_PORT: %d of the 4 words given", v, len(words)-i-1)
+				}
+				for _, side := range []struct {
+					name string
+					p    *netip.Prefix
+					port *uint16
+				}{{"local", &r.Local, &r.LocalPort}, {"remote", &r.Remote, &r.RemotePort}} {
+					pv, portv := words[i+1], words[i+2]
+					if *side.p, err = daemon.ParsePrefix(pv); err != nil {
+						return r, fmt.Errorf("%s prefix %q: want a prefix like 10.0.0.0/8", side.name, pv)
+					}
+					pt, err := strconv.ParseUint(portv, 10, 16)
+					if err != nil {
+						return r, fmt.Errorf("%s port %q: want a port (0: any)", side.name, portv)
+					}
+					*side.port = uint16(pt)
+					i += 2
+				}
+			}
 		case "local", "remote":
 			v, err := next(&i, "a prefix like 10.0.0.0/8")
 			if err != nil {
@@ -647,8 +695,10 @@ func parseRuleWords(words []string, forAdd bool) (api.Rule, error) {
 			if err != nil {
 				return r, err
 			}
-			if r.Action, err = daemon.ParseAction(v); err != nil {
-				return r, fmt.Errorf("action %q: want drop, allow or forward", v)
+			if n, nerr := strconv.ParseUint(v, 10, 32); nerr == nil && n > 0 {
+				r.Action, r.AppIndex = api.ActionForward, uint32(n) // VPP: the action is the app index
+			} else if r.Action, err = daemon.ParseAction(v); err != nil {
+				return r, fmt.Errorf("action %q: want drop, allow, forward or an app index", v)
 			}
 			haveAction = true
 		case "app", "appns", "ns", "scope", "tag":

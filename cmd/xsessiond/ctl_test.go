@@ -181,8 +181,35 @@ func TestCtlShow(t *testing.T) {
 	if err := json.Unmarshal([]byte(out), &rules); err != nil || len(rules) != 1 || rules[0].Remote != "10.0.0.0/8" || rules[0].LocalPort != 9000 {
 		t.Fatalf("rules json: %v %+v", err, rules)
 	}
+	// VPP's word order, upper-case protocol: another rule; the same match
+	// again is refused.
+	vpp := []string{"rule", "add", "proto", "UDP", "0.0.0.0/0", "9000", "10.0.0.0/8", "0", "action", "drop", "scope", "local", "appns", "blue", "tag", "t1"}
+	if out, err = ctl(t, sock, vpp...); err != nil {
+		t.Fatalf("rule add in VPP's order: %v %s", err, out)
+	}
+	if out, err = ctl(t, sock, vpp...); err == nil || !strings.Contains(out+err.Error(), "already matches") {
+		t.Fatalf("duplicate rule add: %v %s", err, out)
+	}
+	out, err = ctl(t, sock, "show", "rules")
+	if err != nil {
+		t.Fatal(err)
+	}
+	rows = checkColumns(t, out)
+	if len(rows) != 2 || rows[1]["NAMESPACE"] != "blue" || rows[1]["SCOPE"] != "local" || rows[1]["LPORT"] != "9000" ||
+		rows[1]["REMOTE"] != "10.0.0.0/8" || rows[1]["TAG"] != "t1" || rows[1]["HITS"] != "0" {
+		t.Fatalf("rules table:\n%s", out)
+	}
+	if out, err = ctl(t, sock, "rule", "del", rows[1]["ID"]); err != nil {
+		t.Fatalf("rule del by id: %v %s", err, out)
+	}
+	if out, err = ctl(t, sock, "rule", "del", rows[1]["ID"]); err == nil {
+		t.Fatalf("rule del of a deleted id: %s", out)
+	}
 	if out, err = ctl(t, sock, "rule", "del", "tag", "T"); err != nil {
 		t.Fatalf("rule del: %v %s", err, out)
+	}
+	if out, err = ctl(t, sock, "show", "rules", "--json"); err != nil || strings.TrimSpace(out) != "[]" {
+		t.Fatalf("rules left: %v %s", err, out)
 	}
 
 	out, err = ctl(t, sock, "show", "stats")
@@ -221,6 +248,10 @@ func TestCtlErrors(t *testing.T) {
 		{[]string{"rule", "add", "proto", "udp", "action", "drop", "local", "10.0.0.1"}, sock, `want a prefix`},
 		{[]string{"rule", "add", "proto", "udp", "action", "forward", "app", "99"}, sock, `app is not attached`},
 		{[]string{"rule", "del", "tag", "nothing"}, sock, `no such rule`},
+		{[]string{"rule", "del", "99"}, sock, `no such rule`},
+		{[]string{"rule", "del", "x"}, sock, `want a rule id`},
+		{[]string{"rule", "add", "proto", "UDP", "0.0.0.0/0", "9000", "10.0.0.0/8", "action", "drop"}, sock, `remote port "action"`},
+		{[]string{"rule", "add", "proto", "udp", "0.0.0.0/0", "9000", "10.0.0.0/8"}, sock, `3 of the 4 words`},
 	}
 	for _, c := range cases {
 		out, err := ctl(t, c.sock, c.args...)

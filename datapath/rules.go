@@ -1,0 +1,100 @@
+package datapath
+
+import (
+	"github.com/xsessiond/xsessiond/datapath/udp"
+	"github.com/xsessiond/xsessiond/flow"
+	"github.com/xsessiond/xsessiond/sessions"
+)
+
+// Session rules on the wire: the global rules table of the engine's FIB is
+// consulted when a packet from the wire found a listener (seed:
+// APP_DROP_INDEX, later VPP's session rules table). A worker loads the
+// table once per batch; an empty table costs one nil check per packet.
+
+// ruleVerdict is what the global rules say about a packet that found a
+// listener.
+type ruleVerdict uint8
+
+const (
+	rulePass    ruleVerdict = iota // no rule, an allow rule, or a forward whose app has no listener for the packet: the normal lookup's listener
+	ruleDrop                       // a drop rule
+	ruleForward                    // a forward rule: deliver to the returned listener, the named app's
+)
+
+// checkRules applies the global rules table rt (of FIB fib, from layer l)
+// to a packet from the wire whose 5-tuple t (Local: this host) found a
+// listener. A forward goes to the named app's listener that would serve t
+// (its exact bind, its wildcard bind, or its proxy entry); when it has
+// none, the rule is as if it did not match. It returns the rule's counter,
+// nil with no rule or no effect. Lock-free, no allocation. UDP calls it for
+// each datagram; TCP is to call it for a connection's first segment.
+func checkRules(rt *sessions.RuleTable, l *sessions.Layer, fib flow.FIBID, t *flow.FiveTuple) (ruleVerdict, *sessions.Listener, *sessions.RuleHits) {
+	m, ok := rt.Match(t)
+	if !ok {
+		return rulePass, nil, nil
+	}
+	switch m.Action {
+	case sessions.RuleDrop:
+		return ruleDrop, nil, m.Hits
+	case sessions.RuleForward:
+		if ln, ok := l.LookupAppListener(fib, t, m.App); ok {
+			return ruleForward, ln, m.Hits
+		}
+		return rulePass, nil, nil
+	}
+	return rulePass, nil, m.Hits
+}
+
+// ruleHitRun is a worker's run of hits of one rule, added to the rule's
+// counter when another rule hits and at the end of each batch: one atomic
+// add per run, not per datagram.
+type ruleHitRun struct {
+	h *sessions.RuleHits
+	n uint64
+}
+
+func (r *ruleHitRun) hit(h *sessions.RuleHits) {
+	if h != r.h {
+		r.flush()
+		r.h = h
+	}
+	r.n++
+}
+
+func (r *ruleHitRun) flush() {
+	if r.n > 0 {
+		r.h.Add(r.n)
+	}
+	r.h, r.n = nil, 0
+}
+
+// listenerHit ends a listener lookup that gave t (nil: none): the rules
+// step, when the FIB has rules. With no Target it returns the drop reason.
+func (w *worker) listenerHit(l *sessions.Layer, t *udp.Target) (*udp.Target, int) {
+	if t == nil {
+		return nil, dropNoSession
+	}
+	if w.rules == nil {
+		return t, 0
+	}
+	return w.applyRules(l, t)
+}
+
+// applyRules is the rules step of a datagram whose listener lookup gave
+// target t: t itself, the target of a forward rule's listener, or nil when
+// a rule drops it (counted as dropRule).
+func (w *worker) applyRules(l *sessions.Layer, t *udp.Target) (*udp.Target, int) {
+	v, ln, h := checkRules(w.rules, l, w.e.fib, &w.tuple)
+	if h != nil {
+		w.ruleHits.hit(h)
+	}
+	switch v {
+	case ruleDrop:
+		return nil, dropRule
+	case ruleForward:
+		if ft := (*w.e.lis.Load())[ln.Handle]; ft != nil {
+			return ft, 0
+		}
+	}
+	return t, 0
+}
