@@ -48,7 +48,7 @@ type wire struct {
 
 func newWire(o wireOpts) *wire {
 	w := &wire{opts: o, ch: make(chan *[]byte, 8192), done: make(chan struct{}), rng: rand.New(rand.NewPCG(1, 2))}
-	w.pool.New = func() any { b := make([]byte, 0, 65536); return &b }
+	w.pool.New = func() any { b := make([]byte, 0, 2048); return &b } // an MTU; AppendTo grows it for more
 	go w.run()
 	return w
 }
