@@ -226,12 +226,22 @@ func (e *LinkEndpoint) InjectBatch(pkts [][]byte) int {
 		pb.DecRef()
 		n++
 	}
-	g.Flush()
+	// gVisor's GRO.Flush hands up only the first packet of each bucket
+	// (it walks a bucket's list through an entry it has just unlinked);
+	// a bucket holds at most groBucketSize packets, so that many passes
+	// empty it. A packet left behind would wait in the pool.
+	for range groBucketSize {
+		g.Flush()
+	}
 	g.Dispatcher = nil
 	groPool.Put(g)
 	e.rxPackets.Add(uint64(n))
 	return n
 }
+
+// groBucketSize is gVisor's GRO bucket size (gro.groBucketSize, not
+// exported): the most packets one bucket holds.
+const groBucketSize = 8
 
 // groPool holds the GRO engines of InjectBatch (one per concurrent call;
 // each is some 10 KiB of preallocated state).
