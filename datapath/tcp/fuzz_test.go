@@ -40,6 +40,16 @@ func FuzzLinkEndpointInject(f *testing.F) {
 		f.Fatal(err)
 	}
 	f.Cleanup(func() { s.Close() })
+	// verifying checks checksums itself (no RXChecksumOffload): the input
+	// goes through that parsing too.
+	verifying, err := tcp.NewStack(w, tcp.Options{Pumps: 1})
+	if err != nil {
+		f.Fatal(err)
+	}
+	f.Cleanup(func() { verifying.Close() })
+	if err := verifying.AddAddress(netip.PrefixFrom(addrB, 24)); err != nil {
+		f.Fatal(err)
+	}
 	for _, a := range []netip.Prefix{netip.PrefixFrom(addrB, 24), netip.PrefixFrom(addrB6, 64)} {
 		if err := s.AddAddress(a); err != nil {
 			f.Fatal(err)
@@ -79,6 +89,8 @@ func FuzzLinkEndpointInject(f *testing.F) {
 		}
 		s.Link().Inject(pkt)
 		s.Link().InjectBatch([][]byte{pkt, pkt[:len(pkt)/2]})
+		verifying.Link().Inject(pkt)
+		verifying.Link().InjectBatch([][]byte{pkt, pkt, pkt[:len(pkt)/2]})
 		if b := bad.Load(); b != nil {
 			t.Fatalf("malformed outbound packet %x", b)
 		}

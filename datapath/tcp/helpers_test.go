@@ -2,6 +2,7 @@ package tcp_test
 
 import (
 	"crypto/sha256"
+	"encoding/binary"
 	"errors"
 	"hash"
 	"io"
@@ -47,7 +48,7 @@ type wire struct {
 
 func newWire(o wireOpts) *wire {
 	w := &wire{opts: o, ch: make(chan *[]byte, 8192), done: make(chan struct{}), rng: rand.New(rand.NewPCG(1, 2))}
-	w.pool.New = func() any { b := make([]byte, 0, 65536); return &b }
+	w.pool.New = func() any { b := make([]byte, 0, 2048); return &b } // an MTU; AppendTo grows it for more
 	go w.run()
 	return w
 }
@@ -65,35 +66,63 @@ func (w *wire) WritePacket(p tcp.Packet) bool {
 	}
 }
 
+// run delivers what the channel holds in batches (InjectBatch), as a worker
+// delivers what one poll of its rx ring gave.
 func (w *wire) run() {
 	defer close(w.done)
 	var held *[]byte
-	for b := range w.ch {
+	var batch []*[]byte
+	var pkts [][]byte
+	add := func(b *[]byte) {
 		switch {
 		case w.opts.loss > 0 && w.rng.Float64() < w.opts.loss, w.opts.drop != nil && w.opts.drop(*b):
 			w.put(b)
-			continue
+			return
 		case held == nil && w.opts.reorder > 0 && w.rng.Float64() < w.opts.reorder:
 			held = b
-			continue
+			return
 		}
-		w.deliver(b)
+		batch = append(batch, b)
 		if held != nil {
-			w.deliver(held)
+			batch = append(batch, held)
 			held = nil
 		}
+	}
+	for b := range w.ch {
+		add(b)
+	drain:
+		for len(batch) < wireBatch {
+			select {
+			case b, ok := <-w.ch:
+				if !ok {
+					break drain
+				}
+				add(b)
+			default:
+				break drain
+			}
+		}
+		if l := w.to.Load(); l != nil && len(batch) > 0 {
+			for _, b := range batch {
+				pkts = append(pkts, *b)
+			}
+			l.InjectBatch(pkts)
+			clear(pkts)
+			pkts = pkts[:0]
+		}
+		for i, b := range batch {
+			w.put(b)
+			batch[i] = nil
+		}
+		batch = batch[:0]
 	}
 	if held != nil {
 		w.put(held)
 	}
 }
 
-func (w *wire) deliver(b *[]byte) {
-	if l := w.to.Load(); l != nil {
-		l.Inject(*b)
-	}
-	w.put(b)
-}
+// wireBatch is the most packets the wire hands to InjectBatch at once.
+const wireBatch = 64
 
 func (w *wire) put(b *[]byte) { w.pool.Put(b) }
 
@@ -255,16 +284,16 @@ func dial(tb testing.TB, p *pair, ac *acceptor, remote netip.AddrPort, fifoSize 
 // send writes n bytes of a deterministic stream (seed) into the app's tx
 // fifo, feeding h, and returns when all are queued.
 func (a *app) send(n int64, seed uint64, h hash.Hash, chunk int) error {
-	rng := rand.New(rand.NewPCG(seed, seed+1))
+	var key [32]byte
+	binary.LittleEndian.PutUint64(key[:], seed)
+	rng := rand.NewChaCha8(key)
 	buf := make([]byte, chunk)
 	var left []byte
 	deadline := 30 * time.Second
 	for sent := int64(0); sent < n || len(left) > 0; {
 		if len(left) == 0 {
 			m := min(int64(chunk), n-sent)
-			for i := range buf[:m] {
-				buf[i] = byte(rng.Uint32())
-			}
+			rng.Read(buf[:m])
 			left = buf[:m]
 			h.Write(left)
 			sent += m

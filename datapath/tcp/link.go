@@ -8,10 +8,12 @@ import (
 
 	"gvisor.dev/gvisor/pkg/buffer"
 	"gvisor.dev/gvisor/pkg/tcpip"
+	"gvisor.dev/gvisor/pkg/tcpip/checksum"
 	"gvisor.dev/gvisor/pkg/tcpip/header"
 	"gvisor.dev/gvisor/pkg/tcpip/network/ipv4"
 	"gvisor.dev/gvisor/pkg/tcpip/network/ipv6"
 	"gvisor.dev/gvisor/pkg/tcpip/stack"
+	"gvisor.dev/gvisor/pkg/tcpip/stack/gro"
 )
 
 // Writer takes the stack's outbound packets. WritePacket is called for each
@@ -95,8 +97,12 @@ func (p Packet) AppendTo(dst []byte) []byte {
 // resolution (the kernel owns ARP/ND: the worker resolves the next hop) and
 // no goroutine. All methods are safe for concurrent use.
 type LinkEndpoint struct {
-	w    Writer
-	caps stack.LinkEndpointCapabilities
+	w Writer
+	// verify: check inbound checksums here (Options.RXChecksumOffload
+	// off). gVisor is always told the link verified them, as its receive
+	// offload (InjectBatch) rewrites the headers of the segments it
+	// coalesces without fixing their checksums.
+	verify bool
 
 	mu         sync.RWMutex // guards the fields below
 	dispatcher stack.NetworkDispatcher
@@ -104,31 +110,28 @@ type LinkEndpoint struct {
 	linkAddr   tcpip.LinkAddress
 	onClose    func()
 
-	rxPackets, rxDropped, txPackets, txDropped, txNonTCP atomic.Uint64
+	rxPackets, rxDropped, rxBadCsum, txPackets, txDropped, txNonTCP atomic.Uint64
 }
 
 var _ stack.LinkEndpoint = (*LinkEndpoint)(nil)
 
 func newLinkEndpoint(w Writer, mtu uint32, rxCsumOffload bool) *LinkEndpoint {
-	e := &LinkEndpoint{w: w, mtu: mtu}
-	if rxCsumOffload {
-		e.caps |= stack.CapabilityRXChecksumOffload
-	}
-	return e
+	return &LinkEndpoint{w: w, mtu: mtu, verify: !rxCsumOffload}
 }
 
 // Inject hands one inbound IP packet to the stack and reports whether it
 // was accepted for processing. The bytes are copied before Inject returns,
 // so the caller may reuse pkt at once. Anything that is not an IPv4 packet
-// carrying TCP, or an IPv6 packet whose next header is TCP (no extension
-// headers), is dropped here and counted; what passes is validated by
-// gVisor (lengths, checksums unless RXChecksumOffload). No input makes it
-// panic. TCP processing runs on gVisor's goroutines; Inject only parses the
-// IP header and queues the segment.
+// carrying TCP (IPv4 fragments included), or an IPv6 packet whose next
+// header is TCP (no extension headers), is dropped here and counted; so is
+// a packet whose IPv4 header or TCP checksum is wrong, unless
+// RXChecksumOffload says the link checked them. What passes is validated
+// by gVisor (lengths, options). No input makes it panic. TCP processing
+// runs on gVisor's goroutines; Inject only parses the IP header and queues
+// the segment.
 func (e *LinkEndpoint) Inject(pkt []byte) bool {
-	proto, ok := classify(pkt)
+	proto, ok := e.check(pkt)
 	if !ok {
-		e.rxDropped.Add(1)
 		return false
 	}
 	e.mu.RLock()
@@ -145,17 +148,108 @@ func (e *LinkEndpoint) Inject(pkt []byte) bool {
 	return true
 }
 
-// InjectBatch injects each packet of pkts and returns how many were
-// accepted.
-func (e *LinkEndpoint) InjectBatch(pkts [][]byte) int {
-	n := 0
-	for _, p := range pkts {
-		if e.Inject(p) {
-			n++
-		}
+// check classifies pkt and verifies its checksums when the link did not;
+// it counts what it drops.
+func (e *LinkEndpoint) check(pkt []byte) (tcpip.NetworkProtocolNumber, bool) {
+	proto, ok := classify(pkt)
+	if !ok {
+		e.rxDropped.Add(1)
+		return 0, false
 	}
+	if e.verify && !checksumsValid(pkt, proto) {
+		e.rxBadCsum.Add(1)
+		return 0, false
+	}
+	return proto, true
+}
+
+// checksumsValid verifies the IPv4 header checksum and the TCP checksum of
+// a packet classify accepted.
+func checksumsValid(pkt []byte, proto tcpip.NetworkProtocolNumber) bool {
+	var seg []byte
+	var src, dst tcpip.Address
+	if proto == ipv4.ProtocolNumber {
+		ihl := int(pkt[0]&0xf) * 4
+		total := int(binary.BigEndian.Uint16(pkt[2:4]))
+		if total < ihl+header.TCPMinimumSize || checksum.Checksum(pkt[:ihl], 0) != 0xffff {
+			return false
+		}
+		seg = pkt[ihl:total]
+		src, dst = tcpip.AddrFrom4([4]byte(pkt[12:16])), tcpip.AddrFrom4([4]byte(pkt[16:20]))
+	} else {
+		seg = pkt[header.IPv6MinimumSize : header.IPv6MinimumSize+int(binary.BigEndian.Uint16(pkt[4:6]))]
+		if len(seg) < header.TCPMinimumSize {
+			return false
+		}
+		src, dst = tcpip.AddrFrom16([16]byte(pkt[8:24])), tcpip.AddrFrom16([16]byte(pkt[24:40]))
+	}
+	sum := header.PseudoHeaderChecksum(header.TCPProtocolNumber, src, dst, uint16(len(seg)))
+	return checksum.Checksum(seg, sum) == 0xffff
+}
+
+// InjectBatch injects each packet of pkts and returns how many were
+// accepted, as Inject does, but hands them to gVisor through its generic
+// receive offload: consecutive in-order segments of one connection in the
+// batch are coalesced (up to 64 KiB) before TCP sees them, so a batch costs
+// gVisor's TCP one segment (and at most one ACK) per run of segments
+// rather than one per packet. The workers call it with what one poll of
+// the rx ring gave.
+func (e *LinkEndpoint) InjectBatch(pkts [][]byte) int {
+	if len(pkts) == 1 {
+		n := 0
+		for _, p := range pkts {
+			if e.Inject(p) {
+				n++
+			}
+		}
+		return n
+	}
+	e.mu.RLock()
+	d := e.dispatcher
+	e.mu.RUnlock()
+	if d == nil {
+		e.rxDropped.Add(uint64(len(pkts)))
+		return 0
+	}
+	g := groPool.Get().(*gro.GRO)
+	g.Dispatcher = d
+	n := 0
+	for _, pkt := range pkts {
+		proto, ok := e.check(pkt)
+		if !ok {
+			continue
+		}
+		pb := stack.NewPacketBuffer(stack.PacketBufferOptions{Payload: buffer.MakeWithData(pkt)})
+		pb.NetworkProtocolNumber = proto
+		pb.RXChecksumValidated = true
+		g.Enqueue(pb)
+		pb.DecRef()
+		n++
+	}
+	// gVisor's GRO.Flush hands up only the first packet of each bucket
+	// (it walks a bucket's list through an entry it has just unlinked);
+	// a bucket holds at most groBucketSize packets, so that many passes
+	// empty it. A packet left behind would wait in the pool.
+	for range groBucketSize {
+		g.Flush()
+	}
+	g.Dispatcher = nil
+	groPool.Put(g)
+	e.rxPackets.Add(uint64(n))
 	return n
 }
+
+// groBucketSize is gVisor's GRO bucket size (gro.groBucketSize, not
+// exported): the most packets one bucket holds.
+const groBucketSize = 8
+
+// groPool holds the GRO engines of InjectBatch (one per concurrent call;
+// each is some 10 KiB of preallocated state).
+var groPool = sync.Pool{New: func() any {
+	g := new(gro.GRO)
+	g.Init(true)
+	return g
+}}
 
 // classify returns the network protocol of a packet worth handing to gVisor.
 func classify(pkt []byte) (tcpip.NetworkProtocolNumber, bool) {
@@ -169,6 +263,11 @@ func classify(pkt []byte) (tcpip.NetworkProtocolNumber, bool) {
 		}
 		ihl := int(pkt[0]&0xf) * 4
 		if ihl < header.IPv4MinimumSize || int(binary.BigEndian.Uint16(pkt[2:4])) > len(pkt) {
+			return 0, false
+		}
+		if binary.BigEndian.Uint16(pkt[6:8])&0x3fff != 0 {
+			// A fragment (MF or an offset): TCP sets DF, and a
+			// fragment's TCP checksum cannot be checked alone.
 			return 0, false
 		}
 		return ipv4.ProtocolNumber, true
@@ -225,6 +324,17 @@ func (q directQDisc) WritePacket(pb *stack.PacketBuffer) tcpip.Error { return q.
 
 func (directQDisc) Close() {}
 
+// GSOMaxSize implements stack.GSOEndpoint: gVisor's TCP sender queues
+// and tracks segments of up to 64 KiB.
+func (*LinkEndpoint) GSOMaxSize() uint32 { return stack.GVisorGSOMaxSize }
+
+// SupportedGSO implements stack.GSOEndpoint: gVisor's software
+// segmentation. The sender builds large segments and gVisor cuts each into
+// packets of at most the MSS before they reach the link, so the Writer
+// still sees packets no larger than the MTU, but the sender's per-segment
+// work (queueing, timers, loss detection) is done once per large segment.
+func (*LinkEndpoint) SupportedGSO() stack.SupportedGSO { return stack.GVisorGSOSupported }
+
 // MTU implements stack.LinkEndpoint.
 func (e *LinkEndpoint) MTU() uint32 {
 	e.mu.RLock()
@@ -257,10 +367,12 @@ func (e *LinkEndpoint) SetLinkAddress(a tcpip.LinkAddress) {
 	e.mu.Unlock()
 }
 
-// Capabilities implements stack.LinkEndpoint: RX checksum offload when
-// configured (gVisor then trusts inbound checksums), never TX offload
-// (gVisor computes outbound checksums in software).
-func (e *LinkEndpoint) Capabilities() stack.LinkEndpointCapabilities { return e.caps }
+// Capabilities implements stack.LinkEndpoint: RX checksum offload (the
+// link, or Inject, verified inbound checksums), never TX offload (gVisor
+// computes outbound checksums in software).
+func (*LinkEndpoint) Capabilities() stack.LinkEndpointCapabilities {
+	return stack.CapabilityRXChecksumOffload
+}
 
 // Attach implements stack.LinkEndpoint.
 func (e *LinkEndpoint) Attach(d stack.NetworkDispatcher) {

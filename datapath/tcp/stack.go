@@ -210,7 +210,7 @@ type Stats struct {
 	TxNonTCP      uint64 // non-TCP packets gVisor sent, discarded
 	Refused       uint64 // connections refused by MaxConns/MaxConnsPerOwner
 	Retransmits   uint64 // gVisor: segments retransmitted
-	ChecksumError uint64 // gVisor: TCP segments with a bad checksum
+	ChecksumError uint64 // injected packets with a bad IPv4 header or TCP checksum
 }
 
 // Stats returns the Stack's counters.
@@ -222,7 +222,7 @@ func (s *Stack) Stats() Stats {
 	st.Endpoints = len(s.gs.RegisteredEndpoints())
 	st.Established = gst.TCP.CurrentEstablished.Value()
 	st.Retransmits = gst.TCP.Retransmits.Value()
-	st.ChecksumError = gst.TCP.ChecksumErrors.Value()
+	st.ChecksumError = gst.TCP.ChecksumErrors.Value() + s.link.rxBadCsum.Load()
 	st.RxPackets = s.link.rxPackets.Load()
 	st.RxDropped = s.link.rxDropped.Load()
 	st.TxPackets = s.link.txPackets.Load()
