@@ -43,6 +43,9 @@ func (p *enginePath) ReservePort(ep sessions.Endpoint) (uint16, error) {
 		return err
 	})
 	if errors.Is(err, unix.EADDRINUSE) {
+		if ep.Port != 0 && e.shareOwnPort(ep) {
+			return ep.Port, nil
+		}
 		return 0, fmt.Errorf("reserve %s in the kernel: %w: %w", ep.URI(), flow.ErrAddressInUse, err)
 	}
 	if err != nil {
@@ -55,7 +58,7 @@ func (p *enginePath) ReservePort(ep sessions.Endpoint) (uint16, error) {
 		res.Close()
 		return 0, ErrClosed
 	}
-	if old := e.ports[k]; old != nil { // cannot happen: the kernel refuses a second bind
+	if _, old := e.ports[k]; old { // cannot happen: the kernel refuses a second bind
 		res.Close()
 		return 0, fmt.Errorf("reserve %s: %w", ep.URI(), flow.ErrAddressInUse)
 	}
@@ -63,17 +66,68 @@ func (p *enginePath) ReservePort(ep sessions.Endpoint) (uint16, error) {
 	return k.Port(), nil
 }
 
-// ReleasePort closes the reservation of e's port.
+// shareOwnPort records ep as held through the daemon's own reservation of
+// another address of the same port, when there is one: the session layer
+// lets a wildcard and a specific listener of one port live side by side,
+// which the kernel refuses to two sockets without SO_REUSEADDR (that
+// would let kernel sockets share the port too). The entry holds no socket
+// (nil); ReleasePort moves the kernel's hold to it when the socket's own
+// listener goes.
+func (e *Engine) shareOwnPort(ep sessions.Endpoint) bool {
+	k := kernelKey(ep)
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	if e.closed {
+		return false
+	}
+	for o, r := range e.ports {
+		if r != nil && o.Port() == k.Port() && o.Addr().Is4() == k.Addr().Is4() && o != k {
+			e.ports[k] = nil
+			return true
+		}
+	}
+	return false
+}
+
+// ReleasePort closes the reservation of e's port. When listeners of other
+// addresses of the port shared it (shareOwnPort), the first of them that
+// the kernel now lets bind takes over the hold.
 func (p *enginePath) ReleasePort(ep sessions.Endpoint) {
 	e := p.e
 	k := kernelKey(ep)
 	e.mu.Lock()
-	res := e.ports[k]
-	if res != nil {
+	res, ok := e.ports[k]
+	if ok {
 		delete(e.ports, k)
+	}
+	var heirs []netip.AddrPort
+	if res != nil {
+		for o, r := range e.ports {
+			if r == nil && o.Port() == k.Port() && o.Addr().Is4() == k.Addr().Is4() {
+				heirs = append(heirs, o)
+			}
+		}
 	}
 	e.mu.Unlock()
 	res.Close()
+	for _, h := range heirs {
+		var nr *udp.Reservation
+		if err := doIn(e.nsh, func() error {
+			var err error
+			nr, err = udp.Reserve(h)
+			return err
+		}); err != nil {
+			continue
+		}
+		e.mu.Lock()
+		if r, still := e.ports[h]; still && r == nil && !e.closed {
+			e.ports[h] = nr
+			nr = nil
+		}
+		e.mu.Unlock()
+		nr.Close()
+		break
+	}
 }
 
 // closePortsLocked releases every listener's reservation (Close).
