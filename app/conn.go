@@ -7,6 +7,7 @@ import (
 	"net"
 	"net/netip"
 	"sync"
+	"syscall"
 	"time"
 
 	"github.com/xsessiond/xsessiond/api"
@@ -121,6 +122,10 @@ func (a *App) DialConn(ctx context.Context, uri string) (*Conn, error) {
 		}
 		e = &end{h: res.h, rx: rx, tx: tx, signalFD: a.kick(res.h.Worker()), datapath: true,
 			dgram: ep.Transport == flow.TransportUDP, remote: remote}
+		if ep.Transport == flow.TransportTCP && r.Local.Port == 0 {
+			// The datapath chose the port as the connect went on.
+			r.Local.Transport, r.Local.Port = flow.TransportTCP, res.localPort
+		}
 		local = addrPortOf(r.Local)
 		laddr = endpointAddr(r.Local)
 	}
@@ -132,6 +137,17 @@ func (a *App) DialConn(ctx context.Context, uri string) (*Conn, error) {
 	})
 	a.track(c)
 	return c, nil
+}
+
+// halfClosed records a stream's peer FIN or reset (early* bits).
+func (c *Conn) halfClosed(what uint8) {
+	if what&earlyReset != 0 {
+		c.e.reset.Store(true)
+	}
+	if what&earlyFIN != 0 {
+		c.e.fin.Store(true)
+		c.rd.w.poke()
+	}
 }
 
 func (c *Conn) peerClosed(flow.Handle) {
@@ -195,12 +211,15 @@ func (c *Conn) Read(b []byte) (int, error) {
 		} else {
 			return 0, nil
 		}
-		if e.gone.Load() && !e.readable() {
+		if (e.gone.Load() || e.fin.Load()) && !e.readable() {
+			if e.reset.Load() {
+				return 0, netError("read", c.laddr, c.raddr, syscall.ECONNRESET)
+			}
 			return 0, io.EOF
 		}
 		c.a.arm(c.rd.w)
 		e.rx.ClearEvent()
-		if e.readable() || e.gone.Load() {
+		if e.readable() || e.gone.Load() || e.fin.Load() {
 			c.a.disarm(c.rd.w)
 			continue
 		}
@@ -235,6 +254,9 @@ func (c *Conn) Write(b []byte) (int, error) {
 			return written, netError("write", c.laddr, c.raddr, err)
 		}
 		if e.gone.Load() {
+			if e.reset.Load() {
+				return written, netError("write", c.laddr, c.raddr, syscall.ECONNRESET)
+			}
 			return written, netError("write", c.laddr, c.raddr, errPeerClosed)
 		}
 		n, err := e.tx.Enqueue(b[written:])

@@ -207,6 +207,9 @@ func (w *worker) run() {
 		if w.drainTx() {
 			busy = true
 		}
+		if w.e.tcp != nil && w.e.tcp.poll(w) {
+			busy = true
+		}
 		w.sock.Complete()
 		w.tx.retryHeld()
 		if busy {
@@ -320,6 +323,10 @@ func (w *worker) processBatch(frames [][]byte) {
 	w.lk.ok = false
 	for _, f := range frames {
 		if r := frame.Decode(f, &w.pkt); r != frame.OK {
+			if r == frame.NotUDP && w.pkt.Proto == flow.TransportTCP && w.e.tcp != nil {
+				w.e.tcp.inject(w, f)
+				continue
+			}
 			w.c.Bad[r]++
 			continue
 		}

@@ -149,6 +149,7 @@ const (
 	EventSegmentRemoved EventType = 9  // a segment was removed
 	EventUnbound        EventType = 10 // a listener was unbound
 	EventBound          EventType = 11 // a listener was bound
+	EventPeerClosed     EventType = 12 // a stream's peer closed its half: its bytes are all in the rx fifo
 	EventCustom         EventType = 0x8000
 )
 
@@ -176,6 +177,8 @@ func (t EventType) String() string {
 		return "unbound"
 	case EventBound:
 		return "bound"
+	case EventPeerClosed:
+		return "peer-closed"
 	}
 	if t >= EventCustom {
 		return "custom"

@@ -1,6 +1,9 @@
 package flow
 
-import "errors"
+import (
+	"errors"
+	"syscall"
+)
 
 // Errors of the session layer. They travel over the control socket as Codes
 // and are turned back into these same values by package app, so errors.Is
@@ -26,7 +29,22 @@ var (
 	ErrNoMemory         = errors.New("out of fifo memory")
 	ErrNoRule           = errors.New("no such rule")
 	ErrConnect          = errors.New("connect failed")
+	// Why a stream's connect failed or it ended: each wraps the errno a
+	// socket reports, so errors.Is(err, syscall.ECONNREFUSED) holds too.
+	ErrRefused     error = &errnoError{"connection refused", syscall.ECONNREFUSED}
+	ErrTimedOut    error = &errnoError{"connection timed out", syscall.ETIMEDOUT}
+	ErrUnreachable error = &errnoError{"destination unreachable", syscall.EHOSTUNREACH}
+	ErrReset       error = &errnoError{"connection reset", syscall.ECONNRESET}
 )
+
+// errnoError is a sentinel that unwraps to the errno a socket would report.
+type errnoError struct {
+	msg   string
+	errno syscall.Errno
+}
+
+func (e *errnoError) Error() string { return e.msg }
+func (e *errnoError) Unwrap() error { return e.errno }
 
 // Code is the wire form of an error of this package. Zero means success;
 // CodeUnknown stands for an error that is not one of the sentinels.
@@ -57,6 +75,10 @@ const (
 	CodeNoMemory
 	CodeNoRule
 	CodeConnect
+	CodeRefused
+	CodeTimedOut
+	CodeUnreachable
+	CodeReset
 )
 
 var codeErrors = [...]error{
@@ -80,6 +102,10 @@ var codeErrors = [...]error{
 	CodeNoMemory:         ErrNoMemory,
 	CodeNoRule:           ErrNoRule,
 	CodeConnect:          ErrConnect,
+	CodeRefused:          ErrRefused,
+	CodeTimedOut:         ErrTimedOut,
+	CodeUnreachable:      ErrUnreachable,
+	CodeReset:            ErrReset,
 }
 
 // CodeOf returns the code of the sentinel err wraps, CodeOK for nil, and

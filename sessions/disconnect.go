@@ -75,7 +75,7 @@ func (l *Layer) closeSessionLocked(s *session, byApp bool) {
 		}
 		if !s.app.detaching {
 			mem, pair := s.app.mem, s.pair
-			l.reclaimLocked(func() { mem.FreePair(pair) })
+			l.reclaimLocked(l.keepFifosLocked(s, func() { mem.FreePair(pair) }))
 		}
 	case kindCutThrough:
 		l.freeHandleLocked(s.h)

@@ -1,0 +1,189 @@
+package daemon
+
+import (
+	"bytes"
+	"context"
+	"crypto/rand"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/netip"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/xsessiond/xsessiond/app"
+	"github.com/xsessiond/xsessiond/datapath/xsk/xsktest"
+	"github.com/xsessiond/xsessiond/nsbind/nstest"
+)
+
+// tcpRig is a two-host rig with the daemon on host B's veth.
+func tcpRig(t *testing.T) (*nstest.Pair, *Daemon) {
+	t.Helper()
+	rig := nstest.NewPair(t, nstest.Options{})
+	if err := xsktest.DisableTxOffload(rig.A); err != nil {
+		t.Fatal(err)
+	}
+	d := startDaemon(t, func(o *Config) {
+		o.Datapath.IfName, o.Datapath.NetnsName, o.NoDatapath = rig.B.Link, rig.B.Name, false
+	})
+	return rig, d
+}
+
+// echoServe echoes every connection of ln until it is closed.
+func echoServe(ln net.Listener) {
+	for {
+		c, err := ln.Accept()
+		if err != nil {
+			return
+		}
+		go func() {
+			defer c.Close()
+			_, _ = io.Copy(c, c)
+		}()
+	}
+}
+
+// kernelEcho sends data over a kernel TCP connection from host A to dst
+// and checks that exactly the same bytes come back.
+func kernelEcho(rig *nstest.Pair, dst netip.AddrPort, data []byte) error {
+	return rig.A.Do(func() error {
+		c, err := net.DialTimeout("tcp", dst.String(), 3*time.Second)
+		if err != nil {
+			return err
+		}
+		defer c.Close()
+		_ = c.SetDeadline(time.Now().Add(30 * time.Second))
+		errc := make(chan error, 1)
+		go func() {
+			_, err := c.Write(data)
+			errc <- err
+		}()
+		got := make([]byte, len(data))
+		if _, err := io.ReadFull(c, got); err != nil {
+			return fmt.Errorf("read back: %w", err)
+		}
+		if err := <-errc; err != nil {
+			return fmt.Errorf("write: %w", err)
+		}
+		if !bytes.Equal(got, data) {
+			return errEcho
+		}
+		return nil
+	})
+}
+
+// TestTCPWireEcho: a kernel TCP client on host A against an app's TCP
+// listener on host B, over IPv4 and IPv6, every byte checked; a port no app
+// bound still reaches a kernel listener on B.
+func TestTCPWireEcho(t *testing.T) {
+	rig, d := tcpRig(t)
+	a := attach(t, d, app.Options{Name: "tcpecho"})
+	for _, uri := range []string{"tcp://0.0.0.0:7000", "tcp://[::]:7000"} {
+		ln, err := a.Listen(uri)
+		if err != nil {
+			t.Fatalf("listen %s: %v", uri, err)
+		}
+		defer ln.Close()
+		go echoServe(ln)
+	}
+	data := make([]byte, 4<<20)
+	rand.Read(data)
+	for _, dst := range []netip.Addr{rig.B.IPv4, rig.B.IPv6} {
+		start := time.Now()
+		if err := kernelEcho(rig, netip.AddrPortFrom(dst, 7000), data); err != nil {
+			t.Fatalf("echo through %v:7000: %v", dst, err)
+		}
+		t.Logf("%v: %d bytes echoed in %v", dst, len(data), time.Since(start))
+	}
+
+	// A port nobody bound stays with the kernel.
+	var kl net.Listener
+	if err := rig.B.Do(func() error {
+		var err error
+		kl, err = net.Listen("tcp", ":7001")
+		return err
+	}); err != nil {
+		t.Fatal(err)
+	}
+	defer kl.Close()
+	go echoServe(kl)
+	for _, dst := range []netip.Addr{rig.B.IPv4, rig.B.IPv6} {
+		if err := kernelEcho(rig, netip.AddrPortFrom(dst, 7001), data[:64<<10]); err != nil {
+			t.Fatalf("kernel listener %v:7001: %v", dst, err)
+		}
+	}
+}
+
+// TestTCPDialKernel: an app on host B dials a kernel TCP server on host A:
+// data each way exact; a port with no listener is refused quickly with
+// ECONNREFUSED.
+func TestTCPDialKernel(t *testing.T) {
+	rig, d := tcpRig(t)
+	var kl net.Listener
+	if err := rig.A.Do(func() error {
+		var err error
+		kl, err = net.Listen("tcp", ":7100")
+		return err
+	}); err != nil {
+		t.Fatal(err)
+	}
+	defer kl.Close()
+	go echoServe(kl)
+	a := attach(t, d, app.Options{Name: "dialer"})
+	data := make([]byte, 2<<20)
+	rand.Read(data)
+	for _, dst := range []netip.Addr{rig.A.IPv4, rig.A.IPv6} {
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		c, err := a.Dial(ctx, "tcp://"+netip.AddrPortFrom(dst, 7100).String())
+		cancel()
+		if err != nil {
+			t.Fatalf("dial %v: %v", dst, err)
+		}
+		if _, ok := c.RemoteAddr().(*net.TCPAddr); !ok {
+			t.Errorf("remote address %T %v, want *net.TCPAddr", c.RemoteAddr(), c.RemoteAddr())
+		}
+		if _, ok := c.LocalAddr().(*net.TCPAddr); !ok {
+			t.Errorf("local address %T %v, want *net.TCPAddr", c.LocalAddr(), c.LocalAddr())
+		}
+		_ = c.SetDeadline(time.Now().Add(30 * time.Second))
+		var wg sync.WaitGroup
+		var werr error
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			_, werr = c.Write(data)
+		}()
+		got := make([]byte, len(data))
+		_, rerr := io.ReadFull(c, got)
+		wg.Wait()
+		if werr != nil || rerr != nil {
+			t.Fatalf("%v: write %v, read %v", dst, werr, rerr)
+		}
+		if !bytes.Equal(got, data) {
+			t.Fatalf("%v: %v", dst, errEcho)
+		}
+		if err := c.Close(); err != nil {
+			t.Fatalf("close: %v", err)
+		}
+	}
+
+	// Refused: a port nobody listens on, answered by the kernel's reset.
+	// The first dial may wait for the neighbour; time the second.
+	for i := range 2 {
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		start := time.Now()
+		_, err := a.Dial(ctx, "tcp://"+netip.AddrPortFrom(rig.A.IPv4, 7101).String())
+		took := time.Since(start)
+		cancel()
+		if !errors.Is(err, syscall.ECONNREFUSED) {
+			t.Fatalf("dial a closed port: %v, want ECONNREFUSED", err)
+		}
+		if i == 1 && took > 100*time.Millisecond {
+			t.Fatalf("refused after %v, want within 100ms", took)
+		}
+		t.Logf("refused in %v", took)
+	}
+}
