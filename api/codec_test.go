@@ -58,6 +58,7 @@ func samples() []Message {
 			Remote: netip.MustParsePrefix("fd00::/16"), RemotePort: 0, Action: ActionForward, AppIndex: 3,
 			Scope: flow.ScopeLocal, Tag: "dns"}},
 		&RuleDel{Rule: Rule{Tag: "dns"}},
+		&CloseWrite{Handle: flow.MakeHandle(3, 2)},
 	}
 }
 

@@ -7,6 +7,7 @@ import (
 	"net"
 	"net/netip"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"time"
 
@@ -31,6 +32,8 @@ type Conn struct {
 	rd, wr half
 	done   chan struct{}
 	once   sync.Once
+
+	wrClosed atomic.Bool // CloseWrite was called
 
 	rhdr fifo.DgramHeader // guarded by rd.mu
 	whdr fifo.DgramHeader // guarded by wr.mu
@@ -249,6 +252,9 @@ func (c *Conn) Write(b []byte) (int, error) {
 			e.tx.WantDeqNotify(0)
 		}
 	}()
+	if c.wrClosed.Load() {
+		return 0, netError("write", c.laddr, c.raddr, net.ErrClosed)
+	}
 	for written < len(b) {
 		if err := c.wr.check(c.a, c.done); err != nil {
 			return written, netError("write", c.laddr, c.raddr, err)
@@ -284,6 +290,28 @@ func (c *Conn) Write(b []byte) (int, error) {
 		}
 	}
 	return written, nil
+}
+
+// CloseWrite closes the sending half of a TCP session on the wire: the
+// peer reads io.EOF once it has what was written; reading goes on. Writes
+// after it fail.
+func (c *Conn) CloseWrite() error {
+	c.wr.mu.Lock()
+	defer c.wr.mu.Unlock()
+	if c.e.dgram || !c.e.datapath {
+		return netError("close write", c.laddr, c.raddr, flow.ErrNotSupported)
+	}
+	if c.wrClosed.Swap(true) {
+		return nil
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), controlTimeout)
+	defer cancel()
+	_, fds, err := c.a.call(ctx, &api.CloseWrite{Handle: c.e.h})
+	api.CloseFDs(fds)
+	if err != nil {
+		return netError("close write", c.laddr, c.raddr, err)
+	}
+	return nil
 }
 
 // Close closes the session; the peer's reads then end with io.EOF.

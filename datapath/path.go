@@ -45,6 +45,9 @@ func (p *enginePath) Listen(l sessions.Listener) error {
 		return fmt.Errorf("listen %s on ifindex %d: %w", l.Endpoint.URI(), l.Endpoint.IfIndex, ErrOtherInterface)
 	}
 	if l.Endpoint.Transport == flow.TransportTCP {
+		if e.tcp == nil {
+			return nil // no TCP stack (an Engine not made by New): cut-through only
+		}
 		return e.tcp.listen(l)
 	}
 	if !servedTransport(l.Endpoint.Transport) {
@@ -88,7 +91,7 @@ func (p *enginePath) Listen(l sessions.Listener) error {
 // serve has nothing to drop.
 func (p *enginePath) Unlisten(l sessions.Listener) {
 	e := p.e
-	if l.Endpoint.Transport == flow.TransportTCP {
+	if l.Endpoint.Transport == flow.TransportTCP && e.tcp != nil {
 		e.tcp.unlisten(l)
 		return
 	}
@@ -131,6 +134,9 @@ func (p *enginePath) Open(req sessions.OpenRequest) (netip.AddrPort, error) {
 		return netip.AddrPort{}, ErrNotStarted
 	}
 	if r.Transport == flow.TransportTCP {
+		if e.tcp == nil {
+			return netip.AddrPort{}, fmt.Errorf("connect %s: no tcp stack: %w", r.URI(), flow.ErrNotSupported)
+		}
 		return e.tcp.open(req)
 	}
 	dst := r.Addr.Unmap()
@@ -186,7 +192,7 @@ func (p *enginePath) Open(req sessions.OpenRequest) (netip.AddrPort, error) {
 // once the layer's deferred free runs.
 func (p *enginePath) Close(h flow.Handle, t flow.FiveTuple) {
 	e := p.e
-	if t.Proto == flow.TransportTCP && e.tcp.closeByApp(h) {
+	if t.Proto == flow.TransportTCP && e.tcp != nil && e.tcp.closeByApp(h) {
 		return
 	}
 	e.mu.Lock()

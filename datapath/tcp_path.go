@@ -816,12 +816,44 @@ func (s *tcpSess) Closed(*tcp.Conn) {
 var _ sessions.StreamKeeper = (*enginePath)(nil)
 
 // KeepFifos: see sessions.StreamKeeper.
-func (p *enginePath) KeepFifos(h flow.Handle, free func()) func() { return p.e.tcp.KeepFifos(h, free) }
+func (p *enginePath) KeepFifos(h flow.Handle, free func()) func() {
+	if p.e.tcp == nil {
+		return free
+	}
+	return p.e.tcp.KeepFifos(h, free)
+}
 
 // AppGone: see sessions.StreamKeeper.
-func (p *enginePath) AppGone(app sessions.AppID) { p.e.tcp.AppGone(app) }
+func (p *enginePath) AppGone(app sessions.AppID) {
+	if p.e.tcp != nil {
+		p.e.tcp.AppGone(app)
+	}
+}
 
 // KeepApp: see sessions.StreamKeeper.
 func (p *enginePath) KeepApp(app sessions.AppID, free func()) func() {
+	if p.e.tcp == nil {
+		return free
+	}
 	return p.e.tcp.KeepApp(app, free)
+}
+
+// CloseWrite: see sessions.StreamKeeper.
+func (p *enginePath) CloseWrite(h flow.Handle) error {
+	t := p.e.tcp
+	if t == nil {
+		return fmt.Errorf("session %#x: %w", uint64(h), flow.ErrNoSession)
+	}
+	t.mu.Lock()
+	s := t.conns[h]
+	var c *tcp.Conn
+	if s != nil {
+		c = s.conn
+	}
+	t.mu.Unlock()
+	if c == nil {
+		return fmt.Errorf("session %#x: %w", uint64(h), flow.ErrNoSession)
+	}
+	c.CloseWrite()
+	return nil
 }

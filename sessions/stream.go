@@ -26,6 +26,9 @@ type StreamKeeper interface {
 	// KeepApp wraps free, the close of a detached app's whole memory, the
 	// same way, for every connection of the app.
 	KeepApp(app AppID, free func()) func()
+	// CloseWrite closes the sending half of stream session h: a FIN
+	// once what the app queued is sent.
+	CloseWrite(h Handle) error
 }
 
 // StreamSession is a stream session the datapath opened: its handle, the
@@ -169,4 +172,30 @@ func (l *Layer) keepFifosLocked(s *session, free func()) func() {
 		return k.KeepFifos(s.h, free)
 	}
 	return free
+}
+
+// StreamCloseWrite closes the sending half of app's stream session h (a
+// FIN after what it queued). A cut-through session or one of another
+// transport fails with ErrNotSupported.
+func (l *Layer) StreamCloseWrite(id AppID, h Handle) error {
+	l.lock()
+	defer l.unlock()
+	if _, err := l.appLocked(id); err != nil {
+		return fmt.Errorf("close write: %w", err)
+	}
+	s := l.sess[h]
+	if s == nil {
+		return fmt.Errorf("close write: session %#x: %w", uint64(h), ErrNoSession)
+	}
+	if s.app.id != id {
+		return fmt.Errorf("close write: session %#x: %w", uint64(h), ErrNotOwner)
+	}
+	k, ok := l.cfg.Datapath.(StreamKeeper)
+	if !ok || s.kind != kindEstablished || s.tuple.Proto != TransportTCP {
+		return fmt.Errorf("close write: session %#x: %w", uint64(h), ErrNotSupported)
+	}
+	if err := k.CloseWrite(h); err != nil {
+		return fmt.Errorf("close write: %w", err)
+	}
+	return nil
 }
