@@ -187,3 +187,121 @@ func TestTCPDialKernel(t *testing.T) {
 		t.Logf("refused in %v", took)
 	}
 }
+
+// TestTCPHalfCloseReset: an app's CloseWrite reaches a kernel server as
+// EOF while the app goes on reading its answer to the server's FIN; a
+// kernel server's reset mid-transfer ends the app's reads with
+// ECONNRESET.
+func TestTCPHalfCloseReset(t *testing.T) {
+	rig, d := tcpRig(t)
+	var kl net.Listener
+	if err := rig.A.Do(func() error {
+		var err error
+		kl, err = net.Listen("tcp", ":7200")
+		return err
+	}); err != nil {
+		t.Fatal(err)
+	}
+	defer kl.Close()
+	go func() {
+		for {
+			c, err := kl.Accept()
+			if err != nil {
+				return
+			}
+			go func() {
+				defer c.Close()
+				var first [5]byte
+				if _, err := io.ReadFull(c, first[:]); err != nil {
+					return
+				}
+				if string(first[:]) == "reset" {
+					// Send some, then a reset (linger 0).
+					c.Write(make([]byte, 64<<10))
+					c.(*net.TCPConn).SetLinger(0)
+					return
+				}
+				// Count to EOF, answer, close.
+				n, _ := io.Copy(io.Discard, c)
+				fmt.Fprintf(c, "got %d bytes", n+5)
+			}()
+		}
+	}()
+	a := attach(t, d, app.Options{Name: "halfclose"})
+	dial := func() net.Conn {
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		defer cancel()
+		c, err := a.Dial(ctx, "tcp://"+netip.AddrPortFrom(rig.A.IPv4, 7200).String())
+		if err != nil {
+			t.Fatal(err)
+		}
+		c.SetDeadline(time.Now().Add(20 * time.Second))
+		return c
+	}
+	c := dial()
+	defer c.Close()
+	msg := make([]byte, 300000)
+	copy(msg, "hello")
+	if _, err := c.Write(msg); err != nil {
+		t.Fatal(err)
+	}
+	if err := c.(interface{ CloseWrite() error }).CloseWrite(); err != nil {
+		t.Fatalf("close write: %v", err)
+	}
+	if _, err := c.Write([]byte("x")); err == nil {
+		t.Fatal("write after CloseWrite succeeded")
+	}
+	got, err := io.ReadAll(c)
+	if err != nil || string(got) != fmt.Sprintf("got %d bytes", len(msg)) {
+		t.Fatalf("answer after the half close: %q, %v", got, err)
+	}
+
+	r := dial()
+	defer r.Close()
+	if _, err := r.Write([]byte("reset")); err != nil {
+		t.Fatal(err)
+	}
+	_, err = io.Copy(io.Discard, r)
+	if !errors.Is(err, syscall.ECONNRESET) {
+		t.Fatalf("read through the peer's reset: %v, want ECONNRESET", err)
+	}
+}
+
+// TestTCPManyConns: many kernel clients at once, each echoing 64 KiB
+// through an app's listener, every byte checked.
+func TestTCPManyConns(t *testing.T) {
+	const conns, size = 1000, 64 << 10
+	rig, d := tcpRig(t)
+	a := attach(t, d, app.Options{Name: "many", RxFifoSize: 16 << 10, TxFifoSize: 16 << 10, SegmentSize: 64 << 20})
+	ln, err := a.Listen("tcp://0.0.0.0:7300")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	go echoServe(ln)
+	data := make([]byte, size)
+	rand.Read(data)
+	start := time.Now()
+	errc := make(chan error, conns)
+	sem := make(chan struct{}, conns)
+	for i := 0; i < conns; i++ {
+		sem <- struct{}{}
+		go func() {
+			defer func() { <-sem }()
+			errc <- kernelEcho(rig, netip.AddrPortFrom(rig.B.IPv4, 7300), data)
+		}()
+	}
+	failed := 0
+	for i := 0; i < conns; i++ {
+		if err := <-errc; err != nil {
+			if failed < 5 {
+				t.Errorf("connection: %v", err)
+			}
+			failed++
+		}
+	}
+	if failed > 0 {
+		t.Fatalf("%d of %d connections failed", failed, conns)
+	}
+	t.Logf("%d connections each echoing %d bytes in %v", conns, size, time.Since(start))
+}

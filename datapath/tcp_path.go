@@ -39,13 +39,17 @@ type TCPConfig struct {
 	// (owner = app), MaxBacklog a listener's backlog. Zero fields take
 	// package tcp's defaults.
 	Stack tcp.Options
+	// Backlog is each listener's backlog of handshakes completed and not
+	// yet accepted; 0 = DefaultTCPBacklog (at most Stack.MaxBacklog).
+	Backlog int
 	// TxQueue is the number of packets the Stack may queue per worker
 	// before it drops (TCP retransmits); 0 = 4096.
 	TxQueue int
 }
 
-// Tx queue defaults.
+// Defaults of TCPConfig.
 const (
+	DefaultTCPBacklog = 1024
 	defaultTCPTxQueue = 4096
 	tcpHold           = time.Second // a packet waits at most this long for its next hop
 )
@@ -402,7 +406,11 @@ func (p *tcpPath) listen(l sessions.Listener) error {
 		return fmt.Errorf("listen %s: %w", l.Endpoint.URI(), err)
 	}
 	tl := &tcpListener{p: p, h: l.Handle, app: l.App, res: res}
-	ln, err := p.st.Listen(addr, 0, uint64(l.App), tl)
+	backlog := p.e.cfg.TCP.Backlog
+	if backlog <= 0 {
+		backlog = DefaultTCPBacklog
+	}
+	ln, err := p.st.Listen(addr, backlog, uint64(l.App), tl)
 	if err != nil {
 		res.close()
 		return fmt.Errorf("listen %s: %w", l.Endpoint.URI(), err)
@@ -449,7 +457,9 @@ func (tl *tcpListener) Accept(c *tcp.Conn) (rx, tx *fifo.Fifo, h tcp.Handler, er
 		s.bindLocked()
 	})
 	if err != nil {
-		p.refused.Add(1)
+		if p.refused.Add(1)%1000 == 1 {
+			p.e.log.Warn("tcp: connection refused", "listener", uint64(tl.h), "remote", remote, "err", err)
+		}
 		p.endLive(tl.app)
 		return nil, nil, nil, fmt.Errorf("accept: %w", err)
 	}
