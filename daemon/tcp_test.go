@@ -16,6 +16,7 @@ import (
 
 	"github.com/xsessiond/xsessiond/app"
 	"github.com/xsessiond/xsessiond/datapath/xsk/xsktest"
+	"github.com/xsessiond/xsessiond/internal/leakcheck"
 	"github.com/xsessiond/xsessiond/nsbind/nstest"
 )
 
@@ -304,4 +305,64 @@ func TestTCPManyConns(t *testing.T) {
 		t.Fatalf("%d of %d connections failed", failed, conns)
 	}
 	t.Logf("%d connections each echoing %d bytes in %v", conns, size, time.Since(start))
+}
+
+// TestTCPSequentialNoLeak: 10,000 short kernel connections one after the
+// other through an app's listener leave no session, connection,
+// descriptor or goroutine behind.
+func TestTCPSequentialNoLeak(t *testing.T) {
+	const conns = 10000
+	rig, d := tcpRig(t)
+	a := attach(t, d, app.Options{Name: "short"})
+	ln, err := a.Listen("tcp://0.0.0.0:7400")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	go echoServe(ln)
+	msg := []byte("a short exchange")
+	dst := netip.AddrPortFrom(rig.B.IPv4, 7400)
+	for range 10 { // warm up: neighbours, pools
+		if err := kernelEcho(rig, dst, msg); err != nil {
+			t.Fatal(err)
+		}
+	}
+	waitFor(t, "the warm-up sessions to end", 5*time.Second, func() bool { return len(d.layer.Sessions()) == 0 })
+	leaks := leakcheck.Take(t, leakcheck.Options{FDs: true, Goroutines: true})
+	start := time.Now()
+	err = rig.A.Do(func() error {
+		for i := range conns {
+			c, err := net.DialTimeout("tcp", dst.String(), 3*time.Second)
+			if err != nil {
+				return fmt.Errorf("connection %d: %w", i, err)
+			}
+			c.SetDeadline(time.Now().Add(5 * time.Second))
+			_, err = c.Write(msg)
+			buf := make([]byte, len(msg))
+			if err == nil {
+				_, err = io.ReadFull(c, buf)
+			}
+			c.Close()
+			if err != nil || !bytes.Equal(buf, msg) {
+				return fmt.Errorf("connection %d: %q, %v", i, buf, err)
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Logf("%d sequential connections in %v", conns, time.Since(start))
+	eng := d.Engine()
+	waitFor(t, "every session and connection to end", 10*time.Second, func() bool {
+		return len(d.layer.Sessions()) == 0 && eng.TCPStats().Conns == 0
+	})
+	if err := leaks.Wait(); err != nil {
+		t.Fatal(err)
+	}
+	st := eng.TCPStats()
+	t.Logf("tcp: %+v", st)
+	if st.AcceptRefused != 0 || st.Refused != 0 {
+		t.Fatalf("refused %d, %d", st.AcceptRefused, st.Refused)
+	}
 }

@@ -867,3 +867,22 @@ func (p *enginePath) CloseWrite(h flow.Handle) error {
 	c.CloseWrite()
 	return nil
 }
+
+// TCPStats are the counts of the Engine's TCP.
+type TCPStats struct {
+	tcp.Stats
+	AcceptRefused uint64 // connections a listener refused (app gone, no fifo memory)
+	TxQueueDrops  uint64 // packets of the stack dropped on a full worker queue
+}
+
+// TCPStats returns the counts of the Engine's TCP.
+func (e *Engine) TCPStats() TCPStats {
+	if e.tcp == nil {
+		return TCPStats{}
+	}
+	s := TCPStats{Stats: e.tcp.st.Stats(), AcceptRefused: e.tcp.refused.Load()}
+	for _, tw := range e.tcp.wq {
+		s.TxQueueDrops += tw.drops.Load()
+	}
+	return s
+}
