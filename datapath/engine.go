@@ -583,7 +583,9 @@ func (e *Engine) Close() error {
 	if e.feed != nil {
 		e.feed.Close()
 	}
-	_ = e.tcp.close()
+	if e.tcp != nil {
+		_ = e.tcp.close()
+	}
 	// With the workers gone, run what the control plane still posted
 	// (deferred frees) so memory is not held.
 	for _, w := range e.work {
