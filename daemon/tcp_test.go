@@ -51,7 +51,9 @@ func echoServe(ln net.Listener) {
 // and checks that exactly the same bytes come back.
 func kernelEcho(rig *nstest.Pair, dst netip.AddrPort, data []byte) error {
 	return rig.A.Do(func() error {
-		c, err := net.DialTimeout("tcp", dst.String(), 3*time.Second)
+		// A SYN lost to a full backlog or ring is sent again after 1s,
+		// 3s, 7s: allow a few.
+		c, err := net.DialTimeout("tcp", dst.String(), 15*time.Second)
 		if err != nil {
 			return err
 		}
@@ -268,10 +270,12 @@ func TestTCPHalfCloseReset(t *testing.T) {
 	}
 }
 
-// TestTCPManyConns: many kernel clients at once, each echoing 64 KiB
-// through an app's listener, every byte checked.
+// TestTCPManyConns: 1,000 kernel clients, up to 200 at once, each echoing
+// 64 KiB through an app's listener, every byte checked. (With all 1,000
+// handshakes at once, gVisor's listener resets some of them: see the
+// "port is in use" warnings of its dispatcher.)
 func TestTCPManyConns(t *testing.T) {
-	const conns, size = 1000, 64 << 10
+	const conns, atOnce, size = 1000, 200, 64 << 10
 	rig, d := tcpRig(t)
 	a := attach(t, d, app.Options{Name: "many", RxFifoSize: 16 << 10, TxFifoSize: 16 << 10, SegmentSize: 64 << 20})
 	ln, err := a.Listen("tcp://0.0.0.0:7300")
@@ -284,7 +288,7 @@ func TestTCPManyConns(t *testing.T) {
 	rand.Read(data)
 	start := time.Now()
 	errc := make(chan error, conns)
-	sem := make(chan struct{}, conns)
+	sem := make(chan struct{}, atOnce)
 	for i := 0; i < conns; i++ {
 		sem <- struct{}{}
 		go func() {
@@ -302,7 +306,7 @@ func TestTCPManyConns(t *testing.T) {
 		}
 	}
 	if failed > 0 {
-		t.Fatalf("%d of %d connections failed", failed, conns)
+		t.Fatalf("%d of %d connections failed; tcp %+v; engine drops %v", failed, conns, d.Engine().TCPStats(), d.Engine().Stats().Totals.Drops)
 	}
 	t.Logf("%d connections each echoing %d bytes in %v", conns, size, time.Since(start))
 }
@@ -365,4 +369,87 @@ func TestTCPSequentialNoLeak(t *testing.T) {
 	if st.AcceptRefused != 0 || st.Refused != 0 {
 		t.Fatalf("refused %d, %d", st.AcceptRefused, st.Refused)
 	}
+}
+
+// TestTCPDialNoLeak: 1,000 sequential dials of an app to a kernel server
+// (and 100 to a closed port) leave no session, connection, port
+// reservation, descriptor or goroutine behind.
+func TestTCPDialNoLeak(t *testing.T) {
+	const dials = 1000
+	rig := nstest.NewPair(t, nstest.Options{})
+	if err := xsktest.DisableTxOffload(rig.A); err != nil {
+		t.Fatal(err)
+	}
+	// The ports of connections this side closed first stay reserved
+	// while they are in TIME-WAIT: a short one, so that the leak check
+	// sees them go.
+	d := startDaemon(t, func(o *Config) {
+		o.Datapath.IfName, o.Datapath.NetnsName, o.NoDatapath = rig.B.Link, rig.B.Name, false
+		o.Datapath.TCP.Stack.TimeWait = time.Second
+	})
+	var kl net.Listener
+	if err := rig.A.Do(func() error {
+		var err error
+		kl, err = net.Listen("tcp", ":7700")
+		return err
+	}); err != nil {
+		t.Fatal(err)
+	}
+	defer kl.Close()
+	go echoServe(kl)
+	a := attach(t, d, app.Options{Name: "dialer"})
+	msg := []byte("one short exchange")
+	dial := func(port uint16) (net.Conn, error) {
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		return a.Dial(ctx, "tcp://"+netip.AddrPortFrom(rig.A.IPv4, port).String())
+	}
+	exchange := func() error {
+		c, err := dial(7700)
+		if err != nil {
+			return err
+		}
+		defer c.Close()
+		c.SetDeadline(time.Now().Add(5 * time.Second))
+		if _, err := c.Write(msg); err != nil {
+			return err
+		}
+		buf := make([]byte, len(msg))
+		if _, err := io.ReadFull(c, buf); err != nil {
+			return err
+		}
+		if !bytes.Equal(buf, msg) {
+			return errEcho
+		}
+		return nil
+	}
+	for range 5 {
+		if err := exchange(); err != nil {
+			t.Fatal(err)
+		}
+	}
+	eng := d.Engine()
+	waitFor(t, "the warm-up connections to end", 5*time.Second, func() bool {
+		return len(d.layer.Sessions()) == 0 && eng.TCPStats().Conns == 0
+	})
+	leaks := leakcheck.Take(t, leakcheck.Options{FDs: true, Goroutines: true, Timeout: 15 * time.Second})
+	start := time.Now()
+	for i := range dials {
+		if err := exchange(); err != nil {
+			t.Fatalf("dial %d: %v", i, err)
+		}
+	}
+	for i := range 100 {
+		if _, err := dial(7701); !errors.Is(err, syscall.ECONNREFUSED) {
+			t.Fatalf("dial %d to a closed port: %v", i, err)
+		}
+	}
+	t.Logf("%d dials and 100 refused in %v", dials, time.Since(start))
+	waitFor(t, "every session and connection to end", 10*time.Second, func() bool {
+		return len(d.layer.Sessions()) == 0 && eng.TCPStats().Conns == 0
+	})
+	if err := leaks.Wait(); err != nil {
+		t.Fatal(err)
+	}
+	t.Logf("tcp: %+v", eng.TCPStats())
 }

@@ -66,8 +66,75 @@ type tcpPath struct {
 	apps  map[sessions.AppID]*tcpApp
 	addrs map[netip.Addr]bool // the addresses given to the Stack
 
+	// Ports of active opens that ended in order, held in the kernel while
+	// gVisor may keep them in TIME-WAIT (the kernel knows nothing of it
+	// and would hand them out again), oldest first.
+	coolMu sync.Mutex // guards cool
+	cool   []cooling
+
 	refused   atomic.Uint64 // accepts refused (limits, no memory, app gone)
 	closeOnce sync.Once
+}
+
+// cooling is a port reservation (nil: none) and a 5-tuple's steering
+// (unsteer, nil: none) held until until.
+type cooling struct {
+	res     *tcpReservation
+	unsteer func()
+	until   time.Time
+}
+
+// maxCooling bounds the reservations held for TIME-WAIT; past it the
+// oldest is released early.
+const maxCooling = 16384
+
+// timeWait is how long a port stays held after its connection's Closed:
+// gVisor's TIME-WAIT, which starts once the FINs are exchanged (a Conn's
+// Closed comes when ours is queued), plus a margin for that exchange.
+func (p *tcpPath) timeWait() time.Duration {
+	tw := p.e.cfg.TCP.Stack.TimeWait
+	if tw <= 0 {
+		tw = 60 * time.Second
+	}
+	return tw + 3*time.Second
+}
+
+// holdPort keeps res and the steering of a 5-tuple until gVisor's
+// TIME-WAIT on it is over. No lock of the Engine may be held.
+func (p *tcpPath) holdPort(res *tcpReservation, unsteer func()) {
+	var early cooling
+	p.coolMu.Lock()
+	if len(p.cool) >= maxCooling {
+		early = p.cool[0]
+		p.cool = p.cool[1:]
+	}
+	p.cool = append(p.cool, cooling{res: res, unsteer: unsteer, until: time.Now().Add(p.timeWait())})
+	p.coolMu.Unlock()
+	early.release()
+}
+
+func (c cooling) release() {
+	c.res.close()
+	if c.unsteer != nil {
+		c.unsteer()
+	}
+}
+
+// releasePorts releases what is held and whose time is over (all with
+// all set). No lock of the Engine may be held.
+func (p *tcpPath) releasePorts(all bool) {
+	p.coolMu.Lock()
+	now := time.Now()
+	n := 0
+	for n < len(p.cool) && (all || now.After(p.cool[n].until)) {
+		n++
+	}
+	done := slices.Clone(p.cool[:n])
+	p.cool = append(p.cool[:0], p.cool[n:]...)
+	p.coolMu.Unlock()
+	for _, c := range done {
+		c.release()
+	}
 }
 
 // tcpApp counts an app's live connections, so that its memory is closed
@@ -103,6 +170,8 @@ type tcpSess struct {
 	established bool        // the layer has the session (its fifos are the session's)
 	byApp       bool        // the app closed it
 	ended       bool        // the layer was told it ended (reset, connect failed)
+	wasReset    bool        // it ended with a reset (no TIME-WAIT)
+	unsteer     func()      // the layer's release of the 5-tuple (sessions.StreamKeeper.Linger)
 	done        bool        // Handler.Closed ran: the fifos are free of the Conn
 	free        func()      // the layer's free of the fifos, waiting for done
 }
@@ -191,6 +260,7 @@ func (p *tcpPath) followAddrs(ctx context.Context) {
 			if ifc, err := p.e.ns.InterfaceByName(p.e.cfg.IfName); err == nil {
 				p.syncAddrs(ifc.Addrs)
 			}
+			p.releasePorts(false)
 		}
 	}
 }
@@ -201,6 +271,7 @@ func (p *tcpPath) followAddrs(ctx context.Context) {
 func (p *tcpPath) close() error {
 	var err error
 	p.closeOnce.Do(func() { err = p.st.Close() })
+	p.releasePorts(true)
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	for h, l := range p.lis {
@@ -566,6 +637,7 @@ func (p *tcpPath) open(req sessions.OpenRequest) (netip.AddrPort, error) {
 func (p *tcpPath) dial(s *tcpSess, remote netip.AddrPort) {
 	l := p.e.layer.Load()
 	fail := func(err error) {
+		p.e.log.Debug("tcp: connect failed", "remote", remote, "err", err)
 		p.mu.Lock()
 		if p.conns[s.ho] == s {
 			delete(p.conns, s.ho)
@@ -739,8 +811,9 @@ func (s *tcpSess) Connected(c *tcp.Conn) {
 }
 
 // ConnectFailed tells the app why its connect failed.
-func (s *tcpSess) ConnectFailed(_ *tcp.Conn, err error) {
+func (s *tcpSess) ConnectFailed(c *tcp.Conn, err error) {
 	p := s.p
+	p.e.log.Debug("tcp: connect failed", "remote", c.RemoteAddr(), "err", err)
 	p.mu.Lock()
 	s.ended = true
 	p.mu.Unlock()
@@ -776,7 +849,7 @@ func (s *tcpSess) Reset(_ *tcp.Conn, _ error) {
 	p := s.p
 	p.mu.Lock()
 	h, ok := s.h, s.established && !s.byApp && !s.ended
-	s.ended = true
+	s.ended, s.wasReset = true, true
 	p.mu.Unlock()
 	if ok {
 		_ = p.e.layer.Load().StreamReset(h)
@@ -806,7 +879,7 @@ func (s *tcpSess) Closed(*tcp.Conn) {
 			delete(p.conns, k)
 		}
 	}
-	established := s.established
+	established, reset := s.established, s.wasReset
 	p.mu.Unlock()
 	if !established {
 		l.StreamFreeFifos(s.app, s.mem, s.pair)
@@ -814,7 +887,18 @@ func (s *tcpSess) Closed(*tcp.Conn) {
 	if free != nil {
 		free()
 	}
-	s.res.close()
+	p.mu.Lock()
+	unsteer := s.unsteer
+	s.unsteer = nil
+	p.mu.Unlock()
+	if established && !reset {
+		p.holdPort(s.res, unsteer)
+	} else {
+		s.res.close()
+		if unsteer != nil {
+			unsteer()
+		}
+	}
 	if tw := s.w; tw != nil && tw.w.shard != nil {
 		tw.w.shard.Post(func(*sessions.Shard) { tw.disown(s) })
 	}
@@ -885,4 +969,24 @@ func (e *Engine) TCPStats() TCPStats {
 		s.TxQueueDrops += tw.drops.Load()
 	}
 	return s
+}
+
+// Linger: see sessions.StreamKeeper. The 5-tuple of a connection stays
+// steered while its port is held (holdPort), or until its Closed.
+func (p *enginePath) Linger(h flow.Handle, release func()) {
+	t := p.e.tcp
+	if t == nil {
+		go release()
+		return
+	}
+	t.mu.Lock()
+	s := t.conns[h]
+	if s != nil && !s.done {
+		s.unsteer = release
+		release = nil
+	}
+	t.mu.Unlock()
+	if release != nil {
+		go release()
+	}
 }

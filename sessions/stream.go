@@ -29,6 +29,12 @@ type StreamKeeper interface {
 	// CloseWrite closes the sending half of stream session h: a FIN
 	// once what the app queued is sent.
 	CloseWrite(h Handle) error
+	// Linger is told that stream session h left the layer while its
+	// connection may still exchange segments (FINs, TIME-WAIT): its
+	// 5-tuple stays in the tables the program's maps follow until
+	// release is called, which the datapath must do once, from a
+	// goroutine holding none of its locks (never from Linger itself).
+	Linger(h Handle, release func())
 }
 
 // StreamSession is a stream session the datapath opened: its handle, the
@@ -96,6 +102,7 @@ func (l *Layer) StreamConnected(worker uint32, ho Handle, pair FifoPair, bind fu
 	h := l.newHandleLocked(worker)
 	ns := &session{h: h, app: a, kind: kindEstablished, tuple: s.tuple, fib: s.fib, ifindex: s.ifindex, opaque: s.opaque, pair: pair}
 	bind(h)
+	delete(l.linger, hoKey{fib: ns.fib, t: ns.tuple}) // a new session of a lingering 5-tuple takes it over
 	l.addEstablishedLocked(ns)
 	l.notifyLocked(a, Event{Kind: EventConnected, Handle: h, Opaque: s.opaque, Transport: s.tuple.Proto,
 		Local: tupleLocal(&s.tuple), Remote: tupleRemote(&s.tuple), Pair: pair})
@@ -132,6 +139,7 @@ func (l *Layer) StreamAccepted(worker uint32, ln Handle, t FiveTuple, bind func(
 	ss := StreamSession{Handle: h, App: a.id, Pair: pair, Memory: a.mem}
 	s := &session{h: h, app: a, kind: kindEstablished, tuple: t, fib: lis.Endpoint.FIB, ifindex: lis.Endpoint.IfIndex, listener: ln, pair: pair}
 	bind(ss)
+	delete(l.linger, hoKey{fib: s.fib, t: s.tuple})
 	l.addEstablishedLocked(s)
 	l.notifyLocked(a, Event{Kind: EventAccepted, Handle: h, Listener: ln, Transport: t.Proto,
 		Local: tupleLocal(&t), Remote: tupleRemote(&t), Pair: pair})
@@ -198,4 +206,28 @@ func (l *Layer) StreamCloseWrite(id AppID, h Handle) error {
 		return fmt.Errorf("close write: %w", err)
 	}
 	return nil
+}
+
+// lingerLocked keeps closed stream session s's 5-tuple in the global
+// tables until the datapath releases it, and reports whether it did.
+func (l *Layer) lingerLocked(s *session) bool {
+	k, ok := l.cfg.Datapath.(StreamKeeper)
+	if !ok || s.tuple.Proto != TransportTCP {
+		return false
+	}
+	if l.linger == nil {
+		l.linger = map[hoKey]*session{}
+	}
+	key := hoKey{fib: s.fib, t: s.tuple}
+	l.linger[key] = s
+	k.Linger(s.h, func() {
+		l.lock()
+		defer l.unlock()
+		if l.linger[key] != s {
+			return
+		}
+		delete(l.linger, key)
+		l.publishLocked(Change{Op: OpDel, Kind: KindEstablished, IfIndex: s.ifindex, FIB: s.fib, Tuple: s.tuple, Handle: s.h})
+	})
+	return true
 }
