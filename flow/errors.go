@@ -29,12 +29,11 @@ var (
 	ErrNoMemory         = errors.New("out of fifo memory")
 	ErrNoRule           = errors.New("no such rule")
 	ErrConnect          = errors.New("connect failed")
-	// Why a stream's connect failed or it ended: each wraps the errno a
-	// socket reports, so errors.Is(err, syscall.ECONNREFUSED) holds too.
+	// Why a stream's connect failed: each wraps the errno a socket
+	// reports, so errors.Is(err, syscall.ECONNREFUSED) holds too.
 	ErrRefused     error = &errnoError{"connection refused", syscall.ECONNREFUSED}
 	ErrTimedOut    error = &errnoError{"connection timed out", syscall.ETIMEDOUT}
 	ErrUnreachable error = &errnoError{"destination unreachable", syscall.EHOSTUNREACH}
-	ErrReset       error = &errnoError{"connection reset", syscall.ECONNRESET}
 )
 
 // errnoError is a sentinel that unwraps to the errno a socket would report.
@@ -78,7 +77,6 @@ const (
 	CodeRefused
 	CodeTimedOut
 	CodeUnreachable
-	CodeReset
 )
 
 var codeErrors = [...]error{
@@ -105,7 +103,6 @@ var codeErrors = [...]error{
 	CodeRefused:          ErrRefused,
 	CodeTimedOut:         ErrTimedOut,
 	CodeUnreachable:      ErrUnreachable,
-	CodeReset:            ErrReset,
 }
 
 // CodeOf returns the code of the sentinel err wraps, CodeOK for nil, and
