@@ -147,8 +147,15 @@ func TestTCPSynFlood(t *testing.T) {
 			rand.Read(r[:])
 			port := 1024 + binary.BigEndian.Uint16(r[:2])%60000
 			f := synFrame(bMAC, ifc.HardwareAddr, netip.AddrPortFrom(rig.A.IPv4, port), dst, binary.BigEndian.Uint32(r[2:]))
-			if err := unix.Sendto(fd, f, 0, sa); err != nil {
-				return fmt.Errorf("send syn %d: %w", i, err)
+			for try := 0; ; try++ {
+				err := unix.Sendto(fd, f, 0, sa)
+				if err == nil {
+					break
+				}
+				if err != unix.ENOBUFS || try == 1000 {
+					return fmt.Errorf("send syn %d: %w", i, err)
+				}
+				time.Sleep(100 * time.Microsecond) // the veth's queue is full
 			}
 		}
 		return nil

@@ -113,11 +113,13 @@ func (p *tcpPath) holdPort(res *tcpReservation, unsteer func()) {
 	early.release()
 }
 
+// release stops the steering first: once the port is free the kernel may
+// give it to a new connection, whose 5-tuple may be this one.
 func (c cooling) release() {
-	c.res.close()
 	if c.unsteer != nil {
 		c.unsteer()
 	}
+	c.res.close()
 }
 
 // releasePorts releases what is held and whose time is over (all with
@@ -870,6 +872,24 @@ func (s *tcpSess) Closed(*tcp.Conn) {
 	if tell {
 		_ = l.Closed(h)
 	}
+	// The worker stops looking at the fifos first; only then may they be
+	// freed (the app's memory with its last connection).
+	if tw := s.w; tw != nil && tw.w.shard != nil {
+		tw.w.shard.Post(func(*sessions.Shard) {
+			tw.disown(s)
+			s.finish(l)
+		})
+		return
+	}
+	s.finish(l)
+}
+
+// finish releases what a Closed connection held: its fifos (now, or when
+// the layer lets them go), its port and steering (after TIME-WAIT unless
+// it was reset), its count against the app. No worker looks at it any
+// more.
+func (s *tcpSess) finish(l *sessions.Layer) {
+	p := s.p
 	p.mu.Lock()
 	s.done = true
 	free := s.free
@@ -880,6 +900,8 @@ func (s *tcpSess) Closed(*tcp.Conn) {
 		}
 	}
 	established, reset := s.established, s.wasReset
+	unsteer := s.unsteer
+	s.unsteer = nil
 	p.mu.Unlock()
 	if !established {
 		l.StreamFreeFifos(s.app, s.mem, s.pair)
@@ -887,20 +909,13 @@ func (s *tcpSess) Closed(*tcp.Conn) {
 	if free != nil {
 		free()
 	}
-	p.mu.Lock()
-	unsteer := s.unsteer
-	s.unsteer = nil
-	p.mu.Unlock()
 	if established && !reset {
 		p.holdPort(s.res, unsteer)
 	} else {
-		s.res.close()
 		if unsteer != nil {
 			unsteer()
 		}
-	}
-	if tw := s.w; tw != nil && tw.w.shard != nil {
-		tw.w.shard.Post(func(*sessions.Shard) { tw.disown(s) })
+		s.res.close()
 	}
 	p.endLive(s.app)
 }
