@@ -46,7 +46,7 @@ func TestEveryPackageHasDoc(t *testing.T) {
 		}
 	}
 	for _, dir := range []string{"bpf", "loader", "fifo", "sessions", "nsbind", "datapath", "datapath/xsk",
-		"datapath/udp", "api", "app", "flow", "daemon", "cmd/xsessiond", "examples/udpecho", "examples/udpsink", "perf",
+		"datapath/udp", "api", "app", "flow", "daemon", "cmd/xsessiond", "examples/udpecho", "examples/udpsink", "examples/tcpecho", "examples/httpd", "perf",
 		"vagrant", "deploy"} {
 		if _, ok := pkgs[filepath.FromSlash(dir)]; !ok {
 			if _, err := os.Stat(dir); err != nil {

@@ -65,6 +65,7 @@ func samples() []Message {
 		&Capture{},
 		&CaptureReply{},
 		&RuleDel{ID: 7},
+		&CloseWrite{Handle: flow.MakeHandle(3, 2)},
 	}
 }
 

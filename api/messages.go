@@ -30,6 +30,7 @@ const (
 	TypeConnect      Type = 35
 	TypeConnectReply Type = 36
 	TypeDisconnect   Type = 37
+	TypeCloseWrite   Type = 38
 
 	TypeSegmentAdded   Type = 48
 	TypeSegmentRemoved Type = 49
@@ -55,6 +56,7 @@ var typeNames = map[Type]string{
 	TypeAttach: "Attach", TypeAttachReply: "AttachReply", TypeDetach: "Detach",
 	TypeBind: "Bind", TypeBindReply: "BindReply", TypeUnbind: "Unbind",
 	TypeConnect: "Connect", TypeConnectReply: "ConnectReply", TypeDisconnect: "Disconnect",
+	TypeCloseWrite:   "CloseWrite",
 	TypeSegmentAdded: "SegmentAdded", TypeSegmentRemoved: "SegmentRemoved", TypeAccepted: "Accepted",
 	TypeShutdown: "Shutdown",
 	TypeShow:     "Show", TypeShowReply: "ShowReply", TypeNsAdd: "NsAdd", TypeNsDel: "NsDel",
@@ -73,7 +75,7 @@ func (t Type) String() string {
 // daemon (as opposed to a reply or a notice).
 func (t Type) IsRequest() bool {
 	switch t {
-	case TypeHello, TypeAttach, TypeDetach, TypeBind, TypeUnbind, TypeConnect, TypeDisconnect,
+	case TypeHello, TypeAttach, TypeDetach, TypeBind, TypeUnbind, TypeConnect, TypeDisconnect, TypeCloseWrite,
 		TypeShow, TypeNsAdd, TypeNsDel, TypeRuleAdd, TypeRuleDel, TypeNsSetSecret, TypeStatsClear, TypeCapture:
 		return true
 	}
@@ -121,6 +123,8 @@ func newMessage(t Type) Message {
 		return new(ConnectReply)
 	case TypeDisconnect:
 		return new(Disconnect)
+	case TypeCloseWrite:
+		return new(CloseWrite)
 	case TypeSegmentAdded:
 		return new(SegmentAdded)
 	case TypeSegmentRemoved:
@@ -299,6 +303,12 @@ type Disconnect struct {
 	Handle flow.Handle
 }
 
+// CloseWrite closes the sending half of stream session Handle (a FIN once
+// what the app queued is sent); the reply is OK.
+type CloseWrite struct {
+	Handle flow.Handle
+}
+
 // SegmentAdded tells an app (unsolicited, request id 0) of new segments;
 // it carries one descriptor per segment in list order.
 type SegmentAdded struct {
@@ -457,6 +467,7 @@ func (*Unbind) Type() Type         { return TypeUnbind }
 func (*Connect) Type() Type        { return TypeConnect }
 func (*ConnectReply) Type() Type   { return TypeConnectReply }
 func (*Disconnect) Type() Type     { return TypeDisconnect }
+func (*CloseWrite) Type() Type     { return TypeCloseWrite }
 func (*SegmentAdded) Type() Type   { return TypeSegmentAdded }
 func (*SegmentRemoved) Type() Type { return TypeSegmentRemoved }
 func (*Accepted) Type() Type       { return TypeAccepted }
@@ -484,6 +495,7 @@ func (*Unbind) FDs() int         { return 0 }
 func (*Connect) FDs() int        { return 0 }
 func (m *ConnectReply) FDs() int { return m.SessionInfo.fds() }
 func (*Disconnect) FDs() int     { return 0 }
+func (*CloseWrite) FDs() int     { return 0 }
 func (m *SegmentAdded) FDs() int { return len(m.Segments) }
 func (*SegmentRemoved) FDs() int { return 0 }
 func (m *Accepted) FDs() int     { return m.SessionInfo.fds() }
@@ -708,6 +720,8 @@ func (m *ConnectReply) decode(d *decoder) { m.SessionInfo.decode(d) }
 
 func (m *Disconnect) encode(e *encoder) { e.u64(uint64(m.Handle)) }
 func (m *Disconnect) decode(d *decoder) { m.Handle = flow.Handle(d.u64()) }
+func (m *CloseWrite) encode(e *encoder) { e.u64(uint64(m.Handle)) }
+func (m *CloseWrite) decode(d *decoder) { m.Handle = flow.Handle(d.u64()) }
 
 func (m *SegmentAdded) encode(e *encoder) {
 	encodeSegments(e, m.Segments, 1, MaxFDs, "added segments")

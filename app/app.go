@@ -75,7 +75,7 @@ type App struct {
 	segs       map[uint32]*fifo.Segment      // the app's segments by index
 	acceptors  map[flow.Handle]acceptor      // listeners by handle
 	owners     map[flow.Handle]owner         // sessions by handle, for disconnect events
-	goneEarly  map[flow.Handle]struct{}      // disconnected before this side learned of them
+	goneEarly  map[flow.Handle]uint8         // events (early*) of sessions before this side learned of them
 	dials      map[uint32]chan connectResult // connects in progress by opaque
 	parked     []fifo.Event                  // events naming a segment not mapped yet
 	objects    map[closer]struct{}           // open listeners and connections
@@ -101,9 +101,10 @@ type closer interface{ Close() error }
 
 // connectResult is how a connect in progress ended.
 type connectResult struct {
-	h      flow.Handle
-	rx, tx fifo.FifoRef
-	err    error
+	h         flow.Handle
+	rx, tx    fifo.FifoRef
+	localPort uint16 // a datapath session's local port, from its event
+	err       error
 }
 
 // Attach connects to the daemon and attaches the app. Errors are one line
@@ -122,7 +123,7 @@ func Attach(ctx context.Context, opts Options) (*App, error) {
 		segs:        map[uint32]*fifo.Segment{},
 		acceptors:   map[flow.Handle]acceptor{},
 		owners:      map[flow.Handle]owner{},
-		goneEarly:   map[flow.Handle]struct{}{},
+		goneEarly:   map[flow.Handle]uint8{},
 		dials:       map[uint32]chan connectResult{},
 		objects:     map[closer]struct{}{},
 		nextOpaque:  1,
@@ -452,15 +453,22 @@ func (a *App) handleEvent(ev *fifo.Event) {
 	se := fifo.DecodeSessionEvent(ev)
 	h := flow.Handle(se.Handle)
 	switch se.Type {
-	case fifo.EventDisconnected, fifo.EventReset:
+	case fifo.EventDisconnected, fifo.EventReset, fifo.EventPeerClosed:
+		what := earlyGone
+		switch se.Type {
+		case fifo.EventReset:
+			what |= earlyReset
+		case fifo.EventPeerClosed:
+			what = earlyFIN
+		}
 		a.mu.Lock()
 		o := a.owners[h]
 		if o == nil {
-			a.goneEarly[h] = struct{}{}
+			a.goneEarly[h] |= what
 		}
 		a.mu.Unlock()
 		if o != nil {
-			o.peerClosed(h)
+			a.tell(o, h, what)
 		}
 	case fifo.EventError:
 		a.mu.Lock()
@@ -503,6 +511,7 @@ func (a *App) handleEvent(ev *fifo.Event) {
 		if se.Type == fifo.EventConnected {
 			res.h = h
 			res.rx, res.tx = se.Rx, se.Tx
+			res.localPort = se.LocalPort
 			a.mu.Lock()
 			_, ok1 := a.segs[res.rx.Segment]
 			_, ok2 := a.segs[res.tx.Segment]
@@ -634,17 +643,37 @@ func (a *App) onAccepted(n *api.Accepted, fds []int) {
 	}
 }
 
+// What happened to a session before its owner registered (goneEarly).
+const (
+	earlyGone  uint8 = 1 << iota // disconnected or reset
+	earlyReset                   // reset
+	earlyFIN                     // the peer closed its half of a stream
+)
+
+// tell hands owner o what happened to its session h.
+func (a *App) tell(o owner, h flow.Handle, what uint8) {
+	if c, ok := o.(*Conn); ok {
+		c.halfClosed(what)
+	}
+	if what&earlyGone != 0 {
+		o.peerClosed(h)
+	}
+}
+
 // register records o as the owner of session h, and reports false when
 // the peer already went away.
 func (a *App) register(h flow.Handle, o owner) bool {
 	a.mu.Lock()
-	defer a.mu.Unlock()
 	a.owners[h] = o
-	if _, gone := a.goneEarly[h]; gone {
-		delete(a.goneEarly, h)
-		return false
+	what, early := a.goneEarly[h]
+	delete(a.goneEarly, h)
+	a.mu.Unlock()
+	if early {
+		if c, ok := o.(*Conn); ok {
+			c.halfClosed(what)
+		}
 	}
-	return true
+	return what&earlyGone == 0
 }
 
 func (a *App) unregister(h flow.Handle, o owner) {

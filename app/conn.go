@@ -33,6 +33,8 @@ type Conn struct {
 	done   chan struct{}
 	once   sync.Once
 
+	wrClosed atomic.Bool // CloseWrite was called
+
 	rhdr fifo.DgramHeader // guarded by rd.mu
 	// wseq serializes stream writes (TCP), so that one Write's bytes
 	// are never interleaved with another's; datagram writes need not.
@@ -130,6 +132,10 @@ func (a *App) DialConn(ctx context.Context, uri string) (*Conn, error) {
 		}
 		e = &end{h: res.h, rx: rx, tx: tx, signalFD: a.kick(res.h.Worker()), datapath: true,
 			dgram: ep.Transport == flow.TransportUDP, remote: remote}
+		if ep.Transport == flow.TransportTCP && r.Local.Port == 0 {
+			// The datapath chose the port as the connect went on.
+			r.Local.Transport, r.Local.Port = flow.TransportTCP, res.localPort
+		}
 		local = addrPortOf(r.Local)
 		laddr = endpointAddr(r.Local)
 	}
@@ -157,6 +163,17 @@ func (c *Conn) takeError() error {
 		return syscall.Errno(v)
 	}
 	return nil
+}
+
+// halfClosed records a stream's peer FIN or reset (early* bits).
+func (c *Conn) halfClosed(what uint8) {
+	if what&earlyReset != 0 {
+		c.e.reset.Store(true)
+	}
+	if what&earlyFIN != 0 {
+		c.e.fin.Store(true)
+		c.rd.poke()
+	}
 }
 
 func (c *Conn) peerClosed(flow.Handle) {
@@ -223,12 +240,15 @@ func (c *Conn) Read(b []byte) (int, error) {
 		} else {
 			return 0, nil
 		}
-		if e.gone.Load() && !e.readable() {
+		if (e.gone.Load() || e.fin.Load()) && !e.readable() {
+			if e.reset.Load() {
+				return 0, netError("read", c.laddr, c.raddr, syscall.ECONNRESET)
+			}
 			return 0, io.EOF
 		}
 		s := c.rd.arm(c.a)
 		e.rx.ClearEvent()
-		if e.readable() || e.gone.Load() {
+		if e.readable() || e.gone.Load() || e.fin.Load() {
 			c.rd.disarm(c.a, s)
 			continue
 		}
@@ -269,11 +289,17 @@ func (c *Conn) Write(b []byte) (int, error) {
 			c.wr.doneWaiting(e)
 		}
 	}()
+	if c.wrClosed.Load() {
+		return 0, netError("write", c.laddr, c.raddr, net.ErrClosed)
+	}
 	for written < len(b) {
 		if err := c.wr.check(c.a, c.done); err != nil {
 			return written, netError("write", c.laddr, c.raddr, err)
 		}
 		if e.gone.Load() {
+			if e.reset.Load() {
+				return written, netError("write", c.laddr, c.raddr, syscall.ECONNRESET)
+			}
 			return written, netError("write", c.laddr, c.raddr, errPeerClosed)
 		}
 		n, err := e.tx.Enqueue(b[written:])
@@ -304,6 +330,28 @@ func (c *Conn) Write(b []byte) (int, error) {
 		}
 	}
 	return written, nil
+}
+
+// CloseWrite closes the sending half of a TCP session on the wire: the
+// peer reads io.EOF once it has what was written; reading goes on. Writes
+// after it fail.
+func (c *Conn) CloseWrite() error {
+	c.wr.mu.Lock()
+	defer c.wr.mu.Unlock()
+	if c.e.dgram || !c.e.datapath {
+		return netError("close write", c.laddr, c.raddr, flow.ErrNotSupported)
+	}
+	if c.wrClosed.Swap(true) {
+		return nil
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), controlTimeout)
+	defer cancel()
+	_, fds, err := c.a.call(ctx, &api.CloseWrite{Handle: c.e.h})
+	api.CloseFDs(fds)
+	if err != nil {
+		return netError("close write", c.laddr, c.raddr, err)
+	}
+	return nil
 }
 
 // Close closes the session; the peer's reads then end with io.EOF.

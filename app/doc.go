@@ -22,9 +22,13 @@
 // ReadFrom returns a *CutThroughAddr for those, and WriteTo answers them
 // when given one. Dial returns a connected session: cut-through when the
 // destination is another app of the host, a datapath session otherwise.
-// Listen accepts sessions (cut-through ones for now). UDP sessions carry
-// datagrams (one Read per datagram, excess bytes dropped, as with a UDP
-// socket); TCP cut-through sessions carry a byte stream.
+// Listen accepts TCP sessions from the wire (the daemon's TCP stack) and
+// cut-through sessions of other apps alike. UDP sessions carry datagrams
+// (one Read per datagram, excess bytes dropped, as with a UDP socket); TCP
+// sessions carry a byte stream: Read returns io.EOF after the peer's FIN,
+// CloseWrite sends ours (wire sessions); reads and writes after a reset
+// fail with syscall.ECONNRESET, and a refused connect with flow.ErrRefused,
+// which wraps syscall.ECONNREFUSED.
 //
 // # Waiting and signalling
 //

@@ -31,6 +31,8 @@ type end struct {
 	dgram     bool          // datagram framing (UDP)
 	remote    netip.AddrPort
 	gone      atomic.Bool // the peer closed the session
+	fin       atomic.Bool // a stream's peer closed its half: reads end once rx is empty
+	reset     atomic.Bool // the session was reset
 }
 
 // newCTEnd maps a cut-through session passed by the daemon: its segment

@@ -127,6 +127,14 @@ func (h *client) Handle(ctx context.Context, req api.Request) (api.Message, []in
 		d.untrackLocked(h.app, m.Handle)
 		d.mu.Unlock()
 		return nil, nil, nil
+	case *api.CloseWrite:
+		if err := h.needApp("close write"); err != nil {
+			return nil, nil, err
+		}
+		if err := d.layer.StreamCloseWrite(h.app, m.Handle); err != nil {
+			return nil, nil, err
+		}
+		return nil, nil, nil
 	case *api.Show:
 		doc, err := d.show(m.What, req.Peer)
 		if err != nil {

@@ -17,7 +17,6 @@ import (
 	"github.com/cilium/ebpf"
 
 	"github.com/xsessiond/xsessiond/app"
-	"github.com/xsessiond/xsessiond/flow"
 	"github.com/xsessiond/xsessiond/internal/leakcheck"
 	"github.com/xsessiond/xsessiond/loader"
 	"github.com/xsessiond/xsessiond/nsbind/nstest"
@@ -47,9 +46,9 @@ func childApp(sock string) int {
 		fmt.Println("listen:", err)
 		return 1
 	}
-	// A TCP listener too, where the daemon takes them (the datapath does
-	// not serve TCP yet).
-	if _, err := a.Listen("tcp://0.0.0.0:9501"); err != nil && !errors.Is(err, flow.ErrNotSupported) {
+	// A TCP listener too (a port reserved in the kernel, an entry in the
+	// bpf map, a listener of the TCP stack).
+	if _, err := a.Listen("tcp://0.0.0.0:9501"); err != nil {
 		fmt.Println("listen:", err)
 		return 1
 	}
@@ -254,7 +253,7 @@ func TestAppDeathDatapath(t *testing.T) {
 
 	cmd := startChild(t, d)
 	defer cmd.Process.Kill()
-	waitFor(t, "the child's listener in the bpf map", 2*time.Second, func() bool { return countListeners() == 2 })
+	waitFor(t, "the child's UDP and TCP listeners in the bpf map", 2*time.Second, func() bool { return countListeners() == 3 })
 	killed := time.Now()
 	cmd.Process.Signal(syscall.SIGKILL)
 	cmd.Wait()

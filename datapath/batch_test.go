@@ -295,10 +295,11 @@ func newConnTarget(t testing.TB, r *memRig) (*udp.Target, *fifo.Fifo) {
 	return tgt, rx
 }
 
-// TestNotServedTransports: a global TCP listener is accepted with no
-// Target, and the feed→mirror path keeps it out of the program's maps:
-// snapshots drop it, live changes are marked as another interface's.
-func TestNotServedTransports(t *testing.T) {
+// TestTCPWithoutStack: an Engine without a TCP stack (not made by New)
+// accepts a global TCP listener with no datagram Target (cut-through
+// only); TCP and UDP changes both belong in the program's maps; a connect
+// to a remote TCP peer fails at once.
+func TestTCPWithoutStack(t *testing.T) {
 	r := newMemRig(t, 1<<16)
 	f := r.l.Subscribe(16)
 	defer f.Close()
@@ -313,7 +314,7 @@ func TestNotServedTransports(t *testing.T) {
 	for _, want := range []struct {
 		h      flow.Handle
 		served bool
-	}{{th, false}, {uh, true}} {
+	}{{th, true}, {uh, true}} {
 		c := <-f.C()
 		if c.Handle != want.h {
 			t.Fatalf("change %+v, want handle %#x", c, uint64(want.h))
@@ -325,7 +326,7 @@ func TestNotServedTransports(t *testing.T) {
 	r.e.started.Store(true)
 	defer r.e.started.Store(false)
 	_, err = r.l.ConnectURI(r.app, "tcp://10.9.0.1:80", 1)
-	if !errors.Is(err, flow.ErrNotSupported) || !strings.Contains(err.Error(), "tcp datapath not implemented") {
+	if !errors.Is(err, flow.ErrNotSupported) || !strings.Contains(err.Error(), "no tcp stack") {
 		t.Fatalf("connect to a remote TCP peer: %v", err)
 	}
 	if err := r.l.Unbind(r.app, th); err != nil {

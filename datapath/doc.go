@@ -1,6 +1,7 @@
 // Package datapath runs the packet path of one interface: the XDP program
 // (package loader), one AF_XDP socket (package datapath/xsk) and one worker
-// goroutine per NIC queue, and the UDP transport (package datapath/udp).
+// goroutine per NIC queue, the UDP transport (package datapath/udp) and the
+// TCP transport (package datapath/tcp, gVisor's TCP, one Stack per Engine).
 //
 // An Engine serves one interface. New loads and attaches the program inside
 // the interface's network namespace and opens the sockets. The daemon hands
@@ -41,9 +42,25 @@
 // the XDP program passes it and fragments what the daemon sends to the
 // path MTU.
 //
-// Only UDP is steered. Listeners and sessions of other transports stay out
-// of the program's maps, so the kernel keeps their packets; a connect to a
-// remote peer over them fails with flow.ErrNotSupported.
+// TCP: the Engine's tcp.Stack has the interface's addresses (followed every
+// second). Global TCP listeners and the 5-tuples of active opens are in
+// the program's maps; every other TCP packet stays with the kernel. A
+// worker hands the TCP frames it receives to the Stack (Ethernet header
+// stripped, LinkEndpoint.Inject); the Stack's packets go to a bounded queue
+// per worker (TCPConfig.TxQueue, chosen by destination), which the worker
+// drains into its tx ring with the resolver's next-hop MAC each loop,
+// woken by the first packet queued. A listener's or active open's port is
+// reserved in the kernel by a bound, non-listening TCP socket. Each
+// connection is a session owned by a worker (round robin): the worker
+// kicks its Conn when the app set the tx fifo's event flag or freed room
+// in a full rx fifo (fifo.TakeDeqNotify). Handler events become the
+// layer's stream events (sessions.StreamConnected, StreamAccepted,
+// StreamPeerClosed, StreamReset, Closed, ConnectFailed with
+// flow.ErrRefused and the like). The Engine is the layer's
+// sessions.StreamKeeper: fifo memory of a connection is freed only after
+// its Handler.Closed (a graceful close still sends what the app queued);
+// a detaching app's connections are reset. A connect to a remote peer of
+// another transport fails with flow.ErrNotSupported.
 //
 // A worker that found nothing to do sleeps in poll(2) on its socket, its
 // kick eventfd and the kick eventfds of the apps (Engine.AppKicks: one per
@@ -77,6 +94,8 @@
 //     Notify, is never held while calling into the layer or the Engine.
 //  3. Engine.mu. The Engine releases it before it calls into the layer
 //     (claims, peer errors).
+//     The TCP glue (tcpPath.mu) sits at this level too: Handler calls
+//     take no lock of the Engine while calling into the layer.
 //  4. udp.Target.mu, sessions.Shard.mu, sessions.Layer.reclaimMu (taken
 //     by posted frees, with neither 2 nor 3 held), the resolver's lock:
 //     none is held while taking another of this row.

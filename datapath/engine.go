@@ -74,6 +74,8 @@ type Config struct {
 	// the pseudo-header sum (a local sender's checksum offload):
 	// ChecksumAuto (""), ChecksumVerify or ChecksumAcceptPartial.
 	Checksum string
+	// TCP shapes the TCP transport (zero: its defaults).
+	TCP TCPConfig
 }
 
 // DefaultIdleNap is Config.IdleNap's default. At a few hundred thousand
@@ -109,6 +111,7 @@ type Engine struct {
 	work   []*worker
 	dp     *enginePath
 	res    *resolver
+	tcp    *tcpPath
 	claims chan claim
 
 	started atomic.Bool
@@ -283,6 +286,9 @@ func New(cfg Config) (*Engine, error) {
 	if e.pw, err = newPeerWatch(); err != nil {
 		return nil, fmt.Errorf("new engine: %w", err)
 	}
+	if e.tcp, err = newTCPPath(e); err != nil {
+		return nil, fmt.Errorf("new engine: %w", err)
+	}
 	ok = true
 	log.Info("datapath engine ready", "interface", cfg.IfName, "ifindex", e.ifc.Index, "queues", queues,
 		"xdp", e.att.Mode().String(), "pins", e.att.PinDir(), "checksum", e.csumMode)
@@ -377,7 +383,8 @@ func (e *Engine) Start(l *sessions.Layer) error {
 	e.layer.Store(l)
 	ctx, cancel := context.WithCancel(context.Background())
 	e.cancel = cancel
-	e.wg.Add(4)
+	e.wg.Add(5)
+	go func() { defer e.wg.Done(); e.tcp.followAddrs(ctx) }()
 	go func() { defer e.wg.Done(); e.runPeerErrors() }()
 	go func() { defer e.wg.Done(); e.runMirror(ctx) }()
 	go func() { defer e.wg.Done(); e.res.run(ctx) }()
@@ -420,7 +427,9 @@ func (s *feedSource) Snapshot() (uint64, []flow.Change) {
 // counts them.
 
 // servedTransport reports whether the datapath carries the packets of t.
-func servedTransport(t flow.Transport) bool { return t == flow.TransportUDP }
+func servedTransport(t flow.Transport) bool {
+	return t == flow.TransportUDP || t == flow.TransportTCP
+}
 
 // served reports whether a change of the layer's tables belongs in the
 // program's maps.
@@ -630,6 +639,9 @@ func (e *Engine) Close() error {
 	if e.feed != nil {
 		e.feed.Close()
 	}
+	if e.tcp != nil {
+		_ = e.tcp.close()
+	}
 	// With the workers gone, run what the control plane still posted
 	// (deferred frees) so memory is not held.
 	for _, w := range e.work {
@@ -653,6 +665,9 @@ func (e *Engine) Close() error {
 // release frees what New acquired.
 func (e *Engine) release() error {
 	var errs []error
+	if e.tcp != nil {
+		errs = append(errs, e.tcp.close())
+	}
 	for _, w := range e.work {
 		if e.objs != nil {
 			_ = e.objs.XSKs.Delete(w.q)

@@ -44,6 +44,12 @@ func (p *enginePath) Listen(l sessions.Listener) error {
 	if !p.ours(l.Endpoint.IfIndex) {
 		return fmt.Errorf("listen %s on ifindex %d: %w", l.Endpoint.URI(), l.Endpoint.IfIndex, ErrOtherInterface)
 	}
+	if l.Endpoint.Transport == flow.TransportTCP {
+		if e.tcp == nil {
+			return nil // no TCP stack (an Engine not made by New): cut-through only
+		}
+		return e.tcp.listen(l)
+	}
 	if !servedTransport(l.Endpoint.Transport) {
 		return nil
 	}
@@ -86,6 +92,10 @@ func (p *enginePath) Listen(l sessions.Listener) error {
 // serve has nothing to drop.
 func (p *enginePath) Unlisten(l sessions.Listener) {
 	e := p.e
+	if l.Endpoint.Transport == flow.TransportTCP && e.tcp != nil {
+		e.tcp.unlisten(l)
+		return
+	}
 	e.mu.Lock()
 	defer e.mu.Unlock()
 	old := *e.lis.Load()
@@ -124,6 +134,12 @@ func (p *enginePath) Open(req sessions.OpenRequest) (netip.AddrPort, error) {
 	}
 	if !e.started.Load() {
 		return netip.AddrPort{}, ErrNotStarted
+	}
+	if r.Transport == flow.TransportTCP {
+		if e.tcp == nil {
+			return netip.AddrPort{}, fmt.Errorf("connect %s: no tcp stack: %w", r.URI(), flow.ErrNotSupported)
+		}
+		return e.tcp.open(req)
 	}
 	dst := r.Addr.Unmap()
 	_, ifindex, src, err := e.ns.RouteGet(dst)
@@ -176,8 +192,11 @@ func (p *enginePath) Open(req sessions.OpenRequest) (netip.AddrPort, error) {
 // Close ends a connected session the app closed (half-open or
 // established): its port is released and no worker touches its fifos
 // once the layer's deferred free runs.
-func (p *enginePath) Close(h flow.Handle, _ flow.FiveTuple) {
+func (p *enginePath) Close(h flow.Handle, t flow.FiveTuple) {
 	e := p.e
+	if t.Proto == flow.TransportTCP && e.tcp != nil && e.tcp.closeByApp(h) {
+		return
+	}
 	e.mu.Lock()
 	defer e.mu.Unlock()
 	if c := e.conns[h]; c != nil {

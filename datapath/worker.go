@@ -192,6 +192,9 @@ func (w *worker) run() {
 		if w.drainTx() {
 			busy = true
 		}
+		if w.e.tcp != nil && w.e.tcp.poll(w) {
+			busy = true
+		}
 		w.sock.Complete()
 		w.tx.retryHeld()
 		if busy {
@@ -297,7 +300,12 @@ func (w *worker) processBatch(frames [][]byte) {
 		w.rules = l.GlobalRules(w.e.fib)
 	}
 	for _, f := range frames {
-		if r := frame.Decode(f, &w.pkt); r != frame.OK && !w.acceptBad(r) {
+		r := frame.Decode(f, &w.pkt)
+		if r == frame.NotUDP && w.pkt.Proto == flow.TransportTCP && w.e.tcp != nil {
+			w.e.tcp.inject(w, f)
+			continue
+		}
+		if r != frame.OK && !w.acceptBad(r) {
 			w.cap.rxBad(w.q, f, r)
 			continue
 		}

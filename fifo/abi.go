@@ -154,8 +154,9 @@ const (
 	// (ECONNREFUSED for a port unreachable, EHOSTUNREACH, ENETUNREACH,
 	// ...). The session stays open; the app reports the error once, on
 	// its next read or write.
-	EventError EventType = 12
-	EventCustom         EventType = 0x8000
+	EventError      EventType = 12
+	EventPeerClosed EventType = 13 // a stream's peer closed its half: its bytes are all in the rx fifo
+	EventCustom     EventType = 0x8000
 )
 
 func (t EventType) String() string {
@@ -184,6 +185,8 @@ func (t EventType) String() string {
 		return "bound"
 	case EventError:
 		return "error"
+	case EventPeerClosed:
+		return "peer-closed"
 	}
 	if t >= EventCustom {
 		return "custom"

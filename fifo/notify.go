@@ -65,3 +65,10 @@ func (f *Fifo) DeqNotify(n int) bool {
 	}
 	return fire && f.hasDeq.CompareAndSwap(0, 1)
 }
+
+// TakeDeqNotify reports whether a one-shot dequeue notification
+// (DeqNotifyIfFull, DeqNotifyIfEmpty) fired since it was armed or since the
+// last TakeDeqNotify, and re-arms it. It is for a producer's helper that
+// learns of notifications by looking at the fifo rather than through the
+// signal DeqNotify asked for (several fifos share one signal).
+func (f *Fifo) TakeDeqNotify() bool { return f.hasDeq.CompareAndSwap(1, 0) }

@@ -1,6 +1,9 @@
 package flow
 
-import "errors"
+import (
+	"errors"
+	"syscall"
+)
 
 // Errors of the session layer. They travel over the control socket as Codes
 // and are turned back into these same values by package app, so errors.Is
@@ -28,7 +31,21 @@ var (
 	ErrConnect          = errors.New("connect failed")
 	ErrPermission       = errors.New("operation not permitted")
 	ErrLimit            = errors.New("limit reached")
+	// Why a stream's connect failed: each wraps the errno a socket
+	// reports, so errors.Is(err, syscall.ECONNREFUSED) holds too.
+	ErrRefused     error = &errnoError{"connection refused", syscall.ECONNREFUSED}
+	ErrTimedOut    error = &errnoError{"connection timed out", syscall.ETIMEDOUT}
+	ErrUnreachable error = &errnoError{"destination unreachable", syscall.EHOSTUNREACH}
 )
+
+// errnoError is a sentinel that unwraps to the errno a socket would report.
+type errnoError struct {
+	msg   string
+	errno syscall.Errno
+}
+
+func (e *errnoError) Error() string { return e.msg }
+func (e *errnoError) Unwrap() error { return e.errno }
 
 // Code is the wire form of an error of this package. Zero means success;
 // CodeUnknown stands for an error that is not one of the sentinels.
@@ -61,6 +78,9 @@ const (
 	CodeConnect
 	CodePermission
 	CodeLimit
+	CodeRefused
+	CodeTimedOut
+	CodeUnreachable
 )
 
 var codeErrors = [...]error{
@@ -86,6 +106,9 @@ var codeErrors = [...]error{
 	CodeConnect:          ErrConnect,
 	CodePermission:       ErrPermission,
 	CodeLimit:            ErrLimit,
+	CodeRefused:          ErrRefused,
+	CodeTimedOut:         ErrTimedOut,
+	CodeUnreachable:      ErrUnreachable,
 }
 
 // CodeOf returns the code of the sentinel err wraps, CodeOK for nil, and

@@ -242,6 +242,10 @@ func (l *Layer) AppOf(client uint64) (AppID, bool) {
 
 func (l *Layer) delAppLocked(a *app) {
 	a.detaching = l.wdp != nil
+	k, keeper := l.cfg.Datapath.(StreamKeeper)
+	if keeper {
+		k.AppGone(a.id)
+	}
 	for _, s := range a.sess {
 		l.closeSessionLocked(s, true)
 	}
@@ -258,7 +262,11 @@ func (l *Layer) delAppLocked(a *app) {
 		l.publishRulesLocked()
 	}
 	mem := a.mem
-	l.reclaimLocked(func() { _ = mem.Close() })
+	free := func() { _ = mem.Close() }
+	if keeper {
+		free = k.KeepApp(a.id, free)
+	}
+	l.reclaimLocked(free)
 	a.ns.apps--
 	delete(l.apps, a.id)
 	delete(l.byClient, a.opts.ClientID)

@@ -61,7 +61,9 @@ func (l *Layer) closeSessionLocked(s *session, byApp bool) {
 	case kindEstablished:
 		h := s.h
 		l.shards[h.Worker()].Post(func(sh *Shard) { sh.Del(h) })
-		l.publishLocked(Change{Op: OpDel, Kind: KindEstablished, IfIndex: s.ifindex, FIB: s.fib, Tuple: s.tuple, Handle: h})
+		if !l.lingerLocked(s) {
+			l.publishLocked(Change{Op: OpDel, Kind: KindEstablished, IfIndex: s.ifindex, FIB: s.fib, Tuple: s.tuple, Handle: h})
+		}
 		// The handle's index goes back to the pool only after the
 		// worker dropped it, so that a new session cannot take the
 		// slot while the old one is still in the shard.
@@ -75,7 +77,7 @@ func (l *Layer) closeSessionLocked(s *session, byApp bool) {
 		}
 		if !s.app.detaching {
 			mem, pair := s.app.mem, s.pair
-			l.reclaimLocked(func() { mem.FreePair(pair) })
+			l.reclaimLocked(l.keepFifosLocked(s, func() { mem.FreePair(pair) }))
 		}
 	case kindCutThrough:
 		l.freeHandleLocked(s.h)

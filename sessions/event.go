@@ -17,6 +17,8 @@ const (
 	EventConnectFailed = fifo.EventConnectFailed // the app's connect failed
 	EventDisconnected  = fifo.EventDisconnected  // the session was closed by the peer or the daemon
 	EventSegmentAdded  = fifo.EventSegmentAdded  // the app's segment manager added a segment
+	EventReset         = fifo.EventReset         // a stream session was reset (or timed out)
+	EventPeerClosed    = fifo.EventPeerClosed    // a stream session's peer closed its half
 )
 
 // Event is a notification for one app.

@@ -134,6 +134,9 @@ func (l *Layer) snapshotLocked() (uint64, []Change) {
 		}
 		out = append(out, Change{Seq: l.seq, Op: OpAdd, Kind: KindEstablished, IfIndex: s.ifindex, FIB: s.fib, Tuple: s.tuple, Handle: s.h})
 	}
+	for _, s := range l.linger {
+		out = append(out, Change{Seq: l.seq, Op: OpAdd, Kind: KindEstablished, IfIndex: s.ifindex, FIB: s.fib, Tuple: s.tuple, Handle: s.h})
+	}
 	slices.SortFunc(out, func(a, b Change) int {
 		if a.Kind != b.Kind {
 			return int(a.Kind) - int(b.Kind)

@@ -101,6 +101,7 @@ type Layer struct {
 	sess     map[Handle]*session
 	halfOpen map[hoKey]Handle     // half-open sessions by FIB and tuple, to refuse a second connect of one tuple
 	glisten  map[Handle]*Listener // global listeners by handle
+	linger   map[hoKey]*session   // closed stream sessions whose 5-tuple stays steered (StreamKeeper.Linger)
 	pools    map[uint32]*indexPool
 	nextPort uint32 // where the next pick of an ephemeral port starts, as an offset in the range
 	ruleList []RuleInfo

@@ -1,0 +1,1007 @@
+package datapath
+
+import (
+	"context"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"net/netip"
+	"slices"
+	"sync"
+	"sync/atomic"
+	"syscall"
+	"time"
+
+	"github.com/xsessiond/xsessiond/datapath/frame"
+	"github.com/xsessiond/xsessiond/datapath/tcp"
+	"github.com/xsessiond/xsessiond/datapath/xsk"
+	"github.com/xsessiond/xsessiond/fifo"
+	"github.com/xsessiond/xsessiond/flow"
+	"github.com/xsessiond/xsessiond/sessions"
+)
+
+// TCP on the wire: the Engine runs one tcp.Stack for its FIB with the
+// interface's addresses. Workers inject the TCP frames the XDP program
+// steered to them (listeners, and the 5-tuples of active opens); the
+// Stack's packets go to a bounded queue per worker, which the worker drains
+// into its AF_XDP tx ring, framed with the resolver's next-hop MAC. A
+// listener's or active open's port is reserved in the kernel by a bound,
+// non-listening TCP socket (tcpReservation).
+//
+// A connection's fifos are the app's; the Conn may use them after the
+// layer forgot the session (a FIN after what the app queued, a reset), so
+// the Engine is the layer's sessions.StreamKeeper: fifo memory is freed
+// once the Conn's Handler.Closed ran.
+
+// TCPConfig shapes the Engine's TCP.
+type TCPConfig struct {
+	// Stack options; MaxConnsPerOwner bounds the connections of one app
+	// (owner = app), MaxBacklog a listener's backlog. Zero fields take
+	// package tcp's defaults.
+	Stack tcp.Options
+	// Backlog is each listener's backlog of handshakes completed and not
+	// yet accepted; 0 = DefaultTCPBacklog (at most Stack.MaxBacklog).
+	Backlog int
+	// TxQueue is the number of packets the Stack may queue per worker
+	// before it drops (TCP retransmits); 0 = 4096.
+	TxQueue int
+}
+
+// Defaults of TCPConfig.
+const (
+	DefaultTCPBacklog = 1024
+	defaultTCPTxQueue = 4096
+	tcpHold           = time.Second // a packet waits at most this long for its next hop
+)
+
+// tcpPath is the Engine's TCP: the Stack, its listeners and sessions.
+type tcpPath struct {
+	e  *Engine
+	st *tcp.Stack
+	wq []*tcpWorker // by worker position (Engine.work)
+
+	mu    sync.Mutex // guards the maps below and the sessions' mutable fields
+	lis   map[flow.Handle]*tcpListener
+	conns map[flow.Handle]*tcpSess // by half-open, then established handle
+	apps  map[sessions.AppID]*tcpApp
+	addrs map[netip.Addr]bool // the addresses given to the Stack
+
+	// Ports of active opens that ended in order, held in the kernel while
+	// gVisor may keep them in TIME-WAIT (the kernel knows nothing of it
+	// and would hand them out again), oldest first.
+	coolMu sync.Mutex // guards cool
+	cool   []cooling
+
+	refused   atomic.Uint64 // accepts refused (limits, no memory, app gone)
+	closeOnce sync.Once
+}
+
+// cooling is a port reservation (nil: none) and a 5-tuple's steering
+// (unsteer, nil: none) held until until.
+type cooling struct {
+	res     *tcpReservation
+	unsteer func()
+	until   time.Time
+}
+
+// maxCooling bounds the reservations held for TIME-WAIT; past it the
+// oldest is released early.
+const maxCooling = 16384
+
+// timeWait is how long a port stays held after its connection's Closed:
+// gVisor's TIME-WAIT, which starts once the FINs are exchanged (a Conn's
+// Closed comes when ours is queued), plus a margin for that exchange.
+func (p *tcpPath) timeWait() time.Duration {
+	tw := p.e.cfg.TCP.Stack.TimeWait
+	if tw <= 0 {
+		tw = 60 * time.Second
+	}
+	return tw + 3*time.Second
+}
+
+// holdPort keeps res and the steering of a 5-tuple until gVisor's
+// TIME-WAIT on it is over. No lock of the Engine may be held.
+func (p *tcpPath) holdPort(res *tcpReservation, unsteer func()) {
+	var early cooling
+	p.coolMu.Lock()
+	if len(p.cool) >= maxCooling {
+		early = p.cool[0]
+		p.cool = p.cool[1:]
+	}
+	p.cool = append(p.cool, cooling{res: res, unsteer: unsteer, until: time.Now().Add(p.timeWait())})
+	p.coolMu.Unlock()
+	early.release()
+}
+
+// release stops the steering first: once the port is free the kernel may
+// give it to a new connection, whose 5-tuple may be this one.
+func (c cooling) release() {
+	if c.unsteer != nil {
+		c.unsteer()
+	}
+	c.res.close()
+}
+
+// releasePorts releases what is held and whose time is over (all with
+// all set). No lock of the Engine may be held.
+func (p *tcpPath) releasePorts(all bool) {
+	p.coolMu.Lock()
+	now := time.Now()
+	n := 0
+	for n < len(p.cool) && (all || now.After(p.cool[n].until)) {
+		n++
+	}
+	done := slices.Clone(p.cool[:n])
+	p.cool = append(p.cool[:0], p.cool[n:]...)
+	p.coolMu.Unlock()
+	for _, c := range done {
+		c.release()
+	}
+}
+
+// tcpApp counts an app's live connections, so that its memory is closed
+// only after the last one's Handler.Closed.
+type tcpApp struct {
+	live int
+	gone bool
+	free func() // the app's memory close, waiting for live == 0
+}
+
+// tcpListener is a global TCP listener of an app.
+type tcpListener struct {
+	p   *tcpPath
+	h   flow.Handle
+	app sessions.AppID
+	ln  *tcp.Listener
+	res *tcpReservation
+}
+
+// tcpSess is one connection: the Conn, the app's fifos, its owner worker.
+type tcpSess struct {
+	p      *tcpPath
+	conn   *tcp.Conn
+	app    sessions.AppID
+	mem    sessions.AppMemory
+	events *fifo.EventQueue
+	pair   sessions.FifoPair
+	w      *tcpWorker
+	res    *tcpReservation // active opens: the local port
+
+	// Guarded by p.mu.
+	ho, h       flow.Handle // half-open handle (active opens), established handle
+	established bool        // the layer has the session (its fifos are the session's)
+	byApp       bool        // the app closed it
+	ended       bool        // the layer was told it ended (reset, connect failed)
+	wasReset    bool        // it ended with a reset (no TIME-WAIT)
+	unsteer     func()      // the layer's release of the 5-tuple (sessions.StreamKeeper.Linger)
+	done        bool        // Handler.Closed ran: the fifos are free of the Conn
+	free        func()      // the layer's free of the fifos, waiting for done
+}
+
+// tcpWorker is a worker's part of TCP: the queue of packets the Stack sent
+// through it and the sessions whose fifos it watches.
+type tcpWorker struct {
+	w *worker
+
+	mu    sync.Mutex // guards the ring
+	slots [][]byte   // ring of packet buffers, each of the link's MTU
+	lens  []int
+	at    []time.Time // when each was queued
+	head  int
+	n     int
+
+	drops   atomic.Uint64
+	waiting bool       // worker only: the head packet waits for its next hop
+	own     []*tcpSess // worker only: sessions it kicks
+}
+
+func newTCPPath(e *Engine) (*tcpPath, error) {
+	p := &tcpPath{e: e, lis: map[flow.Handle]*tcpListener{}, conns: map[flow.Handle]*tcpSess{},
+		apps: map[sessions.AppID]*tcpApp{}, addrs: map[netip.Addr]bool{}}
+	mtu := e.ifc.MTU
+	if mtu <= 0 {
+		mtu = 1500
+	}
+	qn := e.cfg.TCP.TxQueue
+	if qn <= 0 {
+		qn = defaultTCPTxQueue
+	}
+	for _, w := range e.work {
+		tw := &tcpWorker{w: w, slots: make([][]byte, qn), lens: make([]int, qn), at: make([]time.Time, qn)}
+		buf := make([]byte, qn*mtu)
+		for i := range tw.slots {
+			tw.slots[i] = buf[i*mtu : (i+1)*mtu : (i+1)*mtu]
+		}
+		p.wq = append(p.wq, tw)
+	}
+	opts := e.cfg.TCP.Stack
+	opts.MTU = uint32(mtu)
+	st, err := tcp.NewStack(tcp.WriterFunc(p.write), opts)
+	if err != nil {
+		return nil, fmt.Errorf("tcp: %w", err)
+	}
+	p.st = st
+	p.syncAddrs(e.ifc.Addrs)
+	return p, nil
+}
+
+// syncAddrs gives the Stack exactly the addresses in as.
+func (p *tcpPath) syncAddrs(as []netip.Prefix) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	want := map[netip.Addr]netip.Prefix{}
+	for _, pr := range as {
+		want[pr.Addr().Unmap()] = pr
+	}
+	for a := range p.addrs {
+		if _, ok := want[a]; !ok {
+			_ = p.st.RemoveAddress(a)
+			delete(p.addrs, a)
+		}
+	}
+	for a, pr := range want {
+		if !p.addrs[a] {
+			if err := p.st.AddAddress(netip.PrefixFrom(a, pr.Bits())); err == nil {
+				p.addrs[a] = true
+			} else {
+				p.e.log.Warn("tcp: address not added", "addr", a, "err", err)
+			}
+		}
+	}
+}
+
+// followAddrs keeps the Stack's addresses those of the interface.
+func (p *tcpPath) followAddrs(ctx context.Context) {
+	t := time.NewTicker(time.Second)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+			if ifc, err := p.e.ns.InterfaceByName(p.e.cfg.IfName); err == nil {
+				p.syncAddrs(ifc.Addrs)
+			}
+			p.releasePorts(false)
+		}
+	}
+}
+
+// close aborts every connection and listener and stops the Stack. The
+// workers must be stopped: what the Stack sends meanwhile is dropped. It is
+// idempotent.
+func (p *tcpPath) close() error {
+	var err error
+	p.closeOnce.Do(func() { err = p.st.Close() })
+	p.releasePorts(true)
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	for h, l := range p.lis {
+		l.res.close()
+		delete(p.lis, h)
+	}
+	return err
+}
+
+// --- outbound: Stack → worker tx queue → AF_XDP tx ring ---
+
+// write queues one packet of the Stack on a worker's queue (by destination,
+// so that one peer's packets keep their order). Called by gVisor's
+// goroutines and the pumps, never by a worker.
+func (p *tcpPath) write(pkt tcp.Packet) bool {
+	dst := pkt.Dst()
+	var hsh uint32
+	if dst.IsValid() {
+		b := dst.As16()
+		hsh = binary.LittleEndian.Uint32(b[12:]) ^ binary.LittleEndian.Uint32(b[8:])
+	}
+	tw := p.wq[int(hsh%uint32(len(p.wq)))]
+	tw.mu.Lock()
+	if tw.n == len(tw.slots) || pkt.Len() > len(tw.slots[0]) {
+		tw.mu.Unlock()
+		tw.drops.Add(1)
+		return false
+	}
+	i := (tw.head + tw.n) % len(tw.slots)
+	tw.lens[i] = pkt.CopyTo(tw.slots[i])
+	tw.at[i] = time.Now()
+	tw.n++
+	first := tw.n == 1
+	tw.mu.Unlock()
+	if first {
+		tw.w.wakeUp()
+	}
+	return true
+}
+
+// poll is the worker's TCP work of one loop: send what the Stack queued,
+// kick the Conns whose fifos the app touched. It reports whether anything
+// was done or waits (a next hop resolving).
+func (p *tcpPath) poll(w *worker) bool {
+	tw := p.wq[w.q]
+	busy := tw.drain()
+	for _, s := range tw.own {
+		if s.pair.Tx.HasEvent() {
+			s.conn.Kick()
+			busy = true
+		}
+		if s.pair.Rx.TakeDeqNotify() {
+			s.conn.Kick() // the app made room in a full rx fifo
+			busy = true
+		}
+	}
+	return busy || tw.waiting
+}
+
+// drain moves queued packets into the tx ring, framed for their next hop.
+func (tw *tcpWorker) drain() bool {
+	w := tw.w
+	x := &w.tx
+	tw.waiting = false
+	tw.mu.Lock()
+	if tw.n == 0 {
+		tw.mu.Unlock()
+		return false
+	}
+	x.now = time.Now()
+	sent := 0
+	for tw.n > 0 {
+		i := tw.head
+		pkt := tw.slots[i][:tw.lens[i]]
+		k, ok := ipDst(pkt)
+		if !ok {
+			tw.pop()
+			continue
+		}
+		nb := x.neighbour(k)
+		if !nb.ok {
+			if (nb.failed && nb.noRoute) || x.now.Sub(tw.at[i]) > tcpHold {
+				w.c.Drops[dropNoNeighbour]++
+				tw.pop()
+				continue
+			}
+			tw.waiting = true // resolving: the rest waits behind it
+			break
+		}
+		addr, ok := x.frame()
+		if !ok {
+			w.c.Drops[dropTxNoFrame]++
+			tw.waiting = true
+			break
+		}
+		buf := w.sock.Buffer(addr)
+		if len(buf) < frame.EthHeaderLen+len(pkt) {
+			x.unframe(addr)
+			w.c.Drops[dropTxTooLong]++
+			tw.pop()
+			continue
+		}
+		copy(buf[0:6], nb.mac[:])
+		copy(buf[6:12], x.srcMAC[:])
+		et := uint16(frame.EtherTypeIPv4)
+		if k.fam == flow.Family6 {
+			et = frame.EtherTypeIPv6
+		}
+		binary.BigEndian.PutUint16(buf[12:14], et)
+		copy(buf[frame.EthHeaderLen:], pkt)
+		x.descs = append(x.descs, xsk.Desc{Addr: addr, Len: uint32(frame.EthHeaderLen + len(pkt))})
+		tw.pop()
+		sent++
+		if len(x.descs) == cap(x.descs) {
+			tw.mu.Unlock()
+			x.flush()
+			tw.mu.Lock()
+		}
+	}
+	tw.mu.Unlock()
+	x.flush()
+	return sent > 0
+}
+
+func (tw *tcpWorker) pop() {
+	tw.head = (tw.head + 1) % len(tw.slots)
+	tw.n--
+}
+
+// ipDst returns the destination of an IP packet as a resolver key.
+func ipDst(pkt []byte) (nbKey, bool) {
+	if len(pkt) < 1 {
+		return nbKey{}, false
+	}
+	switch pkt[0] >> 4 {
+	case 4:
+		if len(pkt) < 20 {
+			return nbKey{}, false
+		}
+		var k nbKey
+		copy(k.addr[:4], pkt[16:20])
+		k.fam = flow.Family4
+		return k, true
+	case 6:
+		if len(pkt) < 40 {
+			return nbKey{}, false
+		}
+		var k nbKey
+		copy(k.addr[:], pkt[24:40])
+		k.fam = flow.Family6
+		return k, true
+	}
+	return nbKey{}, false
+}
+
+// inject hands a received TCP frame (decoded into w.pkt) to the Stack.
+func (p *tcpPath) inject(w *worker, f []byte) {
+	if p.st.Link().Inject(f[w.pkt.L3Off:]) {
+		w.c.Delivered++
+	}
+}
+
+// adopt makes worker tw kick s's Conn. Worker goroutine (a posted call).
+func (tw *tcpWorker) adopt(s *tcpSess) {
+	s.p.mu.Lock()
+	done := s.done
+	s.p.mu.Unlock()
+	if !done {
+		tw.own = append(tw.own, s)
+	}
+}
+
+// disown stops kicking s. Worker goroutine.
+func (tw *tcpWorker) disown(s *tcpSess) {
+	if i := slices.Index(tw.own, s); i >= 0 {
+		tw.own = slices.Delete(tw.own, i, i+1)
+	}
+}
+
+// pickWorker spreads connections over the workers, round robin.
+func (p *tcpPath) pickWorker() *tcpWorker {
+	e := p.e
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	i := int(e.nextLW) % len(e.work)
+	e.nextLW++
+	return p.wq[i]
+}
+
+// --- listeners ---
+
+// listen opens a global TCP listener: the port reserved in the kernel, a
+// Stack listener whose connections become the app's sessions.
+func (p *tcpPath) listen(l sessions.Listener) error {
+	a := l.Endpoint.Addr.Unmap()
+	addr := netip.AddrPortFrom(a, l.Endpoint.Port)
+	var res *tcpReservation
+	if err := doIn(p.e.nsh, func() error {
+		var err error
+		res, err = reserveTCP(addr)
+		return err
+	}); err != nil {
+		return fmt.Errorf("listen %s: %w", l.Endpoint.URI(), err)
+	}
+	tl := &tcpListener{p: p, h: l.Handle, app: l.App, res: res}
+	backlog := p.e.cfg.TCP.Backlog
+	if backlog <= 0 {
+		backlog = DefaultTCPBacklog
+	}
+	ln, err := p.st.Listen(addr, backlog, uint64(l.App), tl)
+	if err != nil {
+		res.close()
+		return fmt.Errorf("listen %s: %w", l.Endpoint.URI(), err)
+	}
+	tl.ln = ln
+	p.mu.Lock()
+	p.lis[l.Handle] = tl
+	p.mu.Unlock()
+	return nil
+}
+
+func (p *tcpPath) unlisten(l sessions.Listener) {
+	p.mu.Lock()
+	tl := p.lis[l.Handle]
+	delete(p.lis, l.Handle)
+	p.mu.Unlock()
+	if tl != nil {
+		tl.ln.Close()
+	}
+}
+
+// Accept makes the connection a session of the listening app.
+func (tl *tcpListener) Accept(c *tcp.Conn) (rx, tx *fifo.Fifo, h tcp.Handler, err error) {
+	p := tl.p
+	l := p.e.layer.Load()
+	if l == nil {
+		return nil, nil, nil, ErrNotStarted
+	}
+	local, remote := c.LocalAddr(), c.RemoteAddr()
+	fam := flow.Family4
+	if remote.Addr().Is6() {
+		fam = flow.Family6
+	}
+	t := flow.FiveTuple{Local: flow.AddrBytes(local.Addr()), LocalPort: local.Port(), Remote: flow.AddrBytes(remote.Addr()),
+		RemotePort: remote.Port(), Proto: flow.TransportTCP, Family: fam}
+	tw := p.pickWorker()
+	s := &tcpSess{p: p, conn: c, app: tl.app, w: tw, established: true}
+	if !p.addLive(tl.app) {
+		p.refused.Add(1)
+		return nil, nil, nil, fmt.Errorf("accept: app %d: %w", tl.app, flow.ErrNotAttached)
+	}
+	ss, err := l.StreamAccepted(tw.w.id, tl.h, t, func(ss sessions.StreamSession) {
+		s.h, s.pair, s.mem = ss.Handle, ss.Pair, ss.Memory
+		s.bindLocked()
+	})
+	if err != nil {
+		if p.refused.Add(1)%1000 == 1 {
+			p.e.log.Warn("tcp: connection refused", "listener", uint64(tl.h), "remote", remote, "err", err)
+		}
+		p.endLive(tl.app)
+		return nil, nil, nil, fmt.Errorf("accept: %w", err)
+	}
+	return ss.Pair.Rx, ss.Pair.Tx, s, nil
+}
+
+// ListenerClosed releases the listener's port.
+func (tl *tcpListener) ListenerClosed(*tcp.Listener) { tl.res.close() }
+
+// --- sessions ---
+
+// bindLocked registers s under s.h (the layer's lock held) and has its
+// worker watch its fifos.
+func (s *tcpSess) bindLocked() {
+	p := s.p
+	if m, ok := sessions.FifoManager(s.mem); ok {
+		s.events = m.EventQueue()
+	}
+	p.mu.Lock()
+	p.conns[s.h] = s
+	p.mu.Unlock()
+	tw := s.w
+	if sh := tw.w.shard; sh != nil {
+		sh.Post(func(*sessions.Shard) { tw.adopt(s) })
+	}
+}
+
+// addLive counts a new connection of app; false when the app is gone.
+func (p *tcpPath) addLive(app sessions.AppID) bool {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	a := p.apps[app]
+	if a == nil {
+		a = &tcpApp{}
+		p.apps[app] = a
+	}
+	if a.gone {
+		return false
+	}
+	a.live++
+	return true
+}
+
+// endLive counts a connection of app out; the last one of a gone app
+// frees its memory.
+func (p *tcpPath) endLive(app sessions.AppID) {
+	p.mu.Lock()
+	a := p.apps[app]
+	var free func()
+	if a != nil {
+		a.live--
+		if a.live <= 0 {
+			if a.gone {
+				free = a.free
+				delete(p.apps, app)
+			} else if a.free == nil {
+				delete(p.apps, app)
+			}
+		}
+	}
+	p.mu.Unlock()
+	if free != nil {
+		free()
+	}
+}
+
+// open starts an active open for the layer's half-open session: the
+// local port reserved in the kernel, then (off the layer's lock) the fifos
+// and the Stack's Dial.
+func (p *tcpPath) open(req sessions.OpenRequest) (netip.AddrPort, error) {
+	e := p.e
+	r := req.Remote
+	dst := r.Addr.Unmap()
+	_, ifindex, src, err := e.ns.RouteGet(dst)
+	if err != nil {
+		return netip.AddrPort{}, fmt.Errorf("connect %s: %w", r.URI(), err)
+	}
+	if ifindex != e.ifc.Index {
+		return netip.AddrPort{}, fmt.Errorf("connect %s: routed through ifindex %d: %w", r.URI(), ifindex, ErrOtherInterface)
+	}
+	if !p.addLive(req.App) {
+		return netip.AddrPort{}, fmt.Errorf("connect %s: app %d: %w", r.URI(), req.App, flow.ErrNotAttached)
+	}
+	var res *tcpReservation
+	if err := doIn(e.nsh, func() error {
+		var err error
+		res, err = reserveTCP(netip.AddrPortFrom(src.Unmap(), 0))
+		return err
+	}); err != nil {
+		p.endLive(req.App)
+		return netip.AddrPort{}, fmt.Errorf("connect %s: %w", r.URI(), err)
+	}
+	s := &tcpSess{p: p, app: req.App, res: res, ho: req.HalfOpen}
+	p.mu.Lock()
+	p.conns[req.HalfOpen] = s
+	p.mu.Unlock()
+	go p.dial(s, netip.AddrPortFrom(dst, r.Port))
+	return res.addr, nil
+}
+
+// dial allocates the half-open session's fifos, waits until the program's
+// maps steer its 5-tuple (else the peer's answer would reach the kernel,
+// which resets it) and dials.
+func (p *tcpPath) dial(s *tcpSess, remote netip.AddrPort) {
+	l := p.e.layer.Load()
+	fail := func(err error) {
+		p.e.log.Debug("tcp: connect failed", "remote", remote, "err", err)
+		p.mu.Lock()
+		if p.conns[s.ho] == s {
+			delete(p.conns, s.ho)
+		}
+		s.done = true
+		p.mu.Unlock()
+		s.res.close()
+		_ = l.ConnectFailed(s.ho, err)
+		p.endLive(s.app)
+	}
+	ss, err := l.StreamFifos(s.ho)
+	if err != nil {
+		fail(err)
+		return
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+	_ = pollUntil(ctx, func() bool { return p.e.mirror.Stats().LastSeq >= ss.Seq || p.e.mirror.NeedsResync() })
+	cancel()
+	s.pair, s.mem = ss.Pair, ss.Memory
+	if m, ok := sessions.FifoManager(s.mem); ok {
+		s.events = m.EventQueue()
+	}
+	s.w = p.pickWorker()
+	p.mu.Lock()
+	closed := s.byApp || p.conns[s.ho] != s
+	p.mu.Unlock()
+	if closed {
+		l.StreamFreeFifos(s.app, s.mem, s.pair)
+		fail(flow.ErrConnect)
+		return
+	}
+	c, err := p.st.Dial(s.res.addr, remote, uint64(s.app), s.pair.Rx, s.pair.Tx, s)
+	if err != nil {
+		l.StreamFreeFifos(s.app, s.mem, s.pair)
+		fail(connectErr(err))
+		return
+	}
+	p.mu.Lock()
+	s.conn = c
+	abort := s.byApp
+	p.mu.Unlock()
+	if abort {
+		c.Abort()
+	}
+}
+
+// connectErr maps a Conn's error to the sentinel the app gets.
+func connectErr(err error) error {
+	switch {
+	case errors.Is(err, syscall.ECONNREFUSED):
+		return fmt.Errorf("%w: %w", flow.ErrRefused, err)
+	case errors.Is(err, syscall.ETIMEDOUT):
+		return fmt.Errorf("%w: %w", flow.ErrTimedOut, err)
+	case errors.Is(err, syscall.EHOSTUNREACH), errors.Is(err, syscall.ENETUNREACH):
+		return fmt.Errorf("%w: %w", flow.ErrUnreachable, err)
+	case errors.Is(err, tcp.ErrTooManyConns):
+		return fmt.Errorf("%w: %w", flow.ErrNoMemory, err)
+	}
+	return fmt.Errorf("%w: %w", flow.ErrConnect, err)
+}
+
+// closeByApp closes the connection of session h (established or
+// half-open) as its app asked: in order (FIN after what is queued), or
+// reset when the app is gone.
+func (p *tcpPath) closeByApp(h flow.Handle) bool {
+	p.mu.Lock()
+	s := p.conns[h]
+	if s == nil {
+		p.mu.Unlock()
+		return false
+	}
+	s.byApp = true
+	c := s.conn
+	gone := p.apps[s.app] != nil && p.apps[s.app].gone
+	half := !s.established
+	p.mu.Unlock()
+	if c != nil {
+		if gone || half {
+			c.Abort()
+		} else {
+			c.Close()
+		}
+	}
+	return true
+}
+
+// KeepFifos: see sessions.StreamKeeper.
+func (p *tcpPath) KeepFifos(h flow.Handle, free func()) func() {
+	p.mu.Lock()
+	s := p.conns[h]
+	p.mu.Unlock()
+	if s == nil {
+		return free
+	}
+	return func() {
+		p.mu.Lock()
+		if !s.done {
+			s.free = free
+			free = nil
+		}
+		p.mu.Unlock()
+		if free != nil {
+			free()
+		}
+	}
+}
+
+// AppGone resets every connection of app.
+func (p *tcpPath) AppGone(app sessions.AppID) {
+	p.mu.Lock()
+	if a := p.apps[app]; a != nil {
+		a.gone = true
+	}
+	var cs []*tcp.Conn
+	for _, s := range p.conns {
+		if s.app == app {
+			s.byApp = true
+			if s.conn != nil {
+				cs = append(cs, s.conn)
+			}
+		}
+	}
+	p.mu.Unlock()
+	for _, c := range cs {
+		c.Abort()
+	}
+}
+
+// KeepApp: see sessions.StreamKeeper.
+func (p *tcpPath) KeepApp(app sessions.AppID, free func()) func() {
+	return func() {
+		p.mu.Lock()
+		a := p.apps[app]
+		if a != nil && a.live > 0 {
+			a.free = free
+			a.gone = true
+			free = nil
+		} else {
+			delete(p.apps, app)
+		}
+		p.mu.Unlock()
+		if free != nil {
+			free()
+		}
+	}
+}
+
+// --- tcp.Handler ---
+
+// Connected hands the connection to the layer as an established session.
+func (s *tcpSess) Connected(c *tcp.Conn) {
+	p := s.p
+	l := p.e.layer.Load()
+	_, err := l.StreamConnected(s.w.w.id, s.ho, s.pair, func(h flow.Handle) {
+		p.mu.Lock()
+		s.conn = c // Dial may not have returned yet
+		s.h, s.established = h, true
+		if p.conns[s.ho] == s {
+			delete(p.conns, s.ho)
+		}
+		p.conns[h] = s
+		p.mu.Unlock()
+		tw := s.w
+		if sh := tw.w.shard; sh != nil {
+			sh.Post(func(*sessions.Shard) { tw.adopt(s) })
+		}
+	})
+	if err != nil {
+		c.Abort() // the app closed it meanwhile
+	}
+}
+
+// ConnectFailed tells the app why its connect failed.
+func (s *tcpSess) ConnectFailed(c *tcp.Conn, err error) {
+	p := s.p
+	p.e.log.Debug("tcp: connect failed", "remote", c.RemoteAddr(), "err", err)
+	p.mu.Lock()
+	s.ended = true
+	p.mu.Unlock()
+	_ = p.e.layer.Load().ConnectFailed(s.ho, connectErr(err))
+}
+
+// Readable signals the app.
+func (s *tcpSess) Readable(*tcp.Conn) { s.signal() }
+
+// Writable signals the app.
+func (s *tcpSess) Writable(*tcp.Conn) { s.signal() }
+
+func (s *tcpSess) signal() {
+	if s.events != nil {
+		_ = s.events.Signal()
+	}
+}
+
+// PeerClosed tells the app of the peer's FIN.
+func (s *tcpSess) PeerClosed(*tcp.Conn) {
+	p := s.p
+	p.mu.Lock()
+	h, ok := s.h, s.established && !s.byApp
+	p.mu.Unlock()
+	if ok {
+		_ = p.e.layer.Load().StreamPeerClosed(h)
+	}
+	s.signal()
+}
+
+// Reset ends the session with a reset event.
+func (s *tcpSess) Reset(_ *tcp.Conn, _ error) {
+	p := s.p
+	p.mu.Lock()
+	h, ok := s.h, s.established && !s.byApp && !s.ended
+	s.ended, s.wasReset = true, true
+	p.mu.Unlock()
+	if ok {
+		_ = p.e.layer.Load().StreamReset(h)
+	}
+}
+
+// Closed: the Conn no longer touches the fifos. The layer is told the
+// session ended (if nobody told it yet), the fifos are freed when the layer
+// already let them go, and the port is released.
+func (s *tcpSess) Closed(*tcp.Conn) {
+	p := s.p
+	l := p.e.layer.Load()
+	p.mu.Lock()
+	tell := s.established && !s.byApp && !s.ended
+	s.ended = true
+	h := s.h
+	p.mu.Unlock()
+	if tell {
+		_ = l.Closed(h)
+	}
+	// The worker stops looking at the fifos first; only then may they be
+	// freed (the app's memory with its last connection).
+	if tw := s.w; tw != nil && tw.w.shard != nil {
+		tw.w.shard.Post(func(*sessions.Shard) {
+			tw.disown(s)
+			s.finish(l)
+		})
+		return
+	}
+	s.finish(l)
+}
+
+// finish releases what a Closed connection held: its fifos (now, or when
+// the layer lets them go), its port and steering (after TIME-WAIT unless
+// it was reset), its count against the app. No worker looks at it any
+// more.
+func (s *tcpSess) finish(l *sessions.Layer) {
+	p := s.p
+	p.mu.Lock()
+	s.done = true
+	free := s.free
+	s.free = nil
+	for _, k := range []flow.Handle{s.ho, s.h} {
+		if p.conns[k] == s {
+			delete(p.conns, k)
+		}
+	}
+	established, reset := s.established, s.wasReset
+	unsteer := s.unsteer
+	s.unsteer = nil
+	p.mu.Unlock()
+	if !established {
+		l.StreamFreeFifos(s.app, s.mem, s.pair)
+	}
+	if free != nil {
+		free()
+	}
+	if established && !reset {
+		p.holdPort(s.res, unsteer)
+	} else {
+		if unsteer != nil {
+			unsteer()
+		}
+		s.res.close()
+	}
+	p.endLive(s.app)
+}
+
+// The Engine's Datapath is the layer's StreamKeeper through its TCP.
+
+var _ sessions.StreamKeeper = (*enginePath)(nil)
+
+// KeepFifos: see sessions.StreamKeeper.
+func (p *enginePath) KeepFifos(h flow.Handle, free func()) func() {
+	if p.e.tcp == nil {
+		return free
+	}
+	return p.e.tcp.KeepFifos(h, free)
+}
+
+// AppGone: see sessions.StreamKeeper.
+func (p *enginePath) AppGone(app sessions.AppID) {
+	if p.e.tcp != nil {
+		p.e.tcp.AppGone(app)
+	}
+}
+
+// KeepApp: see sessions.StreamKeeper.
+func (p *enginePath) KeepApp(app sessions.AppID, free func()) func() {
+	if p.e.tcp == nil {
+		return free
+	}
+	return p.e.tcp.KeepApp(app, free)
+}
+
+// CloseWrite: see sessions.StreamKeeper.
+func (p *enginePath) CloseWrite(h flow.Handle) error {
+	t := p.e.tcp
+	if t == nil {
+		return fmt.Errorf("session %#x: %w", uint64(h), flow.ErrNoSession)
+	}
+	t.mu.Lock()
+	s := t.conns[h]
+	var c *tcp.Conn
+	if s != nil {
+		c = s.conn
+	}
+	t.mu.Unlock()
+	if c == nil {
+		return fmt.Errorf("session %#x: %w", uint64(h), flow.ErrNoSession)
+	}
+	c.CloseWrite()
+	return nil
+}
+
+// TCPStats are the counts of the Engine's TCP.
+type TCPStats struct {
+	tcp.Stats
+	AcceptRefused uint64 // connections a listener refused (app gone, no fifo memory)
+	TxQueueDrops  uint64 // packets of the stack dropped on a full worker queue
+}
+
+// TCPStats returns the counts of the Engine's TCP.
+func (e *Engine) TCPStats() TCPStats {
+	if e.tcp == nil {
+		return TCPStats{}
+	}
+	s := TCPStats{Stats: e.tcp.st.Stats(), AcceptRefused: e.tcp.refused.Load()}
+	for _, tw := range e.tcp.wq {
+		s.TxQueueDrops += tw.drops.Load()
+	}
+	return s
+}
+
+// Linger: see sessions.StreamKeeper. The 5-tuple of a connection stays
+// steered while its port is held (holdPort), or until its Closed.
+func (p *enginePath) Linger(h flow.Handle, release func()) {
+	t := p.e.tcp
+	if t == nil {
+		go release()
+		return
+	}
+	t.mu.Lock()
+	s := t.conns[h]
+	if s != nil && !s.done {
+		s.unsteer = release
+		release = nil
+	}
+	t.mu.Unlock()
+	if release != nil {
+		go release()
+	}
+}
