@@ -23,13 +23,14 @@ import (
 var _ sessions.PortReserver = (*enginePath)(nil)
 
 // ReservePort holds e's port in the kernel (sessions.PortReserver). It
-// holds none for a transport the datapath does not serve or another
-// interface's endpoint, and returns 0 then.
+// holds none for another transport than UDP (a TCP listener's port is held
+// by its own kernel TCP socket when the datapath opens it, tcp_path.go) or
+// for another interface's endpoint, and returns 0 then.
 func (p *enginePath) ReservePort(ep sessions.Endpoint) (uint16, error) {
 	e := p.e
 	// An Engine not made by New (the in-memory rigs of the tests) has
 	// no namespace to reserve in.
-	if !servedTransport(ep.Transport) || !p.ours(ep.IfIndex) || e.ns == nil {
+	if ep.Transport != flow.TransportUDP || !p.ours(ep.IfIndex) || e.ns == nil {
 		return 0, nil
 	}
 	a := ep.Addr.Unmap()

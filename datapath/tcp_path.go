@@ -216,6 +216,11 @@ func newTCPPath(e *Engine) (*tcpPath, error) {
 	}
 	opts := e.cfg.TCP.Stack
 	opts.MTU = uint32(mtu)
+	// A link whose peer is on this host (the checksum mode accepts partial
+	// checksums) hands TCP segments over with the checksum left to
+	// offload, as it does UDP: trust them there, as the kernel trusts a
+	// CHECKSUM_PARTIAL segment; verify them in software elsewhere.
+	opts.RXChecksumOffload = opts.RXChecksumOffload || e.partialOK
 	st, err := tcp.NewStack(tcp.WriterFunc(p.write), opts)
 	if err != nil {
 		return nil, fmt.Errorf("tcp: %w", err)
