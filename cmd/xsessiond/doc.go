@@ -3,5 +3,6 @@
 // file, ctl talks to a running one over its control socket, demo runs the
 // quickstart (a netns rig, the daemon in-process, an echo app and a kernel
 // UDP client), version prints the build's version. Everything the daemon
-// does lives in package daemon; this command only reads what to run.
+// does lives in package daemon and the text forms of its documents in
+// package ctlview; this command only reads what to run.
 package main

@@ -15,6 +15,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/xsessiond/xsessiond/app"
+	"github.com/xsessiond/xsessiond/ctlview"
 )
 
 func TestTopOnce(t *testing.T) {
@@ -134,10 +135,10 @@ func TestTopTerminal(t *testing.T) {
 			}
 			time.Sleep(50 * time.Millisecond) // the last bytes through the pty
 			s := out.String()
-			if !strings.HasPrefix(s, escEnterAlt) {
+			if !strings.HasPrefix(s, ctlview.EscEnterAlt) {
 				t.Errorf("top did not enter the alternate screen first: %q", s[:min(len(s), 40)])
 			}
-			if i, j := strings.LastIndex(s, escLeaveAlt), strings.LastIndex(s, "QUEUE"); i < 0 || i < j {
+			if i, j := strings.LastIndex(s, ctlview.EscLeaveAlt), strings.LastIndex(s, "QUEUE"); i < 0 || i < j {
 				t.Errorf("top did not leave the alternate screen after its last frame: %q", s[max(0, len(s)-200):])
 			}
 		})

@@ -1,0 +1,103 @@
+package ctlview
+
+import (
+	"bytes"
+	"encoding/json"
+	"net/netip"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/xsessiond/xsessiond/api"
+	"github.com/xsessiond/xsessiond/daemon"
+	"github.com/xsessiond/xsessiond/flow"
+)
+
+func TestFilterKeepsOneAppsRows(t *testing.T) {
+	doc, err := json.Marshal([]daemon.SessionView{{Handle: 1, App: 1, Namespace: "default"}, {Handle: 2, App: 2, Namespace: "blue"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	app := uint32(2)
+	out, err := Filter{App: &app}.Apply(api.ShowSessions, doc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var rows []daemon.SessionView
+	if err := json.Unmarshal(out, &rows); err != nil {
+		t.Fatal(err)
+	}
+	if len(rows) != 1 || rows[0].Handle != 2 {
+		t.Fatalf("filter app 2 kept %+v", rows)
+	}
+	if _, err := (Filter{App: &app}).Apply(api.ShowStats, []byte("{}")); err == nil {
+		t.Fatal("filtering stats: no error")
+	}
+}
+
+func TestWriteTableRules(t *testing.T) {
+	doc, err := json.Marshal([]daemon.RuleView{{ID: 3, Namespace: "default", Proto: "udp", Local: "0.0.0.0/0", LocalPort: 9000,
+		Remote: "10.0.0.0/8", Action: "drop", Scope: "global", Hits: 7}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var b bytes.Buffer
+	if err := WriteTable(&b, api.ShowRules, doc); err != nil {
+		t.Fatal(err)
+	}
+	lines := strings.Split(strings.TrimSpace(b.String()), "\n")
+	if len(lines) != 2 {
+		t.Fatalf("table:\n%s", b.String())
+	}
+	want := []string{"3", "default", "udp", "0.0.0.0/0", "9000", "10.0.0.0/8", "any", "drop", "-", "global", "-", "7"}
+	if got := strings.Fields(lines[1]); strings.Join(got, " ") != strings.Join(want, " ") {
+		t.Fatalf("row %q, want %q", got, want)
+	}
+	if err := WriteTable(&b, api.ShowWhat(200), doc); err == nil {
+		t.Fatal("unknown document: no error")
+	}
+}
+
+func TestParseRuleVPPOrder(t *testing.T) {
+	words := strings.Fields("proto UDP 0.0.0.0/0 9000 10.0.0.0/8 0 action drop scope global appns blue tag t1")
+	r, err := ParseRule(words, true)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if r.Transport != flow.TransportUDP || r.Local != netip.MustParsePrefix("0.0.0.0/0") || r.LocalPort != 9000 ||
+		r.Remote != netip.MustParsePrefix("10.0.0.0/8") || r.RemotePort != 0 || r.Action != api.ActionDrop ||
+		r.Namespace != "blue" || r.Tag != "t1" {
+		t.Fatalf("rule %+v", r)
+	}
+	if _, err := ParseRule(strings.Fields("proto udp local 0.0.0.0/0 9000"), true); err == nil {
+		t.Fatal("rule add without action: no error")
+	}
+}
+
+func TestDrawTopRates(t *testing.T) {
+	at := time.Unix(1000, 0)
+	prev := &topSample{at: at}
+	prev.stats.Queues = []daemon.QueueStats{{Queue: 0, RxPackets: 100}}
+	cur := &topSample{at: at.Add(2 * time.Second)}
+	cur.stats.Queues = []daemon.QueueStats{{Queue: 0, RxPackets: 2100, Dropped: 10, Drops: map[string]uint64{"no_session": 10}}}
+	frame := string(drawTop(prev, cur, 10, 0, 0))
+	var row []string
+	for _, l := range strings.Split(frame, "\n") {
+		if f := strings.Fields(l); len(f) > 0 && f[0] == "0" {
+			row = f
+		}
+	}
+	if want := "0 1000 0 0 5 no_session=5"; strings.Join(row, " ") != want {
+		t.Fatalf("queue row %q, want %q; frame:\n%s", row, want, frame)
+	}
+	clipped := string(drawTop(prev, cur, 10, 20, 3))
+	lines := strings.Split(clipped, "\n")
+	if len(lines) != 3 {
+		t.Fatalf("clipped to 3 lines: %d", len(lines))
+	}
+	for _, l := range lines {
+		if len(l) > 20 {
+			t.Fatalf("line %q wider than 20", l)
+		}
+	}
+}
