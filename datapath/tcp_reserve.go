@@ -7,6 +7,7 @@ import (
 
 	"golang.org/x/sys/unix"
 
+	"github.com/xsessiond/xsessiond/datapath/udp"
 	"github.com/xsessiond/xsessiond/flow"
 )
 
@@ -39,35 +40,17 @@ func reserveTCP(local netip.AddrPort) (*tcpReservation, error) {
 		}
 		return nil, fmt.Errorf("reserve tcp %v: %s: %w", local, op, err)
 	}
-	var sa unix.Sockaddr
-	if fam == unix.AF_INET6 {
-		if err := unix.SetsockoptInt(fd, unix.IPPROTO_IPV6, unix.IPV6_V6ONLY, 1); err != nil {
-			return fail("v6only", err)
-		}
-		sa = &unix.SockaddrInet6{Addr: a.As16(), Port: int(local.Port())}
-	} else {
-		sa = &unix.SockaddrInet4{Addr: a.As4(), Port: int(local.Port())}
-	}
+	var noPort func(int)
 	if local.Port() == 0 {
 		// An ephemeral port for an active open: the kernel picks it as
 		// for a connect, so it may share it with other 4-tuples.
-		_ = unix.SetsockoptInt(fd, unix.IPPROTO_IP, unix.IP_BIND_ADDRESS_NO_PORT, 0)
+		noPort = func(fd int) { _ = unix.SetsockoptInt(fd, unix.IPPROTO_IP, unix.IP_BIND_ADDRESS_NO_PORT, 0) }
 	}
-	if err := unix.Bind(fd, sa); err != nil {
-		return fail("bind", err)
-	}
-	got, err := unix.Getsockname(fd)
+	port, op, err := udp.BindLocal(fd, netip.AddrPortFrom(a, local.Port()), noPort)
 	if err != nil {
-		return fail("getsockname", err)
+		return fail(op, err)
 	}
-	var port int
-	switch s := got.(type) {
-	case *unix.SockaddrInet4:
-		port = s.Port
-	case *unix.SockaddrInet6:
-		port = s.Port
-	}
-	return &tcpReservation{fd: fd, addr: netip.AddrPortFrom(a, uint16(port))}, nil
+	return &tcpReservation{fd: fd, addr: netip.AddrPortFrom(a, port)}, nil
 }
 
 // close releases the port.

@@ -42,30 +42,46 @@ func Reserve(local netip.AddrPort) (*Reservation, error) {
 	if err := unix.SetsockoptSockFprog(fd, unix.SOL_SOCKET, unix.SO_ATTACH_FILTER, &drop); err != nil {
 		return fail("attach filter", err)
 	}
+	port, op, err := BindLocal(fd, netip.AddrPortFrom(a, local.Port()), nil)
+	if err != nil {
+		return fail(op, err)
+	}
+	return &Reservation{fd: fd, addr: netip.AddrPortFrom(a, port)}, nil
+}
+
+// BindLocal binds the IP socket fd (of a's family) to local, IPv6 sockets
+// IPv6-only, after calling beforeBind (nil: none) on it, and returns the
+// port the kernel bound (its pick for port 0). On failure it returns the
+// step that failed; fd is the caller's to close. The port reservations of
+// both transports bind this way.
+func BindLocal(fd int, local netip.AddrPort, beforeBind func(fd int)) (port uint16, op string, err error) {
+	a := local.Addr()
 	var sa unix.Sockaddr
-	if fam == unix.AF_INET6 {
+	if a.Is6() {
 		if err := unix.SetsockoptInt(fd, unix.IPPROTO_IPV6, unix.IPV6_V6ONLY, 1); err != nil {
-			return fail("v6only", err)
+			return 0, "v6only", err
 		}
 		sa = &unix.SockaddrInet6{Addr: a.As16(), Port: int(local.Port())}
 	} else {
 		sa = &unix.SockaddrInet4{Addr: a.As4(), Port: int(local.Port())}
 	}
+	if beforeBind != nil {
+		beforeBind(fd)
+	}
 	if err := unix.Bind(fd, sa); err != nil {
-		return fail("bind", err)
+		return 0, "bind", err
 	}
 	got, err := unix.Getsockname(fd)
 	if err != nil {
-		return fail("getsockname", err)
+		return 0, "getsockname", err
 	}
-	var port int
 	switch s := got.(type) {
 	case *unix.SockaddrInet4:
-		port = s.Port
+		return uint16(s.Port), "", nil
 	case *unix.SockaddrInet6:
-		port = s.Port
+		return uint16(s.Port), "", nil
 	}
-	return &Reservation{fd: fd, addr: netip.AddrPortFrom(a, uint16(port))}, nil
+	return 0, "getsockname", fmt.Errorf("address of family %T", got)
 }
 
 // Connect connects the socket to the session's peer. It still receives
