@@ -369,7 +369,9 @@ func (a *App) disarm(w *waiter) {
 func (a *App) wakeAll() {
 	a.wmu.Lock()
 	for w := range a.waiters {
-		w.poke()
+		if w.due() {
+			w.poke()
+		}
 	}
 	a.wmu.Unlock()
 }

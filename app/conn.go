@@ -246,7 +246,7 @@ func (c *Conn) Read(b []byte) (int, error) {
 			}
 			return 0, io.EOF
 		}
-		s := c.rd.arm(c.a)
+		s := c.rd.arm(c.a, e.rx, nil)
 		e.rx.ClearEvent()
 		if e.readable() || e.gone.Load() || e.fin.Load() {
 			c.rd.disarm(c.a, s)
@@ -311,7 +311,7 @@ func (c *Conn) Write(b []byte) (int, error) {
 		if err != nil && err != fifo.ErrNoSpace {
 			return written, netError("write", c.laddr, c.raddr, err)
 		}
-		s := c.wr.arm(c.a)
+		s := c.wr.arm(c.a, nil, e.tx)
 		if !asked {
 			asked = true
 			c.wr.waiting++

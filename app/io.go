@@ -39,11 +39,13 @@ type sleeper struct {
 
 var waiterPool = sync.Pool{New: func() any { return newWaiter() }}
 
-// arm prepares the calling goroutine's sleep; call it before the last
-// look at the fifo, then sleep or disarm.
-func (h *half) arm(a *App) sleeper {
+// arm prepares the calling goroutine's sleep for data in rx or room in tx
+// (one of them, or neither: any event); call it before the last look at
+// the fifo, then sleep or disarm.
+func (h *half) arm(a *App, rx, tx *fifo.Fifo) sleeper {
 	w := waiterPool.Get().(*waiter)
 	w.drain()
+	w.rx, w.tx = rx, tx
 	a.arm(w)
 	h.smu.Lock()
 	bc := h.bc
@@ -54,6 +56,7 @@ func (h *half) arm(a *App) sleeper {
 // disarm ends a sleeper that will not sleep.
 func (h *half) disarm(a *App, s sleeper) {
 	a.disarm(s.w)
+	s.w.rx, s.w.tx = nil, nil
 	waiterPool.Put(s.w)
 }
 
@@ -150,7 +153,7 @@ func writeDgram(a *App, w *half, done <-chan struct{}, e *end, hdr *fifo.DgramHe
 		}
 		// Full: ask the consumer to tell us when it dequeues, look once
 		// more, then sleep.
-		s := w.arm(a)
+		s := w.arm(a, nil, e.tx)
 		if !asked {
 			asked = true
 			w.waiting++

@@ -11,9 +11,12 @@ import (
 	"github.com/xsessiond/xsessiond/flow"
 )
 
-// acceptBacklog is how many accepted sessions wait for Accept; more are
-// refused (disconnected).
-const acceptBacklog = 256
+// maxAcceptQueue bounds the sessions waiting for Accept; more are refused
+// (disconnected). The daemon bounds a listener's backlog and an app's
+// connections well below it: refusing here would close connections whose
+// handshake completed and whose peer already sends, which a kernel
+// listener never does (its full accept queue drops SYNs instead).
+const maxAcceptQueue = 1 << 16
 
 // Listener accepts sessions opened to a bound endpoint: cut-through
 // sessions from other apps of the host (and, for transports the datapath
@@ -23,10 +26,11 @@ type Listener struct {
 	h    flow.Handle
 	ep   flow.Endpoint
 	addr net.Addr
-	q    chan *Conn
 
-	mu      sync.Mutex // guards closing
+	mu      sync.Mutex // guards closing and queue
 	closing bool
+	queue   []*Conn       // accepted sessions waiting for Accept, oldest first
+	ready   chan struct{} // capacity 1: queue may have become non-empty
 	done    chan struct{}
 	once    sync.Once
 }
@@ -45,7 +49,7 @@ func (a *App) Listen(uri string) (net.Listener, error) {
 	if ep.Port == 0 {
 		ep.Port = r.Local.Port // the port the daemon picked
 	}
-	l := &Listener{a: a, h: r.Handle, ep: ep, addr: endpointAddr(ep), q: make(chan *Conn, acceptBacklog), done: make(chan struct{})}
+	l := &Listener{a: a, h: r.Handle, ep: ep, addr: endpointAddr(ep), ready: make(chan struct{}, 1), done: make(chan struct{})}
 	a.addAcceptor(r.Handle, ep, l)
 	a.track(l)
 	return l, nil
@@ -77,12 +81,15 @@ func (l *Listener) accept(e *end, info *api.SessionInfo) bool {
 		raddr = endpointAddr(info.Remote)
 		remote = netip.AddrPortFrom(info.Remote.Addr, info.Remote.Port)
 	}
+	if len(l.queue) >= maxAcceptQueue {
+		return false
+	}
 	c := newConn(l.a, e, l.addr, raddr, netip.AddrPort{}, remote)
 	c.ln = l
+	l.queue = append(l.queue, c)
 	select {
-	case l.q <- c:
+	case l.ready <- struct{}{}:
 	default:
-		return false
 	}
 	if !l.a.register(e.h, c) {
 		e.gone.Store(true)
@@ -90,16 +97,47 @@ func (l *Listener) accept(e *end, info *api.SessionInfo) bool {
 	return true
 }
 
+// next takes the oldest session waiting for Accept, nil when none.
+func (l *Listener) next() *Conn {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if len(l.queue) == 0 {
+		return nil
+	}
+	c := l.queue[0]
+	l.queue[0] = nil
+	l.queue = l.queue[1:]
+	if len(l.queue) == 0 {
+		l.queue = nil // let the backing array go
+	} else {
+		// Others wait: the next Accept must not sleep on ready.
+		select {
+		case l.ready <- struct{}{}:
+		default:
+		}
+	}
+	return c
+}
+
 // Accept waits for the next session.
 func (l *Listener) Accept() (net.Conn, error) {
-	select {
-	case c := <-l.q:
-		l.a.track(c)
-		return c, nil
-	case <-l.done:
-		return nil, netError("accept", l.addr, nil, net.ErrClosed)
-	case <-l.a.done:
-		return nil, netError("accept", l.addr, nil, l.a.Err())
+	for {
+		select {
+		case <-l.done:
+			return nil, netError("accept", l.addr, nil, net.ErrClosed)
+		case <-l.a.done:
+			return nil, netError("accept", l.addr, nil, l.a.Err())
+		default:
+		}
+		if c := l.next(); c != nil {
+			l.a.track(c)
+			return c, nil
+		}
+		select {
+		case <-l.ready:
+		case <-l.done:
+		case <-l.a.done:
+		}
 	}
 }
 
@@ -116,6 +154,8 @@ func (l *Listener) Close() error {
 	l.once.Do(func() {
 		l.mu.Lock()
 		l.closing = true
+		waiting := l.queue
+		l.queue = nil
 		l.mu.Unlock()
 		close(l.done)
 		l.a.untrack(l)
@@ -123,14 +163,8 @@ func (l *Listener) Close() error {
 		if l.a.stopped() == nil {
 			err = l.a.unbind(l.h)
 		}
-		for {
-			select {
-			case c := <-l.q:
-				c.Close()
-				continue
-			default:
-			}
-			break
+		for _, c := range waiting {
+			c.Close()
 		}
 	})
 	if err != nil {

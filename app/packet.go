@@ -223,7 +223,7 @@ func (p *PacketConn) reapLocked(e *end) {
 
 // waitReadLocked sleeps until some end may have data. rd.mu is held.
 func (p *PacketConn) waitReadLocked() error {
-	s := p.rd.arm(p.a)
+	s := p.rd.arm(p.a, nil, nil) // any of its ends
 	ends := *p.ends.Load()
 	for _, e := range ends {
 		e.rx.ClearEvent()

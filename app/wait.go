@@ -6,6 +6,8 @@ import (
 	"time"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/xsessiond/xsessiond/fifo"
 )
 
 // deadline is a settable deadline: wait returns a channel that is closed
@@ -73,9 +75,27 @@ func (d *deadline) wait() chan struct{} {
 }
 
 // waiter is one blocked call's wake-up channel; the App's event goroutine
-// sends to every armed waiter after each wake-up of the app's eventfd.
+// sends to every armed waiter whose call may go on (due) after each
+// wake-up of the app's eventfd. An app with a thousand connections has a
+// thousand readers asleep: waking each on every event of any of them would
+// cost a thousand goroutine wake-ups per packet.
 type waiter struct {
 	ch chan struct{}
+	rx *fifo.Fifo // the call waits for data in rx; nil: not for that
+	tx *fifo.Fifo // the call waits for room in tx; nil: not for that
+}
+
+// due reports whether the call may go on: data to read, room to write, or
+// (waiting for neither) anything at all. Peer closes, errors and
+// deadlines wake a call by other means (half.poke, its channels).
+func (w *waiter) due() bool {
+	switch {
+	case w.rx != nil:
+		return w.rx.MaxDequeue() > 0
+	case w.tx != nil:
+		return w.tx.MaxEnqueue() > 0
+	}
+	return true
 }
 
 func newWaiter() *waiter { return &waiter{ch: make(chan struct{}, 1)} }

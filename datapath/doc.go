@@ -47,7 +47,10 @@
 // the program's maps; every other TCP packet stays with the kernel. A
 // worker hands the TCP frames it receives to the Stack (Ethernet header
 // stripped, LinkEndpoint.Inject); the Stack's packets go to a bounded queue
-// per worker (TCPConfig.TxQueue, chosen by destination), which the worker
+// per worker (TCPConfig.TxQueue, chosen by destination; it holds the
+// packets themselves, whose payload the Stack keeps for retransmission
+// anyway, and grows as needed: a drop there costs a connection a
+// retransmit timeout, since gVisor does not take it as congestion), which the worker
 // drains into its tx ring with the resolver's next-hop MAC each loop,
 // woken by the first packet queued. A listener's or active open's port is
 // reserved in the kernel by a bound, non-listening TCP socket. Each

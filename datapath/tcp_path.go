@@ -43,14 +43,18 @@ type TCPConfig struct {
 	// yet accepted; 0 = DefaultTCPBacklog (at most Stack.MaxBacklog).
 	Backlog int
 	// TxQueue is the number of packets the Stack may queue per worker
-	// before it drops (TCP retransmits); 0 = 4096.
+	// before it drops (TCP retransmits after a timeout); 0 =
+	// DefaultTCPTxQueue. A queued packet shares its bytes with the
+	// Stack's retransmit queue, so the bound is on headers and control
+	// segments, not on payload copies.
 	TxQueue int
 }
 
 // Defaults of TCPConfig.
 const (
 	DefaultTCPBacklog = 1024
-	defaultTCPTxQueue = 4096
+	DefaultTCPTxQueue = 65536
+	tcpTxQueueMin     = 1024        // a worker's queue starts this long and doubles as needed
 	tcpHold           = time.Second // a packet waits at most this long for its next hop
 )
 
@@ -178,17 +182,22 @@ type tcpSess struct {
 	free        func()      // the layer's free of the fifos, waiting for done
 }
 
+// tcpQueued is a packet of the Stack waiting in a worker's queue.
+type tcpQueued struct {
+	pkt tcp.Packet // retained
+	at  time.Time  // when it was queued
+}
+
 // tcpWorker is a worker's part of TCP: the queue of packets the Stack sent
 // through it and the sessions whose fifos it watches.
 type tcpWorker struct {
 	w *worker
 
-	mu    sync.Mutex // guards the ring
-	slots [][]byte   // ring of packet buffers, each of the link's MTU
-	lens  []int
-	at    []time.Time // when each was queued
-	head  int
-	n     int
+	mu   sync.Mutex  // guards the ring
+	ring []tcpQueued // retained packets, head first; grows to max
+	head int
+	n    int
+	max  int
 
 	drops   atomic.Uint64
 	waiting bool       // worker only: the head packet waits for its next hop
@@ -204,15 +213,10 @@ func newTCPPath(e *Engine) (*tcpPath, error) {
 	}
 	qn := e.cfg.TCP.TxQueue
 	if qn <= 0 {
-		qn = defaultTCPTxQueue
+		qn = DefaultTCPTxQueue
 	}
 	for _, w := range e.work {
-		tw := &tcpWorker{w: w, slots: make([][]byte, qn), lens: make([]int, qn), at: make([]time.Time, qn)}
-		buf := make([]byte, qn*mtu)
-		for i := range tw.slots {
-			tw.slots[i] = buf[i*mtu : (i+1)*mtu : (i+1)*mtu]
-		}
-		p.wq = append(p.wq, tw)
+		p.wq = append(p.wq, &tcpWorker{w: w, ring: make([]tcpQueued, min(qn, tcpTxQueueMin)), max: qn})
 	}
 	opts := e.cfg.TCP.Stack
 	opts.MTU = uint32(mtu)
@@ -273,11 +277,16 @@ func (p *tcpPath) followAddrs(ctx context.Context) {
 }
 
 // close aborts every connection and listener and stops the Stack. The
-// workers must be stopped: what the Stack sends meanwhile is dropped. It is
-// idempotent.
+// workers must be stopped: what the Stack sent and they did not is
+// released unsent. It is idempotent.
 func (p *tcpPath) close() error {
 	var err error
-	p.closeOnce.Do(func() { err = p.st.Close() })
+	p.closeOnce.Do(func() {
+		err = p.st.Close()
+		for _, tw := range p.wq {
+			tw.discard()
+		}
+	})
 	p.releasePorts(true)
 	p.mu.Lock()
 	defer p.mu.Unlock()
@@ -301,15 +310,14 @@ func (p *tcpPath) write(pkt tcp.Packet) bool {
 		hsh = binary.LittleEndian.Uint32(b[12:]) ^ binary.LittleEndian.Uint32(b[8:])
 	}
 	tw := p.wq[int(hsh%uint32(len(p.wq)))]
+	now := time.Now()
 	tw.mu.Lock()
-	if tw.n == len(tw.slots) || pkt.Len() > len(tw.slots[0]) {
+	if tw.n == len(tw.ring) && !tw.grow() {
 		tw.mu.Unlock()
 		tw.drops.Add(1)
 		return false
 	}
-	i := (tw.head + tw.n) % len(tw.slots)
-	tw.lens[i] = pkt.CopyTo(tw.slots[i])
-	tw.at[i] = time.Now()
+	tw.ring[(tw.head+tw.n)%len(tw.ring)] = tcpQueued{pkt: pkt.Retain(), at: now}
 	tw.n++
 	first := tw.n == 1
 	tw.mu.Unlock()
@@ -317,6 +325,28 @@ func (p *tcpPath) write(pkt tcp.Packet) bool {
 		tw.w.wakeUp()
 	}
 	return true
+}
+
+// grow doubles the ring, up to max; false when it is at max.
+func (tw *tcpWorker) grow() bool {
+	if len(tw.ring) >= tw.max {
+		return false
+	}
+	r := make([]tcpQueued, min(2*len(tw.ring), tw.max))
+	for i := range tw.n {
+		r[i] = tw.ring[(tw.head+i)%len(tw.ring)]
+	}
+	tw.ring, tw.head = r, 0
+	return true
+}
+
+// discard releases every queued packet (the Stack is closing).
+func (tw *tcpWorker) discard() {
+	tw.mu.Lock()
+	defer tw.mu.Unlock()
+	for tw.n > 0 {
+		tw.pop()
+	}
 }
 
 // poll is the worker's TCP work of one loop: send what the Stack queued,
@@ -327,6 +357,11 @@ func (p *tcpPath) poll(w *worker) bool {
 	busy := tw.drain()
 	for _, s := range tw.own {
 		if s.pair.Tx.HasEvent() {
+			// Cleared here, not only by the Conn's pump: until the pump
+			// ran, every loop would see it again and keep the worker
+			// from ever sleeping. The app sets it again (and kicks) when
+			// it queues more.
+			s.pair.Tx.ClearEvent()
 			s.conn.Kick()
 			busy = true
 		}
@@ -351,16 +386,15 @@ func (tw *tcpWorker) drain() bool {
 	x.now = time.Now()
 	sent := 0
 	for tw.n > 0 {
-		i := tw.head
-		pkt := tw.slots[i][:tw.lens[i]]
-		k, ok := ipDst(pkt)
+		q := &tw.ring[tw.head]
+		k, ok := pktDst(q.pkt)
 		if !ok {
 			tw.pop()
 			continue
 		}
 		nb := x.neighbour(k)
 		if !nb.ok {
-			if (nb.failed && nb.noRoute) || x.now.Sub(tw.at[i]) > tcpHold {
+			if (nb.failed && nb.noRoute) || x.now.Sub(q.at) > tcpHold {
 				w.c.Drops[dropNoNeighbour]++
 				tw.pop()
 				continue
@@ -370,12 +404,14 @@ func (tw *tcpWorker) drain() bool {
 		}
 		addr, ok := x.frame()
 		if !ok {
-			w.c.Drops[dropTxNoFrame]++
+			// No frame free until the kernel completes some: the rest
+			// waits (nothing is dropped, so nothing is counted).
 			tw.waiting = true
 			break
 		}
 		buf := w.sock.Buffer(addr)
-		if len(buf) < frame.EthHeaderLen+len(pkt) {
+		plen := q.pkt.Len()
+		if len(buf) < frame.EthHeaderLen+plen {
 			x.unframe(addr)
 			w.c.Drops[dropTxTooLong]++
 			tw.pop()
@@ -388,8 +424,8 @@ func (tw *tcpWorker) drain() bool {
 			et = frame.EtherTypeIPv6
 		}
 		binary.BigEndian.PutUint16(buf[12:14], et)
-		copy(buf[frame.EthHeaderLen:], pkt)
-		x.descs = append(x.descs, xsk.Desc{Addr: addr, Len: uint32(frame.EthHeaderLen + len(pkt))})
+		q.pkt.CopyTo(buf[frame.EthHeaderLen:])
+		x.descs = append(x.descs, xsk.Desc{Addr: addr, Len: uint32(frame.EthHeaderLen + plen)})
 		tw.pop()
 		sent++
 		if len(x.descs) == cap(x.descs) {
@@ -403,42 +439,39 @@ func (tw *tcpWorker) drain() bool {
 	return sent > 0
 }
 
+// pop releases the head packet.
 func (tw *tcpWorker) pop() {
-	tw.head = (tw.head + 1) % len(tw.slots)
+	q := &tw.ring[tw.head]
+	q.pkt.Release()
+	*q = tcpQueued{}
+	tw.head = (tw.head + 1) % len(tw.ring)
 	tw.n--
 }
 
-// ipDst returns the destination of an IP packet as a resolver key.
-func ipDst(pkt []byte) (nbKey, bool) {
-	if len(pkt) < 1 {
+// pktDst returns the destination of a packet of the Stack as a resolver
+// key.
+func pktDst(p tcp.Packet) (nbKey, bool) {
+	a := p.Dst()
+	if !a.IsValid() {
 		return nbKey{}, false
 	}
-	switch pkt[0] >> 4 {
-	case 4:
-		if len(pkt) < 20 {
-			return nbKey{}, false
-		}
-		var k nbKey
-		copy(k.addr[:4], pkt[16:20])
+	var k nbKey
+	if a.Is4() {
+		b := a.As4()
+		copy(k.addr[:4], b[:])
 		k.fam = flow.Family4
-		return k, true
-	case 6:
-		if len(pkt) < 40 {
-			return nbKey{}, false
-		}
-		var k nbKey
-		copy(k.addr[:], pkt[24:40])
+	} else {
+		k.addr = a.As16()
 		k.fam = flow.Family6
-		return k, true
 	}
-	return nbKey{}, false
+	return k, true
 }
 
-// inject hands a received TCP frame (decoded into w.pkt) to the Stack.
-func (p *tcpPath) inject(w *worker, f []byte) {
-	if p.st.Link().Inject(f[w.pkt.L3Off:]) {
-		w.c.Delivered++
-	}
+// inject hands the TCP packets of a received batch to the Stack at once,
+// so that gVisor's receive offload coalesces each connection's run of
+// segments (Ethernet header stripped; the Stack copies them).
+func (p *tcpPath) inject(w *worker, pkts [][]byte) {
+	w.c.Delivered += uint64(p.st.Link().InjectBatch(pkts))
 }
 
 // adopt makes worker tw kick s's Conn. Worker goroutine (a posted call).

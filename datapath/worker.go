@@ -86,6 +86,8 @@ type worker struct {
 	lastLT  *udp.Target
 	lk      listenerCache // the last listener lookup of the batch
 
+	tcpIn [][]byte // the batch's TCP packets (IP header on), inside its frames
+
 	rules    *sessions.RuleTable // the FIB's global rules, loaded once per batch (rules.go)
 	ruleHits ruleHitRun
 
@@ -302,7 +304,7 @@ func (w *worker) processBatch(frames [][]byte) {
 	for _, f := range frames {
 		r := frame.Decode(f, &w.pkt)
 		if r == frame.NotUDP && w.pkt.Proto == flow.TransportTCP && w.e.tcp != nil {
-			w.e.tcp.inject(w, f)
+			w.tcpIn = append(w.tcpIn, f[w.pkt.L3Off:])
 			continue
 		}
 		if r != frame.OK && !w.acceptBad(r) {
@@ -337,6 +339,11 @@ func (w *worker) processBatch(frames [][]byte) {
 	w.release()
 	w.signal()
 	w.ruleHits.flush()
+	if len(w.tcpIn) > 0 {
+		w.e.tcp.inject(w, w.tcpIn)
+		clear(w.tcpIn)
+		w.tcpIn = w.tcpIn[:0]
+	}
 }
 
 // lookup finds the Target of w.tuple: a connected session (of any

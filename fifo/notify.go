@@ -70,5 +70,9 @@ func (f *Fifo) DeqNotify(n int) bool {
 // (DeqNotifyIfFull, DeqNotifyIfEmpty) fired since it was armed or since the
 // last TakeDeqNotify, and re-arms it. It is for a producer's helper that
 // learns of notifications by looking at the fifo rather than through the
-// signal DeqNotify asked for (several fifos share one signal).
-func (f *Fifo) TakeDeqNotify() bool { return f.hasDeq.CompareAndSwap(1, 0) }
+// signal DeqNotify asked for (several fifos share one signal). A plain load
+// comes first: the helper looks at many fifos each time, few of which
+// fired, and a failed compare-and-swap still takes the cache line.
+func (f *Fifo) TakeDeqNotify() bool {
+	return f.hasDeq.Load() == 1 && f.hasDeq.CompareAndSwap(1, 0)
+}

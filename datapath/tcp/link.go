@@ -21,9 +21,10 @@ import (
 // goroutines and from goroutines calling into a Conn, possibly many at a
 // time: it must be safe for concurrent use, must not block for long, and
 // must not call back into the Stack. The Packet is valid only during the
-// call: copy it (Packet.CopyTo) into the frame that carries it. Returning
-// false drops the packet (TCP retransmits it) and counts it in
-// Stats.TxDropped.
+// call: copy it (Packet.CopyTo) into the frame that carries it, or keep it
+// with Packet.Retain and Release it once sent. Returning false drops the
+// packet (TCP retransmits it, after a timeout: gVisor takes no drop as a
+// sign of congestion) and counts it in Stats.TxDropped.
 //
 // gVisor produces packets one at a time (each TCP segment is written as it
 // is built), so the interface is per packet; the worker batches on its
@@ -38,7 +39,8 @@ type WriterFunc func(p Packet) bool
 // WritePacket calls f(p).
 func (f WriterFunc) WritePacket(p Packet) bool { return f(p) }
 
-// Packet is one outbound IP packet, valid only during Writer.WritePacket.
+// Packet is one outbound IP packet, valid only during Writer.WritePacket
+// unless retained.
 type Packet struct {
 	pb    *stack.PacketBuffer
 	proto tcpip.NetworkProtocolNumber
@@ -82,6 +84,18 @@ func (p Packet) CopyTo(dst []byte) int {
 	}
 	return n
 }
+
+// Retain keeps the packet valid after Writer.WritePacket returns, until
+// Release. The packet's bytes are shared with the Stack (a data segment's
+// payload is the one its retransmit queue holds), so a retained packet
+// costs its headers, not a copy.
+func (p Packet) Retain() Packet {
+	p.pb.IncRef()
+	return p
+}
+
+// Release ends a Retain; the Packet must not be used after it.
+func (p Packet) Release() { p.pb.DecRef() }
 
 // AppendTo appends the packet to dst.
 func (p Packet) AppendTo(dst []byte) []byte {
