@@ -185,7 +185,11 @@ const (
 )
 
 // Change is one entry of the ordered change feed of the global tables, as
-// the loader mirrors it into the XDP program's maps.
+// the loader mirrors it into the XDP program's maps. Entries are keyed by
+// Kind, FIB and Tuple: an Add of a key already present replaces its entry
+// (a half-open session becoming established changes only the handle, so
+// the maps never lack the 5-tuple meanwhile); a Del removes the key's
+// entry.
 type Change struct {
 	Seq     uint64 // strictly increasing per feed
 	Op      ChangeOp

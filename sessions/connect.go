@@ -246,7 +246,7 @@ func (l *Layer) Connected(worker uint32, ho Handle) (Handle, error) {
 		l.failHalfOpenLocked(s, fmt.Errorf("%w: %w", ErrNoMemory, err))
 		return InvalidHandle, fmt.Errorf("connected: %w: %w", ErrNoMemory, err)
 	}
-	l.dropHalfOpenLocked(s)
+	l.forgetHalfOpenLocked(s) // the Add below replaces its entry
 	if added != nil {
 		l.notifyLocked(a, Event{Kind: EventSegmentAdded, Segment: added})
 	}
@@ -280,10 +280,20 @@ func (l *Layer) failHalfOpenLocked(s *session, why error) {
 // dropHalfOpenLocked removes a half-open entry from the tables (not its
 // handle from the pool).
 func (l *Layer) dropHalfOpenLocked(s *session) {
+	l.forgetHalfOpenLocked(s)
+	l.publishLocked(Change{Op: OpDel, Kind: KindEstablished, IfIndex: s.ifindex, FIB: s.fib, Tuple: s.tuple, Handle: s.h})
+}
+
+// forgetHalfOpenLocked removes a half-open entry from the tables and
+// publishes nothing: for a half-open that becomes established, whose Add
+// of the same 5-tuple replaces the entry. A Del then an Add would leave
+// the datapath's maps without the 5-tuple between the two, and a segment
+// of the peer arriving then would reach the kernel, which has no socket
+// for it and answers with a reset.
+func (l *Layer) forgetHalfOpenLocked(s *session) {
 	delete(l.halfOpen, hoKey{fib: s.fib, t: s.tuple})
 	delete(l.sess, s.h)
 	delete(s.app.sess, s.h)
-	l.publishLocked(Change{Op: OpDel, Kind: KindEstablished, IfIndex: s.ifindex, FIB: s.fib, Tuple: s.tuple, Handle: s.h})
 }
 
 func (l *Layer) addEstablishedLocked(s *session) {

@@ -28,7 +28,13 @@ func TestFeed_MirrorFollowsTables(t *testing.T) {
 	sh := r.established(a, 1, "udp://192.0.2.8:7")
 	wantErr(t, r.l.Disconnect(a, eh), nil)
 
-	mirror := map[sessions.Handle]sessions.Change{}
+	// Keyed as the loader's maps are: an Add of a key present replaces it.
+	type key struct {
+		kind sessions.ChangeKind
+		fib  sessions.FIBID
+		t    sessions.FiveTuple
+	}
+	mirror := map[key]sessions.Change{}
 	var last uint64
 	for len(f.C()) > 0 {
 		c, err := f.Next(context.Background())
@@ -39,14 +45,15 @@ func TestFeed_MirrorFollowsTables(t *testing.T) {
 			t.Fatalf("seq %d after %d", c.Seq, last)
 		}
 		last = c.Seq
+		k := key{c.Kind, c.FIB, c.Tuple}
 		switch c.Op {
 		case sessions.OpAdd:
-			mirror[c.Handle] = c
+			mirror[k] = c
 		case sessions.OpDel:
-			if _, ok := mirror[c.Handle]; !ok {
-				t.Fatalf("delete of unknown %#x", c.Handle)
+			if m, ok := mirror[k]; !ok || m.Handle != c.Handle {
+				t.Fatalf("delete of %#x: the mirror has %+v", c.Handle, m)
 			}
-			delete(mirror, c.Handle)
+			delete(mirror, k)
 		}
 	}
 	seq, snap := r.l.Snapshot()
@@ -56,13 +63,15 @@ func TestFeed_MirrorFollowsTables(t *testing.T) {
 	if len(snap) != len(mirror) {
 		t.Fatalf("snapshot %d entries, mirror %d", len(snap), len(mirror))
 	}
+	handles := map[sessions.Handle]bool{}
 	for _, c := range snap {
-		m, ok := mirror[c.Handle]
-		if !ok || m.Tuple != c.Tuple || m.Kind != c.Kind || m.FIB != c.FIB || m.IfIndex != c.IfIndex || c.Op != sessions.OpAdd {
+		m, ok := mirror[key{c.Kind, c.FIB, c.Tuple}]
+		if !ok || m.Handle != c.Handle || m.IfIndex != c.IfIndex || c.Op != sessions.OpAdd {
 			t.Fatalf("snapshot entry %+v, mirror %+v", c, m)
 		}
+		handles[c.Handle] = true
 	}
-	if _, ok := mirror[sh]; !ok {
+	if !handles[sh] {
 		t.Fatal("accepted session missing")
 	}
 }

@@ -97,7 +97,7 @@ func (l *Layer) StreamConnected(worker uint32, ho Handle, pair FifoPair, bind fu
 		return InvalidHandle, fmt.Errorf("stream connected: half-open %#x: %w", uint64(ho), ErrNoSession)
 	}
 	a := s.app
-	l.dropHalfOpenLocked(s)
+	l.forgetHalfOpenLocked(s) // the Add below replaces its entry
 	l.freeHandleLocked(ho)
 	h := l.newHandleLocked(worker)
 	ns := &session{h: h, app: a, kind: kindEstablished, tuple: s.tuple, fib: s.fib, ifindex: s.ifindex, opaque: s.opaque, pair: pair}
