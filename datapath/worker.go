@@ -18,24 +18,26 @@ import (
 
 // Drop reasons a worker counts besides frame.Reason values.
 const (
-	dropNoSession   = iota // no established session or listener for the 5-tuple
-	dropFifoFull           // the app's rx fifo had no room
-	dropTooBig             // the datagram can never fit the app's rx fifo
-	dropFifoCorrupt        // the app corrupted its rx fifo's indices
-	dropNoNeighbour        // tx: no MAC for the next hop in time
-	dropNoRoute            // tx: no route, or a route through another interface
-	dropTxBadHeader        // tx: the app's datagram header is unusable (family, address, port)
-	dropTxTooLong          // tx: the payload does not fit a frame
-	dropTxNoFrame          // tx: no free UMEM frame
-	dropTxCorrupt          // tx: the app's tx fifo is corrupt
-	dropTxBadSource        // tx: the source address is not one of the interface's (Config.Addrs)
-	dropTxKernel           // tx: the kernel refused a datagram larger than a frame (its socket buffer full, no route)
-	dropRule               // a global session rule dropped it
+	dropNoSession      = iota // no established session or listener for the 5-tuple
+	dropFifoFull              // the app's rx fifo had no room
+	dropTooBig                // the datagram can never fit the app's rx fifo
+	dropFifoCorrupt           // the app corrupted its rx fifo's indices
+	dropNoNeighbour           // tx: no MAC for the next hop in time
+	dropNoRoute               // tx: no route, or a route through another interface
+	dropTxBadHeader           // tx: the app's datagram header is unusable (family, address, port)
+	dropTxTooLong             // tx: the payload does not fit a frame
+	dropTxNoFrame             // tx: no free UMEM frame
+	dropTxCorrupt             // tx: the app's tx fifo is corrupt
+	dropTxBadSource           // tx: the source address is not one of the interface's (Config.Addrs)
+	dropTxKernel              // tx: the kernel refused a datagram larger than a frame (its socket buffer full, no route)
+	dropRule                  // a global session rule dropped it
+	dropTxDontFragment        // tx: a don't-fragment datagram larger than the path MTU (the app is told EMSGSIZE)
 	numDrops
 )
 
 var dropNames = [numDrops]string{"no-session", "fifo-full", "too-big", "fifo-corrupt", "no-neighbour", "no-route",
-	"tx-bad-header", "tx-too-long", "tx-no-frame", "tx-fifo-corrupt", "tx-bad-source", "tx-kernel", "rule-drop"}
+	"tx-bad-header", "tx-too-long", "tx-no-frame", "tx-fifo-corrupt", "tx-bad-source", "tx-kernel", "rule-drop",
+	"tx-dont-fragment"}
 
 // counters are one worker's counts: its Counts, the decoder's drop
 // reasons and its own. The worker updates a private copy without atomics

@@ -184,6 +184,7 @@ func (t *Target) DeliverBatchMarks(hs []fifo.DgramHeader, payloads [][]byte, mar
 // destination.
 func HeaderOf(h *fifo.DgramHeader, p *frame.Packet) {
 	h.Family = p.Family
+	h.Flags = 0
 	h.Remote = p.Src
 	h.Local = p.Dst
 	h.RemotePort = p.SrcPort
