@@ -474,9 +474,13 @@ func (a *App) handleEvent(ev *fifo.Event) {
 		}
 	case fifo.EventError:
 		a.mu.Lock()
-		o := a.owners[h]
+		eo, ok := a.owners[h].(errorOwner)
+		if !ok {
+			// A listener's own error (a PacketConn's don't-fragment drop).
+			eo, ok = a.acceptors[h].(errorOwner)
+		}
 		a.mu.Unlock()
-		if eo, ok := o.(errorOwner); ok && ev.Arg32 != 0 {
+		if ok && ev.Arg32 != 0 {
 			eo.peerError(h, syscall.Errno(ev.Arg32))
 		}
 	case fifo.EventAccepted:

@@ -41,9 +41,12 @@ type Conn struct {
 	wseq sync.Mutex
 
 	// soErr is the session's pending asynchronous error (an errno from
-	// fifo.EventError: the peer's ICMP error), reported once by the next
-	// Read or Write, as a connected kernel socket's SO_ERROR.
+	// fifo.EventError: the peer's ICMP error, or EMSGSIZE for a
+	// don't-fragment datagram too large for the path), reported once by
+	// the next Read or Write, as a connected kernel socket's SO_ERROR.
 	soErr atomic.Uint32
+
+	df atomic.Bool // SetDontFragment: datagrams to the wire go with fifo.DgramFlagDontFragment
 }
 
 func newConn(a *App, e *end, laddr, raddr net.Addr, local, remote netip.AddrPort) *Conn {
@@ -271,6 +274,9 @@ func (c *Conn) Write(b []byte) (int, error) {
 		}
 		var hdr fifo.DgramHeader
 		toHeader(&hdr, c.local, c.remote)
+		if e.datapath && c.df.Load() {
+			hdr.Flags = fifo.DgramFlagDontFragment
+		}
 		c.wr.mu.Lock()
 		defer c.wr.mu.Unlock()
 		if err := writeDgram(c.a, &c.wr, c.done, e, &hdr, b); err != nil {

@@ -60,3 +60,58 @@ func (p *PacketConn) checkDest(remote netip.AddrPort, n int) error {
 	}
 	return checkDgramSize(n, netip.AddrPortFrom(a, remote.Port()))
 }
+
+// SetDontFragment sets (or clears) "don't fragment" for the datagrams the
+// listener sends to the wire from now on, as IP_MTU_DISCOVER =
+// IP_PMTUDISC_DO (IPV6_DONTFRAG for IPv6) does on a kernel UDP socket:
+// each goes out as one IP packet, with the DF bit set (IPv4), or not at
+// all when that packet would exceed the path MTU (the route's MTU the
+// daemon reads from the kernel, else the interface's). Cleared, the
+// default, a datagram larger than the path MTU leaves fragmented.
+//
+// The path MTU is known to the daemon, not to this library, so a
+// datagram refused for its size is not refused by WriteTo: the daemon
+// drops it, counts it (the tx-dont-fragment drop reason) and reports
+// EMSGSIZE, which the listener's next ReadFrom, ReadBatch or WriteTo
+// returns once (errors.Is(err, syscall.EMSGSIZE)); that call reads or
+// sends nothing. Datagrams to cut-through sessions are never fragmented:
+// the setting does not change them.
+func (p *PacketConn) SetDontFragment(on bool) error {
+	p.df.Store(on)
+	return nil
+}
+
+// peerError records an asynchronous error of the listener and wakes its
+// calls.
+func (p *PacketConn) peerError(h flow.Handle, errno syscall.Errno) {
+	if h != p.h {
+		return
+	}
+	p.soErr.Store(uint32(errno))
+	p.rd.poke()
+	p.wr.poke()
+}
+
+// takeError returns and clears the pending asynchronous error.
+func (p *PacketConn) takeError() error {
+	if v := p.soErr.Swap(0); v != 0 {
+		return syscall.Errno(v)
+	}
+	return nil
+}
+
+// SetDontFragment sets (or clears) "don't fragment" for the datagrams a
+// UDP session sends to the wire from now on, as PacketConn.SetDontFragment
+// does: a datagram whose IP packet would exceed the path MTU is dropped by
+// the daemon, and the session's next Read or Write returns EMSGSIZE once
+// (errors.Is(err, syscall.EMSGSIZE)), as a connected kernel socket
+// reports its asynchronous errors. A cut-through session never fragments;
+// it accepts the setting and ignores it. A TCP session returns an error
+// wrapping flow.ErrNotSupported.
+func (c *Conn) SetDontFragment(on bool) error {
+	if !c.e.dgram {
+		return netError("set", c.laddr, c.raddr, fmt.Errorf("don't fragment on a stream: %w", flow.ErrNotSupported))
+	}
+	c.df.Store(on)
+	return nil
+}

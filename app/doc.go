@@ -30,6 +30,13 @@
 // fail with syscall.ECONNRESET, and a refused connect with flow.ErrRefused,
 // which wraps syscall.ECONNREFUSED.
 //
+// SetDontFragment on a PacketConn or UDP Conn asks that datagrams to the
+// wire go out unfragmented (IP_PMTUDISC_DO on a kernel socket). Only the
+// daemon knows the path MTU, so one too large for it is refused
+// asynchronously: the next read or write of that PacketConn or Conn
+// returns an error wrapping syscall.EMSGSIZE, once, as a connected kernel
+// UDP socket returns the peer's ICMP errors (ECONNREFUSED and the like).
+//
 // # Waiting and signalling
 //
 // Blocking calls sleep until the app's eventfd is signalled: one goroutine

@@ -39,6 +39,9 @@ type PacketConn struct {
 	ends    atomic.Pointer[[]*end] // wire and peers, rebuilt under mu: the readers' list
 	reap    atomic.Bool            // a peer went away: the next read drops it once drained
 
+	df    atomic.Bool   // SetDontFragment: datagrams to the wire go with fifo.DgramFlagDontFragment
+	soErr atomic.Uint32 // the pending asynchronous error (errno), reported once by the next read or write
+
 	// Read state, guarded by rd.mu.
 	next  int              // round-robin position in ends
 	hdr   fifo.DgramHeader // scratch header of ReadFrom
@@ -258,13 +261,17 @@ func (p *PacketConn) Release() {
 
 // ReadFrom reads one datagram into b (dropping what does not fit, as a
 // UDP socket does). The address is a *net.UDPAddr for a datagram from the
-// wire, a *CutThroughAddr for one from a cut-through session.
+// wire, a *CutThroughAddr for one from a cut-through session. A pending
+// asynchronous error (see SetDontFragment) is returned instead, once.
 func (p *PacketConn) ReadFrom(b []byte) (int, net.Addr, error) {
 	p.rd.mu.Lock()
 	defer p.rd.mu.Unlock()
 	p.releaseLocked()
 	for {
 		if err := p.rd.check(p.a, p.done); err != nil {
+			return 0, nil, netError("read", p.laddr, nil, err)
+		}
+		if err := p.takeError(); err != nil {
 			return 0, nil, netError("read", p.laddr, nil, err)
 		}
 		e := p.pickLocked()
@@ -302,6 +309,9 @@ func (p *PacketConn) ReadBatch(msgs []Message) (int, error) {
 	p.releaseLocked()
 	for {
 		if err := p.rd.check(p.a, p.done); err != nil {
+			return 0, netError("read", p.laddr, nil, err)
+		}
+		if err := p.takeError(); err != nil {
 			return 0, netError("read", p.laddr, nil, err)
 		}
 		e := p.pickLocked()
@@ -395,7 +405,8 @@ func sliceAt(a, b []byte, off, n int) ([]byte, []byte) {
 
 // WriteTo sends one datagram: to the wire through the datapath for a
 // *net.UDPAddr, or on the cut-through session a *CutThroughAddr names. It
-// waits for room while the fifo is full.
+// waits for room while the fifo is full. A pending asynchronous error
+// (see SetDontFragment) is returned instead, once, and b is not sent.
 func (p *PacketConn) WriteTo(b []byte, addr net.Addr) (int, error) {
 	var e *end
 	var remote netip.AddrPort
@@ -429,8 +440,14 @@ func (p *PacketConn) WriteTo(b []byte, addr net.Addr) (int, error) {
 			return 0, netError("write", p.laddr, addr, errPeerClosed)
 		}
 	}
+	if err := p.takeError(); err != nil {
+		return 0, netError("write", p.laddr, addr, err)
+	}
 	var hdr fifo.DgramHeader
 	toHeader(&hdr, p.local, remote)
+	if e == p.wire && p.df.Load() {
+		hdr.Flags = fifo.DgramFlagDontFragment
+	}
 	if err := writeDgram(p.a, &p.wr, p.done, e, &hdr, b); err != nil {
 		return 0, netError("write", p.laddr, addr, err)
 	}

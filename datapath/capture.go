@@ -21,6 +21,11 @@ import (
 // of its queue's ring without blocking: a full ring counts the frame in
 // Lost and moves on, so the datapath never waits for the reader.
 //
+// A received frame for a listener or session is captured as its run of
+// datagrams is queued in the app's rx fifo: delivered (no reason), or
+// with the reason the fifo refused it (fifo_full, too_big,
+// fifo_corrupt). Frames keep the order they were received in.
+//
 // Each ring has one producer (its worker) and one consumer (Read);
 // Read and Stop are safe from one goroutine other than the workers.
 type Capture struct {
@@ -237,10 +242,11 @@ func (c *Capture) rxBad(q int, f []byte, r frame.Reason) {
 	}
 }
 
-// rxDrop captures a received frame dropped by the worker.
-func (c *Capture) rxDrop(q int, f []byte, why int) {
+// rxDrop captures a received frame dropped by the worker for why, on its
+// way to t (nil: dropped before a Target was found).
+func (c *Capture) rxDrop(q int, f []byte, t *udp.Target, why int) {
 	if c != nil {
-		c.put(q, CaptureRx, f, nil, dropSnake[why])
+		c.put(q, CaptureRx, f, t, dropSnake[why])
 	}
 }
 

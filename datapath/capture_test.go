@@ -5,6 +5,8 @@ import (
 	"errors"
 	"fmt"
 	"testing"
+
+	"github.com/xsessiond/xsessiond/fifo"
 )
 
 // TestCapture checks what the capture ring holds after a batch: every
@@ -133,5 +135,125 @@ func BenchmarkWorkerUDPCapture(b *testing.B) {
 			}
 			b.ReportMetric(float64(b.Elapsed().Nanoseconds())/float64(b.N*len(frames)), "ns/packet")
 		})
+	}
+}
+
+// TestCaptureFifoFull fills a listener's rx fifo and captures with the
+// fifo_full filter: every frame the fifo refused is captured, once, with
+// that reason and the listener it was for, and none that was delivered;
+// an unfiltered capture sees every frame in the order received, the
+// refused ones with their reason. A datagram that can never fit the fifo
+// is captured as too_big.
+func TestCaptureFifoFull(t *testing.T) {
+	r := newMemRig(t, 4096)
+	h, rx := r.listen(t, "udp://0.0.0.0:9000")
+	// 352-byte records: 11 fit the 4,096-byte fifo.
+	good := udpFrames(t, 8, tRemote4, tLocal4, 9000, 300)
+	const fit = 4096 / (fifo.DgramHeaderSize + 304)
+
+	c, err := r.e.StartCapture(CaptureFilter{Reason: "fifo_full", Slots: 64})
+	if err != nil {
+		t.Fatal(err)
+	}
+	r.w.cap = r.e.captureFor(0)
+	var sent [][]byte
+	for range 3 {
+		r.w.processBatch(good)
+		sent = append(sent, good...)
+	}
+	var got []CaptureRecord
+	read := func(c *Capture) {
+		got = got[:0]
+		c.Read(func(rec *CaptureRecord) bool {
+			x := *rec
+			x.Data = append([]byte(nil), rec.Data...)
+			got = append(got, x)
+			return true
+		})
+	}
+	read(c)
+	drops := r.w.c.Drops[dropFifoFull]
+	if drops != uint64(len(sent)-fit) || r.w.c.Delivered != fit {
+		t.Fatalf("%d frames into a fifo that holds %d: delivered %d, fifo_full %d", len(sent), fit, r.w.c.Delivered, drops)
+	}
+	if uint64(len(got)) != drops {
+		t.Fatalf("captured %d frames with reason fifo_full, want the %d dropped", len(got), drops)
+	}
+	for i, rec := range got {
+		want := sent[fit+i]
+		if rec.Reason != "fifo_full" || rec.Handle != h || rec.App != uint32(r.app) || rec.Dir != CaptureRx || !bytes.Equal(rec.Data, want) {
+			t.Errorf("capture %d: reason %q handle %#x app %d dir %d, %d bytes (frame %d: %d bytes)", i, rec.Reason, rec.Handle, rec.App,
+				rec.Dir, len(rec.Data), fit+i, len(want))
+		}
+	}
+	r.e.StopCapture(c)
+
+	// Unfiltered, with frames for no listener among them: the order
+	// received, each with what became of it.
+	_ = rx.Drop(rx.MaxDequeue())
+	other := udpFrames(t, 2, tRemote4, tLocal4, 9001, 100)
+	batch := [][]byte{good[0], good[1], good[2], good[3], other[0], good[4], good[5], good[6], good[7], other[1]}
+	c, err = r.e.StartCapture(CaptureFilter{Slots: 64})
+	if err != nil {
+		t.Fatal(err)
+	}
+	r.w.cap = r.e.captureFor(0)
+	r.w.processBatch(batch)
+	r.w.processBatch(batch)
+	read(c)
+	r.e.StopCapture(c)
+	if len(got) != 2*len(batch) {
+		t.Fatalf("captured %d frames, want %d", len(got), 2*len(batch))
+	}
+	queued := 0
+	for i, rec := range got {
+		f := batch[i%len(batch)]
+		want := ""
+		switch {
+		case &f[0] == &other[0][0] || &f[0] == &other[1][0]:
+			want = "no_session"
+		case queued < fit:
+			queued++
+		default:
+			want = "fifo_full"
+		}
+		if rec.Reason != want || !bytes.Equal(rec.Data, f) {
+			t.Errorf("frame %d: reason %q (%d bytes), want %q (%d bytes)", i, rec.Reason, len(rec.Data), want, len(f))
+		}
+	}
+
+	// Capturing the refused frames allocates nothing on the worker's path.
+	c, err = r.e.StartCapture(CaptureFilter{Reason: "fifo_full", Slots: 64})
+	if err != nil {
+		t.Fatal(err)
+	}
+	r.w.cap = r.e.captureFor(0)
+	before := r.w.c.Drops[dropFifoFull]
+	if n := testing.AllocsPerRun(50, func() {
+		r.w.processBatch(good)
+		c.Read(func(*CaptureRecord) bool { return true })
+	}); n != 0 {
+		t.Errorf("%v allocations per batch capturing fifo_full drops", n)
+	}
+	if r.w.c.Drops[dropFifoFull] == before {
+		t.Error("the fifo was full, but no frame was dropped as fifo_full")
+	}
+	r.e.StopCapture(c)
+
+	// A datagram larger than the whole fifo.
+	_ = rx.Drop(rx.MaxDequeue())
+	big := udpFrames(t, 1, tRemote4, tLocal4, 9000, 1400)
+	rs := newMemRig(t, 1024)
+	hs, _ := rs.listen(t, "udp://0.0.0.0:9000")
+	c, err = rs.e.StartCapture(CaptureFilter{Reason: "too_big"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer rs.e.StopCapture(c)
+	rs.w.cap = rs.e.captureFor(0)
+	rs.w.processBatch(big)
+	read(c)
+	if len(got) != 1 || got[0].Reason != "too_big" || got[0].Handle != hs || !bytes.Equal(got[0].Data, big[0]) {
+		t.Fatalf("a 1,400-byte datagram for a 1,024-byte fifo: captured %+v", got)
 	}
 }

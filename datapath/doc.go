@@ -40,7 +40,10 @@
 // pick. Datagrams larger than one frame take the kernel path through that
 // socket both ways (kernelpath.go): the kernel reassembles the fragments
 // the XDP program passes it and fragments what the daemon sends to the
-// path MTU.
+// path MTU, except a datagram queued with fifo.DgramFlagDontFragment: that
+// one goes out whole (IPv4: DF set), or, larger than the path MTU, is
+// dropped (tx-dont-fragment) and reported to the app as a fifo.EventError
+// with EMSGSIZE for the listener's or session's handle.
 //
 // TCP: the Engine's tcp.Stack has the interface's addresses (followed every
 // second). Global TCP listeners and the 5-tuples of active opens are in

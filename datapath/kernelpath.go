@@ -6,6 +6,7 @@ import (
 
 	"golang.org/x/sys/unix"
 
+	"github.com/xsessiond/xsessiond/datapath/frame"
 	"github.com/xsessiond/xsessiond/datapath/udp"
 	"github.com/xsessiond/xsessiond/fifo"
 	"github.com/xsessiond/xsessiond/flow"
@@ -31,6 +32,15 @@ import (
 // interface's MTU) goes out through the same socket (txKernel): the
 // kernel fragments it to the path MTU, learned from ICMP "fragmentation
 // needed" and "packet too big".
+//
+// Unless the app asked for no fragments (fifo.DgramFlagDontFragment):
+// then a datagram whose IP packet exceeds the path MTU (the route's MTU
+// the resolver read, else the interface's) is dropped, counted as
+// tx-dont-fragment, and reported to the app as EMSGSIZE (tooBig), as a
+// kernel socket with IP_PMTUDISC_DO refuses the send; one that fits goes
+// out whole, with DF set (IPv4): in a frame of its own, or through the
+// socket in IP_PMTUDISC_DO mode (IPV6_DONTFRAG), so that the kernel
+// refuses rather than fragments it should its path MTU be smaller.
 
 // kernelBufs are kernelRx's buffers (one set, the peerWatch goroutine's).
 type kernelBufs struct {
@@ -142,7 +152,11 @@ func (w *worker) txKernel(t *udp.Target, hd *held, payload []byte) bool {
 		return false
 	}
 	dst := netip.AddrPortFrom(flow.AddrFrom(hd.key.addr, hd.key.fam), hd.dport)
-	if err := t.Res.Send(payload, dst, hd.src, w.tx.oob[:]); err != nil {
+	if err := t.Res.Send(payload, dst, hd.src, w.tx.oob[:], hd.df); err != nil {
+		if hd.df && errors.Is(err, unix.EMSGSIZE) {
+			w.tooBig(t)
+			return true
+		}
 		w.c.Drops[dropTxKernel]++
 		t.TxDrops.Add(1)
 		return true
@@ -173,5 +187,40 @@ func (w *worker) txBig(t *udp.Target, h *fifo.DgramHeader) bool {
 		t.TxDrops.Add(1)
 		return true
 	}
+	if hd.df && !w.tx.fitsPath(&hd, n) {
+		w.tooBig(t)
+		return true
+	}
 	return w.txKernel(t, &hd, w.big[:n])
+}
+
+// fitsPath reports whether a datagram of plen payload bytes to hd's
+// destination fits one IP packet of the path MTU as known now: the
+// interface's, or the route's when the resolver has read a smaller one.
+func (x *txState) fitsPath(hd *held, plen int) bool {
+	mtu := x.mtu
+	if nb := x.neighbour(hd.key); nb.ok && nb.mtu > 0 && nb.mtu < mtu {
+		mtu = nb.mtu
+	}
+	ip := frame.IPv4HeaderLen
+	if hd.key.fam == flow.Family6 {
+		ip = frame.IPv6HeaderLen
+	}
+	return ip+frame.UDPHeaderLen+plen <= mtu
+}
+
+// tooBig drops a don't-fragment datagram of t that exceeds the path MTU:
+// it counts it and tells t's app EMSGSIZE (fifo.EventError for t's
+// handle), which the app's next read or write on the session or listener
+// returns. A full event queue loses the report, as a kernel socket's
+// error is overwritten by the next; the drop is counted either way.
+func (w *worker) tooBig(t *udp.Target) {
+	w.c.Drops[dropTxDontFragment]++
+	t.TxDrops.Add(1)
+	if t.Events == nil {
+		return
+	}
+	if t.Events.Push(fifo.Event{Type: fifo.EventError, Handle: uint64(t.Handle), Arg32: uint32(unix.EMSGSIZE)}) == nil {
+		_ = t.Events.Signal()
+	}
 }

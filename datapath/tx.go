@@ -22,11 +22,13 @@ const (
 	maxTemplates = 4096
 )
 
-// tplKey names a header template: both ends and the next hop's MAC.
+// tplKey names a header template: both ends, the next hop's MAC and
+// whether IPv4's DF bit is set.
 type tplKey struct {
 	src, dst     [16]byte
 	sport, dport uint16
 	fam          uint8
+	df           bool
 	mac          [6]byte
 }
 
@@ -46,6 +48,7 @@ type held struct {
 	src   netip.Addr
 	sport uint16
 	dport uint16
+	df    bool // don't fragment (fifo.DgramFlagDontFragment)
 	since time.Time
 }
 
@@ -203,9 +206,10 @@ func (x *txState) drain(t *udp.Target, budget int) (n int, more bool) {
 	return n, t.Tx.MaxDequeue() > 0
 }
 
-// destination fills hd's addresses and ports for a datagram of t with
-// header h, and reports whether they are usable.
+// destination fills hd's addresses, ports and flags for a datagram of t
+// with header h, and reports whether they are usable.
 func (x *txState) destination(t *udp.Target, h *fifo.DgramHeader, hd *held) bool {
+	hd.df = h.Flags&fifo.DgramFlagDontFragment != 0
 	if t.Kind == udp.KindConnected {
 		hd.key = nbKey{addr: flow.AddrBytes(t.Remote.Addr()), fam: t.Family}
 		hd.src = t.Local.Addr()
@@ -294,7 +298,8 @@ func (x *txState) send(hd *held, fresh bool) {
 		x.drop(hd, dropTxBadSource)
 		return
 	}
-	tpl := x.template(tplKey{src: flow.AddrBytes(src), dst: hd.key.addr, sport: hd.sport, dport: hd.dport, fam: hd.key.fam, mac: nb.mac}, src, hd.key.Addr())
+	tpl := x.template(tplKey{src: flow.AddrBytes(src), dst: hd.key.addr, sport: hd.sport, dport: hd.dport, fam: hd.key.fam,
+		df: hd.df && hd.key.fam == flow.Family4, mac: nb.mac}, src, hd.key.Addr())
 	if tpl == nil {
 		x.drop(hd, dropTxBadHeader)
 		return
@@ -305,6 +310,13 @@ func (x *txState) send(hd *held, fresh bool) {
 		mtu = nb.mtu // the path MTU the kernel learned: the kernel path fragments to it
 	}
 	if hd.plen > tpl.MaxPayload() || hl-frame.EthHeaderLen+hd.plen > mtu {
+		if hd.df {
+			// Larger than the path MTU, and the app asked for no
+			// fragments: as a kernel socket with IP_PMTUDISC_DO, refuse.
+			x.unframe(hd.addr)
+			w.tooBig(hd.t)
+			return
+		}
 		if x.w.txKernel(hd.t, hd, x.w.sock.Buffer(hd.addr)[payOff:payOff+hd.plen]) {
 			x.unframe(hd.addr)
 			return
@@ -342,7 +354,7 @@ func (x *txState) template(k tplKey, src, dst netip.Addr) *frame.Template {
 	t := x.tpls[k]
 	if t == nil {
 		t = new(frame.Template)
-		if err := t.Prepare(frame.Spec{DstMAC: k.mac[:], SrcMAC: x.srcMAC[:], Src: src, Dst: dst, SrcPort: k.sport, DstPort: k.dport}); err != nil {
+		if err := t.Prepare(frame.Spec{DstMAC: k.mac[:], SrcMAC: x.srcMAC[:], Src: src, Dst: dst, SrcPort: k.sport, DstPort: k.dport, DontFragment: k.df}); err != nil {
 			return nil
 		}
 		if len(x.tpls) >= maxTemplates {

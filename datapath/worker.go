@@ -18,24 +18,26 @@ import (
 
 // Drop reasons a worker counts besides frame.Reason values.
 const (
-	dropNoSession   = iota // no established session or listener for the 5-tuple
-	dropFifoFull           // the app's rx fifo had no room
-	dropTooBig             // the datagram can never fit the app's rx fifo
-	dropFifoCorrupt        // the app corrupted its rx fifo's indices
-	dropNoNeighbour        // tx: no MAC for the next hop in time
-	dropNoRoute            // tx: no route, or a route through another interface
-	dropTxBadHeader        // tx: the app's datagram header is unusable (family, address, port)
-	dropTxTooLong          // tx: the payload does not fit a frame
-	dropTxNoFrame          // tx: no free UMEM frame
-	dropTxCorrupt          // tx: the app's tx fifo is corrupt
-	dropTxBadSource        // tx: the source address is not one of the interface's (Config.Addrs)
-	dropTxKernel           // tx: the kernel refused a datagram larger than a frame (its socket buffer full, no route)
-	dropRule               // a global session rule dropped it
+	dropNoSession      = iota // no established session or listener for the 5-tuple
+	dropFifoFull              // the app's rx fifo had no room
+	dropTooBig                // the datagram can never fit the app's rx fifo
+	dropFifoCorrupt           // the app corrupted its rx fifo's indices
+	dropNoNeighbour           // tx: no MAC for the next hop in time
+	dropNoRoute               // tx: no route, or a route through another interface
+	dropTxBadHeader           // tx: the app's datagram header is unusable (family, address, port)
+	dropTxTooLong             // tx: the payload does not fit a frame
+	dropTxNoFrame             // tx: no free UMEM frame
+	dropTxCorrupt             // tx: the app's tx fifo is corrupt
+	dropTxBadSource           // tx: the source address is not one of the interface's (Config.Addrs)
+	dropTxKernel              // tx: the kernel refused a datagram larger than a frame (its socket buffer full, no route)
+	dropRule                  // a global session rule dropped it
+	dropTxDontFragment        // tx: a don't-fragment datagram larger than the path MTU (the app is told EMSGSIZE)
 	numDrops
 )
 
 var dropNames = [numDrops]string{"no-session", "fifo-full", "too-big", "fifo-corrupt", "no-neighbour", "no-route",
-	"tx-bad-header", "tx-too-long", "tx-no-frame", "tx-fifo-corrupt", "tx-bad-source", "tx-kernel", "rule-drop"}
+	"tx-bad-header", "tx-too-long", "tx-no-frame", "tx-fifo-corrupt", "tx-bad-source", "tx-kernel", "rule-drop",
+	"tx-dont-fragment"}
 
 // counters are one worker's counts: its Counts, the decoder's drop
 // reasons and its own. The worker updates a private copy without atomics
@@ -79,6 +81,8 @@ type worker struct {
 	cur     *udp.Target        // the target whose lock is held, nil between runs
 	hdrs    []fifo.DgramHeader // the run's headers (len batch)
 	pays    [][]byte           // and payloads, inside the batch's frames
+	runF    [][]byte           // and their frames, while a capture runs (captured as the run is queued)
+	marks   []uint8            // what became of each, while a capture runs (udp.Queued, udp.Dropped*)
 	runN    int                // datagrams in the run
 	touched []*udp.Target
 	queues  []*fifo.EventQueue
@@ -114,6 +118,8 @@ func newWorker(e *Engine, q int, id uint32, s *xsk.Socket, kick int) *worker {
 	w.frames = make([][]byte, w.batch)
 	w.hdrs = make([]fifo.DgramHeader, w.batch)
 	w.pays = make([][]byte, w.batch)
+	w.runF = make([][]byte, w.batch)
+	w.marks = make([]uint8, w.batch)
 	w.touched = make([]*udp.Target, 0, w.batch)
 	w.queues = make([]*fifo.EventQueue, 0, w.batch)
 	w.tx.init(w)
@@ -308,6 +314,7 @@ func (w *worker) processBatch(frames [][]byte) {
 			continue
 		}
 		if r != frame.OK && !w.acceptBad(r) {
+			w.capFlush()
 			w.cap.rxBad(w.q, f, r)
 			continue
 		}
@@ -315,7 +322,8 @@ func (w *worker) processBatch(frames [][]byte) {
 		t, why := w.lookup(l, est)
 		if t == nil {
 			w.c.Drops[why]++
-			w.cap.rxDrop(w.q, f, why)
+			w.capFlush()
+			w.cap.rxDrop(w.q, f, nil, why)
 			continue
 		}
 		if t != w.cur {
@@ -323,14 +331,16 @@ func (w *worker) processBatch(frames [][]byte) {
 			if !t.Lock() {
 				t.Unlock()
 				w.c.Drops[dropNoSession]++
-				w.cap.rxDrop(w.q, f, dropNoSession)
+				w.cap.rxDrop(w.q, f, nil, dropNoSession)
 				continue
 			}
 			w.cur = t
 		} else if w.runN == len(w.hdrs) {
 			w.flush()
 		}
-		w.cap.rx(w.q, f, t)
+		if w.cap != nil {
+			w.runF[w.runN] = f // captured when the run is queued, with what became of it
+		}
 		p := &w.pkt
 		udp.HeaderOf(&w.hdrs[w.runN], p)
 		w.pays[w.runN] = f[p.PayloadOff : p.PayloadOff+p.PayloadLen]
@@ -375,13 +385,20 @@ func (w *worker) lookup(l *sessions.Layer, est *estTable) (*udp.Target, int) {
 }
 
 // flush queues the run's datagrams in cur's Rx (whose lock is held) and
-// counts them.
+// counts them; while a capture runs it captures their frames, each with
+// its drop reason when the fifo refused it.
 func (w *worker) flush() {
 	t, n := w.cur, w.runN
 	if n == 0 {
 		return
 	}
-	r := t.DeliverBatch(w.hdrs[:n], w.pays[:n])
+	var r udp.Run
+	if w.cap == nil {
+		r = t.DeliverBatch(w.hdrs[:n], w.pays[:n])
+	} else {
+		r = t.DeliverBatchMarks(w.hdrs[:n], w.pays[:n], w.marks[:n])
+		w.captureRun(t, n)
+	}
 	clear(w.pays[:n])
 	w.runN = 0
 	if r.Delivered > 0 {
@@ -401,6 +418,34 @@ func (w *worker) flush() {
 	if r.Corrupt > 0 {
 		w.c.Drops[dropFifoCorrupt] += r.Corrupt
 		t.DropCorrupt.Add(r.Corrupt)
+	}
+}
+
+// runDrops maps udp.Dropped* to the worker's drop reasons.
+var runDrops = [...]int{udp.DroppedFull: dropFifoFull, udp.DroppedTooBig: dropTooBig, udp.DroppedCorrupt: dropFifoCorrupt}
+
+// captureRun captures the n frames of the run just queued in t's Rx: as
+// delivered, or with the reason the fifo refused the datagram.
+func (w *worker) captureRun(t *udp.Target, n int) {
+	for i, f := range w.runF[:n] {
+		if f == nil {
+			continue // the capture started within the run
+		}
+		if m := w.marks[i]; m == udp.Queued {
+			w.cap.rx(w.q, f, t)
+		} else {
+			w.cap.rxDrop(w.q, f, t, runDrops[m])
+		}
+	}
+	clear(w.runF[:n])
+}
+
+// capFlush queues the run so far before a capture records a frame
+// dropped outside it, so that the capture keeps the frames in the order
+// they came. A nil test when no capture runs.
+func (w *worker) capFlush() {
+	if w.cap != nil && w.runN > 0 {
+		w.flush()
 	}
 }
 

@@ -88,9 +88,18 @@ const (
 	DgramOffRemotePort = 4  // u16
 	DgramOffLocalPort  = 6  // u16
 	DgramOffFamily     = 8  // u8 (4 or 6 by the session layer's convention)
-	DgramOffFlags      = 9  // u8 reserved, written 0
+	DgramOffFlags      = 9  // u8 DgramFlag* bits
 	DgramOffRemote     = 16 // [16]byte
 	DgramOffLocal      = 32 // [16]byte
+)
+
+// Datagram flags (DgramHeader.Flags). Bits not defined here are written 0
+// and ignored.
+const (
+	// DgramFlagDontFragment, on a datagram an app queues to send: the
+	// datapath must not fragment it. It goes out as one IP packet (IPv4:
+	// with DF set), or not at all when it does not fit the path MTU.
+	DgramFlagDontFragment uint8 = 1 << 0
 )
 
 // DgramHeader describes one datagram. Addresses are 16 bytes with an IPv4
@@ -99,6 +108,7 @@ const (
 type DgramHeader struct {
 	Len        uint32 // payload length; set by the dequeue calls, ignored by the enqueue calls
 	Family     uint8
+	Flags      uint8 // DgramFlag* bits
 	RemotePort uint16
 	LocalPort  uint16
 	Remote     [16]byte
@@ -117,7 +127,7 @@ func (h *DgramHeader) encode(b *[DgramHeaderSize]byte, n uint32) {
 	ne.PutUint16(b[DgramOffRemotePort:], h.RemotePort)
 	ne.PutUint16(b[DgramOffLocalPort:], h.LocalPort)
 	b[DgramOffFamily] = h.Family
-	b[DgramOffFlags] = 0
+	b[DgramOffFlags] = h.Flags
 	clear(b[DgramOffFlags+1 : DgramOffRemote])
 	copy(b[DgramOffRemote:], h.Remote[:])
 	copy(b[DgramOffLocal:], h.Local[:])
@@ -129,6 +139,7 @@ func (h *DgramHeader) decode(b *[DgramHeaderSize]byte) {
 	h.RemotePort = ne.Uint16(b[DgramOffRemotePort:])
 	h.LocalPort = ne.Uint16(b[DgramOffLocalPort:])
 	h.Family = b[DgramOffFamily]
+	h.Flags = b[DgramOffFlags]
 	copy(h.Remote[:], b[DgramOffRemote:])
 	copy(h.Local[:], b[DgramOffLocal:])
 }
@@ -149,11 +160,12 @@ const (
 	EventSegmentRemoved EventType = 9  // a segment was removed
 	EventUnbound        EventType = 10 // a listener was unbound
 	EventBound          EventType = 11 // a listener was bound
-	// EventError reports an asynchronous error of a connected session,
-	// as a connected kernel socket's SO_ERROR: Arg32 is the errno
-	// (ECONNREFUSED for a port unreachable, EHOSTUNREACH, ENETUNREACH,
-	// ...). The session stays open; the app reports the error once, on
-	// its next read or write.
+	// EventError reports an asynchronous error of a session or
+	// listener, as a kernel socket's SO_ERROR: Arg32 is the errno
+	// (ECONNREFUSED for a connected session's port unreachable,
+	// EHOSTUNREACH, ENETUNREACH, ...; EMSGSIZE for a don't-fragment
+	// datagram larger than the path MTU). The session stays open; the
+	// app reports the error once, on its next read or write.
 	EventError      EventType = 12
 	EventPeerClosed EventType = 13 // a stream's peer closed its half: its bytes are all in the rx fifo
 	EventCustom     EventType = 0x8000

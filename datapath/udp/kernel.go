@@ -16,7 +16,9 @@ import (
 // failure counted in /proc/net/snmp's ReasmFails), and datagrams that
 // arrive before the program steers the port. Open makes the socket keep
 // them, with their destination address, for Recv. Send sends a datagram
-// through the kernel, which fragments it to the path MTU.
+// through the kernel, which fragments it to the path MTU, or, for a
+// don't-fragment datagram, refuses it with EMSGSIZE when it does not fit
+// the path MTU.
 
 // kernelRcvBuf is the receive buffer asked for an opened reservation: a
 // few dozen datagrams of 64 KiB.
@@ -76,8 +78,11 @@ func (r *Reservation) Recv(buf, oob []byte) (int, netip.AddrPort, netip.Addr, er
 
 // Send sends payload to dst through the kernel, from src when it is valid
 // (else the route's source, or the bound address), without blocking. The
-// kernel fragments it to the path MTU.
-func (r *Reservation) Send(payload []byte, dst netip.AddrPort, src netip.Addr, oob []byte) error {
+// kernel fragments it to the path MTU; with df (don't fragment) it sends
+// it as one packet (IPv4: DF set) or fails with unix.EMSGSIZE when the
+// packet exceeds the path MTU. oob must hold two control messages (64
+// bytes do). One goroutine at a time may call Send.
+func (r *Reservation) Send(payload []byte, dst netip.AddrPort, src netip.Addr, oob []byte, df bool) error {
 	a := dst.Addr().Unmap()
 	var sa unix.Sockaddr
 	oob = oob[:0]
@@ -87,6 +92,11 @@ func (r *Reservation) Send(payload []byte, dst netip.AddrPort, src netip.Addr, o
 			oob = appendCmsg(oob, unix.IPPROTO_IPV6, unix.IPV6_PKTINFO, 20)
 			s := src.As16()
 			copy(oob[unix.CmsgSpace(0):], s[:])
+		}
+		if df {
+			start := len(oob)
+			oob = appendCmsg(oob, unix.IPPROTO_IPV6, unix.IPV6_DONTFRAG, 4)
+			binary.NativeEndian.PutUint32(oob[start+unix.CmsgLen(0):], 1)
 		}
 	} else {
 		if !a.Is4() {
@@ -98,9 +108,35 @@ func (r *Reservation) Send(payload []byte, dst netip.AddrPort, src netip.Addr, o
 			s := src.Unmap().As4()
 			copy(oob[unix.CmsgSpace(0)+4:], s[:]) // in_pktinfo.ipi_spec_dst
 		}
+		if err := r.setDF(df); err != nil {
+			return err
+		}
 	}
 	_, err := unix.SendmsgN(r.fd, payload, oob, sa, unix.MSG_DONTWAIT)
 	return err
+}
+
+// setDF switches an IPv4 socket's path MTU discovery to IP_PMTUDISC_DO
+// (df) or back to the mode it had, when it is not so already: IPv4 has no
+// control message for it, so the mode follows the datagrams sent, at two
+// system calls per change.
+func (r *Reservation) setDF(df bool) error {
+	if df == r.dfOn {
+		return nil
+	}
+	mode := r.pmtuWas
+	if df {
+		was, err := unix.GetsockoptInt(r.fd, unix.IPPROTO_IP, unix.IP_MTU_DISCOVER)
+		if err != nil {
+			return fmt.Errorf("don't fragment: %w", err)
+		}
+		r.pmtuWas, mode = was, unix.IP_PMTUDISC_DO
+	}
+	if err := unix.SetsockoptInt(r.fd, unix.IPPROTO_IP, unix.IP_MTU_DISCOVER, mode); err != nil {
+		return fmt.Errorf("don't fragment: %w", err)
+	}
+	r.dfOn = df
+	return nil
 }
 
 // appendCmsg appends a zeroed control message of n data bytes.

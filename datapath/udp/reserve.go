@@ -18,6 +18,12 @@ var ErrReserve = errors.New("udp: cannot reserve local port")
 type Reservation struct {
 	fd   int
 	addr netip.AddrPort
+
+	// Send's state (one goroutine sends: the Tx owner): an IPv4 socket's
+	// IP_MTU_DISCOVER is IP_PMTUDISC_DO while it sends don't-fragment
+	// datagrams, and pmtuWas its mode before.
+	dfOn    bool
+	pmtuWas int
 }
 
 // Reserve binds a kernel UDP socket to local (port 0: an ephemeral port

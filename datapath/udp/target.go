@@ -122,31 +122,58 @@ type Run struct {
 	Full, TooBig, Corrupt uint64 // datagrams dropped: no room, can never fit, corrupt indices
 }
 
+// What DeliverBatchMarks did with one datagram.
+const (
+	Queued         uint8 = iota // queued in Rx
+	DroppedFull                 // Rx had no room
+	DroppedTooBig               // it can never fit Rx
+	DroppedCorrupt              // Rx's indices are corrupt
+)
+
 // DeliverBatch queues datagrams hs[i] (filled by HeaderOf) with payloads[i]
 // in Rx, in order, publishing them together; a datagram that does not fit
 // is dropped and the ones after it are still tried, as if queued one by
 // one. The caller holds the lock (Lock returned true). It does not
 // allocate and does not touch the counters: the caller adds the Run up.
 func (t *Target) DeliverBatch(hs []fifo.DgramHeader, payloads [][]byte) Run {
+	return t.DeliverBatchMarks(hs, payloads, nil)
+}
+
+// DeliverBatchMarks is DeliverBatch that also writes what became of each
+// datagram, Queued or a Dropped* value, in marks[i], when marks is not
+// nil; marks must then be as long as the shorter of hs and payloads.
+func (t *Target) DeliverBatchMarks(hs []fifo.DgramHeader, payloads [][]byte, marks []uint8) Run {
 	var r Run
 	n := min(len(hs), len(payloads))
+	if marks != nil {
+		marks = marks[:n]
+	}
 	for i := 0; i < n; {
 		k, err := t.Rx.EnqueueDgrams(hs[i:n], payloads[i:n])
 		for _, p := range payloads[i : i+k] {
 			r.Bytes += uint64(len(p))
+		}
+		if marks != nil {
+			clear(marks[i : i+k]) // Queued
 		}
 		r.Delivered += uint64(k)
 		i += k
 		if i == n {
 			break
 		}
+		why := DroppedCorrupt
 		switch err {
 		case fifo.ErrNoSpace:
 			r.Full++
+			why = DroppedFull
 		case fifo.ErrTooLarge:
 			r.TooBig++
+			why = DroppedTooBig
 		default:
 			r.Corrupt++
+		}
+		if marks != nil {
+			marks[i] = why
 		}
 		i++
 	}
@@ -157,6 +184,7 @@ func (t *Target) DeliverBatch(hs []fifo.DgramHeader, payloads [][]byte) Run {
 // destination.
 func HeaderOf(h *fifo.DgramHeader, p *frame.Packet) {
 	h.Family = p.Family
+	h.Flags = 0
 	h.Remote = p.Src
 	h.Local = p.Dst
 	h.RemotePort = p.SrcPort

@@ -1,0 +1,277 @@
+package daemon
+
+import (
+	"bytes"
+	"context"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"net"
+	"net/netip"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/vishvananda/netlink"
+	"golang.org/x/sys/unix"
+
+	"github.com/xsessiond/xsessiond/app"
+	"github.com/xsessiond/xsessiond/nsbind/nstest"
+)
+
+// routeMTU gives h a route of mtu to dst alone, through its veth.
+func routeMTU(t *testing.T, h *nstest.Host, dst netip.Addr, mtu int) {
+	t.Helper()
+	if err := h.Do(func() error {
+		l, err := netlink.LinkByName(h.Link)
+		if err != nil {
+			return err
+		}
+		bits := dst.BitLen()
+		return netlink.RouteReplace(&netlink.Route{LinkIndex: l.Attrs().Index,
+			Dst: &net.IPNet{IP: dst.AsSlice(), Mask: net.CIDRMask(bits, bits)}, MTU: mtu})
+	}); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// rawUDP4 is a raw IPv4 socket of h that sees every UDP packet h's kernel
+// delivers, IP header included (after reassembly).
+type rawUDP4 struct{ fd int }
+
+func openRawUDP4(t *testing.T, h *nstest.Host) *rawUDP4 {
+	t.Helper()
+	var fd int
+	if err := h.Do(func() error {
+		var err error
+		fd, err = unix.Socket(unix.AF_INET, unix.SOCK_RAW|unix.SOCK_CLOEXEC, unix.IPPROTO_UDP)
+		return err
+	}); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { unix.Close(fd) })
+	tv := unix.NsecToTimeval(int64(100 * time.Millisecond))
+	if err := unix.SetsockoptTimeval(fd, unix.SOL_SOCKET, unix.SO_RCVTIMEO, &tv); err != nil {
+		t.Fatal(err)
+	}
+	return &rawUDP4{fd: fd}
+}
+
+// drain throws away what the socket holds.
+func (r *rawUDP4) drain() {
+	var buf [2048]byte
+	for {
+		if _, _, err := unix.Recvfrom(r.fd, buf[:], unix.MSG_DONTWAIT); err != nil {
+			return
+		}
+	}
+}
+
+// flags returns the IPv4 flags and fragment offset field of the first
+// packet the socket received to port with a UDP payload of size bytes.
+func (r *rawUDP4) flags(port uint16, size int) (uint16, error) {
+	buf := make([]byte, 70000)
+	for deadline := time.Now().Add(2 * time.Second); time.Now().Before(deadline); {
+		n, _, err := unix.Recvfrom(r.fd, buf, 0)
+		if err != nil {
+			continue
+		}
+		p := buf[:n]
+		if n < 20 {
+			continue
+		}
+		ihl := int(p[0]&0x0f) * 4
+		if n < ihl+8 || binary.BigEndian.Uint16(p[ihl+2:]) != port || int(binary.BigEndian.Uint16(p[ihl+4:])) != 8+size {
+			continue
+		}
+		return binary.BigEndian.Uint16(p[6:8]), nil
+	}
+	return 0, fmt.Errorf("no packet of %d bytes to port %d", size, port)
+}
+
+// TestDontFragment: with a path MTU of 1,280 to host A in B's routes, IPv4
+// and IPv6, a PacketConn and a connected Conn with SetDontFragment(true)
+// send 1,000 bytes as one packet (IPv4: DF set, as A's raw socket sees
+// it); 1,400 bytes reach nothing, the next call returns EMSGSIZE once, and
+// the drop is counted as tx-dont-fragment; cleared, 1,400 bytes arrive,
+// fragmented by the kernel path.
+func TestDontFragment(t *testing.T) {
+	rig := nstest.NewPair(t, nstest.Options{})
+	routeMTU(t, rig.B, rig.A.IPv4, 1280)
+	routeMTU(t, rig.B, rig.A.IPv6, 1280)
+	d := startDaemon(t, func(o *Config) {
+		o.Datapath.IfName, o.Datapath.NetnsName, o.NoDatapath = rig.B.Link, rig.B.Name, false
+	})
+	a := attach(t, d, app.Options{Name: "df"})
+	raw := openRawUDP4(t, rig.A)
+	stats := func() (dfDrops, txKernel uint64) {
+		s := d.Engine().Stats()
+		return s.Totals.Drops["tx-dont-fragment"], s.Totals.TxKernel
+	}
+	// The workers publish their counters when idle: wait for a change.
+	settle := func(want func(df, k uint64) bool) (uint64, uint64) {
+		var df, k uint64
+		for deadline := time.Now().Add(2 * time.Second); time.Now().Before(deadline); time.Sleep(10 * time.Millisecond) {
+			if df, k = stats(); want(df, k) {
+				break
+			}
+		}
+		return df, k
+	}
+	for _, fam := range []struct {
+		name        string
+		uri, client string
+		a, b        netip.Addr
+	}{
+		{"ipv4", "udp://0.0.0.0:0", "0.0.0.0:0", rig.A.IPv4, rig.B.IPv4},
+		{"ipv6", "udp://[::]:0", "[::]:0", rig.A.IPv6, rig.B.IPv6},
+	} {
+		t.Run(fam.name, func(t *testing.T) {
+			cli, err := bindKernel(rig.A, fam.client)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer cli.Close()
+			cport := uint16(cli.LocalAddr().(*net.UDPAddr).Port)
+			pc, err := a.ListenPacketConn(fam.uri)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer pc.Close()
+			// A's first datagram tells the listener A's address.
+			if _, err := cli.WriteTo([]byte("hi"), &net.UDPAddr{IP: fam.b.AsSlice(), Port: pc.LocalAddr().(*net.UDPAddr).Port}); err != nil {
+				t.Fatal(err)
+			}
+			buf := make([]byte, 4096)
+			pc.SetReadDeadline(time.Now().Add(3 * time.Second))
+			_, from, err := pc.ReadFrom(buf)
+			if err != nil {
+				t.Fatal(err)
+			}
+			ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+			defer cancel()
+			dc, err := a.DialConn(ctx, "udp://"+netip.AddrPortFrom(fam.a, cport).String())
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer dc.Close()
+
+			for _, s := range []struct {
+				name  string
+				setDF func(bool) error
+				send  func([]byte) error
+				next  func() error // the sender's next call that returns a pending error
+			}{
+				{"PacketConn", pc.SetDontFragment,
+					func(b []byte) error { _, err := pc.WriteTo(b, from); return err },
+					func() error {
+						pc.SetReadDeadline(time.Now().Add(3 * time.Second))
+						_, _, err := pc.ReadFrom(buf)
+						return err
+					}},
+				{"Conn", dc.SetDontFragment,
+					func(b []byte) error { _, err := dc.Write(b); return err },
+					func() error {
+						dc.SetReadDeadline(time.Now().Add(3 * time.Second))
+						_, err := dc.Read(buf)
+						return err
+					}},
+			} {
+				// arrives reports whether A receives msg within d,
+				// skipping others (copies of earlier retries).
+				arrives := func(msg []byte, d time.Duration) bool {
+					cli.SetReadDeadline(time.Now().Add(d))
+					for {
+						n, _, err := cli.ReadFrom(buf)
+						if err != nil {
+							return false
+						}
+						if bytes.Equal(buf[:n], msg) {
+							return true
+						}
+					}
+				}
+				// exchange sends msg until A receives it (the first may
+				// wait for the neighbour).
+				exchange := func(msg []byte) bool {
+					for try := 0; try < 3; try++ {
+						if err := s.send(msg); err != nil {
+							t.Fatalf("%s: send %d bytes: %v", s.name, len(msg), err)
+						}
+						if arrives(msg, time.Second) {
+							return true
+						}
+					}
+					return false
+				}
+				checkDF := func(size int, want bool) {
+					if !fam.a.Is4() {
+						return
+					}
+					f, err := raw.flags(cport, size)
+					if err != nil {
+						t.Fatalf("%s: %v", s.name, err)
+					}
+					if got := f&0x4000 != 0; got != want || f&0x3fff != 0 {
+						t.Errorf("%s: %d bytes: IPv4 flags and offset %#04x, want DF %v and one packet", s.name, size, f, want)
+					}
+				}
+
+				if err := s.setDF(true); err != nil {
+					t.Fatal(err)
+				}
+				raw.drain()
+				r0 := reasmOKs(t, rig.A)
+				small := fragFill(1, 1000)
+				if !exchange(small) {
+					t.Fatalf("%s: don't fragment, 1,000 bytes over mtu 1,280: A got nothing", s.name)
+				}
+				checkDF(1000, true)
+
+				df0, k0 := stats()
+				big := fragFill(2, 1400)
+				if err := s.send(big); err != nil {
+					t.Fatalf("%s: don't fragment, 1,400 bytes: the write failed at once (%v); the library cannot know the path MTU", s.name, err)
+				}
+				err := s.next()
+				if !errors.Is(err, syscall.EMSGSIZE) {
+					t.Fatalf("%s: don't fragment, 1,400 bytes over mtu 1,280: next call %v, want EMSGSIZE", s.name, err)
+				}
+				if arrives(big, 300*time.Millisecond) {
+					t.Fatalf("%s: don't fragment, 1,400 bytes over mtu 1,280: A got them", s.name)
+				}
+				df1, k1 := settle(func(df, _ uint64) bool { return df > df0 })
+				t.Logf("%s: tx-dont-fragment %d -> %d, tx_kernel %d -> %d", s.name, df0, df1, k0, k1)
+				if df1 != df0+1 || k1 != k0 {
+					t.Fatalf("%s: tx-dont-fragment %d -> %d, tx_kernel %d -> %d: want one drop and nothing through the kernel", s.name, df0, df1, k0, k1)
+				}
+				if r := reasmOKs(t, rig.A); r != r0 {
+					t.Fatalf("%s: A reassembled %d datagrams with don't fragment set", s.name, r-r0)
+				}
+				// The error was reported once: the session goes on.
+				if !exchange(small) {
+					t.Fatalf("%s: after EMSGSIZE, 1,000 bytes: A got nothing", s.name)
+				}
+
+				if err := s.setDF(false); err != nil {
+					t.Fatal(err)
+				}
+				raw.drain()
+				if !exchange(small) {
+					t.Fatalf("%s: 1,000 bytes: A got nothing", s.name)
+				}
+				checkDF(1000, false)
+				r0 = reasmOKs(t, rig.A)
+				if !exchange(big) {
+					t.Fatalf("%s: 1,400 bytes without don't fragment: A got nothing", s.name)
+				}
+				_, k2 := settle(func(_, k uint64) bool { return k > k1 })
+				r := reasmOKs(t, rig.A) - r0
+				t.Logf("%s: 1,400 bytes without don't fragment: kernel path %d, reassembled on A (IPv4) %d", s.name, k2-k1, r)
+				if k2 == k1 || (fam.a.Is4() && r == 0) {
+					t.Fatalf("%s: 1,400 bytes without don't fragment: kernel path %d, reassembled on A %d: want fragments", s.name, k2-k1, r)
+				}
+			}
+		})
+	}
+}
