@@ -80,7 +80,7 @@ flags of the rig mode:
 	fs.IntVar(&o.genThreads, "gen-threads", 1, "generator threads (each its own AF_PACKET ring and share of the flows)")
 	fs.StringVar(&payloads, "payloads", "64,512,1472", "UDP payload sizes of the receive scenarios")
 	fs.StringVar(&o.out, "out", "perf/out", "directory for results.json, results.md and the plots")
-	fs.StringVar(&o.cpuProfile, "cpuprofile", "", "write a CPU profile of the measurement window of the first repetition of each xsessiond 64-byte receive row to this file\n(the first row's; later rows insert their group before the extension); goroutines are labelled part=datapath|app|gen")
+	fs.StringVar(&o.cpuProfile, "cpuprofile", "", "write a CPU profile of the measurement window of the first repetition of each xsessiond 64-byte receive row and TCP row to this file\n(the first row's; later rows insert their group before the extension); goroutines are labelled part=datapath|app|gen")
 	fs.IntVar(&o.xs.Batch, "xs-batch", 0, "xsessiond engine: frames per poll (0 = the engine's default, 64)")
 	fs.BoolVar(&o.xs.BusyPoll, "xs-busy-poll", false, "xsessiond engine: workers poll without sleeping")
 	fs.IntVar(&o.xs.Ring, "xs-ring", 0, "xsessiond engine: AF_XDP ring entries, a power of two, with twice as many UMEM frames (0 = the default)")

@@ -52,6 +52,10 @@ type Rep struct {
 	// (Breakdown names them).
 	SrvNs  int64  `json:"server_cpu_ns,omitempty"`
 	Errors uint64 `json:"errors,omitempty"`
+	// WorkerLoops and WorkerSleeps are xsessiond's worker loops and
+	// sleeps in poll(2) in the window (TCP rows).
+	WorkerLoops  uint64 `json:"worker_loops,omitempty"`
+	WorkerSleeps uint64 `json:"worker_sleeps,omitempty"`
 }
 
 // snap is the counters at one instant.

@@ -420,6 +420,7 @@ func (r *runner) tcpRep(ctx context.Context, s Scenario, rep, reps int) (out Rep
 		return Rep{}, err
 	}
 	out.SrvNs = cs1.CPUNs - cs0.CPUNs
+	out.WorkerLoops, out.WorkerSleeps = cs1.Worker.Loops-cs0.Worker.Loops, cs1.Worker.Sleeps-cs0.Worker.Sleeps
 	switch s.Kind {
 	case KindTCPRR, KindTCPCRR:
 		out.TotalSent, out.TotalDelivered = cl.done.Load(), final.Txns
@@ -469,9 +470,9 @@ func tcpLine(k Kind, rep Rep) string {
 	case isBulk(k):
 		unit = "bytes"
 	}
-	return fmt.Sprintf("%s sent %d, received %d (exact: %v); server CPU %v in the window; errors %d %s",
+	return fmt.Sprintf("%s sent %d, received %d (exact: %v); server CPU %v in the window; worker loops %d, sleeps %d in the window; errors %d %s",
 		unit, rep.TotalSent, rep.TotalDelivered, rep.TotalSent == rep.TotalDelivered,
-		time.Duration(rep.SrvNs), rep.Errors, rep.Breakdown)
+		time.Duration(rep.SrvNs), rep.WorkerLoops, rep.WorkerSleeps, rep.Errors, rep.Breakdown)
 }
 
 // startTCPProfile starts the server process's CPU profile for the window

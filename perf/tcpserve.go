@@ -24,6 +24,7 @@ import (
 	"time"
 
 	"github.com/xsessiond/xsessiond/app"
+	"github.com/xsessiond/xsessiond/datapath"
 )
 
 // TCP server modes, one per TCP scenario kind.
@@ -42,6 +43,8 @@ const tcpBulkChunk = 64 << 10
 // from any goroutine.
 type tcpServer struct {
 	mode string
+	// engine reads xsessiond's engine counters; nil for the kernel.
+	engine func() datapath.Stats
 	// accepted, closed: connections; txns: requests answered (rr, crr);
 	// rxBytes, txBytes: payload bytes read and written.
 	accepted, closed, txns, rxBytes, txBytes, errs atomic.Uint64
@@ -160,11 +163,26 @@ type tcpStats struct {
 	// CPUNs is the process's user+system time so far (all its threads:
 	// the server and, for xsessiond, the daemon in it).
 	CPUNs int64 `json:"cpu_ns"`
+	// Worker is xsessiond's engine's loop counters summed over its
+	// workers (none for the kernel).
+	Worker workerLoops `json:"worker"`
+}
+
+// workerLoops are the engine's worker loop counters.
+type workerLoops struct {
+	Loops  uint64 `json:"loops"`
+	Sleeps uint64 `json:"sleeps"`
+	Spins  uint64 `json:"spins"`
+	Naps   uint64 `json:"naps"`
 }
 
 func (s *tcpServer) stats() tcpStats {
 	st := tcpStats{Accepted: s.accepted.Load(), Closed: s.closed.Load(), Txns: s.txns.Load(),
 		RxBytes: s.rxBytes.Load(), TxBytes: s.txBytes.Load(), Errors: s.errs.Load(), CPUNs: procCPU().Nanoseconds()}
+	if s.engine != nil {
+		t := s.engine().Totals
+		st.Worker = workerLoops{Loops: t.Loops, Sleeps: t.Sleeps, Spins: t.Spins, Naps: t.Naps}
+	}
 	s.errMu.Lock()
 	if s.lastErr != nil {
 		st.LastErr = s.lastErr.Error()
@@ -213,8 +231,9 @@ func tcpServeMain(args []string) int {
 // tcpListener is the listener the server serves, and what closes what it
 // needed.
 type tcpListener struct {
-	ln    net.Listener
-	close func() error // closes what the listener needed (the app and daemon)
+	ln     net.Listener
+	close  func() error          // closes what the listener needed (the app and daemon)
+	engine func() datapath.Stats // xsessiond's engine counters; nil for the kernel
 }
 
 func listenTCP(impl, addr, iface, netns string, queues int, xsJSON string) (*tcpListener, error) {
@@ -242,7 +261,13 @@ func listenTCP(impl, addr, iface, netns string, queues int, xsJSON string) (*tcp
 		if err != nil {
 			return nil, errors.Join(fmt.Errorf("listen: %w", err), a.Close(), x.close())
 		}
-		return &tcpListener{ln: ln, close: func() error { return errors.Join(a.Close(), x.close()) }}, nil
+		engine := func() datapath.Stats {
+			if e := x.d.Engine(); e != nil {
+				return e.Stats()
+			}
+			return datapath.Stats{}
+		}
+		return &tcpListener{ln: ln, close: func() error { return errors.Join(a.Close(), x.close()) }, engine: engine}, nil
 	}
 	return nil, fmt.Errorf("unknown implementation %q", impl)
 }
@@ -258,7 +283,7 @@ func runTCPServe(impl, mode, addr, iface, netns string, queues int, xsJSON strin
 		return err
 	}
 	defer func() { err = errors.Join(err, l.close()) }()
-	s := &tcpServer{mode: mode}
+	s := &tcpServer{mode: mode, engine: l.engine}
 	serveErr := make(chan error, 1)
 	go pprof.Do(context.Background(), pprof.Labels("part", "server"), func(context.Context) { serveErr <- s.serve(l.ln) })
 	reply("ready")
