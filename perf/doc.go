@@ -4,13 +4,14 @@
 //
 // Usage (as root):
 //
-//	go run ./perf [--quick] [--only REGEXP] [--reps 3] [--duration 2s] [--queues 2] [--flows 16]
+//	go run ./perf [--quick] [--tcp] [--only REGEXP] [--reps 3] [--duration 2s] [--queues 2] [--flows 16]
 //	              [--rate 0] [--gen-threads 1] [--payloads 64,512,1472] [--out perf/out]
 //	              [--cpuprofile FILE] [--xs-stats] [--xs-batch N] [--xs-busy-poll]
 //	              [--xs-ring N] [--xs-nap D] [--xs-spin D]
 //	              [--xs-xdp-mode MODE] [--xs-rx-fifo BYTES]
 //	go run ./perf gen  --iface IF --dst-mac MAC --dst-ip IP ...   (two-machine runs)
 //	go run ./perf recv --iface IF --impl kernel|kernel-reuseport|xdp-drop|xsessiond ...
+//	perf tcpserve --impl kernel|xsessiond --mode rr|crr|recv|send ...    (started by the harness)
 //
 // The rig is two network namespaces joined by a veth pair with the
 // requested queue count (nsbind/nstest); it is removed on exit and on
@@ -76,15 +77,40 @@
 // machine's busy time from /proc/stat per delivered packet (the method
 // notes in results.md say exactly what is counted and subtracted).
 //
+// TCP scenarios (tcp.go, tcpserve.go): a kernel TCP client in host A (Go
+// net) against a TCP server in host B that is one function on a
+// net.Listener, tcpServer.serve, given net.Listen's listener (kernel) or
+// app.Listen's (xsessiond: the daemon on B's veth end and an attached app,
+// in the server's process). The server runs as a process of its own,
+// perf tcpserve, started from a thread in B's namespace and driven over
+// its stdin and stdout, so its user+system time is B's side alone: the
+// server and, for xsessiond, the daemon's workers and gVisor's goroutines.
+// Rows: request/response of 64 bytes over 1 and 32 connections
+// (transactions/s, p50/p99, B CPU per transaction), connect/request/close
+// from 4 client goroutines (connections/s, B CPU per connection), bulk
+// receive (A writes, B reads) and bulk send (B writes, A reads) on one
+// connection (Gbit/s, B CPU per GB). Every repetition checks that both
+// ends agree (transactions answered = transactions completed, bytes
+// written = bytes read once the sender closed) and counts connection
+// errors; the TCP goals table holds each xsessiond row against the
+// kernel's of the same run. --tcp runs the TCP rows alone.
+//
 // --quick runs only the 64-byte receive rows of the kernel baseline and
-// xsessiond, once, and prints as its last line
+// xsessiond and the TCP rows, once, prints one line per TCP group,
+//
+//	tcp GROUP: rate xsessiond/kernel = X.XX, B CPU xsessiond/kernel = Y.YY (goal: ...; met: yes|no|n/a)
+//
+// and, as its last line,
 //
 //	udp64 cost ratio kernel/xsessiond = X.XX, rate ratio xsessiond/kernel = Y.YY
 //
-// with n/a in place of a number that could not be measured.
+// with n/a in place of a number that could not be measured (--quick --tcp
+// leaves the UDP rows and this line out).
 //
 // --cpuprofile FILE writes a runtime/pprof CPU profile of the measurement
-// window of the first repetition of each xsessiond 64-byte receive row
+// window of the first repetition of each xsessiond 64-byte receive row and
+// each xsessiond TCP row (the TCP server process profiles itself; its
+// goroutines: part=datapath for the daemon, part=app, part=server)
 // (the first to FILE, later rows to FILE with their group inserted before
 // the extension). Goroutines carry the label part=datapath (the daemon's:
 // the engine's workers and mirror, the control socket), part=app (the

@@ -26,6 +26,8 @@ func main() {
 			os.Exit(remoteGenMain(os.Args[2:]))
 		case "recv":
 			os.Exit(remoteRecvMain(os.Args[2:]))
+		case "tcpserve":
+			os.Exit(tcpServeMain(os.Args[2:]))
 		}
 	}
 	os.Exit(rigMain(os.Args[1:]))
@@ -34,6 +36,7 @@ func main() {
 // options is the command line of the rig mode.
 type options struct {
 	quick      bool
+	tcp        bool   // only the TCP scenarios
 	only       string // regular expression on scenario names
 	reps       int
 	timing     Timing
@@ -56,6 +59,7 @@ func parseRigFlags(args []string, stderr io.Writer) (options, error) {
 		fmt.Fprintf(stderr, `usage: go run ./perf [flags]          run every scenario on a netns rig
        go run ./perf gen  [flags]     generator alone, on a real interface (two-machine runs)
        go run ./perf recv [flags]     one receiver alone, on a real interface (two-machine runs)
+       perf tcpserve [flags]          the TCP scenarios' server process (the harness starts it in host B)
 
 flags of the rig mode:
 `)
@@ -64,7 +68,8 @@ flags of the rig mode:
 	var o options
 	var payloads string
 	fs.StringVar(&o.only, "only", "", "run only the scenarios whose name (group/impl, e.g. echo64-q1-f1/xsessiond) matches this regular expression")
-	fs.BoolVar(&o.quick, "quick", false, "only UDP 64-byte receive, xsessiond and the kernel baseline, one repetition; ends with the ratio line")
+	fs.BoolVar(&o.quick, "quick", false, "only UDP 64-byte receive and the TCP rows, xsessiond and the kernel baseline, one repetition; ends with the ratio lines")
+	fs.BoolVar(&o.tcp, "tcp", false, "only the TCP scenarios (request/response, connect/request/close, bulk receive and send), kernel and xsessiond")
 	fs.IntVar(&o.reps, "reps", 3, "repetitions of each scenario")
 	fs.DurationVar(&o.timing.Window, "duration", 2*time.Second, "measurement window of each repetition")
 	fs.DurationVar(&o.timing.Warmup, "warmup", 300*time.Millisecond, "load before each window")
@@ -75,7 +80,7 @@ flags of the rig mode:
 	fs.IntVar(&o.genThreads, "gen-threads", 1, "generator threads (each its own AF_PACKET ring and share of the flows)")
 	fs.StringVar(&payloads, "payloads", "64,512,1472", "UDP payload sizes of the receive scenarios")
 	fs.StringVar(&o.out, "out", "perf/out", "directory for results.json, results.md and the plots")
-	fs.StringVar(&o.cpuProfile, "cpuprofile", "", "write a CPU profile of the measurement window of the first repetition of each xsessiond 64-byte receive row to this file\n(the first row's; later rows insert their group before the extension); goroutines are labelled part=datapath|app|gen")
+	fs.StringVar(&o.cpuProfile, "cpuprofile", "", "write a CPU profile of the measurement window of the first repetition of each xsessiond 64-byte receive row and TCP row to this file\n(the first row's; later rows insert their group before the extension); goroutines are labelled part=datapath|app|gen")
 	fs.IntVar(&o.xs.Batch, "xs-batch", 0, "xsessiond engine: frames per poll (0 = the engine's default, 64)")
 	fs.BoolVar(&o.xs.BusyPoll, "xs-busy-poll", false, "xsessiond engine: workers poll without sleeping")
 	fs.IntVar(&o.xs.Ring, "xs-ring", 0, "xsessiond engine: AF_XDP ring entries, a power of two, with twice as many UMEM frames (0 = the default)")
@@ -147,7 +152,12 @@ func rigMain(args []string) int {
 		}
 	}
 	if o.quick && rep != nil {
-		fmt.Println(quickLine(rep.Results))
+		for _, l := range tcpQuickLines(rep.Results) {
+			fmt.Println(l)
+		}
+		if !o.tcp {
+			fmt.Println(quickLine(rep.Results))
+		}
 	}
 	switch {
 	case ctx.Err() != nil:
@@ -163,11 +173,11 @@ func rigMain(args []string) int {
 // run measures every scenario of the plan; the rig is removed before it
 // returns, also when ctx is cancelled.
 func run(ctx context.Context, o options, log io.Writer) (*Report, error) {
-	plan := Plan{Payloads: o.payloads, Queues: o.queues, Flows: o.flows, Rate: o.rate, EchoRate: o.echoRate, Quick: o.quick}
+	plan := Plan{Payloads: o.payloads, Queues: o.queues, Flows: o.flows, Rate: o.rate, EchoRate: o.echoRate, Quick: o.quick, TCPOnly: o.tcp}
 	rep := &Report{
 		Started: time.Now(),
 		Host:    hostInfo(),
-		Config: RunConfig{Quick: o.quick, Reps: o.reps, Warmup: o.timing.Warmup.String(), Window: o.timing.Window.String(),
+		Config: RunConfig{Quick: o.quick, TCPOnly: o.tcp, Reps: o.reps, Warmup: o.timing.Warmup.String(), Window: o.timing.Window.String(),
 			Queues: o.queues, Flows: o.flows, Rate: o.rate, EchoRate: o.echoRate, GenThreads: o.genThreads},
 		Method: methodNotes,
 	}
@@ -202,6 +212,7 @@ func run(ctx context.Context, o options, log io.Writer) (*Report, error) {
 	}
 	applyGenCost(rep.Results)
 	rep.Ratios = Ratios(rep.Results)
+	rep.TCP = TCPGoals(rep.Results)
 	rep.Elapsed = time.Since(rep.Started).Round(time.Millisecond).String()
 	return rep, errors.Join(errs...)
 }
@@ -241,6 +252,13 @@ func rowLine(r Result) string {
 			fmtSummary(r.P50us, 1, 1), fmtSummary(r.P99us, 1, 1), fmtSummary(r.P999us, 1, 1), fmtSummary(r.LossPct, 1, 2))
 	case KindGenOnly:
 		return fmt.Sprintf("%-28s sent %s Mpps  %s ns/pkt", r.Name, fmtSummary(r.SentPPS, 1e-6, 3), fmtSummary(r.CPUNs, 1, 0))
+	case KindTCPRR, KindTCPCRR:
+		return fmt.Sprintf("%-28s %s/s  p50 %s µs  p99 %s µs  B %s ns each  machine %s ns each  errors %s", r.Name,
+			fmtSummary(r.PPS, 1, 0), fmtSummary(r.P50us, 1, 1), fmtSummary(r.P99us, 1, 1),
+			fmtSummary(r.SrvCPUNs, 1, 0), fmtSummary(r.CPUNs, 1, 0), fmtSummary(r.Errors, 1, 0))
+	case KindTCPRecv, KindTCPSend:
+		return fmt.Sprintf("%-28s %s Gbit/s  B %s ms/GB  machine %s ms/GB  errors %s", r.Name,
+			fmtSummary(r.Gbps, 1, 3), fmtSummary(r.SrvCPUPerGB, 1, 0), fmtSummary(r.CPUPerGB, 1, 0), fmtSummary(r.Errors, 1, 0))
 	}
 	return fmt.Sprintf("%-28s %s Mpps  %s Gbit/s  loss %s%%  %s ns/pkt", r.Name,
 		fmtSummary(r.PPS, 1e-6, 3), fmtSummary(r.Gbps, 1, 2), fmtSummary(r.LossPct, 1, 2), fmtSummary(r.CPUNs, 1, 0))

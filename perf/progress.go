@@ -19,6 +19,14 @@ func newProgress(w io.Writer) *progress { return &progress{w: w} }
 
 // update rewrites the status line.
 func (p *progress) update(s Scenario, rep, reps int, pps float64, lossPct float64) {
+	switch {
+	case isBulk(s.Kind): // pps counts bytes
+		p.show(fmt.Sprintf("%-28s rep %d/%d  %9.3f Gbit/s", s.Name, rep, reps, pps*8/1e9))
+		return
+	case isTCP(s.Kind):
+		p.show(fmt.Sprintf("%-28s rep %d/%d  %9.0f /s", s.Name, rep, reps, pps))
+		return
+	}
 	p.show(fmt.Sprintf("%-28s rep %d/%d  %9.3f Mpps  loss %6.2f%%", s.Name, rep, reps, pps/1e6, lossPct))
 }
 

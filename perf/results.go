@@ -47,7 +47,20 @@ type Result struct {
 	ProcNs  Summary `json:"proc_ns_per_pkt"` // this process's user+system time per delivered packet
 	Util    Summary `json:"util"`            // busy share of all CPUs in the window
 
-	P50us  Summary    `json:"p50_us"` // echo only
+	// TCP rows. SrvCPUNs is the server process's CPU time (host B's
+	// side: the server and, for xsessiond, the daemon in its process)
+	// per transaction or connection; the bulk rows give CPU per GB
+	// moved instead, in ms: CPUPerGB the whole machine's (client
+	// included), SrvCPUPerGB the server process's. Errors are connection
+	// errors of client and server; Exact counts the repetitions whose
+	// totals matched on both ends (transactions, or bytes).
+	SrvCPUNs    Summary `json:"server_cpu_ns_per_txn"`
+	CPUPerGB    Summary `json:"cpu_ms_per_gb"`
+	SrvCPUPerGB Summary `json:"server_cpu_ms_per_gb"`
+	Errors      Summary `json:"errors"`
+	Exact       int     `json:"exact_reps"`
+
+	P50us  Summary    `json:"p50_us"` // echo and TCP request/response only
 	P99us  Summary    `json:"p99_us"`
 	P999us Summary    `json:"p999_us"`
 	CDF    []CDFPoint `json:"cdf,omitempty"` // echo only: all repetitions pooled
@@ -61,6 +74,8 @@ func computeFigures(r *Result) {
 	pps, gbps, sent := make([]float64, n), make([]float64, n), make([]float64, n)
 	loss, lossPct, cpu, proc, util := make([]float64, n), make([]float64, n), make([]float64, n), make([]float64, n), make([]float64, n)
 	var p50, p99, p999, counted, unexplained []float64
+	var srv, perGB, srvPerGB, errs []float64
+	r.Exact = 0
 	var pooled []time.Duration
 	for i, rep := range r.Reps {
 		secs := float64(rep.WindowNs) / 1e9
@@ -81,11 +96,28 @@ func computeFigures(r *Result) {
 			proc[i] = v
 		}
 		util[i] = rep.Util
+		if isTCP(r.Kind) {
+			errs = append(errs, float64(rep.Errors))
+			if rep.TotalSent == rep.TotalDelivered {
+				r.Exact++
+			}
+			if isBulk(r.Kind) {
+				// Delivered counts bytes.
+				pps[i], cpu[i], proc[i] = math.NaN(), math.NaN(), math.NaN()
+				gbps[i] = float64(rep.Delivered) * 8 / secs / 1e9
+				if rep.Delivered > 0 {
+					perGB = append(perGB, float64(rep.BusyNs)/float64(rep.Delivered)*1e3)
+					srvPerGB = append(srvPerGB, float64(rep.SrvNs)/float64(rep.Delivered)*1e3)
+				}
+			} else if v, ok := PerPacket(time.Duration(rep.SrvNs), rep.Delivered); ok {
+				srv = append(srv, v)
+			}
+		}
 		if (r.Kind == KindReceive || r.Kind == KindEcho) && rep.Drops != nil {
 			counted = append(counted, float64(rep.Counted))
 			unexplained = append(unexplained, float64(rep.Unexplained))
 		}
-		if r.Kind == KindEcho && len(rep.Samples) > 0 {
+		if (r.Kind == KindEcho || r.Kind == KindTCPRR || r.Kind == KindTCPCRR) && len(rep.Samples) > 0 {
 			p50 = append(p50, us(Percentile(rep.Samples, 0.50)))
 			p99 = append(p99, us(Percentile(rep.Samples, 0.99)))
 			p999 = append(p999, us(Percentile(rep.Samples, 0.999)))
@@ -97,6 +129,7 @@ func computeFigures(r *Result) {
 	r.CPUNs, r.ProcNs, r.Util = Summarize(cpu), Summarize(proc), Summarize(util)
 	r.P50us, r.P99us, r.P999us = Summarize(p50), Summarize(p99), Summarize(p999)
 	r.Counted, r.Unexplained = Summarize(counted), Summarize(unexplained)
+	r.SrvCPUNs, r.CPUPerGB, r.SrvCPUPerGB, r.Errors = Summarize(srv), Summarize(perGB), Summarize(srvPerGB), Summarize(errs)
 	if len(pooled) > 0 {
 		slices.Sort(pooled)
 		r.CDF = CDF(pooled, 200)
@@ -182,6 +215,9 @@ func Ratios(results []Result) []RatioRow {
 			{"cpu_ns_per_pkt", func(r *Result) Summary { return r.CPUNs }},
 			{"rx_cpu_ns_per_pkt", func(r *Result) Summary { return r.RxCPUNs }},
 			{"loss_pct", func(r *Result) Summary { return r.LossPct }},
+			{"server_cpu_ns_per_txn", func(r *Result) Summary { return r.SrvCPUNs }},
+			{"cpu_ms_per_gb", func(r *Result) Summary { return r.CPUPerGB }},
+			{"server_cpu_ms_per_gb", func(r *Result) Summary { return r.SrvCPUPerGB }},
 			{"p50_us", func(r *Result) Summary { return r.P50us }},
 			{"p99_us", func(r *Result) Summary { return r.P99us }},
 			{"p999_us", func(r *Result) Summary { return r.P999us }},
@@ -210,6 +246,7 @@ type HostInfo struct {
 // RunConfig is the command line of a report.
 type RunConfig struct {
 	Quick      bool   `json:"quick"`
+	TCPOnly    bool   `json:"tcp_only,omitempty"`
 	Reps       int    `json:"reps"`
 	Warmup     string `json:"warmup"`
 	Window     string `json:"window"`
@@ -229,6 +266,7 @@ type Report struct {
 	Method  []string   `json:"method"`
 	Results []Result   `json:"results"`
 	Ratios  []RatioRow `json:"ratios"`
+	TCP     []TCPGoal  `json:"tcp_goals,omitempty"`
 }
 
 // methodNotes say how each figure is made; they go into both outputs.
@@ -245,6 +283,9 @@ var methodNotes = []string{
 	"xsessiond is the daemon (package daemon, as xsessiond run starts it) running in-process on host B's veth end (AF_XDP in copy mode as veth has no zero-copy), with apps attached through the app library over its control socket; the receiving app counts datagrams with ReadBatch, in place in its listener's rx fifo, without copying payloads.",
 	"Cut-through: socketpair writes and reads one message per system call; xsessiond's writer writes one datagram per Write on its app library connection and its reader takes up to 64 per ReadBatch in place, both sleeping only when the fifo is full or empty.",
 	"Echo: kernel UDP sockets in host A, with A's tx checksum offload off (so an AF_XDP receiver sees complete UDP checksums); the same for both implementations.",
+	"TCP: a kernel TCP client in host A (Go net, one goroutine per connection; connect/request/close: 4 goroutines each on a thread in A's namespace, host A's ephemeral port range 1024–65535 with tcp_tw_reuse) against a server in host B that is one Go function on a net.Listener: net.Listen's (kernel) or app.Listen's (xsessiond: the daemon and the app in the server's process, app fifos at the daemon's default size). The server runs as a process of its own (perf tcpserve) started in B's namespace.",
+	"TCP B CPU: the server process's user+system time (getrusage, read by the process itself at both ends of the window) per transaction, connection or GB: for xsessiond that includes the daemon's workers and gVisor's goroutines. On veth a sender's transmit runs the peer's receive path in its own softirq, so each side's send pays part of the other's receive, for both implementations. Machine CPU: /proc/stat busy time over the window, client included.",
+	"TCP exact: the repetitions whose totals match at both ends (transactions the client completed = requests the server answered; bytes written = bytes read, after the sender closed and the receiver read to the end). Errors: failed connects, resets and timeouts of client and server.",
 	"Each figure: median [min–max] over the repetitions.",
 }
 
@@ -330,6 +371,45 @@ func WriteMarkdown(w io.Writer, rep *Report) error {
 		for _, r := range rows {
 			fmt.Fprintf(&b, "| %s | %s | %s | %s | %s | %s |\n", r.Group, r.Impl,
 				fmtSummary(r.PPS, 1e-6, 3), fmtSummary(r.Gbps, 1, 2), fmtSummary(r.CPUNs, 1, 0), status(r))
+		}
+	}
+	exact := func(r Result) string {
+		if len(r.Reps) == 0 {
+			return "–"
+		}
+		if r.Exact == len(r.Reps) {
+			return "yes"
+		}
+		return fmt.Sprintf("**%d of %d**", r.Exact, len(r.Reps))
+	}
+	if rows := section("TCP request/response and connect/request/close", KindTCPRR, KindTCPCRR); len(rows) > 0 {
+		b.WriteString("| group | impl | conns | txn/s | p50 µs | p99 µs | B CPU ns/txn | machine CPU ns/txn | client proc ns/txn | exact | errors | note |\n")
+		b.WriteString("| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |\n")
+		for _, r := range rows {
+			fmt.Fprintf(&b, "| %s | %s | %d | %s | %s | %s | %s | %s | %s | %s | %s | %s |\n", r.Group, r.Impl, r.Flows,
+				fmtSummary(r.PPS, 1, 0), fmtSummary(r.P50us, 1, 1), fmtSummary(r.P99us, 1, 1),
+				fmtSummary(r.SrvCPUNs, 1, 0), fmtSummary(r.CPUNs, 1, 0), fmtSummary(r.ProcNs, 1, 0),
+				exact(r), fmtSummary(r.Errors, 1, 0), status(r))
+		}
+	}
+	if rows := section("TCP bulk", KindTCPRecv, KindTCPSend); len(rows) > 0 {
+		b.WriteString("| group | impl | direction | Gbit/s | B CPU ms/GB | machine CPU ms/GB | exact | errors | note |\n")
+		b.WriteString("| --- | --- | --- | --- | --- | --- | --- | --- | --- |\n")
+		for _, r := range rows {
+			dir := "A → B"
+			if r.Kind == KindTCPSend {
+				dir = "B → A"
+			}
+			fmt.Fprintf(&b, "| %s | %s | %s | %s | %s | %s | %s | %s | %s |\n", r.Group, r.Impl, dir,
+				fmtSummary(r.Gbps, 1, 3), fmtSummary(r.SrvCPUPerGB, 1, 0), fmtSummary(r.CPUPerGB, 1, 0),
+				exact(r), fmtSummary(r.Errors, 1, 0), status(r))
+		}
+	}
+	if goals := TCPGoals(rep.Results); len(goals) > 0 {
+		b.WriteString("\n## TCP goals (xsessiond against the kernel of the same run)\n\n")
+		b.WriteString("| group | goal | rate xsessiond/kernel | B CPU xsessiond/kernel | met |\n| --- | --- | --- | --- | --- |\n")
+		for _, g := range goals {
+			fmt.Fprintf(&b, "| %s | %s | %s | %s | %s |\n", g.Group, g.Goal, fmtRatio(g.Rate), fmtRatio(g.CPU), g.Met)
 		}
 	}
 	if len(rep.Ratios) > 0 {

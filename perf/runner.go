@@ -46,6 +46,16 @@ type Rep struct {
 	Breakdown   Drops  `json:"drops_breakdown,omitempty"` // overlaps Drops, printed only
 	Counted     uint64 `json:"counted"`
 	Unexplained int64  `json:"unexplained"`
+	// TCP repetitions: the server process's user+system time in the
+	// window (host B's side: the server and, for xsessiond, the daemon in
+	// the same process), and the connection errors of client and server
+	// (Breakdown names them).
+	SrvNs  int64  `json:"server_cpu_ns,omitempty"`
+	Errors uint64 `json:"errors,omitempty"`
+	// WorkerLoops and WorkerSleeps are xsessiond's worker loops and
+	// sleeps in poll(2) in the window (TCP rows).
+	WorkerLoops  uint64 `json:"worker_loops,omitempty"`
+	WorkerSleeps uint64 `json:"worker_sleeps,omitempty"`
 }
 
 // snap is the counters at one instant.
@@ -91,6 +101,7 @@ type runner struct {
 	// repetition of each xsessiond 64-byte receive row goes (profileFile).
 	cpuProfile string
 	profiled   int // rows profiled so far
+	tcpReps    int // TCP repetitions run so far (each takes the next port)
 	// stats, when set, is given the implementation's own counters after
 	// each receive repetition (xsessiond: the engine's).
 	stats func(line string)
@@ -281,6 +292,8 @@ func (r *runner) runRep(ctx context.Context, s Scenario, rep, reps int) (Rep, er
 		return r.echoRep(ctx, s, rep, reps)
 	case KindCutThrough:
 		return r.cutThroughRep(ctx, s, rep, reps)
+	case KindTCPRR, KindTCPCRR, KindTCPRecv, KindTCPSend:
+		return r.tcpRep(ctx, s, rep, reps)
 	}
 	return Rep{}, fmt.Errorf("unknown scenario kind %q", s.Kind)
 }

@@ -25,6 +25,20 @@ const (
 	KindEcho Kind = "udp-echo"
 	// KindCutThrough is messages between two local apps.
 	KindCutThrough Kind = "cut-through"
+	// KindTCPRR is TCP request/response: a kernel client in host A sends
+	// Payload bytes on each of Flows connections and waits for the same
+	// back, one request in flight per connection, flat out.
+	KindTCPRR Kind = "tcp-rr"
+	// KindTCPCRR is TCP connect/request/close: Flows client goroutines in
+	// host A each open a connection, send one request, read its response
+	// and close, one connection after another.
+	KindTCPCRR Kind = "tcp-crr"
+	// KindTCPRecv is bulk TCP into host B: the client writes flat out on
+	// Flows connections, the server reads and counts.
+	KindTCPRecv Kind = "tcp-bulk-recv"
+	// KindTCPSend is bulk TCP out of host B: the server writes flat out,
+	// the client reads and counts.
+	KindTCPSend Kind = "tcp-bulk-send"
 )
 
 // Scenario is one row of the results: one implementation under one load.
@@ -49,6 +63,33 @@ type Plan struct {
 	Rate     uint64 // generator rate for receive scenarios, 0 = flat out
 	EchoRate uint64 // request rate of the echo scenarios
 	Quick    bool
+	// TCPOnly plans the TCP scenarios alone (--tcp).
+	TCPOnly bool
+}
+
+// tcpScenarios are the TCP rows, each with the kernel baseline before
+// xsessiond: request/response of 64 bytes over 1 and 32 connections,
+// connect/request/close from 4 clients, bulk into and out of host B on one
+// connection. --quick runs the same rows once.
+func tcpScenarios() []Scenario {
+	var rows []Scenario
+	for _, t := range []struct {
+		kind        Kind
+		group       string
+		payload, cn int
+	}{
+		{KindTCPRR, "tcprr64-c1", tcpReqSize, 1},
+		{KindTCPRR, "tcprr64-c32", tcpReqSize, 32},
+		{KindTCPCRR, "tcpcrr64-c4", tcpReqSize, 4},
+		{KindTCPRecv, "tcprecv-c1", tcpBulkChunk, 1},
+		{KindTCPSend, "tcpsend-c1", tcpBulkChunk, 1},
+	} {
+		for _, impl := range []string{ImplKernel, ImplXsessiond} {
+			rows = append(rows, Scenario{Name: t.group + "/" + impl, Group: t.group, Kind: t.kind, Impl: impl,
+				Payload: t.payload, Queues: 1, Flows: t.cn})
+		}
+	}
+	return rows
 }
 
 // DefaultPayloads are the UDP payload sizes of the receive scenarios.
@@ -85,11 +126,14 @@ func Scenarios(p Plan) []Scenario {
 			Payload: l.payload, Queues: l.queues, Flows: l.flows, Rate: rate,
 		})
 	}
+	if p.TCPOnly {
+		return tcpScenarios()
+	}
 	if p.Quick {
 		l := load{64, 1, 1}
 		add(KindReceive, ImplKernel, l, p.Rate, l.group("udp"))
 		add(KindReceive, ImplXsessiond, l, p.Rate, l.group("udp"))
-		return rows
+		return append(rows, tcpScenarios()...)
 	}
 
 	// Receive: every payload at 1 queue/1 flow and N queues/F flows; at
@@ -130,6 +174,7 @@ func Scenarios(p Plan) []Scenario {
 		add(KindCutThrough, ImplSocketpair, l, 0, l.group("ct"))
 		add(KindCutThrough, ImplXsessiond, l, 0, l.group("ct"))
 	}
+	rows = append(rows, tcpScenarios()...)
 	slices.SortStableFunc(rows, func(a, b Scenario) int { return cmp.Compare(a.Queues, b.Queues) })
 	return rows
 }

@@ -41,6 +41,7 @@ func TestScenariosDefault(t *testing.T) {
 		"udp512-q4-f16/kernel-reuseport", "udp1472-q4-f16/xsessiond", "udp64-q1-f16/kernel",
 		"udp64-q2-f16/xdp-drop", // a scaling step
 		"echo64-q1-f1/kernel", "echo64-q1-f1/xsessiond", "ct64-q1-f1/socketpair", "ct1472-q1-f1/xsessiond",
+		"tcprr64-c1/kernel", "tcprr64-c32/xsessiond", "tcpcrr64-c4/kernel", "tcprecv-c1/xsessiond", "tcpsend-c1/kernel",
 	} {
 		if !names[want] {
 			t.Errorf("no row %s", want)
@@ -58,13 +59,42 @@ func TestScenariosDefault(t *testing.T) {
 
 func TestScenariosQuick(t *testing.T) {
 	rows := Scenarios(Plan{Payloads: DefaultPayloads, Queues: 4, Flows: 16, Quick: true})
-	if len(rows) != 2 || rows[0].Impl != ImplKernel || rows[1].Impl != ImplXsessiond {
+	if len(rows) != 12 || rows[0].Impl != ImplKernel || rows[1].Impl != ImplXsessiond {
 		t.Fatalf("quick rows %+v", rows)
 	}
-	for _, r := range rows {
+	for _, r := range rows[:2] {
 		if r.Kind != KindReceive || r.Payload != 64 {
 			t.Errorf("quick row %+v", r)
 		}
+	}
+	if tcp := rows[2:]; !slices.Equal(tcp, tcpScenarios()) {
+		t.Errorf("quick TCP rows %+v", tcp)
+	}
+}
+
+// TestScenariosTCP checks --tcp's rows: every TCP kind, the kernel row
+// before xsessiond's in each group, one queue.
+func TestScenariosTCP(t *testing.T) {
+	rows := Scenarios(Plan{Payloads: DefaultPayloads, Queues: 4, Flows: 16, TCPOnly: true})
+	kinds := map[Kind]int{}
+	for i, r := range rows {
+		kinds[r.Kind]++
+		want := ImplKernel
+		if i%2 == 1 {
+			want = ImplXsessiond
+			if rows[i-1].Group != r.Group {
+				t.Errorf("row %s not beside its baseline", r.Name)
+			}
+		}
+		if !isTCP(r.Kind) || r.Impl != want || r.Queues != 1 || r.Flows < 1 {
+			t.Errorf("TCP row %+v", r)
+		}
+	}
+	if len(rows) != 10 || kinds[KindTCPRR] != 4 || kinds[KindTCPCRR] != 2 || kinds[KindTCPRecv] != 2 || kinds[KindTCPSend] != 2 {
+		t.Errorf("TCP rows %+v", rows)
+	}
+	if o, err := parseRigFlags([]string{"--tcp"}, io.Discard); err != nil || !o.tcp {
+		t.Errorf("--tcp: %+v %v", o, err)
 	}
 }
 
