@@ -4,6 +4,7 @@ import (
 	"net/netip"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/xsessiond/xsessiond/datapath"
 )
@@ -50,7 +51,14 @@ func TestChecksumModes(t *testing.T) {
 					t.Fatalf("%v: sent %d received %d mismatched %d, want %d back", fam.dst, res.sent, res.received, res.mismatched, want)
 				}
 			}
-			st = r.eng.Stats()
+			// A worker publishes its counters every few loops and when it
+			// goes idle, so the last replies can reach the client before
+			// the counts of their datagrams are visible: wait for them
+			// (bounded) before judging.
+			deadline := time.Now().Add(5 * time.Second)
+			for st = r.eng.Stats(); st.Totals.Rx < uint64(total) && time.Now().Before(deadline); st = r.eng.Stats() {
+				time.Sleep(10 * time.Millisecond)
+			}
 			t.Logf("mode %s: totals %+v", st.Checksum, st.Totals)
 			if mode == datapath.ChecksumVerify {
 				if st.Totals.PartialCsum != 0 || st.Totals.Drops["bad-udp-csum"] < uint64(total)*9/10 || st.Totals.Delivered+st.Totals.Drops["bad-udp-csum"] != uint64(total) {
