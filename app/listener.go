@@ -77,7 +77,14 @@ func (l *Listener) accept(e *end, info *api.SessionInfo) bool {
 		raddr = endpointAddr(info.Remote)
 		remote = netip.AddrPortFrom(info.Remote.Addr, info.Remote.Port)
 	}
-	c := newConn(l.a, e, l.addr, raddr, netip.AddrPort{}, remote)
+	laddr, local := l.addr, netip.AddrPort{}
+	if !info.CutThrough && info.Local.Addr.IsValid() {
+		// The address the peer reached (a wildcard listener's is
+		// unspecified).
+		laddr = endpointAddr(info.Local)
+		local = netip.AddrPortFrom(info.Local.Addr, info.Local.Port)
+	}
+	c := newConn(l.a, e, laddr, raddr, local, remote)
 	c.ln = l
 	select {
 	case l.q <- c:

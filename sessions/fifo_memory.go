@@ -96,6 +96,13 @@ func (a *fifoApp) Notify(ev Event) error {
 		return nil
 	}
 	se := sessionEvent(a.m, ev)
+	if (ev.Kind == EventAccepted || ev.Kind == EventConnected) && !ev.CutThrough && ev.Local.Addr().IsValid() && !ev.Local.Addr().IsUnspecified() {
+		la := fifo.SessionEvent{Type: fifo.EventLocalAddr, Handle: uint64(ev.Handle), Transport: uint8(ev.Transport),
+			Local: netip.AddrPortFrom(ev.Local.Addr().Unmap(), ev.Local.Port())}
+		if err := q.Send(la.Encode()); err != nil {
+			return err
+		}
+	}
 	return q.Send(se.Encode())
 }
 
@@ -112,6 +119,10 @@ func sessionEvent(m *fifo.Manager, ev Event) fifo.SessionEvent {
 	case EventConnectFailed:
 		se.Opaque = ev.Opaque
 		se.Code = uint64(CodeOf(ev.Err))
+	case EventReset:
+		if ev.Err != nil {
+			se.Code = uint64(CodeOf(ev.Err))
+		}
 	case EventSegmentAdded:
 		if s, ok := ev.Segment.(*fifo.Segment); ok {
 			se.Segment = s.Index()
