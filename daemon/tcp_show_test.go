@@ -141,6 +141,12 @@ func TestTCPShowSessions(t *testing.T) {
 		return ok && s.TCPState == "CLOSE-WAIT"
 	})
 	ac.Close()
+	// A passive close leaves nothing to show once the peer acked our FIN
+	// (gVisor has no TIME-WAIT for it).
+	waitFor(t, "the closed connection gone from the list", 5*time.Second, func() bool {
+		_, ok := tcpSession(d, remote)
+		return !ok
+	})
 
 	// Active: the app connects to a kernel listener on A and closes first:
 	// TIME-WAIT, shown as a lingering session.

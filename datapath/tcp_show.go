@@ -113,7 +113,7 @@ func (e *Engine) TCPConns() []TCPConnView {
 	seen := map[*tcpSess]bool{}
 	p.mu.Lock()
 	for _, s := range p.conns {
-		if s.conn == nil || seen[s] {
+		if s.conn == nil || seen[s] || (s.done && s.conn.Finished()) {
 			continue
 		}
 		seen[s] = true
@@ -148,13 +148,16 @@ func (e *Engine) TCPConns() []TCPConnView {
 	return out
 }
 
-// lingering returns the ended connections whose port is still held.
+// lingering returns the ended connections whose port is still held and
+// that gVisor has not closed yet (FIN-WAIT, CLOSING, LAST-ACK,
+// TIME-WAIT): a passive close's connection is CLOSED at once, a TIME-WAIT
+// is over before its port is released.
 func (p *tcpPath) lingering() []*tcpSess {
 	p.coolMu.Lock()
 	defer p.coolMu.Unlock()
 	out := make([]*tcpSess, 0, len(p.cool))
 	for _, c := range p.cool {
-		if c.s != nil && c.s.conn != nil {
+		if c.s != nil && c.s.conn != nil && !c.s.conn.Finished() {
 			out = append(out, c.s)
 		}
 	}
@@ -190,9 +193,11 @@ func (e *Engine) TCPNamespaceStats() map[string]*TCPNamespaceStats {
 		seen[s] = true
 		in := s.conn.Info()
 		st := get(s.ns)
-		st.States[in.State]++
 		if !s.done {
+			st.States[in.State]++
 			st.addConn(in)
+		} else if !s.conn.Finished() {
+			st.States[in.State]++
 		}
 	}
 	for _, tl := range p.lis {

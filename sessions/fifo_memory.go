@@ -97,9 +97,11 @@ func (a *fifoApp) Notify(ev Event) error {
 	}
 	se := sessionEvent(a.m, ev)
 	if (ev.Kind == EventAccepted || ev.Kind == EventConnected) && !ev.CutThrough && ev.Local.Addr().IsValid() && !ev.Local.Addr().IsUnspecified() {
+		// Both records or, when the queue has room for one only, the
+		// event alone (the app then names the listener's address).
 		la := fifo.SessionEvent{Type: fifo.EventLocalAddr, Handle: uint64(ev.Handle), Transport: uint8(ev.Transport),
 			Local: netip.AddrPortFrom(ev.Local.Addr().Unmap(), ev.Local.Port())}
-		if err := q.Send(la.Encode()); err != nil {
+		if err := q.Send(la.Encode(), se.Encode()); !errors.Is(err, fifo.ErrNoSpace) {
 			return err
 		}
 	}

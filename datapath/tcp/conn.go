@@ -160,6 +160,16 @@ func (c *Conn) Info() ConnInfo {
 	return in
 }
 
+// Finished reports whether gVisor is done with the Conn's connection
+// (CLOSED or ERROR): nothing more is sent or received on it.
+func (c *Conn) Finished() bool {
+	switch c.ep.EndpointState() {
+	case tcp.StateClose, tcp.StateError:
+		return true
+	}
+	return false
+}
+
 // Keepalive is a Conn's TCP keepalive: after Idle without traffic gVisor
 // sends a probe every Interval; Count probes unanswered end the Conn with
 // ETIMEDOUT (Reset). Zero fields keep gVisor's values (2h, 75s, 9).
