@@ -9,6 +9,7 @@ import (
 	"reflect"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/xsessiond/xsessiond/flow"
 )
@@ -66,6 +67,8 @@ func samples() []Message {
 		&CaptureReply{},
 		&RuleDel{ID: 7},
 		&CloseWrite{Handle: flow.MakeHandle(3, 2)},
+		&SetKeepalive{Handle: flow.MakeHandle(3, 2), Enabled: true, Idle: 2 * time.Second, Interval: 500 * time.Millisecond, Count: 4},
+		&SetKeepalive{Handle: flow.MakeHandle(1, 9)},
 	}
 }
 

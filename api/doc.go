@@ -61,6 +61,7 @@
 //	36    ConnectReply    daemon → app    –              the segment and the peer's eventfd, if cut-through
 //	37    Disconnect      app → daemon    OK             –
 //	38    CloseWrite      app → daemon    OK             –
+//	39    SetKeepalive    app → daemon    OK             –
 //	48    SegmentAdded    daemon → app    (notice)       one per segment
 //	49    SegmentRemoved  daemon → app    (notice)       –
 //	50    Accepted        daemon → app    (notice)       the segment and the peer's eventfd, if cut-through

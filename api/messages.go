@@ -31,6 +31,7 @@ const (
 	TypeConnectReply Type = 36
 	TypeDisconnect   Type = 37
 	TypeCloseWrite   Type = 38
+	TypeSetKeepalive Type = 39
 
 	TypeSegmentAdded   Type = 48
 	TypeSegmentRemoved Type = 49
@@ -56,7 +57,7 @@ var typeNames = map[Type]string{
 	TypeAttach: "Attach", TypeAttachReply: "AttachReply", TypeDetach: "Detach",
 	TypeBind: "Bind", TypeBindReply: "BindReply", TypeUnbind: "Unbind",
 	TypeConnect: "Connect", TypeConnectReply: "ConnectReply", TypeDisconnect: "Disconnect",
-	TypeCloseWrite:   "CloseWrite",
+	TypeCloseWrite: "CloseWrite", TypeSetKeepalive: "SetKeepalive",
 	TypeSegmentAdded: "SegmentAdded", TypeSegmentRemoved: "SegmentRemoved", TypeAccepted: "Accepted",
 	TypeShutdown: "Shutdown",
 	TypeShow:     "Show", TypeShowReply: "ShowReply", TypeNsAdd: "NsAdd", TypeNsDel: "NsDel",
@@ -75,7 +76,7 @@ func (t Type) String() string {
 // daemon (as opposed to a reply or a notice).
 func (t Type) IsRequest() bool {
 	switch t {
-	case TypeHello, TypeAttach, TypeDetach, TypeBind, TypeUnbind, TypeConnect, TypeDisconnect, TypeCloseWrite,
+	case TypeHello, TypeAttach, TypeDetach, TypeBind, TypeUnbind, TypeConnect, TypeDisconnect, TypeCloseWrite, TypeSetKeepalive,
 		TypeShow, TypeNsAdd, TypeNsDel, TypeRuleAdd, TypeRuleDel, TypeNsSetSecret, TypeStatsClear, TypeCapture:
 		return true
 	}
@@ -125,6 +126,8 @@ func newMessage(t Type) Message {
 		return new(Disconnect)
 	case TypeCloseWrite:
 		return new(CloseWrite)
+	case TypeSetKeepalive:
+		return new(SetKeepalive)
 	case TypeSegmentAdded:
 		return new(SegmentAdded)
 	case TypeSegmentRemoved:

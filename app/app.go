@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"net/netip"
 	"os"
 	"sync"
 	"syscall"
@@ -70,15 +71,16 @@ type App struct {
 	evs      []fifo.Event // guarded by evmu: the batch being handled
 	released bool         // guarded by evmu: the event queue is gone
 
-	mu         sync.Mutex                    // guards the fields below
-	err        error                         // why the app stopped
-	segs       map[uint32]*fifo.Segment      // the app's segments by index
-	acceptors  map[flow.Handle]acceptor      // listeners by handle
-	owners     map[flow.Handle]owner         // sessions by handle, for disconnect events
-	goneEarly  map[flow.Handle]uint8         // events (early*) of sessions before this side learned of them
-	dials      map[uint32]chan connectResult // connects in progress by opaque
-	parked     []fifo.Event                  // events naming a segment not mapped yet
-	objects    map[closer]struct{}           // open listeners and connections
+	mu         sync.Mutex                     // guards the fields below
+	err        error                          // why the app stopped
+	segs       map[uint32]*fifo.Segment       // the app's segments by index
+	acceptors  map[flow.Handle]acceptor       // listeners by handle
+	owners     map[flow.Handle]owner          // sessions by handle, for disconnect events
+	goneEarly  map[flow.Handle]uint8          // events (early*) of sessions before this side learned of them
+	localOf    map[flow.Handle]netip.AddrPort // local addresses (fifo.EventLocalAddr) of sessions not yet accepted or connected
+	dials      map[uint32]chan connectResult  // connects in progress by opaque
+	parked     []fifo.Event                   // events naming a segment not mapped yet
+	objects    map[closer]struct{}            // open listeners and connections
 	nextOpaque uint32
 }
 
@@ -103,7 +105,8 @@ type closer interface{ Close() error }
 type connectResult struct {
 	h         flow.Handle
 	rx, tx    fifo.FifoRef
-	localPort uint16 // a datapath session's local port, from its event
+	localPort uint16         // a datapath session's local port, from its event
+	local     netip.AddrPort // its local address, when the daemon sent it (fifo.EventLocalAddr)
 	err       error
 }
 
@@ -124,6 +127,7 @@ func Attach(ctx context.Context, opts Options) (*App, error) {
 		acceptors:   map[flow.Handle]acceptor{},
 		owners:      map[flow.Handle]owner{},
 		goneEarly:   map[flow.Handle]uint8{},
+		localOf:     map[flow.Handle]netip.AddrPort{},
 		dials:       map[uint32]chan connectResult{},
 		objects:     map[closer]struct{}{},
 		nextOpaque:  1,
@@ -460,6 +464,9 @@ func (a *App) handleEvent(ev *fifo.Event) {
 		switch se.Type {
 		case fifo.EventReset:
 			what |= earlyReset
+			if err, ok := flow.Code(se.Code).Err(); ok && errors.Is(err, flow.ErrTimedOut) {
+				what |= earlyTimedOut
+			}
 		case fifo.EventPeerClosed:
 			what = earlyFIN
 		}
@@ -471,6 +478,12 @@ func (a *App) handleEvent(ev *fifo.Event) {
 		a.mu.Unlock()
 		if o != nil {
 			a.tell(o, h, what)
+		}
+	case fifo.EventLocalAddr:
+		if se.Local.IsValid() {
+			a.mu.Lock()
+			a.localOf[h] = se.Local
+			a.mu.Unlock()
 		}
 	case fifo.EventError:
 		a.mu.Lock()
@@ -506,6 +519,9 @@ func (a *App) handleEvent(ev *fifo.Event) {
 		if p := se.Peer; p.IsValid() {
 			info.Remote = flow.Endpoint{Transport: flow.Transport(se.Transport), Addr: p.Addr(), Port: p.Port()}
 		}
+		if l, ok := a.takeLocal(h); ok {
+			info.Local = flow.Endpoint{Transport: flow.Transport(se.Transport), Addr: l.Addr(), Port: l.Port()}
+		}
 		if !acc.accept(e, info) {
 			go a.disconnect(h)
 		}
@@ -518,6 +534,7 @@ func (a *App) handleEvent(ev *fifo.Event) {
 			res.h = h
 			res.rx, res.tx = se.Rx, se.Tx
 			res.localPort = se.LocalPort
+			res.local, _ = a.takeLocal(h)
 			a.mu.Lock()
 			_, ok1 := a.segs[res.rx.Segment]
 			_, ok2 := a.segs[res.tx.Segment]
@@ -544,6 +561,16 @@ func (a *App) handleEvent(ev *fifo.Event) {
 			go a.disconnect(h) // nobody waits for it any more
 		}
 	}
+}
+
+// takeLocal returns and forgets the local address the daemon sent for
+// session h.
+func (a *App) takeLocal(h flow.Handle) (netip.AddrPort, bool) {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	l, ok := a.localOf[h]
+	delete(a.localOf, h)
+	return l, ok
 }
 
 // addAcceptor registers acc for the listener h bound on ep; a listener on
@@ -651,9 +678,10 @@ func (a *App) onAccepted(n *api.Accepted, fds []int) {
 
 // What happened to a session before its owner registered (goneEarly).
 const (
-	earlyGone  uint8 = 1 << iota // disconnected or reset
-	earlyReset                   // reset
-	earlyFIN                     // the peer closed its half of a stream
+	earlyGone     uint8 = 1 << iota // disconnected or reset
+	earlyReset                      // reset
+	earlyFIN                        // the peer closed its half of a stream
+	earlyTimedOut                   // the reset was a timeout
 )
 
 // tell hands owner o what happened to its session h.

@@ -139,6 +139,11 @@ func (a *App) DialConn(ctx context.Context, uri string) (*Conn, error) {
 			// The datapath chose the port as the connect went on.
 			r.Local.Transport, r.Local.Port = flow.TransportTCP, res.localPort
 		}
+		if res.local.IsValid() {
+			// The address the connection has (the reply may name only
+			// the port, or an unspecified address).
+			r.Local.Transport, r.Local.Addr, r.Local.Port = ep.Transport, res.local.Addr(), res.local.Port()
+		}
 		local = addrPortOf(r.Local)
 		laddr = endpointAddr(r.Local)
 	}
@@ -170,6 +175,9 @@ func (c *Conn) takeError() error {
 
 // halfClosed records a stream's peer FIN or reset (early* bits).
 func (c *Conn) halfClosed(what uint8) {
+	if what&earlyTimedOut != 0 {
+		c.e.timedOut.Store(true)
+	}
 	if what&earlyReset != 0 {
 		c.e.reset.Store(true)
 	}
@@ -245,7 +253,7 @@ func (c *Conn) Read(b []byte) (int, error) {
 		}
 		if (e.gone.Load() || e.fin.Load()) && !e.readable() {
 			if e.reset.Load() {
-				return 0, netError("read", c.laddr, c.raddr, syscall.ECONNRESET)
+				return 0, netError("read", c.laddr, c.raddr, e.resetErr())
 			}
 			return 0, io.EOF
 		}
@@ -304,7 +312,7 @@ func (c *Conn) Write(b []byte) (int, error) {
 		}
 		if e.gone.Load() {
 			if e.reset.Load() {
-				return written, netError("write", c.laddr, c.raddr, syscall.ECONNRESET)
+				return written, netError("write", c.laddr, c.raddr, e.resetErr())
 			}
 			return written, netError("write", c.laddr, c.raddr, errPeerClosed)
 		}
@@ -336,6 +344,42 @@ func (c *Conn) Write(b []byte) (int, error) {
 		}
 	}
 	return written, nil
+}
+
+// SetKeepAlive turns TCP keepalive of a session on the wire on or off, as
+// net.TCPConn's does (the daemon's TCP sends the probes; the idle time,
+// interval and count stay what they were: 2h, 75s, 9 unless set).
+func (c *Conn) SetKeepAlive(on bool) error {
+	return c.SetKeepAliveConfig(net.KeepAliveConfig{Enable: on})
+}
+
+// SetKeepAlivePeriod turns keepalive on with d as both the idle time and
+// the interval between probes, as net.TCPConn's does.
+func (c *Conn) SetKeepAlivePeriod(d time.Duration) error {
+	return c.SetKeepAliveConfig(net.KeepAliveConfig{Enable: true, Idle: d, Interval: d})
+}
+
+// SetKeepAliveConfig sets TCP keepalive of a session on the wire: with
+// Enable, a probe after Idle without traffic, then every Interval; Count
+// unanswered probes end the session and its reads and writes fail with
+// syscall.ETIMEDOUT. Zero (or negative) fields keep the current values. A
+// datagram or cut-through session fails with flow.ErrNotSupported.
+func (c *Conn) SetKeepAliveConfig(k net.KeepAliveConfig) error {
+	if c.e.dgram || !c.e.datapath {
+		return netError("set keepalive", c.laddr, c.raddr, flow.ErrNotSupported)
+	}
+	m := &api.SetKeepalive{Handle: c.e.h, Enabled: k.Enable, Idle: max(k.Idle, 0), Interval: max(k.Interval, 0)}
+	if k.Count > 0 {
+		m.Count = uint32(k.Count)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), controlTimeout)
+	defer cancel()
+	_, fds, err := c.a.call(ctx, m)
+	api.CloseFDs(fds)
+	if err != nil {
+		return netError("set keepalive", c.laddr, c.raddr, err)
+	}
+	return nil
 }
 
 // CloseWrite closes the sending half of a TCP session on the wire: the

@@ -27,8 +27,13 @@
 // (one Read per datagram, excess bytes dropped, as with a UDP socket); TCP
 // sessions carry a byte stream: Read returns io.EOF after the peer's FIN,
 // CloseWrite sends ours (wire sessions); reads and writes after a reset
-// fail with syscall.ECONNRESET, and a refused connect with flow.ErrRefused,
-// which wraps syscall.ECONNREFUSED.
+// fail with syscall.ECONNRESET, after a timeout (retransmissions, or the
+// keepalive probes of SetKeepAlive, SetKeepAlivePeriod or
+// SetKeepAliveConfig, unanswered) with syscall.ETIMEDOUT, and a refused
+// connect with flow.ErrRefused, which wraps syscall.ECONNREFUSED. A wire
+// session's LocalAddr and RemoteAddr are *net.TCPAddr (*net.UDPAddr) with
+// the addresses the peer sees the other way round: an accept on a wildcard
+// listener has the address the peer reached.
 //
 // SetDontFragment on a PacketConn or UDP Conn asks that datagrams to the
 // wire go out unfragmented (IP_PMTUDISC_DO on a kernel socket). Only the

@@ -6,6 +6,7 @@ import (
 	"os"
 	"strconv"
 	"sync/atomic"
+	"syscall"
 
 	"golang.org/x/sys/unix"
 
@@ -33,6 +34,7 @@ type end struct {
 	gone      atomic.Bool // the peer closed the session
 	fin       atomic.Bool // a stream's peer closed its half: reads end once rx is empty
 	reset     atomic.Bool // the session was reset
+	timedOut  atomic.Bool // the reset was a timeout (retransmissions or keepalive probes unanswered)
 }
 
 // newCTEnd maps a cut-through session passed by the daemon: its segment
@@ -143,4 +145,13 @@ func toHeader(h *fifo.DgramHeader, local, remote netip.AddrPort) {
 		h.Local = flow.AddrBytes(la.Unmap())
 	}
 	h.LocalPort = local.Port()
+}
+
+// resetErr is the error of a reset session: ETIMEDOUT when the daemon
+// said it timed out, else ECONNRESET.
+func (e *end) resetErr() error {
+	if e.timedOut.Load() {
+		return syscall.ETIMEDOUT
+	}
+	return syscall.ECONNRESET
 }

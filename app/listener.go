@@ -84,7 +84,14 @@ func (l *Listener) accept(e *end, info *api.SessionInfo) bool {
 	if len(l.queue) >= maxAcceptQueue {
 		return false
 	}
-	c := newConn(l.a, e, l.addr, raddr, netip.AddrPort{}, remote)
+	laddr, local := l.addr, netip.AddrPort{}
+	if !info.CutThrough && info.Local.Addr.IsValid() {
+		// The address the peer reached (a wildcard listener's is
+		// unspecified).
+		laddr = endpointAddr(info.Local)
+		local = netip.AddrPortFrom(info.Local.Addr, info.Local.Port)
+	}
+	c := newConn(l.a, e, laddr, raddr, local, remote)
 	c.ln = l
 	l.queue = append(l.queue, c)
 	select {

@@ -116,16 +116,20 @@ func WriteTable(out io.Writer, what api.ShowWhat, doc []byte) error {
 		if err := json.Unmarshal(doc, &v); err != nil {
 			return bad(err)
 		}
-		row("HANDLE", "APP", "NAMESPACE", "STATE", "PROTO", "LOCAL", "REMOTE", "WORKER", "PEER",
-			"RX FIFO", "TX FIFO", "RX PKTS", "RX BYTES", "TX PKTS", "TX BYTES", "DROPS")
+		row("HANDLE", "APP", "NAMESPACE", "STATE", "PROTO", "TCP STATE", "LOCAL", "REMOTE", "WORKER", "PEER",
+			"RX FIFO", "TX FIFO", "RX PKTS", "RX BYTES", "TX PKTS", "TX BYTES", "RETRANS", "DROPS")
 		for _, s := range v {
 			worker := strconv.FormatUint(uint64(s.Worker), 10)
 			if s.State == "cut-through" {
 				worker = "-"
 			}
-			row(s.Handle, s.App, s.Namespace, s.State, s.Transport, dash(s.Local), dash(s.Remote), worker, handleOrDash(s.Peer),
+			retrans := "-"
+			if s.TCPState != "" {
+				retrans = strconv.FormatUint(s.Retransmits, 10)
+			}
+			row(s.Handle, s.App, s.Namespace, s.State, s.Transport, dash(s.TCPState), dash(s.Local), dash(s.Remote), worker, handleOrDash(s.Peer),
 				fifoString(s.RxFifoUsed, s.RxFifoSize), fifoString(s.TxFifoUsed, s.TxFifoSize),
-				s.RxPackets, s.RxBytes, s.TxPackets, s.TxBytes, dropsString(s.Drops))
+				s.RxPackets, s.RxBytes, s.TxPackets, s.TxBytes, retrans, dropsString(s.Drops))
 		}
 	case api.ShowListeners:
 		var v []daemon.ListenerView

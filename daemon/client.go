@@ -135,6 +135,15 @@ func (h *client) Handle(ctx context.Context, req api.Request) (api.Message, []in
 			return nil, nil, err
 		}
 		return nil, nil, nil
+	case *api.SetKeepalive:
+		if err := h.needApp("set keepalive"); err != nil {
+			return nil, nil, err
+		}
+		k := sessions.Keepalive{Enabled: m.Enabled, Idle: m.Idle, Interval: m.Interval, Count: int(min(m.Count, 1<<20))}
+		if err := d.layer.StreamSetKeepalive(h.app, m.Handle, k); err != nil {
+			return nil, nil, err
+		}
+		return nil, nil, nil
 	case *api.Show:
 		doc, err := d.show(m.What, req.Peer)
 		if err != nil {

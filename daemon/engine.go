@@ -37,6 +37,11 @@ type engine interface {
 	DetachXDP() error
 	// Close stops the workers, detaches and unpins; idempotent.
 	Close() error
+	// TCPConns lists the TCP connections on the wire, lingering ones
+	// included; none without a datapath.
+	TCPConns() []datapath.TCPConnView
+	// TCPNamespaceStats returns the TCP counts by namespace id.
+	TCPNamespaceStats() map[string]*datapath.TCPNamespaceStats
 }
 
 // EngineStats are a datapath's counters as the daemon reports them (ctl
@@ -174,6 +179,9 @@ func (noEngine) Close() error     { return nil }
 func (noEngine) DetachXDP() error { return nil }
 
 func (noEngine) WaitMirror(context.Context) error { return nil }
+
+func (noEngine) TCPConns() []datapath.TCPConnView                          { return nil }
+func (noEngine) TCPNamespaceStats() map[string]*datapath.TCPNamespaceStats { return nil }
 
 // dpEngine adapts a datapath.Engine to the daemon's engine.
 type dpEngine struct {

@@ -8,6 +8,8 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
+
+	"github.com/xsessiond/xsessiond/datapath"
 )
 
 // metricsHandler serves /metrics from a registry of its own, whose
@@ -45,10 +47,17 @@ var (
 	descRuleHits  = prometheus.NewDesc("xsessiond_rule_hits_total", "Packets and connects each session rule acted on.", []string{"id", "tag", "action"}, nil)
 	descCtlEnds   = prometheus.NewDesc("xsessiond_control_disconnects_total", "Control connections ended, by reason.", []string{"reason"}, nil)
 	descCtlDrops  = prometheus.NewDesc("xsessiond_control_dropped_total", "Clients dropped for not reading or idling, their apps detached, by reason.", []string{"reason"}, nil)
+
+	descTCPConns     = prometheus.NewDesc("xsessiond_tcp_connections", "TCP connections on the wire by namespace and gVisor's state name, lingering ones (FIN-WAIT, TIME-WAIT) included.", []string{"namespace", "state"}, nil)
+	descTCPRetrans   = prometheus.NewDesc("xsessiond_tcp_retransmits_total", "TCP segments gVisor retransmitted on the namespace's connections.", []string{"namespace"}, nil)
+	descTCPResets    = prometheus.NewDesc("xsessiond_tcp_resets_total", "TCP connections of the namespace that ended by a reset: sent (ours: an app's abort, a close timeout) or received (the peer's).", []string{"namespace", "dir"}, nil)
+	descTCPRefused   = prometheus.NewDesc("xsessiond_tcp_refused_total", "TCP connections the namespace's listeners refused, by reason: backlog (listen queue full), limit (connection limits), no_memory (no fifo memory), closing (app or listener going).", []string{"namespace", "reason"}, nil)
+	descTCPStackRsts = prometheus.NewDesc("xsessiond_tcp_stack_resets_total", "Every RST the gVisor TCP stack sent or received, stray segments' included.", []string{"dir"}, nil)
 )
 
 func (c *collector) Describe(ch chan<- *prometheus.Desc) {
-	for _, d := range []*prometheus.Desc{descApps, descConns, descListeners, descSessions, descFifoUsed, descFifoSize, descRx, descTx, descDelivered, descDrops, descXDP, descCtlEnds, descCtlDrops, descRuleHits} {
+	for _, d := range []*prometheus.Desc{descApps, descConns, descListeners, descSessions, descFifoUsed, descFifoSize, descRx, descTx, descDelivered, descDrops, descXDP, descCtlEnds, descCtlDrops, descRuleHits,
+		descTCPConns, descTCPRetrans, descTCPResets, descTCPRefused, descTCPStackRsts} {
 		ch <- d
 	}
 }
@@ -105,6 +114,7 @@ func (c *collector) Collect(ch chan<- prometheus.Metric) {
 	for r, n := range cs.Dropped {
 		ch <- prometheus.MustNewConstMetric(descCtlDrops, prometheus.CounterValue, float64(n), r)
 	}
+	c.collectTCP(ch)
 	st := d.eng.Stats()
 	for k, v := range st.XDP {
 		ch <- prometheus.MustNewConstMetric(descXDP, prometheus.CounterValue, float64(v), k)
@@ -117,5 +127,37 @@ func (c *collector) Collect(ch chan<- prometheus.Metric) {
 		for reason, n := range q.Drops {
 			ch <- prometheus.MustNewConstMetric(descDrops, prometheus.CounterValue, float64(n), qs, reason)
 		}
+	}
+}
+
+// collectTCP sends the TCP metrics: by namespace, from the connections
+// and listeners the datapath serves, and the stack's own reset counts.
+func (c *collector) collectTCP(ch chan<- prometheus.Metric) {
+	d := c.d
+	byNS := d.eng.TCPNamespaceStats()
+	if byNS == nil {
+		return
+	}
+	for _, n := range d.layer.Namespaces() {
+		if byNS[n.ID] == nil {
+			byNS[n.ID] = &datapath.TCPNamespaceStats{}
+		}
+	}
+	for id, st := range byNS {
+		ns := NamespaceName(id)
+		for state, n := range st.States {
+			ch <- prometheus.MustNewConstMetric(descTCPConns, prometheus.GaugeValue, float64(n), ns, state)
+		}
+		ch <- prometheus.MustNewConstMetric(descTCPRetrans, prometheus.CounterValue, float64(st.Retransmits), ns)
+		ch <- prometheus.MustNewConstMetric(descTCPResets, prometheus.CounterValue, float64(st.ResetsSent), ns, "sent")
+		ch <- prometheus.MustNewConstMetric(descTCPResets, prometheus.CounterValue, float64(st.ResetsReceived), ns, "received")
+		for _, r := range []string{datapath.TCPRefusedBacklog, datapath.TCPRefusedLimit, datapath.TCPRefusedNoMemory, datapath.TCPRefusedClosing} {
+			ch <- prometheus.MustNewConstMetric(descTCPRefused, prometheus.CounterValue, float64(st.Refused[r]), ns, r)
+		}
+	}
+	if s, ok := d.eng.(dpEngine); ok {
+		ts := s.TCPStats()
+		ch <- prometheus.MustNewConstMetric(descTCPStackRsts, prometheus.CounterValue, float64(ts.ResetsSent), "sent")
+		ch <- prometheus.MustNewConstMetric(descTCPStackRsts, prometheus.CounterValue, float64(ts.ResetsRecv), "received")
 	}
 }

@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/xsessiond/xsessiond/api"
+	"github.com/xsessiond/xsessiond/datapath"
 	"github.com/xsessiond/xsessiond/flow"
 	"github.com/xsessiond/xsessiond/sessions"
 )
@@ -94,7 +95,7 @@ type SessionView struct {
 	Handle     Handle `json:"handle"`
 	App        uint32 `json:"app"`
 	Namespace  string `json:"namespace"`
-	State      string `json:"state"` // "established", "half-open" or "cut-through"
+	State      string `json:"state"` // "established", "half-open", "cut-through" or "lingering"
 	Transport  string `json:"transport"`
 	Local      string `json:"local"`
 	Remote     string `json:"remote"`
@@ -106,6 +107,15 @@ type SessionView struct {
 	RxFifoSize uint64 `json:"rx_fifo_size_bytes"`
 	TxFifoUsed uint64 `json:"tx_fifo_used_bytes"`
 	TxFifoSize uint64 `json:"tx_fifo_size_bytes"`
+	// TCPState is gVisor's state of a TCP session on the wire
+	// (ESTABLISHED, CLOSE-WAIT, TIME-WAIT, ...); "" for other sessions.
+	TCPState string `json:"tcp_state"`
+	// Retransmits are the segments gVisor retransmitted on a TCP
+	// session on the wire.
+	Retransmits uint64 `json:"retransmits"`
+	// The counters of a TCP session on the wire are its connection's
+	// since it opened: segments and payload bytes each way (bytes: into
+	// the rx fifo, out of the tx fifo).
 	Counters
 }
 
@@ -271,7 +281,12 @@ func (d *Daemon) SessionViews() []SessionView {
 	}
 	fills := d.fifoFill()
 	st := d.engineStats()
-	out := make([]SessionView, 0, len(ss))
+	tcpConns := d.eng.TCPConns()
+	tcpOf := make(map[flow.Handle]datapath.TCPConnView, len(tcpConns))
+	for _, c := range tcpConns {
+		tcpOf[c.Handle] = c
+	}
+	out := make([]SessionView, 0, len(ss)+len(tcpConns))
 	for _, s := range ss {
 		v := SessionView{Handle: Handle(s.Handle), App: uint32(s.App), Namespace: NamespaceName(nsOf[s.App]), State: s.State,
 			Transport: s.Transport, Local: s.Local, Remote: s.Remote, FIB: uint32(s.FIB), Worker: s.Worker,
@@ -279,9 +294,30 @@ func (d *Daemon) SessionViews() []SessionView {
 		f := fills[s.App][s.Handle]
 		v.RxFifoUsed, v.RxFifoSize, v.TxFifoUsed, v.TxFifoSize = f.rxUsed, f.rxSize, f.txUsed, f.txSize
 		v.Counters.set(st.targets[s.Handle])
+		if c, ok := tcpOf[s.Handle]; ok {
+			v.setTCP(c)
+			delete(tcpOf, s.Handle)
+		}
+		out = append(out, v)
+	}
+	// Connections whose session ended and that gVisor still closes.
+	for _, c := range tcpConns {
+		if _, ok := tcpOf[c.Handle]; !ok || !c.Lingering {
+			continue
+		}
+		v := SessionView{Handle: Handle(c.Handle), App: uint32(c.App), Namespace: NamespaceName(c.Namespace), State: "lingering",
+			Transport: flow.TransportTCP.String(), Local: c.Local.String(), Remote: c.Remote.String(), Worker: c.Handle.Worker()}
+		v.Counters.set(TargetStats{})
+		v.setTCP(c)
 		out = append(out, v)
 	}
 	return out
+}
+
+// setTCP fills in a TCP connection's state and counters.
+func (v *SessionView) setTCP(c datapath.TCPConnView) {
+	v.TCPState, v.Retransmits = c.State, c.Retransmits
+	v.RxPackets, v.RxBytes, v.TxPackets, v.TxBytes = c.SegmentsReceived, c.RxBytes, c.SegmentsSent, c.TxBytes
 }
 
 // ListenerViews lists the listeners.

@@ -78,11 +78,16 @@ type tcpPath struct {
 
 	refused   atomic.Uint64 // accepts refused (limits, no memory, app gone)
 	closeOnce sync.Once
+
+	// nsDone are the counts of finished connections and closed listeners
+	// by namespace id; guarded by mu.
+	nsDone map[string]*TCPNamespaceStats
 }
 
 // cooling is a port reservation (nil: none) and a 5-tuple's steering
 // (unsteer, nil: none) held until until.
 type cooling struct {
+	s       *tcpSess // the connection, shown while it lingers (nil: none)
 	res     *tcpReservation
 	unsteer func()
 	until   time.Time
@@ -105,14 +110,14 @@ func (p *tcpPath) timeWait() time.Duration {
 
 // holdPort keeps res and the steering of a 5-tuple until gVisor's
 // TIME-WAIT on it is over. No lock of the Engine may be held.
-func (p *tcpPath) holdPort(res *tcpReservation, unsteer func()) {
+func (p *tcpPath) holdPort(s *tcpSess, res *tcpReservation, unsteer func()) {
 	var early cooling
 	p.coolMu.Lock()
 	if len(p.cool) >= maxCooling {
 		early = p.cool[0]
 		p.cool = p.cool[1:]
 	}
-	p.cool = append(p.cool, cooling{res: res, unsteer: unsteer, until: time.Now().Add(p.timeWait())})
+	p.cool = append(p.cool, cooling{s: s, res: res, unsteer: unsteer, until: time.Now().Add(p.timeWait())})
 	p.coolMu.Unlock()
 	early.release()
 }
@@ -156,8 +161,11 @@ type tcpListener struct {
 	p   *tcpPath
 	h   flow.Handle
 	app sessions.AppID
-	ln  *tcp.Listener
-	res *tcpReservation
+	ns  string // the app's namespace id
+
+	refusedGone, refusedMem atomic.Uint64 // accepts refused: app or listener gone, no fifo memory
+	ln                      *tcp.Listener
+	res                     *tcpReservation
 }
 
 // tcpSess is one connection: the Conn, the app's fifos, its owner worker.
@@ -165,6 +173,7 @@ type tcpSess struct {
 	p      *tcpPath
 	conn   *tcp.Conn
 	app    sessions.AppID
+	ns     string // the app's namespace id
 	mem    sessions.AppMemory
 	events *fifo.EventQueue
 	pair   sessions.FifoPair
@@ -206,7 +215,7 @@ type tcpWorker struct {
 
 func newTCPPath(e *Engine) (*tcpPath, error) {
 	p := &tcpPath{e: e, lis: map[flow.Handle]*tcpListener{}, conns: map[flow.Handle]*tcpSess{},
-		apps: map[sessions.AppID]*tcpApp{}, addrs: map[netip.Addr]bool{}}
+		apps: map[sessions.AppID]*tcpApp{}, addrs: map[netip.Addr]bool{}, nsDone: map[string]*TCPNamespaceStats{}}
 	mtu := e.ifc.MTU
 	if mtu <= 0 {
 		mtu = 1500
@@ -516,7 +525,7 @@ func (p *tcpPath) listen(l sessions.Listener) error {
 	}); err != nil {
 		return fmt.Errorf("listen %s: %w", l.Endpoint.URI(), err)
 	}
-	tl := &tcpListener{p: p, h: l.Handle, app: l.App, res: res}
+	tl := &tcpListener{p: p, h: l.Handle, app: l.App, ns: l.Namespace, res: res}
 	backlog := p.e.cfg.TCP.Backlog
 	if backlog <= 0 {
 		backlog = DefaultTCPBacklog
@@ -558,9 +567,10 @@ func (tl *tcpListener) Accept(c *tcp.Conn) (rx, tx *fifo.Fifo, h tcp.Handler, er
 	t := flow.FiveTuple{Local: flow.AddrBytes(local.Addr()), LocalPort: local.Port(), Remote: flow.AddrBytes(remote.Addr()),
 		RemotePort: remote.Port(), Proto: flow.TransportTCP, Family: fam}
 	tw := p.pickWorker()
-	s := &tcpSess{p: p, conn: c, app: tl.app, w: tw, established: true}
+	s := &tcpSess{p: p, conn: c, app: tl.app, ns: tl.ns, w: tw, established: true}
 	if !p.addLive(tl.app) {
 		p.refused.Add(1)
+		tl.refusedGone.Add(1)
 		return nil, nil, nil, fmt.Errorf("accept: app %d: %w", tl.app, flow.ErrNotAttached)
 	}
 	ss, err := l.StreamAccepted(tw.w.id, tl.h, t, func(ss sessions.StreamSession) {
@@ -568,6 +578,11 @@ func (tl *tcpListener) Accept(c *tcp.Conn) (rx, tx *fifo.Fifo, h tcp.Handler, er
 		s.bindLocked()
 	})
 	if err != nil {
+		if errors.Is(err, flow.ErrNoMemory) {
+			tl.refusedMem.Add(1)
+		} else {
+			tl.refusedGone.Add(1)
+		}
 		if p.refused.Add(1)%1000 == 1 {
 			p.e.log.Warn("tcp: connection refused", "listener", uint64(tl.h), "remote", remote, "err", err)
 		}
@@ -577,8 +592,14 @@ func (tl *tcpListener) Accept(c *tcp.Conn) (rx, tx *fifo.Fifo, h tcp.Handler, er
 	return ss.Pair.Rx, ss.Pair.Tx, s, nil
 }
 
-// ListenerClosed releases the listener's port.
-func (tl *tcpListener) ListenerClosed(*tcp.Listener) { tl.res.close() }
+// ListenerClosed releases the listener's port and keeps its counts.
+func (tl *tcpListener) ListenerClosed(ln *tcp.Listener) {
+	tl.res.close()
+	p := tl.p
+	p.mu.Lock()
+	p.nsDoneLocked(tl.ns).addListener(tl, ln)
+	p.mu.Unlock()
+}
 
 // --- sessions ---
 
@@ -663,7 +684,7 @@ func (p *tcpPath) open(req sessions.OpenRequest) (netip.AddrPort, error) {
 		p.endLive(req.App)
 		return netip.AddrPort{}, fmt.Errorf("connect %s: %w", r.URI(), err)
 	}
-	s := &tcpSess{p: p, app: req.App, res: res, ho: req.HalfOpen}
+	s := &tcpSess{p: p, app: req.App, ns: req.Namespace, res: res, ho: req.HalfOpen}
 	p.mu.Lock()
 	p.conns[req.HalfOpen] = s
 	p.mu.Unlock()
@@ -884,25 +905,34 @@ func (s *tcpSess) PeerClosed(*tcp.Conn) {
 	s.signal()
 }
 
-// Reset ends the session with a reset event.
-func (s *tcpSess) Reset(_ *tcp.Conn, _ error) {
+// Reset ends the session with a reset event, which tells the app a
+// timeout (retransmissions or keepalive probes unanswered) apart from a
+// reset.
+func (s *tcpSess) Reset(_ *tcp.Conn, err error) {
 	p := s.p
 	p.mu.Lock()
 	h, ok := s.h, s.established && !s.byApp && !s.ended
 	s.ended, s.wasReset = true, true
 	p.mu.Unlock()
 	if ok {
-		_ = p.e.layer.Load().StreamReset(h)
+		var why error
+		if errors.Is(err, syscall.ETIMEDOUT) {
+			why = fmt.Errorf("%w: %w", flow.ErrTimedOut, err)
+		}
+		_ = p.e.layer.Load().StreamReset(h, why)
 	}
 }
 
 // Closed: the Conn no longer touches the fifos. The layer is told the
 // session ended (if nobody told it yet), the fifos are freed when the layer
 // already let them go, and the port is released.
-func (s *tcpSess) Closed(*tcp.Conn) {
+func (s *tcpSess) Closed(c *tcp.Conn) {
 	p := s.p
 	l := p.e.layer.Load()
 	p.mu.Lock()
+	if s.conn == nil {
+		s.conn = c // Dial has not returned yet
+	}
 	tell := s.established && !s.byApp && !s.ended
 	s.ended = true
 	h := s.h
@@ -930,6 +960,9 @@ func (s *tcpSess) finish(l *sessions.Layer) {
 	p := s.p
 	p.mu.Lock()
 	s.done = true
+	if s.conn != nil {
+		p.nsDoneLocked(s.ns).addConn(s.conn.Info())
+	}
 	free := s.free
 	s.free = nil
 	for _, k := range []flow.Handle{s.ho, s.h} {
@@ -948,7 +981,7 @@ func (s *tcpSess) finish(l *sessions.Layer) {
 		free()
 	}
 	if established && !reset {
-		p.holdPort(s.res, unsteer)
+		p.holdPort(s, s.res, unsteer)
 	} else {
 		if unsteer != nil {
 			unsteer()
@@ -1043,3 +1076,27 @@ func (p *enginePath) Linger(h flow.Handle, release func()) {
 		go release()
 	}
 }
+
+// SetKeepalive: see sessions.StreamKeepaliver.
+func (p *enginePath) SetKeepalive(h flow.Handle, k sessions.Keepalive) error {
+	t := p.e.tcp
+	if t == nil {
+		return fmt.Errorf("session %#x: %w", uint64(h), flow.ErrNoSession)
+	}
+	t.mu.Lock()
+	s := t.conns[h]
+	var c *tcp.Conn
+	if s != nil {
+		c = s.conn
+	}
+	t.mu.Unlock()
+	if c == nil {
+		return fmt.Errorf("session %#x: %w", uint64(h), flow.ErrNoSession)
+	}
+	if err := c.SetKeepalive(tcp.Keepalive{Enabled: k.Enabled, Idle: k.Idle, Interval: k.Interval, Count: k.Count}); err != nil {
+		return fmt.Errorf("session %#x: %w: %w", uint64(h), flow.ErrInvalidValue, err)
+	}
+	return nil
+}
+
+var _ sessions.StreamKeepaliver = (*enginePath)(nil)

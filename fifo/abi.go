@@ -168,7 +168,11 @@ const (
 	// app reports the error once, on its next read or write.
 	EventError      EventType = 12
 	EventPeerClosed EventType = 13 // a stream's peer closed its half: its bytes are all in the rx fifo
-	EventCustom     EventType = 0x8000
+	// EventLocalAddr comes just before the accepted or connected event of
+	// a session on the wire: the session's local address and port (an
+	// accept on a wildcard listener learns the address the peer reached).
+	EventLocalAddr EventType = 14
+	EventCustom    EventType = 0x8000
 )
 
 func (t EventType) String() string {
@@ -199,6 +203,8 @@ func (t EventType) String() string {
 		return "error"
 	case EventPeerClosed:
 		return "peer-closed"
+	case EventLocalAddr:
+		return "local-addr"
 	}
 	if t >= EventCustom {
 		return "custom"

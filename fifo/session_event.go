@@ -25,11 +25,15 @@ const (
 //	Args[1]  accepted, connected: RefArg of the app's tx fifo (for a
 //	         cut-through session the segment index is 0 and the offsets are
 //	         in the session's own segment, passed separately)
-//	Args[2]  accepted: the listener's handle; connect failed: the error code
+//	Args[2]  accepted: the listener's handle; connect failed: the error code;
+//	         reset: the error code (0: the peer's reset)
 //	Args[3]  the peer's address, bytes 0-7 (an IPv4 address in bytes 0-3)
 //	Args[4]  the peer's address, bytes 8-15
 //	Args[5]  peer port | local port<<16 | family<<32 | transport<<40; zero
 //	         when the event names no peer
+//
+// EventLocalAddr carries the session's local address and port where the
+// others carry the peer's (Args[3..5], local port 0).
 //
 // The app reads records from shared memory it does not trust: decoding
 // never fails, and a field that makes no sense decodes as its zero value.
@@ -42,9 +46,10 @@ type SessionEvent struct {
 	Segment    uint32  // segment added: the new segment's index in the app's manager
 	Rx, Tx     FifoRef // accepted, connected: the app's fifos (Size is not carried)
 	Listener   uint64  // accepted: the listener the session came in on
-	Code       uint64  // connect failed: the error's wire code
+	Code       uint64  // connect failed, reset: the error's wire code
 	Peer       netip.AddrPort
-	LocalPort  uint16 // with a peer: the session's local port
+	LocalPort  uint16         // with a peer: the session's local port
+	Local      netip.AddrPort // local addr: the session's local address
 }
 
 // hasFifos reports whether events of type t carry fifo refs.
@@ -65,14 +70,20 @@ func (s *SessionEvent) Encode() Event {
 	case EventConnectFailed:
 		e.Arg32 = s.Opaque
 		e.Args[2] = s.Code
+	case EventReset:
+		e.Args[2] = s.Code
 	case EventSegmentAdded:
 		e.Arg32 = s.Segment
 	}
 	if hasFifos(s.Type) {
 		e.Args[0], e.Args[1] = RefArg(s.Rx), RefArg(s.Tx)
 	}
-	if s.Peer.IsValid() {
-		a := s.Peer.Addr() // an IPv4-mapped IPv6 address stays one (Family6)
+	peer, lport := s.Peer, s.LocalPort
+	if s.Type == EventLocalAddr {
+		peer, lport = s.Local, 0
+	}
+	if peer.IsValid() {
+		a := peer.Addr() // an IPv4-mapped IPv6 address stays one (Family6)
 		var b [16]byte
 		fam := uint64(Family6)
 		if a.Is4() {
@@ -84,7 +95,7 @@ func (s *SessionEvent) Encode() Event {
 		}
 		e.Args[3] = binary.LittleEndian.Uint64(b[0:8])
 		e.Args[4] = binary.LittleEndian.Uint64(b[8:16])
-		e.Args[5] = uint64(s.Peer.Port()) | uint64(s.LocalPort)<<16 | fam<<32 | uint64(s.Transport)<<40
+		e.Args[5] = uint64(peer.Port()) | uint64(lport)<<16 | fam<<32 | uint64(s.Transport)<<40
 	}
 	return e
 }
@@ -100,6 +111,8 @@ func DecodeSessionEvent(e *Event) SessionEvent {
 		s.Opaque = e.Arg32
 	case EventConnectFailed:
 		s.Opaque = e.Arg32
+		s.Code = e.Args[2]
+	case EventReset:
 		s.Code = e.Args[2]
 	case EventSegmentAdded:
 		s.Segment = e.Arg32
@@ -122,6 +135,9 @@ func DecodeSessionEvent(e *Event) SessionEvent {
 		s.LocalPort = uint16(e.Args[5] >> 16)
 		if e.Type != EventAccepted {
 			s.Transport = uint8(e.Args[5] >> 40)
+		}
+		if e.Type == EventLocalAddr {
+			s.Local, s.Peer, s.LocalPort = s.Peer, netip.AddrPort{}, 0
 		}
 	}
 	return s

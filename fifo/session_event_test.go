@@ -18,6 +18,9 @@ func TestSessionEvent_RoundTrip(t *testing.T) {
 		{Type: EventConnectFailed, Handle: 4, Opaque: 7, Code: 12, Transport: 6, Peer: mapped},
 		{Type: EventDisconnected, CutThrough: true, Handle: 5},
 		{Type: EventSegmentAdded, Segment: 3},
+		{Type: EventReset, Handle: 6, Code: 9},
+		{Type: EventLocalAddr, Handle: 7, Transport: 6, Local: peer4},
+		{Type: EventLocalAddr, Handle: 8, Transport: 6, Local: peer6},
 	} {
 		e := s.Encode()
 		var b [EventSize]byte

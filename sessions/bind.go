@@ -91,7 +91,7 @@ func (l *Layer) BindURI(id AppID, uri string) (Handle, error) {
 // feed.
 func (l *Layer) startListenLocked(a *app, e Endpoint, proxy bool) (Handle, error) {
 	h := l.newHandleLocked(ListenerWorker)
-	ln := &Listener{Handle: h, App: a.id, Endpoint: e, Proxy: proxy}
+	ln := &Listener{Handle: h, App: a.id, Namespace: a.ns.cfg.ID, Endpoint: e, Proxy: proxy}
 	ln.Worker = h.Index() % uint32(len(l.shards))
 	if l.wdp != nil {
 		ln.Worker = l.wdp.ListenerWorker(*ln)

@@ -200,7 +200,7 @@ func (l *Layer) openLocked(a *app, e Endpoint, opaque uint32) (ConnectResult, er
 		return ConnectResult{}, fmt.Errorf("connect %s: no datapath: %w", e.URI(), ErrConnect)
 	}
 	h := l.newHandleLocked(HalfOpenWorker)
-	local, err := l.cfg.Datapath.Open(OpenRequest{HalfOpen: h, App: a.id, Remote: e, Opaque: opaque})
+	local, err := l.cfg.Datapath.Open(OpenRequest{HalfOpen: h, App: a.id, Namespace: a.ns.cfg.ID, Remote: e, Opaque: opaque})
 	if err != nil {
 		l.freeHandleLocked(h)
 		return ConnectResult{}, fmt.Errorf("connect %s: %w: %w", e.URI(), ErrConnect, err)

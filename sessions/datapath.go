@@ -4,10 +4,13 @@ import "net/netip"
 
 // OpenRequest asks the datapath to open a session to a remote endpoint.
 type OpenRequest struct {
-	HalfOpen Handle   // the half-open entry's handle
-	App      AppID    // the connecting app
-	Remote   Endpoint // destination, IfIndex and FIB from the app's namespace
-	Opaque   uint32
+	HalfOpen Handle // the half-open entry's handle
+	App      AppID  // the connecting app
+	// Namespace is the app's namespace id ("" the default), for the
+	// datapath's counts by namespace.
+	Namespace string
+	Remote    Endpoint // destination, IfIndex and FIB from the app's namespace
+	Opaque    uint32
 }
 
 // Datapath is what the session layer needs of the datapath; the daemon

@@ -34,7 +34,7 @@ type Event struct {
 	CutThrough bool
 	Pair       FifoPair // accepted, connected: the app's fifos (Pair.Segment is the segment they live in)
 	Segment    Segment  // segment added: the new segment
-	Err        error    // connect failed: why
+	Err        error    // connect failed, reset: why
 }
 
 // Notifier observes every event delivered to apps, after it was queued in

@@ -96,6 +96,15 @@ func (a *fifoApp) Notify(ev Event) error {
 		return nil
 	}
 	se := sessionEvent(a.m, ev)
+	if (ev.Kind == EventAccepted || ev.Kind == EventConnected) && !ev.CutThrough && ev.Local.Addr().IsValid() && !ev.Local.Addr().IsUnspecified() {
+		// Both records or, when the queue has room for one only, the
+		// event alone (the app then names the listener's address).
+		la := fifo.SessionEvent{Type: fifo.EventLocalAddr, Handle: uint64(ev.Handle), Transport: uint8(ev.Transport),
+			Local: netip.AddrPortFrom(ev.Local.Addr().Unmap(), ev.Local.Port())}
+		if err := q.Send(la.Encode(), se.Encode()); !errors.Is(err, fifo.ErrNoSpace) {
+			return err
+		}
+	}
 	return q.Send(se.Encode())
 }
 
@@ -112,6 +121,10 @@ func sessionEvent(m *fifo.Manager, ev Event) fifo.SessionEvent {
 	case EventConnectFailed:
 		se.Opaque = ev.Opaque
 		se.Code = uint64(CodeOf(ev.Err))
+	case EventReset:
+		if ev.Err != nil {
+			se.Code = uint64(CodeOf(ev.Err))
+		}
 	case EventSegmentAdded:
 		if s, ok := ev.Segment.(*fifo.Segment); ok {
 			se.Segment = s.Index()

@@ -7,11 +7,14 @@ import (
 // Listener is one listener of a global or local table. Values are
 // immutable once published.
 type Listener struct {
-	Handle   Handle
-	App      AppID
-	Endpoint Endpoint // IfIndex and FIB filled from the app's namespace
-	Local    bool     // in the namespace's local table (else the FIB's global table)
-	Proxy    bool     // a proxy app's port wildcard (Endpoint.Port is 0)
+	Handle Handle
+	App    AppID
+	// Namespace is the app's namespace id ("" the default); global
+	// listeners only.
+	Namespace string
+	Endpoint  Endpoint // IfIndex and FIB filled from the app's namespace
+	Local     bool     // in the namespace's local table (else the FIB's global table)
+	Proxy     bool     // a proxy app's port wildcard (Endpoint.Port is 0)
 
 	// Pair is the datagram fifo pair of a global UDP listener, allocated
 	// from the app's memory at bind and freed at unbind or detach: the

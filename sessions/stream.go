@@ -1,6 +1,9 @@
 package sessions
 
-import "fmt"
+import (
+	"fmt"
+	"time"
+)
 
 // Stream sessions on the wire (TCP): the datapath runs a transport whose
 // connections use the app's fifos from the handshake on and go on using
@@ -161,15 +164,17 @@ func (l *Layer) StreamPeerClosed(h Handle) error {
 }
 
 // StreamReset ends session h because the connection was reset (or timed
-// out) and tells its app with a reset event.
-func (l *Layer) StreamReset(h Handle) error {
+// out) and tells its app with a reset event; err, when not nil, is why
+// (ErrTimedOut: retransmissions or keepalive probes went unanswered), and
+// the app reports it instead of a reset.
+func (l *Layer) StreamReset(h Handle, err error) error {
 	l.lock()
 	defer l.unlock()
 	s := l.sess[h]
 	if s == nil || s.kind != kindEstablished {
 		return fmt.Errorf("reset: session %#x: %w", uint64(h), ErrNoSession)
 	}
-	l.notifyLocked(s.app, Event{Kind: EventReset, Handle: s.h})
+	l.notifyLocked(s.app, Event{Kind: EventReset, Handle: s.h, Err: err})
 	l.closeSessionLocked(s, false)
 	return nil
 }
@@ -230,4 +235,50 @@ func (l *Layer) lingerLocked(s *session) bool {
 		l.publishLocked(Change{Op: OpDel, Kind: KindEstablished, IfIndex: s.ifindex, FIB: s.fib, Tuple: s.tuple, Handle: s.h})
 	})
 	return true
+}
+
+// Keepalive is a stream session's TCP keepalive: probes after Idle without
+// traffic, every Interval, Count unanswered ones end the session (a reset
+// event with ErrTimedOut). Zero fields keep the connection's values.
+type Keepalive struct {
+	Enabled  bool
+	Idle     time.Duration
+	Interval time.Duration
+	Count    int
+}
+
+// StreamKeepaliver is a StreamKeeper whose connections do TCP keepalive.
+type StreamKeepaliver interface {
+	// SetKeepalive sets stream session h's keepalive. Called under the
+	// layer's lock: it must not block.
+	SetKeepalive(h Handle, k Keepalive) error
+}
+
+// StreamSetKeepalive sets the keepalive of app's stream session h on the
+// wire. A cut-through session or one of another transport fails with
+// ErrNotSupported.
+func (l *Layer) StreamSetKeepalive(id AppID, h Handle, k Keepalive) error {
+	l.lock()
+	defer l.unlock()
+	if _, err := l.appLocked(id); err != nil {
+		return fmt.Errorf("set keepalive: %w", err)
+	}
+	if k.Idle < 0 || k.Interval < 0 || k.Count < 0 {
+		return fmt.Errorf("set keepalive: negative idle, interval or count: %w", ErrInvalidValue)
+	}
+	s := l.sess[h]
+	if s == nil {
+		return fmt.Errorf("set keepalive: session %#x: %w", uint64(h), ErrNoSession)
+	}
+	if s.app.id != id {
+		return fmt.Errorf("set keepalive: session %#x: %w", uint64(h), ErrNotOwner)
+	}
+	k8r, ok := l.cfg.Datapath.(StreamKeepaliver)
+	if !ok || s.kind != kindEstablished || s.tuple.Proto != TransportTCP {
+		return fmt.Errorf("set keepalive: session %#x: %w", uint64(h), ErrNotSupported)
+	}
+	if err := k8r.SetKeepalive(h, k); err != nil {
+		return fmt.Errorf("set keepalive: %w", err)
+	}
+	return nil
 }

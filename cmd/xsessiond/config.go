@@ -6,6 +6,7 @@ import (
 	"io"
 	"os"
 	"strings"
+	"time"
 
 	"go.yaml.in/yaml/v3"
 
@@ -33,6 +34,15 @@ type Config struct {
 	// send admin requests. See deploy/xsessiond.yaml.
 	Limits        daemon.Limits `yaml:"limits"`
 	Authorization daemon.Auth   `yaml:"authorization"`
+	// TCP shapes the TCP of the datapath (zero fields: the defaults).
+	TCP TCPConfig `yaml:"tcp"`
+}
+
+// TCPConfig is the tcp section of the config file.
+type TCPConfig struct {
+	// ConnectTimeout bounds an app's connect to a peer on the wire: it
+	// fails with ETIMEDOUT after it (0: 30s).
+	ConnectTimeout time.Duration `yaml:"connect_timeout"`
 }
 
 // InterfaceConfig is one interface the daemon runs workers on.
@@ -106,6 +116,9 @@ func (c *Config) Validate() error {
 		if ic.Queues < 0 || ic.Batch < 0 || ic.Batch > 1024 {
 			return fmt.Errorf("config: interface %s: queues must be ≥ 0 and batch in 0..1024", ic.Name)
 		}
+	}
+	if c.TCP.ConnectTimeout < 0 {
+		return errors.New("config: tcp: connect_timeout must be ≥ 0 (0: default)")
 	}
 	cl := c.Control
 	if cl.SendTimeout < 0 || cl.HelloTimeout < 0 || cl.QueueLen < 0 || cl.QueueBytes < 0 {

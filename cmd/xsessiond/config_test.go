@@ -4,6 +4,7 @@ import (
 	"os"
 	"strings"
 	"testing"
+	"time"
 )
 
 func TestParseConfigSample(t *testing.T) {
@@ -17,6 +18,9 @@ func TestParseConfigSample(t *testing.T) {
 	}
 	if c.Socket != DefaultSocket || len(c.Interfaces) == 0 || len(c.Namespaces) == 0 || len(c.Rules) == 0 {
 		t.Fatalf("sample config parsed to %+v", c)
+	}
+	if c.TCP.ConnectTimeout != 30*time.Second {
+		t.Fatalf("sample config: tcp connect_timeout %v, want 30s", c.TCP.ConnectTimeout)
 	}
 }
 
@@ -33,6 +37,7 @@ func TestParseConfigErrors(t *testing.T) {
 		{"rules: [{proto: udp, local: 10.0.0.1, action: drop}]\n", "prefix"},
 		{"rules: [{proto: udp, action: forward}]\n", "needs app"},
 		{"rules: [{proto: udp, action: drop, scope: galaxy}]\n", "scope"},
+		{"tcp: {connect_timeout: -1s}\n", "connect_timeout"},
 	} {
 		_, err := ParseConfig([]byte(tc.yaml))
 		if err == nil || !strings.Contains(err.Error(), tc.want) {

@@ -120,8 +120,10 @@ func mergeRunConfig(cmd *cobra.Command, f runFlags, c *Config) (daemon.Config, e
 	if changed("log-level") || c.LogLevel == "" {
 		c.LogLevel = f.logLevel
 	}
+	dp := datapath.Config{IfName: ic.Name, NetnsName: ic.Netns, Queues: ic.Queues, Batch: ic.Batch, BusyPoll: ic.BusyPoll, XDPMode: ic.XDPMode, Checksum: ic.Checksum}
+	dp.TCP.Stack.ConnectTimeout = c.TCP.ConnectTimeout
 	return daemon.Config{
-		Datapath: datapath.Config{IfName: ic.Name, NetnsName: ic.Netns, Queues: ic.Queues, Batch: ic.Batch, BusyPoll: ic.BusyPoll, XDPMode: ic.XDPMode, Checksum: ic.Checksum},
+		Datapath: dp,
 		Socket:   c.Socket, SocketGroup: c.SocketGroup, MetricsAddr: c.MetricsAddr,
 		Namespaces: c.Namespaces, Rules: c.Rules, Version: version, Control: c.Control,
 		Limits: c.Limits, Auth: c.Authorization,
@@ -233,6 +235,7 @@ func restartNeeded(cur, next daemon.Config) []string {
 	diff("xdp_mode", a.XDPMode, b.XDPMode)
 	diff("batch", a.Batch, b.Batch)
 	diff("busy_poll", a.BusyPoll, b.BusyPoll)
+	diff("tcp.connect_timeout", a.TCP.Stack.ConnectTimeout, b.TCP.Stack.ConnectTimeout)
 	diff("socket", cur.Socket, next.Socket)
 	diff("socket_group", cur.SocketGroup, next.SocketGroup)
 	diff("metrics_addr", cur.MetricsAddr, next.MetricsAddr)

@@ -100,6 +100,14 @@ type Conn struct {
 	wrClosed  bool // our FIN is queued in gVisor
 	rxw       rxWriter
 	txr       txReader
+
+	// Bytes moved by the pump, read by Info from any goroutine.
+	rxBytes, txBytes atomic.Uint64
+	// endErr is the errno the Conn ended with (set before Reset).
+	endErr atomic.Pointer[error]
+	// sentReset: the Conn ended by resetting the connection itself
+	// (Abort, a close timeout, the Stack closing).
+	sentReset atomic.Bool
 }
 
 // ID returns the Conn's number, unique within its Stack.
@@ -113,6 +121,92 @@ func (c *Conn) LocalAddr() netip.AddrPort { return c.local }
 
 // RemoteAddr returns the peer's address and port.
 func (c *Conn) RemoteAddr() netip.AddrPort { return c.remote }
+
+// ConnInfo is what a Conn reports of itself: gVisor's state and counters
+// of its endpoint, and the bytes the Conn moved each way.
+type ConnInfo struct {
+	// State is gVisor's name of the endpoint's TCP state (ESTABLISHED,
+	// CLOSE-WAIT, TIME-WAIT, ...); it goes on after the Conn finished,
+	// while gVisor closes the connection.
+	State string
+	// RxBytes went from gVisor into the rx fifo, TxBytes from the tx fifo
+	// into gVisor.
+	RxBytes, TxBytes uint64
+	// SegmentsReceived and SegmentsSent are gVisor's counts of the
+	// endpoint; Retransmits its retransmitted segments, Timeouts the
+	// times its retransmission timer expired.
+	SegmentsReceived, SegmentsSent uint64
+	Retransmits, Timeouts          uint64
+	// ResetSent: the Conn ended by resetting the connection (Abort, a
+	// close timeout, the Stack closing). ResetReceived: the peer reset
+	// it (the Conn ended with ECONNRESET).
+	ResetSent, ResetReceived bool
+}
+
+// Info returns the Conn's state and counters. It is safe from any
+// goroutine, also after Closed.
+func (c *Conn) Info() ConnInfo {
+	in := ConnInfo{State: c.ep.EndpointState().String(), RxBytes: c.rxBytes.Load(), TxBytes: c.txBytes.Load(),
+		ResetSent: c.sentReset.Load()}
+	if p := c.endErr.Load(); p != nil && errors.Is(*p, syscall.ECONNRESET) {
+		in.ResetReceived = true
+	}
+	if st, ok := c.ep.Stats().(*tcp.Stats); ok {
+		in.SegmentsReceived = st.SegmentsReceived.Value()
+		in.SegmentsSent = st.SegmentsSent.Value()
+		in.Retransmits = st.SendErrors.Retransmits.Value()
+		in.Timeouts = st.SendErrors.Timeouts.Value()
+	}
+	return in
+}
+
+// Finished reports whether gVisor is done with the Conn's connection
+// (CLOSED or ERROR): nothing more is sent or received on it.
+func (c *Conn) Finished() bool {
+	switch c.ep.EndpointState() {
+	case tcp.StateClose, tcp.StateError:
+		return true
+	}
+	return false
+}
+
+// Keepalive is a Conn's TCP keepalive: after Idle without traffic gVisor
+// sends a probe every Interval; Count probes unanswered end the Conn with
+// ETIMEDOUT (Reset). Zero fields keep gVisor's values (2h, 75s, 9).
+type Keepalive struct {
+	Enabled  bool
+	Idle     time.Duration
+	Interval time.Duration
+	Count    int
+}
+
+// SetKeepalive turns keepalive on or off. Safe from any goroutine.
+func (c *Conn) SetKeepalive(k Keepalive) error {
+	if k.Idle < 0 || k.Interval < 0 || k.Count < 0 {
+		return fmt.Errorf("set keepalive: %w", syscall.EINVAL)
+	}
+	if k.Enabled {
+		if k.Idle > 0 {
+			o := tcpip.KeepaliveIdleOption(k.Idle)
+			if terr := c.ep.SetSockOpt(&o); terr != nil {
+				return fmt.Errorf("set keepalive idle: %w", toErrno(terr))
+			}
+		}
+		if k.Interval > 0 {
+			o := tcpip.KeepaliveIntervalOption(k.Interval)
+			if terr := c.ep.SetSockOpt(&o); terr != nil {
+				return fmt.Errorf("set keepalive interval: %w", toErrno(terr))
+			}
+		}
+		if k.Count > 0 {
+			if terr := c.ep.SetSockOptInt(tcpip.KeepaliveCountOption, k.Count); terr != nil {
+				return fmt.Errorf("set keepalive count: %w", toErrno(terr))
+			}
+		}
+	}
+	c.ep.SocketOptions().SetKeepAlive(k.Enabled)
+	return nil
+}
 
 // Rx and Tx return the Conn's fifos.
 func (c *Conn) Rx() *fifo.Fifo { return c.rx }
@@ -355,6 +449,7 @@ func (c *Conn) pumpRx() bool {
 				return false
 			}
 			committed += res.Count
+			c.rxBytes.Add(uint64(res.Count))
 		}
 		if terr != nil {
 			// ErrWouldBlock: gVisor's receive queue is empty. Reading
@@ -405,6 +500,7 @@ func (c *Conn) pumpTx() bool {
 				return false
 			}
 			released += int(n)
+			c.txBytes.Add(uint64(n))
 		}
 		if terr != nil {
 			if _, ok := terr.(*tcpip.ErrWouldBlock); ok {
@@ -434,6 +530,7 @@ func (c *Conn) connectFailed(err error) {
 
 // fail ends the Conn after gVisor reported err (Reset then Closed).
 func (c *Conn) fail(err error) {
+	c.endErr.Store(&err)
 	c.ep.SocketOptions().SetLinger(tcpip.LingerOption{Enabled: true})
 	c.ep.Close()
 	c.end()
@@ -450,9 +547,11 @@ func (c *Conn) reset(err error) {
 	} else {
 		c.ep.SocketOptions().SetLinger(tcpip.LingerOption{Enabled: true})
 		c.ep.Close()
+		c.sentReset.Store(true)
 	}
 	c.end()
 	if err != nil {
+		c.endErr.Store(&err)
 		c.h.Reset(c, err)
 	}
 	c.h.Closed(c)

@@ -41,7 +41,8 @@ type Listener struct {
 	entry waiter.Entry
 	h     AcceptHandler
 
-	started  atomic.Bool // the fields above are final
+	limited  atomic.Uint64 // handshakes reset over MaxConns/MaxConnsPerOwner
+	started  atomic.Bool   // the fields above are final
 	closeReq atomic.Bool
 	done     bool // owned by the pump
 }
@@ -109,6 +110,20 @@ func (s *Stack) Listen(addr netip.AddrPort, backlog int, owner uint64, h AcceptH
 // Addr returns the address the Listener is bound to.
 func (l *Listener) Addr() netip.AddrPort { return l.addr }
 
+// Overflows returns the handshakes gVisor dropped because the Listener's
+// backlog was full (its SYN and final-ACK drops).
+func (l *Listener) Overflows() uint64 {
+	st, ok := l.ep.Stats().(*tcp.Stats)
+	if !ok {
+		return 0
+	}
+	return st.ReceiveErrors.ListenOverflowSynDrop.Value() + st.ReceiveErrors.ListenOverflowAckDrop.Value()
+}
+
+// Limited returns the completed handshakes the Listener reset because the
+// Stack's MaxConns or MaxConnsPerOwner was reached.
+func (l *Listener) Limited() uint64 { return l.limited.Load() }
+
 // Owner returns the owner its Conns count against.
 func (l *Listener) Owner() uint64 { return l.owner }
 
@@ -160,6 +175,7 @@ func (l *Listener) accept(ep *tcp.Endpoint, wq *waiter.Queue, peer tcpip.FullAdd
 	}
 	c, err := l.s.newConn(l.owner)
 	if err != nil {
+		l.limited.Add(1)
 		rst()
 		return
 	}

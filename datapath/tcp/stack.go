@@ -210,6 +210,8 @@ type Stats struct {
 	TxNonTCP      uint64 // non-TCP packets gVisor sent, discarded
 	Refused       uint64 // connections refused by MaxConns/MaxConnsPerOwner
 	Retransmits   uint64 // gVisor: segments retransmitted
+	ResetsSent    uint64 // gVisor: RSTs sent
+	ResetsRecv    uint64 // gVisor: RSTs received
 	ChecksumError uint64 // injected packets with a bad IPv4 header or TCP checksum
 }
 
@@ -222,6 +224,8 @@ func (s *Stack) Stats() Stats {
 	st.Endpoints = len(s.gs.RegisteredEndpoints())
 	st.Established = gst.TCP.CurrentEstablished.Value()
 	st.Retransmits = gst.TCP.Retransmits.Value()
+	st.ResetsSent = gst.TCP.ResetsSent.Value()
+	st.ResetsRecv = gst.TCP.ResetsReceived.Value()
 	st.ChecksumError = gst.TCP.ChecksumErrors.Value() + s.link.rxBadCsum.Load()
 	st.RxPackets = s.link.rxPackets.Load()
 	st.RxDropped = s.link.rxDropped.Load()

@@ -1,0 +1,335 @@
+package daemon
+
+import (
+	"context"
+	"errors"
+	"io"
+	"net"
+	"net/netip"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/cilium/ebpf"
+	"github.com/cilium/ebpf/asm"
+	"github.com/prometheus/client_golang/prometheus/testutil/promlint"
+	"github.com/vishvananda/netlink"
+	"golang.org/x/sys/unix"
+
+	"github.com/xsessiond/xsessiond/app"
+	"github.com/xsessiond/xsessiond/nsbind/nstest"
+)
+
+// tcpSession returns the session view of the TCP session whose remote is
+// remote, if any.
+func tcpSession(d *Daemon, remote string) (SessionView, bool) {
+	for _, s := range d.SessionViews() {
+		if s.Transport == "tcp" && s.Remote == remote {
+			return s, true
+		}
+	}
+	return SessionView{}, false
+}
+
+// sameAddr compares two *net.TCPAddr as address and port, an IPv4-mapped
+// address equal to its IPv4 address.
+func sameAddr(a, b net.Addr) bool {
+	ta, ok1 := a.(*net.TCPAddr)
+	tb, ok2 := b.(*net.TCPAddr)
+	if !ok1 || !ok2 {
+		return false
+	}
+	pa, pb := ta.AddrPort(), tb.AddrPort()
+	return pa.Addr().Unmap() == pb.Addr().Unmap() && pa.Port() == pb.Port()
+}
+
+// TestTCPShowSessions: a kernel client's connection to an app listener and
+// an app's connection to a kernel listener show with gVisor's state, bytes
+// each way and their counts in /metrics as they go from ESTABLISHED to
+// CLOSE-WAIT and TIME-WAIT; the app's conns have the addresses the kernel
+// sees from the other end.
+func TestTCPShowSessions(t *testing.T) {
+	rig := nstest.NewPair(t, nstest.Options{})
+	d := startDaemon(t, func(o *Config) {
+		o.Datapath.IfName, o.Datapath.NetnsName, o.NoDatapath = rig.B.Link, rig.B.Name, false
+		o.Datapath.TCP.Stack.TimeWait = 30 * time.Second
+		o.MetricsAddr = "127.0.0.1:0"
+	})
+	a := attach(t, d, app.Options{Name: "tcpshow"})
+	ln, err := a.Listen("tcp://0.0.0.0:7200")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	accepted := make(chan net.Conn, 1)
+	go func() {
+		c, err := ln.Accept()
+		if err == nil {
+			accepted <- c
+		}
+	}()
+
+	// Passive: the kernel on A connects.
+	var kc net.Conn
+	if err := rig.A.Do(func() error {
+		var err error
+		kc, err = net.DialTimeout("tcp", netip.AddrPortFrom(rig.B.IPv4, 7200).String(), 15*time.Second)
+		return err
+	}); err != nil {
+		t.Fatal(err)
+	}
+	defer kc.Close()
+	var ac net.Conn
+	select {
+	case ac = <-accepted:
+	case <-time.After(15 * time.Second):
+		t.Fatal("no accept")
+	}
+	defer ac.Close()
+	if !sameAddr(ac.LocalAddr(), kc.RemoteAddr()) || !sameAddr(ac.RemoteAddr(), kc.LocalAddr()) {
+		t.Errorf("accepted conn %v <- %v; the kernel peer sees %v -> %v", ac.LocalAddr(), ac.RemoteAddr(), kc.LocalAddr(), kc.RemoteAddr())
+	}
+	_ = kc.SetDeadline(time.Now().Add(20 * time.Second))
+	_ = ac.SetDeadline(time.Now().Add(20 * time.Second))
+	if _, err := kc.Write(make([]byte, 1000)); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := io.ReadFull(ac, make([]byte, 1000)); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := ac.Write(make([]byte, 500)); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := io.ReadFull(kc, make([]byte, 500)); err != nil {
+		t.Fatal(err)
+	}
+	remote := kc.LocalAddr().String()
+	s, ok := tcpSession(d, remote)
+	if !ok {
+		t.Fatalf("no session from %s in %+v", remote, d.SessionViews())
+	}
+	if s.TCPState != "ESTABLISHED" || s.RxBytes != 1000 || s.TxBytes != 500 || s.RxPackets == 0 || s.TxPackets == 0 {
+		t.Errorf("session %+v: want ESTABLISHED, 1000 bytes in, 500 out, segments both ways", s)
+	}
+	doc, err := show(t, d.Socket(), "sessions")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(string(doc), `"tcp_state":"ESTABLISHED"`) {
+		t.Errorf("show sessions: no tcp_state ESTABLISHED in %s", doc)
+	}
+	body := scrape(t, d.MetricsAddr())
+	if v := metric(t, body, `xsessiond_tcp_connections{namespace="default",state="ESTABLISHED"}`); v != 1 {
+		t.Errorf("ESTABLISHED connections: %v, want 1", v)
+	}
+	problems, err := promlint.New(strings.NewReader(body)).Lint()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, p := range problems {
+		t.Errorf("promlint: %s: %s", p.Metric, p.Text)
+	}
+
+	// The kernel closes: the app's side is in CLOSE-WAIT until it closes.
+	kc.Close()
+	if _, err := ac.Read(make([]byte, 1)); err != io.EOF {
+		t.Fatalf("read after the peer's FIN: %v, want EOF", err)
+	}
+	waitFor(t, "CLOSE-WAIT", 5*time.Second, func() bool {
+		s, ok := tcpSession(d, remote)
+		return ok && s.TCPState == "CLOSE-WAIT"
+	})
+	ac.Close()
+	// A passive close leaves nothing to show once the peer acked our FIN
+	// (gVisor has no TIME-WAIT for it).
+	waitFor(t, "the closed connection gone from the list", 5*time.Second, func() bool {
+		_, ok := tcpSession(d, remote)
+		return !ok
+	})
+
+	// Active: the app connects to a kernel listener on A and closes first:
+	// TIME-WAIT, shown as a lingering session.
+	var kl net.Listener
+	if err := rig.A.Do(func() error {
+		var err error
+		kl, err = net.Listen("tcp", ":7201")
+		return err
+	}); err != nil {
+		t.Fatal(err)
+	}
+	defer kl.Close()
+	kaccepted := make(chan net.Conn, 1)
+	go func() {
+		c, err := kl.Accept()
+		if err == nil {
+			kaccepted <- c
+		}
+	}()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	dc, err := a.Dial(ctx, "tcp://"+netip.AddrPortFrom(rig.A.IPv4, 7201).String())
+	cancel()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var kd net.Conn
+	select {
+	case kd = <-kaccepted:
+	case <-time.After(15 * time.Second):
+		t.Fatal("the kernel listener accepted nothing")
+	}
+	defer kd.Close()
+	if !sameAddr(dc.LocalAddr(), kd.RemoteAddr()) || !sameAddr(dc.RemoteAddr(), kd.LocalAddr()) {
+		t.Errorf("dialled conn %v -> %v; the kernel peer sees %v <- %v", dc.LocalAddr(), dc.RemoteAddr(), kd.LocalAddr(), kd.RemoteAddr())
+	}
+	dremote := dc.RemoteAddr().String()
+	if err := dc.Close(); err != nil {
+		t.Fatal(err)
+	}
+	_ = kd.SetDeadline(time.Now().Add(10 * time.Second))
+	if _, err := kd.Read(make([]byte, 1)); err != io.EOF {
+		t.Fatalf("kernel read after the app's close: %v, want EOF", err)
+	}
+	kd.Close()
+	waitFor(t, "TIME-WAIT", 5*time.Second, func() bool {
+		s, ok := tcpSession(d, dremote)
+		return ok && s.TCPState == "TIME-WAIT" && s.State == "lingering"
+	})
+	body = scrape(t, d.MetricsAddr())
+	if v := metric(t, body, `xsessiond_tcp_connections{namespace="default",state="TIME-WAIT"}`); v < 1 {
+		t.Errorf("TIME-WAIT connections: %v, want at least 1", v)
+	}
+
+	// A kernel peer's reset counts as received.
+	before := metric(t, body, `xsessiond_tcp_resets_total{dir="received",namespace="default"}`)
+	go func() {
+		c, err := kl.Accept()
+		if err == nil {
+			kaccepted <- c
+		}
+	}()
+	ctx, cancel = context.WithTimeout(context.Background(), 10*time.Second)
+	rc, err := a.Dial(ctx, "tcp://"+netip.AddrPortFrom(rig.A.IPv4, 7201).String())
+	cancel()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer rc.Close()
+	kd = <-kaccepted
+	kd.(*net.TCPConn).SetLinger(0)
+	kd.Close()
+	_ = rc.SetReadDeadline(time.Now().Add(10 * time.Second))
+	if _, err := rc.Read(make([]byte, 1)); !errors.Is(err, syscall.ECONNRESET) {
+		t.Fatalf("read after the peer's reset: %v, want ECONNRESET", err)
+	}
+	waitFor(t, "a received reset counted", 5*time.Second, func() bool {
+		return metric(t, scrape(t, d.MetricsAddr()), `xsessiond_tcp_resets_total{dir="received",namespace="default"}`) == before+1
+	})
+}
+
+// TestTCPConnectUnreachable: a dial to an address of A's subnet that no
+// host owns fails with ETIMEDOUT (or EHOSTUNREACH) once the configured
+// connect timeout is over.
+func TestTCPConnectUnreachable(t *testing.T) {
+	const timeout = 2 * time.Second
+	rig := nstest.NewPair(t, nstest.Options{})
+	d := startDaemon(t, func(o *Config) {
+		o.Datapath.IfName, o.Datapath.NetnsName, o.NoDatapath = rig.B.Link, rig.B.Name, false
+		o.Datapath.TCP.Stack.ConnectTimeout = timeout
+	})
+	a := attach(t, d, app.Options{Name: "dialer"})
+	b := rig.A.IPv4.As4()
+	b[3] = 200 // in 10.77.0.0/24, owned by nobody
+	dst := netip.AddrPortFrom(netip.AddrFrom4(b), 7300)
+	// The daemon's timeout, plus slack for a loaded machine.
+	ctx, cancel := context.WithTimeout(context.Background(), timeout+5*time.Second)
+	defer cancel()
+	start := time.Now()
+	_, err := a.Dial(ctx, "tcp://"+dst.String())
+	took := time.Since(start)
+	if !errors.Is(err, syscall.ETIMEDOUT) && !errors.Is(err, syscall.EHOSTUNREACH) {
+		t.Fatalf("dial %v: %v, want ETIMEDOUT or EHOSTUNREACH", dst, err)
+	}
+	if ctx.Err() != nil {
+		t.Fatalf("dial %v: the caller's context ran out (%v) before the daemon's connect timeout", dst, err)
+	}
+	t.Logf("dial %v: %v after %v (connect timeout %v)", dst, err, took, timeout)
+}
+
+// dropEgress makes host h silent: a clsact qdisc on its veth end with an
+// egress bpf filter that drops every frame it sends (TC_ACT_SHOT; cls_bpf
+// is what every kernel the tests run on has, matchall and gact may not be).
+func dropEgress(t *testing.T, h *nstest.Host) {
+	t.Helper()
+	nh, err := netlink.NewHandleAt(h.NS)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer nh.Close()
+	q := &netlink.Clsact{QdiscAttrs: netlink.QdiscAttrs{LinkIndex: h.IfIndex, Handle: netlink.MakeHandle(0xffff, 0), Parent: netlink.HANDLE_CLSACT}}
+	if err := nh.QdiscAdd(q); err != nil {
+		t.Fatalf("add clsact on %s: %v", h.Link, err)
+	}
+	prog, err := ebpf.NewProgram(&ebpf.ProgramSpec{Type: ebpf.SchedCLS, License: "GPL",
+		Instructions: asm.Instructions{asm.LoadImm(asm.R0, int64(netlink.TC_ACT_SHOT), asm.DWord), asm.Return()}})
+	if err != nil {
+		t.Fatalf("load drop program: %v", err)
+	}
+	defer prog.Close() // the filter holds its own reference
+	f := &netlink.BpfFilter{FilterAttrs: netlink.FilterAttrs{LinkIndex: h.IfIndex, Parent: netlink.HANDLE_MIN_EGRESS,
+		Handle: netlink.MakeHandle(0, 1), Protocol: unix.ETH_P_ALL, Priority: 1}, Fd: prog.FD(), Name: "drop", DirectAction: true}
+	if err := nh.FilterAdd(f); err != nil {
+		t.Fatalf("add drop filter on %s: %v", h.Link, err)
+	}
+}
+
+// TestTCPKeepaliveTimeout: an app conn with keepalive on, to a kernel
+// peer that goes silent, fails with ETIMEDOUT once idle + interval*count
+// passed without an answer.
+func TestTCPKeepaliveTimeout(t *testing.T) {
+	rig := nstest.NewPair(t, nstest.Options{})
+	d := startDaemon(t, func(o *Config) {
+		o.Datapath.IfName, o.Datapath.NetnsName, o.NoDatapath = rig.B.Link, rig.B.Name, false
+	})
+	a := attach(t, d, app.Options{Name: "keepalive"})
+	var kl net.Listener
+	if err := rig.A.Do(func() error {
+		var err error
+		kl, err = net.Listen("tcp", ":7400")
+		return err
+	}); err != nil {
+		t.Fatal(err)
+	}
+	defer kl.Close()
+	go echoServe(kl)
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	c, err := a.Dial(ctx, "tcp://"+netip.AddrPortFrom(rig.A.IPv4, 7400).String())
+	cancel()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	const idle, interval, count = time.Second, 500 * time.Millisecond, 3
+	ac := c.(*app.Conn)
+	if err := ac.SetKeepAliveConfig(net.KeepAliveConfig{Enable: true, Idle: idle, Interval: interval, Count: count}); err != nil {
+		t.Fatal(err)
+	}
+	// One echo first: the connection works, then the peer goes silent.
+	_ = c.SetDeadline(time.Now().Add(30 * time.Second))
+	if _, err := c.Write([]byte("ping")); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := io.ReadFull(c, make([]byte, 4)); err != nil {
+		t.Fatal(err)
+	}
+	dropEgress(t, rig.A)
+	// idle + interval*count, plus slack for a loaded machine.
+	_ = c.SetReadDeadline(time.Now().Add(idle + interval*count + 3*time.Second))
+	start := time.Now()
+	_, err = c.Read(make([]byte, 1))
+	took := time.Since(start)
+	if !errors.Is(err, syscall.ETIMEDOUT) {
+		t.Fatalf("read on a silent peer with keepalive: %v after %v, want ETIMEDOUT", err, took)
+	}
+	t.Logf("keepalive (idle %v, interval %v, count %d): %v after %v", idle, interval, count, err, took)
+}

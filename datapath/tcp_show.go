@@ -1,0 +1,216 @@
+package datapath
+
+import (
+	"net/netip"
+	"slices"
+
+	"github.com/xsessiond/xsessiond/datapath/tcp"
+	"github.com/xsessiond/xsessiond/flow"
+	"github.com/xsessiond/xsessiond/sessions"
+)
+
+// What the Engine tells of its TCP connections, for `ctl show sessions`
+// and the metrics: each connection's gVisor state and counters, and
+// counts by namespace.
+
+// TCPConnView is one TCP connection of the Engine.
+type TCPConnView struct {
+	// Handle is the session's handle (the half-open one before the
+	// handshake completed).
+	Handle    flow.Handle
+	App       sessions.AppID
+	Namespace string // the app's namespace id ("" the default)
+	Local     netip.AddrPort
+	Remote    netip.AddrPort
+	// Lingering: the session ended (the layer forgot it) and gVisor still
+	// closes the connection (FIN-WAIT, TIME-WAIT) while its port is held.
+	Lingering bool
+	tcp.ConnInfo
+}
+
+// TCPNamespaceStats are the TCP counts of one namespace: connections
+// live, ended and refused.
+type TCPNamespaceStats struct {
+	// States counts the live connections (lingering ones included) by
+	// gVisor's state name.
+	States map[string]int
+	// Retransmits are the segments gVisor retransmitted on the
+	// namespace's connections.
+	Retransmits uint64
+	// ResetsSent counts connections that ended by resetting them (an
+	// app's abort, a close timeout); ResetsReceived those the peer reset.
+	ResetsSent, ResetsReceived uint64
+	// Refused counts connections its listeners refused, by reason:
+	// "backlog" (gVisor's listen queue full: the SYN or final ACK
+	// dropped), "limit" (the stack's connection limits), "no_memory" (no
+	// fifo memory for the session), "closing" (the app or listener was
+	// going).
+	Refused map[string]uint64
+}
+
+// Reasons of TCPNamespaceStats.Refused.
+const (
+	TCPRefusedBacklog  = "backlog"
+	TCPRefusedLimit    = "limit"
+	TCPRefusedNoMemory = "no_memory"
+	TCPRefusedClosing  = "closing"
+)
+
+func newTCPNamespaceStats() *TCPNamespaceStats {
+	return &TCPNamespaceStats{States: map[string]int{}, Refused: map[string]uint64{
+		TCPRefusedBacklog: 0, TCPRefusedLimit: 0, TCPRefusedNoMemory: 0, TCPRefusedClosing: 0}}
+}
+
+// nsDoneLocked returns the counts kept for namespace ns (p.mu held).
+func (p *tcpPath) nsDoneLocked(ns string) *TCPNamespaceStats {
+	st := p.nsDone[ns]
+	if st == nil {
+		st = newTCPNamespaceStats()
+		p.nsDone[ns] = st
+	}
+	return st
+}
+
+// addConn adds a connection's counts.
+func (st *TCPNamespaceStats) addConn(in tcp.ConnInfo) {
+	st.Retransmits += in.Retransmits
+	if in.ResetSent {
+		st.ResetsSent++
+	}
+	if in.ResetReceived {
+		st.ResetsReceived++
+	}
+}
+
+// addListener adds a listener's refusals.
+func (st *TCPNamespaceStats) addListener(tl *tcpListener, ln *tcp.Listener) {
+	if ln != nil {
+		st.Refused[TCPRefusedBacklog] += ln.Overflows()
+		st.Refused[TCPRefusedLimit] += ln.Limited()
+	}
+	st.Refused[TCPRefusedNoMemory] += tl.refusedMem.Load()
+	st.Refused[TCPRefusedClosing] += tl.refusedGone.Load()
+}
+
+func (st *TCPNamespaceStats) add(o *TCPNamespaceStats) {
+	st.Retransmits += o.Retransmits
+	st.ResetsSent += o.ResetsSent
+	st.ResetsReceived += o.ResetsReceived
+	for k, v := range o.Refused {
+		st.Refused[k] += v
+	}
+}
+
+// TCPConns lists the Engine's TCP connections: those of the sessions the
+// layer knows (half-open ones once their Dial started) and those that
+// linger after their session ended.
+func (e *Engine) TCPConns() []TCPConnView {
+	p := e.tcp
+	if p == nil {
+		return nil
+	}
+	var out []TCPConnView
+	seen := map[*tcpSess]bool{}
+	p.mu.Lock()
+	for _, s := range p.conns {
+		if s.conn == nil || seen[s] || (s.done && s.conn.Finished()) {
+			continue
+		}
+		seen[s] = true
+		h := s.h
+		if !s.established {
+			h = s.ho
+		}
+		out = append(out, TCPConnView{Handle: h, App: s.app, Namespace: s.ns, Local: s.conn.LocalAddr(), Remote: s.conn.RemoteAddr(),
+			Lingering: s.done, ConnInfo: s.conn.Info()})
+	}
+	p.mu.Unlock()
+	for _, s := range p.lingering() {
+		if seen[s] {
+			continue
+		}
+		seen[s] = true
+		p.mu.Lock()
+		h := s.h
+		p.mu.Unlock()
+		out = append(out, TCPConnView{Handle: h, App: s.app, Namespace: s.ns, Local: s.conn.LocalAddr(), Remote: s.conn.RemoteAddr(),
+			Lingering: true, ConnInfo: s.conn.Info()})
+	}
+	slices.SortFunc(out, func(a, b TCPConnView) int {
+		switch {
+		case a.Handle < b.Handle:
+			return -1
+		case a.Handle > b.Handle:
+			return 1
+		}
+		return 0
+	})
+	return out
+}
+
+// lingering returns the ended connections whose port is still held and
+// that gVisor has not closed yet (FIN-WAIT, CLOSING, LAST-ACK,
+// TIME-WAIT): a passive close's connection is CLOSED at once, a TIME-WAIT
+// is over before its port is released.
+func (p *tcpPath) lingering() []*tcpSess {
+	p.coolMu.Lock()
+	defer p.coolMu.Unlock()
+	out := make([]*tcpSess, 0, len(p.cool))
+	for _, c := range p.cool {
+		if c.s != nil && c.s.conn != nil && !c.s.conn.Finished() {
+			out = append(out, c.s)
+		}
+	}
+	return out
+}
+
+// TCPNamespaceStats returns the TCP counts by namespace id ("" the
+// default): those of the connections and listeners that ended plus those
+// of the live ones.
+func (e *Engine) TCPNamespaceStats() map[string]*TCPNamespaceStats {
+	p := e.tcp
+	if p == nil {
+		return nil
+	}
+	out := map[string]*TCPNamespaceStats{}
+	get := func(ns string) *TCPNamespaceStats {
+		st := out[ns]
+		if st == nil {
+			st = newTCPNamespaceStats()
+			out[ns] = st
+		}
+		return st
+	}
+	seen := map[*tcpSess]bool{}
+	p.mu.Lock()
+	for ns, d := range p.nsDone {
+		get(ns).add(d)
+	}
+	for _, s := range p.conns {
+		if s.conn == nil || seen[s] {
+			continue
+		}
+		seen[s] = true
+		in := s.conn.Info()
+		st := get(s.ns)
+		if !s.done {
+			st.States[in.State]++
+			st.addConn(in)
+		} else if !s.conn.Finished() {
+			st.States[in.State]++
+		}
+	}
+	for _, tl := range p.lis {
+		if tl.ln != nil {
+			get(tl.ns).addListener(tl, tl.ln)
+		}
+	}
+	p.mu.Unlock()
+	for _, s := range p.lingering() {
+		if !seen[s] {
+			seen[s] = true
+			get(s.ns).States[s.conn.Info().State]++
+		}
+	}
+	return out
+}
