@@ -50,3 +50,41 @@ func TestShard_MailboxOrder(t *testing.T) {
 		t.Fatal("Del did not remove the session")
 	}
 }
+
+// TestShard_DrainWithinDrain: a Drain that runs while another is running
+// its batch (here: from inside a posted function), whose functions post
+// more, neither loses nor repeats a posted function and never runs a nil
+// one.
+func TestShard_DrainWithinDrain(t *testing.T) {
+	s := NewShard(0)
+	ran := map[int]int{}
+	var post func(i int)
+	post = func(i int) {
+		s.Post(func(*Shard) {
+			ran[i]++
+			if i < 8 {
+				post(i + 100) // posts while the inner Drain runs its batch
+			}
+		})
+	}
+	// A Drain of 32 leaves a spare array of that capacity behind, so
+	// that what follows is appended in place.
+	for range 32 {
+		s.Post(func(*Shard) {})
+	}
+	s.Drain()
+	s.Post(func(*Shard) {
+		for i := range 8 {
+			post(i)
+		}
+		s.Drain()
+	})
+	for s.Pending() > 0 {
+		s.Drain()
+	}
+	for i := range 8 {
+		if ran[i] != 1 || ran[i+100] != 1 {
+			t.Fatalf("posted functions %d and %d ran %d and %d times, want once (all: %v)", i, i+100, ran[i], ran[i+100], ran)
+		}
+	}
+}

@@ -111,17 +111,24 @@ func (s *Shard) Pending() int {
 
 // Drain runs the functions posted so far, in order, and returns how many
 // ran. Owner goroutine only; never blocks on the control plane.
+//
+// The spare array becomes the mailbox and stops being the spare in one step:
+// were it still the spare while it is the mailbox, a second Drain running
+// meanwhile (the Engine's final drain racing a worker, a posted function
+// draining) would take it as its batch and hand the same array out as the
+// mailbox again, so that Post overwrote entries that batch then cleared, and
+// a later Drain called a nil function (seen once in a daemon test run).
 func (s *Shard) Drain() int {
 	s.mu.Lock()
 	fns := s.mbox
-	s.mbox = s.spare[:0]
+	s.mbox, s.spare = s.spare[:0], nil
 	s.mu.Unlock()
 	for i, fn := range fns {
 		fn(s)
 		fns[i] = nil
 	}
 	s.mu.Lock()
-	if cap(fns) <= 1024 {
+	if cap(fns) <= 1024 && s.spare == nil {
 		s.spare = fns[:0]
 	}
 	s.mu.Unlock()
