@@ -66,6 +66,7 @@ func samples() []Message {
 		&CaptureReply{},
 		&RuleDel{ID: 7},
 		&CloseWrite{Handle: flow.MakeHandle(3, 2)},
+		&RuleAddReply{ID: 7},
 	}
 }
 
