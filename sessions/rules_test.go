@@ -384,6 +384,9 @@ func TestRules_MatchAgainstReference(t *testing.T) {
 				tup.Proto = rules[rnd.IntN(len(rules))].Transport
 				wantID, wantOK := refMatch(listed, &tup)
 				m, ok := r.l.MatchRule(fib, &tup)
+				if ok && !r.l.GlobalRules(fib).MayMatch(&tup) {
+					t.Fatalf("tuple %+v: matched %d, but MayMatch says no rule can", tup, m.ID)
+				}
 				if ok != wantOK || m.ID != wantID {
 					t.Fatalf("tuple %+v: matched %d %v (%+v), want %d %v (%+v)", tup, m.ID, ok, listed[m.ID-1], wantID, wantOK, listed[wantID-1])
 				}
