@@ -69,6 +69,7 @@ func samples() []Message {
 		&CloseWrite{Handle: flow.MakeHandle(3, 2)},
 		&SetKeepalive{Handle: flow.MakeHandle(3, 2), Enabled: true, Idle: 2 * time.Second, Interval: 500 * time.Millisecond, Count: 4},
 		&SetKeepalive{Handle: flow.MakeHandle(1, 9)},
+		&RuleAddReply{ID: 7},
 	}
 }
 

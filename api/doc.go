@@ -44,7 +44,8 @@
 // # Message types
 //
 // The type numbers are part of the protocol; they are never reused or
-// renumbered. Version 1.0:
+// renumbered. Version 1.1 (1.0 lacks RuleAddReply: a 1.0 client gets OK
+// to RuleAdd):
 //
 //	type  message         direction       reply          descriptors
 //	1     Hello           app → daemon    HelloReply     –
@@ -70,12 +71,13 @@
 //	65    ShowReply       daemon → ctl    –              – (may use FlagMore)
 //	66    NsAdd           ctl → daemon    OK             –
 //	67    NsDel           ctl → daemon    OK             –
-//	68    RuleAdd         ctl → daemon    OK             –
+//	68    RuleAdd         ctl → daemon    RuleAddReply   –
 //	69    RuleDel         ctl → daemon    OK             –
 //	70    NsSetSecret     ctl → daemon    OK             –
 //	71    StatsClear      ctl → daemon    OK             –
 //	72    Capture         ctl → daemon    CaptureReply   –
 //	73    CaptureReply    daemon → ctl    –              the read end of a pipe carrying the capture stream
+//	74    RuleAddReply    daemon → ctl    –              –
 //
 // # Hostile clients
 //

@@ -50,6 +50,8 @@ const (
 	TypeStatsClear   Type = 71
 	TypeCapture      Type = 72
 	TypeCaptureReply Type = 73
+	// TypeRuleAddReply is 74 (protocol 1.1).
+	TypeRuleAddReply Type = 74
 )
 
 var typeNames = map[Type]string{
@@ -63,6 +65,7 @@ var typeNames = map[Type]string{
 	TypeShow:     "Show", TypeShowReply: "ShowReply", TypeNsAdd: "NsAdd", TypeNsDel: "NsDel",
 	TypeRuleAdd: "RuleAdd", TypeRuleDel: "RuleDel", TypeNsSetSecret: "NsSetSecret",
 	TypeStatsClear: "StatsClear", TypeCapture: "Capture", TypeCaptureReply: "CaptureReply",
+	TypeRuleAddReply: "RuleAddReply",
 }
 
 func (t Type) String() string {
@@ -156,6 +159,8 @@ func newMessage(t Type) Message {
 		return new(Capture)
 	case TypeCaptureReply:
 		return new(CaptureReply)
+	case TypeRuleAddReply:
+		return new(RuleAddReply)
 	}
 	return nil
 }
@@ -442,9 +447,17 @@ type Rule struct {
 	Tag        string // at most MaxNameLen bytes
 }
 
-// RuleAdd adds a rule; the reply is OK.
+// RuleAdd adds a rule; the reply is a RuleAddReply with the new rule's id
+// to a client that said Hello with minor version 1 or more, OK to older
+// ones.
 type RuleAdd struct {
 	Rule Rule
+}
+
+// RuleAddReply answers RuleAdd: the id the daemon gave the rule (the id
+// `show rules` lists and RuleDel takes). Protocol 1.1.
+type RuleAddReply struct {
+	ID uint32
 }
 
 // RuleDel deletes the rule with ID when ID is not zero (the id `show
@@ -883,3 +896,8 @@ func (m *Capture) decode(d *decoder) {
 
 func (*CaptureReply) encode(*encoder) {}
 func (*CaptureReply) decode(*decoder) {}
+
+func (*RuleAddReply) Type() Type          { return TypeRuleAddReply }
+func (*RuleAddReply) FDs() int            { return 0 }
+func (m *RuleAddReply) encode(e *encoder) { e.u32(m.ID) }
+func (m *RuleAddReply) decode(d *decoder) { m.ID = d.u32() }

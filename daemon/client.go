@@ -27,6 +27,7 @@ type client struct {
 	c     *api.Conn
 	id    uint64 // the session layer's client id
 	name  string // from Hello
+	minor uint8  // the client's protocol minor version, from Hello
 	cred  api.Cred
 	since time.Time
 
@@ -178,8 +179,14 @@ func (h *client) Handle(ctx context.Context, req api.Request) (api.Message, []in
 		if err != nil {
 			return nil, nil, fmt.Errorf("rule add: %w", err)
 		}
-		_, err = d.layer.AddRule(r)
-		return nil, nil, err
+		id, err := d.layer.AddRule(r)
+		if err != nil {
+			return nil, nil, err
+		}
+		if h.minor < 1 {
+			return nil, nil, nil // a 1.0 client knows no RuleAddReply
+		}
+		return &api.RuleAddReply{ID: id}, nil, nil
 	case *api.RuleDel:
 		if err := d.needAdmin(req.Peer, "rule del"); err != nil {
 			return nil, nil, err

@@ -403,14 +403,20 @@ func rulePeers(n int) []netip.Addr {
 // BenchmarkWorkerUDPRules is a listener hit (the worker's per-datagram
 // path, 64-byte datagrams from 64 remotes) with no rules, with 10,000
 // global rules none of which matches, and with those plus an allow rule
-// for the remotes (so that every datagram is matched and counted).
+// for the remotes (so that every datagram is matched and counted). The
+// 8kflows cases are the worst for the worker's rule cache: every datagram
+// of a new flow (8 times as many flows as the cache has entries, each
+// batch from 64 remotes), so that each one misses it; their frames no
+// longer fit in the CPU's caches, so they compare with each other only.
 func BenchmarkWorkerUDPRules(b *testing.B) {
 	peers := rulePeers(DefaultBatch)
 	for _, c := range []struct {
 		name  string
 		rules int
 		allow bool
-	}{{"0rules", 0, false}, {"10krules", 10000, false}, {"10krules+allow", 10000, true}} {
+		ports int // source ports per remote: flows = remotes * ports
+	}{{"0rules", 0, false, 1}, {"10krules", 10000, false, 1}, {"10krules+allow", 10000, true, 1},
+		{"0rules+8kflows", 0, false, 8 << ruleCacheBits / DefaultBatch}, {"10krules+allow+8kflows", 10000, true, 8 << ruleCacheBits / DefaultBatch}} {
 		b.Run(c.name, func(b *testing.B) {
 			r := newMemRig(b, 1<<20)
 			_, rx := r.listen(b, "udp://0.0.0.0:9000")
@@ -423,9 +429,12 @@ func BenchmarkWorkerUDPRules(b *testing.B) {
 					b.Fatal(err)
 				}
 			}
-			frames := make([][]byte, len(peers))
+			// Frame port*len(peers)+i: from peers[i], source port 40000+port.
+			frames := make([][]byte, len(peers)*c.ports)
 			for i, p := range peers {
-				frames[i] = udpFrames(b, 1, p, tLocal4, 9000, 64)[0]
+				for port, f := range udpFrames(b, c.ports, p, tLocal4, 9000, 64) {
+					frames[port*len(peers)+i] = f
+				}
 			}
 			// On a shared machine wall time counts other processes' turns:
 			// the thread's own CPU time is reported beside it.
@@ -434,15 +443,19 @@ func BenchmarkWorkerUDPRules(b *testing.B) {
 			b.ReportAllocs()
 			b.ResetTimer()
 			cpu0 := threadCPU(b)
+			off := 0
 			for b.Loop() {
-				r.w.processBatch(frames)
+				r.w.processBatch(frames[off : off+len(peers)])
 				_ = rx.Drop(rx.MaxDequeue())
+				if off += len(peers); off == len(frames) {
+					off = 0
+				}
 			}
 			cpu := threadCPU(b) - cpu0
-			b.ReportMetric(float64(b.Elapsed().Nanoseconds())/float64(b.N*len(frames)), "ns/packet")
-			b.ReportMetric(float64(cpu.Nanoseconds())/float64(b.N*len(frames)), "cpu-ns/packet")
-			if r.w.c.Delivered != uint64(b.N*len(frames)) {
-				b.Fatalf("delivered %d of %d, drops %v", r.w.c.Delivered, b.N*len(frames), r.w.c.Drops)
+			b.ReportMetric(float64(b.Elapsed().Nanoseconds())/float64(b.N*len(peers)), "ns/packet")
+			b.ReportMetric(float64(cpu.Nanoseconds())/float64(b.N*len(peers)), "cpu-ns/packet")
+			if r.w.c.Delivered != uint64(b.N*len(peers)) {
+				b.Fatalf("delivered %d of %d, drops %v", r.w.c.Delivered, b.N*len(peers), r.w.c.Drops)
 			}
 		})
 	}

@@ -9,7 +9,9 @@ import (
 // Session rules on the wire: the global rules table of the engine's FIB is
 // consulted when a packet from the wire found a listener (seed:
 // APP_DROP_INDEX, later VPP's session rules table). A worker loads the
-// table once per batch; an empty table costs one nil check per packet.
+// table once per batch; an empty table costs one nil check per packet, and
+// a flow's verdict is kept in the worker's decision cache (rulecache.go)
+// until the table changes.
 
 // ruleVerdict is what the global rules say about a packet that found a
 // listener.
@@ -21,15 +23,15 @@ const (
 	ruleForward                    // a forward rule: deliver to the returned listener, the named app's
 )
 
-// checkRules applies the global rules table rt (of FIB fib, from layer l)
-// to a packet from the wire whose 5-tuple t (Local: this host) found a
-// listener. A forward goes to the named app's listener that would serve t
-// (its exact bind, its wildcard bind, or its proxy entry); when it has
-// none, the rule is as if it did not match. It returns the rule's counter,
-// nil with no rule or no effect. Lock-free, no allocation. UDP calls it for
-// each datagram; TCP is to call it for a connection's first segment.
-func checkRules(rt *sessions.RuleTable, l *sessions.Layer, fib flow.FIBID, t *flow.FiveTuple) (ruleVerdict, *sessions.Listener, *sessions.RuleHits) {
-	m, ok := rt.Match(t)
+// checkRules applies the global rules' verdict for a packet from the wire
+// whose 5-tuple t (Local: this host) found a listener: m, the winning rule
+// of the table of FIB fib (layer l), when ok. A forward goes to the named
+// app's listener that would serve t (its exact bind, its wildcard bind, or
+// its proxy entry); when it has none, the rule is as if it did not match.
+// It returns the rule's counter, nil with no rule or no effect. Lock-free,
+// no allocation. UDP calls it for each datagram; TCP is to call it for a
+// connection's first segment.
+func checkRules(m sessions.RuleMatch, ok bool, l *sessions.Layer, fib flow.FIBID, t *flow.FiveTuple) (ruleVerdict, *sessions.Listener, *sessions.RuleHits) {
 	if !ok {
 		return rulePass, nil, nil
 	}
@@ -84,7 +86,8 @@ func (w *worker) listenerHit(l *sessions.Layer, t *udp.Target) (*udp.Target, int
 // target t: t itself, the target of a forward rule's listener, or nil when
 // a rule drops it (counted as dropRule).
 func (w *worker) applyRules(l *sessions.Layer, t *udp.Target) (*udp.Target, int) {
-	v, ln, h := checkRules(w.rules, l, w.e.fib, &w.tuple)
+	m, ok := w.ruleCache.match(&w.tuple)
+	v, ln, h := checkRules(m, ok, l, w.e.fib, &w.tuple)
 	if h != nil {
 		w.ruleHits.hit(h)
 	}

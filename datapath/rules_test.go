@@ -1,6 +1,7 @@
 package datapath
 
 import (
+	"math/rand/v2"
 	"net/netip"
 	"testing"
 
@@ -139,5 +140,119 @@ func TestRules_NoAllocs(t *testing.T) {
 	}
 	if r.w.c.Delivered == 0 || r.w.c.Drops[dropRule] == 0 {
 		t.Fatalf("delivered %d, rule drops %d", r.w.c.Delivered, r.w.c.Drops[dropRule])
+	}
+}
+
+// The worker's decision cache answers what the table answers, entry reuse
+// and replaced tables included, and a datagram whose verdict came from
+// the cache is counted on its rule like any other.
+func TestRules_DecisionCache(t *testing.T) {
+	r := newMemRig(t, 1<<20)
+	_, rx := r.listen(t, "udp://0.0.0.0:9000")
+	rnd := rand.New(rand.NewPCG(5, 5))
+	addr := func() netip.Addr {
+		return netip.AddrFrom4([4]byte{10, byte(rnd.IntN(4)), byte(rnd.IntN(4)), byte(rnd.IntN(16))})
+	}
+	var rules []sessions.Rule
+	seen := map[sessions.Rule]bool{}
+	for len(rules) < 400 {
+		ru := sessions.Rule{Transport: flow.TransportUDP, Remote: netip.PrefixFrom(addr(), []int{8, 16, 20, 24, 28, 32}[rnd.IntN(6)]).Masked(),
+			Action: sessions.RuleDrop + sessions.RuleAction(rnd.IntN(2))}
+		if rnd.IntN(4) == 0 {
+			ru.RemotePort = uint16(1 + rnd.IntN(4))
+		}
+		if rnd.IntN(4) == 0 {
+			ru.LocalPort = uint16(1 + rnd.IntN(4))
+		}
+		k := ru
+		k.Action = 0
+		if seen[k] {
+			continue
+		}
+		seen[k] = true
+		rules = append(rules, ru)
+	}
+	ids, err := r.l.AddRules(rules)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// More tuples than the cache has entries, each asked several times.
+	tuples := make([]flow.FiveTuple, 3<<ruleCacheBits)
+	for i := range tuples {
+		tuples[i] = flow.FiveTuple{Local: flow.AddrBytes(tLocal4), Remote: flow.AddrBytes(addr()), LocalPort: uint16(rnd.IntN(5)),
+			RemotePort: uint16(rnd.IntN(5)), Proto: flow.TransportUDP, Family: flow.Family4}
+	}
+	var c ruleCache
+	check := func(name string, wantHits bool) {
+		t.Helper()
+		rt := r.l.GlobalRules(tFIB)
+		c.use(rt)
+		hits, cached := 0, 0
+		for n := 0; n < 4*len(tuples); n++ {
+			tu := &tuples[rnd.IntN(len(tuples))]
+			fills := c.fills
+			got, gotOK := c.match(tu)
+			if rt.MayMatch(tu) && c.fills == fills {
+				cached++
+			}
+			want, wantOK := rt.Match(tu)
+			if gotOK != wantOK || got.ID != want.ID || got.Action != want.Action || got.Hits != want.Hits || got.App != want.App {
+				t.Fatalf("%s: tuple %+v: cache says %+v %v, table %+v %v", name, tu, got, gotOK, want, wantOK)
+			}
+			if gotOK {
+				hits++
+			}
+		}
+		if (hits > 0) != wantHits || cached < len(tuples)/2 {
+			t.Fatalf("%s: %d matches, %d answers from the cache", name, hits, cached)
+		}
+	}
+	check("Rules", true)
+	// A replaced table: the same tuples now match other rules, or none.
+	if err := r.l.DelRule(ids[0]); err != nil {
+		t.Fatal(err)
+	}
+	check("OneDeleted", true)
+	for _, id := range ids[1:] {
+		if err := r.l.DelRule(id); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if r.l.GlobalRules(tFIB) != nil {
+		t.Fatal("rules left")
+	}
+	id, err := r.l.AddRule(sessions.Rule{Transport: flow.TransportTCP, Action: sessions.RuleDrop})
+	if err != nil {
+		t.Fatal(err)
+	}
+	check("OtherTransport", false)
+	if err := r.l.DelRule(id); err != nil {
+		t.Fatal(err)
+	}
+
+	// The worker: the same frames twice (the second time every verdict
+	// comes from the cache), then a rule of the same match and another
+	// action: the cache must not answer with the deleted rule.
+	frames := udpFrames(t, 16, tRemote4, tLocal4, 9000, 32)
+	drop, err := r.l.AddRule(sessions.Rule{Transport: flow.TransportUDP, Remote: netip.PrefixFrom(tRemote4, 32), Action: sessions.RuleDrop})
+	if err != nil {
+		t.Fatal(err)
+	}
+	r.w.processBatch(frames)
+	r.w.processBatch(frames)
+	if h := ruleHits(t, r.l, drop); h != 32 || r.w.c.Drops[dropRule] != 32 || r.w.c.Delivered != 0 {
+		t.Fatalf("drop rule: %d hits, %d rule drops, %d delivered", h, r.w.c.Drops[dropRule], r.w.c.Delivered)
+	}
+	if err := r.l.DelRule(drop); err != nil {
+		t.Fatal(err)
+	}
+	allow, err := r.l.AddRule(sessions.Rule{Transport: flow.TransportUDP, Remote: netip.PrefixFrom(tRemote4, 32), Action: sessions.RuleAllow})
+	if err != nil {
+		t.Fatal(err)
+	}
+	r.w.processBatch(frames)
+	r.w.processBatch(frames)
+	if h := ruleHits(t, r.l, allow); h != 32 || r.w.c.Drops[dropRule] != 32 || r.w.c.Delivered != 32 || rx.MaxDequeue() == 0 {
+		t.Fatalf("allow rule: %d hits, %d rule drops, %d delivered", h, r.w.c.Drops[dropRule], r.w.c.Delivered)
 	}
 }

@@ -92,8 +92,9 @@ type worker struct {
 
 	tcpIn [][]byte // the batch's TCP packets (IP header on), inside its frames
 
-	rules    *sessions.RuleTable // the FIB's global rules, loaded once per batch (rules.go)
-	ruleHits ruleHitRun
+	rules     *sessions.RuleTable // the FIB's global rules, loaded once per batch (rules.go)
+	ruleCache ruleCache           // their verdicts for recent 5-tuples
+	ruleHits  ruleHitRun
 
 	own   []*udp.Target       // Targets whose Tx this worker drains
 	preTx []*udp.Target       // listeners registered before Start
@@ -307,6 +308,7 @@ func (w *worker) processBatch(frames [][]byte) {
 	if l != nil {
 		w.rules = l.GlobalRules(w.e.fib)
 	}
+	w.ruleCache.use(w.rules)
 	for _, f := range frames {
 		r := frame.Decode(f, &w.pkt)
 		if r == frame.NotUDP && w.pkt.Proto == flow.TransportTCP && w.e.tcp != nil {

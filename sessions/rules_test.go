@@ -368,6 +368,9 @@ func TestRules_MatchAgainstReference(t *testing.T) {
 			if got := sessions.RuleTableIndexed(r.l.GlobalRules(1), sessions.Family4); got != c.indexed {
 				t.Fatalf("v4 table indexed: %v, want %v", got, c.indexed)
 			}
+			if got := sessions.RuleTableIndexed(r.l.GlobalRules(2), sessions.Family6); got != c.indexed {
+				t.Fatalf("v6 table indexed: %v, want %v", got, c.indexed)
+			}
 			listed := r.l.Rules()
 			hits := 0
 			for i := 0; i < 20000; i++ {
@@ -384,6 +387,9 @@ func TestRules_MatchAgainstReference(t *testing.T) {
 				tup.Proto = rules[rnd.IntN(len(rules))].Transport
 				wantID, wantOK := refMatch(listed, &tup)
 				m, ok := r.l.MatchRule(fib, &tup)
+				if ok && !r.l.GlobalRules(fib).MayMatch(&tup) {
+					t.Fatalf("tuple %+v: matched %d, but MayMatch says no rule can", tup, m.ID)
+				}
 				if ok != wantOK || m.ID != wantID {
 					t.Fatalf("tuple %+v: matched %d %v (%+v), want %d %v (%+v)", tup, m.ID, ok, listed[m.ID-1], wantID, wantOK, listed[wantID-1])
 				}
@@ -428,5 +434,41 @@ func TestLookupAppListener(t *testing.T) {
 	}
 	if a := testing.AllocsPerRun(100, func() { r.l.LookupAppListener(1, &tup, b) }); a != 0 {
 		t.Fatalf("allocates %v", a)
+	}
+}
+
+// The IPv6 remote-prefix index filters on bits 16 to 31 too: rules that
+// all start with fd00: rule out an fd00: address whose next 16 bits none of
+// them has, without a probe; the addresses they contain still match.
+func TestRules_IPv6IndexSecondStage(t *testing.T) {
+	r := newRig(t)
+	var rules []sessions.Rule
+	for i, l := range []int{20, 32, 48, 64} {
+		a := netip.AddrFrom16([16]byte{0xfd, 0, 0x10 + byte(i), 0, 7: byte(i)})
+		rules = append(rules, sessions.Rule{Transport: sessions.TransportUDP, Remote: netip.PrefixFrom(a, l).Masked(), Action: sessions.RuleDrop})
+	}
+	if _, err := r.l.AddRules(rules); err != nil {
+		t.Fatal(err)
+	}
+	rt := r.l.GlobalRules(2)
+	if !sessions.RuleTableIndexed(rt, sessions.Family6) {
+		t.Fatal("v6 table not indexed")
+	}
+	tup := func(a netip.Addr) sessions.FiveTuple {
+		return sessions.FiveTuple{Local: sessions.AddrBytes(netip.MustParseAddr("fd00::2")), Remote: sessions.AddrBytes(a),
+			Proto: sessions.TransportUDP, Family: sessions.Family6, LocalPort: 9000, RemotePort: 5}
+	}
+	for i, ru := range rules {
+		in := tup(ru.Remote.Addr().Next())
+		if m, ok := rt.Match(&in); !ok || !rt.MayMatch(&in) || m.ID != uint32(i+1) {
+			t.Fatalf("%v: matched %+v %v, may match %v", ru.Remote, m, ok, rt.MayMatch(&in))
+		}
+	}
+	out := tup(netip.MustParseAddr("fd00:7777::1")) // first 16 bits shared, next 16 bits in no rule
+	if rt.MayMatch(&out) {
+		t.Fatal("fd00:7777::1: the index lets the rules through")
+	}
+	if _, ok := rt.Match(&out); ok {
+		t.Fatal("fd00:7777::1 matched")
 	}
 }

@@ -164,19 +164,64 @@ const indexMinLengths = 3
 // rule's remote prefix of that length contains every address with those
 // bits), a longer one as a filter (some rule's remote prefix of that length
 // starts with those bits). Matching then probes only the groups of those
-// lengths, whatever the number of groups.
+// lengths, whatever the number of groups. IPv6 rules mostly share their
+// first 16 bits (2001:, fd..:), so their index filters bits 16 to 31 the
+// same way too, and a length must pass both.
 type remoteIndex struct {
-	first *[1 << 16]uint16 // first 16 bits -> index in sets
-	sets  []lenSet
+	first  *[1 << 16]uint16 // first 16 bits -> index in sets
+	sets   []lenSet
+	second *[1 << 16]uint16 // IPv6: bits 16 to 31 -> index in sets2; nil for IPv4
+	sets2  []lenSet
 }
 
-func buildRemoteIndex(groups []ruleGroup) *remoteIndex {
-	var per [1 << 16]lenSet
+// lengths returns the remote prefix lengths that can match remote address
+// a (16 bytes): those in both sets (the same set twice for IPv4). The sets
+// are not copied: reading a copied array word by word stalls on store
+// forwarding, which costs this path more than the rest of the lookup.
+func (x *remoteIndex) lengths(a *[16]byte) (s1, s2 *lenSet) {
+	s1 = &x.sets[x.first[uint32(a[0])<<8|uint32(a[1])]]
+	if x.second == nil {
+		return s1, s1
+	}
+	return s1, &x.sets2[x.second[uint32(a[2])<<8|uint32(a[3])]]
+}
+
+// dedupSets turns one lenSet per 16-bit value into an index and its
+// distinct sets.
+func dedupSets(per *[1 << 16]lenSet) (*[1 << 16]uint16, []lenSet) {
+	idx := new([1 << 16]uint16)
+	var sets []lenSet
+	seen := map[lenSet]uint16{}
+	for i := range per {
+		if i > 0 && per[i] == per[i-1] {
+			idx[i] = idx[i-1]
+			continue
+		}
+		j, ok := seen[per[i]]
+		if !ok {
+			j = uint16(len(sets))
+			seen[per[i]] = j
+			sets = append(sets, per[i])
+		}
+		idx[i] = j
+	}
+	return idx, sets
+}
+
+func buildRemoteIndex(groups []ruleGroup, v6 bool) *remoteIndex {
+	per := new([1 << 16]lenSet)
+	var per2 *[1 << 16]lenSet
+	var short lenSet // IPv6: lengths of 16 or less, which every value of bits 16 to 31 can match
+	if v6 {
+		per2 = new([1 << 16]lenSet)
+	}
 	for gi := range groups {
 		g := &groups[gi]
 		var his []uint32
+		mids := map[uint32]bool{} // IPv6: bits 16 to 31 of the group's remote prefixes
 		for k := range g.m {
 			his = append(his, uint32(k.rmt[0])<<8|uint32(k.rmt[1]))
+			mids[uint32(k.rmt[2])<<8|uint32(k.rmt[3])] = true
 		}
 		for _, sl := range g.slots4 {
 			if sl.i != 0 {
@@ -193,21 +238,32 @@ func buildRemoteIndex(groups []ruleGroup) *remoteIndex {
 				per[i].add(g.rmtLen)
 			}
 		}
-	}
-	x := &remoteIndex{first: new([1 << 16]uint16)}
-	seen := map[lenSet]uint16{}
-	for i := range per {
-		if i > 0 && per[i] == per[i-1] {
-			x.first[i] = x.first[i-1]
+		if !v6 {
 			continue
 		}
-		j, ok := seen[per[i]]
-		if !ok {
-			j = uint16(len(x.sets))
-			seen[per[i]] = j
-			x.sets = append(x.sets, per[i])
+		if g.rmtLen <= 16 {
+			short.add(g.rmtLen)
+			continue
 		}
-		x.first[i] = j
+		span := uint32(1)
+		if g.rmtLen < 32 {
+			span = 1 << (32 - g.rmtLen)
+		}
+		for mid := range mids {
+			for i := mid &^ (span - 1); i < mid&^(span-1)+span; i++ {
+				per2[i].add(g.rmtLen)
+			}
+		}
+	}
+	x := &remoteIndex{}
+	x.first, x.sets = dedupSets(per)
+	if v6 {
+		for i := range per2 {
+			for w := range per2[i] {
+				per2[i][w] |= short[w]
+			}
+		}
+		x.second, x.sets2 = dedupSets(per2)
 	}
 	return x
 }
@@ -334,7 +390,7 @@ func buildRuleTable(rules []RuleInfo, hits map[uint32]*RuleHits) *RuleTable {
 			f.byLen[g.rmtLen][1] = uint16(gi + 1)
 		}
 		if lens >= indexMinLengths {
-			f.index = buildRemoteIndex(f.groups)
+			f.index = buildRemoteIndex(f.groups, fi == 1)
 		}
 	}
 	return s
@@ -367,9 +423,9 @@ func (s *RuleTable) Match(t *FiveTuple) (RuleMatch, bool) {
 	if f.index == nil {
 		return f.probe(t, 0, len(f.groups))
 	}
-	set := &f.index.sets[f.index.first[uint32(t.Remote[0])<<8|uint32(t.Remote[1])]]
-	for w := len(set) - 1; w >= 0; w-- {
-		for b := set[w]; b != 0; {
+	s1, s2 := f.index.lengths(&t.Remote)
+	for w := len(s1) - 1; w >= 0; w-- {
+		for b := s1[w] & s2[w]; b != 0; {
 			top := bits.Len64(b) - 1
 			b &^= 1 << top
 			r := f.byLen[w<<6|top]
@@ -379,6 +435,23 @@ func (s *RuleTable) Match(t *FiveTuple) (RuleMatch, bool) {
 		}
 	}
 	return RuleMatch{}, false
+}
+
+// MayMatch reports whether a rule of the table could match t: false when
+// the table has no rule of t's family or its remote-prefix index rules
+// every rule out, which costs two loads; Match then answers no match too.
+// A cache of Match's answers asks it first, so that the traffic no rule
+// can match takes no cache entry. It does not allocate.
+func (s *RuleTable) MayMatch(t *FiveTuple) bool {
+	if s == nil {
+		return false
+	}
+	f := &s.fams[famIndex(t.Family)]
+	if f.index == nil {
+		return len(f.groups) > 0
+	}
+	s1, s2 := f.index.lengths(&t.Remote)
+	return s1[0]&s2[0]|s1[1]&s2[1]|s1[2]&s2[2] != 0
 }
 
 // probe tries groups [lo, hi) in order.

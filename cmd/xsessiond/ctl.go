@@ -278,6 +278,7 @@ func newRuleCmd(socket *string) *cobra.Command {
 		Args:  cobra.NoArgs,
 		RunE:  func(cmd *cobra.Command, _ []string) error { return cmd.Help() },
 	}
+	var addJSON bool
 	add := &cobra.Command{
 		Use:   "add proto P ([local PREFIX PORT] [remote PREFIX PORT] | LCL_PREFIX LCL_PORT RMT_PREFIX RMT_PORT) action A [app N] [scope S] [ns ID] [tag T]",
 		Short: "Add a session rule",
@@ -288,13 +289,33 @@ func newRuleCmd(socket *string) *cobra.Command {
 			if err != nil {
 				return err
 			}
-			if _, err := call(cmd, *socket, &api.RuleAdd{Rule: r}); err != nil {
+			m, err := call(cmd, *socket, &api.RuleAdd{Rule: r})
+			if err != nil {
 				return err
 			}
-			fmt.Fprintln(cmd.OutOrStdout(), "rule added")
+			rep, ok := m.(*api.RuleAddReply)
+			if !ok { // a daemon of protocol 1.0 answers OK, without the id
+				if addJSON {
+					return fmt.Errorf("rule added, but the daemon does not report rule ids (protocol 1.0): see ctl show rules")
+				}
+				fmt.Fprintln(cmd.OutOrStdout(), "rule added")
+				return nil
+			}
+			if addJSON {
+				doc, err := json.Marshal(struct {
+					ID uint32 `json:"id"`
+				}{rep.ID})
+				if err != nil {
+					return err
+				}
+				fmt.Fprintf(cmd.OutOrStdout(), "%s\n", doc)
+				return nil
+			}
+			fmt.Fprintf(cmd.OutOrStdout(), "rule %d added\n", rep.ID)
 			return nil
 		},
 	}
+	add.Flags().BoolVar(&addJSON, "json", false, `print {"id": N} instead of a line`)
 	del := &cobra.Command{
 		Use:   "del (ID | tag T | proto P [local PREFIX PORT] [remote PREFIX PORT] [scope S] [ns ID])",
 		Short: "Delete a session rule by id (see ctl show rules), rules by tag, or the rule matching exactly",

@@ -2,15 +2,20 @@ package main
 
 import (
 	"bytes"
+	"context"
 	"encoding/json"
+	"fmt"
 	"os"
 	"path/filepath"
 	"strconv"
 	"strings"
 	"testing"
+	"time"
 
+	"github.com/xsessiond/xsessiond/api"
 	"github.com/xsessiond/xsessiond/app"
 	"github.com/xsessiond/xsessiond/daemon"
+	"github.com/xsessiond/xsessiond/flow"
 )
 
 // ctl runs `xsessiond ctl --socket S args...` in-process and returns its
@@ -164,6 +169,7 @@ func TestCtlShow(t *testing.T) {
 		"action", "drop", "scope", "global", "tag", "T"); err != nil {
 		t.Fatalf("rule add: %v %s", err, out)
 	}
+	added := out
 	out, err = ctl(t, sock, "show", "rules")
 	if err != nil {
 		t.Fatal(err)
@@ -181,11 +187,20 @@ func TestCtlShow(t *testing.T) {
 	if err := json.Unmarshal([]byte(out), &rules); err != nil || len(rules) != 1 || rules[0].Remote != "10.0.0.0/8" || rules[0].LocalPort != 9000 {
 		t.Fatalf("rules json: %v %+v", err, rules)
 	}
+	if want := fmt.Sprintf("rule %d added\n", rules[0].ID); added != want {
+		t.Fatalf("rule add printed %q, want %q (the id show rules lists)", added, want)
+	}
 	// VPP's word order, upper-case protocol: another rule; the same match
 	// again is refused.
 	vpp := []string{"rule", "add", "proto", "UDP", "0.0.0.0/0", "9000", "10.0.0.0/8", "0", "action", "drop", "scope", "local", "appns", "blue", "tag", "t1"}
-	if out, err = ctl(t, sock, vpp...); err != nil {
+	if out, err = ctl(t, sock, append(vpp, "--json")...); err != nil {
 		t.Fatalf("rule add in VPP's order: %v %s", err, out)
+	}
+	var addedJSON struct {
+		ID uint32 `json:"id"`
+	}
+	if err := json.Unmarshal([]byte(out), &addedJSON); err != nil || addedJSON.ID == 0 {
+		t.Fatalf("rule add --json: %v %q", err, out)
 	}
 	if out, err = ctl(t, sock, vpp...); err == nil || !strings.Contains(out+err.Error(), "already matches") {
 		t.Fatalf("duplicate rule add: %v %s", err, out)
@@ -198,6 +213,9 @@ func TestCtlShow(t *testing.T) {
 	if len(rows) != 2 || rows[1]["NAMESPACE"] != "blue" || rows[1]["SCOPE"] != "local" || rows[1]["LPORT"] != "9000" ||
 		rows[1]["REMOTE"] != "10.0.0.0/8" || rows[1]["TAG"] != "t1" || rows[1]["HITS"] != "0" {
 		t.Fatalf("rules table:\n%s", out)
+	}
+	if rows[1]["ID"] != fmt.Sprint(addedJSON.ID) {
+		t.Fatalf("rule add --json said id %d, show rules lists %s", addedJSON.ID, rows[1]["ID"])
 	}
 	if out, err = ctl(t, sock, "rule", "del", rows[1]["ID"]); err != nil {
 		t.Fatalf("rule del by id: %v %s", err, out)
@@ -261,6 +279,40 @@ func TestCtlErrors(t *testing.T) {
 		}
 		if msg := err.Error(); !strings.Contains(msg, c.want) || strings.Contains(msg, "\n") {
 			t.Errorf("%v: error %q, want one line containing %q", c.args, msg, c.want)
+		}
+	}
+}
+
+// RuleAdd is answered with the new rule's id (RuleAddReply) to a client of
+// protocol 1.1, and with OK to one of 1.0, which knows no RuleAddReply.
+func TestRuleAddReplyByVersion(t *testing.T) {
+	d := startDaemon(t)
+	for _, c := range []struct {
+		minor uint8
+		want  api.Type
+	}{{0, api.TypeOK}, {api.VersionMinor, api.TypeRuleAddReply}} {
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		conn, err := api.Dial(ctx, d.Socket())
+		cancel()
+		if err != nil {
+			t.Fatal(err)
+		}
+		r := &rawClient{c: conn}
+		if _, err := r.call(&api.Hello{Major: api.VersionMajor, Minor: c.minor, Name: "raw"}); err != nil {
+			t.Fatalf("hello %d.%d: %v", api.VersionMajor, c.minor, err)
+		}
+		rep, err := r.call(&api.RuleAdd{Rule: api.Rule{Transport: flow.TransportUDP, LocalPort: 9000 + uint16(c.minor), Action: api.ActionDrop}})
+		conn.Close()
+		if err != nil {
+			t.Fatalf("minor %d: rule add: %v", c.minor, err)
+		}
+		if rep.Type() != c.want {
+			t.Fatalf("minor %d: rule add answered %v, want %v", c.minor, rep.Type(), c.want)
+		}
+		if m, ok := rep.(*api.RuleAddReply); ok {
+			if rules := d.Layer().Rules(); len(rules) != 2 || rules[1].ID != m.ID || m.ID == rules[0].ID {
+				t.Fatalf("reply id %d, rules %+v", m.ID, rules)
+			}
 		}
 	}
 }
