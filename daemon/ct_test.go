@@ -41,6 +41,19 @@ func echoPair(t *testing.T, d *Daemon) net.Conn {
 	if err != nil {
 		t.Fatal(err)
 	}
+	// Dial returns once the client's end exists; the server maps its end
+	// (the session's segment, the client's eventfd) when its notice
+	// arrives. One echo makes sure both ends are there, so that callers
+	// taking a descriptor census next do not count the server's as new.
+	c.SetDeadline(time.Now().Add(5 * time.Second))
+	buf := make([]byte, 16)
+	if _, err := c.Write([]byte("ready")); err != nil {
+		t.Fatal(err)
+	}
+	if n, err := c.Read(buf); err != nil || string(buf[:n]) != "ready" {
+		t.Fatalf("first echo: %q, %v", buf[:n], err)
+	}
+	c.SetDeadline(time.Time{})
 	return c
 }
 
