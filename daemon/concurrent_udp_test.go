@@ -274,6 +274,7 @@ func TestConnConcurrentReadWrite(t *testing.T) {
 		t.Error(err)
 	}
 	if len(seen) != goroutines*per {
-		t.Fatalf("received %d distinct of %d", len(seen), goroutines*per)
+		st := d.Engine().Stats()
+		t.Fatalf("received %d distinct of %d; engine drops %v, xsk %+v", len(seen), goroutines*per, st.Totals.Drops, st.Totals.XSK)
 	}
 }
