@@ -188,12 +188,13 @@ func (w *worker) sleepPoll(timeout time.Duration) {
 }
 
 // appHasTx reports whether a tx fifo of app that this worker drains has
-// something queued.
+// something queued, or (TCP) a session of app that this worker kicks has
+// work for it: a kick of a TCP app is no less real than a UDP one.
 func (w *worker) appHasTx(app sessions.AppID) bool {
 	for _, t := range w.own {
 		if t.App == app && (t.More || t.Tx.MaxDequeue() > 0) {
 			return true
 		}
 	}
-	return false
+	return w.e.tcp != nil && w.e.tcp.appActive(w, app)
 }

@@ -382,6 +382,19 @@ func (p *tcpPath) poll(w *worker) bool {
 	return busy || tw.waiting
 }
 
+// appActive reports whether a session of app that worker w kicks has
+// something for the worker: data or the event flag in its tx fifo, or a
+// dequeue notification of its rx fifo (the app made room). Worker
+// goroutine only.
+func (p *tcpPath) appActive(w *worker, app sessions.AppID) bool {
+	for _, s := range p.wq[w.q].own {
+		if s.app == app && (s.pair.Tx.HasEvent() || s.pair.Tx.MaxDequeue() > 0 || s.pair.Rx.DeqNotified()) {
+			return true
+		}
+	}
+	return false
+}
+
 // drain moves queued packets into the tx ring, framed for their next hop.
 func (tw *tcpWorker) drain() bool {
 	w := tw.w

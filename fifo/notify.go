@@ -66,6 +66,10 @@ func (f *Fifo) DeqNotify(n int) bool {
 	return fire && f.hasDeq.CompareAndSwap(0, 1)
 }
 
+// DeqNotified reports, without re-arming it, whether a one-shot dequeue
+// notification fired and was not taken yet (TakeDeqNotify).
+func (f *Fifo) DeqNotified() bool { return f.hasDeq.Load() == 1 }
+
 // TakeDeqNotify reports whether a one-shot dequeue notification
 // (DeqNotifyIfFull, DeqNotifyIfEmpty) fired since it was armed or since the
 // last TakeDeqNotify, and re-arms it. It is for a producer's helper that
