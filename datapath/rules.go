@@ -1,6 +1,8 @@
 package datapath
 
 import (
+	"encoding/binary"
+
 	"github.com/xsessiond/xsessiond/datapath/udp"
 	"github.com/xsessiond/xsessiond/flow"
 	"github.com/xsessiond/xsessiond/sessions"
@@ -29,8 +31,9 @@ const (
 // app's listener that would serve t (its exact bind, its wildcard bind, or
 // its proxy entry); when it has none, the rule is as if it did not match.
 // It returns the rule's counter, nil with no rule or no effect. Lock-free,
-// no allocation. UDP calls it for each datagram; TCP is to call it for a
-// connection's first segment.
+// no allocation. UDP calls it for each datagram; TCP for a connection's
+// first segment (tcpRuleDrops) and again when the connection is accepted
+// (a forward picks the listener then).
 func checkRules(m sessions.RuleMatch, ok bool, l *sessions.Layer, fib flow.FIBID, t *flow.FiveTuple) (ruleVerdict, *sessions.Listener, *sessions.RuleHits) {
 	if !ok {
 		return rulePass, nil, nil
@@ -101,3 +104,39 @@ func (w *worker) applyRules(l *sessions.Layer, t *udp.Target) (*udp.Target, int)
 	}
 	return t, 0
 }
+
+// tcpRuleDrops is the rules step of a received TCP frame (decoded into
+// w.pkt up to its IP header): a connection's first segment (SYN without
+// ACK) whose 5-tuple is not an active open of ours is matched against the
+// global rules, counted in the winning rule's hits, and dropped when the
+// rule says drop (counted as dropRule; the peer sees no answer, as behind
+// a firewall's drop). Established connections are not checked again. A
+// forward takes effect when the connection is accepted (tcpListener).
+func (w *worker) tcpRuleDrops(l *sessions.Layer, est *estTable, f []byte) bool {
+	p := &w.pkt
+	if l == nil || p.L4Off+14 > len(f) || f[p.L4Off+13]&(tcpFlagSYN|tcpFlagACK) != tcpFlagSYN {
+		return false
+	}
+	w.tuple = flow.FiveTuple{Local: p.Dst, Remote: p.Src, LocalPort: binary.BigEndian.Uint16(f[p.L4Off+2:]),
+		RemotePort: binary.BigEndian.Uint16(f[p.L4Off:]), Proto: flow.TransportTCP, Family: p.Family}
+	if est.lookup(&w.tuple) != nil {
+		return false
+	}
+	m, ok := w.ruleCache.match(&w.tuple)
+	v, _, h := checkRules(m, ok, l, w.e.fib, &w.tuple)
+	if h != nil {
+		w.ruleHits.hit(h)
+	}
+	if v != ruleDrop {
+		return false
+	}
+	w.c.Drops[dropRule]++
+	w.cap.rxDrop(w.q, f, nil, dropRule)
+	return true
+}
+
+// TCP header flags.
+const (
+	tcpFlagSYN = 0x02
+	tcpFlagACK = 0x10
+)

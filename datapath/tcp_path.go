@@ -579,14 +579,28 @@ func (tl *tcpListener) Accept(c *tcp.Conn) (rx, tx *fifo.Fifo, h tcp.Handler, er
 	}
 	t := flow.FiveTuple{Local: flow.AddrBytes(local.Addr()), LocalPort: local.Port(), Remote: flow.AddrBytes(remote.Addr()),
 		RemotePort: remote.Port(), Proto: flow.TransportTCP, Family: fam}
+	// The global rules once more (the worker dropped the first segment if
+	// a rule said so then): a forward rule hands the connection to the
+	// named app's listener; a drop rule added since refuses it.
+	lh, app := tl.h, tl.app
+	if rt := l.GlobalRules(p.e.fib); rt != nil {
+		m, ok := rt.Match(&t)
+		switch v, ln, _ := checkRules(m, ok, l, p.e.fib, &t); v {
+		case ruleDrop:
+			p.refused.Add(1)
+			return nil, nil, nil, fmt.Errorf("accept: rule %d: %w", m.ID, flow.ErrFiltered)
+		case ruleForward:
+			lh, app = ln.Handle, ln.App
+		}
+	}
 	tw := p.pickWorker()
-	s := &tcpSess{p: p, conn: c, app: tl.app, ns: tl.ns, w: tw, established: true}
-	if !p.addLive(tl.app) {
+	s := &tcpSess{p: p, conn: c, app: app, ns: tl.ns, w: tw, established: true}
+	if !p.addLive(app) {
 		p.refused.Add(1)
 		tl.refusedGone.Add(1)
-		return nil, nil, nil, fmt.Errorf("accept: app %d: %w", tl.app, flow.ErrNotAttached)
+		return nil, nil, nil, fmt.Errorf("accept: app %d: %w", app, flow.ErrNotAttached)
 	}
-	ss, err := l.StreamAccepted(tw.w.id, tl.h, t, func(ss sessions.StreamSession) {
+	ss, err := l.StreamAccepted(tw.w.id, lh, t, func(ss sessions.StreamSession) {
 		s.h, s.pair, s.mem = ss.Handle, ss.Pair, ss.Memory
 		s.bindLocked()
 	})

@@ -312,6 +312,9 @@ func (w *worker) processBatch(frames [][]byte) {
 	for _, f := range frames {
 		r := frame.Decode(f, &w.pkt)
 		if r == frame.NotUDP && w.pkt.Proto == flow.TransportTCP && w.e.tcp != nil {
+			if w.rules != nil && w.tcpRuleDrops(l, est, f) {
+				continue
+			}
 			w.tcpIn = append(w.tcpIn, f[w.pkt.L3Off:])
 			continue
 		}
