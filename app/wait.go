@@ -3,6 +3,7 @@ package app
 import (
 	"encoding/binary"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"golang.org/x/sys/unix"
@@ -15,6 +16,11 @@ type deadline struct {
 	mu     sync.Mutex    // guards timer and passed
 	timer  *time.Timer   // fires at the deadline
 	passed chan struct{} // closed when the deadline passed
+
+	// pumper is the App whose eventfd a call of this half sleeps on
+	// (half.pumpSleep), nil otherwise: what would close a channel the
+	// call waits on also signals that eventfd (interrupt).
+	pumper atomic.Pointer[App]
 }
 
 func newDeadline() *deadline { return &deadline{passed: make(chan struct{})} }
@@ -29,6 +35,7 @@ func isClosed(c chan struct{}) bool {
 }
 
 func (d *deadline) set(t time.Time) {
+	defer d.interrupt()
 	d.mu.Lock()
 	defer d.mu.Unlock()
 	if d.timer != nil && !d.timer.Stop() {
@@ -47,7 +54,7 @@ func (d *deadline) set(t time.Time) {
 			d.passed = make(chan struct{})
 		}
 		c := d.passed
-		d.timer = time.AfterFunc(dur, func() { close(c) })
+		d.timer = time.AfterFunc(dur, func() { close(c); d.interrupt() })
 		return
 	}
 	if !passed {
@@ -66,14 +73,23 @@ func (d *deadline) stop() {
 	}
 }
 
+// interrupt wakes the call of this half that sleeps on its App's eventfd,
+// if one does, so that it looks at its deadline, its object and its
+// wake-ups again.
+func (d *deadline) interrupt() {
+	if a := d.pumper.Load(); a != nil {
+		a.interrupt()
+	}
+}
+
 func (d *deadline) wait() chan struct{} {
 	d.mu.Lock()
 	defer d.mu.Unlock()
 	return d.passed
 }
 
-// waiter is one blocked call's wake-up channel; the App's event goroutine
-// sends to every armed waiter after each wake-up of the app's eventfd.
+// waiter is one blocked call's wake-up channel; whoever reads the app's
+// eventfd (App.pump) sends to every armed waiter after each wake-up.
 type waiter struct {
 	ch chan struct{}
 }
