@@ -210,8 +210,7 @@ func (w *worker) run() {
 		switch act, d := w.poll.idle(); act { // poll.go
 		case idleNap:
 			w.c.Naps++
-			ts := unix.NsecToTimespec(int64(d))
-			_ = unix.Nanosleep(&ts, nil)
+			w.napPoll(d) // kick.go: a kick ends it
 			continue
 		case idleSpin:
 			w.c.Spins++
