@@ -379,10 +379,15 @@ func (a *App) disarm(w *waiter) {
 	a.wmu.Unlock()
 }
 
-func (a *App) wakeAll() {
+func (a *App) wakeAll() { a.wakeOthers(nil) }
+
+// wakeOthers wakes every armed call but self's.
+func (a *App) wakeOthers(self *waiter) {
 	a.wmu.Lock()
 	for w := range a.waiters {
-		w.poke()
+		if w != self {
+			w.poke()
+		}
 	}
 	a.wmu.Unlock()
 }

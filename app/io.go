@@ -124,14 +124,16 @@ func (h *half) sleep(a *App, done <-chan struct{}, poll time.Duration, s sleeper
 // app stopping). It hands the eventfd back before it returns.
 func (h *half) pumpSleep(a *App, done <-chan struct{}, poll time.Duration, s sleeper) error {
 	h.dl.pumper.Store(a)
+	s.w.pump.Store(a)
 	h.mu.Unlock()
 	err := h.pumpWait(a, done, poll, s)
+	s.w.pump.Store(nil)
 	h.dl.pumper.Store(nil)
 	a.pumpRelease()
 	// Events queued meanwhile, and the calls sleeping on their channels,
 	// who may take the eventfd over now.
 	a.drainEvents()
-	a.wakeAll()
+	a.wakeOthers(s.w)
 	h.mu.Lock()
 	h.disarm(a, s)
 	return err
@@ -139,11 +141,27 @@ func (h *half) pumpSleep(a *App, done <-chan struct{}, poll time.Duration, s sle
 
 // pumpWait is pumpSleep's wait; h.mu is released.
 func (h *half) pumpWait(a *App, done <-chan struct{}, poll time.Duration, s sleeper) error {
+	a.evmu.Lock()
+	if a.released {
+		// Close unmapped the event queue.
+		a.evmu.Unlock()
+		return a.wakeErr(os.ErrClosed)
+	}
 	queued := a.evq.Arm()
-	a.drainEvents()
-	a.wakeAll()
+	a.drainLocked()
+	a.evmu.Unlock()
+	a.wakeOthers(s.w)
 	if err := h.woken(a, done); err != nil || queued {
 		return err
+	}
+	// A wake-up that came before s.w.pump and h.dl.pumper were set (a
+	// drain by another goroutine, a poke) did not signal the eventfd.
+	select {
+	case <-s.w.ch:
+		return nil
+	case <-s.bc:
+		return nil
+	default:
 	}
 	var dl time.Time
 	if poll > 0 {

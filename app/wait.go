@@ -92,15 +92,23 @@ func (d *deadline) wait() chan struct{} {
 // eventfd (App.pump) sends to every armed waiter after each wake-up.
 type waiter struct {
 	ch chan struct{}
+	// pump is the App whose eventfd the call reads (half.pumpSleep), nil
+	// otherwise: poke then also signals that eventfd.
+	pump atomic.Pointer[App]
 }
 
 func newWaiter() *waiter { return &waiter{ch: make(chan struct{}, 1)} }
 
-// poke wakes w without blocking.
+// poke wakes w without blocking. The send comes before the look at pump,
+// and pumpWait sets pump before it looks at ch, so a call about to read
+// the eventfd sees the wake-up either in ch or as a signal.
 func (w *waiter) poke() {
 	select {
 	case w.ch <- struct{}{}:
 	default:
+	}
+	if a := w.pump.Load(); a != nil {
+		a.interrupt()
 	}
 }
 
