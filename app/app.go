@@ -4,10 +4,8 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"net"
 	"os"
 	"sync"
-	"sync/atomic"
 	"syscall"
 	"time"
 
@@ -62,15 +60,6 @@ type App struct {
 
 	wmu     sync.Mutex           // guards waiters
 	waiters map[*waiter]struct{} // blocked calls to wake after each eventfd wake-up
-
-	// pump says who reads wake (pumpFree, pumpReactor, pumpCall): the
-	// event goroutine, or a sleeping call (half.pumpSleep), never two at
-	// once. The holder alone reads wake and sets its read deadline
-	// (wakeDL: one is set). pumpFreed tells the event goroutine that a
-	// call handed the eventfd back.
-	pump      atomic.Int32
-	wakeDL    bool
-	pumpFreed chan struct{}
 
 	// evmu serializes event handling with changes to the sessions known
 	// by handle: handles are reused as soon as the daemon frees them, so a
@@ -131,7 +120,6 @@ func Attach(ctx context.Context, opts Options) (*App, error) {
 		done:        make(chan struct{}),
 		reactorDone: make(chan struct{}),
 		waiters:     map[*waiter]struct{}{},
-		pumpFreed:   make(chan struct{}, 1),
 		segs:        map[uint32]*fifo.Segment{},
 		acceptors:   map[flow.Handle]acceptor{},
 		owners:      map[flow.Handle]owner{},
@@ -269,7 +257,6 @@ func (a *App) fail(reason string) {
 	a.dials = map[uint32]chan connectResult{}
 	a.mu.Unlock()
 	close(a.done)
-	a.interrupt()
 	for _, ch := range dials {
 		select {
 		case ch <- connectResult{err: a.err}:
@@ -379,15 +366,10 @@ func (a *App) disarm(w *waiter) {
 	a.wmu.Unlock()
 }
 
-func (a *App) wakeAll() { a.wakeOthers(nil) }
-
-// wakeOthers wakes every armed call but self's.
-func (a *App) wakeOthers(self *waiter) {
+func (a *App) wakeAll() {
 	a.wmu.Lock()
 	for w := range a.waiters {
-		if w != self {
-			w.poke()
-		}
+		w.poke()
 	}
 	a.wmu.Unlock()
 }
@@ -400,122 +382,21 @@ func (a *App) kick(w uint32) int {
 	return -1
 }
 
-// Who reads the app's eventfd (App.pump).
-const (
-	pumpReactor = iota // the event goroutine (reactor); the initial state
-	pumpFree           // nobody: the next call that sleeps takes it
-	pumpCall           // a sleeping call (half.pumpSleep)
-)
-
-// pumpLazy is how long the event goroutine leaves the eventfd to the
-// calls after one handed it back: a reader that sleeps again within it
-// reads the eventfd itself; events queued while nobody sleeps wait at
-// most this long.
-const pumpLazy = time.Millisecond
-
-// reactor reads the app's eventfd while no call sleeps on it: it drains
-// the event queue after every wake-up and wakes the blocked calls. Once a
-// call sleeps, it leaves the eventfd to the calls (pumpSleep) and takes it
-// back when none took it for pumpLazy.
+// reactor drains the event queue after every wake-up of the app's eventfd
+// and wakes the blocked calls.
 func (a *App) reactor() {
 	defer close(a.reactorDone)
 	var buf [8]byte
 	for {
 		a.evq.Arm()
-		a.drainEvents()
-		if a.hasWaiters() {
-			// A call sleeps on its channel: it reads the eventfd itself
-			// when it sleeps next.
-			a.pump.Store(pumpFree)
-			a.wakeAll()
-			if !a.pumpIdle() {
-				return
-			}
-			continue
-		}
-		if err := a.setWakeDeadline(time.Time{}); err != nil {
-			return
-		}
+		a.evmu.Lock()
+		a.drainLocked()
+		a.evmu.Unlock()
+		a.wakeAll()
 		if _, err := a.wake.Read(buf[:]); err != nil {
 			return // closed by Close
 		}
-		a.wakeAll()
 	}
-}
-
-// pumpIdle waits until the calls left the eventfd alone for pumpLazy and
-// takes it back (true), or until the app stopped (false).
-func (a *App) pumpIdle() bool {
-	t := time.NewTimer(pumpLazy)
-	defer t.Stop()
-	for {
-		select {
-		case <-t.C:
-		case <-a.done:
-			return false
-		}
-		if a.pump.CompareAndSwap(pumpFree, pumpReactor) {
-			return true
-		}
-		select {
-		case <-a.pumpFreed:
-		case <-a.done:
-			return false
-		}
-		t.Reset(pumpLazy)
-	}
-}
-
-// pumpRelease hands the eventfd back (pumpCall to pumpFree) and tells the
-// event goroutine.
-func (a *App) pumpRelease() {
-	a.pump.Store(pumpFree)
-	select {
-	case a.pumpFreed <- struct{}{}:
-	default:
-	}
-}
-
-// setWakeDeadline sets the read deadline of wake, when it changes. The
-// caller holds the eventfd (a.pump).
-func (a *App) setWakeDeadline(t time.Time) error {
-	if t.IsZero() && !a.wakeDL {
-		return nil
-	}
-	a.wakeDL = !t.IsZero()
-	return a.wake.SetReadDeadline(t)
-}
-
-// wakeErr is a failed read of wake: the app stopped (Close closes wake).
-func (a *App) wakeErr(err error) error {
-	if e := a.Err(); e != nil {
-		return e
-	}
-	if errors.Is(err, os.ErrClosed) {
-		return net.ErrClosed
-	}
-	return fmt.Errorf("wait for events: %w", err)
-}
-
-// interrupt signals the app's own eventfd, waking whoever reads it.
-func (a *App) interrupt() {
-	if a.wake != nil {
-		_, _ = a.wake.Write(one[:])
-	}
-}
-
-// hasWaiters reports whether a call is armed.
-func (a *App) hasWaiters() bool {
-	a.wmu.Lock()
-	defer a.wmu.Unlock()
-	return len(a.waiters) > 0
-}
-
-// drainEvents handles every event queued.
-func (a *App) drainEvents() {
-	a.evmu.Lock()
-	a.drainLocked()
-	a.evmu.Unlock()
 }
 
 // drainLocked handles every event queued. evmu is held.

@@ -359,8 +359,6 @@ func (c *Conn) Close() error {
 	var err error
 	c.once.Do(func() {
 		close(c.done)
-		c.rd.closed()
-		c.wr.closed()
 		c.a.untrack(c)
 		c.rd.mu.Lock()
 		c.wr.mu.Lock()

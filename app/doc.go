@@ -32,15 +32,9 @@
 //
 // # Waiting and signalling
 //
-// Blocking calls sleep until the app's eventfd is signalled. One goroutine
-// at a time reads it through the runtime poller, drains the event queue,
-// and wakes the other callers waiting: the first call that sleeps while
-// nobody reads it reads it itself, so a datagram's wake-up reaches the
-// reading goroutine without a hop through another goroutine; when no call
-// has slept for a millisecond, the App's event goroutine reads it, so that
-// events (accepted sessions, disconnects) are handled while nobody reads.
-// Pokes, deadlines, Close and the app stopping signal the eventfd to wake
-// a call that reads it. A reader clears the fifo's event flag before
+// Blocking calls sleep until the app's eventfd is signalled: one goroutine
+// per App reads it through the runtime poller, drains the event queue, and
+// wakes the callers waiting. A reader clears the fifo's event flag before
 // its last look and only then sleeps, so a producer that queued data after
 // that look sees the flag clear and signals: no wake-up is lost. A writer
 // that queued data and whose SetEvent returned true writes the eventfd of

@@ -3,7 +3,6 @@ package app
 import (
 	"errors"
 	"net"
-	"os"
 	"sync"
 	"time"
 
@@ -65,30 +64,16 @@ func (h *half) poke() {
 	close(h.bc)
 	h.bc = make(chan struct{})
 	h.smu.Unlock()
-	h.dl.interrupt()
 }
-
-// closed wakes the calls of this half after the object's done channel was
-// closed.
-func (h *half) closed() { h.dl.interrupt() }
 
 // expired reports whether the deadline passed.
 func (h *half) expired() bool { return isClosed(h.dl.wait()) }
 
-// sleep waits, with h.mu released, for a wake-up from the app's eventfd
-// (the caller armed s before its last look), a poke, the deadline, the
+// sleep waits, with h.mu released, for a wake-up from the app's event
+// goroutine (the caller armed s before its last look), a poke, the deadline, the
 // object's done channel, or the app stopping. poll > 0 also wakes it after
 // poll. It returns nil after a wake-up, else why to stop.
-//
-// When no other goroutine reads the app's eventfd, the call reads it
-// itself (pumpSleep): a datagram's wake-up then reaches the reading
-// goroutine straight from the runtime poller, without a hop through the
-// App's event goroutine. Otherwise it waits on its channels, woken by the
-// goroutine that reads the eventfd.
 func (h *half) sleep(a *App, done <-chan struct{}, poll time.Duration, s sleeper) error {
-	if a.pump.CompareAndSwap(pumpFree, pumpCall) {
-		return h.pumpSleep(a, done, poll, s)
-	}
 	dl := h.dl.wait()
 	var tc <-chan time.Time
 	var t *time.Timer
@@ -115,82 +100,6 @@ func (h *half) sleep(a *App, done <-chan struct{}, poll time.Duration, s sleeper
 	h.mu.Lock()
 	h.disarm(a, s)
 	return err
-}
-
-// pumpSleep is sleep for the call that holds the app's eventfd (a.pump is
-// pumpCall): it drains the event queue, wakes the other calls, and reads
-// the eventfd through the runtime poller until it is signalled: by a
-// producer, or by interrupt (a poke, a deadline, the object's Close, the
-// app stopping). It hands the eventfd back before it returns.
-func (h *half) pumpSleep(a *App, done <-chan struct{}, poll time.Duration, s sleeper) error {
-	h.dl.pumper.Store(a)
-	s.w.pump.Store(a)
-	h.mu.Unlock()
-	err := h.pumpWait(a, done, poll, s)
-	s.w.pump.Store(nil)
-	h.dl.pumper.Store(nil)
-	a.pumpRelease()
-	// Events queued meanwhile, and the calls sleeping on their channels,
-	// who may take the eventfd over now.
-	a.drainEvents()
-	a.wakeOthers(s.w)
-	h.mu.Lock()
-	h.disarm(a, s)
-	return err
-}
-
-// pumpWait is pumpSleep's wait; h.mu is released.
-func (h *half) pumpWait(a *App, done <-chan struct{}, poll time.Duration, s sleeper) error {
-	a.evmu.Lock()
-	if a.released {
-		// Close unmapped the event queue.
-		a.evmu.Unlock()
-		return a.wakeErr(os.ErrClosed)
-	}
-	queued := a.evq.Arm()
-	a.drainLocked()
-	a.evmu.Unlock()
-	a.wakeOthers(s.w)
-	if err := h.woken(a, done); err != nil || queued {
-		return err
-	}
-	// A wake-up that came before s.w.pump and h.dl.pumper were set (a
-	// drain by another goroutine, a poke) did not signal the eventfd.
-	select {
-	case <-s.w.ch:
-		return nil
-	case <-s.bc:
-		return nil
-	default:
-	}
-	var dl time.Time
-	if poll > 0 {
-		dl = time.Now().Add(poll)
-	}
-	if err := a.setWakeDeadline(dl); err != nil {
-		return a.wakeErr(err)
-	}
-	var b [8]byte
-	if _, err := a.wake.Read(b[:]); err != nil && !errors.Is(err, os.ErrDeadlineExceeded) {
-		return a.wakeErr(err)
-	}
-	return h.woken(a, done)
-}
-
-// woken returns why a call that was woken must stop, if it must: the
-// deadline passed, the object closed, the app stopped.
-func (h *half) woken(a *App, done <-chan struct{}) error {
-	select {
-	case <-done:
-		return net.ErrClosed
-	case <-a.done:
-		return a.Err()
-	default:
-	}
-	if isClosed(h.dl.wait()) {
-		return errTimeout
-	}
-	return nil
 }
 
 // check returns why a call must not go on: the object or the app closed,

@@ -442,8 +442,6 @@ func (p *PacketConn) Close() error {
 	var err error
 	p.once.Do(func() {
 		close(p.done)
-		p.rd.closed()
-		p.wr.closed()
 		p.a.untrack(p)
 		p.a.delAcceptor(p.h, p.ep, p)
 		p.mu.Lock()

@@ -3,7 +3,6 @@ package app
 import (
 	"encoding/binary"
 	"sync"
-	"sync/atomic"
 	"time"
 
 	"golang.org/x/sys/unix"
@@ -16,11 +15,6 @@ type deadline struct {
 	mu     sync.Mutex    // guards timer and passed
 	timer  *time.Timer   // fires at the deadline
 	passed chan struct{} // closed when the deadline passed
-
-	// pumper is the App whose eventfd a call of this half sleeps on
-	// (half.pumpSleep), nil otherwise: what would close a channel the
-	// call waits on also signals that eventfd (interrupt).
-	pumper atomic.Pointer[App]
 }
 
 func newDeadline() *deadline { return &deadline{passed: make(chan struct{})} }
@@ -35,7 +29,6 @@ func isClosed(c chan struct{}) bool {
 }
 
 func (d *deadline) set(t time.Time) {
-	defer d.interrupt()
 	d.mu.Lock()
 	defer d.mu.Unlock()
 	if d.timer != nil && !d.timer.Stop() {
@@ -54,7 +47,7 @@ func (d *deadline) set(t time.Time) {
 			d.passed = make(chan struct{})
 		}
 		c := d.passed
-		d.timer = time.AfterFunc(dur, func() { close(c); d.interrupt() })
+		d.timer = time.AfterFunc(dur, func() { close(c) })
 		return
 	}
 	if !passed {
@@ -73,42 +66,25 @@ func (d *deadline) stop() {
 	}
 }
 
-// interrupt wakes the call of this half that sleeps on its App's eventfd,
-// if one does, so that it looks at its deadline, its object and its
-// wake-ups again.
-func (d *deadline) interrupt() {
-	if a := d.pumper.Load(); a != nil {
-		a.interrupt()
-	}
-}
-
 func (d *deadline) wait() chan struct{} {
 	d.mu.Lock()
 	defer d.mu.Unlock()
 	return d.passed
 }
 
-// waiter is one blocked call's wake-up channel; whoever reads the app's
-// eventfd (App.pump) sends to every armed waiter after each wake-up.
+// waiter is one blocked call's wake-up channel; the App's event goroutine
+// sends to every armed waiter after each wake-up of the app's eventfd.
 type waiter struct {
 	ch chan struct{}
-	// pump is the App whose eventfd the call reads (half.pumpSleep), nil
-	// otherwise: poke then also signals that eventfd.
-	pump atomic.Pointer[App]
 }
 
 func newWaiter() *waiter { return &waiter{ch: make(chan struct{}, 1)} }
 
-// poke wakes w without blocking. The send comes before the look at pump,
-// and pumpWait sets pump before it looks at ch, so a call about to read
-// the eventfd sees the wake-up either in ch or as a signal.
+// poke wakes w without blocking.
 func (w *waiter) poke() {
 	select {
 	case w.ch <- struct{}{}:
 	default:
-	}
-	if a := w.pump.Load(); a != nil {
-		a.interrupt()
 	}
 }
 
