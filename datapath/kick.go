@@ -36,7 +36,7 @@ type appKick struct {
 	mutedUntil time.Time
 	// sent: the worker sent a datagram of this app since it last read
 	// the eventfds, so a kick that finds nothing left to send was for
-	// what the worker already took (seen while awake), not spurious.
+	// what the worker already took while awake, not spurious.
 	sent bool
 }
 
@@ -145,28 +145,9 @@ func (w *worker) closeAppKicks() {
 // the app kick eventfds that are not paused, for at most timeout (less
 // when a pause ends sooner).
 func (w *worker) sleepPoll(timeout time.Duration) {
-	w.c.Sleeps++
-	w.pollKicks(timeout, true)
-}
-
-// napPoll is the nap of a worker that receives fast: a timed wait that
-// frames do not end (the next loop takes what came meanwhile as one
-// batch), but that a kick (an app queued datagrams to send, a mailbox
-// post) ends at once, so a reply does not wait for the nap's end.
-func (w *worker) napPoll(d time.Duration) { w.pollKicks(d, false) }
-
-// pollKicks waits in poll on the kick eventfds that are not paused, and
-// on the socket when sock, for at most timeout (less when a pause ends
-// sooner).
-func (w *worker) pollKicks(timeout time.Duration, sock bool) {
 	a := &w.apps
 	now := time.Now()
-	a.pfds = a.pfds[:0]
-	if sock {
-		a.pfds = append(a.pfds, unix.PollFd{Fd: int32(w.sock.FD()), Events: unix.POLLIN})
-	}
-	own := len(a.pfds)
-	a.pfds = append(a.pfds, unix.PollFd{Fd: int32(w.kick), Events: unix.POLLIN})
+	a.pfds = append(a.pfds[:0], unix.PollFd{Fd: int32(w.sock.FD()), Events: unix.POLLIN}, unix.PollFd{Fd: int32(w.kick), Events: unix.POLLIN})
 	a.polled = a.polled[:0]
 	for _, k := range a.list {
 		if now.Before(k.mutedUntil) {
@@ -176,28 +157,24 @@ func (w *worker) pollKicks(timeout time.Duration, sock bool) {
 		a.pfds = append(a.pfds, unix.PollFd{Fd: int32(k.fd), Events: unix.POLLIN})
 		a.polled = append(a.polled, k)
 	}
+	w.c.Sleeps++
 	ts := unix.NsecToTimespec(int64(max(timeout, 0)))
 	n, err := unix.Ppoll(a.pfds, &ts, nil)
-	if err == nil && n > 0 {
-		w.readKicks(now, own)
+	defer func() {
+		for _, k := range a.list {
+			k.sent = false
+		}
+	}()
+	if err != nil || n == 0 {
+		return
 	}
-	for _, k := range a.list {
-		k.sent = false
-	}
-}
-
-// readKicks reads the kick eventfds poll found readable; own is the
-// index of the worker's own kick eventfd in the poll set, the apps'
-// follow it.
-func (w *worker) readKicks(now time.Time, own int) {
-	a := &w.apps
 	var b [8]byte
-	if a.pfds[own].Revents&unix.POLLIN != 0 {
+	if a.pfds[1].Revents&unix.POLLIN != 0 {
 		_, _ = unix.Read(w.kick, b[:])
 		w.c.Kicks++
 	}
 	for i, k := range a.polled {
-		if a.pfds[own+1+i].Revents&unix.POLLIN == 0 {
+		if a.pfds[2+i].Revents&unix.POLLIN == 0 {
 			continue
 		}
 		if _, err := unix.Read(k.fd, b[:]); err != nil && !errors.Is(err, unix.EAGAIN) {
@@ -219,7 +196,7 @@ func (w *worker) readKicks(now time.Time, own int) {
 	}
 }
 
-// sentFor notes that the worker sent datagrams of app (see appKick.sent).
+// sentFor notes that the worker sent datagrams of app (appKick.sent).
 func (w *worker) sentFor(app sessions.AppID) {
 	for _, k := range w.apps.list {
 		if k.app == app {

@@ -8,12 +8,10 @@ package datapath
 // # What an idle loop does
 //
 //   - Nap (Config.IdleNap) while frames arrive fast (napHot frames per
-//     napWindow, the last less than napWindow ago): a timed wait in
-//     poll(2) on the kick eventfds only, so the kernel wakes nobody per
-//     frame and the next loop takes what came meanwhile as one batch,
-//     while an app's kick (datagrams to send) or a mailbox post ends the
-//     nap at once. This is the full-rate regime; it costs up to one nap of
-//     latency per received frame.
+//     napWindow, the last less than napWindow ago): a timed sleep, so the
+//     kernel wakes nobody per frame and the next loop takes what came
+//     meanwhile as one batch. This is the full-rate regime; it costs up to
+//     one nap of latency per frame.
 //   - Spin (Config.IdleSpin) while the queue was busy recently: until
 //     IdleSpin has passed since the last loop that received or sent, check
 //     the rx ring, the tx fifos' event flags and the mailbox without a
@@ -137,7 +135,7 @@ type idleAction uint8
 
 const (
 	idleSleep idleAction = iota // poll(2) on the socket and the kick eventfd
-	idleNap                     // a timed poll(2) on the kick eventfds (frames keep arriving)
+	idleNap                     // a timed sleep (frames keep arriving)
 	idleSpin                    // check for work without a system call
 )
 

@@ -210,7 +210,8 @@ func (w *worker) run() {
 		switch act, d := w.poll.idle(); act { // poll.go
 		case idleNap:
 			w.c.Naps++
-			w.napPoll(d) // kick.go: a kick ends it
+			ts := unix.NsecToTimespec(int64(d))
+			_ = unix.Nanosleep(&ts, nil)
 			continue
 		case idleSpin:
 			w.c.Spins++
