@@ -34,10 +34,6 @@ type appKick struct {
 	strikes    int
 	mute       time.Duration // the last pause
 	mutedUntil time.Time
-	// sent: the worker sent a datagram of this app since it last read
-	// the eventfds, so a kick that finds nothing left to send was for
-	// what the worker already took while awake, not spurious.
-	sent bool
 }
 
 // appKicks are a worker's app kick eventfds. The worker goroutine owns
@@ -160,11 +156,6 @@ func (w *worker) sleepPoll(timeout time.Duration) {
 	w.c.Sleeps++
 	ts := unix.NsecToTimespec(int64(max(timeout, 0)))
 	n, err := unix.Ppoll(a.pfds, &ts, nil)
-	defer func() {
-		for _, k := range a.list {
-			k.sent = false
-		}
-	}()
 	if err != nil || n == 0 {
 		return
 	}
@@ -182,7 +173,7 @@ func (w *worker) sleepPoll(timeout time.Duration) {
 		}
 		w.c.Kicks++
 		a.wakes.Add(1)
-		if k.sent || w.appHasTx(k.app) {
+		if w.appHasTx(k.app) {
 			k.strikes, k.mute = 0, 0
 			continue
 		}
@@ -192,16 +183,6 @@ func (w *worker) sleepPoll(timeout time.Duration) {
 			k.mutedUntil = now.Add(k.mute)
 			k.strikes = 0
 			a.muted.Add(1)
-		}
-	}
-}
-
-// sentFor notes that the worker sent datagrams of app (appKick.sent).
-func (w *worker) sentFor(app sessions.AppID) {
-	for _, k := range w.apps.list {
-		if k.app == app {
-			k.sent = true
-			return
 		}
 	}
 }

@@ -108,9 +108,6 @@ func (w *worker) drainTx() bool {
 		t.Tx.ClearEvent()
 		n, more := x.drain(t, w.batch)
 		t.More = more
-		if n > 0 {
-			w.sentFor(t.App)
-		}
 		busy = busy || n > 0 || more
 	}
 	x.flush()
