@@ -177,3 +177,83 @@ func BenchmarkBaselineKernelUDP(b *testing.B) {
 		b.ReportMetric(float64(b.N-got)/float64(b.N), "lost/op")
 	}
 }
+
+// BenchmarkCutThroughPingPong measures the round trip of a 64-byte
+// datagram between two apps through a cut-through session: the client
+// writes and waits for the reply, the listener echoes with ReadFrom and
+// WriteTo. Each side sleeps for every datagram, so it measures the
+// wake-up path (eventfd, runtime poller, the sleeping call) twice per
+// round trip ...
+func BenchmarkCutThroughPingPong(b *testing.B) {
+	d := startDaemon(b)
+	pc, c := ctPair(b, d)
+	done := make(chan error, 1)
+	go func() {
+		buf := make([]byte, 2048)
+		for {
+			n, addr, err := pc.ReadFrom(buf)
+			if err != nil {
+				done <- nil
+				return
+			}
+			if _, err := pc.WriteTo(buf[:n], addr); err != nil {
+				done <- err
+				return
+			}
+		}
+	}()
+	msg := make([]byte, 64)
+	buf := make([]byte, 2048)
+	b.ResetTimer()
+	for range b.N {
+		if _, err := c.Write(msg); err != nil {
+			b.Fatal(err)
+		}
+		if n, err := c.Read(buf); err != nil || n != len(msg) {
+			b.Fatalf("reply: %d bytes, %v", n, err)
+		}
+	}
+	b.StopTimer()
+	pc.Close()
+	if err := <-done; err != nil {
+		b.Fatal(err)
+	}
+}
+
+// ... and BenchmarkBaselineKernelUDPPingPong the same over the kernel's
+// loopback UDP sockets, read through the same runtime poller.
+func BenchmarkBaselineKernelUDPPingPong(b *testing.B) {
+	srv, err := net.ListenUDP("udp", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)})
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer srv.Close()
+	cli, err := net.DialUDP("udp", nil, srv.LocalAddr().(*net.UDPAddr))
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer cli.Close()
+	go func() {
+		buf := make([]byte, 2048)
+		for {
+			n, addr, err := srv.ReadFromUDPAddrPort(buf)
+			if err != nil {
+				return
+			}
+			if _, err := srv.WriteToUDPAddrPort(buf[:n], addr); err != nil {
+				return
+			}
+		}
+	}()
+	msg := make([]byte, 64)
+	buf := make([]byte, 2048)
+	b.ResetTimer()
+	for range b.N {
+		if _, err := cli.Write(msg); err != nil {
+			b.Fatal(err)
+		}
+		if n, err := cli.Read(buf); err != nil || n != len(msg) {
+			b.Fatalf("reply: %d bytes, %v", n, err)
+		}
+	}
+}

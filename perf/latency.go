@@ -138,6 +138,9 @@ func (r *runner) echoRep(ctx context.Context, s Scenario, rep, reps int) (out Re
 		return Rep{}, fmt.Errorf("start %s echo: %w", s.Impl, err)
 	}
 	defer func() { err = errors.Join(err, e.Stop()) }()
+	if sl, ok := e.(interface{ StatsLine() string }); ok && r.stats != nil {
+		defer func() { r.stats(fmt.Sprintf("%s rep %d: %s", s.Name, rep, sl.StatsLine())) }()
+	}
 	var conn *net.UDPConn
 	raddr := &net.UDPAddr{IP: p.B.IPv4.AsSlice(), Port: int(r.port)}
 	if err := p.A.Do(func() (err error) { conn, err = net.DialUDP("udp4", nil, raddr); return err }); err != nil {

@@ -400,6 +400,23 @@ func (e *XsessiondEcho) echo(pc *app.PacketConn) error {
 	}
 }
 
+// StatsLine summarizes the engine's counters, the idle policy's and the
+// app kicks' included. Call it before Stop.
+func (e *XsessiondEcho) StatsLine() string {
+	if e.l == nil {
+		return ""
+	}
+	st := e.l.stats()
+	t := st.Totals
+	line := statsLine(st, e.echoed.Load())
+	line += fmt.Sprintf("; spins %d spin-hits %d naps %d", t.Spins, t.SpinHits, t.Naps)
+	if en := e.l.x.d.Engine(); en != nil {
+		k := en.KickStats()
+		line += fmt.Sprintf("; app kicks %d spurious %d muted %d", k.Wakes, k.Spurious, k.Muted)
+	}
+	return line
+}
+
 // Drops are the daemon's drop reasons since Start (xsListener.drops).
 func (e *XsessiondEcho) Drops() Drops { return e.l.drops() }
 
