@@ -86,14 +86,16 @@ type waiter struct {
 }
 
 // due reports whether the call may go on: data to read, room to write, or
-// (waiting for neither) anything at all. Peer closes, errors and
+// (waiting for neither) anything at all. It runs on the event goroutine,
+// so it looks at the fifo's shared indices only (Queued, HasRoom), not
+// through the calls' private views. Peer closes, errors and
 // deadlines wake a call by other means (half.poke, its channels).
 func (w *waiter) due() bool {
 	switch {
 	case w.rx != nil:
-		return w.rx.MaxDequeue() > 0
+		return w.rx.Queued()
 	case w.tx != nil:
-		return w.tx.MaxEnqueue() > 0
+		return w.tx.HasRoom()
 	}
 	return true
 }

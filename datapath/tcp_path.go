@@ -388,7 +388,7 @@ func (p *tcpPath) poll(w *worker) bool {
 // goroutine only.
 func (p *tcpPath) appActive(w *worker, app sessions.AppID) bool {
 	for _, s := range p.wq[w.q].own {
-		if s.app == app && (s.pair.Tx.HasEvent() || s.pair.Tx.MaxDequeue() > 0 || s.pair.Rx.DeqNotified()) {
+		if s.app == app && (s.pair.Tx.HasEvent() || s.pair.Tx.Queued() || s.pair.Rx.DeqNotified()) {
 			return true
 		}
 	}

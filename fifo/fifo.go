@@ -195,6 +195,15 @@ func (f *Fifo) MaxEnqueue() int {
 	return int(free)
 }
 
+// Queued reports whether bytes are queued, as a third party sees the fifo:
+// it reads the shared indices only, never either side's private state, so
+// any goroutine may call it (a waker deciding whom to wake).
+func (f *Fifo) Queued() bool { return f.tail.Load() != f.head.Load() }
+
+// HasRoom reports whether the fifo has free space, as a third party sees
+// it (shared indices only; any goroutine may call it).
+func (f *Fifo) HasRoom() bool { return f.tail.Load()-f.head.Load() < f.size }
+
 // MaxDequeue returns the queued bytes (consumer's view), 0 if the fifo is
 // corrupt.
 func (f *Fifo) MaxDequeue() int {

@@ -47,6 +47,11 @@ func (r *Reservation) Open() error {
 // its length, sender and destination address. unix.EAGAIN: none.
 // oob must hold a pktinfo control message (64 bytes do).
 func (r *Reservation) Recv(buf, oob []byte) (int, netip.AddrPort, netip.Addr, error) {
+	r.mu.RLock()
+	defer r.mu.RUnlock()
+	if r.fd < 0 {
+		return 0, netip.AddrPort{}, netip.Addr{}, unix.EBADF
+	}
 	n, oobn, flags, sa, err := unix.Recvmsg(r.fd, buf, oob, unix.MSG_DONTWAIT)
 	if err != nil {
 		return 0, netip.AddrPort{}, netip.Addr{}, err
@@ -83,6 +88,11 @@ func (r *Reservation) Recv(buf, oob []byte) (int, netip.AddrPort, netip.Addr, er
 // packet exceeds the path MTU. oob must hold two control messages (64
 // bytes do). One goroutine at a time may call Send.
 func (r *Reservation) Send(payload []byte, dst netip.AddrPort, src netip.Addr, oob []byte, df bool) error {
+	r.mu.RLock()
+	defer r.mu.RUnlock()
+	if r.fd < 0 {
+		return unix.EBADF
+	}
 	a := dst.Addr().Unmap()
 	var sa unix.Sockaddr
 	oob = oob[:0]

@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"net/netip"
+	"sync"
 
 	"golang.org/x/sys/unix"
 )
@@ -16,6 +17,11 @@ var ErrReserve = errors.New("udp: cannot reserve local port")
 // filter makes it drop everything the kernel delivers to it (datagrams
 // that arrive before the XDP program steers the session's 5-tuple).
 type Reservation struct {
+	// mu guards fd: a worker sends on it (Send) and the kernel path
+	// reads it (Recv) while the control plane may Close it; without it a
+	// send could reach a descriptor number already reused for something
+	// else.
+	mu   sync.RWMutex
 	fd   int
 	addr netip.AddrPort
 
@@ -113,12 +119,18 @@ func (r *Reservation) Connect(remote netip.AddrPort) error {
 
 // FD returns the socket's descriptor (-1 after Close), to poll it for
 // errors. It stays owned by the Reservation.
-func (r *Reservation) FD() int { return r.fd }
+func (r *Reservation) FD() int {
+	r.mu.RLock()
+	defer r.mu.RUnlock()
+	return r.fd
+}
 
 // Err returns and clears the socket's pending error (SO_ERROR): after
 // Connect, the peer's ICMP error, e.g. ECONNREFUSED for port unreachable.
 // nil: none.
 func (r *Reservation) Err() error {
+	r.mu.RLock()
+	defer r.mu.RUnlock()
 	if r.fd < 0 {
 		return nil
 	}
@@ -137,7 +149,12 @@ func (r *Reservation) Addr() netip.AddrPort { return r.addr }
 
 // Close releases the port. It is safe to call more than once.
 func (r *Reservation) Close() error {
-	if r == nil || r.fd < 0 {
+	if r == nil {
+		return nil
+	}
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if r.fd < 0 {
 		return nil
 	}
 	err := unix.Close(r.fd)
