@@ -34,12 +34,13 @@ type echoClient struct {
 	recvErr          error        // the receiving goroutine's last read error (read after wg.Wait)
 	recvErrs         uint64       // and how many it had
 	stop             atomic.Bool
+	sendDone         chan struct{} // closed when the sending goroutine returned
 	wg               sync.WaitGroup
 	samples          []time.Duration // owned by the receiving goroutine
 }
 
 func newEchoClient(conn *net.UDPConn, rate uint64, payload int) *echoClient {
-	c := &echoClient{conn: conn, rate: max(1, rate), payload: max(payload, echoHeader), base: time.Now()}
+	c := &echoClient{conn: conn, rate: max(1, rate), payload: max(payload, echoHeader), base: time.Now(), sendDone: make(chan struct{})}
 	c.winStart.Store(1<<63 - 1)
 	c.samples = make([]time.Duration, 0, 1<<16)
 	return c
@@ -58,6 +59,7 @@ func (c *echoClient) start() {
 
 func (c *echoClient) send() {
 	defer c.wg.Done()
+	defer close(c.sendDone)
 	buf := make([]byte, c.payload)
 	var seq uint64
 	for !c.stop.Load() {
@@ -112,6 +114,13 @@ func (c *echoClient) recv() {
 		c.recvWin.Add(1)
 		c.samples = append(c.samples, now-time.Duration(ts))
 	}
+}
+
+// stopSending stops the sending goroutine and waits for it, so that what
+// it sent is final before the replies are accounted for.
+func (c *echoClient) stopSending() {
+	c.stop.Store(true)
+	<-c.sendDone
 }
 
 // close stops the client after the replies in flight have had drain to
@@ -183,6 +192,9 @@ func (r *runner) echoRep(ctx context.Context, s Scenario, rep, reps int) (out Re
 		}
 		return d, nil
 	}
+	// No request may leave after the accounting settled: one sent then
+	// would have its reply cut off by the close below and count as lost.
+	c.stopSending()
 	recv, counted, err := settleAccounted(c.sentAll.Load, c.recvAll.Load, drops, max(r.timing.Drain, 100*time.Millisecond))
 	if err != nil {
 		return Rep{}, err

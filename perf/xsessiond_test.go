@@ -62,8 +62,9 @@ func TestXsessiondOnRig(t *testing.T) {
 	for _, l := range stats {
 		t.Log(l)
 	}
-	if len(stats) != 2 || !strings.Contains(stats[0], "delivered") {
-		t.Errorf("engine counters after the receive repetitions: %q", stats)
+	// One line of engine counters after each receive and echo repetition.
+	if len(stats) != 3 || !strings.Contains(stats[0], "delivered") || !strings.HasPrefix(stats[2], "xs-echo") || !strings.Contains(stats[2], "app kicks") {
+		t.Errorf("engine counters after the receive and echo repetitions: %q", stats)
 	}
 	if err := rg.Close(); err != nil {
 		t.Fatal(err)
