@@ -15,16 +15,7 @@ import (
 
 // serveTag answers every connection of ln with tag, then closes it.
 func serveTag(ln net.Listener, tag string) {
-	for {
-		c, err := ln.Accept()
-		if err != nil {
-			return
-		}
-		go func() {
-			defer c.Close()
-			_, _ = c.Write([]byte(tag))
-		}()
-	}
+	serveEach(ln, func(c net.Conn) { _, _ = c.Write([]byte(tag)) })
 }
 
 // TestTCPRulesOnTheWire: global rules act on the first segment of a

@@ -35,8 +35,9 @@ func tcpRig(t *testing.T) (*nstest.Pair, *Daemon) {
 	return rig, d
 }
 
-// echoServe echoes every connection of ln until it is closed.
-func echoServe(ln net.Listener) {
+// serveEach runs serve on a goroutine of its own for every connection of
+// ln until ln is closed, and closes the connection after it.
+func serveEach(ln net.Listener, serve func(c net.Conn)) {
 	for {
 		c, err := ln.Accept()
 		if err != nil {
@@ -44,9 +45,14 @@ func echoServe(ln net.Listener) {
 		}
 		go func() {
 			defer c.Close()
-			_, _ = io.Copy(c, c)
+			serve(c)
 		}()
 	}
+}
+
+// echoServe echoes every connection of ln until it is closed.
+func echoServe(ln net.Listener) {
+	serveEach(ln, func(c net.Conn) { _, _ = io.Copy(c, c) })
 }
 
 // kernelEcho sends data over a kernel TCP connection from host A to dst

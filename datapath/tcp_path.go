@@ -1045,11 +1045,11 @@ func (p *enginePath) KeepApp(app sessions.AppID, free func()) func() {
 	return p.e.tcp.KeepApp(app, free)
 }
 
-// CloseWrite: see sessions.StreamKeeper.
-func (p *enginePath) CloseWrite(h flow.Handle) error {
+// conn returns the Conn of TCP session h.
+func (p *enginePath) conn(h flow.Handle) (*tcp.Conn, error) {
 	t := p.e.tcp
 	if t == nil {
-		return fmt.Errorf("session %#x: %w", uint64(h), flow.ErrNoSession)
+		return nil, fmt.Errorf("session %#x: %w", uint64(h), flow.ErrNoSession)
 	}
 	t.mu.Lock()
 	s := t.conns[h]
@@ -1059,7 +1059,16 @@ func (p *enginePath) CloseWrite(h flow.Handle) error {
 	}
 	t.mu.Unlock()
 	if c == nil {
-		return fmt.Errorf("session %#x: %w", uint64(h), flow.ErrNoSession)
+		return nil, fmt.Errorf("session %#x: %w", uint64(h), flow.ErrNoSession)
+	}
+	return c, nil
+}
+
+// CloseWrite: see sessions.StreamKeeper.
+func (p *enginePath) CloseWrite(h flow.Handle) error {
+	c, err := p.conn(h)
+	if err != nil {
+		return err
 	}
 	c.CloseWrite()
 	return nil
@@ -1106,19 +1115,9 @@ func (p *enginePath) Linger(h flow.Handle, release func()) {
 
 // SetKeepalive: see sessions.StreamKeepaliver.
 func (p *enginePath) SetKeepalive(h flow.Handle, k sessions.Keepalive) error {
-	t := p.e.tcp
-	if t == nil {
-		return fmt.Errorf("session %#x: %w", uint64(h), flow.ErrNoSession)
-	}
-	t.mu.Lock()
-	s := t.conns[h]
-	var c *tcp.Conn
-	if s != nil {
-		c = s.conn
-	}
-	t.mu.Unlock()
-	if c == nil {
-		return fmt.Errorf("session %#x: %w", uint64(h), flow.ErrNoSession)
+	c, err := p.conn(h)
+	if err != nil {
+		return err
 	}
 	if err := c.SetKeepalive(tcp.Keepalive{Enabled: k.Enabled, Idle: k.Idle, Interval: k.Interval, Count: k.Count}); err != nil {
 		return fmt.Errorf("session %#x: %w: %w", uint64(h), flow.ErrInvalidValue, err)
