@@ -389,7 +389,7 @@ func (a *App) kick(w uint32) int {
 }
 
 // reactor drains the event queue after every wake-up of the app's eventfd
-// and wakes the blocked calls.
+// and wakes the blocked calls that may go on (waiter.due).
 func (a *App) reactor() {
 	defer close(a.reactorDone)
 	var buf [8]byte

@@ -17,8 +17,9 @@ const datapathPoll = 2 * time.Millisecond
 // half is one direction of an object's data calls (reads or writes): the
 // lock that serializes their looks at the fifos, and their deadline. Any
 // number of goroutines may call at once: a call that must wait releases
-// mu and sleeps on a waiter of its own (sleeper), so every sleeping call
-// is woken by the app's events, and none takes over another's state.
+// mu and sleeps on a waiter of its own (sleeper), woken when the app's
+// events leave its fifo with data (a reader) or room (a writer), and none
+// takes over another's state.
 type half struct {
 	mu      sync.Mutex
 	dl      *deadline
