@@ -37,17 +37,29 @@ func rawDial(t testing.TB, path string) int {
 	return fd
 }
 
-// rawRecv receives and decodes one record, waiting at most d.
+// rawRecv receives and decodes one record, waiting at most d. A blocking
+// recvmsg on a bare descriptor returns EINTR when a signal reaches the
+// thread (the Go runtime preempts goroutines with one): it is retried
+// with what is left of d.
 func rawRecv(fd int, d time.Duration) (Header, Message, error) {
-	tv := unix.NsecToTimeval(d.Nanoseconds())
-	if err := unix.SetsockoptTimeval(fd, unix.SOL_SOCKET, unix.SO_RCVTIMEO, &tv); err != nil {
-		return Header{}, nil, err
-	}
 	buf := make([]byte, MaxRecordSize)
 	oob := make([]byte, oobSize)
-	n, oobn, _, _, err := unix.Recvmsg(fd, buf, oob, unix.MSG_CMSG_CLOEXEC)
-	if err != nil {
-		return Header{}, nil, err
+	end := time.Now().Add(d)
+	var n, oobn int
+	for {
+		tv := unix.NsecToTimeval(max(time.Until(end), time.Microsecond).Nanoseconds())
+		if err := unix.SetsockoptTimeval(fd, unix.SOL_SOCKET, unix.SO_RCVTIMEO, &tv); err != nil {
+			return Header{}, nil, err
+		}
+		var err error
+		n, oobn, _, _, err = unix.Recvmsg(fd, buf, oob, unix.MSG_CMSG_CLOEXEC)
+		if err == unix.EINTR && time.Now().Before(end) {
+			continue
+		}
+		if err != nil {
+			return Header{}, nil, err
+		}
+		break
 	}
 	if oobn > 0 {
 		if fds, ok := parseRights(oob[:oobn]); ok {
