@@ -524,8 +524,9 @@ func (c *Conn) connectFailed(err error) {
 	c.ep.Close()
 	c.end()
 	c.h.ConnectFailed(c, err)
+	c.s.forget(c)
 	c.h.Closed(c)
-	c.s.release(c)
+	c.s.connWG.Done()
 }
 
 // fail ends the Conn after gVisor reported err (Reset then Closed).
@@ -535,8 +536,9 @@ func (c *Conn) fail(err error) {
 	c.ep.Close()
 	c.end()
 	c.h.Reset(c, err)
+	c.s.forget(c)
 	c.h.Closed(c)
-	c.s.release(c)
+	c.s.connWG.Done()
 }
 
 // reset sends RST and ends the Conn; err, when set, is reported with Reset
@@ -554,16 +556,18 @@ func (c *Conn) reset(err error) {
 		c.endErr.Store(&err)
 		c.h.Reset(c, err)
 	}
+	c.s.forget(c)
 	c.h.Closed(c)
-	c.s.release(c)
+	c.s.connWG.Done()
 }
 
 // finish closes gracefully (FIN, or nothing more when both FINs are done).
 func (c *Conn) finish() {
 	c.ep.Close()
 	c.end()
+	c.s.forget(c)
 	c.h.Closed(c)
-	c.s.release(c)
+	c.s.connWG.Done()
 }
 
 // end detaches the Conn from gVisor's notifications and its timer.

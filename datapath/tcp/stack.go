@@ -290,13 +290,21 @@ func (s *Stack) admit(c *Conn) error {
 
 // release forgets a finished Conn.
 func (s *Stack) release(c *Conn) {
+	s.forget(c)
+	s.connWG.Done()
+}
+
+// forget counts c out of the Stack's connections and its owner's (Stats,
+// MaxConnsPerOwner). A Conn that ends does it before its handler's Closed,
+// so that whoever Closed tells sees the count without it; the Stack's
+// Close still waits for Closed to return (connWG.Done after it).
+func (s *Stack) forget(c *Conn) {
 	s.mu.Lock()
 	delete(s.conns, c)
 	if s.owners[c.owner]--; s.owners[c.owner] <= 0 {
 		delete(s.owners, c.owner)
 	}
 	s.mu.Unlock()
-	s.connWG.Done()
 }
 
 // pumpFor returns the pump that serves object id.
