@@ -51,6 +51,9 @@ func TestChecksumModes(t *testing.T) {
 					// The engine's counts tell a loss it saw (fill ring,
 					// rx ring, fifo) from one it never saw.
 					st := r.eng.Stats()
+					for _, q := range st.Queues {
+						t.Logf("queue %d: %+v xsk %+v", q.Queue, q.Counts, q.XSK)
+					}
 					t.Fatalf("%v: sent %d received %d mismatched %d, want %d back; engine totals %+v", fam.dst, res.sent, res.received, res.mismatched, want, st.Totals)
 				}
 			}
