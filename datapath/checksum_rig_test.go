@@ -2,11 +2,13 @@ package datapath_test
 
 import (
 	"net/netip"
+	"os"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/xsessiond/xsessiond/datapath"
+	"github.com/xsessiond/xsessiond/nsbind/nstest"
 )
 
 // TestChecksumModes: a kernel client on a default veth (tx offload on)
@@ -54,6 +56,7 @@ func TestChecksumModes(t *testing.T) {
 					for _, q := range st.Queues {
 						t.Logf("queue %d: %+v xsk %+v", q.Queue, q.Counts, q.XSK)
 					}
+					logHostDrops(t, r.p.A)
 					t.Fatalf("%v: sent %d received %d mismatched %d, want %d back; engine totals %+v", fam.dst, res.sent, res.received, res.mismatched, want, st.Totals)
 				}
 			}
@@ -84,5 +87,31 @@ func TestChecksumModes(t *testing.T) {
 				t.Fatalf("mode %q", st.Checksum)
 			}
 		})
+	}
+}
+
+// logHostDrops logs what host h's kernel counted against UDP and its
+// links (the UDP and UDP6 lines of its SNMP counters, its interfaces'
+// drops) and the machine's softnet drops: where a reply the engine put on
+// its tx ring may have been lost.
+func logHostDrops(t *testing.T, h *nstest.Host) {
+	t.Helper()
+	_ = h.Do(func() error {
+		for _, f := range []string{"/proc/thread-self/net/snmp", "/proc/thread-self/net/snmp6", "/proc/thread-self/net/dev"} {
+			b, err := os.ReadFile(f)
+			if err != nil {
+				t.Logf("%s: %v", f, err)
+				continue
+			}
+			for _, l := range strings.Split(string(b), "\n") {
+				if strings.HasPrefix(l, "Udp") || strings.Contains(l, ":") && strings.Contains(f, "/dev") {
+					t.Logf("%s %s: %s", h.Name, f[len("/proc/thread-self/net/"):], l)
+				}
+			}
+		}
+		return nil
+	})
+	if b, err := os.ReadFile("/proc/net/softnet_stat"); err == nil {
+		t.Logf("softnet_stat (processed, dropped, squeezed ... per CPU):\n%s", b)
 	}
 }
