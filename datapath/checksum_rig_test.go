@@ -104,7 +104,7 @@ func logHostDrops(t *testing.T, h *nstest.Host) {
 				continue
 			}
 			for _, l := range strings.Split(string(b), "\n") {
-				if strings.HasPrefix(l, "Udp") || strings.Contains(l, ":") && strings.Contains(f, "/dev") {
+				if strings.HasPrefix(l, "Udp") || strings.HasPrefix(l, "Ip") || strings.Contains(l, ":") && strings.Contains(f, "/dev") {
 					t.Logf("%s %s: %s", h.Name, f[len("/proc/thread-self/net/"):], l)
 				}
 			}
