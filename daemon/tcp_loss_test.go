@@ -5,16 +5,13 @@ import (
 	"context"
 	"io"
 	"math/rand/v2"
-	"net"
 	"net/netip"
 	"sync"
 	"testing"
 	"time"
 
-	"github.com/cilium/ebpf"
 	"github.com/cilium/ebpf/asm"
 	"github.com/vishvananda/netlink"
-	"golang.org/x/sys/unix"
 
 	"github.com/xsessiond/xsessiond/app"
 	"github.com/xsessiond/xsessiond/nsbind/nstest"
@@ -27,36 +24,15 @@ import (
 // it, and cls_bpf is always there.)
 func dropRandomly(t *testing.T, h *nstest.Host, every int32) {
 	t.Helper()
-	nh, err := netlink.NewHandleAt(h.NS)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer nh.Close()
-	q := &netlink.Clsact{QdiscAttrs: netlink.QdiscAttrs{LinkIndex: h.IfIndex, Handle: netlink.MakeHandle(0xffff, 0), Parent: netlink.HANDLE_CLSACT}}
-	if err := nh.QdiscAdd(q); err != nil {
-		t.Fatalf("add clsact on %s: %v", h.Link, err)
-	}
-	prog, err := ebpf.NewProgram(&ebpf.ProgramSpec{Type: ebpf.SchedCLS, License: "GPL",
-		Instructions: asm.Instructions{
-			asm.FnGetPrandomU32.Call(),
-			asm.Mod.Imm32(asm.R0, every),
-			asm.JEq.Imm(asm.R0, 0, "drop"),
-			asm.LoadImm(asm.R0, int64(netlink.TC_ACT_OK), asm.DWord),
-			asm.Return(),
-			asm.LoadImm(asm.R0, int64(netlink.TC_ACT_SHOT), asm.DWord).WithSymbol("drop"),
-			asm.Return(),
-		}})
-	if err != nil {
-		t.Fatalf("load loss program: %v", err)
-	}
-	defer prog.Close() // the filters hold their own references
-	for i, parent := range []uint32{netlink.HANDLE_MIN_EGRESS, netlink.HANDLE_MIN_INGRESS} {
-		f := &netlink.BpfFilter{FilterAttrs: netlink.FilterAttrs{LinkIndex: h.IfIndex, Parent: parent,
-			Handle: netlink.MakeHandle(0, uint16(i+1)), Protocol: unix.ETH_P_ALL, Priority: 1}, Fd: prog.FD(), Name: "loss", DirectAction: true}
-		if err := nh.FilterAdd(f); err != nil {
-			t.Fatalf("add loss filter on %s: %v", h.Link, err)
-		}
-	}
+	tcFilter(t, h, "loss", asm.Instructions{
+		asm.FnGetPrandomU32.Call(),
+		asm.Mod.Imm32(asm.R0, every),
+		asm.JEq.Imm(asm.R0, 0, "drop"),
+		asm.LoadImm(asm.R0, int64(netlink.TC_ACT_OK), asm.DWord),
+		asm.Return(),
+		asm.LoadImm(asm.R0, int64(netlink.TC_ACT_SHOT), asm.DWord).WithSymbol("drop"),
+		asm.Return(),
+	}, netlink.HANDLE_MIN_EGRESS, netlink.HANDLE_MIN_INGRESS)
 }
 
 // TestTCPLossKernel: with host A's veth losing about 1% of the frames each
@@ -67,15 +43,7 @@ func dropRandomly(t *testing.T, h *nstest.Host, every int32) {
 func TestTCPLossKernel(t *testing.T) {
 	const size = 100 << 20
 	rig, d := tcpRig(t)
-	var kl net.Listener
-	if err := rig.A.Do(func() error {
-		var err error
-		kl, err = net.Listen("tcp", ":7800")
-		return err
-	}); err != nil {
-		t.Fatal(err)
-	}
-	defer kl.Close()
+	kl := kernelListen(t, rig.A, ":7800")
 	go echoServe(kl)
 	a := attach(t, d, app.Options{Name: "lossy", RxFifoSize: 1 << 20, TxFifoSize: 1 << 20})
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)

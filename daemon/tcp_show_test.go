@@ -150,15 +150,7 @@ func TestTCPShowSessions(t *testing.T) {
 
 	// Active: the app connects to a kernel listener on A and closes first:
 	// TIME-WAIT, shown as a lingering session.
-	var kl net.Listener
-	if err := rig.A.Do(func() error {
-		var err error
-		kl, err = net.Listen("tcp", ":7201")
-		return err
-	}); err != nil {
-		t.Fatal(err)
-	}
-	defer kl.Close()
+	kl := kernelListen(t, rig.A, ":7201")
 	kaccepted := make(chan net.Conn, 1)
 	go func() {
 		c, err := kl.Accept()
@@ -261,6 +253,15 @@ func TestTCPConnectUnreachable(t *testing.T) {
 // is what every kernel the tests run on has, matchall and gact may not be).
 func dropEgress(t *testing.T, h *nstest.Host) {
 	t.Helper()
+	tcFilter(t, h, "drop", asm.Instructions{asm.LoadImm(asm.R0, int64(netlink.TC_ACT_SHOT), asm.DWord), asm.Return()},
+		netlink.HANDLE_MIN_EGRESS)
+}
+
+// tcFilter adds a clsact qdisc to host h's veth end and, at each of
+// parents (HANDLE_MIN_EGRESS, HANDLE_MIN_INGRESS), a direct-action bpf
+// filter running insns.
+func tcFilter(t *testing.T, h *nstest.Host, name string, insns asm.Instructions, parents ...uint32) {
+	t.Helper()
 	nh, err := netlink.NewHandleAt(h.NS)
 	if err != nil {
 		t.Fatal(err)
@@ -270,16 +271,17 @@ func dropEgress(t *testing.T, h *nstest.Host) {
 	if err := nh.QdiscAdd(q); err != nil {
 		t.Fatalf("add clsact on %s: %v", h.Link, err)
 	}
-	prog, err := ebpf.NewProgram(&ebpf.ProgramSpec{Type: ebpf.SchedCLS, License: "GPL",
-		Instructions: asm.Instructions{asm.LoadImm(asm.R0, int64(netlink.TC_ACT_SHOT), asm.DWord), asm.Return()}})
+	prog, err := ebpf.NewProgram(&ebpf.ProgramSpec{Type: ebpf.SchedCLS, License: "GPL", Instructions: insns})
 	if err != nil {
-		t.Fatalf("load drop program: %v", err)
+		t.Fatalf("load %s program: %v", name, err)
 	}
-	defer prog.Close() // the filter holds its own reference
-	f := &netlink.BpfFilter{FilterAttrs: netlink.FilterAttrs{LinkIndex: h.IfIndex, Parent: netlink.HANDLE_MIN_EGRESS,
-		Handle: netlink.MakeHandle(0, 1), Protocol: unix.ETH_P_ALL, Priority: 1}, Fd: prog.FD(), Name: "drop", DirectAction: true}
-	if err := nh.FilterAdd(f); err != nil {
-		t.Fatalf("add drop filter on %s: %v", h.Link, err)
+	defer prog.Close() // the filters hold their own references
+	for i, parent := range parents {
+		f := &netlink.BpfFilter{FilterAttrs: netlink.FilterAttrs{LinkIndex: h.IfIndex, Parent: parent,
+			Handle: netlink.MakeHandle(0, uint16(i+1)), Protocol: unix.ETH_P_ALL, Priority: 1}, Fd: prog.FD(), Name: name, DirectAction: true}
+		if err := nh.FilterAdd(f); err != nil {
+			t.Fatalf("add %s filter on %s: %v", name, h.Link, err)
+		}
 	}
 }
 
@@ -292,15 +294,7 @@ func TestTCPKeepaliveTimeout(t *testing.T) {
 		o.Datapath.IfName, o.Datapath.NetnsName, o.NoDatapath = rig.B.Link, rig.B.Name, false
 	})
 	a := attach(t, d, app.Options{Name: "keepalive"})
-	var kl net.Listener
-	if err := rig.A.Do(func() error {
-		var err error
-		kl, err = net.Listen("tcp", ":7400")
-		return err
-	}); err != nil {
-		t.Fatal(err)
-	}
-	defer kl.Close()
+	kl := kernelListen(t, rig.A, ":7400")
 	go echoServe(kl)
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	c, err := a.Dial(ctx, "tcp://"+netip.AddrPortFrom(rig.A.IPv4, 7400).String())

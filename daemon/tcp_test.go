@@ -35,6 +35,22 @@ func tcpRig(t *testing.T) (*nstest.Pair, *Daemon) {
 	return rig, d
 }
 
+// kernelListen opens a kernel TCP listener on addr inside host h and
+// closes it when the test ends.
+func kernelListen(t *testing.T, h *nstest.Host, addr string) net.Listener {
+	t.Helper()
+	var l net.Listener
+	if err := h.Do(func() error {
+		var err error
+		l, err = net.Listen("tcp", addr)
+		return err
+	}); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { l.Close() })
+	return l
+}
+
 // serveEach runs serve on a goroutine of its own for every connection of
 // ln until ln is closed, and closes the connection after it.
 func serveEach(ln net.Listener, serve func(c net.Conn)) {
@@ -111,15 +127,7 @@ func TestTCPWireEcho(t *testing.T) {
 	}
 
 	// A port nobody bound stays with the kernel.
-	var kl net.Listener
-	if err := rig.B.Do(func() error {
-		var err error
-		kl, err = net.Listen("tcp", ":7001")
-		return err
-	}); err != nil {
-		t.Fatal(err)
-	}
-	defer kl.Close()
+	kl := kernelListen(t, rig.B, ":7001")
 	go echoServe(kl)
 	for _, dst := range []netip.Addr{rig.B.IPv4, rig.B.IPv6} {
 		if err := kernelEcho(rig, netip.AddrPortFrom(dst, 7001), data[:64<<10]); err != nil {
@@ -133,15 +141,7 @@ func TestTCPWireEcho(t *testing.T) {
 // ECONNREFUSED.
 func TestTCPDialKernel(t *testing.T) {
 	rig, d := tcpRig(t)
-	var kl net.Listener
-	if err := rig.A.Do(func() error {
-		var err error
-		kl, err = net.Listen("tcp", ":7100")
-		return err
-	}); err != nil {
-		t.Fatal(err)
-	}
-	defer kl.Close()
+	kl := kernelListen(t, rig.A, ":7100")
 	go echoServe(kl)
 	a := attach(t, d, app.Options{Name: "dialer"})
 	data := make([]byte, 2<<20)
@@ -205,15 +205,7 @@ func TestTCPDialKernel(t *testing.T) {
 // ECONNRESET.
 func TestTCPHalfCloseReset(t *testing.T) {
 	rig, d := tcpRig(t)
-	var kl net.Listener
-	if err := rig.A.Do(func() error {
-		var err error
-		kl, err = net.Listen("tcp", ":7200")
-		return err
-	}); err != nil {
-		t.Fatal(err)
-	}
-	defer kl.Close()
+	kl := kernelListen(t, rig.A, ":7200")
 	go func() {
 		for {
 			c, err := kl.Accept()
@@ -406,15 +398,7 @@ func TestTCPDialNoLeak(t *testing.T) {
 		o.Datapath.IfName, o.Datapath.NetnsName, o.NoDatapath = rig.B.Link, rig.B.Name, false
 		o.Datapath.TCP.Stack.TimeWait = time.Second
 	})
-	var kl net.Listener
-	if err := rig.A.Do(func() error {
-		var err error
-		kl, err = net.Listen("tcp", ":7700")
-		return err
-	}); err != nil {
-		t.Fatal(err)
-	}
-	defer kl.Close()
+	kl := kernelListen(t, rig.A, ":7700")
 	go echoServe(kl)
 	a := attach(t, d, app.Options{Name: "dialer"})
 	msg := []byte("one short exchange")
