@@ -1,18 +1,13 @@
 package main
 
 import (
-	"context"
 	"errors"
 	"flag"
 	"fmt"
 	"net"
 	"os"
-	"os/signal"
-	"strconv"
-	"syscall"
-	"time"
 
-	"github.com/xsessiond/xsessiond/app"
+	"github.com/xsessiond/xsessiond/examples/internal/attach"
 )
 
 func main() {
@@ -23,28 +18,17 @@ func main() {
 }
 
 func run() error {
-	socket := flag.String("socket", app.DefaultSocket, "the daemon's control socket")
-	ns := flag.String("ns", "", "the app namespace to attach to (default: the default namespace)")
-	secret := flag.String("secret", "0", "the namespace's secret")
+	flags := attach.Register(flag.CommandLine, "udpecho")
 	listen := flag.String("listen", "udp://0.0.0.0:9000", "the UDP endpoint to echo on")
-	name := flag.String("name", "udpecho", "the app's name in the daemon")
 	flag.Parse()
 	if flag.NArg() > 0 {
 		return fmt.Errorf("unexpected arguments %q", flag.Args())
 	}
-	sec, err := strconv.ParseUint(*secret, 0, 64)
-	if err != nil {
-		return fmt.Errorf("--secret %q: want a number (0 to 2^64-1)", *secret)
-	}
-	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
-	defer stop()
-	actx, cancel := context.WithTimeout(ctx, 10*time.Second)
-	a, err := app.Attach(actx, app.Options{Socket: *socket, Name: *name, Namespace: *ns, Secret: sec})
-	cancel()
+	a, ctx, stop, err := flags.Attach()
 	if err != nil {
 		return err
 	}
-	defer a.Close()
+	defer stop()
 	pc, err := a.ListenPacket(*listen)
 	if err != nil {
 		return err
