@@ -413,8 +413,10 @@ func rulePeers(n int) []netip.Addr {
 // for the remotes (so that every datagram is matched and counted). The
 // 8kflows cases are the worst for the worker's rule cache: every datagram
 // of a new flow (8 times as many flows as the cache has entries, each
-// batch from 64 remotes), so that each one misses it; their frames no
-// longer fit in the CPU's caches, so they compare with each other only.
+// batch from 64 remotes), so that each one misses it (after the first
+// window the cache steps aside and the table answers directly); their
+// frames no longer fit in the CPU's caches, so they compare with each
+// other only.
 func BenchmarkWorkerUDPRules(b *testing.B) {
 	peers := rulePeers(DefaultBatch)
 	for _, c := range []struct {

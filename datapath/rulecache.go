@@ -20,14 +20,36 @@ const ruleCacheBits = 10
 // rules out (RuleTable.MayMatch) skip the cache: they cost no more than
 // the check. It serves one table: a new
 // table (rules are published as immutable snapshots) starts a new
-// generation, which empties every entry at once. Owned by the worker; not
-// safe for concurrent use; no allocation after the first table.
+// generation, which empties every entry at once.
+//
+// When nearly every lookup misses (a flood of new flows, e.g. spoofed
+// sources), probing and filling an entry that is never asked again costs
+// more than it saves: two cache lines touched per datagram besides the
+// table's own. The cache then steps aside (bypass): the table answers
+// directly, and one lookup in ruleCacheSample still goes through the
+// entries, so that it notices when the flows repeat again. Owned by the
+// worker; not safe for concurrent use; no allocation after the first
+// table.
 type ruleCache struct {
 	rt    *sessions.RuleTable // the table the entries were matched in; holding it keeps its address from being reused
 	gen   uint32              // the generation of rt; entries of another one are empty (0 is never current)
 	ents  []ruleCacheEntry    // 1<<ruleCacheBits, nil until a table is seen
-	fills uint64              // answers the table gave (misses); the others came from the entries
+	fills uint64              // answers the table gave (misses and bypassed lookups); the others came from the entries
+
+	bypass        bool   // the table answers directly but for one lookup in ruleCacheSample
+	skip          uint32 // bypass: lookups since the last one that went through the entries
+	looks, misses uint32 // this window's lookups through the entries and how many missed
+	bypassed      uint64 // lookups the table answered directly (bypass)
 }
+
+// The cache's bypass policy: over each window of ruleCacheWindow lookups
+// through the entries, it steps aside when more than 7 in 8 missed, and
+// (sampling one lookup in ruleCacheSample meanwhile) comes back when fewer
+// than 3 in 4 of the samples missed.
+const (
+	ruleCacheWindow = 1024
+	ruleCacheSample = 32
+)
 
 // ruleCacheEntry is one cached verdict: a 5-tuple as five words (both
 // addresses, then ports, transport and family: see match) and the rule
@@ -48,6 +70,7 @@ func (c *ruleCache) use(rt *sessions.RuleTable) {
 		return
 	}
 	c.rt = rt
+	c.bypass, c.skip, c.looks, c.misses = false, 0, 0, 0
 	if rt == nil {
 		return
 	}
@@ -65,8 +88,20 @@ func (c *ruleCache) use(rt *sessions.RuleTable) {
 // sessions.RuleTable.Match does, from the cache when it holds t. The
 // table must not be nil.
 func (c *ruleCache) match(t *flow.FiveTuple) (sessions.RuleMatch, bool) {
+	if c.bypass {
+		if c.skip++; c.skip < ruleCacheSample {
+			c.bypassed++
+			c.fills++
+			return c.rt.Match(t)
+		}
+		c.skip = 0
+	}
 	if !c.rt.MayMatch(t) {
 		return sessions.RuleMatch{}, false
+	}
+	c.looks++
+	if c.looks == ruleCacheWindow {
+		c.window()
 	}
 	// The key in five words (in registers, not an array on the stack):
 	// both addresses, then ports, transport and family.
@@ -78,7 +113,19 @@ func (c *ruleCache) match(t *flow.FiveTuple) (sessions.RuleMatch, bool) {
 	if e.gen == c.gen && e.k[0] == l0 && e.k[2] == r0 && e.k[4] == p && e.k[1] == l1 && e.k[3] == r1 {
 		return sessions.RuleMatch{ID: e.id, Action: e.act, App: e.app, Hits: e.hits}, e.act != 0
 	}
+	c.misses++
 	return c.fill(e, t, [5]uint64{l0, l1, r0, r1, p})
+}
+
+// window ends a window of lookups through the entries: the bypass policy
+// above. The window's last lookup is counted in the next one.
+func (c *ruleCache) window() {
+	if c.bypass {
+		c.bypass = c.misses*4 >= (ruleCacheWindow-1)*3
+	} else {
+		c.bypass = c.misses*8 > (ruleCacheWindow-1)*7
+	}
+	c.skip, c.looks, c.misses = 0, 1, 0
 }
 
 // fill asks the table about t and keeps the answer in e under key k.

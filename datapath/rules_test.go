@@ -256,3 +256,61 @@ func TestRules_DecisionCache(t *testing.T) {
 		t.Fatalf("allow rule: %d hits, %d rule drops, %d delivered", h, r.w.c.Drops[dropRule], r.w.c.Delivered)
 	}
 }
+
+// A flood of tuples never seen again puts the decision cache aside (the
+// table answers directly, every answer still the table's), and flows that
+// repeat bring it back: then most answers come from the entries again.
+func TestRules_DecisionCacheBypass(t *testing.T) {
+	r := newMemRig(t, 1<<20)
+	r.listen(t, "udp://0.0.0.0:9000")
+	rules := benchRules(2000, nil)
+	rules = append(rules, sessions.Rule{Transport: flow.TransportUDP, Remote: netip.MustParsePrefix("10.9.0.0/16"), Action: sessions.RuleAllow})
+	if _, err := r.l.AddRules(rules); err != nil {
+		t.Fatal(err)
+	}
+	rt := r.l.GlobalRules(tFIB)
+	var c ruleCache
+	c.use(rt)
+	tuple := func(i int) flow.FiveTuple {
+		a := netip.AddrFrom4([4]byte{10, 9, byte(i >> 8), byte(i)})
+		return flow.FiveTuple{Local: flow.AddrBytes(tLocal4), Remote: flow.AddrBytes(a), LocalPort: 9000,
+			RemotePort: uint16(1024 + i>>16), Proto: flow.TransportUDP, Family: flow.Family4}
+	}
+	ask := func(name string, n int, tu func(int) flow.FiveTuple) (fills uint64) {
+		t.Helper()
+		before := c.fills
+		for i := range n {
+			x := tu(i)
+			got, gotOK := c.match(&x)
+			want, wantOK := rt.Match(&x)
+			if gotOK != wantOK || got.ID != want.ID || got.Action != want.Action || got.Hits != want.Hits {
+				t.Fatalf("%s: tuple %d: cache says %+v %v, table %+v %v", name, i, got, gotOK, want, wantOK)
+			}
+		}
+		return c.fills - before
+	}
+	// Every tuple new: after the first window the cache steps aside.
+	ask("Flood", 64*ruleCacheWindow, tuple)
+	if !c.bypass || c.bypassed < 32*ruleCacheWindow {
+		t.Fatalf("flood: bypass %v after %d direct answers", c.bypass, c.bypassed)
+	}
+	// 64 flows over and over: the samples hit, the cache comes back and
+	// answers nearly everything.
+	few := func(i int) flow.FiveTuple { return tuple(i % 64) }
+	ask("Repeat", 4*ruleCacheSample*ruleCacheWindow, few)
+	if c.bypass {
+		t.Fatal("repeating flows: still bypassed")
+	}
+	if f := ask("Cached", 16*ruleCacheWindow, few); f > 64 {
+		t.Fatalf("repeating flows: the table answered %d of %d", f, 16*ruleCacheWindow)
+	}
+	// A new table starts with the cache in use.
+	ask("Flood2", 64*ruleCacheWindow, tuple)
+	if err := r.l.DelRule(1); err != nil {
+		t.Fatal(err)
+	}
+	c.use(r.l.GlobalRules(tFIB))
+	if c.bypass {
+		t.Fatal("new table: still bypassed")
+	}
+}
