@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"runtime"
+	"sync"
 	"time"
 
 	"github.com/gopacket/gopacket"
@@ -135,8 +136,15 @@ type CaptureResult struct {
 // block per rx interface whose dropped count is the frames of that queue
 // the capture ring had no room for. What was written is flushed to w
 // whenever the stream has nothing more buffered, so that a pipe reader
-// sees frames as they come.
-func CaptureToPcapng(r io.Reader, w io.Writer) (CaptureResult, error) {
+// sees frames as they come: at most captureFlushEvery after they came
+// (one write per frame would cost a system call per frame at high rates).
+func CaptureToPcapng(r io.Reader, w io.Writer) (res CaptureResult, err error) {
+	tw := newTimedWriter(w, 256<<10, captureFlushEvery)
+	defer func() { err = errors.Join(err, tw.close()) }()
+	return captureToPcapng(r, tw)
+}
+
+func captureToPcapng(r io.Reader, w *timedWriter) (CaptureResult, error) {
 	var res CaptureResult
 	br := bufio.NewReaderSize(r, 256<<10)
 	bad := func(what string) error { return fmt.Errorf("capture stream: %s: %w", what, ErrBadStream) }
@@ -305,11 +313,72 @@ func CaptureToPcapng(r io.Reader, w io.Writer) (CaptureResult, error) {
 		}
 		res.Frames++
 		if br.Buffered() == 0 {
+			// Nothing more to read now: hand what pcapgo holds to w,
+			// which writes it out within captureFlushEvery.
 			if err := ng.Flush(); err != nil {
 				return res, err
 			}
 		}
 	}
+}
+
+// captureFlushEvery bounds how long a converted frame waits in
+// CaptureToPcapng's output buffer.
+const captureFlushEvery = 20 * time.Millisecond
+
+// timedWriter buffers writes to w and writes them out when the buffer
+// fills, on close, and at most every after the first write since the last
+// write-out (from a timer). An error of a timed write-out is returned by
+// the next Write or close. Safe for one writer beside its timer.
+type timedWriter struct {
+	every time.Duration
+	mu    sync.Mutex
+	bw    *bufio.Writer
+	armed bool  // a timed write-out is pending
+	err   error // of a timed write-out
+	timer *time.Timer
+}
+
+func newTimedWriter(w io.Writer, size int, every time.Duration) *timedWriter {
+	t := &timedWriter{every: every, bw: bufio.NewWriterSize(w, size)}
+	t.timer = time.AfterFunc(time.Hour, t.timed)
+	t.timer.Stop()
+	return t
+}
+
+func (t *timedWriter) Write(p []byte) (int, error) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if t.err != nil {
+		return 0, t.err
+	}
+	n, err := t.bw.Write(p)
+	if err == nil && !t.armed && t.bw.Buffered() > 0 {
+		t.armed = true
+		t.timer.Reset(t.every)
+	}
+	return n, err
+}
+
+func (t *timedWriter) timed() {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	t.armed = false
+	if t.err == nil {
+		t.err = t.bw.Flush()
+	}
+}
+
+// close writes out what is buffered and stops the timer.
+func (t *timedWriter) close() error {
+	t.timer.Stop()
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	t.armed = false
+	if t.err != nil {
+		return t.err
+	}
+	return t.bw.Flush()
 }
 
 func unixNano(ns int64) time.Time { return time.Unix(0, ns) }

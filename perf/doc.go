@@ -8,7 +8,7 @@
 //	              [--rate 0] [--gen-threads 1] [--payloads 64,512,1472] [--out perf/out]
 //	              [--cpuprofile FILE] [--xs-stats] [--xs-batch N] [--xs-busy-poll]
 //	              [--xs-ring N] [--xs-nap D] [--xs-spin D]
-//	              [--xs-xdp-mode MODE] [--xs-rx-fifo BYTES]
+//	              [--xs-xdp-mode MODE] [--xs-rx-fifo BYTES] [--xs-capture FILE]
 //	go run ./perf gen  --iface IF --dst-mac MAC --dst-ip IP ...   (two-machine runs)
 //	go run ./perf recv --iface IF --impl kernel|kernel-reuseport|xdp-drop|xsessiond ...
 //	perf tcpserve --impl kernel|xsessiond --mode rr|crr|recv|send ...    (started by the harness)
@@ -44,7 +44,12 @@
 //     sleep when the fifo is full or empty. The
 //     --xs-* flags shape the engine and the app; --xs-stats prints the
 //     engine's counters (drops by reason, AF_XDP ring counters, worker
-//     loops and sleeps) after each receive repetition.
+//     loops and sleeps) after each receive repetition; --xs-capture
+//     FILE runs each xsessiond receive and echo repetition with a
+//     capture of every frame in a process of its own (perf capture: the
+//     request xsessiond ctl capture makes and its pcapng conversion) and
+//     prints how many frames it wrote and lost, to compare the loss with
+//     and without a capture.
 //
 // Loss accounting (drops.go): every receive repetition reads the drop
 // counters before the generator starts and after the receiver has

@@ -28,6 +28,8 @@ func main() {
 			os.Exit(remoteRecvMain(os.Args[2:]))
 		case "tcpserve":
 			os.Exit(tcpServeMain(os.Args[2:]))
+		case "capture":
+			os.Exit(captureMain(os.Args[2:]))
 		}
 	}
 	os.Exit(rigMain(os.Args[1:]))
@@ -60,6 +62,7 @@ func parseRigFlags(args []string, stderr io.Writer) (options, error) {
        go run ./perf gen  [flags]     generator alone, on a real interface (two-machine runs)
        go run ./perf recv [flags]     one receiver alone, on a real interface (two-machine runs)
        perf tcpserve [flags]          the TCP scenarios' server process (the harness starts it in host B)
+       perf capture --socket S -w F   the --xs-capture process (the harness starts it)
 
 flags of the rig mode:
 `)
@@ -87,6 +90,7 @@ flags of the rig mode:
 	fs.DurationVar(&o.xs.IdleNap, "xs-nap", 0, "xsessiond engine: Config.IdleNap (0 = the default, negative = never nap)")
 	fs.DurationVar(&o.xs.IdleSpin, "xs-spin", 0, "xsessiond engine: Config.IdleSpin (0 = the default)")
 	fs.StringVar(&o.xs.XDPMode, "xs-xdp-mode", "", "xsessiond engine: XDP attach mode: native, generic (default: auto)")
+	fs.StringVar(&o.xs.Capture, "xs-capture", "", "xsessiond: capture every frame the datapath receives and sends to this pcapng file while each receive and echo scenario runs (as xsessiond ctl capture -w FILE does; /dev/null discards)")
 	fs.BoolVar(&o.xsStats, "xs-stats", false, "print the xsessiond engine's counters after each receive repetition")
 	var rxFifo int
 	fs.IntVar(&rxFifo, "xs-rx-fifo", 4<<20, "xsessiond app: rx fifo bytes (a power of two)")
@@ -189,6 +193,7 @@ func run(ctx context.Context, o options, log io.Writer) (*Report, error) {
 		r.stats = r.prog.note
 	}
 	r.loss = r.prog.note
+	xsCaptureNote = r.prog.note
 	only, err := regexp.Compile(o.only)
 	if err != nil {
 		return nil, fmt.Errorf("--only: %w", err)

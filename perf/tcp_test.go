@@ -18,6 +18,9 @@ func TestMain(m *testing.M) {
 	if len(os.Args) > 1 && os.Args[1] == "tcpserve" {
 		os.Exit(tcpServeMain(os.Args[2:]))
 	}
+	if len(os.Args) > 1 && os.Args[1] == "capture" {
+		os.Exit(captureMain(os.Args[2:]))
+	}
 	os.Exit(m.Run())
 }
 

@@ -45,7 +45,13 @@ type XsessiondOptions struct {
 	Ring int
 	// IdleNap and IdleSpin are datapath.Config's; 0 is the default.
 	IdleNap, IdleSpin time.Duration
+	// Capture, when set, is the pcapng file a capture of every frame is
+	// written to while each receive and echo scenario runs (xsCapture).
+	Capture string
 }
+
+// xsCaptureNote, when set, is told each finished capture's line.
+var xsCaptureNote func(string)
 
 // xsOptions is what the command line chose; the constructors read it.
 var xsOptions = XsessiondOptions{RxFifo: 4 << 20}
@@ -151,9 +157,10 @@ func (x *xsDaemon) close() error {
 // The bind returns once the XDP program's maps steer the listener's
 // traffic.
 type xsListener struct {
-	x  *xsDaemon
-	a  *app.App
-	pc *app.PacketConn
+	x   *xsDaemon
+	a   *app.App
+	pc  *app.PacketConn
+	cap *xsCapture // --xs-capture
 }
 
 func startXsListener(env *Env, o XsessiondOptions) (l *xsListener, err error) {
@@ -175,6 +182,11 @@ func startXsListener(env *Env, o XsessiondOptions) (l *xsListener, err error) {
 	if l.pc, err = l.a.ListenPacketConn(uri); err != nil {
 		return nil, fmt.Errorf("listen %s: %w", uri, err)
 	}
+	if o.Capture != "" {
+		if l.cap, err = startCapture(l.x.d.Socket(), o.Capture); err != nil {
+			return nil, err
+		}
+	}
 	return l, nil
 }
 
@@ -190,6 +202,14 @@ func (l *xsListener) stats() datapath.Stats {
 // It may be called on a partly built xsListener.
 func (l *xsListener) close() error {
 	var errs []error
+	if l.cap != nil {
+		line, err := l.cap.stop()
+		errs = append(errs, err)
+		if xsCaptureNote != nil {
+			xsCaptureNote(line)
+		}
+		l.cap = nil
+	}
 	if l.a != nil {
 		errs = append(errs, l.a.Close())
 		l.a, l.pc = nil, nil

@@ -1,10 +1,16 @@
 package main
 
 import (
+	"errors"
+	"fmt"
 	"io"
+	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/gopacket/gopacket/pcapgo"
 
 	"github.com/xsessiond/xsessiond/internal/leakcheck"
 	"github.com/xsessiond/xsessiond/nsbind/nstest"
@@ -70,4 +76,55 @@ func TestXsessiondOnRig(t *testing.T) {
 		t.Fatal(err)
 	}
 	leaks.Check(t)
+}
+
+// TestCaptureOnRig runs the xsessiond echo with --xs-capture: the capture
+// process writes a pcapng file holding a request and a reply frame for
+// every datagram the daemon echoed, and its summary line says so.
+func TestCaptureOnRig(t *testing.T) {
+	nstest.RequirePrivileged(t)
+	file := filepath.Join(t.TempDir(), "echo.pcapng")
+	saved := xsOptions
+	xsOptions.Capture = file
+	defer func() { xsOptions = saved }()
+	var notes []string
+	xsCaptureNote = func(l string) { notes = append(notes, l) }
+	defer func() { xsCaptureNote = nil }()
+	rg := &rigs{}
+	defer rg.Close()
+	r := &runner{rigs: rg, prog: newProgress(io.Discard), port: defaultPort,
+		timing: Timing{Warmup: 100 * time.Millisecond, Window: 300 * time.Millisecond, Drain: 2 * time.Second}}
+	rep, err := r.runRep(t.Context(), Scenario{Name: "xs-echo-cap", Kind: KindEcho, Impl: ImplXsessiond, Payload: 64, Queues: 1, Flows: 1, Rate: 2000}, 1, 1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(notes) != 1 || !strings.HasPrefix(notes[0], "capture: ") {
+		t.Fatalf("capture notes %q", notes)
+	}
+	f, err := os.Open(file)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	ng, err := pcapgo.NewNgReader(f, pcapgo.NgReaderOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	frames := 0
+	for {
+		if _, _, err := ng.ReadPacketData(); err != nil {
+			if !errors.Is(err, io.EOF) {
+				t.Fatal(err)
+			}
+			break
+		}
+		frames++
+	}
+	want := fmt.Sprintf("capture: %d frames written, 0 lost", frames)
+	t.Logf("%s; echo sent %d delivered %d", notes[0], rep.TotalSent, rep.TotalDelivered)
+	// A request lost before the daemon has no frame; a reply lost after
+	// it (host A's socket buffer on a loaded machine) has both.
+	if rep.TotalDelivered == 0 || uint64(frames) < 2*rep.TotalDelivered || uint64(frames) > 2*rep.TotalSent || frames%2 != 0 || !strings.HasPrefix(notes[0], want) {
+		t.Fatalf("%d frames in the file for %d echoes; note %q", frames, rep.TotalDelivered, notes[0])
+	}
 }
