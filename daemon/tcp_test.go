@@ -71,6 +71,10 @@ func echoServe(ln net.Listener) {
 	serveEach(ln, func(c net.Conn) { _, _ = io.Copy(c, c) })
 }
 
+// kernelEchoStall is how long a kernelEcho connection may move no byte
+// in one direction before it fails.
+const kernelEchoStall = 30 * time.Second
+
 // kernelEcho sends data over a kernel TCP connection from host A to dst
 // and checks that exactly the same bytes come back.
 func kernelEcho(rig *nstest.Pair, dst netip.AddrPort, data []byte) error {
@@ -82,15 +86,31 @@ func kernelEcho(rig *nstest.Pair, dst netip.AddrPort, data []byte) error {
 			return err
 		}
 		defer c.Close()
-		_ = c.SetDeadline(time.Now().Add(30 * time.Second))
+		// A connection fails when it stalls: no byte moved for
+		// kernelEchoStall in that direction. A slow one (the race
+		// detector, a busy machine, a thousand connections sharing two
+		// cores) goes on as long as it moves.
 		errc := make(chan error, 1)
 		go func() {
-			_, err := c.Write(data)
-			errc <- err
+			for off := 0; off < len(data); {
+				_ = c.SetWriteDeadline(time.Now().Add(kernelEchoStall))
+				n, err := c.Write(data[off:min(off+16<<10, len(data))])
+				off += n
+				if err != nil {
+					errc <- fmt.Errorf("after %d bytes: %w", off, err)
+					return
+				}
+			}
+			errc <- nil
 		}()
 		got := make([]byte, len(data))
-		if _, err := io.ReadFull(c, got); err != nil {
-			return fmt.Errorf("read back: %w", err)
+		for off := 0; off < len(got); {
+			_ = c.SetReadDeadline(time.Now().Add(kernelEchoStall))
+			n, err := c.Read(got[off:])
+			off += n
+			if err != nil {
+				return fmt.Errorf("read back after %d bytes: %w", off, err)
+			}
 		}
 		if err := <-errc; err != nil {
 			return fmt.Errorf("write: %w", err)
