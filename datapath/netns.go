@@ -66,26 +66,32 @@ func openNetns(path, name string, ns *nsbind.Namespace) (netns.NsHandle, error) 
 func doIn(h netns.NsHandle, fn func() error) error {
 	errc := make(chan error, 1)
 	go func() {
-		runtime.LockOSThread()
-		orig, err := netns.Get()
-		if err != nil {
-			runtime.UnlockOSThread()
-			errc <- fmt.Errorf("current netns: %w", err)
-			return
-		}
-		defer orig.Close()
-		if err := netns.Set(h); err != nil {
-			runtime.UnlockOSThread()
-			errc <- fmt.Errorf("enter netns: %w", err)
-			return
-		}
-		err = fn()
-		if rerr := netns.Set(orig); rerr != nil {
-			errc <- err // the thread stays locked and dies with the goroutine
-			return
-		}
-		runtime.UnlockOSThread()
-		errc <- err
+		// The reply is sent once the original namespace's descriptor
+		// is closed, so that a caller counting its descriptors after
+		// doIn returns does not see it.
+		errc <- doInLocked(h, fn)
 	}()
 	return <-errc
+}
+
+// doInLocked is doIn on the calling goroutine, which it locks to its
+// thread; it unlocks it unless the thread could not be restored.
+func doInLocked(h netns.NsHandle, fn func() error) error {
+	runtime.LockOSThread()
+	orig, err := netns.Get()
+	if err != nil {
+		runtime.UnlockOSThread()
+		return fmt.Errorf("current netns: %w", err)
+	}
+	defer orig.Close()
+	if err := netns.Set(h); err != nil {
+		runtime.UnlockOSThread()
+		return fmt.Errorf("enter netns: %w", err)
+	}
+	err = fn()
+	if rerr := netns.Set(orig); rerr != nil {
+		return err // the thread stays locked and dies with the goroutine
+	}
+	runtime.UnlockOSThread()
+	return err
 }
