@@ -10,7 +10,9 @@ import (
 	"net"
 	"net/netip"
 	"os"
+	"runtime/pprof"
 	"strconv"
+	"strings"
 	"sync"
 	"syscall"
 	"testing"
@@ -78,6 +80,13 @@ const kernelEchoStall = 30 * time.Second
 // kernelEcho sends data over a kernel TCP connection from host A to dst
 // and checks that exactly the same bytes come back.
 func kernelEcho(rig *nstest.Pair, dst netip.AddrPort, data []byte) error {
+	return kernelEchoWatched(rig, dst, data, nil)
+}
+
+// kernelEchoWatched is kernelEcho that calls stalled (when not nil) as
+// soon as its connection stalls, before it is closed: where the daemon
+// and the app stand can be looked at then.
+func kernelEchoWatched(rig *nstest.Pair, dst netip.AddrPort, data []byte, stalled func()) error {
 	return rig.A.Do(func() error {
 		// A SYN lost to a full backlog or ring is sent again after 1s,
 		// 3s, 7s: allow a few.
@@ -109,6 +118,9 @@ func kernelEcho(rig *nstest.Pair, dst netip.AddrPort, data []byte) error {
 			n, err := c.Read(got[off:])
 			off += n
 			if err != nil {
+				if stalled != nil && errors.Is(err, os.ErrDeadlineExceeded) {
+					stalled()
+				}
 				return fmt.Errorf("read back after %d bytes: %w", off, err)
 			}
 		}
@@ -311,12 +323,13 @@ func TestTCPManyConns(t *testing.T) {
 	rand.Read(data)
 	start := time.Now()
 	errc := make(chan error, conns)
+	var stallOnce sync.Once
 	sem := make(chan struct{}, atOnce)
 	for i := 0; i < conns; i++ {
 		sem <- struct{}{}
 		go func() {
 			defer func() { <-sem }()
-			errc <- kernelEcho(rig, netip.AddrPortFrom(rig.B.IPv4, 7300), data)
+			errc <- kernelEchoWatched(rig, netip.AddrPortFrom(rig.B.IPv4, 7300), data, func() { stallOnce.Do(func() { logTCPStall(t, d, size) }) })
 		}()
 	}
 	failed := 0
@@ -475,4 +488,39 @@ func TestTCPDialNoLeak(t *testing.T) {
 		t.Fatal(err)
 	}
 	t.Logf("tcp: %+v", eng.TCPStats())
+}
+
+// logTCPStall logs where the daemon's TCP sessions and the test process's
+// goroutines stand when a connection stalled: the sessions that moved
+// less than size bytes either way, grouped by state, fifo fill and bytes
+// moved, and the goroutine stacks grouped by count (the app library runs
+// in this process).
+func logTCPStall(t *testing.T, d *Daemon, size int) {
+	type key struct {
+		state                  string
+		rxUsed, txUsed, rx, tx uint64
+	}
+	groups := map[key]int{}
+	for _, v := range d.SessionViews() {
+		if v.Transport != "tcp" || (v.RxBytes >= uint64(size) && v.TxBytes >= uint64(size)) {
+			continue
+		}
+		groups[key{v.TCPState, v.RxFifoUsed, v.TxFifoUsed, v.RxBytes, v.TxBytes}]++
+	}
+	for k, n := range groups {
+		t.Logf("stalled: %d sessions %s rx fifo %d tx fifo %d, rx bytes %d tx bytes %d", n, k.state, k.rxUsed, k.txUsed, k.rx, k.tx)
+	}
+	var b strings.Builder
+	_ = pprof.Lookup("goroutine").WriteTo(&b, 1)
+	for _, g := range strings.Split(b.String(), "\n\n") {
+		head, stack, _ := strings.Cut(g, "\n")
+		var n int
+		if _, err := fmt.Sscanf(head, "%d @", &n); err != nil || n < 10 {
+			continue // the stalled connections' goroutines come by the dozen
+		}
+		if len(stack) > 2000 {
+			stack = stack[:2000]
+		}
+		t.Logf("%d goroutines:\n%s", n, stack)
+	}
 }
