@@ -117,18 +117,19 @@ func WriteTable(out io.Writer, what api.ShowWhat, doc []byte) error {
 			return bad(err)
 		}
 		row("HANDLE", "APP", "NAMESPACE", "STATE", "PROTO", "TCP STATE", "LOCAL", "REMOTE", "WORKER", "PEER",
-			"RX FIFO", "TX FIFO", "RX PKTS", "RX BYTES", "TX PKTS", "TX BYTES", "RETRANS", "DROPS")
+			"RX FIFO", "TX FIFO", "RECV-Q", "SEND-Q", "RX PKTS", "RX BYTES", "TX PKTS", "TX BYTES", "RETRANS", "DROPS")
 		for _, s := range v {
 			worker := strconv.FormatUint(uint64(s.Worker), 10)
 			if s.State == "cut-through" {
 				worker = "-"
 			}
-			retrans := "-"
+			retrans, recvQ, sendQ := "-", "-", "-"
 			if s.TCPState != "" {
 				retrans = strconv.FormatUint(s.Retransmits, 10)
+				recvQ, sendQ = strconv.Itoa(s.TCPRecvQ), strconv.Itoa(s.TCPSendQ)
 			}
 			row(s.Handle, s.App, s.Namespace, s.State, s.Transport, dash(s.TCPState), dash(s.Local), dash(s.Remote), worker, handleOrDash(s.Peer),
-				fifoString(s.RxFifoUsed, s.RxFifoSize), fifoString(s.TxFifoUsed, s.TxFifoSize),
+				fifoString(s.RxFifoUsed, s.RxFifoSize), fifoString(s.TxFifoUsed, s.TxFifoSize), recvQ, sendQ,
 				s.RxPackets, s.RxBytes, s.TxPackets, s.TxBytes, retrans, dropsString(s.Drops))
 		}
 	case api.ShowListeners:

@@ -113,6 +113,11 @@ type SessionView struct {
 	// Retransmits are the segments gVisor retransmitted on a TCP
 	// session on the wire.
 	Retransmits uint64 `json:"retransmits"`
+	// TCPRecvQ and TCPSendQ are a TCP session's bytes in gVisor: received
+	// and not yet moved into the rx fifo, and not yet sent or
+	// acknowledged (ss's Recv-Q and Send-Q); 0 for other sessions.
+	TCPRecvQ int `json:"tcp_recv_q_bytes"`
+	TCPSendQ int `json:"tcp_send_q_bytes"`
 	// The counters of a TCP session on the wire are its connection's
 	// since it opened: segments and payload bytes each way (bytes: into
 	// the rx fifo, out of the tx fifo).
@@ -317,6 +322,7 @@ func (d *Daemon) SessionViews() []SessionView {
 // setTCP fills in a TCP connection's state and counters.
 func (v *SessionView) setTCP(c datapath.TCPConnView) {
 	v.TCPState, v.Retransmits = c.State, c.Retransmits
+	v.TCPRecvQ, v.TCPSendQ = c.RecvQ, c.SendQ
 	v.RxPackets, v.RxBytes, v.TxPackets, v.TxBytes = c.SegmentsReceived, c.RxBytes, c.SegmentsSent, c.TxBytes
 }
 

@@ -112,9 +112,37 @@ func TestTCPShowSessions(t *testing.T) {
 	if s.TCPState != "ESTABLISHED" || s.RxBytes != 1000 || s.TxBytes != 500 || s.RxPackets == 0 || s.TxPackets == 0 {
 		t.Errorf("session %+v: want ESTABLISHED, 1000 bytes in, 500 out, segments both ways", s)
 	}
+	if s.TCPRecvQ != 0 || s.TCPSendQ != 0 {
+		t.Errorf("session %+v: recv-q %d send-q %d with everything read and acknowledged", s, s.TCPRecvQ, s.TCPSendQ)
+	}
+	// The kernel sends more than the rx fifo holds while the app does not
+	// read: the rest waits in gVisor (recv-q), until the app reads it.
+	const more = 1 << 20
+	sent := make(chan error, 1)
+	go func() {
+		_, err := kc.Write(make([]byte, more))
+		sent <- err
+	}()
+	waitFor(t, "data waiting in gVisor", 10*time.Second, func() bool {
+		s, ok := tcpSession(d, remote)
+		return ok && s.TCPRecvQ > 0 && s.RxFifoUsed == s.RxFifoSize
+	})
+	if _, err := io.ReadFull(ac, make([]byte, more)); err != nil {
+		t.Fatal(err)
+	}
+	if err := <-sent; err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, "recv-q empty", 5*time.Second, func() bool {
+		s, ok := tcpSession(d, remote)
+		return ok && s.TCPRecvQ == 0
+	})
 	doc, err := show(t, d.Socket(), "sessions")
 	if err != nil {
 		t.Fatal(err)
+	}
+	if !strings.Contains(string(doc), `"tcp_recv_q_bytes":0`) {
+		t.Errorf("show sessions: no tcp_recv_q_bytes in %s", doc)
 	}
 	if !strings.Contains(string(doc), `"tcp_state":"ESTABLISHED"`) {
 		t.Errorf("show sessions: no tcp_state ESTABLISHED in %s", doc)

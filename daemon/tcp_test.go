@@ -499,16 +499,18 @@ func logTCPStall(t *testing.T, d *Daemon, size int) {
 	type key struct {
 		state                  string
 		rxUsed, txUsed, rx, tx uint64
+		recvQ, sendQ           int
 	}
 	groups := map[key]int{}
 	for _, v := range d.SessionViews() {
 		if v.Transport != "tcp" || (v.RxBytes >= uint64(size) && v.TxBytes >= uint64(size)) {
 			continue
 		}
-		groups[key{v.TCPState, v.RxFifoUsed, v.TxFifoUsed, v.RxBytes, v.TxBytes}]++
+		groups[key{v.TCPState, v.RxFifoUsed, v.TxFifoUsed, v.RxBytes, v.TxBytes, v.TCPRecvQ, v.TCPSendQ}]++
 	}
 	for k, n := range groups {
-		t.Logf("stalled: %d sessions %s rx fifo %d tx fifo %d, rx bytes %d tx bytes %d", n, k.state, k.rxUsed, k.txUsed, k.rx, k.tx)
+		t.Logf("stalled: %d sessions %s rx fifo %d tx fifo %d, rx bytes %d tx bytes %d, gVisor recv-q %d send-q %d",
+			n, k.state, k.rxUsed, k.txUsed, k.rx, k.tx, k.recvQ, k.sendQ)
 	}
 	var b strings.Builder
 	_ = pprof.Lookup("goroutine").WriteTo(&b, 1)

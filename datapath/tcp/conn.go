@@ -137,6 +137,10 @@ type ConnInfo struct {
 	// times its retransmission timer expired.
 	SegmentsReceived, SegmentsSent uint64
 	Retransmits, Timeouts          uint64
+	// RecvQ is what gVisor received and the Conn has not moved into the
+	// rx fifo yet (bytes); SendQ what gVisor holds to send or to have
+	// acknowledged, as ss(8) shows Recv-Q and Send-Q.
+	RecvQ, SendQ int
 	// ResetSent: the Conn ended by resetting the connection (Abort, a
 	// close timeout, the Stack closing). ResetReceived: the peer reset
 	// it (the Conn ended with ECONNRESET).
@@ -156,6 +160,12 @@ func (c *Conn) Info() ConnInfo {
 		in.SegmentsSent = st.SegmentsSent.Value()
 		in.Retransmits = st.SendErrors.Retransmits.Value()
 		in.Timeouts = st.SendErrors.Timeouts.Value()
+	}
+	if v, err := c.ep.GetSockOptInt(tcpip.ReceiveQueueSizeOption); err == nil {
+		in.RecvQ = v
+	}
+	if v, err := c.ep.GetSockOptInt(tcpip.SendQueueSizeOption); err == nil {
+		in.SendQ = v
 	}
 	return in
 }
