@@ -69,6 +69,22 @@ func waitFor(t testing.TB, what string, d time.Duration, cond func() bool) {
 	}
 }
 
+// waitProgress waits until count() reaches target, failing when it does
+// not grow for stall: a slow machine (the race detector, a busy core) may
+// take its time, a stalled counter may not.
+func waitProgress(t testing.TB, what string, stall time.Duration, count func() int64, target int64) {
+	t.Helper()
+	last, since := count(), time.Now()
+	for last < target {
+		time.Sleep(5 * time.Millisecond)
+		if n := count(); n != last {
+			last, since = n, time.Now()
+		} else if time.Since(since) > stall {
+			t.Fatalf("%s: stalled at %d of %d for %v", what, last, target, stall)
+		}
+	}
+}
+
 func goroutines() string {
 	buf := make([]byte, 1<<20)
 	return string(buf[:runtime.Stack(buf, true)])

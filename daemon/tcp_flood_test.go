@@ -164,7 +164,7 @@ func TestTCPSynFlood(t *testing.T) {
 		t.Fatal(err)
 	}
 	t.Logf("10,000 SYNs sent in %v", time.Since(start))
-	waitFor(t, "the connection to go on after the flood", 5*time.Second, func() bool { return echoed.Load() > before+1<<20 })
+	waitProgress(t, "the established connection after the flood", 10*time.Second, echoed.Load, before+1<<20)
 	close(stop)
 	if err := <-flowErr; err != nil {
 		t.Fatalf("the established connection: %v", err)
