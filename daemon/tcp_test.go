@@ -512,6 +512,18 @@ func logTCPStall(t *testing.T, d *Daemon, size int) {
 		t.Logf("stalled: %d sessions %s rx fifo %d tx fifo %d, rx bytes %d tx bytes %d, gVisor recv-q %d send-q %d",
 			n, k.state, k.rxUsed, k.txUsed, k.rx, k.tx, k.recvQ, k.sendQ)
 	}
+	// The workers' loop counts a second apart: a worker that stopped
+	// looping has the same count twice.
+	if e := d.Engine(); e != nil {
+		for i := range 2 {
+			for _, q := range e.Stats().Queues {
+				t.Logf("sample %d queue %d: loops %d sleeps %d rx %d tx %d xsk %+v", i, q.Queue, q.Counts.Loops, q.Counts.Sleeps, q.Counts.Rx, q.Counts.Tx, q.XSK)
+			}
+			if i == 0 {
+				time.Sleep(time.Second)
+			}
+		}
+	}
 	var b strings.Builder
 	_ = pprof.Lookup("goroutine").WriteTo(&b, 1)
 	for _, g := range strings.Split(b.String(), "\n\n") {
