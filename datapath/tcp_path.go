@@ -764,7 +764,11 @@ func (p *tcpPath) dial(s *tcpSess, remote netip.AddrPort) {
 		return
 	}
 	p.mu.Lock()
-	s.conn = c
+	if s.conn == nil {
+		// Connected did not run yet. Once it has, the worker reads
+		// s.conn (it adopts s after Connected set it): no second write.
+		s.conn = c
+	}
 	abort := s.byApp
 	p.mu.Unlock()
 	if abort {
