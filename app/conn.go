@@ -259,7 +259,10 @@ func (c *Conn) Read(b []byte) (int, error) {
 		}
 		s := c.rd.arm(c.a, e.rx, nil)
 		e.rx.ClearEvent()
-		if e.readable() || e.gone.Load() || e.fin.Load() {
+		// An asynchronous error recorded after the look at the top of
+		// the loop poked the broadcast channel this sleeper did not hold
+		// yet: look at it once more now that it is armed.
+		if e.readable() || e.gone.Load() || e.fin.Load() || c.soErr.Load() != 0 {
 			c.rd.disarm(c.a, s)
 			continue
 		}

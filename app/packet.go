@@ -231,6 +231,12 @@ func (p *PacketConn) waitReadLocked() error {
 	for _, e := range ends {
 		e.rx.ClearEvent()
 	}
+	// An asynchronous error recorded since the caller looked poked the
+	// broadcast channel before this sleeper held it: look once more.
+	if p.soErr.Load() != 0 {
+		p.rd.disarm(p.a, s)
+		return nil
+	}
 	for _, e := range ends {
 		if e.readable() {
 			p.rd.disarm(p.a, s)
