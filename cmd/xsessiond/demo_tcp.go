@@ -16,6 +16,19 @@ import (
 // demoTCPBytes is what the demo's kernel TCP client sends and checks.
 const demoTCPBytes = 16 << 20
 
+// demoTCPStall is how long the demo's TCP echo may move no byte in a
+// direction before it fails.
+const demoTCPStall = 30 * time.Second
+
+// stallReader reads from c with a read deadline demoTCPStall ahead of
+// each read.
+type stallReader struct{ c net.Conn }
+
+func (r stallReader) Read(p []byte) (int, error) {
+	r.c.SetReadDeadline(time.Now().Add(demoTCPStall))
+	return r.c.Read(p)
+}
+
 // runDemoTCP is the demo's TCP part: the echo app listens on
 // tcp://0.0.0.0:7000 and a kernel TCP client on host A sends demoTCPBytes
 // through it, half closes, and checks every byte of the echo up to the
@@ -58,16 +71,23 @@ func runDemoTCP(out io.Writer, a *app.App, rig *nstest.Pair) error {
 		}
 		defer c.Close()
 		local = c.LocalAddr()
-		c.SetDeadline(time.Now().Add(60 * time.Second))
+		// The echo fails when it stalls (no byte moves for
+		// demoTCPStall in a direction), not when it is slow.
 		errc := make(chan error, 1)
 		go func() {
-			_, err := c.Write(data)
+			var err error
+			for off := 0; off < len(data) && err == nil; {
+				c.SetWriteDeadline(time.Now().Add(demoTCPStall))
+				var n int
+				n, err = c.Write(data[off:min(off+64<<10, len(data))])
+				off += n
+			}
 			if err == nil {
 				err = c.(*net.TCPConn).CloseWrite()
 			}
 			errc <- err
 		}()
-		got, err = io.ReadAll(c)
+		got, err = io.ReadAll(stallReader{c})
 		if werr := <-errc; werr != nil {
 			return fmt.Errorf("write: %w", werr)
 		}
