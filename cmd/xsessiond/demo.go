@@ -113,6 +113,9 @@ func runDemo(out io.Writer, dur time.Duration, window int) error {
 		return fmt.Errorf("demo: kernel socket on host A: %w", err)
 	}
 	defer conn.Close()
+	if err := warmUp(conn); err != nil {
+		return err
+	}
 	fmt.Fprintf(out, "client: kernel UDP socket on host A %s -> %s:9000, %v, %d in flight\n", conn.LocalAddr(), rig.B.IPv4, dur, window)
 	res := runClient(out, conn, dur, window)
 	res.print(out)
@@ -154,6 +157,25 @@ func isTerminal(w io.Writer) bool {
 	}
 	_, err := unix.IoctlGetTermios(int(f.Fd()), unix.TCGETS)
 	return err == nil
+}
+
+// warmUp sends a first datagram every 200 ms until one comes back (at
+// most 10 s): the first waits for the neighbours to resolve, which the
+// measured run, where a datagram not back within a second is lost,
+// should not count.
+func warmUp(conn *net.UDPConn) error {
+	warm := []byte("warm-up")
+	buf := make([]byte, 64)
+	for end := time.Now().Add(10 * time.Second); time.Now().Before(end); {
+		if _, err := conn.Write(warm); err != nil {
+			return fmt.Errorf("demo failed: first datagram: %w", err)
+		}
+		conn.SetReadDeadline(time.Now().Add(200 * time.Millisecond))
+		if n, err := conn.Read(buf); err == nil && bytes.Equal(buf[:n], warm) {
+			return nil
+		}
+	}
+	return errors.New("demo failed: no echo of a first datagram in 10 s")
 }
 
 // runClient sends datagrams (a sequence number, then random bytes) for
