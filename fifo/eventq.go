@@ -37,6 +37,16 @@ type EventQueue struct {
 	pmu sync.Mutex // serializes producer calls
 	cmu sync.Mutex // serializes consumer calls
 
+	// One waiter at a time reads the eventfd (the reader); the others
+	// wait for its read to end (woke is closed then) and look again.
+	// Were they all to read, those behind the reader would wait for the
+	// file's read lock, where neither their context nor a deadline
+	// reaches them, and a reader that reads again at once (a loop of
+	// short waits) takes the lock back before they run: they starve.
+	wmu     sync.Mutex    // guards reading and woke
+	reading bool          // a waiter reads the eventfd
+	woke    chan struct{} // closed when the reader's read ends
+
 	closeMu sync.Mutex // guards closed
 	closed  bool
 }
@@ -258,38 +268,73 @@ func (q *EventQueue) Ack() {
 // Wait returns once events are queued (at once if some already are), or
 // with ctx's error when ctx ends first, or ErrClosed when the queue is
 // closed. It blocks a goroutine, not a thread (the eventfd is read through
-// the runtime poller).
+// the runtime poller). Goroutines may wait at once: one of them reads the
+// eventfd and wakes the others when its read ends, so each returns when
+// events are queued or its own ctx ends.
 func (q *EventQueue) Wait(ctx context.Context) error {
 	for {
+		if q.isClosed() {
+			return ErrClosed
+		}
 		if q.Arm() {
 			return nil
 		}
 		if err := ctx.Err(); err != nil {
 			return err
 		}
-		dl, _ := ctx.Deadline()
-		if err := q.wait.SetReadDeadline(dl); err != nil {
-			return q.waitErr(err)
+		q.wmu.Lock()
+		if q.reading {
+			woke := q.woke
+			q.wmu.Unlock()
+			select {
+			case <-woke:
+				continue
+			case <-ctx.Done():
+				return ctx.Err()
+			}
 		}
-		var stop func() bool
-		if ctx.Done() != nil {
-			stop = context.AfterFunc(ctx, func() { q.wait.SetReadDeadline(time.Now()) })
-		}
-		var b [8]byte
-		_, err := q.wait.Read(b[:])
-		if stop != nil {
-			stop()
-		}
+		q.reading = true
+		woke := make(chan struct{})
+		q.woke = woke
+		q.wmu.Unlock()
+		err := q.read(ctx)
+		q.wmu.Lock()
+		q.reading = false
+		close(woke)
+		q.wmu.Unlock()
 		if err != nil {
 			if errors.Is(err, os.ErrDeadlineExceeded) {
 				if cerr := ctx.Err(); cerr != nil {
 					return cerr
 				}
-				continue // a stale cancellation of an earlier call
+				continue // a stale cancellation of an earlier reader
 			}
 			return q.waitErr(err)
 		}
 	}
+}
+
+// read waits for the eventfd to be readable and resets its counter, until
+// ctx ends. The caller is the only reader.
+func (q *EventQueue) read(ctx context.Context) error {
+	dl, _ := ctx.Deadline()
+	if err := q.wait.SetReadDeadline(dl); err != nil {
+		return err
+	}
+	if ctx.Done() != nil {
+		stop := context.AfterFunc(ctx, func() { q.wait.SetReadDeadline(time.Now()) })
+		defer stop()
+	}
+	var b [8]byte
+	_, err := q.wait.Read(b[:])
+	return err
+}
+
+// isClosed reports whether Close was called.
+func (q *EventQueue) isClosed() bool {
+	q.closeMu.Lock()
+	defer q.closeMu.Unlock()
+	return q.closed
 }
 
 func (q *EventQueue) waitErr(err error) error {

@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/binary"
 	"errors"
+	"runtime"
 	"testing"
 	"time"
 
@@ -164,6 +165,74 @@ func TestEventQueueWait(t *testing.T) {
 	app.Close()
 	if err := <-done; !errors.Is(err, fifo.ErrClosed) {
 		t.Fatalf("Wait across Close: %v", err)
+	}
+}
+
+// TestEventQueueConcurrentWait: two goroutines wait on one queue, as two
+// listeners of one app do. One of them loops on short waits of an empty
+// queue; the other's waits must still end with their own context (and
+// with events when some are queued), not behind the first one's reads of
+// the eventfd. With one P, the looping waiter used to take the file's
+// read lock back before the other ran, which then waited for seconds.
+func TestEventQueueConcurrentWait(t *testing.T) {
+	defer runtime.GOMAXPROCS(runtime.GOMAXPROCS(1))
+	seg := fifotest.MemfdSegment(t, 1<<16)
+	q, err := fifo.NewEventQueue(seg, 16)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer q.Close()
+	app := openPeerQueue(t, q, seg)
+	defer app.Close()
+
+	ctx, cancel := context.WithCancel(context.Background())
+	loopDone := make(chan struct{})
+	go func() {
+		defer close(loopDone)
+		for ctx.Err() == nil {
+			wctx, wcancel := context.WithTimeout(ctx, 5*time.Millisecond)
+			_ = app.Wait(wctx)
+			wcancel()
+		}
+	}()
+	defer func() { cancel(); <-loopDone }()
+	time.Sleep(20 * time.Millisecond) // the loop is under way
+
+	// The second waiter's own timeout ends each of its waits. The bound is
+	// a hundred times the timeout: only a waiter kept from its context
+	// misses it.
+	const timeout = 20 * time.Millisecond
+	for i := range 10 {
+		wctx, wcancel := context.WithTimeout(context.Background(), timeout)
+		start := time.Now()
+		err := app.Wait(wctx)
+		took := time.Since(start)
+		wcancel()
+		if !errors.Is(err, context.DeadlineExceeded) {
+			t.Fatalf("wait %d on an empty queue: %v", i, err)
+		}
+		if took > 100*timeout {
+			t.Fatalf("wait %d with a %v timeout took %v", i, timeout, took)
+		}
+	}
+	// And an event wakes it while the loop goes on.
+	done := make(chan error, 1)
+	go func() {
+		wctx, wcancel := context.WithTimeout(context.Background(), 10*time.Second)
+		defer wcancel()
+		done <- app.Wait(wctx)
+	}()
+	time.Sleep(20 * time.Millisecond)
+	if err := q.Send(fifo.Event{Type: fifo.EventRx, Handle: 7}); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case err := <-done:
+		if err != nil {
+			t.Fatalf("wait for an event: %v", err)
+		}
+	case <-time.After(2 * time.Second):
+		t.Fatal("an event queued 2 s ago has not ended a wait")
 	}
 }
 
