@@ -36,16 +36,10 @@ func startCapture(socket, file string) (*xsCapture, error) {
 	if err != nil {
 		return nil, fmt.Errorf("capture: %w", err)
 	}
-	c := &xsCapture{cmd: exec.Command(exe, "capture", "--socket", socket, "-w", file), stderr: &capBuffer{max: 1 << 16}}
-	c.cmd.Stderr = c.stderr
-	if c.in, err = c.cmd.StdinPipe(); err != nil {
+	c := &xsCapture{cmd: exec.Command(exe, "capture", "--socket", socket, "-w", file)}
+	if c.in, c.out, c.stderr, err = pipeChild(c.cmd, 1<<16); err != nil {
 		return nil, err
 	}
-	stdout, err := c.cmd.StdoutPipe()
-	if err != nil {
-		return nil, err
-	}
-	c.out = bufio.NewReader(stdout)
 	if err := c.cmd.Start(); err != nil {
 		return nil, fmt.Errorf("start capture: %w", err)
 	}

@@ -52,17 +52,11 @@ func startTCPChild(p *nstest.Pair, s Scenario, port uint16, xs XsessiondOptions)
 	args := []string{"tcpserve", "--impl", s.Impl, "--mode", tcpMode(s.Kind),
 		"--listen", netip.AddrPortFrom(p.B.IPv4, port).String(),
 		"--iface", p.B.Link, "--netns", p.B.Name, "--queues", strconv.Itoa(s.Queues), "--xs", string(xsJSON)}
-	c := &tcpChild{cmd: exec.Command(exe, args...), stderr: &capBuffer{max: 1 << 20}}
-	c.cmd.Stderr = c.stderr
+	c := &tcpChild{cmd: exec.Command(exe, args...)}
 	c.cmd.Env = append(os.Environ(), "GOTRACEBACK=all")
-	if c.in, err = c.cmd.StdinPipe(); err != nil {
+	if c.in, c.out, c.stderr, err = pipeChild(c.cmd, 1<<20); err != nil {
 		return nil, err
 	}
-	stdout, err := c.cmd.StdoutPipe()
-	if err != nil {
-		return nil, err
-	}
-	c.out = bufio.NewReader(stdout)
 	// The child inherits the namespace of the thread that forks it.
 	if err := p.B.Do(c.cmd.Start); err != nil {
 		return nil, fmt.Errorf("start tcp server: %w", err)
@@ -75,6 +69,21 @@ func startTCPChild(p *nstest.Pair, s Scenario, port uint16, xs XsessiondOptions)
 		return nil, errors.Join(err, c.kill())
 	}
 	return c, nil
+}
+
+// pipeChild makes cmd's standard input and output pipes and its standard
+// error a buffer keeping the last max bytes.
+func pipeChild(cmd *exec.Cmd, max int) (in io.WriteCloser, out *bufio.Reader, stderr *capBuffer, err error) {
+	stderr = &capBuffer{max: max}
+	cmd.Stderr = stderr
+	if in, err = cmd.StdinPipe(); err != nil {
+		return nil, nil, nil, err
+	}
+	stdout, err := cmd.StdoutPipe()
+	if err != nil {
+		return nil, nil, nil, err
+	}
+	return in, bufio.NewReader(stdout), stderr, nil
 }
 
 func tcpMode(k Kind) string {
