@@ -327,8 +327,8 @@ func captureToPcapng(r io.Reader, w *timedWriter) (CaptureResult, error) {
 const captureFlushEvery = 20 * time.Millisecond
 
 // timedWriter buffers writes to w and writes them out when the buffer
-// fills, on close, and at most every after the first write since the last
-// write-out (from a timer). An error of a timed write-out is returned by
+// fills, on close, and (from a timer) at most its every after the first
+// write since the last write-out. An error of a timed write-out is returned by
 // the next Write or close. Safe for one writer beside its timer.
 type timedWriter struct {
 	every time.Duration
