@@ -519,7 +519,7 @@ func logTCPStall(t *testing.T, d *Daemon, size int) {
 		groups[key{v.TCPState, v.RxFifoUsed, v.TxFifoUsed, v.RxBytes, v.TxBytes, v.TCPRecvQ, v.TCPSendQ}]++
 	}
 	for k, n := range groups {
-		t.Logf("stalled: %d sessions %s rx fifo %d tx fifo %d, rx bytes %d tx bytes %d, gVisor recv-q %d send-q %d",
+		t.Logf("unfinished: %d sessions %s rx fifo %d tx fifo %d, rx bytes %d tx bytes %d, gVisor recv-q %d send-q %d",
 			n, k.state, k.rxUsed, k.txUsed, k.rx, k.tx, k.recvQ, k.sendQ)
 	}
 	// The workers' loop counts a second apart: a worker that stopped
