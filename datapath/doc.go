@@ -103,7 +103,9 @@
 //     The TCP glue (tcpPath.mu) sits at this level too: Handler calls
 //     take no lock of the Engine while calling into the layer.
 //  4. udp.Target.mu, sessions.Shard.mu, sessions.Layer.reclaimMu (taken
-//     by posted frees, with neither 2 nor 3 held), the resolver's lock:
-//     none is held while taking another of this row.
+//     by posted frees, with neither 2 nor 3 held), the resolver's lock,
+//     an app memory's lock of the events it postponed for a full queue
+//     (sessions' fifoApp.mu): none is held while taking another of this
+//     row.
 //  5. package fifo's: Manager.mu, then Segment.mu; an EventQueue's locks.
 package datapath

@@ -180,3 +180,9 @@ func (p *listenerSnap) fibsOrNil() map[FIBID]*listenerSet {
 func RuleTableIndexed(t *RuleTable, fam uint8) bool {
 	return t != nil && t.fams[famIndex(fam)].index != nil
 }
+
+// PostponedEvents returns what a FifoMemory app's memory holds for a full
+// event queue: events waiting and events lost.
+func PostponedEvents(am AppMemory) (int, uint64) {
+	return am.(*fifoApp).Postponed()
+}

@@ -4,6 +4,9 @@ import (
 	"errors"
 	"fmt"
 	"net/netip"
+	"slices"
+	"sync"
+	"time"
 
 	"github.com/xsessiond/xsessiond/fifo"
 )
@@ -44,7 +47,30 @@ func (m FifoMemory) NewApp(o AppMemoryOptions) (AppMemory, error) {
 // fifoApp is an app's memory over a fifo.Manager.
 type fifoApp struct {
 	m *fifo.Manager
+
+	// Events the app's queue had no room for, each as its records, in
+	// order: written out ahead of any later event as the app makes room
+	// (at each Notify, and from a timer every postponeRetry while any
+	// wait), so that a burst of accepts larger than the queue loses no
+	// session. Advisory events (data and room notices, asynchronous
+	// errors, which the fifos and the next call carry anyway) are not
+	// postponed. At most maxPostponed wait; past that an event is lost,
+	// counted in lost.
+	mu        sync.Mutex
+	postponed [][]fifo.Event
+	retry     *time.Timer
+	closed    bool
+	lost      uint64
 }
+
+// maxPostponed bounds the events an app's memory holds for a queue that
+// has no room: far more than the sessions an app may have (each gives a
+// few events), so that only an app that stopped reading reaches it.
+const maxPostponed = 1 << 16
+
+// postponeRetry is how often postponed events are offered to the queue
+// again while no other event comes.
+const postponeRetry = time.Millisecond
 
 // FifoManager returns the fifo.Manager behind an AppMemory made by FifoMemory.
 func FifoManager(am AppMemory) (*fifo.Manager, bool) {
@@ -95,20 +121,96 @@ func (a *fifoApp) Notify(ev Event) error {
 	if q == nil {
 		return nil
 	}
-	se := sessionEvent(a.m, ev)
+	sev := sessionEvent(a.m, ev)
+	se := sev.Encode()
+	recs := []fifo.Event{se}
 	if (ev.Kind == EventAccepted || ev.Kind == EventConnected) && !ev.CutThrough && ev.Local.Addr().IsValid() && !ev.Local.Addr().IsUnspecified() {
-		// Both records or, when the queue has room for one only, the
-		// event alone (the app then names the listener's address).
 		la := fifo.SessionEvent{Type: fifo.EventLocalAddr, Handle: uint64(ev.Handle), Transport: uint8(ev.Transport),
 			Local: netip.AddrPortFrom(ev.Local.Addr().Unmap(), ev.Local.Port())}
-		if err := q.Send(la.Encode(), se.Encode()); !errors.Is(err, fifo.ErrNoSpace) {
+		recs = []fifo.Event{la.Encode(), se}
+	}
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	if a.closed {
+		return nil
+	}
+	a.flushLocked(q)
+	if len(a.postponed) == 0 {
+		err := q.Send(recs...)
+		if len(recs) == 2 && errors.Is(err, fifo.ErrNoSpace) {
+			// Room for one only: the event alone (the app then names
+			// the listener's address).
+			err = q.Send(se)
+		}
+		if !errors.Is(err, fifo.ErrNoSpace) {
 			return err
 		}
 	}
-	return q.Send(se.Encode())
+	switch ev.Kind {
+	case fifo.EventRx, fifo.EventTx, fifo.EventError:
+		return fifo.ErrNoSpace // advisory: the fifos and the next call tell the app
+	}
+	if len(a.postponed) >= maxPostponed {
+		a.lost++
+		return fifo.ErrNoSpace
+	}
+	a.postponed = append(a.postponed, recs)
+	if a.retry == nil {
+		a.retry = time.AfterFunc(postponeRetry, a.retryPostponed)
+	} else {
+		a.retry.Reset(postponeRetry)
+	}
+	return nil
 }
 
-func (a *fifoApp) Close() error { return a.m.Close() }
+// flushLocked writes out postponed events, in order, while the queue has
+// room, and signals the app when it wrote any. a.mu is held.
+func (a *fifoApp) flushLocked(q *fifo.EventQueue) {
+	n := 0
+	for n < len(a.postponed) && q.Push(a.postponed[n]...) == nil {
+		n++
+	}
+	if n == 0 {
+		return
+	}
+	a.postponed = slices.Delete(a.postponed, 0, n)
+	_ = q.Signal()
+}
+
+// retryPostponed offers the postponed events to the queue again, and
+// comes back while some still wait.
+func (a *fifoApp) retryPostponed() {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	if a.closed {
+		return
+	}
+	if q := a.m.EventQueue(); q != nil {
+		a.flushLocked(q)
+	}
+	if len(a.postponed) > 0 {
+		a.retry.Reset(postponeRetry)
+	}
+}
+
+// Postponed returns the events waiting for room in the app's queue and
+// those lost because too many waited.
+func (a *fifoApp) Postponed() (waiting int, lost uint64) {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	return len(a.postponed), a.lost
+}
+
+func (a *fifoApp) Close() error {
+	a.mu.Lock()
+	a.closed = true
+	a.postponed = nil
+	if a.retry != nil {
+		a.retry.Stop()
+	}
+	a.mu.Unlock()
+	return a.m.Close()
+}
 
 // sessionEvent is ev as the app reads it from its event queue.
 func sessionEvent(m *fifo.Manager, ev Event) fifo.SessionEvent {

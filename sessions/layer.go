@@ -182,7 +182,7 @@ func (l *Layer) unlock() {
 // notifyLocked queues ev in the app's event queue and for the Notifier.
 func (l *Layer) notifyLocked(a *app, ev Event) {
 	ev.App = a.id
-	_ = a.mem.Notify(ev) // a full queue loses the event for the app; the Notifier still sees it
+	_ = a.mem.Notify(ev) // a full queue: FifoMemory postpones it (advisory events are lost); the Notifier sees it now
 	l.pending = append(l.pending, ev)
 }
 
