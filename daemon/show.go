@@ -78,10 +78,14 @@ type AppView struct {
 	Segments   []string `json:"segments"`
 	RxFifoSize uint32   `json:"rx_fifo_size"`
 	TxFifoSize uint32   `json:"tx_fifo_size"`
-	PID        int32    `json:"pid"`
-	UID        uint32   `json:"uid"`
-	GID        uint32   `json:"gid"`
-	Since      string   `json:"since"` // RFC 3339, UTC
+	// EventsWaiting and EventsLost: events the app's full event queue
+	// had no room for, waiting in the daemon, and lost past the bound.
+	EventsWaiting int    `json:"events_waiting"`
+	EventsLost    uint64 `json:"events_lost"`
+	PID           int32  `json:"pid"`
+	UID           uint32 `json:"uid"`
+	GID           uint32 `json:"gid"`
+	Since         string `json:"since"` // RFC 3339, UTC
 	// FifoUsed and FifoSize sum the app's fifos; the fifos of a
 	// cut-through session are counted once, under the app that reads them.
 	FifoUsed uint64 `json:"fifo_used_bytes"`
@@ -256,7 +260,7 @@ func (d *Daemon) AppViews() []AppView {
 	for _, a := range apps {
 		v := AppView{ID: uint32(a.ID), Client: a.Client, Name: a.Name, Namespace: NamespaceName(a.Namespace),
 			Scope: a.Scope, Proxy: a.Proxy, Listeners: a.Listeners, Sessions: a.Sessions, Segments: nonNil(a.Segments),
-			RxFifoSize: a.RxFifoSize, TxFifoSize: a.TxFifoSize}
+			RxFifoSize: a.RxFifoSize, TxFifoSize: a.TxFifoSize, EventsWaiting: a.EventsWaiting, EventsLost: a.EventsLost}
 		if c := d.clients[a.Client]; c != nil {
 			v.PID, v.UID, v.GID = c.cred.PID, c.cred.UID, c.cred.GID
 			v.Since = c.since.UTC().Format(time.RFC3339)

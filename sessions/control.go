@@ -220,6 +220,11 @@ type AppInfo struct {
 	Segments   []string `json:"segments"`
 	RxFifoSize uint32   `json:"rx_fifo_size"`
 	TxFifoSize uint32   `json:"tx_fifo_size"`
+	// EventsWaiting are events the app's full event queue had no room
+	// for, waiting to be written out; EventsLost those lost because too
+	// many waited.
+	EventsWaiting int    `json:"events_waiting"`
+	EventsLost    uint64 `json:"events_lost"`
 }
 
 // ListenerInfo describes a listener.
@@ -271,6 +276,9 @@ func (l *Layer) Apps() []AppInfo {
 			Sessions: len(a.sess), RxFifoSize: a.opts.RxFifoSize, TxFifoSize: a.opts.TxFifoSize}
 		for _, s := range a.mem.Segments() {
 			ai.Segments = append(ai.Segments, s.Name())
+		}
+		if p, ok := a.mem.(interface{ Postponed() (int, uint64) }); ok {
+			ai.EventsWaiting, ai.EventsLost = p.Postponed()
 		}
 		out = append(out, ai)
 	}
