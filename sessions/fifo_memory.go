@@ -50,7 +50,7 @@ type fifoApp struct {
 
 	// Events the app's queue had no room for, each as its records, in
 	// order: written out ahead of any later event as the app makes room
-	// (at each Notify, and from a timer every postponeRetry while any
+	// (at each Notify, and from a timer, postponeRetry and later, while any
 	// wait), so that a burst of accepts larger than the queue loses no
 	// session. Advisory events (data and room notices, asynchronous
 	// errors, which the fifos and the next call carry anyway) are not
@@ -59,6 +59,7 @@ type fifoApp struct {
 	mu        sync.Mutex
 	postponed [][]fifo.Event
 	retry     *time.Timer
+	delay     time.Duration // of the next retry: postponeRetry, doubling while the app reads nothing, up to postponeRetryMax
 	closed    bool
 	lost      uint64
 }
@@ -68,9 +69,13 @@ type fifoApp struct {
 // few events), so that only an app that stopped reading reaches it.
 const maxPostponed = 1 << 16
 
-// postponeRetry is how often postponed events are offered to the queue
-// again while no other event comes.
-const postponeRetry = time.Millisecond
+// postponeRetry is how soon postponed events are offered to the queue
+// again while no other event comes; the delay doubles, up to
+// postponeRetryMax, while the app makes no room.
+const (
+	postponeRetry    = time.Millisecond
+	postponeRetryMax = 100 * time.Millisecond
+)
 
 // FifoManager returns the fifo.Manager behind an AppMemory made by FifoMemory.
 func FifoManager(am AppMemory) (*fifo.Manager, bool) {
@@ -155,26 +160,29 @@ func (a *fifoApp) Notify(ev Event) error {
 		return fifo.ErrNoSpace
 	}
 	a.postponed = append(a.postponed, recs)
+	a.delay = postponeRetry
 	if a.retry == nil {
-		a.retry = time.AfterFunc(postponeRetry, a.retryPostponed)
+		a.retry = time.AfterFunc(a.delay, a.retryPostponed)
 	} else {
-		a.retry.Reset(postponeRetry)
+		a.retry.Reset(a.delay)
 	}
 	return nil
 }
 
 // flushLocked writes out postponed events, in order, while the queue has
-// room, and signals the app when it wrote any. a.mu is held.
-func (a *fifoApp) flushLocked(q *fifo.EventQueue) {
+// room, signals the app when it wrote any, and reports whether it did.
+// a.mu is held.
+func (a *fifoApp) flushLocked(q *fifo.EventQueue) bool {
 	n := 0
 	for n < len(a.postponed) && q.Push(a.postponed[n]...) == nil {
 		n++
 	}
 	if n == 0 {
-		return
+		return false
 	}
 	a.postponed = slices.Delete(a.postponed, 0, n)
 	_ = q.Signal()
+	return true
 }
 
 // retryPostponed offers the postponed events to the queue again, and
@@ -185,11 +193,13 @@ func (a *fifoApp) retryPostponed() {
 	if a.closed {
 		return
 	}
-	if q := a.m.EventQueue(); q != nil {
-		a.flushLocked(q)
+	if q := a.m.EventQueue(); q != nil && a.flushLocked(q) {
+		a.delay = postponeRetry
+	} else {
+		a.delay = min(2*a.delay, postponeRetryMax)
 	}
 	if len(a.postponed) > 0 {
-		a.retry.Reset(postponeRetry)
+		a.retry.Reset(a.delay)
 	}
 }
 
