@@ -65,9 +65,10 @@ type fifoApp struct {
 }
 
 // maxPostponed bounds the events an app's memory holds for a queue that
-// has no room: far more than the sessions an app may have (each gives a
-// few events), so that only an app that stopped reading reaches it.
-const maxPostponed = 1 << 16
+// has no room (at most two 64-byte records each: 2 MiB): four per
+// connection an app may have, so that only an app that stopped reading
+// its queue reaches it.
+const maxPostponed = 1 << 14
 
 // postponeRetry is how soon postponed events are offered to the queue
 // again while no other event comes; the delay doubles, up to
