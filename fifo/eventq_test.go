@@ -42,6 +42,20 @@ func openPeerQueue(t *testing.T, q *fifo.EventQueue, seg *fifo.Segment) *fifo.Ev
 	return pq
 }
 
+// newQueuePair makes a 16-entry event queue (the daemon's end, closed at
+// the test's end) and the app's end of it, mapped as another process
+// would.
+func newQueuePair(t *testing.T) (q, app *fifo.EventQueue) {
+	t.Helper()
+	seg := fifotest.MemfdSegment(t, 1<<16)
+	q, err := fifo.NewEventQueue(seg, 16)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { q.Close() })
+	return q, openPeerQueue(t, q, seg)
+}
+
 func TestEventQueueBatchedSignal(t *testing.T) {
 	seg := fifotest.MemfdSegment(t, 1<<16)
 	q, err := fifo.NewEventQueue(seg, 100)
@@ -122,13 +136,7 @@ func TestEventQueueBatchedSignal(t *testing.T) {
 }
 
 func TestEventQueueWait(t *testing.T) {
-	seg := fifotest.MemfdSegment(t, 1<<16)
-	q, err := fifo.NewEventQueue(seg, 16)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer q.Close()
-	app := openPeerQueue(t, q, seg)
+	q, app := newQueuePair(t)
 
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Millisecond)
 	defer cancel()
@@ -176,13 +184,7 @@ func TestEventQueueWait(t *testing.T) {
 // read lock back before the other ran, which then waited for seconds.
 func TestEventQueueConcurrentWait(t *testing.T) {
 	defer runtime.GOMAXPROCS(runtime.GOMAXPROCS(1))
-	seg := fifotest.MemfdSegment(t, 1<<16)
-	q, err := fifo.NewEventQueue(seg, 16)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer q.Close()
-	app := openPeerQueue(t, q, seg)
+	q, app := newQueuePair(t)
 	defer app.Close()
 
 	ctx, cancel := context.WithCancel(context.Background())
