@@ -14,6 +14,7 @@ import (
 	"net"
 	"net/netip"
 	"os"
+	"path/filepath"
 	"runtime"
 	"sync/atomic"
 	"testing"
@@ -131,7 +132,7 @@ func newPair(opts Options) (*Pair, error) {
 	if opts.MTU <= 0 {
 		opts.MTU = 1500
 	}
-	id := fmt.Sprintf("xs%d-%d", os.Getpid(), rigSeq.Add(1))
+	id := freeRigID()
 	p := &Pair{
 		A: &Host{Name: id + "-a", Link: "veth-a", IPv4: netip.MustParseAddr("10.77.0.1"), IPv6: netip.MustParseAddr("fd77::1"), NS: -1},
 		B: &Host{Name: id + "-b", Link: "veth-b", IPv4: netip.MustParseAddr("10.77.0.2"), IPv6: netip.MustParseAddr("fd77::2"), NS: -1},
@@ -265,6 +266,26 @@ func (p *Pair) Close() error {
 
 // newNamedNS creates a named network namespace without leaving the calling
 // thread in it.
+// netnsDir is where named network namespaces are (ip netns's and
+// netns.NewNamed's directory).
+const netnsDir = "/run/netns"
+
+// freeRigID returns the next rig name of this process ("xs<pid>-<seq>")
+// whose namespaces do not exist yet. The process makes each name once, so
+// one that exists was left by an earlier process with the same pid (one
+// killed before its cleanup): it is skipped, not taken over, and a later
+// run's leak check still sees it as there before.
+func freeRigID() string {
+	for {
+		id := fmt.Sprintf("xs%d-%d", os.Getpid(), rigSeq.Add(1))
+		_, errA := os.Lstat(filepath.Join(netnsDir, id+"-a"))
+		_, errB := os.Lstat(filepath.Join(netnsDir, id+"-b"))
+		if errA != nil && errB != nil { // not there (or not to be seen: creating it says why)
+			return id
+		}
+	}
+}
+
 func newNamedNS(name string) (netns.NsHandle, error) {
 	var ns netns.NsHandle = -1
 	errc := make(chan error, 1)
