@@ -161,7 +161,7 @@ func (e *KernelEcho) Start(env *Env) error {
 	go func() {
 		defer close(e.done)
 		uc := e.conn.(*net.UDPConn)
-		buf := make([]byte, 2048)
+		buf := make([]byte, maxUDPPayload)
 		for {
 			n, from, err := uc.ReadFromUDPAddrPort(buf)
 			if err != nil {

@@ -86,7 +86,7 @@ func (c *echoClient) send() {
 
 func (c *echoClient) recv() {
 	defer c.wg.Done()
-	buf := make([]byte, 2048)
+	buf := make([]byte, max(2048, c.payload))
 	for {
 		n, err := c.conn.Read(buf)
 		if err != nil {

@@ -55,6 +55,13 @@ type Scenario struct {
 	Rate uint64 `json:"rate"`
 }
 
+// echoBigPayload is the payload of the fragmented echo rows.
+const echoBigPayload = 9000
+
+// maxUDPPayload is the largest IPv4 UDP payload: the buffer of a
+// datagram read.
+const maxUDPPayload = 65507
+
 // Plan is what the command line asks for.
 type Plan struct {
 	Payloads []int
@@ -169,6 +176,12 @@ func Scenarios(p Plan) []Scenario {
 	echo := load{64, 1, 1}
 	add(KindEcho, ImplKernel, echo, p.EchoRate, echo.group("echo"))
 	add(KindEcho, ImplXsessiond, echo, p.EchoRate, echo.group("echo"))
+	// Datagrams past the MTU: 9,000 bytes, fragmented both ways (seven
+	// frames each), which xsessiond takes through the kernel's reassembly
+	// and fragmentation (datapath/kernelpath.go), at a tenth of the rate.
+	big := load{echoBigPayload, 1, 1}
+	add(KindEcho, ImplKernel, big, max(1, p.EchoRate/10), big.group("echo"))
+	add(KindEcho, ImplXsessiond, big, max(1, p.EchoRate/10), big.group("echo"))
 	for _, pl := range []int{64, 1472} {
 		l := load{pl, 1, 1}
 		add(KindCutThrough, ImplSocketpair, l, 0, l.group("ct"))

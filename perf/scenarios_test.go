@@ -40,7 +40,7 @@ func TestScenariosDefault(t *testing.T) {
 		"udp64-q1-f1/kernel", "udp64-q1-f1/xdp-drop", "udp64-q1-f1/xsessiond", "udp64-q1-f1/gen-only",
 		"udp512-q4-f16/kernel-reuseport", "udp1472-q4-f16/xsessiond", "udp64-q1-f16/kernel",
 		"udp64-q2-f16/xdp-drop", // a scaling step
-		"echo64-q1-f1/kernel", "echo64-q1-f1/xsessiond", "ct64-q1-f1/socketpair", "ct1472-q1-f1/xsessiond",
+		"echo64-q1-f1/kernel", "echo64-q1-f1/xsessiond", "echo9000-q1-f1/kernel", "echo9000-q1-f1/xsessiond", "ct64-q1-f1/socketpair", "ct1472-q1-f1/xsessiond",
 		"tcprr64-c1/kernel", "tcprr64-c32/xsessiond", "tcpcrr64-c4/kernel", "tcprecv-c1/xsessiond", "tcpsend-c1/kernel",
 	} {
 		if !names[want] {
