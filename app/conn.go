@@ -46,7 +46,8 @@ type Conn struct {
 	// the next Read or Write, as a connected kernel socket's SO_ERROR.
 	soErr atomic.Uint32
 
-	df atomic.Bool // SetDontFragment: datagrams to the wire go with fifo.DgramFlagDontFragment
+	df   atomic.Bool // SetDontFragment: datagrams to the wire go with fifo.DgramFlagDontFragment
+	pmtu pmtuCache   // the path MTU to remote, for don't-fragment writes (checkPath)
 }
 
 func newConn(a *App, e *end, laddr, raddr net.Addr, local, remote netip.AddrPort) *Conn {
@@ -160,6 +161,9 @@ func (a *App) DialConn(ctx context.Context, uri string) (*Conn, error) {
 // peerError records an asynchronous error of the session and wakes its
 // calls.
 func (c *Conn) peerError(_ flow.Handle, errno syscall.Errno) {
+	if errno == syscall.EMSGSIZE {
+		c.pmtu.clear() // the path MTU shrank since it was asked
+	}
 	c.soErr.Store(uint32(errno))
 	c.rd.poke()
 	c.wr.poke()
@@ -282,6 +286,11 @@ func (c *Conn) Write(b []byte) (int, error) {
 		}
 		if err := c.takeError(); err != nil {
 			return 0, netError("write", c.laddr, c.raddr, err)
+		}
+		if e.datapath && c.df.Load() {
+			if err := c.a.checkPath(&c.pmtu, e.h, c.remote.Addr(), len(b), &c.wr, c.done); err != nil {
+				return 0, netError("write", c.laddr, c.raddr, err)
+			}
 		}
 		var hdr fifo.DgramHeader
 		toHeader(&hdr, c.local, c.remote)

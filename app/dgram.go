@@ -87,6 +87,9 @@ func (p *PacketConn) peerError(h flow.Handle, errno syscall.Errno) {
 	if h != p.h {
 		return
 	}
+	if errno == syscall.EMSGSIZE {
+		p.pmtu.clear() // a path MTU shrank since it was asked
+	}
 	p.soErr.Store(uint32(errno))
 	p.rd.poke()
 	p.wr.poke()

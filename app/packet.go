@@ -41,6 +41,7 @@ type PacketConn struct {
 
 	df    atomic.Bool   // SetDontFragment: datagrams to the wire go with fifo.DgramFlagDontFragment
 	soErr atomic.Uint32 // the pending asynchronous error (errno), reported once by the next read or write
+	pmtu  pmtuCache     // path MTUs by destination, for don't-fragment writes (checkPath)
 
 	// Read state, guarded by rd.mu.
 	next  int              // round-robin position in ends
@@ -432,6 +433,11 @@ func (p *PacketConn) WriteTo(b []byte, addr net.Addr) (int, error) {
 		}
 		if err := p.checkDest(remote, len(b)); err != nil {
 			return 0, netError("write", p.laddr, addr, err)
+		}
+		if p.df.Load() {
+			if err := p.a.checkPath(&p.pmtu, p.h, remote.Addr(), len(b), &p.wr, p.done); err != nil {
+				return 0, netError("write", p.laddr, addr, err)
+			}
 		}
 	default:
 		return 0, netError("write", p.laddr, addr, fmt.Errorf("address %v (%T): %w", addr, addr, flow.ErrInvalidValue))

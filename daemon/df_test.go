@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"net"
 	"net/netip"
+	"os"
 	"syscall"
 	"testing"
 	"time"
@@ -156,41 +157,30 @@ func TestDontFragment(t *testing.T) {
 			}
 			defer dc.Close()
 
+			// arrives reports whether A receives msg within d, skipping
+			// others (copies of earlier retries).
+			arrives := func(msg []byte, d time.Duration) bool {
+				cli.SetReadDeadline(time.Now().Add(d))
+				for {
+					n, _, err := cli.ReadFrom(buf)
+					if err != nil {
+						return false
+					}
+					if bytes.Equal(buf[:n], msg) {
+						return true
+					}
+				}
+			}
 			for _, s := range []struct {
 				name  string
 				setDF func(bool) error
 				send  func([]byte) error
-				next  func() error // the sender's next call that returns a pending error
 			}{
 				{"PacketConn", pc.SetDontFragment,
-					func(b []byte) error { _, err := pc.WriteTo(b, from); return err },
-					func() error {
-						pc.SetReadDeadline(time.Now().Add(3 * time.Second))
-						_, _, err := pc.ReadFrom(buf)
-						return err
-					}},
+					func(b []byte) error { _, err := pc.WriteTo(b, from); return err }},
 				{"Conn", dc.SetDontFragment,
-					func(b []byte) error { _, err := dc.Write(b); return err },
-					func() error {
-						dc.SetReadDeadline(time.Now().Add(3 * time.Second))
-						_, err := dc.Read(buf)
-						return err
-					}},
+					func(b []byte) error { _, err := dc.Write(b); return err }},
 			} {
-				// arrives reports whether A receives msg within d,
-				// skipping others (copies of earlier retries).
-				arrives := func(msg []byte, d time.Duration) bool {
-					cli.SetReadDeadline(time.Now().Add(d))
-					for {
-						n, _, err := cli.ReadFrom(buf)
-						if err != nil {
-							return false
-						}
-						if bytes.Equal(buf[:n], msg) {
-							return true
-						}
-					}
-				}
 				// exchange sends msg until A receives it (the first may
 				// wait for the neighbour).
 				exchange := func(msg []byte) bool {
@@ -230,27 +220,32 @@ func TestDontFragment(t *testing.T) {
 
 				df0, k0 := stats()
 				big := fragFill(2, 1400)
-				if err := s.send(big); err != nil {
-					t.Fatalf("%s: don't fragment, 1,400 bytes: the write failed at once (%v); the library cannot know the path MTU", s.name, err)
-				}
-				err := s.next()
+				// The write itself refuses it, as a kernel socket with
+				// IP_PMTUDISC_DO: nothing reaches the daemon.
+				err := s.send(big)
 				if !errors.Is(err, syscall.EMSGSIZE) {
-					t.Fatalf("%s: don't fragment, 1,400 bytes over mtu 1,280: next call %v, want EMSGSIZE", s.name, err)
+					t.Fatalf("%s: don't fragment, 1,400 bytes over mtu 1,280: write %v, want EMSGSIZE", s.name, err)
 				}
 				if arrives(big, 300*time.Millisecond) {
 					t.Fatalf("%s: don't fragment, 1,400 bytes over mtu 1,280: A got them", s.name)
 				}
-				df1, k1 := settle(func(df, _ uint64) bool { return df > df0 })
-				t.Logf("%s: tx-dont-fragment %d -> %d, tx_kernel %d -> %d", s.name, df0, df1, k0, k1)
-				if df1 != df0+1 || k1 != k0 {
-					t.Fatalf("%s: tx-dont-fragment %d -> %d, tx_kernel %d -> %d: want one drop and nothing through the kernel", s.name, df0, df1, k0, k1)
+				// Asked once and cached: the second is refused alike.
+				if err := s.send(big); !errors.Is(err, syscall.EMSGSIZE) {
+					t.Fatalf("%s: don't fragment, 1,400 bytes again: write %v, want EMSGSIZE", s.name, err)
+				}
+				if df1, k1 := stats(); df1 != df0 || k1 != k0 {
+					t.Fatalf("%s: refused by the write, yet tx-dont-fragment %d -> %d, tx_kernel %d -> %d", s.name, df0, df1, k0, k1)
 				}
 				if r := reasmOKs(t, rig.A); r != r0 {
 					t.Fatalf("%s: A reassembled %d datagrams with don't fragment set", s.name, r-r0)
 				}
-				// The error was reported once: the session goes on.
+				k1 := k0
+				// The session goes on.
 				if !exchange(small) {
 					t.Fatalf("%s: after EMSGSIZE, 1,000 bytes: A got nothing", s.name)
+				}
+				if df, _ := stats(); df != df0 {
+					t.Fatalf("%s: tx-dont-fragment %d -> %d: a refused write reached the daemon", s.name, df0, df)
 				}
 
 				if err := s.setDF(false); err != nil {
@@ -271,6 +266,73 @@ func TestDontFragment(t *testing.T) {
 				if k2 == k1 || (fam.a.Is4() && r == 0) {
 					t.Fatalf("%s: 1,400 bytes without don't fragment: kernel path %d, reassembled on A %d: want fragments", s.name, k2-k1, r)
 				}
+			}
+
+			// The asynchronous report stays the fallback, for a path MTU
+			// that differs between the write's check and the datapath:
+			// with the route's MTU raised, a fresh listener and session
+			// (nothing cached) are told 1,500, while the datapath's view
+			// of the route (refreshed every few seconds, and the one
+			// worker's own copy for a second) still says 1,280. Each
+			// write goes, the datapath drops it, and the next call returns
+			// EMSGSIZE once. That report clears the cache: with the MTU
+			// lowered again, the write refuses at once.
+			pc2, err := a.ListenPacketConn(fam.uri)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer pc2.Close()
+			dc2, err := a.DialConn(ctx, "udp://"+netip.AddrPortFrom(fam.a, cport).String())
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer dc2.Close()
+			for _, c := range []interface{ SetDontFragment(bool) error }{pc2, dc2} {
+				if err := c.SetDontFragment(true); err != nil {
+					t.Fatal(err)
+				}
+			}
+			// A resolution the last sends started ends before the route
+			// changes.
+			time.Sleep(100 * time.Millisecond)
+			df0, _ := stats()
+			routeMTU(t, rig.B, fam.a, 0)
+			big := fragFill(3, 1400)
+			if _, err := pc2.WriteTo(big, from); err != nil {
+				t.Fatalf("PacketConn: 1,400 bytes, route mtu raised: write %v", err)
+			}
+			if _, err := dc2.Write(big); err != nil {
+				t.Fatalf("Conn: 1,400 bytes, route mtu raised: write %v", err)
+			}
+			pc2.SetReadDeadline(time.Now().Add(3 * time.Second))
+			if _, _, err := pc2.ReadFrom(buf); !errors.Is(err, syscall.EMSGSIZE) {
+				t.Fatalf("PacketConn: the datapath's mtu 1,280: next call %v, want EMSGSIZE", err)
+			}
+			dc2.SetReadDeadline(time.Now().Add(3 * time.Second))
+			if _, err := dc2.Read(buf); !errors.Is(err, syscall.EMSGSIZE) {
+				t.Fatalf("Conn: the datapath's mtu 1,280: next call %v, want EMSGSIZE", err)
+			}
+			df1, _ := settle(func(df, _ uint64) bool { return df >= df0+2 })
+			if df1 != df0+2 {
+				t.Fatalf("tx-dont-fragment %d -> %d: want the two drops", df0, df1)
+			}
+			// Reported once.
+			pc2.SetReadDeadline(time.Now().Add(200 * time.Millisecond))
+			if _, _, err := pc2.ReadFrom(buf); !errors.Is(err, os.ErrDeadlineExceeded) {
+				t.Fatalf("PacketConn: after the report, read %v, want a timeout", err)
+			}
+			routeMTU(t, rig.B, fam.a, 1280)
+			if _, err := pc2.WriteTo(big, from); !errors.Is(err, syscall.EMSGSIZE) {
+				t.Fatalf("PacketConn: 1,400 bytes after the report, route mtu 1,280: write %v, want EMSGSIZE", err)
+			}
+			if _, err := dc2.Write(big); !errors.Is(err, syscall.EMSGSIZE) {
+				t.Fatalf("Conn: 1,400 bytes after the report, route mtu 1,280: write %v, want EMSGSIZE", err)
+			}
+			if arrives(big, 300*time.Millisecond) {
+				t.Fatal("A got a datagram the writes refused")
+			}
+			if df2, _ := stats(); df2 != df1 {
+				t.Fatalf("tx-dont-fragment %d -> %d: a refused write reached the daemon", df1, df2)
 			}
 		})
 	}
