@@ -16,7 +16,9 @@ import (
 	"github.com/vishvananda/netlink"
 	"golang.org/x/sys/unix"
 
+	"github.com/xsessiond/xsessiond/api"
 	"github.com/xsessiond/xsessiond/app"
+	"github.com/xsessiond/xsessiond/flow"
 	"github.com/xsessiond/xsessiond/nsbind/nstest"
 )
 
@@ -93,9 +95,13 @@ func (r *rawUDP4) flags(port uint16, size int) (uint16, error) {
 // TestDontFragment: with a path MTU of 1,280 to host A in B's routes, IPv4
 // and IPv6, a PacketConn and a connected Conn with SetDontFragment(true)
 // send 1,000 bytes as one packet (IPv4: DF set, as A's raw socket sees
-// it); 1,400 bytes reach nothing, the next call returns EMSGSIZE once, and
-// the drop is counted as tx-dont-fragment; cleared, 1,400 bytes arrive,
-// fragmented by the kernel path.
+// it); a write of 1,400 bytes fails at once with EMSGSIZE, as on a kernel
+// socket with IP_PMTUDISC_DO, and nothing reaches the daemon (no
+// tx-dont-fragment drop); cleared, 1,400 bytes arrive, fragmented by the
+// kernel path. The asynchronous report stays the fallback: when the write
+// was told a larger MTU than the datapath applies, the datapath drops the
+// datagram (counted), the next call returns EMSGSIZE once, and the report
+// makes the library ask the path MTU again.
 func TestDontFragment(t *testing.T) {
 	rig := nstest.NewPair(t, nstest.Options{})
 	routeMTU(t, rig.B, rig.A.IPv4, 1280)
@@ -335,5 +341,145 @@ func TestDontFragment(t *testing.T) {
 				t.Fatalf("tx-dont-fragment %d -> %d: a refused write reached the daemon", df1, df2)
 			}
 		})
+	}
+}
+
+// rawApp is an app attached to d through the bare protocol (no library).
+func rawApp(t *testing.T, d *Daemon) *api.Client {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	cl, err := api.DialClient(ctx, d.Socket(), api.ClientOptions{Name: "raw"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { cl.Close() })
+	if sv := cl.Server(); sv.Minor < 2 {
+		t.Fatalf("daemon speaks %d.%d, want 1.2 or later", sv.Major, sv.Minor)
+	}
+	_, fds, err := api.Do[*api.AttachReply](ctx, cl, &api.Attach{Name: "raw"})
+	api.CloseFDs(fds)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return cl
+}
+
+func rawBind(t *testing.T, cl *api.Client, uri string) flow.Handle {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	r, fds, err := api.Do[*api.BindReply](ctx, cl, &api.Bind{URI: uri})
+	api.CloseFDs(fds)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return r.Handle
+}
+
+func askPathMTU(cl *api.Client, h flow.Handle, remote netip.Addr) (uint32, error) {
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	r, fds, err := api.Do[*api.PathMTUReply](ctx, cl, &api.PathMTU{Handle: h, Remote: remote})
+	api.CloseFDs(fds)
+	if err != nil {
+		return 0, err
+	}
+	return r.MTU, nil
+}
+
+// TestPathMTURequest: PathMTU answers the MTU the datapath sends with from
+// an app's listener or session: the route's 1,280 to A, the link's to
+// another neighbour; another app's handle, an unknown one, a remote of the
+// other family and an app not attached get the session layer's errors; a
+// daemon without a datapath answers ErrNotSupported (no limit known).
+func TestPathMTURequest(t *testing.T) {
+	rig := nstest.NewPair(t, nstest.Options{})
+	routeMTU(t, rig.B, rig.A.IPv4, 1280)
+	routeMTU(t, rig.B, rig.A.IPv6, 1280)
+	var linkMTU int
+	if err := rig.B.Do(func() error {
+		l, err := netlink.LinkByName(rig.B.Link)
+		if err == nil {
+			linkMTU = l.Attrs().MTU
+		}
+		return err
+	}); err != nil {
+		t.Fatal(err)
+	}
+	d := startDaemon(t, func(o *Config) {
+		o.Datapath.IfName, o.Datapath.NetnsName, o.NoDatapath = rig.B.Link, rig.B.Name, false
+	})
+	cl := rawApp(t, d)
+	h4 := rawBind(t, cl, "udp://0.0.0.0:0")
+	h6 := rawBind(t, cl, "udp://[::]:0")
+	other := attach(t, d, app.Options{Name: "other"})
+	opc, err := other.ListenPacketConn("udp://0.0.0.0:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer opc.Close()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	odc, err := other.DialConn(ctx, "udp://"+netip.AddrPortFrom(rig.A.IPv4, 9).String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer odc.Close()
+
+	neighbour4 := netip.MustParseAddr("10.77.0.3") // on the link, no route of its own
+	for _, c := range []struct {
+		name   string
+		h      flow.Handle
+		remote netip.Addr
+		mtu    uint32
+		err    error
+	}{
+		{"ipv4 route mtu", h4, rig.A.IPv4, 1280, nil},
+		{"ipv4-mapped", h4, netip.AddrFrom16(rig.A.IPv4.As16()), 1280, nil},
+		{"ipv4 link mtu", h4, neighbour4, uint32(linkMTU), nil},
+		{"ipv6 route mtu", h6, rig.A.IPv6, 1280, nil},
+		{"wrong family", h4, rig.A.IPv6, 0, flow.ErrInvalidValue},
+		{"no remote", h4, netip.Addr{}, 0, flow.ErrInvalidValue},
+		{"unknown handle", flow.MakeHandle(0, 4000), rig.A.IPv4, 0, flow.ErrNoSession},
+		{"another app's listener", opc.Handle(), rig.A.IPv4, 0, flow.ErrNotOwner},
+		{"another app's session", odc.Handle(), rig.A.IPv4, 0, flow.ErrNotOwner},
+	} {
+		mtu, err := askPathMTU(cl, c.h, c.remote)
+		if c.err != nil {
+			if !errors.Is(err, c.err) {
+				t.Errorf("%s: mtu %d, error %v; want %v", c.name, mtu, err, c.err)
+			}
+			continue
+		}
+		if err != nil || mtu != c.mtu {
+			t.Errorf("%s: mtu %d, error %v; want %d", c.name, mtu, err, c.mtu)
+		}
+	}
+
+	// A third app asks about the first's listener.
+	third := rawApp(t, d)
+	if _, err := askPathMTU(third, h4, rig.A.IPv4); !errors.Is(err, flow.ErrNotOwner) {
+		t.Errorf("a third app asks about the first's listener: %v, want ErrNotOwner", err)
+	}
+
+	// Not attached.
+	ctx2, cancel2 := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel2()
+	bare, err := api.DialClient(ctx2, d.Socket(), api.ClientOptions{Name: "bare"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer bare.Close()
+	if _, err := askPathMTU(bare, h4, rig.A.IPv4); !errors.Is(err, flow.ErrNotAttached) {
+		t.Errorf("not attached: %v, want ErrNotAttached", err)
+	}
+
+	// No datapath: no limit known.
+	nd := startDaemon(t)
+	ncl := rawApp(t, nd)
+	nh := rawBind(t, ncl, "udp://0.0.0.0:0")
+	if mtu, err := askPathMTU(ncl, nh, rig.A.IPv4); !errors.Is(err, flow.ErrNotSupported) {
+		t.Errorf("without a datapath: mtu %d, error %v; want ErrNotSupported", mtu, err)
 	}
 }
