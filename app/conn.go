@@ -277,7 +277,8 @@ func (c *Conn) Read(b []byte) (int, error) {
 }
 
 // Write sends b: one datagram (UDP), or a byte stream (TCP), waiting for
-// room while the fifo is full.
+// room while the fifo is full. With SetDontFragment, a datagram larger
+// than the path MTU fails with an error wrapping syscall.EMSGSIZE.
 func (c *Conn) Write(b []byte) (int, error) {
 	e := c.e
 	if e.dgram {

@@ -412,8 +412,10 @@ func sliceAt(a, b []byte, off, n int) ([]byte, []byte) {
 
 // WriteTo sends one datagram: to the wire through the datapath for a
 // *net.UDPAddr, or on the cut-through session a *CutThroughAddr names. It
-// waits for room while the fifo is full. A pending asynchronous error
-// (see SetDontFragment) is returned instead, once, and b is not sent.
+// waits for room while the fifo is full. With SetDontFragment, a datagram
+// to the wire larger than the path MTU fails with an error wrapping
+// syscall.EMSGSIZE. A pending asynchronous error (see SetDontFragment) is
+// returned instead, once, and b is not sent.
 func (p *PacketConn) WriteTo(b []byte, addr net.Addr) (int, error) {
 	var e *end
 	var remote netip.AddrPort
