@@ -98,10 +98,10 @@ func (r *rawUDP4) flags(port uint16, size int) (uint16, error) {
 // it); a write of 1,400 bytes fails at once with EMSGSIZE, as on a kernel
 // socket with IP_PMTUDISC_DO, and nothing reaches the daemon (no
 // tx-dont-fragment drop); cleared, 1,400 bytes arrive, fragmented by the
-// kernel path. The asynchronous report stays the fallback: when the write
-// was told a larger MTU than the datapath applies, the datapath drops the
-// datagram (counted), the next call returns EMSGSIZE once, and the report
-// makes the library ask the path MTU again.
+// kernel path. The asynchronous report stays the fallback: when the path
+// MTU shrank after a write was told the larger one, the datapath drops the
+// datagram (counted), the next call returns EMSGSIZE, and the report makes
+// the library ask the path MTU again.
 func TestDontFragment(t *testing.T) {
 	rig := nstest.NewPair(t, nstest.Options{})
 	routeMTU(t, rig.B, rig.A.IPv4, 1280)
@@ -275,66 +275,97 @@ func TestDontFragment(t *testing.T) {
 			}
 
 			// The asynchronous report stays the fallback, for a path MTU
-			// that differs between the write's check and the datapath:
-			// with the route's MTU raised, a fresh listener and session
-			// (nothing cached) are told 1,500, while the datapath's view
-			// of the route (refreshed every few seconds, and the one
-			// worker's own copy for a second) still says 1,280. Each
-			// write goes, the datapath drops it, and the next call returns
-			// EMSGSIZE once. That report clears the cache: with the MTU
-			// lowered again, the write refuses at once.
+			// that shrinks after a write's check: with the route's MTU
+			// raised, a fresh listener and session ask and are told 1,500,
+			// which they keep 10 s. The route's MTU is then lowered to
+			// 1,280, which the datapath follows within its resolver's
+			// lifetimes (a next hop is resolved again 5 s after the last
+			// time, a worker keeps its copy 1 s), well inside those 10 s.
+			// Until then 1,400 bytes go out whole; from then on the
+			// datapath drops them (counted) and the next call returns
+			// EMSGSIZE. The report clears the cache: the next write asks
+			// again and refuses at once, and nothing more is dropped.
+			routeMTU(t, rig.B, fam.a, 0)
 			pc2, err := a.ListenPacketConn(fam.uri)
 			if err != nil {
 				t.Fatal(err)
 			}
 			defer pc2.Close()
-			dc2, err := a.DialConn(ctx, "udp://"+netip.AddrPortFrom(fam.a, cport).String())
+			ctx2, cancel2 := context.WithTimeout(context.Background(), 10*time.Second)
+			defer cancel2()
+			dc2, err := a.DialConn(ctx2, "udp://"+netip.AddrPortFrom(fam.a, cport).String())
 			if err != nil {
 				t.Fatal(err)
 			}
 			defer dc2.Close()
-			for _, c := range []interface{ SetDontFragment(bool) error }{pc2, dc2} {
-				if err := c.SetDontFragment(true); err != nil {
+			big, refused := fragFill(3, 1400), fragFill(4, 1400)
+			conns := []struct {
+				name string
+				df   func(bool) error
+				send func([]byte) error
+				next func(d time.Duration) error // the next call, which returns a pending report
+			}{
+				{"PacketConn", pc2.SetDontFragment,
+					func(b []byte) error { _, err := pc2.WriteTo(b, from); return err },
+					func(d time.Duration) error {
+						pc2.SetReadDeadline(time.Now().Add(d))
+						_, _, err := pc2.ReadFrom(buf)
+						return err
+					}},
+				{"Conn", dc2.SetDontFragment,
+					func(b []byte) error { _, err := dc2.Write(b); return err },
+					func(d time.Duration) error {
+						dc2.SetReadDeadline(time.Now().Add(d))
+						_, err := dc2.Read(buf)
+						return err
+					}},
+			}
+			df0, _ := stats()
+			asked := time.Now()
+			for _, c := range conns {
+				if err := c.df(true); err != nil {
 					t.Fatal(err)
 				}
-			}
-			// A resolution the last sends started ends before the route
-			// changes.
-			time.Sleep(100 * time.Millisecond)
-			df0, _ := stats()
-			routeMTU(t, rig.B, fam.a, 0)
-			big := fragFill(3, 1400)
-			if _, err := pc2.WriteTo(big, from); err != nil {
-				t.Fatalf("PacketConn: 1,400 bytes, route mtu raised: write %v", err)
-			}
-			if _, err := dc2.Write(big); err != nil {
-				t.Fatalf("Conn: 1,400 bytes, route mtu raised: write %v", err)
-			}
-			pc2.SetReadDeadline(time.Now().Add(3 * time.Second))
-			if _, _, err := pc2.ReadFrom(buf); !errors.Is(err, syscall.EMSGSIZE) {
-				t.Fatalf("PacketConn: the datapath's mtu 1,280: next call %v, want EMSGSIZE", err)
-			}
-			dc2.SetReadDeadline(time.Now().Add(3 * time.Second))
-			if _, err := dc2.Read(buf); !errors.Is(err, syscall.EMSGSIZE) {
-				t.Fatalf("Conn: the datapath's mtu 1,280: next call %v, want EMSGSIZE", err)
-			}
-			df1, _ := settle(func(df, _ uint64) bool { return df >= df0+2 })
-			if df1 != df0+2 {
-				t.Fatalf("tx-dont-fragment %d -> %d: want the two drops", df0, df1)
-			}
-			// Reported once.
-			pc2.SetReadDeadline(time.Now().Add(200 * time.Millisecond))
-			if _, _, err := pc2.ReadFrom(buf); !errors.Is(err, os.ErrDeadlineExceeded) {
-				t.Fatalf("PacketConn: after the report, read %v, want a timeout", err)
+				if err := c.send(big); err != nil { // asks: 1,500
+					t.Fatalf("%s: 1,400 bytes, route mtu raised: write %v", c.name, err)
+				}
 			}
 			routeMTU(t, rig.B, fam.a, 1280)
-			if _, err := pc2.WriteTo(big, from); !errors.Is(err, syscall.EMSGSIZE) {
-				t.Fatalf("PacketConn: 1,400 bytes after the report, route mtu 1,280: write %v, want EMSGSIZE", err)
+			reported := make([]bool, len(conns))
+			for left := len(conns); left > 0; {
+				if time.Since(asked) > 9*time.Second {
+					t.Fatalf("reports after 9 s: %v: the datapath did not follow the route's mtu 1,280 within its resolver's lifetimes", reported)
+				}
+				for i, c := range conns {
+					if reported[i] {
+						continue
+					}
+					err := c.next(300 * time.Millisecond)
+					switch {
+					case errors.Is(err, syscall.EMSGSIZE):
+						reported[i] = true
+						left--
+						continue
+					case !errors.Is(err, os.ErrDeadlineExceeded):
+						t.Fatalf("%s: waiting for the report: %v", c.name, err)
+					}
+					// Not dropped yet: the datapath still applies 1,500.
+					if err := c.send(big); err != nil {
+						t.Fatalf("%s: 1,400 bytes within the answer's 10 s: write %v, want it taken (the cache keeps 1,500)", c.name, err)
+					}
+				}
 			}
-			if _, err := dc2.Write(big); !errors.Is(err, syscall.EMSGSIZE) {
-				t.Fatalf("Conn: 1,400 bytes after the report, route mtu 1,280: write %v, want EMSGSIZE", err)
+			df1, _ := settle(func(df, _ uint64) bool { return df > df0+1 })
+			if df1 < df0+2 {
+				t.Fatalf("tx-dont-fragment %d -> %d: want a drop for each report", df0, df1)
 			}
-			if arrives(big, 300*time.Millisecond) {
+			t.Logf("fallback: reports after %v, tx-dont-fragment %d -> %d", time.Since(asked).Round(time.Millisecond), df0, df1)
+			for _, c := range conns {
+				if err := c.send(refused); !errors.Is(err, syscall.EMSGSIZE) {
+					t.Fatalf("%s: 1,400 bytes after the report: write %v, want EMSGSIZE (the report cleared the cache)", c.name, err)
+				}
+			}
+			if arrives(refused, 300*time.Millisecond) {
 				t.Fatal("A got a datagram the writes refused")
 			}
 			if df2, _ := stats(); df2 != df1 {
