@@ -70,6 +70,10 @@ func samples() []Message {
 		&SetKeepalive{Handle: flow.MakeHandle(3, 2), Enabled: true, Idle: 2 * time.Second, Interval: 500 * time.Millisecond, Count: 4},
 		&SetKeepalive{Handle: flow.MakeHandle(1, 9)},
 		&RuleAddReply{ID: 7},
+		&PathMTU{Handle: flow.MakeHandle(2, 5), Remote: netip.MustParseAddr("10.77.0.2")},
+		&PathMTU{Handle: flow.MakeHandle(flow.ListenerWorker, 3), Remote: netip.MustParseAddr("fd77::2")},
+		&PathMTU{},
+		&PathMTUReply{MTU: 1280},
 	}
 }
 
@@ -203,6 +207,9 @@ func malformedCases(t testing.TB) []struct {
 	// A BindReply ends with its Rx and Tx refs (segment 4, offset 8, size 4
 	// bytes each); byte 11 from the end of Rx's is its offset's top byte.
 	bindReply := encode(t, 7, &BindReply{Local: ep4, Rx: FifoRef{Segment: 1, Offset: 4096, Size: 512}})
+	// A PathMTU is the handle (8 bytes), then the remote address.
+	pmtu := encode(t, 7, &PathMTU{Handle: 9, Remote: netip.MustParseAddr("10.77.0.2")})
+	const pmtuFamOff = HeaderSize + 8
 	return []struct {
 		name string
 		rec  []byte
@@ -238,6 +245,10 @@ func malformedCases(t testing.TB) []struct {
 		{"no-address padding", mut(bind, func(b []byte) { b[famOff] = 0 }), ErrMalformed},
 		{"attach workers too many", mut(attachReply, func(b []byte) { b[len(b)-1] = MaxKickFDs + 1 }), ErrFieldTooLong},
 		{"ifindex out of range", mut(bind, func(b []byte) { b[famOff+1+16+2+3] = 0x80 }), ErrMalformed},
+		{"path mtu bad family", mut(pmtu, func(b []byte) { b[pmtuFamOff] = 5 }), ErrMalformed},
+		{"path mtu v4 padding", mut(pmtu, func(b []byte) { b[pmtuFamOff+1+4] = 1 }), ErrMalformed},
+		{"path mtu cut", pmtu[:len(pmtu)-1], ErrMalformed},
+		{"path mtu reply trailing", withBody(TypePathMTUReply, []byte{0, 5, 0, 0, 1}), ErrMalformed},
 	}
 }
 

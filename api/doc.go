@@ -44,8 +44,10 @@
 // # Message types
 //
 // The type numbers are part of the protocol; they are never reused or
-// renumbered. Version 1.1 (1.0 lacks RuleAddReply: a 1.0 client gets OK
-// to RuleAdd):
+// renumbered. Version 1.2 (1.0 lacks RuleAddReply: a 1.0 client gets OK
+// to RuleAdd; 1.1 lacks PathMTU and PathMTUReply: a client asks PathMTU
+// only of a daemon whose HelloReply says 1.2 or later, since a daemon
+// closes the connection on a type it does not know):
 //
 //	type  message         direction       reply          descriptors
 //	1     Hello           app → daemon    HelloReply     –
@@ -78,6 +80,8 @@
 //	72    Capture         ctl → daemon    CaptureReply   –
 //	73    CaptureReply    daemon → ctl    –              the read end of a pipe carrying the capture stream
 //	74    RuleAddReply    daemon → ctl    –              –
+//	75    PathMTU         app → daemon    PathMTUReply   –
+//	76    PathMTUReply    daemon → app    –              –
 //
 // # Hostile clients
 //

@@ -52,6 +52,9 @@ const (
 	TypeCaptureReply Type = 73
 	// TypeRuleAddReply is 74 (protocol 1.1).
 	TypeRuleAddReply Type = 74
+	// TypePathMTU and TypePathMTUReply are 75 and 76 (protocol 1.2).
+	TypePathMTU      Type = 75
+	TypePathMTUReply Type = 76
 )
 
 var typeNames = map[Type]string{
@@ -65,7 +68,7 @@ var typeNames = map[Type]string{
 	TypeShow:     "Show", TypeShowReply: "ShowReply", TypeNsAdd: "NsAdd", TypeNsDel: "NsDel",
 	TypeRuleAdd: "RuleAdd", TypeRuleDel: "RuleDel", TypeNsSetSecret: "NsSetSecret",
 	TypeStatsClear: "StatsClear", TypeCapture: "Capture", TypeCaptureReply: "CaptureReply",
-	TypeRuleAddReply: "RuleAddReply",
+	TypeRuleAddReply: "RuleAddReply", TypePathMTU: "PathMTU", TypePathMTUReply: "PathMTUReply",
 }
 
 func (t Type) String() string {
@@ -80,7 +83,8 @@ func (t Type) String() string {
 func (t Type) IsRequest() bool {
 	switch t {
 	case TypeHello, TypeAttach, TypeDetach, TypeBind, TypeUnbind, TypeConnect, TypeDisconnect, TypeCloseWrite, TypeSetKeepalive,
-		TypeShow, TypeNsAdd, TypeNsDel, TypeRuleAdd, TypeRuleDel, TypeNsSetSecret, TypeStatsClear, TypeCapture:
+		TypeShow, TypeNsAdd, TypeNsDel, TypeRuleAdd, TypeRuleDel, TypeNsSetSecret, TypeStatsClear, TypeCapture,
+		TypePathMTU:
 		return true
 	}
 	return false
@@ -161,6 +165,10 @@ func newMessage(t Type) Message {
 		return new(CaptureReply)
 	case TypeRuleAddReply:
 		return new(RuleAddReply)
+	case TypePathMTU:
+		return new(PathMTU)
+	case TypePathMTUReply:
+		return new(PathMTUReply)
 	}
 	return nil
 }

@@ -54,6 +54,9 @@ type App struct {
 	evq   *fifo.EventQueue
 	wake  *os.File // a duplicate of the event queue's eventfd, read through the runtime poller
 	kicks []int    // worker kick eventfds, by worker index
+	// askMTU: the daemon answers api.PathMTU (protocol 1.2 or later), so
+	// writes of don't-fragment datagrams check the path MTU (checkPath).
+	askMTU bool
 
 	done        chan struct{} // closed when the app stopped (Close, or the daemon went away)
 	reactorDone chan struct{}
@@ -141,6 +144,9 @@ func Attach(ctx context.Context, opts Options) (*App, error) {
 		return nil, attachError(err, &opts)
 	}
 	a.cl = cl
+	if sv := cl.Server(); sv.Major == api.VersionMajor && sv.Minor >= 2 {
+		a.askMTU = true
+	}
 	reply, fds, err := api.Do[*api.AttachReply](ctx, cl, &api.Attach{
 		Name: opts.Name, Namespace: opts.Namespace, Secret: opts.Secret, Scope: opts.Scope,
 		RxFifoSize: opts.RxFifoSize, TxFifoSize: opts.TxFifoSize,

@@ -46,7 +46,8 @@ type Conn struct {
 	// the next Read or Write, as a connected kernel socket's SO_ERROR.
 	soErr atomic.Uint32
 
-	df atomic.Bool // SetDontFragment: datagrams to the wire go with fifo.DgramFlagDontFragment
+	df   atomic.Bool // SetDontFragment: datagrams to the wire go with fifo.DgramFlagDontFragment
+	pmtu pmtuCache   // the path MTU to remote, for don't-fragment writes (checkPath)
 }
 
 func newConn(a *App, e *end, laddr, raddr net.Addr, local, remote netip.AddrPort) *Conn {
@@ -160,6 +161,9 @@ func (a *App) DialConn(ctx context.Context, uri string) (*Conn, error) {
 // peerError records an asynchronous error of the session and wakes its
 // calls.
 func (c *Conn) peerError(_ flow.Handle, errno syscall.Errno) {
+	if errno == syscall.EMSGSIZE {
+		c.pmtu.clear() // the path MTU shrank since it was asked
+	}
 	c.soErr.Store(uint32(errno))
 	c.rd.poke()
 	c.wr.poke()
@@ -273,7 +277,8 @@ func (c *Conn) Read(b []byte) (int, error) {
 }
 
 // Write sends b: one datagram (UDP), or a byte stream (TCP), waiting for
-// room while the fifo is full.
+// room while the fifo is full. With SetDontFragment, a datagram larger
+// than the path MTU fails with an error wrapping syscall.EMSGSIZE.
 func (c *Conn) Write(b []byte) (int, error) {
 	e := c.e
 	if e.dgram {
@@ -282,6 +287,11 @@ func (c *Conn) Write(b []byte) (int, error) {
 		}
 		if err := c.takeError(); err != nil {
 			return 0, netError("write", c.laddr, c.raddr, err)
+		}
+		if e.datapath && c.df.Load() {
+			if err := c.a.checkPath(&c.pmtu, e.h, c.remote.Addr(), len(b), &c.wr, c.done); err != nil {
+				return 0, netError("write", c.laddr, c.raddr, err)
+			}
 		}
 		var hdr fifo.DgramHeader
 		toHeader(&hdr, c.local, c.remote)

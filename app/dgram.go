@@ -69,13 +69,19 @@ func (p *PacketConn) checkDest(remote netip.AddrPort, n int) error {
 // daemon reads from the kernel, else the interface's). Cleared, the
 // default, a datagram larger than the path MTU leaves fragmented.
 //
-// The path MTU is known to the daemon, not to this library, so a
-// datagram refused for its size is not refused by WriteTo: the daemon
-// drops it, counts it (the tx-dont-fragment drop reason) and reports
-// EMSGSIZE, which the listener's next ReadFrom, ReadBatch or WriteTo
-// returns once (errors.Is(err, syscall.EMSGSIZE)); that call reads or
-// sends nothing. Datagrams to cut-through sessions are never fragmented:
-// the setting does not change them.
+// A datagram refused for its size fails its WriteTo with an error
+// wrapping syscall.EMSGSIZE, nothing sent. The path MTU is the daemon's
+// to know: WriteTo asks it for a destination the first time it sends it a
+// datagram larger than the minimum MTU (576 bytes of IPv4 packet, 1,280
+// of IPv6; smaller ones are never checked), and keeps the answer for 10
+// seconds, per listener, for up to 1,024 destinations. When the path MTU
+// shrinks after that, the daemon drops the datagram, counts it (the
+// tx-dont-fragment drop reason) and reports EMSGSIZE, which the
+// listener's next ReadFrom, ReadBatch or WriteTo returns once; that call
+// reads or sends nothing, and the listener asks the path MTU anew. A
+// daemon older than protocol 1.2 is not asked: it refuses every such
+// datagram that way. Datagrams to cut-through sessions are never
+// fragmented: the setting does not change them.
 func (p *PacketConn) SetDontFragment(on bool) error {
 	p.df.Store(on)
 	return nil
@@ -86,6 +92,9 @@ func (p *PacketConn) SetDontFragment(on bool) error {
 func (p *PacketConn) peerError(h flow.Handle, errno syscall.Errno) {
 	if h != p.h {
 		return
+	}
+	if errno == syscall.EMSGSIZE {
+		p.pmtu.clear() // a path MTU shrank since it was asked
 	}
 	p.soErr.Store(uint32(errno))
 	p.rd.poke()
@@ -102,10 +111,12 @@ func (p *PacketConn) takeError() error {
 
 // SetDontFragment sets (or clears) "don't fragment" for the datagrams a
 // UDP session sends to the wire from now on, as PacketConn.SetDontFragment
-// does: a datagram whose IP packet would exceed the path MTU is dropped by
-// the daemon, and the session's next Read or Write returns EMSGSIZE once
-// (errors.Is(err, syscall.EMSGSIZE)), as a connected kernel socket
-// reports its asynchronous errors. A cut-through session never fragments;
+// does: a Write whose IP packet would exceed the path MTU fails with an
+// error wrapping syscall.EMSGSIZE, nothing sent (the session asks the
+// daemon the path MTU once and keeps it 10 seconds); when the path MTU
+// shrank since, the daemon drops the datagram and the session's next Read
+// or Write returns EMSGSIZE once, as a connected kernel socket reports its
+// asynchronous errors. A cut-through session never fragments;
 // it accepts the setting and ignores it. A TCP session returns an error
 // wrapping flow.ErrNotSupported.
 func (c *Conn) SetDontFragment(on bool) error {

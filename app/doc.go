@@ -36,11 +36,18 @@
 // listener has the address the peer reached.
 //
 // SetDontFragment on a PacketConn or UDP Conn asks that datagrams to the
-// wire go out unfragmented (IP_PMTUDISC_DO on a kernel socket). Only the
-// daemon knows the path MTU, so one too large for it is refused
-// asynchronously: the next read or write of that PacketConn or Conn
-// returns an error wrapping syscall.EMSGSIZE, once, as a connected kernel
-// UDP socket returns the peer's ICMP errors (ECONNREFUSED and the like).
+// wire go out unfragmented (IP_PMTUDISC_DO on a kernel socket). A datagram
+// whose IP packet exceeds the path MTU fails its WriteTo or Write with an
+// error wrapping syscall.EMSGSIZE, and nothing is sent. The daemon knows
+// the path MTU (the interface's, lowered by the route's): the library asks
+// it once per destination, only for packets larger than 576 bytes (IPv4)
+// or 1,280 (IPv6), and keeps the answer for 10 seconds. A path MTU that
+// shrinks after that is caught by the daemon, which drops the datagram
+// and reports EMSGSIZE asynchronously: the next read or write of that
+// PacketConn or Conn returns it, once, as a connected kernel UDP socket
+// returns the peer's ICMP errors (ECONNREFUSED and the like), and the
+// library asks the path MTU again. A daemon older than protocol 1.2 is
+// not asked: every refusal then comes that asynchronous way.
 //
 // # Waiting and signalling
 //

@@ -41,6 +41,7 @@ type PacketConn struct {
 
 	df    atomic.Bool   // SetDontFragment: datagrams to the wire go with fifo.DgramFlagDontFragment
 	soErr atomic.Uint32 // the pending asynchronous error (errno), reported once by the next read or write
+	pmtu  pmtuCache     // path MTUs by destination, for don't-fragment writes (checkPath)
 
 	// Read state, guarded by rd.mu.
 	next  int              // round-robin position in ends
@@ -411,8 +412,10 @@ func sliceAt(a, b []byte, off, n int) ([]byte, []byte) {
 
 // WriteTo sends one datagram: to the wire through the datapath for a
 // *net.UDPAddr, or on the cut-through session a *CutThroughAddr names. It
-// waits for room while the fifo is full. A pending asynchronous error
-// (see SetDontFragment) is returned instead, once, and b is not sent.
+// waits for room while the fifo is full. With SetDontFragment, a datagram
+// to the wire larger than the path MTU fails with an error wrapping
+// syscall.EMSGSIZE. A pending asynchronous error (see SetDontFragment) is
+// returned instead, once, and b is not sent.
 func (p *PacketConn) WriteTo(b []byte, addr net.Addr) (int, error) {
 	var e *end
 	var remote netip.AddrPort
@@ -432,6 +435,11 @@ func (p *PacketConn) WriteTo(b []byte, addr net.Addr) (int, error) {
 		}
 		if err := p.checkDest(remote, len(b)); err != nil {
 			return 0, netError("write", p.laddr, addr, err)
+		}
+		if p.df.Load() {
+			if err := p.a.checkPath(&p.pmtu, p.h, remote.Addr(), len(b), &p.wr, p.done); err != nil {
+				return 0, netError("write", p.laddr, addr, err)
+			}
 		}
 	default:
 		return 0, netError("write", p.laddr, addr, fmt.Errorf("address %v (%T): %w", addr, addr, flow.ErrInvalidValue))

@@ -145,6 +145,8 @@ func (h *client) Handle(ctx context.Context, req api.Request) (api.Message, []in
 			return nil, nil, err
 		}
 		return nil, nil, nil
+	case *api.PathMTU:
+		return h.pathMTU(m)
 	case *api.Show:
 		doc, err := d.show(m.What, req.Peer)
 		if err != nil {
@@ -257,6 +259,36 @@ func dropReason(err error) (int, bool) {
 		return dropIdle, true
 	}
 	return 0, false
+}
+
+// pathMTU answers PathMTU: the MTU the datapath sends with from the app's
+// listener or session to m.Remote. Without a datapath for the handle (no
+// engine, another interface, a cut-through session) the error wraps
+// flow.ErrNotSupported: the app then knows no limit.
+func (h *client) pathMTU(m *api.PathMTU) (api.Message, []int, error) {
+	if err := h.needApp("path mtu"); err != nil {
+		return nil, nil, err
+	}
+	ep, err := h.d.layer.WireEndpoint(h.app, m.Handle)
+	if err != nil {
+		return nil, nil, fmt.Errorf("path mtu: %w", err)
+	}
+	dst := m.Remote.Unmap()
+	if !dst.IsValid() || dst.IsUnspecified() || dst.IsMulticast() {
+		return nil, nil, fmt.Errorf("path mtu: remote %v: %w", m.Remote, flow.ErrInvalidValue)
+	}
+	fam := uint8(flow.Family4)
+	if dst.Is6() {
+		fam = flow.Family6
+	}
+	if fam != ep.Family() {
+		return nil, nil, fmt.Errorf("path mtu: remote %v is not of the family of %s: %w", dst, ep.URI(), flow.ErrInvalidValue)
+	}
+	mtu, err := h.d.eng.PathMTUFrom(ep, dst)
+	if err != nil {
+		return nil, nil, err
+	}
+	return &api.PathMTUReply{MTU: uint32(mtu)}, nil, nil
 }
 
 func (h *client) needApp(op string) error {

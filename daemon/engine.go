@@ -2,6 +2,8 @@ package daemon
 
 import (
 	"context"
+	"fmt"
+	"net/netip"
 	"strings"
 
 	"github.com/xsessiond/xsessiond/flow"
@@ -42,6 +44,11 @@ type engine interface {
 	TCPConns() []datapath.TCPConnView
 	// TCPNamespaceStats returns the TCP counts by namespace id.
 	TCPNamespaceStats() map[string]*datapath.TCPNamespaceStats
+	// PathMTUFrom returns the MTU of an IP packet from local endpoint ep
+	// to dst as the datapath sends it (datapath.Engine.PathMTU), or an
+	// error wrapping flow.ErrNotSupported when no datapath serves ep's
+	// interface and FIB.
+	PathMTUFrom(ep flow.Endpoint, dst netip.Addr) (int, error)
 }
 
 // EngineStats are a datapath's counters as the daemon reports them (ctl
@@ -183,6 +190,10 @@ func (noEngine) WaitMirror(context.Context) error { return nil }
 func (noEngine) TCPConns() []datapath.TCPConnView                          { return nil }
 func (noEngine) TCPNamespaceStats() map[string]*datapath.TCPNamespaceStats { return nil }
 
+func (noEngine) PathMTUFrom(flow.Endpoint, netip.Addr) (int, error) {
+	return 0, fmt.Errorf("path mtu: no datapath: %w", flow.ErrNotSupported)
+}
+
 // dpEngine adapts a datapath.Engine to the daemon's engine.
 type dpEngine struct {
 	*datapath.Engine
@@ -194,6 +205,15 @@ func newDatapathEngine(cfg datapath.Config) (engine, error) {
 		return nil, err
 	}
 	return dpEngine{e}, nil
+}
+
+// PathMTUFrom is the Engine's PathMTU for an endpoint of its interface
+// and FIB.
+func (e dpEngine) PathMTUFrom(ep flow.Endpoint, dst netip.Addr) (int, error) {
+	if (ep.IfIndex != 0 && ep.IfIndex != e.IfIndex()) || ep.FIB != e.FIB() {
+		return 0, fmt.Errorf("path mtu: %s is not on the datapath's interface: %w", ep.URI(), flow.ErrNotSupported)
+	}
+	return e.PathMTU(dst)
 }
 
 func (e dpEngine) Stats() EngineStats {

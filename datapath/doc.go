@@ -43,7 +43,12 @@
 // path MTU, except a datagram queued with fifo.DgramFlagDontFragment: that
 // one goes out whole (IPv4: DF set), or, larger than the path MTU, is
 // dropped (tx-dont-fragment) and reported to the app as a fifo.EventError
-// with EMSGSIZE for the listener's or session's handle.
+// with EMSGSIZE for the listener's or session's handle. Engine.PathMTU
+// gives the path MTU (the interface's, lowered by the route's, read from
+// the kernel) so that the app's library refuses most such datagrams in the
+// write itself (api.PathMTU); the drop and its report remain for a path
+// MTU that shrank after the app asked, or that the workers' view of the
+// route (the resolver's, refreshed within seconds) still holds smaller.
 //
 // TCP: the Engine's tcp.Stack has the interface's addresses (followed every
 // second). Global TCP listeners and the 5-tuples of active opens are in

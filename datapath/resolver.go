@@ -2,6 +2,7 @@ package datapath
 
 import (
 	"context"
+	"fmt"
 	"net/netip"
 	"sync"
 	"sync/atomic"
@@ -199,4 +200,27 @@ func (r *resolver) stats() ResolverStats {
 	r.mu.Unlock()
 	return ResolverStats{Lookups: r.lookups.Load(), Resolved: r.resolved.Load(), Failures: r.failures.Load(),
 		Dropped: r.dropped.Load(), Entries: n}
+}
+
+// PathMTU returns the MTU of an IP packet to dst as the datapath sends it:
+// the interface's, lowered by the route's when the kernel has a smaller one
+// (a route's mtu metric, or a path MTU it learned from ICMP), read from
+// the kernel now. The workers read the route's MTU through the resolver,
+// so they follow a change within the resolver's lifetimes.
+func (e *Engine) PathMTU(dst netip.Addr) (int, error) {
+	if e.ns == nil {
+		return 0, fmt.Errorf("path mtu: no namespace: %w", flow.ErrNotSupported)
+	}
+	mtu := e.ifc.MTU
+	if mtu <= 0 {
+		mtu = 1500
+	}
+	m, err := e.ns.RouteMTU(dst.Unmap())
+	if err != nil {
+		return 0, fmt.Errorf("path mtu: %w", err)
+	}
+	if m > 0 && m < mtu {
+		mtu = m
+	}
+	return mtu, nil
 }

@@ -115,3 +115,38 @@ func (l *Layer) BoundEndpoint(id AppID, h Handle) (Endpoint, error) {
 	}
 	return ln.Endpoint, nil
 }
+
+// WireEndpoint returns the local endpoint, with its interface and FIB,
+// from which app id's listener or session h sends to the wire: a global
+// listener's bound endpoint, or a datapath session's local end. An
+// unknown handle fails with ErrNoSession, another app's with ErrNotOwner,
+// and a handle that sends nothing to the wire (a local listener, a
+// cut-through session) with ErrNotSupported.
+func (l *Layer) WireEndpoint(id AppID, h Handle) (Endpoint, error) {
+	l.lock()
+	defer l.unlock()
+	if _, err := l.appLocked(id); err != nil {
+		return Endpoint{}, fmt.Errorf("wire endpoint: %w", err)
+	}
+	if h.IsLocal() {
+		return Endpoint{}, fmt.Errorf("wire endpoint: local listener %#x: %w", uint64(h), ErrNotSupported)
+	}
+	if ln := l.glisten[h]; ln != nil {
+		if ln.App != id {
+			return Endpoint{}, fmt.Errorf("wire endpoint: listener %#x: %w", uint64(h), ErrNotOwner)
+		}
+		return ln.Endpoint, nil
+	}
+	s := l.sess[h]
+	if s == nil {
+		return Endpoint{}, fmt.Errorf("wire endpoint: handle %#x: %w", uint64(h), ErrNoSession)
+	}
+	if s.app.id != id {
+		return Endpoint{}, fmt.Errorf("wire endpoint: session %#x: %w", uint64(h), ErrNotOwner)
+	}
+	if s.kind == kindCutThrough {
+		return Endpoint{}, fmt.Errorf("wire endpoint: cut-through session %#x: %w", uint64(h), ErrNotSupported)
+	}
+	local := tupleLocal(&s.tuple)
+	return Endpoint{Transport: s.tuple.Proto, Addr: local.Addr(), Port: local.Port(), IfIndex: s.ifindex, FIB: s.fib}, nil
+}
