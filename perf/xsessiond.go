@@ -38,7 +38,10 @@ type XsessiondOptions struct {
 	BusyPoll bool
 	// XDPMode is datapath.Config.XDPMode: "" (auto), "native", "generic".
 	XDPMode string
-	// RxFifo is the app's rx fifo size in bytes.
+	// RxFifo is the app's rx fifo size in bytes; its tx fifo has the same
+	// size (the echo rows send back all they receive: with the library's
+	// 64 KiB default, seven 9,000-byte replies fill it, and the echo then
+	// waits on the daemon's drain instead of reading).
 	RxFifo uint32
 	// Ring is the AF_XDP sockets' ring entries (xsk.Options.RingSize),
 	// with twice as many UMEM frames; 0 is the engine's default.
@@ -175,7 +178,7 @@ func startXsListener(env *Env, o XsessiondOptions) (l *xsListener, err error) {
 		return nil, err
 	}
 	rxSize := max(o.RxFifo, fifo.MinFifoSize)
-	if l.a, err = l.x.attach(app.Options{Name: "perf", RxFifoSize: rxSize, SegmentSize: uint64(rxSize) + 8<<20}); err != nil {
+	if l.a, err = l.x.attach(app.Options{Name: "perf", RxFifoSize: rxSize, TxFifoSize: rxSize, SegmentSize: 2*uint64(rxSize) + 8<<20}); err != nil {
 		return nil, err
 	}
 	uri := "udp://" + netip.AddrPortFrom(env.Addr, env.Port).String()
@@ -308,15 +311,19 @@ func (r *XsessiondReceiver) Breakdown() Drops { return r.l.breakdown() }
 
 // drops are the daemon's per-queue drop reasons, summed over the queues:
 // received frames no app got, and datagrams apps wrote that no frame
-// carried.
+// carried; and the kernel path's receive drops.
 func (l *xsListener) drops() Drops {
 	d := Drops{}
 	if l == nil {
 		return d
 	}
-	for k, v := range l.stats().Totals.Drops {
+	st := l.stats()
+	for k, v := range st.Totals.Drops {
 		d["xsessiond-"+k] = v
 	}
+	// Datagrams the kernel reassembled for the app that its rx fifo could
+	// not take (the kernel path).
+	d["xsessiond-kernel-rx-drops"] = st.KernelRxDrops
 	return d
 }
 
