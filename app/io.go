@@ -10,8 +10,9 @@ import (
 )
 
 // datapathPoll is how often a writer waiting for room in a fifo drained
-// by a datapath worker looks again, in case the worker does not send
-// dequeue notifications.
+// by a datapath worker looks again: the worker writes the app's eventfd
+// after a drain the writer asked to hear of (fifo.DeqNotifyAlways), and
+// this covers a wake-up lost on the way.
 const datapathPoll = 2 * time.Millisecond
 
 // half is one direction of an object's data calls (reads or writes): the

@@ -25,7 +25,10 @@
 // frames built from cached header templates; a resolver goroutine finds
 // next hops through nsbind, and a datagram whose neighbour is not resolved
 // yet is held (bounded per worker and per target, for at most a second).
-// The per-batch path allocates nothing.
+// A worker that drained datagrams from a tx fifo whose writer asked for
+// dequeue notifications (the app library does while the fifo is full)
+// writes the app's eventfd after the drain's flush, so the writer goes on
+// as soon as there is room. The per-batch path allocates nothing.
 //
 // Connected UDP: Datapath.Open reserves the local port with a kernel UDP
 // socket connected to the peer (udp.Reservation) and the session is claimed

@@ -68,6 +68,8 @@ type txState struct {
 	heldBy map[*udp.Target]int // len(held) by target
 	now    time.Time
 	hdr    fifo.DgramHeader
+
+	roomSignals []*fifo.EventQueue // apps told of room in a tx fifo after this drain's flush
 }
 
 func (x *txState) init(w *worker) {
@@ -109,11 +111,22 @@ func (w *worker) drainTx() bool {
 			continue
 		}
 		t.Tx.ClearEvent()
+		head := t.Tx.Consumed()
 		n, more := x.drain(t, w.batch)
 		t.More = more
 		busy = busy || n > 0 || more
+		// A writer waiting for room asked to be told of dequeues (the
+		// app library asks while its tx fifo is full): wake the app.
+		if t.Tx.DeqNotify(int(t.Tx.Consumed()-head)) && t.Events != nil {
+			x.roomSignals = append(x.roomSignals, t.Events)
+		}
 	}
 	x.flush()
+	for i, q := range x.roomSignals {
+		_ = q.Signal()
+		x.roomSignals[i] = nil
+	}
+	x.roomSignals = x.roomSignals[:0]
 	return busy
 }
 

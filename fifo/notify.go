@@ -66,6 +66,11 @@ func (f *Fifo) DeqNotify(n int) bool {
 	return fire && f.hasDeq.CompareAndSwap(0, 1)
 }
 
+// Consumed returns the consumer's position: the bytes it has dequeued or
+// dropped so far, modulo 2^32 (consumer side). The difference of two
+// readings is what a run of dequeues removed, which DeqNotify wants.
+func (f *Fifo) Consumed() uint32 { return f.c.head }
+
 // DeqNotified reports, without re-arming it, whether a one-shot dequeue
 // notification fired and was not taken yet (TakeDeqNotify).
 func (f *Fifo) DeqNotified() bool { return f.hasDeq.Load() == 1 }
