@@ -93,7 +93,7 @@ flags of the rig mode:
 	fs.StringVar(&o.xs.Capture, "xs-capture", "", "xsessiond: capture every frame the datapath receives and sends to this pcapng file while each receive and echo scenario runs (as xsessiond ctl capture -w FILE does; /dev/null discards)")
 	fs.BoolVar(&o.xsStats, "xs-stats", false, "print the xsessiond engine's counters after each receive repetition")
 	var rxFifo int
-	fs.IntVar(&rxFifo, "xs-rx-fifo", 4<<20, "xsessiond app: rx fifo bytes, and as many for its tx fifo (a power of two)")
+	fs.IntVar(&rxFifo, "xs-rx-fifo", 4<<20, "xsessiond app: rx fifo bytes (a power of two)")
 	if err := fs.Parse(args); err != nil {
 		return o, err
 	}

@@ -38,10 +38,8 @@ type XsessiondOptions struct {
 	BusyPoll bool
 	// XDPMode is datapath.Config.XDPMode: "" (auto), "native", "generic".
 	XDPMode string
-	// RxFifo is the app's rx fifo size in bytes; its tx fifo has the same
-	// size (the echo rows send back all they receive: with the library's
-	// 64 KiB default, seven 9,000-byte replies fill it, and the echo then
-	// waits on the daemon's drain instead of reading).
+	// RxFifo is the app's rx fifo size in bytes (its tx fifo keeps the
+	// library's default).
 	RxFifo uint32
 	// Ring is the AF_XDP sockets' ring entries (xsk.Options.RingSize),
 	// with twice as many UMEM frames; 0 is the engine's default.
@@ -178,7 +176,7 @@ func startXsListener(env *Env, o XsessiondOptions) (l *xsListener, err error) {
 		return nil, err
 	}
 	rxSize := max(o.RxFifo, fifo.MinFifoSize)
-	if l.a, err = l.x.attach(app.Options{Name: "perf", RxFifoSize: rxSize, TxFifoSize: rxSize, SegmentSize: 2*uint64(rxSize) + 8<<20}); err != nil {
+	if l.a, err = l.x.attach(app.Options{Name: "perf", RxFifoSize: rxSize, SegmentSize: uint64(rxSize) + 8<<20}); err != nil {
 		return nil, err
 	}
 	uri := "udp://" + netip.AddrPortFrom(env.Addr, env.Port).String()
