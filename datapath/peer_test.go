@@ -24,14 +24,7 @@ func TestConnectedUDPPeerUnreachable(t *testing.T) {
 	a := r.attach(t)
 	// A live peer on A:7100, none on A:7101 yet.
 	listen := func(port uint16) (*net.UDPConn, chan string) {
-		var srv *net.UDPConn
-		if err := r.p.A.Do(func() error {
-			var err error
-			srv, err = net.ListenUDP("udp", net.UDPAddrFromAddrPort(netip.AddrPortFrom(r.p.A.IPv4, port)))
-			return err
-		}); err != nil {
-			t.Fatal(err)
-		}
+		srv := hostUDP(t, r.p.A, netip.AddrPortFrom(r.p.A.IPv4, port))
 		got := make(chan string, 16)
 		go func() {
 			buf := make([]byte, 2048)

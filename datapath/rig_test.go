@@ -234,6 +234,22 @@ func (r *engineRig) listenEcho(t *testing.T, a *app, uri string) flow.Handle {
 	return h
 }
 
+// hostUDP opens a kernel UDP socket of host h bound to ap (port 0: an
+// ephemeral one), closed when the test ends.
+func hostUDP(t testing.TB, h *nstest.Host, ap netip.AddrPort) *net.UDPConn {
+	t.Helper()
+	var c *net.UDPConn
+	if err := h.Do(func() error {
+		var err error
+		c, err = net.ListenUDP("udp", net.UDPAddrFromAddrPort(ap))
+		return err
+	}); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { c.Close() })
+	return c
+}
+
 // content is the payload of datagram seq: size bytes that only seq and
 // size make (the first four carry seq when they fit).
 func content(seq uint32, size int) []byte {

@@ -2,7 +2,6 @@ package datapath_test
 
 import (
 	"context"
-	"net"
 	"net/netip"
 	"sync/atomic"
 	"testing"
@@ -17,14 +16,7 @@ import (
 // at a time, and returns how many came back (each waited for up to wait).
 func pingUDP(t *testing.T, r *engineRig, dst netip.AddrPort, n int, wait time.Duration) int {
 	t.Helper()
-	var c *net.UDPConn
-	if err := r.p.A.Do(func() error {
-		var err error
-		c, err = net.ListenUDP("udp", net.UDPAddrFromAddrPort(netip.AddrPortFrom(r.p.A.IPv4, 0)))
-		return err
-	}); err != nil {
-		t.Fatal(err)
-	}
+	c := hostUDP(t, r.p.A, netip.AddrPortFrom(r.p.A.IPv4, 0))
 	defer c.Close()
 	got := 0
 	buf := make([]byte, 2048)

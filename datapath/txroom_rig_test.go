@@ -1,7 +1,6 @@
 package datapath_test
 
 import (
-	"net"
 	"net/netip"
 	"testing"
 	"time"
@@ -20,15 +19,7 @@ import (
 func TestTxRoomNotify(t *testing.T) {
 	r := newEngineRig(t, 1, 1500)
 	a := r.attach(t)
-	var srv *net.UDPConn
-	if err := r.p.A.Do(func() error {
-		var err error
-		srv, err = net.ListenUDP("udp", &net.UDPAddr{IP: r.p.A.IPv4.AsSlice(), Port: 7300})
-		return err
-	}); err != nil {
-		t.Fatal(err)
-	}
-	defer srv.Close()
+	srv := hostUDP(t, r.p.A, netip.AddrPortFrom(r.p.A.IPv4, 7300))
 	h, err := r.l.BindURI(a.id, "udp://"+netip.AddrPortFrom(r.p.B.IPv4, 7301).String())
 	if err != nil {
 		t.Fatal(err)
