@@ -214,6 +214,13 @@ func TestStuckClientDisconnected(t *testing.T) {
 		t.Fatalf("handler Close got %v, want a send timeout", cause)
 	}
 	t.Logf("dropped after %v", time.Since(start))
+	// The server counts, then logs, a drop after its handler's Close has
+	// returned (ServeConn's deferred steps): wait for the log line.
+	waitFor(5*time.Second, func() bool {
+		logs.Lock()
+		defer logs.Unlock()
+		return len(dropLines) > 0
+	})
 	if st := s.Stats(); st.Disconnects[DisconnectSendTimeout] != 1 {
 		t.Fatalf("disconnects %v, want one send_timeout", st.ByReason())
 	}
@@ -578,6 +585,12 @@ func TestIdleAndHelloTimeouts(t *testing.T) {
 	if _, _, err := attached.Call(context.Background(), &Unbind{Handle: 77}); err != nil {
 		t.Fatalf("attached client after 2 idle timeouts: %v", err)
 	}
+	// Each drop is counted after the socket is closed (ServeConn's
+	// deferred steps): wait for both counts.
+	waitFor(5*time.Second, func() bool {
+		st := s.Stats()
+		return st.Disconnects[DisconnectIdle] > 0 && st.Disconnects[DisconnectHelloTimeout] > 0
+	})
 	st := s.Stats()
 	if st.Disconnects[DisconnectIdle] != 1 || st.Disconnects[DisconnectHelloTimeout] != 1 {
 		t.Fatalf("disconnects %v", st.ByReason())
