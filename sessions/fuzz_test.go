@@ -217,17 +217,24 @@ func FuzzLayerOps(f *testing.F) {
 				}
 			}
 		}
-		// The feed mirrors the snapshot.
-		mirror := map[sessions.Handle]sessions.Change{}
+		// The feed mirrors the snapshot, its entries keyed as the loader
+		// keys them (an Add of a key present replaces its entry: a
+		// half-open session becoming established).
+		type feedKey struct {
+			kind  sessions.ChangeKind
+			fib   sessions.FIBID
+			tuple sessions.FiveTuple
+		}
+		mirror := map[feedKey]sessions.Change{}
 		for len(feed.C()) > 0 {
 			c, err := feed.Next(context.Background())
 			if err != nil {
 				t.Fatal(err)
 			}
-			if c.Op == sessions.OpAdd {
-				mirror[c.Handle] = c
+			if k := (feedKey{c.Kind, c.FIB, c.Tuple}); c.Op == sessions.OpAdd {
+				mirror[k] = c
 			} else {
-				delete(mirror, c.Handle)
+				delete(mirror, k)
 			}
 		}
 		_, snap := r.l.Snapshot()
@@ -235,7 +242,7 @@ func FuzzLayerOps(f *testing.F) {
 			t.Fatalf("feed mirror has %d entries, snapshot %d", len(mirror), len(snap))
 		}
 		for _, c := range snap {
-			if m, ok := mirror[c.Handle]; !ok || m.Tuple != c.Tuple {
+			if m, ok := mirror[feedKey{c.Kind, c.FIB, c.Tuple}]; !ok || m.Handle != c.Handle || m.IfIndex != c.IfIndex {
 				t.Fatalf("snapshot %+v not mirrored", c)
 			}
 		}
