@@ -178,7 +178,7 @@ func (p *listenerSnap) fibsOrNil() map[FIBID]*listenerSet {
 // RuleTableIndexed reports whether t's family fam part has a remote-prefix
 // index.
 func RuleTableIndexed(t *RuleTable, fam uint8) bool {
-	return t != nil && t.fams[famIndex(fam)].index != nil
+	return t != nil && t.fams[famIndex(fam)].first != nil
 }
 
 // PostponedEvents returns what a FifoMemory app's memory holds for a full

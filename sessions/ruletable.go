@@ -9,7 +9,7 @@ import (
 )
 
 // The rules tables as the datapath and connects read them: immutable,
-// grouped by prefix lengths, with an index of the remote prefix lengths
+// grouped by prefix lengths, with an index of the groups
 // that can match, and per-rule hit counters.
 
 // ruleKey is a rule's masked addresses, transport and family.
@@ -159,64 +159,73 @@ func (s *lenSet) add(n uint8) { s[n>>6] |= 1 << (n & 63) }
 // trying every group costs less than the index's lookup.
 const indexMinLengths = 3
 
-// remoteIndex says, for the first 16 bits of a remote address, which
-// remote prefix lengths can match it: a length of 16 or less exactly (some
-// rule's remote prefix of that length contains every address with those
-// bits), a longer one as a filter (some rule's remote prefix of that length
-// starts with those bits). Matching then probes only the groups of those
-// lengths, whatever the number of groups. IPv6 rules mostly share their
-// first 16 bits (2001:, fd..:), so their index filters bits 16 to 31 the
-// same way too, and a length must pass both.
-type remoteIndex struct {
-	first  *[1 << 16]uint16 // first 16 bits -> index in sets
-	sets   []lenSet
-	second *[1 << 16]uint16 // IPv6: bits 16 to 31 -> index in sets2; nil for IPv4
-	sets2  []lenSet
-}
+// The remote-prefix index says, for the first 16 bits of a remote address,
+// which groups can match it, as a set of group numbers (one bit a group,
+// nw words a set, in match order): a group whose remote prefixes are 16
+// bits or shorter exactly (one of its prefixes contains every address with
+// those bits), a longer one as a filter (one of its prefixes starts with
+// those bits). Matching then probes only those groups, whatever the number
+// of groups, and not the groups of the same prefix lengths whose
+// addresses are elsewhere. IPv6 rules mostly share their first 16 bits
+// (2001:, fd..:), so their index filters bits 16 to 31 the same way too,
+// and a group must pass both. It lives in the famTable (no pointer to
+// follow): the lookup is a short chain of dependent loads, which is what
+// it costs.
 
-// lengths returns the remote prefix lengths that can match remote address
-// a (16 bytes): those in both sets (the same set twice for IPv4). The sets
-// are not copied: reading a copied array word by word stalls on store
-// forwarding, which costs this path more than the rest of the lookup.
-func (x *remoteIndex) lengths(a *[16]byte) (s1, s2 *lenSet) {
-	s1 = &x.sets[x.first[uint32(a[0])<<8|uint32(a[1])]]
-	if x.second == nil {
+// groupSets returns the group sets that can match remote address a (16
+// bytes): those in both (the same set twice for IPv4). The sets are not
+// copied: reading a copied array word by word stalls on store forwarding,
+// which costs this path more than the rest of the lookup.
+func (f *famTable) groupSets(a *[16]byte) (s1, s2 []uint64) {
+	nw := int(f.nw)
+	s1 = f.sets[int(f.first[uint32(a[0])<<8|uint32(a[1])])*nw:][:nw]
+	if f.second == nil {
 		return s1, s1
 	}
-	return s1, &x.sets2[x.second[uint32(a[2])<<8|uint32(a[3])]]
+	return s1, f.sets2[int(f.second[uint32(a[2])<<8|uint32(a[3])])*nw:][:nw]
 }
 
-// dedupSets turns one lenSet per 16-bit value into an index and its
-// distinct sets.
-func dedupSets(per *[1 << 16]lenSet) (*[1 << 16]uint16, []lenSet) {
+// dedupSets turns one set of nw words per 16-bit value (per, 1<<16 sets)
+// into an index and its distinct sets, laid end to end.
+func dedupSets(per []uint64, nw int) (*[1 << 16]uint16, []uint64) {
 	idx := new([1 << 16]uint16)
-	var sets []lenSet
-	seen := map[lenSet]uint16{}
-	for i := range per {
-		if i > 0 && per[i] == per[i-1] {
+	var sets []uint64
+	seen := map[string]uint16{}
+	key := make([]byte, 0, 8*nw)
+	for i := range 1 << 16 {
+		cur := per[i*nw : (i+1)*nw]
+		if i > 0 && slices.Equal(cur, per[(i-1)*nw:i*nw]) {
 			idx[i] = idx[i-1]
 			continue
 		}
-		j, ok := seen[per[i]]
+		key = key[:0]
+		for _, w := range cur {
+			key = binary.LittleEndian.AppendUint64(key, w)
+		}
+		j, ok := seen[string(key)]
 		if !ok {
-			j = uint16(len(sets))
-			seen[per[i]] = j
-			sets = append(sets, per[i])
+			j = uint16(len(sets) / nw)
+			seen[string(key)] = j
+			sets = append(sets, cur...)
 		}
 		idx[i] = j
 	}
 	return idx, sets
 }
 
-func buildRemoteIndex(groups []ruleGroup, v6 bool) *remoteIndex {
-	per := new([1 << 16]lenSet)
-	var per2 *[1 << 16]lenSet
-	var short lenSet // IPv6: lengths of 16 or less, which every value of bits 16 to 31 can match
+// buildIndex builds f's remote-prefix index from its groups (in match
+// order).
+func (f *famTable) buildIndex(v6 bool) {
+	nw := (len(f.groups) + 63) / 64
+	per := make([]uint64, nw<<16)
+	var per2 []uint64
+	short := make([]uint64, nw) // IPv6: groups of remote prefixes of 16 bits or less, which every value of bits 16 to 31 can match
 	if v6 {
-		per2 = new([1 << 16]lenSet)
+		per2 = make([]uint64, nw<<16)
 	}
-	for gi := range groups {
-		g := &groups[gi]
+	for gi := range f.groups {
+		g := &f.groups[gi]
+		w, bit := gi>>6, uint64(1)<<(gi&63)
 		var his []uint32
 		mids := map[uint32]bool{} // IPv6: bits 16 to 31 of the group's remote prefixes
 		for k := range g.m {
@@ -228,21 +237,21 @@ func buildRemoteIndex(groups []ruleGroup, v6 bool) *remoteIndex {
 				his = append(his, uint32(sl.k>>16)&0xffff)
 			}
 		}
-		for _, hi := range his {
-			if g.rmtLen >= 16 {
-				per[hi].add(g.rmtLen)
-				continue
+		slices.Sort(his)
+		for _, hi := range slices.Compact(his) {
+			span := uint32(1)
+			if g.rmtLen < 16 {
+				span = 1 << (16 - g.rmtLen)
 			}
-			span := uint32(1) << (16 - g.rmtLen)
 			for i := hi &^ (span - 1); i < hi&^(span-1)+span; i++ {
-				per[i].add(g.rmtLen)
+				per[int(i)*nw+w] |= bit
 			}
 		}
 		if !v6 {
 			continue
 		}
 		if g.rmtLen <= 16 {
-			short.add(g.rmtLen)
+			short[w] |= bit
 			continue
 		}
 		span := uint32(1)
@@ -251,28 +260,32 @@ func buildRemoteIndex(groups []ruleGroup, v6 bool) *remoteIndex {
 		}
 		for mid := range mids {
 			for i := mid &^ (span - 1); i < mid&^(span-1)+span; i++ {
-				per2[i].add(g.rmtLen)
+				per2[int(i)*nw+w] |= bit
 			}
 		}
 	}
-	x := &remoteIndex{}
-	x.first, x.sets = dedupSets(per)
+	f.nw = uint32(nw)
+	f.first, f.sets = dedupSets(per, nw)
 	if v6 {
-		for i := range per2 {
-			for w := range per2[i] {
-				per2[i][w] |= short[w]
+		for i := range 1 << 16 {
+			for w := range nw {
+				per2[i*nw+w] |= short[w]
 			}
 		}
-		x.second, x.sets2 = dedupSets(per2)
+		f.second, f.sets2 = dedupSets(per2, nw)
 	}
-	return x
 }
 
 // famTable is the part of a RuleTable for one address family.
 type famTable struct {
-	groups []ruleGroup    // in match order: longest remote, then longest local
-	byLen  [129][2]uint16 // remote prefix length -> its groups [lo, hi)
-	index  *remoteIndex   // nil with fewer than indexMinLengths remote prefix lengths
+	groups []ruleGroup // in match order: longest remote, then longest local
+	// The remote-prefix index (nil first: none, with fewer than
+	// indexMinLengths remote prefix lengths).
+	first  *[1 << 16]uint16 // first 16 bits of the remote address -> its set in sets
+	second *[1 << 16]uint16 // IPv6: bits 16 to 31 -> its set in sets2; nil for IPv4
+	sets   []uint64         // nw words a set, one bit a group
+	sets2  []uint64
+	nw     uint32
 }
 
 // RuleTable is an immutable rules table (a namespace's local table or a
@@ -381,16 +394,12 @@ func buildRuleTable(rules []RuleInfo, hits map[uint32]*RuleHits) *RuleTable {
 			}
 			return cmp.Compare(a.proto, b.proto)
 		})
-		lens := 0
-		for gi, g := range f.groups {
-			if f.byLen[g.rmtLen][1] == 0 {
-				f.byLen[g.rmtLen][0] = uint16(gi)
-				lens++
-			}
-			f.byLen[g.rmtLen][1] = uint16(gi + 1)
+		lens := lenSet{}
+		for _, g := range f.groups {
+			lens.add(g.rmtLen)
 		}
-		if lens >= indexMinLengths {
-			f.index = buildRemoteIndex(f.groups, fi == 1)
+		if bits.OnesCount64(lens[0])+bits.OnesCount64(lens[1])+bits.OnesCount64(lens[2]) >= indexMinLengths {
+			f.buildIndex(fi == 1)
 		}
 	}
 	return s
@@ -413,23 +422,29 @@ func (s *RuleTable) Len() int {
 
 // Match returns the winning rule for a tuple (Local is this host's side),
 // as Rule documents. It does not allocate. Its cost grows with the number
-// of remote prefix lengths that can match the tuple, not with the number
-// of rules.
+// of groups (pairs of prefix lengths) that can match the tuple's remote
+// address, not with the number of rules.
 func (s *RuleTable) Match(t *FiveTuple) (RuleMatch, bool) {
 	if s == nil {
 		return RuleMatch{}, false
 	}
 	f := &s.fams[famIndex(t.Family)]
-	if f.index == nil {
-		return f.probe(t, 0, len(f.groups))
+	var a4 uint64
+	if t.Family == Family4 {
+		a4 = addr4(t)
 	}
-	s1, s2 := f.index.lengths(&t.Remote)
-	for w := len(s1) - 1; w >= 0; w-- {
-		for b := s1[w] & s2[w]; b != 0; {
-			top := bits.Len64(b) - 1
-			b &^= 1 << top
-			r := f.byLen[w<<6|top]
-			if m, ok := f.probe(t, int(r[0]), int(r[1])); ok {
+	if f.first == nil {
+		for gi := range f.groups {
+			if m, ok := f.groups[gi].probe(t, a4); ok {
+				return m, true
+			}
+		}
+		return RuleMatch{}, false
+	}
+	s1, s2 := f.groupSets(&t.Remote)
+	for w := range s1 {
+		for b := s1[w] & s2[w]; b != 0; b &= b - 1 {
+			if m, ok := f.groups[w<<6|bits.TrailingZeros64(b)].probe(t, a4); ok {
 				return m, true
 			}
 		}
@@ -439,49 +454,48 @@ func (s *RuleTable) Match(t *FiveTuple) (RuleMatch, bool) {
 
 // MayMatch reports whether a rule of the table could match t: false when
 // the table has no rule of t's family or its remote-prefix index rules
-// every rule out, which costs two loads; Match then answers no match too.
-// A cache of Match's answers asks it first, so that the traffic no rule
-// can match takes no cache entry. It does not allocate.
+// every group out, which costs a few loads; Match then answers no match
+// too. A cache of Match's answers asks it first, so that the traffic no
+// rule can match takes no cache entry. It does not allocate.
 func (s *RuleTable) MayMatch(t *FiveTuple) bool {
 	if s == nil {
 		return false
 	}
 	f := &s.fams[famIndex(t.Family)]
-	if f.index == nil {
+	if f.first == nil {
 		return len(f.groups) > 0
 	}
-	s1, s2 := f.index.lengths(&t.Remote)
-	return s1[0]&s2[0]|s1[1]&s2[1]|s1[2]&s2[2] != 0
+	s1, s2 := f.groupSets(&t.Remote)
+	for w := range s1 {
+		if s1[w]&s2[w] != 0 {
+			return true
+		}
+	}
+	return false
 }
 
-// probe tries groups [lo, hi) in order.
-func (f *famTable) probe(t *FiveTuple, lo, hi int) (RuleMatch, bool) {
-	var a4 uint64
-	if t.Family == Family4 {
-		a4 = addr4(t)
+// probe looks t up in the group: its winning rule, if any. a4 is both
+// IPv4 addresses of t (addr4) when t is IPv4.
+func (g *ruleGroup) probe(t *FiveTuple, a4 uint64) (RuleMatch, bool) {
+	if g.proto != t.Proto {
+		return RuleMatch{}, false
 	}
-	for gi := lo; gi < hi; gi++ {
-		g := &f.groups[gi]
-		if g.proto != t.Proto {
-			continue
+	var l []ruleEntry
+	if g.slots4 != nil {
+		h := g.lookup4(a4 & g.mask4)
+		if h == nil {
+			return RuleMatch{}, false
 		}
-		var l []ruleEntry
-		if g.slots4 != nil {
-			h := g.lookup4(a4 & g.mask4)
-			if h == nil {
-				continue
-			}
-			if e := &h.first; (e.rport == 0 || e.rport == t.RemotePort) && (e.lport == 0 || e.lport == t.LocalPort) {
-				return RuleMatch{ID: e.id, Action: e.act, App: e.app, Hits: e.hits}, true
-			}
-			l = h.more
-		} else {
-			l = g.m[ruleKey{lcl: maskAddr(&t.Local, g.lclLen), rmt: maskAddr(&t.Remote, g.rmtLen), proto: t.Proto, fam: t.Family}]
+		if e := &h.first; (e.rport == 0 || e.rport == t.RemotePort) && (e.lport == 0 || e.lport == t.LocalPort) {
+			return RuleMatch{ID: e.id, Action: e.act, App: e.app, Hits: e.hits}, true
 		}
-		for _, e := range l {
-			if (e.rport == 0 || e.rport == t.RemotePort) && (e.lport == 0 || e.lport == t.LocalPort) {
-				return RuleMatch{ID: e.id, Action: e.act, App: e.app, Hits: e.hits}, true
-			}
+		l = h.more
+	} else {
+		l = g.m[ruleKey{lcl: maskAddr(&t.Local, g.lclLen), rmt: maskAddr(&t.Remote, g.rmtLen), proto: t.Proto, fam: t.Family}]
+	}
+	for _, e := range l {
+		if (e.rport == 0 || e.rport == t.RemotePort) && (e.lport == 0 || e.lport == t.LocalPort) {
+			return RuleMatch{ID: e.id, Action: e.act, App: e.app, Hits: e.hits}, true
 		}
 	}
 	return RuleMatch{}, false
