@@ -3,6 +3,7 @@ package daemon
 import (
 	"bytes"
 	"context"
+	"errors"
 	"fmt"
 	"net"
 	"runtime"
@@ -161,7 +162,12 @@ func soakRound(t *testing.T, d *Daemon, n, round int) {
 				if err != nil {
 					return
 				}
-				pc.WriteTo(buf[:m], addr)
+				if _, err := pc.WriteTo(buf[:m], addr); err != nil && !errors.Is(err, net.ErrClosed) {
+					select { // a lost echo shows as its cause, not as the reader's timeout
+					case errs <- fmt.Errorf("app %d echo to %v: %w", i, addr, err):
+					default:
+					}
+				}
 			}
 		}()
 	}
