@@ -214,7 +214,9 @@ func dedupSets(per []uint64, nw int) (*[1 << 16]uint16, []uint64) {
 }
 
 // buildIndex builds f's remote-prefix index from its groups (in match
-// order).
+// order). It works on one set per 16-bit value: 512 KiB per 64 groups
+// (twice that for IPv6) while it builds; the index keeps the distinct
+// sets only.
 func (f *famTable) buildIndex(v6 bool) {
 	nw := (len(f.groups) + 63) / 64
 	per := make([]uint64, nw<<16)
