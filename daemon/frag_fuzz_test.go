@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"encoding/binary"
 	"fmt"
+	"maps"
 	"net"
 	"os"
 	"os/exec"
@@ -63,13 +64,7 @@ func decodeFragPlan(ops []byte) fragPlan {
 		}
 	}
 	off := 0
-	for _, c := range append(slices.Sorted(func(yield func(int) bool) {
-		for c := range cuts {
-			if !yield(c) {
-				return
-			}
-		}
-	}), p.length) {
+	for _, c := range append(slices.Sorted(maps.Keys(cuts)), p.length) {
 		for c-off > fragMaxPiece {
 			p.pieces = append(p.pieces, fragPiece{off, off + fragMaxPiece&^7, true})
 			off += fragMaxPiece &^ 7
