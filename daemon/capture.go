@@ -19,9 +19,8 @@ import (
 // a header naming the interface and queues, one record per frame, an end
 // record with each queue's losses); the CLI turns it into pcapng with
 // CaptureToPcapng. A pipe keeps frames off the control socket, whose
-// records stay small; the pcapng encoding, which allocates per frame,
-// happens in the CLI's process rather than in the daemon's, where the
-// workers run.
+// records stay small; the pcapng encoding happens in the CLI's process
+// rather than in the daemon's, where the workers run.
 //
 // The capture ends after Count frames, after Duration, when the reader
 // stops reading for captureStall or closes the pipe, when the control
