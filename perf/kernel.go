@@ -92,6 +92,14 @@ func (k *KernelRecvmmsg) Stop() error {
 	return errors.Join(errs...)
 }
 
+// setRcvBuf gives a receiving socket kernelRcvBuf bytes of buffer.
+// RCVBUFFORCE passes net.core.rmem_max; it falls back when not allowed.
+func setRcvBuf(fd uintptr) {
+	if unix.SetsockoptInt(int(fd), unix.SOL_SOCKET, unix.SO_RCVBUFFORCE, kernelRcvBuf) != nil {
+		_ = unix.SetsockoptInt(int(fd), unix.SOL_SOCKET, unix.SO_RCVBUF, kernelRcvBuf)
+	}
+}
+
 // listenUDP opens n UDP sockets on env.Addr:env.Port inside env, in one
 // SO_REUSEPORT group when n > 1, each with a large receive buffer.
 func listenUDP(env *Env, n int) ([]net.PacketConn, error) {
@@ -102,10 +110,7 @@ func listenUDP(env *Env, n int) ([]net.PacketConn, error) {
 				serr = unix.SetsockoptInt(int(fd), unix.SOL_SOCKET, unix.SO_REUSEPORT, 1)
 			}
 			if serr == nil {
-				// RCVBUFFORCE passes net.core.rmem_max; fall back when not allowed.
-				if unix.SetsockoptInt(int(fd), unix.SOL_SOCKET, unix.SO_RCVBUFFORCE, kernelRcvBuf) != nil {
-					_ = unix.SetsockoptInt(int(fd), unix.SOL_SOCKET, unix.SO_RCVBUF, kernelRcvBuf)
-				}
+				setRcvBuf(fd)
 			}
 		})
 		return errors.Join(err, serr)

@@ -155,6 +155,12 @@ func (r *runner) echoRep(ctx context.Context, s Scenario, rep, reps int) (out Re
 	if err := p.A.Do(func() (err error) { conn, err = net.DialUDP("udp4", nil, raddr); return err }); err != nil {
 		return Rep{}, fmt.Errorf("echo client: %w", err)
 	}
+	// The client's socket gets the buffer every receiving socket of the
+	// rig has, so that a late turn of its reading goroutine on a busy
+	// host is not counted as the echo's loss.
+	if rc, err := conn.SyscallConn(); err == nil {
+		_ = rc.Control(setRcvBuf)
+	}
 	before, err := readRigCounters(p)
 	if err != nil {
 		conn.Close()
