@@ -76,11 +76,13 @@
 // Scenarios (Scenarios builds the table): UDP receive at each payload size
 // with 1 queue/1 flow and N queues/F flows, at 64 bytes also 1 queue/F
 // flows and every queue step up to N; UDP echo round-trip latency at a
-// fixed rate (kernel sockets in A, timestamps in the payload); cut-through
-// throughput. Every figure is the median of the repetitions with min and
-// max; each xsessiond row is divided by its baseline. CPU cost is the whole
-// machine's busy time from /proc/stat per delivered packet (the method
-// notes in results.md say exactly what is counted and subtracted).
+// fixed rate (kernel sockets in A, timestamps in the payload, the client's
+// socket with the 4 MiB receive buffer of every receiving socket here);
+// cut-through throughput. Every figure is the median of the repetitions
+// with min and max; each xsessiond row is divided by its baseline. CPU
+// cost is the whole machine's busy time from /proc/stat per delivered
+// packet (the method notes in results.md say exactly what is counted and
+// subtracted).
 //
 // TCP scenarios (tcp.go, tcpserve.go): a kernel TCP client in host A (Go
 // net) against a TCP server in host B that is one function on a
