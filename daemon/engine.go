@@ -101,14 +101,17 @@ type QueueStats struct {
 	PartialCsum uint64 `json:"partial_csum"`
 	// TxKernel counts datagrams larger than a frame sent through the
 	// kernel path, which fragments them.
-	TxKernel uint64            `json:"tx_kernel"`
-	Held     uint64            `json:"held"`
-	Loops    uint64            `json:"loops"`
-	Sleeps   uint64            `json:"sleeps"`
-	Kicks    uint64            `json:"kicks"`
-	Naps     uint64            `json:"naps"`
-	Dropped  uint64            `json:"dropped"`
-	Drops    map[string]uint64 `json:"drops"`
+	TxKernel uint64 `json:"tx_kernel"`
+	// TxGSO counts TCP packets (up to 64 KiB each) sent through the
+	// packet socket that lets the kernel segment them.
+	TxGSO   uint64            `json:"tx_gso"`
+	Held    uint64            `json:"held"`
+	Loops   uint64            `json:"loops"`
+	Sleeps  uint64            `json:"sleeps"`
+	Kicks   uint64            `json:"kicks"`
+	Naps    uint64            `json:"naps"`
+	Dropped uint64            `json:"dropped"`
+	Drops   map[string]uint64 `json:"drops"`
 	// XSK are the socket's counters that are not drops.
 	XSK XSKStats `json:"xsk"`
 }
@@ -255,7 +258,7 @@ func (e dpEngine) Stats() EngineStats {
 // queueStats converts one worker's counters.
 func queueStats(q *datapath.QueueStats) QueueStats {
 	qs := QueueStats{Queue: q.Queue, Worker: q.Worker, ZeroCopy: q.ZeroCopy, RxPackets: q.Rx, TxPackets: q.Tx,
-		Delivered: q.Delivered, PartialCsum: q.PartialCsum, TxKernel: q.TxKernel, Held: q.Held, Loops: q.Loops, Sleeps: q.Sleeps, Kicks: q.Kicks, Naps: q.Naps,
+		Delivered: q.Delivered, PartialCsum: q.PartialCsum, TxKernel: q.TxKernel, TxGSO: q.TxGSO, Held: q.Held, Loops: q.Loops, Sleeps: q.Sleeps, Kicks: q.Kicks, Naps: q.Naps,
 		Drops: make(map[string]uint64, len(q.Drops)+4)}
 	for k, v := range q.Drops {
 		if v != 0 {
@@ -286,6 +289,7 @@ func (t *QueueStats) add(q *QueueStats) {
 	t.Delivered += q.Delivered
 	t.PartialCsum += q.PartialCsum
 	t.TxKernel += q.TxKernel
+	t.TxGSO += q.TxGSO
 	t.Held += q.Held
 	t.Loops += q.Loops
 	t.Sleeps += q.Sleeps

@@ -25,15 +25,15 @@ import (
 )
 
 // tcpRig is a two-host rig with the daemon on host B's veth.
-func tcpRig(t *testing.T) (*nstest.Pair, *Daemon) {
+func tcpRig(t *testing.T, mod ...func(*Config)) (*nstest.Pair, *Daemon) {
 	t.Helper()
 	rig := nstest.NewPair(t, nstest.Options{})
 	if err := xsktest.DisableTxOffload(rig.A); err != nil {
 		t.Fatal(err)
 	}
-	d := startDaemon(t, func(o *Config) {
+	d := startDaemon(t, append([]func(*Config){func(o *Config) {
 		o.Datapath.IfName, o.Datapath.NetnsName, o.NoDatapath = rig.B.Link, rig.B.Name, false
-	})
+	}}, mod...)...)
 	return rig, d
 }
 

@@ -62,8 +62,11 @@
 // packets themselves, whose payload the Stack keeps for retransmission
 // anyway, and grows as needed: a drop there costs a connection a
 // retransmit timeout, since gVisor does not take it as congestion), which the worker
-// drains into its tx ring with the resolver's next-hop MAC each loop,
-// woken by the first packet queued. A listener's or active open's port is
+// drains each loop, woken by the first packet queued, with the resolver's
+// next-hop MAC: into a packet socket on the interface that lets the
+// kernel segment and checksum packets of up to 64 KiB (tcp_gso.go), or,
+// with TCPConfig.NoGSO or when that socket cannot be opened, into its tx
+// ring one MTU-sized frame each. A listener's or active open's port is
 // reserved in the kernel by a bound, non-listening TCP socket. Each
 // connection is a session owned by a worker (round robin): the worker
 // kicks its Conn when the app set the tx fifo's event flag or freed room

@@ -59,6 +59,7 @@ type Counts struct {
 	SpinHits  uint64 `json:"spin_hits"` // idle spins that found work before sleeping
 	Naps      uint64 `json:"naps"`      // timed naps of a worker with recent traffic (Config.IdleNap)
 	TxKernel  uint64 `json:"tx_kernel"` // datagrams larger than a frame sent through the kernel path
+	TxGSO     uint64 `json:"tx_gso"`    // TCP packets (up to 64 KiB) sent through the packet socket (TCPConfig.NoGSO)
 	// PartialCsum counts datagrams delivered whose UDP checksum field
 	// held the pseudo-header sum (Config.Checksum accepts them; under
 	// ChecksumVerify they are dropped as bad-udp-csum instead).

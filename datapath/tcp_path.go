@@ -48,6 +48,13 @@ type TCPConfig struct {
 	// Stack's retransmit queue, so the bound is on headers and control
 	// segments, not on payload copies.
 	TxQueue int
+	// NoGSO sends every TCP packet through the workers' AF_XDP tx rings,
+	// one frame of at most the MTU each, checksums computed in software.
+	// Unset, TCP packets of up to 64 KiB go out through a packet socket
+	// that lets the kernel segment and checksum them (tcp_gso.go); when
+	// that socket cannot be opened, the Engine logs why and sends as with
+	// NoGSO.
+	NoGSO bool
 }
 
 // Defaults of TCPConfig.
@@ -63,6 +70,9 @@ type tcpPath struct {
 	e  *Engine
 	st *tcp.Stack
 	wq []*tcpWorker // by worker position (Engine.work)
+	// gso: the packet socket TCP packets go out through; nil: the AF_XDP
+	// tx rings (TCPConfig.NoGSO).
+	gso *gsoTx
 
 	mu    sync.Mutex // guards the maps below and the sessions' mutable fields
 	lis   map[flow.Handle]*tcpListener
@@ -209,8 +219,10 @@ type tcpWorker struct {
 	max  int
 
 	drops   atomic.Uint64
-	waiting bool       // worker only: the head packet waits for its next hop
+	waiting bool       // worker only: the head packet waits for its next hop or the socket
 	own     []*tcpSess // worker only: sessions it kicks
+	gso     *gsoTx     // the path's packet socket, or nil
+	gs      gsoScratch // worker only
 }
 
 func newTCPPath(e *Engine) (*tcpPath, error) {
@@ -234,8 +246,23 @@ func newTCPPath(e *Engine) (*tcpPath, error) {
 	// offload, as it does UDP: trust them there, as the kernel trusts a
 	// CHECKSUM_PARTIAL segment; verify them in software elsewhere.
 	opts.RXChecksumOffload = opts.RXChecksumOffload || e.partialOK
+	if !e.cfg.TCP.NoGSO {
+		g, err := openGSOTx(e.nsh, e.ifc.Index)
+		if err != nil {
+			e.log.Warn("tcp: sending one frame per segment through AF_XDP", "err", err)
+		} else {
+			p.gso = g
+			for _, tw := range p.wq {
+				tw.gso = g
+			}
+		}
+	}
+	opts.HostGSO = p.gso != nil
 	st, err := tcp.NewStack(tcp.WriterFunc(p.write), opts)
 	if err != nil {
+		if p.gso != nil {
+			p.gso.close()
+		}
 		return nil, fmt.Errorf("tcp: %w", err)
 	}
 	p.st = st
@@ -294,6 +321,9 @@ func (p *tcpPath) close() error {
 		err = p.st.Close()
 		for _, tw := range p.wq {
 			tw.discard()
+		}
+		if p.gso != nil {
+			err = errors.Join(err, p.gso.close())
 		}
 	})
 	p.releasePorts(true)
@@ -423,6 +453,27 @@ func (tw *tcpWorker) drain() bool {
 			}
 			tw.waiting = true // resolving: the rest waits behind it
 			break
+		}
+		if tw.gso != nil {
+			// The packet stays queued while it is written, outside the
+			// lock: producers only append, and only this worker pops.
+			pkt := q.pkt
+			tw.mu.Unlock()
+			r, err := tw.gso.send(&tw.gs, pkt, x.srcMAC, nb.mac)
+			tw.mu.Lock()
+			if r == gsoAgain {
+				tw.waiting = true
+				break
+			}
+			if r == gsoFailed {
+				w.c.Drops[dropTxKernel]++
+				w.e.log.Debug("tcp: packet socket", "err", err)
+			} else {
+				w.c.TxGSO++
+				sent++
+			}
+			tw.pop()
+			continue
 		}
 		addr, ok := x.frame()
 		if !ok {

@@ -29,7 +29,7 @@ const (
 	dropTxNoFrame             // tx: no free UMEM frame
 	dropTxCorrupt             // tx: the app's tx fifo is corrupt
 	dropTxBadSource           // tx: the source address is not one of the interface's (Config.Addrs)
-	dropTxKernel              // tx: the kernel refused a datagram larger than a frame (its socket buffer full, no route)
+	dropTxKernel              // tx: the kernel refused a datagram larger than a frame (its socket buffer full, no route) or a TCP packet on the packet socket
 	dropRule                  // a global session rule dropped it
 	dropTxDontFragment        // tx: a don't-fragment datagram larger than the path MTU (the app is told EMSGSIZE)
 	numDrops

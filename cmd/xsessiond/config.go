@@ -43,6 +43,11 @@ type TCPConfig struct {
 	// ConnectTimeout bounds an app's connect to a peer on the wire: it
 	// fails with ETIMEDOUT after it (0: 30s).
 	ConnectTimeout time.Duration `yaml:"connect_timeout"`
+	// NoGSO sends TCP one frame per segment through the AF_XDP tx rings,
+	// checksums in software, instead of segments of up to 64 KiB
+	// through a packet socket that lets the kernel cut and checksum
+	// them (datapath.TCPConfig.NoGSO).
+	NoGSO bool `yaml:"no_gso"`
 }
 
 // InterfaceConfig is one interface the daemon runs workers on.

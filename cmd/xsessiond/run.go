@@ -122,6 +122,7 @@ func mergeRunConfig(cmd *cobra.Command, f runFlags, c *Config) (daemon.Config, e
 	}
 	dp := datapath.Config{IfName: ic.Name, NetnsName: ic.Netns, Queues: ic.Queues, Batch: ic.Batch, BusyPoll: ic.BusyPoll, XDPMode: ic.XDPMode, Checksum: ic.Checksum}
 	dp.TCP.Stack.ConnectTimeout = c.TCP.ConnectTimeout
+	dp.TCP.NoGSO = c.TCP.NoGSO
 	return daemon.Config{
 		Datapath: dp,
 		Socket:   c.Socket, SocketGroup: c.SocketGroup, MetricsAddr: c.MetricsAddr,
@@ -236,6 +237,7 @@ func restartNeeded(cur, next daemon.Config) []string {
 	diff("batch", a.Batch, b.Batch)
 	diff("busy_poll", a.BusyPoll, b.BusyPoll)
 	diff("tcp.connect_timeout", a.TCP.Stack.ConnectTimeout, b.TCP.Stack.ConnectTimeout)
+	diff("tcp.no_gso", a.TCP.NoGSO, b.TCP.NoGSO)
 	diff("socket", cur.Socket, next.Socket)
 	diff("socket_group", cur.SocketGroup, next.SocketGroup)
 	diff("metrics_addr", cur.MetricsAddr, next.MetricsAddr)

@@ -85,6 +85,58 @@ func (p Packet) CopyTo(dst []byte) int {
 	return n
 }
 
+// AppendSlices appends the packet's bytes, in order, to dst as slices of
+// the Stack's buffers (valid while the packet is retained) and returns
+// dst.
+func (p Packet) AppendSlices(dst [][]byte) [][]byte {
+	vl, off := p.pb.AsViewList()
+	for v := vl.Front(); v != nil; v = v.Next() {
+		b := v.AsSlice()
+		if off >= len(b) {
+			off -= len(b)
+			continue
+		}
+		dst = append(dst, b[off:])
+		off = 0
+	}
+	return dst
+}
+
+// VirtioNetHdrLen is the size of the header VirtioNetHdr writes.
+const VirtioNetHdrLen = 10
+
+// VirtioNetHdr writes into h the virtio-net header (linux/virtio_net.h)
+// that tells the kernel how to finish the packet when it is sent behind a
+// link header of linkHdrLen bytes: where its checksum starts and goes, for
+// a packet of a HostGSO stack whose checksum is partial, and the segment
+// size, for one larger than a segment. It is all zeros for a packet that
+// is complete as it is.
+func (p Packet) VirtioNetHdr(h *[VirtioNetHdrLen]byte, linkHdrLen int) {
+	*h = [VirtioNetHdrLen]byte{}
+	g := &p.pb.GSOOptions
+	if g.Type == stack.GSONone {
+		return
+	}
+	le := binary.NativeEndian // a packet socket's header is in the host's order
+	if g.NeedsCsum {
+		h[0] = 1                                           // VIRTIO_NET_HDR_F_NEEDS_CSUM
+		le.PutUint16(h[6:], uint16(linkHdrLen)+g.L3HdrLen) // csum_start
+		le.PutUint16(h[8:], g.CsumOffset)                  // csum_offset
+	}
+	if p.pb.Data().Size() > int(g.MSS) {
+		switch g.Type {
+		case stack.GSOTCPv4:
+			h[1] = 1 // VIRTIO_NET_HDR_GSO_TCPV4
+		case stack.GSOTCPv6:
+			h[1] = 4 // VIRTIO_NET_HDR_GSO_TCPV6
+		default:
+			return
+		}
+		le.PutUint16(h[2:], uint16(linkHdrLen+p.pb.HeaderSize())) // hdr_len
+		le.PutUint16(h[4:], g.MSS)                                // gso_size
+	}
+}
+
 // Retain keeps the packet valid after Writer.WritePacket returns, until
 // Release. The packet's bytes are shared with the Stack (a data segment's
 // payload is the one its retransmit queue holds), so a retained packet
@@ -117,6 +169,8 @@ type LinkEndpoint struct {
 	// offload (InjectBatch) rewrites the headers of the segments it
 	// coalesces without fixing their checksums.
 	verify bool
+	// hostGSO: the Writer's link segments and checksums (Options.HostGSO).
+	hostGSO bool
 
 	mu         sync.RWMutex // guards the fields below
 	dispatcher stack.NetworkDispatcher
@@ -129,8 +183,8 @@ type LinkEndpoint struct {
 
 var _ stack.LinkEndpoint = (*LinkEndpoint)(nil)
 
-func newLinkEndpoint(w Writer, mtu uint32, rxCsumOffload bool) *LinkEndpoint {
-	return &LinkEndpoint{w: w, mtu: mtu, verify: !rxCsumOffload}
+func newLinkEndpoint(w Writer, mtu uint32, rxCsumOffload, hostGSO bool) *LinkEndpoint {
+	return &LinkEndpoint{w: w, mtu: mtu, verify: !rxCsumOffload, hostGSO: hostGSO}
 }
 
 // Inject hands one inbound IP packet to the stack and reports whether it
@@ -342,12 +396,20 @@ func (directQDisc) Close() {}
 // and tracks segments of up to 64 KiB.
 func (*LinkEndpoint) GSOMaxSize() uint32 { return stack.GVisorGSOMaxSize }
 
-// SupportedGSO implements stack.GSOEndpoint: gVisor's software
-// segmentation. The sender builds large segments and gVisor cuts each into
-// packets of at most the MSS before they reach the link, so the Writer
-// still sees packets no larger than the MTU, but the sender's per-segment
-// work (queueing, timers, loss detection) is done once per large segment.
-func (*LinkEndpoint) SupportedGSO() stack.SupportedGSO { return stack.GVisorGSOSupported }
+// SupportedGSO implements stack.GSOEndpoint. With Options.HostGSO, the
+// host's: the sender hands out segments of up to 64 KiB with partial
+// checksums and the link (the kernel) cuts them. Otherwise gVisor's
+// software segmentation: the sender builds large segments and gVisor cuts
+// each into packets of at most the MSS before they reach the link, so the
+// Writer still sees packets no larger than the MTU, but the sender's
+// per-segment work (queueing, timers, loss detection) is done once per
+// large segment.
+func (e *LinkEndpoint) SupportedGSO() stack.SupportedGSO {
+	if e.hostGSO {
+		return stack.HostGSOSupported
+	}
+	return stack.GVisorGSOSupported
+}
 
 // MTU implements stack.LinkEndpoint.
 func (e *LinkEndpoint) MTU() uint32 {

@@ -25,8 +25,14 @@ type Options struct {
 	MTU uint32
 	// RXChecksumOffload makes gVisor trust inbound checksums (the link
 	// verified them). Off: gVisor verifies every checksum in software.
-	// Outbound checksums are always computed in software.
 	RXChecksumOffload bool
+	// HostGSO says the Writer hands packets to a link that segments and
+	// checksums them as the kernel does a packet with a virtio-net header
+	// (Packet.VirtioNetHdr): the TCP sender then builds segments of up to
+	// 64 KiB and leaves their checksum partial (the pseudo-header sum).
+	// Off: every packet is at most the MTU with its checksum computed in
+	// software (gVisor's own segmentation).
+	HostGSO bool
 	// Pumps is the number of goroutines moving data between gVisor
 	// endpoints and fifos (min(GOMAXPROCS, 4)). A Conn is served by one.
 	Pumps int
@@ -113,7 +119,7 @@ func NewStack(w Writer, opts Options) (*Stack, error) {
 	s := &Stack{
 		opts:      opts,
 		gs:        gs,
-		link:      newLinkEndpoint(w, opts.MTU, opts.RXChecksumOffload),
+		link:      newLinkEndpoint(w, opts.MTU, opts.RXChecksumOffload, opts.HostGSO),
 		conns:     make(map[*Conn]struct{}),
 		owners:    make(map[uint64]int),
 		listeners: make(map[*Listener]struct{}),

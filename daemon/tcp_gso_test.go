@@ -1,0 +1,76 @@
+package daemon
+
+import (
+	"context"
+	"crypto/rand"
+	"crypto/sha256"
+	"fmt"
+	"io"
+	"net"
+	"net/netip"
+	"testing"
+	"time"
+
+	"github.com/xsessiond/xsessiond/app"
+)
+
+// TestTCPSegmentationOffload: an app sends 16 MiB to a kernel TCP server
+// on host A, over IPv4 and IPv6, and the server answers the SHA-256 of
+// what it read. By default the sender's segments go out through the
+// packet socket, larger than one MSS on average (the kernel cut them, or
+// handed them whole to the veth); with tcp.no_gso every packet goes
+// through the AF_XDP tx ring and none through the socket. Both deliver
+// every byte.
+func TestTCPSegmentationOffload(t *testing.T) {
+	data := make([]byte, 16<<20)
+	rand.Read(data)
+	want := sha256.Sum256(data)
+	for _, noGSO := range []bool{false, true} {
+		t.Run(fmt.Sprintf("no_gso=%v", noGSO), func(t *testing.T) {
+			rig, d := tcpRig(t, func(o *Config) { o.Datapath.TCP.NoGSO = noGSO })
+			kl := kernelListen(t, rig.A, ":7200")
+			go serveEach(kl, func(c net.Conn) {
+				h := sha256.New()
+				if _, err := io.Copy(h, c); err == nil {
+					c.Write(h.Sum(nil))
+				}
+			})
+			a := attach(t, d, app.Options{Name: "sender"})
+			before := d.Engine().Stats().Totals
+			for _, dst := range []netip.Addr{rig.A.IPv4, rig.A.IPv6} {
+				ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+				c, err := a.Dial(ctx, "tcp://"+netip.AddrPortFrom(dst, 7200).String())
+				cancel()
+				if err != nil {
+					t.Fatalf("dial %v: %v", dst, err)
+				}
+				_ = c.SetDeadline(time.Now().Add(60 * time.Second))
+				if _, err := c.Write(data); err != nil {
+					t.Fatalf("%v: write: %v", dst, err)
+				}
+				if err := c.(interface{ CloseWrite() error }).CloseWrite(); err != nil {
+					t.Fatalf("%v: close write: %v", dst, err)
+				}
+				got, err := io.ReadAll(c)
+				c.Close()
+				if err != nil || string(got) != string(want[:]) {
+					t.Fatalf("%v: the server's SHA-256 %x (%v), want %x", dst, got, err, want)
+				}
+			}
+			after := d.Engine().Stats().Totals
+			gso, frames := after.TxGSO-before.TxGSO, after.Tx-before.Tx
+			sent := uint64(2 * len(data))
+			t.Logf("packet socket %d packets (%.0f bytes of data each), AF_XDP %d frames, drops %v", gso, float64(sent)/float64(max(gso, 1)), frames, after.Drops)
+			if noGSO {
+				if gso != 0 || frames < sent/1500 {
+					t.Fatalf("no_gso: %d packets through the packet socket, %d frames through AF_XDP for %d bytes", gso, frames, sent)
+				}
+				return
+			}
+			// At most one MSS (1,448 bytes with timestamps) a packet without segmentation.
+			if gso == 0 || sent/gso < 2*1448 {
+				t.Fatalf("%d packets through the packet socket for %d bytes: no larger than two segments on average", gso, sent)
+			}
+		})
+	}
+}
