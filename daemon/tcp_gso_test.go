@@ -20,7 +20,9 @@ import (
 // packet socket, larger than one MSS on average (the kernel cut them, or
 // handed them whole to the veth); with tcp.no_gso every packet goes
 // through the AF_XDP tx ring and none through the socket. Both deliver
-// every byte.
+// every byte. Then 20 requests and replies with pauses: with the default
+// the app's requests are written to the socket by the Stack's goroutine
+// (tcpWorker.direct), with no_gso never.
 func TestTCPSegmentationOffload(t *testing.T) {
 	data := make([]byte, 16<<20)
 	rand.Read(data)
@@ -56,6 +58,36 @@ func TestTCPSegmentationOffload(t *testing.T) {
 				if err != nil || string(got) != string(want[:]) {
 					t.Fatalf("%v: the server's SHA-256 %x (%v), want %x", dst, got, err, want)
 				}
+			}
+			// Requests and replies with pauses between them: the app's
+			// requests go out from the Stack's goroutine (direct), not
+			// through the worker, with the default.
+			el := kernelListen(t, rig.A, ":7201")
+			go echoServe(el)
+			direct0 := d.Engine().TCPStats().DirectWrites
+			ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+			c, err := a.Dial(ctx, "tcp://"+netip.AddrPortFrom(rig.A.IPv4, 7201).String())
+			cancel()
+			if err != nil {
+				t.Fatalf("dial: %v", err)
+			}
+			_ = c.SetDeadline(time.Now().Add(30 * time.Second))
+			req, resp := make([]byte, 64), make([]byte, 64)
+			for i := range 20 {
+				rand.Read(req)
+				if _, err := c.Write(req); err != nil {
+					t.Fatalf("request %d: %v", i, err)
+				}
+				if _, err := io.ReadFull(c, resp); err != nil || string(resp) != string(req) {
+					t.Fatalf("reply %d: %x (%v), want %x", i, resp, err, req)
+				}
+				time.Sleep(2 * time.Millisecond)
+			}
+			c.Close()
+			direct := d.Engine().TCPStats().DirectWrites - direct0
+			t.Logf("20 requests: %d packets written directly", direct)
+			if noGSO && direct != 0 || !noGSO && direct < 10 {
+				t.Errorf("%d of 20 requests written directly", direct)
 			}
 			after := d.Engine().Stats().Totals
 			gso, frames := after.TxGSO-before.TxGSO, after.Tx-before.Tx

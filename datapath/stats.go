@@ -86,8 +86,18 @@ func (e *Engine) Stats() Stats {
 		s.MirrorErr = e.mirErr.Error()
 	}
 	e.mu.Unlock()
-	for _, w := range e.work {
+	for i, w := range e.work {
 		qs := w.stats()
+		if e.tcp != nil {
+			// The TCP path's writes to its packet socket made outside
+			// the worker (tcpWorker.direct).
+			tw := e.tcp.wq[i]
+			qs.TxGSO += tw.directSent.Load()
+			if v := tw.directFailed.Load(); v > 0 {
+				qs.Drops[dropNames[dropTxKernel]] += v
+				qs.Dropped += v
+			}
+		}
 		if !closed {
 			if xs, err := w.sock.Stats(); err == nil {
 				qs.XSK = &xs

@@ -223,6 +223,17 @@ type tcpWorker struct {
 	own     []*tcpSess // worker only: sessions it kicks
 	gso     *gsoTx     // the path's packet socket, or nil
 	gs      gsoScratch // worker only
+
+	// Writes to the packet socket outside the worker (direct), guarded
+	// by mu: when the last packet was queued or written, the next hops
+	// the worker confirmed, by destination, and the scratch; counted
+	// apart from the worker's counters.
+	last         time.Time
+	srcMAC       [6]byte
+	hops         map[nbKey]nextHopEntry
+	ds           gsoScratch
+	directSent   atomic.Uint64
+	directFailed atomic.Uint64
 }
 
 func newTCPPath(e *Engine) (*tcpPath, error) {
@@ -254,6 +265,8 @@ func newTCPPath(e *Engine) (*tcpPath, error) {
 			p.gso = g
 			for _, tw := range p.wq {
 				tw.gso = g
+				tw.hops = map[nbKey]nextHopEntry{}
+				copy(tw.srcMAC[:], e.ifc.MAC)
 			}
 		}
 	}
@@ -351,6 +364,12 @@ func (p *tcpPath) write(pkt tcp.Packet) bool {
 	tw := p.wq[int(hsh%uint32(len(p.wq)))]
 	now := time.Now()
 	tw.mu.Lock()
+	quiet := now.Sub(tw.last) > gsoDirectGap
+	tw.last = now
+	if quiet && tw.n == 0 && tw.gso != nil && pkt.HasPayload() && tw.direct(pkt, now) {
+		tw.mu.Unlock()
+		return true
+	}
 	if tw.n == len(tw.ring) && !tw.grow() {
 		tw.mu.Unlock()
 		tw.drops.Add(1)
@@ -364,6 +383,61 @@ func (p *tcpPath) write(pkt tcp.Packet) bool {
 		tw.w.wakeUp()
 	}
 	return true
+}
+
+// direct writes pkt to the packet socket from the caller's goroutine when
+// the worker confirmed its next hop within gsoNextHopFresh, and reports
+// whether it did (sent, or refused and counted). It saves the packet the
+// hand-over to the worker and the worker's wake-up, which is most of a
+// request's or a reply's time on a quiet queue. Called with tw.mu held
+// and nothing queued, so that the packet cannot overtake one the worker
+// holds; a full socket buffer or an unknown next hop leaves the packet to
+// the queue.
+func (tw *tcpWorker) direct(pkt tcp.Packet, now time.Time) bool {
+	k, ok := pktDst(pkt)
+	if !ok {
+		return false
+	}
+	e, ok := tw.hops[k]
+	if !ok || now.Sub(e.at) > gsoNextHopFresh {
+		return false
+	}
+	r, _ := tw.gso.send(&tw.ds, pkt, tw.srcMAC, e.mac)
+	switch r {
+	case gsoSent:
+		tw.directSent.Add(1)
+		return true
+	case gsoFailed:
+		tw.directFailed.Add(1)
+		return true
+	}
+	return false
+}
+
+const (
+	// gsoDirectGap: a packet that follows the queue's previous one by
+	// more than this is written by its own goroutine (tcpWorker.direct);
+	// closer packets go through the worker. A write to the packet socket
+	// runs the link's transmit, and on a veth the peer's receive, in the
+	// writer's system call: in gVisor's goroutines that costs a stream of
+	// packets (a bulk receive's acknowledgements: 1.1 instead of 1.8
+	// Gbit/s in perf --tcp), while the worker writes them beside gVisor's
+	// work. For a lone request or reply it saves the worker's wake-up
+	// (request/response over one connection: 3,700 instead of 2,200
+	// transactions/s).
+	gsoDirectGap = 100 * time.Microsecond
+	// gsoNextHopFresh is how long after the worker last resolved a next
+	// hop the TCP path writes packets to it without the worker. The
+	// worker's resolver follows neighbour changes within its own
+	// lifetimes; a packet of a next hop not confirmed for this long goes
+	// through the worker, which confirms it again.
+	gsoNextHopFresh = time.Second
+)
+
+// nextHopEntry is a next hop the worker resolved, and when.
+type nextHopEntry struct {
+	mac [6]byte
+	at  time.Time
 }
 
 // grow doubles the ring, up to max; false when it is at max.
@@ -471,6 +545,10 @@ func (tw *tcpWorker) drain() bool {
 			} else {
 				w.c.TxGSO++
 				sent++
+				if len(tw.hops) >= maxTemplates {
+					clear(tw.hops)
+				}
+				tw.hops[k] = nextHopEntry{mac: nb.mac, at: x.now}
 			}
 			tw.pop()
 			continue
@@ -1134,6 +1212,10 @@ type TCPStats struct {
 	tcp.Stats
 	AcceptRefused uint64 // connections a listener refused (app gone, no fifo memory)
 	TxQueueDrops  uint64 // packets of the stack dropped on a full worker queue
+	// DirectWrites counts the packets the Stack's goroutines wrote to the
+	// packet socket themselves, a lone packet with data on a quiet queue
+	// (tcpWorker.direct), rather than through a worker.
+	DirectWrites uint64
 }
 
 // TCPStats returns the counts of the Engine's TCP.
@@ -1144,6 +1226,7 @@ func (e *Engine) TCPStats() TCPStats {
 	s := TCPStats{Stats: e.tcp.st.Stats(), AcceptRefused: e.tcp.refused.Load()}
 	for _, tw := range e.tcp.wq {
 		s.TxQueueDrops += tw.drops.Load()
+		s.DirectWrites += tw.directSent.Load()
 	}
 	return s
 }

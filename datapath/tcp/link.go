@@ -49,6 +49,11 @@ type Packet struct {
 // Len returns the packet's length in bytes (IP header included).
 func (p Packet) Len() int { return p.pb.Size() }
 
+// HasPayload reports whether the packet carries bytes beyond its headers
+// (a TCP segment with data, not a bare acknowledgement or control
+// segment).
+func (p Packet) HasPayload() bool { return p.pb.Data().Size() > 0 }
+
 // EtherType returns the EtherType of the packet: 0x0800 or 0x86DD.
 func (p Packet) EtherType() uint16 { return uint16(p.proto) }
 
