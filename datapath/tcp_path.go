@@ -425,8 +425,8 @@ const (
 	// receive's acknowledgements written there: 1.1-1.4 instead of 1.8
 	// Gbit/s in perf --tcp), while the worker writes them beside gVisor's
 	// work. For a lone request or reply it saves the worker's wake-up
-	// (request/response over one connection: 2,850-4,250 instead of
-	// 2,150-2,400 transactions/s).
+	// (request/response over one connection: 2,850-4,100 instead of
+	// 2,136-2,523 transactions/s).
 	gsoDirectGap = 100 * time.Microsecond
 	// gsoNextHopFresh is how long after the worker last resolved a next
 	// hop the TCP path writes packets to it without the worker. The
