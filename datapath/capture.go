@@ -24,7 +24,11 @@ import (
 // A received frame for a listener or session is captured as its run of
 // datagrams is queued in the app's rx fifo: delivered (no reason), or
 // with the reason the fifo refused it (fifo_full, too_big,
-// fifo_corrupt). Frames keep the order they were received in.
+// fifo_corrupt). Frames keep the order they were received in. TCP frames
+// are captured as the worker hands them to the Stack, and the Stack's
+// packets as the worker sends them (while a capture runs, none is written
+// past the worker, tcpWorker.direct); they carry no handle or app, so a
+// capture filtered by listener, session or app leaves them out.
 //
 // Each ring has one producer (its worker) and one consumer (Read);
 // Read and Stop are safe from one goroutine other than the workers.
@@ -274,6 +278,38 @@ func init() {
 }
 
 func (c *Capture) put(q int, dir uint8, f []byte, t *udp.Target, reason string) {
+	if r, sl := c.reserve(q, dir, t, reason, len(f)); sl != nil {
+		sl.n = copy(sl.data, f)
+		r.tail.Store(r.tail.Load() + 1)
+	}
+}
+
+// txParts captures a frame sent in parts (its Ethernet header first) that
+// are wire bytes long in all: a TCP packet written to the packet socket,
+// which may be larger than a frame (the kernel segments it) and is kept
+// up to the snaplen.
+func (c *Capture) txParts(q int, parts [][]byte, wire int) {
+	if c == nil {
+		return
+	}
+	if r, sl := c.reserve(q, CaptureTx, nil, "", wire); sl != nil {
+		n := 0
+		for _, p := range parts {
+			if n == len(sl.data) {
+				break
+			}
+			n += copy(sl.data[n:], p)
+		}
+		sl.n = n
+		r.tail.Store(r.tail.Load() + 1)
+	}
+}
+
+// reserve returns queue q's ring and its next slot, its header filled in,
+// when the frame matches the filter and the ring has room (a full ring
+// counts it lost); the caller copies the frame in and publishes the slot
+// by advancing the ring's tail.
+func (c *Capture) reserve(q int, dir uint8, t *udp.Target, reason string, wire int) (*capRing, *capSlot) {
 	fl := &c.filter
 	var h flow.Handle
 	var app uint32
@@ -281,23 +317,22 @@ func (c *Capture) put(q int, dir uint8, f []byte, t *udp.Target, reason string) 
 		h, app = t.Handle, uint32(t.App)
 	}
 	if (fl.Handle != 0 && fl.Handle != h) || (fl.App != 0 && fl.App != app) {
-		return
+		return nil, nil
 	}
 	if fl.Reason != "" && (reason == "" || (fl.Reason != "any" && fl.Reason != reason)) {
-		return
+		return nil, nil
 	}
 	if q < 0 || q >= len(c.rings) || c.rings[q] == nil {
-		return
+		return nil, nil
 	}
 	r := c.rings[q]
 	tail := r.tail.Load()
 	if tail-r.head.Load() > r.mask {
 		r.lost.Add(1)
-		return
+		return nil, nil
 	}
-	s := &r.slots[tail&r.mask]
-	s.ns = r.now
-	s.dir, s.handle, s.app, s.reason, s.len = dir, h, app, reason, len(f)
-	s.n = copy(s.data, f)
-	r.tail.Store(tail + 1)
+	sl := &r.slots[tail&r.mask]
+	sl.ns = r.now
+	sl.dir, sl.handle, sl.app, sl.reason, sl.len = dir, h, app, reason, wire
+	return r, sl
 }

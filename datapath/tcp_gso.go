@@ -90,9 +90,10 @@ type gsoScratch struct {
 }
 
 // send writes pkt to the packet socket behind its virtio-net header and
-// an Ethernet header to mac. It allocates nothing once the scratch has
-// grown to the packets' number of slices.
-func (g *gsoTx) send(s *gsoScratch, pkt tcp.Packet, src, mac [6]byte) (gsoResult, error) {
+// an Ethernet header to mac, and gives what it wrote (from the Ethernet
+// header on) to capture, if not nil, on queue q. It allocates nothing
+// once the scratch has grown to the packets' number of slices.
+func (g *gsoTx) send(s *gsoScratch, pkt tcp.Packet, src, mac [6]byte, capture *Capture, q int) (gsoResult, error) {
 	var vh [tcp.VirtioNetHdrLen]byte
 	pkt.VirtioNetHdr(&vh, frame.EthHeaderLen)
 	copy(s.hdr[:], vh[:])
@@ -103,6 +104,10 @@ func (g *gsoTx) send(s *gsoScratch, pkt tcp.Packet, src, mac [6]byte) (gsoResult
 	s.slices = append(s.slices[:0], s.hdr[:])
 	s.slices = pkt.AppendSlices(s.slices)
 	err := writev(g.fd, s.slices, &s.iov)
+	if err == nil && capture != nil {
+		s.slices[0] = eth
+		capture.txParts(q, s.slices, frame.EthHeaderLen+pkt.Len())
+	}
 	clear(s.slices) // drop the references to the Stack's buffers
 	switch {
 	case err == nil:

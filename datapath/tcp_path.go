@@ -403,7 +403,10 @@ func (tw *tcpWorker) direct(pkt tcp.Packet, now time.Time) bool {
 	if !ok || now.Sub(e.at) > gsoNextHopFresh {
 		return false
 	}
-	r, _ := tw.gso.send(&tw.ds, pkt, tw.srcMAC, e.mac)
+	if tw.w.e.capture.Load() != nil {
+		return false // the worker captures what it sends
+	}
+	r, _ := tw.gso.send(&tw.ds, pkt, tw.srcMAC, e.mac, nil, 0)
 	switch r {
 	case gsoSent:
 		tw.directSent.Add(1)
@@ -535,7 +538,7 @@ func (tw *tcpWorker) drain() bool {
 			// lock: producers only append, and only this worker pops.
 			pkt := q.pkt
 			tw.mu.Unlock()
-			r, err := tw.gso.send(&tw.gs, pkt, x.srcMAC, nb.mac)
+			r, err := tw.gso.send(&tw.gs, pkt, x.srcMAC, nb.mac, w.cap, w.q)
 			tw.mu.Lock()
 			if r == gsoAgain {
 				tw.waiting = true
@@ -578,6 +581,7 @@ func (tw *tcpWorker) drain() bool {
 		}
 		binary.BigEndian.PutUint16(buf[12:14], et)
 		q.pkt.CopyTo(buf[frame.EthHeaderLen:])
+		w.cap.tx(w.q, buf[:frame.EthHeaderLen+plen], nil)
 		x.descs = append(x.descs, xsk.Desc{Addr: addr, Len: uint32(frame.EthHeaderLen + plen)})
 		tw.pop()
 		sent++

@@ -315,6 +315,10 @@ func (w *worker) processBatch(frames [][]byte) {
 			if w.rules != nil && w.tcpRuleDrops(l, est, f) {
 				continue
 			}
+			if w.cap != nil {
+				w.capFlush()
+				w.cap.rx(w.q, f, nil)
+			}
 			w.tcpIn = append(w.tcpIn, f[w.pkt.L3Off:])
 			continue
 		}

@@ -29,7 +29,8 @@ func newCaptureCmd(socket *string) *cobra.Command {
 steered them: bound sessions' traffic) and sends, both directions, as
 pcapng: one interface per queue and direction (IF:qN:rx, IF:qN:tx), and
 on each frame a comment with its queue, direction, handle and app, or its
-drop reason. -w - writes to stdout:
+drop reason. TCP frames carry no handle or app: a capture filtered by
+listener, session or app leaves them out. -w - writes to stdout:
 
   xsessiond ctl capture -w - -c 100 | tcpdump -r - -nn
 
