@@ -90,9 +90,25 @@ type waiter struct {
 // so it looks at the fifo's shared indices only (Queued, HasRoom), not
 // through the calls' private views. Peer closes, errors and
 // deadlines wake a call by other means (half.poke, its channels).
+//
+// A reader found with nothing queued gets its rx event flag cleared and
+// one more look, as it does itself before it sleeps. The flag can be set
+// with nothing new to read: a producer descheduled between publishing
+// its data and SetEvent, while the reader took that data without
+// sleeping, sets it late and signals. That wake-up finds nothing due,
+// and the flag, left set, would tell the producer's next SetEvent that
+// the reader was signalled already: the reader, asleep, would never hear
+// of the next data.
 func (w *waiter) due() bool {
 	switch {
 	case w.rx != nil:
+		if w.rx.Queued() {
+			return true
+		}
+		if !w.rx.HasEvent() {
+			return false
+		}
+		w.rx.ClearEvent()
 		return w.rx.Queued()
 	case w.tx != nil:
 		return w.tx.HasRoom()

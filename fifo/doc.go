@@ -51,7 +51,9 @@
 // Events: after queueing, the producer calls SetEvent, which reports whether
 // the consumer must be signalled (the has-event flag was clear). The
 // consumer clears the flag (ClearEvent) before it sleeps and checks the
-// fifo once more. Dequeue notifications go the other way: the producer
+// fifo once more, and again whenever a wake-up finds nothing to read: the
+// producer's SetEvent may come after the consumer took the data it
+// announces, and a flag left set then hides the next data. Dequeue notifications go the other way: the producer
 // asks with WantDeqNotify (always, once on leaving full, once on becoming
 // empty) and the consumer calls DeqNotify after each dequeue to learn
 // whether to notify the producer now.
