@@ -1,6 +1,8 @@
 // Package nstest is xsessiond's test rig: hosts made of Linux network
 // namespaces joined by veth pairs, built with netlink alone, and the helper
-// that decides whether a privileged test runs, skips or fails.
+// that decides whether a privileged test runs, skips or fails. A rig can
+// instead join its hosts through a relay that loses, delays and reorders
+// frames as netem would (Options.Relay, Pair.Impair).
 //
 // Every rig is torn down in t.Cleanup, also when the test fails or panics.
 // Names are unique per process and per rig, so packages can be tested in
@@ -71,6 +73,13 @@ type Options struct {
 	Queues int
 	// MTU of both veth ends; 0 means 1500.
 	MTU int
+	// Relay joins A and B through a third namespace instead of one veth
+	// pair: A's veth end is peered with m-a there, B's with m-b, and a
+	// relay in the test process carries every frame between the two, as
+	// a wire would, until Pair.Impair makes it lose, delay or reorder
+	// them (netem's job, done in user space for kernels built without
+	// it). A and B look the same either way.
+	Relay bool
 }
 
 // Host is one end of a rig: a network namespace with one veth end in it.
@@ -84,9 +93,14 @@ type Host struct {
 	IPv6    netip.Addr // fd77::1 on A, fd77::2 on B (/64), added without DAD
 }
 
-// Pair is two hosts joined by a veth pair.
+// Pair is two hosts joined by a veth pair, or by two and a relay
+// (Options.Relay).
 type Pair struct {
 	A, B *Host
+
+	mid     netns.NsHandle // the relay's namespace, -1 without one
+	midName string
+	relay   *relay
 }
 
 // Prefix lengths of the rig's addresses.
@@ -134,8 +148,9 @@ func newPair(opts Options) (*Pair, error) {
 	}
 	id := freeRigID()
 	p := &Pair{
-		A: &Host{Name: id + "-a", Link: "veth-a", IPv4: netip.MustParseAddr("10.77.0.1"), IPv6: netip.MustParseAddr("fd77::1"), NS: -1},
-		B: &Host{Name: id + "-b", Link: "veth-b", IPv4: netip.MustParseAddr("10.77.0.2"), IPv6: netip.MustParseAddr("fd77::2"), NS: -1},
+		A:   &Host{Name: id + "-a", Link: "veth-a", IPv4: netip.MustParseAddr("10.77.0.1"), IPv6: netip.MustParseAddr("fd77::1"), NS: -1},
+		B:   &Host{Name: id + "-b", Link: "veth-b", IPv4: netip.MustParseAddr("10.77.0.2"), IPv6: netip.MustParseAddr("fd77::2"), NS: -1},
+		mid: -1,
 	}
 	for _, h := range []*Host{p.A, p.B} {
 		ns, err := newNamedNS(h.Name)
@@ -144,24 +159,30 @@ func newPair(opts Options) (*Pair, error) {
 		}
 		h.NS = ns
 	}
-	ha, err := netlink.NewHandleAt(p.A.NS)
-	if err != nil {
-		return p, fmt.Errorf("netlink handle in %s: %w", p.A.Name, err)
-	}
-	defer ha.Close()
-	veth := &netlink.Veth{
-		LinkAttrs: netlink.LinkAttrs{
-			Name: p.A.Link, MTU: opts.MTU, TxQLen: 1000,
-			NumTxQueues: opts.Queues, NumRxQueues: opts.Queues,
-		},
-		PeerName:        p.B.Link,
-		PeerNamespace:   netlink.NsFd(int(p.B.NS)),
-		PeerNumTxQueues: uint32(opts.Queues),
-		PeerNumRxQueues: uint32(opts.Queues),
-		PeerMTU:         uint32(opts.MTU),
-	}
-	if err := ha.LinkAdd(veth); err != nil {
-		return p, fmt.Errorf("add veth pair: %w", err)
+	if !opts.Relay {
+		if err := addVeth(p.A.NS, p.A.Link, p.B.NS, p.B.Link, opts); err != nil {
+			return p, err
+		}
+	} else {
+		p.midName = id + "-m"
+		ns, err := newNamedNS(p.midName)
+		if err != nil {
+			return p, fmt.Errorf("create netns %s: %w", p.midName, err)
+		}
+		p.mid = ns
+		if err := addVeth(p.A.NS, p.A.Link, p.mid, "m-a", opts); err != nil {
+			return p, err
+		}
+		if err := addVeth(p.mid, "m-b", p.B.NS, p.B.Link, opts); err != nil {
+			return p, err
+		}
+		ifA, ifB, err := setupMid(p.mid, p.midName)
+		if err != nil {
+			return p, err
+		}
+		if p.relay, err = startRelay(p.mid, ifA, ifB); err != nil {
+			return p, err
+		}
 	}
 	for _, h := range []*Host{p.A, p.B} {
 		if err := h.setup(); err != nil {
@@ -169,6 +190,59 @@ func newPair(opts Options) (*Pair, error) {
 		}
 	}
 	return p, nil
+}
+
+// addVeth creates the veth pair name (in ns) and peer (in peerNS).
+func addVeth(ns netns.NsHandle, name string, peerNS netns.NsHandle, peer string, opts Options) error {
+	nh, err := netlink.NewHandleAt(ns)
+	if err != nil {
+		return fmt.Errorf("netlink handle: %w", err)
+	}
+	defer nh.Close()
+	veth := &netlink.Veth{
+		LinkAttrs: netlink.LinkAttrs{
+			Name: name, MTU: opts.MTU, TxQLen: 1000,
+			NumTxQueues: opts.Queues, NumRxQueues: opts.Queues,
+		},
+		PeerName:        peer,
+		PeerNamespace:   netlink.NsFd(int(peerNS)),
+		PeerNumTxQueues: uint32(opts.Queues),
+		PeerNumRxQueues: uint32(opts.Queues),
+		PeerMTU:         uint32(opts.MTU),
+	}
+	if err := nh.LinkAdd(veth); err != nil {
+		return fmt.Errorf("add veth pair %s/%s: %w", name, peer, err)
+	}
+	return nil
+}
+
+// setupMid brings the relay namespace's two veth ends up, without IPv6 so
+// that the namespace sends nothing of its own, and returns their ifindexes.
+func setupMid(ns netns.NsHandle, name string) (ifA, ifB int, err error) {
+	err = DoIn(ns, func() error {
+		for _, f := range []string{"all", "default"} {
+			if err := os.WriteFile("/proc/sys/net/ipv6/conf/"+f+"/disable_ipv6", []byte("1"), 0); err != nil {
+				return fmt.Errorf("%s: disable IPv6: %w", name, err)
+			}
+		}
+		for i, l := range []string{"lo", "m-a", "m-b"} {
+			link, err := netlink.LinkByName(l)
+			if err != nil {
+				return fmt.Errorf("%s: find %s: %w", name, l, err)
+			}
+			if err := netlink.LinkSetUp(link); err != nil {
+				return fmt.Errorf("%s: set %s up: %w", name, l, err)
+			}
+			switch i {
+			case 1:
+				ifA = link.Attrs().Index
+			case 2:
+				ifB = link.Attrs().Index
+			}
+		}
+		return nil
+	})
+	return ifA, ifB, err
 }
 
 func (h *Host) setup() error {
@@ -247,10 +321,21 @@ func doIn(ns netns.NsHandle, fn func() error) error {
 	return ferr
 }
 
-// Close removes both namespaces (which destroys the veth pair) and closes
-// the handles. It is safe to call more than once.
+// Close stops the relay, removes the namespaces (which destroys the veth
+// pairs) and closes the handles. It is safe to call more than once.
 func (p *Pair) Close() error {
 	var errs []error
+	if p.relay != nil {
+		p.relay.close()
+		p.relay = nil
+	}
+	if p.mid != -1 {
+		p.mid.Close()
+		p.mid = -1
+		if err := netns.DeleteNamed(p.midName); err != nil && !errors.Is(err, os.ErrNotExist) {
+			errs = append(errs, fmt.Errorf("delete netns %s: %w", p.midName, err))
+		}
+	}
 	for _, h := range []*Host{p.A, p.B} {
 		if h == nil || h.NS == -1 {
 			continue
@@ -280,7 +365,8 @@ func freeRigID() string {
 		id := fmt.Sprintf("xs%d-%d", os.Getpid(), rigSeq.Add(1))
 		_, errA := os.Lstat(filepath.Join(netnsDir, id+"-a"))
 		_, errB := os.Lstat(filepath.Join(netnsDir, id+"-b"))
-		if errA != nil && errB != nil { // not there (or not to be seen: creating it says why)
+		_, errM := os.Lstat(filepath.Join(netnsDir, id+"-m"))
+		if errA != nil && errB != nil && errM != nil { // not there (or not to be seen: creating it says why)
 			return id
 		}
 	}

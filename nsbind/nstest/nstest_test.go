@@ -156,8 +156,9 @@ func TestPairQueues(t *testing.T) {
 	}
 }
 
-// TestPairLeaks makes and removes 50 rigs and checks that no namespace,
-// veth or file descriptor is left behind. Namespace names, their mounts,
+// TestPairLeaks makes and removes 50 rigs (every other one with a relay)
+// and checks that no namespace, veth, file descriptor or goroutine is
+// left behind. Namespace names, their mounts,
 // descriptors and goroutines are checked with leakcheck (sets, polled
 // until they settle: the kernel tears a namespace down asynchronously);
 // the veths of the root namespace by name, polled the same way.
@@ -168,7 +169,7 @@ func TestPairLeaks(t *testing.T) {
 		Dirs: []leakcheck.Dir{{Path: "/run/netns", Prefix: pfx}}, Mounts: []string{"/run/netns/" + pfx}})
 	before := rootVeths(t)
 	for i := 0; i < 50; i++ {
-		p, err := nstest.NewPairNoTest(nstest.Options{Queues: 1 + i%4})
+		p, err := nstest.NewPairNoTest(nstest.Options{Queues: 1 + i%4, Relay: i%2 == 1})
 		if err != nil {
 			t.Fatal(err)
 		}
