@@ -102,6 +102,23 @@
 // accepted connection over the limit is reset), MaxBacklog,
 // ConnectTimeout, CloseTimeout.
 //
+// Known defect: a peer whose receive window ends before gVisor's next
+// sequence number (one that shrank it) can stall a connection for good.
+// gVisor sends a bare acknowledgement with its next
+// sequence number (sender.sendAck), where Linux sends the lesser of that
+// and the right edge of the peer's window (tcp_acceptable_seq). Seen with
+// a Linux peer whose receive queue was full (it echoed what it read, and
+// its own sending waited): it offered 1 KiB past what it had received,
+// gVisor's next sequence number was 7.8 KiB past it, and it dropped every
+// acknowledgement of gVisor's as out of window (its
+// TcpExtTCPACKSkippedSeq counted them),
+// and every retransmission too, as a segment reaching past its window
+// with its receive queue not empty (tcp_sequence). It never learned that
+// its own data had arrived, and backed its retransmissions off for ever.
+// It needs data both ways on one connection, loss, and a peer that does
+// not read while it cannot write; about one in nine runs of such an echo
+// on the impaired test wire (nstest's relay), under load.
+//
 // The test wire delivers in batches of up to 64 packets (InjectBatch), as
 // a worker delivers what one poll of its rx ring gave; the GRO gain
 // depends on batches holding several segments of one connection.
