@@ -29,8 +29,8 @@ import (
 // (an echo), the kernel's receive queue fills while its own sending
 // waits, and with its window shrunk it drops gVisor's acknowledgements,
 // whose sequence number is gVisor's next one (past that window): the
-// connection can then stall for good. Seen here about once in ten runs
-// under load; the closing note of this change has the trace.
+// connection can then stall for good. Seen here once in nine runs under
+// load; datapath/tcp's package doc has the trace (a known defect).
 func TestTCPLossKernel(t *testing.T) {
 	const size = 100 << 20
 	rig, d := tcpRigWith(t, nstest.Options{Relay: true})
