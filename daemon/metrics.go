@@ -53,11 +53,12 @@ var (
 	descTCPResets    = prometheus.NewDesc("xsessiond_tcp_resets_total", "TCP connections of the namespace that ended by a reset: sent (ours: an app's abort, a close timeout) or received (the peer's).", []string{"namespace", "dir"}, nil)
 	descTCPRefused   = prometheus.NewDesc("xsessiond_tcp_refused_total", "TCP connections the namespace's listeners refused, by reason: backlog (listen queue full), limit (connection limits), no_memory (no fifo memory), closing (app or listener going).", []string{"namespace", "reason"}, nil)
 	descTCPStackRsts = prometheus.NewDesc("xsessiond_tcp_stack_resets_total", "Every RST the gVisor TCP stack sent or received, stray segments' included.", []string{"dir"}, nil)
+	descTCPAcksLow   = prometheus.NewDesc("xsessiond_tcp_acks_clamped_total", "Bare TCP acknowledgements whose sequence number was lowered to the right edge of the peer's window, which the peer had shrunk below gVisor's next sequence number.", nil, nil)
 )
 
 func (c *collector) Describe(ch chan<- *prometheus.Desc) {
 	for _, d := range []*prometheus.Desc{descApps, descConns, descListeners, descSessions, descFifoUsed, descFifoSize, descRx, descTx, descDelivered, descDrops, descXDP, descCtlEnds, descCtlDrops, descRuleHits,
-		descTCPConns, descTCPRetrans, descTCPResets, descTCPRefused, descTCPStackRsts} {
+		descTCPConns, descTCPRetrans, descTCPResets, descTCPRefused, descTCPStackRsts, descTCPAcksLow} {
 		ch <- d
 	}
 }
@@ -159,5 +160,6 @@ func (c *collector) collectTCP(ch chan<- prometheus.Metric) {
 		ts := s.TCPStats()
 		ch <- prometheus.MustNewConstMetric(descTCPStackRsts, prometheus.CounterValue, float64(ts.ResetsSent), "sent")
 		ch <- prometheus.MustNewConstMetric(descTCPStackRsts, prometheus.CounterValue, float64(ts.ResetsRecv), "received")
+		ch <- prometheus.MustNewConstMetric(descTCPAcksLow, prometheus.CounterValue, float64(ts.AcksClamped))
 	}
 }

@@ -96,8 +96,9 @@ type Conn struct {
 	// Owned by the pump.
 	state     connState
 	connectBy time.Time
-	rdClosed  bool // the peer's FIN reached the rx fifo
-	wrClosed  bool // our FIN is queued in gVisor
+	window    *peerWindow // the link follows the peer's window (trackWindow)
+	rdClosed  bool        // the peer's FIN reached the rx fifo
+	wrClosed  bool        // our FIN is queued in gVisor
 	rxw       rxWriter
 	txr       txReader
 
@@ -385,6 +386,7 @@ func (c *Conn) run() {
 			return
 		}
 		c.state = stOpen
+		c.trackWindow()
 		c.h.Connected(c)
 		if c.state == stDone || c.abortReq.Load() {
 			c.Kick()
@@ -580,9 +582,19 @@ func (c *Conn) finish() {
 	c.s.connWG.Done()
 }
 
-// end detaches the Conn from gVisor's notifications and its timer.
+// trackWindow has the link follow the peer's receive window for as long
+// as the Conn lives, so that its bare acknowledgements stay inside it
+// (windows).
+func (c *Conn) trackWindow() { c.window = c.s.link.win.track(c.local, c.remote) }
+
+// end detaches the Conn from gVisor's notifications, its timer and the
+// link's window tracking.
 func (c *Conn) end() {
 	c.state = stDone
+	if c.window != nil {
+		c.s.link.win.untrack(c.local, c.remote, c.window)
+		c.window = nil
+	}
 	c.wq.EventUnregister(&c.entry)
 	c.timerMu.Lock()
 	if c.timer != nil {

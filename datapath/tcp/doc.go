@@ -38,12 +38,13 @@
 //
 // # Options chosen
 //
-// SACK is on. Everything else is gVisor's default unless an Options field
-// says otherwise: congestion control reno, RACK loss detection, 1 MiB send
-// and receive buffers (receive buffer moderation on), TIME-WAIT and
-// FIN-WAIT-2 60s, no Nagle delay, no keepalive. The IPv4/IPv6 protocols
-// run with zero options: no DAD, router solicitation, SLAAC, MLD or IGMP
-// (the kernel does those for the host).
+// SACK is on and RACK loss detection off (below). Everything else is
+// gVisor's default unless an Options field says otherwise: congestion
+// control reno, 1 MiB send and receive buffers (receive buffer
+// moderation on), TIME-WAIT and FIN-WAIT-2 60s, no Nagle delay, no
+// keepalive. The IPv4/IPv6 protocols run with zero options: no DAD,
+// router solicitation, SLAAC, MLD or IGMP (the kernel does those for the
+// host).
 //
 // Offloads, from measurements (BenchmarkBulk, back to back, MTU 1500, on
 // a 2-core machine at load average 6-15: there the wall-clock rate
@@ -73,51 +74,60 @@
 //     A/B with the same test harness, the link before these changes
 //     6.9-8.0 and with both 3.0-3.6, and TestTransfer100MB used 1.0-1.2
 //     CPU seconds instead of 1.6-1.8 (load average 6-10).
-//   - Kept as they were, measured no better: RACK off, and earlier cubic
-//     and a 4 MiB receive buffer. The retransmissions and SACK recoveries
-//     (most marked spurious) seen on the lossless test wire are not
-//     drops: nothing was dropped anywhere (link, wire, gVisor's segment
-//     queue and its memory accounting, IP), the wire reordered nothing,
-//     and every retransmitted segment was the highest one sent. That
-//     matches RACK's tail loss probe, whose timeout is twice the smoothed
-//     RTT with no floor in gVisor, so that a scheduling delay of a
-//     fraction of a millisecond on a loaded machine fires it. Turning
-//     RACK off did not lower the CPU per MiB.
-//   - On an impaired wire, RACK costs time and is kept anyway. Through
-//     the test rig's relay losing 1% of the frames, delaying the others
-//     2 ms and sending 5% of those ahead (netem's "loss 1% delay 2ms
-//     reorder 5%", each way), 100 MiB each way between an app and a
-//     kernel echo server (TestTCPLossKernel, quiet machine, two
-//     interleaved rounds) took 36-39 s with the default, 19-21 s with
-//     RACK off (tcpip.TCPRecovery 0: three duplicate ACKs and SACK
-//     recovery, more segments retransmitted, 1,600-1,700 against
-//     ~930), 22-33 s with RACK without the duplicate-ACK rule, no
-//     better with cubic; the kernel at both ends took 8.4 s. Without
-//     RACK gVisor sends no tail loss probe (shouldSchedulePTO), so a
-//     request or reply whose last segment is lost would wait for the
-//     retransmission timeout, 200 ms at least, instead of about two
-//     round trips.
+//   - Kept as they were, measured no better: cubic and a 4 MiB receive
+//     buffer. With RACK on, the lossless test wire saw retransmissions
+//     and SACK recoveries (most marked spurious) where nothing was
+//     dropped anywhere (link, wire, gVisor's segment queue and its memory
+//     accounting, IP) and every retransmitted segment was the highest one
+//     sent: RACK's tail loss probe, whose timeout is twice the smoothed
+//     RTT with no floor in gVisor, fired on scheduling delays of a
+//     fraction of a millisecond. Turning RACK off did not lower the CPU
+//     per MiB there.
+//   - RACK is off (tcpip.TCPRecovery 0: loss found by three duplicate
+//     acknowledgements and the SACK scoreboard, RFC 6675). gVisor's RACK
+//     marks segments lost without telling its pipe count (SetPipe counts
+//     a segment as in flight unless the SACK scoreboard says it is lost),
+//     so after losses that no SACK reveals, the sender finds its
+//     congestion window full of segments it knows are gone and sends
+//     only what its timers let it: two segments every 200 ms were seen.
+//     Measured with each setting (the RACK figures with gVisor's
+//     default, tcpip.TCPRACKLossDetection):
+//   - Through the test rig's relay losing 1% of the frames, delaying the
+//     others 2 ms and sending 5% of those ahead (netem's "loss 1% delay
+//     2ms reorder 5%", each way), 100 MiB each way between an app and a
+//     kernel echo server, quiet machine, two interleaved rounds: 36-39 s
+//     with RACK, 19-21 s without (more segments retransmitted,
+//     1,600-1,700 against ~930), 22-33 s with RACK less its
+//     duplicate-ACK rule, no better with cubic; the kernel at both ends
+//     took 8.4 s.
+//   - A kernel peer cutting its socket buffers to 4 KiB in the middle of
+//     a 32 MiB echo (TestTCPPeerShrinksWindow): with RACK, 13 of 18 runs
+//     took 13-88 s and the other 5 about 1 s; without, 1.1-1.4 s in 7
+//     runs; a kernel client in the app's place took 0.7 s.
+//   - Request/response of 64 bytes through the relay losing 1% and
+//     delaying 2 ms, 2,000 transactions a run, two runs each: p99 216
+//     and 218 ms with RACK, 206 and 216 ms without; 40 and 50
+//     transactions over 50 ms with RACK, 26 and 41 without. RACK's tail
+//     loss probe, which RACK off gives up (shouldSchedulePTO), does not
+//     shorten these: with one segment in flight gVisor adds a 200 ms
+//     delayed-ACK allowance to the probe's timeout (rack.go), which
+//     makes it as long as the retransmission timeout.
+//
+// Bare acknowledgements stay inside the peer's window. gVisor sends them
+// with its next sequence number (sender.sendAck), and a peer that shrank
+// its window below that drops them as out of window. Linux shrinks its
+// window to zero when its receive buffer runs out of memory; a Linux
+// peer that then waits for an acknowledgement of its own data before it
+// reads again (an echo whose sending is blocked) never gets one, and the
+// connection stalls for good: seen on the impaired wire, and in 4 of 5
+// runs of TestTCPPeerShrinksWindow without this. So the link lowers a
+// bare acknowledgement's sequence number to the right edge of the peer's
+// last advertised window, as Linux's tcp_acceptable_seq does (windows,
+// in window.go), and counts it in Stats.AcksClamped.
 //
 // Limits: Options.MaxConns, MaxConnsPerOwner (ErrTooManyConns on Dial; an
 // accepted connection over the limit is reset), MaxBacklog,
 // ConnectTimeout, CloseTimeout.
-//
-// Known defect: a peer whose receive window ends before gVisor's next
-// sequence number (one that shrank it) can stall a connection for good.
-// gVisor sends a bare acknowledgement with its next
-// sequence number (sender.sendAck), where Linux sends the lesser of that
-// and the right edge of the peer's window (tcp_acceptable_seq). Seen with
-// a Linux peer whose receive queue was full (it echoed what it read, and
-// its own sending waited): it offered 1 KiB past what it had received,
-// gVisor's next sequence number was 7.8 KiB past it, and it dropped every
-// acknowledgement of gVisor's as out of window (its
-// TcpExtTCPACKSkippedSeq counted them),
-// and every retransmission too, as a segment reaching past its window
-// with its receive queue not empty (tcp_sequence). It never learned that
-// its own data had arrived, and backed its retransmissions off for ever.
-// It needs data both ways on one connection, loss, and a peer that does
-// not read while it cannot write; about one in nine runs of such an echo
-// on the impaired test wire (nstest's relay), under load.
 //
 // The test wire delivers in batches of up to 64 packets (InjectBatch), as
 // a worker delivers what one poll of its rx ring gave; the GRO gain

@@ -28,3 +28,7 @@ func EndpointRemotePorts(s *Stack) []uint16 {
 	}
 	return out
 }
+
+// TrackedWindows counts the connections whose peer's window the link
+// follows.
+func TrackedWindows(s *Stack) int { return int(s.link.win.n.Load()) }

@@ -98,4 +98,11 @@ func TestLeak(t *testing.T) {
 	if seg.Fifos() != 0 {
 		t.Fatalf("%d fifos still allocated", seg.Fifos())
 	}
+	// Every connection's peer window was followed, and no longer is.
+	if wa, wb := tcp.TrackedWindows(p.a), tcp.TrackedWindows(p.b); wa+wb != 0 {
+		t.Fatalf("the links still follow %d+%d windows", wa, wb)
+	}
+	if ua, ub := p.a.Stats().WindowsUntracked, p.b.Stats().WindowsUntracked; ua+ub != 0 {
+		t.Fatalf("%d+%d connections' windows were not followed", ua, ub)
+	}
 }

@@ -176,6 +176,8 @@ type LinkEndpoint struct {
 	verify bool
 	// hostGSO: the Writer's link segments and checksums (Options.HostGSO).
 	hostGSO bool
+	// win keeps bare acknowledgements inside the peers' windows.
+	win *windows
 
 	mu         sync.RWMutex // guards the fields below
 	dispatcher stack.NetworkDispatcher
@@ -189,7 +191,7 @@ type LinkEndpoint struct {
 var _ stack.LinkEndpoint = (*LinkEndpoint)(nil)
 
 func newLinkEndpoint(w Writer, mtu uint32, rxCsumOffload, hostGSO bool) *LinkEndpoint {
-	return &LinkEndpoint{w: w, mtu: mtu, verify: !rxCsumOffload, hostGSO: hostGSO}
+	return &LinkEndpoint{w: w, mtu: mtu, verify: !rxCsumOffload, hostGSO: hostGSO, win: newWindows()}
 }
 
 // Inject hands one inbound IP packet to the stack and reports whether it
@@ -222,7 +224,7 @@ func (e *LinkEndpoint) Inject(pkt []byte) bool {
 }
 
 // check classifies pkt and verifies its checksums when the link did not;
-// it counts what it drops.
+// it counts what it drops and notes the peer's window of what it passes.
 func (e *LinkEndpoint) check(pkt []byte) (tcpip.NetworkProtocolNumber, bool) {
 	proto, ok := classify(pkt)
 	if !ok {
@@ -233,6 +235,7 @@ func (e *LinkEndpoint) check(pkt []byte) (tcpip.NetworkProtocolNumber, bool) {
 		e.rxBadCsum.Add(1)
 		return 0, false
 	}
+	e.win.inbound(pkt)
 	return proto, true
 }
 
@@ -381,6 +384,7 @@ func (e *LinkEndpoint) writePacket(pb *stack.PacketBuffer) tcpip.Error {
 		e.txNonTCP.Add(1)
 		return nil
 	}
+	e.win.outbound(pb)
 	if !e.w.WritePacket(Packet{pb: pb, proto: pb.NetworkProtocolNumber}) {
 		e.txDropped.Add(1)
 		return &tcpip.ErrNoBufferSpace{}

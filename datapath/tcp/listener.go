@@ -192,6 +192,7 @@ func (l *Listener) accept(ep *tcp.Endpoint, wq *waiter.Queue, peer tcpip.FullAdd
 		return
 	}
 	c.rx, c.tx, c.h = rx, tx, h
+	c.trackWindow()
 	c.register()
 	c.started.Store(true)
 	c.Kick()

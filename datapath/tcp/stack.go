@@ -133,6 +133,12 @@ func NewStack(w Writer, opts Options) (*Stack, error) {
 	if err := gs.SetTransportProtocolOption(tcp.ProtocolNumber, &sack); err != nil {
 		return fail("enable sack", err)
 	}
+	// RACK off: loss is found by SACK and duplicate acknowledgements
+	// (RFC 6675), as the package doc's measurements say.
+	recovery := tcpip.TCPRecovery(0)
+	if err := gs.SetTransportProtocolOption(tcp.ProtocolNumber, &recovery); err != nil {
+		return fail("set loss recovery", err)
+	}
 	if opts.TimeWait > 0 {
 		tw := tcpip.TCPTimeWaitTimeoutOption(opts.TimeWait)
 		if err := gs.SetTransportProtocolOption(tcp.ProtocolNumber, &tw); err != nil {
@@ -219,6 +225,11 @@ type Stats struct {
 	ResetsSent    uint64 // gVisor: RSTs sent
 	ResetsRecv    uint64 // gVisor: RSTs received
 	ChecksumError uint64 // injected packets with a bad IPv4 header or TCP checksum
+	// AcksClamped counts bare acknowledgements whose sequence number the
+	// link lowered to the right edge of the peer's window (the peer had
+	// shrunk it); WindowsUntracked, connections whose peer's window the
+	// link could not follow (their SYN's window scale was overwritten).
+	AcksClamped, WindowsUntracked uint64
 }
 
 // Stats returns the Stack's counters.
@@ -238,6 +249,8 @@ func (s *Stack) Stats() Stats {
 	st.TxPackets = s.link.txPackets.Load()
 	st.TxDropped = s.link.txDropped.Load()
 	st.TxNonTCP = s.link.txNonTCP.Load()
+	st.AcksClamped = s.link.win.clamped.Load()
+	st.WindowsUntracked = s.link.win.untraced.Load()
 	st.Refused = s.refused.Load()
 	return st
 }

@@ -1,0 +1,303 @@
+package tcp
+
+import (
+	"encoding/binary"
+	"hash/maphash"
+	"net/netip"
+	"sync"
+	"sync/atomic"
+
+	"gvisor.dev/gvisor/pkg/tcpip/header"
+	"gvisor.dev/gvisor/pkg/tcpip/stack"
+)
+
+// A bare acknowledgement must carry a sequence number inside the peer's
+// receive window, or the peer drops it unread. gVisor sends its next
+// sequence number (sender.sendAck); when the peer has shrunk its window
+// below that (Linux does, to zero, when its receive buffer runs out of
+// memory), every acknowledgement gVisor sends is dropped, and a peer that
+// waits for one before it reads again never does. Linux avoids this by
+// sending the lesser of its next sequence number and the right edge of
+// the peer's window (tcp_acceptable_seq); the link does the same to
+// gVisor's bare acknowledgements, from what it sees of the peer's
+// segments. windows is that bookkeeping.
+//
+// Only Conns' connections are tracked (Conn.trackWindow, from the moment
+// the connection is established until the Conn ends), so the table is
+// bounded by Options.MaxConns. The peer's window scale comes from its SYN
+// or SYN-ACK, kept for a while in a fixed table (synSlots entries,
+// overwritten on collision, so a SYN flood costs it nothing but the
+// scales of connections whose SYN was overwritten, which are then not
+// tracked: gVisor's behaviour).
+type windows struct {
+	n     atomic.Int32 // connections tracked: none skips the parsing
+	mu    sync.RWMutex
+	flows map[flowKey]*peerWindow
+
+	synMu sync.Mutex
+	seed  maphash.Seed
+	syns  [synSlots]synScale
+
+	clamped  atomic.Uint64 // bare acknowledgements whose sequence number was lowered
+	untraced atomic.Uint64 // connections not tracked: their SYN's scale was lost
+}
+
+// synSlots is the size of the table of peers' window scales.
+const synSlots = 4096
+
+// flowKey is a connection seen from the stack: its local and remote
+// addresses (IPv4 in their IPv4-mapped form) and ports.
+type flowKey struct {
+	local, remote [16]byte
+	lport, rport  uint16
+}
+
+func keyOf(local, remote netip.AddrPort) flowKey {
+	return flowKey{local: local.Addr().As16(), remote: remote.Addr().As16(), lport: local.Port(), rport: remote.Port()}
+}
+
+// synScale is a peer's window scale, from the SYN of connection key.
+type synScale struct {
+	key   flowKey
+	scale uint8
+	used  bool
+}
+
+// peerWindow is what the link knows of one connection's peer.
+type peerWindow struct {
+	scale uint8 // the peer's window scale (0: none)
+
+	mu    sync.Mutex
+	known bool   // a segment of the peer's updated the fields below
+	ack   uint32 // its latest acknowledgement
+	seq   uint32 // the sequence number of the segment that carried it
+	edge  uint32 // ack + its window: the right edge of its receive window
+}
+
+func newWindows() *windows {
+	return &windows{flows: make(map[flowKey]*peerWindow), seed: maphash.MakeSeed()}
+}
+
+// seqAfter reports whether sequence number a comes after b.
+func seqAfter(a, b uint32) bool { return int32(a-b) > 0 }
+
+// TCP flags.
+const (
+	flagFIN = 1 << 0
+	flagSYN = 1 << 1
+	flagRST = 1 << 2
+	flagACK = 1 << 4
+)
+
+// inbound notes what pkt, an IP packet classify accepted, tells of its
+// sender: the window scale of a SYN, the window of any other segment of a
+// tracked connection. It reads only within pkt.
+func (w *windows) inbound(pkt []byte) {
+	var tcp []byte
+	var k flowKey
+	if pkt[0]>>4 == 4 {
+		ihl := int(pkt[0]&0xf) * 4
+		total := int(binary.BigEndian.Uint16(pkt[2:4]))
+		if total < ihl+header.TCPMinimumSize {
+			return
+		}
+		tcp = pkt[ihl:total]
+		k.local[10], k.local[11], k.remote[10], k.remote[11] = 0xff, 0xff, 0xff, 0xff
+		copy(k.local[12:], pkt[16:20])
+		copy(k.remote[12:], pkt[12:16])
+	} else {
+		end := header.IPv6MinimumSize + int(binary.BigEndian.Uint16(pkt[4:6]))
+		if end < header.IPv6MinimumSize+header.TCPMinimumSize {
+			return
+		}
+		tcp = pkt[header.IPv6MinimumSize:end]
+		copy(k.local[:], pkt[24:40])
+		copy(k.remote[:], pkt[8:24])
+	}
+	flags := tcp[13]
+	if flags&flagRST != 0 {
+		return
+	}
+	k.rport, k.lport = binary.BigEndian.Uint16(tcp[0:2]), binary.BigEndian.Uint16(tcp[2:4])
+	if flags&flagSYN != 0 {
+		w.noteSYN(k, tcp)
+		return
+	}
+	if flags&flagACK == 0 || w.n.Load() == 0 {
+		return
+	}
+	w.mu.RLock()
+	pw := w.flows[k]
+	w.mu.RUnlock()
+	if pw == nil {
+		return
+	}
+	seq, ack := binary.BigEndian.Uint32(tcp[4:8]), binary.BigEndian.Uint32(tcp[8:12])
+	win := uint32(binary.BigEndian.Uint16(tcp[14:16])) << pw.scale
+	pw.mu.Lock()
+	// The window of the newest acknowledgement, or of a newer segment
+	// with the same one (Linux's tcp_may_update_window, less its rule
+	// for equal sequence numbers): a reordered older segment does not
+	// move the edge back.
+	if !pw.known || seqAfter(ack, pw.ack) || (ack == pw.ack && !seqAfter(pw.seq, seq)) {
+		pw.known, pw.ack, pw.seq, pw.edge = true, ack, seq, ack+win
+	}
+	pw.mu.Unlock()
+}
+
+// noteSYN keeps the window scale of a SYN or SYN-ACK: its option's value,
+// at most 14 (RFC 7323), or 0 without one; an entry of an earlier
+// connection of the same addresses and ports goes. A SYN-ACK carries the option
+// only when the SYN did, and gVisor answers a SYN's option with its own,
+// so a peer that sent one scales its windows by it.
+func (w *windows) noteSYN(k flowKey, tcp []byte) {
+	off := int(tcp[12]>>4) * 4
+	if off < header.TCPMinimumSize || off > len(tcp) {
+		return
+	}
+	scale := uint8(0)
+	opts := tcp[header.TCPMinimumSize:off]
+	for i := 0; i < len(opts); {
+		switch opts[i] {
+		case header.TCPOptionEOL:
+			i = len(opts)
+			continue
+		case header.TCPOptionNOP:
+			i++
+			continue
+		}
+		if i+1 >= len(opts) || opts[i+1] < 2 || i+int(opts[i+1]) > len(opts) {
+			break
+		}
+		if opts[i] == header.TCPOptionWS && opts[i+1] == 3 {
+			scale = min(opts[i+2], header.MaxWndScale)
+		}
+		i += int(opts[i+1])
+	}
+	slot := &w.syns[maphash.Comparable(w.seed, k)%synSlots]
+	w.synMu.Lock()
+	*slot = synScale{key: k, scale: scale, used: true}
+	w.synMu.Unlock()
+	w.forget(k)
+}
+
+// track starts tracking the connection between local and remote, whose
+// peer's SYN the link saw, and returns its entry for untrack; nil when
+// that SYN's scale was overwritten. An entry left by an earlier
+// connection of the same addresses and ports is replaced: its sequence
+// numbers are of another connection.
+func (w *windows) track(local, remote netip.AddrPort) *peerWindow {
+	k := keyOf(local, remote)
+	slot := &w.syns[maphash.Comparable(w.seed, k)%synSlots]
+	w.synMu.Lock()
+	s := *slot
+	if s.used && s.key == k {
+		*slot = synScale{}
+	}
+	w.synMu.Unlock()
+	if !s.used || s.key != k {
+		w.untraced.Add(1)
+		w.forget(k)
+		return nil
+	}
+	pw := &peerWindow{scale: s.scale}
+	w.mu.Lock()
+	if _, ok := w.flows[k]; !ok {
+		w.n.Add(1)
+	}
+	w.flows[k] = pw
+	w.mu.Unlock()
+	return pw
+}
+
+// forget drops the entry of k, if any: a new connection of the same
+// addresses and ports is starting, and the sequence numbers the entry
+// holds are of the old one.
+func (w *windows) forget(k flowKey) {
+	if w.n.Load() == 0 {
+		return
+	}
+	w.mu.RLock()
+	_, ok := w.flows[k]
+	w.mu.RUnlock()
+	if !ok {
+		return
+	}
+	w.mu.Lock()
+	if _, ok := w.flows[k]; ok {
+		delete(w.flows, k)
+		w.n.Add(-1)
+	}
+	w.mu.Unlock()
+}
+
+// untrack ends what track started, unless a later connection's track
+// replaced pw.
+func (w *windows) untrack(local, remote netip.AddrPort, pw *peerWindow) {
+	k := keyOf(local, remote)
+	w.mu.Lock()
+	if w.flows[k] == pw {
+		delete(w.flows, k)
+		w.n.Add(-1)
+	}
+	w.mu.Unlock()
+}
+
+// outbound lowers the sequence number of pb, a packet gVisor sends, to the
+// right edge of the peer's window when pb is a bare acknowledgement of a
+// tracked connection whose sequence number lies past that edge by a
+// window scale's rounding or more (as tcp_acceptable_seq does; gVisor's
+// own RST does the same). The checksum follows: it is updated for the two
+// words changed, or left as it is when partial (the pseudo-header's sum,
+// which holds no sequence number).
+func (w *windows) outbound(pb *stack.PacketBuffer) {
+	if w.n.Load() == 0 || pb.Data().Size() != 0 {
+		return
+	}
+	th := pb.TransportHeader().Slice()
+	nh := pb.NetworkHeader().Slice()
+	if len(th) < header.TCPMinimumSize || th[13]&(flagSYN|flagFIN|flagRST|flagACK) != flagACK {
+		return
+	}
+	var k flowKey
+	switch {
+	case len(nh) >= header.IPv6MinimumSize && nh[0]>>4 == 6:
+		copy(k.local[:], nh[8:24])
+		copy(k.remote[:], nh[24:40])
+	case len(nh) >= header.IPv4MinimumSize && nh[0]>>4 == 4:
+		k.local[10], k.local[11], k.remote[10], k.remote[11] = 0xff, 0xff, 0xff, 0xff
+		copy(k.local[12:], nh[12:16])
+		copy(k.remote[12:], nh[16:20])
+	default:
+		return
+	}
+	k.lport, k.rport = binary.BigEndian.Uint16(th[0:2]), binary.BigEndian.Uint16(th[2:4])
+	w.mu.RLock()
+	pw := w.flows[k]
+	w.mu.RUnlock()
+	if pw == nil {
+		return
+	}
+	pw.mu.Lock()
+	known, edge := pw.known, pw.edge
+	pw.mu.Unlock()
+	seq := binary.BigEndian.Uint32(th[4:8])
+	if !known || !seqAfter(seq, edge) || seq-edge < 1<<pw.scale {
+		return
+	}
+	binary.BigEndian.PutUint32(th[4:8], edge)
+	if g := &pb.GSOOptions; g.Type == stack.GSONone || !g.NeedsCsum {
+		sum := binary.BigEndian.Uint16(th[16:18])
+		binary.BigEndian.PutUint16(th[16:18], checksumReplace32(sum, seq, edge))
+	}
+	w.clamped.Add(1)
+}
+
+// checksumReplace32 updates an Internet checksum for a 32-bit word of the
+// summed data changing from old to new (RFC 1624, eqn. 3).
+func checksumReplace32(sum uint16, old, new uint32) uint16 {
+	s := uint32(^sum) + uint32(^uint16(old>>16)) + uint32(^uint16(old)) + new>>16 + new&0xffff
+	s = s&0xffff + s>>16
+	s = s&0xffff + s>>16
+	return ^uint16(s)
+}
