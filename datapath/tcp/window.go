@@ -278,10 +278,19 @@ func (w *windows) outbound(pb *stack.PacketBuffer) {
 	if pw == nil {
 		return
 	}
+	seq := binary.BigEndian.Uint32(th[4:8])
 	pw.mu.Lock()
 	known, edge := pw.known, pw.edge
+	if known && seqAfter(pw.ack, seq+1) {
+		// An acknowledgement past seq, gVisor's next sequence number,
+		// acked what was never sent: a forged segment (the link notes
+		// windows before gVisor checks the segments). Its edge is
+		// dropped; the peer's next segment sets one again. (A keepalive
+		// or window probe carries the first unacknowledged number less
+		// one, just before the peer's acknowledgement.)
+		pw.known, known = false, false
+	}
 	pw.mu.Unlock()
-	seq := binary.BigEndian.Uint32(th[4:8])
 	if !known || !seqAfter(seq, edge) || seq-edge < 1<<pw.scale {
 		return
 	}

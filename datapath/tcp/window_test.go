@@ -127,7 +127,9 @@ func seqOf(t *testing.T, pkt []byte) uint32 {
 // within the window's rounding, a segment with data, one of an untracked
 // connection and any after untracking leave as they came. The peer's
 // scale comes from its SYN; a reordered older acknowledgement does not
-// move the edge back.
+// move the edge back; one acknowledging what was never sent (forged)
+// sets no edge; a new connection of the same addresses and ports starts
+// afresh.
 func TestBareAckInsidePeerWindow(t *testing.T) {
 	for _, fam := range []struct {
 		name          string
@@ -185,6 +187,19 @@ func TestBareAckInsidePeerWindow(t *testing.T) {
 					t.Fatalf("flags %#x: seq %d, want 5000", f, s)
 				}
 			}
+			// A keepalive or window probe (the peer's ack less one) is
+			// neither lowered nor taken for a sign of forgery.
+			if s := seqOf(t, outbound(t, e, &got, seg(ack, 999, 101, 1000, 0))); s != 999 {
+				t.Fatalf("a probe: seq %d, want 999", s)
+			}
+			if s := seqOf(t, outbound(t, e, &got, seg(ack, 5000, 101, 1000, 0))); s != 2280 {
+				t.Fatalf("after a probe: seq %d, want 2280", s)
+			}
+			in(seg(ack, 102, 6000, 0, 0)) // acks what was never sent
+			if s := seqOf(t, outbound(t, e, &got, seg(ack, 5000, 101, 1000, 0))); s != 5000 {
+				t.Fatalf("after a forged ack: seq %d, want 5000", s)
+			}
+			in(seg(ack, 103, 1000, 10, 0))
 			in(seg(ack, 100, 900, 0, 0)) // older: ignored
 			if s := seqOf(t, outbound(t, e, &got, seg(ack, 5000, 101, 1000, 0))); s != 2280 {
 				t.Fatalf("after an older ack: seq %d, want 2280", s)
@@ -193,8 +208,8 @@ func TestBareAckInsidePeerWindow(t *testing.T) {
 			if s := seqOf(t, outbound(t, e, &got, seg(ack, 5000, 101, 1000, 0))); s != 3000 {
 				t.Fatalf("after a zero window: seq %d, want 3000", s)
 			}
-			if n := e.win.clamped.Load(); n != 3 {
-				t.Fatalf("%d acknowledgements counted as lowered, want 3", n)
+			if n := e.win.clamped.Load(); n != 4 {
+				t.Fatalf("%d acknowledgements counted as lowered, want 4", n)
 			}
 			// A later connection of the same addresses and ports starts
 			// afresh, and the first one's end leaves it tracked.
