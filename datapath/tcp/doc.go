@@ -101,9 +101,10 @@
 //     duplicate-ACK rule, no better with cubic; the kernel at both ends
 //     took 8.4 s.
 //   - A kernel peer cutting its socket buffers to 4 KiB in the middle of
-//     a 32 MiB echo (TestTCPPeerShrinksWindow): with RACK, 13 of 18 runs
-//     took 13-88 s and the other 5 about 1 s; without, 1.1-1.4 s in 7
-//     runs; a kernel client in the app's place took 0.7 s.
+//     a 32 MiB echo (TestTCPPeerShrinksWindow): with RACK, 14 of 21
+//     runs took 13-88 s and 7 about 1 s (two more were cut off at
+//     100 s); without, 1.0-1.4 s in 13 runs; a kernel client in the
+//     app's place took 0.7 s.
 //   - Request/response of 64 bytes through the relay losing 1% and
 //     delaying 2 ms, 2,000 transactions a run, two runs each: p99 216
 //     and 218 ms with RACK, 206 and 216 ms without; 40 and 50
