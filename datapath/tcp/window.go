@@ -56,6 +56,26 @@ func keyOf(local, remote netip.AddrPort) flowKey {
 	return flowKey{local: local.Addr().As16(), remote: remote.Addr().As16(), lport: local.Port(), rport: remote.Port()}
 }
 
+// segmentKey is the flowKey of a segment whose IP header (version 4 or 6,
+// long enough) is ip and TCP header tcp; an inbound one comes from the
+// remote end.
+func segmentKey(ip, tcp []byte, inbound bool) flowKey {
+	var src, dst [16]byte
+	if ip[0]>>4 == 4 {
+		src[10], src[11], dst[10], dst[11] = 0xff, 0xff, 0xff, 0xff
+		copy(src[12:], ip[12:16])
+		copy(dst[12:], ip[16:20])
+	} else {
+		copy(src[:], ip[8:24])
+		copy(dst[:], ip[24:40])
+	}
+	sport, dport := binary.BigEndian.Uint16(tcp[0:2]), binary.BigEndian.Uint16(tcp[2:4])
+	if inbound {
+		return flowKey{local: dst, remote: src, lport: dport, rport: sport}
+	}
+	return flowKey{local: src, remote: dst, lport: sport, rport: dport}
+}
+
 // synScale is a peer's window scale, from the SYN of connection key.
 type synScale struct {
 	key   flowKey
@@ -94,7 +114,6 @@ const (
 // tracked connection. It reads only within pkt.
 func (w *windows) inbound(pkt []byte) {
 	var tcp []byte
-	var k flowKey
 	if pkt[0]>>4 == 4 {
 		ihl := int(pkt[0]&0xf) * 4
 		total := int(binary.BigEndian.Uint16(pkt[2:4]))
@@ -102,30 +121,24 @@ func (w *windows) inbound(pkt []byte) {
 			return
 		}
 		tcp = pkt[ihl:total]
-		k.local[10], k.local[11], k.remote[10], k.remote[11] = 0xff, 0xff, 0xff, 0xff
-		copy(k.local[12:], pkt[16:20])
-		copy(k.remote[12:], pkt[12:16])
 	} else {
 		end := header.IPv6MinimumSize + int(binary.BigEndian.Uint16(pkt[4:6]))
 		if end < header.IPv6MinimumSize+header.TCPMinimumSize {
 			return
 		}
 		tcp = pkt[header.IPv6MinimumSize:end]
-		copy(k.local[:], pkt[24:40])
-		copy(k.remote[:], pkt[8:24])
 	}
 	flags := tcp[13]
-	if flags&flagRST != 0 {
+	switch {
+	case flags&flagRST != 0:
+		return
+	case flags&flagSYN != 0:
+		w.noteSYN(segmentKey(pkt, tcp, true), tcp)
+		return
+	case flags&flagACK == 0 || w.n.Load() == 0:
 		return
 	}
-	k.rport, k.lport = binary.BigEndian.Uint16(tcp[0:2]), binary.BigEndian.Uint16(tcp[2:4])
-	if flags&flagSYN != 0 {
-		w.noteSYN(k, tcp)
-		return
-	}
-	if flags&flagACK == 0 || w.n.Load() == 0 {
-		return
-	}
+	k := segmentKey(pkt, tcp, true)
 	w.mu.RLock()
 	pw := w.flows[k]
 	w.mu.RUnlock()
@@ -146,10 +159,10 @@ func (w *windows) inbound(pkt []byte) {
 }
 
 // noteSYN keeps the window scale of a SYN or SYN-ACK: its option's value,
-// at most 14 (RFC 7323), or 0 without one; an entry of an earlier
-// connection of the same addresses and ports goes. A SYN-ACK carries the option
+// at most 14 (RFC 7323), or 0 without one. A SYN-ACK carries the option
 // only when the SYN did, and gVisor answers a SYN's option with its own,
-// so a peer that sent one scales its windows by it.
+// so a peer that sent one scales its windows by it. An entry of an
+// earlier connection of the same addresses and ports goes.
 func (w *windows) noteSYN(k flowKey, tcp []byte) {
 	off := int(tcp[12]>>4) * 4
 	if off < header.TCPMinimumSize || off > len(tcp) {
@@ -259,19 +272,10 @@ func (w *windows) outbound(pb *stack.PacketBuffer) {
 	if len(th) < header.TCPMinimumSize || th[13]&(flagSYN|flagFIN|flagRST|flagACK) != flagACK {
 		return
 	}
-	var k flowKey
-	switch {
-	case len(nh) >= header.IPv6MinimumSize && nh[0]>>4 == 6:
-		copy(k.local[:], nh[8:24])
-		copy(k.remote[:], nh[24:40])
-	case len(nh) >= header.IPv4MinimumSize && nh[0]>>4 == 4:
-		k.local[10], k.local[11], k.remote[10], k.remote[11] = 0xff, 0xff, 0xff, 0xff
-		copy(k.local[12:], nh[12:16])
-		copy(k.remote[12:], nh[16:20])
-	default:
+	if len(nh) < header.IPv4MinimumSize || (nh[0]>>4 != 4 && (nh[0]>>4 != 6 || len(nh) < header.IPv6MinimumSize)) {
 		return
 	}
-	k.lport, k.rport = binary.BigEndian.Uint16(th[0:2]), binary.BigEndian.Uint16(th[2:4])
+	k := segmentKey(nh, th, false)
 	w.mu.RLock()
 	pw := w.flows[k]
 	w.mu.RUnlock()
