@@ -118,9 +118,15 @@ type Packet struct {
 
 	// Fragment fields, set when the reason is Fragment: the fragment offset
 	// in bytes, whether more fragments follow, and the identification.
+	// The fragment's data (what follows the IPv4 header or the IPv6
+	// fragment header) is then frame[PayloadOff : PayloadOff+PayloadLen],
+	// and FragMaxEnd is the largest offset its datagram's data may reach:
+	// 65,535 less the IPv4 header, or less the IPv6 extension headers
+	// before the fragment header.
 	FragOffset uint16
 	MoreFrags  bool
 	FragID     uint32
+	FragMaxEnd int
 
 	SrcPort, DstPort uint16 // host byte order
 
@@ -231,6 +237,41 @@ func DecodeFlags(frame []byte, p *Packet, flags Flags) Reason {
 	return OK
 }
 
+// DecodeDatagram checks dg, a whole UDP datagram (header and payload) that
+// was reassembled from the fragments whose first Decode read into p, as
+// DecodeFlags checks the datagram of a frame: the UDP length (bytes past
+// it are ignored), then the checksum over the pseudo-header of p's family
+// and addresses. On OK it sets p's ports and its payload, which is then
+// dg[p.PayloadOff : p.PayloadOff+p.PayloadLen]. A partial checksum is
+// BadUDPCsum here: a sender resolves it before it fragments.
+func DecodeDatagram(dg []byte, p *Packet) Reason {
+	if len(dg) < UDPHeaderLen {
+		return TruncatedUDP
+	}
+	ulen := int(binary.BigEndian.Uint16(dg[4:6]))
+	if ulen < UDPHeaderLen || ulen > len(dg) {
+		return BadUDPLen
+	}
+	p.SrcPort = binary.BigEndian.Uint16(dg[0:2])
+	p.DstPort = binary.BigEndian.Uint16(dg[2:4])
+	p.PayloadOff, p.PayloadLen = UDPHeaderLen, ulen-UDPHeaderLen
+	alen := 4
+	if p.Family == flow.Family6 {
+		alen = 16
+	}
+	if binary.BigEndian.Uint16(dg[6:8]) == 0 {
+		if p.Family == flow.Family4 {
+			return OK
+		}
+		return BadUDPCsum
+	}
+	psum := pseudoSum(p.Src[:alen], p.Dst[:alen], ProtoUDP)
+	if Fold(Sum(dg[:ulen], psum+uint32(ulen))) != 0xffff {
+		return BadUDPCsum
+	}
+	return OK
+}
+
 // decodeIPv4 reads the IPv4 header at b[0:] and returns the IP payload cut
 // to the total length and the pseudo-header sum.
 func decodeIPv4(b []byte, p *Packet) ([]byte, uint32, Reason) {
@@ -280,6 +321,8 @@ func decodeIPv4(b []byte, p *Packet) ([]byte, uint32, Reason) {
 		p.FragOffset = (frag & ipv4OffsetMask) * 8
 		p.MoreFrags = frag&ipv4FlagMF != 0
 		p.FragID = uint32(binary.BigEndian.Uint16(b[4:6]))
+		p.PayloadOff, p.PayloadLen = p.L4Off, tl-hl
+		p.FragMaxEnd = 0xffff - hl
 		return nil, 0, Fragment
 	}
 	return b[hl:tl], psum, OK
@@ -334,6 +377,8 @@ func decodeIPv6(b []byte, p *Packet) ([]byte, uint32, Reason) {
 				p.MoreFrags = fo&1 != 0
 				p.FragID = binary.BigEndian.Uint32(data[4:8])
 				p.L4Off = p.L3Off + off
+				p.PayloadOff, p.PayloadLen = p.L4Off+8, len(data)-8
+				p.FragMaxEnd = 0xffff - (off - IPv6HeaderLen)
 				return nil, 0, Fragment
 			}
 		default:
