@@ -10,5 +10,9 @@
 // The program steers packets that belong to bound sessions (an established
 // 5-tuple hit, then a listener hit on the exact address, then on the zero
 // address) to the AF_XDP socket of the receiving queue, and passes every
-// other packet to the kernel untouched.
+// other packet to the kernel untouched. The fragments of a UDP datagram go
+// together: the first fragment's UDP header decides, and an LRU map (the
+// fragments map) makes the later ones follow it for 30 s; a datagram whose
+// later fragment arrives before the first is the kernel's. Fragments of
+// other protocols go to the kernel.
 package bpf

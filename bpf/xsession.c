@@ -7,15 +7,31 @@
  * same with the zero address. A hit is redirected to the AF_XDP socket of
  * the receiving queue (xsks[rx_queue_index]); when that queue has no socket
  * bpf_redirect_map falls back to XDP_PASS. Everything else, including every
- * malformed, fragmented or unparsed packet, goes to the kernel (XDP_PASS):
- * the program never drops.
+ * malformed or unparsed packet and every fragment that is not UDP, goes to
+ * the kernel (XDP_PASS): the program never drops.
  *
  * A port index (see xsession.h) says which of the three lookups can hit for
  * the packet's transport, local port and family; the others are skipped.
  *
+ * UDP fragments (IPv4 with MF or an offset, IPv6 with a fragment header
+ * whose offset or M flag is set) go where the fragments map says their
+ * datagram goes, so that all fragments of one datagram end up in one place
+ * (the socket reassembles what it gets, the kernel what it gets):
+ *  - the first fragment (offset 0) carries the UDP header: unless a fresh
+ *    entry already gave the datagram to the kernel, the three lookups above
+ *    decide, and a hit records the datagram as ours and is redirected;
+ *  - a later fragment follows a fresh entry; without one (it came before
+ *    the first) the datagram is recorded as the kernel's and passed, and
+ *    so is its first fragment when it comes.
+ * Entries expire after xs_frag_ttl_ns (the loader sets it to the daemon's
+ * reassembly timeout; by default the kernel's, XS_FRAG_TTL_NS), and an
+ * entry of ours XS_FRAG_GRACE_NS after its datagram's last fragment came:
+ * a later datagram under the same identification is then decided afresh.
+ *
  * Parsed: Ethernet, up to two 802.1Q/802.1ad tags, IPv4 (any IHL >= 5),
  * IPv6 with up to XS_MAX_EXT hop-by-hop/routing/destination options
- * headers, UDP and TCP. All loops are bounded and unrolled.
+ * headers and then a fragment header, UDP and TCP. All loops are bounded
+ * and unrolled.
  */
 #include "xsession.h"
 
@@ -47,6 +63,15 @@ struct {
 	__type(value, __u32);
 } ports SEC(".maps");
 
+/* Where the fragments of a UDP datagram go (struct xs_frag_value). LRU:
+ * entries are never deleted, the oldest make room for new datagrams. */
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(max_entries, 8192);
+	__type(key, struct xs_frag_key);
+	__type(value, struct xs_frag_value);
+} fragments SEC(".maps");
+
 struct {
 	__uint(type, BPF_MAP_TYPE_XSKMAP);
 	__uint(max_entries, 64);
@@ -67,7 +92,7 @@ static __always_inline int xs_pass(struct xs_counters *cnt, __u32 reason)
 		reason = XS_C_MALFORMED;
 	XS_COUNT(cnt, XS_C_PASS);
 	XS_COUNT(cnt, reason);
-	if (reason >= XS_C_FIRST_MALFORMED)
+	if (reason >= XS_C_FIRST_MALFORMED && reason <= XS_C_LAST_MALFORMED)
 		XS_COUNT(cnt, XS_C_MALFORMED);
 	return XDP_PASS;
 }
@@ -95,6 +120,169 @@ static __always_inline int xs_ip6_other_ext(__u8 nh)
 	       nh == IPPROTO_SHIM6 || nh == IPPROTO_EXP1 || nh == IPPROTO_EXP2;
 }
 
+/* xs_ip6_addrs fills k's addresses and family from an IPv6 header. */
+static __always_inline void xs_ip6_addrs(struct xs_est_key *k, struct xs_ip6 *ip6)
+{
+	__u32 *lo = (__u32 *)&k->local[0];
+	__u32 *re = (__u32 *)&k->remote[0];
+
+	lo[0] = ip6->daddr[0];
+	lo[1] = ip6->daddr[1];
+	lo[2] = ip6->daddr[2];
+	lo[3] = ip6->daddr[3];
+	re[0] = ip6->saddr[0];
+	re[1] = ip6->saddr[1];
+	re[2] = ip6->saddr[2];
+	re[3] = ip6->saddr[3];
+	k->family = XS_FAMILY6;
+}
+
+/*
+ * The lookups of a parsed packet whose key k is filled in: returns the
+ * reason counter of the hit, or XS_C_NO_MATCH.
+ */
+static __always_inline __u32 xs_match(struct xs_est_key *k)
+{
+	struct xs_lst_key lk;
+
+	/* Which lookups can hit: the port index's bits for this family. */
+	__u32 pidx = XS_PORT_INDEX(k->proto, k->local_port);
+	__u32 *pbits = bpf_map_lookup_elem(&ports, &pidx);
+	__u32 bits = pbits ? *pbits : ~0U;
+	if (k->family == XS_FAMILY6)
+		bits >>= 1;
+
+	if ((bits & XS_PORT_EST4) && bpf_map_lookup_elem(&established, k))
+		return XS_C_EST_HIT;
+	if (!(bits & (XS_PORT_EXACT4 | XS_PORT_WILD4)))
+		return XS_C_NO_MATCH;
+
+	__u32 *la = (__u32 *)&lk.addr[0];
+	__u32 *ka = (__u32 *)&k->local[0];
+	lk.ifindex = k->ifindex;
+	la[0] = ka[0];
+	la[1] = ka[1];
+	la[2] = ka[2];
+	la[3] = ka[3];
+	lk.port = k->local_port;
+	lk.proto = k->proto;
+	lk.family = k->family;
+	/* A zero destination would look up the wildcard entry as exact. */
+	if ((bits & XS_PORT_EXACT4) && (ka[0] | ka[1] | ka[2] | ka[3]) &&
+	    bpf_map_lookup_elem(&listeners, &lk))
+		return XS_C_LST_EXACT_HIT;
+	if (!(bits & XS_PORT_WILD4))
+		return XS_C_NO_MATCH;
+
+	la[0] = 0;
+	la[1] = 0;
+	la[2] = 0;
+	la[3] = 0;
+	if (bpf_map_lookup_elem(&listeners, &lk))
+		return XS_C_LST_WILDCARD_HIT;
+	return XS_C_NO_MATCH;
+}
+
+/* How long a verdict of the fragments map holds (set by the loader). */
+volatile const __u64 xs_frag_ttl_ns = XS_FRAG_TTL_NS;
+
+/* xs_frag_set records where the datagram of fk goes; 0 on success. */
+static __always_inline long xs_frag_set(struct xs_frag_key *fk, __u64 now, __u32 verdict)
+{
+	struct xs_frag_value v = {.seen_ns = now, .verdict = verdict};
+
+	return bpf_map_update_elem(&fragments, fk, &v, BPF_ANY);
+}
+
+/*
+ * A UDP fragment. k holds its addresses and family; id is the datagram's
+ * identification in host order; later is set when the fragment's offset is
+ * not zero, last when no fragment follows it (MF clear). For a first
+ * fragment, l4 is its UDP header, l4len the bytes
+ * from there to the end of the IP payload, and len_bad says that an IP
+ * length field disagrees with the frame.
+ */
+static __always_inline int xs_frag(struct xdp_md *ctx, struct xs_counters *cnt, struct xs_est_key *k,
+				   __u32 id, int later, int last, void *l4, void *end, int len_bad, __u32 l4len)
+{
+	struct xs_frag_key fk;
+	struct xs_frag_value *e;
+	__u32 verdict = 0, reason;
+	__u64 now;
+
+	__builtin_memset(&fk, 0, sizeof(fk));
+	__u32 *fs = (__u32 *)&fk.src[0];
+	__u32 *fd = (__u32 *)&fk.dst[0];
+	__u32 *kr = (__u32 *)&k->remote[0];
+	__u32 *kl = (__u32 *)&k->local[0];
+	fs[0] = kr[0];
+	fs[1] = kr[1];
+	fs[2] = kr[2];
+	fs[3] = kr[3];
+	fd[0] = kl[0];
+	fd[1] = kl[1];
+	fd[2] = kl[2];
+	fd[3] = kl[3];
+	fk.id = id;
+	fk.ifindex = ctx->ingress_ifindex;
+	fk.family = k->family;
+	fk.proto = IPPROTO_UDP;
+
+	now = bpf_ktime_get_ns();
+	e = bpf_map_lookup_elem(&fragments, &fk);
+	if (e && now - e->seen_ns < xs_frag_ttl_ns)
+		verdict = e->verdict;
+
+	if (later) {
+		if (verdict == XS_FRAG_OURS) {
+			/* The datagram's last fragment: what is still to come
+			 * of it is late, so the entry lives XS_FRAG_GRACE_NS
+			 * more at most, and a later datagram under the same
+			 * identification (IPv4's 16 bits wrap) is decided by
+			 * its own first fragment, not taken for this one. */
+			if (e && last && now - e->seen_ns + XS_FRAG_GRACE_NS < xs_frag_ttl_ns)
+				e->seen_ns = now - xs_frag_ttl_ns + XS_FRAG_GRACE_NS;
+			return xs_hit(ctx, cnt, XS_C_FRAGMENT_HIT);
+		}
+		/* Ahead of its first fragment, or of a datagram the kernel
+		 * has: the kernel's. A failed update changes nothing here. */
+		if (verdict != XS_FRAG_KERNEL)
+			xs_frag_set(&fk, now, XS_FRAG_KERNEL);
+		return xs_pass(cnt, XS_C_FRAGMENT);
+	}
+	if (verdict == XS_FRAG_KERNEL)
+		return xs_pass(cnt, XS_C_FRAGMENT);
+
+	/* The first fragment decides by its UDP header. Its length field is
+	 * the whole datagram's, beyond this fragment: only ulen < 8 is bad. */
+	struct xs_udp *u = l4;
+	if ((void *)(u + 1) > end) {
+		reason = XS_C_TRUNC_UDP;
+	} else if (len_bad || l4len < sizeof(*u) || bpf_ntohs(u->len) < sizeof(*u)) {
+		reason = XS_C_BAD_LENGTH;
+	} else {
+		k->local_port = u->dport;
+		k->remote_port = u->sport;
+		k->proto = IPPROTO_UDP;
+		k->ifindex = ctx->ingress_ifindex;
+		reason = XS_C_FRAGMENT;
+		/* A failed update passes: no later fragment could follow. */
+		if (xs_match(k) != XS_C_NO_MATCH && xs_frag_set(&fk, now, XS_FRAG_OURS) == 0)
+			return xs_hit(ctx, cnt, XS_C_FRAGMENT_HIT);
+	}
+	/*
+	 * Passed, so the later fragments must go to the kernel too. Only a
+	 * fresh "ours" entry would send them elsewhere, so only that one is
+	 * overwritten; without an entry (or with a stale one) the next later
+	 * fragment records the kernel's verdict itself. The kernel's own
+	 * datagrams thus cost one map update each, made by their second
+	 * fragment, and none when only the first fragment arrives.
+	 */
+	if (verdict == XS_FRAG_OURS)
+		xs_frag_set(&fk, now, XS_FRAG_KERNEL);
+	return xs_pass(cnt, reason);
+}
+
 SEC("xdp")
 int xsession_xdp(struct xdp_md *ctx)
 {
@@ -103,9 +291,9 @@ int xsession_xdp(struct xdp_md *ctx)
 	__u32 zero = 0;
 	struct xs_counters *cnt;
 	struct xs_est_key k;
-	struct xs_lst_key lk;
 	__u32 l4len = 0; /* bytes from the L4 header to the end of the IP payload */
 	int len_bad = 0; /* an IP length field disagrees with the frame */
+	__u32 reason;
 	__u8 proto;
 	void *p, *l4;
 	__be16 h_proto;
@@ -139,6 +327,7 @@ int xsession_xdp(struct xdp_md *ctx)
 	if (h_proto == bpf_htons(ETH_P_IP)) {
 		struct xs_ip4 *ip = p;
 		__u32 ihl, tot;
+		int frag = 0;
 
 		if ((void *)(ip + 1) > end)
 			return xs_pass(cnt, XS_C_TRUNC_IP4);
@@ -149,11 +338,14 @@ int xsession_xdp(struct xdp_md *ctx)
 			return xs_pass(cnt, XS_C_BAD_IHL);
 		if (p + ihl > end)
 			return xs_pass(cnt, XS_C_TRUNC_IP4);
-		if (ip->frag_off & bpf_htons(XS_IP4_MF | XS_IP4_OFFSET))
-			return xs_pass(cnt, XS_C_FRAGMENT);
 		proto = ip->proto;
-		if (proto != IPPROTO_UDP && proto != IPPROTO_TCP)
+		if (ip->frag_off & bpf_htons(XS_IP4_MF | XS_IP4_OFFSET)) {
+			if (proto != IPPROTO_UDP)
+				return xs_pass(cnt, XS_C_FRAGMENT);
+			frag = 1;
+		} else if (proto != IPPROTO_UDP && proto != IPPROTO_TCP) {
 			return xs_pass(cnt, XS_C_NOT_L4);
+		}
 		tot = bpf_ntohs(ip->tot_len);
 		if (tot < ihl || p + tot > end)
 			len_bad = 1;
@@ -163,6 +355,10 @@ int xsession_xdp(struct xdp_md *ctx)
 		*(__u32 *)&k.remote[0] = ip->saddr;
 		k.family = XS_FAMILY4;
 		l4 = p + ihl;
+		if (frag)
+			return xs_frag(ctx, cnt, &k, bpf_ntohs(ip->id), !!(ip->frag_off & bpf_htons(XS_IP4_OFFSET)),
+				       !(ip->frag_off & bpf_htons(XS_IP4_MF)),
+				       l4, end, len_bad, l4len);
 	} else if (h_proto == bpf_htons(ETH_P_IPV6)) {
 		struct xs_ip6 *ip6 = p;
 		__u32 plen, extlen = 0;
@@ -191,8 +387,25 @@ int xsession_xdp(struct xdp_md *ctx)
 			l4 += elen;
 			extlen += elen;
 		}
-		if (nh == IPPROTO_FRAGMENT)
-			return xs_pass(cnt, XS_C_FRAGMENT);
+		if (nh == IPPROTO_FRAGMENT) {
+			struct xs_ip6_frag *f = l4;
+
+			if ((void *)(f + 1) > end)
+				return xs_pass(cnt, XS_C_TRUNC_EXT);
+			/* Not UDP, or an atomic fragment (offset 0, M clear):
+			 * the kernel's. */
+			if (f->nexthdr != IPPROTO_UDP || !(f->frag_off & bpf_htons(XS_IP6_OFFSET | XS_IP6_MF)))
+				return xs_pass(cnt, XS_C_FRAGMENT);
+			extlen += sizeof(*f);
+			if ((void *)(ip6 + 1) + plen > end || extlen > plen)
+				len_bad = 1;
+			else
+				l4len = plen - extlen;
+			xs_ip6_addrs(&k, ip6);
+			return xs_frag(ctx, cnt, &k, bpf_ntohl(f->id), !!(f->frag_off & bpf_htons(XS_IP6_OFFSET)),
+				       !(f->frag_off & bpf_htons(XS_IP6_MF)),
+				       f + 1, end, len_bad, l4len);
+		}
 		if (nh != IPPROTO_UDP && nh != IPPROTO_TCP)
 			return xs_pass(cnt, xs_ip6_other_ext(nh) ? XS_C_EXT_HEADER : XS_C_NOT_L4);
 		proto = nh;
@@ -200,17 +413,7 @@ int xsession_xdp(struct xdp_md *ctx)
 			len_bad = 1;
 		else
 			l4len = plen - extlen;
-		__u32 *lo = (__u32 *)&k.local[0];
-		__u32 *re = (__u32 *)&k.remote[0];
-		lo[0] = ip6->daddr[0];
-		lo[1] = ip6->daddr[1];
-		lo[2] = ip6->daddr[2];
-		lo[3] = ip6->daddr[3];
-		re[0] = ip6->saddr[0];
-		re[1] = ip6->saddr[1];
-		re[2] = ip6->saddr[2];
-		re[3] = ip6->saddr[3];
-		k.family = XS_FAMILY6;
+		xs_ip6_addrs(&k, ip6);
 	} else {
 		return xs_pass(cnt, XS_C_NOT_IP);
 	}
@@ -244,43 +447,10 @@ int xsession_xdp(struct xdp_md *ctx)
 	k.proto = proto;
 	k.ifindex = ctx->ingress_ifindex;
 
-	/* Which lookups can hit: the port index's bits for this family. */
-	__u32 pidx = XS_PORT_INDEX(proto, k.local_port);
-	__u32 *pbits = bpf_map_lookup_elem(&ports, &pidx);
-	__u32 bits = pbits ? *pbits : ~0U;
-	if (k.family == XS_FAMILY6)
-		bits >>= 1;
-
-	if ((bits & XS_PORT_EST4) && bpf_map_lookup_elem(&established, &k))
-		return xs_hit(ctx, cnt, XS_C_EST_HIT);
-	if (!(bits & (XS_PORT_EXACT4 | XS_PORT_WILD4)))
-		return xs_pass(cnt, XS_C_NO_MATCH);
-
-	__u32 *la = (__u32 *)&lk.addr[0];
-	__u32 *ka = (__u32 *)&k.local[0];
-	lk.ifindex = k.ifindex;
-	la[0] = ka[0];
-	la[1] = ka[1];
-	la[2] = ka[2];
-	la[3] = ka[3];
-	lk.port = k.local_port;
-	lk.proto = proto;
-	lk.family = k.family;
-	/* A zero destination would look up the wildcard entry as exact. */
-	if ((bits & XS_PORT_EXACT4) && (ka[0] | ka[1] | ka[2] | ka[3]) &&
-	    bpf_map_lookup_elem(&listeners, &lk))
-		return xs_hit(ctx, cnt, XS_C_LST_EXACT_HIT);
-	if (!(bits & XS_PORT_WILD4))
-		return xs_pass(cnt, XS_C_NO_MATCH);
-
-	la[0] = 0;
-	la[1] = 0;
-	la[2] = 0;
-	la[3] = 0;
-	if (bpf_map_lookup_elem(&listeners, &lk))
-		return xs_hit(ctx, cnt, XS_C_LST_WILDCARD_HIT);
-
-	return xs_pass(cnt, XS_C_NO_MATCH);
+	reason = xs_match(&k);
+	if (reason == XS_C_NO_MATCH)
+		return xs_pass(cnt, reason);
+	return xs_hit(ctx, cnt, reason);
 }
 
 char _license[] SEC("license") = "Dual BSD/GPL";

@@ -45,9 +45,12 @@ struct xdp_md {
 #define BPF_MAP_TYPE_HASH 1
 #define BPF_MAP_TYPE_ARRAY 2
 #define BPF_MAP_TYPE_PERCPU_ARRAY 6
+#define BPF_MAP_TYPE_LRU_HASH 9
 #define BPF_MAP_TYPE_XSKMAP 17
 
 #define BPF_F_NO_PREALLOC (1U << 0)
+
+#define BPF_ANY 0
 
 /* ---- wire headers ---- */
 
@@ -112,6 +115,18 @@ struct xs_ip6_ext {
 	__u8 nexthdr;
 	__u8 hdrlen;
 };
+
+/* The IPv6 fragment header: frag_off holds the offset in 8-byte units in
+ * its upper 13 bits, two reserved bits and the M (more fragments) flag. */
+struct xs_ip6_frag {
+	__u8 nexthdr;
+	__u8 reserved;
+	__be16 frag_off;
+	__be32 id;
+};
+
+#define XS_IP6_MF 0x0001
+#define XS_IP6_OFFSET 0xfff8
 
 struct xs_udp {
 	__be16 sport;
@@ -205,10 +220,53 @@ struct xs_value {
 #define XS_PORT_INDEX(proto, port) ((((proto) == IPPROTO_TCP) ? (1U << 16) : 0U) | (__u32)(port))
 
 /*
+ * Key of the fragments map: one fragmented UDP datagram, as the receiving
+ * host sees it (src = the packet's source). Addresses follow the
+ * conventions of xs_est_key. id is the datagram's identification in host
+ * byte order, as a number: IPv4's 16-bit field zero-extended, IPv6's
+ * 32-bit field of the fragment header. ifindex is the receiving interface,
+ * family XS_FAMILY4 or XS_FAMILY6, proto IPPROTO_UDP, pad zero.
+ */
+struct xs_frag_key {
+	__u8 src[16];
+	__u8 dst[16];
+	__u32 id;
+	__u32 ifindex;
+	__u8 family;
+	__u8 proto;
+	__u16 pad;
+};
+
+/*
+ * Value of the fragments map: where the datagram's fragments go, and
+ * bpf_ktime_get_ns() (CLOCK_MONOTONIC) when that was decided. An entry
+ * older than xs_frag_ttl_ns counts as absent, as does a verdict other than
+ * XS_FRAG_OURS or XS_FRAG_KERNEL.
+ */
+struct xs_frag_value {
+	__u64 seen_ns;
+	__u32 verdict;
+	__u32 pad;
+};
+
+#define XS_FRAG_OURS 1	 /* redirected to the queue's AF_XDP socket */
+#define XS_FRAG_KERNEL 2 /* given to the kernel */
+
+/* Linux's default ipfrag_time (and ip6frag_time): how long the kernel
+ * waits for the rest of a datagram. The program's default for how long a
+ * verdict holds; the loader sets it (xs_frag_ttl_ns). */
+#define XS_FRAG_TTL_NS (30ULL * 1000000000ULL)
+
+/* How long an entry of ours lives on after its datagram's last fragment:
+ * time for fragments reordered behind it. */
+#define XS_FRAG_GRACE_NS (100ULL * 1000000ULL)
+
+/*
  * Counters, one set per CPU. Every packet adds one to exactly one of
  * pass and redirect and to exactly one reason counter; a hit adds its hit
- * counter and, when the queue has no socket, no_xsk. Malformed packets (the
- * reasons from trunc_eth on) also add malformed.
+ * counter (fragment_hit for a fragment) and, when the queue has no socket,
+ * no_xsk. Malformed packets (the reasons trunc_eth to bad_tcp_offset) also
+ * add malformed.
  *
  * The counters are named fields, so that bpftool map dump shows their
  * names; enum xs_counter numbers them in field order for the program,
@@ -240,10 +298,13 @@ enum xs_counter {
 	XS_C_BAD_IHL,
 	XS_C_BAD_LENGTH,
 	XS_C_BAD_TCP_OFFSET,
+	XS_C_FRAGMENT_HIT,
 	XS_C_MAX,
 };
 
+/* The malformed reasons: XS_C_TRUNC_ETH up to XS_C_BAD_TCP_OFFSET. */
 #define XS_C_FIRST_MALFORMED XS_C_TRUNC_ETH
+#define XS_C_LAST_MALFORMED XS_C_BAD_TCP_OFFSET
 
 struct xs_counters {
 	__u64 pass;			/* given to the kernel */
@@ -251,7 +312,7 @@ struct xs_counters {
 	__u64 malformed;		/* broken headers; given to the kernel */
 	__u64 not_ip;			/* neither IPv4 nor IPv6 (ARP, LLDP, ...) */
 	__u64 vlan_depth;		/* more than two VLAN tags */
-	__u64 fragment;			/* IPv4 fragment or IPv6 fragment header */
+	__u64 fragment;			/* fragment passed: not UDP, IPv6 atomic, or the kernel's datagram */
 	__u64 ext_header;		/* IPv6 extension header not walked, or too many */
 	__u64 not_l4;			/* IP, but neither UDP nor TCP (ICMP, ...) */
 	__u64 no_match;			/* UDP or TCP without an entry */
@@ -270,6 +331,7 @@ struct xs_counters {
 	__u64 bad_ihl;			/* IPv4 IHL below 5 */
 	__u64 bad_length;		/* an IP or UDP length field disagrees with the frame */
 	__u64 bad_tcp_offset;		/* TCP data offset below 5 or beyond the segment */
+	__u64 fragment_hit;		/* UDP fragment of a datagram steered to the socket */
 };
 
 _Static_assert(sizeof(struct xs_counters) == XS_C_MAX * sizeof(__u64), "enum xs_counter numbers every field of xs_counters");

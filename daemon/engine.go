@@ -104,14 +104,24 @@ type QueueStats struct {
 	TxKernel uint64 `json:"tx_kernel"`
 	// TxGSO counts TCP packets (up to 64 KiB each) sent through the
 	// packet socket that lets the kernel segment them.
-	TxGSO   uint64            `json:"tx_gso"`
-	Held    uint64            `json:"held"`
-	Loops   uint64            `json:"loops"`
-	Sleeps  uint64            `json:"sleeps"`
-	Kicks   uint64            `json:"kicks"`
-	Naps    uint64            `json:"naps"`
-	Dropped uint64            `json:"dropped"`
-	Drops   map[string]uint64 `json:"drops"`
+	TxGSO uint64 `json:"tx_gso"`
+	// Fragments counts the UDP fragments the XDP program steered to the
+	// worker (those of datagrams to the daemon's ports whose first
+	// fragment came first), Reassembled the datagrams the worker made
+	// whole from them. The kernel reassembles the others (KernelRx).
+	Fragments   uint64 `json:"fragments"`
+	Reassembled uint64 `json:"reassembled"`
+	// ReasmInFlight and ReasmHeld are gauges: the datagrams the worker
+	// is reassembling and the bytes of their fragments it holds.
+	ReasmInFlight uint64            `json:"reasm_in_flight"`
+	ReasmHeld     uint64            `json:"reasm_held"`
+	Held          uint64            `json:"held"`
+	Loops         uint64            `json:"loops"`
+	Sleeps        uint64            `json:"sleeps"`
+	Kicks         uint64            `json:"kicks"`
+	Naps          uint64            `json:"naps"`
+	Dropped       uint64            `json:"dropped"`
+	Drops         map[string]uint64 `json:"drops"`
 	// XSK are the socket's counters that are not drops.
 	XSK XSKStats `json:"xsk"`
 }
@@ -258,7 +268,8 @@ func (e dpEngine) Stats() EngineStats {
 // queueStats converts one worker's counters.
 func queueStats(q *datapath.QueueStats) QueueStats {
 	qs := QueueStats{Queue: q.Queue, Worker: q.Worker, ZeroCopy: q.ZeroCopy, RxPackets: q.Rx, TxPackets: q.Tx,
-		Delivered: q.Delivered, PartialCsum: q.PartialCsum, TxKernel: q.TxKernel, TxGSO: q.TxGSO, Held: q.Held, Loops: q.Loops, Sleeps: q.Sleeps, Kicks: q.Kicks, Naps: q.Naps,
+		Delivered: q.Delivered, PartialCsum: q.PartialCsum, TxKernel: q.TxKernel, TxGSO: q.TxGSO,
+		Fragments: q.Fragments, Reassembled: q.Reassembled, ReasmInFlight: q.ReasmInFlight, ReasmHeld: q.ReasmHeld, Held: q.Held, Loops: q.Loops, Sleeps: q.Sleeps, Kicks: q.Kicks, Naps: q.Naps,
 		Drops: make(map[string]uint64, len(q.Drops)+4)}
 	for k, v := range q.Drops {
 		if v != 0 {
@@ -290,6 +301,10 @@ func (t *QueueStats) add(q *QueueStats) {
 	t.PartialCsum += q.PartialCsum
 	t.TxKernel += q.TxKernel
 	t.TxGSO += q.TxGSO
+	t.Fragments += q.Fragments
+	t.Reassembled += q.Reassembled
+	t.ReasmInFlight += q.ReasmInFlight
+	t.ReasmHeld += q.ReasmHeld
 	t.Held += q.Held
 	t.Loops += q.Loops
 	t.Sleeps += q.Sleeps

@@ -247,9 +247,10 @@ func (s *fragSender) send(v6 bool, d []byte, pieces []fragPiece) error {
 // host A both to a port an app serves through the daemon and to a kernel
 // socket's port on B, and checks that the app receives exactly what the
 // kernel socket receives, byte for byte: the daemon's path (the XDP
-// program's steering of fragments and whole datagrams, the kernel path's
-// socket, the fifo) delivers what the kernel's reassembly delivers and
-// nothing else. The model of clean sets holds as well: a set whose
+// program's steering of fragments and whole datagrams, the worker's
+// reassembly of a set whose first fragment comes first, the kernel path
+// for the others, the fifo) delivers what the kernel's reassembly
+// delivers and nothing else. The model of clean sets holds as well: a set whose
 // distinct fragments tile the datagram is delivered as often as it is
 // completed.
 func FuzzFragments(f *testing.F) {
@@ -265,6 +266,7 @@ func FuzzFragments(f *testing.F) {
 	rig := nstest.NewPair(f, nstest.Options{})
 	d := startDaemon(f, func(o *Config) {
 		o.Datapath.IfName, o.Datapath.NetnsName, o.NoDatapath = rig.B.Link, rig.B.Name, false
+		o.Datapath.Reassembly.Timeout = time.Second // as the kernel's, below
 	})
 	// Incomplete sets hold the kernel's reassembly memory until they time
 	// out: a short timeout and a large bound keep a long run from filling it.
@@ -313,20 +315,27 @@ func FuzzFragments(f *testing.F) {
 	}
 	snd := newFragSender(f, rig)
 	seq := 0
-	// deliveries sends the plan to one side's port, then two markers (a
-	// whole datagram, steered as such, and a fragmented one, reassembled
-	// by the kernel), and returns what arrived before both markers.
+	// deliveries sends the plan to one side's port, then a marker down
+	// each of the daemon's paths, each of which keeps its order: a whole
+	// datagram (the worker's frames), a fragmented one in order (the
+	// worker's reassembly) and one in reverse order (the kernel's
+	// reassembly, the kernel path). It returns what arrived before all
+	// three markers, so whichever path the plan took.
 	deliveries := func(p fragPlan, sd side, payload []byte) ([][]byte, error) {
 		seq++
-		marks := [][]byte{fmt.Appendf(nil, "mark %d whole", seq), append(fmt.Appendf(nil, "mark %d fragmented ", seq), make([]byte, 2000)...)}
+		marks := [][]byte{fmt.Appendf(nil, "mark %d whole", seq), append(fmt.Appendf(nil, "mark %d fragmented ", seq), make([]byte, 2000)...),
+			append(fmt.Appendf(nil, "mark %d reordered ", seq), make([]byte, 2000)...)}
 		if err := snd.send(p.v6, snd.datagram(p.v6, sd.port, payload), p.pieces); err != nil {
 			return nil, err
 		}
-		for _, m := range marks {
+		for i, m := range marks {
 			md := snd.datagram(p.v6, sd.port, m)
 			pieces := []fragPiece{{0, len(md), false}} // whole: one piece without "more fragments"
-			if len(md) > 1200 {
+			switch i {
+			case 1:
 				pieces = []fragPiece{{0, 1200, true}, {1200, len(md), false}}
+			case 2:
+				pieces = []fragPiece{{1200, len(md), false}, {0, 1200, true}}
 			}
 			if err := snd.send(p.v6, md, pieces); err != nil {
 				return nil, err
@@ -349,7 +358,7 @@ func FuzzFragments(f *testing.F) {
 					got = append(got, b)
 				}
 			case <-deadline:
-				return got, fmt.Errorf("port %d: %d of 2 markers arrived in 5 s (%q, after %d datagrams)", sd.port, seen, arrived, len(got))
+				return got, fmt.Errorf("port %d: %d of %d markers arrived in 5 s (%q, after %d datagrams)", sd.port, seen, len(marks), arrived, len(got))
 			}
 		}
 		return got, nil

@@ -42,6 +42,8 @@ var (
 	descRx        = prometheus.NewDesc("xsessiond_queue_rx_packets_total", "Packets received by each queue's worker.", []string{"queue"}, nil)
 	descTx        = prometheus.NewDesc("xsessiond_queue_tx_packets_total", "Packets sent by each queue's worker.", []string{"queue"}, nil)
 	descDelivered = prometheus.NewDesc("xsessiond_queue_delivered_total", "Datagrams delivered into app fifos by each queue's worker.", []string{"queue"}, nil)
+	descReasm     = prometheus.NewDesc("xsessiond_queue_reassembled_total", "UDP datagrams each queue's worker reassembled from fragments the XDP program steered to it.", []string{"queue"}, nil)
+	descReasmHeld = prometheus.NewDesc("xsessiond_queue_reassembly_bytes", "Bytes of fragments each queue's worker holds for datagrams it is reassembling.", []string{"queue"}, nil)
 	descDrops     = prometheus.NewDesc("xsessiond_queue_drops_total", "Packets dropped on each queue, by reason: the worker's and its AF_XDP socket's (xsk_*).", []string{"queue", "reason"}, nil)
 	descXDP       = prometheus.NewDesc("xsessiond_xdp_packets_total", "The XDP program's counters: pass and redirect count every packet once, the other counters say why.", []string{"counter"}, nil)
 	descRuleHits  = prometheus.NewDesc("xsessiond_rule_hits_total", "Packets and connects each session rule acted on.", []string{"id", "tag", "action"}, nil)
@@ -57,7 +59,7 @@ var (
 )
 
 func (c *collector) Describe(ch chan<- *prometheus.Desc) {
-	for _, d := range []*prometheus.Desc{descApps, descConns, descListeners, descSessions, descFifoUsed, descFifoSize, descRx, descTx, descDelivered, descDrops, descXDP, descCtlEnds, descCtlDrops, descRuleHits,
+	for _, d := range []*prometheus.Desc{descApps, descConns, descListeners, descSessions, descFifoUsed, descFifoSize, descRx, descTx, descDelivered, descReasm, descReasmHeld, descDrops, descXDP, descCtlEnds, descCtlDrops, descRuleHits,
 		descTCPConns, descTCPRetrans, descTCPResets, descTCPRefused, descTCPStackRsts, descTCPAcksLow} {
 		ch <- d
 	}
@@ -125,6 +127,8 @@ func (c *collector) Collect(ch chan<- prometheus.Metric) {
 		ch <- prometheus.MustNewConstMetric(descRx, prometheus.CounterValue, float64(q.RxPackets), qs)
 		ch <- prometheus.MustNewConstMetric(descTx, prometheus.CounterValue, float64(q.TxPackets), qs)
 		ch <- prometheus.MustNewConstMetric(descDelivered, prometheus.CounterValue, float64(q.Delivered), qs)
+		ch <- prometheus.MustNewConstMetric(descReasm, prometheus.CounterValue, float64(q.Reassembled), qs)
+		ch <- prometheus.MustNewConstMetric(descReasmHeld, prometheus.GaugeValue, float64(q.ReasmHeld), qs)
 		for reason, n := range q.Drops {
 			ch <- prometheus.MustNewConstMetric(descDrops, prometheus.CounterValue, float64(n), qs, reason)
 		}

@@ -5,7 +5,6 @@ import (
 	"bytes"
 	"fmt"
 	"net"
-	"os"
 	"os/exec"
 	"strconv"
 	"strings"
@@ -15,23 +14,24 @@ import (
 	"time"
 
 	"github.com/xsessiond/xsessiond/app"
+	"github.com/xsessiond/xsessiond/datapath"
 	"github.com/xsessiond/xsessiond/nsbind/nstest"
 )
 
 // BenchmarkReassembly9000 measures what the reassembly of a 9,000-byte
-// datagram costs beside copying it, where it happens: in B's kernel,
-// which reassembles the fragments of datagrams for the ports the daemon
-// serves and hands each whole to the daemon's socket for the port (see
-// datapath/kernelpath.go). A kernel client on host A sends 9,000-byte
-// datagrams (seven fragments on the rig's 1,500-byte MTU) to an app's
-// PacketConn on B while Linux perf samples every CPU; the time spent in
-// the reassembly (ip_defrag for IPv4, ipv6_frag_rcv for IPv6, with what
-// they call) is divided by the datagrams the kernel reassembled
-// (ReasmOKs), and set beside the time the kernel spends copying the same
-// datagrams into the daemon's buffer (skb_copy_datagram_iter, the recvmsg
-// of the daemon's socket) divided by the datagrams the daemon read. A
-// flat copy of 9,000 bytes in this process (hot, one core) is reported
-// too, as context.
+// datagram costs beside copying it, where it happens: in the worker of
+// B's queue, which reassembles the fragments of datagrams for the ports
+// the daemon serves (datapath/fragment.go). A kernel client on host A
+// sends 9,000-byte datagrams (seven fragments on the rig's 1,500-byte
+// MTU, in order) to an app's PacketConn on B while Linux perf samples
+// every CPU. The time spent in reasm.(*Reassembler).Add is divided by the
+// datagrams the worker reassembled, and set beside the time the worker
+// spends copying the same datagrams into the app's rx fifo
+// (udp.(*Target).DeliverBatchMarks) divided by those it delivered: the
+// same bytes, copied once more, on the same core. A flat copy of 9,000
+// bytes in this process (hot, one core) is reported too, as context; the
+// reasm package's benchmarks compare the two copies without the rest of
+// the path.
 //
 // It needs perf (Debian's linux-perf) and the privileges of the netns rig;
 // run it with a count of datagrams:
@@ -40,7 +40,7 @@ import (
 func BenchmarkReassembly9000(b *testing.B) {
 	perf, err := exec.LookPath("perf")
 	if err != nil {
-		b.Skip("Linux perf is not installed (Debian: linux-perf): it attributes the kernel's time")
+		b.Skip("Linux perf is not installed (Debian: linux-perf): it attributes the worker's time")
 	}
 	rig := nstest.NewPair(b, nstest.Options{})
 	d := startDaemon(b, func(o *Config) {
@@ -51,11 +51,9 @@ func BenchmarkReassembly9000(b *testing.B) {
 	for _, fam := range []struct {
 		name, uri, client string
 		dst               net.IP
-		reasm             string // the function that reassembles
-		snmp, field       string // where the kernel counts what it reassembled
 	}{
-		{"ipv4", "udp://0.0.0.0:0", "0.0.0.0:0", rig.B.IPv4.AsSlice(), "ip_defrag", "/proc/thread-self/net/snmp", "ReasmOKs"},
-		{"ipv6", "udp://[::]:0", "[::]:0", rig.B.IPv6.AsSlice(), "ipv6_frag_rcv", "/proc/thread-self/net/snmp6", "Ip6ReasmOKs"},
+		{"ipv4", "udp://0.0.0.0:0", "0.0.0.0:0", rig.B.IPv4.AsSlice()},
+		{"ipv6", "udp://[::]:0", "[::]:0", rig.B.IPv6.AsSlice()},
 	} {
 		b.Run(fam.name, func(b *testing.B) {
 			pc, err := a.ListenPacket(fam.uri)
@@ -99,25 +97,28 @@ func BenchmarkReassembly9000(b *testing.B) {
 					b.Fatal(err)
 				}
 			}
-			reasm0 := snmpCounter(b, rig.B, fam.snmp, fam.field)
-			rx0 := d.Engine().Stats().KernelRx
+			s0 := d.Engine().Stats()
 			got0 := got.Load()
 			b.ResetTimer()
 			for i := 0; i < b.N; i++ {
 				if _, err := cli.WriteTo(msg, dst); err != nil {
 					b.Fatal(err)
 				}
-				// Paced by what the app received, so that no socket
-				// buffer overflows: every datagram sent is reassembled
-				// and copied.
+				// Paced by what the app received, so that no ring or fifo
+				// overflows: every datagram sent is reassembled and copied.
 				for int64(i)-(got.Load()-got0) > 64 {
 					time.Sleep(20 * time.Microsecond)
 				}
 			}
 			waitProgress(b, "datagrams received", 2*time.Second, func() int64 { return got.Load() - got0 }, int64(b.N))
 			b.StopTimer()
-			reasm := snmpCounter(b, rig.B, fam.snmp, fam.field) - reasm0
-			copies := d.Engine().Stats().KernelRx - rx0
+			var s1 datapath.Stats
+			waitFor(b, "the worker's counters", 2*time.Second, func() bool {
+				s1 = d.Engine().Stats()
+				return s1.Totals.Delivered-s0.Totals.Delivered >= uint64(b.N)
+			})
+			reasm := s1.Totals.Reassembled - s0.Totals.Reassembled
+			copies := s1.Totals.Delivered - s0.Totals.Delivered
 			if bad.Load() != 0 {
 				b.Fatalf("%d datagrams of another size than %d", bad.Load(), size)
 			}
@@ -129,62 +130,21 @@ func BenchmarkReassembly9000(b *testing.B) {
 				b.Fatal(err)
 			}
 			if reasm < uint64(b.N) || copies < uint64(b.N) {
-				b.Fatalf("sent %d: the kernel reassembled %d, the daemon read %d", b.N, reasm, copies)
+				b.Fatalf("sent %d: the worker reassembled %d and delivered %d (kernel path %d)", b.N, reasm, copies, s1.KernelRx-s0.KernelRx)
 			}
-			// The kernel copies a datagram to the socket's reader with
-			// skb_copy_datagram_iter, or, when the UDP checksum is still
-			// to verify (as for a reassembled datagram), while it sums it.
-			reasmNs := prof.ns(fam.reasm) / float64(reasm)
-			kcopyNs := (prof.ns("skb_copy_datagram_iter") + prof.ns("skb_copy_and_csum_datagram_msg")) / float64(copies)
+			reasmNs := prof.ns("github.com/xsessiond/xsessiond/datapath/reasm.(*Reassembler).Add") / float64(reasm)
 			fifoNs := prof.ns("github.com/xsessiond/xsessiond/datapath/udp.(*Target).DeliverBatchMarks") / float64(copies)
-			if reasmNs == 0 || kcopyNs == 0 || fifoNs == 0 {
-				b.Fatalf("no samples in %s, the kernel's copy or the fifo's (%s): a profile without call chains?", fam.reasm, prof.file)
+			if reasmNs == 0 || fifoNs == 0 {
+				b.Fatalf("no samples in the reassembly or the fifo's copy (%s)", prof.file)
 			}
 			flatNs := flatCopyNs(size)
 			b.ReportMetric(reasmNs, "reasm-ns/datagram")
-			b.ReportMetric(kcopyNs, "kcopy-ns/datagram")
 			b.ReportMetric(fifoNs, "fifo-ns/datagram")
 			b.ReportMetric(flatNs, "memmove-ns/datagram")
-			b.ReportMetric(reasmNs/kcopyNs, "reasm/kcopy")
 			b.ReportMetric(reasmNs/fifoNs, "reasm/fifo")
 			b.ReportMetric(reasmNs/flatNs, "reasm/memmove")
 		})
 	}
-}
-
-// snmpCounter reads one counter of h's namespace from file (/proc's
-// snmp: a header line of names then a line of values; snmp6: name value
-// lines).
-func snmpCounter(b *testing.B, h *nstest.Host, file, name string) uint64 {
-	b.Helper()
-	var v uint64
-	if err := h.Do(func() error {
-		raw, err := os.ReadFile(file)
-		if err != nil {
-			return err
-		}
-		lines := strings.Split(string(raw), "\n")
-		for i, line := range lines {
-			f := strings.Fields(line)
-			if len(f) == 2 && f[0] == name {
-				v, err = strconv.ParseUint(f[1], 10, 64)
-				return err
-			}
-			if i+1 < len(lines) && len(f) > 1 && f[0] == "Ip:" {
-				vals := strings.Fields(lines[i+1])
-				for j, n := range f {
-					if n == name && j < len(vals) {
-						v, err = strconv.ParseUint(vals[j], 10, 64)
-						return err
-					}
-				}
-			}
-		}
-		return fmt.Errorf("%s: no counter %s", file, name)
-	}); err != nil {
-		b.Fatal(err)
-	}
-	return v
 }
 
 // flatCopyNs returns the time one copy of size bytes takes in this

@@ -40,10 +40,13 @@
 // Ports: every served UDP port, a listener's or a connected session's, is
 // held by a kernel socket bound to it (udp.Reservation; ports.go), so the
 // kernel gives it to nobody else, and port 0 is the kernel's ephemeral
-// pick. Datagrams larger than one frame take the kernel path through that
-// socket both ways (kernelpath.go): the kernel reassembles the fragments
-// the XDP program passes it and fragments what the daemon sends to the
-// path MTU, except a datagram queued with fifo.DgramFlagDontFragment: that
+// pick. A datagram larger than one frame arrives in fragments, which the
+// worker reassembles when the XDP program steers them to it (those whose
+// first fragment came first: fragment.go); the kernel reassembles the
+// others (a reordered datagram) and hands the datagram to that socket,
+// which the Engine reads (the kernel path, kernelpath.go). On send, such a
+// datagram goes through that socket, which fragments it to the path MTU,
+// except a datagram queued with fifo.DgramFlagDontFragment: that
 // one goes out whole (IPv4: DF set), or, larger than the path MTU, is
 // dropped (tx-dont-fragment) and reported to the app as a fifo.EventError
 // with EMSGSIZE for the listener's or session's handle. Engine.PathMTU

@@ -14,6 +14,7 @@ import (
 	"github.com/vishvananda/netns"
 	"golang.org/x/sys/unix"
 
+	"github.com/xsessiond/xsessiond/datapath/reasm"
 	"github.com/xsessiond/xsessiond/datapath/udp"
 	"github.com/xsessiond/xsessiond/datapath/xsk"
 	"github.com/xsessiond/xsessiond/flow"
@@ -76,6 +77,11 @@ type Config struct {
 	Checksum string
 	// TCP shapes the TCP transport (zero: its defaults).
 	TCP TCPConfig
+	// Reassembly bounds each worker's reassembly of UDP fragments
+	// (fragment.go): datagrams in flight, fragments per datagram, and how
+	// long a datagram's fragments may take (zero fields: reasm's
+	// defaults).
+	Reassembly reasm.Config
 }
 
 // DefaultIdleNap is Config.IdleNap's default. At a few hundred thousand
@@ -264,7 +270,9 @@ func New(cfg Config) (*Engine, error) {
 	if err != nil {
 		return nil, fmt.Errorf("new engine: %w", err)
 	}
-	e.objs, err = spec.Load(loader.ObjectsOptions{Queues: max(queues, e.ifc.RxQueues)})
+	// The program follows a fragmented datagram's verdict as long as the
+	// workers wait for its fragments.
+	e.objs, err = spec.Load(loader.ObjectsOptions{Queues: max(queues, e.ifc.RxQueues), FragmentTTL: e.cfg.Reassembly.WithDefaults().Timeout})
 	if err != nil {
 		return nil, fmt.Errorf("new engine: %w", err)
 	}

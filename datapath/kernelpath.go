@@ -12,21 +12,21 @@ import (
 	"github.com/xsessiond/xsessiond/flow"
 )
 
-// The kernel path: datagrams larger than one frame.
+// The kernel path: datagrams larger than one frame that the kernel
+// reassembles.
 //
-// The XDP program passes every IP fragment to the kernel (a non-first
-// fragment has no UDP header to match, and a first fragment alone is not a
-// datagram). The kernel reassembles them, bounded per namespace
-// (net.ipv4.ipfrag_high_thresh, ipfrag_time and their IPv6 twins),
-// dropping overlaps (RFC 5722) and counting every failure (ReasmFails),
-// and delivers the datagram to the socket bound to its port: for a port
-// the daemon serves, that is the udp.Reservation holding it, which the
-// Engine opens (udp.Reservation.Open) and reads (kernelRx, on the
-// peerWatch goroutine) into the Target's rx fifo like any other datagram.
-// Fragments of ports the daemon does not serve reach their kernel sockets
-// untouched. Reassembly stays the kernel's: it is hardened, already
-// bounded per namespace, and the daemon's frames would pay for a second
-// implementation in every worker.
+// The XDP program gives the kernel every fragment of a datagram whose
+// first fragment did not come first (a reordered one; a later fragment has
+// no UDP header to match), besides those of ports the daemon does not
+// serve; the worker reassembles the rest (fragment.go). The kernel
+// reassembles them, bounded per namespace (net.ipv4.ipfrag_high_thresh,
+// ipfrag_time and their IPv6 twins), dropping overlaps (RFC 5722) and
+// counting every failure (ReasmFails), and delivers the datagram to the
+// socket bound to its port: for a port the daemon serves, that is the
+// udp.Reservation holding it, which the Engine opens
+// (udp.Reservation.Open) and reads (kernelRx, on the peerWatch goroutine)
+// into the Target's rx fifo like any other datagram. Fragments of ports
+// the daemon does not serve reach their kernel sockets untouched.
 //
 // On send, a datagram that does not fit one frame (a UMEM frame, or the
 // interface's MTU) goes out through the same socket (txKernel): the

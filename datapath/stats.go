@@ -64,6 +64,17 @@ type Counts struct {
 	// held the pseudo-header sum (Config.Checksum accepts them; under
 	// ChecksumVerify they are dropped as bad-udp-csum instead).
 	PartialCsum uint64 `json:"partial_csum"`
+	// Fragments counts the fragments of UDP datagrams the XDP program
+	// steered to the worker, Reassembled the datagrams made whole from
+	// them (then delivered, or dropped for their UDP header or checksum
+	// or for want of a session, like a whole datagram).
+	Fragments   uint64 `json:"fragments"`
+	Reassembled uint64 `json:"reassembled"`
+	// ReasmInFlight and ReasmHeld are gauges: the datagrams being
+	// reassembled now and the bytes of their fragments held, within
+	// Config.Reassembly's bounds.
+	ReasmInFlight uint64 `json:"reasm_in_flight"`
+	ReasmHeld     uint64 `json:"reasm_held"`
 }
 
 // Stats returns the Engine's counters. After Close it returns what the

@@ -9,6 +9,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/xsessiond/xsessiond/datapath/frame"
+	"github.com/xsessiond/xsessiond/datapath/reasm"
 	"github.com/xsessiond/xsessiond/datapath/udp"
 	"github.com/xsessiond/xsessiond/datapath/xsk"
 	"github.com/xsessiond/xsessiond/fifo"
@@ -18,26 +19,36 @@ import (
 
 // Drop reasons a worker counts besides frame.Reason values.
 const (
-	dropNoSession      = iota // no established session or listener for the 5-tuple
-	dropFifoFull              // the app's rx fifo had no room
-	dropTooBig                // the datagram can never fit the app's rx fifo
-	dropFifoCorrupt           // the app corrupted its rx fifo's indices
-	dropNoNeighbour           // tx: no MAC for the next hop in time
-	dropNoRoute               // tx: no route, or a route through another interface
-	dropTxBadHeader           // tx: the app's datagram header is unusable (family, address, port)
-	dropTxTooLong             // tx: the payload does not fit a frame
-	dropTxNoFrame             // tx: no free UMEM frame
-	dropTxCorrupt             // tx: the app's tx fifo is corrupt
-	dropTxBadSource           // tx: the source address is not one of the interface's (Config.Addrs)
-	dropTxKernel              // tx: the kernel refused a datagram larger than a frame (its socket buffer full, no route) or a TCP packet on the packet socket
-	dropRule                  // a global session rule dropped it
-	dropTxDontFragment        // tx: a don't-fragment datagram larger than the path MTU (the app is told EMSGSIZE)
+	dropNoSession        = iota // no established session or listener for the 5-tuple
+	dropFifoFull                // the app's rx fifo had no room
+	dropTooBig                  // the datagram can never fit the app's rx fifo
+	dropFifoCorrupt             // the app corrupted its rx fifo's indices
+	dropNoNeighbour             // tx: no MAC for the next hop in time
+	dropNoRoute                 // tx: no route, or a route through another interface
+	dropTxBadHeader             // tx: the app's datagram header is unusable (family, address, port)
+	dropTxTooLong               // tx: the payload does not fit a frame
+	dropTxNoFrame               // tx: no free UMEM frame
+	dropTxCorrupt               // tx: the app's tx fifo is corrupt
+	dropTxBadSource             // tx: the source address is not one of the interface's (Config.Addrs)
+	dropTxKernel                // tx: the kernel refused a datagram larger than a frame (its socket buffer full, no route) or a TCP packet on the packet socket
+	dropRule                    // a global session rule dropped it
+	dropTxDontFragment          // tx: a don't-fragment datagram larger than the path MTU (the app is told EMSGSIZE)
+	dropReasmDuplicate          // a fragment whose bytes the reassembly already held (ignored, as Linux does)
+	dropReasmBadFragment        // an IPv6 fragment with more to follow whose end is not a multiple of 8 (its datagram is dropped)
+	dropReasmTooLong            // a fragment reaching past the largest IP packet (its datagram is dropped)
+	dropReasmCorrupt            // a fragment contradicting its datagram's end, or empty (its datagram is dropped)
+	dropReasmOverlap            // a fragment overlapping another of its datagram (its datagram is dropped, RFC 5722)
+	dropReasmTooMany            // a datagram of more fragments than the reassembly takes (dropped)
+	dropReasmNoBuffer           // a fragment for which every reassembly buffer held a datagram not yet delivered
+	dropReasmEvicted            // datagrams being reassembled, dropped to make room for a new one (Config.Reassembly.MaxDatagrams)
+	dropReasmTimeout            // datagrams whose fragments did not all come within Config.Reassembly.Timeout
 	numDrops
 )
 
 var dropNames = [numDrops]string{"no-session", "fifo-full", "too-big", "fifo-corrupt", "no-neighbour", "no-route",
 	"tx-bad-header", "tx-too-long", "tx-no-frame", "tx-fifo-corrupt", "tx-bad-source", "tx-kernel", "rule-drop",
-	"tx-dont-fragment"}
+	"tx-dont-fragment", "reasm-duplicate", "reasm-bad-fragment", "reasm-too-long", "reasm-corrupt", "reasm-overlap",
+	"reasm-too-many-fragments", "reasm-no-buffer", "reasm-evicted", "reasm-timeout"}
 
 // counters are one worker's counts: its Counts, the decoder's drop
 // reasons and its own. The worker updates a private copy without atomics
@@ -107,12 +118,18 @@ type worker struct {
 	big  []byte    // a datagram larger than a frame, on its way to the kernel path (txBig)
 	poll pollState // the idle policy (poll.go)
 
+	// The reassembly of fragments (fragment.go): made at the first
+	// fragment; its clock, read once per batch that has fragments.
+	reasm *reasm.Reassembler
+	epoch time.Time
+	now   int64
+
 	c   counters
 	pub published
 }
 
 func newWorker(e *Engine, q int, id uint32, s *xsk.Socket, kick int) *worker {
-	w := &worker{e: e, q: q, id: id, sock: s, kick: kick, batch: e.cfg.Batch, partialOK: e.partialOK}
+	w := &worker{e: e, q: q, id: id, sock: s, kick: kick, batch: e.cfg.Batch, partialOK: e.partialOK, epoch: time.Now()}
 	w.poll.nap, w.poll.spin = e.cfg.IdleNap, e.cfg.IdleSpin
 	w.poll.spinners, w.poll.maxSpinners = &e.spinners, maxSpinners(runtime.GOMAXPROCS(0))
 	w.descs = make([]xsk.Desc, w.batch)
@@ -206,6 +223,7 @@ func (w *worker) run() {
 		}
 		w.sock.Complete()
 		w.tx.retryHeld()
+		w.expireFragments()
 		if busy {
 			w.poll.worked(n)
 		}
@@ -322,7 +340,17 @@ func (w *worker) processBatch(frames [][]byte) {
 			w.tcpIn = append(w.tcpIn, f[w.pkt.L3Off:])
 			continue
 		}
-		if r != frame.OK && !w.acceptBad(r) {
+		var pay []byte
+		if w.isUDPFragment(r) {
+			// The fragments were captured as they came: the datagram
+			// has no frame of its own (f nil).
+			w.capFlush()
+			dg := w.fragment(f)
+			if dg == nil {
+				continue
+			}
+			pay, f = dg[w.pkt.PayloadOff:w.pkt.PayloadOff+w.pkt.PayloadLen], nil
+		} else if r != frame.OK && !w.acceptBad(r) {
 			w.capFlush()
 			w.cap.rxBad(w.q, f, r)
 			continue
@@ -331,8 +359,10 @@ func (w *worker) processBatch(frames [][]byte) {
 		t, why := w.lookup(l, est)
 		if t == nil {
 			w.c.Drops[why]++
-			w.capFlush()
-			w.cap.rxDrop(w.q, f, nil, why)
+			if f != nil {
+				w.capFlush()
+				w.cap.rxDrop(w.q, f, nil, why)
+			}
 			continue
 		}
 		if t != w.cur {
@@ -340,7 +370,9 @@ func (w *worker) processBatch(frames [][]byte) {
 			if !t.Lock() {
 				t.Unlock()
 				w.c.Drops[dropNoSession]++
-				w.cap.rxDrop(w.q, f, nil, dropNoSession)
+				if f != nil {
+					w.cap.rxDrop(w.q, f, nil, dropNoSession)
+				}
 				continue
 			}
 			w.cur = t
@@ -352,10 +384,17 @@ func (w *worker) processBatch(frames [][]byte) {
 		}
 		p := &w.pkt
 		udp.HeaderOf(&w.hdrs[w.runN], p)
-		w.pays[w.runN] = f[p.PayloadOff : p.PayloadOff+p.PayloadLen]
+		if f != nil {
+			pay = f[p.PayloadOff : p.PayloadOff+p.PayloadLen]
+		}
+		w.pays[w.runN] = pay
 		w.runN++
 	}
 	w.release()
+	if w.now != 0 {
+		w.reasm.Release() // the batch's reassembled datagrams are queued
+		w.now = 0
+	}
 	w.signal()
 	w.ruleHits.flush()
 	if len(w.tcpIn) > 0 {
@@ -569,6 +608,9 @@ func (w *worker) publish() {
 	}
 	for i := range c.Bad {
 		p.Bad[i].Store(c.Bad[i])
+	}
+	if w.reasm != nil {
+		w.reasmStats()
 	}
 	for i := range c.Drops {
 		p.Drops[i].Store(c.Drops[i])

@@ -26,9 +26,13 @@ const (
 	PinXSKs        = "xsks"
 	PinCounters    = "counters"
 	PinPorts       = "ports"
+	PinFragments   = "fragments"
 )
 
-var mapPins = []string{PinListeners, PinEstablished, PinXSKs, PinCounters, PinPorts}
+// mapPins are the map pins Attach replaces and Cleanup removes. A pin
+// folder left by a version without one of them is handled the same way:
+// a missing pin is skipped.
+var mapPins = []string{PinListeners, PinEstablished, PinXSKs, PinCounters, PinPorts, PinFragments}
 
 // Mode is how an XDP program runs on an interface.
 type Mode uint8
@@ -105,7 +109,7 @@ type AttachOptions struct {
 	Mode Mode
 	// PinRoot is the directory (on a bpf filesystem) under which the link
 	// and maps are pinned as <NetnsName>/<ifname>/{link,listeners,
-	// established,xsks,counters,ports}. Empty means DefaultPinRoot, and the bpf
+	// established,xsks,counters,ports,fragments}. Empty means DefaultPinRoot, and the bpf
 	// filesystem is mounted at /sys/fs/bpf when it is not.
 	PinRoot string
 	// Replace allows replacing an XDP program that is not xsessiond's.
@@ -367,7 +371,7 @@ func (a *Attachment) attach(opts AttachOptions, root string, ino uint64) error {
 	for _, p := range []struct {
 		name string
 		m    *ebpf.Map
-	}{{PinListeners, maps.Listeners}, {PinEstablished, maps.Established}, {PinXSKs, maps.Xsks}, {PinCounters, maps.Counters}, {PinPorts, maps.Ports}} {
+	}{{PinListeners, maps.Listeners}, {PinEstablished, maps.Established}, {PinXSKs, maps.Xsks}, {PinCounters, maps.Counters}, {PinPorts, maps.Ports}, {PinFragments, maps.Fragments}} {
 		if err := p.m.Pin(filepath.Join(a.dir, p.name)); err != nil {
 			return fmt.Errorf("pin map %s: %w", p.name, err)
 		}

@@ -10,14 +10,16 @@ import (
 // packet counts once in Pass or Redirect and once in one reason (NotIP …
 // NoMatch, a hit, or a malformed reason); a hit whose queue has no socket
 // also counts in NoXSK (and in Pass). Malformed packets (the Trunc* and Bad*
-// reasons) also count in Malformed. All of them go to the kernel.
+// reasons) also count in Malformed. All of them go to the kernel. The hits
+// are EstablishedHit, ListenerExactHit, ListenerWildcardHit and, for UDP
+// fragments, FragmentHit.
 type Counters struct {
 	Pass                uint64 // given to the kernel
 	Redirect            uint64 // redirected to an AF_XDP socket
 	Malformed           uint64 // broken headers (a subset of Pass)
 	NotIP               uint64 // neither IPv4 nor IPv6 (ARP, ...)
 	VLANDepth           uint64 // more than two VLAN tags
-	Fragment            uint64 // IPv4 fragment or IPv6 fragment header
+	Fragment            uint64 // a fragment passed: not UDP, IPv6 atomic, or of a datagram the kernel gets
 	ExtHeader           uint64 // IPv6 extension header not walked, or too many
 	NotL4               uint64 // IP but neither UDP nor TCP (ICMP, ...)
 	NoMatch             uint64 // UDP or TCP without an entry
@@ -36,6 +38,7 @@ type Counters struct {
 	BadIHL              uint64 // IPv4 IHL < 5
 	BadLength           uint64 // IP or UDP length disagrees with the frame
 	BadTCPOffset        uint64 // TCP data offset < 5 or beyond the segment
+	FragmentHit         uint64 // a UDP fragment of a datagram steered to the socket
 }
 
 // counterNames lists the counters in the order of enum xs_counter in
@@ -46,7 +49,7 @@ var counterNames = [...]string{
 	"not_l4", "no_match", "established_hit", "listener_exact_hit", "listener_wildcard_hit",
 	"no_xsk", "truncated_eth", "truncated_vlan", "truncated_ipv4", "truncated_ipv6",
 	"truncated_ext", "truncated_udp", "truncated_tcp", "bad_version", "bad_ihl",
-	"bad_length", "bad_tcp_offset",
+	"bad_length", "bad_tcp_offset", "fragment_hit",
 }
 
 // counterSlots is the program's counters as Read reads them: one uint64
@@ -60,7 +63,7 @@ func (c *Counters) fields() [len(counterNames)]*uint64 {
 		&c.NotL4, &c.NoMatch, &c.EstablishedHit, &c.ListenerExactHit, &c.ListenerWildcardHit,
 		&c.NoXSK, &c.TruncEth, &c.TruncVLAN, &c.TruncIPv4, &c.TruncIPv6,
 		&c.TruncExt, &c.TruncUDP, &c.TruncTCP, &c.BadVersion, &c.BadIHL,
-		&c.BadLength, &c.BadTCPOffset,
+		&c.BadLength, &c.BadTCPOffset, &c.FragmentHit,
 	}
 }
 

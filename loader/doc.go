@@ -17,7 +17,9 @@
 // are host order in this package's API and network order in the maps. A
 // port index beside the maps lets the program skip lookups that cannot hit;
 // ListenerMap and EstablishedMap keep it in step, so write the maps only
-// through them.
+// through them. The fragments map is the program's own: it records, per
+// fragmented UDP datagram, whether its fragments go to the AF_XDP socket or
+// to the kernel (FragmentMap reads it).
 //
 // Veth: native mode (and redirect to AF_XDP from it) needs nothing on the
 // peer on this kernel, but the veth must have at least as many rx queues as

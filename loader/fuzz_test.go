@@ -8,7 +8,9 @@ import (
 // invariants of its verdicts and counters: every frame is passed or
 // redirected, counted once as such and under exactly one reason, malformed
 // frames are counted as malformed, and only hits are redirected. The reason
-// must be the one a Go model of the parsing rules gives (modelReason).
+// must be the one a Go model of the parsing rules gives (modelRun), from
+// the maps as they were before the run, and a UDP fragment must leave its
+// datagram's entry in the fragments map as the model says.
 func FuzzXDPProgram(f *testing.F) {
 	o := progEnv(f)
 	for _, c := range progCases(f) {
@@ -20,6 +22,10 @@ func FuzzXDPProgram(f *testing.F) {
 		if len(pkt) < 14 || len(pkt) > 3000 {
 			return
 		}
+		model, err := modelRun(o, testIfindex, pkt)
+		if err != nil {
+			t.Fatal(err)
+		}
 		before, err := o.Counters.Read()
 		if err != nil {
 			t.Fatal(err)
@@ -30,7 +36,7 @@ func FuzzXDPProgram(f *testing.F) {
 			t.Fatal(err)
 		}
 		d := after.Sub(before)
-		hits := d.EstablishedHit + d.ListenerExactHit + d.ListenerWildcardHit
+		hits := d.EstablishedHit + d.ListenerExactHit + d.ListenerWildcardHit + d.FragmentHit
 		bad := d.TruncEth + d.TruncVLAN + d.TruncIPv4 + d.TruncIPv6 + d.TruncExt + d.TruncUDP + d.TruncTCP +
 			d.BadVersion + d.BadIHL + d.BadLength + d.BadTCPOffset
 		reasons := hits + bad + d.NotIP + d.VLANDepth + d.Fragment + d.ExtHeader + d.NotL4 + d.NoMatch
@@ -46,12 +52,11 @@ func FuzzXDPProgram(f *testing.F) {
 		case (ret == xdpRedirect) != (hits == 1) || d.NoXSK != 0:
 			t.Fatalf("verdict %d for%s", ret, fmtCounters(d))
 		}
-		want, err := modelReason(o, testIfindex, pkt)
-		if err != nil {
-			t.Fatal(err)
+		if got := reasonOf(d); got != model.reason {
+			t.Fatalf("reason %q, the model says %q", got, model.reason)
 		}
-		if got := reasonOf(d); got != want {
-			t.Fatalf("reason %q, the model says %q", got, want)
+		if err := model.check(o); err != nil {
+			t.Fatal(err)
 		}
 	})
 }

@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"sync"
+	"time"
 
 	"github.com/cilium/ebpf"
 )
@@ -17,6 +18,7 @@ const (
 	DefaultQueues         = 64
 	DefaultMaxListeners   = 4096
 	DefaultMaxEstablished = 65536
+	DefaultMaxFragments   = 8192
 )
 
 // Spec is the parsed XDP program and its maps, not yet in the kernel.
@@ -32,7 +34,7 @@ func LoadSpec() (*Spec, error) {
 	if err != nil {
 		return nil, fmt.Errorf("parse xdp object: %w", err)
 	}
-	for _, name := range []string{xsessionMapCounters, xsessionMapEstablished, xsessionMapListeners, xsessionMapXsks, xsessionMapPorts} {
+	for _, name := range []string{xsessionMapCounters, xsessionMapEstablished, xsessionMapListeners, xsessionMapXsks, xsessionMapPorts, xsessionMapFragments} {
 		if cs.Maps[name] == nil {
 			return nil, fmt.Errorf("parse xdp object: map %q missing", name)
 		}
@@ -52,6 +54,14 @@ type ObjectsOptions struct {
 	// maps (hash maps, preallocated).
 	MaxListeners   int
 	MaxEstablished int
+	// MaxFragments bounds the fragments map (an LRU hash map): the UDP
+	// datagrams whose fragments the program tracks at once. When it is
+	// full, the least recently used datagram is forgotten.
+	MaxFragments int
+	// FragmentTTL is how long the program follows a fragmented
+	// datagram's verdict: the reassembly timeout of whoever reassembles
+	// it (DefaultFragmentTTL, Linux's default).
+	FragmentTTL time.Duration
 }
 
 func (o *ObjectsOptions) withDefaults() error {
@@ -64,8 +74,17 @@ func (o *ObjectsOptions) withDefaults() error {
 	if o.MaxEstablished == 0 {
 		o.MaxEstablished = DefaultMaxEstablished
 	}
+	if o.MaxFragments == 0 {
+		o.MaxFragments = DefaultMaxFragments
+	}
+	if o.FragmentTTL == 0 {
+		o.FragmentTTL = DefaultFragmentTTL
+	}
+	if o.FragmentTTL < 0 {
+		return fmt.Errorf("fragment TTL %v: %w", o.FragmentTTL, ErrInvalidOptions)
+	}
 	const limit = 1 << 24
-	for _, v := range []int{o.Queues, o.MaxListeners, o.MaxEstablished} {
+	for _, v := range []int{o.Queues, o.MaxListeners, o.MaxEstablished, o.MaxFragments} {
 		if v < 0 || v > limit {
 			return fmt.Errorf("map size %d: %w", v, ErrInvalidOptions)
 		}
@@ -82,6 +101,7 @@ type Objects struct {
 	Established *EstablishedMap
 	XSKs        *XSKMap
 	Counters    *CounterMap
+	Fragments   *FragmentMap
 
 	objs xsessionObjects
 
@@ -99,6 +119,10 @@ func (s *Spec) Load(opts ObjectsOptions) (*Objects, error) {
 	cs.Maps[xsessionMapXsks].MaxEntries = uint32(opts.Queues)
 	cs.Maps[xsessionMapListeners].MaxEntries = uint32(opts.MaxListeners)
 	cs.Maps[xsessionMapEstablished].MaxEntries = uint32(opts.MaxEstablished)
+	cs.Maps[xsessionMapFragments].MaxEntries = uint32(opts.MaxFragments)
+	if err := cs.Variables[xsessionVarXsFragTtlNs].Set(uint64(opts.FragmentTTL)); err != nil {
+		return nil, fmt.Errorf("load xdp program: fragment TTL: %w", err)
+	}
 	o := &Objects{}
 	if err := cs.LoadAndAssign(&o.objs, nil); err != nil {
 		var ve *ebpf.VerifierError
@@ -112,6 +136,7 @@ func (s *Spec) Load(opts ObjectsOptions) (*Objects, error) {
 	o.Established = &EstablishedMap{m: o.objs.Established, ports: ports}
 	o.XSKs = &XSKMap{m: o.objs.Xsks}
 	o.Counters = &CounterMap{m: o.objs.Counters}
+	o.Fragments = &FragmentMap{m: o.objs.Fragments}
 	return o, nil
 }
 

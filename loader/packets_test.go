@@ -1,6 +1,7 @@
 package loader
 
 import (
+	"encoding/binary"
 	"net"
 	"net/netip"
 	"testing"
@@ -118,4 +119,54 @@ func listener(proto flow.Transport, addr netip.Addr, port uint16) flow.FiveTuple
 		fam = flow.Family4
 	}
 	return flow.FiveTuple{Local: flow.AddrBytes(addr), LocalPort: port, Proto: proto, Family: fam}
+}
+
+// udpHead is a UDP header from sport to dport whose length field says
+// ulen, followed by body: the start of a datagram's first fragment.
+func udpHead(sport, dport, ulen uint16, body []byte) []byte {
+	b := make([]byte, 8, 8+len(body))
+	binary.BigEndian.PutUint16(b[0:], sport)
+	binary.BigEndian.PutUint16(b[2:], dport)
+	binary.BigEndian.PutUint16(b[4:], ulen)
+	return append(b, body...)
+}
+
+// frag4Frame is Ethernet / IPv4 (identification id, protocol proto, offset
+// off in 8-byte units, MF as more says) / body.
+func frag4Frame(tb testing.TB, proto layers.IPProtocol, id, off uint16, more bool, body []byte) []byte {
+	i := ip4(proto)
+	i.Id = id
+	i.FragOffset = off
+	if more {
+		i.Flags = layers.IPv4MoreFragments
+	}
+	return serialize(tb, eth(layers.EthernetTypeIPv4), i, gopacket.Payload(body))
+}
+
+// frag6Hdr is an IPv6 fragment header.
+func frag6Hdr(next layers.IPProtocol, id uint32, off uint16, more bool) gopacket.Payload {
+	b := make([]byte, 8)
+	b[0] = byte(next)
+	fo := off << 3
+	if more {
+		fo |= 1
+	}
+	binary.BigEndian.PutUint16(b[2:], fo)
+	binary.BigEndian.PutUint32(b[4:], id)
+	return b
+}
+
+// frag6Frame is Ethernet / IPv6 / the extension headers ext (the first of
+// type first) / a fragment header / body. Without ext, first is ignored.
+func frag6Frame(tb testing.TB, next layers.IPProtocol, id uint32, off uint16, more bool, body []byte, first layers.IPProtocol, ext ...gopacket.Payload) []byte {
+	nh := layers.IPProtocolIPv6Fragment
+	if len(ext) > 0 {
+		nh = first
+	}
+	ls := []gopacket.SerializableLayer{eth(layers.EthernetTypeIPv6), ip6(nh)}
+	for _, e := range ext {
+		ls = append(ls, e)
+	}
+	ls = append(ls, frag6Hdr(next, id, off, more), gopacket.Payload(body))
+	return serialize(tb, ls...)
 }

@@ -133,6 +133,7 @@ var (
 	notL4        = func(c *Counters) { c.NotL4++ }
 	noMatch      = func(c *Counters) { c.NoMatch++ }
 	fragment     = func(c *Counters) { c.Fragment++ }
+	fragHit      = func(c *Counters) { c.FragmentHit++ }
 	extHeader    = func(c *Counters) { c.ExtHeader++ }
 	vlanDepth    = func(c *Counters) { c.VLANDepth++ }
 	estHit       = func(c *Counters) { c.EstablishedHit++ }
@@ -280,6 +281,11 @@ func progCases(tb testing.TB) []progCase {
 	}
 	nops[39] = 0
 
+	dgram := make([]byte, 32) // fragment bodies: 4 units of 8 bytes
+	for i := range dgram {
+		dgram[i] = byte(i)
+	}
+
 	return []progCase{
 		{"arp", arp, xdpPass, passed(notIP)},
 		{"arp in vlan", vlanARP, xdpPass, passed(notIP)},
@@ -324,16 +330,47 @@ func progCases(tb testing.TB) []progCase {
 
 		{"ipv4 options ihl 6", withIPv4Options(u4, l3, routerAlert), xdpRedirect, redirected(exactHit)},
 		{"ipv4 options ihl 15", withIPv4Options(u4, l3, nops), xdpRedirect, redirected(exactHit)},
-		{"ipv4 more fragments", patch(u4, l3+6, 0x20, 0x00), xdpPass, passed(fragment)},
-		{"ipv4 fragment offset", patch(u4, l3+6, 0x00, 0x10), xdpPass, passed(fragment)},
+		{"ipv4 more fragments, unbound port", patch(put16(u4, l4+2, 9999), l3+6, 0x20, 0x00), xdpPass, passed(fragment)},
+		{"ipv4 fragment offset, unbound port", patch(u4, l3+6, 0x00, 0x10), xdpPass, passed(fragment)},
 		{"ipv4 don't fragment is no fragment", patch(u4, l3+6, 0x40, 0x00), xdpRedirect, redirected(exactHit)},
-		{"ipv6 fragment header", udp6Ext(layers.IPProtocolIPv6Fragment, gopacket.Payload{byte(udpP), 0, 0, 1, 0, 0, 0, 1}), xdpPass, passed(fragment)},
+		{"ipv6 fragment header", udp6Ext(layers.IPProtocolIPv6Fragment, gopacket.Payload{byte(udpP), 0, 0, 1, 0, 0, 0, 1}), xdpRedirect, redirected(fragHit)},
 		{"ipv6 hop-by-hop and destination options", udp6Ext(hbh, ext6(dst, 0), ext6(udpP, 1)), xdpRedirect, redirected(exactHit)},
 		{"ipv6 routing header to tcp wildcard", tcp6Ext(40000, 443, rt, routing6(tcpP)), xdpRedirect, redirected(wildHit)},
 		{"ipv6 four extension headers", udp6Ext(hbh, ext6(dst, 0), routing6(dst), ext6(dst, 2), ext6(udpP, 0)), xdpRedirect, redirected(exactHit)},
 		{"ipv6 five extension headers", udp6Ext(hbh, ext6(dst, 0), routing6(dst), ext6(dst, 0), ext6(dst, 0), ext6(udpP, 0)), xdpPass, passed(extHeader)},
 		{"ipv6 authentication header", udp6Ext(layers.IPProtocolAH, gopacket.Payload{byte(udpP), 1, 0, 0, 0, 0, 0, 1, 0, 0, 0, 1}), xdpPass, passed(extHeader)},
-		{"ipv6 fragment after hop-by-hop", udp6Ext(hbh, ext6(layers.IPProtocolIPv6Fragment, 0), gopacket.Payload{byte(udpP), 0, 0, 1, 0, 0, 0, 1}), xdpPass, passed(fragment)},
+		{"ipv6 fragment after hop-by-hop", udp6Ext(hbh, ext6(layers.IPProtocolIPv6Fragment, 0), gopacket.Payload{byte(udpP), 0, 0, 1, 0, 0, 0, 2}), xdpRedirect, redirected(fragHit)},
+
+		// UDP fragments follow their datagram's first fragment; a datagram
+		// whose later fragment comes first is the kernel's.
+		{"udp4 first fragment, exact listener", frag4Frame(tb, udpP, 100, 0, true, udpHead(5556, 9000, 3000, dgram)), xdpRedirect, redirected(fragHit)},
+		{"udp4 middle fragment", frag4Frame(tb, udpP, 100, 4, true, dgram), xdpRedirect, redirected(fragHit)},
+		{"udp4 last fragment", frag4Frame(tb, udpP, 100, 8, false, dgram), xdpRedirect, redirected(fragHit)},
+		{"udp4 first fragment, established", frag4Frame(tb, udpP, 101, 0, true, udpHead(5555, 9001, 3000, dgram)), xdpRedirect, redirected(fragHit)},
+		{"udp4 first fragment, unbound port", frag4Frame(tb, udpP, 102, 0, true, udpHead(5556, 9999, 3000, dgram)), xdpPass, passed(fragment)},
+		{"udp4 later fragment, unbound port", frag4Frame(tb, udpP, 102, 4, false, dgram), xdpPass, passed(fragment)},
+		{"udp4 later fragment before the first", frag4Frame(tb, udpP, 103, 4, false, dgram), xdpPass, passed(fragment)},
+		{"udp4 first fragment after a later one", frag4Frame(tb, udpP, 103, 0, true, udpHead(5556, 9000, 3000, dgram)), xdpPass, passed(fragment)},
+		{"udp4 fragment of another interface's listener", frag4Frame(tb, udpP, 104, 0, true, udpHead(5556, 9002, 3000, dgram)), xdpPass, passed(fragment)},
+		{"tcp4 fragment to a listener", frag4Frame(tb, tcpP, 105, 0, true, t4[l4:]), xdpPass, passed(fragment)},
+		{"icmpv4 fragment", frag4Frame(tb, layers.IPProtocolICMPv4, 106, 0, true, dgram), xdpPass, passed(fragment)},
+		{"udp4 first fragment, udp length below 8", frag4Frame(tb, udpP, 107, 0, true, udpHead(5556, 9000, 7, dgram)), xdpPass, malformed(badLength)},
+		{"udp4 first fragment, udp header cut", frag4Frame(tb, udpP, 108, 0, true, []byte{0x15, 0xb4, 0x23, 0x28})[:l4+4], xdpPass, malformed(truncUDP)},
+		{"udp4 first fragment, ip payload cuts the udp header", put16(frag4Frame(tb, udpP, 109, 0, true, udpHead(5556, 9000, 3000, dgram)), l3+2, 24), xdpPass, malformed(badLength)},
+		{"udp4 first fragment, total length beyond frame", put16(frag4Frame(tb, udpP, 110, 0, true, udpHead(5556, 9000, 3000, dgram)), l3+2, 1000), xdpPass, malformed(badLength)},
+		{"udp6 first fragment, exact listener", frag6Frame(tb, udpP, 200, 0, true, udpHead(5556, 9000, 3000, dgram), 0), xdpRedirect, redirected(fragHit)},
+		{"udp6 last fragment", frag6Frame(tb, udpP, 200, 4, false, dgram, 0), xdpRedirect, redirected(fragHit)},
+		{"udp6 first fragment after hop-by-hop, wildcard", frag6Frame(tb, udpP, 201, 0, true, udpHead(5556, 9001, 3000, dgram), hbh, ext6(layers.IPProtocolIPv6Fragment, 0)), xdpRedirect, redirected(fragHit)},
+		{"udp6 later fragment after routing", frag6Frame(tb, udpP, 201, 4, true, dgram, rt, routing6(layers.IPProtocolIPv6Fragment)), xdpRedirect, redirected(fragHit)},
+		{"udp6 later fragment before the first", frag6Frame(tb, udpP, 202, 4, false, dgram, 0), xdpPass, passed(fragment)},
+		{"udp6 first fragment after a later one", frag6Frame(tb, udpP, 202, 0, true, udpHead(5556, 9000, 3000, dgram), 0), xdpPass, passed(fragment)},
+		{"udp6 first fragment, unbound port", frag6Frame(tb, udpP, 203, 0, true, udpHead(5556, 9999, 3000, dgram), 0), xdpPass, passed(fragment)},
+		{"udp6 atomic fragment", frag6Frame(tb, udpP, 204, 0, false, udpHead(5556, 9000, 8+uint16(len(dgram)), dgram), 0), xdpPass, passed(fragment)},
+		{"tcp6 fragment", frag6Frame(tb, tcpP, 205, 0, true, t6[l3+40:], 0), xdpPass, passed(fragment)},
+		{"udp6 fragment, destination options after the fragment header", frag6Frame(tb, dst, 206, 0, true, append(ext6(udpP, 0), udpHead(5556, 9000, 3000, dgram)...), 0), xdpPass, passed(fragment)},
+		{"udp6 fragment header cut", udp6Ext(layers.IPProtocolIPv6Fragment)[:l3+40+4], xdpPass, malformed(truncExt)},
+		{"udp6 first fragment, udp header cut", frag6Frame(tb, udpP, 207, 0, true, []byte{0x15, 0xb4}, 0), xdpPass, malformed(truncUDP)},
+		{"udp6 first fragment, payload length beyond frame", put16(frag6Frame(tb, udpP, 208, 0, true, udpHead(5556, 9000, 3000, dgram), 0), l3+4, 1000), xdpPass, malformed(badLength)},
 		{"ipv6 no next header", udp6Ext(layers.IPProtocolNoNextHeader), xdpPass, passed(notL4)},
 
 		{"ipv4 ihl 4", patch(u4, l3, 0x44), xdpPass, malformed(badIHL)},
@@ -368,6 +405,7 @@ func TestProgramVerdicts(t *testing.T) {
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
+			model, merr := modelRun(o, testIfindex, c.pkt)
 			before, err := o.Counters.Read()
 			if err != nil {
 				t.Fatal(err)
@@ -383,8 +421,10 @@ func TestProgramVerdicts(t *testing.T) {
 			if d := after.Sub(before); d != c.cnt {
 				t.Errorf("counters moved by\n%s\nwant\n%s", fmtCounters(d), fmtCounters(c.cnt))
 			}
-			if want, err := modelReason(o, testIfindex, c.pkt); err != nil || want != reasonOf(c.cnt) {
-				t.Errorf("the model says %q (%v), the case %q", want, err, reasonOf(c.cnt))
+			if merr != nil || model.reason != reasonOf(c.cnt) {
+				t.Errorf("the model says %q (%v), the case %q", model.reason, merr, reasonOf(c.cnt))
+			} else if err := model.check(o); err != nil {
+				t.Error(err)
 			}
 		})
 	}
@@ -424,6 +464,8 @@ func TestProgramNoSocket(t *testing.T) {
 		{"exact", udp4Frame(t, 5556, 9000), exactHit},
 		{"wildcard", udp6Frame(t, 5556, 9001), wildHit},
 		{"established", udp4Frame(t, 5555, 9001), estHit},
+		{"first fragment", frag4Frame(t, layers.IPProtocolUDP, 1, 0, true, udpHead(5556, 9000, 3000, nil)), fragHit},
+		{"later fragment", frag4Frame(t, layers.IPProtocolUDP, 1, 4, false, make([]byte, 32)), fragHit},
 	} {
 		before, _ := o.Counters.Read()
 		if got := runXDP(t, o.Program(), c.pkt); got != xdpPass {

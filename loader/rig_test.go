@@ -291,7 +291,7 @@ func checkDetached(t *testing.T, h *nstest.Host) {
 func checkPins(t *testing.T, att *Attachment, o *Objects) {
 	t.Helper()
 	m := o.objs.xsessionMaps
-	for name, want := range map[string]*ebpf.Map{PinListeners: m.Listeners, PinEstablished: m.Established, PinXSKs: m.Xsks, PinCounters: m.Counters, PinPorts: m.Ports} {
+	for name, want := range map[string]*ebpf.Map{PinListeners: m.Listeners, PinEstablished: m.Established, PinXSKs: m.Xsks, PinCounters: m.Counters, PinPorts: m.Ports, PinFragments: m.Fragments} {
 		pinned, err := ebpf.LoadPinnedMap(filepath.Join(att.PinDir(), name), nil)
 		if err != nil {
 			t.Fatalf("pinned map %s: %v", name, err)

@@ -316,3 +316,31 @@ func TestAttachAutoFallback(t *testing.T) {
 	checkAttached(t, p.B, o, ModeGeneric)
 	t.Logf("native refused: %v", att.NativeError())
 }
+
+// TestTakeoverWithoutFragmentsPin: a pin folder without the fragments map,
+// as a version without the map leaves it, is taken over like any other.
+func TestTakeoverWithoutFragmentsPin(t *testing.T) {
+	p := nstest.NewPair(t, nstest.Options{})
+	opts := AttachOptions{Interface: p.B.Link, Netns: netnsPath(p.B), NetnsName: p.B.Name}
+	first := loadObjects(t, ObjectsOptions{})
+	att, err := first.Attach(opts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := first.objs.Fragments.Unpin(); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := os.Stat(att.PinDir() + "/" + PinFragments); !errors.Is(err, os.ErrNotExist) {
+		t.Fatalf("fragments pin still there: %v", err)
+	}
+	second := loadObjects(t, ObjectsOptions{})
+	att, err = second.Attach(opts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if att.Takeover() != TakeoverLinkUpdated {
+		t.Fatalf("takeover %v", att.Takeover())
+	}
+	checkPins(t, att, second)
+	checkSteers(t, p, second)
+}

@@ -39,6 +39,7 @@ type xsessionXsCounters struct {
 	BadIhl              uint64
 	BadLength           uint64
 	BadTcpOffset        uint64
+	FragmentHit         uint64
 }
 
 type xsessionXsEstKey struct {
@@ -51,6 +52,24 @@ type xsessionXsEstKey struct {
 	Family     uint8
 	Pad        uint16
 	Ifindex    uint32
+}
+
+type xsessionXsFragKey struct {
+	_       structs.HostLayout
+	Src     [16]uint8
+	Dst     [16]uint8
+	Id      uint32
+	Ifindex uint32
+	Family  uint8
+	Proto   uint8
+	Pad     uint16
+}
+
+type xsessionXsFragValue struct {
+	_       structs.HostLayout
+	SeenNs  uint64
+	Verdict uint32
+	Pad     uint32
 }
 
 type xsessionXsLstKey struct {
@@ -75,10 +94,12 @@ type xsessionXsValue struct {
 const (
 	xsessionMapCounters     = "counters"
 	xsessionMapEstablished  = "established"
+	xsessionMapFragments    = "fragments"
 	xsessionMapListeners    = "listeners"
 	xsessionMapPorts        = "ports"
 	xsessionMapXsks         = "xsks"
 	xsessionProgXsessionXdp = "xsession_xdp"
+	xsessionVarXsFragTtlNs  = "xs_frag_ttl_ns"
 )
 
 // loadXsession returns the embedded CollectionSpec for xsession.
@@ -132,6 +153,7 @@ type xsessionProgramSpecs struct {
 type xsessionMapSpecs struct {
 	Counters    *ebpf.MapSpec `ebpf:"counters"`
 	Established *ebpf.MapSpec `ebpf:"established"`
+	Fragments   *ebpf.MapSpec `ebpf:"fragments"`
 	Listeners   *ebpf.MapSpec `ebpf:"listeners"`
 	Ports       *ebpf.MapSpec `ebpf:"ports"`
 	Xsks        *ebpf.MapSpec `ebpf:"xsks"`
@@ -141,6 +163,7 @@ type xsessionMapSpecs struct {
 //
 // It can be passed ebpf.CollectionSpec.Assign.
 type xsessionVariableSpecs struct {
+	XsFragTtlNs *ebpf.VariableSpec `ebpf:"xs_frag_ttl_ns"`
 }
 
 // xsessionObjects contains all objects after they have been loaded into the kernel.
@@ -165,6 +188,7 @@ func (o *xsessionObjects) Close() error {
 type xsessionMaps struct {
 	Counters    *ebpf.Map `ebpf:"counters"`
 	Established *ebpf.Map `ebpf:"established"`
+	Fragments   *ebpf.Map `ebpf:"fragments"`
 	Listeners   *ebpf.Map `ebpf:"listeners"`
 	Ports       *ebpf.Map `ebpf:"ports"`
 	Xsks        *ebpf.Map `ebpf:"xsks"`
@@ -174,6 +198,7 @@ func (m *xsessionMaps) Close() error {
 	return _XsessionClose(
 		m.Counters,
 		m.Established,
+		m.Fragments,
 		m.Listeners,
 		m.Ports,
 		m.Xsks,
@@ -184,6 +209,7 @@ func (m *xsessionMaps) Close() error {
 //
 // It can be passed to loadXsessionObjects or ebpf.CollectionSpec.LoadAndAssign.
 type xsessionVariables struct {
+	XsFragTtlNs *ebpf.Variable `ebpf:"xs_frag_ttl_ns"`
 }
 
 // xsessionPrograms contains all programs after they have been loaded into the kernel.

@@ -10,10 +10,12 @@ import (
 
 // The kernel path of a reserved port. Whatever the XDP program leaves to
 // the kernel for the port reaches the Reservation's socket: above all the
-// fragments of datagrams larger than a frame, which the kernel reassembles
-// (bounded per namespace by net.ipv4.ipfrag_high_thresh and ipfrag_time,
-// their IPv6 twins, overlapping fragments dropped as RFC 5722 asks, every
-// failure counted in /proc/net/snmp's ReasmFails), and datagrams that
+// fragments of datagrams larger than a frame that arrive out of order (the
+// worker reassembles those whose first fragment comes first), which the
+// kernel reassembles (bounded per namespace by net.ipv4.ipfrag_high_thresh
+// and ipfrag_time, their IPv6 twins, overlapping fragments dropped as RFC
+// 5722 asks, every failure counted in /proc/net/snmp's ReasmFails), and
+// datagrams that
 // arrive before the program steers the port. Open makes the socket keep
 // them, with their destination address, for Recv. Send sends a datagram
 // through the kernel, which fragments it to the path MTU, or, for a
