@@ -33,10 +33,13 @@ import (
 // reasm package's benchmarks compare the two copies without the rest of
 // the path.
 //
-// It needs perf (Debian's linux-perf) and the privileges of the netns rig;
-// run it with a count of datagrams:
+// It needs perf (Debian's linux-perf) and the privileges of the netns rig.
+// Run the built test binary, whose symbols perf then finds (under `go
+// test` it finds none of the binary's), with a count of datagrams large
+// enough for perf to sample the reassembly a few hundred times:
 //
-//	go test -exec sudo ./daemon -run x -bench Reassembly9000 -benchtime 40000x
+//	go test -c -o /tmp/daemon.test ./daemon
+//	cd daemon && sudo /tmp/daemon.test -test.run x -test.bench Reassembly9000 -test.benchtime 200000x
 func BenchmarkReassembly9000(b *testing.B) {
 	perf, err := exec.LookPath("perf")
 	if err != nil {
@@ -135,7 +138,13 @@ func BenchmarkReassembly9000(b *testing.B) {
 			reasmNs := prof.ns("github.com/xsessiond/xsessiond/datapath/reasm.(*Reassembler).Add") / float64(reasm)
 			fifoNs := prof.ns("github.com/xsessiond/xsessiond/datapath/udp.(*Target).DeliverBatchMarks") / float64(copies)
 			if reasmNs == 0 || fifoNs == 0 {
-				b.Fatalf("no samples in the reassembly or the fifo's copy (%s)", prof.file)
+				var near []string
+				for sym, v := range prof.child {
+					if strings.Contains(sym, "xsessiond") && v > 0.001 {
+						near = append(near, fmt.Sprintf("%s %.2f%%", sym, 100*v))
+					}
+				}
+				b.Fatalf("no samples in the reassembly or the fifo's copy (%s); the daemon's functions sampled: %v", prof.file, near)
 			}
 			flatNs := flatCopyNs(size)
 			b.ReportMetric(reasmNs, "reasm-ns/datagram")
