@@ -276,7 +276,7 @@ func TestFragmentFlood(t *testing.T) {
 	if q.Fragments < firsts/2 {
 		t.Fatalf("the worker took %d of %d first fragments", q.Fragments, firsts)
 	}
-	if q.ReasmInFlight != uint64(lim.Config().MaxDatagrams) || q.ReasmHeld > uint64(lim.MemoryBound()) {
+	if q.ReasmInFlight != uint64(lim.Config().MaxDatagrams) || q.ReasmHeld > uint64(lim.Config().MaxDatagrams*reasm.BufferSize) {
 		t.Fatalf("the worker holds %d datagrams and %d bytes, beyond its bounds", q.ReasmInFlight, q.ReasmHeld)
 	}
 	// Every first fragment began a datagram; all but those held were
