@@ -12,7 +12,9 @@
 // address) to the AF_XDP socket of the receiving queue, and passes every
 // other packet to the kernel untouched. The fragments of a UDP datagram go
 // together: the first fragment's UDP header decides, and an LRU map (the
-// fragments map) makes the later ones follow it for 30 s; a datagram whose
-// later fragment arrives before the first is the kernel's. Fragments of
-// other protocols go to the kernel.
+// fragments map) makes the later ones follow it for the daemon's
+// reassembly timeout (30 s by default), or 100 ms after the datagram's
+// last fragment when it went to the socket; a datagram whose later
+// fragment arrives before the first is the kernel's. Fragments of other
+// protocols go to the kernel.
 package bpf

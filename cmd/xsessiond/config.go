@@ -63,6 +63,17 @@ type InterfaceConfig struct {
 	// it on veth, netkit and tun, verify elsewhere), verify or
 	// accept-partial.
 	Checksum string `yaml:"checksum"`
+	// Reassembly bounds each worker's reassembly of UDP fragments.
+	Reassembly ReassemblyConfig `yaml:"reassembly"`
+}
+
+// ReassemblyConfig is an interface's reassembly section: the bounds of
+// each of its workers' reassembly of UDP fragments (datapath/reasm; 0:
+// the default).
+type ReassemblyConfig struct {
+	MaxDatagrams int           `yaml:"max_datagrams"` // datagrams in flight per worker, each in a 64 KiB buffer (0: 64); a new one evicts the oldest
+	MaxFragments int           `yaml:"max_fragments"` // fragments of one datagram (0: 64)
+	Timeout      time.Duration `yaml:"timeout"`       // how long a datagram's fragments may take (0: 30s, Linux's ipfrag_time)
 }
 
 // LoadConfig reads and validates a configuration file.
@@ -120,6 +131,9 @@ func (c *Config) Validate() error {
 		}
 		if ic.Queues < 0 || ic.Batch < 0 || ic.Batch > 1024 {
 			return fmt.Errorf("config: interface %s: queues must be ≥ 0 and batch in 0..1024", ic.Name)
+		}
+		if r := ic.Reassembly; r.MaxDatagrams < 0 || r.MaxDatagrams > 4096 || r.MaxFragments < 0 || r.MaxFragments > 1024 || r.Timeout < 0 {
+			return fmt.Errorf("config: interface %s: reassembly: max_datagrams in 0..4096, max_fragments in 0..1024 and timeout ≥ 0 (0: default)", ic.Name)
 		}
 	}
 	if c.TCP.ConnectTimeout < 0 {

@@ -22,6 +22,9 @@ func TestParseConfigSample(t *testing.T) {
 	if c.TCP.ConnectTimeout != 30*time.Second {
 		t.Fatalf("sample config: tcp connect_timeout %v, want 30s", c.TCP.ConnectTimeout)
 	}
+	if r := c.Interfaces[0].Reassembly; r != (ReassemblyConfig{MaxDatagrams: 64, MaxFragments: 64, Timeout: 30 * time.Second}) {
+		t.Fatalf("sample config: reassembly %+v", r)
+	}
 }
 
 func TestParseConfigErrors(t *testing.T) {
@@ -38,6 +41,10 @@ func TestParseConfigErrors(t *testing.T) {
 		{"rules: [{proto: udp, action: forward}]\n", "needs app"},
 		{"rules: [{proto: udp, action: drop, scope: galaxy}]\n", "scope"},
 		{"tcp: {connect_timeout: -1s}\n", "connect_timeout"},
+		{"interfaces: [{name: a, reassembly: {max_datagrams: -1}}]\n", "reassembly"},
+		{"interfaces: [{name: a, reassembly: {max_fragments: 5000}}]\n", "reassembly"},
+		{"interfaces: [{name: a, reassembly: {timeout: -1s}}]\n", "reassembly"},
+		{"interfaces: [{name: a, reassembly: {max_datagram: 1}}]\n", "field max_datagram not found"},
 	} {
 		_, err := ParseConfig([]byte(tc.yaml))
 		if err == nil || !strings.Contains(err.Error(), tc.want) {

@@ -16,6 +16,7 @@ import (
 	"github.com/xsessiond/xsessiond/api"
 	"github.com/xsessiond/xsessiond/daemon"
 	"github.com/xsessiond/xsessiond/datapath"
+	"github.com/xsessiond/xsessiond/datapath/reasm"
 )
 
 // runFlags are the flags of `xsessiond run`; each one given overrides the
@@ -71,7 +72,7 @@ func mergeRunConfig(cmd *cobra.Command, f runFlags, c *Config) (daemon.Config, e
 		ic = c.Interfaces[0]
 	}
 	if changed("iface") {
-		ic = InterfaceConfig{Name: f.iface, Netns: ic.Netns, Queues: ic.Queues, XDPMode: ic.XDPMode, Batch: ic.Batch, BusyPoll: ic.BusyPoll, Checksum: ic.Checksum}
+		ic = InterfaceConfig{Name: f.iface, Netns: ic.Netns, Queues: ic.Queues, XDPMode: ic.XDPMode, Batch: ic.Batch, BusyPoll: ic.BusyPoll, Checksum: ic.Checksum, Reassembly: ic.Reassembly}
 	}
 	if changed("netns") {
 		ic.Netns = f.netns
@@ -121,6 +122,7 @@ func mergeRunConfig(cmd *cobra.Command, f runFlags, c *Config) (daemon.Config, e
 		c.LogLevel = f.logLevel
 	}
 	dp := datapath.Config{IfName: ic.Name, NetnsName: ic.Netns, Queues: ic.Queues, Batch: ic.Batch, BusyPoll: ic.BusyPoll, XDPMode: ic.XDPMode, Checksum: ic.Checksum}
+	dp.Reassembly = reasm.Config{MaxDatagrams: ic.Reassembly.MaxDatagrams, MaxFragments: ic.Reassembly.MaxFragments, Timeout: ic.Reassembly.Timeout}
 	dp.TCP.Stack.ConnectTimeout = c.TCP.ConnectTimeout
 	dp.TCP.NoGSO = c.TCP.NoGSO
 	return daemon.Config{
