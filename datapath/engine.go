@@ -65,11 +65,12 @@ type Config struct {
 	IdleNap time.Duration
 	// IdleSpin: a worker whose loop found nothing to do (and that does
 	// not nap) keeps checking its rx ring, its tx fifos' event flags and
-	// its mailbox, without a system call, until IdleSpin has passed since
-	// its last loop that received or sent, then sleeps in poll: a frame or
-	// reply that arrives meanwhile costs no wakeup. The spin burns its
-	// CPU, so it trades CPU for latency (poll.go). 0 = DefaultIdleSpin;
-	// negative = sleep at once. Ignored with BusyPoll.
+	// its mailbox, without a system call but for yields of its CPU, until
+	// IdleSpin has passed since its last loop that delivered or sent an
+	// app's datagrams, then sleeps in poll: a frame or reply that arrives
+	// meanwhile costs no wakeup. The spin burns its CPU, so it trades CPU
+	// for latency (poll.go). 0 = DefaultIdleSpin; negative = sleep at
+	// once. Ignored with BusyPoll.
 	IdleSpin time.Duration
 	// Checksum is what a worker makes of a UDP checksum field holding
 	// the pseudo-header sum (a local sender's checksum offload):

@@ -491,6 +491,20 @@ func (p *tcpPath) poll(w *worker) bool {
 	return busy || tw.waiting
 }
 
+// ready reports whether poll has something to do for worker w's TCP
+// sessions: an app queued data (the event flag of a tx fifo) or made room
+// in a full rx fifo. A spinning worker looks here without a system call;
+// packets gVisor queued for it come with a wake-up (worker.woke). Worker
+// goroutine only.
+func (p *tcpPath) ready(w *worker) bool {
+	for _, s := range p.wq[w.q].own {
+		if s.pair.Tx.HasEvent() || s.pair.Rx.DeqNotified() {
+			return true
+		}
+	}
+	return false
+}
+
 // appActive reports whether a session of app that worker w kicks has
 // something for the worker: data or the event flag in its tx fifo, or a
 // dequeue notification of its rx fifo (the app made room). Worker

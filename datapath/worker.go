@@ -74,7 +74,8 @@ type worker struct {
 	q     int
 	id    uint32 // sessions shard index
 	sock  *xsk.Socket
-	kick  int // eventfd: apps and the shard bridge wake the worker
+	kick  int         // eventfd: apps and the shard bridge wake the worker
+	woke  atomic.Bool // set by wakeUp before it writes kick: what a spin looks at
 	shard *sessions.Shard
 	stop  atomic.Bool
 	batch int
@@ -102,6 +103,8 @@ type worker struct {
 	lk      listenerCache // the last listener lookup of the batch
 
 	tcpIn [][]byte // the batch's TCP packets (IP header on), inside its frames
+
+	delivered bool // the batch queued datagrams in an app's rx fifo (signal)
 
 	rules     *sessions.RuleTable // the FIB's global rules, loaded once per batch (rules.go)
 	ruleCache ruleCache           // their verdicts for recent 5-tuples
@@ -158,6 +161,7 @@ func (w *worker) closeFDs() error {
 
 // wakeUp writes the kick eventfd.
 func (w *worker) wakeUp() {
+	w.woke.Store(true)
 	var one = [8]byte{1}
 	_, _ = unix.Write(w.kick, one[:])
 }
@@ -199,7 +203,7 @@ func (w *worker) run() {
 		w.c.Loops++
 		w.cap = w.e.captureFor(w.q)
 		w.shard.Drain()
-		busy := false
+		busy, dgram := false, false
 		n := got
 		got = 0
 		if n == 0 {
@@ -212,11 +216,12 @@ func (w *worker) run() {
 			w.c.Rx += uint64(n)
 			w.processBatch(w.frames[:n])
 			w.sock.FreeDescs(w.descs[:n])
-			busy = true
+			busy, dgram = true, w.delivered
+			w.delivered = false
 		}
 		w.sock.Fill()
 		if w.drainTx() {
-			busy = true
+			busy, dgram = true, true
 		}
 		if w.e.tcp != nil && w.e.tcp.poll(w) {
 			busy = true
@@ -225,7 +230,7 @@ func (w *worker) run() {
 		w.tx.retryHeld()
 		w.expireFragments()
 		if busy {
-			w.poll.worked(n)
+			w.poll.worked(n, dgram)
 		}
 		if busy || w.e.cfg.BusyPoll {
 			if w.c.Loops%publishEvery == 0 {
@@ -259,8 +264,9 @@ func (w *worker) run() {
 
 // spin checks for work without a system call for up to budget: frames on
 // the rx ring (received into w.descs; their number is returned), a tx
-// fifo to drain, a posted mailbox function, a stop. It reports whether
-// it found any.
+// fifo to drain, a TCP session's app that queued data or made room, a
+// wake-up (wakeUp), a posted mailbox function, a stop. It yields the CPU
+// every spinCheckEvery checks (poll.go). It reports whether it found any.
 func (w *worker) spin(budget time.Duration) (int, bool) {
 	start := time.Now()
 	for i := 1; ; i++ {
@@ -270,12 +276,17 @@ func (w *worker) spin(budget time.Duration) (int, bool) {
 		if w.txReady() {
 			return 0, true
 		}
+		if w.woke.Load() {
+			w.woke.Store(false) // the loop does what the kick asks; its eventfd count is read in the next sleep
+			return 0, true
+		}
 		if i%spinCheckEvery == 0 {
 			if w.stop.Load() || w.shard.Pending() > 0 {
 				return 0, true
 			}
 			// Copy mode sends only when kicked: keep frames moving.
 			w.sock.Complete()
+			yield()
 			if time.Since(start) >= budget {
 				return 0, false
 			}
@@ -290,7 +301,7 @@ func (w *worker) txReady() bool {
 			return true
 		}
 	}
-	return false
+	return w.e.tcp != nil && w.e.tcp.ready(w)
 }
 
 // sleep waits in poll on the socket and the kick eventfd.
@@ -523,6 +534,9 @@ func (w *worker) touch(t *udp.Target) {
 // signal sets the rx event flag of every fifo the batch queued into and
 // signals each app that needs it once.
 func (w *worker) signal() {
+	if len(w.touched) > 0 {
+		w.delivered = true
+	}
 	for i, t := range w.touched {
 		if t.Signal() {
 			q := t.Events
