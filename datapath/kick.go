@@ -20,6 +20,11 @@ import (
 // wakeups and wakes it for no one else. A muted app loses nothing: the
 // worker drains every tx fifo that has data each time it runs, and
 // unmutes the eventfd after the pause (a pending kick then fires at once).
+// A kick whose work the worker already did is not spurious: a worker that
+// was awake (busy or spinning) took the event flag the app set before it
+// kicked, with data queued behind it, and reads the kick only in its next
+// poll (appKick.took). A flag with nothing queued earns no such credit, so
+// an app that sets its flag and kicks in a loop is still paused.
 const (
 	kickStrikes = 8
 	kickMuteMin = 100 * time.Microsecond
@@ -31,6 +36,7 @@ type appKick struct {
 	fd  int
 	app sessions.AppID
 	// Worker goroutine only.
+	took       bool // the worker took a tx event flag of the app, data behind it, since it last read fd
 	strikes    int
 	mute       time.Duration // the last pause
 	mutedUntil time.Time
@@ -173,8 +179,8 @@ func (w *worker) sleepPoll(timeout time.Duration) {
 		}
 		w.c.Kicks++
 		a.wakes.Add(1)
-		if w.appHasTx(k.app) {
-			k.strikes, k.mute = 0, 0
+		if k.took || w.appHasTx(k.app) {
+			k.took, k.strikes, k.mute = false, 0, 0
 			continue
 		}
 		a.bogus.Add(1)
@@ -183,6 +189,17 @@ func (w *worker) sleepPoll(timeout time.Duration) {
 			k.mutedUntil = now.Add(k.mute)
 			k.strikes = 0
 			a.muted.Add(1)
+		}
+	}
+}
+
+// took notes that the worker took a tx event flag of app outside poll:
+// the kick the app wrote after it set the flag is not spurious.
+func (a *appKicks) took(app sessions.AppID) {
+	for _, k := range a.list {
+		if k.app == app {
+			k.took = true
+			return
 		}
 	}
 }

@@ -481,6 +481,9 @@ func (p *tcpPath) poll(w *worker) bool {
 			// it queues more.
 			s.pair.Tx.ClearEvent()
 			s.conn.Kick()
+			if s.pair.Tx.Queued() {
+				w.apps.took(s.app)
+			}
 			busy = true
 		}
 		if s.pair.Rx.TakeDeqNotify() {

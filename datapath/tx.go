@@ -107,12 +107,18 @@ func (w *worker) drainTx() bool {
 	x.now = time.Now()
 	busy := false
 	for _, t := range w.own {
-		if t.Dead() || (!t.More && !t.Tx.HasEvent()) {
+		ev := t.Tx.HasEvent()
+		if t.Dead() || (!t.More && !ev) {
 			continue
 		}
-		t.Tx.ClearEvent()
+		if ev {
+			t.Tx.ClearEvent()
+		}
 		head := t.Tx.Consumed()
 		n, more := x.drain(t, w.batch)
+		if ev && n > 0 {
+			w.apps.took(t.App)
+		}
 		t.More = more
 		busy = busy || n > 0 || more
 		// A writer waiting for room asked to be told of dequeues (the
