@@ -72,6 +72,12 @@ type Config struct {
 	// for latency (poll.go). 0 = DefaultIdleSpin; negative = sleep at
 	// once. Ignored with BusyPoll.
 	IdleSpin time.Duration
+	// IdleSpinMax: how long the spin may grow when the datagram gaps
+	// after which the worker slept were longer than IdleSpin but shorter
+	// than IdleSpinMax (poll.go); a longer gap halves it again, down to
+	// IdleSpin. 0 = DefaultIdleSpinMax; negative (or not above IdleSpin) =
+	// the spin stays IdleSpin.
+	IdleSpinMax time.Duration
 	// Checksum is what a worker makes of a UDP checksum field holding
 	// the pseudo-header sum (a local sender's checksum offload):
 	// ChecksumAuto (""), ChecksumVerify or ChecksumAcceptPartial.
@@ -202,6 +208,9 @@ func New(cfg Config) (*Engine, error) {
 	}
 	if cfg.IdleSpin == 0 {
 		cfg.IdleSpin = DefaultIdleSpin
+	}
+	if cfg.IdleSpinMax == 0 {
+		cfg.IdleSpinMax = DefaultIdleSpinMax
 	}
 	if cfg.XDPMode == "" {
 		cfg.XDPMode = "auto"

@@ -55,3 +55,65 @@ func TestPollPolicy(t *testing.T) {
 		t.Errorf("maxSpinners 1, 2, 16 = %d, %d, %d", maxSpinners(1), maxSpinners(2), maxSpinners(16))
 	}
 }
+
+// TestSpinAdapt: a gap after which the worker slept, shorter than
+// IdleSpinMax, lengthens the spin to cover it; longer gaps halve it back
+// to IdleSpin; with IdleSpinMax not above IdleSpin it never changes.
+func TestSpinAdapt(t *testing.T) {
+	var spinners atomic.Int32
+	const base, most = 100 * time.Microsecond, 2 * time.Millisecond
+	p := &pollState{spin: base, spinMax: most, spinners: &spinners, maxSpinners: 1}
+	// gap is one datagram loop, a sleep and the next one, gap apart.
+	gap := func(p *pollState, d time.Duration) {
+		p.worked(1, true)
+		p.sleeping()
+		p.lastDgram = p.lastDgram.Add(-d)
+		p.worked(1, true)
+	}
+	spinFor := func(p *pollState) time.Duration {
+		t.Helper()
+		a, d := p.idle()
+		if a != idleSpin {
+			t.Fatalf("action %d, want a spin", a)
+		}
+		p.endSpin(false)
+		return d
+	}
+	p.worked(1, true)
+	if d := spinFor(p); d > base {
+		t.Fatalf("first spin %v, want at most IdleSpin %v", d, base)
+	}
+	gap(p, 800*time.Microsecond)
+	if d := spinFor(p); d < 900*time.Microsecond || d > time.Millisecond {
+		t.Errorf("after an 800µs gap: spin %v, want about 1ms", d)
+	}
+	gap(p, 1900*time.Microsecond)
+	if d := spinFor(p); d < 1900*time.Microsecond || d > most {
+		t.Errorf("after a 1.9ms gap: spin %v, want up to %v", d, most)
+	}
+	// A shorter gap does not shorten it.
+	gap(p, 200*time.Microsecond)
+	if d := spinFor(p); d < 1900*time.Microsecond {
+		t.Errorf("after a short gap: spin %v, want it kept", d)
+	}
+	// Gaps past IdleSpinMax halve it, down to IdleSpin.
+	for range 8 {
+		gap(p, 10*time.Millisecond)
+	}
+	if d := spinFor(p); d > base {
+		t.Errorf("after long gaps: spin %v, want IdleSpin %v", d, base)
+	}
+	// A loop that did only TCP work neither spins nor adapts.
+	p.worked(1, false)
+	p.sleeping()
+	p.worked(1, false)
+	if p.budget > base {
+		t.Errorf("TCP work changed the spin to %v", p.budget)
+	}
+	// No adaptation with IdleSpinMax at or below IdleSpin.
+	q := &pollState{spin: base, spinMax: -1, spinners: &spinners, maxSpinners: 1}
+	gap(q, 800*time.Microsecond)
+	if d := spinFor(q); d > base {
+		t.Errorf("IdleSpinMax < 0: spin %v, want IdleSpin %v", d, base)
+	}
+}

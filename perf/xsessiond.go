@@ -44,8 +44,9 @@ type XsessiondOptions struct {
 	// Ring is the AF_XDP sockets' ring entries (xsk.Options.RingSize),
 	// with twice as many UMEM frames; 0 is the engine's default.
 	Ring int
-	// IdleNap and IdleSpin are datapath.Config's; 0 is the default.
-	IdleNap, IdleSpin time.Duration
+	// IdleNap, IdleSpin and IdleSpinMax are datapath.Config's; 0 is the
+	// default.
+	IdleNap, IdleSpin, IdleSpinMax time.Duration
 	// Capture, when set, is the pcapng file a capture of every frame is
 	// written to while each receive and echo scenario runs (xsCapture).
 	Capture string
@@ -109,7 +110,7 @@ func startXsDaemon(ifName, netns string, queues int, o XsessiondOptions, noDatap
 	}
 	x.d, err = daemon.New(daemon.Config{
 		Datapath: datapath.Config{IfName: ifName, NetnsName: netns, Queues: queues,
-			Batch: o.Batch, BusyPoll: o.BusyPoll, XDPMode: o.XDPMode, IdleNap: o.IdleNap, IdleSpin: o.IdleSpin,
+			Batch: o.Batch, BusyPoll: o.BusyPoll, XDPMode: o.XDPMode, IdleNap: o.IdleNap, IdleSpin: o.IdleSpin, IdleSpinMax: o.IdleSpinMax,
 			XSK: xsk.Options{RingSize: o.Ring, NumFrames: 2 * o.Ring}},
 		NoDatapath: noDatapath,
 		Socket:     filepath.Join(x.dir, "api.sock"),

@@ -65,6 +65,28 @@ type InterfaceConfig struct {
 	Checksum string `yaml:"checksum"`
 	// Reassembly bounds each worker's reassembly of UDP fragments.
 	Reassembly ReassemblyConfig `yaml:"reassembly"`
+	// IdleSpin is how long a worker spins after it delivered or sent an
+	// app's datagrams before it sleeps in poll(); IdleSpinMax is how long
+	// the spin may grow to cover a steady sender's gaps
+	// (datapath.Config.IdleSpin, IdleSpinMax). Unset: the defaults (120µs,
+	// 2ms); 0s: never spin, never grow.
+	IdleSpin    *time.Duration `yaml:"idle_spin"`
+	IdleSpinMax *time.Duration `yaml:"idle_spin_max"`
+}
+
+// maxIdleSpin bounds idle_spin and idle_spin_max.
+const maxIdleSpin = time.Second
+
+// spinSetting is the datapath.Config value of an idle_spin or
+// idle_spin_max setting: unset 0 (the default), 0s negative (off).
+func spinSetting(d *time.Duration) time.Duration {
+	switch {
+	case d == nil:
+		return 0
+	case *d == 0:
+		return -1
+	}
+	return *d
 }
 
 // ReassemblyConfig is an interface's reassembly section: the bounds of
@@ -134,6 +156,11 @@ func (c *Config) Validate() error {
 		}
 		if r := ic.Reassembly; r.MaxDatagrams < 0 || r.MaxDatagrams > 4096 || r.MaxFragments < 0 || r.MaxFragments > 1024 || r.Timeout < 0 {
 			return fmt.Errorf("config: interface %s: reassembly: max_datagrams in 0..4096, max_fragments in 0..1024 and timeout ≥ 0 (0: default)", ic.Name)
+		}
+		for _, d := range []*time.Duration{ic.IdleSpin, ic.IdleSpinMax} {
+			if d != nil && (*d < 0 || *d > maxIdleSpin) {
+				return fmt.Errorf("config: interface %s: idle_spin and idle_spin_max must be in 0s..%v (0s: off; unset: the default)", ic.Name, maxIdleSpin)
+			}
 		}
 	}
 	if c.TCP.ConnectTimeout < 0 {

@@ -5,6 +5,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/xsessiond/xsessiond/datapath"
 )
 
 func TestParseConfigSample(t *testing.T) {
@@ -24,6 +26,31 @@ func TestParseConfigSample(t *testing.T) {
 	}
 	if r := c.Interfaces[0].Reassembly; r != (ReassemblyConfig{MaxDatagrams: 64, MaxFragments: 64, Timeout: 30 * time.Second}) {
 		t.Fatalf("sample config: reassembly %+v", r)
+	}
+	if ic := c.Interfaces[0]; spinSetting(ic.IdleSpin) != datapath.DefaultIdleSpin || spinSetting(ic.IdleSpinMax) != datapath.DefaultIdleSpinMax {
+		t.Fatalf("sample config: idle_spin %v, idle_spin_max %v: want the defaults", spinSetting(ic.IdleSpin), spinSetting(ic.IdleSpinMax))
+	}
+}
+
+// TestParseConfigIdleSpin: unset is the default (0), 0s is off (negative),
+// a duration is itself.
+func TestParseConfigIdleSpin(t *testing.T) {
+	for _, tc := range []struct {
+		yaml      string
+		spin, max time.Duration
+	}{
+		{"interfaces: [{name: a}]\n", 0, 0},
+		{"interfaces: [{name: a, idle_spin: 0s, idle_spin_max: 0s}]\n", -1, -1},
+		{"interfaces: [{name: a, idle_spin: 50us, idle_spin_max: 5ms}]\n", 50 * time.Microsecond, 5 * time.Millisecond},
+	} {
+		c, err := ParseConfig([]byte(tc.yaml))
+		if err != nil {
+			t.Fatalf("%q: %v", tc.yaml, err)
+		}
+		ic := c.Interfaces[0]
+		if s, m := spinSetting(ic.IdleSpin), spinSetting(ic.IdleSpinMax); s != tc.spin || m != tc.max {
+			t.Errorf("%q: idle_spin %v, idle_spin_max %v; want %v, %v", tc.yaml, s, m, tc.spin, tc.max)
+		}
 	}
 }
 
@@ -45,6 +72,9 @@ func TestParseConfigErrors(t *testing.T) {
 		{"interfaces: [{name: a, reassembly: {max_fragments: 5000}}]\n", "reassembly"},
 		{"interfaces: [{name: a, reassembly: {timeout: -1s}}]\n", "reassembly"},
 		{"interfaces: [{name: a, reassembly: {max_datagram: 1}}]\n", "field max_datagram not found"},
+		{"interfaces: [{name: a, idle_spin: -1us}]\n", "idle_spin"},
+		{"interfaces: [{name: a, idle_spin_max: 2s}]\n", "idle_spin"},
+		{"interfaces: [{name: a, idle_spin: fast}]\n", "into time.Duration"},
 	} {
 		_, err := ParseConfig([]byte(tc.yaml))
 		if err == nil || !strings.Contains(err.Error(), tc.want) {

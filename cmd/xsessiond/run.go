@@ -72,7 +72,7 @@ func mergeRunConfig(cmd *cobra.Command, f runFlags, c *Config) (daemon.Config, e
 		ic = c.Interfaces[0]
 	}
 	if changed("iface") {
-		ic = InterfaceConfig{Name: f.iface, Netns: ic.Netns, Queues: ic.Queues, XDPMode: ic.XDPMode, Batch: ic.Batch, BusyPoll: ic.BusyPoll, Checksum: ic.Checksum, Reassembly: ic.Reassembly}
+		ic = InterfaceConfig{Name: f.iface, Netns: ic.Netns, Queues: ic.Queues, XDPMode: ic.XDPMode, Batch: ic.Batch, BusyPoll: ic.BusyPoll, Checksum: ic.Checksum, Reassembly: ic.Reassembly, IdleSpin: ic.IdleSpin, IdleSpinMax: ic.IdleSpinMax}
 	}
 	if changed("netns") {
 		ic.Netns = f.netns
@@ -123,6 +123,7 @@ func mergeRunConfig(cmd *cobra.Command, f runFlags, c *Config) (daemon.Config, e
 	}
 	dp := datapath.Config{IfName: ic.Name, NetnsName: ic.Netns, Queues: ic.Queues, Batch: ic.Batch, BusyPoll: ic.BusyPoll, XDPMode: ic.XDPMode, Checksum: ic.Checksum}
 	dp.Reassembly = reasm.Config{MaxDatagrams: ic.Reassembly.MaxDatagrams, MaxFragments: ic.Reassembly.MaxFragments, Timeout: ic.Reassembly.Timeout}
+	dp.IdleSpin, dp.IdleSpinMax = spinSetting(ic.IdleSpin), spinSetting(ic.IdleSpinMax)
 	dp.TCP.Stack.ConnectTimeout = c.TCP.ConnectTimeout
 	dp.TCP.NoGSO = c.TCP.NoGSO
 	return daemon.Config{
@@ -238,6 +239,10 @@ func restartNeeded(cur, next daemon.Config) []string {
 	diff("xdp_mode", a.XDPMode, b.XDPMode)
 	diff("batch", a.Batch, b.Batch)
 	diff("busy_poll", a.BusyPoll, b.BusyPoll)
+	diff("checksum", a.Checksum, b.Checksum)
+	diff("reassembly", a.Reassembly, b.Reassembly)
+	diff("idle_spin", a.IdleSpin, b.IdleSpin)
+	diff("idle_spin_max", a.IdleSpinMax, b.IdleSpinMax)
 	diff("tcp.connect_timeout", a.TCP.Stack.ConnectTimeout, b.TCP.Stack.ConnectTimeout)
 	diff("tcp.no_gso", a.TCP.NoGSO, b.TCP.NoGSO)
 	diff("socket", cur.Socket, next.Socket)
