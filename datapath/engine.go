@@ -138,6 +138,8 @@ type Engine struct {
 	csumMode  string       // the checksum mode in effect, for Stats
 	spinners  atomic.Int32 // workers spinning now (poll.go)
 
+	releaseProcs func() // gives back the Ps Start added for the workers (procs.go)
+
 	capture atomic.Pointer[Capture] // the capture running, nil: none (capture.go)
 
 	claimsBusy  atomic.Int64 // claims queued or being made
@@ -407,6 +409,7 @@ func (e *Engine) Start(l *sessions.Layer) error {
 	go func() { defer e.wg.Done(); e.runMirror(ctx) }()
 	go func() { defer e.wg.Done(); e.res.run(ctx) }()
 	go func() { defer e.wg.Done(); e.runClaims(ctx) }()
+	e.releaseProcs = reserveProcs(len(e.work)) // procs.go
 	for _, w := range e.work {
 		w.shard = l.Shard(w.id)
 		e.wg.Add(2)
@@ -654,6 +657,9 @@ func (e *Engine) Close() error {
 		e.pw.wake()
 	}
 	e.wg.Wait()
+	if e.releaseProcs != nil {
+		e.releaseProcs()
+	}
 	if e.feed != nil {
 		e.feed.Close()
 	}

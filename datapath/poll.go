@@ -45,10 +45,10 @@ package datapath
 //     187–188 µs against the kernel's 98–100 and 192–199 µs, for 121,000
 //     ns of machine CPU per round trip against 46,500 (kernel
 //     30,000–40,000). Spinning is for hosts with
-//     CPU to spare, so it is held back: at most maxSpinners(GOMAXPROCS)
-//     workers of an Engine spin at once (GOMAXPROCS − 1, at least 1: a
-//     spinning worker holds a P, and apps and the rest of the process
-//     need one); the yields give the CPU to any other thread that wants
+//     CPU to spare, so it is held back: at most maxSpinners(baseProcs())
+//     workers of an Engine spin at once (GOMAXPROCS without the workers'
+//     own Ps, procs.go, less one, at least 1: a CPU for the rest of the
+//     process and the host); the yields give the CPU to any other thread that wants
 //     it, so a spinner takes from the host only CPU time nobody else
 //     asked for.
 //   - Otherwise sleep in poll(2) on the socket and the kick eventfd.
@@ -169,7 +169,7 @@ const (
 )
 
 // maxSpinners is how many workers of an Engine may spin at once with
-// procs Ps (GOMAXPROCS).
+// procs Ps (GOMAXPROCS without the workers' own, baseProcs).
 func maxSpinners(procs int) int32 { return int32(max(1, procs-1)) }
 
 // pollState is a worker's recent traffic, as its idle policy sees it.

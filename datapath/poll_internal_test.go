@@ -1,6 +1,8 @@
 package datapath
 
 import (
+	"runtime"
+	"strconv"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -116,4 +118,34 @@ func TestSpinAdapt(t *testing.T) {
 	if d := spinFor(q); d > base {
 		t.Errorf("IdleSpinMax < 0: spin %v, want IdleSpin %v", d, base)
 	}
+}
+
+// TestReserveProcs: running Engines keep GOMAXPROCS at least one above
+// their workers, nested, and give it back; a GOMAXPROCS in the environment
+// is left alone.
+func TestReserveProcs(t *testing.T) {
+	t.Setenv("GOMAXPROCS", "")
+	base := runtime.GOMAXPROCS(0)
+	check := func(what string, want int) {
+		t.Helper()
+		if got := runtime.GOMAXPROCS(0); got != want {
+			t.Fatalf("%s: GOMAXPROCS %d, want %d", what, got, want)
+		}
+	}
+	r1 := reserveProcs(base + 1)
+	check("base+1 workers", base+2)
+	r2 := reserveProcs(2)
+	check("base+3 workers", base+4)
+	if got := baseProcs(); got != base {
+		t.Errorf("baseProcs %d, want %d", got, base)
+	}
+	r1()
+	r1() // once
+	check("2 workers", max(base, 3))
+	r2()
+	check("no workers", base)
+	t.Setenv("GOMAXPROCS", strconv.Itoa(base))
+	r3 := reserveProcs(base + 4)
+	check("the variable set", base)
+	r3()
 }

@@ -134,7 +134,7 @@ type worker struct {
 func newWorker(e *Engine, q int, id uint32, s *xsk.Socket, kick int) *worker {
 	w := &worker{e: e, q: q, id: id, sock: s, kick: kick, batch: e.cfg.Batch, partialOK: e.partialOK, epoch: time.Now()}
 	w.poll.nap, w.poll.spin, w.poll.spinMax = e.cfg.IdleNap, e.cfg.IdleSpin, e.cfg.IdleSpinMax
-	w.poll.spinners, w.poll.maxSpinners = &e.spinners, maxSpinners(runtime.GOMAXPROCS(0))
+	w.poll.spinners, w.poll.maxSpinners = &e.spinners, maxSpinners(baseProcs())
 	w.descs = make([]xsk.Desc, w.batch)
 	w.frames = make([][]byte, w.batch)
 	w.hdrs = make([]fifo.DgramHeader, w.batch)
