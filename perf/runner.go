@@ -8,6 +8,7 @@ import (
 	"net"
 	"os"
 	"path/filepath"
+	"runtime"
 	"runtime/pprof"
 	"strings"
 	"time"
@@ -262,6 +263,15 @@ func startGen(p *nstest.Pair, s Scenario, dstMAC net.HardwareAddr, port uint16, 
 		}
 		gg.gens = append(gg.gens, g)
 	}
+	// Each generator goroutine runs flat out in sendto, where host B's
+	// receive runs too, and holds a P of this process all along (the
+	// runtime hands a P in a system call to others only when sysmon looks,
+	// 20 µs to 10 ms later). On 2 vCPUs that left the receiver under test
+	// (the kernel socket's reader, or xsessiond's worker and its app) one
+	// P to share, which no host running them has: xsessiond's app, waiting
+	// for a P with a vCPU idle, lost 30–36% of the 1472-byte row to a full
+	// fifo. So the generators get a P each of their own while they run.
+	prevProcs := runtime.GOMAXPROCS(runtime.GOMAXPROCS(0) + len(gg.gens))
 	ctx, cancel := context.WithCancel(context.Background())
 	errc := make(chan error, len(gg.gens))
 	for _, g := range gg.gens {
@@ -273,6 +283,7 @@ func startGen(p *nstest.Pair, s Scenario, dstMAC net.HardwareAddr, port uint16, 
 		for range gg.gens {
 			errs = append(errs, <-errc)
 		}
+		runtime.GOMAXPROCS(prevProcs)
 		for _, g := range gg.gens {
 			errs = append(errs, g.Close())
 		}
