@@ -272,7 +272,7 @@ type Report struct {
 // methodNotes say how each figure is made; they go into both outputs.
 var methodNotes = []string{
 	"Rig: two network namespaces joined by a veth pair (host A sends, host B receives), queues as listed.",
-	"Generator: AF_PACKET TPACKET_V2 tx ring with PACKET_QDISC_BYPASS in host A, frames built once; flows differ in UDP source port.",
+	"Generator: AF_PACKET TPACKET_V2 tx ring with PACKET_QDISC_BYPASS in host A, frames built once; flows differ in UDP source port; each generator goroutine gets a P of its own (GOMAXPROCS one higher while it runs), so the receiver under test has the Ps it would have without it.",
 	"Delivered: datagrams read by the app (kernel, xsessiond), frames dropped by the XDP program (xdp-drop), or frames sent (gen-only).",
 	"CPU ns/pkt: whole-machine busy time from /proc/stat (user+nice+system+irq+softirq+steal) over the window / delivered, generator included; other load on the machine counts too.",
 	"gen-only: generator into host B with nothing attached and frames addressed to another MAC, dropped by B's kernel at IP input (PACKET_OTHERHOST); its CPU ns per sent packet (generator + veth hand-over + that drop) is the generator-alone cost.",
