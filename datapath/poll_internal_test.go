@@ -60,10 +60,12 @@ func TestPollPolicy(t *testing.T) {
 
 // TestSpinAdapt: a gap after which the worker slept, shorter than
 // IdleSpinMax, lengthens the spin to cover it; longer gaps halve it back
-// to IdleSpin; with IdleSpinMax not above IdleSpin it never changes.
+// to IdleSpin; with IdleSpinMax not above IdleSpin it never changes. The
+// durations are long enough that a test descheduled for a while on a
+// loaded machine still sees the spin it expects.
 func TestSpinAdapt(t *testing.T) {
 	var spinners atomic.Int32
-	const base, most = 100 * time.Microsecond, 2 * time.Millisecond
+	const base, most = 50 * time.Millisecond, 2 * time.Second
 	p := &pollState{spin: base, spinMax: most, spinners: &spinners, maxSpinners: 1}
 	// gap is one datagram loop, a sleep and the next one, gap apart.
 	gap := func(p *pollState, d time.Duration) {
@@ -85,22 +87,22 @@ func TestSpinAdapt(t *testing.T) {
 	if d := spinFor(p); d > base {
 		t.Fatalf("first spin %v, want at most IdleSpin %v", d, base)
 	}
-	gap(p, 800*time.Microsecond)
-	if d := spinFor(p); d < 900*time.Microsecond || d > time.Millisecond {
-		t.Errorf("after an 800µs gap: spin %v, want about 1ms", d)
+	gap(p, 800*time.Millisecond)
+	if d := spinFor(p); d < 900*time.Millisecond || d > time.Second {
+		t.Errorf("after an 800ms gap: spin %v, want about 1s", d)
 	}
-	gap(p, 1900*time.Microsecond)
-	if d := spinFor(p); d < 1900*time.Microsecond || d > most {
-		t.Errorf("after a 1.9ms gap: spin %v, want up to %v", d, most)
+	gap(p, 1900*time.Millisecond)
+	if d := spinFor(p); d < 1900*time.Millisecond || d > most {
+		t.Errorf("after a 1.9s gap: spin %v, want up to %v", d, most)
 	}
 	// A shorter gap does not shorten it.
-	gap(p, 200*time.Microsecond)
-	if d := spinFor(p); d < 1900*time.Microsecond {
+	gap(p, 200*time.Millisecond)
+	if d := spinFor(p); d < 1900*time.Millisecond {
 		t.Errorf("after a short gap: spin %v, want it kept", d)
 	}
 	// Gaps past IdleSpinMax halve it, down to IdleSpin.
 	for range 8 {
-		gap(p, 10*time.Millisecond)
+		gap(p, 10*time.Second)
 	}
 	if d := spinFor(p); d > base {
 		t.Errorf("after long gaps: spin %v, want IdleSpin %v", d, base)
@@ -114,7 +116,7 @@ func TestSpinAdapt(t *testing.T) {
 	}
 	// No adaptation with IdleSpinMax at or below IdleSpin.
 	q := &pollState{spin: base, spinMax: -1, spinners: &spinners, maxSpinners: 1}
-	gap(q, 800*time.Microsecond)
+	gap(q, 800*time.Millisecond)
 	if d := spinFor(q); d > base {
 		t.Errorf("IdleSpinMax < 0: spin %v, want IdleSpin %v", d, base)
 	}

@@ -586,10 +586,12 @@ func TestMultiQueueFlows(t *testing.T) {
 	}
 	t.Logf("flows %d: sent %d received %d; veth drops %d, softnet drops %d, client InErrors %d RcvbufErrors %d", flows, sent, got,
 		linkDrops(t, r.p.A)+linkDrops(t, r.p.B)-lk0, softnetDrops(t)-sn0, snmpUDP(t, r.p.A, false, "InErrors")-ie0, snmpUDP(t, r.p.A, false, "RcvbufErrors")-rb0)
-	// Workers publish their tx counts when completions come back, which can
-	// be just after the last echo arrived: wait for the counters to settle.
+	// Workers publish their counts when a loop finds nothing more to do,
+	// and their tx counts when completions come back, which can be just
+	// after the last echo arrived (a worker that delivered the last
+	// request may not have looped again yet): wait for them to settle.
 	st := r.eng.Stats()
-	for deadline := time.Now().Add(2 * time.Second); st.Totals.Tx < uint64(sent) && time.Now().Before(deadline); {
+	for deadline := time.Now().Add(2 * time.Second); (st.Totals.Tx < uint64(sent) || st.Totals.Delivered < uint64(sent)) && time.Now().Before(deadline); {
 		time.Sleep(10 * time.Millisecond)
 		st = r.eng.Stats()
 	}
