@@ -44,13 +44,13 @@ package datapath
 //     grown to 2 ms, the echo had p50 65–67 µs and p99
 //     187–188 µs against the kernel's 98–100 and 192–199 µs, for 121,000
 //     ns of machine CPU per round trip against 46,500 (kernel
-//     30,000–40,000). Spinning is for hosts with
-//     CPU to spare, so it is held back: at most maxSpinners(baseProcs())
-//     workers of an Engine spin at once (GOMAXPROCS without the workers'
-//     own Ps, procs.go, less one, at least 1: a CPU for the rest of the
-//     process and the host); the yields give the CPU to any other thread that wants
-//     it, so a spinner takes from the host only CPU time nobody else
-//     asked for.
+//     30,000–40,000).
+//     Spinning is for hosts with CPU to spare, so it is held back: at most
+//     maxSpinners(baseProcs()) workers of an Engine spin at once
+//     (GOMAXPROCS before the workers' reservation, procs.go, less one, at
+//     least 1: a CPU for the rest of the process and the host); the yields
+//     give the CPU to any other thread that wants it, so a spinner takes
+//     from the host only CPU time nobody else asked for.
 //   - Otherwise sleep in poll(2) on the socket and the kick eventfd.
 //
 // # Rings
@@ -183,13 +183,12 @@ type pollState struct {
 	spinners    *atomic.Int32 // the Engine's workers spinning now (shared)
 	maxSpinners int32
 
-	lastWork  time.Time // the last loop that received or sent
 	lastDgram time.Time // the last loop that delivered or sent datagrams of an app
 	lastRx    time.Time // the last loop that received
 	winStart  time.Time // the current rate window
 	winFrames int       // frames received in it
 	hot       bool      // the last window had napHot frames per napWindow
-	spun      bool      // an idle spin found nothing since lastWork
+	spun      bool      // an idle spin found nothing since the last loop that did work
 }
 
 // start prepares the worker's thread (timer slack for naps) and returns
@@ -210,7 +209,7 @@ func (p *pollState) start() func() {
 // it delivered datagrams to an app or sent an app's datagrams.
 func (p *pollState) worked(rx int, dgram bool) {
 	now := time.Now()
-	p.lastWork, p.spun = now, false
+	p.spun = false
 	if dgram {
 		if p.slept {
 			p.adapt(now.Sub(p.lastDgram))

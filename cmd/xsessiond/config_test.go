@@ -85,3 +85,24 @@ func TestParseConfigErrors(t *testing.T) {
 		t.Errorf("empty config: %v %+v", err, c)
 	}
 }
+
+// TestMergeRunConfigIface: --iface names another interface and keeps the
+// file's settings for it.
+func TestMergeRunConfigIface(t *testing.T) {
+	c, err := ParseConfig([]byte("interfaces: [{name: a, queues: 2, checksum: verify, idle_spin: 50us, idle_spin_max: 0s, reassembly: {max_datagrams: 8}}]\n"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	cmd := newRunCmd()
+	if err := cmd.Flags().Parse([]string{"--iface", "b"}); err != nil {
+		t.Fatal(err)
+	}
+	dc, err := mergeRunConfig(cmd, runFlags{iface: "b", socket: DefaultSocket, logLevel: "info", xdpMode: "auto", checksum: "auto"}, c)
+	if err != nil {
+		t.Fatal(err)
+	}
+	dp := dc.Datapath
+	if dp.IfName != "b" || dp.Queues != 2 || dp.Checksum != "verify" || dp.IdleSpin != 50*time.Microsecond || dp.IdleSpinMax >= 0 || dp.Reassembly.MaxDatagrams != 8 {
+		t.Fatalf("merged %+v: want interface b with the file's queues, checksum, idle spin and reassembly", dp)
+	}
+}

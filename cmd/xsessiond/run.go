@@ -72,7 +72,7 @@ func mergeRunConfig(cmd *cobra.Command, f runFlags, c *Config) (daemon.Config, e
 		ic = c.Interfaces[0]
 	}
 	if changed("iface") {
-		ic = InterfaceConfig{Name: f.iface, Netns: ic.Netns, Queues: ic.Queues, XDPMode: ic.XDPMode, Batch: ic.Batch, BusyPoll: ic.BusyPoll, Checksum: ic.Checksum, Reassembly: ic.Reassembly, IdleSpin: ic.IdleSpin, IdleSpinMax: ic.IdleSpinMax}
+		ic.Name = f.iface // the file's other settings for the interface stay
 	}
 	if changed("netns") {
 		ic.Netns = f.netns
