@@ -70,10 +70,7 @@ func reserveProcs(n int) (release func()) {
 
 // set makes GOMAXPROCS what the reservation asks. procs is locked.
 func (p *procTable) set() {
-	want := max(p.base, p.reserved+1)
-	if p.reserved == 0 {
-		want = p.base
-	}
+	want := max(p.base, p.reserved+1) // base alone with no workers
 	if runtime.GOMAXPROCS(0) != want {
 		runtime.GOMAXPROCS(want)
 	}
