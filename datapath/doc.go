@@ -12,7 +12,15 @@
 // Detach apps before Close: fifo memory the layer releases after Close is
 // never freed.
 //
-// Rx: a worker decodes a batch of frames (package datapath/frame, checksums
+// Rx: a worker first reads the first two cache lines of every frame of a
+// batch (frame.Warm): the CPU that ran the XDP program wrote them, so each
+// first read misses, and misses that do not wait on each other overlap.
+// Decoding frame after frame paid one miss each: go run ./perf --quick
+// --only udp64, three interleaved runs, machine CPU per datagram
+// 1,617–1,647 ns with the warm-up against 1,737–1,938 ns without; in the
+// worker's CPU profile (--cpuprofile), decoding took 0.47 s of 0.83 s
+// before, the warm-up and decoding 0.11 s of 0.51 s after. It then
+// decodes the batch (package datapath/frame, checksums
 // verified; a UDP checksum field holding the pseudo-header sum, which a
 // sender of this host with checksum offload leaves through a veth, is
 // accepted per Config.Checksum: see ChecksumAuto. The kernel's XDP

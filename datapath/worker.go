@@ -97,6 +97,7 @@ type worker struct {
 	marks   []uint8            // what became of each, while a capture runs (udp.Queued, udp.Dropped*)
 	runN    int                // datagrams in the run
 	touched []*udp.Target
+	warm    byte // what frame.Warm read; kept so the loads are not removed
 	queues  []*fifo.EventQueue
 	lastLn  *sessions.Listener // last listener looked up, and its Target
 	lastLT  *udp.Target
@@ -214,6 +215,7 @@ func (w *worker) run() {
 				w.frames[i] = w.sock.Frame(w.descs[i])
 			}
 			w.c.Rx += uint64(n)
+			w.warm ^= frame.Warm(w.frames[:n])
 			w.processBatch(w.frames[:n])
 			w.sock.FreeDescs(w.descs[:n])
 			busy, dgram = true, w.delivered
