@@ -33,8 +33,9 @@ type PacketConn struct {
 	done   chan struct{}
 	once   sync.Once
 
-	mu      sync.Mutex           // guards peers and closing
-	peers   map[flow.Handle]*end // cut-through sessions accepted on the listener
+	mu      sync.Mutex              // guards peers, byAddr and closing
+	peers   map[flow.Handle]*end    // cut-through sessions accepted on the listener
+	byAddr  map[netip.AddrPort]*end // the same, by the address their peer app is bound to
 	closing bool
 	ends    atomic.Pointer[[]*end] // wire and peers, rebuilt under mu: the readers' list
 	reap    atomic.Bool            // a peer went away: the next read drops it once drained
@@ -271,6 +272,32 @@ func (p *PacketConn) Release() {
 // wire, a *CutThroughAddr for one from a cut-through session. A pending
 // asynchronous error (see SetDontFragment) is returned instead, once.
 func (p *PacketConn) ReadFrom(b []byte) (int, net.Addr, error) {
+	n, e, err := p.read(b)
+	if err != nil {
+		return 0, nil, err
+	}
+	if e == p.wire {
+		return n, net.UDPAddrFromAddrPort(fromHeader(&p.hdr)), nil
+	}
+	return n, &CutThroughAddr{Session: e.h}, nil
+}
+
+// ReadFromUDPAddrPort is ReadFrom with the sender as a netip.AddrPort, as
+// net.UDPConn's: it allocates nothing. A cut-through session's peer has no
+// address (its datagrams never cross the wire): a datagram of one gives
+// the zero AddrPort, as Message.Remote does. An app that serves
+// cut-through peers answers them with ReadFrom and WriteTo, or ReadBatch.
+func (p *PacketConn) ReadFromUDPAddrPort(b []byte) (int, netip.AddrPort, error) {
+	n, e, err := p.read(b)
+	if err != nil || e != p.wire {
+		return n, netip.AddrPort{}, err
+	}
+	return n, fromHeader(&p.hdr), nil
+}
+
+// read reads one datagram into b and returns the end it came from; a
+// wire datagram's header is left in p.hdr.
+func (p *PacketConn) read(b []byte) (int, *end, error) {
 	p.rd.mu.Lock()
 	defer p.rd.mu.Unlock()
 	p.releaseLocked()
@@ -292,13 +319,9 @@ func (p *PacketConn) ReadFrom(b []byte) (int, net.Addr, error) {
 		if err != nil {
 			return 0, nil, netError("read", p.laddr, nil, err)
 		}
-		if !ok {
-			continue
+		if ok {
+			return n, e, nil
 		}
-		if e == p.wire {
-			return n, net.UDPAddrFromAddrPort(fromHeader(&p.hdr)), nil
-		}
-		return n, &CutThroughAddr{Session: e.h}, nil
 	}
 }
 
@@ -417,32 +440,51 @@ func sliceAt(a, b []byte, off, n int) ([]byte, []byte) {
 // syscall.EMSGSIZE. A pending asynchronous error (see SetDontFragment) is
 // returned instead, once, and b is not sent.
 func (p *PacketConn) WriteTo(b []byte, addr net.Addr) (int, error) {
-	var e *end
-	var remote netip.AddrPort
 	switch x := addr.(type) {
 	case *CutThroughAddr:
 		p.mu.Lock()
-		e = p.peers[x.Session]
+		e := p.peers[x.Session]
 		p.mu.Unlock()
 		if e == nil {
 			return 0, netError("write", p.laddr, addr, fmt.Errorf("no cut-through session %#x: %w", uint64(x.Session), flow.ErrNoSession))
 		}
+		return p.write(b, e, netip.AddrPort{}, addr)
 	case *net.UDPAddr:
-		e = p.wire
-		remote = x.AddrPort()
-		if e == nil {
-			return 0, netError("write", p.laddr, addr, ErrNoDatapath)
+		return p.write(b, p.wire, x.AddrPort(), addr)
+	}
+	return 0, netError("write", p.laddr, addr, fmt.Errorf("address %v (%T): %w", addr, addr, flow.ErrInvalidValue))
+}
+
+// WriteToUDPAddrPort is WriteTo of a datagram to the wire, addressed as a
+// netip.AddrPort, as net.UDPConn's: it allocates nothing. The zero
+// AddrPort (a cut-through peer's, from ReadFromUDPAddrPort) is refused,
+// as WriteTo refuses an invalid address.
+func (p *PacketConn) WriteToUDPAddrPort(b []byte, addr netip.AddrPort) (int, error) {
+	return p.write(b, p.wire, addr, nil)
+}
+
+// write sends b on e: to remote on the wire end, or on a cut-through
+// peer's. addr is the caller's address for errors; nil makes one from
+// remote.
+func (p *PacketConn) write(b []byte, e *end, remote netip.AddrPort, addr net.Addr) (int, error) {
+	fail := func(err error) (int, error) {
+		if addr == nil {
+			addr = net.UDPAddrFromAddrPort(remote)
 		}
+		return 0, netError("write", p.laddr, addr, err)
+	}
+	if e == nil {
+		return fail(ErrNoDatapath)
+	}
+	if e == p.wire {
 		if err := p.checkDest(remote, len(b)); err != nil {
-			return 0, netError("write", p.laddr, addr, err)
+			return fail(err)
 		}
 		if p.df.Load() {
 			if err := p.a.checkPath(&p.pmtu, p.h, remote.Addr(), len(b), &p.wr, p.done); err != nil {
-				return 0, netError("write", p.laddr, addr, err)
+				return fail(err)
 			}
 		}
-	default:
-		return 0, netError("write", p.laddr, addr, fmt.Errorf("address %v (%T): %w", addr, addr, flow.ErrInvalidValue))
 	}
 	p.wr.mu.Lock()
 	defer p.wr.mu.Unlock()
@@ -451,11 +493,11 @@ func (p *PacketConn) WriteTo(b []byte, addr net.Addr) (int, error) {
 		alive := p.peers[e.h] == e
 		p.mu.Unlock()
 		if !alive {
-			return 0, netError("write", p.laddr, addr, errPeerClosed)
+			return fail(errPeerClosed)
 		}
 	}
 	if err := p.takeError(); err != nil {
-		return 0, netError("write", p.laddr, addr, err)
+		return fail(err)
 	}
 	var hdr fifo.DgramHeader
 	toHeader(&hdr, p.local, remote)
@@ -463,7 +505,7 @@ func (p *PacketConn) WriteTo(b []byte, addr net.Addr) (int, error) {
 		hdr.Flags = fifo.DgramFlagDontFragment
 	}
 	if err := writeDgram(p.a, &p.wr, p.done, e, &hdr, b); err != nil {
-		return 0, netError("write", p.laddr, addr, err)
+		return fail(err)
 	}
 	return len(b), nil
 }

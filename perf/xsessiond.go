@@ -378,7 +378,9 @@ func statsLine(st datapath.Stats, batches uint64) string {
 }
 
 // XsessiondEcho is an xsessiond app echoing every datagram of its listener
-// back to its sender with ReadFrom and WriteTo, as examples/udpecho does.
+// back to its sender with ReadFromUDPAddrPort and WriteToUDPAddrPort, the
+// calls the kernel baseline's echo makes on its net.UDPConn: neither
+// allocates.
 type XsessiondEcho struct {
 	opts   XsessiondOptions
 	l      *xsListener
@@ -409,14 +411,14 @@ func (e *XsessiondEcho) Start(env *Env) error {
 func (e *XsessiondEcho) echo(pc *app.PacketConn) error {
 	buf := make([]byte, 65536)
 	for {
-		n, addr, err := pc.ReadFrom(buf)
+		n, addr, err := pc.ReadFromUDPAddrPort(buf)
 		if err != nil {
 			if e.stop.Load() && stopped(err) {
 				return nil
 			}
 			return fmt.Errorf("read: %w", err)
 		}
-		if _, err := pc.WriteTo(buf[:n], addr); err != nil {
+		if _, err := pc.WriteToUDPAddrPort(buf[:n], addr); err != nil {
 			if e.stop.Load() && stopped(err) {
 				return nil
 			}
