@@ -20,7 +20,10 @@
 // addition, receives the cut-through sessions other apps of the host open to
 // it, each with a fifo pair of its own in a segment shared with that app;
 // ReadFrom returns a *CutThroughAddr for those, and WriteTo answers them
-// when given one. Dial returns a connected session: cut-through when the
+// when given one. ReadFromUDPAddrPort and WriteToUDPAddrPort, as on a
+// net.UDPConn, allocate nothing (ReadFrom's net.Addr costs two allocations
+// a datagram); they serve the wire, and give a cut-through datagram the
+// zero netip.AddrPort, which WriteToUDPAddrPort refuses. Dial returns a connected session: cut-through when the
 // destination is another app of the host, a datapath session otherwise.
 // Listen accepts TCP sessions from the wire (the daemon's TCP stack) and
 // cut-through sessions of other apps alike. UDP sessions carry datagrams
