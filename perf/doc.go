@@ -36,9 +36,10 @@
 //     library over that socket, as any app is. The receiver's app binds
 //     the port with ListenPacketConn and reads with ReadBatch (datagrams
 //     in place in the fifo, handed back by the next call, as
-//     examples/udpsink does); the echo app answers with ReadFrom and
-//     WriteTo (as examples/udpecho does); the cut-through pair is the
-//     daemon without a datapath on lo and two apps joined by a
+//     examples/udpsink does); the echo app answers with
+//     ReadFromUDPAddrPort and WriteToUDPAddrPort, the calls the kernel
+//     echo makes on its socket (neither allocates); the cut-through pair
+//     is the daemon without a datapath on lo and two apps joined by a
 //     local-scope UDP Dial, a writer calling Write once per datagram and
 //     a reader taking up to 64 per ReadBatch, the library putting each to
 //     sleep when the fifo is full or empty. The
