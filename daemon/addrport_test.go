@@ -87,7 +87,7 @@ func TestPacketConnAddrPortWire(t *testing.T) {
 	// The daemon's goroutines share the process: a stray allocation of
 	// theirs may land in a round. The echo itself allocating would give
 	// one or more per round.
-	if allocs >= 0.5 {
+	if allocs >= 0.5 && !raceEnabled { // the race detector's runtime allocates
 		t.Fatalf("%.2f allocations per echo round trip (%d rounds)", allocs, n)
 	}
 	if _, err := pc.WriteToUDPAddrPort([]byte("x"), netip.AddrPort{}); err == nil {

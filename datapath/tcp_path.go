@@ -354,7 +354,8 @@ func (p *tcpPath) close() error {
 // write queues one packet of the Stack on a worker's queue (by destination,
 // so that one peer's packets keep their order), or writes a lone one to
 // the packet socket at once (tcpWorker.direct). Called by gVisor's
-// goroutines and the pumps, never by a worker.
+// goroutines, the pumps, and a worker moving an app's tx fifo into gVisor
+// (tcp.Conn.PushTx from poll), which drains its queue after.
 func (p *tcpPath) write(pkt tcp.Packet) bool {
 	dst := pkt.Dst()
 	var hsh uint32
@@ -472,7 +473,7 @@ func (tw *tcpWorker) discard() {
 // was done or waits (a next hop resolving).
 func (p *tcpPath) poll(w *worker) bool {
 	tw := p.wq[w.q]
-	busy := tw.drain()
+	busy := false
 	for _, s := range tw.own {
 		if s.pair.Tx.HasEvent() {
 			// Cleared here, not only by the Conn's pump: until the pump
@@ -480,9 +481,14 @@ func (p *tcpPath) poll(w *worker) bool {
 			// from ever sleeping. The app sets it again (and kicks) when
 			// it queues more.
 			s.pair.Tx.ClearEvent()
-			s.conn.Kick()
 			if s.pair.Tx.Queued() {
 				w.apps.took(s.app)
+			}
+			// The worker moves the data into gVisor itself unless the
+			// pump has the Conn; what gVisor sends for it is drained
+			// below, in this loop.
+			if !s.conn.PushTx() {
+				s.conn.Kick()
 			}
 			busy = true
 		}
@@ -490,6 +496,9 @@ func (p *tcpPath) poll(w *worker) bool {
 			s.conn.Kick() // the app made room in a full rx fifo
 			busy = true
 		}
+	}
+	if tw.drain() {
+		busy = true
 	}
 	return busy || tw.waiting
 }

@@ -93,7 +93,11 @@ type Conn struct {
 	timerMu sync.Mutex // guards timer
 	timer   *time.Timer
 
-	// Owned by the pump.
+	// runMu is held by whoever runs the Conn: its pump (run), or a worker
+	// moving the tx fifo into gVisor itself (PushTx). The fields below
+	// are owned by its holder.
+	runMu sync.Mutex
+
 	state     connState
 	connectBy time.Time
 	window    *peerWindow // the link follows the peer's window (trackWindow)
@@ -101,6 +105,7 @@ type Conn struct {
 	wrClosed  bool        // our FIN is queued in gVisor
 	rxw       rxWriter
 	txr       txReader
+	txErr     error // an error PushTx met, for run to end the Conn with
 
 	// Bytes moved by the pump, read by Info from any goroutine.
 	rxBytes, txBytes atomic.Uint64
@@ -359,6 +364,12 @@ func (s *Stack) Dial(local, remote netip.AddrPort, owner uint64, rx, tx *fifo.Fi
 
 // run is the pump's work on the Conn: state changes, rx, tx, closing.
 func (c *Conn) run() {
+	c.runMu.Lock()
+	defer c.runMu.Unlock()
+	c.runLocked()
+}
+
+func (c *Conn) runLocked() {
 	if c.state == stDone || !c.started.Load() {
 		return
 	}
@@ -487,48 +498,88 @@ func (c *Conn) pumpRx() bool {
 }
 
 // pumpTx moves data from the tx fifo into gVisor's send buffer. It returns
-// false when the Conn finished.
+// false when the Conn ended.
 func (c *Conn) pumpTx() bool {
 	if c.wrClosed {
 		return true
 	}
+	err := c.txErr
+	c.txErr = nil
+	if err == nil {
+		err = c.moveTx()
+	}
+	if err != nil {
+		c.fail(err)
+		return false
+	}
+	return c.state != stDone
+}
+
+// moveTx moves what the tx fifo holds into gVisor's send buffer, until
+// either is empty or full, and signals the app when it made room in a tx
+// fifo it is waiting on. It returns the error to end the Conn with.
+func (c *Conn) moveTx() error {
 	c.tx.ClearEvent()
 	released := 0
+	defer func() {
+		if released > 0 && c.tx.DeqNotify(released) {
+			c.h.Writable(c)
+		}
+	}()
 	for {
 		a, b, err := c.tx.PeekSlices()
 		if errors.Is(err, fifo.ErrEmpty) {
-			break
+			return nil
 		}
 		if err != nil {
-			c.fail(syscall.EIO)
-			return false
+			return syscall.EIO
 		}
 		c.txr.a, c.txr.b = a, b
 		n, terr := c.ep.Write(&c.txr, tcpip.WriteOptions{})
 		c.txr.a, c.txr.b = nil, nil
 		if n > 0 {
 			if err := c.tx.Release(int(n)); err != nil {
-				c.fail(syscall.EIO)
-				return false
+				return syscall.EIO
 			}
 			released += int(n)
 			c.txBytes.Add(uint64(n))
 		}
 		if terr != nil {
 			if _, ok := terr.(*tcpip.ErrWouldBlock); ok {
-				break
+				return nil
 			}
-			c.fail(toErrno(terr))
-			return false
+			return toErrno(terr)
 		}
 		if int(n) < len(a)+len(b) {
-			break // gVisor's send buffer is full: EventOut brings us back
+			return nil // gVisor's send buffer is full: EventOut brings us back
 		}
 	}
-	if released > 0 && c.tx.DeqNotify(released) {
-		c.h.Writable(c)
+}
+
+// PushTx moves the tx fifo into gVisor from the caller's goroutine, as
+// the pump would, and reports whether it did. A worker that finds an
+// app's data in the tx fifo calls it instead of Kick: the data then
+// leaves without waking the pump, which was a third of a request's
+// hand-overs. It does nothing and returns false (the caller then Kicks)
+// while the pump runs the Conn, or when the Conn is not simply open (a
+// connect, close or abort pending), so that everything but moving bytes
+// stays the pump's. An error it meets is left for the pump to end the
+// Conn with (it returns true and Kicks itself): the Handler's calls that
+// end a Conn stay on the pump.
+func (c *Conn) PushTx() bool {
+	if !c.runMu.TryLock() {
+		return false
 	}
-	return c.state != stDone
+	defer c.runMu.Unlock()
+	if !c.started.Load() || c.state != stOpen || c.wrClosed || c.txErr != nil ||
+		c.closeReq.Load() || c.closeWriteReq.Load() || c.abortReq.Load() {
+		return false
+	}
+	if err := c.moveTx(); err != nil {
+		c.txErr = err
+		c.Kick()
+	}
+	return true
 }
 
 // connectFailed ends an active open.
