@@ -142,9 +142,19 @@
 // writable, hang-up, error) and Conn.Kick only mark the Conn ready on its
 // pump (they never block, as gVisor calls them with its locks held); the
 // pump then reads the endpoint's state and moves data. Nothing polls. So
-// one pump is the only producer of a Conn's rx fifo and the only consumer
-// of its tx fifo, and every Handler call for a Conn comes from that pump,
-// one at a time.
+// one pump is the only producer of a Conn's rx fifo, and every Handler
+// call but Writable for a Conn comes from that pump, one at a time.
+//
+// One exception, for the tx fifo: Conn.PushTx moves it into gVisor from
+// the caller's goroutine (the worker that saw the app's data), under the
+// Conn's run lock, which the pump holds while it runs the Conn. It only
+// moves bytes (and may call Handler.Writable); it steps back (returns
+// false, the caller Kicks) while the pump runs the Conn or when the Conn
+// is connecting, closing or aborted, and an error it meets is left to the
+// pump, which ends the Conn with it. Request/response of 64 bytes over one
+// connection in perf (--tcp --only tcprr64-c1, two interleaved rounds of
+// two repetitions): 6,098 and 6,423 transactions/s with it, 4,719 and 4,719
+// with every push through the pump; p50 146 against 201 µs.
 //
 // The fifos speak their own notification protocol (package fifo): after
 // queueing into the rx fifo the pump calls SetEvent and, when the app must
@@ -163,5 +173,6 @@
 // close) and Abort (RST) only request it. A Listener ends with
 // AcceptHandler.ListenerClosed. All exported methods are safe for
 // concurrent use and never block on the network; Writer.WritePacket is
-// called concurrently from gVisor's goroutines and the pumps.
+// called concurrently from gVisor's goroutines, the pumps and PushTx's
+// callers.
 package tcp
