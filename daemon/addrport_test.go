@@ -20,9 +20,7 @@ import (
 // write allocate nothing.
 func TestPacketConnAddrPortWire(t *testing.T) {
 	rig := nstest.NewPair(t, nstest.Options{})
-	d := startDaemon(t, func(o *Config) {
-		o.Datapath.IfName, o.Datapath.NetnsName, o.NoDatapath = rig.B.Link, rig.B.Name, false
-	})
+	d := startDaemon(t, onB(rig))
 	a := attach(t, d, app.Options{Name: "echo"})
 	pc, err := a.ListenPacketConn("udp://0.0.0.0:7011")
 	if err != nil {

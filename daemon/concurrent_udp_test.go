@@ -26,9 +26,7 @@ import (
 func TestPacketConnConcurrentWriters(t *testing.T) {
 	const writers, per, window = 16, 10000, 64
 	rig := nstest.NewPair(t, nstest.Options{})
-	d := startDaemon(t, func(o *Config) {
-		o.Datapath.IfName, o.Datapath.NetnsName, o.NoDatapath = rig.B.Link, rig.B.Name, false
-	})
+	d := startDaemon(t, onB(rig))
 	a := attach(t, d, app.Options{Name: "writers"})
 	pc, err := a.ListenPacket("udp://0.0.0.0:0")
 	if err != nil {
@@ -131,9 +129,7 @@ func TestPacketConnConcurrentWriters(t *testing.T) {
 // with the same errno.
 func TestWriteToErrors(t *testing.T) {
 	rig := nstest.NewPair(t, nstest.Options{})
-	d := startDaemon(t, func(o *Config) {
-		o.Datapath.IfName, o.Datapath.NetnsName, o.NoDatapath = rig.B.Link, rig.B.Name, false
-	})
+	d := startDaemon(t, onB(rig))
 	a := attach(t, d, app.Options{Name: "errs"})
 	pc, err := a.ListenPacket("udp://0.0.0.0:0")
 	if err != nil {
@@ -189,9 +185,7 @@ func TestConnConcurrentReadWrite(t *testing.T) {
 			srv.WriteTo(buf[:n], from)
 		}
 	}()
-	d := startDaemon(t, func(o *Config) {
-		o.Datapath.IfName, o.Datapath.NetnsName, o.NoDatapath = rig.B.Link, rig.B.Name, false
-	})
+	d := startDaemon(t, onB(rig))
 	a := attach(t, d, app.Options{Name: "conn"})
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()

@@ -228,9 +228,7 @@ func TestDaemonGone(t *testing.T) {
 // listener map within the second.
 func TestAppDeathDatapath(t *testing.T) {
 	rig := nstest.NewPair(t, nstest.Options{})
-	d := startDaemon(t, func(o *Config) {
-		o.Datapath.IfName, o.Datapath.NetnsName, o.NoDatapath = rig.B.Link, rig.B.Name, false
-	})
+	d := startDaemon(t, onB(rig))
 	echo := attach(t, d, app.Options{Name: "echo"})
 	echoServer(t, echo, 9000)
 	pin := filepath.Join(loader.DefaultPinRoot, rig.B.Name, rig.B.Link, "listeners")

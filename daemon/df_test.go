@@ -106,9 +106,7 @@ func TestDontFragment(t *testing.T) {
 	rig := nstest.NewPair(t, nstest.Options{})
 	routeMTU(t, rig.B, rig.A.IPv4, 1280)
 	routeMTU(t, rig.B, rig.A.IPv6, 1280)
-	d := startDaemon(t, func(o *Config) {
-		o.Datapath.IfName, o.Datapath.NetnsName, o.NoDatapath = rig.B.Link, rig.B.Name, false
-	})
+	d := startDaemon(t, onB(rig))
 	a := attach(t, d, app.Options{Name: "df"})
 	raw := openRawUDP4(t, rig.A)
 	stats := func() (dfDrops, txKernel uint64) {
@@ -438,9 +436,7 @@ func TestPathMTURequest(t *testing.T) {
 	}); err != nil {
 		t.Fatal(err)
 	}
-	d := startDaemon(t, func(o *Config) {
-		o.Datapath.IfName, o.Datapath.NetnsName, o.NoDatapath = rig.B.Link, rig.B.Name, false
-	})
+	d := startDaemon(t, onB(rig))
 	cl := rawApp(t, d)
 	h4 := rawBind(t, cl, "udp://0.0.0.0:0")
 	h6 := rawBind(t, cl, "udp://[::]:0")

@@ -57,9 +57,7 @@ func fragFill(seq, size int) []byte {
 // daemon does not serve still reach it.
 func TestFragmentedEcho(t *testing.T) {
 	rig := nstest.NewPair(t, nstest.Options{})
-	d := startDaemon(t, func(o *Config) {
-		o.Datapath.IfName, o.Datapath.NetnsName, o.NoDatapath = rig.B.Link, rig.B.Name, false
-	})
+	d := startDaemon(t, onB(rig))
 	a := attach(t, d, app.Options{Name: "frag", RxFifoSize: 1 << 20, TxFifoSize: 1 << 20, SegmentSize: 16 << 20})
 	// A kernel socket on B the daemon knows nothing of.
 	ks, err := bindKernel(rig.B, "0.0.0.0:7200")
@@ -213,9 +211,7 @@ func fragMemory(t *testing.T, h *nstest.Host) (mem, bound int) {
 // once: the worker's reassembly makes room for them.
 func TestFragmentFlood(t *testing.T) {
 	rig := nstest.NewPair(t, nstest.Options{})
-	d := startDaemon(t, func(o *Config) {
-		o.Datapath.IfName, o.Datapath.NetnsName, o.NoDatapath = rig.B.Link, rig.B.Name, false
-	})
+	d := startDaemon(t, onB(rig))
 	a := attach(t, d, app.Options{Name: "flood", RxFifoSize: 1 << 20, TxFifoSize: 1 << 20, SegmentSize: 16 << 20})
 	pc, err := a.ListenPacket("udp://0.0.0.0:0")
 	if err != nil {
@@ -334,9 +330,7 @@ func TestFragmentFlood(t *testing.T) {
 // app intact, IPv4 and IPv6, and no fragment is lost between the two.
 func TestFragmentSteering(t *testing.T) {
 	rig := nstest.NewPair(t, nstest.Options{})
-	d := startDaemon(t, func(o *Config) {
-		o.Datapath.IfName, o.Datapath.NetnsName, o.NoDatapath = rig.B.Link, rig.B.Name, false
-	})
+	d := startDaemon(t, onB(rig))
 	a := attach(t, d, app.Options{Name: "steer", RxFifoSize: 1 << 20, TxFifoSize: 1 << 16, SegmentSize: 16 << 20})
 	snd := newFragSender(t, rig)
 	for _, fam := range []struct {

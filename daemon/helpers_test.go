@@ -16,6 +16,7 @@ import (
 	"github.com/xsessiond/xsessiond/app"
 	"github.com/xsessiond/xsessiond/datapath"
 	"github.com/xsessiond/xsessiond/flow"
+	"github.com/xsessiond/xsessiond/nsbind/nstest"
 )
 
 // startDaemon runs a daemon in-process on lo, without a datapath, with its
@@ -38,6 +39,13 @@ func startDaemon(t testing.TB, mod ...func(*Config)) *Daemon {
 	}
 	t.Cleanup(func() { d.Close() })
 	return d
+}
+
+// onB runs the daemon's datapath on host B's end of rig.
+func onB(rig *nstest.Pair) func(*Config) {
+	return func(o *Config) {
+		o.Datapath.IfName, o.Datapath.NetnsName, o.NoDatapath = rig.B.Link, rig.B.Name, false
+	}
 }
 
 // attach attaches an app to d, closed when the test ends.

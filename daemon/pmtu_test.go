@@ -64,9 +64,7 @@ func TestPathMTU(t *testing.T) {
 	}); err != nil {
 		t.Fatal(err)
 	}
-	d := startDaemon(t, func(o *Config) {
-		o.Datapath.IfName, o.Datapath.NetnsName, o.NoDatapath = rig.B.Link, rig.B.Name, false
-	})
+	d := startDaemon(t, onB(rig))
 	a := attach(t, d, app.Options{Name: "pmtu"})
 	pc, err := a.ListenPacket("udp://0.0.0.0:0")
 	if err != nil {

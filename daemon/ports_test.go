@@ -60,9 +60,7 @@ func bindKernel(h *nstest.Host, addr string) (*net.UDPConn, error) {
 // go back at Close.
 func TestPortsHeldInKernel(t *testing.T) {
 	rig := nstest.NewPair(t, nstest.Options{})
-	d := startDaemon(t, func(o *Config) {
-		o.Datapath.IfName, o.Datapath.NetnsName, o.NoDatapath = rig.B.Link, rig.B.Name, false
-	})
+	d := startDaemon(t, onB(rig))
 	a := attach(t, d, app.Options{Name: "ports"})
 
 	// A port a kernel socket holds.

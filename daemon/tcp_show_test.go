@@ -327,9 +327,7 @@ func tcFilter(t *testing.T, h *nstest.Host, name string, insns asm.Instructions,
 // passed without an answer.
 func TestTCPKeepaliveTimeout(t *testing.T) {
 	rig := nstest.NewPair(t, nstest.Options{})
-	d := startDaemon(t, func(o *Config) {
-		o.Datapath.IfName, o.Datapath.NetnsName, o.NoDatapath = rig.B.Link, rig.B.Name, false
-	})
+	d := startDaemon(t, onB(rig))
 	a := attach(t, d, app.Options{Name: "keepalive"})
 	kl := kernelListen(t, rig.A, ":7400")
 	go echoServe(kl)
