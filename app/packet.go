@@ -33,9 +33,8 @@ type PacketConn struct {
 	done   chan struct{}
 	once   sync.Once
 
-	mu      sync.Mutex              // guards peers, byAddr and closing
-	peers   map[flow.Handle]*end    // cut-through sessions accepted on the listener
-	byAddr  map[netip.AddrPort]*end // the same, by the address their peer app is bound to
+	mu      sync.Mutex           // guards peers and closing
+	peers   map[flow.Handle]*end // cut-through sessions accepted on the listener
 	closing bool
 	ends    atomic.Pointer[[]*end] // wire and peers, rebuilt under mu: the readers' list
 	reap    atomic.Bool            // a peer went away: the next read drops it once drained

@@ -559,8 +559,8 @@ func (c *Conn) moveTx() error {
 // PushTx moves the tx fifo into gVisor from the caller's goroutine, as
 // the pump would, and reports whether it did. A worker that finds an
 // app's data in the tx fifo calls it instead of Kick: the data then
-// leaves without waking the pump, which was a third of a request's
-// hand-overs. It does nothing and returns false (the caller then Kicks)
+// leaves without waking the pump, one hand-over fewer for every reply.
+// It does nothing and returns false (the caller then Kicks)
 // while the pump runs the Conn, or when the Conn is not simply open (a
 // connect, close or abort pending), so that everything but moving bytes
 // stays the pump's. An error it meets is left for the pump to end the
