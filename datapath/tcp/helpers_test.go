@@ -428,3 +428,13 @@ func (ac *segAcceptor) Accept(c *tcp.Conn) (*fifo.Fifo, *fifo.Fifo, tcp.Handler,
 }
 
 func (ac *segAcceptor) ListenerClosed(*tcp.Listener) {}
+
+// connectedPair is a pair with a client Conn on A connected to a listener
+// on B's port 80, both ends with fifos of size bytes.
+func connectedPair(tb testing.TB, size uint32) (p *pair, client, server *app) {
+	tb.Helper()
+	p = newPair(tb, tcp.Options{}, wireOpts{}, wireOpts{})
+	_, ac := listen(tb, p.b, netip.AddrPortFrom(addrB, 80), size)
+	client, server = dial(tb, p, ac, netip.AddrPortFrom(addrB, 80), size)
+	return p, client, server
+}

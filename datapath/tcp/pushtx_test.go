@@ -2,14 +2,11 @@ package tcp_test
 
 import (
 	"errors"
-	"net/netip"
 	"sync"
 	"sync/atomic"
 	"syscall"
 	"testing"
 	"time"
-
-	"github.com/xsessiond/xsessiond/datapath/tcp"
 )
 
 // TestPushTxDuringTransfer moves both tx fifos with PushTx from other
@@ -21,9 +18,7 @@ func TestPushTxDuringTransfer(t *testing.T) {
 	if testing.Short() {
 		n = 2 << 20
 	}
-	p := newPair(t, tcp.Options{}, wireOpts{}, wireOpts{})
-	_, ac := listen(t, p.b, netip.AddrPortFrom(addrB, 80), fifoSize)
-	client, server := dial(t, p, ac, netip.AddrPortFrom(addrB, 80), fifoSize)
+	p, client, server := connectedPair(t, fifoSize)
 	stop := make(chan struct{})
 	var pushed atomic.Int64
 	var wg sync.WaitGroup
@@ -60,9 +55,7 @@ func TestPushTxDuringTransfer(t *testing.T) {
 // reports a reset to one write only), and PushTx does nothing on the ended
 // Conn.
 func TestPushTxLeavesTheRestToThePump(t *testing.T) {
-	p := newPair(t, tcp.Options{}, wireOpts{}, wireOpts{})
-	_, ac := listen(t, p.b, netip.AddrPortFrom(addrB, 80), fifoSize)
-	client, server := dial(t, p, ac, netip.AddrPortFrom(addrB, 80), fifoSize)
+	_, client, server := connectedPair(t, fifoSize)
 
 	// The peer resets; the client's next write meets the reset in PushTx.
 	server.getConn().Abort()
@@ -100,9 +93,7 @@ func TestPushTxLeavesTheRestToThePump(t *testing.T) {
 
 // TestPushTxNotWhileClosing: after Close, PushTx leaves the Conn to the pump.
 func TestPushTxNotWhileClosing(t *testing.T) {
-	p := newPair(t, tcp.Options{}, wireOpts{}, wireOpts{})
-	_, ac := listen(t, p.b, netip.AddrPortFrom(addrB, 80), fifoSize)
-	client, _ := dial(t, p, ac, netip.AddrPortFrom(addrB, 80), fifoSize)
+	_, client, _ := connectedPair(t, fifoSize)
 	c := client.getConn()
 	if _, err := client.appTx.Enqueue([]byte("x")); err != nil {
 		t.Fatal(err)

@@ -106,9 +106,7 @@ func TestTransfer100MB(t *testing.T) {
 	if testing.Short() {
 		n = 10 << 20
 	}
-	p := newPair(t, tcp.Options{}, wireOpts{}, wireOpts{})
-	_, ac := listen(t, p.b, netip.AddrPortFrom(addrB, 80), fifoSize)
-	client, server := dial(t, p, ac, netip.AddrPortFrom(addrB, 80), fifoSize)
+	p, client, server := connectedPair(t, fifoSize)
 	d := transfer(t, p, client, server, n)
 	t.Logf("%d MiB each way in %v: %.0f Mbit/s each way", n>>20, d.Round(time.Millisecond), float64(n)*8/d.Seconds()/1e6)
 	st := p.a.Stats()
@@ -142,9 +140,7 @@ func TestLossAndReorder(t *testing.T) {
 func TestBackpressure(t *testing.T) {
 	const small = 64 << 10
 	const n = 4 << 20
-	p := newPair(t, tcp.Options{}, wireOpts{}, wireOpts{})
-	_, ac := listen(t, p.b, netip.AddrPortFrom(addrB, 80), small)
-	client, server := dial(t, p, ac, netip.AddrPortFrom(addrB, 80), small)
+	p, client, server := connectedPair(t, small)
 
 	var sendErr error
 	hs := newHash()
@@ -192,9 +188,7 @@ func TestBackpressure(t *testing.T) {
 }
 
 func TestHalfClose(t *testing.T) {
-	p := newPair(t, tcp.Options{}, wireOpts{}, wireOpts{})
-	_, ac := listen(t, p.b, netip.AddrPortFrom(addrB, 80), fifoSize)
-	client, server := dial(t, p, ac, netip.AddrPortFrom(addrB, 80), fifoSize)
+	_, client, server := connectedPair(t, fifoSize)
 
 	const n = 3 << 20
 	hs := newHash()
@@ -230,9 +224,7 @@ func TestHalfClose(t *testing.T) {
 }
 
 func TestReset(t *testing.T) {
-	p := newPair(t, tcp.Options{}, wireOpts{}, wireOpts{})
-	_, ac := listen(t, p.b, netip.AddrPortFrom(addrB, 80), fifoSize)
-	client, server := dial(t, p, ac, netip.AddrPortFrom(addrB, 80), fifoSize)
+	_, client, server := connectedPair(t, fifoSize)
 	server.getConn().Abort()
 	recvOrFail(t, server.closed, 5*time.Second, "server closed")
 	err := recvOrFail(t, client.reset, 5*time.Second, "client reset")
