@@ -32,7 +32,7 @@ type xsCapture struct {
 // startCapture starts perf capture on the daemon listening on socket,
 // writing to file, and waits until the daemon has started the capture.
 func startCapture(socket, file string) (*xsCapture, error) {
-	exe, err := tcpServeExe()
+	exe, err := childExe()
 	if err != nil {
 		return nil, fmt.Errorf("capture: %w", err)
 	}

@@ -12,6 +12,7 @@
 //	go run ./perf gen  --iface IF --dst-mac MAC --dst-ip IP ...   (two-machine runs)
 //	go run ./perf recv --iface IF --impl kernel|kernel-reuseport|xdp-drop|xsessiond ...
 //	perf tcpserve --impl kernel|xsessiond --mode rr|crr|recv|send ...    (started by the harness)
+//	perf echoserve --impl kernel|xsessiond --env JSON ...                (started by the harness)
 //
 // The rig is two network namespaces joined by a veth pair with the
 // requested queue count (nsbind/nstest); it is removed on exit and on
@@ -79,7 +80,10 @@
 // with 1 queue/1 flow and N queues/F flows, at 64 bytes also 1 queue/F
 // flows and every queue step up to N; UDP echo round-trip latency at a
 // fixed rate (kernel sockets in A, timestamps in the payload, the client's
-// socket with the 4 MiB receive buffer of every receiving socket here);
+// socket with the 4 MiB receive buffer of every receiving socket here; the
+// server in a process of its own, perf echoserve, started in B's namespace:
+// the kernel echo, or the daemon with the echo app, so that the client
+// and the server do not share a Go runtime, echoserve.go);
 // cut-through throughput. Every figure is the median of the repetitions
 // with min and max; each xsessiond row is divided by its baseline. CPU
 // cost is the whole machine's busy time from /proc/stat per delivered

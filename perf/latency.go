@@ -139,16 +139,17 @@ func (r *runner) echoRep(ctx context.Context, s Scenario, rep, reps int) (out Re
 	if err != nil {
 		return Rep{}, err
 	}
-	e, err := newEchoer(s.Impl)
-	if err != nil {
-		return Rep{}, err
-	}
+	e := newEchoChild(s.Impl, p.B)
 	if err := e.Start(envB(p, s.Queues, s.Flows, s.Payload, r.port)); err != nil {
 		return Rep{}, fmt.Errorf("start %s echo: %w", s.Impl, err)
 	}
 	defer func() { err = errors.Join(err, e.Stop()) }()
-	if sl, ok := e.(interface{ StatsLine() string }); ok && r.stats != nil {
-		defer func() { r.stats(fmt.Sprintf("%s rep %d: %s", s.Name, rep, sl.StatsLine())) }()
+	if r.stats != nil {
+		defer func() {
+			if line := e.StatsLine(); line != "" {
+				r.stats(fmt.Sprintf("%s rep %d: %s", s.Name, rep, line))
+			}
+		}()
 	}
 	var conn *net.UDPConn
 	raddr := &net.UDPAddr{IP: p.B.IPv4.AsSlice(), Port: int(r.port)}
@@ -193,9 +194,7 @@ func (r *runner) echoRep(ctx context.Context, s Scenario, rep, reps int) (out Re
 			return nil, err
 		}
 		d := after.since(before, true)
-		if dc, ok := e.(dropCounter); ok {
-			maps.Copy(d, dc.Drops())
-		}
+		maps.Copy(d, e.Drops())
 		return d, nil
 	}
 	// No request may leave after the accounting settled: one sent then
@@ -212,9 +211,7 @@ func (r *runner) echoRep(ctx context.Context, s Scenario, rep, reps int) (out Re
 	out.Drops, out.Counted = counted, counted.Sum()
 	out.Unexplained = int64(out.TotalSent) - int64(out.TotalDelivered) - int64(out.Counted)
 	out.Breakdown = after.udpDetail(before)
-	if bd, ok := e.(breakdown); ok {
-		maps.Copy(out.Breakdown, bd.Breakdown())
-	}
+	maps.Copy(out.Breakdown, e.Breakdown())
 	if n := c.sendErrs.Load(); n > 0 {
 		// Not sent, not counted. A connected UDP socket reports an ICMP
 		// error it received on its next write.

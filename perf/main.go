@@ -28,6 +28,8 @@ func main() {
 			os.Exit(remoteRecvMain(os.Args[2:]))
 		case "tcpserve":
 			os.Exit(tcpServeMain(os.Args[2:]))
+		case "echoserve":
+			os.Exit(echoServeMain(os.Args[2:]))
 		case "capture":
 			os.Exit(captureMain(os.Args[2:]))
 		}
@@ -62,6 +64,7 @@ func parseRigFlags(args []string, stderr io.Writer) (options, error) {
        go run ./perf gen  [flags]     generator alone, on a real interface (two-machine runs)
        go run ./perf recv [flags]     one receiver alone, on a real interface (two-machine runs)
        perf tcpserve [flags]          the TCP scenarios' server process (the harness starts it in host B)
+       perf echoserve [flags]         the echo scenarios' server process (the harness starts it in host B)
        perf capture --socket S -w F   the --xs-capture process (the harness starts it)
 
 flags of the rig mode:

@@ -16,10 +16,10 @@ var ErrNotAvailable = errors.New("not available")
 // host of the rig (host B), or the local machine in the remote modes.
 type Env struct {
 	// Rig is the netns rig, or nil in the remote modes.
-	Rig *nstest.Pair
+	Rig *nstest.Pair `json:"-"`
 	// Do runs fn inside the receiving host's network namespace (on a
 	// locked thread); sockets and attachments are made there.
-	Do func(fn func() error) error
+	Do func(fn func() error) error `json:"-"`
 	// NetNS is the receiving namespace's name under /run/netns ("" for the
 	// current one), for implementations that start a process there.
 	NetNS   string

@@ -12,11 +12,15 @@ import (
 	"github.com/xsessiond/xsessiond/nsbind/nstest"
 )
 
-// TestMain lets the test binary be the TCP scenarios' server process: the
-// harness starts its own executable as "tcpserve" (tcpServeExe).
+// TestMain lets the test binary be the harness's server processes: the
+// harness starts its own executable as "tcpserve", "echoserve" or
+// "capture" (childExe).
 func TestMain(m *testing.M) {
 	if len(os.Args) > 1 && os.Args[1] == "tcpserve" {
 		os.Exit(tcpServeMain(os.Args[2:]))
+	}
+	if len(os.Args) > 1 && os.Args[1] == "echoserve" {
+		os.Exit(echoServeMain(os.Args[2:]))
 	}
 	if len(os.Args) > 1 && os.Args[1] == "capture" {
 		os.Exit(captureMain(os.Args[2:]))

@@ -1,0 +1,194 @@
+package main
+
+import (
+	"bufio"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"os/exec"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/xsessiond/xsessiond/nsbind/nstest"
+)
+
+// child is the harness's handle on a server process of its own (perf
+// tcpserve, perf echoserve) running in host B and driven over its standard
+// input and output: one command line in, one reply line out. Its methods
+// are safe across goroutines (one command at a time).
+type child struct {
+	name   string // what errors call it: "tcp server", "echo server"
+	cmd    *exec.Cmd
+	in     io.WriteCloser
+	out    *bufio.Reader
+	stderr *capBuffer
+
+	mu     sync.Mutex // serialises commands and guards exited
+	exited bool
+}
+
+// childTimeout bounds the wait for a reply; a child that does not answer
+// in time is killed.
+const childTimeout = 20 * time.Second
+
+// childExe is the executable the harness starts as its server processes:
+// this program (the harness, or the package's test binary, whose TestMain
+// runs the same modes for the same arguments).
+var childExe = os.Executable
+
+// startChild starts this executable with args in host h's namespace and
+// waits for its first line, "ready".
+func startChild(h *nstest.Host, name string, args []string) (*child, error) {
+	exe, err := childExe()
+	if err != nil {
+		return nil, fmt.Errorf("%s: %w", name, err)
+	}
+	c := &child{name: name, cmd: exec.Command(exe, args...)}
+	c.cmd.Env = append(os.Environ(), "GOTRACEBACK=all")
+	if c.in, c.out, c.stderr, err = pipeChild(c.cmd, 1<<20); err != nil {
+		return nil, err
+	}
+	// The child inherits the namespace of the thread that forks it.
+	if err := h.Do(c.cmd.Start); err != nil {
+		return nil, fmt.Errorf("start %s: %w", name, err)
+	}
+	line, err := c.readLine()
+	if err == nil && line != "ready" {
+		err = fmt.Errorf("%s: %s", name, line)
+	}
+	if err != nil {
+		return nil, errors.Join(err, c.kill())
+	}
+	return c, nil
+}
+
+// pipeChild makes cmd's standard input and output pipes and its standard
+// error a buffer keeping the last max bytes.
+func pipeChild(cmd *exec.Cmd, max int) (in io.WriteCloser, out *bufio.Reader, stderr *capBuffer, err error) {
+	stderr = &capBuffer{max: max}
+	cmd.Stderr = stderr
+	if in, err = cmd.StdinPipe(); err != nil {
+		return nil, nil, nil, err
+	}
+	stdout, err := cmd.StdoutPipe()
+	if err != nil {
+		return nil, nil, nil, err
+	}
+	return in, bufio.NewReader(stdout), stderr, nil
+}
+
+// readLine reads one line of the child's, killing it when none comes in
+// childTimeout.
+func (c *child) readLine() (string, error) {
+	t := time.AfterFunc(childTimeout, func() { c.cmd.Process.Kill() })
+	line, err := c.out.ReadString('\n')
+	stopped := t.Stop()
+	if err != nil {
+		if !stopped {
+			err = fmt.Errorf("no reply in %v: %w", childTimeout, err)
+		}
+		return "", fmt.Errorf("%s: %w (stderr: %s)", c.name, err, c.stderr.tail(2000))
+	}
+	return strings.TrimSuffix(line, "\n"), nil
+}
+
+// call sends one command and returns the reply line; a reply "error ..."
+// is an error.
+func (c *child) call(cmd string) (string, error) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.exited {
+		return "", fmt.Errorf("%s: already stopped", c.name)
+	}
+	if _, err := io.WriteString(c.in, cmd+"\n"); err != nil {
+		return "", fmt.Errorf("%s: %s: %w", c.name, cmd, err)
+	}
+	line, err := c.readLine()
+	if err != nil {
+		return "", err
+	}
+	if msg, ok := strings.CutPrefix(line, "error "); ok {
+		return "", fmt.Errorf("%s: %s: %s", c.name, cmd, msg)
+	}
+	return line, nil
+}
+
+// exit waits for a child that was told to quit to end.
+func (c *child) exit() error {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.exited = true
+	c.in.Close()
+	return c.wait()
+}
+
+func (c *child) wait() error {
+	done := make(chan error, 1)
+	go func() { done <- c.cmd.Wait() }()
+	select {
+	case err := <-done:
+		if err != nil {
+			return fmt.Errorf("%s: %w (stderr: %s)", c.name, err, c.stderr.tail(2000))
+		}
+		return nil
+	case <-time.After(childTimeout):
+		c.cmd.Process.Kill()
+		return fmt.Errorf("%s did not exit in %v (stderr: %s)", c.name, childTimeout, c.stderr.tail(2000))
+	}
+}
+
+// kill ends a child that has not been quit (on an error path).
+func (c *child) kill() error {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.exited {
+		return nil
+	}
+	c.exited = true
+	c.in.Close()
+	c.cmd.Process.Kill()
+	c.cmd.Wait()
+	return nil
+}
+
+// capBuffer keeps what is written to it, up to max bytes (the rest is
+// counted, not kept); safe across goroutines.
+type capBuffer struct {
+	max int
+
+	mu      sync.Mutex // guards b and dropped
+	b       []byte
+	dropped int
+}
+
+func (c *capBuffer) Write(p []byte) (int, error) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	n := min(len(p), c.max-len(c.b))
+	c.b = append(c.b, p[:n]...)
+	c.dropped += len(p) - n
+	return len(p), nil
+}
+
+// String is everything kept.
+func (c *capBuffer) String() string {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return string(c.b)
+}
+
+// tail is the last n bytes kept.
+func (c *capBuffer) tail(n int) string {
+	s := c.String()
+	if len(s) > n {
+		s = "…" + s[len(s)-n:]
+	}
+	return strings.TrimSpace(s)
+}
+
+// count is how many kept lines contain sub.
+func (c *capBuffer) count(sub string) int {
+	return strings.Count(c.String(), sub)
+}
