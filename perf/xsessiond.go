@@ -97,12 +97,11 @@ type xsDaemon struct {
 // = the current one); with noDatapath the control plane runs alone. Its
 // goroutines (the engine's workers and mirror, the control socket) carry
 // the label part=datapath in CPU profiles.
-func startXsDaemon(ifName, netns string, queues int, o XsessiondOptions, noDatapath bool) (x *xsDaemon, err error) {
-	x = &xsDaemon{}
+func startXsDaemon(ifName, netns string, queues int, o XsessiondOptions, noDatapath bool) (_ *xsDaemon, err error) {
+	x := &xsDaemon{}
 	defer func() {
 		if err != nil {
 			err = errors.Join(err, x.close())
-			x = nil
 		}
 	}()
 	if x.dir, err = os.MkdirTemp("", "xsessiond-perf-"); err != nil {
@@ -165,12 +164,11 @@ type xsListener struct {
 	cap *xsCapture // --xs-capture
 }
 
-func startXsListener(env *Env, o XsessiondOptions) (l *xsListener, err error) {
-	l = &xsListener{}
+func startXsListener(env *Env, o XsessiondOptions) (_ *xsListener, err error) {
+	l := &xsListener{}
 	defer func() {
 		if err != nil {
 			err = errors.Join(err, l.close())
-			l = nil
 		}
 	}()
 	if l.x, err = startXsDaemon(env.IfName, env.NetNS, env.Queues, o, false); err != nil {

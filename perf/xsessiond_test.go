@@ -128,3 +128,17 @@ func TestCaptureOnRig(t *testing.T) {
 		t.Fatalf("%d frames in the file for %d echoes; note %q", frames, rep.TotalDelivered, notes[0])
 	}
 }
+
+// TestStartXsErrorPaths: a daemon or listener that cannot start returns
+// its error and undoes what it did (it used to close a nil result and
+// panic).
+func TestStartXsErrorPaths(t *testing.T) {
+	nstest.RequirePrivileged(t)
+	if x, err := startXsDaemon("xs-no-such0", "", 1, XsessiondOptions{}, false); err == nil || x != nil {
+		t.Fatalf("daemon on a missing interface: %v, %v", x, err)
+	}
+	env := &Env{Do: func(fn func() error) error { return fn() }, IfName: "xs-no-such0", Queues: 1, Port: 9}
+	if l, err := startXsListener(env, XsessiondOptions{}); err == nil || l != nil {
+		t.Fatalf("listener on a missing interface: %v, %v", l, err)
+	}
+}
