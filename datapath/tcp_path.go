@@ -490,10 +490,12 @@ func (p *tcpPath) poll(w *worker) bool {
 			if !s.conn.PushTx() {
 				s.conn.Kick()
 			}
+			w.tcpWork = true
 			busy = true
 		}
 		if s.pair.Rx.TakeDeqNotify() {
 			s.conn.Kick() // the app made room in a full rx fifo
+			w.tcpWork = true
 			busy = true
 		}
 	}
@@ -655,6 +657,7 @@ func pktDst(p tcp.Packet) (nbKey, bool) {
 // segments (Ethernet header stripped; the Stack copies them).
 func (p *tcpPath) inject(w *worker, pkts [][]byte) {
 	w.c.Delivered += uint64(p.st.Link().InjectBatch(pkts))
+	w.tcpWork = true
 }
 
 // adopt makes worker tw kick s's Conn. Worker goroutine (a posted call).
