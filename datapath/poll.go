@@ -11,7 +11,12 @@ package datapath
 //     napWindow, the last less than napWindow ago): a timed sleep, so the
 //     kernel wakes nobody per frame and the next loop takes what came
 //     meanwhile as one batch. This is the full-rate regime; it costs up to
-//     one nap of latency per frame.
+//     one nap of latency per frame. In it, the worker also holds back the
+//     rx signal of an app asleep on an empty fifo for up to signalHold
+//     (worker.go), so that the app wakes once for several batches, not
+//     once per batch; a fifo a quarter full is signalled at once, and
+//     every held signal is sent before the worker spins, sleeps or leaves
+//     the regime.
 //   - Spin (Config.IdleSpin) while the datagram path was busy recently:
 //     until IdleSpin has passed since the last loop that delivered
 //     datagrams to an app or sent an app's datagrams, check the rx ring,
