@@ -623,9 +623,10 @@ func (w *worker) signalTouched() {
 // app costs an eventfd write, a thread wake-up and the app's reads of its
 // eventfd, and at full rate the app woke after nearly every batch (9,200
 // times a second at 0.78 Mpps). A fifo a quarter full is signalled at
-// once. go run ./perf --quick --only udp64-q1-f1/xsessiond, four
-// interleaved rounds, signalling every fourth hot batch against every
-// batch: 1,512-1,660 against 1,856-1,936 ns of machine CPU per packet.
+// once. go run ./perf --quick --only udp64-q1-f1/xsessiond, two sets of
+// three interleaved rounds, machine CPU per packet with the hold against
+// without: 1,401-1,433 against 1,546-1,679 ns, and 1,500-1,878 against
+// 1,761-1,949 ns.
 const signalHold = 200 * time.Microsecond
 
 // holdSignals moves the batch's Targets to w.held, signalling at once
