@@ -58,7 +58,10 @@
 // per App reads it through the runtime poller, drains the event queue, and
 // wakes the callers waiting. A reader clears the fifo's event flag before
 // its last look and only then sleeps, so a producer that queued data after
-// that look sees the flag clear and signals: no wake-up is lost. A writer
+// that look sees the flag clear and signals: no wake-up is lost. (A
+// datapath worker receiving at full rate holds that signal back for up to
+// 200 µs, or until the fifo is a quarter full, so that a reader wakes once
+// for several of its batches.) A writer
 // that queued data and whose SetEvent returned true writes the eventfd of
 // the fifo's consumer: the owning worker's kick eventfd, or the peer app's
 // eventfd for a cut-through session. A writer waiting for room asks the
