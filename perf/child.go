@@ -38,6 +38,22 @@ const childTimeout = 20 * time.Second
 // runs the same modes for the same arguments).
 var childExe = os.Executable
 
+// childMain is the main of a server process: run reads commands from in
+// and answers each with reply, one line on stdout. An error run returns
+// is a last line "error MESSAGE" and exit status 1.
+func childMain(run func(in io.Reader, reply func(string, ...any)) error) int {
+	out := bufio.NewWriter(os.Stdout)
+	reply := func(format string, a ...any) {
+		fmt.Fprintf(out, format+"\n", a...)
+		out.Flush()
+	}
+	if err := run(os.Stdin, reply); err != nil {
+		reply("error %s", strings.ReplaceAll(err.Error(), "\n", "; "))
+		return 1
+	}
+	return 0
+}
+
 // startChild starts this executable with args in host h's namespace and
 // waits for its first line, "ready".
 func startChild(h *nstest.Host, name string, args []string) (*child, error) {

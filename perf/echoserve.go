@@ -21,7 +21,6 @@ import (
 	"flag"
 	"fmt"
 	"io"
-	"os"
 	"strings"
 
 	"github.com/xsessiond/xsessiond/nsbind/nstest"
@@ -46,16 +45,9 @@ func echoServeMain(args []string) int {
 	if err := fs.Parse(args); err != nil {
 		return 2
 	}
-	out := bufio.NewWriter(os.Stdout)
-	reply := func(format string, a ...any) {
-		fmt.Fprintf(out, format+"\n", a...)
-		out.Flush()
-	}
-	if err := runEchoServe(*impl, *envJSON, *xsJSON, os.Stdin, reply); err != nil {
-		reply("error %s", strings.ReplaceAll(err.Error(), "\n", "; "))
-		return 1
-	}
-	return 0
+	return childMain(func(in io.Reader, reply func(string, ...any)) error {
+		return runEchoServe(*impl, *envJSON, *xsJSON, in, reply)
+	})
 }
 
 // echoQuit is echoserve's reply to quit.

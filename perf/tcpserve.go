@@ -216,16 +216,9 @@ func tcpServeMain(args []string) int {
 	if err := fs.Parse(args); err != nil {
 		return 2
 	}
-	out := bufio.NewWriter(os.Stdout)
-	reply := func(format string, a ...any) {
-		fmt.Fprintf(out, format+"\n", a...)
-		out.Flush()
-	}
-	if err := runTCPServe(*impl, *mode, *listen, *iface, *netns, *queues, *xsJSON, os.Stdin, reply); err != nil {
-		reply("error %s", strings.ReplaceAll(err.Error(), "\n", "; "))
-		return 1
-	}
-	return 0
+	return childMain(func(in io.Reader, reply func(string, ...any)) error {
+		return runTCPServe(*impl, *mode, *listen, *iface, *netns, *queues, *xsJSON, in, reply)
+	})
 }
 
 // tcpListener is the listener the server serves, and what closes what it
