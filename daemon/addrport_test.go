@@ -27,11 +27,7 @@ func TestPacketConnAddrPortWire(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer pc.Close()
-	cli, err := bindKernel(rig.A, "0.0.0.0:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer cli.Close()
+	cli := kernelClient(t, rig.A)
 	want := cli.LocalAddr().(*net.UDPAddr).AddrPort()
 	want = netip.AddrPortFrom(rig.A.IPv4, want.Port())
 	to := netip.AddrPortFrom(rig.B.IPv4, 7011)

@@ -302,11 +302,7 @@ func TestFragmentFlood(t *testing.T) {
 		t.Fatalf("reassembly memory %d, bound %d", mem, bound)
 	}
 
-	cli, err := bindKernel(rig.A, "0.0.0.0:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer cli.Close()
+	cli := kernelClient(t, rig.A)
 	buf := make([]byte, 70000)
 	for _, n := range []int{100, 9000} {
 		msg := fragFill(n, n)

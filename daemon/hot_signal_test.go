@@ -25,11 +25,7 @@ func TestHotQueueSignalsApp(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer pc.Close()
-	cli, err := bindKernel(rig.A, "0.0.0.0:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer cli.Close()
+	cli := kernelClient(t, rig.A)
 	to := netip.AddrPortFrom(rig.B.IPv4, 7012)
 	queued := func() uint64 { return d.Engine().Stats().Totals.Delivered }
 	// settled waits until the worker has queued all it will of a burst.

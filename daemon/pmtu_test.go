@@ -71,11 +71,7 @@ func TestPathMTU(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer pc.Close()
-	cli, err := bindKernel(rig.A, "0.0.0.0:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer cli.Close()
+	cli := kernelClient(t, rig.A)
 	// A's first datagram tells the app its address (and B its MAC).
 	if _, err := cli.WriteTo([]byte("hi"), &net.UDPAddr{IP: rig.B.IPv4.AsSlice(), Port: pc.LocalAddr().(*net.UDPAddr).Port}); err != nil {
 		t.Fatal(err)

@@ -53,6 +53,18 @@ func bindKernel(h *nstest.Host, addr string) (*net.UDPConn, error) {
 	return c, err
 }
 
+// kernelClient binds a kernel UDP socket in h to an ephemeral port, for
+// the test's life.
+func kernelClient(t testing.TB, h *nstest.Host) *net.UDPConn {
+	t.Helper()
+	c, err := bindKernel(h, "0.0.0.0:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { c.Close() })
+	return c
+}
+
 // TestPortsHeldInKernel: a listener bound to port 0 gets a real port of
 // the kernel's ephemeral range, held by the kernel (ss lists it, a kernel
 // socket cannot bind it) and receiving; a port a kernel socket holds is
@@ -104,11 +116,7 @@ func TestPortsHeldInKernel(t *testing.T) {
 		}
 	}
 	// The port receives, and answers.
-	cli, err := bindKernel(rig.A, "0.0.0.0:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer cli.Close()
+	cli := kernelClient(t, rig.A)
 	dst := &net.UDPAddr{IP: rig.B.IPv4.AsSlice(), Port: int(ports[0])}
 	buf := make([]byte, 2048)
 	got := false
