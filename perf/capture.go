@@ -45,7 +45,7 @@ func startCapture(socket, file string) (*xsCapture, error) {
 	}
 	if line, err := c.out.ReadString('\n'); err != nil || line != "ready\n" {
 		c.cmd.Process.Kill()
-		return nil, errors.Join(fmt.Errorf("capture: %q (stderr: %s)", line, c.stderr.tail(2000)), err, c.cmd.Wait())
+		return nil, errors.Join(fmt.Errorf("capture: %q (stderr: %s)", line, c.stderr.brief(2000)), err, c.cmd.Wait())
 	}
 	return c, nil
 }
@@ -56,7 +56,7 @@ func (c *xsCapture) stop() (string, error) {
 	c.in.Close()
 	line, err := c.out.ReadString('\n')
 	if werr := c.cmd.Wait(); werr != nil {
-		err = errors.Join(err, fmt.Errorf("capture: %w (stderr: %s)", werr, c.stderr.tail(2000)))
+		err = errors.Join(err, fmt.Errorf("capture: %w (stderr: %s)", werr, c.stderr.brief(2000)))
 	}
 	line = "capture: " + strings.TrimSuffix(line, "\n")
 	if st := c.cmd.ProcessState; st != nil {

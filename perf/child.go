@@ -105,7 +105,7 @@ func (c *child) readLine() (string, error) {
 		if !stopped {
 			err = fmt.Errorf("no reply in %v: %w", childTimeout, err)
 		}
-		return "", fmt.Errorf("%s: %w (stderr: %s)", c.name, err, c.stderr.tail(2000))
+		return "", fmt.Errorf("%s: %w (stderr: %s)", c.name, err, c.stderr.brief(2000))
 	}
 	return strings.TrimSuffix(line, "\n"), nil
 }
@@ -146,12 +146,12 @@ func (c *child) wait() error {
 	select {
 	case err := <-done:
 		if err != nil {
-			return fmt.Errorf("%s: %w (stderr: %s)", c.name, err, c.stderr.tail(2000))
+			return fmt.Errorf("%s: %w (stderr: %s)", c.name, err, c.stderr.brief(2000))
 		}
 		return nil
 	case <-time.After(childTimeout):
 		c.cmd.Process.Kill()
-		return fmt.Errorf("%s did not exit in %v (stderr: %s)", c.name, childTimeout, c.stderr.tail(2000))
+		return fmt.Errorf("%s did not exit in %v (stderr: %s)", c.name, childTimeout, c.stderr.brief(2000))
 	}
 }
 
@@ -195,11 +195,16 @@ func (c *capBuffer) String() string {
 	return string(c.b)
 }
 
-// tail is the last n bytes kept.
-func (c *capBuffer) tail(n int) string {
+// brief is what was kept, at most about n bytes of it: the start (where a
+// Go program's panic or fatal error says what went wrong) and the end.
+func (c *capBuffer) brief(n int) string {
 	s := c.String()
 	if len(s) > n {
-		s = "…" + s[len(s)-n:]
+		head := s[:n/4]
+		if i := strings.LastIndexByte(head, '\n'); i > 0 {
+			head = head[:i]
+		}
+		s = head + " … " + s[len(s)-(n-n/4):]
 	}
 	return strings.TrimSpace(s)
 }

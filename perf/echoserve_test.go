@@ -92,3 +92,23 @@ func TestEchoServeBadEnv(t *testing.T) {
 		t.Fatalf("got %v, want an --env error", err)
 	}
 }
+
+// TestCapBufferBrief: a child's long stderr is cut to its start (a
+// panic's message) and its end, not to its end alone.
+func TestCapBufferBrief(t *testing.T) {
+	c := &capBuffer{max: 1 << 20}
+	fmt.Fprintf(c, "panic: runtime error: the reason\n\ngoroutine 1 [running]:\n")
+	for i := range 2000 {
+		fmt.Fprintf(c, "main.frame%d()\n\t/src/file.go:%d +0x1f\n", i, i)
+	}
+	fmt.Fprintf(c, "exit status 2\n")
+	b := c.brief(2000)
+	if !strings.HasPrefix(b, "panic: runtime error: the reason") || !strings.HasSuffix(b, "exit status 2") || len(b) > 2100 {
+		t.Fatalf("brief (%d bytes): %q", len(b), b)
+	}
+	short := &capBuffer{max: 100}
+	fmt.Fprintf(short, "  fatal: short  \n")
+	if got := short.brief(2000); got != "fatal: short" {
+		t.Fatalf("short: %q", got)
+	}
+}
