@@ -8,7 +8,7 @@
 //	              [--rate 0] [--gen-threads 1] [--payloads 64,512,1472] [--out perf/out]
 //	              [--cpuprofile FILE] [--xs-stats] [--xs-batch N] [--xs-busy-poll]
 //	              [--xs-ring N] [--xs-nap D] [--xs-spin D] [--xs-spin-max D]
-//	              [--xs-xdp-mode MODE] [--xs-rx-fifo BYTES] [--xs-capture FILE]
+//	              [--xs-xdp-mode MODE] [--xs-rx-fifo BYTES] [--xs-tcp-bulk-fifo BYTES] [--xs-capture FILE]
 //	go run ./perf gen  --iface IF --dst-mac MAC --dst-ip IP ...   (two-machine runs)
 //	go run ./perf recv --iface IF --impl kernel|kernel-reuseport|xdp-drop|xsessiond ...
 //	perf tcpserve --impl kernel|xsessiond --mode rr|crr|recv|send ...    (started by the harness)
@@ -106,7 +106,15 @@
 // ends agree (transactions answered = transactions completed, bytes
 // written = bytes read once the sender closed) and counts connection
 // errors; the TCP goals table holds each xsessiond row against the
-// kernel's of the same run. --tcp runs the TCP rows alone.
+// kernel's of the same run. --tcp runs the TCP rows alone. The xsessiond
+// server's app takes the daemon's default fifos (64 KiB per direction)
+// in the request/response rows and --xs-tcp-bulk-fifo (1 MiB) in the bulk
+// rows, as a program moving bulk data over kernel sockets sizes SO_SNDBUF
+// and SO_RCVBUF, or lets the kernel grow them to 4–6 MiB: with 64 KiB
+// each chunk the app writes waits for the worker to drain the fifo and
+// signal room (go run ./perf --tcp --quick --only 'tcp(send|recv)-c1/xs',
+// two rounds: bulk send 3.7–4.1 Gbit/s with 64 KiB, 15.2–15.5 with 1
+// MiB; bulk receive 1.9–2.0 and 2.9).
 //
 // --quick runs only the 64-byte receive rows of the kernel baseline and
 // xsessiond and the TCP rows, once, prints one line per TCP group,

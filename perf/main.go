@@ -96,8 +96,9 @@ flags of the rig mode:
 	fs.StringVar(&o.xs.XDPMode, "xs-xdp-mode", "", "xsessiond engine: XDP attach mode: native, generic (default: auto)")
 	fs.StringVar(&o.xs.Capture, "xs-capture", "", "xsessiond: capture every frame the datapath receives and sends to this pcapng file while each receive and echo scenario runs (as xsessiond ctl capture -w FILE does; /dev/null discards)")
 	fs.BoolVar(&o.xsStats, "xs-stats", false, "print the xsessiond engine's counters after each receive repetition")
-	var rxFifo int
+	var rxFifo, bulkFifo int
 	fs.IntVar(&rxFifo, "xs-rx-fifo", 4<<20, "xsessiond app: rx fifo bytes (a power of two)")
+	fs.IntVar(&bulkFifo, "xs-tcp-bulk-fifo", 1<<20, "xsessiond TCP app in the bulk rows: rx and tx fifo bytes per connection, a power of two (0 = the daemon's default, 64 KiB)")
 	if err := fs.Parse(args); err != nil {
 		return o, err
 	}
@@ -108,6 +109,10 @@ flags of the rig mode:
 		return o, errors.New("--xs-rx-fifo must be a power of two from 4096 to 1 GiB")
 	}
 	o.xs.RxFifo = uint32(rxFifo)
+	if bulkFifo != 0 && (bulkFifo < 4096 || bulkFifo > 1<<30 || bulkFifo&(bulkFifo-1) != 0) {
+		return o, errors.New("--xs-tcp-bulk-fifo must be 0 or a power of two from 4096 to 1 GiB")
+	}
+	o.xs.TCPBulkFifo = uint32(bulkFifo)
 	if o.xs.Batch < 0 || o.xs.Batch > 4096 {
 		return o, errors.New("--xs-batch must be 0..4096")
 	}

@@ -229,7 +229,7 @@ type tcpListener struct {
 	engine func() datapath.Stats // xsessiond's engine counters; nil for the kernel
 }
 
-func listenTCP(impl, addr, iface, netns string, queues int, xsJSON string) (*tcpListener, error) {
+func listenTCP(impl, mode, addr, iface, netns string, queues int, xsJSON string) (*tcpListener, error) {
 	switch impl {
 	case ImplKernel:
 		ln, err := net.Listen("tcp4", addr)
@@ -246,7 +246,11 @@ func listenTCP(impl, addr, iface, netns string, queues int, xsJSON string) (*tcp
 		if err != nil {
 			return nil, err
 		}
-		a, err := x.attach(app.Options{Name: "perf-tcp"})
+		ao := app.Options{Name: "perf-tcp"}
+		if mode == tcpModeRecv || mode == tcpModeSend {
+			ao.RxFifoSize, ao.TxFifoSize = o.TCPBulkFifo, o.TCPBulkFifo
+		}
+		a, err := x.attach(ao)
 		if err != nil {
 			return nil, errors.Join(err, x.close())
 		}
@@ -271,7 +275,7 @@ func runTCPServe(impl, mode, addr, iface, netns string, queues int, xsJSON strin
 	default:
 		return fmt.Errorf("unknown mode %q", mode)
 	}
-	l, err := listenTCP(impl, addr, iface, netns, queues, xsJSON)
+	l, err := listenTCP(impl, mode, addr, iface, netns, queues, xsJSON)
 	if err != nil {
 		return err
 	}

@@ -47,6 +47,11 @@ type XsessiondOptions struct {
 	// IdleNap, IdleSpin and IdleSpinMax are datapath.Config's; 0 is the
 	// default.
 	IdleNap, IdleSpin, IdleSpinMax time.Duration
+	// TCPBulkFifo is the rx and tx fifo size in bytes of the TCP server
+	// app's connections in the bulk rows (0: the daemon's default), as a
+	// program that moves bulk data over kernel sockets sizes SO_RCVBUF and
+	// SO_SNDBUF (or lets the kernel grow them: up to 4–6 MiB by default).
+	TCPBulkFifo uint32
 	// Capture, when set, is the pcapng file a capture of every frame is
 	// written to while each receive and echo scenario runs (xsCapture).
 	Capture string
