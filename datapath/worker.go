@@ -593,22 +593,33 @@ func (w *worker) signal() {
 // signalTouched signals the Targets in w.touched and empties it.
 func (w *worker) signalTouched() {
 	for i, t := range w.touched {
-		if t.Signal() {
-			q := t.Events
-			seen := false
-			for _, x := range w.queues {
-				if x == q {
-					seen = true
-					break
-				}
-			}
-			if !seen && len(w.queues) < cap(w.queues) {
-				w.queues = append(w.queues, q)
-			}
-		}
+		w.signalTarget(t)
 		w.touched[i] = nil
 	}
 	w.touched = w.touched[:0]
+	w.signalQueues()
+}
+
+// signalTarget sets t's rx event flag and, if the app is to be told,
+// notes its event queue for signalQueues (a queue that does not fit in
+// w.queues is signalled at once).
+func (w *worker) signalTarget(t *udp.Target) {
+	if !t.Signal() {
+		return
+	}
+	q := t.Events
+	if slices.Contains(w.queues, q) {
+		return
+	}
+	if len(w.queues) < cap(w.queues) {
+		w.queues = append(w.queues, q)
+		return
+	}
+	_ = q.Signal()
+}
+
+// signalQueues writes the eventfd of each event queue noted, once.
+func (w *worker) signalQueues() {
 	for i, q := range w.queues {
 		_ = q.Signal()
 		w.queues[i] = nil
@@ -665,8 +676,8 @@ func (w *worker) holdSignals() {
 // so no held Target outlives it. A Target killed meanwhile is skipped.
 func (w *worker) flushSignals() {
 	for i, t := range w.held {
-		if !t.Dead() && !slices.Contains(w.touched, t) {
-			w.touched = append(w.touched, t)
+		if !t.Dead() {
+			w.signalTarget(t)
 		}
 		w.held[i] = nil
 	}
