@@ -206,8 +206,17 @@ func (p *pollState) start() func() {
 	if err != nil {
 		return func() {}
 	}
-	_ = unix.Prctl(unix.PR_SET_TIMERSLACK, uintptr(napSlack), 0, 0, 0)
+	p.onThread()
 	return func() { _ = unix.Prctl(unix.PR_SET_TIMERSLACK, uintptr(old), 0, 0, 0) }
+}
+
+// onThread gives the worker's current thread the naps' timer slack: at
+// start, and again after the worker yielded its thread (worker.run) and
+// may have come back on another.
+func (p *pollState) onThread() {
+	if p.nap > 0 {
+		_ = unix.Prctl(unix.PR_SET_TIMERSLACK, uintptr(napSlack), 0, 0, 0)
+	}
 }
 
 // worked records a loop that did work, rx of it frames received; dgram:

@@ -263,6 +263,7 @@ func (w *worker) run() {
 			runtime.UnlockOSThread()
 			runtime.Gosched()
 			runtime.LockOSThread()
+			w.poll.onThread() // the thread may be another
 		}
 		w.tcpWork, w.slept = false, false
 		w.sock.Complete()
