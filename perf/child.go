@@ -81,7 +81,7 @@ func startChild(h *nstest.Host, name string, args []string) (*child, error) {
 }
 
 // pipeChild makes cmd's standard input and output pipes and its standard
-// error a buffer keeping the last max bytes.
+// error a buffer keeping the first max bytes (capBuffer).
 func pipeChild(cmd *exec.Cmd, max int) (in io.WriteCloser, out *bufio.Reader, stderr *capBuffer, err error) {
 	stderr = &capBuffer{max: max}
 	cmd.Stderr = stderr
