@@ -16,6 +16,10 @@ import (
 // kernel echo on loopback: it echoes, answers every command with one line
 // (an unknown one with an error line), and quit stops the server.
 func TestEchoServeProtocol(t *testing.T) {
+	// runEchoServe sets the process's options and capture hook, as the
+	// echoserve process does: give them back after.
+	savedOpts, savedNote := xsOptions, xsCaptureNote
+	t.Cleanup(func() { xsOptions, xsCaptureNote = savedOpts, savedNote })
 	// A free port: bind one, note it, let it go.
 	pc, err := net.ListenPacket("udp4", "127.0.0.1:0")
 	if err != nil {
