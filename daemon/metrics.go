@@ -56,11 +56,12 @@ var (
 	descTCPRefused   = prometheus.NewDesc("xsessiond_tcp_refused_total", "TCP connections the namespace's listeners refused, by reason: backlog (listen queue full), limit (connection limits), no_memory (no fifo memory), closing (app or listener going).", []string{"namespace", "reason"}, nil)
 	descTCPStackRsts = prometheus.NewDesc("xsessiond_tcp_stack_resets_total", "Every RST the gVisor TCP stack sent or received, stray segments' included.", []string{"dir"}, nil)
 	descTCPAcksLow   = prometheus.NewDesc("xsessiond_tcp_acks_clamped_total", "Bare TCP acknowledgements whose sequence number was lowered to the right edge of the peer's window, which the peer had shrunk below gVisor's next sequence number.", nil, nil)
+	descTCPAcksHeld  = prometheus.NewDesc("xsessiond_tcp_acks_held_total", "Bare TCP acknowledgements of one segment held back for the connection's next segment to carry, by how they ended: carried (a later segment made them redundant) or deadline (sent at the delay's end).", []string{"end"}, nil)
 )
 
 func (c *collector) Describe(ch chan<- *prometheus.Desc) {
 	for _, d := range []*prometheus.Desc{descApps, descConns, descListeners, descSessions, descFifoUsed, descFifoSize, descRx, descTx, descDelivered, descReasm, descReasmHeld, descDrops, descXDP, descCtlEnds, descCtlDrops, descRuleHits,
-		descTCPConns, descTCPRetrans, descTCPResets, descTCPRefused, descTCPStackRsts, descTCPAcksLow} {
+		descTCPConns, descTCPRetrans, descTCPResets, descTCPRefused, descTCPStackRsts, descTCPAcksLow, descTCPAcksHeld} {
 		ch <- d
 	}
 }
@@ -165,5 +166,7 @@ func (c *collector) collectTCP(ch chan<- prometheus.Metric) {
 		ch <- prometheus.MustNewConstMetric(descTCPStackRsts, prometheus.CounterValue, float64(ts.ResetsSent), "sent")
 		ch <- prometheus.MustNewConstMetric(descTCPStackRsts, prometheus.CounterValue, float64(ts.ResetsRecv), "received")
 		ch <- prometheus.MustNewConstMetric(descTCPAcksLow, prometheus.CounterValue, float64(ts.AcksClamped))
+		ch <- prometheus.MustNewConstMetric(descTCPAcksHeld, prometheus.CounterValue, float64(ts.AcksCoalesced), "carried")
+		ch <- prometheus.MustNewConstMetric(descTCPAcksHeld, prometheus.CounterValue, float64(ts.AcksDelayed), "deadline")
 	}
 }

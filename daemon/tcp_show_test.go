@@ -160,6 +160,11 @@ func TestTCPShowSessions(t *testing.T) {
 	if v := metric(t, body, `xsessiond_tcp_connections{namespace="default",state="ESTABLISHED"}`); v != 1 {
 		t.Errorf("ESTABLISHED connections: %v, want 1", v)
 	}
+	// The acknowledgement of the kernel's 1000 bytes was held back for
+	// the app's answer to carry (or sent at the delay's end).
+	if v := metric(t, body, `xsessiond_tcp_acks_held_total{end="carried"}`) + metric(t, body, `xsessiond_tcp_acks_held_total{end="deadline"}`); v < 1 {
+		t.Errorf("acknowledgements held: %v, want at least 1", v)
+	}
 	problems, err := promlint.New(strings.NewReader(body)).Lint()
 	if err != nil {
 		t.Fatal(err)

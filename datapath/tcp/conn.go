@@ -643,7 +643,7 @@ func (c *Conn) trackWindow() { c.window = c.s.link.win.track(c.local, c.remote) 
 func (c *Conn) end() {
 	c.state = stDone
 	if c.window != nil {
-		c.s.link.win.untrack(c.local, c.remote, c.window)
+		c.s.link.win.untrack(c.local, c.remote, c.window, c.s.link.send)
 		c.window = nil
 	}
 	c.wq.EventUnregister(&c.entry)

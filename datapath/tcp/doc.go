@@ -114,6 +114,21 @@
 //     delayed-ACK allowance to the probe's timeout (rack.go), which
 //     makes it as long as the retransmission timeout.
 //
+// Delayed acknowledgements (ack.go): gVisor acknowledges what it
+// received as soon as it processed it, so a request's bare
+// acknowledgement went out just before the response that could have
+// carried it. The link holds a bare acknowledgement of at most one
+// segment of new data for up to Options.AckDelay (1 ms) and drops it when
+// the connection's next segment carries it, as Linux's delayed
+// acknowledgement does (Linux waits 40 ms or more); an acknowledgement of
+// more, a duplicate one, one with SACK blocks and every control segment
+// go at once. Request/response of 64 bytes in perf (--tcp --quick, two
+// interleaved rounds): 32 connections 28,447-29,463 transactions/s at
+// 35.7-36.5 µs of host B's CPU each without it, 31,011-31,503 at
+// 31.8-32.3 µs with it; one connection's rate did not change (its time
+// is the wake-ups of the request's path), its CPU per transaction fell
+// from 142-143 to 125-134 µs.
+//
 // Bare acknowledgements stay inside the peer's window. gVisor sends them
 // with its next sequence number (sender.sendAck), and a peer that shrank
 // its window below that drops them as out of window. Linux shrinks its
@@ -173,6 +188,6 @@
 // close) and Abort (RST) only request it. A Listener ends with
 // AcceptHandler.ListenerClosed. All exported methods are safe for
 // concurrent use and never block on the network; Writer.WritePacket is
-// called concurrently from gVisor's goroutines, the pumps and PushTx's
-// callers.
+// called concurrently from gVisor's goroutines, the pumps, PushTx's
+// callers and the link's delayed-acknowledgement timers.
 package tcp

@@ -5,6 +5,7 @@ import (
 	"net/netip"
 	"sync"
 	"sync/atomic"
+	"time"
 
 	"gvisor.dev/gvisor/pkg/buffer"
 	"gvisor.dev/gvisor/pkg/tcpip"
@@ -18,11 +19,12 @@ import (
 
 // Writer takes the stack's outbound packets. WritePacket is called for each
 // IP packet the stack sends (only TCP ever reaches it), from gVisor's
-// goroutines and from goroutines calling into a Conn, possibly many at a
-// time: it must be safe for concurrent use, must not block for long, and
-// must not call back into the Stack. The Packet is valid only during the
-// call: copy it (Packet.CopyTo) into the frame that carries it, or keep it
-// with Packet.Retain and Release it once sent. Returning false drops the
+// goroutines, from goroutines calling into a Conn and from the link's
+// delayed-acknowledgement timers (ack.go), possibly many at a time: it
+// must be safe for concurrent use, must not block for long, and must not
+// call back into the Stack. The Packet is valid only during the call:
+// copy it (Packet.CopyTo) into the frame that carries it, or keep it with
+// Packet.Retain and Release it once sent. Returning false drops the
 // packet (TCP retransmits it, after a timeout: gVisor takes no drop as a
 // sign of congestion) and counts it in Stats.TxDropped.
 //
@@ -176,8 +178,12 @@ type LinkEndpoint struct {
 	verify bool
 	// hostGSO: the Writer's link segments and checksums (Options.HostGSO).
 	hostGSO bool
-	// win keeps bare acknowledgements inside the peers' windows.
+	// win keeps bare acknowledgements inside the peers' windows and
+	// holds back those worth delaying (ack.go).
 	win *windows
+	// ackDelay is how long a bare acknowledgement may be held back
+	// (Options.AckDelay); 0: none is.
+	ackDelay time.Duration
 
 	mu         sync.RWMutex // guards the fields below
 	dispatcher stack.NetworkDispatcher
@@ -190,8 +196,8 @@ type LinkEndpoint struct {
 
 var _ stack.LinkEndpoint = (*LinkEndpoint)(nil)
 
-func newLinkEndpoint(w Writer, mtu uint32, rxCsumOffload, hostGSO bool) *LinkEndpoint {
-	return &LinkEndpoint{w: w, mtu: mtu, verify: !rxCsumOffload, hostGSO: hostGSO, win: newWindows()}
+func newLinkEndpoint(w Writer, mtu uint32, rxCsumOffload, hostGSO bool, ackDelay time.Duration) *LinkEndpoint {
+	return &LinkEndpoint{w: w, mtu: mtu, verify: !rxCsumOffload, hostGSO: hostGSO, ackDelay: ackDelay, win: newWindows()}
 }
 
 // Inject hands one inbound IP packet to the stack and reports whether it
@@ -384,13 +390,26 @@ func (e *LinkEndpoint) writePacket(pb *stack.PacketBuffer) tcpip.Error {
 		e.txNonTCP.Add(1)
 		return nil
 	}
-	e.win.outbound(pb)
-	if !e.w.WritePacket(Packet{pb: pb, proto: pb.NetworkProtocolNumber}) {
-		e.txDropped.Add(1)
+	if e.win.n.Load() > 0 {
+		e.win.outbound(pb)
+		if e.ackDelay > 0 && e.hold(pb) {
+			return nil // ack.go
+		}
+	}
+	if !e.send(pb) {
 		return &tcpip.ErrNoBufferSpace{}
 	}
-	e.txPackets.Add(1)
 	return nil
+}
+
+// send hands pb to the Writer and counts it; false: the Writer dropped it.
+func (e *LinkEndpoint) send(pb *stack.PacketBuffer) bool {
+	if !e.w.WritePacket(Packet{pb: pb, proto: pb.NetworkProtocolNumber}) {
+		e.txDropped.Add(1)
+		return false
+	}
+	e.txPackets.Add(1)
+	return true
 }
 
 // directQDisc is the NIC's queueing discipline: none. It passes each

@@ -58,6 +58,11 @@ type Options struct {
 	// FinWait2Timeout bounds how long a closed connection waits in
 	// FIN-WAIT-2 for the peer's FIN (gVisor's TCP_LINGER2 default, 60s).
 	FinWait2Timeout time.Duration
+	// AckDelay is the longest the link holds back a bare acknowledgement
+	// of one segment, for the connection's next segment to carry it
+	// (DefaultAckDelay; negative: every acknowledgement goes at once).
+	// See ack.go.
+	AckDelay time.Duration
 }
 
 func (o *Options) setDefaults() {
@@ -79,6 +84,12 @@ func (o *Options) setDefaults() {
 	}
 	if o.CloseTimeout <= 0 {
 		o.CloseTimeout = 60 * time.Second
+	}
+	switch {
+	case o.AckDelay == 0:
+		o.AckDelay = DefaultAckDelay
+	case o.AckDelay < 0:
+		o.AckDelay = 0
 	}
 }
 
@@ -119,7 +130,7 @@ func NewStack(w Writer, opts Options) (*Stack, error) {
 	s := &Stack{
 		opts:      opts,
 		gs:        gs,
-		link:      newLinkEndpoint(w, opts.MTU, opts.RXChecksumOffload, opts.HostGSO),
+		link:      newLinkEndpoint(w, opts.MTU, opts.RXChecksumOffload, opts.HostGSO, opts.AckDelay),
 		conns:     make(map[*Conn]struct{}),
 		owners:    make(map[uint64]int),
 		listeners: make(map[*Listener]struct{}),
@@ -230,6 +241,10 @@ type Stats struct {
 	// shrunk it); WindowsUntracked, connections whose peer's window the
 	// link could not follow (their SYN's window scale was overwritten).
 	AcksClamped, WindowsUntracked uint64
+	// AcksCoalesced counts bare acknowledgements the link held back and
+	// dropped because a later segment carried them; AcksDelayed, those it
+	// sent at Options.AckDelay (ack.go).
+	AcksCoalesced, AcksDelayed uint64
 }
 
 // Stats returns the Stack's counters.
@@ -251,6 +266,8 @@ func (s *Stack) Stats() Stats {
 	st.TxNonTCP = s.link.txNonTCP.Load()
 	st.AcksClamped = s.link.win.clamped.Load()
 	st.WindowsUntracked = s.link.win.untraced.Load()
+	st.AcksCoalesced = s.link.win.coalesced.Load()
+	st.AcksDelayed = s.link.win.delayed.Load()
 	st.Refused = s.refused.Load()
 	return st
 }
@@ -259,6 +276,7 @@ func (s *Stack) Stats() Stats {
 // and Listener, stops the pumps, and destroys the gVisor stack. Handlers
 // have been called for the last time when Close returns.
 func (s *Stack) Close() error {
+
 	s.mu.Lock()
 	if s.closed {
 		s.mu.Unlock()

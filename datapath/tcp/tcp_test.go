@@ -463,3 +463,46 @@ func TestInjectBatchFlows(t *testing.T) {
 		t.Fatalf("%d RSTs for %d segments of unknown connections", n, flows)
 	}
 }
+
+// TestRequestResponseAcks: on a request/response connection the server's
+// link sends one packet per request, the response, which carries the
+// acknowledgement of the request that gVisor sent on its own at once; with
+// AckDelay negative it sends both.
+func TestRequestResponseAcks(t *testing.T) {
+	const n = 200
+	for _, c := range []struct {
+		name  string
+		delay time.Duration
+	}{{"delayed", 10 * time.Second}, {"off", -1}} {
+		t.Run(c.name, func(t *testing.T) {
+			p := newPair(t, tcp.Options{AckDelay: c.delay}, wireOpts{}, wireOpts{})
+			_, ac := listen(t, p.b, netip.AddrPortFrom(addrB, 80), 1<<16)
+			client, server := dial(t, p, ac, netip.AddrPortFrom(addrB, 80), 1<<16)
+			h := newHash()
+			before := p.b.Stats()
+			for i := range n {
+				if err := client.send(64, uint64(i), h, 64); err != nil {
+					t.Fatal(err)
+				}
+				if _, err := server.recv(64, h, 64, 0); err != nil {
+					t.Fatal(err)
+				}
+				if err := server.send(64, uint64(i), h, 64); err != nil {
+					t.Fatal(err)
+				}
+				if _, err := client.recv(64, h, 64, 0); err != nil {
+					t.Fatal(err)
+				}
+			}
+			after := p.b.Stats()
+			sent, coalesced := after.TxPackets-before.TxPackets, after.AcksCoalesced-before.AcksCoalesced
+			t.Logf("%d requests: B sent %d packets, %d acknowledgements coalesced, %d sent at their deadline", n, sent, coalesced, after.AcksDelayed-before.AcksDelayed)
+			if c.delay > 0 && (sent > n+n/10 || coalesced < n-n/10) {
+				t.Fatalf("B sent %d packets for %d responses (%d acknowledgements coalesced)", sent, n, coalesced)
+			}
+			if c.delay < 0 && (sent < n+n/2 || coalesced != 0) {
+				t.Fatalf("without delay B sent %d packets for %d responses (%d acknowledgements coalesced)", sent, n, coalesced)
+			}
+		})
+	}
+}

@@ -6,6 +6,7 @@ import (
 	"net/netip"
 	"sync"
 	"sync/atomic"
+	"time"
 
 	"gvisor.dev/gvisor/pkg/tcpip/header"
 	"gvisor.dev/gvisor/pkg/tcpip/stack"
@@ -38,8 +39,10 @@ type windows struct {
 	seed  maphash.Seed
 	syns  [synSlots]synScale
 
-	clamped  atomic.Uint64 // bare acknowledgements whose sequence number was lowered
-	untraced atomic.Uint64 // connections not tracked: their SYN's scale was lost
+	clamped   atomic.Uint64 // bare acknowledgements whose sequence number was lowered
+	untraced  atomic.Uint64 // connections not tracked: their SYN's scale was lost
+	coalesced atomic.Uint64 // held acknowledgements a later segment made redundant (ack.go)
+	delayed   atomic.Uint64 // held acknowledgements sent at their deadline
 }
 
 // synSlots is the size of the table of peers' window scales.
@@ -92,6 +95,13 @@ type peerWindow struct {
 	ack   uint32 // its latest acknowledgement
 	seq   uint32 // the sequence number of the segment that carried it
 	edge  uint32 // ack + its window: the right edge of its receive window
+
+	// What the link sent (ack.go).
+	sentKnown bool                // a segment with ACK was sent
+	sentAck   uint32              // the acknowledgement number of the last one
+	held      *stack.PacketBuffer // a bare acknowledgement held back (a reference of its own)
+	heldAck   uint32              // held's acknowledgement number
+	timer     *time.Timer         // sends held at its deadline (nil until the first)
 }
 
 func newWindows() *windows {
@@ -215,11 +225,15 @@ func (w *windows) track(local, remote netip.AddrPort) *peerWindow {
 	}
 	pw := &peerWindow{scale: s.scale}
 	w.mu.Lock()
-	if _, ok := w.flows[k]; !ok {
+	old, ok := w.flows[k]
+	if !ok {
 		w.n.Add(1)
 	}
 	w.flows[k] = pw
 	w.mu.Unlock()
+	if ok {
+		old.release()
+	}
 	return pw
 }
 
@@ -237,16 +251,20 @@ func (w *windows) forget(k flowKey) {
 		return
 	}
 	w.mu.Lock()
-	if _, ok := w.flows[k]; ok {
+	pw, ok := w.flows[k]
+	if ok {
 		delete(w.flows, k)
 		w.n.Add(-1)
 	}
 	w.mu.Unlock()
+	if ok {
+		pw.release()
+	}
 }
 
 // untrack ends what track started, unless a later connection's track
-// replaced pw.
-func (w *windows) untrack(local, remote netip.AddrPort, pw *peerWindow) {
+// replaced pw; an acknowledgement pw holds is sent with send.
+func (w *windows) untrack(local, remote netip.AddrPort, pw *peerWindow, send func(*stack.PacketBuffer) bool) {
 	k := keyOf(local, remote)
 	w.mu.Lock()
 	if w.flows[k] == pw {
@@ -254,6 +272,33 @@ func (w *windows) untrack(local, remote netip.AddrPort, pw *peerWindow) {
 		w.n.Add(-1)
 	}
 	w.mu.Unlock()
+	pw.mu.Lock()
+	if pw.held != nil {
+		send(pw.held)
+	}
+	pw.mu.Unlock()
+	pw.release()
+}
+
+// lookup returns the entry of the connection k, nil if it is not tracked.
+func (w *windows) lookup(k flowKey) *peerWindow {
+	w.mu.RLock()
+	pw := w.flows[k]
+	w.mu.RUnlock()
+	return pw
+}
+
+// release drops what pw holds for a connection that is no longer
+// tracked: its held acknowledgement (unsent) and its timer.
+func (pw *peerWindow) release() {
+	pw.mu.Lock()
+	if pw.held != nil {
+		pw.dropHeld()
+	}
+	if pw.timer != nil {
+		pw.timer.Stop()
+	}
+	pw.mu.Unlock()
 }
 
 // outbound lowers the sequence number of pb, a packet gVisor sends, to the

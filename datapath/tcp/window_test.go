@@ -140,7 +140,7 @@ func TestBareAckInsidePeerWindow(t *testing.T) {
 	} {
 		t.Run(fam.name, func(t *testing.T) {
 			var got []byte
-			e := newLinkEndpoint(WriterFunc(func(p Packet) bool { got = p.AppendTo(got[:0]); return true }), 1500, false, false)
+			e := newLinkEndpoint(WriterFunc(func(p Packet) bool { got = p.AppendTo(got[:0]); return true }), 1500, false, false, 0)
 			seg := func(flags header.TCPFlags, seq, ack uint32, win uint16, payload int) segment {
 				return segment{local: fam.local, remote: fam.remote, flags: flags, seq: seq, ack: ack, win: win, payload: payload}
 			}
@@ -218,12 +218,12 @@ func TestBareAckInsidePeerWindow(t *testing.T) {
 			if s := seqOf(t, outbound(t, e, &got, seg(ack, 5000, 101, 1000, 0))); s != 5000 {
 				t.Fatalf("a new connection: seq %d, want 5000 (no window seen yet)", s)
 			}
-			e.win.untrack(fam.local, fam.remote, pw)
+			e.win.untrack(fam.local, fam.remote, pw, e.send)
 			in(seg(ack, 101, 1000, 10, 0))
 			if s := seqOf(t, outbound(t, e, &got, seg(ack, 5000, 101, 1000, 0))); s != 2280 {
 				t.Fatalf("the new connection after the old one's end: seq %d, want 2280", s)
 			}
-			e.win.untrack(fam.local, fam.remote, pw2)
+			e.win.untrack(fam.local, fam.remote, pw2, e.send)
 			if s := seqOf(t, outbound(t, e, &got, seg(ack, 5000, 101, 1000, 0))); s != 5000 {
 				t.Fatalf("untracked again: seq %d, want 5000", s)
 			}
@@ -246,7 +246,7 @@ func TestSYNScale(t *testing.T) {
 		{[]byte{8, 0, 3, 3, 5, 0, 0, 0}, 0},  // a zero length
 		{[]byte{1, 1, 8, 10, 3, 3, 5, 0}, 0}, // a length past the options
 	} {
-		e := newLinkEndpoint(WriterFunc(func(Packet) bool { return true }), 1500, false, false)
+		e := newLinkEndpoint(WriterFunc(func(Packet) bool { return true }), 1500, false, false, 0)
 		syn := segment{local: local, remote: remote, flags: header.TCPFlagSyn, seq: 1, win: 100, opts: c.opts}
 		if _, ok := e.check(syn.bytes()); !ok {
 			t.Fatalf("%x: refused", c.opts)
