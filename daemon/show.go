@@ -122,6 +122,9 @@ type SessionView struct {
 	// acknowledged (ss's Recv-Q and Send-Q); 0 for other sessions.
 	TCPRecvQ int `json:"tcp_recv_q_bytes"`
 	TCPSendQ int `json:"tcp_send_q_bytes"`
+	// TCPRcvBuf is a TCP session's receive buffer in gVisor (bytes), which
+	// grows while the app reads fast (ss -m's rb); 0 for other sessions.
+	TCPRcvBuf int `json:"tcp_rcv_buf_bytes"`
 	// The counters of a TCP session on the wire are its connection's
 	// since it opened: segments and payload bytes each way (bytes: into
 	// the rx fifo, out of the tx fifo).
@@ -326,7 +329,7 @@ func (d *Daemon) SessionViews() []SessionView {
 // setTCP fills in a TCP connection's state and counters.
 func (v *SessionView) setTCP(c datapath.TCPConnView) {
 	v.TCPState, v.Retransmits = c.State, c.Retransmits
-	v.TCPRecvQ, v.TCPSendQ = c.RecvQ, c.SendQ
+	v.TCPRecvQ, v.TCPSendQ, v.TCPRcvBuf = c.RecvQ, c.SendQ, c.RcvBuf
 	v.RxPackets, v.RxBytes, v.TxPackets, v.TxBytes = c.SegmentsReceived, c.RxBytes, c.SegmentsSent, c.TxBytes
 }
 

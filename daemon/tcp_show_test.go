@@ -367,3 +367,72 @@ func TestTCPKeepaliveTimeout(t *testing.T) {
 	}
 	t.Logf("keepalive (idle %v, interval %v, count %d): %v after %v", idle, interval, count, err, took)
 }
+
+// TestTCPReceiveBufferGrows: a TCP session's receive buffer in gVisor
+// starts at the stack's default and grows while the app reads a kernel
+// client's bulk transfer as fast as it comes (gVisor's receive buffer
+// moderation, fed by the daemon's reads), as Linux's autotuning grows a
+// socket's; show sessions has it.
+func TestTCPReceiveBufferGrows(t *testing.T) {
+	rig := nstest.NewPair(t, nstest.Options{})
+	d := startDaemon(t, func(o *Config) {
+		o.Datapath.IfName, o.Datapath.NetnsName, o.NoDatapath = rig.B.Link, rig.B.Name, false
+	})
+	a := attach(t, d, app.Options{Name: "rcvbuf"})
+	ln, err := a.Listen("tcp://0.0.0.0:7210")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	accepted := make(chan net.Conn, 1)
+	go func() {
+		c, err := ln.Accept()
+		if err == nil {
+			accepted <- c
+		}
+	}()
+	var kc net.Conn
+	if err := rig.A.Do(func() error {
+		var err error
+		kc, err = net.DialTimeout("tcp", netip.AddrPortFrom(rig.B.IPv4, 7210).String(), 15*time.Second)
+		return err
+	}); err != nil {
+		t.Fatal(err)
+	}
+	defer kc.Close()
+	var ac net.Conn
+	select {
+	case ac = <-accepted:
+	case <-time.After(15 * time.Second):
+		t.Fatal("no accept")
+	}
+	defer ac.Close()
+	remote := kc.LocalAddr().String()
+	s, ok := tcpSession(d, remote)
+	if !ok {
+		t.Fatalf("no session from %s", remote)
+	}
+	start := s.TCPRcvBuf
+	if start <= 0 {
+		t.Fatalf("receive buffer %d at the start", start)
+	}
+	const n = 256 << 20
+	_ = kc.SetDeadline(time.Now().Add(60 * time.Second))
+	_ = ac.SetDeadline(time.Now().Add(60 * time.Second))
+	sent := make(chan error, 1)
+	go func() {
+		_, err := kc.Write(make([]byte, n))
+		sent <- err
+	}()
+	if _, err := io.CopyN(io.Discard, ac, n); err != nil {
+		t.Fatal(err)
+	}
+	if err := <-sent; err != nil {
+		t.Fatal(err)
+	}
+	s, _ = tcpSession(d, remote)
+	t.Logf("receive buffer %d bytes at the start, %d after %d MiB read", start, s.TCPRcvBuf, n>>20)
+	if s.TCPRcvBuf <= start {
+		t.Fatalf("receive buffer %d after %d MiB read as fast as they came, %d at the start: it did not grow", s.TCPRcvBuf, n>>20, start)
+	}
+}

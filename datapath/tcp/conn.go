@@ -147,6 +147,10 @@ type ConnInfo struct {
 	// rx fifo yet (bytes); SendQ what gVisor holds to send or to have
 	// acknowledged, as ss(8) shows Recv-Q and Send-Q.
 	RecvQ, SendQ int
+	// RcvBuf is gVisor's receive buffer now (bytes): Options.ReceiveBuffer
+	// at first, grown by gVisor's receive buffer moderation, up to 4 MiB,
+	// while the app drains the connection fast (pumpRx).
+	RcvBuf int
 	// ResetSent: the Conn ended by resetting the connection (Abort, a
 	// close timeout, the Stack closing). ResetReceived: the peer reset
 	// it (the Conn ended with ECONNRESET).
@@ -173,6 +177,7 @@ func (c *Conn) Info() ConnInfo {
 	if v, err := c.ep.GetSockOptInt(tcpip.SendQueueSizeOption); err == nil {
 		in.SendQ = v
 	}
+	in.RcvBuf = int(c.ep.SocketOptions().GetReceiveBufferSize())
 	return in
 }
 
@@ -482,8 +487,14 @@ func (c *Conn) pumpRx() bool {
 			break
 		}
 	}
-	if committed > 0 && c.rx.SetEvent() {
-		c.h.Readable(c)
+	if committed > 0 {
+		if c.rx.SetEvent() {
+			c.h.Readable(c)
+		}
+		// gVisor sizes the receive buffer from what the reader copies
+		// per round trip (its receive buffer moderation), as Linux's
+		// autotuning does; only its readers report it.
+		c.ep.ModerateRecvBuf(committed)
 	}
 	switch rerr.(type) {
 	case nil, *tcpip.ErrWouldBlock:
