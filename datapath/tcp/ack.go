@@ -69,7 +69,7 @@ func (e *LinkEndpoint) hold(pb *stack.PacketBuffer) bool {
 	}
 	adv := ack - pw.sentAck
 	if flags&(flagSYN|flagFIN|flagRST|flagACK) == flagACK && pb.Data().Size() == 0 &&
-		pw.sentKnown && int32(adv) > 0 && adv <= e.ackMSS(len(nh)) && !hasSACK(th) {
+		int32(adv) > 0 && adv <= e.ackMSS(len(nh)) && !hasSACK(th) {
 		pw.held = pb.IncRef()
 		pw.heldAck = ack
 		if pw.timer == nil {
@@ -79,8 +79,8 @@ func (e *LinkEndpoint) hold(pb *stack.PacketBuffer) bool {
 		}
 		return true
 	}
-	if acks && (!pw.sentKnown || seqAfter(ack, pw.sentAck)) {
-		pw.sentAck, pw.sentKnown = ack, true
+	if acks && seqAfter(ack, pw.sentAck) {
+		pw.sentAck = ack
 	}
 	return false
 }
@@ -107,7 +107,7 @@ func (e *LinkEndpoint) ackDue(pw *peerWindow) {
 func (e *LinkEndpoint) sendHeld(pw *peerWindow) {
 	pb := pw.held
 	pw.held = nil
-	pw.sentAck, pw.sentKnown = pw.heldAck, true
+	pw.sentAck = pw.heldAck
 	if pw.timer != nil {
 		pw.timer.Stop()
 	}

@@ -83,12 +83,13 @@ func (l *ackLink) expect(t *testing.T, what string, want ...uint32) {
 }
 
 // TestDelayedAck: a bare acknowledgement of at most one segment of new
-// data is held back; the connection's next segment acknowledging as much
-// replaces it, one acknowledging less (sent out of order) goes after it,
-// an RST drops it, the end of tracking sends it. Everything else goes at
-// once: the first acknowledgement, one of two segments, one with a SACK
-// block, one that acknowledges nothing new, FIN and data segments, and
-// any of a connection the link does not track or of a link without
+// data (the first after the handshake too) is held back; the
+// connection's next segment acknowledging as much replaces it, one
+// acknowledging less (sent out of order) goes after it, an RST drops it,
+// the end of tracking sends it. Everything else goes at once: one that
+// acknowledges nothing new (a window update), one of more than a
+// segment, one with a SACK block, an older one, FIN and data segments,
+// and any of a connection the link does not track or of a link without
 // delay.
 func TestDelayedAck(t *testing.T) {
 	ack, psh, fin, rst := header.TCPFlagAck, header.TCPFlagPsh, header.TCPFlagFin, header.TCPFlagRst
@@ -102,9 +103,18 @@ func TestDelayedAck(t *testing.T) {
 		{"IPv6", netip.MustParseAddrPort("[fd00::1]:80"), netip.MustParseAddrPort("[fd00::2]:4000")},
 	} {
 		t.Run(fam.name, func(t *testing.T) {
+			// The first acknowledgement after the handshake, of the
+			// peer's first 64 bytes (its SYN took sequence number 100):
+			// held, as the handshake acknowledged the SYN.
+			first := newAckLink(t, fam.local, fam.remote, time.Hour)
+			first.out(t, ack, 165, ts, 0)
+			first.expect(t, "the first request's acknowledgement")
+			first.out(t, ack|psh, 165, ts, 64)
+			first.expect(t, "the first response", 165)
+
 			l := newAckLink(t, fam.local, fam.remote, time.Hour)
 			l.out(t, ack, 101, ts, 0)
-			l.expect(t, "the first acknowledgement", 101)
+			l.expect(t, "an acknowledgement of nothing new", 101)
 
 			// Request/response: the request's acknowledgement waits and
 			// the response carries it.

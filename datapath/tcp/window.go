@@ -79,9 +79,11 @@ func segmentKey(ip, tcp []byte, inbound bool) flowKey {
 	return flowKey{local: src, remote: dst, lport: sport, rport: dport}
 }
 
-// synScale is a peer's window scale, from the SYN of connection key.
+// synScale is a peer's window scale, from the SYN of connection key, and
+// the SYN's sequence number.
 type synScale struct {
 	key   flowKey
+	isn   uint32
 	scale uint8
 	used  bool
 }
@@ -97,11 +99,10 @@ type peerWindow struct {
 	edge  uint32 // ack + its window: the right edge of its receive window
 
 	// What the link sent (ack.go).
-	sentKnown bool                // a segment with ACK was sent
-	sentAck   uint32              // the acknowledgement number of the last one
-	held      *stack.PacketBuffer // a bare acknowledgement held back (a reference of its own)
-	heldAck   uint32              // held's acknowledgement number
-	timer     *time.Timer         // sends held at its deadline (nil until the first)
+	sentAck uint32              // the highest acknowledgement number sent (at first the handshake's)
+	held    *stack.PacketBuffer // a bare acknowledgement held back (a reference of its own)
+	heldAck uint32              // held's acknowledgement number
+	timer   *time.Timer         // sends held at its deadline (nil until the first)
 }
 
 func newWindows() *windows {
@@ -199,7 +200,7 @@ func (w *windows) noteSYN(k flowKey, tcp []byte) {
 	}
 	slot := &w.syns[maphash.Comparable(w.seed, k)%synSlots]
 	w.synMu.Lock()
-	*slot = synScale{key: k, scale: scale, used: true}
+	*slot = synScale{key: k, isn: binary.BigEndian.Uint32(tcp[4:8]), scale: scale, used: true}
 	w.synMu.Unlock()
 	w.forget(k)
 }
@@ -223,7 +224,9 @@ func (w *windows) track(local, remote netip.AddrPort) *peerWindow {
 		w.forget(k)
 		return nil
 	}
-	pw := &peerWindow{scale: s.scale}
+	// The stack's last acknowledgement, of the handshake, acknowledged
+	// the peer's SYN (ack.go).
+	pw := &peerWindow{scale: s.scale, sentAck: s.isn + 1}
 	w.mu.Lock()
 	old, ok := w.flows[k]
 	if !ok {
