@@ -86,9 +86,14 @@ func (e *LinkEndpoint) hold(pb *stack.PacketBuffer) bool {
 }
 
 // ackMSS is the most new data a held acknowledgement may acknowledge: one
-// segment of the link's MTU behind an IP header of ipLen bytes.
+// segment of the link's MTU behind an IP header of ipLen bytes (none on a
+// link too small for one).
 func (e *LinkEndpoint) ackMSS(ipLen int) uint32 {
-	return e.MTU() - uint32(ipLen) - header.TCPMinimumSize
+	hdr := uint32(ipLen) + header.TCPMinimumSize
+	if mtu := e.MTU(); mtu > hdr {
+		return mtu - hdr
+	}
+	return 0
 }
 
 // ackDue sends pw's held acknowledgement at its deadline, if one is still

@@ -276,7 +276,6 @@ func (s *Stack) Stats() Stats {
 // and Listener, stops the pumps, and destroys the gVisor stack. Handlers
 // have been called for the last time when Close returns.
 func (s *Stack) Close() error {
-
 	s.mu.Lock()
 	if s.closed {
 		s.mu.Unlock()
