@@ -12,6 +12,7 @@ import (
 
 	"github.com/xsessiond/xsessiond/daemon"
 	"github.com/xsessiond/xsessiond/datapath"
+	"github.com/xsessiond/xsessiond/datapath/tcp"
 )
 
 // DefaultSocket is where the daemon listens for apps and the CLI.
@@ -48,7 +49,15 @@ type TCPConfig struct {
 	// through a packet socket that lets the kernel cut and checksum
 	// them (datapath.TCPConfig.NoGSO).
 	NoGSO bool `yaml:"no_gso"`
+	// AckDelay is how long a bare acknowledgement of one segment may wait
+	// for the connection's next segment (the reply) to carry it, as
+	// Linux's delayed acknowledgement does (tcp.Options.AckDelay). Unset:
+	// the default (1ms); 0s: every acknowledgement goes at once.
+	AckDelay *time.Duration `yaml:"ack_delay"`
 }
+
+// maxAckDelay bounds tcp.ack_delay: Linux's longest delay (TCP_DELACK_MAX).
+const maxAckDelay = 200 * time.Millisecond
 
 // InterfaceConfig is one interface the daemon runs workers on.
 type InterfaceConfig struct {
@@ -77,9 +86,10 @@ type InterfaceConfig struct {
 // maxIdleSpin bounds idle_spin and idle_spin_max.
 const maxIdleSpin = time.Second
 
-// spinSetting is the datapath.Config value of an idle_spin or
-// idle_spin_max setting: unset 0 (the default), 0s negative (off).
-func spinSetting(d *time.Duration) time.Duration {
+// offSetting is the engine's value of a duration setting whose 0s means
+// off (idle_spin, idle_spin_max, tcp.ack_delay): unset 0 (the default),
+// 0s negative (off).
+func offSetting(d *time.Duration) time.Duration {
 	switch {
 	case d == nil:
 		return 0
@@ -165,6 +175,9 @@ func (c *Config) Validate() error {
 	}
 	if c.TCP.ConnectTimeout < 0 {
 		return errors.New("config: tcp: connect_timeout must be ≥ 0 (0: default)")
+	}
+	if d := c.TCP.AckDelay; d != nil && (*d < 0 || *d > maxAckDelay) {
+		return fmt.Errorf("config: tcp: ack_delay must be in 0s..%v (0s: off; unset: the default, %v)", maxAckDelay, tcp.DefaultAckDelay)
 	}
 	cl := c.Control
 	if cl.SendTimeout < 0 || cl.HelloTimeout < 0 || cl.QueueLen < 0 || cl.QueueBytes < 0 {

@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"github.com/xsessiond/xsessiond/datapath"
+	"github.com/xsessiond/xsessiond/datapath/tcp"
 )
 
 func TestParseConfigSample(t *testing.T) {
@@ -24,11 +25,14 @@ func TestParseConfigSample(t *testing.T) {
 	if c.TCP.ConnectTimeout != 30*time.Second {
 		t.Fatalf("sample config: tcp connect_timeout %v, want 30s", c.TCP.ConnectTimeout)
 	}
+	if d := offSetting(c.TCP.AckDelay); d != tcp.DefaultAckDelay {
+		t.Fatalf("sample config: tcp ack_delay %v, want the default %v", d, tcp.DefaultAckDelay)
+	}
 	if r := c.Interfaces[0].Reassembly; r != (ReassemblyConfig{MaxDatagrams: 64, MaxFragments: 64, Timeout: 30 * time.Second}) {
 		t.Fatalf("sample config: reassembly %+v", r)
 	}
-	if ic := c.Interfaces[0]; spinSetting(ic.IdleSpin) != datapath.DefaultIdleSpin || spinSetting(ic.IdleSpinMax) != datapath.DefaultIdleSpinMax {
-		t.Fatalf("sample config: idle_spin %v, idle_spin_max %v: want the defaults", spinSetting(ic.IdleSpin), spinSetting(ic.IdleSpinMax))
+	if ic := c.Interfaces[0]; offSetting(ic.IdleSpin) != datapath.DefaultIdleSpin || offSetting(ic.IdleSpinMax) != datapath.DefaultIdleSpinMax {
+		t.Fatalf("sample config: idle_spin %v, idle_spin_max %v: want the defaults", offSetting(ic.IdleSpin), offSetting(ic.IdleSpinMax))
 	}
 }
 
@@ -48,7 +52,7 @@ func TestParseConfigIdleSpin(t *testing.T) {
 			t.Fatalf("%q: %v", tc.yaml, err)
 		}
 		ic := c.Interfaces[0]
-		if s, m := spinSetting(ic.IdleSpin), spinSetting(ic.IdleSpinMax); s != tc.spin || m != tc.max {
+		if s, m := offSetting(ic.IdleSpin), offSetting(ic.IdleSpinMax); s != tc.spin || m != tc.max {
 			t.Errorf("%q: idle_spin %v, idle_spin_max %v; want %v, %v", tc.yaml, s, m, tc.spin, tc.max)
 		}
 	}
@@ -68,6 +72,8 @@ func TestParseConfigErrors(t *testing.T) {
 		{"rules: [{proto: udp, action: forward}]\n", "needs app"},
 		{"rules: [{proto: udp, action: drop, scope: galaxy}]\n", "scope"},
 		{"tcp: {connect_timeout: -1s}\n", "connect_timeout"},
+		{"tcp: {ack_delay: -1ms}\n", "ack_delay"},
+		{"tcp: {ack_delay: 1s}\n", "ack_delay"},
 		{"interfaces: [{name: a, reassembly: {max_datagrams: -1}}]\n", "reassembly"},
 		{"interfaces: [{name: a, reassembly: {max_fragments: 5000}}]\n", "reassembly"},
 		{"interfaces: [{name: a, reassembly: {timeout: -1s}}]\n", "reassembly"},

@@ -123,9 +123,10 @@ func mergeRunConfig(cmd *cobra.Command, f runFlags, c *Config) (daemon.Config, e
 	}
 	dp := datapath.Config{IfName: ic.Name, NetnsName: ic.Netns, Queues: ic.Queues, Batch: ic.Batch, BusyPoll: ic.BusyPoll, XDPMode: ic.XDPMode, Checksum: ic.Checksum}
 	dp.Reassembly = reasm.Config{MaxDatagrams: ic.Reassembly.MaxDatagrams, MaxFragments: ic.Reassembly.MaxFragments, Timeout: ic.Reassembly.Timeout}
-	dp.IdleSpin, dp.IdleSpinMax = spinSetting(ic.IdleSpin), spinSetting(ic.IdleSpinMax)
+	dp.IdleSpin, dp.IdleSpinMax = offSetting(ic.IdleSpin), offSetting(ic.IdleSpinMax)
 	dp.TCP.Stack.ConnectTimeout = c.TCP.ConnectTimeout
 	dp.TCP.NoGSO = c.TCP.NoGSO
+	dp.TCP.Stack.AckDelay = offSetting(c.TCP.AckDelay)
 	return daemon.Config{
 		Datapath: dp,
 		Socket:   c.Socket, SocketGroup: c.SocketGroup, MetricsAddr: c.MetricsAddr,
@@ -245,6 +246,7 @@ func restartNeeded(cur, next daemon.Config) []string {
 	diff("idle_spin_max", a.IdleSpinMax, b.IdleSpinMax)
 	diff("tcp.connect_timeout", a.TCP.Stack.ConnectTimeout, b.TCP.Stack.ConnectTimeout)
 	diff("tcp.no_gso", a.TCP.NoGSO, b.TCP.NoGSO)
+	diff("tcp.ack_delay", a.TCP.Stack.AckDelay, b.TCP.Stack.AckDelay)
 	diff("socket", cur.Socket, next.Socket)
 	diff("socket_group", cur.SocketGroup, next.SocketGroup)
 	diff("metrics_addr", cur.MetricsAddr, next.MetricsAddr)
