@@ -6,6 +6,7 @@ import (
 	"io"
 	"net"
 	"net/netip"
+	"strconv"
 	"strings"
 	"syscall"
 	"testing"
@@ -44,6 +45,40 @@ func sameAddr(a, b net.Addr) bool {
 	return pa.Addr().Unmap() == pb.Addr().Unmap() && pa.Port() == pb.Port()
 }
 
+// kernelToApp has a kernel client in host A connect to app a's TCP
+// listener on B's port and returns the client's conn and the app's
+// accepted one, both closed when the test ends.
+func kernelToApp(t *testing.T, rig *nstest.Pair, a *app.App, port uint16) (kc, ac net.Conn) {
+	t.Helper()
+	ln, err := a.Listen("tcp://0.0.0.0:" + strconv.Itoa(int(port)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { ln.Close() })
+	accepted := make(chan net.Conn, 1)
+	go func() {
+		c, err := ln.Accept()
+		if err == nil {
+			accepted <- c
+		}
+	}()
+	if err := rig.A.Do(func() error {
+		var err error
+		kc, err = net.DialTimeout("tcp", netip.AddrPortFrom(rig.B.IPv4, port).String(), 15*time.Second)
+		return err
+	}); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { kc.Close() })
+	select {
+	case ac = <-accepted:
+	case <-time.After(15 * time.Second):
+		t.Fatal("no accept")
+	}
+	t.Cleanup(func() { ac.Close() })
+	return kc, ac
+}
+
 // TestTCPShowSessions: a kernel client's connection to an app listener and
 // an app's connection to a kernel listener show with gVisor's state, bytes
 // each way and their counts in /metrics as they go from ESTABLISHED to
@@ -57,36 +92,9 @@ func TestTCPShowSessions(t *testing.T) {
 		o.MetricsAddr = "127.0.0.1:0"
 	})
 	a := attach(t, d, app.Options{Name: "tcpshow"})
-	ln, err := a.Listen("tcp://0.0.0.0:7200")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ln.Close()
-	accepted := make(chan net.Conn, 1)
-	go func() {
-		c, err := ln.Accept()
-		if err == nil {
-			accepted <- c
-		}
-	}()
 
 	// Passive: the kernel on A connects.
-	var kc net.Conn
-	if err := rig.A.Do(func() error {
-		var err error
-		kc, err = net.DialTimeout("tcp", netip.AddrPortFrom(rig.B.IPv4, 7200).String(), 15*time.Second)
-		return err
-	}); err != nil {
-		t.Fatal(err)
-	}
-	defer kc.Close()
-	var ac net.Conn
-	select {
-	case ac = <-accepted:
-	case <-time.After(15 * time.Second):
-		t.Fatal("no accept")
-	}
-	defer ac.Close()
+	kc, ac := kernelToApp(t, rig, a, 7200)
 	if !sameAddr(ac.LocalAddr(), kc.RemoteAddr()) || !sameAddr(ac.RemoteAddr(), kc.LocalAddr()) {
 		t.Errorf("accepted conn %v <- %v; the kernel peer sees %v -> %v", ac.LocalAddr(), ac.RemoteAddr(), kc.LocalAddr(), kc.RemoteAddr())
 	}
@@ -375,38 +383,8 @@ func TestTCPKeepaliveTimeout(t *testing.T) {
 // socket's; show sessions has it.
 func TestTCPReceiveBufferGrows(t *testing.T) {
 	rig := nstest.NewPair(t, nstest.Options{})
-	d := startDaemon(t, func(o *Config) {
-		o.Datapath.IfName, o.Datapath.NetnsName, o.NoDatapath = rig.B.Link, rig.B.Name, false
-	})
-	a := attach(t, d, app.Options{Name: "rcvbuf"})
-	ln, err := a.Listen("tcp://0.0.0.0:7210")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ln.Close()
-	accepted := make(chan net.Conn, 1)
-	go func() {
-		c, err := ln.Accept()
-		if err == nil {
-			accepted <- c
-		}
-	}()
-	var kc net.Conn
-	if err := rig.A.Do(func() error {
-		var err error
-		kc, err = net.DialTimeout("tcp", netip.AddrPortFrom(rig.B.IPv4, 7210).String(), 15*time.Second)
-		return err
-	}); err != nil {
-		t.Fatal(err)
-	}
-	defer kc.Close()
-	var ac net.Conn
-	select {
-	case ac = <-accepted:
-	case <-time.After(15 * time.Second):
-		t.Fatal("no accept")
-	}
-	defer ac.Close()
+	d := startDaemon(t, onB(rig))
+	kc, ac := kernelToApp(t, rig, attach(t, d, app.Options{Name: "rcvbuf"}), 7210)
 	remote := kc.LocalAddr().String()
 	s, ok := tcpSession(d, remote)
 	if !ok {

@@ -95,13 +95,7 @@ func TestDelayedAck(t *testing.T) {
 	ack, psh, fin, rst := header.TCPFlagAck, header.TCPFlagPsh, header.TCPFlagFin, header.TCPFlagRst
 	ts := []byte{1, 1, 8, 10, 0, 0, 0, 1, 0, 0, 0, 2} // NOP NOP timestamps
 	sack := []byte{1, 1, 5, 10, 0, 0, 3, 0, 0, 0, 4, 0}
-	for _, fam := range []struct {
-		name          string
-		local, remote netip.AddrPort
-	}{
-		{"IPv4", netip.MustParseAddrPort("10.0.0.1:80"), netip.MustParseAddrPort("10.0.0.2:4000")},
-		{"IPv6", netip.MustParseAddrPort("[fd00::1]:80"), netip.MustParseAddrPort("[fd00::2]:4000")},
-	} {
+	for _, fam := range linkFamilies {
 		t.Run(fam.name, func(t *testing.T) {
 			// The first acknowledgement after the handshake, of the
 			// peer's first 64 bytes (its SYN took sequence number 100):

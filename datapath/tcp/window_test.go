@@ -45,6 +45,16 @@ func TestChecksumReplace32(t *testing.T) {
 	}
 }
 
+// linkFamilies are the ends of the link tests' connection, seen from the
+// stack, in IPv4 and IPv6.
+var linkFamilies = []struct {
+	name          string
+	local, remote netip.AddrPort
+}{
+	{"IPv4", netip.MustParseAddrPort("10.0.0.1:5000"), netip.MustParseAddrPort("10.0.0.2:80")},
+	{"IPv6", netip.MustParseAddrPort("[fd00::1]:5000"), netip.MustParseAddrPort("[fd00::2]:80")},
+}
+
 // segment is a TCP segment for the window tests, seen from the stack:
 // inbound ones go from remote to local.
 type segment struct {
@@ -131,13 +141,7 @@ func seqOf(t *testing.T, pkt []byte) uint32 {
 // sets no edge; a new connection of the same addresses and ports starts
 // afresh.
 func TestBareAckInsidePeerWindow(t *testing.T) {
-	for _, fam := range []struct {
-		name          string
-		local, remote netip.AddrPort
-	}{
-		{"IPv4", netip.MustParseAddrPort("10.0.0.1:5000"), netip.MustParseAddrPort("10.0.0.2:80")},
-		{"IPv6", netip.MustParseAddrPort("[fd00::1]:5000"), netip.MustParseAddrPort("[fd00::2]:80")},
-	} {
+	for _, fam := range linkFamilies {
 		t.Run(fam.name, func(t *testing.T) {
 			var got []byte
 			e := newLinkEndpoint(WriterFunc(func(p Packet) bool { got = p.AppendTo(got[:0]); return true }), 1500, false, false, 0)
