@@ -194,6 +194,9 @@ type pollState struct {
 	winFrames int       // frames received in it
 	hot       bool      // the last window had napHot frames per napWindow
 	spun      bool      // an idle spin found nothing since the last loop that did work
+	// slackSet: the worker's thread has napSlack; false after the worker
+	// yielded its thread and may have come back on another.
+	slackSet bool
 }
 
 // start prepares the worker's thread (timer slack for naps) and returns
@@ -210,14 +213,20 @@ func (p *pollState) start() func() {
 	return func() { _ = unix.Prctl(unix.PR_SET_TIMERSLACK, uintptr(old), 0, 0, 0) }
 }
 
-// onThread gives the worker's current thread the naps' timer slack: at
-// start, and again after the worker yielded its thread (worker.run) and
-// may have come back on another.
+// onThread gives the worker's current thread the naps' timer slack, at
+// start and before a nap after the worker yielded its thread (moved): a
+// worker that yields and then sleeps in poll, as on a request/response
+// connection, makes no system call for it.
 func (p *pollState) onThread() {
-	if p.nap > 0 {
+	if p.nap > 0 && !p.slackSet {
 		_ = unix.Prctl(unix.PR_SET_TIMERSLACK, uintptr(napSlack), 0, 0, 0)
+		p.slackSet = true
 	}
 }
+
+// moved notes that the worker yielded its thread (worker.run) and may
+// have come back on another, without the naps' timer slack.
+func (p *pollState) moved() { p.slackSet = false }
 
 // worked records a loop that did work, rx of it frames received; dgram:
 // it delivered datagrams to an app or sent an app's datagrams.

@@ -263,7 +263,7 @@ func (w *worker) run() {
 			runtime.UnlockOSThread()
 			runtime.Gosched()
 			runtime.LockOSThread()
-			w.poll.onThread() // the thread may be another
+			w.poll.moved() // the thread may be another
 		}
 		w.tcpWork, w.slept = false, false
 		w.sock.Complete()
@@ -286,6 +286,7 @@ func (w *worker) run() {
 		switch act {
 		case idleNap:
 			w.c.Naps++
+			w.poll.onThread()
 			ts := unix.NsecToTimespec(int64(d))
 			_ = unix.Nanosleep(&ts, nil)
 			continue
