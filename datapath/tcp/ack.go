@@ -38,22 +38,14 @@ import (
 // shorter than Linux's shortest delay (40 ms).
 const DefaultAckDelay = time.Millisecond
 
-// hold decides the fate of pb, a segment gVisor sends on a connection the
-// link tracks, before it goes to the Writer: it drops a held bare
+// hold decides the fate of pb, a segment gVisor sends on pw's connection
+// (windows.sending), before it goes to the Writer: it drops a held bare
 // acknowledgement that pb makes redundant, sends one it does not ahead of
 // pb, and holds pb itself when it is a bare acknowledgement worth delaying.
 // It reports whether it held pb (the caller then sends nothing now).
-func (e *LinkEndpoint) hold(pb *stack.PacketBuffer) bool {
+func (e *LinkEndpoint) hold(pb *stack.PacketBuffer, pw *peerWindow) bool {
 	th := pb.TransportHeader().Slice()
 	nh := pb.NetworkHeader().Slice()
-	if len(th) < header.TCPMinimumSize || len(nh) < header.IPv4MinimumSize ||
-		(nh[0]>>4 != 4 && (nh[0]>>4 != 6 || len(nh) < header.IPv6MinimumSize)) {
-		return false
-	}
-	pw := e.win.lookup(segmentKey(nh, th, false))
-	if pw == nil {
-		return false
-	}
 	flags := th[13]
 	ack := binary.BigEndian.Uint32(th[8:12])
 	acks := flags&flagACK != 0

@@ -390,9 +390,9 @@ func (e *LinkEndpoint) writePacket(pb *stack.PacketBuffer) tcpip.Error {
 		e.txNonTCP.Add(1)
 		return nil
 	}
-	if e.win.n.Load() > 0 {
-		e.win.outbound(pb)
-		if e.ackDelay > 0 && e.hold(pb) {
+	if pw := e.win.sending(pb); pw != nil {
+		e.win.outbound(pb, pw)
+		if e.ackDelay > 0 && e.hold(pb, pw) {
 			return nil // ack.go
 		}
 	}

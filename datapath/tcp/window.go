@@ -149,10 +149,7 @@ func (w *windows) inbound(pkt []byte) {
 	case flags&flagACK == 0 || w.n.Load() == 0:
 		return
 	}
-	k := segmentKey(pkt, tcp, true)
-	w.mu.RLock()
-	pw := w.flows[k]
-	w.mu.RUnlock()
+	pw := w.lookup(segmentKey(pkt, tcp, true))
 	if pw == nil {
 		return
 	}
@@ -304,30 +301,31 @@ func (pw *peerWindow) release() {
 	pw.mu.Unlock()
 }
 
-// outbound lowers the sequence number of pb, a packet gVisor sends, to the
-// right edge of the peer's window when pb is a bare acknowledgement of a
-// tracked connection whose sequence number lies past that edge by a
-// window scale's rounding or more (as tcp_acceptable_seq does; gVisor's
-// own RST does the same). The checksum follows: it is updated for the two
-// words changed, or left as it is when partial (the pseudo-header's sum,
-// which holds no sequence number).
-func (w *windows) outbound(pb *stack.PacketBuffer) {
-	if w.n.Load() == 0 || pb.Data().Size() != 0 {
-		return
+// sending returns the entry of the tracked connection pb, a packet gVisor
+// sends, belongs to; nil when none is tracked or pb's headers are short.
+func (w *windows) sending(pb *stack.PacketBuffer) *peerWindow {
+	if w.n.Load() == 0 {
+		return nil
 	}
 	th := pb.TransportHeader().Slice()
 	nh := pb.NetworkHeader().Slice()
-	if len(th) < header.TCPMinimumSize || th[13]&(flagSYN|flagFIN|flagRST|flagACK) != flagACK {
-		return
+	if len(th) < header.TCPMinimumSize || len(nh) < header.IPv4MinimumSize ||
+		(nh[0]>>4 != 4 && (nh[0]>>4 != 6 || len(nh) < header.IPv6MinimumSize)) {
+		return nil
 	}
-	if len(nh) < header.IPv4MinimumSize || (nh[0]>>4 != 4 && (nh[0]>>4 != 6 || len(nh) < header.IPv6MinimumSize)) {
-		return
-	}
-	k := segmentKey(nh, th, false)
-	w.mu.RLock()
-	pw := w.flows[k]
-	w.mu.RUnlock()
-	if pw == nil {
+	return w.lookup(segmentKey(nh, th, false))
+}
+
+// outbound lowers the sequence number of pb, a packet gVisor sends on
+// pw's connection (sending), to the right edge of the peer's window when
+// pb is a bare acknowledgement whose sequence number lies past that edge
+// by a window scale's rounding or more (as tcp_acceptable_seq does;
+// gVisor's own RST does the same). The checksum follows: it is updated
+// for the two words changed, or left as it is when partial (the
+// pseudo-header's sum, which holds no sequence number).
+func (w *windows) outbound(pb *stack.PacketBuffer, pw *peerWindow) {
+	th := pb.TransportHeader().Slice()
+	if pb.Data().Size() != 0 || th[13]&(flagSYN|flagFIN|flagRST|flagACK) != flagACK {
 		return
 	}
 	seq := binary.BigEndian.Uint32(th[4:8])
