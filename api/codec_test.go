@@ -74,6 +74,8 @@ func samples() []Message {
 		&PathMTU{Handle: flow.MakeHandle(flow.ListenerWorker, 3), Remote: netip.MustParseAddr("fd77::2")},
 		&PathMTU{},
 		&PathMTUReply{MTU: 1280},
+		&SleepFlags{},
+		&SleepFlagsReply{},
 	}
 }
 
@@ -249,6 +251,8 @@ func malformedCases(t testing.TB) []struct {
 		{"path mtu v4 padding", mut(pmtu, func(b []byte) { b[pmtuFamOff+1+4] = 1 }), ErrMalformed},
 		{"path mtu cut", pmtu[:len(pmtu)-1], ErrMalformed},
 		{"path mtu reply trailing", withBody(TypePathMTUReply, []byte{0, 5, 0, 0, 1}), ErrMalformed},
+		{"sleep flags trailing", withBody(TypeSleepFlags, []byte{1}), ErrMalformed},
+		{"sleep flags reply trailing", withBody(TypeSleepFlagsReply, []byte{1}), ErrMalformed},
 	}
 }
 

@@ -44,10 +44,11 @@
 // # Message types
 //
 // The type numbers are part of the protocol; they are never reused or
-// renumbered. Version 1.2 (1.0 lacks RuleAddReply: a 1.0 client gets OK
+// renumbered. Version 1.3 (1.0 lacks RuleAddReply: a 1.0 client gets OK
 // to RuleAdd; 1.1 lacks PathMTU and PathMTUReply: a client asks PathMTU
 // only of a daemon whose HelloReply says 1.2 or later, since a daemon
-// closes the connection on a type it does not know):
+// closes the connection on a type it does not know; 1.2 lacks SleepFlags
+// and SleepFlagsReply, asked only of a daemon that says 1.3 or later):
 //
 //	type  message         direction       reply          descriptors
 //	1     Hello           app → daemon    HelloReply     –
@@ -82,6 +83,8 @@
 //	74    RuleAddReply    daemon → ctl    –              –
 //	75    PathMTU         app → daemon    PathMTUReply   –
 //	76    PathMTUReply    daemon → app    –              –
+//	77    SleepFlags      app → daemon    SleepFlagsReply –
+//	78    SleepFlagsReply daemon → app    –              the workers' sleep flags page (a sealed memfd)
 //
 // # Hostile clients
 //

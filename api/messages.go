@@ -55,6 +55,9 @@ const (
 	// TypePathMTU and TypePathMTUReply are 75 and 76 (protocol 1.2).
 	TypePathMTU      Type = 75
 	TypePathMTUReply Type = 76
+	// TypeSleepFlags and TypeSleepFlagsReply are 77 and 78 (protocol 1.3).
+	TypeSleepFlags      Type = 77
+	TypeSleepFlagsReply Type = 78
 )
 
 var typeNames = map[Type]string{
@@ -69,6 +72,7 @@ var typeNames = map[Type]string{
 	TypeRuleAdd: "RuleAdd", TypeRuleDel: "RuleDel", TypeNsSetSecret: "NsSetSecret",
 	TypeStatsClear: "StatsClear", TypeCapture: "Capture", TypeCaptureReply: "CaptureReply",
 	TypeRuleAddReply: "RuleAddReply", TypePathMTU: "PathMTU", TypePathMTUReply: "PathMTUReply",
+	TypeSleepFlags: "SleepFlags", TypeSleepFlagsReply: "SleepFlagsReply",
 }
 
 func (t Type) String() string {
@@ -84,7 +88,7 @@ func (t Type) IsRequest() bool {
 	switch t {
 	case TypeHello, TypeAttach, TypeDetach, TypeBind, TypeUnbind, TypeConnect, TypeDisconnect, TypeCloseWrite, TypeSetKeepalive,
 		TypeShow, TypeNsAdd, TypeNsDel, TypeRuleAdd, TypeRuleDel, TypeNsSetSecret, TypeStatsClear, TypeCapture,
-		TypePathMTU:
+		TypePathMTU, TypeSleepFlags:
 		return true
 	}
 	return false
@@ -169,6 +173,10 @@ func newMessage(t Type) Message {
 		return new(PathMTU)
 	case TypePathMTUReply:
 		return new(PathMTUReply)
+	case TypeSleepFlags:
+		return new(SleepFlags)
+	case TypeSleepFlagsReply:
+		return new(SleepFlagsReply)
 	}
 	return nil
 }
@@ -243,7 +251,8 @@ type FifoRef = fifo.FifoRef
 // in list order, then the event queue's eventfd, then one kick eventfd per
 // datapath worker in worker order. An app that queued data in a tx fifo
 // owned by worker w, and whose SetEvent returned true, writes 1 to kick
-// eventfd w.
+// eventfd w (only while worker w's sleep flag is set, if it asked for the
+// page: SleepFlags).
 type AttachReply struct {
 	AppIndex   uint32
 	Segments   []Segment // at most MaxSegmentFDs

@@ -54,6 +54,9 @@ type App struct {
 	evq   *fifo.EventQueue
 	wake  *os.File // a duplicate of the event queue's eventfd, read through the runtime poller
 	kicks []int    // worker kick eventfds, by worker index
+	// sleepFlags is the daemon's page of worker sleep flags
+	// (api.SleepFlags), mapped read-only; nil: kick after every SetEvent.
+	sleepFlags []byte
 	// askMTU: the daemon answers api.PathMTU (protocol 1.2 or later), so
 	// writes of don't-fragment datagrams check the path MTU (checkPath).
 	askMTU bool
@@ -161,6 +164,11 @@ func Attach(ctx context.Context, opts Options) (*App, error) {
 		cl.Close()
 		return nil, &Error{Msg: "attach: " + err.Error(), Err: err}
 	}
+	if sv := cl.Server(); sv.Major == api.VersionMajor && sv.Minor >= 3 && len(a.kicks) > 0 {
+		// Without the page (an error, a page that does not check out)
+		// the app kicks after every SetEvent, as before protocol 1.3.
+		a.sleepFlags, _ = mapSleepFlags(ctx, cl)
+	}
 	go a.reactor()
 	go func() {
 		select {
@@ -237,6 +245,10 @@ func (a *App) release() {
 		unix.Close(fd)
 	}
 	a.kicks = nil
+	if a.sleepFlags != nil {
+		_ = unix.Munmap(a.sleepFlags)
+		a.sleepFlags = nil
+	}
 }
 
 // Index returns the app's index in the daemon (ctl show apps; the app of
@@ -519,7 +531,7 @@ func (a *App) handleEvent(ev *fifo.Event) {
 			go a.disconnect(h)
 			return
 		}
-		e := &end{h: h, rx: rx, tx: tx, signalFD: a.kick(h.Worker()), datapath: true,
+		e := &end{h: h, rx: rx, tx: tx, signalFD: a.kick(h.Worker()), sleeping: a.sleepFlag(h.Worker()), datapath: true,
 			dgram: flow.Transport(se.Transport) == flow.TransportUDP}
 		info := &api.SessionInfo{Handle: h, Worker: h.Worker()}
 		if p := se.Peer; p.IsValid() {

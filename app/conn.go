@@ -134,7 +134,7 @@ func (a *App) DialConn(ctx context.Context, uri string) (*Conn, error) {
 			go a.disconnect(res.h)
 			return nil, opError("dial", uri, err)
 		}
-		e = &end{h: res.h, rx: rx, tx: tx, signalFD: a.kick(res.h.Worker()), datapath: true,
+		e = &end{h: res.h, rx: rx, tx: tx, signalFD: a.kick(res.h.Worker()), sleeping: a.sleepFlag(res.h.Worker()), datapath: true,
 			dgram: ep.Transport == flow.TransportUDP, remote: remote}
 		if ep.Transport == flow.TransportTCP && r.Local.Port == 0 {
 			// The datapath chose the port as the connect went on.

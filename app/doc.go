@@ -64,7 +64,11 @@
 // for several of its batches.) A writer
 // that queued data and whose SetEvent returned true writes the eventfd of
 // the fifo's consumer: the owning worker's kick eventfd, or the peer app's
-// eventfd for a cut-through session. A writer waiting for room asks the
+// eventfd for a cut-through session. A worker's eventfd is written only
+// while the worker sleeps in poll, as the daemon's sleep flags page
+// (api.SleepFlags, mapped read-only at Attach) tells: an awake worker
+// finds the event flag by itself, so a busy queue costs its writers no
+// system call per write. A writer waiting for room asks the
 // consumer for a dequeue notification; for fifos whose consumer is a
 // datapath worker it also looks again every few milliseconds.
 //

@@ -29,12 +29,15 @@ type end struct {
 	signalFD  int           // the other side's eventfd, -1 for none
 	ownSignal bool          // signalFD belongs to the end (a peer app's eventfd)
 	datapath  bool          // the other side is a datapath worker
-	dgram     bool          // datagram framing (UDP)
-	remote    netip.AddrPort
-	gone      atomic.Bool // the peer closed the session
-	fin       atomic.Bool // a stream's peer closed its half: reads end once rx is empty
-	reset     atomic.Bool // the session was reset
-	timedOut  atomic.Bool // the reset was a timeout (retransmissions or keepalive probes unanswered)
+	// sleeping is the worker's sleep flag (App.sleepFlag): signalFD is
+	// written only while it is set; nil: always.
+	sleeping *atomic.Uint32
+	dgram    bool // datagram framing (UDP)
+	remote   netip.AddrPort
+	gone     atomic.Bool // the peer closed the session
+	fin      atomic.Bool // a stream's peer closed its half: reads end once rx is empty
+	reset    atomic.Bool // the session was reset
+	timedOut atomic.Bool // the reset was a timeout (retransmissions or keepalive probes unanswered)
 }
 
 // newCTEnd maps a cut-through session passed by the daemon: its segment
@@ -84,15 +87,32 @@ func (e *end) close() {
 // afterEnqueue signals the consumer of tx if it needs it.
 func (e *end) afterEnqueue() {
 	if e.tx.SetEvent() {
-		signal(e.signalFD)
+		e.signal()
 	}
 }
 
 // afterDequeue tells the producer of rx that room was made, if it asked.
+// A one-shot notification leaves a flag that an awake worker looks at
+// (DeqNotified); DeqNotifyAlways leaves none, so it always signals.
 func (e *end) afterDequeue(n int) {
-	if e.rx.DeqNotify(n) {
-		signal(e.signalFD)
+	if !e.rx.DeqNotify(n) {
+		return
 	}
+	if e.rx.DeqNotified() {
+		e.signal()
+		return
+	}
+	signal(e.signalFD)
+}
+
+// signal writes the other side's eventfd, unless it is a worker that is
+// awake: that one finds the flag just set by itself. The flag was set
+// (SetEvent, DeqNotify) before the worker's sleep flag is read here.
+func (e *end) signal() {
+	if e.sleeping != nil && e.sleeping.Load() == 0 {
+		return
+	}
+	signal(e.signalFD)
 }
 
 // readDgram copies the next datagram's payload into p (dropping what does

@@ -105,7 +105,7 @@ func (a *App) ListenPacketConn(uri string) (*PacketConn, error) {
 			a.unbind(r.Handle)
 			return nil, opError("listen", uri, err)
 		}
-		p.wire = &end{h: r.Handle, rx: rx, tx: tx, signalFD: a.kick(r.Worker), datapath: true, dgram: true}
+		p.wire = &end{h: r.Handle, rx: rx, tx: tx, signalFD: a.kick(r.Worker), sleeping: a.sleepFlag(r.Worker), datapath: true, dgram: true}
 	}
 	p.ep = ep
 	p.rebuildLocked()

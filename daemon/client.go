@@ -147,6 +147,16 @@ func (h *client) Handle(ctx context.Context, req api.Request) (api.Message, []in
 		return nil, nil, nil
 	case *api.PathMTU:
 		return h.pathMTU(m)
+	case *api.SleepFlags:
+		if err := h.needApp("sleep flags"); err != nil {
+			return nil, nil, err
+		}
+		fd := d.eng.SleepFlagsFD()
+		if fd < 0 {
+			return nil, nil, fmt.Errorf("sleep flags: no datapath: %w", flow.ErrNotSupported)
+		}
+		// The server sends a duplicate; the engine keeps its own.
+		return &api.SleepFlagsReply{}, []int{fd}, nil
 	case *api.Show:
 		doc, err := d.show(m.What, req.Peer)
 		if err != nil {

@@ -49,6 +49,9 @@ type engine interface {
 	// error wrapping flow.ErrNotSupported when no datapath serves ep's
 	// interface and FIB.
 	PathMTUFrom(ep flow.Endpoint, dst netip.Addr) (int, error)
+	// SleepFlagsFD returns the workers' sleep flags page (api.SleepFlags),
+	// owned by the engine, or -1 without a datapath.
+	SleepFlagsFD() int
 }
 
 // EngineStats are a datapath's counters as the daemon reports them (ctl
@@ -202,6 +205,8 @@ func (noEngine) WaitMirror(context.Context) error { return nil }
 
 func (noEngine) TCPConns() []datapath.TCPConnView                          { return nil }
 func (noEngine) TCPNamespaceStats() map[string]*datapath.TCPNamespaceStats { return nil }
+
+func (noEngine) SleepFlagsFD() int { return -1 }
 
 func (noEngine) PathMTUFrom(flow.Endpoint, netip.Addr) (int, error) {
 	return 0, fmt.Errorf("path mtu: no datapath: %w", flow.ErrNotSupported)

@@ -94,7 +94,10 @@
 // kick eventfd and the kick eventfds of the apps (Engine.AppKicks: one per
 // app and worker; an app whose kicks find nothing to send is paused, see
 // kick.go), so one app's kick spam wakes the worker a bounded number of
-// times and nobody else's.
+// times and nobody else's. Apps kick a worker only while it sleeps there:
+// it sets its word of the sleep flags page (Engine.SleepFlagsFD,
+// sleepflags.go), which apps map read-only, before its last look at the
+// fifos, and clears it when it wakes.
 //
 // # Tables
 //

@@ -14,6 +14,7 @@ import (
 	"github.com/vishvananda/netns"
 	"golang.org/x/sys/unix"
 
+	"github.com/xsessiond/xsessiond/api"
 	"github.com/xsessiond/xsessiond/datapath/reasm"
 	"github.com/xsessiond/xsessiond/datapath/udp"
 	"github.com/xsessiond/xsessiond/datapath/xsk"
@@ -125,6 +126,7 @@ type Engine struct {
 	dp     *enginePath
 	res    *resolver
 	tcp    *tcpPath
+	sleep  *sleepPage // the workers' sleep flags (sleepflags.go)
 	claims chan claim
 
 	started atomic.Bool
@@ -294,6 +296,9 @@ func New(cfg Config) (*Engine, error) {
 	}
 	opts := withRingDefaults(cfg.XSK)
 	opts.NeedWakeup = true
+	if e.sleep, err = newSleepPage(); err != nil {
+		return nil, fmt.Errorf("new engine: %w", err)
+	}
 	for q := 0; q < queues; q++ {
 		w, err := e.newWorker(q, opts)
 		if err != nil {
@@ -339,6 +344,9 @@ func (e *Engine) newWorker(q int, opts xsk.Options) (*worker, error) {
 		return nil, fmt.Errorf("eventfd: %w", err)
 	}
 	w := newWorker(e, q, e.cfg.FirstWorker+uint32(q), s, kick)
+	if e.sleep != nil && q < api.MaxKickFDs {
+		w.sleepWord = e.sleep.word(q)
+	}
 	// The fill ring is full before the program can steer a frame here: a
 	// worker that starts late on a loaded machine then finds its frames
 	// in the rx ring, not dropped for want of a fill entry. (The socket
@@ -699,6 +707,10 @@ func (e *Engine) release() error {
 		errs = append(errs, w.closeFDs())
 	}
 	e.work = nil
+	if e.sleep != nil {
+		e.sleep.close()
+		e.sleep = nil
+	}
 	if e.objs != nil {
 		errs = append(errs, e.objs.Close())
 		e.objs = nil

@@ -93,6 +93,12 @@ type worker struct {
 
 	partialOK bool // deliver frame.PartialUDPCsum (Config.Checksum)
 
+	// sleepWord is the worker's word of the Engine's sleep flags page,
+	// set while it sleeps in poll (sleepflags.go); ownWord when there is
+	// no page (a worker made without New).
+	sleepWord *atomic.Uint32
+	ownWord   atomic.Uint32
+
 	descs  []xsk.Desc
 	frames [][]byte
 	pkt    frame.Packet
@@ -157,6 +163,7 @@ func newWorker(e *Engine, q int, id uint32, s *xsk.Socket, kick int) *worker {
 	w.held = make([]*udp.Target, 0, 4*w.batch)
 	w.queues = make([]*fifo.EventQueue, 0, w.batch)
 	w.tx.init(w)
+	w.sleepWord = &w.ownWord
 	return w
 }
 
@@ -227,6 +234,9 @@ func (w *worker) run() {
 	w.preTx = nil
 	w.sock.Fill()
 	defer w.poll.start()()
+	w.sleepWord.Store(0)
+	// Apps go on kicking a stopped worker: in vain, but nothing is missed.
+	defer w.sleepWord.Store(1)
 	got := 0 // frames an idle spin received into w.descs
 	for !w.stop.Load() {
 		w.c.Loops++
@@ -301,8 +311,12 @@ func (w *worker) run() {
 			}
 			w.publish()
 		}
+		if !w.announceSleep() {
+			continue // an app queued something meanwhile
+		}
 		w.poll.sleeping()
 		w.sleep()
+		w.sleepWord.Store(0)
 		w.slept = true
 	}
 	w.flushSignals()
@@ -340,6 +354,19 @@ func (w *worker) spin(budget time.Duration) (int, bool) {
 			}
 		}
 	}
+}
+
+// announceSleep sets the worker's sleep flag (sleepflags.go) and looks at
+// the tx fifos once more: an app that set an event flag before it could
+// see the word set did not kick. It reports whether the worker may sleep;
+// if not, the flag is cleared again.
+func (w *worker) announceSleep() bool {
+	w.sleepWord.Store(1)
+	if w.txReady() {
+		w.sleepWord.Store(0)
+		return false
+	}
+	return true
 }
 
 // txReady reports whether drainTx has something to look at.
