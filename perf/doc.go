@@ -9,6 +9,7 @@
 //	              [--cpuprofile FILE] [--xs-stats] [--xs-batch N] [--xs-busy-poll]
 //	              [--xs-ring N] [--xs-nap D] [--xs-spin D] [--xs-spin-max D]
 //	              [--xs-xdp-mode MODE] [--xs-rx-fifo BYTES] [--xs-tcp-bulk-fifo BYTES] [--xs-capture FILE]
+//	              [--tcp-cc cubic]
 //	go run ./perf gen  --iface IF --dst-mac MAC --dst-ip IP ...   (two-machine runs)
 //	go run ./perf recv --iface IF --impl kernel|kernel-reuseport|xdp-drop|xsessiond ...
 //	perf tcpserve --impl kernel|xsessiond --mode rr|crr|recv|send ...    (started by the harness)
@@ -115,6 +116,20 @@
 // signal room (go run ./perf --tcp --quick --only 'tcp(send|recv)-c1/xs',
 // two rounds: bulk send 3.7–4.1 Gbit/s with 64 KiB, 15.2–15.5 with 1
 // MiB; bulk receive 1.9–2.0 and 2.9).
+//
+// The kernel sockets of both hosts use the congestion control --tcp-cc
+// names in the TCP rows, cubic (Linux's default) unless told otherwise,
+// whatever the machine's default: the sender's congestion control decides
+// the bulk rows, and a rig that took the machine's would give other
+// ratios on another machine. This VM's image sets bbr; with it (--tcp-cc
+// bbr, five --quick runs, 2026-12-03 10:51–10:53 UTC) host A's sender
+// paced itself at its estimate of the path's rate, 2.8 Gbit/s into
+// xsessiond (ss -tin in A: pacing_rate 2.79 Gbit/s, rtt 2.5 ms, an
+// acknowledgement per 101 segments) against 6.2 into B's kernel (rtt 1.0
+// ms, one per 24), and bulk receive was 0.42–0.46 of the kernel's. The
+// kernel server's bbr sender paced bulk send to 16–21 Gbit/s, of which
+// xsessiond's gVisor sender (reno, 14.7–17.7 Gbit/s with either) did
+// 0.76–0.99; with cubic the kernel sends 22–44 Gbit/s.
 //
 // --quick runs only the 64-byte receive rows of the kernel baseline and
 // xsessiond and the TCP rows, once, prints one line per TCP group,

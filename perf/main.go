@@ -48,6 +48,7 @@ type options struct {
 	flows      int
 	rate       uint64
 	echoRate   uint64
+	tcpCC      string
 	payloads   []int
 	out        string
 	genThreads int
@@ -83,6 +84,7 @@ flags of the rig mode:
 	fs.IntVar(&o.flows, "flows", 16, "F: flows (UDP source ports) of the multi-flow scenarios")
 	fs.Uint64Var(&o.rate, "rate", 0, "generator rate in packets/s for receive scenarios; 0 = flat out")
 	fs.Uint64Var(&o.echoRate, "echo-rate", 10000, "requests/s of the echo latency scenarios")
+	fs.StringVar(&o.tcpCC, "tcp-cc", "cubic", "TCP congestion control of both hosts' kernel sockets in the TCP rows (Linux's default, cubic, unless the machine sets another; empty = the machine's default, net.ipv4.tcp_congestion_control)")
 	fs.IntVar(&o.genThreads, "gen-threads", 1, "generator threads (each its own AF_PACKET ring and share of the flows)")
 	fs.StringVar(&payloads, "payloads", "64,512,1472", "UDP payload sizes of the receive scenarios")
 	fs.StringVar(&o.out, "out", "perf/out", "directory for results.json, results.md and the plots")
@@ -197,7 +199,7 @@ func run(ctx context.Context, o options, log io.Writer) (*Report, error) {
 	rg := &rigs{}
 	defer rg.Close()
 	xsOptions = o.xs
-	r := &runner{rigs: rg, timing: o.timing, prog: newProgress(log), port: defaultPort, genThreads: o.genThreads, cpuProfile: o.cpuProfile}
+	r := &runner{rigs: rg, timing: o.timing, prog: newProgress(log), port: defaultPort, genThreads: o.genThreads, cpuProfile: o.cpuProfile, tcpCC: o.tcpCC}
 	if o.xsStats {
 		r.stats = r.prog.note
 	}

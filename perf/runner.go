@@ -97,7 +97,8 @@ type runner struct {
 	timing     Timing
 	prog       *progress
 	port       uint16
-	genThreads int // generator sockets (and goroutines) per repetition
+	genThreads int    // generator sockets (and goroutines) per repetition
+	tcpCC      string // the hosts' TCP congestion control in the TCP rows ("" = the machine's)
 	// cpuProfile, when set, is where the CPU profile of the first
 	// repetition of each xsessiond 64-byte receive row goes (profileFile).
 	cpuProfile string

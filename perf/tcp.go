@@ -310,6 +310,24 @@ func tuneTCPClientHost(h *nstest.Host) error {
 	})
 }
 
+// setTCPCongestion makes cc the congestion control of the kernel TCP
+// sockets opened in host h from now on ("" leaves the namespace's, which
+// a new namespace takes from the host). The rig sets it on both hosts so
+// that the TCP rows do not depend on the machine's default: the sender's
+// congestion control decides the bulk rows (host A's in bulk receive, the
+// kernel server's in bulk send; xsessiond's sender is gVisor's).
+func setTCPCongestion(h *nstest.Host, cc string) error {
+	if cc == "" {
+		return nil
+	}
+	return h.Do(func() error {
+		if err := os.WriteFile("/proc/sys/net/ipv4/tcp_congestion_control", []byte(cc), 0o644); err != nil {
+			return fmt.Errorf("tcp congestion control %q in %s: %w (net.ipv4.tcp_available_congestion_control lists what the kernel has)", cc, h.Name, err)
+		}
+		return nil
+	})
+}
+
 // tcpRep runs one repetition of a TCP scenario.
 func (r *runner) tcpRep(ctx context.Context, s Scenario, rep, reps int) (out Rep, err error) {
 	p, err := r.rigs.get(s.Queues)
@@ -318,6 +336,11 @@ func (r *runner) tcpRep(ctx context.Context, s Scenario, rep, reps int) (out Rep
 	}
 	if err := tuneTCPClientHost(p.A); err != nil {
 		return Rep{}, err
+	}
+	for _, h := range []*nstest.Host{p.A, p.B} {
+		if err := setTCPCongestion(h, r.tcpCC); err != nil {
+			return Rep{}, err
+		}
 	}
 	// A port of its own for each repetition: a server that closed first
 	// (bulk send) leaves TIME-WAIT on its port in B's kernel, where

@@ -5,6 +5,7 @@ import (
 	"math"
 	"net"
 	"os"
+	"strings"
 	"testing"
 	"time"
 
@@ -40,7 +41,7 @@ func TestTCPOnRig(t *testing.T) {
 	rg := &rigs{}
 	defer rg.Close()
 	var lines []string
-	r := &runner{rigs: rg, prog: newProgress(io.Discard), port: defaultPort,
+	r := &runner{rigs: rg, prog: newProgress(io.Discard), port: defaultPort, tcpCC: "reno",
 		timing: Timing{Warmup: 100 * time.Millisecond, Window: 300 * time.Millisecond, Drain: 2 * time.Second},
 		loss:   func(l string) { lines = append(lines, l) }}
 	for _, s := range tcpScenarios() {
@@ -80,6 +81,28 @@ func TestTCPOnRig(t *testing.T) {
 	}
 	if len(lines) != 2*5 {
 		t.Errorf("%d repetition lines: %q", len(lines), lines)
+	}
+	// Both hosts' kernel TCP took the congestion control asked for (reno:
+	// not the machine's default, bbr or cubic), and a name the kernel
+	// does not have is an error that names it.
+	p, err := rg.get(1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, h := range []*nstest.Host{p.A, p.B} {
+		var cc []byte
+		if err := h.Do(func() (err error) {
+			cc, err = os.ReadFile("/proc/sys/net/ipv4/tcp_congestion_control")
+			return err
+		}); err != nil {
+			t.Fatal(err)
+		}
+		if got := strings.TrimSpace(string(cc)); got != "reno" {
+			t.Errorf("host %s: congestion control %q, want reno", h.Name, got)
+		}
+	}
+	if err := setTCPCongestion(p.A, "no-such-cc"); err == nil || !strings.Contains(err.Error(), `"no-such-cc"`) {
+		t.Errorf("an unknown congestion control: %v", err)
 	}
 	if err := rg.Close(); err != nil {
 		t.Fatal(err)
