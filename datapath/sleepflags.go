@@ -84,9 +84,11 @@ func (p *sleepPage) close() {
 }
 
 // SleepFlagsFD returns the sleep flags page's memfd (api.SleepFlags), or
-// -1 when the Engine has none. The Engine owns it; it stays open until
-// Close.
+// -1 when the Engine has none (or is closed). The Engine owns it; it
+// stays open until Close.
 func (e *Engine) SleepFlagsFD() int {
+	e.closeMu.Lock()
+	defer e.closeMu.Unlock()
 	if e.sleep == nil {
 		return -1
 	}
