@@ -1,29 +1,14 @@
 package app
 
 import (
-	"encoding/binary"
-	"errors"
 	"sync/atomic"
 	"testing"
 
 	"golang.org/x/sys/unix"
 
 	"github.com/xsessiond/xsessiond/fifo"
+	"github.com/xsessiond/xsessiond/fifo/fifotest"
 )
-
-// kicksOf reads and resets the count of eventfd fd (0 when nothing was
-// written).
-func kicksOf(t *testing.T, fd int) uint64 {
-	t.Helper()
-	var b [8]byte
-	if _, err := unix.Read(fd, b[:]); err != nil {
-		if errors.Is(err, unix.EAGAIN) {
-			return 0
-		}
-		t.Fatal(err)
-	}
-	return binary.NativeEndian.Uint64(b[:])
-}
 
 // TestSleepFlagSkipsKick: an end whose worker's sleep flag is clear sets
 // the tx fifo's event flag and writes nothing to the worker's eventfd (an
@@ -65,18 +50,18 @@ func TestSleepFlagSkipsKick(t *testing.T) {
 		}
 	}
 	send()
-	if n := kicksOf(t, kick); n != 0 {
+	if n := fifotest.EventfdCount(t, kick); n != 0 {
 		t.Fatalf("worker awake: %d kicks, want 0", n)
 	}
 	asleep.Store(1)
 	send()
-	if n := kicksOf(t, kick); n != 1 {
+	if n := fifotest.EventfdCount(t, kick); n != 1 {
 		t.Fatalf("worker asleep: %d kicks, want 1", n)
 	}
 	e.sleeping = nil // no page: every SetEvent that returns true kicks
 	send()
 	send()
-	if n := kicksOf(t, kick); n != 2 {
+	if n := fifotest.EventfdCount(t, kick); n != 2 {
 		t.Fatalf("no sleep flags page: %d kicks, want 2", n)
 	}
 
@@ -102,17 +87,17 @@ func TestSleepFlagSkipsKick(t *testing.T) {
 	if !rx.DeqNotified() {
 		t.Fatal("the one-shot dequeue notification left no flag")
 	}
-	if n := kicksOf(t, kick); n != 0 {
+	if n := fifotest.EventfdCount(t, kick); n != 0 {
 		t.Fatalf("room made, worker awake: %d kicks, want 0", n)
 	}
 	asleep.Store(1)
 	fill(fifo.DeqNotifyIfFull)
-	if n := kicksOf(t, kick); n != 1 {
+	if n := fifotest.EventfdCount(t, kick); n != 1 {
 		t.Fatalf("room made, worker asleep: %d kicks, want 1", n)
 	}
 	asleep.Store(0)
 	fill(fifo.DeqNotifyAlways)
-	if n := kicksOf(t, kick); n != 1 {
+	if n := fifotest.EventfdCount(t, kick); n != 1 {
 		t.Fatalf("DeqNotifyAlways, worker awake: %d kicks, want 1", n)
 	}
 }

@@ -2,7 +2,6 @@ package fifo_test
 
 import (
 	"context"
-	"encoding/binary"
 	"errors"
 	"runtime"
 	"testing"
@@ -13,21 +12,6 @@ import (
 	"github.com/xsessiond/xsessiond/fifo"
 	"github.com/xsessiond/xsessiond/fifo/fifotest"
 )
-
-// readCounter reads (and resets) an eventfd's counter without blocking; 0
-// when it was zero.
-func readCounter(t *testing.T, fd int) uint64 {
-	t.Helper()
-	var b [8]byte
-	n, err := unix.Read(fd, b[:])
-	if err == unix.EAGAIN {
-		return 0
-	}
-	if err != nil || n != 8 {
-		t.Fatalf("read eventfd: %d, %v", n, err)
-	}
-	return binary.NativeEndian.Uint64(b[:])
-}
 
 func openPeerQueue(t *testing.T, q *fifo.EventQueue, seg *fifo.Segment) *fifo.EventQueue {
 	t.Helper()
@@ -82,7 +66,7 @@ func TestEventQueueBatchedSignal(t *testing.T) {
 	q.Signal()
 	q.Signal()
 	// One eventfd write for the whole batch: the consumer was signalled.
-	if c := readCounter(t, q.EventFD()); c != 1 {
+	if c := fifotest.EventfdCount(t, q.EventFD()); c != 1 {
 		t.Fatalf("eventfd counter %d after a batch, want 1", c)
 	}
 	evs := make([]fifo.Event, 10)
@@ -102,7 +86,7 @@ func TestEventQueueBatchedSignal(t *testing.T) {
 	}
 	// Still signalled (not re-armed): no write.
 	q.Send(ev)
-	if c := readCounter(t, q.EventFD()); c != 0 {
+	if c := fifotest.EventfdCount(t, q.EventFD()); c != 0 {
 		t.Fatalf("signalled twice without re-arming: %d", c)
 	}
 	// Arm sees the queued event and says not to sleep.
@@ -114,7 +98,7 @@ func TestEventQueueBatchedSignal(t *testing.T) {
 		t.Fatal("Arm on an empty queue")
 	}
 	q.Send(ev)
-	if c := readCounter(t, q.EventFD()); c != 1 {
+	if c := fifotest.EventfdCount(t, q.EventFD()); c != 1 {
 		t.Fatalf("no signal after re-arming: %d", c)
 	}
 	app.PopBatch(evs)

@@ -1,13 +1,16 @@
 // Package fifotest has helpers for tests of code built on package fifo:
 // heap-backed segments that need no memfd, two independent views of one
 // fifo (as the daemon and an app each have), raw access to a fifo's shared
-// header to play a misbehaving peer, and a file descriptor count for leak
-// checks. Everything made here is released in tb.Cleanup.
+// header to play a misbehaving peer, a file descriptor count for leak
+// checks, and an eventfd's counter. Everything made here is released in
+// tb.Cleanup.
 package fifotest
 
 import (
 	"encoding/binary"
 	"testing"
+
+	"golang.org/x/sys/unix"
 
 	"github.com/xsessiond/xsessiond/fifo"
 )
@@ -90,3 +93,18 @@ func Tail(f *fifo.Fifo) uint32 { return binary.NativeEndian.Uint32(Header(f)[fif
 
 // Head reads the shared consumer index.
 func Head(f *fifo.Fifo) uint32 { return binary.NativeEndian.Uint32(Header(f)[fifo.FifoOffHead:]) }
+
+// EventfdCount reads (and resets) an eventfd's counter without blocking;
+// 0 when it was zero.
+func EventfdCount(tb testing.TB, fd int) uint64 {
+	tb.Helper()
+	var b [8]byte
+	n, err := unix.Read(fd, b[:])
+	if err == unix.EAGAIN {
+		return 0
+	}
+	if err != nil || n != 8 {
+		tb.Fatalf("read eventfd: %d, %v", n, err)
+	}
+	return binary.NativeEndian.Uint64(b[:])
+}
