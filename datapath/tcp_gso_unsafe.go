@@ -29,3 +29,46 @@ func writev(fd int, slices [][]byte, iov *[]unix.Iovec) error {
 	}
 	return nil
 }
+
+// sendmmsg writes the batch's packets to fd in one sendmmsg(2) and
+// returns how many the kernel took.
+func sendmmsg(fd int, b *gsoBatch) (int, error) {
+	if b.n == 0 {
+		return 0, nil
+	}
+	v := b.iov[:0]
+	starts := [gsoBatchMax + 1]int{}
+	for i := range b.n {
+		starts[i] = len(v)
+		for _, s := range b.parts[i] {
+			if len(s) == 0 {
+				continue
+			}
+			e := unix.Iovec{Base: &s[0]}
+			e.SetLen(len(s))
+			v = append(v, e)
+		}
+	}
+	starts[b.n] = len(v)
+	b.iov = v
+	for i := range b.n {
+		m := &b.msgs[i]
+		*m = unix.Mmsghdr{}
+		m.Hdr.Iov = &v[starts[i]]
+		m.Hdr.SetIovlen(starts[i+1] - starts[i])
+	}
+	for {
+		r, _, e := unix.Syscall6(unix.SYS_SENDMMSG, uintptr(fd), uintptr(unsafe.Pointer(&b.msgs[0])), uintptr(b.n), 0, 0, 0)
+		if e == unix.EINTR {
+			continue
+		}
+		clear(v) // drop the references to the Stack's buffers
+		for i := range b.n {
+			b.msgs[i].Hdr.Iov = nil
+		}
+		if e != 0 {
+			return 0, e
+		}
+		return int(r), nil
+	}
+}

@@ -222,7 +222,7 @@ type tcpWorker struct {
 	waiting bool       // worker only: the head packet waits for its next hop or the socket
 	own     []*tcpSess // worker only: sessions it kicks
 	gso     *gsoTx     // the path's packet socket, or nil
-	gs      gsoScratch // worker only
+	gb      gsoBatch   // worker only
 
 	// Writes to the packet socket outside the worker (direct), guarded
 	// by mu: when the last packet was queued or written, the next hops
@@ -532,7 +532,14 @@ func (p *tcpPath) appActive(w *worker, app sessions.AppID) bool {
 	return false
 }
 
-// drain moves queued packets into the tx ring, framed for their next hop.
+// drain moves queued packets into the tx ring, framed for their next hop,
+// or (with the packet socket) writes them in sendmmsg(2) calls of up to
+// gsoBatchMax in queue order. One call for a loop's packets instead of a
+// writev(2) each: request/response over 32 connections (go run ./perf
+// --tcp --quick --only tcprr64-c32/xsessiond, six interleaved rounds)
+// did 29,321–32,727 transactions/s at 29.6–32.8 µs of the server's CPU
+// each with writev, 33,903–40,390 at 22.6–28.4 µs with sendmmsg, about 8
+// packets a call.
 func (tw *tcpWorker) drain() bool {
 	w := tw.w
 	x := &w.tx
@@ -562,12 +569,38 @@ func (tw *tcpWorker) drain() bool {
 			break
 		}
 		if tw.gso != nil {
-			// The packet stays queued while it is written, outside the
-			// lock: producers only append, and only this worker pops.
-			pkt := q.pkt
+			// The head packet and those behind it whose next hop is
+			// known go in one sendmmsg. They stay queued while they are
+			// written, outside the lock: producers only append, and only
+			// this worker pops.
+			b := &tw.gb
+			b.add(q.pkt, x.srcMAC, nb.mac, k)
+			for b.n < gsoBatchMax && b.n < tw.n {
+				p := tw.ring[(tw.head+b.n)%len(tw.ring)].pkt
+				pk, ok := pktDst(p)
+				if !ok {
+					break
+				}
+				pn := x.neighbour(pk)
+				if !pn.ok {
+					break
+				}
+				b.add(p, x.srcMAC, pn.mac, pk)
+			}
 			tw.mu.Unlock()
-			r, err := tw.gso.send(&tw.gs, pkt, x.srcMAC, nb.mac, w.cap, w.q)
+			n, r, err := tw.gso.sendBatch(b)
 			tw.mu.Lock()
+			for i := range n {
+				b.sent(i, w.cap, w.q)
+				w.c.TxGSO++
+				sent++
+				if len(tw.hops) >= maxTemplates {
+					clear(tw.hops)
+				}
+				tw.hops[b.keys[i]] = nextHopEntry{mac: b.macs[i], at: x.now}
+				tw.pop()
+			}
+			b.reset()
 			if r == gsoAgain {
 				tw.waiting = true
 				break
@@ -575,15 +608,8 @@ func (tw *tcpWorker) drain() bool {
 			if r == gsoFailed {
 				w.c.Drops[dropTxKernel]++
 				w.e.log.Debug("tcp: packet socket", "err", err)
-			} else {
-				w.c.TxGSO++
-				sent++
-				if len(tw.hops) >= maxTemplates {
-					clear(tw.hops)
-				}
-				tw.hops[k] = nextHopEntry{mac: nb.mac, at: x.now}
+				tw.pop()
 			}
-			tw.pop()
 			continue
 		}
 		addr, ok := x.frame()
