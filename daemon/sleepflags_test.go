@@ -81,9 +81,18 @@ func TestSleepFlagsPage(t *testing.T) {
 		}
 		word := (*atomic.Uint32)(unsafe.Pointer(&mem[0]))
 		if busy {
+			// Set until the worker's goroutine first runs; clear from
+			// then on, as the worker never sleeps.
+			deadline := time.Now().Add(5 * time.Second)
+			for word.Load() != 0 {
+				if time.Now().After(deadline) {
+					t.Fatal("busy polling: the worker's sleep flag stayed set")
+				}
+				time.Sleep(time.Millisecond)
+			}
 			for range 20 {
 				if word.Load() != 0 {
-					t.Fatal("busy polling: the worker's sleep flag is set")
+					t.Fatal("busy polling: the worker's sleep flag was set again")
 				}
 				time.Sleep(5 * time.Millisecond)
 			}

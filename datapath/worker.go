@@ -681,7 +681,9 @@ func (w *worker) holdSignals() {
 	n := 0
 	for i, t := range w.touched {
 		w.touched[i] = nil
-		if t.Rx.MaxDequeue() >= int(t.Rx.Size()/4) {
+		// The shared indices: this view's consumer state is the one
+		// it had when the daemon attached the fifo.
+		if t.Rx.QueuedBytes() >= int(t.Rx.Size()/4) {
 			w.touched[n] = t
 			n++
 			continue

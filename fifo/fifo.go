@@ -200,6 +200,19 @@ func (f *Fifo) MaxEnqueue() int {
 // any goroutine may call it (a waker deciding whom to wake).
 func (f *Fifo) Queued() bool { return f.tail.Load() != f.head.Load() }
 
+// QueuedBytes returns the bytes queued as a third party sees the fifo
+// (shared indices only; any goroutine may call it, the producer among
+// them, whose own view knows nothing of what the consumer took), 0 when
+// the indices are inconsistent.
+func (f *Fifo) QueuedBytes() int {
+	h := f.head.Load()
+	used := f.tail.Load() - h
+	if used > f.size {
+		return 0
+	}
+	return int(used)
+}
+
 // HasRoom reports whether the fifo has free space, as a third party sees
 // it (shared indices only; any goroutine may call it).
 func (f *Fifo) HasRoom() bool { return f.tail.Load()-f.head.Load() < f.size }

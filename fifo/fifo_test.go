@@ -476,3 +476,40 @@ func TestConcurrentHeap(t *testing.T) {
 		t.Fatal(err)
 	}
 }
+
+// TestQueuedBytesFromProducer: the producer's view counts what is queued
+// from the shared indices, so what the consumer took through its own view
+// is gone from the count (the producer's copy of the consumer's private
+// state never moves). A daemon's worker, the producer of an app's rx
+// fifo, decides with it whether to signal the app at once.
+func TestQueuedBytesFromProducer(t *testing.T) {
+	prod, cons := fifotest.Pair(t, 256)
+	if n := prod.QueuedBytes(); n != 0 {
+		t.Fatalf("empty: %d", n)
+	}
+	for round := range 5 { // past the first wrap of the indices
+		if _, err := prod.Enqueue(seq(200, byte(round))); err != nil {
+			t.Fatal(err)
+		}
+		if a, b := prod.QueuedBytes(), cons.QueuedBytes(); a != 200 || b != 200 {
+			t.Fatalf("round %d: queued %d (producer), %d (consumer), want 200", round, a, b)
+		}
+		if _, err := cons.Dequeue(make([]byte, 150)); err != nil {
+			t.Fatal(err)
+		}
+		if n := prod.QueuedBytes(); n != 50 {
+			t.Fatalf("round %d: after the consumer took 150: %d, want 50", round, n)
+		}
+		if _, err := cons.Dequeue(make([]byte, 50)); err != nil {
+			t.Fatal(err)
+		}
+		if n := prod.QueuedBytes(); n != 0 {
+			t.Fatalf("round %d: drained: %d", round, n)
+		}
+	}
+	// A peer that breaks the indices gets 0, not a wrapped count.
+	fifotest.SetTail(prod, fifotest.Head(prod)+1000)
+	if n := prod.QueuedBytes(); n != 0 {
+		t.Fatalf("inconsistent indices: %d, want 0", n)
+	}
+}
