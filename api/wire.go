@@ -233,9 +233,6 @@ func (e *encoder) addr(a netip.Addr) {
 	e.b = append(e.b, b[:]...)
 }
 
-// endpointSize is the encoded size of an Endpoint.
-const endpointSize = 1 + 1 + 16 + 2 + 4 + 4
-
 // endpoint appends: transport u8, family u8, address [16], port u16,
 // ifindex u32, fib u32.
 func (e *encoder) endpoint(ep flow.Endpoint) {

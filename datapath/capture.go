@@ -186,10 +186,7 @@ func (c *Capture) QueueLost(q int) uint64 {
 
 // CaptureReasons returns the drop reasons a CaptureFilter may name.
 func CaptureReasons() []string {
-	var out []string
-	for _, n := range reasonNames[1:] {
-		out = append(out, n)
-	}
+	out := append([]string(nil), reasonNames[1:]...)
 	return append(out, dropSnake[:]...)
 }
 

@@ -51,7 +51,6 @@ type appKicks struct {
 	muted  atomic.Uint64 // pauses imposed
 	wakes  atomic.Uint64 // kicks that woke the worker
 	bogus  atomic.Uint64 // spurious kicks
-	closed bool          // the worker stopped: close at once
 }
 
 // KickStats count the wakeups by app kick eventfds over every worker.

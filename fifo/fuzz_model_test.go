@@ -25,10 +25,6 @@ func (in *input) byte() byte {
 
 func (in *input) u16() int { return int(in.byte()) | int(in.byte())<<8 }
 
-func (in *input) u32() uint32 {
-	return uint32(in.byte()) | uint32(in.byte())<<8 | uint32(in.byte())<<16 | uint32(in.byte())<<24
-}
-
 // FuzzFifoModel drives random operation sequences through two views of one
 // fifo (producer and consumer, as two processes have) and compares every
 // result with a plain in-memory model. The first byte picks the fifo size

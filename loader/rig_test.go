@@ -21,12 +21,6 @@ import (
 
 func netnsPath(h *nstest.Host) string { return filepath.Join("/run/netns", h.Name) }
 
-// nopTB lets serialize run outside a test's goroutine; it panics on failure.
-type nopTB struct{ testing.TB }
-
-func (nopTB) Helper()                   {}
-func (nopTB) Fatalf(f string, a ...any) { panic(fmt.Sprintf(f, a...)) }
-
 func listenUDP(h *nstest.Host, addr netip.AddrPort) (c *net.UDPConn, err error) {
 	err = h.Do(func() error {
 		c, err = net.ListenUDP("udp", net.UDPAddrFromAddrPort(addr))

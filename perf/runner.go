@@ -185,20 +185,6 @@ func settleAccounted(sent, delivered func() uint64, drops func() (Drops, error),
 	}
 }
 
-// settle waits until count stops moving for 50 ms, or for at most d.
-func settle(count func() uint64, d time.Duration) {
-	deadline := time.Now().Add(d)
-	last := count()
-	for time.Now().Before(deadline) {
-		time.Sleep(50 * time.Millisecond)
-		n := count()
-		if n == last {
-			return
-		}
-		last = n
-	}
-}
-
 // genGroup is the generators of one repetition: one per thread, each on
 // its own socket and ring with its share of the flows and the rate.
 type genGroup struct{ gens []*gen.Generator }

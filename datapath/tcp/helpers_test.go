@@ -8,7 +8,6 @@ import (
 	"io"
 	"math/rand/v2"
 	"net/netip"
-	"runtime"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -370,18 +369,6 @@ func (a *app) recv(n int64, h hash.Hash, chunk int, pause time.Duration) (int64,
 func newHash() hash.Hash { return sha256.New() }
 
 var _ io.Writer = newHash()
-
-// goroutinesSettle waits for the goroutine count to drop to at most n.
-func goroutinesSettle(n int, d time.Duration) int {
-	deadline := time.Now().Add(d)
-	for {
-		g := runtime.NumGoroutine()
-		if g <= n || time.Now().After(deadline) {
-			return g
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
-}
 
 // newAppIn is newApp with the fifos allocated in seg (freed by free), for
 // tests that make many Conns.
