@@ -212,6 +212,10 @@ func malformedCases(t testing.TB) []struct {
 	// A PathMTU is the handle (8 bytes), then the remote address.
 	pmtu := encode(t, 7, &PathMTU{Handle: 9, Remote: netip.MustParseAddr("10.77.0.2")})
 	const pmtuFamOff = HeaderSize + 8
+	// A SetKeepalive is the handle (8 bytes), enabled (1), then Idle and
+	// Interval (8 each, little-endian): their top bytes at +8 and +16.
+	keepalive := encode(t, 7, &SetKeepalive{Handle: 9, Enabled: true, Idle: time.Second, Interval: time.Second})
+	const idleTop = HeaderSize + 8 + 1 + 7
 	return []struct {
 		name string
 		rec  []byte
@@ -251,6 +255,8 @@ func malformedCases(t testing.TB) []struct {
 		{"path mtu v4 padding", mut(pmtu, func(b []byte) { b[pmtuFamOff+1+4] = 1 }), ErrMalformed},
 		{"path mtu cut", pmtu[:len(pmtu)-1], ErrMalformed},
 		{"path mtu reply trailing", withBody(TypePathMTUReply, []byte{0, 5, 0, 0, 1}), ErrMalformed},
+		{"keepalive idle past int64", mut(keepalive, func(b []byte) { b[idleTop] = 0x80 }), ErrMalformed},
+		{"keepalive interval past int64", mut(keepalive, func(b []byte) { b[idleTop+8] = 0xff }), ErrMalformed},
 		{"sleep flags trailing", withBody(TypeSleepFlags, []byte{1}), ErrMalformed},
 		{"sleep flags reply trailing", withBody(TypeSleepFlagsReply, []byte{1}), ErrMalformed},
 	}

@@ -34,8 +34,15 @@ func (m *SetKeepalive) encode(e *encoder) {
 func (m *SetKeepalive) decode(d *decoder) {
 	m.Handle = flow.Handle(d.u64())
 	m.Enabled = d.bool()
-	// A duration above what int64 holds decodes as the largest one.
-	dur := func(v uint64) time.Duration { return time.Duration(min(v, uint64(1<<63-1))) }
+	// A duration above what int64 holds is malformed: taken as the
+	// largest one, it would re-encode as other bytes than it came in.
+	dur := func(v uint64) time.Duration {
+		if v > 1<<63-1 {
+			d.fail(errDuration)
+			return 0
+		}
+		return time.Duration(v)
+	}
 	m.Idle = dur(d.u64())
 	m.Interval = dur(d.u64())
 	m.Count = d.u32()

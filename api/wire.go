@@ -112,6 +112,7 @@ var (
 	errAddrPadding  = malformed(ErrMalformed, "address bytes beyond the family's length")
 	errPrefixBits   = malformed(ErrMalformed, "prefix length out of range")
 	errIfIndex      = malformed(ErrMalformed, "interface index out of range")
+	errDuration     = malformed(ErrMalformed, "duration out of range")
 	errMoreNotAllow = malformed(ErrMalformed, "continuation flag on a message type that has none")
 	errListEmpty    = malformed(ErrMalformed, "list must not be empty")
 )
