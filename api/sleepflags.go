@@ -1,5 +1,10 @@
 package api
 
+import (
+	"sync/atomic"
+	"unsafe"
+)
+
 // SleepFlags asks for the daemon's worker sleep flags: a read-only shared
 // page, one SleepFlagStride-byte line per datapath worker in worker order,
 // whose first 32-bit word (native byte order) is non-zero while that
@@ -31,6 +36,14 @@ const (
 	// workers.
 	SleepFlagsSize = MaxKickFDs * SleepFlagStride
 )
+
+// SleepFlag returns worker w's word in mem, a mapping of the page
+// (len(mem) >= SleepFlagsSize, 0 <= w < MaxKickFDs). A mapping is page
+// aligned and the lines SleepFlagStride bytes apart, so each word is
+// aligned.
+func SleepFlag(mem []byte, w int) *atomic.Uint32 {
+	return (*atomic.Uint32)(unsafe.Pointer(&mem[w*SleepFlagStride]))
+}
 
 // Type returns TypeSleepFlags.
 func (*SleepFlags) Type() Type { return TypeSleepFlags }

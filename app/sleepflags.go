@@ -4,7 +4,6 @@ import (
 	"context"
 	"fmt"
 	"sync/atomic"
-	"unsafe"
 
 	"golang.org/x/sys/unix"
 
@@ -38,12 +37,10 @@ func mapSleepFlags(ctx context.Context, cl *api.Client) ([]byte, error) {
 }
 
 // sleepFlag returns worker w's word of the sleep flags page, nil if there
-// is none (the app then kicks after every SetEvent). The mapping is page
-// aligned and the lines api.SleepFlagStride bytes apart, so each word is
-// aligned.
+// is none (the app then kicks after every SetEvent).
 func (a *App) sleepFlag(w uint32) *atomic.Uint32 {
 	if a.sleepFlags == nil || int(w) >= len(a.kicks) || int(w) >= api.MaxKickFDs {
 		return nil
 	}
-	return (*atomic.Uint32)(unsafe.Pointer(&a.sleepFlags[int(w)*api.SleepFlagStride]))
+	return api.SleepFlag(a.sleepFlags, int(w))
 }

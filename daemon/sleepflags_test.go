@@ -6,10 +6,8 @@ import (
 	"math/rand/v2"
 	"net"
 	"net/netip"
-	"sync/atomic"
 	"testing"
 	"time"
-	"unsafe"
 
 	"golang.org/x/sys/unix"
 
@@ -79,7 +77,7 @@ func TestSleepFlagsPage(t *testing.T) {
 		if err := unix.Mprotect(mem, unix.PROT_READ|unix.PROT_WRITE); err == nil {
 			t.Fatal("the read-only mapping was made writable")
 		}
-		word := (*atomic.Uint32)(unsafe.Pointer(&mem[0]))
+		word := api.SleepFlag(mem, 0)
 		if busy {
 			// Set until the worker's goroutine first runs; clear from
 			// then on, as the worker never sleeps.

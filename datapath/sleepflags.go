@@ -3,7 +3,6 @@ package datapath
 import (
 	"fmt"
 	"sync/atomic"
-	"unsafe"
 
 	"golang.org/x/sys/unix"
 
@@ -64,12 +63,8 @@ func newSleepPage() (*sleepPage, error) {
 	return p, nil
 }
 
-// word returns worker i's word (i < api.MaxKickFDs). The mapping is page
-// aligned and lines are api.SleepFlagStride bytes apart, so each word is
-// aligned.
-func (p *sleepPage) word(i int) *atomic.Uint32 {
-	return (*atomic.Uint32)(unsafe.Pointer(&p.mem[i*api.SleepFlagStride]))
-}
+// word returns worker i's word (i < api.MaxKickFDs).
+func (p *sleepPage) word(i int) *atomic.Uint32 { return api.SleepFlag(p.mem, i) }
 
 // close unmaps and closes the page. The workers must be stopped.
 func (p *sleepPage) close() {

@@ -81,10 +81,25 @@ const (
 	gsoFailed                  // the kernel refused or dropped it
 )
 
+// gsoHdr is what goes in front of a packet on the packet socket: its
+// virtio-net header, then its Ethernet header.
+type gsoHdr [tcp.VirtioNetHdrLen + frame.EthHeaderLen]byte
+
+// frame fills h for pkt, sent from src to mac.
+func (h *gsoHdr) frame(pkt tcp.Packet, src, mac [6]byte) {
+	var vh [tcp.VirtioNetHdrLen]byte
+	pkt.VirtioNetHdr(&vh, frame.EthHeaderLen)
+	copy(h[:], vh[:])
+	eth := h[tcp.VirtioNetHdrLen:]
+	copy(eth[0:6], mac[:])
+	copy(eth[6:12], src[:])
+	binary.BigEndian.PutUint16(eth[12:14], pkt.EtherType())
+}
+
 // gsoScratch is a worker's reusable state for writes to the packet
 // socket.
 type gsoScratch struct {
-	hdr    [tcp.VirtioNetHdrLen + frame.EthHeaderLen]byte
+	hdr    gsoHdr
 	slices [][]byte
 	iov    []unix.Iovec
 }
@@ -94,13 +109,8 @@ type gsoScratch struct {
 // header on) to capture, if not nil, on queue q. It allocates nothing
 // once the scratch has grown to the packets' number of slices.
 func (g *gsoTx) send(s *gsoScratch, pkt tcp.Packet, src, mac [6]byte, capture *Capture, q int) (gsoResult, error) {
-	var vh [tcp.VirtioNetHdrLen]byte
-	pkt.VirtioNetHdr(&vh, frame.EthHeaderLen)
-	copy(s.hdr[:], vh[:])
+	s.hdr.frame(pkt, src, mac)
 	eth := s.hdr[tcp.VirtioNetHdrLen:]
-	copy(eth[0:6], mac[:])
-	copy(eth[6:12], src[:])
-	binary.BigEndian.PutUint16(eth[12:14], pkt.EtherType())
 	s.slices = append(s.slices[:0], s.hdr[:])
 	s.slices = pkt.AppendSlices(s.slices)
 	err := writev(g.fd, s.slices, &s.iov)
@@ -127,7 +137,7 @@ const gsoBatchMax = 16
 // gsoBatch is a worker's reusable state for writing queued packets to the
 // packet socket in one sendmmsg(2).
 type gsoBatch struct {
-	hdrs  [gsoBatchMax][tcp.VirtioNetHdrLen + frame.EthHeaderLen]byte
+	hdrs  [gsoBatchMax]gsoHdr
 	parts [gsoBatchMax][][]byte // each packet's slices, its headers first
 	keys  [gsoBatchMax]nbKey    // each packet's next hop
 	macs  [gsoBatchMax][6]byte
@@ -142,13 +152,7 @@ type gsoBatch struct {
 func (b *gsoBatch) add(pkt tcp.Packet, src, mac [6]byte, k nbKey) {
 	i := b.n
 	h := &b.hdrs[i]
-	var vh [tcp.VirtioNetHdrLen]byte
-	pkt.VirtioNetHdr(&vh, frame.EthHeaderLen)
-	copy(h[:], vh[:])
-	eth := h[tcp.VirtioNetHdrLen:]
-	copy(eth[0:6], mac[:])
-	copy(eth[6:12], src[:])
-	binary.BigEndian.PutUint16(eth[12:14], pkt.EtherType())
+	h.frame(pkt, src, mac)
 	b.parts[i] = pkt.AppendSlices(append(b.parts[i][:0], h[:]))
 	b.keys[i], b.macs[i], b.lens[i] = k, mac, frame.EthHeaderLen+pkt.Len()
 	b.n++

@@ -6,10 +6,8 @@ import (
 	"golang.org/x/sys/unix"
 )
 
-// writev writes the slices to fd in one writev(2), with iov as the
-// reusable iovec array.
-func writev(fd int, slices [][]byte, iov *[]unix.Iovec) error {
-	v := (*iov)[:0]
+// appendIovecs appends an iovec for each non-empty slice to v.
+func appendIovecs(v []unix.Iovec, slices [][]byte) []unix.Iovec {
 	for _, b := range slices {
 		if len(b) == 0 {
 			continue
@@ -18,6 +16,13 @@ func writev(fd int, slices [][]byte, iov *[]unix.Iovec) error {
 		e.SetLen(len(b))
 		v = append(v, e)
 	}
+	return v
+}
+
+// writev writes the slices to fd in one writev(2), with iov as the
+// reusable iovec array.
+func writev(fd int, slices [][]byte, iov *[]unix.Iovec) error {
+	v := appendIovecs((*iov)[:0], slices)
 	*iov = v
 	if len(v) == 0 {
 		return nil
@@ -40,14 +45,7 @@ func sendmmsg(fd int, b *gsoBatch) (int, error) {
 	starts := [gsoBatchMax + 1]int{}
 	for i := range b.n {
 		starts[i] = len(v)
-		for _, s := range b.parts[i] {
-			if len(s) == 0 {
-				continue
-			}
-			e := unix.Iovec{Base: &s[0]}
-			e.SetLen(len(s))
-			v = append(v, e)
-		}
+		v = appendIovecs(v, b.parts[i])
 	}
 	starts[b.n] = len(v)
 	b.iov = v

@@ -594,10 +594,13 @@ func (tw *tcpWorker) drain() bool {
 				b.sent(i, w.cap, w.q)
 				w.c.TxGSO++
 				sent++
-				if len(tw.hops) >= maxTemplates {
-					clear(tw.hops)
+				// One map write per run of packets to one next hop.
+				if i+1 == n || b.keys[i+1] != b.keys[i] || b.macs[i+1] != b.macs[i] {
+					if len(tw.hops) >= maxTemplates {
+						clear(tw.hops)
+					}
+					tw.hops[b.keys[i]] = nextHopEntry{mac: b.macs[i], at: x.now}
 				}
-				tw.hops[b.keys[i]] = nextHopEntry{mac: b.macs[i], at: x.now}
 				tw.pop()
 			}
 			b.reset()
