@@ -408,19 +408,44 @@ func (a *App) kick(w uint32) int {
 
 // reactor drains the event queue after every wake-up of the app's eventfd
 // and wakes the blocked calls that may go on (waiter.due).
+//
+// It reads the eventfd once per wake-up. A read that returned a count left
+// the counter at zero, so the reactor waits for the runtime poller's next
+// edge without reading again to find EAGAIN: every write after that read
+// makes an edge, which the poller keeps for the waiting call. That holds
+// only within one RawConn.Read, whose preparation forgets the edges that
+// came before it; so the whole loop runs inside one.
 func (a *App) reactor() {
 	defer close(a.reactorDone)
-	var buf [8]byte
-	for {
+	handle := func() {
 		a.evq.Arm()
 		a.evmu.Lock()
 		a.drainLocked()
 		a.evmu.Unlock()
 		a.wakeAll()
-		if _, err := a.wake.Read(buf[:]); err != nil {
-			return // closed by Close
-		}
 	}
+	handle()
+	rc, err := a.wake.SyscallConn()
+	if err != nil {
+		return
+	}
+	var buf [8]byte
+	// Returns when Close closed a.wake, or on a read error no eventfd gives.
+	_ = rc.Read(func(fd uintptr) bool {
+		for {
+			_, err := unix.Read(int(fd), buf[:])
+			switch err {
+			case unix.EINTR:
+				continue
+			case unix.EAGAIN:
+				return false
+			case nil:
+				handle()
+				return false
+			}
+			return true
+		}
+	})
 }
 
 // drainLocked handles every event queued. evmu is held.
