@@ -234,17 +234,59 @@ func (l *ListenerMap) Entries() ([]ListenerEntry, error) {
 }
 
 func (l *ListenerMap) dump() (map[xsessionXsLstKey]xsessionXsValue, error) {
-	out := make(map[xsessionXsLstKey]xsessionXsValue)
-	var k xsessionXsLstKey
+	out, err := dumpMap[xsessionXsLstKey](l.m)
+	if err != nil {
+		return nil, fmt.Errorf("dump listeners: %w", err)
+	}
+	return out, nil
+}
+
+// dumpBatch is how many entries dumpMap asks for in one system call.
+const dumpBatch = 1024
+
+// dumpMap reads every entry of a hash map, dumpBatch entries per
+// BPF_MAP_LOOKUP_BATCH: the mirror's periodic check reads the whole
+// established map, and an iteration took two system calls per entry (the
+// next key, then its value), 130,000 for a full map. Where the batch
+// lookup fails (a kernel without it for the map's type, or a hash bucket
+// larger than a batch), it iterates instead. As with an iteration, an
+// entry added or deleted meanwhile may be missed or seen; the Mirror,
+// the maps' only writer, dumps them under its lock.
+func dumpMap[K comparable](m *ebpf.Map) (map[K]xsessionXsValue, error) {
+	if out, err := dumpBatched[K](m); err == nil {
+		return out, nil
+	}
+	out := make(map[K]xsessionXsValue)
+	var k K
 	var v xsessionXsValue
-	it := l.m.Iterate()
+	it := m.Iterate()
 	for it.Next(&k, &v) {
 		out[k] = v
 	}
 	if err := it.Err(); err != nil {
-		return nil, fmt.Errorf("dump listeners: %w", err)
+		return nil, err
 	}
 	return out, nil
+}
+
+// dumpBatched is dumpMap's batched read, failing where the kernel does.
+func dumpBatched[K comparable](m *ebpf.Map) (map[K]xsessionXsValue, error) {
+	out := make(map[K]xsessionXsValue)
+	keys := make([]K, dumpBatch)
+	vals := make([]xsessionXsValue, dumpBatch)
+	var cursor ebpf.MapBatchCursor
+	for {
+		n, err := m.BatchLookup(&cursor, keys, vals, nil)
+		for i := range n {
+			out[keys[i]] = vals[i]
+		}
+		if errors.Is(err, ebpf.ErrKeyNotExist) {
+			return out, nil
+		}
+		if err != nil {
+			return nil, err
+		}
+	}
 }
 
 // EstablishedMap is the program's established-session map, keyed by the
@@ -327,14 +369,8 @@ func (e *EstablishedMap) Entries() ([]EstablishedEntry, error) {
 }
 
 func (e *EstablishedMap) dump() (map[xsessionXsEstKey]xsessionXsValue, error) {
-	out := make(map[xsessionXsEstKey]xsessionXsValue)
-	var k xsessionXsEstKey
-	var v xsessionXsValue
-	it := e.m.Iterate()
-	for it.Next(&k, &v) {
-		out[k] = v
-	}
-	if err := it.Err(); err != nil {
+	out, err := dumpMap[xsessionXsEstKey](e.m)
+	if err != nil {
 		return nil, fmt.Errorf("dump sessions: %w", err)
 	}
 	return out, nil

@@ -159,3 +159,49 @@ func TestPortIndex(t *testing.T) {
 		}
 	}
 }
+
+// TestDumpBatches checks that a dump of more entries than one batch holds
+// returns each of them once with its value, as an iteration does.
+func TestDumpBatches(t *testing.T) {
+	const n = 2*dumpBatch + 300
+	o := loadObjects(t, ObjectsOptions{Queues: 1, MaxListeners: 8, MaxEstablished: n})
+	if ee, err := o.Established.Entries(); err != nil || len(ee) != 0 {
+		t.Fatalf("empty map: %d entries, %v", len(ee), err)
+	}
+	tu := tuple(flow.TransportTCP, v4Local, 80, v4Remote, 0)
+	for i := range n {
+		tu.RemotePort = uint16(1 + i%60000)
+		tu.Remote[15] = byte(i / 60000)
+		if err := o.Established.Put(1+i%3, tu, Value{Handle: flow.Handle(i), FIB: flow.FIBID(i % 7)}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	got, err := dumpBatched[xsessionXsEstKey](o.Established.m)
+	if err != nil || len(got) != n {
+		t.Fatalf("batched dump: %d entries, %v; want %d", len(got), err, n)
+	}
+	if l, err := dumpBatched[xsessionXsLstKey](o.Listeners.m); err != nil || len(l) != 0 {
+		t.Fatalf("batched dump of the empty listener map: %d entries, %v", len(l), err)
+	}
+	var k xsessionXsEstKey
+	var v xsessionXsValue
+	seen := 0
+	for it := o.Established.m.Iterate(); it.Next(&k, &v); seen++ {
+		if g, ok := got[k]; !ok || g != v {
+			t.Fatalf("entry %+v: dump has %+v (present %v), the map %+v", k, g, ok, v)
+		}
+	}
+	if seen != n {
+		t.Fatalf("the iteration saw %d entries, want %d", seen, n)
+	}
+	ee, err := o.Established.Entries()
+	if err != nil || len(ee) != n {
+		t.Fatalf("entries: %d, %v", len(ee), err)
+	}
+	for _, e := range ee {
+		i := int(e.Value.Handle)
+		if e.IfIndex != 1+i%3 || e.Tuple.RemotePort != uint16(1+i%60000) || e.Value.FIB != flow.FIBID(i%7) {
+			t.Fatalf("entry %+v", e)
+		}
+	}
+}
