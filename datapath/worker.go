@@ -76,7 +76,7 @@ type worker struct {
 	id    uint32 // sessions shard index
 	sock  *xsk.Socket
 	kick  int         // eventfd: apps and the shard bridge wake the worker
-	woke  atomic.Bool // set by wakeUp before it writes kick: what a spin looks at
+	woke  atomic.Bool // set by wakeUp; a spin and announceSleep look at it, each loop clears it
 	shard *sessions.Shard
 	stop  atomic.Bool
 	batch int
@@ -179,9 +179,18 @@ func (w *worker) closeFDs() error {
 	return err
 }
 
-// wakeUp writes the kick eventfd.
+// wakeUp tells the worker that it has work: it sets woke, which an awake
+// worker looks at before it sleeps (announceSleep), and writes the kick
+// eventfd only if the worker's sleep flag says it sleeps in poll, or is
+// about to. The store of woke and the load of the flag pair with the
+// worker's store of the flag and load of woke (announceSleep): either it
+// sees woke or this sees the flag. Work posted to the mailbox and packets
+// gVisor queued on a busy worker so cost no system call.
 func (w *worker) wakeUp() {
 	w.woke.Store(true)
+	if w.sleepWord.Load() == 0 {
+		return
+	}
 	var one = [8]byte{1}
 	_, _ = unix.Write(w.kick, one[:])
 }
@@ -241,6 +250,8 @@ func (w *worker) run() {
 	for !w.stop.Load() {
 		w.c.Loops++
 		w.cap = w.e.captureFor(w.q)
+		// A wake-up from now on is for work this loop may not see.
+		w.woke.Store(false)
 		if len(w.held) > 0 && (w.shard.Pending() > 0 || !w.poll.hot || time.Since(w.heldAt) >= signalHold) {
 			w.flushSignals() // before the posted functions (flushSignals)
 		}
@@ -357,12 +368,13 @@ func (w *worker) spin(budget time.Duration) (int, bool) {
 }
 
 // announceSleep sets the worker's sleep flag (sleepflags.go) and looks at
-// the tx fifos once more: an app that set an event flag before it could
-// see the word set did not kick. It reports whether the worker may sleep;
-// if not, the flag is cleared again.
+// the tx fifos and its wake-up flag once more: an app that set an event
+// flag, or a wakeUp that set woke, before it could see the word set did
+// not kick. It reports whether the worker may sleep; if not, the flag is
+// cleared again.
 func (w *worker) announceSleep() bool {
 	w.sleepWord.Store(1)
-	if w.txReady() {
+	if w.woke.Load() || w.txReady() {
 		w.sleepWord.Store(0)
 		return false
 	}
