@@ -420,9 +420,9 @@ func (e *Engine) Start(l *sessions.Layer) error {
 	e.releaseProcs = reserveProcs(len(e.work)) // procs.go
 	for _, w := range e.work {
 		w.shard = l.Shard(w.id)
-		e.wg.Add(2)
+		w.shard.SetNotify(w.wakeUp)
+		e.wg.Add(1)
 		go func() { defer e.wg.Done(); w.run() }()
-		go func() { defer e.wg.Done(); w.bridge(ctx) }()
 	}
 	e.started.Store(true)
 	return nil
@@ -678,6 +678,7 @@ func (e *Engine) Close() error {
 	// (deferred frees) so memory is not held.
 	for _, w := range e.work {
 		if w.shard != nil {
+			w.shard.SetNotify(nil) // before release closes the kick eventfd
 			w.shard.Drain()
 		}
 		w.closeAppKicks()

@@ -1,7 +1,6 @@
 package datapath
 
 import (
-	"context"
 	"runtime"
 	"slices"
 	"sync/atomic"
@@ -75,7 +74,7 @@ type worker struct {
 	q     int
 	id    uint32 // sessions shard index
 	sock  *xsk.Socket
-	kick  int         // eventfd: apps and the shard bridge wake the worker
+	kick  int         // eventfd: apps and wakeUp (the shard's posts, gVisor's packets) wake the worker
 	woke  atomic.Bool // set by wakeUp; a spin and announceSleep look at it, each loop clears it
 	shard *sessions.Shard
 	stop  atomic.Bool
@@ -185,27 +184,16 @@ func (w *worker) closeFDs() error {
 // about to. The store of woke and the load of the flag pair with the
 // worker's store of the flag and load of woke (announceSleep): either it
 // sees woke or this sees the flag. Work posted to the mailbox and packets
-// gVisor queued on a busy worker so cost no system call.
+// gVisor queued on a busy worker so cost no system call. Nor does a
+// wake-up that finds woke set already: a worker that goes to sleep first
+// sees woke clear, so an earlier wakeUp set woke after that, and either
+// wrote the eventfd or was seen by announceSleep.
 func (w *worker) wakeUp() {
-	w.woke.Store(true)
-	if w.sleepWord.Load() == 0 {
+	if w.woke.Swap(true) || w.sleepWord.Load() == 0 {
 		return
 	}
 	var one = [8]byte{1}
 	_, _ = unix.Write(w.kick, one[:])
-}
-
-// bridge turns the shard's wake channel into a write of the kick eventfd,
-// so that the worker sleeps in one poll on its socket and eventfd.
-func (w *worker) bridge(ctx context.Context) {
-	for {
-		select {
-		case <-ctx.Done():
-			return
-		case <-w.shard.Wake():
-			w.wakeUp()
-		}
-	}
 }
 
 // publishEvery is how many loops a busy worker runs between two

@@ -88,3 +88,38 @@ func TestShard_DrainWithinDrain(t *testing.T) {
 		}
 	}
 }
+
+// TestShard_Notify: with a notify function set, Post calls it once per
+// post (with the function already queued) and leaves the Wake channel
+// alone; SetNotify(nil) brings the channel back.
+func TestShard_Notify(t *testing.T) {
+	s := NewShard(0)
+	calls, pendingSeen := 0, 0
+	s.SetNotify(func() {
+		calls++
+		pendingSeen = len(s.mbox) // Post holds mu: read the mailbox directly
+	})
+	s.Post(func(*Shard) {})
+	s.Post(func(*Shard) {})
+	if calls != 2 || pendingSeen != 2 {
+		t.Fatalf("notify called %d times, last with %d queued; want 2, 2", calls, pendingSeen)
+	}
+	select {
+	case <-s.Wake():
+		t.Fatal("Post with a notify function sent on Wake")
+	default:
+	}
+	s.SetNotify(nil)
+	s.Post(func(*Shard) {})
+	if calls != 2 {
+		t.Fatalf("notify called after SetNotify(nil)")
+	}
+	select {
+	case <-s.Wake():
+	default:
+		t.Fatal("Post without a notify function did not send on Wake")
+	}
+	if n := s.Drain(); n != 3 {
+		t.Fatalf("Drain ran %d, want 3", n)
+	}
+}

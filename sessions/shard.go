@@ -25,8 +25,8 @@ type ShardSession struct {
 // Get, Len, Add, Del and Drain may be called by the owner only, with no
 // lock. Everyone else changes a shard by posting a function to its mailbox
 // (Post); the owner runs posted functions, in order, when it calls Drain at
-// the top of its poll loop. Post, Wake and Pending are safe for concurrent
-// use.
+// the top of its poll loop. Post, Wake, SetNotify and Pending are safe for
+// concurrent use.
 type Shard struct {
 	worker uint32
 	sess   []*ShardSession // by session index (Handle.Index); nil when free. Owner only
@@ -36,7 +36,8 @@ type Shard struct {
 	mbox  []func(*Shard) // posted, not yet drained
 	spare []func(*Shard) // the previous batch's slice, for reuse
 
-	wake chan struct{} // receives after Post; never closed
+	wake   chan struct{} // receives after Post unless notify is set; never closed
+	notify func()        // guarded by mu: called by Post instead of wake; see SetNotify
 }
 
 // NewShard returns an empty shard for worker.
@@ -91,11 +92,29 @@ func (s *Shard) Del(h Handle) *ShardSession {
 func (s *Shard) Post(fn func(*Shard)) {
 	s.mu.Lock()
 	s.mbox = append(s.mbox, fn)
+	notify := s.notify
+	if notify != nil {
+		notify()
+	}
 	s.mu.Unlock()
+	if notify != nil {
+		return
+	}
 	select {
 	case s.wake <- struct{}{}:
 	default:
 	}
+}
+
+// SetNotify makes Post call fn after queueing, instead of sending on the
+// Wake channel: the owner's wake-up without a goroutine in between. fn
+// must not block or call the shard; Post calls it with the mailbox's lock
+// held, so once SetNotify(nil) returned, no call of fn is running or will
+// start (the owner may then release what fn touches).
+func (s *Shard) SetNotify(fn func()) {
+	s.mu.Lock()
+	s.notify = fn
+	s.mu.Unlock()
 }
 
 // Wake returns a channel that receives a value after Post, for an idle
