@@ -11,6 +11,8 @@ import (
 	"sync"
 	"time"
 
+	"golang.org/x/sys/unix"
+
 	"github.com/xsessiond/xsessiond/nsbind/nstest"
 )
 
@@ -54,9 +56,9 @@ func childMain(run func(in io.Reader, reply func(string, ...any)) error) int {
 	return 0
 }
 
-// startChild starts this executable with args in host h's namespace and
-// waits for its first line, "ready".
-func startChild(h *nstest.Host, name string, args []string) (*child, error) {
+// startChild starts this executable with args in host h's namespace (on
+// cpus, when not nil) and waits for its first line, "ready".
+func startChild(h *nstest.Host, name string, cpus *unix.CPUSet, args []string) (*child, error) {
 	exe, err := childExe()
 	if err != nil {
 		return nil, fmt.Errorf("%s: %w", name, err)
@@ -67,7 +69,7 @@ func startChild(h *nstest.Host, name string, args []string) (*child, error) {
 		return nil, err
 	}
 	// The child inherits the namespace of the thread that forks it.
-	if err := h.Do(c.cmd.Start); err != nil {
+	if err := h.Do(func() error { return startOn(cpus, c.cmd.Start) }); err != nil {
 		return nil, fmt.Errorf("start %s: %w", name, err)
 	}
 	line, err := c.readLine()

@@ -23,6 +23,8 @@ import (
 	"io"
 	"strings"
 
+	"golang.org/x/sys/unix"
+
 	"github.com/xsessiond/xsessiond/nsbind/nstest"
 )
 
@@ -128,11 +130,14 @@ func runEchoServe(impl, envJSON, xsJSON string, in io.Reader, reply func(string,
 type echoChild struct {
 	impl string
 	h    *nstest.Host
+	cpus *unix.CPUSet // the CPUs the process runs on; nil: any
 	c    *child
 	err  error // the first failed call's, returned by Stop
 }
 
-func newEchoChild(impl string, h *nstest.Host) *echoChild { return &echoChild{impl: impl, h: h} }
+func newEchoChild(impl string, h *nstest.Host, cpus *unix.CPUSet) *echoChild {
+	return &echoChild{impl: impl, h: h, cpus: cpus}
+}
 
 func (e *echoChild) Name() string { return e.impl }
 
@@ -146,7 +151,7 @@ func (e *echoChild) Start(env *Env) error {
 	if err != nil {
 		return err
 	}
-	e.c, err = startChild(e.h, "echo server", []string{"echoserve", "--impl", e.impl, "--env", string(envJSON), "--xs", string(xsJSON)})
+	e.c, err = startChild(e.h, "echo server", e.cpus, []string{"echoserve", "--impl", e.impl, "--env", string(envJSON), "--xs", string(xsJSON)})
 	return err
 }
 

@@ -24,7 +24,7 @@ func startTCPChild(p *nstest.Pair, s Scenario, port uint16, xs XsessiondOptions)
 	args := []string{"tcpserve", "--impl", s.Impl, "--mode", tcpMode(s.Kind),
 		"--listen", netip.AddrPortFrom(p.B.IPv4, port).String(),
 		"--iface", p.B.Link, "--netns", p.B.Name, "--queues", strconv.Itoa(s.Queues), "--xs", string(xsJSON)}
-	c, err := startChild(p.B, "tcp server", args)
+	c, err := startChild(p.B, "tcp server", nil, args)
 	if err != nil {
 		return nil, err
 	}
