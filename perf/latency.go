@@ -11,8 +11,6 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
-
-	"golang.org/x/sys/unix"
 )
 
 // echoHeader is what the echo client puts in front of each request's
@@ -141,16 +139,12 @@ func (r *runner) echoRep(ctx context.Context, s Scenario, rep, reps int) (out Re
 	if err != nil {
 		return Rep{}, err
 	}
-	var cpus *unix.CPUSet
-	if r.echoPin != nil {
-		restore, perr := r.echoPin.onClient()
-		if perr != nil {
-			return Rep{}, perr
-		}
-		defer func() { err = errors.Join(err, restore()) }()
-		cpus = &r.echoPin.server
+	restore, err := r.serverPin.onClient()
+	if err != nil {
+		return Rep{}, err
 	}
-	e := newEchoChild(s.Impl, p.B, cpus)
+	defer func() { err = errors.Join(err, restore()) }()
+	e := newEchoChild(s.Impl, p.B, r.serverPin.serverCPUs())
 	if err := e.Start(envB(p, s.Queues, s.Flows, s.Payload, r.port)); err != nil {
 		return Rep{}, fmt.Errorf("start %s echo: %w", s.Impl, err)
 	}

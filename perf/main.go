@@ -48,7 +48,7 @@ type options struct {
 	flows      int
 	rate       uint64
 	echoRate   uint64
-	echoCPU    int
+	serverCPU  int
 	tcpCC      string
 	payloads   []int
 	out        string
@@ -85,7 +85,7 @@ flags of the rig mode:
 	fs.IntVar(&o.flows, "flows", 16, "F: flows (UDP source ports) of the multi-flow scenarios")
 	fs.Uint64Var(&o.rate, "rate", 0, "generator rate in packets/s for receive scenarios; 0 = flat out")
 	fs.Uint64Var(&o.echoRate, "echo-rate", 10000, "requests/s of the echo latency scenarios")
-	fs.IntVar(&o.echoCPU, "echo-cpu", -2, "CPU of the echo scenarios' server process (either implementation), this process on the other CPUs meanwhile; -2 = the last CPU (none with fewer than 2), -1 = no placement")
+	fs.IntVar(&o.serverCPU, "server-cpu", -2, "CPU of the server process of the echo and TCP scenarios (either implementation), this process on the other CPUs meanwhile, as with two hosts; -2 = the last CPU (no placement with fewer than 2), -1 = no placement")
 	fs.StringVar(&o.tcpCC, "tcp-cc", "cubic", "TCP congestion control of both hosts' kernel sockets in the TCP rows (Linux's default, cubic, unless the machine sets another; empty = the machine's default, net.ipv4.tcp_congestion_control)")
 	fs.IntVar(&o.genThreads, "gen-threads", 1, "generator threads (each its own AF_PACKET ring and share of the flows)")
 	fs.StringVar(&payloads, "payloads", "64,512,1472", "UDP payload sizes of the receive scenarios")
@@ -140,8 +140,8 @@ flags of the rig mode:
 		return o, errors.New("--gen-threads must be 1..64")
 	case o.echoRate < 1:
 		return o, errors.New("--echo-rate must be at least 1")
-	case o.echoCPU < -2:
-		return o, errors.New("--echo-cpu must be a CPU, -1 or -2")
+	case o.serverCPU < -2:
+		return o, errors.New("--server-cpu must be a CPU, -1 or -2")
 	}
 	if o.quick {
 		o.reps = 1
@@ -200,18 +200,18 @@ func run(ctx context.Context, o options, log io.Writer) (*Report, error) {
 			Queues: o.queues, Flows: o.flows, Rate: o.rate, EchoRate: o.echoRate, GenThreads: o.genThreads},
 		Method: methodNotes,
 	}
-	pin, err := newEchoPin(o.echoCPU)
+	pin, err := newServerPin(o.serverCPU)
 	if err != nil {
 		return nil, err
 	}
-	rep.Config.EchoCPU = -1
+	rep.Config.ServerCPU = -1
 	if pin != nil {
-		rep.Config.EchoCPU = pin.cpu()
+		rep.Config.ServerCPU = pin.cpu()
 	}
 	rg := &rigs{}
 	defer rg.Close()
 	xsOptions = o.xs
-	r := &runner{rigs: rg, timing: o.timing, prog: newProgress(log), port: defaultPort, genThreads: o.genThreads, cpuProfile: o.cpuProfile, tcpCC: o.tcpCC, echoPin: pin}
+	r := &runner{rigs: rg, timing: o.timing, prog: newProgress(log), port: defaultPort, genThreads: o.genThreads, cpuProfile: o.cpuProfile, tcpCC: o.tcpCC, serverPin: pin}
 	if o.xsStats {
 		r.stats = r.prog.note
 	}

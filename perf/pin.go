@@ -10,28 +10,31 @@ import (
 	"golang.org/x/sys/unix"
 )
 
-// echoPin places the echo rows as two hosts would be: the echo server
-// process (either implementation) on one CPU, the client (this process)
-// on the others. Both share the machine's CPUs otherwise, and then the
-// kernel keeps waking the server's threads on the CPU where the client's
-// threads queue, and the client's where the server's do.
-type echoPin struct {
-	server unix.CPUSet // the echo server process's CPU
-	client unix.CPUSet // this process's CPUs during an echo row
+// serverPin places the echo and TCP rows as two hosts would be: the
+// server process (perf echoserve or perf tcpserve, either implementation)
+// on one CPU, the client (this process) on the others. Where both share
+// every CPU, the kernel wakes each side's threads on the CPU of the thread
+// that woke them (this VM's vCPUs share no cache), so a server's threads
+// queue behind the client's, and a wake-up across CPUs costs far more than
+// one on the same CPU, which favours whichever server wakes fewer threads
+// across CPUs: neither happens between two hosts.
+type serverPin struct {
+	server unix.CPUSet // the server process's CPU
+	client unix.CPUSet // this process's CPUs during a row
 	all    unix.CPUSet // this process's CPUs otherwise
 	procs  int         // GOMAXPROCS otherwise
 }
 
-// newEchoPin returns the placement with the echo server on cpu (-2: the
+// newServerPin returns the placement with the server on cpu (-2: the
 // last CPU this process may run on), or nil for cpu -1 and on a machine
 // that gives this process fewer than two CPUs.
-func newEchoPin(cpu int) (*echoPin, error) {
+func newServerPin(cpu int) (*serverPin, error) {
 	if cpu == -1 {
 		return nil, nil
 	}
-	var p echoPin
+	var p serverPin
 	if err := unix.SchedGetaffinity(0, &p.all); err != nil {
-		return nil, fmt.Errorf("echo CPU: %w", err)
+		return nil, fmt.Errorf("server CPU: %w", err)
 	}
 	if p.all.Count() < 2 {
 		return nil, nil
@@ -44,7 +47,7 @@ func newEchoPin(cpu int) (*echoPin, error) {
 		}
 	}
 	if cpu < 0 || !p.all.IsSet(cpu) {
-		return nil, fmt.Errorf("--echo-cpu %d: not a CPU this process may use", cpu)
+		return nil, fmt.Errorf("--server-cpu %d: not a CPU this process may use", cpu)
 	}
 	p.server.Set(cpu)
 	p.client = p.all
@@ -52,8 +55,16 @@ func newEchoPin(cpu int) (*echoPin, error) {
 	return &p, nil
 }
 
+// serverCPUs returns the server's CPU set, nil for a nil p (anywhere).
+func (p *serverPin) serverCPUs() *unix.CPUSet {
+	if p == nil {
+		return nil
+	}
+	return &p.server
+}
+
 // cpu returns the server's CPU.
-func (p *echoPin) cpu() int {
+func (p *serverPin) cpu() int {
 	for c := range len(p.server) * 64 {
 		if p.server.IsSet(c) {
 			return c
@@ -64,8 +75,11 @@ func (p *echoPin) cpu() int {
 
 // onClient moves every thread of this process off the server's CPU and
 // sets GOMAXPROCS to the CPUs left, until the returned function puts both
-// back.
-func (p *echoPin) onClient() (restore func() error, err error) {
+// back. A nil p does nothing.
+func (p *serverPin) onClient() (restore func() error, err error) {
+	if p == nil {
+		return func() error { return nil }, nil
+	}
 	p.procs = runtime.GOMAXPROCS(0)
 	if err := setThreads(&p.client); err != nil {
 		return nil, errors.Join(err, setThreads(&p.all))

@@ -30,23 +30,23 @@ func threadSets(t *testing.T) map[int]unix.CPUSet {
 	return out
 }
 
-// TestEchoPin checks the echo rows' placement: while the client's side is
+// TestServerPin checks the echo and TCP rows' placement: while the client's side is
 // on, every thread of this process is off the server's CPU and GOMAXPROCS
 // counts the CPUs left; a process started with startOn runs on the
 // server's CPU alone; afterwards both are as they were.
-func TestEchoPin(t *testing.T) {
-	if p, err := newEchoPin(-1); p != nil || err != nil {
-		t.Fatalf("newEchoPin(-1) = %v, %v; want no placement", p, err)
+func TestServerPin(t *testing.T) {
+	if p, err := newServerPin(-1); p != nil || err != nil {
+		t.Fatalf("newServerPin(-1) = %v, %v; want no placement", p, err)
 	}
-	if _, err := newEchoPin(1 << 20); err == nil {
+	if _, err := newServerPin(1 << 20); err == nil {
 		t.Fatal("a CPU this process may not use was accepted")
 	}
-	p, err := newEchoPin(-2)
+	p, err := newServerPin(-2)
 	if err != nil {
 		t.Fatal(err)
 	}
 	if p == nil {
-		t.Skip("fewer than two CPUs: the echo rows are not placed")
+		t.Skip("fewer than two CPUs: the rows are not placed")
 	}
 	procs := runtime.GOMAXPROCS(0)
 	restore, err := p.onClient()
@@ -79,10 +79,10 @@ func TestEchoPin(t *testing.T) {
 	}
 	for tid, s := range threadSets(t) {
 		if s != p.all {
-			t.Errorf("thread %d on %v after the echo rows, want every CPU it had", tid, s)
+			t.Errorf("thread %d on %v after the rows, want every CPU it had", tid, s)
 		}
 	}
 	if got := runtime.GOMAXPROCS(0); got != procs {
-		t.Errorf("GOMAXPROCS %d after the echo rows, want %d", got, procs)
+		t.Errorf("GOMAXPROCS %d after the rows, want %d", got, procs)
 	}
 }

@@ -97,9 +97,9 @@ type runner struct {
 	timing     Timing
 	prog       *progress
 	port       uint16
-	genThreads int      // generator sockets (and goroutines) per repetition
-	tcpCC      string   // the hosts' TCP congestion control in the TCP rows ("" = the machine's)
-	echoPin    *echoPin // where the echo rows' server and client run; nil: anywhere
+	genThreads int        // generator sockets (and goroutines) per repetition
+	tcpCC      string     // the hosts' TCP congestion control in the TCP rows ("" = the machine's)
+	serverPin  *serverPin // where the echo and TCP rows' server and client run; nil: anywhere
 	// cpuProfile, when set, is where the CPU profile of the first
 	// repetition of each xsessiond 64-byte receive row goes (profileFile).
 	cpuProfile string

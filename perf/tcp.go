@@ -347,7 +347,12 @@ func (r *runner) tcpRep(ctx context.Context, s Scenario, rep, reps int) (out Rep
 	// xsessiond's daemon reserves the ports it serves.
 	port := tcpPortBase + uint16(r.tcpReps%tcpPorts)
 	r.tcpReps++
-	child, err := startTCPChild(p, s, port, xsOptions)
+	restore, err := r.serverPin.onClient()
+	if err != nil {
+		return Rep{}, err
+	}
+	defer func() { err = errors.Join(err, restore()) }()
+	child, err := startTCPChild(p, s, port, xsOptions, r.serverPin.serverCPUs())
 	if err != nil {
 		return Rep{}, fmt.Errorf("start %s: %w", s.Impl, err)
 	}

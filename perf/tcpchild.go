@@ -7,6 +7,8 @@ import (
 	"net/netip"
 	"strconv"
 
+	"golang.org/x/sys/unix"
+
 	"github.com/xsessiond/xsessiond/nsbind/nstest"
 )
 
@@ -14,9 +16,10 @@ import (
 // scenario (child.go).
 type tcpChild struct{ *child }
 
-// startTCPChild starts perf tcpserve for s in host B of p, listening on
-// B's address and port, and waits for it to be ready.
-func startTCPChild(p *nstest.Pair, s Scenario, port uint16, xs XsessiondOptions) (*tcpChild, error) {
+// startTCPChild starts perf tcpserve for s in host B of p (on cpus, when
+// not nil), listening on B's address and port, and waits for it to be
+// ready.
+func startTCPChild(p *nstest.Pair, s Scenario, port uint16, xs XsessiondOptions, cpus *unix.CPUSet) (*tcpChild, error) {
 	xsJSON, err := json.Marshal(xs)
 	if err != nil {
 		return nil, err
@@ -24,7 +27,7 @@ func startTCPChild(p *nstest.Pair, s Scenario, port uint16, xs XsessiondOptions)
 	args := []string{"tcpserve", "--impl", s.Impl, "--mode", tcpMode(s.Kind),
 		"--listen", netip.AddrPortFrom(p.B.IPv4, port).String(),
 		"--iface", p.B.Link, "--netns", p.B.Name, "--queues", strconv.Itoa(s.Queues), "--xs", string(xsJSON)}
-	c, err := startChild(p.B, "tcp server", nil, args)
+	c, err := startChild(p.B, "tcp server", cpus, args)
 	if err != nil {
 		return nil, err
 	}

@@ -28,14 +28,14 @@ func TestXsessiondOnRig(t *testing.T) {
 	rg := &rigs{}
 	defer rg.Close()
 	var stats []string
-	pin, err := newEchoPin(-2) // the echo row as go run ./perf places it (nil on one CPU)
+	pin, err := newServerPin(-2) // the echo row as go run ./perf places it (nil on one CPU)
 	if err != nil {
 		t.Fatal(err)
 	}
 	r := &runner{rigs: rg, prog: newProgress(io.Discard), port: defaultPort, genThreads: 2,
-		timing:  Timing{Warmup: 100 * time.Millisecond, Window: 300 * time.Millisecond, Drain: 2 * time.Second},
-		stats:   func(l string) { stats = append(stats, l) },
-		echoPin: pin}
+		timing:    Timing{Warmup: 100 * time.Millisecond, Window: 300 * time.Millisecond, Drain: 2 * time.Second},
+		stats:     func(l string) { stats = append(stats, l) },
+		serverPin: pin}
 	for _, s := range []Scenario{
 		{Name: "xs-rx-q1", Kind: KindReceive, Impl: ImplXsessiond, Payload: 64, Queues: 1, Flows: 4, Rate: 20000},
 		{Name: "xs-rx-q2", Kind: KindReceive, Impl: ImplXsessiond, Payload: 1472, Queues: 2, Flows: 8, Rate: 20000},
