@@ -9,7 +9,7 @@
 //	              [--cpuprofile FILE] [--xs-stats] [--xs-batch N] [--xs-busy-poll]
 //	              [--xs-ring N] [--xs-nap D] [--xs-spin D] [--xs-spin-max D]
 //	              [--xs-xdp-mode MODE] [--xs-rx-fifo BYTES] [--xs-tcp-bulk-fifo BYTES] [--xs-capture FILE]
-//	              [--tcp-cc cubic]
+//	              [--tcp-cc cubic] [--server-cpu -2]
 //	go run ./perf gen  --iface IF --dst-mac MAC --dst-ip IP ...   (two-machine runs)
 //	go run ./perf recv --iface IF --impl kernel|kernel-reuseport|xdp-drop|xsessiond ...
 //	perf tcpserve --impl kernel|xsessiond --mode rr|crr|recv|send ...    (started by the harness)
@@ -130,6 +130,28 @@
 // kernel server's bbr sender paced bulk send to 16–21 Gbit/s, of which
 // xsessiond's gVisor sender (reno, 14.7–17.7 Gbit/s with either) did
 // 0.76–0.99; with cubic the kernel sends 22–44 Gbit/s.
+//
+// The echo and TCP rows place their server process (perf echoserve, perf
+// tcpserve: the kernel's or xsessiond's) on one CPU, the last this process
+// may use unless --server-cpu names another, and move this process's
+// threads, the client's, to the others with as many Ps, as with two hosts
+// (--server-cpu -1: both anywhere). Where both may run on every CPU, the
+// kernel wakes a thread on its waker's CPU (this VM's vCPUs share no
+// cache), so the kernel server and its client took turns on one CPU, each
+// wake-up cheap, which two hosts cannot do; xsessiond's hand-overs between
+// its worker, gVisor's goroutines, the pump and the app crossed CPUs, each
+// such wake-up taking 12–40 µs on this VM. Two interleaved rounds of
+// --tcp --quick (2026-12-03 13:37 UTC), ratios xsessiond/kernel, placed
+// against --server-cpu -1: request/response over 1 connection 0.56 at
+// 2.14–2.20× B's CPU per transaction against 0.31–0.32 at 4.25–4.33×;
+// over 32, 0.51–0.54 at 1.89–1.96× against 0.46–0.48 at 2.25×;
+// connect/request/close 0.38–0.41 at 2.75–2.91× against 0.34–0.35 at
+// 4.15–4.19×; bulk receive 0.57–0.58 against 0.58–0.61; bulk send
+// 0.57–0.62 against 0.50–0.52. The kernel's own rates fall with it (one
+// connection: 19,000 transactions/s placed, 31,000 not). The echo at
+// 10,000/s, four interleaved rounds, p50/p99 µs: placed, the kernel
+// 62.6–118.6/133.8–248.4 and xsessiond 71.6–106.7/154.2–242.3; not,
+// 61.9–89.8/181.9–352.5 and 99.2–143.4/294.1–455.8.
 //
 // --quick runs only the 64-byte receive rows of the kernel baseline and
 // xsessiond and the TCP rows, once, prints one line per TCP group,
