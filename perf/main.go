@@ -206,7 +206,7 @@ func run(ctx context.Context, o options, log io.Writer) (*Report, error) {
 	}
 	rep.Config.ServerCPU = -1
 	if pin != nil {
-		rep.Config.ServerCPU = pin.cpu()
+		rep.Config.ServerCPU = pin.cpu
 	}
 	rg := &rigs{}
 	defer rg.Close()

@@ -19,7 +19,8 @@ import (
 // one on the same CPU, which favours whichever server wakes fewer threads
 // across CPUs: neither happens between two hosts.
 type serverPin struct {
-	server unix.CPUSet // the server process's CPU
+	cpu    int         // the server process's CPU
+	server unix.CPUSet // cpu alone
 	client unix.CPUSet // this process's CPUs during a row
 	all    unix.CPUSet // this process's CPUs otherwise
 	procs  int         // GOMAXPROCS otherwise
@@ -49,6 +50,7 @@ func newServerPin(cpu int) (*serverPin, error) {
 	if cpu < 0 || !p.all.IsSet(cpu) {
 		return nil, fmt.Errorf("--server-cpu %d: not a CPU this process may use", cpu)
 	}
+	p.cpu = cpu
 	p.server.Set(cpu)
 	p.client = p.all
 	p.client.Clear(cpu)
@@ -61,16 +63,6 @@ func (p *serverPin) serverCPUs() *unix.CPUSet {
 		return nil
 	}
 	return &p.server
-}
-
-// cpu returns the server's CPU.
-func (p *serverPin) cpu() int {
-	for c := range len(p.server) * 64 {
-		if p.server.IsSet(c) {
-			return c
-		}
-	}
-	return -1
 }
 
 // onClient moves every thread of this process off the server's CPU and
@@ -95,16 +87,12 @@ func (p *serverPin) onClient() (restore func() error, err error) {
 // thread made meanwhile takes its maker's, set already or set here.
 func setThreads(set *unix.CPUSet) error {
 	for range 3 { // a thread that came between the listing and the sets
-		ents, err := os.ReadDir("/proc/self/task")
+		tids, err := threadIDs()
 		if err != nil {
-			return fmt.Errorf("threads: %w", err)
+			return err
 		}
 		changed := false
-		for _, e := range ents {
-			tid, err := strconv.Atoi(e.Name())
-			if err != nil {
-				continue
-			}
+		for _, tid := range tids {
 			var cur unix.CPUSet
 			if unix.SchedGetaffinity(tid, &cur) == nil && cur == *set {
 				continue
@@ -119,6 +107,21 @@ func setThreads(set *unix.CPUSet) error {
 		}
 	}
 	return nil
+}
+
+// threadIDs lists the threads of this process.
+func threadIDs() ([]int, error) {
+	ents, err := os.ReadDir("/proc/self/task")
+	if err != nil {
+		return nil, fmt.Errorf("threads: %w", err)
+	}
+	tids := make([]int, 0, len(ents))
+	for _, e := range ents {
+		if tid, err := strconv.Atoi(e.Name()); err == nil {
+			tids = append(tids, tid)
+		}
+	}
+	return tids, nil
 }
 
 // startOn runs start (which forks a process) on a thread that runs on

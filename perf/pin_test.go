@@ -2,7 +2,6 @@ package main
 
 import (
 	"bytes"
-	"os"
 	"os/exec"
 	"runtime"
 	"strconv"
@@ -15,13 +14,12 @@ import (
 // threadSets returns the CPU affinity of each thread of this process.
 func threadSets(t *testing.T) map[int]unix.CPUSet {
 	t.Helper()
-	ents, err := os.ReadDir("/proc/self/task")
+	tids, err := threadIDs()
 	if err != nil {
 		t.Fatal(err)
 	}
 	out := map[int]unix.CPUSet{}
-	for _, e := range ents {
-		tid, _ := strconv.Atoi(e.Name())
+	for _, tid := range tids {
 		var s unix.CPUSet
 		if unix.SchedGetaffinity(tid, &s) == nil {
 			out[tid] = s
@@ -70,7 +68,7 @@ func TestServerPin(t *testing.T) {
 	if err := cmd.Wait(); err != nil {
 		t.Fatal(err)
 	}
-	want := "Cpus_allowed_list:\t" + strconv.Itoa(p.cpu())
+	want := "Cpus_allowed_list:\t" + strconv.Itoa(p.cpu)
 	if !strings.Contains(out.String(), want+"\n") {
 		t.Errorf("the started process's status has no %q:\n%s", want, out.String())
 	}
