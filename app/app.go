@@ -409,42 +409,31 @@ func (a *App) kick(w uint32) int {
 // reactor drains the event queue after every wake-up of the app's eventfd
 // and wakes the blocked calls that may go on (waiter.due).
 //
-// It reads the eventfd once per wake-up. A read that returned a count left
-// the counter at zero, so the reactor waits for the runtime poller's next
-// edge without reading again to find EAGAIN: every write after that read
-// makes an edge, which the poller keeps for the waiting call. That holds
-// only within one RawConn.Read, whose preparation forgets the edges that
-// came before it; so the whole loop runs inside one.
+// It never reads the eventfd. The runtime poller watches it edge-triggered,
+// and every write to an eventfd is an edge, whatever its counter holds: the
+// poller keeps an edge that comes while the reactor drains for its next
+// wait. A read per wake-up (to reset the counter) would cost a system call
+// and make an edge of its own (the eventfd turns writable), which the
+// runtime's next look at the poller returns for nothing. The counter grows
+// by one per signal, as producers write only when the event flag of the
+// queue or fifo was clear; 2^64-2 of them are out of reach. The poller's
+// preparation of a read forgets the edges that came before it, so the
+// whole loop runs inside one RawConn.Read, whose first call drains what
+// came before.
 func (a *App) reactor() {
 	defer close(a.reactorDone)
-	handle := func() {
+	rc, err := a.wake.SyscallConn()
+	if err != nil {
+		return
+	}
+	// Returns when Close closed a.wake.
+	_ = rc.Read(func(uintptr) bool {
 		a.evq.Arm()
 		a.evmu.Lock()
 		a.drainLocked()
 		a.evmu.Unlock()
 		a.wakeAll()
-	}
-	handle()
-	rc, err := a.wake.SyscallConn()
-	if err != nil {
-		return
-	}
-	var buf [8]byte
-	// Returns when Close closed a.wake, or on a read error no eventfd gives.
-	_ = rc.Read(func(fd uintptr) bool {
-		for {
-			_, err := unix.Read(int(fd), buf[:])
-			switch err {
-			case unix.EINTR:
-				continue
-			case unix.EAGAIN:
-				return false
-			case nil:
-				handle()
-				return false
-			}
-			return true
-		}
+		return false
 	})
 }
 

@@ -28,11 +28,16 @@ import (
 // (PopBatch, Arm, Wait). Close releases the eventfd (and, for a queue made
 // by NewEventQueue, its fifo); the segment must still be open then.
 type EventQueue struct {
-	f     *Fifo
-	seg   *Segment
-	efd   int
-	wait  *os.File // a duplicate of efd, read through the runtime poller
-	owned bool     // made by NewEventQueue: Close frees the fifo
+	f   *Fifo
+	seg *Segment
+	efd int
+	// wait is a duplicate of efd, read through the runtime poller. Wait
+	// makes it on first use: registered with the poller, the eventfd
+	// makes an event of every signal in this process's epoll set, which
+	// wakes a thread of the producer's process (the daemon's, which never
+	// waits on the queues it fills) or adds to the consumer's events.
+	wait  *os.File
+	owned bool // made by NewEventQueue: Close frees the fifo
 
 	pmu sync.Mutex // serializes producer calls
 	cmu sync.Mutex // serializes consumer calls
@@ -115,11 +120,25 @@ func OpenEventQueue(seg *Segment, offset uint32, eventfd int) (*EventQueue, erro
 }
 
 func newEventQueue(seg *Segment, f *Fifo, efd int) (*EventQueue, error) {
-	dup, err := unix.FcntlInt(uintptr(efd), unix.F_DUPFD_CLOEXEC, 0)
-	if err != nil {
-		return nil, fmt.Errorf("dup eventfd: %w", err)
+	return &EventQueue{f: f, seg: seg, efd: efd}, nil
+}
+
+// waitFile returns the queue's poller file, making it on first use;
+// ErrClosed once the queue is closed.
+func (q *EventQueue) waitFile() (*os.File, error) {
+	q.closeMu.Lock()
+	defer q.closeMu.Unlock()
+	if q.closed {
+		return nil, ErrClosed
 	}
-	return &EventQueue{f: f, seg: seg, efd: efd, wait: os.NewFile(uintptr(dup), "eventfd")}, nil
+	if q.wait == nil {
+		dup, err := unix.FcntlInt(uintptr(q.efd), unix.F_DUPFD_CLOEXEC, 0)
+		if err != nil {
+			return nil, fmt.Errorf("dup eventfd: %w", err)
+		}
+		q.wait = os.NewFile(uintptr(dup), "eventfd")
+	}
+	return q.wait, nil
 }
 
 // EventFD returns the queue's eventfd. It stays owned by the queue.
@@ -317,16 +336,20 @@ func (q *EventQueue) Wait(ctx context.Context) error {
 // read waits for the eventfd to be readable and resets its counter, until
 // ctx ends. The caller is the only reader.
 func (q *EventQueue) read(ctx context.Context) error {
+	w, err := q.waitFile()
+	if err != nil {
+		return err
+	}
 	dl, _ := ctx.Deadline()
-	if err := q.wait.SetReadDeadline(dl); err != nil {
+	if err := w.SetReadDeadline(dl); err != nil {
 		return err
 	}
 	if ctx.Done() != nil {
-		stop := context.AfterFunc(ctx, func() { q.wait.SetReadDeadline(time.Now()) })
+		stop := context.AfterFunc(ctx, func() { w.SetReadDeadline(time.Now()) })
 		defer stop()
 	}
 	var b [8]byte
-	_, err := q.wait.Read(b[:])
+	_, err = w.Read(b[:])
 	return err
 }
 
@@ -338,7 +361,7 @@ func (q *EventQueue) isClosed() bool {
 }
 
 func (q *EventQueue) waitErr(err error) error {
-	if errors.Is(err, os.ErrClosed) {
+	if errors.Is(err, os.ErrClosed) || errors.Is(err, ErrClosed) {
 		return ErrClosed
 	}
 	return fmt.Errorf("wait for events: %w", err)
@@ -354,8 +377,10 @@ func (q *EventQueue) Close() error {
 	}
 	q.closed = true
 	var errs []error
-	if err := q.wait.Close(); err != nil {
-		errs = append(errs, fmt.Errorf("close event queue: %w", err))
+	if q.wait != nil {
+		if err := q.wait.Close(); err != nil {
+			errs = append(errs, fmt.Errorf("close event queue: %w", err))
+		}
 	}
 	if err := unix.Close(q.efd); err != nil {
 		errs = append(errs, fmt.Errorf("close event queue: eventfd: %w", err))

@@ -3,6 +3,7 @@ package fifo_test
 import (
 	"context"
 	"errors"
+	"os"
 	"runtime"
 	"testing"
 	"time"
@@ -260,5 +261,53 @@ func TestEventQueueUntrusted(t *testing.T) {
 	}
 	if _, err := q.PushBatch(make([]fifo.Event, 16)); !errors.Is(err, fifo.ErrCorrupt) {
 		t.Fatalf("PushBatch with a bad head: %v", err)
+	}
+}
+
+// eventfdsOpen counts this process's open descriptors of eventfds.
+func eventfdsOpen(t *testing.T) int {
+	t.Helper()
+	ents, err := os.ReadDir("/proc/self/fd")
+	if err != nil {
+		t.Fatal(err)
+	}
+	n := 0
+	for _, e := range ents {
+		if l, err := os.Readlink("/proc/self/fd/" + e.Name()); err == nil && l == "anon_inode:[eventfd]" {
+			n++
+		}
+	}
+	return n
+}
+
+// A queue registers its eventfd with the runtime poller only once Wait
+// needs it: the daemon fills queues it never waits on, and a registration
+// there would make an event in the daemon of every signal to an app.
+func TestEventQueuePollerOnlyForWait(t *testing.T) {
+	before := eventfdsOpen(t)
+	seg := fifotest.MemfdSegment(t, 1<<16)
+	q, err := fifo.NewEventQueue(seg, 16)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if n := eventfdsOpen(t) - before; n != 1 {
+		t.Fatalf("a new queue holds %d eventfd descriptors, want 1 (none for the poller before Wait)", n)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Millisecond)
+	defer cancel()
+	if err := q.Wait(ctx); !errors.Is(err, context.DeadlineExceeded) {
+		t.Fatalf("Wait on an empty queue: %v", err)
+	}
+	if n := eventfdsOpen(t) - before; n != 2 {
+		t.Fatalf("after Wait the queue holds %d eventfd descriptors, want 2", n)
+	}
+	if err := q.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if n := eventfdsOpen(t) - before; n != 0 {
+		t.Fatalf("Close left %d eventfd descriptors open", n)
+	}
+	if err := q.Wait(context.Background()); !errors.Is(err, fifo.ErrClosed) {
+		t.Fatalf("Wait after Close: %v", err)
 	}
 }
