@@ -121,7 +121,12 @@
 // names in the TCP rows, cubic (Linux's default) unless told otherwise,
 // whatever the machine's default: the sender's congestion control decides
 // the bulk rows, and a rig that took the machine's would give other
-// ratios on another machine. This VM's image sets bbr; with it (--tcp-cc
+// ratios on another machine. The harness sets it on each socket
+// (TCP_CONGESTION; an accepted connection keeps its listener's), not as
+// the namespaces' default: a namespace may only default to one of
+// net.ipv4.tcp_allowed_congestion_control, and on a host whose image
+// sets bbr that list can leave cubic out (writing it failed with EPERM
+// on such a VM, every TCP row with it). This VM's image sets bbr; with it (--tcp-cc
 // bbr, five --quick runs, 2026-12-03 10:51–10:53 UTC) host A's sender
 // paced itself at its estimate of the path's rate, 2.8 Gbit/s into
 // xsessiond (ss -tin in A: pacing_rate 2.79 Gbit/s, rtt 2.5 ms, an

@@ -18,7 +18,10 @@ import (
 	"slices"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"time"
+
+	"golang.org/x/sys/unix"
 
 	"github.com/xsessiond/xsessiond/nsbind/nstest"
 )
@@ -56,6 +59,7 @@ func isBulk(k Kind) bool { return k == KindTCPRecv || k == KindTCPSend }
 type tcpClient struct {
 	kind  Kind
 	conns int
+	cc    string // the sockets' congestion control ("" = the kernel's default)
 	base  time.Time
 
 	winStart, winEnd atomic.Int64 // ns since base; winEnd 0 = open
@@ -73,8 +77,8 @@ type tcpClient struct {
 	samples [][]time.Duration // one per goroutine, read after wg.Wait
 }
 
-func newTCPClient(kind Kind, conns int) *tcpClient {
-	c := &tcpClient{kind: kind, conns: max(1, conns), base: time.Now()}
+func newTCPClient(kind Kind, conns int, cc string) *tcpClient {
+	c := &tcpClient{kind: kind, conns: max(1, conns), cc: cc, base: time.Now()}
 	c.winStart.Store(1<<63 - 1)
 	c.samples = make([][]time.Duration, c.conns)
 	for i := range c.samples {
@@ -112,8 +116,9 @@ func (c *tcpClient) start(h *nstest.Host, addr string) error {
 		return nil
 	}
 	err := h.Do(func() error {
+		d := net.Dialer{Timeout: tcpDialTimeout, Control: ccControl(c.cc)}
 		for range c.conns {
-			conn, err := net.DialTimeout("tcp4", addr, tcpDialTimeout)
+			conn, err := d.Dial("tcp4", addr)
 			if err != nil {
 				return fmt.Errorf("tcp client: %w", err)
 			}
@@ -184,7 +189,7 @@ func (c *tcpClient) rr(i int, conn net.Conn) error {
 // next one tried.
 func (c *tcpClient) crr(i int, addr string) {
 	req, resp := make([]byte, tcpReqSize), make([]byte, tcpReqSize)
-	d := net.Dialer{Timeout: tcpDialTimeout}
+	d := net.Dialer{Timeout: tcpDialTimeout, Control: ccControl(c.cc)}
 	for !c.stop.Load() {
 		t0 := time.Now()
 		if err := c.crrOne(&d, addr, req, resp); err != nil {
@@ -310,22 +315,49 @@ func tuneTCPClientHost(h *nstest.Host) error {
 	})
 }
 
-// setTCPCongestion makes cc the congestion control of the kernel TCP
-// sockets opened in host h from now on ("" leaves the namespace's, which
-// a new namespace takes from the host). The rig sets it on both hosts so
-// that the TCP rows do not depend on the machine's default: the sender's
-// congestion control decides the bulk rows (host A's in bulk receive, the
-// kernel server's in bulk send; xsessiond's sender is gVisor's).
-func setTCPCongestion(h *nstest.Host, cc string) error {
+// ccControl returns the Control function of a net.Dialer or
+// net.ListenConfig that makes cc the congestion control of each socket
+// (TCP_CONGESTION; nil for cc "", the kernel's default). The rig sets it on
+// every kernel TCP socket of both hosts, so that the TCP rows do not
+// depend on the machine's default: the sender's congestion control
+// decides the bulk rows (host A's in bulk receive, the kernel server's in
+// bulk send; xsessiond's sender is gVisor's). An accepted connection
+// keeps its listener's. Per socket, root may choose any congestion
+// control the kernel has; the namespace's default can only be one of
+// net.ipv4.tcp_allowed_congestion_control, which on some hosts leaves
+// Linux's own default, cubic, out.
+func ccControl(cc string) func(network, address string, rc syscall.RawConn) error {
 	if cc == "" {
 		return nil
 	}
-	return h.Do(func() error {
-		if err := os.WriteFile("/proc/sys/net/ipv4/tcp_congestion_control", []byte(cc), 0o644); err != nil {
-			return fmt.Errorf("tcp congestion control %q in %s: %w (net.ipv4.tcp_available_congestion_control lists what the kernel has)", cc, h.Name, err)
+	return func(_, _ string, rc syscall.RawConn) error {
+		var serr error
+		if err := rc.Control(func(fd uintptr) { serr = setCongestion(int(fd), cc) }); err != nil {
+			return err
 		}
+		return serr
+	}
+}
+
+func setCongestion(fd int, cc string) error {
+	if err := unix.SetsockoptString(fd, unix.IPPROTO_TCP, unix.TCP_CONGESTION, cc); err != nil {
+		return fmt.Errorf("tcp congestion control %q: %w (net.ipv4.tcp_available_congestion_control lists what the kernel has)", cc, err)
+	}
+	return nil
+}
+
+// checkCongestion reports whether a TCP socket takes cc, so that a row
+// fails before it starts when it does not.
+func checkCongestion(cc string) error {
+	if cc == "" {
 		return nil
-	})
+	}
+	fd, err := unix.Socket(unix.AF_INET, unix.SOCK_STREAM|unix.SOCK_CLOEXEC, 0)
+	if err != nil {
+		return fmt.Errorf("tcp congestion control %q: %w", cc, err)
+	}
+	defer unix.Close(fd)
+	return setCongestion(fd, cc)
 }
 
 // tcpRep runs one repetition of a TCP scenario.
@@ -337,10 +369,8 @@ func (r *runner) tcpRep(ctx context.Context, s Scenario, rep, reps int) (out Rep
 	if err := tuneTCPClientHost(p.A); err != nil {
 		return Rep{}, err
 	}
-	for _, h := range []*nstest.Host{p.A, p.B} {
-		if err := setTCPCongestion(h, r.tcpCC); err != nil {
-			return Rep{}, err
-		}
+	if err := checkCongestion(r.tcpCC); err != nil {
+		return Rep{}, err
 	}
 	// A port of its own for each repetition: a server that closed first
 	// (bulk send) leaves TIME-WAIT on its port in B's kernel, where
@@ -352,7 +382,7 @@ func (r *runner) tcpRep(ctx context.Context, s Scenario, rep, reps int) (out Rep
 		return Rep{}, err
 	}
 	defer func() { err = errors.Join(err, restore()) }()
-	child, err := startTCPChild(p, s, port, xsOptions, r.serverPin.serverCPUs())
+	child, err := startTCPChild(p, s, port, r.tcpCC, xsOptions, r.serverPin.serverCPUs())
 	if err != nil {
 		return Rep{}, fmt.Errorf("start %s: %w", s.Impl, err)
 	}
@@ -362,7 +392,7 @@ func (r *runner) tcpRep(ctx context.Context, s Scenario, rep, reps int) (out Rep
 			err = errors.Join(err, child.kill())
 		}
 	}()
-	cl := newTCPClient(s.Kind, s.Flows)
+	cl := newTCPClient(s.Kind, s.Flows, r.tcpCC)
 	addr := netip.AddrPortFrom(p.B.IPv4, port).String()
 	if err := cl.start(p.A, addr); err != nil {
 		return Rep{}, err

@@ -18,15 +18,16 @@ type tcpChild struct{ *child }
 
 // startTCPChild starts perf tcpserve for s in host B of p (on cpus, when
 // not nil), listening on B's address and port, and waits for it to be
-// ready.
-func startTCPChild(p *nstest.Pair, s Scenario, port uint16, xs XsessiondOptions, cpus *unix.CPUSet) (*tcpChild, error) {
+// ready. The kernel server's sockets take congestion control cc
+// (ccControl).
+func startTCPChild(p *nstest.Pair, s Scenario, port uint16, cc string, xs XsessiondOptions, cpus *unix.CPUSet) (*tcpChild, error) {
 	xsJSON, err := json.Marshal(xs)
 	if err != nil {
 		return nil, err
 	}
 	args := []string{"tcpserve", "--impl", s.Impl, "--mode", tcpMode(s.Kind),
 		"--listen", netip.AddrPortFrom(p.B.IPv4, port).String(),
-		"--iface", p.B.Link, "--netns", p.B.Name, "--queues", strconv.Itoa(s.Queues), "--xs", string(xsJSON)}
+		"--cc", cc, "--iface", p.B.Link, "--netns", p.B.Name, "--queues", strconv.Itoa(s.Queues), "--xs", string(xsJSON)}
 	c, err := startChild(p.B, "tcp server", cpus, args)
 	if err != nil {
 		return nil, err

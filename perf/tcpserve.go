@@ -213,11 +213,12 @@ func tcpServeMain(args []string) int {
 	netns := fs.String("netns", "", "xsessiond: the interface's netns name (this process runs in it)")
 	queues := fs.Int("queues", 1, "xsessiond: queues of the interface")
 	xsJSON := fs.String("xs", "{}", "xsessiond: XsessiondOptions as JSON")
+	cc := fs.String("cc", "", "kernel: the sockets' TCP congestion control (empty = the kernel's default)")
 	if err := fs.Parse(args); err != nil {
 		return 2
 	}
 	return childMain(func(in io.Reader, reply func(string, ...any)) error {
-		return runTCPServe(*impl, *mode, *listen, *iface, *netns, *queues, *xsJSON, in, reply)
+		return runTCPServe(*impl, *mode, *listen, *iface, *netns, *queues, *xsJSON, *cc, in, reply)
 	})
 }
 
@@ -229,10 +230,11 @@ type tcpListener struct {
 	engine func() datapath.Stats // xsessiond's engine counters; nil for the kernel
 }
 
-func listenTCP(impl, mode, addr, iface, netns string, queues int, xsJSON string) (*tcpListener, error) {
+func listenTCP(impl, mode, addr, iface, netns string, queues int, xsJSON, cc string) (*tcpListener, error) {
 	switch impl {
 	case ImplKernel:
-		ln, err := net.Listen("tcp4", addr)
+		lc := net.ListenConfig{Control: ccControl(cc)}
+		ln, err := lc.Listen(context.Background(), "tcp4", addr)
 		if err != nil {
 			return nil, fmt.Errorf("listen: %w", err)
 		}
@@ -269,13 +271,13 @@ func listenTCP(impl, mode, addr, iface, netns string, queues int, xsJSON string)
 	return nil, fmt.Errorf("unknown implementation %q", impl)
 }
 
-func runTCPServe(impl, mode, addr, iface, netns string, queues int, xsJSON string, in io.Reader, reply func(string, ...any)) (err error) {
+func runTCPServe(impl, mode, addr, iface, netns string, queues int, xsJSON, cc string, in io.Reader, reply func(string, ...any)) (err error) {
 	switch mode {
 	case tcpModeRR, tcpModeCRR, tcpModeRecv, tcpModeSend:
 	default:
 		return fmt.Errorf("unknown mode %q", mode)
 	}
-	l, err := listenTCP(impl, mode, addr, iface, netns, queues, xsJSON)
+	l, err := listenTCP(impl, mode, addr, iface, netns, queues, xsJSON, cc)
 	if err != nil {
 		return err
 	}
