@@ -60,11 +60,14 @@
 //
 //	udp64-q1-f1/xsessiond rep 1: sent S delivered D loss L: counted C (counter=n ...), unexplained U; breakdown ...
 //
-// where counted sums the veth ends' drops (A tx_dropped, B rx_dropped),
-// B's UDP InErrors and NoPorts, and xsessiond's per-queue drop reasons,
-// and U = L − C. The breakdown shows counters that are already inside the
-// counted ones (the AF_XDP sockets' rx_dropped, rx_ring_full and fill
-// ring empty, inside B's rx_dropped; UDP RcvbufErrors inside InErrors).
+// where counted sums the veth ends' drops (B rx_dropped; A tx_dropped
+// only in the echo rows, whose sender is a socket: the generator sends a
+// frame veth refused again), B's UDP InErrors and NoPorts, and
+// xsessiond's per-queue drop reasons, and U = L − C. The breakdown shows
+// counters that are already inside the counted ones (the AF_XDP sockets'
+// rx_dropped, rx_ring_full and fill ring empty, inside B's rx_dropped;
+// UDP RcvbufErrors inside InErrors) and the generator's frames veth A
+// refused and it sent again (veth-a-tx-retried).
 // A repetition drains until D + C reaches S or the drain time passes, so
 // U is what no counter explains, not what was still on its way. A window
 // in which nothing was sent or delivered (goroutines not run on a loaded

@@ -361,6 +361,7 @@ func (r *runner) receiveRep(ctx context.Context, s Scenario, rep, reps int) (out
 	out.Drops, out.Counted = counted, counted.Sum()
 	out.Unexplained = int64(out.TotalSent) - int64(out.TotalDelivered) - int64(out.Counted)
 	out.Breakdown = after.udpDetail(before)
+	maps.Copy(out.Breakdown, after.genRetried(before))
 	if bd, ok := rx.(breakdown); ok {
 		maps.Copy(out.Breakdown, bd.Breakdown())
 	}
