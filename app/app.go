@@ -409,31 +409,43 @@ func (a *App) kick(w uint32) int {
 // reactor drains the event queue after every wake-up of the app's eventfd
 // and wakes the blocked calls that may go on (waiter.due).
 //
-// It never reads the eventfd. The runtime poller watches it edge-triggered,
-// and every write to an eventfd is an edge, whatever its counter holds: the
-// poller keeps an edge that comes while the reactor drains for its next
-// wait. A read per wake-up (to reset the counter) would cost a system call
-// and make an edge of its own (the eventfd turns writable), which the
-// runtime's next look at the poller returns for nothing. The counter grows
-// by one per signal, as producers write only when the event flag of the
-// queue or fifo was clear; 2^64-2 of them are out of reach. The poller's
-// preparation of a read forgets the edges that came before it, so the
-// whole loop runs inside one RawConn.Read, whose first call drains what
-// came before.
+// It reads the eventfd once per wake-up. Every write to an eventfd is an
+// edge for the runtime poller, whatever its counter holds, so the read is
+// not what lets the next signal through; it is there because the
+// counter's writers are not all trusted. A cut-through peer holds this
+// eventfd and could write 2^64-2 at once: a counter left there refuses
+// every later write with EAGAIN, which makes no edge, and the app would
+// never wake again. Reading resets it on the wake-up that write made. A
+// read that returned a count leaves the counter at zero, so the reactor
+// waits for the poller's next edge without reading again to find
+// EAGAIN; every write after the read makes an edge, which the poller
+// keeps for the waiting call. That holds only within one RawConn.Read,
+// whose preparation forgets the edges that came before it, so the whole
+// loop runs inside one, whose first call drains what came before.
 func (a *App) reactor() {
 	defer close(a.reactorDone)
 	rc, err := a.wake.SyscallConn()
 	if err != nil {
 		return
 	}
-	// Returns when Close closed a.wake.
-	_ = rc.Read(func(uintptr) bool {
-		a.evq.Arm()
-		a.evmu.Lock()
-		a.drainLocked()
-		a.evmu.Unlock()
-		a.wakeAll()
-		return false
+	var buf [8]byte
+	// Returns when Close closed a.wake, or on a read error no eventfd gives.
+	_ = rc.Read(func(fd uintptr) bool {
+		for {
+			_, err := unix.Read(int(fd), buf[:])
+			switch err {
+			case unix.EINTR:
+				continue
+			case nil, unix.EAGAIN:
+				a.evq.Arm()
+				a.evmu.Lock()
+				a.drainLocked()
+				a.evmu.Unlock()
+				a.wakeAll()
+				return false
+			}
+			return true
+		}
 	})
 }
 
