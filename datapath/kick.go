@@ -214,18 +214,3 @@ func (w *worker) appHasTx(app sessions.AppID) bool {
 	}
 	return w.e.tcp != nil && w.e.tcp.appActive(w, app)
 }
-
-// readNoWait reads an eventfd the app shares without ever blocking. The
-// app holds the same open file, so it can clear O_NONBLOCK on it and read
-// the count away between the worker's poll and its read: a plain read
-// would then wait for the app's next write, with the worker and every
-// app on it stopped. RWF_NOWAIT makes this one read non-blocking whatever
-// the file's flags (eventfd reads honour it); a kernel that refuses the
-// flag gets the plain read.
-func readNoWait(fd int, b []byte) (int, error) {
-	n, err := unix.Preadv2(fd, [][]byte{b}, -1, unix.RWF_NOWAIT)
-	if errors.Is(err, unix.EOPNOTSUPP) {
-		return unix.Read(fd, b)
-	}
-	return n, err
-}
