@@ -1,6 +1,6 @@
 // Package api is the control protocol between xsessiond and its apps (and
 // its CLI): a versioned binary protocol over a unix SOCK_SEQPACKET socket,
-// with file descriptors (segments, the event queue's eventfd) passed by
+// with file descriptors (segments, the epoll set that wakes the app) passed by
 // SCM_RIGHTS. Data never travels on this socket.
 //
 // # Records
@@ -44,11 +44,14 @@
 // # Message types
 //
 // The type numbers are part of the protocol; they are never reused or
-// renumbered. Version 1.3 (1.0 lacks RuleAddReply: a 1.0 client gets OK
-// to RuleAdd; 1.1 lacks PathMTU and PathMTUReply: a client asks PathMTU
-// only of a daemon whose HelloReply says 1.2 or later, since a daemon
-// closes the connection on a type it does not know; 1.2 lacks SleepFlags
-// and SleepFlagsReply, asked only of a daemon that says 1.3 or later):
+// renumbered. Version 2.0. Version 1 passed the event queue's eventfd
+// itself, which the daemon writes, in AttachReply, and the peer app's in
+// a cut-through session; holding that open file, an app could clear
+// O_NONBLOCK on it and fill its counter, and the daemon's next write
+// blocked. Version 2 passes an epoll set watching the daemon's eventfd,
+// and each end of a cut-through session an eventfd of its own in the
+// other app's set (fifo.EventQueue). Version 2.0 has every message of 1.3
+// (RuleAddReply, PathMTU, SleepFlags):
 //
 //	type  message         direction       reply          descriptors
 //	1     Hello           app → daemon    HelloReply     –
@@ -56,19 +59,19 @@
 //	3     Error           daemon → app    –              –
 //	4     OK              daemon → app    –              –
 //	16    Attach          app → daemon    AttachReply    –
-//	17    AttachReply     daemon → app    –              one per segment, the eventfd, one kick eventfd per worker
+//	17    AttachReply     daemon → app    –              one per segment, the epoll set, one kick eventfd per worker
 //	18    Detach          app → daemon    OK             –
 //	32    Bind            app → daemon    BindReply      –
 //	33    BindReply       daemon → app    –              –
 //	34    Unbind          app → daemon    OK             –
 //	35    Connect         app → daemon    ConnectReply   –
-//	36    ConnectReply    daemon → app    –              the segment and the peer's eventfd, if cut-through
+//	36    ConnectReply    daemon → app    –              the segment and an eventfd waking the peer, if cut-through
 //	37    Disconnect      app → daemon    OK             –
 //	38    CloseWrite      app → daemon    OK             –
 //	39    SetKeepalive    app → daemon    OK             –
 //	48    SegmentAdded    daemon → app    (notice)       one per segment
 //	49    SegmentRemoved  daemon → app    (notice)       –
-//	50    Accepted        daemon → app    (notice)       the segment and the peer's eventfd, if cut-through
+//	50    Accepted        daemon → app    (notice)       the segment and an eventfd waking the peer, if cut-through
 //	51    Shutdown        daemon → app    (notice)       –
 //	64    Show            ctl → daemon    ShowReply      –
 //	65    ShowReply       daemon → ctl    –              – (may use FlagMore)

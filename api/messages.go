@@ -248,7 +248,8 @@ type QueueRef struct {
 type FifoRef = fifo.FifoRef
 
 // AttachReply carries len(Segments)+1+Workers descriptors: one per segment
-// in list order, then the event queue's eventfd, then one kick eventfd per
+// in list order, then the epoll set that wakes the app (its event queue's:
+// an edge per signal, nothing to read), then one kick eventfd per
 // datapath worker in worker order. An app that queued data in a tx fifo
 // owned by worker w, and whose SetEvent returned true, writes 1 to kick
 // eventfd w (only while worker w's sleep flag is set, if it asked for the
@@ -301,10 +302,10 @@ type Connect struct {
 // SessionInfo describes a new session: its handle, the worker that owns
 // its fifos' datapath ends, its fifos, its ends, and, for a cut-through
 // session, the segment shared with the peer app. A message carrying a
-// cut-through session carries two descriptors: the segment's, then the
-// peer app's event-queue eventfd, which the app writes 1 to after queueing
-// data in its tx fifo when SetEvent returned true (the peer does the
-// same the other way round). Rx.Size is zero for a session whose fifos are
+// cut-through session carries two descriptors: the segment's, then an
+// eventfd in the peer app's epoll set, made for this end of this session,
+// which the app writes 1 to after queueing data in its tx fifo when
+// SetEvent returned true (the peer does the same the other way round). Rx.Size is zero for a session whose fifos are
 // not ready yet (a connect still in progress: its Connected event names
 // them).
 type SessionInfo struct {

@@ -309,7 +309,8 @@ func TestServerClosesOnlyBadConnection(t *testing.T) {
 	}{
 		{"garbage first", []byte("GET / HTTP/1.0\r\n\r\n"), flow.CodeInvalidValue},
 		{"no hello", encode(t, 1, &Unbind{}), flow.CodeInvalidValue},
-		{"major 2", encode(t, 1, &Hello{Major: 2}), flow.CodeNotSupported},
+		{"another major", encode(t, 1, &Hello{Major: VersionMajor + 1}), flow.CodeNotSupported},
+		{"major 1", encode(t, 1, &Hello{Major: 1, Minor: 3}), flow.CodeNotSupported},
 		{"refused by handler", encode(t, 1, &Hello{Major: VersionMajor, Name: "refuse-me"}), flow.CodeNotSupported},
 	} {
 		c2, err := Dial(context.Background(), path)

@@ -16,9 +16,9 @@ const (
 	// VersionMajor is the protocol's major version, carried in every
 	// record header and in Hello. Peers of different major versions do not
 	// talk.
-	VersionMajor uint8 = 1
+	VersionMajor uint8 = 2
 	// VersionMinor grows when messages or fields are added compatibly.
-	VersionMinor uint8 = 3
+	VersionMinor uint8 = 0
 
 	// HeaderSize is the size of the fixed record header.
 	HeaderSize = 16
@@ -42,7 +42,7 @@ const (
 	MaxProxyTransports = 8    // Attach.ProxyTransports
 	MaxSegmentIDs      = 256  // SegmentRemoved.Segments
 	// MaxSegmentFDs bounds the segments (each with its descriptor) in an
-	// AttachReply, which also carries the event queue's eventfd and the
+	// AttachReply, which also carries the event queue's epoll set and the
 	// workers' kick eventfds.
 	MaxSegmentFDs = 7
 	// MaxKickFDs bounds the worker kick eventfds of an AttachReply.

@@ -57,8 +57,9 @@ type App struct {
 	// sleepFlags is the daemon's page of worker sleep flags
 	// (api.SleepFlags), mapped read-only; nil: kick after every SetEvent.
 	sleepFlags []byte
-	// askMTU: the daemon answers api.PathMTU (protocol 1.2 or later), so
-	// writes of don't-fragment datagrams check the path MTU (checkPath).
+	// askMTU: the daemon answers api.PathMTU (every daemon of this
+	// protocol's major version does), so writes of don't-fragment
+	// datagrams check the path MTU (checkPath); tests leave it off.
 	askMTU bool
 
 	done        chan struct{} // closed when the app stopped (Close, or the daemon went away)
@@ -147,9 +148,7 @@ func Attach(ctx context.Context, opts Options) (*App, error) {
 		return nil, attachError(err, &opts)
 	}
 	a.cl = cl
-	if sv := cl.Server(); sv.Major == api.VersionMajor && sv.Minor >= 2 {
-		a.askMTU = true
-	}
+	a.askMTU = true // every daemon of this major version answers PathMTU
 	reply, fds, err := api.Do[*api.AttachReply](ctx, cl, &api.Attach{
 		Name: opts.Name, Namespace: opts.Namespace, Secret: opts.Secret, Scope: opts.Scope,
 		RxFifoSize: opts.RxFifoSize, TxFifoSize: opts.TxFifoSize,
@@ -164,9 +163,9 @@ func Attach(ctx context.Context, opts Options) (*App, error) {
 		cl.Close()
 		return nil, &Error{Msg: "attach: " + err.Error(), Err: err}
 	}
-	if sv := cl.Server(); sv.Major == api.VersionMajor && sv.Minor >= 3 && len(a.kicks) > 0 {
+	if len(a.kicks) > 0 {
 		// Without the page (an error, a page that does not check out)
-		// the app kicks after every SetEvent, as before protocol 1.3.
+		// the app kicks after every SetEvent.
 		a.sleepFlags, _ = mapSleepFlags(ctx, cl)
 	}
 	go a.reactor()
@@ -214,9 +213,9 @@ func (a *App) setup(r *api.AttachReply, fds []int) (err error) {
 	}
 	fds[nseg] = -1
 	a.evq = q
-	dup, err := unix.FcntlInt(uintptr(q.EventFD()), unix.F_DUPFD_CLOEXEC, 0)
+	dup, err := unix.FcntlInt(uintptr(q.WaitFD()), unix.F_DUPFD_CLOEXEC, 0)
 	if err != nil {
-		return fmt.Errorf("dup eventfd: %w", err)
+		return fmt.Errorf("dup epoll set: %w", err)
 	}
 	a.wake = os.NewFile(uintptr(dup), "xsession-events")
 	for i := nseg + 1; i < len(fds); i++ {
@@ -406,46 +405,32 @@ func (a *App) kick(w uint32) int {
 	return -1
 }
 
-// reactor drains the event queue after every wake-up of the app's eventfd
-// and wakes the blocked calls that may go on (waiter.due).
+// reactor drains the event queue after every wake-up of the app's epoll
+// set (the event queue's WaitFD) and wakes the blocked calls that may go on
+// (waiter.due).
 //
-// It reads the eventfd once per wake-up. Every write to an eventfd is an
-// edge for the runtime poller, whatever its counter holds, so the read is
-// not what lets the next signal through; it is there because the
-// counter's writers are not all trusted. A cut-through peer holds this
-// eventfd and could write 2^64-2 at once: a counter left there refuses
-// every later write with EAGAIN, which makes no edge, and the app would
-// never wake again. Reading resets it on the wake-up that write made. A
-// read that returned a count leaves the counter at zero, so the reactor
-// waits for the poller's next edge without reading again to find
-// EAGAIN; every write after the read makes an edge, which the poller
-// keeps for the waiting call. That holds only within one RawConn.Read,
-// whose preparation forgets the edges that came before it, so the whole
-// loop runs inside one, whose first call drains what came before.
+// The set watches, edge-triggered, the daemon's eventfd for this app and
+// one eventfd per cut-through peer, and every write to any of them is an
+// edge, which the runtime poller keeps for the waiting call: the reactor
+// reads nothing, and no system call is made per wake-up. None of those
+// eventfds is one another app holds and could fill or make blocking
+// (fifo.EventQueue). The poller's preparation of a wait forgets the
+// edges that came before it, so the whole loop runs inside one
+// RawConn.Read, whose first call drains what came before.
 func (a *App) reactor() {
 	defer close(a.reactorDone)
 	rc, err := a.wake.SyscallConn()
 	if err != nil {
 		return
 	}
-	var buf [8]byte
-	// Returns when Close closed a.wake, or on a read error no eventfd gives.
-	_ = rc.Read(func(fd uintptr) bool {
-		for {
-			_, err := unix.Read(int(fd), buf[:])
-			switch err {
-			case unix.EINTR:
-				continue
-			case nil, unix.EAGAIN:
-				a.evq.Arm()
-				a.evmu.Lock()
-				a.drainLocked()
-				a.evmu.Unlock()
-				a.wakeAll()
-				return false
-			}
-			return true
-		}
+	// Returns when Close closed a.wake.
+	_ = rc.Read(func(uintptr) bool {
+		a.evq.Arm()
+		a.evmu.Lock()
+		a.drainLocked()
+		a.evmu.Unlock()
+		a.wakeAll()
+		return false
 	})
 }
 

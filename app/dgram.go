@@ -78,9 +78,8 @@ func (p *PacketConn) checkDest(remote netip.AddrPort, n int) error {
 // shrinks after that, the daemon drops the datagram, counts it (the
 // tx-dont-fragment drop reason) and reports EMSGSIZE, which the
 // listener's next ReadFrom, ReadBatch or WriteTo returns once; that call
-// reads or sends nothing, and the listener asks the path MTU anew. A
-// daemon older than protocol 1.2 is not asked: it refuses every such
-// datagram that way. Datagrams to cut-through sessions are never
+// reads or sends nothing, and the listener asks the path MTU anew.
+// Datagrams to cut-through sessions are never
 // fragmented: the setting does not change them.
 func (p *PacketConn) SetDontFragment(on bool) error {
 	p.df.Store(on)

@@ -49,8 +49,7 @@
 // and reports EMSGSIZE asynchronously: the next read or write of that
 // PacketConn or Conn returns it, once, as a connected kernel UDP socket
 // returns the peer's ICMP errors (ECONNREFUSED and the like), and the
-// library asks the path MTU again. A daemon older than protocol 1.2 is
-// not asked: every refusal then comes that asynchronous way.
+// library asks the path MTU again.
 //
 // # Waiting and signalling
 //

@@ -138,9 +138,9 @@ func (c *pmtuCache) len() int {
 // checkPath refuses a don't-fragment datagram of n bytes from h to dst
 // whose IP packet exceeds the path MTU, with the error the daemon's
 // asynchronous report gives (wrapping syscall.EMSGSIZE). It asks the
-// daemon only for packets larger than the minimum MTU of dst's family,
-// and only a daemon that knows PathMTU (protocol 1.2); otherwise, or when
-// the daemon knows no limit, the datagram goes and the daemon checks it.
+// daemon only for packets larger than the minimum MTU of dst's family;
+// when the daemon knows no limit, the datagram goes and the daemon checks
+// it.
 // The query is bounded by the write deadline w and done.
 func (a *App) checkPath(c *pmtuCache, h flow.Handle, dst netip.Addr, n int, w *half, done <-chan struct{}) error {
 	ip, min := 20, minMTU4

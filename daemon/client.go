@@ -52,8 +52,9 @@ type client struct {
 	capStop chan struct{}
 }
 
-// efdRef returns the app's eventfd with a reference the caller releases,
-// or nil when the app is not attached (any more).
+// efdRef returns the epoll set that wakes the app (its event queue's
+// WaitFD) with a reference the caller releases, or nil when the app is
+// not attached (any more).
 func (h *client) efdRef() *sharedFD {
 	h.d.mu.Lock()
 	defer h.d.mu.Unlock()
@@ -194,9 +195,6 @@ func (h *client) Handle(ctx context.Context, req api.Request) (api.Message, []in
 		id, err := d.layer.AddRule(r)
 		if err != nil {
 			return nil, nil, err
-		}
-		if h.minor < 1 {
-			return nil, nil, nil // a 1.0 client knows no RuleAddReply
 		}
 		return &api.RuleAddReply{ID: id}, nil, nil
 	case *api.RuleDel:
@@ -447,7 +445,7 @@ func (h *client) attach(m *api.Attach) (api.Message, []int, error) {
 		d.layer.Detach(att.App)
 		return nil, nil, errors.New("attach: app memory has no event queue")
 	}
-	efd, err := newSharedFD(q.EventFD())
+	efd, err := newSharedFD(q.WaitFD())
 	if err != nil {
 		d.layer.Detach(att.App)
 		return nil, nil, fmt.Errorf("attach: %w", err)
@@ -476,7 +474,7 @@ func (h *client) attach(m *api.Attach) (api.Message, []int, error) {
 		reply.Segments = append(reply.Segments, api.Segment{Index: s.Index(), Size: uint64(s.Size())})
 		fds = append(fds, s.FD())
 	}
-	fds = append(fds, q.EventFD())
+	fds = append(fds, q.WaitFD())
 	fds = append(fds, kicks...)
 	d.mu.Lock()
 	reserved = false // the detach gives it back
@@ -628,13 +626,28 @@ func (h *client) connect(m *api.Connect) (api.Message, []int, error) {
 			Local: local, Remote: remote, CutThrough: true, Segment: seg,
 		}
 	}
-	fds, err := h.dupFDs(ct.seg.FD(), srvEfd.fd)
+	// Each end gets an eventfd of its own that wakes the other app
+	// (fifo.PeerSignal), never the eventfd the daemon writes: a shared
+	// open file would let a hostile app make the daemon's writes block.
+	toSrv, err := fifo.PeerSignal(srvEfd.fd)
+	if err != nil {
+		d.layer.Disconnect(h.app, res.Handle)
+		return nil, nil, fmt.Errorf("connect %s: %w", e.URI(), err)
+	}
+	defer unix.Close(toSrv)
+	toMe, err := fifo.PeerSignal(myEfd.fd)
+	if err != nil {
+		d.layer.Disconnect(h.app, res.Handle)
+		return nil, nil, fmt.Errorf("connect %s: %w", e.URI(), err)
+	}
+	defer unix.Close(toMe)
+	fds, err := h.dupFDs(ct.seg.FD(), toSrv)
 	if err != nil {
 		d.layer.Disconnect(h.app, res.Handle)
 		return nil, nil, fmt.Errorf("connect %s: %w", e.URI(), err)
 	}
 	peerLocal := flow.Endpoint{Transport: e.Transport}
 	d.sendNotice(server, &api.Accepted{Listener: acc.Listener, SessionInfo: info(acc, remote, peerLocal)},
-		ct.seg.FD(), myEfd.fd)
+		ct.seg.FD(), toMe)
 	return &api.ConnectReply{SessionInfo: info(con, peerLocal, remote)}, fds, nil
 }

@@ -383,8 +383,8 @@ func rawApp(t *testing.T, d *Daemon) *api.Client {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { cl.Close() })
-	if sv := cl.Server(); sv.Minor < 2 {
-		t.Fatalf("daemon speaks %d.%d, want 1.2 or later", sv.Major, sv.Minor)
+	if sv := cl.Server(); sv.Major != api.VersionMajor {
+		t.Fatalf("daemon speaks %d.%d, want %d.x", sv.Major, sv.Minor, api.VersionMajor)
 	}
 	_, fds, err := api.Do[*api.AttachReply](ctx, cl, &api.Attach{Name: "raw"})
 	api.CloseFDs(fds)

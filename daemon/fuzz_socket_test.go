@@ -17,7 +17,7 @@ import (
 // validRequests are well-formed requests to mutate.
 func validRequests() []api.Message {
 	return []api.Message{
-		&api.Hello{Major: 1, Name: "fuzz"},
+		&api.Hello{Major: api.VersionMajor, Name: "fuzz"},
 		&api.Attach{Name: "fuzz", Scope: flow.ScopeGlobal | flow.ScopeLocal, RxFifoSize: 4096, TxFifoSize: 4096},
 		&api.Bind{URI: "udp://0.0.0.0:7000"},
 		&api.Bind{Endpoint: flow.Endpoint{Transport: flow.TransportUDP, Addr: netip.MustParseAddr("127.0.0.1"), Port: 7001}},
@@ -95,7 +95,7 @@ func TestSocketFuzz(t *testing.T) {
 						return
 					}
 					if rng.IntN(2) == 0 { // half the connections say Hello first
-						rec, _ := api.AppendRecord(nil, 1, 0, &api.Hello{Major: 1, Name: "fuzz"})
+						rec, _ := api.AppendRecord(nil, 1, 0, &api.Hello{Major: api.VersionMajor, Name: "fuzz"})
 						conn.Write(rec)
 					}
 				}

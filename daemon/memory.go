@@ -53,8 +53,9 @@ func (m daemonMemory) NewCutThrough(name string, c2s, s2c uint32) (sessions.CutT
 	return c, nil
 }
 
-// sharedFD is a descriptor the daemon duplicated for itself (an app's
-// event-queue eventfd), closed when the last reference goes.
+// sharedFD is a descriptor the daemon duplicated for itself (the epoll set
+// that wakes an app, its event queue's WaitFD), closed when the last
+// reference goes.
 type sharedFD struct {
 	fd   int
 	refs refs

@@ -75,7 +75,7 @@ func TestHotPathAllocs(t *testing.T) {
 				cases = append(cases, struct {
 					name string
 					fn   func()
-				}{"EventQueue signal", func() { q.Push(ev); q.Signal(); q.PopBatch(evs); q.Arm(); q.Ack() }})
+				}{"EventQueue signal", func() { q.Push(ev); q.Signal(); q.PopBatch(evs); q.Arm() }})
 			}
 			for _, c := range cases {
 				if a := testing.AllocsPerRun(200, c.fn); a != 0 {
@@ -125,7 +125,7 @@ func TestNoLeaks(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		efd, _ := unix.FcntlInt(uintptr(m.EventQueue().EventFD()), unix.F_DUPFD_CLOEXEC, 0)
+		efd, _ := unix.FcntlInt(uintptr(m.EventQueue().WaitFD()), unix.F_DUPFD_CLOEXEC, 0)
 		aq, err := fifo.OpenEventQueue(ms, ms.EventQueueOffset(), efd)
 		if err != nil {
 			t.Fatal(err)

@@ -14,8 +14,20 @@ import (
 )
 
 // EventQueue is an app's event queue: a fifo of EventSize-byte records in a
-// segment, plus an eventfd the consumer can sleep on (directly, or in its
-// own epoll set).
+// segment, plus the descriptors that wake its consumer.
+//
+// The producer (the daemon) writes an eventfd of its own, which it never
+// shares (EventFD). The consumer gets an epoll set watching that eventfd
+// (WaitFD), edge-triggered, and sleeps on it: in its own epoll set or the
+// runtime poller, every write to the eventfd is an edge of the epoll set.
+// Nobody reads the eventfd; its counter grows by one per signal and never
+// nears its limit. Peers that may wake the consumer (the other end of a
+// cut-through session) get an eventfd of their own in the same set
+// (PeerSignal). So the consumer and its peers hold nothing the producer
+// writes: the open file of a shared eventfd is shared too, and a holder
+// could clear O_NONBLOCK on it and fill its counter, and the producer's
+// next write would block (eventfd writes have no per-call non-blocking
+// form).
 //
 // Signalling is batched: Push queues events without signalling, and Signal
 // writes the eventfd only when the queue's event flag was clear (the
@@ -25,31 +37,33 @@ import (
 //
 // Producer calls (Push, PushBatch, Signal, Send) are serialized by a lock,
 // so several goroutines of one process may produce; so are consumer calls
-// (PopBatch, Arm, Wait). Close releases the eventfd (and, for a queue made
-// by NewEventQueue, its fifo); the segment must still be open then.
+// (PopBatch, Arm, Wait). Close releases the descriptors (and, for a queue
+// made by NewEventQueue, its fifo); the segment must still be open then.
 type EventQueue struct {
 	f   *Fifo
 	seg *Segment
-	efd int
-	// wait is a duplicate of efd, read through the runtime poller. Wait
-	// makes it on first use: registered with the poller, the eventfd
-	// makes an event of every signal in this process's epoll set, which
-	// wakes a thread of the producer's process (the daemon's, which never
-	// waits on the queues it fills) or adds to the consumer's events.
+	efd int // the producer's eventfd; -1 at the consumer's end
+	wfd int // the epoll set watching it
+	// wait is a duplicate of wfd, watched by the runtime poller. Wait
+	// makes it on first use: registered with the poller, the set makes an
+	// event of every signal in this process's epoll set, which wakes a
+	// thread of the producer's process (the daemon's, which never waits
+	// on the queues it fills).
 	wait  *os.File
 	owned bool // made by NewEventQueue: Close frees the fifo
 
 	pmu sync.Mutex // serializes producer calls
 	cmu sync.Mutex // serializes consumer calls
 
-	// One waiter at a time reads the eventfd (the reader); the others
-	// wait for its read to end (woke is closed then) and look again.
-	// Were they all to read, those behind the reader would wait for the
-	// file's read lock, where neither their context nor a deadline
-	// reaches them, and a reader that reads again at once (a loop of
-	// short waits) takes the lock back before they run: they starve.
+	// One waiter at a time waits on the poller (the reader); the others
+	// wait for its wait to end (woke is closed then) and look again.
+	// Were they all to wait there, those behind the reader would wait
+	// for the file's read lock, where neither their context nor a
+	// deadline reaches them, and a reader that waits again at once (a
+	// loop of short waits) takes the lock back before they run: they
+	// starve.
 	wmu     sync.Mutex    // guards reading and woke
-	reading bool          // a waiter reads the eventfd
+	reading bool          // a waiter waits on the poller
 	woke    chan struct{} // closed when the reader's read ends
 
 	closeMu sync.Mutex // guards closed
@@ -57,10 +71,11 @@ type EventQueue struct {
 }
 
 // NewEventQueue allocates an event queue with room for capacity events
-// (rounded up to a power of two) in seg and creates its eventfd
-// (non-blocking, close-on-exec), which the caller passes to the app with
-// the queue's offset (Offset). The first event queue of a segment is
-// recorded in its header (Segment.EventQueueOffset).
+// (rounded up to a power of two) in seg, and creates its eventfd and the
+// epoll set watching it (close-on-exec, the eventfd non-blocking). The
+// caller passes the set (WaitFD) to the app with the queue's offset
+// (Offset). The first event queue of a segment is recorded in its header
+// (Segment.EventQueueOffset).
 func NewEventQueue(seg *Segment, capacity int) (*EventQueue, error) {
 	if capacity <= 0 || capacity > MaxFifoSize/EventSize {
 		return nil, fmt.Errorf("new event queue: capacity %d: %w", capacity, ErrInvalidSize)
@@ -78,24 +93,56 @@ func NewEventQueue(seg *Segment, capacity int) (*EventQueue, error) {
 		seg.FreeFifo(f)
 		return nil, fmt.Errorf("new event queue: eventfd: %w", err)
 	}
-	q, err := newEventQueue(seg, f, efd)
+	wfd, err := unix.EpollCreate1(unix.EPOLL_CLOEXEC)
+	if err == nil {
+		err = watch(wfd, efd)
+	}
 	if err != nil {
+		if wfd >= 0 {
+			unix.Close(wfd)
+		}
 		unix.Close(efd)
 		seg.FreeFifo(f)
-		return nil, fmt.Errorf("new event queue: %w", err)
+		return nil, fmt.Errorf("new event queue: epoll set: %w", err)
 	}
-	q.owned = true
+	q := &EventQueue{f: f, seg: seg, efd: efd, wfd: wfd, owned: true}
 	if seg.EventQueueOffset() == 0 {
 		seg.setEventQueue(f.off)
 	}
 	return q, nil
 }
 
-// OpenEventQueue attaches to the event queue at offset in seg, with its
-// eventfd. The fifo is validated as by FifoAt, its indices must be whole
-// records apart from its start, and eventfd must be an eventfd. On success
-// the queue owns eventfd (Close closes it); on error the caller still does.
-func OpenEventQueue(seg *Segment, offset uint32, eventfd int) (*EventQueue, error) {
+// watch adds eventfd efd to epoll set wfd, edge-triggered: each write to
+// efd is an event of the set.
+func watch(wfd, efd int) error {
+	ev := unix.EpollEvent{Events: unix.EPOLLIN | unix.EPOLLET}
+	return unix.EpollCtl(wfd, unix.EPOLL_CTL_ADD, efd, &ev)
+}
+
+// PeerSignal makes an eventfd (non-blocking, close-on-exec) that wakes
+// the consumer waiting on waitFD (a queue's WaitFD, or a duplicate of it)
+// when written: for a peer of the consumer, which gets it instead of
+// anything the producer writes. The caller owns it; the consumer stops
+// hearing it once every descriptor of it is closed.
+func PeerSignal(waitFD int) (int, error) {
+	efd, err := unix.Eventfd(0, unix.EFD_CLOEXEC|unix.EFD_NONBLOCK)
+	if err != nil {
+		return -1, fmt.Errorf("peer signal: eventfd: %w", err)
+	}
+	if err := watch(waitFD, efd); err != nil {
+		unix.Close(efd)
+		return -1, fmt.Errorf("peer signal: %w", err)
+	}
+	return efd, nil
+}
+
+// OpenEventQueue attaches to the event queue at offset in seg, with the
+// epoll set that wakes its consumer (the producer's WaitFD). The fifo is
+// validated as by FifoAt, its indices must be whole records apart from
+// its start, and waitFD must be an epoll set; it is made non-blocking. On
+// success the queue owns waitFD (Close closes it); on error the caller
+// still does.
+func OpenEventQueue(seg *Segment, offset uint32, waitFD int) (*EventQueue, error) {
 	if offset == 0 {
 		return nil, fmt.Errorf("open event queue: no offset: %w", ErrBadFifo)
 	}
@@ -106,21 +153,13 @@ func OpenEventQueue(seg *Segment, offset uint32, eventfd int) (*EventQueue, erro
 	if f.c.head%EventSize != 0 || f.p.tail%EventSize != 0 {
 		return nil, fmt.Errorf("open event queue: indices %d/%d not on records: %w", f.c.head, f.p.tail, ErrBadFifo)
 	}
-	if link, err := os.Readlink("/proc/self/fd/" + strconv.Itoa(eventfd)); err != nil || link != "anon_inode:[eventfd]" {
-		return nil, fmt.Errorf("open event queue: fd %d is not an eventfd (%q, %v): %w", eventfd, link, err, ErrBadFifo)
+	if link, err := os.Readlink("/proc/self/fd/" + strconv.Itoa(waitFD)); err != nil || link != "anon_inode:[eventpoll]" {
+		return nil, fmt.Errorf("open event queue: fd %d is not an epoll set (%q, %v): %w", waitFD, link, err, ErrBadFifo)
 	}
-	if err := unix.SetNonblock(eventfd, true); err != nil {
+	if err := unix.SetNonblock(waitFD, true); err != nil {
 		return nil, fmt.Errorf("open event queue: %w", err)
 	}
-	q, err := newEventQueue(seg, f, eventfd)
-	if err != nil {
-		return nil, fmt.Errorf("open event queue: %w", err)
-	}
-	return q, nil
-}
-
-func newEventQueue(seg *Segment, f *Fifo, efd int) (*EventQueue, error) {
-	return &EventQueue{f: f, seg: seg, efd: efd}, nil
+	return &EventQueue{f: f, seg: seg, efd: -1, wfd: waitFD}, nil
 }
 
 // waitFile returns the queue's poller file, making it on first use;
@@ -132,17 +171,27 @@ func (q *EventQueue) waitFile() (*os.File, error) {
 		return nil, ErrClosed
 	}
 	if q.wait == nil {
-		dup, err := unix.FcntlInt(uintptr(q.efd), unix.F_DUPFD_CLOEXEC, 0)
+		dup, err := unix.FcntlInt(uintptr(q.wfd), unix.F_DUPFD_CLOEXEC, 0)
 		if err != nil {
-			return nil, fmt.Errorf("dup eventfd: %w", err)
+			return nil, fmt.Errorf("dup epoll set: %w", err)
 		}
-		q.wait = os.NewFile(uintptr(dup), "eventfd")
+		if err := unix.SetNonblock(dup, true); err != nil {
+			unix.Close(dup)
+			return nil, fmt.Errorf("epoll set: %w", err)
+		}
+		q.wait = os.NewFile(uintptr(dup), "events")
 	}
 	return q.wait, nil
 }
 
-// EventFD returns the queue's eventfd. It stays owned by the queue.
+// EventFD returns the producer's eventfd, which Signal writes; -1 at the
+// consumer's end. It stays owned by the queue and is never to be shared.
 func (q *EventQueue) EventFD() int { return q.efd }
+
+// WaitFD returns the epoll set that wakes the consumer: each signal is an
+// edge of it (EPOLLIN). It is the descriptor to pass to the consumer. It
+// stays owned by the queue.
+func (q *EventQueue) WaitFD() int { return q.wfd }
 
 // Offset returns the offset of the queue's fifo in its segment.
 func (q *EventQueue) Offset() uint32 { return q.f.off }
@@ -269,8 +318,8 @@ func (q *EventQueue) PopBatch(evs []Event) (int, error) {
 
 // Arm prepares the consumer to sleep: it clears the event flag and reports
 // whether events are queued (then do not sleep). A consumer that waits in
-// its own epoll set calls Arm before epoll_wait and Ack after the eventfd
-// became readable.
+// its own epoll set registers WaitFD there edge-triggered and calls Arm
+// before each epoll_wait; there is nothing to read or reset.
 func (q *EventQueue) Arm() bool {
 	q.cmu.Lock()
 	defer q.cmu.Unlock()
@@ -278,18 +327,19 @@ func (q *EventQueue) Arm() bool {
 	return q.f.MaxDequeue() >= EventSize
 }
 
-// Ack resets the eventfd's counter without blocking.
-func (q *EventQueue) Ack() {
-	var b [8]byte
-	_, _ = unix.Read(q.efd, b[:])
+// queued reports whether events are queued.
+func (q *EventQueue) queued() bool {
+	q.cmu.Lock()
+	defer q.cmu.Unlock()
+	return q.f.MaxDequeue() >= EventSize
 }
 
 // Wait returns once events are queued (at once if some already are), or
 // with ctx's error when ctx ends first, or ErrClosed when the queue is
-// closed. It blocks a goroutine, not a thread (the eventfd is read through
-// the runtime poller). Goroutines may wait at once: one of them reads the
-// eventfd and wakes the others when its read ends, so each returns when
-// events are queued or its own ctx ends.
+// closed. It blocks a goroutine, not a thread (the epoll set is watched by
+// the runtime poller). Goroutines may wait at once: one of them waits on
+// the poller and wakes the others when its wait ends, so each returns
+// when events are queued or its own ctx ends.
 func (q *EventQueue) Wait(ctx context.Context) error {
 	for {
 		if q.isClosed() {
@@ -333,8 +383,9 @@ func (q *EventQueue) Wait(ctx context.Context) error {
 	}
 }
 
-// read waits for the eventfd to be readable and resets its counter, until
-// ctx ends. The caller is the only reader.
+// read waits for the next edge of the epoll set, until ctx ends; it
+// returns at once if events were queued since Arm. The caller is the only
+// reader.
 func (q *EventQueue) read(ctx context.Context) error {
 	w, err := q.waitFile()
 	if err != nil {
@@ -348,9 +399,22 @@ func (q *EventQueue) read(ctx context.Context) error {
 		stop := context.AfterFunc(ctx, func() { w.SetReadDeadline(time.Now()) })
 		defer stop()
 	}
-	var b [8]byte
-	_, err = w.Read(b[:])
-	return err
+	rc, err := w.SyscallConn()
+	if err != nil {
+		return err
+	}
+	// The poller forgets the edges that came before the wait begins, so
+	// its first call looks at the queue again, after that point: an
+	// event queued since Arm is seen there, one queued later makes an
+	// edge the wait keeps.
+	first := true
+	return rc.Read(func(uintptr) bool {
+		if first {
+			first = false
+			return q.queued()
+		}
+		return true
+	})
 }
 
 // isClosed reports whether Close was called.
@@ -361,14 +425,16 @@ func (q *EventQueue) isClosed() bool {
 }
 
 func (q *EventQueue) waitErr(err error) error {
-	if errors.Is(err, os.ErrClosed) || errors.Is(err, ErrClosed) {
+	// A wait through the raw connection of a file Close closed ends with
+	// the poller's own error, not os.ErrClosed.
+	if errors.Is(err, os.ErrClosed) || errors.Is(err, ErrClosed) || q.isClosed() {
 		return ErrClosed
 	}
 	return fmt.Errorf("wait for events: %w", err)
 }
 
-// Close closes the eventfd and, for a queue made by NewEventQueue, frees
-// its fifo.
+// Close closes the queue's descriptors and, for a queue made by
+// NewEventQueue, frees its fifo.
 func (q *EventQueue) Close() error {
 	q.closeMu.Lock()
 	defer q.closeMu.Unlock()
@@ -382,8 +448,13 @@ func (q *EventQueue) Close() error {
 			errs = append(errs, fmt.Errorf("close event queue: %w", err))
 		}
 	}
-	if err := unix.Close(q.efd); err != nil {
-		errs = append(errs, fmt.Errorf("close event queue: eventfd: %w", err))
+	if q.efd >= 0 {
+		if err := unix.Close(q.efd); err != nil {
+			errs = append(errs, fmt.Errorf("close event queue: eventfd: %w", err))
+		}
+	}
+	if err := unix.Close(q.wfd); err != nil {
+		errs = append(errs, fmt.Errorf("close event queue: epoll set: %w", err))
 	}
 	if q.owned {
 		q.pmu.Lock()

@@ -17,7 +17,7 @@ import (
 func openPeerQueue(t *testing.T, q *fifo.EventQueue, seg *fifo.Segment) *fifo.EventQueue {
 	t.Helper()
 	m := mapPeer(t, seg)
-	efd := dup(t, q.EventFD())
+	efd := dup(t, q.WaitFD())
 	pq, err := fifo.OpenEventQueue(m, m.EventQueueOffset(), efd)
 	if err != nil {
 		unix.Close(efd)
@@ -231,15 +231,20 @@ func TestEventQueueUntrusted(t *testing.T) {
 	}
 	defer q.Close()
 	m := mapPeer(t, seg)
-	// Not an eventfd.
+	// Not an epoll set: a pipe, or the producer's eventfd itself.
 	var p [2]int
 	unix.Pipe2(p[:], unix.O_CLOEXEC)
 	defer unix.Close(p[0])
 	defer unix.Close(p[1])
 	if _, err := fifo.OpenEventQueue(m, q.Offset(), p[0]); !errors.Is(err, fifo.ErrBadFifo) {
-		t.Fatalf("pipe as eventfd: %v", err)
+		t.Fatalf("pipe as epoll set: %v", err)
 	}
-	efd := dup(t, q.EventFD())
+	pfd := dup(t, q.EventFD())
+	defer unix.Close(pfd)
+	if _, err := fifo.OpenEventQueue(m, q.Offset(), pfd); !errors.Is(err, fifo.ErrBadFifo) {
+		t.Fatalf("eventfd as epoll set: %v", err)
+	}
+	efd := dup(t, q.WaitFD())
 	defer unix.Close(efd)
 	if _, err := fifo.OpenEventQueue(m, 0, efd); !errors.Is(err, fifo.ErrBadFifo) {
 		t.Fatalf("offset 0: %v", err)
@@ -264,8 +269,9 @@ func TestEventQueueUntrusted(t *testing.T) {
 	}
 }
 
-// eventfdsOpen counts this process's open descriptors of eventfds.
-func eventfdsOpen(t *testing.T) int {
+// anonOpen counts this process's open descriptors of anonymous inodes of
+// kind ("eventfd", "eventpoll").
+func anonOpen(t *testing.T, kind string) int {
 	t.Helper()
 	ents, err := os.ReadDir("/proc/self/fd")
 	if err != nil {
@@ -273,41 +279,118 @@ func eventfdsOpen(t *testing.T) int {
 	}
 	n := 0
 	for _, e := range ents {
-		if l, err := os.Readlink("/proc/self/fd/" + e.Name()); err == nil && l == "anon_inode:[eventfd]" {
+		if l, err := os.Readlink("/proc/self/fd/" + e.Name()); err == nil && l == "anon_inode:["+kind+"]" {
 			n++
 		}
 	}
 	return n
 }
 
-// A queue registers its eventfd with the runtime poller only once Wait
+// A queue registers its epoll set with the runtime poller only once Wait
 // needs it: the daemon fills queues it never waits on, and a registration
 // there would make an event in the daemon of every signal to an app.
 func TestEventQueuePollerOnlyForWait(t *testing.T) {
-	before := eventfdsOpen(t)
+	counts := func() [2]int { return [2]int{anonOpen(t, "eventfd"), anonOpen(t, "eventpoll")} }
+	before := counts()
+	delta := func() [2]int { c := counts(); return [2]int{c[0] - before[0], c[1] - before[1]} }
 	seg := fifotest.MemfdSegment(t, 1<<16)
 	q, err := fifo.NewEventQueue(seg, 16)
 	if err != nil {
 		t.Fatal(err)
 	}
-	if n := eventfdsOpen(t) - before; n != 1 {
-		t.Fatalf("a new queue holds %d eventfd descriptors, want 1 (none for the poller before Wait)", n)
+	if d := delta(); d != [2]int{1, 1} {
+		t.Fatalf("a new queue holds %d eventfd and %d epoll descriptors, want 1 and 1 (none for the poller before Wait)", d[0], d[1])
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Millisecond)
 	defer cancel()
 	if err := q.Wait(ctx); !errors.Is(err, context.DeadlineExceeded) {
 		t.Fatalf("Wait on an empty queue: %v", err)
 	}
-	if n := eventfdsOpen(t) - before; n != 2 {
-		t.Fatalf("after Wait the queue holds %d eventfd descriptors, want 2", n)
+	if d := delta(); d != [2]int{1, 2} {
+		t.Fatalf("after Wait the queue holds %d eventfd and %d epoll descriptors, want 1 and 2", d[0], d[1])
 	}
 	if err := q.Close(); err != nil {
 		t.Fatal(err)
 	}
-	if n := eventfdsOpen(t) - before; n != 0 {
-		t.Fatalf("Close left %d eventfd descriptors open", n)
+	if d := delta(); d != [2]int{0, 0} {
+		t.Fatalf("Close left %d eventfd and %d epoll descriptors open", d[0], d[1])
 	}
 	if err := q.Wait(context.Background()); !errors.Is(err, fifo.ErrClosed) {
 		t.Fatalf("Wait after Close: %v", err)
+	}
+}
+
+// The consumer and a peer of it hold nothing the producer writes: one
+// filling the eventfd a peer was given and clearing O_NONBLOCK on it
+// neither blocks the producer's Signal nor keeps it from waking the
+// consumer, which never reads anything to be woken again.
+func TestEventQueueHostilePeer(t *testing.T) {
+	seg := fifotest.MemfdSegment(t, 1<<16)
+	q, err := fifo.NewEventQueue(seg, 16)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer q.Close()
+	app := openPeerQueue(t, q, seg)
+	peer, err := fifo.PeerSignal(app.WaitFD())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer unix.Close(peer)
+	// The peer's eventfd wakes the consumer.
+	done := make(chan error, 1)
+	go func() { done <- app.Wait(context.Background()) }()
+	time.Sleep(10 * time.Millisecond)
+	q.Push(fifo.Event{Type: fifo.EventRx})
+	if _, err := unix.Write(peer, []byte{1, 0, 0, 0, 0, 0, 0, 0}); err != nil {
+		t.Fatal(err)
+	}
+	waitErr := func(what string) {
+		t.Helper()
+		select {
+		case err := <-done:
+			if err != nil {
+				t.Fatalf("%s: %v", what, err)
+			}
+		case <-time.After(2 * time.Second):
+			t.Fatalf("%s: Wait did not return", what)
+		}
+	}
+	waitErr("the peer's signal")
+	evs := make([]fifo.Event, 4)
+	app.PopBatch(evs)
+	// The peer turns hostile on what it holds: it empties the counter to
+	// fill it to the limit, and makes the file blocking.
+	var b [8]byte
+	if _, err := unix.Read(peer, b[:]); err != nil {
+		t.Fatal(err)
+	}
+	fl, err := unix.FcntlInt(uintptr(peer), unix.F_GETFL, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := unix.FcntlInt(uintptr(peer), unix.F_SETFL, fl&^unix.O_NONBLOCK); err != nil {
+		t.Fatal(err)
+	}
+	var most [8]byte
+	most[0], most[1], most[2], most[3], most[4], most[5], most[6], most[7] = 0xfe, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff
+	if _, err := unix.Write(peer, most[:]); err != nil {
+		t.Fatal(err)
+	}
+	for i := range 3 {
+		go func() { done <- app.Wait(context.Background()) }()
+		time.Sleep(10 * time.Millisecond)
+		sent := make(chan error, 1)
+		go func() { sent <- q.Send(fifo.Event{Type: fifo.EventRx}) }()
+		select {
+		case err := <-sent:
+			if err != nil {
+				t.Fatalf("signal %d: %v", i, err)
+			}
+		case <-time.After(2 * time.Second):
+			t.Fatalf("signal %d: the producer's Send blocked", i)
+		}
+		waitErr("a signal after the peer's attack")
+		app.PopBatch(evs)
 	}
 }

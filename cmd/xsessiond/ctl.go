@@ -294,12 +294,8 @@ func newRuleCmd(socket *string) *cobra.Command {
 				return err
 			}
 			rep, ok := m.(*api.RuleAddReply)
-			if !ok { // a daemon of protocol 1.0 answers OK, without the id
-				if addJSON {
-					return fmt.Errorf("rule added, but the daemon does not report rule ids (protocol 1.0): see ctl show rules")
-				}
-				fmt.Fprintln(cmd.OutOrStdout(), "rule added")
-				return nil
+			if !ok {
+				return fmt.Errorf("rule add: the daemon answered %v, not the rule's id: see ctl show rules", m.Type())
 			}
 			if addJSON {
 				doc, err := json.Marshal(struct {

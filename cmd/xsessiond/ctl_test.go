@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -283,36 +284,38 @@ func TestCtlErrors(t *testing.T) {
 	}
 }
 
-// RuleAdd is answered with the new rule's id (RuleAddReply) to a client of
-// protocol 1.1, and with OK to one of 1.0, which knows no RuleAddReply.
-func TestRuleAddReplyByVersion(t *testing.T) {
+// RuleAdd answers with the new rule's id; a client of protocol 1, whose
+// apps took the daemon's own eventfd, is refused at Hello.
+func TestRuleAddReply(t *testing.T) {
 	d := startDaemon(t)
-	for _, c := range []struct {
-		minor uint8
-		want  api.Type
-	}{{0, api.TypeOK}, {api.VersionMinor, api.TypeRuleAddReply}} {
+	dial := func() *rawClient {
 		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
 		conn, err := api.Dial(ctx, d.Socket())
-		cancel()
 		if err != nil {
 			t.Fatal(err)
 		}
-		r := &rawClient{c: conn}
-		if _, err := r.call(&api.Hello{Major: api.VersionMajor, Minor: c.minor, Name: "raw"}); err != nil {
-			t.Fatalf("hello %d.%d: %v", api.VersionMajor, c.minor, err)
-		}
-		rep, err := r.call(&api.RuleAdd{Rule: api.Rule{Transport: flow.TransportUDP, LocalPort: 9000 + uint16(c.minor), Action: api.ActionDrop}})
-		conn.Close()
-		if err != nil {
-			t.Fatalf("minor %d: rule add: %v", c.minor, err)
-		}
-		if rep.Type() != c.want {
-			t.Fatalf("minor %d: rule add answered %v, want %v", c.minor, rep.Type(), c.want)
-		}
-		if m, ok := rep.(*api.RuleAddReply); ok {
-			if rules := d.Layer().Rules(); len(rules) != 2 || rules[1].ID != m.ID || m.ID == rules[0].ID {
-				t.Fatalf("reply id %d, rules %+v", m.ID, rules)
-			}
-		}
+		t.Cleanup(func() { conn.Close() })
+		return &rawClient{c: conn}
+	}
+	r := dial()
+	if _, err := r.call(&api.Hello{Major: api.VersionMajor, Minor: api.VersionMinor, Name: "raw"}); err != nil {
+		t.Fatalf("hello: %v", err)
+	}
+	rep, err := r.call(&api.RuleAdd{Rule: api.Rule{Transport: flow.TransportUDP, LocalPort: 9000, Action: api.ActionDrop}})
+	if err != nil {
+		t.Fatalf("rule add: %v", err)
+	}
+	m, ok := rep.(*api.RuleAddReply)
+	if !ok {
+		t.Fatalf("rule add answered %v, want %v", rep.Type(), api.TypeRuleAddReply)
+	}
+	if rules := d.Layer().Rules(); len(rules) != 1 || rules[0].ID != m.ID {
+		t.Fatalf("reply id %d, rules %+v", m.ID, rules)
+	}
+	old := dial()
+	rep, err = old.call(&api.Hello{Major: 1, Minor: 3, Name: "old"})
+	if !errors.Is(err, flow.ErrNotSupported) || !strings.Contains(err.Error(), "daemon speaks 2.") {
+		t.Fatalf("hello 1.3: %v %v, want a refusal naming the daemon's version", rep, err)
 	}
 }
