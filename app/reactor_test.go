@@ -9,6 +9,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/xsessiond/xsessiond/fifo"
+	"github.com/xsessiond/xsessiond/fifo/fifotest"
 )
 
 // The reactor reads nothing and hears every signal: the daemon's through
@@ -64,43 +65,21 @@ func TestReactorHostilePeer(t *testing.T) {
 		_, err := unix.Write(fd, b[:])
 		return err
 	}
-	daemonSignal := func(i int) {
+	daemonSignal := func() {
 		t.Helper()
-		sent := make(chan error, 1)
-		go func() { sent <- q.Send(fifo.Event{Type: fifo.EventRx}) }()
-		select {
-		case err := <-sent:
-			if err != nil {
-				t.Fatalf("daemon signal %d: %v", i, err)
-			}
-		case <-time.After(2 * time.Second):
-			t.Fatalf("daemon signal %d blocked", i)
-		}
+		fifotest.SendWithin(t, q, fifo.Event{Type: fifo.EventRx}, 2*time.Second)
 		woken("a daemon signal")
 	}
 
-	daemonSignal(0)
+	daemonSignal()
 	if err := write(peer, 1); err != nil {
 		t.Fatal(err)
 	}
 	woken("the peer's signal")
 
-	var b [8]byte
-	if _, err := unix.Read(peer, b[:]); err != nil {
-		t.Fatal(err)
-	}
-	fl, err := unix.FcntlInt(uintptr(peer), unix.F_GETFL, 0)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if _, err := unix.FcntlInt(uintptr(peer), unix.F_SETFL, fl&^unix.O_NONBLOCK); err != nil {
-		t.Fatal(err)
-	}
-	if err := write(peer, 1<<64-2); err != nil {
-		t.Fatalf("the peer's write: %v", err)
-	}
+	fifotest.PoisonEventfd(t, peer)
 	woken("the peer's write")
-	for i := 1; i <= 3; i++ {
-		daemonSignal(i)
+	for range 3 {
+		daemonSignal()
 	}
 }

@@ -359,37 +359,11 @@ func TestEventQueueHostilePeer(t *testing.T) {
 	waitErr("the peer's signal")
 	evs := make([]fifo.Event, 4)
 	app.PopBatch(evs)
-	// The peer turns hostile on what it holds: it empties the counter to
-	// fill it to the limit, and makes the file blocking.
-	var b [8]byte
-	if _, err := unix.Read(peer, b[:]); err != nil {
-		t.Fatal(err)
-	}
-	fl, err := unix.FcntlInt(uintptr(peer), unix.F_GETFL, 0)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if _, err := unix.FcntlInt(uintptr(peer), unix.F_SETFL, fl&^unix.O_NONBLOCK); err != nil {
-		t.Fatal(err)
-	}
-	var most [8]byte
-	most[0], most[1], most[2], most[3], most[4], most[5], most[6], most[7] = 0xfe, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff
-	if _, err := unix.Write(peer, most[:]); err != nil {
-		t.Fatal(err)
-	}
-	for i := range 3 {
+	fifotest.PoisonEventfd(t, peer)
+	for range 3 {
 		go func() { done <- app.Wait(context.Background()) }()
 		time.Sleep(10 * time.Millisecond)
-		sent := make(chan error, 1)
-		go func() { sent <- q.Send(fifo.Event{Type: fifo.EventRx}) }()
-		select {
-		case err := <-sent:
-			if err != nil {
-				t.Fatalf("signal %d: %v", i, err)
-			}
-		case <-time.After(2 * time.Second):
-			t.Fatalf("signal %d: the producer's Send blocked", i)
-		}
+		fifotest.SendWithin(t, q, fifo.Event{Type: fifo.EventRx}, 2*time.Second)
 		waitErr("a signal after the peer's attack")
 		app.PopBatch(evs)
 	}

@@ -9,6 +9,7 @@ package fifotest
 import (
 	"encoding/binary"
 	"testing"
+	"time"
 
 	"golang.org/x/sys/unix"
 
@@ -107,4 +108,43 @@ func EventfdCount(tb testing.TB, fd int) uint64 {
 		tb.Fatalf("read eventfd: %d, %v", n, err)
 	}
 	return binary.NativeEndian.Uint64(b[:])
+}
+
+// PoisonEventfd does to eventfd fd what a hostile holder of it can: it
+// empties the counter, makes the open file (shared by every holder)
+// blocking, and fills the counter to the limit, so that a write of 1 on
+// any descriptor of it would block.
+func PoisonEventfd(tb testing.TB, fd int) {
+	tb.Helper()
+	var b [8]byte
+	if _, err := unix.Read(fd, b[:]); err != nil && err != unix.EAGAIN {
+		tb.Fatalf("empty the eventfd: %v", err)
+	}
+	fl, err := unix.FcntlInt(uintptr(fd), unix.F_GETFL, 0)
+	if err == nil {
+		_, err = unix.FcntlInt(uintptr(fd), unix.F_SETFL, fl&^unix.O_NONBLOCK)
+	}
+	if err != nil {
+		tb.Fatalf("make the eventfd blocking: %v", err)
+	}
+	binary.NativeEndian.PutUint64(b[:], 1<<64-2)
+	if _, err := unix.Write(fd, b[:]); err != nil {
+		tb.Fatalf("fill the eventfd: %v", err)
+	}
+}
+
+// SendWithin runs q.Send(ev) and fails the test when it errs or has not
+// returned within d (a producer that blocked).
+func SendWithin(tb testing.TB, q *fifo.EventQueue, ev fifo.Event, d time.Duration) {
+	tb.Helper()
+	sent := make(chan error, 1)
+	go func() { sent <- q.Send(ev) }()
+	select {
+	case err := <-sent:
+		if err != nil {
+			tb.Fatalf("send: %v", err)
+		}
+	case <-time.After(d):
+		tb.Fatalf("send: blocked for %v", d)
+	}
 }
