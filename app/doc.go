@@ -53,8 +53,9 @@
 //
 // # Waiting and signalling
 //
-// Blocking calls sleep until the app's eventfd is signalled: one goroutine
-// per App reads it through the runtime poller, drains the event queue, and
+// Blocking calls sleep until the app is signalled: one goroutine per App
+// watches the epoll set the daemon passed at Attach through the runtime
+// poller (an edge per signal, nothing to read), drains the event queue, and
 // wakes the callers waiting. A reader clears the fifo's event flag before
 // its last look and only then sleeps, so a producer that queued data after
 // that look sees the flag clear and signals: no wake-up is lost. (A
@@ -62,8 +63,9 @@
 // 200 µs, or until the fifo is a quarter full, so that a reader wakes once
 // for several of its batches.) A writer
 // that queued data and whose SetEvent returned true writes the eventfd of
-// the fifo's consumer: the owning worker's kick eventfd, or the peer app's
-// eventfd for a cut-through session. A worker's eventfd is written only
+// the fifo's consumer: the owning worker's kick eventfd, or, for a
+// cut-through session, the eventfd the daemon made for it in the peer
+// app's epoll set. A worker's eventfd is written only
 // while the worker sleeps in poll, as the daemon's sleep flags page
 // (api.SleepFlags, mapped read-only at Attach) tells: an awake worker
 // finds the event flag by itself, so a busy queue costs its writers no

@@ -23,8 +23,8 @@
 // # Clients
 //
 // Each control connection is served by a client on its own goroutine: an
-// app attaches (it gets its segments, its event queue's eventfd and the
-// workers' kick eventfds), binds, connects, disconnects; the CLI shows state
+// app attaches (it gets its segments, the epoll set that wakes it, watching
+// an eventfd only the daemon holds, and the workers' kick eventfds), binds, connects, disconnects; the CLI shows state
 // and adds namespaces and rules. A connection that ends, however the process
 // behind it ended, detaches its app, which frees its listeners, sessions,
 // rules and memory. The session layer's Notifier passes what event queues

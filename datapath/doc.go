@@ -35,7 +35,7 @@
 // yet is held (bounded per worker and per target, for at most a second).
 // A worker that drained datagrams from a tx fifo whose writer asked for
 // dequeue notifications (the app library does while the fifo is full)
-// writes the app's eventfd after the drain's flush, so the writer goes on
+// signals the app (its event queue's eventfd) after the drain's flush, so the writer goes on
 // as soon as there is room. The per-batch path allocates nothing.
 //
 // Connected UDP: Datapath.Open reserves the local port with a kernel UDP
