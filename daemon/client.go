@@ -27,7 +27,6 @@ type client struct {
 	c     *api.Conn
 	id    uint64 // the session layer's client id
 	name  string // from Hello
-	minor uint8  // the client's protocol minor version, from Hello
 	cred  api.Cred
 	since time.Time
 
@@ -35,7 +34,7 @@ type client struct {
 	// Daemon.mu.
 	app      sessions.AppID
 	mgr      *fifo.Manager // the app's segment manager
-	efd      *sharedFD     // a duplicate of the app's event-queue eventfd
+	wake     *sharedFD     // a duplicate of the epoll set that wakes the app (its event queue's WaitFD)
 	ns       string
 	attached bool
 	memRes   uint64 // segment memory reserved for the app (Limits)
@@ -52,14 +51,14 @@ type client struct {
 	capStop chan struct{}
 }
 
-// efdRef returns the epoll set that wakes the app (its event queue's
+// wakeRef returns the epoll set that wakes the app (its event queue's
 // WaitFD) with a reference the caller releases, or nil when the app is
 // not attached (any more).
-func (h *client) efdRef() *sharedFD {
+func (h *client) wakeRef() *sharedFD {
 	h.d.mu.Lock()
 	defer h.d.mu.Unlock()
-	if h.efd != nil && h.efd.refs.tryRef() {
-		return h.efd
+	if h.wake != nil && h.wake.refs.tryRef() {
+		return h.wake
 	}
 	return nil
 }
@@ -314,19 +313,19 @@ func (h *client) detach() {
 	delete(d.byApp, h.app)
 	delete(d.fifos, h.app)
 	d.dropPendingLocked(h.app)
-	efd := h.efd
+	wake := h.wake
 	if h.attached {
 		d.unreserveLocked(h.cred, h.memRes)
 	}
 	unkick := h.unkick
-	h.attached, h.mgr, h.efd, h.memRes, h.unkick = false, nil, nil, 0, nil
+	h.attached, h.mgr, h.wake, h.memRes, h.unkick = false, nil, nil, 0, nil
 	d.mu.Unlock()
 	d.layer.DetachClient(h.id)
 	if unkick != nil {
 		unkick()
 	}
-	if efd != nil {
-		efd.release()
+	if wake != nil {
+		wake.release()
 	}
 	d.log.Info("app detached", "app", h.app, "name", h.name, "pid", h.cred.PID)
 }
@@ -445,14 +444,14 @@ func (h *client) attach(m *api.Attach) (api.Message, []int, error) {
 		d.layer.Detach(att.App)
 		return nil, nil, errors.New("attach: app memory has no event queue")
 	}
-	efd, err := newSharedFD(q.WaitFD())
+	wake, err := newSharedFD(q.WaitFD())
 	if err != nil {
 		d.layer.Detach(att.App)
 		return nil, nil, fmt.Errorf("attach: %w", err)
 	}
 	segs := mgr.Segments()
 	if len(segs) > api.MaxSegmentFDs {
-		efd.release()
+		wake.release()
 		d.layer.Detach(att.App)
 		return nil, nil, fmt.Errorf("attach: %d segments: %w", len(segs), flow.ErrNoMemory)
 	}
@@ -460,7 +459,7 @@ func (h *client) attach(m *api.Attach) (api.Message, []int, error) {
 	// an app that wakes it for nothing.
 	kicks, unkick, err := d.eng.AppKicks(att.App)
 	if err != nil {
-		efd.release()
+		wake.release()
 		d.layer.Detach(att.App)
 		return nil, nil, fmt.Errorf("attach: %w", err)
 	}
@@ -480,7 +479,7 @@ func (h *client) attach(m *api.Attach) (api.Message, []int, error) {
 	reserved = false // the detach gives it back
 	h.memRes = res
 	h.unkick = unkick
-	h.app, h.mgr, h.efd, h.ns, h.attached = att.App, mgr, efd, m.Namespace, true
+	h.app, h.mgr, h.wake, h.ns, h.attached = att.App, mgr, wake, m.Namespace, true
 	d.byApp[att.App] = h
 	d.mu.Unlock()
 	d.log.Info("app attached", "app", att.App, "name", name, "namespace", m.Namespace, "pid", h.cred.PID, "uid", h.cred.UID)
@@ -599,20 +598,20 @@ func (h *client) connect(m *api.Connect) (api.Message, []int, error) {
 	acc, con := ct.accepted, ct.connected
 	server := d.byApp[acc.App]
 	d.mu.Unlock()
-	var srvEfd, myEfd *sharedFD
+	var srvWake, myWake *sharedFD
 	if server != nil {
-		srvEfd = server.efdRef()
+		srvWake = server.wakeRef()
 	}
-	myEfd = h.efdRef()
+	myWake = h.wakeRef()
 	defer func() {
-		if srvEfd != nil {
-			srvEfd.release()
+		if srvWake != nil {
+			srvWake.release()
 		}
-		if myEfd != nil {
-			myEfd.release()
+		if myWake != nil {
+			myWake.release()
 		}
 	}()
-	if srvEfd == nil || myEfd == nil {
+	if srvWake == nil || myWake == nil {
 		d.layer.Disconnect(h.app, res.Handle)
 		return nil, nil, fmt.Errorf("connect %s: the listening app went away: %w", e.URI(), flow.ErrConnect)
 	}
@@ -629,13 +628,13 @@ func (h *client) connect(m *api.Connect) (api.Message, []int, error) {
 	// Each end gets an eventfd of its own that wakes the other app
 	// (fifo.PeerSignal), never the eventfd the daemon writes: a shared
 	// open file would let a hostile app make the daemon's writes block.
-	toSrv, err := fifo.PeerSignal(srvEfd.fd)
+	toSrv, err := fifo.PeerSignal(srvWake.fd)
 	if err != nil {
 		d.layer.Disconnect(h.app, res.Handle)
 		return nil, nil, fmt.Errorf("connect %s: %w", e.URI(), err)
 	}
 	defer unix.Close(toSrv)
-	toMe, err := fifo.PeerSignal(myEfd.fd)
+	toMe, err := fifo.PeerSignal(myWake.fd)
 	if err != nil {
 		d.layer.Disconnect(h.app, res.Handle)
 		return nil, nil, fmt.Errorf("connect %s: %w", e.URI(), err)
