@@ -44,6 +44,11 @@ type Options struct {
 	// MaxFifoMemory caps the memory of the app's fifos; 0: no cap beyond
 	// the daemon's.
 	MaxFifoMemory uint64
+	// ReadSpin is how long a read that found nothing may go on yielding
+	// its CPU to the producer and looking again before it sleeps (see
+	// spin.go: it stops sooner where yielding runs nobody); 0 is
+	// DefaultReadSpin, negative never spins.
+	ReadSpin time.Duration
 }
 
 // App is an application attached to xsessiond. Close it.
@@ -57,6 +62,9 @@ type App struct {
 	// sleepFlags is the daemon's page of worker sleep flags
 	// (api.SleepFlags), mapped read-only; nil: kick after every SetEvent.
 	sleepFlags []byte
+	readSpin   time.Duration // Options.ReadSpin with its default; <= 0: no spin
+	yieldFloor yieldFloor    // the shortest yield a read's spin timed
+	reads      readStats     // ReadStats
 	// askMTU: the daemon answers api.PathMTU (every daemon of this
 	// protocol's major version does), so writes of don't-fragment
 	// datagrams check the path MTU (checkPath); tests leave it off.
@@ -125,8 +133,13 @@ func Attach(ctx context.Context, opts Options) (*App, error) {
 	if opts.Socket == "" {
 		opts.Socket = DefaultSocket
 	}
+	spin := opts.ReadSpin
+	if spin == 0 {
+		spin = DefaultReadSpin
+	}
 	a := &App{
 		opts:        opts,
+		readSpin:    spin,
 		done:        make(chan struct{}),
 		reactorDone: make(chan struct{}),
 		waiters:     map[*waiter]struct{}{},

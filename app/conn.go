@@ -261,6 +261,9 @@ func (c *Conn) Read(b []byte) (int, error) {
 			}
 			return 0, io.EOF
 		}
+		if c.spinRead(e) {
+			continue
+		}
 		s := c.rd.arm(c.a, e.rx, nil)
 		e.rx.ClearEvent()
 		// An asynchronous error recorded after the look at the top of
@@ -270,10 +273,23 @@ func (c *Conn) Read(b []byte) (int, error) {
 			c.rd.disarm(c.a, s)
 			continue
 		}
+		c.a.reads.sleeps.Add(1)
 		if err := c.rd.sleep(c.a, c.done, 0, s); err != nil {
 			return 0, netError("read", c.laddr, c.raddr, err)
 		}
 	}
+}
+
+// spinRead yields the CPU while the read spin lasts (spin.go) and reports
+// whether e has data, or the read must look again for another reason.
+func (c *Conn) spinRead(e *end) bool {
+	for sp := (spinner{}); sp.next(c.a); {
+		if e.readable() || e.gone.Load() || e.fin.Load() || c.soErr.Load() != 0 {
+			sp.hit(c.a)
+			return true
+		}
+	}
+	return false
 }
 
 // Write sends b: one datagram (UDP), or a byte stream (TCP), waiting for

@@ -73,6 +73,16 @@
 // consumer for a dequeue notification; for fifos whose consumer is a
 // datapath worker it also looks again every few milliseconds.
 //
+// Before it sleeps, a read that found nothing yields its CPU
+// (sched_yield) and looks again, for up to Options.ReadSpin (50 µs by
+// default): where the producer (the worker, or the peer app) shares the
+// reader's CPU, the yield runs it, and the reader finds the data without
+// a sleep and a wake-up. Yields that ran nobody (as short as the shortest
+// the App timed) end the spin after two, so a reader whose producer runs
+// elsewhere pays two system calls, and the spin never holds a CPU another
+// thread asked for. App.ReadStats counts the spins, the spins that found
+// data and the sleeps.
+//
 // Deadlines (SetDeadline, SetReadDeadline, SetWriteDeadline) work as on
 // kernel sockets: calls past them fail with an error that wraps
 // os.ErrDeadlineExceeded and whose Timeout method reports true.

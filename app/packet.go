@@ -227,6 +227,19 @@ func (p *PacketConn) reapLocked(e *end) {
 
 // waitReadLocked sleeps until some end may have data. rd.mu is held.
 func (p *PacketConn) waitReadLocked() error {
+	for sp := (spinner{}); sp.next(p.a); {
+		if p.soErr.Load() != 0 {
+			return nil
+		}
+		for _, e := range *p.ends.Load() {
+			if e.readable() {
+				sp.hit(p.a)
+				return nil
+			}
+		}
+	}
+	// The ends are loaded after arming: one added since (an accepted
+	// cut-through session) pokes the broadcast channel this sleeper holds.
 	s := p.rd.arm(p.a, nil, nil) // any of its ends
 	ends := *p.ends.Load()
 	for _, e := range ends {
@@ -244,6 +257,7 @@ func (p *PacketConn) waitReadLocked() error {
 			return nil
 		}
 	}
+	p.a.reads.sleeps.Add(1)
 	return p.rd.sleep(p.a, p.done, 0, s)
 }
 

@@ -7,7 +7,7 @@
 //	go run ./perf [--quick] [--tcp] [--only REGEXP] [--reps 3] [--duration 2s] [--queues 2] [--flows 16]
 //	              [--rate 0] [--gen-threads 1] [--payloads 64,512,1472] [--out perf/out]
 //	              [--cpuprofile FILE] [--xs-stats] [--xs-batch N] [--xs-busy-poll]
-//	              [--xs-ring N] [--xs-nap D] [--xs-spin D] [--xs-spin-max D]
+//	              [--xs-ring N] [--xs-nap D] [--xs-spin D] [--xs-spin-max D] [--xs-app-spin D]
 //	              [--xs-xdp-mode MODE] [--xs-rx-fifo BYTES] [--xs-tcp-bulk-fifo BYTES] [--xs-capture FILE]
 //	              [--tcp-cc cubic] [--server-cpu -2]
 //	go run ./perf gen  --iface IF --dst-mac MAC --dst-ip IP ...   (two-machine runs)
@@ -74,7 +74,8 @@
 // machine) is stretched until something was, up to 20 windows. --only
 // runs the scenarios whose name matches; --xs-ring, --xs-nap, --xs-spin
 // and --xs-spin-max override the engine's ring size, nap, spin and the
-// longest the spin may grow.
+// longest the spin may grow; --xs-app-spin the apps' read spin
+// (app.Options.ReadSpin).
 //
 // An implementation that cannot run here returns an error matching
 // ErrNotAvailable; its rows are reported as "not available" with no

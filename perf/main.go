@@ -97,6 +97,7 @@ flags of the rig mode:
 	fs.DurationVar(&o.xs.IdleNap, "xs-nap", 0, "xsessiond engine: Config.IdleNap (0 = the default, negative = never nap)")
 	fs.DurationVar(&o.xs.IdleSpin, "xs-spin", 0, "xsessiond engine: Config.IdleSpin (0 = the default)")
 	fs.DurationVar(&o.xs.IdleSpinMax, "xs-spin-max", 0, "xsessiond engine: Config.IdleSpinMax (0 = the default, negative = no adaptation)")
+	fs.DurationVar(&o.xs.AppSpin, "xs-app-spin", 0, "xsessiond apps: app.Options.ReadSpin (0 = the library's default, negative = no spin)")
 	fs.StringVar(&o.xs.XDPMode, "xs-xdp-mode", "", "xsessiond engine: XDP attach mode: native, generic (default: auto)")
 	fs.StringVar(&o.xs.Capture, "xs-capture", "", "xsessiond: capture every frame the datapath receives and sends to this pcapng file while each receive and echo scenario runs (as xsessiond ctl capture -w FILE does; /dev/null discards)")
 	fs.BoolVar(&o.xsStats, "xs-stats", false, "print the xsessiond engine's counters after each receive repetition")

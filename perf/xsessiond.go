@@ -47,6 +47,9 @@ type XsessiondOptions struct {
 	// IdleNap, IdleSpin and IdleSpinMax are datapath.Config's; 0 is the
 	// default.
 	IdleNap, IdleSpin, IdleSpinMax time.Duration
+	// AppSpin is the apps' app.Options.ReadSpin; 0 is the library's
+	// default, negative no spin.
+	AppSpin time.Duration
 	// TCPBulkFifo is the rx and tx fifo size in bytes of the TCP server
 	// app's connections in the bulk rows (0: the daemon's default), as a
 	// program that moves bulk data over kernel sockets sizes SO_RCVBUF and
@@ -134,6 +137,7 @@ func startXsDaemon(ifName, netns string, queues int, o XsessiondOptions, noDatap
 // event reactor) carries the label part=app.
 func (x *xsDaemon) attach(o app.Options) (a *app.App, err error) {
 	o.Socket = x.d.Socket()
+	o.ReadSpin = xsOptions.AppSpin
 	ctx, cancel := context.WithTimeout(context.Background(), xsAttachTimeout)
 	defer cancel()
 	pprof.Do(ctx, pprof.Labels("part", "app"), func(ctx context.Context) { a, err = app.Attach(ctx, o) })
