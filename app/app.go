@@ -7,6 +7,7 @@ import (
 	"net/netip"
 	"os"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"time"
 
@@ -65,6 +66,9 @@ type App struct {
 	readSpin   time.Duration // Options.ReadSpin with its default; <= 0: no spin
 	yieldFloor yieldFloor    // the shortest yield a read's spin timed
 	reads      readStats     // ReadStats
+	spinning   atomic.Bool   // a read spins now (spin.go)
+	spinMiss   atomic.Int32  // spins in a row that found nothing
+	spinSkip   atomic.Int32  // reads left to sleep without a spin
 	// askMTU: the daemon answers api.PathMTU (every daemon of this
 	// protocol's major version does), so writes of don't-fragment
 	// datagrams check the path MTU (checkPath); tests leave it off.

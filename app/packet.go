@@ -229,6 +229,7 @@ func (p *PacketConn) reapLocked(e *end) {
 func (p *PacketConn) waitReadLocked() error {
 	for sp := (spinner{}); sp.next(p.a); {
 		if p.soErr.Load() != 0 {
+			sp.hit(p.a)
 			return nil
 		}
 		for _, e := range *p.ends.Load() {

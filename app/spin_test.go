@@ -63,3 +63,68 @@ func TestSpinnerBounded(t *testing.T) {
 		}
 	}
 }
+
+// TestSpinnerOneAtATime: while one read of an App spins, another sleeps
+// at once; after the first ended (either way), the next may spin.
+func TestSpinnerOneAtATime(t *testing.T) {
+	a := &App{readSpin: time.Hour}
+	var first, second spinner
+	if !first.next(a) {
+		t.Fatal("first spinner did not spin")
+	}
+	if second.next(a) {
+		t.Fatal("second spinner spun beside the first")
+	}
+	first.hit(a)
+	var third spinner
+	if !third.next(a) {
+		t.Fatal("no spin after the first found data")
+	}
+	for third.next(a) {
+	}
+	var fourth spinner
+	if !fourth.next(a) {
+		t.Fatal("no spin after the third gave up")
+	}
+	fourth.hit(a)
+	if st := a.ReadStats(); st.Spins != 3 || st.SpinHits != 2 {
+		t.Fatalf("stats %+v, want 3 spins and 2 hits", st)
+	}
+}
+
+// TestSpinnerBackoff: spinMissMax spins in a row that found nothing make
+// the next spinBackoff reads sleep without a spin; a hit resets the count.
+func TestSpinnerBackoff(t *testing.T) {
+	a := &App{readSpin: time.Nanosecond}
+	miss := func() bool {
+		var sp spinner
+		spun := false
+		for sp.next(a) {
+			spun = true
+		}
+		return spun
+	}
+	for i := range spinMissMax - 1 {
+		if !miss() {
+			t.Fatalf("read %d did not spin", i)
+		}
+	}
+	var sp spinner
+	if !sp.next(a) {
+		t.Fatal("no spin before the last miss")
+	}
+	sp.hit(a) // resets the misses
+	for i := range spinMissMax {
+		if !miss() {
+			t.Fatalf("read %d after a hit did not spin", i)
+		}
+	}
+	for i := range spinBackoff {
+		if miss() {
+			t.Fatalf("read %d of the backoff spun", i)
+		}
+	}
+	if !miss() {
+		t.Fatal("no spin after the backoff")
+	}
+}

@@ -97,8 +97,9 @@ func wrapNA(msg string) error { return naError{msg} }
 // xsDaemon is a daemon running in-process with its control socket in a
 // temporary directory.
 type xsDaemon struct {
-	dir string
-	d   *daemon.Daemon
+	dir  string
+	d    *daemon.Daemon
+	opts XsessiondOptions // what it was started with; its apps' options too
 }
 
 // startXsDaemon starts the daemon on ifName in the named netns (""
@@ -106,7 +107,7 @@ type xsDaemon struct {
 // goroutines (the engine's workers and mirror, the control socket) carry
 // the label part=datapath in CPU profiles.
 func startXsDaemon(ifName, netns string, queues int, o XsessiondOptions, noDatapath bool) (_ *xsDaemon, err error) {
-	x := &xsDaemon{}
+	x := &xsDaemon{opts: o}
 	defer func() {
 		if err != nil {
 			err = errors.Join(err, x.close())
@@ -137,7 +138,7 @@ func startXsDaemon(ifName, netns string, queues int, o XsessiondOptions, noDatap
 // event reactor) carries the label part=app.
 func (x *xsDaemon) attach(o app.Options) (a *app.App, err error) {
 	o.Socket = x.d.Socket()
-	o.ReadSpin = xsOptions.AppSpin
+	o.ReadSpin = x.opts.AppSpin
 	ctx, cancel := context.WithTimeout(context.Background(), xsAttachTimeout)
 	defer cancel()
 	pprof.Do(ctx, pprof.Labels("part", "app"), func(ctx context.Context) { a, err = app.Attach(ctx, o) })
