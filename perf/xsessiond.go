@@ -437,7 +437,8 @@ func (e *XsessiondEcho) echo(pc *app.PacketConn) error {
 }
 
 // StatsLine summarizes the engine's counters, the idle policy's and the
-// app kicks' included. Call it before Stop.
+// app kicks' included, and the echo app's reads (app.ReadStats). Call it
+// before Stop.
 func (e *XsessiondEcho) StatsLine() string {
 	if e.l == nil {
 		return ""
@@ -450,6 +451,8 @@ func (e *XsessiondEcho) StatsLine() string {
 		k := en.KickStats()
 		line += fmt.Sprintf("; app kicks %d spurious %d muted %d", k.Wakes, k.Spurious, k.Muted)
 	}
+	r := e.l.a.ReadStats()
+	line += fmt.Sprintf("; app read spins %d spin-hits %d sleeps %d", r.Spins, r.SpinHits, r.Sleeps)
 	return line
 }
 
