@@ -19,8 +19,18 @@ import (
 // app, and returns the client's cut-through connection to the echo.
 func echoPair(t *testing.T, d *Daemon) net.Conn {
 	t.Helper()
-	srv := attach(t, d, app.Options{Name: "echo"})
-	cli := attach(t, d, app.Options{Name: "client"})
+	_, _, c := echoApps(t, d, app.Options{})
+	return c
+}
+
+// echoApps is echoPair with both apps attached with o (their names set
+// here), returning the apps too. The echo stops when its app closes.
+func echoApps(t *testing.T, d *Daemon, o app.Options) (srv, cli *app.App, c net.Conn) {
+	t.Helper()
+	o.Name = "echo"
+	srv = attach(t, d, o)
+	o.Name = "client"
+	cli = attach(t, d, o)
 	pc, err := srv.ListenPacket("udp://0.0.0.0:9000")
 	if err != nil {
 		t.Fatal(err)
@@ -37,7 +47,7 @@ func echoPair(t *testing.T, d *Daemon) net.Conn {
 	}()
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
-	c, err := cli.Dial(ctx, "udp://127.0.0.1:9000")
+	c, err = cli.Dial(ctx, "udp://127.0.0.1:9000")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -54,7 +64,7 @@ func echoPair(t *testing.T, d *Daemon) net.Conn {
 		t.Fatalf("first echo: %q, %v", buf[:n], err)
 	}
 	c.SetDeadline(time.Time{})
-	return c
+	return srv, cli, c
 }
 
 func TestCutThroughEcho(t *testing.T) {

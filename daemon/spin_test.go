@@ -2,7 +2,6 @@ package daemon
 
 import (
 	"bytes"
-	"context"
 	"errors"
 	"os"
 	"runtime"
@@ -26,29 +25,7 @@ func TestReadSpinOneCPU(t *testing.T) {
 	const rounds = 2000
 	run := func(spin time.Duration) (cli, srv app.ReadStats) {
 		d := startDaemon(t)
-		s := attach(t, d, app.Options{Name: "echo", ReadSpin: spin})
-		c := attach(t, d, app.Options{Name: "client", ReadSpin: spin})
-		pc, err := s.ListenPacket("udp://0.0.0.0:9000")
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer pc.Close()
-		go func() {
-			buf := make([]byte, 2048)
-			for {
-				n, addr, err := pc.ReadFrom(buf)
-				if err != nil {
-					return
-				}
-				pc.WriteTo(buf[:n], addr)
-			}
-		}()
-		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-		defer cancel()
-		conn, err := c.Dial(ctx, "udp://127.0.0.1:9000")
-		if err != nil {
-			t.Fatal(err)
-		}
+		s, c, conn := echoApps(t, d, app.Options{ReadSpin: spin})
 		defer conn.Close()
 		conn.SetDeadline(time.Now().Add(30 * time.Second))
 		buf := make([]byte, 64)
