@@ -16,11 +16,13 @@ import (
 // once: it delivers what came meanwhile, and the reader finds it without
 // sleeping. A sleep and its wake-up cost the reader far more: the event
 // goroutine's wake-up through the runtime's poller, the reader's
-// goroutine, and a context switch each way. An echo app of 64-byte
-// datagrams at 10,000/s, its process and the daemon's worker on one CPU
-// (go run ./perf --only 'echo64-q1-f1/', three interleaved rounds of
-// three repetitions on a 2-vCPU VM), answered at p50 53.9–56.7 µs with
-// the spin against 64.6–76.1 without.
+// goroutine, and a context switch each way. On a 2-vCPU VM, with the
+// app's process and the daemon's worker on one CPU, 64-byte cut-through
+// ran at 2.40–2.89 M msg/s with the spin against 1.08–1.21 without, and
+// an echo app of 64-byte datagrams at 10,000/s slept about once per burst
+// of its client instead of once per request, with a p50 of 55.0–58.4 µs
+// against 65.0–74.4 in one period of the VM and no change in another
+// (docs/perf: "A read that found nothing yields before it sleeps").
 //
 // A yield that ran nobody is futile: it returned in about the time of
 // the system call alone. The shortest yield the App has timed stands for

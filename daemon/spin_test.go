@@ -19,7 +19,7 @@ import (
 // yields the CPU to its peer, finds the answer and does not sleep, so the
 // reads sleep far less often.
 func TestReadSpinOneCPU(t *testing.T) {
-	restore := pinProcess(t, 0)
+	restore := pinProcess(t)
 	defer restore()
 	defer runtime.GOMAXPROCS(runtime.GOMAXPROCS(2))
 	const rounds = 2000
@@ -60,13 +60,17 @@ func TestReadSpinOneCPU(t *testing.T) {
 	}
 }
 
-// pinProcess moves every thread of the test process to cpu until the
-// returned function puts them back.
-func pinProcess(t *testing.T, cpu int) func() {
+// pinProcess moves every thread of the test process to the first CPU it
+// may run on until the returned function puts them back.
+func pinProcess(t *testing.T) func() {
 	t.Helper()
 	var was, one unix.CPUSet
 	if err := unix.SchedGetaffinity(0, &was); err != nil {
 		t.Fatal(err)
+	}
+	cpu := 0
+	for !was.IsSet(cpu) {
+		cpu++
 	}
 	one.Set(cpu)
 	set := func(s *unix.CPUSet) error {
