@@ -31,23 +31,10 @@ func echoApps(t *testing.T, d *Daemon, o app.Options) (srv, cli *app.App, c net.
 	srv = attach(t, d, o)
 	o.Name = "client"
 	cli = attach(t, d, o)
-	pc, err := srv.ListenPacket("udp://0.0.0.0:9000")
-	if err != nil {
-		t.Fatal(err)
-	}
-	go func() {
-		buf := make([]byte, 2048)
-		for {
-			n, addr, err := pc.ReadFrom(buf)
-			if err != nil {
-				return
-			}
-			pc.WriteTo(buf[:n], addr)
-		}
-	}()
+	echoServer(t, srv, 9000)
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
-	c, err = cli.Dial(ctx, "udp://127.0.0.1:9000")
+	c, err := cli.Dial(ctx, "udp://127.0.0.1:9000")
 	if err != nil {
 		t.Fatal(err)
 	}

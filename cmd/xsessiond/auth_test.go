@@ -20,7 +20,6 @@ import (
 
 	"github.com/xsessiond/xsessiond/api"
 	"github.com/xsessiond/xsessiond/app"
-	"github.com/xsessiond/xsessiond/datapath/xsk/xsktest"
 	"github.com/xsessiond/xsessiond/fifo"
 	"github.com/xsessiond/xsessiond/flow"
 	"github.com/xsessiond/xsessiond/nsbind/nstest"
@@ -324,14 +323,8 @@ func copyFile(t *testing.T, from, to string) {
 // interface's, one with the interface's. Host A gets only the second; the
 // first is dropped and counted as tx-bad-source.
 func TestSpoofedSource(t *testing.T) {
-	rig := nstest.NewPair(t, nstest.Options{})
-	if err := xsktest.DisableTxOffload(rig.A); err != nil {
-		t.Fatal(err)
-	}
+	rig, sock, _ := startRigDaemon(t)
 	xs, _ := binaries(t)
-	sock := filepath.Join(t.TempDir(), "api.sock")
-	d := startProcess(t, xs, "run", "--netns", rig.B.Name, "--iface", rig.B.Link, "--socket", sock)
-	d.waitLine(t, "xsessiond started", 15*time.Second)
 
 	// Host A listens before anything is sent.
 	type got struct {

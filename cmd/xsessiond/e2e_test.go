@@ -19,6 +19,7 @@ import (
 	"time"
 
 	"github.com/xsessiond/xsessiond/api"
+	"github.com/xsessiond/xsessiond/datapath/xsk/xsktest"
 	"github.com/xsessiond/xsessiond/nsbind/nstest"
 )
 
@@ -58,6 +59,23 @@ type process struct {
 	mu     sync.Mutex
 	out    bytes.Buffer
 	line   chan string
+}
+
+// startRigDaemon makes a rig with host A's transmit checksum offload off
+// (so that an AF_XDP receiver sees complete UDP checksums) and starts the
+// daemon binary on host B's interface, with its control socket in a
+// directory of the test's; it returns once the daemon said it started.
+func startRigDaemon(t testing.TB) (rig *nstest.Pair, sock string, d *process) {
+	t.Helper()
+	rig = nstest.NewPair(t, nstest.Options{})
+	if err := xsktest.DisableTxOffload(rig.A); err != nil {
+		t.Fatal(err)
+	}
+	xs, _ := binaries(t)
+	sock = filepath.Join(t.TempDir(), "api.sock")
+	d = startProcess(t, xs, "run", "--netns", rig.B.Name, "--iface", rig.B.Link, "--socket", sock)
+	d.waitLine(t, "xsessiond started", 15*time.Second)
+	return rig, sock, d
 }
 
 func startProcess(t testing.TB, name string, args ...string) *process {

@@ -289,15 +289,9 @@ func pinsIntact(t *testing.T, h *nstest.Host) error {
 // fails on a free interface leaves no program, pins or lock behind, and a
 // clean stop leaves no lock file and no pin folder.
 func TestSecondRunKeepsFirst(t *testing.T) {
-	rig := nstest.NewPair(t, nstest.Options{})
-	if err := xsktest.DisableTxOffload(rig.A); err != nil {
-		t.Fatal(err)
-	}
+	rig, sock, d := startRigDaemon(t)
 	xs, echo := binaries(t)
-	dir := t.TempDir()
-	sock := filepath.Join(dir, "api.sock")
-	d := startProcess(t, xs, "run", "--netns", rig.B.Name, "--iface", rig.B.Link, "--socket", sock)
-	d.waitLine(t, "xsessiond started", 15*time.Second)
+	dir := filepath.Dir(sock)
 	e := startProcess(t, echo, "--socket", sock, "--listen", "udp://0.0.0.0:9000")
 	e.waitLine(t, "echoing on", 10*time.Second)
 	if err := echoOnce(t, rig, 9000); err != nil {

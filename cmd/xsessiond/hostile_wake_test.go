@@ -4,7 +4,6 @@ import (
 	"context"
 	"encoding/binary"
 	"os"
-	"path/filepath"
 	"strconv"
 	"sync/atomic"
 	"testing"
@@ -14,10 +13,8 @@ import (
 
 	"github.com/xsessiond/xsessiond/api"
 	"github.com/xsessiond/xsessiond/app"
-	"github.com/xsessiond/xsessiond/datapath/xsk/xsktest"
 	"github.com/xsessiond/xsessiond/fifo/fifotest"
 	"github.com/xsessiond/xsessiond/flow"
-	"github.com/xsessiond/xsessiond/nsbind/nstest"
 )
 
 // fdKind is what descriptor fd of this process is ("anon_inode:[eventfd]",
@@ -43,14 +40,7 @@ func fdKind(t *testing.T, fd int) string {
 // app's read won a race against the refill: the echoes still came back,
 // at six times the p99.)
 func TestHostileWakeDescriptors(t *testing.T) {
-	rig := nstest.NewPair(t, nstest.Options{})
-	if err := xsktest.DisableTxOffload(rig.A); err != nil {
-		t.Fatal(err)
-	}
-	xs, _ := binaries(t)
-	sock := filepath.Join(t.TempDir(), "api.sock")
-	d := startProcess(t, xs, "run", "--netns", rig.B.Name, "--iface", rig.B.Link, "--socket", sock)
-	d.waitLine(t, "xsessiond started", 15*time.Second)
+	rig, sock, _ := startRigDaemon(t)
 
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
@@ -59,20 +49,7 @@ func TestHostileWakeDescriptors(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer honest.Close()
-	pc, err := honest.ListenPacket("udp://0.0.0.0:9000")
-	if err != nil {
-		t.Fatal(err)
-	}
-	go func() {
-		buf := make([]byte, 2048)
-		for {
-			n, addr, err := pc.ReadFrom(buf)
-			if err != nil {
-				return
-			}
-			pc.WriteTo(buf[:n], addr)
-		}
-	}()
+	echoServer(t, honest, 9000)
 	if err := echoOnce(t, rig, 9000); err != nil {
 		t.Fatal(err)
 	}

@@ -7,7 +7,6 @@ import (
 	"net"
 	"os"
 	"os/exec"
-	"path/filepath"
 	"slices"
 	"strconv"
 	"strings"
@@ -17,7 +16,6 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/xsessiond/xsessiond/api"
-	"github.com/xsessiond/xsessiond/datapath/xsk/xsktest"
 	"github.com/xsessiond/xsessiond/flow"
 	"github.com/xsessiond/xsessiond/nsbind/nstest"
 )
@@ -189,14 +187,8 @@ func workerKicks(t *testing.T, xs, sock string) kickCounts {
 // p50/p99 of both runs and the worker's kick wakeups. Every echo must
 // come back in both runs.
 func TestKickSpam(t *testing.T) {
-	rig := nstest.NewPair(t, nstest.Options{})
-	if err := xsktest.DisableTxOffload(rig.A); err != nil {
-		t.Fatal(err)
-	}
+	rig, sock, _ := startRigDaemon(t)
 	xs, echo := binaries(t)
-	sock := filepath.Join(t.TempDir(), "api.sock")
-	d := startProcess(t, xs, "run", "--netns", rig.B.Name, "--iface", rig.B.Link, "--socket", sock)
-	d.waitLine(t, "xsessiond started", 15*time.Second)
 	e := startProcess(t, echo, "--socket", sock, "--listen", "udp://0.0.0.0:9000")
 	e.waitLine(t, "echoing on", 10*time.Second)
 	if err := echoOnce(t, rig, 9000); err != nil {
