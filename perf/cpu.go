@@ -36,21 +36,25 @@ func (c CPUTimes) Busy() uint64 {
 func (c CPUTimes) Total() uint64 { return c.Busy() + c.Idle + c.IOWait }
 
 // ParseProcStat reads the aggregate cpu line of a /proc/stat.
-func ParseProcStat(r io.Reader) (CPUTimes, error) {
+func ParseProcStat(r io.Reader) (CPUTimes, error) { return parseProcStatLine(r, "cpu") }
+
+// parseProcStatLine reads the line of a /proc/stat named name: "cpu" for
+// the aggregate, "cpuN" for CPU N.
+func parseProcStatLine(r io.Reader, name string) (CPUTimes, error) {
 	sc := bufio.NewScanner(r)
 	for sc.Scan() {
 		f := strings.Fields(sc.Text())
-		if len(f) == 0 || f[0] != "cpu" {
+		if len(f) == 0 || f[0] != name {
 			continue
 		}
 		if len(f) < 9 {
-			return CPUTimes{}, fmt.Errorf("%w: cpu line has %d fields", errProcStat, len(f)-1)
+			return CPUTimes{}, fmt.Errorf("%w: %s line has %d fields", errProcStat, name, len(f)-1)
 		}
 		var v [8]uint64
 		for i := range v {
 			n, err := strconv.ParseUint(f[i+1], 10, 64)
 			if err != nil {
-				return CPUTimes{}, fmt.Errorf("%w: field %d: %v", errProcStat, i+1, err)
+				return CPUTimes{}, fmt.Errorf("%w: %s field %d: %v", errProcStat, name, i+1, err)
 			}
 			v[i] = n
 		}
@@ -59,17 +63,22 @@ func ParseProcStat(r io.Reader) (CPUTimes, error) {
 	if err := sc.Err(); err != nil {
 		return CPUTimes{}, fmt.Errorf("read /proc/stat: %w", err)
 	}
-	return CPUTimes{}, fmt.Errorf("%w: no aggregate cpu line", errProcStat)
+	return CPUTimes{}, fmt.Errorf("%w: no %s line", errProcStat, name)
 }
 
 // ReadCPUTimes reads /proc/stat.
-func ReadCPUTimes() (CPUTimes, error) {
+func ReadCPUTimes() (CPUTimes, error) { return readProcStatLine("cpu") }
+
+// ReadCPUTime reads CPU cpu's line of /proc/stat.
+func ReadCPUTime(cpu int) (CPUTimes, error) { return readProcStatLine("cpu" + strconv.Itoa(cpu)) }
+
+func readProcStatLine(name string) (CPUTimes, error) {
 	f, err := os.Open("/proc/stat")
 	if err != nil {
 		return CPUTimes{}, err
 	}
 	defer f.Close()
-	return ParseProcStat(f)
+	return parseProcStatLine(f, name)
 }
 
 // BusyBetween is the machine's busy CPU time from a to b. Counters that went

@@ -68,6 +68,31 @@ func TestBusyBetweenAndPerPacket(t *testing.T) {
 	}
 }
 
+func TestParseProcStatOneCPU(t *testing.T) {
+	f, err := os.Open("testdata/proc_stat_a")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	c, err := parseProcStatLine(f, "cpu1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := CPUTimes{User: 500, Nice: 25, System: 200, Idle: 4000, IOWait: 15, IRQ: 10, SoftIRQ: 40, Steal: 5}
+	if c != want {
+		t.Fatalf("cpu1: got %+v, want %+v", c, want)
+	}
+	if _, err := f.Seek(0, 0); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := parseProcStatLine(f, "cpu7"); !errors.Is(err, errProcStat) {
+		t.Fatalf("cpu7 (absent): err %v, want errProcStat", err)
+	}
+	if c, err := ReadCPUTime(0); err != nil || c.Total() == 0 {
+		t.Fatalf("this machine's cpu0: %+v, %v", c, err)
+	}
+}
+
 func TestParseProcStatRejectsBadInput(t *testing.T) {
 	for name, in := range map[string]string{
 		"empty":      "",

@@ -139,7 +139,7 @@ func (r *runner) echoRep(ctx context.Context, s Scenario, rep, reps int) (out Re
 	if err != nil {
 		return Rep{}, err
 	}
-	restore, err := r.serverPin.onClient()
+	restore, err := r.serverPin.place(p)
 	if err != nil {
 		return Rep{}, err
 	}
@@ -149,6 +149,11 @@ func (r *runner) echoRep(ctx context.Context, s Scenario, rep, reps int) (out Re
 		return Rep{}, fmt.Errorf("start %s echo: %w", s.Impl, err)
 	}
 	defer func() { err = errors.Join(err, e.Stop()) }()
+	unplace, err := r.serverPin.placed(p, s.Impl)
+	if err != nil {
+		return Rep{}, err
+	}
+	defer func() { err = errors.Join(err, unplace()) }()
 	if r.stats != nil {
 		defer func() {
 			if line := e.StatsLine(); line != "" {

@@ -49,6 +49,7 @@ type options struct {
 	rate       uint64
 	echoRate   uint64
 	serverCPU  int
+	steer      bool
 	tcpCC      string
 	payloads   []int
 	out        string
@@ -86,6 +87,7 @@ flags of the rig mode:
 	fs.Uint64Var(&o.rate, "rate", 0, "generator rate in packets/s for receive scenarios; 0 = flat out")
 	fs.Uint64Var(&o.echoRate, "echo-rate", 10000, "requests/s of the echo latency scenarios")
 	fs.IntVar(&o.serverCPU, "server-cpu", -2, "CPU of the server process of the echo and TCP scenarios (either implementation), this process on the other CPUs meanwhile, as with two hosts; -2 = the last CPU (no placement with fewer than 2), -1 = no placement")
+	fs.BoolVar(&o.steer, "steer", true, "with the rows placed (--server-cpu), steer each host's receive work to its own CPUs (RPS on both veths; B's NAPI threaded on the server's CPU while xsessiond's XDP program is attached) and count host B's CPU as all the busy time of the server's CPU; false: neither, B's CPU the server process's")
 	fs.StringVar(&o.tcpCC, "tcp-cc", "cubic", "TCP congestion control of both hosts' kernel sockets in the TCP rows, set on each socket (Linux's default, cubic, unless the machine sets another; empty = the machine's default, net.ipv4.tcp_congestion_control)")
 	fs.IntVar(&o.genThreads, "gen-threads", 1, "generator threads (each its own AF_PACKET ring and share of the flows)")
 	fs.StringVar(&payloads, "payloads", "64,512,1472", "UDP payload sizes of the receive scenarios")
@@ -208,6 +210,8 @@ func run(ctx context.Context, o options, log io.Writer) (*Report, error) {
 	rep.Config.ServerCPU = -1
 	if pin != nil {
 		rep.Config.ServerCPU = pin.cpu
+		pin.steering = o.steer
+		rep.Config.Steer = o.steer
 	}
 	rg := &rigs{}
 	defer rg.Close()

@@ -8,6 +8,8 @@ import (
 	"strconv"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/xsessiond/xsessiond/nsbind/nstest"
 )
 
 // serverPin places the echo and TCP rows as two hosts would be: the
@@ -24,6 +26,9 @@ type serverPin struct {
 	client unix.CPUSet // this process's CPUs during a row
 	all    unix.CPUSet // this process's CPUs otherwise
 	procs  int         // GOMAXPROCS otherwise
+	// steering is --steer: each host's receive work on its own CPUs
+	// (steer.go), and host B's CPU time the server CPU's busy time.
+	steering bool
 }
 
 // newServerPin returns the placement with the server on cpu (-2: the
@@ -54,7 +59,43 @@ func newServerPin(cpu int) (*serverPin, error) {
 	p.server.Set(cpu)
 	p.client = p.all
 	p.client.Clear(cpu)
+	p.steering = true
 	return &p, nil
+}
+
+// place prepares a placed row on rig p: this process on the client's
+// CPUs (onClient) and each host's receive work on its own (steer). The
+// returned function puts both back. A nil sp does nothing.
+func (sp *serverPin) place(p *nstest.Pair) (restore func() error, err error) {
+	back, err := sp.onClient()
+	if err != nil {
+		return nil, err
+	}
+	unsteer, err := sp.steer(p)
+	if err != nil {
+		return nil, errors.Join(err, back())
+	}
+	return func() error { return errors.Join(unsteer(), back()) }, nil
+}
+
+// placed finishes the placement once the server of a row is up: for
+// xsessiond, whose XDP program made B's veth receive in NAPI, that NAPI
+// becomes threaded with its threads on the server's CPU (threadNAPI). The
+// returned function undoes it; it runs before the server stops. A nil sp
+// does nothing.
+func (sp *serverPin) placed(p *nstest.Pair, impl string) (restore func() error, err error) {
+	if sp == nil || !sp.steering || impl != ImplXsessiond {
+		return func() error { return nil }, nil
+	}
+	return sp.threadNAPI(p.B)
+}
+
+// cpuIndex returns the server's CPU, -1 for a nil p.
+func (p *serverPin) cpuIndex() int {
+	if p == nil {
+		return -1
+	}
+	return p.cpu
 }
 
 // serverCPUs returns the server's CPU set, nil for a nil p (anywhere).

@@ -154,7 +154,7 @@ func everySecond(ctx context.Context, what string, count func() uint64) func() {
 	done := make(chan struct{})
 	go func() {
 		defer close(done)
-		prev, err := take(count, count)
+		prev, err := take(count, count, -1)
 		if err != nil {
 			fmt.Fprintln(os.Stderr, err)
 			return
@@ -167,7 +167,7 @@ func everySecond(ctx context.Context, what string, count func() uint64) func() {
 				return
 			case <-t.C:
 			}
-			cur, err := take(count, count)
+			cur, err := take(count, count, -1)
 			if err != nil {
 				fmt.Fprintln(os.Stderr, err)
 				return

@@ -258,6 +258,9 @@ type RunConfig struct {
 	// ServerCPU is the CPU of the echo and TCP rows' server process, the
 	// client's process on the others meanwhile; -1: not placed.
 	ServerCPU int `json:"server_cpu"`
+	// Steer is --steer: with the rows placed, each host's receive work
+	// on its own CPUs and host B's CPU time the server CPU's busy time.
+	Steer bool `json:"steer,omitempty"`
 }
 
 // Report is the results file.
@@ -287,7 +290,7 @@ var methodNotes = []string{
 	"Cut-through: socketpair writes and reads one message per system call; xsessiond's writer writes one datagram per Write on its app library connection and its reader takes up to 64 per ReadBatch in place, both sleeping only when the fifo is full or empty.",
 	"Echo: kernel UDP sockets in host A, with A's tx checksum offload off (so an AF_XDP receiver sees complete UDP checksums); the same for both implementations. The echo server runs as a process of its own (perf echoserve) started in B's namespace: the kernel echo, or the daemon and the echo app for xsessiond; the client stays in the harness's process. During the echo rows the server process runs on one CPU (--server-cpu, by default the last) and the harness's threads on the others, with as many Ps, for both implementations, as with two hosts; --server-cpu -1 lets both use every CPU.",
 	"TCP: a kernel TCP client in host A (Go net, one goroutine per connection; connect/request/close: 4 goroutines each on a thread in A's namespace, host A's ephemeral port range 1024–65535 with tcp_tw_reuse; both hosts' kernel sockets with the congestion control --tcp-cc names, by default cubic, Linux's, whatever the machine's default) against a server in host B that is one Go function on a net.Listener: net.Listen's (kernel) or app.Listen's (xsessiond: the daemon and the app in the server's process, app fifos at the daemon's default size, 64 KiB per direction, in the request/response rows, and 1 MiB per direction in the bulk rows, as a bulk program sizes its socket buffers: --xs-tcp-bulk-fifo). The server runs as a process of its own (perf tcpserve) started in B's namespace, placed as for the echo rows (--server-cpu).",
-	"TCP B CPU: the server process's user+system time (getrusage, read by the process itself at both ends of the window) per transaction, connection or GB: for xsessiond that includes the daemon's workers and gVisor's goroutines. On veth a sender's transmit runs the peer's receive path in its own softirq, so each side's send pays part of the other's receive, for both implementations. Machine CPU: /proc/stat busy time over the window, client included.",
+	"TCP B CPU: with the rows placed and --steer (the default), all the busy time of the server's CPU (/proc/stat user+nice+system+irq+softirq+steal over the window) per transaction, connection or GB: the server process (for xsessiond, the daemon's workers and gVisor's goroutines too), B's receive softirqs and B's NAPI threads. On veth a transmit runs the peer's receive in the sender's softirq, which put each host's receive on the other's CPU; --steer moves it back: receive packet steering on A's veth to the client's CPUs and on B's veth to the server's, and, while xsessiond's XDP program is attached, B's NAPI threaded on the server's CPU, as a NIC's interrupt would place each host's receive. Without --steer: the server process's user+system time (getrusage, read by the process itself at both ends of the window). The log line gives both. Machine CPU: /proc/stat busy time over the window, client included.",
 	"TCP exact: the repetitions whose totals match at both ends (transactions the client completed = requests the server answered; bytes written = bytes read, after the sender closed and the receiver read to the end). Errors: failed connects, resets and timeouts of client and server.",
 	"Each figure: median [min–max] over the repetitions.",
 }
@@ -325,7 +328,11 @@ func WriteMarkdown(w io.Writer, rep *Report) error {
 		rep.Started.Format(time.RFC3339), rep.Elapsed, rep.Host.Kernel, rep.Host.CPUs, rep.Host.CPUModel,
 		rep.Config.Reps, rep.Config.Window, rep.Config.Warmup)
 	if rep.Config.ServerCPU >= 0 {
-		fmt.Fprintf(&b, "Echo and TCP rows: the server process on CPU %d, the client's on the others.\n\n", rep.Config.ServerCPU)
+		fmt.Fprintf(&b, "Echo and TCP rows: the server process on CPU %d, the client's on the others", rep.Config.ServerCPU)
+		if rep.Config.Steer {
+			fmt.Fprintf(&b, "; each host's receive work steered to its own CPUs, host B's CPU time all of CPU %d's busy time", rep.Config.ServerCPU)
+		}
+		fmt.Fprintf(&b, ".\n\n")
 	} else {
 		fmt.Fprintf(&b, "Echo and TCP rows: server and client on any CPU.\n\n")
 	}

@@ -47,32 +47,52 @@ type Rep struct {
 	Breakdown   Drops  `json:"drops_breakdown,omitempty"` // overlaps Drops, printed only
 	Counted     uint64 `json:"counted"`
 	Unexplained int64  `json:"unexplained"`
-	// TCP repetitions: the server process's user+system time in the
-	// window (host B's side: the server and, for xsessiond, the daemon in
-	// the same process), and the connection errors of client and server
-	// (Breakdown names them).
-	SrvNs  int64  `json:"server_cpu_ns,omitempty"`
-	Errors uint64 `json:"errors,omitempty"`
+	// TCP repetitions: host B's CPU time in the window, and the
+	// connection errors of client and server (Breakdown names them). With
+	// the server placed (--server-cpu) and --steer, B's CPU time is all
+	// the busy time of the server's CPU (/proc/stat: the server process,
+	// the softirqs and kernel threads of B's receive steered there,
+	// steer.go); otherwise the server process's user+system time. SrvProcNs is the
+	// server process's alone (the server and, for xsessiond, the daemon
+	// in the same process).
+	SrvNs     int64  `json:"server_cpu_ns,omitempty"`
+	SrvProcNs int64  `json:"server_proc_ns,omitempty"`
+	Errors    uint64 `json:"errors,omitempty"`
 	// WorkerLoops and WorkerSleeps are xsessiond's worker loops and
 	// sleeps in poll(2) in the window (TCP rows).
 	WorkerLoops  uint64 `json:"worker_loops,omitempty"`
 	WorkerSleeps uint64 `json:"worker_sleeps,omitempty"`
+	// RxRingFull and FillEmpty are xsessiond's AF_XDP rx_ring_full and
+	// rx_fill_ring_empty_descs in the window (TCP rows): frames the
+	// kernel dropped before the worker saw them, and the times it found no
+	// frame to receive into.
+	RxRingFull uint64 `json:"xsk_rx_ring_full,omitempty"`
+	FillEmpty  uint64 `json:"xsk_rx_fill_ring_empty,omitempty"`
 }
 
 // snap is the counters at one instant.
 type snap struct {
 	t               time.Time
 	cpu             CPUTimes
+	srv             CPUTimes // the server's CPU (serverPin), when there is one
 	proc            time.Duration
 	sent, delivered uint64
 }
 
-func take(sent, delivered func() uint64) (snap, error) {
+// take reads the counters now; srvCPU ≥ 0 also reads that CPU's line of
+// /proc/stat (the placed server's).
+func take(sent, delivered func() uint64, srvCPU int) (snap, error) {
 	c, err := ReadCPUTimes()
 	if err != nil {
 		return snap{}, err
 	}
-	return snap{t: time.Now(), cpu: c, proc: procCPU(), sent: sent(), delivered: delivered()}, nil
+	var srv CPUTimes
+	if srvCPU >= 0 {
+		if srv, err = ReadCPUTime(srvCPU); err != nil {
+			return snap{}, err
+		}
+	}
+	return snap{t: time.Now(), cpu: c, srv: srv, proc: procCPU(), sent: sent(), delivered: delivered()}, nil
 }
 
 // windowRep turns the snapshots at both ends of a window into a Rep.
@@ -137,7 +157,7 @@ const maxWindowStretch = 20
 // machine the goroutines that move the traffic may not have run at all in
 // a short window, and a window without traffic measures nothing.
 func (r *runner) watch(ctx context.Context, s Scenario, rep, reps int, sent, delivered func() uint64) (snap, snap, error) {
-	a, err := take(sent, delivered)
+	a, err := take(sent, delivered, r.serverPin.cpuIndex())
 	if err != nil {
 		return a, a, err
 	}
@@ -164,7 +184,7 @@ func (r *runner) watch(ctx context.Context, s Scenario, rep, reps int, sent, del
 		r.prog.update(s, rep, reps, float64(d-lastD)/now.Sub(lastT).Seconds(), max(0, loss))
 		lastT, lastD = now, d
 	}
-	b, err := take(sent, delivered)
+	b, err := take(sent, delivered, r.serverPin.cpuIndex())
 	return a, b, err
 }
 

@@ -377,7 +377,7 @@ func (r *runner) tcpRep(ctx context.Context, s Scenario, rep, reps int) (out Rep
 	// xsessiond's daemon reserves the ports it serves.
 	port := tcpPortBase + uint16(r.tcpReps%tcpPorts)
 	r.tcpReps++
-	restore, err := r.serverPin.onClient()
+	restore, err := r.serverPin.place(p)
 	if err != nil {
 		return Rep{}, err
 	}
@@ -392,6 +392,11 @@ func (r *runner) tcpRep(ctx context.Context, s Scenario, rep, reps int) (out Rep
 			err = errors.Join(err, child.kill())
 		}
 	}()
+	unplace, err := r.serverPin.placed(p, s.Impl)
+	if err != nil {
+		return Rep{}, err
+	}
+	defer func() { err = errors.Join(err, unplace()) }()
 	cl := newTCPClient(s.Kind, s.Flows, r.tcpCC)
 	addr := netip.AddrPortFrom(p.B.IPv4, port).String()
 	if err := cl.start(p.A, addr); err != nil {
@@ -467,6 +472,10 @@ func (r *runner) tcpRep(ctx context.Context, s Scenario, rep, reps int) (out Rep
 		}
 		time.Sleep(10 * time.Millisecond)
 	}
+	// B's NAPI goes back to softirq while the XDP program is still there.
+	if err := unplace(); err != nil {
+		return Rep{}, err
+	}
 	quit = true
 	final, qerr := child.quit()
 	if qerr != nil {
@@ -477,8 +486,17 @@ func (r *runner) tcpRep(ctx context.Context, s Scenario, rep, reps int) (out Rep
 	if err != nil {
 		return Rep{}, err
 	}
-	out.SrvNs = cs1.CPUNs - cs0.CPUNs
+	out.SrvProcNs = cs1.CPUNs - cs0.CPUNs
+	out.SrvNs = out.SrvProcNs
+	if r.serverPin != nil && r.serverPin.steering {
+		busy, err := BusyBetween(a.srv, b.srv)
+		if err != nil {
+			return Rep{}, err
+		}
+		out.SrvNs = busy.Nanoseconds()
+	}
 	out.WorkerLoops, out.WorkerSleeps = cs1.Worker.Loops-cs0.Worker.Loops, cs1.Worker.Sleeps-cs0.Worker.Sleeps
+	out.RxRingFull, out.FillEmpty = cs1.Worker.RingFull-cs0.Worker.RingFull, cs1.Worker.FillEmpty-cs0.Worker.FillEmpty
 	switch s.Kind {
 	case KindTCPRR, KindTCPCRR:
 		out.TotalSent, out.TotalDelivered = cl.done.Load(), final.Txns
@@ -528,9 +546,9 @@ func tcpLine(k Kind, rep Rep) string {
 	case isBulk(k):
 		unit = "bytes"
 	}
-	return fmt.Sprintf("%s sent %d, received %d (exact: %v); server CPU %v in the window; worker loops %d, sleeps %d in the window; errors %d %s",
+	return fmt.Sprintf("%s sent %d, received %d (exact: %v); host B CPU %v (server process %v) in the window; worker loops %d, sleeps %d, xsk rx_ring_full %d, rx_fill_ring_empty %d in the window; errors %d %s",
 		unit, rep.TotalSent, rep.TotalDelivered, rep.TotalSent == rep.TotalDelivered,
-		time.Duration(rep.SrvNs), rep.WorkerLoops, rep.WorkerSleeps, rep.Errors, rep.Breakdown)
+		time.Duration(rep.SrvNs), time.Duration(rep.SrvProcNs), rep.WorkerLoops, rep.WorkerSleeps, rep.RxRingFull, rep.FillEmpty, rep.Errors, rep.Breakdown)
 }
 
 // startTCPProfile starts the server process's CPU profile for the window

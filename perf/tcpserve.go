@@ -174,14 +174,26 @@ type workerLoops struct {
 	Sleeps uint64 `json:"sleeps"`
 	Spins  uint64 `json:"spins"`
 	Naps   uint64 `json:"naps"`
+	// RingFull and FillEmpty are the kernel's AF_XDP counters summed over
+	// the queues: frames dropped because an rx ring was full, and
+	// receives that found the fill ring empty.
+	RingFull  uint64 `json:"rx_ring_full"`
+	FillEmpty uint64 `json:"rx_fill_ring_empty"`
 }
 
 func (s *tcpServer) stats() tcpStats {
 	st := tcpStats{Accepted: s.accepted.Load(), Closed: s.closed.Load(), Txns: s.txns.Load(),
 		RxBytes: s.rxBytes.Load(), TxBytes: s.txBytes.Load(), Errors: s.errs.Load(), CPUNs: procCPU().Nanoseconds()}
 	if s.engine != nil {
-		t := s.engine().Totals
+		es := s.engine()
+		t := es.Totals
 		st.Worker = workerLoops{Loops: t.Loops, Sleeps: t.Sleeps, Spins: t.Spins, Naps: t.Naps}
+		for _, q := range es.Queues {
+			if q.XSK != nil {
+				st.Worker.RingFull += q.XSK.RxRingFull
+				st.Worker.FillEmpty += q.XSK.RxFillRingEmptyDescs
+			}
+		}
 	}
 	s.errMu.Lock()
 	if s.lastErr != nil {

@@ -1,0 +1,134 @@
+package main
+
+import (
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"golang.org/x/sys/unix"
+
+	"github.com/xsessiond/xsessiond/nsbind/nstest"
+)
+
+func TestCPUMask(t *testing.T) {
+	for _, c := range []struct {
+		cpus []int
+		want string
+	}{
+		{[]int{0}, "1"},
+		{[]int{1}, "2"},
+		{[]int{0, 1, 2, 3}, "f"},
+		{[]int{31}, "80000000"},
+		{[]int{0, 33}, "2,00000001"},
+		{[]int{64}, "1,00000000,00000000"},
+		{nil, "0"},
+	} {
+		var s unix.CPUSet
+		for _, c := range c.cpus {
+			s.Set(c)
+		}
+		if got := cpuMask(&s); got != c.want {
+			t.Errorf("cpuMask(%v) = %q, want %q", c.cpus, got, c.want)
+		}
+	}
+}
+
+// readSysfs reads a file of h's veth end's sysfs directory.
+func readSysfs(t *testing.T, h *nstest.Host, name string) string {
+	t.Helper()
+	var v string
+	if err := inSysfs(h, func(dir string) error {
+		b, err := os.ReadFile(filepath.Join(dir, name))
+		v = strings.TrimSpace(string(b))
+		return err
+	}); err != nil {
+		t.Fatal(err)
+	}
+	return v
+}
+
+// TestSteer checks the placed rows' receive steering on a rig: every rx
+// queue of A's veth steered to the client's CPUs and B's to the server's,
+// B's NAPI threaded with its thread on the server's CPU while an XDP
+// program is attached, and everything as it was afterwards.
+func TestSteer(t *testing.T) {
+	nstest.RequirePrivileged(t)
+	sp, err := newServerPin(-2)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if sp == nil {
+		t.Skip("fewer than two CPUs: the rows are not placed")
+	}
+	p := nstest.NewPair(t, nstest.Options{Queues: 2})
+	rps := "queues/rx-1/rps_cpus"
+	beforeA, beforeB := readSysfs(t, p.A, rps), readSysfs(t, p.B, rps)
+	restore, err := sp.place(p)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, q := range []string{"queues/rx-0/rps_cpus", rps} {
+		if got, want := readSysfs(t, p.A, q), cpuMask(&sp.client); !sameMask(got, want) {
+			t.Errorf("A %s = %q, want the client's CPUs %q", q, got, want)
+		}
+		if got, want := readSysfs(t, p.B, q), cpuMask(&sp.server); !sameMask(got, want) {
+			t.Errorf("B %s = %q, want the server's CPU %q", q, got, want)
+		}
+	}
+
+	// The kernel server: nothing more to place.
+	if unplace, err := sp.placed(p, ImplKernel); err != nil {
+		t.Fatal(err)
+	} else if err := unplace(); err != nil {
+		t.Fatal(err)
+	}
+	// An XDP program makes the veth receive in NAPI, which placed threads.
+	x := &XDPDrop{}
+	if err := x.Start(envB(p, 2, 1, 64, defaultPort)); err != nil {
+		t.Fatal(err)
+	}
+	unplace, err := sp.placed(p, ImplXsessiond)
+	if err != nil {
+		x.Stop()
+		t.Fatal(err)
+	}
+	if got := readSysfs(t, p.B, "threaded"); got != "1" {
+		t.Errorf("B threaded = %q with the rows placed, want 1", got)
+	}
+	n, err := sp.pinNAPI(p.B.Link)
+	if err != nil || n == 0 {
+		t.Errorf("B's NAPI threads: %d found, %v", n, err)
+	}
+	if err := unplace(); err != nil {
+		t.Error(err)
+	}
+	if err := unplace(); err != nil { // a second call does nothing
+		t.Error(err)
+	}
+	if got := readSysfs(t, p.B, "threaded"); got != "0" {
+		t.Errorf("B threaded = %q after the row, want 0", got)
+	}
+	if err := x.Stop(); err != nil {
+		t.Error(err)
+	}
+	if err := restore(); err != nil {
+		t.Fatal(err)
+	}
+	if got := readSysfs(t, p.A, rps); got != beforeA {
+		t.Errorf("A %s = %q after the rows, want %q as before", rps, got, beforeA)
+	}
+	if got := readSysfs(t, p.B, rps); got != beforeB {
+		t.Errorf("B %s = %q after the rows, want %q as before", rps, got, beforeB)
+	}
+}
+
+// sameMask compares two sysfs CPU masks, which the kernel prints zero-padded
+// to the machine's CPU count ("02" for "2" on some).
+func sameMask(a, b string) bool {
+	norm := func(s string) string {
+		s = strings.TrimLeft(strings.ReplaceAll(s, ",", ""), "0")
+		return s
+	}
+	return norm(a) == norm(b)
+}
