@@ -9,7 +9,7 @@
 //	              [--cpuprofile FILE] [--xs-stats] [--xs-batch N] [--xs-busy-poll]
 //	              [--xs-ring N] [--xs-nap D] [--xs-spin D] [--xs-spin-max D] [--xs-app-spin D]
 //	              [--xs-xdp-mode MODE] [--xs-rx-fifo BYTES] [--xs-tcp-bulk-fifo BYTES] [--xs-capture FILE]
-//	              [--tcp-cc cubic] [--server-cpu -2]
+//	              [--tcp-cc cubic] [--server-cpu -2] [--steer=true]
 //	go run ./perf gen  --iface IF --dst-mac MAC --dst-ip IP ...   (two-machine runs)
 //	go run ./perf recv --iface IF --impl kernel|kernel-reuseport|xdp-drop|xsessiond ...
 //	perf tcpserve --impl kernel|xsessiond --mode rr|crr|recv|send ...    (started by the harness)
@@ -161,6 +161,23 @@
 // 10,000/s, four interleaved rounds, p50/p99 µs: placed, the kernel
 // 62.6–118.6/133.8–248.4 and xsessiond 71.6–106.7/154.2–242.3; not,
 // 61.9–89.8/181.9–352.5 and 99.2–143.4/294.1–455.8.
+//
+// With the rows placed, --steer (on by default) also steers each host's
+// receive work to its own CPUs (steer.go): on veth a transmit runs the
+// peer's receive in the sender's softirq, which put host A's TCP on B's
+// CPU whenever B sent, and B's receive on A's CPU whenever A sent. RPS on
+// A's veth sends A's receive to the client's CPUs and on B's veth B's to
+// the server's CPU; while xsessiond's XDP program is attached, B's veth
+// NAPI is threaded and its thread placed on the server's CPU. Host B's
+// CPU time in the TCP rows is then all the busy time of the server's CPU
+// (/proc/stat), the server process's beside it in the log line.
+// --steer=false gives the placement without it. Interleaved rounds
+// (2026-12-03 18:17–18:22 UTC), ratios xsessiond/kernel, steered against
+// not: one connection 0.51–0.69 at 1.33–1.87× B's CPU per transaction
+// against 0.49–0.51 at 2.30–2.59×; 32 connections 0.76–0.96 at 1.05–1.32×
+// against 0.46–0.50 at 2.01–2.12×; bulk receive 0.24–0.34 against
+// 0.42–0.59 (veth copies each of A's segments for the XDP program, on B's
+// CPU now); bulk send 0.63–0.74 against 0.61–0.79.
 //
 // --quick runs only the 64-byte receive rows of the kernel baseline and
 // xsessiond and the TCP rows, once, prints one line per TCP group,
