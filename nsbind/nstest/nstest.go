@@ -146,6 +146,7 @@ func newPair(opts Options) (*Pair, error) {
 	if opts.MTU <= 0 {
 		opts.MTU = 1500
 	}
+	reapStale()
 	id := freeRigID()
 	p := &Pair{
 		A:   &Host{Name: id + "-a", Link: "veth-a", IPv4: netip.MustParseAddr("10.77.0.1"), IPv6: netip.MustParseAddr("fd77::1"), NS: -1},

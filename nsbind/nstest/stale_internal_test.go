@@ -1,10 +1,14 @@
 package nstest
 
 import (
+	"errors"
 	"fmt"
 	"os"
 	"path/filepath"
+	"sync"
 	"testing"
+
+	"github.com/vishvananda/netns"
 )
 
 // TestPairSkipsStaleName: a namespace name this process is about to use,
@@ -31,5 +35,34 @@ func TestPairSkipsStaleName(t *testing.T) {
 	}
 	if _, err := os.Lstat(path); err != nil {
 		t.Fatalf("stale entry %s: %v", stale, err)
+	}
+}
+
+// TestReapStale: the rig namespaces of a process that is gone are removed
+// when a rig is next made; those of a live process (pid 1 here) and names
+// not of a rig stay.
+func TestReapStale(t *testing.T) {
+	RequirePrivileged(t)
+	// No process has a pid above the kernel's largest pid_max (2^22).
+	dead := "xs4194305-1-a"
+	alive := "xs1-1-b"
+	other := "xs-not-a-rig"
+	for _, name := range []string{dead, alive, other} {
+		ns, err := newNamedNS(name)
+		if err != nil {
+			t.Fatal(err)
+		}
+		ns.Close()
+		t.Cleanup(func() { netns.DeleteNamed(name) })
+	}
+	reapOnce = sync.Once{}
+	reapStale()
+	if _, err := os.Lstat(filepath.Join(netnsDir, dead)); !errors.Is(err, os.ErrNotExist) {
+		t.Errorf("%s (pid gone): still there (%v)", dead, err)
+	}
+	for _, name := range []string{alive, other} {
+		if _, err := os.Lstat(filepath.Join(netnsDir, name)); err != nil {
+			t.Errorf("%s: %v, want it left", name, err)
+		}
 	}
 }
