@@ -87,7 +87,7 @@ func steerHost(h *nstest.Host, mask string) (*hostSteer, error) {
 	err := inSysfs(h, func(dir string) error {
 		queues, err := filepath.Glob(filepath.Join(dir, "queues", "rx-*", "rps_cpus"))
 		if err != nil || len(queues) == 0 {
-			return fmt.Errorf("%s: no rx queues in sysfs (%v)", h.Link, err)
+			return fmt.Errorf("%s: no rps_cpus in sysfs (a kernel without CONFIG_RPS?); --steer=false measures without steering", h.Link)
 		}
 		for _, q := range queues {
 			old, err := swapSysfs(q, mask)
@@ -130,7 +130,7 @@ func (sp *serverPin) threadNAPI(h *nstest.Host) (restore func() error, err error
 		old, err = swapSysfs(filepath.Join(dir, "threaded"), "1")
 		return err
 	}); err != nil {
-		return nil, err
+		return nil, fmt.Errorf("%s: threaded NAPI: %w; --steer=false measures without steering", h.Link, err)
 	}
 	var once sync.Once
 	restore = func() (err error) {
@@ -144,7 +144,7 @@ func (sp *serverPin) threadNAPI(h *nstest.Host) (restore func() error, err error
 	}
 	n, err := sp.pinNAPI(h.Link)
 	if err == nil && n == 0 {
-		err = fmt.Errorf("%s: no NAPI thread to place (the XDP program's receive would run on the client's CPU)", h.Link)
+		err = fmt.Errorf("%s: no NAPI thread to place (the XDP program's receive would run on the client's CPU); --steer=false measures without steering", h.Link)
 	}
 	if err != nil {
 		return nil, errors.Join(err, restore())
