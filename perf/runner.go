@@ -52,9 +52,9 @@ type Rep struct {
 	// the server placed (--server-cpu) and --steer, B's CPU time is all
 	// the busy time of the server's CPU (/proc/stat: the server process,
 	// the softirqs and kernel threads of B's receive steered there,
-	// steer.go); otherwise the server process's user+system time. SrvProcNs is the
-	// server process's alone (the server and, for xsessiond, the daemon
-	// in the same process).
+	// steer.go); otherwise the server process's user+system time.
+	// SrvProcNs is the server process's alone (the server and, for
+	// xsessiond, the daemon in the same process).
 	SrvNs     int64  `json:"server_cpu_ns,omitempty"`
 	SrvProcNs int64  `json:"server_proc_ns,omitempty"`
 	Errors    uint64 `json:"errors,omitempty"`
