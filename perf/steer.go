@@ -51,7 +51,8 @@ type hostSteer struct {
 }
 
 // steer sets the rows' receive packet steering on p's hosts and returns
-// what puts it back. A nil sp (no placement) does nothing.
+// what puts it back. A nil sp (no placement), or one without --steer,
+// does nothing.
 func (sp *serverPin) steer(p *nstest.Pair) (restore func() error, err error) {
 	if sp == nil || !sp.steering {
 		return func() error { return nil }, nil
