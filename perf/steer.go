@@ -234,31 +234,44 @@ func (sp *serverPin) pinNAPI(link string) (int, error) {
 	if sp == nil {
 		return 0, nil
 	}
+	pids, err := napiThreads(link)
+	if err != nil {
+		return 0, err
+	}
+	n := 0
+	for _, pid := range pids {
+		if err := unix.SchedSetaffinity(pid, &sp.server); err != nil {
+			if errors.Is(err, unix.ESRCH) {
+				continue
+			}
+			return n, fmt.Errorf("NAPI thread %d of %s: %w", pid, link, err)
+		}
+		n++
+	}
+	return n, nil
+}
+
+// napiThreads lists the kernel threads named "napi/LINK-ID" (names are
+// cut to 15 bytes): the NAPI threads of the veths named link.
+func napiThreads(link string) ([]int, error) {
 	prefix := "napi/" + link + "-"
 	if len(prefix) > 15 {
 		prefix = prefix[:15]
 	}
 	ents, err := os.ReadDir("/proc")
 	if err != nil {
-		return 0, err
+		return nil, err
 	}
-	n := 0
+	var pids []int
 	for _, e := range ents {
 		pid, err := strconv.Atoi(e.Name())
 		if err != nil {
 			continue
 		}
 		comm, err := os.ReadFile(filepath.Join("/proc", e.Name(), "comm"))
-		if err != nil || !strings.HasPrefix(strings.TrimSpace(string(comm)), prefix) {
-			continue
+		if err == nil && strings.HasPrefix(strings.TrimSpace(string(comm)), prefix) {
+			pids = append(pids, pid)
 		}
-		if err := unix.SchedSetaffinity(pid, &sp.server); err != nil {
-			if errors.Is(err, unix.ESRCH) {
-				continue
-			}
-			return n, fmt.Errorf("NAPI thread %d (%s): %w", pid, strings.TrimSpace(string(comm)), err)
-		}
-		n++
 	}
-	return n, nil
+	return pids, nil
 }

@@ -96,9 +96,17 @@ func TestSteer(t *testing.T) {
 	if got := readSysfs(t, p.B, "threaded"); got != "1" {
 		t.Errorf("B threaded = %q with the rows placed, want 1", got)
 	}
-	n, err := sp.pinNAPI(p.B.Link)
-	if err != nil || n == 0 {
-		t.Errorf("B's NAPI threads: %d found, %v", n, err)
+	pids, err := napiThreads(p.B.Link)
+	if err != nil || len(pids) == 0 {
+		t.Errorf("B's NAPI threads: %v found, %v", pids, err)
+	}
+	for _, pid := range pids {
+		var on unix.CPUSet
+		if err := unix.SchedGetaffinity(pid, &on); err != nil {
+			t.Errorf("NAPI thread %d: %v", pid, err)
+		} else if on != sp.server {
+			t.Errorf("NAPI thread %d on CPUs %v, want the server's alone", pid, on)
+		}
 	}
 	if err := unplace(); err != nil {
 		t.Error(err)
