@@ -7,6 +7,8 @@ import (
 	"runtime"
 	"strconv"
 
+	"github.com/vishvananda/netlink"
+	"github.com/vishvananda/netlink/nl"
 	"golang.org/x/sys/unix"
 
 	"github.com/xsessiond/xsessiond/nsbind/nstest"
@@ -79,15 +81,36 @@ func (sp *serverPin) place(p *nstest.Pair) (restore func() error, err error) {
 }
 
 // placed finishes the placement once the server of a row is up: for
-// xsessiond, whose XDP program made B's veth receive in NAPI, that NAPI
-// becomes threaded with its threads on the server's CPU (threadNAPI). The
-// returned function undoes it; it runs before the server stops. A nil sp
-// does nothing.
+// xsessiond, whose XDP program in native mode made B's veth receive in
+// NAPI, that NAPI becomes threaded with its threads on the server's CPU
+// (threadNAPI). In generic mode the program runs in the receive softirq,
+// after receive packet steering, which already puts it on the server's
+// CPU. The returned function undoes it; it runs before the server stops.
+// A nil sp does nothing.
 func (sp *serverPin) placed(p *nstest.Pair, impl string) (restore func() error, err error) {
 	if sp == nil || !sp.steering || impl != ImplXsessiond {
 		return func() error { return nil }, nil
 	}
+	native, err := nativeXDP(p.B)
+	if err != nil || !native {
+		return func() error { return nil }, err
+	}
 	return sp.threadNAPI(p.B)
+}
+
+// nativeXDP reports whether an XDP program runs in native (driver) mode
+// on h's veth end.
+func nativeXDP(h *nstest.Host) (native bool, err error) {
+	err = h.Do(func() error {
+		l, err := netlink.LinkByName(h.Link)
+		if err != nil {
+			return fmt.Errorf("%s: %w", h.Link, err)
+		}
+		x := l.Attrs().Xdp
+		native = x != nil && x.Attached && x.AttachMode == nl.XDP_ATTACHED_DRV
+		return nil
+	})
+	return native, err
 }
 
 // cpuIndex returns the server's CPU, -1 for a nil p.

@@ -51,7 +51,8 @@ func readSysfs(t *testing.T, h *nstest.Host, name string) string {
 // TestSteer checks the placed rows' receive steering on a rig: every rx
 // queue of A's veth steered to the client's CPUs and B's to the server's,
 // B's NAPI threaded with its thread on the server's CPU while an XDP
-// program is attached, and everything as it was afterwards.
+// program is attached in native mode, nothing more in generic mode, and
+// everything as it was afterwards.
 func TestSteer(t *testing.T) {
 	nstest.RequirePrivileged(t)
 	sp, err := newServerPin(-2)
@@ -118,6 +119,23 @@ func TestSteer(t *testing.T) {
 		t.Errorf("B threaded = %q after the row, want 0", got)
 	}
 	if err := x.Stop(); err != nil {
+		t.Error(err)
+	}
+	// In generic mode the program runs after receive packet steering, on
+	// the server's CPU already: nothing more to place.
+	g := &XDPDrop{generic: true}
+	if err := g.Start(envB(p, 2, 1, 64, defaultPort)); err != nil {
+		t.Fatal(err)
+	}
+	if unplace, err := sp.placed(p, ImplXsessiond); err != nil {
+		t.Errorf("placed with a generic-mode program: %v", err)
+	} else if err := unplace(); err != nil {
+		t.Error(err)
+	}
+	if got := readSysfs(t, p.B, "threaded"); got != "0" {
+		t.Errorf("B threaded = %q with a generic-mode program, want 0", got)
+	}
+	if err := g.Stop(); err != nil {
 		t.Error(err)
 	}
 	if err := restore(); err != nil {

@@ -20,6 +20,8 @@ type XDPDrop struct {
 	link   link.Link
 	ncpu   int
 	final  uint64 // the count when Stop closed the map
+	// generic attaches the program in generic mode instead of native.
+	generic bool
 }
 
 // NewXDPDrop returns the XDP_DROP floor.
@@ -87,8 +89,12 @@ func (x *XDPDrop) Start(env *Env) error {
 		x.Stop()
 		return fmt.Errorf("load xdp drop program: %w", err)
 	}
+	flags := link.XDPDriverMode
+	if x.generic {
+		flags = link.XDPGenericMode
+	}
 	err = env.Do(func() (err error) {
-		x.link, err = link.AttachXDP(link.XDPOptions{Program: x.prog, Interface: env.IfIndex, Flags: link.XDPDriverMode})
+		x.link, err = link.AttachXDP(link.XDPOptions{Program: x.prog, Interface: env.IfIndex, Flags: flags})
 		return err
 	})
 	if err != nil {
