@@ -260,11 +260,9 @@ func New(cfg Config) (*Engine, error) {
 	if err != nil {
 		return nil, fmt.Errorf("new engine: %w", err)
 	}
-	var driver string
-	if cfg.Checksum == ChecksumAuto {
-		if driver, err = e.ns.Driver(cfg.IfName); err != nil {
-			log.Warn("driver unknown: partial UDP checksums are dropped", "interface", cfg.IfName, "err", err)
-		}
+	driver, derr := e.ns.Driver(cfg.IfName)
+	if derr != nil && cfg.Checksum == ChecksumAuto {
+		log.Warn("driver unknown: partial UDP checksums are dropped", "interface", cfg.IfName, "err", derr)
 	}
 	e.partialOK, e.csumMode = resolveChecksum(cfg.Checksum, driver)
 	// Only the queues in use can take an AF_XDP socket: IFLA_NUM_RX_QUEUES
@@ -314,11 +312,23 @@ func New(cfg Config) (*Engine, error) {
 	if e.tcp, err = newTCPPath(e); err != nil {
 		return nil, fmt.Errorf("new engine: %w", err)
 	}
+	if e.att.Mode() == loader.ModeGeneric && driver == "veth" {
+		log.Warn(genericVethWarning, "interface", cfg.IfName)
+	}
 	ok = true
 	log.Info("datapath engine ready", "interface", cfg.IfName, "ifindex", e.ifc.Index, "queues", queues,
 		"xdp", e.att.Mode().String(), "pins", e.att.PinDir(), "checksum", e.csumMode)
 	return e, nil
 }
+
+// genericVethWarning is logged when XDP runs in generic mode on a veth.
+// Native XDP on a veth turns segmentation offload off on its peer, so the
+// program sees frames of at most the MTU; in generic mode the peer's TCP
+// keeps sending segments of up to 64 KiB, which the program sees whole
+// and the kernel cannot put in an AF_XDP frame: it drops them, counted as
+// xsk rx_dropped, and TCP sessions stall. UDP is not affected.
+const genericVethWarning = "generic XDP on a veth: TCP segments the peer's segmentation offload builds (up to 64 KiB) do not fit an AF_XDP frame and are dropped, so TCP sessions stall; " +
+	"use --xdp-mode auto (the default) or native, or turn segmentation offload off on the peer: ethtool -K PEER tso off gso off"
 
 // nsPath names the namespace of h as a path the loader can open.
 func nsPath(h netns.NsHandle) string { return fmt.Sprintf("/proc/self/fd/%d", int(h)) }

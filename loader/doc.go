@@ -25,7 +25,10 @@
 // peer on this kernel, but the veth must have at least as many rx queues as
 // its peer has tx queues (else ENOSPC) and the peer's MTU must fit a page
 // with headroom, about 3.5 KB (else ERANGE); ModeAuto then falls back to
-// generic mode. In generic mode a veth reports every packet on rx queue 0.
+// generic mode. In generic mode a veth reports every packet on rx queue 0,
+// and its peer keeps segmentation offload (native mode turns it off), so a
+// TCP segment of up to 64 KiB reaches the program whole: too large for an
+// AF_XDP frame, the kernel drops it at the socket (rx_dropped).
 //
 // Objects and Attachment own kernel resources (program, maps, link, pins)
 // and must be closed; Objects.Close also closes its Attachment. The typed
