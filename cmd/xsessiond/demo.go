@@ -122,7 +122,7 @@ func runDemo(out io.Writer, dur time.Duration, window int) error {
 	if res.sent == 0 || res.echoed != res.sent || res.corrupt != 0 {
 		return fmt.Errorf("demo failed: %d of %d datagrams echoed intact (%d lost, %d corrupt)", res.echoed, res.sent, res.lost, res.corrupt)
 	}
-	if err := runDemoTCP(out, a, rig); err != nil {
+	if err := runDemoTCP(out, a, rig, func() map[string]uint64 { return d.EngineStats().Totals.Drops }); err != nil {
 		return err
 	}
 	fmt.Fprintln(out, "demo passed: every datagram and every TCP byte came back intact (the rig goes away as the demo ends)")

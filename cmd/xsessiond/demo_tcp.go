@@ -7,6 +7,7 @@ import (
 	"math/rand/v2"
 	"net"
 	"net/netip"
+	"sync/atomic"
 	"time"
 
 	"github.com/xsessiond/xsessiond/app"
@@ -19,6 +20,11 @@ const demoTCPBytes = 16 << 20
 // demoTCPStall is how long the demo's TCP echo may move no byte in a
 // direction before it fails.
 const demoTCPStall = 30 * time.Second
+
+// demoTCPLimit bounds the whole TCP echo, which takes well under a second
+// on a veth: a path that loses most segments moves a few bytes now and then
+// (no stall) and would take hours.
+const demoTCPLimit = 2 * time.Minute
 
 // stallReader reads from c with a read deadline demoTCPStall ahead of
 // each read.
@@ -33,7 +39,9 @@ func (r stallReader) Read(p []byte) (int, error) {
 // tcp://0.0.0.0:7000 and a kernel TCP client on host A sends demoTCPBytes
 // through it, half closes, and checks every byte of the echo up to the
 // app's FIN.
-func runDemoTCP(out io.Writer, a *app.App, rig *nstest.Pair) error {
+// drops, if not nil, says what the datapath dropped, for the error when
+// the echo fails.
+func runDemoTCP(out io.Writer, a *app.App, rig *nstest.Pair, drops func() map[string]uint64) error {
 	ln, err := a.Listen("tcp://0.0.0.0:7000")
 	if err != nil {
 		return fmt.Errorf("demo: %w", err)
@@ -63,6 +71,7 @@ func runDemoTCP(out io.Writer, a *app.App, rig *nstest.Pair) error {
 	dst := netip.AddrPortFrom(rig.B.IPv4, 7000)
 	var got []byte
 	var local net.Addr
+	var overLimit atomic.Bool
 	start := time.Now()
 	err = rig.A.Do(func() error {
 		c, err := net.DialTimeout("tcp", dst.String(), 3*time.Second)
@@ -71,6 +80,8 @@ func runDemoTCP(out io.Writer, a *app.App, rig *nstest.Pair) error {
 		}
 		defer c.Close()
 		local = c.LocalAddr()
+		limit := time.AfterFunc(demoTCPLimit, func() { overLimit.Store(true); c.Close() })
+		defer limit.Stop()
 		// The echo fails when it stalls (no byte moves for
 		// demoTCPStall in a direction), not when it is slow.
 		errc := make(chan error, 1)
@@ -95,6 +106,12 @@ func runDemoTCP(out io.Writer, a *app.App, rig *nstest.Pair) error {
 	})
 	took := time.Since(start)
 	if err != nil {
+		if overLimit.Load() {
+			err = fmt.Errorf("not done after %v, %d of %d bytes echoed", demoTCPLimit, len(got), len(data))
+		}
+		if drops != nil {
+			err = fmt.Errorf("%w; the datapath's drops: %v", err, drops())
+		}
 		return fmt.Errorf("demo failed: kernel TCP client %v -> %v: %w", local, dst, err)
 	}
 	fmt.Fprintf(out, "client: kernel TCP socket on host A %v -> %v: %d bytes sent, %d echoed in %v (%.1f MB/s each way)\n",
