@@ -328,7 +328,7 @@ func New(cfg Config) (*Engine, error) {
 // and the kernel cannot put in an AF_XDP frame: it drops them, counted as
 // xsk rx_dropped, and TCP sessions stall. UDP is not affected.
 const genericVethWarning = "generic XDP on a veth: TCP segments the peer's segmentation offload builds (up to 64 KiB) do not fit an AF_XDP frame and are dropped, so TCP sessions stall; " +
-	"use --xdp-mode auto (the default) or native, or turn segmentation offload off on the peer: ethtool -K PEER tso off gso off"
+	"use --xdp-mode auto (the default) or native, or turn TCP segmentation offload off on the peer: ethtool -K PEER tso off"
 
 // nsPath names the namespace of h as a path the loader can open.
 func nsPath(h netns.NsHandle) string { return fmt.Sprintf("/proc/self/fd/%d", int(h)) }
