@@ -28,6 +28,12 @@
  * entry of ours XS_FRAG_GRACE_NS after its datagram's last fragment came:
  * a later datagram under the same identification is then decided afresh.
  *
+ * Multi-buffer frames (xdp.frags): the headers are read from the first
+ * buffer (a frame whose headers go past it is passed as truncated), the IP
+ * length fields are checked against the whole frame. In generic mode on a
+ * veth they are the TCP segments of up to 64 KiB the peer's segmentation
+ * offload builds; the AF_XDP socket takes them as chains of descriptors.
+ *
  * Parsed: Ethernet, up to two 802.1Q/802.1ad tags, IPv4 (any IHL >= 5),
  * IPv6 with up to XS_MAX_EXT hop-by-hop/routing/destination options
  * headers and then a fragment header, UDP and TCP. All loops are bounded
@@ -283,11 +289,14 @@ static __always_inline int xs_frag(struct xdp_md *ctx, struct xs_counters *cnt, 
 	return xs_pass(cnt, reason);
 }
 
-SEC("xdp")
+SEC("xdp.frags")
 int xsession_xdp(struct xdp_md *ctx)
 {
 	void *data = (void *)(long)ctx->data;
 	void *end = (void *)(long)ctx->data_end;
+	/* The whole frame: a multi-buffer one's fragments are not between
+	 * data and end, which hold its headers. */
+	__u64 flen = bpf_xdp_get_buff_len(ctx);
 	__u32 zero = 0;
 	struct xs_counters *cnt;
 	struct xs_est_key k;
@@ -347,7 +356,7 @@ int xsession_xdp(struct xdp_md *ctx)
 			return xs_pass(cnt, XS_C_NOT_L4);
 		}
 		tot = bpf_ntohs(ip->tot_len);
-		if (tot < ihl || p + tot > end)
+		if (tot < ihl || (__u64)(p - data) + tot > flen)
 			len_bad = 1;
 		else
 			l4len = tot - ihl;
@@ -397,7 +406,7 @@ int xsession_xdp(struct xdp_md *ctx)
 			if (f->nexthdr != IPPROTO_UDP || !(f->frag_off & bpf_htons(XS_IP6_OFFSET | XS_IP6_MF)))
 				return xs_pass(cnt, XS_C_FRAGMENT);
 			extlen += sizeof(*f);
-			if ((void *)(ip6 + 1) + plen > end || extlen > plen)
+			if ((__u64)((void *)(ip6 + 1) - data) + plen > flen || extlen > plen)
 				len_bad = 1;
 			else
 				l4len = plen - extlen;
@@ -409,7 +418,7 @@ int xsession_xdp(struct xdp_md *ctx)
 		if (nh != IPPROTO_UDP && nh != IPPROTO_TCP)
 			return xs_pass(cnt, xs_ip6_other_ext(nh) ? XS_C_EXT_HEADER : XS_C_NOT_L4);
 		proto = nh;
-		if ((void *)(ip6 + 1) + plen > end || extlen > plen)
+		if ((__u64)((void *)(ip6 + 1) - data) + plen > flen || extlen > plen)
 			len_bad = 1;
 		else
 			l4len = plen - extlen;

@@ -116,15 +116,19 @@ type QueueStats struct {
 	Reassembled uint64 `json:"reassembled"`
 	// ReasmInFlight and ReasmHeld are gauges: the datagrams the worker
 	// is reassembling and the bytes of their fragments it holds.
-	ReasmInFlight uint64            `json:"reasm_in_flight"`
-	ReasmHeld     uint64            `json:"reasm_held"`
-	Held          uint64            `json:"held"`
-	Loops         uint64            `json:"loops"`
-	Sleeps        uint64            `json:"sleeps"`
-	Kicks         uint64            `json:"kicks"`
-	Naps          uint64            `json:"naps"`
-	Dropped       uint64            `json:"dropped"`
-	Drops         map[string]uint64 `json:"drops"`
+	ReasmInFlight uint64 `json:"reasm_in_flight"`
+	ReasmHeld     uint64 `json:"reasm_held"`
+	// Chained counts the packets larger than a frame that came as
+	// chains of AF_XDP descriptors and were joined (TCP segments the
+	// peer's segmentation offload built, in generic mode on a veth).
+	Chained uint64            `json:"chained"`
+	Held    uint64            `json:"held"`
+	Loops   uint64            `json:"loops"`
+	Sleeps  uint64            `json:"sleeps"`
+	Kicks   uint64            `json:"kicks"`
+	Naps    uint64            `json:"naps"`
+	Dropped uint64            `json:"dropped"`
+	Drops   map[string]uint64 `json:"drops"`
 	// XSK are the socket's counters that are not drops.
 	XSK XSKStats `json:"xsk"`
 }
@@ -274,7 +278,7 @@ func (e dpEngine) Stats() EngineStats {
 func queueStats(q *datapath.QueueStats) QueueStats {
 	qs := QueueStats{Queue: q.Queue, Worker: q.Worker, ZeroCopy: q.ZeroCopy, RxPackets: q.Rx, TxPackets: q.Tx,
 		Delivered: q.Delivered, PartialCsum: q.PartialCsum, TxKernel: q.TxKernel, TxGSO: q.TxGSO,
-		Fragments: q.Fragments, Reassembled: q.Reassembled, ReasmInFlight: q.ReasmInFlight, ReasmHeld: q.ReasmHeld, Held: q.Held, Loops: q.Loops, Sleeps: q.Sleeps, Kicks: q.Kicks, Naps: q.Naps,
+		Fragments: q.Fragments, Reassembled: q.Reassembled, ReasmInFlight: q.ReasmInFlight, ReasmHeld: q.ReasmHeld, Chained: q.Chained, Held: q.Held, Loops: q.Loops, Sleeps: q.Sleeps, Kicks: q.Kicks, Naps: q.Naps,
 		Drops: make(map[string]uint64, len(q.Drops)+4)}
 	for k, v := range q.Drops {
 		if v != 0 {
@@ -310,6 +314,7 @@ func (t *QueueStats) add(q *QueueStats) {
 	t.Reassembled += q.Reassembled
 	t.ReasmInFlight += q.ReasmInFlight
 	t.ReasmHeld += q.ReasmHeld
+	t.Chained += q.Chained
 	t.Held += q.Held
 	t.Loops += q.Loops
 	t.Sleeps += q.Sleeps
@@ -344,7 +349,7 @@ func (t QueueStats) sub(base QueueStats) QueueStats {
 	out := t
 	out.RxPackets, out.TxPackets, out.Delivered = d(t.RxPackets, base.RxPackets), d(t.TxPackets, base.TxPackets), d(t.Delivered, base.Delivered)
 	out.Held, out.Loops, out.Sleeps = d(t.Held, base.Held), d(t.Loops, base.Loops), d(t.Sleeps, base.Sleeps)
-	out.Kicks, out.Naps = d(t.Kicks, base.Kicks), d(t.Naps, base.Naps)
+	out.Kicks, out.Naps, out.Chained = d(t.Kicks, base.Kicks), d(t.Naps, base.Naps), d(t.Chained, base.Chained)
 	out.Drops, out.Dropped = subMap(t.Drops, base.Drops), 0
 	for _, v := range out.Drops {
 		out.Dropped += v

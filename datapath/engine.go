@@ -294,6 +294,7 @@ func New(cfg Config) (*Engine, error) {
 	}
 	opts := withRingDefaults(cfg.XSK)
 	opts.NeedWakeup = true
+	opts.MultiBuffer = true // chain.go
 	if e.sleep, err = newSleepPage(); err != nil {
 		return nil, fmt.Errorf("new engine: %w", err)
 	}
@@ -312,23 +313,11 @@ func New(cfg Config) (*Engine, error) {
 	if e.tcp, err = newTCPPath(e); err != nil {
 		return nil, fmt.Errorf("new engine: %w", err)
 	}
-	if e.att.Mode() == loader.ModeGeneric && driver == "veth" {
-		log.Warn(genericVethWarning, "interface", cfg.IfName)
-	}
 	ok = true
 	log.Info("datapath engine ready", "interface", cfg.IfName, "ifindex", e.ifc.Index, "queues", queues,
 		"xdp", e.att.Mode().String(), "pins", e.att.PinDir(), "checksum", e.csumMode)
 	return e, nil
 }
-
-// genericVethWarning is logged when XDP runs in generic mode on a veth.
-// Native XDP on a veth turns segmentation offload off on its peer, so the
-// program sees frames of at most the MTU; in generic mode the peer's TCP
-// keeps sending segments of up to 64 KiB, which the program sees whole
-// and the kernel cannot put in an AF_XDP frame: it drops them, counted as
-// xsk rx_dropped, and TCP sessions stall. UDP is not affected.
-const genericVethWarning = "generic XDP on a veth: TCP segments the peer's segmentation offload builds (up to 64 KiB) do not fit an AF_XDP frame and are dropped, so TCP sessions stall; " +
-	"use --xdp-mode auto (the default) or native, or turn TCP segmentation offload off on the peer: ethtool -K PEER tso off"
 
 // nsPath names the namespace of h as a path the loader can open.
 func nsPath(h netns.NsHandle) string { return fmt.Sprintf("/proc/self/fd/%d", int(h)) }

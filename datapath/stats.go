@@ -75,6 +75,9 @@ type Counts struct {
 	// Config.Reassembly's bounds.
 	ReasmInFlight uint64 `json:"reasm_in_flight"`
 	ReasmHeld     uint64 `json:"reasm_held"`
+	// Chained counts the multi-buffer packets (chain.go) joined into one
+	// frame each: TCP segments larger than a frame.
+	Chained uint64 `json:"chained"`
 }
 
 // Stats returns the Engine's counters. After Close it returns what the

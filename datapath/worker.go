@@ -42,13 +42,15 @@ const (
 	dropReasmNoBuffer           // a fragment for which every reassembly buffer held a datagram not yet delivered
 	dropReasmEvicted            // datagrams being reassembled, dropped to make room for a new one (Config.Reassembly.MaxDatagrams)
 	dropReasmTimeout            // datagrams whose fragments did not all come within Config.Reassembly.Timeout
+	dropChainNotTCP             // a multi-buffer packet (chain.go) that is not TCP
+	dropChainBroken             // a multi-buffer packet whose descriptors did not all come in its batch
 	numDrops
 )
 
 var dropNames = [numDrops]string{"no-session", "fifo-full", "too-big", "fifo-corrupt", "no-neighbour", "no-route",
 	"tx-bad-header", "tx-too-long", "tx-no-frame", "tx-fifo-corrupt", "tx-bad-source", "tx-kernel", "rule-drop",
 	"tx-dont-fragment", "reasm-duplicate", "reasm-bad-fragment", "reasm-too-long", "reasm-corrupt", "reasm-overlap",
-	"reasm-too-many-fragments", "reasm-no-buffer", "reasm-evicted", "reasm-timeout"}
+	"reasm-too-many-fragments", "reasm-no-buffer", "reasm-evicted", "reasm-timeout", "chain-not-tcp", "chain-broken"}
 
 // counters are one worker's counts: its Counts, the decoder's drop
 // reasons and its own. The worker updates a private copy without atomics
@@ -100,8 +102,13 @@ type worker struct {
 
 	descs  []xsk.Desc
 	frames [][]byte
-	pkt    frame.Packet
-	tuple  flow.FiveTuple
+	// With a multi-buffer socket (chain.go): the joiner, and which of
+	// the batch's frames it joined. descs and frames then have room for
+	// a chain beyond the batch.
+	chains  *chainJoiner
+	chained []bool
+	pkt     frame.Packet
+	tuple   flow.FiveTuple
 
 	// The run: datagrams of consecutive frames of a batch bound for the
 	// same Target, queued in its Rx with one EnqueueDgrams under one
@@ -154,6 +161,12 @@ func newWorker(e *Engine, q int, id uint32, s *xsk.Socket, kick int) *worker {
 	w.poll.spinners, w.poll.maxSpinners = &e.spinners, maxSpinners(baseProcs())
 	w.descs = make([]xsk.Desc, w.batch)
 	w.frames = make([][]byte, w.batch)
+	if s != nil && s.MultiBuffer() {
+		w.descs = make([]xsk.Desc, w.batch+maxChainDescs)
+		w.frames = make([][]byte, len(w.descs))
+		w.chained = make([]bool, len(w.descs))
+		w.chains = newChainJoiner(len(w.descs), s.FrameSize())
+	}
 	w.hdrs = make([]fifo.DgramHeader, w.batch)
 	w.pays = make([][]byte, w.batch)
 	w.runF = make([][]byte, w.batch)
@@ -248,15 +261,23 @@ func (w *worker) run() {
 		n := got
 		got = 0
 		if n == 0 {
-			n = w.sock.Receive(w.descs)
+			n = w.receive()
 		}
 		if n > 0 {
-			for i := 0; i < n; i++ {
-				w.frames[i] = w.sock.Frame(w.descs[i])
+			nf := n
+			if w.chains != nil {
+				var joined, broken int
+				nf, joined, broken = w.chains.join(w.descs[:n], w.sock.Frame, w.frames, w.chained)
+				w.c.Chained += uint64(joined)
+				w.c.Drops[dropChainBroken] += uint64(broken)
+			} else {
+				for i := 0; i < n; i++ {
+					w.frames[i] = w.sock.Frame(w.descs[i])
+				}
 			}
-			w.c.Rx += uint64(n)
-			w.warm ^= frame.Warm(w.frames[:n])
-			w.processBatch(w.frames[:n])
+			w.c.Rx += uint64(nf)
+			w.warm ^= frame.Warm(w.frames[:nf])
+			w.processBatch(w.frames[:nf])
 			w.sock.FreeDescs(w.descs[:n])
 			busy, dgram = true, w.delivered
 			w.delivered = false
@@ -323,6 +344,24 @@ func (w *worker) run() {
 	w.publish()
 }
 
+// receive takes up to a batch of descriptors off the rx ring into
+// w.descs and returns how many. With a multi-buffer socket, a batch that
+// ends inside a chain takes the rest of it too (chain.go), one descriptor
+// at a time so as not to open another.
+func (w *worker) receive() int {
+	n := w.sock.Receive(w.descs[:w.batch])
+	if w.chains == nil {
+		return n
+	}
+	for n > 0 && n < len(w.descs) && w.descs[n-1].Options&xsk.DescContinued != 0 {
+		if w.sock.Receive(w.descs[n:n+1]) == 0 {
+			break
+		}
+		n++
+	}
+	return n
+}
+
 // spin checks for work without a system call for up to budget: frames on
 // the rx ring (received into w.descs; their number is returned), a tx
 // fifo to drain, a TCP session's app that queued data or made room, a
@@ -331,7 +370,7 @@ func (w *worker) run() {
 func (w *worker) spin(budget time.Duration) (int, bool) {
 	start := time.Now()
 	for i := 1; ; i++ {
-		if n := w.sock.Receive(w.descs); n > 0 {
+		if n := w.receive(); n > 0 {
 			return n, true
 		}
 		if w.txReady() {
@@ -413,7 +452,7 @@ func (w *worker) processBatch(frames [][]byte) {
 		w.rules = l.GlobalRules(w.e.fib)
 	}
 	w.ruleCache.use(w.rules)
-	for _, f := range frames {
+	for i, f := range frames {
 		r := frame.Decode(f, &w.pkt)
 		if r == frame.NotUDP && w.pkt.Proto == flow.TransportTCP && w.e.tcp != nil {
 			if w.rules != nil && w.tcpRuleDrops(l, est, f) {
@@ -424,6 +463,12 @@ func (w *worker) processBatch(frames [][]byte) {
 				w.cap.rx(w.q, f, nil)
 			}
 			w.tcpIn = append(w.tcpIn, f[w.pkt.L3Off:])
+			continue
+		}
+		if w.chains != nil && w.chained[i] {
+			w.c.Drops[dropChainNotTCP]++
+			w.capFlush()
+			w.cap.rxDrop(w.q, f, nil, dropChainNotTCP)
 			continue
 		}
 		var pay []byte

@@ -21,14 +21,19 @@
 // fragmented UDP datagram, whether its fragments go to the AF_XDP socket or
 // to the kernel (FragmentMap reads it).
 //
+// The program takes multi-buffer frames (section xdp.frags): it reads the
+// headers from the first buffer and checks the IP length fields against
+// the whole frame (bpf_xdp_get_buff_len).
+//
 // Veth: native mode (and redirect to AF_XDP from it) needs nothing on the
 // peer on this kernel, but the veth must have at least as many rx queues as
-// its peer has tx queues (else ENOSPC) and the peer's MTU must fit a page
-// with headroom, about 3.5 KB (else ERANGE); ModeAuto then falls back to
-// generic mode. In generic mode a veth reports every packet on rx queue 0,
-// and its peer keeps segmentation offload (native mode turns it off), so a
-// TCP segment of up to 64 KiB reaches the program whole: too large for an
-// AF_XDP frame, the kernel drops it at the socket (rx_dropped).
+// its peer has tx queues (else ENOSPC); ModeAuto then falls back to generic
+// mode. (A program without multi-buffer support would also need the peer's
+// MTU to fit a page, about 3.5 KB.) Native mode turns the peer's
+// segmentation offload off. In generic mode a veth reports every packet on
+// rx queue 0, and its peer keeps segmentation offload, so a TCP segment of
+// up to 64 KiB reaches the program as one multi-buffer frame, which an
+// AF_XDP socket bound with XDP_USE_SG takes as a chain of descriptors.
 //
 // Objects and Attachment own kernel resources (program, maps, link, pins)
 // and must be closed; Objects.Close also closes its Attachment. The typed

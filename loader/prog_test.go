@@ -301,6 +301,11 @@ func progCases(tb testing.TB) []progCase {
 		{"udp4 established of another interface", udp4Frame(tb, 5555, 9003), xdpPass, passed(noMatch)},
 		{"tcp4 exact listener", t4, xdpRedirect, redirected(exactHit)},
 		{"tcp4 to a udp-only port", tcp4Frame(tb, 5556, 9000), xdpPass, passed(noMatch)},
+		// Larger than a page: BPF_PROG_TEST_RUN hands the program a
+		// multi-buffer frame, as generic XDP does with a 64 KiB segment.
+		{"tcp4 64 KiB segment in fragments", bigTCP4(tb, 64000, 0), xdpRedirect, redirected(exactHit)},
+		{"tcp6 established 9000 bytes in fragments", bigTCP6(tb, 9000), xdpRedirect, redirected(estHit)},
+		{"tcp4 in fragments, IP length past the frame", bigTCP4(tb, 9000, 100), xdpPass, malformed(badLength)},
 		{"tcp4 with options", func() []byte {
 			tc, i := tcp(5556, 80), ip4(layers.IPProtocolTCP)
 			tc.Options = []layers.TCPOption{{OptionType: layers.TCPOptionKindMSS, OptionLength: 4, OptionData: []byte{5, 0xb4}},
@@ -390,6 +395,26 @@ func progCases(tb testing.TB) []progCase {
 			return put16(b, l3+4, 8)
 		}(), xdpPass, malformed(badLength)},
 	}
+}
+
+// bigTCP4 is a TCP segment to the IPv4 listener on port 80 with n bytes
+// of payload, its IP total length claiming extra bytes more.
+func bigTCP4(tb testing.TB, n, extra int) []byte {
+	tc, i := tcp(5556, 80), ip4(layers.IPProtocolTCP)
+	tc.SetNetworkLayerForChecksum(i)
+	b := serialize(tb, eth(layers.EthernetTypeIPv4), i, tc, gopacket.Payload(make([]byte, n)))
+	if extra != 0 {
+		binary.BigEndian.PutUint16(b[16:], binary.BigEndian.Uint16(b[16:])+uint16(extra))
+	}
+	return b
+}
+
+// bigTCP6 is a TCP segment of the established IPv6 connection with n bytes
+// of payload.
+func bigTCP6(tb testing.TB, n int) []byte {
+	tc, i := tcp(40000, 8080), ip6(layers.IPProtocolTCP)
+	tc.SetNetworkLayerForChecksum(i)
+	return serialize(tb, eth(layers.EthernetTypeIPv6), i, tc, gopacket.Payload(make([]byte, n)))
 }
 
 func mustAddr(s string) netip.Addr { return netip.MustParseAddr(s) }

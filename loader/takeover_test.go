@@ -295,14 +295,18 @@ func TestTakeoverLive(t *testing.T) {
 	checkSteers(t, p, second)
 }
 
-// TestAttachAutoFallback: veth refuses native XDP when the peer's MTU does
-// not fit a page; auto mode falls back to generic and says why.
+// TestAttachAutoFallback: veth refuses native XDP when it has fewer rx
+// queues in use than its peer has tx queues; auto mode falls back to
+// generic and says why.
 func TestAttachAutoFallback(t *testing.T) {
-	p := nstest.NewPair(t, nstest.Options{MTU: 9000})
+	p := nstest.NewPair(t, nstest.Options{Queues: 2})
+	if out, err := exec.Command("ip", "netns", "exec", p.B.Name, "ethtool", "-L", p.B.Link, "rx", "1").CombinedOutput(); err != nil {
+		t.Fatalf("ethtool -L %s rx 1: %v: %s", p.B.Link, err, out)
+	}
 	o := loadObjects(t, ObjectsOptions{})
 	opts := AttachOptions{Interface: p.B.Link, Netns: netnsPath(p.B), NetnsName: p.B.Name, Mode: ModeNative}
 	if _, err := o.Attach(opts); err == nil {
-		t.Fatal("native attach with a 9000-byte peer MTU succeeded")
+		t.Fatal("native attach with 1 rx queue against the peer's 2 tx queues succeeded")
 	}
 	checkDetached(t, p.B)
 	opts.Mode = ModeAuto
@@ -315,6 +319,21 @@ func TestAttachAutoFallback(t *testing.T) {
 	}
 	checkAttached(t, p.B, o, ModeGeneric)
 	t.Logf("native refused: %v", att.NativeError())
+}
+
+// TestAttachNativeJumbo: the program takes multi-buffer frames, so veth
+// takes it in native mode behind a peer whose MTU does not fit a page.
+func TestAttachNativeJumbo(t *testing.T) {
+	p := nstest.NewPair(t, nstest.Options{MTU: 9000})
+	o := loadObjects(t, ObjectsOptions{})
+	att, err := o.Attach(AttachOptions{Interface: p.B.Link, Netns: netnsPath(p.B), NetnsName: p.B.Name, Mode: ModeNative})
+	if err != nil {
+		t.Fatalf("native attach with a 9000-byte peer MTU: %v", err)
+	}
+	if att.Mode() != ModeNative {
+		t.Fatalf("attached in %v mode", att.Mode())
+	}
+	checkAttached(t, p.B, o, ModeNative)
 }
 
 // TestTakeoverWithoutFragmentsPin: a pin folder without the fragments map,

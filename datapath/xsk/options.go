@@ -58,6 +58,11 @@ type Options struct {
 	Mode Mode
 	// NeedWakeup binds with XDP_USE_NEED_WAKEUP (see the package doc).
 	NeedWakeup bool
+	// MultiBuffer binds with XDP_USE_SG: a packet larger than a frame
+	// arrives as a chain of descriptors (see the package doc). Where the
+	// kernel or the driver refuses it, the socket is bound without it
+	// (Socket.MultiBuffer says which).
+	MultiBuffer bool
 }
 
 func (o Options) withDefaults() (Options, error) {

@@ -32,16 +32,17 @@ const (
 // Socket is one AF_XDP socket with its own UMEM. See the package doc for
 // ownership and concurrency.
 type Socket struct {
-	fd         int
-	ifindex    int
-	queue      int
-	opts       Options
-	zeroCopy   bool
-	umem       []byte
-	ringMem    [4][]byte // fill, completion, rx, tx mappings, for munmap
-	frameShift uint
-	frameMask  uint64 // FrameSize-1
-	numFrames  uint32
+	fd          int
+	ifindex     int
+	queue       int
+	opts        Options
+	zeroCopy    bool
+	multiBuffer bool
+	umem        []byte
+	ringMem     [4][]byte // fill, completion, rx, tx mappings, for munmap
+	frameShift  uint
+	frameMask   uint64 // FrameSize-1
+	numFrames   uint32
 
 	fill, comp, rx, tx ring
 	fillSlots          []uint64
@@ -135,7 +136,21 @@ func (s *Socket) open() error {
 		flags |= unix.XDP_USE_NEED_WAKEUP
 	}
 	sa := &unix.SockaddrXDP{Flags: flags, Ifindex: uint32(s.ifindex), QueueID: uint32(s.queue)}
-	if err := unix.Bind(fd, sa); err != nil {
+	if o.MultiBuffer {
+		sa.Flags |= unix.XDP_USE_SG
+		err = unix.Bind(fd, sa)
+		sa.Flags &^= unix.XDP_USE_SG
+		if err == nil {
+			s.multiBuffer = true
+		} else if errors.Is(err, unix.EOPNOTSUPP) || errors.Is(err, unix.EINVAL) {
+			// No multi-buffer support: before Linux 6.6, or a
+			// zero-copy driver without it.
+			err = unix.Bind(fd, sa)
+		}
+	} else {
+		err = unix.Bind(fd, sa)
+	}
+	if err != nil {
 		if errors.Is(err, unix.EINVAL) && o.Mode == ModeZeroCopy {
 			// Drivers without zero-copy support refuse XDP_ZEROCOPY with
 			// EOPNOTSUPP; some paths report EINVAL.
@@ -273,6 +288,19 @@ func (s *Socket) Queue() int { return s.queue }
 
 // ZeroCopy reports whether the kernel bound the socket in zero-copy mode.
 func (s *Socket) ZeroCopy() bool { return s.zeroCopy }
+
+// FrameSize is the size of a UMEM frame: a received descriptor's Len is at
+// most that.
+func (s *Socket) FrameSize() int { return int(s.frameMask + 1) }
+
+// MultiBuffer reports whether the socket is bound with XDP_USE_SG: then a
+// received descriptor with DescContinued set in its Options is followed by
+// the next part of the same packet.
+func (s *Socket) MultiBuffer() bool { return s.multiBuffer }
+
+// DescContinued (XDP_PKT_CONTD) in a received Desc's Options: the packet
+// goes on in the next descriptor.
+const DescContinued = unix.XDP_PKT_CONTD
 
 // Options returns the options the socket was opened with, defaults filled
 // in.
