@@ -9,7 +9,7 @@
 //	              [--cpuprofile FILE] [--xs-stats] [--xs-batch N] [--xs-busy-poll]
 //	              [--xs-ring N] [--xs-nap D] [--xs-spin D] [--xs-spin-max D] [--xs-app-spin D]
 //	              [--xs-xdp-mode MODE] [--xs-rx-fifo BYTES] [--xs-tcp-bulk-fifo BYTES] [--xs-capture FILE]
-//	              [--tcp-cc cubic] [--server-cpu -2] [--steer=true]
+//	              [--tcp-cc cubic] [--server-cpu -2] [--steer=true] [--peer-offload]
 //	go run ./perf gen  --iface IF --dst-mac MAC --dst-ip IP ...   (two-machine runs)
 //	go run ./perf recv --iface IF --impl kernel|kernel-reuseport|xdp-drop|xsessiond ...
 //	perf tcpserve --impl kernel|xsessiond --mode rr|crr|recv|send ...    (started by the harness)
@@ -178,6 +178,14 @@
 // against 0.46–0.50 at 2.01–2.12×; bulk receive 0.24–0.34 against
 // 0.42–0.59 (veth copies each of A's segments for the XDP program, on B's
 // CPU now); bulk send 0.63–0.74 against 0.61–0.79.
+//
+// Host A's veth has its tx checksum offload and with it TSO off, as a wire
+// delivers: A's kernel segments TCP in software, so both servers receive
+// MSS-sized frames, and UDP checksums arrive complete. --peer-offload
+// leaves them on, as between containers: A's TCP then sends segments of
+// up to 64 KiB, which the kernel server receives whole; xsessiond gets them
+// whole in generic XDP mode (--xs-xdp-mode generic), as chains of AF_XDP
+// descriptors it joins, while native mode turns A's TSO off.
 //
 // --quick runs only the 64-byte receive rows of the kernel baseline and
 // xsessiond and the TCP rows, once, prints one line per TCP group,

@@ -50,6 +50,7 @@ type options struct {
 	echoRate   uint64
 	serverCPU  int
 	steer      bool
+	peerOff    bool // --peer-offload
 	tcpCC      string
 	payloads   []int
 	out        string
@@ -88,6 +89,7 @@ flags of the rig mode:
 	fs.Uint64Var(&o.echoRate, "echo-rate", 10000, "requests/s of the echo latency scenarios")
 	fs.IntVar(&o.serverCPU, "server-cpu", -2, "CPU of the server process of the echo and TCP scenarios (either implementation), this process on the other CPUs meanwhile, as with two hosts; -2 = the last CPU (no placement with fewer than 2), -1 = no placement")
 	fs.BoolVar(&o.steer, "steer", true, "with the rows placed (--server-cpu), steer each host's receive work to its own CPUs (RPS on both veths; B's NAPI threaded on the server's CPU while xsessiond's XDP program is attached) and count host B's CPU as all the busy time of the server's CPU; false: neither, B's CPU the server process's")
+	fs.BoolVar(&o.peerOff, "peer-offload", false, "keep host A's tx checksum offload and TSO on, as a container's veth has them: A's TCP then sends segments of up to 64 KiB, which the kernel server receives whole and xsessiond in generic XDP mode as chains of AF_XDP descriptors (native mode turns A's TSO off); by default both are off, as from a wire")
 	fs.StringVar(&o.tcpCC, "tcp-cc", "cubic", "TCP congestion control of both hosts' kernel sockets in the TCP rows, set on each socket (Linux's default, cubic, unless the machine sets another; empty = the machine's default, net.ipv4.tcp_congestion_control)")
 	fs.IntVar(&o.genThreads, "gen-threads", 1, "generator threads (each its own AF_PACKET ring and share of the flows)")
 	fs.StringVar(&payloads, "payloads", "64,512,1472", "UDP payload sizes of the receive scenarios")
@@ -213,7 +215,8 @@ func run(ctx context.Context, o options, log io.Writer) (*Report, error) {
 		pin.steering = o.steer
 		rep.Config.Steer = o.steer
 	}
-	rg := &rigs{}
+	rg := &rigs{peerOffload: o.peerOff}
+	rep.Config.PeerOffload = o.peerOff
 	defer rg.Close()
 	xsOptions = o.xs
 	r := &runner{rigs: rg, timing: o.timing, prog: newProgress(log), port: defaultPort, genThreads: o.genThreads, cpuProfile: o.cpuProfile, tcpCC: o.tcpCC, serverPin: pin}

@@ -261,6 +261,9 @@ type RunConfig struct {
 	// Steer is --steer: with the rows placed, each host's receive work
 	// on its own CPUs and host B's CPU time the server CPU's busy time.
 	Steer bool `json:"steer,omitempty"`
+	// PeerOffload: host A's tx checksum offload and TSO were left on
+	// (--peer-offload).
+	PeerOffload bool `json:"peer_offload,omitempty"`
 }
 
 // Report is the results file.

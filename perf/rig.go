@@ -14,8 +14,9 @@ import (
 // rigs holds at most one netns rig at a time, rebuilt when a scenario asks
 // for another queue count. Close removes it; it is safe to call twice.
 type rigs struct {
-	queues int
-	pair   *nstest.Pair
+	queues      int
+	pair        *nstest.Pair
+	peerOffload bool // leave A's tx offloads on (--peer-offload)
 }
 
 // get returns a rig with q queues on each veth end.
@@ -40,6 +41,9 @@ func (r *rigs) get(q int) (*nstest.Pair, error) {
 	// it accepts on a veth without reading their payload): the figures
 	// include the checksum a wire costs. The generator builds its
 	// checksums itself either way.
+	if r.peerOffload {
+		return p, nil
+	}
 	if err := xsktest.DisableTxOffload(p.A); err != nil {
 		return nil, fmt.Errorf("%s: tx checksum offload off: %w", p.A.Name, err)
 	}
