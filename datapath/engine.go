@@ -36,7 +36,7 @@ type Config struct {
 	Queues      int // 0 = every rx queue of the interface
 	Batch       int // frames per poll, 0 = 64
 	BusyPoll    bool
-	XDPMode     string // "auto" (default), "native", "generic"
+	XDPMode     string // "auto" (default, see autoXDPMode), "native", "generic"
 	FirstWorker uint32 // this engine's first worker = sessions shard index
 	Logger      *slog.Logger
 
@@ -278,6 +278,9 @@ func New(cfg Config) (*Engine, error) {
 	if queues < 1 || queues > active {
 		return nil, fmt.Errorf("new engine: %d queues asked on %s, which has %d rx queues in use: %w", queues, cfg.IfName, active, ErrInvalidConfig)
 	}
+	if mode == loader.ModeAuto {
+		mode = autoXDPMode(driver, active)
+	}
 	spec, err := loader.LoadSpec()
 	if err != nil {
 		return nil, fmt.Errorf("new engine: %w", err)
@@ -317,6 +320,35 @@ func New(cfg Config) (*Engine, error) {
 	log.Info("datapath engine ready", "interface", cfg.IfName, "ifindex", e.ifc.Index, "queues", queues,
 		"xdp", e.att.Mode().String(), "pins", e.att.PinDir(), "checksum", e.csumMode)
 	return e, nil
+}
+
+// autoXDPMode is the attach mode "auto" becomes on an interface of the
+// given driver with active rx queues in use: generic on a veth with one,
+// native (with the loader's fallback to generic) elsewhere.
+//
+// On a veth, native XDP makes the veth take what its peer sends through
+// a NAPI of its own; the frames of a local sender (its TCP keeps a clone
+// of each segment) are copied into a page of the veth's pool before the
+// program runs, and the peer's segmentation offload is turned off, so its
+// TCP sends MSS-sized frames. Generic XDP runs the program in the receive
+// softirq, where receive packet steering put it, and the peer keeps its
+// offload: a 64 KiB segment comes as one multi-buffer frame, which the
+// worker takes as a chain of descriptors (chain.go). On the perf rig (one
+// rx queue, each host's receive on its own CPU; go run ./perf --tcp
+// --quick, two interleaved rounds each, 2026-12-03): TCP bulk receive from
+// a peer with TSO on (--peer-offload) 8.8–10.6 Gbit/s at 738–852 ms of
+// B's CPU per GB in generic mode against 2.1–3.4 at 2,382–3,771 in native
+// mode; with the peer's TSO off, as from a wire, 4.1–4.4 at 1,779–1,849
+// against 2.7–2.9 at 2,743–2,967; 64-byte UDP receive 0.73–0.80 Mpps
+// against 0.69–0.76 (three rounds); request/response within the rounds'
+// spread. With several rx queues native mode stays: in generic mode a
+// veth reports every frame on rx queue 0, so one worker would take them
+// all.
+func autoXDPMode(driver string, active int) loader.Mode {
+	if driver == "veth" && active == 1 {
+		return loader.ModeGeneric
+	}
+	return loader.ModeAuto
 }
 
 // nsPath names the namespace of h as a path the loader can open.

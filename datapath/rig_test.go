@@ -561,6 +561,30 @@ func TestEchoUnpaced(t *testing.T) {
 	}
 }
 
+// TestAutoXDPMode checks what the default mode becomes on a veth: generic
+// with one rx queue, native with several, and that datagrams go both ways
+// in either.
+func TestAutoXDPMode(t *testing.T) {
+	for _, c := range []struct {
+		queues int
+		want   string
+	}{{1, "generic"}, {2, "native"}} {
+		t.Run(fmt.Sprintf("queues=%d", c.queues), func(t *testing.T) {
+			r := newEngineRigWith(t, c.queues, 1500, func(cfg *datapath.Config) { cfg.XDPMode = "" })
+			if got := r.eng.Stats().XDPMode; got != c.want {
+				t.Fatalf("xdp mode %q on a veth with %d rx queues, want %q", got, c.queues, c.want)
+			}
+			a := r.attach(t)
+			r.listenEcho(t, a, "udp://0.0.0.0:9000")
+			const per = 200
+			res := runClient(t, r.p.A, netip.AddrPortFrom(r.p.A.IPv4, 20000), netip.AddrPortFrom(r.p.B.IPv4, 9000), per, 64, 16, 1)
+			if res.sent != per || res.received != per || res.mismatched != 0 {
+				t.Fatalf("sent %d, echoed %d, mismatched %d", res.sent, res.received, res.mismatched)
+			}
+		})
+	}
+}
+
 func TestMultiQueueFlows(t *testing.T) {
 	const queues, flows, per = 4, 64, 500
 	r := newEngineRig(t, queues, 1500)

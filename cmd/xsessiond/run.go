@@ -56,7 +56,7 @@ The control socket is a path in the file system and does not depend on it.`,
 	fl.StringVar(&f.config, "config", "", "YAML config file (see deploy/xsessiond.yaml)")
 	fl.StringVar(&f.metrics, "metrics-addr", "", "serve Prometheus metrics at http://ADDR/metrics (empty: off)")
 	fl.StringVar(&f.logLevel, "log-level", "info", "debug, info, warn or error")
-	fl.StringVar(&f.xdpMode, "xdp-mode", "auto", "auto, native or generic")
+	fl.StringVar(&f.xdpMode, "xdp-mode", "auto", "auto (generic on a veth with one rx queue, else native, falling back to generic), native or generic")
 	fl.DurationVar(&f.sendTimeout, "send-timeout", 0, "drop a client (and detach its app) that leaves a reply or notice unread this long (0: 2s)")
 	fl.DurationVar(&f.idleTimeout, "idle-timeout", 0, "close a connection with no app attached that sends nothing this long (0: 30s, negative: never)")
 	fl.IntVar(&f.maxConns, "max-conns", 0, "control connections at most, 8 of them kept for root (0: 1024, negative: no limit)")
