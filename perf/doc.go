@@ -167,8 +167,10 @@
 // peer's receive in the sender's softirq, which put host A's TCP on B's
 // CPU whenever B sent, and B's receive on A's CPU whenever A sent. RPS on
 // A's veth sends A's receive to the client's CPUs and on B's veth B's to
-// the server's CPU; while xsessiond's XDP program is attached, B's veth
-// NAPI is threaded and its thread placed on the server's CPU. Host B's
+// the server's CPU; while xsessiond's XDP program is attached in native
+// mode, B's veth NAPI is threaded and its thread placed on the server's
+// CPU (in generic mode, the daemon's default on a one-queue veth, the
+// program runs in the receive softirq RPS put there). Host B's
 // CPU time in the TCP rows is then all the busy time of the server's CPU
 // (/proc/stat), the server process's beside it in the log line.
 // --steer=false gives the placement without it. Interleaved rounds
