@@ -46,6 +46,16 @@
 // kicked and a bounded number of frames per kick, so Complete kicks again
 // while frames are waiting in the tx ring.
 //
+// # Multi-buffer
+//
+// With Options.MultiBuffer the socket is bound with XDP_USE_SG (Linux 6.6
+// and later; where the bind refuses it, the socket is bound without it and
+// MultiBuffer reports false). A packet larger than a frame then arrives as
+// several descriptors, each but the last with DescContinued in Options;
+// the kernel publishes them together. Each is a frame of its own to
+// Receive, Frame and Free. Without it the kernel drops such a packet
+// (Stats.RxDropped).
+//
 // # Concurrency
 //
 // A Socket belongs to one goroutine: Fill, Receive, Frame, Buffer, Free,
