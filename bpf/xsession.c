@@ -31,8 +31,10 @@
  * Multi-buffer frames (xdp.frags): the headers are read from the first
  * buffer (a frame whose headers go past it is passed as truncated), the IP
  * length fields are checked against the whole frame. In generic mode on a
- * veth they are the TCP segments of up to 64 KiB the peer's segmentation
- * offload builds; the AF_XDP socket takes them as chains of descriptors.
+ * veth they are the segments of up to 64 KiB the peer's segmentation
+ * offload builds: TCP ones are steered like any other (the AF_XDP socket
+ * takes them as chains of descriptors), UDP ones go to the kernel
+ * (udp_multi_buffer), which alone knows where each datagram ends.
  *
  * Parsed: Ethernet, up to two 802.1Q/802.1ad tags, IPv4 (any IHL >= 5),
  * IPv6 with up to XS_MAX_EXT hop-by-hop/routing/destination options
@@ -437,6 +439,13 @@ int xsession_xdp(struct xdp_md *ctx)
 		ulen = bpf_ntohs(u->len);
 		if (len_bad || ulen < sizeof(*u) || ulen > l4len)
 			return xs_pass(cnt, XS_C_BAD_LENGTH);
+		/* A segmentation offload burst (several datagrams under one
+		 * header, which no longer says where each ends) or a datagram
+		 * longer than a frame: the kernel segments the one and
+		 * delivers both to the port's socket, the daemon's
+		 * reservation, which reads them into the app's fifo. */
+		if (flen > (__u64)(end - data))
+			return xs_pass(cnt, XS_C_UDP_MULTI_BUFFER);
 		k.local_port = u->dport;
 		k.remote_port = u->sport;
 	} else {

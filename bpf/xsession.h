@@ -299,6 +299,7 @@ enum xs_counter {
 	XS_C_BAD_LENGTH,
 	XS_C_BAD_TCP_OFFSET,
 	XS_C_FRAGMENT_HIT,
+	XS_C_UDP_MULTI_BUFFER,
 	XS_C_MAX,
 };
 
@@ -332,6 +333,8 @@ struct xs_counters {
 	__u64 bad_length;		/* an IP or UDP length field disagrees with the frame */
 	__u64 bad_tcp_offset;		/* TCP data offset below 5 or beyond the segment */
 	__u64 fragment_hit;		/* UDP fragment of a datagram steered to the socket */
+	__u64 udp_multi_buffer;		/* UDP in more than one buffer (a segmentation offload burst,
+					 * or a datagram longer than a frame): given to the kernel */
 };
 
 _Static_assert(sizeof(struct xs_counters) == XS_C_MAX * sizeof(__u64), "enum xs_counter numbers every field of xs_counters");

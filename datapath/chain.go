@@ -14,10 +14,13 @@ import "github.com/xsessiond/xsessiond/datapath/xsk"
 //
 // The worker joins each chain into one frame in an arena of its own and
 // hands the batch's frames on as usual: TCP takes a joined segment whole
-// (gVisor accepts a segment of any length within its window). A joined
-// frame that is not TCP is dropped (dropChainNotTCP): it may be a UDP
-// segmentation offload burst, several datagrams under one UDP header
-// whose boundaries the frame no longer shows.
+// (gVisor accepts a segment of any length within its window). The XDP
+// program gives a multi-buffer UDP frame to the kernel (udp_multi_buffer):
+// it may be a segmentation offload burst, several datagrams under one UDP
+// header whose boundaries the frame no longer shows, which the kernel cuts
+// and delivers to the port's reservation (kernelpath.go). A joined frame
+// that is not TCP all the same (a UDP fragment longer than a frame, behind
+// a link whose MTU is) is dropped and counted (dropChainNotTCP).
 
 // maxChainDescs bounds the descriptors of one chain: 64 KiB and its headers
 // in 2 KiB frames take 33.

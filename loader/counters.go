@@ -39,6 +39,7 @@ type Counters struct {
 	BadLength           uint64 // IP or UDP length disagrees with the frame
 	BadTCPOffset        uint64 // TCP data offset < 5 or beyond the segment
 	FragmentHit         uint64 // a UDP fragment of a datagram steered to the socket
+	UDPMultiBuffer      uint64 // UDP in more than one buffer (an offload burst, a datagram longer than a frame): passed
 }
 
 // counterNames lists the counters in the order of enum xs_counter in
@@ -49,7 +50,7 @@ var counterNames = [...]string{
 	"not_l4", "no_match", "established_hit", "listener_exact_hit", "listener_wildcard_hit",
 	"no_xsk", "truncated_eth", "truncated_vlan", "truncated_ipv4", "truncated_ipv6",
 	"truncated_ext", "truncated_udp", "truncated_tcp", "bad_version", "bad_ihl",
-	"bad_length", "bad_tcp_offset", "fragment_hit",
+	"bad_length", "bad_tcp_offset", "fragment_hit", "udp_multi_buffer",
 }
 
 // counterSlots is the program's counters as Read reads them: one uint64
@@ -63,7 +64,7 @@ func (c *Counters) fields() [len(counterNames)]*uint64 {
 		&c.NotL4, &c.NoMatch, &c.EstablishedHit, &c.ListenerExactHit, &c.ListenerWildcardHit,
 		&c.NoXSK, &c.TruncEth, &c.TruncVLAN, &c.TruncIPv4, &c.TruncIPv6,
 		&c.TruncExt, &c.TruncUDP, &c.TruncTCP, &c.BadVersion, &c.BadIHL,
-		&c.BadLength, &c.BadTCPOffset, &c.FragmentHit,
+		&c.BadLength, &c.BadTCPOffset, &c.FragmentHit, &c.UDPMultiBuffer,
 	}
 }
 

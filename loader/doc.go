@@ -23,7 +23,10 @@
 //
 // The program takes multi-buffer frames (section xdp.frags): it reads the
 // headers from the first buffer and checks the IP length fields against
-// the whole frame (bpf_xdp_get_buff_len).
+// the whole frame (bpf_xdp_get_buff_len). It steers TCP ones like any
+// other and gives UDP ones to the kernel (Counters.UDPMultiBuffer): a
+// segmentation offload burst of several datagrams under one header only
+// the kernel can cut.
 //
 // Veth: native mode (and redirect to AF_XDP from it) needs nothing on the
 // peer on this kernel, but the veth must have at least as many rx queues as

@@ -42,6 +42,11 @@ func monoNow() uint64 {
 // on the frame. The freshness of a fragments entry is judged at the time
 // of the call, so an entry that turns FragmentTTL old during the run can be
 // judged otherwise by the program.
+// testRunLinear is the most BPF_PROG_TEST_RUN puts in an XDP frame's first
+// buffer: a page less XDP_PACKET_HEADROOM and struct skb_shared_info. A
+// longer frame is multi-buffer.
+const testRunLinear = 4096 - 256 - 320
+
 func modelRun(o *Objects, ifindex int, pkt []byte) (modelResult, error) {
 	n := len(pkt)
 	be16 := func(off int) int { return int(binary.BigEndian.Uint16(pkt[off:])) }
@@ -148,6 +153,9 @@ func modelRun(o *Objects, ifindex int, pkt []byte) (modelResult, error) {
 		}
 		if ulen := be16(l4 + 4); lenBad || ulen < 8 || ulen > l4len {
 			return modelResult{reason: "bad_length"}, nil
+		}
+		if n > testRunLinear {
+			return modelResult{reason: "udp_multi_buffer"}, nil
 		}
 	case flow.TransportTCP:
 		if n < l4+20 {

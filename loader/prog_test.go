@@ -134,6 +134,7 @@ var (
 	noMatch      = func(c *Counters) { c.NoMatch++ }
 	fragment     = func(c *Counters) { c.Fragment++ }
 	fragHit      = func(c *Counters) { c.FragmentHit++ }
+	udpMulti     = func(c *Counters) { c.UDPMultiBuffer++ }
 	extHeader    = func(c *Counters) { c.ExtHeader++ }
 	vlanDepth    = func(c *Counters) { c.VLANDepth++ }
 	estHit       = func(c *Counters) { c.EstablishedHit++ }
@@ -306,6 +307,11 @@ func progCases(tb testing.TB) []progCase {
 		{"tcp4 64 KiB segment in fragments", bigTCP4(tb, 64000, 0), xdpRedirect, redirected(exactHit)},
 		{"tcp6 established 9000 bytes in fragments", bigTCP6(tb, 9000), xdpRedirect, redirected(estHit)},
 		{"tcp4 in fragments, IP length past the frame", bigTCP4(tb, 9000, 100), xdpPass, malformed(badLength)},
+		{"udp4 to a listener, in fragments: the kernel's", func() []byte {
+			u, i := udp(5556, 9000), ip4(layers.IPProtocolUDP)
+			u.SetNetworkLayerForChecksum(i)
+			return serialize(tb, eth(layers.EthernetTypeIPv4), i, u, gopacket.Payload(make([]byte, 8000)))
+		}(), xdpPass, passed(udpMulti)},
 		{"tcp4 with options", func() []byte {
 			tc, i := tcp(5556, 80), ip4(layers.IPProtocolTCP)
 			tc.Options = []layers.TCPOption{{OptionType: layers.TCPOptionKindMSS, OptionLength: 4, OptionData: []byte{5, 0xb4}},

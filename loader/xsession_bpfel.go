@@ -40,6 +40,7 @@ type xsessionXsCounters struct {
 	BadLength           uint64
 	BadTcpOffset        uint64
 	FragmentHit         uint64
+	UdpMultiBuffer      uint64
 }
 
 type xsessionXsEstKey struct {
