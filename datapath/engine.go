@@ -340,8 +340,11 @@ func New(cfg Config) (*Engine, error) {
 // B's CPU per GB in generic mode against 2.1–3.4 at 2,382–3,771 in native
 // mode; with the peer's TSO off, as from a wire, 4.1–4.4 at 1,779–1,849
 // against 2.7–2.9 at 2,743–2,967; 64-byte UDP receive 0.73–0.80 Mpps
-// against 0.69–0.76 (three rounds); request/response within the rounds'
-// spread. With several rx queues native mode stays: in generic mode a
+// against 0.69–0.76 (three rounds). Request/response over one connection
+// keeps its rate but takes about 1.4× B's CPU per transaction (77–81
+// against 54–60 µs, three rounds): the program and the AF_XDP copy run in
+// the interrupt that brings each request, where native mode's NAPI thread
+// takes them; xdp_mode native takes that back. With several rx queues native mode stays: in generic mode a
 // veth reports every frame on rx queue 0, so one worker would take them
 // all.
 func autoXDPMode(driver string, active int) loader.Mode {
