@@ -337,8 +337,9 @@ func (t *QueueStats) add(q *QueueStats) {
 	x.BadDescs += y.BadDescs
 }
 
-// sub returns t - base, counter by counter; zero drops are left out. A
-// counter below its base (a queue restarted) counts from zero.
+// sub returns t - base, counter by counter (the gauges ReasmInFlight and
+// ReasmHeld stay as they are); zero drops are left out. A counter below
+// its base (a queue restarted) counts from zero.
 func (t QueueStats) sub(base QueueStats) QueueStats {
 	d := func(a, b uint64) uint64 {
 		if a < b {
@@ -350,6 +351,8 @@ func (t QueueStats) sub(base QueueStats) QueueStats {
 	out.RxPackets, out.TxPackets, out.Delivered = d(t.RxPackets, base.RxPackets), d(t.TxPackets, base.TxPackets), d(t.Delivered, base.Delivered)
 	out.Held, out.Loops, out.Sleeps = d(t.Held, base.Held), d(t.Loops, base.Loops), d(t.Sleeps, base.Sleeps)
 	out.Kicks, out.Naps, out.Chained = d(t.Kicks, base.Kicks), d(t.Naps, base.Naps), d(t.Chained, base.Chained)
+	out.PartialCsum, out.TxKernel, out.TxGSO = d(t.PartialCsum, base.PartialCsum), d(t.TxKernel, base.TxKernel), d(t.TxGSO, base.TxGSO)
+	out.Fragments, out.Reassembled = d(t.Fragments, base.Fragments), d(t.Reassembled, base.Reassembled)
 	out.Drops, out.Dropped = subMap(t.Drops, base.Drops), 0
 	for _, v := range out.Drops {
 		out.Dropped += v
