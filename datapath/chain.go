@@ -18,9 +18,10 @@ import "github.com/xsessiond/xsessiond/datapath/xsk"
 // program gives a multi-buffer UDP frame to the kernel (udp_multi_buffer):
 // it may be a segmentation offload burst, several datagrams under one UDP
 // header whose boundaries the frame no longer shows, which the kernel cuts
-// and delivers to the port's reservation (kernelpath.go). A joined frame
-// that is not TCP all the same (a UDP fragment longer than a frame, behind
-// a link whose MTU is) is dropped and counted (dropChainNotTCP).
+// and delivers to the port's reservation (kernelpath.go). A UDP fragment
+// longer than a frame (behind a link whose MTU is) goes to the reassembly
+// like any other fragment. A joined frame that is neither, which the
+// program does not steer, is dropped and counted (dropChainNotTCP).
 
 // maxChainDescs bounds the descriptors of one chain: 64 KiB and its headers
 // in 2 KiB frames take 33.

@@ -42,7 +42,7 @@ const (
 	dropReasmNoBuffer           // a fragment for which every reassembly buffer held a datagram not yet delivered
 	dropReasmEvicted            // datagrams being reassembled, dropped to make room for a new one (Config.Reassembly.MaxDatagrams)
 	dropReasmTimeout            // datagrams whose fragments did not all come within Config.Reassembly.Timeout
-	dropChainNotTCP             // a multi-buffer packet (chain.go) that is not TCP
+	dropChainNotTCP             // a multi-buffer packet (chain.go) neither TCP nor a UDP fragment
 	dropChainBroken             // a multi-buffer packet whose descriptors did not all come in its batch
 	numDrops
 )
@@ -465,7 +465,7 @@ func (w *worker) processBatch(frames [][]byte) {
 			w.tcpIn = append(w.tcpIn, f[w.pkt.L3Off:])
 			continue
 		}
-		if w.chains != nil && w.chained[i] {
+		if w.chains != nil && w.chained[i] && !w.isUDPFragment(r) {
 			w.c.Drops[dropChainNotTCP]++
 			w.capFlush()
 			w.cap.rxDrop(w.q, f, nil, dropChainNotTCP)
