@@ -26,7 +26,11 @@ import (
 // udp.Reservation holding it, which the Engine opens
 // (udp.Reservation.Open) and reads (kernelRx, on the peerWatch goroutine)
 // into the Target's rx fifo like any other datagram. Fragments of ports
-// the daemon does not serve reach their kernel sockets untouched.
+// the daemon does not serve reach their kernel sockets untouched. The
+// program also gives the kernel every UDP frame longer than one buffer
+// (udp_multi_buffer): a sender's segmentation burst, several datagrams
+// under one header that the kernel cuts, or a datagram behind a link
+// whose MTU is longer than a frame; they come this way too (chain.go).
 //
 // On send, a datagram that does not fit one frame (a UMEM frame, or the
 // interface's MTU) goes out through the same socket (txKernel): the
