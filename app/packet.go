@@ -228,7 +228,7 @@ func (p *PacketConn) reapLocked(e *end) {
 // waitReadLocked sleeps until some end may have data. rd.mu is held.
 func (p *PacketConn) waitReadLocked() error {
 	for sp := (spinner{}); sp.next(p.a); {
-		if p.soErr.Load() != 0 {
+		if p.soErr.Load() != 0 || p.reap.Load() {
 			sp.hit(p.a)
 			return nil
 		}
@@ -246,9 +246,10 @@ func (p *PacketConn) waitReadLocked() error {
 	for _, e := range ends {
 		e.rx.ClearEvent()
 	}
-	// An asynchronous error recorded since the caller looked poked the
-	// broadcast channel before this sleeper held it: look once more.
-	if p.soErr.Load() != 0 {
+	// An asynchronous error recorded, or a cut-through peer gone, since
+	// the caller looked poked the broadcast channel before this sleeper
+	// held it: look once more (pickLocked reaps the peer).
+	if p.soErr.Load() != 0 || p.reap.Load() {
 		p.rd.disarm(p.a, s)
 		return nil
 	}
