@@ -3,9 +3,9 @@ package daemon
 import (
 	"bytes"
 	"crypto/rand"
-	"io"
 	"net"
 	"net/netip"
+	"strconv"
 	"testing"
 	"time"
 
@@ -15,6 +15,83 @@ import (
 	"github.com/xsessiond/xsessiond/nsbind/nstest"
 )
 
+// multiBufferRig is a rig built with opts (host A's offloads left on) and
+// the daemon on host B's veth in xdpMode ("" = the default), with an app
+// attached.
+func multiBufferRig(t *testing.T, opts nstest.Options, xdpMode string) (*nstest.Pair, *Daemon, *app.App) {
+	t.Helper()
+	rig := nstest.NewPair(t, opts)
+	d := startDaemon(t, onB(rig), func(o *Config) { o.Datapath.XDPMode = xdpMode })
+	return rig, d, attach(t, d, app.Options{Name: "multi-buffer"})
+}
+
+// appTCPEcho has a kernel client on host A send n random bytes through an
+// echo on app a's TCP listener on port, every byte checked.
+func appTCPEcho(t *testing.T, rig *nstest.Pair, d *Daemon, a *app.App, port uint16, n int) {
+	t.Helper()
+	ln, err := a.Listen("tcp://0.0.0.0:" + strconv.Itoa(int(port)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	go echoServe(ln)
+	data := make([]byte, n)
+	_, _ = rand.Read(data)
+	if err := kernelEcho(rig, netip.AddrPortFrom(rig.B.IPv4, port), data); err != nil {
+		t.Fatalf("tcp echo: %v (%+v)", err, d.EngineStats().Totals)
+	}
+}
+
+// sendUDPFromA writes each of dgrams to B's port from one kernel UDP
+// socket on host A; setup, when not nil, is applied to its fd first.
+func sendUDPFromA(t *testing.T, rig *nstest.Pair, port uint16, setup func(fd int) error, dgrams ...[]byte) {
+	t.Helper()
+	if err := rig.A.Do(func() error {
+		c, err := net.DialUDP("udp", nil, net.UDPAddrFromAddrPort(netip.AddrPortFrom(rig.B.IPv4, port)))
+		if err != nil {
+			return err
+		}
+		defer c.Close()
+		if setup != nil {
+			rc, err := c.SyscallConn()
+			if err != nil {
+				return err
+			}
+			var serr error
+			if err := rc.Control(func(fd uintptr) { serr = setup(int(fd)) }); err != nil {
+				return err
+			}
+			if serr != nil {
+				return serr
+			}
+		}
+		for _, g := range dgrams {
+			if _, err := c.Write(g); err != nil {
+				return err
+			}
+		}
+		return nil
+	}); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// readDgrams reads n datagrams from pc within 5 s and returns copies.
+func readDgrams(t *testing.T, d *Daemon, pc net.PacketConn, n int) [][]byte {
+	t.Helper()
+	_ = pc.SetReadDeadline(time.Now().Add(5 * time.Second))
+	buf := make([]byte, 65536)
+	out := make([][]byte, 0, n)
+	for range n {
+		m, _, err := pc.ReadFrom(buf)
+		if err != nil {
+			t.Fatalf("datagram %d of %d: %v (%+v)", len(out)+1, n, err, d.EngineStats())
+		}
+		out = append(out, bytes.Clone(buf[:m]))
+	}
+	return out
+}
+
 // TestTCPGenericVeth: with XDP in generic mode on a veth, the peer keeps
 // its segmentation offload (native mode turns it off), so A's kernel sends
 // TCP segments of up to 64 KiB; they reach the worker as chains of
@@ -22,38 +99,12 @@ import (
 // each way exact, segments larger than a frame were joined, and none was
 // dropped at the AF_XDP socket.
 func TestTCPGenericVeth(t *testing.T) {
-	rig := nstest.NewPair(t, nstest.Options{})
-	d := startDaemon(t, func(o *Config) {
-		o.Datapath.IfName, o.Datapath.NetnsName, o.NoDatapath = rig.B.Link, rig.B.Name, false
-		o.Datapath.XDPMode = "generic"
-	})
+	rig, d, a := multiBufferRig(t, nstest.Options{}, "generic")
 	if m := d.EngineStats().XDPMode; m != "generic" {
 		t.Fatalf("xdp mode %q", m)
 	}
-	a := attach(t, d, app.Options{Name: "generic"})
-	kc, ac := kernelToApp(t, rig, a, 7300)
-	_ = kc.SetDeadline(time.Now().Add(30 * time.Second))
-	_ = ac.SetDeadline(time.Now().Add(30 * time.Second))
-	want := make([]byte, 4<<20)
-	_, _ = rand.Read(want)
-	go func() { _, _ = io.Copy(ac, io.LimitReader(ac, int64(len(want)))) }()
-	errc := make(chan error, 1)
-	go func() {
-		_, err := kc.Write(want)
-		errc <- err
-	}()
-	got := make([]byte, len(want))
-	tot := func() QueueStats { return d.EngineStats().Totals }
-	if _, err := io.ReadFull(kc, got); err != nil {
-		t.Fatalf("echo: %v (%+v)", err, tot())
-	}
-	if err := <-errc; err != nil {
-		t.Fatal(err)
-	}
-	if !bytes.Equal(got, want) {
-		t.Fatal("echoed bytes differ")
-	}
-	s := tot()
+	appTCPEcho(t, rig, d, a, 7300, 4<<20)
+	s := d.EngineStats().Totals
 	if s.Chained == 0 {
 		t.Errorf("no segment larger than a frame joined: %+v", s)
 	}
@@ -71,12 +122,7 @@ func TestTCPGenericVeth(t *testing.T) {
 // rx fifo: ten datagrams of 1,000 bytes, in order, exact, and the
 // program's udp_multi_buffer counted the burst.
 func TestUDPGSOGenericVeth(t *testing.T) {
-	rig := nstest.NewPair(t, nstest.Options{})
-	d := startDaemon(t, func(o *Config) {
-		o.Datapath.IfName, o.Datapath.NetnsName, o.NoDatapath = rig.B.Link, rig.B.Name, false
-		o.Datapath.XDPMode = "generic"
-	})
-	a := attach(t, d, app.Options{Name: "gso"})
+	rig, d, a := multiBufferRig(t, nstest.Options{}, "generic")
 	pc, err := a.ListenPacket("udp://0.0.0.0:9100")
 	if err != nil {
 		t.Fatal(err)
@@ -85,37 +131,10 @@ func TestUDPGSOGenericVeth(t *testing.T) {
 	const seg, n = 1000, 10
 	want := make([]byte, seg*n)
 	_, _ = rand.Read(want)
-	if err := rig.A.Do(func() error {
-		c, err := net.DialUDP("udp", nil, net.UDPAddrFromAddrPort(netip.AddrPortFrom(rig.B.IPv4, 9100)))
-		if err != nil {
-			return err
-		}
-		defer c.Close()
-		rc, err := c.SyscallConn()
-		if err != nil {
-			return err
-		}
-		var serr error
-		if err := rc.Control(func(fd uintptr) { serr = unix.SetsockoptInt(int(fd), unix.SOL_UDP, unix.UDP_SEGMENT, seg) }); err != nil {
-			return err
-		}
-		if serr != nil {
-			return serr
-		}
-		_, err = c.Write(want)
-		return err
-	}); err != nil {
-		t.Fatal(err)
-	}
-	_ = pc.SetReadDeadline(time.Now().Add(5 * time.Second))
-	buf := make([]byte, 65536)
-	for i := 0; i < n; i++ {
-		m, _, err := pc.ReadFrom(buf)
-		if err != nil {
-			t.Fatalf("datagram %d: %v (%+v)", i, err, d.EngineStats())
-		}
-		if !bytes.Equal(buf[:m], want[i*seg:(i+1)*seg]) {
-			t.Fatalf("datagram %d: %d bytes, not the %d sent", i, m, seg)
+	sendUDPFromA(t, rig, 9100, func(fd int) error { return unix.SetsockoptInt(fd, unix.SOL_UDP, unix.UDP_SEGMENT, seg) }, want)
+	for i, g := range readDgrams(t, d, pc, n) {
+		if !bytes.Equal(g, want[i*seg:(i+1)*seg]) {
+			t.Fatalf("datagram %d: %d bytes, not the %d sent", i, len(g), seg)
 		}
 	}
 	s := d.EngineStats()
@@ -134,11 +153,7 @@ func TestUDPGSOGenericVeth(t *testing.T) {
 // (udp_multi_buffer), one of 20,000 bytes in three fragments through the
 // worker's chains and reassembly, and TCP 1 MiB each way as chains.
 func TestJumboMTU(t *testing.T) {
-	rig := nstest.NewPair(t, nstest.Options{MTU: 9000})
-	d := startDaemon(t, func(o *Config) {
-		o.Datapath.IfName, o.Datapath.NetnsName, o.NoDatapath = rig.B.Link, rig.B.Name, false
-	})
-	a := attach(t, d, app.Options{Name: "jumbo"})
+	rig, d, a := multiBufferRig(t, nstest.Options{MTU: 9000}, "")
 	pc, err := a.ListenPacket("udp://0.0.0.0:9200")
 	if err != nil {
 		t.Fatal(err)
@@ -148,51 +163,17 @@ func TestJumboMTU(t *testing.T) {
 	for _, g := range dgrams {
 		_, _ = rand.Read(g)
 	}
-	if err := rig.A.Do(func() error {
-		c, err := net.DialUDP("udp", nil, net.UDPAddrFromAddrPort(netip.AddrPortFrom(rig.B.IPv4, 9200)))
-		if err != nil {
-			return err
-		}
-		defer c.Close()
-		for _, g := range dgrams {
-			if _, err := c.Write(g); err != nil {
-				return err
-			}
-		}
-		return nil
-	}); err != nil {
-		t.Fatal(err)
-	}
-	_ = pc.SetReadDeadline(time.Now().Add(5 * time.Second))
-	buf := make([]byte, 65536)
-	for range dgrams {
-		m, _, err := pc.ReadFrom(buf)
-		if err != nil {
-			t.Fatalf("%v (%+v)", err, d.EngineStats())
-		}
-		if !bytes.Equal(buf[:m], dgrams[0]) && !bytes.Equal(buf[:m], dgrams[1]) {
-			t.Fatalf("a datagram of %d bytes, not one of those sent", m)
+	sendUDPFromA(t, rig, 9200, nil, dgrams...)
+	for _, g := range readDgrams(t, d, pc, len(dgrams)) {
+		if !bytes.Equal(g, dgrams[0]) && !bytes.Equal(g, dgrams[1]) {
+			t.Fatalf("a datagram of %d bytes, not one of those sent", len(g))
 		}
 	}
 	s := d.EngineStats()
 	if s.XDP["udp_multi_buffer"] == 0 || s.Totals.Reassembled == 0 || s.Totals.Chained == 0 {
 		t.Errorf("udp_multi_buffer %d, reassembled %d, chained %d: want each > 0", s.XDP["udp_multi_buffer"], s.Totals.Reassembled, s.Totals.Chained)
 	}
-
-	kc, ac := kernelToApp(t, rig, a, 7400)
-	_ = kc.SetDeadline(time.Now().Add(20 * time.Second))
-	_ = ac.SetDeadline(time.Now().Add(20 * time.Second))
-	want := make([]byte, 1<<20)
-	_, _ = rand.Read(want)
-	go func() { _, _ = io.Copy(ac, io.LimitReader(ac, int64(len(want)))) }()
-	go func() { _, _ = kc.Write(want) }()
-	got := make([]byte, len(want))
-	if _, err := io.ReadFull(kc, got); err != nil {
-		t.Fatalf("tcp echo: %v (%+v)", err, d.EngineStats().Totals)
-	}
-	if !bytes.Equal(got, want) {
-		t.Fatal("tcp echo differs")
-	}
+	appTCPEcho(t, rig, d, a, 7400, 1<<20)
 	if n := d.EngineStats().Totals.Dropped; n != 0 {
 		t.Errorf("drops %v", d.EngineStats().Totals.Drops)
 	}

@@ -41,12 +41,12 @@ func newChainJoiner(descs, frameSize int) *chainJoiner {
 
 // join puts in frames the frame of each packet of descs, in order, and
 // returns how many, and how many of them it joined from chains;
-// chained[i] reports whether frame i was. A chain still open at the end of descs is dropped, and so are
-// the rest of its descriptors when they come (skipping, up to the one
-// without DescContinued); broken counts those chains, and chains that do
-// not fit the arena (which descriptors of at most a frame each cannot
-// make). frameOf returns a descriptor's bytes. Joined frames stay valid
-// until the next call.
+// chained[i] reports whether frame i was. A chain still open at the end
+// of descs is dropped, and so are the rest of its descriptors when they
+// come (skipping, up to the one without DescContinued); broken counts
+// those chains, and chains that do not fit the arena (which descriptors
+// of at most a frame each cannot make). frameOf returns a descriptor's
+// bytes. Joined frames stay valid until the next call.
 func (j *chainJoiner) join(descs []xsk.Desc, frameOf func(xsk.Desc) []byte, frames [][]byte, chained []bool) (n, joined, broken int) {
 	used := 0
 	start := -1 // the open chain's first descriptor

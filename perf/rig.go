@@ -40,12 +40,12 @@ func (r *rigs) get(q int) (*nstest.Pair, error) {
 	// checksum offload on, veth hands over CHECKSUM_PARTIAL frames, which
 	// it accepts on a veth without reading their payload): the figures
 	// include the checksum a wire costs. The generator builds its
-	// checksums itself either way.
-	if r.peerOffload {
-		return p, nil
-	}
-	if err := xsktest.DisableTxOffload(p.A); err != nil {
-		return nil, fmt.Errorf("%s: tx checksum offload off: %w", p.A.Name, err)
+	// checksums itself either way. TSO goes with it, so A's TCP sends
+	// MSS-sized frames; --peer-offload keeps both, as between containers.
+	if !r.peerOffload {
+		if err := xsktest.DisableTxOffload(p.A); err != nil {
+			return nil, fmt.Errorf("%s: tx checksum offload off: %w", p.A.Name, err)
+		}
 	}
 	return p, nil
 }
