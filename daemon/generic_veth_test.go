@@ -92,6 +92,17 @@ func readDgrams(t *testing.T, d *Daemon, pc net.PacketConn, n int) [][]byte {
 	return out
 }
 
+// statsWhen returns d's engine stats once cond holds of them, or after
+// 2 s: a worker publishes its counters every few loops and before it
+// sleeps, so they can trail what an app has already read.
+func statsWhen(d *Daemon, cond func(EngineStats) bool) EngineStats {
+	s := d.EngineStats()
+	for end := time.Now().Add(2 * time.Second); !cond(s) && time.Now().Before(end); s = d.EngineStats() {
+		time.Sleep(5 * time.Millisecond)
+	}
+	return s
+}
+
 // TestTCPGenericVeth: with XDP in generic mode on a veth, the peer keeps
 // its segmentation offload (native mode turns it off), so A's kernel sends
 // TCP segments of up to 64 KiB; they reach the worker as chains of
@@ -104,7 +115,7 @@ func TestTCPGenericVeth(t *testing.T) {
 		t.Fatalf("xdp mode %q", m)
 	}
 	appTCPEcho(t, rig, d, a, 7300, 4<<20)
-	s := d.EngineStats().Totals
+	s := statsWhen(d, func(s EngineStats) bool { return s.Totals.Chained > 0 }).Totals
 	if s.Chained == 0 {
 		t.Errorf("no segment larger than a frame joined: %+v", s)
 	}
@@ -137,7 +148,7 @@ func TestUDPGSOGenericVeth(t *testing.T) {
 			t.Fatalf("datagram %d: %d bytes, not the %d sent", i, len(g), seg)
 		}
 	}
-	s := d.EngineStats()
+	s := statsWhen(d, func(s EngineStats) bool { return s.KernelRx >= n && s.XDP["udp_multi_buffer"] > 0 })
 	if s.KernelRx < n {
 		t.Errorf("kernel path delivered %d datagrams, want %d: %+v", s.KernelRx, n, s)
 	}
@@ -169,9 +180,11 @@ func TestJumboMTU(t *testing.T) {
 			t.Fatalf("a datagram of %d bytes, not one of those sent", len(g))
 		}
 	}
-	s := d.EngineStats()
+	s := statsWhen(d, func(s EngineStats) bool {
+		return s.XDP["udp_multi_buffer"] > 0 && s.Totals.Reassembled > 0 && s.Totals.Chained > 0
+	})
 	if s.XDP["udp_multi_buffer"] == 0 || s.Totals.Reassembled == 0 || s.Totals.Chained == 0 {
-		t.Errorf("udp_multi_buffer %d, reassembled %d, chained %d: want each > 0", s.XDP["udp_multi_buffer"], s.Totals.Reassembled, s.Totals.Chained)
+		t.Errorf("udp_multi_buffer %d, reassembled %d, chained %d: want each > 0\nxdp %v\nqueues %+v", s.XDP["udp_multi_buffer"], s.Totals.Reassembled, s.Totals.Chained, s.XDP, s.Totals)
 	}
 	appTCPEcho(t, rig, d, a, 7400, 1<<20)
 	if n := d.EngineStats().Totals.Dropped; n != 0 {
