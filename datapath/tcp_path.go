@@ -682,8 +682,8 @@ func pktDst(p tcp.Packet) (nbKey, bool) {
 }
 
 // inject hands the TCP packets of a received batch to the Stack at once,
-// so that gVisor's receive offload coalesces each connection's run of
-// segments (Ethernet header stripped; the Stack copies them).
+// so that the link coalesces each connection's run of segments (Ethernet
+// header stripped; the Stack copies them).
 func (p *tcpPath) inject(w *worker, pkts [][]byte) {
 	w.c.Delivered += uint64(p.st.Link().InjectBatch(pkts))
 	w.tcpWork = true

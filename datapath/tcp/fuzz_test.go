@@ -1,6 +1,7 @@
 package tcp_test
 
 import (
+	"bytes"
 	"encoding/binary"
 	"errors"
 	"net/netip"
@@ -89,12 +90,34 @@ func FuzzLinkEndpointInject(f *testing.F) {
 		}
 		s.Link().Inject(pkt)
 		s.Link().InjectBatch([][]byte{pkt, pkt[:len(pkt)/2]})
+		next := following(pkt)
+		s.Link().InjectBatch([][]byte{pkt, next, following(next), pkt})
 		verifying.Link().Inject(pkt)
 		verifying.Link().InjectBatch([][]byte{pkt, pkt, pkt[:len(pkt)/2]})
 		if b := bad.Load(); b != nil {
 			t.Fatalf("malformed outbound packet %x", b)
 		}
 	})
+}
+
+// following returns a copy of pkt whose TCP sequence number (where it would
+// be) follows pkt's payload, so that InjectBatch may coalesce the two.
+func following(pkt []byte) []byte {
+	out := bytes.Clone(pkt)
+	if len(out) == 0 {
+		return out
+	}
+	ipLen := 40
+	if out[0]>>4 == 4 {
+		ipLen = int(out[0]&0xf) * 4
+	}
+	if len(out) < ipLen+13 {
+		return out
+	}
+	payload := len(out) - ipLen - int(out[ipLen+12]>>4)*4
+	seq := binary.BigEndian.Uint32(out[ipLen+4:])
+	binary.BigEndian.PutUint32(out[ipLen+4:], seq+uint32(payload))
+	return out
 }
 
 func ipChecksum(h []byte) uint16 {

@@ -7,14 +7,12 @@ import (
 	"sync/atomic"
 	"time"
 
-	"gvisor.dev/gvisor/pkg/buffer"
 	"gvisor.dev/gvisor/pkg/tcpip"
 	"gvisor.dev/gvisor/pkg/tcpip/checksum"
 	"gvisor.dev/gvisor/pkg/tcpip/header"
 	"gvisor.dev/gvisor/pkg/tcpip/network/ipv4"
 	"gvisor.dev/gvisor/pkg/tcpip/network/ipv6"
 	"gvisor.dev/gvisor/pkg/tcpip/stack"
-	"gvisor.dev/gvisor/pkg/tcpip/stack/gro"
 )
 
 // Writer takes the stack's outbound packets. WritePacket is called for each
@@ -222,9 +220,7 @@ func (e *LinkEndpoint) Inject(pkt []byte) bool {
 		e.rxDropped.Add(1)
 		return false
 	}
-	pb := stack.NewPacketBuffer(stack.PacketBufferOptions{Payload: buffer.MakeWithData(pkt)})
-	d.DeliverNetworkPacket(proto, pb)
-	pb.DecRef()
+	deliverOne(d, pkt, proto)
 	e.rxPackets.Add(1)
 	return true
 }
@@ -270,21 +266,17 @@ func checksumsValid(pkt []byte, proto tcpip.NetworkProtocolNumber) bool {
 }
 
 // InjectBatch injects each packet of pkts and returns how many were
-// accepted, as Inject does, but hands them to gVisor through its generic
-// receive offload: consecutive in-order segments of one connection in the
-// batch are coalesced (up to 64 KiB) before TCP sees them, so a batch costs
-// gVisor's TCP one segment (and at most one ACK) per run of segments
-// rather than one per packet. The workers call it with what one poll of
-// the rx ring gave.
+// accepted, as Inject does, but coalesces the consecutive in-order
+// segments of each connection in the batch into one (coalesce.go), so
+// that a batch costs gVisor's TCP one segment (and at most one ACK) per
+// run of segments rather than one per packet. The workers call it with
+// what one poll of the rx ring gave.
 func (e *LinkEndpoint) InjectBatch(pkts [][]byte) int {
 	if len(pkts) == 1 {
-		n := 0
-		for _, p := range pkts {
-			if e.Inject(p) {
-				n++
-			}
+		if e.Inject(pkts[0]) {
+			return 1
 		}
-		return n
+		return 0
 	}
 	e.mu.RLock()
 	d := e.dispatcher
@@ -293,45 +285,23 @@ func (e *LinkEndpoint) InjectBatch(pkts [][]byte) int {
 		e.rxDropped.Add(uint64(len(pkts)))
 		return 0
 	}
-	g := groPool.Get().(*gro.GRO)
-	g.Dispatcher = d
+	c := coalescerPool.Get().(*coalescer)
+	c.protos = c.protos[:0]
 	n := 0
 	for _, pkt := range pkts {
 		proto, ok := e.check(pkt)
 		if !ok {
-			continue
+			proto = 0
+		} else {
+			n++
 		}
-		pb := stack.NewPacketBuffer(stack.PacketBufferOptions{Payload: buffer.MakeWithData(pkt)})
-		pb.NetworkProtocolNumber = proto
-		pb.RXChecksumValidated = true
-		g.Enqueue(pb)
-		pb.DecRef()
-		n++
+		c.protos = append(c.protos, proto)
 	}
-	// gVisor's GRO.Flush hands up only the first packet of each bucket
-	// (it walks a bucket's list through an entry it has just unlinked);
-	// a bucket holds at most groBucketSize packets, so that many passes
-	// empty it. A packet left behind would wait in the pool.
-	for range groBucketSize {
-		g.Flush()
-	}
-	g.Dispatcher = nil
-	groPool.Put(g)
+	c.inject(d, pkts, c.protos)
+	coalescerPool.Put(c)
 	e.rxPackets.Add(uint64(n))
 	return n
 }
-
-// groBucketSize is gVisor's GRO bucket size (gro.groBucketSize, not
-// exported): the most packets one bucket holds.
-const groBucketSize = 8
-
-// groPool holds the GRO engines of InjectBatch (one per concurrent call;
-// each is some 10 KiB of preallocated state).
-var groPool = sync.Pool{New: func() any {
-	g := new(gro.GRO)
-	g.Init(true)
-	return g
-}}
 
 // classify returns the network protocol of a packet worth handing to gVisor.
 func classify(pkt []byte) (tcpip.NetworkProtocolNumber, bool) {

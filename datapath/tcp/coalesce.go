@@ -1,0 +1,273 @@
+package tcp
+
+import (
+	"bytes"
+	"encoding/binary"
+	"sync"
+
+	"gvisor.dev/gvisor/pkg/buffer"
+	"gvisor.dev/gvisor/pkg/tcpip"
+	"gvisor.dev/gvisor/pkg/tcpip/header"
+	"gvisor.dev/gvisor/pkg/tcpip/network/ipv4"
+	"gvisor.dev/gvisor/pkg/tcpip/stack"
+)
+
+// The receive offload of InjectBatch: consecutive in-order data segments of
+// one connection in a batch become one segment, built in one buffer (one
+// copy of each payload out of the caller's frames), before gVisor's TCP
+// sees it. Its rules are those of Linux's GRO: segments join a run
+// when they belong to its connection, follow it in sequence, carry the
+// same acknowledgement, window, TCP options (timestamps included) and
+// flags but PSH and FIN, the same IP TOS/TTL (traffic class, flow label,
+// hop limit), and no more payload than the run's first; a shorter segment,
+// PSH or FIN ends the run; SYN, RST, URG, CWR, a bare acknowledgement and
+// an IPv4 header with options never join one. A run stays under 64 KiB of
+// IP packet.
+//
+// It replaces gVisor's GRO (gro.GRO) on this path, which gives every
+// segment a buffer of its own and merges the buffers' lists: TCP then
+// walks, releases and returns one pooled chunk per segment.
+
+// coalesceRuns is the most runs (connections) open at once; a new one
+// past it sends the oldest up first.
+const coalesceRuns = 8
+
+// coalesceMax bounds a run's IP packet, the IPv4 total length's limit.
+const coalesceMax = 0xffff
+
+// segRun is a run of segments being coalesced: indices into the batch,
+// linked through coalescer.next.
+type segRun struct {
+	head, tail int32
+	n          int32
+	age        uint32 // when it opened, in segments seen; the oldest goes first
+	proto      tcpip.NetworkProtocolNumber
+	ipLen      int    // IP header length of the head
+	hdrLen     int    // IP and TCP header length of the head
+	first      int    // the head's payload length: no member carries more
+	size       int    // the coalesced packet's length
+	nextSeq    uint32 // the sequence number the next member must have
+	flags      uint8  // PSH and FIN of the members, for the coalesced header
+}
+
+// coalescer is one InjectBatch call's state, pooled.
+type coalescer struct {
+	runs   [coalesceRuns]segRun
+	open   int                           // runs[:open] are open
+	next   []int32                       // per packet of the batch: the next member of its run, -1 for none
+	plen   []int32                       // per packet: its payload length
+	protos []tcpip.NetworkProtocolNumber // per packet: its protocol, 0 for one refused
+	clock  uint32
+}
+
+var coalescerPool = sync.Pool{New: func() any { return new(coalescer) }}
+
+// segView is where a packet's headers end and its payload lies.
+type segView struct {
+	ipLen, hdrLen, payload int
+}
+
+// parseSeg finds the IP and TCP header lengths and the payload of pkt, and
+// whether its headers allow it into a run at all.
+func parseSeg(pkt []byte, proto tcpip.NetworkProtocolNumber) (segView, bool) {
+	var s segView
+	var total int
+	if proto == ipv4.ProtocolNumber {
+		s.ipLen = int(pkt[0]&0xf) * 4
+		total = int(binary.BigEndian.Uint16(pkt[2:4]))
+		if s.ipLen != header.IPv4MinimumSize {
+			return s, false // IP options: never coalesced
+		}
+	} else {
+		s.ipLen = header.IPv6MinimumSize
+		total = header.IPv6MinimumSize + int(binary.BigEndian.Uint16(pkt[4:6]))
+	}
+	if total < s.ipLen+header.TCPMinimumSize || total > len(pkt) {
+		return s, false
+	}
+	tcp := pkt[s.ipLen:total]
+	doff := int(tcp[12]>>4) * 4
+	if doff < header.TCPMinimumSize || doff > len(tcp) {
+		return s, false
+	}
+	s.hdrLen = s.ipLen + doff
+	s.payload = total - s.hdrLen
+	flags := tcp[13]
+	const never = uint8(header.TCPFlagSyn | header.TCPFlagRst | header.TCPFlagUrg | header.TCPFlagCwr)
+	if s.payload == 0 || flags&uint8(header.TCPFlagAck) == 0 || flags&never != 0 {
+		return s, false
+	}
+	return s, true
+}
+
+// portsAt returns where pkt's TCP ports are, or -1 when it is too short to
+// hold them (gVisor drops it).
+func portsAt(pkt []byte, proto tcpip.NetworkProtocolNumber) int {
+	at := header.IPv6MinimumSize
+	if proto == ipv4.ProtocolNumber {
+		at = int(pkt[0]&0xf) * 4
+	}
+	if at+4 > len(pkt) {
+		return -1
+	}
+	return at
+}
+
+// sameFlow reports whether a and b (same protocol; their ports at aAt and
+// bAt) belong to one connection.
+func sameFlow(a, b []byte, proto tcpip.NetworkProtocolNumber, aAt, bAt int) bool {
+	if proto == ipv4.ProtocolNumber {
+		if !bytes.Equal(a[12:20], b[12:20]) {
+			return false
+		}
+	} else if !bytes.Equal(a[8:40], b[8:40]) {
+		return false
+	}
+	return bytes.Equal(a[aAt:aAt+4], b[bAt:bAt+4])
+}
+
+// joins reports whether segment p (of r's connection) may follow r.
+func (r *segRun) joins(head, p []byte, s segView) bool {
+	if s.hdrLen != r.hdrLen || s.payload > r.first || r.size+s.payload > coalesceMax {
+		return false
+	}
+	if r.proto == ipv4.ProtocolNumber {
+		if head[1] != p[1] || head[8] != p[8] { // TOS, TTL
+			return false
+		}
+	} else if !bytes.Equal(head[:4], p[:4]) || head[7] != p[7] { // class, label; hop limit
+		return false
+	}
+	ht, pt := head[r.ipLen:r.hdrLen], p[r.ipLen:r.hdrLen]
+	if binary.BigEndian.Uint32(pt[4:8]) != r.nextSeq {
+		return false
+	}
+	const endFlags = uint8(header.TCPFlagPsh | header.TCPFlagFin)
+	return bytes.Equal(ht[8:12], pt[8:12]) && // acknowledgement
+		ht[12] == pt[12] && ht[13] == pt[13]&^endFlags && // data offset; flags
+		bytes.Equal(ht[14:16], pt[14:16]) && // window
+		bytes.Equal(ht[header.TCPMinimumSize:], pt[header.TCPMinimumSize:]) // options
+}
+
+// inject hands the accepted packets of pkts (protos[i] != 0) to d,
+// coalescing runs as the file's comment says.
+func (c *coalescer) inject(d stack.NetworkDispatcher, pkts [][]byte, protos []tcpip.NetworkProtocolNumber) {
+	c.next = c.next[:0]
+	c.plen = c.plen[:0]
+	for range pkts {
+		c.next = append(c.next, -1)
+		c.plen = append(c.plen, 0)
+	}
+	c.open, c.clock = 0, 0
+	for i, pkt := range pkts {
+		proto := protos[i]
+		if proto == 0 {
+			continue
+		}
+		c.clock++
+		s, ok := parseSeg(pkt, proto)
+		ri := c.find(pkts, pkt, proto)
+		if !ok {
+			if ri >= 0 {
+				c.flush(d, pkts, ri)
+			}
+			deliverOne(d, pkt, proto)
+			continue
+		}
+		c.plen[i] = int32(s.payload)
+		if ri >= 0 {
+			r := &c.runs[ri]
+			if r.joins(pkts[r.head], pkt, s) {
+				c.next[r.tail] = int32(i)
+				r.tail = int32(i)
+				r.n++
+				r.size += s.payload
+				r.nextSeq += uint32(s.payload)
+				r.flags |= pkt[s.ipLen+13] & uint8(header.TCPFlagPsh|header.TCPFlagFin)
+				if r.flags != 0 || s.payload < r.first {
+					c.flush(d, pkts, ri)
+				}
+				continue
+			}
+			c.flush(d, pkts, ri)
+		}
+		if pkt[s.ipLen+13]&uint8(header.TCPFlagPsh|header.TCPFlagFin) != 0 {
+			deliverOne(d, pkt, proto)
+			continue
+		}
+		if c.open == coalesceRuns {
+			oldest := 0
+			for j := 1; j < c.open; j++ {
+				if c.runs[j].age < c.runs[oldest].age {
+					oldest = j
+				}
+			}
+			c.flush(d, pkts, oldest)
+		}
+		c.runs[c.open] = segRun{head: int32(i), tail: int32(i), n: 1, age: c.clock, proto: proto,
+			ipLen: s.ipLen, hdrLen: s.hdrLen, first: s.payload, size: s.hdrLen + s.payload,
+			nextSeq: binary.BigEndian.Uint32(pkt[s.ipLen+4:]) + uint32(s.payload)}
+		c.open++
+	}
+	for c.open > 0 {
+		c.flush(d, pkts, c.open-1)
+	}
+}
+
+// find returns the open run of pkt's connection, or -1.
+func (c *coalescer) find(pkts [][]byte, pkt []byte, proto tcpip.NetworkProtocolNumber) int {
+	at := portsAt(pkt, proto)
+	if at < 0 {
+		return -1
+	}
+	for j := range c.open {
+		r := &c.runs[j]
+		if r.proto == proto && sameFlow(pkts[r.head], pkt, proto, r.ipLen, at) {
+			return j
+		}
+	}
+	return -1
+}
+
+// flush delivers run ri and closes it.
+func (c *coalescer) flush(d stack.NetworkDispatcher, pkts [][]byte, ri int) {
+	r := c.runs[ri]
+	c.open--
+	c.runs[ri] = c.runs[c.open]
+	head := pkts[r.head]
+	if r.n == 1 {
+		deliverOne(d, head, r.proto)
+		return
+	}
+	v := buffer.NewView(r.size)
+	v.Write(head[:r.hdrLen])
+	for i := r.head; i >= 0; i = c.next[i] {
+		pkt := pkts[i]
+		off := r.ipLen + int(pkt[r.ipLen+12]>>4)*4
+		v.Write(pkt[off : off+int(c.plen[i])])
+	}
+	b := v.AsSlice()
+	if r.proto == ipv4.ProtocolNumber {
+		ip := header.IPv4(b)
+		ip.SetTotalLength(uint16(r.size))
+		ip.SetChecksum(0)
+		ip.SetChecksum(^ip.CalculateChecksum())
+	} else {
+		header.IPv6(b).SetPayloadLength(uint16(r.size - header.IPv6MinimumSize))
+	}
+	b[r.ipLen+13] |= r.flags
+	deliver(d, buffer.MakeWithView(v), r.proto)
+}
+
+// deliverOne hands one packet to d as it is (copied).
+func deliverOne(d stack.NetworkDispatcher, pkt []byte, proto tcpip.NetworkProtocolNumber) {
+	deliver(d, buffer.MakeWithData(pkt), proto)
+}
+
+func deliver(d stack.NetworkDispatcher, b buffer.Buffer, proto tcpip.NetworkProtocolNumber) {
+	pb := stack.NewPacketBuffer(stack.PacketBufferOptions{Payload: b})
+	pb.NetworkProtocolNumber = proto
+	pb.RXChecksumValidated = true
+	d.DeliverNetworkPacket(proto, pb)
+	pb.DecRef()
+}
