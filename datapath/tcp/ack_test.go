@@ -32,7 +32,7 @@ func newAckLink(t *testing.T, local, remote netip.AddrPort, delay time.Duration)
 		return true
 	}), 1500, false, false, delay)
 	synack := segment{local: local, remote: remote, flags: header.TCPFlagSyn | header.TCPFlagAck, seq: 100, ack: 1, win: 65535, opts: []byte{1, 3, 3, 7}}
-	if _, ok := l.e.check(synack.bytes()); !ok {
+	if _, ok := checkAndNote(l.e, synack.bytes()); !ok {
 		t.Fatal("the link refused a good SYN-ACK")
 	}
 	if l.pw = l.e.win.track(local, remote); l.pw == nil {

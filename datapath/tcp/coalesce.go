@@ -57,6 +57,7 @@ type coalescer struct {
 	next   []int32                       // per packet of the batch: the next member of its run, -1 for none
 	plen   []int32                       // per packet: its payload length
 	protos []tcpip.NetworkProtocolNumber // per packet: its protocol, 0 for one refused
+	win    *windows                      // the link's: told of each packet gVisor gets
 	clock  uint32
 }
 
@@ -171,7 +172,7 @@ func (c *coalescer) inject(d stack.NetworkDispatcher, pkts [][]byte, protos []tc
 			if ri >= 0 {
 				c.flush(d, pkts, ri)
 			}
-			deliverOne(d, pkt, proto)
+			c.one(d, pkt, proto)
 			continue
 		}
 		c.plen[i] = int32(s.payload)
@@ -192,7 +193,7 @@ func (c *coalescer) inject(d stack.NetworkDispatcher, pkts [][]byte, protos []tc
 			c.flush(d, pkts, ri)
 		}
 		if pkt[s.ipLen+13]&uint8(header.TCPFlagPsh|header.TCPFlagFin) != 0 {
-			deliverOne(d, pkt, proto)
+			c.one(d, pkt, proto)
 			continue
 		}
 		if c.open == coalesceRuns {
@@ -236,7 +237,7 @@ func (c *coalescer) flush(d stack.NetworkDispatcher, pkts [][]byte, ri int) {
 	c.runs[ri] = c.runs[c.open]
 	head := pkts[r.head]
 	if r.n == 1 {
-		deliverOne(d, head, r.proto)
+		c.one(d, head, r.proto)
 		return
 	}
 	v := buffer.NewView(r.size)
@@ -256,14 +257,17 @@ func (c *coalescer) flush(d stack.NetworkDispatcher, pkts [][]byte, ri int) {
 		header.IPv6(b).SetPayloadLength(uint16(r.size - header.IPv6MinimumSize))
 	}
 	b[r.ipLen+13] |= r.flags
+	c.win.inbound(b) // its members' acknowledgement and window
 	deliver(d, buffer.MakeWithView(v), r.proto)
 }
 
-// deliverOne hands one packet to d as it is (copied).
-func deliverOne(d stack.NetworkDispatcher, pkt []byte, proto tcpip.NetworkProtocolNumber) {
+// one hands one packet to d as it is (copied).
+func (c *coalescer) one(d stack.NetworkDispatcher, pkt []byte, proto tcpip.NetworkProtocolNumber) {
+	c.win.inbound(pkt)
 	deliver(d, buffer.MakeWithData(pkt), proto)
 }
 
+// deliver hands b, an IP packet whose checksums were checked, to d.
 func deliver(d stack.NetworkDispatcher, b buffer.Buffer, proto tcpip.NetworkProtocolNumber) {
 	pb := stack.NewPacketBuffer(stack.PacketBufferOptions{Payload: b})
 	pb.NetworkProtocolNumber = proto

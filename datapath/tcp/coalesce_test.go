@@ -380,3 +380,39 @@ func TestCoalesceRefused(t *testing.T) {
 		t.Errorf("rxDropped %d, want 1", d)
 	}
 }
+
+// TestCoalesceNotesWindow: the peer's window is noted from what InjectBatch
+// hands gVisor, coalesced or not: the newest acknowledgement's right edge.
+func TestCoalesceNotesWindow(t *testing.T) {
+	for _, fam := range linkFamilies {
+		e, _ := coalesceLink()
+		syn := segment{local: fam.local, remote: fam.remote, flags: header.TCPFlagSyn, seq: 1, win: 100,
+			opts: []byte{3, 3, 2, 0}} // window scale 2
+		if n := e.InjectBatch([][]byte{syn.bytes()}); n != 1 {
+			t.Fatalf("%s: SYN refused", fam.name)
+		}
+		pw := e.win.track(fam.local, fam.remote)
+		if pw == nil {
+			t.Fatalf("%s: not tracked", fam.name)
+		}
+		r := rand.New(rand.NewPCG(9, 10))
+		var batch [][]byte
+		for i := range 4 { // one run: acknowledgement 500, window 1000
+			batch = append(batch, dataSeg(r, segment{local: fam.local, remote: fam.remote, flags: header.TCPFlagAck,
+				seq: 2 + uint32(i)*100, ack: 500, win: 1000, payload: 100}))
+		}
+		if n := e.InjectBatch(batch); n != 4 {
+			t.Fatalf("%s: InjectBatch accepted %d of 4", fam.name, n)
+		}
+		if pw.edge != 500+1000<<2 {
+			t.Errorf("%s: edge %d after a run, want %d", fam.name, pw.edge, 500+1000<<2)
+		}
+		bare := segment{local: fam.local, remote: fam.remote, flags: header.TCPFlagAck, seq: 402, ack: 900, win: 10}
+		if n := e.InjectBatch([][]byte{bare.bytes(), bare.bytes()}); n != 2 {
+			t.Fatalf("%s: InjectBatch accepted %d of 2", fam.name, n)
+		}
+		if pw.edge != 900+10<<2 {
+			t.Errorf("%s: edge %d after bare acknowledgements, want %d", fam.name, pw.edge, 900+10<<2)
+		}
+	}
+}

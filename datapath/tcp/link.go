@@ -7,6 +7,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"gvisor.dev/gvisor/pkg/buffer"
 	"gvisor.dev/gvisor/pkg/tcpip"
 	"gvisor.dev/gvisor/pkg/tcpip/checksum"
 	"gvisor.dev/gvisor/pkg/tcpip/header"
@@ -220,13 +221,15 @@ func (e *LinkEndpoint) Inject(pkt []byte) bool {
 		e.rxDropped.Add(1)
 		return false
 	}
-	deliverOne(d, pkt, proto)
+	e.win.inbound(pkt)
+	deliver(d, buffer.MakeWithData(pkt), proto)
 	e.rxPackets.Add(1)
 	return true
 }
 
 // check classifies pkt and verifies its checksums when the link did not;
-// it counts what it drops and notes the peer's window of what it passes.
+// it counts what it drops. The peers' windows (e.win) are noted from what
+// gVisor is then handed.
 func (e *LinkEndpoint) check(pkt []byte) (tcpip.NetworkProtocolNumber, bool) {
 	proto, ok := classify(pkt)
 	if !ok {
@@ -237,7 +240,6 @@ func (e *LinkEndpoint) check(pkt []byte) (tcpip.NetworkProtocolNumber, bool) {
 		e.rxBadCsum.Add(1)
 		return 0, false
 	}
-	e.win.inbound(pkt)
 	return proto, true
 }
 
@@ -286,7 +288,7 @@ func (e *LinkEndpoint) InjectBatch(pkts [][]byte) int {
 		return 0
 	}
 	c := coalescerPool.Get().(*coalescer)
-	c.protos = c.protos[:0]
+	c.protos, c.win = c.protos[:0], e.win
 	n := 0
 	for _, pkt := range pkts {
 		proto, ok := e.check(pkt)

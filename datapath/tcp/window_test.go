@@ -150,7 +150,7 @@ func TestBareAckInsidePeerWindow(t *testing.T) {
 			}
 			in := func(s segment) {
 				t.Helper()
-				if _, ok := e.check(s.bytes()); !ok {
+				if _, ok := checkAndNote(e, s.bytes()); !ok {
 					t.Fatal("the link refused a good segment")
 				}
 			}
@@ -252,7 +252,7 @@ func TestSYNScale(t *testing.T) {
 	} {
 		e := newLinkEndpoint(WriterFunc(func(Packet) bool { return true }), 1500, false, false, 0)
 		syn := segment{local: local, remote: remote, flags: header.TCPFlagSyn, seq: 1, win: 100, opts: c.opts}
-		if _, ok := e.check(syn.bytes()); !ok {
+		if _, ok := checkAndNote(e, syn.bytes()); !ok {
 			t.Fatalf("%x: refused", c.opts)
 		}
 		pw := e.win.track(local, remote)
@@ -263,4 +263,14 @@ func TestSYNScale(t *testing.T) {
 			t.Fatalf("%x: scale %d, want %d", c.opts, s, c.want)
 		}
 	}
+}
+
+// checkAndNote passes pkt through the link's inbound check and, if it
+// passes, notes its window as delivering it to gVisor would.
+func checkAndNote(e *LinkEndpoint, pkt []byte) (tcpip.NetworkProtocolNumber, bool) {
+	proto, ok := e.check(pkt)
+	if ok {
+		e.win.inbound(pkt)
+	}
+	return proto, ok
 }
