@@ -240,31 +240,59 @@ func (c *coalescer) flush(d stack.NetworkDispatcher, pkts [][]byte, ri int) {
 		c.one(d, head, r.proto)
 		return
 	}
-	v := buffer.NewView(r.size)
-	v.Write(head[:r.hdrLen])
-	for i := r.head; i >= 0; i = c.next[i] {
-		pkt := pkts[i]
-		off := r.ipLen + int(pkt[r.ipLen+12]>>4)*4
-		v.Write(pkt[off : off+int(c.plen[i])])
-	}
-	b := v.AsSlice()
+	hv := buffer.NewViewWithData(head[:r.hdrLen])
+	h := hv.AsSlice()
 	if r.proto == ipv4.ProtocolNumber {
-		ip := header.IPv4(b)
+		ip := header.IPv4(h)
 		ip.SetTotalLength(uint16(r.size))
 		ip.SetChecksum(0)
 		ip.SetChecksum(^ip.CalculateChecksum())
 	} else {
-		header.IPv6(b).SetPayloadLength(uint16(r.size - header.IPv6MinimumSize))
+		header.IPv6(h).SetPayloadLength(uint16(r.size - header.IPv6MinimumSize))
 	}
-	b[r.ipLen+13] |= r.flags
-	c.win.inbound(b) // its members' acknowledgement and window
-	deliver(d, buffer.MakeWithView(v), r.proto)
+	h[r.ipLen+13] |= r.flags
+	pv := buffer.NewView(r.size - r.hdrLen)
+	for i := r.head; i >= 0; i = c.next[i] {
+		pkt := pkts[i]
+		pv.Write(pkt[r.hdrLen : r.hdrLen+int(c.plen[i])])
+	}
+	c.win.inbound(pkts[r.tail]) // the run's acknowledgement and window
+	deliver(d, headed(hv, pv), r.proto)
 }
 
 // one hands one packet to d as it is (copied).
 func (c *coalescer) one(d stack.NetworkDispatcher, pkt []byte, proto tcpip.NetworkProtocolNumber) {
 	c.win.inbound(pkt)
-	deliver(d, buffer.MakeWithData(pkt), proto)
+	deliver(d, copied(pkt, proto), proto)
+}
+
+// headed is the buffer of the headers hv followed by the payload pv. The
+// headers get a chunk of their own: gVisor's IPv4 and IPv6 receive keep a
+// reference to the network header while they look at it again, and a
+// look at a shared chunk copies the whole chunk first (buffer.PullUp);
+// with the payload in it, that was a second copy of every packet.
+func headed(hv, pv *buffer.View) buffer.Buffer {
+	b := buffer.MakeWithView(hv)
+	if pv.Size() == 0 {
+		pv.Release()
+		return b
+	}
+	b.Append(pv)
+	return b
+}
+
+// copied is a copy of pkt as a gVisor buffer: its IP and TCP headers in a
+// view of their own (headed), when they fit in pkt, and the rest after.
+func copied(pkt []byte, proto tcpip.NetworkProtocolNumber) buffer.Buffer {
+	at := portsAt(pkt, proto)
+	if at < 0 || at+header.TCPMinimumSize > len(pkt) {
+		return buffer.MakeWithData(pkt)
+	}
+	n := at + int(pkt[at+12]>>4)*4
+	if n < at+header.TCPMinimumSize || n > len(pkt) {
+		return buffer.MakeWithData(pkt)
+	}
+	return headed(buffer.NewViewWithData(pkt[:n]), buffer.NewViewWithData(pkt[n:]))
 }
 
 // deliver hands b, an IP packet whose checksums were checked, to d.

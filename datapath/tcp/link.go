@@ -7,7 +7,6 @@ import (
 	"sync/atomic"
 	"time"
 
-	"gvisor.dev/gvisor/pkg/buffer"
 	"gvisor.dev/gvisor/pkg/tcpip"
 	"gvisor.dev/gvisor/pkg/tcpip/checksum"
 	"gvisor.dev/gvisor/pkg/tcpip/header"
@@ -222,7 +221,7 @@ func (e *LinkEndpoint) Inject(pkt []byte) bool {
 		return false
 	}
 	e.win.inbound(pkt)
-	deliver(d, buffer.MakeWithData(pkt), proto)
+	deliver(d, copied(pkt, proto), proto)
 	e.rxPackets.Add(1)
 	return true
 }
