@@ -189,17 +189,25 @@
 // whole in generic XDP mode (--xs-xdp-mode generic), as chains of AF_XDP
 // descriptors it joins, while native mode turns A's TSO off.
 //
-// --quick runs only the 64-byte receive rows of the kernel baseline and
-// xsessiond and the TCP rows, once, prints one line per TCP group,
+// --quick runs only the 64-byte receive rows of the generator alone, the
+// kernel baseline and xsessiond, and the TCP rows, once, prints one line
+// per TCP group,
 //
 //	tcp GROUP: rate xsessiond/kernel = X.XX, B CPU xsessiond/kernel = Y.YY (goal: ...; met: yes|no|n/a)
 //
 // and, as its last line,
 //
-//	udp64 cost ratio kernel/xsessiond = X.XX, rate ratio xsessiond/kernel = Y.YY
+//	udp64 cost ratio kernel/xsessiond = X.XX, rate ratio xsessiond/kernel = Y.YY, receive cost ratio (generator's cost taken out) = Z.ZZ
 //
 // with n/a in place of a number that could not be measured (--quick --tcp
-// leaves the UDP rows and this line out).
+// leaves the UDP rows and this line out). The cost ratio is the whole
+// machine's CPU per delivered packet, the generator's included; the
+// receive cost ratio is that of rx ns/pkt, the generator-alone row's cost
+// per sent packet taken out. Where the generator costs much, it weighs the
+// same on both sides of the first and pulls it towards 1: on a 2-vCPU VM
+// whose generator alone sent 0.39 Mpps (1.7–1.9 on another of the same
+// kind), five --quick runs gave a cost ratio of 1.39–1.84 while the
+// default run's receive cost ratio was 2.5–3.2 at 64 and 512 bytes.
 //
 // --cpuprofile FILE writes a runtime/pprof CPU profile of the measurement
 // window of the first repetition of each xsessiond 64-byte receive row and

@@ -116,7 +116,7 @@ func TestRatiosAndQuickLine(t *testing.T) {
 			}
 		}
 	}
-	want := "udp64 cost ratio kernel/xsessiond = n/a, rate ratio xsessiond/kernel = n/a"
+	want := "udp64 cost ratio kernel/xsessiond = n/a, rate ratio xsessiond/kernel = n/a, receive cost ratio (generator's cost taken out) = n/a"
 	if got := quickLine(res); got != want {
 		t.Errorf("quick line %q, want %q", got, want)
 	}
@@ -139,9 +139,21 @@ func TestRatiosAndQuickLine(t *testing.T) {
 	if v := rows[0].Ratios["p50_us"]; v != nil {
 		t.Errorf("p50 ratio of receive rows %v, want null", *v)
 	}
-	want = "udp64 cost ratio kernel/xsessiond = 2.00, rate ratio xsessiond/kernel = 2.00"
+	// Receivers alone, less the generator's 200 ns per sent packet:
+	// kernel 750 and 300 (median 525), xsessiond 175.
+	want = "udp64 cost ratio kernel/xsessiond = 2.00, rate ratio xsessiond/kernel = 2.00, receive cost ratio (generator's cost taken out) = 3.00"
 	if got := quickLine(res); got != want {
 		t.Errorf("quick line %q, want %q", got, want)
+	}
+	// Without a gen-only row, the receivers' ratio is not known.
+	res[0].Status = StatusNotAvailable
+	for i := range res {
+		res[i].RxCPUNs = Summary{}
+	}
+	applyGenCost(res)
+	want = "udp64 cost ratio kernel/xsessiond = 2.00, rate ratio xsessiond/kernel = 2.00, receive cost ratio (generator's cost taken out) = n/a"
+	if got := quickLine(res); got != want {
+		t.Errorf("quick line without gen-only %q, want %q", got, want)
 	}
 }
 

@@ -137,7 +137,11 @@ func Scenarios(p Plan) []Scenario {
 		return tcpScenarios()
 	}
 	if p.Quick {
+		// The generator alone first: its cost per packet, taken out of
+		// the receive rows' (rx ns/pkt), is the quick line's receive
+		// cost ratio.
 		l := load{64, 1, 1}
+		add(KindGenOnly, ImplGenOnly, l, p.Rate, l.group("udp"))
 		add(KindReceive, ImplKernel, l, p.Rate, l.group("udp"))
 		add(KindReceive, ImplXsessiond, l, p.Rate, l.group("udp"))
 		return append(rows, tcpScenarios()...)

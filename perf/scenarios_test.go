@@ -59,15 +59,15 @@ func TestScenariosDefault(t *testing.T) {
 
 func TestScenariosQuick(t *testing.T) {
 	rows := Scenarios(Plan{Payloads: DefaultPayloads, Queues: 4, Flows: 16, Quick: true})
-	if len(rows) != 12 || rows[0].Impl != ImplKernel || rows[1].Impl != ImplXsessiond {
+	if len(rows) != 13 || rows[0].Impl != ImplGenOnly || rows[1].Impl != ImplKernel || rows[2].Impl != ImplXsessiond {
 		t.Fatalf("quick rows %+v", rows)
 	}
-	for _, r := range rows[:2] {
-		if r.Kind != KindReceive || r.Payload != 64 {
+	for i, r := range rows[:3] {
+		if kind := []Kind{KindGenOnly, KindReceive, KindReceive}[i]; r.Kind != kind || r.Payload != 64 || r.Group != rows[0].Group {
 			t.Errorf("quick row %+v", r)
 		}
 	}
-	if tcp := rows[2:]; !slices.Equal(tcp, tcpScenarios()) {
+	if tcp := rows[3:]; !slices.Equal(tcp, tcpScenarios()) {
 		t.Errorf("quick TCP rows %+v", tcp)
 	}
 }
