@@ -9,7 +9,7 @@
 //	              [--cpuprofile FILE] [--xs-stats] [--xs-batch N] [--xs-busy-poll]
 //	              [--xs-ring N] [--xs-nap D] [--xs-spin D] [--xs-spin-max D] [--xs-app-spin D]
 //	              [--xs-xdp-mode MODE] [--xs-rx-fifo BYTES] [--xs-tcp-bulk-fifo BYTES] [--xs-capture FILE]
-//	              [--tcp-cc cubic] [--server-cpu -2] [--steer=true] [--peer-offload]
+//	              [--tcp-cc cubic] [--server-cpu -2] [--steer=true] [--place-udp] [--peer-offload]
 //	go run ./perf gen  --iface IF --dst-mac MAC --dst-ip IP ...   (two-machine runs)
 //	go run ./perf recv --iface IF --impl kernel|kernel-reuseport|xdp-drop|xsessiond ...
 //	perf tcpserve --impl kernel|xsessiond --mode rr|crr|recv|send ...    (started by the harness)
@@ -60,14 +60,18 @@
 //
 //	udp64-q1-f1/xsessiond rep 1: sent S delivered D loss L: counted C (counter=n ...), unexplained U; breakdown ...
 //
-// where counted sums the veth ends' drops (B rx_dropped; A tx_dropped
-// only in the echo rows, whose sender is a socket: the generator sends a
-// frame veth refused again), B's UDP InErrors and NoPorts, and
-// xsessiond's per-queue drop reasons, and U = L − C. The breakdown shows
+// where counted sums the veth ends' drops (B rx_dropped, less the
+// generator's frames A's tx_dropped counted where B receives in its
+// backlog, which counts a frame it refuses on both ends; A tx_dropped only
+// in the echo rows, whose sender is a socket: the generator sends a frame
+// veth refused again), B's UDP InErrors and NoPorts, xsessiond's per-queue
+// drop reasons, and with its XDP program in generic mode the AF_XDP
+// sockets' rx_dropped and rx_ring_full (a generic redirect the socket
+// refused has no device counter), and U = L − C. The breakdown shows
 // counters that are already inside the counted ones (the AF_XDP sockets'
-// rx_dropped, rx_ring_full and fill ring empty, inside B's rx_dropped;
-// UDP RcvbufErrors inside InErrors) and the generator's frames veth A
-// refused and it sent again (veth-a-tx-retried).
+// counters, inside B's rx_dropped in native mode; UDP RcvbufErrors inside
+// InErrors) and the generator's frames veth A refused and it sent again
+// (veth-a-tx-retried).
 // A repetition drains until D + C reaches S or the drain time passes, so
 // U is what no counter explains, not what was still on its way. A window
 // in which nothing was sent or delivered (goroutines not run on a loaded
@@ -181,6 +185,29 @@
 // 0.42–0.59 (veth copies each of A's segments for the XDP program, on B's
 // CPU now); bulk send 0.63–0.74 against 0.61–0.79.
 //
+// The UDP receive and gen-only rows are not placed: the generator's
+// transmit runs host B's receive (the kernel's UDP input up to the socket,
+// or the XDP program and its AF_XDP copy) in its own softirq, and the
+// receiver under test runs on any CPU. So the generator's CPU carries both
+// hosts' work, and where the generator is slow the rows' rate is the
+// generator's: on a 2-vCPU VM whose generator alone sent 0.39 Mpps,
+// xsessiond delivered all it was offered with the machine 70% busy, the
+// kernel with it 94% busy. --place-udp places them as two hosts would
+// be: host B on the server's CPU (RPS on B's veth, in native XDP mode B's
+// NAPI threaded there, and this process, where the receiver runs, with
+// GOMAXPROCS as many as B's CPUs), the generator's threads on the others;
+// B CPU ns/pkt is then that CPU's busy time per delivered packet. On one
+// CPU the kernel's receive softirq then starves its reader: five --quick
+// --place-udp runs (2026-12-04 12:18–12:21 UTC), 64-byte rows, the kernel
+// 0.032–0.079 Mpps with 83–92% of what was offered lost (its socket buffer
+// full, UDP InErrors), xsessiond 0.293–0.406 Mpps with 0–6.2% lost (its
+// AF_XDP rx ring full or fill ring empty: the XDP program drops what the
+// worker cannot take before the work is done), every loss counted; cost
+// ratio kernel/xsessiond 3.95–8.93, rate ratio 3.98–9.02. That compares
+// a host B of one CPU under a flood, not the per-packet cost, which is
+// why it is not the default; five runs without it right after: cost ratio
+// 1.52–1.86, rate ratio 1.00–1.27.
+//
 // Host A's veth has its tx checksum offload and with it TSO off, as a wire
 // delivers: A's kernel segments TCP in software, so both servers receive
 // MSS-sized frames, and UDP checksums arrive complete. --peer-offload
@@ -197,7 +224,7 @@
 //
 // and, as its last line,
 //
-//	udp64 cost ratio kernel/xsessiond = X.XX, rate ratio xsessiond/kernel = Y.YY, receive cost ratio (generator's cost taken out) = Z.ZZ
+//	udp64 cost ratio kernel/xsessiond = X.XX, rate ratio xsessiond/kernel = Y.YY, receive cost ratio (generator's cost taken out) = Z.ZZ, host B CPU ratio kernel/xsessiond = W.WW
 //
 // with n/a in place of a number that could not be measured (--quick --tcp
 // leaves the UDP rows and this line out). The cost ratio is the whole
@@ -207,7 +234,9 @@
 // same on both sides of the first and pulls it towards 1: on a 2-vCPU VM
 // whose generator alone sent 0.39 Mpps (1.7–1.9 on another of the same
 // kind), five --quick runs gave a cost ratio of 1.39–1.84 while the
-// default run's receive cost ratio was 2.5–3.2 at 64 and 512 bytes.
+// default run's receive cost ratio was 2.5–3.2 at 64 and 512 bytes. The
+// host B CPU ratio is that of B CPU ns/pkt, measured with --place-udp
+// alone (n/a without).
 //
 // --cpuprofile FILE writes a runtime/pprof CPU profile of the measurement
 // window of the first repetition of each xsessiond 64-byte receive row and

@@ -5,8 +5,10 @@ package main
 // to the kernel and nobody delivered, at one place on its way:
 //
 //   - rig (every implementation): B's veth rx_dropped (B's receive path
-//     dropped it: the per-CPU backlog without XDP, an XDP redirect that
-//     failed with XDP), and A's tx_dropped (the veth hand-over refused the
+//     dropped it: the per-CPU backlog without XDP or with XDP in generic
+//     mode, an XDP redirect that failed in native mode; a backlog drop of
+//     a generator's frame is also in A's tx_dropped and is sent again, so
+//     the receive rows take those out: unretried), and A's tx_dropped (the veth hand-over refused the
 //     frame: the peer's ring or backlog was full) where the sender is a
 //     socket (the echo client). The generator's frames are not lost
 //     there: veth frees a frame it refuses at once, and the packet
@@ -24,9 +26,12 @@ package main
 //     fifo-full, bad checksum, ...) for frames its workers received. The
 //     AF_XDP socket's own counters (rx_dropped, rx_ring_full,
 //     rx_fill_ring_empty_descs) are printed as the breakdown of B's
-//     rx_dropped: in copy mode a frame the socket could not take fails the
-//     redirect, which veth counts in rx_dropped, so adding them again
-//     would count those frames twice.
+//     rx_dropped in native mode: in copy mode a frame the socket could not
+//     take fails the redirect, which veth counts in rx_dropped, so adding
+//     them again would count those frames twice. In generic mode the
+//     kernel frees such a frame without a device counter, so rx_dropped
+//     (which includes the fill ring empty in copy mode) and rx_ring_full
+//     are counted.
 //
 // The generator's own send failures are not losses: a frame the kernel
 // rejected as malformed is not counted as sent (it is shown in the
@@ -213,6 +218,20 @@ func (c rigCounters) since(a rigCounters, replies bool) Drops {
 		d["udp-a-no-ports"] = c.a.noPorts - a.a.noPorts
 	}
 	return d
+}
+
+// unretried is B's rx_dropped between a and c less the generator's frames
+// A's tx_dropped counted, for a B that receives in its backlog (no XDP, or
+// XDP in generic mode): there a frame the backlog refuses is counted in
+// both, and the packet socket sends it again (since's comment); what is
+// left is B's own drops. With XDP in native mode a refused frame never
+// reaches B's counters, and rx_dropped is all B's.
+func (c rigCounters) unretried(a rigCounters) uint64 {
+	b, t := c.bRxDropped-a.bRxDropped, c.aTxDropped-a.aTxDropped
+	if t > b {
+		return 0
+	}
+	return b - t
 }
 
 // genRetried is the breakdown's count of the generator's frames veth A

@@ -26,3 +26,22 @@ func TestRigCountersSince(t *testing.T) {
 		t.Errorf("echo rows counted %d (%s), want %d", got, echo, want)
 	}
 }
+
+// unretried takes the generator's refused frames, counted on both ends
+// when B receives in its backlog, out of B's rx_dropped.
+func TestRigCountersUnretried(t *testing.T) {
+	before := rigCounters{aTxDropped: 10, bRxDropped: 5}
+	for _, c := range []struct {
+		aTx, bRx, want uint64
+	}{
+		{10, 5, 0},          // nothing
+		{12051, 12046, 0},   // every B drop a refused frame
+		{12051, 12146, 100}, // 100 of B's own
+		{20, 5, 0},          // refused before B counted (native mode's ring)
+	} {
+		after := rigCounters{aTxDropped: c.aTx, bRxDropped: c.bRx}
+		if got := after.unretried(before); got != c.want {
+			t.Errorf("A tx_dropped %d, B rx_dropped %d: unretried %d, want %d", c.aTx, c.bRx, got, c.want)
+		}
+	}
+}

@@ -51,6 +51,7 @@ type options struct {
 	echoRate   uint64
 	serverCPU  int
 	steer      bool
+	placeUDP   bool
 	peerOff    bool // --peer-offload
 	tcpCC      string
 	payloads   []int
@@ -89,6 +90,7 @@ flags of the rig mode:
 	fs.Uint64Var(&o.rate, "rate", 0, "generator rate in packets/s for receive scenarios; 0 = flat out")
 	fs.Uint64Var(&o.echoRate, "echo-rate", 10000, "requests/s of the echo latency scenarios")
 	fs.IntVar(&o.serverCPU, "server-cpu", -2, "CPU of the server process of the echo and TCP scenarios (either implementation), this process on the other CPUs meanwhile, as with two hosts; -2 = the last CPU (no placement with fewer than 2), -1 = no placement")
+	fs.BoolVar(&o.placeUDP, "place-udp", false, "with the rows placed and --steer, place the UDP receive and gen-only rows too: host B (its receive softirqs and this process, where the receiver runs) on the server's CPU, the generator on the others; B CPU ns/pkt is then that CPU's busy time per packet")
 	fs.BoolVar(&o.steer, "steer", true, "with the rows placed (--server-cpu), steer each host's receive work to its own CPUs (RPS on both veths; B's NAPI threaded on the server's CPU while xsessiond's XDP program is attached in native mode) and count host B's CPU as all the busy time of the server's CPU; false: neither, B's CPU the server process's")
 	fs.BoolVar(&o.peerOff, "peer-offload", false, "keep host A's tx checksum offload and TSO on, as a container's veth has them: A's TCP then sends segments of up to 64 KiB, which the kernel server receives whole and xsessiond in generic XDP mode as chains of AF_XDP descriptors (native mode turns A's TSO off); by default both are off, as from a wire")
 	fs.StringVar(&o.tcpCC, "tcp-cc", "cubic", "TCP congestion control of both hosts' kernel sockets in the TCP rows, set on each socket (Linux's default, cubic, unless the machine sets another; empty = the machine's default, net.ipv4.tcp_congestion_control)")
@@ -214,7 +216,9 @@ func run(ctx context.Context, o options, log io.Writer) (*Report, error) {
 	if pin != nil {
 		rep.Config.ServerCPU = pin.cpu
 		pin.steering = o.steer
+		pin.udp = o.steer && o.placeUDP
 		rep.Config.Steer = o.steer
+		rep.Config.PlaceUDP = pin.udp
 	}
 	rg := &rigs{peerOffload: o.peerOff}
 	rep.Config.PeerOffload = o.peerOff
@@ -303,9 +307,9 @@ func rowLine(r Result) string {
 
 // quickLine is the last line of --quick: at 64 bytes, the kernel's CPU
 // cost per packet over xsessiond's (the whole machine's, generator
-// included), xsessiond's rate over the kernel's, and the cost ratio of the
+// included), xsessiond's rate over the kernel's, the cost ratio of the
 // receivers alone (rx ns/pkt: the gen-only row's cost per sent packet
-// taken out). Where the generator costs much per packet, as on a host
+// taken out), and, in placed rows, that of host B's CPU per packet. Where the generator costs much per packet, as on a host
 // whose system calls and veth hand-over are slow, it weighs the same on
 // both sides of the first ratio and pulls it towards 1; the last one is
 // the receivers' own.
@@ -322,15 +326,16 @@ func quickLine(results []Result) string {
 			}
 		}
 	}
-	cost, rate, rx := "n/a", "n/a", "n/a"
+	cost, rate, rx, hostB := "n/a", "n/a", "n/a", "n/a"
 	if k != nil && x != nil && k.Status == StatusOK && x.Status == StatusOK {
 		cost = ratioText(Ratio(k.CPUNs, x.CPUNs))
 		rate = ratioText(Ratio(x.PPS, k.PPS))
 		if x.RxCPUNs.Median > 0 { // a receiver cheaper than nothing: noise
 			rx = ratioText(Ratio(k.RxCPUNs, x.RxCPUNs))
 		}
+		hostB = ratioText(Ratio(k.SrvCPUNs, x.SrvCPUNs))
 	}
-	return fmt.Sprintf("udp64 cost ratio kernel/xsessiond = %s, rate ratio xsessiond/kernel = %s, receive cost ratio (generator's cost taken out) = %s", cost, rate, rx)
+	return fmt.Sprintf("udp64 cost ratio kernel/xsessiond = %s, rate ratio xsessiond/kernel = %s, receive cost ratio (generator's cost taken out) = %s, host B CPU ratio kernel/xsessiond = %s", cost, rate, rx, hostB)
 }
 
 // ratioText is fmtRatio of a ratio that is NaN when unknown.

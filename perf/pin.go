@@ -31,6 +31,9 @@ type serverPin struct {
 	// steering is --steer: each host's receive work on its own CPUs
 	// (steer.go), and host B's CPU time the server CPU's busy time.
 	steering bool
+	// udp is --place-udp (with steering): the UDP receive and gen-only
+	// rows placed too (placeReceive).
+	udp bool
 }
 
 // newServerPin returns the placement with the server on cpu (-2: the
@@ -80,15 +83,54 @@ func (sp *serverPin) place(p *nstest.Pair) (restore func() error, err error) {
 	return func() error { return errors.Join(unsteer(), back()) }, nil
 }
 
+// placeReceive places a UDP receive or gen-only row as two hosts would
+// be: host B on the server's CPU (its receive by receive packet steering
+// on B's veth, and this process, where the receiver under test runs, with
+// GOMAXPROCS as many as the server's CPUs), the generators' threads on the
+// client's (genCPUs), the one part of host A's in this process. On a veth
+// the generator's transmit would otherwise run B's receive (the kernel's
+// UDP input, or the XDP program and the AF_XDP copy) in its own softirq,
+// so that the generator's CPU carried both hosts' work and the receivers'
+// rate was the generator's. The returned function puts it all back. A nil
+// sp, or one without --place-udp, does nothing.
+func (sp *serverPin) placeReceive(p *nstest.Pair) (restore func() error, err error) {
+	if sp == nil || !sp.udp {
+		return func() error { return nil }, nil
+	}
+	procs := runtime.GOMAXPROCS(0)
+	back := func() error {
+		runtime.GOMAXPROCS(procs)
+		return setThreads(&sp.all)
+	}
+	if err := setThreads(&sp.server); err != nil {
+		return nil, errors.Join(err, back())
+	}
+	runtime.GOMAXPROCS(sp.server.Count())
+	s, err := steerHost(p.B, cpuMask(&sp.server))
+	if err != nil {
+		return nil, errors.Join(err, s.restore(), back())
+	}
+	return func() error { return errors.Join(s.restore(), back()) }, nil
+}
+
+// genCPUs is where a placed receive row's generators run (the client's
+// CPUs), nil for anywhere.
+func (sp *serverPin) genCPUs() *unix.CPUSet {
+	if sp == nil || !sp.udp {
+		return nil
+	}
+	return &sp.client
+}
+
 // placed finishes the placement once the server of a row is up: for
-// xsessiond, whose XDP program in native mode made B's veth receive in
-// NAPI, that NAPI becomes threaded with its threads on the server's CPU
+// xsessiond (and the XDP_DROP floor), whose XDP program in native mode
+// made B's veth receive in NAPI, that NAPI becomes threaded with its threads on the server's CPU
 // (threadNAPI). In generic mode the program runs in the receive softirq,
 // after receive packet steering, which already puts it on the server's
 // CPU. The returned function undoes it; it runs before the server stops.
 // A nil sp does nothing.
 func (sp *serverPin) placed(p *nstest.Pair, impl string) (restore func() error, err error) {
-	if sp == nil || !sp.steering || impl != ImplXsessiond {
+	if sp == nil || !sp.steering || (impl != ImplXsessiond && impl != ImplXDPDrop) {
 		return func() error { return nil }, nil
 	}
 	native, err := nativeXDP(p.B)

@@ -113,6 +113,11 @@ func computeFigures(r *Result) {
 				srv = append(srv, v)
 			}
 		}
+		if (r.Kind == KindReceive || r.Kind == KindGenOnly) && rep.SrvNs > 0 {
+			if v, ok := PerPacket(time.Duration(rep.SrvNs), rep.Delivered); ok {
+				srv = append(srv, v)
+			}
+		}
 		if (r.Kind == KindReceive || r.Kind == KindEcho) && rep.Drops != nil {
 			counted = append(counted, float64(rep.Counted))
 			unexplained = append(unexplained, float64(rep.Unexplained))
@@ -261,6 +266,9 @@ type RunConfig struct {
 	// Steer is --steer: with the rows placed, each host's receive work
 	// on its own CPUs and host B's CPU time the server CPU's busy time.
 	Steer bool `json:"steer,omitempty"`
+	// PlaceUDP is --place-udp: the UDP receive and gen-only rows placed
+	// too, host B on the server's CPU.
+	PlaceUDP bool `json:"place_udp,omitempty"`
 	// PeerOffload: host A's tx checksum offload and TSO were left on
 	// (--peer-offload).
 	PeerOffload bool `json:"peer_offload,omitempty"`
@@ -282,12 +290,14 @@ type Report struct {
 var methodNotes = []string{
 	"Rig: two network namespaces joined by a veth pair (host A sends, host B receives), queues as listed.",
 	"Generator: AF_PACKET TPACKET_V2 tx ring with PACKET_QDISC_BYPASS in host A, frames built once; flows differ in UDP source port; each generator goroutine gets a P of its own (GOMAXPROCS one higher while it runs), so the receiver under test has the Ps it would have without it.",
+	"Receive and gen-only rows are not placed unless --place-udp: on veth the generator's transmit runs host B's receive (the kernel's UDP input, or the XDP program and its AF_XDP copy) in its own softirq, on the generator's CPU, and the receiver under test runs on any CPU. With --place-udp, host B is on the server's CPU (RPS on B's veth, in native XDP mode B's NAPI threaded there, and this process, where the receiver runs, with GOMAXPROCS as many as its CPUs) and the generator's threads on the others, as two hosts would be.",
 	"Delivered: datagrams read by the app (kernel, xsessiond), frames dropped by the XDP program (xdp-drop), or frames sent (gen-only).",
 	"CPU ns/pkt: whole-machine busy time from /proc/stat (user+nice+system+irq+softirq+steal) over the window / delivered, generator included; other load on the machine counts too.",
 	"gen-only: generator into host B with nothing attached and frames addressed to another MAC, dropped by B's kernel at IP input (PACKET_OTHERHOST); its CPU ns per sent packet (generator + veth hand-over + that drop) is the generator-alone cost.",
-	"rx ns/pkt: (busy − gen-only ns/pkt × sent) / delivered, with the gen-only median of the same payload/queues/flows.",
+	"rx ns/pkt: (busy − gen-only ns/pkt × sent) / delivered, with the gen-only median of the same payload/queues/flows. With --place-udp the gen-only row's own B side (its frames taken up to IP input on B's CPU, across CPUs) can cost more than an XDP program's, so rx ns/pkt can come out below zero for the XDP_DROP floor; B CPU ns/pkt is then the receive side's measure.",
+	"B CPU ns/pkt (--place-udp): the busy time of host B's CPU (/proc/stat) per delivered packet: B's receive softirqs and the receiver under test, which run there; – when the rows are not placed.",
 	"Loss: sent − delivered over the whole repetition, after the receiver has drained (until delivered + counted drops reach sent, for at most the drain time: 1 s).",
-	"Loss counted: the drops counters explain, read before and after the repetition: the veth ends' (A tx_dropped in the echo rows: the hand-over refused the datagram, which the generator of the receive rows sends again; B rx_dropped: B's backlog, or a failed XDP redirect, which includes an AF_XDP socket's rx_dropped, fill ring empty and rx ring full), B's UDP InErrors (full socket buffers, bad checksums) and NoPorts, and xsessiond's per-queue drop reasons (fifo full, no session, bad checksum, ...). Unexplained: loss − counted, 0 when every loss has a counter; the harness prints each repetition's counters.",
+	"Loss counted: the drops counters explain, read before and after the repetition: the veth ends' (A tx_dropped in the echo rows: the hand-over refused the datagram, which the generator of the receive rows sends again; B rx_dropped: B's backlog, less the generator's frames it refused and sent again, or in native mode a failed XDP redirect, which includes an AF_XDP socket's rx_dropped, fill ring empty and rx ring full), B's UDP InErrors (full socket buffers, bad checksums) and NoPorts, xsessiond's per-queue drop reasons (fifo full, no session, bad checksum, ...), and with its XDP program in generic mode its AF_XDP sockets' rx_dropped and rx ring full (a generic redirect the socket refused has no device counter). Unexplained: loss − counted, 0 when every loss has a counter; the harness prints each repetition's counters.",
 	"proc ns/pkt: this process's own user+system time per delivered packet (getrusage), less sensitive to other load; softirq work the kernel does outside the process is not in it.",
 	"xsessiond is the daemon (package daemon, as xsessiond run starts it) running in-process on host B's veth end (AF_XDP in copy mode as veth has no zero-copy; its XDP program in the daemon's default mode, generic on a one-queue veth and native with several, unless --xs-xdp-mode says otherwise), with apps attached through the app library over its control socket; the receiving app counts datagrams with ReadBatch, in place in its listener's rx fifo, without copying payloads.",
 	"Cut-through: socketpair writes and reads one message per system call; xsessiond's writer writes one datagram per Write on its app library connection and its reader takes up to 64 per ReadBatch in place, both sleeping only when the fifo is full or empty.",
@@ -335,6 +345,9 @@ func WriteMarkdown(w io.Writer, rep *Report) error {
 		if rep.Config.Steer {
 			fmt.Fprintf(&b, "; each host's receive work steered to its own CPUs, host B's CPU time all of CPU %d's busy time", rep.Config.ServerCPU)
 		}
+		if rep.Config.PlaceUDP {
+			fmt.Fprintf(&b, ". UDP receive and gen-only rows placed too (--place-udp): host B on CPU %d, the generator on the others", rep.Config.ServerCPU)
+		}
 		fmt.Fprintf(&b, ".\n\n")
 	} else {
 		fmt.Fprintf(&b, "Echo and TCP rows: server and client on any CPU.\n\n")
@@ -365,13 +378,13 @@ func WriteMarkdown(w io.Writer, rep *Report) error {
 		return s
 	}
 	if rows := section("UDP receive", KindGenOnly, KindReceive); len(rows) > 0 {
-		b.WriteString("| group | impl | Mpps | Gbit/s | offered Mpps | loss % | loss counted | unexplained | CPU ns/pkt | rx ns/pkt | proc ns/pkt | CPU util | note |\n")
-		b.WriteString("| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |\n")
+		b.WriteString("| group | impl | Mpps | Gbit/s | offered Mpps | loss % | loss counted | unexplained | CPU ns/pkt | rx ns/pkt | B CPU ns/pkt | proc ns/pkt | CPU util | note |\n")
+		b.WriteString("| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |\n")
 		for _, r := range rows {
-			fmt.Fprintf(&b, "| %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s |\n", r.Group, r.Impl,
+			fmt.Fprintf(&b, "| %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s |\n", r.Group, r.Impl,
 				fmtSummary(r.PPS, 1e-6, 3), fmtSummary(r.Gbps, 1, 2), fmtSummary(r.SentPPS, 1e-6, 3),
 				fmtSummary(r.LossPct, 1, 2), fmtSummary(r.Counted, 1, 0), fmtSummary(r.Unexplained, 1, 0),
-				fmtSummary(r.CPUNs, 1, 0), fmtSummary(r.RxCPUNs, 1, 0),
+				fmtSummary(r.CPUNs, 1, 0), fmtSummary(r.RxCPUNs, 1, 0), fmtSummary(r.SrvCPUNs, 1, 0),
 				fmtSummary(r.ProcNs, 1, 0), fmtPct(r.Util), status(r))
 		}
 	}
@@ -432,12 +445,13 @@ func WriteMarkdown(w io.Writer, rep *Report) error {
 	}
 	if len(rep.Ratios) > 0 {
 		b.WriteString("\n## xsessiond / baseline\n\n")
-		b.WriteString("| group | baseline | pps | Gbit/s | CPU ns/pkt | rx ns/pkt | p50 | p99 | p99.9 | note |\n")
-		b.WriteString("| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |\n")
+		b.WriteString("| group | baseline | pps | Gbit/s | CPU ns/pkt | rx ns/pkt | B CPU | p50 | p99 | p99.9 | note |\n")
+		b.WriteString("| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |\n")
 		for _, q := range rep.Ratios {
-			fmt.Fprintf(&b, "| %s | %s | %s | %s | %s | %s | %s | %s | %s | %s |\n", q.Group, q.Baseline,
+			fmt.Fprintf(&b, "| %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s |\n", q.Group, q.Baseline,
 				fmtRatio(q.Ratios["pps"]), fmtRatio(q.Ratios["gbps"]), fmtRatio(q.Ratios["cpu_ns_per_pkt"]),
-				fmtRatio(q.Ratios["rx_cpu_ns_per_pkt"]), fmtRatio(q.Ratios["p50_us"]), fmtRatio(q.Ratios["p99_us"]),
+				fmtRatio(q.Ratios["rx_cpu_ns_per_pkt"]), fmtRatio(q.Ratios["server_cpu_ns_per_txn"]),
+				fmtRatio(q.Ratios["p50_us"]), fmtRatio(q.Ratios["p99_us"]),
 				fmtRatio(q.Ratios["p999_us"]), q.Note)
 		}
 	}

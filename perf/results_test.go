@@ -116,7 +116,7 @@ func TestRatiosAndQuickLine(t *testing.T) {
 			}
 		}
 	}
-	want := "udp64 cost ratio kernel/xsessiond = n/a, rate ratio xsessiond/kernel = n/a, receive cost ratio (generator's cost taken out) = n/a"
+	want := "udp64 cost ratio kernel/xsessiond = n/a, rate ratio xsessiond/kernel = n/a, receive cost ratio (generator's cost taken out) = n/a, host B CPU ratio kernel/xsessiond = n/a"
 	if got := quickLine(res); got != want {
 		t.Errorf("quick line %q, want %q", got, want)
 	}
@@ -141,9 +141,22 @@ func TestRatiosAndQuickLine(t *testing.T) {
 	}
 	// Receivers alone, less the generator's 200 ns per sent packet:
 	// kernel 750 and 300 (median 525), xsessiond 175.
-	want = "udp64 cost ratio kernel/xsessiond = 2.00, rate ratio xsessiond/kernel = 2.00, receive cost ratio (generator's cost taken out) = 3.00"
+	want = "udp64 cost ratio kernel/xsessiond = 2.00, rate ratio xsessiond/kernel = 2.00, receive cost ratio (generator's cost taken out) = 3.00, host B CPU ratio kernel/xsessiond = n/a"
 	if got := quickLine(res); got != want {
 		t.Errorf("quick line %q, want %q", got, want)
+	}
+	// Placed rows: host B's CPU per packet, kernel 500 (400,000 ns for
+	// 800, 1,000,000 for 2,000), xsessiond 100.
+	res[1].Reps[0].SrvNs, res[1].Reps[1].SrvNs, res[2].Reps[0].SrvNs = 400_000, 1_000_000, 180_000
+	computeFigures(&res[1])
+	computeFigures(&res[2])
+	applyGenCost(res)
+	if res[1].SrvCPUNs != (Summary{Median: 500, Min: 500, Max: 500, N: 2}) {
+		t.Errorf("kernel B CPU %+v", res[1].SrvCPUNs)
+	}
+	want = "udp64 cost ratio kernel/xsessiond = 2.00, rate ratio xsessiond/kernel = 2.00, receive cost ratio (generator's cost taken out) = 3.00, host B CPU ratio kernel/xsessiond = 5.00"
+	if got := quickLine(res); got != want {
+		t.Errorf("quick line of placed rows %q, want %q", got, want)
 	}
 	// Without a gen-only row, the receivers' ratio is not known.
 	res[0].Status = StatusNotAvailable
@@ -151,7 +164,7 @@ func TestRatiosAndQuickLine(t *testing.T) {
 		res[i].RxCPUNs = Summary{}
 	}
 	applyGenCost(res)
-	want = "udp64 cost ratio kernel/xsessiond = 2.00, rate ratio xsessiond/kernel = 2.00, receive cost ratio (generator's cost taken out) = n/a"
+	want = "udp64 cost ratio kernel/xsessiond = 2.00, rate ratio xsessiond/kernel = 2.00, receive cost ratio (generator's cost taken out) = n/a, host B CPU ratio kernel/xsessiond = 5.00"
 	if got := quickLine(res); got != want {
 		t.Errorf("quick line without gen-only %q, want %q", got, want)
 	}

@@ -13,6 +13,8 @@ import (
 	"strings"
 	"time"
 
+	"golang.org/x/sys/unix"
+
 	"github.com/xsessiond/xsessiond/nsbind/nstest"
 	"github.com/xsessiond/xsessiond/perf/internal/gen"
 )
@@ -239,7 +241,10 @@ func lossLine(rep Rep) string {
 // startGen creates generators in host A aimed at host B's address (and
 // dstMAC) and runs them: threads of them (at most one per flow), the flows
 // and the rate split between them.
-func startGen(p *nstest.Pair, s Scenario, dstMAC net.HardwareAddr, port uint16, threads int) (*genGroup, func() error, error) {
+//
+// With cpus, each generator's goroutine runs on a thread of its own on
+// those CPUs (serverPin.genCPUs); the thread ends with it.
+func startGen(p *nstest.Pair, s Scenario, dstMAC net.HardwareAddr, port uint16, threads int, cpus *unix.CPUSet) (*genGroup, func() error, error) {
 	k := max(1, min(threads, s.Flows))
 	gg := &genGroup{}
 	closeAll := func() {
@@ -283,7 +288,16 @@ func startGen(p *nstest.Pair, s Scenario, dstMAC net.HardwareAddr, port uint16, 
 	ctx, cancel := context.WithCancel(context.Background())
 	errc := make(chan error, len(gg.gens))
 	for _, g := range gg.gens {
-		go pprof.Do(ctx, pprof.Labels("part", "gen"), func(ctx context.Context) { errc <- g.Run(ctx) })
+		go pprof.Do(ctx, pprof.Labels("part", "gen"), func(ctx context.Context) {
+			if cpus != nil {
+				runtime.LockOSThread() // never unlocked: the thread ends with the goroutine
+				if err := unix.SchedSetaffinity(0, cpus); err != nil {
+					errc <- fmt.Errorf("generator on CPUs %s: %w", cpuMask(cpus), err)
+					return
+				}
+			}
+			errc <- g.Run(ctx)
+		})
 	}
 	stop := func() error {
 		cancel()
@@ -322,6 +336,11 @@ func (r *runner) receiveRep(ctx context.Context, s Scenario, rep, reps int) (out
 	if err != nil {
 		return Rep{}, err
 	}
+	unplace, err := r.serverPin.placeReceive(p)
+	if err != nil {
+		return Rep{}, err
+	}
+	defer func() { err = errors.Join(err, unplace()) }()
 	rx, err := newReceiver(s.Impl, s.Queues)
 	if err != nil {
 		return Rep{}, err
@@ -330,11 +349,22 @@ func (r *runner) receiveRep(ctx context.Context, s Scenario, rep, reps int) (out
 		return Rep{}, fmt.Errorf("start %s: %w", s.Impl, err)
 	}
 	defer func() { err = errors.Join(err, rx.Stop()) }()
+	if r.serverPin.genCPUs() != nil { // --place-udp
+		unnapi, err := r.serverPin.placed(p, s.Impl)
+		if err != nil {
+			return Rep{}, err
+		}
+		defer func() { err = errors.Join(err, unnapi()) }() // before rx.Stop
+	}
+	native, err := nativeXDP(p.B)
+	if err != nil {
+		return Rep{}, err
+	}
 	before, err := readRigCounters(p)
 	if err != nil {
 		return Rep{}, err
 	}
-	g, stopGen, err := startGen(p, s, p.B.MAC, r.port, r.genThreads)
+	g, stopGen, err := startGen(p, s, p.B.MAC, r.port, r.genThreads, r.serverPin.genCPUs())
 	if err != nil {
 		return Rep{}, err
 	}
@@ -367,6 +397,9 @@ func (r *runner) receiveRep(ctx context.Context, s Scenario, rep, reps int) (out
 			return nil, err
 		}
 		d := after.since(before, false)
+		if !native {
+			d["veth-b-rx-dropped"] = after.unretried(before)
+		}
 		if dc, ok := rx.(dropCounter); ok {
 			maps.Copy(d, dc.Drops())
 		}
@@ -377,6 +410,9 @@ func (r *runner) receiveRep(ctx context.Context, s Scenario, rep, reps int) (out
 		return Rep{}, err
 	}
 	out, err = windowRep(a, b)
+	if err == nil {
+		out.SrvNs, err = r.hostBBusy(a, b)
+	}
 	out.TotalSent, out.TotalDelivered = g.Sent(), delivered
 	out.Drops, out.Counted = counted, counted.Sum()
 	out.Unexplained = int64(out.TotalSent) - int64(out.TotalDelivered) - int64(out.Counted)
@@ -403,7 +439,12 @@ func (r *runner) genOnlyRep(ctx context.Context, s Scenario, rep, reps int) (out
 	if err != nil {
 		return Rep{}, err
 	}
-	g, stopGen, err := startGen(p, s, otherHostMAC(p.B.MAC), r.port, r.genThreads)
+	unplace, err := r.serverPin.placeReceive(p)
+	if err != nil {
+		return Rep{}, err
+	}
+	defer func() { err = errors.Join(err, unplace()) }()
+	g, stopGen, err := startGen(p, s, otherHostMAC(p.B.MAC), r.port, r.genThreads, r.serverPin.genCPUs())
 	if err != nil {
 		return Rep{}, err
 	}
@@ -418,8 +459,23 @@ func (r *runner) genOnlyRep(ctx context.Context, s Scenario, rep, reps int) (out
 		return Rep{}, err
 	}
 	out, err = windowRep(a, b)
+	if err == nil {
+		out.SrvNs, err = r.hostBBusy(a, b)
+	}
 	out.TotalSent, out.TotalDelivered = g.Sent(), g.Sent()
 	return out, err
+}
+
+// hostBBusy is the busy time of host B's CPU between a and b in a placed
+// receive or gen-only row (serverPin.placeReceive): B's receive softirqs
+// and the receiver under test, which run there; 0 when the rows are not
+// placed.
+func (r *runner) hostBBusy(a, b snap) (int64, error) {
+	if r.serverPin.genCPUs() == nil {
+		return 0, nil
+	}
+	busy, err := BusyBetween(a.srv, b.srv)
+	return busy.Nanoseconds(), err
 }
 
 // otherHostMAC is a locally administered unicast MAC that differs from mac.

@@ -3,8 +3,10 @@ package main
 import (
 	"os"
 	"path/filepath"
+	"runtime"
 	"strings"
 	"testing"
+	"time"
 
 	"golang.org/x/sys/unix"
 
@@ -157,4 +159,94 @@ func sameMask(a, b string) bool {
 		return s
 	}
 	return norm(a) == norm(b)
+}
+
+// TestPlaceReceive checks a placed receive row: B's receive steered to the
+// server's CPU, A's left alone, the generator's thread on the client's
+// CPUs, and everything put back after.
+func TestPlaceReceive(t *testing.T) {
+	nstest.RequirePrivileged(t)
+	sp, err := newServerPin(-2)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if sp == nil {
+		t.Skip("fewer than two CPUs: the rows are not placed")
+	}
+	p := nstest.NewPair(t, nstest.Options{Queues: 1})
+	rps := "queues/rx-0/rps_cpus"
+	beforeA, beforeB := readSysfs(t, p.A, rps), readSysfs(t, p.B, rps)
+	if r, err := sp.placeReceive(p); err != nil || r() != nil || sp.genCPUs() != nil {
+		t.Fatalf("without --place-udp: placeReceive %v, generator CPUs %v", err, sp.genCPUs())
+	}
+	if got := readSysfs(t, p.B, rps); got != beforeB {
+		t.Fatalf("without --place-udp B %s = %q, want %q as before", rps, got, beforeB)
+	}
+	sp.udp = true
+	procs := runtime.GOMAXPROCS(0)
+	restore, err := sp.placeReceive(p)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got, want := readSysfs(t, p.B, rps), cpuMask(&sp.server); !sameMask(got, want) {
+		t.Errorf("B %s = %q, want the server's CPU %q", rps, got, want)
+	}
+	if got := readSysfs(t, p.A, rps); got != beforeA {
+		t.Errorf("A %s = %q in a receive row, want %q as before", rps, got, beforeA)
+	}
+	if got := sp.genCPUs(); got == nil || *got != sp.client {
+		t.Errorf("generator CPUs %v, want the client's %v", got, sp.client)
+	}
+	if got := runtime.GOMAXPROCS(0); got != sp.server.Count() {
+		t.Errorf("GOMAXPROCS %d in a placed receive row, want the server's CPUs, %d", got, sp.server.Count())
+	}
+
+	s := Scenario{Name: "udp64-q1-f1/gen-only", Kind: KindGenOnly, Impl: ImplGenOnly, Payload: 64, Queues: 1, Flows: 1, Rate: 1000}
+	_, stop, err := startGen(p, s, otherHostMAC(p.B.MAC), defaultPort, 1, sp.genCPUs())
+	if err != nil {
+		t.Fatal(err)
+	}
+	pinned := func() bool { // a thread of this process on the client's CPUs alone
+		tids, err := threadIDs()
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, tid := range tids {
+			var on unix.CPUSet
+			if unix.SchedGetaffinity(tid, &on) == nil && on == sp.client {
+				return true
+			}
+		}
+		return false
+	}
+	found := false
+	for range 100 {
+		if found = pinned(); found {
+			break
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	if err := stop(); err != nil {
+		t.Error(err)
+	}
+	if !found {
+		t.Error("no thread on the client's CPUs alone while the generator ran")
+	}
+
+	if err := restore(); err != nil {
+		t.Fatal(err)
+	}
+	if got := readSysfs(t, p.B, rps); got != beforeB {
+		t.Errorf("B %s = %q after the row, want %q as before", rps, got, beforeB)
+	}
+	if got := runtime.GOMAXPROCS(0); got != procs {
+		t.Errorf("GOMAXPROCS %d after the row, want %d as before", got, procs)
+	}
+	var none *serverPin
+	if none.genCPUs() != nil {
+		t.Error("no placement: the generator has CPUs")
+	}
+	if r, err := none.placeReceive(p); err != nil || r() != nil {
+		t.Errorf("no placement: placeReceive %v", err)
+	}
 }

@@ -328,6 +328,18 @@ func (l *xsListener) drops() Drops {
 	for k, v := range st.Totals.Drops {
 		d["xsessiond-"+k] = v
 	}
+	// In generic mode a redirect the socket refused (no fill ring entry,
+	// or the rx ring full) is freed without a device counter: only the
+	// socket counts it. In native mode veth counts it in B's rx_dropped
+	// (breakdown).
+	if st.XDPMode == "generic" {
+		for _, q := range st.Queues {
+			if x := q.XSK; x != nil {
+				d["xsk-rx-dropped"] += x.RxDropped
+				d["xsk-rx-ring-full"] += x.RxRingFull
+			}
+		}
+	}
 	// Datagrams the kernel reassembled for the app that its rx fifo could
 	// not take (the kernel path).
 	d["xsessiond-kernel-rx-drops"] = st.KernelRxDrops
