@@ -198,7 +198,7 @@
 // GOMAXPROCS as many as B's CPUs), the generator's threads on the others;
 // B CPU ns/pkt is then that CPU's busy time per delivered packet. On one
 // CPU the kernel's receive softirq then starves its reader: five --quick
-// --place-udp runs (2026-12-04 12:18–12:21 UTC), 64-byte rows, the kernel
+// runs placed so (2026-12-04 12:18–12:21 UTC), 64-byte rows, the kernel
 // 0.032–0.079 Mpps with 83–92% of what was offered lost (its socket buffer
 // full, UDP InErrors), xsessiond 0.293–0.406 Mpps with 0–6.2% lost (its
 // AF_XDP rx ring full or fill ring empty: the XDP program drops what the
