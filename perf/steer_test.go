@@ -56,15 +56,7 @@ func readSysfs(t *testing.T, h *nstest.Host, name string) string {
 // program is attached in native mode, nothing more in generic mode, and
 // everything as it was afterwards.
 func TestSteer(t *testing.T) {
-	nstest.RequirePrivileged(t)
-	sp, err := newServerPin(-2)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if sp == nil {
-		t.Skip("fewer than two CPUs: the rows are not placed")
-	}
-	p := nstest.NewPair(t, nstest.Options{Queues: 2})
+	sp, p := placedPair(t, 2)
 	rps := "queues/rx-1/rps_cpus"
 	beforeA, beforeB := readSysfs(t, p.A, rps), readSysfs(t, p.B, rps)
 	restore, err := sp.place(p)
@@ -151,6 +143,21 @@ func TestSteer(t *testing.T) {
 	}
 }
 
+// placedPair is the placement with the server on the last CPU and a rig
+// of queues queues; it skips on a machine of fewer than two CPUs.
+func placedPair(t *testing.T, queues int) (*serverPin, *nstest.Pair) {
+	t.Helper()
+	nstest.RequirePrivileged(t)
+	sp, err := newServerPin(-2)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if sp == nil {
+		t.Skip("fewer than two CPUs: the rows are not placed")
+	}
+	return sp, nstest.NewPair(t, nstest.Options{Queues: queues})
+}
+
 // sameMask compares two sysfs CPU masks, which the kernel prints zero-padded
 // to the machine's CPU count ("02" for "2" on some).
 func sameMask(a, b string) bool {
@@ -165,15 +172,7 @@ func sameMask(a, b string) bool {
 // server's CPU, A's left alone, the generator's thread on the client's
 // CPUs, and everything put back after.
 func TestPlaceReceive(t *testing.T) {
-	nstest.RequirePrivileged(t)
-	sp, err := newServerPin(-2)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if sp == nil {
-		t.Skip("fewer than two CPUs: the rows are not placed")
-	}
-	p := nstest.NewPair(t, nstest.Options{Queues: 1})
+	sp, p := placedPair(t, 1)
 	rps := "queues/rx-0/rps_cpus"
 	beforeA, beforeB := readSysfs(t, p.A, rps), readSysfs(t, p.B, rps)
 	if r, err := sp.placeReceive(p); err != nil || r() != nil || sp.genCPUs() != nil {
