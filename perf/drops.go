@@ -8,8 +8,9 @@ package main
 //     dropped it: the per-CPU backlog without XDP or with XDP in generic
 //     mode, an XDP redirect that failed in native mode; a backlog drop of
 //     a generator's frame is also in A's tx_dropped and is sent again, so
-//     the receive rows take those out: unretried), and A's tx_dropped (the veth hand-over refused the
-//     frame: the peer's ring or backlog was full) where the sender is a
+//     the receive rows take those out: unretried), and A's tx_dropped
+//     (the veth hand-over refused the frame: the peer's ring or backlog
+//     was full) where the sender is a
 //     socket (the echo client). The generator's frames are not lost
 //     there: veth frees a frame it refuses at once, and the packet
 //     socket then hands the slot back to the ring with ENOBUFS, to go
