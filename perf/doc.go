@@ -61,8 +61,9 @@
 //	udp64-q1-f1/xsessiond rep 1: sent S delivered D loss L: counted C (counter=n ...), unexplained U; breakdown ...
 //
 // where counted sums the veth ends' drops (B rx_dropped, less the
-// generator's frames A's tx_dropped counted where B receives in its
-// backlog, which counts a frame it refuses on both ends; A tx_dropped only
+// frames A's tx_dropped counted where B receives in its backlog, which
+// counts a frame it refuses on both ends, and so A's rx_dropped less B's
+// tx_dropped for the echo's replies; A tx_dropped only
 // in the echo rows, whose sender is a socket: the generator sends a frame
 // veth refused again), B's UDP InErrors and NoPorts, xsessiond's per-queue
 // drop reasons, and with its XDP program in generic mode the AF_XDP

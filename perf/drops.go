@@ -7,11 +7,10 @@ package main
 //   - rig (every implementation): B's veth rx_dropped (B's receive path
 //     dropped it: the per-CPU backlog without XDP or with XDP in generic
 //     mode, an XDP redirect that failed in native mode; a backlog drop of
-//     a generator's frame is also in A's tx_dropped and is sent again, so
-//     the receive rows take those out: unretried), and A's tx_dropped
-//     (the veth hand-over refused the frame: the peer's ring or backlog
-//     was full) where the sender is a
-//     socket (the echo client). The generator's frames are not lost
+//     a frame is also in the sender's tx_dropped, so since takes those
+//     out), and A's tx_dropped (the veth hand-over refused the frame: the
+//     peer's ring or backlog was full) where the sender is a socket (the
+//     echo client). The generator's frames are not lost
 //     there: veth frees a frame it refuses at once, and the packet
 //     socket then hands the slot back to the ring with ENOBUFS, to go
 //     out with the next call, so tx_dropped counts attempts. It is shown
@@ -205,34 +204,41 @@ func parseSNMP(raw []byte, proto string) (map[string]uint64, error) {
 // to B, and with replies (the echo, whose client is a UDP socket) also of
 // datagrams from B to A and A's tx_dropped. Without replies the sender is
 // the generator, whose frames A's tx_dropped does not lose (genRetried).
-func (c rigCounters) since(a rigCounters, replies bool) Drops {
+//
+// A frame the receiving end's backlog refuses is counted twice, in the
+// sender's tx_dropped (veth's transmit failed) and in the receiver's
+// rx_dropped (the backlog's drop). So the receiver's rx_dropped is taken
+// less the sender's tx_dropped where it receives in its backlog: always
+// for A, for B with backlogB (no XDP program, or one in generic mode).
+// With XDP in native mode a frame veth refuses never reaches B's
+// counters, and B's rx_dropped is all B's.
+func (c rigCounters) since(a rigCounters, replies, backlogB bool) Drops {
+	bRx, aTx := c.bRxDropped-a.bRxDropped, c.aTxDropped-a.aTxDropped
+	if backlogB {
+		bRx = less(bRx, aTx)
+	}
 	d := Drops{
-		"veth-b-rx-dropped": c.bRxDropped - a.bRxDropped,
+		"veth-b-rx-dropped": bRx,
 		"udp-b-in-errors":   c.b.inErrors - a.b.inErrors,
 		"udp-b-no-ports":    c.b.noPorts - a.b.noPorts,
 	}
 	if replies {
-		d["veth-a-tx-dropped"] = c.aTxDropped - a.aTxDropped
-		d["veth-b-tx-dropped"] = c.bTxDropped - a.bTxDropped
-		d["veth-a-rx-dropped"] = c.aRxDropped - a.aRxDropped
+		bTx := c.bTxDropped - a.bTxDropped
+		d["veth-a-tx-dropped"] = aTx
+		d["veth-b-tx-dropped"] = bTx
+		d["veth-a-rx-dropped"] = less(c.aRxDropped-a.aRxDropped, bTx)
 		d["udp-a-in-errors"] = c.a.inErrors - a.a.inErrors
 		d["udp-a-no-ports"] = c.a.noPorts - a.a.noPorts
 	}
 	return d
 }
 
-// unretried is B's rx_dropped between a and c less the generator's frames
-// A's tx_dropped counted, for a B that receives in its backlog (no XDP, or
-// XDP in generic mode): there a frame the backlog refuses is counted in
-// both, and the packet socket sends it again (since's comment); what is
-// left is B's own drops. With XDP in native mode a refused frame never
-// reaches B's counters, and rx_dropped is all B's.
-func (c rigCounters) unretried(a rigCounters) uint64 {
-	b, t := c.bRxDropped-a.bRxDropped, c.aTxDropped-a.aTxDropped
-	if t > b {
+// less is x − y, 0 where y is larger.
+func less(x, y uint64) uint64 {
+	if y > x {
 		return 0
 	}
-	return b - t
+	return x - y
 }
 
 // genRetried is the breakdown's count of the generator's frames veth A

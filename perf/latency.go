@@ -172,6 +172,11 @@ func (r *runner) echoRep(ctx context.Context, s Scenario, rep, reps int) (out Re
 	if rc, err := conn.SyscallConn(); err == nil {
 		_ = rc.Control(setRcvBuf)
 	}
+	native, err := nativeXDP(p.B)
+	if err != nil {
+		conn.Close()
+		return Rep{}, err
+	}
 	before, err := readRigCounters(p)
 	if err != nil {
 		conn.Close()
@@ -203,7 +208,7 @@ func (r *runner) echoRep(ctx context.Context, s Scenario, rep, reps int) (out Re
 		if after, err = readRigCounters(p); err != nil {
 			return nil, err
 		}
-		d := after.since(before, true)
+		d := after.since(before, true, !native)
 		maps.Copy(d, e.Drops())
 		return d, nil
 	}

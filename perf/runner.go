@@ -396,10 +396,7 @@ func (r *runner) receiveRep(ctx context.Context, s Scenario, rep, reps int) (out
 		if after, err = readRigCounters(p); err != nil {
 			return nil, err
 		}
-		d := after.since(before, false)
-		if !native {
-			d["veth-b-rx-dropped"] = after.unretried(before)
-		}
+		d := after.since(before, false, !native)
 		if dc, ok := rx.(dropCounter); ok {
 			maps.Copy(d, dc.Drops())
 		}
