@@ -247,6 +247,13 @@ func (c rigCounters) genRetried(a rigCounters) Drops {
 	return Drops{"veth-a-tx-retried": c.aTxDropped - a.aTxDropped}
 }
 
+// xdpGenLost is the frames of the XDP generator (gen.XDPGenerator) veth
+// refused at B's receive ring: veth counts them in A's tx_dropped, and
+// nothing sends them again.
+func (c rigCounters) xdpGenLost(a rigCounters) Drops {
+	return Drops{"veth-a-xdp-xmit-dropped": c.aTxDropped - a.aTxDropped}
+}
+
 // udpDetail is the part of the UDP InErrors that is a full receive
 // buffer and a bad checksum, for the breakdown.
 func (c rigCounters) udpDetail(a rigCounters) Drops {

@@ -57,6 +57,7 @@ type options struct {
 	payloads   []int
 	out        string
 	genThreads int
+	genKind    string
 	cpuProfile string
 	xsStats    bool
 	xs         XsessiondOptions
@@ -94,6 +95,7 @@ flags of the rig mode:
 	fs.BoolVar(&o.steer, "steer", true, "with the rows placed (--server-cpu), steer each host's receive work to its own CPUs (RPS on both veths; B's NAPI threaded on the server's CPU while xsessiond's XDP program is attached in native mode) and count host B's CPU as all the busy time of the server's CPU; false: neither, B's CPU the server process's")
 	fs.BoolVar(&o.peerOff, "peer-offload", false, "keep host A's tx checksum offload and TSO on, as a container's veth has them: A's TCP then sends segments of up to 64 KiB, which the kernel server receives whole and xsessiond in generic XDP mode as chains of AF_XDP descriptors (native mode turns A's TSO off); by default both are off, as from a wire")
 	fs.StringVar(&o.tcpCC, "tcp-cc", "cubic", "TCP congestion control of both hosts' kernel sockets in the TCP rows, set on each socket (Linux's default, cubic, unless the machine sets another; empty = the machine's default, net.ipv4.tcp_congestion_control)")
+	fs.StringVar(&o.genKind, "gen", genAuto, "generator of the UDP receive rows: packet (an AF_PACKET transmit ring: socket buffers through host A's veth, host B's receive in the generator's send), xdp (XDP frames from test runs of an XDP program in host A, taken by host B's NAPI as from a NIC with an XDP driver: GRO on at B, xsessiond attached in native mode), auto (xdp on one queue, packet on more)")
 	fs.IntVar(&o.genThreads, "gen-threads", 1, "generator threads (each its own AF_PACKET ring and share of the flows)")
 	fs.StringVar(&payloads, "payloads", "64,512,1472", "UDP payload sizes of the receive scenarios")
 	fs.StringVar(&o.out, "out", "perf/out", "directory for results.json, results.md and the plots")
@@ -144,6 +146,8 @@ flags of the rig mode:
 		return o, errors.New("--queues must be 1..64")
 	case o.flows < 1 || o.flows > 4096:
 		return o, errors.New("--flows must be 1..4096")
+	case o.genKind != genPacket && o.genKind != genXDP && o.genKind != genAuto:
+		return o, fmt.Errorf("--gen %q: want %s, %s or %s", o.genKind, genAuto, genXDP, genPacket)
 	case o.genThreads < 1 || o.genThreads > 64:
 		return o, errors.New("--gen-threads must be 1..64")
 	case o.echoRate < 1:
@@ -200,12 +204,12 @@ func rigMain(args []string) int {
 // run measures every scenario of the plan; the rig is removed before it
 // returns, also when ctx is cancelled.
 func run(ctx context.Context, o options, log io.Writer) (*Report, error) {
-	plan := Plan{Payloads: o.payloads, Queues: o.queues, Flows: o.flows, Rate: o.rate, EchoRate: o.echoRate, Quick: o.quick, TCPOnly: o.tcp}
+	plan := Plan{Payloads: o.payloads, Queues: o.queues, Flows: o.flows, Rate: o.rate, EchoRate: o.echoRate, Quick: o.quick, TCPOnly: o.tcp, Gen: o.genKind}
 	rep := &Report{
 		Started: time.Now(),
 		Host:    hostInfo(),
 		Config: RunConfig{Quick: o.quick, TCPOnly: o.tcp, Reps: o.reps, Warmup: o.timing.Warmup.String(), Window: o.timing.Window.String(),
-			Queues: o.queues, Flows: o.flows, Rate: o.rate, EchoRate: o.echoRate, GenThreads: o.genThreads},
+			Queues: o.queues, Flows: o.flows, Rate: o.rate, EchoRate: o.echoRate, GenThreads: o.genThreads, Gen: o.genKind},
 		Method: methodNotes,
 	}
 	pin, err := newServerPin(o.serverCPU)

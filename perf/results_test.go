@@ -8,6 +8,7 @@ import (
 	"image/png"
 	"math"
 	"os"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -157,6 +158,17 @@ func TestRatiosAndQuickLine(t *testing.T) {
 	want = "udp64 cost ratio kernel/xsessiond = 2.00, rate ratio xsessiond/kernel = 2.00, receive cost ratio (generator's cost taken out) = 3.00, host B CPU ratio kernel/xsessiond = 5.00"
 	if got := quickLine(res); got != want {
 		t.Errorf("quick line of placed rows %q, want %q", got, want)
+	}
+	// Rows of the XDP generator: its gen-only row is not taken out.
+	xdpRes := slices.Clone(res)
+	for i := range xdpRes {
+		xdpRes[i].Gen = genXDP
+		xdpRes[i].RxCPUNs = Summary{}
+	}
+	applyGenCost(xdpRes)
+	want = "udp64 cost ratio kernel/xsessiond = 2.00, rate ratio xsessiond/kernel = 2.00, receive cost ratio (generator's cost taken out) = n/a, host B CPU ratio kernel/xsessiond = 5.00"
+	if got := quickLine(xdpRes); got != want {
+		t.Errorf("quick line of XDP generator rows %q, want %q", got, want)
 	}
 	// Without a gen-only row, the receivers' ratio is not known.
 	res[0].Status = StatusNotAvailable

@@ -15,6 +15,7 @@ import (
 
 	"golang.org/x/sys/unix"
 
+	"github.com/xsessiond/xsessiond/datapath/xsk/xsktest"
 	"github.com/xsessiond/xsessiond/nsbind/nstest"
 	"github.com/xsessiond/xsessiond/perf/internal/gen"
 )
@@ -137,6 +138,13 @@ type runner struct {
 
 const defaultPort = 9000
 
+// Generators of the UDP receive rows (--gen, Scenario.Gen).
+const (
+	genPacket = "packet"
+	genXDP    = "xdp"
+	genAuto   = "auto" // genXDP on one queue, genPacket on more (Plan.rowGen)
+)
+
 // sleepCtx sleeps d or until ctx is done.
 func sleepCtx(ctx context.Context, d time.Duration) error {
 	t := time.NewTimer(d)
@@ -210,7 +218,16 @@ func settleAccounted(sent, delivered func() uint64, drops func() (Drops, error),
 
 // genGroup is the generators of one repetition: one per thread, each on
 // its own socket and ring with its share of the flows and the rate.
-type genGroup struct{ gens []*gen.Generator }
+type genGroup struct{ gens []generator }
+
+// generator is what a genGroup runs: gen.Generator (AF_PACKET) or
+// gen.XDPGenerator (XDP frames).
+type generator interface {
+	Run(ctx context.Context) error
+	Sent() uint64
+	Errors() uint64
+	Close() error
+}
 
 // Sent is the frames sent by all the group's generators.
 func (gg *genGroup) Sent() uint64 {
@@ -244,12 +261,25 @@ func lossLine(rep Rep) string {
 //
 // With cpus, each generator's goroutine runs on a thread of its own on
 // those CPUs (serverPin.genCPUs); the thread ends with it.
-func startGen(p *nstest.Pair, s Scenario, dstMAC net.HardwareAddr, port uint16, threads int, cpus *unix.CPUSet) (*genGroup, func() error, error) {
+func startGen(p *nstest.Pair, s Scenario, dstMAC net.HardwareAddr, port uint16, threads int, kind string, cpus *unix.CPUSet) (*genGroup, func() error, error) {
 	k := max(1, min(threads, s.Flows))
 	gg := &genGroup{}
+	var ungro func() error
 	closeAll := func() {
 		for _, g := range gg.gens {
 			g.Close()
+		}
+		if ungro != nil {
+			ungro()
+		}
+	}
+	if kind == genXDP {
+		// veth takes XDP frames only on receive queues with a NAPI: the
+		// kernel's receiver has one with GRO on (xsessiond's native XDP
+		// program brings one too).
+		var err error
+		if ungro, err = xsktest.EnableGRO(p.B); err != nil {
+			return nil, nil, fmt.Errorf("start generator: %w", err)
 		}
 	}
 	for i := range k {
@@ -269,8 +299,15 @@ func startGen(p *nstest.Pair, s Scenario, dstMAC net.HardwareAddr, port uint16, 
 			IfIndex: p.A.IfIndex,
 			Rate:    rate,
 		}
-		var g *gen.Generator
-		if err := p.A.Do(func() (err error) { g, err = gen.New(cfg); return err }); err != nil {
+		var g generator
+		if err := p.A.Do(func() (err error) {
+			if kind == genXDP {
+				g, err = gen.NewXDP(cfg)
+			} else {
+				g, err = gen.New(cfg)
+			}
+			return err
+		}); err != nil {
 			closeAll()
 			return nil, nil, fmt.Errorf("start generator: %w", err)
 		}
@@ -296,6 +333,12 @@ func startGen(p *nstest.Pair, s Scenario, dstMAC net.HardwareAddr, port uint16, 
 					return
 				}
 			}
+			if kind == genXDP {
+				// The test run resolves the frames' interface in the
+				// calling thread's namespace.
+				errc <- p.A.Do(func() error { return g.Run(ctx) })
+				return
+			}
 			errc <- g.Run(ctx)
 		})
 	}
@@ -308,6 +351,9 @@ func startGen(p *nstest.Pair, s Scenario, dstMAC net.HardwareAddr, port uint16, 
 		runtime.GOMAXPROCS(prevProcs)
 		for _, g := range gg.gens {
 			errs = append(errs, g.Close())
+		}
+		if ungro != nil {
+			errs = append(errs, ungro())
 		}
 		return errors.Join(errs...)
 	}
@@ -345,6 +391,12 @@ func (r *runner) receiveRep(ctx context.Context, s Scenario, rep, reps int) (out
 	if err != nil {
 		return Rep{}, err
 	}
+	if x, ok := rx.(*XsessiondReceiver); ok && s.Gen == genXDP && x.opts.XDPMode == "" {
+		// XDP frames come as from a NIC with an XDP driver, which the
+		// daemon's auto mode attaches in native mode (on a one-queue
+		// veth it picks generic, for local senders' socket buffers).
+		x.opts.XDPMode = "native"
+	}
 	if err := rx.Start(envB(p, s.Queues, s.Flows, s.Payload, r.port)); err != nil {
 		return Rep{}, fmt.Errorf("start %s: %w", s.Impl, err)
 	}
@@ -364,7 +416,7 @@ func (r *runner) receiveRep(ctx context.Context, s Scenario, rep, reps int) (out
 	if err != nil {
 		return Rep{}, err
 	}
-	g, stopGen, err := startGen(p, s, p.B.MAC, r.port, r.genThreads, r.serverPin.genCPUs())
+	g, stopGen, err := startGen(p, s, p.B.MAC, r.port, r.genThreads, s.Gen, r.serverPin.genCPUs())
 	if err != nil {
 		return Rep{}, err
 	}
@@ -396,7 +448,11 @@ func (r *runner) receiveRep(ctx context.Context, s Scenario, rep, reps int) (out
 		if after, err = readRigCounters(p); err != nil {
 			return nil, err
 		}
-		d := after.since(before, false, !native)
+		// XDP frames reach B in its NAPI, never its backlog.
+		d := after.since(before, false, !native && s.Gen != genXDP)
+		if s.Gen == genXDP {
+			maps.Copy(d, after.xdpGenLost(before))
+		}
 		if dc, ok := rx.(dropCounter); ok {
 			maps.Copy(d, dc.Drops())
 		}
@@ -414,7 +470,9 @@ func (r *runner) receiveRep(ctx context.Context, s Scenario, rep, reps int) (out
 	out.Drops, out.Counted = counted, counted.Sum()
 	out.Unexplained = int64(out.TotalSent) - int64(out.TotalDelivered) - int64(out.Counted)
 	out.Breakdown = after.udpDetail(before)
-	maps.Copy(out.Breakdown, after.genRetried(before))
+	if s.Gen != genXDP {
+		maps.Copy(out.Breakdown, after.genRetried(before))
+	}
 	if bd, ok := rx.(breakdown); ok {
 		maps.Copy(out.Breakdown, bd.Breakdown())
 	}
@@ -441,7 +499,7 @@ func (r *runner) genOnlyRep(ctx context.Context, s Scenario, rep, reps int) (out
 		return Rep{}, err
 	}
 	defer func() { err = errors.Join(err, unplace()) }()
-	g, stopGen, err := startGen(p, s, otherHostMAC(p.B.MAC), r.port, r.genThreads, r.serverPin.genCPUs())
+	g, stopGen, err := startGen(p, s, otherHostMAC(p.B.MAC), r.port, r.genThreads, s.Gen, r.serverPin.genCPUs())
 	if err != nil {
 		return Rep{}, err
 	}

@@ -53,6 +53,9 @@ type Scenario struct {
 	// Rate is the offered load in packets (or requests) per second; 0 is
 	// flat out.
 	Rate uint64 `json:"rate"`
+	// Gen is the generator of a UDP receive or gen-only row: genPacket
+	// or genXDP.
+	Gen string `json:"gen,omitempty"`
 }
 
 // echoBigPayload is the payload of the fragmented echo rows.
@@ -72,6 +75,24 @@ type Plan struct {
 	Quick    bool
 	// TCPOnly plans the TCP scenarios alone (--tcp).
 	TCPOnly bool
+	// Gen is the generator of the UDP receive rows: genPacket, genXDP or
+	// genAuto ("" is genAuto).
+	Gen string
+}
+
+// rowGen is the generator a UDP receive row on q queues gets from --gen.
+// Auto takes XDP frames where there is one queue: veth's ndo_xdp_xmit puts
+// a frame on the peer's queue of the sending CPU, not of its flow's hash,
+// so XDP frames cannot spread flows over queues; the packet socket's
+// frames are spread by their hash.
+func (p Plan) rowGen(q int) string {
+	switch {
+	case p.Gen == genPacket || p.Gen == genXDP:
+		return p.Gen
+	case q == 1:
+		return genXDP
+	}
+	return genPacket
 }
 
 // tcpScenarios are the TCP rows, each with the kernel baseline before
@@ -128,10 +149,14 @@ func Scenarios(p Plan) []Scenario {
 	}
 	var rows []Scenario
 	add := func(kind Kind, impl string, l load, rate uint64, grp string) {
-		rows = append(rows, Scenario{
+		s := Scenario{
 			Name: grp + "/" + impl, Group: grp, Kind: kind, Impl: impl,
 			Payload: l.payload, Queues: l.queues, Flows: l.flows, Rate: rate,
-		})
+		}
+		if kind == KindGenOnly || kind == KindReceive {
+			s.Gen = p.rowGen(l.queues)
+		}
+		rows = append(rows, s)
 	}
 	if p.TCPOnly {
 		return tcpScenarios()

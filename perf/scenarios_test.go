@@ -63,12 +63,35 @@ func TestScenariosQuick(t *testing.T) {
 		t.Fatalf("quick rows %+v", rows)
 	}
 	for i, r := range rows[:3] {
-		if kind := []Kind{KindGenOnly, KindReceive, KindReceive}[i]; r.Kind != kind || r.Payload != 64 || r.Group != rows[0].Group {
+		if kind := []Kind{KindGenOnly, KindReceive, KindReceive}[i]; r.Kind != kind || r.Payload != 64 || r.Group != rows[0].Group || r.Gen != genXDP {
 			t.Errorf("quick row %+v", r)
 		}
 	}
 	if tcp := rows[3:]; !slices.Equal(tcp, tcpScenarios()) {
 		t.Errorf("quick TCP rows %+v", tcp)
+	}
+}
+
+// TestScenariosGen checks which generator each UDP receive row gets: with
+// auto, XDP frames on one queue and the packet socket on more; a chosen
+// one everywhere; none for the other kinds.
+func TestScenariosGen(t *testing.T) {
+	for _, gen := range []string{"", genAuto, genXDP, genPacket} {
+		for _, r := range Scenarios(Plan{Payloads: DefaultPayloads, Queues: 4, Flows: 16, Gen: gen}) {
+			want := ""
+			switch {
+			case r.Kind != KindReceive && r.Kind != KindGenOnly:
+			case gen == genXDP || gen == genPacket:
+				want = gen
+			case r.Queues == 1:
+				want = genXDP
+			default:
+				want = genPacket
+			}
+			if r.Gen != want {
+				t.Errorf("--gen %q: row %s has generator %q, want %q", gen, r.Name, r.Gen, want)
+			}
+		}
 	}
 }
 

@@ -127,3 +127,25 @@ func DisableTxOffload(h *nstest.Host) error {
 		return setFeature(h.Link, ethtoolSTSO, false)
 	})
 }
+
+// EnableGRO turns GRO on at h's veth end (which gives its receive queues a
+// NAPI, so that the peer's XDP frames are taken) and returns what puts the
+// previous setting back.
+func EnableGRO(h *nstest.Host) (restore func() error, err error) {
+	var was bool
+	err = h.Do(func() error {
+		if was, err = getFeature(h.Link, ethtoolGGRO); err != nil {
+			return err
+		}
+		return setFeature(h.Link, ethtoolSGRO, true)
+	})
+	if err != nil {
+		return nil, err
+	}
+	return func() error {
+		if was {
+			return nil
+		}
+		return h.Do(func() error { return setFeature(h.Link, ethtoolSGRO, false) })
+	}, nil
+}

@@ -111,3 +111,14 @@ func TestBuildFramesRejectsBadSpecs(t *testing.T) {
 		}
 	}
 }
+
+func TestNewXDPRejectsBadConfig(t *testing.T) {
+	spec := testSpec()
+	if _, err := NewXDP(Config{FrameSpec: spec}); !errors.Is(err, ErrBadConfig) {
+		t.Errorf("ifindex 0: err %v, want ErrBadConfig", err)
+	}
+	spec.Flows = 0
+	if _, err := NewXDP(Config{FrameSpec: spec, IfIndex: 1}); !errors.Is(err, ErrBadConfig) {
+		t.Errorf("no flows: err %v, want ErrBadConfig", err)
+	}
+}
