@@ -5,7 +5,7 @@
 // Usage (as root):
 //
 //	go run ./perf [--quick] [--tcp] [--only REGEXP] [--reps 3] [--duration 2s] [--queues 2] [--flows 16]
-//	              [--rate 0] [--gen-threads 1] [--payloads 64,512,1472] [--out perf/out]
+//	              [--rate 0] [--gen auto] [--gen-threads 1] [--payloads 64,512,1472] [--out perf/out]
 //	              [--cpuprofile FILE] [--xs-stats] [--xs-batch N] [--xs-busy-poll]
 //	              [--xs-ring N] [--xs-nap D] [--xs-spin D] [--xs-spin-max D] [--xs-app-spin D]
 //	              [--xs-xdp-mode MODE] [--xs-rx-fifo BYTES] [--xs-tcp-bulk-fifo BYTES] [--xs-capture FILE]
@@ -17,10 +17,33 @@
 //
 // The rig is two network namespaces joined by a veth pair with the
 // requested queue count (nsbind/nstest); it is removed on exit and on
-// SIGINT/SIGTERM. Host A runs the generator (perf/internal/gen: an AF_PACKET
-// TPACKET_V2 tx ring with PACKET_QDISC_BYPASS, frames built once with
-// gopacket, flows spread over UDP source ports, flat out or paced to a
-// rate); host B runs the implementation under test:
+// SIGINT/SIGTERM. Host A runs the generator (perf/internal/gen; frames
+// built once with gopacket, flows spread over UDP source ports, flat out or
+// paced to a rate), one of two (--gen, the results' gen column):
+//
+//   - xdp (gen.XDPGenerator; auto picks it for one-queue rows): an XDP
+//     program run with BPF_F_TEST_XDP_LIVE_FRAMES returns XDP_TX for every
+//     frame, so veth hands it to host B's NAPI as an XDP frame, as a NIC
+//     with an XDP driver does: no socket buffer in host A, and none copied
+//     for an XDP program in host B. B's veth gets GRO on for the row (the
+//     NAPI that takes XDP frames), and xsessiond is attached in native mode
+//     unless --xs-xdp-mode says otherwise. veth puts an XDP frame on the
+//     peer's queue of the sending CPU, not by flow hash, so rows with more
+//     queues use the other;
+//   - packet (gen.Generator; auto picks it for multi-queue rows): an
+//     AF_PACKET TPACKET_V2 tx ring with PACKET_QDISC_BYPASS, whose socket
+//     buffers veth spreads over B's queues by flow hash; B's receive runs
+//     in the generator's sendto, and an XDP program in B (generic or
+//     native) gets a copy of each frame in a page first.
+//
+// On a 2-vCPU VM (AMD EPYC, a PVM guest, 2026-12-04) the generator alone
+// sent 1.19–1.54 Mpps at 557–738 ns of machine CPU per packet with xdp
+// (five --quick runs) and 0.29–0.42 Mpps at 2,700–4,900 with packet, which
+// weighed the same on both sides of the cost ratio and pulled it towards 1
+// (cost ratio kernel/xsessiond 1.07–2.02 in sixteen --quick runs with
+// packet; 3.15–4.55 in five with xdp, below).
+//
+// Host B runs the implementation under test:
 //
 //   - kernel: one UDP socket read with recvmmsg (golang.org/x/net/ipv4
 //     ReadBatch, as golang.org/x/sys/unix has no Recvmmsg);
@@ -64,15 +87,16 @@
 // frames A's tx_dropped counted where B receives in its backlog, which
 // counts a frame it refuses on both ends, and so A's rx_dropped less B's
 // tx_dropped for the echo's replies; A tx_dropped only
-// in the echo rows, whose sender is a socket: the generator sends a frame
+// in the echo rows, whose sender is a socket, and for XDP frames, which
+// veth drops when B's ring is full: the packet generator sends a frame
 // veth refused again), B's UDP InErrors and NoPorts, xsessiond's per-queue
 // drop reasons, and with its XDP program in generic mode the AF_XDP
 // sockets' rx_dropped and rx_ring_full (a generic redirect the socket
 // refused has no device counter), and U = L − C. The breakdown shows
 // counters that are already inside the counted ones (the AF_XDP sockets'
 // counters, inside B's rx_dropped in native mode; UDP RcvbufErrors inside
-// InErrors) and the generator's frames veth A refused and it sent again
-// (veth-a-tx-retried).
+// InErrors) and the packet generator's frames veth A refused and it sent
+// again (veth-a-tx-retried).
 // A repetition drains until D + C reaches S or the drain time passes, so
 // U is what no counter explains, not what was still on its way. A window
 // in which nothing was sent or delivered (goroutines not run on a loaded
@@ -231,13 +255,20 @@
 // leaves the UDP rows and this line out). The cost ratio is the whole
 // machine's CPU per delivered packet, the generator's included; the
 // receive cost ratio is that of rx ns/pkt, the generator-alone row's cost
-// per sent packet taken out. Where the generator costs much, it weighs the
-// same on both sides of the first and pulls it towards 1: on a 2-vCPU VM
-// whose generator alone sent 0.39 Mpps (1.7–1.9 on another of the same
-// kind), five --quick runs gave a cost ratio of 1.39–1.84 while the
-// default run's receive cost ratio was 2.5–3.2 at 64 and 512 bytes. The
-// host B CPU ratio is that of B CPU ns/pkt, measured with --place-udp
-// alone (n/a without).
+// per sent packet taken out, n/a with the xdp generator (its gen-only row
+// includes B building a socket buffer for each frame it drops, which
+// xsessiond's native XDP path never does, so it would be taken out of
+// xsessiond's cost without being in it). Where the generator costs much,
+// it weighs the same on both sides of the first ratio and pulls it towards
+// 1: with the packet generator on the VM above (--gen packet), sixteen
+// --quick runs gave 1.07–2.02 while the receive cost ratio was 1.20–3.57.
+// Five --quick runs with the xdp generator on the same VM (2026-12-04
+// 13:12–13:15 UTC): cost ratio 3.15, 3.19, 3.92, 3.27, 4.55, rate ratio
+// 3.39–4.70 (kernel 0.39–0.58 Mpps at 2,571–4,057 ns/pkt losing 0.8–1.7%
+// to a full socket buffer, xsessiond 1.42–2.19 Mpps at 701–1,163 ns/pkt
+// losing 0–0.23% to an empty fill ring, all counted). The host B CPU
+// ratio is that of B CPU ns/pkt, measured with --place-udp alone (n/a
+// without).
 //
 // --cpuprofile FILE writes a runtime/pprof CPU profile of the measurement
 // window of the first repetition of each xsessiond 64-byte receive row and

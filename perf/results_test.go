@@ -37,16 +37,16 @@ func fixtureResults() []Result {
 		return s
 	}
 	return []Result{
-		mk(Scenario{Name: grp + "/gen-only", Group: grp, Kind: KindGenOnly, Impl: ImplGenOnly, Payload: 64, Queues: 1, Flows: 1},
+		mk(Scenario{Name: grp + "/gen-only", Group: grp, Kind: KindGenOnly, Impl: ImplGenOnly, Payload: 64, Queues: 1, Flows: 1, Gen: genPacket},
 			StatusOK,
 			Rep{WindowNs: sec, Sent: 1000, Delivered: 1000, TotalSent: 1200, TotalDelivered: 1200, BusyNs: 100_000, Util: 0.5},
 			Rep{WindowNs: sec, Sent: 1000, Delivered: 1000, TotalSent: 1200, TotalDelivered: 1200, BusyNs: 300_000, Util: 0.5},
 			Rep{WindowNs: sec, Sent: 1000, Delivered: 1000, TotalSent: 1200, TotalDelivered: 1200, BusyNs: 200_000, Util: 0.5}),
-		mk(Scenario{Name: grp + "/kernel", Group: grp, Kind: KindReceive, Impl: ImplKernel, Payload: 64, Queues: 1, Flows: 1},
+		mk(Scenario{Name: grp + "/kernel", Group: grp, Kind: KindReceive, Impl: ImplKernel, Payload: 64, Queues: 1, Flows: 1, Gen: genPacket},
 			StatusOK,
 			Rep{WindowNs: sec, Sent: 1000, Delivered: 800, TotalSent: 1000, TotalDelivered: 800, BusyNs: 800_000, ProcNs: 400_000, Util: 1},
 			Rep{WindowNs: 2 * sec, Sent: 2000, Delivered: 2000, TotalSent: 2000, TotalDelivered: 2000, BusyNs: 1_000_000, Util: 1}),
-		mk(Scenario{Name: grp + "/xsessiond", Group: grp, Kind: KindReceive, Impl: ImplXsessiond, Payload: 64, Queues: 1, Flows: 1},
+		mk(Scenario{Name: grp + "/xsessiond", Group: grp, Kind: KindReceive, Impl: ImplXsessiond, Payload: 64, Queues: 1, Flows: 1, Gen: genPacket},
 			StatusNotAvailable),
 		mk(Scenario{Name: "echo64-q1-f1/kernel", Group: "echo64-q1-f1", Kind: KindEcho, Impl: ImplKernel, Payload: 64, Queues: 1, Flows: 1, Rate: 1000},
 			StatusOK,
@@ -221,7 +221,7 @@ func TestWriteMarkdown(t *testing.T) {
 	md := b.String()
 	for _, want := range []string{
 		"## UDP receive", "## UDP echo latency", "## Cut-through", "## xsessiond / baseline",
-		"| udp64-q1-f1 | kernel | 0.001 [0.001–0.001] |",
+		"| udp64-q1-f1 | kernel | packet | 0.001 [0.001–0.001] |",
 		"| 750 [500–1000] | 525 [300–750] |",
 		"**not available**: not available on this machine",
 		"| 514.0 [509.0–519.0] |",
