@@ -93,8 +93,8 @@ const xdpTX = 3 // enum xdp_action XDP_TX
 
 // Sent is the frames the program has passed to the interface, read from
 // the program's counter (exact also while a test run is going). A frame
-// the peer's ring refuses is in Sent and in the veth's xdp_xmit error
-// counter. It is 0 if the counter cannot be read.
+// the peer's ring refuses is in Sent and in the sending veth's tx_dropped.
+// It is the last count read if the counter cannot be read.
 func (g *XDPGenerator) Sent() uint64 {
 	if g.closed.Load() {
 		return g.final.Load()
