@@ -86,17 +86,18 @@
 // where counted sums the veth ends' drops (B rx_dropped, less the
 // frames A's tx_dropped counted where B receives in its backlog, which
 // counts a frame it refuses on both ends, and so A's rx_dropped less B's
-// tx_dropped for the echo's replies; A tx_dropped only
-// in the echo rows, whose sender is a socket, and for XDP frames, which
-// veth drops when B's ring is full: the packet generator sends a frame
-// veth refused again), B's UDP InErrors and NoPorts, xsessiond's per-queue
+// tx_dropped for the echo's replies; an XDP frame B's ring had no room
+// for is in both, and counted once, as B's; A tx_dropped only in the echo
+// rows, whose sender is a socket: the packet generator sends a frame veth
+// refused again), B's UDP InErrors and NoPorts, xsessiond's per-queue
 // drop reasons, and with its XDP program in generic mode the AF_XDP
 // sockets' rx_dropped and rx_ring_full (a generic redirect the socket
 // refused has no device counter), and U = L − C. The breakdown shows
 // counters that are already inside the counted ones (the AF_XDP sockets'
 // counters, inside B's rx_dropped in native mode; UDP RcvbufErrors inside
-// InErrors) and the packet generator's frames veth A refused and it sent
-// again (veth-a-tx-retried).
+// InErrors; the XDP frames B's ring refused, veth-a-xdp-xmit-err, inside
+// B's rx_dropped) and the packet generator's frames veth A refused and it
+// sent again (veth-a-tx-retried).
 // A repetition drains until D + C reaches S or the drain time passes, so
 // U is what no counter explains, not what was still on its way. A window
 // in which nothing was sent or delivered (goroutines not run on a loaded

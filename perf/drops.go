@@ -6,9 +6,11 @@ package main
 //
 //   - rig (every implementation): B's veth rx_dropped (B's receive path
 //     dropped it: the per-CPU backlog without XDP or with XDP in generic
-//     mode, an XDP redirect that failed in native mode; a backlog drop of
-//     a frame is also in the sender's tx_dropped, so since takes those
-//     out), and A's tx_dropped (the veth hand-over refused the frame: the
+//     mode, an XDP redirect that failed in native mode, an XDP frame of
+//     the XDP generator B's ring had no room for; a backlog drop of a
+//     frame is also in the sender's tx_dropped, so since takes those out
+//     where B receives in its backlog, and so is a refused XDP frame,
+//     which is not sent again), and A's tx_dropped (the veth hand-over refused the frame: the
 //     peer's ring or backlog was full) where the sender is a socket (the
 //     echo client). The generator's frames are not lost
 //     there: veth frees a frame it refuses at once, and the packet
@@ -247,11 +249,13 @@ func (c rigCounters) genRetried(a rigCounters) Drops {
 	return Drops{"veth-a-tx-retried": c.aTxDropped - a.aTxDropped}
 }
 
-// xdpGenLost is the frames of the XDP generator (gen.XDPGenerator) veth
-// refused at B's receive ring: veth counts them in A's tx_dropped, and
-// nothing sends them again.
-func (c rigCounters) xdpGenLost(a rigCounters) Drops {
-	return Drops{"veth-a-xdp-xmit-dropped": c.aTxDropped - a.aTxDropped}
+// xdpGenRefused is the breakdown's count of the XDP generator's frames
+// (gen.XDPGenerator) veth could not put on B's receive ring: veth counts
+// each in both A's tx_dropped and B's rx_dropped (peer_tq_xdp_xmit_err of
+// B's queue, in both ends' totals), and since counts B's, whole, for XDP
+// frames. Nothing sends them again.
+func (c rigCounters) xdpGenRefused(a rigCounters) Drops {
+	return Drops{"veth-a-xdp-xmit-err": c.aTxDropped - a.aTxDropped}
 }
 
 // udpDetail is the part of the UDP InErrors that is a full receive

@@ -448,11 +448,9 @@ func (r *runner) receiveRep(ctx context.Context, s Scenario, rep, reps int) (out
 		if after, err = readRigCounters(p); err != nil {
 			return nil, err
 		}
-		// XDP frames reach B in its NAPI, never its backlog.
+		// XDP frames reach B in its NAPI, never its backlog; those its
+		// ring refused are in B's rx_dropped (xdpGenRefused).
 		d := after.since(before, false, !native && s.Gen != genXDP)
-		if s.Gen == genXDP {
-			maps.Copy(d, after.xdpGenLost(before))
-		}
 		if dc, ok := rx.(dropCounter); ok {
 			maps.Copy(d, dc.Drops())
 		}
@@ -470,7 +468,9 @@ func (r *runner) receiveRep(ctx context.Context, s Scenario, rep, reps int) (out
 	out.Drops, out.Counted = counted, counted.Sum()
 	out.Unexplained = int64(out.TotalSent) - int64(out.TotalDelivered) - int64(out.Counted)
 	out.Breakdown = after.udpDetail(before)
-	if s.Gen != genXDP {
+	if s.Gen == genXDP {
+		maps.Copy(out.Breakdown, after.xdpGenRefused(before))
+	} else {
 		maps.Copy(out.Breakdown, after.genRetried(before))
 	}
 	if bd, ok := rx.(breakdown); ok {
