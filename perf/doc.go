@@ -263,11 +263,11 @@
 // it weighs the same on both sides of the first ratio and pulls it towards
 // 1: with the packet generator on the VM above (--gen packet), sixteen
 // --quick runs gave 1.07–2.02 while the receive cost ratio was 1.20–3.57.
-// Five --quick runs with the xdp generator on the same VM (2026-12-04
-// 13:12–13:15 UTC): cost ratio 3.15, 3.19, 3.92, 3.27, 4.55, rate ratio
-// 3.39–4.70 (kernel 0.39–0.58 Mpps at 2,571–4,057 ns/pkt losing 0.8–1.7%
-// to a full socket buffer, xsessiond 1.42–2.19 Mpps at 701–1,163 ns/pkt
-// losing 0–0.23% to an empty fill ring, all counted). The host B CPU
+// Ten --quick runs with the xdp generator on the same VM (2026-12-04
+// 13:12–13:30 UTC): cost ratio 3.05–4.55, rate ratio 3.06–4.70 (kernel
+// 0.36–0.58 Mpps at 2,571–4,575 ns/pkt losing 0.8–4.1% to a full socket
+// buffer, xsessiond 1.33–2.19 Mpps at 701–1,240 ns/pkt losing 0–4.9% to
+// its AF_XDP rings, all counted). The host B CPU
 // ratio is that of B CPU ns/pkt, measured with --place-udp alone (n/a
 // without).
 //
