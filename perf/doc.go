@@ -21,7 +21,8 @@
 // built once with gopacket, flows spread over UDP source ports, flat out or
 // paced to a rate), one of two (--gen, the results' gen column):
 //
-//   - xdp (gen.XDPGenerator; auto picks it for one-queue rows): an XDP
+//   - xdp (gen.XDPGenerator; auto picks it for one-queue rows unless
+//     --place-udp, whose B side it floods, below): an XDP
 //     program run with BPF_F_TEST_XDP_LIVE_FRAMES returns XDP_TX for every
 //     frame, so veth hands it to host B's NAPI as an XDP frame, as a NIC
 //     with an XDP driver does: no socket buffer in host A, and none copied
@@ -232,7 +233,11 @@
 // ratio kernel/xsessiond 3.95–8.93, rate ratio 3.98–9.02. That compares
 // a host B of one CPU under a flood, not the per-packet cost, which is
 // why it is not the default; five runs without it right after: cost ratio
-// 1.52–1.86, rate ratio 1.00–1.27.
+// 1.52–1.86, rate ratio 1.00–1.27 (both with the packet generator). With
+// XDP frames placed so, B's one CPU took xsessiond's NAPI thread, worker
+// and app against a generator that costs next to nothing: one --quick run
+// lost 79% at B's ring (counted), so --place-udp keeps the packet
+// generator unless --gen says xdp.
 //
 // Host A's veth has its tx checksum offload and with it TSO off, as a wire
 // delivers: A's kernel segments TCP in software, so both servers receive

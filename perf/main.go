@@ -95,7 +95,7 @@ flags of the rig mode:
 	fs.BoolVar(&o.steer, "steer", true, "with the rows placed (--server-cpu), steer each host's receive work to its own CPUs (RPS on both veths; B's NAPI threaded on the server's CPU while xsessiond's XDP program is attached in native mode) and count host B's CPU as all the busy time of the server's CPU; false: neither, B's CPU the server process's")
 	fs.BoolVar(&o.peerOff, "peer-offload", false, "keep host A's tx checksum offload and TSO on, as a container's veth has them: A's TCP then sends segments of up to 64 KiB, which the kernel server receives whole and xsessiond in generic XDP mode as chains of AF_XDP descriptors (native mode turns A's TSO off); by default both are off, as from a wire")
 	fs.StringVar(&o.tcpCC, "tcp-cc", "cubic", "TCP congestion control of both hosts' kernel sockets in the TCP rows, set on each socket (Linux's default, cubic, unless the machine sets another; empty = the machine's default, net.ipv4.tcp_congestion_control)")
-	fs.StringVar(&o.genKind, "gen", genAuto, "generator of the UDP receive rows: packet (an AF_PACKET transmit ring: socket buffers through host A's veth, host B's receive in the generator's send), xdp (XDP frames from test runs of an XDP program in host A, taken by host B's NAPI as from a NIC with an XDP driver: GRO on at B, xsessiond attached in native mode), auto (xdp on one queue, packet on more)")
+	fs.StringVar(&o.genKind, "gen", genAuto, "generator of the UDP receive rows: packet (an AF_PACKET transmit ring: socket buffers through host A's veth, host B's receive in the generator's send), xdp (XDP frames from test runs of an XDP program in host A, taken by host B's NAPI as from a NIC with an XDP driver: GRO on at B, xsessiond attached in native mode), auto (xdp on one queue, packet on more; packet everywhere with --place-udp)")
 	fs.IntVar(&o.genThreads, "gen-threads", 1, "generator threads (each its own AF_PACKET ring and share of the flows)")
 	fs.StringVar(&payloads, "payloads", "64,512,1472", "UDP payload sizes of the receive scenarios")
 	fs.StringVar(&o.out, "out", "perf/out", "directory for results.json, results.md and the plots")
@@ -221,6 +221,14 @@ func run(ctx context.Context, o options, log io.Writer) (*Report, error) {
 		rep.Config.ServerCPU = pin.cpu
 		pin.steering = o.steer
 		pin.udp = o.steer && o.placeUDP
+		if pin.udp && o.genKind == genAuto {
+			// Placed, B's receive (for xsessiond its NAPI thread) shares
+			// one CPU with the receiver while the generator has the
+			// other: XDP frames, which cost the generator almost nothing,
+			// flood it (a --quick run lost 79% at B's ring) where the
+			// packet generator's own cost paces it.
+			plan.Gen = genPacket
+		}
 		rep.Config.Steer = o.steer
 		rep.Config.PlaceUDP = pin.udp
 	}
