@@ -143,22 +143,15 @@ func (g *Generator) Kicks() (calls, failed uint64) { return g.kicks.Load(), g.ki
 // Run sends until ctx is done, then waits (up to a second) for the frames in
 // flight, and returns. It returns an error only when the socket fails.
 func (g *Generator) Run(ctx context.Context) error {
-	start := time.Now()
-	var submitted uint64
+	pace := newPacer(g.rate)
 	for ctx.Err() == nil {
-		n := g.batch
-		if g.rate > 0 {
-			elapsed := uint64(time.Since(start))
-			due := elapsed / uint64(time.Millisecond) * g.rate / 1000
-			due += elapsed % uint64(time.Millisecond) * g.rate / uint64(time.Second)
-			if due <= submitted {
-				next := time.Duration((submitted + 1) * uint64(time.Second) / g.rate)
-				time.Sleep(next - time.Duration(elapsed))
-				continue
-			}
-			n = int(min(uint64(n), due-submitted))
+		n := pace.allow(uint64(g.batch))
+		if n == 0 {
+			continue
 		}
-		submitted += uint64(g.fill(n))
+		if k := g.fill(int(n)); uint64(k) < n {
+			pace.submitted -= n - uint64(k) // the ring was full: those go later
+		}
 		if err := g.kick(); err != nil {
 			return err
 		}

@@ -116,8 +116,7 @@ func (g *XDPGenerator) Errors() uint64 { return 0 }
 // called on a thread in the namespace NewXDP ran in. It returns an error
 // only when a test run fails.
 func (g *XDPGenerator) Run(ctx context.Context) error {
-	start := time.Now()
-	var submitted uint64
+	pace := newPacer(g.rate)
 	learnt := uint64(xdpFirstBatch)
 	ctxIn := &xdpMD{IngressIfindex: uint32(g.ifindex)}
 	for flow := 0; ctx.Err() == nil; flow = (flow + 1) % len(g.frames) {
@@ -125,16 +124,8 @@ func (g *XDPGenerator) Run(ctx context.Context) error {
 		if g.batch > 0 {
 			n = uint64(g.batch)
 		}
-		if g.rate > 0 {
-			elapsed := uint64(time.Since(start))
-			due := elapsed / uint64(time.Millisecond) * g.rate / 1000
-			due += elapsed % uint64(time.Millisecond) * g.rate / uint64(time.Second)
-			if due <= submitted {
-				next := time.Duration((submitted + 1) * uint64(time.Second) / g.rate)
-				time.Sleep(next - time.Duration(elapsed))
-				continue
-			}
-			n = min(n, due-submitted)
+		if n = pace.allow(n); n == 0 {
+			continue
 		}
 		ctxIn.DataEnd = uint32(len(g.frames[flow]))
 		t0 := time.Now()
@@ -148,7 +139,6 @@ func (g *XDPGenerator) Run(ctx context.Context) error {
 		if err != nil && !errors.Is(err, unix.EINTR) {
 			return fmt.Errorf("send XDP frames: %w", err)
 		}
-		submitted += n
 		if took := time.Since(t0); took > 0 {
 			learnt = min(xdpMaxBatch, max(xdpFirstBatch, uint64(float64(n)*float64(xdpCallTarget)/float64(took))))
 		}
