@@ -25,11 +25,17 @@ package datapath
 //     (an app answering within IdleSpin) then cost no wake-up of the
 //     worker; at a steady rate with gaps shorter than IdleSpin the worker
 //     never sleeps, which trades a CPU for latency. TCP work alone does
-//     not start a spin: a TCP reply leaves from its connection's pump,
-//     not through the worker, so a spin there only holds a CPU that
-//     gVisor's goroutines and the pumps want (go run ./perf --tcp --only
-//     tcprr64-c1, 1 connection, two repetitions each: p50 203 µs without
-//     spinning, 254–268 µs spinning after TCP work).
+//     not start a spin: between a request and its reply gVisor's
+//     processor, the connection's pump and the app run, so a spin there
+//     holds a CPU they want (go run ./perf --tcp --only tcprr64-c1, 1
+//     connection, two repetitions each: p50 203 µs without spinning,
+//     254–268 µs spinning after TCP work); it did not pay either once
+//     the worker took the app's reply into gVisor itself (PushTx): three
+//     interleaved rounds of go run ./perf --tcp --quick, 2026-12-04,
+//     request/response over one connection 0.57–0.79 of the kernel's
+//     rate at 3.49–3.83× its B CPU per transaction spinning against
+//     0.66–0.76 at 2.04–2.76 not, 32 connections 0.61–0.69 at 1.56–2.07
+//     against 0.53–0.94 at 1.14–2.00.
 //     The spinner yields its CPU (sched_yield) every spinCheckEvery
 //     checks, so that a thread waiting for that CPU runs at once: the app
 //     the worker just signalled is usually one, because the kernel wakes
