@@ -20,7 +20,11 @@ func TestPacer(t *testing.T) {
 		}
 		got += n
 	}
-	if got < 900 || got > 1100 || got != p.submitted {
-		t.Errorf("10,000/s for 100 ms allowed %d (submitted %d), want about 1,000", got, p.submitted)
+	// Never ahead of the rate; behind it only by what a descheduled
+	// goroutine missed at the end (a loaded machine), so the lower bound
+	// is loose.
+	el := time.Since(p.start)
+	if most := uint64(10000*el.Seconds()) + 1; got > most || got < most/2 || got != p.submitted {
+		t.Errorf("10,000/s for %v allowed %d (submitted %d), want at most %d and at least half", el, got, p.submitted, most)
 	}
 }
