@@ -98,7 +98,7 @@ func checkSentEqualsReceived(t *testing.T, p *nstest.Pair, newGen func(Config) (
 	if sent == 0 || g.Errors() != 0 {
 		t.Fatalf("sent %d, errors %d", sent, g.Errors())
 	}
-	if sent > 20000*3/10+20000/100 {
+	if sent > 20000*35/100 { // 300 ms and some slack for a loaded machine
 		t.Errorf("sent %d in 300 ms at 20,000/s", sent)
 	}
 	// Wait for the receiver to drain its queue: the count settles at sent.
