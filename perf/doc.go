@@ -41,7 +41,7 @@
 // sent 1.19–1.54 Mpps at 557–738 ns of machine CPU per packet with xdp
 // (five --quick runs) and 0.29–0.42 Mpps at 2,700–4,900 with packet, which
 // weighed the same on both sides of the cost ratio and pulled it towards 1
-// (cost ratio kernel/xsessiond 1.07–2.02 in sixteen --quick runs with
+// (cost ratio kernel/xsessiond 1.07–2.02 in eighteen --quick runs with
 // packet; 3.15–4.55 in five with xdp, below).
 //
 // Host B runs the implementation under test:
@@ -266,7 +266,7 @@
 // xsessiond's native XDP path never does, so it would be taken out of
 // xsessiond's cost without being in it). Where the generator costs much,
 // it weighs the same on both sides of the first ratio and pulls it towards
-// 1: with the packet generator on the VM above (--gen packet), sixteen
+// 1: with the packet generator on the VM above (--gen packet), eighteen
 // --quick runs gave 1.07–2.02 while the receive cost ratio was 1.20–3.57.
 // Ten --quick runs with the xdp generator on the same VM (2026-12-04
 // 13:12–13:30 UTC): cost ratio 3.05–4.55, rate ratio 3.06–4.70 (kernel
