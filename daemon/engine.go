@@ -121,14 +121,17 @@ type QueueStats struct {
 	// Chained counts the packets larger than a frame that came as
 	// chains of AF_XDP descriptors and were joined (TCP segments the
 	// peer's segmentation offload built, in generic mode on a veth).
-	Chained uint64            `json:"chained"`
-	Held    uint64            `json:"held"`
-	Loops   uint64            `json:"loops"`
-	Sleeps  uint64            `json:"sleeps"`
-	Kicks   uint64            `json:"kicks"`
-	Naps    uint64            `json:"naps"`
-	Dropped uint64            `json:"dropped"`
-	Drops   map[string]uint64 `json:"drops"`
+	Chained uint64 `json:"chained"`
+	Held    uint64 `json:"held"`
+	Loops   uint64 `json:"loops"`
+	Sleeps  uint64 `json:"sleeps"`
+	Kicks   uint64 `json:"kicks"`
+	Naps    uint64 `json:"naps"`
+	// FullYields counts the batches after which the worker yielded its
+	// CPU to an app whose rx fifo was full.
+	FullYields uint64            `json:"full_yields"`
+	Dropped    uint64            `json:"dropped"`
+	Drops      map[string]uint64 `json:"drops"`
 	// XSK are the socket's counters that are not drops.
 	XSK XSKStats `json:"xsk"`
 }
@@ -278,7 +281,7 @@ func (e dpEngine) Stats() EngineStats {
 func queueStats(q *datapath.QueueStats) QueueStats {
 	qs := QueueStats{Queue: q.Queue, Worker: q.Worker, ZeroCopy: q.ZeroCopy, RxPackets: q.Rx, TxPackets: q.Tx,
 		Delivered: q.Delivered, PartialCsum: q.PartialCsum, TxKernel: q.TxKernel, TxGSO: q.TxGSO,
-		Fragments: q.Fragments, Reassembled: q.Reassembled, ReasmInFlight: q.ReasmInFlight, ReasmHeld: q.ReasmHeld, Chained: q.Chained, Held: q.Held, Loops: q.Loops, Sleeps: q.Sleeps, Kicks: q.Kicks, Naps: q.Naps,
+		Fragments: q.Fragments, Reassembled: q.Reassembled, ReasmInFlight: q.ReasmInFlight, ReasmHeld: q.ReasmHeld, Chained: q.Chained, Held: q.Held, Loops: q.Loops, Sleeps: q.Sleeps, Kicks: q.Kicks, Naps: q.Naps, FullYields: q.FullYields,
 		Drops: make(map[string]uint64, len(q.Drops)+4)}
 	for k, v := range q.Drops {
 		if v != 0 {
@@ -320,6 +323,7 @@ func (t *QueueStats) add(q *QueueStats) {
 	t.Sleeps += q.Sleeps
 	t.Kicks += q.Kicks
 	t.Naps += q.Naps
+	t.FullYields += q.FullYields
 	t.Dropped += q.Dropped
 	for k, v := range q.Drops {
 		t.Drops[k] += v
@@ -351,6 +355,7 @@ func (t QueueStats) sub(base QueueStats) QueueStats {
 	out.RxPackets, out.TxPackets, out.Delivered = d(t.RxPackets, base.RxPackets), d(t.TxPackets, base.TxPackets), d(t.Delivered, base.Delivered)
 	out.Held, out.Loops, out.Sleeps = d(t.Held, base.Held), d(t.Loops, base.Loops), d(t.Sleeps, base.Sleeps)
 	out.Kicks, out.Naps, out.Chained = d(t.Kicks, base.Kicks), d(t.Naps, base.Naps), d(t.Chained, base.Chained)
+	out.FullYields = d(t.FullYields, base.FullYields)
 	out.PartialCsum, out.TxKernel, out.TxGSO = d(t.PartialCsum, base.PartialCsum), d(t.TxKernel, base.TxKernel), d(t.TxGSO, base.TxGSO)
 	out.Fragments, out.Reassembled = d(t.Fragments, base.Fragments), d(t.Reassembled, base.Reassembled)
 	out.Drops, out.Dropped = subMap(t.Drops, base.Drops), 0

@@ -58,8 +58,11 @@ type Counts struct {
 	Spins     uint64 `json:"spins"`     // idle spins begun (Config.IdleSpin)
 	SpinHits  uint64 `json:"spin_hits"` // idle spins that found work before sleeping
 	Naps      uint64 `json:"naps"`      // timed naps of a worker with recent traffic (Config.IdleNap)
-	TxKernel  uint64 `json:"tx_kernel"` // datagrams larger than a frame sent through the kernel path
-	TxGSO     uint64 `json:"tx_gso"`    // TCP packets (up to 64 KiB) sent through the packet socket (TCPConfig.NoGSO)
+	// FullYields counts the batches after which the worker yielded its
+	// CPU because an app's rx fifo was full (worker.run).
+	FullYields uint64 `json:"full_yields"`
+	TxKernel   uint64 `json:"tx_kernel"` // datagrams larger than a frame sent through the kernel path
+	TxGSO      uint64 `json:"tx_gso"`    // TCP packets (up to 64 KiB) sent through the packet socket (TCPConfig.NoGSO)
 	// PartialCsum counts datagrams delivered whose UDP checksum field
 	// held the pseudo-header sum (Config.Checksum accepts them; under
 	// ChecksumVerify they are dropped as bad-udp-csum instead).

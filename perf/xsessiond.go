@@ -458,7 +458,7 @@ func (e *XsessiondEcho) StatsLine() string {
 	st := e.l.stats()
 	t := st.Totals
 	line := statsLine(st, e.echoed.Load())
-	line += fmt.Sprintf("; spins %d spin-hits %d naps %d", t.Spins, t.SpinHits, t.Naps)
+	line += fmt.Sprintf("; spins %d spin-hits %d naps %d full-yields %d", t.Spins, t.SpinHits, t.Naps, t.FullYields)
 	if en := e.l.x.d.Engine(); en != nil {
 		k := en.KickStats()
 		line += fmt.Sprintf("; app kicks %d spurious %d muted %d", k.Wakes, k.Spurious, k.Muted)
