@@ -714,10 +714,11 @@ func (w *worker) signalQueues() {
 // milliseconds at a time, more than a fifo holds at line rate. On the perf
 // rig with XDP frames (worker and app share the CPU the generator's
 // softirq leaves them; go run ./perf --reps 1 --payloads 1472 --only
-// '^udp1472-q1-f1/xsessiond$', two interleaved rounds, 2026-12-04): loss
-// to a full fifo 17.7% and 26.5% without, 10.8% and 14.2% with, 1.013 and
-// 0.891 Mpps delivered against 1.173 and 0.944; a 16 MiB fifo instead of
-// 4 MiB lost 0.45%. The yield costs a system call per such batch, which a
+// '^udp1472-q1-f1/xsessiond$', four interleaved rounds, 2026-12-04): lost
+// 17.7, 26.5, 28.9 and 13.9% without, 10.8, 14.2, 13.1 and 5.9% with,
+// delivering 0.77–1.01 Mpps against 0.94–1.22; a 16 MiB fifo instead of
+// 4 MiB lost 0.45% without. At 512 bytes the loss moved from the fifo to
+// the AF_XDP rx ring (the worker behind), 2.8–3.3% against 0.04–7.9%. The yield costs a system call per such batch, which a
 // stalled app's traffic pays, and runs nobody when no thread waits.
 //
 // signalHold is how long a hot queue may hold back an app's rx signal.
