@@ -59,7 +59,7 @@ type Counts struct {
 	SpinHits  uint64 `json:"spin_hits"` // idle spins that found work before sleeping
 	Naps      uint64 `json:"naps"`      // timed naps of a worker with recent traffic (Config.IdleNap)
 	// FullYields counts the batches after which the worker yielded its
-	// CPU because an app's rx fifo was full (worker.run).
+	// CPU because an app's rx fifo was full (worker.yieldToApp).
 	FullYields uint64 `json:"full_yields"`
 	TxKernel   uint64 `json:"tx_kernel"` // datagrams larger than a frame sent through the kernel path
 	TxGSO      uint64 `json:"tx_gso"`    // TCP packets (up to 64 KiB) sent through the packet socket (TCPConfig.NoGSO)

@@ -280,10 +280,7 @@ func (w *worker) run() {
 			full := w.c.Drops[dropFifoFull]
 			w.processBatch(w.frames[:nf])
 			if w.c.Drops[dropFifoFull] != full {
-				// An app is behind: give it the CPU if it waits for
-				// this one (fullYield).
-				w.c.FullYields++
-				yield()
+				w.yieldToApp()
 			}
 			w.sock.FreeDescs(w.descs[:n])
 			busy, dgram = true, w.delivered
@@ -708,9 +705,9 @@ func (w *worker) signalQueues() {
 	w.queues = w.queues[:0]
 }
 
-// A batch that found an app's rx fifo full ends with a sched_yield: the
-// app, whose reads would make room, may be waiting for the worker's CPU,
-// and the kernel's scheduler gives each of two busy threads on one CPU
+// yieldToApp ends a batch that found an app's rx fifo full: the app,
+// whose reads would make room, may be waiting for the worker's CPU, and
+// the kernel's scheduler gives each of two busy threads on one CPU
 // milliseconds at a time, more than a fifo holds at line rate. On the perf
 // rig with XDP frames (worker and app share the CPU the generator's
 // softirq leaves them; go run ./perf --reps 1 --payloads 1472 --only
@@ -718,9 +715,14 @@ func (w *worker) signalQueues() {
 // 17.7, 26.5, 28.9 and 13.9% without, 10.8, 14.2, 13.1 and 5.9% with,
 // delivering 0.77–1.01 Mpps against 0.94–1.22; a 16 MiB fifo instead of
 // 4 MiB lost 0.45% without. At 512 bytes the loss moved from the fifo to
-// the AF_XDP rx ring (the worker behind), 2.8–3.3% against 0.04–7.9%. The yield costs a system call per such batch, which a
-// stalled app's traffic pays, and runs nobody when no thread waits.
-//
+// the AF_XDP rx ring (the worker behind), 2.8–3.3% against 0.04–7.9%.
+// The yield costs a system call per such batch, which a stalled app's
+// traffic pays, and runs nobody when no thread waits.
+func (w *worker) yieldToApp() {
+	w.c.FullYields++
+	yield()
+}
+
 // signalHold is how long a hot queue may hold back an app's rx signal.
 // While frames arrive fast enough that the worker naps between batches
 // (poll.go), an app asleep on an empty fifo is signalled once for up to

@@ -10,9 +10,10 @@ package main
 //     the XDP generator B's ring had no room for; a backlog drop of a
 //     frame is also in the sender's tx_dropped, so since takes those out
 //     where B receives in its backlog, and so is a refused XDP frame,
-//     which is not sent again), and A's tx_dropped (the veth hand-over refused the frame: the
-//     peer's ring or backlog was full) where the sender is a socket (the
-//     echo client). The generator's frames are not lost
+//     which is not sent again), and A's tx_dropped (the veth hand-over
+//     refused the frame: the peer's ring or backlog was full) where the
+//     sender is a socket (the echo client). The generator's frames are
+//     not lost
 //     there: veth frees a frame it refuses at once, and the packet
 //     socket then hands the slot back to the ring with ENOBUFS, to go
 //     out with the next call, so tx_dropped counts attempts. It is shown

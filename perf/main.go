@@ -221,14 +221,7 @@ func run(ctx context.Context, o options, log io.Writer) (*Report, error) {
 		rep.Config.ServerCPU = pin.cpu
 		pin.steering = o.steer
 		pin.udp = o.steer && o.placeUDP
-		if pin.udp && o.genKind == genAuto {
-			// Placed, B's receive (for xsessiond its NAPI thread) shares
-			// one CPU with the receiver while the generator has the
-			// other: XDP frames, which cost the generator almost nothing,
-			// flood it (a --quick run lost 79% at B's ring) where the
-			// packet generator's own cost paces it.
-			plan.Gen = genPacket
-		}
+		plan.PlaceUDP = pin.udp
 		rep.Config.Steer = o.steer
 		rep.Config.PlaceUDP = pin.udp
 	}
@@ -321,10 +314,10 @@ func rowLine(r Result) string {
 // cost per packet over xsessiond's (the whole machine's, generator
 // included), xsessiond's rate over the kernel's, the cost ratio of the
 // receivers alone (rx ns/pkt: the gen-only row's cost per sent packet
-// taken out), and, in placed rows, that of host B's CPU per packet. Where the generator costs much per packet, as on a host
-// whose system calls and veth hand-over are slow, it weighs the same on
-// both sides of the first ratio and pulls it towards 1; the last one is
-// the receivers' own.
+// taken out), and, in placed rows, that of host B's CPU per packet. Where
+// the generator costs much per packet, as on a host whose system calls and
+// veth hand-over are slow, it weighs the same on both sides of the first
+// ratio and pulls it towards 1; the last one is the receivers' own.
 func quickLine(results []Result) string {
 	var k, x *Result
 	for i := range results {

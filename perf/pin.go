@@ -125,9 +125,9 @@ func (sp *serverPin) genCPUs() *unix.CPUSet {
 // placed finishes the placement once the server of a row is up: for
 // xsessiond (and the XDP_DROP floor), whose XDP program in native mode
 // made B's veth receive in NAPI, that NAPI becomes threaded with its
-// threads on the server's CPU (threadNAPI). In generic mode the program runs in the receive softirq,
-// after receive packet steering, which already puts it on the server's
-// CPU. The returned function undoes it; it runs before the server stops.
+// threads on the server's CPU (threadNAPI). In generic mode the program
+// runs in the receive softirq, after receive packet steering, which
+// already puts it on the server's CPU. The returned function undoes it; it runs before the server stops.
 // A nil sp does nothing.
 func (sp *serverPin) placed(p *nstest.Pair, impl string) (restore func() error, err error) {
 	if sp == nil || !sp.steering || (impl != ImplXsessiond && impl != ImplXDPDrop) {

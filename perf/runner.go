@@ -261,8 +261,9 @@ func lossLine(rep Rep) string {
 //
 // With cpus, each generator's goroutine runs on a thread of its own on
 // those CPUs (serverPin.genCPUs); the thread ends with it.
-func startGen(p *nstest.Pair, s Scenario, dstMAC net.HardwareAddr, port uint16, threads int, kind string, cpus *unix.CPUSet) (*genGroup, func() error, error) {
+func startGen(p *nstest.Pair, s Scenario, dstMAC net.HardwareAddr, port uint16, threads int, cpus *unix.CPUSet) (*genGroup, func() error, error) {
 	k := max(1, min(threads, s.Flows))
+	kind := s.Gen
 	gg := &genGroup{}
 	var ungro func() error
 	closeAll := func() {
@@ -416,7 +417,7 @@ func (r *runner) receiveRep(ctx context.Context, s Scenario, rep, reps int) (out
 	if err != nil {
 		return Rep{}, err
 	}
-	g, stopGen, err := startGen(p, s, p.B.MAC, r.port, r.genThreads, s.Gen, r.serverPin.genCPUs())
+	g, stopGen, err := startGen(p, s, p.B.MAC, r.port, r.genThreads, r.serverPin.genCPUs())
 	if err != nil {
 		return Rep{}, err
 	}
@@ -499,7 +500,7 @@ func (r *runner) genOnlyRep(ctx context.Context, s Scenario, rep, reps int) (out
 		return Rep{}, err
 	}
 	defer func() { err = errors.Join(err, unplace()) }()
-	g, stopGen, err := startGen(p, s, otherHostMAC(p.B.MAC), r.port, r.genThreads, s.Gen, r.serverPin.genCPUs())
+	g, stopGen, err := startGen(p, s, otherHostMAC(p.B.MAC), r.port, r.genThreads, r.serverPin.genCPUs())
 	if err != nil {
 		return Rep{}, err
 	}

@@ -78,18 +78,26 @@ type Plan struct {
 	// Gen is the generator of the UDP receive rows: genPacket, genXDP or
 	// genAuto ("" is genAuto).
 	Gen string
+	// PlaceUDP: the UDP receive rows are placed (--place-udp), which
+	// auto gives the packet generator.
+	PlaceUDP bool
 }
 
 // rowGen is the generator a UDP receive row on q queues gets from --gen.
 // Auto takes XDP frames where there is one queue: veth's ndo_xdp_xmit puts
 // a frame on the peer's queue of the sending CPU, not of its flow's hash,
 // so XDP frames cannot spread flows over queues; the packet socket's
-// frames are spread by their hash.
+// frames are spread by their hash. Placed rows (--place-udp) get the
+// packet socket too: there B's receive (for xsessiond its NAPI thread)
+// shares one CPU with the receiver while the generator has the other, and
+// XDP frames, which cost the generator almost nothing, flood it (a --quick
+// run lost 79% at B's ring) where the packet generator's own cost paces
+// it.
 func (p Plan) rowGen(q int) string {
 	switch {
 	case p.Gen == genPacket || p.Gen == genXDP:
 		return p.Gen
-	case q == 1:
+	case q == 1 && !p.PlaceUDP:
 		return genXDP
 	}
 	return genPacket

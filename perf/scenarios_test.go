@@ -73,23 +73,25 @@ func TestScenariosQuick(t *testing.T) {
 }
 
 // TestScenariosGen checks which generator each UDP receive row gets: with
-// auto, XDP frames on one queue and the packet socket on more; a chosen
-// one everywhere; none for the other kinds.
+// auto, XDP frames on one queue and the packet socket on more or when the
+// rows are placed; a chosen one everywhere; none for the other kinds.
 func TestScenariosGen(t *testing.T) {
-	for _, gen := range []string{"", genAuto, genXDP, genPacket} {
-		for _, r := range Scenarios(Plan{Payloads: DefaultPayloads, Queues: 4, Flows: 16, Gen: gen}) {
-			want := ""
-			switch {
-			case r.Kind != KindReceive && r.Kind != KindGenOnly:
-			case gen == genXDP || gen == genPacket:
-				want = gen
-			case r.Queues == 1:
-				want = genXDP
-			default:
-				want = genPacket
-			}
-			if r.Gen != want {
-				t.Errorf("--gen %q: row %s has generator %q, want %q", gen, r.Name, r.Gen, want)
+	for _, placed := range []bool{false, true} {
+		for _, gen := range []string{"", genAuto, genXDP, genPacket} {
+			for _, r := range Scenarios(Plan{Payloads: DefaultPayloads, Queues: 4, Flows: 16, Gen: gen, PlaceUDP: placed}) {
+				want := ""
+				switch {
+				case r.Kind != KindReceive && r.Kind != KindGenOnly:
+				case gen == genXDP || gen == genPacket:
+					want = gen
+				case r.Queues == 1 && !placed:
+					want = genXDP
+				default:
+					want = genPacket
+				}
+				if r.Gen != want {
+					t.Errorf("--gen %q, placed %v: row %s has generator %q, want %q", gen, placed, r.Name, r.Gen, want)
+				}
 			}
 		}
 	}

@@ -201,7 +201,7 @@ func TestPlaceReceive(t *testing.T) {
 	}
 
 	s := Scenario{Name: "udp64-q1-f1/gen-only", Kind: KindGenOnly, Impl: ImplGenOnly, Payload: 64, Queues: 1, Flows: 1, Rate: 1000}
-	_, stop, err := startGen(p, s, otherHostMAC(p.B.MAC), defaultPort, 1, genPacket, sp.genCPUs())
+	_, stop, err := startGen(p, s, otherHostMAC(p.B.MAC), defaultPort, 1, sp.genCPUs())
 	if err != nil {
 		t.Fatal(err)
 	}
