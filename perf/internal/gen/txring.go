@@ -58,15 +58,20 @@ type Generator struct {
 	kickEr atomic.Uint64 // sendto calls that failed with a transient error
 }
 
+// frames checks what both generators need of cfg and builds its frames.
+func (cfg Config) frames() ([][]byte, error) {
+	if cfg.IfIndex <= 0 {
+		return nil, fmt.Errorf("%w: ifindex %d", ErrBadConfig, cfg.IfIndex)
+	}
+	return BuildFrames(cfg.FrameSpec)
+}
+
 // New opens the socket and its ring on cfg.IfIndex in the calling thread's
 // network namespace and writes the frames into every slot.
 func New(cfg Config) (*Generator, error) {
-	frames, err := BuildFrames(cfg.FrameSpec)
+	frames, err := cfg.frames()
 	if err != nil {
 		return nil, err
-	}
-	if cfg.IfIndex <= 0 {
-		return nil, fmt.Errorf("%w: ifindex %d", ErrBadConfig, cfg.IfIndex)
 	}
 	if cfg.Batch <= 0 {
 		cfg.Batch = defaultBatch

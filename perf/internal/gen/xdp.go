@@ -49,12 +49,9 @@ type XDPGenerator struct {
 // namespace, for frames sent on cfg.IfIndex. cfg.Batch, when set, is the
 // most frames per test run; RingFrames is not used.
 func NewXDP(cfg Config) (*XDPGenerator, error) {
-	frames, err := BuildFrames(cfg.FrameSpec)
+	frames, err := cfg.frames()
 	if err != nil {
 		return nil, err
-	}
-	if cfg.IfIndex <= 0 {
-		return nil, fmt.Errorf("%w: ifindex %d", ErrBadConfig, cfg.IfIndex)
 	}
 	count, err := ebpf.NewMap(&ebpf.MapSpec{Name: "gen_count", Type: ebpf.Array, KeySize: 4, ValueSize: 8, MaxEntries: 1})
 	if err != nil {
