@@ -105,6 +105,10 @@ type QueueStats struct {
 	// TxKernel counts datagrams larger than a frame sent through the
 	// kernel path, which fragments them.
 	TxKernel uint64 `json:"tx_kernel"`
+	// TxKernelWaits counts the times the kernel path's socket had no
+	// room for a datagram, which then waited in the app's tx fifo (or a
+	// hold slot) instead of being dropped.
+	TxKernelWaits uint64 `json:"tx_kernel_waits"`
 	// TxGSO counts TCP packets (up to 64 KiB each) sent through the
 	// packet socket that lets the kernel segment them.
 	TxGSO uint64 `json:"tx_gso"`
@@ -280,7 +284,7 @@ func (e dpEngine) Stats() EngineStats {
 // queueStats converts one worker's counters.
 func queueStats(q *datapath.QueueStats) QueueStats {
 	qs := QueueStats{Queue: q.Queue, Worker: q.Worker, ZeroCopy: q.ZeroCopy, RxPackets: q.Rx, TxPackets: q.Tx,
-		Delivered: q.Delivered, PartialCsum: q.PartialCsum, TxKernel: q.TxKernel, TxGSO: q.TxGSO,
+		Delivered: q.Delivered, PartialCsum: q.PartialCsum, TxKernel: q.TxKernel, TxKernelWaits: q.TxKernelWaits, TxGSO: q.TxGSO,
 		Fragments: q.Fragments, Reassembled: q.Reassembled, ReasmInFlight: q.ReasmInFlight, ReasmHeld: q.ReasmHeld, Chained: q.Chained, Held: q.Held, Loops: q.Loops, Sleeps: q.Sleeps, Kicks: q.Kicks, Naps: q.Naps, FullYields: q.FullYields,
 		Drops: make(map[string]uint64, len(q.Drops)+4)}
 	for k, v := range q.Drops {
@@ -312,6 +316,7 @@ func (t *QueueStats) add(q *QueueStats) {
 	t.Delivered += q.Delivered
 	t.PartialCsum += q.PartialCsum
 	t.TxKernel += q.TxKernel
+	t.TxKernelWaits += q.TxKernelWaits
 	t.TxGSO += q.TxGSO
 	t.Fragments += q.Fragments
 	t.Reassembled += q.Reassembled
@@ -356,6 +361,7 @@ func (t QueueStats) sub(base QueueStats) QueueStats {
 	out.Held, out.Loops, out.Sleeps = d(t.Held, base.Held), d(t.Loops, base.Loops), d(t.Sleeps, base.Sleeps)
 	out.Kicks, out.Naps, out.Chained = d(t.Kicks, base.Kicks), d(t.Naps, base.Naps), d(t.Chained, base.Chained)
 	out.FullYields = d(t.FullYields, base.FullYields)
+	out.TxKernelWaits = d(t.TxKernelWaits, base.TxKernelWaits)
 	out.PartialCsum, out.TxKernel, out.TxGSO = d(t.PartialCsum, base.PartialCsum), d(t.TxKernel, base.TxKernel), d(t.TxGSO, base.TxGSO)
 	out.Fragments, out.Reassembled = d(t.Fragments, base.Fragments), d(t.Reassembled, base.Reassembled)
 	out.Drops, out.Dropped = subMap(t.Drops, base.Drops), 0

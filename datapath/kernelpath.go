@@ -3,6 +3,7 @@ package datapath
 import (
 	"errors"
 	"net/netip"
+	"time"
 
 	"golang.org/x/sys/unix"
 
@@ -45,6 +46,15 @@ import (
 // out whole, with DF set (IPv4): in a frame of its own, or through the
 // socket in IP_PMTUDISC_DO mode (IPV6_DONTFRAG), so that the kernel
 // refuses rather than fragments it should its path MTU be smaller.
+//
+// When the socket's send buffer is full (EAGAIN: the link has not sent
+// what it queued yet), nothing is dropped: a datagram larger than a frame
+// stays at the head of the app's tx fifo, which then fills and holds the
+// app back, and one in a frame is held like a datagram whose next hop
+// resolves (tx.go), behind which later datagrams to that next hop queue;
+// the worker tries again every kernelRetry, and counts each such datagram
+// once (TxKernelWaits). Only a held one still refused after holdFor is
+// dropped (tx-kernel).
 
 // kernelBufs are kernelRx's buffers (one set, the peerWatch goroutine's).
 type kernelBufs struct {
@@ -148,55 +158,128 @@ func (e *Engine) kernelRx(fd int, kb *kernelBufs) {
 	}
 }
 
-// txKernel sends a datagram of t that does not fit a frame through t's
-// kernel socket, and reports whether t has one (false: the caller drops
-// it). The datagram is counted either way.
-func (w *worker) txKernel(t *udp.Target, hd *held, payload []byte) bool {
+// kernelSend is what txKernel did with a datagram.
+type kernelSend uint8
+
+const (
+	kernelNone kernelSend = iota // t has no kernel path: the caller drops the datagram
+	kernelDone                   // sent, or refused for good (counted)
+	kernelFull                   // the socket's send buffer is full: the datagram waits (below)
+)
+
+// kernelRetry is how often a worker tries again a datagram the kernel
+// path's socket had no room for, and how long it sleeps at most while one
+// waits. A kernel socket's sender would sleep until the room came; the
+// worker, which serves other sessions meanwhile, looks again: the room
+// comes as the link sends what the socket queued (the socket's send
+// buffer, 208 KiB by default, is many datagrams).
+const kernelRetry = 100 * time.Microsecond
+
+// txKernel sends a datagram of t that does not fit a frame (or the path
+// MTU) through t's kernel socket. A datagram sent or refused for good is
+// counted here; one the socket had no room for (EAGAIN: its send buffer
+// is full of what the link has not sent yet) is the caller's to keep and
+// try again, in order, as a kernel socket's sender would wait.
+func (w *worker) txKernel(t *udp.Target, hd *held, payload []byte) kernelSend {
 	if t.Res == nil {
-		return false
+		return kernelNone
 	}
 	dst := netip.AddrPortFrom(flow.AddrFrom(hd.key.addr, hd.key.fam), hd.dport)
 	if err := t.Res.Send(payload, dst, hd.src, w.tx.oob[:], hd.df); err != nil {
-		if hd.df && errors.Is(err, unix.EMSGSIZE) {
+		switch {
+		case hd.df && errors.Is(err, unix.EMSGSIZE):
 			w.tooBig(t)
-			return true
+		case errors.Is(err, unix.EAGAIN):
+			return kernelFull
+		default:
+			w.c.Drops[dropTxKernel]++
+			t.TxDrops.Add(1)
 		}
-		w.c.Drops[dropTxKernel]++
-		t.TxDrops.Add(1)
-		return true
+		return kernelDone
 	}
 	w.c.TxKernel++
 	t.Sent.Add(1)
 	t.TxBytes.Add(uint64(len(payload)))
-	return true
+	return kernelDone
 }
 
-// txBig takes the next datagram of t's tx fifo, which does not fit a
-// frame, into the worker's big buffer and sends it through the kernel. It
-// reports false when t has no kernel path (the caller drops it).
-func (w *worker) txBig(t *udp.Target, h *fifo.DgramHeader) bool {
+// txBig sends the next datagram of t's tx fifo, which does not fit a
+// frame, through the kernel, copied into the worker's big buffer. It
+// leaves the datagram in the fifo when the socket has no room, or while
+// datagrams to the same next hop wait (kernelFull: t waits, see wait),
+// and reports kernelNone when t has no kernel path or the datagram is
+// longer than any (the caller drops it).
+func (w *worker) txBig(t *udp.Target, h *fifo.DgramHeader) kernelSend {
 	if t.Res == nil {
-		return false
+		return kernelNone
 	}
 	if w.big == nil {
 		w.big = make([]byte, 65536)
 	}
-	n, err := t.Tx.DequeueDgram(h, w.big)
-	if err != nil {
-		return false
+	a, b, err := t.Tx.PeekDgram(h)
+	if err != nil || int(h.Len) > len(w.big) {
+		return kernelNone
 	}
+	n := copy(w.big, a)
+	n += copy(w.big[n:], b)
+	r := kernelDone
 	var hd held
-	if !w.tx.destination(t, h, &hd) {
+	switch {
+	case !w.tx.destination(t, h, &hd):
 		w.c.Drops[dropTxBadHeader]++
 		t.TxDrops.Add(1)
-		return true
-	}
-	if hd.df && !w.tx.fitsPath(&hd, n) {
+	case hd.df && !w.tx.fitsPath(&hd, n):
 		w.tooBig(t)
-		return true
+	case w.tx.holding(hd.key):
+		return kernelFull // behind the datagrams to that next hop
+	default:
+		r = w.txKernel(t, &hd, w.big[:n])
 	}
-	return w.txKernel(t, &hd, w.big[:n])
+	if r == kernelDone {
+		t.KernelWait = false
+		if _, err := t.Tx.DropDgram(); err != nil {
+			// The app rewrote the record since the peek.
+			w.c.Drops[dropTxCorrupt]++
+			t.TxCorrupt.Add(1)
+		}
+	}
+	return r
 }
+
+// wait notes that t's next datagram waits for room in t's kernel socket:
+// drainTx leaves t until retryWaiting marks it again, kernelRetry later.
+func (x *txState) wait(t *udp.Target) {
+	if !t.KernelWait {
+		t.KernelWait = true
+		x.w.c.TxKernelWaits++ // once per datagram
+	}
+	for _, u := range x.waiting {
+		if u == t {
+			return
+		}
+	}
+	if len(x.waiting) == 0 {
+		x.waitSince = x.now
+	}
+	x.waiting = append(x.waiting, t)
+}
+
+// retryWaiting gives the waiting Targets to drainTx again once
+// kernelRetry passed.
+func (x *txState) retryWaiting() {
+	if len(x.waiting) == 0 || x.now.Sub(x.waitSince) < kernelRetry {
+		return
+	}
+	for i, t := range x.waiting {
+		t.More = true
+		x.waiting[i] = nil
+	}
+	x.waiting = x.waiting[:0]
+}
+
+// kernelWaiting reports whether a datagram waits for room in a kernel
+// socket: the worker then sleeps at most kernelRetry.
+func (x *txState) kernelWaiting() bool { return len(x.waiting) > 0 || x.heldKernel > 0 }
 
 // fitsPath reports whether a datagram of plen payload bytes to hd's
 // destination fits one IP packet of the path MTU as known now: the

@@ -51,7 +51,7 @@ type Counts struct {
 	Rx        uint64 `json:"rx"`        // frames received
 	Delivered uint64 `json:"delivered"` // datagrams queued in an app's rx fifo
 	Tx        uint64 `json:"tx"`        // frames transmitted
-	Held      uint64 `json:"held"`      // tx datagrams held for a neighbour
+	Held      uint64 `json:"held"`      // tx datagrams held for a neighbour or for room in the kernel path's socket
 	Loops     uint64 `json:"loops"`
 	Sleeps    uint64 `json:"sleeps"`
 	Kicks     uint64 `json:"kicks"`     // kick eventfd wakeups
@@ -62,7 +62,10 @@ type Counts struct {
 	// CPU because an app's rx fifo was full (worker.yieldToApp).
 	FullYields uint64 `json:"full_yields"`
 	TxKernel   uint64 `json:"tx_kernel"` // datagrams larger than a frame sent through the kernel path
-	TxGSO      uint64 `json:"tx_gso"`    // TCP packets (up to 64 KiB) sent through the packet socket (TCPConfig.NoGSO)
+	// TxKernelWaits counts the datagrams the kernel path's socket
+	// refused for want of room (EAGAIN), which then waited (kernelpath.go).
+	TxKernelWaits uint64 `json:"tx_kernel_waits"`
+	TxGSO         uint64 `json:"tx_gso"` // TCP packets (up to 64 KiB) sent through the packet socket (TCPConfig.NoGSO)
 	// PartialCsum counts datagrams delivered whose UDP checksum field
 	// held the pseudo-header sum (Config.Checksum accepts them; under
 	// ChecksumVerify they are dropped as bad-udp-csum instead).

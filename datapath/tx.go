@@ -49,7 +49,10 @@ type held struct {
 	sport uint16
 	dport uint16
 	df    bool // don't fragment (fifo.DgramFlagDontFragment)
-	since time.Time
+	// kernel: held for room in the kernel path's socket (txKernel), not
+	// for a neighbour.
+	kernel bool
+	since  time.Time
 }
 
 // txState is a worker's transmit side. Worker goroutine only.
@@ -66,8 +69,17 @@ type txState struct {
 	lastT  *frame.Template
 	held   []held
 	heldBy map[*udp.Target]int // len(held) by target
-	now    time.Time
-	hdr    fifo.DgramHeader
+	// heldKernel counts the held datagrams waiting for room in a kernel
+	// socket (held.kernel), kernelTry when they were last tried.
+	heldKernel int
+	kernelTry  time.Time
+	// waiting are the Targets whose next datagram, larger than a frame,
+	// waits in Tx for room in their kernel socket (kernelpath.go), since
+	// waitSince.
+	waiting   []*udp.Target
+	waitSince time.Time
+	now       time.Time
+	hdr       fifo.DgramHeader
 
 	roomSignals []*fifo.EventQueue // apps told of room in a tx fifo after this drain's flush
 }
@@ -105,6 +117,7 @@ func (w *worker) drainTx() bool {
 		x.retryHeld() // what waited goes before what follows it
 	}
 	x.now = time.Now()
+	x.retryWaiting()
 	busy := false
 	for _, t := range w.own {
 		ev := t.Tx.HasEvent()
@@ -187,9 +200,13 @@ func (x *txState) drain(t *udp.Target, budget int) (n int, more bool) {
 			return n, false
 		case fifo.ErrShortBuffer:
 			x.unframe(addr)
-			if w.txBig(t, h) {
+			switch w.txBig(t, h) {
+			case kernelDone:
 				n++
 				continue
+			case kernelFull:
+				x.wait(t) // it and what follows it stay in the fifo
+				return n, false
 			}
 			if _, err := t.Tx.DropDgram(); err != nil {
 				w.c.Drops[dropTxCorrupt]++
@@ -282,8 +299,9 @@ func (x *txState) neighbour(k nbKey) nbResult {
 }
 
 // send builds hd's frame and queues it for transmit, or holds it while the
-// next hop resolves (fresh: not held before), or drops it.
-func (x *txState) send(hd *held, fresh bool) {
+// next hop resolves or while the kernel path's socket has no room (fresh:
+// not held before), or drops it. It reports whether hd is (still) held.
+func (x *txState) send(hd *held, fresh bool) bool {
 	w := x.w
 	nb := x.neighbour(hd.key)
 	if nb.ok && fresh && x.holding(hd.key) {
@@ -296,14 +314,12 @@ func (x *txState) send(hd *held, fresh bool) {
 		case nb.failed && nb.noRoute:
 			x.drop(hd, dropNoRoute)
 		case fresh:
-			// drain leaves a slot for every datagram it takes.
-			hd.since = x.now
-			x.held = append(x.held, *hd)
-			w.c.Held++
+			x.hold(hd)
+			return true
 		default:
-			// Retried by retryHeld.
+			return true // retried by retryHeld
 		}
-		return
+		return false
 	}
 	src := hd.src
 	if !src.IsValid() {
@@ -311,17 +327,17 @@ func (x *txState) send(hd *held, fresh bool) {
 	}
 	if !src.IsValid() {
 		x.drop(hd, dropNoRoute)
-		return
+		return false
 	}
 	if a := w.e.cfg.Addrs; a != nil && !a.HasAddress(w.e.ifc.Index, src) {
 		x.drop(hd, dropTxBadSource)
-		return
+		return false
 	}
 	tpl := x.template(tplKey{src: flow.AddrBytes(src), dst: hd.key.addr, sport: hd.sport, dport: hd.dport, fam: hd.key.fam,
 		df: hd.df && hd.key.fam == flow.Family4, mac: nb.mac}, src, hd.key.Addr())
 	if tpl == nil {
 		x.drop(hd, dropTxBadHeader)
-		return
+		return false
 	}
 	hl := tpl.HeaderLen()
 	mtu := x.mtu
@@ -334,21 +350,32 @@ func (x *txState) send(hd *held, fresh bool) {
 			// fragments: as a kernel socket with IP_PMTUDISC_DO, refuse.
 			x.unframe(hd.addr)
 			w.tooBig(hd.t)
-			return
+			return false
 		}
-		if x.w.txKernel(hd.t, hd, x.w.sock.Buffer(hd.addr)[payOff:payOff+hd.plen]) {
+		switch x.w.txKernel(hd.t, hd, x.w.sock.Buffer(hd.addr)[payOff:payOff+hd.plen]) {
+		case kernelDone:
 			x.unframe(hd.addr)
-			return
+			return false
+		case kernelFull:
+			if !hd.kernel {
+				hd.kernel = true
+				x.heldKernel++
+				w.c.TxKernelWaits++
+			}
+			if fresh {
+				x.hold(hd)
+			}
+			return true
 		}
 		x.drop(hd, dropTxTooLong)
-		return
+		return false
 	}
 	buf := w.sock.Buffer(hd.addr)
 	start := payOff - hl
 	flen, err := tpl.BuildInPlace(buf[start:], hd.plen)
 	if err != nil {
 		x.drop(hd, dropTxTooLong)
-		return
+		return false
 	}
 	w.cap.tx(w.q, buf[start:start+flen], hd.t)
 	x.descs = append(x.descs, xsk.Desc{Addr: hd.addr + uint64(start), Len: uint32(flen)})
@@ -357,6 +384,7 @@ func (x *txState) send(hd *held, fresh bool) {
 	if len(x.descs) == cap(x.descs) {
 		x.flush()
 	}
+	return false
 }
 
 func (x *txState) drop(hd *held, why int) {
@@ -418,27 +446,75 @@ func (x *txState) holding(k nbKey) bool {
 	return false
 }
 
-// retryHeld sends held datagrams whose next hop resolved and drops those
-// held too long.
+// hold keeps hd, whose payload is in a UMEM frame, for retryHeld. drain
+// leaves a slot for every datagram it takes.
+func (x *txState) hold(hd *held) {
+	hd.since = x.now
+	x.held = append(x.held, *hd)
+	x.w.c.Held++
+}
+
+// retryHeld sends held datagrams whose next hop resolved, or whose kernel
+// socket has room again (tried every kernelRetry), and drops those held
+// too long. A datagram kept holds the ones after it to the same next hop,
+// so that none overtakes another.
 func (x *txState) retryHeld() {
 	if len(x.held) == 0 {
 		return
 	}
 	x.now = time.Now()
+	tryKernel := x.heldKernel == 0 || x.now.Sub(x.kernelTry) >= kernelRetry
+	if tryKernel && x.heldKernel > 0 {
+		x.kernelTry = x.now
+	}
+	var stuck [8]nbKey // next hops a kept datagram holds; when full, every one
+	nStuck := 0
+	behind := func(k nbKey) bool {
+		if nStuck == len(stuck) {
+			return true
+		}
+		for _, s := range stuck[:nStuck] {
+			if s == k {
+				return true
+			}
+		}
+		return false
+	}
 	keep := x.held[:0]
+	x.heldKernel = 0
 	for i := range x.held {
 		hd := x.held[i]
-		nb := x.neighbour(hd.key)
-		switch {
-		case nb.ok:
-			x.send(&hd, false)
-			x.unhold(hd.t)
-		case (nb.failed && nb.noRoute) || x.now.Sub(hd.since) > holdFor:
-			x.drop(&hd, dropNoNeighbour)
-			x.unhold(hd.t)
-		default:
-			keep = append(keep, hd)
+		if !behind(hd.key) && (!hd.kernel || tryKernel) {
+			nb := x.neighbour(hd.key)
+			switch {
+			case nb.ok:
+				if !x.send(&hd, false) {
+					x.unhold(hd.t)
+					continue
+				}
+			case nb.failed && nb.noRoute:
+				x.drop(&hd, dropNoNeighbour)
+				x.unhold(hd.t)
+				continue
+			}
 		}
+		if x.now.Sub(hd.since) > holdFor {
+			why := dropNoNeighbour
+			if hd.kernel {
+				why = dropTxKernel
+			}
+			x.drop(&hd, why)
+			x.unhold(hd.t)
+			continue
+		}
+		if !behind(hd.key) {
+			stuck[nStuck] = hd.key
+			nStuck++
+		}
+		if hd.kernel {
+			x.heldKernel++
+		}
+		keep = append(keep, hd)
 	}
 	for i := len(keep); i < len(x.held); i++ {
 		x.held[i] = held{}
@@ -459,9 +535,16 @@ func (x *txState) unhold(t *udp.Target) {
 // dropHeld drops every held datagram (the worker is stopping).
 func (x *txState) dropHeld() {
 	for i := range x.held {
-		x.drop(&x.held[i], dropNoNeighbour)
+		why := dropNoNeighbour
+		if x.held[i].kernel {
+			why = dropTxKernel
+		}
+		x.drop(&x.held[i], why)
 		x.held[i] = held{}
 	}
 	x.held = x.held[:0]
+	x.heldKernel = 0
 	clear(x.heldBy)
+	clear(x.waiting)
+	x.waiting = x.waiting[:0]
 }

@@ -30,7 +30,7 @@ const (
 	dropTxNoFrame               // tx: no free UMEM frame
 	dropTxCorrupt               // tx: the app's tx fifo is corrupt
 	dropTxBadSource             // tx: the source address is not one of the interface's (Config.Addrs)
-	dropTxKernel                // tx: the kernel refused a datagram larger than a frame (its socket buffer full, no route) or a TCP packet on the packet socket
+	dropTxKernel                // tx: the kernel refused a datagram larger than a frame (no route; or its socket buffer stayed full for holdFor) or a TCP packet on the packet socket
 	dropRule                    // a global session rule dropped it
 	dropTxDontFragment          // tx: a don't-fragment datagram larger than the path MTU (the app is told EMSGSIZE)
 	dropReasmDuplicate          // a fragment whose bytes the reassembly already held (ignored, as Linux does)
@@ -425,7 +425,10 @@ func (w *worker) txReady() bool {
 // sleep waits in poll on the socket and the kick eventfd.
 func (w *worker) sleep() {
 	timeout := w.e.cfg.IdleTimeout
-	if w.tx.pending() {
+	switch {
+	case w.tx.kernelWaiting():
+		timeout = kernelRetry // try the kernel socket again
+	case w.tx.pending():
 		timeout = time.Millisecond // frames in flight or held: come back soon
 	}
 	w.sleepPoll(timeout) // kick.go: also the apps' kick eventfds

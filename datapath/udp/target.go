@@ -64,6 +64,9 @@ type Target struct {
 
 	// Tx-side state, owner worker only.
 	More bool // Tx had more than one drain's budget queued
+	// KernelWait: Tx's next datagram waits for room in Res's send
+	// buffer (counted once, when it first waited).
+	KernelWait bool
 
 	Delivered   atomic.Uint64 // datagrams queued in Rx
 	RxBytes     atomic.Uint64 // payload bytes queued in Rx
