@@ -10,7 +10,7 @@
 //	              [--xs-ring N] [--xs-nap D] [--xs-spin D] [--xs-spin-max D] [--xs-app-spin D]
 //	              [--xs-xdp-mode MODE] [--xs-rx-fifo BYTES] [--xs-tcp-bulk-fifo BYTES] [--xs-capture FILE]
 //	              [--tcp-cc cubic] [--server-cpu -2] [--steer=true] [--place-udp] [--peer-offload]
-//	go run ./perf gen  --iface IF --dst-mac MAC --dst-ip IP ...   (two-machine runs)
+//	go run ./perf gen  --iface IF --dst-mac MAC --dst-ip IP [--gen packet|xdp] ...   (two-machine runs)
 //	go run ./perf recv --iface IF --impl kernel|kernel-reuseport|xdp-drop|xsessiond ...
 //	perf tcpserve --impl kernel|xsessiond --mode rr|crr|recv|send ...    (started by the harness)
 //	perf echoserve --impl kernel|xsessiond --env JSON ...                (started by the harness)
@@ -43,6 +43,13 @@
 // weighed the same on both sides of the cost ratio and pulled it towards 1
 // (cost ratio kernel/xsessiond 1.07–2.02 in eighteen --quick runs with
 // packet; 3.15–4.55 in five with xdp, below).
+//
+// Split over two machines, perf gen sends on one (either generator: with
+// --gen xdp the frames go to the NIC driver's XDP transmit, which some
+// drivers offer only while an XDP program is attached to the interface; it
+// reports the interface's tx_dropped growth, the frames the driver did not
+// send) and perf recv receives on the other; loss is the sender's count
+// less the receiver's.
 //
 // Host B runs the implementation under test:
 //

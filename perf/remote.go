@@ -5,6 +5,7 @@ import (
 	"errors"
 	"flag"
 	"fmt"
+	"io"
 	"net"
 	"net/netip"
 	"os"
@@ -43,62 +44,120 @@ func ifaceInfo(name string) (idx int, mac net.HardwareAddr, addr netip.Addr, que
 
 func remoteGenMain(args []string) int {
 	fs := flag.NewFlagSet("perf gen", flag.ContinueOnError)
-	iface := fs.String("iface", "", "interface to send on (required)")
+	var o remoteGenOpts
+	fs.StringVar(&o.iface, "iface", "", "interface to send on (required)")
+	fs.StringVar(&o.gen, "gen", genPacket, "generator: packet (an AF_PACKET transmit ring: socket buffers through the\ninterface's driver) or xdp (XDP frames from test runs of an XDP program, handed to the\ndriver's XDP transmit: needs a driver with one, on a veth an XDP program or GRO on the peer)")
 	dstMAC := fs.String("dst-mac", "", "MAC address of the receiver's interface (required)")
 	dstIP := fs.String("dst-ip", "", "IPv4 address of the receiver (required)")
 	srcIP := fs.String("src-ip", "", "source IPv4 address (default: the interface's first)")
 	port := fs.Uint("port", defaultPort, "UDP destination port")
-	payload := fs.Int("payload", 64, "UDP payload bytes")
-	flows := fs.Int("flows", 16, "flows (UDP source ports)")
-	rate := fs.Uint64("rate", 0, "packets per second; 0 = flat out")
-	dur := fs.Duration("duration", 10*time.Second, "how long to send")
+	fs.IntVar(&o.payload, "payload", 64, "UDP payload bytes")
+	fs.IntVar(&o.flows, "flows", 16, "flows (UDP source ports)")
+	fs.Uint64Var(&o.rate, "rate", 0, "packets per second; 0 = flat out")
+	fs.DurationVar(&o.dur, "duration", 10*time.Second, "how long to send")
 	if err := fs.Parse(args); err != nil {
 		return 2
 	}
 	fail := func(err error) int { fmt.Fprintln(os.Stderr, "perf gen:", err); return 1 }
-	if *iface == "" || *dstMAC == "" || *dstIP == "" || *port == 0 || *port > 65535 {
+	if o.iface == "" || *dstMAC == "" || *dstIP == "" || *port == 0 || *port > 65535 {
 		fs.Usage()
 		return 2
 	}
-	idx, mac, src, _, err := ifaceInfo(*iface)
-	if err != nil {
-		return fail(err)
-	}
+	o.port = uint16(*port)
+	var err error
 	if *srcIP != "" {
-		if src, err = netip.ParseAddr(*srcIP); err != nil {
+		if o.src, err = netip.ParseAddr(*srcIP); err != nil {
 			return fail(err)
 		}
 	}
-	dmac, err := net.ParseMAC(*dstMAC)
-	if err != nil {
+	if o.dstMAC, err = net.ParseMAC(*dstMAC); err != nil {
 		return fail(err)
 	}
-	dst, err := netip.ParseAddr(*dstIP)
-	if err != nil {
+	if o.dst, err = netip.ParseAddr(*dstIP); err != nil {
 		return fail(err)
 	}
-	g, err := gen.New(gen.Config{
-		FrameSpec: gen.FrameSpec{SrcMAC: mac, DstMAC: dmac, SrcIP: src, DstIP: dst,
-			SrcPortBase: 40000, DstPort: uint16(*port), Flows: *flows, Payload: *payload},
-		IfIndex: idx, Rate: *rate,
-	})
-	if err != nil {
-		return fail(err)
-	}
-	defer g.Close()
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
-	ctx, cancel := context.WithTimeout(ctx, *dur)
-	defer cancel()
-	errc := make(chan error, 1)
-	go func() { errc <- g.Run(ctx) }()
-	report := everySecond(ctx, "sent", g.Sent)
-	if err := <-errc; err != nil {
+	if _, err := remoteGen(ctx, o, os.Stdout); err != nil {
 		return fail(err)
 	}
-	report()
-	fmt.Printf("sent %d frames of %d-byte payload in total (%d rejected)\n", g.Sent(), *payload, g.Errors())
 	return 0
+}
+
+// remoteGenOpts are perf gen's settings.
+type remoteGenOpts struct {
+	iface, gen string
+	dstMAC     net.HardwareAddr
+	src, dst   netip.Addr // src invalid: the interface's first IPv4 address
+	port       uint16
+	payload    int
+	flows      int
+	rate       uint64
+	dur        time.Duration
+}
+
+// remoteGen sends for o.dur (or until ctx is done) from the calling
+// thread's network namespace, reporting to out once a second and at the
+// end, and returns the frames sent. The XDP generator sends from the
+// calling goroutine's thread.
+func remoteGen(ctx context.Context, o remoteGenOpts, out io.Writer) (uint64, error) {
+	if o.gen != genPacket && o.gen != genXDP {
+		return 0, fmt.Errorf("--gen %q: want %s or %s", o.gen, genPacket, genXDP)
+	}
+	idx, mac, src, _, err := ifaceInfo(o.iface)
+	if err != nil {
+		return 0, err
+	}
+	if o.src.IsValid() {
+		src = o.src
+	}
+	cfg := gen.Config{
+		FrameSpec: gen.FrameSpec{SrcMAC: mac, DstMAC: o.dstMAC, SrcIP: src, DstIP: o.dst,
+			SrcPortBase: 40000, DstPort: o.port, Flows: o.flows, Payload: o.payload},
+		IfIndex: idx, Rate: o.rate,
+	}
+	var g generator
+	if o.gen == genXDP {
+		g, err = gen.NewXDP(cfg)
+	} else {
+		g, err = gen.New(cfg)
+	}
+	if err != nil {
+		return 0, err
+	}
+	defer g.Close()
+	dropped0, _ := txDropped(o.iface)
+	ctx, cancel := context.WithTimeout(ctx, o.dur)
+	defer cancel()
+	report := everySecondTo(ctx, out, "sent", g.Sent)
+	err = g.Run(ctx)
+	cancel()
+	report()
+	if err != nil {
+		return g.Sent(), err
+	}
+	sent := g.Sent()
+	fmt.Fprintf(out, "sent %d frames of %d-byte payload in total (%d rejected)\n", sent, o.payload, g.Errors())
+	if o.gen == genXDP {
+		// The driver's XDP transmit counts what it could not send (a veth:
+		// the peer's ring full, or no NAPI there) as dropped on transmit.
+		if dropped1, err := txDropped(o.iface); err == nil {
+			fmt.Fprintf(out, "%s tx_dropped +%d during the run (XDP frames the driver did not send)\n", o.iface, dropped1-dropped0)
+		}
+	}
+	return sent, nil
+}
+
+// txDropped reads an interface's tx_dropped counter.
+func txDropped(name string) (uint64, error) {
+	l, err := netlink.LinkByName(name)
+	if err != nil {
+		return 0, err
+	}
+	if st := l.Attrs().Statistics; st != nil {
+		return st.TxDropped, nil
+	}
+	return 0, errors.New("no statistics")
 }
 
 func remoteRecvMain(args []string) int {
@@ -151,6 +210,11 @@ func remoteRecvMain(args []string) int {
 // and this machine's busy CPU time per counted packet. It returns a
 // function that waits for the printer to finish.
 func everySecond(ctx context.Context, what string, count func() uint64) func() {
+	return everySecondTo(ctx, os.Stdout, what, count)
+}
+
+// everySecondTo is everySecond printing to out.
+func everySecondTo(ctx context.Context, out io.Writer, what string, count func() uint64) func() {
 	done := make(chan struct{})
 	go func() {
 		defer close(done)
@@ -181,7 +245,7 @@ func everySecond(ctx context.Context, what string, count func() uint64) func() {
 			if v, ok := PerPacket(time.Duration(rep.BusyNs), rep.Delivered); ok {
 				ns = fmt.Sprintf("%.0f", v)
 			}
-			fmt.Printf("%s %s %10.3f Mpps  CPU %s ns/pkt  util %3.0f%%\n", cur.t.Format("15:04:05"), what,
+			fmt.Fprintf(out, "%s %s %10.3f Mpps  CPU %s ns/pkt  util %3.0f%%\n", cur.t.Format("15:04:05"), what,
 				float64(rep.Delivered)/(float64(rep.WindowNs)/1e9)/1e6, ns, 100*rep.Util)
 			prev = cur
 		}
