@@ -55,6 +55,12 @@ import (
 // the worker tries again every kernelRetry, and counts each such datagram
 // once (TxKernelWaits). Only a held one still refused after holdFor is
 // dropped (tx-kernel).
+//
+// The frames the worker queued for the AF_XDP socket before a datagram it
+// sends through the kernel are flushed first, so that a session's
+// datagrams leave in the order it queued them. A qdisc on the interface
+// that delays packets (a shaper) still reorders them: AF_XDP frames do not
+// pass through it, the kernel path's packets do.
 
 // kernelBufs are kernelRx's buffers (one set, the peerWatch goroutine's).
 type kernelBufs struct {
@@ -162,9 +168,10 @@ func (e *Engine) kernelRx(fd int, kb *kernelBufs) {
 type kernelSend uint8
 
 const (
-	kernelNone kernelSend = iota // t has no kernel path: the caller drops the datagram
-	kernelDone                   // sent, or refused for good (counted)
-	kernelFull                   // the socket's send buffer is full: the datagram waits (below)
+	kernelNone   kernelSend = iota // t has no kernel path: the caller drops the datagram
+	kernelDone                     // sent, or refused for good (counted)
+	kernelFull                     // the socket's send buffer is full: the datagram waits (below)
+	kernelBehind                   // datagrams to the same next hop are held: it waits behind them
 )
 
 // kernelRetry is how often a worker tries again a datagram the kernel
@@ -205,10 +212,11 @@ func (w *worker) txKernel(t *udp.Target, hd *held, payload []byte) kernelSend {
 
 // txBig sends the next datagram of t's tx fifo, which does not fit a
 // frame, through the kernel, copied into the worker's big buffer. It
-// leaves the datagram in the fifo when the socket has no room, or while
-// datagrams to the same next hop wait (kernelFull: t waits, see wait),
-// and reports kernelNone when t has no kernel path or the datagram is
-// longer than any (the caller drops it).
+// leaves the datagram in the fifo when the socket has no room
+// (kernelFull) or while datagrams to the same next hop are held
+// (kernelBehind): t then waits (see wait). It reports kernelNone when t
+// has no kernel path or the datagram is longer than any (the caller drops
+// it).
 func (w *worker) txBig(t *udp.Target, h *fifo.DgramHeader) kernelSend {
 	if t.Res == nil {
 		return kernelNone
@@ -231,8 +239,9 @@ func (w *worker) txBig(t *udp.Target, h *fifo.DgramHeader) kernelSend {
 	case hd.df && !w.tx.fitsPath(&hd, n):
 		w.tooBig(t)
 	case w.tx.holding(hd.key):
-		return kernelFull // behind the datagrams to that next hop
+		return kernelBehind
 	default:
+		w.tx.flush() // the frames queued before it leave first
 		r = w.txKernel(t, &hd, w.big[:n])
 	}
 	if r == kernelDone {
@@ -246,10 +255,11 @@ func (w *worker) txBig(t *udp.Target, h *fifo.DgramHeader) kernelSend {
 	return r
 }
 
-// wait notes that t's next datagram waits for room in t's kernel socket:
-// drainTx leaves t until retryWaiting marks it again, kernelRetry later.
-func (x *txState) wait(t *udp.Target) {
-	if !t.KernelWait {
+// wait notes that t's next datagram waits for room in t's kernel socket
+// (full) or behind held datagrams: drainTx leaves t until retryWaiting
+// marks it again, kernelRetry later.
+func (x *txState) wait(t *udp.Target, full bool) {
+	if full && !t.KernelWait {
 		t.KernelWait = true
 		x.w.c.TxKernelWaits++ // once per datagram
 	}

@@ -200,12 +200,12 @@ func (x *txState) drain(t *udp.Target, budget int) (n int, more bool) {
 			return n, false
 		case fifo.ErrShortBuffer:
 			x.unframe(addr)
-			switch w.txBig(t, h) {
+			switch r := w.txBig(t, h); r {
 			case kernelDone:
 				n++
 				continue
-			case kernelFull:
-				x.wait(t) // it and what follows it stay in the fifo
+			case kernelFull, kernelBehind:
+				x.wait(t, r == kernelFull) // it and what follows it stay in the fifo
 				return n, false
 			}
 			if _, err := t.Tx.DropDgram(); err != nil {
@@ -352,6 +352,7 @@ func (x *txState) send(hd *held, fresh bool) bool {
 			w.tooBig(hd.t)
 			return false
 		}
+		x.flush() // the frames queued before it leave first
 		switch x.w.txKernel(hd.t, hd, x.w.sock.Buffer(hd.addr)[payOff:payOff+hd.plen]) {
 		case kernelDone:
 			x.unframe(hd.addr)
