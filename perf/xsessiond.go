@@ -459,6 +459,9 @@ func (e *XsessiondEcho) StatsLine() string {
 	t := st.Totals
 	line := statsLine(st, e.echoed.Load())
 	line += fmt.Sprintf("; spins %d spin-hits %d naps %d full-yields %d", t.Spins, t.SpinHits, t.Naps, t.FullYields)
+	if t.TxKernel > 0 {
+		line += fmt.Sprintf("; kernel path tx %d waits %d", t.TxKernel, t.TxKernelWaits)
+	}
 	if en := e.l.x.d.Engine(); en != nil {
 		k := en.KickStats()
 		line += fmt.Sprintf("; app kicks %d spurious %d muted %d", k.Wakes, k.Spurious, k.Muted)
