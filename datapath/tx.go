@@ -360,10 +360,10 @@ func (x *txState) send(hd *held, fresh bool) bool {
 		case kernelFull:
 			if !hd.kernel {
 				hd.kernel = true
-				x.heldKernel++
-				w.c.TxKernelWaits++
+				w.c.TxKernelWaits++ // once per datagram
 			}
 			if fresh {
+				x.heldKernel++ // retryHeld counts again those it keeps
 				x.hold(hd)
 			}
 			return true
