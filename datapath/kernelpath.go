@@ -51,7 +51,9 @@ import (
 // what it queued yet), nothing is dropped: a datagram larger than a frame
 // stays at the head of the app's tx fifo, which then fills and holds the
 // app back, and one in a frame is held like a datagram whose next hop
-// resolves (tx.go), behind which later datagrams to that next hop queue;
+// resolves (tx.go), behind which the session's later datagrams queue, as
+// on a kernel socket (another session's go on: each has a socket of its
+// own);
 // the worker tries again every kernelRetry, and counts each such datagram
 // once (TxKernelWaits). Only a held one still refused after holdFor is
 // dropped (tx-kernel).
@@ -171,7 +173,7 @@ const (
 	kernelNone   kernelSend = iota // t has no kernel path: the caller drops the datagram
 	kernelDone                     // sent, or refused for good (counted)
 	kernelFull                     // the socket's send buffer is full: the datagram waits (below)
-	kernelBehind                   // datagrams to the same next hop are held: it waits behind them
+	kernelBehind                   // a held datagram holds it (holds): it waits behind it
 )
 
 // kernelRetry is how often a worker tries again a datagram the kernel
@@ -213,8 +215,8 @@ func (w *worker) txKernel(t *udp.Target, hd *held, payload []byte) kernelSend {
 // txBig sends the next datagram of t's tx fifo, which does not fit a
 // frame, through the kernel, copied into the worker's big buffer. It
 // leaves the datagram in the fifo when the socket has no room
-// (kernelFull) or while datagrams to the same next hop are held
-// (kernelBehind): t then waits (see wait). It reports kernelNone when t
+// (kernelFull) or while a held datagram holds it (kernelBehind): t then
+// waits (see wait). It reports kernelNone when t
 // has no kernel path or the datagram is longer than any (the caller drops
 // it).
 func (w *worker) txBig(t *udp.Target, h *fifo.DgramHeader) kernelSend {
@@ -231,14 +233,14 @@ func (w *worker) txBig(t *udp.Target, h *fifo.DgramHeader) kernelSend {
 	n := copy(w.big, a)
 	n += copy(w.big[n:], b)
 	r := kernelDone
-	var hd held
+	hd := held{t: t}
 	switch {
 	case !w.tx.destination(t, h, &hd):
 		w.c.Drops[dropTxBadHeader]++
 		t.TxDrops.Add(1)
 	case hd.df && !w.tx.fitsPath(&hd, n):
 		w.tooBig(t)
-	case w.tx.holding(hd.key):
+	case w.tx.holder(&hd) != nil:
 		return kernelBehind
 	default:
 		w.tx.flush() // the frames queued before it leave first

@@ -49,10 +49,11 @@ type held struct {
 	sport uint16
 	dport uint16
 	df    bool // don't fragment (fifo.DgramFlagDontFragment)
-	// kernel: held for room in the kernel path's socket (txKernel), not
-	// for a neighbour.
-	kernel bool
-	since  time.Time
+	// kernel: held for room in the kernel path's socket of its session
+	// (txKernel), or behind a datagram that is; else for a neighbour.
+	// refused: the socket refused this one (counted once).
+	kernel, refused bool
+	since           time.Time
 }
 
 // txState is a worker's transmit side. Worker goroutine only.
@@ -304,16 +305,22 @@ func (x *txState) neighbour(k nbKey) nbResult {
 func (x *txState) send(hd *held, fresh bool) bool {
 	w := x.w
 	nb := x.neighbour(hd.key)
-	if nb.ok && fresh && x.holding(hd.key) {
-		// Earlier datagrams to this next hop still wait: queue behind
-		// them rather than overtake them.
-		nb = nbResult{}
+	if nb.ok && fresh {
+		if h := x.holder(hd); h != nil {
+			// An earlier datagram still waits (holds): queue behind it
+			// rather than overtake it, held for what it waits for.
+			nb = nbResult{}
+			hd.kernel = h.kernel
+		}
 	}
 	if !nb.ok {
 		switch {
 		case nb.failed && nb.noRoute:
 			x.drop(hd, dropNoRoute)
 		case fresh:
+			if hd.kernel {
+				x.heldKernel++
+			}
 			x.hold(hd)
 			return true
 		default:
@@ -358,8 +365,9 @@ func (x *txState) send(hd *held, fresh bool) bool {
 			x.unframe(hd.addr)
 			return false
 		case kernelFull:
-			if !hd.kernel {
-				hd.kernel = true
+			hd.kernel = true
+			if !hd.refused {
+				hd.refused = true
 				w.c.TxKernelWaits++ // once per datagram
 			}
 			if fresh {
@@ -437,14 +445,26 @@ func (x *txState) flush() {
 	}
 }
 
-// holding reports whether a datagram to next hop k is held.
-func (x *txState) holding(k nbKey) bool {
+// holder returns the first held datagram hd must queue behind (holds),
+// or nil.
+func (x *txState) holder(hd *held) *held {
 	for i := range x.held {
-		if x.held[i].key == k {
-			return true
+		if holds(&x.held[i], hd) {
+			return &x.held[i]
 		}
 	}
-	return false
+	return nil
+}
+
+// holds reports whether held datagram h holds hd, which came after it:
+// h waits for the neighbour hd goes to as well, or for room in the kernel
+// socket of hd's session, through which all its datagrams would pass on a
+// kernel socket. Another session's full socket holds nothing of hd's.
+func holds(h, hd *held) bool {
+	if h.kernel {
+		return h.t == hd.t
+	}
+	return h.key == hd.key
 }
 
 // hold keeps hd, whose payload is in a UMEM frame, for retryHeld. drain
@@ -457,8 +477,8 @@ func (x *txState) hold(hd *held) {
 
 // retryHeld sends held datagrams whose next hop resolved, or whose kernel
 // socket has room again (tried every kernelRetry), and drops those held
-// too long. A datagram kept holds the ones after it to the same next hop,
-// so that none overtakes another.
+// too long. A datagram kept holds the ones after it that it would hold
+// when they were fresh (holding), so that none overtakes another.
 func (x *txState) retryHeld() {
 	if len(x.held) == 0 {
 		return
@@ -468,14 +488,16 @@ func (x *txState) retryHeld() {
 	if tryKernel && x.heldKernel > 0 {
 		x.kernelTry = x.now
 	}
-	var stuck [8]nbKey // next hops a kept datagram holds; when full, every one
+	// The datagrams kept so far hold those after them (holds); when
+	// stuck is full, every one.
+	var stuck [8]*held
 	nStuck := 0
-	behind := func(k nbKey) bool {
+	behind := func(hd *held) bool {
 		if nStuck == len(stuck) {
 			return true
 		}
 		for _, s := range stuck[:nStuck] {
-			if s == k {
+			if holds(s, hd) {
 				return true
 			}
 		}
@@ -485,7 +507,7 @@ func (x *txState) retryHeld() {
 	x.heldKernel = 0
 	for i := range x.held {
 		hd := x.held[i]
-		if !behind(hd.key) && (!hd.kernel || tryKernel) {
+		if !behind(&hd) && (!hd.kernel || tryKernel) {
 			nb := x.neighbour(hd.key)
 			switch {
 			case nb.ok:
@@ -508,14 +530,14 @@ func (x *txState) retryHeld() {
 			x.unhold(hd.t)
 			continue
 		}
-		if !behind(hd.key) {
-			stuck[nStuck] = hd.key
-			nStuck++
-		}
 		if hd.kernel {
 			x.heldKernel++
 		}
 		keep = append(keep, hd)
+		if nStuck < len(stuck) {
+			stuck[nStuck] = &keep[len(keep)-1]
+			nStuck++
+		}
 	}
 	for i := len(keep); i < len(x.held); i++ {
 		x.held[i] = held{}
