@@ -4,13 +4,11 @@ import (
 	"bytes"
 	"fmt"
 	"net"
-	"net/netip"
 	"os/exec"
 	"sync/atomic"
 	"testing"
 	"time"
 
-	"github.com/vishvananda/netlink"
 	"golang.org/x/sys/unix"
 
 	"github.com/xsessiond/xsessiond/app"
@@ -40,16 +38,7 @@ func TestKernelPathSocketFull(t *testing.T) {
 	// A path MTU of 1,280 to A: 1,400-byte datagrams fit a frame and take
 	// the kernel path from the worker's frame (tx.go), 9,000-byte ones
 	// from the tx fifo (kernelpath.go); 1,000-byte ones go as frames.
-	if err := rig.B.Do(func() error {
-		l, err := netlink.LinkByName(rig.B.Link)
-		if err != nil {
-			return err
-		}
-		dst := netip.PrefixFrom(rig.A.IPv4, 32)
-		return netlink.RouteReplace(&netlink.Route{LinkIndex: l.Attrs().Index, Dst: &net.IPNet{IP: dst.Addr().AsSlice(), Mask: net.CIDRMask(32, 32)}, MTU: 1280})
-	}); err != nil {
-		t.Fatal(err)
-	}
+	routeMTUToA(t, rig, 1280)
 	d := startDaemon(t, onB(rig))
 	a := attach(t, d, app.Options{Name: "kernel-full", TxFifoSize: 1 << 20})
 	pc, err := a.ListenPacket("udp://0.0.0.0:0")
@@ -67,15 +56,8 @@ func TestKernelPathSocketFull(t *testing.T) {
 	}); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := cli.WriteTo([]byte("hi"), &net.UDPAddr{IP: rig.B.IPv4.AsSlice(), Port: pc.LocalAddr().(*net.UDPAddr).Port}); err != nil {
-		t.Fatal(err)
-	}
+	from := hello(t, rig, cli, pc)
 	buf := make([]byte, 65536)
-	pc.SetReadDeadline(time.Now().Add(3 * time.Second))
-	_, from, err := pc.ReadFrom(buf)
-	if err != nil {
-		t.Fatal(err)
-	}
 	// The next hop resolved before the bursts.
 	if _, err := pc.WriteTo([]byte("ready"), from); err != nil {
 		t.Fatal(err)

@@ -48,22 +48,45 @@ func reasmOKs(t *testing.T, h *nstest.Host) int {
 	return v
 }
 
-// TestPathMTU: with a path MTU of 1,280 to host A in B's routes (as the
-// kernel keeps one it learned from "fragmentation needed"), a 1,400-byte
-// datagram that fits B's 1,500-byte link leaves fragmented through the
-// kernel path and arrives whole; a 1,000-byte one still goes as one frame.
-func TestPathMTU(t *testing.T) {
-	rig := nstest.NewPair(t, nstest.Options{})
+// routeMTUToA gives host B a route to host A's address with path MTU mtu,
+// as the kernel keeps one it learned from "fragmentation needed".
+func routeMTUToA(t *testing.T, rig *nstest.Pair, mtu int) {
+	t.Helper()
 	if err := rig.B.Do(func() error {
 		l, err := netlink.LinkByName(rig.B.Link)
 		if err != nil {
 			return err
 		}
 		dst := netip.PrefixFrom(rig.A.IPv4, 32)
-		return netlink.RouteReplace(&netlink.Route{LinkIndex: l.Attrs().Index, Dst: &net.IPNet{IP: dst.Addr().AsSlice(), Mask: net.CIDRMask(32, 32)}, MTU: 1280})
+		return netlink.RouteReplace(&netlink.Route{LinkIndex: l.Attrs().Index, Dst: &net.IPNet{IP: dst.Addr().AsSlice(), Mask: net.CIDRMask(32, 32)}, MTU: mtu})
 	}); err != nil {
 		t.Fatal(err)
 	}
+}
+
+// hello sends a datagram from cli in host A to pc's port on host B and
+// returns the address pc saw it from: A's first datagram tells the app
+// its peer (and B its MAC).
+func hello(t *testing.T, rig *nstest.Pair, cli *net.UDPConn, pc net.PacketConn) net.Addr {
+	t.Helper()
+	if _, err := cli.WriteTo([]byte("hi"), &net.UDPAddr{IP: rig.B.IPv4.AsSlice(), Port: pc.LocalAddr().(*net.UDPAddr).Port}); err != nil {
+		t.Fatal(err)
+	}
+	pc.SetReadDeadline(time.Now().Add(3 * time.Second))
+	_, from, err := pc.ReadFrom(make([]byte, 4096))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return from
+}
+
+// TestPathMTU: with a path MTU of 1,280 to host A in B's routes (as the
+// kernel keeps one it learned from "fragmentation needed"), a 1,400-byte
+// datagram that fits B's 1,500-byte link leaves fragmented through the
+// kernel path and arrives whole; a 1,000-byte one still goes as one frame.
+func TestPathMTU(t *testing.T) {
+	rig := nstest.NewPair(t, nstest.Options{})
+	routeMTUToA(t, rig, 1280)
 	d := startDaemon(t, onB(rig))
 	a := attach(t, d, app.Options{Name: "pmtu"})
 	pc, err := a.ListenPacket("udp://0.0.0.0:0")
@@ -72,16 +95,8 @@ func TestPathMTU(t *testing.T) {
 	}
 	defer pc.Close()
 	cli := kernelClient(t, rig.A)
-	// A's first datagram tells the app its address (and B its MAC).
-	if _, err := cli.WriteTo([]byte("hi"), &net.UDPAddr{IP: rig.B.IPv4.AsSlice(), Port: pc.LocalAddr().(*net.UDPAddr).Port}); err != nil {
-		t.Fatal(err)
-	}
+	from := hello(t, rig, cli, pc)
 	buf := make([]byte, 4096)
-	pc.SetReadDeadline(time.Now().Add(3 * time.Second))
-	_, from, err := pc.ReadFrom(buf)
-	if err != nil {
-		t.Fatal(err)
-	}
 	txKernel := func() uint64 { return d.Engine().Stats().Totals.TxKernel }
 	for _, tc := range []struct {
 		size     int

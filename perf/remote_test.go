@@ -3,7 +3,7 @@ package main
 import (
 	"bytes"
 	"context"
-	"net"
+	"net/netip"
 	"strings"
 	"sync/atomic"
 	"testing"
@@ -25,14 +25,8 @@ func TestRemoteGen(t *testing.T) {
 	}
 	defer restore()
 	const port = 9100
-	var conn *net.UDPConn
-	if err := p.B.Do(func() (err error) {
-		conn, err = net.ListenUDP("udp4", &net.UDPAddr{IP: p.B.IPv4.AsSlice(), Port: port})
-		if err == nil {
-			err = conn.SetReadBuffer(4 << 20)
-		}
-		return err
-	}); err != nil {
+	conn, err := p.B.ListenUDP(netip.AddrPortFrom(p.B.IPv4, port), 4<<20)
+	if err != nil {
 		t.Fatal(err)
 	}
 	defer conn.Close()

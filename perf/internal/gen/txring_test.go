@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"net"
+	"net/netip"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -49,14 +50,8 @@ type sender interface {
 func checkSentEqualsReceived(t *testing.T, p *nstest.Pair, newGen func(Config) (sender, error)) {
 	t.Helper()
 	const port = 9000
-	var conn *net.UDPConn
-	if err := p.B.Do(func() (err error) {
-		conn, err = net.ListenUDP("udp4", &net.UDPAddr{IP: p.B.IPv4.AsSlice(), Port: port})
-		if err == nil {
-			err = conn.SetReadBuffer(4 << 20)
-		}
-		return err
-	}); err != nil {
+	conn, err := p.B.ListenUDP(netip.AddrPortFrom(p.B.IPv4, port), 4<<20)
+	if err != nil {
 		t.Fatal(err)
 	}
 	defer conn.Close()
