@@ -105,9 +105,9 @@ type QueueStats struct {
 	// TxKernel counts datagrams larger than a frame sent through the
 	// kernel path, which fragments them.
 	TxKernel uint64 `json:"tx_kernel"`
-	// TxKernelWaits counts the times the kernel path's socket had no
-	// room for a datagram, which then waited in the app's tx fifo (or a
-	// hold slot) instead of being dropped.
+	// TxKernelWaits counts the datagrams the kernel path's socket had no
+	// room for, each once: they waited in the app's tx fifo (or a hold
+	// slot) instead of being dropped.
 	TxKernelWaits uint64 `json:"tx_kernel_waits"`
 	// TxGSO counts TCP packets (up to 64 KiB each) sent through the
 	// packet socket that lets the kernel segment them.
