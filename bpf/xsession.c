@@ -291,6 +291,30 @@ static __always_inline int xs_frag(struct xdp_md *ctx, struct xs_counters *cnt, 
 	return xs_pass(cnt, reason);
 }
 
+/* xs_past returns the bytes of a frame of flen bytes past offset off. The
+ * barrier keeps the compiler from folding the subtraction into pointer
+ * arithmetic on the frame, which the verifier refuses with flen unbounded. */
+static __always_inline __u64 xs_past(__u64 flen, __u64 off)
+{
+	asm volatile("" : "+r"(off));
+	return flen - off;
+}
+
+/* xs_ip6_big reports whether the extension headers (extlen bytes of them)
+ * of an IPv6 packet whose payload length is 0 are those of a BIG TCP
+ * segment: none (as recent Linux sends one), or one hop-by-hop header of 8
+ * bytes holding the jumbo payload option (as Linux did before). */
+static __always_inline int xs_ip6_big(struct xs_ip6 *ip6, __u32 extlen, void *end)
+{
+	__u8 *h = (__u8 *)(ip6 + 1);
+
+	if (extlen == 0)
+		return 1;
+	if (extlen != 8 || ip6->nexthdr != IPPROTO_HOPOPTS || (void *)(h + 8) > end)
+		return 0;
+	return h[1] == 0 && h[2] == XS_IP6_OPT_JUMBO && h[3] == 4;
+}
+
 SEC("xdp.frags")
 int xsession_xdp(struct xdp_md *ctx)
 {
@@ -358,7 +382,11 @@ int xsession_xdp(struct xdp_md *ctx)
 			return xs_pass(cnt, XS_C_NOT_L4);
 		}
 		tot = bpf_ntohs(ip->tot_len);
-		if (tot < ihl || (__u64)(p - data) + tot > flen)
+		if (tot == 0 && proto == IPPROTO_TCP && !frag && xs_past(flen, p - data) > XS_IP_MAX_LEN)
+			/* BIG TCP: a segment longer than the field holds says 0;
+			 * the frame's length is the packet's. */
+			l4len = xs_past(flen, p - data) - ihl;
+		else if (tot < ihl || (__u64)(p - data) + tot > flen)
 			len_bad = 1;
 		else
 			l4len = tot - ihl;
@@ -420,7 +448,12 @@ int xsession_xdp(struct xdp_md *ctx)
 		if (nh != IPPROTO_UDP && nh != IPPROTO_TCP)
 			return xs_pass(cnt, xs_ip6_other_ext(nh) ? XS_C_EXT_HEADER : XS_C_NOT_L4);
 		proto = nh;
-		if ((__u64)((void *)(ip6 + 1) - data) + plen > flen || extlen > plen)
+		if (plen == 0 && nh == IPPROTO_TCP && xs_ip6_big(ip6, extlen, end) &&
+		    xs_past(flen, (void *)(ip6 + 1) - data) > XS_IP_MAX_LEN)
+			/* BIG TCP: payload length 0, the frame's length is the
+			 * packet's. */
+			l4len = xs_past(flen, l4 - data);
+		else if ((__u64)((void *)(ip6 + 1) - data) + plen > flen || extlen > plen)
 			len_bad = 1;
 		else
 			l4len = plen - extlen;

@@ -99,6 +99,11 @@ struct xs_ip4 {
 
 #define XS_IP4_MF 0x2000
 #define XS_IP4_OFFSET 0x1fff
+/* The most an IP length field holds: BIG TCP segments are longer and say 0. */
+#define XS_IP_MAX_LEN 0xffff
+/* The IPv6 jumbo payload option (RFC 2675), in the hop-by-hop header of
+ * BIG TCP segments as older Linux sends them. */
+#define XS_IP6_OPT_JUMBO 0xc2
 
 struct xs_ip6 {
 	__be32 ver_tc_flow;

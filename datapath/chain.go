@@ -9,8 +9,10 @@ import "github.com/xsessiond/xsessiond/datapath/xsk"
 // chain takes the rest of it from the ring at once (worker.receive). In
 // generic XDP mode on a veth such packets are the TCP segments of up to
 // 64 KiB its peer's segmentation offload builds (native mode turns that
-// offload off); in native mode on a link whose MTU is larger than a frame,
-// any packet that long.
+// offload off), or longer where the peer's GSO size allows (BIG TCP, whose
+// IP length field says 0: the XDP program, the decoder and the TCP link
+// take the frame's length for the packet's); in native mode on a link
+// whose MTU is larger than a frame, any packet that long.
 //
 // The worker joins each chain into one frame in an arena of its own and
 // hands the batch's frames on as usual: TCP takes a joined segment whole
@@ -23,9 +25,10 @@ import "github.com/xsessiond/xsessiond/datapath/xsk"
 // like any other fragment. A joined frame that is neither, which the
 // program does not steer, is dropped and counted (dropChainNotTCP).
 
-// maxChainDescs bounds the descriptors of one chain: 64 KiB and its headers
-// in 2 KiB frames take 33.
-const maxChainDescs = 64
+// maxChainDescs bounds the descriptors of one chain: a BIG TCP segment of
+// up to 512 KiB (Linux's largest GSO size) and its headers in 2 KiB frames
+// take 257.
+const maxChainDescs = 257
 
 // chainJoiner makes one frame of each packet of a batch of descriptors.
 type chainJoiner struct {

@@ -90,6 +90,9 @@ func modelRun(o *Objects, ifindex int, pkt []byte) (modelResult, error) {
 		tot := be16(off + 2)
 		lenBad = tot < ihl || off+tot > n
 		l4len = tot - ihl
+		if tot == 0 && t.Proto == flow.TransportTCP && !frag && n-off > 0xffff { // BIG TCP
+			lenBad, l4len = false, n-off-ihl
+		}
 		t.Family = flow.Family4
 		copy(t.Local[:4], pkt[off+16:])
 		copy(t.Remote[:4], pkt[off+12:])
@@ -140,6 +143,12 @@ func modelRun(o *Objects, ifindex int, pkt []byte) (modelResult, error) {
 		t.Proto = flow.Transport(nh)
 		lenBad = off+40+plen > n || ext > plen
 		l4len = plen - ext
+		// BIG TCP: no extension header, or a hop-by-hop one of 8 bytes
+		// with the jumbo payload option.
+		jumbo := ext == 8 && pkt[off+6] == 0 && pkt[off+41] == 0 && pkt[off+42] == 0xc2 && pkt[off+43] == 4
+		if plen == 0 && (ext == 0 || jumbo) && t.Proto == flow.TransportTCP && n-off-40 > 0xffff {
+			lenBad, l4len = false, n-l4
+		}
 		t.Family = flow.Family6
 		copy(t.Local[:], pkt[off+24:])
 		copy(t.Remote[:], pkt[off+8:])

@@ -307,6 +307,13 @@ func progCases(tb testing.TB) []progCase {
 		{"tcp4 64 KiB segment in fragments", bigTCP4(tb, 64000, 0), xdpRedirect, redirected(exactHit)},
 		{"tcp6 established 9000 bytes in fragments", bigTCP6(tb, 9000), xdpRedirect, redirected(estHit)},
 		{"tcp4 in fragments, IP length past the frame", bigTCP4(tb, 9000, 100), xdpPass, malformed(badLength)},
+		// BIG TCP: longer than an IP length field holds, which says 0.
+		{"tcp4 BIG TCP segment, total length 0", bigTCPZeroLen(tb, false, 68000), xdpRedirect, redirected(exactHit)},
+		{"tcp6 BIG TCP segment, payload length 0", bigTCPZeroLen(tb, true, 68000), xdpRedirect, redirected(estHit)},
+		{"tcp4 total length 0 within 64 KiB", bigTCPZeroLen(tb, false, 9000), xdpPass, malformed(badLength)},
+		{"tcp6 payload length 0 within 64 KiB", bigTCPZeroLen(tb, true, 9000), xdpPass, malformed(badLength)},
+		{"tcp6 BIG TCP segment with a jumbo option", withJumbo(bigTCPZeroLen(tb, true, 68000), 0xc2), xdpRedirect, redirected(estHit)},
+		{"tcp6 payload length 0 behind another hop-by-hop option", withJumbo(bigTCPZeroLen(tb, true, 68000), 0x05), xdpPass, malformed(badLength)},
 		{"udp4 to a listener, in fragments: the kernel's", func() []byte {
 			u, i := udp(5556, 9000), ip4(layers.IPProtocolUDP)
 			u.SetNetworkLayerForChecksum(i)
@@ -421,6 +428,34 @@ func bigTCP6(tb testing.TB, n int) []byte {
 	tc, i := tcp(40000, 8080), ip6(layers.IPProtocolTCP)
 	tc.SetNetworkLayerForChecksum(i)
 	return serialize(tb, eth(layers.EthernetTypeIPv6), i, tc, gopacket.Payload(make([]byte, n)))
+}
+
+// bigTCPZeroLen is a TCP segment with n bytes of payload and its IP length
+// field 0, as Linux sends a BIG TCP segment (longer than the field holds):
+// of the established IPv6 connection (v6) or to the IPv4 listener.
+func bigTCPZeroLen(tb testing.TB, v6 bool, n int) []byte {
+	b, lenAt := bigTCP4(tb, 0, 0), 14+2
+	if v6 {
+		b, lenAt = bigTCP6(tb, 0), 14+4
+	}
+	b = append(b, make([]byte, n)...)
+	binary.BigEndian.PutUint16(b[lenAt:], 0)
+	return b
+}
+
+// withJumbo inserts after the IPv6 header of b a hop-by-hop header of 8
+// bytes holding one option of type opt and 4 bytes (0xc2: the jumbo
+// payload option, the packet's length after the IPv6 header), as older
+// Linux sends a BIG TCP segment.
+func withJumbo(b []byte, opt byte) []byte {
+	const l3 = 14
+	c := make([]byte, 0, len(b)+8)
+	c = append(c, b[:l3+40]...)
+	c = append(c, b[l3+6], 0, opt, 4, 0, 0, 0, 0)
+	c = append(c, b[l3+40:]...)
+	c[l3+6] = 0 // hop-by-hop
+	binary.BigEndian.PutUint32(c[l3+40+4:], uint32(len(c)-l3-40))
+	return c
 }
 
 func mustAddr(s string) netip.Addr { return netip.MustParseAddr(s) }

@@ -91,6 +91,8 @@ const (
 	ipv6Shim6      = 140
 	ipv4FlagMF     = 0x2000
 	ipv4OffsetMask = 0x1fff
+	maxIPLen       = 0xffff // the most an IP length field holds; a BIG TCP segment's says 0
+	ipv6OptJumbo   = 0xc2   // the jumbo payload option
 )
 
 // Flags change what Decode checks.
@@ -294,6 +296,10 @@ func decodeIPv4(b []byte, p *Packet) ([]byte, uint32, Reason) {
 	copy(p.Src[:4], b[12:16])
 	copy(p.Dst[:4], b[16:20])
 	tl := int(binary.BigEndian.Uint16(b[2:4]))
+	if tl == 0 && p.Proto == flow.TransportTCP && len(b) > maxIPLen &&
+		binary.BigEndian.Uint16(b[6:8])&(ipv4FlagMF|ipv4OffsetMask) == 0 {
+		tl = len(b) // BIG TCP: longer than the field holds, which says 0
+	}
 	if tl < hl {
 		return nil, 0, BadIPLen
 	}
@@ -328,6 +334,25 @@ func decodeIPv4(b []byte, p *Packet) ([]byte, uint32, Reason) {
 	return b[hl:tl], psum, OK
 }
 
+// BigTCP6 reports whether the headers of ip, an IPv6 packet whose payload
+// length field is 0, are those of a BIG TCP segment as Linux sends one:
+// TCP right after the IPv6 header, or after a hop-by-hop header of 8 bytes
+// holding the jumbo payload option (RFC 2675; older kernels). The caller
+// checks the packet is longer than the field holds.
+func BigTCP6(ip []byte) bool {
+	if len(ip) < IPv6HeaderLen+8 {
+		return false
+	}
+	switch ip[6] {
+	case byte(flow.TransportTCP):
+		return true
+	case ipv6HopByHop:
+		h := ip[IPv6HeaderLen:]
+		return h[0] == byte(flow.TransportTCP) && h[1] == 0 && h[2] == ipv6OptJumbo && h[3] == 4
+	}
+	return false
+}
+
 // decodeIPv6 reads the IPv6 header at b[0:], skips extension headers, and
 // returns the upper-layer data cut to the payload length and the
 // pseudo-header sum.
@@ -343,6 +368,9 @@ func decodeIPv6(b []byte, p *Packet) ([]byte, uint32, Reason) {
 	copy(p.Src[:], b[8:24])
 	copy(p.Dst[:], b[24:40])
 	pl := int(binary.BigEndian.Uint16(b[4:6]))
+	if pl == 0 && len(b)-IPv6HeaderLen > maxIPLen && BigTCP6(b) {
+		pl = len(b) - IPv6HeaderLen // BIG TCP: longer than the field holds, which says 0
+	}
 	if pl == 0 {
 		return nil, 0, BadIPLen
 	}

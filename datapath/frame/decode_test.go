@@ -408,3 +408,45 @@ func TestReasonString(t *testing.T) {
 		t.Fatal("out-of-range reason")
 	}
 }
+
+// TestDecodeBigTCP: a TCP segment longer than an IP length field holds,
+// which says 0 (BIG TCP: IPv4, IPv6 without and with a jumbo option's
+// hop-by-hop header), decodes to its TCP header and the frame's end; the
+// same length field in a frame within 64 KiB, or with UDP, stays a bad
+// length.
+func TestDecodeBigTCP(t *testing.T) {
+	const n = 70000
+	v4 := make([]byte, EthHeaderLen+IPv4HeaderLen+20+n)
+	binary.BigEndian.PutUint16(v4[12:], EtherTypeIPv4)
+	v4[14], v4[14+8], v4[14+9] = 0x45, 64, byte(flow.TransportTCP)
+	binary.BigEndian.PutUint16(v4[14+6:], 0x4000) // DF
+	binary.BigEndian.PutUint16(v4[14+10:], Checksum(v4[14:34]))
+	v6 := make([]byte, EthHeaderLen+IPv6HeaderLen+20+n)
+	binary.BigEndian.PutUint16(v6[12:], EtherTypeIPv6)
+	v6[14], v6[14+6], v6[14+7] = 0x60, byte(flow.TransportTCP), 64
+	jumbo := make([]byte, 0, len(v6)+8)
+	jumbo = append(jumbo, v6[:14+40]...)
+	jumbo = append(jumbo, byte(flow.TransportTCP), 0, ipv6OptJumbo, 4, 0, 0, 0, 0)
+	jumbo = append(jumbo, v6[14+40:]...)
+	jumbo[14+6] = ipv6HopByHop
+	binary.BigEndian.PutUint32(jumbo[14+44:], uint32(len(jumbo)-14-40))
+	var p Packet
+	for _, tc := range []struct {
+		name string
+		b    []byte
+		l4   int
+		want Reason
+	}{
+		{"ipv4", v4, 34, NotUDP},
+		{"ipv6", v6, 54, NotUDP},
+		{"ipv6 jumbo option", jumbo, 62, NotUDP},
+		{"ipv4 within 64 KiB", v4[:60000], 0, BadIPLen},
+		{"ipv6 within 64 KiB", v6[:60000], 0, BadIPLen},
+		{"ipv6 udp", func() []byte { c := append([]byte(nil), v6...); c[14+6] = byte(flow.TransportUDP); return c }(), 0, BadIPLen},
+	} {
+		r := Decode(tc.b, &p)
+		if r != tc.want || (r == NotUDP && (p.Proto != flow.TransportTCP || p.L4Off != tc.l4)) {
+			t.Errorf("%s: %v, proto %v at %d; want %v at %d", tc.name, r, p.Proto, p.L4Off, tc.want, tc.l4)
+		}
+	}
+}

@@ -4,12 +4,15 @@ import (
 	"bytes"
 	"encoding/binary"
 	"sync"
+	"sync/atomic"
 
 	"gvisor.dev/gvisor/pkg/buffer"
 	"gvisor.dev/gvisor/pkg/tcpip"
 	"gvisor.dev/gvisor/pkg/tcpip/header"
 	"gvisor.dev/gvisor/pkg/tcpip/network/ipv4"
 	"gvisor.dev/gvisor/pkg/tcpip/stack"
+
+	"github.com/xsessiond/xsessiond/datapath/frame"
 )
 
 // The receive offload of InjectBatch: consecutive in-order data segments of
@@ -58,6 +61,7 @@ type coalescer struct {
 	plen   []int32                       // per packet: its payload length
 	protos []tcpip.NetworkProtocolNumber // per packet: its protocol, 0 for one refused
 	win    *windows                      // the link's: told of each packet gVisor gets
+	big    *atomic.Uint64                // the link's count of BIG TCP segments
 	clock  uint32
 }
 
@@ -171,6 +175,12 @@ func (c *coalescer) inject(d stack.NetworkDispatcher, pkts [][]byte, protos []tc
 		if !ok {
 			if ri >= 0 {
 				c.flush(d, pkts, ri)
+			}
+			if isBig(pkt, proto) {
+				c.big.Add(1)
+				c.win.inbound(pkt)
+				deliverBig(d, pkt, proto)
+				continue
 			}
 			c.one(d, pkt, proto)
 			continue
@@ -302,4 +312,90 @@ func deliver(d stack.NetworkDispatcher, b buffer.Buffer, proto tcpip.NetworkProt
 	pb.RXChecksumValidated = true
 	d.DeliverNetworkPacket(proto, pb)
 	pb.DecRef()
+}
+
+// bigPayload is the most payload deliverBig puts in one segment: with the
+// headers, an IP packet's length field holds it.
+const bigPayload = 0xffff - header.IPv4MaximumHeaderSize - header.TCPHeaderMaximumSize
+
+// ipLen returns the length of pkt's IP packet (classify accepted it): its
+// length field, or all of pkt for a BIG TCP segment (isBig).
+func ipLen(pkt []byte, proto tcpip.NetworkProtocolNumber) int {
+	if isBig(pkt, proto) {
+		return len(pkt)
+	}
+	if proto == ipv4.ProtocolNumber {
+		return int(binary.BigEndian.Uint16(pkt[2:4]))
+	}
+	return header.IPv6MinimumSize + int(binary.BigEndian.Uint16(pkt[4:6]))
+}
+
+// isBig reports whether pkt is a BIG TCP segment as Linux sends one when
+// an interface's GSO size allows more than 64 KiB: longer than its IP
+// length field holds, which says 0 (IPv6: with or without a hop-by-hop
+// header holding the jumbo payload option, frame.BigTCP6).
+func isBig(pkt []byte, proto tcpip.NetworkProtocolNumber) bool {
+	if proto == ipv4.ProtocolNumber {
+		return len(pkt) > 0xffff && binary.BigEndian.Uint16(pkt[2:4]) == 0
+	}
+	return len(pkt) > header.IPv6MinimumSize+0xffff && binary.BigEndian.Uint16(pkt[4:6]) == 0 && frame.BigTCP6(pkt)
+}
+
+// tcpAt returns where pkt's TCP header is: after the IPv4 header, or the
+// IPv6 one and a BIG TCP segment's hop-by-hop header.
+func tcpAt(pkt []byte, proto tcpip.NetworkProtocolNumber) int {
+	if proto == ipv4.ProtocolNumber {
+		return int(pkt[0]&0xf) * 4
+	}
+	if pkt[6] != uint8(header.TCPProtocolNumber) {
+		return header.IPv6MinimumSize + 8 // isBig's jumbo hop-by-hop header
+	}
+	return header.IPv6MinimumSize
+}
+
+// deliverBig hands d a BIG TCP segment (isBig) as segments that gVisor's
+// IP takes, of at most bigPayload bytes of payload each: the headers
+// copied (an IPv6 jumbo option's hop-by-hop header left out), each one's
+// sequence number advanced and its IP length set, PSH and FIN only on the
+// last, as segmentation would have cut it. The caller noted the segment's
+// window (windows.inbound).
+func deliverBig(d stack.NetworkDispatcher, pkt []byte, proto tcpip.NetworkProtocolNumber) {
+	ipL, at := header.IPv6MinimumSize, tcpAt(pkt, proto)
+	if proto == ipv4.ProtocolNumber {
+		ipL = at
+	}
+	if at+header.TCPMinimumSize > len(pkt) {
+		return
+	}
+	end := at + int(pkt[at+12]>>4)*4
+	if end < at+header.TCPMinimumSize || end > len(pkt) {
+		return
+	}
+	hdrLen := ipL + end - at // the IP header and the TCP header
+	payload := pkt[end:]
+	seq := binary.BigEndian.Uint32(pkt[at+4:])
+	for off := 0; off < len(payload); {
+		n := min(bigPayload, len(payload)-off)
+		hv := buffer.NewView(hdrLen)
+		hv.Write(pkt[:ipL])
+		hv.Write(pkt[at:end])
+		h := hv.AsSlice()
+		if proto != ipv4.ProtocolNumber {
+			h[6] = uint8(header.TCPProtocolNumber)
+		}
+		binary.BigEndian.PutUint32(h[ipL+4:], seq+uint32(off))
+		if off+n < len(payload) {
+			h[ipL+13] &^= uint8(header.TCPFlagPsh | header.TCPFlagFin)
+		}
+		if proto == ipv4.ProtocolNumber {
+			ip := header.IPv4(h)
+			ip.SetTotalLength(uint16(hdrLen + n))
+			ip.SetChecksum(0)
+			ip.SetChecksum(^ip.CalculateChecksum())
+		} else {
+			header.IPv6(h).SetPayloadLength(uint16(hdrLen - header.IPv6MinimumSize + n))
+		}
+		deliver(d, headed(hv, buffer.NewViewWithData(payload[off:off+n])), proto)
+		off += n
+	}
 }

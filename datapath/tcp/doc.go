@@ -59,7 +59,12 @@
 // follows the CPU share the process gets, so what was compared is the CPU
 // time per MiB, the benchmarks' cpu-ms/MiB):
 //
-//   - Receive: InjectBatch coalesces the consecutive in-order segments
+//   - Receive: a BIG TCP segment, longer than an IP length field holds
+//     (which says 0; IPv6 with or without a hop-by-hop header holding the
+//     jumbo payload option), as a local peer whose interface allows GSO
+//     segments over 64 KiB sends them, is cut into segments gVisor's IP
+//     takes (deliverBig; Stats.RxBig). InjectBatch coalesces the
+//     consecutive in-order segments
 //     of each connection in a batch into one segment of up to 64 KiB
 //     (coalesce.go), with the rules of Linux's GRO. gVisor's
 //     TCP costs per segment (its dispatcher queues, locks and wakes a

@@ -25,8 +25,11 @@ func (refuser) ListenerClosed(*tcp.Listener) {}
 // checksums (RXChecksumOffload), so random segments get past the checksum
 // into gVisor's TCP. Mode byte 0 injects the input as is; 1 and 2 first
 // fix the IPv4 or IPv6 header (version, lengths, protocol TCP, addresses,
-// header checksum) so that the rest of the input lands in TCP parsing.
-// Nothing may panic; the outbound packets must be well-formed TCP.
+// header checksum) so that the rest of the input lands in TCP parsing; 3
+// and 4 make it a BIG TCP segment of 70,000 bytes whose IP length field
+// says 0 (IPv4; IPv6 behind a hop-by-hop header holding the jumbo payload
+// option), the input at its TCP header. Nothing may panic; the outbound
+// packets must be well-formed TCP.
 func FuzzLinkEndpointInject(f *testing.F) {
 	var bad atomic.Value
 	w := tcp.WriterFunc(func(p tcp.Packet) bool {
@@ -64,12 +67,14 @@ func FuzzLinkEndpointInject(f *testing.F) {
 	f.Add(append([]byte{2}, syn...))
 	f.Add([]byte{0, 0x45, 0, 0, 20, 0, 0, 0, 0, 64, 6, 0, 0, 10, 0, 0, 1, 10, 0, 0, 2})
 	f.Add([]byte{0, 0x60})
+	f.Add(append([]byte{3}, syn...))
+	f.Add(append([]byte{4}, syn...))
 	f.Fuzz(func(t *testing.T, in []byte) {
 		if len(in) == 0 {
 			return
 		}
 		var pkt []byte
-		switch in[0] % 3 {
+		switch in[0] % 5 {
 		case 0:
 			pkt = in[1:]
 		case 1:
@@ -85,6 +90,21 @@ func FuzzLinkEndpointInject(f *testing.F) {
 			copy(pkt[40:], in[1:])
 			pkt[0], pkt[6], pkt[7] = 0x60, 6, 64
 			binary.BigEndian.PutUint16(pkt[4:], uint16(len(in)-1))
+			copy(pkt[8:], addrA6.AsSlice())
+			copy(pkt[24:], addrB6.AsSlice())
+		case 3:
+			pkt = make([]byte, 70000)
+			copy(pkt[20:], in[1:])
+			pkt[0], pkt[8], pkt[9] = 0x45, 64, 6
+			copy(pkt[12:], addrA.AsSlice())
+			copy(pkt[16:], addrB.AsSlice())
+			binary.BigEndian.PutUint16(pkt[10:], ipChecksum(pkt[:20]))
+		case 4:
+			pkt = make([]byte, 70000)
+			copy(pkt[48:], in[1:])
+			pkt[0], pkt[6], pkt[7] = 0x60, 0, 64
+			pkt[40], pkt[42], pkt[43] = 6, 0xc2, 4
+			binary.BigEndian.PutUint32(pkt[44:], uint32(len(pkt)-40))
 			copy(pkt[8:], addrA6.AsSlice())
 			copy(pkt[24:], addrB6.AsSlice())
 		}

@@ -189,7 +189,7 @@ type LinkEndpoint struct {
 	linkAddr   tcpip.LinkAddress
 	onClose    func()
 
-	rxPackets, rxDropped, rxBadCsum, txPackets, txDropped, txNonTCP atomic.Uint64
+	rxPackets, rxDropped, rxBadCsum, rxBig, txPackets, txDropped, txNonTCP atomic.Uint64
 }
 
 var _ stack.LinkEndpoint = (*LinkEndpoint)(nil)
@@ -221,7 +221,12 @@ func (e *LinkEndpoint) Inject(pkt []byte) bool {
 		return false
 	}
 	e.win.inbound(pkt)
-	deliver(d, copied(pkt, proto), proto)
+	if isBig(pkt, proto) {
+		e.rxBig.Add(1)
+		deliverBig(d, pkt, proto)
+	} else {
+		deliver(d, copied(pkt, proto), proto)
+	}
 	e.rxPackets.Add(1)
 	return true
 }
@@ -247,22 +252,24 @@ func (e *LinkEndpoint) check(pkt []byte) (tcpip.NetworkProtocolNumber, bool) {
 func checksumsValid(pkt []byte, proto tcpip.NetworkProtocolNumber) bool {
 	var seg []byte
 	var src, dst tcpip.Address
+	total := ipLen(pkt, proto)
 	if proto == ipv4.ProtocolNumber {
 		ihl := int(pkt[0]&0xf) * 4
-		total := int(binary.BigEndian.Uint16(pkt[2:4]))
 		if total < ihl+header.TCPMinimumSize || checksum.Checksum(pkt[:ihl], 0) != 0xffff {
 			return false
 		}
 		seg = pkt[ihl:total]
 		src, dst = tcpip.AddrFrom4([4]byte(pkt[12:16])), tcpip.AddrFrom4([4]byte(pkt[16:20]))
 	} else {
-		seg = pkt[header.IPv6MinimumSize : header.IPv6MinimumSize+int(binary.BigEndian.Uint16(pkt[4:6]))]
+		seg = pkt[min(tcpAt(pkt, proto), total):total]
 		if len(seg) < header.TCPMinimumSize {
 			return false
 		}
 		src, dst = tcpip.AddrFrom16([16]byte(pkt[8:24])), tcpip.AddrFrom16([16]byte(pkt[24:40]))
 	}
-	sum := header.PseudoHeaderChecksum(header.TCPProtocolNumber, src, dst, uint16(len(seg)))
+	// The length in 32 bits: a BIG TCP segment's is longer than 16.
+	sum := header.PseudoHeaderChecksum(header.TCPProtocolNumber, src, dst, 0)
+	sum = checksum.Combine(checksum.Combine(sum, uint16(len(seg)>>16)), uint16(len(seg)))
 	return checksum.Checksum(seg, sum) == 0xffff
 }
 
@@ -287,7 +294,7 @@ func (e *LinkEndpoint) InjectBatch(pkts [][]byte) int {
 		return 0
 	}
 	c := coalescerPool.Get().(*coalescer)
-	c.protos, c.win = c.protos[:0], e.win
+	c.protos, c.win, c.big = c.protos[:0], e.win, &e.rxBig
 	n := 0
 	for _, pkt := range pkts {
 		proto, ok := e.check(pkt)
@@ -325,7 +332,10 @@ func classify(pkt []byte) (tcpip.NetworkProtocolNumber, bool) {
 		}
 		return ipv4.ProtocolNumber, true
 	case 6:
-		if len(pkt) < header.IPv6MinimumSize || pkt[6] != uint8(header.TCPProtocolNumber) {
+		if len(pkt) < header.IPv6MinimumSize {
+			return 0, false
+		}
+		if pkt[6] != uint8(header.TCPProtocolNumber) && !isBig(pkt, ipv6.ProtocolNumber) {
 			return 0, false
 		}
 		if header.IPv6MinimumSize+int(binary.BigEndian.Uint16(pkt[4:6])) > len(pkt) {

@@ -236,6 +236,9 @@ type Stats struct {
 	ResetsSent    uint64 // gVisor: RSTs sent
 	ResetsRecv    uint64 // gVisor: RSTs received
 	ChecksumError uint64 // injected packets with a bad IPv4 header or TCP checksum
+	// RxBig counts the BIG TCP segments (longer than an IP length field
+	// holds) injected, each cut into segments gVisor takes (deliverBig).
+	RxBig uint64
 	// AcksClamped counts bare acknowledgements whose sequence number the
 	// link lowered to the right edge of the peer's window (the peer had
 	// shrunk it); WindowsUntracked, connections whose peer's window the
@@ -261,6 +264,7 @@ func (s *Stack) Stats() Stats {
 	st.ChecksumError = gst.TCP.ChecksumErrors.Value() + s.link.rxBadCsum.Load()
 	st.RxPackets = s.link.rxPackets.Load()
 	st.RxDropped = s.link.rxDropped.Load()
+	st.RxBig = s.link.rxBig.Load()
 	st.TxPackets = s.link.txPackets.Load()
 	st.TxDropped = s.link.txDropped.Load()
 	st.TxNonTCP = s.link.txNonTCP.Load()
