@@ -108,10 +108,7 @@ func parseSeg(pkt []byte, proto tcpip.NetworkProtocolNumber) (segView, bool) {
 // portsAt returns where pkt's TCP ports are, or -1 when it is too short to
 // hold them (gVisor drops it).
 func portsAt(pkt []byte, proto tcpip.NetworkProtocolNumber) int {
-	at := header.IPv6MinimumSize
-	if proto == ipv4.ProtocolNumber {
-		at = int(pkt[0]&0xf) * 4
-	}
+	at := tcpAt(pkt, proto)
 	if at+4 > len(pkt) {
 		return -1
 	}

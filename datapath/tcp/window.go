@@ -9,6 +9,8 @@ import (
 	"time"
 
 	"gvisor.dev/gvisor/pkg/tcpip/header"
+	"gvisor.dev/gvisor/pkg/tcpip/network/ipv4"
+	"gvisor.dev/gvisor/pkg/tcpip/network/ipv6"
 	"gvisor.dev/gvisor/pkg/tcpip/stack"
 )
 
@@ -124,21 +126,15 @@ const (
 // sender: the window scale of a SYN, the window of any other segment of a
 // tracked connection. It reads only within pkt.
 func (w *windows) inbound(pkt []byte) {
-	var tcp []byte
+	proto := ipv6.ProtocolNumber
 	if pkt[0]>>4 == 4 {
-		ihl := int(pkt[0]&0xf) * 4
-		total := int(binary.BigEndian.Uint16(pkt[2:4]))
-		if total < ihl+header.TCPMinimumSize {
-			return
-		}
-		tcp = pkt[ihl:total]
-	} else {
-		end := header.IPv6MinimumSize + int(binary.BigEndian.Uint16(pkt[4:6]))
-		if end < header.IPv6MinimumSize+header.TCPMinimumSize {
-			return
-		}
-		tcp = pkt[header.IPv6MinimumSize:end]
+		proto = ipv4.ProtocolNumber
 	}
+	at, total := tcpAt(pkt, proto), ipLen(pkt, proto)
+	if total < at+header.TCPMinimumSize || total > len(pkt) {
+		return
+	}
+	tcp := pkt[at:total]
 	flags := tcp[13]
 	switch {
 	case flags&flagRST != 0:
