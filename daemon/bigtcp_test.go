@@ -3,9 +3,6 @@ package daemon
 import (
 	"crypto/rand"
 	"net/netip"
-	"os"
-	"strconv"
-	"strings"
 	"testing"
 
 	"github.com/vishvananda/netlink"
@@ -62,33 +59,4 @@ func TestTCPBigTCP(t *testing.T) {
 }
 
 // outRsts reads Tcp: OutRsts of h's /proc/net/snmp.
-func outRsts(t *testing.T, h *nstest.Host) uint64 {
-	t.Helper()
-	var v uint64
-	if err := h.Do(func() error {
-		b, err := os.ReadFile("/proc/thread-self/net/snmp")
-		if err != nil {
-			return err
-		}
-		var names []string
-		for _, line := range strings.Split(string(b), "\n") {
-			f := strings.Fields(line)
-			if len(f) < 2 || f[0] != "Tcp:" {
-				continue
-			}
-			if names == nil {
-				names = f
-				continue
-			}
-			for i, n := range names {
-				if n == "OutRsts" && i < len(f) {
-					v, _ = strconv.ParseUint(f[i], 10, 64)
-				}
-			}
-		}
-		return nil
-	}); err != nil {
-		t.Fatal(err)
-	}
-	return v
-}
+func outRsts(t *testing.T, h *nstest.Host) uint64 { return snmp(t, h, "Tcp:", "OutRsts") }

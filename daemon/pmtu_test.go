@@ -17,9 +17,13 @@ import (
 )
 
 // reasmOKs reads Ip: ReasmOKs of h's /proc/net/snmp.
-func reasmOKs(t *testing.T, h *nstest.Host) int {
+func reasmOKs(t *testing.T, h *nstest.Host) int { return int(snmp(t, h, "Ip:", "ReasmOKs")) }
+
+// snmp reads counter name of group ("Ip:", "Tcp:", ...) in h's
+// /proc/net/snmp.
+func snmp(t *testing.T, h *nstest.Host, group, name string) uint64 {
 	t.Helper()
-	var v int
+	var v uint64
 	if err := h.Do(func() error {
 		b, err := os.ReadFile("/proc/thread-self/net/snmp")
 		if err != nil {
@@ -28,7 +32,7 @@ func reasmOKs(t *testing.T, h *nstest.Host) int {
 		var names []string
 		for _, line := range strings.Split(string(b), "\n") {
 			f := strings.Fields(line)
-			if len(f) < 2 || f[0] != "Ip:" {
+			if len(f) < 2 || f[0] != group {
 				continue
 			}
 			if names == nil {
@@ -36,8 +40,8 @@ func reasmOKs(t *testing.T, h *nstest.Host) int {
 				continue
 			}
 			for i, n := range names {
-				if n == "ReasmOKs" && i < len(f) {
-					v, _ = strconv.Atoi(f[i])
+				if n == name && i < len(f) {
+					v, _ = strconv.ParseUint(f[i], 10, 64)
 				}
 			}
 		}
