@@ -26,7 +26,10 @@
 // the whole frame (bpf_xdp_get_buff_len). It steers TCP ones like any
 // other and gives UDP ones to the kernel (Counters.UDPMultiBuffer): a
 // segmentation offload burst of several datagrams under one header only
-// the kernel can cut.
+// the kernel can cut. A TCP segment longer than an IP length field holds
+// (BIG TCP: IPv4's total length 0; IPv6's payload length 0, with no
+// extension header or one hop-by-hop header holding the jumbo payload
+// option) has the frame's length.
 //
 // Veth: native mode (and redirect to AF_XDP from it) needs nothing on the
 // peer on this kernel, but the veth must have at least as many rx queues as
