@@ -258,8 +258,8 @@ func (w *worker) txBig(t *udp.Target, h *fifo.DgramHeader) kernelSend {
 }
 
 // wait notes that t's next datagram waits for room in t's kernel socket
-// (full) or behind held datagrams: drainTx leaves t until retryWaiting
-// marks it again, kernelRetry later.
+// (full), behind held datagrams, or for a hold slot: drainTx leaves t
+// until retryWaiting marks it again, kernelRetry later.
 func (x *txState) wait(t *udp.Target, full bool) {
 	if full && !t.KernelWait {
 		t.KernelWait = true

@@ -180,9 +180,11 @@ func (x *txState) drain(t *udp.Target, budget int) (n int, more bool) {
 	for n < budget {
 		if len(x.held) == cap(x.held) || tHeld >= maxHeldBy {
 			// Every hold slot, or this target's share of them, waits for
-			// a neighbour: leave the rest in the fifo (the app sees
-			// back-pressure) rather than drop.
-			return n, true
+			// a neighbour or for room in a kernel socket: leave the rest
+			// in the fifo (the app sees back-pressure) rather than drop,
+			// and look again kernelRetry later rather than spin.
+			x.wait(t, false)
+			return n, false
 		}
 		addr, ok := x.frame()
 		if !ok {
