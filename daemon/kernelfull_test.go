@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"fmt"
 	"net"
+	"os"
 	"os/exec"
 	"sync/atomic"
 	"testing"
@@ -32,6 +33,9 @@ import (
 // mixed burst there is checked for completeness only.
 func TestKernelPathSocketFull(t *testing.T) {
 	if _, err := exec.LookPath("tc"); err != nil {
+		if os.Getenv(nstest.PrivilegedEnv) == "require" {
+			t.Fatal("tc (iproute2) not installed; .ci/run installs it")
+		}
 		t.Skip("tc (iproute2) not installed")
 	}
 	rig := nstest.NewPair(t, nstest.Options{})

@@ -291,7 +291,17 @@ func (x *txState) retryWaiting() {
 
 // kernelWaiting reports whether a datagram waits for room in a kernel
 // socket: the worker then sleeps at most kernelRetry.
-func (x *txState) kernelWaiting() bool { return len(x.waiting) > 0 || x.heldKernel > 0 }
+func (x *txState) kernelWaiting() bool {
+	if len(x.waiting) > 0 {
+		return true
+	}
+	for i := range x.held {
+		if x.held[i].kernel {
+			return true
+		}
+	}
+	return false
+}
 
 // fitsPath reports whether a datagram of plen payload bytes to hd's
 // destination fits one IP packet of the path MTU as known now: the

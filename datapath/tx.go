@@ -70,10 +70,9 @@ type txState struct {
 	lastT  *frame.Template
 	held   []held
 	heldBy map[*udp.Target]int // len(held) by target
-	// heldKernel counts the held datagrams waiting for room in a kernel
-	// socket (held.kernel), kernelTry when they were last tried.
-	heldKernel int
-	kernelTry  time.Time
+	// kernelTry is when the held datagrams waiting for room in a kernel
+	// socket (held.kernel) were last tried.
+	kernelTry time.Time
 	// waiting are the Targets whose next datagram, larger than a frame,
 	// waits in Tx for room in their kernel socket (kernelpath.go), since
 	// waitSince.
@@ -320,9 +319,6 @@ func (x *txState) send(hd *held, fresh bool) bool {
 		case nb.failed && nb.noRoute:
 			x.drop(hd, dropNoRoute)
 		case fresh:
-			if hd.kernel {
-				x.heldKernel++
-			}
 			x.hold(hd)
 			return true
 		default:
@@ -373,7 +369,6 @@ func (x *txState) send(hd *held, fresh bool) bool {
 				w.c.TxKernelWaits++ // once per datagram
 			}
 			if fresh {
-				x.heldKernel++ // retryHeld counts again those it keeps
 				x.hold(hd)
 			}
 			return true
@@ -486,8 +481,8 @@ func (x *txState) retryHeld() {
 		return
 	}
 	x.now = time.Now()
-	tryKernel := x.heldKernel == 0 || x.now.Sub(x.kernelTry) >= kernelRetry
-	if tryKernel && x.heldKernel > 0 {
+	tryKernel := x.now.Sub(x.kernelTry) >= kernelRetry
+	if tryKernel {
 		x.kernelTry = x.now
 	}
 	// The datagrams kept so far hold those after them (holds); when
@@ -506,7 +501,6 @@ func (x *txState) retryHeld() {
 		return false
 	}
 	keep := x.held[:0]
-	x.heldKernel = 0
 	for i := range x.held {
 		hd := x.held[i]
 		if !behind(&hd) && (!hd.kernel || tryKernel) {
@@ -531,9 +525,6 @@ func (x *txState) retryHeld() {
 			x.drop(&hd, why)
 			x.unhold(hd.t)
 			continue
-		}
-		if hd.kernel {
-			x.heldKernel++
 		}
 		keep = append(keep, hd)
 		if nStuck < len(stuck) {
@@ -568,7 +559,6 @@ func (x *txState) dropHeld() {
 		x.held[i] = held{}
 	}
 	x.held = x.held[:0]
-	x.heldKernel = 0
 	clear(x.heldBy)
 	clear(x.waiting)
 	x.waiting = x.waiting[:0]

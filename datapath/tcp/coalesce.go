@@ -249,14 +249,7 @@ func (c *coalescer) flush(d stack.NetworkDispatcher, pkts [][]byte, ri int) {
 	}
 	hv := buffer.NewViewWithData(head[:r.hdrLen])
 	h := hv.AsSlice()
-	if r.proto == ipv4.ProtocolNumber {
-		ip := header.IPv4(h)
-		ip.SetTotalLength(uint16(r.size))
-		ip.SetChecksum(0)
-		ip.SetChecksum(^ip.CalculateChecksum())
-	} else {
-		header.IPv6(h).SetPayloadLength(uint16(r.size - header.IPv6MinimumSize))
-	}
+	setIPLen(h, r.proto, r.size)
 	h[r.ipLen+13] |= r.flags
 	pv := buffer.NewView(r.size - r.hdrLen)
 	for i := r.head; i >= 0; i = c.next[i] {
@@ -265,6 +258,19 @@ func (c *coalescer) flush(d stack.NetworkDispatcher, pkts [][]byte, ri int) {
 	}
 	c.win.inbound(pkts[r.tail]) // the run's acknowledgement and window
 	deliver(d, headed(hv, pv), r.proto)
+}
+
+// setIPLen sets the length field of h, the headers of a packet of total
+// bytes (IPv4: and its header checksum).
+func setIPLen(h []byte, proto tcpip.NetworkProtocolNumber, total int) {
+	if proto == ipv4.ProtocolNumber {
+		ip := header.IPv4(h)
+		ip.SetTotalLength(uint16(total))
+		ip.SetChecksum(0)
+		ip.SetChecksum(^ip.CalculateChecksum())
+		return
+	}
+	header.IPv6(h).SetPayloadLength(uint16(total - header.IPv6MinimumSize))
 }
 
 // one hands one packet to d as it is (copied).
@@ -384,14 +390,7 @@ func deliverBig(d stack.NetworkDispatcher, pkt []byte, proto tcpip.NetworkProtoc
 		if off+n < len(payload) {
 			h[ipL+13] &^= uint8(header.TCPFlagPsh | header.TCPFlagFin)
 		}
-		if proto == ipv4.ProtocolNumber {
-			ip := header.IPv4(h)
-			ip.SetTotalLength(uint16(hdrLen + n))
-			ip.SetChecksum(0)
-			ip.SetChecksum(^ip.CalculateChecksum())
-		} else {
-			header.IPv6(h).SetPayloadLength(uint16(hdrLen - header.IPv6MinimumSize + n))
-		}
+		setIPLen(h, proto, hdrLen+n)
 		deliver(d, headed(hv, buffer.NewViewWithData(payload[off:off+n])), proto)
 		off += n
 	}
