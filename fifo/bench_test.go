@@ -243,38 +243,48 @@ func benchStream(b *testing.B) {
 	b.ResetTimer()
 	err := pinned(func() error {
 		p := poller{every: pollSpin}
-		for range b.N {
-			for done := 0; done < benchChunk; {
-				n, err := prod.Enqueue(src[done:])
-				if err != nil && !errors.Is(err, fifo.ErrNoSpace) {
-					return err
-				}
-				if n == 0 {
-					p.wait()
-				}
-				done += n
-			}
-		}
-		return nil
+		return streamIn(prod, b.N, src, &p)
 	}, func() error {
 		p := poller{every: pollSpin}
-		for range b.N {
-			for done := 0; done < benchChunk; {
-				n, err := cons.Dequeue(dst[done:])
-				if err != nil && !errors.Is(err, fifo.ErrEmpty) {
-					return err
-				}
-				if n == 0 {
-					p.wait()
-				}
-				done += n
-			}
-		}
-		return nil
+		return streamOut(cons, b.N, dst, &p)
 	})
 	if err != nil {
 		b.Fatal(err)
 	}
+}
+
+// streamIn is FifoStream's producer: n chunks of src Enqueued into prod.
+func streamIn(prod *fifo.Fifo, n int, src []byte, p *poller) error {
+	for range n {
+		for done := 0; done < benchChunk; {
+			k, err := prod.Enqueue(src[done:])
+			if err != nil && !errors.Is(err, fifo.ErrNoSpace) {
+				return err
+			}
+			if k == 0 {
+				p.wait()
+			}
+			done += k
+		}
+	}
+	return nil
+}
+
+// streamOut is FifoStream's consumer: n chunks Dequeued from cons into dst.
+func streamOut(cons *fifo.Fifo, n int, dst []byte, p *poller) error {
+	for range n {
+		for done := 0; done < benchChunk; {
+			k, err := cons.Dequeue(dst[done:])
+			if err != nil && !errors.Is(err, fifo.ErrEmpty) {
+				return err
+			}
+			if k == 0 {
+				p.wait()
+			}
+			done += k
+		}
+	}
+	return nil
 }
 
 func BenchmarkFifoZeroCopy(b *testing.B) { b.Run("64KiB", benchZeroCopy) }
