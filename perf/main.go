@@ -240,18 +240,16 @@ func run(ctx context.Context, o options, log io.Writer) (*Report, error) {
 		return nil, fmt.Errorf("--only: %w", err)
 	}
 	var errs []error
-	for _, s := range Scenarios(plan) {
+	for _, group := range groupRows(Scenarios(plan), only) {
 		if ctx.Err() != nil {
 			break
 		}
-		if !only.MatchString(s.Name) {
-			continue
+		for _, res := range r.runGroup(ctx, group, o.reps) {
+			if res.Status == StatusError && ctx.Err() == nil {
+				errs = append(errs, fmt.Errorf("%s: %s", res.Name, res.Note))
+			}
+			rep.Results = append(rep.Results, res)
 		}
-		res := r.runScenario(ctx, s, o.reps)
-		if res.Status == StatusError && ctx.Err() == nil {
-			errs = append(errs, fmt.Errorf("%s: %s", s.Name, res.Note))
-		}
-		rep.Results = append(rep.Results, res)
 	}
 	if err := rg.Close(); err != nil {
 		errs = append(errs, fmt.Errorf("remove rig: %w", err))
@@ -263,27 +261,62 @@ func run(ctx context.Context, o options, log io.Writer) (*Report, error) {
 	return rep, errors.Join(errs...)
 }
 
-// runScenario runs the repetitions of one row. A row whose implementation
-// is not available is skipped with a note; an error ends the row.
-func (r *runner) runScenario(ctx context.Context, s Scenario, reps int) Result {
-	res := Result{Scenario: s, Status: StatusOK}
-	for i := 1; i <= reps; i++ {
-		r.prog.update(s, i, reps, 0, 0)
-		rp, err := r.runRep(ctx, s, i, reps)
-		if err != nil {
-			res.Status, res.Note = StatusError, err.Error()
-			switch {
-			case errors.Is(err, ErrNotAvailable):
-				res.Status = StatusNotAvailable
-			case ctx.Err() != nil:
-				res.Status, res.Note = StatusInterrupted, ""
-			}
-			break
+// groupRows returns the rows only matches, consecutive rows of one group
+// together, in the order given.
+func groupRows(rows []Scenario, only *regexp.Regexp) [][]Scenario {
+	var groups [][]Scenario
+	for _, s := range rows {
+		if !only.MatchString(s.Name) {
+			continue
 		}
-		res.Reps = append(res.Reps, rp)
+		if n := len(groups); n > 0 && groups[n-1][0].Group == s.Group {
+			groups[n-1] = append(groups[n-1], s)
+			continue
+		}
+		groups = append(groups, []Scenario{s})
 	}
-	computeFigures(&res)
-	r.prog.done(rowLine(res))
+	return groups
+}
+
+// runGroup runs the repetitions of the rows of one group in turns: the
+// first repetition of each row, then the second of each, and so on, so
+// that the rows compared with one another see the host alike. On this
+// kind of VM the host's speed drifts over seconds; with each row's
+// repetitions back to back, the row that ran second saw another host.
+// A row whose implementation is not available is skipped with a note; an
+// error ends that row, not the others.
+func (r *runner) runGroup(ctx context.Context, rows []Scenario, reps int) []Result {
+	res := make([]Result, len(rows))
+	for k, s := range rows {
+		res[k] = Result{Scenario: s, Status: StatusOK}
+	}
+	for i := 1; i <= reps && ctx.Err() == nil; i++ {
+		for k, s := range rows {
+			if res[k].Status != StatusOK || ctx.Err() != nil {
+				continue
+			}
+			r.prog.update(s, i, reps, 0, 0)
+			rp, err := r.runRep(ctx, s, i, reps)
+			if err != nil {
+				res[k].Status, res[k].Note = StatusError, err.Error()
+				switch {
+				case errors.Is(err, ErrNotAvailable):
+					res[k].Status = StatusNotAvailable
+				case ctx.Err() != nil:
+					res[k].Status, res[k].Note = StatusInterrupted, ""
+				}
+				continue
+			}
+			res[k].Reps = append(res[k].Reps, rp)
+		}
+	}
+	for k := range res {
+		if res[k].Status == StatusOK && len(res[k].Reps) < reps && ctx.Err() != nil {
+			res[k].Status = StatusInterrupted
+		}
+		computeFigures(&res[k])
+		r.prog.done(rowLine(res[k]))
+	}
 	return res
 }
 

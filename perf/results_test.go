@@ -8,8 +8,10 @@ import (
 	"image/png"
 	"math"
 	"os"
+	"regexp"
 	"slices"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -287,18 +289,56 @@ func TestWriteOutputs(t *testing.T) {
 	}
 }
 
-func TestRunScenarioMarksUnavailable(t *testing.T) {
+// countingPair is a LocalPair whose counts go up at every look; Start
+// notes its name in order.
+type countingPair struct {
+	name  string
+	order *[]string
+	n     atomic.Uint64
+}
+
+func (c *countingPair) Name() string      { return c.name }
+func (c *countingPair) Start(int) error   { *c.order = append(*c.order, c.name); return nil }
+func (c *countingPair) Sent() uint64      { return c.n.Add(1) }
+func (c *countingPair) Delivered() uint64 { return c.n.Load() }
+func (c *countingPair) Stop() error       { return nil }
+
+func TestRunGroupTakesTurns(t *testing.T) {
 	var log bytes.Buffer
-	r := &runner{rigs: &rigs{}, prog: newProgress(&log)}
-	const impl = "unavailable-for-test"
-	na := wrapNA("not on this machine")
-	localPairs[impl] = func() (LocalPair, error) { return nil, na }
-	defer delete(localPairs, impl)
-	res := r.runScenario(t.Context(), Scenario{Name: "ct64-q1-f1/" + impl, Kind: KindCutThrough, Impl: impl, Payload: 64}, 3)
-	if res.Status != StatusNotAvailable || len(res.Reps) != 0 || res.PPS.N != 0 || res.Note != na.Error() {
-		t.Fatalf("result %+v", res)
+	r := &runner{rigs: &rigs{}, prog: newProgress(&log), timing: Timing{Window: 10 * time.Millisecond}}
+	const na, first, second = "unavailable-for-test", "first-for-test", "second-for-test"
+	naErr := wrapNA("not on this machine")
+	var order []string
+	localPairs[na] = func() (LocalPair, error) { return nil, naErr }
+	for _, impl := range []string{first, second} {
+		localPairs[impl] = func() (LocalPair, error) { return &countingPair{name: impl, order: &order}, nil }
 	}
-	if !errors.Is(na, ErrNotAvailable) {
+	defer func() {
+		for _, impl := range []string{na, first, second} {
+			delete(localPairs, impl)
+		}
+	}()
+	var rows []Scenario
+	for _, impl := range []string{na, first, second} {
+		rows = append(rows, Scenario{Name: "ct64-q1-f1/" + impl, Group: "ct64-q1-f1", Kind: KindCutThrough, Impl: impl, Payload: 64})
+	}
+	groups := groupRows(append(rows, Scenario{Name: "ct512-q1-f1/" + first, Group: "ct512-q1-f1"}), regexp.MustCompile("-for-test$"))
+	if len(groups) != 2 || len(groups[0]) != 3 || len(groups[1]) != 1 {
+		t.Fatalf("groups %v", groups)
+	}
+	res := r.runGroup(t.Context(), groups[0], 3)
+	if want := []string{first, second, first, second, first, second}; !slices.Equal(order, want) {
+		t.Errorf("repetitions ran in the order %v, want %v", order, want)
+	}
+	if res[0].Status != StatusNotAvailable || len(res[0].Reps) != 0 || res[0].PPS.N != 0 || res[0].Note != naErr.Error() {
+		t.Errorf("unavailable row: %+v", res[0])
+	}
+	for _, rr := range res[1:] {
+		if rr.Status != StatusOK || len(rr.Reps) != 3 || rr.PPS.N != 3 {
+			t.Errorf("row %s: status %s, %d repetitions, %d figures", rr.Name, rr.Status, len(rr.Reps), rr.PPS.N)
+		}
+	}
+	if !errors.Is(naErr, ErrNotAvailable) {
 		t.Error("wrapNA's error must match ErrNotAvailable")
 	}
 	if !strings.Contains(log.String(), "NOT AVAILABLE") {
