@@ -59,11 +59,7 @@ func benchCrossCore(b *testing.B) {
 	// same place in a memfd segment, used without the fifo's indices.
 	prod, _ := benchFifoPair(b)
 	cc := newCrossCore(b, fifotest.Data(prod))
-	src := make([]byte, benchChunk)
-	for i := range src {
-		src[i] = byte(i)
-	}
-	dst := make([]byte, benchChunk)
+	src, dst := chunkPair()
 	b.SetBytes(benchChunk)
 	b.ReportAllocs()
 	b.ResetTimer()
@@ -80,6 +76,22 @@ func benchCrossCore(b *testing.B) {
 		b.Fatal(err)
 	}
 	b.StopTimer()
+	sameChunk(b, dst, src)
+}
+
+// chunkPair returns a producer's chunk (byte i holds i mod 256) and a
+// consumer's.
+func chunkPair() (src, dst []byte) {
+	src = make([]byte, benchChunk)
+	for i := range src {
+		src[i] = byte(i)
+	}
+	return src, make([]byte, benchChunk)
+}
+
+// sameChunk fails b if the consumer's last chunk, dst, is not the
+// producer's src (sampled: two bytes).
+func sameChunk(b *testing.B, dst, src []byte) {
 	if dst[benchChunk-1] != src[benchChunk-1] || dst[1] != src[1] {
 		b.Fatal("the consumer's chunk differs from the producer's")
 	}
@@ -168,11 +180,7 @@ func (*pairedBarrier) pass(own, other *paddedCounter, p *poller) {
 func benchStreamPaired(b *testing.B) {
 	prod, cons := benchFifoPair(b)
 	cc := newCrossCore(b, fifotest.Data(prod))
-	src := make([]byte, benchChunk)
-	for i := range src {
-		src[i] = byte(i)
-	}
-	dst := make([]byte, benchChunk)
+	src, dst := chunkPair()
 	blocks := (b.N + pairedBlock - 1) / pairedBlock
 	blockLen := func(k int) int { return min(pairedBlock, b.N-k*pairedBlock) }
 	// fifoFirst reports whether block k runs FifoStream's job first.
@@ -225,9 +233,7 @@ func benchStreamPaired(b *testing.B) {
 		b.Fatal(err)
 	}
 	b.StopTimer()
-	if dst[benchChunk-1] != src[benchChunk-1] || dst[1] != src[1] {
-		b.Fatal("the consumer's chunk differs from the producer's")
-	}
+	sameChunk(b, dst, src)
 	ratios := make([]float64, 0, blocks)
 	for _, t := range ns {
 		if t[0] > 0 {

@@ -255,27 +255,23 @@ func benchStream(b *testing.B) {
 
 // streamIn is FifoStream's producer: n chunks of src Enqueued into prod.
 func streamIn(prod *fifo.Fifo, n int, src []byte, p *poller) error {
-	for range n {
-		for done := 0; done < benchChunk; {
-			k, err := prod.Enqueue(src[done:])
-			if err != nil && !errors.Is(err, fifo.ErrNoSpace) {
-				return err
-			}
-			if k == 0 {
-				p.wait()
-			}
-			done += k
-		}
-	}
-	return nil
+	return streamChunks(n, src, p, prod.Enqueue, fifo.ErrNoSpace)
 }
 
 // streamOut is FifoStream's consumer: n chunks Dequeued from cons into dst.
 func streamOut(cons *fifo.Fifo, n int, dst []byte, p *poller) error {
+	return streamChunks(n, dst, p, cons.Dequeue, fifo.ErrEmpty)
+}
+
+// streamChunks moves n chunks of buf through call (Enqueue or Dequeue),
+// each call taking what it can of the rest of the chunk, polling with p
+// while a call moves nothing; wait is the error of a call that had to
+// wait (full or empty).
+func streamChunks(n int, buf []byte, p *poller, call func([]byte) (int, error), wait error) error {
 	for range n {
 		for done := 0; done < benchChunk; {
-			k, err := cons.Dequeue(dst[done:])
-			if err != nil && !errors.Is(err, fifo.ErrEmpty) {
+			k, err := call(buf[done:])
+			if err != nil && !errors.Is(err, wait) {
 				return err
 			}
 			if k == 0 {
