@@ -128,7 +128,9 @@
 // the kernel echo, or the daemon with the echo app, so that the client
 // and the server do not share a Go runtime, echoserve.go);
 // cut-through throughput. Every figure is the median of the repetitions
-// with min and max; each xsessiond row is divided by its baseline. CPU
+// with min and max; each xsessiond row is divided by its baseline. The
+// rows of a group take turns, repetition by repetition (runGroup), so
+// that a row and its baseline see the host alike. CPU
 // cost is the whole machine's busy time from /proc/stat per delivered
 // packet (the method notes in results.md say exactly what is counted and
 // subtracted).
