@@ -78,7 +78,10 @@
 //     sleep when the fifo is full or empty. The
 //     --xs-* flags shape the engine and the app; --xs-stats prints the
 //     engine's counters (drops by reason, AF_XDP ring counters, worker
-//     loops and sleeps) after each receive repetition; --xs-capture
+//     loops and sleeps) after each receive and echo repetition, and for
+//     each TCP repetition the worker's spins, naps and sleeps and the
+//     app's reads that found nothing (spins, spins that found data,
+//     sleeps) in the window; --xs-capture
 //     FILE runs each xsessiond receive and echo repetition with a
 //     capture of every frame in a process of its own (perf capture: the
 //     request xsessiond ctl capture makes and its pcapng conversion) and

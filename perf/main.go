@@ -109,7 +109,7 @@ flags of the rig mode:
 	fs.DurationVar(&o.xs.AppSpin, "xs-app-spin", 0, "xsessiond apps: app.Options.ReadSpin (0 = the library's default, negative = no spin)")
 	fs.StringVar(&o.xs.XDPMode, "xs-xdp-mode", "", "xsessiond engine: XDP attach mode: native, generic (default: auto)")
 	fs.StringVar(&o.xs.Capture, "xs-capture", "", "xsessiond: capture every frame the datapath receives and sends to this pcapng file while each receive and echo scenario runs (as xsessiond ctl capture -w FILE does; /dev/null discards)")
-	fs.BoolVar(&o.xsStats, "xs-stats", false, "print the xsessiond engine's counters after each receive repetition")
+	fs.BoolVar(&o.xsStats, "xs-stats", false, "print the xsessiond engine's counters after each receive and echo repetition, and the worker's and the app's idle counts after each TCP repetition")
 	var rxFifo, bulkFifo int
 	fs.IntVar(&rxFifo, "xs-rx-fifo", 4<<20, "xsessiond app: rx fifo bytes (a power of two)")
 	fs.IntVar(&bulkFifo, "xs-tcp-bulk-fifo", 1<<20, "xsessiond TCP app in the bulk rows: rx and tx fifo bytes per connection, a power of two (0 = the daemon's default, 64 KiB)")

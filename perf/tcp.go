@@ -497,6 +497,11 @@ func (r *runner) tcpRep(ctx context.Context, s Scenario, rep, reps int) (out Rep
 	}
 	out.WorkerLoops, out.WorkerSleeps = cs1.Worker.Loops-cs0.Worker.Loops, cs1.Worker.Sleeps-cs0.Worker.Sleeps
 	out.RxRingFull, out.FillEmpty = cs1.Worker.RingFull-cs0.Worker.RingFull, cs1.Worker.FillEmpty-cs0.Worker.FillEmpty
+	if r.stats != nil && s.Impl == ImplXsessiond {
+		w0, w1, r0, r1 := cs0.Worker, cs1.Worker, cs0.Reads, cs1.Reads
+		r.stats(fmt.Sprintf("%s rep %d: in the window worker spins %d naps %d sleeps %d; app read spins %d spin-hits %d sleeps %d",
+			s.Name, rep, w1.Spins-w0.Spins, w1.Naps-w0.Naps, w1.Sleeps-w0.Sleeps, r1.Spins-r0.Spins, r1.SpinHits-r0.SpinHits, r1.Sleeps-r0.Sleeps))
+	}
 	switch s.Kind {
 	case KindTCPRR, KindTCPCRR:
 		out.TotalSent, out.TotalDelivered = cl.done.Load(), final.Txns

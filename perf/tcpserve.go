@@ -45,6 +45,8 @@ type tcpServer struct {
 	mode string
 	// engine reads xsessiond's engine counters; nil for the kernel.
 	engine func() datapath.Stats
+	// reads reads the xsessiond app's read counters; nil for the kernel.
+	reads func() app.ReadStats
 	// accepted, closed: connections; txns: requests answered (rr, crr);
 	// rxBytes, txBytes: payload bytes read and written.
 	accepted, closed, txns, rxBytes, txBytes, errs atomic.Uint64
@@ -166,6 +168,9 @@ type tcpStats struct {
 	// Worker is xsessiond's engine's loop counters summed over its
 	// workers (none for the kernel).
 	Worker workerLoops `json:"worker"`
+	// Reads are the xsessiond app's reads that found nothing: spins,
+	// spins that found data, sleeps (app.ReadStats; zero for the kernel).
+	Reads app.ReadStats `json:"reads"`
 }
 
 // workerLoops are the engine's worker loop counters.
@@ -194,6 +199,9 @@ func (s *tcpServer) stats() tcpStats {
 				st.Worker.FillEmpty += q.XSK.RxFillRingEmptyDescs
 			}
 		}
+	}
+	if s.reads != nil {
+		st.Reads = s.reads()
 	}
 	s.errMu.Lock()
 	if s.lastErr != nil {
@@ -240,6 +248,7 @@ type tcpListener struct {
 	ln     net.Listener
 	close  func() error          // closes what the listener needed (the app and daemon)
 	engine func() datapath.Stats // xsessiond's engine counters; nil for the kernel
+	reads  func() app.ReadStats  // the xsessiond app's reads; nil for the kernel
 }
 
 func listenTCP(impl, mode, addr, iface, netns string, queues int, xsJSON, cc string) (*tcpListener, error) {
@@ -278,7 +287,7 @@ func listenTCP(impl, mode, addr, iface, netns string, queues int, xsJSON, cc str
 			}
 			return datapath.Stats{}
 		}
-		return &tcpListener{ln: ln, close: func() error { return errors.Join(a.Close(), x.close()) }, engine: engine}, nil
+		return &tcpListener{ln: ln, close: func() error { return errors.Join(a.Close(), x.close()) }, engine: engine, reads: a.ReadStats}, nil
 	}
 	return nil, fmt.Errorf("unknown implementation %q", impl)
 }
@@ -294,7 +303,7 @@ func runTCPServe(impl, mode, addr, iface, netns string, queues int, xsJSON, cc s
 		return err
 	}
 	defer func() { err = errors.Join(err, l.close()) }()
-	s := &tcpServer{mode: mode, engine: l.engine}
+	s := &tcpServer{mode: mode, engine: l.engine, reads: l.reads}
 	serveErr := make(chan error, 1)
 	go pprof.Do(context.Background(), pprof.Labels("part", "server"), func(context.Context) { serveErr <- s.serve(l.ln) })
 	reply("ready")
