@@ -14,15 +14,17 @@ import (
 // than 64 KiB (BIG TCP: `ip link set dev X gso_max_size 185000`, and
 // gso_ipv4_max_size for IPv4, as container networks turn on) sends TCP
 // segments whose IP length field says 0. In generic XDP mode on a veth they
-// reach the daemon whole. (In native mode a veth turns its peer's
-// segmentation offload off, so the peer sends MSS-sized frames with BIG TCP
-// on as without it: the native subtest checks that the echo is exact and
-// nothing is reset, and that no BIG TCP segment came.) Before, the XDP program counted them as bad
+// reach the daemon whole. Before, the XDP program counted them as bad
 // length and gave them to the kernel, which reset the connection for the
 // reserved port. Now the program steers them, and the link cuts each into
 // segments gVisor takes: 4 MiB go each way through an app's echo over
 // IPv4 and IPv6, exact, with BIG TCP segments received, no bad length
 // counted and no reset from host B's kernel.
+//
+// In native mode a veth turns its peer's segmentation offload off, so the
+// peer sends MSS-sized frames with BIG TCP on as without it: the native
+// subtest checks that the echo is exact and nothing is reset, and that no
+// BIG TCP segment came.
 func TestTCPBigTCP(t *testing.T) {
 	for _, mode := range []string{"generic", "native"} {
 		t.Run(mode, func(t *testing.T) { testTCPBigTCP(t, mode) })

@@ -464,6 +464,16 @@ func holds(h, hd *held) bool {
 	return h.key == hd.key
 }
 
+// dropReason is why hd is dropped if it is still held when its time is up
+// or the worker stops: it waited for room in a kernel socket, or for its
+// neighbour.
+func (hd *held) dropReason() int {
+	if hd.kernel {
+		return dropTxKernel
+	}
+	return dropNoNeighbour
+}
+
 // hold keeps hd, whose payload is in a UMEM frame, for retryHeld. drain
 // leaves a slot for every datagram it takes.
 func (x *txState) hold(hd *held) {
@@ -518,11 +528,7 @@ func (x *txState) retryHeld() {
 			}
 		}
 		if x.now.Sub(hd.since) > holdFor {
-			why := dropNoNeighbour
-			if hd.kernel {
-				why = dropTxKernel
-			}
-			x.drop(&hd, why)
+			x.drop(&hd, hd.dropReason())
 			x.unhold(hd.t)
 			continue
 		}
@@ -551,11 +557,7 @@ func (x *txState) unhold(t *udp.Target) {
 // dropHeld drops every held datagram (the worker is stopping).
 func (x *txState) dropHeld() {
 	for i := range x.held {
-		why := dropNoNeighbour
-		if x.held[i].kernel {
-			why = dropTxKernel
-		}
-		x.drop(&x.held[i], why)
+		x.drop(&x.held[i], x.held[i].dropReason())
 		x.held[i] = held{}
 	}
 	x.held = x.held[:0]
