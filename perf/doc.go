@@ -133,7 +133,8 @@
 // cut-through throughput. Every figure is the median of the repetitions
 // with min and max; each xsessiond row is divided by its baseline. The
 // rows of a group take turns, repetition by repetition (runGroup), so
-// that a row and its baseline see the host alike. CPU
+// that a row and its baseline see the host alike; each echo repetition's
+// line gives its own p50, p99 and p99.9, to compare turn by turn. CPU
 // cost is the whole machine's busy time from /proc/stat per delivered
 // packet (the method notes in results.md say exactly what is counted and
 // subtracted).

@@ -237,7 +237,17 @@ func (r *runner) echoRep(ctx context.Context, s Scenario, rep, reps int) (out Re
 	}
 	out.Samples, out.winReplies = samples, c.recvWin.Load()
 	if r.loss != nil {
-		r.loss(fmt.Sprintf("%s rep %d: %s", s.Name, rep, lossLine(out)))
+		r.loss(fmt.Sprintf("%s rep %d: %s; %s", s.Name, rep, latencyLine(samples), lossLine(out)))
 	}
 	return out, err
+}
+
+// latencyLine gives a repetition's percentiles, so that the rows taking
+// turns can be compared repetition by repetition.
+func latencyLine(samples []time.Duration) string {
+	if len(samples) == 0 {
+		return "no replies"
+	}
+	us := func(q float64) float64 { return float64(Percentile(samples, q)) / 1e3 }
+	return fmt.Sprintf("p50 %.1f p99 %.1f p99.9 %.1f µs", us(0.5), us(0.99), us(0.999))
 }

@@ -68,4 +68,10 @@ func TestPercentileAndCDF(t *testing.T) {
 	if pts := CDF(s[:7], 3); pts[len(pts)-1].Fraction != 1 {
 		t.Errorf("uneven CDF does not end at 1: %+v", pts)
 	}
+	if got, want := latencyLine(s), "p50 500.0 p99 990.0 p99.9 999.0 µs"; got != want {
+		t.Errorf("latencyLine = %q, want %q", got, want)
+	}
+	if got := latencyLine(nil); got != "no replies" {
+		t.Errorf("latencyLine(nil) = %q", got)
+	}
 }
