@@ -29,14 +29,16 @@ func newDemoCmd() *cobra.Command {
 	var window int
 	cmd := &cobra.Command{
 		Use:   "demo",
-		Short: "Build a two-host netns rig, run xsessiond and an echo app, and send UDP from the kernel at it",
+		Short: "Build a two-host netns rig, run xsessiond and an echo app, and send UDP and TCP from the kernel at it",
 		Long: `The quickstart: build two hosts (network namespaces joined by a veth pair),
 start the daemon in this process on host B's veth, attach an echo app through
 the library over the control socket, and send UDP datagrams from a kernel
-socket on host A for --duration. Every echo is checked byte for byte; the
-summary gives the rate and round-trip times. Everything is removed at the
-end. It needs root (network namespaces, XDP, AF_XDP). Exit status 0 means
-every datagram came back intact.`,
+socket on host A for --duration, then 16 MiB over a kernel TCP connection
+through the app's TCP listener (gVisor's TCP in the daemon). Every echo is
+checked byte for byte; the summary gives the rate and round-trip times.
+Everything is removed at the end. It needs root (network namespaces, XDP,
+AF_XDP). Exit status 0 means every datagram and every TCP byte came back
+intact.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			if dur <= 0 || window < 1 {
