@@ -180,6 +180,49 @@ type RatioRow struct {
 	Available bool                `json:"available"`
 	Note      string              `json:"note,omitempty"`
 	Ratios    map[string]*float64 `json:"xsessiond_over_baseline"`
+	// Turns compares the latency of the two rows repetition by
+	// repetition (they take turns: runGroup); nil for rows without
+	// latency samples.
+	Turns *Turns `json:"turns,omitempty"`
+}
+
+// Turns counts the repetitions in which xsessiond's percentile was at or
+// below the baseline's repetition of the same turn.
+type Turns struct {
+	N       int `json:"n"`
+	P50AtOr int `json:"p50_at_or_below"`
+	P99AtOr int `json:"p99_at_or_below"`
+}
+
+// String is the turns as results.md gives them.
+func (t *Turns) String() string {
+	if t == nil {
+		return ""
+	}
+	return fmt.Sprintf("turn by turn, p50 at or below in %d of %d, p99 in %d", t.P50AtOr, t.N, t.P99AtOr)
+}
+
+// turns compares x's repetitions with b's, the ith with the ith, for the
+// repetitions of both that have latency samples (sorted).
+func turns(x, b *Result) *Turns {
+	var t Turns
+	for i := range min(len(x.Reps), len(b.Reps)) {
+		xs, bs := x.Reps[i].Samples, b.Reps[i].Samples
+		if len(xs) == 0 || len(bs) == 0 {
+			continue
+		}
+		t.N++
+		if Percentile(xs, 0.50) <= Percentile(bs, 0.50) {
+			t.P50AtOr++
+		}
+		if Percentile(xs, 0.99) <= Percentile(bs, 0.99) {
+			t.P99AtOr++
+		}
+	}
+	if t.N == 0 {
+		return nil
+	}
+	return &t
 }
 
 // baselineOf is the implementation xsessiond is compared with in a kind.
@@ -239,6 +282,9 @@ func Ratios(results []Result) []RatioRow {
 				}
 			}
 			row.Ratios[f.name] = v
+		}
+		if row.Available {
+			row.Turns = turns(&x, b)
 		}
 		rows = append(rows, row)
 	}
@@ -310,7 +356,7 @@ var methodNotes = []string{
 	"TCP: a kernel TCP client in host A (Go net, one goroutine per connection; connect/request/close: 4 goroutines each on a thread in A's namespace, host A's ephemeral port range 1024–65535 with tcp_tw_reuse; both hosts' kernel sockets with the congestion control --tcp-cc names, by default cubic, Linux's, whatever the machine's default) against a server in host B that is one Go function on a net.Listener: net.Listen's (kernel) or app.Listen's (xsessiond: the daemon and the app in the server's process, app fifos at the daemon's default size, 64 KiB per direction, in the request/response rows, and 1 MiB per direction in the bulk rows, as a bulk program sizes its socket buffers: --xs-tcp-bulk-fifo). The server runs as a process of its own (perf tcpserve) started in B's namespace, placed as for the echo rows (--server-cpu).",
 	"TCP B CPU: with the rows placed and --steer (the default), all the busy time of the server's CPU (/proc/stat user+nice+system+irq+softirq+steal over the window) per transaction, connection or GB: the server process (for xsessiond, the daemon's workers and gVisor's goroutines too), B's receive softirqs and B's NAPI threads. On veth a transmit runs the peer's receive in the sender's softirq, which put each host's receive on the other's CPU; --steer moves it back: receive packet steering on A's veth to the client's CPUs and on B's veth to the server's, and, while xsessiond's XDP program is attached in native mode, B's NAPI threaded on the server's CPU (in generic mode the program runs in the receive softirq RPS put there), as a NIC's interrupt would place each host's receive. Without --steer: the server process's user+system time (getrusage, read by the process itself at both ends of the window). The log line gives both. Machine CPU: /proc/stat busy time over the window, client included.",
 	"TCP exact: the repetitions whose totals match at both ends (transactions the client completed = requests the server answered; bytes written = bytes read, after the sender closed and the receiver read to the end). Errors: failed connects, resets and timeouts of client and server.",
-	"Each figure: median [min–max] over the repetitions. The rows of a group (the kernel, xsessiond, their generator alone) take turns: the first repetition of each, then the second of each, and so on.",
+	"Each figure: median [min–max] over the repetitions. The rows of a group (the kernel, xsessiond, their generator alone) take turns: the first repetition of each, then the second of each, and so on. For the echo and TCP request/response rows the ratio table's note counts the turns in which xsessiond's p50 and p99 were at or below the baseline's in the same turn.",
 }
 
 // WriteJSON writes the report as indented JSON.
@@ -457,7 +503,7 @@ func WriteMarkdown(w io.Writer, rep *Report) error {
 				fmtRatio(q.Ratios["pps"]), fmtRatio(q.Ratios["gbps"]), fmtRatio(q.Ratios["cpu_ns_per_pkt"]),
 				fmtRatio(q.Ratios["rx_cpu_ns_per_pkt"]), fmtRatio(q.Ratios["server_cpu_ns_per_txn"]),
 				fmtRatio(q.Ratios["p50_us"]), fmtRatio(q.Ratios["p99_us"]),
-				fmtRatio(q.Ratios["p999_us"]), q.Note)
+				fmtRatio(q.Ratios["p999_us"]), joinNotes(q.Note, q.Turns.String()))
 		}
 	}
 	_, err := io.WriteString(w, b.String())
@@ -483,4 +529,15 @@ func fmtPct(s Summary) string {
 		return "–"
 	}
 	return fmtSummary(s, 100, 0) + "%"
+}
+
+// joinNotes joins the non-empty notes with "; ".
+func joinNotes(notes ...string) string {
+	var keep []string
+	for _, n := range notes {
+		if n != "" {
+			keep = append(keep, n)
+		}
+	}
+	return strings.Join(keep, "; ")
 }

@@ -365,3 +365,49 @@ func checkNonEmpty(path string) error {
 	}
 	return nil
 }
+
+func TestTurns(t *testing.T) {
+	res := fixtureResults()
+	lat := func(base time.Duration) []time.Duration {
+		s := make([]time.Duration, 1000)
+		for i := range s {
+			s[i] = base + time.Duration(i)*time.Microsecond
+		}
+		return s
+	}
+	x := &res[4]
+	if x.Group != "echo64-q1-f1" || x.Impl != ImplXsessiond {
+		t.Fatalf("fixture row 4 is %s", x.Name)
+	}
+	if rows := Ratios(res); rows[1].Turns != nil {
+		t.Errorf("turns %+v for a row that was not available", rows[1].Turns)
+	}
+	// The kernel's turns start at 10 and 20 µs; xsessiond's first is
+	// faster, its second slower, and its third has no kernel turn.
+	x.Status, x.Note = StatusOK, ""
+	x.Reps = []Rep{
+		{WindowNs: int64(time.Second), Sent: 1000, Delivered: 1000, TotalSent: 1000, TotalDelivered: 1000, Samples: lat(5 * time.Microsecond)},
+		{WindowNs: int64(time.Second), Sent: 1000, Delivered: 1000, TotalSent: 1000, TotalDelivered: 1000, Samples: lat(30 * time.Microsecond)},
+		{WindowNs: int64(time.Second), Sent: 1000, Delivered: 1000, TotalSent: 1000, TotalDelivered: 1000, Samples: lat(0)},
+	}
+	computeFigures(x)
+	row := Ratios(res)[1]
+	if want := (Turns{N: 2, P50AtOr: 1, P99AtOr: 1}); row.Turns == nil || *row.Turns != want {
+		t.Fatalf("turns %+v, want %+v", row.Turns, want)
+	}
+	if got, want := row.Turns.String(), "turn by turn, p50 at or below in 1 of 2, p99 in 1"; got != want {
+		t.Errorf("turns say %q, want %q", got, want)
+	}
+	// The same latency in a turn counts as at or below.
+	x.Reps[1].Samples = lat(20 * time.Microsecond)
+	if got := Ratios(res)[1].Turns; got.P50AtOr != 2 || got.P99AtOr != 2 {
+		t.Errorf("equal turns: %+v", got)
+	}
+	var b strings.Builder
+	if err := WriteMarkdown(&b, &Report{Results: res, Ratios: Ratios(res)}); err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(b.String(), "turn by turn, p50 at or below in 2 of 2, p99 in 2 |") {
+		t.Errorf("results.md has no turns for the echo row:\n%s", b.String())
+	}
+}
