@@ -59,6 +59,21 @@ func childMain(run func(in io.Reader, reply func(string, ...any)) error) int {
 // startChild starts this executable with args in host h's namespace (on
 // cpus, when not nil) and waits for its first line, "ready".
 func startChild(h *nstest.Host, name string, cpus *unix.CPUSet, args []string) (*child, error) {
+	// The child inherits the namespace of the thread that forks it.
+	return launchChild(name, args, func(cmd *exec.Cmd) error {
+		return h.Do(func() error { return startOn(cpus, cmd.Start) })
+	})
+}
+
+// startChildHere starts this executable with args where this process runs
+// (its namespaces, its CPUs) and waits for its first line, "ready".
+func startChildHere(name string, args []string) (*child, error) {
+	return launchChild(name, args, (*exec.Cmd).Start)
+}
+
+// launchChild makes the child's command, has start start it and waits for
+// its first line, "ready".
+func launchChild(name string, args []string, start func(*exec.Cmd) error) (*child, error) {
 	exe, err := childExe()
 	if err != nil {
 		return nil, fmt.Errorf("%s: %w", name, err)
@@ -68,8 +83,7 @@ func startChild(h *nstest.Host, name string, cpus *unix.CPUSet, args []string) (
 	if c.in, c.out, c.stderr, err = pipeChild(c.cmd, 1<<20); err != nil {
 		return nil, err
 	}
-	// The child inherits the namespace of the thread that forks it.
-	if err := h.Do(func() error { return startOn(cpus, c.cmd.Start) }); err != nil {
+	if err := start(c.cmd); err != nil {
 		return nil, fmt.Errorf("start %s: %w", name, err)
 	}
 	line, err := c.readLine()

@@ -33,6 +33,8 @@ func main() {
 			os.Exit(echoServeMain(os.Args[2:]))
 		case "capture":
 			os.Exit(captureMain(os.Args[2:]))
+		case "xsdaemon":
+			os.Exit(xsDaemonMain(os.Args[2:]))
 		}
 	}
 	os.Exit(rigMain(os.Args[1:]))
@@ -109,6 +111,7 @@ flags of the rig mode:
 	fs.DurationVar(&o.xs.AppSpin, "xs-app-spin", 0, "xsessiond apps: app.Options.ReadSpin (0 = the library's default, negative = no spin)")
 	fs.StringVar(&o.xs.XDPMode, "xs-xdp-mode", "", "xsessiond engine: XDP attach mode: native, generic (default: auto)")
 	fs.StringVar(&o.xs.Capture, "xs-capture", "", "xsessiond: capture every frame the datapath receives and sends to this pcapng file while each receive and echo scenario runs (as xsessiond ctl capture -w FILE does; /dev/null discards)")
+	fs.BoolVar(&o.xs.DaemonProcess, "xs-daemon-process", false, "xsessiond TCP rows: run the daemon in a process of its own beside the TCP server's, on the same CPU, the server's app attaching over its control socket as an app attaches to xsessiond run (default: the daemon in the server's process, one Go runtime for both); --cpuprofile then writes the daemon's profile beside the server's, -daemon before the extension")
 	fs.BoolVar(&o.xsStats, "xs-stats", false, "print the xsessiond engine's counters after each receive and echo repetition, and the worker's and the app's idle counts after each TCP repetition")
 	var rxFifo, bulkFifo int
 	fs.IntVar(&rxFifo, "xs-rx-fifo", 4<<20, "xsessiond app: rx fifo bytes (a power of two)")
@@ -227,6 +230,7 @@ func run(ctx context.Context, o options, log io.Writer) (*Report, error) {
 	}
 	rg := &rigs{peerOffload: o.peerOff}
 	rep.Config.PeerOffload = o.peerOff
+	rep.Config.XsDaemonProcess = o.xs.DaemonProcess
 	defer rg.Close()
 	xsOptions = o.xs
 	r := &runner{rigs: rg, timing: o.timing, prog: newProgress(log), port: defaultPort, genThreads: o.genThreads, cpuProfile: o.cpuProfile, tcpCC: o.tcpCC, serverPin: pin}

@@ -57,10 +57,12 @@ type Rep struct {
 	// the softirqs and kernel threads of B's receive steered there,
 	// steer.go); otherwise the server process's user+system time.
 	// SrvProcNs is the server process's alone (the server and, for
-	// xsessiond, the daemon in the same process).
-	SrvNs     int64  `json:"server_cpu_ns,omitempty"`
-	SrvProcNs int64  `json:"server_proc_ns,omitempty"`
-	Errors    uint64 `json:"errors,omitempty"`
+	// xsessiond, the daemon in the same process, or in a process of its
+	// own with --xs-daemon-process: then both, SrvDaemonNs the daemon's).
+	SrvNs       int64  `json:"server_cpu_ns,omitempty"`
+	SrvProcNs   int64  `json:"server_proc_ns,omitempty"`
+	SrvDaemonNs int64  `json:"server_daemon_ns,omitempty"`
+	Errors      uint64 `json:"errors,omitempty"`
 	// WorkerLoops and WorkerSleeps are xsessiond's worker loops and
 	// sleeps in poll(2) in the window (TCP rows).
 	WorkerLoops  uint64 `json:"worker_loops,omitempty"`

@@ -16,7 +16,7 @@ import (
 	"fmt"
 	"io"
 	"net"
-	"os"
+	"path/filepath"
 	"runtime/pprof"
 	"strings"
 	"sync"
@@ -47,6 +47,9 @@ type tcpServer struct {
 	engine func() datapath.Stats
 	// reads reads the xsessiond app's read counters; nil for the kernel.
 	reads func() app.ReadStats
+	// daemon is the daemon's process (--xs-daemon-process), whose CPU
+	// time counts with this process's; nil: none.
+	daemon *xsDaemonProcess
 	// accepted, closed: connections; txns: requests answered (rr, crr);
 	// rxBytes, txBytes: payload bytes read and written.
 	accepted, closed, txns, rxBytes, txBytes, errs atomic.Uint64
@@ -163,8 +166,10 @@ type tcpStats struct {
 	Errors   uint64 `json:"errors"`
 	LastErr  string `json:"last_error,omitempty"`
 	// CPUNs is the process's user+system time so far (all its threads:
-	// the server and, for xsessiond, the daemon in it).
-	CPUNs int64 `json:"cpu_ns"`
+	// the server and, for xsessiond, the daemon in it), and with the
+	// daemon in a process of its own that process's too, DaemonCPUNs.
+	CPUNs       int64 `json:"cpu_ns"`
+	DaemonCPUNs int64 `json:"daemon_cpu_ns,omitempty"`
 	// Worker is xsessiond's engine's loop counters summed over its
 	// workers (none for the kernel).
 	Worker workerLoops `json:"worker"`
@@ -189,6 +194,12 @@ type workerLoops struct {
 func (s *tcpServer) stats() tcpStats {
 	st := tcpStats{Accepted: s.accepted.Load(), Closed: s.closed.Load(), Txns: s.txns.Load(),
 		RxBytes: s.rxBytes.Load(), TxBytes: s.txBytes.Load(), Errors: s.errs.Load(), CPUNs: procCPU().Nanoseconds()}
+	if s.daemon != nil {
+		// The daemon's process counts as this one's part of host B.
+		d, _ := s.daemon.cpu()
+		st.DaemonCPUNs = d.Nanoseconds()
+		st.CPUNs += st.DaemonCPUNs
+	}
 	if s.engine != nil {
 		es := s.engine()
 		t := es.Totals
@@ -249,6 +260,7 @@ type tcpListener struct {
 	close  func() error          // closes what the listener needed (the app and daemon)
 	engine func() datapath.Stats // xsessiond's engine counters; nil for the kernel
 	reads  func() app.ReadStats  // the xsessiond app's reads; nil for the kernel
+	daemon *xsDaemonProcess      // the daemon's process (--xs-daemon-process); nil: none
 }
 
 func listenTCP(impl, mode, addr, iface, netns string, queues int, xsJSON, cc string) (*tcpListener, error) {
@@ -265,13 +277,16 @@ func listenTCP(impl, mode, addr, iface, netns string, queues int, xsJSON, cc str
 		if err := json.Unmarshal([]byte(xsJSON), &o); err != nil {
 			return nil, fmt.Errorf("--xs: %w", err)
 		}
+		ao := app.Options{Name: "perf-tcp", ReadSpin: o.AppSpin}
+		if mode == tcpModeRecv || mode == tcpModeSend {
+			ao.RxFifoSize, ao.TxFifoSize = o.TCPBulkFifo, o.TCPBulkFifo
+		}
+		if o.DaemonProcess {
+			return listenXsDaemonProcess(addr, iface, netns, queues, xsJSON, ao)
+		}
 		x, err := startXsDaemon(iface, netns, queues, o, false)
 		if err != nil {
 			return nil, err
-		}
-		ao := app.Options{Name: "perf-tcp"}
-		if mode == tcpModeRecv || mode == tcpModeSend {
-			ao.RxFifoSize, ao.TxFifoSize = o.TCPBulkFifo, o.TCPBulkFifo
 		}
 		a, err := x.attach(ao)
 		if err != nil {
@@ -292,6 +307,32 @@ func listenTCP(impl, mode, addr, iface, netns string, queues int, xsJSON, cc str
 	return nil, fmt.Errorf("unknown implementation %q", impl)
 }
 
+// listenXsDaemonProcess starts the daemon in a process of its own
+// (xsdaemon.go) and listens on addr through an app attached to it with ao.
+func listenXsDaemonProcess(addr, iface, netns string, queues int, xsJSON string, ao app.Options) (*tcpListener, error) {
+	d, sock, err := startXsDaemonProcess(iface, netns, queues, xsJSON)
+	if err != nil {
+		return nil, err
+	}
+	ao.Socket = sock
+	ctx, cancel := context.WithTimeout(context.Background(), xsAttachTimeout)
+	defer cancel()
+	a, err := app.Attach(ctx, ao)
+	if err != nil {
+		return nil, errors.Join(fmt.Errorf("attach app %s: %w", ao.Name, err), d.close())
+	}
+	ln, err := a.Listen("tcp://" + addr)
+	if err != nil {
+		return nil, errors.Join(fmt.Errorf("listen: %w", err), a.Close(), d.close())
+	}
+	return &tcpListener{ln: ln, close: func() error { return errors.Join(a.Close(), d.close()) },
+		engine: func() datapath.Stats {
+			st, _ := d.stats() // a failed call leaves zeros; the daemon's errors come at close
+			return st
+		},
+		reads: a.ReadStats, daemon: d}, nil
+}
+
 func runTCPServe(impl, mode, addr, iface, netns string, queues int, xsJSON, cc string, in io.Reader, reply func(string, ...any)) (err error) {
 	switch mode {
 	case tcpModeRR, tcpModeCRR, tcpModeRecv, tcpModeSend:
@@ -303,17 +344,12 @@ func runTCPServe(impl, mode, addr, iface, netns string, queues int, xsJSON, cc s
 		return err
 	}
 	defer func() { err = errors.Join(err, l.close()) }()
-	s := &tcpServer{mode: mode, engine: l.engine, reads: l.reads}
+	s := &tcpServer{mode: mode, engine: l.engine, reads: l.reads, daemon: l.daemon}
 	serveErr := make(chan error, 1)
 	go pprof.Do(context.Background(), pprof.Labels("part", "server"), func(context.Context) { serveErr <- s.serve(l.ln) })
 	reply("ready")
-	var prof *os.File
-	defer func() {
-		if prof != nil {
-			pprof.StopCPUProfile()
-			prof.Close()
-		}
-	}()
+	var prof profile
+	defer func() { err = errors.Join(err, prof.stop()) }()
 	sc := bufio.NewScanner(in)
 	for sc.Scan() {
 		cmd, arg, _ := strings.Cut(strings.TrimSpace(sc.Text()), " ")
@@ -322,33 +358,19 @@ func runTCPServe(impl, mode, addr, iface, netns string, queues int, xsJSON, cc s
 			b, _ := json.Marshal(s.stats())
 			reply("%s", b)
 		case "prof":
-			if prof != nil {
-				reply("error profile already running")
-				continue
-			}
-			f, err := os.Create(arg)
-			if err == nil {
-				if err = pprof.StartCPUProfile(f); err != nil {
-					f.Close()
+			err := prof.start(arg)
+			if err == nil && l.daemon != nil {
+				if err = l.daemon.call("prof " + daemonProfile(arg)); err != nil {
+					err = errors.Join(err, prof.stop())
 				}
 			}
-			if err != nil {
-				reply("error cpu profile: %s", err)
-				continue
-			}
-			prof = f
-			reply("ok")
+			replyErr(reply, err)
 		case "unprof":
-			if prof != nil {
-				pprof.StopCPUProfile()
-				err := prof.Close()
-				prof = nil
-				if err != nil {
-					reply("error cpu profile: %s", err)
-					continue
-				}
+			err := prof.stop()
+			if l.daemon != nil {
+				err = errors.Join(err, l.daemon.call("unprof"))
 			}
-			reply("ok")
+			replyErr(reply, err)
 		case "stopsend":
 			s.stopSend.Store(true)
 			reply("ok")
@@ -386,4 +408,11 @@ func (s *tcpServer) quit(ln net.Listener, serveErr chan error, reply func(string
 	}
 	reply("%s", b)
 	return nil
+}
+
+// daemonProfile is where the daemon's process writes its CPU profile when
+// the server's goes to path: "-daemon" before the extension.
+func daemonProfile(path string) string {
+	ext := filepath.Ext(path)
+	return strings.TrimSuffix(path, ext) + "-daemon" + ext
 }

@@ -58,6 +58,9 @@ type XsessiondOptions struct {
 	// Capture, when set, is the pcapng file a capture of every frame is
 	// written to while each receive and echo scenario runs (xsCapture).
 	Capture string
+	// DaemonProcess runs the TCP rows' daemon in a process of its own
+	// beside the server's (xsdaemon.go) instead of in the server's.
+	DaemonProcess bool
 }
 
 // xsCaptureNote, when set, is told each finished capture's line.
