@@ -111,7 +111,7 @@ flags of the rig mode:
 	fs.DurationVar(&o.xs.AppSpin, "xs-app-spin", 0, "xsessiond apps: app.Options.ReadSpin (0 = the library's default, negative = no spin)")
 	fs.StringVar(&o.xs.XDPMode, "xs-xdp-mode", "", "xsessiond engine: XDP attach mode: native, generic (default: auto)")
 	fs.StringVar(&o.xs.Capture, "xs-capture", "", "xsessiond: capture every frame the datapath receives and sends to this pcapng file while each receive and echo scenario runs (as xsessiond ctl capture -w FILE does; /dev/null discards)")
-	fs.BoolVar(&o.xs.DaemonProcess, "xs-daemon-process", false, "xsessiond TCP rows: run the daemon in a process of its own beside the TCP server's, on the same CPU, the server's app attaching over its control socket as an app attaches to xsessiond run (default: the daemon in the server's process, one Go runtime for both); --cpuprofile then writes the daemon's profile beside the server's, -daemon before the extension")
+	fs.BoolVar(&o.xs.DaemonProcess, "xs-daemon-process", false, "xsessiond: run the daemon of the UDP receive, echo and TCP rows in a process of its own beside the app's (the harness's, the echo server's, the TCP server's), on the same CPUs, the app attaching over its control socket as an app attaches to xsessiond run (default: the daemon in the app's process, one Go runtime for both); --cpuprofile then writes the daemon's profile beside the server's, -daemon before the extension")
 	fs.BoolVar(&o.xsStats, "xs-stats", false, "print the xsessiond engine's counters after each receive and echo repetition, and the worker's and the app's idle counts after each TCP repetition")
 	var rxFifo, bulkFifo int
 	fs.IntVar(&rxFifo, "xs-rx-fifo", 4<<20, "xsessiond app: rx fifo bytes (a power of two)")

@@ -323,8 +323,8 @@ type RunConfig struct {
 	// PeerOffload: host A's tx checksum offload and TSO were left on
 	// (--peer-offload).
 	PeerOffload bool `json:"peer_offload,omitempty"`
-	// XsDaemonProcess is --xs-daemon-process: xsessiond's TCP rows ran the
-	// daemon in a process of its own beside the server's.
+	// XsDaemonProcess is --xs-daemon-process: xsessiond's rows ran the
+	// daemon in a process of its own beside the app's.
 	XsDaemonProcess bool `json:"xs_daemon_process,omitempty"`
 }
 
@@ -407,7 +407,7 @@ func WriteMarkdown(w io.Writer, rep *Report) error {
 		fmt.Fprintf(&b, "Echo and TCP rows: server and client on any CPU.\n\n")
 	}
 	if rep.Config.XsDaemonProcess {
-		fmt.Fprintf(&b, "xsessiond's TCP rows: the daemon in a process of its own beside the server's, on the same CPU, its app attached over the daemon's control socket (--xs-daemon-process); the server's CPU time is both processes'.\n\n")
+		fmt.Fprintf(&b, "xsessiond's rows: the daemon in a process of its own beside the app's, on the same CPUs, the app attached over the daemon's control socket (--xs-daemon-process); a TCP server's CPU time is both processes'.\n\n")
 	}
 	for _, m := range rep.Method {
 		fmt.Fprintf(&b, "- %s\n", m)

@@ -94,52 +94,6 @@ func TestTCPOnRig(t *testing.T) {
 	leaks.Check(t)
 }
 
-// TestTCPDaemonProcessOnRig runs xsessiond's request/response and
-// connect/request/close rows once each with the daemon in a process of its
-// own (--xs-daemon-process): every transaction exact, the daemon's worker
-// counters read through its process, and the daemon's CPU time counted
-// with the server's, which alone could not reach it.
-func TestTCPDaemonProcessOnRig(t *testing.T) {
-	nstest.RequirePrivileged(t)
-	leaks := leakcheck.Take(t, leakcheck.Options{FDs: true, Goroutines: true})
-	saved := xsOptions
-	xsOptions.DaemonProcess = true
-	defer func() { xsOptions = saved }()
-	rg := &rigs{}
-	defer rg.Close()
-	r := &runner{rigs: rg, prog: newProgress(io.Discard), port: defaultPort, tcpCC: "reno",
-		timing: Timing{Warmup: 100 * time.Millisecond, Window: 300 * time.Millisecond, Drain: 2 * time.Second}}
-	ran := 0
-	for _, s := range tcpScenarios() {
-		if s.Impl != ImplXsessiond || (s.Kind != KindTCPRR && s.Kind != KindTCPCRR) || s.Flows > 4 {
-			continue
-		}
-		ran++
-		rep, err := r.runRep(t.Context(), s, 1, 1)
-		if err != nil {
-			t.Fatalf("%s: %v", s.Name, err)
-		}
-		t.Logf("%s: %s", s.Name, tcpLine(s.Kind, rep))
-		if rep.TotalDelivered == 0 || rep.TotalSent != rep.TotalDelivered || rep.Errors != 0 {
-			t.Errorf("%s: sent %d, received %d, %d errors", s.Name, rep.TotalSent, rep.TotalDelivered, rep.Errors)
-		}
-		if rep.WorkerLoops == 0 {
-			t.Errorf("%s: no worker loops read from the daemon's process", s.Name)
-		}
-		if rep.SrvDaemonNs <= 0 || rep.SrvProcNs <= rep.SrvDaemonNs {
-			t.Errorf("%s: the daemon's process %v of the server's and its %v in the window", s.Name,
-				time.Duration(rep.SrvDaemonNs), time.Duration(rep.SrvProcNs))
-		}
-	}
-	if ran != 2 {
-		t.Fatalf("ran %d rows, want xsessiond's request/response over one connection and connect/request/close", ran)
-	}
-	if err := rg.Close(); err != nil {
-		t.Fatal(err)
-	}
-	leaks.Check(t)
-}
-
 // TestTCPServerLoopback drives the server function on a kernel listener on
 // the loopback interface in each mode, as the harness's client does, and
 // checks its counters.

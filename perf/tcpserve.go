@@ -277,18 +277,15 @@ func listenTCP(impl, mode, addr, iface, netns string, queues int, xsJSON, cc str
 		if err := json.Unmarshal([]byte(xsJSON), &o); err != nil {
 			return nil, fmt.Errorf("--xs: %w", err)
 		}
-		ao := app.Options{Name: "perf-tcp", ReadSpin: o.AppSpin}
+		ao := app.Options{Name: "perf-tcp"}
 		if mode == tcpModeRecv || mode == tcpModeSend {
 			ao.RxFifoSize, ao.TxFifoSize = o.TCPBulkFifo, o.TCPBulkFifo
 		}
-		if o.DaemonProcess {
-			return listenXsDaemonProcess(addr, iface, netns, queues, xsJSON, ao)
-		}
-		x, err := startXsDaemon(iface, netns, queues, o, false)
+		x, err := startXsDaemonRef(iface, netns, queues, o)
 		if err != nil {
 			return nil, err
 		}
-		a, err := x.attach(ao)
+		a, err := attachTo(x.socket(), o.AppSpin, ao)
 		if err != nil {
 			return nil, errors.Join(err, x.close())
 		}
@@ -296,41 +293,11 @@ func listenTCP(impl, mode, addr, iface, netns string, queues int, xsJSON, cc str
 		if err != nil {
 			return nil, errors.Join(fmt.Errorf("listen: %w", err), a.Close(), x.close())
 		}
-		engine := func() datapath.Stats {
-			if e := x.d.Engine(); e != nil {
-				return e.Stats()
-			}
-			return datapath.Stats{}
-		}
-		return &tcpListener{ln: ln, close: func() error { return errors.Join(a.Close(), x.close()) }, engine: engine, reads: a.ReadStats}, nil
+		d, _ := x.(*xsDaemonProcess)
+		return &tcpListener{ln: ln, close: func() error { return errors.Join(a.Close(), x.close()) }, engine: x.stats,
+			reads: a.ReadStats, daemon: d}, nil
 	}
 	return nil, fmt.Errorf("unknown implementation %q", impl)
-}
-
-// listenXsDaemonProcess starts the daemon in a process of its own
-// (xsdaemon.go) and listens on addr through an app attached to it with ao.
-func listenXsDaemonProcess(addr, iface, netns string, queues int, xsJSON string, ao app.Options) (*tcpListener, error) {
-	d, sock, err := startXsDaemonProcess(iface, netns, queues, xsJSON)
-	if err != nil {
-		return nil, err
-	}
-	ao.Socket = sock
-	ctx, cancel := context.WithTimeout(context.Background(), xsAttachTimeout)
-	defer cancel()
-	a, err := app.Attach(ctx, ao)
-	if err != nil {
-		return nil, errors.Join(fmt.Errorf("attach app %s: %w", ao.Name, err), d.close())
-	}
-	ln, err := a.Listen("tcp://" + addr)
-	if err != nil {
-		return nil, errors.Join(fmt.Errorf("listen: %w", err), a.Close(), d.close())
-	}
-	return &tcpListener{ln: ln, close: func() error { return errors.Join(a.Close(), d.close()) },
-		engine: func() datapath.Stats {
-			st, _ := d.stats() // a failed call leaves zeros; the daemon's errors come at close
-			return st
-		},
-		reads: a.ReadStats, daemon: d}, nil
 }
 
 func runTCPServe(impl, mode, addr, iface, netns string, queues int, xsJSON, cc string, in io.Reader, reply func(string, ...any)) (err error) {

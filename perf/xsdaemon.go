@@ -1,10 +1,11 @@
 package main
 
-// The daemon in a process of its own (--xs-daemon-process): the TCP
-// server process starts perf xsdaemon beside it, in its namespace and on
-// its CPU, and its app attaches over the daemon's control socket, as an
-// app attaches to xsessiond run. Without the option the daemon runs in the
-// server's process, where the app's goroutines and the daemon's share one
+// The daemon in a process of its own (--xs-daemon-process): the process of
+// the harness's app (the echo or TCP server, or the harness itself for the
+// UDP receive rows) starts perf xsdaemon beside it, in its namespaces and
+// on its CPUs, and the app attaches over the daemon's control socket, as
+// an app attaches to xsessiond run. Without the option the daemon runs in
+// the app's process, where the app's goroutines and the daemon's share one
 // Go runtime.
 
 import (
@@ -25,8 +26,8 @@ import (
 
 // xsDaemonMain is perf xsdaemon: the daemon on --iface, driven over stdin
 // and stdout (childMain) by the process that started it. Commands:
-// "socket" (the control socket's path), "stats" (the engine's counters as
-// JSON), "cpu" (this process's user+system time so far, in ns), "prof
+// "socket" (the control socket's path), "stats" and "kicks" (the engine's
+// counters as JSON), "cpu" (this process's user+system time so far, in ns), "prof
 // FILE" and "unprof" (a CPU profile of this process), "quit".
 func xsDaemonMain(args []string) int {
 	fs := flag.NewFlagSet("xsdaemon", flag.ContinueOnError)
@@ -57,11 +58,10 @@ func xsDaemonMain(args []string) int {
 			case "socket":
 				reply("%s", x.d.Socket())
 			case "stats":
-				var st datapath.Stats
-				if e := x.d.Engine(); e != nil {
-					st = e.Stats()
-				}
-				b, _ := json.Marshal(st)
+				b, _ := json.Marshal(x.stats())
+				reply("%s", b)
+			case "kicks":
+				b, _ := json.Marshal(x.kicks())
 				reply("%s", b)
 			case "cpu":
 				reply("%d", procCPU().Nanoseconds())
@@ -124,33 +124,46 @@ func (p *profile) stop() error {
 
 // xsDaemonProcess is the daemon started by startXsDaemonProcess.
 type xsDaemonProcess struct {
-	c *child
+	c    *child
+	sock string
 }
 
 // startXsDaemonProcess starts perf xsdaemon on iface beside this process
-// and returns it with its control socket's path.
-func startXsDaemonProcess(iface, netns string, queues int, xsJSON string) (*xsDaemonProcess, string, error) {
+// (its namespaces, its CPUs) and asks it for its control socket.
+func startXsDaemonProcess(iface, netns string, queues int, xsJSON string) (*xsDaemonProcess, error) {
 	c, err := startChildHere("xsessiond daemon", []string{"xsdaemon", "--iface", iface, "--netns", netns,
 		"--queues", strconv.Itoa(queues), "--xs", xsJSON})
 	if err != nil {
-		return nil, "", err
+		return nil, err
 	}
 	sock, err := c.call("socket")
 	if err != nil {
-		return nil, "", errors.Join(err, c.kill())
+		return nil, errors.Join(err, c.kill())
 	}
-	return &xsDaemonProcess{c: c}, sock, nil
+	return &xsDaemonProcess{c: c, sock: sock}, nil
 }
 
-// stats are the daemon's engine counters; zero on an error, which is
-// returned too.
-func (p *xsDaemonProcess) stats() (datapath.Stats, error) {
+func (p *xsDaemonProcess) socket() string { return p.sock }
+
+// stats are the daemon's engine counters; zero when its process did not
+// answer (its error comes at close).
+func (p *xsDaemonProcess) stats() datapath.Stats {
 	var st datapath.Stats
-	line, err := p.c.call("stats")
-	if err == nil {
-		err = json.Unmarshal([]byte(line), &st)
+	p.getJSON("stats", &st)
+	return st
+}
+
+// kicks are its apps' kicks of the workers, as stats.
+func (p *xsDaemonProcess) kicks() datapath.KickStats {
+	var k datapath.KickStats
+	p.getJSON("kicks", &k)
+	return k
+}
+
+func (p *xsDaemonProcess) getJSON(cmd string, v any) {
+	if line, err := p.c.call(cmd); err == nil {
+		_ = json.Unmarshal([]byte(line), v)
 	}
-	return st, err
 }
 
 // cpu is the daemon process's user+system time so far; 0 on an error,

@@ -10,6 +10,7 @@ package main
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"net"
@@ -58,8 +59,9 @@ type XsessiondOptions struct {
 	// Capture, when set, is the pcapng file a capture of every frame is
 	// written to while each receive and echo scenario runs (xsCapture).
 	Capture string
-	// DaemonProcess runs the TCP rows' daemon in a process of its own
-	// beside the server's (xsdaemon.go) instead of in the server's.
+	// DaemonProcess runs the daemon of the echo and TCP rows (and of the
+	// UDP receive rows) in a process of its own beside the app's
+	// (xsdaemon.go) instead of in the app's.
 	DaemonProcess bool
 }
 
@@ -137,11 +139,56 @@ func startXsDaemon(ifName, netns string, queues int, o XsessiondOptions, noDatap
 	return x, nil
 }
 
-// attach attaches an app named name to the daemon. Its goroutine (the
-// event reactor) carries the label part=app.
-func (x *xsDaemon) attach(o app.Options) (a *app.App, err error) {
-	o.Socket = x.d.Socket()
-	o.ReadSpin = x.opts.AppSpin
+// xsDaemonRef is a daemon the harness's apps attach to: in this process
+// (*xsDaemon) or in a process of its own (*xsDaemonProcess,
+// --xs-daemon-process).
+type xsDaemonRef interface {
+	socket() string            // its control socket
+	stats() datapath.Stats     // its engine's counters; zero without an engine
+	kicks() datapath.KickStats // its apps' kicks of the workers
+	close() error              // stops it
+}
+
+func (x *xsDaemon) socket() string { return x.d.Socket() }
+
+func (x *xsDaemon) stats() datapath.Stats {
+	if e := x.d.Engine(); e != nil {
+		return e.Stats()
+	}
+	return datapath.Stats{}
+}
+
+func (x *xsDaemon) kicks() datapath.KickStats {
+	if e := x.d.Engine(); e != nil {
+		return e.KickStats()
+	}
+	return datapath.KickStats{}
+}
+
+// startXsDaemonRef starts the daemon as o says: in this process, or with
+// o.DaemonProcess in a process of its own beside this one (its
+// namespaces, its CPUs).
+func startXsDaemonRef(ifName, netns string, queues int, o XsessiondOptions) (xsDaemonRef, error) {
+	if !o.DaemonProcess {
+		x, err := startXsDaemon(ifName, netns, queues, o, false)
+		if err != nil {
+			return nil, err
+		}
+		return x, nil
+	}
+	b, err := json.Marshal(o)
+	if err != nil {
+		return nil, err
+	}
+	return startXsDaemonProcess(ifName, netns, queues, string(b))
+}
+
+// attachTo attaches an app to the daemon listening on socket, with the
+// read spin the harness chose (XsessiondOptions.AppSpin). Its goroutine
+// (the event reactor) carries the label part=app.
+func attachTo(socket string, spin time.Duration, o app.Options) (a *app.App, err error) {
+	o.Socket = socket
+	o.ReadSpin = spin
 	ctx, cancel := context.WithTimeout(context.Background(), xsAttachTimeout)
 	defer cancel()
 	pprof.Do(ctx, pprof.Labels("part", "app"), func(ctx context.Context) { a, err = app.Attach(ctx, o) })
@@ -149,6 +196,11 @@ func (x *xsDaemon) attach(o app.Options) (a *app.App, err error) {
 		return nil, fmt.Errorf("attach app %s: %w", o.Name, err)
 	}
 	return a, nil
+}
+
+// attach attaches an app to the daemon (attachTo).
+func (x *xsDaemon) attach(o app.Options) (*app.App, error) {
+	return attachTo(x.d.Socket(), x.opts.AppSpin, o)
 }
 
 // close stops the daemon and removes its socket directory. It may be
@@ -171,24 +223,27 @@ func (x *xsDaemon) close() error {
 // The bind returns once the XDP program's maps steer the listener's
 // traffic.
 type xsListener struct {
-	x   *xsDaemon
+	x   xsDaemonRef
+	o   XsessiondOptions
 	a   *app.App
 	pc  *app.PacketConn
 	cap *xsCapture // --xs-capture
 }
 
 func startXsListener(env *Env, o XsessiondOptions) (_ *xsListener, err error) {
-	l := &xsListener{}
+	l := &xsListener{o: o}
 	defer func() {
 		if err != nil {
 			err = errors.Join(err, l.close())
 		}
 	}()
-	if l.x, err = startXsDaemon(env.IfName, env.NetNS, env.Queues, o, false); err != nil {
+	x, err := startXsDaemonRef(env.IfName, env.NetNS, env.Queues, o)
+	if err != nil {
 		return nil, err
 	}
+	l.x = x
 	rxSize := max(o.RxFifo, fifo.MinFifoSize)
-	if l.a, err = l.x.attach(app.Options{Name: "perf", RxFifoSize: rxSize, SegmentSize: uint64(rxSize) + 8<<20}); err != nil {
+	if l.a, err = attachTo(l.x.socket(), o.AppSpin, app.Options{Name: "perf", RxFifoSize: rxSize, SegmentSize: uint64(rxSize) + 8<<20}); err != nil {
 		return nil, err
 	}
 	uri := "udp://" + netip.AddrPortFrom(env.Addr, env.Port).String()
@@ -196,7 +251,7 @@ func startXsListener(env *Env, o XsessiondOptions) (_ *xsListener, err error) {
 		return nil, fmt.Errorf("listen %s: %w", uri, err)
 	}
 	if o.Capture != "" {
-		if l.cap, err = startCapture(l.x.d.Socket(), o.Capture); err != nil {
+		if l.cap, err = startCapture(l.x.socket(), o.Capture); err != nil {
 			return nil, err
 		}
 	}
@@ -204,12 +259,7 @@ func startXsListener(env *Env, o XsessiondOptions) (_ *xsListener, err error) {
 }
 
 // stats returns the engine's counters.
-func (l *xsListener) stats() datapath.Stats {
-	if e := l.x.d.Engine(); e != nil {
-		return e.Stats()
-	}
-	return datapath.Stats{}
-}
+func (l *xsListener) stats() datapath.Stats { return l.x.stats() }
 
 // close closes the app (which unbinds and detaches it), then the daemon.
 // It may be called on a partly built xsListener.
@@ -465,10 +515,8 @@ func (e *XsessiondEcho) StatsLine() string {
 	if t.TxKernel > 0 {
 		line += fmt.Sprintf("; kernel path tx %d waits %d", t.TxKernel, t.TxKernelWaits)
 	}
-	if en := e.l.x.d.Engine(); en != nil {
-		k := en.KickStats()
-		line += fmt.Sprintf("; app kicks %d spurious %d muted %d", k.Wakes, k.Spurious, k.Muted)
-	}
+	k := e.l.x.kicks()
+	line += fmt.Sprintf("; app kicks %d spurious %d muted %d", k.Wakes, k.Spurious, k.Muted)
 	r := e.l.a.ReadStats()
 	line += fmt.Sprintf("; app read spins %d spin-hits %d sleeps %d", r.Spins, r.SpinHits, r.Sleeps)
 	return line

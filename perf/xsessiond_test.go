@@ -83,6 +83,82 @@ func TestXsessiondOnRig(t *testing.T) {
 	leaks.Check(t)
 }
 
+// TestDaemonProcessOnRig runs xsessiond's rows with the daemon in a
+// process of its own (--xs-daemon-process): a UDP receive row (the daemon
+// beside the harness), the echo (beside the echo server) and the TCP
+// request/response and connect/request/close rows (beside the TCP
+// server). Every datagram and transaction is accounted for, the engine's
+// counters come through the daemon's process, and a TCP row counts the
+// daemon's CPU time with the server's.
+func TestDaemonProcessOnRig(t *testing.T) {
+	nstest.RequirePrivileged(t)
+	leaks := leakcheck.Take(t, leakcheck.Options{FDs: true, Goroutines: true})
+	saved := xsOptions
+	xsOptions.DaemonProcess = true
+	defer func() { xsOptions = saved }()
+	rg := &rigs{}
+	defer rg.Close()
+	var stats []string
+	pin, err := newServerPin(-2)
+	if err != nil {
+		t.Fatal(err)
+	}
+	r := &runner{rigs: rg, prog: newProgress(io.Discard), port: defaultPort, genThreads: 2, tcpCC: "reno",
+		timing:    Timing{Warmup: 100 * time.Millisecond, Window: 300 * time.Millisecond, Drain: 2 * time.Second},
+		stats:     func(l string) { stats = append(stats, l) },
+		serverPin: pin}
+	rows := []Scenario{
+		{Name: "xs-rx", Kind: KindReceive, Impl: ImplXsessiond, Payload: 64, Queues: 1, Flows: 4, Rate: 20000},
+		{Name: "xs-echo", Kind: KindEcho, Impl: ImplXsessiond, Payload: 64, Queues: 1, Flows: 1, Rate: 2000},
+	}
+	for _, s := range tcpScenarios() {
+		if s.Impl == ImplXsessiond && (s.Kind == KindTCPRR || s.Kind == KindTCPCRR) && s.Flows <= 4 {
+			rows = append(rows, s)
+		}
+	}
+	if len(rows) != 4 {
+		t.Fatalf("%d rows, want receive, echo, TCP request/response over one connection and connect/request/close", len(rows))
+	}
+	for _, s := range rows {
+		rep, err := r.runRep(t.Context(), s, 1, 1)
+		if err != nil {
+			t.Fatalf("%s: %v", s.Name, err)
+		}
+		switch s.Kind {
+		case KindReceive, KindEcho:
+			t.Logf("%s: %s", s.Name, lossLine(rep))
+			if rep.Delivered == 0 || rep.Drops == nil || rep.Unexplained != 0 || rep.TotalSent != rep.TotalDelivered+rep.Counted {
+				t.Errorf("%s: sent %d, delivered %d, counted drops %d (%s): %d unexplained", s.Name,
+					rep.TotalSent, rep.TotalDelivered, rep.Counted, rep.Drops, rep.Unexplained)
+			}
+		default:
+			t.Logf("%s: %s", s.Name, tcpLine(s.Kind, rep))
+			if rep.TotalDelivered == 0 || rep.TotalSent != rep.TotalDelivered || rep.Errors != 0 {
+				t.Errorf("%s: sent %d, received %d, %d errors", s.Name, rep.TotalSent, rep.TotalDelivered, rep.Errors)
+			}
+			if rep.WorkerLoops == 0 {
+				t.Errorf("%s: no worker loops read from the daemon's process", s.Name)
+			}
+			if rep.SrvDaemonNs <= 0 || rep.SrvProcNs <= rep.SrvDaemonNs {
+				t.Errorf("%s: the daemon's process %v of the server's and its %v in the window", s.Name,
+					time.Duration(rep.SrvDaemonNs), time.Duration(rep.SrvProcNs))
+			}
+		}
+	}
+	for _, l := range stats {
+		t.Log(l)
+	}
+	// The engine's counters, read from the daemon's process, after the
+	// receive and the echo repetitions.
+	if len(stats) < 2 || !strings.Contains(stats[0], "delivered") || !strings.HasPrefix(stats[1], "xs-echo") || !strings.Contains(stats[1], "app kicks") {
+		t.Errorf("engine counters after the receive and echo repetitions: %q", stats)
+	}
+	if err := rg.Close(); err != nil {
+		t.Fatal(err)
+	}
+	leaks.Check(t)
+}
+
 // TestCaptureOnRig runs the xsessiond echo with --xs-capture: the capture
 // process writes a pcapng file holding a request and a reply frame for
 // every datagram the daemon echoed, and its summary line says so.
