@@ -63,10 +63,13 @@
 //   - socketpair: two local apps over a unix SOCK_SEQPACKET pair, the
 //     cut-through baseline;
 //   - xsessiond: the daemon itself (package daemon, as xsessiond run
-//     starts it) running in-process on B's veth end (XDP program, one
-//     AF_XDP socket and worker per queue, session layer, control socket
-//     in a temporary directory), and apps attached to it through the app
-//     library over that socket, as any app is. The receiver's app binds
+//     starts it) on B's veth end (XDP program, one AF_XDP socket and
+//     worker per queue, session layer, control socket in a temporary
+//     directory), in a process of its own beside the app's (perf
+//     xsdaemon, started by the app's process, on its CPUs: xsdaemon.go;
+//     --xs-daemon-process=false runs it in the app's process), and apps
+//     attached to it through the app library over that socket, as any
+//     app is. The receiver's app binds
 //     the port with ListenPacketConn and reads with ReadBatch (datagrams
 //     in place in the fifo, handed back by the next call, as
 //     examples/udpsink does); the echo app answers with
@@ -142,11 +145,13 @@
 // TCP scenarios (tcp.go, tcpserve.go): a kernel TCP client in host A (Go
 // net) against a TCP server in host B that is one function on a
 // net.Listener, tcpServer.serve, given net.Listen's listener (kernel) or
-// app.Listen's (xsessiond: the daemon on B's veth end and an attached app,
-// in the server's process). The server runs as a process of its own,
-// perf tcpserve, started from a thread in B's namespace and driven over
-// its stdin and stdout, so its user+system time is B's side alone: the
-// server and, for xsessiond, the daemon's workers and gVisor's goroutines.
+// app.Listen's (xsessiond: an app attached to the daemon on B's veth end,
+// which runs in a process of its own beside the server's, or with
+// --xs-daemon-process=false in the server's). The server runs as a
+// process of its own, perf tcpserve, started from a thread in B's
+// namespace and driven over its stdin and stdout, so its user+system time
+// (with the daemon's process's) is B's side alone: the server and, for
+// xsessiond, the daemon's workers and gVisor's goroutines.
 // Rows: request/response of 64 bytes over 1 and 32 connections
 // (transactions/s, p50/p99, B CPU per transaction), connect/request/close
 // from 4 client goroutines (connections/s, B CPU per connection), bulk

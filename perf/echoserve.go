@@ -2,9 +2,10 @@ package main
 
 // The echo scenarios' server runs in a process of its own (perf
 // echoserve), started in host B's namespace as the TCP server is
-// (child.go): the kernel echo, or the daemon and the echo app for
-// xsessiond, each in a Go runtime of its own, as a user runs a server,
-// while the client stays in the harness in host A.
+// (child.go): the kernel echo, or for xsessiond the echo app and the
+// daemon (in a process of its own beside it, xsdaemon.go, unless
+// --xs-daemon-process=false), each in a Go runtime of its own, as a user
+// runs a server, while the client stays in the harness in host A.
 //
 // In the harness's process, the client and the server shared one runtime.
 // For xsessiond, the worker holds a P of its own, so with GOMAXPROCS 2 the

@@ -1,10 +1,11 @@
 package main
 
-// The xsessiond implementations run the daemon in-process through package
-// daemon, as xsessiond run does (session layer, datapath engine, XDP
-// program, control socket), with its control socket in a temporary
-// directory, and apps that attach to it through the app library over that
-// socket, as any app does. The cut-through pair runs the daemon without a
+// The xsessiond implementations run the daemon through package daemon, as
+// xsessiond run does (session layer, datapath engine, XDP program, control
+// socket), in a process of its own beside the app's (xsdaemon.go) or with
+// --xs-daemon-process=false in the app's process, with its control socket
+// in a temporary directory, and apps that attach to it through the app
+// library over that socket, as any app does. The cut-through pair runs the daemon without a
 // datapath on the loopback interface: two apps joined by a local-scope
 // connect.
 
@@ -59,9 +60,9 @@ type XsessiondOptions struct {
 	// Capture, when set, is the pcapng file a capture of every frame is
 	// written to while each receive and echo scenario runs (xsCapture).
 	Capture string
-	// DaemonProcess runs the daemon of the echo and TCP rows (and of the
-	// UDP receive rows) in a process of its own beside the app's
-	// (xsdaemon.go) instead of in the app's.
+	// DaemonProcess runs the daemon of the UDP receive, echo and TCP rows
+	// in a process of its own beside the app's (xsdaemon.go), as
+	// xsessiond run and an app run; false runs it in the app's process.
 	DaemonProcess bool
 }
 
@@ -69,7 +70,7 @@ type XsessiondOptions struct {
 var xsCaptureNote func(string)
 
 // xsOptions is what the command line chose; the constructors read it.
-var xsOptions = XsessiondOptions{RxFifo: 4 << 20}
+var xsOptions = XsessiondOptions{RxFifo: 4 << 20, DaemonProcess: true}
 
 // xsAttachTimeout bounds an app's attach and connect.
 const xsAttachTimeout = 10 * time.Second
@@ -99,7 +100,7 @@ func (e naError) Is(target error) bool { return target == ErrNotAvailable }
 // wrapNA is an error that errors.Is ErrNotAvailable, with its own message.
 func wrapNA(msg string) error { return naError{msg} }
 
-// xsDaemon is a daemon running in-process with its control socket in a
+// xsDaemon is a daemon running in this process with its control socket in a
 // temporary directory.
 type xsDaemon struct {
 	dir  string

@@ -84,17 +84,24 @@ func TestXsessiondOnRig(t *testing.T) {
 }
 
 // TestDaemonProcessOnRig runs xsessiond's rows with the daemon in a
-// process of its own (--xs-daemon-process): a UDP receive row (the daemon
-// beside the harness), the echo (beside the echo server) and the TCP
-// request/response and connect/request/close rows (beside the TCP
-// server). Every datagram and transaction is accounted for, the engine's
-// counters come through the daemon's process, and a TCP row counts the
-// daemon's CPU time with the server's.
+// process of its own (--xs-daemon-process, the default) and in the app's
+// process: a UDP receive row (the daemon beside or in the harness), the
+// echo (beside or in the echo server) and the TCP request/response and
+// connect/request/close rows (beside or in the TCP server). Every datagram
+// and transaction is accounted for, the engine's counters come through,
+// and with the daemon in its own process a TCP row counts the daemon's
+// CPU time with the server's.
 func TestDaemonProcessOnRig(t *testing.T) {
 	nstest.RequirePrivileged(t)
+	for _, own := range []bool{true, false} {
+		t.Run(fmt.Sprintf("own-process=%v", own), func(t *testing.T) { daemonRowsOnRig(t, own) })
+	}
+}
+
+func daemonRowsOnRig(t *testing.T, own bool) {
 	leaks := leakcheck.Take(t, leakcheck.Options{FDs: true, Goroutines: true})
 	saved := xsOptions
-	xsOptions.DaemonProcess = true
+	xsOptions.DaemonProcess = own
 	defer func() { xsOptions = saved }()
 	rg := &rigs{}
 	defer rg.Close()
@@ -137,19 +144,21 @@ func TestDaemonProcessOnRig(t *testing.T) {
 				t.Errorf("%s: sent %d, received %d, %d errors", s.Name, rep.TotalSent, rep.TotalDelivered, rep.Errors)
 			}
 			if rep.WorkerLoops == 0 {
-				t.Errorf("%s: no worker loops read from the daemon's process", s.Name)
+				t.Errorf("%s: no worker loops read from the daemon", s.Name)
 			}
-			if rep.SrvDaemonNs <= 0 || rep.SrvProcNs <= rep.SrvDaemonNs {
+			if own && (rep.SrvDaemonNs <= 0 || rep.SrvProcNs <= rep.SrvDaemonNs) {
 				t.Errorf("%s: the daemon's process %v of the server's and its %v in the window", s.Name,
 					time.Duration(rep.SrvDaemonNs), time.Duration(rep.SrvProcNs))
+			}
+			if !own && rep.SrvDaemonNs != 0 {
+				t.Errorf("%s: a daemon process's CPU %v with the daemon in the server's", s.Name, time.Duration(rep.SrvDaemonNs))
 			}
 		}
 	}
 	for _, l := range stats {
 		t.Log(l)
 	}
-	// The engine's counters, read from the daemon's process, after the
-	// receive and the echo repetitions.
+	// The engine's counters after the receive and the echo repetitions.
 	if len(stats) < 2 || !strings.Contains(stats[0], "delivered") || !strings.HasPrefix(stats[1], "xs-echo") || !strings.Contains(stats[1], "app kicks") {
 		t.Errorf("engine counters after the receive and echo repetitions: %q", stats)
 	}
