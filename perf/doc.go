@@ -9,11 +9,13 @@
 //	              [--cpuprofile FILE] [--xs-stats] [--xs-batch N] [--xs-busy-poll]
 //	              [--xs-ring N] [--xs-nap D] [--xs-spin D] [--xs-spin-max D] [--xs-app-spin D]
 //	              [--xs-xdp-mode MODE] [--xs-rx-fifo BYTES] [--xs-tcp-bulk-fifo BYTES] [--xs-capture FILE]
+//	              [--xs-daemon-process=true]
 //	              [--tcp-cc cubic] [--server-cpu -2] [--steer=true] [--place-udp] [--peer-offload]
 //	go run ./perf gen  --iface IF --dst-mac MAC --dst-ip IP [--gen packet|xdp] ...   (two-machine runs)
 //	go run ./perf recv --iface IF --impl kernel|kernel-reuseport|xdp-drop|xsessiond ...
 //	perf tcpserve --impl kernel|xsessiond --mode rr|crr|recv|send ...    (started by the harness)
 //	perf echoserve --impl kernel|xsessiond --env JSON ...                (started by the harness)
+//	perf xsdaemon --iface IF --netns NS --queues N --xs JSON              (started by an app's process)
 //
 // The rig is two network namespaces joined by a veth pair with the
 // requested queue count (nsbind/nstest); it is removed on exit and on

@@ -75,6 +75,7 @@ func parseRigFlags(args []string, stderr io.Writer) (options, error) {
        perf tcpserve [flags]          the TCP scenarios' server process (the harness starts it in host B)
        perf echoserve [flags]         the echo scenarios' server process (the harness starts it in host B)
        perf capture --socket S -w F   the --xs-capture process (the harness starts it)
+       perf xsdaemon [flags]          the daemon's process beside an xsessiond app's (the app's process starts it)
 
 flags of the rig mode:
 `)
