@@ -27,8 +27,9 @@ import (
 // xsDaemonMain is perf xsdaemon: the daemon on --iface, driven over stdin
 // and stdout (childMain) by the process that started it. Commands:
 // "socket" (the control socket's path), "stats" and "kicks" (the engine's
-// counters as JSON), "cpu" (this process's user+system time so far, in ns), "prof
-// FILE" and "unprof" (a CPU profile of this process), "quit".
+// counters as JSON), "cpu" (this process's user+system time so far, in
+// ns), "prof FILE" and "unprof" (a CPU profile of this process), "quit".
+// Stdin closing is quit.
 func xsDaemonMain(args []string) int {
 	fs := flag.NewFlagSet("xsdaemon", flag.ContinueOnError)
 	iface := fs.String("iface", "", "the interface the daemon serves")
