@@ -225,14 +225,13 @@ func (x *xsDaemon) close() error {
 // traffic.
 type xsListener struct {
 	x   xsDaemonRef
-	o   XsessiondOptions
 	a   *app.App
 	pc  *app.PacketConn
 	cap *xsCapture // --xs-capture
 }
 
 func startXsListener(env *Env, o XsessiondOptions) (_ *xsListener, err error) {
-	l := &xsListener{o: o}
+	l := &xsListener{}
 	defer func() {
 		if err != nil {
 			err = errors.Join(err, l.close())
