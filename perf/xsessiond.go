@@ -5,9 +5,9 @@ package main
 // socket), in a process of its own beside the app's (xsdaemon.go) or with
 // --xs-daemon-process=false in the app's process, with its control socket
 // in a temporary directory, and apps that attach to it through the app
-// library over that socket, as any app does. The cut-through pair runs the daemon without a
-// datapath on the loopback interface: two apps joined by a local-scope
-// connect.
+// library over that socket, as any app does. The cut-through pair runs
+// the daemon without a datapath on the loopback interface, in the
+// harness's process: two apps joined by a local-scope connect.
 
 import (
 	"context"
@@ -100,8 +100,8 @@ func (e naError) Is(target error) bool { return target == ErrNotAvailable }
 // wrapNA is an error that errors.Is ErrNotAvailable, with its own message.
 func wrapNA(msg string) error { return naError{msg} }
 
-// xsDaemon is a daemon running in this process with its control socket in a
-// temporary directory.
+// xsDaemon is a daemon running in this process with its control socket
+// in a temporary directory.
 type xsDaemon struct {
 	dir  string
 	d    *daemon.Daemon
