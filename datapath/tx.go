@@ -464,6 +464,36 @@ func holds(h, hd *held) bool {
 	return h.key == hd.key
 }
 
+// holders are kept held datagrams as retryHeld meets them, each holding
+// the ones after it (holds). Only one that no earlier one holds is noted:
+// what holds it holds what it would. Past len(h), every datagram counts as
+// held.
+type holders struct {
+	h [8]*held
+	n int
+}
+
+// hold reports whether a noted datagram holds hd, or the notes are full.
+func (s *holders) hold(hd *held) bool {
+	if s.n == len(s.h) {
+		return true
+	}
+	for _, h := range s.h[:s.n] {
+		if holds(h, hd) {
+			return true
+		}
+	}
+	return false
+}
+
+// add notes h, kept, unless a noted one holds it already.
+func (s *holders) add(h *held) {
+	if !s.hold(h) {
+		s.h[s.n] = h
+		s.n++
+	}
+}
+
 // dropReason is why hd is dropped if it is still held when its time is up
 // or the worker stops: it waited for room in a kernel socket, or for its
 // neighbour.
@@ -495,25 +525,11 @@ func (x *txState) retryHeld() {
 	if tryKernel {
 		x.kernelTry = x.now
 	}
-	// The datagrams kept so far hold those after them (holds); when
-	// stuck is full, every one.
-	var stuck [8]*held
-	nStuck := 0
-	behind := func(hd *held) bool {
-		if nStuck == len(stuck) {
-			return true
-		}
-		for _, s := range stuck[:nStuck] {
-			if holds(s, hd) {
-				return true
-			}
-		}
-		return false
-	}
+	var stuck holders // the datagrams kept so far, as they hold those after them
 	keep := x.held[:0]
 	for i := range x.held {
 		hd := x.held[i]
-		if !behind(&hd) && (!hd.kernel || tryKernel) {
+		if !stuck.hold(&hd) && (!hd.kernel || tryKernel) {
 			nb := x.neighbour(hd.key)
 			switch {
 			case nb.ok:
@@ -533,10 +549,7 @@ func (x *txState) retryHeld() {
 			continue
 		}
 		keep = append(keep, hd)
-		if nStuck < len(stuck) {
-			stuck[nStuck] = &keep[len(keep)-1]
-			nStuck++
-		}
+		stuck.add(&keep[len(keep)-1])
 	}
 	for i := len(keep); i < len(x.held); i++ {
 		x.held[i] = held{}
