@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"maps"
 	"net"
-	"os"
 	"path/filepath"
 	"runtime"
 	"runtime/pprof"
@@ -432,7 +431,7 @@ func (r *runner) receiveRep(ctx context.Context, s Scenario, rep, reps int) (out
 	if err := sleepCtx(ctx, r.timing.Warmup); err != nil {
 		return Rep{}, err
 	}
-	stopProfile, err := r.startProfile(s, rep)
+	stopProfile, err := r.startProfile(s, rep, rx)
 	if err != nil {
 		return Rep{}, err
 	}
@@ -577,26 +576,29 @@ func (r *runner) cutThroughRep(ctx context.Context, s Scenario, rep, reps int) (
 
 // startProfile starts the CPU profile of s's measurement window when s is
 // an xsessiond 64-byte receive row at its first repetition and a profile
-// was asked for; the function it returns stops it and closes the file.
-func (r *runner) startProfile(s Scenario, rep int) (func() error, error) {
+// was asked for: of this process, and of rx's daemon when that runs in a
+// process of its own (daemonFile); the function it returns stops them.
+func (r *runner) startProfile(s Scenario, rep int, rx Receiver) (func() error, error) {
 	none := func() error { return nil }
 	if r.cpuProfile == "" || rep != 1 || s.Kind != KindReceive || s.Impl != ImplXsessiond || s.Payload != 64 {
 		return none, nil
 	}
-	path := profileFile(r.cpuProfile, s.Group, r.profiled)
-	r.profiled++
-	f, err := os.Create(path)
+	path, err := filepath.Abs(profileFile(r.cpuProfile, s.Group, r.profiled))
 	if err != nil {
 		return none, fmt.Errorf("cpu profile: %w", err)
 	}
-	if err := pprof.StartCPUProfile(f); err != nil {
-		f.Close()
-		return none, fmt.Errorf("cpu profile: %w", err)
+	r.profiled++
+	var p profile
+	if err := p.start(path); err != nil {
+		return none, err
 	}
-	return func() error {
-		pprof.StopCPUProfile()
-		return f.Close()
-	}, nil
+	stopDaemon := none
+	if x, ok := rx.(*XsessiondReceiver); ok && x.l != nil {
+		if stopDaemon, err = x.l.x.profile(daemonFile(path)); err != nil {
+			return none, errors.Join(err, p.stop())
+		}
+	}
+	return func() error { return errors.Join(stopDaemon(), p.stop()) }, nil
 }
 
 // profileFile is the profile path of the i-th profiled row: path itself
@@ -605,6 +607,15 @@ func profileFile(path, group string, i int) string {
 	if i == 0 {
 		return path
 	}
+	return tagged(path, group)
+}
+
+// daemonFile is where the daemon's process writes its profile when this
+// one's goes to path: "-daemon" before the extension.
+func daemonFile(path string) string { return tagged(path, "daemon") }
+
+// tagged is path with "-tag" inserted before its extension.
+func tagged(path, tag string) string {
 	ext := filepath.Ext(path)
-	return strings.TrimSuffix(path, ext) + "-" + group + ext
+	return strings.TrimSuffix(path, ext) + "-" + tag + ext
 }

@@ -16,7 +16,6 @@ import (
 	"fmt"
 	"io"
 	"net"
-	"path/filepath"
 	"runtime/pprof"
 	"strings"
 	"sync"
@@ -327,7 +326,7 @@ func runTCPServe(impl, mode, addr, iface, netns string, queues int, xsJSON, cc s
 		case "prof":
 			err := prof.start(arg)
 			if err == nil && l.daemon != nil {
-				if err = l.daemon.call("prof " + daemonProfile(arg)); err != nil {
+				if err = l.daemon.call("prof " + daemonFile(arg)); err != nil {
 					err = errors.Join(err, prof.stop())
 				}
 			}
@@ -375,11 +374,4 @@ func (s *tcpServer) quit(ln net.Listener, serveErr chan error, reply func(string
 	}
 	reply("%s", b)
 	return nil
-}
-
-// daemonProfile is where the daemon's process writes its CPU profile when
-// the server's goes to path: "-daemon" before the extension.
-func daemonProfile(path string) string {
-	ext := filepath.Ext(path)
-	return strings.TrimSuffix(path, ext) + "-daemon" + ext
 }

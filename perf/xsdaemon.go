@@ -167,6 +167,14 @@ func (p *xsDaemonProcess) getJSON(cmd string, v any) {
 	}
 }
 
+// profile starts a CPU profile of the daemon's process, written to path.
+func (p *xsDaemonProcess) profile(path string) (func() error, error) {
+	if err := p.call("prof " + path); err != nil {
+		return nil, err
+	}
+	return func() error { return p.call("unprof") }, nil
+}
+
 // cpu is the daemon process's user+system time so far; 0 on an error,
 // which is returned too.
 func (p *xsDaemonProcess) cpu() (time.Duration, error) {

@@ -147,7 +147,10 @@ type xsDaemonRef interface {
 	socket() string            // its control socket
 	stats() datapath.Stats     // its engine's counters; zero without an engine
 	kicks() datapath.KickStats // its apps' kicks of the workers
-	close() error              // stops it
+	// profile starts a CPU profile of the daemon written to path, where
+	// this process's own does not cover it, and returns what stops it.
+	profile(path string) (stop func() error, err error)
+	close() error // stops it
 }
 
 func (x *xsDaemon) socket() string { return x.d.Socket() }
@@ -158,6 +161,9 @@ func (x *xsDaemon) stats() datapath.Stats {
 	}
 	return datapath.Stats{}
 }
+
+// profile does nothing: this process's profile holds the daemon's work.
+func (x *xsDaemon) profile(string) (func() error, error) { return func() error { return nil }, nil }
 
 func (x *xsDaemon) kicks() datapath.KickStats {
 	if e := x.d.Engine(); e != nil {

@@ -110,10 +110,12 @@ func daemonRowsOnRig(t *testing.T, own bool) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	prof := filepath.Join(t.TempDir(), "cpu.pprof")
 	r := &runner{rigs: rg, prog: newProgress(io.Discard), port: defaultPort, genThreads: 2, tcpCC: "reno",
-		timing:    Timing{Warmup: 100 * time.Millisecond, Window: 300 * time.Millisecond, Drain: 2 * time.Second},
-		stats:     func(l string) { stats = append(stats, l) },
-		serverPin: pin}
+		timing:     Timing{Warmup: 100 * time.Millisecond, Window: 300 * time.Millisecond, Drain: 2 * time.Second},
+		stats:      func(l string) { stats = append(stats, l) },
+		serverPin:  pin,
+		cpuProfile: prof}
 	rows := []Scenario{
 		{Name: "xs-rx", Kind: KindReceive, Impl: ImplXsessiond, Payload: 64, Queues: 1, Flows: 4, Rate: 20000},
 		{Name: "xs-echo", Kind: KindEcho, Impl: ImplXsessiond, Payload: 64, Queues: 1, Flows: 1, Rate: 2000},
@@ -157,6 +159,22 @@ func daemonRowsOnRig(t *testing.T, own bool) {
 	}
 	for _, l := range stats {
 		t.Log(l)
+	}
+	// --cpuprofile: the receive row's and the first TCP row's profiles,
+	// and with the daemon in its own process the daemon's beside each.
+	for _, f := range []string{prof, profileFile(prof, rows[2].Group, 1)} {
+		want := []string{f}
+		if own {
+			want = append(want, daemonFile(f))
+		}
+		for _, w := range want {
+			if fi, err := os.Stat(w); err != nil || fi.Size() == 0 {
+				t.Errorf("profile %s: %v", filepath.Base(w), err)
+			}
+		}
+		if _, err := os.Stat(daemonFile(f)); !own && err == nil {
+			t.Errorf("a daemon profile %s with the daemon in the app's process", filepath.Base(daemonFile(f)))
+		}
 	}
 	// The engine's counters after the receive and the echo repetitions.
 	if len(stats) < 2 || !strings.Contains(stats[0], "delivered") || !strings.HasPrefix(stats[1], "xs-echo") || !strings.Contains(stats[1], "app kicks") {
