@@ -50,10 +50,19 @@ func childMain(run func(in io.Reader, reply func(string, ...any)) error) int {
 		out.Flush()
 	}
 	if err := run(os.Stdin, reply); err != nil {
-		reply("error %s", strings.ReplaceAll(err.Error(), "\n", "; "))
+		replyErr(reply, err)
 		return 1
 	}
 	return 0
+}
+
+// replyErr answers "ok", or "error MESSAGE" (on one line).
+func replyErr(reply func(string, ...any), err error) {
+	if err != nil {
+		reply("error %s", strings.ReplaceAll(err.Error(), "\n", "; "))
+		return
+	}
+	reply("ok")
 }
 
 // startChild starts this executable with args in host h's namespace (on

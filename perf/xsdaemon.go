@@ -81,15 +81,6 @@ func xsDaemonMain(args []string) int {
 	})
 }
 
-// replyErr answers "ok", or "error MESSAGE".
-func replyErr(reply func(string, ...any), err error) {
-	if err != nil {
-		reply("error %s", strings.ReplaceAll(err.Error(), "\n", "; "))
-		return
-	}
-	reply("ok")
-}
-
 // profile is a CPU profile of this process, written to a file.
 type profile struct{ f *os.File }
 
