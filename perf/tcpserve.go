@@ -316,6 +316,7 @@ func runTCPServe(impl, mode, addr, iface, netns string, queues int, xsJSON, cc s
 	reply("ready")
 	var prof profile
 	defer func() { err = errors.Join(err, prof.stop()) }()
+	var stopDaemon func() error // the daemon's process's profile, when one runs
 	sc := bufio.NewScanner(in)
 	for sc.Scan() {
 		cmd, arg, _ := strings.Cut(strings.TrimSpace(sc.Text()), " ")
@@ -326,15 +327,16 @@ func runTCPServe(impl, mode, addr, iface, netns string, queues int, xsJSON, cc s
 		case "prof":
 			err := prof.start(arg)
 			if err == nil && l.daemon != nil {
-				if err = l.daemon.call("prof " + daemonFile(arg)); err != nil {
+				if stopDaemon, err = l.daemon.profile(daemonFile(arg)); err != nil {
 					err = errors.Join(err, prof.stop())
 				}
 			}
 			replyErr(reply, err)
 		case "unprof":
 			err := prof.stop()
-			if l.daemon != nil {
-				err = errors.Join(err, l.daemon.call("unprof"))
+			if stopDaemon != nil {
+				err = errors.Join(err, stopDaemon())
+				stopDaemon = nil
 			}
 			replyErr(reply, err)
 		case "stopsend":

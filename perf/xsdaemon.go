@@ -160,10 +160,13 @@ func (p *xsDaemonProcess) getJSON(cmd string, v any) {
 
 // profile starts a CPU profile of the daemon's process, written to path.
 func (p *xsDaemonProcess) profile(path string) (func() error, error) {
-	if err := p.call("prof " + path); err != nil {
+	if _, err := p.c.call("prof " + path); err != nil {
 		return nil, err
 	}
-	return func() error { return p.call("unprof") }, nil
+	return func() error {
+		_, err := p.c.call("unprof")
+		return err
+	}, nil
 }
 
 // cpu is the daemon process's user+system time so far; 0 on an error,
@@ -175,12 +178,6 @@ func (p *xsDaemonProcess) cpu() (time.Duration, error) {
 	}
 	ns, err := strconv.ParseInt(line, 10, 64)
 	return time.Duration(ns), err
-}
-
-// call sends the daemon's process one command ("prof FILE", "unprof").
-func (p *xsDaemonProcess) call(cmd string) error {
-	_, err := p.c.call(cmd)
-	return err
 }
 
 // close stops the daemon and waits for its process to end.
