@@ -35,7 +35,15 @@ import (
 //
 // The spin backs off where it does not pay: after spinMissMax spins in a
 // row that found nothing (a request/response peer further away than the
-// spin lasts), the next spinBackoff reads sleep without one.
+// spin lasts), the next spinBackoff reads sleep without one. So do the
+// reads after a yield that took spinStolen or longer: a CPU-bound thread
+// of any program held the CPU through it (Linux runs it for its slice,
+// 0.75 ms and more), and each yield hands it another slice, while a
+// sleeping reader's wake-up preempts it. With such a thread on the echo
+// server's CPU, an echo at 10,000/s had a p50 of 1.75–1.82 ms where the
+// kernel's had 0.20–0.23 ms; with the backoff here and in the worker's
+// spin, 0.32–0.36 ms (medians of two runs each; docs/perf: "A CPU shared
+// with a busy program").
 //
 // One read of an App spins at a time; the others sleep at once. A
 // spinning read holds a P of the Go scheduler, which the app's other
@@ -51,6 +59,10 @@ const (
 	spinMaxYields    = 64
 	spinMissMax      = 8  // spins in a row that found nothing ...
 	spinBackoff      = 64 // ... make this many reads sleep without one
+	// spinStolen: a yield this long ran another thread that held the CPU
+	// through it (a CPU-bound program sharing it), as the worker's spin
+	// sees it (datapath: yieldStolen).
+	spinStolen = 500 * time.Microsecond
 )
 
 // ReadStats counts what the App's reads did when they found nothing to
@@ -59,15 +71,18 @@ type ReadStats struct {
 	Spins    uint64 // spins started (Options.ReadSpin)
 	SpinHits uint64 // spins that ended with something to read
 	Sleeps   uint64 // sleeps on the app's events, after a spin or without one
+	// SpinsStolen counts the spins whose yield another thread held the
+	// CPU through; the reads after one sleep without spinning for a while.
+	SpinsStolen uint64
 }
 
 // readStats are the App's ReadStats.
-type readStats struct{ spins, hits, sleeps atomic.Uint64 }
+type readStats struct{ spins, hits, sleeps, stolen atomic.Uint64 }
 
 // ReadStats returns the counts of the App's reads that found nothing to
 // read since Attach.
 func (a *App) ReadStats() ReadStats {
-	return ReadStats{Spins: a.reads.spins.Load(), SpinHits: a.reads.hits.Load(), Sleeps: a.reads.sleeps.Load()}
+	return ReadStats{Spins: a.reads.spins.Load(), SpinHits: a.reads.hits.Load(), Sleeps: a.reads.sleeps.Load(), SpinsStolen: a.reads.stolen.Load()}
 }
 
 // spinner times one read's yields; the zero value is ready. Use as
@@ -116,8 +131,16 @@ func (s *spinner) next(a *App) bool {
 	runtime.Gosched()
 	t0 := time.Now()
 	_, _, _ = unix.RawSyscall(unix.SYS_SCHED_YIELD, 0, 0, 0)
-	if a.yieldFloor.note(time.Since(t0)) {
+	d := time.Since(t0)
+	if a.yieldFloor.note(d) {
 		s.futile++
+	}
+	if d >= spinStolen {
+		// Another thread held the CPU all through, and may again: the
+		// next spinBackoff reads sleep at once, where a wake-up reaches
+		// them, instead of handing it another slice.
+		a.reads.stolen.Add(1)
+		a.spinSkip.Store(spinBackoff)
 	}
 	return true
 }

@@ -1,8 +1,12 @@
 package app
 
 import (
+	"runtime"
+	"sync/atomic"
 	"testing"
 	"time"
+
+	"golang.org/x/sys/unix"
 )
 
 // TestYieldFloor: the shortest yield timed is the floor, and a yield
@@ -126,5 +130,63 @@ func TestSpinnerBackoff(t *testing.T) {
 	}
 	if !miss() {
 		t.Fatal("no spin after the backoff")
+	}
+}
+
+// TestSpinnerStolen: a yield that a CPU-bound thread on the same CPU holds
+// through its slice ends spinning: it is counted, and the next reads
+// sleep at once (spinBackoff) instead of yielding it another slice.
+func TestSpinnerStolen(t *testing.T) {
+	runtime.LockOSThread()
+	defer runtime.UnlockOSThread()
+	var was, one unix.CPUSet
+	if err := unix.SchedGetaffinity(0, &was); err != nil {
+		t.Fatal(err)
+	}
+	cpu := -1
+	for i := 0; i < 1024; i++ {
+		if was.IsSet(i) {
+			cpu = i
+		}
+	}
+	one.Set(cpu)
+	if err := unix.SchedSetaffinity(0, &one); err != nil {
+		t.Fatal(err)
+	}
+	defer unix.SchedSetaffinity(0, &was)
+	// The CPU-bound thread, on the same CPU.
+	var stop atomic.Bool
+	started := make(chan error, 1)
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		runtime.LockOSThread() // never unlocked: the thread goes with the goroutine
+		started <- unix.SchedSetaffinity(0, &one)
+		for n := 0; !stop.Load(); n++ {
+		}
+	}()
+	defer func() { stop.Store(true); <-done }()
+	if err := <-started; err != nil {
+		t.Fatal(err)
+	}
+	a := &App{readSpin: time.Hour}
+	deadline := time.Now().Add(10 * time.Second)
+	for a.ReadStats().SpinsStolen == 0 {
+		if time.Now().After(deadline) {
+			t.Fatalf("no yield stolen in 10s beside a CPU-bound thread (stats %+v)", a.ReadStats())
+		}
+		var sp spinner
+		for sp.next(a) {
+		}
+	}
+	spins := a.ReadStats().Spins
+	for i := 0; i < spinBackoff; i++ {
+		var sp spinner
+		if sp.next(a) {
+			t.Fatalf("read %d after a stolen yield spun", i)
+		}
+	}
+	if st := a.ReadStats(); st.Spins != spins {
+		t.Fatalf("spins went from %d to %d in the backoff", spins, st.Spins)
 	}
 }

@@ -151,3 +151,21 @@ func TestReserveProcs(t *testing.T) {
 	check("the variable set", base)
 	r3()
 }
+
+// TestPollStolenBackoff: after a spin's yield was stolen the worker sleeps
+// instead of spinning for stolenBackoff, then spins again.
+func TestPollStolenBackoff(t *testing.T) {
+	var spinners atomic.Int32
+	p := &pollState{spin: time.Hour, spinners: &spinners, maxSpinners: 1}
+	p.worked(1, true)
+	now := time.Now()
+	p.stole(now)
+	if a, _ := p.idle(); a != idleSleep {
+		t.Fatalf("right after a stolen yield: action %d, want sleep", a)
+	}
+	p.noSpinUntil = now.Add(-time.Nanosecond) // stolenBackoff has passed
+	if a, _ := p.idle(); a != idleSpin {
+		t.Fatalf("after the backoff: action %d, want spin", a)
+	}
+	p.endSpin(false)
+}

@@ -57,7 +57,10 @@ type Counts struct {
 	Kicks     uint64 `json:"kicks"`     // kick eventfd wakeups
 	Spins     uint64 `json:"spins"`     // idle spins begun (Config.IdleSpin)
 	SpinHits  uint64 `json:"spin_hits"` // idle spins that found work before sleeping
-	Naps      uint64 `json:"naps"`      // timed naps of a worker with recent traffic (Config.IdleNap)
+	// SpinsStolen counts the idle spins ended by a yield that another
+	// thread held the CPU through for yieldStolen or longer (poll.go).
+	SpinsStolen uint64 `json:"spins_stolen"`
+	Naps        uint64 `json:"naps"` // timed naps of a worker with recent traffic (Config.IdleNap)
 	// FullYields counts the batches after which the worker yielded its
 	// CPU because an app's rx fifo was full (worker.yieldToApp).
 	FullYields uint64 `json:"full_yields"`

@@ -390,8 +390,15 @@ func (w *worker) spin(budget time.Duration) (int, bool) {
 			}
 			// Copy mode sends only when kicked: keep frames moving.
 			w.sock.Complete()
+			t0 := time.Now()
 			yield()
-			if time.Since(start) >= budget {
+			now := time.Now()
+			if now.Sub(t0) >= yieldStolen {
+				w.c.SpinsStolen++
+				w.poll.stole(now)
+				return 0, false
+			}
+			if now.Sub(start) >= budget {
 				return 0, false
 			}
 		}

@@ -517,14 +517,14 @@ func (e *XsessiondEcho) StatsLine() string {
 	st := e.l.stats()
 	t := st.Totals
 	line := statsLine(st, e.echoed.Load())
-	line += fmt.Sprintf("; spins %d spin-hits %d naps %d full-yields %d", t.Spins, t.SpinHits, t.Naps, t.FullYields)
+	line += fmt.Sprintf("; spins %d spin-hits %d stolen %d naps %d full-yields %d", t.Spins, t.SpinHits, t.SpinsStolen, t.Naps, t.FullYields)
 	if t.TxKernel > 0 {
 		line += fmt.Sprintf("; kernel path tx %d waits %d", t.TxKernel, t.TxKernelWaits)
 	}
 	k := e.l.x.kicks()
 	line += fmt.Sprintf("; app kicks %d spurious %d muted %d", k.Wakes, k.Spurious, k.Muted)
 	r := e.l.a.ReadStats()
-	line += fmt.Sprintf("; app read spins %d spin-hits %d sleeps %d", r.Spins, r.SpinHits, r.Sleeps)
+	line += fmt.Sprintf("; app read spins %d spin-hits %d stolen %d sleeps %d", r.Spins, r.SpinHits, r.SpinsStolen, r.Sleeps)
 	return line
 }
 
