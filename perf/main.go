@@ -18,6 +18,8 @@ import (
 
 	"golang.org/x/sys/unix"
 	"gonum.org/v1/plot"
+
+	"github.com/xsessiond/xsessiond/daemon"
 )
 
 func main() {
@@ -113,6 +115,7 @@ flags of the rig mode:
 	fs.StringVar(&o.xs.XDPMode, "xs-xdp-mode", "", "xsessiond engine: XDP attach mode: native, generic (default: auto)")
 	fs.StringVar(&o.xs.Capture, "xs-capture", "", "xsessiond: capture every frame the datapath receives and sends to this pcapng file while each receive and echo scenario runs (as xsessiond ctl capture -w FILE does; /dev/null discards)")
 	fs.BoolVar(&o.xs.DaemonProcess, "xs-daemon-process", true, "xsessiond: run the daemon of the UDP receive, echo and TCP rows in a process of its own beside the app's (the harness's, the echo server's, the TCP server's), on the same CPUs, the app attaching over its control socket, as xsessiond run and an app run; false: the daemon in the app's process, one Go runtime for both (an app that embeds package daemon). --cpuprofile writes the daemon's profile beside the server's, -daemon before the extension")
+	fs.StringVar(&o.xs.SchedPolicy, "xs-sched-policy", daemon.SchedKeep, "xsessiond: the scheduling policy of the daemon's process (with --xs-daemon-process), as xsessiond run --sched-policy: keep (the harness's, xsessiond run's default) or batch (SCHED_BATCH)")
 	fs.BoolVar(&o.xsStats, "xs-stats", false, "print the xsessiond engine's counters after each receive and echo repetition, and the worker's and the app's idle counts after each TCP repetition")
 	var rxFifo, bulkFifo int
 	fs.IntVar(&rxFifo, "xs-rx-fifo", 4<<20, "xsessiond app: rx fifo bytes (a power of two)")
@@ -131,6 +134,9 @@ flags of the rig mode:
 		return o, errors.New("--xs-tcp-bulk-fifo must be 0 or a power of two from 4096 to 1 GiB")
 	}
 	o.xs.TCPBulkFifo = uint32(bulkFifo)
+	if err := daemon.CheckSchedPolicy(o.xs.SchedPolicy); err != nil {
+		return o, fmt.Errorf("--xs-sched-policy: %w", err)
+	}
 	if o.xs.Batch < 0 || o.xs.Batch > 4096 {
 		return o, errors.New("--xs-batch must be 0..4096")
 	}
@@ -232,6 +238,9 @@ func run(ctx context.Context, o options, log io.Writer) (*Report, error) {
 	rg := &rigs{peerOffload: o.peerOff}
 	rep.Config.PeerOffload = o.peerOff
 	rep.Config.XsDaemonProcess = o.xs.DaemonProcess
+	if o.xs.DaemonProcess {
+		rep.Config.XsSchedPolicy = o.xs.SchedPolicy
+	}
 	defer rg.Close()
 	xsOptions = o.xs
 	r := &runner{rigs: rg, timing: o.timing, prog: newProgress(log), port: defaultPort, genThreads: o.genThreads, cpuProfile: o.cpuProfile, tcpCC: o.tcpCC, serverPin: pin}

@@ -10,6 +10,8 @@ import (
 	"slices"
 	"strings"
 	"time"
+
+	"github.com/xsessiond/xsessiond/daemon"
 )
 
 // Status values of a result row.
@@ -326,6 +328,9 @@ type RunConfig struct {
 	// XsDaemonProcess is --xs-daemon-process: xsessiond's rows ran the
 	// daemon in a process of its own beside the app's.
 	XsDaemonProcess bool `json:"xs_daemon_process"`
+	// XsSchedPolicy is --xs-sched-policy: the scheduling policy of the
+	// daemon's process ("" when the daemon ran in the app's).
+	XsSchedPolicy string `json:"xs_sched_policy,omitempty"`
 }
 
 // Report is the results file.
@@ -407,7 +412,11 @@ func WriteMarkdown(w io.Writer, rep *Report) error {
 		fmt.Fprintf(&b, "Echo and TCP rows: server and client on any CPU.\n\n")
 	}
 	if rep.Config.XsDaemonProcess {
-		fmt.Fprintf(&b, "xsessiond's rows: the daemon in a process of its own beside the app's, on the same CPUs, the app attached over the daemon's control socket, as xsessiond run and an app run (--xs-daemon-process); a TCP server's CPU time is both processes'.\n\n")
+		policy := rep.Config.XsSchedPolicy
+		if policy == "" {
+			policy = daemon.SchedKeep
+		}
+		fmt.Fprintf(&b, "xsessiond's rows: the daemon in a process of its own beside the app's, on the same CPUs, the app attached over the daemon's control socket, as xsessiond run and an app run (--xs-daemon-process), its threads' scheduling policy %s (--xs-sched-policy); a TCP server's CPU time is both processes'.\n\n", policy)
 	} else {
 		fmt.Fprintf(&b, "xsessiond's rows: the daemon in the app's process (--xs-daemon-process=false), one Go runtime for both.\n\n")
 	}

@@ -21,6 +21,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/xsessiond/xsessiond/daemon"
 	"github.com/xsessiond/xsessiond/datapath"
 )
 
@@ -43,6 +44,12 @@ func xsDaemonMain(args []string) int {
 		var o XsessiondOptions
 		if err := json.Unmarshal([]byte(*xsJSON), &o); err != nil {
 			return fmt.Errorf("--xs: %w", err)
+		}
+		if o.SchedPolicy == "" {
+			o.SchedPolicy = daemon.SchedKeep
+		}
+		if err := daemon.SetSchedPolicy(o.SchedPolicy); err != nil {
+			return err
 		}
 		x, err := startXsDaemon(*iface, *netns, *queues, o, false)
 		if err != nil {

@@ -64,13 +64,17 @@ type XsessiondOptions struct {
 	// in a process of its own beside the app's (xsdaemon.go), as
 	// xsessiond run and an app run; false runs it in the app's process.
 	DaemonProcess bool
+	// SchedPolicy is the daemon's process's scheduling policy
+	// (daemon.SetSchedPolicy, xsessiond run --sched-policy), set when it
+	// runs in a process of its own; "" is xsessiond run's default (keep).
+	SchedPolicy string
 }
 
 // xsCaptureNote, when set, is told each finished capture's line.
 var xsCaptureNote func(string)
 
 // xsOptions is what the command line chose; the constructors read it.
-var xsOptions = XsessiondOptions{RxFifo: 4 << 20, DaemonProcess: true}
+var xsOptions = XsessiondOptions{RxFifo: 4 << 20, DaemonProcess: true, SchedPolicy: daemon.SchedKeep}
 
 // xsAttachTimeout bounds an app's attach and connect.
 const xsAttachTimeout = 10 * time.Second

@@ -20,10 +20,13 @@ const DefaultSocket = daemon.DefaultSocket
 
 // Config is the daemon's configuration file (YAML). Flags override it.
 type Config struct {
-	Socket      string                   `yaml:"socket"`
-	SocketGroup string                   `yaml:"socket_group"`
-	MetricsAddr string                   `yaml:"metrics_addr"`
-	LogLevel    string                   `yaml:"log_level"`
+	Socket      string `yaml:"socket"`
+	SocketGroup string `yaml:"socket_group"`
+	MetricsAddr string `yaml:"metrics_addr"`
+	LogLevel    string `yaml:"log_level"`
+	// SchedPolicy is the scheduling policy of the daemon's threads: keep
+	// (the default) or batch (SCHED_BATCH; daemon.SetSchedPolicy).
+	SchedPolicy string                   `yaml:"sched_policy"`
 	Interfaces  []InterfaceConfig        `yaml:"interfaces"`
 	Namespaces  []daemon.NamespaceConfig `yaml:"namespaces"`
 	Rules       []daemon.RuleConfig      `yaml:"rules"`
@@ -141,6 +144,11 @@ func (c *Config) Validate() error {
 	case "", "debug", "info", "warn", "error":
 	default:
 		return fmt.Errorf("config: log_level %q: want debug, info, warn or error", c.LogLevel)
+	}
+	if c.SchedPolicy != "" {
+		if err := daemon.CheckSchedPolicy(c.SchedPolicy); err != nil {
+			return fmt.Errorf("config: sched_policy: %w", err)
+		}
 	}
 	seen := map[string]bool{}
 	for i := range c.Interfaces {

@@ -6,6 +6,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/xsessiond/xsessiond/daemon"
 	"github.com/xsessiond/xsessiond/datapath"
 	"github.com/xsessiond/xsessiond/datapath/tcp"
 )
@@ -21,6 +22,9 @@ func TestParseConfigSample(t *testing.T) {
 	}
 	if c.Socket != DefaultSocket || len(c.Interfaces) == 0 || len(c.Namespaces) == 0 || len(c.Rules) == 0 {
 		t.Fatalf("sample config parsed to %+v", c)
+	}
+	if c.SchedPolicy != daemon.SchedKeep {
+		t.Fatalf("sample config: sched_policy %q, want the default %q", c.SchedPolicy, daemon.SchedKeep)
 	}
 	if c.TCP.ConnectTimeout != 30*time.Second {
 		t.Fatalf("sample config: tcp connect_timeout %v, want 30s", c.TCP.ConnectTimeout)
@@ -62,6 +66,7 @@ func TestParseConfigErrors(t *testing.T) {
 	for _, tc := range []struct{ yaml, want string }{
 		{"sockett: /x\n", "field sockett not found"},
 		{"log_level: loud\n", "log_level"},
+		{"sched_policy: fifo\n", "sched_policy"},
 		{"interfaces: [{queues: 1}]\n", "name is empty"},
 		{"interfaces: [{name: a}, {name: a}]\n", "listed twice"},
 		{"interfaces: [{name: a, xdp_mode: turbo}]\n", "xdp_mode"},
@@ -92,6 +97,44 @@ func TestParseConfigErrors(t *testing.T) {
 	}
 }
 
+// TestMergeRunConfigSched: the file's sched_policy holds unless
+// --sched-policy is given; neither gives keep; a bad flag is refused.
+func TestMergeRunConfigSched(t *testing.T) {
+	for _, tc := range []struct {
+		file  string
+		flags []string
+		want  string
+		err   bool
+	}{
+		{"", nil, daemon.SchedKeep, false},
+		{"sched_policy: batch\n", nil, daemon.SchedBatch, false},
+		{"sched_policy: batch\n", []string{"--sched-policy", "keep"}, daemon.SchedKeep, false},
+		{"", []string{"--sched-policy", "batch"}, daemon.SchedBatch, false},
+		{"", []string{"--sched-policy", "rr"}, "", true},
+	} {
+		c, err := ParseConfig([]byte(tc.file))
+		if err != nil {
+			t.Fatal(err)
+		}
+		cmd := newRunCmd()
+		if err := cmd.Flags().Parse(append([]string{"--iface", "a"}, tc.flags...)); err != nil {
+			t.Fatal(err)
+		}
+		f := runFlags{iface: "a", socket: DefaultSocket, logLevel: "info", xdpMode: "auto", checksum: "auto"}
+		f.sched, _ = cmd.Flags().GetString("sched-policy")
+		_, err = mergeRunConfig(cmd, f, c)
+		if tc.err {
+			if err == nil || !strings.Contains(err.Error(), "--sched-policy") {
+				t.Errorf("%q %v: error %v, want one naming --sched-policy", tc.file, tc.flags, err)
+			}
+			continue
+		}
+		if err != nil || c.SchedPolicy != tc.want {
+			t.Errorf("%q %v: policy %q (err %v), want %q", tc.file, tc.flags, c.SchedPolicy, err, tc.want)
+		}
+	}
+}
+
 // TestMergeRunConfigIface: --iface names another interface and keeps the
 // file's settings for it.
 func TestMergeRunConfigIface(t *testing.T) {
@@ -103,7 +146,7 @@ func TestMergeRunConfigIface(t *testing.T) {
 	if err := cmd.Flags().Parse([]string{"--iface", "b"}); err != nil {
 		t.Fatal(err)
 	}
-	dc, err := mergeRunConfig(cmd, runFlags{iface: "b", socket: DefaultSocket, logLevel: "info", xdpMode: "auto", checksum: "auto"}, c)
+	dc, err := mergeRunConfig(cmd, runFlags{iface: "b", socket: DefaultSocket, logLevel: "info", xdpMode: "auto", checksum: "auto", sched: daemon.SchedKeep}, c)
 	if err != nil {
 		t.Fatal(err)
 	}

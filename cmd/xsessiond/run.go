@@ -22,10 +22,10 @@ import (
 // runFlags are the flags of `xsessiond run`; each one given overrides the
 // config file.
 type runFlags struct {
-	iface, netns, socket, config, metrics, logLevel, xdpMode, checksum string
-	queues                                                             int
-	sendTimeout, idleTimeout                                           time.Duration
-	maxConns                                                           int
+	iface, netns, socket, config, metrics, logLevel, xdpMode, checksum, sched string
+	queues                                                                    int
+	sendTimeout, idleTimeout                                                  time.Duration
+	maxConns                                                                  int
 }
 
 func newRunCmd() *cobra.Command {
@@ -60,6 +60,7 @@ The control socket is a path in the file system and does not depend on it.`,
 	fl.DurationVar(&f.sendTimeout, "send-timeout", 0, "drop a client (and detach its app) that leaves a reply or notice unread this long (0: 2s)")
 	fl.DurationVar(&f.idleTimeout, "idle-timeout", 0, "close a connection with no app attached that sends nothing this long (0: 30s, negative: never)")
 	fl.IntVar(&f.maxConns, "max-conns", 0, "control connections at most, 8 of them kept for root (0: 1024, negative: no limit)")
+	fl.StringVar(&f.sched, "sched-policy", daemon.SchedKeep, "scheduling policy of the daemon's threads: keep (the one it was started with, e.g. under chrt) or batch (SCHED_BATCH: a woken worker waits for the thread on its CPU to block or yield instead of preempting it: more transactions per second where apps share the daemon's CPU, milliseconds of latency where a busy program does)")
 	fl.StringVar(&f.checksum, "checksum", "auto", "UDP checksums holding a local sender's partial sum (offload): auto (accept on veth, netkit, tun), verify or accept-partial")
 	return cmd
 }
@@ -121,6 +122,12 @@ func mergeRunConfig(cmd *cobra.Command, f runFlags, c *Config) (daemon.Config, e
 	if changed("log-level") || c.LogLevel == "" {
 		c.LogLevel = f.logLevel
 	}
+	if changed("sched-policy") || c.SchedPolicy == "" {
+		c.SchedPolicy = f.sched
+	}
+	if err := daemon.CheckSchedPolicy(c.SchedPolicy); err != nil {
+		return daemon.Config{}, fmt.Errorf("--sched-policy: %w", err)
+	}
 	dp := datapath.Config{IfName: ic.Name, NetnsName: ic.Netns, Queues: ic.Queues, Batch: ic.Batch, BusyPoll: ic.BusyPoll, XDPMode: ic.XDPMode, Checksum: ic.Checksum}
 	dp.Reassembly = reasm.Config{MaxDatagrams: ic.Reassembly.MaxDatagrams, MaxFragments: ic.Reassembly.MaxFragments, Timeout: ic.Reassembly.Timeout}
 	dp.IdleSpin, dp.IdleSpinMax = offSetting(ic.IdleSpin), offSetting(ic.IdleSpinMax)
@@ -173,6 +180,9 @@ func runDaemon(cmd *cobra.Command, f runFlags) error {
 	if problem := privilegeProblem(opts.Datapath.NetnsName != ""); problem != "" {
 		return fmt.Errorf("not privileged: %s; run it as root (sudo xsessiond run ...)", problem)
 	}
+	if err := daemon.SetSchedPolicy(cfg.SchedPolicy); err != nil {
+		log.Warn("scheduling policy not set; the daemon runs with the one it was started with", "policy", cfg.SchedPolicy, "err", err)
+	}
 	d, err := daemon.New(opts)
 	if err != nil {
 		return startError(err, opts.Socket)
@@ -202,6 +212,9 @@ func runDaemon(cmd *cobra.Command, f runFlags) error {
 			}
 			if c.LogLevel != cfg.LogLevel && !cmd.Flags().Changed("log-level") {
 				unapplied = append(unapplied, fmt.Sprintf("log_level %q -> %q", cfg.LogLevel, c.LogLevel))
+			}
+			if c.SchedPolicy != cfg.SchedPolicy && !cmd.Flags().Changed("sched-policy") {
+				unapplied = append(unapplied, fmt.Sprintf("sched_policy %q -> %q", cfg.SchedPolicy, c.SchedPolicy))
 			}
 			for _, u := range unapplied {
 				log.Warn("SIGHUP: not applied, needs a restart: " + u)
