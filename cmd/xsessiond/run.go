@@ -183,6 +183,13 @@ func runDaemon(cmd *cobra.Command, f runFlags) error {
 	if err := daemon.SetSchedPolicy(cfg.SchedPolicy); err != nil {
 		log.Warn("scheduling policy not set; the daemon runs with the one it was started with", "policy", cfg.SchedPolicy, "err", err)
 	}
+	// Signals are taken before the daemon says it started, so that a
+	// SIGTERM right after that line stops it cleanly (detach, unpin)
+	// instead of killing it; one that comes while it starts is handled
+	// once it has.
+	sigs := make(chan os.Signal, 4)
+	signal.Notify(sigs, syscall.SIGTERM, syscall.SIGINT, syscall.SIGHUP)
+	defer signal.Stop(sigs)
 	d, err := daemon.New(opts)
 	if err != nil {
 		return startError(err, opts.Socket)
@@ -190,9 +197,6 @@ func runDaemon(cmd *cobra.Command, f runFlags) error {
 	if err := d.Start(); err != nil {
 		return startError(err, opts.Socket)
 	}
-	sigs := make(chan os.Signal, 4)
-	signal.Notify(sigs, syscall.SIGTERM, syscall.SIGINT, syscall.SIGHUP)
-	defer signal.Stop(sigs)
 	for s := range sigs {
 		if s == syscall.SIGHUP {
 			if f.config == "" {

@@ -37,7 +37,8 @@ func processPolicies(t *testing.T, pid int) map[uint32]int {
 // TestRunSchedPolicy: xsessiond run keeps the policy it was started with
 // by default; --sched-policy batch puts every thread of it under
 // SCHED_BATCH, the workers' included; a policy it does not know stops it
-// with an error naming the flag.
+// with an error naming the flag. Each daemon gets SIGTERM as soon as it
+// said it started, and must stop cleanly (exit 0) all the same.
 func TestRunSchedPolicy(t *testing.T) {
 	rig := nstest.NewPair(t, nstest.Options{})
 	xs, _ := binaries(t)
