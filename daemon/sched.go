@@ -127,3 +127,33 @@ func setThreadPolicy(tid, from, to int) error {
 	a.Policy, a.Flags = uint32(to), 0
 	return unix.SchedSetAttr(tid, a, 0)
 }
+
+// ThreadPolicies returns the scheduling policy (a unix.SCHED_* value) of
+// each thread of process pid (0: this one) by thread id: what chrt -p
+// tells of each. A thread that exits while they are read is left out.
+func ThreadPolicies(pid int) (map[int]uint32, error) {
+	dir := "/proc/self/task"
+	if pid != 0 {
+		dir = "/proc/" + strconv.Itoa(pid) + "/task"
+	}
+	ents, err := os.ReadDir(dir)
+	if err != nil {
+		return nil, err
+	}
+	out := map[int]uint32{}
+	for _, e := range ents {
+		tid, err := strconv.Atoi(e.Name())
+		if err != nil {
+			continue
+		}
+		a, err := unix.SchedGetAttr(tid, 0)
+		if err == unix.ESRCH {
+			continue
+		}
+		if err != nil {
+			return nil, fmt.Errorf("thread %d: %w", tid, err)
+		}
+		out[tid] = a.Policy
+	}
+	return out, nil
+}

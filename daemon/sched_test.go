@@ -1,36 +1,21 @@
 package daemon
 
 import (
-	"os"
 	"runtime"
-	"strconv"
 	"sync"
 	"testing"
 
 	"golang.org/x/sys/unix"
 )
 
-// threadPolicies reads the scheduling policy of every thread of this
-// process.
+// threadPolicies is ThreadPolicies of this process.
 func threadPolicies(t *testing.T) map[int]uint32 {
 	t.Helper()
-	ents, err := os.ReadDir("/proc/self/task")
+	pols, err := ThreadPolicies(0)
 	if err != nil {
 		t.Fatal(err)
 	}
-	out := map[int]uint32{}
-	for _, e := range ents {
-		tid, _ := strconv.Atoi(e.Name())
-		a, err := unix.SchedGetAttr(tid, 0)
-		if err == unix.ESRCH {
-			continue
-		}
-		if err != nil {
-			t.Fatalf("thread %d: %v", tid, err)
-		}
-		out[tid] = a.Policy
-	}
-	return out
+	return pols
 }
 
 // lockedThreads starts n goroutines, each on a thread of its own that no

@@ -1,38 +1,15 @@
 package main
 
 import (
-	"os"
 	"path/filepath"
-	"strconv"
 	"testing"
 	"time"
 
 	"golang.org/x/sys/unix"
 
+	"github.com/xsessiond/xsessiond/daemon"
 	"github.com/xsessiond/xsessiond/nsbind/nstest"
 )
-
-// processPolicies counts the scheduling policies of a process's threads.
-func processPolicies(t *testing.T, pid int) map[uint32]int {
-	t.Helper()
-	ents, err := os.ReadDir("/proc/" + strconv.Itoa(pid) + "/task")
-	if err != nil {
-		t.Fatal(err)
-	}
-	out := map[uint32]int{}
-	for _, e := range ents {
-		tid, _ := strconv.Atoi(e.Name())
-		a, err := unix.SchedGetAttr(tid, 0)
-		if err == unix.ESRCH {
-			continue
-		}
-		if err != nil {
-			t.Fatalf("thread %d: %v", tid, err)
-		}
-		out[a.Policy]++
-	}
-	return out
-}
 
 // TestRunSchedPolicy: xsessiond run keeps the policy it was started with
 // by default; --sched-policy batch puts every thread of it under
@@ -52,9 +29,16 @@ func TestRunSchedPolicy(t *testing.T) {
 		sock := filepath.Join(t.TempDir(), "api.sock")
 		d := startProcess(t, xs, append([]string{"run", "--netns", rig.B.Name, "--iface", rig.B.Link, "--socket", sock}, tc.args...)...)
 		d.waitLine(t, "xsessiond started", 15*time.Second)
-		pols := processPolicies(t, d.cmd.Process.Pid)
+		byThread, err := daemon.ThreadPolicies(d.cmd.Process.Pid)
+		if err != nil {
+			t.Fatal(err)
+		}
+		pols := map[uint32]int{} // policy: threads
+		for _, p := range byThread {
+			pols[p]++
+		}
 		if len(pols) != 1 || pols[tc.want] < 2 {
-			t.Errorf("%v: thread policies %v (policy: count), want every thread under %d", tc.args, pols, tc.want)
+			t.Errorf("%v: thread policies %v (policy: threads), want every thread under %d", tc.args, pols, tc.want)
 		}
 		if code := d.stop(t); code != 0 {
 			t.Fatalf("%v: exit %d", tc.args, code)
