@@ -97,6 +97,7 @@ type spinner struct {
 	yields int
 	futile int
 	held   bool // this spinner holds a.spinning
+	stolen bool // a yield was stolen (spinStolen): the spin ends
 }
 
 // next yields the CPU once and reports whether the caller should look
@@ -117,7 +118,7 @@ func (s *spinner) next(a *App) bool {
 		s.held = true
 		s.start = time.Now()
 		a.reads.spins.Add(1)
-	} else if s.futile >= spinMaxFutile || s.yields >= spinMaxYields || time.Since(s.start) >= a.readSpin {
+	} else if s.stolen || s.futile >= spinMaxFutile || s.yields >= spinMaxYields || time.Since(s.start) >= a.readSpin {
 		if s.held && a.spinMiss.Add(1) >= spinMissMax {
 			a.spinMiss.Store(0)
 			a.spinSkip.Store(spinBackoff)
@@ -136,9 +137,11 @@ func (s *spinner) next(a *App) bool {
 		s.futile++
 	}
 	if d >= spinStolen {
-		// Another thread held the CPU all through, and may again: the
-		// next spinBackoff reads sleep at once, where a wake-up reaches
-		// them, instead of handing it another slice.
+		// Another thread held the CPU all through, and may again: this
+		// spin ends after the caller's look, and the next spinBackoff
+		// reads sleep at once, where a wake-up reaches them, instead of
+		// handing it another slice.
+		s.stolen = true
 		a.reads.stolen.Add(1)
 		a.spinSkip.Store(spinBackoff)
 	}

@@ -134,8 +134,9 @@ func TestSpinnerBackoff(t *testing.T) {
 }
 
 // TestSpinnerStolen: a yield that a CPU-bound thread on the same CPU holds
-// through its slice ends spinning: it is counted, and the next reads
-// sleep at once (spinBackoff) instead of yielding it another slice.
+// through its slice ends spinning: it is counted, the spin ends after the
+// caller's look, and the next reads sleep at once (spinBackoff) instead
+// of yielding it another slice.
 func TestSpinnerStolen(t *testing.T) {
 	runtime.LockOSThread()
 	defer runtime.UnlockOSThread()
@@ -177,6 +178,12 @@ func TestSpinnerStolen(t *testing.T) {
 		}
 		var sp spinner
 		for sp.next(a) {
+			if a.ReadStats().SpinsStolen > 0 {
+				if sp.next(a) {
+					t.Fatal("the spin went on after a stolen yield")
+				}
+				break
+			}
 		}
 	}
 	spins := a.ReadStats().Spins

@@ -51,10 +51,11 @@ const (
 	SchedBatch = "batch"
 )
 
-// CheckSchedPolicy reports whether policy is one SetSchedPolicy takes.
+// CheckSchedPolicy reports whether policy is one SetSchedPolicy takes
+// ("" is SchedKeep).
 func CheckSchedPolicy(policy string) error {
 	switch policy {
-	case SchedBatch, SchedKeep:
+	case SchedBatch, SchedKeep, "":
 		return nil
 	}
 	return fmt.Errorf("scheduling policy %q: want %s or %s", policy, SchedBatch, SchedKeep)
@@ -62,7 +63,7 @@ func CheckSchedPolicy(policy string) error {
 
 // SetSchedPolicy gives every thread of this process under the normal
 // policy the scheduling policy named (SchedBatch), or leaves them as they
-// are (SchedKeep); a thread under another policy (a real-time one, or
+// are (SchedKeep or ""); a thread under another policy (a real-time one, or
 // SCHED_IDLE, that the daemon was started with) keeps it. A
 // policy is a thread's, and Go runs any goroutine on any of its threads,
 // so it is the whole process's: set it only in a process that is the
@@ -73,8 +74,8 @@ func SetSchedPolicy(policy string) error {
 	if err := CheckSchedPolicy(policy); err != nil {
 		return err
 	}
-	if policy == SchedKeep {
-		return nil
+	if policy != SchedBatch {
+		return nil // SchedKeep
 	}
 	return setThreadsPolicy(unix.SCHED_NORMAL, unix.SCHED_BATCH)
 }
@@ -86,26 +87,25 @@ func SetSchedPolicy(policy string) error {
 // which may not have had it yet, so the list is read again until a pass
 // finds no thread it had not looked at.
 func setThreadsPolicy(from, to int) error {
-	done := map[int]bool{}
+	seen := map[int]bool{}
 	for pass := 0; pass < 10; pass++ {
-		ents, err := os.ReadDir("/proc/self/task")
+		pols, err := ThreadPolicies(0)
 		if err != nil {
 			return fmt.Errorf("scheduling policy: %w", err)
 		}
 		fresh := 0
-		for _, e := range ents {
-			tid, err := strconv.Atoi(e.Name())
-			if err != nil || done[tid] {
+		for tid, pol := range pols {
+			if seen[tid] {
 				continue
 			}
-			if err := setThreadPolicy(tid, from, to); err != nil {
-				if err == unix.ESRCH {
-					continue // the thread has exited
-				}
+			seen[tid] = true
+			fresh++
+			if pol != uint32(from) {
+				continue
+			}
+			if err := setThreadPolicy(tid, from, to); err != nil && err != unix.ESRCH { // ESRCH: it has exited
 				return fmt.Errorf("scheduling policy of thread %d: %w", tid, err)
 			}
-			done[tid] = true
-			fresh++
 		}
 		if fresh == 0 {
 			return nil

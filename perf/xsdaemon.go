@@ -45,9 +45,6 @@ func xsDaemonMain(args []string) int {
 		if err := json.Unmarshal([]byte(*xsJSON), &o); err != nil {
 			return fmt.Errorf("--xs: %w", err)
 		}
-		if o.SchedPolicy == "" {
-			o.SchedPolicy = daemon.SchedKeep
-		}
 		if err := daemon.SetSchedPolicy(o.SchedPolicy); err != nil {
 			return err
 		}

@@ -66,7 +66,7 @@ type XsessiondOptions struct {
 	DaemonProcess bool
 	// SchedPolicy is the daemon's process's scheduling policy
 	// (daemon.SetSchedPolicy, xsessiond run --sched-policy), set when it
-	// runs in a process of its own; "" is xsessiond run's default (keep).
+	// runs in a process of its own; "" is keep, xsessiond run's default.
 	SchedPolicy string
 }
 

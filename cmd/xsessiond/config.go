@@ -145,10 +145,8 @@ func (c *Config) Validate() error {
 	default:
 		return fmt.Errorf("config: log_level %q: want debug, info, warn or error", c.LogLevel)
 	}
-	if c.SchedPolicy != "" {
-		if err := daemon.CheckSchedPolicy(c.SchedPolicy); err != nil {
-			return fmt.Errorf("config: sched_policy: %w", err)
-		}
+	if err := daemon.CheckSchedPolicy(c.SchedPolicy); err != nil {
+		return fmt.Errorf("config: sched_policy: %w", err)
 	}
 	seen := map[string]bool{}
 	for i := range c.Interfaces {
