@@ -66,7 +66,7 @@
 //	34    Unbind          app → daemon    OK             –
 //	35    Connect         app → daemon    ConnectReply   –
 //	36    ConnectReply    daemon → app    –              the segment and an eventfd waking the peer, if cut-through
-//	37    Disconnect      app → daemon    OK             –
+//	37    Disconnect      app → daemon    OK             – (a wire TCP session may close through its tx fifo instead: fifo.RequestClose)
 //	38    CloseWrite      app → daemon    OK             –
 //	39    SetKeepalive    app → daemon    OK             –
 //	48    SegmentAdded    daemon → app    (notice)       one per segment

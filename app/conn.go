@@ -441,7 +441,16 @@ func (c *Conn) Close() error {
 		c.a.untrack(c)
 		c.rd.mu.Lock()
 		c.wr.mu.Lock()
-		if !c.e.gone.Load() && c.a.stopped() == nil {
+		switch {
+		case c.e.gone.Load() || c.a.stopped() != nil:
+		case c.e.datapath && !c.e.dgram:
+			// A wire TCP session closes through its tx fifo: the worker
+			// that drains it sends what is queued, then FIN, and ends
+			// the session (fifo.RequestClose), with no round trip on
+			// the control socket.
+			c.e.tx.RequestClose()
+			c.e.afterEnqueue()
+		default:
 			ctx, cancel := context.WithTimeout(context.Background(), controlTimeout)
 			_, fds, cerr := c.a.call(ctx, &api.Disconnect{Handle: c.e.h})
 			cancel()

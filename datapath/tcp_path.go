@@ -1147,6 +1147,20 @@ func (s *tcpSess) Reset(_ *tcp.Conn, err error) {
 	}
 }
 
+// CloseRequested: the app marked its tx fifo closed. The session ends as
+// the app's Disconnect on the control socket would end it: the layer
+// forgets it and closes the Conn in order (closeByApp). A mark in a
+// session the layer no longer has, or that ended, changes nothing.
+func (s *tcpSess) CloseRequested(*tcp.Conn) {
+	p := s.p
+	p.mu.Lock()
+	h, ok := s.h, s.established && !s.byApp && !s.ended
+	p.mu.Unlock()
+	if ok {
+		_ = p.e.layer.Load().Disconnect(s.app, h)
+	}
+}
+
 // Closed: the Conn no longer touches the fifos. The layer is told the
 // session ended (if nobody told it yet), the fifos are freed when the layer
 // already let them go, and the port is released.

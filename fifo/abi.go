@@ -46,11 +46,13 @@ const (
 	FifoOffMagic      = 0   // u32 FifoMagic
 	FifoOffSize       = 4   // u32 data size in bytes, a power of two
 	FifoOffSelf       = 8   // u32 the header's own offset in the segment
+	FifoOffGen        = 12  // u32 the allocation's number, never 0 (FifoOffClose)
 	FifoOffTail       = 64  // u32 producer index (written by the producer only)
 	FifoOffHead       = 128 // u32 consumer index (written by the consumer only)
 	FifoOffHasEvent   = 192 // u32 0 or 1: the consumer has been signalled
 	FifoOffWantDeqNtf = 196 // u32 DeqNotify* bits the producer asks for
 	FifoOffHasDeqNtf  = 200 // u32 0 or 1: a one-shot notification was reported
+	FifoOffClose      = 204 // u32 0, or FifoOffGen's value: the producer closed the stream after what it queued
 )
 
 // Fifo sizes.

@@ -42,6 +42,8 @@ type Fifo struct {
 	hasEvent *atomic.Uint32
 	wantDeq  *atomic.Uint32
 	hasDeq   *atomic.Uint32
+	closeReq *atomic.Uint32
+	gen      uint32 // the allocation's number, read when the view was made
 
 	_ [CacheLine]byte
 	p endState // producer's private state: tail owned, head cached
@@ -55,11 +57,20 @@ type endState struct {
 	tail, head uint32
 }
 
-// initFifoHeader writes a new fifo's header: both indices zero, no events.
+// fifoGen numbers the fifos this process allocates (FifoOffGen).
+var fifoGen atomic.Uint32
+
+// initFifoHeader writes a new fifo's header: both indices zero, no events,
+// a new allocation number.
 func initFifoHeader(hdr []byte, off, size uint32) {
 	clear(hdr[:FifoHeaderSize])
 	u32At(hdr, FifoOffSize).Store(size)
 	u32At(hdr, FifoOffSelf).Store(off)
+	g := fifoGen.Add(1)
+	if g == 0 {
+		g = fifoGen.Add(1)
+	}
+	u32At(hdr, FifoOffGen).Store(g)
 	u32At(hdr, FifoOffMagic).Store(FifoMagic)
 }
 
@@ -78,6 +89,8 @@ func newFifo(s *Segment, off, size, head, tail uint32) *Fifo {
 		hasEvent: u32At(hdr, FifoOffHasEvent),
 		wantDeq:  u32At(hdr, FifoOffWantDeqNtf),
 		hasDeq:   u32At(hdr, FifoOffHasDeqNtf),
+		closeReq: u32At(hdr, FifoOffClose),
+		gen:      u32At(hdr, FifoOffGen).Load(),
 	}
 	f.p = endState{tail: tail, head: head}
 	f.c = endState{tail: tail, head: head}

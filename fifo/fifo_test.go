@@ -2,6 +2,7 @@ package fifo_test
 
 import (
 	"bytes"
+	"encoding/binary"
 	"errors"
 	"runtime"
 	"testing"
@@ -513,5 +514,53 @@ func TestQueuedBytesFromProducer(t *testing.T) {
 	fifotest.SetTail(prod, fifotest.Head(prod)+1000)
 	if n := prod.QueuedBytes(); n != 0 {
 		t.Fatalf("inconsistent indices: %d, want 0", n)
+	}
+}
+
+// TestRequestClose: the producer's close mark is seen by the consumer's
+// view; a mark through a view kept past the fifo's free does not mark the
+// fifo allocated next at the same place, nor does a value a hostile
+// producer makes up.
+func TestRequestClose(t *testing.T) {
+	seg := fifotest.Segment(t, 1<<16)
+	f, err := seg.AllocFifo(1024)
+	if err != nil {
+		t.Fatal(err)
+	}
+	prod, cons := fifotest.View(t, f), fifotest.View(t, f)
+	if cons.CloseRequested() {
+		t.Fatal("a new fifo is marked closed")
+	}
+	prod.RequestClose()
+	if !cons.CloseRequested() || !f.CloseRequested() {
+		t.Fatal("the mark was not seen")
+	}
+
+	if err := seg.FreeFifo(f); err != nil {
+		t.Fatal(err)
+	}
+	g, err := seg.AllocFifo(1024)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if g.Offset() != f.Offset() {
+		t.Fatalf("the next fifo is at %d, not %d: the test needs the same place", g.Offset(), f.Offset())
+	}
+	if g.CloseRequested() {
+		t.Fatal("a reallocated fifo is marked closed")
+	}
+	prod.RequestClose() // the stale view
+	if g.CloseRequested() {
+		t.Fatal("a stale view's mark closed the next allocation")
+	}
+	for _, v := range []uint32{1, ^uint32(0), binary.NativeEndian.Uint32(fifotest.Header(g)[fifo.FifoOffGen:]) + 1} {
+		binary.NativeEndian.PutUint32(fifotest.Header(g)[fifo.FifoOffClose:], v)
+		if g.CloseRequested() {
+			t.Fatalf("a made-up mark %#x counted", v)
+		}
+	}
+	fifotest.View(t, g).RequestClose()
+	if !g.CloseRequested() {
+		t.Fatal("the new allocation's own mark was not seen")
 	}
 }

@@ -25,6 +25,24 @@ func (f *Fifo) ClearEvent() { f.hasEvent.Store(0) }
 // HasEvent reports whether the event flag is set.
 func (f *Fifo) HasEvent() bool { return f.hasEvent.Load() != 0 }
 
+// RequestClose marks the stream closed by its producer: once the consumer
+// has taken what was queued before the call, the producer is done with
+// the session (a wire TCP session's tx fifo: the daemon sends FIN after
+// the data and releases the session, as a Disconnect does). Producer
+// side; signal as after queueing data (SetEvent). The mark is the
+// allocation's number as the view read it when it was made, so a view
+// kept past the fifo's free cannot close the session that allocates the
+// memory next. It stays until the fifo is freed.
+func (f *Fifo) RequestClose() { f.closeReq.Store(f.gen) }
+
+// CloseRequested reports whether the producer marked the stream closed
+// (RequestClose) with this allocation's number. Consumer side: data
+// queued before the mark is visible once it returns true.
+func (f *Fifo) CloseRequested() bool {
+	v := f.closeReq.Load()
+	return v != 0 && v == f.gen
+}
+
 // WantDeqNotify asks the consumer for dequeue notifications (producer
 // side) and re-arms the one-shot ones (DeqNotifyIfFull, DeqNotifyIfEmpty).
 // Zero cancels every request. A producer that waits for space calls it,

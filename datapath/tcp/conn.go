@@ -45,6 +45,11 @@ type Handler interface {
 	Reset(c *Conn, err error)
 	// Closed: the Conn is finished (see above).
 	Closed(c *Conn)
+	// CloseRequested: the app marked its tx fifo closed
+	// (fifo.RequestClose) instead of asking on the control socket. Called
+	// once, on the pump, for an open Conn; the handler ends the session as
+	// the app's disconnect would, which closes the Conn (Close).
+	CloseRequested(c *Conn)
 }
 
 type connState uint8
@@ -106,6 +111,7 @@ type Conn struct {
 	rxw       rxWriter
 	txr       txReader
 	txErr     error // an error PushTx met, for run to end the Conn with
+	appClose  bool  // the app's close mark in the tx fifo was handed to the Handler
 
 	// Bytes moved by the pump, read by Info from any goroutine.
 	rxBytes, txBytes atomic.Uint64
@@ -412,6 +418,16 @@ func (c *Conn) runLocked() {
 	if !c.pumpRx() || !c.pumpTx() {
 		return
 	}
+	// The close mark is read after pumpTx cleared the tx fifo's event
+	// flag (moveTx), as data is: a mark stored before the clear is seen
+	// here, and one stored after it comes with the app's signal.
+	if !c.appClose && c.tx.CloseRequested() {
+		c.appClose = true
+		c.h.CloseRequested(c)
+		if c.state == stDone {
+			return
+		}
+	}
 	closing := c.closeReq.Load()
 	if (closing || c.closeWriteReq.Load()) && !c.wrClosed && c.tx.MaxDequeue() == 0 {
 		if closing {
@@ -574,21 +590,23 @@ func (c *Conn) moveTx() error {
 // It does nothing and returns false (the caller then Kicks)
 // while the pump runs the Conn, or when the Conn is not simply open (a
 // connect, close or abort pending), so that everything but moving bytes
-// stays the pump's. An error it meets is left for the pump to end the
-// Conn with (it returns true and Kicks itself): the Handler's calls that
-// end a Conn stay on the pump.
+// stays the pump's; so is an app's close mark in the tx fifo. An error it
+// meets is left for the pump to end the Conn with (it returns true and
+// Kicks itself): the Handler's calls that end a Conn stay on the pump.
 func (c *Conn) PushTx() bool {
 	if !c.runMu.TryLock() {
 		return false
 	}
 	defer c.runMu.Unlock()
 	if !c.started.Load() || c.state != stOpen || c.wrClosed || c.txErr != nil ||
-		c.closeReq.Load() || c.closeWriteReq.Load() || c.abortReq.Load() {
+		c.closeReq.Load() || c.closeWriteReq.Load() || c.abortReq.Load() || c.tx.CloseRequested() {
 		return false
 	}
 	if err := c.moveTx(); err != nil {
 		c.txErr = err
 		c.Kick()
+	} else if c.tx.CloseRequested() {
+		c.Kick() // a mark stored before moveTx cleared the event flag
 	}
 	return true
 }

@@ -30,7 +30,12 @@
 //     fifo has room and tx fifo→gVisor while gVisor's send buffer has
 //     room. Backpressure, never loss: a full rx fifo leaves the data in
 //     gVisor's receive buffer, whose window closes; a closed peer window
-//     leaves the data in the tx fifo. Events go to a Handler.
+//     leaves the data in the tx fifo. Events go to a Handler. An app
+//     may close its session by marking the tx fifo (fifo.RequestClose)
+//     rather than on the control socket: the pump hands the mark to the
+//     Handler (CloseRequested), which ends the session as a Disconnect
+//     would, and every byte queued before the mark still goes out
+//     before FIN.
 //   - Listener and Dial: passive and active opens producing Conns. Ports
 //     are the caller's to reserve in the kernel (so the kernel never hands
 //     them to a socket of its own); Dial with port 0 takes one of gVisor's

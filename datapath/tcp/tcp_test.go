@@ -223,6 +223,46 @@ func TestHalfClose(t *testing.T) {
 	}
 }
 
+// TestCloseMark: an app that marks its tx fifo closed (fifo.RequestClose)
+// right after queueing gets what it queued delivered, then FIN, as with
+// Close; the Handler hears of the mark once, on the pump, and a Conn
+// that PushTx would have moved goes to the pump instead.
+func TestCloseMark(t *testing.T) {
+	_, client, server := connectedPair(t, fifoSize)
+
+	const n = 3 << 20
+	hs := newHash()
+	done := make(chan error, 1)
+	go func() { done <- client.send(n, 4, hs, 64<<10) }()
+	if err := <-done; err != nil {
+		t.Fatal(err)
+	}
+	client.appTx.RequestClose()
+	if client.getConn().PushTx() {
+		t.Fatal("PushTx moved a tx fifo marked closed")
+	}
+	client.appTx.SetEvent()
+	client.getConn().Kick()
+	hr := newHash()
+	got, err := server.recv(-1, hr, 64<<10, 0) // until FIN
+	if err != nil || got != n || !bytes.Equal(hs.Sum(nil), hr.Sum(nil)) {
+		t.Fatalf("server got %d of %d before FIN (err %v)", got, n, err)
+	}
+	recvOrFail(t, client.closed, 5*time.Second, "client closed")
+	if k := client.closeReqs.Load(); k != 1 {
+		t.Fatalf("CloseRequested called %d times, want 1", k)
+	}
+	server.getConn().Close()
+	recvOrFail(t, server.closed, 5*time.Second, "server closed")
+	select {
+	case err := <-client.reset:
+		t.Fatalf("client reset: %v", err)
+	case err := <-server.reset:
+		t.Fatalf("server reset: %v", err)
+	default:
+	}
+}
+
 func TestReset(t *testing.T) {
 	_, client, server := connectedPair(t, fifoSize)
 	server.getConn().Abort()
