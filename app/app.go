@@ -90,12 +90,18 @@ type App struct {
 	evs      []fifo.Event // guarded by evmu: the batch being handled
 	released bool         // guarded by evmu: the event queue is gone
 
-	mu         sync.Mutex                     // guards the fields below
-	err        error                          // why the app stopped
-	segs       map[uint32]*fifo.Segment       // the app's segments by index
-	acceptors  map[flow.Handle]acceptor       // listeners by handle
-	owners     map[flow.Handle]owner          // sessions by handle, for disconnect events
-	goneEarly  map[flow.Handle]uint8          // events (early*) of sessions before this side learned of them
+	mu        sync.Mutex               // guards the fields below
+	err       error                    // why the app stopped
+	segs      map[uint32]*fifo.Segment // the app's segments by index
+	acceptors map[flow.Handle]acceptor // listeners by handle
+	owners    map[flow.Handle]owner    // sessions by handle, for disconnect events
+	goneEarly map[flow.Handle]uint8    // events (early*) of sessions before this side learned of them
+	// closing holds the wire TCP sessions closed through their tx fifo
+	// (Conn.Close) until the handle names another session: a reset or
+	// disconnect of one that comes after the close is answered with the
+	// Disconnect that frees its fifos, and is not taken for an event of
+	// the next session with that handle.
+	closing    map[flow.Handle]struct{}
 	localOf    map[flow.Handle]netip.AddrPort // local addresses (fifo.EventLocalAddr) of sessions not yet accepted or connected
 	dials      map[uint32]chan connectResult  // connects in progress by opaque
 	parked     []fifo.Event                   // events naming a segment not mapped yet
@@ -151,6 +157,7 @@ func Attach(ctx context.Context, opts Options) (*App, error) {
 		acceptors:   map[flow.Handle]acceptor{},
 		owners:      map[flow.Handle]owner{},
 		goneEarly:   map[flow.Handle]uint8{},
+		closing:     map[flow.Handle]struct{}{},
 		localOf:     map[flow.Handle]netip.AddrPort{},
 		dials:       map[uint32]chan connectResult{},
 		objects:     map[closer]struct{}{},
@@ -518,12 +525,27 @@ func (a *App) handleEvent(ev *fifo.Event) {
 		}
 		a.mu.Lock()
 		o := a.owners[h]
-		if o == nil {
+		_, closed := a.closing[h]
+		ack := false
+		switch {
+		case o != nil:
+		case closed:
+			// The end of a session this side closed through its tx
+			// fifo before the daemon saw the mark: the daemon keeps
+			// its fifos until told they are free.
+			if what&earlyGone != 0 {
+				delete(a.closing, h)
+				ack = true
+			}
+		default:
 			a.goneEarly[h] |= what
 		}
 		a.mu.Unlock()
 		if o != nil {
 			a.tell(o, h, what)
+		}
+		if ack {
+			go a.disconnect(h)
 		}
 	case fifo.EventLocalAddr:
 		if se.Local.IsValid() {
@@ -745,6 +767,7 @@ func (a *App) tell(o owner, h flow.Handle, what uint8) {
 func (a *App) register(h flow.Handle, o owner) bool {
 	a.mu.Lock()
 	a.owners[h] = o
+	delete(a.closing, h) // the handle names a new session
 	what, early := a.goneEarly[h]
 	delete(a.goneEarly, h)
 	a.mu.Unlock()
@@ -754,6 +777,28 @@ func (a *App) register(h flow.Handle, o owner) bool {
 		}
 	}
 	return what&earlyGone == 0
+}
+
+// closeMarked records that session h was closed through its tx fifo
+// (closing); the caller then stores the mark.
+func (a *App) closeMarked(h flow.Handle) {
+	a.mu.Lock()
+	a.closing[h] = struct{}{}
+	a.mu.Unlock()
+}
+
+// ackEnded sends the Disconnect that frees the fifos of session h, which
+// was closed through its tx fifo and whose end (a reset, a timeout) this
+// side learned of before the close was complete, unless the event
+// handler already did.
+func (a *App) ackEnded(h flow.Handle) {
+	a.mu.Lock()
+	_, ok := a.closing[h]
+	delete(a.closing, h)
+	a.mu.Unlock()
+	if ok {
+		go a.disconnect(h)
+	}
 }
 
 func (a *App) unregister(h flow.Handle, o owner) {

@@ -441,16 +441,24 @@ func (c *Conn) Close() error {
 		c.a.untrack(c)
 		c.rd.mu.Lock()
 		c.wr.mu.Lock()
+		wireTCP := c.e.datapath && !c.e.dgram
+		marked := false
 		switch {
-		case c.e.gone.Load() || c.a.stopped() != nil:
-		case c.e.datapath && !c.e.dgram:
+		case c.a.stopped() != nil:
+		case c.e.gone.Load() && !wireTCP:
+		case wireTCP && !c.e.gone.Load():
 			// A wire TCP session closes through its tx fifo: the worker
 			// that drains it sends what is queued, then FIN, and ends
 			// the session (fifo.RequestClose), with no round trip on
 			// the control socket.
+			c.a.closeMarked(c.e.h)
 			c.e.tx.RequestClose()
 			c.e.afterEnqueue()
+			marked = true
 		default:
+			// A wire TCP session the daemon ended (a reset, a timeout)
+			// keeps its fifos until this Disconnect says they are no
+			// longer used.
 			ctx, cancel := context.WithTimeout(context.Background(), controlTimeout)
 			_, fds, cerr := c.a.call(ctx, &api.Disconnect{Handle: c.e.h})
 			cancel()
@@ -461,7 +469,14 @@ func (c *Conn) Close() error {
 		}
 		// A disconnect event sent before the session was closed is
 		// handled while the session is still known.
-		c.a.sync(func() { c.a.unregister(c.e.h, c) })
+		c.a.sync(func() {
+			c.a.unregister(c.e.h, c)
+			if marked && c.e.gone.Load() {
+				// Reset or timed out while the mark was on its way:
+				// the daemon did not take the mark.
+				c.a.ackEnded(c.e.h)
+			}
+		})
 		c.e.close()
 		c.wr.mu.Unlock()
 		c.rd.mu.Unlock()

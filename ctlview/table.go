@@ -108,7 +108,11 @@ func WriteTable(out io.Writer, what api.ShowWhat, doc []byte) error {
 		}
 		row("ID", "NAME", "NAMESPACE", "SCOPE", "PID", "UID", "GID", "LISTENERS", "SESSIONS", "SEGMENTS", "FIFO USED/SIZE")
 		for _, a := range v {
-			row(a.ID, a.Name, a.Namespace, a.Scope, a.PID, a.UID, a.GID, a.Listeners, a.Sessions, len(a.Segments),
+			sessions := strconv.Itoa(a.Sessions)
+			if a.Ended > 0 {
+				sessions += fmt.Sprintf(" (+%d ended, not closed)", a.Ended)
+			}
+			row(a.ID, a.Name, a.Namespace, a.Scope, a.PID, a.UID, a.GID, a.Listeners, sessions, len(a.Segments),
 				fmt.Sprintf("%d/%d", a.FifoUsed, a.FifoSize))
 		}
 	case api.ShowSessions:

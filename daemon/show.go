@@ -67,14 +67,17 @@ func (h *Handle) UnmarshalJSON(b []byte) error {
 // AppView is an attached app as `ctl show apps` lists it: the session
 // layer's view plus the peer credentials of its connection.
 type AppView struct {
-	ID         uint32   `json:"id"`
-	Client     uint64   `json:"client"` // the control connection's number
-	Name       string   `json:"name"`
-	Namespace  string   `json:"namespace"`
-	Scope      string   `json:"scope"`
-	Proxy      bool     `json:"proxy"`
-	Listeners  int      `json:"listeners"`
-	Sessions   int      `json:"sessions"`
+	ID        uint32 `json:"id"`
+	Client    uint64 `json:"client"` // the control connection's number
+	Name      string `json:"name"`
+	Namespace string `json:"namespace"`
+	Scope     string `json:"scope"`
+	Proxy     bool   `json:"proxy"`
+	Listeners int    `json:"listeners"`
+	Sessions  int    `json:"sessions"`
+	// Ended: TCP sessions the peer reset or that timed out, which the app
+	// has not closed yet; their fifos stay allocated until it does.
+	Ended      int      `json:"ended_sessions"`
 	Segments   []string `json:"segments"`
 	RxFifoSize uint32   `json:"rx_fifo_size"`
 	TxFifoSize uint32   `json:"tx_fifo_size"`
@@ -262,7 +265,7 @@ func (d *Daemon) AppViews() []AppView {
 	out := make([]AppView, 0, len(apps))
 	for _, a := range apps {
 		v := AppView{ID: uint32(a.ID), Client: a.Client, Name: a.Name, Namespace: NamespaceName(a.Namespace),
-			Scope: a.Scope, Proxy: a.Proxy, Listeners: a.Listeners, Sessions: a.Sessions, Segments: nonNil(a.Segments),
+			Scope: a.Scope, Proxy: a.Proxy, Listeners: a.Listeners, Sessions: a.Sessions, Ended: a.Ended, Segments: nonNil(a.Segments),
 			RxFifoSize: a.RxFifoSize, TxFifoSize: a.TxFifoSize, EventsWaiting: a.EventsWaiting, EventsLost: a.EventsLost}
 		if c := d.clients[a.Client]; c != nil {
 			v.PID, v.UID, v.GID = c.cred.PID, c.cred.UID, c.cred.GID
@@ -507,6 +510,12 @@ func (d *Daemon) fifoFill() fills {
 				if !p.ct.refs.tryRef() {
 					continue
 				}
+			} else if !pairAllocated(p.pair) {
+				// A session that ended without a Disconnect or a
+				// disconnect event (an app's close through its tx
+				// fifo): its fifos went back to the app's memory.
+				delete(m, h)
+				continue
 			}
 			rx, tx := p.pair.Rx, p.pair.Tx
 			if rx != nil && tx != nil {
@@ -521,7 +530,16 @@ func (d *Daemon) fifoFill() fills {
 				p.ct.release()
 			}
 		}
+		if len(m) == 0 {
+			delete(d.fifos, app)
+		}
 		out[app] = pm
 	}
 	return out
+}
+
+// pairAllocated reports whether both fifos of p are still the allocation
+// the session got (a nil one counts as allocated).
+func pairAllocated(p sessions.FifoPair) bool {
+	return (p.Rx == nil || p.Rx.Allocated()) && (p.Tx == nil || p.Tx.Allocated())
 }

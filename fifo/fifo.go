@@ -43,7 +43,7 @@ type Fifo struct {
 	wantDeq  *atomic.Uint32
 	hasDeq   *atomic.Uint32
 	closeReq *atomic.Uint32
-	gen      uint32 // the allocation's number, read when the view was made
+	gen      uint32 // the allocation's number: the owner's record, or the header's when the view was made
 
 	_ [CacheLine]byte
 	p endState // producer's private state: tail owned, head cached
@@ -60,17 +60,22 @@ type endState struct {
 // fifoGen numbers the fifos this process allocates (FifoOffGen).
 var fifoGen atomic.Uint32
 
-// initFifoHeader writes a new fifo's header: both indices zero, no events,
-// a new allocation number.
-func initFifoHeader(hdr []byte, off, size uint32) {
-	clear(hdr[:FifoHeaderSize])
-	u32At(hdr, FifoOffSize).Store(size)
-	u32At(hdr, FifoOffSelf).Store(off)
+// nextFifoGen returns a new allocation number, never 0.
+func nextFifoGen() uint32 {
 	g := fifoGen.Add(1)
 	if g == 0 {
 		g = fifoGen.Add(1)
 	}
-	u32At(hdr, FifoOffGen).Store(g)
+	return g
+}
+
+// initFifoHeader writes a new fifo's header: both indices zero, no events,
+// allocation number gen.
+func initFifoHeader(hdr []byte, off, size, gen uint32) {
+	clear(hdr[:FifoHeaderSize])
+	u32At(hdr, FifoOffSize).Store(size)
+	u32At(hdr, FifoOffSelf).Store(off)
+	u32At(hdr, FifoOffGen).Store(gen)
 	u32At(hdr, FifoOffMagic).Store(FifoMagic)
 }
 

@@ -536,8 +536,14 @@ func TestRequestClose(t *testing.T) {
 		t.Fatal("the mark was not seen")
 	}
 
+	if !f.Allocated() || !prod.Allocated() {
+		t.Fatal("an allocated fifo's views say it is not allocated")
+	}
 	if err := seg.FreeFifo(f); err != nil {
 		t.Fatal(err)
+	}
+	if f.Allocated() || prod.Allocated() {
+		t.Fatal("a freed fifo's views say it is allocated")
 	}
 	g, err := seg.AllocFifo(1024)
 	if err != nil {
@@ -562,5 +568,14 @@ func TestRequestClose(t *testing.T) {
 	fifotest.View(t, g).RequestClose()
 	if !g.CloseRequested() {
 		t.Fatal("the new allocation's own mark was not seen")
+	}
+	// The owner's records, not the shared header, say which allocation
+	// is live: a header rewritten to the old number changes nothing.
+	binary.NativeEndian.PutUint32(fifotest.Header(g)[fifo.FifoOffGen:], binary.NativeEndian.Uint32(fifotest.Header(g)[fifo.FifoOffGen:])-1)
+	if !g.Allocated() || prod.Allocated() || !fifotest.View(t, g).Allocated() {
+		t.Fatal("a rewritten allocation number changed what the owner's views say")
+	}
+	if err := seg.FreeFifo(prod); err == nil {
+		t.Fatal("a stale view freed the fifo allocated after it")
 	}
 }

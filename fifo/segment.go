@@ -51,8 +51,8 @@ type Segment struct {
 	// adjacent extents merged.
 	free []extent
 	// allocs maps the offset of every fifo allocated here (owned segments)
-	// to its data size.
-	allocs     map[uint32]uint32
+	// to its data size and allocation number.
+	allocs     map[uint32]fifoAlloc
 	allocBytes int64
 	index      uint32
 	evq        uint32 // offset of the event queue's fifo, 0 if none
@@ -186,7 +186,7 @@ func (s *Segment) initOwned() {
 	// The magic goes last: a header with the magic is complete.
 	u32At(h, SegOffMagic).Store(SegmentMagic)
 	s.free = []extent{{off: SegmentHeaderSize, len: uint32(len(s.mem) - SegmentHeaderSize)}}
-	s.allocs = make(map[uint32]uint32)
+	s.allocs = make(map[uint32]fifoAlloc)
 }
 
 // MapSegment maps a segment received from its owner and validates its
@@ -373,11 +373,33 @@ func (s *Segment) AllocFifo(size uint32) (*Fifo, error) {
 	if !ok {
 		return nil, fmt.Errorf("alloc fifo of %d bytes in segment %q: %w", size, s.name, ErrSegmentFull)
 	}
-	s.allocs[off] = size
+	gen := nextFifoGen()
+	s.allocs[off] = fifoAlloc{size: size, gen: gen}
 	s.allocBytes += int64(FifoHeaderSize + size)
 	s.mirrorLocked()
-	initFifoHeader(s.mem[off:off+FifoHeaderSize], off, size)
-	return newFifo(s, off, size, 0, 0), nil
+	initFifoHeader(s.mem[off:off+FifoHeaderSize], off, size, gen)
+	f := newFifo(s, off, size, 0, 0)
+	f.gen = gen
+	return f, nil
+}
+
+// fifoAlloc is what an owned segment keeps of a fifo it allocated.
+type fifoAlloc struct {
+	size uint32 // data bytes
+	gen  uint32 // the allocation's number (FifoOffGen)
+}
+
+// Allocated reports whether f, a view of a fifo of an owned segment, is
+// still allocated: the allocation the view was made for, not a later one
+// at the same place. It reads the owner's private records, not the shared
+// header, which an app may write. A view of another process's segment
+// reports false.
+func (f *Fifo) Allocated() bool {
+	s := f.seg
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	a, ok := s.allocs[f.off]
+	return s.owner && !s.closed && ok && a.size == f.size && a.gen == f.gen
 }
 
 // allocLocked takes n bytes (a multiple of CacheLine) from the first free
@@ -437,11 +459,12 @@ func (s *Segment) FreeFifo(f *Fifo) error {
 	if !s.owner {
 		return fmt.Errorf("free fifo: %w", ErrNotOwner)
 	}
-	size, ok := s.allocs[f.off]
-	if f.seg != s || !ok || size != f.size {
+	a, ok := s.allocs[f.off]
+	if f.seg != s || !ok || a.size != f.size || a.gen != f.gen {
 		return fmt.Errorf("free fifo at %d: not allocated in segment %q: %w", f.off, s.name, ErrBadFifo)
 	}
 	delete(s.allocs, f.off)
+	size := a.size
 	s.allocBytes -= int64(FifoHeaderSize + size)
 	u32At(s.mem, int(f.off)+FifoOffMagic).Store(0)
 	if s.evq == f.off {
@@ -466,13 +489,13 @@ func (s *Segment) FifoAt(offset uint32) (*Fifo, error) {
 	if s.closed {
 		return nil, fmt.Errorf("attach fifo: %w", ErrClosed)
 	}
-	var size uint32
+	var size, gen uint32
 	if s.owner {
-		sz, ok := s.allocs[offset]
+		a, ok := s.allocs[offset]
 		if !ok {
 			return nil, fmt.Errorf("attach fifo at %d: no fifo allocated there: %w", offset, ErrBadFifo)
 		}
-		size = sz
+		size, gen = a.size, a.gen
 	} else {
 		sz, err := s.checkFifoHeader(offset)
 		if err != nil {
@@ -486,7 +509,11 @@ func (s *Segment) FifoAt(offset uint32) (*Fifo, error) {
 	if tail-head > size {
 		return nil, fmt.Errorf("attach fifo at %d: indices %d/%d: %w", offset, head, tail, ErrBadFifo)
 	}
-	return newFifo(s, offset, size, head, tail), nil
+	f := newFifo(s, offset, size, head, tail)
+	if s.owner {
+		f.gen = gen // the owner's record, not what an app may have written
+	}
+	return f, nil
 }
 
 // checkFifoHeader validates the fifo header at offset in a mapped segment

@@ -63,6 +63,11 @@ type app struct {
 	global    map[Handle]*Listener    // the app's global listeners
 	local     map[listenKey]*Listener // the app's entries of its namespace's local table
 	sess      map[Handle]*session
+	// ended holds the wire stream sessions the transport ended (a reset,
+	// a timeout) until the app's Disconnect of the handle: their handles
+	// and fifos are not given to another session before the app stopped
+	// using them.
+	ended map[Handle]*session
 }
 
 func (a *app) hasLocal() bool { return a.opts.Scope&ScopeLocal != 0 }
@@ -159,6 +164,7 @@ func (l *Layer) Attach(o AttachOptions) (Attached, error) {
 		global: map[Handle]*Listener{},
 		local:  map[listenKey]*Listener{},
 		sess:   map[Handle]*session{},
+		ended:  map[Handle]*session{},
 	}
 	l.nextApp++
 	l.apps[a.id] = a
@@ -248,6 +254,10 @@ func (l *Layer) delAppLocked(a *app) {
 	}
 	for _, s := range a.sess {
 		l.closeSessionLocked(s, true)
+	}
+	for h, s := range a.ended {
+		delete(a.ended, h)
+		l.releaseEndedLocked(s) // the fifos go with the app's memory
 	}
 	for _, ln := range a.global {
 		l.stopListenLocked(a, ln)

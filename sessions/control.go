@@ -209,14 +209,18 @@ func (l *Layer) LookupAppListener(fib FIBID, t *FiveTuple, app AppID) (*Listener
 
 // AppInfo describes an attached app.
 type AppInfo struct {
-	ID         AppID    `json:"id"`
-	Client     uint64   `json:"client"`
-	Name       string   `json:"name"`
-	Namespace  string   `json:"namespace"`
-	Scope      string   `json:"scope"`
-	Proxy      bool     `json:"proxy,omitempty"`
-	Listeners  int      `json:"listeners"`
-	Sessions   int      `json:"sessions"`
+	ID        AppID  `json:"id"`
+	Client    uint64 `json:"client"`
+	Name      string `json:"name"`
+	Namespace string `json:"namespace"`
+	Scope     string `json:"scope"`
+	Proxy     bool   `json:"proxy,omitempty"`
+	Listeners int    `json:"listeners"`
+	Sessions  int    `json:"sessions"`
+	// Ended are sessions the transport ended (a reset, a timeout) that
+	// the app has not closed yet: their fifos stay allocated until it
+	// does (Layer.Disconnect).
+	Ended      int      `json:"ended,omitempty"`
 	Segments   []string `json:"segments"`
 	RxFifoSize uint32   `json:"rx_fifo_size"`
 	TxFifoSize uint32   `json:"tx_fifo_size"`
@@ -273,7 +277,7 @@ func (l *Layer) Apps() []AppInfo {
 	for _, a := range l.sortedAppsLocked() {
 		ai := AppInfo{ID: a.id, Client: a.opts.ClientID, Name: a.opts.Name, Namespace: a.ns.cfg.ID,
 			Scope: a.opts.Scope.String(), Proxy: a.opts.Proxy, Listeners: len(a.global) + len(a.local),
-			Sessions: len(a.sess), RxFifoSize: a.opts.RxFifoSize, TxFifoSize: a.opts.TxFifoSize}
+			Sessions: len(a.sess), Ended: len(a.ended), RxFifoSize: a.opts.RxFifoSize, TxFifoSize: a.opts.TxFifoSize}
 		for _, s := range a.mem.Segments() {
 			ai.Segments = append(ai.Segments, s.Name())
 		}

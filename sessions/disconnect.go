@@ -10,14 +10,26 @@ import "fmt"
 // with ErrNotOwner, and that session is left alone. The peer of a
 // cut-through session is told; an established session leaves its worker's
 // shard through the worker's mailbox.
+//
+// A wire stream session the transport ended (Closed, StreamReset) keeps
+// its handle and fifos until its app's Disconnect of it, which then
+// releases them and succeeds: an app's writes and reads racing the end
+// land in memory no other session has (seed: the app's reply to a reset
+// or disconnect notification frees the session).
 func (l *Layer) Disconnect(id AppID, h Handle) error {
 	l.lock()
 	defer l.unlock()
-	if _, err := l.appLocked(id); err != nil {
+	a, err := l.appLocked(id)
+	if err != nil {
 		return fmt.Errorf("disconnect: %w", err)
 	}
 	s := l.sess[h]
 	if s == nil {
+		if e := a.ended[h]; e != nil {
+			delete(a.ended, h)
+			l.releaseEndedLocked(e)
+			return nil
+		}
 		return fmt.Errorf("disconnect: session %#x: %w", uint64(h), ErrNoSession)
 	}
 	if s.app.id != id {
@@ -64,21 +76,14 @@ func (l *Layer) closeSessionLocked(s *session, byApp bool) {
 		if !l.lingerLocked(s) {
 			l.publishLocked(Change{Op: OpDel, Kind: KindEstablished, IfIndex: s.ifindex, FIB: s.fib, Tuple: s.tuple, Handle: h})
 		}
-		// The handle's index goes back to the pool only after the
-		// worker dropped it, so that a new session cannot take the
-		// slot while the old one is still in the shard.
-		l.shards[h.Worker()].Post(func(*Shard) {
-			l.mu.Lock()
-			l.freeHandleLocked(h)
-			l.mu.Unlock()
-		})
 		if byApp && l.cfg.Datapath != nil {
 			l.cfg.Datapath.Close(h, s.tuple)
 		}
-		if !s.app.detaching {
-			mem, pair := s.app.mem, s.pair
-			l.reclaimLocked(l.keepFifosLocked(s, func() { mem.FreePair(pair) }))
+		if !byApp && !s.app.detaching && l.isStreamKeptLocked(s) {
+			s.app.ended[h] = s // until the app's Disconnect
+			return
 		}
+		l.releaseEndedLocked(s)
 	case kindCutThrough:
 		l.freeHandleLocked(s.h)
 		if p := s.peer; p != nil {
@@ -89,5 +94,23 @@ func (l *Layer) closeSessionLocked(s *session, byApp bool) {
 			l.notifyLocked(p.app, Event{Kind: EventDisconnected, Handle: p.h, CutThrough: true})
 		}
 		_ = s.ct.Close()
+	}
+}
+
+// releaseEndedLocked gives back what established session s held once
+// nobody uses it: its handle, after its worker dropped it (so that a new
+// session cannot take the slot while the old one is still in the shard),
+// and its fifos, after the datapath let them go (unless the app's whole
+// memory is going).
+func (l *Layer) releaseEndedLocked(s *session) {
+	h := s.h
+	l.shards[h.Worker()].Post(func(*Shard) {
+		l.mu.Lock()
+		l.freeHandleLocked(h)
+		l.mu.Unlock()
+	})
+	if !s.app.detaching {
+		mem, pair := s.app.mem, s.pair
+		l.reclaimLocked(l.keepFifosLocked(s, func() { mem.FreePair(pair) }))
 	}
 }

@@ -58,4 +58,11 @@
 // CutThroughWorker and HalfOpenWorker. Local-table listeners have
 // LocalHandleBit set and encode their endpoint (LocalListenerHandle,
 // ParseLocalListenerHandle).
+//
+// A session's handle and fifos go back to their pools when the session
+// ends, with one exception: a wire TCP session the transport ended (the
+// peer's reset, a timeout: Closed, StreamReset) keeps both until its app's
+// Disconnect of the handle, as an app may still be writing into the fifos
+// when it learns of the end; AppInfo.Ended counts those. Detaching frees
+// them with the rest of the app.
 package sessions

@@ -180,6 +180,13 @@ func (l *Layer) StreamReset(h Handle, err error) error {
 }
 
 // keepFifosLocked wraps the free of session s's fifos for a StreamKeeper.
+// isStreamKeptLocked reports whether s is a wire TCP session of a
+// datapath that keeps stream fifos (StreamKeeper).
+func (l *Layer) isStreamKeptLocked(s *session) bool {
+	_, ok := l.cfg.Datapath.(StreamKeeper)
+	return ok && s.tuple.Proto == TransportTCP
+}
+
 func (l *Layer) keepFifosLocked(s *session, free func()) func() {
 	if k, ok := l.cfg.Datapath.(StreamKeeper); ok && s.tuple.Proto == TransportTCP {
 		return k.KeepFifos(s.h, free)
