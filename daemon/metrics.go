@@ -94,6 +94,11 @@ func (c *collector) Collect(ch chan<- prometheus.Metric) {
 	for _, s := range d.layer.Sessions() {
 		sc[lk{nsOf[uint32(s.App)], s.State}]++
 	}
+	for _, a := range apps {
+		if a.Ended > 0 { // reset or timed out, not yet closed by the app
+			sc[lk{NamespaceName(a.Namespace), "ended"}] += a.Ended
+		}
+	}
 	for k, n := range sc {
 		ch <- prometheus.MustNewConstMetric(descSessions, prometheus.GaugeValue, float64(n), k.ns, k.table)
 	}

@@ -54,7 +54,7 @@ func resetBy(t *testing.T, dst netip.AddrPort, msg []byte, dial func(func() erro
 // frees them. Then many connections reset by their peers while the app
 // closes them at once leave nothing held.
 func TestTCPResetHoldsFifos(t *testing.T) {
-	rig, d := tcpRig(t)
+	rig, d := tcpRig(t, func(o *Config) { o.MetricsAddr = "127.0.0.1:0" })
 	a := attach(t, d, app.Options{Name: "ended"})
 	ln, err := a.Listen("tcp://0.0.0.0:7420")
 	if err != nil {
@@ -87,6 +87,10 @@ func TestTCPResetHoldsFifos(t *testing.T) {
 	if v.Ended != 1 || v.FifoSize <= idle {
 		t.Fatalf("after the reset, before the app's close: %d ended sessions, %d fifo bytes (idle %d); want 1 and the session's fifos held",
 			v.Ended, v.FifoSize, idle)
+	}
+	ended := `xsessiond_sessions{namespace="default",state="ended"}`
+	if n := metric(t, scrape(t, d.MetricsAddr()), ended); n != 1 {
+		t.Fatalf("%s %v, want 1", ended, n)
 	}
 	if err := sc.Close(); err != nil {
 		t.Fatal(err)
