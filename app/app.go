@@ -64,11 +64,14 @@ type App struct {
 	// (api.SleepFlags), mapped read-only; nil: kick after every SetEvent.
 	sleepFlags []byte
 	readSpin   time.Duration // Options.ReadSpin with its default; <= 0: no spin
-	yieldFloor yieldFloor    // the shortest yield a read's spin timed
-	reads      readStats     // ReadStats
-	spinning   atomic.Bool   // a read spins now (spin.go)
-	spinMiss   atomic.Int32  // spins in a row that found nothing
-	spinSkip   atomic.Int32  // reads left to sleep without a spin
+	// stolenAt is the yield that counts as stolen (spin.go); 0:
+	// spinStolen. Tests of the spin's other rules set it out of reach.
+	stolenAt   time.Duration
+	yieldFloor yieldFloor   // the shortest yield a read's spin timed
+	reads      readStats    // ReadStats
+	spinning   atomic.Bool  // a read spins now (spin.go)
+	spinMiss   atomic.Int32 // spins in a row that found nothing
+	spinSkip   atomic.Int32 // reads left to sleep without a spin
 	// askMTU: the daemon answers api.PathMTU (every daemon of this
 	// protocol's major version does), so writes of don't-fragment
 	// datagrams check the path MTU (checkPath); tests leave it off.

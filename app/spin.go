@@ -136,7 +136,11 @@ func (s *spinner) next(a *App) bool {
 	if a.yieldFloor.note(d) {
 		s.futile++
 	}
-	if d >= spinStolen {
+	stolenAt := a.stolenAt
+	if stolenAt == 0 {
+		stolenAt = spinStolen
+	}
+	if d >= stolenAt {
 		// Another thread held the CPU all through, and may again: this
 		// spin ends after the caller's look, and the next spinBackoff
 		// reads sleep at once, where a wake-up reaches them, instead of

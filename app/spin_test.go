@@ -50,7 +50,7 @@ func TestSpinnerOff(t *testing.T) {
 // the host schedules.
 func TestSpinnerBounded(t *testing.T) {
 	for _, budget := range []time.Duration{time.Microsecond, DefaultReadSpin, time.Hour} {
-		a := &App{readSpin: budget}
+		a := &App{readSpin: budget, stolenAt: time.Hour}
 		var sp spinner
 		looks := 0
 		for sp.next(a) {
@@ -71,7 +71,7 @@ func TestSpinnerBounded(t *testing.T) {
 // TestSpinnerOneAtATime: while one read of an App spins, another sleeps
 // at once; after the first ended (either way), the next may spin.
 func TestSpinnerOneAtATime(t *testing.T) {
-	a := &App{readSpin: time.Hour}
+	a := &App{readSpin: time.Hour, stolenAt: time.Hour}
 	var first, second spinner
 	if !first.next(a) {
 		t.Fatal("first spinner did not spin")
@@ -99,7 +99,9 @@ func TestSpinnerOneAtATime(t *testing.T) {
 // TestSpinnerBackoff: spinMissMax spins in a row that found nothing make
 // the next spinBackoff reads sleep without a spin; a hit resets the count.
 func TestSpinnerBackoff(t *testing.T) {
-	a := &App{readSpin: time.Nanosecond}
+	// A yield a loaded machine holds for long (the other packages' tests)
+	// would end a spin as stolen (TestSpinnerStolen): out of reach here.
+	a := &App{readSpin: time.Nanosecond, stolenAt: time.Hour}
 	miss := func() bool {
 		var sp spinner
 		spun := false
