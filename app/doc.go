@@ -10,7 +10,10 @@
 // App must be closed: Close closes every listener and connection made from
 // it, detaches, and unmaps the shared memory. Each PacketConn, Conn and
 // Listener should be closed too (it unbinds or disconnects); closing the App
-// does it for those left open.
+// does it for those left open. Close of a TCP session on the wire marks its
+// tx fifo and returns without waiting for the daemon, which sends what was
+// written, then FIN, as close(2) lets the kernel do; a session the peer
+// reset keeps its fifos in the app's memory until it is closed.
 //
 // # Data
 //
