@@ -136,3 +136,24 @@ func TestWriteTableSessionsTCP(t *testing.T) {
 func counters(rxPkts, rxBytes, txPkts, txBytes uint64) daemon.Counters {
 	return daemon.Counters{RxPackets: rxPkts, RxBytes: rxBytes, TxPackets: txPkts, TxBytes: txBytes, Drops: map[string]uint64{}}
 }
+
+// TestWriteTableAppsEnded: an app holding sessions its peers reset shows
+// them beside its sessions.
+func TestWriteTableAppsEnded(t *testing.T) {
+	doc, err := json.Marshal([]daemon.AppView{
+		{ID: 1, Name: "srv", Namespace: "default", Scope: "global", Sessions: 3, Ended: 2, FifoUsed: 10, FifoSize: 640},
+		{ID: 2, Name: "cli", Namespace: "default", Scope: "global", Sessions: 1},
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var b bytes.Buffer
+	if err := WriteTable(&b, api.ShowApps, doc); err != nil {
+		t.Fatal(err)
+	}
+	out := b.String()
+	lines := strings.Split(strings.TrimSpace(out), "\n")
+	if len(lines) != 3 || !strings.Contains(lines[1], " 3 (+2 ended, not closed) ") || strings.Contains(lines[2], "ended") {
+		t.Fatalf("table:\n%s", out)
+	}
+}
