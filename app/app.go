@@ -16,6 +16,7 @@ import (
 	"github.com/xsessiond/xsessiond/api"
 	"github.com/xsessiond/xsessiond/fifo"
 	"github.com/xsessiond/xsessiond/flow"
+	"github.com/xsessiond/xsessiond/internal/testhook"
 )
 
 // DefaultSocket is the daemon's control socket when Options.Socket is
@@ -65,7 +66,8 @@ type App struct {
 	sleepFlags []byte
 	readSpin   time.Duration // Options.ReadSpin with its default; <= 0: no spin
 	// stolenAt is the yield that counts as stolen (spin.go); 0:
-	// spinStolen. Tests of the spin's other rules set it out of reach.
+	// spinStolen. Tests of the spin's other rules set it out of reach
+	// (testhook.SpinStolenAt for Apps they attach).
 	stolenAt   time.Duration
 	yieldFloor yieldFloor   // the shortest yield a read's spin timed
 	reads      readStats    // ReadStats
@@ -153,6 +155,7 @@ func Attach(ctx context.Context, opts Options) (*App, error) {
 	a := &App{
 		opts:        opts,
 		readSpin:    spin,
+		stolenAt:    time.Duration(testhook.SpinStolenAt.Load()),
 		done:        make(chan struct{}),
 		reactorDone: make(chan struct{}),
 		waiters:     map[*waiter]struct{}{},
