@@ -532,26 +532,18 @@ func (a *App) handleEvent(ev *fifo.Event) {
 		a.mu.Lock()
 		o := a.owners[h]
 		_, closed := a.closing[h]
-		ack := false
-		switch {
-		case o != nil:
-		case closed:
-			// The end of a session this side closed through its tx
-			// fifo before the daemon saw the mark: the daemon keeps
-			// its fifos until told they are free.
-			if what&earlyGone != 0 {
-				delete(a.closing, h)
-				ack = true
-			}
-		default:
+		if o == nil && !closed {
 			a.goneEarly[h] |= what
 		}
 		a.mu.Unlock()
-		if o != nil {
+		switch {
+		case o != nil:
 			a.tell(o, h, what)
-		}
-		if ack {
-			go a.disconnect(h)
+		case closed && what&earlyGone != 0:
+			// The end of a session this side closed through its tx
+			// fifo before the daemon saw the mark: the daemon keeps
+			// its fifos until told they are free.
+			a.ackEnded(h)
 		}
 	case fifo.EventLocalAddr:
 		if se.Local.IsValid() {
@@ -794,9 +786,9 @@ func (a *App) closeMarked(h flow.Handle) {
 }
 
 // ackEnded sends the Disconnect that frees the fifos of session h, which
-// was closed through its tx fifo and whose end (a reset, a timeout) this
-// side learned of before the close was complete, unless the event
-// handler already did.
+// was closed through its tx fifo and whose end (a reset, a timeout) the
+// daemon met before the mark, once: from the event handler or from the
+// close, whichever learns of the end (closing).
 func (a *App) ackEnded(h flow.Handle) {
 	a.mu.Lock()
 	_, ok := a.closing[h]

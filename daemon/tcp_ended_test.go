@@ -26,28 +26,6 @@ func appView(t *testing.T, d *Daemon, name string) AppView {
 	return AppView{}
 }
 
-// resetBy dials dst from host A, sends msg, waits for read (when not nil)
-// to say the app has it, and resets the connection (linger 0).
-func resetBy(t *testing.T, dst netip.AddrPort, msg []byte, dial func(func() error) error, read func()) {
-	t.Helper()
-	var c net.Conn
-	if err := dial(func() error {
-		var err error
-		c, err = net.DialTimeout("tcp", dst.String(), 5*time.Second)
-		return err
-	}); err != nil {
-		t.Fatal(err)
-	}
-	if _, err := c.Write(msg); err != nil {
-		t.Fatal(err)
-	}
-	if read != nil {
-		read()
-	}
-	c.(*net.TCPConn).SetLinger(0)
-	c.Close()
-}
-
 // TestTCPResetHoldsFifos: a wire TCP session the peer resets keeps its
 // handle and fifos until its app closes it (they are not given to the
 // next session while the app may still write into them), and the close
@@ -70,15 +48,26 @@ func TestTCPResetHoldsFifos(t *testing.T) {
 			accepted <- c
 		}
 	}()
-	var sc net.Conn
-	resetBy(t, dst, []byte("x"), rig.A.Do, func() {
-		sc = <-accepted
-		sc.SetDeadline(time.Now().Add(10 * time.Second))
-		var b [1]byte
-		if _, err := io.ReadFull(sc, b[:]); err != nil {
-			t.Fatal(err)
-		}
-	})
+	// A kernel client on host A sends a byte, and once the app has it,
+	// resets the connection (linger 0).
+	var kc net.Conn
+	if err := rig.A.Do(func() error {
+		var err error
+		kc, err = net.DialTimeout("tcp", dst.String(), 5*time.Second)
+		return err
+	}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := kc.Write([]byte("x")); err != nil {
+		t.Fatal(err)
+	}
+	sc := <-accepted
+	sc.SetDeadline(time.Now().Add(10 * time.Second))
+	if _, err := io.ReadFull(sc, make([]byte, 1)); err != nil {
+		t.Fatal(err)
+	}
+	kc.(*net.TCPConn).SetLinger(0)
+	kc.Close()
 	if _, err := sc.Read(make([]byte, 1)); !errors.Is(err, syscall.ECONNRESET) {
 		t.Fatalf("read after the peer's reset: %v, want ECONNRESET", err)
 	}

@@ -80,8 +80,8 @@ func initFifoHeader(hdr []byte, off, size, gen uint32) {
 }
 
 // newFifo makes a view of the fifo at off whose indices are head and tail
-// (already validated).
-func newFifo(s *Segment, off, size, head, tail uint32) *Fifo {
+// (already validated) and whose allocation number is gen.
+func newFifo(s *Segment, off, size, head, tail, gen uint32) *Fifo {
 	hdr := s.mem[off : off+FifoHeaderSize]
 	f := &Fifo{
 		seg:      s,
@@ -95,7 +95,7 @@ func newFifo(s *Segment, off, size, head, tail uint32) *Fifo {
 		wantDeq:  u32At(hdr, FifoOffWantDeqNtf),
 		hasDeq:   u32At(hdr, FifoOffHasDeqNtf),
 		closeReq: u32At(hdr, FifoOffClose),
-		gen:      u32At(hdr, FifoOffGen).Load(),
+		gen:      gen,
 	}
 	f.p = endState{tail: tail, head: head}
 	f.c = endState{tail: tail, head: head}

@@ -50,8 +50,9 @@ func newGuardedFifo(t testing.TB, size uint32) *guardedFifo {
 		g.mem[i] = canary
 	}
 	seg := &Segment{name: "guarded", fd: -1, mem: g.mem, owner: true}
-	initFifoHeader(g.mem[g.off:], g.off, size, nextFifoGen())
-	g.f = newFifo(seg, g.off, size, 0, 0)
+	gen := nextFifoGen()
+	initFifoHeader(g.mem[g.off:], g.off, size, gen)
+	g.f = newFifo(seg, g.off, size, 0, 0, gen)
 	return g
 }
 

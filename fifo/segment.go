@@ -378,9 +378,7 @@ func (s *Segment) AllocFifo(size uint32) (*Fifo, error) {
 	s.allocBytes += int64(FifoHeaderSize + size)
 	s.mirrorLocked()
 	initFifoHeader(s.mem[off:off+FifoHeaderSize], off, size, gen)
-	f := newFifo(s, off, size, 0, 0)
-	f.gen = gen
-	return f, nil
+	return newFifo(s, off, size, 0, 0, gen), nil
 }
 
 // fifoAlloc is what an owned segment keeps of a fifo it allocated.
@@ -491,6 +489,7 @@ func (s *Segment) FifoAt(offset uint32) (*Fifo, error) {
 	}
 	var size, gen uint32
 	if s.owner {
+		// The owner's records, not what an app may have written.
 		a, ok := s.allocs[offset]
 		if !ok {
 			return nil, fmt.Errorf("attach fifo at %d: no fifo allocated there: %w", offset, ErrBadFifo)
@@ -504,16 +503,15 @@ func (s *Segment) FifoAt(offset uint32) (*Fifo, error) {
 		size = sz
 	}
 	hdr := s.mem[offset : offset+FifoHeaderSize]
+	if !s.owner {
+		gen = u32At(hdr, FifoOffGen).Load()
+	}
 	tail := u32At(hdr, FifoOffTail).Load()
 	head := u32At(hdr, FifoOffHead).Load()
 	if tail-head > size {
 		return nil, fmt.Errorf("attach fifo at %d: indices %d/%d: %w", offset, head, tail, ErrBadFifo)
 	}
-	f := newFifo(s, offset, size, head, tail)
-	if s.owner {
-		f.gen = gen // the owner's record, not what an app may have written
-	}
-	return f, nil
+	return newFifo(s, offset, size, head, tail, gen), nil
 }
 
 // checkFifoHeader validates the fifo header at offset in a mapped segment

@@ -79,7 +79,7 @@ func (l *Layer) closeSessionLocked(s *session, byApp bool) {
 		if byApp && l.cfg.Datapath != nil {
 			l.cfg.Datapath.Close(h, s.tuple)
 		}
-		if !byApp && !s.app.detaching && l.isStreamKeptLocked(s) {
+		if _, kept := l.keeperLocked(s); kept && !byApp && !s.app.detaching {
 			s.app.ended[h] = s // until the app's Disconnect
 			return
 		}

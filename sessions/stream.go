@@ -179,16 +179,16 @@ func (l *Layer) StreamReset(h Handle, err error) error {
 	return nil
 }
 
-// keepFifosLocked wraps the free of session s's fifos for a StreamKeeper.
-// isStreamKeptLocked reports whether s is a wire TCP session of a
-// datapath that keeps stream fifos (StreamKeeper).
-func (l *Layer) isStreamKeptLocked(s *session) bool {
-	_, ok := l.cfg.Datapath.(StreamKeeper)
-	return ok && s.tuple.Proto == TransportTCP
+// keeperLocked returns the datapath as the StreamKeeper of session s: ok
+// when s is a TCP session and the datapath keeps stream fifos.
+func (l *Layer) keeperLocked(s *session) (k StreamKeeper, ok bool) {
+	k, ok = l.cfg.Datapath.(StreamKeeper)
+	return k, ok && s.tuple.Proto == TransportTCP
 }
 
+// keepFifosLocked wraps the free of session s's fifos for a StreamKeeper.
 func (l *Layer) keepFifosLocked(s *session, free func()) func() {
-	if k, ok := l.cfg.Datapath.(StreamKeeper); ok && s.tuple.Proto == TransportTCP {
+	if k, ok := l.keeperLocked(s); ok {
 		return k.KeepFifos(s.h, free)
 	}
 	return free
@@ -210,8 +210,8 @@ func (l *Layer) StreamCloseWrite(id AppID, h Handle) error {
 	if s.app.id != id {
 		return fmt.Errorf("close write: session %#x: %w", uint64(h), ErrNotOwner)
 	}
-	k, ok := l.cfg.Datapath.(StreamKeeper)
-	if !ok || s.kind != kindEstablished || s.tuple.Proto != TransportTCP {
+	k, ok := l.keeperLocked(s)
+	if !ok || s.kind != kindEstablished {
 		return fmt.Errorf("close write: session %#x: %w", uint64(h), ErrNotSupported)
 	}
 	if err := k.CloseWrite(h); err != nil {
@@ -223,8 +223,8 @@ func (l *Layer) StreamCloseWrite(id AppID, h Handle) error {
 // lingerLocked keeps closed stream session s's 5-tuple in the global
 // tables until the datapath releases it, and reports whether it did.
 func (l *Layer) lingerLocked(s *session) bool {
-	k, ok := l.cfg.Datapath.(StreamKeeper)
-	if !ok || s.tuple.Proto != TransportTCP {
+	k, ok := l.keeperLocked(s)
+	if !ok {
 		return false
 	}
 	if l.linger == nil {
