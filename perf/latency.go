@@ -11,6 +11,8 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
+
+	"golang.org/x/sys/unix"
 )
 
 // echoHeader is what the echo client puts in front of each request's
@@ -37,12 +39,20 @@ type echoClient struct {
 	sendDone         chan struct{} // closed when the sending goroutine returned
 	wg               sync.WaitGroup
 	samples          []time.Duration // owned by the receiving goroutine
+	// atSocket holds, for the same replies, the time from the request's
+	// write to the reply's arrival at the client's socket, by the kernel's
+	// receive timestamp (SO_TIMESTAMPNS): the round trip without the
+	// client's own wake-up and turn to read it, which both implementations
+	// share. Owned by the receiving goroutine; it misses the replies that
+	// came without a timestamp.
+	atSocket []time.Duration
 }
 
 func newEchoClient(conn *net.UDPConn, rate uint64, payload int) *echoClient {
 	c := &echoClient{conn: conn, rate: max(1, rate), payload: max(payload, echoHeader), base: time.Now(), sendDone: make(chan struct{})}
 	c.winStart.Store(1<<63 - 1)
 	c.samples = make([]time.Duration, 0, 1<<16)
+	c.atSocket = make([]time.Duration, 0, 1<<16)
 	return c
 }
 
@@ -87,8 +97,10 @@ func (c *echoClient) send() {
 func (c *echoClient) recv() {
 	defer c.wg.Done()
 	buf := make([]byte, max(2048, c.payload))
+	oob := make([]byte, 64)
+	wallBase := c.base.UnixNano()
 	for {
-		n, err := c.conn.Read(buf)
+		n, oobn, _, _, err := c.conn.ReadMsgUDP(buf, oob)
 		if err != nil {
 			if errors.Is(err, net.ErrClosed) {
 				return
@@ -113,7 +125,27 @@ func (c *echoClient) recv() {
 		}
 		c.recvWin.Add(1)
 		c.samples = append(c.samples, now-time.Duration(ts))
+		if at, ok := rxTimestamp(oob[:oobn]); ok && at-wallBase >= ts {
+			c.atSocket = append(c.atSocket, time.Duration(at-wallBase-ts))
+		}
 	}
+}
+
+// rxTimestamp is the kernel's receive time of a datagram (ns since the
+// epoch) in the control messages of its read, as SO_TIMESTAMPNS gives it.
+func rxTimestamp(oob []byte) (int64, bool) {
+	msgs, err := unix.ParseSocketControlMessage(oob)
+	if err != nil {
+		return 0, false
+	}
+	for _, m := range msgs {
+		if m.Header.Level == unix.SOL_SOCKET && m.Header.Type == unix.SCM_TIMESTAMPNS && len(m.Data) >= 16 {
+			sec := int64(binary.NativeEndian.Uint64(m.Data[0:]))
+			nsec := int64(binary.NativeEndian.Uint64(m.Data[8:]))
+			return sec*1e9 + nsec, true
+		}
+	}
+	return 0, false
 }
 
 // stopSending stops the sending goroutine and waits for it, so that what
@@ -131,6 +163,7 @@ func (c *echoClient) close(drain time.Duration) []time.Duration {
 	c.conn.Close()
 	c.wg.Wait()
 	slices.Sort(c.samples)
+	slices.Sort(c.atSocket)
 	return c.samples
 }
 
@@ -171,6 +204,7 @@ func (r *runner) echoRep(ctx context.Context, s Scenario, rep, reps int) (out Re
 	// host is not counted as the echo's loss.
 	if rc, err := conn.SyscallConn(); err == nil {
 		_ = rc.Control(setRcvBuf)
+		_ = rc.Control(func(fd uintptr) { _ = unix.SetsockoptInt(int(fd), unix.SOL_SOCKET, unix.SO_TIMESTAMPNS, 1) })
 	}
 	native, err := nativeXDP(p.B)
 	if err != nil {
@@ -235,9 +269,9 @@ func (r *runner) echoRep(ctx context.Context, s Scenario, rep, reps int) (out Re
 	if c.recvErrs > 0 {
 		out.Breakdown[fmt.Sprintf("echo-client-read-errors (last: %v)", c.recvErr)] = c.recvErrs
 	}
-	out.Samples, out.winReplies = samples, c.recvWin.Load()
+	out.Samples, out.SocketSamples, out.winReplies = samples, c.atSocket, c.recvWin.Load()
 	if r.loss != nil {
-		r.loss(fmt.Sprintf("%s rep %d: %s; %s", s.Name, rep, latencyLine(samples), lossLine(out)))
+		r.loss(fmt.Sprintf("%s rep %d: %s (at A's socket: %s); %s", s.Name, rep, latencyLine(samples), latencyLine(c.atSocket), lossLine(out)))
 	}
 	return out, err
 }

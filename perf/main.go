@@ -341,8 +341,9 @@ func rowLine(r Result) string {
 	}
 	switch r.Kind {
 	case KindEcho:
-		return fmt.Sprintf("%-28s p50 %s µs  p99 %s µs  p99.9 %s µs  loss %s%%", r.Name,
-			fmtSummary(r.P50us, 1, 1), fmtSummary(r.P99us, 1, 1), fmtSummary(r.P999us, 1, 1), fmtSummary(r.LossPct, 1, 2))
+		return fmt.Sprintf("%-28s p50 %s µs  p99 %s µs  p99.9 %s µs  (at A's socket p50 %s µs  p99 %s µs)  loss %s%%", r.Name,
+			fmtSummary(r.P50us, 1, 1), fmtSummary(r.P99us, 1, 1), fmtSummary(r.P999us, 1, 1),
+			fmtSummary(r.SocketP50us, 1, 1), fmtSummary(r.SocketP99us, 1, 1), fmtSummary(r.LossPct, 1, 2))
 	case KindGenOnly:
 		return fmt.Sprintf("%-28s sent %s Mpps  %s ns/pkt", r.Name, fmtSummary(r.SentPPS, 1e-6, 3), fmtSummary(r.CPUNs, 1, 0))
 	case KindTCPRR, KindTCPCRR:

@@ -66,6 +66,11 @@ type Result struct {
 	P99us  Summary    `json:"p99_us"`
 	P999us Summary    `json:"p999_us"`
 	CDF    []CDFPoint `json:"cdf,omitempty"` // echo only: all repetitions pooled
+	// SocketP50us and SocketP99us (echo only) are the round trips to the
+	// replies' arrival at the client's socket, by the kernel's receive
+	// timestamp: the echo without the client's own wake-up and read.
+	SocketP50us Summary `json:"socket_p50_us"`
+	SocketP99us Summary `json:"socket_p99_us"`
 
 	Reps []Rep `json:"reps"`
 }
@@ -75,7 +80,7 @@ func computeFigures(r *Result) {
 	n := len(r.Reps)
 	pps, gbps, sent := make([]float64, n), make([]float64, n), make([]float64, n)
 	loss, lossPct, cpu, proc, util := make([]float64, n), make([]float64, n), make([]float64, n), make([]float64, n), make([]float64, n)
-	var p50, p99, p999, counted, unexplained []float64
+	var p50, p99, p999, sockP50, sockP99, counted, unexplained []float64
 	var srv, perGB, srvPerGB, errs []float64
 	r.Exact = 0
 	var pooled []time.Duration
@@ -130,11 +135,16 @@ func computeFigures(r *Result) {
 			p999 = append(p999, us(Percentile(rep.Samples, 0.999)))
 			pooled = append(pooled, rep.Samples...)
 		}
+		if len(rep.SocketSamples) > 0 {
+			sockP50 = append(sockP50, us(Percentile(rep.SocketSamples, 0.50)))
+			sockP99 = append(sockP99, us(Percentile(rep.SocketSamples, 0.99)))
+		}
 	}
 	r.PPS, r.Gbps, r.SentPPS = Summarize(pps), Summarize(gbps), Summarize(sent)
 	r.Loss, r.LossPct = Summarize(loss), Summarize(lossPct)
 	r.CPUNs, r.ProcNs, r.Util = Summarize(cpu), Summarize(proc), Summarize(util)
 	r.P50us, r.P99us, r.P999us = Summarize(p50), Summarize(p99), Summarize(p999)
+	r.SocketP50us, r.SocketP99us = Summarize(sockP50), Summarize(sockP99)
 	r.Counted, r.Unexplained = Summarize(counted), Summarize(unexplained)
 	r.SrvCPUNs, r.CPUPerGB, r.SrvCPUPerGB, r.Errors = Summarize(srv), Summarize(perGB), Summarize(srvPerGB), Summarize(errs)
 	if len(pooled) > 0 {
@@ -194,6 +204,11 @@ type Turns struct {
 	N       int `json:"n"`
 	P50AtOr int `json:"p50_at_or_below"`
 	P99AtOr int `json:"p99_at_or_below"`
+	// The same, of the echo's round trips to the client's socket, for the
+	// SocketN turns where both rows have them.
+	SocketN       int `json:"socket_n,omitempty"`
+	SocketP50AtOr int `json:"socket_p50_at_or_below,omitempty"`
+	SocketP99AtOr int `json:"socket_p99_at_or_below,omitempty"`
 }
 
 // String is the turns as results.md gives them.
@@ -201,7 +216,11 @@ func (t *Turns) String() string {
 	if t == nil {
 		return ""
 	}
-	return fmt.Sprintf("turn by turn, p50 at or below in %d of %d, p99 in %d", t.P50AtOr, t.N, t.P99AtOr)
+	s := fmt.Sprintf("turn by turn, p50 at or below in %d of %d, p99 in %d", t.P50AtOr, t.N, t.P99AtOr)
+	if t.SocketN > 0 {
+		s += fmt.Sprintf("; at A's socket p50 in %d of %d, p99 in %d", t.SocketP50AtOr, t.SocketN, t.SocketP99AtOr)
+	}
+	return s
 }
 
 // turns compares x's repetitions with b's, the ith with the ith, for the
@@ -219,6 +238,17 @@ func turns(x, b *Result) *Turns {
 		}
 		if Percentile(xs, 0.99) <= Percentile(bs, 0.99) {
 			t.P99AtOr++
+		}
+		xs, bs = x.Reps[i].SocketSamples, b.Reps[i].SocketSamples
+		if len(xs) == 0 || len(bs) == 0 {
+			continue
+		}
+		t.SocketN++
+		if Percentile(xs, 0.50) <= Percentile(bs, 0.50) {
+			t.SocketP50AtOr++
+		}
+		if Percentile(xs, 0.99) <= Percentile(bs, 0.99) {
+			t.SocketP99AtOr++
 		}
 	}
 	if t.N == 0 {
@@ -275,6 +305,8 @@ func Ratios(results []Result) []RatioRow {
 			{"p50_us", func(r *Result) Summary { return r.P50us }},
 			{"p99_us", func(r *Result) Summary { return r.P99us }},
 			{"p999_us", func(r *Result) Summary { return r.P999us }},
+			{"socket_p50_us", func(r *Result) Summary { return r.SocketP50us }},
+			{"socket_p99_us", func(r *Result) Summary { return r.SocketP99us }},
 		}
 		for _, f := range figs {
 			var v *float64
@@ -457,11 +489,12 @@ func WriteMarkdown(w io.Writer, rep *Report) error {
 		}
 	}
 	if rows := section("UDP echo latency", KindEcho); len(rows) > 0 {
-		b.WriteString("| group | impl | rate/s | replies/s | p50 µs | p99 µs | p99.9 µs | loss % | CPU ns/rtt | note |\n")
-		b.WriteString("| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |\n")
+		b.WriteString("| group | impl | rate/s | replies/s | p50 µs | p99 µs | p99.9 µs | at A's socket: p50 µs | p99 µs | loss % | CPU ns/rtt | note |\n")
+		b.WriteString("| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |\n")
 		for _, r := range rows {
-			fmt.Fprintf(&b, "| %s | %s | %d | %s | %s | %s | %s | %s | %s | %s |\n", r.Group, r.Impl, r.Rate,
+			fmt.Fprintf(&b, "| %s | %s | %d | %s | %s | %s | %s | %s | %s | %s | %s | %s |\n", r.Group, r.Impl, r.Rate,
 				fmtSummary(r.PPS, 1, 0), fmtSummary(r.P50us, 1, 1), fmtSummary(r.P99us, 1, 1), fmtSummary(r.P999us, 1, 1),
+				fmtSummary(r.SocketP50us, 1, 1), fmtSummary(r.SocketP99us, 1, 1),
 				fmtSummary(r.LossPct, 1, 2), fmtSummary(r.CPUNs, 1, 0), status(r))
 		}
 	}
@@ -513,14 +546,15 @@ func WriteMarkdown(w io.Writer, rep *Report) error {
 	}
 	if len(rep.Ratios) > 0 {
 		b.WriteString("\n## xsessiond / baseline\n\n")
-		b.WriteString("| group | baseline | pps | Gbit/s | CPU ns/pkt | rx ns/pkt | B CPU | p50 | p99 | p99.9 | note |\n")
-		b.WriteString("| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |\n")
+		b.WriteString("| group | baseline | pps | Gbit/s | CPU ns/pkt | rx ns/pkt | B CPU | p50 | p99 | p99.9 | at A's socket: p50 | p99 | note |\n")
+		b.WriteString("| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |\n")
 		for _, q := range rep.Ratios {
-			fmt.Fprintf(&b, "| %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s |\n", q.Group, q.Baseline,
+			fmt.Fprintf(&b, "| %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s |\n", q.Group, q.Baseline,
 				fmtRatio(q.Ratios["pps"]), fmtRatio(q.Ratios["gbps"]), fmtRatio(q.Ratios["cpu_ns_per_pkt"]),
 				fmtRatio(q.Ratios["rx_cpu_ns_per_pkt"]), fmtRatio(q.Ratios["server_cpu_ns_per_txn"]),
 				fmtRatio(q.Ratios["p50_us"]), fmtRatio(q.Ratios["p99_us"]),
-				fmtRatio(q.Ratios["p999_us"]), joinNotes(q.Note, q.Turns.String()))
+				fmtRatio(q.Ratios["p999_us"]), fmtRatio(q.Ratios["socket_p50_us"]), fmtRatio(q.Ratios["socket_p99_us"]),
+				joinNotes(q.Note, q.Turns.String()))
 		}
 	}
 	_, err := io.WriteString(w, b.String())

@@ -403,11 +403,26 @@ func TestTurns(t *testing.T) {
 	if got := Ratios(res)[1].Turns; got.P50AtOr != 2 || got.P99AtOr != 2 {
 		t.Errorf("equal turns: %+v", got)
 	}
+	// Round trips to the client's socket are counted apart, in the turns
+	// where both rows have them.
+	x.Reps[0].SocketSamples = lat(1 * time.Microsecond)
+	x.Reps[1].SocketSamples = lat(25 * time.Microsecond)
+	for i := range res {
+		if res[i].Group == x.Group && res[i].Impl == ImplKernel {
+			res[i].Reps[0].SocketSamples = lat(2 * time.Microsecond)
+			res[i].Reps[1].SocketSamples = lat(10 * time.Microsecond)
+			computeFigures(&res[i])
+		}
+	}
+	computeFigures(x)
+	if want := (Turns{N: 2, P50AtOr: 2, P99AtOr: 2, SocketN: 2, SocketP50AtOr: 1, SocketP99AtOr: 1}); *Ratios(res)[1].Turns != want {
+		t.Errorf("turns %+v, want %+v", *Ratios(res)[1].Turns, want)
+	}
 	var b strings.Builder
 	if err := WriteMarkdown(&b, &Report{Results: res, Ratios: Ratios(res)}); err != nil {
 		t.Fatal(err)
 	}
-	if !strings.Contains(b.String(), "turn by turn, p50 at or below in 2 of 2, p99 in 2 |") {
+	if !strings.Contains(b.String(), "turn by turn, p50 at or below in 2 of 2, p99 in 2; at A's socket p50 in 1 of 2, p99 in 1 |") {
 		t.Errorf("results.md has no turns for the echo row:\n%s", b.String())
 	}
 }

@@ -58,6 +58,20 @@ func TestRepsOnRig(t *testing.T) {
 		if s.Kind == KindEcho && (len(rep.Samples) == 0 || uint64(len(rep.Samples)) != rep.winReplies || rep.winReplies > rep.TotalDelivered || rep.Samples[0] <= 0) {
 			t.Errorf("echo: %d samples for %d replies in the window, %d in all", len(rep.Samples), rep.winReplies, rep.TotalDelivered)
 		}
+		// Every reply has the kernel's receive timestamp, and arrived at
+		// the socket before the client read it: sorted, each round trip
+		// to the socket is at most the read's of the same rank.
+		if s.Kind == KindEcho {
+			if len(rep.SocketSamples) != len(rep.Samples) {
+				t.Errorf("echo: %d round trips to the socket for %d replies", len(rep.SocketSamples), len(rep.Samples))
+			}
+			for i := range min(len(rep.SocketSamples), len(rep.Samples)) {
+				if rep.SocketSamples[i] <= 0 || rep.SocketSamples[i] > rep.Samples[i] {
+					t.Errorf("echo: round trip %d to the socket %v, to the read %v", i, rep.SocketSamples[i], rep.Samples[i])
+					break
+				}
+			}
+		}
 	}
 	if rg.pair == nil || rg.queues != 2 {
 		t.Errorf("rig not kept: %+v", rg)

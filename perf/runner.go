@@ -40,8 +40,12 @@ type Rep struct {
 	Util           float64 `json:"util"`    // busy share of all CPUs in the window
 	// Samples are echo round-trip times sent in the window (not in JSON),
 	// one per reply to a request sent in the window (winReplies).
-	Samples    []time.Duration `json:"-"`
-	winReplies uint64
+	Samples []time.Duration `json:"-"`
+	// SocketSamples are the echo's round trips of the same replies to
+	// their arrival at the client's socket (the kernel's receive
+	// timestamp), before the client's wake-up and read; sorted.
+	SocketSamples []time.Duration `json:"-"`
+	winReplies    uint64
 	// Receive repetitions: the drops counted over the whole repetition
 	// (drops.go says where), their sum, and the loss no counter explains:
 	// TotalSent − TotalDelivered − Counted (negative: counted twice).
