@@ -481,3 +481,45 @@ func TestConnect_ConnectFailed(t *testing.T) {
 	_, err = r.l.Connected(0, res.Handle)
 	wantErr(t, err, sessions.ErrNoSession)
 }
+
+// The datapath works on a connect off the layer's lock and names it by its
+// half-open handle. A connect its app closed, followed at once by another
+// app's, must not give the second the first one's handle: the first
+// connect's late calls would take the second for their own (its fifos, its
+// failure, its session).
+func TestConnect_ClosedHalfOpenHandleNotReused(t *testing.T) {
+	r := newRig(t)
+	a, b := r.attach(0), r.attach(0)
+	first, err := r.l.ConnectURI(a, "tcp://192.0.2.7:80", 1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	wantErr(t, r.l.Disconnect(a, first.Handle), nil)
+	second, err := r.l.ConnectURI(b, "tcp://192.0.2.7:81", 2)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if second.Handle == first.Handle {
+		t.Fatalf("app %d's connect got handle %#x of app %d's closed one", b, uint64(second.Handle), a)
+	}
+	// The first connect's late calls find nothing.
+	_, err = r.l.StreamFifos(first.Handle)
+	wantErr(t, err, sessions.ErrNoSession)
+	wantErr(t, r.l.ConnectFailed(first.Handle, sessions.ErrConnect), sessions.ErrNoSession)
+	_, err = r.l.Connected(0, first.Handle)
+	wantErr(t, err, sessions.ErrNoSession)
+	// The second goes on.
+	r.appEvents(b)
+	if _, err := r.l.Connected(0, second.Handle); err != nil {
+		t.Fatal(err)
+	}
+	if ev := r.appEvents(b); len(ev) != 1 || ev[0].Kind != sessions.EventConnected || ev[0].Opaque != 2 {
+		t.Fatalf("app %d's events %+v", b, ev)
+	}
+	if err := r.l.CheckInvariants(); err != nil {
+		t.Fatal(err)
+	}
+	if err := r.l.CheckHandles(); err != nil {
+		t.Fatal(err)
+	}
+}

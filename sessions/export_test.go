@@ -2,6 +2,8 @@ package sessions
 
 import (
 	"fmt"
+	"maps"
+	"slices"
 )
 
 // CheckInvariants drains every shard (as their owners would) and checks
@@ -185,4 +187,58 @@ func RuleTableIndexed(t *RuleTable, fam uint8) bool {
 // event queue: events waiting and events lost.
 func PostponedEvents(am AppMemory) (int, uint64) {
 	return am.(*fifoApp).Postponed()
+}
+
+// CheckHandles checks the handle pools against the tables: no index is
+// free twice or beyond what the pool gave out, and no live session's
+// handle, nor one of a session held for its app's close (an app's ended
+// set), is free. Call after CheckInvariants, which drains the shards.
+func (l *Layer) CheckHandles() error {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	free := map[Handle]bool{}
+	for w, p := range l.pools {
+		for _, i := range p.free {
+			h := MakeHandle(w, i)
+			if free[h] || i >= p.next {
+				return fmt.Errorf("handle %#x free twice or never given out (pool %d gave %d)", uint64(h), w, p.next)
+			}
+			free[h] = true
+		}
+	}
+	for h := range l.sess {
+		if free[h] {
+			return fmt.Errorf("live session %#x has a free handle", uint64(h))
+		}
+	}
+	for _, a := range l.apps {
+		for h, s := range a.ended {
+			if s.h != h || l.sess[h] != nil || free[h] {
+				return fmt.Errorf("app %d: ended session %#x is live again or its handle free", a.id, uint64(h))
+			}
+		}
+	}
+	return nil
+}
+
+// HandlesInUse is how many handles the pools gave out and did not get back.
+func (l *Layer) HandlesInUse() int {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	n := 0
+	for _, p := range l.pools {
+		n += int(p.next) - len(p.free)
+	}
+	return n
+}
+
+// Ended returns the handles of app id's sessions held for its close.
+func (l *Layer) Ended(id AppID) []Handle {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	a := l.apps[id]
+	if a == nil {
+		return nil
+	}
+	return slices.Collect(maps.Keys(a.ended))
 }

@@ -267,5 +267,8 @@ func FuzzLayerOps(f *testing.F) {
 		if apps_+pairs+cts+segs != 0 {
 			t.Fatalf("memory alive after detaching all: apps %d pairs %d cts %d segments %d", apps_, pairs, cts, segs)
 		}
+		if m := r.mem.Misuse(); len(m) != 0 {
+			t.Fatalf("fifo memory misused: %v", m)
+		}
 	})
 }

@@ -103,13 +103,15 @@ type Layer struct {
 	glisten  map[Handle]*Listener // global listeners by handle
 	linger   map[hoKey]*session   // closed stream sessions whose 5-tuple stays steered (StreamKeeper.Linger)
 	pools    map[uint32]*indexPool
-	nextPort uint32 // where the next pick of an ephemeral port starts, as an offset in the range
-	ruleList []RuleInfo
-	ruleHits map[uint32]*RuleHits // by rule ID: every rule of ruleList has one
-	nextRule uint32
-	seq      uint64
-	feeds    map[*Feed]struct{}
-	pending  []Event // events for the Notifier, delivered after unlock
+	// nextHalfOpen is the index of the next half-open handle (newHandleLocked).
+	nextHalfOpen uint32
+	nextPort     uint32 // where the next pick of an ephemeral port starts, as an offset in the range
+	ruleList     []RuleInfo
+	ruleHits     map[uint32]*RuleHits // by rule ID: every rule of ruleList has one
+	nextRule     uint32
+	seq          uint64
+	feeds        map[*Feed]struct{}
+	pending      []Event // events for the Notifier, delivered after unlock
 }
 
 type hoKey struct {
@@ -195,9 +197,31 @@ func (l *Layer) pool(w uint32) *indexPool {
 	return p
 }
 
-func (l *Layer) newHandleLocked(w uint32) Handle { return MakeHandle(w, l.pool(w).get()) }
+// newHandleLocked gives out a handle of worker w. A half-open handle is
+// the next of a counter, not the lowest free index: the datapath works on a
+// connect off the layer's lock (StreamFifos, StreamConnected, Connected,
+// ConnectFailed by handle), and a handle the app closed and another connect
+// got at once would let its late calls take that other connect for its own.
+// Only 2^32 connects later can a handle come back, and never while a
+// session has it.
+func (l *Layer) newHandleLocked(w uint32) Handle {
+	if w != HalfOpenWorker {
+		return MakeHandle(w, l.pool(w).get())
+	}
+	for {
+		h := MakeHandle(w, l.nextHalfOpen)
+		l.nextHalfOpen++
+		if l.sess[h] == nil {
+			return h
+		}
+	}
+}
 
-func (l *Layer) freeHandleLocked(h Handle) { l.pool(h.Worker()).put(h.Index()) }
+func (l *Layer) freeHandleLocked(h Handle) {
+	if h.Worker() != HalfOpenWorker {
+		l.pool(h.Worker()).put(h.Index())
+	}
+}
 
 // reclaimLocked frees fifo memory with fn. With a WorkerDatapath it runs fn
 // only after every shard drained its mailbox past this point, on the

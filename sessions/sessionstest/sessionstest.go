@@ -166,14 +166,38 @@ func (n *Notifier) Events() []sessions.Event {
 // Memory is a heap-backed sessions.Memory. Segments have no file
 // descriptor. It counts what is alive, for leak checks.
 type Memory struct {
-	mu       sync.Mutex
-	FailApp  bool // NewApp fails
-	FailCT   bool // NewCutThrough fails
+	mu      sync.Mutex
+	FailApp bool // NewApp fails
+	FailCT  bool // NewCutThrough fails
+	// OnFree, when set before the first NewApp, is called with every pair
+	// FreePair frees, after the free and without locks held.
+	OnFree   func(sessions.FifoPair)
 	apps     int
 	pairs    int
 	cts      int
 	segments int
 	nextSeg  int
+	// closedWith counts the pairs still allocated when their app's memory
+	// was closed (freed with it); misuse records frees of a pair not
+	// allocated (twice, or never) or of a closed app's memory.
+	closedWith int
+	misuse     []string
+}
+
+// ClosedWithApp returns how many pairs were freed by their app memory's
+// Close rather than one by one; Live still counts them.
+func (m *Memory) ClosedWithApp() int {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	return m.closedWith
+}
+
+// Misuse returns what FreePair was wrongly asked to do: free a pair twice,
+// one it never gave out, or one of a closed app memory.
+func (m *Memory) Misuse() []string {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	return slices.Clone(m.misuse)
 }
 
 // Live returns how many app memories, session fifo pairs, cut-through
@@ -230,6 +254,7 @@ type App struct {
 	used   uint64
 	events []sessions.Event
 	closed bool
+	live   map[*fifo.Fifo]bool // by the pair's rx fifo
 }
 
 // AllocPair implements sessions.AppMemory. A pair goes in
@@ -272,6 +297,10 @@ func (a *App) AllocPair(rx, tx uint32) (sessions.FifoPair, sessions.Segment, err
 		return sessions.FifoPair{}, nil, err
 	}
 	p := sessions.FifoPair{Rx: rf, Tx: tf, Segment: seg}
+	if a.live == nil {
+		a.live = map[*fifo.Fifo]bool{}
+	}
+	a.live[rf] = true
 	seg.used += uint32(need)
 	a.used += need
 	a.m.mu.Lock()
@@ -283,14 +312,27 @@ func (a *App) AllocPair(rx, tx uint32) (sessions.FifoPair, sessions.Segment, err
 	return p, added, nil
 }
 
-// FreePair implements sessions.AppMemory.
+// FreePair implements sessions.AppMemory. A pair not allocated, or one of
+// a closed app memory, is recorded as misuse (Memory.Misuse).
 func (a *App) FreePair(p sessions.FifoPair) {
+	if a.freePair(p) && a.m.OnFree != nil {
+		a.m.OnFree(p)
+	}
+}
+
+func (a *App) freePair(p sessions.FifoPair) bool {
 	a.mu.Lock()
 	defer a.mu.Unlock()
-	a.used -= uint64(p.Rx.Size()) + uint64(p.Tx.Size())
 	a.m.mu.Lock()
+	defer a.m.mu.Unlock()
+	if a.closed || !a.live[p.Rx] {
+		a.m.misuse = append(a.m.misuse, fmt.Sprintf("free of pair %p of app memory %q (closed %v): not allocated", p.Rx, a.o.Name, a.closed))
+		return false
+	}
+	delete(a.live, p.Rx)
+	a.used -= uint64(p.Rx.Size()) + uint64(p.Tx.Size())
 	a.m.pairs--
-	a.m.mu.Unlock()
+	return true
 }
 
 // Segments implements sessions.AppMemory.
@@ -343,6 +385,7 @@ func (a *App) Close() error {
 	}
 	a.closed = true
 	a.m.mu.Lock()
+	a.m.closedWith += len(a.live)
 	a.m.apps--
 	a.m.segments -= len(a.segs) + 1
 	a.m.mu.Unlock()
