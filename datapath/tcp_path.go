@@ -839,6 +839,13 @@ func (s *tcpSess) bindLocked() {
 	}
 }
 
+// refLocked names s to the layer (p.mu held): the check of its rx fifo
+// keeps a late report of this connection off a new session that got its
+// handle after the app closed it.
+func (s *tcpSess) refLocked() sessions.StreamRef {
+	return sessions.StreamRef{Handle: s.h, Rx: s.pair.Rx}
+}
+
 // addLive counts a new connection of app; false when the app is gone.
 func (p *tcpPath) addLive(app sessions.AppID) bool {
 	p.mu.Lock()
@@ -1121,10 +1128,10 @@ func (s *tcpSess) signal() {
 func (s *tcpSess) PeerClosed(*tcp.Conn) {
 	p := s.p
 	p.mu.Lock()
-	h, ok := s.h, s.established && !s.byApp
+	ref, ok := s.refLocked(), s.established && !s.byApp
 	p.mu.Unlock()
 	if ok {
-		_ = p.e.layer.Load().StreamPeerClosed(h)
+		_ = p.e.layer.Load().StreamPeerClosed(ref)
 	}
 	s.signal()
 }
@@ -1135,7 +1142,7 @@ func (s *tcpSess) PeerClosed(*tcp.Conn) {
 func (s *tcpSess) Reset(_ *tcp.Conn, err error) {
 	p := s.p
 	p.mu.Lock()
-	h, ok := s.h, s.established && !s.byApp && !s.ended
+	ref, ok := s.refLocked(), s.established && !s.byApp && !s.ended
 	s.ended, s.wasReset = true, true
 	p.mu.Unlock()
 	if ok {
@@ -1143,7 +1150,7 @@ func (s *tcpSess) Reset(_ *tcp.Conn, err error) {
 		if errors.Is(err, syscall.ETIMEDOUT) {
 			why = fmt.Errorf("%w: %w", flow.ErrTimedOut, err)
 		}
-		_ = p.e.layer.Load().StreamReset(h, why)
+		_ = p.e.layer.Load().StreamReset(ref, why)
 	}
 }
 
@@ -1154,10 +1161,10 @@ func (s *tcpSess) Reset(_ *tcp.Conn, err error) {
 func (s *tcpSess) CloseRequested(*tcp.Conn) {
 	p := s.p
 	p.mu.Lock()
-	h, ok := s.h, s.established && !s.byApp && !s.ended
+	ref, ok := s.refLocked(), s.established && !s.byApp && !s.ended
 	p.mu.Unlock()
 	if ok {
-		_ = p.e.layer.Load().Disconnect(s.app, h)
+		_ = p.e.layer.Load().StreamCloseRequested(ref)
 	}
 }
 
@@ -1173,10 +1180,10 @@ func (s *tcpSess) Closed(c *tcp.Conn) {
 	}
 	tell := s.established && !s.byApp && !s.ended
 	s.ended = true
-	h := s.h
+	ref := s.refLocked()
 	p.mu.Unlock()
 	if tell {
-		_ = l.Closed(h)
+		_ = l.StreamClosed(ref)
 	}
 	// The worker stops looking at the fifos first; only then may they be
 	// freed (the app's memory with its last connection).

@@ -3,6 +3,8 @@ package sessions
 import (
 	"fmt"
 	"time"
+
+	"github.com/xsessiond/xsessiond/fifo"
 )
 
 // Stream sessions on the wire (TCP): the datapath runs a transport whose
@@ -10,7 +12,7 @@ import (
 // them after the layer forgot the session (a FIN waits for what the app
 // queued; a reset is sent). The layer hands it the frees of that memory
 // (StreamKeeper) and learns of passive opens, active opens, half closes and
-// resets through the calls below.
+// resets through the calls below, naming the session by StreamRef.
 
 // StreamKeeper is a Datapath whose stream transport may still touch a
 // session's fifos after the layer closed the session. When Config.Datapath
@@ -149,33 +151,79 @@ func (l *Layer) StreamAccepted(worker uint32, ln Handle, t FiveTuple, bind func(
 	return ss, nil
 }
 
-// StreamPeerClosed tells the app of session h that its peer closed its
+// StreamRef names a wire stream session as its transport knows it: its
+// handle and its rx fifo. A connection may report its end after its app
+// closed the session and the handle went to a new one (of any app); the rx
+// fifo, which the layer does not free while the transport holds it
+// (StreamKeeper.KeepFifos), tells them apart.
+type StreamRef struct {
+	Handle Handle
+	Rx     *fifo.Fifo
+}
+
+// streamLocked returns the established session ref names, or nil.
+func (l *Layer) streamLocked(ref StreamRef) *session {
+	s := l.sess[ref.Handle]
+	if s == nil || s.kind != kindEstablished || s.pair.Rx != ref.Rx {
+		return nil
+	}
+	return s
+}
+
+// StreamPeerClosed tells the app of session ref that its peer closed its
 // half (a FIN): everything it sent is in the rx fifo; the session stays
 // open for sending.
-func (l *Layer) StreamPeerClosed(h Handle) error {
+func (l *Layer) StreamPeerClosed(ref StreamRef) error {
 	l.lock()
 	defer l.unlock()
-	s := l.sess[h]
-	if s == nil || s.kind != kindEstablished {
-		return fmt.Errorf("peer closed: session %#x: %w", uint64(h), ErrNoSession)
+	s := l.streamLocked(ref)
+	if s == nil {
+		return fmt.Errorf("peer closed: session %#x: %w", uint64(ref.Handle), ErrNoSession)
 	}
-	l.notifyLocked(s.app, Event{Kind: EventPeerClosed, Handle: h})
+	l.notifyLocked(s.app, Event{Kind: EventPeerClosed, Handle: s.h})
 	return nil
 }
 
-// StreamReset ends session h because the connection was reset (or timed
+// StreamReset ends session ref because the connection was reset (or timed
 // out) and tells its app with a reset event; err, when not nil, is why
 // (ErrTimedOut: retransmissions or keepalive probes went unanswered), and
 // the app reports it instead of a reset.
-func (l *Layer) StreamReset(h Handle, err error) error {
+func (l *Layer) StreamReset(ref StreamRef, err error) error {
 	l.lock()
 	defer l.unlock()
-	s := l.sess[h]
-	if s == nil || s.kind != kindEstablished {
-		return fmt.Errorf("reset: session %#x: %w", uint64(h), ErrNoSession)
+	s := l.streamLocked(ref)
+	if s == nil {
+		return fmt.Errorf("reset: session %#x: %w", uint64(ref.Handle), ErrNoSession)
 	}
 	l.notifyLocked(s.app, Event{Kind: EventReset, Handle: s.h, Err: err})
 	l.closeSessionLocked(s, false)
+	return nil
+}
+
+// StreamClosed ends session ref because its connection closed (both
+// FINs exchanged) before its app closed it, and tells the app, as Closed.
+func (l *Layer) StreamClosed(ref StreamRef) error {
+	l.lock()
+	defer l.unlock()
+	s := l.streamLocked(ref)
+	if s == nil {
+		return fmt.Errorf("closed: session %#x: %w", uint64(ref.Handle), ErrNoSession)
+	}
+	l.notifyLocked(s.app, Event{Kind: EventDisconnected, Handle: s.h})
+	l.closeSessionLocked(s, false)
+	return nil
+}
+
+// StreamCloseRequested closes session ref as its app's Disconnect would:
+// the app asked for it through its tx fifo (fifo.Fifo.RequestClose).
+func (l *Layer) StreamCloseRequested(ref StreamRef) error {
+	l.lock()
+	defer l.unlock()
+	s := l.streamLocked(ref)
+	if s == nil {
+		return fmt.Errorf("close requested: session %#x: %w", uint64(ref.Handle), ErrNoSession)
+	}
+	l.closeSessionLocked(s, true)
 	return nil
 }
 

@@ -6,6 +6,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/xsessiond/xsessiond/fifo"
 	"github.com/xsessiond/xsessiond/sessions"
 	"github.com/xsessiond/xsessiond/sessions/sessionstest"
 )
@@ -218,8 +219,10 @@ type halfOpen struct {
 // datapath) through random sequences of what apps and the transport do:
 // accepts, active opens that succeed or fail, half closes, resets and
 // transport closes in both orders with the connection's end, the app's
-// closes (of live, ended, stale and others' handles), close-writes,
-// detaches and the datapath's late releases. After every step the layer's
+// closes (of live, ended, stale and others' handles, and through the tx
+// fifo), close-writes, detaches, late reports of connections the app
+// closed (which must not reach a new session with the same handle) and the
+// datapath's late releases. After every step the layer's
 // tables, its handle pools and the fifo memory must agree: no handle is
 // free twice or free while a session (or a session held for its app's
 // close) has it, no fifo pair is freed twice or while its connection uses
@@ -259,17 +262,7 @@ func streamLifecycle(t *testing.T, ops []byte) {
 			}
 		}
 	}
-	l, err := sessions.New(sessions.Config{
-		View:     sessionstest.NewView().Add(2, 1, addrA).Add(2, 2, addrA6),
-		Memory:   mem,
-		Datapath: k,
-		Notifier: &sessionstest.Notifier{},
-		Workers:  2,
-		Default:  sessions.NamespaceConfig{IfIndex: 2, FIB4: 1, FIB6: 2},
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
+	l := newStreamLayer(t, k, mem)
 	const slots = 4
 	var (
 		apps      [slots]sessions.AppID
@@ -324,7 +317,7 @@ func streamLifecycle(t *testing.T, ops []byte) {
 		return b
 	}
 	for i := 0; i < len(ops); {
-		op := next(&i) % 15
+		op := next(&i) % 17
 		slot := int(next(&i)) % slots
 		arg := next(&i)
 		app := apps[slot]
@@ -441,7 +434,7 @@ func streamLifecycle(t *testing.T, ops []byte) {
 			if !ok {
 				continue
 			}
-			if err := l.StreamPeerClosed(h); err != nil {
+			if err := l.StreamPeerClosed(k.ref(h)); err != nil {
 				t.Fatalf("peer closed %#x: %v", uint64(h), err)
 			}
 			desc = fmt.Sprintf("peer closed %#x", uint64(h))
@@ -450,15 +443,16 @@ func streamLifecycle(t *testing.T, ops []byte) {
 			if !ok {
 				continue
 			}
+			ref := k.ref(h)
 			before := arg&1 != 0
 			if before {
 				k.finishHandle(h)
 			}
 			var err error
 			if op == 7 {
-				err = l.StreamReset(h, nil)
+				err = l.StreamReset(ref, nil)
 			} else {
-				err = l.Closed(h)
+				err = l.StreamClosed(ref)
 			}
 			if err != nil {
 				t.Fatalf("transport end of %#x: %v", uint64(h), err)
@@ -528,6 +522,42 @@ func streamLifecycle(t *testing.T, ops []byte) {
 				continue
 			}
 			desc = "linger released"
+		case 15: // the app closes a live session through its tx fifo
+			h, ok := pick(arg, hLive)
+			if !ok {
+				continue
+			}
+			if err := l.StreamCloseRequested(k.ref(h)); err != nil {
+				t.Fatalf("close requested %#x: %v", uint64(h), err)
+			}
+			state[h] = hGone
+			desc = fmt.Sprintf("close requested %#x", uint64(h))
+		case 16: // a connection its app closed reports late: its session is gone, whoever has its handle now
+			k.mu.Lock()
+			var stale []sessions.StreamRef
+			for _, c := range k.all {
+				if c.closing {
+					stale = append(stale, sessions.StreamRef{Handle: c.h, Rx: c.pair.Rx})
+				}
+			}
+			k.mu.Unlock()
+			if len(stale) == 0 {
+				continue
+			}
+			ref := stale[int(arg)%len(stale)]
+			var err error
+			switch arg >> 6 {
+			case 0:
+				err = l.StreamPeerClosed(ref)
+			case 1:
+				err = l.StreamReset(ref, nil)
+			case 2:
+				err = l.StreamClosed(ref)
+			default:
+				err = l.StreamCloseRequested(ref)
+			}
+			wantErr(t, err, sessions.ErrNoSession)
+			desc = fmt.Sprintf("late report (%d) of closed %#x: %v", arg>>6, uint64(ref.Handle), err)
 		case 14: // the app stops listening
 			if !live[slot] || listeners[slot] == 0 {
 				continue
@@ -587,6 +617,90 @@ func streamLifecycle(t *testing.T, ops []byte) {
 		t.Fatalf("memory alive after everything left: apps %d, pairs %d (%d freed with their app), cts %d, segments %d",
 			apps_, pairs, mem.ClosedWithApp(), cts, segs)
 	}
+}
+
+// newStreamLayer returns a layer of two workers over k and mem.
+func newStreamLayer(t *testing.T, k *keeper, mem *sessionstest.Memory) *sessions.Layer {
+	t.Helper()
+	l, err := sessions.New(sessions.Config{
+		View:     sessionstest.NewView().Add(2, 1, addrA).Add(2, 2, addrA6),
+		Memory:   mem,
+		Datapath: k,
+		Notifier: &sessionstest.Notifier{},
+		Workers:  2,
+		Default:  sessions.NamespaceConfig{IfIndex: 2, FIB4: 1, FIB6: 2},
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return l
+}
+
+// TestStreamLateReportOfClosedSession: a connection whose app closed its
+// session reports its reset (or FIN, or close) late, when the handle
+// already names another app's new session. The report must not reach that
+// session.
+func TestStreamLateReportOfClosedSession(t *testing.T) {
+	k, mem := newKeeper(), &sessionstest.Memory{}
+	l := newStreamLayer(t, k, mem)
+	var mems [2]*sessionstest.App
+	var apps [2]sessions.AppID
+	var lns [2]sessions.Handle
+	for i := range apps {
+		at, err := l.Attach(sessions.AttachOptions{ClientID: uint64(i + 1), Scope: sessions.ScopeGlobal})
+		if err != nil {
+			t.Fatal(err)
+		}
+		apps[i], mems[i] = at.App, at.Memory.(*sessionstest.App)
+		if lns[i], err = l.Bind(at.App, ep(sessions.TransportTCP, addrA, 80+uint16(i))); err != nil {
+			t.Fatal(err)
+		}
+	}
+	accept := func(i int, rport uint16) sessions.StreamSession {
+		tu := sessions.FiveTuple{Local: sessions.AddrBytes(addrA), LocalPort: 80 + uint16(i), Remote: sessions.AddrBytes(remote),
+			RemotePort: rport, Proto: sessions.TransportTCP, Family: sessions.Family4}
+		ss, err := l.StreamAccepted(0, lns[i], tu, func(ss sessions.StreamSession) { k.bind(ss.Handle, ss.App, ss.Pair) })
+		if err != nil {
+			t.Fatal(err)
+		}
+		return ss
+	}
+	old := accept(0, 1000)
+	oldRef := k.ref(old.Handle)
+	wantErr(t, l.Disconnect(apps[0], old.Handle), nil)
+	checkStream(t, l, mem, k, "app 0 closed its session") // the shards drain: the handle is free
+	cur := accept(1, 2000)
+	if cur.Handle != old.Handle {
+		t.Fatalf("the new session has handle %#x, not the closed one's %#x: the test needs them equal", uint64(cur.Handle), uint64(old.Handle))
+	}
+	mems[1].Events()
+	wantErr(t, l.StreamPeerClosed(oldRef), sessions.ErrNoSession)
+	wantErr(t, l.StreamReset(oldRef, nil), sessions.ErrNoSession)
+	wantErr(t, l.StreamClosed(oldRef), sessions.ErrNoSession)
+	wantErr(t, l.StreamCloseRequested(oldRef), sessions.ErrNoSession)
+	if ev := mems[1].Events(); len(ev) != 0 {
+		t.Fatalf("app %d's new session was told %+v", apps[1], ev)
+	}
+	if ss := l.Sessions(); len(ss) != 1 || ss[0].Handle != cur.Handle || ss[0].App != apps[1] {
+		t.Fatalf("sessions %+v", ss)
+	}
+	// Its own reports still reach it.
+	wantErr(t, l.StreamReset(k.ref(cur.Handle), nil), nil)
+	if ev := mems[1].Events(); len(ev) != 1 || ev[0].Kind != sessions.EventReset || ev[0].Handle != cur.Handle {
+		t.Fatalf("app %d's events after its reset: %+v", apps[1], ev)
+	}
+	checkStream(t, l, mem, k, "the reset")
+}
+
+// ref names h's connection as the transport does.
+func (k *keeper) ref(h sessions.Handle) sessions.StreamRef {
+	k.mu.Lock()
+	defer k.mu.Unlock()
+	var rx *fifo.Fifo
+	if c := k.conns[h]; c != nil {
+		rx = c.pair.Rx
+	}
+	return sessions.StreamRef{Handle: h, Rx: rx}
 }
 
 // finishHandle makes h's connection done, if it has one.
