@@ -228,33 +228,32 @@ func (t *Turns) String() string {
 func turns(x, b *Result) *Turns {
 	var t Turns
 	for i := range min(len(x.Reps), len(b.Reps)) {
-		xs, bs := x.Reps[i].Samples, b.Reps[i].Samples
-		if len(xs) == 0 || len(bs) == 0 {
+		xr, br := &x.Reps[i], &b.Reps[i]
+		if !countTurn(xr.Samples, br.Samples, &t.N, &t.P50AtOr, &t.P99AtOr) {
 			continue
 		}
-		t.N++
-		if Percentile(xs, 0.50) <= Percentile(bs, 0.50) {
-			t.P50AtOr++
-		}
-		if Percentile(xs, 0.99) <= Percentile(bs, 0.99) {
-			t.P99AtOr++
-		}
-		xs, bs = x.Reps[i].SocketSamples, b.Reps[i].SocketSamples
-		if len(xs) == 0 || len(bs) == 0 {
-			continue
-		}
-		t.SocketN++
-		if Percentile(xs, 0.50) <= Percentile(bs, 0.50) {
-			t.SocketP50AtOr++
-		}
-		if Percentile(xs, 0.99) <= Percentile(bs, 0.99) {
-			t.SocketP99AtOr++
-		}
+		countTurn(xr.SocketSamples, br.SocketSamples, &t.SocketN, &t.SocketP50AtOr, &t.SocketP99AtOr)
 	}
 	if t.N == 0 {
 		return nil
 	}
 	return &t
+}
+
+// countTurn counts one turn of sorted samples xs against bs: n, and p50
+// and p99 when xs's is at or below bs's. False when either has none.
+func countTurn(xs, bs []time.Duration, n, p50, p99 *int) bool {
+	if len(xs) == 0 || len(bs) == 0 {
+		return false
+	}
+	*n++
+	if Percentile(xs, 0.50) <= Percentile(bs, 0.50) {
+		*p50++
+	}
+	if Percentile(xs, 0.99) <= Percentile(bs, 0.99) {
+		*p99++
+	}
+	return true
 }
 
 // baselineOf is the implementation xsessiond is compared with in a kind.

@@ -57,18 +57,11 @@ func FuzzLayerOps(f *testing.F) {
 			ruleIDs   []uint32
 		)
 		addrs := []netip.Addr{zero4, zero6, addrA, addrA6, addrOthr, remote, remote6, netip.MustParseAddr("127.0.0.1")}
-		next := func(i *int) byte {
-			if *i >= len(ops) {
-				return 0
-			}
-			b := ops[*i]
-			*i++
-			return b
-		}
-		for i := 0; i < len(ops); {
-			op := next(&i) % 11
-			slot := int(next(&i)) % slots
-			arg := next(&i)
+		in := &opReader{b: ops}
+		for in.more() {
+			op := in.next() % 11
+			slot := int(in.next()) % slots
+			arg := in.next()
 			app := apps[slot]
 			if !live[slot] {
 				app = sessions.AppID(200 + slot) // never attached: must fail cleanly
@@ -97,7 +90,7 @@ func FuzzLayerOps(f *testing.F) {
 					listeners = append(listeners, h)
 				}
 			case 2:
-				res, err := r.l.Connect(app, e, uint32(i))
+				res, err := r.l.Connect(app, e, uint32(in.i))
 				desc = fmt.Sprintf("connect app %d %s: %v", app, e.URI(), err)
 				if err == nil {
 					sessList = append(sessList, res.Handle)
@@ -135,7 +128,7 @@ func FuzzLayerOps(f *testing.F) {
 					}
 				}
 			case 6: // a connect the datapath claims at once (UDP)
-				res, err := r.l.Connect(app, e, uint32(i))
+				res, err := r.l.Connect(app, e, uint32(in.i))
 				desc = fmt.Sprintf("connect app %d %s: %v", app, e.URI(), err)
 				if err == nil && !res.CutThrough {
 					eh, err := r.l.Connected(uint32(arg)%2, res.Handle)

@@ -166,3 +166,20 @@ func (r *rig) drainShards() {
 		r.l.Shard(uint32(w)).Drain()
 	}
 }
+
+// opReader reads a fuzz input's operations byte by byte; past the end it
+// reads zeros.
+type opReader struct {
+	b []byte
+	i int
+}
+
+func (r *opReader) more() bool { return r.i < len(r.b) }
+
+func (r *opReader) next() byte {
+	if r.i >= len(r.b) {
+		return 0
+	}
+	r.i++
+	return r.b[r.i-1]
+}

@@ -189,41 +189,35 @@ func (l *Layer) StreamPeerClosed(ref StreamRef) error {
 // (ErrTimedOut: retransmissions or keepalive probes went unanswered), and
 // the app reports it instead of a reset.
 func (l *Layer) StreamReset(ref StreamRef, err error) error {
-	l.lock()
-	defer l.unlock()
-	s := l.streamLocked(ref)
-	if s == nil {
-		return fmt.Errorf("reset: session %#x: %w", uint64(ref.Handle), ErrNoSession)
-	}
-	l.notifyLocked(s.app, Event{Kind: EventReset, Handle: s.h, Err: err})
-	l.closeSessionLocked(s, false)
-	return nil
+	return l.endStream(ref, "reset", &Event{Kind: EventReset, Err: err})
 }
 
 // StreamClosed ends session ref because its connection closed (both
 // FINs exchanged) before its app closed it, and tells the app, as Closed.
 func (l *Layer) StreamClosed(ref StreamRef) error {
-	l.lock()
-	defer l.unlock()
-	s := l.streamLocked(ref)
-	if s == nil {
-		return fmt.Errorf("closed: session %#x: %w", uint64(ref.Handle), ErrNoSession)
-	}
-	l.notifyLocked(s.app, Event{Kind: EventDisconnected, Handle: s.h})
-	l.closeSessionLocked(s, false)
-	return nil
+	return l.endStream(ref, "closed", &Event{Kind: EventDisconnected})
 }
 
 // StreamCloseRequested closes session ref as its app's Disconnect would:
 // the app asked for it through its tx fifo (fifo.Fifo.RequestClose).
 func (l *Layer) StreamCloseRequested(ref StreamRef) error {
+	return l.endStream(ref, "close requested", nil)
+}
+
+// endStream ends session ref: the transport ended it and its app is told
+// ev, or, with ev nil, its app closed it.
+func (l *Layer) endStream(ref StreamRef, what string, ev *Event) error {
 	l.lock()
 	defer l.unlock()
 	s := l.streamLocked(ref)
 	if s == nil {
-		return fmt.Errorf("close requested: session %#x: %w", uint64(ref.Handle), ErrNoSession)
+		return fmt.Errorf("%s: session %#x: %w", what, uint64(ref.Handle), ErrNoSession)
 	}
-	l.closeSessionLocked(s, true)
+	if ev != nil {
+		ev.Handle = s.h
+		l.notifyLocked(s.app, *ev)
+	}
+	l.closeSessionLocked(s, ev == nil)
 	return nil
 }
 

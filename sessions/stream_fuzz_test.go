@@ -308,18 +308,11 @@ func streamLifecycle(t *testing.T, ops []byte) {
 		}
 		return hs[int(arg)%len(hs)], true
 	}
-	next := func(i *int) byte {
-		if *i >= len(ops) {
-			return 0
-		}
-		b := ops[*i]
-		*i++
-		return b
-	}
-	for i := 0; i < len(ops); {
-		op := next(&i) % 17
-		slot := int(next(&i)) % slots
-		arg := next(&i)
+	in := &opReader{b: ops}
+	for in.more() {
+		op := in.next() % 17
+		slot := int(in.next()) % slots
+		arg := in.next()
 		app := apps[slot]
 		var desc string
 		switch op {
