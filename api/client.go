@@ -33,9 +33,10 @@ type Client struct {
 	nextID atomic.Uint32
 	done   chan struct{} // closed when the receiving goroutine ends
 
-	mu      sync.Mutex             // guards pending and err
-	pending map[uint32]chan result // calls waiting for their reply
-	err     error                  // why the receiving goroutine ended; nil while it runs
+	mu      sync.Mutex                      // guards pending, late and err
+	pending map[uint32]chan result          // calls waiting for their reply
+	late    map[uint32]func(Message, []int) // calls given up, whose reply goes to a handler (CallLate)
+	err     error                           // why the receiving goroutine ended; nil while it runs
 }
 
 type result struct {
@@ -166,6 +167,17 @@ func (cl *Client) Close() error {
 // ctx ends first, Call returns ctx's error and a late reply is dropped
 // (its descriptors closed).
 func (cl *Client) Call(ctx context.Context, req Message, fds ...int) (Message, []int, error) {
+	return cl.CallLate(ctx, req, nil, fds...)
+}
+
+// CallLate is Call, but a reply to a request that was sent and then given
+// up (ctx ended first) goes to late, with its descriptors, when late is
+// not nil: a request that makes something in the daemon (a session) can
+// then undo it. late runs on the goroutine that receives every reply and
+// notice: it must not block (nor make a call and wait for it). It is not
+// called when the connection fails first: the daemon then frees what the
+// app had.
+func (cl *Client) CallLate(ctx context.Context, req Message, late func(Message, []int), fds ...int) (Message, []int, error) {
 	id := cl.newID()
 	ch := resultChans.Get().(chan result)
 	cl.mu.Lock()
@@ -179,7 +191,7 @@ func (cl *Client) Call(ctx context.Context, req Message, fds ...int) (Message, [
 	cl.mu.Unlock()
 
 	if err := cl.conn.SendContext(ctx, id, req, fds...); err != nil {
-		cl.abandon(id, ch)
+		cl.abandon(id, ch, nil)
 		return nil, nil, err
 	}
 	var r result
@@ -187,7 +199,7 @@ func (cl *Client) Call(ctx context.Context, req Message, fds ...int) (Message, [
 	case r = <-ch:
 		resultChans.Put(ch)
 	case <-ctx.Done():
-		cl.abandon(id, ch)
+		cl.abandon(id, ch, late)
 		return nil, nil, fmt.Errorf("api: %v: %w", req.Type(), ctx.Err())
 	}
 	if r.err != nil {
@@ -199,16 +211,29 @@ func (cl *Client) Call(ctx context.Context, req Message, fds ...int) (Message, [
 	return r.msg, r.fds, nil
 }
 
-// abandon forgets call id. If its reply is already on its way, it is
-// drained and its descriptors closed.
-func (cl *Client) abandon(id uint32, ch chan result) {
+// abandon forgets call id. If its reply is already on its way, it goes to
+// late (or is drained and its descriptors closed); a reply still to come
+// goes to late when it comes (receive), or is dropped.
+func (cl *Client) abandon(id uint32, ch chan result, late func(Message, []int)) {
 	cl.mu.Lock()
 	_, waiting := cl.pending[id]
 	delete(cl.pending, id)
+	if waiting && late != nil && cl.err == nil {
+		if cl.late == nil {
+			cl.late = map[uint32]func(Message, []int){}
+		}
+		cl.late[id] = late
+	}
 	cl.mu.Unlock()
 	if !waiting {
 		r := <-ch
-		closeFDs(r.fds)
+		switch {
+		case r.err != nil:
+		case late != nil:
+			late(r.msg, r.fds)
+		default:
+			closeFDs(r.fds)
+		}
 	}
 	resultChans.Put(ch)
 }
@@ -256,9 +281,16 @@ func (cl *Client) receive() {
 		cl.mu.Lock()
 		ch, ok := cl.pending[id]
 		delete(cl.pending, id)
+		late := cl.late[id]
+		delete(cl.late, id)
 		cl.mu.Unlock()
 		if !ok {
-			closeFDs(fds) // reply to an abandoned call
+			// A reply to an abandoned call.
+			if late != nil {
+				late(m, fds)
+			} else {
+				closeFDs(fds)
+			}
 			continue
 		}
 		ch <- result{msg: m, fds: fds}
@@ -272,6 +304,7 @@ func (cl *Client) fail(err error) {
 	}
 	cl.mu.Lock()
 	cl.err = err
+	cl.late = nil
 	for id, ch := range cl.pending {
 		delete(cl.pending, id)
 		ch <- result{err: err}
@@ -283,8 +316,13 @@ func (cl *Client) fail(err error) {
 // reply type is an error wrapping ErrUnexpectedReply, and its descriptors
 // are closed.
 func Do[R Message](ctx context.Context, cl *Client, req Message, fds ...int) (R, []int, error) {
+	return DoLate[R](ctx, cl, req, nil, fds...)
+}
+
+// DoLate is Do with CallLate's late.
+func DoLate[R Message](ctx context.Context, cl *Client, req Message, late func(Message, []int), fds ...int) (R, []int, error) {
 	var zero R
-	m, rfds, err := cl.Call(ctx, req, fds...)
+	m, rfds, err := cl.CallLate(ctx, req, late, fds...)
 	if err != nil {
 		return zero, nil, err
 	}

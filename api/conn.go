@@ -401,8 +401,13 @@ func (c *Conn) send(ctx context.Context, id uint32, m Message, fds []int) (err e
 				<-done
 			}
 			c.uc.SetWriteDeadline(time.Time{})
-			if err != nil && ctx.Err() != nil {
-				err = fmt.Errorf("api: send %v: %w", m.Type(), ctx.Err())
+			// The write deadline is ctx's: a write that ran into it
+			// failed for ctx, whose own timer may not have fired yet.
+			if cerr := ctx.Err(); err != nil && (cerr != nil || errors.Is(err, os.ErrDeadlineExceeded)) {
+				if cerr == nil {
+					cerr = context.DeadlineExceeded
+				}
+				err = fmt.Errorf("api: send %v: %w", m.Type(), cerr)
 			}
 		}()
 	}

@@ -227,6 +227,48 @@ func TestCallContext(t *testing.T) {
 	}
 }
 
+// TestCallLate: a reply to a call its context gave up goes to the call's
+// late handler (here an OK), once; a call without one drops it.
+func TestCallLate(t *testing.T) {
+	leakcheck.AtCleanup(t, leakcheck.Options{FDs: true, Goroutines: true})
+	d := newFakeDaemon(t)
+	d.block = make(chan struct{})
+	path := startServer(t, d)
+	cl, err := DialClient(context.Background(), path, ClientOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cl.Close()
+	lateReplies := make(chan Message, 2)
+	late := func(m Message, fds []int) {
+		closeFDs(fds)
+		lateReplies <- m
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Millisecond)
+	defer cancel()
+	if _, _, err := cl.CallLate(ctx, &Disconnect{Handle: 1}, late); !errors.Is(err, context.DeadlineExceeded) {
+		t.Fatalf("blocked call: %v", err)
+	}
+	close(d.block)
+	select {
+	case m := <-lateReplies:
+		if m.Type() != TypeOK {
+			t.Fatalf("late reply %v, want OK", m.Type())
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("the late reply never reached the handler")
+	}
+	// The connection goes on; nothing more reaches the handler.
+	if _, _, err := cl.Call(context.Background(), &Unbind{Handle: 77}); err != nil {
+		t.Fatalf("call after an abandoned one: %v", err)
+	}
+	select {
+	case m := <-lateReplies:
+		t.Fatalf("a second late reply: %v", m.Type())
+	default:
+	}
+}
+
 // rawHello dials path and says Hello on a bare Conn.
 func rawHello(t *testing.T, path string) *Conn {
 	t.Helper()

@@ -380,11 +380,16 @@ func (a *App) call(ctx context.Context, req api.Message) (api.Message, []int, er
 // do is call for a request whose successful reply has type R (api.Do);
 // any other reply is an ErrProtocol.
 func do[R api.Message](ctx context.Context, a *App, req api.Message) (R, []int, error) {
+	return doLate[R](ctx, a, req, nil)
+}
+
+// doLate is do with api.CallLate's late.
+func doLate[R api.Message](ctx context.Context, a *App, req api.Message, late func(api.Message, []int)) (R, []int, error) {
 	var zero R
 	if err := a.stopped(); err != nil {
 		return zero, nil, err
 	}
-	r, fds, err := api.Do[R](ctx, a.cl, req)
+	r, fds, err := api.DoLate[R](ctx, a.cl, req, late)
 	if errors.Is(err, api.ErrUnexpectedReply) {
 		return zero, nil, fmt.Errorf("%w: %w", ErrProtocol, err)
 	}
@@ -617,13 +622,16 @@ func (a *App) handleEvent(ev *fifo.Event) {
 				res.err = flow.ErrConnect
 			}
 		}
+		// Handed over under a.mu (ch has room for the one result), so
+		// that a dial giving up finds it (DialConn).
 		a.mu.Lock()
 		ch := a.dials[se.Opaque]
 		delete(a.dials, se.Opaque)
-		a.mu.Unlock()
 		if ch != nil {
 			ch <- res
-		} else if se.Type == fifo.EventConnected {
+		}
+		a.mu.Unlock()
+		if ch == nil && se.Type == fifo.EventConnected {
 			go a.disconnect(h) // nobody waits for it any more
 		}
 	}

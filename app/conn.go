@@ -57,7 +57,10 @@ func newConn(a *App, e *end, laddr, raddr net.Addr, local, remote netip.AddrPort
 
 // Dial opens a session to uri (udp://ADDR:PORT, or tcp:// to another app
 // of the host): a cut-through session when an app of the host listens
-// there, a datapath session otherwise. The net.Conn is a *Conn.
+// there, a datapath session otherwise. The net.Conn is a *Conn. If ctx
+// ends first, Dial returns an error wrapping ctx's (context.DeadlineExceeded
+// for a deadline) and closes the session its connect made, if any, even
+// one the daemon made after the dial gave up.
 func (a *App) Dial(ctx context.Context, uri string) (net.Conn, error) {
 	c, err := a.DialConn(ctx, uri)
 	if err != nil {
@@ -85,8 +88,28 @@ func (a *App) DialConn(ctx context.Context, uri string) (*Conn, error) {
 		a.mu.Lock()
 		delete(a.dials, opaque)
 		a.mu.Unlock()
+		// A connect that completed while the dial gave up (its Connect
+		// call or its wait for the event cut short by ctx) made a
+		// session nobody uses. The reactor hands a result over under
+		// a.mu, so past the delete above it is in ch or the reactor
+		// closes the session itself.
+		select {
+		case res := <-ch:
+			if res.err == nil {
+				go a.disconnect(res.h)
+			}
+		default:
+		}
 	}()
-	r, fds, err := do[*api.ConnectReply](ctx, a, &api.Connect{URI: uri, Opaque: opaque})
+	// A reply that comes after ctx gave the dial up names a session
+	// nobody will use: close it.
+	late := func(m api.Message, fds []int) {
+		api.CloseFDs(fds)
+		if r, ok := m.(*api.ConnectReply); ok {
+			go a.disconnect(r.Handle)
+		}
+	}
+	r, fds, err := doLate[*api.ConnectReply](ctx, a, &api.Connect{URI: uri, Opaque: opaque}, late)
 	if err != nil {
 		return nil, opError("dial", uri, err)
 	}

@@ -1,0 +1,110 @@
+package daemon
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"io"
+	"net/netip"
+	"slices"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/xsessiond/xsessiond/app"
+)
+
+// TestTCPDialCancelledBesideOtherApp: one app dials a kernel server with
+// deadlines that run out while its connects are under way (before, during
+// and after the handshake), while another app dials the same server and
+// exchanges data. The second app's connects all succeed and carry their
+// bytes, whatever the first's cancelled connects do (their half-open
+// sessions end while the datapath still works on them); and once both are
+// done no session, connection or fifo byte is left: a connect that
+// completed as its dial gave up is closed, not kept.
+func TestTCPDialCancelledBesideOtherApp(t *testing.T) {
+	rig, d := tcpRig(t)
+	kl := kernelListen(t, rig.A, ":7300")
+	go echoServe(kl)
+	quitter := attach(t, d, app.Options{Name: "quitter"})
+	steady := attach(t, d, app.Options{Name: "steady"})
+	dst := "tcp://" + netip.AddrPortFrom(rig.A.IPv4, 7300).String()
+	// The first connect waits for the neighbour: out of the way first.
+	// Then how long a connect takes here.
+	var took []time.Duration
+	for range 20 {
+		start := time.Now()
+		c, err := steady.Dial(t.Context(), dst)
+		if err != nil {
+			t.Fatal(err)
+		}
+		took = append(took, time.Since(start))
+		c.Close()
+	}
+	slices.Sort(took)
+	connect := took[len(took)/2]
+	t.Logf("a connect takes %v (median of 20)", connect)
+
+	const quits, exchanges = 600, 150
+	var wg sync.WaitGroup
+	var cancelled, completed int
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		for i := range quits {
+			// Deadlines from 20 µs to twice the time a connect takes.
+			ctx, cancel := context.WithTimeout(context.Background(), 20*time.Microsecond+time.Duration(i%100)*connect/50)
+			c, err := quitter.Dial(ctx, dst)
+			cancel()
+			switch {
+			case err == nil:
+				completed++
+				c.Close()
+			case errors.Is(err, context.DeadlineExceeded):
+				cancelled++
+			default:
+				t.Errorf("quitter's dial %d: %v", i, err)
+				return
+			}
+		}
+	}()
+	msg := []byte("steady as she goes")
+	for i := range exchanges {
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		c, err := steady.Dial(ctx, dst)
+		cancel()
+		if err != nil {
+			t.Fatalf("steady's dial %d: %v", i, err)
+		}
+		c.SetDeadline(time.Now().Add(5 * time.Second))
+		if _, err := c.Write(msg); err != nil {
+			t.Fatalf("steady's write %d: %v", i, err)
+		}
+		buf := make([]byte, len(msg))
+		if _, err := io.ReadFull(c, buf); err != nil || !bytes.Equal(buf, msg) {
+			t.Fatalf("steady's exchange %d: %q, %v", i, buf, err)
+		}
+		c.Close()
+	}
+	wg.Wait()
+	t.Logf("quitter: %d dials cancelled, %d completed", cancelled, completed)
+	if cancelled == 0 {
+		t.Errorf("no dial was cancelled: the deadlines did not test what they should")
+	}
+	eng := d.Engine()
+	deadline := time.Now().Add(15 * time.Second)
+	for len(d.layer.Sessions()) != 0 || eng.TCPStats().Conns != 0 {
+		if time.Now().After(deadline) {
+			for _, s := range d.layer.Sessions() {
+				t.Logf("left: %+v", s)
+			}
+			t.Fatalf("sessions and connections left: tcp %+v", eng.TCPStats())
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+	for _, ai := range d.layer.Apps() {
+		if ai.Sessions != 0 || ai.Ended != 0 {
+			t.Errorf("app %d (%s) still has %d sessions and %d ended", ai.ID, ai.Name, ai.Sessions, ai.Ended)
+		}
+	}
+}
