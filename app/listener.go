@@ -60,7 +60,14 @@ func (a *App) Listen(uri string) (net.Listener, error) {
 func (a *App) bind(uri string) (*api.BindReply, error) {
 	ctx, cancel := context.WithTimeout(context.Background(), controlTimeout)
 	defer cancel()
-	r, fds, err := do[*api.BindReply](ctx, a, &api.Bind{URI: uri})
+	// A reply after the timeout names a listener nobody uses: unbind it.
+	late := func(m api.Message, fds []int) {
+		api.CloseFDs(fds)
+		if r, ok := m.(*api.BindReply); ok {
+			go a.unbind(r.Handle)
+		}
+	}
+	r, fds, err := doLate[*api.BindReply](ctx, a, &api.Bind{URI: uri}, late)
 	api.CloseFDs(fds)
 	if err != nil {
 		return nil, opError("listen", uri, err)
