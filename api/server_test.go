@@ -201,7 +201,11 @@ func TestClientServer(t *testing.T) {
 	}
 }
 
-func TestCallContext(t *testing.T) {
+// blockingClient returns a fake daemon whose Disconnect waits until its
+// block is closed, and a client of it; no descriptor or goroutine may be
+// left at the test's end.
+func blockingClient(t *testing.T) (*fakeDaemon, *Client) {
+	t.Helper()
 	leakcheck.AtCleanup(t, leakcheck.Options{FDs: true, Goroutines: true}) // sets of fds and goroutines at cleanup
 	d := newFakeDaemon(t)
 	d.block = make(chan struct{})
@@ -210,7 +214,12 @@ func TestCallContext(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer cl.Close()
+	t.Cleanup(func() { cl.Close() })
+	return d, cl
+}
+
+func TestCallContext(t *testing.T) {
+	d, cl := blockingClient(t)
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Millisecond)
 	defer cancel()
 	if _, _, err := cl.Call(ctx, &Disconnect{Handle: 1}); !errors.Is(err, context.DeadlineExceeded) {
@@ -230,15 +239,7 @@ func TestCallContext(t *testing.T) {
 // TestCallLate: a reply to a call its context gave up goes to the call's
 // late handler (here an OK), once; a call without one drops it.
 func TestCallLate(t *testing.T) {
-	leakcheck.AtCleanup(t, leakcheck.Options{FDs: true, Goroutines: true})
-	d := newFakeDaemon(t)
-	d.block = make(chan struct{})
-	path := startServer(t, d)
-	cl, err := DialClient(context.Background(), path, ClientOptions{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer cl.Close()
+	d, cl := blockingClient(t)
 	lateReplies := make(chan Message, 2)
 	late := func(m Message, fds []int) {
 		closeFDs(fds)
