@@ -174,7 +174,8 @@ func (cl *Client) Call(ctx context.Context, req Message, fds ...int) (Message, [
 // up (ctx ended first) goes to late, with its descriptors, when late is
 // not nil: a request that makes something in the daemon (a session) can
 // then undo it. late runs on the goroutine that receives every reply and
-// notice: it must not block (nor make a call and wait for it). It is not
+// notice (or on the caller's, when the reply was already being handed over
+// as ctx ended): it must not block (nor make a call and wait for it). It is not
 // called when the connection fails first: the daemon then frees what the
 // app had.
 func (cl *Client) CallLate(ctx context.Context, req Message, late func(Message, []int), fds ...int) (Message, []int, error) {
