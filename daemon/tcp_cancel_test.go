@@ -108,3 +108,77 @@ func TestTCPDialCancelledBesideOtherApp(t *testing.T) {
 		}
 	}
 }
+
+// TestCutThroughDialCancelled: dials to another app's listener on the host
+// (cut-through sessions, made by the Connect reply itself) with deadlines
+// around a dial's time. A session made as its dial gave up is closed by the
+// dialing app: the listening app sees each one it accepted end, and none is
+// left.
+func TestCutThroughDialCancelled(t *testing.T) {
+	d := startDaemon(t)
+	srv := attach(t, d, app.Options{Name: "srv", RxFifoSize: 4096, TxFifoSize: 4096})
+	cli := attach(t, d, app.Options{Name: "cli", RxFifoSize: 4096, TxFifoSize: 4096})
+	ln, err := srv.Listen("tcp://0.0.0.0:7000")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var served sync.WaitGroup
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			served.Add(1)
+			go func() {
+				defer served.Done()
+				defer c.Close()
+				c.SetReadDeadline(time.Now().Add(10 * time.Second))
+				if _, err := io.Copy(io.Discard, c); err != nil {
+					t.Errorf("accepted session did not end: %v", err)
+				}
+			}()
+		}
+	}()
+	var took []time.Duration
+	for range 20 {
+		start := time.Now()
+		c, err := cli.Dial(t.Context(), "tcp://127.0.0.1:7000")
+		if err != nil {
+			t.Fatal(err)
+		}
+		took = append(took, time.Since(start))
+		c.Close()
+	}
+	slices.Sort(took)
+	dial := took[len(took)/2]
+	t.Logf("a dial takes %v (median of 20)", dial)
+	var cancelled, completed int
+	for i := range 600 {
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Microsecond+time.Duration(i%100)*dial/50)
+		c, err := cli.Dial(ctx, "tcp://127.0.0.1:7000")
+		cancel()
+		switch {
+		case err == nil:
+			completed++
+			c.Close()
+		case errors.Is(err, context.DeadlineExceeded):
+			cancelled++
+		default:
+			t.Fatalf("dial %d: %v", i, err)
+		}
+	}
+	t.Logf("%d dials cancelled, %d completed", cancelled, completed)
+	deadline := time.Now().Add(10 * time.Second)
+	for len(d.layer.Sessions()) != 0 {
+		if time.Now().After(deadline) {
+			for _, s := range d.layer.Sessions() {
+				t.Logf("left: %+v", s)
+			}
+			t.Fatalf("%d sessions left", len(d.layer.Sessions()))
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+	ln.Close()
+	served.Wait()
+}

@@ -523,3 +523,38 @@ func TestConnect_ClosedHalfOpenHandleNotReused(t *testing.T) {
 		t.Fatal(err)
 	}
 }
+
+// An app learns of a cut-through session on its control connection and of
+// its end in its event queue, which do not keep one order between them: a
+// cut-through session closed and a new one made at once must not share a
+// handle, or the first one's end would be taken for the second's.
+func TestConnect_CutThroughHandlesNotReused(t *testing.T) {
+	r := newRig(t)
+	srv := r.attach(sessions.ScopeLocal)
+	cli := r.attach(sessions.ScopeLocal)
+	r.bind(srv, "udp://0.0.0.0:7000")
+	seen := map[sessions.Handle]bool{}
+	for i := range 3 {
+		res, err := r.l.ConnectURI(cli, "udp://127.0.0.1:7000", uint32(i))
+		if err != nil || !res.CutThrough {
+			t.Fatalf("connect %d: %+v %v", i, res, err)
+		}
+		ss := r.l.Sessions()
+		if len(ss) != 2 {
+			t.Fatalf("connect %d: sessions %+v", i, ss)
+		}
+		for _, s := range ss {
+			if seen[s.Handle] {
+				t.Fatalf("connect %d: handle %#x of a closed session given again", i, uint64(s.Handle))
+			}
+			seen[s.Handle] = true
+		}
+		wantErr(t, r.l.Disconnect(cli, res.Handle), nil)
+	}
+	if err := r.l.CheckInvariants(); err != nil {
+		t.Fatal(err)
+	}
+	if err := r.l.CheckHandles(); err != nil {
+		t.Fatal(err)
+	}
+}

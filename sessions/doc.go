@@ -59,11 +59,13 @@
 // LocalHandleBit set and encode their endpoint (LocalListenerHandle,
 // ParseLocalListenerHandle).
 //
-// A half-open session's handle is the next of a counter and comes back only
-// after 2^32 more connects (and never while a session has it), since the
-// datapath refers to a connect by it off the layer's lock. Any other
-// session's handle and fifos go back to their pools when the session ends,
-// with one exception: a wire TCP session the transport ended (the
+// A half-open or cut-through session's handle is the next of a counter and
+// comes back only after 2^32 more of them (never while a session has it):
+// the datapath refers to a connect by its half-open handle off the layer's
+// lock, and an app learns of a cut-through session on its control
+// connection but of its end in its event queue. Any other session's handle
+// and fifos go back to their pools when the session ends, with one
+// exception: a wire TCP session the transport ended (the
 // peer's reset, a timeout: Closed, StreamReset) keeps both until its app's
 // Disconnect of the handle, as an app may still be writing into the fifos
 // when it learns of the end; AppInfo.Ended counts those. Detaching frees

@@ -221,13 +221,22 @@ func (l *Layer) CheckHandles() error {
 	return nil
 }
 
-// HandlesInUse is how many handles the pools gave out and did not get back.
+// HandlesInUse is how many handles the workers' pools gave out and did not
+// get back, and how many sessions have a handle of a counter (half-open,
+// cut-through).
 func (l *Layer) HandlesInUse() int {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	n := 0
-	for _, p := range l.pools {
-		n += int(p.next) - len(p.free)
+	for w, p := range l.pools {
+		if !serialWorker(w) {
+			n += int(p.next) - len(p.free)
+		}
+	}
+	for h := range l.sess {
+		if serialWorker(h.Worker()) {
+			n++
+		}
 	}
 	return n
 }

@@ -103,15 +103,13 @@ type Layer struct {
 	glisten  map[Handle]*Listener // global listeners by handle
 	linger   map[hoKey]*session   // closed stream sessions whose 5-tuple stays steered (StreamKeeper.Linger)
 	pools    map[uint32]*indexPool
-	// nextHalfOpen is the index of the next half-open handle (newHandleLocked).
-	nextHalfOpen uint32
-	nextPort     uint32 // where the next pick of an ephemeral port starts, as an offset in the range
-	ruleList     []RuleInfo
-	ruleHits     map[uint32]*RuleHits // by rule ID: every rule of ruleList has one
-	nextRule     uint32
-	seq          uint64
-	feeds        map[*Feed]struct{}
-	pending      []Event // events for the Notifier, delivered after unlock
+	nextPort uint32 // where the next pick of an ephemeral port starts, as an offset in the range
+	ruleList []RuleInfo
+	ruleHits map[uint32]*RuleHits // by rule ID: every rule of ruleList has one
+	nextRule uint32
+	seq      uint64
+	feeds    map[*Feed]struct{}
+	pending  []Event // events for the Notifier, delivered after unlock
 }
 
 type hoKey struct {
@@ -197,20 +195,23 @@ func (l *Layer) pool(w uint32) *indexPool {
 	return p
 }
 
-// newHandleLocked gives out a handle of worker w. A half-open handle is
-// the next of a counter, not the lowest free index: the datapath works on a
-// connect off the layer's lock (StreamFifos, StreamConnected, Connected,
-// ConnectFailed by handle), and a handle the app closed and another connect
-// got at once would let its late calls take that other connect for its own.
-// Only 2^32 connects later can a handle come back, and never while a
-// session has it.
+// newHandleLocked gives out a handle of worker w. A datapath worker's
+// handle is the lowest free index (its shard is an array). A half-open or
+// cut-through handle is the next of a counter instead: the datapath works
+// on a connect off the layer's lock and names it by its half-open handle,
+// and an app learns of a cut-through session on its control connection but
+// of its end in its event queue; a handle closed and given at once to the
+// next connect or session would let a late call or event about the first
+// take the second for its own. Only 2^32 such sessions later can a handle
+// come back, and never while a session has it.
 func (l *Layer) newHandleLocked(w uint32) Handle {
-	if w != HalfOpenWorker {
+	if !serialWorker(w) {
 		return MakeHandle(w, l.pool(w).get())
 	}
+	p := l.pool(w)
 	for {
-		h := MakeHandle(w, l.nextHalfOpen)
-		l.nextHalfOpen++
+		h := MakeHandle(w, p.next)
+		p.next++
 		if l.sess[h] == nil {
 			return h
 		}
@@ -218,10 +219,14 @@ func (l *Layer) newHandleLocked(w uint32) Handle {
 }
 
 func (l *Layer) freeHandleLocked(h Handle) {
-	if h.Worker() != HalfOpenWorker {
+	if !serialWorker(h.Worker()) {
 		l.pool(h.Worker()).put(h.Index())
 	}
 }
+
+// serialWorker reports whether worker w's handles come from a counter
+// (newHandleLocked).
+func serialWorker(w uint32) bool { return w == HalfOpenWorker || w == CutThroughWorker }
 
 // reclaimLocked frees fifo memory with fn. With a WorkerDatapath it runs fn
 // only after every shard drained its mailbox past this point, on the
