@@ -106,7 +106,12 @@ type App struct {
 	// disconnect of one that comes after the close is answered with the
 	// Disconnect that frees its fifos, and is not taken for an event of
 	// the next session with that handle.
-	closing    map[flow.Handle]struct{}
+	closing map[flow.Handle]struct{}
+	// dropped holds the sessions this side closed without ever owning
+	// them (a dial that gave up, an acceptor gone): a reset or FIN of one
+	// that comes after is not kept in goneEarly, where the next session
+	// with the handle would take it for its own. Bounded (handleSet).
+	dropped    handleSet
 	localOf    map[flow.Handle]netip.AddrPort // local addresses (fifo.EventLocalAddr) of sessions not yet accepted or connected
 	dials      map[uint32]chan connectResult  // connects in progress by opaque
 	parked     []fifo.Event                   // events naming a segment not mapped yet
@@ -537,7 +542,7 @@ func (a *App) handleEvent(ev *fifo.Event) {
 		a.mu.Lock()
 		o := a.owners[h]
 		_, closed := a.closing[h]
-		if o == nil && !closed {
+		if o == nil && !closed && !a.dropped.has(h) {
 			a.goneEarly[h] |= what
 		}
 		a.mu.Unlock()
@@ -581,7 +586,7 @@ func (a *App) handleEvent(ev *fifo.Event) {
 		acc := a.acceptors[ln]
 		a.mu.Unlock()
 		if err != nil || acc == nil {
-			go a.disconnect(h)
+			a.drop(h)
 			return
 		}
 		e := &end{h: h, rx: rx, tx: tx, signalFD: a.kick(h.Worker()), sleeping: a.sleepFlag(h.Worker()), datapath: true,
@@ -594,7 +599,7 @@ func (a *App) handleEvent(ev *fifo.Event) {
 			info.Local = flow.Endpoint{Transport: flow.Transport(se.Transport), Addr: l.Addr(), Port: l.Port()}
 		}
 		if !acc.accept(e, info) {
-			go a.disconnect(h)
+			a.drop(h)
 		}
 	case fifo.EventConnected, fifo.EventConnectFailed:
 		if se.CutThrough {
@@ -632,7 +637,7 @@ func (a *App) handleEvent(ev *fifo.Event) {
 		}
 		a.mu.Unlock()
 		if ch == nil && se.Type == fifo.EventConnected {
-			go a.disconnect(h) // nobody waits for it any more
+			a.drop(h) // nobody waits for it any more
 		}
 	}
 }
@@ -677,6 +682,43 @@ func (a *App) delAcceptor(h flow.Handle, ep flow.Endpoint, acc acceptor) {
 }
 
 // disconnect closes session h in the daemon, for sessions nobody takes.
+// drop closes session h, which this side never owned (no Conn has it):
+// what was kept of its events goes, and later ones are not kept (dropped).
+func (a *App) drop(h flow.Handle) {
+	a.mu.Lock()
+	delete(a.goneEarly, h)
+	a.dropped.add(h)
+	a.mu.Unlock()
+	go a.disconnect(h)
+}
+
+// handleSet is a set of handles that keeps the last 2×handleSetGen added:
+// two generations, the older forgotten when the newer fills.
+type handleSet struct{ cur, old map[flow.Handle]struct{} }
+
+const handleSetGen = 4096
+
+func (s *handleSet) add(h flow.Handle) {
+	if s.cur == nil {
+		s.cur = map[flow.Handle]struct{}{}
+	}
+	if len(s.cur) >= handleSetGen {
+		s.old, s.cur = s.cur, map[flow.Handle]struct{}{}
+	}
+	s.cur[h] = struct{}{}
+}
+
+func (s *handleSet) has(h flow.Handle) bool {
+	_, a := s.cur[h]
+	_, b := s.old[h]
+	return a || b
+}
+
+func (s *handleSet) del(h flow.Handle) {
+	delete(s.cur, h)
+	delete(s.old, h)
+}
+
 func (a *App) disconnect(h flow.Handle) {
 	ctx, cancel := context.WithTimeout(context.Background(), controlTimeout)
 	defer cancel()
@@ -734,7 +776,7 @@ func (a *App) onAccepted(n *api.Accepted, fds []int) {
 	}
 	e, err := newCTEnd(&n.SessionInfo, fds[0], fds[1])
 	if err != nil {
-		go a.disconnect(n.Handle)
+		a.drop(n.Handle)
 		return
 	}
 	a.evmu.Lock()
@@ -746,7 +788,7 @@ func (a *App) onAccepted(n *api.Accepted, fds []int) {
 	a.evmu.Unlock()
 	if !ok {
 		e.close()
-		go a.disconnect(n.Handle)
+		a.drop(n.Handle)
 	}
 }
 
@@ -774,6 +816,7 @@ func (a *App) register(h flow.Handle, o owner) bool {
 	a.mu.Lock()
 	a.owners[h] = o
 	delete(a.closing, h) // the handle names a new session
+	a.dropped.del(h)
 	what, early := a.goneEarly[h]
 	delete(a.goneEarly, h)
 	a.mu.Unlock()

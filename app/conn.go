@@ -96,7 +96,7 @@ func (a *App) DialConn(ctx context.Context, uri string) (*Conn, error) {
 		select {
 		case res := <-ch:
 			if res.err == nil {
-				go a.disconnect(res.h)
+				a.drop(res.h)
 			}
 		default:
 		}
@@ -106,7 +106,7 @@ func (a *App) DialConn(ctx context.Context, uri string) (*Conn, error) {
 	late := func(m api.Message, fds []int) {
 		api.CloseFDs(fds)
 		if r, ok := m.(*api.ConnectReply); ok {
-			go a.disconnect(r.Handle)
+			a.drop(r.Handle)
 		}
 	}
 	r, fds, err := doLate[*api.ConnectReply](ctx, a, &api.Connect{URI: uri, Opaque: opaque}, late)
@@ -125,7 +125,7 @@ func (a *App) DialConn(ctx context.Context, uri string) (*Conn, error) {
 		}
 		e, err = newCTEnd(&r.SessionInfo, fds[0], fds[1])
 		if err != nil {
-			go a.disconnect(r.Handle)
+			a.drop(r.Handle)
 			return nil, opError("dial", uri, err)
 		}
 		laddr = &CutThroughAddr{Session: r.Handle}
@@ -140,7 +140,7 @@ func (a *App) DialConn(ctx context.Context, uri string) (*Conn, error) {
 			select {
 			case res = <-ch:
 			case <-ctx.Done():
-				go a.disconnect(r.Handle)
+				a.drop(r.Handle)
 				return nil, opError("dial", uri, ctx.Err())
 			case <-a.done:
 				return nil, opError("dial", uri, a.Err())
@@ -154,7 +154,7 @@ func (a *App) DialConn(ctx context.Context, uri string) (*Conn, error) {
 			err = fmt.Errorf("%w: session fifos in a segment this app does not have", ErrProtocol)
 		}
 		if err != nil {
-			go a.disconnect(res.h)
+			a.drop(res.h)
 			return nil, opError("dial", uri, err)
 		}
 		e = &end{h: res.h, rx: rx, tx: tx, signalFD: a.kick(res.h.Worker()), sleeping: a.sleepFlag(res.h.Worker()), datapath: true,

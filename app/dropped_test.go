@@ -1,0 +1,66 @@
+package app
+
+import (
+	"errors"
+	"testing"
+
+	"github.com/xsessiond/xsessiond/fifo"
+	"github.com/xsessiond/xsessiond/flow"
+)
+
+type nopOwner struct{}
+
+func (nopOwner) peerClosed(flow.Handle) {}
+
+// A reset or FIN of a session this side dropped without owning it (a dial
+// that gave up, an acceptor gone) can come after the drop; it must not be
+// kept for the next session with the handle (a worker's handles are
+// reused), which would then start closed. An event of a session not yet
+// registered is kept for it.
+func TestDroppedSessionEventsNotKept(t *testing.T) {
+	done := make(chan struct{})
+	close(done) // the drop's Disconnect finds the app stopped and sends nothing
+	a := &App{done: done, err: errors.New("stopped for the test"), owners: map[flow.Handle]owner{},
+		goneEarly: map[flow.Handle]uint8{}, closing: map[flow.Handle]struct{}{}}
+	event := func(typ fifo.EventType, h flow.Handle) {
+		ev := (&fifo.SessionEvent{Type: typ, Handle: uint64(h)}).Encode()
+		a.handleEvent(&ev)
+	}
+	dropped := flow.MakeHandle(0, 3)
+	event(fifo.EventPeerClosed, dropped) // before the drop: forgotten with it
+	a.drop(dropped)
+	event(fifo.EventReset, dropped)
+	event(fifo.EventDisconnected, dropped)
+	if !a.register(dropped, nopOwner{}) {
+		t.Fatal("the next session with a dropped session's handle took its reset")
+	}
+	if _, ok := a.goneEarly[dropped]; ok {
+		t.Fatalf("kept for the next session: %#x", a.goneEarly[dropped])
+	}
+	early := flow.MakeHandle(0, 4)
+	event(fifo.EventReset, early)
+	if a.register(early, nopOwner{}) {
+		t.Fatal("a reset that came before its session's owner registered was lost")
+	}
+}
+
+// handleSet keeps the last handles added, at most twice its generation.
+func TestHandleSetBounded(t *testing.T) {
+	var s handleSet
+	for i := range 3 * handleSetGen {
+		s.add(flow.MakeHandle(0, uint32(i)))
+	}
+	if n := len(s.cur) + len(s.old); n > 2*handleSetGen {
+		t.Fatalf("%d handles kept", n)
+	}
+	if s.has(flow.MakeHandle(0, 0)) {
+		t.Error("the oldest handle is still there")
+	}
+	if !s.has(flow.MakeHandle(0, 3*handleSetGen-1)) || !s.has(flow.MakeHandle(0, 2*handleSetGen)) {
+		t.Error("the newest handles are gone")
+	}
+	s.del(flow.MakeHandle(0, 3*handleSetGen-1))
+	if s.has(flow.MakeHandle(0, 3*handleSetGen-1)) {
+		t.Error("a deleted handle is still there")
+	}
+}
