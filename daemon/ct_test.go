@@ -77,14 +77,22 @@ func TestCutThroughEcho(t *testing.T) {
 
 // TestStreamCutThrough runs a TCP cut-through session: Listen, Dial,
 // Accept, a byte stream both ways, io.EOF after the peer closes.
-func TestStreamCutThrough(t *testing.T) {
-	d := startDaemon(t)
+// streamCutThroughApps starts a daemon with two apps of 4 KiB fifos: a
+// server listening on tcp://0.0.0.0:7000 and a client.
+func streamCutThroughApps(t *testing.T) (d *Daemon, cli *app.App, ln net.Listener) {
+	t.Helper()
+	d = startDaemon(t)
 	srv := attach(t, d, app.Options{Name: "srv", RxFifoSize: 4096, TxFifoSize: 4096})
-	cli := attach(t, d, app.Options{Name: "cli", RxFifoSize: 4096, TxFifoSize: 4096})
+	cli = attach(t, d, app.Options{Name: "cli", RxFifoSize: 4096, TxFifoSize: 4096})
 	ln, err := srv.Listen("tcp://0.0.0.0:7000")
 	if err != nil {
 		t.Fatal(err)
 	}
+	return d, cli, ln
+}
+
+func TestStreamCutThrough(t *testing.T) {
+	_, cli, ln := streamCutThroughApps(t)
 	c, err := cli.Dial(t.Context(), "tcp://127.0.0.1:7000")
 	if err != nil {
 		t.Fatal(err)

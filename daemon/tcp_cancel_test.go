@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"fmt"
 	"io"
 	"net/netip"
 	"slices"
@@ -30,43 +31,16 @@ func TestTCPDialCancelledBesideOtherApp(t *testing.T) {
 	steady := attach(t, d, app.Options{Name: "steady"})
 	dst := "tcp://" + netip.AddrPortFrom(rig.A.IPv4, 7300).String()
 	// The first connect waits for the neighbour: out of the way first.
-	// Then how long a connect takes here.
-	var took []time.Duration
-	for range 20 {
-		start := time.Now()
-		c, err := steady.Dial(t.Context(), dst)
-		if err != nil {
-			t.Fatal(err)
-		}
-		took = append(took, time.Since(start))
-		c.Close()
-	}
-	slices.Sort(took)
-	connect := took[len(took)/2]
-	t.Logf("a connect takes %v (median of 20)", connect)
+	connect := medianDial(t, steady, dst)
 
 	const quits, exchanges = 600, 150
 	var wg sync.WaitGroup
 	var cancelled, completed int
+	var quitErr error
 	wg.Add(1)
 	go func() {
 		defer wg.Done()
-		for i := range quits {
-			// Deadlines from 20 µs to twice the time a connect takes.
-			ctx, cancel := context.WithTimeout(context.Background(), 20*time.Microsecond+time.Duration(i%100)*connect/50)
-			c, err := quitter.Dial(ctx, dst)
-			cancel()
-			switch {
-			case err == nil:
-				completed++
-				c.Close()
-			case errors.Is(err, context.DeadlineExceeded):
-				cancelled++
-			default:
-				t.Errorf("quitter's dial %d: %v", i, err)
-				return
-			}
-		}
+		cancelled, completed, quitErr = dialsCutShort(quitter, dst, quits, connect)
 	}()
 	msg := []byte("steady as she goes")
 	for i := range exchanges {
@@ -87,6 +61,9 @@ func TestTCPDialCancelledBesideOtherApp(t *testing.T) {
 		c.Close()
 	}
 	wg.Wait()
+	if quitErr != nil {
+		t.Fatalf("quitter: %v", quitErr)
+	}
 	t.Logf("quitter: %d dials cancelled, %d completed", cancelled, completed)
 	if cancelled == 0 {
 		t.Errorf("no dial was cancelled: the deadlines did not test what they should")
@@ -115,13 +92,7 @@ func TestTCPDialCancelledBesideOtherApp(t *testing.T) {
 // dialing app: the listening app sees each one it accepted end, and none is
 // left.
 func TestCutThroughDialCancelled(t *testing.T) {
-	d := startDaemon(t)
-	srv := attach(t, d, app.Options{Name: "srv", RxFifoSize: 4096, TxFifoSize: 4096})
-	cli := attach(t, d, app.Options{Name: "cli", RxFifoSize: 4096, TxFifoSize: 4096})
-	ln, err := srv.Listen("tcp://0.0.0.0:7000")
-	if err != nil {
-		t.Fatal(err)
-	}
+	d, cli, ln := streamCutThroughApps(t)
 	var served sync.WaitGroup
 	go func() {
 		for {
@@ -140,33 +111,10 @@ func TestCutThroughDialCancelled(t *testing.T) {
 			}()
 		}
 	}()
-	var took []time.Duration
-	for range 20 {
-		start := time.Now()
-		c, err := cli.Dial(t.Context(), "tcp://127.0.0.1:7000")
-		if err != nil {
-			t.Fatal(err)
-		}
-		took = append(took, time.Since(start))
-		c.Close()
-	}
-	slices.Sort(took)
-	dial := took[len(took)/2]
-	t.Logf("a dial takes %v (median of 20)", dial)
-	var cancelled, completed int
-	for i := range 600 {
-		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Microsecond+time.Duration(i%100)*dial/50)
-		c, err := cli.Dial(ctx, "tcp://127.0.0.1:7000")
-		cancel()
-		switch {
-		case err == nil:
-			completed++
-			c.Close()
-		case errors.Is(err, context.DeadlineExceeded):
-			cancelled++
-		default:
-			t.Fatalf("dial %d: %v", i, err)
-		}
+	dial := medianDial(t, cli, "tcp://127.0.0.1:7000")
+	cancelled, completed, err := dialsCutShort(cli, "tcp://127.0.0.1:7000", 600, dial)
+	if err != nil {
+		t.Fatal(err)
 	}
 	t.Logf("%d dials cancelled, %d completed", cancelled, completed)
 	deadline := time.Now().Add(10 * time.Second)
@@ -181,4 +129,44 @@ func TestCutThroughDialCancelled(t *testing.T) {
 	}
 	ln.Close()
 	served.Wait()
+}
+
+// medianDial dials uri from a twenty times, closing each session, and
+// returns the median time a dial took.
+func medianDial(t *testing.T, a *app.App, uri string) time.Duration {
+	t.Helper()
+	var took []time.Duration
+	for range 20 {
+		start := time.Now()
+		c, err := a.Dial(t.Context(), uri)
+		if err != nil {
+			t.Fatal(err)
+		}
+		took = append(took, time.Since(start))
+		c.Close()
+	}
+	slices.Sort(took)
+	t.Logf("a dial to %s takes %v (median of 20)", uri, took[len(took)/2])
+	return took[len(took)/2]
+}
+
+// dialsCutShort makes n dials to uri from a with deadlines from 20 µs to
+// twice typical, closing those that complete; any error other than the
+// deadline's ends it.
+func dialsCutShort(a *app.App, uri string, n int, typical time.Duration) (cancelled, completed int, err error) {
+	for i := range n {
+		ctx, cancel := context.WithTimeout(context.Background(), 20*time.Microsecond+time.Duration(i%100)*typical/50)
+		c, err := a.Dial(ctx, uri)
+		cancel()
+		switch {
+		case err == nil:
+			completed++
+			c.Close()
+		case errors.Is(err, context.DeadlineExceeded):
+			cancelled++
+		default:
+			return cancelled, completed, fmt.Errorf("dial %d: %w", i, err)
+		}
+	}
+	return cancelled, completed, nil
 }
