@@ -683,10 +683,12 @@ func (a *App) delAcceptor(h flow.Handle, ep flow.Endpoint, acc acceptor) {
 
 // disconnect closes session h in the daemon, for sessions nobody takes.
 // drop closes session h, which this side never owned (no Conn has it):
-// what was kept of its events goes, and later ones are not kept (dropped).
+// what was kept of its events (its end, its local address) goes, and later
+// ones are not kept (dropped).
 func (a *App) drop(h flow.Handle) {
 	a.mu.Lock()
 	delete(a.goneEarly, h)
+	delete(a.localOf, h)
 	a.dropped.add(h)
 	a.mu.Unlock()
 	go a.disconnect(h)

@@ -2,6 +2,7 @@ package app
 
 import (
 	"errors"
+	"net/netip"
 	"testing"
 
 	"github.com/xsessiond/xsessiond/fifo"
@@ -21,13 +22,15 @@ func TestDroppedSessionEventsNotKept(t *testing.T) {
 	done := make(chan struct{})
 	close(done) // the drop's Disconnect finds the app stopped and sends nothing
 	a := &App{done: done, err: errors.New("stopped for the test"), owners: map[flow.Handle]owner{},
-		goneEarly: map[flow.Handle]uint8{}, closing: map[flow.Handle]struct{}{}}
+		goneEarly: map[flow.Handle]uint8{}, closing: map[flow.Handle]struct{}{}, localOf: map[flow.Handle]netip.AddrPort{}}
 	event := func(typ fifo.EventType, h flow.Handle) {
 		ev := (&fifo.SessionEvent{Type: typ, Handle: uint64(h)}).Encode()
 		a.handleEvent(&ev)
 	}
 	dropped := flow.MakeHandle(0, 3)
 	event(fifo.EventPeerClosed, dropped) // before the drop: forgotten with it
+	lev := (&fifo.SessionEvent{Type: fifo.EventLocalAddr, Handle: uint64(dropped), Local: netip.MustParseAddrPort("10.0.0.1:80")}).Encode()
+	a.handleEvent(&lev)
 	a.drop(dropped)
 	event(fifo.EventReset, dropped)
 	event(fifo.EventDisconnected, dropped)
@@ -36,6 +39,9 @@ func TestDroppedSessionEventsNotKept(t *testing.T) {
 	}
 	if _, ok := a.goneEarly[dropped]; ok {
 		t.Fatalf("kept for the next session: %#x", a.goneEarly[dropped])
+	}
+	if l, ok := a.takeLocal(dropped); ok {
+		t.Fatalf("the dropped session's local address %v kept for the next session", l)
 	}
 	early := flow.MakeHandle(0, 4)
 	event(fifo.EventReset, early)
