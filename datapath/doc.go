@@ -83,7 +83,8 @@
 // kicks its Conn when the app set the tx fifo's event flag or freed room
 // in a full rx fifo (fifo.TakeDeqNotify). Handler events become the
 // layer's stream events (sessions.StreamConnected, StreamAccepted,
-// StreamPeerClosed, StreamReset, Closed, ConnectFailed with
+// StreamPeerClosed, StreamReset, StreamClosed, StreamCloseRequested, each
+// naming its session by sessions.StreamRef; ConnectFailed with
 // flow.ErrRefused and the like). The Engine is the layer's
 // sessions.StreamKeeper: fifo memory of a connection is freed only after
 // its Handler.Closed (a graceful close still sends what the app queued);

@@ -100,7 +100,7 @@ func (c *echoClient) recv() {
 	oob := make([]byte, 64)
 	wallBase := c.base.UnixNano()
 	for {
-		n, oobn, _, _, err := c.conn.ReadMsgUDP(buf, oob)
+		n, oobn, _, _, err := c.conn.ReadMsgUDPAddrPort(buf, oob)
 		if err != nil {
 			if errors.Is(err, net.ErrClosed) {
 				return
@@ -133,17 +133,19 @@ func (c *echoClient) recv() {
 
 // rxTimestamp is the kernel's receive time of a datagram (ns since the
 // epoch) in the control messages of its read, as SO_TIMESTAMPNS gives it.
+// It allocates nothing: the client reads every reply with it.
 func rxTimestamp(oob []byte) (int64, bool) {
-	msgs, err := unix.ParseSocketControlMessage(oob)
-	if err != nil {
-		return 0, false
-	}
-	for _, m := range msgs {
-		if m.Header.Level == unix.SOL_SOCKET && m.Header.Type == unix.SCM_TIMESTAMPNS && len(m.Data) >= 16 {
-			sec := int64(binary.NativeEndian.Uint64(m.Data[0:]))
-			nsec := int64(binary.NativeEndian.Uint64(m.Data[8:]))
+	for len(oob) > 0 {
+		h, data, rest, err := unix.ParseOneSocketControlMessage(oob)
+		if err != nil {
+			return 0, false
+		}
+		if h.Level == unix.SOL_SOCKET && h.Type == unix.SCM_TIMESTAMPNS && len(data) >= 16 {
+			sec := int64(binary.NativeEndian.Uint64(data[0:]))
+			nsec := int64(binary.NativeEndian.Uint64(data[8:]))
 			return sec*1e9 + nsec, true
 		}
+		oob = rest
 	}
 	return 0, false
 }

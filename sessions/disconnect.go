@@ -11,7 +11,7 @@ import "fmt"
 // cut-through session is told; an established session leaves its worker's
 // shard through the worker's mailbox.
 //
-// A wire stream session the transport ended (Closed, StreamReset) keeps
+// A wire stream session the transport ended (StreamClosed, StreamReset) keeps
 // its handle and fifos until its app's Disconnect of it, which then
 // releases them and succeeds: an app's writes and reads racing the end
 // land in memory no other session has (seed: the app's reply to a reset

@@ -66,7 +66,7 @@
 // connection but of its end in its event queue. Any other session's handle
 // and fifos go back to their pools when the session ends, with one
 // exception: a wire TCP session the transport ended (the
-// peer's reset, a timeout: Closed, StreamReset) keeps both until its app's
+// peer's reset, a timeout: StreamClosed, StreamReset) keeps both until its app's
 // Disconnect of the handle, as an app may still be writing into the fifos
 // when it learns of the end; AppInfo.Ended counts those. Detaching frees
 // them with the rest of the app.
