@@ -533,8 +533,13 @@ func (a *App) handleEvent(ev *fifo.Event) {
 		switch se.Type {
 		case fifo.EventReset:
 			what |= earlyReset
-			if err, ok := flow.Code(se.Code).Err(); ok && errors.Is(err, flow.ErrTimedOut) {
-				what |= earlyTimedOut
+			if err, ok := flow.Code(se.Code).Err(); ok {
+				switch {
+				case errors.Is(err, flow.ErrTimedOut):
+					what |= earlyTimedOut
+				case errors.Is(err, flow.ErrFifoCorrupt):
+					what |= earlyFifoCorrupt
+				}
 			}
 		case fifo.EventPeerClosed:
 			what = earlyFIN
@@ -796,10 +801,11 @@ func (a *App) onAccepted(n *api.Accepted, fds []int) {
 
 // What happened to a session before its owner registered (goneEarly).
 const (
-	earlyGone     uint8 = 1 << iota // disconnected or reset
-	earlyReset                      // reset
-	earlyFIN                        // the peer closed its half of a stream
-	earlyTimedOut                   // the reset was a timeout
+	earlyGone        uint8 = 1 << iota // disconnected or reset
+	earlyReset                         // reset
+	earlyFIN                           // the peer closed its half of a stream
+	earlyTimedOut                      // the reset was a timeout
+	earlyFifoCorrupt                   // the daemon reset it for a corrupt fifo
 )
 
 // tell hands owner o what happened to its session h.

@@ -205,6 +205,9 @@ func (c *Conn) halfClosed(what uint8) {
 	if what&earlyTimedOut != 0 {
 		c.e.timedOut.Store(true)
 	}
+	if what&earlyFifoCorrupt != 0 {
+		c.e.fifoCorrupt.Store(true)
+	}
 	if what&earlyReset != 0 {
 		c.e.reset.Store(true)
 	}

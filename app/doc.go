@@ -35,7 +35,9 @@
 // CloseWrite sends ours (wire sessions); reads and writes after a reset
 // fail with syscall.ECONNRESET, after a timeout (retransmissions, or the
 // keepalive probes of SetKeepAlive, SetKeepAlivePeriod or
-// SetKeepAliveConfig, unanswered) with syscall.ETIMEDOUT, and a refused
+// SetKeepAliveConfig, unanswered) with syscall.ETIMEDOUT, after the daemon
+// reset a connection whose fifo indices were found corrupt with an error
+// that is both syscall.ECONNRESET and flow.ErrFifoCorrupt, and a refused
 // connect with flow.ErrRefused, which wraps syscall.ECONNREFUSED. A wire
 // session's LocalAddr and RemoteAddr are *net.TCPAddr (*net.UDPAddr) with
 // the addresses the peer sees the other way round: an accept on a wildcard

@@ -3,6 +3,7 @@ package app
 import (
 	"errors"
 	"net/netip"
+	"syscall"
 	"testing"
 
 	"github.com/xsessiond/xsessiond/fifo"
@@ -68,5 +69,41 @@ func TestHandleSetBounded(t *testing.T) {
 	s.del(flow.MakeHandle(0, 3*handleSetGen-1))
 	if s.has(flow.MakeHandle(0, 3*handleSetGen-1)) {
 		t.Error("a deleted handle is still there")
+	}
+}
+
+// A reset event's code reaches the session's reads and writes: a timeout
+// as ETIMEDOUT, a reset for a corrupt fifo as an error that is both
+// ECONNRESET and flow.ErrFifoCorrupt, anything else as ECONNRESET.
+func TestResetReasons(t *testing.T) {
+	a := &App{owners: map[flow.Handle]owner{}, goneEarly: map[flow.Handle]uint8{},
+		closing: map[flow.Handle]struct{}{}, localOf: map[flow.Handle]netip.AddrPort{}}
+	for i, c := range []struct {
+		code     flow.Code
+		is, isnt []error
+	}{
+		{flow.CodeOK, []error{syscall.ECONNRESET}, []error{flow.ErrFifoCorrupt, syscall.ETIMEDOUT}},
+		{flow.CodeUnknown, []error{syscall.ECONNRESET}, []error{flow.ErrFifoCorrupt}},
+		{flow.CodeTimedOut, []error{syscall.ETIMEDOUT}, []error{syscall.ECONNRESET}},
+		{flow.CodeFifoCorrupt, []error{syscall.ECONNRESET, flow.ErrFifoCorrupt, syscall.EIO}, []error{syscall.ETIMEDOUT}},
+	} {
+		h := flow.MakeHandle(0, uint32(i))
+		ev := (&fifo.SessionEvent{Type: fifo.EventReset, Handle: uint64(h), Code: uint64(c.code)}).Encode()
+		a.handleEvent(&ev)
+		conn := &Conn{e: &end{h: h}}
+		if a.register(h, conn) {
+			t.Fatalf("code %d: the reset before the session's owner registered was lost", c.code)
+		}
+		err := conn.e.resetErr()
+		for _, want := range c.is {
+			if !errors.Is(err, want) {
+				t.Errorf("code %d: %v is not %v", c.code, err, want)
+			}
+		}
+		for _, not := range c.isnt {
+			if errors.Is(err, not) {
+				t.Errorf("code %d: %v is %v", c.code, err, not)
+			}
+		}
 	}
 }

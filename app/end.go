@@ -31,13 +31,14 @@ type end struct {
 	datapath  bool          // the other side is a datapath worker
 	// sleeping is the worker's sleep flag (App.sleepFlag): signalFD is
 	// written only while it is set; nil: always.
-	sleeping *atomic.Uint32
-	dgram    bool // datagram framing (UDP)
-	remote   netip.AddrPort
-	gone     atomic.Bool // the peer closed the session
-	fin      atomic.Bool // a stream's peer closed its half: reads end once rx is empty
-	reset    atomic.Bool // the session was reset
-	timedOut atomic.Bool // the reset was a timeout (retransmissions or keepalive probes unanswered)
+	sleeping    *atomic.Uint32
+	dgram       bool // datagram framing (UDP)
+	remote      netip.AddrPort
+	gone        atomic.Bool // the peer closed the session
+	fin         atomic.Bool // a stream's peer closed its half: reads end once rx is empty
+	reset       atomic.Bool // the session was reset
+	timedOut    atomic.Bool // the reset was a timeout (retransmissions or keepalive probes unanswered)
+	fifoCorrupt atomic.Bool // the daemon reset it: a fifo's indices were corrupt
 }
 
 // newCTEnd maps a cut-through session passed by the daemon: its segment
@@ -168,10 +169,18 @@ func toHeader(h *fifo.DgramHeader, local, remote netip.AddrPort) {
 }
 
 // resetErr is the error of a reset session: ETIMEDOUT when the daemon
-// said it timed out, else ECONNRESET.
+// said it timed out, ECONNRESET wrapped with flow.ErrFifoCorrupt when it
+// reset the connection because a fifo of the session was corrupt, else
+// ECONNRESET.
 func (e *end) resetErr() error {
 	if e.timedOut.Load() {
 		return syscall.ETIMEDOUT
 	}
+	if e.fifoCorrupt.Load() {
+		return errResetFifoCorrupt
+	}
 	return syscall.ECONNRESET
 }
+
+// errResetFifoCorrupt: syscall.ECONNRESET, because of flow.ErrFifoCorrupt.
+var errResetFifoCorrupt = fmt.Errorf("%w: %w", syscall.ECONNRESET, flow.ErrFifoCorrupt)

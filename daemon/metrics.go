@@ -53,8 +53,9 @@ var (
 
 	descTCPConns     = prometheus.NewDesc("xsessiond_tcp_connections", "TCP connections on the wire by namespace and gVisor's state name, lingering ones (FIN-WAIT, TIME-WAIT) included.", []string{"namespace", "state"}, nil)
 	descTCPRetrans   = prometheus.NewDesc("xsessiond_tcp_retransmits_total", "TCP segments gVisor retransmitted on the namespace's connections.", []string{"namespace"}, nil)
-	descTCPResets    = prometheus.NewDesc("xsessiond_tcp_resets_total", "TCP connections of the namespace that ended by a reset: sent (ours: an app's abort, a close timeout) or received (the peer's).", []string{"namespace", "dir"}, nil)
+	descTCPResets    = prometheus.NewDesc("xsessiond_tcp_resets_total", "TCP connections of the namespace that ended by a reset: sent (ours: an app's abort, a close timeout, a corrupt fifo) or received (the peer's).", []string{"namespace", "dir"}, nil)
 	descTCPRefused   = prometheus.NewDesc("xsessiond_tcp_refused_total", "TCP connections the namespace's listeners refused, by reason: backlog (listen queue full), limit (connection limits), no_memory (no fifo memory), closing (app or listener going).", []string{"namespace", "reason"}, nil)
+	descTCPFifoBad   = prometheus.NewDesc("xsessiond_tcp_fifo_corrupt_total", "TCP connections of the namespace reset because their app broke the indices of the session's rx or tx fifo (counted in xsessiond_tcp_resets_total{dir=\"sent\"} too).", []string{"namespace"}, nil)
 	descTCPStackRsts = prometheus.NewDesc("xsessiond_tcp_stack_resets_total", "Every RST the gVisor TCP stack sent or received, stray segments' included.", []string{"dir"}, nil)
 	descTCPAcksLow   = prometheus.NewDesc("xsessiond_tcp_acks_clamped_total", "Bare TCP acknowledgements whose sequence number was lowered to the right edge of the peer's window, which the peer had shrunk below gVisor's next sequence number.", nil, nil)
 	descTCPAcksHeld  = prometheus.NewDesc("xsessiond_tcp_acks_held_total", "Bare TCP acknowledgements of one segment held back for the connection's next segment to carry, by how they ended: carried (a later segment made them redundant) or deadline (sent at the delay's end).", []string{"end"}, nil)
@@ -62,7 +63,7 @@ var (
 
 func (c *collector) Describe(ch chan<- *prometheus.Desc) {
 	for _, d := range []*prometheus.Desc{descApps, descConns, descListeners, descSessions, descFifoUsed, descFifoSize, descRx, descTx, descDelivered, descReasm, descChained, descReasmHeld, descDrops, descXDP, descCtlEnds, descCtlDrops, descRuleHits,
-		descTCPConns, descTCPRetrans, descTCPResets, descTCPRefused, descTCPStackRsts, descTCPAcksLow, descTCPAcksHeld} {
+		descTCPConns, descTCPRetrans, descTCPResets, descTCPFifoBad, descTCPRefused, descTCPStackRsts, descTCPAcksLow, descTCPAcksHeld} {
 		ch <- d
 	}
 }
@@ -164,6 +165,7 @@ func (c *collector) collectTCP(ch chan<- prometheus.Metric) {
 		ch <- prometheus.MustNewConstMetric(descTCPRetrans, prometheus.CounterValue, float64(st.Retransmits), ns)
 		ch <- prometheus.MustNewConstMetric(descTCPResets, prometheus.CounterValue, float64(st.ResetsSent), ns, "sent")
 		ch <- prometheus.MustNewConstMetric(descTCPResets, prometheus.CounterValue, float64(st.ResetsReceived), ns, "received")
+		ch <- prometheus.MustNewConstMetric(descTCPFifoBad, prometheus.CounterValue, float64(st.FifoCorrupt), ns)
 		for _, r := range []string{datapath.TCPRefusedBacklog, datapath.TCPRefusedLimit, datapath.TCPRefusedNoMemory, datapath.TCPRefusedClosing} {
 			ch <- prometheus.MustNewConstMetric(descTCPRefused, prometheus.CounterValue, float64(st.Refused[r]), ns, r)
 		}

@@ -73,6 +73,10 @@ type tcpPath struct {
 	// gso: the packet socket TCP packets go out through; nil: the AF_XDP
 	// tx rings (TCPConfig.NoGSO).
 	gso *gsoTx
+	// corruptLog limits the warnings about connections reset for a
+	// corrupt fifo to one a second (an app can break its fifos as fast
+	// as it opens connections); the metrics count every one.
+	corruptLog logLimit
 
 	mu    sync.Mutex // guards the maps below and the sessions' mutable fields
 	lis   map[flow.Handle]*tcpListener
@@ -1137,18 +1141,27 @@ func (s *tcpSess) PeerClosed(*tcp.Conn) {
 }
 
 // Reset ends the session with a reset event, which tells the app a
-// timeout (retransmissions or keepalive probes unanswered) apart from a
-// reset.
+// timeout (retransmissions or keepalive probes unanswered) and a fifo the
+// app corrupted apart from a reset.
 func (s *tcpSess) Reset(_ *tcp.Conn, err error) {
 	p := s.p
 	p.mu.Lock()
 	ref, ok := s.refLocked(), s.established && !s.byApp && !s.ended
 	s.ended, s.wasReset = true, true
 	p.mu.Unlock()
+	if errors.Is(err, tcp.ErrFifoCorrupt) {
+		if quiet, ok := p.corruptLog.allow(time.Now()); ok {
+			p.e.log.Warn("tcp: connection reset: its app broke a fifo's indices", "app", s.app,
+				"session", uint64(ref.Handle), "err", err, "not_logged_before", quiet)
+		}
+	}
 	if ok {
 		var why error
-		if errors.Is(err, syscall.ETIMEDOUT) {
+		switch {
+		case errors.Is(err, syscall.ETIMEDOUT):
 			why = fmt.Errorf("%w: %w", flow.ErrTimedOut, err)
+		case errors.Is(err, tcp.ErrFifoCorrupt):
+			why = fmt.Errorf("%w: %w", flow.ErrFifoCorrupt, err)
 		}
 		_ = p.e.layer.Load().StreamReset(ref, why)
 	}
@@ -1349,3 +1362,21 @@ func (p *enginePath) SetKeepalive(h flow.Handle, k sessions.Keepalive) error {
 }
 
 var _ sessions.StreamKeepaliver = (*enginePath)(nil)
+
+// logLimit lets one log line through per second and counts the ones it
+// held back.
+type logLimit struct {
+	last  atomic.Int64 // unix ns of the last line let through
+	quiet atomic.Uint64
+}
+
+// allow reports whether a line may be logged at now, and how many were
+// held back since the last one.
+func (l *logLimit) allow(now time.Time) (quiet uint64, ok bool) {
+	t, last := now.UnixNano(), l.last.Load()
+	if t-last < int64(time.Second) || !l.last.CompareAndSwap(last, t) {
+		l.quiet.Add(1)
+		return 0, false
+	}
+	return l.quiet.Swap(0), true
+}

@@ -38,8 +38,12 @@ type TCPNamespaceStats struct {
 	// namespace's connections.
 	Retransmits uint64
 	// ResetsSent counts connections that ended by resetting them (an
-	// app's abort, a close timeout); ResetsReceived those the peer reset.
+	// app's abort, a close timeout, a corrupt fifo); ResetsReceived those
+	// the peer reset.
 	ResetsSent, ResetsReceived uint64
+	// FifoCorrupt counts the connections reset because their app broke
+	// the indices of the session's rx or tx fifo (in ResetsSent too).
+	FifoCorrupt uint64
 	// Refused counts connections its listeners refused, by reason:
 	// "backlog" (gVisor's listen queue full: the SYN or final ACK
 	// dropped), "limit" (the stack's connection limits), "no_memory" (no
@@ -80,6 +84,9 @@ func (st *TCPNamespaceStats) addConn(in tcp.ConnInfo) {
 	if in.ResetReceived {
 		st.ResetsReceived++
 	}
+	if in.FifoCorrupt {
+		st.FifoCorrupt++
+	}
 }
 
 // addListener adds a listener's refusals.
@@ -96,6 +103,7 @@ func (st *TCPNamespaceStats) add(o *TCPNamespaceStats) {
 	st.Retransmits += o.Retransmits
 	st.ResetsSent += o.ResetsSent
 	st.ResetsReceived += o.ResetsReceived
+	st.FifoCorrupt += o.FifoCorrupt
 	for k, v := range o.Refused {
 		st.Refused[k] += v
 	}

@@ -36,6 +36,11 @@ var (
 	ErrRefused     error = &errnoError{"connection refused", syscall.ECONNREFUSED}
 	ErrTimedOut    error = &errnoError{"connection timed out", syscall.ETIMEDOUT}
 	ErrUnreachable error = &errnoError{"destination unreachable", syscall.EHOSTUNREACH}
+	// ErrFifoCorrupt is why the daemon reset a stream session whose app
+	// left its rx or tx fifo's indices in a state no producer or consumer
+	// following fifo/ABI.md makes (more than the fifo's size apart). It
+	// wraps syscall.EIO.
+	ErrFifoCorrupt error = &errnoError{"fifo corrupt", syscall.EIO}
 )
 
 // errnoError is a sentinel that unwraps to the errno a socket would report.
@@ -81,6 +86,7 @@ const (
 	CodeRefused
 	CodeTimedOut
 	CodeUnreachable
+	CodeFifoCorrupt
 )
 
 var codeErrors = [...]error{
@@ -109,6 +115,7 @@ var codeErrors = [...]error{
 	CodeRefused:          ErrRefused,
 	CodeTimedOut:         ErrTimedOut,
 	CodeUnreachable:      ErrUnreachable,
+	CodeFifoCorrupt:      ErrFifoCorrupt,
 }
 
 // CodeOf returns the code of the sentinel err wraps, CodeOK for nil, and

@@ -41,7 +41,8 @@ type Handler interface {
 	PeerClosed(c *Conn)
 	// Reset: the connection ended abnormally: err is ECONNRESET (the
 	// peer's RST), ETIMEDOUT (retransmissions gave up), ECONNABORTED (the
-	// Stack closed) or EIO (a fifo was corrupt). Closed follows.
+	// Stack closed) or ErrFifoCorrupt (the app broke a fifo's indices;
+	// it wraps EIO). Closed follows.
 	Reset(c *Conn, err error)
 	// Closed: the Conn is finished (see above).
 	Closed(c *Conn)
@@ -158,9 +159,10 @@ type ConnInfo struct {
 	// while the app drains the connection fast (pumpRx).
 	RcvBuf int
 	// ResetSent: the Conn ended by resetting the connection (Abort, a
-	// close timeout, the Stack closing). ResetReceived: the peer reset
-	// it (the Conn ended with ECONNRESET).
-	ResetSent, ResetReceived bool
+	// close timeout, the Stack closing, a corrupt fifo). ResetReceived:
+	// the peer reset it (the Conn ended with ECONNRESET). FifoCorrupt:
+	// the Conn reset it because the app broke a fifo (ErrFifoCorrupt).
+	ResetSent, ResetReceived, FifoCorrupt bool
 }
 
 // Info returns the Conn's state and counters. It is safe from any
@@ -168,8 +170,9 @@ type ConnInfo struct {
 func (c *Conn) Info() ConnInfo {
 	in := ConnInfo{State: c.ep.EndpointState().String(), RxBytes: c.rxBytes.Load(), TxBytes: c.txBytes.Load(),
 		ResetSent: c.sentReset.Load()}
-	if p := c.endErr.Load(); p != nil && errors.Is(*p, syscall.ECONNRESET) {
-		in.ResetReceived = true
+	if p := c.endErr.Load(); p != nil {
+		in.ResetReceived = errors.Is(*p, syscall.ECONNRESET)
+		in.FifoCorrupt = errors.Is(*p, ErrFifoCorrupt)
 	}
 	if st, ok := c.ep.Stats().(*tcp.Stats); ok {
 		in.SegmentsReceived = st.SegmentsReceived.Value()
@@ -481,7 +484,7 @@ func (c *Conn) pumpRx() bool {
 			continue
 		}
 		if err != nil {
-			c.fail(syscall.EIO)
+			c.fail(ErrFifoCorrupt)
 			return false
 		}
 		c.rxw.a, c.rxw.b = a, b
@@ -489,7 +492,7 @@ func (c *Conn) pumpRx() bool {
 		c.rxw.a, c.rxw.b = nil, nil
 		if res.Count > 0 {
 			if err := c.rx.Commit(res.Count); err != nil {
-				c.fail(syscall.EIO)
+				c.fail(ErrFifoCorrupt)
 				return false
 			}
 			committed += res.Count
@@ -559,14 +562,14 @@ func (c *Conn) moveTx() error {
 			return nil
 		}
 		if err != nil {
-			return syscall.EIO
+			return ErrFifoCorrupt
 		}
 		c.txr.a, c.txr.b = a, b
 		n, terr := c.ep.Write(&c.txr, tcpip.WriteOptions{})
 		c.txr.a, c.txr.b = nil, nil
 		if n > 0 {
 			if err := c.tx.Release(int(n)); err != nil {
-				return syscall.EIO
+				return ErrFifoCorrupt
 			}
 			released += int(n)
 			c.txBytes.Add(uint64(n))
@@ -621,10 +624,14 @@ func (c *Conn) connectFailed(err error) {
 	c.s.connWG.Done()
 }
 
-// fail ends the Conn after gVisor reported err (Reset then Closed).
+// fail ends the Conn after gVisor reported err, or a fifo was corrupt
+// (Reset then Closed).
 func (c *Conn) fail(err error) {
 	c.endErr.Store(&err)
 	c.ep.SocketOptions().SetLinger(tcpip.LingerOption{Enabled: true})
+	if errors.Is(err, ErrFifoCorrupt) {
+		c.sentReset.Store(true) // the connection was open: Close resets it
+	}
 	c.ep.Close()
 	c.end()
 	c.h.Reset(c, err)

@@ -2,9 +2,12 @@ package tcp
 
 import (
 	"errors"
+	"fmt"
 	"syscall"
 
 	"gvisor.dev/gvisor/pkg/tcpip"
+
+	"github.com/xsessiond/xsessiond/fifo"
 )
 
 var (
@@ -12,6 +15,11 @@ var (
 	ErrClosed = errors.New("tcp: closed")
 	// ErrTooManyConns: Options.MaxConns or MaxConnsPerOwner reached.
 	ErrTooManyConns = errors.New("tcp: too many connections")
+	// ErrFifoCorrupt: the app left the Conn's rx or tx fifo with indices
+	// more than its size apart (fifo.ErrCorrupt), which no producer or
+	// consumer following the fifo's ABI does. The Conn resets its
+	// connection (Handler.Reset). It wraps syscall.EIO.
+	ErrFifoCorrupt = fmt.Errorf("tcp: %w (%w)", fifo.ErrCorrupt, syscall.EIO)
 )
 
 // toErrno maps a gVisor error to the errno a socket would report, so

@@ -1,0 +1,441 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"math/rand/v2"
+	"net"
+	"net/http"
+	"path/filepath"
+	"regexp"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"syscall"
+	"testing"
+	"time"
+
+	"golang.org/x/sys/unix"
+
+	"github.com/xsessiond/xsessiond/api"
+	"github.com/xsessiond/xsessiond/app"
+	"github.com/xsessiond/xsessiond/fifo"
+	"github.com/xsessiond/xsessiond/fifo/fifotest"
+	"github.com/xsessiond/xsessiond/flow"
+	"github.com/xsessiond/xsessiond/nsbind/nstest"
+)
+
+// kernelEcho is a kernel TCP echo server on host A that records how each
+// of its connections ended: a reset, or the peer's FIN.
+type kernelEcho struct {
+	ln     net.Listener
+	mu     sync.Mutex
+	resets int
+	fins   int
+	other  []error
+	wg     sync.WaitGroup
+}
+
+func startKernelEcho(t *testing.T, rig *nstest.Pair, port int) *kernelEcho {
+	t.Helper()
+	k := &kernelEcho{}
+	if err := rig.A.Do(func() (err error) {
+		k.ln, err = net.Listen("tcp", ":"+strconv.Itoa(port))
+		return err
+	}); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { k.ln.Close(); k.wg.Wait() })
+	k.wg.Add(1)
+	go func() {
+		defer k.wg.Done()
+		for {
+			c, err := k.ln.Accept()
+			if err != nil {
+				return
+			}
+			k.wg.Add(1)
+			go func() {
+				defer k.wg.Done()
+				defer c.Close()
+				_, err := io.Copy(c, c)
+				k.mu.Lock()
+				defer k.mu.Unlock()
+				switch {
+				case err == nil:
+					k.fins++
+				case errors.Is(err, syscall.ECONNRESET):
+					k.resets++
+				default:
+					k.other = append(k.other, err)
+				}
+			}()
+		}
+	}()
+	return k
+}
+
+func (k *kernelEcho) counts() (resets, fins int, other []error) {
+	k.mu.Lock()
+	defer k.mu.Unlock()
+	return k.resets, k.fins, append([]error(nil), k.other...)
+}
+
+// hostileApp is an app of the test's own on the control socket and its
+// segments, which does to its TCP sessions' fifos what it likes.
+type hostileApp struct {
+	r     *rawClient
+	segs  map[uint32]*fifo.Segment
+	evq   *fifo.EventQueue
+	kicks []int
+	evs   []fifo.Event
+	kept  []fifo.SessionEvent // events read while waiting for others
+}
+
+func attachHostile(t *testing.T, sock string) *hostileApp {
+	t.Helper()
+	h := &hostileApp{r: dialRaw(t, sock), segs: map[uint32]*fifo.Segment{}, evs: make([]fifo.Event, 64)}
+	rep, fds, err := h.r.callFDs(&api.Attach{Name: "hostile", Scope: flow.ScopeGlobal})
+	if err != nil {
+		t.Fatalf("hostile attach: %v", err)
+	}
+	ar := rep.(*api.AttachReply)
+	// The segments own their descriptors, the event queue its epoll set.
+	t.Cleanup(func() { api.CloseFDs(fds[len(ar.Segments)+1:]) })
+	for i, s := range ar.Segments {
+		seg, err := fifo.MapSegment(fds[i])
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { seg.Close() })
+		h.segs[s.Index] = seg
+	}
+	h.kicks = fds[len(ar.Segments)+1:]
+	h.evq, err = fifo.OpenEventQueue(h.segs[ar.EventQueue.Segment], uint32(ar.EventQueue.Offset), fds[len(ar.Segments)])
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { h.evq.Close() })
+	return h
+}
+
+// event waits up to d for the first event of session handle (any handle
+// when 0) that match accepts, keeping the others for later calls.
+func (h *hostileApp) event(t *testing.T, d time.Duration, match func(fifo.SessionEvent) bool) fifo.SessionEvent {
+	t.Helper()
+	for i, se := range h.kept {
+		if match(se) {
+			h.kept = append(h.kept[:i], h.kept[i+1:]...)
+			return se
+		}
+	}
+	deadline := time.Now().Add(d)
+	for time.Now().Before(deadline) {
+		n, err := h.evq.PopBatch(h.evs)
+		if err != nil && !errors.Is(err, fifo.ErrEmpty) {
+			t.Fatalf("hostile app's event queue: %v", err)
+		}
+		for i := range n {
+			se := fifo.DecodeSessionEvent(&h.evs[i])
+			if match(se) {
+				h.kept = append(h.kept, h.decodeRest(h.evs[i+1:n])...)
+				return se
+			}
+			h.kept = append(h.kept, se)
+		}
+		if n == 0 {
+			time.Sleep(200 * time.Microsecond)
+		}
+	}
+	t.Fatalf("hostile app: no matching event within %v (kept %+v)", d, h.kept)
+	return fifo.SessionEvent{}
+}
+
+func (h *hostileApp) decodeRest(evs []fifo.Event) []fifo.SessionEvent {
+	out := make([]fifo.SessionEvent, len(evs))
+	for i := range evs {
+		out[i] = fifo.DecodeSessionEvent(&evs[i])
+	}
+	return out
+}
+
+// call sends m and reads its reply, mapping the segments the daemon adds
+// meanwhile (SegmentAdded notices).
+func (h *hostileApp) call(t *testing.T, m api.Message) (api.Message, error) {
+	t.Helper()
+	r := h.r
+	r.id++
+	if err := r.c.SendID(r.id, m); err != nil {
+		return nil, err
+	}
+	for {
+		id, rep, fds, err := r.c.RecvID()
+		if err != nil {
+			return nil, err
+		}
+		if sa, ok := rep.(*api.SegmentAdded); ok && id == 0 {
+			for i, sg := range sa.Segments {
+				seg, err := fifo.MapSegment(fds[i])
+				if err != nil {
+					t.Fatal(err)
+				}
+				t.Cleanup(func() { seg.Close() })
+				h.segs[sg.Index] = seg // it owns fds[i]
+			}
+			continue
+		}
+		api.CloseFDs(fds)
+		if id != r.id {
+			continue // another notice
+		}
+		if e, ok := rep.(*api.Error); ok {
+			return nil, e.Err()
+		}
+		return rep, nil
+	}
+}
+
+func (h *hostileApp) fifoAt(t *testing.T, ref fifo.FifoRef) *fifo.Fifo {
+	t.Helper()
+	seg := h.segs[ref.Segment]
+	if seg == nil {
+		t.Fatalf("fifo %+v in a segment the app was not given", ref)
+	}
+	f, err := seg.FifoAt(ref.Offset)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return f
+}
+
+// kick wakes every worker, as an app that queued data does.
+func (h *hostileApp) kick() {
+	one := []byte{1, 0, 0, 0, 0, 0, 0, 0}
+	for _, k := range h.kicks {
+		unix.Write(k, one)
+	}
+}
+
+// TestHostileTCPFifos runs the daemon binary with a hostile app that opens
+// wire TCP connections to a kernel echo server on host A and breaks its
+// sessions' fifos (a tx fifo's tail more than its size past the head, an
+// rx fifo's head past its tail, random values in every index and flag a
+// side writes), while an honest app streams random bytes through the same
+// server. Each broken connection is reset on the wire (the kernel server
+// sees ECONNRESET) and the hostile app gets a reset event saying why
+// (flow.ErrFifoCorrupt); the daemon counts them (its metric) and keeps
+// running; the honest app's bytes all come back exact; once the hostile
+// app closed its sessions nothing of them is left.
+func TestHostileTCPFifos(t *testing.T) {
+	rig := nstest.NewPair(t, nstest.Options{})
+	xs, _ := binaries(t)
+	sock := filepath.Join(t.TempDir(), "api.sock")
+	d := startProcess(t, xs, "run", "--netns", rig.B.Name, "--iface", rig.B.Link, "--socket", sock,
+		"--metrics-addr", "127.0.0.1:0")
+	d.waitLine(t, "xsessiond started", 15*time.Second)
+	m := regexp.MustCompile(`metrics listening.*addr=(\S+)`).FindStringSubmatch(d.output())
+	if m == nil {
+		t.Fatalf("the daemon did not say where its metrics are:\n%s", d.output())
+	}
+	metricsAddr := m[1]
+
+	const port = 7300
+	echo := startKernelEcho(t, rig, port)
+	uri := fmt.Sprintf("tcp://%s:%d", rig.A.IPv4, port)
+
+	// The honest app streams random bytes through the echo server until
+	// the hostile one is done, and checks every byte that comes back.
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	honest, err := app.Attach(ctx, app.Options{Socket: sock, Name: "honest", Scope: flow.ScopeGlobal})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer honest.Close()
+	hc, err := honest.Dial(ctx, uri)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var stop atomic.Bool
+	var sent, echoed atomic.Int64
+	honestDone := make(chan error, 2)
+	go func() {
+		src := rand.NewChaCha8([32]byte{5, 6})
+		buf := make([]byte, 8<<10)
+		for !stop.Load() {
+			src.Read(buf)
+			if _, err := hc.Write(buf); err != nil {
+				honestDone <- fmt.Errorf("honest write after %d bytes: %w", sent.Load(), err)
+				return
+			}
+			sent.Add(int64(len(buf)))
+			time.Sleep(100 * time.Microsecond)
+		}
+		honestDone <- hc.(interface{ CloseWrite() error }).CloseWrite()
+	}()
+	go func() {
+		src := rand.NewChaCha8([32]byte{5, 6})
+		buf, want := make([]byte, 8<<10), make([]byte, 8<<10)
+		for {
+			n, err := hc.Read(buf)
+			src.Read(want[:n])
+			if !bytes.Equal(buf[:n], want[:n]) {
+				honestDone <- fmt.Errorf("the honest app's echo differs from what it sent after %d bytes", echoed.Load())
+				return
+			}
+			echoed.Add(int64(n))
+			if err == io.EOF {
+				honestDone <- nil
+				return
+			}
+			if err != nil {
+				honestDone <- fmt.Errorf("honest read after %d bytes: %w", echoed.Load(), err)
+				return
+			}
+		}
+	}()
+
+	h := attachHostile(t, sock)
+	rng := rand.New(rand.NewPCG(7, 8))
+	const rounds = 60
+	wantResets := 0
+	var handles []flow.Handle
+	for i := range rounds {
+		rep, err := h.call(t, &api.Connect{URI: uri, Opaque: uint32(i + 1)})
+		if err != nil {
+			t.Fatalf("round %d: hostile connect: %v", i, err)
+		}
+		_ = rep.(*api.ConnectReply)
+		se := h.event(t, 5*time.Second, func(se fifo.SessionEvent) bool {
+			return (se.Type == fifo.EventConnected || se.Type == fifo.EventConnectFailed) && se.Opaque == uint32(i+1)
+		})
+		if se.Type == fifo.EventConnectFailed {
+			t.Fatalf("round %d: connect failed: code %d", i, se.Code)
+		}
+		hnd := flow.Handle(se.Handle)
+		handles = append(handles, hnd)
+		rx, tx := h.fifoAt(t, se.Rx), h.fifoAt(t, se.Tx)
+		mode := i % 3
+		switch mode {
+		case 0: // the producer's index more than the fifo's size ahead
+			fifotest.SetTail(tx, fifotest.Head(tx)+tx.Size()+1+uint32(rng.IntN(1<<20)))
+			tx.SetEvent()
+		case 1: // the consumer's index past the producer's, then data to echo
+			fifotest.SetHead(rx, fifotest.Tail(rx)+1+uint32(rng.IntN(1<<20)))
+			if _, err := tx.Enqueue([]byte("echo me into a broken rx fifo")); err != nil {
+				t.Fatal(err)
+			}
+			tx.SetEvent()
+		case 2: // random values in everything either side writes
+			for _, f := range []*fifo.Fifo{rx, tx} {
+				hd := fifotest.Header(f)
+				for _, off := range []int{fifo.FifoOffTail, fifo.FifoOffHead, 192, 196, 200, 204} {
+					v := rng.Uint32()
+					hd[off], hd[off+1], hd[off+2], hd[off+3] = byte(v), byte(v>>8), byte(v>>16), byte(v>>24)
+				}
+			}
+		}
+		h.kick()
+		if mode == 2 {
+			continue // what the daemon makes of it depends on the values
+		}
+		wantResets++
+		se = h.event(t, 5*time.Second, func(se fifo.SessionEvent) bool {
+			return flow.Handle(se.Handle) == hnd && (se.Type == fifo.EventReset || se.Type == fifo.EventDisconnected)
+		})
+		if se.Type != fifo.EventReset || flow.Code(se.Code) != flow.CodeFifoCorrupt {
+			t.Fatalf("round %d (mode %d): event %v code %d, want a reset with code %d (fifo corrupt)", i, mode, se.Type, se.Code, flow.CodeFifoCorrupt)
+		}
+	}
+	// The hostile app closes what it opened: a session the daemon ended
+	// keeps its fifos until then.
+	for _, hnd := range handles {
+		if _, err := h.call(t, &api.Disconnect{Handle: hnd}); err != nil {
+			t.Fatalf("disconnect %#x: %v", uint64(hnd), err)
+		}
+	}
+	stop.Store(true)
+	for range 2 {
+		if err := <-honestDone; err != nil {
+			t.Fatal(err)
+		}
+	}
+	if echoed.Load() != sent.Load() || sent.Load() == 0 {
+		t.Fatalf("the honest app sent %d bytes and got %d back", sent.Load(), echoed.Load())
+	}
+
+	// Every broken connection was reset on the wire.
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		resets, _, other := echo.counts()
+		if len(other) > 0 {
+			t.Fatalf("kernel echo server: %v", other)
+		}
+		if resets >= wantResets {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("the kernel server saw %d resets, want at least %d", resets, wantResets)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	body := scrapeURL(t, "http://"+metricsAddr+"/metrics")
+	corrupt := sample(t, body, `xsessiond_tcp_fifo_corrupt_total{namespace="default"}`)
+	if corrupt < float64(wantResets) || corrupt > rounds {
+		t.Errorf("xsessiond_tcp_fifo_corrupt_total = %v, want %d to %d", corrupt, wantResets, rounds)
+	}
+	// Nothing of the hostile app's is left but the honest app's session.
+	hc.Close()
+	deadline = time.Now().Add(5 * time.Second)
+	for {
+		out, err := ctl(t, sock, "show", "sessions")
+		if err != nil {
+			t.Fatal(err)
+		}
+		if !strings.Contains(out, "hostile") {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("sessions of the hostile app left after it closed them:\n%s", out)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	resets, fins, _ := echo.counts()
+	t.Logf("%d hostile connections, %d of them certainly corrupt (metric %v); kernel server: %d resets, %d FINs; the honest app's %d bytes came back exact",
+		rounds, wantResets, corrupt, resets, fins, echoed.Load())
+}
+
+// scrapeURL returns the body of a GET of url.
+func scrapeURL(t *testing.T, url string) string {
+	t.Helper()
+	resp, err := http.Get(url)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	b, err := io.ReadAll(resp.Body)
+	if err != nil || resp.StatusCode != http.StatusOK {
+		t.Fatalf("GET %s: %d %v", url, resp.StatusCode, err)
+	}
+	return string(b)
+}
+
+// sample returns the value of the metric sample named name (with labels).
+func sample(t *testing.T, body, name string) float64 {
+	t.Helper()
+	for _, l := range strings.Split(body, "\n") {
+		if v, ok := strings.CutPrefix(l, name+" "); ok {
+			f, err := strconv.ParseFloat(strings.TrimSpace(v), 64)
+			if err != nil {
+				t.Fatalf("%q: %v", l, err)
+			}
+			return f
+		}
+	}
+	t.Fatalf("no sample %s", name)
+	return 0
+}
