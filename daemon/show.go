@@ -75,8 +75,9 @@ type AppView struct {
 	Proxy     bool   `json:"proxy"`
 	Listeners int    `json:"listeners"`
 	Sessions  int    `json:"sessions"`
-	// Ended: TCP sessions the peer reset or that timed out, which the app
-	// has not closed yet; their fifos stay allocated until it does.
+	// Ended: TCP sessions that were reset (by the peer, or by the daemon
+	// for a corrupt fifo) or timed out, which the app has not closed yet;
+	// their fifos stay allocated until it does.
 	Ended      int      `json:"ended_sessions"`
 	Segments   []string `json:"segments"`
 	RxFifoSize uint32   `json:"rx_fifo_size"`

@@ -3,6 +3,7 @@ package main
 import (
 	"bytes"
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -23,6 +24,7 @@ import (
 
 	"github.com/xsessiond/xsessiond/api"
 	"github.com/xsessiond/xsessiond/app"
+	"github.com/xsessiond/xsessiond/daemon"
 	"github.com/xsessiond/xsessiond/fifo"
 	"github.com/xsessiond/xsessiond/fifo/fifotest"
 	"github.com/xsessiond/xsessiond/flow"
@@ -89,6 +91,7 @@ func (k *kernelEcho) counts() (resets, fins int, other []error) {
 // segments, which does to its TCP sessions' fifos what it likes.
 type hostileApp struct {
 	r     *rawClient
+	id    uint32 // the app's id, as ctl show lists it
 	segs  map[uint32]*fifo.Segment
 	evq   *fifo.EventQueue
 	kicks []int
@@ -96,14 +99,15 @@ type hostileApp struct {
 	kept  []fifo.SessionEvent // events read while waiting for others
 }
 
-func attachHostile(t *testing.T, sock string) *hostileApp {
+func attachHostile(t *testing.T, sock string, scope flow.Scope) *hostileApp {
 	t.Helper()
 	h := &hostileApp{r: dialRaw(t, sock), segs: map[uint32]*fifo.Segment{}, evs: make([]fifo.Event, 64)}
-	rep, fds, err := h.r.callFDs(&api.Attach{Name: "hostile", Scope: flow.ScopeGlobal})
+	rep, fds, err := h.r.callFDs(&api.Attach{Name: "hostile", Scope: scope})
 	if err != nil {
 		t.Fatalf("hostile attach: %v", err)
 	}
 	ar := rep.(*api.AttachReply)
+	h.id = ar.AppIndex
 	// The segments own their descriptors, the event queue its epoll set.
 	t.Cleanup(func() { api.CloseFDs(fds[len(ar.Segments)+1:]) })
 	for i, s := range ar.Segments {
@@ -155,6 +159,27 @@ func (h *hostileApp) event(t *testing.T, d time.Duration, match func(fifo.Sessio
 	return fifo.SessionEvent{}
 }
 
+// sessions returns what `ctl show apps` says of the app: its sessions
+// open, and those the daemon ended that it has not closed.
+func (h *hostileApp) sessions(t *testing.T, sock string) (open, ended int) {
+	t.Helper()
+	out, err := ctl(t, sock, "show", "apps", "--json")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var apps []daemon.AppView
+	if err := json.Unmarshal([]byte(out), &apps); err != nil {
+		t.Fatalf("apps json: %v\n%s", err, out)
+	}
+	for _, a := range apps {
+		if a.ID == h.id {
+			return a.Sessions, a.Ended
+		}
+	}
+	t.Fatalf("the hostile app (%d) is not in show apps:\n%s", h.id, out)
+	return 0, 0
+}
+
 func (h *hostileApp) decodeRest(evs []fifo.Event) []fifo.SessionEvent {
 	out := make([]fifo.SessionEvent, len(evs))
 	for i := range evs {
@@ -167,43 +192,79 @@ func (h *hostileApp) decodeRest(evs []fifo.Event) []fifo.SessionEvent {
 // meanwhile (SegmentAdded notices).
 func (h *hostileApp) call(t *testing.T, m api.Message) (api.Message, error) {
 	t.Helper()
+	rep, fds, err := h.callFDs(t, m)
+	api.CloseFDs(fds)
+	return rep, err
+}
+
+// callFDs is call that returns the descriptors the reply carries.
+func (h *hostileApp) callFDs(t *testing.T, m api.Message) (api.Message, []int, error) {
+	t.Helper()
 	r := h.r
 	r.id++
 	if err := r.c.SendID(r.id, m); err != nil {
-		return nil, err
+		return nil, nil, err
 	}
 	for {
 		id, rep, fds, err := r.c.RecvID()
 		if err != nil {
-			return nil, err
+			return nil, nil, err
 		}
-		if sa, ok := rep.(*api.SegmentAdded); ok && id == 0 {
-			for i, sg := range sa.Segments {
-				seg, err := fifo.MapSegment(fds[i])
-				if err != nil {
-					t.Fatal(err)
-				}
-				t.Cleanup(func() { seg.Close() })
-				h.segs[sg.Index] = seg // it owns fds[i]
-			}
+		if h.mapAdded(t, id, rep, fds) {
 			continue
 		}
-		api.CloseFDs(fds)
 		if id != r.id {
+			api.CloseFDs(fds)
 			continue // another notice
 		}
 		if e, ok := rep.(*api.Error); ok {
-			return nil, e.Err()
+			api.CloseFDs(fds)
+			return nil, nil, e.Err()
 		}
-		return rep, nil
+		return rep, fds, nil
+	}
+}
+
+// mapAdded maps the segments of a SegmentAdded notice (id 0) and reports
+// whether msg was one.
+func (h *hostileApp) mapAdded(t *testing.T, id uint32, msg api.Message, fds []int) bool {
+	t.Helper()
+	sa, ok := msg.(*api.SegmentAdded)
+	if !ok || id != 0 {
+		return false
+	}
+	for i, sg := range sa.Segments {
+		seg, err := fifo.MapSegment(fds[i])
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { seg.Close() })
+		h.segs[sg.Index] = seg // it owns fds[i]
+	}
+	return true
+}
+
+// notice reads one message from the control socket, where only notices
+// come while no call waits for its reply.
+func (h *hostileApp) notice(t *testing.T) {
+	t.Helper()
+	id, msg, fds, err := h.r.c.RecvID()
+	if err != nil {
+		t.Fatalf("hostile app's control socket: %v", err)
+	}
+	if !h.mapAdded(t, id, msg, fds) {
+		api.CloseFDs(fds)
 	}
 }
 
 func (h *hostileApp) fifoAt(t *testing.T, ref fifo.FifoRef) *fifo.Fifo {
 	t.Helper()
 	seg := h.segs[ref.Segment]
-	if seg == nil {
-		t.Fatalf("fifo %+v in a segment the app was not given", ref)
+	for seg == nil {
+		// The session's event may come before the notice that brings
+		// its segment: read the control socket until it comes.
+		h.notice(t)
+		seg = h.segs[ref.Segment]
 	}
 	f, err := seg.FifoAt(ref.Offset)
 	if err != nil {
@@ -299,7 +360,7 @@ func TestHostileTCPFifos(t *testing.T) {
 		}
 	}()
 
-	h := attachHostile(t, sock)
+	h := attachHostile(t, sock, flow.ScopeGlobal)
 	rng := rand.New(rand.NewPCG(7, 8))
 	const rounds = 60
 	wantResets := 0
@@ -353,6 +414,9 @@ func TestHostileTCPFifos(t *testing.T) {
 	}
 	// The hostile app closes what it opened: a session the daemon ended
 	// keeps its fifos until then.
+	if open, ended := h.sessions(t, sock); open+ended != rounds {
+		t.Fatalf("show apps: the hostile app has %d sessions and %d ended before it closed them, want %d in all", open, ended, rounds)
+	}
 	for _, hnd := range handles {
 		if _, err := h.call(t, &api.Disconnect{Handle: hnd}); err != nil {
 			t.Fatalf("disconnect %#x: %v", uint64(hnd), err)
@@ -388,19 +452,15 @@ func TestHostileTCPFifos(t *testing.T) {
 	if corrupt < float64(wantResets) || corrupt > rounds {
 		t.Errorf("xsessiond_tcp_fifo_corrupt_total = %v, want %d to %d", corrupt, wantResets, rounds)
 	}
-	// Nothing of the hostile app's is left but the honest app's session.
-	hc.Close()
+	// Nothing of the hostile app's is left.
 	deadline = time.Now().Add(5 * time.Second)
 	for {
-		out, err := ctl(t, sock, "show", "sessions")
-		if err != nil {
-			t.Fatal(err)
-		}
-		if !strings.Contains(out, "hostile") {
+		open, ended := h.sessions(t, sock)
+		if open+ended == 0 {
 			break
 		}
 		if time.Now().After(deadline) {
-			t.Fatalf("sessions of the hostile app left after it closed them:\n%s", out)
+			t.Fatalf("the hostile app has %d sessions and %d ended after it closed them all", open, ended)
 		}
 		time.Sleep(50 * time.Millisecond)
 	}
@@ -438,4 +498,142 @@ func sample(t *testing.T, body, name string) float64 {
 	}
 	t.Fatalf("no sample %s", name)
 	return 0
+}
+
+// TestHostileCutThroughTCP has a hostile app open cut-through TCP sessions
+// to an honest app's listener and break the fifos they share: the
+// honest app's read of a tx fifo whose tail ran more than its size ahead,
+// and its write into an rx fifo whose head is far past its tail, fail
+// with fifo.ErrCorrupt (no hang, no crash, nothing read out of bounds);
+// the honest app's other sessions go on, and once both ends closed, nothing
+// of the sessions is left.
+func TestHostileCutThroughTCP(t *testing.T) {
+	_, sock, _ := startRigDaemon(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	honest, err := app.Attach(ctx, app.Options{Socket: sock, Name: "honest", Scope: flow.ScopeLocal})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer honest.Close()
+	const port = 7400
+	ln, err := honest.Listen(fmt.Sprintf("tcp://0.0.0.0:%d", port))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	accepted := make(chan net.Conn, 4)
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				close(accepted)
+				return
+			}
+			accepted <- c
+		}
+	}()
+	accept := func() net.Conn {
+		t.Helper()
+		select {
+		case c := <-accepted:
+			return c
+		case <-time.After(5 * time.Second):
+			t.Fatal("the honest app accepted nothing")
+			return nil
+		}
+	}
+
+	h := attachHostile(t, sock, flow.ScopeLocal)
+	uri := fmt.Sprintf("tcp://127.0.0.1:%d", port)
+	for mode := range 2 {
+		rep, fds, err := h.callFDs(t, &api.Connect{URI: uri})
+		if err != nil {
+			t.Fatalf("hostile connect: %v", err)
+		}
+		cr := rep.(*api.ConnectReply)
+		if !cr.CutThrough || len(fds) != 2 {
+			api.CloseFDs(fds)
+			t.Fatalf("connect: cut-through %v with %d descriptors, want a cut-through session", cr.CutThrough, len(fds))
+		}
+		seg, err := fifo.MapSegment(fds[0])
+		if err != nil {
+			t.Fatal(err)
+		}
+		wake := fds[1]
+		rx, err := seg.FifoAt(cr.Rx.Offset)
+		if err != nil {
+			t.Fatal(err)
+		}
+		tx, err := seg.FifoAt(cr.Tx.Offset)
+		if err != nil {
+			t.Fatal(err)
+		}
+		c := accept()
+		c.SetDeadline(time.Now().Add(3 * time.Second))
+		var what string
+		switch mode {
+		case 0: // the honest app reads from a tx fifo whose tail ran ahead
+			fifotest.SetTail(tx, fifotest.Head(tx)+tx.Size()+5)
+			tx.SetEvent()
+			unix.Write(wake, []byte{1, 0, 0, 0, 0, 0, 0, 0})
+			_, err = c.Read(make([]byte, 4096))
+			what = "read"
+		case 1: // the honest app writes into an rx fifo whose head is far past its tail
+			// (a writer may cache the head while its room lasts: it
+			// reads it again, and finds it broken, once it filled that)
+			fifotest.SetHead(rx, fifotest.Tail(rx)+1<<31)
+			_, err = c.Write(make([]byte, 4*rx.Size()))
+			what = "write"
+		}
+		if !errors.Is(err, fifo.ErrCorrupt) {
+			t.Fatalf("the honest app's %s on a broken cut-through session: %v, want fifo.ErrCorrupt", what, err)
+		}
+		if _, err := h.call(t, &api.Disconnect{Handle: cr.Handle}); err != nil {
+			t.Fatalf("hostile disconnect: %v", err)
+		}
+		c.Close()
+		seg.Close()
+		unix.Close(wake)
+	}
+
+	// The honest app goes on serving another app.
+	other, err := app.Attach(ctx, app.Options{Socket: sock, Name: "other", Scope: flow.ScopeLocal})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer other.Close()
+	oc, err := other.Dial(ctx, uri)
+	if err != nil {
+		t.Fatal(err)
+	}
+	sc := accept()
+	go io.Copy(sc, sc)
+	msg := make([]byte, 1<<20)
+	rand.NewChaCha8([32]byte{9}).Read(msg)
+	go oc.Write(msg)
+	got := make([]byte, len(msg))
+	oc.SetReadDeadline(time.Now().Add(10 * time.Second))
+	if _, err := io.ReadFull(oc, got); err != nil || !bytes.Equal(got, msg) {
+		t.Fatalf("echo through the honest app after the hostile sessions: %v (equal %v)", err, bytes.Equal(got, msg))
+	}
+	if out, err := ctl(t, sock, "show", "sessions", "--json"); err != nil || !strings.Contains(out, `"handle"`) {
+		t.Fatalf("show sessions with a session open: %v\n%s", err, out)
+	}
+	oc.Close()
+	sc.Close()
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		out, err := ctl(t, sock, "show", "sessions", "--json")
+		if err != nil {
+			t.Fatal(err)
+		}
+		if !strings.Contains(out, `"handle"`) {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("sessions left after both ends closed them:\n%s", out)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
 }
