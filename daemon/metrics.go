@@ -56,6 +56,10 @@ var (
 	descTCPResets    = prometheus.NewDesc("xsessiond_tcp_resets_total", "TCP connections of the namespace that ended by a reset: sent (ours: an app's abort, a close timeout, a corrupt fifo) or received (the peer's).", []string{"namespace", "dir"}, nil)
 	descTCPRefused   = prometheus.NewDesc("xsessiond_tcp_refused_total", "TCP connections the namespace's listeners refused, by reason: backlog (listen queue full), limit (connection limits), no_memory (no fifo memory), closing (app or listener going).", []string{"namespace", "reason"}, nil)
 	descTCPFifoBad   = prometheus.NewDesc("xsessiond_tcp_fifo_corrupt_total", "TCP connections of the namespace reset because their app broke the indices of the session's rx or tx fifo (counted in xsessiond_tcp_resets_total{dir=\"sent\"} too).", []string{"namespace"}, nil)
+	descTCPBufBytes  = prometheus.NewDesc("xsessiond_tcp_buffer_bytes", "The gVisor send and receive buffer sizes of all TCP connections, as accounted against tcp.buffer_memory.", nil, nil)
+	descTCPBufLimit  = prometheus.NewDesc("xsessiond_tcp_buffer_limit_bytes", "The bounds on the TCP connections' gVisor buffers: of all connections (tcp.buffer_memory) and of one app's (tcp.app_buffer_memory).", []string{"of"}, nil)
+	descTCPBufClamp  = prometheus.NewDesc("xsessiond_tcp_buffer_clamped_total", "TCP connections that got 16 KiB gVisor buffers because their app's or all connections' bound had no room for the default ones.", nil, nil)
+	descTCPBufHeld   = prometheus.NewDesc("xsessiond_tcp_buffer_growth_held_total", "Receive buffer growths (gVisor's receive buffer moderation) the bounds refused.", nil, nil)
 	descTCPStackRsts = prometheus.NewDesc("xsessiond_tcp_stack_resets_total", "Every RST the gVisor TCP stack sent or received, stray segments' included.", []string{"dir"}, nil)
 	descTCPAcksLow   = prometheus.NewDesc("xsessiond_tcp_acks_clamped_total", "Bare TCP acknowledgements whose sequence number was lowered to the right edge of the peer's window, which the peer had shrunk below gVisor's next sequence number.", nil, nil)
 	descTCPAcksHeld  = prometheus.NewDesc("xsessiond_tcp_acks_held_total", "Bare TCP acknowledgements of one segment held back for the connection's next segment to carry, by how they ended: carried (a later segment made them redundant) or deadline (sent at the delay's end).", []string{"end"}, nil)
@@ -63,7 +67,7 @@ var (
 
 func (c *collector) Describe(ch chan<- *prometheus.Desc) {
 	for _, d := range []*prometheus.Desc{descApps, descConns, descListeners, descSessions, descFifoUsed, descFifoSize, descRx, descTx, descDelivered, descReasm, descChained, descReasmHeld, descDrops, descXDP, descCtlEnds, descCtlDrops, descRuleHits,
-		descTCPConns, descTCPRetrans, descTCPResets, descTCPFifoBad, descTCPRefused, descTCPStackRsts, descTCPAcksLow, descTCPAcksHeld} {
+		descTCPConns, descTCPRetrans, descTCPResets, descTCPFifoBad, descTCPRefused, descTCPBufBytes, descTCPBufLimit, descTCPBufClamp, descTCPBufHeld, descTCPStackRsts, descTCPAcksLow, descTCPAcksHeld} {
 		ch <- d
 	}
 }
@@ -174,6 +178,12 @@ func (c *collector) collectTCP(ch chan<- prometheus.Metric) {
 		ts := s.TCPStats()
 		ch <- prometheus.MustNewConstMetric(descTCPStackRsts, prometheus.CounterValue, float64(ts.ResetsSent), "sent")
 		ch <- prometheus.MustNewConstMetric(descTCPStackRsts, prometheus.CounterValue, float64(ts.ResetsRecv), "received")
+		b := ts.Buffers
+		ch <- prometheus.MustNewConstMetric(descTCPBufBytes, prometheus.GaugeValue, float64(b.Bytes))
+		ch <- prometheus.MustNewConstMetric(descTCPBufLimit, prometheus.GaugeValue, float64(b.Limit), "all")
+		ch <- prometheus.MustNewConstMetric(descTCPBufLimit, prometheus.GaugeValue, float64(b.OwnerLimit), "app")
+		ch <- prometheus.MustNewConstMetric(descTCPBufClamp, prometheus.CounterValue, float64(b.Clamped))
+		ch <- prometheus.MustNewConstMetric(descTCPBufHeld, prometheus.CounterValue, float64(b.Held))
 		ch <- prometheus.MustNewConstMetric(descTCPAcksLow, prometheus.CounterValue, float64(ts.AcksClamped))
 		ch <- prometheus.MustNewConstMetric(descTCPAcksHeld, prometheus.CounterValue, float64(ts.AcksCoalesced), "carried")
 		ch <- prometheus.MustNewConstMetric(descTCPAcksHeld, prometheus.CounterValue, float64(ts.AcksDelayed), "deadline")

@@ -134,6 +134,7 @@ func mergeRunConfig(cmd *cobra.Command, f runFlags, c *Config) (daemon.Config, e
 	dp.TCP.Stack.ConnectTimeout = c.TCP.ConnectTimeout
 	dp.TCP.NoGSO = c.TCP.NoGSO
 	dp.TCP.Stack.AckDelay = offSetting(c.TCP.AckDelay)
+	dp.TCP.Stack.BufferBytes, dp.TCP.Stack.OwnerBufferBytes = c.TCP.BufferMemory, c.TCP.AppBufferMemory
 	return daemon.Config{
 		Datapath: dp,
 		Socket:   c.Socket, SocketGroup: c.SocketGroup, MetricsAddr: c.MetricsAddr,

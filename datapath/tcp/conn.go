@@ -112,7 +112,10 @@ type Conn struct {
 	rxw       rxWriter
 	txr       txReader
 	txErr     error // an error PushTx met, for run to end the Conn with
-	appClose  bool  // the app's close mark in the tx fifo was handed to the Handler
+	// rcvBuf and sndBuf are the gVisor buffer sizes the Stack accounts
+	// for the Conn (buffers.go); guarded by the Stack's mu.
+	rcvBuf, sndBuf int64
+	appClose       bool // the app's close mark in the tx fifo was handed to the Handler
 
 	// Bytes moved by the pump, read by Info from any goroutine.
 	rxBytes, txBytes atomic.Uint64
@@ -338,6 +341,11 @@ func (s *Stack) Dial(local, remote netip.AddrPort, owner uint64, rx, tx *fifo.Fi
 		return nil, fmt.Errorf("dial %s: new endpoint: %w", remote, toErrno(terr))
 	}
 	c.ep = ep.(*tcp.Endpoint)
+	if err := s.chargeBuffers(c); err != nil {
+		c.ep.Close()
+		s.release(c)
+		return nil, fmt.Errorf("dial %s: %w", remote, err)
+	}
 	fail := func(what string, terr tcpip.Error) (*Conn, error) {
 		c.ep.Close()
 		s.release(c)
@@ -513,7 +521,7 @@ func (c *Conn) pumpRx() bool {
 		// gVisor sizes the receive buffer from what the reader copies
 		// per round trip (its receive buffer moderation), as Linux's
 		// autotuning does; only its readers report it.
-		c.ep.ModerateRecvBuf(committed)
+		c.growRcvBuf(committed)
 	}
 	switch rerr.(type) {
 	case nil, *tcpip.ErrWouldBlock:
@@ -552,8 +560,11 @@ func (c *Conn) moveTx() error {
 	c.tx.ClearEvent()
 	released := 0
 	defer func() {
-		if released > 0 && c.tx.DeqNotify(released) {
-			c.h.Writable(c)
+		if released > 0 {
+			c.growSndBuf()
+			if c.tx.DeqNotify(released) {
+				c.h.Writable(c)
+			}
 		}
 	}()
 	for {

@@ -52,7 +52,12 @@
 // in slow start), which the pump feeds with what it moved into the rx
 // fifo (Endpoint.ModerateRecvBuf, as gVisor's own readers do); only a
 // connection whose app reads fast grows it, so a peer alone cannot, and
-// a connection's memory in gVisor stays bounded by 4 MiB. Bulk receive in
+// a connection's memory in gVisor stays bounded by 4 MiB. All
+// connections' buffers together, and one owner's, are bounded too
+// (Options.BufferBytes and OwnerBufferBytes, buffers.go): an app that
+// opens many connections and reads none would otherwise make the daemon
+// hold a receive buffer for each (200 such connections, each sent 4 MiB by
+// a kernel peer, held 110 MB of the daemon's heap). Bulk receive in
 // perf (--tcp --quick --only tcprecv, three interleaved rounds):
 // 3.51-3.58 Gbit/s at 2,452-2,502 ms of host B's CPU per GB without
 // it, 4.20-4.22 at 1,954-1,997 with it. The IPv4/IPv6 protocols run with zero options: no DAD,
@@ -169,8 +174,9 @@
 // last advertised window, as Linux's tcp_acceptable_seq does (windows,
 // in window.go), and counts it in Stats.AcksClamped.
 //
-// Limits: Options.MaxConns, MaxConnsPerOwner (ErrTooManyConns on Dial; an
-// accepted connection over the limit is reset), MaxBacklog,
+// Limits: Options.MaxConns, MaxConnsPerOwner, BufferBytes (ErrTooManyConns
+// on Dial; an accepted connection over the limit is reset),
+// OwnerBufferBytes (buffers.go), MaxBacklog,
 // ConnectTimeout, CloseTimeout.
 //
 // The test wire delivers in batches of up to 64 packets (InjectBatch), as

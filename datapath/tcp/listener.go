@@ -180,6 +180,12 @@ func (l *Listener) accept(ep *tcp.Endpoint, wq *waiter.Queue, peer tcpip.FullAdd
 		return
 	}
 	c.ep, c.wq = ep, wq
+	if err := l.s.chargeBuffers(c); err != nil {
+		l.limited.Add(1)
+		rst()
+		l.s.release(c)
+		return
+	}
 	c.state = stOpen
 	c.remote = netip.AddrPortFrom(fromTCPAddr(peer.Addr), peer.Port)
 	if la, terr := ep.GetLocalAddress(); terr == nil {

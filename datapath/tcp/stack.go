@@ -3,6 +3,7 @@ package tcp
 import (
 	"errors"
 	"fmt"
+	"math"
 	"net/netip"
 	"runtime"
 	"sync"
@@ -46,6 +47,13 @@ type Options struct {
 	// in bytes (gVisor's defaults, 1 MiB each); the receive buffer bounds
 	// the advertised window on top of what the rx fifo holds.
 	SendBuffer, ReceiveBuffer int
+	// BufferBytes bounds the gVisor send and receive buffers of all Conns
+	// together, in bytes (0: an eighth of the machine's memory, at least
+	// 256 MiB; negative: no bound); OwnerBufferBytes those of one owner's
+	// Conns (0: a quarter of BufferBytes; negative: no bound). A Conn
+	// past its owner's bound gets ClampedBuffer buffers; one that does
+	// not fit under BufferBytes even so is refused (buffers.go).
+	BufferBytes, OwnerBufferBytes int64
 	// ConnectTimeout bounds an active open (30s): ETIMEDOUT after it.
 	ConnectTimeout time.Duration
 	// CloseTimeout bounds how long a graceful Close waits for the tx fifo
@@ -79,6 +87,18 @@ func (o *Options) setDefaults() {
 	def(&o.MaxConnsPerOwner, 4096)
 	def(&o.MaxBacklog, 1024)
 	def(&o.DefaultBacklog, 128)
+	switch {
+	case o.BufferBytes == 0:
+		o.BufferBytes = defaultBufferBytes()
+	case o.BufferBytes < 0:
+		o.BufferBytes = math.MaxInt64
+	}
+	switch {
+	case o.OwnerBufferBytes == 0:
+		o.OwnerBufferBytes = o.BufferBytes / 4
+	case o.OwnerBufferBytes < 0:
+		o.OwnerBufferBytes = math.MaxInt64
+	}
 	if o.ConnectTimeout <= 0 {
 		o.ConnectTimeout = 30 * time.Second
 	}
@@ -107,6 +127,11 @@ type Stack struct {
 	conns     map[*Conn]struct{}
 	owners    map[uint64]int
 	listeners map[*Listener]struct{}
+	// The Conns' gVisor buffer sizes, in all and by owner, and the
+	// Conns clamped and growths held back by the bounds (buffers.go).
+	bufBytes            int64
+	ownerBuf            map[uint64]int64
+	bufClamped, bufHeld uint64
 
 	nextID   atomic.Uint64
 	refused  atomic.Uint64 // connections refused by limits
@@ -133,6 +158,7 @@ func NewStack(w Writer, opts Options) (*Stack, error) {
 		link:      newLinkEndpoint(w, opts.MTU, opts.RXChecksumOffload, opts.HostGSO, opts.AckDelay),
 		conns:     make(map[*Conn]struct{}),
 		owners:    make(map[uint64]int),
+		ownerBuf:  make(map[uint64]int64),
 		listeners: make(map[*Listener]struct{}),
 		closedCh:  make(chan struct{}),
 	}
@@ -248,12 +274,15 @@ type Stats struct {
 	// dropped because a later segment carried them; AcksDelayed, those it
 	// sent at Options.AckDelay (ack.go).
 	AcksCoalesced, AcksDelayed uint64
+	// Buffers is what the Conns' gVisor buffers take, against the bounds.
+	Buffers BufferUse
 }
 
 // Stats returns the Stack's counters.
 func (s *Stack) Stats() Stats {
 	s.mu.Lock()
-	st := Stats{Conns: len(s.conns), Listeners: len(s.listeners)}
+	st := Stats{Conns: len(s.conns), Listeners: len(s.listeners), Buffers: BufferUse{Bytes: s.bufBytes,
+		Limit: s.opts.BufferBytes, OwnerLimit: s.opts.OwnerBufferBytes, Clamped: s.bufClamped, Held: s.bufHeld}}
 	s.mu.Unlock()
 	gst := s.gs.Stats()
 	st.Endpoints = len(s.gs.RegisteredEndpoints())
@@ -344,6 +373,7 @@ func (s *Stack) forget(c *Conn) {
 	if s.owners[c.owner]--; s.owners[c.owner] <= 0 {
 		delete(s.owners, c.owner)
 	}
+	s.releaseBuffersLocked(c)
 	s.mu.Unlock()
 }
 

@@ -1,0 +1,118 @@
+package tcp_test
+
+import (
+	"bytes"
+	"errors"
+	"hash"
+	"net/netip"
+	"testing"
+	"time"
+
+	"github.com/xsessiond/xsessiond/datapath/tcp"
+)
+
+// TestBufferBounds: an owner's Conns get gVisor's default buffers (1 MiB
+// each way) while the owner's bound has room for them, and ClampedBuffer
+// buffers after; a clamped Conn still carries its bytes exactly, and
+// neither a peer sending to Conns whose app reads nothing nor the Conns'
+// end leaves more accounted than the bound.
+func TestBufferBounds(t *testing.T) {
+	const def = 2 << 20 // gVisor's default send and receive buffers
+	opts := tcp.Options{OwnerBufferBytes: 2*def + def/2, BufferBytes: 64 << 20}
+	p := newPair(t, opts, wireOpts{}, wireOpts{})
+	_, ac := listen(t, p.b, netip.AddrPortFrom(addrB, 80), 64<<10)
+	const n = 6
+	var clients, servers []*app
+	for range n {
+		c, s := dial(t, p, ac, netip.AddrPortFrom(addrB, 80), 64<<10)
+		clients, servers = append(clients, c), append(servers, s)
+	}
+	// The dialling side (owner 1, one owner's bound) is clamped alike.
+	for _, st := range []*tcp.Stack{p.a, p.b} {
+		b := st.Stats().Buffers
+		if want := int64(2*def + (n-2)*2*tcp.ClampedBuffer); b.Bytes != want || b.Clamped != n-2 {
+			t.Fatalf("buffers %+v, want %d bytes and %d Conns clamped", b, want, n-2)
+		}
+	}
+	for i, s := range servers {
+		want := def / 2
+		if i >= 2 {
+			want = tcp.ClampedBuffer
+		}
+		if got := s.getConn().Info().RcvBuf; got != want {
+			t.Fatalf("server Conn %d: receive buffer %d, want %d", i, got, want)
+		}
+	}
+
+	// A peer sends 4 MiB to every Conn, whose app reads nothing: what
+	// gVisor holds for them stays within their buffers.
+	sent := make([]hash.Hash, n)
+	sendErr := make(chan error, n)
+	for i, c := range clients {
+		sent[i] = newHash()
+		go func() { sendErr <- c.send(4<<20, uint64(i), sent[i], 64<<10) }()
+	}
+	time.Sleep(500 * time.Millisecond)
+	for i, s := range servers {
+		in := s.getConn().Info()
+		if in.RecvQ > in.RcvBuf {
+			t.Errorf("server Conn %d holds %d bytes in gVisor, over its %d-byte buffer", i, in.RecvQ, in.RcvBuf)
+		}
+	}
+	// Then every byte arrives, on clamped Conns as on the others.
+	received := make([]hash.Hash, n)
+	for i, s := range servers {
+		h := newHash()
+		if got, err := s.recv(4<<20, h, 64<<10, 0); err != nil || got != 4<<20 {
+			t.Fatalf("server Conn %d: %d bytes, %v", i, got, err)
+		}
+		received[i] = h
+	}
+	for range n {
+		if err := <-sendErr; err != nil {
+			t.Fatal(err)
+		}
+	}
+	for i := range n {
+		if !bytes.Equal(received[i].Sum(nil), sent[i].Sum(nil)) {
+			t.Fatalf("server Conn %d: the bytes differ from those sent", i)
+		}
+	}
+	if b := p.b.Stats().Buffers; b.Bytes > opts.OwnerBufferBytes+int64(n*2*tcp.ClampedBuffer) {
+		t.Fatalf("buffers %+v grew past the owner's bound", b)
+	}
+
+	for _, c := range clients {
+		c.getConn().Abort()
+		<-c.closed
+	}
+	for _, s := range servers {
+		<-s.closed
+	}
+	for _, st := range []*tcp.Stack{p.a, p.b} {
+		if b := st.Stats().Buffers; b.Bytes != 0 {
+			t.Fatalf("buffers %+v accounted after every Conn closed", b)
+		}
+	}
+}
+
+// TestBufferBoundRefuses: a Conn for which even ClampedBuffer buffers do
+// not fit under the Stack's bound is refused with ErrTooManyConns, and
+// counted.
+func TestBufferBoundRefuses(t *testing.T) {
+	const def = 2 << 20
+	bound := int64(def + 2*tcp.ClampedBuffer)
+	p := newPair(t, tcp.Options{BufferBytes: bound, OwnerBufferBytes: bound}, wireOpts{}, wireOpts{})
+	_, ac := listen(t, p.b, netip.AddrPortFrom(addrB, 80), 64<<10)
+	dial(t, p, ac, netip.AddrPortFrom(addrB, 80), 64<<10) // default buffers
+	dial(t, p, ac, netip.AddrPortFrom(addrB, 80), 64<<10) // clamped
+	client := newApp(t, 64<<10)
+	_, err := p.a.Dial(netip.AddrPortFrom(addrA, 0), netip.AddrPortFrom(addrB, 80), 1, client.rx, client.tx, client)
+	if !errors.Is(err, tcp.ErrTooManyConns) {
+		t.Fatalf("dial past the Stack's buffer bound: %v, want ErrTooManyConns", err)
+	}
+	st := p.a.Stats()
+	if st.Buffers.Bytes != bound || st.Buffers.Clamped != 1 || st.Refused != 1 || st.Conns != 2 {
+		t.Fatalf("stats %+v, want %d bytes, 1 Conn clamped, 1 refused, 2 Conns", st, bound)
+	}
+}
