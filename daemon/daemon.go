@@ -315,6 +315,9 @@ func (d *Daemon) Start() (err error) {
 		Notifier: d,
 		Workers:  d.eng.Workers(),
 		Default:  sessions.NamespaceConfig{IfIndex: d.iface.Index, FIB4: fib, FIB6: fib},
+		// Each cut-through session is a segment: a descriptor and a
+		// mapping in the daemon and in both apps.
+		MaxCutThrough: d.limits.MaxCutThrough, MaxCutThroughPerApp: d.limits.MaxCutThroughPerApp,
 	})
 	if err != nil {
 		return fmt.Errorf("session layer: %w", err)

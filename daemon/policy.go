@@ -35,6 +35,13 @@ type Limits struct {
 	// unchecked until tokens come back.
 	SecretFailuresPerSecond float64 `yaml:"secret_failures_per_second"`
 	SecretFailureBurst      int     `yaml:"secret_failure_burst"`
+	// MaxCutThrough bounds the cut-through sessions of the daemon
+	// (sessions.DefaultMaxCutThrough), MaxCutThroughPerApp those one app
+	// opened (sessions.DefaultMaxCutThroughPerApp): each is a segment of
+	// its own, a descriptor and a mapping in the daemon and in both apps.
+	// A connect past either fails with ErrLimit.
+	MaxCutThrough       int `yaml:"max_cut_through"`
+	MaxCutThroughPerApp int `yaml:"max_cut_through_per_app"`
 }
 
 // Defaults of Limits.

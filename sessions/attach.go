@@ -68,6 +68,9 @@ type app struct {
 	// and fifos are not given to another session before the app stopped
 	// using them.
 	ended map[Handle]*session
+	// ct counts the cut-through sessions the app opened
+	// (Config.MaxCutThroughPerApp).
+	ct int
 }
 
 func (a *app) hasLocal() bool { return a.opts.Scope&ScopeLocal != 0 }

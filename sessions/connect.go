@@ -169,6 +169,9 @@ func (l *Layer) appListenerLocked(t *app, e Endpoint) *Listener {
 // t: one segment holding a fifo per direction, an accept event for the
 // server and a connected event for the client.
 func (l *Layer) cutThroughLocked(a, t *app, ln *Listener, e Endpoint, opaque uint32) (ConnectResult, error) {
+	if err := l.ctRoomLocked(a); err != nil {
+		return ConnectResult{}, fmt.Errorf("connect %s: %w", e.URI(), err)
+	}
 	name := fmt.Sprintf("ct-%d-%d-%d", a.id, t.id, l.seq)
 	ct, err := l.cfg.Memory.NewCutThrough(name, t.opts.RxFifoSize, a.opts.RxFifoSize)
 	if err != nil {
@@ -180,18 +183,35 @@ func (l *Layer) cutThroughLocked(a, t *app, ln *Listener, e Endpoint, opaque uin
 	}
 	ch := l.newHandleLocked(CutThroughWorker)
 	sh := l.newHandleLocked(CutThroughWorker)
-	cs := &session{h: ch, app: a, kind: kindCutThrough, fib: e.FIB, ifindex: e.IfIndex, opaque: opaque, pair: ct.Client(), ct: ct}
+	cs := &session{h: ch, app: a, kind: kindCutThrough, fib: e.FIB, ifindex: e.IfIndex, opaque: opaque, pair: ct.Client(), ct: ct, opener: true}
 	ss := &session{h: sh, app: t, kind: kindCutThrough, fib: e.FIB, ifindex: e.IfIndex, listener: lh, pair: ct.Server(), ct: ct}
 	cs.peer, ss.peer = ss, cs
 	cs.tuple = FiveTuple{Remote: AddrBytes(e.Addr), RemotePort: e.Port, Proto: e.Transport, Family: e.Family()}
 	ss.tuple = FiveTuple{Local: AddrBytes(e.Addr), LocalPort: e.Port, Proto: e.Transport, Family: e.Family()}
 	l.sess[ch], l.sess[sh] = cs, ss
 	a.sess[ch], t.sess[sh] = cs, ss
+	l.ct++
+	a.ct++
 	l.notifyLocked(t, Event{Kind: EventAccepted, Handle: sh, Listener: lh, Transport: e.Transport,
 		Local: netip.AddrPortFrom(e.Addr, e.Port), CutThrough: true, Pair: ss.pair})
 	l.notifyLocked(a, Event{Kind: EventConnected, Handle: ch, Opaque: opaque, Transport: e.Transport,
 		Remote: netip.AddrPortFrom(e.Addr, e.Port), CutThrough: true, Pair: cs.pair})
 	return ConnectResult{Handle: ch, CutThrough: true}, nil
+}
+
+// ctRoomLocked reports whether one more cut-through session opened by
+// app a stays within the bounds (Config.MaxCutThrough, and
+// MaxCutThroughPerApp on the sessions a opened). The listening app's
+// sessions are not bounded by its own count: a client that fills its own
+// bound must not keep other clients from the listener.
+func (l *Layer) ctRoomLocked(a *app) error {
+	if m := l.cfg.MaxCutThrough; m > 0 && l.ct >= m {
+		return fmt.Errorf("%d cut-through sessions, the daemon's limit: %w", l.ct, ErrLimit)
+	}
+	if m := l.cfg.MaxCutThroughPerApp; m > 0 && a.ct >= m {
+		return fmt.Errorf("the app opened %d cut-through sessions, its limit: %w", a.ct, ErrLimit)
+	}
+	return nil
 }
 
 // openLocked hands a connect to the datapath as a half-open session.

@@ -558,3 +558,50 @@ func TestConnect_CutThroughHandlesNotReused(t *testing.T) {
 		t.Fatal(err)
 	}
 }
+
+// TestConnect_CutThroughLimits: a cut-through connect past the sessions
+// its app opened (MaxCutThroughPerApp), or past the layer's
+// (MaxCutThrough), fails with ErrLimit; the listening app's accepted
+// sessions count against their openers only; a close or a detach makes
+// room again.
+func TestConnect_CutThroughLimits(t *testing.T) {
+	r := newRigWith(t, func(c *sessions.Config) { c.MaxCutThroughPerApp, c.MaxCutThrough = 3, 5 })
+	srv := r.attach(sessions.ScopeLocal)
+	r.bind(srv, "tcp://0.0.0.0:7000")
+	cli := r.attach(sessions.ScopeLocal)
+	var first sessions.Handle
+	for i := range 3 {
+		res, err := r.l.ConnectURI(cli, "tcp://127.0.0.1:7000", uint32(i))
+		if err != nil || !res.CutThrough {
+			t.Fatalf("connect %d: %+v %v", i, res, err)
+		}
+		if i == 0 {
+			first = res.Handle
+		}
+	}
+	_, err := r.l.ConnectURI(cli, "tcp://127.0.0.1:7000", 9)
+	wantErr(t, err, sessions.ErrLimit) // the client's bound
+	other := r.attach(sessions.ScopeLocal)
+	if _, err := r.l.ConnectURI(other, "tcp://127.0.0.1:7000", 9); err != nil {
+		t.Fatalf("another client of the same listener: %v", err)
+	}
+	wantErr(t, r.l.Disconnect(cli, first), nil)
+	if _, err := r.l.ConnectURI(cli, "tcp://127.0.0.1:7000", 9); err != nil {
+		t.Fatalf("connect after a close made room: %v", err)
+	}
+	if _, err := r.l.ConnectURI(other, "tcp://127.0.0.1:7000", 10); err != nil {
+		t.Fatalf("connect %d: %v", 5, err)
+	}
+	_, err = r.l.ConnectURI(other, "tcp://127.0.0.1:7000", 11)
+	wantErr(t, err, sessions.ErrLimit) // the layer's bound: 5 sessions
+	if err := r.l.CheckInvariants(); err != nil {
+		t.Fatal(err)
+	}
+	r.l.Detach(cli)
+	if _, err := r.l.ConnectURI(other, "tcp://127.0.0.1:7000", 11); err != nil {
+		t.Fatalf("connect after an app's detach made room: %v", err)
+	}
+	if err := r.l.CheckInvariants(); err != nil {
+		t.Fatal(err)
+	}
+}

@@ -92,6 +92,12 @@ func (l *Layer) closeSessionLocked(s *session, byApp bool) {
 			delete(p.app.sess, p.h)
 			l.freeHandleLocked(p.h)
 			l.notifyLocked(p.app, Event{Kind: EventDisconnected, Handle: p.h, CutThrough: true})
+			l.ct--
+			if s.opener {
+				s.app.ct--
+			} else {
+				p.app.ct--
+			}
 		}
 		_ = s.ct.Close()
 	}

@@ -15,6 +15,7 @@ func (l *Layer) CheckInvariants() error {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	nsApps := map[*namespace]int{}
+	opened := 0
 	for id, a := range l.apps {
 		if a.id != id || l.byClient[a.opts.ClientID] != a {
 			return fmt.Errorf("app %d: index broken", id)
@@ -33,11 +34,22 @@ func (l *Layer) CheckInvariants() error {
 				return fmt.Errorf("app %d: local listener %v not in its namespace table", id, ln.Endpoint)
 			}
 		}
+		ct := 0
 		for h, s := range a.sess {
 			if l.sess[h] != s || s.app != a {
 				return fmt.Errorf("app %d: session %#x not in the table", id, h)
 			}
+			if s.kind == kindCutThrough && s.opener {
+				ct++
+			}
 		}
+		if ct != a.ct {
+			return fmt.Errorf("app %d: counts %d cut-through sessions it opened, has %d", id, a.ct, ct)
+		}
+		opened += ct
+	}
+	if opened != l.ct {
+		return fmt.Errorf("%d cut-through sessions opened, %d counted", opened, l.ct)
 	}
 	if len(l.byClient) != len(l.apps) {
 		return fmt.Errorf("%d clients for %d apps", len(l.byClient), len(l.apps))

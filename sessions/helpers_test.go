@@ -38,6 +38,12 @@ type rig struct {
 
 func newRig(t testing.TB) *rig {
 	t.Helper()
+	return newRigWith(t, func(*sessions.Config) {})
+}
+
+// newRigWith is newRig with the layer's Config changed by mod.
+func newRigWith(t testing.TB, mod func(*sessions.Config)) *rig {
+	t.Helper()
 	r := &rig{
 		view: sessionstest.NewView().Add(2, 1, addrA).Add(2, 2, addrA6).Add(4, 1, addrOthr).Add(3, 10, addrBlue),
 		mem:  &sessionstest.Memory{},
@@ -46,10 +52,12 @@ func newRig(t testing.TB) *rig {
 		mems: map[sessions.AppID]*sessionstest.App{},
 		t:    t,
 	}
-	l, err := sessions.New(sessions.Config{
+	cfg := sessions.Config{
 		View: r.view, Memory: r.mem, Datapath: r.dp, Notifier: r.note, Workers: 2,
 		Default: sessions.NamespaceConfig{IfIndex: 2, FIB4: 1, FIB6: 2},
-	})
+	}
+	mod(&cfg)
+	l, err := sessions.New(cfg)
 	if err != nil {
 		t.Fatal(err)
 	}

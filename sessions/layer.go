@@ -32,7 +32,20 @@ type Config struct {
 	// port 0 when the Datapath is no PortReserver (or does not serve the
 	// transport); zero: DefaultEphemeralLow to DefaultEphemeralHigh.
 	EphemeralPorts [2]uint16
+	// MaxCutThrough bounds the cut-through sessions of the layer (each a
+	// segment of its own: a descriptor and a mapping in the daemon, and
+	// one of each in both apps), MaxCutThroughPerApp those one app
+	// opened (its connects; the sessions a listener accepts count against
+	// their openers). A connect past either fails with ErrLimit. Zero: the
+	// defaults below; negative: no bound.
+	MaxCutThrough, MaxCutThroughPerApp int
 }
+
+// Defaults of Config.MaxCutThrough and MaxCutThroughPerApp.
+const (
+	DefaultMaxCutThrough       = 16384
+	DefaultMaxCutThroughPerApp = 4096
+)
 
 type sessKind uint8
 
@@ -54,6 +67,7 @@ type session struct {
 	pair     FifoPair
 	ct       CutThrough // cut-through: shared with peer
 	peer     *session   // cut-through: the other end
+	opener   bool       // cut-through: this end's app connected (app.ct counts it)
 }
 
 type indexPool struct {
@@ -108,6 +122,7 @@ type Layer struct {
 	ruleHits map[uint32]*RuleHits // by rule ID: every rule of ruleList has one
 	nextRule uint32
 	seq      uint64
+	ct       int // cut-through sessions (Config.MaxCutThrough)
 	feeds    map[*Feed]struct{}
 	pending  []Event // events for the Notifier, delivered after unlock
 }
@@ -132,6 +147,12 @@ func New(cfg Config) (*Layer, error) {
 		return nil, fmt.Errorf("sessions: %d workers: %w", cfg.Workers, ErrInvalidValue)
 	}
 	cfg.Default.ID = ""
+	if cfg.MaxCutThrough == 0 {
+		cfg.MaxCutThrough = DefaultMaxCutThrough
+	}
+	if cfg.MaxCutThroughPerApp == 0 {
+		cfg.MaxCutThroughPerApp = DefaultMaxCutThroughPerApp
+	}
 	l := &Layer{
 		cfg:      cfg,
 		halfOpen: map[hoKey]Handle{},

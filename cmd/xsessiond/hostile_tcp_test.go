@@ -10,6 +10,7 @@ import (
 	"math/rand/v2"
 	"net"
 	"net/http"
+	"os"
 	"path/filepath"
 	"regexp"
 	"strconv"
@@ -633,6 +634,103 @@ func TestHostileCutThroughTCP(t *testing.T) {
 		}
 		if time.Now().After(deadline) {
 			t.Fatalf("sessions left after both ends closed them:\n%s", out)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}
+
+// TestCutThroughBound: a hostile app that opens cut-through sessions to an
+// honest app's listener, never closing them, stops at its bound
+// (limits.max_cut_through_per_app) with ErrLimit; the daemon holds one
+// descriptor per session, so its descriptors stay bounded; other apps
+// still connect to the honest app, and once the hostile app closes
+// them nothing is left.
+func TestCutThroughBound(t *testing.T) {
+	rig := nstest.NewPair(t, nstest.Options{})
+	xs, _ := binaries(t)
+	dir := t.TempDir()
+	sock, cfg := filepath.Join(dir, "api.sock"), filepath.Join(dir, "xsessiond.yaml")
+	const bound = 50
+	if err := os.WriteFile(cfg, []byte(fmt.Sprintf("limits:\n  max_cut_through_per_app: %d\n", bound)), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	d := startProcess(t, xs, "run", "--config", cfg, "--netns", rig.B.Name, "--iface", rig.B.Link, "--socket", sock)
+	d.waitLine(t, "xsessiond started", 15*time.Second)
+	fds := func() int {
+		es, err := os.ReadDir(fmt.Sprintf("/proc/%d/fd", d.cmd.Process.Pid))
+		if err != nil {
+			t.Fatal(err)
+		}
+		return len(es)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	honest, err := app.Attach(ctx, app.Options{Socket: sock, Name: "honest", Scope: flow.ScopeLocal})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer honest.Close()
+	ln, err := honest.Listen("tcp://0.0.0.0:7400")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			go func() { io.Copy(c, c); c.Close() }()
+		}
+	}()
+	h := attachHostile(t, sock, flow.ScopeLocal)
+	before := fds()
+	var handles []flow.Handle
+	for i := 0; ; i++ {
+		rep, cfds, err := h.callFDs(t, &api.Connect{URI: "tcp://127.0.0.1:7400"})
+		if err != nil {
+			if !errors.Is(err, flow.ErrLimit) || i != bound {
+				t.Fatalf("connect %d: %v, want ErrLimit at %d", i, err, bound)
+			}
+			break
+		}
+		api.CloseFDs(cfds)
+		handles = append(handles, rep.(*api.ConnectReply).Handle)
+	}
+	if grown := fds() - before; grown > bound+10 {
+		t.Fatalf("the daemon holds %d more descriptors for %d sessions", grown, bound)
+	}
+	other, err := app.Attach(ctx, app.Options{Socket: sock, Name: "other", Scope: flow.ScopeLocal})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer other.Close()
+	oc, err := other.Dial(ctx, "tcp://127.0.0.1:7400")
+	if err != nil {
+		t.Fatalf("another app's connect beside the hostile one's sessions: %v", err)
+	}
+	oc.Write([]byte("ping"))
+	got := make([]byte, 4)
+	oc.SetReadDeadline(time.Now().Add(5 * time.Second))
+	if _, err := io.ReadFull(oc, got); err != nil || string(got) != "ping" {
+		t.Fatalf("echo through the honest app: %q %v", got, err)
+	}
+	oc.Close()
+	other.Close() // its descriptors in the daemon go too
+	for _, hnd := range handles {
+		if _, err := h.call(t, &api.Disconnect{Handle: hnd}); err != nil {
+			t.Fatalf("disconnect %#x: %v", uint64(hnd), err)
+		}
+	}
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		open, ended := h.sessions(t, sock)
+		if open+ended == 0 && fds() <= before+2 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("after the hostile app closed its sessions: %d open, %d ended; the daemon's descriptors %d, %d before", open, ended, fds(), before)
 		}
 		time.Sleep(50 * time.Millisecond)
 	}
