@@ -143,6 +143,22 @@ func mergeRunConfig(cmd *cobra.Command, f runFlags, c *Config) (daemon.Config, e
 	}, nil
 }
 
+// wantNOFILE is the descriptor limit under which run warns: what a
+// single-address interface's ports take with every one held by an app (UDP
+// and TCP), beside the stack's connections (tcp.Options.MaxConns) and the
+// cut-through sessions (limits.max_cut_through), with room for the rest.
+const wantNOFILE = 1 << 18
+
+// fewDescriptors reports the process's descriptor limit when it is below
+// wantNOFILE (Go raised the soft limit to the hard one at start).
+func fewDescriptors() (uint64, bool) {
+	var rl unix.Rlimit
+	if err := unix.Getrlimit(unix.RLIMIT_NOFILE, &rl); err != nil {
+		return 0, false
+	}
+	return rl.Cur, rl.Cur < wantNOFILE
+}
+
 func parseLevel(s string) (slog.Level, error) {
 	switch s {
 	case "debug":
@@ -197,6 +213,10 @@ func runDaemon(cmd *cobra.Command, f runFlags) error {
 	}
 	if err := d.Start(); err != nil {
 		return startError(err, opts.Socket)
+	}
+	if n, ok := fewDescriptors(); ok {
+		log.Warn("few descriptors: apps' listeners, connections and cut-through sessions hold descriptors of the daemon's, and the port space and limits allow more than this; raise LimitNOFILE (the unit in deploy/ sets 1048576) or ulimit -n",
+			"nofile", n, "want", wantNOFILE)
 	}
 	for s := range sigs {
 		if s == syscall.SIGHUP {
