@@ -201,29 +201,7 @@ func (h *hostileApp) call(t *testing.T, m api.Message) (api.Message, error) {
 // callFDs is call that returns the descriptors the reply carries.
 func (h *hostileApp) callFDs(t *testing.T, m api.Message) (api.Message, []int, error) {
 	t.Helper()
-	r := h.r
-	r.id++
-	if err := r.c.SendID(r.id, m); err != nil {
-		return nil, nil, err
-	}
-	for {
-		id, rep, fds, err := r.c.RecvID()
-		if err != nil {
-			return nil, nil, err
-		}
-		if h.mapAdded(t, id, rep, fds) {
-			continue
-		}
-		if id != r.id {
-			api.CloseFDs(fds)
-			continue // another notice
-		}
-		if e, ok := rep.(*api.Error); ok {
-			api.CloseFDs(fds)
-			return nil, nil, e.Err()
-		}
-		return rep, fds, nil
-	}
+	return h.r.callNotices(m, func(id uint32, msg api.Message, fds []int) bool { return h.mapAdded(t, id, msg, fds) })
 }
 
 // mapAdded maps the segments of a SegmentAdded notice (id 0) and reports
@@ -313,15 +291,7 @@ func TestHostileTCPFifos(t *testing.T) {
 	// the hostile one is done, and checks every byte that comes back.
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
-	honest, err := app.Attach(ctx, app.Options{Socket: sock, Name: "honest", Scope: flow.ScopeGlobal})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer honest.Close()
-	hc, err := honest.Dial(ctx, uri)
-	if err != nil {
-		t.Fatal(err)
-	}
+	_, hc := attachDial(t, ctx, sock, "honest", flow.ScopeGlobal, uri)
 	var stop atomic.Bool
 	var sent, echoed atomic.Int64
 	honestDone := make(chan error, 2)
@@ -470,6 +440,39 @@ func TestHostileTCPFifos(t *testing.T) {
 		rounds, wantResets, corrupt, resets, fins, echoed.Load())
 }
 
+// attachDial attaches an app named name with scope and dials uri from it;
+// the app is closed when the test ends, if not before.
+func attachDial(t *testing.T, ctx context.Context, sock, name string, scope flow.Scope, uri string) (*app.App, net.Conn) {
+	t.Helper()
+	a, err := app.Attach(ctx, app.Options{Socket: sock, Name: name, Scope: scope})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { a.Close() })
+	c, err := a.Dial(ctx, uri)
+	if err != nil {
+		t.Fatalf("%s: dial %s: %v", name, uri, err)
+	}
+	return a, c
+}
+
+// localListener attaches an app named name with local scope and listens
+// on uri; both are closed when the test ends.
+func localListener(t *testing.T, ctx context.Context, sock, name, uri string) net.Listener {
+	t.Helper()
+	a, err := app.Attach(ctx, app.Options{Socket: sock, Name: name, Scope: flow.ScopeLocal})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { a.Close() })
+	ln, err := a.Listen(uri)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { ln.Close() })
+	return ln
+}
+
 // scrapeURL returns the body of a GET of url.
 func scrapeURL(t *testing.T, url string) string {
 	t.Helper()
@@ -512,17 +515,8 @@ func TestHostileCutThroughTCP(t *testing.T) {
 	_, sock, _ := startRigDaemon(t)
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
-	honest, err := app.Attach(ctx, app.Options{Socket: sock, Name: "honest", Scope: flow.ScopeLocal})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer honest.Close()
 	const port = 7400
-	ln, err := honest.Listen(fmt.Sprintf("tcp://0.0.0.0:%d", port))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ln.Close()
+	ln := localListener(t, ctx, sock, "honest", fmt.Sprintf("tcp://0.0.0.0:%d", port))
 	accepted := make(chan net.Conn, 4)
 	go func() {
 		for {
@@ -599,15 +593,7 @@ func TestHostileCutThroughTCP(t *testing.T) {
 	}
 
 	// The honest app goes on serving another app.
-	other, err := app.Attach(ctx, app.Options{Socket: sock, Name: "other", Scope: flow.ScopeLocal})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer other.Close()
-	oc, err := other.Dial(ctx, uri)
-	if err != nil {
-		t.Fatal(err)
-	}
+	_, oc := attachDial(t, ctx, sock, "other", flow.ScopeLocal, uri)
 	sc := accept()
 	go io.Copy(sc, sc)
 	msg := make([]byte, 1<<20)
@@ -665,16 +651,7 @@ func TestCutThroughBound(t *testing.T) {
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
-	honest, err := app.Attach(ctx, app.Options{Socket: sock, Name: "honest", Scope: flow.ScopeLocal})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer honest.Close()
-	ln, err := honest.Listen("tcp://0.0.0.0:7400")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ln.Close()
+	ln := localListener(t, ctx, sock, "honest", "tcp://0.0.0.0:7400")
 	go func() {
 		for {
 			c, err := ln.Accept()
@@ -701,15 +678,7 @@ func TestCutThroughBound(t *testing.T) {
 	if grown := fds() - before; grown > bound+10 {
 		t.Fatalf("the daemon holds %d more descriptors for %d sessions", grown, bound)
 	}
-	other, err := app.Attach(ctx, app.Options{Socket: sock, Name: "other", Scope: flow.ScopeLocal})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer other.Close()
-	oc, err := other.Dial(ctx, "tcp://127.0.0.1:7400")
-	if err != nil {
-		t.Fatalf("another app's connect beside the hostile one's sessions: %v", err)
-	}
+	other, oc := attachDial(t, ctx, sock, "other", flow.ScopeLocal, "tcp://127.0.0.1:7400")
 	oc.Write([]byte("ping"))
 	got := make([]byte, 4)
 	oc.SetReadDeadline(time.Now().Add(5 * time.Second))

@@ -58,6 +58,13 @@ func (r *rawClient) call(m api.Message) (api.Message, error) {
 
 // callFDs sends m and returns its reply with the descriptors it carries.
 func (r *rawClient) callFDs(m api.Message) (api.Message, []int, error) {
+	return r.callNotices(m, nil)
+}
+
+// callNotices is callFDs that hands each message that is not the reply to
+// notice first, when there is one; a notice that returns true keeps the
+// message's descriptors.
+func (r *rawClient) callNotices(m api.Message, notice func(id uint32, msg api.Message, fds []int) bool) (api.Message, []int, error) {
 	r.id++
 	if err := r.c.SendID(r.id, m); err != nil {
 		return nil, nil, err
@@ -66,6 +73,9 @@ func (r *rawClient) callFDs(m api.Message) (api.Message, []int, error) {
 		id, rep, fds, err := r.c.RecvID()
 		if err != nil {
 			return nil, nil, err
+		}
+		if notice != nil && notice(id, rep, fds) {
+			continue
 		}
 		if id != r.id {
 			api.CloseFDs(fds)
