@@ -2,6 +2,7 @@ package tcp
 
 import (
 	"fmt"
+	"sync/atomic"
 
 	"golang.org/x/sys/unix"
 )
@@ -76,7 +77,8 @@ func (s *Stack) chargeBuffers(c *Conn) error {
 	}
 	s.bufBytes += rcv + snd
 	s.ownerBuf[c.owner] += rcv + snd
-	c.rcvBuf, c.sndBuf = rcv, snd
+	c.rcvBuf.Store(rcv)
+	c.sndBuf.Store(snd)
 	s.mu.Unlock()
 	if !fits {
 		o.SetReceiveBufferSize(rcv, true)
@@ -92,8 +94,10 @@ func (s *Stack) chargeBuffers(c *Conn) error {
 func (c *Conn) growRcvBuf(n int) {
 	c.ep.ModerateRecvBuf(n)
 	o := c.ep.SocketOptions()
-	if now, undo := c.s.grow(c, &c.rcvBuf, o.GetReceiveBufferSize()); undo {
-		o.SetReceiveBufferSize(now, true)
+	if size := o.GetReceiveBufferSize(); size > c.rcvBuf.Load() {
+		if now, undo := c.s.grow(c, &c.rcvBuf, size); undo {
+			o.SetReceiveBufferSize(now, true)
+		}
 	}
 }
 
@@ -101,19 +105,21 @@ func (c *Conn) growRcvBuf(n int) {
 // with the congestion window as acknowledgements come. Whoever runs c.
 func (c *Conn) growSndBuf() {
 	o := c.ep.SocketOptions()
-	if now, undo := c.s.grow(c, &c.sndBuf, o.GetSendBufferSize()); undo {
-		o.SetSendBufferSize(now, true)
+	if size := o.GetSendBufferSize(); size > c.sndBuf.Load() {
+		if now, undo := c.s.grow(c, &c.sndBuf, size); undo {
+			o.SetSendBufferSize(now, true)
+		}
 	}
 }
 
-// grow accounts for one of c's buffers (*acct, guarded by s.mu) having
+// grow accounts for one of c's buffers (*acct, written under s.mu) having
 // grown to size, and reports whether the bounds refuse it: then the
 // buffer is to be set back to now, the size accounted.
-func (s *Stack) grow(c *Conn, acct *int64, size int64) (now int64, undo bool) {
+func (s *Stack) grow(c *Conn, acct *atomic.Int64, size int64) (now int64, undo bool) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	now = *acct
-	if size <= now || c.sndBuf == 0 || c.rcvBuf == 0 { // no growth, or c not charged or released
+	now = acct.Load()
+	if size <= now || c.sndBuf.Load() == 0 || c.rcvBuf.Load() == 0 { // no growth, or c not charged or released
 		return now, false
 	}
 	d := size - now
@@ -123,18 +129,19 @@ func (s *Stack) grow(c *Conn, acct *int64, size int64) (now int64, undo bool) {
 	}
 	s.bufBytes += d
 	s.ownerBuf[c.owner] += d
-	*acct = size
+	acct.Store(size)
 	return size, false
 }
 
 // releaseBuffersLocked gives back what chargeBuffers and growRcvBuf
 // accounted for c (s.mu held).
 func (s *Stack) releaseBuffersLocked(c *Conn) {
-	b := c.rcvBuf + c.sndBuf
+	b := c.rcvBuf.Load() + c.sndBuf.Load()
 	if b == 0 {
 		return
 	}
-	c.rcvBuf, c.sndBuf = 0, 0
+	c.rcvBuf.Store(0)
+	c.sndBuf.Store(0)
 	s.bufBytes -= b
 	if s.ownerBuf[c.owner] -= b; s.ownerBuf[c.owner] <= 0 {
 		delete(s.ownerBuf, c.owner)

@@ -112,10 +112,11 @@ type Conn struct {
 	rxw       rxWriter
 	txr       txReader
 	txErr     error // an error PushTx met, for run to end the Conn with
+	appClose  bool  // the app's close mark in the tx fifo was handed to the Handler
 	// rcvBuf and sndBuf are the gVisor buffer sizes the Stack accounts
-	// for the Conn (buffers.go); guarded by the Stack's mu.
-	rcvBuf, sndBuf int64
-	appClose       bool // the app's close mark in the tx fifo was handed to the Handler
+	// for the Conn (buffers.go): written under the Stack's mu, read
+	// without it to see whether gVisor grew a buffer.
+	rcvBuf, sndBuf atomic.Int64
 
 	// Bytes moved by the pump, read by Info from any goroutine.
 	rxBytes, txBytes atomic.Uint64
