@@ -420,4 +420,8 @@ func TestTCPReceiveBufferGrows(t *testing.T) {
 	if s.TCPRcvBuf <= start {
 		t.Fatalf("receive buffer %d after %d MiB read as fast as they came, %d at the start: it did not grow", s.TCPRcvBuf, n>>20, start)
 	}
+	// The growth is accounted against the buffers' bounds.
+	if b := d.Engine().TCPStats().Buffers; b.Bytes < int64(s.TCPRcvBuf) {
+		t.Fatalf("buffers %+v accounted, less than the connection's %d-byte receive buffer", b, s.TCPRcvBuf)
+	}
 }
