@@ -457,6 +457,7 @@ func (h *client) attach(m *api.Attach) (api.Message, []int, error) {
 	}
 	// The app's own kick eventfds: a worker tells who woke it, and pauses
 	// an app that wakes it for nothing.
+	d.eng.SetAppUser(att.App, p.UID)
 	kicks, unkick, err := d.eng.AppKicks(att.App)
 	if err != nil {
 		wake.release()

@@ -29,6 +29,9 @@ type engine interface {
 	// AppKicks makes an app's own kick eventfds, one per worker (none
 	// without a datapath); release closes them once the app detached.
 	AppKicks(app sessions.AppID) (fds []int, release func(), err error)
+	// SetAppUser tells the datapath the uid of app's process, before the
+	// app opens anything (the bound on a user's TCP buffers).
+	SetAppUser(app sessions.AppID, uid uint32)
 	// Stats returns the datapath's counters.
 	Stats() EngineStats
 	// WaitMirror waits until the datapath's tables (the XDP program's
@@ -205,6 +208,7 @@ func (noEngine) Start(*sessions.Layer) error { return nil }
 func (noEngine) KickFDs() []int              { return nil }
 
 func (noEngine) AppKicks(sessions.AppID) ([]int, func(), error) { return nil, func() {}, nil }
+func (noEngine) SetAppUser(sessions.AppID, uint32)              {}
 func (noEngine) Stats() EngineStats {
 	return EngineStats{Datapath: "none", Queues: []QueueStats{}, Totals: QueueStats{Queue: -1, Drops: map[string]uint64{}},
 		XDP: map[string]uint64{}}

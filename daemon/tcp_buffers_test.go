@@ -15,12 +15,13 @@ import (
 // TestTCPNonReaderBounded: an app opens connections to a kernel server on
 // host A that sends 1 MiB on each, and reads none of them. What the daemon
 // holds for them in gVisor stays within the app's buffer bound
-// (tcp.app_buffer_memory, 8 MiB here) plus the clamped connections' 16 KiB
+// (tcp.user_buffer_memory, on each of root's apps by itself; 8 MiB here)
+// plus the clamped connections' 64 KiB
 // buffers, not a receive buffer per connection; when the app reads at
 // last, every byte comes, on the clamped connections as on the others.
 func TestTCPNonReaderBounded(t *testing.T) {
 	const appBound = 8 << 20
-	rig, d := tcpRig(t, func(c *Config) { c.Datapath.TCP.Stack.OwnerBufferBytes = appBound })
+	rig, d := tcpRig(t, func(c *Config) { c.Datapath.TCP.Stack.GroupBufferBytes = appBound })
 	const per = 1 << 20
 	pattern := func(i, off int) byte { return byte(i*7 + off%251) }
 	ln := kernelListen(t, rig.A, ":7600")

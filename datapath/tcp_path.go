@@ -82,7 +82,8 @@ type tcpPath struct {
 	lis   map[flow.Handle]*tcpListener
 	conns map[flow.Handle]*tcpSess // by half-open, then established handle
 	apps  map[sessions.AppID]*tcpApp
-	addrs map[netip.Addr]bool // the addresses given to the Stack
+	users map[sessions.AppID]uint32 // the uid of each app's process (Engine.SetAppUser)
+	addrs map[netip.Addr]bool       // the addresses given to the Stack
 
 	// Ports of active opens that ended in order, held in the kernel while
 	// gVisor may keep them in TIME-WAIT (the kernel knows nothing of it
@@ -242,7 +243,8 @@ type tcpWorker struct {
 
 func newTCPPath(e *Engine) (*tcpPath, error) {
 	p := &tcpPath{e: e, lis: map[flow.Handle]*tcpListener{}, conns: map[flow.Handle]*tcpSess{},
-		apps: map[sessions.AppID]*tcpApp{}, addrs: map[netip.Addr]bool{}, nsDone: map[string]*TCPNamespaceStats{}}
+		apps: map[sessions.AppID]*tcpApp{}, users: map[sessions.AppID]uint32{}, addrs: map[netip.Addr]bool{},
+		nsDone: map[string]*TCPNamespaceStats{}}
 	mtu := e.ifc.MTU
 	if mtu <= 0 {
 		mtu = 1500
@@ -256,6 +258,7 @@ func newTCPPath(e *Engine) (*tcpPath, error) {
 	}
 	opts := e.cfg.TCP.Stack
 	opts.MTU = uint32(mtu)
+	opts.BufferGroup = bufferGroup
 	// A link whose peer is on this host (the checksum mode accepts partial
 	// checksums) hands TCP segments over with the checksum left to
 	// offload, as it does UDP: trust them there, as the kernel trusts a
@@ -740,7 +743,7 @@ func (p *tcpPath) listen(l sessions.Listener) error {
 	if backlog <= 0 {
 		backlog = DefaultTCPBacklog
 	}
-	ln, err := p.st.Listen(addr, backlog, uint64(l.App), tl)
+	ln, err := p.st.Listen(addr, backlog, p.owner(l.App), tl)
 	if err != nil {
 		res.close()
 		return fmt.Errorf("listen %s: %w", l.Endpoint.URI(), err)
@@ -961,7 +964,7 @@ func (p *tcpPath) dial(s *tcpSess, remote netip.AddrPort) {
 		fail(flow.ErrConnect)
 		return
 	}
-	c, err := p.st.Dial(s.res.addr, remote, uint64(s.app), s.pair.Rx, s.pair.Tx, s)
+	c, err := p.st.Dial(s.res.addr, remote, p.owner(s.app), s.pair.Rx, s.pair.Tx, s)
 	if err != nil {
 		l.StreamFreeFifos(s.app, s.mem, s.pair)
 		fail(connectErr(err))
@@ -1041,9 +1044,41 @@ func (p *tcpPath) KeepFifos(h flow.Handle, free func()) func() {
 	}
 }
 
+// owner is app's owner number in the Stack: the app in its low 32 bits
+// (the Stack's MaxConnsPerOwner counts per app), its user's uid above them
+// (0 for root's apps; bufferGroup).
+func (p *tcpPath) owner(app sessions.AppID) uint64 {
+	p.mu.Lock()
+	uid, ok := p.users[app]
+	p.mu.Unlock()
+	if !ok || uid == 0 {
+		return uint64(app)
+	}
+	return uint64(uid)<<32 | uint64(app)
+}
+
+// bufferGroup is the group of the Stack's owner o for the bound on its
+// connections' buffers (tcp.Options.GroupBufferBytes): the apps of one
+// user share one, as they share the user's segment memory; each of root's
+// apps has its own, as root's apps are not bounded together elsewhere.
+func bufferGroup(o uint64) uint64 {
+	if o>>32 == 0 {
+		return o
+	}
+	return o &^ (1<<32 - 1)
+}
+
+// setUser records the uid of app's process (Engine.SetAppUser).
+func (p *tcpPath) setUser(app sessions.AppID, uid uint32) {
+	p.mu.Lock()
+	p.users[app] = uid
+	p.mu.Unlock()
+}
+
 // AppGone resets every connection of app.
 func (p *tcpPath) AppGone(app sessions.AppID) {
 	p.mu.Lock()
+	delete(p.users, app)
 	if a := p.apps[app]; a != nil {
 		a.gone = true
 	}
@@ -1314,6 +1349,16 @@ type TCPStats struct {
 	// packet socket themselves, a lone packet with data on a quiet queue
 	// (tcpWorker.direct), rather than through a worker.
 	DirectWrites uint64
+}
+
+// SetAppUser tells the Engine the uid of app's process, before the app
+// opens anything: the connections of one user's apps share the bound on
+// their gVisor buffers (TCPConfig.Stack.GroupBufferBytes); root's apps
+// are bounded each on its own.
+func (e *Engine) SetAppUser(app sessions.AppID, uid uint32) {
+	if e.tcp != nil {
+		e.tcp.setUser(app, uid)
+	}
 }
 
 // TCPStats returns the counts of the Engine's TCP.

@@ -59,12 +59,12 @@ type TCPConfig struct {
 	AckDelay *time.Duration `yaml:"ack_delay"`
 	// BufferMemory bounds the gVisor send and receive buffers of all TCP
 	// connections together, in bytes (tcp.Options.BufferBytes; 0: an
-	// eighth of the machine's memory, at least 256 MiB), AppBufferMemory
-	// those of one app's connections (0: a quarter of BufferMemory). A
-	// connection past the app's bound gets 64 KiB buffers; one past
-	// BufferMemory even so is refused.
-	BufferMemory    int64 `yaml:"buffer_memory"`
-	AppBufferMemory int64 `yaml:"app_buffer_memory"`
+	// eighth of the machine's memory, at least 256 MiB), UserBufferMemory
+	// those of the connections of one user's apps, or of one app of
+	// root's (0: a quarter of BufferMemory). A connection past its user's
+	// bound gets 64 KiB buffers; one past BufferMemory even so is refused.
+	BufferMemory     int64 `yaml:"buffer_memory"`
+	UserBufferMemory int64 `yaml:"user_buffer_memory"`
 }
 
 // maxAckDelay bounds tcp.ack_delay: Linux's longest delay (TCP_DELACK_MAX).
@@ -190,11 +190,11 @@ func (c *Config) Validate() error {
 	if c.TCP.ConnectTimeout < 0 {
 		return errors.New("config: tcp: connect_timeout must be ≥ 0 (0: default)")
 	}
-	if c.TCP.BufferMemory < 0 || c.TCP.AppBufferMemory < 0 {
-		return errors.New("config: tcp: buffer_memory and app_buffer_memory must be ≥ 0 (0: default)")
+	if c.TCP.BufferMemory < 0 || c.TCP.UserBufferMemory < 0 {
+		return errors.New("config: tcp: buffer_memory and user_buffer_memory must be ≥ 0 (0: default)")
 	}
-	if b, a := c.TCP.BufferMemory, c.TCP.AppBufferMemory; b > 0 && a > b {
-		return fmt.Errorf("config: tcp: app_buffer_memory (%d) is more than buffer_memory (%d)", a, b)
+	if b, u := c.TCP.BufferMemory, c.TCP.UserBufferMemory; b > 0 && u > b {
+		return fmt.Errorf("config: tcp: user_buffer_memory (%d) is more than buffer_memory (%d)", u, b)
 	}
 	if d := c.TCP.AckDelay; d != nil && (*d < 0 || *d > maxAckDelay) {
 		return fmt.Errorf("config: tcp: ack_delay must be in 0s..%v (0s: off; unset: the default, %v)", maxAckDelay, tcp.DefaultAckDelay)

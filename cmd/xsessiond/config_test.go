@@ -80,7 +80,7 @@ func TestParseConfigErrors(t *testing.T) {
 		{"tcp: {ack_delay: -1ms}\n", "ack_delay"},
 		{"tcp: {ack_delay: 1s}\n", "ack_delay"},
 		{"tcp: {buffer_memory: -1}\n", "buffer_memory"},
-		{"tcp: {buffer_memory: 1048576, app_buffer_memory: 2097152}\n", "app_buffer_memory"},
+		{"tcp: {buffer_memory: 1048576, user_buffer_memory: 2097152}\n", "user_buffer_memory"},
 		{"interfaces: [{name: a, reassembly: {max_datagrams: -1}}]\n", "reassembly"},
 		{"interfaces: [{name: a, reassembly: {max_fragments: 5000}}]\n", "reassembly"},
 		{"interfaces: [{name: a, reassembly: {timeout: -1s}}]\n", "reassembly"},

@@ -134,7 +134,7 @@ func mergeRunConfig(cmd *cobra.Command, f runFlags, c *Config) (daemon.Config, e
 	dp.TCP.Stack.ConnectTimeout = c.TCP.ConnectTimeout
 	dp.TCP.NoGSO = c.TCP.NoGSO
 	dp.TCP.Stack.AckDelay = offSetting(c.TCP.AckDelay)
-	dp.TCP.Stack.BufferBytes, dp.TCP.Stack.OwnerBufferBytes = c.TCP.BufferMemory, c.TCP.AppBufferMemory
+	dp.TCP.Stack.BufferBytes, dp.TCP.Stack.GroupBufferBytes = c.TCP.BufferMemory, c.TCP.UserBufferMemory
 	return daemon.Config{
 		Datapath: dp,
 		Socket:   c.Socket, SocketGroup: c.SocketGroup, MetricsAddr: c.MetricsAddr,

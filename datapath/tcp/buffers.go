@@ -17,17 +17,19 @@ import (
 // receive buffer, in the daemon's memory, not in the app's segments. So
 // the Stack accounts for every Conn's buffer sizes, as Linux's tcp_mem
 // bounds what all sockets hold: Options.BufferBytes bounds all Conns
-// together and Options.OwnerBufferBytes one owner's. A Conn that would go
-// past the owner's bound gets buffers of ClampedBuffer bytes each; one for
+// together and Options.GroupBufferBytes those of one group of owners
+// (Options.BufferGroup: the daemon makes one of a user's apps). A Conn
+// that would go past its group's bound gets buffers of ClampedBuffer
+// bytes each; one for
 // which even those do not fit under the Stack's bound is refused
 // (ErrTooManyConns; an accepted one is reset). Buffers grow (gVisor's
 // receive buffer moderation, its send buffer tuning) only as far as both
 // bounds allow. The sizes are accounted, not what is in the buffers: a
 // Conn that holds nothing still counts its sizes. So the Conns' buffers
-// never take more than BufferBytes in all, and one owner's more than
-// OwnerBufferBytes plus ClampedBuffer twice per Conn.
+// never take more than BufferBytes in all, and one group's more than
+// GroupBufferBytes plus ClampedBuffer twice per Conn.
 
-// ClampedBuffer is the size of each gVisor buffer of a Conn whose owner
+// ClampedBuffer is the size of each gVisor buffer of a Conn whose group
 // had no room left under its bound. Smaller ones make gVisor crawl: over
 // the tests' in-process wire, 50 connections one after the other, each
 // sending 256 KiB right after its connect, took 200 ms each with 16 KiB
@@ -49,22 +51,22 @@ func defaultBufferBytes() int64 {
 // BufferUse is what the Conns' gVisor buffers take (Stats.Buffers).
 type BufferUse struct {
 	// Bytes is the sum of the live Conns' send and receive buffer sizes;
-	// Limit and OwnerLimit are Options.BufferBytes and OwnerBufferBytes.
-	Bytes, Limit, OwnerLimit int64
+	// Limit and GroupLimit are Options.BufferBytes and GroupBufferBytes.
+	Bytes, Limit, GroupLimit int64
 	// Clamped counts the Conns that got ClampedBuffer buffers, Held the
 	// buffer growths gVisor's tuning asked for and the bounds refused.
 	Clamped, Held uint64
 }
 
 // chargeBuffers accounts for c's gVisor buffers as its endpoint has them,
-// or clamps them to ClampedBuffer when c's owner has no room for them; it
+// or clamps them to ClampedBuffer when c's group has no room for them; it
 // refuses c (ErrTooManyConns) when the Stack has no room even for those.
 // Called once, when c's endpoint is set, before c starts.
 func (s *Stack) chargeBuffers(c *Conn) error {
 	o := c.ep.SocketOptions()
 	rcv, snd := o.GetReceiveBufferSize(), o.GetSendBufferSize()
 	s.mu.Lock()
-	fits := s.bufBytes+rcv+snd <= s.opts.BufferBytes && s.ownerBuf[c.owner]+rcv+snd <= s.opts.OwnerBufferBytes
+	fits := s.bufBytes+rcv+snd <= s.opts.BufferBytes && s.groupBuf[c.group]+rcv+snd <= s.opts.GroupBufferBytes
 	if !fits {
 		rcv, snd = min(rcv, ClampedBuffer), min(snd, ClampedBuffer)
 		if s.bufBytes+rcv+snd > s.opts.BufferBytes {
@@ -76,7 +78,7 @@ func (s *Stack) chargeBuffers(c *Conn) error {
 		s.bufClamped++
 	}
 	s.bufBytes += rcv + snd
-	s.ownerBuf[c.owner] += rcv + snd
+	s.groupBuf[c.group] += rcv + snd
 	c.rcvBuf.Store(rcv)
 	c.sndBuf.Store(snd)
 	s.mu.Unlock()
@@ -123,12 +125,12 @@ func (s *Stack) grow(c *Conn, acct *atomic.Int64, size int64) (now int64, undo b
 		return now, false
 	}
 	d := size - now
-	if s.bufBytes+d > s.opts.BufferBytes || s.ownerBuf[c.owner]+d > s.opts.OwnerBufferBytes {
+	if s.bufBytes+d > s.opts.BufferBytes || s.groupBuf[c.group]+d > s.opts.GroupBufferBytes {
 		s.bufHeld++
 		return now, true
 	}
 	s.bufBytes += d
-	s.ownerBuf[c.owner] += d
+	s.groupBuf[c.group] += d
 	acct.Store(size)
 	return size, false
 }
@@ -143,7 +145,7 @@ func (s *Stack) releaseBuffersLocked(c *Conn) {
 	c.rcvBuf.Store(0)
 	c.sndBuf.Store(0)
 	s.bufBytes -= b
-	if s.ownerBuf[c.owner] -= b; s.ownerBuf[c.owner] <= 0 {
-		delete(s.ownerBuf, c.owner)
+	if s.groupBuf[c.group] -= b; s.groupBuf[c.group] <= 0 {
+		delete(s.groupBuf, c.owner)
 	}
 }

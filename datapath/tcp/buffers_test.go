@@ -18,7 +18,7 @@ import (
 // end leaves more accounted than the bound.
 func TestBufferBounds(t *testing.T) {
 	const def = 2 << 20 // gVisor's default send and receive buffers
-	opts := tcp.Options{OwnerBufferBytes: 2*def + def/2, BufferBytes: 64 << 20}
+	opts := tcp.Options{GroupBufferBytes: 2*def + def/2, BufferBytes: 64 << 20}
 	p := newPair(t, opts, wireOpts{}, wireOpts{})
 	_, ac := listen(t, p.b, netip.AddrPortFrom(addrB, 80), 64<<10)
 	const n = 6
@@ -78,7 +78,7 @@ func TestBufferBounds(t *testing.T) {
 			t.Fatalf("server Conn %d: the bytes differ from those sent", i)
 		}
 	}
-	if b := p.b.Stats().Buffers; b.Bytes > opts.OwnerBufferBytes+int64(n*2*tcp.ClampedBuffer) {
+	if b := p.b.Stats().Buffers; b.Bytes > opts.GroupBufferBytes+int64(n*2*tcp.ClampedBuffer) {
 		t.Fatalf("buffers %+v grew past the owner's bound", b)
 	}
 
@@ -102,7 +102,7 @@ func TestBufferBounds(t *testing.T) {
 func TestBufferBoundRefuses(t *testing.T) {
 	const def = 2 << 20
 	bound := int64(def + 2*tcp.ClampedBuffer)
-	p := newPair(t, tcp.Options{BufferBytes: bound, OwnerBufferBytes: bound}, wireOpts{}, wireOpts{})
+	p := newPair(t, tcp.Options{BufferBytes: bound, GroupBufferBytes: bound}, wireOpts{}, wireOpts{})
 	_, ac := listen(t, p.b, netip.AddrPortFrom(addrB, 80), 64<<10)
 	dial(t, p, ac, netip.AddrPortFrom(addrB, 80), 64<<10) // default buffers
 	dial(t, p, ac, netip.AddrPortFrom(addrB, 80), 64<<10) // clamped
@@ -114,5 +114,30 @@ func TestBufferBoundRefuses(t *testing.T) {
 	st := p.a.Stats()
 	if st.Buffers.Bytes != bound || st.Buffers.Clamped != 1 || st.Refused != 1 || st.Conns != 2 {
 		t.Fatalf("stats %+v, want %d bytes, 1 Conn clamped, 1 refused, 2 Conns", st, bound)
+	}
+}
+
+// TestBufferGroups: the Conns of owners in one group (Options.BufferGroup)
+// share the group's bound; another group's are not held back by it.
+func TestBufferGroups(t *testing.T) {
+	const def = 2 << 20
+	group := func(o uint64) uint64 { return o >> 32 }
+	p := newPair(t, tcp.Options{GroupBufferBytes: def + def/2, BufferGroup: group}, wireOpts{}, wireOpts{})
+	listen(t, p.b, netip.AddrPortFrom(addrB, 80), 64<<10)
+	for i, owner := range []uint64{1<<32 | 1, 1<<32 | 2, 2<<32 | 3} {
+		c := newApp(t, 64<<10)
+		conn, err := p.a.Dial(netip.AddrPortFrom(addrA, 0), netip.AddrPortFrom(addrB, 80), owner, c.rx, c.tx, c)
+		if err != nil {
+			t.Fatal(err)
+		}
+		c.setConn(conn)
+		recvOrFail(t, c.connected, 5*time.Second, "connected")
+		// Only the second of group 1 finds no room for the defaults.
+		if b, want := p.a.Stats().Buffers, min(uint64(i), 1); b.Clamped != want {
+			t.Fatalf("Conn %d (owner %#x): buffers %+v, want %d clamped", i, owner, b, want)
+		}
+	}
+	if b := p.a.Stats().Buffers; b.Bytes != 2*def+2*tcp.ClampedBuffer || b.Clamped != 1 {
+		t.Fatalf("buffers %+v, want %d bytes and 1 Conn clamped", b, 2*def+2*tcp.ClampedBuffer)
 	}
 }

@@ -76,6 +76,7 @@ type Conn struct {
 	s      *Stack
 	id     uint64
 	owner  uint64
+	group  uint64 // owner's group for the buffers' bounds (Options.BufferGroup)
 	pump   *pump
 	queued atomic.Bool
 
@@ -302,7 +303,10 @@ func (c *Conn) armTimer(d time.Duration) {
 // newConn makes a Conn around a gVisor endpoint, admitted against the
 // limits, not yet started.
 func (s *Stack) newConn(owner uint64) (*Conn, error) {
-	c := &Conn{s: s, id: s.nextID.Add(1), owner: owner}
+	c := &Conn{s: s, id: s.nextID.Add(1), owner: owner, group: owner}
+	if s.opts.BufferGroup != nil {
+		c.group = s.opts.BufferGroup(owner)
+	}
 	c.pump = s.pumpFor(c.id)
 	if err := s.admit(c); err != nil {
 		return nil, err

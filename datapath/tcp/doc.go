@@ -53,8 +53,8 @@
 // fifo (Endpoint.ModerateRecvBuf, as gVisor's own readers do); only a
 // connection whose app reads fast grows it, so a peer alone cannot, and
 // a connection's memory in gVisor stays bounded by 4 MiB. All
-// connections' buffers together, and one owner's, are bounded too
-// (Options.BufferBytes and OwnerBufferBytes, buffers.go): an app that
+// connections' buffers together, and one group of owners', are bounded too
+// (Options.BufferBytes and GroupBufferBytes, buffers.go): an app that
 // opens many connections and reads none would otherwise make the daemon
 // hold a receive buffer for each (200 such connections, each sent 4 MiB by
 // a kernel peer, held 110 MB of the daemon's heap). Bulk receive in
@@ -176,7 +176,7 @@
 //
 // Limits: Options.MaxConns, MaxConnsPerOwner, BufferBytes (ErrTooManyConns
 // on Dial; an accepted connection over the limit is reset),
-// OwnerBufferBytes (buffers.go), MaxBacklog,
+// GroupBufferBytes (buffers.go), MaxBacklog,
 // ConnectTimeout, CloseTimeout.
 //
 // The test wire delivers in batches of up to 64 packets (InjectBatch), as

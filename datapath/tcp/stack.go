@@ -49,11 +49,15 @@ type Options struct {
 	SendBuffer, ReceiveBuffer int
 	// BufferBytes bounds the gVisor send and receive buffers of all Conns
 	// together, in bytes (0: an eighth of the machine's memory, at least
-	// 256 MiB; negative: no bound); OwnerBufferBytes those of one owner's
-	// Conns (0: a quarter of BufferBytes; negative: no bound). A Conn
-	// past its owner's bound gets ClampedBuffer buffers; one that does
-	// not fit under BufferBytes even so is refused (buffers.go).
-	BufferBytes, OwnerBufferBytes int64
+	// 256 MiB; negative: no bound); GroupBufferBytes those of the Conns
+	// of one group of owners (0: a quarter of BufferBytes; negative: no
+	// bound). A Conn past its group's bound gets ClampedBuffer buffers;
+	// one that does not fit under BufferBytes even so is refused
+	// (buffers.go).
+	BufferBytes, GroupBufferBytes int64
+	// BufferGroup maps an owner to its group for GroupBufferBytes (nil:
+	// each owner is a group of its own).
+	BufferGroup func(owner uint64) uint64
 	// ConnectTimeout bounds an active open (30s): ETIMEDOUT after it.
 	ConnectTimeout time.Duration
 	// CloseTimeout bounds how long a graceful Close waits for the tx fifo
@@ -94,10 +98,10 @@ func (o *Options) setDefaults() {
 		o.BufferBytes = math.MaxInt64
 	}
 	switch {
-	case o.OwnerBufferBytes == 0:
-		o.OwnerBufferBytes = o.BufferBytes / 4
-	case o.OwnerBufferBytes < 0:
-		o.OwnerBufferBytes = math.MaxInt64
+	case o.GroupBufferBytes == 0:
+		o.GroupBufferBytes = o.BufferBytes / 4
+	case o.GroupBufferBytes < 0:
+		o.GroupBufferBytes = math.MaxInt64
 	}
 	if o.ConnectTimeout <= 0 {
 		o.ConnectTimeout = 30 * time.Second
@@ -130,7 +134,7 @@ type Stack struct {
 	// The Conns' gVisor buffer sizes, in all and by owner, and the
 	// Conns clamped and growths held back by the bounds (buffers.go).
 	bufBytes            int64
-	ownerBuf            map[uint64]int64
+	groupBuf            map[uint64]int64
 	bufClamped, bufHeld uint64
 
 	nextID   atomic.Uint64
@@ -158,7 +162,7 @@ func NewStack(w Writer, opts Options) (*Stack, error) {
 		link:      newLinkEndpoint(w, opts.MTU, opts.RXChecksumOffload, opts.HostGSO, opts.AckDelay),
 		conns:     make(map[*Conn]struct{}),
 		owners:    make(map[uint64]int),
-		ownerBuf:  make(map[uint64]int64),
+		groupBuf:  make(map[uint64]int64),
 		listeners: make(map[*Listener]struct{}),
 		closedCh:  make(chan struct{}),
 	}
@@ -282,7 +286,7 @@ type Stats struct {
 func (s *Stack) Stats() Stats {
 	s.mu.Lock()
 	st := Stats{Conns: len(s.conns), Listeners: len(s.listeners), Buffers: BufferUse{Bytes: s.bufBytes,
-		Limit: s.opts.BufferBytes, OwnerLimit: s.opts.OwnerBufferBytes, Clamped: s.bufClamped, Held: s.bufHeld}}
+		Limit: s.opts.BufferBytes, GroupLimit: s.opts.GroupBufferBytes, Clamped: s.bufClamped, Held: s.bufHeld}}
 	s.mu.Unlock()
 	gst := s.gs.Stats()
 	st.Endpoints = len(s.gs.RegisteredEndpoints())
