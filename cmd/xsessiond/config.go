@@ -61,8 +61,9 @@ type TCPConfig struct {
 	// connections together, in bytes (tcp.Options.BufferBytes; 0: an
 	// eighth of the machine's memory, at least 256 MiB), UserBufferMemory
 	// those of the connections of one user's apps, or of one app of
-	// root's (0: a quarter of BufferMemory). A connection past its user's
-	// bound gets 64 KiB buffers; one past BufferMemory even so is refused.
+	// root's (0: an eighth of BufferMemory). A connection past its user's
+	// bound gets 64 KiB buffers until the user's hold twice the bound; one
+	// past that, or past BufferMemory, is refused.
 	BufferMemory     int64 `yaml:"buffer_memory"`
 	UserBufferMemory int64 `yaml:"user_buffer_memory"`
 }

@@ -20,14 +20,14 @@ import (
 // together and Options.GroupBufferBytes those of one group of owners
 // (Options.BufferGroup: the daemon makes one of a user's apps). A Conn
 // that would go past its group's bound gets buffers of ClampedBuffer
-// bytes each; one for
-// which even those do not fit under the Stack's bound is refused
+// bytes each, until the group holds twice its bound; one past that, or
+// for which even those do not fit under the Stack's bound, is refused
 // (ErrTooManyConns; an accepted one is reset). Buffers grow (gVisor's
 // receive buffer moderation, its send buffer tuning) only as far as both
 // bounds allow. The sizes are accounted, not what is in the buffers: a
 // Conn that holds nothing still counts its sizes. So the Conns' buffers
-// never take more than BufferBytes in all, and one group's more than
-// GroupBufferBytes plus ClampedBuffer twice per Conn.
+// never take more than BufferBytes in all, and one group's more than twice
+// GroupBufferBytes.
 
 // ClampedBuffer is the size of each gVisor buffer of a Conn whose group
 // had no room left under its bound. Smaller ones make gVisor crawl: over
@@ -69,11 +69,20 @@ func (s *Stack) chargeBuffers(c *Conn) error {
 	fits := s.bufBytes+rcv+snd <= s.opts.BufferBytes && s.groupBuf[c.group]+rcv+snd <= s.opts.GroupBufferBytes
 	if !fits {
 		rcv, snd = min(rcv, ClampedBuffer), min(snd, ClampedBuffer)
-		if s.bufBytes+rcv+snd > s.opts.BufferBytes {
-			used := s.bufBytes
+		// Past its bound a group may grow by as much again in clamped
+		// Conns, and no further: one group alone cannot take the
+		// whole Stack's room with them.
+		var err error
+		switch g, gb := s.groupBuf[c.group], s.opts.GroupBufferBytes; {
+		case s.bufBytes+rcv+snd > s.opts.BufferBytes:
+			err = fmt.Errorf("%w: the connections' buffers take %d bytes of the %d they may", ErrTooManyConns, s.bufBytes, s.opts.BufferBytes)
+		case g+rcv+snd-gb > gb:
+			err = fmt.Errorf("%w: the buffers of the owner's group take %d bytes, twice its bound of %d", ErrTooManyConns, g, gb)
+		}
+		if err != nil {
 			s.mu.Unlock()
 			s.refused.Add(1)
-			return fmt.Errorf("%w: the connections' buffers take %d bytes of the %d they may", ErrTooManyConns, used, s.opts.BufferBytes)
+			return err
 		}
 		s.bufClamped++
 	}

@@ -141,3 +141,26 @@ func TestBufferGroups(t *testing.T) {
 		t.Fatalf("buffers %+v, want %d bytes and 1 Conn clamped", b, 2*def+2*tcp.ClampedBuffer)
 	}
 }
+
+// TestBufferGroupCap: past its bound a group gets clamped Conns until it
+// holds twice the bound; the next one is refused, however much room the
+// Stack has.
+func TestBufferGroupCap(t *testing.T) {
+	const def = 2 << 20
+	p := newPair(t, tcp.Options{GroupBufferBytes: def, BufferBytes: 1 << 30}, wireOpts{}, wireOpts{})
+	listen(t, p.b, netip.AddrPortFrom(addrB, 80), 64<<10)
+	const clamped = def / (2 * tcp.ClampedBuffer)
+	for i := 0; ; i++ {
+		c := newApp(t, 64<<10)
+		_, err := p.a.Dial(netip.AddrPortFrom(addrA, 0), netip.AddrPortFrom(addrB, 80), 1, c.rx, c.tx, c)
+		if err != nil {
+			if !errors.Is(err, tcp.ErrTooManyConns) || i != 1+clamped {
+				t.Fatalf("dial %d: %v, want ErrTooManyConns at %d", i, err, 1+clamped)
+			}
+			break
+		}
+	}
+	if b := p.a.Stats().Buffers; b.Bytes != 2*def || b.Clamped != clamped {
+		t.Fatalf("buffers %+v, want %d bytes, %d Conns clamped", b, 2*def, clamped)
+	}
+}

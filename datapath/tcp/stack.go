@@ -50,10 +50,10 @@ type Options struct {
 	// BufferBytes bounds the gVisor send and receive buffers of all Conns
 	// together, in bytes (0: an eighth of the machine's memory, at least
 	// 256 MiB; negative: no bound); GroupBufferBytes those of the Conns
-	// of one group of owners (0: a quarter of BufferBytes; negative: no
-	// bound). A Conn past its group's bound gets ClampedBuffer buffers;
-	// one that does not fit under BufferBytes even so is refused
-	// (buffers.go).
+	// of one group of owners (0: an eighth of BufferBytes; negative: no
+	// bound). A Conn past its group's bound gets ClampedBuffer buffers,
+	// up to twice the bound; one past that, or that does not fit under
+	// BufferBytes even so, is refused (buffers.go).
 	BufferBytes, GroupBufferBytes int64
 	// BufferGroup maps an owner to its group for GroupBufferBytes (nil:
 	// each owner is a group of its own).
@@ -99,7 +99,7 @@ func (o *Options) setDefaults() {
 	}
 	switch {
 	case o.GroupBufferBytes == 0:
-		o.GroupBufferBytes = o.BufferBytes / 4
+		o.GroupBufferBytes = o.BufferBytes / 8
 	case o.GroupBufferBytes < 0:
 		o.GroupBufferBytes = math.MaxInt64
 	}
