@@ -164,3 +164,30 @@ func TestBufferGroupCap(t *testing.T) {
 		t.Fatalf("buffers %+v, want %d bytes, %d Conns clamped", b, 2*def, clamped)
 	}
 }
+
+// TestBufferBoundResetsAccepted: a connection a listener's Stack has no
+// buffer room for is reset, counted as its listener's limit, and the
+// dialling side's connect fails.
+func TestBufferBoundResetsAccepted(t *testing.T) {
+	p := newPairOpts(t, tcp.Options{}, tcp.Options{BufferBytes: 1}, wireOpts{}, wireOpts{})
+	ln, _ := listen(t, p.b, netip.AddrPortFrom(addrB, 80), 64<<10)
+	c := newApp(t, 64<<10)
+	conn, err := p.a.Dial(netip.AddrPortFrom(addrA, 0), netip.AddrPortFrom(addrB, 80), 1, c.rx, c.tx, c)
+	if err != nil {
+		t.Fatal(err)
+	}
+	c.setConn(conn)
+	select {
+	case err := <-c.failed:
+		t.Logf("connect: %v", err)
+	case err := <-c.reset:
+		t.Logf("reset: %v", err)
+	case <-c.connected:
+		recvOrFail(t, c.reset, 5*time.Second, "reset after connect")
+	case <-time.After(5 * time.Second):
+		t.Fatal("the connect neither failed nor was reset")
+	}
+	if ln.Limited() != 1 || p.b.Stats().Buffers.Bytes != 0 {
+		t.Fatalf("listener limited %d, buffers %+v", ln.Limited(), p.b.Stats().Buffers)
+	}
+}

@@ -135,12 +135,18 @@ type pair struct {
 
 func newPair(tb testing.TB, opts tcp.Options, ab, ba wireOpts) *pair {
 	tb.Helper()
+	return newPairOpts(tb, opts, opts, ab, ba)
+}
+
+// newPairOpts is newPair with options of its own for each stack.
+func newPairOpts(tb testing.TB, optsA, optsB tcp.Options, ab, ba wireOpts) *pair {
+	tb.Helper()
 	p := &pair{ab: newWire(ab), ba: newWire(ba)}
 	var err error
-	if p.a, err = tcp.NewStack(p.ab, opts); err != nil {
+	if p.a, err = tcp.NewStack(p.ab, optsA); err != nil {
 		tb.Fatal(err)
 	}
-	if p.b, err = tcp.NewStack(p.ba, opts); err != nil {
+	if p.b, err = tcp.NewStack(p.ba, optsB); err != nil {
 		tb.Fatal(err)
 	}
 	p.ab.to.Store(p.b.Link())
