@@ -208,6 +208,11 @@ func WriteTable(out io.Writer, what api.ShowWhat, doc []byte) error {
 		if v.MirrorError != "" {
 			row("mirror error", v.MirrorError)
 		}
+		if t := v.TCP; t != nil {
+			row("tcp", fmt.Sprintf("%d connections, %d listeners, %d refused", t.Connections, t.Listeners, t.Refused))
+			row("tcp buffers", fmt.Sprintf("%d of %d bytes (a user's apps: %d), %d connections clamped, %d growths held",
+				t.BufferBytes, t.BufferLimit, t.UserBufferLimit, t.BuffersClamped, t.BufferGrowthsHeld))
+		}
 		if len(v.Queues) > 0 {
 			row("")
 			row("QUEUE", "RX", "TX", "DELIVERED", "HELD", "PARTIAL-CSUM", "DROPS")

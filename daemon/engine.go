@@ -83,10 +83,31 @@ type EngineStats struct {
 	// could not.
 	KernelRx      uint64 `json:"kernel_rx"`
 	KernelRxDrops uint64 `json:"kernel_rx_drops"`
+	// TCP is the datapath's TCP: its connections and listeners and its
+	// gVisor buffers against their bounds; nil without a datapath.
+	TCP *TCPEngineStats `json:"tcp,omitempty"`
 
 	// targets are the per-session counters, by handle; in the sessions
 	// and listeners views, not here.
 	targets map[flow.Handle]TargetStats
+}
+
+// TCPEngineStats are the datapath's TCP counts in show stats.
+type TCPEngineStats struct {
+	Connections int `json:"connections"` // live connections, lingering ones included
+	Listeners   int `json:"listeners"`
+	// BufferBytes are the gVisor send and receive buffer sizes of all
+	// connections; BufferLimit bounds them (tcp.buffer_memory),
+	// UserBufferLimit those of one user's apps (tcp.user_buffer_memory).
+	BufferBytes     int64 `json:"buffer_bytes"`
+	BufferLimit     int64 `json:"buffer_limit_bytes"`
+	UserBufferLimit int64 `json:"user_buffer_limit_bytes"`
+	// BuffersClamped counts the connections that got 64 KiB buffers,
+	// BufferGrowthsHeld the buffer growths the bounds refused; Refused
+	// the connections the stack's limits refused (connections, buffers).
+	BuffersClamped    uint64 `json:"buffers_clamped"`
+	BufferGrowthsHeld uint64 `json:"buffer_growths_held"`
+	Refused           uint64 `json:"refused"`
 }
 
 // QueueStats are the counters of one queue's worker and its AF_XDP socket.
@@ -281,6 +302,12 @@ func (e dpEngine) Stats() EngineStats {
 			}
 		}
 		out.targets[t.Handle] = ts
+	}
+	if ts := e.Engine.TCPStats(); ts.Buffers.Limit != 0 { // zero: no TCP
+		b := ts.Buffers
+		out.TCP = &TCPEngineStats{Connections: ts.Conns, Listeners: ts.Listeners, BufferBytes: b.Bytes,
+			BufferLimit: b.Limit, UserBufferLimit: b.GroupLimit, BuffersClamped: b.Clamped, BufferGrowthsHeld: b.Held,
+			Refused: ts.Refused}
 	}
 	return out
 }

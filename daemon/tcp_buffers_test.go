@@ -2,6 +2,7 @@ package daemon
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
 	"io"
 	"net"
@@ -75,6 +76,18 @@ func TestTCPNonReaderBounded(t *testing.T) {
 	t.Logf("%d connections of an app reading nothing: gVisor holds %d bytes for them (bound %d); buffers %+v", n, last, bound, st)
 	if st.Clamped < n-appBound/(2<<20) {
 		t.Fatalf("buffers %+v: want at least %d connections clamped", st, n-appBound/(2<<20))
+	}
+	// ctl show stats says so.
+	doc, err := show(t, d.Socket(), "stats")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var sv StatsView
+	if err := json.Unmarshal(doc, &sv); err != nil {
+		t.Fatal(err)
+	}
+	if tv := sv.TCP; tv == nil || tv.Connections < n || tv.BuffersClamped != st.Clamped || tv.UserBufferLimit != appBound || tv.BufferBytes <= 0 {
+		t.Fatalf("show stats: tcp %+v, want %d connections or more, %d clamped, a user's bound of %d", tv, n, st.Clamped, appBound)
 	}
 	buf := make([]byte, 64<<10)
 	for i, c := range conns {
