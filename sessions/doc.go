@@ -70,4 +70,14 @@
 // Disconnect of the handle, as an app may still be writing into the fifos
 // when it learns of the end; AppInfo.Ended counts those. Detaching frees
 // them with the rest of the app.
+//
+// # Bounds
+//
+// Each cut-through session is a segment of its own (a descriptor and a
+// mapping where it is made and in both apps): Config.MaxCutThrough bounds
+// them all and Config.MaxCutThroughPerApp those one app opened; a connect
+// past either fails with ErrLimit. A listening app's sessions count against
+// the apps that opened them, so that one client cannot keep others out.
+// What apps may hold otherwise is bounded by their fifo memory (AppMemory)
+// and by the datapath (its connections per app).
 package sessions
