@@ -686,7 +686,6 @@ func (a *App) delAcceptor(h flow.Handle, ep flow.Endpoint, acc acceptor) {
 	}
 }
 
-// disconnect closes session h in the daemon, for sessions nobody takes.
 // drop closes session h, which this side never owned (no Conn has it):
 // what was kept of its events (its end, its local address) goes, and later
 // ones are not kept (dropped).
@@ -726,6 +725,7 @@ func (s *handleSet) del(h flow.Handle) {
 	delete(s.old, h)
 }
 
+// disconnect closes session h in the daemon, for sessions nobody takes.
 func (a *App) disconnect(h flow.Handle) {
 	ctx, cancel := context.WithTimeout(context.Background(), controlTimeout)
 	defer cancel()

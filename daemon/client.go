@@ -455,9 +455,11 @@ func (h *client) attach(m *api.Attach) (api.Message, []int, error) {
 		d.layer.Detach(att.App)
 		return nil, nil, fmt.Errorf("attach: %d segments: %w", len(segs), flow.ErrNoMemory)
 	}
+	// The datapath groups the TCP buffers of a user's apps (before the
+	// app can open anything).
+	d.eng.SetAppUser(att.App, p.UID)
 	// The app's own kick eventfds: a worker tells who woke it, and pauses
 	// an app that wakes it for nothing.
-	d.eng.SetAppUser(att.App, p.UID)
 	kicks, unkick, err := d.eng.AppKicks(att.App)
 	if err != nil {
 		wake.release()

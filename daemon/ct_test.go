@@ -75,8 +75,6 @@ func TestCutThroughEcho(t *testing.T) {
 	}
 }
 
-// TestStreamCutThrough runs a TCP cut-through session: Listen, Dial,
-// Accept, a byte stream both ways, io.EOF after the peer closes.
 // streamCutThroughApps starts a daemon with two apps of 4 KiB fifos: a
 // server listening on tcp://0.0.0.0:7000 and a client.
 func streamCutThroughApps(t *testing.T) (d *Daemon, cli *app.App, ln net.Listener) {
@@ -91,6 +89,8 @@ func streamCutThroughApps(t *testing.T) (d *Daemon, cli *app.App, ln net.Listene
 	return d, cli, ln
 }
 
+// TestStreamCutThrough runs a TCP cut-through session: Listen, Dial,
+// Accept, a byte stream both ways, io.EOF after the peer closes.
 func TestStreamCutThrough(t *testing.T) {
 	_, cli, ln := streamCutThroughApps(t)
 	c, err := cli.Dial(t.Context(), "tcp://127.0.0.1:7000")

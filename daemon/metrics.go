@@ -59,7 +59,7 @@ var (
 	descTCPBufBytes  = prometheus.NewDesc("xsessiond_tcp_buffer_bytes", "The gVisor send and receive buffer sizes of all TCP connections, as accounted against tcp.buffer_memory.", nil, nil)
 	descTCPBufLimit  = prometheus.NewDesc("xsessiond_tcp_buffer_limit_bytes", "The bounds on the TCP connections' gVisor buffers: of all connections (tcp.buffer_memory) and of one user's apps' (tcp.user_buffer_memory; one app's of root's).", []string{"of"}, nil)
 	descTCPBufClamp  = prometheus.NewDesc("xsessiond_tcp_buffer_clamped_total", "TCP connections that got 64 KiB gVisor buffers because their user's bound (tcp.user_buffer_memory) had no room for the default ones.", nil, nil)
-	descTCPBufHeld   = prometheus.NewDesc("xsessiond_tcp_buffer_growth_held_total", "Receive buffer growths (gVisor's receive buffer moderation) the bounds refused.", nil, nil)
+	descTCPBufHeld   = prometheus.NewDesc("xsessiond_tcp_buffer_growth_held_total", "TCP buffer growths (gVisor's receive buffer moderation, its send buffer tuning) the bounds refused.", nil, nil)
 	descTCPStackRsts = prometheus.NewDesc("xsessiond_tcp_stack_resets_total", "Every RST the gVisor TCP stack sent or received, stray segments' included.", []string{"dir"}, nil)
 	descTCPAcksLow   = prometheus.NewDesc("xsessiond_tcp_acks_clamped_total", "Bare TCP acknowledgements whose sequence number was lowered to the right edge of the peer's window, which the peer had shrunk below gVisor's next sequence number.", nil, nil)
 	descTCPAcksHeld  = prometheus.NewDesc("xsessiond_tcp_acks_held_total", "Bare TCP acknowledgements of one segment held back for the connection's next segment to carry, by how they ended: carried (a later segment made them redundant) or deadline (sent at the delay's end).", []string{"end"}, nil)

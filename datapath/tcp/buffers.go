@@ -144,8 +144,8 @@ func (s *Stack) grow(c *Conn, acct *atomic.Int64, size int64) (now int64, undo b
 	return size, false
 }
 
-// releaseBuffersLocked gives back what chargeBuffers and growRcvBuf
-// accounted for c (s.mu held).
+// releaseBuffersLocked gives back what chargeBuffers and grow accounted
+// for c (s.mu held).
 func (s *Stack) releaseBuffersLocked(c *Conn) {
 	b := c.rcvBuf.Load() + c.sndBuf.Load()
 	if b == 0 {
@@ -155,6 +155,6 @@ func (s *Stack) releaseBuffersLocked(c *Conn) {
 	c.sndBuf.Store(0)
 	s.bufBytes -= b
 	if s.groupBuf[c.group] -= b; s.groupBuf[c.group] <= 0 {
-		delete(s.groupBuf, c.owner)
+		delete(s.groupBuf, c.group)
 	}
 }

@@ -124,6 +124,7 @@ func TestBufferGroups(t *testing.T) {
 	group := func(o uint64) uint64 { return o >> 32 }
 	p := newPair(t, tcp.Options{GroupBufferBytes: def + def/2, BufferGroup: group}, wireOpts{}, wireOpts{})
 	listen(t, p.b, netip.AddrPortFrom(addrB, 80), 64<<10)
+	var clients []*app
 	for i, owner := range []uint64{1<<32 | 1, 1<<32 | 2, 2<<32 | 3} {
 		c := newApp(t, 64<<10)
 		conn, err := p.a.Dial(netip.AddrPortFrom(addrA, 0), netip.AddrPortFrom(addrB, 80), owner, c.rx, c.tx, c)
@@ -131,6 +132,7 @@ func TestBufferGroups(t *testing.T) {
 			t.Fatal(err)
 		}
 		c.setConn(conn)
+		clients = append(clients, c)
 		recvOrFail(t, c.connected, 5*time.Second, "connected")
 		// Only the second of group 1 finds no room for the defaults.
 		if b, want := p.a.Stats().Buffers, min(uint64(i), 1); b.Clamped != want {
@@ -139,6 +141,16 @@ func TestBufferGroups(t *testing.T) {
 	}
 	if b := p.a.Stats().Buffers; b.Bytes != 2*def+2*tcp.ClampedBuffer || b.Clamped != 1 {
 		t.Fatalf("buffers %+v, want %d bytes and 1 Conn clamped", b, 2*def+2*tcp.ClampedBuffer)
+	}
+	if n := tcp.BufferGroups(p.a); n != 2 {
+		t.Fatalf("%d groups accounted, want 2", n)
+	}
+	for _, c := range clients {
+		c.getConn().Abort()
+		<-c.closed
+	}
+	if b, n := p.a.Stats().Buffers, tcp.BufferGroups(p.a); b.Bytes != 0 || n != 0 {
+		t.Fatalf("after every Conn closed: buffers %+v, %d groups accounted", b, n)
 	}
 }
 

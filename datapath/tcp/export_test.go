@@ -32,3 +32,10 @@ func EndpointRemotePorts(s *Stack) []uint16 {
 // TrackedWindows counts the connections whose peer's window the link
 // follows.
 func TrackedWindows(s *Stack) int { return int(s.link.win.n.Load()) }
+
+// BufferGroups counts the groups whose buffers the Stack accounts.
+func BufferGroups(s *Stack) int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return len(s.groupBuf)
+}

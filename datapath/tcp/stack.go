@@ -261,7 +261,7 @@ type Stats struct {
 	TxPackets     uint64 // handed to the Writer
 	TxDropped     uint64 // refused by the Writer
 	TxNonTCP      uint64 // non-TCP packets gVisor sent, discarded
-	Refused       uint64 // connections refused by MaxConns/MaxConnsPerOwner
+	Refused       uint64 // connections refused by MaxConns/MaxConnsPerOwner or the buffers' bounds
 	Retransmits   uint64 // gVisor: segments retransmitted
 	ResetsSent    uint64 // gVisor: RSTs sent
 	ResetsRecv    uint64 // gVisor: RSTs received
