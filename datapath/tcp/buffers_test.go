@@ -160,20 +160,29 @@ func TestBufferGroups(t *testing.T) {
 func TestBufferGroupCap(t *testing.T) {
 	const def = 2 << 20
 	p := newPair(t, tcp.Options{GroupBufferBytes: def, BufferBytes: 1 << 30}, wireOpts{}, wireOpts{})
-	listen(t, p.b, netip.AddrPortFrom(addrB, 80), 64<<10)
+	_, ac := listen(t, p.b, netip.AddrPortFrom(addrB, 80), 64<<10)
 	const clamped = def / (2 * tcp.ClampedBuffer)
+	var clients []*app
 	for i := 0; ; i++ {
 		c := newApp(t, 64<<10)
-		_, err := p.a.Dial(netip.AddrPortFrom(addrA, 0), netip.AddrPortFrom(addrB, 80), 1, c.rx, c.tx, c)
+		conn, err := p.a.Dial(netip.AddrPortFrom(addrA, 0), netip.AddrPortFrom(addrB, 80), 1, c.rx, c.tx, c)
 		if err != nil {
 			if !errors.Is(err, tcp.ErrTooManyConns) || i != 1+clamped {
 				t.Fatalf("dial %d: %v, want ErrTooManyConns at %d", i, err, 1+clamped)
 			}
 			break
 		}
+		c.setConn(conn)
+		recvOrFail(t, c.connected, 5*time.Second, "connected")
+		recvOrFail(t, ac.apps, 5*time.Second, "accept") // more than the acceptor's queue holds
+		clients = append(clients, c)
 	}
 	if b := p.a.Stats().Buffers; b.Bytes != 2*def || b.Clamped != clamped {
 		t.Fatalf("buffers %+v, want %d bytes, %d Conns clamped", b, 2*def, clamped)
+	}
+	for _, c := range clients {
+		c.getConn().Abort()
+		<-c.closed
 	}
 }
 
