@@ -108,6 +108,12 @@ type TCPEngineStats struct {
 	BuffersClamped    uint64 `json:"buffers_clamped"`
 	BufferGrowthsHeld uint64 `json:"buffer_growths_held"`
 	Refused           uint64 `json:"refused"`
+	// Orphans are the connections whose app closed them and that gVisor
+	// still delivers for (their send buffers in BufferBytes);
+	// OrphansReset counts those reset because the peer took nothing for
+	// the close timeout.
+	Orphans      int    `json:"orphans"`
+	OrphansReset uint64 `json:"orphans_reset"`
 }
 
 // QueueStats are the counters of one queue's worker and its AF_XDP socket.
@@ -307,7 +313,7 @@ func (e dpEngine) Stats() EngineStats {
 		b := ts.Buffers
 		out.TCP = &TCPEngineStats{Connections: ts.Conns, Listeners: ts.Listeners, BufferBytes: b.Bytes,
 			BufferLimit: b.Limit, UserBufferLimit: b.GroupLimit, BuffersClamped: b.Clamped, BufferGrowthsHeld: b.Held,
-			Refused: ts.Refused}
+			Refused: ts.Refused, Orphans: ts.Orphans, OrphansReset: ts.OrphansReset}
 	}
 	return out
 }

@@ -60,6 +60,8 @@ var (
 	descTCPBufLimit  = prometheus.NewDesc("xsessiond_tcp_buffer_limit_bytes", "The bounds on the TCP connections' gVisor buffers: of all connections (tcp.buffer_memory) and of one user's apps' (tcp.user_buffer_memory; one app's of root's).", []string{"of"}, nil)
 	descTCPBufClamp  = prometheus.NewDesc("xsessiond_tcp_buffer_clamped_total", "TCP connections that got 64 KiB gVisor buffers because their user's bound (tcp.user_buffer_memory) had no room for the default ones.", nil, nil)
 	descTCPBufHeld   = prometheus.NewDesc("xsessiond_tcp_buffer_growth_held_total", "TCP buffer growths (gVisor's receive buffer moderation, its send buffer tuning) the bounds refused.", nil, nil)
+	descTCPOrphans   = prometheus.NewDesc("xsessiond_tcp_orphans", "TCP connections their app closed whose data gVisor still delivers (their send buffers stay accounted in xsessiond_tcp_buffer_bytes).", nil, nil)
+	descTCPOrphRst   = prometheus.NewDesc("xsessiond_tcp_orphans_reset_total", "TCP connections their app closed that were reset because the peer took none of their data for the close timeout.", nil, nil)
 	descTCPStackRsts = prometheus.NewDesc("xsessiond_tcp_stack_resets_total", "Every RST the gVisor TCP stack sent or received, stray segments' included.", []string{"dir"}, nil)
 	descTCPAcksLow   = prometheus.NewDesc("xsessiond_tcp_acks_clamped_total", "Bare TCP acknowledgements whose sequence number was lowered to the right edge of the peer's window, which the peer had shrunk below gVisor's next sequence number.", nil, nil)
 	descTCPAcksHeld  = prometheus.NewDesc("xsessiond_tcp_acks_held_total", "Bare TCP acknowledgements of one segment held back for the connection's next segment to carry, by how they ended: carried (a later segment made them redundant) or deadline (sent at the delay's end).", []string{"end"}, nil)
@@ -67,7 +69,7 @@ var (
 
 func (c *collector) Describe(ch chan<- *prometheus.Desc) {
 	for _, d := range []*prometheus.Desc{descApps, descConns, descListeners, descSessions, descFifoUsed, descFifoSize, descRx, descTx, descDelivered, descReasm, descChained, descReasmHeld, descDrops, descXDP, descCtlEnds, descCtlDrops, descRuleHits,
-		descTCPConns, descTCPRetrans, descTCPResets, descTCPFifoBad, descTCPRefused, descTCPBufBytes, descTCPBufLimit, descTCPBufClamp, descTCPBufHeld, descTCPStackRsts, descTCPAcksLow, descTCPAcksHeld} {
+		descTCPConns, descTCPRetrans, descTCPResets, descTCPFifoBad, descTCPRefused, descTCPBufBytes, descTCPBufLimit, descTCPBufClamp, descTCPBufHeld, descTCPOrphans, descTCPOrphRst, descTCPStackRsts, descTCPAcksLow, descTCPAcksHeld} {
 		ch <- d
 	}
 }
@@ -184,6 +186,8 @@ func (c *collector) collectTCP(ch chan<- prometheus.Metric) {
 		ch <- prometheus.MustNewConstMetric(descTCPBufLimit, prometheus.GaugeValue, float64(b.GroupLimit), "user")
 		ch <- prometheus.MustNewConstMetric(descTCPBufClamp, prometheus.CounterValue, float64(b.Clamped))
 		ch <- prometheus.MustNewConstMetric(descTCPBufHeld, prometheus.CounterValue, float64(b.Held))
+		ch <- prometheus.MustNewConstMetric(descTCPOrphans, prometheus.GaugeValue, float64(ts.Orphans))
+		ch <- prometheus.MustNewConstMetric(descTCPOrphRst, prometheus.CounterValue, float64(ts.OrphansReset))
 		ch <- prometheus.MustNewConstMetric(descTCPAcksLow, prometheus.CounterValue, float64(ts.AcksClamped))
 		ch <- prometheus.MustNewConstMetric(descTCPAcksHeld, prometheus.CounterValue, float64(ts.AcksCoalesced), "carried")
 		ch <- prometheus.MustNewConstMetric(descTCPAcksHeld, prometheus.CounterValue, float64(ts.AcksDelayed), "deadline")

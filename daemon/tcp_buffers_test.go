@@ -3,11 +3,15 @@ package daemon
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"net"
+	"syscall"
 	"testing"
 	"time"
+
+	"golang.org/x/sys/unix"
 
 	"github.com/xsessiond/xsessiond/app"
 	"github.com/xsessiond/xsessiond/datapath/tcp"
@@ -105,4 +109,119 @@ func TestTCPNonReaderBounded(t *testing.T) {
 			}
 		}
 	}
+}
+
+// TestTCPOrphansAccounted: an app connects to a kernel server on host A
+// that reads nothing (a 4 KiB receive buffer), writes 256 KiB and closes,
+// three times: each connection finishes for the app while gVisor still
+// holds most of what it wrote (an orphan). Their send buffers stay
+// accounted against the app's bound, so the app's next connection is
+// clamped; the orphans' peer takes nothing for the close timeout (2s
+// here), so each is reset (the server reads ECONNRESET after what it got)
+// and nothing is left accounted.
+func TestTCPOrphansAccounted(t *testing.T) {
+	const def = 2 << 20 // a connection's default gVisor buffers, both ways
+	rig, d := tcpRig(t, func(c *Config) {
+		c.Datapath.TCP.Stack.GroupBufferBytes = 2 * def // room for one connection beside three orphans, not two
+		c.Datapath.TCP.Stack.CloseTimeout = 2 * time.Second
+	})
+	var ln net.Listener
+	if err := rig.A.Do(func() error {
+		lc := net.ListenConfig{Control: func(_, _ string, rc syscall.RawConn) error {
+			var serr error
+			err := rc.Control(func(fd uintptr) { serr = unix.SetsockoptInt(int(fd), unix.SOL_SOCKET, unix.SO_RCVBUF, 4096) })
+			return errors.Join(err, serr)
+		}}
+		var err error
+		ln, err = lc.Listen(context.Background(), "tcp", ":7601")
+		return err
+	}); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { ln.Close() })
+	peers := make(chan net.Conn, 16)
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			peers <- c
+		}
+	}()
+	a := attach(t, d, app.Options{Name: "closer", RxFifoSize: 64 << 10, TxFifoSize: 64 << 10})
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	dial := func() net.Conn {
+		t.Helper()
+		c, err := a.Dial(ctx, fmt.Sprintf("tcp://%s:7601", rig.A.IPv4))
+		if err != nil {
+			t.Fatal(err)
+		}
+		return c
+	}
+	waitStats := func(what string, ok func(tcp.Stats) bool) tcp.Stats {
+		t.Helper()
+		var st tcp.Stats
+		for end := time.Now().Add(10 * time.Second); ; time.Sleep(20 * time.Millisecond) {
+			if st = d.Engine().TCPStats().Stats; ok(st) {
+				return st
+			}
+			if time.Now().After(end) {
+				t.Fatalf("%s: stats %+v", what, st)
+			}
+		}
+	}
+	const n, size = 3, 256 << 10
+	var servers []net.Conn
+	for i := range n {
+		c := dial()
+		servers = append(servers, <-peers)
+		if _, err := c.Write(make([]byte, size)); err != nil {
+			t.Fatal(err)
+		}
+		if err := c.Close(); err != nil {
+			t.Fatal(err)
+		}
+		waitStats(fmt.Sprintf("orphan %d", i+1), func(st tcp.Stats) bool { return st.Orphans == i+1 && st.Conns == 0 })
+	}
+	st := d.Engine().TCPStats().Stats
+	t.Logf("%d orphans: buffers %+v", n, st.Buffers)
+	if st.Buffers.Bytes < n*def/2 || st.Buffers.Clamped != 0 {
+		t.Fatalf("%d orphans: buffers %+v, want their %d send buffer bytes accounted and none clamped", n, st.Buffers, n*def/2)
+	}
+	// The app's bound holds the orphans' send buffers: its next
+	// connection is clamped.
+	c := dial()
+	defer c.Close()
+	servers = append(servers, <-peers)
+	if b := d.Engine().TCPStats().Buffers; b.Clamped != 1 {
+		t.Fatalf("a connection beside %d orphans: buffers %+v, want it clamped", n, b)
+	}
+	doc, err := show(t, d.Socket(), "stats")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var sv StatsView
+	if err := json.Unmarshal(doc, &sv); err != nil {
+		t.Fatal(err)
+	}
+	if tv := sv.TCP; tv == nil || tv.Orphans != n {
+		t.Fatalf("show stats: tcp %+v, want %d orphans", tv, n)
+	}
+	// The peer takes nothing: after the close timeout each orphan is
+	// reset, and the server reads what it got, then ECONNRESET.
+	st = waitStats("orphans reset", func(st tcp.Stats) bool { return st.Orphans == 0 && st.OrphansReset == n })
+	if b, live := st.Buffers.Bytes, int64(2*tcp.ClampedBuffer); b != live {
+		t.Fatalf("after the orphans' reset %d bytes accounted, want %d (the live connection's)", b, live)
+	}
+	for i, s := range servers[:n] {
+		s.SetReadDeadline(time.Now().Add(5 * time.Second))
+		got, err := io.Copy(io.Discard, s)
+		if !errors.Is(err, syscall.ECONNRESET) || got >= size {
+			t.Fatalf("server %d: %d bytes then %v, want fewer than %d then ECONNRESET", i, got, err, size)
+		}
+		s.Close()
+	}
+	servers[n].Close()
 }

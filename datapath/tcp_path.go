@@ -146,17 +146,25 @@ func (c cooling) release() {
 	c.res.close()
 }
 
-// releasePorts releases what is held and whose time is over (all with
-// all set). No lock of the Engine may be held.
+// releasePorts releases what is held, whose time is over and whose
+// connection gVisor has closed (all with all set): an orphan still
+// delivering what its app sent before it closed (tcp.Stats.Orphans) keeps
+// its port and steering past TIME-WAIT's time. No lock of the Engine may
+// be held.
 func (p *tcpPath) releasePorts(all bool) {
 	p.coolMu.Lock()
 	now := time.Now()
-	n := 0
-	for n < len(p.cool) && (all || now.After(p.cool[n].until)) {
-		n++
+	var done []cooling
+	keep := p.cool[:0]
+	for _, c := range p.cool {
+		if all || (now.After(c.until) && (c.s == nil || c.s.conn == nil || c.s.conn.Finished())) {
+			done = append(done, c)
+		} else {
+			keep = append(keep, c)
+		}
 	}
-	done := slices.Clone(p.cool[:n])
-	p.cool = append(p.cool[:0], p.cool[n:]...)
+	clear(p.cool[len(keep):])
+	p.cool = keep
 	p.coolMu.Unlock()
 	for _, c := range done {
 		c.release()

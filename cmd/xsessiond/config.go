@@ -47,6 +47,11 @@ type TCPConfig struct {
 	// ConnectTimeout bounds an app's connect to a peer on the wire: it
 	// fails with ETIMEDOUT after it (0: 30s).
 	ConnectTimeout time.Duration `yaml:"connect_timeout"`
+	// CloseTimeout bounds a graceful close: an app's Disconnect whose tx
+	// fifo does not drain into a peer that keeps its window shut, and a
+	// closed connection whose peer acknowledges nothing of what gVisor
+	// still holds (an orphan), are reset after it (0: 60s).
+	CloseTimeout time.Duration `yaml:"close_timeout"`
 	// NoGSO sends TCP one frame per segment through the AF_XDP tx rings,
 	// checksums in software, instead of segments of up to 64 KiB
 	// through a packet socket that lets the kernel cut and checksum
@@ -188,8 +193,8 @@ func (c *Config) Validate() error {
 			}
 		}
 	}
-	if c.TCP.ConnectTimeout < 0 {
-		return errors.New("config: tcp: connect_timeout must be ≥ 0 (0: default)")
+	if c.TCP.ConnectTimeout < 0 || c.TCP.CloseTimeout < 0 {
+		return errors.New("config: tcp: connect_timeout and close_timeout must be ≥ 0 (0: default)")
 	}
 	if c.TCP.BufferMemory < 0 || c.TCP.UserBufferMemory < 0 {
 		return errors.New("config: tcp: buffer_memory and user_buffer_memory must be ≥ 0 (0: default)")

@@ -29,6 +29,9 @@ func TestParseConfigSample(t *testing.T) {
 	if c.TCP.ConnectTimeout != 30*time.Second {
 		t.Fatalf("sample config: tcp connect_timeout %v, want 30s", c.TCP.ConnectTimeout)
 	}
+	if c.TCP.CloseTimeout != 60*time.Second {
+		t.Fatalf("sample config: tcp close_timeout %v, want 60s", c.TCP.CloseTimeout)
+	}
 	if d := offSetting(c.TCP.AckDelay); d != tcp.DefaultAckDelay {
 		t.Fatalf("sample config: tcp ack_delay %v, want the default %v", d, tcp.DefaultAckDelay)
 	}
@@ -77,6 +80,7 @@ func TestParseConfigErrors(t *testing.T) {
 		{"rules: [{proto: udp, action: forward}]\n", "needs app"},
 		{"rules: [{proto: udp, action: drop, scope: galaxy}]\n", "scope"},
 		{"tcp: {connect_timeout: -1s}\n", "connect_timeout"},
+		{"tcp: {close_timeout: -1s}\n", "close_timeout"},
 		{"tcp: {ack_delay: -1ms}\n", "ack_delay"},
 		{"tcp: {ack_delay: 1s}\n", "ack_delay"},
 		{"tcp: {buffer_memory: -1}\n", "buffer_memory"},

@@ -132,6 +132,7 @@ func mergeRunConfig(cmd *cobra.Command, f runFlags, c *Config) (daemon.Config, e
 	dp.Reassembly = reasm.Config{MaxDatagrams: ic.Reassembly.MaxDatagrams, MaxFragments: ic.Reassembly.MaxFragments, Timeout: ic.Reassembly.Timeout}
 	dp.IdleSpin, dp.IdleSpinMax = offSetting(ic.IdleSpin), offSetting(ic.IdleSpinMax)
 	dp.TCP.Stack.ConnectTimeout = c.TCP.ConnectTimeout
+	dp.TCP.Stack.CloseTimeout = c.TCP.CloseTimeout
 	dp.TCP.NoGSO = c.TCP.NoGSO
 	dp.TCP.Stack.AckDelay = offSetting(c.TCP.AckDelay)
 	dp.TCP.Stack.BufferBytes, dp.TCP.Stack.GroupBufferBytes = c.TCP.BufferMemory, c.TCP.UserBufferMemory
@@ -285,6 +286,9 @@ func restartNeeded(cur, next daemon.Config) []string {
 	diff("tcp.connect_timeout", a.TCP.Stack.ConnectTimeout, b.TCP.Stack.ConnectTimeout)
 	diff("tcp.no_gso", a.TCP.NoGSO, b.TCP.NoGSO)
 	diff("tcp.ack_delay", a.TCP.Stack.AckDelay, b.TCP.Stack.AckDelay)
+	diff("tcp.close_timeout", a.TCP.Stack.CloseTimeout, b.TCP.Stack.CloseTimeout)
+	diff("tcp.buffer_memory", a.TCP.Stack.BufferBytes, b.TCP.Stack.BufferBytes)
+	diff("tcp.user_buffer_memory", a.TCP.Stack.GroupBufferBytes, b.TCP.Stack.GroupBufferBytes)
 	diff("socket", cur.Socket, next.Socket)
 	diff("socket_group", cur.SocketGroup, next.SocketGroup)
 	diff("metrics_addr", cur.MetricsAddr, next.MetricsAddr)

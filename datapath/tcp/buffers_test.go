@@ -5,6 +5,7 @@ import (
 	"errors"
 	"hash"
 	"net/netip"
+	"syscall"
 	"testing"
 	"time"
 
@@ -210,5 +211,81 @@ func TestBufferBoundResetsAccepted(t *testing.T) {
 	}
 	if ln.Limited() != 1 || p.b.Stats().Buffers.Bytes != 0 {
 		t.Fatalf("listener limited %d, buffers %+v", ln.Limited(), p.b.Stats().Buffers)
+	}
+}
+
+// TestOrphanBuffers: a Conn whose app closed it once its tx fifo drained
+// into gVisor, with the peer's window shut, finishes (Closed) while gVisor
+// still holds what the peer has not taken. Its send buffer stays
+// accounted until gVisor has delivered it, or until the close's time is
+// up: then the connection is reset and nothing is left held.
+func TestOrphanBuffers(t *testing.T) {
+	const fifoSize = 64 << 10
+	for _, tc := range []struct {
+		name    string
+		drained bool // the peer's app reads everything after the close
+	}{{"delivered", true}, {"timed out", false}} {
+		t.Run(tc.name, func(t *testing.T) {
+			opts := tcp.Options{CloseTimeout: 2 * time.Second}
+			p := newPair(t, opts, wireOpts{}, wireOpts{})
+			_, ac := listen(t, p.b, netip.AddrPortFrom(addrB, 80), fifoSize)
+			client, server := dial(t, p, ac, netip.AddrPortFrom(addrB, 80), fifoSize)
+			c := client.getConn()
+			// More than the peer's rx fifo and receive buffer take, less
+			// than that and the client's send buffer: the tx fifo drains
+			// into gVisor, which keeps the rest.
+			rb := server.getConn().Info().RcvBuf
+			n := int64(fifoSize + rb + 256<<10)
+			sent := newHash()
+			if err := client.send(n, 1, sent, 32<<10); err != nil {
+				t.Fatal(err)
+			}
+			// Once the peer's window is shut, what the client's gVisor
+			// holds (SendQ) is what the peer has not: every byte is in
+			// one or the other.
+			deadline := time.Now().Add(10 * time.Second)
+			for {
+				ci, si := c.Info(), server.getConn().Info()
+				if ci.SendQ > 0 && int64(ci.SendQ) == n-int64(si.RxBytes)-int64(si.RecvQ) && client.appTx.MaxDequeue() == 0 {
+					break
+				}
+				if time.Now().After(deadline) {
+					t.Fatalf("the client's gVisor holds %d bytes, its tx fifo %d; the server has %d in its fifo and %d in gVisor, of %d",
+						ci.SendQ, client.appTx.MaxDequeue(), si.RxBytes, si.RecvQ, n)
+				}
+				time.Sleep(10 * time.Millisecond)
+			}
+			c.Close()
+			recvOrFail(t, client.closed, 5*time.Second, "Closed")
+			st := p.a.Stats()
+			if st.Orphans != 1 || st.Buffers.Bytes < int64(c.Info().SendQ) {
+				t.Fatalf("after Closed with %d bytes unsent: %d orphans, %d bytes accounted", c.Info().SendQ, st.Orphans, st.Buffers.Bytes)
+			}
+			if tc.drained {
+				got := newHash()
+				if k, err := server.recv(-1, got, 64<<10, 0); err != nil || k != n {
+					t.Fatalf("server read %d of %d bytes: %v", k, n, err)
+				}
+				if !bytes.Equal(got.Sum(nil), sent.Sum(nil)) {
+					t.Fatal("the bytes differ from those sent")
+				}
+			} else if err := recvOrFail(t, server.reset, 10*time.Second, "the peer's reset"); !errors.Is(err, syscall.ECONNRESET) {
+				t.Fatalf("the peer's Conn ended with %v, want ECONNRESET", err)
+			}
+			deadline = time.Now().Add(5 * time.Second)
+			for st = p.a.Stats(); st.Orphans != 0 || st.Buffers.Bytes != 0; st = p.a.Stats() {
+				if time.Now().After(deadline) {
+					t.Fatalf("%d orphans and %d bytes left accounted", st.Orphans, st.Buffers.Bytes)
+				}
+				time.Sleep(20 * time.Millisecond)
+			}
+			want := uint64(0)
+			if !tc.drained {
+				want = 1
+			}
+			if st.OrphansReset != want {
+				t.Fatalf("%d orphans reset, want %d", st.OrphansReset, want)
+			}
+		})
 	}
 }

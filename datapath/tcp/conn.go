@@ -107,9 +107,10 @@ type Conn struct {
 
 	state     connState
 	connectBy time.Time
-	window    *peerWindow // the link follows the peer's window (trackWindow)
-	rdClosed  bool        // the peer's FIN reached the rx fifo
-	wrClosed  bool        // our FIN is queued in gVisor
+	window    atomic.Pointer[peerWindow] // the link follows the peer's window (trackWindow)
+	orphan    bool                       // finished with data for gVisor to deliver (orphans.go)
+	rdClosed  bool                       // the peer's FIN reached the rx fifo
+	wrClosed  bool                       // our FIN is queued in gVisor
 	rxw       rxWriter
 	txr       txReader
 	txErr     error // an error PushTx met, for run to end the Conn with
@@ -188,11 +189,33 @@ func (c *Conn) Info() ConnInfo {
 	if v, err := c.ep.GetSockOptInt(tcpip.ReceiveQueueSizeOption); err == nil {
 		in.RecvQ = v
 	}
-	if v, err := c.ep.GetSockOptInt(tcpip.SendQueueSizeOption); err == nil {
-		in.SendQ = v
-	}
+	in.SendQ = c.sendQ()
 	in.RcvBuf = int(c.ep.SocketOptions().GetReceiveBufferSize())
 	return in
+}
+
+// sendQ returns what the Conn moved into gVisor and the peer has not
+// acknowledged, in bytes (0 when the link does not know: its peer's
+// window is not tracked). gVisor's endpoint does not tell it.
+func (c *Conn) sendQ() int {
+	if pw := c.window.Load(); pw != nil {
+		if n, ok := pw.unacked(c.txBytes.Load()); ok {
+			return n
+		}
+	}
+	return 0
+}
+
+// holdsData reports whether gVisor still has data or a FIN of the closed
+// Conn's to deliver: an orphan (orphans.go). That is FIN-WAIT-1, CLOSING
+// and LAST-ACK, and ESTABLISHED or CLOSE-WAIT while the FIN waits behind
+// data the peer's window holds back.
+func (c *Conn) holdsData() bool {
+	switch c.ep.EndpointState() {
+	case tcp.StateFinWait2, tcp.StateTimeWait, tcp.StateClose, tcp.StateError:
+		return false
+	}
+	return true
 }
 
 // Finished reports whether gVisor is done with the Conn's connection
@@ -263,7 +286,9 @@ func (c *Conn) CloseWrite() {
 
 // Close closes gracefully: once the tx fifo has drained into gVisor, FIN is
 // sent and the Conn finishes (Closed); gVisor delivers what it still holds
-// and keeps TIME-WAIT on its own. Unread data in gVisor at that point makes
+// and keeps TIME-WAIT on its own (an orphan: its send buffer stays
+// accounted until the peer has it, and a peer that takes nothing of it for
+// Options.CloseTimeout gets a reset; orphans.go). Unread data in gVisor at that point makes
 // it a reset, as close(2) does. A tx fifo that does not drain within
 // Options.CloseTimeout (a peer keeping its window shut) ends in a reset.
 func (c *Conn) Close() {
@@ -635,7 +660,7 @@ func (c *Conn) connectFailed(err error) {
 	c.ep.Close()
 	c.end()
 	c.h.ConnectFailed(c, err)
-	c.s.forget(c)
+	c.s.forget(c, false)
 	c.h.Closed(c)
 	c.s.connWG.Done()
 }
@@ -651,7 +676,7 @@ func (c *Conn) fail(err error) {
 	c.ep.Close()
 	c.end()
 	c.h.Reset(c, err)
-	c.s.forget(c)
+	c.s.forget(c, false)
 	c.h.Closed(c)
 	c.s.connWG.Done()
 }
@@ -671,7 +696,7 @@ func (c *Conn) reset(err error) {
 		c.endErr.Store(&err)
 		c.h.Reset(c, err)
 	}
-	c.s.forget(c)
+	c.s.forget(c, false)
 	c.h.Closed(c)
 	c.s.connWG.Done()
 }
@@ -679,8 +704,9 @@ func (c *Conn) reset(err error) {
 // finish closes gracefully (FIN, or nothing more when both FINs are done).
 func (c *Conn) finish() {
 	c.ep.Close()
+	c.orphan = c.holdsData()
 	c.end()
-	c.s.forget(c)
+	c.s.forget(c, c.orphan)
 	c.h.Closed(c)
 	c.s.connWG.Done()
 }
@@ -688,15 +714,25 @@ func (c *Conn) finish() {
 // trackWindow has the link follow the peer's receive window for as long
 // as the Conn lives, so that its bare acknowledgements stay inside it
 // (windows).
-func (c *Conn) trackWindow() { c.window = c.s.link.win.track(c.local, c.remote) }
+func (c *Conn) trackWindow() {
+	if pw := c.s.link.win.track(c.local, c.remote); pw != nil {
+		c.window.Store(pw)
+	}
+}
+
+// untrackWindow ends trackWindow's tracking.
+func (c *Conn) untrackWindow() {
+	if pw := c.window.Swap(nil); pw != nil {
+		c.s.link.win.untrack(c.local, c.remote, pw, c.s.link.send)
+	}
+}
 
 // end detaches the Conn from gVisor's notifications, its timer and the
 // link's window tracking.
 func (c *Conn) end() {
 	c.state = stDone
-	if c.window != nil {
-		c.s.link.win.untrack(c.local, c.remote, c.window, c.s.link.send)
-		c.window = nil
+	if !c.orphan {
+		c.untrackWindow()
 	}
 	c.wq.EventUnregister(&c.entry)
 	c.timerMu.Lock()

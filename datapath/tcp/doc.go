@@ -57,7 +57,10 @@
 // (Options.BufferBytes and GroupBufferBytes, buffers.go): an app that
 // opens many connections and reads none would otherwise make the daemon
 // hold a receive buffer for each (200 such connections, each sent 4 MiB by
-// a kernel peer, held 110 MB of the daemon's heap). Bulk receive in
+// a kernel peer, held 110 MB of the daemon's heap), and a connection its
+// app closed keeps its send buffer accounted while gVisor still delivers
+// it (an orphan, orphans.go), else an app that fills and closes
+// connections to a peer that reads nothing could. Bulk receive in
 // perf (--tcp --quick --only tcprecv, three interleaved rounds):
 // 3.51-3.58 Gbit/s at 2,452-2,502 ms of host B's CPU per GB without
 // it, 4.20-4.22 at 1,954-1,997 with it. The IPv4/IPv6 protocols run with zero options: no DAD,

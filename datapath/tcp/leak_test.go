@@ -76,7 +76,7 @@ func TestLeak(t *testing.T) {
 		sa, sb := p.a.Stats(), p.b.Stats()
 		ep := sa.Endpoints + sb.Endpoints
 		g := runtime.NumGoroutine()
-		if sa.Conns == 0 && sb.Conns == 0 && ep <= baseEP && g <= baseG+2 {
+		if sa.Conns == 0 && sb.Conns == 0 && sa.Orphans == 0 && sb.Orphans == 0 && ep <= baseEP && g <= baseG+2 {
 			t.Logf("after: endpoints %d (start %d), goroutines %d (start %d), fifos in use %d", ep, baseEP, g, baseG, seg.Fifos())
 			break
 		}
@@ -91,7 +91,7 @@ func TestLeak(t *testing.T) {
 			for _, port := range tcp.EndpointRemotePorts(p.b) {
 				t.Logf("B's endpoint from port %d: iterations %v of %d", port, ports[port], n)
 			}
-			t.Fatalf("leak: conns %d+%d, endpoints %d (start %d: A %v, B %v), goroutines %d (start %d)", sa.Conns, sb.Conns, ep, baseEP, tcp.EndpointStates(p.a), tcp.EndpointStates(p.b), g, baseG)
+			t.Fatalf("leak: conns %d+%d, orphans %d+%d, endpoints %d (start %d: A %v, B %v), goroutines %d (start %d)", sa.Conns, sb.Conns, sa.Orphans, sb.Orphans, ep, baseEP, tcp.EndpointStates(p.a), tcp.EndpointStates(p.b), g, baseG)
 		}
 		time.Sleep(20 * time.Millisecond)
 	}

@@ -371,6 +371,11 @@ func (e *LinkEndpoint) writePacket(pb *stack.PacketBuffer) tcpip.Error {
 		e.txNonTCP.Add(1)
 		return nil
 	}
+	if th := pb.TransportHeader().Slice(); len(th) >= header.TCPMinimumSize && th[13]&(flagSYN|flagACK) == flagSYN|flagACK {
+		if nh := pb.NetworkHeader().Slice(); len(nh) >= header.IPv4MinimumSize && (nh[0]>>4 == 4 || len(nh) >= header.IPv6MinimumSize) {
+			e.win.noteSYNACK(nh, th)
+		}
+	}
 	if pw := e.win.sending(pb); pw != nil {
 		e.win.outbound(pb, pw)
 		if e.ackDelay > 0 && e.hold(pb, pw) {

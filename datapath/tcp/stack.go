@@ -62,7 +62,8 @@ type Options struct {
 	ConnectTimeout time.Duration
 	// CloseTimeout bounds how long a graceful Close waits for the tx fifo
 	// to drain into a peer that does not open its window (60s); then the
-	// connection is reset.
+	// connection is reset. After the Conn finished, an orphan whose peer
+	// acknowledges nothing for as long is reset too (orphans.go).
 	CloseTimeout time.Duration
 	// TimeWait is how long a closed connection stays in TIME-WAIT in
 	// gVisor (gVisor's default, 60s).
@@ -136,6 +137,11 @@ type Stack struct {
 	bufBytes            int64
 	groupBuf            map[uint64]int64
 	bufClamped, bufHeld uint64
+	// The finished Conns gVisor still delivers for, and whether a sweep
+	// of them is scheduled (orphans.go).
+	orphans      map[*Conn]*orphan
+	sweeping     bool
+	orphansReset atomic.Uint64 // orphans reset: the peer took nothing for CloseTimeout
 
 	nextID   atomic.Uint64
 	refused  atomic.Uint64 // connections refused by limits
@@ -163,6 +169,7 @@ func NewStack(w Writer, opts Options) (*Stack, error) {
 		conns:     make(map[*Conn]struct{}),
 		owners:    make(map[uint64]int),
 		groupBuf:  make(map[uint64]int64),
+		orphans:   make(map[*Conn]*orphan),
 		listeners: make(map[*Listener]struct{}),
 		closedCh:  make(chan struct{}),
 	}
@@ -280,13 +287,20 @@ type Stats struct {
 	AcksCoalesced, AcksDelayed uint64
 	// Buffers is what the Conns' gVisor buffers take, against the bounds.
 	Buffers BufferUse
+	// Orphans are the finished Conns gVisor still delivers for, their
+	// send buffers accounted in Buffers; OrphansReset counts those reset
+	// because their peer took nothing for Options.CloseTimeout
+	// (orphans.go).
+	Orphans      int
+	OrphansReset uint64
 }
 
 // Stats returns the Stack's counters.
 func (s *Stack) Stats() Stats {
 	s.mu.Lock()
 	st := Stats{Conns: len(s.conns), Listeners: len(s.listeners), Buffers: BufferUse{Bytes: s.bufBytes,
-		Limit: s.opts.BufferBytes, GroupLimit: s.opts.GroupBufferBytes, Clamped: s.bufClamped, Held: s.bufHeld}}
+		Limit: s.opts.BufferBytes, GroupLimit: s.opts.GroupBufferBytes, Clamped: s.bufClamped, Held: s.bufHeld},
+		Orphans: len(s.orphans), OrphansReset: s.orphansReset.Load()}
 	s.mu.Unlock()
 	gst := s.gs.Stats()
 	st.Endpoints = len(s.gs.RegisteredEndpoints())
@@ -341,6 +355,17 @@ func (s *Stack) Close() error {
 	}
 	s.pumpWG.Wait()
 	s.gs.Destroy()
+	s.mu.Lock()
+	orphans := make([]*Conn, 0, len(s.orphans))
+	for c := range s.orphans {
+		delete(s.orphans, c)
+		s.releaseBuffersLocked(c)
+		orphans = append(orphans, c)
+	}
+	s.mu.Unlock()
+	for _, c := range orphans {
+		c.untrackWindow()
+	}
 	return nil
 }
 
@@ -363,7 +388,7 @@ func (s *Stack) admit(c *Conn) error {
 
 // release forgets a finished Conn.
 func (s *Stack) release(c *Conn) {
-	s.forget(c)
+	s.forget(c, false)
 	s.connWG.Done()
 }
 
@@ -371,13 +396,20 @@ func (s *Stack) release(c *Conn) {
 // MaxConnsPerOwner). A Conn that ends does it before its handler's Closed,
 // so that whoever Closed tells sees the count without it; the Stack's
 // Close still waits for Closed to return (connWG.Done after it).
-func (s *Stack) forget(c *Conn) {
+//
+// An orphan (gVisor still delivers what the closed Conn sent) keeps its
+// send buffer accounted until it is delivered or reset (orphans.go).
+func (s *Stack) forget(c *Conn, orphan bool) {
 	s.mu.Lock()
 	delete(s.conns, c)
 	if s.owners[c.owner]--; s.owners[c.owner] <= 0 {
 		delete(s.owners, c.owner)
 	}
-	s.releaseBuffersLocked(c)
+	if orphan && !s.closed {
+		s.orphanLocked(c)
+	} else {
+		s.releaseBuffersLocked(c)
+	}
 	s.mu.Unlock()
 }
 

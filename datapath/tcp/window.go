@@ -82,17 +82,23 @@ func segmentKey(ip, tcp []byte, inbound bool) flowKey {
 }
 
 // synScale is a peer's window scale, from the SYN of connection key, and
-// the SYN's sequence number.
+// the SYN's sequence number; iss is the stack's own initial sequence
+// number, when the link saw it (hasISS): the acknowledgement of a SYN-ACK
+// less one, or the sequence number of the stack's SYN-ACK.
 type synScale struct {
-	key   flowKey
-	isn   uint32
-	scale uint8
-	used  bool
+	key    flowKey
+	isn    uint32
+	iss    uint32
+	scale  uint8
+	used   bool
+	hasISS bool
 }
 
 // peerWindow is what the link knows of one connection's peer.
 type peerWindow struct {
-	scale uint8 // the peer's window scale (0: none)
+	scale  uint8  // the peer's window scale (0: none)
+	hasISS bool   // iss is known
+	iss    uint32 // the stack's initial sequence number
 
 	mu    sync.Mutex
 	known bool   // a segment of the peer's updated the fields below
@@ -191,11 +197,28 @@ func (w *windows) noteSYN(k flowKey, tcp []byte) {
 		}
 		i += int(opts[i+1])
 	}
+	e := synScale{key: k, isn: binary.BigEndian.Uint32(tcp[4:8]), scale: scale, used: true}
+	if tcp[13]&flagACK != 0 {
+		e.iss, e.hasISS = binary.BigEndian.Uint32(tcp[8:12])-1, true
+	}
 	slot := &w.syns[maphash.Comparable(w.seed, k)%synSlots]
 	w.synMu.Lock()
-	*slot = synScale{key: k, isn: binary.BigEndian.Uint32(tcp[4:8]), scale: scale, used: true}
+	*slot = e
 	w.synMu.Unlock()
 	w.forget(k)
+}
+
+// noteSYNACK keeps the stack's initial sequence number from th, the TCP
+// header of a SYN-ACK it sends (nh its IP header) in answer to a SYN
+// noteSYN kept.
+func (w *windows) noteSYNACK(nh, th []byte) {
+	k := segmentKey(nh, th, false)
+	slot := &w.syns[maphash.Comparable(w.seed, k)%synSlots]
+	w.synMu.Lock()
+	if slot.used && slot.key == k {
+		slot.iss, slot.hasISS = binary.BigEndian.Uint32(th[4:8]), true
+	}
+	w.synMu.Unlock()
 }
 
 // track starts tracking the connection between local and remote, whose
@@ -219,7 +242,7 @@ func (w *windows) track(local, remote netip.AddrPort) *peerWindow {
 	}
 	// The stack's last acknowledgement, of the handshake, acknowledged
 	// the peer's SYN (ack.go).
-	pw := &peerWindow{scale: s.scale, sentAck: s.isn + 1}
+	pw := &peerWindow{scale: s.scale, sentAck: s.isn + 1, iss: s.iss, hasISS: s.hasISS}
 	w.mu.Lock()
 	old, ok := w.flows[k]
 	if !ok {
@@ -295,6 +318,21 @@ func (pw *peerWindow) release() {
 		pw.timer.Stop()
 	}
 	pw.mu.Unlock()
+}
+
+// unacked returns how many of the first sent bytes of pw's connection
+// (the stack's data after its SYN) the peer has not acknowledged; false
+// when the link does not know (no segment of the peer's seen since
+// tracking, or the stack's initial sequence number missed).
+func (pw *peerWindow) unacked(sent uint64) (int, bool) {
+	pw.mu.Lock()
+	defer pw.mu.Unlock()
+	if !pw.known || !pw.hasISS {
+		return 0, false
+	}
+	// A FIN takes a sequence number too: once it is acknowledged the
+	// difference is -1.
+	return max(int(int32(pw.iss+1+uint32(sent)-pw.ack)), 0), true
 }
 
 // sending returns the entry of the tracked connection pb, a packet gVisor
