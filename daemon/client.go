@@ -422,7 +422,7 @@ func (h *client) attach(m *api.Attach) (api.Message, []int, error) {
 		ClientID: h.id, Name: name, Namespace: m.Namespace, Secret: m.Secret, Scope: m.Scope,
 		RxFifoSize: m.RxFifoSize, TxFifoSize: m.TxFifoSize,
 		SegmentSize: m.SegmentSize, AddSegmentSize: m.AddSegmentSize, MaxFifoMemory: maxMem,
-		Proxy: m.Proxy, ProxyTransports: m.ProxyTransports,
+		Proxy: m.Proxy, ProxyTransports: m.ProxyTransports, Owner: p.UID,
 	})
 	if errors.Is(err, flow.ErrWrongSecret) {
 		d.secretFailures.Add(1)

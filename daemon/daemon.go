@@ -318,6 +318,7 @@ func (d *Daemon) Start() (err error) {
 		// Each cut-through session is a segment: a descriptor and a
 		// mapping in the daemon and in both apps.
 		MaxCutThrough: d.limits.MaxCutThrough, MaxCutThroughPerApp: d.limits.MaxCutThroughPerApp,
+		MaxPortsPerOwner: d.limits.MaxPortsPerUID,
 	})
 	if err != nil {
 		return fmt.Errorf("session layer: %w", err)

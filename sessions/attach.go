@@ -46,6 +46,11 @@ type AttachOptions struct {
 	// of ProxyTransports (tcp and/or udp).
 	Proxy           bool
 	ProxyTransports []Transport
+
+	// Owner is the uid of the app's process, as the daemon learnt it from
+	// the kernel (not from the app): Config.MaxPortsPerOwner bounds what
+	// the apps of one owner hold together. 0 (root) is not bound.
+	Owner uint32
 }
 
 // Attached is the result of Attach.
@@ -71,6 +76,10 @@ type app struct {
 	// ct counts the cut-through sessions the app opened
 	// (Config.MaxCutThroughPerApp).
 	ct int
+	// ports counts its global listeners (not a proxy's) and its sessions
+	// with wire set: the ports it holds in the host's stack
+	// (Config.MaxPortsPerOwner, with its owner's other apps).
+	ports int
 }
 
 func (a *app) hasLocal() bool { return a.opts.Scope&ScopeLocal != 0 }

@@ -31,6 +31,11 @@ func (l *Layer) Bind(id AppID, e Endpoint) (Handle, error) {
 	if !EndpointInNamespace(l.cfg.View, e) {
 		return InvalidHandle, fmt.Errorf("bind %s: %w", e.URI(), ErrNotInNamespace)
 	}
+	if a.hasGlobal() {
+		if err := l.portRoomLocked(a); err != nil {
+			return InvalidHandle, fmt.Errorf("bind %s: %w", e.URI(), err)
+		}
+	}
 	e, reserved, err := l.bindPortLocked(a, e)
 	if err != nil {
 		return InvalidHandle, fmt.Errorf("bind %s: %w", e.URI(), err)
@@ -127,6 +132,9 @@ func (l *Layer) startListenLocked(a *app, e Endpoint, proxy bool) (Handle, error
 	l.listeners.Store(l.listeners.Load().with(e.FIB, k, ln, true))
 	l.glisten[h] = ln
 	a.global[h] = ln
+	if !proxy {
+		l.portsLocked(a, 1)
+	}
 	l.publishLocked(Change{Op: OpAdd, Kind: KindListener, IfIndex: e.IfIndex, FIB: e.FIB, Tuple: listenTuple(e), Handle: h})
 	return h, nil
 }
@@ -136,6 +144,9 @@ func (l *Layer) stopListenLocked(a *app, ln *Listener) {
 	l.listeners.Store(l.listeners.Load().with(e.FIB, keyOf(e), nil, false))
 	delete(l.glisten, ln.Handle)
 	delete(a.global, ln.Handle)
+	if !ln.Proxy {
+		l.portsLocked(a, -1)
+	}
 	l.freeHandleLocked(ln.Handle)
 	if l.cfg.Datapath != nil {
 		l.cfg.Datapath.Unlisten(*ln)

@@ -219,6 +219,9 @@ func (l *Layer) openLocked(a *app, e Endpoint, opaque uint32) (ConnectResult, er
 	if l.cfg.Datapath == nil {
 		return ConnectResult{}, fmt.Errorf("connect %s: no datapath: %w", e.URI(), ErrConnect)
 	}
+	if err := l.portRoomLocked(a); err != nil {
+		return ConnectResult{}, fmt.Errorf("connect %s: %w", e.URI(), err)
+	}
 	h := l.newHandleLocked(HalfOpenWorker)
 	local, err := l.cfg.Datapath.Open(OpenRequest{HalfOpen: h, App: a.id, Namespace: a.ns.cfg.ID, Remote: e, Opaque: opaque})
 	if err != nil {
@@ -239,9 +242,8 @@ func (l *Layer) openLocked(a *app, e Endpoint, opaque uint32) (ConnectResult, er
 		l.cfg.Datapath.Close(h, t)
 		return ConnectResult{}, fmt.Errorf("connect %s: 5-tuple from %v already connecting: %w", e.URI(), local, ErrAddressInUse)
 	}
-	s := &session{h: h, app: a, kind: kindHalfOpen, tuple: t, fib: e.FIB, ifindex: e.IfIndex, opaque: opaque}
-	l.sess[h] = s
-	a.sess[h] = s
+	s := &session{h: h, app: a, kind: kindHalfOpen, tuple: t, fib: e.FIB, ifindex: e.IfIndex, opaque: opaque, wire: true}
+	l.linkSessLocked(s)
 	l.halfOpen[key] = h
 	l.publishLocked(Change{Op: OpAdd, Kind: KindEstablished, IfIndex: e.IfIndex, FIB: e.FIB, Tuple: t, Handle: h})
 	return ConnectResult{Handle: h, Local: netip.AddrPortFrom(la, local.Port())}, nil
@@ -271,7 +273,7 @@ func (l *Layer) Connected(worker uint32, ho Handle) (Handle, error) {
 		l.notifyLocked(a, Event{Kind: EventSegmentAdded, Segment: added})
 	}
 	h := l.newHandleLocked(worker)
-	ns := &session{h: h, app: a, kind: kindEstablished, tuple: s.tuple, fib: s.fib, ifindex: s.ifindex, opaque: s.opaque, pair: pair}
+	ns := &session{h: h, app: a, kind: kindEstablished, tuple: s.tuple, fib: s.fib, ifindex: s.ifindex, opaque: s.opaque, pair: pair, wire: true}
 	l.addEstablishedLocked(ns)
 	l.notifyLocked(a, Event{Kind: EventConnected, Handle: h, Opaque: s.opaque, Transport: s.tuple.Proto,
 		Local: tupleLocal(&s.tuple), Remote: tupleRemote(&s.tuple), Pair: pair})
@@ -312,13 +314,11 @@ func (l *Layer) dropHalfOpenLocked(s *session) {
 // for it and answers with a reset.
 func (l *Layer) forgetHalfOpenLocked(s *session) {
 	delete(l.halfOpen, hoKey{fib: s.fib, t: s.tuple})
-	delete(l.sess, s.h)
-	delete(s.app.sess, s.h)
+	l.unlinkSessLocked(s)
 }
 
 func (l *Layer) addEstablishedLocked(s *session) {
-	l.sess[s.h] = s
-	s.app.sess[s.h] = s
+	l.linkSessLocked(s)
 	ss := &ShardSession{Handle: s.h, App: s.app.id, Tuple: s.tuple, FIB: s.fib, IfIndex: s.ifindex, Pair: s.pair, Memory: s.app.mem}
 	l.shards[s.h.Worker()].Post(func(sh *Shard) { sh.Add(ss) })
 	l.publishLocked(Change{Op: OpAdd, Kind: KindEstablished, IfIndex: s.ifindex, FIB: s.fib, Tuple: s.tuple, Handle: s.h})

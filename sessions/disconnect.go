@@ -61,8 +61,7 @@ func (l *Layer) Closed(h Handle) error {
 // byApp says the app closed it: the datapath is told; a cut-through peer is
 // told either way.
 func (l *Layer) closeSessionLocked(s *session, byApp bool) {
-	delete(l.sess, s.h)
-	delete(s.app.sess, s.h)
+	l.unlinkSessLocked(s)
 	switch s.kind {
 	case kindHalfOpen:
 		l.dropHalfOpenLocked(s)

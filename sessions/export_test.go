@@ -16,6 +16,7 @@ func (l *Layer) CheckInvariants() error {
 	defer l.mu.Unlock()
 	nsApps := map[*namespace]int{}
 	opened := 0
+	owners := map[uint32]int{}
 	for id, a := range l.apps {
 		if a.id != id || l.byClient[a.opts.ClientID] != a {
 			return fmt.Errorf("app %d: index broken", id)
@@ -34,7 +35,7 @@ func (l *Layer) CheckInvariants() error {
 				return fmt.Errorf("app %d: local listener %v not in its namespace table", id, ln.Endpoint)
 			}
 		}
-		ct := 0
+		ct, ports := 0, 0
 		for h, s := range a.sess {
 			if l.sess[h] != s || s.app != a {
 				return fmt.Errorf("app %d: session %#x not in the table", id, h)
@@ -42,14 +43,34 @@ func (l *Layer) CheckInvariants() error {
 			if s.kind == kindCutThrough && s.opener {
 				ct++
 			}
+			if s.wire {
+				if s.kind == kindCutThrough {
+					return fmt.Errorf("app %d: cut-through session %#x counted as a wire connect", id, h)
+				}
+				ports++
+			}
 		}
 		if ct != a.ct {
 			return fmt.Errorf("app %d: counts %d cut-through sessions it opened, has %d", id, a.ct, ct)
 		}
 		opened += ct
+		for _, ln := range a.global {
+			if !ln.Proxy {
+				ports++
+			}
+		}
+		if ports != a.ports {
+			return fmt.Errorf("app %d: counts %d ports, holds %d", id, a.ports, ports)
+		}
+		if a.opts.Owner != 0 && ports != 0 {
+			owners[a.opts.Owner] += ports
+		}
 	}
 	if opened != l.ct {
 		return fmt.Errorf("%d cut-through sessions opened, %d counted", opened, l.ct)
+	}
+	if !maps.Equal(owners, l.owners) {
+		return fmt.Errorf("ports by owner %v, counted %v", owners, l.owners)
 	}
 	if len(l.byClient) != len(l.apps) {
 		return fmt.Errorf("%d clients for %d apps", len(l.byClient), len(l.apps))

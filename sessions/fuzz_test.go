@@ -45,7 +45,8 @@ func FuzzLayerOps(f *testing.F) {
 		if len(ops) > 600 {
 			ops = ops[:600]
 		}
-		r := newRig(t)
+		// A small bound on the ports of an owner, so that the ops meet it.
+		r := newRigWith(t, func(c *sessions.Config) { c.MaxPortsPerOwner = 3 })
 		feed := r.l.Subscribe(1 << 14)
 		defer feed.Close()
 		const slots = 4
@@ -71,7 +72,8 @@ func FuzzLayerOps(f *testing.F) {
 			var desc string
 			switch op {
 			case 0:
-				o := sessions.AttachOptions{ClientID: uint64(slot), Scope: sessions.Scope(arg%3 + 1), SegmentSize: 4 * sessions.DefaultFifoSize}
+				o := sessions.AttachOptions{ClientID: uint64(slot), Scope: sessions.Scope(arg%3 + 1), SegmentSize: 4 * sessions.DefaultFifoSize,
+					Owner: uint32(arg>>3) % 3} // two owners and root
 				if arg&0x80 != 0 {
 					o.Proxy, o.ProxyTransports = true, []sessions.Transport{sessions.TransportTCP}
 				}

@@ -39,12 +39,23 @@ type Config struct {
 	// their openers). A connect past either fails with ErrLimit. Zero: the
 	// defaults below; negative: no bound.
 	MaxCutThrough, MaxCutThroughPerApp int
+	// MaxPortsPerOwner bounds the ports the apps of one owner
+	// (AttachOptions.Owner, a uid; owner 0, root, is not bound) hold in the
+	// host's stack through the Datapath: their global listeners and the
+	// connects to the wire they have open (half-open or established). A
+	// bind or connect past it fails with ErrLimit, so that one user's
+	// apps cannot take every ephemeral port of the host. Zero:
+	// DefaultMaxPortsPerOwner; negative: no bound.
+	MaxPortsPerOwner int
 }
 
 // Defaults of Config.MaxCutThrough and MaxCutThroughPerApp.
 const (
 	DefaultMaxCutThrough       = 16384
 	DefaultMaxCutThroughPerApp = 4096
+	// DefaultMaxPortsPerOwner is under a third of Linux's default
+	// ephemeral range (ip_local_port_range, 28,232 ports).
+	DefaultMaxPortsPerOwner = 8192
 )
 
 type sessKind uint8
@@ -68,6 +79,7 @@ type session struct {
 	ct       CutThrough // cut-through: shared with peer
 	peer     *session   // cut-through: the other end
 	opener   bool       // cut-through: this end's app connected (app.ct counts it)
+	wire     bool       // the app's connect to the wire (app.ports counts it)
 }
 
 type indexPool struct {
@@ -122,7 +134,8 @@ type Layer struct {
 	ruleHits map[uint32]*RuleHits // by rule ID: every rule of ruleList has one
 	nextRule uint32
 	seq      uint64
-	ct       int // cut-through sessions (Config.MaxCutThrough)
+	ct       int            // cut-through sessions (Config.MaxCutThrough)
+	owners   map[uint32]int // ports held by owner, 0 (root) not counted (Config.MaxPortsPerOwner)
 	feeds    map[*Feed]struct{}
 	pending  []Event // events for the Notifier, delivered after unlock
 }
@@ -153,9 +166,13 @@ func New(cfg Config) (*Layer, error) {
 	if cfg.MaxCutThroughPerApp == 0 {
 		cfg.MaxCutThroughPerApp = DefaultMaxCutThroughPerApp
 	}
+	if cfg.MaxPortsPerOwner == 0 {
+		cfg.MaxPortsPerOwner = DefaultMaxPortsPerOwner
+	}
 	l := &Layer{
 		cfg:      cfg,
 		halfOpen: map[hoKey]Handle{},
+		owners:   map[uint32]int{},
 		nss:      map[string]*namespace{"": {cfg: cfg.Default, local: map[listenKey]*Listener{}}},
 		apps:     map[AppID]*app{},
 		byClient: map[uint64]*app{},

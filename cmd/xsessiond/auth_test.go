@@ -51,7 +51,7 @@ func errWord(err error) string {
 // line "name result [error message]".
 func unprivChild(arg string) int {
 	var p struct {
-		Sock, Link, AddrB string
+		Sock, Link, AddrA, AddrB string
 	}
 	if err := json.Unmarshal([]byte(arg), &p); err != nil {
 		fmt.Println("bad argument:", err)
@@ -80,6 +80,36 @@ func unprivChild(arg string) int {
 	say("bind-specific-over-root-wildcard", err)
 	_, err = a.ListenPacket("udp://" + p.AddrB + ":9401")
 	say("bind-specific-free", err)
+	// Ports per uid (6): the two listeners above and connects to the
+	// wire until refused; a close makes room again.
+	var dialed []net.Conn
+	for i := range 5 {
+		c, err := a.Dial(ctx, "udp://"+p.AddrA+":9")
+		say(fmt.Sprintf("port-%d", i), err)
+		if err != nil {
+			break
+		}
+		dialed = append(dialed, c)
+	}
+	_, err = a.ListenPacket("udp://0.0.0.0:9402")
+	say("port-bind-over", err)
+	if len(dialed) > 0 {
+		dialed[0].Close()
+		// The daemon ends the session as the app's Disconnect reaches it.
+		for end := time.Now().Add(2 * time.Second); ; time.Sleep(20 * time.Millisecond) {
+			var c net.Conn
+			if c, err = a.Dial(ctx, "udp://"+p.AddrA+":9"); err == nil {
+				dialed[0] = c
+			}
+			if !errors.Is(err, flow.ErrLimit) || time.Now().After(end) {
+				break
+			}
+		}
+		say("port-after-close", err)
+	}
+	for _, c := range dialed {
+		c.Close()
+	}
 
 	cl, err := api.DialClient(ctx, p.Sock, api.ClientOptions{Name: "unpriv-ctl"})
 	if err != nil {
@@ -158,7 +188,7 @@ func unprivChild(arg string) int {
 }
 
 // TestUnprivilegedClient runs the daemon binary with its socket group
-// "nogroup", limits on apps and segment memory per uid, and two
+// "nogroup", limits on apps, segment memory and ports per uid, and two
 // namespaces, one that lets uid 65534 attach and one
 // that does not, and runs the test binary as uid 65534 (a member of the
 // socket group, no capabilities) through a list of actions: what needs
@@ -195,6 +225,7 @@ namespaces:
     allow_uids: [65534]
 limits:
   max_apps_per_uid: 4
+  max_ports_per_uid: 6
   app_segment_memory: 67108864
   segment_memory_per_uid: 167772160
 `, sock, rig.B.Link, rig.B.Name, rig.B.Link, rig.B.Name, rig.B.Link, rig.B.Name)
@@ -214,7 +245,7 @@ limits:
 	}
 	bin := filepath.Join(dir, "child.test")
 	copyFile(t, self, bin)
-	arg, _ := json.Marshal(map[string]string{"Sock": sock, "Link": rig.B.Link, "AddrB": rig.B.IPv4.String()})
+	arg, _ := json.Marshal(map[string]string{"Sock": sock, "Link": rig.B.Link, "AddrA": rig.A.IPv4.String(), "AddrB": rig.B.IPv4.String()})
 	cmd := exec.Command(bin)
 	cmd.Env = append(os.Environ(), unprivEnv+"="+string(arg))
 	cmd.SysProcAttr = &syscall.SysProcAttr{Credential: &syscall.Credential{Uid: 65534, Gid: 65534, Groups: []uint32{65534}}}
@@ -244,6 +275,10 @@ limits:
 		"attach-restricted":                "permission",
 		"attach-open":                      "ok",
 	}
+	for i, w := range []string{"ok", "ok", "ok", "ok", "limit"} {
+		want[fmt.Sprintf("port-%d", i)] = w
+	}
+	want["port-bind-over"], want["port-after-close"] = "limit", "ok"
 	for i, w := range []string{"ok", "ok", "ok", "limit"} {
 		want[fmt.Sprintf("small-app-%d", i)] = w
 	}
