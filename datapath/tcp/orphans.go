@@ -1,10 +1,6 @@
 package tcp
 
-import (
-	"time"
-
-	"gvisor.dev/gvisor/pkg/tcpip"
-)
+import "time"
 
 // Orphans.
 //
@@ -39,9 +35,8 @@ func (s *Stack) orphanLocked(c *Conn) {
 	s.bufBytes -= rcv
 	s.groupBuf[c.group] -= rcv
 	s.orphans[c] = &orphan{sendQ: c.sendQ(), progress: time.Now()}
-	if !s.sweeping {
-		s.sweeping = true
-		time.AfterFunc(orphanSweep, s.sweepOrphans)
+	if s.sweep == nil {
+		s.scheduleSweepLocked()
 	}
 }
 
@@ -53,7 +48,12 @@ func (s *Stack) sweepOrphans() {
 		c *Conn
 		o *orphan // only the sweep writes it
 	}
+	defer s.sweepWG.Done()
 	s.mu.Lock()
+	if s.closed { // Close gives back what the orphans hold
+		s.mu.Unlock()
+		return
+	}
 	es := make([]entry, 0, len(s.orphans))
 	for c, o := range s.orphans {
 		es = append(es, entry{c, o})
@@ -74,8 +74,7 @@ func (s *Stack) sweepOrphans() {
 		}
 	}
 	for _, c := range stuck {
-		c.ep.SocketOptions().SetLinger(tcpip.LingerOption{Enabled: true})
-		c.ep.Abort()
+		c.ep.Abort() // an RST
 		c.sentReset.Store(true)
 		s.orphansReset.Add(1)
 	}
@@ -89,8 +88,26 @@ func (s *Stack) sweepOrphans() {
 		c.untrackWindow()
 	}
 	s.mu.Lock()
-	if s.sweeping = len(s.orphans) > 0 && !s.closed; s.sweeping {
-		time.AfterFunc(orphanSweep, s.sweepOrphans)
+	s.sweep = nil
+	if len(s.orphans) > 0 && !s.closed {
+		s.scheduleSweepLocked()
 	}
 	s.mu.Unlock()
+}
+
+// scheduleSweepLocked runs sweepOrphans after orphanSweep (s.mu held).
+func (s *Stack) scheduleSweepLocked() {
+	s.sweepWG.Add(1)
+	s.sweep = time.AfterFunc(orphanSweep, s.sweepOrphans)
+}
+
+// stopSweep stops the sweep and waits for one that runs (s.closed set).
+func (s *Stack) stopSweep() {
+	s.mu.Lock()
+	if s.sweep != nil && s.sweep.Stop() {
+		s.sweepWG.Done()
+	}
+	s.sweep = nil
+	s.mu.Unlock()
+	s.sweepWG.Wait()
 }

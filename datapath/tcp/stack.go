@@ -137,11 +137,12 @@ type Stack struct {
 	bufBytes            int64
 	groupBuf            map[uint64]int64
 	bufClamped, bufHeld uint64
-	// The finished Conns gVisor still delivers for, and whether a sweep
-	// of them is scheduled (orphans.go).
+	// The finished Conns gVisor still delivers for, and their sweep's
+	// timer while one is scheduled (orphans.go).
 	orphans      map[*Conn]*orphan
-	sweeping     bool
-	orphansReset atomic.Uint64 // orphans reset: the peer took nothing for CloseTimeout
+	sweep        *time.Timer
+	sweepWG      sync.WaitGroup // the sweep scheduled or running
+	orphansReset atomic.Uint64  // orphans reset: the peer took nothing for CloseTimeout
 
 	nextID   atomic.Uint64
 	refused  atomic.Uint64 // connections refused by limits
@@ -349,6 +350,7 @@ func (s *Stack) Close() error {
 		c.abort(true)
 	}
 	s.connWG.Wait()
+	s.stopSweep()
 	close(s.closedCh)
 	for _, p := range s.pumps {
 		p.stop()
