@@ -298,9 +298,13 @@ func (d *Daemon) SessionViews() []SessionView {
 	fills := d.fifoFill()
 	st := d.engineStats()
 	tcpConns := d.eng.TCPConns()
+	// A handle names at most one current connection; a lingering one may
+	// have had a handle a new session holds now.
 	tcpOf := make(map[flow.Handle]datapath.TCPConnView, len(tcpConns))
 	for _, c := range tcpConns {
-		tcpOf[c.Handle] = c
+		if c.Current {
+			tcpOf[c.Handle] = c
+		}
 	}
 	out := make([]SessionView, 0, len(ss)+len(tcpConns))
 	for _, s := range ss {
@@ -312,13 +316,13 @@ func (d *Daemon) SessionViews() []SessionView {
 		v.Counters.set(st.targets[s.Handle])
 		if c, ok := tcpOf[s.Handle]; ok {
 			v.setTCP(c)
-			delete(tcpOf, s.Handle)
+			delete(tcpOf, s.Handle) // shown with its session
 		}
 		out = append(out, v)
 	}
 	// Connections whose session ended and that gVisor still closes.
 	for _, c := range tcpConns {
-		if _, ok := tcpOf[c.Handle]; !ok || !c.Lingering {
+		if _, ok := tcpOf[c.Handle]; !c.Lingering || (c.Current && !ok) {
 			continue
 		}
 		v := SessionView{Handle: Handle(c.Handle), App: uint32(c.App), Namespace: NamespaceName(c.Namespace), State: "lingering",

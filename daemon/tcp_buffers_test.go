@@ -190,6 +190,16 @@ func TestTCPOrphansAccounted(t *testing.T) {
 	if st.Buffers.Bytes < n*def/2 || st.Buffers.Clamped != 0 {
 		t.Fatalf("%d orphans: buffers %+v, want their %d send buffer bytes accounted and none clamped", n, st.Buffers, n*def/2)
 	}
+	// show sessions lists them as lingering, with what gVisor holds.
+	lingering := 0
+	for _, v := range d.eng.TCPConns() {
+		if v.Lingering && v.SendQ > 0 && v.SendQ <= size {
+			lingering++
+		}
+	}
+	if lingering != n {
+		t.Fatalf("%d lingering connections with a send queue of 1 to %d bytes, want %d: %+v", lingering, size, n, d.eng.TCPConns())
+	}
 	// The app's bound holds the orphans' send buffers: its next
 	// connection is clamped.
 	c := dial()
@@ -197,6 +207,21 @@ func TestTCPOrphansAccounted(t *testing.T) {
 	servers = append(servers, <-peers)
 	if b := d.Engine().TCPStats().Buffers; b.Clamped != 1 {
 		t.Fatalf("a connection beside %d orphans: buffers %+v, want it clamped", n, b)
+	}
+	// show sessions has the live connection with its own counters and the
+	// orphans, though the layer gave the new session a handle one of
+	// theirs had.
+	var live, lingered int
+	for _, v := range d.SessionViews() {
+		switch {
+		case v.State == "lingering" && v.TCPSendQ > 0:
+			lingered++
+		case v.Transport == "tcp" && v.State != "lingering" && v.TCPState == "ESTABLISHED" && v.TxBytes == 0:
+			live++
+		}
+	}
+	if live != 1 || lingered != n {
+		t.Fatalf("show sessions: %d live and %d lingering connections, want 1 and %d: %+v", live, lingered, n, d.SessionViews())
 	}
 	doc, err := show(t, d.Socket(), "stats")
 	if err != nil {

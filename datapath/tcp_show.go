@@ -25,6 +25,10 @@ type TCPConnView struct {
 	// Lingering: the session ended (the layer forgot it) and gVisor still
 	// closes the connection (FIN-WAIT, TIME-WAIT) while its port is held.
 	Lingering bool
+	// Current: the connection still holds Handle. A lingering one whose
+	// Handle a new session took since (the layer reuses handles) does
+	// not: its Handle is the one it had.
+	Current bool
 	tcp.ConnInfo
 }
 
@@ -130,7 +134,7 @@ func (e *Engine) TCPConns() []TCPConnView {
 			h = s.ho
 		}
 		out = append(out, TCPConnView{Handle: h, App: s.app, Namespace: s.ns, Local: s.conn.LocalAddr(), Remote: s.conn.RemoteAddr(),
-			Lingering: s.done, ConnInfo: s.conn.Info()})
+			Lingering: s.done, Current: true, ConnInfo: s.conn.Info()})
 	}
 	p.mu.Unlock()
 	for _, s := range p.lingering() {

@@ -322,13 +322,17 @@ func (pw *peerWindow) release() {
 
 // unacked returns how many of the first sent bytes of pw's connection
 // (the stack's data after its SYN) the peer has not acknowledged; false
-// when the link does not know (no segment of the peer's seen since
-// tracking, or the stack's initial sequence number missed).
+// when the link does not know (it missed the stack's initial sequence
+// number). Until a segment of the peer's comes after the handshake, none
+// is.
 func (pw *peerWindow) unacked(sent uint64) (int, bool) {
 	pw.mu.Lock()
 	defer pw.mu.Unlock()
-	if !pw.known || !pw.hasISS {
+	switch {
+	case !pw.hasISS:
 		return 0, false
+	case !pw.known:
+		return int(min(sent, 1<<31-1)), true
 	}
 	// A FIN takes a sequence number too: once it is acknowledged the
 	// difference is -1.
