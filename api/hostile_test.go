@@ -474,7 +474,7 @@ func TestConnLimitRootReserve(t *testing.T) {
 	d := newFakeDaemon(t)
 	var logs sync.Mutex
 	var limitLines int
-	s := &Server{MaxConns: 1000, RootReserve: 8, HelloTimeout: time.Minute, IdleTimeout: time.Minute,
+	s := &Server{MaxConns: 1000, RootReserve: 8, MaxConnsPerUID: -1, HelloTimeout: time.Minute, IdleTimeout: time.Minute,
 		Logf: func(f string, a ...any) {
 			if strings.Contains(f, "over the limit") {
 				logs.Lock()
@@ -546,6 +546,70 @@ func TestConnLimitRootReserve(t *testing.T) {
 	fds = nil
 	if dt := stop(); dt > 2*time.Second {
 		t.Fatalf("stopping with 1,000 connections took %v", dt)
+	}
+}
+
+// One uid's 300 idle clients against a bound of 100 per uid: those past it
+// are closed at once, and another uid's clients still get in and are
+// answered; once the first uid's close, it gets in again.
+func TestConnLimitPerUID(t *testing.T) {
+	if os.Geteuid() != 0 {
+		t.Skip("needs root to connect as another uid")
+	}
+	d := newFakeDaemon(t)
+	s := &Server{MaxConnsPerUID: 100, HelloTimeout: time.Minute, IdleTimeout: time.Minute}
+	path, _ := runServer(t, s, d)
+	hello := encode(t, 1, &Hello{Major: VersionMajor, Name: "idle"})
+	open := func(uid, n int) []int {
+		var fds []int
+		withEUID(t, uid, func() {
+			for range n {
+				fd, err := unix.Socket(unix.AF_UNIX, unix.SOCK_SEQPACKET|unix.SOCK_CLOEXEC, 0)
+				if err != nil {
+					t.Errorf("socket: %v", err)
+					return
+				}
+				fds = append(fds, fd)
+				if err := unix.Connect(fd, &unix.SockaddrUnix{Name: path}); err != nil {
+					t.Errorf("connect %d: %v", len(fds), err)
+					return
+				}
+				unix.Sendmsg(fd, hello, nil, nil, unix.MSG_DONTWAIT|unix.MSG_NOSIGNAL) // refused ones fail; fine
+			}
+		})
+		return fds
+	}
+	hog := open(65534, 300)
+	defer func() { closeFDs(hog) }()
+	if t.Failed() {
+		return
+	}
+	if !waitFor(10*time.Second, func() bool { return s.Stats().Accepted == 300 }) {
+		t.Fatalf("accepted %d of 300", s.Stats().Accepted)
+	}
+	if st := s.Stats(); st.Active != 100 || st.Disconnects[DisconnectConnLimit] != 200 {
+		t.Fatalf("active %d, refused %d; want 100 and 200", st.Active, st.Disconnects[DisconnectConnLimit])
+	}
+	if err := waitEOF(hog[299], 2*time.Second); err != nil {
+		t.Fatalf("a refused client of the first uid: %v", err)
+	}
+	// Another uid's clients get in, and are answered.
+	other := open(65533, 10)
+	defer func() { closeFDs(other) }()
+	if !waitFor(10*time.Second, func() bool { return s.Stats().Active == 110 }) {
+		t.Fatalf("another uid's clients: active %d, want 110", s.Stats().Active)
+	}
+	withEUID(t, 65533, func() { unix.Close(rawHelloFD(t, path)) }) // a Hello answered
+	// The first uid's clients close: it gets in again.
+	closeFDs(hog)
+	hog = nil
+	if !waitFor(10*time.Second, func() bool { return s.Stats().Active == 10 }) {
+		t.Fatalf("after the first uid's clients closed: active %d, want 10", s.Stats().Active)
+	}
+	again := open(65534, 1)
+	defer func() { closeFDs(again) }()
+	if !waitFor(10*time.Second, func() bool { return s.Stats().Active == 11 }) {
+		t.Fatalf("the first uid after its clients closed: active %d, want 11", s.Stats().Active)
 	}
 }
 

@@ -80,6 +80,10 @@ const (
 	DefaultQueueBytes   = 4 << 20
 	DefaultMaxConns     = 1024
 	DefaultRootReserve  = 8
+	// DefaultMaxConnsPerUID is twice the daemon's default bound on the
+	// apps of a uid (each app holds one connection), leaving room for
+	// its CLI and probes.
+	DefaultMaxConnsPerUID = 128
 )
 
 // Server serves control connections. A connection that sends a malformed,
@@ -124,14 +128,21 @@ type Server struct {
 	// 0 means DefaultRootReserve (8), negative none.
 	MaxConns    int
 	RootReserve int
+	// MaxConnsPerUID bounds the open connections of one peer uid other
+	// than 0, so that one user cannot take all of MaxConns and keep the
+	// other users' apps out; those past it are closed as soon as they are
+	// accepted. 0 means DefaultMaxConnsPerUID (128), negative no limit.
+	MaxConnsPerUID int
 	// Logf, if set, receives one line per connection dropped for a fault
 	// of the client (with its pid and uid; at most maxDropLogs a second,
 	// the next line counting those left out), and at most one line a
-	// second about connections refused over MaxConns.
+	// second about connections refused over MaxConns or MaxConnsPerUID.
 	Logf func(format string, args ...any)
 
 	accepted    atomic.Uint64
 	active      atomic.Int64
+	uidMu       sync.Mutex
+	uidConns    map[uint32]int // guarded by uidMu: open connections by peer uid, 0 not counted
 	disconnects [numDisconnectReasons]atomic.Uint64
 
 	logMu       sync.Mutex
@@ -161,7 +172,7 @@ const (
 	DisconnectNotAccepted                          // a type, flag or id not accepted in the state
 	DisconnectVersion                              // another major version
 	DisconnectRefused                              // the Handler refused it in Open
-	DisconnectConnLimit                            // refused at accept: over MaxConns
+	DisconnectConnLimit                            // refused at accept: over MaxConns or MaxConnsPerUID
 	DisconnectError                                // a socket error
 	numDisconnectReasons
 )
@@ -260,17 +271,18 @@ func (s *Server) Serve(ctx context.Context, l *Listener) error {
 		}
 		backoff = 0
 		s.accepted.Add(1)
-		if !s.admit(c.Peer()) {
+		peer := c.Peer()
+		if !s.admit(peer) {
 			c.Close()
 			s.disconnects[DisconnectConnLimit].Add(1)
-			s.logRefusal(c.Peer())
+			s.logRefusal(peer)
 			continue
 		}
 		mu.Lock()
 		if ctx.Err() != nil {
 			mu.Unlock()
 			c.Close()
-			s.active.Add(-1)
+			s.release(peer)
 			return nil
 		}
 		conns[c] = struct{}{}
@@ -278,7 +290,7 @@ func (s *Server) Serve(ctx context.Context, l *Listener) error {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			defer s.active.Add(-1)
+			defer s.release(peer)
 			s.ServeConn(ctx, c)
 			mu.Lock()
 			delete(conns, c)
@@ -288,7 +300,8 @@ func (s *Server) Serve(ctx context.Context, l *Listener) error {
 }
 
 // admit counts a new connection in, unless that takes it over MaxConns
-// (less RootReserve for peers other than root).
+// (less RootReserve for peers other than root) or its uid over
+// MaxConnsPerUID.
 func (s *Server) admit(p Cred) bool {
 	maxConns := orDefault(s.MaxConns, DefaultMaxConns)
 	if maxConns > 0 {
@@ -300,11 +313,38 @@ func (s *Server) admit(p Cred) bool {
 			return false
 		}
 	}
+	if p.UID != 0 {
+		s.uidMu.Lock()
+		n := s.uidConns[p.UID]
+		if m := orDefault(s.MaxConnsPerUID, DefaultMaxConnsPerUID); m > 0 && n >= m {
+			s.uidMu.Unlock()
+			return false
+		}
+		if s.uidConns == nil {
+			s.uidConns = make(map[uint32]int)
+		}
+		s.uidConns[p.UID] = n + 1
+		s.uidMu.Unlock()
+	}
 	s.active.Add(1)
 	return true
 }
 
-// logRefusal logs refusals over MaxConns, at most once a second.
+// release counts out a connection admit counted in.
+func (s *Server) release(p Cred) {
+	s.active.Add(-1)
+	if p.UID == 0 {
+		return
+	}
+	s.uidMu.Lock()
+	if s.uidConns[p.UID]--; s.uidConns[p.UID] <= 0 {
+		delete(s.uidConns, p.UID)
+	}
+	s.uidMu.Unlock()
+}
+
+// logRefusal logs refusals over MaxConns and MaxConnsPerUID, at most once
+// a second.
 func (s *Server) logRefusal(p Cred) {
 	s.logMu.Lock()
 	s.limitRefuse++
@@ -316,8 +356,8 @@ func (s *Server) logRefusal(p Cred) {
 	n := s.limitRefuse
 	s.lastLimit, s.limitRefuse = now, 0
 	s.logMu.Unlock()
-	s.logf("api: refused %d connection(s) over the limit of %d (latest from pid %d uid %d)",
-		n, orDefault(s.MaxConns, DefaultMaxConns), p.PID, p.UID)
+	s.logf("api: refused %d connection(s) over the limits of %d in all and %d per uid (latest from pid %d uid %d)",
+		n, orDefault(s.MaxConns, DefaultMaxConns), orDefault(s.MaxConnsPerUID, DefaultMaxConnsPerUID), p.PID, p.UID)
 }
 
 // logDrop logs a connection dropped for a fault of the client, at most

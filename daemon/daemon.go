@@ -94,6 +94,10 @@ type ControlLimits struct {
 	// RootReserve of which are kept for uid 0 (8).
 	MaxConns    int `yaml:"max_conns"`
 	RootReserve int `yaml:"root_reserve"`
+	// MaxConnsPerUID bounds the open connections of one uid other than 0
+	// (128; negative: no limit), so that one user's clients cannot take
+	// all of MaxConns and keep the other users' apps from attaching.
+	MaxConnsPerUID int `yaml:"max_conns_per_uid"`
 }
 
 // Daemon is xsessiond: the session layer, the datapath engine of one
@@ -349,6 +353,8 @@ func (d *Daemon) Start() (err error) {
 		QueueBytes:   lim.QueueBytes,
 		MaxConns:     lim.MaxConns,
 		RootReserve:  lim.RootReserve,
+		// One user's clients cannot keep the other users' apps out.
+		MaxConnsPerUID: lim.MaxConnsPerUID,
 	}
 	d.srv = srv
 	ln := d.ln
