@@ -147,3 +147,14 @@ func kernelKey(ep sessions.Endpoint) netip.AddrPort {
 	}
 	return netip.AddrPortFrom(a, ep.Port)
 }
+
+var _ sessions.PortKeeper = (*enginePath)(nil)
+
+// KeptPorts returns the ports held for TIME-WAIT after the TCP
+// connections that owner's apps opened (sessions.PortKeeper).
+func (p *enginePath) KeptPorts(owner uint32) int {
+	if p.e.tcp == nil {
+		return 0
+	}
+	return p.e.tcp.keptPorts(owner)
+}

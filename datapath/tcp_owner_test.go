@@ -23,3 +23,39 @@ func TestTCPOwnerGroups(t *testing.T) {
 		t.Fatalf("groups: user 1000 %#x %#x, user 1001 %#x, root %#x %#x, unknown %#x", g(1), g(2), g(3), g(4), g(5), g(9))
 	}
 }
+
+// The ports an active open's connection keeps for TIME-WAIT count against
+// the uid of the app that opened it until they are released (early, when
+// the list is full, too); a passive one's (no port of its own) and root's
+// do not.
+func TestTCPKeptPorts(t *testing.T) {
+	p := &tcpPath{e: &Engine{}, users: map[sessions.AppID]uint32{}}
+	res := func() *tcpReservation { return &tcpReservation{fd: -1} }
+	p.holdPort(&tcpSess{uid: 1000}, res(), nil)
+	p.holdPort(&tcpSess{uid: 1000}, res(), nil)
+	p.holdPort(&tcpSess{uid: 1000}, nil, nil) // accepted: steering only
+	p.holdPort(&tcpSess{uid: 1001}, res(), nil)
+	p.holdPort(&tcpSess{}, res(), nil)
+	if a, b, r := p.keptPorts(1000), p.keptPorts(1001), p.keptPorts(0); a != 2 || b != 1 || r != 0 {
+		t.Fatalf("kept ports: uid 1000 %d, uid 1001 %d, root %d; want 2, 1, 0", a, b, r)
+	}
+	if n := (&enginePath{e: &Engine{tcp: p}}).KeptPorts(1000); n != 2 {
+		t.Fatalf("the Datapath's KeptPorts: %d, want 2", n)
+	}
+	p.releasePorts(false) // their time is not over
+	if n := p.keptPorts(1000); n != 2 {
+		t.Fatalf("before their time: %d kept, want 2", n)
+	}
+	// A full list releases its oldest early.
+	for range maxCooling - 5 { // full
+		p.holdPort(nil, nil, nil)
+	}
+	p.holdPort(nil, nil, nil)
+	if n := p.keptPorts(1000); n != 1 {
+		t.Fatalf("after the oldest went early: %d kept, want 1", n)
+	}
+	p.releasePorts(true)
+	if len(p.coolBy) != 0 {
+		t.Fatalf("after the release: %v kept", p.coolBy)
+	}
+}

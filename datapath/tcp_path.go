@@ -88,8 +88,12 @@ type tcpPath struct {
 	// Ports of active opens that ended in order, held in the kernel while
 	// gVisor may keep them in TIME-WAIT (the kernel knows nothing of it
 	// and would hand them out again), oldest first.
-	coolMu sync.Mutex // guards cool
+	coolMu sync.Mutex // guards cool and coolBy
 	cool   []cooling
+	// coolBy counts the ports of cool by the uid of the app that
+	// connected (0 not counted): they count against the uid's bound on
+	// ports (sessions.PortKeeper).
+	coolBy map[uint32]int
 
 	refused   atomic.Uint64 // accepts refused (limits, no memory, app gone)
 	closeOnce sync.Once
@@ -100,12 +104,14 @@ type tcpPath struct {
 }
 
 // cooling is a port reservation (nil: none) and a 5-tuple's steering
-// (unsteer, nil: none) held until until.
+// (unsteer, nil: none) held until until; uid, when not 0, is the user
+// whose count (tcpPath.coolBy) the port is in.
 type cooling struct {
 	s       *tcpSess // the connection, shown while it lingers (nil: none)
 	res     *tcpReservation
 	unsteer func()
 	until   time.Time
+	uid     uint32
 }
 
 // maxCooling bounds the reservations held for TIME-WAIT; past it the
@@ -127,14 +133,43 @@ func (p *tcpPath) timeWait() time.Duration {
 // TIME-WAIT on it is over. No lock of the Engine may be held.
 func (p *tcpPath) holdPort(s *tcpSess, res *tcpReservation, unsteer func()) {
 	var early cooling
+	c := cooling{s: s, res: res, unsteer: unsteer, until: time.Now().Add(p.timeWait())}
+	if s != nil && res != nil {
+		c.uid = s.uid
+	}
 	p.coolMu.Lock()
 	if len(p.cool) >= maxCooling {
 		early = p.cool[0]
 		p.cool = p.cool[1:]
+		p.uncountLocked(early)
 	}
-	p.cool = append(p.cool, cooling{s: s, res: res, unsteer: unsteer, until: time.Now().Add(p.timeWait())})
+	p.cool = append(p.cool, c)
+	if c.uid != 0 {
+		if p.coolBy == nil {
+			p.coolBy = make(map[uint32]int)
+		}
+		p.coolBy[c.uid]++
+	}
 	p.coolMu.Unlock()
 	early.release()
+}
+
+// uncountLocked takes c out of coolBy (coolMu held).
+func (p *tcpPath) uncountLocked(c cooling) {
+	if c.uid == 0 {
+		return
+	}
+	if p.coolBy[c.uid]--; p.coolBy[c.uid] <= 0 {
+		delete(p.coolBy, c.uid)
+	}
+}
+
+// keptPorts returns how many ports are held for TIME-WAIT after the
+// connections of uid's apps (sessions.PortKeeper).
+func (p *tcpPath) keptPorts(uid uint32) int {
+	p.coolMu.Lock()
+	defer p.coolMu.Unlock()
+	return p.coolBy[uid]
 }
 
 // release stops the steering first: once the port is free the kernel may
@@ -159,6 +194,7 @@ func (p *tcpPath) releasePorts(all bool) {
 	for _, c := range p.cool {
 		if all || (now.After(c.until) && (c.s == nil || c.s.conn == nil || c.s.conn.Finished())) {
 			done = append(done, c)
+			p.uncountLocked(c)
 		} else {
 			keep = append(keep, c)
 		}
@@ -202,6 +238,7 @@ type tcpSess struct {
 	pair   sessions.FifoPair
 	w      *tcpWorker
 	res    *tcpReservation // active opens: the local port
+	uid    uint32          // active opens: the uid of the app's process (0: root or unknown)
 
 	// Guarded by p.mu.
 	ho, h       flow.Handle // half-open handle (active opens), established handle
@@ -928,6 +965,7 @@ func (p *tcpPath) open(req sessions.OpenRequest) (netip.AddrPort, error) {
 	}
 	s := &tcpSess{p: p, app: req.App, ns: req.Namespace, res: res, ho: req.HalfOpen}
 	p.mu.Lock()
+	s.uid = p.users[req.App]
 	p.conns[req.HalfOpen] = s
 	p.mu.Unlock()
 	go p.dial(s, netip.AddrPortFrom(dst, r.Port))

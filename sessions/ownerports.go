@@ -11,14 +11,34 @@ import "fmt"
 // memory holds, could take every ephemeral port of the host: the other
 // users' apps and the host's own connects would then fail with
 // EADDRNOTAVAIL. Config.MaxPortsPerOwner bounds what the apps of one owner
-// (AttachOptions.Owner, a uid) hold together. Root's apps are not bound,
-// as the daemon's other per-uid limits do not bind them.
+// (AttachOptions.Owner, a uid) hold together, with the ports a PortKeeper
+// keeps after their closed sessions. Root's apps are not bound, as the
+// daemon's other per-uid limits do not bind them.
+
+// PortKeeper is a Datapath that keeps ports past the end of the sessions
+// that held them (TCP's TIME-WAIT: the port of an active open stays
+// reserved while the stack may still see the connection's segments).
+// The layer counts them against their owner's bound. KeptPorts must not
+// block or call back into the Layer.
+type PortKeeper interface {
+	// KeptPorts returns how many ports it keeps after the sessions of
+	// owner's apps.
+	KeptPorts(owner uint32) int
+}
 
 // portRoomLocked reports whether app a may take one more port.
 func (l *Layer) portRoomLocked(a *app) error {
 	o := a.opts.Owner
-	if m := l.cfg.MaxPortsPerOwner; m > 0 && o != 0 && l.owners[o] >= m {
-		return fmt.Errorf("the apps of uid %d hold %d ports of the host, their limit: %w", o, l.owners[o], ErrLimit)
+	m := l.cfg.MaxPortsPerOwner
+	if m <= 0 || o == 0 {
+		return nil
+	}
+	held := l.owners[o]
+	if k, ok := l.cfg.Datapath.(PortKeeper); ok && held < m {
+		held += k.KeptPorts(o)
+	}
+	if held >= m {
+		return fmt.Errorf("the apps of uid %d hold %d ports of the host (those of their closed connections in TIME-WAIT included), their limit: %w", o, held, ErrLimit)
 	}
 	return nil
 }

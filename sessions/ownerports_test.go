@@ -72,5 +72,14 @@ func TestOwnerPorts(t *testing.T) {
 	_, err = r.l.ConnectURI(a2, "udp://192.0.2.7:59", 13)
 	wantErr(t, err, sessions.ErrLimit)
 	r.l.Detach(a2)
+	// Ports the datapath keeps after closed sessions of the owner's (TCP's
+	// TIME-WAIT) count too: with 3 kept, one connect fits.
+	r.dp.Keep(1000, 3)
+	a3 := r.attachOpts(sessions.AttachOptions{Scope: sessions.ScopeGlobal, Owner: 1000})
+	r.established(a3, 0, "udp://192.0.2.7:60")
+	_, err = r.l.ConnectURI(a3, "udp://192.0.2.7:61", 1)
+	wantErr(t, err, sessions.ErrLimit)
+	r.dp.Keep(1000, 0)
+	r.established(a3, 0, "udp://192.0.2.7:61")
 	check()
 }

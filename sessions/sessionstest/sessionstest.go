@@ -80,6 +80,25 @@ type Datapath struct {
 	Listens    []sessions.Listener
 	Unlistens  []sessions.Listener
 	Closes     []flow.Handle
+	kept       map[uint32]int
+}
+
+// Keep says the datapath keeps n ports after the sessions of owner's
+// apps (sessions.PortKeeper).
+func (d *Datapath) Keep(owner uint32, n int) {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if d.kept == nil {
+		d.kept = map[uint32]int{}
+	}
+	d.kept[owner] = n
+}
+
+// KeptPorts implements sessions.PortKeeper.
+func (d *Datapath) KeptPorts(owner uint32) int {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	return d.kept[owner]
 }
 
 // NewDatapath returns a fake datapath whose connects come from local4 and
