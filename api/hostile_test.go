@@ -459,6 +459,32 @@ func withEUID(t *testing.T, uid int, f func()) {
 	runtime.UnlockOSThread()
 }
 
+// idleClients connects n clients as uid (its effective uid) to the server
+// at path; each says Hello (a refused one's fails, which is fine) and
+// nothing more. A failure is the test's error; the descriptors made so far
+// are returned either way.
+func idleClients(t *testing.T, path string, uid, n int) []int {
+	t.Helper()
+	fds := make([]int, 0, n)
+	hello := encode(t, 1, &Hello{Major: VersionMajor, Name: "idle"})
+	withEUID(t, uid, func() {
+		for len(fds) < n {
+			fd, err := unix.Socket(unix.AF_UNIX, unix.SOCK_SEQPACKET|unix.SOCK_CLOEXEC, 0)
+			if err != nil {
+				t.Errorf("socket: %v", err)
+				return
+			}
+			fds = append(fds, fd)
+			if err := unix.Connect(fd, &unix.SockaddrUnix{Name: path}); err != nil {
+				t.Errorf("connect %d: %v", len(fds), err)
+				return
+			}
+			unix.Sendmsg(fd, hello, nil, nil, unix.MSG_DONTWAIT|unix.MSG_NOSIGNAL)
+		}
+	})
+	return fds
+}
+
 // 2,000 idle clients against a limit of 1,000: those past the limit (less
 // the reserve for root) are closed at once, the process's descriptors stay
 // bounded, and a root client still gets answers.
@@ -485,23 +511,7 @@ func TestConnLimitRootReserve(t *testing.T) {
 	path, stop := runServer(t, s, d)
 	fdsBefore := countFDs(t)
 	const idle = 2000
-	fds := make([]int, 0, idle)
-	hello := encode(t, 1, &Hello{Major: VersionMajor, Name: "idle"})
-	withEUID(t, 65534, func() {
-		for len(fds) < idle {
-			fd, err := unix.Socket(unix.AF_UNIX, unix.SOCK_SEQPACKET|unix.SOCK_CLOEXEC, 0)
-			if err != nil {
-				t.Errorf("socket: %v", err)
-				return
-			}
-			fds = append(fds, fd)
-			if err := unix.Connect(fd, &unix.SockaddrUnix{Name: path}); err != nil {
-				t.Errorf("connect %d: %v", len(fds), err)
-				return
-			}
-			unix.Sendmsg(fd, hello, nil, nil, unix.MSG_DONTWAIT|unix.MSG_NOSIGNAL) // refused ones fail; fine
-		}
-	})
+	fds := idleClients(t, path, 65534, idle)
 	defer closeFDs(fds)
 	if t.Failed() {
 		return
@@ -559,26 +569,7 @@ func TestConnLimitPerUID(t *testing.T) {
 	d := newFakeDaemon(t)
 	s := &Server{MaxConnsPerUID: 100, HelloTimeout: time.Minute, IdleTimeout: time.Minute}
 	path, _ := runServer(t, s, d)
-	hello := encode(t, 1, &Hello{Major: VersionMajor, Name: "idle"})
-	open := func(uid, n int) []int {
-		var fds []int
-		withEUID(t, uid, func() {
-			for range n {
-				fd, err := unix.Socket(unix.AF_UNIX, unix.SOCK_SEQPACKET|unix.SOCK_CLOEXEC, 0)
-				if err != nil {
-					t.Errorf("socket: %v", err)
-					return
-				}
-				fds = append(fds, fd)
-				if err := unix.Connect(fd, &unix.SockaddrUnix{Name: path}); err != nil {
-					t.Errorf("connect %d: %v", len(fds), err)
-					return
-				}
-				unix.Sendmsg(fd, hello, nil, nil, unix.MSG_DONTWAIT|unix.MSG_NOSIGNAL) // refused ones fail; fine
-			}
-		})
-		return fds
-	}
+	open := func(uid, n int) []int { return idleClients(t, path, uid, n) }
 	hog := open(65534, 300)
 	defer func() { closeFDs(hog) }()
 	if t.Failed() {

@@ -82,14 +82,7 @@ func TestTCPNonReaderBounded(t *testing.T) {
 		t.Fatalf("buffers %+v: want at least %d connections clamped", st, n-appBound/(2<<20))
 	}
 	// ctl show stats says so.
-	doc, err := show(t, d.Socket(), "stats")
-	if err != nil {
-		t.Fatal(err)
-	}
-	var sv StatsView
-	if err := json.Unmarshal(doc, &sv); err != nil {
-		t.Fatal(err)
-	}
+	sv := showStats(t, d)
 	if tv := sv.TCP; tv == nil || tv.Connections < n || tv.BuffersClamped != st.Clamped || tv.UserBufferLimit != appBound || tv.BufferBytes <= 0 {
 		t.Fatalf("show stats: tcp %+v, want %d connections or more, %d clamped, a user's bound of %d", tv, n, st.Clamped, appBound)
 	}
@@ -223,14 +216,7 @@ func TestTCPOrphansAccounted(t *testing.T) {
 	if live != 1 || lingered != n {
 		t.Fatalf("show sessions: %d live and %d lingering connections, want 1 and %d: %+v", live, lingered, n, d.SessionViews())
 	}
-	doc, err := show(t, d.Socket(), "stats")
-	if err != nil {
-		t.Fatal(err)
-	}
-	var sv StatsView
-	if err := json.Unmarshal(doc, &sv); err != nil {
-		t.Fatal(err)
-	}
+	sv := showStats(t, d)
 	if tv := sv.TCP; tv == nil || tv.Orphans != n {
 		t.Fatalf("show stats: tcp %+v, want %d orphans", tv, n)
 	}
@@ -249,4 +235,19 @@ func TestTCPOrphansAccounted(t *testing.T) {
 		s.Close()
 	}
 	servers[n].Close()
+}
+
+// showStats asks d for ctl show stats over its control socket, as the CLI
+// does.
+func showStats(t *testing.T, d *Daemon) StatsView {
+	t.Helper()
+	doc, err := show(t, d.Socket(), "stats")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var sv StatsView
+	if err := json.Unmarshal(doc, &sv); err != nil {
+		t.Fatal(err)
+	}
+	return sv
 }
