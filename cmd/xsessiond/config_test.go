@@ -161,3 +161,42 @@ func TestMergeRunConfigIface(t *testing.T) {
 		t.Fatalf("merged %+v: want interface b with the file's queues, checksum, idle spin and reassembly", dp)
 	}
 }
+
+// TestRestartNeeded: a SIGHUP's config that changes the TCP keys, the
+// limits or the control socket's bounds is named as needing a restart; one
+// that changes nothing of them is not.
+func TestRestartNeeded(t *testing.T) {
+	merged := func(file string) daemon.Config {
+		t.Helper()
+		c, err := ParseConfig([]byte(file))
+		if err != nil {
+			t.Fatal(err)
+		}
+		cmd := newRunCmd()
+		if err := cmd.Flags().Parse([]string{"--iface", "a"}); err != nil {
+			t.Fatal(err)
+		}
+		dc, err := mergeRunConfig(cmd, runFlags{iface: "a", socket: DefaultSocket, logLevel: "info", xdpMode: "auto", checksum: "auto", sched: daemon.SchedKeep}, c)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return dc
+	}
+	cur := merged("")
+	if got := restartNeeded(cur, merged("")); len(got) != 0 {
+		t.Fatalf("the same config: %v", got)
+	}
+	for _, tc := range []struct{ file, name string }{
+		{"tcp: {close_timeout: 5s}\n", "tcp.close_timeout"},
+		{"tcp: {buffer_memory: 1073741824}\n", "tcp.buffer_memory"},
+		{"tcp: {user_buffer_memory: 1048576}\n", "tcp.user_buffer_memory"},
+		{"tcp: {connect_timeout: 5s}\n", "tcp.connect_timeout"},
+		{"limits: {max_ports_per_uid: 10}\n", "limits"},
+		{"control: {max_conns_per_uid: 10}\n", "control"},
+	} {
+		got := restartNeeded(cur, merged(tc.file))
+		if len(got) != 1 || !strings.HasPrefix(got[0], tc.name+" ") {
+			t.Errorf("%q: %v, want one change named %s", tc.file, got, tc.name)
+		}
+	}
+}
