@@ -287,10 +287,11 @@ func (c *Conn) CloseWrite() {
 // Close closes gracefully: once the tx fifo has drained into gVisor, FIN is
 // sent and the Conn finishes (Closed); gVisor delivers what it still holds
 // and keeps TIME-WAIT on its own (an orphan: its send buffer stays
-// accounted until the peer has it, and a peer that takes nothing of it for
-// Options.CloseTimeout gets a reset; orphans.go). Unread data in gVisor at that point makes
-// it a reset, as close(2) does. A tx fifo that does not drain within
-// Options.CloseTimeout (a peer keeping its window shut) ends in a reset.
+// accounted until the peer has it, and a peer that takes nothing of it
+// for Options.CloseTimeout gets a reset; orphans.go). Unread data in
+// gVisor at that point makes it a reset, as close(2) does. A tx fifo that
+// does not drain within Options.CloseTimeout (a peer keeping its window
+// shut) ends in a reset.
 func (c *Conn) Close() {
 	if c.closeReq.Swap(true) {
 		return
@@ -706,7 +707,9 @@ func (c *Conn) finish() {
 	c.ep.Close()
 	c.orphan = c.holdsData()
 	c.end()
-	c.s.forget(c, c.orphan)
+	if !c.s.forget(c, c.orphan) && c.orphan { // the Stack is closing
+		c.untrackWindow()
+	}
 	c.h.Closed(c)
 	c.s.connWG.Done()
 }

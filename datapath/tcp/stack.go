@@ -400,19 +400,21 @@ func (s *Stack) release(c *Conn) {
 // Close still waits for Closed to return (connWG.Done after it).
 //
 // An orphan (gVisor still delivers what the closed Conn sent) keeps its
-// send buffer accounted until it is delivered or reset (orphans.go).
-func (s *Stack) forget(c *Conn, orphan bool) {
+// send buffer accounted until it is delivered or reset (orphans.go);
+// forget reports whether it kept c so (not while the Stack closes).
+func (s *Stack) forget(c *Conn, orphan bool) (kept bool) {
 	s.mu.Lock()
+	defer s.mu.Unlock()
 	delete(s.conns, c)
 	if s.owners[c.owner]--; s.owners[c.owner] <= 0 {
 		delete(s.owners, c.owner)
 	}
 	if orphan && !s.closed {
 		s.orphanLocked(c)
-	} else {
-		s.releaseBuffersLocked(c)
+		return true
 	}
-	s.mu.Unlock()
+	s.releaseBuffersLocked(c)
+	return false
 }
 
 // pumpFor returns the pump that serves object id.
