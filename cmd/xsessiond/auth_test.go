@@ -107,9 +107,6 @@ func unprivChild(arg string) int {
 		}
 		say("port-after-close", err)
 	}
-	for _, c := range dialed {
-		c.Close()
-	}
 
 	cl, err := api.DialClient(ctx, p.Sock, api.ClientOptions{Name: "unpriv-ctl"})
 	if err != nil {
@@ -127,6 +124,27 @@ func unprivChild(arg string) int {
 	call("ns-set-secret", &api.NsSetSecret{ID: "open", Secret: 1})
 	call("rule-add", &api.RuleAdd{Rule: api.Rule{Transport: flow.TransportUDP, Action: api.ActionDrop, Tag: "x"}})
 	call("rule-del", &api.RuleDel{Rule: api.Rule{Tag: "x"}})
+	// TCP connects keep their port for TIME-WAIT once closed (the kernel
+	// echo server on A closes after the app), and those count too: beside
+	// the two listeners, four closed connects leave no room for a fifth.
+	for _, c := range dialed {
+		c.Close()
+	}
+	if err := waitSessions(ctx, cl, "established", "udp", 0); err != nil {
+		say("udp-closed", err)
+	}
+	for i := range 5 {
+		c, err := a.Dial(ctx, "tcp://"+p.AddrA+":7700")
+		say(fmt.Sprintf("tcp-port-%d", i), err)
+		if err != nil {
+			break
+		}
+		c.Close()
+		if err := waitSessions(ctx, cl, "lingering", "tcp", i+1); err != nil {
+			say("tcp-lingering", err)
+			break
+		}
+	}
 	m, fds, err := cl.Call(ctx, &api.Show{What: api.ShowApps})
 	api.CloseFDs(fds)
 	if err != nil {
@@ -187,6 +205,36 @@ func unprivChild(arg string) int {
 	return 0
 }
 
+// waitSessions waits until show sessions lists n sessions of transport in
+// state.
+func waitSessions(ctx context.Context, cl *api.Client, state, transport string, n int) error {
+	seen := 0
+	for end := time.Now().Add(5 * time.Second); time.Now().Before(end); time.Sleep(20 * time.Millisecond) {
+		m, fds, err := cl.Call(ctx, &api.Show{What: api.ShowSessions})
+		api.CloseFDs(fds)
+		if err != nil {
+			return err
+		}
+		var ss []struct {
+			State     string `json:"state"`
+			Transport string `json:"transport"`
+		}
+		if err := json.Unmarshal(m.(*api.ShowReply).JSON, &ss); err != nil {
+			return err
+		}
+		seen = 0
+		for _, s := range ss {
+			if s.State == state && s.Transport == transport {
+				seen++
+			}
+		}
+		if seen == n {
+			return nil
+		}
+	}
+	return fmt.Errorf("%d %s %s sessions listed, want %d", seen, state, transport, n)
+}
+
 // TestUnprivilegedClient runs the daemon binary with its socket group
 // "nogroup", limits on apps, segment memory and ports per uid, and two
 // namespaces, one that lets uid 65534 attach and one
@@ -234,6 +282,7 @@ limits:
 	}
 	d := startProcess(t, xs, "run", "--config", cfg)
 	d.waitLine(t, "xsessiond started", 15*time.Second)
+	startKernelEcho(t, rig, 7700)
 	root := attachRoot(t, sock)
 	if _, err := root.ListenPacket("udp://0.0.0.0:9100"); err != nil {
 		t.Fatal(err)
@@ -279,6 +328,9 @@ limits:
 		want[fmt.Sprintf("port-%d", i)] = w
 	}
 	want["port-bind-over"], want["port-after-close"] = "limit", "ok"
+	for i, w := range []string{"ok", "ok", "ok", "ok", "limit"} {
+		want[fmt.Sprintf("tcp-port-%d", i)] = w
+	}
 	for i, w := range []string{"ok", "ok", "ok", "limit"} {
 		want[fmt.Sprintf("small-app-%d", i)] = w
 	}
