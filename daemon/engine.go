@@ -109,7 +109,7 @@ type TCPEngineStats struct {
 	BufferGrowthsHeld uint64 `json:"buffer_growths_held"`
 	Refused           uint64 `json:"refused"`
 	// Orphans are the connections whose app closed them and that gVisor
-	// still delivers for (their send buffers in BufferBytes);
+	// still delivers for (what they hold to send is in BufferBytes);
 	// OrphansReset counts those reset because the peer took nothing for
 	// the close timeout.
 	Orphans      int    `json:"orphans"`

@@ -60,7 +60,7 @@ var (
 	descTCPBufLimit  = prometheus.NewDesc("xsessiond_tcp_buffer_limit_bytes", "The bounds on the TCP connections' gVisor buffers: of all connections (tcp.buffer_memory) and of one user's apps' (tcp.user_buffer_memory; one app's of root's).", []string{"of"}, nil)
 	descTCPBufClamp  = prometheus.NewDesc("xsessiond_tcp_buffer_clamped_total", "TCP connections that got 64 KiB gVisor buffers because their user's bound (tcp.user_buffer_memory) had no room for the default ones.", nil, nil)
 	descTCPBufHeld   = prometheus.NewDesc("xsessiond_tcp_buffer_growth_held_total", "TCP buffer growths (gVisor's receive buffer moderation, its send buffer tuning) the bounds refused.", nil, nil)
-	descTCPOrphans   = prometheus.NewDesc("xsessiond_tcp_orphans", "TCP connections their app closed whose data gVisor still delivers (their send buffers stay accounted in xsessiond_tcp_buffer_bytes).", nil, nil)
+	descTCPOrphans   = prometheus.NewDesc("xsessiond_tcp_orphans", "TCP connections their app closed whose data gVisor still delivers (what they hold to send stays accounted in xsessiond_tcp_buffer_bytes).", nil, nil)
 	descTCPOrphRst   = prometheus.NewDesc("xsessiond_tcp_orphans_reset_total", "TCP connections their app closed that were reset because the peer took none of their data for the close timeout.", nil, nil)
 	descTCPStackRsts = prometheus.NewDesc("xsessiond_tcp_stack_resets_total", "Every RST the gVisor TCP stack sent or received, stray segments' included.", []string{"dir"}, nil)
 	descTCPAcksLow   = prometheus.NewDesc("xsessiond_tcp_acks_clamped_total", "Bare TCP acknowledgements whose sequence number was lowered to the right edge of the peer's window, which the peer had shrunk below gVisor's next sequence number.", nil, nil)

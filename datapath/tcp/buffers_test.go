@@ -216,7 +216,7 @@ func TestBufferBoundResetsAccepted(t *testing.T) {
 
 // TestOrphanBuffers: a Conn whose app closed it once its tx fifo drained
 // into gVisor, with the peer's window shut, finishes (Closed) while gVisor
-// still holds what the peer has not taken. Its send buffer stays
+// still holds what the peer has not taken. What it holds stays
 // accounted until gVisor has delivered it, or until the close's time is
 // up: then the connection is reset and nothing is left held.
 func TestOrphanBuffers(t *testing.T) {
@@ -287,5 +287,35 @@ func TestOrphanBuffers(t *testing.T) {
 				t.Fatalf("%d orphans reset, want %d", st.OrphansReset, want)
 			}
 		})
+	}
+}
+
+// TestClosedConnsHoldNothingAcked: Conns closed after the peer took all
+// they sent leave nothing accounted, orphans or not (only a FIN may be in
+// flight): a server that closes connections at a high rate is not held
+// back by the buffers of those that already delivered everything.
+func TestClosedConnsHoldNothingAcked(t *testing.T) {
+	p := newPair(t, tcp.Options{}, wireOpts{}, wireOpts{})
+	_, ac := listen(t, p.b, netip.AddrPortFrom(addrB, 80), 64<<10)
+	for i := range 20 {
+		client, server := dial(t, p, ac, netip.AddrPortFrom(addrB, 80), 64<<10)
+		if err := client.send(1<<10, uint64(i), newHash(), 1<<10); err != nil {
+			t.Fatal(err)
+		}
+		if k, err := server.recv(1<<10, newHash(), 1<<10, 0); err != nil || k != 1<<10 {
+			t.Fatalf("conn %d: server read %d bytes: %v", i, k, err)
+		}
+		c := client.getConn()
+		for end := time.Now().Add(5 * time.Second); c.Info().SendQ != 0; time.Sleep(time.Millisecond) {
+			if time.Now().After(end) {
+				t.Fatalf("conn %d: %d bytes never acknowledged", i, c.Info().SendQ)
+			}
+		}
+		c.Close()
+		recvOrFail(t, client.closed, 5*time.Second, "Closed")
+		if b := p.a.Stats().Buffers.Bytes; b != 0 {
+			t.Fatalf("conn %d closed with everything acknowledged: %d bytes accounted", i, b)
+		}
+		server.getConn().Close()
 	}
 }

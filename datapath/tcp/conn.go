@@ -195,15 +195,20 @@ func (c *Conn) Info() ConnInfo {
 }
 
 // sendQ returns what the Conn moved into gVisor and the peer has not
-// acknowledged, in bytes (0 when the link does not know: its peer's
-// window is not tracked). gVisor's endpoint does not tell it.
+// acknowledged, in bytes (0 when the link does not know). gVisor's
+// endpoint does not tell it.
 func (c *Conn) sendQ() int {
+	n, _ := c.unacked()
+	return n
+}
+
+// unacked is sendQ, and whether the link knows it (it follows the peer's
+// window and saw the initial sequence number).
+func (c *Conn) unacked() (int, bool) {
 	if pw := c.window.Load(); pw != nil {
-		if n, ok := pw.unacked(c.txBytes.Load()); ok {
-			return n
-		}
+		return pw.unacked(c.txBytes.Load())
 	}
-	return 0
+	return 0, false
 }
 
 // holdsData reports whether gVisor still has data or a FIN of the closed
@@ -286,7 +291,7 @@ func (c *Conn) CloseWrite() {
 
 // Close closes gracefully: once the tx fifo has drained into gVisor, FIN is
 // sent and the Conn finishes (Closed); gVisor delivers what it still holds
-// and keeps TIME-WAIT on its own (an orphan: its send buffer stays
+// and keeps TIME-WAIT on its own (an orphan: what it holds stays
 // accounted until the peer has it, and a peer that takes nothing of it
 // for Options.CloseTimeout gets a reset; orphans.go). Unread data in
 // gVisor at that point makes it a reset, as close(2) does. A tx fifo that

@@ -58,7 +58,7 @@
 // opens many connections and reads none would otherwise make the daemon
 // hold a receive buffer for each (200 such connections, each sent 4 MiB by
 // a kernel peer, held 110 MB of the daemon's heap), and a connection its
-// app closed keeps its send buffer accounted while gVisor still delivers
+// app closed keeps what it holds to send accounted while gVisor delivers
 // it (an orphan, orphans.go), else an app that fills and closes
 // connections to a peer that reads nothing could. Bulk receive in
 // perf (--tcp --quick --only tcprecv, three interleaved rounds):

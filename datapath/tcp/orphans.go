@@ -11,11 +11,15 @@ import "time"
 // send queue, up to the Conn's send buffer. A peer that keeps its window
 // shut would make it hold that for ever, and an app that opens, fills and
 // closes connections to such a peer could make the daemon hold any amount
-// of memory on nobody's account. So an orphan's send buffer stays
-// accounted against the bounds of its group (buffers.go) until gVisor
-// has delivered it, and an orphan whose peer has taken nothing for
-// Options.CloseTimeout is reset (Stats.OrphansReset), as Linux kills an
-// orphan whose zero-window probes go on past tcp_orphan_retries.
+// of memory on nobody's account. So what an orphan holds (its send queue,
+// within its send buffer; the whole buffer when the link does not know
+// the queue) stays accounted against the bounds of its group (buffers.go)
+// and shrinks as the peer takes it, until gVisor has delivered it all,
+// and an orphan whose peer has taken nothing for Options.CloseTimeout is
+// reset (Stats.OrphansReset), as Linux kills an orphan whose zero-window
+// probes go on past tcp_orphan_retries. A connection closed with nothing
+// left unacknowledged but its FIN holds nothing accounted: a server that
+// closes connections at a high rate is not held back by them.
 
 // orphanSweep is how often the orphans are looked at.
 const orphanSweep = 250 * time.Millisecond
@@ -27,16 +31,31 @@ type orphan struct {
 	progress time.Time
 }
 
-// orphanLocked keeps c's send buffer accounted and has the sweep watch it
-// (s.mu held); its receive buffer is given back: gVisor resets a closed
-// connection that receives data.
+// orphanLocked keeps what c holds to send accounted, and no more, and has
+// the sweep watch it (s.mu held); its receive buffer is given back: gVisor
+// resets a closed connection that receives data.
 func (s *Stack) orphanLocked(c *Conn) {
-	rcv := c.rcvBuf.Swap(0)
-	s.bufBytes -= rcv
-	s.groupBuf[c.group] -= rcv
-	s.orphans[c] = &orphan{sendQ: c.sendQ(), progress: time.Now()}
+	q, known := c.unacked()
+	held := c.sndBuf.Load()
+	if known {
+		held = min(held, int64(q))
+	}
+	s.chargeOrphanLocked(c, held)
+	s.orphans[c] = &orphan{sendQ: q, progress: time.Now()}
 	if s.sweep == nil {
 		s.scheduleSweepLocked()
+	}
+}
+
+// chargeOrphanLocked sets what orphan c has accounted to held bytes, at
+// most what it had (s.mu held).
+func (s *Stack) chargeOrphanLocked(c *Conn, held int64) {
+	was := c.rcvBuf.Swap(0) + c.sndBuf.Load()
+	held = max(min(held, was), 0)
+	c.sndBuf.Store(held)
+	s.bufBytes -= was - held
+	if s.groupBuf[c.group] -= was - held; s.groupBuf[c.group] <= 0 {
+		delete(s.groupBuf, c.group)
 	}
 }
 
@@ -60,15 +79,16 @@ func (s *Stack) sweepOrphans() {
 	}
 	s.mu.Unlock()
 	now := time.Now()
-	var done, stuck []*Conn
+	var done, stuck, shrunk []*Conn
 	for _, e := range es {
 		c, o := e.c, e.o
 		if !c.holdsData() {
 			done = append(done, c)
 			continue
 		}
-		if q := c.sendQ(); q < o.sendQ {
+		if q, known := c.unacked(); known && q < o.sendQ {
 			o.sendQ, o.progress = q, now
+			shrunk = append(shrunk, c)
 		} else if now.Sub(o.progress) >= s.opts.CloseTimeout {
 			stuck = append(stuck, c)
 		}
@@ -82,6 +102,11 @@ func (s *Stack) sweepOrphans() {
 	for _, c := range append(done, stuck...) {
 		delete(s.orphans, c)
 		s.releaseBuffersLocked(c)
+	}
+	for _, c := range shrunk {
+		if o := s.orphans[c]; o != nil {
+			s.chargeOrphanLocked(c, int64(o.sendQ))
+		}
 	}
 	s.mu.Unlock()
 	for _, c := range append(done, stuck...) {

@@ -399,8 +399,8 @@ func (s *Stack) release(c *Conn) {
 // so that whoever Closed tells sees the count without it; the Stack's
 // Close still waits for Closed to return (connWG.Done after it).
 //
-// An orphan (gVisor still delivers what the closed Conn sent) keeps its
-// send buffer accounted until it is delivered or reset (orphans.go);
+// An orphan (gVisor still delivers what the closed Conn sent) keeps what
+// it holds accounted until it is delivered or reset (orphans.go);
 // forget reports whether it kept c so (not while the Stack closes).
 func (s *Stack) forget(c *Conn, orphan bool) (kept bool) {
 	s.mu.Lock()
