@@ -17,9 +17,11 @@ import "time"
 // and shrinks as the peer takes it, until gVisor has delivered it all,
 // and an orphan whose peer has taken nothing for Options.CloseTimeout is
 // reset (Stats.OrphansReset), as Linux kills an orphan whose zero-window
-// probes go on past tcp_orphan_retries. A connection closed with nothing
-// left unacknowledged but its FIN holds nothing accounted: a server that
-// closes connections at a high rate is not held back by them.
+// probes go on past tcp_orphan_retries (one whose progress the link
+// cannot see, its peer's window untracked, CloseTimeout after it became
+// an orphan). A connection closed with nothing left unacknowledged but
+// its FIN holds nothing accounted: a server that closes connections at a
+// high rate is not held back by them.
 
 // orphanSweep is how often the orphans are looked at.
 const orphanSweep = 250 * time.Millisecond
