@@ -144,19 +144,7 @@ func TestMergeRunConfigSched(t *testing.T) {
 // TestMergeRunConfigIface: --iface names another interface and keeps the
 // file's settings for it.
 func TestMergeRunConfigIface(t *testing.T) {
-	c, err := ParseConfig([]byte("interfaces: [{name: a, queues: 2, checksum: verify, idle_spin: 50us, idle_spin_max: 0s, reassembly: {max_datagrams: 8}}]\n"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	cmd := newRunCmd()
-	if err := cmd.Flags().Parse([]string{"--iface", "b"}); err != nil {
-		t.Fatal(err)
-	}
-	dc, err := mergeRunConfig(cmd, runFlags{iface: "b", socket: DefaultSocket, logLevel: "info", xdpMode: "auto", checksum: "auto", sched: daemon.SchedKeep}, c)
-	if err != nil {
-		t.Fatal(err)
-	}
-	dp := dc.Datapath
+	dp := mergedConfig(t, "interfaces: [{name: a, queues: 2, checksum: verify, idle_spin: 50us, idle_spin_max: 0s, reassembly: {max_datagrams: 8}}]\n", "b").Datapath
 	if dp.IfName != "b" || dp.Queues != 2 || dp.Checksum != "verify" || dp.IdleSpin != 50*time.Microsecond || dp.IdleSpinMax >= 0 || dp.Reassembly.MaxDatagrams != 8 {
 		t.Fatalf("merged %+v: want interface b with the file's queues, checksum, idle spin and reassembly", dp)
 	}
@@ -166,22 +154,7 @@ func TestMergeRunConfigIface(t *testing.T) {
 // limits or the control socket's bounds is named as needing a restart; one
 // that changes nothing of them is not.
 func TestRestartNeeded(t *testing.T) {
-	merged := func(file string) daemon.Config {
-		t.Helper()
-		c, err := ParseConfig([]byte(file))
-		if err != nil {
-			t.Fatal(err)
-		}
-		cmd := newRunCmd()
-		if err := cmd.Flags().Parse([]string{"--iface", "a"}); err != nil {
-			t.Fatal(err)
-		}
-		dc, err := mergeRunConfig(cmd, runFlags{iface: "a", socket: DefaultSocket, logLevel: "info", xdpMode: "auto", checksum: "auto", sched: daemon.SchedKeep}, c)
-		if err != nil {
-			t.Fatal(err)
-		}
-		return dc
-	}
+	merged := func(file string) daemon.Config { return mergedConfig(t, file, "a") }
 	cur := merged("")
 	if got := restartNeeded(cur, merged("")); len(got) != 0 {
 		t.Fatalf("the same config: %v", got)
@@ -199,4 +172,23 @@ func TestRestartNeeded(t *testing.T) {
 			t.Errorf("%q: %v, want one change named %s", tc.file, got, tc.name)
 		}
 	}
+}
+
+// mergedConfig is the daemon's configuration from the config file text
+// file and run's flags with --iface iface and their defaults otherwise.
+func mergedConfig(t *testing.T, file, iface string) daemon.Config {
+	t.Helper()
+	c, err := ParseConfig([]byte(file))
+	if err != nil {
+		t.Fatal(err)
+	}
+	cmd := newRunCmd()
+	if err := cmd.Flags().Parse([]string{"--iface", iface}); err != nil {
+		t.Fatal(err)
+	}
+	dc, err := mergeRunConfig(cmd, runFlags{iface: iface, socket: DefaultSocket, logLevel: "info", xdpMode: "auto", checksum: "auto", sched: daemon.SchedKeep}, c)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return dc
 }
