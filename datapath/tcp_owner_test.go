@@ -3,6 +3,7 @@ package datapath
 import (
 	"testing"
 
+	"github.com/xsessiond/xsessiond/flow"
 	"github.com/xsessiond/xsessiond/sessions"
 )
 
@@ -31,11 +32,10 @@ func TestTCPOwnerGroups(t *testing.T) {
 func TestTCPKeptPorts(t *testing.T) {
 	p := &tcpPath{e: &Engine{}, users: map[sessions.AppID]uint32{}}
 	res := func() *tcpReservation { return &tcpReservation{fd: -1} }
-	p.holdPort(&tcpSess{uid: 1000}, res(), nil)
-	p.holdPort(&tcpSess{uid: 1000}, res(), nil)
-	p.holdPort(&tcpSess{uid: 1000}, nil, nil) // accepted: steering only
-	p.holdPort(&tcpSess{uid: 1001}, res(), nil)
-	p.holdPort(&tcpSess{}, res(), nil)
+	active := func(uid uint32) *tcpSess { r := res(); return &tcpSess{uid: uid, res: r} }
+	for _, s := range []*tcpSess{active(1000), active(1000), {uid: 1000}, active(1001), active(0)} {
+		p.holdPort(s, s.res, nil) // the third: accepted, steering only
+	}
 	if a, b, r := p.keptPorts(1000), p.keptPorts(1001), p.keptPorts(0); a != 2 || b != 1 || r != 0 {
 		t.Fatalf("kept ports: uid 1000 %d, uid 1001 %d, root %d; want 2, 1, 0", a, b, r)
 	}
@@ -57,5 +57,29 @@ func TestTCPKeptPorts(t *testing.T) {
 	p.releasePorts(true)
 	if len(p.coolBy) != 0 {
 		t.Fatalf("after the release: %v kept", p.coolBy)
+	}
+}
+
+// An app's close of an active open counts its port against its uid while
+// the connection drains (the layer no longer counts the session), once
+// with its TIME-WAIT that follows, and not after a reset releases it.
+func TestTCPKeptPortsWhileClosing(t *testing.T) {
+	p := &tcpPath{e: &Engine{}, users: map[sessions.AppID]uint32{}, conns: map[flow.Handle]*tcpSess{}, apps: map[sessions.AppID]*tcpApp{}}
+	drained := &tcpSess{p: p, uid: 1000, res: &tcpReservation{fd: -1}, established: true}
+	reset := &tcpSess{p: p, uid: 1000, res: &tcpReservation{fd: -1}, established: true}
+	p.conns[1], p.conns[2] = drained, reset
+	p.closeByApp(1)
+	p.closeByApp(2)
+	if n := p.keptPorts(1000); n != 2 {
+		t.Fatalf("two connections closing: %d ports kept, want 2", n)
+	}
+	p.holdPort(drained, drained.res, nil) // drained: TIME-WAIT
+	p.dropPort(reset, nil)                // reset: released at once
+	if n := p.keptPorts(1000); n != 1 {
+		t.Fatalf("one in TIME-WAIT, one reset: %d ports kept, want 1", n)
+	}
+	p.releasePorts(true)
+	if n := p.keptPorts(1000); n != 0 {
+		t.Fatalf("after the release: %d ports kept", n)
 	}
 }

@@ -88,11 +88,12 @@ type tcpPath struct {
 	// Ports of active opens that ended in order, held in the kernel while
 	// gVisor may keep them in TIME-WAIT (the kernel knows nothing of it
 	// and would hand them out again), oldest first.
-	coolMu sync.Mutex // guards cool and coolBy
+	coolMu sync.Mutex // guards cool, coolBy and the sessions' kept
 	cool   []cooling
-	// coolBy counts the ports of cool by the uid of the app that
-	// connected (0 not counted): they count against the uid's bound on
-	// ports (sessions.PortKeeper).
+	// coolBy counts by uid (0 not counted) the ports of active opens kept
+	// after the layer let their sessions go: from the app's close while
+	// the connection drains, and in cool. They count against the uid's
+	// bound on ports (sessions.PortKeeper).
 	coolBy map[uint32]int
 
 	refused   atomic.Uint64 // accepts refused (limits, no memory, app gone)
@@ -104,14 +105,12 @@ type tcpPath struct {
 }
 
 // cooling is a port reservation (nil: none) and a 5-tuple's steering
-// (unsteer, nil: none) held until until; uid, when not 0, is the user
-// whose count (tcpPath.coolBy) the port is in.
+// (unsteer, nil: none) held until until.
 type cooling struct {
 	s       *tcpSess // the connection, shown while it lingers (nil: none)
 	res     *tcpReservation
 	unsteer func()
 	until   time.Time
-	uid     uint32
 }
 
 // maxCooling bounds the reservations held for TIME-WAIT; past it the
@@ -133,34 +132,54 @@ func (p *tcpPath) timeWait() time.Duration {
 // TIME-WAIT on it is over. No lock of the Engine may be held.
 func (p *tcpPath) holdPort(s *tcpSess, res *tcpReservation, unsteer func()) {
 	var early cooling
-	c := cooling{s: s, res: res, unsteer: unsteer, until: time.Now().Add(p.timeWait())}
-	if s != nil && res != nil {
-		c.uid = s.uid
-	}
 	p.coolMu.Lock()
 	if len(p.cool) >= maxCooling {
 		early = p.cool[0]
 		p.cool = p.cool[1:]
-		p.uncountLocked(early)
+		p.unkeepLocked(early.s)
 	}
-	p.cool = append(p.cool, c)
-	if c.uid != 0 {
-		if p.coolBy == nil {
-			p.coolBy = make(map[uint32]int)
-		}
-		p.coolBy[c.uid]++
+	p.cool = append(p.cool, cooling{s: s, res: res, unsteer: unsteer, until: time.Now().Add(p.timeWait())})
+	if res != nil {
+		p.keepLocked(s)
 	}
 	p.coolMu.Unlock()
 	early.release()
 }
 
-// uncountLocked takes c out of coolBy (coolMu held).
-func (p *tcpPath) uncountLocked(c cooling) {
-	if c.uid == 0 {
+// dropPort releases s's port and the steering of its 5-tuple (unsteer,
+// nil: none) at once: a connection reset, or never established. No lock
+// of the Engine may be held.
+func (p *tcpPath) dropPort(s *tcpSess, unsteer func()) {
+	p.coolMu.Lock()
+	p.unkeepLocked(s)
+	p.coolMu.Unlock()
+	if unsteer != nil {
+		unsteer()
+	}
+	s.res.close()
+}
+
+// keepLocked counts the port of active open s in coolBy, once (coolMu
+// held).
+func (p *tcpPath) keepLocked(s *tcpSess) {
+	if s == nil || s.res == nil || s.uid == 0 || s.kept {
 		return
 	}
-	if p.coolBy[c.uid]--; p.coolBy[c.uid] <= 0 {
-		delete(p.coolBy, c.uid)
+	s.kept = true
+	if p.coolBy == nil {
+		p.coolBy = make(map[uint32]int)
+	}
+	p.coolBy[s.uid]++
+}
+
+// unkeepLocked takes s's port out of coolBy (coolMu held).
+func (p *tcpPath) unkeepLocked(s *tcpSess) {
+	if s == nil || !s.kept {
+		return
+	}
+	s.kept = false
+	if p.coolBy[s.uid]--; p.coolBy[s.uid] <= 0 {
+		delete(p.coolBy, s.uid)
 	}
 }
 
@@ -194,7 +213,7 @@ func (p *tcpPath) releasePorts(all bool) {
 	for _, c := range p.cool {
 		if all || (now.After(c.until) && (c.s == nil || c.s.conn == nil || c.s.conn.Finished())) {
 			done = append(done, c)
-			p.uncountLocked(c)
+			p.unkeepLocked(c.s)
 		} else {
 			keep = append(keep, c)
 		}
@@ -239,6 +258,7 @@ type tcpSess struct {
 	w      *tcpWorker
 	res    *tcpReservation // active opens: the local port
 	uid    uint32          // active opens: the uid of the app's process (0: root or unknown)
+	kept   bool            // its port is in tcpPath.coolBy; guarded by coolMu
 
 	// Guarded by p.mu.
 	ho, h       flow.Handle // half-open handle (active opens), established handle
@@ -1059,6 +1079,11 @@ func (p *tcpPath) closeByApp(h flow.Handle) bool {
 	gone := p.apps[s.app] != nil && p.apps[s.app].gone
 	half := !s.established
 	p.mu.Unlock()
+	// The layer no longer counts the session; its port stays held while
+	// the connection drains, and counts against its uid from now on.
+	p.coolMu.Lock()
+	p.keepLocked(s)
+	p.coolMu.Unlock()
 	if c != nil {
 		if gone || half {
 			c.Abort()
@@ -1322,10 +1347,7 @@ func (s *tcpSess) finish(l *sessions.Layer) {
 	if established && !reset {
 		p.holdPort(s, s.res, unsteer)
 	} else {
-		if unsteer != nil {
-			unsteer()
-		}
-		s.res.close()
+		p.dropPort(s, unsteer)
 	}
 	p.endLive(s.app)
 }
