@@ -45,9 +45,10 @@ type Limits struct {
 	// MaxPortsPerUID bounds the ports of the host's stack the apps of one
 	// uid other than 0 hold together: their global listeners and their
 	// connects to the wire, with the ports their closed TCP connections
-	// keep for TIME-WAIT (sessions.DefaultMaxPortsPerOwner; negative:
-	// no bound). A bind or connect past it fails with ErrLimit: one
-	// user's apps cannot take every ephemeral port of the host.
+	// keep while they drain and in TIME-WAIT (sessions.
+	// DefaultMaxPortsPerOwner; negative: no bound). A bind or connect past
+	// it fails with ErrLimit: one user's apps cannot take every ephemeral
+	// port of the host.
 	MaxPortsPerUID int `yaml:"max_ports_per_uid"`
 }
 
