@@ -16,8 +16,9 @@ import "fmt"
 // daemon's other per-uid limits do not bind them.
 
 // PortKeeper is a Datapath that keeps ports past the end of the sessions
-// that held them (TCP's TIME-WAIT: the port of an active open stays
-// reserved while the stack may still see the connection's segments).
+// that held them (a TCP connection's, while it drains after its app's
+// close and in TIME-WAIT: the port of an active open stays reserved while
+// the stack may still send or see the connection's segments).
 // The layer counts them against their owner's bound. KeptPorts must not
 // block or call back into the Layer.
 type PortKeeper interface {
