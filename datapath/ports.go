@@ -158,3 +158,12 @@ func (p *enginePath) KeptPorts(owner uint32) int {
 	}
 	return p.e.tcp.keptPorts(owner)
 }
+
+// ShedKept releases early up to n of the ports held for TIME-WAIT after
+// owner's apps' connections, oldest first (sessions.PortKeeper).
+func (p *enginePath) ShedKept(owner uint32, n int) int {
+	if p.e.tcp == nil {
+		return 0
+	}
+	return p.e.tcp.shedKept(owner, n)
+}

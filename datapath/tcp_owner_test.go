@@ -73,13 +73,19 @@ func TestTCPKeptPortsWhileClosing(t *testing.T) {
 	if n := p.keptPorts(1000); n != 2 {
 		t.Fatalf("two connections closing: %d ports kept, want 2", n)
 	}
+	if n := p.shedKept(1000, 2); n != 0 {
+		t.Fatalf("%d ports of draining connections shed", n)
+	}
 	p.holdPort(drained, drained.res, nil) // drained: TIME-WAIT
 	p.dropPort(reset, nil)                // reset: released at once
 	if n := p.keptPorts(1000); n != 1 {
 		t.Fatalf("one in TIME-WAIT, one reset: %d ports kept, want 1", n)
 	}
-	p.releasePorts(true)
-	if n := p.keptPorts(1000); n != 0 {
-		t.Fatalf("after the release: %d ports kept", n)
+	// The layer at the uid's bound has its TIME-WAIT ports shed.
+	if n := p.shedKept(1001, 1); n != 0 {
+		t.Fatalf("another uid's shed took %d", n)
+	}
+	if n, k := p.shedKept(1000, 3), p.keptPorts(1000); n != 1 || k != 0 || len(p.cool) != 0 {
+		t.Fatalf("shed %d, %d kept, %d held; want 1, 0, 0", n, k, len(p.cool))
 	}
 }

@@ -183,8 +183,38 @@ func (p *tcpPath) unkeepLocked(s *tcpSess) {
 	}
 }
 
-// keptPorts returns how many ports are held for TIME-WAIT after the
-// connections of uid's apps (sessions.PortKeeper).
+// shedKept releases early up to n of the ports held in cool for uid's
+// connections that gVisor is done delivering for (TIME-WAIT, or closed),
+// oldest first, as the list does when it is full, and returns how many. The releases run on a goroutine of their own:
+// the layer, whose lock the caller holds, takes back the steering.
+func (p *tcpPath) shedKept(uid uint32, n int) int {
+	var shed []cooling
+	p.coolMu.Lock()
+	keep := p.cool[:0]
+	for _, c := range p.cool {
+		if len(shed) < n && c.res != nil && c.s != nil && c.s.kept && c.s.uid == uid && (c.s.conn == nil || !c.s.conn.Delivering()) {
+			p.unkeepLocked(c.s)
+			shed = append(shed, c)
+		} else {
+			keep = append(keep, c)
+		}
+	}
+	clear(p.cool[len(keep):])
+	p.cool = keep
+	p.coolMu.Unlock()
+	if len(shed) > 0 {
+		go func() {
+			for _, c := range shed {
+				c.release()
+			}
+		}()
+	}
+	return len(shed)
+}
+
+// keptPorts returns how many ports are held after the layer let go of the
+// connections of uid's apps: draining, delivering, in TIME-WAIT
+// (sessions.PortKeeper).
 func (p *tcpPath) keptPorts(uid uint32) int {
 	p.coolMu.Lock()
 	defer p.coolMu.Unlock()

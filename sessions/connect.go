@@ -273,7 +273,7 @@ func (l *Layer) Connected(worker uint32, ho Handle) (Handle, error) {
 		l.notifyLocked(a, Event{Kind: EventSegmentAdded, Segment: added})
 	}
 	h := l.newHandleLocked(worker)
-	ns := &session{h: h, app: a, kind: kindEstablished, tuple: s.tuple, fib: s.fib, ifindex: s.ifindex, opaque: s.opaque, pair: pair, wire: true}
+	ns := &session{h: h, app: a, kind: kindEstablished, tuple: s.tuple, fib: s.fib, ifindex: s.ifindex, opaque: s.opaque, pair: pair, wire: s.wire}
 	l.addEstablishedLocked(ns)
 	l.notifyLocked(a, Event{Kind: EventConnected, Handle: h, Opaque: s.opaque, Transport: s.tuple.Proto,
 		Local: tupleLocal(&s.tuple), Remote: tupleRemote(&s.tuple), Pair: pair})

@@ -12,19 +12,28 @@ import "fmt"
 // users' apps and the host's own connects would then fail with
 // EADDRNOTAVAIL. Config.MaxPortsPerOwner bounds what the apps of one owner
 // (AttachOptions.Owner, a uid) hold together, with the ports a PortKeeper
-// keeps after their closed sessions. Root's apps are not bound, as the
-// daemon's other per-uid limits do not bind them.
+// keeps after their closed sessions (of which those in TIME-WAIT are given
+// up before a bind or connect is refused). Root's apps are not bound, as
+// the daemon's other per-uid limits do not bind them.
 
 // PortKeeper is a Datapath that keeps ports past the end of the sessions
 // that held them (a TCP connection's, while it drains after its app's
 // close and in TIME-WAIT: the port of an active open stays reserved while
 // the stack may still send or see the connection's segments).
-// The layer counts them against their owner's bound. KeptPorts must not
-// block or call back into the Layer.
+// The layer counts them against their owner's bound; at the bound it has
+// the owner's oldest TIME-WAIT ports released early before it refuses,
+// as Linux reuses a port in TIME-WAIT for a new connection, so that an
+// app opening connections at a high rate is held back only by the ones
+// it has open or draining. Its methods must not block or call back into
+// the Layer.
 type PortKeeper interface {
 	// KeptPorts returns how many ports it keeps after the sessions of
 	// owner's apps.
 	KeptPorts(owner uint32) int
+	// ShedKept releases early up to n of the ports it keeps in TIME-WAIT
+	// for owner's apps, oldest first (not those still draining), and
+	// returns how many it released.
+	ShedKept(owner uint32, n int) int
 }
 
 // portRoomLocked reports whether app a may take one more port.
@@ -37,9 +46,12 @@ func (l *Layer) portRoomLocked(a *app) error {
 	held := l.owners[o]
 	if k, ok := l.cfg.Datapath.(PortKeeper); ok && held < m {
 		held += k.KeptPorts(o)
+		if held >= m {
+			held -= k.ShedKept(o, held-m+1)
+		}
 	}
 	if held >= m {
-		return fmt.Errorf("the apps of uid %d hold %d ports of the host (those of their closed connections in TIME-WAIT included), their limit: %w", o, held, ErrLimit)
+		return fmt.Errorf("the apps of uid %d hold %d ports of the host (with those their closing connections keep), their limit: %w", o, held, ErrLimit)
 	}
 	return nil
 }

@@ -72,14 +72,33 @@ func TestOwnerPorts(t *testing.T) {
 	_, err = r.l.ConnectURI(a2, "udp://192.0.2.7:59", 13)
 	wantErr(t, err, sessions.ErrLimit)
 	r.l.Detach(a2)
-	// Ports the datapath keeps after closed sessions of the owner's (TCP's
-	// TIME-WAIT) count too: with 3 kept, one connect fits.
+	// Ports the datapath keeps after closed sessions of the owner's count
+	// too. Those in TIME-WAIT are shed, oldest first, before a connect is
+	// refused: with 3 kept, a second connect sheds one.
 	r.dp.Keep(1000, 3)
 	a3 := r.attachOpts(sessions.AttachOptions{Scope: sessions.ScopeGlobal, Owner: 1000})
 	r.established(a3, 0, "udp://192.0.2.7:60")
-	_, err = r.l.ConnectURI(a3, "udp://192.0.2.7:61", 1)
-	wantErr(t, err, sessions.ErrLimit)
-	r.dp.Keep(1000, 0)
 	r.established(a3, 0, "udp://192.0.2.7:61")
+	if r.dp.Shed != 1 {
+		t.Fatalf("%d kept ports shed, want 1", r.dp.Shed)
+	}
+	// Those still draining are not: with 2 live and 2 draining, a
+	// connect is refused.
+	r.dp.Keep(1000, 0)
+	r.dp.Drain(1000, 2)
+	_, err = r.l.ConnectURI(a3, "udp://192.0.2.7:62", 1)
+	wantErr(t, err, sessions.ErrLimit)
+	r.dp.Drain(1000, 1)
+	r.established(a3, 0, "udp://192.0.2.7:62")
 	check()
+	// A stream (TCP) connect holds its port once established too.
+	r.dp.Drain(1000, 0)
+	res, err := r.l.ConnectURI(a3, "tcp://192.0.2.7:80", 2)
+	wantErr(t, err, nil)
+	if _, err := r.l.StreamConnected(1, res.Handle, sessions.FifoPair{}, func(sessions.Handle) {}); err != nil {
+		t.Fatalf("StreamConnected: %v", err)
+	}
+	check()
+	_, err = r.l.ConnectURI(a3, "tcp://192.0.2.7:81", 3)
+	wantErr(t, err, sessions.ErrLimit)
 }

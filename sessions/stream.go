@@ -105,7 +105,7 @@ func (l *Layer) StreamConnected(worker uint32, ho Handle, pair FifoPair, bind fu
 	l.forgetHalfOpenLocked(s) // the Add below replaces its entry
 	l.freeHandleLocked(ho)
 	h := l.newHandleLocked(worker)
-	ns := &session{h: h, app: a, kind: kindEstablished, tuple: s.tuple, fib: s.fib, ifindex: s.ifindex, opaque: s.opaque, pair: pair}
+	ns := &session{h: h, app: a, kind: kindEstablished, tuple: s.tuple, fib: s.fib, ifindex: s.ifindex, opaque: s.opaque, pair: pair, wire: s.wire}
 	bind(h)
 	delete(l.linger, hoKey{fib: ns.fib, t: ns.tuple}) // a new session of a lingering 5-tuple takes it over
 	l.addEstablishedLocked(ns)

@@ -223,6 +223,10 @@ func (c *Conn) holdsData() bool {
 	return true
 }
 
+// Delivering reports whether gVisor still has data or a FIN of the Conn's
+// to deliver; after Closed, whether the Conn is an orphan (orphans.go).
+func (c *Conn) Delivering() bool { return c.holdsData() }
+
 // Finished reports whether gVisor is done with the Conn's connection
 // (CLOSED or ERROR): nothing more is sent or received on it.
 func (c *Conn) Finished() bool {

@@ -80,7 +80,9 @@ type Datapath struct {
 	Listens    []sessions.Listener
 	Unlistens  []sessions.Listener
 	Closes     []flow.Handle
+	Shed       int // ports given up by ShedKept
 	kept       map[uint32]int
+	draining   map[uint32]int
 }
 
 // Keep says the datapath keeps n ports after the sessions of owner's
@@ -98,7 +100,29 @@ func (d *Datapath) Keep(owner uint32, n int) {
 func (d *Datapath) KeptPorts(owner uint32) int {
 	d.mu.Lock()
 	defer d.mu.Unlock()
-	return d.kept[owner]
+	return d.kept[owner] + d.draining[owner]
+}
+
+// Drain says the datapath keeps n ports of owner's closed sessions that
+// are still draining: kept, but not to be shed.
+func (d *Datapath) Drain(owner uint32, n int) {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if d.draining == nil {
+		d.draining = map[uint32]int{}
+	}
+	d.draining[owner] = n
+}
+
+// ShedKept implements sessions.PortKeeper: it gives up to n of the
+// ports Keep said it keeps.
+func (d *Datapath) ShedKept(owner uint32, n int) int {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	k := min(n, d.kept[owner])
+	d.kept[owner] -= k
+	d.Shed += k
+	return k
 }
 
 // NewDatapath returns a fake datapath whose connects come from local4 and
