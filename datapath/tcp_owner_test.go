@@ -88,4 +88,13 @@ func TestTCPKeptPortsWhileClosing(t *testing.T) {
 	if n, k := p.shedKept(1000, 3), p.keptPorts(1000); n != 1 || k != 0 || len(p.cool) != 0 {
 		t.Fatalf("shed %d, %d kept, %d held; want 1, 0, 0", n, k, len(p.cool))
 	}
+	// It sheds a batch at a time, sparing the following connects the
+	// scan.
+	for range shedBatch + 8 {
+		s := &tcpSess{uid: 1000, res: &tcpReservation{fd: -1}}
+		p.holdPort(s, s.res, nil)
+	}
+	if n, k := p.shedKept(1000, 1), p.keptPorts(1000); n != shedBatch || k != 8 {
+		t.Fatalf("shed %d, %d kept; want %d, 8", n, k, shedBatch)
+	}
 }

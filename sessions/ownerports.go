@@ -30,9 +30,9 @@ type PortKeeper interface {
 	// KeptPorts returns how many ports it keeps after the sessions of
 	// owner's apps.
 	KeptPorts(owner uint32) int
-	// ShedKept releases early up to n of the ports it keeps in TIME-WAIT
-	// for owner's apps, oldest first (not those still draining), and
-	// returns how many it released.
+	// ShedKept releases early n or more of the ports it keeps in
+	// TIME-WAIT for owner's apps, oldest first (not those still
+	// draining), as far as it has them, and returns how many it released.
 	ShedKept(owner uint32, n int) int
 }
 
