@@ -82,15 +82,7 @@ func unprivChild(arg string) int {
 	say("bind-specific-free", err)
 	// Ports per uid (6): the two listeners above and connects to the
 	// wire until refused; a close makes room again.
-	var dialed []net.Conn
-	for i := range 5 {
-		c, err := a.Dial(ctx, "udp://"+p.AddrA+":9")
-		say(fmt.Sprintf("port-%d", i), err)
-		if err != nil {
-			break
-		}
-		dialed = append(dialed, c)
-	}
+	dialed := dialUntil(ctx, a, "udp://"+p.AddrA+":9", "port", 5, say)
 	_, err = a.ListenPacket("udp://0.0.0.0:9402")
 	say("port-bind-over", err)
 	if len(dialed) > 0 {
@@ -147,15 +139,7 @@ func unprivChild(arg string) int {
 			break
 		}
 	}
-	var open []net.Conn
-	for i := range 5 {
-		c, err := a.Dial(ctx, "tcp://"+p.AddrA+":7700")
-		say(fmt.Sprintf("tcp-open-%d", i), err)
-		if err != nil {
-			break
-		}
-		open = append(open, c)
-	}
+	open := dialUntil(ctx, a, "tcp://"+p.AddrA+":7700", "tcp-open", 5, say)
 	for _, c := range open {
 		c.Close()
 	}
@@ -217,6 +201,21 @@ func unprivChild(arg string) int {
 		}
 	}
 	return 0
+}
+
+// dialUntil dials uri up to n times until one fails, saying each result
+// as name-i, and returns the connections.
+func dialUntil(ctx context.Context, a *app.App, uri, name string, n int, say func(string, error)) []net.Conn {
+	var cs []net.Conn
+	for i := range n {
+		c, err := a.Dial(ctx, uri)
+		say(fmt.Sprintf("%s-%d", name, i), err)
+		if err != nil {
+			break
+		}
+		cs = append(cs, c)
+	}
+	return cs
 }
 
 // waitSessions waits until show sessions lists n sessions of transport in

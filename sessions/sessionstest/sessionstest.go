@@ -87,14 +87,7 @@ type Datapath struct {
 
 // Keep says the datapath keeps n ports after the sessions of owner's
 // apps (sessions.PortKeeper).
-func (d *Datapath) Keep(owner uint32, n int) {
-	d.mu.Lock()
-	defer d.mu.Unlock()
-	if d.kept == nil {
-		d.kept = map[uint32]int{}
-	}
-	d.kept[owner] = n
-}
+func (d *Datapath) Keep(owner uint32, n int) { d.setCount(&d.kept, owner, n) }
 
 // KeptPorts implements sessions.PortKeeper.
 func (d *Datapath) KeptPorts(owner uint32) int {
@@ -105,13 +98,16 @@ func (d *Datapath) KeptPorts(owner uint32) int {
 
 // Drain says the datapath keeps n ports of owner's closed sessions that
 // are still draining: kept, but not to be shed.
-func (d *Datapath) Drain(owner uint32, n int) {
+func (d *Datapath) Drain(owner uint32, n int) { d.setCount(&d.draining, owner, n) }
+
+// setCount sets owner's count in *m to n.
+func (d *Datapath) setCount(m *map[uint32]int, owner uint32, n int) {
 	d.mu.Lock()
 	defer d.mu.Unlock()
-	if d.draining == nil {
-		d.draining = map[uint32]int{}
+	if *m == nil {
+		*m = map[uint32]int{}
 	}
-	d.draining[owner] = n
+	(*m)[owner] = n
 }
 
 // ShedKept implements sessions.PortKeeper: it gives up to n of the
