@@ -16,6 +16,7 @@ import (
 	"time"
 
 	"github.com/xsessiond/xsessiond/internal/leakcheck"
+	"github.com/xsessiond/xsessiond/nsbind/nstest"
 	"golang.org/x/sys/unix"
 )
 
@@ -440,6 +441,26 @@ func TestContinuationFloodBounded(t *testing.T) {
 	}
 }
 
+// needRoot skips t unless the process runs as root (it connects as other
+// uids), and fails it instead under XSESSIOND_PRIVILEGED=require, as CI
+// runs the tests.
+func needRoot(t *testing.T) {
+	t.Helper()
+	if os.Geteuid() != 0 {
+		skipUnprivileged(t, "needs root to connect as another uid")
+	}
+}
+
+// skipUnprivileged skips t for why, or fails it under
+// XSESSIOND_PRIVILEGED=require.
+func skipUnprivileged(t *testing.T, why string) {
+	t.Helper()
+	if os.Getenv(nstest.PrivilegedEnv) == "require" {
+		t.Fatalf("%s, and %s=require: run the tests as root (go test -exec sudo ./...)", why, nstest.PrivilegedEnv)
+	}
+	t.Skip(why)
+}
+
 // withEUID runs f on a thread whose effective uid is uid; the rest of the
 // process keeps its own. Sockets connected in f carry uid as their peer
 // credentials.
@@ -449,7 +470,7 @@ func withEUID(t *testing.T, uid int, f func()) {
 	const keep = ^uintptr(0) // -1: leave unchanged
 	if _, _, e := unix.RawSyscall(unix.SYS_SETRESUID, keep, uintptr(uid), keep); e != 0 {
 		runtime.UnlockOSThread()
-		t.Skipf("setresuid: %v", e)
+		skipUnprivileged(t, fmt.Sprintf("setresuid: %v", e))
 	}
 	f()
 	if _, _, e := unix.RawSyscall(unix.SYS_SETRESUID, keep, 0, keep); e != 0 {
@@ -489,9 +510,7 @@ func idleClients(t *testing.T, path string, uid, n int) []int {
 // the reserve for root) are closed at once, the process's descriptors stay
 // bounded, and a root client still gets answers.
 func TestConnLimitRootReserve(t *testing.T) {
-	if os.Geteuid() != 0 {
-		t.Skip("needs root to connect as another uid")
-	}
+	needRoot(t)
 	var lim unix.Rlimit
 	if err := unix.Getrlimit(unix.RLIMIT_NOFILE, &lim); err != nil || lim.Cur < 3500 {
 		t.Skipf("needs 3,500 descriptors: %+v %v", lim, err)
@@ -563,9 +582,7 @@ func TestConnLimitRootReserve(t *testing.T) {
 // are closed at once, and another uid's clients still get in and are
 // answered; once the first uid's close, it gets in again.
 func TestConnLimitPerUID(t *testing.T) {
-	if os.Geteuid() != 0 {
-		t.Skip("needs root to connect as another uid")
-	}
+	needRoot(t)
 	d := newFakeDaemon(t)
 	s := &Server{MaxConnsPerUID: 100, HelloTimeout: time.Minute, IdleTimeout: time.Minute}
 	path, _ := runServer(t, s, d)

@@ -150,8 +150,9 @@ func kernelKey(ep sessions.Endpoint) netip.AddrPort {
 
 var _ sessions.PortKeeper = (*enginePath)(nil)
 
-// KeptPorts returns the ports held for TIME-WAIT after the TCP
-// connections that owner's apps opened (sessions.PortKeeper).
+// KeptPorts returns the ports held after the layer let go of the TCP
+// connections that owner's apps opened: draining, delivering, in
+// TIME-WAIT (sessions.PortKeeper).
 func (p *enginePath) KeptPorts(owner uint32) int {
 	if p.e.tcp == nil {
 		return 0
@@ -159,8 +160,9 @@ func (p *enginePath) KeptPorts(owner uint32) int {
 	return p.e.tcp.keptPorts(owner)
 }
 
-// ShedKept releases early up to n of the ports held for TIME-WAIT after
-// owner's apps' connections, oldest first (sessions.PortKeeper).
+// ShedKept releases early n or more (a batch) of the ports held for
+// TIME-WAIT after owner's apps' connections, oldest first
+// (sessions.PortKeeper).
 func (p *enginePath) ShedKept(owner uint32, n int) int {
 	if p.e.tcp == nil {
 		return 0

@@ -139,9 +139,7 @@ func (p *tcpPath) holdPort(s *tcpSess, res *tcpReservation, unsteer func()) {
 		p.unkeepLocked(early.s)
 	}
 	p.cool = append(p.cool, cooling{s: s, res: res, unsteer: unsteer, until: time.Now().Add(p.timeWait())})
-	if res != nil {
-		p.keepLocked(s)
-	}
+	p.keepLocked(s)
 	p.coolMu.Unlock()
 	early.release()
 }
@@ -196,7 +194,7 @@ func (p *tcpPath) shedKept(uid uint32, n int) int {
 	p.coolMu.Lock()
 	keep := p.cool[:0]
 	for _, c := range p.cool {
-		if len(shed) < n && c.res != nil && c.s != nil && c.s.kept && c.s.uid == uid && (c.s.conn == nil || !c.s.conn.Delivering()) {
+		if len(shed) < n && c.s != nil && c.s.kept && c.s.uid == uid && (c.s.conn == nil || !c.s.conn.Delivering()) {
 			p.unkeepLocked(c.s)
 			shed = append(shed, c)
 		} else {

@@ -78,6 +78,9 @@
 // them all and Config.MaxCutThroughPerApp those one app opened; a connect
 // past either fails with ErrLimit. A listening app's sessions count against
 // the apps that opened them, so that one client cannot keep others out.
-// What apps may hold otherwise is bounded by their fifo memory (AppMemory)
-// and by the datapath (its connections per app).
+// The ports the apps of one owner (a uid) hold in the host's stack, their
+// global listeners and wire connects with what a PortKeeper keeps after
+// them, are bounded by Config.MaxPortsPerOwner (ownerports.go). What apps
+// may hold otherwise is bounded by their fifo memory (AppMemory) and by
+// the datapath (its connections per app).
 package sessions

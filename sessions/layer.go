@@ -1,6 +1,7 @@
 package sessions
 
 import (
+	"cmp"
 	"fmt"
 	"sync"
 	"sync/atomic"
@@ -160,15 +161,9 @@ func New(cfg Config) (*Layer, error) {
 		return nil, fmt.Errorf("sessions: %d workers: %w", cfg.Workers, ErrInvalidValue)
 	}
 	cfg.Default.ID = ""
-	if cfg.MaxCutThrough == 0 {
-		cfg.MaxCutThrough = DefaultMaxCutThrough
-	}
-	if cfg.MaxCutThroughPerApp == 0 {
-		cfg.MaxCutThroughPerApp = DefaultMaxCutThroughPerApp
-	}
-	if cfg.MaxPortsPerOwner == 0 {
-		cfg.MaxPortsPerOwner = DefaultMaxPortsPerOwner
-	}
+	cfg.MaxCutThrough = cmp.Or(cfg.MaxCutThrough, DefaultMaxCutThrough)
+	cfg.MaxCutThroughPerApp = cmp.Or(cfg.MaxCutThroughPerApp, DefaultMaxCutThroughPerApp)
+	cfg.MaxPortsPerOwner = cmp.Or(cfg.MaxPortsPerOwner, DefaultMaxPortsPerOwner)
 	l := &Layer{
 		cfg:      cfg,
 		halfOpen: map[hoKey]Handle{},
