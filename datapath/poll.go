@@ -49,8 +49,8 @@ package datapath
 //     slept and the next datagram work came less than
 //     Config.IdleSpinMax after the last, the spin grows to a quarter more
 //     than that gap; a longer gap halves it, down to IdleSpin. perf's echo
-//     client at 10,000/s sends bursts 1–2 ms apart (Go's timers), so a
-//     120 µs spin missed nearly every burst (the worker slept about 1,700
+//     client at 10,000/s sent bursts 1–2 ms apart (Go's timers) before it
+//     paced each request, so a 120 µs spin missed nearly every burst (the worker slept about 1,700
 //     times in a repetition of 23,000 echoes, after gaps of 1–2 ms);
 //     grown to 2 ms, the echo had p50 65–67 µs and p99
 //     187–188 µs against the kernel's 98–100 and 192–199 µs, for 121,000
@@ -126,8 +126,8 @@ const DefaultIdleSpin = 120 * time.Microsecond
 // DefaultIdleSpinMax is Config.IdleSpinMax's default: the longest spin the
 // adaptation grows to. It covers the gaps of a sender that writes every
 // millisecond or so (Go's timers, for one, sleep in whole milliseconds
-// when a process is otherwise idle: perf's echo client at 10,000/s sends
-// bursts 1–2 ms apart).
+// when a process is otherwise idle: perf's echo client at 10,000/s sent
+// bursts 1–2 ms apart before it paced its requests with nanosleep).
 const DefaultIdleSpinMax = 2 * time.Millisecond
 
 // Busy-poll options set on each socket.

@@ -130,7 +130,8 @@
 // Scenarios (Scenarios builds the table): UDP receive at each payload size
 // with 1 queue/1 flow and N queues/F flows, at 64 bytes also 1 queue/F
 // flows and every queue step up to N; UDP echo round-trip latency at a
-// fixed rate (kernel sockets in A, timestamps in the payload, the client's
+// fixed rate (kernel sockets in A, timestamps in the payload, each request
+// written at its due time by a sender sleeping in nanosleep(2), the client's
 // socket with the 4 MiB receive buffer of every receiving socket here; the
 // server in a process of its own, perf echoserve, started in B's namespace:
 // the kernel echo, or the daemon with the echo app, so that the client
