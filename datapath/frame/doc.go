@@ -1,6 +1,8 @@
 // Package frame decodes and builds the Ethernet frames xsessiond's workers
 // see on their AF_XDP sockets: Ethernet with up to two VLAN tags (802.1Q,
-// 802.1ad), IPv4 or IPv6, and UDP.
+// 802.1ad), IPv4 or IPv6, and UDP. A TCP segment decodes as far as its IP
+// header (NotUDP, with Proto and L4Off set) for the datapath's TCP path,
+// including a BIG TCP segment's, whose IP length field says 0.
 //
 // Decode is hand-written and allocation-free. It never panics, whatever the
 // input; a frame it cannot use is reported with a Reason (truncated headers,
