@@ -1,10 +1,12 @@
 package datapath
 
 import (
+	"syscall"
 	"testing"
 
 	"github.com/xsessiond/xsessiond/flow"
 	"github.com/xsessiond/xsessiond/sessions"
+	"github.com/xsessiond/xsessiond/sessions/sessionstest"
 )
 
 // The apps of one user share a group for the bound on TCP buffers; each of
@@ -96,5 +98,36 @@ func TestTCPKeptPortsWhileClosing(t *testing.T) {
 	}
 	if n, k := p.shedKept(1000, 1), p.keptPorts(1000); n != shedBatch || k != 8 {
 		t.Fatalf("shed %d, %d kept; want %d, 8", n, k, shedBatch)
+	}
+}
+
+// A connection that its transport ended (the FINs exchanged, or a reset)
+// counts its port against its uid from the moment the layer is told and
+// stops counting the session, not only from the worker's turn that holds
+// it for TIME-WAIT or drops it: a connect of that uid in between sees
+// the port counted.
+func TestTCPKeptPortsEndedByTransport(t *testing.T) {
+	l, err := sessions.New(sessions.Config{View: sessionstest.NewView(), Memory: sessions.FifoMemory{}, Workers: 1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	p := &tcpPath{e: &Engine{}, users: map[sessions.AppID]uint32{}, conns: map[flow.Handle]*tcpSess{}, apps: map[sessions.AppID]*tcpApp{}}
+	p.e.layer.Store(l)
+	shard := sessions.NewShard(0) // the worker's turn: what Closed posts waits for Drain
+	sess := func() *tcpSess {
+		return &tcpSess{p: p, uid: 1000, res: &tcpReservation{fd: -1}, established: true, w: &tcpWorker{w: &worker{shard: shard}}}
+	}
+	closed, reset := sess(), sess()
+	closed.Closed(nil)
+	reset.Reset(nil, syscall.ECONNRESET)
+	reset.Closed(nil)
+	if n := p.keptPorts(1000); n != 2 {
+		t.Fatalf("before the worker's turn: %d ports counted, want 2", n)
+	}
+	if n := shard.Drain(); n != 2 {
+		t.Fatalf("%d posted, want 2", n)
+	}
+	if n := p.keptPorts(1000); n != 1 || len(p.cool) != 1 {
+		t.Fatalf("after it: %d ports counted, %d held; want 1 (TIME-WAIT), 1", n, len(p.cool))
 	}
 }

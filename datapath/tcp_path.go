@@ -157,6 +157,17 @@ func (p *tcpPath) dropPort(s *tcpSess, unsteer func()) {
 	s.res.close()
 }
 
+// keepWhileHeld counts s's port against its uid before the layer, told
+// that its transport ended the session, stops counting it: from then until
+// finish holds it for TIME-WAIT or drops it, on the worker's turn, it is
+// the datapath's to count, so that the uid's bound has no gap between the
+// two counts.
+func (p *tcpPath) keepWhileHeld(s *tcpSess) {
+	p.coolMu.Lock()
+	p.keepLocked(s)
+	p.coolMu.Unlock()
+}
+
 // keepLocked counts the port of active open s in coolBy, once (coolMu
 // held).
 func (p *tcpPath) keepLocked(s *tcpSess) {
@@ -1116,9 +1127,7 @@ func (p *tcpPath) closeByApp(h flow.Handle) bool {
 	p.mu.Unlock()
 	// The layer no longer counts the session; its port stays held while
 	// the connection drains, and counts against its uid from now on.
-	p.coolMu.Lock()
-	p.keepLocked(s)
-	p.coolMu.Unlock()
+	p.keepWhileHeld(s)
 	if c != nil {
 		if gone || half {
 			c.Abort()
@@ -1290,6 +1299,9 @@ func (s *tcpSess) Reset(_ *tcp.Conn, err error) {
 	ref, ok := s.refLocked(), s.established && !s.byApp && !s.ended
 	s.ended, s.wasReset = true, true
 	p.mu.Unlock()
+	if ok {
+		p.keepWhileHeld(s) // until finish drops it
+	}
 	if errors.Is(err, tcp.ErrFifoCorrupt) {
 		if quiet, ok := p.corruptLog.allow(time.Now()); ok {
 			p.e.log.Warn("tcp: connection reset: its app broke a fifo's indices", "app", s.app,
@@ -1337,6 +1349,7 @@ func (s *tcpSess) Closed(c *tcp.Conn) {
 	ref := s.refLocked()
 	p.mu.Unlock()
 	if tell {
+		p.keepWhileHeld(s)
 		_ = l.StreamClosed(ref)
 	}
 	// The worker stops looking at the fifos first; only then may they be
