@@ -39,24 +39,6 @@ func (l *Layer) Disconnect(id AppID, h Handle) error {
 	return nil
 }
 
-// Closed ends session h because its peer or transport closed it, and tells
-// its app.
-func (l *Layer) Closed(h Handle) error {
-	l.lock()
-	defer l.unlock()
-	s := l.sess[h]
-	if s == nil {
-		return fmt.Errorf("closed: session %#x: %w", uint64(h), ErrNoSession)
-	}
-	if s.kind == kindHalfOpen {
-		l.failHalfOpenLocked(s, ErrConnect)
-		return nil
-	}
-	l.notifyLocked(s.app, Event{Kind: EventDisconnected, Handle: s.h})
-	l.closeSessionLocked(s, false)
-	return nil
-}
-
 // closeSessionLocked removes s from every table and frees what it holds.
 // byApp says the app closed it: the datapath is told; a cut-through peer is
 // told either way.

@@ -118,22 +118,6 @@ func TestDisconnect_HalfOpen(t *testing.T) {
 	}
 }
 
-func TestClosed_PeerClosedEstablished(t *testing.T) {
-	r := newRig(t)
-	a := r.attach(0)
-	h := r.established(a, 0, "udp://192.0.2.7:1000")
-	r.appEvents(a)
-	wantErr(t, r.l.Closed(h), nil)
-	ev := r.appEvents(a)
-	if len(ev) != 1 || ev[0].Kind != sessions.EventDisconnected {
-		t.Fatalf("events %+v", ev)
-	}
-	if _, _, _, closes := r.dp.Calls(); len(closes) != 0 {
-		t.Fatal("datapath told of a close it reported")
-	}
-	wantErr(t, r.l.Closed(h), sessions.ErrNoSession)
-}
-
 func TestConnected_Checks(t *testing.T) {
 	r := newRig(t)
 	a := r.attachOpts(sessions.AttachOptions{MaxFifoMemory: 2 * sessions.DefaultFifoSize})
