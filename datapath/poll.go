@@ -50,8 +50,9 @@ package datapath
 //     Config.IdleSpinMax after the last, the spin grows to a quarter more
 //     than that gap; a longer gap halves it, down to IdleSpin. perf's echo
 //     client at 10,000/s sent bursts 1–2 ms apart (Go's timers) before it
-//     paced each request, so a 120 µs spin missed nearly every burst (the worker slept about 1,700
-//     times in a repetition of 23,000 echoes, after gaps of 1–2 ms);
+//     paced each request, so a 120 µs spin missed nearly every burst (the
+//     worker slept about 1,700 times in a repetition of 23,000 echoes,
+//     after gaps of 1–2 ms);
 //     grown to 2 ms, the echo had p50 65–67 µs and p99
 //     187–188 µs against the kernel's 98–100 and 192–199 µs, for 121,000
 //     ns of machine CPU per round trip against 46,500 (kernel

@@ -92,7 +92,8 @@ func (c *echoClient) send() {
 	for seq := uint64(0); !c.stop.Load(); {
 		now := time.Since(c.base)
 		if due := time.Duration(seq * uint64(time.Second) / c.rate); now < due {
-			ts := unix.NsecToTimespec(int64(due - now))
+			// At most 10 ms, so that a low rate still sees stop soon.
+			ts := unix.NsecToTimespec(int64(min(due-now, 10*time.Millisecond)))
 			_ = unix.Nanosleep(&ts, nil)
 			continue
 		}
