@@ -58,3 +58,23 @@ func sysErr(op string, err error) error {
 	}
 	return fmt.Errorf("%s: %w (%w)", op, sentinel, err)
 }
+
+// umemRegErr is the error of registering a UMEM of size bytes. Unless the
+// process has CAP_IPC_LOCK the kernel charges a UMEM to its user's locked
+// memory and refuses one that would take it past RLIMIT_MEMLOCK with
+// ENOBUFS alone (xdp_umem_account_pages), so the error says what ran short
+// and what to do.
+func umemRegErr(err error, size int) error {
+	e := sysErr("register umem", err)
+	var lim unix.Rlimit
+	if !errors.Is(err, unix.ENOBUFS) || unix.Getrlimit(unix.RLIMIT_MEMLOCK, &lim) != nil {
+		return e
+	}
+	limit := "unlimited"
+	if lim.Cur != unix.RLIM_INFINITY {
+		limit = fmt.Sprintf("%d KiB", lim.Cur>>10)
+	}
+	return fmt.Errorf("%w: its %d KiB would take the user's locked memory (every AF_XDP UMEM of the user's "+
+		"processes counts) past RLIMIT_MEMLOCK (%s), and the process lacks CAP_IPC_LOCK: give it CAP_IPC_LOCK "+
+		"(deploy/xsessiond.service does) or raise the limit (LimitMEMLOCK= in a systemd unit, ulimit -l)", e, size>>10, limit)
+}

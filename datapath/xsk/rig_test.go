@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"net"
 	"os"
+	"strings"
 	"testing"
 	"time"
 
@@ -15,6 +16,7 @@ import (
 	"github.com/xsessiond/xsessiond/flow"
 	"github.com/xsessiond/xsessiond/internal/leakcheck"
 	"github.com/xsessiond/xsessiond/nsbind/nstest"
+	"golang.org/x/sys/unix"
 )
 
 const testPort = 9400
@@ -462,4 +464,51 @@ func BenchmarkRx(b *testing.B) {
 	})
 	st, _ := s.Stats()
 	b.Logf("xsk stats: %+v", st)
+}
+
+// Without CAP_IPC_LOCK the kernel charges a UMEM to the user's locked
+// memory and refuses one past RLIMIT_MEMLOCK with ENOBUFS alone; Open's
+// error says what ran short and what to do.
+func TestOpenOverMemlock(t *testing.T) {
+	p := nstest.NewPair(t, nstest.Options{})
+	var old unix.Rlimit
+	if err := unix.Getrlimit(unix.RLIMIT_MEMLOCK, &old); err != nil {
+		t.Fatal(err)
+	}
+	if err := unix.Setrlimit(unix.RLIMIT_MEMLOCK, &unix.Rlimit{Cur: 1 << 20, Max: old.Max}); err != nil {
+		t.Fatal(err)
+	}
+	defer func() {
+		if err := unix.Setrlimit(unix.RLIMIT_MEMLOCK, &old); err != nil {
+			t.Error(err)
+		}
+	}()
+	err := p.B.Do(func() error {
+		// Capabilities are a thread's: this one (locked to its goroutine)
+		// goes without CAP_IPC_LOCK in its effective set for the Open.
+		hdr := unix.CapUserHeader{Version: unix.LINUX_CAPABILITY_VERSION_3}
+		var data [2]unix.CapUserData
+		if err := unix.Capget(&hdr, &data[0]); err != nil {
+			return err
+		}
+		eff := data[unix.CAP_IPC_LOCK/32].Effective
+		data[unix.CAP_IPC_LOCK/32].Effective &^= 1 << (unix.CAP_IPC_LOCK % 32)
+		if err := unix.Capset(&hdr, &data[0]); err != nil {
+			return err
+		}
+		defer func() {
+			data[unix.CAP_IPC_LOCK/32].Effective = eff
+			_ = unix.Capset(&hdr, &data[0])
+		}()
+		s, err := xsk.Open(p.B.IfIndex, 0, xsk.Options{NumFrames: 1024, RingSize: 32}) // 2 MiB
+		if err == nil {
+			s.Close()
+		}
+		return err
+	})
+	if !errors.Is(err, xsk.ErrNoMemory) || !strings.Contains(err.Error(), "RLIMIT_MEMLOCK (1024 KiB)") || !strings.Contains(err.Error(), "CAP_IPC_LOCK") {
+		t.Fatalf("a 2 MiB UMEM over a 1 MiB RLIMIT_MEMLOCK without CAP_IPC_LOCK: %v; want ErrNoMemory naming the limit and CAP_IPC_LOCK", err)
+	}
+	// With the capability back, the same socket opens.
+	openIn(t, p.B, 0, xsk.Options{NumFrames: 1024, RingSize: 32})
 }

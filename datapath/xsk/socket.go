@@ -101,7 +101,7 @@ func (s *Socket) open() error {
 		return sysErr("mmap umem", err)
 	}
 	if err := setUmemReg(fd, s.umem, uint32(o.FrameSize), uint32(o.Headroom)); err != nil {
-		return sysErr("register umem", err)
+		return umemRegErr(err, size)
 	}
 	for _, opt := range []int{unix.XDP_UMEM_FILL_RING, unix.XDP_UMEM_COMPLETION_RING, unix.XDP_RX_RING, unix.XDP_TX_RING} {
 		if err := unix.SetsockoptInt(fd, unix.SOL_XDP, opt, o.RingSize); err != nil {
