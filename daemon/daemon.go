@@ -120,9 +120,13 @@ type Daemon struct {
 	ln     *api.Listener
 	cancel context.CancelFunc
 	served chan struct{} // closed when Serve returned
-	httpd  *http.Server
-	lock   *instanceLock // the interface's, with a datapath
-	srv    *api.Server
+	// lost is closed when the interface left its namespace (iface.go);
+	// lostErr, written before, says which.
+	lost    chan struct{}
+	lostErr error
+	httpd   *http.Server
+	lock    *instanceLock // the interface's, with a datapath
+	srv     *api.Server
 	// metricsAddr is where the metrics are served, once started.
 	metricsAddr string
 
@@ -227,6 +231,7 @@ func New(cfg Config) (*Daemon, error) {
 	return &Daemon{
 		cfg:       cfg,
 		log:       cfg.Logger,
+		lost:      make(chan struct{}),
 		netnss:    map[flow.FIBID]*netnsRef{},
 		nsNetns:   map[string]flow.FIBID{},
 		clients:   map[uint64]*client{},
@@ -291,6 +296,9 @@ func (d *Daemon) Start() (err error) {
 		return fmt.Errorf("watch netns %q: %w", d.cfg.Datapath.NetnsName, err)
 	}
 	d.netnss[d.ns.FIB()] = &netnsRef{name: d.cfg.Datapath.NetnsName, ns: d.ns, view: view, refs: 1}
+	if !d.cfg.NoDatapath {
+		d.watchInterface(view)
+	}
 
 	if d.cfg.NoDatapath {
 		d.eng = noEngine{}

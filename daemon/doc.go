@@ -18,7 +18,9 @@
 // Close sends every connection a Shutdown notice, waits briefly for the apps
 // to hang up, closes the rest, detaches every app, stops the datapath
 // (detaching XDP and removing its pins), and releases the namespaces. A
-// Start that fails undoes what it did; Close is idempotent.
+// Start that fails undoes what it did; Close is idempotent. InterfaceLost
+// tells the owner when the interface left its namespace under the daemon
+// (xsessiond run then stops with an error).
 //
 // # Clients
 //

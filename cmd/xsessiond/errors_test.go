@@ -1,6 +1,7 @@
 package main
 
 import (
+	"errors"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -8,6 +9,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/vishvananda/netlink"
 
 	"github.com/xsessiond/xsessiond/app"
 )
@@ -106,5 +109,36 @@ func TestRunRefuses(t *testing.T) {
 		if err == nil || strings.Contains(s, "\n") || !strings.HasPrefix(s, "xsessiond: not privileged: missing CAP_NET_ADMIN, CAP_BPF") {
 			t.Errorf("unprivileged run: %v\n%s", err, out)
 		}
+	}
+}
+
+// TestRunStopsWhenInterfaceLost: xsessiond run whose interface is deleted
+// under it says so and exits 1 (for its service manager to restart it),
+// leaving no pins behind.
+func TestRunStopsWhenInterfaceLost(t *testing.T) {
+	rig, _, d := startRigDaemon(t)
+	if err := rig.A.Do(func() error {
+		l, err := netlink.LinkByName(rig.A.Link)
+		if err != nil {
+			return err
+		}
+		return netlink.LinkDel(l) // the pair, B's end with it
+	}); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case <-d.exited:
+	case <-time.After(10 * time.Second):
+		t.Fatalf("still running 10 s after its interface was deleted; output:\n%s", d.output())
+	}
+	if code := d.cmd.ProcessState.ExitCode(); code != 1 {
+		t.Fatalf("exit code %d, want 1; output:\n%s", code, d.output())
+	}
+	want := "xsessiond: interface " + rig.B.Link + " (ifindex "
+	if out := d.output(); !strings.Contains(out, want) || !strings.Contains(out, "left netns "+rig.B.Name) {
+		t.Fatalf("output does not say the interface left (%q ... left netns %s):\n%s", want, rig.B.Name, out)
+	}
+	if _, err := os.Stat(filepath.Join("/sys/fs/bpf/xsessiond", rig.B.Name)); !errors.Is(err, os.ErrNotExist) {
+		t.Fatalf("pins left after the stop: %v", err)
 	}
 }

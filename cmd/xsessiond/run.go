@@ -219,7 +219,14 @@ func runDaemon(cmd *cobra.Command, f runFlags) error {
 		log.Warn("few descriptors: apps' listeners, connections and cut-through sessions hold descriptors of the daemon's, and the port space and limits allow more than this; raise LimitNOFILE (the unit in deploy/ sets 1048576) or ulimit -n",
 			"nofile", n, "want", wantNOFILE)
 	}
-	for s := range sigs {
+	for {
+		var s os.Signal
+		select {
+		case s = <-sigs:
+		case <-d.InterfaceLost():
+			log.Info("stopping", "reason", "interface lost")
+			return errors.Join(fmt.Errorf("%w; stopped", d.InterfaceLostErr()), d.Close())
+		}
 		if s == syscall.SIGHUP {
 			if f.config == "" {
 				log.Warn("SIGHUP: no config file to reload")
@@ -257,9 +264,8 @@ func runDaemon(cmd *cobra.Command, f runFlags) error {
 			continue
 		}
 		log.Info("stopping", "signal", s.String())
-		break
+		return d.Close()
 	}
-	return d.Close()
 }
 
 // restartNeeded lists the settings that differ between the running

@@ -1,0 +1,56 @@
+package daemon
+
+import (
+	"fmt"
+
+	"github.com/xsessiond/xsessiond/nsbind"
+)
+
+// InterfaceLost is closed when the daemon's interface leaves its network
+// namespace while the daemon runs (deleted, or moved to another
+// namespace): its XDP program, its queues and their AF_XDP sockets went
+// with it, and nothing reaches the sessions the daemon serves. The daemon
+// logs it and goes on answering its control socket; xsessiond run stops
+// with InterfaceLostErr, for its service manager to restart it
+// (Restart=on-failure in deploy/xsessiond.service), which fails at start
+// until the interface is back. A daemon without a datapath never closes
+// it.
+func (d *Daemon) InterfaceLost() <-chan struct{} { return d.lost }
+
+// InterfaceLostErr says which interface left, once InterfaceLost is
+// closed; nil before.
+func (d *Daemon) InterfaceLostErr() error {
+	select {
+	case <-d.lost:
+		return d.lostErr
+	default:
+		return nil
+	}
+}
+
+// watchInterface closes d.lost when the interface is no longer in the
+// view of its namespace. It looks at the view's snapshot on each of its
+// events rather than at the events alone, so that a removal whose event the
+// subscription dropped (counted in the view's stats) is still seen with
+// the next one, a resync's among them. It ends when the view closes.
+func (d *Daemon) watchInterface(view *nsbind.View) {
+	events, _ := view.Subscribe(0) // closed with the view at teardown
+	idx, name, netns := d.iface.Index, d.iface.Name, d.cfg.Datapath.NetnsName
+	if netns == "" {
+		netns = "the daemon's"
+	}
+	go func() {
+		for range events {
+			if _, ok := view.Snapshot().Interface(idx); ok {
+				continue
+			}
+			d.lostErr = fmt.Errorf("interface %s (ifindex %d) left netns %s (deleted, or moved to another namespace): its datapath is gone", name, idx, netns)
+			d.log.Error("interface lost: the datapath has nothing to serve until a daemon is started on it again",
+				"iface", name, "ifindex", idx, "netns", netns)
+			close(d.lost)
+			for range events { // until the view closes
+			}
+			return
+		}
+	}()
+}
