@@ -8,6 +8,7 @@ import (
 
 	"github.com/cilium/ebpf/link"
 	"github.com/vishvananda/netlink"
+	"golang.org/x/sys/unix"
 )
 
 // CleanupReport says what Cleanup found and removed.
@@ -58,28 +59,7 @@ func Cleanup(opts AttachOptions) (CleanupReport, error) {
 		a.dir = filepath.Join(root, a.netns, a.ifname)
 		rep.PinDir = a.dir
 		var errs []error
-		linkPin := filepath.Join(a.dir, PinLink)
-		if old, err := link.LoadPinnedLink(linkPin, nil); err == nil {
-			rep.LinkPinned = true
-			if err := old.Unpin(); err != nil {
-				errs = append(errs, fmt.Errorf("unpin link: %w", err))
-			}
-			old.Detach() // best effort: the device may be gone
-			old.Close()
-		} else if !errors.Is(err, os.ErrNotExist) {
-			if err := os.Remove(linkPin); err != nil && !errors.Is(err, os.ErrNotExist) {
-				errs = append(errs, fmt.Errorf("remove unusable pin %s: %w", linkPin, err))
-			}
-		}
-		for _, name := range mapPins {
-			err := os.Remove(filepath.Join(a.dir, name))
-			switch {
-			case err == nil:
-				rep.MapPins++
-			case !errors.Is(err, os.ErrNotExist):
-				errs = append(errs, fmt.Errorf("remove pin: %w", err))
-			}
-		}
+		rep.LinkPinned, rep.MapPins, errs = removePins(a.dir, true)
 		removeEmptyDirs(a.dir, 2)
 		// Read the device again: unpinning the link detached its program.
 		if dev, err = netlink.LinkByIndex(a.ifindex); err != nil {
@@ -96,4 +76,157 @@ func Cleanup(opts AttachOptions) (CleanupReport, error) {
 		return rep, fmt.Errorf("cleanup: %w", err)
 	}
 	return rep, nil
+}
+
+// removePins unpins what a pin folder holds: the link (with detach, also
+// detached, best effort: its device may be gone) and the map pins. It says
+// whether there was a link and how many map pins it removed. Unpinned and
+// not detached, a link stays as long as a process holds it, and goes, its
+// program detached, with the last.
+func removePins(dir string, detach bool) (linked bool, maps int, errs []error) {
+	linkPin := filepath.Join(dir, PinLink)
+	if old, err := link.LoadPinnedLink(linkPin, nil); err == nil {
+		linked = true
+		if err := old.Unpin(); err != nil {
+			errs = append(errs, fmt.Errorf("unpin link: %w", err))
+		}
+		if detach {
+			old.Detach()
+		}
+		old.Close()
+	} else if !errors.Is(err, os.ErrNotExist) {
+		if err := os.Remove(linkPin); err != nil && !errors.Is(err, os.ErrNotExist) {
+			errs = append(errs, fmt.Errorf("remove unusable pin %s: %w", linkPin, err))
+		}
+	}
+	for _, name := range mapPins {
+		err := os.Remove(filepath.Join(dir, name))
+		switch {
+		case err == nil:
+			maps++
+		case !errors.Is(err, os.ErrNotExist):
+			errs = append(errs, fmt.Errorf("remove pin: %w", err))
+		}
+	}
+	return linked, maps, errs
+}
+
+// StaleReport says what SweepStale removed.
+type StaleReport struct {
+	Dirs     []string // the pin folders removed, one an interface
+	Links    int      // pinned links among them, unpinned (their programs freed)
+	MapPins  int      // map pins removed
+	Examined int      // interface pin folders looked at
+}
+
+// SweepStale removes, under root (DefaultPinRoot when ""), the pins of
+// every interface that no longer exists: those of a named network
+// namespace that is gone (no /run/netns/NAME), of an unnamed one
+// (netns-INODE) that no process and no bind mount holds any more, and of an
+// interface gone from the caller's namespace or from a named one that
+// still exists. A daemon killed in a namespace that was deleted after it
+// leaves such pins, which keep its program and maps in the kernel until
+// they are removed. The links are unpinned, never detached: a daemon still
+// running on its interface in a namespace whose name was deleted (the
+// daemon holds it) keeps its program attached through its own link, and
+// a dead daemon's goes with its pin.
+func SweepStale(root string) (StaleReport, error) {
+	var rep StaleReport
+	if root == "" {
+		root = DefaultPinRoot
+	}
+	nss, err := os.ReadDir(root)
+	if errors.Is(err, os.ErrNotExist) {
+		return rep, nil
+	}
+	if err != nil {
+		return rep, fmt.Errorf("sweep: %w", err)
+	}
+	live := liveNetns()
+	var current uint64
+	_ = inNetns("", func(ino uint64) error { current = ino; return nil })
+	var errs []error
+	for _, ns := range nss {
+		if !ns.IsDir() {
+			continue
+		}
+		nsDir := filepath.Join(root, ns.Name())
+		ifaces, err := os.ReadDir(nsDir)
+		if err != nil {
+			errs = append(errs, err)
+			continue
+		}
+		// exists says whether interface name is there; nil: the namespace
+		// is alive but cannot be looked into, so its interfaces stay.
+		var exists func(name string) bool
+		var ino uint64
+		if _, err := fmt.Sscanf(ns.Name(), "netns-%d", &ino); err == nil {
+			switch {
+			case !live[ino]:
+				exists = func(string) bool { return false }
+			case ino == current:
+				exists = func(name string) bool { _, err := netlink.LinkByName(name); return !notFound(err) }
+			}
+		} else {
+			path := filepath.Join("/run/netns", ns.Name())
+			if _, err := os.Stat(path); errors.Is(err, os.ErrNotExist) {
+				exists = func(string) bool { return false }
+			} else {
+				exists = func(name string) bool {
+					return !notFound(inNetns(path, func(uint64) error { _, err := netlink.LinkByName(name); return err }))
+				}
+			}
+		}
+		for _, ifc := range ifaces {
+			if !ifc.IsDir() {
+				continue
+			}
+			rep.Examined++
+			if exists == nil || exists(ifc.Name()) {
+				continue
+			}
+			dir := filepath.Join(nsDir, ifc.Name())
+			linked, maps, perrs := removePins(dir, false)
+			errs = append(errs, perrs...)
+			if linked {
+				rep.Links++
+			}
+			rep.MapPins += maps
+			removeEmptyDirs(dir, 2)
+			rep.Dirs = append(rep.Dirs, dir)
+		}
+	}
+	return rep, errors.Join(errs...)
+}
+
+// notFound says err is netlink's "no such link", and nothing else: an
+// interface that could not be looked up for another reason stays.
+func notFound(err error) bool {
+	var nf netlink.LinkNotFoundError
+	return errors.As(err, &nf)
+}
+
+// liveNetns are the inodes of the network namespaces some process is in
+// or a bind mount under /run/netns holds.
+func liveNetns() map[uint64]bool {
+	live := map[uint64]bool{}
+	add := func(path string) {
+		var st unix.Stat_t
+		if unix.Stat(path, &st) == nil {
+			live[st.Ino] = true
+		}
+	}
+	if names, err := os.ReadDir("/run/netns"); err == nil {
+		for _, n := range names {
+			add(filepath.Join("/run/netns", n.Name()))
+		}
+	}
+	if procs, err := os.ReadDir("/proc"); err == nil {
+		for _, p := range procs {
+			if p.Name()[0] >= '0' && p.Name()[0] <= '9' {
+				add(filepath.Join("/proc", p.Name(), "ns", "net"))
+			}
+		}
+	}
+	return live
 }

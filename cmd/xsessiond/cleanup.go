@@ -14,6 +14,7 @@ import (
 
 func newCleanupCmd() *cobra.Command {
 	var iface, netns string
+	var stale bool
 	cmd := &cobra.Command{
 		Use:   "cleanup",
 		Short: "Remove the XDP program and pins a killed daemon left on an interface",
@@ -21,18 +22,42 @@ func newCleanupCmd() *cobra.Command {
 interface: its pinned bpf link (which keeps the XDP program attached), the
 pinned maps under /sys/fs/bpf/xsessiond/NETNS/IFACE, and its instance lock.
 A program that is not xsessiond's is left alone. It refuses to run while a
-daemon serves the interface.`,
+daemon serves the interface.
+
+--stale instead removes the pins of every interface that no longer exists:
+in a network namespace that was deleted, or gone from one that still is.
+Such pins keep a killed daemon's program and maps in the kernel.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			if iface == "" {
-				return errors.New("no interface: give --iface")
+			switch {
+			case stale && (iface != "" || netns != ""):
+				return errors.New("--stale looks at every interface: give it alone, or --iface without it")
+			case stale:
+				return sweepStale(cmd)
+			case iface == "":
+				return errors.New("no interface: give --iface, or --stale for the pins of interfaces that are gone")
 			}
 			return cleanup(cmd, iface, netns)
 		},
 	}
-	cmd.Flags().StringVar(&iface, "iface", "", "the interface to clean up (required)")
+	cmd.Flags().StringVar(&iface, "iface", "", "the interface to clean up")
 	cmd.Flags().StringVar(&netns, "netns", "", "the named network namespace the interface lives in (default: this one)")
+	cmd.Flags().BoolVar(&stale, "stale", false, "remove the pins of every interface or network namespace that no longer exists")
 	return cmd
+}
+
+func sweepStale(cmd *cobra.Command) error {
+	rep, err := loader.SweepStale("")
+	out := cmd.OutOrStdout()
+	for _, d := range rep.Dirs {
+		fmt.Fprintf(out, "removed %s\n", d)
+	}
+	if len(rep.Dirs) == 0 {
+		fmt.Fprintf(out, "nothing stale under %s (%d interface pin folder(s) looked at)\n", loader.DefaultPinRoot, rep.Examined)
+	} else {
+		fmt.Fprintf(out, "%d pin folder(s) of interfaces that are gone: %d link(s) unpinned, %d map pin(s) removed\n", len(rep.Dirs), rep.Links, rep.MapPins)
+	}
+	return err
 }
 
 func cleanup(cmd *cobra.Command, iface, netns string) error {
@@ -46,12 +71,12 @@ func cleanup(cmd *cobra.Command, iface, netns string) error {
 		ns, err = nsbind.OpenCurrent()
 	}
 	if err != nil {
-		return fmt.Errorf("netns %q: %w", netns, err)
+		return fmt.Errorf("netns %q: %w (cleanup --stale removes the pins of namespaces that are gone)", netns, err)
 	}
 	defer ns.Close()
 	ifc, err := ns.InterfaceByName(iface)
 	if err != nil {
-		return fmt.Errorf("interface %q does not exist in netns %q", iface, netns)
+		return fmt.Errorf("interface %q does not exist in netns %q (cleanup --stale removes the pins of interfaces that are gone)", iface, netns)
 	}
 	unlock, err := daemon.LockInstance(daemon.LockPath("", ns.Inode(), ifc.Name))
 	if errors.Is(err, daemon.ErrInstanceRunning) {
