@@ -276,7 +276,7 @@ func New(cfg Config) (*Engine, error) {
 		queues = active
 	}
 	if queues < 1 || queues > active {
-		return nil, fmt.Errorf("new engine: %d queues asked on %s, which has %d rx queues in use: %w", queues, cfg.IfName, active, ErrInvalidConfig)
+		return nil, fmt.Errorf("new engine: %d queues asked on %s, which has %d rx queues in use (ask for at most that, 0 for all, or give it more: ethtool -L %s rx N or combined N): %w", queues, cfg.IfName, active, cfg.IfName, ErrInvalidConfig)
 	}
 	if mode == loader.ModeAuto {
 		mode = autoXDPMode(driver, active)
