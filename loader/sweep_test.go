@@ -2,6 +2,7 @@ package loader
 
 import (
 	"errors"
+	"fmt"
 	"os"
 	"path/filepath"
 	"slices"
@@ -17,10 +18,15 @@ import (
 // and the program is freed. The pins of a killed loader whose interface is
 // still there stay, for Cleanup (or a new daemon's takeover).
 func TestSweepStale(t *testing.T) {
+	// A pin root of the test's own: xsessiond run sweeps the default one
+	// as it starts, and other packages' tests start it meanwhile.
+	root := filepath.Join(BPFFSPath, fmt.Sprintf("xsessiond-sweep-test-%d", os.Getpid()))
+	t.Cleanup(func() { os.RemoveAll(root) })
 	gone := nstest.NewPair(t, nstest.Options{})
-	goneID := startKilledChild(t, gone.B, ModeGeneric)
+	goneID := startKilledChildAt(t, gone.B, ModeGeneric, root)
 	kept := nstest.NewPair(t, nstest.Options{})
-	keptID := startKilledChild(t, kept.B, ModeGeneric)
+	keptID := startKilledChildAt(t, kept.B, ModeGeneric, root)
+	pinDir := func(h *nstest.Host) string { return filepath.Join(root, h.Name, h.Link) }
 	if err := gone.Close(); err != nil {
 		t.Fatal(err)
 	}
@@ -29,11 +35,11 @@ func TestSweepStale(t *testing.T) {
 		t.Fatalf("the killed loader's program, its namespace deleted: %v; want it held by the pinned link", err)
 	}
 	p.Close()
-	rep, err := SweepStale("")
+	rep, err := SweepStale(root)
 	if err != nil {
 		t.Fatal(err)
 	}
-	dir := netnsPinDir(gone.B)
+	dir := pinDir(gone.B)
 	if !slices.Contains(rep.Dirs, dir) || rep.Links < 1 || rep.MapPins < 1 {
 		t.Fatalf("sweep %+v; want %s among its folders, with a link and map pins", rep, dir)
 	}
@@ -41,13 +47,13 @@ func TestSweepStale(t *testing.T) {
 		t.Fatalf("the namespace's pin folder left: %v", err)
 	}
 	waitGone(t, goneID)
-	if _, err := os.Stat(filepath.Join(netnsPinDir(kept.B), PinLink)); err != nil {
+	if _, err := os.Stat(filepath.Join(pinDir(kept.B), PinLink)); err != nil {
 		t.Fatalf("the pinned link of an interface that exists: %v", err)
 	}
-	if rep, err := SweepStale(""); err != nil || slices.Contains(rep.Dirs, netnsPinDir(kept.B)) {
+	if rep, err := SweepStale(root); err != nil || slices.Contains(rep.Dirs, pinDir(kept.B)) {
 		t.Fatalf("second sweep %+v, %v", rep, err)
 	}
-	if _, err := Cleanup(AttachOptions{Interface: kept.B.Link, Netns: netnsPath(kept.B), NetnsName: kept.B.Name}); err != nil {
+	if _, err := Cleanup(AttachOptions{Interface: kept.B.Link, Netns: netnsPath(kept.B), NetnsName: kept.B.Name, PinRoot: root}); err != nil {
 		t.Fatal(err)
 	}
 	waitGone(t, keptID)

@@ -31,10 +31,11 @@ func TestMain(m *testing.M) {
 }
 
 // runChild attaches as told by spec (netns path, netns name, interface,
-// mode), prints "ready <program id>" and blocks until killed.
+// mode, pin root: "" for the default), prints "ready <program id>" and
+// blocks until killed.
 func runChild(spec string) int {
 	f := strings.Split(spec, "|")
-	if len(f) != 4 {
+	if len(f) != 5 {
 		fmt.Fprintln(os.Stderr, "bad child spec", spec)
 		return 2
 	}
@@ -44,7 +45,7 @@ func runChild(spec string) int {
 		if s, err = LoadSpec(); err == nil {
 			var o *Objects
 			if o, err = s.Load(ObjectsOptions{}); err == nil {
-				if _, err = o.Attach(AttachOptions{Netns: f[0], NetnsName: f[1], Interface: f[2], Mode: mode}); err == nil {
+				if _, err = o.Attach(AttachOptions{Netns: f[0], NetnsName: f[1], Interface: f[2], Mode: mode, PinRoot: f[4]}); err == nil {
 					info, _ := o.Program().Info()
 					id, _ := info.ID()
 					fmt.Printf("ready %d\n", id)
@@ -61,8 +62,14 @@ func runChild(spec string) int {
 // attached, SIGKILLs it and returns the id of the program it left behind.
 func startKilledChild(t *testing.T, h *nstest.Host, mode Mode) ebpf.ProgramID {
 	t.Helper()
+	return startKilledChildAt(t, h, mode, "")
+}
+
+// startKilledChildAt is startKilledChild with its pins under root.
+func startKilledChildAt(t *testing.T, h *nstest.Host, mode Mode, root string) ebpf.ProgramID {
+	t.Helper()
 	cmd := exec.Command(os.Args[0], "-test.run=^$")
-	cmd.Env = append(os.Environ(), childEnv+"="+strings.Join([]string{netnsPath(h), h.Name, h.Link, mode.String()}, "|"))
+	cmd.Env = append(os.Environ(), childEnv+"="+strings.Join([]string{netnsPath(h), h.Name, h.Link, mode.String(), root}, "|"))
 	cmd.Stderr = os.Stderr
 	out, err := cmd.StdoutPipe()
 	if err != nil {

@@ -17,6 +17,7 @@ import (
 	"github.com/xsessiond/xsessiond/daemon"
 	"github.com/xsessiond/xsessiond/datapath"
 	"github.com/xsessiond/xsessiond/datapath/reasm"
+	"github.com/xsessiond/xsessiond/loader"
 )
 
 // runFlags are the flags of `xsessiond run`; each one given overrides the
@@ -208,6 +209,11 @@ func runDaemon(cmd *cobra.Command, f runFlags) error {
 	sigs := make(chan os.Signal, 4)
 	signal.Notify(sigs, syscall.SIGTERM, syscall.SIGINT, syscall.SIGHUP)
 	defer signal.Stop(sigs)
+	// Pins of interfaces that are gone (a killed daemon's, in a netns
+	// deleted since) hold programs and maps in the kernel for good.
+	if rep, err := loader.SweepStale(""); err != nil || len(rep.Dirs) > 0 {
+		log.Info("removed the pins of interfaces that no longer exist", "dirs", rep.Dirs, "err", err)
+	}
 	d, err := daemon.New(opts)
 	if err != nil {
 		return startError(err, opts.Socket)
