@@ -131,7 +131,11 @@ func LoadConfig(path string) (*Config, error) {
 	if err != nil {
 		return nil, fmt.Errorf("read config: %w", err)
 	}
-	return ParseConfig(b)
+	c, err := ParseConfig(b)
+	if err != nil {
+		return nil, fmt.Errorf("%w (in %s)", err, path)
+	}
+	return c, nil
 }
 
 // ParseConfig parses and validates a configuration. Unknown keys are errors,
@@ -141,7 +145,7 @@ func ParseConfig(b []byte) (*Config, error) {
 	dec := yaml.NewDecoder(strings.NewReader(string(b)))
 	dec.KnownFields(true)
 	if err := dec.Decode(&c); err != nil && !errors.Is(err, io.EOF) {
-		return nil, fmt.Errorf("parse config: %w", err)
+		return nil, configError(err)
 	}
 	if err := c.Validate(); err != nil {
 		return nil, err

@@ -67,7 +67,7 @@ func TestParseConfigIdleSpin(t *testing.T) {
 
 func TestParseConfigErrors(t *testing.T) {
 	for _, tc := range []struct{ yaml, want string }{
-		{"sockett: /x\n", "field sockett not found"},
+		{"sockett: /x\n", `unknown key "sockett" at the top level (known there: authorization, control,`},
 		{"log_level: loud\n", "log_level"},
 		{"sched_policy: fifo\n", "sched_policy"},
 		{"interfaces: [{queues: 1}]\n", "name is empty"},
@@ -88,10 +88,15 @@ func TestParseConfigErrors(t *testing.T) {
 		{"interfaces: [{name: a, reassembly: {max_datagrams: -1}}]\n", "reassembly"},
 		{"interfaces: [{name: a, reassembly: {max_fragments: 5000}}]\n", "reassembly"},
 		{"interfaces: [{name: a, reassembly: {timeout: -1s}}]\n", "reassembly"},
-		{"interfaces: [{name: a, reassembly: {max_datagram: 1}}]\n", "field max_datagram not found"},
+		{"interfaces: [{name: a, reassembly: {max_datagram: 1}}]\n", `unknown key "max_datagram" under reassembly (known there: max_datagrams, max_fragments, timeout)`},
 		{"interfaces: [{name: a, idle_spin: -1us}]\n", "idle_spin"},
 		{"interfaces: [{name: a, idle_spin_max: 2s}]\n", "idle_spin"},
-		{"interfaces: [{name: a, idle_spin: fast}]\n", "into time.Duration"},
+		{"interfaces: [{name: a, idle_spin: fast}]\n", `"fast" is not a duration`},
+		{"interfaces: [{name: a, queues: many}]\n", `"many" is not a whole number`},
+		{"interfaces: [{name: a, queus: 1}]\n", `unknown key "queus" in an interface`},
+		{"namespaces: [{id: x, iface: a, secrett: 1}]\n", `unknown key "secrett" in a namespace`},
+		{"limits: {max_app: 1}\n", `unknown key "max_app" under limits`},
+		{"interfaces: [\n", "did not find expected node content"},
 	} {
 		_, err := ParseConfig([]byte(tc.yaml))
 		if err == nil || !strings.Contains(err.Error(), tc.want) {
