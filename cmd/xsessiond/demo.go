@@ -70,7 +70,7 @@ func runDemo(out io.Writer, dur time.Duration, window int) error {
 	defer os.RemoveAll(dir)
 	d, err := daemon.New(daemon.Config{
 		Datapath: datapath.Config{IfName: rig.B.Link, NetnsName: rig.B.Name},
-		Socket:   filepath.Join(dir, "api.sock"), Version: version,
+		Socket:   filepath.Join(dir, "api.sock"), Version: buildVersion(),
 	})
 	if err != nil {
 		return fmt.Errorf("demo: %w", err)

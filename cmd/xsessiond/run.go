@@ -140,7 +140,7 @@ func mergeRunConfig(cmd *cobra.Command, f runFlags, c *Config) (daemon.Config, e
 	return daemon.Config{
 		Datapath: dp,
 		Socket:   c.Socket, SocketGroup: c.SocketGroup, MetricsAddr: c.MetricsAddr,
-		Namespaces: c.Namespaces, Rules: c.Rules, Version: version, Control: c.Control,
+		Namespaces: c.Namespaces, Rules: c.Rules, Version: buildVersion(), Control: c.Control,
 		Limits: c.Limits, Auth: c.Authorization,
 	}, nil
 }
