@@ -55,9 +55,11 @@ func newConn(a *App, e *end, laddr, raddr net.Addr, local, remote netip.AddrPort
 		rd: newHalf(), wr: newHalf(), done: make(chan struct{})}
 }
 
-// Dial opens a session to uri (udp://ADDR:PORT, or tcp:// to another app
-// of the host): a cut-through session when an app of the host listens
-// there, a datapath session otherwise. The net.Conn is a *Conn. If ctx
+// Dial opens a session to uri (udp://ADDR:PORT, or tcp://ADDR:PORT): a
+// cut-through session when an app of the host listens there, a datapath
+// session otherwise. The host may be a name (tcp://db.example:5432): it is
+// resolved as net.Dial would, and its addresses tried in turn until one
+// connects. The net.Conn is a *Conn. If ctx
 // ends first, Dial returns an error wrapping ctx's (context.DeadlineExceeded
 // for a deadline) and closes the session its connect made, if any, even
 // one the daemon made after the dial gave up.
@@ -72,9 +74,40 @@ func (a *App) Dial(ctx context.Context, uri string) (net.Conn, error) {
 // DialConn is Dial returning the *Conn.
 func (a *App) DialConn(ctx context.Context, uri string) (*Conn, error) {
 	ep, err := flow.ParseURI(uri)
+	if err == nil {
+		return a.dial(ctx, uri, uri, ep)
+	}
+	t, name, port, ok := flow.URIName(uri)
+	if !ok {
+		return nil, opError("dial", uri, err)
+	}
+	// A host name, resolved as net.Dial resolves it (this process's
+	// resolver), its addresses tried in turn until one connects; the
+	// first one's error otherwise.
+	addrs, err := net.DefaultResolver.LookupNetIP(ctx, "ip", name)
 	if err != nil {
 		return nil, opError("dial", uri, err)
 	}
+	var first error
+	for _, addr := range addrs {
+		ep := flow.Endpoint{Transport: t, Addr: addr.Unmap(), Port: port}
+		c, err := a.dial(ctx, uri, ep.URI(), ep)
+		if err == nil {
+			return c, nil
+		}
+		if first == nil {
+			first = err
+		}
+		if ctx.Err() != nil {
+			break
+		}
+	}
+	return nil, first
+}
+
+// dial connects to ep, which target names to the daemon; uri is what the
+// caller gave, for its errors.
+func (a *App) dial(ctx context.Context, uri, target string, ep flow.Endpoint) (*Conn, error) {
 	ch := make(chan connectResult, 1)
 	a.mu.Lock()
 	opaque := a.nextOpaque
@@ -109,7 +142,7 @@ func (a *App) DialConn(ctx context.Context, uri string) (*Conn, error) {
 			a.drop(r.Handle)
 		}
 	}
-	r, fds, err := doLate[*api.ConnectReply](ctx, a, &api.Connect{URI: uri, Opaque: opaque}, late)
+	r, fds, err := doLate[*api.ConnectReply](ctx, a, &api.Connect{URI: target, Opaque: opaque}, late)
 	if err != nil {
 		return nil, opError("dial", uri, err)
 	}

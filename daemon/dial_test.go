@@ -3,8 +3,10 @@ package daemon
 import (
 	"bytes"
 	"context"
+	"errors"
 	"fmt"
 	"net"
+	"strings"
 	"testing"
 	"time"
 
@@ -81,5 +83,47 @@ func TestDialRemote(t *testing.T) {
 	d.ClearStats()
 	if s := d.SessionViews()[0]; s.RxPackets != 0 || s.TxPackets != 0 || s.RxBytes != 0 || s.TxBytes != 0 {
 		t.Errorf("session figures after ClearStats: %+v", s.Counters)
+	}
+}
+
+// TestDialName dials a URI whose host is a name, as a net.Dial user would:
+// localhost is resolved by the app's process (to the address of its
+// /etc/hosts) and reaches a local listener, and a name that does not
+// resolve gives the resolver's error, naming the URI.
+func TestDialName(t *testing.T) {
+	d := startDaemon(t)
+	srv := attach(t, d, app.Options{Name: "srv"})
+	cli := attach(t, d, app.Options{Name: "cli"})
+	ln, err := srv.Listen("tcp://0.0.0.0:9071")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	c, err := cli.Dial(ctx, "tcp://localhost:9071")
+	if err != nil {
+		t.Fatalf("dial tcp://localhost:9071: %v", err)
+	}
+	defer c.Close()
+	if got := c.RemoteAddr().String(); got != "127.0.0.1:9071" {
+		t.Fatalf("remote %s, want 127.0.0.1:9071", got)
+	}
+	sc, err := ln.Accept()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer sc.Close()
+	if _, err := c.Write([]byte("by name")); err != nil {
+		t.Fatal(err)
+	}
+	buf := make([]byte, 16)
+	if n, err := sc.Read(buf); err != nil || string(buf[:n]) != "by name" {
+		t.Fatalf("read %q, %v", buf[:n], err)
+	}
+	_, err = cli.Dial(ctx, "tcp://no-such-host.invalid:80")
+	var dnsErr *net.DNSError
+	if !errors.As(err, &dnsErr) || !strings.Contains(err.Error(), "tcp://no-such-host.invalid:80") {
+		t.Fatalf("dial of a name that does not resolve: %v; want a *net.DNSError naming the URI", err)
 	}
 }

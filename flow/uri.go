@@ -121,6 +121,72 @@ func parseURI(uri string) (Endpoint, error) {
 	return ep, nil
 }
 
+// URIName splits a URI whose host is a name, tcp://db.example:5432 or
+// udp://ns1.example/53, into its transport, the name and the port, for a
+// caller that resolves the name (as net.Dial does) and connects to an
+// address of it. ok is false for a URI whose host is an address, or that is
+// not a URI of that form; ParseURI says what is wrong with it.
+func URIName(uri string) (t Transport, name string, port uint16, ok bool) {
+	if len(uri) > maxURILen {
+		return 0, "", 0, false
+	}
+	scheme, rest, found := strings.Cut(uri, "://")
+	if !found {
+		return 0, "", 0, false
+	}
+	switch strings.ToLower(scheme) {
+	case "tcp":
+		t = TransportTCP
+	case "udp":
+		t = TransportUDP
+	default:
+		return 0, "", 0, false
+	}
+	i := strings.LastIndexAny(rest, ":/")
+	if i <= 0 {
+		return 0, "", 0, false
+	}
+	name, ps := rest[:i], rest[i+1:]
+	if !isHostName(name) || ps == "" || strings.Trim(ps, "0123456789") != "" {
+		return 0, "", 0, false
+	}
+	p, err := strconv.ParseUint(ps, 10, 16)
+	if err != nil {
+		return 0, "", 0, false
+	}
+	return t, name, uint16(p), true
+}
+
+// isHostName reports whether s is a DNS host name (RFC 1123 labels of
+// letters, digits and '-', dot-separated, an optional final dot) and not
+// an address.
+func isHostName(s string) bool {
+	s = strings.TrimSuffix(s, ".")
+	if s == "" || len(s) > 253 {
+		return false
+	}
+	if _, err := netip.ParseAddr(s); err == nil {
+		return false
+	}
+	letter := false
+	for label := range strings.SplitSeq(s, ".") {
+		if label == "" || len(label) > 63 || label[0] == '-' || label[len(label)-1] == '-' {
+			return false
+		}
+		for i := 0; i < len(label); i++ {
+			c := label[i]
+			switch {
+			case c >= 'a' && c <= 'z', c >= 'A' && c <= 'Z':
+				letter = true
+			case c >= '0' && c <= '9', c == '-':
+			default:
+				return false
+			}
+		}
+	}
+	return letter // all digits and dots is a malformed address, not a name
+}
+
 // URI formats e in the modern form, tcp://10.0.0.1:80 or tcp://[::1]:80.
 func (e Endpoint) URI() string {
 	return e.Transport.String() + "://" + netip.AddrPortFrom(e.Addr, e.Port).String()

@@ -174,3 +174,36 @@ func wantErr(t testing.TB, err, want error) {
 		t.Fatalf("error %v, want %v", err, want)
 	}
 }
+
+func TestURIName(t *testing.T) {
+	for _, tc := range []struct {
+		uri  string
+		t    flow.Transport
+		name string
+		port uint16
+		ok   bool
+	}{
+		{"tcp://db.example:5432", flow.TransportTCP, "db.example", 5432, true},
+		{"UDP://ns1.example/53", flow.TransportUDP, "ns1.example", 53, true},
+		{"tcp://localhost:80", flow.TransportTCP, "localhost", 80, true},
+		{"tcp://host-1.example.:80", flow.TransportTCP, "host-1.example.", 80, true},
+		{"tcp://10.0.0.1:80", 0, "", 0, false},
+		{"tcp://[::1]:80", 0, "", 0, false},
+		{"tcp://::1/80", 0, "", 0, false},
+		{"tcp://10.0.0.300:80", 0, "", 0, false},
+		{"tcp://-bad.example:80", 0, "", 0, false},
+		{"tcp://bad_name:80", 0, "", 0, false},
+		{"tcp://a..b:80", 0, "", 0, false},
+		{"tcp://example:", 0, "", 0, false},
+		{"tcp://example:65536", 0, "", 0, false},
+		{"tcp://example:8x", 0, "", 0, false},
+		{"sctp://example:80", 0, "", 0, false},
+		{"example:80", 0, "", 0, false},
+		{"tcp://" + strings.Repeat("a", 64) + ".example:80", 0, "", 0, false},
+	} {
+		tr, name, port, ok := flow.URIName(tc.uri)
+		if tr != tc.t || name != tc.name || port != tc.port || ok != tc.ok {
+			t.Errorf("URIName(%q) = %v %q %d %v; want %v %q %d %v", tc.uri, tr, name, port, ok, tc.t, tc.name, tc.port, tc.ok)
+		}
+	}
+}
