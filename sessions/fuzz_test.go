@@ -5,8 +5,10 @@ import (
 	"errors"
 	"fmt"
 	"net/netip"
+	"strconv"
 	"testing"
 
+	"github.com/xsessiond/xsessiond/flow"
 	"github.com/xsessiond/xsessiond/sessions"
 )
 
@@ -14,8 +16,21 @@ func FuzzParseURI(f *testing.F) {
 	for _, s := range []string{"tcp://10.0.0.1/80", "udp://[::1]:53", "sctp://fd00::1/9", "tcp://1.2.3.4:65535", "x://", "tcp://[", ""} {
 		f.Add(s)
 	}
+	f.Add("tcp://db.example:5432")
+	f.Add("udp://a-1.b/53")
 	f.Fuzz(func(t *testing.T, s string) {
 		e, err := sessions.ParseURI(s)
+		// A URI names a host by address or by name, never both.
+		_, name, port, named := flow.URIName(s)
+		if named {
+			if err == nil {
+				t.Fatalf("%q parsed to %+v and splits as name %q", s, e, name)
+			}
+			u := "tcp://" + name + ":" + strconv.Itoa(int(port))
+			if _, n2, p2, ok := flow.URIName(u); !ok || n2 != name || p2 != port {
+				t.Fatalf("%q -> %q %d -> %q -> %q %d %v", s, name, port, u, n2, p2, ok)
+			}
+		}
 		if err != nil {
 			if !errors.Is(err, sessions.ErrInvalidURI) {
 				t.Fatalf("error %v does not wrap ErrInvalidURI", err)
