@@ -39,7 +39,10 @@ per queue, and serve apps and the CLI on the control socket.
 
 Flags override the config file. SIGHUP reloads the namespaces and rules of
 the config file; SIGTERM and SIGINT tell the apps, close their connections,
-stop the workers, detach XDP and unpin, then exit.
+stop the workers, detach XDP and unpin, then exit 0. If the interface is
+deleted or leaves its network namespace, the daemon stops the same way and
+exits 1; so does a start that fails. As it starts it removes the pins of
+interfaces that no longer exist (see xsessiond cleanup --stale).
 
 With --netns NAME the interface lives in the named network namespace
 (/run/netns/NAME): the daemon does everything that depends on a netns there.
