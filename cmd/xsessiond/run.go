@@ -41,7 +41,7 @@ Flags override the config file. SIGHUP reloads the namespaces and rules of
 the config file; SIGTERM and SIGINT tell the apps, close their connections,
 stop the workers, detach XDP and unpin, then exit 0. If the interface is
 deleted or leaves its network namespace, the daemon stops the same way and
-exits 1; so does a start that fails. As it starts it removes the pins of
+exits 1; so does a start that fails. Once started it removes the pins of
 interfaces that no longer exist (see xsessiond cleanup --stale).
 
 With --netns NAME the interface lives in the named network namespace
@@ -212,17 +212,18 @@ func runDaemon(cmd *cobra.Command, f runFlags) error {
 	sigs := make(chan os.Signal, 4)
 	signal.Notify(sigs, syscall.SIGTERM, syscall.SIGINT, syscall.SIGHUP)
 	defer signal.Stop(sigs)
-	// Pins of interfaces that are gone (a killed daemon's, in a netns
-	// deleted since) hold programs and maps in the kernel for good.
-	if rep, err := loader.SweepStale(""); err != nil || len(rep.Dirs) > 0 {
-		log.Info("removed the pins of interfaces that no longer exist", "dirs", rep.Dirs, "err", err)
-	}
 	d, err := daemon.New(opts)
 	if err != nil {
 		return startError(err, opts.Socket)
 	}
 	if err := d.Start(); err != nil {
 		return startError(err, opts.Socket)
+	}
+	// Pins of interfaces that are gone (a killed daemon's, in a netns
+	// deleted since) hold programs and maps in the kernel for good. Once
+	// started: a start that fails says that alone.
+	if rep, err := loader.SweepStale(""); err != nil || len(rep.Dirs) > 0 {
+		log.Info("removed the pins of interfaces that no longer exist", "dirs", rep.Dirs, "err", err)
 	}
 	if n, ok := fewDescriptors(); ok {
 		log.Warn("few descriptors: apps' listeners, connections and cut-through sessions hold descriptors of the daemon's, and the port space and limits allow more than this; raise LimitNOFILE (the unit in deploy/ sets 1048576) or ulimit -n",
