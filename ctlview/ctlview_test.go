@@ -179,3 +179,26 @@ func TestWriteTableStatsTCP(t *testing.T) {
 		}
 	}
 }
+
+// The stats table says when the interface is not up, and what that means.
+func TestWriteTableStatsInterfaceState(t *testing.T) {
+	for state, want := range map[string]string{
+		"":           "vb (ifindex 2, netns tb)\n",
+		"up":         "vb (ifindex 2, netns tb)\n",
+		"down":       "vb (ifindex 2, netns tb), down: nothing reaches the datapath until it is up and running\n",
+		"no-carrier": "vb (ifindex 2, netns tb), no-carrier: nothing reaches the datapath until it is up and running\n",
+		"gone":       "vb (ifindex 2, netns tb), gone: deleted or moved to another netns; nothing reaches the datapath\n",
+	} {
+		doc, err := json.Marshal(daemon.StatsView{Interface: "vb", IfIndex: 2, Netns: "tb", InterfaceState: state})
+		if err != nil {
+			t.Fatal(err)
+		}
+		var b bytes.Buffer
+		if err := WriteTable(&b, api.ShowStats, doc); err != nil {
+			t.Fatal(err)
+		}
+		if !strings.Contains(b.String(), want) {
+			t.Errorf("state %q: table lacks %q:\n%s", state, want, b.String())
+		}
+	}
+}

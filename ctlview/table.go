@@ -179,7 +179,15 @@ func WriteTable(out io.Writer, what api.ShowWhat, doc []byte) error {
 			netns = "(daemon's own)"
 		}
 		row("version", v.Version)
-		row("interface", fmt.Sprintf("%s (ifindex %d, netns %s)", v.Interface, v.IfIndex, netns))
+		state := ""
+		switch v.InterfaceState {
+		case "", "up":
+		case "gone":
+			state = ", gone: deleted or moved to another netns; nothing reaches the datapath"
+		default:
+			state = ", " + v.InterfaceState + ": nothing reaches the datapath until it is up and running"
+		}
+		row("interface", fmt.Sprintf("%s (ifindex %d, netns %s)%s", v.Interface, v.IfIndex, netns, state))
 		row("uptime", (time.Duration(v.UptimeSeconds) * time.Second).String())
 		row("counting for", (time.Duration(v.ClearedSeconds) * time.Second).String())
 		row("datapath", v.Datapath+xdpMode(v.XDPMode))

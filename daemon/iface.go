@@ -54,3 +54,31 @@ func (d *Daemon) watchInterface(view *nsbind.View) {
 		}
 	}()
 }
+
+// interfaceState is StatsView.InterfaceState.
+func (d *Daemon) interfaceState() string {
+	if d.cfg.NoDatapath {
+		return ""
+	}
+	select {
+	case <-d.lost:
+		return "gone"
+	default:
+	}
+	d.mu.Lock()
+	r := d.netnss[d.ns.FIB()]
+	d.mu.Unlock()
+	if r == nil {
+		return ""
+	}
+	i, ok := r.view.Snapshot().Interface(d.iface.Index)
+	switch {
+	case !ok:
+		return "gone"
+	case !i.Up:
+		return "down"
+	case !i.Running:
+		return "no-carrier"
+	}
+	return "up"
+}

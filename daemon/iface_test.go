@@ -1,6 +1,7 @@
 package daemon
 
 import (
+	"net/http/httptest"
 	"strings"
 	"testing"
 	"time"
@@ -10,10 +11,11 @@ import (
 	"github.com/xsessiond/xsessiond/nsbind/nstest"
 )
 
-// TestInterfaceLost: a link that goes down and up is not lost; once the
-// daemon's interface is deleted, InterfaceLost is closed within a moment,
-// its error names the interface, and the daemon still answers its control
-// socket and closes cleanly.
+// TestInterfaceLost: a link that goes down and up, or whose peer does, is
+// not lost (show stats' interface_state follows: down, no-carrier, up);
+// once the daemon's interface is deleted, InterfaceLost is closed within a
+// moment, its error names the interface, the state says gone, and the
+// daemon still answers its control socket and closes cleanly.
 func TestInterfaceLost(t *testing.T) {
 	rig := nstest.NewPair(t, nstest.Options{})
 	d := startDaemon(t, onB(rig))
@@ -29,9 +31,29 @@ func TestInterfaceLost(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
+	metrics := d.metricsHandler()
+	state := func(want string) {
+		t.Helper()
+		waitFor(t, "interface_state "+want, 5*time.Second, func() bool { return d.Stats().InterfaceState == want })
+		rec := httptest.NewRecorder()
+		metrics.ServeHTTP(rec, httptest.NewRequest("GET", "/metrics", nil))
+		up := 0.0
+		if want == "up" {
+			up = 1
+		}
+		if v := metric(t, rec.Body.String(), `xsessiond_interface_up{state="`+want+`"}`); v != up {
+			t.Fatalf("xsessiond_interface_up{state=%q} %v, want %v", want, v, up)
+		}
+	}
+	state("up")
 	link(rig.B, netlink.LinkSetDown)
-	time.Sleep(200 * time.Millisecond)
+	state("down")
 	link(rig.B, netlink.LinkSetUp)
+	state("up")
+	link(rig.A, netlink.LinkSetDown) // the peer: B has no carrier
+	state("no-carrier")
+	link(rig.A, netlink.LinkSetUp)
+	state("up")
 	select {
 	case <-d.InterfaceLost():
 		t.Fatalf("lost after a link down and up: %v", d.InterfaceLostErr())
@@ -52,6 +74,7 @@ func TestInterfaceLost(t *testing.T) {
 	if _, err := show(t, d.Socket(), "stats"); err != nil {
 		t.Fatalf("show stats after the loss: %v", err)
 	}
+	state("gone")
 	if err := d.Close(); err != nil {
 		t.Fatal(err)
 	}

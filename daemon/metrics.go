@@ -34,6 +34,7 @@ type collector struct{ d *Daemon }
 
 var (
 	descApps      = prometheus.NewDesc("xsessiond_apps", "Attached apps.", nil, nil)
+	descIfaceUp   = prometheus.NewDesc("xsessiond_interface_up", "1 while the daemon's interface is up and running, else 0 (down, no carrier, or gone); state: up, down, no-carrier or gone.", []string{"state"}, nil)
 	descConns     = prometheus.NewDesc("xsessiond_connections", "Open control connections (apps and CLI).", nil, nil)
 	descListeners = prometheus.NewDesc("xsessiond_listeners", "Listeners by namespace and table.", []string{"namespace", "table"}, nil)
 	descSessions  = prometheus.NewDesc("xsessiond_sessions", "Sessions by namespace and state.", []string{"namespace", "state"}, nil)
@@ -68,7 +69,7 @@ var (
 )
 
 func (c *collector) Describe(ch chan<- *prometheus.Desc) {
-	for _, d := range []*prometheus.Desc{descApps, descConns, descListeners, descSessions, descFifoUsed, descFifoSize, descRx, descTx, descDelivered, descReasm, descChained, descReasmHeld, descDrops, descXDP, descCtlEnds, descCtlDrops, descRuleHits,
+	for _, d := range []*prometheus.Desc{descApps, descIfaceUp, descConns, descListeners, descSessions, descFifoUsed, descFifoSize, descRx, descTx, descDelivered, descReasm, descChained, descReasmHeld, descDrops, descXDP, descCtlEnds, descCtlDrops, descRuleHits,
 		descTCPConns, descTCPRetrans, descTCPResets, descTCPFifoBad, descTCPRefused, descTCPBufBytes, descTCPBufLimit, descTCPBufClamp, descTCPBufHeld, descTCPOrphans, descTCPOrphRst, descTCPStackRsts, descTCPAcksLow, descTCPAcksHeld} {
 		ch <- d
 	}
@@ -78,6 +79,13 @@ func (c *collector) Collect(ch chan<- prometheus.Metric) {
 	d := c.d
 	apps := d.layer.Apps()
 	ch <- prometheus.MustNewConstMetric(descApps, prometheus.GaugeValue, float64(len(apps)))
+	if st := d.interfaceState(); st != "" {
+		up := 0.0
+		if st == "up" {
+			up = 1
+		}
+		ch <- prometheus.MustNewConstMetric(descIfaceUp, prometheus.GaugeValue, up, st)
+	}
 	d.mu.Lock()
 	conns := len(d.clients)
 	d.mu.Unlock()

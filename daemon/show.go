@@ -190,10 +190,15 @@ type RuleView struct {
 // StatsView is `ctl show stats`: the daemon, its tables' sizes and its
 // datapath's counters since the last clear stats.
 type StatsView struct {
-	Version        string  `json:"version"`
-	Interface      string  `json:"interface"`
-	Netns          string  `json:"netns"` // "" : the daemon's own
-	IfIndex        int     `json:"ifindex"`
+	Version   string `json:"version"`
+	Interface string `json:"interface"`
+	Netns     string `json:"netns"` // "" : the daemon's own
+	IfIndex   int    `json:"ifindex"`
+	// InterfaceState is the interface's state as its namespace's view
+	// last saw it: up (and running), down (administratively),
+	// no-carrier (up, not running: a peer or cable away), gone (deleted
+	// or moved to another netns), or "" without a datapath.
+	InterfaceState string  `json:"interface_state"`
 	UptimeSeconds  float64 `json:"uptime_seconds"`
 	ClearedSeconds float64 `json:"cleared_seconds_ago"` // since the last clear stats, or since start
 	Apps           int     `json:"apps"`
@@ -421,6 +426,7 @@ func (d *Daemon) Stats() StatsView {
 	}
 	return StatsView{
 		Version: d.cfg.Version, Interface: d.cfg.Datapath.IfName, Netns: d.cfg.Datapath.NetnsName, IfIndex: d.iface.Index,
+		InterfaceState: d.interfaceState(),
 		UptimeSeconds:  seconds(time.Since(d.start)),
 		ClearedSeconds: seconds(time.Since(cleared)),
 		Apps:           len(d.layer.Apps()), Connections: conns, Listeners: len(d.layer.Listeners()),
