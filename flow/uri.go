@@ -99,6 +99,9 @@ func parseURI(uri string) (Endpoint, error) {
 		} else {
 			return Endpoint{}, uriError(uri, "missing port")
 		}
+		if host == "" {
+			return Endpoint{}, uriError(uri, "no address (every address of the namespace is 0.0.0.0 or [::])")
+		}
 		a, err := netip.ParseAddr(host)
 		if err != nil || a.Zone() != "" {
 			return Endpoint{}, uriError(uri, fmt.Sprintf("bad address %q", host))
