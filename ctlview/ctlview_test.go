@@ -90,6 +90,13 @@ func TestDrawTopRates(t *testing.T) {
 	if want := "0 1000 0 0 5 no_session=5"; strings.Join(row, " ") != want {
 		t.Fatalf("queue row %q, want %q; frame:\n%s", row, want, frame)
 	}
+	if head, _, _ := strings.Cut(frame, "\n"); strings.Contains(head, "(") {
+		t.Fatalf("an interface that is up is marked: %q", head)
+	}
+	cur.stats.Interface, cur.stats.InterfaceState = "vb", "no-carrier"
+	if f := string(drawTop(prev, cur, 10, 0, 0)); !strings.Contains(f, " on vb (NO-CARRIER) ") {
+		t.Fatalf("the header does not mark an interface without carrier:\n%s", f)
+	}
 	clipped := string(drawTop(prev, cur, 10, 20, 3))
 	lines := strings.Split(clipped, "\n")
 	if len(lines) != 3 {

@@ -191,8 +191,12 @@ func drawTop(prev, cur *topSample, rows, width, height int) []byte {
 	var b bytes.Buffer
 	d := cur.at.Sub(prev.at)
 	st := &cur.stats
+	iface := st.Interface
+	if s := st.InterfaceState; s != "" && s != "up" {
+		iface += " (" + strings.ToUpper(s) + ")"
+	}
 	fmt.Fprintf(&b, "xsessiond %s on %s  datapath %s%s  workers %d  apps %d  sessions %d  listeners %d  up %s\n",
-		st.Version, st.Interface, st.Datapath, xdpMode(st.XDPMode), st.Workers, st.Apps, st.Sessions, st.Listeners,
+		st.Version, iface, st.Datapath, xdpMode(st.XDPMode), st.Workers, st.Apps, st.Sessions, st.Listeners,
 		(time.Duration(st.UptimeSeconds) * time.Second).String())
 	if x := st.XDP; len(x) > 0 {
 		px := prev.stats.XDP
