@@ -296,13 +296,11 @@ func (d *Daemon) Start() (err error) {
 		return fmt.Errorf("watch netns %q: %w", d.cfg.Datapath.NetnsName, err)
 	}
 	d.netnss[d.ns.FIB()] = &netnsRef{name: d.cfg.Datapath.NetnsName, ns: d.ns, view: view, refs: 1}
-	if !d.cfg.NoDatapath {
-		d.watchInterface(view)
-	}
 
 	if d.cfg.NoDatapath {
 		d.eng = noEngine{}
 	} else {
+		d.watchInterface(view)
 		dc := d.cfg.Datapath
 		dc.Netns = d.ns
 		if dc.Addrs == nil {

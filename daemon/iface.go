@@ -60,11 +60,6 @@ func (d *Daemon) interfaceState() string {
 	if d.cfg.NoDatapath {
 		return ""
 	}
-	select {
-	case <-d.lost:
-		return "gone"
-	default:
-	}
 	d.mu.Lock()
 	r := d.netnss[d.ns.FIB()]
 	d.mu.Unlock()

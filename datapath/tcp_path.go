@@ -256,14 +256,18 @@ func (p *tcpPath) releasePorts(all bool) {
 	now := time.Now()
 	var done []cooling
 	keep := p.cool[:0]
-	for _, c := range p.cool {
-		if all || (now.After(c.until) && (c.s == nil || c.s.conn == nil || c.s.conn.Finished())) {
+	i := 0
+	// The list is in the order of until: past the first whose time is not
+	// over, nothing is due.
+	for ; i < len(p.cool) && (all || now.After(p.cool[i].until)); i++ {
+		if c := p.cool[i]; all || c.s == nil || c.s.conn == nil || c.s.conn.Finished() {
 			done = append(done, c)
 			p.unkeepLocked(c.s)
 		} else {
 			keep = append(keep, c)
 		}
 	}
+	keep = append(keep, p.cool[i:]...)
 	clear(p.cool[len(keep):])
 	p.cool = keep
 	p.coolMu.Unlock()

@@ -189,21 +189,15 @@ func (c *Conn) Info() ConnInfo {
 	if v, err := c.ep.GetSockOptInt(tcpip.ReceiveQueueSizeOption); err == nil {
 		in.RecvQ = v
 	}
-	in.SendQ = c.sendQ()
+	in.SendQ, _ = c.unacked()
 	in.RcvBuf = int(c.ep.SocketOptions().GetReceiveBufferSize())
 	return in
 }
 
-// sendQ returns what the Conn moved into gVisor and the peer has not
-// acknowledged, in bytes (0 when the link does not know). gVisor's
-// endpoint does not tell it.
-func (c *Conn) sendQ() int {
-	n, _ := c.unacked()
-	return n
-}
-
-// unacked is sendQ, and whether the link knows it (it follows the peer's
-// window and saw the initial sequence number).
+// unacked returns what the Conn moved into gVisor and the peer has not
+// acknowledged, in bytes (ConnInfo.SendQ: gVisor's endpoint does not tell
+// it), and whether the link knows it (it follows the peer's window and
+// saw the initial sequence number).
 func (c *Conn) unacked() (int, bool) {
 	if pw := c.window.Load(); pw != nil {
 		return pw.unacked(c.txBytes.Load())
@@ -211,21 +205,17 @@ func (c *Conn) unacked() (int, bool) {
 	return 0, false
 }
 
-// holdsData reports whether gVisor still has data or a FIN of the closed
-// Conn's to deliver: an orphan (orphans.go). That is FIN-WAIT-1, CLOSING
-// and LAST-ACK, and ESTABLISHED or CLOSE-WAIT while the FIN waits behind
-// data the peer's window holds back.
-func (c *Conn) holdsData() bool {
+// Delivering reports whether gVisor still has data or a FIN of the Conn's
+// to deliver; after Closed, whether the Conn is an orphan (orphans.go).
+// That is FIN-WAIT-1, CLOSING and LAST-ACK, and ESTABLISHED or CLOSE-WAIT
+// while the FIN waits behind data the peer's window holds back.
+func (c *Conn) Delivering() bool {
 	switch c.ep.EndpointState() {
 	case tcp.StateFinWait2, tcp.StateTimeWait, tcp.StateClose, tcp.StateError:
 		return false
 	}
 	return true
 }
-
-// Delivering reports whether gVisor still has data or a FIN of the Conn's
-// to deliver; after Closed, whether the Conn is an orphan (orphans.go).
-func (c *Conn) Delivering() bool { return c.holdsData() }
 
 // Finished reports whether gVisor is done with the Conn's connection
 // (CLOSED or ERROR): nothing more is sent or received on it.
@@ -714,7 +704,7 @@ func (c *Conn) reset(err error) {
 // finish closes gracefully (FIN, or nothing more when both FINs are done).
 func (c *Conn) finish() {
 	c.ep.Close()
-	c.orphan = c.holdsData()
+	c.orphan = c.Delivering()
 	c.end()
 	if !c.s.forget(c, c.orphan) && c.orphan { // the Stack is closing
 		c.untrackWindow()

@@ -84,7 +84,7 @@ func (s *Stack) sweepOrphans() {
 	var done, stuck, shrunk []*Conn
 	for _, e := range es {
 		c, o := e.c, e.o
-		if !c.holdsData() {
+		if !c.Delivering() {
 			done = append(done, c)
 			continue
 		}
@@ -110,16 +110,14 @@ func (s *Stack) sweepOrphans() {
 			s.chargeOrphanLocked(c, int64(o.sendQ))
 		}
 	}
-	s.mu.Unlock()
-	for _, c := range append(done, stuck...) {
-		c.untrackWindow()
-	}
-	s.mu.Lock()
 	s.sweep = nil
 	if len(s.orphans) > 0 && !s.closed {
 		s.scheduleSweepLocked()
 	}
 	s.mu.Unlock()
+	for _, c := range append(done, stuck...) {
+		c.untrackWindow()
+	}
 }
 
 // scheduleSweepLocked runs sweepOrphans after orphanSweep (s.mu held).
