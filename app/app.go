@@ -74,6 +74,7 @@ type App struct {
 	spinning   atomic.Bool  // a read spins now (spin.go)
 	spinMiss   atomic.Int32 // spins in a row that found nothing
 	spinSkip   atomic.Int32 // reads left to sleep without a spin
+	lastStolen atomic.Int64 // the last stolen yield, ns since spinEpoch (0: none)
 	// askMTU: the daemon answers api.PathMTU (every daemon of this
 	// protocol's major version does), so writes of don't-fragment
 	// datagrams check the path MTU (checkPath); tests leave it off.

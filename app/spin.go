@@ -36,7 +36,8 @@ import (
 // The spin backs off where it does not pay: after spinMissMax spins in a
 // row that found nothing (a request/response peer further away than the
 // spin lasts), the next spinBackoff reads sleep without one. So do the
-// reads after a yield that took spinStolen or longer: a CPU-bound thread
+// reads after a second yield within spinStolenWindow that took spinStolen
+// or longer (the first ends its spin only): a CPU-bound thread
 // of any program held the CPU through it (Linux runs it for its slice,
 // 0.75 ms and more), and each yield hands it another slice, while a
 // sleeping reader's wake-up preempts it. With such a thread on the echo
@@ -63,7 +64,16 @@ const (
 	// through it (a CPU-bound program sharing it), as the worker's spin
 	// sees it (datapath: yieldStolen).
 	spinStolen = 500 * time.Microsecond
+	// spinStolenWindow: a stolen yield within this time of the last makes
+	// the next spinBackoff reads sleep; a single one only ends its spin. A
+	// thread that ran once for a few milliseconds (a host's housekeeping)
+	// is gone by the next read, and a sleeping read costs the reply a
+	// wake-up (datapath: stolenBackoff).
+	spinStolenWindow = 50 * time.Millisecond
 )
+
+// spinEpoch is the origin of App.lastStolen's monotonic times.
+var spinEpoch = time.Now()
 
 // ReadStats counts what the App's reads did when they found nothing to
 // read.
@@ -141,13 +151,16 @@ func (s *spinner) next(a *App) bool {
 		stolenAt = spinStolen
 	}
 	if d >= stolenAt {
-		// Another thread held the CPU all through, and may again: this
-		// spin ends after the caller's look, and the next spinBackoff
-		// reads sleep at once, where a wake-up reaches them, instead of
-		// handing it another slice.
+		// Another thread held the CPU all through: this spin ends after
+		// the caller's look. If it did so before, within spinStolenWindow,
+		// it may again: the next spinBackoff reads sleep at once, where a
+		// wake-up reaches them, instead of handing it another slice.
 		s.stolen = true
 		a.reads.stolen.Add(1)
-		a.spinSkip.Store(spinBackoff)
+		now := int64(time.Since(spinEpoch)) + 1
+		if last := a.lastStolen.Swap(now); last != 0 && now-last < int64(spinStolenWindow) {
+			a.spinSkip.Store(spinBackoff)
+		}
 	}
 	return true
 }

@@ -136,9 +136,10 @@ func TestSpinnerBackoff(t *testing.T) {
 }
 
 // TestSpinnerStolen: a yield that a CPU-bound thread on the same CPU holds
-// through its slice ends spinning: it is counted, the spin ends after the
-// caller's look, and the next reads sleep at once (spinBackoff) instead
-// of yielding it another slice.
+// through its slice ends spinning: it is counted and the spin ends after
+// the caller's look; the first only ends its spin, and a second within
+// spinStolenWindow makes the next reads sleep at once (spinBackoff)
+// instead of yielding it another slice.
 func TestSpinnerStolen(t *testing.T) {
 	runtime.LockOSThread()
 	defer runtime.UnlockOSThread()
@@ -173,21 +174,33 @@ func TestSpinnerStolen(t *testing.T) {
 		t.Fatal(err)
 	}
 	a := &App{readSpin: time.Hour}
-	deadline := time.Now().Add(10 * time.Second)
-	for a.ReadStats().SpinsStolen == 0 {
-		if time.Now().After(deadline) {
-			t.Fatalf("no yield stolen in 10s beside a CPU-bound thread (stats %+v)", a.ReadStats())
-		}
-		var sp spinner
-		for sp.next(a) {
-			if a.ReadStats().SpinsStolen > 0 {
-				if sp.next(a) {
-					t.Fatal("the spin went on after a stolen yield")
+	// Spins until n yields were stolen, each ending its spin.
+	stealUntil := func(n uint64) {
+		t.Helper()
+		deadline := time.Now().Add(10 * time.Second)
+		for a.ReadStats().SpinsStolen < n {
+			if time.Now().After(deadline) {
+				t.Fatalf("%d yields stolen in 10s beside a CPU-bound thread, want %d (stats %+v)", a.ReadStats().SpinsStolen, n, a.ReadStats())
+			}
+			var sp spinner
+			for sp.next(a) {
+				if a.ReadStats().SpinsStolen >= n {
+					if sp.next(a) {
+						t.Fatal("the spin went on after a stolen yield")
+					}
+					break
 				}
-				break
 			}
 		}
 	}
+	stealUntil(1)
+	if sp := (spinner{}); !sp.next(a) {
+		t.Fatal("the read after a single stolen yield did not spin")
+	} else {
+		sp.hit(a)
+	}
+	a.lastStolen.Store(int64(time.Since(spinEpoch))) // the next stolen yield is within spinStolenWindow
+	stealUntil(2)
 	spins := a.ReadStats().Spins
 	for i := 0; i < spinBackoff; i++ {
 		var sp spinner

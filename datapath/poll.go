@@ -58,12 +58,17 @@ package datapath
 //     ns of machine CPU per round trip against 46,500 (kernel
 //     30,000–40,000).
 //     A yield that took yieldStolen or longer ran a thread that held the
-//     CPU for its slice (a CPU-bound program's): the spin ends and no spin
-//     starts for stolenBackoff, so that the worker sleeps in poll, where
-//     an arriving frame wakes it and it preempts that thread, instead of
-//     handing it one slice per yield (SpinsStolen; an echo at 10,000/s
-//     beside such a thread: p50 1.75–1.82 ms before, 0.32–0.36 ms after,
-//     the kernel's 0.20–0.23 ms).
+//     CPU for its slice (SpinsStolen): the spin ends. A second within
+//     stolenBackoff is taken for a CPU-bound program's: no spin starts for
+//     stolenBackoff, so that the worker sleeps in poll, where an arriving
+//     frame wakes it and it preempts that thread, instead of handing it
+//     one slice per yield (an echo at 10,000/s beside such a thread: p50
+//     1.75–1.82 ms before, 0.32–0.36 ms after, the kernel's 0.20–0.23 ms).
+//     The first alone does not stop the spins: on the VM of docs/perf a
+//     process of the host's ran 3–5 ms on the server's CPU about once a
+//     second, and the 50 ms that followed each such yield, a sleep and two
+//     wake-ups per request, made the echo's slowest 1% (docs/perf: "One
+//     stolen yield is not a busy program").
 //     Spinning is for hosts with CPU to spare, so it is held back: at most
 //     maxSpinners(baseProcs()) workers of an Engine spin at once
 //     (GOMAXPROCS before the workers' reservation, procs.go, less one, at
@@ -208,8 +213,9 @@ type pollState struct {
 	winFrames int       // frames received in it
 	hot       bool      // the last window had napHot frames per napWindow
 	spun      bool      // an idle spin found nothing since the last loop that did work
-	// noSpinUntil: no idle spin before then (a yield was stolen, stole)
+	// noSpinUntil: no idle spin before then (yields were stolen, stole)
 	noSpinUntil time.Time
+	lastStolen  time.Time // the last stolen yield (stole)
 	// slackSet: the worker's thread has napSlack; false after the worker
 	// yielded its thread and may have come back on another.
 	slackSet bool
@@ -329,14 +335,25 @@ func (p *pollState) endSpin(missed bool) {
 // the worker sleeps in poll, where an arriving frame wakes it.
 const yieldStolen = 500 * time.Microsecond
 
-// stolenBackoff is how long a worker does not spin after a stolen yield:
-// the thread that held its CPU (a CPU-bound program) is likely to hold it
-// again, and each spin's first yield would hand it another slice.
+// stolenBackoff is how long a worker does not spin after a second stolen
+// yield within stolenBackoff of the first: the thread that held its CPU
+// twice (a CPU-bound program) is likely to hold it again, and each spin's
+// first yield would hand it another slice. A single stolen yield only ends
+// its spin: a thread that ran once for a few milliseconds (a host's
+// housekeeping, once a second on the VM of docs/perf) is gone by the next
+// spin, and a worker that sleeps in poll for 50 ms after it answers each
+// request through two wake-ups instead of none.
 const stolenBackoff = 50 * time.Millisecond
 
 // stole notes a spin's yield that another thread held the CPU through
-// (yieldStolen): the worker sleeps instead of spinning for stolenBackoff.
-func (p *pollState) stole(now time.Time) { p.noSpinUntil = now.Add(stolenBackoff) }
+// (yieldStolen): the spin ends, and after the second within stolenBackoff
+// the worker sleeps instead of spinning for stolenBackoff.
+func (p *pollState) stole(now time.Time) {
+	if !p.lastStolen.IsZero() && now.Sub(p.lastStolen) < stolenBackoff {
+		p.noSpinUntil = now.Add(stolenBackoff)
+	}
+	p.lastStolen = now
+}
 
 // yield lets a thread waiting for the spinner's CPU run.
 func yield() { _, _, _ = unix.RawSyscall(unix.SYS_SCHED_YIELD, 0, 0, 0) }

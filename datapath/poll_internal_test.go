@@ -152,20 +152,31 @@ func TestReserveProcs(t *testing.T) {
 	r3()
 }
 
-// TestPollStolenBackoff: after a spin's yield was stolen the worker sleeps
-// instead of spinning for stolenBackoff, then spins again.
+// TestPollStolenBackoff: a single stolen yield ends its spin only; a
+// second within stolenBackoff makes the worker sleep instead of spinning
+// for stolenBackoff, then it spins again; two stolen yields further apart
+// than that are two single ones.
 func TestPollStolenBackoff(t *testing.T) {
 	var spinners atomic.Int32
 	p := &pollState{spin: time.Hour, spinners: &spinners, maxSpinners: 1}
 	p.worked(1, true)
+	spin := func(when string) {
+		t.Helper()
+		a, _ := p.idle()
+		if a != idleSpin {
+			t.Fatalf("%s: action %d, want spin", when, a)
+		}
+		p.endSpin(false)
+	}
 	now := time.Now()
+	p.stole(now.Add(-2 * stolenBackoff))
+	spin("after a stolen yield")
+	p.stole(now.Add(-stolenBackoff / 2))
+	spin("right after a stolen yield 1.5 stolenBackoff after the last")
 	p.stole(now)
 	if a, _ := p.idle(); a != idleSleep {
-		t.Fatalf("right after a stolen yield: action %d, want sleep", a)
+		t.Fatalf("right after a second stolen yield: action %d, want sleep", a)
 	}
 	p.noSpinUntil = now.Add(-time.Nanosecond) // stolenBackoff has passed
-	if a, _ := p.idle(); a != idleSpin {
-		t.Fatalf("after the backoff: action %d, want spin", a)
-	}
-	p.endSpin(false)
+	spin("after the backoff")
 }
