@@ -503,6 +503,28 @@ func (a *App) sync(fn func()) {
 	fn()
 }
 
+// parkedFor reports whether an event of session h waits in a.parked for
+// its segment. evmu is held.
+func (a *App) parkedFor(h flow.Handle) bool {
+	for i := range a.parked {
+		if flow.Handle(a.parked[i].Handle) == h {
+			return true
+		}
+	}
+	return false
+}
+
+// replayParked handles the parked events again, in their order, once a
+// segment was added; those whose segment is still missing, and the later
+// events of their sessions, are parked again. evmu is held.
+func (a *App) replayParked() {
+	parked := a.parked
+	a.parked = nil
+	for i := range parked {
+		a.handleEvent(&parked[i])
+	}
+}
+
 // segFifos attaches to the fifos refs name in the app's segments.
 func (a *App) segFifos(rx, tx fifo.FifoRef) (*fifo.Fifo, *fifo.Fifo, bool, error) {
 	a.mu.Lock()
@@ -528,6 +550,15 @@ func (a *App) segFifos(rx, tx fifo.FifoRef) (*fifo.Fifo, *fifo.Fifo, bool, error
 func (a *App) handleEvent(ev *fifo.Event) {
 	se := fifo.DecodeSessionEvent(ev)
 	h := flow.Handle(se.Handle)
+	if a.parkedFor(h) {
+		// An earlier event of this session (its accept, its connect)
+		// waits for its segment: this one is handled after it, as the
+		// daemon sent them. A reset handled first would find no owner,
+		// and be taken for the end of an earlier session with the handle
+		// (dropped, closing), which its app already let go.
+		a.parked = append(a.parked, *ev)
+		return
+	}
 	switch se.Type {
 	case fifo.EventDisconnected, fifo.EventReset, fifo.EventPeerClosed:
 		what := earlyGone
@@ -752,11 +783,7 @@ func (a *App) onNotice(m api.Message, fds []int) {
 			a.mu.Unlock()
 		}
 		a.evmu.Lock()
-		parked := a.parked
-		a.parked = nil
-		for i := range parked {
-			a.handleEvent(&parked[i])
-		}
+		a.replayParked()
 		a.evmu.Unlock()
 	case *api.Accepted:
 		a.onAccepted(n, fds)

@@ -6,6 +6,7 @@ import (
 	"syscall"
 	"testing"
 
+	"github.com/xsessiond/xsessiond/api"
 	"github.com/xsessiond/xsessiond/fifo"
 	"github.com/xsessiond/xsessiond/flow"
 )
@@ -105,5 +106,85 @@ func TestResetReasons(t *testing.T) {
 				t.Errorf("code %d: %v is %v", c.code, err, not)
 			}
 		}
+	}
+}
+
+// recOwner records that its session's peer went away.
+type recOwner struct{ gone bool }
+
+func (o *recOwner) peerClosed(flow.Handle) { o.gone = true }
+
+// recAcceptor registers a recOwner for every session accepted, as a
+// Listener registers its Conn.
+type recAcceptor struct {
+	a      *App
+	owners map[flow.Handle]*recOwner
+}
+
+func (r *recAcceptor) accept(e *end, _ *api.SessionInfo) bool {
+	o := &recOwner{}
+	r.owners[e.h] = o
+	if !r.a.register(e.h, o) {
+		o.gone = true
+	}
+	return true
+}
+
+// An accept whose fifos are in a segment not mapped yet waits for it
+// (parked); a reset of that session that comes before the segment waits
+// behind it, and reaches the accepted session once the segment is there,
+// even where an earlier session with the handle was dropped or closed
+// through its tx fifo: taken for that session's end, it was dropped (or
+// answered with a Disconnect of the new session), and the session was
+// accepted as if alive while the daemon kept it ended and its fifos held.
+func TestParkedAcceptThenReset(t *testing.T) {
+	m, err := fifo.NewManager(fifo.ManagerOptions{Name: "parked", SegmentSize: 1 << 20})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer m.Close()
+	rx, tx, _, err := m.AllocPair(4096, 4096)
+	if err != nil {
+		t.Fatal(err)
+	}
+	rref, tref := m.Ref(rx), m.Ref(tx)
+	for _, stale := range []string{"none", "dropped", "closing"} {
+		t.Run(stale, func(t *testing.T) {
+			done := make(chan struct{})
+			close(done) // a Disconnect finds the app stopped and sends nothing
+			a := &App{done: done, err: errors.New("stopped for the test"), owners: map[flow.Handle]owner{},
+				goneEarly: map[flow.Handle]uint8{}, closing: map[flow.Handle]struct{}{}, localOf: map[flow.Handle]netip.AddrPort{},
+				acceptors: map[flow.Handle]acceptor{}, segs: map[uint32]*fifo.Segment{}}
+			acc := &recAcceptor{a: a, owners: map[flow.Handle]*recOwner{}}
+			ln := flow.MakeHandle(0, 1)
+			a.acceptors[ln] = acc
+			h := flow.MakeHandle(0, 9)
+			switch stale {
+			case "dropped":
+				a.dropped.add(h)
+			case "closing":
+				a.closing[h] = struct{}{}
+			}
+			accepted := (&fifo.SessionEvent{Type: fifo.EventAccepted, Handle: uint64(h), Listener: uint64(ln),
+				Transport: uint8(flow.TransportTCP), Rx: rref, Tx: tref, Peer: netip.MustParseAddrPort("10.0.0.1:4000")}).Encode()
+			reset := (&fifo.SessionEvent{Type: fifo.EventReset, Handle: uint64(h)}).Encode()
+			a.handleEvent(&accepted)
+			a.handleEvent(&reset)
+			if len(acc.owners) != 0 {
+				t.Fatal("accepted before its segment was mapped")
+			}
+			a.segs[rref.Segment] = m.Segment(rref.Segment)
+			a.replayParked()
+			o := acc.owners[h]
+			if o == nil {
+				t.Fatal("not accepted once its segment was mapped")
+			}
+			if !o.gone {
+				t.Fatal("the accepted session did not learn of its reset")
+			}
+			if len(a.parked) != 0 {
+				t.Fatalf("%d events still parked", len(a.parked))
+			}
+		})
 	}
 }
