@@ -64,9 +64,9 @@ package datapath
 //     frame wakes it and it preempts that thread, instead of handing it
 //     one slice per yield (an echo at 10,000/s beside such a thread: p50
 //     1.75–1.82 ms before, 0.32–0.36 ms after, the kernel's 0.20–0.23 ms).
-//     The first alone does not stop the spins: on the VM of docs/perf a
-//     process of the host's ran 3–5 ms on the server's CPU about once a
-//     second, and the 50 ms that followed each such yield, a sleep and two
+//     The first alone does not stop the spins: on the VM of docs/perf the
+//     machine's agent process ran up to 4.5 ms on the server's CPU about
+//     once a second, and the 50 ms that followed each such yield, a sleep and two
 //     wake-ups per request, made the echo's slowest 1% (docs/perf: "One
 //     stolen yield is not a busy program").
 //     Spinning is for hosts with CPU to spare, so it is held back: at most
