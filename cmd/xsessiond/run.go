@@ -222,8 +222,12 @@ func runDaemon(cmd *cobra.Command, f runFlags) error {
 	// Pins of interfaces that are gone (a killed daemon's, in a netns
 	// deleted since) hold programs and maps in the kernel for good. Once
 	// started: a start that fails says that alone.
-	if rep, err := loader.SweepStale(""); err != nil || len(rep.Dirs) > 0 {
-		log.Info("removed the pins of interfaces that no longer exist", "dirs", rep.Dirs, "err", err)
+	rep, err := loader.SweepStale("")
+	if len(rep.Dirs) > 0 {
+		log.Info("removed the pins of interfaces that no longer exist", "dirs", rep.Dirs)
+	}
+	if err != nil {
+		log.Warn("removing the pins of interfaces that no longer exist", "err", err, "removed", len(rep.Dirs))
 	}
 	if n, ok := fewDescriptors(); ok {
 		log.Warn("few descriptors: apps' listeners, connections and cut-through sessions hold descriptors of the daemon's, and the port space and limits allow more than this; raise LimitNOFILE (the unit in deploy/ sets 1048576) or ulimit -n",
