@@ -48,8 +48,9 @@ type Options struct {
 	MaxFifoMemory uint64
 	// ReadSpin is how long a read that found nothing may go on yielding
 	// its CPU to the producer and looking again before it sleeps (see
-	// spin.go: it stops sooner where yielding runs nobody); 0 is
-	// DefaultReadSpin, negative never spins.
+	// spin.go: it stops sooner where yielding runs nobody, and reads of
+	// TCP sessions over the datapath do not spin); 0 is DefaultReadSpin,
+	// negative never spins.
 	ReadSpin time.Duration
 }
 

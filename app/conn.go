@@ -340,8 +340,12 @@ func (c *Conn) Read(b []byte) (int, error) {
 }
 
 // spinRead yields the CPU while the read spin lasts (spin.go) and reports
-// whether e has data, or the read must look again for another reason.
+// whether e has data, or the read must look again for another reason. A
+// read of a TCP session over the datapath does not spin (spinsFor).
 func (c *Conn) spinRead(e *end) bool {
+	if !e.spinsFor() {
+		return false
+	}
 	for sp := (spinner{}); sp.next(c.a); {
 		if e.readable() || e.gone.Load() || e.fin.Load() || c.soErr.Load() != 0 {
 			sp.hit(c.a)

@@ -85,8 +85,10 @@
 // a sleep and a wake-up. Yields that ran nobody (as short as the shortest
 // the App timed) end the spin after two, so a reader whose producer runs
 // elsewhere pays two system calls, and the spin never holds a CPU another
-// thread asked for. App.ReadStats counts the spins, the spins that found
-// data and the sleeps.
+// thread asked for. A read of a TCP session over the datapath sleeps at
+// once: its bytes come through several goroutines of the daemon, which
+// the yields do not hasten (spin.go). App.ReadStats counts the spins, the
+// spins that found data and the sleeps.
 //
 // Deadlines (SetDeadline, SetReadDeadline, SetWriteDeadline) work as on
 // kernel sockets: calls past them fail with an error that wraps

@@ -95,6 +95,25 @@ func (a *App) ReadStats() ReadStats {
 	return ReadStats{Spins: a.reads.spins.Load(), SpinHits: a.reads.hits.Load(), Sleeps: a.reads.sleeps.Load(), SpinsStolen: a.reads.stolen.Load()}
 }
 
+// spinsFor reports whether a read of e that found nothing spins before it
+// sleeps: not for a TCP session over the datapath. Its bytes come through
+// the daemon's gVisor: the worker injects the segment, gVisor's processor
+// goroutine takes it, the connection's pump copies it into the fifo, each
+// a hand-over in the daemon's process; a read's yields, where the daemon
+// shares the app's CPU, pay a switch between the two processes each
+// without hastening them. With the perf harness's TCP server on one CPU
+// (go run ./perf --tcp --quick, three rounds taking turns with the build
+// before, 2026-12-05 09:35–09:37 UTC), request/response over one
+// connection did 0.51–0.52 of the kernel's rate at 2.49–2.61× its B CPU
+// per transaction with the spin, 0.56–0.62 at 1.87–2.06 without; over 32
+// connections 0.68–0.71 at 1.44–1.47 against 0.81–0.87 at 1.17–1.24;
+// connect/request/close and bulk within the rounds' spread. The worker's
+// own spin off (--xs-spin 1ns) changed nothing: it does not spin after
+// TCP work (datapath/poll.go). Datagram sessions and cut-through streams
+// keep the spin: there the other side answers on its own, without a
+// pipeline of goroutines in between.
+func (e *end) spinsFor() bool { return !e.datapath || e.dgram }
+
 // spinner times one read's yields; the zero value is ready. Use as
 //
 //	for sp := (spinner{}); sp.next(a); {

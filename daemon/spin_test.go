@@ -4,6 +4,9 @@ import (
 	"bytes"
 	"errors"
 	"fmt"
+	"io"
+	"net"
+	"net/netip"
 	"os"
 	"runtime"
 	"strconv"
@@ -111,5 +114,72 @@ func pinProcess(t *testing.T) func() {
 		if err := set(&was); err != nil {
 			t.Errorf("unpin: %v", err)
 		}
+	}
+}
+
+// TestTCPWireReadNoSpin: the reads of a TCP session over the datapath
+// sleep without spinning (app: end.spinsFor), while the reads of a UDP
+// session of the same app, waiting as long, spin. A kernel client on host
+// A sends a request every 2 ms, so that each read of the app finds nothing
+// first.
+func TestTCPWireReadNoSpin(t *testing.T) {
+	rig, d := tcpRig(t)
+	a := attach(t, d, app.Options{Name: "spin"})
+	ln, err := a.Listen("tcp://0.0.0.0:7100")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	go echoServe(ln)
+
+	const rounds = 50
+	exchange := func(network string, port uint16) {
+		t.Helper()
+		err := rig.A.Do(func() error {
+			c, err := net.DialTimeout(network, netip.AddrPortFrom(rig.B.IPv4, port).String(), 15*time.Second)
+			if err != nil {
+				return err
+			}
+			defer c.Close()
+			buf := make([]byte, 8)
+			for i := range rounds {
+				msg := []byte(fmt.Sprintf("%08d", i))
+				c.SetDeadline(time.Now().Add(10 * time.Second))
+				if _, err := c.Write(msg); err != nil {
+					return err
+				}
+				if _, err := io.ReadFull(c, buf); err != nil {
+					return fmt.Errorf("round %d: %w", i, err)
+				}
+				if !bytes.Equal(buf, msg) {
+					return fmt.Errorf("round %d: %q back for %q", i, buf, msg)
+				}
+				time.Sleep(2 * time.Millisecond)
+			}
+			return nil
+		})
+		if err != nil {
+			t.Fatalf("%s echo: %v", network, err)
+		}
+	}
+
+	exchange("tcp", 7100)
+	st := a.ReadStats()
+	t.Logf("after the TCP rounds: %+v", st)
+	if st.Sleeps < rounds/2 {
+		t.Fatalf("the TCP server's reads slept %d times in %d requests 2 ms apart: they did not wait", st.Sleeps, rounds)
+	}
+	if st.Spins != 0 {
+		t.Fatalf("the reads of a TCP session over the datapath spun %d times (%+v)", st.Spins, st)
+	}
+
+	// The UDP server's reads start now: an idle one spins too.
+	pc := echoServer(t, a, 7101)
+	defer pc.Close()
+	exchange("udp", 7101)
+	st = a.ReadStats()
+	t.Logf("after the UDP rounds: %+v", st)
+	if st.Spins == 0 {
+		t.Fatalf("the reads of a UDP session did not spin either (%+v): the test sees no spin at all", st)
 	}
 }
