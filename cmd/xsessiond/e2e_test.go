@@ -55,7 +55,7 @@ func binaries(t testing.TB) (xsessiond, udpecho string) {
 // process is a started binary whose output is collected.
 type process struct {
 	cmd    *exec.Cmd
-	exited chan struct{} // closed once Wait returned
+	exited chan struct{} // closed once Wait returned and every line of output was collected
 	mu     sync.Mutex
 	out    bytes.Buffer
 	line   chan string
@@ -87,7 +87,9 @@ func startProcess(t testing.TB, name string, args ...string) *process {
 	if err := p.cmd.Start(); err != nil {
 		t.Fatal(err)
 	}
+	scanned := make(chan struct{})
 	go func() {
+		defer close(scanned)
 		sc := bufio.NewScanner(r)
 		for sc.Scan() {
 			p.mu.Lock()
@@ -102,6 +104,10 @@ func startProcess(t testing.TB, name string, args ...string) *process {
 	go func() {
 		p.cmd.Wait()
 		w.Close()
+		// Wait returns once the last write into the pipe was read, which
+		// may be before the scanner has added that line to out: a test
+		// that reads the output once the process exited must find it.
+		<-scanned
 		close(p.exited)
 	}()
 	t.Cleanup(func() {
