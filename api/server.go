@@ -211,7 +211,10 @@ func (st ServerStats) ByReason() map[string]uint64 {
 
 // Stats returns the server's counters.
 func (s *Server) Stats() ServerStats {
-	st := ServerStats{Accepted: s.accepted.Load(), Active: s.active.Load()}
+	// Accepted first: every connection it counts is in Active or
+	// Disconnects by then (Serve).
+	st := ServerStats{Accepted: s.accepted.Load()}
+	st.Active = s.active.Load()
 	for i := range st.Disconnects {
 		st.Disconnects[i] = s.disconnects[i].Load()
 	}
@@ -270,14 +273,18 @@ func (s *Server) Serve(ctx context.Context, l *Listener) error {
 			}
 		}
 		backoff = 0
-		s.accepted.Add(1)
 		peer := c.Peer()
+		// Accepted is counted after the connection is counted as active
+		// or refused, so that whoever reads Accepted first in Stats finds
+		// each of those connections in the one or the other.
 		if !s.admit(peer) {
 			c.Close()
 			s.disconnects[DisconnectConnLimit].Add(1)
+			s.accepted.Add(1)
 			s.logRefusal(peer)
 			continue
 		}
+		s.accepted.Add(1)
 		mu.Lock()
 		if ctx.Err() != nil {
 			mu.Unlock()
