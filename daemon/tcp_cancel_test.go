@@ -6,8 +6,10 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"log/slog"
 	"net/netip"
 	"slices"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -24,7 +26,13 @@ import (
 // done no session, connection or fifo byte is left: a connect that
 // completed as its dial gave up is closed, not kept.
 func TestTCPDialCancelledBesideOtherApp(t *testing.T) {
-	rig, d := tcpRig(t)
+	// The daemon's reasons for the connects that failed, for a failure
+	// to show: the app sees only the wire's code.
+	var failed linesWith
+	failed.substr = "tcp: connect failed"
+	rig, d := tcpRig(t, func(c *Config) {
+		c.Logger = slog.New(slog.NewTextHandler(&failed, &slog.HandlerOptions{Level: slog.LevelDebug}))
+	})
 	kl := kernelListen(t, rig.A, ":7300")
 	go echoServe(kl)
 	quitter := attach(t, d, app.Options{Name: "quitter"})
@@ -62,7 +70,7 @@ func TestTCPDialCancelledBesideOtherApp(t *testing.T) {
 	}
 	wg.Wait()
 	if quitErr != nil {
-		t.Fatalf("quitter: %v", quitErr)
+		t.Fatalf("quitter: %v; the daemon's failed connects:\n%s", quitErr, failed.String())
 	}
 	t.Logf("quitter: %d dials cancelled, %d completed", cancelled, completed)
 	if cancelled == 0 {
@@ -84,6 +92,28 @@ func TestTCPDialCancelledBesideOtherApp(t *testing.T) {
 			t.Errorf("app %d (%s) still has %d sessions and %d ended", ai.ID, ai.Name, ai.Sessions, ai.Ended)
 		}
 	}
+}
+
+// linesWith keeps the log records written to it that contain substr.
+type linesWith struct {
+	substr string
+	mu     sync.Mutex
+	buf    strings.Builder
+}
+
+func (l *linesWith) Write(p []byte) (int, error) {
+	if strings.Contains(string(p), l.substr) {
+		l.mu.Lock()
+		l.buf.Write(p)
+		l.mu.Unlock()
+	}
+	return len(p), nil
+}
+
+func (l *linesWith) String() string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.buf.String()
 }
 
 // TestCutThroughDialCancelled: dials to another app's listener on the host
