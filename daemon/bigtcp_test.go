@@ -50,15 +50,11 @@ func testTCPBigTCP(t *testing.T, mode string) {
 	}
 	for i, dst := range []netip.Addr{rig.B.IPv4, rig.B.IPv6} {
 		port := uint16(7310 + i)
-		ln, err := a.Listen("tcp://" + netip.AddrPortFrom(dst, port).String())
-		if err != nil {
-			t.Fatal(err)
-		}
-		go echoServe(ln)
+		ln := listenEcho(t, a, "tcp://"+netip.AddrPortFrom(dst, port).String())
 		big0, rst0 := d.Engine().TCPStats().RxBig, outRsts(t, rig.B)
 		data := make([]byte, 4<<20)
 		_, _ = rand.Read(data)
-		err = kernelEcho(rig, netip.AddrPortFrom(dst, port), data)
+		err := kernelEcho(rig, netip.AddrPortFrom(dst, port), data)
 		ln.Close()
 		s := d.EngineStats()
 		big, rst := d.Engine().TCPStats().RxBig-big0, outRsts(t, rig.B)-rst0

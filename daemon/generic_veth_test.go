@@ -29,12 +29,8 @@ func multiBufferRig(t *testing.T, opts nstest.Options, xdpMode string) (*nstest.
 // echo on app a's TCP listener on port, every byte checked.
 func appTCPEcho(t *testing.T, rig *nstest.Pair, d *Daemon, a *app.App, port uint16, n int) {
 	t.Helper()
-	ln, err := a.Listen("tcp://0.0.0.0:" + strconv.Itoa(int(port)))
-	if err != nil {
-		t.Fatal(err)
-	}
+	ln := listenEcho(t, a, "tcp://0.0.0.0:"+strconv.Itoa(int(port)))
 	defer ln.Close()
-	go echoServe(ln)
 	data := make([]byte, n)
 	_, _ = rand.Read(data)
 	if err := kernelEcho(rig, netip.AddrPortFrom(rig.B.IPv4, port), data); err != nil {

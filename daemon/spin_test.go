@@ -125,12 +125,8 @@ func pinProcess(t *testing.T) func() {
 func TestTCPWireReadNoSpin(t *testing.T) {
 	rig, d := tcpRig(t)
 	a := attach(t, d, app.Options{Name: "spin"})
-	ln, err := a.Listen("tcp://0.0.0.0:7100")
-	if err != nil {
-		t.Fatal(err)
-	}
+	ln := listenEcho(t, a, "tcp://0.0.0.0:7100")
 	defer ln.Close()
-	go echoServe(ln)
 
 	const rounds = 50
 	exchange := func(network string, port uint16) {

@@ -102,7 +102,7 @@ type linesWith struct {
 }
 
 func (l *linesWith) Write(p []byte) (int, error) {
-	if strings.Contains(string(p), l.substr) {
+	if bytes.Contains(p, []byte(l.substr)) {
 		l.mu.Lock()
 		l.buf.Write(p)
 		l.mu.Unlock()

@@ -73,12 +73,8 @@ func csum(s uint32, b []byte) uint16 {
 func TestTCPSynFlood(t *testing.T) {
 	rig, d := tcpRig(t)
 	a := attach(t, d, app.Options{Name: "flooded"})
-	ln, err := a.Listen("tcp://0.0.0.0:7000")
-	if err != nil {
-		t.Fatal(err)
-	}
+	ln := listenEcho(t, a, "tcp://0.0.0.0:7000")
 	defer ln.Close()
-	go echoServe(ln)
 	dst := netip.AddrPortFrom(rig.B.IPv4, 7000)
 	var bMAC net.HardwareAddr
 	if err := rig.B.Do(func() error {
@@ -130,7 +126,7 @@ func TestTCPSynFlood(t *testing.T) {
 
 	before := echoed.Load()
 	start := time.Now()
-	err = rig.A.Do(func() error {
+	err := rig.A.Do(func() error {
 		ifc, err := net.InterfaceByName(rig.A.Link)
 		if err != nil {
 			return err

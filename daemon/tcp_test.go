@@ -79,6 +79,18 @@ func echoServe(ln net.Listener) {
 	serveEach(ln, func(c net.Conn) { _, _ = io.Copy(c, c) })
 }
 
+// listenEcho listens on uri for app a and echoes every connection
+// (echoServe); the caller closes the listener.
+func listenEcho(t testing.TB, a *app.App, uri string) net.Listener {
+	t.Helper()
+	ln, err := a.Listen(uri)
+	if err != nil {
+		t.Fatalf("listen %s: %v", uri, err)
+	}
+	go echoServe(ln)
+	return ln
+}
+
 // kernelEchoStall is how long a kernelEcho connection may move no byte
 // in one direction before it fails.
 const kernelEchoStall = 30 * time.Second
@@ -329,12 +341,8 @@ func TestTCPManyConns(t *testing.T) {
 	}
 	rig, d := tcpRig(t)
 	a := attach(t, d, app.Options{Name: "many", RxFifoSize: 16 << 10, TxFifoSize: 16 << 10, SegmentSize: 64 << 20})
-	ln, err := a.Listen("tcp://0.0.0.0:7300")
-	if err != nil {
-		t.Fatal(err)
-	}
+	ln := listenEcho(t, a, "tcp://0.0.0.0:7300")
 	defer ln.Close()
-	go echoServe(ln)
 	data := make([]byte, size)
 	rand.Read(data)
 	start := time.Now()
@@ -370,12 +378,8 @@ func TestTCPSequentialNoLeak(t *testing.T) {
 	const conns = 10000
 	rig, d := tcpRig(t)
 	a := attach(t, d, app.Options{Name: "short"})
-	ln, err := a.Listen("tcp://0.0.0.0:7400")
-	if err != nil {
-		t.Fatal(err)
-	}
+	ln := listenEcho(t, a, "tcp://0.0.0.0:7400")
 	defer ln.Close()
-	go echoServe(ln)
 	msg := []byte("a short exchange")
 	dst := netip.AddrPortFrom(rig.B.IPv4, 7400)
 	for range 10 { // warm up: neighbours, pools
@@ -386,7 +390,7 @@ func TestTCPSequentialNoLeak(t *testing.T) {
 	waitFor(t, "the warm-up sessions to end", 5*time.Second, func() bool { return len(d.layer.Sessions()) == 0 })
 	leaks := leakcheck.Take(t, leakcheck.Options{FDs: true, Goroutines: true})
 	start := time.Now()
-	err = rig.A.Do(func() error {
+	err := rig.A.Do(func() error {
 		for i := range conns {
 			c, err := net.DialTimeout("tcp", dst.String(), 3*time.Second)
 			if err != nil {
