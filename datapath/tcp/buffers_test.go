@@ -231,11 +231,15 @@ func TestOrphanBuffers(t *testing.T) {
 			_, ac := listen(t, p.b, netip.AddrPortFrom(addrB, 80), fifoSize)
 			client, server := dial(t, p, ac, netip.AddrPortFrom(addrB, 80), fifoSize)
 			c := client.getConn()
-			// More than the peer's rx fifo and receive buffer take, less
-			// than that and the client's send buffer: the tx fifo drains
-			// into gVisor, which keeps the rest.
+			// More than the peer's rx fifo and receive window take (half
+			// its receive buffer rb), less than the client's send buffer
+			// (gVisor's default, rb too): the tx fifo drains into gVisor,
+			// which keeps the rest. Were the send buffer to fill, the
+			// rest would stay in the tx fifo: gVisor wakes a writer only
+			// once half its send buffer is free again, as Linux does,
+			// and the shut window frees nothing.
 			rb := server.getConn().Info().RcvBuf
-			n := int64(fifoSize + rb + 256<<10)
+			n := int64(rb - 32<<10)
 			sent := newHash()
 			if err := client.send(n, 1, sent, 32<<10); err != nil {
 				t.Fatal(err)
@@ -246,12 +250,12 @@ func TestOrphanBuffers(t *testing.T) {
 			deadline := time.Now().Add(10 * time.Second)
 			for {
 				ci, si := c.Info(), server.getConn().Info()
-				if ci.SendQ > 0 && int64(ci.SendQ) == n-int64(si.RxBytes)-int64(si.RecvQ) && client.appTx.MaxDequeue() == 0 {
+				if ci.SendQ > 0 && int64(ci.SendQ) == n-int64(si.RxBytes)-int64(si.RecvQ) && client.appTx.QueuedBytes() == 0 {
 					break
 				}
 				if time.Now().After(deadline) {
 					t.Fatalf("the client's gVisor holds %d bytes, its tx fifo %d; the server has %d in its fifo and %d in gVisor, of %d",
-						ci.SendQ, client.appTx.MaxDequeue(), si.RxBytes, si.RecvQ, n)
+						ci.SendQ, client.appTx.QueuedBytes(), si.RxBytes, si.RecvQ, n)
 				}
 				time.Sleep(10 * time.Millisecond)
 			}
