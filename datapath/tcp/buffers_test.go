@@ -236,8 +236,8 @@ func TestOrphanBuffers(t *testing.T) {
 			// (gVisor's default, rb too): the tx fifo drains into gVisor,
 			// which keeps the rest. Were the send buffer to fill, the
 			// rest would stay in the tx fifo: gVisor wakes a writer only
-			// once half its send buffer is free again, as Linux does,
-			// and the shut window frees nothing.
+			// once half its send buffer is free again (Linux once a
+			// third is), and the shut window frees nothing.
 			rb := server.getConn().Info().RcvBuf
 			n := int64(rb - 32<<10)
 			sent := newHash()
