@@ -657,7 +657,7 @@ func (c *Conn) PushTx() bool {
 
 // connectFailed ends an active open.
 func (c *Conn) connectFailed(err error) {
-	c.ep.Close()
+	c.closeNow()
 	c.end()
 	c.h.ConnectFailed(c, err)
 	c.s.forget(c, false)
@@ -684,11 +684,7 @@ func (c *Conn) fail(err error) {
 // reset sends RST and ends the Conn; err, when set, is reported with Reset
 // before Closed.
 func (c *Conn) reset(err error) {
-	if c.state == stConnecting {
-		c.ep.Close()
-	} else {
-		c.ep.SocketOptions().SetLinger(tcpip.LingerOption{Enabled: true})
-		c.ep.Close()
+	if c.closeNow() {
 		c.sentReset.Store(true)
 	}
 	c.end()
@@ -699,6 +695,26 @@ func (c *Conn) reset(err error) {
 	c.s.forget(c, false)
 	c.h.Closed(c)
 	c.s.connWG.Done()
+}
+
+// closeNow closes the endpoint with a zero linger: a connection past its
+// handshake is reset, one still in SYN-SENT abandoned, and either way
+// gVisor releases the local port before Close returns. That holds also
+// for a Conn still connecting whose handshake gVisor completed since the
+// pump last looked: a plain Close would send a FIN there and keep the
+// port through FIN-WAIT and TIME-WAIT, while the Conn's owner, told that
+// it never connected, lets the port go at once (a connect from it then
+// failed with EADDRINUSE). closeNow reports whether it reset a
+// connection.
+func (c *Conn) closeNow() bool {
+	var open bool
+	switch c.ep.EndpointState() {
+	case tcp.StateEstablished, tcp.StateSynRecv, tcp.StateCloseWait, tcp.StateFinWait1, tcp.StateFinWait2:
+		open = true // the states gVisor resets on such a Close
+	}
+	c.ep.SocketOptions().SetLinger(tcpip.LingerOption{Enabled: true})
+	c.ep.Close()
+	return open
 }
 
 // finish closes gracefully (FIN, or nothing more when both FINs are done).

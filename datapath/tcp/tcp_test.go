@@ -546,3 +546,80 @@ func TestRequestResponseAcks(t *testing.T) {
 		})
 	}
 }
+
+// gatedApp is an app whose Connected waits for gate: it holds its Stack's
+// pump (Options.Pumps 1) and so every other Conn's run.
+type gatedApp struct {
+	*app
+	entered chan struct{}
+	gate    chan struct{}
+}
+
+func (g *gatedApp) Connected(c *tcp.Conn) {
+	close(g.entered)
+	<-g.gate
+	g.app.Connected(c)
+}
+
+// TestAbortWhileConnectingReleasesPort: a Conn aborted before its pump
+// saw the handshake complete (gVisor completed it meanwhile) resets the
+// connection, so that gVisor lets go of the local port at once: its
+// owner, told the connect never completed, releases the port's kernel
+// reservation at once, and the kernel may hand the port to the next
+// connect. A FIN there kept the port in gVisor through FIN-WAIT and
+// TIME-WAIT, and that connect failed with EADDRINUSE.
+func TestAbortWhileConnectingReleasesPort(t *testing.T) {
+	p := newPair(t, tcp.Options{Pumps: 1}, wireOpts{}, wireOpts{})
+	dst := netip.AddrPortFrom(addrB, 80)
+	_, ac := listen(t, p.b, dst, 64<<10)
+
+	g := &gatedApp{app: newApp(t, 64<<10), entered: make(chan struct{}), gate: make(chan struct{})}
+	gc, err := p.a.Dial(netip.AddrPortFrom(addrA, 0), dst, 1, g.rx, g.tx, g)
+	if err != nil {
+		t.Fatal(err)
+	}
+	g.setConn(gc)
+	recvOrFail(t, g.entered, 5*time.Second, "the gated Conn's Connected")
+	recvOrFail(t, ac.apps, 5*time.Second, "the gated Conn's accept")
+
+	local := netip.AddrPortFrom(addrA, 40123)
+	victim := newApp(t, 64<<10)
+	c, err := p.a.Dial(local, dst, 1, victim.rx, victim.tx, victim)
+	if err != nil {
+		t.Fatal(err)
+	}
+	victim.setConn(c)
+	for end := time.Now().Add(5 * time.Second); c.Info().State != "ESTABLISHED"; time.Sleep(time.Millisecond) {
+		if time.Now().After(end) {
+			t.Fatalf("the handshake did not complete in gVisor: %s", c.Info().State)
+		}
+	}
+	server := recvOrFail(t, ac.apps, 5*time.Second, "accept")
+	c.Abort()
+	close(g.gate)
+	recvOrFail(t, g.connected, 5*time.Second, "the gated Conn's connect")
+	<-victim.closed
+	select {
+	case <-victim.connected:
+		t.Fatal("the aborted Conn reported Connected")
+	default:
+	}
+	if !c.Info().ResetSent {
+		t.Errorf("the aborted Conn did not reset its connection: %+v", c.Info())
+	}
+	// The port is free in gVisor: a connect from it succeeds.
+	again := newApp(t, 64<<10)
+	c2, err := p.a.Dial(local, dst, 1, again.rx, again.tx, again)
+	if err != nil {
+		t.Fatalf("a connect from the aborted Conn's port %v: %v", local, err)
+	}
+	again.setConn(c2)
+	recvOrFail(t, again.connected, 5*time.Second, "the second connect")
+	if err := recvOrFail(t, server.reset, 5*time.Second, "the peer's reset"); !errors.Is(err, syscall.ECONNRESET) {
+		t.Fatalf("the peer's Conn ended with %v, want ECONNRESET", err)
+	}
+	gc.Abort()
+	c2.Abort()
+	<-g.closed
+	<-again.closed
+}
