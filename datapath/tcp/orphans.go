@@ -100,6 +100,11 @@ func (s *Stack) sweepOrphans() {
 		c.sentReset.Store(true)
 		s.orphansReset.Add(1)
 	}
+	// Their windows first: once an orphan is out of s.orphans, Stats no
+	// longer counts it, and nothing of it may be left.
+	for _, c := range append(done, stuck...) {
+		c.untrackWindow()
+	}
 	s.mu.Lock()
 	for _, c := range append(done, stuck...) {
 		delete(s.orphans, c)
@@ -115,9 +120,6 @@ func (s *Stack) sweepOrphans() {
 		s.scheduleSweepLocked()
 	}
 	s.mu.Unlock()
-	for _, c := range append(done, stuck...) {
-		c.untrackWindow()
-	}
 }
 
 // scheduleSweepLocked runs sweepOrphans after orphanSweep (s.mu held).
