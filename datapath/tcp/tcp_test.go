@@ -598,7 +598,7 @@ func TestAbortWhileConnectingReleasesPort(t *testing.T) {
 	c.Abort()
 	close(g.gate)
 	recvOrFail(t, g.connected, 5*time.Second, "the gated Conn's connect")
-	<-victim.closed
+	recvOrFail(t, victim.closed, 5*time.Second, "the aborted Conn's Closed")
 	select {
 	case <-victim.connected:
 		t.Fatal("the aborted Conn reported Connected")
@@ -620,6 +620,6 @@ func TestAbortWhileConnectingReleasesPort(t *testing.T) {
 	}
 	gc.Abort()
 	c2.Abort()
-	<-g.closed
-	<-again.closed
+	recvOrFail(t, g.closed, 5*time.Second, "Closed")
+	recvOrFail(t, again.closed, 5*time.Second, "Closed")
 }
