@@ -238,10 +238,16 @@ func (p *tcpPath) keptPorts(uid uint32) int {
 }
 
 // release stops the steering first: once the port is free the kernel may
-// give it to a new connection, whose 5-tuple may be this one.
+// give it to a new connection, whose 5-tuple may be this one. Released
+// early (shedKept, maxCooling), the connection may still be in gVisor's
+// TIME-WAIT, which holds the port too: it is ended before the kernel's
+// reservation goes.
 func (c cooling) release() {
 	if c.unsteer != nil {
 		c.unsteer()
+	}
+	if c.s != nil && c.s.conn != nil {
+		c.s.conn.EndTimeWait()
 	}
 	c.res.close()
 }

@@ -23,6 +23,9 @@ func TestMain(m *testing.M) {
 	if arg := os.Getenv(spamEnv); arg != "" {
 		os.Exit(kickSpammer(arg))
 	}
+	if arg := os.Getenv(cycleEnv); arg != "" {
+		os.Exit(connectCycler(arg))
+	}
 	code := m.Run()
 	if buildDir != "" {
 		os.RemoveAll(buildDir)

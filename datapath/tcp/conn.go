@@ -717,6 +717,24 @@ func (c *Conn) closeNow() bool {
 	return open
 }
 
+// EndTimeWait ends the connection of a finished Conn that gVisor still
+// holds in TIME-WAIT or FIN-WAIT-2, for an owner that lets its local port
+// go early (to reuse it, as Linux reuses a port in TIME-WAIT): an RST ends
+// it and gVisor releases the port before EndTimeWait returns, so that a
+// connect the kernel gives the port next is not refused in gVisor's bind
+// (EADDRINUSE). Data the peer sends a connection in FIN-WAIT-2 after its
+// app closed has nowhere to go (Linux answers it with an RST too). It
+// does nothing in other states and reports whether it ended one; safe
+// after Closed, from any goroutine.
+func (c *Conn) EndTimeWait() bool {
+	switch c.ep.EndpointState() {
+	case tcp.StateTimeWait, tcp.StateFinWait2:
+		c.ep.Abort()
+		return true
+	}
+	return false
+}
+
 // finish closes gracefully (FIN, or nothing more when both FINs are done).
 func (c *Conn) finish() {
 	c.ep.Close()

@@ -623,3 +623,55 @@ func TestAbortWhileConnectingReleasesPort(t *testing.T) {
 	recvOrFail(t, g.closed, 5*time.Second, "Closed")
 	recvOrFail(t, again.closed, 5*time.Second, "Closed")
 }
+
+// TestEndTimeWaitReleasesPort: a connection its app closed first stays in
+// gVisor's TIME-WAIT, holding its local port, so that a connect from that
+// port is refused (EADDRINUSE); EndTimeWait ends it and frees the port.
+func TestEndTimeWaitReleasesPort(t *testing.T) {
+	p := newPair(t, tcp.Options{}, wireOpts{}, wireOpts{})
+	dst := netip.AddrPortFrom(addrB, 80)
+	_, ac := listen(t, p.b, dst, 64<<10)
+	local := netip.AddrPortFrom(addrA, 40124)
+	client := newApp(t, 64<<10)
+	c, err := p.a.Dial(local, dst, 1, client.rx, client.tx, client)
+	if err != nil {
+		t.Fatal(err)
+	}
+	client.setConn(c)
+	recvOrFail(t, client.connected, 5*time.Second, "connected")
+	server := recvOrFail(t, ac.apps, 5*time.Second, "accept")
+	c.Close()
+	recvOrFail(t, server.peerClosed, 5*time.Second, "the server's PeerClosed")
+	server.getConn().Close()
+	recvOrFail(t, client.closed, 5*time.Second, "the client's Closed")
+	recvOrFail(t, server.closed, 5*time.Second, "the server's Closed")
+	for end := time.Now().Add(5 * time.Second); c.Info().State != "TIME-WAIT"; time.Sleep(time.Millisecond) {
+		if time.Now().After(end) {
+			t.Fatalf("the client's connection is in %s, not TIME-WAIT", c.Info().State)
+		}
+	}
+	dialFrom := func() (*app, error) {
+		a := newApp(t, 64<<10)
+		c2, err := p.a.Dial(local, dst, 1, a.rx, a.tx, a)
+		if err == nil {
+			a.setConn(c2)
+		}
+		return a, err
+	}
+	if _, err := dialFrom(); !errors.Is(err, syscall.EADDRINUSE) {
+		t.Fatalf("a connect from a port in TIME-WAIT: %v, want EADDRINUSE", err)
+	}
+	if !c.EndTimeWait() {
+		t.Fatal("EndTimeWait ended nothing")
+	}
+	if c.EndTimeWait() {
+		t.Fatal("EndTimeWait ended something twice")
+	}
+	again, err := dialFrom()
+	if err != nil {
+		t.Fatalf("a connect from the port after EndTimeWait: %v", err)
+	}
+	recvOrFail(t, again.connected, 5*time.Second, "the second connect")
+	again.getConn().Abort()
+	recvOrFail(t, again.closed, 5*time.Second, "Closed")
+}
