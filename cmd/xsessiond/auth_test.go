@@ -301,21 +301,7 @@ limits:
 		t.Fatal(err)
 	}
 
-	self, err := os.Executable()
-	if err != nil {
-		t.Fatal(err)
-	}
-	bin := filepath.Join(dir, "child.test")
-	copyFile(t, self, bin)
-	arg, _ := json.Marshal(map[string]string{"Sock": sock, "Link": rig.B.Link, "AddrA": rig.A.IPv4.String(), "AddrB": rig.B.IPv4.String()})
-	cmd := exec.Command(bin)
-	cmd.Env = append(os.Environ(), unprivEnv+"="+string(arg))
-	cmd.SysProcAttr = &syscall.SysProcAttr{Credential: &syscall.Credential{Uid: 65534, Gid: 65534, Groups: []uint32{65534}}}
-	out, err := cmd.CombinedOutput()
-	t.Logf("uid 65534:\n%s", out)
-	if err != nil {
-		t.Fatalf("child: %v", err)
-	}
+	out := runAsNobody(t, dir, unprivEnv, map[string]string{"Sock": sock, "Link": rig.B.Link, "AddrA": rig.A.IPv4.String(), "AddrB": rig.B.IPv4.String()})
 	got := map[string]string{}
 	for _, l := range strings.Split(strings.TrimSpace(string(out)), "\n") {
 		name, rest, _ := strings.Cut(l, " ")
@@ -376,6 +362,29 @@ limits:
 }
 
 // attachRoot attaches an app of the test process (uid 0).
+// runAsNobody runs a copy of the test binary, put in dir (which uid 65534
+// can reach), as uid 65534 with env set to arg in JSON, and returns its
+// output; the test fails if the child does.
+func runAsNobody(t *testing.T, dir, env string, arg any) []byte {
+	t.Helper()
+	self, err := os.Executable()
+	if err != nil {
+		t.Fatal(err)
+	}
+	bin := filepath.Join(dir, "child.test")
+	copyFile(t, self, bin)
+	js, _ := json.Marshal(arg)
+	cmd := exec.Command(bin)
+	cmd.Env = append(os.Environ(), env+"="+string(js))
+	cmd.SysProcAttr = &syscall.SysProcAttr{Credential: &syscall.Credential{Uid: 65534, Gid: 65534, Groups: []uint32{65534}}}
+	out, err := cmd.CombinedOutput()
+	t.Logf("uid 65534:\n%s", out)
+	if err != nil {
+		t.Fatalf("child: %v", err)
+	}
+	return out
+}
+
 func attachRoot(t *testing.T, sock string) *app.App {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)

@@ -7,9 +7,7 @@ import (
 	"fmt"
 	"io"
 	"os"
-	"os/exec"
 	"path/filepath"
-	"syscall"
 	"testing"
 	"time"
 
@@ -55,21 +53,7 @@ func TestTCPPortsReusedAfterShed(t *testing.T) {
 	d.waitLine(t, "xsessiond started", 15*time.Second)
 	startKernelEcho(t, rig, 7710)
 
-	self, err := os.Executable()
-	if err != nil {
-		t.Fatal(err)
-	}
-	bin := filepath.Join(dir, "child.test")
-	copyFile(t, self, bin)
-	arg, _ := json.Marshal(map[string]any{"Sock": sock, "URI": fmt.Sprintf("tcp://%s:7710", rig.A.IPv4), "N": 40})
-	cmd := exec.Command(bin)
-	cmd.Env = append(os.Environ(), cycleEnv+"="+string(arg))
-	cmd.SysProcAttr = &syscall.SysProcAttr{Credential: &syscall.Credential{Uid: 65534, Gid: 65534, Groups: []uint32{65534}}}
-	out, err := cmd.CombinedOutput()
-	t.Logf("uid 65534:\n%s", out)
-	if err != nil {
-		t.Fatalf("child: %v", err)
-	}
+	runAsNobody(t, dir, cycleEnv, map[string]any{"Sock": sock, "URI": fmt.Sprintf("tcp://%s:7710", rig.A.IPv4), "N": 40})
 }
 
 // connectCycler is what the test binary does as uid 65534 for

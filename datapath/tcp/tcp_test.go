@@ -583,12 +583,10 @@ func TestAbortWhileConnectingReleasesPort(t *testing.T) {
 	recvOrFail(t, ac.apps, 5*time.Second, "the gated Conn's accept")
 
 	local := netip.AddrPortFrom(addrA, 40123)
-	victim := newApp(t, 64<<10)
-	c, err := p.a.Dial(local, dst, 1, victim.rx, victim.tx, victim)
+	victim, c, err := dialFrom(t, p, local, dst)
 	if err != nil {
 		t.Fatal(err)
 	}
-	victim.setConn(c)
 	for end := time.Now().Add(5 * time.Second); c.Info().State != "ESTABLISHED"; time.Sleep(time.Millisecond) {
 		if time.Now().After(end) {
 			t.Fatalf("the handshake did not complete in gVisor: %s", c.Info().State)
@@ -608,12 +606,10 @@ func TestAbortWhileConnectingReleasesPort(t *testing.T) {
 		t.Errorf("the aborted Conn did not reset its connection: %+v", c.Info())
 	}
 	// The port is free in gVisor: a connect from it succeeds.
-	again := newApp(t, 64<<10)
-	c2, err := p.a.Dial(local, dst, 1, again.rx, again.tx, again)
+	again, c2, err := dialFrom(t, p, local, dst)
 	if err != nil {
 		t.Fatalf("a connect from the aborted Conn's port %v: %v", local, err)
 	}
-	again.setConn(c2)
 	recvOrFail(t, again.connected, 5*time.Second, "the second connect")
 	if err := recvOrFail(t, server.reset, 5*time.Second, "the peer's reset"); !errors.Is(err, syscall.ECONNRESET) {
 		t.Fatalf("the peer's Conn ended with %v, want ECONNRESET", err)
@@ -632,12 +628,10 @@ func TestEndTimeWaitReleasesPort(t *testing.T) {
 	dst := netip.AddrPortFrom(addrB, 80)
 	_, ac := listen(t, p.b, dst, 64<<10)
 	local := netip.AddrPortFrom(addrA, 40124)
-	client := newApp(t, 64<<10)
-	c, err := p.a.Dial(local, dst, 1, client.rx, client.tx, client)
+	client, c, err := dialFrom(t, p, local, dst)
 	if err != nil {
 		t.Fatal(err)
 	}
-	client.setConn(c)
 	recvOrFail(t, client.connected, 5*time.Second, "connected")
 	server := recvOrFail(t, ac.apps, 5*time.Second, "accept")
 	c.Close()
@@ -650,15 +644,7 @@ func TestEndTimeWaitReleasesPort(t *testing.T) {
 			t.Fatalf("the client's connection is in %s, not TIME-WAIT", c.Info().State)
 		}
 	}
-	dialFrom := func() (*app, error) {
-		a := newApp(t, 64<<10)
-		c2, err := p.a.Dial(local, dst, 1, a.rx, a.tx, a)
-		if err == nil {
-			a.setConn(c2)
-		}
-		return a, err
-	}
-	if _, err := dialFrom(); !errors.Is(err, syscall.EADDRINUSE) {
+	if _, _, err := dialFrom(t, p, local, dst); !errors.Is(err, syscall.EADDRINUSE) {
 		t.Fatalf("a connect from a port in TIME-WAIT: %v, want EADDRINUSE", err)
 	}
 	if !c.EndTimeWait() {
@@ -667,11 +653,21 @@ func TestEndTimeWaitReleasesPort(t *testing.T) {
 	if c.EndTimeWait() {
 		t.Fatal("EndTimeWait ended something twice")
 	}
-	again, err := dialFrom()
+	again, _, err := dialFrom(t, p, local, dst)
 	if err != nil {
 		t.Fatalf("a connect from the port after EndTimeWait: %v", err)
 	}
 	recvOrFail(t, again.connected, 5*time.Second, "the second connect")
 	again.getConn().Abort()
 	recvOrFail(t, again.closed, 5*time.Second, "Closed")
+}
+
+// dialFrom dials remote from local on A for a new app of 64 KiB fifos.
+func dialFrom(tb testing.TB, p *pair, local, remote netip.AddrPort) (*app, *tcp.Conn, error) {
+	a := newApp(tb, 64<<10)
+	c, err := p.a.Dial(local, remote, 1, a.rx, a.tx, a)
+	if err == nil {
+		a.setConn(c)
+	}
+	return a, c, err
 }
