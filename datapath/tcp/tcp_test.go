@@ -580,7 +580,7 @@ func TestAbortWhileConnectingReleasesPort(t *testing.T) {
 	}
 	g.setConn(gc)
 	recvOrFail(t, g.entered, 5*time.Second, "the gated Conn's Connected")
-	recvOrFail(t, ac.apps, 5*time.Second, "the gated Conn's accept")
+	gServer := recvOrFail(t, ac.apps, 5*time.Second, "the gated Conn's accept")
 
 	local := netip.AddrPortFrom(addrA, 40123)
 	victim, c, err := dialFrom(t, p, local, dst)
@@ -611,13 +611,17 @@ func TestAbortWhileConnectingReleasesPort(t *testing.T) {
 		t.Fatalf("a connect from the aborted Conn's port %v: %v", local, err)
 	}
 	recvOrFail(t, again.connected, 5*time.Second, "the second connect")
+	againServer := recvOrFail(t, ac.apps, 5*time.Second, "the second accept")
 	if err := recvOrFail(t, server.reset, 5*time.Second, "the peer's reset"); !errors.Is(err, syscall.ECONNRESET) {
 		t.Fatalf("the peer's Conn ended with %v, want ECONNRESET", err)
 	}
+	// Every Conn ends before the test does: an accept after it would
+	// find the test's fifos gone.
 	gc.Abort()
 	c2.Abort()
-	recvOrFail(t, g.closed, 5*time.Second, "Closed")
-	recvOrFail(t, again.closed, 5*time.Second, "Closed")
+	for _, a := range []*app{g.app, again, gServer, againServer} {
+		recvOrFail(t, a.closed, 5*time.Second, "Closed")
+	}
 }
 
 // TestEndTimeWaitReleasesPort: a connection its app closed first stays in
@@ -658,8 +662,10 @@ func TestEndTimeWaitReleasesPort(t *testing.T) {
 		t.Fatalf("a connect from the port after EndTimeWait: %v", err)
 	}
 	recvOrFail(t, again.connected, 5*time.Second, "the second connect")
+	againServer := recvOrFail(t, ac.apps, 5*time.Second, "the second accept")
 	again.getConn().Abort()
 	recvOrFail(t, again.closed, 5*time.Second, "Closed")
+	recvOrFail(t, againServer.closed, 5*time.Second, "the second server's Closed")
 }
 
 // dialFrom dials remote from local on A for a new app of 64 KiB fifos.
