@@ -361,7 +361,6 @@ limits:
 	}
 }
 
-// attachRoot attaches an app of the test process (uid 0).
 // runAsNobody runs a copy of the test binary, put in dir (which uid 65534
 // can reach), as uid 65534 with env set to arg in JSON, and returns its
 // output; the test fails if the child does.
@@ -385,6 +384,7 @@ func runAsNobody(t *testing.T, dir, env string, arg any) []byte {
 	return out
 }
 
+// attachRoot attaches an app of the test process (uid 0).
 func attachRoot(t *testing.T, sock string) *app.App {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)

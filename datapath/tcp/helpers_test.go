@@ -264,19 +264,28 @@ func recvOrFail[T any](tb testing.TB, ch <-chan T, d time.Duration, what string)
 	}
 }
 
+// dialFrom dials remote from local on A for a new app with fifos of
+// fifoSize bytes.
+func dialFrom(tb testing.TB, p *pair, local, remote netip.AddrPort, fifoSize uint32) (*app, *tcp.Conn, error) {
+	a := newApp(tb, fifoSize)
+	c, err := p.a.Dial(local, remote, 1, a.rx, a.tx, a)
+	if err == nil {
+		a.setConn(c)
+	}
+	return a, c, err
+}
+
 // dial connects A to B's listener on port and returns both apps, connected.
 func dial(tb testing.TB, p *pair, ac *acceptor, remote netip.AddrPort, fifoSize uint32) (client, server *app) {
 	tb.Helper()
-	client = newApp(tb, fifoSize)
 	local := addrA
 	if remote.Addr().Is6() {
 		local = addrA6
 	}
-	c, err := p.a.Dial(netip.AddrPortFrom(local, 0), remote, 1, client.rx, client.tx, client)
+	client, _, err := dialFrom(tb, p, netip.AddrPortFrom(local, 0), remote, fifoSize)
 	if err != nil {
 		tb.Fatal(err)
 	}
-	client.setConn(c)
 	select {
 	case <-client.connected:
 	case err := <-client.failed:

@@ -583,7 +583,7 @@ func TestAbortWhileConnectingReleasesPort(t *testing.T) {
 	gServer := recvOrFail(t, ac.apps, 5*time.Second, "the gated Conn's accept")
 
 	local := netip.AddrPortFrom(addrA, 40123)
-	victim, c, err := dialFrom(t, p, local, dst)
+	victim, c, err := dialFrom(t, p, local, dst, 64<<10)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -606,7 +606,7 @@ func TestAbortWhileConnectingReleasesPort(t *testing.T) {
 		t.Errorf("the aborted Conn did not reset its connection: %+v", c.Info())
 	}
 	// The port is free in gVisor: a connect from it succeeds.
-	again, c2, err := dialFrom(t, p, local, dst)
+	again, c2, err := dialFrom(t, p, local, dst, 64<<10)
 	if err != nil {
 		t.Fatalf("a connect from the aborted Conn's port %v: %v", local, err)
 	}
@@ -632,7 +632,7 @@ func TestEndTimeWaitReleasesPort(t *testing.T) {
 	dst := netip.AddrPortFrom(addrB, 80)
 	_, ac := listen(t, p.b, dst, 64<<10)
 	local := netip.AddrPortFrom(addrA, 40124)
-	client, c, err := dialFrom(t, p, local, dst)
+	client, c, err := dialFrom(t, p, local, dst, 64<<10)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -648,7 +648,7 @@ func TestEndTimeWaitReleasesPort(t *testing.T) {
 			t.Fatalf("the client's connection is in %s, not TIME-WAIT", c.Info().State)
 		}
 	}
-	if _, _, err := dialFrom(t, p, local, dst); !errors.Is(err, syscall.EADDRINUSE) {
+	if _, _, err := dialFrom(t, p, local, dst, 64<<10); !errors.Is(err, syscall.EADDRINUSE) {
 		t.Fatalf("a connect from a port in TIME-WAIT: %v, want EADDRINUSE", err)
 	}
 	if !c.EndTimeWait() {
@@ -657,7 +657,7 @@ func TestEndTimeWaitReleasesPort(t *testing.T) {
 	if c.EndTimeWait() {
 		t.Fatal("EndTimeWait ended something twice")
 	}
-	again, _, err := dialFrom(t, p, local, dst)
+	again, _, err := dialFrom(t, p, local, dst, 64<<10)
 	if err != nil {
 		t.Fatalf("a connect from the port after EndTimeWait: %v", err)
 	}
@@ -666,14 +666,4 @@ func TestEndTimeWaitReleasesPort(t *testing.T) {
 	again.getConn().Abort()
 	recvOrFail(t, again.closed, 5*time.Second, "Closed")
 	recvOrFail(t, againServer.closed, 5*time.Second, "the second server's Closed")
-}
-
-// dialFrom dials remote from local on A for a new app of 64 KiB fifos.
-func dialFrom(tb testing.TB, p *pair, local, remote netip.AddrPort) (*app, *tcp.Conn, error) {
-	a := newApp(tb, 64<<10)
-	c, err := p.a.Dial(local, remote, 1, a.rx, a.tx, a)
-	if err == nil {
-		a.setConn(c)
-	}
-	return a, c, err
 }
