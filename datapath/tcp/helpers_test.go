@@ -194,14 +194,18 @@ type app struct {
 }
 
 func newApp(tb testing.TB, fifoSize uint32) *app {
-	a := &app{
+	a := emptyApp()
+	a.rx, a.appRx = fifotest.Pair(tb, fifoSize)
+	a.tx, a.appTx = fifotest.Pair(tb, fifoSize)
+	return a
+}
+
+func emptyApp() *app {
+	return &app{
 		conn: make(chan *tcp.Conn, 1), connected: make(chan struct{}, 1), failed: make(chan error, 1),
 		readable: make(chan struct{}, 1), writable: make(chan struct{}, 1), peerClosed: make(chan struct{}, 1),
 		reset: make(chan error, 1), closed: make(chan struct{}),
 	}
-	a.rx, a.appRx = fifotest.Pair(tb, fifoSize)
-	a.tx, a.appTx = fifotest.Pair(tb, fifoSize)
-	return a
 }
 
 func signal(ch chan struct{}) {
@@ -232,23 +236,31 @@ func (a *app) Reset(c *tcp.Conn, e error)         { a.reset <- e }
 func (a *app) Closed(c *tcp.Conn)                 { close(a.closed) }
 func (a *app) CloseRequested(c *tcp.Conn)         { a.closeReqs.Add(1); c.Close() }
 
-// acceptor hands out a fresh app per accepted Conn.
+// acceptor hands out a fresh app per accepted Conn. Accept runs on the
+// Stack's goroutines, where a test's Fatal would end that goroutine instead
+// of the test: it never touches tb, refuses a Conn it cannot serve, and
+// reports why when the test ends (a Conn it is handed after that is refused
+// too).
 type acceptor struct {
-	tb       testing.TB
 	fifoSize uint32
 	apps     chan *app
 	closed   chan struct{}
+	errs     acceptErrs
 }
 
 func newAcceptor(tb testing.TB, fifoSize uint32) *acceptor {
-	return &acceptor{tb: tb, fifoSize: fifoSize, apps: make(chan *app, 16), closed: make(chan struct{})}
+	ac := &acceptor{fifoSize: fifoSize, apps: make(chan *app, 16), closed: make(chan struct{})}
+	ac.errs.watch(tb)
+	return ac
 }
 
 func (ac *acceptor) Accept(c *tcp.Conn) (*fifo.Fifo, *fifo.Fifo, tcp.Handler, error) {
-	a := newApp(ac.tb, ac.fifoSize)
+	a, err := ac.errs.check(func() (*app, error) { return heapApp(ac.fifoSize) })
+	if err != nil {
+		return nil, nil, nil, err
+	}
 	a.setConn(c)
-	ac.apps <- a
-	return a.rx, a.tx, a, nil
+	return ac.errs.hand(ac.apps, a)
 }
 
 func (ac *acceptor) ListenerClosed(*tcp.Listener) { close(ac.closed) }
@@ -390,25 +402,110 @@ var _ io.Writer = newHash()
 // newAppIn is newApp with the fifos allocated in seg (freed by free), for
 // tests that make many Conns.
 func newAppIn(tb testing.TB, seg *fifo.Segment, fifoSize uint32) *app {
-	a := &app{
-		conn: make(chan *tcp.Conn, 1), connected: make(chan struct{}, 1), failed: make(chan error, 1),
-		readable: make(chan struct{}, 1), writable: make(chan struct{}, 1), peerClosed: make(chan struct{}, 1),
-		reset: make(chan error, 1), closed: make(chan struct{}),
-	}
-	var err error
-	if a.rx, err = seg.AllocFifo(fifoSize); err != nil {
-		tb.Fatal(err)
-	}
-	if a.tx, err = seg.AllocFifo(fifoSize); err != nil {
-		tb.Fatal(err)
-	}
-	if a.appRx, err = seg.FifoAt(a.rx.Offset()); err != nil {
-		tb.Fatal(err)
-	}
-	if a.appTx, err = seg.FifoAt(a.tx.Offset()); err != nil {
+	tb.Helper()
+	a, err := appIn(seg, fifoSize)
+	if err != nil {
 		tb.Fatal(err)
 	}
 	return a
+}
+
+func appIn(seg *fifo.Segment, fifoSize uint32) (*app, error) {
+	a := emptyApp()
+	var err error
+	if a.rx, err = seg.AllocFifo(fifoSize); err != nil {
+		return nil, err
+	}
+	if a.tx, err = seg.AllocFifo(fifoSize); err != nil {
+		seg.FreeFifo(a.rx)
+		return nil, err
+	}
+	if a.appRx, err = seg.FifoAt(a.rx.Offset()); err == nil {
+		a.appTx, err = seg.FifoAt(a.tx.Offset())
+	}
+	if err != nil {
+		a.free(seg)
+		return nil, err
+	}
+	return a, nil
+}
+
+// heapApp is newApp for the Stack's goroutines: its fifos are in heap
+// segments of their own, which the garbage collector frees.
+func heapApp(fifoSize uint32) (*app, error) {
+	a := emptyApp()
+	var err error
+	if a.rx, a.appRx, err = heapPair(fifoSize); err != nil {
+		return nil, err
+	}
+	if a.tx, a.appTx, err = heapPair(fifoSize); err != nil {
+		return nil, err
+	}
+	return a, nil
+}
+
+func heapPair(size uint32) (owner, peer *fifo.Fifo, err error) {
+	s, err := fifo.NewHeapSegment("accepted", fifo.SegmentHeaderSize+fifo.FifoHeaderSize+int(size))
+	if err != nil {
+		return nil, nil, err
+	}
+	if owner, err = s.AllocFifo(size); err != nil {
+		return nil, nil, err
+	}
+	peer, err = s.FifoAt(owner.Offset())
+	return owner, peer, err
+}
+
+// acceptErrs keeps what an acceptor's Accept could not do, and whether
+// its test has ended, for Accept calls on the Stack's goroutines.
+type acceptErrs struct {
+	mu    sync.Mutex
+	ended chan struct{} // closed as the test ends
+	errs  []error
+}
+
+// watch reports the errors as tb ends, and refuses Accept calls after.
+// Cleanups run last registered first, so a Stack made before the acceptor
+// closes after this, with no Accept of it left waiting on apps.
+func (e *acceptErrs) watch(tb testing.TB) {
+	e.ended = make(chan struct{})
+	tb.Cleanup(func() {
+		e.mu.Lock()
+		defer e.mu.Unlock()
+		close(e.ended)
+		for _, err := range e.errs {
+			tb.Errorf("accept: %v", err)
+		}
+	})
+}
+
+var errTestEnded = errors.New("accepted after the test ended")
+
+// check runs build unless the test has ended, keeping its error.
+func (e *acceptErrs) check(build func() (*app, error)) (*app, error) {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	select {
+	case <-e.ended:
+		return nil, errTestEnded
+	default:
+	}
+	a, err := build()
+	if err != nil {
+		e.errs = append(e.errs, err)
+	}
+	return a, err
+}
+
+// hand gives a to the test through apps and returns Accept's results, or
+// refuses the Conn if the test ends first.
+func (e *acceptErrs) hand(apps chan<- *app, a *app) (*fifo.Fifo, *fifo.Fifo, tcp.Handler, error) {
+	select {
+	case apps <- a:
+		return a.rx, a.tx, a, nil
+	case <-e.ended:
+		return nil, nil, nil, errTestEnded
+	}
 }
 
 func (a *app) free(seg *fifo.Segment) {
@@ -416,19 +513,28 @@ func (a *app) free(seg *fifo.Segment) {
 	seg.FreeFifo(a.tx)
 }
 
-// segAcceptor hands out apps whose fifos live in one segment.
+// segAcceptor hands out apps whose fifos live in one segment; like
+// acceptor, it never touches a test's tb from the Stack's goroutines.
 type segAcceptor struct {
-	tb   testing.TB
 	seg  *fifo.Segment
 	size uint32
 	apps chan *app
+	errs acceptErrs
+}
+
+func newSegAcceptor(tb testing.TB, seg *fifo.Segment, size uint32) *segAcceptor {
+	ac := &segAcceptor{seg: seg, size: size, apps: make(chan *app, 1)}
+	ac.errs.watch(tb)
+	return ac
 }
 
 func (ac *segAcceptor) Accept(c *tcp.Conn) (*fifo.Fifo, *fifo.Fifo, tcp.Handler, error) {
-	a := newAppIn(ac.tb, ac.seg, ac.size)
+	a, err := ac.errs.check(func() (*app, error) { return appIn(ac.seg, ac.size) })
+	if err != nil {
+		return nil, nil, nil, err
+	}
 	a.setConn(c)
-	ac.apps <- a
-	return a.rx, a.tx, a, nil
+	return ac.errs.hand(ac.apps, a)
 }
 
 func (ac *segAcceptor) ListenerClosed(*tcp.Listener) {}

@@ -36,7 +36,7 @@ func TestLeak(t *testing.T) {
 	p := newPair(t, tcp.Options{TimeWait: 50 * time.Millisecond, FinWait2Timeout: time.Second}, wireOpts{}, wireOpts{})
 	const size = 4096
 	seg := fifotest.Segment(t, fifo.SegmentHeaderSize+8*(fifo.FifoHeaderSize+size))
-	ac := &segAcceptor{tb: t, seg: seg, size: size, apps: make(chan *app, 1)}
+	ac := newSegAcceptor(t, seg, size)
 	if _, err := p.b.Listen(netip.AddrPortFrom(addrB, 80), 0, 2, ac); err != nil {
 		t.Fatal(err)
 	}
