@@ -159,12 +159,7 @@ func TestTCPWireEcho(t *testing.T) {
 	rig, d := tcpRig(t)
 	a := attach(t, d, app.Options{Name: "tcpecho"})
 	for _, uri := range []string{"tcp://0.0.0.0:7000", "tcp://[::]:7000"} {
-		ln, err := a.Listen(uri)
-		if err != nil {
-			t.Fatalf("listen %s: %v", uri, err)
-		}
-		defer ln.Close()
-		go echoServe(ln)
+		defer listenEcho(t, a, uri).Close()
 	}
 	data := make([]byte, 4<<20)
 	rand.Read(data)
