@@ -435,25 +435,13 @@ func appIn(seg *fifo.Segment, fifoSize uint32) (*app, error) {
 func heapApp(fifoSize uint32) (*app, error) {
 	a := emptyApp()
 	var err error
-	if a.rx, a.appRx, err = heapPair(fifoSize); err != nil {
+	if a.rx, a.appRx, err = fifotest.HeapPair("accepted", fifoSize); err != nil {
 		return nil, err
 	}
-	if a.tx, a.appTx, err = heapPair(fifoSize); err != nil {
+	if a.tx, a.appTx, err = fifotest.HeapPair("accepted", fifoSize); err != nil {
 		return nil, err
 	}
 	return a, nil
-}
-
-func heapPair(size uint32) (owner, peer *fifo.Fifo, err error) {
-	s, err := fifo.NewHeapSegment("accepted", fifo.SegmentHeaderSize+fifo.FifoHeaderSize+int(size))
-	if err != nil {
-		return nil, nil, err
-	}
-	if owner, err = s.AllocFifo(size); err != nil {
-		return nil, nil, err
-	}
-	peer, err = s.FifoAt(owner.Offset())
-	return owner, peer, err
 }
 
 // acceptErrs keeps what an acceptor's Accept could not do, and whether

@@ -45,12 +45,28 @@ func MemfdSegment(tb testing.TB, size int) *fifo.Segment {
 // exercises the same path as two processes.
 func Pair(tb testing.TB, size uint32) (owner, peer *fifo.Fifo) {
 	tb.Helper()
-	s := Segment(tb, fifo.SegmentHeaderSize+fifo.FifoHeaderSize+int(size))
-	owner, err := s.AllocFifo(size)
+	owner, peer, err := HeapPair(tb.Name(), size)
 	if err != nil {
 		tb.Fatal(err)
 	}
-	return owner, View(tb, owner)
+	tb.Cleanup(func() { owner.Segment().Close() })
+	return owner, peer
+}
+
+// HeapPair is Pair for code that must not fail a test, such as a callback
+// on a goroutine of the code under test: it returns its error, and its
+// segment is not closed when the test ends (a heap segment needs no
+// closing: the garbage collector frees it).
+func HeapPair(name string, size uint32) (owner, peer *fifo.Fifo, err error) {
+	s, err := fifo.NewHeapSegment(name, fifo.SegmentHeaderSize+fifo.FifoHeaderSize+int(size))
+	if err != nil {
+		return nil, nil, err
+	}
+	if owner, err = s.AllocFifo(size); err != nil {
+		return nil, nil, err
+	}
+	peer, err = s.FifoAt(owner.Offset())
+	return owner, peer, err
 }
 
 // View returns another view of f, attached with FifoAt.
