@@ -245,22 +245,17 @@ type acceptor struct {
 	fifoSize uint32
 	apps     chan *app
 	closed   chan struct{}
-	errs     acceptErrs
+	gate     acceptGate
 }
 
 func newAcceptor(tb testing.TB, fifoSize uint32) *acceptor {
 	ac := &acceptor{fifoSize: fifoSize, apps: make(chan *app, 16), closed: make(chan struct{})}
-	ac.errs.watch(tb)
+	ac.gate.watch(tb)
 	return ac
 }
 
 func (ac *acceptor) Accept(c *tcp.Conn) (*fifo.Fifo, *fifo.Fifo, tcp.Handler, error) {
-	a, err := ac.errs.check(func() (*app, error) { return heapApp(ac.fifoSize) })
-	if err != nil {
-		return nil, nil, nil, err
-	}
-	a.setConn(c)
-	return ac.errs.hand(ac.apps, a)
+	return ac.gate.accept(c, ac.apps, func() (*app, error) { return heapApp(ac.fifoSize) })
 }
 
 func (ac *acceptor) ListenerClosed(*tcp.Listener) { close(ac.closed) }
@@ -444,9 +439,10 @@ func heapApp(fifoSize uint32) (*app, error) {
 	return a, nil
 }
 
-// acceptErrs keeps what an acceptor's Accept could not do, and whether
-// its test has ended, for Accept calls on the Stack's goroutines.
-type acceptErrs struct {
+// acceptGate is what an acceptor's Accept, on the Stack's goroutines,
+// needs of its test: whether it has ended, and where to keep what Accept
+// could not do until then.
+type acceptGate struct {
 	mu    sync.Mutex
 	ended chan struct{} // closed as the test ends
 	errs  []error
@@ -455,13 +451,13 @@ type acceptErrs struct {
 // watch reports the errors as tb ends, and refuses Accept calls after.
 // Cleanups run last registered first, so a Stack made before the acceptor
 // closes after this, with no Accept of it left waiting on apps.
-func (e *acceptErrs) watch(tb testing.TB) {
-	e.ended = make(chan struct{})
+func (g *acceptGate) watch(tb testing.TB) {
+	g.ended = make(chan struct{})
 	tb.Cleanup(func() {
-		e.mu.Lock()
-		defer e.mu.Unlock()
-		close(e.ended)
-		for _, err := range e.errs {
+		g.mu.Lock()
+		defer g.mu.Unlock()
+		close(g.ended)
+		for _, err := range g.errs {
 			tb.Errorf("accept: %v", err)
 		}
 	})
@@ -469,31 +465,36 @@ func (e *acceptErrs) watch(tb testing.TB) {
 
 var errTestEnded = errors.New("accepted after the test ended")
 
-// check runs build unless the test has ended, keeping its error.
-func (e *acceptErrs) check(build func() (*app, error)) (*app, error) {
-	e.mu.Lock()
-	defer e.mu.Unlock()
+// accept is an acceptor's Accept: unless the test has ended, it makes c's
+// app with build (keeping its error) and gives it to the test through
+// apps, or refuses c if the test ends first.
+func (g *acceptGate) accept(c *tcp.Conn, apps chan<- *app, build func() (*app, error)) (*fifo.Fifo, *fifo.Fifo, tcp.Handler, error) {
+	a, err := g.build(build)
+	if err != nil {
+		return nil, nil, nil, err
+	}
+	a.setConn(c)
 	select {
-	case <-e.ended:
+	case apps <- a:
+		return a.rx, a.tx, a, nil
+	case <-g.ended:
+		return nil, nil, nil, errTestEnded
+	}
+}
+
+func (g *acceptGate) build(build func() (*app, error)) (*app, error) {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	select {
+	case <-g.ended:
 		return nil, errTestEnded
 	default:
 	}
 	a, err := build()
 	if err != nil {
-		e.errs = append(e.errs, err)
+		g.errs = append(g.errs, err)
 	}
 	return a, err
-}
-
-// hand gives a to the test through apps and returns Accept's results, or
-// refuses the Conn if the test ends first.
-func (e *acceptErrs) hand(apps chan<- *app, a *app) (*fifo.Fifo, *fifo.Fifo, tcp.Handler, error) {
-	select {
-	case apps <- a:
-		return a.rx, a.tx, a, nil
-	case <-e.ended:
-		return nil, nil, nil, errTestEnded
-	}
 }
 
 func (a *app) free(seg *fifo.Segment) {
@@ -507,22 +508,17 @@ type segAcceptor struct {
 	seg  *fifo.Segment
 	size uint32
 	apps chan *app
-	errs acceptErrs
+	gate acceptGate
 }
 
 func newSegAcceptor(tb testing.TB, seg *fifo.Segment, size uint32) *segAcceptor {
 	ac := &segAcceptor{seg: seg, size: size, apps: make(chan *app, 1)}
-	ac.errs.watch(tb)
+	ac.gate.watch(tb)
 	return ac
 }
 
 func (ac *segAcceptor) Accept(c *tcp.Conn) (*fifo.Fifo, *fifo.Fifo, tcp.Handler, error) {
-	a, err := ac.errs.check(func() (*app, error) { return appIn(ac.seg, ac.size) })
-	if err != nil {
-		return nil, nil, nil, err
-	}
-	a.setConn(c)
-	return ac.errs.hand(ac.apps, a)
+	return ac.gate.accept(c, ac.apps, func() (*app, error) { return appIn(ac.seg, ac.size) })
 }
 
 func (ac *segAcceptor) ListenerClosed(*tcp.Listener) {}

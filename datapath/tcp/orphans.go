@@ -100,13 +100,14 @@ func (s *Stack) sweepOrphans() {
 		c.sentReset.Store(true)
 		s.orphansReset.Add(1)
 	}
+	ended := append(done, stuck...)
 	// Their windows first: once an orphan is out of s.orphans, Stats no
 	// longer counts it, and nothing of it may be left.
-	for _, c := range append(done, stuck...) {
+	for _, c := range ended {
 		c.untrackWindow()
 	}
 	s.mu.Lock()
-	for _, c := range append(done, stuck...) {
+	for _, c := range ended {
 		delete(s.orphans, c)
 		s.releaseBuffersLocked(c)
 	}

@@ -615,8 +615,8 @@ func TestAbortWhileConnectingReleasesPort(t *testing.T) {
 	if err := recvOrFail(t, server.reset, 5*time.Second, "the peer's reset"); !errors.Is(err, syscall.ECONNRESET) {
 		t.Fatalf("the peer's Conn ended with %v, want ECONNRESET", err)
 	}
-	// Every Conn ends before the test does: an accept after it would
-	// find the test's fifos gone.
+	// Every Conn ends before the test does, none left running as the
+	// Stacks close.
 	gc.Abort()
 	c2.Abort()
 	for _, a := range []*app{g.app, again, gServer, againServer} {
