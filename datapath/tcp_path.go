@@ -239,9 +239,10 @@ func (p *tcpPath) keptPorts(uid uint32) int {
 
 // release stops the steering first: once the port is free the kernel may
 // give it to a new connection, whose 5-tuple may be this one. Released
-// early (shedKept, maxCooling), the connection may still be in gVisor's
-// TIME-WAIT, which holds the port too: it is ended before the kernel's
-// reservation goes.
+// before its time (shedKept, maxCooling, releasePorts at close), the
+// connection may still be in gVisor's TIME-WAIT, which holds the port too:
+// it is ended before the kernel's reservation goes (at its time it is
+// CLOSED, and EndTimeWait does nothing).
 func (c cooling) release() {
 	if c.unsteer != nil {
 		c.unsteer()

@@ -257,15 +257,7 @@ func waitSessions(ctx context.Context, cl *api.Client, state, transport string, 
 func TestUnprivilegedClient(t *testing.T) {
 	rig := nstest.NewPair(t, nstest.Options{})
 	xs, _ := binaries(t)
-	// A folder uid 65534 can reach (t.TempDir's parent is 0700).
-	dir, err := os.MkdirTemp("", "xsessiond-unpriv-")
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { os.RemoveAll(dir) })
-	if err := os.Chmod(dir, 0o755); err != nil {
-		t.Fatal(err)
-	}
+	dir := nobodyDir(t, "xsessiond-unpriv-")
 	sock := filepath.Join(dir, "api.sock")
 	cfg := filepath.Join(dir, "xsessiond.yaml")
 	conf := fmt.Sprintf(`socket: %s
@@ -359,6 +351,21 @@ limits:
 	if _, err := call0(sock, &api.NsSetSecret{ID: "open", Secret: 9}); err != nil {
 		t.Errorf("root ns set-secret: %v", err)
 	}
+}
+
+// nobodyDir makes a folder uid 65534 can reach (t.TempDir's parent is
+// 0700), removed when the test ends.
+func nobodyDir(t *testing.T, prefix string) string {
+	t.Helper()
+	dir, err := os.MkdirTemp("", prefix)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { os.RemoveAll(dir) })
+	if err := os.Chmod(dir, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	return dir
 }
 
 // runAsNobody runs a copy of the test binary, put in dir (which uid 65534

@@ -34,14 +34,7 @@ func TestTCPPortsReusedAfterShed(t *testing.T) {
 	}); err != nil {
 		t.Fatalf("narrowing host B's ephemeral ports: %v", err)
 	}
-	dir, err := os.MkdirTemp("", "xsessiond-cycle-")
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { os.RemoveAll(dir) })
-	if err := os.Chmod(dir, 0o755); err != nil { // for uid 65534
-		t.Fatal(err)
-	}
+	dir := nobodyDir(t, "xsessiond-cycle-")
 	sock := filepath.Join(dir, "api.sock")
 	cfg := filepath.Join(dir, "xsessiond.yaml")
 	conf := fmt.Sprintf("socket: %s\nsocket_group: nogroup\ninterfaces:\n  - name: %s\n    netns: %s\nlimits:\n  max_ports_per_uid: 4\n",
