@@ -429,6 +429,24 @@ func (a *App) disarm(w *waiter) {
 	a.wmu.Unlock()
 }
 
+// closeEnd releases e (end.close) once no armed waiter looks at its
+// fifos. The event goroutine's wakeAll reads the fifos of every armed
+// waiter, and a call blocked on e stays armed until it wakes, which is
+// after its owner's Close released the lock the call needs, so after e
+// was released: those waiters are poked and look at no fifo any more.
+// The owner's lock that serializes e's calls is held.
+func (a *App) closeEnd(e *end) {
+	a.wmu.Lock()
+	for w := range a.waiters {
+		if w.rx == e.rx || w.tx == e.tx {
+			w.rx, w.tx = nil, nil
+			w.poke()
+		}
+	}
+	a.wmu.Unlock()
+	e.close()
+}
+
 func (a *App) wakeAll() {
 	a.wmu.Lock()
 	for w := range a.waiters {

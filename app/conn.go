@@ -392,7 +392,7 @@ func (c *Conn) Write(b []byte) (int, error) {
 	asked := false
 	defer func() {
 		if asked {
-			c.wr.doneWaiting(e)
+			c.wr.doneWaiting(e, c.done)
 		}
 	}()
 	if c.wrClosed.Load() {
@@ -540,7 +540,7 @@ func (c *Conn) Close() error {
 				c.a.ackEnded(c.e.h)
 			}
 		})
-		c.e.close()
+		c.a.closeEnd(c.e)
 		c.wr.mu.Unlock()
 		c.rd.mu.Unlock()
 		c.rd.dl.stop()

@@ -23,12 +23,16 @@ import (
 // Consumer calls (rx) and producer calls (tx) are each serialized by the
 // object that owns the end.
 type end struct {
-	h         flow.Handle
-	rx, tx    *fifo.Fifo
-	seg       *fifo.Segment // a cut-through session's own segment (unmapped by close), nil otherwise
-	signalFD  int           // the other side's eventfd, -1 for none
-	ownSignal bool          // signalFD belongs to the end (a peer app's eventfd)
-	datapath  bool          // the other side is a datapath worker
+	h      flow.Handle
+	rx, tx *fifo.Fifo
+	seg    *fifo.Segment // a cut-through session's own segment (unmapped by close), nil otherwise
+	// closed is set by close, which the owner calls with its writers'
+	// lock held: a writer that slept without that lock finds it set and
+	// does not touch the fifos again.
+	closed    bool
+	signalFD  int  // the other side's eventfd, -1 for none
+	ownSignal bool // signalFD belongs to the end (a peer app's eventfd)
+	datapath  bool // the other side is a datapath worker
 	// sleeping is the worker's sleep flag (App.sleepFlag): signalFD is
 	// written only while it is set; nil: always.
 	sleeping    *atomic.Uint32
@@ -75,6 +79,7 @@ func newCTEnd(info *api.SessionInfo, segFD, peerFD int) (*end, error) {
 
 // close releases what the end owns. No call may use it any more.
 func (e *end) close() {
+	e.closed = true
 	if e.seg != nil {
 		e.seg.Close()
 		e.seg = nil

@@ -221,7 +221,7 @@ func (p *PacketConn) reapLocked(e *end) {
 	}
 	p.mu.Unlock()
 	p.a.unregister(e.h, p)
-	e.close()
+	p.a.closeEnd(e)
 	p.wr.mu.Unlock()
 }
 
@@ -557,7 +557,7 @@ func (p *PacketConn) Close() error {
 		})
 		p.mu.Lock()
 		for _, e := range peers {
-			e.close()
+			p.a.closeEnd(e)
 		}
 		p.peers = map[flow.Handle]*end{}
 		p.rebuildLocked()
