@@ -41,7 +41,9 @@
 // connect with flow.ErrRefused, which wraps syscall.ECONNREFUSED. A wire
 // session's LocalAddr and RemoteAddr are *net.TCPAddr (*net.UDPAddr) with
 // the addresses the peer sees the other way round: an accept on a wildcard
-// listener has the address the peer reached.
+// listener has the address the peer reached. A wildcard address is one
+// family's, as on a kernel socket with IPV6_V6ONLY set: tcp://0.0.0.0:80
+// takes IPv4 alone and tcp://[::]:80 IPv6 alone (flow.ParseURI).
 //
 // SetDontFragment on a PacketConn or UDP Conn asks that datagrams to the
 // wire go out unfragmented (IP_PMTUDISC_DO on a kernel socket). A datagram

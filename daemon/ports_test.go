@@ -3,6 +3,7 @@ package daemon
 import (
 	"bytes"
 	"context"
+	"encoding/binary"
 	"errors"
 	"fmt"
 	"net"
@@ -12,6 +13,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"golang.org/x/sys/unix"
 
 	"github.com/xsessiond/xsessiond/app"
 	"github.com/xsessiond/xsessiond/flow"
@@ -37,6 +40,84 @@ func ssPorts(t *testing.T, netns string) map[uint16]bool {
 		}
 	}
 	return ports
+}
+
+// tcpBoundInactive is the kernel's TCP_BOUND_INACTIVE: the state bit of an
+// inet_diag dump that asks for TCP sockets bound and neither listening nor
+// connected, which `ss -tanB` (--bound-inactive, in iproute2 6.10; not in
+// Debian 12's 6.1) lists and plain `ss -tan` never does.
+const tcpBoundInactive = 13
+
+// boundTCPPorts returns the local ports of the bound, inactive TCP sockets
+// of h's namespace, both families, from the kernel's socket diagnostics
+// (sock_diag(7)): what `ss -tanB` prints.
+func boundTCPPorts(t *testing.T, h *nstest.Host) map[uint16]bool {
+	t.Helper()
+	ports := map[uint16]bool{}
+	err := h.Do(func() error {
+		for _, fam := range []byte{unix.AF_INET, unix.AF_INET6} {
+			if err := inetDiagDump(fam, 1<<tcpBoundInactive, func(port uint16) { ports[port] = true }); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		t.Fatalf("sock_diag of %s: %v", h.Name, err)
+	}
+	return ports
+}
+
+// inetDiagDump dumps the TCP sockets of one family in the given states
+// (a mask of 1<<state) and calls fn with each one's local port.
+func inetDiagDump(family byte, states uint32, fn func(port uint16)) error {
+	fd, err := unix.Socket(unix.AF_NETLINK, unix.SOCK_DGRAM|unix.SOCK_CLOEXEC, unix.NETLINK_SOCK_DIAG)
+	if err != nil {
+		return err
+	}
+	defer unix.Close(fd)
+	// struct nlmsghdr, then struct inet_diag_req_v2: family, protocol,
+	// extensions, pad, states, and a zero socket id (48 bytes).
+	req := make([]byte, 16+56)
+	binary.NativeEndian.PutUint32(req[0:], uint32(len(req)))
+	binary.NativeEndian.PutUint16(req[4:], unix.SOCK_DIAG_BY_FAMILY)
+	binary.NativeEndian.PutUint16(req[6:], unix.NLM_F_REQUEST|unix.NLM_F_DUMP)
+	binary.NativeEndian.PutUint32(req[8:], 1)
+	req[16], req[17] = family, unix.IPPROTO_TCP
+	binary.NativeEndian.PutUint32(req[20:], states)
+	if err := unix.Sendto(fd, req, 0, &unix.SockaddrNetlink{Family: unix.AF_NETLINK}); err != nil {
+		return err
+	}
+	buf := make([]byte, 1<<16)
+	for {
+		n, _, err := unix.Recvfrom(fd, buf, 0)
+		if err != nil {
+			return err
+		}
+		msgs, err := syscall.ParseNetlinkMessage(buf[:n])
+		if err != nil {
+			return err
+		}
+		for _, m := range msgs {
+			switch m.Header.Type {
+			case unix.NLMSG_DONE:
+				return nil
+			case unix.NLMSG_ERROR:
+				if len(m.Data) >= 4 {
+					if e := int32(binary.NativeEndian.Uint32(m.Data)); e != 0 {
+						return syscall.Errno(-e)
+					}
+				}
+				return nil
+			}
+			// struct inet_diag_msg: family, state, timer, retrans, then
+			// the socket id, whose first field is the local port
+			// (network order).
+			if len(m.Data) >= 8 {
+				fn(binary.BigEndian.Uint16(m.Data[4:]))
+			}
+		}
+	}
 }
 
 // bindKernel binds a kernel UDP socket in h to addr.

@@ -94,9 +94,15 @@ func TestTCPExamples(t *testing.T) {
 	startExample(t, d, echoBin, "--listen", "tcp://[::]:7000", "--name", "tcpecho6")
 	startExample(t, d, httpBin, "--listen", "tcp://0.0.0.0:8080")
 
-	// The ports are held in B's kernel by bound, non-listening sockets (a
-	// bound socket is in no table inet_diag dumps, so ss does not list
-	// them): no kernel socket can take them.
+	// The ports are held in B's kernel by bound, non-listening sockets:
+	// the kernel's socket diagnostics list them as bound and inactive
+	// (ss -tanB), and no kernel socket can take them.
+	bound := boundTCPPorts(t, rig.B)
+	for _, p := range []uint16{7000, 8080} {
+		if !bound[p] {
+			t.Errorf("port %d is not among B's bound TCP sockets (%v)", p, bound)
+		}
+	}
 	for _, p := range []string{"0.0.0.0:7000", "[::]:7000", "0.0.0.0:8080", "127.0.0.1:8080"} {
 		err := rig.B.Do(func() error {
 			l, err := net.Listen("tcp", p)
@@ -108,6 +114,18 @@ func TestTCPExamples(t *testing.T) {
 		if !errors.Is(err, syscall.EADDRINUSE) {
 			t.Errorf("a kernel listener on %s of host B: %v, want EADDRINUSE", p, err)
 		}
+	}
+	// A kernel client on host B itself reaches the kernel, not the XDP
+	// program of B's veth: the reservation, not listening, refuses it.
+	err := rig.B.Do(func() error {
+		c, err := net.DialTimeout("tcp", netip.AddrPortFrom(rig.B.IPv4, 7000).String(), 3*time.Second)
+		if err == nil {
+			c.Close()
+		}
+		return err
+	})
+	if !errors.Is(err, syscall.ECONNREFUSED) {
+		t.Errorf("a kernel client on host B to its own port 7000: %v, want ECONNREFUSED", err)
 	}
 
 	data := make([]byte, 1<<20)

@@ -12,10 +12,14 @@ import (
 )
 
 // tcpReservation holds a TCP port in the kernel: a bound, non-listening
-// TCP socket of the interface's namespace, so that `ss -tan` shows the port
-// and no kernel socket can take it while a listener or connection of the
-// datapath uses it. The socket never sees a packet of the port: the XDP
-// program steers them to the datapath.
+// TCP socket of the interface's namespace, so that no kernel socket can
+// take the port while a listener or connection of the datapath uses it.
+// The kernel's socket diagnostics list it as bound and inactive (`ss
+// -tanB`; plain `ss -tan` lists only listening and connected sockets). It
+// does not listen so that a connection that reaches the kernel anyway (from
+// the host itself, through another interface) is refused rather than left
+// in a backlog nobody accepts. The socket never sees a packet of the port
+// the XDP program steers.
 type tcpReservation struct {
 	fd   int
 	addr netip.AddrPort

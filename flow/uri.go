@@ -26,7 +26,9 @@ var lastURI atomic.Pointer[uriCache]
 //	tcp://10.0.0.1:80        udp://[fd00::1]:53      (address : port)
 //
 // The scheme is tcp, udp or sctp (case-insensitive); sctp parses, but bind
-// and connect refuse it with ErrNotSupported. The port is decimal, 0-65535.
+// and connect refuse it with ErrNotSupported. A wildcard address is one
+// family's: 0.0.0.0 every IPv4 address, :: every IPv6 one (as a kernel
+// socket with IPV6_V6ONLY set); there is no address that means both. The port is decimal, 0-65535.
 // Errors wrap ErrInvalidURI and say which part was wrong. The endpoint's
 // IfIndex and FIB are left zero; bind and connect fill them from the app's
 // namespace. ParseURI is safe for concurrent use.
@@ -100,7 +102,7 @@ func parseURI(uri string) (Endpoint, error) {
 			return Endpoint{}, uriError(uri, "missing port")
 		}
 		if host == "" {
-			return Endpoint{}, uriError(uri, "no address (every address of the namespace is 0.0.0.0 or [::])")
+			return Endpoint{}, uriError(uri, "no address (0.0.0.0 is every IPv4 address of the namespace, [::] every IPv6 one)")
 		}
 		a, err := netip.ParseAddr(host)
 		if err != nil || a.Zone() != "" {
