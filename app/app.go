@@ -119,6 +119,12 @@ type App struct {
 	parked     []fifo.Event                   // events naming a segment not mapped yet
 	objects    map[closer]struct{}            // open listeners and connections
 	nextOpaque uint32
+	// shut is set as Close takes the objects to close: an object made
+	// after that is not tracked (track) but closed by the call that made
+	// it, which Close waits for (making) before it unmaps the memory.
+	shut bool
+
+	making sync.WaitGroup // calls that may make an object (enter, leave)
 }
 
 // acceptor receives the sessions accepted on a listener.
@@ -338,6 +344,7 @@ func (a *App) stopped() error {
 func (a *App) Close() error {
 	a.closeOnce.Do(func() {
 		a.mu.Lock()
+		a.shut = true
 		objs := make([]closer, 0, len(a.objects))
 		for o := range a.objects {
 			objs = append(objs, o)
@@ -355,6 +362,9 @@ func (a *App) Close() error {
 		a.cl.Close() // waits for the notice goroutine
 		a.wake.Close()
 		<-a.reactorDone
+		// A Dial, Listen or Accept under way returns now that the app
+		// failed, closing what it made after the objects were taken.
+		a.making.Wait()
 		a.evmu.Lock()
 		a.released = true
 		a.evmu.Unlock()
@@ -363,10 +373,30 @@ func (a *App) Close() error {
 	return nil
 }
 
-func (a *App) track(o closer) {
+// enter begins a call that may make an object (Dial, Listen, Accept); it
+// fails once Close began. leave ends it.
+func (a *App) enter() error {
 	a.mu.Lock()
+	defer a.mu.Unlock()
+	if a.shut {
+		return closedError("app closed")
+	}
+	a.making.Add(1)
+	return nil
+}
+
+func (a *App) leave() { a.making.Done() }
+
+// track adds o to the objects Close closes. It reports false once Close
+// took them: the caller, inside enter, closes o and fails.
+func (a *App) track(o closer) bool {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	if a.shut {
+		return false
+	}
 	a.objects[o] = struct{}{}
-	a.mu.Unlock()
+	return true
 }
 
 func (a *App) untrack(o closer) {

@@ -108,6 +108,10 @@ func (a *App) DialConn(ctx context.Context, uri string) (*Conn, error) {
 // dial connects to ep, which target names to the daemon; uri is what the
 // caller gave, for its errors.
 func (a *App) dial(ctx context.Context, uri, target string, ep flow.Endpoint) (*Conn, error) {
+	if err := a.enter(); err != nil {
+		return nil, opError("dial", uri, err)
+	}
+	defer a.leave()
 	ch := make(chan connectResult, 1)
 	a.mu.Lock()
 	opaque := a.nextOpaque
@@ -210,7 +214,10 @@ func (a *App) dial(ctx context.Context, uri, target string, ep flow.Endpoint) (*
 			e.gone.Store(true)
 		}
 	})
-	a.track(c)
+	if !a.track(c) {
+		c.Close()
+		return nil, opError("dial", uri, closedError("app closed"))
+	}
 	return c, nil
 }
 

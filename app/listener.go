@@ -42,6 +42,10 @@ func (a *App) Listen(uri string) (net.Listener, error) {
 	if err != nil {
 		return nil, opError("listen", uri, err)
 	}
+	if err := a.enter(); err != nil {
+		return nil, opError("listen", uri, err)
+	}
+	defer a.leave()
 	r, err := a.bind(uri)
 	if err != nil {
 		return nil, err
@@ -51,7 +55,10 @@ func (a *App) Listen(uri string) (net.Listener, error) {
 	}
 	l := &Listener{a: a, h: r.Handle, ep: ep, addr: endpointAddr(ep), ready: make(chan struct{}, 1), done: make(chan struct{})}
 	a.addAcceptor(r.Handle, ep, l)
-	a.track(l)
+	if !a.track(l) {
+		l.Close()
+		return nil, opError("listen", uri, closedError("app closed"))
+	}
 	return l, nil
 }
 
@@ -135,6 +142,10 @@ func (l *Listener) next() *Conn {
 
 // Accept waits for the next session.
 func (l *Listener) Accept() (net.Conn, error) {
+	if err := l.a.enter(); err != nil {
+		return nil, netError("accept", l.addr, nil, err)
+	}
+	defer l.a.leave()
 	for {
 		select {
 		case <-l.done:
@@ -144,7 +155,10 @@ func (l *Listener) Accept() (net.Conn, error) {
 		default:
 		}
 		if c := l.next(); c != nil {
-			l.a.track(c)
+			if !l.a.track(c) {
+				c.Close()
+				return nil, netError("accept", l.addr, nil, closedError("app closed"))
+			}
 			return c, nil
 		}
 		select {

@@ -84,6 +84,10 @@ func (a *App) ListenPacketConn(uri string) (*PacketConn, error) {
 	if ep.Transport != flow.TransportUDP {
 		return nil, opError("listen", uri, fmt.Errorf("ListenPacket takes udp:// URIs: %w", flow.ErrNotSupported))
 	}
+	if err := a.enter(); err != nil {
+		return nil, opError("listen", uri, err)
+	}
+	defer a.leave()
 	r, err := a.bind(uri)
 	if err != nil {
 		return nil, err
@@ -110,7 +114,10 @@ func (a *App) ListenPacketConn(uri string) (*PacketConn, error) {
 	p.ep = ep
 	p.rebuildLocked()
 	a.addAcceptor(r.Handle, ep, p)
-	a.track(p)
+	if !a.track(p) {
+		p.Close()
+		return nil, opError("listen", uri, closedError("app closed"))
+	}
 	return p, nil
 }
 
