@@ -12,8 +12,11 @@
 // Listener should be closed too (it unbinds or disconnects); closing the App
 // does it for those left open. Close of a TCP session on the wire marks its
 // tx fifo and returns without waiting for the daemon, which sends what was
-// written, then FIN, as close(2) lets the kernel do; a session the peer
-// reset keeps its fifos in the app's memory until it is closed.
+// written, then FIN, as close(2) lets the kernel do; and as there, data the
+// app left unread, or that the peer sends after the Close, resets the
+// connection instead (CloseWrite first, then read to io.EOF, for a close
+// that loses nothing). A session the peer reset keeps its fifos in the
+// app's memory until it is closed.
 //
 // # Data
 //

@@ -114,6 +114,10 @@ type TCPEngineStats struct {
 	// the close timeout.
 	Orphans      int    `json:"orphans"`
 	OrphansReset uint64 `json:"orphans_reset"`
+	// AbortedOnClose counts the connections reset as their app closed
+	// them: it left data unread, or the peer sent more after the close
+	// (as Linux's TCPAbortOnClose and TCPAbortOnData).
+	AbortedOnClose uint64 `json:"aborted_on_close"`
 }
 
 // QueueStats are the counters of one queue's worker and its AF_XDP socket.
@@ -313,7 +317,7 @@ func (e dpEngine) Stats() EngineStats {
 		b := ts.Buffers
 		out.TCP = &TCPEngineStats{Connections: ts.Conns, Listeners: ts.Listeners, BufferBytes: b.Bytes,
 			BufferLimit: b.Limit, UserBufferLimit: b.GroupLimit, BuffersClamped: b.Clamped, BufferGrowthsHeld: b.Held,
-			Refused: ts.Refused, Orphans: ts.Orphans, OrphansReset: ts.OrphansReset}
+			Refused: ts.Refused, Orphans: ts.Orphans, OrphansReset: ts.OrphansReset, AbortedOnClose: ts.AbortedOnClose}
 	}
 	return out
 }

@@ -287,10 +287,11 @@ func (c *Conn) CloseWrite() {
 // sent and the Conn finishes (Closed); gVisor delivers what it still holds
 // and keeps TIME-WAIT on its own (an orphan: what it holds stays
 // accounted until the peer has it, and a peer that takes nothing of it
-// for Options.CloseTimeout gets a reset; orphans.go). Unread data in
-// gVisor at that point makes it a reset, as close(2) does. A tx fifo that
-// does not drain within Options.CloseTimeout (a peer keeping its window
-// shut) ends in a reset.
+// for Options.CloseTimeout gets a reset; orphans.go). Data the app left
+// unread (in the rx fifo or in gVisor), or that the peer sends after the
+// Close, resets the connection at once instead, as close(2) does on Linux
+// (Stats.AbortedOnClose). A tx fifo that does not drain within
+// Options.CloseTimeout (a peer keeping its window shut) ends in a reset.
 func (c *Conn) Close() {
 	if c.closeReq.Swap(true) {
 		return
@@ -470,6 +471,18 @@ func (c *Conn) runLocked() {
 		}
 	}
 	closing := c.closeReq.Load()
+	if closing && c.unread() {
+		// The app closed the connection (Close, not CloseWrite): data it
+		// left unread in the rx fifo, or that the peer sent after (which
+		// the pump moved there), resets it, as close(2) does on Linux
+		// (RFC 2525 2.17, RFC 1122 4.2.2.13), rather than a FIN, or an
+		// rx fifo nobody reads filling while the tx fifo drains or waits
+		// on the peer's window (a peer that writes before it reads would
+		// wait for CloseTimeout).
+		c.s.abortedOnClose.Add(1)
+		c.reset(syscall.ECONNABORTED)
+		return
+	}
 	if (closing || c.closeWriteReq.Load()) && !c.wrClosed && c.tx.MaxDequeue() == 0 {
 		if closing {
 			c.finish()
@@ -499,6 +512,17 @@ func (c *Conn) runLocked() {
 		}
 		c.fail(err)
 	}
+}
+
+// unread reports whether the rx fifo holds data the app has not read (as
+// its shared indices say: the Conn's own view is the producer's), or gVisor
+// data the pump has not moved yet.
+func (c *Conn) unread() bool {
+	if c.rx.Queued() {
+		return true
+	}
+	n, err := c.ep.GetSockOptInt(tcpip.ReceiveQueueSizeOption)
+	return err == nil && n > 0
 }
 
 // pumpRx moves data from gVisor into the rx fifo. It returns false when the

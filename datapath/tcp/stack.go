@@ -144,11 +144,12 @@ type Stack struct {
 	sweepWG      sync.WaitGroup // the sweep scheduled or running
 	orphansReset atomic.Uint64  // orphans reset: the peer took nothing for CloseTimeout
 
-	nextID   atomic.Uint64
-	refused  atomic.Uint64 // connections refused by limits
-	pumpWG   sync.WaitGroup
-	connWG   sync.WaitGroup // live Conns and Listeners
-	closedCh chan struct{}
+	nextID         atomic.Uint64
+	refused        atomic.Uint64 // connections refused by limits
+	abortedOnClose atomic.Uint64 // Conns reset at their app's Close: data unread, or data after
+	pumpWG         sync.WaitGroup
+	connWG         sync.WaitGroup // live Conns and Listeners
+	closedCh       chan struct{}
 }
 
 // NewStack makes a Stack whose outbound packets go to w.
@@ -294,6 +295,10 @@ type Stats struct {
 	// (orphans.go).
 	Orphans      int
 	OrphansReset uint64
+	// AbortedOnClose counts the Conns reset when their app closed them
+	// with data unread or the peer sent data after (Conn.Close), as
+	// Linux's TCPAbortOnClose and TCPAbortOnData.
+	AbortedOnClose uint64
 }
 
 // Stats returns the Stack's counters.
@@ -301,7 +306,7 @@ func (s *Stack) Stats() Stats {
 	s.mu.Lock()
 	st := Stats{Conns: len(s.conns), Listeners: len(s.listeners), Buffers: BufferUse{Bytes: s.bufBytes,
 		Limit: s.opts.BufferBytes, GroupLimit: s.opts.GroupBufferBytes, Clamped: s.bufClamped, Held: s.bufHeld},
-		Orphans: len(s.orphans), OrphansReset: s.orphansReset.Load()}
+		Orphans: len(s.orphans), OrphansReset: s.orphansReset.Load(), AbortedOnClose: s.abortedOnClose.Load()}
 	s.mu.Unlock()
 	gst := s.gs.Stats()
 	st.Endpoints = len(s.gs.RegisteredEndpoints())
