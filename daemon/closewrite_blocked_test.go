@@ -3,6 +3,7 @@ package daemon
 import (
 	"context"
 	"errors"
+	"fmt"
 	"math/rand/v2"
 	"net"
 	"sync"
@@ -44,14 +45,7 @@ func TestCloseUnblocksWrite(t *testing.T) {
 	// never reads.
 	stream := func(t *testing.T) (*Daemon, *app.App, net.Conn) {
 		d, cli, ln := streamCutThroughApps(t)
-		c, err := cli.Dial(t.Context(), "tcp://127.0.0.1:7000")
-		if err != nil {
-			t.Fatal(err)
-		}
-		sc, err := ln.Accept()
-		if err != nil {
-			t.Fatal(err)
-		}
+		c, sc := ctStream(t, cli, ln)
 		t.Cleanup(func() { sc.Close() })
 		return d, cli, c
 	}
@@ -125,6 +119,72 @@ func TestCloseUnblocksWrite(t *testing.T) {
 	})
 }
 
+// ctStream dials cli's cut-through TCP session to the listener ln of
+// streamCutThroughApps and accepts it: the client's end and the server's.
+func ctStream(t *testing.T, cli *app.App, ln net.Listener) (c, sc net.Conn) {
+	t.Helper()
+	c, err := cli.Dial(t.Context(), "tcp://127.0.0.1:7000")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if sc, err = ln.Accept(); err != nil {
+		t.Fatal(err)
+	}
+	return c, sc
+}
+
+// churn dials with dial until ctx ends or a dial fails; it reads and
+// writes each connection from two goroutines until the connection ends,
+// half-closes it first at random when halfClose, and closes it after up to
+// maxLife.
+func churn(ctx context.Context, dial func(context.Context) (net.Conn, error), maxLife time.Duration, halfClose bool) {
+	for ctx.Err() == nil {
+		c, err := dial(ctx)
+		if err != nil {
+			return
+		}
+		var rw sync.WaitGroup
+		rw.Add(2)
+		go func() {
+			defer rw.Done()
+			b := make([]byte, 5000)
+			for {
+				if _, err := c.Read(b); err != nil {
+					return
+				}
+			}
+		}()
+		go func() {
+			defer rw.Done()
+			b := make([]byte, 1400)
+			for {
+				if _, err := c.Write(b); err != nil {
+					return
+				}
+			}
+		}()
+		time.Sleep(rand.N(maxLife))
+		if cw, ok := c.(interface{ CloseWrite() error }); ok && halfClose && rand.IntN(2) == 0 {
+			cw.CloseWrite()
+			time.Sleep(time.Millisecond)
+		}
+		c.Close()
+		rw.Wait()
+	}
+}
+
+// waitReturned waits for wg, failing t if that takes more than 10 s.
+func waitReturned(t *testing.T, wg *sync.WaitGroup, what string) {
+	t.Helper()
+	returned := make(chan struct{})
+	go func() { wg.Wait(); close(returned) }()
+	select {
+	case <-returned:
+	case <-time.After(10 * time.Second):
+		t.Fatalf("%s: calls still blocked 10 s after the close", what)
+	}
+}
+
 // TestCloseBlockedWriteBusyApp: the app's event goroutine looks at the fifos
 // of every call blocked in it whenever any of its sessions has an event.
 // Closing a cut-through session with a Write blocked on it, over and over
@@ -133,14 +193,7 @@ func TestCloseUnblocksWrite(t *testing.T) {
 // within the first rounds).
 func TestCloseBlockedWriteBusyApp(t *testing.T) {
 	_, cli, ln := streamCutThroughApps(t)
-	bg, err := cli.Dial(t.Context(), "tcp://127.0.0.1:7000")
-	if err != nil {
-		t.Fatal(err)
-	}
-	bs, err := ln.Accept()
-	if err != nil {
-		t.Fatal(err)
-	}
+	bg, bs := ctStream(t, cli, ln)
 	defer bs.Close()
 	pong := func(c net.Conn, first bool) {
 		b := make([]byte, 1)
@@ -160,14 +213,7 @@ func TestCloseBlockedWriteBusyApp(t *testing.T) {
 	go pong(bg, false)
 	stop := time.Now().Add(2 * time.Second)
 	for round := 0; round < 150 && time.Now().Before(stop); round++ {
-		c, err := cli.Dial(t.Context(), "tcp://127.0.0.1:7000")
-		if err != nil {
-			t.Fatal(err)
-		}
-		sc, err := ln.Accept()
-		if err != nil {
-			t.Fatal(err)
-		}
+		c, sc := ctStream(t, cli, ln)
 		errc := make(chan error, 1)
 		go func() { _, err := c.Write(make([]byte, 1<<16)); errc <- err }()
 		time.Sleep(2 * time.Millisecond)
@@ -237,44 +283,14 @@ func TestCloseStress(t *testing.T) {
 				pc.WriteTo(b[:n], from)
 			}
 		}()
-		for i := 0; i < 8; i++ {
-			wg.Add(1)
-			go func(i int) {
-				defer wg.Done()
-				for ctx.Err() == nil {
-					uri := "tcp://127.0.0.1:7000"
-					if i%2 == 1 {
-						uri = "udp://127.0.0.1:9000"
-					}
-					c, err := cli.Dial(ctx, uri)
-					if err != nil {
-						return
-					}
-					var w2 sync.WaitGroup
-					w2.Add(2)
-					go func() {
-						defer w2.Done()
-						b := make([]byte, 5000)
-						for {
-							if _, err := c.Read(b); err != nil {
-								return
-							}
-						}
-					}()
-					go func() {
-						defer w2.Done()
-						b := make([]byte, 1400)
-						for {
-							if _, err := c.Write(b); err != nil {
-								return
-							}
-						}
-					}()
-					time.Sleep(time.Duration(rand.IntN(3000)) * time.Microsecond)
-					c.Close()
-					w2.Wait()
-				}
-			}(i)
+		for i := range 8 {
+			uri := "tcp://127.0.0.1:7000"
+			if i%2 == 1 {
+				uri = "udp://127.0.0.1:9000"
+			}
+			wg.Go(func() {
+				churn(ctx, func(ctx context.Context) (net.Conn, error) { return cli.Dial(ctx, uri) }, 3*time.Millisecond, false)
+			})
 		}
 		time.Sleep(time.Duration(50+rand.IntN(300)) * time.Millisecond)
 		switch rand.IntN(3) {
@@ -288,13 +304,7 @@ func TestCloseStress(t *testing.T) {
 			cli.Close()
 		}
 		cancel()
-		returned := make(chan struct{})
-		go func() { wg.Wait(); close(returned) }()
-		select {
-		case <-returned:
-		case <-time.After(10 * time.Second):
-			t.Fatalf("round %d: clients' calls still blocked 10 s after the close", round)
-		}
+		waitReturned(t, &wg, fmt.Sprintf("round %d", round))
 		srv.Close()
 		cli.Close()
 	}

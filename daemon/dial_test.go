@@ -28,16 +28,7 @@ func TestDialRemote(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer srv.Close()
-	go func() {
-		buf := make([]byte, 2048)
-		for {
-			n, from, err := srv.ReadFromUDP(buf)
-			if err != nil {
-				return
-			}
-			srv.WriteToUDP(buf[:n], from)
-		}
-	}()
+	go echoUDP(srv)
 	d := startDaemon(t, onB(rig))
 	a := attach(t, d, app.Options{Name: "dialer"})
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)

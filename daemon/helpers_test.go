@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"log/slog"
+	"net/netip"
 	"os"
 	"path/filepath"
 	"runtime"
@@ -146,4 +147,20 @@ func show(t testing.TB, socket, what string) ([]byte, error) {
 		return nil, fmt.Errorf("show %s: the daemon answered %v", what, m.Type())
 	}
 	return sr.JSON, nil
+}
+
+// echoUDP sends every datagram c (a kernel *net.UDPConn or an
+// *app.PacketConn) receives back to its sender until c is closed.
+func echoUDP(c interface {
+	ReadFromUDPAddrPort([]byte) (int, netip.AddrPort, error)
+	WriteToUDPAddrPort([]byte, netip.AddrPort) (int, error)
+}) {
+	b := make([]byte, 65536)
+	for {
+		n, from, err := c.ReadFromUDPAddrPort(b)
+		if err != nil {
+			return
+		}
+		c.WriteToUDPAddrPort(b[:n], from)
+	}
 }

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"fmt"
 	"io"
 	"math/rand/v2"
 	"net"
@@ -34,18 +35,23 @@ func TestTCPCloseUnreadResets(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer ln.Close()
-	dialB := func() net.Conn {
+	// pair connects a kernel client on host A to the app's listener: the
+	// client's end and the app's.
+	pair := func(t *testing.T) (k, s net.Conn) {
 		t.Helper()
-		var c net.Conn
 		if err := rig.A.Do(func() error {
 			var err error
-			c, err = net.DialTimeout("tcp", netip.AddrPortFrom(rig.B.IPv4, 7300).String(), 3*time.Second)
+			k, err = net.DialTimeout("tcp", netip.AddrPortFrom(rig.B.IPv4, 7300).String(), 3*time.Second)
 			return err
 		}); err != nil {
 			t.Fatal(err)
 		}
-		t.Cleanup(func() { c.Close() })
-		return c
+		t.Cleanup(func() { k.Close() })
+		s, err := ln.Accept()
+		if err != nil {
+			t.Fatal(err)
+		}
+		return k, s
 	}
 	// readEnd reads c until it ends and returns how.
 	readEnd := func(c net.Conn) ([]byte, error) {
@@ -60,11 +66,7 @@ func TestTCPCloseUnreadResets(t *testing.T) {
 
 	t.Run("unread", func(t *testing.T) {
 		before := aborted()
-		k := dialB()
-		s, err := ln.Accept()
-		if err != nil {
-			t.Fatal(err)
-		}
+		k, s := pair(t)
 		if _, err := k.Write(make([]byte, 64<<10)); err != nil {
 			t.Fatal(err)
 		}
@@ -85,11 +87,7 @@ func TestTCPCloseUnreadResets(t *testing.T) {
 		// The peer echoes everything, writing before it reads; the app
 		// writes and closes without reading the echo.
 		before := aborted()
-		k := dialB()
-		s, err := ln.Accept()
-		if err != nil {
-			t.Fatal(err)
-		}
+		k, s := pair(t)
 		echoed := make(chan error, 1)
 		go func() { _, err := io.Copy(k, k); echoed <- err }()
 		if _, err := s.Write(make([]byte, 4<<20)); err != nil {
@@ -112,11 +110,7 @@ func TestTCPCloseUnreadResets(t *testing.T) {
 
 	t.Run("all-read", func(t *testing.T) {
 		before := aborted()
-		k := dialB()
-		s, err := ln.Accept()
-		if err != nil {
-			t.Fatal(err)
-		}
+		k, s := pair(t)
 		data := make([]byte, 64<<10)
 		for i := range data {
 			data[i] = byte(i % 251)
@@ -159,16 +153,7 @@ func TestTCPCloseStress(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer ku.Close()
-	go func() {
-		b := make([]byte, 2000)
-		for {
-			n, from, err := ku.ReadFromUDPAddrPort(b)
-			if err != nil {
-				return
-			}
-			ku.WriteToUDPAddrPort(b[:n], from)
-		}
-	}()
+	go echoUDP(ku)
 	eng := d.Engine()
 	leaks := leakcheck.Take(t, leakcheck.Options{FDs: true, Goroutines: true, Timeout: 20 * time.Second})
 	tcpURI := "tcp://" + netip.AddrPortFrom(rig.A.IPv4, 7800).String()
@@ -180,58 +165,18 @@ func TestTCPCloseStress(t *testing.T) {
 		var wg sync.WaitGroup
 		ctx, cancel := context.WithTimeout(context.Background(), 3*time.Second)
 		for i := range 8 {
-			wg.Add(1)
-			go func() {
-				defer wg.Done()
-				uri := tcpURI
-				if i%2 == 1 {
-					uri = udpURI
-				}
-				for ctx.Err() == nil {
-					c, err := cli.Dial(ctx, uri)
-					if err != nil {
-						return
-					}
-					var rw sync.WaitGroup
-					rw.Add(2)
-					go func() {
-						defer rw.Done()
-						b := make([]byte, 5000)
-						for {
-							if _, err := c.Read(b); err != nil {
-								return
-							}
-						}
-					}()
-					go func() {
-						defer rw.Done()
-						b := make([]byte, 1400)
-						for {
-							if _, err := c.Write(b); err != nil {
-								return
-							}
-						}
-					}()
-					time.Sleep(time.Duration(rand.IntN(5000)) * time.Microsecond)
-					if cw, ok := c.(interface{ CloseWrite() error }); ok && rand.IntN(2) == 0 {
-						cw.CloseWrite()
-						time.Sleep(time.Millisecond)
-					}
-					c.Close()
-					rw.Wait()
-				}
-			}()
+			uri := tcpURI
+			if i%2 == 1 {
+				uri = udpURI
+			}
+			wg.Go(func() {
+				churn(ctx, func(ctx context.Context) (net.Conn, error) { return cli.Dial(ctx, uri) }, 5*time.Millisecond, true)
+			})
 		}
 		time.Sleep(time.Duration(50+rand.IntN(300)) * time.Millisecond)
 		cli.Close()
 		cancel()
-		returned := make(chan struct{})
-		go func() { wg.Wait(); close(returned) }()
-		select {
-		case <-returned:
-		case <-time.After(10 * time.Second):
-			t.Fatalf("round %d: calls still blocked 10 s after the app's close", round)
-		}
+		waitReturned(t, &wg, fmt.Sprintf("round %d", round))
 	}
 	waitFor(t, "every session and connection to end", 5*time.Second, func() bool {
 		return len(d.layer.Sessions()) == 0 && eng.TCPStats().Conns == 0

@@ -1,6 +1,7 @@
 package daemon
 
 import (
+	"fmt"
 	"math/rand/v2"
 	"net"
 	"net/netip"
@@ -91,14 +92,7 @@ func TestUDPListenerCloseStress(t *testing.T) {
 		}()
 		go func() {
 			defer wg.Done()
-			b := make([]byte, 2000)
-			for {
-				n, from, err := pc.ReadFromUDPAddrPort(b)
-				if err != nil {
-					return
-				}
-				pc.WriteToUDPAddrPort(b[:n], from)
-			}
+			echoUDP(pc)
 		}()
 		if rand.IntN(2) == 0 {
 			time.Sleep(time.Duration(rand.IntN(200)) * time.Millisecond)
@@ -106,13 +100,7 @@ func TestUDPListenerCloseStress(t *testing.T) {
 		}
 		time.Sleep(time.Duration(50+rand.IntN(200)) * time.Millisecond)
 		a.Close()
-		done := make(chan struct{})
-		go func() { wg.Wait(); close(done) }()
-		select {
-		case <-done:
-		case <-time.After(10 * time.Second):
-			t.Fatalf("round %d: calls blocked", round)
-		}
+		waitReturned(t, &wg, fmt.Sprintf("round %d", round))
 	}
 	waitFor(t, "the sessions to end", 5*time.Second, func() bool { return len(d.layer.Sessions()) == 0 })
 	stopClients()
