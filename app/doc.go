@@ -15,8 +15,10 @@
 // written, then FIN, as close(2) lets the kernel do; and as there, data the
 // app left unread, or that the peer sends after the Close, resets the
 // connection instead (CloseWrite first, then read to io.EOF, for a close
-// that loses nothing). A session the peer reset keeps its fifos in the
-// app's memory until it is closed.
+// that loses nothing). A cut-through TCP session closed with data unread
+// likewise ends in ECONNRESET for the peer, once it read what was queued.
+// A session the peer reset keeps its fifos in the app's memory until it
+// is closed.
 //
 // # Data
 //

@@ -187,3 +187,39 @@ func TestTCPCloseStress(t *testing.T) {
 	st := eng.TCPStats()
 	t.Logf("%d rounds; tcp: %d aborted on close, %d resets sent, %d received", round, st.AbortedOnClose, st.ResetsSent, st.ResetsRecv)
 }
+
+// TestStreamCutThroughCloseUnread: the same close(2) rule between two apps
+// of the host: a cut-through TCP session closed with data its app did not
+// read gives the peer what it had queued, then ECONNRESET; closed with
+// everything read, then EOF.
+func TestStreamCutThroughCloseUnread(t *testing.T) {
+	_, cli, ln := streamCutThroughApps(t)
+	for _, unread := range []bool{true, false} {
+		c, sc := ctStream(t, cli, ln)
+		if _, err := sc.Write([]byte("to the client")); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := c.Write([]byte("to the server")); err != nil {
+			t.Fatal(err)
+		}
+		if !unread {
+			c.SetReadDeadline(time.Now().Add(3 * time.Second))
+			if _, err := io.ReadFull(c, make([]byte, len("to the client"))); err != nil {
+				t.Fatal(err)
+			}
+		}
+		c.Close()
+		sc.SetReadDeadline(time.Now().Add(3 * time.Second))
+		got, err := io.ReadAll(sc)
+		if string(got) != "to the server" {
+			t.Errorf("unread %v: the server read %q before the end", unread, got)
+		}
+		if want := syscall.ECONNRESET; unread && !errors.Is(err, want) {
+			t.Errorf("the client closed with data unread: the server's read ended with %v, want %v", err, want)
+		}
+		if !unread && err != nil {
+			t.Errorf("the client closed with everything read: the server's read ended with %v, want EOF", err)
+		}
+		sc.Close()
+	}
+}

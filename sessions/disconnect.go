@@ -72,7 +72,15 @@ func (l *Layer) closeSessionLocked(s *session, byApp bool) {
 			delete(l.sess, p.h)
 			delete(p.app.sess, p.h)
 			l.freeHandleLocked(p.h)
-			l.notifyLocked(p.app, Event{Kind: EventDisconnected, Handle: p.h, CutThrough: true})
+			// A stream's end closed with data its app left unread resets
+			// the peer's end, as close(2) of a TCP socket with unread data
+			// does (the peer reads what was queued, then ECONNRESET);
+			// otherwise the peer reads what was queued, then EOF.
+			kind := EventDisconnected
+			if s.tuple.Proto == TransportTCP && s.pair.Rx != nil && s.pair.Rx.Queued() {
+				kind = EventReset
+			}
+			l.notifyLocked(p.app, Event{Kind: kind, Handle: p.h, CutThrough: true})
 			l.ct--
 			if s.opener {
 				s.app.ct--
