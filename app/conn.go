@@ -399,7 +399,7 @@ func (c *Conn) Write(b []byte) (int, error) {
 	asked := false
 	defer func() {
 		if asked {
-			c.wr.doneWaiting(e, c.done)
+			c.wr.doneWaiting(e)
 		}
 	}()
 	if c.wrClosed.Load() {

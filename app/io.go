@@ -132,7 +132,7 @@ func writeDgram(a *App, w *half, done <-chan struct{}, e *end, hdr *fifo.DgramHe
 	asked := false
 	defer func() {
 		if asked {
-			w.doneWaiting(e, done)
+			w.doneWaiting(e)
 		}
 	}()
 	for {
@@ -177,12 +177,11 @@ func writeDgram(a *App, w *half, done <-chan struct{}, e *end, hdr *fifo.DgramHe
 
 // doneWaiting ends a writer's wait for room in e's tx fifo: the last
 // writer waiting turns the consumer's dequeue notifications off. w.mu is
-// held. A writer woken by Close (done closed) or by the end's release
-// (a cut-through peer reaped) leaves the fifo alone: Close may have
-// unmapped it while the writer slept without w.mu.
-func (w *half) doneWaiting(e *end, done <-chan struct{}) {
+// held. A writer woken after its owner released e (Close, a cut-through
+// peer reaped) leaves the fifo alone: it may be unmapped.
+func (w *half) doneWaiting(e *end) {
 	w.waiting--
-	if w.waiting == 0 && !e.closed && !isClosed(done) {
+	if w.waiting == 0 && !e.closed {
 		e.tx.WantDeqNotify(0)
 	}
 }

@@ -566,6 +566,9 @@ func (p *PacketConn) Close() error {
 		for _, e := range peers {
 			p.a.closeEnd(e)
 		}
+		if p.wire != nil {
+			p.a.closeEnd(p.wire) // its fifos go with the App's memory
+		}
 		p.peers = map[flow.Handle]*end{}
 		p.rebuildLocked()
 		p.mu.Unlock()

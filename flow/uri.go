@@ -28,7 +28,8 @@ var lastURI atomic.Pointer[uriCache]
 // The scheme is tcp, udp or sctp (case-insensitive); sctp parses, but bind
 // and connect refuse it with ErrNotSupported. A wildcard address is one
 // family's: 0.0.0.0 every IPv4 address, :: every IPv6 one (as a kernel
-// socket with IPV6_V6ONLY set); there is no address that means both. The port is decimal, 0-65535.
+// socket with IPV6_V6ONLY set); there is no address that means both. The
+// port is decimal, 0-65535.
 // Errors wrap ErrInvalidURI and say which part was wrong. The endpoint's
 // IfIndex and FIB are left zero; bind and connect fill them from the app's
 // namespace. ParseURI is safe for concurrent use.

@@ -472,13 +472,10 @@ func (c *Conn) runLocked() {
 	}
 	closing := c.closeReq.Load()
 	if closing && c.unread() {
-		// The app closed the connection (Close, not CloseWrite): data it
-		// left unread in the rx fifo, or that the peer sent after (which
-		// the pump moved there), resets it, as close(2) does on Linux
-		// (RFC 2525 2.17, RFC 1122 4.2.2.13), rather than a FIN, or an
-		// rx fifo nobody reads filling while the tx fifo drains or waits
-		// on the peer's window (a peer that writes before it reads would
-		// wait for CloseTimeout).
+		// Data left unread, or sent by the peer after (the pump moved it
+		// to the rx fifo), resets a closed connection (Close; RFC 2525
+		// 2.17, RFC 1122 4.2.2.13) instead of filling an rx fifo nobody
+		// reads while a peer that writes before it reads waits.
 		c.s.abortedOnClose.Add(1)
 		c.reset(syscall.ECONNABORTED)
 		return
