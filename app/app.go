@@ -756,8 +756,8 @@ func (a *App) addAcceptor(h flow.Handle, ep flow.Endpoint, acc acceptor) {
 	}
 }
 
-// delAcceptor forgets the listener h bound on ep.
-func (a *App) delAcceptor(h flow.Handle, ep flow.Endpoint, acc acceptor) {
+// delAcceptor forgets acc under every handle it was registered for.
+func (a *App) delAcceptor(acc acceptor) {
 	a.mu.Lock()
 	defer a.mu.Unlock()
 	for k, v := range a.acceptors {

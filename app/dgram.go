@@ -40,9 +40,9 @@ func checkDgramSize(n int, remote netip.AddrPort) error {
 }
 
 // checkDest checks a WriteTo's destination as a kernel UDP socket bound to
-// the listener's address would: an address and a port (EINVAL), of the
+// ep would: an address and a port (EINVAL), of the
 // listener's family (EAFNOSUPPORT), and the datagram's size (EMSGSIZE).
-func (p *PacketConn) checkDest(remote netip.AddrPort, n int) error {
+func checkDest(ep flow.Endpoint, remote netip.AddrPort, n int) error {
 	a := remote.Addr().Unmap()
 	if !a.IsValid() || a.IsUnspecified() {
 		return errNoAddress
@@ -54,8 +54,8 @@ func (p *PacketConn) checkDest(remote netip.AddrPort, n int) error {
 	if a.Is6() {
 		fam = flow.Family6
 	}
-	if want := p.ep.Family(); fam != want {
-		return &Error{Msg: fmt.Sprintf("app: destination %v is not of the listener's family (%v)", remote, p.ep.Addr),
+	if want := ep.Family(); fam != want {
+		return &Error{Msg: fmt.Sprintf("app: destination %v is not of the listener's family (%v)", remote, ep.Addr),
 			Err: syscall.EAFNOSUPPORT}
 	}
 	return checkDgramSize(n, netip.AddrPortFrom(a, remote.Port()))
@@ -89,7 +89,7 @@ func (p *PacketConn) SetDontFragment(on bool) error {
 // peerError records an asynchronous error of the listener and wakes its
 // calls.
 func (p *PacketConn) peerError(h flow.Handle, errno syscall.Errno) {
-	if h != p.h {
+	if !p.boundAs(h) {
 		return
 	}
 	if errno == syscall.EMSGSIZE {

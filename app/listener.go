@@ -5,7 +5,9 @@ import (
 	"errors"
 	"net"
 	"net/netip"
+	"strings"
 	"sync"
+	"syscall"
 
 	"github.com/xsessiond/xsessiond/api"
 	"github.com/xsessiond/xsessiond/flow"
@@ -22,10 +24,9 @@ const maxAcceptQueue = 1 << 16
 // sessions from other apps of the host (and, for transports the datapath
 // accepts, sessions from the wire). It implements net.Listener.
 type Listener struct {
-	a    *App
-	h    flow.Handle
-	ep   flow.Endpoint
-	addr net.Addr
+	a     *App
+	binds []bound // one per family: two for a listener of both families
+	addr  net.Addr
 
 	mu      sync.Mutex // guards closing and queue
 	closing bool
@@ -36,30 +37,99 @@ type Listener struct {
 }
 
 // Listen binds uri (udp://ADDR:PORT or tcp://ADDR:PORT) and returns a
-// net.Listener, which is a *Listener.
+// net.Listener, which is a *Listener. A URI with no address
+// (tcp://:PORT) listens on both families, as net.Listen("tcp", ":PORT")
+// does: it binds 0.0.0.0 and [::] on one port, and its Addr is [::]:PORT.
 func (a *App) Listen(uri string) (net.Listener, error) {
-	ep, err := flow.ParseURI(uri)
-	if err != nil {
-		return nil, opError("listen", uri, err)
+	uris, both := bothFamilies(uri)
+	eps := make([]flow.Endpoint, len(uris))
+	for i, u := range uris {
+		ep, err := flow.ParseURI(u)
+		if err != nil {
+			return nil, opError("listen", uri, err)
+		}
+		eps[i] = ep
 	}
 	if err := a.enter(); err != nil {
 		return nil, opError("listen", uri, err)
 	}
 	defer a.leave()
-	r, err := a.bind(uri)
+	binds, err := a.bindAll(uris, eps)
 	if err != nil {
 		return nil, err
 	}
-	if ep.Port == 0 {
-		ep.Port = r.Local.Port // the port the daemon picked
+	addr := endpointAddr(binds[0].ep)
+	if both {
+		addr = endpointAddr(binds[1].ep) // [::]:PORT, as Go names a listener of both families
 	}
-	l := &Listener{a: a, h: r.Handle, ep: ep, addr: endpointAddr(ep), ready: make(chan struct{}, 1), done: make(chan struct{})}
-	a.addAcceptor(r.Handle, ep, l)
+	l := &Listener{a: a, binds: binds, addr: addr, ready: make(chan struct{}, 1), done: make(chan struct{})}
+	for _, b := range binds {
+		a.addAcceptor(b.h, b.ep, l)
+	}
 	if !a.track(l) {
 		l.Close()
 		return nil, opError("listen", uri, closedError("app closed"))
 	}
 	return l, nil
+}
+
+// bound is one bind of a listener: its handle and endpoint (the port the
+// daemon picked filled in), and the daemon's reply.
+type bound struct {
+	h  flow.Handle
+	ep flow.Endpoint
+	r  *api.BindReply
+}
+
+// bothFamilies returns the URIs a listen URI binds: the URI itself, or,
+// for one with no address (tcp://:PORT, udp://:PORT), the IPv4 and the
+// IPv6 wildcard on that port; both reports the latter.
+func bothFamilies(uri string) (uris []string, both bool) {
+	scheme, rest, ok := strings.Cut(uri, "://")
+	if !ok || len(rest) < 2 || rest[0] != ':' {
+		return []string{uri}, false
+	}
+	return []string{scheme + "://0.0.0.0" + rest, scheme + "://[::]" + rest}, true
+}
+
+// bindAttempts is how many times a listener of both families with port 0
+// tries a new port when the one its IPv4 bind got is taken in IPv6.
+const bindAttempts = 8
+
+// bindAll binds uris (parsed as eps) and returns them bound; when one
+// fails, those bound before it are unbound. With more than one URI and
+// port 0, every bind after the first takes the port the first got, and a
+// port taken in a later family is given up for a new one. Errors are
+// opError's for "listen".
+func (a *App) bindAll(uris []string, eps []flow.Endpoint) ([]bound, error) {
+	for attempt := 1; ; attempt++ {
+		binds := make([]bound, 0, len(uris))
+		var err error
+		for i, u := range uris {
+			ep := eps[i]
+			if i > 0 && ep.Port == 0 {
+				ep.Port = binds[0].ep.Port
+				u = ep.Transport.String() + "://" + netip.AddrPortFrom(ep.Addr, ep.Port).String()
+			}
+			var r *api.BindReply
+			if r, err = a.bind(u); err != nil {
+				break
+			}
+			if ep.Port == 0 {
+				ep.Port = r.Local.Port // the port the daemon picked
+			}
+			binds = append(binds, bound{h: r.Handle, ep: ep, r: r})
+		}
+		if err == nil {
+			return binds, nil
+		}
+		for _, b := range binds {
+			a.unbind(b.h)
+		}
+		if len(binds) == 0 || eps[0].Port != 0 || attempt == bindAttempts || !errors.Is(err, syscall.EADDRINUSE) {
+			return nil, err
+		}
+	}
 }
 
 // bind binds uri for Listen and ListenPacket and returns the daemon's
@@ -172,8 +242,19 @@ func (l *Listener) Accept() (net.Conn, error) {
 // Addr returns the bound address.
 func (l *Listener) Addr() net.Addr { return l.addr }
 
-// Handle returns the listener's handle.
-func (l *Listener) Handle() flow.Handle { return l.h }
+// Handle returns the listener's handle; for a listener of both families,
+// its IPv4 bind's (Handles has both).
+func (l *Listener) Handle() flow.Handle { return l.binds[0].h }
+
+// Handles returns the handles of the listener's binds: one, or for a
+// listener of both families, its IPv4 bind's and its IPv6 bind's.
+func (l *Listener) Handles() []flow.Handle {
+	hs := make([]flow.Handle, len(l.binds))
+	for i, b := range l.binds {
+		hs[i] = b.h
+	}
+	return hs
+}
 
 // Close unbinds; sessions already accepted stay open, those not accepted
 // yet are closed.
@@ -187,9 +268,11 @@ func (l *Listener) Close() error {
 		l.mu.Unlock()
 		close(l.done)
 		l.a.untrack(l)
-		l.a.delAcceptor(l.h, l.ep, l)
+		l.a.delAcceptor(l)
 		if l.a.stopped() == nil {
-			err = l.a.unbind(l.h)
+			for _, b := range l.binds {
+				err = errors.Join(err, l.a.unbind(b.h))
+			}
 		}
 		for _, c := range waiting {
 			c.Close()

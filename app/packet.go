@@ -3,6 +3,7 @@ package app
 import (
 	"context"
 	"encoding/binary"
+	"errors"
 	"fmt"
 	"net"
 	"net/netip"
@@ -23,11 +24,8 @@ import (
 // Lock order: rd.mu, wr.mu, mu.
 type PacketConn struct {
 	a     *App
-	h     flow.Handle
-	local netip.AddrPort
+	binds []wireBind // one per family: two for a listener of both families
 	laddr net.Addr
-	wire  *end // the datapath's fifo pair; nil without a datapath
-	ep    flow.Endpoint
 
 	rd, wr half
 	done   chan struct{}
@@ -50,6 +48,14 @@ type PacketConn struct {
 	heldN int              // bytes to release from held
 }
 
+// wireBind is one bind of a PacketConn.
+type wireBind struct {
+	h     flow.Handle
+	ep    flow.Endpoint
+	local netip.AddrPort // the source of what it sends
+	wire  *end           // the datapath's fifo pair; nil without a datapath
+}
+
 // Message is one datagram returned by ReadBatch. Payload (and More, for a
 // datagram that wraps around the end of the fifo) point into shared
 // memory: they are valid until the next ReadBatch, Release or Close, and
@@ -66,7 +72,11 @@ type Message struct {
 func (m *Message) Len() int { return len(m.Payload) + len(m.More) }
 
 // ListenPacket binds a UDP listener (udp://ADDR:PORT) and returns it as a
-// net.PacketConn, which is a *PacketConn.
+// net.PacketConn, which is a *PacketConn. A URI with no address
+// (udp://:PORT) listens on both families, as net.ListenPacket("udp",
+// ":PORT") does: it binds 0.0.0.0 and [::] on one port, LocalAddr is
+// [::]:PORT, and WriteTo sends each datagram from the bind of its
+// destination's family.
 func (a *App) ListenPacket(uri string) (net.PacketConn, error) {
 	p, err := a.ListenPacketConn(uri)
 	if err != nil {
@@ -77,48 +87,92 @@ func (a *App) ListenPacket(uri string) (net.PacketConn, error) {
 
 // ListenPacketConn is ListenPacket returning the *PacketConn.
 func (a *App) ListenPacketConn(uri string) (*PacketConn, error) {
-	ep, err := flow.ParseURI(uri)
-	if err != nil {
-		return nil, opError("listen", uri, err)
-	}
-	if ep.Transport != flow.TransportUDP {
-		return nil, opError("listen", uri, fmt.Errorf("ListenPacket takes udp:// URIs: %w", flow.ErrNotSupported))
+	uris, both := bothFamilies(uri)
+	eps := make([]flow.Endpoint, len(uris))
+	for i, u := range uris {
+		ep, err := flow.ParseURI(u)
+		if err != nil {
+			return nil, opError("listen", uri, err)
+		}
+		if ep.Transport != flow.TransportUDP {
+			return nil, opError("listen", uri, fmt.Errorf("ListenPacket takes udp:// URIs: %w", flow.ErrNotSupported))
+		}
+		eps[i] = ep
 	}
 	if err := a.enter(); err != nil {
 		return nil, opError("listen", uri, err)
 	}
 	defer a.leave()
-	r, err := a.bind(uri)
+	bs, err := a.bindAll(uris, eps)
 	if err != nil {
 		return nil, err
 	}
-	p := &PacketConn{
-		a: a, h: r.Handle, local: addrPortOf(r.Local), laddr: endpointAddr(r.Local),
-		rd: newHalf(), wr: newHalf(), done: make(chan struct{}), peers: map[flow.Handle]*end{},
-	}
-	if p.local.Port() == 0 {
-		p.local = netip.AddrPortFrom(p.local.Addr(), ep.Port)
-		p.laddr = net.UDPAddrFromAddrPort(netip.AddrPortFrom(ep.Addr, ep.Port))
-	}
-	if r.Rx.Size > 0 {
-		rx, tx, ok, err := a.segFifos(r.Rx, r.Tx)
-		if err == nil && !ok {
-			err = fmt.Errorf("%w: the listener's fifos are in a segment this app does not have", ErrProtocol)
+	p := &PacketConn{a: a, rd: newHalf(), wr: newHalf(), done: make(chan struct{}), peers: map[flow.Handle]*end{}}
+	for _, b := range bs {
+		r := b.r
+		wb := wireBind{h: b.h, ep: b.ep, local: addrPortOf(r.Local)}
+		if wb.local.Port() == 0 {
+			wb.local = netip.AddrPortFrom(wb.local.Addr(), b.ep.Port)
 		}
-		if err != nil {
-			a.unbind(r.Handle)
-			return nil, opError("listen", uri, err)
+		if r.Rx.Size > 0 {
+			rx, tx, ok, err := a.segFifos(r.Rx, r.Tx)
+			if err == nil && !ok {
+				err = fmt.Errorf("%w: the listener's fifos are in a segment this app does not have", ErrProtocol)
+			}
+			if err != nil {
+				for _, b := range bs {
+					a.unbind(b.h)
+				}
+				return nil, opError("listen", uri, err)
+			}
+			wb.wire = &end{h: r.Handle, rx: rx, tx: tx, signalFD: a.kick(r.Worker), sleeping: a.sleepFlag(r.Worker), datapath: true, dgram: true}
 		}
-		p.wire = &end{h: r.Handle, rx: rx, tx: tx, signalFD: a.kick(r.Worker), sleeping: a.sleepFlag(r.Worker), datapath: true, dgram: true}
+		p.binds = append(p.binds, wb)
 	}
-	p.ep = ep
+	p.laddr = endpointAddr(bs[0].r.Local)
+	if bs[0].r.Local.Port == 0 || both {
+		last := bs[len(bs)-1].ep
+		p.laddr = net.UDPAddrFromAddrPort(netip.AddrPortFrom(last.Addr, last.Port))
+	}
 	p.rebuildLocked()
-	a.addAcceptor(r.Handle, ep, p)
+	for _, b := range p.binds {
+		a.addAcceptor(b.h, b.ep, p)
+	}
 	if !a.track(p) {
 		p.Close()
 		return nil, opError("listen", uri, closedError("app closed"))
 	}
 	return p, nil
+}
+
+// wireFor returns the bind that sends to remote: the one of its family
+// when the listener has both.
+func (p *PacketConn) wireFor(remote netip.AddrPort) *wireBind {
+	if len(p.binds) > 1 && !remote.Addr().Unmap().Is4() {
+		return &p.binds[1]
+	}
+	return &p.binds[0]
+}
+
+// boundAs reports whether h is one of the listener's binds.
+func (p *PacketConn) boundAs(h flow.Handle) bool {
+	for _, b := range p.binds {
+		if b.h == h {
+			return true
+		}
+	}
+	return false
+}
+
+// wireOf returns the bind whose datapath end e is, nil for a cut-through
+// peer's end.
+func (p *PacketConn) wireOf(e *end) *wireBind {
+	for i := range p.binds {
+		if p.binds[i].wire == e {
+			return &p.binds[i]
+		}
+	}
+	return nil
 }
 
 func (a *App) unbind(h flow.Handle) error {
@@ -132,9 +186,11 @@ func (a *App) unbind(h flow.Handle) error {
 // rebuildLocked republishes the readers' list of ends. p.mu is held (or p
 // is not shared yet).
 func (p *PacketConn) rebuildLocked() {
-	ends := make([]*end, 0, 1+len(p.peers))
-	if p.wire != nil {
-		ends = append(ends, p.wire)
+	ends := make([]*end, 0, len(p.binds)+len(p.peers))
+	for _, b := range p.binds {
+		if b.wire != nil {
+			ends = append(ends, b.wire)
+		}
 	}
 	for _, e := range p.peers {
 		ends = append(ends, e)
@@ -176,8 +232,19 @@ func (p *PacketConn) peerClosed(h flow.Handle) {
 // LocalAddr returns the address the listener is bound to.
 func (p *PacketConn) LocalAddr() net.Addr { return p.laddr }
 
-// Handle returns the listener's handle.
-func (p *PacketConn) Handle() flow.Handle { return p.h }
+// Handle returns the listener's handle; for a listener of both families,
+// its IPv4 bind's (Handles has both).
+func (p *PacketConn) Handle() flow.Handle { return p.binds[0].h }
+
+// Handles returns the handles of the listener's binds: one, or for a
+// listener of both families, its IPv4 bind's and its IPv6 bind's.
+func (p *PacketConn) Handles() []flow.Handle {
+	hs := make([]flow.Handle, len(p.binds))
+	for i, b := range p.binds {
+		hs[i] = b.h
+	}
+	return hs
+}
 
 // SetDeadline sets the read and write deadlines.
 func (p *PacketConn) SetDeadline(t time.Time) error {
@@ -197,7 +264,7 @@ func (p *PacketConn) SetWriteDeadline(t time.Time) error { p.wr.dl.set(t); retur
 func (p *PacketConn) pickLocked() *end {
 	if p.reap.Swap(false) {
 		for _, e := range *p.ends.Load() {
-			if e != p.wire && e.gone.Load() {
+			if !e.datapath && e.gone.Load() {
 				if e.readable() {
 					p.reap.Store(true) // drop it once drained
 					continue
@@ -298,7 +365,7 @@ func (p *PacketConn) ReadFrom(b []byte) (int, net.Addr, error) {
 	if err != nil {
 		return 0, nil, err
 	}
-	if e == p.wire {
+	if e.datapath {
 		return n, net.UDPAddrFromAddrPort(fromHeader(&p.hdr)), nil
 	}
 	return n, &CutThroughAddr{Session: e.h}, nil
@@ -311,7 +378,7 @@ func (p *PacketConn) ReadFrom(b []byte) (int, net.Addr, error) {
 // cut-through peers answers them with ReadFrom and WriteTo, or ReadBatch.
 func (p *PacketConn) ReadFromUDPAddrPort(b []byte) (int, netip.AddrPort, error) {
 	n, e, err := p.read(b)
-	if err != nil || e != p.wire {
+	if err != nil || !e.datapath {
 		return n, netip.AddrPort{}, err
 	}
 	return n, fromHeader(&p.hdr), nil
@@ -373,7 +440,7 @@ func (p *PacketConn) ReadBatch(msgs []Message) (int, error) {
 			}
 			continue
 		}
-		n, used, err := peekBatch(e, msgs, e == p.wire)
+		n, used, err := peekBatch(e, msgs, e.datapath)
 		if err != nil {
 			return 0, netError("read", p.laddr, nil, err)
 		}
@@ -472,7 +539,7 @@ func (p *PacketConn) WriteTo(b []byte, addr net.Addr) (int, error) {
 		}
 		return p.write(b, e, netip.AddrPort{}, addr)
 	case *net.UDPAddr:
-		return p.write(b, p.wire, x.AddrPort(), addr)
+		return p.write(b, p.wireFor(x.AddrPort()).wire, x.AddrPort(), addr)
 	}
 	return 0, netError("write", p.laddr, addr, fmt.Errorf("address %v (%T): %w", addr, addr, flow.ErrInvalidValue))
 }
@@ -482,7 +549,7 @@ func (p *PacketConn) WriteTo(b []byte, addr net.Addr) (int, error) {
 // AddrPort (a cut-through peer's, from ReadFromUDPAddrPort) is refused,
 // as WriteTo refuses an invalid address.
 func (p *PacketConn) WriteToUDPAddrPort(b []byte, addr netip.AddrPort) (int, error) {
-	return p.write(b, p.wire, addr, nil)
+	return p.write(b, p.wireFor(addr).wire, addr, nil)
 }
 
 // write sends b on e: to remote on the wire end, or on a cut-through
@@ -498,19 +565,22 @@ func (p *PacketConn) write(b []byte, e *end, remote netip.AddrPort, addr net.Add
 	if e == nil {
 		return fail(ErrNoDatapath)
 	}
-	if e == p.wire {
-		if err := p.checkDest(remote, len(b)); err != nil {
+	local := p.binds[0].local
+	if e.datapath {
+		wb := p.wireOf(e)
+		local = wb.local
+		if err := checkDest(wb.ep, remote, len(b)); err != nil {
 			return fail(err)
 		}
 		if p.df.Load() {
-			if err := p.a.checkPath(&p.pmtu, p.h, remote.Addr(), len(b), &p.wr, p.done); err != nil {
+			if err := p.a.checkPath(&p.pmtu, wb.h, remote.Addr(), len(b), &p.wr, p.done); err != nil {
 				return fail(err)
 			}
 		}
 	}
 	p.wr.mu.Lock()
 	defer p.wr.mu.Unlock()
-	if e != p.wire {
+	if !e.datapath {
 		p.mu.Lock()
 		alive := p.peers[e.h] == e
 		p.mu.Unlock()
@@ -522,8 +592,8 @@ func (p *PacketConn) write(b []byte, e *end, remote netip.AddrPort, addr net.Add
 		return fail(err)
 	}
 	var hdr fifo.DgramHeader
-	toHeader(&hdr, p.local, remote)
-	if e == p.wire && p.df.Load() {
+	toHeader(&hdr, local, remote)
+	if e.datapath && p.df.Load() {
 		hdr.Flags = fifo.DgramFlagDontFragment
 	}
 	if err := writeDgram(p.a, &p.wr, p.done, e, &hdr, b); err != nil {
@@ -538,7 +608,7 @@ func (p *PacketConn) Close() error {
 	p.once.Do(func() {
 		close(p.done)
 		p.a.untrack(p)
-		p.a.delAcceptor(p.h, p.ep, p)
+		p.a.delAcceptor(p)
 		p.mu.Lock()
 		p.closing = true
 		peers := make([]*end, 0, len(p.peers))
@@ -550,7 +620,9 @@ func (p *PacketConn) Close() error {
 		p.wr.mu.Lock()
 		p.held = nil
 		if p.a.stopped() == nil {
-			err = p.a.unbind(p.h)
+			for _, b := range p.binds {
+				err = errors.Join(err, p.a.unbind(b.h))
+			}
 			for _, e := range peers {
 				if !e.gone.Load() {
 					p.a.disconnect(e.h)
@@ -566,8 +638,10 @@ func (p *PacketConn) Close() error {
 		for _, e := range peers {
 			p.a.closeEnd(e)
 		}
-		if p.wire != nil {
-			p.a.closeEnd(p.wire) // its fifos go with the App's memory
+		for _, b := range p.binds {
+			if b.wire != nil {
+				p.a.closeEnd(b.wire) // its fifos go with the App's memory
+			}
 		}
 		p.peers = map[flow.Handle]*end{}
 		p.rebuildLocked()

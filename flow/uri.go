@@ -28,8 +28,9 @@ var lastURI atomic.Pointer[uriCache]
 // The scheme is tcp, udp or sctp (case-insensitive); sctp parses, but bind
 // and connect refuse it with ErrNotSupported. A wildcard address is one
 // family's: 0.0.0.0 every IPv4 address, :: every IPv6 one (as a kernel
-// socket with IPV6_V6ONLY set); there is no address that means both. The
-// port is decimal, 0-65535.
+// socket with IPV6_V6ONLY set); there is no address that means both (the
+// app library's Listen and ListenPacket take tcp://:PORT as a bind of
+// each). The port is decimal, 0-65535.
 // Errors wrap ErrInvalidURI and say which part was wrong. The endpoint's
 // IfIndex and FIB are left zero; bind and connect fill them from the app's
 // namespace. ParseURI is safe for concurrent use.
@@ -103,7 +104,7 @@ func parseURI(uri string) (Endpoint, error) {
 			return Endpoint{}, uriError(uri, "missing port")
 		}
 		if host == "" {
-			return Endpoint{}, uriError(uri, "no address (0.0.0.0 is every IPv4 address of the namespace, [::] every IPv6 one)")
+			return Endpoint{}, uriError(uri, "no address (0.0.0.0 is every IPv4 address of the namespace, [::] every IPv6 one; a listen with none binds both)")
 		}
 		a, err := netip.ParseAddr(host)
 		if err != nil || a.Zone() != "" {
