@@ -92,16 +92,22 @@ func bothFamilies(uri string) (uris []string, both bool) {
 	return []string{scheme + "://0.0.0.0" + rest, scheme + "://[::]" + rest}, true
 }
 
-// bindAttempts is how many times a listener of both families with port 0
-// tries a new port when the one its IPv4 bind got is taken in IPv6.
+// bindAttempts is how many ports a listener of both families with port 0
+// tries when the port its IPv4 bind got is taken in IPv6.
 const bindAttempts = 8
 
 // bindAll binds uris (parsed as eps) and returns them bound; when one
 // fails, those bound before it are unbound. With more than one URI and
-// port 0, every bind after the first takes the port the first got, and a
-// port taken in a later family is given up for a new one. Errors are
-// opError's for "listen".
+// port 0, every bind after the first takes the port the first got; a port
+// taken in a later family is held until the call returns, so that the
+// next try gets another. Errors are opError's for "listen".
 func (a *App) bindAll(uris []string, eps []flow.Endpoint) ([]bound, error) {
+	var held []bound
+	defer func() {
+		for _, b := range held {
+			a.unbind(b.h)
+		}
+	}()
 	for attempt := 1; ; attempt++ {
 		binds := make([]bound, 0, len(uris))
 		var err error
@@ -123,10 +129,15 @@ func (a *App) bindAll(uris []string, eps []flow.Endpoint) ([]bound, error) {
 		if err == nil {
 			return binds, nil
 		}
+		if len(binds) > 0 && eps[0].Port == 0 && attempt < bindAttempts && errors.Is(err, syscall.EADDRINUSE) {
+			held = append(held, binds[0])
+			binds = binds[1:]
+			err = nil
+		}
 		for _, b := range binds {
 			a.unbind(b.h)
 		}
-		if len(binds) == 0 || eps[0].Port != 0 || attempt == bindAttempts || !errors.Is(err, syscall.EADDRINUSE) {
+		if err != nil {
 			return nil, err
 		}
 	}

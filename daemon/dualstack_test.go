@@ -202,3 +202,51 @@ func udpRoundTrip(k *net.UDPConn, dst netip.AddrPort, msg []byte) ([]byte, netip
 	}
 	return nil, netip.AddrPort{}, os.ErrDeadlineExceeded
 }
+
+// TestListenBothFamiliesPortTaken: with port 0, a port the IPv4 bind got
+// that is taken in IPv6 is given up for another (B's ephemeral range cut
+// to two ports, the first taken by a kernel IPv6 listener); with both
+// taken the listen fails with EADDRINUSE and leaves no port held.
+func TestListenBothFamiliesPortTaken(t *testing.T) {
+	rig, d := tcpRig(t)
+	setPortRange(t, rig.B, 40000, 40001)
+	listen6 := func(port int) net.Listener {
+		t.Helper()
+		var l net.Listener
+		if err := rig.B.Do(func() (err error) {
+			l, err = net.Listen("tcp6", fmt.Sprintf("[::]:%d", port))
+			return err
+		}); err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { l.Close() })
+		return l
+	}
+	a := attach(t, d, app.Options{Name: "both"})
+	listen6(40000)
+	for round := range 4 { // the kernel may pick either port first
+		ln := listenEcho(t, a, "tcp://:0")
+		if port := ln.Addr().(*net.TCPAddr).Port; port != 40001 {
+			t.Fatalf("round %d: tcp://:0 listens on %v, want port 40001 (40000 is taken in IPv6)", round, ln.Addr())
+		}
+		if round == 0 {
+			for _, dst := range []netip.Addr{rig.B.IPv4, rig.B.IPv6} {
+				if err := kernelEcho(rig, netip.AddrPortFrom(dst, 40001), []byte("both")); err != nil {
+					t.Fatalf("kernel client to %v:40001: %v", dst, err)
+				}
+			}
+		}
+		ln.Close()
+	}
+	listen6(40001)
+	if _, err := a.Listen("tcp://:0"); !errors.Is(err, syscall.EADDRINUSE) {
+		t.Fatalf("tcp://:0 with both ports taken in IPv6: %v, want EADDRINUSE", err)
+	}
+	for _, uri := range []string{"tcp://0.0.0.0:40000", "tcp://0.0.0.0:40001"} {
+		l, err := a.Listen(uri)
+		if err != nil {
+			t.Fatalf("%s after the failed listen: %v (a port left held)", uri, err)
+		}
+		l.Close()
+	}
+}

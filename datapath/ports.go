@@ -18,19 +18,34 @@ import (
 // in the namespace shows every port the daemon serves, no kernel socket
 // can bind one of them, and a port a kernel socket holds is refused
 // (EADDRINUSE). Port 0 takes the kernel's pick from its ephemeral range
-// (ip_local_port_range).
+// (ip_local_port_range). A TCP listener's port is held by a bound kernel
+// TCP socket of its own (tcp_path.go); for port 0 the kernel picks it here
+// too.
 
 var _ sessions.PortReserver = (*enginePath)(nil)
 
-// ReservePort holds e's port in the kernel (sessions.PortReserver). It
-// holds none for another transport than UDP (a TCP listener's port is held
-// by its own kernel TCP socket when the datapath opens it, tcp_path.go) or
-// for another interface's endpoint, and returns 0 then.
+// ReservePort holds e's port in the kernel (sessions.PortReserver). A TCP
+// listener's port is held by a kernel TCP socket of its own, which the
+// listen opens (tcp_path.go); for port 0 it is opened here, so that the
+// kernel picks the port, as for a kernel listener: one no kernel socket
+// holds, from its ip_local_port_range, none of its ip_local_reserved_ports.
+// It holds none for another transport or another interface's endpoint, nor
+// for a TCP listener of a given port, and returns 0 then.
 func (p *enginePath) ReservePort(ep sessions.Endpoint) (uint16, error) {
 	e := p.e
 	// An Engine not made by New (the in-memory rigs of the tests) has
 	// no namespace to reserve in.
-	if ep.Transport != flow.TransportUDP || !p.ours(ep.IfIndex) || e.ns == nil {
+	if !p.ours(ep.IfIndex) || e.ns == nil {
+		return 0, nil
+	}
+	switch ep.Transport {
+	case flow.TransportTCP:
+		if ep.Port != 0 || e.tcp == nil {
+			return 0, nil
+		}
+		return e.tcp.pickListenPort(ep)
+	case flow.TransportUDP:
+	default:
 		return 0, nil
 	}
 	a := ep.Addr.Unmap()
@@ -96,6 +111,12 @@ func (e *Engine) shareOwnPort(ep sessions.Endpoint) bool {
 func (p *enginePath) ReleasePort(ep sessions.Endpoint) {
 	e := p.e
 	k := kernelKey(ep)
+	if ep.Transport == flow.TransportTCP {
+		if e.tcp != nil {
+			e.tcp.dropListenPort(k)
+		}
+		return
+	}
 	e.mu.Lock()
 	res, ok := e.ports[k]
 	if ok {

@@ -84,6 +84,9 @@ type tcpPath struct {
 	apps  map[sessions.AppID]*tcpApp
 	users map[sessions.AppID]uint32 // the uid of each app's process (Engine.SetAppUser)
 	addrs map[netip.Addr]bool       // the addresses given to the Stack
+	// picked are the ports the kernel picked for listeners of port 0
+	// (pickListenPort), held until their listen takes them over.
+	picked map[netip.AddrPort]*tcpReservation
 
 	// Ports of active opens that ended in order, held in the kernel while
 	// gVisor may keep them in TIME-WAIT (the kernel knows nothing of it
@@ -366,7 +369,7 @@ type tcpWorker struct {
 func newTCPPath(e *Engine) (*tcpPath, error) {
 	p := &tcpPath{e: e, lis: map[flow.Handle]*tcpListener{}, conns: map[flow.Handle]*tcpSess{},
 		apps: map[sessions.AppID]*tcpApp{}, users: map[sessions.AppID]uint32{}, addrs: map[netip.Addr]bool{},
-		nsDone: map[string]*TCPNamespaceStats{}}
+		picked: map[netip.AddrPort]*tcpReservation{}, nsDone: map[string]*TCPNamespaceStats{}}
 	mtu := e.ifc.MTU
 	if mtu <= 0 {
 		mtu = 1500
@@ -474,6 +477,10 @@ func (p *tcpPath) close() error {
 	for h, l := range p.lis {
 		l.res.close()
 		delete(p.lis, h)
+	}
+	for k, res := range p.picked {
+		res.close()
+		delete(p.picked, k)
 	}
 	return err
 }
@@ -850,15 +857,19 @@ func (p *tcpPath) pickWorker() *tcpWorker {
 // listen opens a global TCP listener: the port reserved in the kernel, a
 // Stack listener whose connections become the app's sessions.
 func (p *tcpPath) listen(l sessions.Listener) error {
-	a := l.Endpoint.Addr.Unmap()
-	addr := netip.AddrPortFrom(a, l.Endpoint.Port)
-	var res *tcpReservation
-	if err := doIn(p.e.nsh, func() error {
-		var err error
-		res, err = reserveTCP(addr)
-		return err
-	}); err != nil {
-		return fmt.Errorf("listen %s: %w", l.Endpoint.URI(), err)
+	addr := kernelKey(l.Endpoint)
+	p.mu.Lock()
+	res := p.picked[addr]
+	delete(p.picked, addr)
+	p.mu.Unlock()
+	if res == nil {
+		if err := doIn(p.e.nsh, func() error {
+			var err error
+			res, err = reserveTCP(addr)
+			return err
+		}); err != nil {
+			return fmt.Errorf("listen %s: %w", l.Endpoint.URI(), err)
+		}
 	}
 	tl := &tcpListener{p: p, h: l.Handle, app: l.App, ns: l.Namespace, res: res}
 	backlog := p.e.cfg.TCP.Backlog
@@ -877,13 +888,47 @@ func (p *tcpPath) listen(l sessions.Listener) error {
 	return nil
 }
 
+// pickListenPort has the kernel pick the port of a listener of port 0
+// and holds it for the listen (enginePath.ReservePort).
+func (p *tcpPath) pickListenPort(ep sessions.Endpoint) (uint16, error) {
+	var res *tcpReservation
+	if err := doIn(p.e.nsh, func() error {
+		var err error
+		res, err = reserveTCP(kernelKey(ep))
+		return err
+	}); err != nil {
+		return 0, fmt.Errorf("reserve %s in the kernel: %w", ep.URI(), err)
+	}
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if old := p.picked[res.addr]; old != nil { // cannot happen: the kernel refuses a second bind
+		old.close()
+	}
+	p.picked[res.addr] = res
+	return res.addr.Port(), nil
+}
+
+// dropListenPort releases the port the kernel picked for a listener of
+// port 0 whose listen never took it (the bind failed after it). A
+// listener's own port is released when it closes (ListenerClosed).
+func (p *tcpPath) dropListenPort(k netip.AddrPort) {
+	p.mu.Lock()
+	res := p.picked[k]
+	delete(p.picked, k)
+	p.mu.Unlock()
+	res.close()
+}
+
 func (p *tcpPath) unlisten(l sessions.Listener) {
 	p.mu.Lock()
 	tl := p.lis[l.Handle]
 	delete(p.lis, l.Handle)
 	p.mu.Unlock()
 	if tl != nil {
+		// The gVisor listener and then the kernel's hold of the port,
+		// before the layer lets another bind take the port.
 		tl.ln.Close()
+		tl.res.close()
 	}
 }
 
@@ -941,9 +986,9 @@ func (tl *tcpListener) Accept(c *tcp.Conn) (rx, tx *fifo.Fifo, h tcp.Handler, er
 	return ss.Pair.Rx, ss.Pair.Tx, s, nil
 }
 
-// ListenerClosed releases the listener's port and keeps its counts.
+// ListenerClosed keeps the listener's counts. Its port was released by
+// unlisten, or by close.
 func (tl *tcpListener) ListenerClosed(ln *tcp.Listener) {
-	tl.res.close()
 	p := tl.p
 	p.mu.Lock()
 	p.nsDoneLocked(tl.ns).addListener(tl, ln)

@@ -128,9 +128,15 @@ func (l *Listener) Limited() uint64 { return l.limited.Load() }
 func (l *Listener) Owner() uint64 { return l.owner }
 
 // Close stops listening: handshakes not yet accepted are reset, Conns
-// already accepted go on. ListenerClosed follows on the handler.
+// already accepted go on. The port is free for another Listen when it
+// returns, as after close(2) of a kernel listener (gVisor releases a
+// listening endpoint's port as it closes it); ListenerClosed follows on the
+// handler.
 func (l *Listener) Close() {
 	l.closeReq.Store(true)
+	if l.started.Load() {
+		l.ep.Close()
+	}
 	l.pump.schedule(l)
 }
 
