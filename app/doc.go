@@ -43,10 +43,11 @@
 // SetKeepAliveConfig, unanswered) with syscall.ETIMEDOUT, after the daemon
 // reset a connection whose fifo indices were found corrupt with an error
 // that is both syscall.ECONNRESET and flow.ErrFifoCorrupt, and a refused
-// connect with flow.ErrRefused, which wraps syscall.ECONNREFUSED. A wire
-// session's LocalAddr and RemoteAddr are *net.TCPAddr (*net.UDPAddr) with
-// the addresses the peer sees the other way round: an accept on a wildcard
-// listener has the address the peer reached. A wildcard address is one
+// connect with flow.ErrRefused, which wraps syscall.ECONNREFUSED, as does
+// flow.ErrLocalConnect, a connect to a loopback address no app listens
+// on. A wire session's LocalAddr and RemoteAddr are *net.TCPAddr
+// (*net.UDPAddr) with the addresses the peer sees the other way round: an
+// accept on a wildcard listener has the address the peer reached. A wildcard address is one
 // family's, as on a kernel socket with IPV6_V6ONLY set: tcp://0.0.0.0:80
 // takes IPv4 alone and tcp://[::]:80 IPv6 alone (flow.ParseURI). Listen and
 // ListenPacket take a URI with no address, tcp://:80, as both families, as

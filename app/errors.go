@@ -7,6 +7,7 @@ import (
 	"io/fs"
 	"net"
 	"os"
+	"strings"
 	"syscall"
 
 	"github.com/xsessiond/xsessiond/api"
@@ -73,6 +74,8 @@ func opError(op, uri string, err error) error {
 		msg = fmt.Sprintf("%s: the address is not one of the namespace's", uri)
 	case errors.Is(err, flow.ErrInvalidURI):
 		msg = fmt.Sprintf("%s: not a valid URI (want udp://ADDR:PORT or tcp://ADDR:PORT)", uri)
+	case strings.HasPrefix(remoteText(err), "connect "):
+		msg = remoteText(err) // the daemon's, which names the connect and its address already
 	case errors.Is(err, flow.ErrConnect):
 		msg = fmt.Sprintf("connect %s: %s", uri, remoteText(err))
 	default:

@@ -6,11 +6,14 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"net/netip"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
 	"github.com/xsessiond/xsessiond/app"
+	"github.com/xsessiond/xsessiond/flow"
 	"github.com/xsessiond/xsessiond/nsbind/nstest"
 )
 
@@ -116,5 +119,37 @@ func TestDialName(t *testing.T) {
 	var dnsErr *net.DNSError
 	if !errors.As(err, &dnsErr) || !strings.Contains(err.Error(), "tcp://no-such-host.invalid:80") {
 		t.Fatalf("dial of a name that does not resolve: %v; want a *net.DNSError naming the URI", err)
+	}
+}
+
+// TestDialErrors: the errors of connects the datapath does not carry, as a
+// user reads them: a loopback address no app listens on is refused
+// (ECONNREFUSED, as the kernel refuses it); host B's own address names
+// itself as such; each message names the URI once.
+func TestDialErrors(t *testing.T) {
+	rig, d := tcpRig(t)
+	cli := attach(t, d, app.Options{Name: "cli"})
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	for _, uri := range []string{"tcp://127.0.0.1:9072", "udp://127.0.0.1:9072", "tcp://[::1]:9072"} {
+		_, err := cli.Dial(ctx, uri)
+		if !errors.Is(err, syscall.ECONNREFUSED) || !errors.Is(err, flow.ErrLocalConnect) {
+			t.Errorf("dial %s with nobody listening: %v; want ECONNREFUSED", uri, err)
+		}
+		if err != nil && strings.Count(err.Error(), uri) != 1 {
+			t.Errorf("dial %s: %q names the URI other than once", uri, err)
+		}
+	}
+	for _, dst := range []netip.Addr{rig.B.IPv4, rig.B.IPv6} {
+		for _, tr := range []string{"tcp", "udp"} {
+			uri := tr + "://" + netip.AddrPortFrom(dst, 22).String()
+			_, err := cli.Dial(ctx, uri)
+			if err == nil || !strings.Contains(err.Error(), dst.String()+" is an address of this host") {
+				t.Errorf("dial %s, host B's own address: %v", uri, err)
+			}
+			if err != nil && strings.Count(err.Error(), uri) != 1 {
+				t.Errorf("dial %s: %q names the URI other than once", uri, err)
+			}
+		}
 	}
 }

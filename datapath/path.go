@@ -117,6 +117,35 @@ func (p *enginePath) Unlisten(l sessions.Listener) {
 	}
 }
 
+// connectRoute returns the source address of a connect to dst, whose
+// route in the namespace must leave through the Engine's interface. Its
+// errors say where the route goes instead; the layer names the connect.
+func (e *Engine) connectRoute(dst netip.Addr) (netip.Addr, error) {
+	_, ifindex, src, err := e.ns.RouteGet(dst)
+	if err != nil {
+		return netip.Addr{}, err
+	}
+	if ifindex == e.ifc.Index {
+		return src, nil
+	}
+	name, own := fmt.Sprintf("ifindex %d", ifindex), false
+	if ifcs, err := e.ns.Interfaces(); err == nil {
+		for _, ifc := range ifcs {
+			if ifc.Index == ifindex {
+				name = ifc.Name
+			}
+			for _, p := range ifc.Addrs {
+				own = own || p.Addr() == dst
+			}
+		}
+	}
+	if own {
+		return netip.Addr{}, fmt.Errorf("%v is an address of this host (routed through %s): the datapath carries sessions to other hosts, "+
+			"and between apps cut-through; a kernel socket of this host is reached with a kernel socket: %w", dst, name, ErrOtherInterface)
+	}
+	return netip.Addr{}, fmt.Errorf("%v is routed through %s, not %s, the interface this daemon serves: %w", dst, name, e.ifc.Name, ErrOtherInterface)
+}
+
 // Open starts a connected UDP session: the local address is the route's
 // source for the destination, the local port an ephemeral one reserved by
 // binding a kernel UDP socket in the namespace. The session is claimed at
@@ -127,27 +156,24 @@ func (p *enginePath) Open(req sessions.OpenRequest) (netip.AddrPort, error) {
 	e := p.e
 	r := req.Remote
 	if !servedTransport(r.Transport) {
-		return netip.AddrPort{}, fmt.Errorf("connect %s: %s datapath not implemented: %w", r.URI(), r.Transport, flow.ErrNotSupported)
+		return netip.AddrPort{}, fmt.Errorf("%s datapath not implemented: %w", r.Transport, flow.ErrNotSupported)
 	}
 	if !p.ours(r.IfIndex) {
-		return netip.AddrPort{}, fmt.Errorf("connect %s from ifindex %d: %w", r.URI(), r.IfIndex, ErrOtherInterface)
+		return netip.AddrPort{}, fmt.Errorf("from ifindex %d: %w", r.IfIndex, ErrOtherInterface)
 	}
 	if !e.started.Load() {
 		return netip.AddrPort{}, ErrNotStarted
 	}
 	if r.Transport == flow.TransportTCP {
 		if e.tcp == nil {
-			return netip.AddrPort{}, fmt.Errorf("connect %s: no tcp stack: %w", r.URI(), flow.ErrNotSupported)
+			return netip.AddrPort{}, fmt.Errorf("no tcp stack: %w", flow.ErrNotSupported)
 		}
 		return e.tcp.open(req)
 	}
 	dst := r.Addr.Unmap()
-	_, ifindex, src, err := e.ns.RouteGet(dst)
+	src, err := e.connectRoute(dst)
 	if err != nil {
-		return netip.AddrPort{}, fmt.Errorf("connect %s: %w", r.URI(), err)
-	}
-	if ifindex != e.ifc.Index {
-		return netip.AddrPort{}, fmt.Errorf("connect %s: routed through ifindex %d: %w", r.URI(), ifindex, ErrOtherInterface)
+		return netip.AddrPort{}, err
 	}
 	var res *udp.Reservation
 	if err := doIn(e.nsh, func() error {
@@ -155,13 +181,13 @@ func (p *enginePath) Open(req sessions.OpenRequest) (netip.AddrPort, error) {
 		res, err = udp.Reserve(netip.AddrPortFrom(src.Unmap(), 0))
 		return err
 	}); err != nil {
-		return netip.AddrPort{}, fmt.Errorf("connect %s: %w", r.URI(), err)
+		return netip.AddrPort{}, err
 	}
 	// Connected to the peer, the socket learns of its ICMP errors
 	// (peerWatch).
 	if err := res.Connect(netip.AddrPortFrom(dst, r.Port)); err != nil {
 		res.Close()
-		return netip.AddrPort{}, fmt.Errorf("connect %s: %w", r.URI(), err)
+		return netip.AddrPort{}, err
 	}
 	local := res.Addr()
 	fam := flow.Family4
@@ -183,7 +209,7 @@ func (p *enginePath) Open(req sessions.OpenRequest) (netip.AddrPort, error) {
 	default:
 		e.claimsBusy.Add(-1)
 		res.Close()
-		return netip.AddrPort{}, fmt.Errorf("connect %s: %w", r.URI(), ErrBusy)
+		return netip.AddrPort{}, ErrBusy
 	}
 	e.conns[req.HalfOpen] = c
 	return local, nil

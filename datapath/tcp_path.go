@@ -1066,15 +1066,12 @@ func (p *tcpPath) open(req sessions.OpenRequest) (netip.AddrPort, error) {
 	e := p.e
 	r := req.Remote
 	dst := r.Addr.Unmap()
-	_, ifindex, src, err := e.ns.RouteGet(dst)
+	src, err := e.connectRoute(dst)
 	if err != nil {
-		return netip.AddrPort{}, fmt.Errorf("connect %s: %w", r.URI(), err)
-	}
-	if ifindex != e.ifc.Index {
-		return netip.AddrPort{}, fmt.Errorf("connect %s: routed through ifindex %d: %w", r.URI(), ifindex, ErrOtherInterface)
+		return netip.AddrPort{}, err
 	}
 	if !p.addLive(req.App) {
-		return netip.AddrPort{}, fmt.Errorf("connect %s: app %d: %w", r.URI(), req.App, flow.ErrNotAttached)
+		return netip.AddrPort{}, fmt.Errorf("app %d: %w", req.App, flow.ErrNotAttached)
 	}
 	var res *tcpReservation
 	if err := doIn(e.nsh, func() error {
@@ -1083,7 +1080,7 @@ func (p *tcpPath) open(req sessions.OpenRequest) (netip.AddrPort, error) {
 		return err
 	}); err != nil {
 		p.endLive(req.App)
-		return netip.AddrPort{}, fmt.Errorf("connect %s: %w", r.URI(), err)
+		return netip.AddrPort{}, err
 	}
 	s := &tcpSess{p: p, app: req.App, ns: req.Namespace, res: res, ho: req.HalfOpen}
 	p.mu.Lock()

@@ -20,7 +20,6 @@ var (
 	ErrNotInNamespace   = errors.New("address does not belong to the namespace")
 	ErrFiltered         = errors.New("connect filtered by a rule")
 	ErrScope            = errors.New("app has no scope to reach that destination")
-	ErrLocalConnect     = errors.New("local destination has no listener")
 	ErrNoSession        = errors.New("no such session")
 	ErrNotOwner         = errors.New("session belongs to another app")
 	ErrNotSupported     = errors.New("not supported")
@@ -36,6 +35,10 @@ var (
 	ErrRefused     error = &errnoError{"connection refused", syscall.ECONNREFUSED}
 	ErrTimedOut    error = &errnoError{"connection timed out", syscall.ETIMEDOUT}
 	ErrUnreachable error = &errnoError{"destination unreachable", syscall.EHOSTUNREACH}
+	// ErrLocalConnect: a connect to a local address (loopback) that no
+	// app listens on, refused as the kernel refuses one to a port of
+	// 127.0.0.1 nobody listens on.
+	ErrLocalConnect error = &errnoError{"local destination has no listener", syscall.ECONNREFUSED}
 	// ErrFifoCorrupt is why the daemon reset a stream session whose app
 	// left its rx or tx fifo's indices in a state no producer or consumer
 	// following fifo/ABI.md makes (more than the fifo's size apart). It
