@@ -29,6 +29,24 @@ const DefaultSocket = "/run/xsessiond/api.sock"
 // on is not given or does not exist.
 var ErrNoInterface = errors.New("interface not found")
 
+// ErrNotEthernet is what Start fails with when the interface to run on
+// has another link layer than Ethernet: loopback, or a layer-3 device
+// (tun, WireGuard), whose frames the XDP program cannot parse.
+var ErrNotEthernet = errors.New("not an Ethernet interface")
+
+// encapName names a link layer for ErrNotEthernet's message.
+func encapName(encap string) string {
+	switch encap {
+	case "loopback":
+		return "the loopback interface"
+	case "none":
+		return "a layer-3 device (no link-layer header)"
+	case "":
+		return "of an unknown link layer"
+	}
+	return "of link layer " + encap
+}
+
 // shutdownGrace is how long Close waits for apps to hang up after the
 // shutdown notice before it closes their connections.
 const shutdownGrace = 500 * time.Millisecond
@@ -284,6 +302,10 @@ func (d *Daemon) Start() (err error) {
 	d.ln, err = api.Listen(d.cfg.Socket, api.ListenOptions{Mode: d.cfg.SocketMode, Group: d.cfg.SocketGroup})
 	if err != nil {
 		return err
+	}
+	if !d.cfg.NoDatapath && d.iface.Encap != "ether" {
+		return fmt.Errorf("interface %s is %s, not Ethernet: xsessiond serves an Ethernet interface (a NIC, a veth); "+
+			"apps of one host reach each other cut-through, with no interface: %w", d.iface.Name, encapName(d.iface.Encap), ErrNotEthernet)
 	}
 	view, err := nsbind.NewView(d.ns, nsbind.ViewOptions{OnError: func(err error) {
 		d.log.Warn("netlink view resynchronised", "netns", d.cfg.Datapath.NetnsName, "err", err)

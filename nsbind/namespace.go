@@ -201,7 +201,11 @@ type Interface struct {
 	// Type is the link kind (IFLA_INFO_KIND) such as "veth", "bridge",
 	// "dummy", or "device" for a driver that reports no kind (physical
 	// NICs, virtio-net, lo).
-	Type     string
+	Type string
+	// Encap is the link layer, as netlink names the device's ARPHRD type:
+	// "ether" for Ethernet (NICs, veth, bridges), "loopback", "none" for
+	// layer-3 devices (tun, WireGuard).
+	Encap    string
 	MAC      net.HardwareAddr
 	MTU      int
 	Up       bool // administratively up (IFF_UP)
@@ -231,6 +235,7 @@ func interfaceOf(l netlink.Link) Interface {
 		Index:    a.Index,
 		Name:     a.Name,
 		Type:     l.Type(),
+		Encap:    a.EncapType,
 		MAC:      slices.Clone(a.HardwareAddr),
 		MTU:      a.MTU,
 		Up:       a.RawFlags&unix.IFF_UP != 0,

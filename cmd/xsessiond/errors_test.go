@@ -81,7 +81,8 @@ func TestAttachErrorsUdpecho(t *testing.T) {
 
 // TestRunRefuses checks that the daemon refuses to start, with one line,
 // when the interface does not exist, when another daemon owns the socket,
-// and when it is not privileged.
+// when the interface is not Ethernet (loopback), and when it is not
+// privileged.
 func TestRunRefuses(t *testing.T) {
 	xs, _ := binaries(t)
 	d := startDaemon(t)
@@ -92,6 +93,10 @@ func TestRunRefuses(t *testing.T) {
 	got = oneLine(t, xs, "run", "--iface", "lo", "--socket", d.Socket(), "--log-level", "error")
 	if want := "xsessiond: another xsessiond is already running on " + d.Socket(); got != want {
 		t.Errorf("second daemon:\n got %q\nwant %q", got, want)
+	}
+	got = oneLine(t, xs, "run", "--iface", "lo", "--socket", filepath.Join(t.TempDir(), "c.sock"))
+	if !strings.HasPrefix(got, "xsessiond: interface lo is the loopback interface, not Ethernet: ") {
+		t.Errorf("loopback: got %q", got)
 	}
 	got = oneLine(t, xs, "run", "--netns", "no-such-netns-x", "--iface", "lo", "--socket", filepath.Join(t.TempDir(), "b.sock"))
 	if !strings.HasPrefix(got, `xsessiond: netns "no-such-netns-x": `) {
