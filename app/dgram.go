@@ -40,8 +40,8 @@ func checkDgramSize(n int, remote netip.AddrPort) error {
 }
 
 // checkDest checks a WriteTo's destination as a kernel UDP socket bound to
-// ep would: an address and a port (EINVAL), of the
-// listener's family (EAFNOSUPPORT), and the datagram's size (EMSGSIZE).
+// ep would: an address and a port (EINVAL), of ep's family
+// (EAFNOSUPPORT), and the datagram's size (EMSGSIZE).
 func checkDest(ep flow.Endpoint, remote netip.AddrPort, n int) error {
 	a := remote.Addr().Unmap()
 	if !a.IsValid() || a.IsUnspecified() {

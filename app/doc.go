@@ -47,12 +47,12 @@
 // flow.ErrLocalConnect, a connect to a loopback address no app listens
 // on. A wire session's LocalAddr and RemoteAddr are *net.TCPAddr
 // (*net.UDPAddr) with the addresses the peer sees the other way round: an
-// accept on a wildcard listener has the address the peer reached. A wildcard address is one
-// family's, as on a kernel socket with IPV6_V6ONLY set: tcp://0.0.0.0:80
-// takes IPv4 alone and tcp://[::]:80 IPv6 alone (flow.ParseURI). Listen and
-// ListenPacket take a URI with no address, tcp://:80, as both families, as
-// net.Listen("tcp", ":80") does: a bind of each on one port, its address
-// [::]:80. Dial needs an address.
+// accept on a wildcard listener has the address the peer reached. A
+// wildcard address is one family's, as on a kernel socket with
+// IPV6_V6ONLY set: tcp://0.0.0.0:80 takes IPv4 alone and tcp://[::]:80
+// IPv6 alone (flow.ParseURI). Listen and ListenPacket take a URI with no
+// address, tcp://:80, as both families, as net.Listen("tcp", ":80") does:
+// a bind of each on one port, its address [::]:80. Dial needs an address.
 //
 // SetDontFragment on a PacketConn or UDP Conn asks that datagrams to the
 // wire go out unfragmented (IP_PMTUDISC_DO on a kernel socket). A datagram

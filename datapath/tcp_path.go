@@ -910,7 +910,7 @@ func (p *tcpPath) pickListenPort(ep sessions.Endpoint) (uint16, error) {
 
 // dropListenPort releases the port the kernel picked for a listener of
 // port 0 whose listen never took it (the bind failed after it). A
-// listener's own port is released when it closes (ListenerClosed).
+// listener's own port is released by unlisten.
 func (p *tcpPath) dropListenPort(k netip.AddrPort) {
 	p.mu.Lock()
 	res := p.picked[k]
