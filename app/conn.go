@@ -403,7 +403,7 @@ func (c *Conn) Write(b []byte) (int, error) {
 		}
 	}()
 	if c.wrClosed.Load() {
-		return 0, netError("write", c.laddr, c.raddr, net.ErrClosed)
+		return 0, netError("write", c.laddr, c.raddr, errWriteClosed)
 	}
 	for written < len(b) {
 		if err := c.wr.check(c.a, c.done); err != nil {
@@ -481,13 +481,14 @@ func (c *Conn) SetKeepAliveConfig(k net.KeepAliveConfig) error {
 	return nil
 }
 
-// CloseWrite closes the sending half of a TCP session on the wire: the
-// peer reads io.EOF once it has what was written; reading goes on. Writes
-// after it fail.
+// CloseWrite closes the sending half of a TCP session, on the wire or
+// cut-through: the peer reads io.EOF once it has what was written; reading
+// goes on. Writes after it fail with an error wrapping syscall.EPIPE. A
+// UDP session has no half to close: flow.ErrNotSupported.
 func (c *Conn) CloseWrite() error {
 	c.wr.mu.Lock()
 	defer c.wr.mu.Unlock()
-	if c.e.dgram || !c.e.datapath {
+	if c.e.dgram {
 		return netError("close write", c.laddr, c.raddr, flow.ErrNotSupported)
 	}
 	if c.wrClosed.Swap(true) {

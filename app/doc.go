@@ -37,8 +37,9 @@
 // cut-through sessions of other apps alike. UDP sessions carry datagrams
 // (one Read per datagram, excess bytes dropped, as with a UDP socket); TCP
 // sessions carry a byte stream: Read returns io.EOF after the peer's FIN,
-// CloseWrite sends ours (wire sessions); reads and writes after a reset
-// fail with syscall.ECONNRESET, after a timeout (retransmissions, or the
+// CloseWrite sends ours (on the wire and cut-through alike; a write after
+// it fails with syscall.EPIPE, as does one after the peer closed); reads
+// and writes after a reset fail with syscall.ECONNRESET, after a timeout (retransmissions, or the
 // keepalive probes of SetKeepAlive, SetKeepAlivePeriod or
 // SetKeepAliveConfig, unanswered) with syscall.ETIMEDOUT, after the daemon
 // reset a connection whose fifo indices were found corrupt with an error

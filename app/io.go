@@ -1,9 +1,9 @@
 package app
 
 import (
-	"errors"
 	"net"
 	"sync"
+	"syscall"
 	"time"
 
 	"github.com/xsessiond/xsessiond/fifo"
@@ -124,7 +124,13 @@ func (h *half) check(a *App, done <-chan struct{}) error {
 }
 
 // errPeerClosed is returned by writes to a session whose peer closed it.
-var errPeerClosed = errors.New("app: the peer closed the session")
+// It wraps syscall.EPIPE, as a write to a kernel TCP socket whose peer is
+// gone fails.
+var errPeerClosed error = &Error{Msg: "app: the peer closed the session", Err: syscall.EPIPE}
+
+// errWriteClosed is returned by writes after CloseWrite: EPIPE, as a
+// write after shutdown(SHUT_WR) of a kernel socket.
+var errWriteClosed error = &Error{Msg: "write after CloseWrite: broken pipe", Err: syscall.EPIPE}
 
 // writeDgram queues one datagram on e's tx fifo, waiting for room while
 // the fifo is full. w.mu is held.

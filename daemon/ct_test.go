@@ -8,6 +8,7 @@ import (
 	"net"
 	"os"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -188,5 +189,51 @@ func TestConnectRemoteNoDatapath(t *testing.T) {
 	}
 	if _, err := pc.WriteTo([]byte("x"), &net.UDPAddr{IP: net.IPv4(192, 0, 2, 1), Port: 53}); !errors.Is(err, app.ErrNoDatapath) {
 		t.Fatalf("WriteTo the wire: %v", err)
+	}
+}
+
+// TestStreamCutThroughCloseWrite: CloseWrite of a cut-through TCP session
+// is a half close, as on the wire: the peer reads everything written
+// before it, then io.EOF, and answers on its own half, which the closer
+// reads to EOF; a write after CloseWrite fails with EPIPE. Both ways
+// round (the dialer and the accepter closing first).
+func TestStreamCutThroughCloseWrite(t *testing.T) {
+	_, cli, ln := streamCutThroughApps(t)
+	for _, dialerFirst := range []bool{true, false} {
+		c, sc := ctStream(t, cli, ln)
+		closer, peer := c, sc
+		if !dialerFirst {
+			closer, peer = sc, c
+		}
+		for _, x := range []net.Conn{closer, peer} {
+			x.SetDeadline(time.Now().Add(10 * time.Second))
+		}
+		msg := bytes.Repeat([]byte("half-close "), 2000) // more than the 4 KiB fifo
+		errc := make(chan error, 1)
+		go func() {
+			if _, err := closer.Write(msg); err != nil {
+				errc <- err
+				return
+			}
+			errc <- closer.(interface{ CloseWrite() error }).CloseWrite()
+		}()
+		got, err := io.ReadAll(peer)
+		if err != nil || !bytes.Equal(got, msg) {
+			t.Fatalf("dialer first %v: the peer read %d of %d bytes, then %v; want them all, then EOF", dialerFirst, len(got), len(msg), err)
+		}
+		if err := <-errc; err != nil {
+			t.Fatalf("dialer first %v: write, close write: %v", dialerFirst, err)
+		}
+		if _, err := closer.Write([]byte("x")); !errors.Is(err, syscall.EPIPE) {
+			t.Errorf("dialer first %v: write after CloseWrite: %v, want EPIPE", dialerFirst, err)
+		}
+		if _, err := peer.Write([]byte("the answer")); err != nil {
+			t.Fatalf("dialer first %v: the peer's write on its open half: %v", dialerFirst, err)
+		}
+		peer.Close()
+		if got, err := io.ReadAll(closer); err != nil || string(got) != "the answer" {
+			t.Errorf("dialer first %v: the closer read %q, %v; want the answer, then EOF", dialerFirst, got, err)
+		}
+		closer.Close()
 	}
 }

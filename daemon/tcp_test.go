@@ -296,8 +296,8 @@ func TestTCPHalfCloseReset(t *testing.T) {
 	if err := c.(interface{ CloseWrite() error }).CloseWrite(); err != nil {
 		t.Fatalf("close write: %v", err)
 	}
-	if _, err := c.Write([]byte("x")); err == nil {
-		t.Fatal("write after CloseWrite succeeded")
+	if _, err := c.Write([]byte("x")); !errors.Is(err, syscall.EPIPE) {
+		t.Fatalf("write after CloseWrite: %v, want EPIPE", err)
 	}
 	got, err := io.ReadAll(c)
 	if err != nil || string(got) != fmt.Sprintf("got %d bytes", len(msg)) {

@@ -79,6 +79,7 @@ type session struct {
 	pair     FifoPair
 	ct       CutThrough // cut-through: shared with peer
 	peer     *session   // cut-through: the other end
+	wrClosed bool       // cut-through stream: CloseWrite told the peer
 	opener   bool       // cut-through: this end's app connected (app.ct counts it)
 	wire     bool       // the app's connect to the wire (app.ports counts it)
 }

@@ -236,9 +236,11 @@ func (l *Layer) keepFifosLocked(s *session, free func()) func() {
 	return free
 }
 
-// StreamCloseWrite closes the sending half of app's stream session h (a
-// FIN after what it queued). A cut-through session or one of another
-// transport fails with ErrNotSupported.
+// StreamCloseWrite closes the sending half of app's stream session h: a
+// FIN after what it queued on the wire; for a cut-through TCP session, a
+// peer-closed event to the other end, whose reads end with EOF once they
+// have what is in the fifo (the app wrote it there before it asked). A
+// session of another transport fails with ErrNotSupported.
 func (l *Layer) StreamCloseWrite(id AppID, h Handle) error {
 	l.lock()
 	defer l.unlock()
@@ -251,6 +253,13 @@ func (l *Layer) StreamCloseWrite(id AppID, h Handle) error {
 	}
 	if s.app.id != id {
 		return fmt.Errorf("close write: session %#x: %w", uint64(h), ErrNotOwner)
+	}
+	if s.kind == kindCutThrough && s.tuple.Proto == TransportTCP {
+		if p := s.peer; p != nil && !s.wrClosed {
+			s.wrClosed = true
+			l.notifyLocked(p.app, Event{Kind: EventPeerClosed, Handle: p.h, CutThrough: true})
+		}
+		return nil
 	}
 	k, ok := l.keeperLocked(s)
 	if !ok || s.kind != kindEstablished {
