@@ -825,8 +825,12 @@ func (a *App) onNotice(m api.Message, fds []int) {
 				continue
 			}
 			a.mu.Lock()
-			if old := a.segs[s.Index]; old != nil {
-				old.Close()
+			if a.segs[s.Index] != nil {
+				// An index the daemon gave already: its fifos may be in
+				// use, so the mapping stays and the new one goes.
+				a.mu.Unlock()
+				seg.Close()
+				continue
 			}
 			a.segs[s.Index] = seg
 			a.mu.Unlock()
