@@ -237,6 +237,25 @@ func TestTCPShowSessions(t *testing.T) {
 		s, ok := tcpSession(d, dremote)
 		return ok && s.TCPState == "TIME-WAIT" && s.State == "lingering"
 	})
+	// An accepted connection its app closes first lingers too; neither
+	// shows a handle, which a new session may hold already.
+	kc2, ac2 := kernelToApp(t, rig, a, 7202)
+	remote2 := kc2.LocalAddr().String()
+	ac2.Close()
+	_ = kc2.SetDeadline(time.Now().Add(10 * time.Second))
+	if _, err := kc2.Read(make([]byte, 1)); err != io.EOF {
+		t.Fatalf("kernel read after the app's close: %v, want EOF", err)
+	}
+	kc2.Close()
+	waitFor(t, "TIME-WAIT of the accepted connection", 5*time.Second, func() bool {
+		s, ok := tcpSession(d, remote2)
+		return ok && s.TCPState == "TIME-WAIT" && s.State == "lingering"
+	})
+	for _, r := range []string{dremote, remote2} {
+		if s, _ := tcpSession(d, r); s.Handle != 0 {
+			t.Errorf("the lingering connection with %s shows handle %#x, which a new session may hold; want none", r, uint64(s.Handle))
+		}
+	}
 	body = scrape(t, d.MetricsAddr())
 	if v := metric(t, body, `xsessiond_tcp_connections{namespace="default",state="TIME-WAIT"}`); v < 1 {
 		t.Errorf("TIME-WAIT connections: %v, want at least 1", v)
