@@ -41,14 +41,9 @@ type Listener struct {
 // (tcp://:PORT) listens on both families, as net.Listen("tcp", ":PORT")
 // does: it binds 0.0.0.0 and [::] on one port, and its Addr is [::]:PORT.
 func (a *App) Listen(uri string) (net.Listener, error) {
-	uris, both := bothFamilies(uri)
-	eps := make([]flow.Endpoint, len(uris))
-	for i, u := range uris {
-		ep, err := flow.ParseURI(u)
-		if err != nil {
-			return nil, opError("listen", uri, err)
-		}
-		eps[i] = ep
+	uris, eps, both, err := listenURIs(uri)
+	if err != nil {
+		return nil, err
 	}
 	if err := a.enter(); err != nil {
 		return nil, opError("listen", uri, err)
@@ -81,6 +76,17 @@ type bound struct {
 	r  *api.BindReply
 }
 
+func (b bound) handle() flow.Handle { return b.h }
+
+// handles returns the handles of a listener's binds.
+func handles[B interface{ handle() flow.Handle }](binds []B) []flow.Handle {
+	hs := make([]flow.Handle, len(binds))
+	for i, b := range binds {
+		hs[i] = b.handle()
+	}
+	return hs
+}
+
 // bothFamilies returns the URIs a listen URI binds: the URI itself, or,
 // for one with no address (tcp://:PORT, udp://:PORT), the IPv4 and the
 // IPv6 wildcard on that port; both reports the latter.
@@ -90,6 +96,19 @@ func bothFamilies(uri string) (uris []string, both bool) {
 		return []string{uri}, false
 	}
 	return []string{scheme + "://0.0.0.0" + rest, scheme + "://[::]" + rest}, true
+}
+
+// listenURIs parses a listen URI into the URIs it binds (bothFamilies)
+// and their endpoints; errors are opError's for "listen".
+func listenURIs(uri string) (uris []string, eps []flow.Endpoint, both bool, err error) {
+	uris, both = bothFamilies(uri)
+	eps = make([]flow.Endpoint, len(uris))
+	for i, u := range uris {
+		if eps[i], err = flow.ParseURI(u); err != nil {
+			return nil, nil, false, opError("listen", uri, err)
+		}
+	}
+	return uris, eps, both, nil
 }
 
 // bindAttempts is how many ports a listener of both families with port 0
@@ -259,13 +278,7 @@ func (l *Listener) Handle() flow.Handle { return l.binds[0].h }
 
 // Handles returns the handles of the listener's binds: one, or for a
 // listener of both families, its IPv4 bind's and its IPv6 bind's.
-func (l *Listener) Handles() []flow.Handle {
-	hs := make([]flow.Handle, len(l.binds))
-	for i, b := range l.binds {
-		hs[i] = b.h
-	}
-	return hs
-}
+func (l *Listener) Handles() []flow.Handle { return handles(l.binds) }
 
 // Close unbinds; sessions already accepted stay open, those not accepted
 // yet are closed.

@@ -50,8 +50,7 @@ type PacketConn struct {
 
 // wireBind is one bind of a PacketConn.
 type wireBind struct {
-	h     flow.Handle
-	ep    flow.Endpoint
+	bound
 	local netip.AddrPort // the source of what it sends
 	wire  *end           // the datapath's fifo pair; nil without a datapath
 }
@@ -87,17 +86,12 @@ func (a *App) ListenPacket(uri string) (net.PacketConn, error) {
 
 // ListenPacketConn is ListenPacket returning the *PacketConn.
 func (a *App) ListenPacketConn(uri string) (*PacketConn, error) {
-	uris, both := bothFamilies(uri)
-	eps := make([]flow.Endpoint, len(uris))
-	for i, u := range uris {
-		ep, err := flow.ParseURI(u)
-		if err != nil {
-			return nil, opError("listen", uri, err)
-		}
-		if ep.Transport != flow.TransportUDP {
-			return nil, opError("listen", uri, fmt.Errorf("ListenPacket takes udp:// URIs: %w", flow.ErrNotSupported))
-		}
-		eps[i] = ep
+	uris, eps, both, err := listenURIs(uri)
+	if err != nil {
+		return nil, err
+	}
+	if eps[0].Transport != flow.TransportUDP {
+		return nil, opError("listen", uri, fmt.Errorf("ListenPacket takes udp:// URIs: %w", flow.ErrNotSupported))
 	}
 	if err := a.enter(); err != nil {
 		return nil, opError("listen", uri, err)
@@ -110,7 +104,7 @@ func (a *App) ListenPacketConn(uri string) (*PacketConn, error) {
 	p := &PacketConn{a: a, rd: newHalf(), wr: newHalf(), done: make(chan struct{}), peers: map[flow.Handle]*end{}}
 	for _, b := range bs {
 		r := b.r
-		wb := wireBind{h: b.h, ep: b.ep, local: addrPortOf(r.Local)}
+		wb := wireBind{bound: b, local: addrPortOf(r.Local)}
 		if wb.local.Port() == 0 {
 			wb.local = netip.AddrPortFrom(wb.local.Addr(), b.ep.Port)
 		}
@@ -238,13 +232,7 @@ func (p *PacketConn) Handle() flow.Handle { return p.binds[0].h }
 
 // Handles returns the handles of the listener's binds: one, or for a
 // listener of both families, its IPv4 bind's and its IPv6 bind's.
-func (p *PacketConn) Handles() []flow.Handle {
-	hs := make([]flow.Handle, len(p.binds))
-	for i, b := range p.binds {
-		hs[i] = b.h
-	}
-	return hs
-}
+func (p *PacketConn) Handles() []flow.Handle { return handles(p.binds) }
 
 // SetDeadline sets the read and write deadlines.
 func (p *PacketConn) SetDeadline(t time.Time) error {

@@ -78,16 +78,7 @@ func echoServer(t testing.TB, a *app.App, port int) net.PacketConn {
 	if err != nil {
 		t.Fatal(err)
 	}
-	go func() {
-		buf := make([]byte, 65536)
-		for {
-			n, addr, err := pc.ReadFrom(buf)
-			if err != nil {
-				return
-			}
-			pc.WriteTo(buf[:n], addr)
-		}
-	}()
+	go echoPackets(pc)
 	return pc
 }
 

@@ -77,13 +77,7 @@ func TestListenBothFamilies(t *testing.T) {
 	if err := ln.Close(); err != nil {
 		t.Fatalf("close: %v", err)
 	}
-	for _, uri := range []string{"tcp://0.0.0.0:7000", "tcp://[::]:7000"} {
-		l, err := a.Listen(uri)
-		if err != nil {
-			t.Fatalf("%s after Close: %v", uri, err)
-		}
-		l.Close()
-	}
+	listenFree(t, a, "after Close", "tcp://0.0.0.0:7000", "tcp://[::]:7000")
 }
 
 // appEcho dials uri from a and checks that data comes back.
@@ -130,16 +124,7 @@ func TestListenPacketBothFamilies(t *testing.T) {
 		if want := fmt.Sprintf("[::]:%d", port); pc.LocalAddr().String() != want || port == 0 {
 			t.Errorf("%s: LocalAddr %v, want %s", uri, pc.LocalAddr(), want)
 		}
-		go func() {
-			b := make([]byte, 2048)
-			for {
-				n, from, err := pc.ReadFrom(b)
-				if err != nil {
-					return
-				}
-				pc.WriteTo(b[:n], from)
-			}
-		}()
+		go echoPackets(pc)
 		for _, h := range []struct {
 			bind string
 			dst  netip.Addr
@@ -242,10 +227,17 @@ func TestListenBothFamiliesPortTaken(t *testing.T) {
 	if _, err := a.Listen("tcp://:0"); !errors.Is(err, syscall.EADDRINUSE) {
 		t.Fatalf("tcp://:0 with both ports taken in IPv6: %v, want EADDRINUSE", err)
 	}
-	for _, uri := range []string{"tcp://0.0.0.0:40000", "tcp://0.0.0.0:40001"} {
+	listenFree(t, a, "after the failed listen (a port left held?)", "tcp://0.0.0.0:40000", "tcp://0.0.0.0:40001")
+}
+
+// listenFree checks that a can listen on each of uris (and closes the
+// listeners): nothing holds their ports. when says after what.
+func listenFree(t *testing.T, a *app.App, when string, uris ...string) {
+	t.Helper()
+	for _, uri := range uris {
 		l, err := a.Listen(uri)
 		if err != nil {
-			t.Fatalf("%s after the failed listen: %v (a port left held)", uri, err)
+			t.Fatalf("%s %s: %v", uri, when, err)
 		}
 		l.Close()
 	}

@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"log/slog"
+	"net"
 	"net/netip"
 	"os"
 	"path/filepath"
@@ -147,6 +148,20 @@ func show(t testing.TB, socket, what string) ([]byte, error) {
 		return nil, fmt.Errorf("show %s: the daemon answered %v", what, m.Type())
 	}
 	return sr.JSON, nil
+}
+
+// echoPackets sends every datagram pc receives back to its sender (a
+// cut-through peer's too: its address is a *app.CutThroughAddr) until pc
+// is closed.
+func echoPackets(pc net.PacketConn) {
+	b := make([]byte, 65536)
+	for {
+		n, from, err := pc.ReadFrom(b)
+		if err != nil {
+			return
+		}
+		pc.WriteTo(b[:n], from)
+	}
 }
 
 // echoUDP sends every datagram c (a kernel *net.UDPConn or an
