@@ -37,7 +37,10 @@ type Listener struct {
 }
 
 // Listen binds uri (udp://ADDR:PORT or tcp://ADDR:PORT) and returns a
-// net.Listener, which is a *Listener. A URI with no address
+// net.Listener, which is a *Listener. A UDP Listener accepts the
+// cut-through sessions of other apps of the host only: datagrams from the
+// wire are read with ListenPacket (Go's net.Listen refuses udp; UDP
+// servers use net.ListenPacket). A URI with no address
 // (tcp://:PORT) listens on both families, as net.Listen("tcp", ":PORT")
 // does: it binds 0.0.0.0 and [::] on one port, and its Addr is [::]:PORT.
 func (a *App) Listen(uri string) (net.Listener, error) {
