@@ -330,9 +330,7 @@ func (d *Daemon) SessionViews() []SessionView {
 		if _, ok := tcpOf[c.Handle]; !c.Lingering || (c.Current && !ok) {
 			continue
 		}
-		// No handle: the session ended, and its handle may name a new
-		// one already (handles are reused at once).
-		v := SessionView{App: uint32(c.App), Namespace: NamespaceName(c.Namespace), State: "lingering",
+		v := SessionView{Handle: Handle(c.Handle), App: uint32(c.App), Namespace: NamespaceName(c.Namespace), State: "lingering",
 			Transport: flow.TransportTCP.String(), Local: c.Local.String(), Remote: c.Remote.String(), Worker: c.Handle.Worker()}
 		v.Counters.set(TargetStats{})
 		v.setTCP(c)

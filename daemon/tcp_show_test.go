@@ -19,6 +19,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/xsessiond/xsessiond/app"
+	"github.com/xsessiond/xsessiond/flow"
 	"github.com/xsessiond/xsessiond/nsbind/nstest"
 )
 
@@ -225,6 +226,7 @@ func TestTCPShowSessions(t *testing.T) {
 		t.Errorf("dialled conn %v -> %v; the kernel peer sees %v <- %v", dc.LocalAddr(), dc.RemoteAddr(), kd.LocalAddr(), kd.RemoteAddr())
 	}
 	dremote := dc.RemoteAddr().String()
+	dh := dc.(*app.Conn).Handle()
 	if err := dc.Close(); err != nil {
 		t.Fatal(err)
 	}
@@ -237,10 +239,15 @@ func TestTCPShowSessions(t *testing.T) {
 		s, ok := tcpSession(d, dremote)
 		return ok && s.TCPState == "TIME-WAIT" && s.State == "lingering"
 	})
-	// An accepted connection its app closes first lingers too; neither
-	// shows a handle, which a new session may hold already.
+	// An accepted connection its app closes first lingers too. Each shows
+	// the handle its session had (which a new session may hold by now);
+	// one more connection, open throughout, gives it a handle of its own.
+	kc3, ac3 := kernelToApp(t, rig, a, 7203)
+	defer kc3.Close()
+	defer ac3.Close()
 	kc2, ac2 := kernelToApp(t, rig, a, 7202)
 	remote2 := kc2.LocalAddr().String()
+	h2 := ac2.(*app.Conn).Handle()
 	ac2.Close()
 	_ = kc2.SetDeadline(time.Now().Add(10 * time.Second))
 	if _, err := kc2.Read(make([]byte, 1)); err != io.EOF {
@@ -251,9 +258,9 @@ func TestTCPShowSessions(t *testing.T) {
 		s, ok := tcpSession(d, remote2)
 		return ok && s.TCPState == "TIME-WAIT" && s.State == "lingering"
 	})
-	for _, r := range []string{dremote, remote2} {
-		if s, _ := tcpSession(d, r); s.Handle != 0 {
-			t.Errorf("the lingering connection with %s shows handle %#x, which a new session may hold; want none", r, uint64(s.Handle))
+	for r, h := range map[string]flow.Handle{dremote: dh, remote2: h2} {
+		if s, _ := tcpSession(d, r); s.Handle != Handle(h) {
+			t.Errorf("the lingering connection with %s shows handle %#x, want %#x, its session's", r, uint64(s.Handle), uint64(h))
 		}
 	}
 	body = scrape(t, d.MetricsAddr())
