@@ -59,7 +59,9 @@ func newConn(a *App, e *end, laddr, raddr net.Addr, local, remote netip.AddrPort
 // cut-through session when an app of the host listens there, a datapath
 // session otherwise. The host may be a name (tcp://db.example:5432): it is
 // resolved as net.Dial would, and its addresses tried in turn until one
-// connects. The net.Conn is a *Conn. If ctx
+// connects. No address (tcp://:7000) or an unspecified one (0.0.0.0, ::)
+// dials the local system, as net.Dial does: the loopback address of that
+// family (IPv4 for none). The net.Conn is a *Conn. If ctx
 // ends first, Dial returns an error wrapping ctx's (context.DeadlineExceeded
 // for a deadline) and closes the session its connect made, if any, even
 // one the daemon made after the dial gave up.
@@ -73,9 +75,21 @@ func (a *App) Dial(ctx context.Context, uri string) (net.Conn, error) {
 
 // DialConn is Dial returning the *Conn.
 func (a *App) DialConn(ctx context.Context, uri string) (*Conn, error) {
-	ep, err := flow.ParseURI(uri)
+	target := uri
+	if uris, both := bothFamilies(uri); both {
+		target = uris[0] // no address: IPv4's unspecified one, made loopback below
+	}
+	ep, err := flow.ParseURI(target)
 	if err == nil {
-		return a.dial(ctx, uri, uri, ep)
+		if ep.Addr.IsUnspecified() {
+			if ep.Family() == flow.Family4 {
+				ep.Addr = netip.AddrFrom4([4]byte{127, 0, 0, 1})
+			} else {
+				ep.Addr = netip.IPv6Loopback()
+			}
+			target = ep.URI()
+		}
+		return a.dial(ctx, uri, target, ep)
 	}
 	t, name, port, ok := flow.URIName(uri)
 	if !ok {

@@ -153,3 +153,32 @@ func TestDialErrors(t *testing.T) {
 		}
 	}
 }
+
+// TestDialLocalSystem: a URI with no address, or the unspecified one,
+// dials the local system as net.Dial does: its loopback address of that
+// family, which reaches a local app's listener cut-through.
+func TestDialLocalSystem(t *testing.T) {
+	d := startDaemon(t)
+	srv := attach(t, d, app.Options{Name: "srv"})
+	cli := attach(t, d, app.Options{Name: "cli"})
+	ln := listenEcho(t, srv, "tcp://:9073")
+	defer ln.Close()
+	for uri, remote := range map[string]string{
+		"tcp://:9073": "127.0.0.1:9073", "tcp://0.0.0.0:9073": "127.0.0.1:9073", "tcp://[::]:9073": "[::1]:9073",
+	} {
+		if err := appEcho(cli, uri, []byte("local")); err != nil {
+			t.Errorf("dial %s: %v", uri, err)
+			continue
+		}
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		c, err := cli.Dial(ctx, uri)
+		cancel()
+		if err != nil {
+			t.Fatalf("dial %s: %v", uri, err)
+		}
+		if got := c.RemoteAddr().String(); got != remote {
+			t.Errorf("dial %s: remote %s, want %s", uri, got, remote)
+		}
+		c.Close()
+	}
+}

@@ -30,7 +30,8 @@ var lastURI atomic.Pointer[uriCache]
 // family's: 0.0.0.0 every IPv4 address, :: every IPv6 one (as a kernel
 // socket with IPV6_V6ONLY set); there is no address that means both (the
 // app library's Listen and ListenPacket take tcp://:PORT as a bind of
-// each). The port is decimal, 0-65535.
+// each, and its Dial as the loopback address). The port is decimal,
+// 0-65535.
 // Errors wrap ErrInvalidURI and say which part was wrong. The endpoint's
 // IfIndex and FIB are left zero; bind and connect fill them from the app's
 // namespace. ParseURI is safe for concurrent use.
@@ -104,7 +105,7 @@ func parseURI(uri string) (Endpoint, error) {
 			return Endpoint{}, uriError(uri, "missing port")
 		}
 		if host == "" {
-			return Endpoint{}, uriError(uri, "no address (0.0.0.0 is every IPv4 address of the namespace, [::] every IPv6 one; a listen with none binds both)")
+			return Endpoint{}, uriError(uri, "no address (0.0.0.0 is every IPv4 address of the namespace, [::] every IPv6 one; the app library's Listen takes none as both, its Dial as the loopback address)")
 		}
 		a, err := netip.ParseAddr(host)
 		if err != nil || a.Zone() != "" {
