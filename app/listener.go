@@ -44,7 +44,7 @@ type Listener struct {
 // (tcp://:PORT) listens on both families, as net.Listen("tcp", ":PORT")
 // does: it binds 0.0.0.0 and [::] on one port, and its Addr is [::]:PORT.
 func (a *App) Listen(uri string) (net.Listener, error) {
-	uris, eps, both, err := listenURIs(uri)
+	uris, eps, err := listenURIs(uri)
 	if err != nil {
 		return nil, err
 	}
@@ -56,11 +56,7 @@ func (a *App) Listen(uri string) (net.Listener, error) {
 	if err != nil {
 		return nil, err
 	}
-	addr := endpointAddr(binds[0].ep)
-	if both {
-		addr = endpointAddr(binds[1].ep) // [::]:PORT, as Go names a listener of both families
-	}
-	l := &Listener{a: a, binds: binds, addr: addr, ready: make(chan struct{}, 1), done: make(chan struct{})}
+	l := &Listener{a: a, binds: binds, addr: endpointAddr(lastBind(binds).ep), ready: make(chan struct{}, 1), done: make(chan struct{})}
 	for _, b := range binds {
 		a.addAcceptor(b.h, b.ep, l)
 	}
@@ -103,16 +99,21 @@ func bothFamilies(uri string) (uris []string, both bool) {
 
 // listenURIs parses a listen URI into the URIs it binds (bothFamilies)
 // and their endpoints; errors are opError's for "listen".
-func listenURIs(uri string) (uris []string, eps []flow.Endpoint, both bool, err error) {
-	uris, both = bothFamilies(uri)
+func listenURIs(uri string) (uris []string, eps []flow.Endpoint, err error) {
+	uris, _ = bothFamilies(uri)
 	eps = make([]flow.Endpoint, len(uris))
 	for i, u := range uris {
 		if eps[i], err = flow.ParseURI(u); err != nil {
-			return nil, nil, false, opError("listen", uri, err)
+			return nil, nil, opError("listen", uri, err)
 		}
 	}
-	return uris, eps, both, nil
+	return uris, eps, nil
 }
+
+// lastBind is the bind whose endpoint names a listener: its only one, or
+// the IPv6 one of a listener of both families ([::]:PORT, as Go names
+// such a listener).
+func lastBind(binds []bound) bound { return binds[len(binds)-1] }
 
 // bindAttempts is how many ports a listener of both families with port 0
 // tries when the port its IPv4 bind got is taken in IPv6.

@@ -86,7 +86,7 @@ func (a *App) ListenPacket(uri string) (net.PacketConn, error) {
 
 // ListenPacketConn is ListenPacket returning the *PacketConn.
 func (a *App) ListenPacketConn(uri string) (*PacketConn, error) {
-	uris, eps, both, err := listenURIs(uri)
+	uris, eps, err := listenURIs(uri)
 	if err != nil {
 		return nil, err
 	}
@@ -123,11 +123,7 @@ func (a *App) ListenPacketConn(uri string) (*PacketConn, error) {
 		}
 		p.binds = append(p.binds, wb)
 	}
-	p.laddr = endpointAddr(bs[0].r.Local)
-	if bs[0].r.Local.Port == 0 || both {
-		last := bs[len(bs)-1].ep
-		p.laddr = net.UDPAddrFromAddrPort(netip.AddrPortFrom(last.Addr, last.Port))
-	}
+	p.laddr = endpointAddr(lastBind(bs).ep)
 	p.rebuildLocked()
 	for _, b := range p.binds {
 		a.addAcceptor(b.h, b.ep, p)

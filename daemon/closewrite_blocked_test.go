@@ -250,29 +250,20 @@ func TestCloseStress(t *testing.T) {
 		}
 		var wg sync.WaitGroup
 		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
-		go func() {
+		go serveEach(ln, func(c net.Conn) {
+			b := make([]byte, 3000)
 			for {
-				c, err := ln.Accept()
+				n, err := c.Read(b)
 				if err != nil {
 					return
 				}
-				go func() {
-					b := make([]byte, 3000)
-					for {
-						n, err := c.Read(b)
-						if err != nil {
-							c.Close()
-							return
-						}
-						if rand.IntN(3) == 0 {
-							if _, err := c.Write(b[:n]); err != nil {
-								return
-							}
-						}
+				if rand.IntN(3) == 0 {
+					if _, err := c.Write(b[:n]); err != nil {
+						return
 					}
-				}()
+				}
 			}
-		}()
+		})
 		go func() {
 			b := make([]byte, 2000)
 			for {

@@ -38,14 +38,10 @@ func (p *enginePath) ReservePort(ep sessions.Endpoint) (uint16, error) {
 	if !p.ours(ep.IfIndex) || e.ns == nil {
 		return 0, nil
 	}
-	switch ep.Transport {
-	case flow.TransportTCP:
-		if ep.Port != 0 || e.tcp == nil {
-			return 0, nil
-		}
+	if ep.Transport == flow.TransportTCP && ep.Port == 0 && e.tcp != nil {
 		return e.tcp.pickListenPort(ep)
-	case flow.TransportUDP:
-	default:
+	}
+	if ep.Transport != flow.TransportUDP {
 		return 0, nil
 	}
 	a := ep.Addr.Unmap()
