@@ -76,6 +76,7 @@ func samples() []Message {
 		&PathMTUReply{MTU: 1280},
 		&SleepFlags{},
 		&SleepFlagsReply{},
+		&Abort{Handle: flow.MakeHandle(1, 9)},
 	}
 }
 

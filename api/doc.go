@@ -44,7 +44,7 @@
 // # Message types
 //
 // The type numbers are part of the protocol; they are never reused or
-// renumbered. Version 2.0. Version 1 passed the event queue's eventfd
+// renumbered. Version 2.1 (2.0 without Abort). Version 1 passed the event queue's eventfd
 // itself, which the daemon writes, in AttachReply, and the peer app's in
 // a cut-through session; holding that open file, an app could clear
 // O_NONBLOCK on it and fill its counter, and the daemon's next write
@@ -69,6 +69,7 @@
 //	37    Disconnect      app → daemon    OK             – (a wire TCP session may close through its tx fifo instead: fifo.RequestClose)
 //	38    CloseWrite      app → daemon    OK             –
 //	39    SetKeepalive    app → daemon    OK             –
+//	40    Abort           app → daemon    OK             –
 //	48    SegmentAdded    daemon → app    (notice)       one per segment
 //	49    SegmentRemoved  daemon → app    (notice)       –
 //	50    Accepted        daemon → app    (notice)       the segment and an eventfd waking the peer, if cut-through

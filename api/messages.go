@@ -32,6 +32,8 @@ const (
 	TypeDisconnect   Type = 37
 	TypeCloseWrite   Type = 38
 	TypeSetKeepalive Type = 39
+	// TypeAbort is 40 (protocol 2.1).
+	TypeAbort Type = 40
 
 	TypeSegmentAdded   Type = 48
 	TypeSegmentRemoved Type = 49
@@ -65,7 +67,7 @@ var typeNames = map[Type]string{
 	TypeAttach: "Attach", TypeAttachReply: "AttachReply", TypeDetach: "Detach",
 	TypeBind: "Bind", TypeBindReply: "BindReply", TypeUnbind: "Unbind",
 	TypeConnect: "Connect", TypeConnectReply: "ConnectReply", TypeDisconnect: "Disconnect",
-	TypeCloseWrite: "CloseWrite", TypeSetKeepalive: "SetKeepalive",
+	TypeCloseWrite: "CloseWrite", TypeSetKeepalive: "SetKeepalive", TypeAbort: "Abort",
 	TypeSegmentAdded: "SegmentAdded", TypeSegmentRemoved: "SegmentRemoved", TypeAccepted: "Accepted",
 	TypeShutdown: "Shutdown",
 	TypeShow:     "Show", TypeShowReply: "ShowReply", TypeNsAdd: "NsAdd", TypeNsDel: "NsDel",
@@ -86,7 +88,7 @@ func (t Type) String() string {
 // daemon (as opposed to a reply or a notice).
 func (t Type) IsRequest() bool {
 	switch t {
-	case TypeHello, TypeAttach, TypeDetach, TypeBind, TypeUnbind, TypeConnect, TypeDisconnect, TypeCloseWrite, TypeSetKeepalive,
+	case TypeHello, TypeAttach, TypeDetach, TypeBind, TypeUnbind, TypeConnect, TypeDisconnect, TypeCloseWrite, TypeSetKeepalive, TypeAbort,
 		TypeShow, TypeNsAdd, TypeNsDel, TypeRuleAdd, TypeRuleDel, TypeNsSetSecret, TypeStatsClear, TypeCapture,
 		TypePathMTU, TypeSleepFlags:
 		return true
@@ -139,6 +141,8 @@ func newMessage(t Type) Message {
 		return new(CloseWrite)
 	case TypeSetKeepalive:
 		return new(SetKeepalive)
+	case TypeAbort:
+		return new(Abort)
 	case TypeSegmentAdded:
 		return new(SegmentAdded)
 	case TypeSegmentRemoved:
@@ -335,6 +339,14 @@ type CloseWrite struct {
 	Handle flow.Handle
 }
 
+// Abort closes stream session Handle with a reset, as close(2) of a TCP
+// socket whose SO_LINGER is on with a zero time: what the app queued and
+// did not send is dropped, the peer gets an RST on the wire (a cut-through
+// peer reads what was queued for it, then ECONNRESET). The reply is OK.
+type Abort struct {
+	Handle flow.Handle
+}
+
 // SegmentAdded tells an app (unsolicited, request id 0) of new segments;
 // it carries one descriptor per segment in list order.
 type SegmentAdded struct {
@@ -502,6 +514,7 @@ func (*Connect) Type() Type        { return TypeConnect }
 func (*ConnectReply) Type() Type   { return TypeConnectReply }
 func (*Disconnect) Type() Type     { return TypeDisconnect }
 func (*CloseWrite) Type() Type     { return TypeCloseWrite }
+func (*Abort) Type() Type          { return TypeAbort }
 func (*SegmentAdded) Type() Type   { return TypeSegmentAdded }
 func (*SegmentRemoved) Type() Type { return TypeSegmentRemoved }
 func (*Accepted) Type() Type       { return TypeAccepted }
@@ -530,6 +543,7 @@ func (*Connect) FDs() int        { return 0 }
 func (m *ConnectReply) FDs() int { return m.SessionInfo.fds() }
 func (*Disconnect) FDs() int     { return 0 }
 func (*CloseWrite) FDs() int     { return 0 }
+func (*Abort) FDs() int          { return 0 }
 func (m *SegmentAdded) FDs() int { return len(m.Segments) }
 func (*SegmentRemoved) FDs() int { return 0 }
 func (m *Accepted) FDs() int     { return m.SessionInfo.fds() }
@@ -756,6 +770,8 @@ func (m *Disconnect) encode(e *encoder) { e.u64(uint64(m.Handle)) }
 func (m *Disconnect) decode(d *decoder) { m.Handle = flow.Handle(d.u64()) }
 func (m *CloseWrite) encode(e *encoder) { e.u64(uint64(m.Handle)) }
 func (m *CloseWrite) decode(d *decoder) { m.Handle = flow.Handle(d.u64()) }
+func (m *Abort) encode(e *encoder)      { e.u64(uint64(m.Handle)) }
+func (m *Abort) decode(d *decoder)      { m.Handle = flow.Handle(d.u64()) }
 
 func (m *SegmentAdded) encode(e *encoder) {
 	encodeSegments(e, m.Segments, 1, MaxFDs, "added segments")

@@ -34,6 +34,8 @@ type Conn struct {
 	once   sync.Once
 
 	wrClosed atomic.Bool // CloseWrite was called
+	rdClosed atomic.Bool // CloseRead was called
+	abort    atomic.Bool // SetLinger(0): Close resets a TCP session
 
 	rhdr fifo.DgramHeader // guarded by rd.mu
 	// wseq serializes stream writes (TCP), so that one Write's bytes
@@ -312,6 +314,9 @@ func (c *Conn) Read(b []byte) (int, error) {
 		if err := c.rd.check(c.a, c.done); err != nil {
 			return 0, netError("read", c.laddr, c.raddr, err)
 		}
+		if c.rdClosed.Load() {
+			return 0, io.EOF
+		}
 		if err := c.takeError(); err != nil {
 			return 0, netError("read", c.laddr, c.raddr, err)
 		}
@@ -349,7 +354,7 @@ func (c *Conn) Read(b []byte) (int, error) {
 		// An asynchronous error recorded after the look at the top of
 		// the loop poked the broadcast channel this sleeper did not hold
 		// yet: look at it once more now that it is armed.
-		if e.readable() || e.gone.Load() || e.fin.Load() || c.soErr.Load() != 0 {
+		if e.readable() || e.gone.Load() || e.fin.Load() || c.soErr.Load() != 0 || c.rdClosed.Load() {
 			c.rd.disarm(c.a, s)
 			continue
 		}
@@ -518,10 +523,47 @@ func (c *Conn) CloseWrite() error {
 	return nil
 }
 
-// Close closes the session; the peer's reads then end with io.EOF.
+// CloseRead closes the receiving half of a TCP session, as
+// net.TCPConn's does on Linux (shutdown with SHUT_RD): reads return io.EOF
+// from then on, a Read waiting returns it at once; what the peer sends
+// still fills the receive fifo (and closes the window when it is full),
+// and a Close with data left unread resets the connection. A UDP session
+// has no half to close: flow.ErrNotSupported.
+func (c *Conn) CloseRead() error {
+	if c.e.dgram {
+		return netError("close read", c.laddr, c.raddr, flow.ErrNotSupported)
+	}
+	if isClosed(c.done) {
+		return netError("close read", c.laddr, c.raddr, net.ErrClosed)
+	}
+	c.rdClosed.Store(true)
+	c.rd.poke()
+	return nil
+}
+
+// SetLinger sets what Close does with data the peer was not sent yet, as
+// net.TCPConn's: sec < 0 (the default) sends it, then FIN, with Close
+// returning at once; sec == 0 drops it and resets the connection (an RST
+// on the wire; a cut-through peer's reads end with ECONNRESET once they
+// have what was queued for them); sec > 0 is as sec < 0 (Close does not
+// wait, as Go allows). A UDP session fails with flow.ErrNotSupported, as
+// does SetLinger(0) with a daemon of protocol 2.0 (no Abort).
+func (c *Conn) SetLinger(sec int) error {
+	if c.e.dgram || sec == 0 && c.a.cl.Server().Minor < 1 {
+		return netError("set linger", c.laddr, c.raddr, flow.ErrNotSupported)
+	}
+	c.abort.Store(sec == 0)
+	return nil
+}
+
+// Close closes the session; the peer's reads then end with io.EOF (with
+// ECONNRESET after SetLinger(0)). A second Close fails with an error
+// wrapping net.ErrClosed, as a net.Conn's does.
 func (c *Conn) Close() error {
 	var err error
+	first := false
 	c.once.Do(func() {
+		first = true
 		close(c.done)
 		c.a.untrack(c)
 		c.rd.mu.Lock()
@@ -531,6 +573,11 @@ func (c *Conn) Close() error {
 		switch {
 		case c.a.stopped() != nil:
 		case c.e.gone.Load() && !wireTCP:
+		case c.abort.Load() && !c.e.dgram:
+			// SetLinger(0): a reset, what is queued dropped (a wire
+			// session the daemon ended is released as Disconnect
+			// releases it).
+			err = c.disconnect(&api.Abort{Handle: c.e.h})
 		case wireTCP && !c.e.gone.Load():
 			// A wire TCP session closes through its tx fifo: the worker
 			// that drains it sends what is queued, then FIN, and ends
@@ -544,13 +591,7 @@ func (c *Conn) Close() error {
 			// A wire TCP session the daemon ended (a reset, a timeout)
 			// keeps its fifos until this Disconnect says they are no
 			// longer used.
-			ctx, cancel := context.WithTimeout(context.Background(), controlTimeout)
-			_, fds, cerr := c.a.call(ctx, &api.Disconnect{Handle: c.e.h})
-			cancel()
-			api.CloseFDs(fds)
-			if cerr != nil && !errorIsNoSession(cerr) {
-				err = cerr
-			}
+			err = c.disconnect(&api.Disconnect{Handle: c.e.h})
 		}
 		// A disconnect event sent before the session was closed is
 		// handled while the session is still known.
@@ -568,8 +609,24 @@ func (c *Conn) Close() error {
 		c.rd.dl.stop()
 		c.wr.dl.stop()
 	})
+	if !first {
+		return netError("close", c.laddr, c.raddr, net.ErrClosed)
+	}
 	if err != nil {
 		return netError("close", c.laddr, c.raddr, err)
+	}
+	return nil
+}
+
+// disconnect sends m (Disconnect or Abort) for the session; a session the
+// daemon no longer has is no error.
+func (c *Conn) disconnect(m api.Message) error {
+	ctx, cancel := context.WithTimeout(context.Background(), controlTimeout)
+	defer cancel()
+	_, fds, err := c.a.call(ctx, m)
+	api.CloseFDs(fds)
+	if err != nil && !errorIsNoSession(err) {
+		return err
 	}
 	return nil
 }

@@ -285,10 +285,13 @@ func (l *Listener) Handle() flow.Handle { return l.binds[0].h }
 func (l *Listener) Handles() []flow.Handle { return handles(l.binds) }
 
 // Close unbinds; sessions already accepted stay open, those not accepted
-// yet are closed.
+// yet are closed. A second Close fails with an error wrapping
+// net.ErrClosed, as a net.Listener's does.
 func (l *Listener) Close() error {
 	var err error
+	first := false
 	l.once.Do(func() {
+		first = true
 		l.mu.Lock()
 		l.closing = true
 		waiting := l.queue
@@ -306,6 +309,9 @@ func (l *Listener) Close() error {
 			c.Close()
 		}
 	})
+	if !first {
+		return netError("close", l.addr, nil, net.ErrClosed)
+	}
 	if err != nil {
 		return netError("close", l.addr, nil, err)
 	}

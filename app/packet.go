@@ -586,10 +586,14 @@ func (p *PacketConn) write(b []byte, e *end, remote netip.AddrPort, addr net.Add
 	return len(b), nil
 }
 
-// Close unbinds the listener and closes its cut-through sessions.
+// Close unbinds the listener and closes its cut-through sessions. A second
+// Close fails with an error wrapping net.ErrClosed, as a net.PacketConn's
+// does.
 func (p *PacketConn) Close() error {
 	var err error
+	first := false
 	p.once.Do(func() {
+		first = true
 		close(p.done)
 		p.a.untrack(p)
 		p.a.delAcceptor(p)
@@ -635,6 +639,9 @@ func (p *PacketConn) Close() error {
 		p.rd.dl.stop()
 		p.wr.dl.stop()
 	})
+	if !first {
+		return netError("close", p.laddr, nil, net.ErrClosed)
+	}
 	if err != nil {
 		return netError("close", p.laddr, nil, err)
 	}

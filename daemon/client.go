@@ -118,16 +118,9 @@ func (h *client) Handle(ctx context.Context, req api.Request) (api.Message, []in
 	case *api.Connect:
 		return h.connect(m)
 	case *api.Disconnect:
-		if err := h.needApp("disconnect"); err != nil {
-			return nil, nil, err
-		}
-		if err := d.layer.Disconnect(h.app, m.Handle); err != nil {
-			return nil, nil, err
-		}
-		d.mu.Lock()
-		d.untrackLocked(h.app, m.Handle)
-		d.mu.Unlock()
-		return nil, nil, nil
+		return h.disconnect("disconnect", m.Handle, d.layer.Disconnect)
+	case *api.Abort:
+		return h.disconnect("abort", m.Handle, d.layer.StreamAbort)
 	case *api.CloseWrite:
 		if err := h.needApp("close write"); err != nil {
 			return nil, nil, err
@@ -303,6 +296,22 @@ func (h *client) needApp(op string) error {
 		return fmt.Errorf("%s: %w", op, flow.ErrNotAttached)
 	}
 	return nil
+}
+
+// disconnect closes session handle of the app with close (the layer's
+// Disconnect or StreamAbort) and forgets it.
+func (h *client) disconnect(op string, handle flow.Handle, close func(sessions.AppID, flow.Handle) error) (api.Message, []int, error) {
+	if err := h.needApp(op); err != nil {
+		return nil, nil, err
+	}
+	if err := close(h.app, handle); err != nil {
+		return nil, nil, err
+	}
+	d := h.d
+	d.mu.Lock()
+	d.untrackLocked(h.app, handle)
+	d.mu.Unlock()
+	return nil, nil, nil
 }
 
 func (h *client) detach() {

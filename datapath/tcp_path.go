@@ -324,6 +324,7 @@ type tcpSess struct {
 	ho, h       flow.Handle // half-open handle (active opens), established handle
 	established bool        // the layer has the session (its fifos are the session's)
 	byApp       bool        // the app closed it
+	reset       bool        // the app's close resets it (ResetOnClose)
 	ended       bool        // the layer was told it ended (reset, connect failed)
 	wasReset    bool        // it ended with a reset (no TIME-WAIT)
 	unsteer     func()      // the layer's release of the 5-tuple (sessions.StreamKeeper.Linger)
@@ -1165,7 +1166,7 @@ func connectErr(err error) error {
 
 // closeByApp closes the connection of session h (established or
 // half-open) as its app asked: in order (FIN after what is queued), or
-// reset when the app is gone.
+// reset when the app is gone or asked for it (ResetOnClose).
 func (p *tcpPath) closeByApp(h flow.Handle) bool {
 	p.mu.Lock()
 	s := p.conns[h]
@@ -1177,12 +1178,13 @@ func (p *tcpPath) closeByApp(h flow.Handle) bool {
 	c := s.conn
 	gone := p.apps[s.app] != nil && p.apps[s.app].gone
 	half := !s.established
+	reset := s.reset
 	p.mu.Unlock()
 	// The layer no longer counts the session; its port stays held while
 	// the connection drains, and counts against its uid from now on.
 	p.keepWhileHeld(s)
 	if c != nil {
-		if gone || half {
+		if gone || half || reset {
 			c.Abort()
 		} else {
 			c.Close()
@@ -1497,6 +1499,19 @@ func (p *enginePath) conn(h flow.Handle) (*tcp.Conn, error) {
 		return nil, fmt.Errorf("session %#x: %w", uint64(h), flow.ErrNoSession)
 	}
 	return c, nil
+}
+
+// ResetOnClose: see sessions.StreamKeeper.
+func (p *enginePath) ResetOnClose(h flow.Handle) {
+	t := p.e.tcp
+	if t == nil {
+		return
+	}
+	t.mu.Lock()
+	if s := t.conns[h]; s != nil {
+		s.reset = true
+	}
+	t.mu.Unlock()
 }
 
 // CloseWrite: see sessions.StreamKeeper.

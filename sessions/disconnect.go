@@ -17,11 +17,25 @@ import "fmt"
 // land in memory no other session has (seed: the app's reply to a reset
 // or disconnect notification frees the session).
 func (l *Layer) Disconnect(id AppID, h Handle) error {
+	return l.disconnect(id, h, "disconnect", false)
+}
+
+// StreamAbort is Disconnect with a reset, for a TCP session: on the wire
+// an RST, what the app queued and was not sent dropped (close(2) with a
+// zero SO_LINGER); a cut-through peer gets EventReset (its reads have what
+// was queued for them, then ECONNRESET). A session of another transport
+// fails with ErrNotSupported; one the transport ended is released as
+// Disconnect releases it.
+func (l *Layer) StreamAbort(id AppID, h Handle) error {
+	return l.disconnect(id, h, "abort", true)
+}
+
+func (l *Layer) disconnect(id AppID, h Handle, op string, abort bool) error {
 	l.lock()
 	defer l.unlock()
 	a, err := l.appLocked(id)
 	if err != nil {
-		return fmt.Errorf("disconnect: %w", err)
+		return fmt.Errorf("%s: %w", op, err)
 	}
 	s := l.sess[h]
 	if s == nil {
@@ -30,10 +44,24 @@ func (l *Layer) Disconnect(id AppID, h Handle) error {
 			l.releaseEndedLocked(e)
 			return nil
 		}
-		return fmt.Errorf("disconnect: session %#x: %w", uint64(h), ErrNoSession)
+		return fmt.Errorf("%s: session %#x: %w", op, uint64(h), ErrNoSession)
 	}
 	if s.app.id != id {
-		return fmt.Errorf("disconnect: session %#x: %w", uint64(h), ErrNotOwner)
+		return fmt.Errorf("%s: session %#x: %w", op, uint64(h), ErrNotOwner)
+	}
+	if abort {
+		if s.tuple.Proto != TransportTCP {
+			return fmt.Errorf("%s: session %#x: %w", op, uint64(h), ErrNotSupported)
+		}
+		switch s.kind {
+		case kindCutThrough:
+			s.aborted = true
+		case kindEstablished:
+			if k, ok := l.keeperLocked(s); ok {
+				k.ResetOnClose(h)
+			}
+		}
+		// A half-open session's close resets what its handshake made.
 	}
 	l.closeSessionLocked(s, true)
 	return nil
@@ -75,9 +103,10 @@ func (l *Layer) closeSessionLocked(s *session, byApp bool) {
 			// A stream's end closed with data its app left unread resets
 			// the peer's end, as close(2) of a TCP socket with unread data
 			// does (the peer reads what was queued, then ECONNRESET);
-			// otherwise the peer reads what was queued, then EOF.
+			// otherwise the peer reads what was queued, then EOF. An
+			// abort (StreamAbort) resets it too.
 			kind := EventDisconnected
-			if s.tuple.Proto == TransportTCP && s.pair.Rx != nil && s.pair.Rx.Queued() {
+			if s.tuple.Proto == TransportTCP && (s.aborted || s.pair.Rx != nil && s.pair.Rx.Queued()) {
 				kind = EventReset
 			}
 			l.notifyLocked(p.app, Event{Kind: kind, Handle: p.h, CutThrough: true})

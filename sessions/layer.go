@@ -80,6 +80,7 @@ type session struct {
 	ct       CutThrough // cut-through: shared with peer
 	peer     *session   // cut-through: the other end
 	wrClosed bool       // cut-through stream: CloseWrite told the peer
+	aborted  bool       // cut-through stream: closed with a reset (StreamAbort)
 	opener   bool       // cut-through: this end's app connected (app.ct counts it)
 	wire     bool       // the app's connect to the wire (app.ports counts it)
 }

@@ -34,6 +34,10 @@ type StreamKeeper interface {
 	// CloseWrite closes the sending half of stream session h: a FIN
 	// once what the app queued is sent.
 	CloseWrite(h Handle) error
+	// ResetOnClose marks stream session h, which the app closes next
+	// (Datapath.Close follows under the same lock), so that its
+	// connection is reset rather than closed in order.
+	ResetOnClose(h Handle)
 	// Linger is told that stream session h left the layer while its
 	// connection may still exchange segments (FINs, TIME-WAIT): its
 	// 5-tuple stays in the tables the program's maps follow until

@@ -131,6 +131,15 @@ func (k *keeper) CloseWrite(h sessions.Handle) error {
 	return nil
 }
 
+// ResetOnClose implements sessions.StreamKeeper.
+func (k *keeper) ResetOnClose(h sessions.Handle) {
+	k.mu.Lock()
+	defer k.mu.Unlock()
+	if c := k.conns[h]; c == nil || c.done {
+		k.errs = append(k.errs, fmt.Sprintf("reset on close of %#x, which has no connection", uint64(h)))
+	}
+}
+
 // Linger implements sessions.StreamKeeper.
 func (k *keeper) Linger(h sessions.Handle, release func()) {
 	k.mu.Lock()
@@ -473,7 +482,13 @@ func streamLifecycle(t *testing.T, ops []byte) {
 			if arg&4 == 0 && slotOf(owner[h]) >= 0 {
 				by = owner[h]
 			}
-			err := l.Disconnect(by, h)
+			var err error
+			abort := arg&32 != 0
+			if abort {
+				err = l.StreamAbort(by, h)
+			} else {
+				err = l.Disconnect(by, h)
+			}
 			st := state[h]
 			switch {
 			case slotOf(by) < 0:
@@ -488,7 +503,7 @@ func streamLifecycle(t *testing.T, ops []byte) {
 				wantErr(t, err, nil)
 				state[h] = hGone
 			}
-			desc = fmt.Sprintf("app %d closes %#x (state %d): %v", by, uint64(h), st, err)
+			desc = fmt.Sprintf("app %d closes %#x (state %d, abort %v): %v", by, uint64(h), st, abort, err)
 		case 11: // close-write
 			h, ok := pick(arg, hLive)
 			if !ok {

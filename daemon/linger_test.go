@@ -1,0 +1,214 @@
+package daemon
+
+import (
+	"context"
+	"errors"
+	"io"
+	"net"
+	"net/netip"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/xsessiond/xsessiond/app"
+	"github.com/xsessiond/xsessiond/flow"
+)
+
+// linger is the part of net.TCPConn an app's Conn shares for SetLinger.
+type linger interface{ SetLinger(sec int) error }
+
+// TestTCPSetLingerZero: after SetLinger(0), Close resets a TCP session as
+// close(2) of a kernel socket with a zero SO_LINGER does: a kernel peer on
+// host A, on a connection the app dialed and on one it accepted, reads
+// ECONNRESET where a plain Close gives it EOF; a cut-through peer reads
+// what was queued for it, then ECONNRESET. A second Close fails with
+// net.ErrClosed; SetLinger of a UDP session is not supported.
+func TestTCPSetLingerZero(t *testing.T) {
+	rig, d := tcpRig(t)
+	a := attach(t, d, app.Options{Name: "linger"})
+
+	// readEnd reads c until it fails and returns the error (io.EOF for an
+	// orderly end).
+	readEnd := func(c net.Conn) error {
+		c.SetReadDeadline(time.Now().Add(10 * time.Second))
+		_, err := io.Copy(io.Discard, c)
+		if err == nil {
+			err = io.EOF
+		}
+		return err
+	}
+
+	// The app dials a kernel server on host A, which reports how its
+	// connection ended once it read the greeting.
+	kl := kernelListen(t, rig.A, ":7210")
+	ends := make(chan error, 2)
+	go serveEach(kl, func(c net.Conn) {
+		var hello [5]byte
+		if _, err := io.ReadFull(c, hello[:]); err != nil {
+			ends <- err
+			return
+		}
+		ends <- readEnd(c)
+	})
+	for _, reset := range []bool{false, true} {
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		c, err := a.Dial(ctx, "tcp://"+netip.AddrPortFrom(rig.A.IPv4, 7210).String())
+		cancel()
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := c.Write([]byte("hello")); err != nil {
+			t.Fatal(err)
+		}
+		if reset {
+			if err := c.(linger).SetLinger(0); err != nil {
+				t.Fatalf("set linger: %v", err)
+			}
+		}
+		if err := c.Close(); err != nil {
+			t.Fatalf("close: %v", err)
+		}
+		if err := c.Close(); !errors.Is(err, net.ErrClosed) {
+			t.Errorf("second close: %v, want net.ErrClosed", err)
+		}
+		want := io.EOF
+		if reset {
+			want = syscall.ECONNRESET
+		}
+		if err := <-ends; !errors.Is(err, want) {
+			t.Errorf("reset %v: the kernel server's read ended with %v, want %v", reset, err, want)
+		}
+	}
+
+	// A kernel client on host A connects to the app, which closes the
+	// connection it accepted with a reset.
+	ln, err := a.Listen("tcp://" + netip.AddrPortFrom(rig.B.IPv4, 7211).String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	go serveEach(ln, func(c net.Conn) {
+		var hi [2]byte
+		if _, err := io.ReadFull(c, hi[:]); err == nil {
+			c.(linger).SetLinger(0)
+		}
+	})
+	err = rig.A.Do(func() error {
+		c, err := net.DialTimeout("tcp", netip.AddrPortFrom(rig.B.IPv4, 7211).String(), 10*time.Second)
+		if err != nil {
+			return err
+		}
+		defer c.Close()
+		if _, err := c.Write([]byte("hi")); err != nil {
+			return err
+		}
+		return readEnd(c)
+	})
+	if !errors.Is(err, syscall.ECONNRESET) {
+		t.Errorf("the kernel client's read ended with %v, want ECONNRESET", err)
+	}
+	ln.Close()
+	if err := ln.Close(); !errors.Is(err, net.ErrClosed) {
+		t.Errorf("second close of a listener: %v, want net.ErrClosed", err)
+	}
+
+	// Cut-through: the peer reads what was queued, then ECONNRESET.
+	local := "tcp://" + netip.AddrPortFrom(rig.B.IPv4, 7212).String()
+	cln, err := a.Listen(local)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cln.Close()
+	c, err := a.Dial(t.Context(), local)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	sc, err := cln.Accept()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := sc.Write([]byte("queued")); err != nil {
+		t.Fatal(err)
+	}
+	sc.(linger).SetLinger(0)
+	sc.Close()
+	c.SetReadDeadline(time.Now().Add(10 * time.Second))
+	got, err := io.ReadAll(c)
+	if string(got) != "queued" || !errors.Is(err, syscall.ECONNRESET) {
+		t.Errorf("cut-through peer read %q, then %v; want \"queued\", then ECONNRESET", got, err)
+	}
+
+	pc, err := a.ListenPacket("udp://" + netip.AddrPortFrom(rig.B.IPv4, 7213).String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	u, err := a.Dial(t.Context(), "udp://"+netip.AddrPortFrom(rig.B.IPv4, 7213).String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := u.(linger).SetLinger(0); !errors.Is(err, flow.ErrNotSupported) {
+		t.Errorf("set linger of a UDP session: %v, want flow.ErrNotSupported", err)
+	}
+	u.Close()
+	pc.Close()
+	if err := pc.Close(); !errors.Is(err, net.ErrClosed) {
+		t.Errorf("second close of a packet listener: %v, want net.ErrClosed", err)
+	}
+}
+
+// TestTCPCloseRead: CloseRead ends a waiting Read and every later one with
+// io.EOF, as shutdown(SHUT_RD) of a kernel socket does, while the session
+// goes on sending: on the wire to a kernel server on host A and
+// cut-through.
+func TestTCPCloseRead(t *testing.T) {
+	rig, d := tcpRig(t)
+	a := attach(t, d, app.Options{Name: "closeread"})
+	kl := kernelListen(t, rig.A, ":7220")
+	go echoServe(kl)
+	local := "tcp://" + netip.AddrPortFrom(rig.B.IPv4, 7221).String()
+	ln, err := a.Listen(local)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	go echoServe(ln)
+	for _, uri := range []string{"tcp://" + netip.AddrPortFrom(rig.A.IPv4, 7220).String(), local} {
+		c, err := a.Dial(t.Context(), uri)
+		if err != nil {
+			t.Fatal(err)
+		}
+		c.SetDeadline(time.Now().Add(10 * time.Second))
+		if _, err := c.Write([]byte("ping")); err != nil {
+			t.Fatal(err)
+		}
+		var b [4]byte
+		if _, err := io.ReadFull(c, b[:]); err != nil || string(b[:]) != "ping" {
+			t.Fatalf("%s: echo %q, %v", uri, b, err)
+		}
+		read := make(chan error, 1)
+		go func() {
+			_, err := c.Read(b[:])
+			read <- err
+		}()
+		time.Sleep(50 * time.Millisecond) // the Read waits
+		if err := c.(interface{ CloseRead() error }).CloseRead(); err != nil {
+			t.Fatalf("%s: close read: %v", uri, err)
+		}
+		select {
+		case err := <-read:
+			if err != io.EOF {
+				t.Errorf("%s: waiting read after CloseRead: %v, want io.EOF", uri, err)
+			}
+		case <-time.After(5 * time.Second):
+			t.Fatalf("%s: a waiting Read did not return after CloseRead", uri)
+		}
+		if _, err := c.Write([]byte("more")); err != nil {
+			t.Errorf("%s: write after CloseRead: %v", uri, err)
+		}
+		time.Sleep(50 * time.Millisecond) // the echo comes back
+		if n, err := c.Read(b[:]); n != 0 || err != io.EOF {
+			t.Errorf("%s: read after CloseRead: %d, %v; want 0, io.EOF", uri, n, err)
+		}
+		c.Close()
+	}
+}
