@@ -21,7 +21,8 @@
 // dropped, as a zero SO_LINGER does; CloseRead ends reads with io.EOF, as
 // shutdown(SHUT_RD) does. A session the peer reset keeps its fifos in the
 // app's memory until it is closed. A second Close of a Conn, Listener or
-// PacketConn fails with an error wrapping net.ErrClosed.
+// PacketConn fails with an error wrapping net.ErrClosed. A Listener's
+// SetDeadline bounds Accept, as a net.TCPListener's does.
 //
 // # Data
 //

@@ -8,6 +8,7 @@ import (
 	"strings"
 	"sync"
 	"syscall"
+	"time"
 
 	"github.com/xsessiond/xsessiond/api"
 	"github.com/xsessiond/xsessiond/flow"
@@ -34,6 +35,7 @@ type Listener struct {
 	ready   chan struct{} // capacity 1: queue may have become non-empty
 	done    chan struct{}
 	once    sync.Once
+	dl      *deadline // SetDeadline's, for Accept
 }
 
 // Listen binds uri (udp://ADDR:PORT or tcp://ADDR:PORT) and returns a
@@ -56,7 +58,7 @@ func (a *App) Listen(uri string) (net.Listener, error) {
 	if err != nil {
 		return nil, err
 	}
-	l := &Listener{a: a, binds: binds, addr: endpointAddr(lastBind(binds).ep), ready: make(chan struct{}, 1), done: make(chan struct{})}
+	l := &Listener{a: a, binds: binds, addr: endpointAddr(lastBind(binds).ep), ready: make(chan struct{}, 1), done: make(chan struct{}), dl: newDeadline()}
 	for _, b := range binds {
 		a.addAcceptor(b.h, b.ep, l)
 	}
@@ -265,12 +267,29 @@ func (l *Listener) Accept() (net.Conn, error) {
 			}
 			return c, nil
 		}
+		passed := l.dl.wait()
+		if isClosed(passed) {
+			return nil, netError("accept", l.addr, nil, errTimeout)
+		}
 		select {
 		case <-l.ready:
 		case <-l.done:
 		case <-l.a.done:
+		case <-passed:
 		}
 	}
+}
+
+// SetDeadline sets the deadline of Accept, as net.TCPListener's does: past
+// it, Accept (a waiting one too) fails with an error wrapping
+// os.ErrDeadlineExceeded, whose Timeout reports true; the zero time means
+// none.
+func (l *Listener) SetDeadline(t time.Time) error {
+	if isClosed(l.done) {
+		return netError("set deadline", l.addr, nil, net.ErrClosed)
+	}
+	l.dl.set(t)
+	return nil
 }
 
 // Addr returns the bound address.
@@ -308,6 +327,7 @@ func (l *Listener) Close() error {
 		for _, c := range waiting {
 			c.Close()
 		}
+		l.dl.stop()
 	})
 	if !first {
 		return netError("close", l.addr, nil, net.ErrClosed)

@@ -6,6 +6,7 @@ import (
 	"io"
 	"net"
 	"net/netip"
+	"os"
 	"syscall"
 	"testing"
 	"time"
@@ -210,5 +211,52 @@ func TestTCPCloseRead(t *testing.T) {
 			t.Errorf("%s: read after CloseRead: %d, %v; want 0, io.EOF", uri, n, err)
 		}
 		c.Close()
+	}
+}
+
+// TestListenerDeadline: SetDeadline bounds Accept as a net.TCPListener's
+// does: a waiting Accept fails at the deadline with a timeout error
+// (os.ErrDeadlineExceeded), one after it at once; the zero time lifts it
+// and Accept takes the next connection.
+func TestListenerDeadline(t *testing.T) {
+	_, cli, ln := streamCutThroughApps(t)
+	dl := ln.(interface{ SetDeadline(time.Time) error })
+	if err := dl.SetDeadline(time.Now().Add(100 * time.Millisecond)); err != nil {
+		t.Fatal(err)
+	}
+	start := time.Now()
+	_, err := ln.Accept()
+	var ne net.Error
+	if !errors.Is(err, os.ErrDeadlineExceeded) || !errors.As(err, &ne) || !ne.Timeout() {
+		t.Fatalf("accept past the deadline: %v, want a timeout", err)
+	}
+	if took := time.Since(start); took < 90*time.Millisecond || took > 5*time.Second {
+		t.Errorf("accept returned after %v, want about 100ms", took)
+	}
+	if _, err := ln.Accept(); !errors.Is(err, os.ErrDeadlineExceeded) {
+		t.Errorf("accept after the deadline: %v, want os.ErrDeadlineExceeded", err)
+	}
+	if err := dl.SetDeadline(time.Time{}); err != nil {
+		t.Fatal(err)
+	}
+	accepted := make(chan error, 1)
+	go func() {
+		c, err := ln.Accept()
+		if err == nil {
+			c.Close()
+		}
+		accepted <- err
+	}()
+	c, err := cli.Dial(t.Context(), "tcp://127.0.0.1:7000")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	if err := <-accepted; err != nil {
+		t.Fatalf("accept without a deadline: %v", err)
+	}
+	ln.Close()
+	if err := dl.SetDeadline(time.Now()); !errors.Is(err, net.ErrClosed) {
+		t.Errorf("set deadline of a closed listener: %v, want net.ErrClosed", err)
 	}
 }
