@@ -11,6 +11,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/xsessiond/xsessiond/api"
 	"github.com/xsessiond/xsessiond/app"
 	"github.com/xsessiond/xsessiond/flow"
 )
@@ -23,7 +24,8 @@ type linger interface{ SetLinger(sec int) error }
 // host A, on a connection the app dialed and on one it accepted, reads
 // ECONNRESET where a plain Close gives it EOF; a cut-through peer reads
 // what was queued for it, then ECONNRESET. A second Close fails with
-// net.ErrClosed; SetLinger of a UDP session is not supported.
+// net.ErrClosed; SetLinger of a UDP session is not supported; another
+// app's Abort of the session is refused.
 func TestTCPSetLingerZero(t *testing.T) {
 	rig, d := tcpRig(t)
 	a := attach(t, d, app.Options{Name: "linger"})
@@ -130,6 +132,15 @@ func TestTCPSetLingerZero(t *testing.T) {
 	}
 	if _, err := sc.Write([]byte("queued")); err != nil {
 		t.Fatal(err)
+	}
+	// Another app cannot reset it.
+	other := rawApp(t, d)
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	_, fds, err := other.Call(ctx, &api.Abort{Handle: sc.(*app.Conn).Handle()})
+	cancel()
+	api.CloseFDs(fds)
+	if !errors.Is(err, flow.ErrNotOwner) {
+		t.Errorf("another app's abort of the session: %v, want flow.ErrNotOwner", err)
 	}
 	sc.(linger).SetLinger(0)
 	sc.Close()
