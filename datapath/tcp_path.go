@@ -1437,7 +1437,10 @@ func (s *tcpSess) finish(l *sessions.Layer) {
 			delete(p.conns, k)
 		}
 	}
-	established, reset := s.established, s.wasReset
+	// A connection either end reset has no TIME-WAIT: its port goes at
+	// once, as the kernel frees one after an RST (the app's Abort, a
+	// close with data unread, a peer's reset).
+	established, reset := s.established, s.wasReset || s.conn != nil && s.conn.ResetSent()
 	unsteer := s.unsteer
 	s.unsteer = nil
 	p.mu.Unlock()

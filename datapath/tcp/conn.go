@@ -217,6 +217,11 @@ func (c *Conn) Delivering() bool {
 	return true
 }
 
+// ResetSent reports whether the Conn ended by resetting its connection
+// itself (ConnInfo.ResetSent): gVisor released the local port as it sent
+// the RST, and no TIME-WAIT follows.
+func (c *Conn) ResetSent() bool { return c.sentReset.Load() }
+
 // Finished reports whether gVisor is done with the Conn's connection
 // (CLOSED or ERROR): nothing more is sent or received on it.
 func (c *Conn) Finished() bool {
