@@ -144,9 +144,12 @@ type Engine struct {
 
 	capture atomic.Pointer[Capture] // the capture running, nil: none (capture.go)
 
-	claimsBusy  atomic.Int64 // claims queued or being made
-	ownNS       bool         // ns was opened by New
-	pw          *peerWatch   // nil: peer errors not watched (tests without New)
+	claimsBusy atomic.Int64 // claims queued or being made
+	// progress wakes those waiting for the mirror or the claims
+	// (WaitMirror, a TCP dial waiting for its steering).
+	progress    progress
+	ownNS       bool       // ns was opened by New
+	pw          *peerWatch // nil: peer errors not watched (tests without New)
 	peerErrors  atomic.Uint64
 	kernelRxN   atomic.Uint64 // datagrams the kernel path delivered (kernelpath.go)
 	kernelDrops atomic.Uint64 // and those it could not
@@ -514,9 +517,11 @@ func (e *Engine) runMirror(ctx context.Context) {
 			} else if err != nil {
 				e.log.Warn("mirror: change not applied", "err", err)
 			}
+			e.progress.note()
 		case <-tick.C:
 			if e.feed.NeedsResync() || e.mirror.NeedsResync() {
 				e.resyncMirror()
+				e.progress.note()
 			}
 			if time.Since(lastCheck) > 5*time.Second {
 				lastCheck = time.Now()
@@ -547,25 +552,52 @@ func (e *Engine) WaitMirror(ctx context.Context) error {
 	if l == nil {
 		return ErrNotStarted
 	}
-	if err := pollUntil(ctx, func() bool { return len(e.claims) == 0 && e.claimsBusy.Load() == 0 }); err != nil {
+	if err := e.progress.wait(ctx, func() bool { return len(e.claims) == 0 && e.claimsBusy.Load() == 0 }); err != nil {
 		return err
 	}
-	seq, _ := l.Snapshot()
-	return pollUntil(ctx, func() bool { return e.mirror.Stats().LastSeq >= seq })
+	seq := l.Seq()
+	return e.progress.wait(ctx, func() bool { return e.mirror.Stats().LastSeq >= seq })
 }
 
-// pollUntil checks done every millisecond until it holds or ctx ends.
-func pollUntil(ctx context.Context, done func() bool) error {
-	tick := time.NewTicker(time.Millisecond)
-	defer tick.Stop()
-	for !done() {
+// progress wakes goroutines waiting for the mirror or the claims to get
+// somewhere: each note closes the channel the waiters took. (A ticker
+// polling every millisecond made every connect on the wire wait a
+// millisecond or two: the mirror applies a change within microseconds.)
+type progress struct {
+	mu sync.Mutex
+	ch chan struct{} // nil until a waiter takes one
+}
+
+// wait returns once done holds, or ctx's error once ctx ends first. done is
+// evaluated after the channel is taken, so a note after the change it waits
+// for wakes it.
+func (p *progress) wait(ctx context.Context, done func() bool) error {
+	for {
+		p.mu.Lock()
+		if p.ch == nil {
+			p.ch = make(chan struct{})
+		}
+		ch := p.ch
+		p.mu.Unlock()
+		if done() {
+			return nil
+		}
 		select {
+		case <-ch:
 		case <-ctx.Done():
 			return ctx.Err()
-		case <-tick.C:
 		}
 	}
-	return nil
+}
+
+// note wakes the waiters: something they wait for may have changed.
+func (p *progress) note() {
+	p.mu.Lock()
+	if p.ch != nil {
+		close(p.ch)
+		p.ch = nil
+	}
+	p.mu.Unlock()
 }
 
 // runClaims turns half-open connects into established sessions: UDP needs
@@ -579,6 +611,7 @@ func (e *Engine) runClaims(ctx context.Context) {
 		case cl := <-e.claims:
 			e.claim(cl)
 			e.claimsBusy.Add(-1)
+			e.progress.note()
 		}
 	}
 }

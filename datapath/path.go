@@ -208,6 +208,7 @@ func (p *enginePath) Open(req sessions.OpenRequest) (netip.AddrPort, error) {
 	case e.claims <- claim{ho: req.HalfOpen, c: c}:
 	default:
 		e.claimsBusy.Add(-1)
+		e.progress.note()
 		res.Close()
 		return netip.AddrPort{}, ErrBusy
 	}

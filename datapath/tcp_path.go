@@ -1115,7 +1115,7 @@ func (p *tcpPath) dial(s *tcpSess, remote netip.AddrPort) {
 		return
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
-	_ = pollUntil(ctx, func() bool { return p.e.mirror.Stats().LastSeq >= ss.Seq || p.e.mirror.NeedsResync() })
+	_ = p.e.progress.wait(ctx, func() bool { return p.e.mirror.Stats().LastSeq >= ss.Seq || p.e.mirror.NeedsResync() })
 	cancel()
 	s.pair, s.mem = ss.Pair, ss.Memory
 	if m, ok := sessions.FifoManager(s.mem); ok {

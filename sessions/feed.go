@@ -122,6 +122,14 @@ func (l *Layer) Snapshot() (seq uint64, snapshot []Change) {
 	return l.snapshotLocked()
 }
 
+// Seq returns the Seq of the last change made to the global tables: what
+// Snapshot's would be, without building one.
+func (l *Layer) Seq() uint64 {
+	l.lock()
+	defer l.unlock()
+	return l.seq
+}
+
 func (l *Layer) snapshotLocked() (uint64, []Change) {
 	out := make([]Change, 0, len(l.glisten)+len(l.sess))
 	for _, ln := range l.glisten {
