@@ -521,7 +521,6 @@ func (e *Engine) runMirror(ctx context.Context) {
 		case <-tick.C:
 			if e.feed.NeedsResync() || e.mirror.NeedsResync() {
 				e.resyncMirror()
-				e.progress.note()
 			}
 			if time.Since(lastCheck) > 5*time.Second {
 				lastCheck = time.Now()
@@ -539,6 +538,7 @@ func (e *Engine) resyncMirror() {
 	e.mu.Lock()
 	e.mirErr = err
 	e.mu.Unlock()
+	e.progress.note()
 	if err != nil {
 		e.log.Error("mirror: resync failed", "err", err)
 	}
