@@ -314,9 +314,6 @@ func (c *Conn) Read(b []byte) (int, error) {
 		if err := c.rd.check(c.a, c.done); err != nil {
 			return 0, netError("read", c.laddr, c.raddr, err)
 		}
-		if c.rdClosed.Load() {
-			return 0, io.EOF
-		}
 		if err := c.takeError(); err != nil {
 			return 0, netError("read", c.laddr, c.raddr, err)
 		}
@@ -345,6 +342,9 @@ func (c *Conn) Read(b []byte) (int, error) {
 				return 0, netError("read", c.laddr, c.raddr, e.resetErr())
 			}
 			return 0, io.EOF
+		}
+		if c.rdClosed.Load() {
+			return 0, io.EOF // CloseRead: nothing queued, and no waiting
 		}
 		if c.spinRead(e) {
 			continue
@@ -524,11 +524,12 @@ func (c *Conn) CloseWrite() error {
 }
 
 // CloseRead closes the receiving half of a TCP session, as
-// net.TCPConn's does on Linux (shutdown with SHUT_RD): reads return io.EOF
-// from then on, a Read waiting returns it at once; what the peer sends
-// still fills the receive fifo (and closes the window when it is full),
-// and a Close with data left unread resets the connection. A UDP session
-// has no half to close: flow.ErrNotSupported.
+// net.TCPConn's does on Linux (shutdown with SHUT_RD): a Read waiting
+// returns io.EOF at once, and later reads return what is queued, then
+// io.EOF where they would wait; what the peer sends still fills the
+// receive fifo (and closes the window when it is full), and a Close with
+// data left unread resets the connection. A UDP session has no half to
+// close: flow.ErrNotSupported.
 func (c *Conn) CloseRead() error {
 	if c.e.dgram {
 		return netError("close read", c.laddr, c.raddr, flow.ErrNotSupported)

@@ -18,8 +18,8 @@
 // that loses nothing). A cut-through TCP session closed with data unread
 // likewise ends in ECONNRESET for the peer, once it read what was queued.
 // SetLinger(0) makes Close reset a TCP session at once, what was not sent
-// dropped, as a zero SO_LINGER does; CloseRead ends reads with io.EOF, as
-// shutdown(SHUT_RD) does. A session the peer reset keeps its fifos in the
+// dropped, as a zero SO_LINGER does; CloseRead makes reads return io.EOF
+// where they would wait, as shutdown(SHUT_RD) does on Linux. A session the peer reset keeps its fifos in the
 // app's memory until it is closed. A second Close of a Conn, Listener or
 // PacketConn fails with an error wrapping net.ErrClosed. A Listener's
 // SetDeadline bounds Accept, as a net.TCPListener's does.

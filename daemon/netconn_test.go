@@ -169,10 +169,10 @@ func TestTCPSetLingerZero(t *testing.T) {
 	}
 }
 
-// TestTCPCloseRead: CloseRead ends a waiting Read and every later one with
-// io.EOF, as shutdown(SHUT_RD) of a kernel socket does, while the session
-// goes on sending: on the wire to a kernel server on host A and
-// cut-through.
+// TestTCPCloseRead: CloseRead ends a waiting Read with io.EOF, and later
+// reads return what comes, then io.EOF where they would wait, as after
+// shutdown(SHUT_RD) of a kernel socket on Linux, while the session goes
+// on sending: on the wire to a kernel server on host A and cut-through.
 func TestTCPCloseRead(t *testing.T) {
 	rig, d := tcpRig(t)
 	a := attach(t, d, app.Options{Name: "closeread"})
@@ -215,12 +215,27 @@ func TestTCPCloseRead(t *testing.T) {
 		case <-time.After(5 * time.Second):
 			t.Fatalf("%s: a waiting Read did not return after CloseRead", uri)
 		}
+		if n, err := c.Read(b[:]); n != 0 || err != io.EOF {
+			t.Errorf("%s: read of nothing after CloseRead: %d, %v; want 0, io.EOF at once", uri, n, err)
+		}
 		if _, err := c.Write([]byte("more")); err != nil {
 			t.Errorf("%s: write after CloseRead: %v", uri, err)
 		}
-		time.Sleep(50 * time.Millisecond) // the echo comes back
+		// What comes after is read as on Linux: the echo, then io.EOF
+		// where a read would wait.
+		var got []byte
+		for deadline := time.Now().Add(5 * time.Second); len(got) < 4 && time.Now().Before(deadline); {
+			n, _ := c.Read(b[:])
+			got = append(got, b[:n]...)
+			if n == 0 {
+				time.Sleep(5 * time.Millisecond)
+			}
+		}
+		if string(got) != "more" {
+			t.Errorf("%s: read after CloseRead: %q, want the echo \"more\"", uri, got)
+		}
 		if n, err := c.Read(b[:]); n != 0 || err != io.EOF {
-			t.Errorf("%s: read after CloseRead: %d, %v; want 0, io.EOF", uri, n, err)
+			t.Errorf("%s: read after the echo: %d, %v; want 0, io.EOF", uri, n, err)
 		}
 		c.Close()
 	}
