@@ -260,16 +260,18 @@ func (l *Listener) Accept() (net.Conn, error) {
 			return nil, netError("accept", l.addr, nil, l.a.Err())
 		default:
 		}
+		// Past the deadline Accept fails even with a session waiting,
+		// as a net.TCPListener's does.
+		passed := l.dl.wait()
+		if isClosed(passed) {
+			return nil, netError("accept", l.addr, nil, errTimeout)
+		}
 		if c := l.next(); c != nil {
 			if !l.a.track(c) {
 				c.Close()
 				return nil, netError("accept", l.addr, nil, closedError("app closed"))
 			}
 			return c, nil
-		}
-		passed := l.dl.wait()
-		if isClosed(passed) {
-			return nil, netError("accept", l.addr, nil, errTimeout)
 		}
 		select {
 		case <-l.ready:

@@ -243,8 +243,8 @@ func TestTCPCloseRead(t *testing.T) {
 
 // TestListenerDeadline: SetDeadline bounds Accept as a net.TCPListener's
 // does: a waiting Accept fails at the deadline with a timeout error
-// (os.ErrDeadlineExceeded), one after it at once; the zero time lifts it
-// and Accept takes the next connection.
+// (os.ErrDeadlineExceeded), one after it at once, even with a session
+// waiting; the zero time lifts it and Accept takes that session.
 func TestListenerDeadline(t *testing.T) {
 	_, cli, ln := streamCutThroughApps(t)
 	dl := ln.(interface{ SetDeadline(time.Time) error })
@@ -263,25 +263,23 @@ func TestListenerDeadline(t *testing.T) {
 	if _, err := ln.Accept(); !errors.Is(err, os.ErrDeadlineExceeded) {
 		t.Errorf("accept after the deadline: %v, want os.ErrDeadlineExceeded", err)
 	}
-	if err := dl.SetDeadline(time.Time{}); err != nil {
-		t.Fatal(err)
-	}
-	accepted := make(chan error, 1)
-	go func() {
-		c, err := ln.Accept()
-		if err == nil {
-			c.Close()
-		}
-		accepted <- err
-	}()
+	// A session waiting does not get past the deadline either.
 	c, err := cli.Dial(t.Context(), "tcp://127.0.0.1:7000")
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer c.Close()
-	if err := <-accepted; err != nil {
+	if _, err := ln.Accept(); !errors.Is(err, os.ErrDeadlineExceeded) {
+		t.Errorf("accept after the deadline, a session waiting: %v, want os.ErrDeadlineExceeded", err)
+	}
+	if err := dl.SetDeadline(time.Time{}); err != nil {
+		t.Fatal(err)
+	}
+	sc, err := ln.Accept()
+	if err != nil {
 		t.Fatalf("accept without a deadline: %v", err)
 	}
+	sc.Close()
 	ln.Close()
 	if err := dl.SetDeadline(time.Now()); !errors.Is(err, net.ErrClosed) {
 		t.Errorf("set deadline of a closed listener: %v, want net.ErrClosed", err)
