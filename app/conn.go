@@ -290,18 +290,43 @@ func (c *Conn) RemoteAddr() net.Addr { return c.raddr }
 // Handle returns the session's handle.
 func (c *Conn) Handle() flow.Handle { return c.e.h }
 
-// SetDeadline sets the read and write deadlines.
+// SetDeadline sets the read and write deadlines. After Close it fails
+// with an error wrapping net.ErrClosed, as the other setters do.
 func (c *Conn) SetDeadline(t time.Time) error {
+	if err := c.setClosed("set"); err != nil {
+		return err
+	}
 	c.rd.dl.set(t)
 	c.wr.dl.set(t)
 	return nil
 }
 
 // SetReadDeadline sets the deadline of Read.
-func (c *Conn) SetReadDeadline(t time.Time) error { c.rd.dl.set(t); return nil }
+func (c *Conn) SetReadDeadline(t time.Time) error {
+	if err := c.setClosed("set"); err != nil {
+		return err
+	}
+	c.rd.dl.set(t)
+	return nil
+}
 
 // SetWriteDeadline sets the deadline of Write.
-func (c *Conn) SetWriteDeadline(t time.Time) error { c.wr.dl.set(t); return nil }
+func (c *Conn) SetWriteDeadline(t time.Time) error {
+	if err := c.setClosed("set"); err != nil {
+		return err
+	}
+	c.wr.dl.set(t)
+	return nil
+}
+
+// setClosed is the error of setter op on a closed Conn (nil while open),
+// as a net.Conn's setters fail after Close.
+func (c *Conn) setClosed(op string) error {
+	if isClosed(c.done) {
+		return netError(op, c.laddr, c.raddr, net.ErrClosed)
+	}
+	return nil
+}
 
 // Read reads one datagram (UDP: what does not fit in b is dropped) or the
 // bytes queued (TCP). After the peer closed the session and everything it
@@ -483,6 +508,9 @@ func (c *Conn) SetKeepAlivePeriod(d time.Duration) error {
 // syscall.ETIMEDOUT. Zero (or negative) fields keep the current values. A
 // datagram or cut-through session fails with flow.ErrNotSupported.
 func (c *Conn) SetKeepAliveConfig(k net.KeepAliveConfig) error {
+	if err := c.setClosed("set keepalive"); err != nil {
+		return err
+	}
 	if c.e.dgram || !c.e.datapath {
 		return netError("set keepalive", c.laddr, c.raddr, flow.ErrNotSupported)
 	}
@@ -534,8 +562,8 @@ func (c *Conn) CloseRead() error {
 	if c.e.dgram {
 		return netError("close read", c.laddr, c.raddr, flow.ErrNotSupported)
 	}
-	if isClosed(c.done) {
-		return netError("close read", c.laddr, c.raddr, net.ErrClosed)
+	if err := c.setClosed("close read"); err != nil {
+		return err
 	}
 	c.rdClosed.Store(true)
 	c.rd.poke()
@@ -550,6 +578,9 @@ func (c *Conn) CloseRead() error {
 // wait, as Go allows). A UDP session fails with flow.ErrNotSupported, as
 // does SetLinger(0) with a daemon of protocol 2.0 (no Abort).
 func (c *Conn) SetLinger(sec int) error {
+	if err := c.setClosed("set linger"); err != nil {
+		return err
+	}
 	if c.e.dgram || sec == 0 && c.a.cl.Server().Minor < 1 {
 		return netError("set linger", c.laddr, c.raddr, flow.ErrNotSupported)
 	}

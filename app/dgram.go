@@ -82,6 +82,9 @@ func checkDest(ep flow.Endpoint, remote netip.AddrPort, n int) error {
 // Datagrams to cut-through sessions are never
 // fragmented: the setting does not change them.
 func (p *PacketConn) SetDontFragment(on bool) error {
+	if err := p.setClosed(); err != nil {
+		return err
+	}
 	p.df.Store(on)
 	return nil
 }
@@ -119,6 +122,9 @@ func (p *PacketConn) takeError() error {
 // it accepts the setting and ignores it. A TCP session returns an error
 // wrapping flow.ErrNotSupported.
 func (c *Conn) SetDontFragment(on bool) error {
+	if err := c.setClosed("set"); err != nil {
+		return err
+	}
 	if !c.e.dgram {
 		return netError("set", c.laddr, c.raddr, fmt.Errorf("don't fragment on a stream: %w", flow.ErrNotSupported))
 	}

@@ -21,7 +21,8 @@
 // dropped, as a zero SO_LINGER does; CloseRead makes reads return io.EOF
 // where they would wait, as shutdown(SHUT_RD) does on Linux. A session the peer reset keeps its fifos in the
 // app's memory until it is closed. A second Close of a Conn, Listener or
-// PacketConn fails with an error wrapping net.ErrClosed. A Listener's
+// PacketConn fails with an error wrapping net.ErrClosed, as do its
+// setters (deadlines, linger, keepalive) after Close. A Listener's
 // SetDeadline bounds Accept, as a net.TCPListener's does.
 //
 // # Data

@@ -288,7 +288,7 @@ func (l *Listener) Accept() (net.Conn, error) {
 // none.
 func (l *Listener) SetDeadline(t time.Time) error {
 	if isClosed(l.done) {
-		return netError("set deadline", l.addr, nil, net.ErrClosed)
+		return netError("set", l.addr, nil, net.ErrClosed)
 	}
 	l.dl.set(t)
 	return nil

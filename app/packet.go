@@ -230,18 +230,43 @@ func (p *PacketConn) Handle() flow.Handle { return p.binds[0].h }
 // listener of both families, its IPv4 bind's and its IPv6 bind's.
 func (p *PacketConn) Handles() []flow.Handle { return handles(p.binds) }
 
-// SetDeadline sets the read and write deadlines.
+// SetDeadline sets the read and write deadlines. After Close it fails
+// with an error wrapping net.ErrClosed, as the other setters do.
 func (p *PacketConn) SetDeadline(t time.Time) error {
+	if err := p.setClosed(); err != nil {
+		return err
+	}
 	p.rd.dl.set(t)
 	p.wr.dl.set(t)
 	return nil
 }
 
 // SetReadDeadline sets the deadline of ReadFrom and ReadBatch.
-func (p *PacketConn) SetReadDeadline(t time.Time) error { p.rd.dl.set(t); return nil }
+func (p *PacketConn) SetReadDeadline(t time.Time) error {
+	if err := p.setClosed(); err != nil {
+		return err
+	}
+	p.rd.dl.set(t)
+	return nil
+}
 
 // SetWriteDeadline sets the deadline of WriteTo.
-func (p *PacketConn) SetWriteDeadline(t time.Time) error { p.wr.dl.set(t); return nil }
+func (p *PacketConn) SetWriteDeadline(t time.Time) error {
+	if err := p.setClosed(); err != nil {
+		return err
+	}
+	p.wr.dl.set(t)
+	return nil
+}
+
+// setClosed is the error of a setter on a closed PacketConn (nil while
+// open), as a net.PacketConn's setters fail after Close.
+func (p *PacketConn) setClosed() error {
+	if isClosed(p.done) {
+		return netError("set", p.laddr, nil, net.ErrClosed)
+	}
+	return nil
+}
 
 // pickLocked returns an end with data to read, round robin, and drops the
 // cut-through peers that went away and have nothing left. rd.mu is held.

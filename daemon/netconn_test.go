@@ -25,8 +25,9 @@ type linger interface{ SetLinger(sec int) error }
 // host A, on a connection the app dialed and on one it accepted, reads
 // ECONNRESET where a plain Close gives it EOF; a cut-through peer reads
 // what was queued for it, then ECONNRESET. A second Close fails with
-// net.ErrClosed; SetLinger of a UDP session is not supported; another
-// app's Abort of the session is refused.
+// net.ErrClosed, as do the setters after Close; SetLinger of a UDP
+// session is not supported; another app's Abort of the session is
+// refused.
 func TestTCPSetLingerZero(t *testing.T) {
 	rig, d := tcpRig(t)
 	a := attach(t, d, app.Options{Name: "linger"})
@@ -74,6 +75,12 @@ func TestTCPSetLingerZero(t *testing.T) {
 		}
 		if err := c.Close(); !errors.Is(err, net.ErrClosed) {
 			t.Errorf("second close: %v, want net.ErrClosed", err)
+		}
+		if err := c.SetDeadline(time.Now()); !errors.Is(err, net.ErrClosed) {
+			t.Errorf("set deadline after close: %v, want net.ErrClosed", err)
+		}
+		if err := c.(linger).SetLinger(0); !errors.Is(err, net.ErrClosed) {
+			t.Errorf("set linger after close: %v, want net.ErrClosed", err)
 		}
 		want := io.EOF
 		if reset {
@@ -166,6 +173,9 @@ func TestTCPSetLingerZero(t *testing.T) {
 	pc.Close()
 	if err := pc.Close(); !errors.Is(err, net.ErrClosed) {
 		t.Errorf("second close of a packet listener: %v, want net.ErrClosed", err)
+	}
+	if err := pc.SetReadDeadline(time.Now()); !errors.Is(err, net.ErrClosed) {
+		t.Errorf("set deadline of a closed packet listener: %v, want net.ErrClosed", err)
 	}
 }
 
