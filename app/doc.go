@@ -58,9 +58,11 @@
 // IPV6_V6ONLY set: tcp://0.0.0.0:80 takes IPv4 alone and tcp://[::]:80
 // IPv6 alone (flow.ParseURI). Listen and ListenPacket take a URI with no
 // address, tcp://:80, as both families, as net.Listen("tcp", ":80") does:
-// a bind of each on one port, its address [::]:80. Dial of no address or
-// an unspecified one dials the loopback address of its family, as net.Dial
-// dials the local system.
+// a bind of each on one port, its address [::]:80. A listener on a
+// loopback address (tcp://127.0.0.1:80) serves the other apps of the host
+// alone, cut-through, as a kernel listener there serves local peers. Dial
+// of no address or an unspecified one dials the loopback address of its
+// family, as net.Dial dials the local system.
 //
 // SetDontFragment on a PacketConn or UDP Conn asks that datagrams to the
 // wire go out unfragmented (IP_PMTUDISC_DO on a kernel socket). A datagram

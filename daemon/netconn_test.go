@@ -352,3 +352,41 @@ func TestTCPResetFreesPort(t *testing.T) {
 		}
 	}
 }
+
+// TestListenLoopback: on a daemon serving an interface, an app listens on
+// loopback addresses (tcp://127.0.0.1, udp://[::1]), as a local-only
+// kernel listener does, and another app of the host reaches each
+// cut-through; another loopback address finds nothing. (Such a bind was
+// refused: the address is not the interface's.)
+func TestListenLoopback(t *testing.T) {
+	_, d := tcpRig(t)
+	srv := attach(t, d, app.Options{Name: "lo-srv"})
+	cli := attach(t, d, app.Options{Name: "lo-cli"})
+	ln := listenEcho(t, srv, "tcp://127.0.0.1:7310")
+	defer ln.Close()
+	pc, err := srv.ListenPacket("udp://[::1]:7311")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer pc.Close()
+	go echoPackets(pc)
+	for _, uri := range []string{"tcp://127.0.0.1:7310", "udp://[::1]:7311"} {
+		c, err := cli.Dial(t.Context(), uri)
+		if err != nil {
+			t.Fatalf("dial %s: %v", uri, err)
+		}
+		c.SetDeadline(time.Now().Add(10 * time.Second))
+		if _, err := c.Write([]byte("loopback")); err != nil {
+			t.Fatal(err)
+		}
+		b := make([]byte, 16)
+		n, err := io.ReadAtLeast(c, b, len("loopback"))
+		if err != nil || string(b[:n]) != "loopback" {
+			t.Errorf("%s: echo %q, %v", uri, b[:n], err)
+		}
+		c.Close()
+	}
+	if _, err := cli.Dial(t.Context(), "tcp://127.0.0.2:7310"); !errors.Is(err, syscall.ECONNREFUSED) {
+		t.Errorf("dial another loopback address: %v, want ECONNREFUSED", err)
+	}
+}

@@ -70,6 +70,12 @@ func (l *Layer) Connect(id AppID, e Endpoint, opaque uint32) (ConnectResult, err
 		}
 	}
 	if EndpointIsLocal(e) {
+		// A listener bound to the loopback address itself
+		// (tcp://127.0.0.1:80) is in the global table: a connect to it
+		// is cut-through, as one to the host's own address is below.
+		if r, ok, err := l.globalCutThroughLocked(a, e, opaque); ok {
+			return r, err
+		}
 		return ConnectResult{}, fmt.Errorf("connect %s: %w", e.URI(), ErrLocalConnect)
 	}
 	if !a.hasGlobal() {
@@ -92,14 +98,28 @@ func (l *Layer) Connect(id AppID, e Endpoint, opaque uint32) (ConnectResult, err
 		}
 	}
 	if l.cfg.View.IsLocal(e.FIB, e.Addr) {
-		k := listenTuple(e)
-		if ln := l.listeners.Load().set(e.FIB).lookup(k.Proto, k.Family, &k.Local, k.LocalPort); ln != nil {
-			if t := l.apps[ln.App]; t != nil && !(t == a && ln.Proxy) {
-				return l.cutThroughLocked(a, t, ln, e, opaque)
-			}
+		if r, ok, err := l.globalCutThroughLocked(a, e, opaque); ok {
+			return r, err
 		}
 	}
 	return l.openLocked(a, e, opaque)
+}
+
+// globalCutThroughLocked makes the connect of app a to e, an address of
+// this host, cut-through to the global listener that serves e, if there
+// is one (ok).
+func (l *Layer) globalCutThroughLocked(a *app, e Endpoint, opaque uint32) (r ConnectResult, ok bool, err error) {
+	k := listenTuple(e)
+	ln := l.listeners.Load().set(e.FIB).lookup(k.Proto, k.Family, &k.Local, k.LocalPort)
+	if ln == nil {
+		return ConnectResult{}, false, nil
+	}
+	t := l.apps[ln.App]
+	if t == nil || t == a && ln.Proxy {
+		return ConnectResult{}, false, nil
+	}
+	r, err = l.cutThroughLocked(a, t, ln, e, opaque)
+	return r, true, err
 }
 
 // ConnectURI parses uri and connects to it.

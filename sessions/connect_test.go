@@ -605,3 +605,25 @@ func TestConnect_CutThroughLimits(t *testing.T) {
 		t.Fatal(err)
 	}
 }
+
+// A listener bound to a loopback address itself (in the global table, not
+// the local table's zero address) is reached cut-through by a connect to
+// that address, as a kernel listener on 127.0.0.1 is; another loopback
+// address, or another port, finds nothing (ErrLocalConnect).
+func TestConnect_LoopbackAddressListener_CutThrough(t *testing.T) {
+	r := newRig(t)
+	srv := r.attach(sessions.ScopeLocal | sessions.ScopeGlobal)
+	cli := r.attach(sessions.ScopeLocal | sessions.ScopeGlobal)
+	r.bind(srv, "tcp://127.0.0.1:7100")
+	r.bind(srv, "tcp://[::1]:7101")
+	for _, uri := range []string{"tcp://127.0.0.1:7100", "tcp://[::1]:7101"} {
+		res, err := r.l.ConnectURI(cli, uri, 0)
+		if err != nil || !res.CutThrough {
+			t.Fatalf("connect %s: %+v %v", uri, res, err)
+		}
+	}
+	for _, uri := range []string{"tcp://127.0.0.1:7102", "tcp://127.0.0.2:7100", "tcp://[::1]:7100"} {
+		_, err := r.l.ConnectURI(cli, uri, 0)
+		wantErr(t, err, sessions.ErrLocalConnect)
+	}
+}

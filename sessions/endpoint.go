@@ -31,14 +31,16 @@ func EndpointIsLocal(e Endpoint) bool {
 
 // EndpointInNamespace reports whether the endpoint can be bound in the
 // namespace whose interface and FIB were filled into e (seed:
-// session_endpoint_in_ns): the zero address always can; any other address
-// must be configured on the namespace's interface, when it has one, and be
-// local to the namespace's FIB.
+// session_endpoint_in_ns): the zero address always can; a loopback address
+// (a listener for the apps of this host alone, as on a kernel socket)
+// when it is local to the namespace's FIB; any other address must be
+// configured on the namespace's interface, when it has one, and be local
+// to the namespace's FIB.
 func EndpointInNamespace(v NetView, e Endpoint) bool {
 	if e.IsZero() {
 		return true
 	}
-	if e.IfIndex != 0 && !v.HasAddress(e.IfIndex, e.Addr) {
+	if e.IfIndex != 0 && !e.Addr.IsLoopback() && !v.HasAddress(e.IfIndex, e.Addr) {
 		return false
 	}
 	return v.IsLocal(e.FIB, e.Addr)

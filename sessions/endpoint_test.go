@@ -20,7 +20,10 @@ func TestEndpointChecks(t *testing.T) {
 		{"Zero6", sessions.Endpoint{Addr: zero6, IfIndex: 2, FIB: 2}, true, true, true},
 		{"NoAddress", sessions.Endpoint{}, true, true, true},
 		{"Loopback", sessions.Endpoint{Addr: netip.MustParseAddr("127.0.0.1"), FIB: 1}, false, true, true},
-		{"LoopbackWithInterface", sessions.Endpoint{Addr: netip.MustParseAddr("127.0.0.1"), IfIndex: 2, FIB: 1}, false, true, false},
+		// The seed refuses a loopback address in a namespace tied to an
+		// interface; a kernel socket binds it, for local peers alone, and
+		// so does the layer (a listener reached cut-through).
+		{"LoopbackWithInterface", sessions.Endpoint{Addr: netip.MustParseAddr("127.0.0.1"), IfIndex: 2, FIB: 1}, false, true, true},
 		{"InterfaceAddress", sessions.Endpoint{Addr: addrA, IfIndex: 2, FIB: 1}, false, false, true},
 		{"AddressOfOtherInterface", sessions.Endpoint{Addr: addrOthr, IfIndex: 2, FIB: 1}, false, false, false},
 		{"AddressOfOtherInterfaceNoIfIndex", sessions.Endpoint{Addr: addrOthr, FIB: 1}, false, false, true},
