@@ -11,15 +11,17 @@ import (
 	"github.com/xsessiond/xsessiond/nsbind/nstest"
 )
 
-// BenchmarkTCPDial measures a TCP connect from host B to a kernel server
-// on host A, handshake included, until the caller holds the connection:
-// an app's Dial through the daemon (xsessiond) beside net.Dial from a
-// kernel socket in B's namespace (kernel), the baseline doing the same
-// work on the same rig. Each connection is closed with a reset (linger
-// 0), outside the timed part, so that no port waits in TIME-WAIT.
+// BenchmarkDial measures a connect from host B to a kernel server on host
+// A until the caller holds the connection: an app's Dial through the
+// daemon (xsessiond) beside net.Dial from a kernel socket in B's namespace
+// (kernel), the baseline doing the same work on the same rig. TCP (tcp/)
+// includes the handshake; each connection is closed with a reset (linger
+// 0), outside the timed part, so that no port waits in TIME-WAIT. A
+// connected UDP session (udp/) is a port reserved and the 5-tuple steered
+// for the daemon, a connect(2) for the kernel.
 //
-//	XSESSIOND_PRIVILEGED=require go test -exec sudo -run x -bench TCPDial ./daemon
-func BenchmarkTCPDial(b *testing.B) {
+//	XSESSIOND_PRIVILEGED=require go test -exec sudo -run x -bench Dial ./daemon
+func BenchmarkDial(b *testing.B) {
 	rig := nstest.NewPair(b, nstest.Options{})
 	if err := xsktest.DisableTxOffload(rig.A); err != nil {
 		b.Fatal(err)
@@ -39,35 +41,41 @@ func BenchmarkTCPDial(b *testing.B) {
 	go serveEach(kl, func(c net.Conn) { _, _ = c.Read(make([]byte, 1)) })
 	dst := netip.AddrPortFrom(rig.A.IPv4, 7240)
 
-	b.Run("kernel", func(b *testing.B) {
-		if err := rig.B.Do(func() error {
+	a := attach(b, d, app.Options{Name: "dialbench"})
+	for _, transport := range []string{"tcp", "udp"} {
+		b.Run(transport+"/kernel", func(b *testing.B) {
+			if err := rig.B.Do(func() error {
+				for b.Loop() {
+					c, err := net.Dial(transport, dst.String())
+					if err != nil {
+						return err
+					}
+					b.StopTimer()
+					if tc, ok := c.(*net.TCPConn); ok {
+						tc.SetLinger(0)
+					}
+					c.Close()
+					b.StartTimer()
+				}
+				return nil
+			}); err != nil {
+				b.Fatal(err)
+			}
+		})
+		b.Run(transport+"/xsessiond", func(b *testing.B) {
+			uri := transport + "://" + dst.String()
 			for b.Loop() {
-				c, err := net.Dial("tcp", dst.String())
+				c, err := a.Dial(context.Background(), uri)
 				if err != nil {
-					return err
+					b.Fatal(err)
 				}
 				b.StopTimer()
-				c.(*net.TCPConn).SetLinger(0)
+				if transport == "tcp" {
+					c.(linger).SetLinger(0)
+				}
 				c.Close()
 				b.StartTimer()
 			}
-			return nil
-		}); err != nil {
-			b.Fatal(err)
-		}
-	})
-	b.Run("xsessiond", func(b *testing.B) {
-		a := attach(b, d, app.Options{Name: "dialbench"})
-		uri := "tcp://" + dst.String()
-		for b.Loop() {
-			c, err := a.Dial(context.Background(), uri)
-			if err != nil {
-				b.Fatal(err)
-			}
-			b.StopTimer()
-			c.(linger).SetLinger(0)
-			c.Close()
-			b.StartTimer()
-		}
-	})
+		})
+	}
 }
