@@ -7,8 +7,6 @@ import (
 	"testing"
 
 	"github.com/xsessiond/xsessiond/app"
-	"github.com/xsessiond/xsessiond/datapath/xsk/xsktest"
-	"github.com/xsessiond/xsessiond/nsbind/nstest"
 )
 
 // BenchmarkDial measures a connect from host B to a kernel server on host
@@ -22,13 +20,7 @@ import (
 //
 //	XSESSIOND_PRIVILEGED=require go test -exec sudo -run x -bench Dial ./daemon
 func BenchmarkDial(b *testing.B) {
-	rig := nstest.NewPair(b, nstest.Options{})
-	if err := xsktest.DisableTxOffload(rig.A); err != nil {
-		b.Fatal(err)
-	}
-	d := startDaemon(b, func(o *Config) {
-		o.Datapath.IfName, o.Datapath.NetnsName, o.NoDatapath = rig.B.Link, rig.B.Name, false
-	})
+	rig, d := tcpRig(b)
 	var kl net.Listener
 	if err := rig.A.Do(func() error {
 		var err error

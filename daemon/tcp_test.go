@@ -25,13 +25,13 @@ import (
 )
 
 // tcpRig is a two-host rig with the daemon on host B's veth.
-func tcpRig(t *testing.T, mod ...func(*Config)) (*nstest.Pair, *Daemon) {
+func tcpRig(t testing.TB, mod ...func(*Config)) (*nstest.Pair, *Daemon) {
 	t.Helper()
 	return tcpRigWith(t, nstest.Options{}, mod...)
 }
 
 // tcpRigWith is tcpRig on a rig built with opts.
-func tcpRigWith(t *testing.T, opts nstest.Options, mod ...func(*Config)) (*nstest.Pair, *Daemon) {
+func tcpRigWith(t testing.TB, opts nstest.Options, mod ...func(*Config)) (*nstest.Pair, *Daemon) {
 	t.Helper()
 	rig := nstest.NewPair(t, opts)
 	if err := xsktest.DisableTxOffload(rig.A); err != nil {
