@@ -390,3 +390,48 @@ func TestListenLoopback(t *testing.T) {
 		t.Errorf("dial another loopback address: %v, want ECONNREFUSED", err)
 	}
 }
+
+// TestUDPEmptyDatagram: a datagram with no payload is a datagram, as on a
+// kernel socket: kernel clients on host A (IPv4 and IPv6) send empty ones
+// to an app's PacketConn, which reads them (0 bytes, the sender's
+// address) and sends empty ones back; a cut-through session carries one
+// too.
+func TestUDPEmptyDatagram(t *testing.T) {
+	rig, d := tcpRig(t)
+	a := attach(t, d, app.Options{Name: "empty"})
+	pc, err := a.ListenPacket("udp://:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer pc.Close()
+	go echoPackets(pc)
+	port := uint16(pc.LocalAddr().(*net.UDPAddr).Port)
+	for _, h := range []struct {
+		bind string
+		dst  netip.Addr
+	}{{"0.0.0.0:0", rig.B.IPv4}, {"[::]:0", rig.B.IPv6}} {
+		k, err := bindKernel(rig.A, h.bind)
+		if err != nil {
+			t.Fatal(err)
+		}
+		to := netip.AddrPortFrom(h.dst, port)
+		got, from, err := udpRoundTrip(k, to, nil)
+		k.Close()
+		if err != nil || len(got) != 0 || from != to {
+			t.Errorf("empty datagram to %v: %d bytes back from %v, %v; want 0 from %v", to, len(got), from, err, to)
+		}
+	}
+	c, err := a.Dial(t.Context(), "udp://"+netip.AddrPortFrom(netip.IPv6Loopback(), port).String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	c.SetDeadline(time.Now().Add(5 * time.Second))
+	if n, err := c.Write(nil); n != 0 || err != nil {
+		t.Fatalf("cut-through write of an empty datagram: %d, %v", n, err)
+	}
+	b := make([]byte, 8)
+	if n, err := c.Read(b); n != 0 || err != nil {
+		t.Errorf("cut-through read of the empty echo: %d, %v; want 0, nil", n, err)
+	}
+}
