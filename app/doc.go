@@ -60,7 +60,9 @@
 // address, tcp://:80, as both families, as net.Listen("tcp", ":80") does:
 // a bind of each on one port, its address [::]:80. A listener on a
 // loopback address (tcp://127.0.0.1:80) serves the other apps of the host
-// alone, cut-through, as a kernel listener there serves local peers. Dial
+// alone, cut-through, as a kernel listener there serves local peers; a
+// host name (tcp://localhost:80) binds one of its addresses, the first
+// IPv4 one, as net.Listen does. Dial
 // of no address or an unspecified one dials the loopback address of its
 // family, as net.Dial dials the local system.
 //

@@ -45,6 +45,8 @@ type Listener struct {
 // servers use net.ListenPacket). A URI with no address
 // (tcp://:PORT) listens on both families, as net.Listen("tcp", ":PORT")
 // does: it binds 0.0.0.0 and [::] on one port, and its Addr is [::]:PORT.
+// A host name (tcp://localhost:PORT) is resolved and one of its addresses
+// bound, the first IPv4 one if it has one, as net.Listen does.
 func (a *App) Listen(uri string) (net.Listener, error) {
 	uris, eps, err := listenURIs(uri)
 	if err != nil {
@@ -99,15 +101,41 @@ func bothFamilies(uri string) (uris []string, both bool) {
 	return []string{scheme + "://0.0.0.0" + rest, scheme + "://[::]" + rest}, true
 }
 
-// listenURIs parses a listen URI into the URIs it binds (bothFamilies)
-// and their endpoints; errors are opError's for "listen".
+// listenURIs parses a listen URI into the URIs it binds (bothFamilies, or
+// a host name's address) and their endpoints; errors are opError's for
+// "listen".
 func listenURIs(uri string) (uris []string, eps []flow.Endpoint, err error) {
 	uris, _ = bothFamilies(uri)
 	eps = make([]flow.Endpoint, len(uris))
 	for i, u := range uris {
-		if eps[i], err = flow.ParseURI(u); err != nil {
+		if eps[i], err = flow.ParseURI(u); err == nil {
+			continue
+		}
+		t, name, port, ok := flow.URIName(u)
+		if !ok {
 			return nil, nil, opError("listen", uri, err)
 		}
+		// A host name (tcp://localhost:8080) listens on one of its
+		// addresses, the first IPv4 one if it has one, as net.Listen
+		// does.
+		ctx, cancel := context.WithTimeout(context.Background(), controlTimeout)
+		addrs, err := net.DefaultResolver.LookupNetIP(ctx, "ip", name)
+		cancel()
+		if err == nil && len(addrs) == 0 {
+			err = &net.DNSError{Err: "no address", Name: name, IsNotFound: true}
+		}
+		if err != nil {
+			return nil, nil, opError("listen", uri, err)
+		}
+		pick := addrs[0]
+		for _, a := range addrs {
+			if a.Unmap().Is4() {
+				pick = a
+				break
+			}
+		}
+		eps[i] = flow.Endpoint{Transport: t, Addr: pick.Unmap(), Port: port}
+		uris[i] = eps[i].URI()
 	}
 	return uris, eps, nil
 }

@@ -75,7 +75,8 @@ func (m *Message) Len() int { return len(m.Payload) + len(m.More) }
 // (udp://:PORT) listens on both families, as net.ListenPacket("udp",
 // ":PORT") does: it binds 0.0.0.0 and [::] on one port, LocalAddr is
 // [::]:PORT, and WriteTo sends each datagram from the bind of its
-// destination's family.
+// destination's family. A host name (udp://localhost:PORT) binds one of
+// its addresses, as Listen does.
 func (a *App) ListenPacket(uri string) (net.PacketConn, error) {
 	p, err := a.ListenPacketConn(uri)
 	if err != nil {

@@ -435,3 +435,44 @@ func TestUDPEmptyDatagram(t *testing.T) {
 		t.Errorf("cut-through read of the empty echo: %d, %v; want 0, nil", n, err)
 	}
 }
+
+// TestListenHostName: Listen and ListenPacket take a host name, as
+// net.Listen does: tcp://localhost:PORT binds 127.0.0.1 (its first IPv4
+// address), which another app dials by the same name; a name that does
+// not resolve fails with the resolver's error.
+func TestListenHostName(t *testing.T) {
+	_, d := tcpRig(t)
+	srv := attach(t, d, app.Options{Name: "named-srv"})
+	cli := attach(t, d, app.Options{Name: "named-cli"})
+	ln := listenEcho(t, srv, "tcp://localhost:7330")
+	defer ln.Close()
+	if got := ln.Addr().String(); got != "127.0.0.1:7330" {
+		t.Errorf("listener address %s, want 127.0.0.1:7330", got)
+	}
+	pc, err := srv.ListenPacket("udp://localhost:7331")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer pc.Close()
+	go echoPackets(pc)
+	for _, uri := range []string{"tcp://localhost:7330", "udp://localhost:7331"} {
+		c, err := cli.Dial(t.Context(), uri)
+		if err != nil {
+			t.Fatalf("dial %s: %v", uri, err)
+		}
+		c.SetDeadline(time.Now().Add(10 * time.Second))
+		if _, err := c.Write([]byte("named")); err != nil {
+			t.Fatal(err)
+		}
+		b := make([]byte, 8)
+		n, err := io.ReadAtLeast(c, b, len("named"))
+		if err != nil || string(b[:n]) != "named" {
+			t.Errorf("%s: echo %q, %v", uri, b[:n], err)
+		}
+		c.Close()
+	}
+	var dnsErr *net.DNSError
+	if _, err := srv.Listen("tcp://no-such-host.invalid:7332"); !errors.As(err, &dnsErr) {
+		t.Errorf("listen on a name that does not resolve: %v, want a *net.DNSError", err)
+	}
+}
