@@ -168,7 +168,7 @@ func (a *App) bindAll(uris []string, eps []flow.Endpoint) ([]bound, error) {
 			ep := eps[i]
 			if i > 0 && ep.Port == 0 {
 				ep.Port = binds[0].ep.Port
-				u = ep.Transport.String() + "://" + netip.AddrPortFrom(ep.Addr, ep.Port).String()
+				u = ep.URI()
 			}
 			var r *api.BindReply
 			if r, err = a.bind(u); err != nil {

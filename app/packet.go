@@ -155,17 +155,6 @@ func (p *PacketConn) boundAs(h flow.Handle) bool {
 	return false
 }
 
-// wireOf returns the bind whose datapath end e is, nil for a cut-through
-// peer's end.
-func (p *PacketConn) wireOf(e *end) *wireBind {
-	for i := range p.binds {
-		if p.binds[i].wire == e {
-			return &p.binds[i]
-		}
-	}
-	return nil
-}
-
 func (a *App) unbind(h flow.Handle) error {
 	ctx, cancel := context.WithTimeout(context.Background(), controlTimeout)
 	defer cancel()
@@ -547,9 +536,10 @@ func (p *PacketConn) WriteTo(b []byte, addr net.Addr) (int, error) {
 		if e == nil {
 			return 0, netError("write", p.laddr, addr, fmt.Errorf("no cut-through session %#x: %w", uint64(x.Session), flow.ErrNoSession))
 		}
-		return p.write(b, e, netip.AddrPort{}, addr)
+		return p.write(b, e, nil, netip.AddrPort{}, addr)
 	case *net.UDPAddr:
-		return p.write(b, p.wireFor(x.AddrPort()).wire, x.AddrPort(), addr)
+		wb := p.wireFor(x.AddrPort())
+		return p.write(b, wb.wire, wb, x.AddrPort(), addr)
 	}
 	return 0, netError("write", p.laddr, addr, fmt.Errorf("address %v (%T): %w", addr, addr, flow.ErrInvalidValue))
 }
@@ -559,13 +549,14 @@ func (p *PacketConn) WriteTo(b []byte, addr net.Addr) (int, error) {
 // AddrPort (a cut-through peer's, from ReadFromUDPAddrPort) is refused,
 // as WriteTo refuses an invalid address.
 func (p *PacketConn) WriteToUDPAddrPort(b []byte, addr netip.AddrPort) (int, error) {
-	return p.write(b, p.wireFor(addr).wire, addr, nil)
+	wb := p.wireFor(addr)
+	return p.write(b, wb.wire, wb, addr, nil)
 }
 
-// write sends b on e: to remote on the wire end, or on a cut-through
-// peer's. addr is the caller's address for errors; nil makes one from
-// remote.
-func (p *PacketConn) write(b []byte, e *end, remote netip.AddrPort, addr net.Addr) (int, error) {
+// write sends b on e: to remote on the wire end of bind wb, or on a
+// cut-through peer's (wb nil). addr is the caller's address for errors;
+// nil makes one from remote.
+func (p *PacketConn) write(b []byte, e *end, wb *wireBind, remote netip.AddrPort, addr net.Addr) (int, error) {
 	fail := func(err error) (int, error) {
 		if addr == nil {
 			addr = net.UDPAddrFromAddrPort(remote)
@@ -577,7 +568,6 @@ func (p *PacketConn) write(b []byte, e *end, remote netip.AddrPort, addr net.Add
 	}
 	local := p.binds[0].local
 	if e.datapath {
-		wb := p.wireOf(e)
 		local = wb.local
 		if err := checkDest(wb.ep, remote, len(b)); err != nil {
 			return fail(err)

@@ -125,25 +125,7 @@ func TestListenPacketBothFamilies(t *testing.T) {
 			t.Errorf("%s: LocalAddr %v, want %s", uri, pc.LocalAddr(), want)
 		}
 		go echoPackets(pc)
-		for _, h := range []struct {
-			bind string
-			dst  netip.Addr
-		}{{"0.0.0.0:0", rig.B.IPv4}, {"[::]:0", rig.B.IPv6}} {
-			k, err := bindKernel(rig.A, h.bind)
-			if err != nil {
-				t.Fatal(err)
-			}
-			to := netip.AddrPortFrom(h.dst, port)
-			msg := []byte("to " + to.String())
-			got, from, err := udpRoundTrip(k, to, msg)
-			k.Close()
-			if err != nil {
-				t.Fatalf("%s: kernel client to %v: %v", uri, to, err)
-			}
-			if string(got) != string(msg) || from != to {
-				t.Errorf("%s: to %v got %q from %v", uri, to, got, from)
-			}
-		}
+		echoFromBothFamilies(t, rig, port, uri, func(to netip.AddrPort) []byte { return []byte("to " + to.String()) })
 		for _, dst := range []string{"127.0.0.1", "[::1]"} {
 			ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 			c, err := cli.Dial(ctx, fmt.Sprintf("udp://%s:%d", dst, port))
@@ -164,6 +146,33 @@ func TestListenPacketBothFamilies(t *testing.T) {
 		}
 		if err := pc.Close(); err != nil {
 			t.Errorf("%s: close: %v", uri, err)
+		}
+	}
+}
+
+// echoFromBothFamilies sends msg(to) from a kernel UDP socket on host A
+// of each family to port on B's address of that family, where an echo
+// listens, and checks that the same bytes come back from to; what names
+// the case in failures.
+func echoFromBothFamilies(t *testing.T, rig *nstest.Pair, port uint16, what string, msg func(to netip.AddrPort) []byte) {
+	t.Helper()
+	for _, h := range []struct {
+		bind string
+		dst  netip.Addr
+	}{{"0.0.0.0:0", rig.B.IPv4}, {"[::]:0", rig.B.IPv6}} {
+		k, err := bindKernel(rig.A, h.bind)
+		if err != nil {
+			t.Fatal(err)
+		}
+		to := netip.AddrPortFrom(h.dst, port)
+		sent := msg(to)
+		got, from, err := udpRoundTrip(k, to, sent)
+		k.Close()
+		if err != nil {
+			t.Fatalf("%s: kernel client to %v: %v", what, to, err)
+		}
+		if string(got) != string(sent) || from != to {
+			t.Errorf("%s: to %v sent %q, got %q from %v", what, to, sent, got, from)
 		}
 	}
 }

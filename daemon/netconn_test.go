@@ -406,21 +406,7 @@ func TestUDPEmptyDatagram(t *testing.T) {
 	defer pc.Close()
 	go echoPackets(pc)
 	port := uint16(pc.LocalAddr().(*net.UDPAddr).Port)
-	for _, h := range []struct {
-		bind string
-		dst  netip.Addr
-	}{{"0.0.0.0:0", rig.B.IPv4}, {"[::]:0", rig.B.IPv6}} {
-		k, err := bindKernel(rig.A, h.bind)
-		if err != nil {
-			t.Fatal(err)
-		}
-		to := netip.AddrPortFrom(h.dst, port)
-		got, from, err := udpRoundTrip(k, to, nil)
-		k.Close()
-		if err != nil || len(got) != 0 || from != to {
-			t.Errorf("empty datagram to %v: %d bytes back from %v, %v; want 0 from %v", to, len(got), from, err, to)
-		}
-	}
+	echoFromBothFamilies(t, rig, port, "empty datagram", func(netip.AddrPort) []byte { return nil })
 	c, err := a.Dial(t.Context(), "udp://"+netip.AddrPortFrom(netip.IPv6Loopback(), port).String())
 	if err != nil {
 		t.Fatal(err)

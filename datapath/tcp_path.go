@@ -864,11 +864,8 @@ func (p *tcpPath) listen(l sessions.Listener) error {
 	delete(p.picked, addr)
 	p.mu.Unlock()
 	if res == nil {
-		if err := doIn(p.e.nsh, func() error {
-			var err error
-			res, err = reserveTCP(addr)
-			return err
-		}); err != nil {
+		var err error
+		if res, err = p.reserve(addr); err != nil {
 			return fmt.Errorf("listen %s: %w", l.Endpoint.URI(), err)
 		}
 	}
@@ -889,15 +886,23 @@ func (p *tcpPath) listen(l sessions.Listener) error {
 	return nil
 }
 
+// reserve holds local in the kernel (reserveTCP) from a socket of the
+// interface's namespace.
+func (p *tcpPath) reserve(local netip.AddrPort) (*tcpReservation, error) {
+	var res *tcpReservation
+	err := doIn(p.e.nsh, func() error {
+		var err error
+		res, err = reserveTCP(local)
+		return err
+	})
+	return res, err
+}
+
 // pickListenPort has the kernel pick the port of a listener of port 0
 // and holds it for the listen (enginePath.ReservePort).
 func (p *tcpPath) pickListenPort(ep sessions.Endpoint) (uint16, error) {
-	var res *tcpReservation
-	if err := doIn(p.e.nsh, func() error {
-		var err error
-		res, err = reserveTCP(kernelKey(ep))
-		return err
-	}); err != nil {
+	res, err := p.reserve(kernelKey(ep))
+	if err != nil {
 		return 0, fmt.Errorf("reserve %s in the kernel: %w", ep.URI(), err)
 	}
 	p.mu.Lock()
@@ -1074,12 +1079,8 @@ func (p *tcpPath) open(req sessions.OpenRequest) (netip.AddrPort, error) {
 	if !p.addLive(req.App) {
 		return netip.AddrPort{}, fmt.Errorf("app %d: %w", req.App, flow.ErrNotAttached)
 	}
-	var res *tcpReservation
-	if err := doIn(e.nsh, func() error {
-		var err error
-		res, err = reserveTCP(netip.AddrPortFrom(src.Unmap(), 0))
-		return err
-	}); err != nil {
+	res, err := p.reserve(netip.AddrPortFrom(src.Unmap(), 0))
+	if err != nil {
 		p.endLive(req.App)
 		return netip.AddrPort{}, err
 	}
