@@ -168,7 +168,7 @@ func TestWriteTableAppsEnded(t *testing.T) {
 // TestWriteTableStatsTCP: show stats' tcp rows name the connections,
 // refusals and orphans, and the buffers against their bounds.
 func TestWriteTableStatsTCP(t *testing.T) {
-	doc, err := json.Marshal(daemon.StatsView{EngineStats: daemon.EngineStats{TCP: &daemon.TCPEngineStats{Connections: 5, Listeners: 2, Refused: 1,
+	doc, err := json.Marshal(daemon.StatsView{EngineStats: daemon.EngineStats{TCP: &daemon.TCPEngineStats{Connections: 5, Lingering: 9, TimeWaitOverflow: 10, Listeners: 2, Refused: 1,
 		Orphans: 3, OrphansReset: 4, AbortedOnClose: 8, BufferBytes: 1000, BufferLimit: 8000, UserBufferLimit: 2000, BuffersClamped: 6, BufferGrowthsHeld: 7}}})
 	if err != nil {
 		t.Fatal(err)
@@ -178,7 +178,7 @@ func TestWriteTableStatsTCP(t *testing.T) {
 		t.Fatal(err)
 	}
 	for _, want := range []string{
-		"5 connections, 2 listeners, 1 refused, 3 orphans (4 reset), 8 reset at their app's close",
+		"5 connections, 9 lingering (10 ended early: tcp.max_time_wait), 2 listeners, 1 refused, 3 orphans (4 reset), 8 reset at their app's close",
 		"1000 of 8000 bytes (a user's apps: 2000), 6 connections clamped, 7 growths held",
 	} {
 		if !strings.Contains(b.String(), want) {

@@ -217,7 +217,8 @@ func WriteTable(out io.Writer, what api.ShowWhat, doc []byte) error {
 			row("mirror error", v.MirrorError)
 		}
 		if t := v.TCP; t != nil {
-			row("tcp", fmt.Sprintf("%d connections, %d listeners, %d refused, %d orphans (%d reset), %d reset at their app's close", t.Connections, t.Listeners, t.Refused, t.Orphans, t.OrphansReset, t.AbortedOnClose))
+			row("tcp", fmt.Sprintf("%d connections, %d lingering (%d ended early: tcp.max_time_wait), %d listeners, %d refused, %d orphans (%d reset), %d reset at their app's close",
+				t.Connections, t.Lingering, t.TimeWaitOverflow, t.Listeners, t.Refused, t.Orphans, t.OrphansReset, t.AbortedOnClose))
 			row("tcp buffers", fmt.Sprintf("%d of %d bytes (a user's apps: %d), %d connections clamped, %d growths held",
 				t.BufferBytes, t.BufferLimit, t.UserBufferLimit, t.BuffersClamped, t.BufferGrowthsHeld))
 		}

@@ -94,8 +94,15 @@ type EngineStats struct {
 
 // TCPEngineStats are the datapath's TCP counts in show stats.
 type TCPEngineStats struct {
-	Connections int `json:"connections"` // live connections, lingering ones included
-	Listeners   int `json:"listeners"`
+	// Connections are those whose sessions are open; Lingering, those
+	// whose app closed them and that TCP still finishes (FIN-WAIT,
+	// TIME-WAIT, LAST-ACK, ...), shown in show sessions as lingering.
+	// TimeWaitOverflow counts those ended early because
+	// tcp.max_time_wait were held (Linux's TCPTimeWaitOverflow).
+	Connections      int    `json:"connections"`
+	Lingering        int    `json:"lingering"`
+	TimeWaitOverflow uint64 `json:"time_wait_overflow"`
+	Listeners        int    `json:"listeners"`
 	// BufferBytes are the gVisor send and receive buffer sizes of all
 	// connections; BufferLimit bounds them (tcp.buffer_memory),
 	// UserBufferLimit those of one user's apps (tcp.user_buffer_memory).
@@ -315,7 +322,8 @@ func (e dpEngine) Stats() EngineStats {
 	}
 	if ts := e.Engine.TCPStats(); ts.Buffers.Limit != 0 { // zero: no TCP
 		b := ts.Buffers
-		out.TCP = &TCPEngineStats{Connections: ts.Conns, Listeners: ts.Listeners, BufferBytes: b.Bytes,
+		out.TCP = &TCPEngineStats{Connections: ts.Conns, Lingering: ts.Lingering, TimeWaitOverflow: ts.TimeWaitOverflow,
+			Listeners: ts.Listeners, BufferBytes: b.Bytes,
 			BufferLimit: b.Limit, UserBufferLimit: b.GroupLimit, BuffersClamped: b.Clamped, BufferGrowthsHeld: b.Held,
 			Refused: ts.Refused, Orphans: ts.Orphans, OrphansReset: ts.OrphansReset, AbortedOnClose: ts.AbortedOnClose}
 	}

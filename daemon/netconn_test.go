@@ -298,14 +298,19 @@ func TestListenerDeadline(t *testing.T) {
 
 // TestTCPResetFreesPort: the local port of a connection an app dialed and
 // closed with a reset (SetLinger(0)) is free in the kernel at once, as
-// after a kernel socket's RST; one closed in order stays held while the
-// connection is in TIME-WAIT. (Reset connections used to hold their ports
-// for TIME-WAIT too: under a churn of dials, two thirds of them reset,
-// the daemon held three descriptors for each connection in TIME-WAIT.)
+// after a kernel socket's RST; so is the port of one whose peer closed
+// first (no TIME-WAIT on this side, as on Linux); one the app closed first
+// stays held while the connection is in TIME-WAIT. (Reset connections,
+// and those the peer closed first, used to hold their ports for TIME-WAIT
+// too: under a churn of dials, two thirds of them reset, the daemon held
+// three descriptors for each connection in TIME-WAIT.)
 func TestTCPResetFreesPort(t *testing.T) {
 	rig, d := tcpRig(t)
 	kl := kernelListen(t, rig.A, ":7230")
 	go serveEach(kl, func(c net.Conn) { _, _ = io.Copy(io.Discard, c) })
+	// A server that closes first: it reads one byte and closes.
+	kc := kernelListen(t, rig.A, ":7231")
+	go serveEach(kc, func(c net.Conn) { _, _ = c.Read(make([]byte, 1)) })
 	a := attach(t, d, app.Options{Name: "resetport"})
 	// bindFree reports whether a kernel socket on host B can bind the
 	// address (no SO_REUSEADDR: any socket bound there refuses it).
@@ -351,6 +356,25 @@ func TestTCPResetFreesPort(t *testing.T) {
 			t.Errorf("%v: the port of a connection in TIME-WAIT is free in the kernel", local)
 		}
 	}
+
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	c, err := a.Dial(ctx, "tcp://"+netip.AddrPortFrom(rig.A.IPv4, 7231).String())
+	cancel()
+	if err != nil {
+		t.Fatal(err)
+	}
+	local := c.LocalAddr().(*net.TCPAddr).AddrPort()
+	if _, err := c.Write([]byte("x")); err != nil {
+		t.Fatal(err)
+	}
+	c.SetReadDeadline(time.Now().Add(10 * time.Second))
+	if _, err := c.Read(make([]byte, 1)); err != io.EOF {
+		t.Fatalf("read after the server's close: %v, want io.EOF", err)
+	}
+	c.Close()
+	// The port goes once the last acknowledgement is in; the daemon
+	// looks for such ports every second.
+	waitFor(t, "the port of a connection the peer closed first free", 5*time.Second, func() bool { return bindFree(local) })
 }
 
 // TestListenLoopback: on a daemon serving an interface, an app listens on

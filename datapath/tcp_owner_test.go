@@ -49,7 +49,7 @@ func TestTCPKeptPorts(t *testing.T) {
 		t.Fatalf("before their time: %d kept, want 2", n)
 	}
 	// A full list releases its oldest early.
-	for range maxCooling - 5 { // full
+	for range DefaultTCPMaxTimeWait - 5 { // full
 		p.holdPort(nil, nil, nil)
 	}
 	p.holdPort(nil, nil, nil)

@@ -55,14 +55,26 @@ type TCPConfig struct {
 	// that socket cannot be opened, the Engine logs why and sends as with
 	// NoGSO.
 	NoGSO bool
+	// MaxTimeWait bounds the connections held after their close while
+	// gVisor finishes them (TIME-WAIT, FIN-WAIT-2, ...), each with its
+	// steering and, for an active open, its port. Past it the oldest one
+	// that has nothing left to deliver is ended early (an RST ends a
+	// TIME-WAIT), as Linux's net.ipv4.tcp_max_tw_buckets does, and
+	// counted in TCPStats.TimeWaitOverflow. 0 = DefaultTCPMaxTimeWait.
+	MaxTimeWait int
 }
 
 // Defaults of TCPConfig.
 const (
 	DefaultTCPBacklog = 1024
 	DefaultTCPTxQueue = 65536
-	tcpTxQueueMin     = 1024        // a worker's queue starts this long and doubles as needed
-	tcpHold           = time.Second // a packet waits at most this long for its next hop
+	// DefaultTCPMaxTimeWait is TCPConfig.MaxTimeWait's default: a
+	// connection held after its close takes about 7 KiB of the daemon's
+	// heap (gVisor's endpoint and the session), so 16384 of them about
+	// 110 MiB.
+	DefaultTCPMaxTimeWait = 16384
+	tcpTxQueueMin         = 1024        // a worker's queue starts this long and doubles as needed
+	tcpHold               = time.Second // a packet waits at most this long for its next hop
 )
 
 // tcpPath is the Engine's TCP: the Stack, its listeners and sessions.
@@ -99,8 +111,11 @@ type tcpPath struct {
 	// bound on ports (sessions.PortKeeper).
 	coolBy map[uint32]int
 
-	refused   atomic.Uint64 // accepts refused (limits, no memory, app gone)
-	closeOnce sync.Once
+	refused atomic.Uint64 // accepts refused (limits, no memory, app gone)
+	// twOverflow counts the connections holdPort ended early, past
+	// TCPConfig.MaxTimeWait.
+	twOverflow atomic.Uint64
+	closeOnce  sync.Once
 
 	// nsDone are the counts of finished connections and closed listeners
 	// by namespace id; guarded by mu.
@@ -116,9 +131,13 @@ type cooling struct {
 	until   time.Time
 }
 
-// maxCooling bounds the reservations held for TIME-WAIT; past it the
-// oldest is released early.
-const maxCooling = 16384
+// maxCool is TCPConfig.MaxTimeWait or its default.
+func (p *tcpPath) maxCool() int {
+	if n := p.e.cfg.TCP.MaxTimeWait; n > 0 {
+		return n
+	}
+	return DefaultTCPMaxTimeWait
+}
 
 // timeWait is how long a port stays held after its connection's Closed:
 // gVisor's TIME-WAIT, which starts once the FINs are exchanged (a Conn's
@@ -132,19 +151,46 @@ func (p *tcpPath) timeWait() time.Duration {
 }
 
 // holdPort keeps res and the steering of a 5-tuple until gVisor's
-// TIME-WAIT on it is over. No lock of the Engine may be held.
+// TIME-WAIT on it is over, or until gVisor closes a connection that has
+// none (releasePorts). With maxCool held already, the oldest one that has
+// nothing left to deliver (TIME-WAIT, FIN-WAIT-2) goes early; an orphan
+// still delivering is bounded by the buffers and the close timeout
+// instead. No lock of the Engine may be held.
 func (p *tcpPath) holdPort(s *tcpSess, res *tcpReservation, unsteer func()) {
 	var early cooling
 	p.coolMu.Lock()
-	if len(p.cool) >= maxCooling {
-		early = p.cool[0]
-		p.cool = p.cool[1:]
-		p.unkeepLocked(early.s)
+	if len(p.cool) >= p.maxCool() {
+		if i := p.oldestIdleLocked(); i >= 0 {
+			early = p.cool[i]
+			if i == 0 {
+				p.cool[0] = cooling{}
+				p.cool = p.cool[1:]
+			} else {
+				p.cool = slices.Delete(p.cool, i, i+1)
+			}
+			p.unkeepLocked(early.s)
+			if early.s != nil && early.s.conn != nil && !early.s.conn.Finished() {
+				p.twOverflow.Add(1)
+			}
+		}
 	}
 	p.cool = append(p.cool, cooling{s: s, res: res, unsteer: unsteer, until: time.Now().Add(p.timeWait())})
 	p.keepLocked(s)
 	p.coolMu.Unlock()
 	early.release()
+}
+
+// oldestIdleLocked returns the index in cool of the oldest connection that
+// gVisor has nothing left to deliver for (-1: none). The oldest is almost
+// always one: an orphan delivering for longer than the close timeout is
+// reset. coolMu must be held.
+func (p *tcpPath) oldestIdleLocked() int {
+	for i, c := range p.cool {
+		if c.s == nil || c.s.conn == nil || !c.s.conn.Delivering() {
+			return i
+		}
+	}
+	return -1
 }
 
 // dropPort releases s's port and the steering of its 5-tuple (unsteer,
@@ -256,28 +302,27 @@ func (c cooling) release() {
 	c.res.close()
 }
 
-// releasePorts releases what is held, whose time is over and whose
-// connection gVisor has closed (all with all set): an orphan still
-// delivering what its app sent before it closed (tcp.Stats.Orphans) keeps
-// its port and steering past TIME-WAIT's time. No lock of the Engine may
-// be held.
+// releasePorts releases what is held (all with all set) whose connection
+// gVisor has closed, at once: its TIME-WAIT is over, or it had none (the
+// peer closed first: LAST-ACK, then CLOSED, after which Linux frees the
+// port too); and what is held with no connection once its time is over.
+// An orphan still delivering what its app sent before it closed
+// (tcp.Stats.Orphans) keeps its port and steering past TIME-WAIT's time.
+// No lock of the Engine may be held.
 func (p *tcpPath) releasePorts(all bool) {
 	p.coolMu.Lock()
 	now := time.Now()
 	var done []cooling
 	keep := p.cool[:0]
-	i := 0
-	// The list is in the order of until: past the first whose time is not
-	// over, nothing is due.
-	for ; i < len(p.cool) && (all || now.After(p.cool[i].until)); i++ {
-		if c := p.cool[i]; all || c.s == nil || c.s.conn == nil || c.s.conn.Finished() {
+	for _, c := range p.cool {
+		noConn := c.s == nil || c.s.conn == nil
+		if all || (noConn && now.After(c.until)) || (!noConn && c.s.conn.Finished()) {
 			done = append(done, c)
 			p.unkeepLocked(c.s)
 		} else {
 			keep = append(keep, c)
 		}
 	}
-	keep = append(keep, p.cool[i:]...)
 	clear(p.cool[len(keep):])
 	p.cool = keep
 	p.coolMu.Unlock()
@@ -1537,6 +1582,12 @@ type TCPStats struct {
 	// packet socket themselves, a lone packet with data on a quiet queue
 	// (tcpWorker.direct), rather than through a worker.
 	DirectWrites uint64
+	// Lingering are the connections whose session ended and that gVisor
+	// still finishes (FIN-WAIT, TIME-WAIT, LAST-ACK, ...), not in
+	// Stats.Conns; TimeWaitOverflow counts those ended early past
+	// TCPConfig.MaxTimeWait.
+	Lingering        int
+	TimeWaitOverflow uint64
 }
 
 // SetAppUser tells the Engine the uid of app's process, before the app
@@ -1554,7 +1605,8 @@ func (e *Engine) TCPStats() TCPStats {
 	if e.tcp == nil {
 		return TCPStats{}
 	}
-	s := TCPStats{Stats: e.tcp.st.Stats(), AcceptRefused: e.tcp.refused.Load()}
+	s := TCPStats{Stats: e.tcp.st.Stats(), AcceptRefused: e.tcp.refused.Load(),
+		Lingering: len(e.tcp.lingering()), TimeWaitOverflow: e.tcp.twOverflow.Load()}
 	for _, tw := range e.tcp.wq {
 		s.TxQueueDrops += tw.drops.Load()
 		s.DirectWrites += tw.directSent.Load()

@@ -71,6 +71,11 @@ type TCPConfig struct {
 	// past that, or past BufferMemory, is refused.
 	BufferMemory     int64 `yaml:"buffer_memory"`
 	UserBufferMemory int64 `yaml:"user_buffer_memory"`
+	// MaxTimeWait bounds the connections held after their close while
+	// TCP finishes them (TIME-WAIT and the other closing states); past it
+	// the oldest is ended early, as Linux's tcp_max_tw_buckets does
+	// (datapath.TCPConfig.MaxTimeWait; 0: 16384).
+	MaxTimeWait int `yaml:"max_time_wait"`
 }
 
 // maxAckDelay bounds tcp.ack_delay: Linux's longest delay (TCP_DELACK_MAX).
@@ -199,6 +204,9 @@ func (c *Config) Validate() error {
 	}
 	if c.TCP.ConnectTimeout < 0 || c.TCP.CloseTimeout < 0 {
 		return errors.New("config: tcp: connect_timeout and close_timeout must be ≥ 0 (0: default)")
+	}
+	if c.TCP.MaxTimeWait < 0 {
+		return errors.New("config: tcp: max_time_wait must be ≥ 0 (0: default)")
 	}
 	if c.TCP.BufferMemory < 0 || c.TCP.UserBufferMemory < 0 {
 		return errors.New("config: tcp: buffer_memory and user_buffer_memory must be ≥ 0 (0: default)")
