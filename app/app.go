@@ -667,6 +667,7 @@ func (a *App) handleEvent(ev *fifo.Event) {
 			a.parked = append(a.parked, *ev)
 			return
 		}
+		a.renamed(h)
 		ln := flow.Handle(se.Listener)
 		a.mu.Lock()
 		acc := a.acceptors[ln]
@@ -705,6 +706,7 @@ func (a *App) handleEvent(ev *fifo.Event) {
 				a.parked = append(a.parked, *ev)
 				return
 			}
+			a.renamed(h)
 		} else {
 			code := flow.Code(se.Code)
 			if err, ok := code.Err(); ok && err != nil {
@@ -897,6 +899,20 @@ func (a *App) tell(o owner, h flow.Handle, what uint8) {
 	if what&earlyGone != 0 {
 		o.peerClosed(h)
 	}
+}
+
+// renamed forgets what this side kept of an earlier session with handle h
+// (closed through its tx fifo, or dropped), as the daemon's accept or
+// connect of a new session with it is handled: the new session's later
+// events, which may come before its owner registers (a peer's FIN right
+// after the handshake), are its own and kept for it (goneEarly), not taken
+// for the earlier session's. The daemon reuses a handle only once it is
+// done with the session that had it.
+func (a *App) renamed(h flow.Handle) {
+	a.mu.Lock()
+	delete(a.closing, h)
+	a.dropped.del(h)
+	a.mu.Unlock()
 }
 
 // register records o as the owner of session h, and reports false when

@@ -3,6 +3,7 @@ package daemon
 import (
 	"context"
 	"errors"
+	"fmt"
 	"io"
 	"net"
 	"net/netip"
@@ -484,5 +485,73 @@ func TestListenHostName(t *testing.T) {
 	var dnsErr *net.DNSError
 	if _, err := srv.Listen("tcp://no-such-host.invalid:7332"); !errors.As(err, &dnsErr) {
 		t.Errorf("listen on a name that does not resolve: %v, want a *net.DNSError", err)
+	}
+}
+
+// TestTCPPeerClosesAtOnce: an app dials, in a loop, a kernel server that
+// writes a line and closes at once, as a banner or an HTTP/1.0 server
+// does; each connection reads the line, then io.EOF. Each dial reuses the
+// handle of the connection closed before it, and the peer's FIN can reach
+// the app before its Dial returns: it was taken for an event of the closed
+// connection and lost, and the Read waited for good (one connection in
+// 10–40 here). Then the other way: an app accepts from a kernel client
+// that writes a line and shuts its side at once, reads to io.EOF and
+// answers (an accept registers its connection as its event is handled,
+// so these were not lost).
+func TestTCPPeerClosesAtOnce(t *testing.T) {
+	rig, d := tcpRig(t)
+	kl := kernelListen(t, rig.A, ":7232")
+	go serveEach(kl, func(c net.Conn) { _, _ = c.Write([]byte("hello\n")) })
+	a := attach(t, d, app.Options{Name: "banner"})
+	for i := range 300 {
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		c, err := a.Dial(ctx, "tcp://"+netip.AddrPortFrom(rig.A.IPv4, 7232).String())
+		cancel()
+		if err != nil {
+			t.Fatal(err)
+		}
+		c.SetReadDeadline(time.Now().Add(5 * time.Second))
+		b, err := io.ReadAll(c)
+		c.Close()
+		if err != nil || string(b) != "hello\n" {
+			t.Fatalf("connection %d: read %q, %v; want the line, then io.EOF", i, b, err)
+		}
+	}
+
+	ln, err := a.Listen("tcp://0.0.0.0:7233")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	go serveEach(ln, func(c net.Conn) {
+		c.SetReadDeadline(time.Now().Add(5 * time.Second))
+		b, err := io.ReadAll(c)
+		if err != nil {
+			b = []byte(err.Error())
+		}
+		_, _ = c.Write(b)
+	})
+	for i := range 300 {
+		if err := rig.A.Do(func() error {
+			c, err := net.DialTimeout("tcp", netip.AddrPortFrom(rig.B.IPv4, 7233).String(), 10*time.Second)
+			if err != nil {
+				return err
+			}
+			defer c.Close()
+			c.SetDeadline(time.Now().Add(10 * time.Second))
+			if _, err := c.Write([]byte("hello\n")); err != nil {
+				return err
+			}
+			if err := c.(*net.TCPConn).CloseWrite(); err != nil {
+				return err
+			}
+			b, err := io.ReadAll(c)
+			if err != nil || string(b) != "hello\n" {
+				return fmt.Errorf("accepted connection %d: the app read %q, %v; want the line, then io.EOF", i, b, err)
+			}
+			return nil
+		}); err != nil {
+			t.Fatal(err)
+		}
 	}
 }
