@@ -902,14 +902,17 @@ func (a *App) tell(o owner, h flow.Handle, what uint8) {
 }
 
 // renamed forgets what this side kept of an earlier session with handle h
-// (closed through its tx fifo, or dropped), as the daemon's accept or
-// connect of a new session with it is handled: the new session's later
-// events, which may come before its owner registers (a peer's FIN right
-// after the handshake), are its own and kept for it (goneEarly), not taken
-// for the earlier session's. The daemon reuses a handle only once it is
-// done with the session that had it.
+// (closed through its tx fifo, or dropped, and its owner if that has not
+// unregistered yet: a Conn whose Close stored its mark and has yet to
+// unregister), as the daemon's accept or connect of a new session with it
+// is handled: the new session's later events, which may come before its
+// owner registers (a peer's FIN right after the handshake), are its own
+// and kept for it (goneEarly), not taken for the earlier session's. The
+// daemon reuses a handle only once it is done with the session that had
+// it, and its events come in order.
 func (a *App) renamed(h flow.Handle) {
 	a.mu.Lock()
+	delete(a.owners, h)
 	delete(a.closing, h)
 	a.dropped.del(h)
 	a.mu.Unlock()

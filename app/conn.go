@@ -14,6 +14,7 @@ import (
 	"github.com/xsessiond/xsessiond/api"
 	"github.com/xsessiond/xsessiond/fifo"
 	"github.com/xsessiond/xsessiond/flow"
+	"github.com/xsessiond/xsessiond/internal/testhook"
 )
 
 // Conn is one session: a connected UDP session (datagrams: one Read per
@@ -225,6 +226,9 @@ func (a *App) dial(ctx context.Context, uri, target string, ep flow.Endpoint) (*
 		laddr = endpointAddr(r.Local)
 	}
 	c := newConn(a, e, laddr, raddr, local, remote)
+	if d := testhook.DialRegisterPause.Load(); d > 0 {
+		time.Sleep(time.Duration(d))
+	}
 	a.sync(func() {
 		if !a.register(e.h, c) {
 			e.gone.Store(true)
@@ -624,6 +628,9 @@ func (c *Conn) Close() error {
 			// keeps its fifos until this Disconnect says they are no
 			// longer used.
 			err = c.disconnect(&api.Disconnect{Handle: c.e.h})
+		}
+		if d := testhook.CloseMarkPause.Load(); marked && d > 0 {
+			time.Sleep(time.Duration(d))
 		}
 		// A disconnect event sent before the session was closed is
 		// handled while the session is still known.

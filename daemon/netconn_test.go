@@ -8,6 +8,7 @@ import (
 	"net"
 	"net/netip"
 	"os"
+	"sync/atomic"
 	"syscall"
 	"testing"
 	"time"
@@ -15,6 +16,7 @@ import (
 	"github.com/xsessiond/xsessiond/api"
 	"github.com/xsessiond/xsessiond/app"
 	"github.com/xsessiond/xsessiond/flow"
+	"github.com/xsessiond/xsessiond/internal/testhook"
 	"golang.org/x/sys/unix"
 )
 
@@ -494,7 +496,9 @@ func TestListenHostName(t *testing.T) {
 // handle of the connection closed before it, and the peer's FIN can reach
 // the app before its Dial returns: it was taken for an event of the closed
 // connection and lost, and the Read waited for good (one connection in
-// 10–40 here). Then the other way: an app accepts from a kernel client
+// 10–40 here); or, with dials on several goroutines, while the Close of
+// the connection that had the handle was yet to unregister, it went to
+// that connection. Then the other way: an app accepts from a kernel client
 // that writes a line and shuts its side at once, reads to io.EOF and
 // answers (an accept registers its connection as its event is handled,
 // so these were not lost).
@@ -503,19 +507,70 @@ func TestTCPPeerClosesAtOnce(t *testing.T) {
 	kl := kernelListen(t, rig.A, ":7232")
 	go serveEach(kl, func(c net.Conn) { _, _ = c.Write([]byte("hello\n")) })
 	a := attach(t, d, app.Options{Name: "banner"})
-	for i := range 300 {
+	target := "tcp://" + netip.AddrPortFrom(rig.A.IPv4, 7232).String()
+	// open dials and reads the line, then io.EOF.
+	open := func() (net.Conn, error) {
 		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-		c, err := a.Dial(ctx, "tcp://"+netip.AddrPortFrom(rig.A.IPv4, 7232).String())
+		c, err := a.Dial(ctx, target)
 		cancel()
 		if err != nil {
-			t.Fatal(err)
+			return nil, err
 		}
-		c.SetReadDeadline(time.Now().Add(5 * time.Second))
+		c.SetReadDeadline(time.Now().Add(3 * time.Second))
 		b, err := io.ReadAll(c)
-		c.Close()
 		if err != nil || string(b) != "hello\n" {
-			t.Fatalf("connection %d: read %q, %v; want the line, then io.EOF", i, b, err)
+			c.Close()
+			return nil, fmt.Errorf("read %q, %v; want the line, then io.EOF", b, err)
 		}
+		return c, nil
+	}
+	for i := range 300 {
+		c, err := open()
+		if err != nil {
+			t.Fatalf("connection %d: %v", i, err)
+		}
+		c.Close()
+	}
+	// One dialer closes in order, pausing after its mark as a preempted
+	// goroutine does; the other dials meanwhile, pausing before it
+	// registers each connection (so that the peer's FIN comes first), and
+	// keeps its connections open, so that the handle the daemon freed is
+	// the next one it gets.
+	testhook.CloseMarkPause.Store(int64(100 * time.Millisecond))
+	testhook.DialRegisterPause.Store(int64(5 * time.Millisecond))
+	t.Cleanup(func() { testhook.CloseMarkPause.Store(0); testhook.DialRegisterPause.Store(0) })
+	var stop atomic.Bool
+	errc := make(chan error, 1)
+	go func() {
+		defer close(errc)
+		var held []net.Conn
+		defer func() {
+			for _, c := range held {
+				c.Close()
+			}
+		}()
+		for i := 0; !stop.Load(); i++ {
+			c, err := open()
+			if err != nil {
+				errc <- fmt.Errorf("connection %d while another closed: %w", i, err)
+				return
+			}
+			held = append(held, c)
+		}
+	}()
+	for i := range 5 {
+		c, err := open()
+		if err != nil {
+			t.Errorf("connection %d closed in order: %v", i, err)
+			continue
+		}
+		c.Close()
+	}
+	testhook.CloseMarkPause.Store(0)
+	testhook.DialRegisterPause.Store(0)
+	stop.Store(true)
+	if err := <-errc; err != nil {
+		t.Error(err)
 	}
 
 	ln, err := a.Listen("tcp://0.0.0.0:7233")

@@ -1,6 +1,7 @@
 // Package testhook holds settings that tests of other packages change to
-// keep a loaded test machine out of what they check. Every one is zero,
-// and changes nothing, outside those tests.
+// keep a loaded test machine out of what they check, or to widen a window
+// a race needs. Every one is zero, and changes nothing, outside those
+// tests.
 package testhook
 
 import "sync/atomic"
@@ -11,3 +12,11 @@ import "sync/atomic"
 // reach, as the other packages' tests running at the same time would
 // otherwise end its spins by design.
 var SpinStolenAt atomic.Int64
+
+// CloseMarkPause and DialRegisterPause, when not zero, are how long in
+// nanoseconds a Conn's Close (package app) waits between storing its close
+// mark and unregistering the connection, and a Dial between the daemon's
+// connect event and registering its connection: a test of the daemon
+// giving a closed connection's handle at once to the next widens those
+// windows, which preempted goroutines open now and then.
+var CloseMarkPause, DialRegisterPause atomic.Int64
