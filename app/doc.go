@@ -51,7 +51,8 @@
 // that is both syscall.ECONNRESET and flow.ErrFifoCorrupt, and a refused
 // connect with flow.ErrRefused, which wraps syscall.ECONNREFUSED, as does
 // flow.ErrLocalConnect, a connect to a loopback address no app listens
-// on. A wire session's LocalAddr and RemoteAddr are *net.TCPAddr
+// on; a connect the peer reset as its handshake completed fails with
+// flow.ErrReset, which wraps syscall.ECONNRESET. A wire session's LocalAddr and RemoteAddr are *net.TCPAddr
 // (*net.UDPAddr) with the addresses the peer sees the other way round: an
 // accept on a wildcard listener has the address the peer reached. A
 // wildcard address is one family's, as on a kernel socket with

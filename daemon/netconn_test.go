@@ -610,3 +610,49 @@ func TestTCPPeerClosesAtOnce(t *testing.T) {
 		}
 	}
 }
+
+// TestTCPDialResetAtOnce: a kernel server that writes a byte and resets at
+// once (SO_LINGER 0), dialed from eight goroutines: each dial fails with
+// an error wrapping ECONNRESET, or succeeds and its read does (as a kernel
+// socket's connect and read do, as the RST comes before or after the
+// connect is reported); none waits. (A dial the RST overtook failed with a
+// bare "connect failed".)
+func TestTCPDialResetAtOnce(t *testing.T) {
+	rig, d := tcpRig(t)
+	kl := kernelListen(t, rig.A, ":7234")
+	go serveEach(kl, func(c net.Conn) { c.Write([]byte("x")); c.(*net.TCPConn).SetLinger(0) })
+	a := attach(t, d, app.Options{Name: "rst"})
+	var failed atomic.Int64
+	errs := make(chan error, 8)
+	for range 8 {
+		go func() {
+			for i := range 150 {
+				ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+				c, err := a.Dial(ctx, "tcp://"+netip.AddrPortFrom(rig.A.IPv4, 7234).String())
+				cancel()
+				if err != nil {
+					if !errors.Is(err, syscall.ECONNRESET) {
+						errs <- fmt.Errorf("dial %d: %w, want an error wrapping ECONNRESET", i, err)
+						return
+					}
+					failed.Add(1)
+					continue
+				}
+				c.SetReadDeadline(time.Now().Add(5 * time.Second))
+				_, err = io.ReadAll(c)
+				c.Close()
+				if !errors.Is(err, syscall.ECONNRESET) {
+					errs <- fmt.Errorf("read %d: %w, want ECONNRESET", i, err)
+					return
+				}
+			}
+			errs <- nil
+		}()
+	}
+	for range 8 {
+		if err := <-errs; err != nil {
+			t.Fatal(err)
+		}
+	}
+	t.Logf("%d of 1200 dials failed with ECONNRESET, the rest read it", failed.Load())
+}

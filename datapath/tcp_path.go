@@ -1204,6 +1204,8 @@ func connectErr(err error) error {
 		return fmt.Errorf("%w: %w", flow.ErrTimedOut, err)
 	case errors.Is(err, syscall.EHOSTUNREACH), errors.Is(err, syscall.ENETUNREACH):
 		return fmt.Errorf("%w: %w", flow.ErrUnreachable, err)
+	case errors.Is(err, syscall.ECONNRESET):
+		return fmt.Errorf("%w: %w", flow.ErrReset, err)
 	case errors.Is(err, tcp.ErrTooManyConns):
 		return fmt.Errorf("%w: %w", flow.ErrNoMemory, err)
 	}

@@ -35,6 +35,10 @@ var (
 	ErrRefused     error = &errnoError{"connection refused", syscall.ECONNREFUSED}
 	ErrTimedOut    error = &errnoError{"connection timed out", syscall.ETIMEDOUT}
 	ErrUnreachable error = &errnoError{"destination unreachable", syscall.EHOSTUNREACH}
+	// ErrReset: the peer reset the connection as its handshake completed,
+	// before the connect was reported (a server that accepts and resets
+	// at once); a kernel socket's connect reports ECONNRESET then too.
+	ErrReset error = &errnoError{"connection reset by peer", syscall.ECONNRESET}
 	// ErrLocalConnect: a connect to a local address (loopback) that no
 	// app listens on, refused as the kernel refuses one to a port of
 	// 127.0.0.1 nobody listens on.
@@ -90,6 +94,7 @@ const (
 	CodeTimedOut
 	CodeUnreachable
 	CodeFifoCorrupt
+	CodeReset
 )
 
 var codeErrors = [...]error{
@@ -119,6 +124,7 @@ var codeErrors = [...]error{
 	CodeTimedOut:         ErrTimedOut,
 	CodeUnreachable:      ErrUnreachable,
 	CodeFifoCorrupt:      ErrFifoCorrupt,
+	CodeReset:            ErrReset,
 }
 
 // CodeOf returns the code of the sentinel err wraps, CodeOK for nil, and
