@@ -332,19 +332,24 @@ func TestTCPResetFreesPort(t *testing.T) {
 		}
 		return free
 	}
-	for _, reset := range []bool{false, true} {
+	// dial connects to port on host A and writes a byte.
+	dial := func(port uint16) (net.Conn, netip.AddrPort) {
+		t.Helper()
 		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-		c, err := a.Dial(ctx, "tcp://"+netip.AddrPortFrom(rig.A.IPv4, 7230).String())
+		c, err := a.Dial(ctx, "tcp://"+netip.AddrPortFrom(rig.A.IPv4, port).String())
 		cancel()
 		if err != nil {
 			t.Fatal(err)
 		}
-		local := c.LocalAddr().(*net.TCPAddr).AddrPort()
-		if bindFree(local) {
-			t.Fatalf("%v: the port of an open connection is free in the kernel", local)
-		}
 		if _, err := c.Write([]byte("x")); err != nil {
 			t.Fatal(err)
+		}
+		return c, c.LocalAddr().(*net.TCPAddr).AddrPort()
+	}
+	for _, reset := range []bool{false, true} {
+		c, local := dial(7230)
+		if bindFree(local) {
+			t.Fatalf("%v: the port of an open connection is free in the kernel", local)
 		}
 		if reset {
 			c.(linger).SetLinger(0)
@@ -360,16 +365,7 @@ func TestTCPResetFreesPort(t *testing.T) {
 		}
 	}
 
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-	c, err := a.Dial(ctx, "tcp://"+netip.AddrPortFrom(rig.A.IPv4, 7231).String())
-	cancel()
-	if err != nil {
-		t.Fatal(err)
-	}
-	local := c.LocalAddr().(*net.TCPAddr).AddrPort()
-	if _, err := c.Write([]byte("x")); err != nil {
-		t.Fatal(err)
-	}
+	c, local := dial(7231)
 	c.SetReadDeadline(time.Now().Add(10 * time.Second))
 	if _, err := c.Read(make([]byte, 1)); err != io.EOF {
 		t.Fatalf("read after the server's close: %v, want io.EOF", err)
