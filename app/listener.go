@@ -334,7 +334,8 @@ func (l *Listener) Handle() flow.Handle { return l.binds[0].h }
 func (l *Listener) Handles() []flow.Handle { return handles(l.binds) }
 
 // Close unbinds; sessions already accepted stay open, those not accepted
-// yet are closed. A second Close fails with an error wrapping
+// yet are reset (their peers read ECONNRESET), as closing a kernel
+// listener resets the connections in its accept queue. A second Close fails with an error wrapping
 // net.ErrClosed, as a net.Listener's does.
 func (l *Listener) Close() error {
 	var err error
@@ -354,7 +355,10 @@ func (l *Listener) Close() error {
 				err = errors.Join(err, l.a.unbind(b.h))
 			}
 		}
+		// Connections never accepted are reset, as a kernel listener's
+		// close resets those in its accept queue.
 		for _, c := range waiting {
+			_ = c.SetLinger(0)
 			c.Close()
 		}
 		l.dl.stop()
