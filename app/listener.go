@@ -15,10 +15,13 @@ import (
 )
 
 // maxAcceptQueue bounds the sessions waiting for Accept; more are refused
-// (disconnected). The daemon bounds a listener's backlog and an app's
-// connections well below it: refusing here would close connections whose
-// handshake completed and whose peer already sends, which a kernel
-// listener never does (its full accept queue drops SYNs instead).
+// (disconnected). The daemon hands a listener's connections over as their
+// handshakes complete, so what bounds them first is the app's fifo memory
+// (a session each; past it the daemon resets new connections and counts
+// them as refused, no_memory) and the connections an app may have: an app
+// that never accepts holds up to that many, where a kernel listener's full
+// accept queue (its backlog) drops SYNs instead. Refusing here closes
+// connections whose handshake completed and whose peer may already send.
 const maxAcceptQueue = 1 << 16
 
 // Listener accepts sessions opened to a bound endpoint: cut-through
