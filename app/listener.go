@@ -15,13 +15,13 @@ import (
 )
 
 // maxAcceptQueue bounds the sessions waiting for Accept; more are refused
-// (disconnected). The daemon hands a listener's connections over as their
-// handshakes complete, so what bounds them first is the app's fifo memory
-// (a session each; past it the daemon resets new connections and counts
-// them as refused, no_memory) and the connections an app may have: an app
-// that never accepts holds up to that many, where a kernel listener's full
-// accept queue (its backlog) drops SYNs instead. Refusing here closes
-// connections whose handshake completed and whose peer may already send.
+// (disconnected). The daemon holds a listener back once its backlog of
+// sessions waits here untaken (Accept marks what it takes: fifo/ABI.md),
+// as a kernel listener's full accept queue drops SYNs; before this app's
+// first Accept of the listener nothing is marked, and what bounds the
+// sessions then is the app's fifo memory and connection limits. Refusing
+// here closes connections whose handshake completed and whose peer may
+// already send.
 const maxAcceptQueue = 1 << 16
 
 // Listener accepts sessions opened to a bound endpoint: cut-through
@@ -301,6 +301,10 @@ func (l *Listener) Accept() (net.Conn, error) {
 			if !l.a.track(c) {
 				c.Close()
 				return nil, netError("accept", l.addr, nil, closedError("app closed"))
+			}
+			if c.e.datapath && !c.e.dgram {
+				// Out of the listener's backlog (fifo/ABI.md).
+				c.e.tx.MarkTaken()
 			}
 			return c, nil
 		}

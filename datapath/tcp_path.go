@@ -40,7 +40,10 @@ type TCPConfig struct {
 	// package tcp's defaults.
 	Stack tcp.Options
 	// Backlog is each listener's backlog of handshakes completed and not
-	// yet accepted; 0 = DefaultTCPBacklog (at most Stack.MaxBacklog).
+	// yet accepted, in gVisor's accept queue and, once its app marks what
+	// its Accept takes, again among the sessions handed to the app
+	// (tcpListener.Backlogged); 0 = DefaultTCPBacklog (at most
+	// Stack.MaxBacklog).
 	Backlog int
 	// TxQueue is the number of packets the Stack may queue per worker
 	// before it drops (TCP retransmits after a timeout); 0 =
@@ -349,6 +352,62 @@ type tcpListener struct {
 	refusedGone, refusedMem atomic.Uint64 // accepts refused: app or listener gone, no fifo memory
 	ln                      *tcp.Listener
 	res                     *tcpReservation
+
+	// The sessions handed to apps that their Accept has not taken yet
+	// (fifo.Fifo.Taken), oldest first, held to backlog once an app marked
+	// one (marks): an app of an earlier version never does.
+	backlog int
+	pendMu  sync.Mutex // after nothing: taken before p.mu, never under it
+	pending []*tcpSess
+	marks   bool
+}
+
+// Backlogged reports whether backlog sessions wait for the app's Accept
+// (tcp.Backlogger): the Listener then leaves further connections in
+// gVisor's accept queue, which drops SYNs once full, as a kernel
+// listener's full accept queue does.
+func (tl *tcpListener) Backlogged() bool {
+	tl.pendMu.Lock()
+	defer tl.pendMu.Unlock()
+	if len(tl.pending) < tl.backlog {
+		return false
+	}
+	p := tl.p
+	keep := tl.pending[:0]
+	p.mu.Lock()
+	for _, s := range tl.pending {
+		switch {
+		case s.pair.Tx != nil && s.pair.Tx.Taken():
+			tl.marks = true
+		case s.done, s.ended, s.byApp:
+		default:
+			keep = append(keep, s)
+		}
+	}
+	p.mu.Unlock()
+	clear(tl.pending[len(keep):])
+	tl.pending = keep
+	return tl.marks && len(tl.pending) >= tl.backlog
+}
+
+// handed records s, handed to its app, until its app takes it. Those
+// taken at the front go at once, so that an app that keeps up holds no
+// list (and keeps no ended session alive through it).
+func (tl *tcpListener) handed(s *tcpSess) {
+	tl.pendMu.Lock()
+	defer tl.pendMu.Unlock()
+	for len(tl.pending) > 0 && tl.pending[0].pair.Tx.Taken() {
+		tl.marks = true
+		tl.pending[0] = nil
+		tl.pending = tl.pending[1:]
+	}
+	if len(tl.pending) >= tl.backlog && !tl.marks {
+		// An app that does not mark: forget the oldest (nothing holds
+		// its listener back).
+		tl.pending[0] = nil
+		tl.pending = tl.pending[1:]
+	}
+	tl.pending = append(tl.pending, s)
 }
 
 // tcpSess is one connection: the Conn, the app's fifos, its owner worker.
@@ -919,6 +978,7 @@ func (p *tcpPath) listen(l sessions.Listener) error {
 	if backlog <= 0 {
 		backlog = DefaultTCPBacklog
 	}
+	tl.backlog = backlog
 	ln, err := p.st.Listen(addr, backlog, p.owner(l.App), tl)
 	if err != nil {
 		res.close()
@@ -1034,6 +1094,7 @@ func (tl *tcpListener) Accept(c *tcp.Conn) (rx, tx *fifo.Fifo, h tcp.Handler, er
 		p.endLive(tl.app)
 		return nil, nil, nil, fmt.Errorf("accept: %w", err)
 	}
+	tl.handed(s)
 	return ss.Pair.Rx, ss.Pair.Tx, s, nil
 }
 

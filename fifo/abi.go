@@ -53,6 +53,7 @@ const (
 	FifoOffWantDeqNtf = 196 // u32 DeqNotify* bits the producer asks for
 	FifoOffHasDeqNtf  = 200 // u32 0 or 1: a one-shot notification was reported
 	FifoOffClose      = 204 // u32 0, or FifoOffGen's value: the producer closed the stream after what it queued
+	FifoOffTaken      = 208 // u32 0, or FifoOffGen's value: an accepted session's app took it (Accept returned it)
 )
 
 // Fifo sizes.

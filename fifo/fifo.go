@@ -43,6 +43,7 @@ type Fifo struct {
 	wantDeq  *atomic.Uint32
 	hasDeq   *atomic.Uint32
 	closeReq *atomic.Uint32
+	taken    *atomic.Uint32
 	gen      uint32 // the allocation's number: the owner's record, or the header's when the view was made
 
 	_ [CacheLine]byte
@@ -95,6 +96,7 @@ func newFifo(s *Segment, off, size, head, tail, gen uint32) *Fifo {
 		wantDeq:  u32At(hdr, FifoOffWantDeqNtf),
 		hasDeq:   u32At(hdr, FifoOffHasDeqNtf),
 		closeReq: u32At(hdr, FifoOffClose),
+		taken:    u32At(hdr, FifoOffTaken),
 		gen:      gen,
 	}
 	f.p = endState{tail: tail, head: head}

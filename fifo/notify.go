@@ -43,6 +43,20 @@ func (f *Fifo) CloseRequested() bool {
 	return v != 0 && v == f.gen
 }
 
+// MarkTaken records, in the tx fifo of a session accepted on a listener,
+// that the app took the session (its Accept returned it), so that the
+// daemon counts it out of the listener's backlog. Producer side. Like the
+// close mark it is the allocation's number, and stays until the fifo is
+// freed.
+func (f *Fifo) MarkTaken() { f.taken.Store(f.gen) }
+
+// Taken reports whether the app marked the session taken (MarkTaken) with
+// this allocation's number.
+func (f *Fifo) Taken() bool {
+	v := f.taken.Load()
+	return v != 0 && v == f.gen
+}
+
 // WantDeqNotify asks the consumer for dequeue notifications (producer
 // side) and re-arms the one-shot ones (DeqNotifyIfFull, DeqNotifyIfEmpty).
 // Zero cancels every request. A producer that waits for space calls it,

@@ -6,6 +6,7 @@ import (
 	"net/netip"
 	"sync/atomic"
 	"syscall"
+	"time"
 
 	"gvisor.dev/gvisor/pkg/tcpip"
 	"gvisor.dev/gvisor/pkg/tcpip/transport/tcp"
@@ -25,6 +26,18 @@ type AcceptHandler interface {
 	ListenerClosed(l *Listener)
 }
 
+// Backlogger is an AcceptHandler that may hold a Listener back: while
+// Backlogged reports true the Listener takes no connection from gVisor's
+// accept queue, which, once full, drops SYNs (Overflows), and looks again
+// every backlogRecheck.
+type Backlogger interface {
+	Backlogged() bool
+}
+
+// backlogRecheck is how often a held-back Listener looks whether its
+// handler has room again.
+const backlogRecheck = 2 * time.Millisecond
+
 // Listener is a passive open: gVisor completes handshakes up to the
 // backlog, and its pump hands each connection to the AcceptHandler. Close
 // may be called from any goroutine, handlers included; it returns at once.
@@ -42,6 +55,7 @@ type Listener struct {
 	h     AcceptHandler
 
 	limited  atomic.Uint64 // handshakes reset over MaxConns/MaxConnsPerOwner
+	recheck  atomic.Bool   // a look after backlogRecheck is due
 	started  atomic.Bool   // the fields above are final
 	closeReq atomic.Bool
 	done     bool // owned by the pump
@@ -162,7 +176,17 @@ func (l *Listener) run() {
 		l.s.forgetListener(l)
 		return
 	}
+	bl, _ := l.h.(Backlogger)
 	for !l.closeReq.Load() {
+		if bl != nil && bl.Backlogged() {
+			if l.recheck.CompareAndSwap(false, true) {
+				time.AfterFunc(backlogRecheck, func() {
+					l.recheck.Store(false)
+					l.pump.schedule(l)
+				})
+			}
+			return
+		}
 		var peer tcpip.FullAddress
 		nep, wq, terr := l.ep.Accept(&peer)
 		if terr != nil {

@@ -1,0 +1,89 @@
+package daemon
+
+import (
+	"net"
+	"net/netip"
+	"testing"
+	"time"
+
+	"github.com/xsessiond/xsessiond/app"
+)
+
+// TestTCPListenerBacklog: a listener whose app has stopped calling Accept
+// holds at most its backlog of connections in the daemon's hands (and as
+// many in gVisor's accept queue); the SYNs of further kernel clients are
+// dropped and counted as refused (backlog), as a kernel listener's full
+// accept queue drops them, and they connect once the app accepts again.
+// (The daemon handed every connection over until the app's fifo memory
+// ran out: an app that stopped accepting held 1,984.)
+func TestTCPListenerBacklog(t *testing.T) {
+	const backlog = 4
+	rig, d := tcpRig(t, func(o *Config) {
+		o.Datapath.TCP.Backlog = backlog
+		o.MetricsAddr = "127.0.0.1:0"
+	})
+	a := attach(t, d, app.Options{Name: "slow"})
+	ln, err := a.Listen("tcp://0.0.0.0:7280")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	dial := func(timeout time.Duration) (net.Conn, error) {
+		var c net.Conn
+		err := rig.A.Do(func() error {
+			var err error
+			c, err = net.DialTimeout("tcp", netip.AddrPortFrom(rig.B.IPv4, 7280).String(), timeout)
+			return err
+		})
+		return c, err
+	}
+	// One connection accepted: the app marks what it takes.
+	first, err := dial(10 * time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer first.Close()
+	ac, err := ln.Accept()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ac.Close()
+
+	connected := 0
+	var held []net.Conn
+	for range 20 {
+		c, err := dial(300 * time.Millisecond)
+		if err != nil {
+			continue // its SYNs dropped
+		}
+		connected++
+		held = append(held, c)
+	}
+	defer func() {
+		for _, c := range held {
+			c.Close()
+		}
+	}()
+	t.Logf("%d of 20 connected while the app did not accept", connected)
+	if connected < backlog || connected > 2*backlog+2 {
+		t.Errorf("%d of 20 connected while the app did not accept; want %d..%d (the backlog in the daemon and in gVisor's queue)", connected, backlog, 2*backlog+2)
+	}
+	if v := metric(t, scrape(t, d.MetricsAddr()), `xsessiond_tcp_refused_total{namespace="default",reason="backlog"}`); v == 0 {
+		t.Error("no connection counted as refused for the backlog")
+	}
+	// The app accepts again: every held connection comes, and a new
+	// client connects.
+	for i := range connected {
+		ln.(interface{ SetDeadline(time.Time) error }).SetDeadline(time.Now().Add(5 * time.Second))
+		c, err := ln.Accept()
+		if err != nil {
+			t.Fatalf("accept %d of %d held: %v", i+1, connected, err)
+		}
+		defer c.Close()
+	}
+	c, err := dial(10 * time.Second)
+	if err != nil {
+		t.Fatalf("a client once the app accepted again: %v", err)
+	}
+	c.Close()
+}
