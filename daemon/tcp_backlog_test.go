@@ -23,11 +23,7 @@ func TestTCPListenerBacklog(t *testing.T) {
 		o.MetricsAddr = "127.0.0.1:0"
 	})
 	a := attach(t, d, app.Options{Name: "slow"})
-	ln, err := a.Listen("tcp://0.0.0.0:7280")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ln.Close()
+	ln := listenApp(t, a, "tcp://0.0.0.0:7280")
 	dial := func(timeout time.Duration) (net.Conn, error) {
 		var c net.Conn
 		err := rig.A.Do(func() error {

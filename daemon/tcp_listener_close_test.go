@@ -22,10 +22,7 @@ func TestTCPListenerCloseResetsQueued(t *testing.T) {
 	rig, d := tcpRig(t)
 	srv := attach(t, d, app.Options{Name: "never-accepts"})
 	cli := attach(t, d, app.Options{Name: "client"})
-	ln, err := srv.Listen("tcp://0.0.0.0:7270")
-	if err != nil {
-		t.Fatal(err)
-	}
+	ln := listenApp(t, srv, "tcp://0.0.0.0:7270")
 	var kcs []net.Conn
 	if err := rig.A.Do(func() error {
 		for i := range 3 {

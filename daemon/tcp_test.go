@@ -79,14 +79,23 @@ func echoServe(ln net.Listener) {
 	serveEach(ln, func(c net.Conn) { _, _ = io.Copy(c, c) })
 }
 
-// listenEcho listens on uri for app a and echoes every connection
-// (echoServe); the caller closes the listener.
-func listenEcho(t testing.TB, a *app.App, uri string) net.Listener {
+// listenApp listens on uri for app a; the listener is closed when the
+// test ends, if the test did not close it before.
+func listenApp(t testing.TB, a *app.App, uri string) net.Listener {
 	t.Helper()
 	ln, err := a.Listen(uri)
 	if err != nil {
 		t.Fatalf("listen %s: %v", uri, err)
 	}
+	t.Cleanup(func() { ln.Close() })
+	return ln
+}
+
+// listenEcho listens on uri for app a and echoes every connection
+// (echoServe); the caller may close the listener (listenApp).
+func listenEcho(t testing.TB, a *app.App, uri string) net.Listener {
+	t.Helper()
+	ln := listenApp(t, a, uri)
 	go echoServe(ln)
 	return ln
 }

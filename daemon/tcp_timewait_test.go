@@ -23,11 +23,7 @@ func TestTCPTimeWaitBound(t *testing.T) {
 		o.MetricsAddr = "127.0.0.1:0"
 	})
 	a := attach(t, d, app.Options{Name: "tw"})
-	ln, err := a.Listen("tcp://0.0.0.0:7240")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ln.Close()
+	ln := listenApp(t, a, "tcp://0.0.0.0:7240")
 	// The server writes a line and closes first: TIME-WAIT on B.
 	go serveEach(ln, func(c net.Conn) { _, _ = c.Write([]byte("bye\n")) })
 	// dial connects from host A (from local, when valid) and reads to EOF.
