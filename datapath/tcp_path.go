@@ -1094,7 +1094,12 @@ func (tl *tcpListener) Accept(c *tcp.Conn) (rx, tx *fifo.Fifo, h tcp.Handler, er
 		p.endLive(tl.app)
 		return nil, nil, nil, fmt.Errorf("accept: %w", err)
 	}
-	tl.handed(s)
+	if lh == tl.h {
+		// One a rule forwarded to another app's listener is that app's
+		// to take, which may not mark (an earlier version): it does not
+		// count against this listener's backlog.
+		tl.handed(s)
+	}
 	return ss.Pair.Rx, ss.Pair.Tx, s, nil
 }
 
