@@ -16,12 +16,10 @@ import (
 
 // maxAcceptQueue bounds the sessions waiting for Accept; more are refused
 // (disconnected). The daemon holds a listener back once its backlog of
-// sessions waits here untaken (Accept marks what it takes: fifo/ABI.md),
-// as a kernel listener's full accept queue drops SYNs; before this app's
-// first Accept of the listener nothing is marked, and what bounds the
-// sessions then is the app's fifo memory and connection limits. Refusing
-// here closes connections whose handshake completed and whose peer may
-// already send.
+// sessions waits here untaken (Accept marks what it takes: fifo/ABI.md;
+// this library says protocol 2.2, which promises it), as a kernel
+// listener's full accept queue drops SYNs. Refusing here closes
+// connections whose handshake completed and whose peer may already send.
 const maxAcceptQueue = 1 << 16
 
 // Listener accepts sessions opened to a bound endpoint: cut-through

@@ -27,6 +27,7 @@ type client struct {
 	c     *api.Conn
 	id    uint64 // the session layer's client id
 	name  string // from Hello
+	minor uint8  // the protocol's minor version the client speaks (Hello)
 	cred  api.Cred
 	since time.Time
 
@@ -467,6 +468,9 @@ func (h *client) attach(m *api.Attach) (api.Message, []int, error) {
 	// The datapath groups the TCP buffers of a user's apps (before the
 	// app can open anything).
 	d.eng.SetAppUser(att.App, p.UID)
+	if h.minor >= 2 {
+		d.eng.SetAppMarksAccepts(att.App) // its Accept marks what it takes
+	}
 	// The app's own kick eventfds: a worker tells who woke it, and pauses
 	// an app that wakes it for nothing.
 	kicks, unkick, err := d.eng.AppKicks(att.App)

@@ -513,7 +513,7 @@ func (d *Daemon) Open(c *api.Conn, hello *api.Hello) (api.ConnHandler, error) {
 	if d.closing {
 		return nil, fmt.Errorf("xsessiond is shutting down: %w", flow.ErrNotSupported)
 	}
-	h := &client{d: d, c: c, id: d.nextConn, name: hello.Name, cred: c.Peer(), since: time.Now()}
+	h := &client{d: d, c: c, id: d.nextConn, name: hello.Name, minor: hello.Minor, cred: c.Peer(), since: time.Now()}
 	d.nextConn++
 	d.clients[h.id] = h
 	return h, nil

@@ -32,6 +32,11 @@ type engine interface {
 	// SetAppUser tells the datapath the uid of app's process, before the
 	// app opens anything (the bound on a user's TCP buffers).
 	SetAppUser(app sessions.AppID, uid uint32)
+	// SetAppMarksAccepts tells the datapath, before app opens anything,
+	// that app's library marks the sessions its Accept takes (protocol
+	// 2.2, fifo/ABI.md): its listeners are held to their backlog from the
+	// start.
+	SetAppMarksAccepts(app sessions.AppID)
 	// Stats returns the datapath's counters.
 	Stats() EngineStats
 	// WaitMirror waits until the datapath's tables (the XDP program's
@@ -247,6 +252,7 @@ func (noEngine) KickFDs() []int              { return nil }
 
 func (noEngine) AppKicks(sessions.AppID) ([]int, func(), error) { return nil, func() {}, nil }
 func (noEngine) SetAppUser(sessions.AppID, uint32)              {}
+func (noEngine) SetAppMarksAccepts(sessions.AppID)              {}
 func (noEngine) Stats() EngineStats {
 	return EngineStats{Datapath: "none", Queues: []QueueStats{}, Totals: QueueStats{Queue: -1, Drops: map[string]uint64{}},
 		XDP: map[string]uint64{}}

@@ -98,7 +98,10 @@ type tcpPath struct {
 	conns map[flow.Handle]*tcpSess // by half-open, then established handle
 	apps  map[sessions.AppID]*tcpApp
 	users map[sessions.AppID]uint32 // the uid of each app's process (Engine.SetAppUser)
-	addrs map[netip.Addr]bool       // the addresses given to the Stack
+	// marking are the apps whose library marks what its Accept takes
+	// (Engine.SetAppMarksAccepts).
+	marking map[sessions.AppID]bool
+	addrs   map[netip.Addr]bool // the addresses given to the Stack
 	// picked are the ports the kernel picked for listeners of port 0
 	// (pickListenPort), held until their listen takes them over.
 	picked map[netip.AddrPort]*tcpReservation
@@ -354,8 +357,9 @@ type tcpListener struct {
 	res                     *tcpReservation
 
 	// The sessions handed to apps that their Accept has not taken yet
-	// (fifo.Fifo.Taken), oldest first, held to backlog once an app marked
-	// one (marks): an app of an earlier version never does.
+	// (fifo.Fifo.Taken), oldest first, held to backlog once the app
+	// marked one or said it marks (marks; SetAppMarksAccepts): an app of
+	// an earlier version may never mark.
 	backlog int
 	pendMu  sync.Mutex // after nothing: taken before p.mu, never under it
 	pending []*tcpSess
@@ -473,7 +477,7 @@ type tcpWorker struct {
 
 func newTCPPath(e *Engine) (*tcpPath, error) {
 	p := &tcpPath{e: e, lis: map[flow.Handle]*tcpListener{}, conns: map[flow.Handle]*tcpSess{},
-		apps: map[sessions.AppID]*tcpApp{}, users: map[sessions.AppID]uint32{}, addrs: map[netip.Addr]bool{},
+		apps: map[sessions.AppID]*tcpApp{}, users: map[sessions.AppID]uint32{}, marking: map[sessions.AppID]bool{}, addrs: map[netip.Addr]bool{},
 		picked: map[netip.AddrPort]*tcpReservation{}, nsDone: map[string]*TCPNamespaceStats{}}
 	mtu := e.ifc.MTU
 	if mtu <= 0 {
@@ -973,7 +977,9 @@ func (p *tcpPath) listen(l sessions.Listener) error {
 			return fmt.Errorf("listen %s: %w", l.Endpoint.URI(), err)
 		}
 	}
-	tl := &tcpListener{p: p, h: l.Handle, app: l.App, ns: l.Namespace, res: res}
+	p.mu.Lock()
+	tl := &tcpListener{p: p, h: l.Handle, app: l.App, ns: l.Namespace, res: res, marks: p.marking[l.App]}
+	p.mu.Unlock()
 	backlog := p.e.cfg.TCP.Backlog
 	if backlog <= 0 {
 		backlog = DefaultTCPBacklog
@@ -1363,6 +1369,7 @@ func (p *tcpPath) setUser(app sessions.AppID, uid uint32) {
 func (p *tcpPath) AppGone(app sessions.AppID) {
 	p.mu.Lock()
 	delete(p.users, app)
+	delete(p.marking, app)
 	if a := p.apps[app]; a != nil {
 		a.gone = true
 	}
@@ -1665,6 +1672,18 @@ type TCPStats struct {
 func (e *Engine) SetAppUser(app sessions.AppID, uid uint32) {
 	if e.tcp != nil {
 		e.tcp.setUser(app, uid)
+	}
+}
+
+// SetAppMarksAccepts tells the Engine, before app opens anything, that
+// app's library marks the sessions its Accept takes (fifo.Fifo.MarkTaken,
+// protocol 2.2): its listeners are held to their backlog from the start,
+// not only once a session was marked.
+func (e *Engine) SetAppMarksAccepts(app sessions.AppID) {
+	if p := e.tcp; p != nil {
+		p.mu.Lock()
+		p.marking[app] = true
+		p.mu.Unlock()
 	}
 }
 
