@@ -4,6 +4,8 @@ import (
 	"syscall"
 	"testing"
 
+	"github.com/xsessiond/xsessiond/fifo"
+	"github.com/xsessiond/xsessiond/fifo/fifotest"
 	"github.com/xsessiond/xsessiond/flow"
 	"github.com/xsessiond/xsessiond/sessions"
 	"github.com/xsessiond/xsessiond/sessions/sessionstest"
@@ -129,5 +131,49 @@ func TestTCPKeptPortsEndedByTransport(t *testing.T) {
 	}
 	if n := p.keptPorts(1000); n != 1 || len(p.cool) != 1 {
 		t.Fatalf("after it: %d ports counted, %d held; want 1 (TIME-WAIT), 1", n, len(p.cool))
+	}
+}
+
+// A listener's backlog of sessions its app has not taken holds the
+// listener back only for an app that marks what it takes: one that said
+// so (protocol 2.2) from the start, one of an earlier version once a
+// session of it was marked; taken, ended and closed sessions leave the
+// count.
+func TestTCPListenerBacklogged(t *testing.T) {
+	p := &tcpPath{e: &Engine{}}
+	sess := func() (*tcpSess, *fifo.Fifo) {
+		owner, peer := fifotest.Pair(t, 64)
+		return &tcpSess{pair: sessions.FifoPair{Tx: owner}}, peer // peer: the app's view
+	}
+	for _, said := range []bool{true, false} {
+		tl := &tcpListener{p: p, backlog: 3, marks: said}
+		var apps []*fifo.Fifo
+		for range 3 {
+			s, app := sess()
+			tl.handed(s)
+			apps = append(apps, app)
+		}
+		if got := tl.Backlogged(); got != said {
+			t.Fatalf("said %v: 3 untaken of 3: held back %v", said, got)
+		}
+		// The app takes the first (marks it): room for one more.
+		apps[0].MarkTaken()
+		s, _ := sess()
+		tl.handed(s)
+		if !tl.marks {
+			t.Fatalf("said %v: a marked session did not make the listener one that marks", said)
+		}
+		if !tl.Backlogged() {
+			t.Fatalf("said %v: 3 untaken of 3 after a mark: not held back", said)
+		}
+		// One ends (the peer reset it), one is closed by its app.
+		tl.pending[0].ended = true
+		tl.pending[1].byApp = true
+		if tl.Backlogged() {
+			t.Fatalf("said %v: an ended and a closed session still counted", said)
+		}
+		if len(tl.pending) != 1 {
+			t.Fatalf("said %v: %d pending, want 1", said, len(tl.pending))
+		}
 	}
 }

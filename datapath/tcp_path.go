@@ -373,7 +373,9 @@ type tcpListener struct {
 func (tl *tcpListener) Backlogged() bool {
 	tl.pendMu.Lock()
 	defer tl.pendMu.Unlock()
-	if len(tl.pending) < tl.backlog {
+	if !tl.marks || len(tl.pending) < tl.backlog {
+		// Not held back: room, or an app that has not marked (handed
+		// keeps its list at backlog and learns when it marks).
 		return false
 	}
 	p := tl.p
@@ -381,9 +383,7 @@ func (tl *tcpListener) Backlogged() bool {
 	p.mu.Lock()
 	for _, s := range tl.pending {
 		switch {
-		case s.pair.Tx != nil && s.pair.Tx.Taken():
-			tl.marks = true
-		case s.done, s.ended, s.byApp:
+		case s.pair.Tx.Taken(), s.done, s.ended, s.byApp:
 		default:
 			keep = append(keep, s)
 		}
@@ -391,7 +391,7 @@ func (tl *tcpListener) Backlogged() bool {
 	p.mu.Unlock()
 	clear(tl.pending[len(keep):])
 	tl.pending = keep
-	return tl.marks && len(tl.pending) >= tl.backlog
+	return len(tl.pending) >= tl.backlog
 }
 
 // handed records s, handed to its app, until its app takes it. Those
