@@ -672,12 +672,13 @@ func (a *App) handleEvent(ev *fifo.Event) {
 		a.mu.Lock()
 		acc := a.acceptors[ln]
 		a.mu.Unlock()
+		stream := flow.Transport(se.Transport) == flow.TransportTCP
 		if err != nil || acc == nil {
-			a.drop(h)
+			a.refuse(h, stream)
 			return
 		}
 		e := &end{h: h, rx: rx, tx: tx, signalFD: a.kick(h.Worker()), sleeping: a.sleepFlag(h.Worker()), datapath: true,
-			dgram: flow.Transport(se.Transport) == flow.TransportUDP}
+			dgram: !stream}
 		info := &api.SessionInfo{Handle: h, Worker: h.Worker()}
 		if p := se.Peer; p.IsValid() {
 			info.Remote = flow.Endpoint{Transport: flow.Transport(se.Transport), Addr: p.Addr(), Port: p.Port()}
@@ -686,7 +687,7 @@ func (a *App) handleEvent(ev *fifo.Event) {
 			info.Local = flow.Endpoint{Transport: flow.Transport(se.Transport), Addr: l.Addr(), Port: l.Port()}
 		}
 		if !acc.accept(e, info) {
-			a.drop(h)
+			a.refuse(h, stream)
 		}
 	case fifo.EventConnected, fifo.EventConnectFailed:
 		if se.CutThrough {
@@ -773,12 +774,38 @@ func (a *App) delAcceptor(acc acceptor) {
 // what was kept of its events (its end, its local address) goes, and later
 // ones are not kept (dropped).
 func (a *App) drop(h flow.Handle) {
+	a.forget(h)
+	go a.disconnect(h)
+}
+
+// refuse closes session h, accepted on a listener that does not take it
+// (closed meanwhile, or gone), as drop does; a stream is reset, as a
+// kernel listener's close resets the connections it had not handed over
+// (a daemon before protocol 2.1, which has no Abort, closes it in order).
+func (a *App) refuse(h flow.Handle, stream bool) {
+	a.forget(h)
+	go func() {
+		if stream && a.cl.Server().Minor >= 1 {
+			ctx, cancel := context.WithTimeout(context.Background(), controlTimeout)
+			_, fds, err := a.call(ctx, &api.Abort{Handle: h})
+			cancel()
+			api.CloseFDs(fds)
+			if err == nil {
+				return
+			}
+		}
+		a.disconnect(h)
+	}()
+}
+
+// forget drops what was kept of the events of session h, which this side
+// never owned, and keeps none of its later ones.
+func (a *App) forget(h flow.Handle) {
 	a.mu.Lock()
 	delete(a.goneEarly, h)
 	delete(a.localOf, h)
 	a.dropped.add(h)
 	a.mu.Unlock()
-	go a.disconnect(h)
 }
 
 // handleSet is a set of handles that keeps the last 2×handleSetGen added:
@@ -878,7 +905,7 @@ func (a *App) onAccepted(n *api.Accepted, fds []int) {
 	a.evmu.Unlock()
 	if !ok {
 		e.close()
-		a.drop(n.Handle)
+		a.refuse(n.Handle, n.Local.Transport == flow.TransportTCP || n.Remote.Transport == flow.TransportTCP)
 	}
 }
 
