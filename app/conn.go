@@ -402,7 +402,7 @@ func (c *Conn) spinRead(e *end) bool {
 		return false
 	}
 	for sp := (spinner{}); sp.next(c.a); {
-		if e.readable() || e.gone.Load() || e.fin.Load() || c.soErr.Load() != 0 {
+		if e.readable() || e.gone.Load() || e.fin.Load() || c.soErr.Load() != 0 || isClosed(c.done) {
 			sp.hit(c.a)
 			return true
 		}
@@ -601,7 +601,6 @@ func (c *Conn) Close() error {
 	c.once.Do(func() {
 		first = true
 		close(c.done)
-		c.a.untrack(c)
 		c.rd.mu.Lock()
 		c.wr.mu.Lock()
 		wireTCP := c.e.datapath && !c.e.dgram
@@ -647,6 +646,10 @@ func (c *Conn) Close() error {
 		c.rd.mu.Unlock()
 		c.rd.dl.stop()
 		c.wr.dl.stop()
+		// Untracked last: the App's Close, which unmaps the fifos once
+		// the objects it tracks are closed, waits for this Close (and so
+		// for a Read or Write under way) rather than run beside it.
+		c.a.untrack(c)
 	})
 	if !first {
 		return netError("close", c.laddr, c.raddr, net.ErrClosed)

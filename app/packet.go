@@ -301,7 +301,7 @@ func (p *PacketConn) reapLocked(e *end) {
 // waitReadLocked sleeps until some end may have data. rd.mu is held.
 func (p *PacketConn) waitReadLocked() error {
 	for sp := (spinner{}); sp.next(p.a); {
-		if p.soErr.Load() != 0 || p.reap.Load() {
+		if p.soErr.Load() != 0 || p.reap.Load() || isClosed(p.done) {
 			sp.hit(p.a)
 			return nil
 		}
@@ -611,7 +611,6 @@ func (p *PacketConn) Close() error {
 	p.once.Do(func() {
 		first = true
 		close(p.done)
-		p.a.untrack(p)
 		p.a.delAcceptor(p)
 		p.mu.Lock()
 		p.closing = true
@@ -654,6 +653,7 @@ func (p *PacketConn) Close() error {
 		p.rd.mu.Unlock()
 		p.rd.dl.stop()
 		p.wr.dl.stop()
+		p.a.untrack(p) // last, as a Conn's Close does
 	})
 	if !first {
 		return netError("close", p.laddr, nil, net.ErrClosed)
