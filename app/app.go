@@ -785,14 +785,8 @@ func (a *App) drop(h flow.Handle) {
 func (a *App) refuse(h flow.Handle, stream bool) {
 	a.forget(h)
 	go func() {
-		if stream && a.cl.Server().Minor >= 1 {
-			ctx, cancel := context.WithTimeout(context.Background(), controlTimeout)
-			_, fds, err := a.call(ctx, &api.Abort{Handle: h})
-			cancel()
-			api.CloseFDs(fds)
-			if err == nil {
-				return
-			}
+		if stream && a.canAbort() && a.endSession(&api.Abort{Handle: h}) == nil {
+			return
 		}
 		a.disconnect(h)
 	}()
@@ -836,11 +830,23 @@ func (s *handleSet) del(h flow.Handle) {
 }
 
 // disconnect closes session h in the daemon, for sessions nobody takes.
-func (a *App) disconnect(h flow.Handle) {
+func (a *App) disconnect(h flow.Handle) { _ = a.endSession(&api.Disconnect{Handle: h}) }
+
+// endSession sends m (Disconnect or Abort) for a session of the app; a
+// session the daemon no longer has is no error.
+func (a *App) endSession(m api.Message) error {
 	ctx, cancel := context.WithTimeout(context.Background(), controlTimeout)
 	defer cancel()
-	a.call(ctx, &api.Disconnect{Handle: h})
+	_, fds, err := a.call(ctx, m)
+	api.CloseFDs(fds)
+	if err != nil && !errorIsNoSession(err) {
+		return err
+	}
+	return nil
 }
+
+// canAbort reports whether the daemon has Abort (protocol 2.1 and later).
+func (a *App) canAbort() bool { return a.cl.Server().Minor >= 1 }
 
 // onNotice handles the daemon's notices, on the control connection's
 // receiving goroutine; it owns fds.

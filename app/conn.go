@@ -585,7 +585,7 @@ func (c *Conn) SetLinger(sec int) error {
 	if err := c.setClosed("set linger"); err != nil {
 		return err
 	}
-	if c.e.dgram || sec == 0 && c.a.cl.Server().Minor < 1 {
+	if c.e.dgram || sec == 0 && !c.a.canAbort() {
 		return netError("set linger", c.laddr, c.raddr, flow.ErrNotSupported)
 	}
 	c.abort.Store(sec == 0)
@@ -612,7 +612,7 @@ func (c *Conn) Close() error {
 			// SetLinger(0): a reset, what is queued dropped (a wire
 			// session the daemon ended is released as Disconnect
 			// releases it).
-			err = c.disconnect(&api.Abort{Handle: c.e.h})
+			err = c.a.endSession(&api.Abort{Handle: c.e.h})
 		case wireTCP && !c.e.gone.Load():
 			// A wire TCP session closes through its tx fifo: the worker
 			// that drains it sends what is queued, then FIN, and ends
@@ -626,7 +626,7 @@ func (c *Conn) Close() error {
 			// A wire TCP session the daemon ended (a reset, a timeout)
 			// keeps its fifos until this Disconnect says they are no
 			// longer used.
-			err = c.disconnect(&api.Disconnect{Handle: c.e.h})
+			err = c.a.endSession(&api.Disconnect{Handle: c.e.h})
 		}
 		if d := testhook.CloseMarkPause.Load(); marked && d > 0 {
 			time.Sleep(time.Duration(d))
@@ -656,19 +656,6 @@ func (c *Conn) Close() error {
 	}
 	if err != nil {
 		return netError("close", c.laddr, c.raddr, err)
-	}
-	return nil
-}
-
-// disconnect sends m (Disconnect or Abort) for the session; a session the
-// daemon no longer has is no error.
-func (c *Conn) disconnect(m api.Message) error {
-	ctx, cancel := context.WithTimeout(context.Background(), controlTimeout)
-	defer cancel()
-	_, fds, err := c.a.call(ctx, m)
-	api.CloseFDs(fds)
-	if err != nil && !errorIsNoSession(err) {
-		return err
 	}
 	return nil
 }

@@ -340,8 +340,8 @@ func (l *Listener) Handles() []flow.Handle { return handles(l.binds) }
 
 // Close unbinds; sessions already accepted stay open, those not accepted
 // yet are reset (their peers read ECONNRESET), as closing a kernel
-// listener resets the connections in its accept queue. A second Close fails with an error wrapping
-// net.ErrClosed, as a net.Listener's does.
+// listener resets the connections in its accept queue. A second Close
+// fails with an error wrapping net.ErrClosed, as a net.Listener's does.
 func (l *Listener) Close() error {
 	var err error
 	first := false
