@@ -17,6 +17,7 @@ import (
 	"github.com/xsessiond/xsessiond/daemon"
 	"github.com/xsessiond/xsessiond/datapath"
 	"github.com/xsessiond/xsessiond/datapath/reasm"
+	"github.com/xsessiond/xsessiond/datapath/tcp"
 	"github.com/xsessiond/xsessiond/loader"
 )
 
@@ -197,6 +198,7 @@ func runDaemon(cmd *cobra.Command, f runFlags) error {
 	}
 	log := slog.New(slog.NewTextHandler(cmd.ErrOrStderr(), &slog.HandlerOptions{Level: level}))
 	opts.Logger = log
+	tcp.LogTo(log)
 	if len(cfg.Interfaces) > 1 && !cmd.Flags().Changed("iface") {
 		return fmt.Errorf("the config lists %d interfaces and a daemon serves one: run one xsessiond per interface, each with its own --socket, and pick it with --iface", len(cfg.Interfaces))
 	}
