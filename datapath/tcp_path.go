@@ -40,9 +40,9 @@ type TCPConfig struct {
 	// package tcp's defaults.
 	Stack tcp.Options
 	// Backlog is each listener's backlog of handshakes completed and not
-	// yet accepted: those in gVisor's accept queue and, once its app
-	// marks what its Accept takes, those handed to the app and not taken,
-	// together (tcpListener.Room); 0 = DefaultTCPBacklog (at most
+	// yet accepted, in gVisor's accept queue and, once its app marks what
+	// its Accept takes, again among the sessions handed to the app
+	// (tcpListener.Backlogged); 0 = DefaultTCPBacklog (at most
 	// Stack.MaxBacklog).
 	Backlog int
 	// TxQueue is the number of packets the Stack may queue per worker
@@ -366,23 +366,17 @@ type tcpListener struct {
 	marks   bool
 }
 
-// Room returns how many more connections the listener may hand its app
-// before backlog of them wait for the app's Accept (tcp.Backlogger): the
-// Listener keeps gVisor's accept queue to that room, so that what waits
-// in gVisor and in the app together stays within the backlog, and takes
-// nothing from it while the room is 0; a full accept queue drops SYNs, as
-// a kernel listener's does. An app that has not marked what it takes
-// (handed keeps its list at backlog and learns when it marks) has the
-// whole backlog.
-func (tl *tcpListener) Room() int {
+// Backlogged reports whether backlog sessions wait for the app's Accept
+// (tcp.Backlogger): the Listener then leaves further connections in
+// gVisor's accept queue, which drops SYNs once full, as a kernel
+// listener's full accept queue does.
+func (tl *tcpListener) Backlogged() bool {
 	tl.pendMu.Lock()
 	defer tl.pendMu.Unlock()
-	if !tl.marks {
-		return tl.backlog
-	}
-	tl.dropTakenLocked()
-	if len(tl.pending) == 0 {
-		return tl.backlog
+	if !tl.marks || len(tl.pending) < tl.backlog {
+		// Not held back: room, or an app that has not marked (handed
+		// keeps its list at backlog and learns when it marks).
+		return false
 	}
 	p := tl.p
 	keep := tl.pending[:0]
@@ -397,17 +391,7 @@ func (tl *tcpListener) Room() int {
 	p.mu.Unlock()
 	clear(tl.pending[len(keep):])
 	tl.pending = keep
-	return max(tl.backlog-len(tl.pending), 0)
-}
-
-// dropTakenLocked forgets the sessions at the front of the list that
-// their app took.
-func (tl *tcpListener) dropTakenLocked() {
-	for len(tl.pending) > 0 && tl.pending[0].pair.Tx.Taken() {
-		tl.marks = true
-		tl.pending[0] = nil
-		tl.pending = tl.pending[1:]
-	}
+	return len(tl.pending) >= tl.backlog
 }
 
 // handed records s, handed to its app, until its app takes it. Those
@@ -416,7 +400,11 @@ func (tl *tcpListener) dropTakenLocked() {
 func (tl *tcpListener) handed(s *tcpSess) {
 	tl.pendMu.Lock()
 	defer tl.pendMu.Unlock()
-	tl.dropTakenLocked()
+	for len(tl.pending) > 0 && tl.pending[0].pair.Tx.Taken() {
+		tl.marks = true
+		tl.pending[0] = nil
+		tl.pending = tl.pending[1:]
+	}
 	if len(tl.pending) >= tl.backlog && !tl.marks {
 		// An app that does not mark: forget the oldest (nothing holds
 		// its listener back).

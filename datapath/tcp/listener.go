@@ -26,15 +26,12 @@ type AcceptHandler interface {
 	ListenerClosed(l *Listener)
 }
 
-// Backlogger is an AcceptHandler that may hold a Listener back: Room says
-// how many more connections it takes now. The Listener keeps gVisor's
-// accept queue to that room (at most the backlog), so that the
-// connections in gVisor's queue and those the handler holds stay within
-// the backlog together; a full queue drops SYNs (Overflows). While the
-// room is 0 the Listener takes nothing from the queue; while it is below
-// the backlog the Listener looks again every backlogRecheck.
+// Backlogger is an AcceptHandler that may hold a Listener back: while
+// Backlogged reports true the Listener takes no connection from gVisor's
+// accept queue, which, once full, drops SYNs (Overflows), and looks again
+// every backlogRecheck.
 type Backlogger interface {
-	Room() int
+	Backlogged() bool
 }
 
 // backlogRecheck is how often a held-back Listener looks whether its
@@ -56,9 +53,6 @@ type Listener struct {
 	wq    waiter.Queue
 	entry waiter.Entry
 	h     AcceptHandler
-
-	backlog  int // the backlog asked for, at most Options.MaxBacklog
-	capacity int // gVisor's accept queue's, owned by the pump once started
 
 	limited  atomic.Uint64 // handshakes reset over MaxConns/MaxConnsPerOwner
 	recheck  atomic.Bool   // a look after backlogRecheck is due
@@ -83,7 +77,7 @@ func (s *Stack) Listen(addr netip.AddrPort, backlog int, owner uint64, h AcceptH
 		backlog = s.opts.DefaultBacklog
 	}
 	backlog = min(backlog, s.opts.MaxBacklog)
-	l := &Listener{s: s, id: s.nextID.Add(1), owner: owner, addr: netip.AddrPortFrom(a, addr.Port()), h: h, backlog: backlog}
+	l := &Listener{s: s, id: s.nextID.Add(1), owner: owner, addr: netip.AddrPortFrom(a, addr.Port()), h: h}
 	l.pump = s.pumpFor(l.id)
 	s.mu.Lock()
 	if s.closed {
@@ -118,11 +112,7 @@ func (s *Stack) Listen(addr netip.AddrPort, backlog int, owner uint64, h AcceptH
 	}
 	l.entry = waiter.NewFunctionEntry(waiter.ReadableEvents|waiter.EventHUp|waiter.EventErr, func(waiter.EventMask) { l.pump.schedule(l) })
 	l.wq.EventRegister(&l.entry)
-	l.capacity = backlog
-	if bl, ok := h.(Backlogger); ok {
-		l.capacity = min(max(bl.Room(), 0), backlog)
-	}
-	if terr := l.ep.Listen(l.capacity); terr != nil {
+	if terr := l.ep.Listen(backlog); terr != nil {
 		l.wq.EventUnregister(&l.entry)
 		return fail("listen", toErrno(terr))
 	}
@@ -188,44 +178,23 @@ func (l *Listener) run() {
 	}
 	bl, _ := l.h.(Backlogger)
 	for !l.closeReq.Load() {
-		room := l.backlog
-		if bl != nil {
-			room = min(max(bl.Room(), 0), l.backlog)
-		}
-		if room == 0 {
-			// Held back: gVisor's queue keeps what it has and takes
-			// no more (once it is empty; else what it has is what the
-			// room was).
-			l.setCapacity(0)
+		if bl != nil && bl.Backlogged() {
+			if l.recheck.CompareAndSwap(false, true) {
+				time.AfterFunc(backlogRecheck, func() {
+					l.recheck.Store(false)
+					l.pump.schedule(l)
+				})
+			}
 			return
 		}
 		var peer tcpip.FullAddress
 		nep, wq, terr := l.ep.Accept(&peer)
 		if terr != nil {
-			// ErrWouldBlock: gVisor's queue is empty; the next EventIn
-			// brings us back.
-			l.setCapacity(room)
-			return
+			return // ErrWouldBlock: the next EventIn brings us back
 		}
 		l.accept(nep.(*tcp.Endpoint), wq, peer)
 	}
 	l.pump.schedule(l) // closing
-}
-
-// setCapacity makes n the length of gVisor's accept queue. gVisor refuses
-// a length below what the queue holds; then it keeps the one it has, which
-// was the room when it was set. While it is below the backlog, the Listener looks again every
-// backlogRecheck, as the handler's room grows without an event of gVisor's.
-func (l *Listener) setCapacity(n int) {
-	if n != l.capacity && !l.closeReq.Load() && l.ep.Listen(n) == nil {
-		l.capacity = n
-	}
-	if l.capacity < l.backlog && l.recheck.CompareAndSwap(false, true) {
-		time.AfterFunc(backlogRecheck, func() {
-			l.recheck.Store(false)
-			l.pump.schedule(l)
-		})
-	}
 }
 
 // accept wraps an accepted endpoint in a Conn and offers it to the handler.
