@@ -30,6 +30,17 @@ type AcceptHandler interface {
 // Backlogged reports true the Listener takes no connection from gVisor's
 // accept queue, which, once full, drops SYNs (Overflows), and looks again
 // every backlogRecheck.
+//
+// So a held-back listener has up to twice its backlog waiting: the
+// handler's and gVisor's queue's. Cutting gVisor's queue short while held
+// back (Endpoint.Listen again with a smaller backlog) was tried and is not
+// done: gVisor resets a handshake that completes while the length is 0,
+// and answers a SYN with a cookie once the handshakes under way reach the
+// length less one (Linux does so at its whole backlog); gVisor's cookies
+// carry no window scale, and a client whose final ACK of a cookie met the
+// full queue believes it is connected while gVisor holds nothing of it (a
+// listener of backlog 4 with a queue of 2 while held back: 7 of 20
+// sequential kernel clients connected, one of them never accepted).
 type Backlogger interface {
 	Backlogged() bool
 }
