@@ -209,3 +209,35 @@ func TestWriteTableStatsInterfaceState(t *testing.T) {
 		}
 	}
 }
+
+// TestWriteTableListenersTCP: a TCP listener on the wire shows its accept
+// queue (untaken of backlog, "?" for an app that does not mark what it
+// takes) and its refusals; a UDP listener shows neither.
+func TestWriteTableListenersTCP(t *testing.T) {
+	doc, err := json.Marshal([]daemon.ListenerView{
+		{Handle: 0x1, App: 1, URI: "tcp://0.0.0.0:7000", Namespace: "default", Table: "global", RxFifoSize: 64,
+			TCP:      &daemon.ListenerTCPView{Backlog: 4, Untaken: 4, Refused: map[string]uint64{"backlog": 12, "limit": 0}},
+			Counters: counters(0, 0, 0, 0)},
+		{Handle: 0x2, App: 2, URI: "tcp://0.0.0.0:7001", Namespace: "default", Table: "global", RxFifoSize: 64,
+			TCP: &daemon.ListenerTCPView{Backlog: 1024, Untaken: -1, Refused: map[string]uint64{}}, Counters: counters(0, 0, 0, 0)},
+		{Handle: 0x3, App: 1, URI: "udp://0.0.0.0:9000", Namespace: "default", Table: "global", RxFifoSize: 64,
+			Counters: counters(5, 320, 0, 0)},
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var b bytes.Buffer
+	if err := WriteTable(&b, api.ShowListeners, doc); err != nil {
+		t.Fatal(err)
+	}
+	lines := strings.Split(strings.TrimSpace(b.String()), "\n")
+	if len(lines) != 4 || !strings.Contains(lines[0], "ACCEPT Q") {
+		t.Fatalf("table:\n%s", b.String())
+	}
+	want := []string{"4/4 backlog=12", "?/1024 0", "0 - -"}
+	for i, w := range want {
+		if got := strings.Join(strings.Fields(lines[i+1]), " "); !strings.HasSuffix(got, w) {
+			t.Errorf("row %d %q, want it to end %q", i, got, w)
+		}
+	}
+}

@@ -141,10 +141,18 @@ func WriteTable(out io.Writer, what api.ShowWhat, doc []byte) error {
 		if err := json.Unmarshal(doc, &v); err != nil {
 			return bad(err)
 		}
-		row("HANDLE", "APP", "URI", "NAMESPACE", "TABLE", "FIB", "PROXY", "RX FIFO", "RX PKTS", "RX BYTES", "DROPS")
+		row("HANDLE", "APP", "URI", "NAMESPACE", "TABLE", "FIB", "PROXY", "RX FIFO", "RX PKTS", "RX BYTES", "DROPS", "ACCEPT Q", "REFUSED")
 		for _, l := range v {
+			acceptQ, refused := "-", "-"
+			if t := l.TCP; t != nil {
+				acceptQ = fmt.Sprintf("?/%d", t.Backlog)
+				if t.Untaken >= 0 {
+					acceptQ = fmt.Sprintf("%d/%d", t.Untaken, t.Backlog)
+				}
+				refused = dropsString(t.Refused)
+			}
 			row(l.Handle, l.App, l.URI, l.Namespace, l.Table, l.FIB, l.Proxy, fifoString(l.RxFifoUsed, l.RxFifoSize),
-				l.RxPackets, l.RxBytes, dropsString(l.Drops))
+				l.RxPackets, l.RxBytes, dropsString(l.Drops), acceptQ, refused)
 		}
 	case api.ShowNamespaces:
 		var v []daemon.NamespaceView

@@ -52,6 +52,9 @@ type engine interface {
 	TCPConns() []datapath.TCPConnView
 	// TCPNamespaceStats returns the TCP counts by namespace id.
 	TCPNamespaceStats() map[string]*datapath.TCPNamespaceStats
+	// TCPListeners tells of the TCP listeners on the wire, by handle;
+	// none without a datapath.
+	TCPListeners() map[flow.Handle]datapath.TCPListenerView
 	// PathMTUFrom returns the MTU of an IP packet from local endpoint ep
 	// to dst as the datapath sends it (datapath.Engine.PathMTU), or an
 	// error wrapping flow.ErrNotSupported when no datapath serves ep's
@@ -264,6 +267,7 @@ func (noEngine) WaitMirror(context.Context) error { return nil }
 
 func (noEngine) TCPConns() []datapath.TCPConnView                          { return nil }
 func (noEngine) TCPNamespaceStats() map[string]*datapath.TCPNamespaceStats { return nil }
+func (noEngine) TCPListeners() map[flow.Handle]datapath.TCPListenerView    { return nil }
 
 func (noEngine) SleepFlagsFD() int { return -1 }
 

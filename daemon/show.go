@@ -157,7 +157,22 @@ type ListenerView struct {
 	Proxy      bool   `json:"proxy"`
 	RxFifoUsed uint64 `json:"rx_fifo_used_bytes"`
 	RxFifoSize uint64 `json:"rx_fifo_size_bytes"`
+	// TCP: a TCP listener on the wire's accept queue and refusals; absent
+	// for the others.
+	TCP *ListenerTCPView `json:"tcp,omitempty"`
 	Counters
+}
+
+// ListenerTCPView is a TCP listener's backlog and refusals.
+type ListenerTCPView struct {
+	Backlog int `json:"backlog"`
+	// Untaken: the sessions handed to the app that its Accept has not
+	// taken; -1 for an app that does not say what it takes (protocol
+	// before 2.2, and none marked yet), whose listener is not held back.
+	Untaken int `json:"untaken"`
+	// Refused: connections refused, by reason ("backlog", "limit",
+	// "no_memory", "closing"; as xsessiond_tcp_refused_total).
+	Refused map[string]uint64 `json:"refused"`
 }
 
 // NamespaceView is a namespace as `ctl show namespaces` lists it (never
@@ -351,10 +366,14 @@ func (d *Daemon) ListenerViews() []ListenerView {
 	ls := d.layer.Listeners()
 	fills := d.fifoFill()
 	st := d.engineStats()
+	tcp := d.eng.TCPListeners()
 	out := make([]ListenerView, 0, len(ls))
 	for _, l := range ls {
 		v := ListenerView{Handle: Handle(l.Handle), App: uint32(l.App), URI: l.URI, Namespace: NamespaceName(l.Namespace),
 			Table: l.Table, FIB: uint32(l.FIB), Proxy: l.Proxy}
+		if t, ok := tcp[l.Handle]; ok {
+			v.TCP = &ListenerTCPView{Backlog: t.Backlog, Untaken: t.Untaken, Refused: nonNilMap(t.Refused)}
+		}
 		f := fills[l.App][l.Handle]
 		v.RxFifoUsed, v.RxFifoSize = f.rxUsed, f.rxSize
 		v.Counters.set(st.targets[l.Handle])

@@ -56,6 +56,11 @@ func TestTCPListenerBacklog(t *testing.T) {
 	if v := metric(t, scrape(t, d.MetricsAddr()), `xsessiond_tcp_refused_total{namespace="default",reason="backlog"}`); v == 0 {
 		t.Error("no connection counted as refused for the backlog")
 	}
+	// show listeners tells it: the backlog untaken, the refusals.
+	lv := listenerTCP(t, d, "tcp://0.0.0.0:7280")
+	if lv.Backlog != backlog || lv.Untaken != backlog || lv.Refused["backlog"] == 0 {
+		t.Errorf("show listeners: backlog %d, untaken %d, refused %v; want %d, %d, some for the backlog", lv.Backlog, lv.Untaken, lv.Refused, backlog, backlog)
+	}
 	// The app accepts: every held connection comes, and a new client
 	// connects.
 	for i := range connected {
@@ -71,4 +76,23 @@ func TestTCPListenerBacklog(t *testing.T) {
 		t.Fatalf("a client once the app accepted again: %v", err)
 	}
 	c.Close()
+	if lv := listenerTCP(t, d, "tcp://0.0.0.0:7280"); lv.Untaken > 1 {
+		t.Errorf("show listeners: %d untaken after the app accepted all but the last client's", lv.Untaken)
+	}
+}
+
+// listenerTCP returns the TCP part of the listener of uri as show
+// listeners tells it.
+func listenerTCP(t *testing.T, d *Daemon, uri string) ListenerTCPView {
+	t.Helper()
+	for _, l := range d.ListenerViews() {
+		if l.URI == uri {
+			if l.TCP == nil {
+				t.Fatalf("show listeners: %s has no tcp part", uri)
+			}
+			return *l.TCP
+		}
+	}
+	t.Fatalf("show listeners: no %s", uri)
+	return ListenerTCPView{}
 }

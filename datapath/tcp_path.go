@@ -382,9 +382,7 @@ func (tl *tcpListener) Backlogged() bool {
 	keep := tl.pending[:0]
 	p.mu.Lock()
 	for _, s := range tl.pending {
-		switch {
-		case s.pair.Tx.Taken(), s.done, s.ended, s.byApp:
-		default:
+		if s.untakenLocked() {
 			keep = append(keep, s)
 		}
 	}
@@ -392,6 +390,32 @@ func (tl *tcpListener) Backlogged() bool {
 	clear(tl.pending[len(keep):])
 	tl.pending = keep
 	return len(tl.pending) >= tl.backlog
+}
+
+// untaken counts the sessions handed to the app that it has not taken
+// (nor were they ended or closed since), or -1 if the app has not marked
+// any.
+func (tl *tcpListener) untaken() int {
+	tl.pendMu.Lock()
+	defer tl.pendMu.Unlock()
+	if !tl.marks {
+		return -1
+	}
+	n := 0
+	tl.p.mu.Lock()
+	for _, s := range tl.pending {
+		if s.untakenLocked() {
+			n++
+		}
+	}
+	tl.p.mu.Unlock()
+	return n
+}
+
+// untakenLocked reports whether s, handed to its app by a listener, still
+// waits for the app's Accept: not taken, not ended, not closed (p.mu held).
+func (s *tcpSess) untakenLocked() bool {
+	return !s.pair.Tx.Taken() && !s.done && !s.ended && !s.byApp
 }
 
 // handed records s, handed to its app, until its app takes it. Those

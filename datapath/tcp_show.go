@@ -113,6 +113,42 @@ func (st *TCPNamespaceStats) add(o *TCPNamespaceStats) {
 	}
 }
 
+// TCPListenerView is what the Engine tells of one of its TCP listeners.
+type TCPListenerView struct {
+	// Backlog is the listener's backlog (gVisor's accept queue's
+	// length, and the most sessions its app may leave untaken once it
+	// marks what it takes).
+	Backlog int
+	// Untaken counts the sessions handed to the app that its Accept has
+	// not taken; -1 for an app that has not marked any (one of a
+	// protocol before 2.2, whose listener is not held back).
+	Untaken int
+	// Refused counts the connections the listener refused, by reason (as
+	// TCPNamespaceStats.Refused).
+	Refused map[string]uint64
+}
+
+// TCPListeners tells of the Engine's TCP listeners, by handle.
+func (e *Engine) TCPListeners() map[flow.Handle]TCPListenerView {
+	p := e.tcp
+	if p == nil {
+		return nil
+	}
+	p.mu.Lock()
+	lis := make([]*tcpListener, 0, len(p.lis))
+	for _, tl := range p.lis {
+		lis = append(lis, tl)
+	}
+	p.mu.Unlock()
+	out := make(map[flow.Handle]TCPListenerView, len(lis))
+	for _, tl := range lis {
+		st := newTCPNamespaceStats()
+		st.addListener(tl, tl.ln)
+		out[tl.h] = TCPListenerView{Backlog: tl.ln.Backlog(), Untaken: tl.untaken(), Refused: st.Refused}
+	}
+	return out
+}
+
 // TCPConns lists the Engine's TCP connections: those of the sessions the
 // layer knows (half-open ones once their Dial started) and those that
 // linger after their session ended.

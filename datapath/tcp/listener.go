@@ -65,6 +65,7 @@ type Listener struct {
 	entry waiter.Entry
 	h     AcceptHandler
 
+	backlog  int           // gVisor's accept queue's length
 	limited  atomic.Uint64 // handshakes reset over MaxConns/MaxConnsPerOwner
 	recheck  atomic.Bool   // a look after backlogRecheck is due
 	started  atomic.Bool   // the fields above are final
@@ -88,7 +89,7 @@ func (s *Stack) Listen(addr netip.AddrPort, backlog int, owner uint64, h AcceptH
 		backlog = s.opts.DefaultBacklog
 	}
 	backlog = min(backlog, s.opts.MaxBacklog)
-	l := &Listener{s: s, id: s.nextID.Add(1), owner: owner, addr: netip.AddrPortFrom(a, addr.Port()), h: h}
+	l := &Listener{s: s, id: s.nextID.Add(1), owner: owner, addr: netip.AddrPortFrom(a, addr.Port()), h: h, backlog: backlog}
 	l.pump = s.pumpFor(l.id)
 	s.mu.Lock()
 	if s.closed {
@@ -134,6 +135,10 @@ func (s *Stack) Listen(addr netip.AddrPort, backlog int, owner uint64, h AcceptH
 
 // Addr returns the address the Listener is bound to.
 func (l *Listener) Addr() netip.AddrPort { return l.addr }
+
+// Backlog returns the length of the Listener's accept queue in gVisor: the
+// backlog asked for, at most Options.MaxBacklog.
+func (l *Listener) Backlog() int { return l.backlog }
 
 // Overflows returns the handshakes gVisor dropped because the Listener's
 // backlog was full (its SYN and final-ACK drops).
