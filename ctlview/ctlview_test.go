@@ -241,3 +241,22 @@ func TestWriteTableListenersTCP(t *testing.T) {
 		}
 	}
 }
+
+// TestDrawTopListenerAcceptQueue: top shows a TCP listener's accept queue
+// where a UDP listener's fifo is.
+func TestDrawTopListenerAcceptQueue(t *testing.T) {
+	at := time.Unix(1000, 0)
+	prev, cur := &topSample{at: at}, &topSample{at: at.Add(time.Second)}
+	cur.listeners = []daemon.ListenerView{{Handle: 0x1, App: 1, URI: "tcp://0.0.0.0:7000", Table: "global",
+		TCP: &daemon.ListenerTCPView{Backlog: 4, Untaken: 3}, Counters: counters(0, 0, 0, 0)}}
+	frame := string(drawTop(prev, cur, 10, 0, 0))
+	for _, l := range strings.Split(frame, "\n") {
+		if strings.Contains(l, "listen tcp://0.0.0.0:7000") {
+			if !strings.Contains(l, "accept 3/4") {
+				t.Fatalf("listener row %q has no accept queue", l)
+			}
+			return
+		}
+	}
+	t.Fatalf("no listener row:\n%s", frame)
+}

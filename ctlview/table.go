@@ -145,11 +145,7 @@ func WriteTable(out io.Writer, what api.ShowWhat, doc []byte) error {
 		for _, l := range v {
 			acceptQ, refused := "-", "-"
 			if t := l.TCP; t != nil {
-				acceptQ = fmt.Sprintf("?/%d", t.Backlog)
-				if t.Untaken >= 0 {
-					acceptQ = fmt.Sprintf("%d/%d", t.Untaken, t.Backlog)
-				}
-				refused = dropsString(t.Refused)
+				acceptQ, refused = acceptQueue(t), dropsString(t.Refused)
 			}
 			row(l.Handle, l.App, l.URI, l.Namespace, l.Table, l.FIB, l.Proxy, fifoString(l.RxFifoUsed, l.RxFifoSize),
 				l.RxPackets, l.RxBytes, dropsString(l.Drops), acceptQ, refused)
@@ -282,6 +278,15 @@ func portOrAny(p uint16) string {
 		return "any"
 	}
 	return strconv.Itoa(int(p))
+}
+
+// acceptQueue is a TCP listener's untaken connections of its backlog, "?"
+// for the untaken of an app that does not say what it takes.
+func acceptQueue(t *daemon.ListenerTCPView) string {
+	if t.Untaken < 0 {
+		return fmt.Sprintf("?/%d", t.Backlog)
+	}
+	return fmt.Sprintf("%d/%d", t.Untaken, t.Backlog)
 }
 
 func dropsString(d map[string]uint64) string {

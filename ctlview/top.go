@@ -260,7 +260,11 @@ func drawTop(prev, cur *topSample, rows, width, height int) []byte {
 		if l.Table == "local" {
 			continue // the global listener of the same bind carries the traffic
 		}
-		add(l.Handle, l.App, "listen "+l.URI, fifoString(l.RxFifoUsed, l.RxFifoSize)+" -", l.Drops, l.Dropped)
+		fifo := fifoString(l.RxFifoUsed, l.RxFifoSize) + " -"
+		if l.TCP != nil {
+			fifo = "accept " + acceptQueue(l.TCP)
+		}
+		add(l.Handle, l.App, "listen "+l.URI, fifo, l.Drops, l.Dropped)
 	}
 	b.WriteString("\n")
 	tw = tabwriter.NewWriter(&b, 0, 4, 2, ' ', 0)
