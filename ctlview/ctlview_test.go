@@ -36,24 +36,18 @@ func TestFilterKeepsOneAppsRows(t *testing.T) {
 }
 
 func TestWriteTableRules(t *testing.T) {
-	doc, err := json.Marshal([]daemon.RuleView{{ID: 3, Namespace: "default", Proto: "udp", Local: "0.0.0.0/0", LocalPort: 9000,
+	out := table(t, api.ShowRules, []daemon.RuleView{{ID: 3, Namespace: "default", Proto: "udp", Local: "0.0.0.0/0", LocalPort: 9000,
 		Remote: "10.0.0.0/8", Action: "drop", Scope: "global", Hits: 7}})
-	if err != nil {
-		t.Fatal(err)
-	}
-	var b bytes.Buffer
-	if err := WriteTable(&b, api.ShowRules, doc); err != nil {
-		t.Fatal(err)
-	}
-	lines := strings.Split(strings.TrimSpace(b.String()), "\n")
+	lines := strings.Split(strings.TrimSpace(out), "\n")
 	if len(lines) != 2 {
-		t.Fatalf("table:\n%s", b.String())
+		t.Fatalf("table:\n%s", out)
 	}
 	want := []string{"3", "default", "udp", "0.0.0.0/0", "9000", "10.0.0.0/8", "any", "drop", "-", "global", "-", "7"}
 	if got := strings.Fields(lines[1]); strings.Join(got, " ") != strings.Join(want, " ") {
 		t.Fatalf("row %q, want %q", got, want)
 	}
-	if err := WriteTable(&b, api.ShowWhat(200), doc); err == nil {
+	var b bytes.Buffer
+	if err := WriteTable(&b, api.ShowWhat(200), []byte("[]")); err == nil {
 		t.Fatal("unknown document: no error")
 	}
 }
@@ -110,23 +104,16 @@ func TestDrawTopRates(t *testing.T) {
 }
 
 func TestWriteTableSessionsTCP(t *testing.T) {
-	doc, err := json.Marshal([]daemon.SessionView{
+	out := table(t, api.ShowSessions, []daemon.SessionView{
 		{Handle: 0x10, App: 1, Namespace: "default", State: "established", Transport: "tcp", TCPState: "CLOSE-WAIT",
 			Local: "10.0.0.2:7000", Remote: "10.0.0.1:40000", Retransmits: 3, RxFifoSize: 64, TxFifoSize: 64,
 			TCPRecvQ: 7, TCPSendQ: 9, Counters: counters(5, 1000, 4, 500)},
 		{Handle: 0x11, App: 1, Namespace: "default", State: "established", Transport: "udp",
 			Local: "10.0.0.2:9000", Remote: "10.0.0.1:9001", Counters: counters(1, 10, 1, 10)},
 	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	var b bytes.Buffer
-	if err := WriteTable(&b, api.ShowSessions, doc); err != nil {
-		t.Fatal(err)
-	}
-	lines := strings.Split(strings.TrimSpace(b.String()), "\n")
+	lines := strings.Split(strings.TrimSpace(out), "\n")
 	if len(lines) != 3 {
-		t.Fatalf("table:\n%s", b.String())
+		t.Fatalf("table:\n%s", out)
 	}
 	want := [][]string{
 		{"0x10", "1", "default", "established", "tcp", "CLOSE-WAIT", "10.0.0.2:7000", "10.0.0.1:40000", "0", "-", "0/64", "0/64", "7", "9", "5", "1000", "4", "500", "3", "0"},
@@ -147,18 +134,10 @@ func counters(rxPkts, rxBytes, txPkts, txBytes uint64) daemon.Counters {
 // TestWriteTableAppsEnded: an app holding sessions its peers reset shows
 // them beside its sessions.
 func TestWriteTableAppsEnded(t *testing.T) {
-	doc, err := json.Marshal([]daemon.AppView{
+	out := table(t, api.ShowApps, []daemon.AppView{
 		{ID: 1, Name: "srv", Namespace: "default", Scope: "global", Sessions: 3, Ended: 2, FifoUsed: 10, FifoSize: 640},
 		{ID: 2, Name: "cli", Namespace: "default", Scope: "global", Sessions: 1},
 	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	var b bytes.Buffer
-	if err := WriteTable(&b, api.ShowApps, doc); err != nil {
-		t.Fatal(err)
-	}
-	out := b.String()
 	lines := strings.Split(strings.TrimSpace(out), "\n")
 	if len(lines) != 3 || !strings.Contains(lines[1], " 3 (+2 ended, not closed) ") || strings.Contains(lines[2], "ended") {
 		t.Fatalf("table:\n%s", out)
@@ -168,21 +147,14 @@ func TestWriteTableAppsEnded(t *testing.T) {
 // TestWriteTableStatsTCP: show stats' tcp rows name the connections,
 // refusals and orphans, and the buffers against their bounds.
 func TestWriteTableStatsTCP(t *testing.T) {
-	doc, err := json.Marshal(daemon.StatsView{EngineStats: daemon.EngineStats{TCP: &daemon.TCPEngineStats{Connections: 5, Lingering: 9, TimeWaitOverflow: 10, Listeners: 2, Refused: 1,
+	out := table(t, api.ShowStats, daemon.StatsView{EngineStats: daemon.EngineStats{TCP: &daemon.TCPEngineStats{Connections: 5, Lingering: 9, TimeWaitOverflow: 10, Listeners: 2, Refused: 1,
 		Orphans: 3, OrphansReset: 4, AbortedOnClose: 8, BufferBytes: 1000, BufferLimit: 8000, UserBufferLimit: 2000, BuffersClamped: 6, BufferGrowthsHeld: 7}}})
-	if err != nil {
-		t.Fatal(err)
-	}
-	var b bytes.Buffer
-	if err := WriteTable(&b, api.ShowStats, doc); err != nil {
-		t.Fatal(err)
-	}
 	for _, want := range []string{
 		"5 connections, 9 lingering (10 ended early: tcp.max_time_wait), 2 listeners, 1 refused, 3 orphans (4 reset), 8 reset at their app's close",
 		"1000 of 8000 bytes (a user's apps: 2000), 6 connections clamped, 7 growths held",
 	} {
-		if !strings.Contains(b.String(), want) {
-			t.Errorf("table lacks %q:\n%s", want, b.String())
+		if !strings.Contains(out, want) {
+			t.Errorf("table lacks %q:\n%s", want, out)
 		}
 	}
 }
@@ -196,16 +168,9 @@ func TestWriteTableStatsInterfaceState(t *testing.T) {
 		"no-carrier": "vb (ifindex 2, netns tb), no-carrier: nothing reaches the datapath until it is up and running\n",
 		"gone":       "vb (ifindex 2, netns tb), gone: deleted or moved to another netns; nothing reaches the datapath\n",
 	} {
-		doc, err := json.Marshal(daemon.StatsView{Interface: "vb", IfIndex: 2, Netns: "tb", InterfaceState: state})
-		if err != nil {
-			t.Fatal(err)
-		}
-		var b bytes.Buffer
-		if err := WriteTable(&b, api.ShowStats, doc); err != nil {
-			t.Fatal(err)
-		}
-		if !strings.Contains(b.String(), want) {
-			t.Errorf("state %q: table lacks %q:\n%s", state, want, b.String())
+		out := table(t, api.ShowStats, daemon.StatsView{Interface: "vb", IfIndex: 2, Netns: "tb", InterfaceState: state})
+		if !strings.Contains(out, want) {
+			t.Errorf("state %q: table lacks %q:\n%s", state, want, out)
 		}
 	}
 }
@@ -214,7 +179,7 @@ func TestWriteTableStatsInterfaceState(t *testing.T) {
 // queue (untaken of backlog, "?" for an app that does not mark what it
 // takes) and its refusals; a UDP listener shows neither.
 func TestWriteTableListenersTCP(t *testing.T) {
-	doc, err := json.Marshal([]daemon.ListenerView{
+	out := table(t, api.ShowListeners, []daemon.ListenerView{
 		{Handle: 0x1, App: 1, URI: "tcp://0.0.0.0:7000", Namespace: "default", Table: "global", RxFifoSize: 64,
 			TCP:      &daemon.ListenerTCPView{Backlog: 4, Untaken: 4, Refused: map[string]uint64{"backlog": 12, "limit": 0}},
 			Counters: counters(0, 0, 0, 0)},
@@ -223,16 +188,9 @@ func TestWriteTableListenersTCP(t *testing.T) {
 		{Handle: 0x3, App: 1, URI: "udp://0.0.0.0:9000", Namespace: "default", Table: "global", RxFifoSize: 64,
 			Counters: counters(5, 320, 0, 0)},
 	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	var b bytes.Buffer
-	if err := WriteTable(&b, api.ShowListeners, doc); err != nil {
-		t.Fatal(err)
-	}
-	lines := strings.Split(strings.TrimSpace(b.String()), "\n")
+	lines := strings.Split(strings.TrimSpace(out), "\n")
 	if len(lines) != 4 || !strings.Contains(lines[0], "ACCEPT Q") {
-		t.Fatalf("table:\n%s", b.String())
+		t.Fatalf("table:\n%s", out)
 	}
 	want := []string{"4/4 backlog=12", "?/1024 0", "0 - -"}
 	for i, w := range want {
@@ -259,4 +217,18 @@ func TestDrawTopListenerAcceptQueue(t *testing.T) {
 		}
 	}
 	t.Fatalf("no listener row:\n%s", frame)
+}
+
+// table writes v, marshalled as the daemon sends it, as ctl shows what.
+func table(t *testing.T, what api.ShowWhat, v any) string {
+	t.Helper()
+	doc, err := json.Marshal(v)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var b bytes.Buffer
+	if err := WriteTable(&b, what, doc); err != nil {
+		t.Fatal(err)
+	}
+	return b.String()
 }

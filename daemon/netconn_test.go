@@ -394,20 +394,7 @@ func TestListenLoopback(t *testing.T) {
 	defer pc.Close()
 	go echoPackets(pc)
 	for _, uri := range []string{"tcp://127.0.0.1:7310", "udp://[::1]:7311"} {
-		c, err := cli.Dial(t.Context(), uri)
-		if err != nil {
-			t.Fatalf("dial %s: %v", uri, err)
-		}
-		c.SetDeadline(time.Now().Add(10 * time.Second))
-		if _, err := c.Write([]byte("loopback")); err != nil {
-			t.Fatal(err)
-		}
-		b := make([]byte, 16)
-		n, err := io.ReadAtLeast(c, b, len("loopback"))
-		if err != nil || string(b[:n]) != "loopback" {
-			t.Errorf("%s: echo %q, %v", uri, b[:n], err)
-		}
-		c.Close()
+		dialEcho(t, cli, uri, "loopback")
 	}
 	if _, err := cli.Dial(t.Context(), "tcp://127.0.0.2:7310"); !errors.Is(err, syscall.ECONNREFUSED) {
 		t.Errorf("dial another loopback address: %v, want ECONNREFUSED", err)
@@ -465,20 +452,7 @@ func TestListenHostName(t *testing.T) {
 	defer pc.Close()
 	go echoPackets(pc)
 	for _, uri := range []string{"tcp://localhost:7330", "udp://localhost:7331"} {
-		c, err := cli.Dial(t.Context(), uri)
-		if err != nil {
-			t.Fatalf("dial %s: %v", uri, err)
-		}
-		c.SetDeadline(time.Now().Add(10 * time.Second))
-		if _, err := c.Write([]byte("named")); err != nil {
-			t.Fatal(err)
-		}
-		b := make([]byte, 8)
-		n, err := io.ReadAtLeast(c, b, len("named"))
-		if err != nil || string(b[:n]) != "named" {
-			t.Errorf("%s: echo %q, %v", uri, b[:n], err)
-		}
-		c.Close()
+		dialEcho(t, cli, uri, "named")
 	}
 	var dnsErr *net.DNSError
 	if _, err := srv.Listen("tcp://no-such-host.invalid:7332"); !errors.As(err, &dnsErr) {
@@ -651,4 +625,23 @@ func TestTCPDialResetAtOnce(t *testing.T) {
 		}
 	}
 	t.Logf("%d of 1200 dials failed with ECONNRESET, the rest read it", failed.Load())
+}
+
+// dialEcho dials uri from app a, writes msg and checks that it comes back.
+func dialEcho(t *testing.T, a *app.App, uri, msg string) {
+	t.Helper()
+	c, err := a.Dial(t.Context(), uri)
+	if err != nil {
+		t.Fatalf("dial %s: %v", uri, err)
+	}
+	defer c.Close()
+	c.SetDeadline(time.Now().Add(10 * time.Second))
+	if _, err := c.Write([]byte(msg)); err != nil {
+		t.Fatal(err)
+	}
+	b := make([]byte, len(msg)+8)
+	n, err := io.ReadAtLeast(c, b, len(msg))
+	if err != nil || string(b[:n]) != msg {
+		t.Errorf("%s: echo %q, %v", uri, b[:n], err)
+	}
 }

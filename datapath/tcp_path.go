@@ -1008,8 +1008,8 @@ func (p *tcpPath) listen(l sessions.Listener) error {
 	if backlog <= 0 {
 		backlog = DefaultTCPBacklog
 	}
-	tl.backlog = backlog
-	ln, err := p.st.Listen(addr, backlog, p.owner(l.App), tl)
+	tl.backlog = p.st.ListenBacklog(backlog) // gVisor's, and the app's bound
+	ln, err := p.st.Listen(addr, tl.backlog, p.owner(l.App), tl)
 	if err != nil {
 		res.close()
 		return fmt.Errorf("listen %s: %w", l.Endpoint.URI(), err)

@@ -144,7 +144,7 @@ func (e *Engine) TCPListeners() map[flow.Handle]TCPListenerView {
 	for _, tl := range lis {
 		st := newTCPNamespaceStats()
 		st.addListener(tl, tl.ln)
-		out[tl.h] = TCPListenerView{Backlog: tl.ln.Backlog(), Untaken: tl.untaken(), Refused: st.Refused}
+		out[tl.h] = TCPListenerView{Backlog: tl.backlog, Untaken: tl.untaken(), Refused: st.Refused}
 	}
 	return out
 }

@@ -65,12 +65,21 @@ type Listener struct {
 	entry waiter.Entry
 	h     AcceptHandler
 
-	backlog  int           // gVisor's accept queue's length
 	limited  atomic.Uint64 // handshakes reset over MaxConns/MaxConnsPerOwner
 	recheck  atomic.Bool   // a look after backlogRecheck is due
 	started  atomic.Bool   // the fields above are final
 	closeReq atomic.Bool
 	done     bool // owned by the pump
+}
+
+// ListenBacklog returns the backlog Listen gives a listener asked for
+// backlog: Options.DefaultBacklog for 0 or less, at most
+// Options.MaxBacklog.
+func (s *Stack) ListenBacklog(backlog int) int {
+	if backlog <= 0 {
+		backlog = s.opts.DefaultBacklog
+	}
+	return min(backlog, s.opts.MaxBacklog)
 }
 
 // Listen opens a listener on addr (an address of the stack, or unspecified
@@ -85,11 +94,8 @@ func (s *Stack) Listen(addr netip.AddrPort, backlog int, owner uint64, h AcceptH
 	if !a.IsValid() || addr.Port() == 0 {
 		return nil, fmt.Errorf("listen %s: %w", addr, syscall.EINVAL)
 	}
-	if backlog <= 0 {
-		backlog = s.opts.DefaultBacklog
-	}
-	backlog = min(backlog, s.opts.MaxBacklog)
-	l := &Listener{s: s, id: s.nextID.Add(1), owner: owner, addr: netip.AddrPortFrom(a, addr.Port()), h: h, backlog: backlog}
+	backlog = s.ListenBacklog(backlog)
+	l := &Listener{s: s, id: s.nextID.Add(1), owner: owner, addr: netip.AddrPortFrom(a, addr.Port()), h: h}
 	l.pump = s.pumpFor(l.id)
 	s.mu.Lock()
 	if s.closed {
@@ -135,10 +141,6 @@ func (s *Stack) Listen(addr netip.AddrPort, backlog int, owner uint64, h AcceptH
 
 // Addr returns the address the Listener is bound to.
 func (l *Listener) Addr() netip.AddrPort { return l.addr }
-
-// Backlog returns the length of the Listener's accept queue in gVisor: the
-// backlog asked for, at most Options.MaxBacklog.
-func (l *Listener) Backlog() int { return l.backlog }
 
 // Overflows returns the handshakes gVisor dropped because the Listener's
 // backlog was full (its SYN and final-ACK drops).
