@@ -9,6 +9,7 @@ import (
 	"io"
 	"io/fs"
 	"strconv"
+	"strings"
 	"time"
 
 	"github.com/spf13/cobra"
@@ -98,7 +99,12 @@ func newShowCmd(socket *string) *cobra.Command {
 		Use:   "show [apps|sessions|listeners|namespaces|rules|stats]",
 		Short: "Show the daemon's state as a table (or JSON with --json)",
 		Long:  showList,
-		Args:  cobra.MaximumNArgs(1),
+		Args: func(_ *cobra.Command, args []string) error {
+			if len(args) > 1 {
+				return fmt.Errorf("show %s: one thing at a time, apps, sessions, listeners, namespaces, rules or stats (filter with --app and --ns)", strings.Join(args, " "))
+			}
+			return nil
+		},
 		ValidArgs: []string{"apps", "sessions", "listeners", "namespaces", "rules", "stats",
 			"app", "session", "listener", "namespace", "ns", "rule", "stat"},
 		RunE: func(cmd *cobra.Command, args []string) error {
@@ -270,6 +276,16 @@ daemon's interface when --netns is not given).`,
 	return cmd
 }
 
+// needWords is cobra.MinimumNArgs with a message that says what to type.
+func needWords(n int, msg string) cobra.PositionalArgs {
+	return func(_ *cobra.Command, args []string) error {
+		if len(args) < n {
+			return errors.New(msg)
+		}
+		return nil
+	}
+}
+
 func newRuleCmd(socket *string) *cobra.Command {
 	cmd := &cobra.Command{
 		Use:   "rule",
@@ -283,7 +299,7 @@ func newRuleCmd(socket *string) *cobra.Command {
 		Use:   "add proto P ([local PREFIX PORT] [remote PREFIX PORT] | LCL_PREFIX LCL_PORT RMT_PREFIX RMT_PORT) action A [app N] [scope S] [ns ID] [tag T]",
 		Short: "Add a session rule",
 		Long:  ctlview.RuleHelp,
-		Args:  cobra.MinimumNArgs(2),
+		Args:  needWords(2, "rule add needs a rule's words, at least proto P and action A: for example rule add proto udp local 0.0.0.0/0 9000 action drop (see xsessiond ctl rule add --help)"),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			r, err := ctlview.ParseRule(args, true)
 			if err != nil {
@@ -316,7 +332,7 @@ func newRuleCmd(socket *string) *cobra.Command {
 		Use:   "del (ID | tag T | proto P [local PREFIX PORT] [remote PREFIX PORT] [scope S] [ns ID])",
 		Short: "Delete a session rule by id (see ctl show rules), rules by tag, or the rule matching exactly",
 		Long:  ctlview.RuleHelp,
-		Args:  cobra.MinimumNArgs(1),
+		Args:  needWords(1, "rule del needs a rule id (see ctl show rules), tag T, or the rule's words (see xsessiond ctl rule del --help)"),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			req := &api.RuleDel{}
 			if len(args) == 1 {

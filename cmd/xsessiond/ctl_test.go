@@ -271,6 +271,9 @@ func TestCtlErrors(t *testing.T) {
 		{[]string{"rule", "del", "x"}, sock, `want a rule id`},
 		{[]string{"rule", "add", "proto", "UDP", "0.0.0.0/0", "9000", "10.0.0.0/8", "action", "drop"}, sock, `remote port "action"`},
 		{[]string{"rule", "add", "proto", "udp", "0.0.0.0/0", "9000", "10.0.0.0/8"}, sock, `3 of the 4 words`},
+		{[]string{"show", "sessions", "foo"}, sock, `show sessions foo: one thing at a time`},
+		{[]string{"rule", "add", "proto"}, sock, `rule add needs a rule's words, at least proto P and action A`},
+		{[]string{"rule", "del"}, sock, `rule del needs a rule id (see ctl show rules), tag T, or the rule's words`},
 	}
 	for _, c := range cases {
 		out, err := ctl(t, c.sock, c.args...)
