@@ -378,18 +378,7 @@ func (tl *tcpListener) Backlogged() bool {
 		// keeps its list at backlog and learns when it marks).
 		return false
 	}
-	p := tl.p
-	keep := tl.pending[:0]
-	p.mu.Lock()
-	for _, s := range tl.pending {
-		if s.untakenLocked() {
-			keep = append(keep, s)
-		}
-	}
-	p.mu.Unlock()
-	clear(tl.pending[len(keep):])
-	tl.pending = keep
-	return len(tl.pending) >= tl.backlog
+	return tl.pruneLocked() >= tl.backlog
 }
 
 // untaken counts the sessions handed to the app that it has not taken
@@ -401,15 +390,24 @@ func (tl *tcpListener) untaken() int {
 	if !tl.marks {
 		return -1
 	}
-	n := 0
-	tl.p.mu.Lock()
+	return tl.pruneLocked()
+}
+
+// pruneLocked drops from pending the sessions their app took, ended or
+// closed, and returns how many are left (pendMu held).
+func (tl *tcpListener) pruneLocked() int {
+	p := tl.p
+	keep := tl.pending[:0]
+	p.mu.Lock()
 	for _, s := range tl.pending {
 		if s.untakenLocked() {
-			n++
+			keep = append(keep, s)
 		}
 	}
-	tl.p.mu.Unlock()
-	return n
+	p.mu.Unlock()
+	clear(tl.pending[len(keep):])
+	tl.pending = keep
+	return len(keep)
 }
 
 // untakenLocked reports whether s, handed to its app by a listener, still
