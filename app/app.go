@@ -620,6 +620,8 @@ func (a *App) handleEvent(ev *fifo.Event) {
 					what |= earlyTimedOut
 				case errors.Is(err, flow.ErrFifoCorrupt):
 					what |= earlyFifoCorrupt
+				case errors.Is(err, flow.ErrBrokenPipe):
+					what |= earlyBrokenPipe
 				}
 			}
 		case fifo.EventPeerClosed:
@@ -922,6 +924,7 @@ const (
 	earlyFIN                           // the peer closed its half of a stream
 	earlyTimedOut                      // the reset was a timeout
 	earlyFifoCorrupt                   // the daemon reset it for a corrupt fifo
+	earlyBrokenPipe                    // the peer reset it after its FIN
 )
 
 // tell hands owner o what happened to its session h.

@@ -268,6 +268,9 @@ func (c *Conn) halfClosed(what uint8) {
 	if what&earlyFifoCorrupt != 0 {
 		c.e.fifoCorrupt.Store(true)
 	}
+	if what&earlyBrokenPipe != 0 {
+		c.e.brokenPipe.Store(true)
+	}
 	if what&earlyReset != 0 {
 		c.e.reset.Store(true)
 	}
@@ -339,6 +342,16 @@ func (c *Conn) Read(b []byte) (int, error) {
 	c.rd.mu.Lock()
 	defer c.rd.mu.Unlock()
 	e := c.e
+	if len(b) == 0 {
+		// A read of nothing returns at once, as Go's poller answers it
+		// on a kernel socket: past the deadline, or after the peer's
+		// FIN or reset, too; only a Close fails it. A datagram waiting
+		// stays for the next read.
+		if err := c.rd.check(c.a, c.done); err != nil && err != errTimeout {
+			return 0, netError("read", c.laddr, c.raddr, err)
+		}
+		return 0, nil
+	}
 	for {
 		if err := c.rd.check(c.a, c.done); err != nil {
 			return 0, netError("read", c.laddr, c.raddr, err)
@@ -354,7 +367,7 @@ func (c *Conn) Read(b []byte) (int, error) {
 			if ok {
 				return n, nil
 			}
-		} else if len(b) > 0 {
+		} else {
 			n, err := e.rx.Dequeue(b)
 			if n > 0 {
 				e.afterDequeue(n)
@@ -363,11 +376,9 @@ func (c *Conn) Read(b []byte) (int, error) {
 			if err != nil && err != fifo.ErrEmpty {
 				return 0, netError("read", c.laddr, c.raddr, err)
 			}
-		} else {
-			return 0, nil
 		}
 		if (e.gone.Load() || e.fin.Load()) && !e.readable() {
-			if e.reset.Load() {
+			if e.reset.Load() && !e.brokenPipe.Load() {
 				return 0, netError("read", c.laddr, c.raddr, e.resetErr())
 			}
 			return 0, io.EOF
@@ -416,6 +427,11 @@ func (c *Conn) spinRead(e *end) bool {
 func (c *Conn) Write(b []byte) (int, error) {
 	e := c.e
 	if e.dgram {
+		// Closed, or past the write deadline, the write fails so before
+		// its size is looked at, as a kernel socket's does.
+		if err := c.wr.check(c.a, c.done); err != nil {
+			return 0, netError("write", c.laddr, c.raddr, err)
+		}
 		if err := checkDgramSize(len(b), c.remote); err != nil {
 			return 0, netError("write", c.laddr, c.raddr, err)
 		}
@@ -535,12 +551,20 @@ func (c *Conn) SetKeepAliveConfig(k net.KeepAliveConfig) error {
 // CloseWrite closes the sending half of a TCP session, on the wire or
 // cut-through: the peer reads io.EOF once it has what was written; reading
 // goes on. Writes after it fail with an error wrapping syscall.EPIPE. A
-// UDP session has no half to close: flow.ErrNotSupported.
+// UDP session has no half to close: flow.ErrNotSupported. After Close it
+// fails with an error wrapping net.ErrClosed, as net.TCPConn's does.
 func (c *Conn) CloseWrite() error {
 	c.wr.mu.Lock()
 	defer c.wr.mu.Unlock()
 	if c.e.dgram {
 		return netError("close write", c.laddr, c.raddr, flow.ErrNotSupported)
+	}
+	// Checked with wr.mu held, which Close takes after it marks the Conn
+	// closed and before it lets the session go: the daemon may give the
+	// handle to another session of the app once it is gone, and a
+	// CloseWrite sent after that would half-close that one.
+	if err := c.setClosed("close write"); err != nil {
+		return err
 	}
 	if c.wrClosed.Swap(true) {
 		return nil

@@ -48,7 +48,10 @@
 // keepalive probes of SetKeepAlive, SetKeepAlivePeriod or
 // SetKeepAliveConfig, unanswered) with syscall.ETIMEDOUT, after the daemon
 // reset a connection whose fifo indices were found corrupt with an error
-// that is both syscall.ECONNRESET and flow.ErrFifoCorrupt, and a refused
+// that is both syscall.ECONNRESET and flow.ErrFifoCorrupt; a reset that
+// follows the peer's FIN (its answer to what was sent after it closed)
+// fails the writes with syscall.EPIPE and leaves the reads at io.EOF, as
+// on Linux; a refused
 // connect with flow.ErrRefused, which wraps syscall.ECONNREFUSED, as does
 // flow.ErrLocalConnect, a connect to a loopback address no app listens
 // on; a connect the peer reset as its handshake completed fails with

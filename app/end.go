@@ -43,6 +43,7 @@ type end struct {
 	reset       atomic.Bool // the session was reset
 	timedOut    atomic.Bool // the reset was a timeout (retransmissions or keepalive probes unanswered)
 	fifoCorrupt atomic.Bool // the daemon reset it: a fifo's indices were corrupt
+	brokenPipe  atomic.Bool // the peer reset it after its FIN: writes fail with EPIPE, reads end with io.EOF
 }
 
 // newCTEnd maps a cut-through session passed by the daemon: its segment
@@ -175,11 +176,15 @@ func toHeader(h *fifo.DgramHeader, local, remote netip.AddrPort) {
 
 // resetErr is the error of a reset session: ETIMEDOUT when the daemon
 // said it timed out, ECONNRESET wrapped with flow.ErrFifoCorrupt when it
-// reset the connection because a fifo of the session was corrupt, else
-// ECONNRESET.
+// reset the connection because a fifo of the session was corrupt, EPIPE
+// when the peer reset it after its FIN (a read then ends with io.EOF
+// instead, as Linux's after tcp_reset in CLOSE_WAIT), else ECONNRESET.
 func (e *end) resetErr() error {
 	if e.timedOut.Load() {
 		return syscall.ETIMEDOUT
+	}
+	if e.brokenPipe.Load() {
+		return syscall.EPIPE
 	}
 	if e.fifoCorrupt.Load() {
 		return errResetFifoCorrupt

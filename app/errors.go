@@ -38,6 +38,22 @@ type Error struct {
 func (e *Error) Error() string { return e.Msg }
 func (e *Error) Unwrap() error { return e.Err }
 
+// Timeout reports whether the error is a timeout (a deadline or a
+// context's, or ETIMEDOUT). With Temporary it makes an Error a net.Error,
+// as the *net.OpError of net.Dial and net.Listen is: a program that asks
+// err.(net.Error) for Timeout gets its answer.
+func (e *Error) Timeout() bool {
+	return errors.Is(e.Err, os.ErrDeadlineExceeded) || errors.Is(e.Err, context.DeadlineExceeded) ||
+		errors.Is(e.Err, syscall.ETIMEDOUT)
+}
+
+// Temporary is Timeout, as net.OpError's is for the errors a dial returns.
+//
+// Deprecated: as net.Error's Temporary; use Timeout, or errors.Is.
+func (e *Error) Temporary() bool { return e.Timeout() }
+
+var _ net.Error = (*Error)(nil)
+
 // attachError explains a failed Attach.
 func attachError(err error, o *Options) error {
 	ns := o.Namespace

@@ -9,6 +9,7 @@ import (
 	"net/netip"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"time"
 
 	"github.com/xsessiond/xsessiond/api"
@@ -360,12 +361,12 @@ func (p *PacketConn) Release() {
 // wire, a *CutThroughAddr for one from a cut-through session. A pending
 // asynchronous error (see SetDontFragment) is returned instead, once.
 func (p *PacketConn) ReadFrom(b []byte) (int, net.Addr, error) {
-	n, e, err := p.read(b)
+	n, e, from, err := p.read(b)
 	if err != nil {
 		return 0, nil, err
 	}
 	if e.datapath {
-		return n, net.UDPAddrFromAddrPort(fromHeader(&p.hdr)), nil
+		return n, net.UDPAddrFromAddrPort(from), nil
 	}
 	return n, &CutThroughAddr{Session: e.h}, nil
 }
@@ -376,39 +377,45 @@ func (p *PacketConn) ReadFrom(b []byte) (int, net.Addr, error) {
 // the zero AddrPort, as Message.Remote does. An app that serves
 // cut-through peers answers them with ReadFrom and WriteTo, or ReadBatch.
 func (p *PacketConn) ReadFromUDPAddrPort(b []byte) (int, netip.AddrPort, error) {
-	n, e, err := p.read(b)
+	n, e, from, err := p.read(b)
 	if err != nil || !e.datapath {
 		return n, netip.AddrPort{}, err
 	}
-	return n, fromHeader(&p.hdr), nil
+	return n, from, nil
 }
 
-// read reads one datagram into b and returns the end it came from; a
-// wire datagram's header is left in p.hdr.
-func (p *PacketConn) read(b []byte) (int, *end, error) {
+// read reads one datagram into b and returns the end it came from and,
+// for a wire datagram, its sender. The sender is taken from p.hdr while
+// rd.mu is held: once it is released, a concurrent read overwrites
+// p.hdr, and the datagram would be returned with another's sender.
+func (p *PacketConn) read(b []byte) (int, *end, netip.AddrPort, error) {
 	p.rd.mu.Lock()
 	defer p.rd.mu.Unlock()
 	p.releaseLocked()
 	for {
 		if err := p.rd.check(p.a, p.done); err != nil {
-			return 0, nil, netError("read", p.laddr, nil, err)
+			return 0, nil, netip.AddrPort{}, netError("read", p.laddr, nil, err)
 		}
 		if err := p.takeError(); err != nil {
-			return 0, nil, netError("read", p.laddr, nil, err)
+			return 0, nil, netip.AddrPort{}, netError("read", p.laddr, nil, err)
 		}
 		e := p.pickLocked()
 		if e == nil {
 			if err := p.waitReadLocked(); err != nil {
-				return 0, nil, netError("read", p.laddr, nil, err)
+				return 0, nil, netip.AddrPort{}, netError("read", p.laddr, nil, err)
 			}
 			continue
 		}
 		n, ok, err := e.readDgram(b, &p.hdr)
 		if err != nil {
-			return 0, nil, netError("read", p.laddr, nil, err)
+			return 0, nil, netip.AddrPort{}, netError("read", p.laddr, nil, err)
 		}
 		if ok {
-			return n, e, nil
+			var from netip.AddrPort
+			if e.datapath {
+				from = fromHeader(&p.hdr)
+			}
+			return n, e, from, nil
 		}
 	}
 }
@@ -530,6 +537,11 @@ func sliceAt(a, b []byte, off, n int) ([]byte, []byte) {
 func (p *PacketConn) WriteTo(b []byte, addr net.Addr) (int, error) {
 	switch x := addr.(type) {
 	case *CutThroughAddr:
+		// Close forgets the sessions: after it, the write fails with
+		// net.ErrClosed, not for want of the session.
+		if err := p.wr.check(p.a, p.done); err != nil {
+			return 0, netError("write", p.laddr, addr, err)
+		}
 		p.mu.Lock()
 		e := p.peers[x.Session]
 		p.mu.Unlock()
@@ -541,7 +553,9 @@ func (p *PacketConn) WriteTo(b []byte, addr net.Addr) (int, error) {
 		wb := p.wireFor(x.AddrPort())
 		return p.write(b, wb.wire, wb, x.AddrPort(), addr)
 	}
-	return 0, netError("write", p.laddr, addr, fmt.Errorf("address %v (%T): %w", addr, addr, flow.ErrInvalidValue))
+	// EINVAL too, as a net.UDPConn's WriteTo refuses an address of
+	// another type.
+	return 0, netError("write", p.laddr, addr, fmt.Errorf("address %v (%T): %w (%w)", addr, addr, flow.ErrInvalidValue, syscall.EINVAL))
 }
 
 // WriteToUDPAddrPort is WriteTo of a datagram to the wire, addressed as a
@@ -562,6 +576,12 @@ func (p *PacketConn) write(b []byte, e *end, wb *wireBind, remote netip.AddrPort
 			addr = net.UDPAddrFromAddrPort(remote)
 		}
 		return 0, netError("write", p.laddr, addr, err)
+	}
+	// Closed, or past the write deadline, the write fails so before its
+	// destination and size are looked at, as sendto on a kernel socket
+	// does (a program that stops at net.ErrClosed must see it).
+	if err := p.wr.check(p.a, p.done); err != nil {
+		return fail(err)
 	}
 	if e == nil {
 		return fail(ErrNoDatapath)

@@ -828,7 +828,11 @@ func (tw *tcpWorker) drain() bool {
 		nb := x.neighbour(k)
 		if !nb.ok {
 			if (nb.failed && nb.noRoute) || x.now.Sub(q.at) > tcpHold {
-				w.c.Drops[dropNoNeighbour]++
+				if nb.failed && nb.noRoute {
+					w.c.Drops[dropNoRoute]++
+				} else {
+					w.c.Drops[dropNoNeighbour]++
+				}
 				tw.pop()
 				continue
 			}
@@ -1489,8 +1493,9 @@ func (s *tcpSess) PeerClosed(*tcp.Conn) {
 }
 
 // Reset ends the session with a reset event, which tells the app a
-// timeout (retransmissions or keepalive probes unanswered) and a fifo the
-// app corrupted apart from a reset.
+// timeout (retransmissions or keepalive probes unanswered), a fifo the
+// app corrupted and a reset after the peer's FIN (a broken pipe) apart
+// from a reset.
 func (s *tcpSess) Reset(_ *tcp.Conn, err error) {
 	p := s.p
 	p.mu.Lock()
@@ -1513,6 +1518,8 @@ func (s *tcpSess) Reset(_ *tcp.Conn, err error) {
 			why = fmt.Errorf("%w: %w", flow.ErrTimedOut, err)
 		case errors.Is(err, tcp.ErrFifoCorrupt):
 			why = fmt.Errorf("%w: %w", flow.ErrFifoCorrupt, err)
+		case errors.Is(err, syscall.EPIPE):
+			why = flow.ErrBrokenPipe // the peer reset after its FIN
 		}
 		_ = p.e.layer.Load().StreamReset(ref, why)
 	}

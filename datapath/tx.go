@@ -245,7 +245,10 @@ func (x *txState) drain(t *udp.Target, budget int) (n int, more bool) {
 }
 
 // destination fills hd's addresses, ports and flags for a datagram of t
-// with header h, and reports whether they are usable.
+// with header h, and reports whether they are usable. A loopback
+// destination is: the resolver finds its route through the loopback
+// interface, and send drops it as no-route, as it drops one to an
+// address of the host (no kernel socket of the host hears the datapath).
 func (x *txState) destination(t *udp.Target, h *fifo.DgramHeader, hd *held) bool {
 	hd.df = h.Flags&fifo.DgramFlagDontFragment != 0
 	if t.Kind == udp.KindConnected {
@@ -258,7 +261,7 @@ func (x *txState) destination(t *udp.Target, h *fifo.DgramHeader, hd *held) bool
 		return false
 	}
 	dst := flow.AddrFrom(h.Remote, h.Family)
-	if !dst.IsValid() || dst.IsUnspecified() || dst.IsMulticast() || dst.IsLoopback() {
+	if !dst.IsValid() || dst.IsUnspecified() || dst.IsMulticast() {
 		return false
 	}
 	hd.key = nbKey{addr: flow.AddrBytes(dst), fam: h.Family}
@@ -538,7 +541,7 @@ func (x *txState) retryHeld() {
 					continue
 				}
 			case nb.failed && nb.noRoute:
-				x.drop(&hd, dropNoNeighbour)
+				x.drop(&hd, dropNoRoute) // as send drops a fresh one
 				x.unhold(hd.t)
 				continue
 			}

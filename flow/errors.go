@@ -48,6 +48,11 @@ var (
 	// following fifo/ABI.md makes (more than the fifo's size apart). It
 	// wraps syscall.EIO.
 	ErrFifoCorrupt error = &errnoError{"fifo corrupt", syscall.EIO}
+	// ErrBrokenPipe: the peer reset a connection it had closed (its FIN
+	// came first), as a peer that closed its socket answers what is sent
+	// to it after. Linux reports EPIPE to the writes that follow, and
+	// the reads keep returning the end of the stream.
+	ErrBrokenPipe error = &errnoError{"broken pipe: the peer closed and reset the connection", syscall.EPIPE}
 )
 
 // errnoError is a sentinel that unwraps to the errno a socket would report.
@@ -95,6 +100,7 @@ const (
 	CodeUnreachable
 	CodeFifoCorrupt
 	CodeReset
+	CodeBrokenPipe
 )
 
 var codeErrors = [...]error{
@@ -125,6 +131,7 @@ var codeErrors = [...]error{
 	CodeUnreachable:      ErrUnreachable,
 	CodeFifoCorrupt:      ErrFifoCorrupt,
 	CodeReset:            ErrReset,
+	CodeBrokenPipe:       ErrBrokenPipe,
 }
 
 // CodeOf returns the code of the sentinel err wraps, CodeOK for nil, and

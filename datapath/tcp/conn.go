@@ -504,6 +504,10 @@ func (c *Conn) runLocked() {
 		c.reset(syscall.ETIMEDOUT)
 		return
 	}
+	if c.brokenPipe() {
+		c.fail(syscall.EPIPE)
+		return
+	}
 	if c.ep.EndpointState() == tcp.StateError {
 		// A reset or timeout the reads and writes above did not meet
 		// (the rx fifo full, nothing to send). StateClose is not one:
@@ -514,6 +518,18 @@ func (c *Conn) runLocked() {
 		}
 		c.fail(err)
 	}
+}
+
+// brokenPipe reports whether gVisor closed the connection while its
+// sending half is open, after the peer's FIN was passed on to the rx
+// fifo: the peer, whose FIN came first (CLOSE-WAIT), reset the
+// connection, as a peer that closed its socket answers what is sent to it
+// after. gVisor then moves to CLOSE with ErrAborted, not to its error
+// state. Linux's tcp_reset in CLOSE_WAIT reports EPIPE to the writes that
+// follow and leaves the reads at their end of stream; the Conn ends with
+// EPIPE for that (flow.ErrBrokenPipe to the app). runMu must be held.
+func (c *Conn) brokenPipe() bool {
+	return c.rdClosed && !c.wrClosed && c.ep.EndpointState() == tcp.StateClose
 }
 
 // unread reports whether the rx fifo holds data the app has not read (as
@@ -644,6 +660,9 @@ func (c *Conn) moveTx() error {
 		if terr != nil {
 			if _, ok := terr.(*tcpip.ErrWouldBlock); ok {
 				return nil
+			}
+			if c.brokenPipe() {
+				return syscall.EPIPE
 			}
 			return toErrno(terr)
 		}
