@@ -18,8 +18,8 @@ import (
 )
 
 // Conn is one session: a connected UDP session (datagrams: one Read per
-// datagram) or a TCP cut-through session (a byte stream). It implements
-// net.Conn.
+// datagram) or a TCP session, on the wire or cut-through (a byte stream).
+// It implements net.Conn.
 //
 // Lock order: rd.mu, wr.mu.
 type Conn struct {

@@ -75,8 +75,8 @@ func checkDest(ep flow.Endpoint, remote netip.AddrPort, n int) error {
 // datagram larger than the minimum MTU (576 bytes of IPv4 packet, 1,280
 // of IPv6; smaller ones are never checked), and keeps the answer for 10
 // seconds, per listener, for up to 1,024 destinations. When the path MTU
-// shrinks after that, the daemon drops the datagram, counts it (the
-// tx-dont-fragment drop reason) and reports EMSGSIZE, which the
+// shrinks after that, the daemon drops the datagram, counts it
+// (tx_dont_fragment in ctl show stats) and reports EMSGSIZE, which the
 // listener's next ReadFrom, ReadBatch or WriteTo returns once; that call
 // reads or sends nothing, and the listener asks the path MTU anew.
 // Datagrams to cut-through sessions are never
