@@ -55,19 +55,40 @@ func ParseRule(words []string, forAdd bool) (api.Rule, error) {
 		*i++
 		return words[*i], nil
 	}
-	port := func(i *int) (uint16, error) {
+	// port takes the word after a prefix when it is a number: a port, or
+	// a number out of a port's range, refused; another word is the next
+	// keyword.
+	port := func(i *int, side string) (uint16, error) {
 		if *i+1 >= len(words) {
 			return 0, nil
 		}
-		p, err := strconv.ParseUint(words[*i+1], 10, 16)
-		if err != nil {
+		v := words[*i+1]
+		if _, err := strconv.ParseUint(v, 10, 64); err != nil {
 			return 0, nil // not a port: the next keyword
+		}
+		p, err := strconv.ParseUint(v, 10, 16)
+		if err != nil {
+			return 0, fmt.Errorf("%s port %s: want 0 to 65535 (0: any)", side, v)
 		}
 		*i++
 		return uint16(p), nil
 	}
+	seen := map[string]bool{}
 	for i := 0; i < len(words); i++ {
 		w := words[i]
+		// A word given twice would overwrite the first silently: proto
+		// udp … proto tcp added a TCP rule.
+		key := w
+		if key == "appns" {
+			key = "ns"
+		}
+		switch key {
+		case "proto", "local", "remote", "action", "app", "ns", "scope", "tag":
+			if seen[key] {
+				return r, fmt.Errorf("%q given twice: one of each (see xsessiond ctl rule --help)", w)
+			}
+			seen[key] = true
+		}
 		switch w {
 		case "proto":
 			v, err := next(&i, "udp or tcp")
@@ -94,7 +115,7 @@ func ParseRule(words []string, forAdd bool) (api.Rule, error) {
 					}
 					pt, err := strconv.ParseUint(portv, 10, 16)
 					if err != nil {
-						return r, fmt.Errorf("%s port %q: want a port (0: any)", side.name, portv)
+						return r, fmt.Errorf("%s port %q: want 0 to 65535 (0: any)", side.name, portv)
 					}
 					*side.port = uint16(pt)
 					i += 2
@@ -109,7 +130,10 @@ func ParseRule(words []string, forAdd bool) (api.Rule, error) {
 			if err != nil {
 				return r, fmt.Errorf("%s %q: want a prefix like 10.0.0.0/8", w, v)
 			}
-			pt, _ := port(&i)
+			pt, err := port(&i, w)
+			if err != nil {
+				return r, err
+			}
 			if w == "local" {
 				r.Local, r.LocalPort = p, pt
 			} else {

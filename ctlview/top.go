@@ -288,8 +288,8 @@ func drawTop(prev, cur *topSample, rows, width, height int) []byte {
 		}
 		return 0
 	})
-	if len(all) > rows {
-		all = all[:rows]
+	if len(all) > max(rows, 0) {
+		all = all[:max(rows, 0)]
 	}
 	b.WriteString("\n")
 	tw = tabwriter.NewWriter(&b, 0, 4, 2, ' ', 0)

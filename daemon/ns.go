@@ -57,8 +57,8 @@ func (d *Daemon) AddNamespace(id string, secret uint64, iface, netnsName string)
 
 // DelNamespace removes an app namespace that has no apps attached.
 func (d *Daemon) DelNamespace(id string) error {
-	if id == "" {
-		return fmt.Errorf("ns del: the default namespace cannot be deleted: %w", flow.ErrInvalidValue)
+	if id == "" || id == DefaultNamespace {
+		return fmt.Errorf("ns del: the default namespace is built in and cannot be deleted: %w", flow.ErrInvalidValue)
 	}
 	if err := d.layer.DelNamespace(id); err != nil {
 		return fmt.Errorf("ns del: %w", err)
@@ -78,6 +78,9 @@ func (d *Daemon) DelNamespace(id string) error {
 // SetNamespaceSecret replaces the secret of namespace id: later attaches
 // need the new one, apps attached keep working.
 func (d *Daemon) SetNamespaceSecret(id string, secret uint64) error {
+	if id == "" || id == DefaultNamespace {
+		return fmt.Errorf("ns set-secret: the default namespace has no secret, apps attach to it without one: %w", flow.ErrInvalidValue)
+	}
 	if err := d.layer.SetNamespaceSecret(id, secret); err != nil {
 		return fmt.Errorf("ns set-secret: %w", err)
 	}

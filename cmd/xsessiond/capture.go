@@ -7,6 +7,7 @@ import (
 	"io"
 	"os"
 	"os/signal"
+	"path/filepath"
 	"strconv"
 	"syscall"
 	"time"
@@ -38,10 +39,13 @@ The capture stops after -c frames, after --duration, or on Ctrl-C. It
 costs the datapath nothing when off; when on, frames the capture ring has
 no room for are counted (shown at the end and in the pcapng interface
 statistics), never waited for.`,
-		Args: cobra.NoArgs,
+		Args: noArgs(""),
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			if file == "" {
 				return errors.New("capture needs -w FILE (or -w - for stdout)")
+			}
+			if err := checkCaptureFile(file); err != nil {
+				return err
 			}
 			m := &api.Capture{App: app, Reason: reason, Count: count, Snaplen: snaplen}
 			if duration < 0 || duration > time.Duration(1<<32-1)*time.Millisecond {
@@ -73,6 +77,22 @@ statistics), never waited for.`,
 	return cmd
 }
 
+// checkCaptureFile says, before the capture starts, when -w names a
+// directory or a file in a directory that does not exist.
+func checkCaptureFile(file string) error {
+	if file == "-" {
+		return nil
+	}
+	if fi, err := os.Stat(file); err == nil && fi.IsDir() {
+		return fmt.Errorf("capture -w %s: a directory: give a file name, like %s", file, filepath.Join(file, "capture.pcapng"))
+	}
+	dir := filepath.Dir(file)
+	if fi, err := os.Stat(dir); err != nil || !fi.IsDir() {
+		return fmt.Errorf("capture -w %s: no directory %s: give a file in one that exists, or -w - for stdout", file, dir)
+	}
+	return nil
+}
+
 func parseHandle(flag, s string) (flow.Handle, error) {
 	if s == "" {
 		return 0, nil
@@ -96,6 +116,9 @@ func runCapture(cmd *cobra.Command, socket string, m *api.Capture, file string) 
 	cancel()
 	if err != nil {
 		api.CloseFDs(fds)
+		if m.Reason != "" {
+			return withHint(ctlError(err, socket), flow.ErrInvalidValue, `ctl show stats names the drop reasons; "any" is every one`)
+		}
 		return ctlError(err, socket)
 	}
 	if _, ok := rep.(*api.CaptureReply); !ok || len(fds) != 1 {
@@ -109,7 +132,7 @@ func runCapture(cmd *cobra.Command, socket string, m *api.Capture, file string) 
 	if file != "-" {
 		f, err := os.Create(file)
 		if err != nil {
-			return fmt.Errorf("capture: %w", err)
+			return fmt.Errorf("capture -w %s: %w: give a file you may write, or -w - for stdout", file, errors.Unwrap(err))
 		}
 		defer f.Close()
 		out = f

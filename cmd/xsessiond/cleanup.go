@@ -27,7 +27,7 @@ daemon serves the interface.
 --stale instead removes the pins of every interface that no longer exists:
 in a network namespace that was deleted, or gone from one that still is.
 Such pins keep a killed daemon's program and maps in the kernel.`,
-		Args: cobra.NoArgs,
+		Args: noArgs("give the interface with --iface IF"),
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			switch {
 			case stale && (iface != "" || netns != ""):
@@ -61,10 +61,14 @@ func sweepStale(cmd *cobra.Command) error {
 }
 
 func cleanup(cmd *cobra.Command, iface, netns string) error {
+	if err := checkNetns(netns); err != nil {
+		return fmt.Errorf("%w (cleanup --stale removes the pins of namespaces that are gone)", err)
+	}
 	var ns *nsbind.Namespace
 	var err error
-	nsPath := ""
+	nsPath, where := "", "this netns"
 	if netns != "" {
+		where = fmt.Sprintf("netns %q", netns)
 		ns, err = nsbind.OpenNamed(netns)
 		nsPath = filepath.Join("/run/netns", netns)
 	} else {
@@ -76,7 +80,7 @@ func cleanup(cmd *cobra.Command, iface, netns string) error {
 	defer ns.Close()
 	ifc, err := ns.InterfaceByName(iface)
 	if err != nil {
-		return fmt.Errorf("interface %q does not exist in netns %q (cleanup --stale removes the pins of interfaces that are gone)", iface, netns)
+		return fmt.Errorf("interface %q does not exist in %s (cleanup --stale removes the pins of interfaces that are gone)", iface, where)
 	}
 	unlock, err := daemon.LockInstance(daemon.LockPath("", ns.Inode(), ifc.Name))
 	if errors.Is(err, daemon.ErrInstanceRunning) {

@@ -1,10 +1,13 @@
 package main
 
 import (
+	"bytes"
 	"errors"
 	"fmt"
 	"io"
+	"io/fs"
 	"os"
+	"reflect"
 	"strings"
 	"time"
 
@@ -134,7 +137,11 @@ type ReassemblyConfig struct {
 func LoadConfig(path string) (*Config, error) {
 	b, err := os.ReadFile(path)
 	if err != nil {
-		return nil, fmt.Errorf("read config: %w", err)
+		var pe *fs.PathError
+		if errors.As(err, &pe) {
+			err = pe.Err
+		}
+		return nil, fmt.Errorf("config %s: %w: give --config a YAML file (deploy/xsessiond.yaml is a sample)", path, err)
 	}
 	c, err := ParseConfig(b)
 	if err != nil {
@@ -150,7 +157,16 @@ func ParseConfig(b []byte) (*Config, error) {
 	dec := yaml.NewDecoder(strings.NewReader(string(b)))
 	dec.KnownFields(true)
 	if err := dec.Decode(&c); err != nil && !errors.Is(err, io.EOF) {
+		if bytes.HasPrefix(b, []byte("\t")) || bytes.Contains(b, []byte("\n\t")) {
+			return nil, fmt.Errorf("%w; YAML indents with spaces, and a line of this file starts with a tab", configError(err))
+		}
 		return nil, configError(err)
+	}
+	var doc yaml.Node
+	if err := yaml.Unmarshal(b, &doc); err == nil {
+		if err := fractions(&doc, reflect.TypeFor[Config]()); err != nil {
+			return nil, err
+		}
 	}
 	if err := c.Validate(); err != nil {
 		return nil, err
@@ -231,6 +247,9 @@ func (c *Config) Validate() error {
 	for i, n := range c.Namespaces {
 		if n.ID == "" {
 			return fmt.Errorf("config: namespaces[%d]: id is empty (the default namespace is built in)", i)
+		}
+		if n.ID == daemon.DefaultNamespace {
+			return fmt.Errorf("config: namespaces[%d]: %q is the built-in namespace apps attach to with no secret: give yours another id", i, n.ID)
 		}
 		if ids[n.ID] {
 			return fmt.Errorf("config: namespace %q listed twice", n.ID)

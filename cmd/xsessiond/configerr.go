@@ -6,7 +6,9 @@ import (
 	"reflect"
 	"regexp"
 	"slices"
+	"strconv"
 	"strings"
+	"time"
 
 	"go.yaml.in/yaml/v3"
 
@@ -34,7 +36,11 @@ var configSections = map[string]struct {
 var (
 	unknownKey = regexp.MustCompile(`^(line \d+): field (\S+) not found in type (\S+)$`)
 	badValue   = regexp.MustCompile("^(line \\d+): cannot unmarshal !!\\w+ `(.*)` into (\\S+)$")
+	badKind    = regexp.MustCompile(`^(line \d+): cannot unmarshal !!(map|seq) into (\S+)$`)
 )
+
+// kindWords name a YAML value that has no text of its own.
+var kindWords = map[string]string{"map": "a section of keys", "seq": "a list"}
 
 // configError says what the YAML decoder found wrong in words of the
 // config file rather than of the Go types behind it: an unknown key with
@@ -42,7 +48,7 @@ var (
 func configError(err error) error {
 	var te *yaml.TypeError
 	if !errors.As(err, &te) {
-		return fmt.Errorf("config: %w", err)
+		return fmt.Errorf("config: %w (the file is YAML: look at the indentation, quotes and brackets there; deploy/xsessiond.yaml is a sample)", err)
 	}
 	msgs := make([]string, len(te.Errors))
 	for i, m := range te.Errors {
@@ -55,6 +61,10 @@ func configError(err error) error {
 			if want := valueWords(p[3]); want != "" {
 				msgs[i] = fmt.Sprintf("%s: %q is not %s", p[1], p[2], want)
 			}
+		} else if p := badKind.FindStringSubmatch(m); p != nil {
+			if want := valueWords(p[3]); want != "" {
+				msgs[i] = fmt.Sprintf("%s: %s where the file wants %s", p[1], kindWords[p[2]], want)
+			}
 		}
 	}
 	return fmt.Errorf("config: %s", strings.Join(msgs, "; "))
@@ -63,17 +73,71 @@ func configError(err error) error {
 // valueWords says what a value of the Go type named t is written as in the
 // file, "" when there is nothing plainer to say.
 func valueWords(t string) string {
+	if _, ok := configSections[t]; ok {
+		return "a section of keys (key: value, as in deploy/xsessiond.yaml)"
+	}
 	switch {
 	case t == "time.Duration":
 		return "a duration (like 120us, 2ms, 30s)"
 	case t == "bool":
 		return "true or false"
-	case strings.HasPrefix(t, "int"), strings.HasPrefix(t, "uint"):
+	case t == "string":
+		return "a single value"
+	case t == "uint8", t == "uint16", t == "uint32", t == "uint64", t == "uint":
+		bits := 64
+		if t != "uint" && t != "uint64" {
+			bits, _ = strconv.Atoi(t[4:])
+		}
+		return fmt.Sprintf("a whole number from 0 to %d", uint64(1)<<bits-1)
+	case strings.HasPrefix(t, "int"):
 		return "a whole number"
 	case strings.HasPrefix(t, "[]"):
 		return "a list"
 	}
 	return ""
+}
+
+// fractions finds a number with a fraction where the config file wants a
+// whole one: the YAML decoder makes 1.5 into 1 without a word.
+func fractions(n *yaml.Node, t reflect.Type) error {
+	for t.Kind() == reflect.Pointer {
+		t = t.Elem()
+	}
+	switch n.Kind {
+	case yaml.DocumentNode:
+		for _, c := range n.Content {
+			if err := fractions(c, t); err != nil {
+				return err
+			}
+		}
+	case yaml.MappingNode:
+		if t.Kind() != reflect.Struct {
+			return nil
+		}
+		for i := 0; i+1 < len(n.Content); i += 2 {
+			for f := range t.Fields() {
+				if name, _, _ := strings.Cut(f.Tag.Get("yaml"), ","); name == n.Content[i].Value {
+					if err := fractions(n.Content[i+1], f.Type); err != nil {
+						return err
+					}
+				}
+			}
+		}
+	case yaml.SequenceNode:
+		if t.Kind() != reflect.Slice {
+			return nil
+		}
+		for _, c := range n.Content {
+			if err := fractions(c, t.Elem()); err != nil {
+				return err
+			}
+		}
+	case yaml.ScalarNode:
+		if n.Tag == "!!float" && t != reflect.TypeFor[time.Duration]() && (t.Kind() >= reflect.Int && t.Kind() <= reflect.Uint64) {
+			return fmt.Errorf("config: line %d: %q is not %s", n.Line, n.Value, valueWords(t.String()))
+		}
+	}
+	return nil
 }
 
 // yamlKeys are the keys of a struct type in the config file, sorted.

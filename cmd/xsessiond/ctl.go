@@ -8,25 +8,36 @@ import (
 	"fmt"
 	"io"
 	"io/fs"
+	"os"
 	"strconv"
 	"strings"
 	"time"
 
 	"github.com/spf13/cobra"
+	"golang.org/x/sys/unix"
 
 	"github.com/xsessiond/xsessiond/api"
 	"github.com/xsessiond/xsessiond/ctlview"
+	"github.com/xsessiond/xsessiond/flow"
 )
 
-const ctlTimeout = 10 * time.Second
+// ctlTimeout bounds a ctl request: the connect, the Hello and the reply.
+// A variable for the tests.
+var ctlTimeout = 10 * time.Second
 
 func newCtlCmd() *cobra.Command {
 	var socket string
 	cmd := &cobra.Command{
 		Use:   "ctl",
 		Short: "Talk to a running daemon: show state, add and delete namespaces and rules",
-		Args:  cobra.NoArgs,
-		RunE:  func(cmd *cobra.Command, _ []string) error { return cmd.Help() },
+		Args:  noArgs(""),
+		PersistentPreRunE: func(*cobra.Command, []string) error {
+			if socket == "" {
+				return fmt.Errorf("--socket is empty: give the daemon's control socket (xsessiond run --socket, %s when not given)", DefaultSocket)
+			}
+			return nil
+		},
+		RunE: func(cmd *cobra.Command, _ []string) error { return cmd.Help() },
 	}
 	cmd.PersistentFlags().StringVar(&socket, "socket", DefaultSocket, "the daemon's control socket")
 	cmd.AddCommand(newShowCmd(&socket), newNsCmd(&socket), newRuleCmd(&socket), newClearCmd(&socket), newTopCmd(&socket), newCaptureCmd(&socket))
@@ -53,15 +64,32 @@ func call(cmd *cobra.Command, socket string, req api.Message) (api.Message, erro
 // ctlError is the one line a person reads for a failed ctl request.
 func ctlError(err error, socket string) error {
 	var re *api.RemoteError
+	notOurs := fmt.Sprintf("give --socket the daemon's control socket (xsessiond run --socket, %s when not given)", DefaultSocket)
 	switch {
-	case errors.Is(err, api.ErrNoDaemon):
+	case errors.Is(err, api.ErrNoDaemon) || errors.Is(err, unix.ENOTDIR):
+		if fi, serr := os.Stat(socket); serr == nil && fi.IsDir() {
+			return fmt.Errorf("%s is a directory, not a socket: %s", socket, notOurs)
+		} else if serr == nil && fi.Mode()&fs.ModeSocket == 0 {
+			return fmt.Errorf("%s is not a socket but a file: %s", socket, notOurs)
+		}
 		return fmt.Errorf("no daemon at %s: is xsessiond run going?", socket)
+	case errors.Is(err, unix.EPROTOTYPE):
+		return fmt.Errorf("%s is a socket of another kind, not xsessiond's: %s", socket, notOurs)
 	case errors.Is(err, fs.ErrPermission):
 		return fmt.Errorf("cannot connect to %s: permission denied (is your user in the socket's group?)", socket)
-	case errors.Is(err, context.DeadlineExceeded):
-		return fmt.Errorf("the daemon at %s did not answer within %v", socket, ctlTimeout)
+	case errors.Is(err, context.DeadlineExceeded) || errors.Is(err, os.ErrDeadlineExceeded):
+		return fmt.Errorf("the daemon at %s did not answer within %v: is it stopped or stuck? (its log says; kill -CONT resumes a stopped one)", socket, ctlTimeout)
 	case errors.As(err, &re):
-		return errors.New(re.Error())
+		return re
+	}
+	return err
+}
+
+// withHint adds to the daemon's answer what to type when it is the
+// sentinel want.
+func withHint(err, want error, hint string) error {
+	if errors.Is(err, want) {
+		return fmt.Errorf("%w (%s)", err, hint)
 	}
 	return err
 }
@@ -168,13 +196,13 @@ func newClearCmd(socket *string) *cobra.Command {
 	cmd := &cobra.Command{
 		Use:   "clear",
 		Short: "Clear counters",
-		Args:  cobra.NoArgs,
+		Args:  noArgs(""),
 		RunE:  func(cmd *cobra.Command, _ []string) error { return cmd.Help() },
 	}
 	stats := &cobra.Command{
 		Use:   "stats",
 		Short: "Set the counters show and top print back to zero (the metrics keep counting)",
-		Args:  cobra.NoArgs,
+		Args:  noArgs(""),
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			if _, err := call(cmd, *socket, &api.StatsClear{}); err != nil {
 				return err
@@ -191,7 +219,7 @@ func newNsCmd(socket *string) *cobra.Command {
 	cmd := &cobra.Command{
 		Use:   "ns",
 		Short: "Add or delete app namespaces, or replace their secrets",
-		Args:  cobra.NoArgs,
+		Args:  noArgs(""),
 		RunE:  func(cmd *cobra.Command, _ []string) error { return cmd.Help() },
 	}
 	var id, iface, netns, secret string
@@ -201,7 +229,7 @@ func newNsCmd(socket *string) *cobra.Command {
 		Long: `Add an app namespace: apps attach to it with its id and secret, and their
 sessions live on the interface (in the named netns, or the netns of the
 daemon's interface when --netns is not given).`,
-		Args: cobra.MaximumNArgs(1),
+		Args: maxArgs(1, "ns add takes one id: ns add ID --secret N --iface IF"),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			if len(args) == 1 {
 				if id != "" && id != args[0] {
@@ -217,7 +245,7 @@ daemon's interface when --netns is not given).`,
 				return fmt.Errorf("--secret %q: want a number (0 to 2^64-1)", secret)
 			}
 			if _, err := call(cmd, *socket, &api.NsAdd{ID: id, Secret: s, Iface: iface, Netns: netns}); err != nil {
-				return err
+				return withHint(err, flow.ErrNamespaceExists, "ctl ns set-secret replaces its secret; ctl ns del removes it")
 			}
 			fmt.Fprintf(cmd.OutOrStdout(), "namespace %q added on %s\n", id, iface)
 			return nil
@@ -231,7 +259,7 @@ daemon's interface when --netns is not given).`,
 	del := &cobra.Command{
 		Use:   "del ID",
 		Short: "Delete an app namespace that has no apps attached",
-		Args:  cobra.MaximumNArgs(1),
+		Args:  maxArgs(1, "ns del takes one id: ns del ID"),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			if len(args) == 1 {
 				if delID != "" && delID != args[0] {
@@ -243,7 +271,8 @@ daemon's interface when --netns is not given).`,
 				return errors.New("ns del needs the namespace id: ns del ID")
 			}
 			if _, err := call(cmd, *socket, &api.NsDel{ID: delID}); err != nil {
-				return err
+				err = withHint(err, flow.ErrInvalidNamespace, "ctl show namespaces lists them")
+				return withHint(err, flow.ErrNamespaceInUse, fmt.Sprintf("ctl show apps --ns %s lists them; stop them first", delID))
 			}
 			fmt.Fprintf(cmd.OutOrStdout(), "namespace %q deleted\n", delID)
 			return nil
@@ -252,10 +281,16 @@ daemon's interface when --netns is not given).`,
 	del.Flags().StringVar(&delID, "id", "", "the namespace id (or give it as the argument)")
 	var rotID, rotSecret string
 	rot := &cobra.Command{
-		Use:   "set-secret --id ID --secret N",
+		Use:   "set-secret [ID] --id ID --secret N",
 		Short: "Replace a namespace's secret (later attaches need the new one; attached apps keep working)",
-		Args:  cobra.NoArgs,
-		RunE: func(cmd *cobra.Command, _ []string) error {
+		Args:  maxArgs(1, "ns set-secret takes one id: ns set-secret --id ID --secret N"),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			if len(args) == 1 {
+				if rotID != "" && rotID != args[0] {
+					return fmt.Errorf("ns set-secret: two ids, %q and --id %q", args[0], rotID)
+				}
+				rotID = args[0]
+			}
 			if rotID == "" || rotSecret == "" {
 				return errors.New("ns set-secret needs --id and --secret")
 			}
@@ -264,13 +299,13 @@ daemon's interface when --netns is not given).`,
 				return fmt.Errorf("--secret %q: want a number (0 to 2^64-1)", rotSecret)
 			}
 			if _, err := call(cmd, *socket, &api.NsSetSecret{ID: rotID, Secret: s}); err != nil {
-				return err
+				return withHint(err, flow.ErrInvalidNamespace, "ctl show namespaces lists them")
 			}
 			fmt.Fprintf(cmd.OutOrStdout(), "namespace %q: secret replaced\n", rotID)
 			return nil
 		},
 	}
-	rot.Flags().StringVar(&rotID, "id", "", "the namespace id")
+	rot.Flags().StringVar(&rotID, "id", "", "the namespace id (or give it as the argument)")
 	rot.Flags().StringVar(&rotSecret, "secret", "", "the new secret (a 64-bit number)")
 	cmd.AddCommand(add, del, rot)
 	return cmd
@@ -291,7 +326,7 @@ func newRuleCmd(socket *string) *cobra.Command {
 		Use:   "rule",
 		Short: "Add or delete session rules",
 		Long:  ctlview.RuleHelp,
-		Args:  cobra.NoArgs,
+		Args:  noArgs(""),
 		RunE:  func(cmd *cobra.Command, _ []string) error { return cmd.Help() },
 	}
 	var addJSON bool
@@ -349,7 +384,7 @@ func newRuleCmd(socket *string) *cobra.Command {
 				req.Rule = r
 			}
 			if _, err := call(cmd, *socket, req); err != nil {
-				return err
+				return withHint(err, flow.ErrNoRule, "ctl show rules lists them")
 			}
 			fmt.Fprintln(cmd.OutOrStdout(), "rule deleted")
 			return nil

@@ -39,7 +39,7 @@ checked byte for byte; the summary gives the rate and round-trip times.
 Everything is removed at the end. It needs root (network namespaces, XDP,
 AF_XDP). Exit status 0 means every datagram and every TCP byte came back
 intact.`,
-		Args: cobra.NoArgs,
+		Args: noArgs(""),
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			if dur <= 0 || window < 1 {
 				return errors.New("--duration must be positive and --window at least 1")

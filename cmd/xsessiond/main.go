@@ -3,7 +3,9 @@ package main
 import (
 	"fmt"
 	"os"
+	"regexp"
 	"runtime/debug"
+	"strings"
 
 	"github.com/spf13/cobra"
 )
@@ -57,15 +59,103 @@ func newRootCmd() *cobra.Command {
 		Short:         "VPP-style sessions on a Linux host: XDP, AF_XDP and shared-memory fifos",
 		SilenceUsage:  true,
 		SilenceErrors: true,
+		Args:          noArgs(""),
+		RunE:          func(cmd *cobra.Command, _ []string) error { return cmd.Help() },
 	}
+	root.SetFlagErrorFunc(flagError)
 	root.AddCommand(newVersionCmd(), newRunCmd(), newCtlCmd(), newDemoCmd(), newCleanupCmd())
 	return root
+}
+
+// noArgs is cobra.NoArgs with a message that says what to type: the
+// commands of a command that has them, else that it takes none, and hint.
+func noArgs(hint string) cobra.PositionalArgs {
+	return func(cmd *cobra.Command, args []string) error {
+		if len(args) == 0 {
+			return nil
+		}
+		if cmd.HasAvailableSubCommands() {
+			var names []string
+			for _, c := range cmd.Commands() {
+				if c.IsAvailableCommand() && c.Name() != "completion" {
+					names = append(names, c.Name())
+				}
+			}
+			return fmt.Errorf("%s: no such command; want %s (see %s --help)", strings.TrimSpace(words(cmd)+" "+args[0]), strings.Join(names, ", "), cmd.CommandPath())
+		}
+		if hint != "" {
+			hint = ": " + hint
+		}
+		return fmt.Errorf("%s takes no arguments, and %q is one%s", words(cmd), args[0], hint)
+	}
+}
+
+// words is the command's path as its messages name it: ns add, rule del.
+func words(cmd *cobra.Command) string {
+	w := strings.TrimPrefix(cmd.CommandPath(), cmd.Root().Name())
+	return strings.TrimPrefix(strings.TrimSpace(w), "ctl ")
+}
+
+// maxArgs is cobra.MaximumNArgs with a message that says what to type.
+func maxArgs(n int, msg string) cobra.PositionalArgs {
+	return func(_ *cobra.Command, args []string) error {
+		if len(args) > n {
+			return fmt.Errorf("%s: %s", strings.Join(args, " "), msg)
+		}
+		return nil
+	}
+}
+
+var (
+	badFlagValue    = regexp.MustCompile(`^invalid argument "(.*)" for "(?:-\w, )?--([\w-]+)" flag: `)
+	negativeAsFlags = regexp.MustCompile(`^unknown shorthand flag: '\d' in (-\d+)$`)
+)
+
+// flagError says what a flag's value should be in place of the parser's
+// words (strconv.ParseUint: parsing "x": invalid syntax), and takes a
+// negative number among a command's words for what it is.
+func flagError(cmd *cobra.Command, err error) error {
+	if p := negativeAsFlags.FindStringSubmatch(err.Error()); p != nil {
+		if cmd.HasParent() && cmd.Parent().Name() == "rule" {
+			return fmt.Errorf("%s %s: a port is 0 to 65535 (0: any) and a rule id 1 or more (see %s --help)", words(cmd), p[1], cmd.CommandPath())
+		}
+		return fmt.Errorf("%s %s: no negative numbers here (see %s --help)", words(cmd), p[1], cmd.CommandPath())
+	}
+	p := badFlagValue.FindStringSubmatch(err.Error())
+	if p == nil {
+		return err
+	}
+	f := cmd.Flags().Lookup(p[2])
+	if f == nil {
+		return err
+	}
+	name := "--" + f.Name
+	if f.Shorthand != "" {
+		name = "-" + f.Shorthand + "/" + name
+	}
+	var want string
+	switch t := f.Value.Type(); t {
+	case "duration":
+		want = "a duration with its unit, like 500ms, 2s or 1m"
+	case "int", "int64":
+		want = "a whole number"
+	case "uint32":
+		want = "a whole number from 0 to 4294967295"
+	case "uint16":
+		want = "a whole number from 0 to 65535"
+	case "bool":
+		want = "true or false"
+	default:
+		return err
+	}
+	return fmt.Errorf("%s %q: want %s (see %s --help)", name, p[1], want, cmd.CommandPath())
 }
 
 func newVersionCmd() *cobra.Command {
 	return &cobra.Command{
 		Use:   "version",
 		Short: "Print the version",
+		Args:  noArgs(""),
 		Run: func(cmd *cobra.Command, _ []string) {
 			fmt.Fprintln(cmd.OutOrStdout(), "xsessiond", buildVersion())
 		},

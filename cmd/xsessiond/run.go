@@ -19,6 +19,7 @@ import (
 	"github.com/xsessiond/xsessiond/datapath/reasm"
 	"github.com/xsessiond/xsessiond/datapath/tcp"
 	"github.com/xsessiond/xsessiond/loader"
+	"github.com/xsessiond/xsessiond/nsbind"
 )
 
 // runFlags are the flags of `xsessiond run`; each one given overrides the
@@ -48,7 +49,7 @@ interfaces that no longer exist (see xsessiond cleanup --stale).
 With --netns NAME the interface lives in the named network namespace
 (/run/netns/NAME): the daemon does everything that depends on a netns there.
 The control socket is a path in the file system and does not depend on it.`,
-		Args: cobra.NoArgs,
+		Args: noArgs("give the interface with --iface IF"),
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			return runDaemon(cmd, f)
 		},
@@ -192,6 +193,9 @@ func runDaemon(cmd *cobra.Command, f runFlags) error {
 	if err != nil {
 		return err
 	}
+	if err := checkNetns(opts.Datapath.NetnsName); err != nil {
+		return err
+	}
 	level, err := parseLevel(cfg.LogLevel)
 	if err != nil {
 		return err
@@ -332,6 +336,22 @@ func startError(err error, socket string) error {
 		return errors.New(msg[:i])
 	}
 	return err
+}
+
+// checkNetns says when the named network namespace ("": the daemon's
+// own) does not exist, in words that say where to look.
+func checkNetns(name string) error {
+	if name == "" {
+		return nil
+	}
+	ns, err := nsbind.OpenNamed(name)
+	if errors.Is(err, nsbind.ErrNoNamespace) {
+		return fmt.Errorf("netns %q: no such network namespace in %s: ip netns list names the ones there are", name, nsbind.NamedDir)
+	}
+	if err == nil {
+		ns.Close()
+	}
+	return nil
 }
 
 // privilegeProblem says what the daemon lacks to run, or "".

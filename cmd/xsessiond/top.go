@@ -29,10 +29,13 @@ listeners. q or Ctrl-C leaves and gives the terminal back as it was.
 
 With --once (or when the output is not a terminal) it takes two samples
 --interval apart, prints one frame of plain text and exits: for scripts.`,
-		Args: cobra.NoArgs,
+		Args: noArgs(""),
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			if interval <= 0 {
 				return fmt.Errorf("--interval %v: want a positive duration", interval)
+			}
+			if rows < 0 {
+				return fmt.Errorf("--sessions %d: want 0 or more (the busiest sessions shown)", rows)
 			}
 			return runTop(cmd, *socket, once, interval, rows)
 		},
