@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"os"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -120,6 +121,11 @@ func recvContext(ctx context.Context, c *Conn) (Message, error) {
 		if err != nil {
 			if ctx.Err() != nil {
 				return nil, ctx.Err()
+			}
+			if d, ok := ctx.Deadline(); ok && errors.Is(err, os.ErrDeadlineExceeded) && !time.Now().Before(d) {
+				// The read deadline (ctx's) fired before ctx's own timer
+				// marked ctx done: the same timeout.
+				return nil, context.DeadlineExceeded
 			}
 			return nil, err
 		}

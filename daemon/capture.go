@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"os"
 	"slices"
+	"strings"
 	"time"
 
 	"golang.org/x/sys/unix"
@@ -51,7 +52,8 @@ func (h *client) capture(m *api.Capture) (api.Message, []int, error) {
 		f.Handle = m.Session
 	}
 	if m.Reason != "" && m.Reason != "any" && !slices.Contains(datapath.CaptureReasons(), m.Reason) {
-		return nil, nil, fmt.Errorf("capture: no drop reason %q: %w", m.Reason, flow.ErrInvalidValue)
+		return nil, nil, fmt.Errorf("capture: no drop reason %q (want any or one of %s): %w", m.Reason,
+			strings.Join(datapath.CaptureReasons(), ", "), flow.ErrInvalidValue)
 	}
 	var p [2]int
 	if err := unix.Pipe2(p[:], unix.O_CLOEXEC); err != nil {

@@ -100,7 +100,7 @@ func (d *Daemon) netnsRef(name string) (*netnsRef, error) {
 	}
 	ns, err := nsbind.OpenNamed(name)
 	if err != nil {
-		return nil, fmt.Errorf("netns %q: %w: %w", name, flow.ErrInvalidValue, err)
+		return nil, fmt.Errorf("netns %q: %w; ip netns list names the ones there are (%w)", name, err, flow.ErrInvalidValue)
 	}
 	d.mu.Lock()
 	if r := d.netnss[ns.FIB()]; r != nil {

@@ -50,7 +50,7 @@ func (r RuleConfig) Validate() error {
 			continue
 		}
 		if _, err := netip.ParsePrefix(p.v); err != nil {
-			return fmt.Errorf("%s %q: want a prefix like 10.0.0.0/8: %w", p.name, p.v, err)
+			return fmt.Errorf("%s %q: want a prefix like 10.0.0.0/8 (an address, a slash and a length of at most 32, 128 for IPv6)", p.name, p.v)
 		}
 	}
 	switch r.Action {
@@ -59,6 +59,8 @@ func (r RuleConfig) Validate() error {
 		if r.App == "" {
 			return errors.New("action forward needs app")
 		}
+	case "":
+		return errors.New("action is missing: want drop, allow or forward")
 	default:
 		return fmt.Errorf("action %q: want drop, allow or forward", r.Action)
 	}
