@@ -114,12 +114,18 @@ func closedError(reason string) error {
 	return &Error{Msg: "xsession: " + reason, Err: net.ErrClosed}
 }
 
-// netError wraps an error of a data call as the net package does.
+// netError wraps an error of a data call as the net package does, with
+// the network of the session's own address ("tcp" or "udp" on the wire,
+// as a kernel socket's error names it; "xsession" cut-through).
 func netError(op string, local, remote net.Addr, err error) error {
 	if err == nil {
 		return nil
 	}
-	return &net.OpError{Op: op, Net: "xsession", Source: local, Addr: remote, Err: err}
+	network := "xsession"
+	if local != nil {
+		network = local.Network() // the library's own addresses: safe on a nil pointer
+	}
+	return &net.OpError{Op: op, Net: network, Source: local, Addr: remote, Err: err}
 }
 
 // errTimeout is returned by calls past their deadline.
