@@ -23,7 +23,10 @@
 // app's memory until it is closed. A second Close of a Conn, Listener or
 // PacketConn fails with an error wrapping net.ErrClosed, as do its
 // setters (deadlines, linger, keepalive) after Close. A Listener's
-// SetDeadline bounds Accept, as a net.TCPListener's does.
+// SetDeadline bounds Accept, as a net.TCPListener's does. Urgent data a
+// wire peer sends (MSG_OOB) is read in the stream, as from a Linux socket
+// with SO_OOBINLINE set: the daemon's TCP has no urgent mode (RFC 6093
+// asks programs that use urgent data to read it inline).
 //
 // # Data
 //
