@@ -189,6 +189,39 @@ func TestProcessBatch_CountsDrops(t *testing.T) {
 	}
 }
 
+// TestProcessBatch_DropsOtherHosts: frames to another host's unicast MAC
+// or tagged for a VLAN are dropped as other-host, as the kernel drops them
+// (PACKET_OTHERHOST), though a wildcard listener has their port; the
+// broadcast MAC and a priority tag (VLAN id 0) are delivered.
+func TestProcessBatch_DropsOtherHosts(t *testing.T) {
+	r := newMemRig(t, 1<<20)
+	r.listen(t, "udp://0.0.0.0:9000")
+	var frames [][]byte
+	for _, s := range []frame.Spec{
+		{DstMAC: tMAC},
+		{DstMAC: net.HardwareAddr{0x02, 0, 0, 0, 0, 0x99}},
+		{DstMAC: tMAC, VLAN: true, VLANTCI: 100},
+		{DstMAC: tMAC, VLAN: true, VLANTCI: 0x6000},
+		{DstMAC: net.HardwareAddr{0xff, 0xff, 0xff, 0xff, 0xff, 0xff}},
+	} {
+		s.SrcMAC, s.Src, s.Dst, s.SrcPort, s.DstPort = tPeerMAC, tRemote4, tLocal4, 40000, 9000
+		var tpl frame.Template
+		if err := tpl.Prepare(s); err != nil {
+			t.Fatal(err)
+		}
+		buf := make([]byte, 2048)
+		n, err := tpl.Build(buf, []byte("payload"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		frames = append(frames, buf[:n])
+	}
+	r.w.processBatch(frames)
+	if c := r.w.c; c.Delivered != 3 || c.Drops[dropOtherHost] != 2 {
+		t.Fatalf("delivered %d, other-host %d; want 3 and 2 (counters %+v)", c.Delivered, c.Drops[dropOtherHost], c)
+	}
+}
+
 func TestProcessBatch_ConnectedBeforeListener(t *testing.T) {
 	r := newMemRig(t, 1<<20)
 	_, lrx := r.listen(t, "udp://0.0.0.0:9000")

@@ -44,13 +44,15 @@ const (
 	dropReasmTimeout            // datagrams whose fragments did not all come within Config.Reassembly.Timeout
 	dropChainNotTCP             // a multi-buffer packet (chain.go) neither TCP nor a UDP fragment
 	dropChainBroken             // a multi-buffer packet whose descriptors did not all come in its batch
+	dropOtherHost               // a frame to another host's unicast MAC or tagged for a VLAN (notForUs)
 	numDrops
 )
 
 var dropNames = [numDrops]string{"no-session", "fifo-full", "too-big", "fifo-corrupt", "no-neighbour", "no-route",
 	"tx-bad-header", "tx-too-long", "tx-no-frame", "tx-fifo-corrupt", "tx-bad-source", "tx-kernel", "rule-drop",
 	"tx-dont-fragment", "reasm-duplicate", "reasm-bad-fragment", "reasm-too-long", "reasm-corrupt", "reasm-overlap",
-	"reasm-too-many-fragments", "reasm-no-buffer", "reasm-evicted", "reasm-timeout", "chain-not-tcp", "chain-broken"}
+	"reasm-too-many-fragments", "reasm-no-buffer", "reasm-evicted", "reasm-timeout", "chain-not-tcp", "chain-broken",
+	"other-host"}
 
 // counters are one worker's counts: its Counts, the decoder's drop
 // reasons and its own. The worker updates a private copy without atomics
@@ -93,6 +95,11 @@ type worker struct {
 	heldAt time.Time
 
 	partialOK bool // deliver frame.PartialUDPCsum (Config.Checksum)
+
+	// The interface's MAC as the engine found it (notForUs); hasMAC is
+	// false when it has none of 6 bytes.
+	mac    [6]byte
+	hasMAC bool
 
 	// sleepWord is the worker's word of the Engine's sleep flags page,
 	// set while it sleeps in poll (sleepflags.go); ownWord when there is
@@ -158,6 +165,9 @@ type worker struct {
 func newWorker(e *Engine, q int, id uint32, s *xsk.Socket, kick int) *worker {
 	w := &worker{e: e, q: q, id: id, sock: s, kick: kick, batch: e.cfg.Batch, partialOK: e.partialOK, epoch: time.Now()}
 	w.poll.nap, w.poll.spin, w.poll.spinMax = e.cfg.IdleNap, e.cfg.IdleSpin, e.cfg.IdleSpinMax
+	if len(e.ifc.MAC) == 6 {
+		w.mac, w.hasMAC = [6]byte(e.ifc.MAC), true
+	}
 	w.poll.spinners, w.poll.maxSpinners = &e.spinners, maxSpinners(baseProcs())
 	w.descs = make([]xsk.Desc, w.batch)
 	w.frames = make([][]byte, w.batch)
@@ -468,6 +478,12 @@ func (w *worker) processBatch(frames [][]byte) {
 	w.ruleCache.use(w.rules)
 	for i, f := range frames {
 		r := frame.Decode(f, &w.pkt)
+		if r != frame.TruncatedEth && w.notForUs() {
+			w.c.Drops[dropOtherHost]++
+			w.capFlush()
+			w.cap.rxDrop(w.q, f, nil, dropOtherHost)
+			continue
+		}
 		if r == frame.NotUDP && w.pkt.Proto == flow.TransportTCP && w.e.tcp != nil {
 			if w.rules != nil && w.tcpRuleDrops(l, est, f) {
 				continue
@@ -547,6 +563,25 @@ func (w *worker) processBatch(frames [][]byte) {
 		clear(w.tcpIn)
 		w.tcpIn = w.tcpIn[:0]
 	}
+}
+
+// notForUs reports whether the frame decoded into w.pkt is one the
+// kernel drops as another host's (PACKET_OTHERHOST): to a unicast MAC not
+// the interface's, or tagged with a VLAN id (not 0, a priority tag) when
+// the interface served is the untagged one. The XDP program steers by
+// addresses and ports alone, so such frames come here; an app must not
+// receive what a kernel socket of the host would not.
+func (w *worker) notForUs() bool {
+	p := &w.pkt
+	if w.hasMAC && p.DstMAC[0]&1 == 0 && p.DstMAC != w.mac {
+		return true
+	}
+	for _, tci := range p.VLAN[:p.NumVLAN] {
+		if tci&0x0fff != 0 {
+			return true
+		}
+	}
+	return false
 }
 
 // lookup finds the Target of w.tuple: a connected session (of any

@@ -22,7 +22,7 @@ const (
 	BadIPLen            // IPv4 total length below the header length, or IPv6 payload length 0 (jumbograms are not supported)
 	BadIPCsum           // IPv4 header checksum does not verify
 	Fragment            // an IPv4 fragment or an IPv6 fragment header (not an atomic fragment)
-	BadExtHeader        // more IPv6 extension headers than MaxExtHeaders
+	BadExtHeader        // more IPv6 extension headers than MaxExtHeaders, or a hop-by-hop header not first
 	NotUDP              // the transport protocol is not UDP; Proto and L4Off are set
 	TruncatedUDP        // the IP payload is shorter than a UDP header
 	BadUDPLen           // UDP length below 8 or beyond the IP payload
@@ -34,6 +34,17 @@ const (
 	// Packet is set. A caller that knows the frame came from a local
 	// sender accepts it; from a wire it is as bad as BadUDPCsum.
 	PartialUDPCsum
+	// MartianAddr: an address no packet from a link may carry, which
+	// the kernel drops as martian: an IPv4 source in 0/8 (but to the
+	// limited broadcast), 127/8, 224/4 or 255.255.255.255, an IPv4
+	// destination in 0/8 or 127/8; an IPv6 source ::1 or multicast, an
+	// IPv6 destination ::1 or a multicast one of scope 0 or 1.
+	MartianAddr
+	// BadIPOptions: IPv4 options or the options of an IPv6 hop-by-hop
+	// or destination options header the kernel refuses: malformed, more
+	// padding than alignment needs, a source route, or an unknown IPv6
+	// option whose type says to discard the packet.
+	BadIPOptions
 	numReasons
 )
 
@@ -54,6 +65,8 @@ var reasonNames = [numReasons]string{
 	BadUDPLen:      "bad-udp-len",
 	BadUDPCsum:     "bad-udp-csum",
 	PartialUDPCsum: "partial-csum",
+	MartianAddr:    "martian-addr",
+	BadIPOptions:   "bad-ip-options",
 }
 
 // NumReasons is the number of Reason values, for arrays of counters indexed
@@ -93,6 +106,19 @@ const (
 	ipv4OffsetMask = 0x1fff
 	maxIPLen       = 0xffff // the most an IP length field holds; a BIG TCP segment's says 0
 	ipv6OptJumbo   = 0xc2   // the jumbo payload option
+	ipv6OptPad1    = 0
+	ipv6OptPadN    = 1
+	ipv6OptRA      = 0x05 // router alert
+	ipv6OptCALIPSO = 0x07
+	ipv6MaxOpts    = 8 // options other than padding per header (net.ipv6.max_hbh_opts_number, max_dst_opts_number)
+	ipv4OptEOL     = 0
+	ipv4OptNOP     = 1
+	ipv4OptRR      = 7
+	ipv4OptTS      = 68
+	ipv4OptLSRR    = 131
+	ipv4OptCIPSO   = 134
+	ipv4OptSSRR    = 137
+	ipv4OptRA      = 148
 )
 
 // Flags change what Decode checks.
@@ -319,7 +345,15 @@ func decodeIPv4(b []byte, p *Packet) ([]byte, uint32, Reason) {
 		if Fold(Sum(b[:hl], 0)) != 0xffff {
 			return nil, 0, BadIPCsum
 		}
+		// The kernel drops a packet whose options it refuses; the
+		// app must not receive what a kernel socket would not.
+		if !ipv4OptionsOK(b[IPv4HeaderLen:hl]) {
+			return nil, 0, BadIPOptions
+		}
 		psum = Sum(b[12:20], uint32(b[9])) // the addresses are adjacent
+	}
+	if martian4(b[12:16], b[16:20]) {
+		return nil, 0, MartianAddr
 	}
 	p.L4Off = p.L3Off + hl
 	frag := binary.BigEndian.Uint16(b[6:8])
@@ -377,6 +411,9 @@ func decodeIPv6(b []byte, p *Packet) ([]byte, uint32, Reason) {
 	if IPv6HeaderLen+pl > len(b) {
 		return nil, 0, TruncatedIP
 	}
+	if martian6(b[8:24], b[24:40]) {
+		return nil, 0, MartianAddr
+	}
 	next := b[6]
 	data := b[IPv6HeaderLen : IPv6HeaderLen+pl]
 	off := IPv6HeaderLen
@@ -388,6 +425,16 @@ func decodeIPv6(b []byte, p *Packet) ([]byte, uint32, Reason) {
 				return nil, 0, TruncatedIP
 			}
 			hl = (int(data[1]) + 1) * 8
+			// A hop-by-hop header comes first or not at all (RFC
+			// 8200 4.1), and the kernel acts on the options of both
+			// option headers: it drops what the tests below refuse.
+			if next == ipv6HopByHop && n > 0 {
+				return nil, 0, BadExtHeader
+			}
+			if (next == ipv6HopByHop || next == ipv6DestOpts) && len(data) >= hl &&
+				!ipv6OptionsOK(data[:hl], next == ipv6HopByHop, binary.BigEndian.Uint16(b[4:6]) == 0) {
+				return nil, 0, BadIPOptions
+			}
 		case ipv6AH:
 			if len(data) < 8 {
 				return nil, 0, TruncatedIP
@@ -424,4 +471,145 @@ func decodeIPv6(b []byte, p *Packet) ([]byte, uint32, Reason) {
 		data = data[hl:]
 		off += hl
 	}
+}
+
+// martian4 reports whether an IPv4 packet from src to dst arriving on a
+// link is one the kernel drops as martian (ip_route_input_slow): a source
+// in 224/4, 255.255.255.255, 127/8 (route_localnet is off by default) or
+// 0/8 (but to the limited broadcast, or from and to 0.0.0.0), a
+// destination in 0/8 or 127/8.
+func martian4(src, dst []byte) bool {
+	lbcast := dst[0]&dst[1]&dst[2]&dst[3] == 0xff
+	zero := src[0]|src[1]|src[2]|src[3] == 0 && dst[0]|dst[1]|dst[2]|dst[3] == 0
+	switch {
+	case src[0]&0xf0 == 0xe0, src[0]&src[1]&src[2]&src[3] == 0xff, src[0] == 127:
+		return true
+	case lbcast || zero:
+		return false
+	}
+	return src[0] == 0 || dst[0] == 0 || dst[0] == 127
+}
+
+// martian6 reports whether an IPv6 packet from src to dst arriving on a
+// link is one the kernel drops (ip6_rcv_core): from or to ::1, from a
+// multicast address, to a multicast address of scope 0 (reserved) or 1
+// (interface-local).
+func martian6(src, dst []byte) bool {
+	loop := func(a []byte) bool {
+		return binary.BigEndian.Uint64(a) == 0 && binary.BigEndian.Uint64(a[8:]) == 1
+	}
+	return loop(src) || loop(dst) || src[0] == 0xff || dst[0] == 0xff && dst[1]&0x0f <= 1
+}
+
+// ipv4OptionsOK reports whether the kernel accepts the IPv4 options opts
+// of a packet it receives (ip_options_compile, ip_rcv_options): each
+// option whole, a record route or timestamp once, with its pointer in
+// range and, when it points inside the option, room for an entry; a
+// timestamp whose overflow count has not run out; a router alert of 4
+// bytes or more; no source route (net.ipv4.conf.all.accept_source_route
+// is off by default) and no CIPSO label (valid only under a configured
+// domain of interpretation).
+func ipv4OptionsOK(opts []byte) bool {
+	var rr, ts bool
+	for len(opts) > 0 {
+		switch opts[0] {
+		case ipv4OptEOL:
+			return true
+		case ipv4OptNOP:
+			opts = opts[1:]
+			continue
+		}
+		if len(opts) < 2 {
+			return false
+		}
+		l := int(opts[1])
+		if l < 2 || l > len(opts) {
+			return false
+		}
+		o := opts[:l]
+		switch o[0] {
+		case ipv4OptLSRR, ipv4OptSSRR, ipv4OptCIPSO:
+			return false
+		case ipv4OptRR:
+			if rr || l < 3 || o[2] < 4 || int(o[2]) <= l && int(o[2])+3 > l {
+				return false
+			}
+			rr = true
+		case ipv4OptTS:
+			if ts || l < 4 || o[2] < 5 {
+				return false
+			}
+			ptr, flag := int(o[2]), o[3]&0x0f
+			switch {
+			case ptr <= l && flag == 0 && ptr+3 > l, ptr <= l && (flag == 1 || flag == 3) && ptr+7 > l:
+				return false // no room for the entry
+			case ptr > l && flag != 3 && o[3]>>4 == 15:
+				return false // full, and the overflow count too
+			}
+			ts = true
+		case ipv4OptRA:
+			if l < 4 {
+				return false
+			}
+		}
+		opts = opts[l:]
+	}
+	return true
+}
+
+// ipv6OptionsOK reports whether the kernel accepts the options of h, a
+// whole hop-by-hop (hopByHop) or destination options header
+// (ip6_parse_tlv): each option whole, padding only where alignment needs
+// it (at most 7 bytes in a row, PadN of zeros), at most ipv6MaxOpts other
+// options, and none the kernel refuses: a router alert not 2 bytes long, a
+// CALIPSO label (no domain of interpretation is configured), a jumbo
+// payload option but where the payload length says 0 (jumboLen: BIG TCP),
+// an unknown option whose type's top bits say to discard the packet.
+func ipv6OptionsOK(h []byte, hopByHop, jumboLen bool) bool {
+	o := h[2:]
+	pad, n := 0, 0
+	for len(o) > 0 {
+		if o[0] == ipv6OptPad1 {
+			if pad++; pad > 7 {
+				return false
+			}
+			o = o[1:]
+			continue
+		}
+		if len(o) < 2 || int(o[1])+2 > len(o) {
+			return false
+		}
+		l := int(o[1]) + 2
+		switch t := o[0]; {
+		case t == ipv6OptPadN:
+			if pad += l; pad > 7 {
+				return false
+			}
+			for _, c := range o[2:l] {
+				if c != 0 {
+					return false
+				}
+			}
+			o = o[l:]
+			continue
+		case hopByHop && t == ipv6OptRA:
+			if l != 4 {
+				return false
+			}
+		case hopByHop && t == ipv6OptJumbo:
+			if !jumboLen {
+				return false
+			}
+		case hopByHop && t == ipv6OptCALIPSO:
+			return false
+		case t>>6 != 0: // unknown: discard the packet
+			return false
+		}
+		if n++; n > ipv6MaxOpts {
+			return false
+		}
+		pad = 0
+		o = o[l:]
+	}
+	return true
 }

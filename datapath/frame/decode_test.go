@@ -26,8 +26,10 @@ type pkt struct {
 	tags      []uint16 // VLAN TCIs, outer first
 	qinq      bool     // outer tag is 802.1ad
 	v6        bool
-	ihlWords  int    // IPv4 options: header length in words (0 = 5)
-	ext       []byte // raw IPv6 extension headers; ipv6 NextHeader is extNext
+	ihlWords  int                 // IPv4 options: header length in words (0 = 5)
+	opts      []layers.IPv4Option // IPv4 options, with ihlWords 0
+	src, dst  netip.Addr          // zero: A's and B's of the family
+	ext       []byte              // raw IPv6 extension headers; ipv6 NextHeader is extNext
 	extNext   layers.IPProtocol
 	fragOff   uint16 // IPv4 fragment offset in 8-byte units
 	mf        bool
@@ -66,7 +68,7 @@ func (p pkt) build(t testing.TB) []byte {
 	}
 	var nl gopacket.NetworkLayer
 	if p.v6 {
-		ip := &layers.IPv6{Version: 6, HopLimit: 64, NextHeader: proto, SrcIP: ip6A.AsSlice(), DstIP: ip6B.AsSlice()}
+		ip := &layers.IPv6{Version: 6, HopLimit: 64, NextHeader: proto, SrcIP: or(p.src, ip6A).AsSlice(), DstIP: or(p.dst, ip6B).AsSlice()}
 		if p.ext != nil {
 			ip.NextHeader = p.extNext
 		}
@@ -76,7 +78,8 @@ func (p pkt) build(t testing.TB) []byte {
 		}
 		nl = ip
 	} else {
-		ip := &layers.IPv4{Version: 4, TTL: 64, Protocol: proto, SrcIP: ip4A.AsSlice(), DstIP: ip4B.AsSlice(), Id: 0x1234, FragOffset: p.fragOff}
+		ip := &layers.IPv4{Version: 4, TTL: 64, Protocol: proto, SrcIP: or(p.src, ip4A).AsSlice(), DstIP: or(p.dst, ip4B).AsSlice(), Id: 0x1234, FragOffset: p.fragOff,
+			Options: p.opts}
 		if p.mf {
 			ip.Flags = layers.IPv4MoreFragments
 		}
@@ -117,7 +120,14 @@ func ext6(nh layers.IPProtocol, units int) []byte {
 	b := make([]byte, 8*(1+units))
 	b[0] = byte(nh)
 	b[1] = byte(units)
-	b[2] = 1 // PadN filling the rest
+	// One option fills the rest: PadN in a header of 8 bytes; in a
+	// longer one an option of a type to skip when unknown (RFC 3692's
+	// experimental 0x1e), as the kernel drops a packet with more than 7
+	// bytes of padding in a row.
+	b[2] = 1
+	if units > 0 {
+		b[2] = 0x1e
+	}
 	b[3] = byte(len(b) - 4)
 	return b
 }
@@ -132,6 +142,21 @@ func fragHdr6(nh layers.IPProtocol, offset8 uint16, more bool, id uint32) []byte
 	binary.BigEndian.PutUint16(b[2:], fo)
 	binary.BigEndian.PutUint32(b[4:], id)
 	return b
+}
+
+// or returns a, or b when a is the zero Addr.
+func or(a, b netip.Addr) netip.Addr {
+	if a.IsValid() {
+		return a
+	}
+	return b
+}
+
+// ext6Opts returns an IPv6 option header (hop-by-hop, destination
+// options) with next header nh holding opts, which must fill it to a
+// multiple of 8 bytes.
+func ext6Opts(nh layers.IPProtocol, opts ...byte) []byte {
+	return append([]byte{byte(nh), byte((2+len(opts))/8 - 1)}, opts...)
 }
 
 func cat(bs ...[]byte) []byte {
@@ -177,6 +202,31 @@ var decodeCases = []decodeCase{
 	{"ipv6-frag-later", pkt{v6: true, ext: fragHdr6(layers.IPProtocolUDP, 10, false, 9), extNext: layers.IPProtocolIPv6Fragment, payload: payload64, sport: 1, dport: 2}, Fragment},
 	{"ipv6-too-many-ext", pkt{v6: true, ext: cat(ext6(0, 0), ext6(0, 0), ext6(0, 0), ext6(0, 0), ext6(0, 0), ext6(0, 0), ext6(0, 0), ext6(0, 0), ext6(0, 0), ext6(layers.IPProtocolUDP, 0)), extNext: layers.IPProtocolIPv6HopByHop, payload: payload64, sport: 1, dport: 2}, BadExtHeader},
 	{"ipv6-tcp", pkt{v6: true, proto: layers.IPProtocolTCP, payload: payload64}, NotUDP},
+	// Addresses the kernel drops from a link as martian.
+	{"ipv4-from-loopback", pkt{src: netip.MustParseAddr("127.0.0.1"), payload: payload64, sport: 1, dport: 2}, MartianAddr},
+	{"ipv4-from-multicast", pkt{src: netip.MustParseAddr("224.0.0.1"), payload: payload64, sport: 1, dport: 2}, MartianAddr},
+	{"ipv4-from-broadcast", pkt{src: netip.MustParseAddr("255.255.255.255"), payload: payload64, sport: 1, dport: 2}, MartianAddr},
+	{"ipv4-from-zeronet", pkt{src: netip.MustParseAddr("0.0.0.0"), payload: payload64, sport: 1, dport: 2}, MartianAddr},
+	{"ipv4-from-zero-to-broadcast", pkt{src: netip.MustParseAddr("0.0.0.0"), dst: netip.MustParseAddr("255.255.255.255"), payload: payload64, sport: 1, dport: 2}, OK},
+	{"ipv4-to-loopback", pkt{dst: netip.MustParseAddr("127.0.0.1"), payload: payload64, sport: 1, dport: 2}, MartianAddr},
+	{"ipv4-tcp-from-loopback", pkt{src: netip.MustParseAddr("127.0.0.1"), proto: layers.IPProtocolTCP, payload: payload64}, MartianAddr},
+	{"ipv6-from-loopback", pkt{v6: true, src: netip.IPv6Loopback(), payload: payload64, sport: 1, dport: 2}, MartianAddr},
+	{"ipv6-from-multicast", pkt{v6: true, src: netip.MustParseAddr("ff02::1"), payload: payload64, sport: 1, dport: 2}, MartianAddr},
+	{"ipv6-to-interface-local-multicast", pkt{v6: true, dst: netip.MustParseAddr("ff01::1"), payload: payload64, sport: 1, dport: 2}, MartianAddr},
+	{"ipv6-to-link-local-multicast", pkt{v6: true, dst: netip.MustParseAddr("ff02::1"), payload: payload64, sport: 1, dport: 2}, OK},
+	// Options the kernel refuses, and some it takes.
+	{"ipv4-options-nop-eol", pkt{opts: []layers.IPv4Option{{OptionType: 1}, {OptionType: 1}, {OptionType: 1}, {OptionType: 0}}, payload: payload64, sport: 1, dport: 2}, OK},
+	{"ipv4-option-rr-short", pkt{opts: []layers.IPv4Option{{OptionType: 7, OptionLength: 2}, {OptionType: 1}, {OptionType: 0}}, payload: payload64, sport: 1, dport: 2}, BadIPOptions},
+	{"ipv4-option-rr", pkt{opts: []layers.IPv4Option{{OptionType: 7, OptionLength: 7, OptionData: []byte{4, 0, 0, 0, 0}}, {OptionType: 0}}, payload: payload64, sport: 1, dport: 2}, OK},
+	{"ipv4-option-lsrr", pkt{opts: []layers.IPv4Option{{OptionType: 131, OptionLength: 7, OptionData: []byte{4, 10, 77, 0, 2}}, {OptionType: 0}}, payload: payload64, sport: 1, dport: 2}, BadIPOptions},
+	{"ipv6-dst-unknown-skip", pkt{v6: true, ext: ext6Opts(layers.IPProtocolUDP, 0x1e, 2, 0, 0, 1, 0), extNext: layers.IPProtocolIPv6Destination, payload: payload64, sport: 1, dport: 2}, OK},
+	{"ipv6-dst-unknown-discard", pkt{v6: true, ext: ext6Opts(layers.IPProtocolUDP, 0x5e, 2, 0, 0, 1, 0), extNext: layers.IPProtocolIPv6Destination, payload: payload64, sport: 1, dport: 2}, BadIPOptions},
+	{"ipv6-dst-padding-8", pkt{v6: true, ext: ext6Opts(layers.IPProtocolUDP, 1, 4, 0, 0, 0, 0, 1, 0, 1, 6, 0, 0, 0, 0, 0, 0), extNext: layers.IPProtocolIPv6Destination, payload: payload64, sport: 1, dport: 2}, BadIPOptions},
+	{"ipv6-dst-padn-nonzero", pkt{v6: true, ext: ext6Opts(layers.IPProtocolUDP, 1, 4, 0, 0, 7, 0), extNext: layers.IPProtocolIPv6Destination, payload: payload64, sport: 1, dport: 2}, BadIPOptions},
+	{"ipv6-dst-option-past-header", pkt{v6: true, ext: ext6Opts(layers.IPProtocolUDP, 0x1e, 5, 0, 0, 0, 0), extNext: layers.IPProtocolIPv6Destination, payload: payload64, sport: 1, dport: 2}, BadIPOptions},
+	{"ipv6-hbh-router-alert", pkt{v6: true, ext: ext6Opts(layers.IPProtocolUDP, 5, 2, 0, 0, 1, 0), extNext: layers.IPProtocolIPv6HopByHop, payload: payload64, sport: 1, dport: 2}, OK},
+	{"ipv6-hbh-jumbo-with-length", pkt{v6: true, ext: ext6Opts(layers.IPProtocolUDP, 0xc2, 4, 0, 1, 0, 0), extNext: layers.IPProtocolIPv6HopByHop, payload: payload64, sport: 1, dport: 2}, BadIPOptions},
+	{"ipv6-hbh-not-first", pkt{v6: true, ext: cat(ext6(layers.IPProtocolIPv6HopByHop, 0), ext6(layers.IPProtocolUDP, 0)), extNext: layers.IPProtocolIPv6Destination, payload: payload64, sport: 1, dport: 2}, BadExtHeader},
 	{"ipv4-frag-first", pkt{mf: true, payload: payload64, sport: 1, dport: 2}, Fragment},
 	{"ipv4-frag-later", pkt{fragOff: 100, payload: payload64, sport: 1, dport: 2}, Fragment},
 	{"ipv4-icmp", pkt{proto: layers.IPProtocolICMPv4, payload: payload64}, NotUDP},
