@@ -191,6 +191,23 @@ static __always_inline __u32 xs_match(struct xs_est_key *k)
 	return XS_C_NO_MATCH;
 }
 
+/* The interface's MAC (set by the loader; all zero: not looked at). A
+ * unicast frame to another MAC is another host's, which the kernel drops
+ * or hands to a bridge or a macvlan on this interface: never steered. */
+volatile const __u8 xs_mac[6];
+
+/* xs_other_host reports whether d, a frame's destination MAC, is another
+ * host's unicast address. */
+static __always_inline int xs_other_host(const __u8 *d)
+{
+	if (d[0] & 1)
+		return 0; /* broadcast, multicast */
+	if (!(xs_mac[0] | xs_mac[1] | xs_mac[2] | xs_mac[3] | xs_mac[4] | xs_mac[5]))
+		return 0;
+	return (d[0] ^ xs_mac[0]) | (d[1] ^ xs_mac[1]) | (d[2] ^ xs_mac[2]) | (d[3] ^ xs_mac[3]) |
+	       (d[4] ^ xs_mac[4]) | (d[5] ^ xs_mac[5]);
+}
+
 /* How long a verdict of the fragments map holds (set by the loader). */
 volatile const __u64 xs_frag_ttl_ns = XS_FRAG_TTL_NS;
 
@@ -341,6 +358,8 @@ int xsession_xdp(struct xdp_md *ctx)
 	struct xs_eth *eth = data;
 	if ((void *)(eth + 1) > end)
 		return xs_pass(cnt, XS_C_TRUNC_ETH);
+	if (xs_other_host(eth->dst))
+		return xs_pass(cnt, XS_C_OTHER_HOST);
 	h_proto = eth->proto;
 	p = eth + 1;
 
@@ -351,6 +370,10 @@ int xsession_xdp(struct xdp_md *ctx)
 		struct xs_vlan *v = p;
 		if ((void *)(v + 1) > end)
 			return xs_pass(cnt, XS_C_TRUNC_VLAN);
+		/* A VLAN's frame is for its VLAN device, which the daemon does
+		 * not serve on this one; a priority tag (id 0) is this one's. */
+		if (v->tci & bpf_htons(0x0fff))
+			return xs_pass(cnt, XS_C_OTHER_HOST);
 		h_proto = v->proto;
 		p = v + 1;
 	}

@@ -305,6 +305,7 @@ enum xs_counter {
 	XS_C_BAD_TCP_OFFSET,
 	XS_C_FRAGMENT_HIT,
 	XS_C_UDP_MULTI_BUFFER,
+	XS_C_OTHER_HOST,
 	XS_C_MAX,
 };
 
@@ -340,6 +341,8 @@ struct xs_counters {
 	__u64 fragment_hit;		/* UDP fragment of a datagram steered to the socket */
 	__u64 udp_multi_buffer;		/* UDP in more than one buffer (a segmentation offload burst,
 					 * or a datagram longer than a frame): given to the kernel */
+	__u64 other_host;		/* to another unicast MAC than the interface's, or tagged
+					 * with a VLAN id: given to the kernel */
 };
 
 _Static_assert(sizeof(struct xs_counters) == XS_C_MAX * sizeof(__u64), "enum xs_counter numbers every field of xs_counters");

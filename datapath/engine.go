@@ -290,7 +290,8 @@ func New(cfg Config) (*Engine, error) {
 	}
 	// The program follows a fragmented datagram's verdict as long as the
 	// workers wait for its fragments.
-	e.objs, err = spec.Load(loader.ObjectsOptions{Queues: max(queues, e.ifc.RxQueues), FragmentTTL: e.cfg.Reassembly.WithDefaults().Timeout})
+	e.objs, err = spec.Load(loader.ObjectsOptions{Queues: max(queues, e.ifc.RxQueues), FragmentTTL: e.cfg.Reassembly.WithDefaults().Timeout,
+		MAC: e.ifc.MAC})
 	if err != nil {
 		return nil, fmt.Errorf("new engine: %w", err)
 	}

@@ -568,9 +568,12 @@ func (w *worker) processBatch(frames [][]byte) {
 // notForUs reports whether the frame decoded into w.pkt is one the
 // kernel drops as another host's (PACKET_OTHERHOST): to a unicast MAC not
 // the interface's, or tagged with a VLAN id (not 0, a priority tag) when
-// the interface served is the untagged one. The XDP program steers by
-// addresses and ports alone, so such frames come here; an app must not
-// receive what a kernel socket of the host would not.
+// the interface served is the untagged one. The XDP program passes such
+// frames to the kernel (its other_host counter: a bridge, a macvlan or a
+// VLAN device of the interface may want them); one that comes here all
+// the same (an interface whose MAC changed since the program was loaded)
+// is dropped: an app must not receive what a kernel socket of the host
+// would not.
 func (w *worker) notForUs() bool {
 	p := &w.pkt
 	if w.hasMAC && p.DstMAC[0]&1 == 0 && p.DstMAC != w.mac {

@@ -21,6 +21,12 @@
 // fragmented UDP datagram, whether its fragments go to the AF_XDP socket or
 // to the kernel (FragmentMap reads it).
 //
+// Frames that are not the interface's own are the kernel's: a unicast
+// frame to another MAC than ObjectsOptions.MAC (a promiscuous interface, a
+// bridge port, a macvlan's lower device) and one tagged with a VLAN id
+// (for a VLAN device; a priority tag, id 0, is the interface's) are passed
+// unlooked at (Counters.OtherHost).
+//
 // The program takes multi-buffer frames (section xdp.frags): it reads the
 // headers from the first buffer and checks the IP length fields against
 // the whole frame (bpf_xdp_get_buff_len). It steers TCP ones like any

@@ -53,11 +53,19 @@ func modelRun(o *Objects, ifindex int, pkt []byte) (modelResult, error) {
 	if n < 14 {
 		return modelResult{reason: "truncated_eth"}, nil
 	}
+	// A unicast frame to another MAC than the interface's (when the
+	// program was given one) is another host's.
+	if o.mac != ([6]byte{}) && pkt[0]&1 == 0 && [6]byte(pkt[:6]) != o.mac {
+		return modelResult{reason: "other_host"}, nil
+	}
 	et, off := be16(12), 14
 	isVLAN := func(t int) bool { return t == 0x8100 || t == 0x88a8 }
 	for i := 0; i < 2 && isVLAN(et); i++ {
 		if n < off+4 {
 			return modelResult{reason: "truncated_vlan"}, nil
+		}
+		if be16(off)&0x0fff != 0 {
+			return modelResult{reason: "other_host"}, nil // a VLAN's, not this interface's
 		}
 		et, off = be16(off+2), off+4
 	}

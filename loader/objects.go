@@ -3,6 +3,7 @@ package loader
 import (
 	"errors"
 	"fmt"
+	"net"
 	"sync"
 	"time"
 
@@ -62,6 +63,10 @@ type ObjectsOptions struct {
 	// datagram's verdict: the reassembly timeout of whoever reassembles
 	// it (DefaultFragmentTTL, Linux's default).
 	FragmentTTL time.Duration
+	// MAC is the interface's hardware address: a unicast frame to another
+	// is passed to the kernel unlooked at (Counters.OtherHost). Empty: no
+	// frame is passed for its MAC.
+	MAC net.HardwareAddr
 }
 
 func (o *ObjectsOptions) withDefaults() error {
@@ -104,6 +109,7 @@ type Objects struct {
 	Fragments   *FragmentMap
 
 	objs xsessionObjects
+	mac  [6]byte // ObjectsOptions.MAC, or zero
 
 	mu     sync.Mutex  // guards att and closed
 	att    *Attachment // the attachment made from these objects, if any
@@ -123,7 +129,16 @@ func (s *Spec) Load(opts ObjectsOptions) (*Objects, error) {
 	if err := cs.Variables[xsessionVarXsFragTtlNs].Set(uint64(opts.FragmentTTL)); err != nil {
 		return nil, fmt.Errorf("load xdp program: fragment TTL: %w", err)
 	}
-	o := &Objects{}
+	var mac [6]byte
+	if len(opts.MAC) == len(mac) {
+		mac = [6]byte(opts.MAC)
+	} else if len(opts.MAC) != 0 {
+		return nil, fmt.Errorf("load xdp program: MAC %v: want 6 bytes", opts.MAC)
+	}
+	if err := cs.Variables[xsessionVarXsMac].Set(mac); err != nil {
+		return nil, fmt.Errorf("load xdp program: MAC: %w", err)
+	}
+	o := &Objects{mac: mac}
 	if err := cs.LoadAndAssign(&o.objs, nil); err != nil {
 		var ve *ebpf.VerifierError
 		if errors.As(err, &ve) {

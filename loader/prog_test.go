@@ -4,6 +4,7 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"net"
 	"net/netip"
 	"testing"
 
@@ -66,7 +67,7 @@ func loadObjects(tb testing.TB, opts ObjectsOptions) *Objects {
 // only reports the verdict; nothing is delivered).
 func progEnv(tb testing.TB) *Objects {
 	tb.Helper()
-	o := loadObjects(tb, ObjectsOptions{Queues: 4})
+	o := loadObjects(tb, ObjectsOptions{Queues: 4, MAC: macLocal})
 	lst := []struct {
 		ifindex int
 		t       flow.FiveTuple
@@ -137,6 +138,7 @@ var (
 	udpMulti     = func(c *Counters) { c.UDPMultiBuffer++ }
 	extHeader    = func(c *Counters) { c.ExtHeader++ }
 	vlanDepth    = func(c *Counters) { c.VLANDepth++ }
+	otherHost    = func(c *Counters) { c.OtherHost++ }
 	estHit       = func(c *Counters) { c.EstablishedHit++ }
 	exactHit     = func(c *Counters) { c.ListenerExactHit++ }
 	wildHit      = func(c *Counters) { c.ListenerWildcardHit++ }
@@ -216,17 +218,23 @@ func progCases(tb testing.TB) []progCase {
 		&layers.ICMPv6NeighborSolicitation{TargetAddress: v6Local.AsSlice(), Options: layers.ICMPv6Options{
 			{Type: layers.ICMPv6OptSourceAddress, Data: macRemote}}})
 
-	vlan := func(tags []layers.EthernetType, inner layers.EthernetType, rest ...gopacket.SerializableLayer) []byte {
+	// vlan tags a frame with priority tags (VLAN id 0: the untagged
+	// interface's frames), the last one's id vid.
+	vlanID := func(vid uint16, tags []layers.EthernetType, inner layers.EthernetType, rest ...gopacket.SerializableLayer) []byte {
 		ls := []gopacket.SerializableLayer{eth(tags[0])}
 		for i := range tags {
-			next := inner
+			next, id := inner, vid
 			if i+1 < len(tags) {
-				next = tags[i+1]
+				next, id = tags[i+1], 0
 			}
-			ls = append(ls, &layers.Dot1Q{VLANIdentifier: uint16(100 + i), Type: next})
+			ls = append(ls, &layers.Dot1Q{Priority: uint8(i + 1), VLANIdentifier: id, Type: next})
 		}
 		return serialize(tb, append(ls, rest...)...)
 	}
+	vlan := func(tags []layers.EthernetType, inner layers.EthernetType, rest ...gopacket.SerializableLayer) []byte {
+		return vlanID(0, tags, inner, rest...)
+	}
+	withDst := func(b []byte, mac net.HardwareAddr) []byte { return patch(b, 0, mac...) }
 	udp4L := func(sport, dport uint16) []gopacket.SerializableLayer {
 		u, i := udp(sport, dport), ip4(layers.IPProtocolUDP)
 		u.SetNetworkLayerForChecksum(i)
@@ -289,7 +297,7 @@ func progCases(tb testing.TB) []progCase {
 
 	return []progCase{
 		{"arp", arp, xdpPass, passed(notIP)},
-		{"arp in vlan", vlanARP, xdpPass, passed(notIP)},
+		{"arp in vlan", vlanARP, xdpPass, passed(otherHost)},
 		{"icmpv4 echo", icmp4, xdpPass, passed(notL4)},
 		{"icmpv6 echo", echo6, xdpPass, passed(notL4)},
 		{"icmpv6 neighbour solicitation", ns6, xdpPass, passed(notL4)},
@@ -344,6 +352,12 @@ func progCases(tb testing.TB) []progCase {
 		{"802.1q udp4", vlan([]layers.EthernetType{layers.EthernetTypeDot1Q}, layers.EthernetTypeIPv4, udp4L(5556, 9000)...), xdpRedirect, redirected(exactHit)},
 		{"qinq 802.1ad+802.1q udp6", vlan([]layers.EthernetType{layers.EthernetTypeQinQ, layers.EthernetTypeDot1Q}, layers.EthernetTypeIPv6, udp6L(5556, 9000)...), xdpRedirect, redirected(exactHit)},
 		{"qinq 802.1q+802.1q tcp4", vlan([]layers.EthernetType{layers.EthernetTypeDot1Q, layers.EthernetTypeDot1Q}, layers.EthernetTypeIPv4, tcp4L(5556, 80)...), xdpRedirect, redirected(exactHit)},
+		{"802.1q vlan 100 udp4", vlanID(100, []layers.EthernetType{layers.EthernetTypeDot1Q}, layers.EthernetTypeIPv4, udp4L(5556, 9000)...), xdpPass, passed(otherHost)},
+		{"qinq outer tag vlan 7 udp6", vlanID(7, []layers.EthernetType{layers.EthernetTypeQinQ}, layers.EthernetTypeIPv6, udp6L(5556, 9000)...), xdpPass, passed(otherHost)},
+		{"another host's mac udp4", withDst(u4, net.HardwareAddr{0x02, 0, 0, 0, 0, 0x09}), xdpPass, passed(otherHost)},
+		{"another host's mac tcp4", withDst(t4, net.HardwareAddr{0x02, 0, 0, 0, 0, 0x09}), xdpPass, passed(otherHost)},
+		{"broadcast mac udp4", withDst(u4, net.HardwareAddr{0xff, 0xff, 0xff, 0xff, 0xff, 0xff}), xdpRedirect, redirected(exactHit)},
+		{"multicast mac udp6", withDst(u6, net.HardwareAddr{0x33, 0x33, 0, 0, 0, 1}), xdpRedirect, redirected(exactHit)},
 		{"three vlan tags", vlan([]layers.EthernetType{layers.EthernetTypeQinQ, layers.EthernetTypeDot1Q, layers.EthernetTypeDot1Q}, layers.EthernetTypeIPv4, udp4L(5556, 9000)...), xdpPass, passed(vlanDepth)},
 
 		{"ipv4 options ihl 6", withIPv4Options(u4, l3, routerAlert), xdpRedirect, redirected(exactHit)},

@@ -22,17 +22,19 @@ type region struct {
 func TestProgramTruncation(t *testing.T) {
 	o := progEnv(t)
 
-	// 802.1Q / IPv4 with 8 bytes of options / UDP / payload.
+	// 802.1Q (a priority tag: VLAN id 0, the untagged interface's; a
+	// VLAN's frame is passed at its tag) / IPv4 with 8 bytes of options /
+	// UDP / payload.
 	u, i4 := udp(5556, 9000), ip4(layers.IPProtocolUDP)
 	u.SetNetworkLayerForChecksum(i4)
-	f4 := serialize(t, eth(layers.EthernetTypeDot1Q), &layers.Dot1Q{VLANIdentifier: 7, Type: layers.EthernetTypeIPv4}, i4, u, payload)
+	f4 := serialize(t, eth(layers.EthernetTypeDot1Q), &layers.Dot1Q{Priority: 5, Type: layers.EthernetTypeIPv4}, i4, u, payload)
 	f4 = withIPv4Options(f4, 18, []byte{1, 1, 1, 1, 1, 1, 1, 0})
 
-	// 802.1ad / 802.1Q / IPv6 / hop-by-hop (16) / destination options (8) / TCP / payload.
+	// 802.1ad / 802.1Q (priority tags) / IPv6 / hop-by-hop (16) / destination options (8) / TCP / payload.
 	tc, i6 := tcp(40000, 8080), ip6(layers.IPProtocolIPv6HopByHop)
 	tc.SetNetworkLayerForChecksum(i6)
 	f6 := serialize(t, eth(layers.EthernetTypeQinQ),
-		&layers.Dot1Q{VLANIdentifier: 1, Type: layers.EthernetTypeDot1Q}, &layers.Dot1Q{VLANIdentifier: 2, Type: layers.EthernetTypeIPv6},
+		&layers.Dot1Q{Priority: 1, Type: layers.EthernetTypeDot1Q}, &layers.Dot1Q{Priority: 2, Type: layers.EthernetTypeIPv6},
 		i6, ext6(layers.IPProtocolIPv6Destination, 1), ext6(layers.IPProtocolTCP, 0), tc, payload)
 
 	// Untagged IPv4 / TCP.

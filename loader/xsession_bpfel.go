@@ -41,6 +41,7 @@ type xsessionXsCounters struct {
 	BadTcpOffset        uint64
 	FragmentHit         uint64
 	UdpMultiBuffer      uint64
+	OtherHost           uint64
 }
 
 type xsessionXsEstKey struct {
@@ -101,6 +102,7 @@ const (
 	xsessionMapXsks         = "xsks"
 	xsessionProgXsessionXdp = "xsession_xdp"
 	xsessionVarXsFragTtlNs  = "xs_frag_ttl_ns"
+	xsessionVarXsMac        = "xs_mac"
 )
 
 // loadXsession returns the embedded CollectionSpec for xsession.
@@ -165,6 +167,7 @@ type xsessionMapSpecs struct {
 // It can be passed ebpf.CollectionSpec.Assign.
 type xsessionVariableSpecs struct {
 	XsFragTtlNs *ebpf.VariableSpec `ebpf:"xs_frag_ttl_ns"`
+	XsMac       *ebpf.VariableSpec `ebpf:"xs_mac"`
 }
 
 // xsessionObjects contains all objects after they have been loaded into the kernel.
@@ -211,6 +214,7 @@ func (m *xsessionMaps) Close() error {
 // It can be passed to loadXsessionObjects or ebpf.CollectionSpec.LoadAndAssign.
 type xsessionVariables struct {
 	XsFragTtlNs *ebpf.Variable `ebpf:"xs_frag_ttl_ns"`
+	XsMac       *ebpf.Variable `ebpf:"xs_mac"`
 }
 
 // xsessionPrograms contains all programs after they have been loaded into the kernel.
