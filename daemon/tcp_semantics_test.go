@@ -118,6 +118,13 @@ type (
 	deadliner interface{ SetDeadline(time.Time) error }
 )
 
+// is reports whether x is a T: whether a program's type assertion finds
+// the method set T on it.
+func is[T any](x any) bool {
+	_, ok := x.(T)
+	return ok
+}
+
 // callMethod calls fn on x as a T, or returns errNoMethod when x is no T.
 func callMethod[T any](x any, fn func(T) error) error {
 	v, ok := x.(T)
@@ -613,34 +620,20 @@ func TestTCPConnMatchesKernel(t *testing.T) {
 		}},
 		{name: "methods", run: func(t *testing.T, c, peer net.Conn, tr *semTrace) {
 			has := func(what string, ok bool) { tr.note("has "+what, fmt.Sprint(ok)) }
-			_, ok := c.(closeWriter)
-			has("CloseWrite", ok)
-			_, ok = c.(closeReader)
-			has("CloseRead", ok)
-			_, ok = c.(lingerer)
-			has("SetLinger", ok)
-			_, ok = c.(keepAliver)
-			has("SetKeepAlive", ok)
-			_, ok = c.(keepAlivePr)
-			has("SetKeepAlivePeriod", ok)
-			_, ok = c.(keepAliveCf)
-			has("SetKeepAliveConfig", ok)
-			_, ok = c.(noDelayer)
-			has("SetNoDelay", ok)
-			_, ok = c.(readBufferer)
-			has("SetReadBuffer", ok)
-			_, ok = c.(writeBuffer)
-			has("SetWriteBuffer", ok)
-			_, ok = c.(filer)
-			has("File", ok)
-			_, ok = c.(syscallConn)
-			has("SyscallConn", ok)
-			_, ok = c.(io.ReaderFrom)
-			has("ReadFrom", ok)
-			_, ok = c.(io.WriterTo)
-			has("WriteTo", ok)
-			_, ok = c.(*net.TCPConn)
-			has("type *net.TCPConn", ok)
+			has("CloseWrite", is[closeWriter](c))
+			has("CloseRead", is[closeReader](c))
+			has("SetLinger", is[lingerer](c))
+			has("SetKeepAlive", is[keepAliver](c))
+			has("SetKeepAlivePeriod", is[keepAlivePr](c))
+			has("SetKeepAliveConfig", is[keepAliveCf](c))
+			has("SetNoDelay", is[noDelayer](c))
+			has("SetReadBuffer", is[readBufferer](c))
+			has("SetWriteBuffer", is[writeBuffer](c))
+			has("File", is[filer](c))
+			has("SyscallConn", is[syscallConn](c))
+			has("ReadFrom", is[io.ReaderFrom](c))
+			has("WriteTo", is[io.WriterTo](c))
+			has("type *net.TCPConn", is[*net.TCPConn](c))
 			tr.err("SetKeepAlive(true)", callMethod(c, func(k keepAliver) error { return k.SetKeepAlive(true) }))
 			tr.err("SetKeepAlivePeriod", callMethod(c, func(k keepAlivePr) error { return k.SetKeepAlivePeriod(30 * time.Second) }))
 			tr.err("SetKeepAliveConfig", callMethod(c, func(k keepAliveCf) error {
