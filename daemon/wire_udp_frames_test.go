@@ -198,13 +198,9 @@ func wireCases(rig *nstest.Pair) []wireCase {
 		add("to another host's mac", wireFrame{dstMAC: other})
 		add("to the broadcast mac", wireFrame{dstMAC: bcast})
 		add("hop limit 0", wireFrame{hopZero: true})
-		if !v6 {
-			add("from the host's own address", wireFrame{src: own},
-				"the XDP program does not look at the source, and the worker does not know the host's addresses: "+
-					"the kernel drops a source that is local (fib_validate_source, accept_local off)")
-		} else {
-			add("from the host's own address", wireFrame{src: own})
-		}
+		// IPv4: the kernel drops it (fib_validate_source, accept_local
+		// off), the worker too (local-source); IPv6: both take it.
+		add("from the host's own address", wireFrame{src: own})
 		add("from loopback", wireFrame{src: loop})
 		add("from multicast", wireFrame{src: mcast})
 		add("vlan-tagged (id 100)", wireFrame{tagged: true, vid: 100})

@@ -1,6 +1,7 @@
 package datapath
 
 import (
+	"net/netip"
 	"runtime"
 	"slices"
 	"sync/atomic"
@@ -45,6 +46,7 @@ const (
 	dropChainNotTCP             // a multi-buffer packet (chain.go) neither TCP nor a UDP fragment
 	dropChainBroken             // a multi-buffer packet whose descriptors did not all come in its batch
 	dropOtherHost               // a frame to another host's unicast MAC or tagged for a VLAN (notForUs)
+	dropLocalSource             // an IPv4 packet from the wire whose source is the interface's own address (ownSource)
 	numDrops
 )
 
@@ -52,7 +54,7 @@ var dropNames = [numDrops]string{"no-session", "fifo-full", "too-big", "fifo-cor
 	"tx-bad-header", "tx-too-long", "tx-no-frame", "tx-fifo-corrupt", "tx-bad-source", "tx-kernel", "rule-drop",
 	"tx-dont-fragment", "reasm-duplicate", "reasm-bad-fragment", "reasm-too-long", "reasm-corrupt", "reasm-overlap",
 	"reasm-too-many-fragments", "reasm-no-buffer", "reasm-evicted", "reasm-timeout", "chain-not-tcp", "chain-broken",
-	"other-host"}
+	"other-host", "local-source"}
 
 // counters are one worker's counts: its Counts, the decoder's drop
 // reasons and its own. The worker updates a private copy without atomics
@@ -100,6 +102,12 @@ type worker struct {
 	// false when it has none of 6 bytes.
 	mac    [6]byte
 	hasMAC bool
+
+	// The last IPv4 source ownSource looked up in this batch, and whether
+	// it is the interface's (srcOK false: none yet).
+	src      [4]byte
+	srcLocal bool
+	srcOK    bool
 
 	// sleepWord is the worker's word of the Engine's sleep flags page,
 	// set while it sleeps in poll (sleepflags.go); ownWord when there is
@@ -472,6 +480,7 @@ func (w *worker) processBatch(frames [][]byte) {
 	l := w.e.layer.Load()
 	est := w.e.est.Load()
 	w.lk.ok = false
+	w.srcOK = false
 	if l != nil {
 		w.rules = l.GlobalRules(w.e.fib)
 	}
@@ -482,6 +491,12 @@ func (w *worker) processBatch(frames [][]byte) {
 			w.c.Drops[dropOtherHost]++
 			w.capFlush()
 			w.cap.rxDrop(w.q, f, nil, dropOtherHost)
+			continue
+		}
+		if w.ownSource() {
+			w.c.Drops[dropLocalSource]++
+			w.capFlush()
+			w.cap.rxDrop(w.q, f, nil, dropLocalSource)
 			continue
 		}
 		if r == frame.NotUDP && w.pkt.Proto == flow.TransportTCP && w.e.tcp != nil {
@@ -585,6 +600,25 @@ func (w *worker) notForUs() bool {
 		}
 	}
 	return false
+}
+
+// ownSource reports whether the frame decoded into w.pkt is an IPv4
+// packet whose source is an address of the interface served: one the
+// kernel drops as spoofed (fib_validate_source, with accept_local off, its
+// default), so that a peer cannot pass a datagram to an app as if the
+// host itself had sent it. An IPv6 one the kernel takes. One lookup of
+// Config.Addrs per source and batch.
+func (w *worker) ownSource() bool {
+	p := &w.pkt
+	if p.Family != flow.Family4 || w.e.cfg.Addrs == nil {
+		return false
+	}
+	a := [4]byte(p.Src[:4])
+	if !w.srcOK || a != w.src {
+		w.src, w.srcOK = a, true
+		w.srcLocal = w.e.cfg.Addrs.HasAddress(w.e.ifc.Index, netip.AddrFrom4(a))
+	}
+	return w.srcLocal
 }
 
 // lookup finds the Target of w.tuple: a connected session (of any
