@@ -64,6 +64,19 @@ struct {
 	__type(value, struct xs_value);
 } established SEC(".maps");
 
+/* The namespace's own addresses, when xs_check_local is set: a packet to
+ * a wildcard listener's port whose destination is none of them is not for
+ * this host (routed through it, or a broadcast, which the kernel hands the
+ * port's reservation): the kernel's. */
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, 4096);
+	__type(key, struct xs_local_key);
+	__type(value, __u32);
+} locals SEC(".maps");
+
+volatile const __u8 xs_check_local;
+
 struct {
 	__uint(type, BPF_MAP_TYPE_ARRAY);
 	__uint(max_entries, XS_PORT_ENTRIES);
@@ -186,9 +199,26 @@ static __always_inline __u32 xs_match(struct xs_est_key *k)
 	la[1] = 0;
 	la[2] = 0;
 	la[3] = 0;
-	if (bpf_map_lookup_elem(&listeners, &lk))
-		return XS_C_LST_WILDCARD_HIT;
-	return XS_C_NO_MATCH;
+	if (!bpf_map_lookup_elem(&listeners, &lk))
+		return XS_C_NO_MATCH;
+	if (xs_check_local) {
+		struct xs_local_key lo = {.family = k->family};
+		__u32 *loa = (__u32 *)&lo.addr[0];
+
+		loa[0] = ka[0];
+		loa[1] = ka[1];
+		loa[2] = ka[2];
+		loa[3] = ka[3];
+		if (!bpf_map_lookup_elem(&locals, &lo))
+			return XS_C_NOT_LOCAL;
+	}
+	return XS_C_LST_WILDCARD_HIT;
+}
+
+/* xs_is_hit reports whether a verdict of xs_match steers the packet. */
+static __always_inline int xs_is_hit(__u32 reason)
+{
+	return reason != XS_C_NO_MATCH && reason != XS_C_NOT_LOCAL;
 }
 
 /* The interface's MAC (set by the loader; all zero: not looked at). A
@@ -292,7 +322,7 @@ static __always_inline int xs_frag(struct xdp_md *ctx, struct xs_counters *cnt, 
 		k->ifindex = ctx->ingress_ifindex;
 		reason = XS_C_FRAGMENT;
 		/* A failed update passes: no later fragment could follow. */
-		if (xs_match(k) != XS_C_NO_MATCH && xs_frag_set(&fk, now, XS_FRAG_OURS) == 0)
+		if (xs_is_hit(xs_match(k)) && xs_frag_set(&fk, now, XS_FRAG_OURS) == 0)
 			return xs_hit(ctx, cnt, XS_C_FRAGMENT_HIT);
 	}
 	/*
@@ -522,7 +552,7 @@ int xsession_xdp(struct xdp_md *ctx)
 	k.ifindex = ctx->ingress_ifindex;
 
 	reason = xs_match(&k);
-	if (reason == XS_C_NO_MATCH)
+	if (!xs_is_hit(reason))
 		return xs_pass(cnt, reason);
 	return xs_hit(ctx, cnt, reason);
 }

@@ -181,6 +181,16 @@ struct xs_est_key {
 };
 
 /*
+ * Key of the locals map: an address of the namespace (IPv4 in the first
+ * four bytes), family XS_FAMILY4 or XS_FAMILY6, pad zero.
+ */
+struct xs_local_key {
+	__u8 addr[16];
+	__u8 family;
+	__u8 pad[3];
+};
+
+/*
  * Key of the listener map: (ifindex, address, port, proto, family) with
  * the same conventions as xs_est_key. A wildcard listener has the zero
  * address.
@@ -306,6 +316,7 @@ enum xs_counter {
 	XS_C_FRAGMENT_HIT,
 	XS_C_UDP_MULTI_BUFFER,
 	XS_C_OTHER_HOST,
+	XS_C_NOT_LOCAL,
 	XS_C_MAX,
 };
 
@@ -343,6 +354,9 @@ struct xs_counters {
 					 * or a datagram longer than a frame): given to the kernel */
 	__u64 other_host;		/* to another unicast MAC than the interface's, or tagged
 					 * with a VLAN id: given to the kernel */
+	__u64 not_local;		/* a wildcard listener's port, to an address not the
+					 * namespace's (routed through, a broadcast): given to
+					 * the kernel */
 };
 
 _Static_assert(sizeof(struct xs_counters) == XS_C_MAX * sizeof(__u64), "enum xs_counter numbers every field of xs_counters");

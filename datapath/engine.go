@@ -291,7 +291,7 @@ func New(cfg Config) (*Engine, error) {
 	// The program follows a fragmented datagram's verdict as long as the
 	// workers wait for its fragments.
 	e.objs, err = spec.Load(loader.ObjectsOptions{Queues: max(queues, e.ifc.RxQueues), FragmentTTL: e.cfg.Reassembly.WithDefaults().Timeout,
-		MAC: e.ifc.MAC})
+		MAC: e.ifc.MAC, CheckLocal: true})
 	if err != nil {
 		return nil, fmt.Errorf("new engine: %w", err)
 	}
@@ -438,6 +438,11 @@ func (e *Engine) Start(l *sessions.Layer) error {
 	if need := int(e.cfg.FirstWorker) + len(e.work); l.Workers() < need {
 		return fmt.Errorf("start: the session layer has %d shards, the engine needs %d: %w", l.Workers(), need, ErrInvalidConfig)
 	}
+	// The namespace's addresses before any listener is steered: a
+	// wildcard listener's packets to others are the kernel's.
+	if err := e.syncLocals(); err != nil {
+		return fmt.Errorf("start: %w", err)
+	}
 	e.feed = l.Subscribe(4096)
 	src := &feedSource{l: l, f: e.feed}
 	m, err := loader.NewMirror(e.objs, src, loader.MirrorOptions{IfIndex: e.ifc.Index, Keep: served})
@@ -449,8 +454,9 @@ func (e *Engine) Start(l *sessions.Layer) error {
 	e.layer.Store(l)
 	ctx, cancel := context.WithCancel(context.Background())
 	e.cancel = cancel
-	e.wg.Add(5)
+	e.wg.Add(6)
 	go func() { defer e.wg.Done(); e.tcp.followAddrs(ctx) }()
+	go func() { defer e.wg.Done(); e.followLocals(ctx) }()
 	go func() { defer e.wg.Done(); e.runPeerErrors() }()
 	go func() { defer e.wg.Done(); e.runMirror(ctx) }()
 	go func() { defer e.wg.Done(); e.res.run(ctx) }()
@@ -796,4 +802,44 @@ func (e *Engine) release() error {
 		e.nsh = -1
 	}
 	return errors.Join(errs...)
+}
+
+// syncLocals sets the program's locals map to the addresses of every
+// interface of the namespace: a packet to a wildcard listener's port is
+// steered only when addressed to one of them (the kernel takes any of its
+// addresses on any interface); one routed through the host, or a
+// broadcast, stays the kernel's (a broadcast reaches the app through the
+// port's reservation, the kernel path).
+func (e *Engine) syncLocals() error {
+	ifcs, err := e.ns.Interfaces()
+	if err != nil {
+		return fmt.Errorf("local addresses: %w", err)
+	}
+	var addrs []netip.Addr
+	for _, ifc := range ifcs {
+		for _, p := range ifc.Addrs {
+			addrs = append(addrs, p.Addr())
+		}
+	}
+	return e.objs.Locals.Set(addrs)
+}
+
+// followLocals keeps the locals map the namespace's addresses, looked at
+// every second. Between an address's coming and the next look, a packet
+// to it on a wildcard listener's port goes to the kernel, which hands it
+// to the port's reservation and so to the app (the kernel path); one to
+// an address gone still comes to the app until then.
+func (e *Engine) followLocals(ctx context.Context) {
+	t := time.NewTicker(time.Second)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+			if err := e.syncLocals(); err != nil {
+				e.log.Warn("local addresses not followed", "err", err)
+			}
+		}
+	}
 }

@@ -3,6 +3,7 @@ package loader
 import (
 	"errors"
 	"fmt"
+	"net/netip"
 	"testing"
 
 	"github.com/cilium/ebpf"
@@ -25,7 +26,12 @@ import (
 // succeeds and the program returns XDP_REDIRECT; the test run does not
 // deliver the frame, so the cost of the actual redirect is not included.
 func BenchmarkXDPProgram(b *testing.B) {
-	o := progEnv(b)
+	// As the datapath loads it: the MAC and the local addresses checked
+	// (a wildcard hit pays the locals lookup).
+	o := progEnvWith(b, ObjectsOptions{Queues: 4, MAC: macLocal, CheckLocal: true})
+	if err := o.Locals.Set([]netip.Addr{v4Local, v6Local}); err != nil {
+		b.Fatal(err)
+	}
 	floor := passProgram(b, "floor")
 	// Port 9020: an exact listener and an established session, so a
 	// listener hit pays for the established lookup first (a TCP server's

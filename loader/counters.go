@@ -41,6 +41,7 @@ type Counters struct {
 	FragmentHit         uint64 // a UDP fragment of a datagram steered to the socket
 	UDPMultiBuffer      uint64 // UDP in more than one buffer (an offload burst, a datagram longer than a frame): passed
 	OtherHost           uint64 // to another unicast MAC than the interface's (ObjectsOptions.MAC), or VLAN-tagged: passed
+	NotLocal            uint64 // a wildcard listener's port, to an address not in the locals map (ObjectsOptions.CheckLocal): passed
 }
 
 // counterNames lists the counters in the order of enum xs_counter in
@@ -51,7 +52,7 @@ var counterNames = [...]string{
 	"not_l4", "no_match", "established_hit", "listener_exact_hit", "listener_wildcard_hit",
 	"no_xsk", "truncated_eth", "truncated_vlan", "truncated_ipv4", "truncated_ipv6",
 	"truncated_ext", "truncated_udp", "truncated_tcp", "bad_version", "bad_ihl",
-	"bad_length", "bad_tcp_offset", "fragment_hit", "udp_multi_buffer", "other_host",
+	"bad_length", "bad_tcp_offset", "fragment_hit", "udp_multi_buffer", "other_host", "not_local",
 }
 
 // counterSlots is the program's counters as Read reads them: one uint64
@@ -65,7 +66,7 @@ func (c *Counters) fields() [len(counterNames)]*uint64 {
 		&c.NotL4, &c.NoMatch, &c.EstablishedHit, &c.ListenerExactHit, &c.ListenerWildcardHit,
 		&c.NoXSK, &c.TruncEth, &c.TruncVLAN, &c.TruncIPv4, &c.TruncIPv6,
 		&c.TruncExt, &c.TruncUDP, &c.TruncTCP, &c.BadVersion, &c.BadIHL,
-		&c.BadLength, &c.BadTCPOffset, &c.FragmentHit, &c.UDPMultiBuffer, &c.OtherHost,
+		&c.BadLength, &c.BadTCPOffset, &c.FragmentHit, &c.UDPMultiBuffer, &c.OtherHost, &c.NotLocal,
 	}
 }
 

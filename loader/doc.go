@@ -25,7 +25,12 @@
 // frame to another MAC than ObjectsOptions.MAC (a promiscuous interface, a
 // bridge port, a macvlan's lower device) and one tagged with a VLAN id
 // (for a VLAN device; a priority tag, id 0, is the interface's) are passed
-// unlooked at (Counters.OtherHost).
+// unlooked at (Counters.OtherHost). With ObjectsOptions.CheckLocal, a
+// packet to a wildcard listener's port is steered only when addressed to
+// one of the namespace's addresses, which the locals map holds
+// (Objects.Locals; the datapath keeps it in step with the namespace):
+// others, routed through the host or broadcasts, are the kernel's
+// (Counters.NotLocal).
 //
 // The program takes multi-buffer frames (section xdp.frags): it reads the
 // headers from the first buffer and checks the IP length fields against

@@ -39,7 +39,7 @@ func FuzzXDPProgram(f *testing.F) {
 		hits := d.EstablishedHit + d.ListenerExactHit + d.ListenerWildcardHit + d.FragmentHit
 		bad := d.TruncEth + d.TruncVLAN + d.TruncIPv4 + d.TruncIPv6 + d.TruncExt + d.TruncUDP + d.TruncTCP +
 			d.BadVersion + d.BadIHL + d.BadLength + d.BadTCPOffset
-		reasons := hits + bad + d.NotIP + d.VLANDepth + d.Fragment + d.ExtHeader + d.NotL4 + d.NoMatch + d.OtherHost
+		reasons := hits + bad + d.NotIP + d.VLANDepth + d.Fragment + d.ExtHeader + d.NotL4 + d.NoMatch + d.OtherHost + d.NotLocal
 		switch {
 		case ret != xdpPass && ret != xdpRedirect:
 			t.Fatalf("verdict %d", ret)

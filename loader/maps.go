@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"math"
+	"net/netip"
 	"sync"
 
 	"github.com/cilium/ebpf"
@@ -514,6 +515,64 @@ func (p *portIndex) del(s portSlot, remove func() error) error {
 		}
 		if *c == ([portBits]uint32{}) {
 			delete(p.counts, s.index)
+		}
+	}
+	return nil
+}
+
+// LocalMap is the program's locals map: the namespace's own addresses,
+// which a packet to a wildcard listener's port must be addressed to for
+// the program to steer it (ObjectsOptions.CheckLocal). The others are the
+// kernel's: routed through the host, or broadcasts, which the kernel
+// hands the port's reservation.
+type LocalMap struct {
+	mu sync.Mutex // serializes Set
+	m  *ebpf.Map
+}
+
+// Set makes the map hold addrs and nothing else: what is missing is put
+// before what is gone is deleted, so an address in both the old and the
+// new set is never missing. IPv4-mapped addresses count as IPv4.
+func (lm *LocalMap) Set(addrs []netip.Addr) error {
+	lm.mu.Lock()
+	defer lm.mu.Unlock()
+	want := make(map[xsessionXsLocalKey]bool, len(addrs))
+	for _, a := range addrs {
+		a = a.Unmap().WithZone("")
+		if !a.IsValid() {
+			continue
+		}
+		var k xsessionXsLocalKey
+		k.Addr = flow.AddrBytes(a)
+		k.Family = flow.Family6
+		if a.Is4() {
+			k.Family = flow.Family4
+		}
+		want[k] = true
+	}
+	if len(want) > int(lm.m.MaxEntries()) {
+		return fmt.Errorf("locals map: %d addresses, room for %d", len(want), lm.m.MaxEntries())
+	}
+	var have []xsessionXsLocalKey
+	var k xsessionXsLocalKey
+	var v uint32
+	it := lm.m.Iterate()
+	for it.Next(&k, &v) {
+		have = append(have, k)
+	}
+	if err := it.Err(); err != nil {
+		return fmt.Errorf("locals map: %w", err)
+	}
+	for w := range want {
+		if err := lm.m.Put(w, uint32(1)); err != nil {
+			return fmt.Errorf("locals map: put %v: %w", flow.AddrFrom(w.Addr, w.Family), err)
+		}
+	}
+	for _, h := range have {
+		if !want[h] {
+			if err := lm.m.Delete(h); err != nil && !errors.Is(err, ebpf.ErrKeyNotExist) {
+				return fmt.Errorf("locals map: delete %v: %w", flow.AddrFrom(h.Addr, h.Family), err)
+			}
 		}
 	}
 	return nil

@@ -8,6 +8,8 @@ import (
 
 	"golang.org/x/sys/unix"
 
+	"github.com/cilium/ebpf"
+
 	"github.com/xsessiond/xsessiond/flow"
 )
 
@@ -215,6 +217,15 @@ func modelMatch(o *Objects, ifindex int, t flow.FiveTuple) (string, error) {
 	}
 	l.Local = [16]byte{}
 	if ok, err := found(lookupErr(o.Listeners.Lookup(ifindex, l))); ok || err != nil {
+		if err == nil && o.checkLocal {
+			var v uint32
+			k := xsessionXsLocalKey{Addr: t.Local, Family: t.Family}
+			if err := o.objs.Locals.Lookup(&k, &v); errors.Is(err, ebpf.ErrKeyNotExist) {
+				return "not_local", nil
+			} else if err != nil {
+				return "", err
+			}
+		}
 		return "listener_wildcard_hit", err
 	}
 	return "no_match", nil
@@ -275,7 +286,7 @@ func modelFragment(o *Objects, k FragmentKey, later, last bool, pkt []byte, l4 i
 		if err != nil {
 			return r, err
 		}
-		if hit != "no_match" {
+		if hit != "no_match" && hit != "not_local" {
 			r.reason, r.write = "fragment_hit", FragmentOurs
 			return r, nil
 		}

@@ -67,6 +67,11 @@ type ObjectsOptions struct {
 	// is passed to the kernel unlooked at (Counters.OtherHost). Empty: no
 	// frame is passed for its MAC.
 	MAC net.HardwareAddr
+	// CheckLocal makes the program steer a packet to a wildcard
+	// listener's port only when its destination is in the locals map
+	// (Objects.Locals), the namespace's addresses; others go to the
+	// kernel (Counters.NotLocal). Off, every destination is taken.
+	CheckLocal bool
 }
 
 func (o *ObjectsOptions) withDefaults() error {
@@ -107,9 +112,12 @@ type Objects struct {
 	XSKs        *XSKMap
 	Counters    *CounterMap
 	Fragments   *FragmentMap
+	Locals      *LocalMap
 
 	objs xsessionObjects
 	mac  [6]byte // ObjectsOptions.MAC, or zero
+
+	checkLocal bool // ObjectsOptions.CheckLocal
 
 	mu     sync.Mutex  // guards att and closed
 	att    *Attachment // the attachment made from these objects, if any
@@ -138,7 +146,14 @@ func (s *Spec) Load(opts ObjectsOptions) (*Objects, error) {
 	if err := cs.Variables[xsessionVarXsMac].Set(mac); err != nil {
 		return nil, fmt.Errorf("load xdp program: MAC: %w", err)
 	}
-	o := &Objects{mac: mac}
+	var check uint8
+	if opts.CheckLocal {
+		check = 1
+	}
+	if err := cs.Variables[xsessionVarXsCheckLocal].Set(check); err != nil {
+		return nil, fmt.Errorf("load xdp program: local check: %w", err)
+	}
+	o := &Objects{mac: mac, checkLocal: opts.CheckLocal}
 	if err := cs.LoadAndAssign(&o.objs, nil); err != nil {
 		var ve *ebpf.VerifierError
 		if errors.As(err, &ve) {
@@ -152,6 +167,7 @@ func (s *Spec) Load(opts ObjectsOptions) (*Objects, error) {
 	o.XSKs = &XSKMap{m: o.objs.Xsks}
 	o.Counters = &CounterMap{m: o.objs.Counters}
 	o.Fragments = &FragmentMap{m: o.objs.Fragments}
+	o.Locals = &LocalMap{m: o.objs.Locals}
 	return o, nil
 }
 

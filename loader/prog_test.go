@@ -67,7 +67,13 @@ func loadObjects(tb testing.TB, opts ObjectsOptions) *Objects {
 // only reports the verdict; nothing is delivered).
 func progEnv(tb testing.TB) *Objects {
 	tb.Helper()
-	o := loadObjects(tb, ObjectsOptions{Queues: 4, MAC: macLocal})
+	return progEnvWith(tb, ObjectsOptions{Queues: 4, MAC: macLocal})
+}
+
+// progEnvWith is progEnv with the program loaded with opts.
+func progEnvWith(tb testing.TB, opts ObjectsOptions) *Objects {
+	tb.Helper()
+	o := loadObjects(tb, opts)
 	lst := []struct {
 		ifindex int
 		t       flow.FiveTuple
@@ -592,5 +598,57 @@ func TestProgramPortIndex(t *testing.T) {
 	after, _ = o.Counters.Read()
 	if d := after.Sub(before); d != redirected(wildHit) {
 		t.Fatalf("counters moved by%s", fmtCounters(d))
+	}
+}
+
+// TestProgramCheckLocal: loaded with CheckLocal, the program steers a
+// packet to a wildcard listener's port only when its destination is in
+// the locals map; one routed through the host, or to an address it no
+// longer has, goes to the kernel (not_local). Exact listeners and
+// established sessions, whose entries name the address, are not looked
+// up there. The Go model agrees on each.
+func TestProgramCheckLocal(t *testing.T) {
+	o := progEnvWith(t, ObjectsOptions{Queues: 4, MAC: macLocal, CheckLocal: true})
+	routed := netip.MustParseAddr("10.0.9.9")
+	toRouted := func(f []byte) []byte {
+		c := patch(f, 14+16, routed.AsSlice()...)
+		binary.BigEndian.PutUint16(c[14+10:], 0) // the IPv4 header checksum is not the program's
+		return c
+	}
+	notLocal := func(c *Counters) { c.NotLocal++ }
+	for _, step := range []struct {
+		locals []netip.Addr
+		cases  []progCase
+	}{
+		{[]netip.Addr{v4Local, v6Local}, []progCase{
+			{"wildcard, local destination", udp4Frame(t, 5556, 9001), xdpRedirect, redirected(wildHit)},
+			{"wildcard, routed destination", toRouted(udp4Frame(t, 5556, 9001)), xdpPass, passed(notLocal)},
+			{"exact listener", udp4Frame(t, 5556, 9000), xdpRedirect, redirected(exactHit)},
+			{"established", udp4Frame(t, 5555, 9001), xdpRedirect, redirected(estHit)},
+			{"ipv6 wildcard, local destination", udp6Frame(t, 5556, 9001), xdpRedirect, redirected(wildHit)},
+		}},
+		{[]netip.Addr{v6Local}, []progCase{
+			{"wildcard, an address the host no longer has", udp4Frame(t, 5556, 9001), xdpPass, passed(notLocal)},
+			{"ipv6 wildcard, still local", udp6Frame(t, 5556, 9001), xdpRedirect, redirected(wildHit)},
+		}},
+	} {
+		if err := o.Locals.Set(step.locals); err != nil {
+			t.Fatal(err)
+		}
+		for _, c := range step.cases {
+			before, _ := o.Counters.Read()
+			got := runXDP(t, o.Program(), c.pkt)
+			after, _ := o.Counters.Read()
+			if d := after.Sub(before); got != c.want || d != c.cnt {
+				t.Errorf("%s (locals %v): verdict %d, counters%s; want %d,%s", c.name, step.locals, got, fmtCounters(d), c.want, fmtCounters(c.cnt))
+			}
+			model, err := modelRun(o, testIfindex, c.pkt)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if want := reasonOf(c.cnt); model.reason != want {
+				t.Errorf("%s: the model says %s, the program %s", c.name, model.reason, want)
+			}
+		}
 	}
 }

@@ -42,6 +42,7 @@ type xsessionXsCounters struct {
 	FragmentHit         uint64
 	UdpMultiBuffer      uint64
 	OtherHost           uint64
+	NotLocal            uint64
 }
 
 type xsessionXsEstKey struct {
@@ -74,6 +75,13 @@ type xsessionXsFragValue struct {
 	Pad     uint32
 }
 
+type xsessionXsLocalKey struct {
+	_      structs.HostLayout
+	Addr   [16]uint8
+	Family uint8
+	Pad    [3]uint8
+}
+
 type xsessionXsLstKey struct {
 	_       structs.HostLayout
 	Ifindex uint32
@@ -98,9 +106,11 @@ const (
 	xsessionMapEstablished  = "established"
 	xsessionMapFragments    = "fragments"
 	xsessionMapListeners    = "listeners"
+	xsessionMapLocals       = "locals"
 	xsessionMapPorts        = "ports"
 	xsessionMapXsks         = "xsks"
 	xsessionProgXsessionXdp = "xsession_xdp"
+	xsessionVarXsCheckLocal = "xs_check_local"
 	xsessionVarXsFragTtlNs  = "xs_frag_ttl_ns"
 	xsessionVarXsMac        = "xs_mac"
 )
@@ -158,6 +168,7 @@ type xsessionMapSpecs struct {
 	Established *ebpf.MapSpec `ebpf:"established"`
 	Fragments   *ebpf.MapSpec `ebpf:"fragments"`
 	Listeners   *ebpf.MapSpec `ebpf:"listeners"`
+	Locals      *ebpf.MapSpec `ebpf:"locals"`
 	Ports       *ebpf.MapSpec `ebpf:"ports"`
 	Xsks        *ebpf.MapSpec `ebpf:"xsks"`
 }
@@ -166,8 +177,9 @@ type xsessionMapSpecs struct {
 //
 // It can be passed ebpf.CollectionSpec.Assign.
 type xsessionVariableSpecs struct {
-	XsFragTtlNs *ebpf.VariableSpec `ebpf:"xs_frag_ttl_ns"`
-	XsMac       *ebpf.VariableSpec `ebpf:"xs_mac"`
+	XsCheckLocal *ebpf.VariableSpec `ebpf:"xs_check_local"`
+	XsFragTtlNs  *ebpf.VariableSpec `ebpf:"xs_frag_ttl_ns"`
+	XsMac        *ebpf.VariableSpec `ebpf:"xs_mac"`
 }
 
 // xsessionObjects contains all objects after they have been loaded into the kernel.
@@ -194,6 +206,7 @@ type xsessionMaps struct {
 	Established *ebpf.Map `ebpf:"established"`
 	Fragments   *ebpf.Map `ebpf:"fragments"`
 	Listeners   *ebpf.Map `ebpf:"listeners"`
+	Locals      *ebpf.Map `ebpf:"locals"`
 	Ports       *ebpf.Map `ebpf:"ports"`
 	Xsks        *ebpf.Map `ebpf:"xsks"`
 }
@@ -204,6 +217,7 @@ func (m *xsessionMaps) Close() error {
 		m.Established,
 		m.Fragments,
 		m.Listeners,
+		m.Locals,
 		m.Ports,
 		m.Xsks,
 	)
@@ -213,8 +227,9 @@ func (m *xsessionMaps) Close() error {
 //
 // It can be passed to loadXsessionObjects or ebpf.CollectionSpec.LoadAndAssign.
 type xsessionVariables struct {
-	XsFragTtlNs *ebpf.Variable `ebpf:"xs_frag_ttl_ns"`
-	XsMac       *ebpf.Variable `ebpf:"xs_mac"`
+	XsCheckLocal *ebpf.Variable `ebpf:"xs_check_local"`
+	XsFragTtlNs  *ebpf.Variable `ebpf:"xs_frag_ttl_ns"`
+	XsMac        *ebpf.Variable `ebpf:"xs_mac"`
 }
 
 // xsessionPrograms contains all programs after they have been loaded into the kernel.
