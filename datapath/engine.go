@@ -440,7 +440,9 @@ func (e *Engine) Start(l *sessions.Layer) error {
 	}
 	// The namespace's addresses before any listener is steered: a
 	// wildcard listener's packets to others are the kernel's.
-	if err := e.syncLocals(); err != nil {
+	if err := e.syncLocals(); errors.Is(err, loader.ErrLocalsFull) {
+		e.log.Warn("not every local address is in the XDP program's locals map: packets to the others on a wildcard listener's port take the kernel path", "err", err)
+	} else if err != nil {
 		return fmt.Errorf("start: %w", err)
 	}
 	e.feed = l.Subscribe(4096)
@@ -832,14 +834,21 @@ func (e *Engine) syncLocals() error {
 func (e *Engine) followLocals(ctx context.Context) {
 	t := time.NewTicker(time.Second)
 	defer t.Stop()
+	last := ""
 	for {
 		select {
 		case <-ctx.Done():
 			return
 		case <-t.C:
-			if err := e.syncLocals(); err != nil {
-				e.log.Warn("local addresses not followed", "err", err)
+			err := e.syncLocals()
+			msg := ""
+			if err != nil {
+				msg = err.Error()
 			}
+			if msg != last && err != nil {
+				e.log.Warn("local addresses not followed in full", "err", err) // once until it changes
+			}
+			last = msg
 		}
 	}
 }

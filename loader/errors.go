@@ -15,6 +15,10 @@ var (
 	ErrForeignProgram = errors.New("loader: interface runs another XDP program")
 	// ErrInvalidOptions is returned for options that cannot be used.
 	ErrInvalidOptions = errors.New("loader: invalid options")
+	// ErrLocalsFull: the namespace has more addresses than the locals map
+	// holds; packets to the others on a wildcard listener's port take the
+	// kernel path (LocalMap.Set).
+	ErrLocalsFull = errors.New("loader: more local addresses than the locals map holds")
 	// ErrInvalidKey is returned for a map key the program could never match:
 	// a family other than 4 or 6, a transport other than UDP or TCP, an
 	// IPv4 address with bytes beyond the first four, or a bad ifindex.

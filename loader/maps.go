@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"math"
 	"net/netip"
+	"slices"
 	"sync"
 
 	"github.com/cilium/ebpf"
@@ -532,16 +533,27 @@ type LocalMap struct {
 
 // Set makes the map hold addrs and nothing else: what is missing is put
 // before what is gone is deleted, so an address in both the old and the
-// new set is never missing. IPv4-mapped addresses count as IPv4.
+// new set is never missing. IPv4-mapped addresses count as IPv4. More
+// addresses than the map holds: it holds the lowest ones (IPv4 first) and
+// Set returns an error wrapping ErrLocalsFull.
 func (lm *LocalMap) Set(addrs []netip.Addr) error {
 	lm.mu.Lock()
 	defer lm.mu.Unlock()
-	want := make(map[xsessionXsLocalKey]bool, len(addrs))
+	var list []netip.Addr
 	for _, a := range addrs {
-		a = a.Unmap().WithZone("")
-		if !a.IsValid() {
-			continue
+		if a.IsValid() {
+			list = append(list, a.Unmap().WithZone(""))
 		}
+	}
+	slices.SortFunc(list, netip.Addr.Compare)
+	list = slices.Compact(list)
+	var full error
+	if room := int(lm.m.MaxEntries()); len(list) > room {
+		full = fmt.Errorf("%w: %d addresses, room for %d", ErrLocalsFull, len(list), room)
+		list = list[:room]
+	}
+	want := make(map[xsessionXsLocalKey]bool, len(list))
+	for _, a := range list {
 		var k xsessionXsLocalKey
 		k.Addr = flow.AddrBytes(a)
 		k.Family = flow.Family6
@@ -549,9 +561,6 @@ func (lm *LocalMap) Set(addrs []netip.Addr) error {
 			k.Family = flow.Family4
 		}
 		want[k] = true
-	}
-	if len(want) > int(lm.m.MaxEntries()) {
-		return fmt.Errorf("locals map: %d addresses, room for %d", len(want), lm.m.MaxEntries())
 	}
 	var have []xsessionXsLocalKey
 	var k xsessionXsLocalKey
@@ -563,17 +572,41 @@ func (lm *LocalMap) Set(addrs []netip.Addr) error {
 	if err := it.Err(); err != nil {
 		return fmt.Errorf("locals map: %w", err)
 	}
-	for w := range want {
-		if err := lm.m.Put(w, uint32(1)); err != nil {
-			return fmt.Errorf("locals map: put %v: %w", flow.AddrFrom(w.Addr, w.Family), err)
-		}
-	}
-	for _, h := range have {
-		if !want[h] {
-			if err := lm.m.Delete(h); err != nil && !errors.Is(err, ebpf.ErrKeyNotExist) {
-				return fmt.Errorf("locals map: delete %v: %w", flow.AddrFrom(h.Addr, h.Family), err)
+	put := func() error {
+		for w := range want {
+			if err := lm.m.Put(w, uint32(1)); err != nil {
+				return fmt.Errorf("locals map: put %v: %w", flow.AddrFrom(w.Addr, w.Family), err)
 			}
 		}
+		return nil
 	}
-	return nil
+	drop := func() error {
+		for _, h := range have {
+			if !want[h] {
+				if err := lm.m.Delete(h); err != nil && !errors.Is(err, ebpf.ErrKeyNotExist) {
+					return fmt.Errorf("locals map: delete %v: %w", flow.AddrFrom(h.Addr, h.Family), err)
+				}
+			}
+		}
+		return nil
+	}
+	// Put first, unless the old and the new would not fit together: then
+	// an address going away goes first, and one in both stays all along.
+	kept := 0
+	for _, h := range have {
+		if want[h] {
+			kept++
+		}
+	}
+	first, then := put, drop
+	if len(have)+len(want)-kept > int(lm.m.MaxEntries()) {
+		first, then = drop, put
+	}
+	if err := first(); err != nil {
+		return err
+	}
+	if err := then(); err != nil {
+		return err
+	}
+	return full
 }

@@ -2,6 +2,7 @@ package loader
 
 import (
 	"errors"
+	"net/netip"
 	"testing"
 
 	"github.com/xsessiond/xsessiond/flow"
@@ -203,5 +204,52 @@ func TestDumpBatches(t *testing.T) {
 		if e.IfIndex != 1+i%3 || e.Tuple.RemotePort != uint16(1+i%60000) || e.Value.FIB != flow.FIBID(i%7) {
 			t.Fatalf("entry %+v", e)
 		}
+	}
+}
+
+// TestLocalMapSet: Set makes the locals map hold exactly the addresses
+// given (duplicates, zones and IPv4-mapped forms folded), replacing what
+// it held; more than the map holds keeps the lowest and reports
+// ErrLocalsFull.
+func TestLocalMapSet(t *testing.T) {
+	o := loadObjects(t, ObjectsOptions{CheckLocal: true})
+	held := func() map[netip.Addr]bool {
+		m := map[netip.Addr]bool{}
+		var k xsessionXsLocalKey
+		var v uint32
+		it := o.objs.Locals.Iterate()
+		for it.Next(&k, &v) {
+			m[flow.AddrFrom(k.Addr, k.Family)] = true
+		}
+		if err := it.Err(); err != nil {
+			t.Fatal(err)
+		}
+		return m
+	}
+	a4, a6 := netip.MustParseAddr("10.1.2.3"), netip.MustParseAddr("fe80::1%eth0")
+	if err := o.Locals.Set([]netip.Addr{a4, netip.AddrFrom16(a4.As16()), a6, {}}); err != nil {
+		t.Fatal(err)
+	}
+	if got := held(); len(got) != 2 || !got[a4] || !got[a6.WithZone("")] {
+		t.Fatalf("held %v, want %v and %v", got, a4, a6.WithZone(""))
+	}
+	b4 := netip.MustParseAddr("10.1.2.4")
+	if err := o.Locals.Set([]netip.Addr{b4}); err != nil {
+		t.Fatal(err)
+	}
+	if got := held(); len(got) != 1 || !got[b4] {
+		t.Fatalf("held %v, want %v alone", got, b4)
+	}
+	room := int(o.objs.Locals.MaxEntries())
+	var many []netip.Addr
+	for i := room; i >= 0; i-- { // one more than it holds, highest first
+		many = append(many, netip.AddrFrom4([4]byte{10, 2, byte(i >> 8), byte(i)}))
+	}
+	err := o.Locals.Set(many)
+	if !errors.Is(err, ErrLocalsFull) {
+		t.Fatalf("Set of %d addresses: %v, want ErrLocalsFull", len(many), err)
+	}
+	if got := held(); len(got) != room || got[many[0]] || !got[many[len(many)-1]] {
+		t.Fatalf("held %d, the highest %v: %v, the lowest %v: %v; want %d without the highest", len(got), many[0], got[many[0]], many[len(many)-1], got[many[len(many)-1]], room)
 	}
 }
