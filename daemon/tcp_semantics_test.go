@@ -79,6 +79,10 @@ func errClass(err error) string {
 		{"context.Canceled", context.Canceled},
 		{"context.DeadlineExceeded", context.DeadlineExceeded},
 		{"flow.ErrNotSupported", flow.ErrNotSupported},
+		{"EMSGSIZE", syscall.EMSGSIZE},
+		{"EDESTADDRREQ", syscall.EDESTADDRREQ},
+		{"EAFNOSUPPORT", syscall.EAFNOSUPPORT},
+		{"EINVAL", syscall.EINVAL},
 	} {
 		if errors.Is(err, s.err) {
 			cls = append(cls, s.name)

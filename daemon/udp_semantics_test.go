@@ -5,13 +5,9 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"io"
 	"net"
 	"net/netip"
-	"os"
-	"strings"
 	"sync"
-	"syscall"
 	"testing"
 	"time"
 
@@ -75,43 +71,16 @@ func (o *udpObs) addr(a net.Addr) string {
 }
 
 // udpErrClass is what a program learns of err with errors.Is, errors.As
-// and net.Error: the operation, the first of the errors it checks for
-// that err is, and whether it is a timeout.
+// and net.Error: the operation, and errClass's sentinels and timeout.
 func udpErrClass(err error) string {
 	if err == nil {
 		return "nil"
 	}
-	var s []string
 	var oe *net.OpError
 	if errors.As(err, &oe) {
-		s = append(s, "op="+oe.Op)
+		return "op=" + oe.Op + "," + errClass(err)
 	}
-	class := fmt.Sprintf("other(%T)", err)
-	for _, c := range []struct {
-		name string
-		err  error
-	}{
-		{"deadline", os.ErrDeadlineExceeded},
-		{"closed", net.ErrClosed},
-		{"EOF", io.EOF},
-		{"EMSGSIZE", syscall.EMSGSIZE},
-		{"ECONNREFUSED", syscall.ECONNREFUSED},
-		{"EDESTADDRREQ", syscall.EDESTADDRREQ},
-		{"EAFNOSUPPORT", syscall.EAFNOSUPPORT},
-		{"EINVAL", syscall.EINVAL},
-		{"EPIPE", syscall.EPIPE},
-	} {
-		if errors.Is(err, c.err) {
-			class = c.name
-			break
-		}
-	}
-	s = append(s, class)
-	var ne net.Error
-	if errors.As(err, &ne) && ne.Timeout() {
-		s = append(s, "timeout")
-	}
-	return strings.Join(s, ",")
+	return errClass(err)
 }
 
 // compareUDPObs fails t for every line where the app's record differs

@@ -585,10 +585,10 @@ func (w *worker) processBatch(frames [][]byte) {
 // the interface's, or tagged with a VLAN id (not 0, a priority tag) when
 // the interface served is the untagged one. The XDP program passes such
 // frames to the kernel (its other_host counter: a bridge, a macvlan or a
-// VLAN device of the interface may want them); one that comes here all
-// the same (an interface whose MAC changed since the program was loaded)
-// is dropped: an app must not receive what a kernel socket of the host
-// would not.
+// VLAN device of the interface may want them), with the same MAC as the
+// worker's, so none should come here; this is the worker's own guard
+// (an app must not receive what a kernel socket of the host would not),
+// two comparisons a frame, for one that does.
 func (w *worker) notForUs() bool {
 	p := &w.pkt
 	if w.hasMAC && p.DstMAC[0]&1 == 0 && p.DstMAC != w.mac {

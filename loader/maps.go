@@ -531,8 +531,8 @@ type LocalMap struct {
 	m  *ebpf.Map
 }
 
-// Set makes the map hold addrs and nothing else: what is missing is put
-// before what is gone is deleted, so an address in both the old and the
+// Set makes the map hold addrs and nothing else, writing only what
+// changed: what is missing is put before what is gone is deleted, so an address in both the old and the
 // new set is never missing. IPv4-mapped addresses count as IPv4. More
 // addresses than the map holds: it holds the lowest ones (IPv4 first) and
 // Set returns an error wrapping ErrLocalsFull.
@@ -562,18 +562,22 @@ func (lm *LocalMap) Set(addrs []netip.Addr) error {
 		}
 		want[k] = true
 	}
-	var have []xsessionXsLocalKey
+	have := map[xsessionXsLocalKey]bool{}
 	var k xsessionXsLocalKey
 	var v uint32
 	it := lm.m.Iterate()
 	for it.Next(&k, &v) {
-		have = append(have, k)
+		have[k] = true
 	}
 	if err := it.Err(); err != nil {
 		return fmt.Errorf("locals map: %w", err)
 	}
+	// Only what changed is written: the datapath calls Set every second.
 	put := func() error {
 		for w := range want {
+			if have[w] {
+				continue
+			}
 			if err := lm.m.Put(w, uint32(1)); err != nil {
 				return fmt.Errorf("locals map: put %v: %w", flow.AddrFrom(w.Addr, w.Family), err)
 			}
@@ -581,7 +585,7 @@ func (lm *LocalMap) Set(addrs []netip.Addr) error {
 		return nil
 	}
 	drop := func() error {
-		for _, h := range have {
+		for h := range have {
 			if !want[h] {
 				if err := lm.m.Delete(h); err != nil && !errors.Is(err, ebpf.ErrKeyNotExist) {
 					return fmt.Errorf("locals map: delete %v: %w", flow.AddrFrom(h.Addr, h.Family), err)
@@ -593,7 +597,7 @@ func (lm *LocalMap) Set(addrs []netip.Addr) error {
 	// Put first, unless the old and the new would not fit together: then
 	// an address going away goes first, and one in both stays all along.
 	kept := 0
-	for _, h := range have {
+	for h := range have {
 		if want[h] {
 			kept++
 		}
