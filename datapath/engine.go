@@ -457,8 +457,8 @@ func (e *Engine) Start(l *sessions.Layer) error {
 	ctx, cancel := context.WithCancel(context.Background())
 	e.cancel = cancel
 	e.wg.Add(6)
-	go func() { defer e.wg.Done(); e.tcp.followAddrs(ctx) }()
-	go func() { defer e.wg.Done(); e.followLocals(ctx) }()
+	go func() { defer e.wg.Done(); e.tcp.releaseIdlePorts(ctx) }()
+	go func() { defer e.wg.Done(); e.followAddrs(ctx) }()
 	go func() { defer e.wg.Done(); e.runPeerErrors() }()
 	go func() { defer e.wg.Done(); e.runMirror(ctx) }()
 	go func() { defer e.wg.Done(); e.res.run(ctx) }()
@@ -826,29 +826,73 @@ func (e *Engine) syncLocals() error {
 	return e.objs.Locals.Set(addrs)
 }
 
-// followLocals keeps the locals map the namespace's addresses, looked at
-// every second. Between an address's coming and the next look, a packet
-// to it on a wildcard listener's port goes to the kernel, which hands it
-// to the port's reservation and so to the app (the kernel path); one to
-// an address gone still comes to the app until then.
-func (e *Engine) followLocals(ctx context.Context) {
-	t := time.NewTicker(time.Second)
+// addrEvents is what Config.Addrs offers when it follows the namespace
+// through netlink (nsbind.View): its address and link changes as they
+// happen.
+type addrEvents interface {
+	Subscribe(buffer int) (<-chan nsbind.Event, func())
+}
+
+// Between two looks at the namespace's addresses when nothing tells the
+// engine of their changes, and when something does (a safety net).
+const (
+	addrPoll       = time.Second
+	addrPollEvents = 10 * time.Second
+)
+
+// followAddrs keeps the locals map the namespace's addresses and the TCP
+// Stack's those of the interface: at once on each address or link change
+// Config.Addrs reports (addrEvents), else every addrPoll. Until an added
+// address is followed, a packet to it on a wildcard listener's port goes
+// to the kernel: a datagram reaches the app through the port's
+// reservation (the kernel path), a SYN is refused; one to an address gone
+// still comes to the app until then.
+func (e *Engine) followAddrs(ctx context.Context) {
+	var events <-chan nsbind.Event
+	every := addrPoll
+	if s, ok := e.cfg.Addrs.(addrEvents); ok {
+		ch, stop := s.Subscribe(0)
+		defer stop()
+		events, every = ch, addrPollEvents
+	}
+	t := time.NewTicker(every)
 	defer t.Stop()
 	last := ""
+	sync := func() {
+		if ifc, err := e.ns.InterfaceByName(e.cfg.IfName); err == nil {
+			e.tcp.syncAddrs(ifc.Addrs)
+		}
+		err := e.syncLocals()
+		msg := ""
+		if err != nil {
+			msg = err.Error()
+		}
+		if msg != last && err != nil {
+			e.log.Warn("local addresses not followed in full", "err", err) // once until it changes
+		}
+		last = msg
+	}
 	for {
 		select {
 		case <-ctx.Done():
 			return
+		case _, ok := <-events:
+			if !ok {
+				events = nil // the view closed: the ticker goes on
+				t.Reset(addrPoll)
+				continue
+			}
+			// One look for a burst of changes.
+			for more := true; more; {
+				select {
+				case _, more = <-events:
+				default:
+					more = false
+				}
+			}
+			sync()
 		case <-t.C:
-			err := e.syncLocals()
-			msg := ""
-			if err != nil {
-				msg = err.Error()
-			}
-			if msg != last && err != nil {
-				e.log.Warn("local addresses not followed in full", "err", err) // once until it changes
-			}
-			last = msg
+			sync()
 		}
 	}
 }

@@ -571,8 +571,9 @@ func (p *tcpPath) syncAddrs(as []netip.Prefix) {
 	}
 }
 
-// followAddrs keeps the Stack's addresses those of the interface.
-func (p *tcpPath) followAddrs(ctx context.Context) {
+// releaseIdlePorts releases, each second, the ports held for connections
+// gVisor has closed and those whose time is over (releasePorts).
+func (p *tcpPath) releaseIdlePorts(ctx context.Context) {
 	t := time.NewTicker(time.Second)
 	defer t.Stop()
 	for {
@@ -580,9 +581,6 @@ func (p *tcpPath) followAddrs(ctx context.Context) {
 		case <-ctx.Done():
 			return
 		case <-t.C:
-			if ifc, err := p.e.ns.InterfaceByName(p.e.cfg.IfName); err == nil {
-				p.syncAddrs(ifc.Addrs)
-			}
 			p.releasePorts(false)
 		}
 	}
