@@ -221,10 +221,12 @@ static __always_inline int xs_is_hit(__u32 reason)
 	return reason != XS_C_NO_MATCH && reason != XS_C_NOT_LOCAL;
 }
 
-/* The interface's MAC (set by the loader; all zero: not looked at). A
- * unicast frame to another MAC is another host's, which the kernel drops
- * or hands to a bridge or a macvlan on this interface: never steered. */
-volatile const __u8 xs_mac[6];
+/* The interface's MAC (set by the loader, and by the daemon again when
+ * the interface's changes: a variable, not a constant; all zero: not
+ * looked at). A unicast frame to another MAC is another host's, which the
+ * kernel drops or hands to a bridge or a macvlan on this interface: never
+ * steered. */
+volatile __u8 xs_mac[6];
 
 /* xs_other_host reports whether d, a frame's destination MAC, is another
  * host's unicast address. */

@@ -1,7 +1,9 @@
 package daemon
 
 import (
+	"encoding/binary"
 	"errors"
+	"fmt"
 	"io"
 	"net"
 	"net/netip"
@@ -10,6 +12,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"golang.org/x/sys/unix"
 
 	"github.com/xsessiond/xsessiond/app"
 )
@@ -83,5 +87,116 @@ func TestTCPWildcardFollowsNewAddress(t *testing.T) {
 				return
 			}
 		})
+	}
+}
+
+// TestMACChangeFollowed: after host B's interface takes a new hardware
+// address (ip link set … address), a connection open before goes on, a
+// new one is accepted, and B's frames leave with the new address as
+// their source, as a kernel socket's would. Before, the XDP program and
+// the worker kept the old address: frames to the new one were another
+// host's to them, the kernel refused the SYNs.
+func TestMACChangeFollowed(t *testing.T) {
+	rig, d := tcpRig(t)
+	a := attach(t, d, app.Options{Name: "server"})
+	const port = 7320
+	ln := listenApp(t, a, "tcp://0.0.0.0:"+strconv.Itoa(port))
+	go serveEach(ln, func(c net.Conn) { io.Copy(c, c) })
+	to := netip.AddrPortFrom(rig.B.IPv4, port).String()
+	dial := func() net.Conn {
+		t.Helper()
+		var c net.Conn
+		if err := rig.A.Do(func() (err error) {
+			c, err = net.DialTimeout("tcp", to, 3*time.Second)
+			return err
+		}); err != nil {
+			t.Fatalf("dial %s: %v", to, err)
+		}
+		t.Cleanup(func() { c.Close() })
+		return c
+	}
+	echoErr := func(c net.Conn, what string) error {
+		c.SetDeadline(time.Now().Add(5 * time.Second))
+		msg := []byte(what)
+		if _, err := c.Write(msg); err != nil {
+			return fmt.Errorf("%s: write: %w", what, err)
+		}
+		got := make([]byte, len(msg))
+		if _, err := io.ReadFull(c, got); err != nil || string(got) != what {
+			return fmt.Errorf("%s: echo %q, %v", what, got, err)
+		}
+		return nil
+	}
+	echo := func(c net.Conn, what string) {
+		t.Helper()
+		if err := echoErr(c, what); err != nil {
+			t.Fatal(err)
+		}
+	}
+	before := dial()
+	echo(before, "before the change")
+
+	// Host A's frames from B, read from a packet socket on A.
+	var fd int
+	if err := rig.A.Do(func() (err error) {
+		fd, err = unix.Socket(unix.AF_PACKET, unix.SOCK_RAW|unix.SOCK_CLOEXEC, int(htons(unix.ETH_P_IP)))
+		if err != nil {
+			return err
+		}
+		return unix.Bind(fd, &unix.SockaddrLinklayer{Ifindex: rig.A.IfIndex, Protocol: htons(unix.ETH_P_IP)})
+	}); err != nil {
+		t.Fatal(err)
+	}
+	defer unix.Close(fd)
+	if err := unix.SetsockoptTimeval(fd, unix.SOL_SOCKET, unix.SO_RCVTIMEO, &unix.Timeval{Usec: 200_000}); err != nil {
+		t.Fatal(err)
+	}
+
+	newMAC := net.HardwareAddr{0x02, 0x77, 0, 0, 0, 0x42}
+	for _, args := range [][]string{
+		{"-n", rig.B.Name, "link", "set", "dev", rig.B.Link, "address", newMAC.String()},
+		{"-n", rig.A.Name, "neigh", "flush", "dev", rig.A.Link}, // A asks again, as after its entry went stale
+	} {
+		if out, err := exec.Command("ip", args...).CombinedOutput(); err != nil {
+			t.Fatalf("ip %v: %v: %s", args, err, out)
+		}
+	}
+	time.Sleep(200 * time.Millisecond) // the netlink event's way to the daemon
+	echo(before, "a connection open before the change")
+	after := dial()
+	echo(after, "a connection after the change")
+
+	// Drain what A's packet socket holds, then look at the source of B's
+	// next segments.
+	buf := make([]byte, 2048)
+	for {
+		if _, _, err := unix.Recvfrom(fd, buf, unix.MSG_DONTWAIT); err != nil {
+			break
+		}
+	}
+	done := make(chan error, 1)
+	go func() { done <- echoErr(after, "once more, looked at on the wire") }()
+	seen := 0
+	for deadline := time.Now().Add(3 * time.Second); time.Now().Before(deadline) && seen == 0; {
+		n, _, err := unix.Recvfrom(fd, buf, 0)
+		if err != nil || n < 14+20+20 {
+			continue
+		}
+		ip := buf[14:n]
+		ihl := int(ip[0]&0x0f) * 4
+		if ip[9] != unix.IPPROTO_TCP || netip.AddrFrom4([4]byte(ip[12:16])) != rig.B.IPv4 || len(ip) < ihl+4 ||
+			binary.BigEndian.Uint16(ip[ihl:]) != port {
+			continue
+		}
+		if src := net.HardwareAddr(buf[6:12]); src.String() != newMAC.String() {
+			t.Fatalf("a segment of B's left with source MAC %v, want the new %v", src, newMAC)
+		}
+		seen++
+	}
+	if err := <-done; err != nil {
+		t.Fatal(err)
+	}
+	if seen == 0 {
+		t.Fatal("no segment of B's seen on A's packet socket")
 	}
 }

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"net"
 	"net/netip"
 	"sync"
 	"sync/atomic"
@@ -826,6 +827,19 @@ func (e *Engine) syncLocals() error {
 	return e.objs.Locals.Set(addrs)
 }
 
+// setMAC tells the XDP program and each worker the interface's new
+// hardware address: frames to it are steered and looked at, frames leave
+// with it as their source.
+func (e *Engine) setMAC(mac [6]byte) {
+	if err := e.objs.SetMAC(mac[:]); err != nil {
+		e.log.Warn("the XDP program keeps the interface's old MAC: frames to the new one take the kernel path", "err", err)
+	}
+	l := e.layer.Load()
+	for _, w := range e.work {
+		l.Shard(w.id).Post(func(*sessions.Shard) { w.setMAC(mac) })
+	}
+}
+
 // addrEvents is what Config.Addrs offers when it follows the namespace
 // through netlink (nsbind.View): its address and link changes as they
 // happen.
@@ -858,9 +872,18 @@ func (e *Engine) followAddrs(ctx context.Context) {
 	t := time.NewTicker(every)
 	defer t.Stop()
 	last := ""
+	var mac [6]byte
+	if len(e.ifc.MAC) == len(mac) {
+		mac = [6]byte(e.ifc.MAC)
+	}
 	sync := func() {
 		if ifc, err := e.ns.InterfaceByName(e.cfg.IfName); err == nil {
 			e.tcp.syncAddrs(ifc.Addrs)
+			if len(ifc.MAC) == len(mac) && [6]byte(ifc.MAC) != mac {
+				e.log.Info("the interface's MAC changed: followed", "interface", e.cfg.IfName, "from", net.HardwareAddr(mac[:]), "to", ifc.MAC)
+				mac = [6]byte(ifc.MAC)
+				e.setMAC(mac)
+			}
 		}
 		err := e.syncLocals()
 		msg := ""

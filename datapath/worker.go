@@ -580,6 +580,24 @@ func (w *worker) processBatch(frames [][]byte) {
 	}
 }
 
+// setMAC makes mac the interface's hardware address for what the worker
+// receives (notForUs) and sends (the source of its frames and of the TCP
+// path's packets it writes). Worker goroutine only (Engine.setMAC posts
+// it).
+func (w *worker) setMAC(mac [6]byte) {
+	w.mac, w.hasMAC = mac, true
+	x := &w.tx
+	x.srcMAC = mac
+	clear(x.tpls)
+	x.lastT = nil
+	if w.e.tcp != nil {
+		tw := w.e.tcp.wq[w.q]
+		tw.mu.Lock()
+		tw.srcMAC = mac
+		tw.mu.Unlock()
+	}
+}
+
 // notForUs reports whether the frame decoded into w.pkt is one the
 // kernel drops as another host's (PACKET_OTHERHOST): to a unicast MAC not
 // the interface's, or tagged with a VLAN id (not 0, a priority tag) when

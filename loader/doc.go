@@ -23,7 +23,8 @@
 //
 // Frames that are not the interface's own are the kernel's: a unicast
 // frame to another MAC than ObjectsOptions.MAC (a promiscuous interface, a
-// bridge port, a macvlan's lower device) and one tagged with a VLAN id
+// bridge port, a macvlan's lower device; Objects.SetMAC follows a change
+// of the interface's) and one tagged with a VLAN id
 // (for a VLAN device; a priority tag, id 0, is the interface's) are passed
 // unlooked at (Counters.OtherHost). With ObjectsOptions.CheckLocal, a
 // packet to a wildcard listener's port is steered only when addressed to

@@ -57,7 +57,7 @@ func modelRun(o *Objects, ifindex int, pkt []byte) (modelResult, error) {
 	}
 	// A unicast frame to another MAC than the interface's (when the
 	// program was given one) is another host's.
-	if o.mac != ([6]byte{}) && pkt[0]&1 == 0 && [6]byte(pkt[:6]) != o.mac {
+	if mac := *o.mac.Load(); mac != ([6]byte{}) && pkt[0]&1 == 0 && [6]byte(pkt[:6]) != mac {
 		return modelResult{reason: "other_host"}, nil
 	}
 	et, off := be16(12), 14

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"net"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/cilium/ebpf"
@@ -65,7 +66,7 @@ type ObjectsOptions struct {
 	FragmentTTL time.Duration
 	// MAC is the interface's hardware address: a unicast frame to another
 	// is passed to the kernel unlooked at (Counters.OtherHost). Empty: no
-	// frame is passed for its MAC.
+	// frame is passed for its MAC. Objects.SetMAC changes it.
 	MAC net.HardwareAddr
 	// CheckLocal makes the program steer a packet to a wildcard
 	// listener's port only when its destination is in the locals map
@@ -115,7 +116,7 @@ type Objects struct {
 	Locals      *LocalMap
 
 	objs xsessionObjects
-	mac  [6]byte // ObjectsOptions.MAC, or zero
+	mac  atomic.Pointer[[6]byte] // ObjectsOptions.MAC or SetMAC's, or zero
 
 	checkLocal bool // ObjectsOptions.CheckLocal
 
@@ -153,7 +154,8 @@ func (s *Spec) Load(opts ObjectsOptions) (*Objects, error) {
 	if err := cs.Variables[xsessionVarXsCheckLocal].Set(check); err != nil {
 		return nil, fmt.Errorf("load xdp program: local check: %w", err)
 	}
-	o := &Objects{mac: mac, checkLocal: opts.CheckLocal}
+	o := &Objects{checkLocal: opts.CheckLocal}
+	o.mac.Store(&mac)
 	if err := cs.LoadAndAssign(&o.objs, nil); err != nil {
 		var ve *ebpf.VerifierError
 		if errors.As(err, &ve) {
@@ -169,6 +171,23 @@ func (s *Spec) Load(opts ObjectsOptions) (*Objects, error) {
 	o.Fragments = &FragmentMap{m: o.objs.Fragments}
 	o.Locals = &LocalMap{m: o.objs.Locals}
 	return o, nil
+}
+
+// SetMAC tells the loaded program the interface's hardware address anew
+// (ObjectsOptions.MAC), when it changed: frames to it are looked at from
+// then on, frames to the old one pass to the kernel. The program reads it
+// byte by byte, so a frame that arrives during the write may be passed to
+// the kernel as another host's.
+func (o *Objects) SetMAC(mac net.HardwareAddr) error {
+	if len(mac) != 6 {
+		return fmt.Errorf("set MAC %v: want 6 bytes", mac)
+	}
+	m := [6]byte(mac)
+	if err := o.objs.XsMac.Set(m); err != nil {
+		return fmt.Errorf("set MAC %v: %w", mac, err)
+	}
+	o.mac.Store(&m)
+	return nil
 }
 
 // Program returns the XDP program. It stays owned by o.

@@ -652,3 +652,48 @@ func TestProgramCheckLocal(t *testing.T) {
 		}
 	}
 }
+
+// TestProgramSetMAC: after SetMAC the program takes frames to the new MAC
+// and passes those to the old one, as the kernel does once the
+// interface's address changed.
+func TestProgramSetMAC(t *testing.T) {
+	o := progEnvWith(t, ObjectsOptions{Queues: 4, MAC: macLocal})
+	newMAC := net.HardwareAddr{0x02, 0, 0, 0, 0, 0x42}
+	u4 := udp4Frame(t, 5555, 9001)
+	toNew := patch(u4, 0, newMAC...)
+	for _, step := range []struct {
+		mac   net.HardwareAddr
+		cases []progCase
+	}{
+		{macLocal, []progCase{
+			{"to the interface's mac", u4, xdpRedirect, redirected(estHit)},
+			{"to the mac it will have", toNew, xdpPass, passed(otherHost)},
+		}},
+		{newMAC, []progCase{
+			{"to the old mac", u4, xdpPass, passed(otherHost)},
+			{"to the new mac", toNew, xdpRedirect, redirected(estHit)},
+		}},
+	} {
+		if err := o.SetMAC(step.mac); err != nil {
+			t.Fatal(err)
+		}
+		for _, c := range step.cases {
+			before, _ := o.Counters.Read()
+			got := runXDP(t, o.Program(), c.pkt)
+			after, _ := o.Counters.Read()
+			if d := after.Sub(before); got != c.want || d != c.cnt {
+				t.Errorf("%s (mac %v): verdict %d, counters%s; want %d,%s", c.name, step.mac, got, fmtCounters(d), c.want, fmtCounters(c.cnt))
+			}
+			model, err := modelRun(o, testIfindex, c.pkt)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if want := reasonOf(c.cnt); model.reason != want {
+				t.Errorf("%s: the model says %s, the program %s", c.name, model.reason, want)
+			}
+		}
+	}
+	if err := o.SetMAC(net.HardwareAddr{1, 2, 3}); err == nil {
+		t.Error("SetMAC of 3 bytes: no error")
+	}
+}

@@ -1,6 +1,7 @@
 package nsbind
 
 import (
+	"bytes"
 	"cmp"
 	"fmt"
 	"maps"
@@ -203,6 +204,7 @@ const (
 	EventAddrAdded                        // an interface gained an address
 	EventAddrRemoved                      // an interface lost an address
 	EventResync                           // the view re-read the namespace after losing its subscription; the events that follow are the differences it found
+	EventLinkChanged                      // an interface's hardware address or MTU changed
 )
 
 func (k EventKind) String() string {
@@ -221,6 +223,8 @@ func (k EventKind) String() string {
 		return "addr-removed"
 	case EventResync:
 		return "resync"
+	case EventLinkChanged:
+		return "link-changed"
 	}
 	return fmt.Sprintf("event(%d)", uint8(k))
 }
@@ -272,6 +276,8 @@ func diff(old, cur *Snapshot) []Event {
 			state = append(state, Event{Kind: EventLinkDown, IfIndex: idx, Name: l.Name})
 		case !o.Usable() && l.Usable():
 			state = append(state, Event{Kind: EventLinkUp, IfIndex: idx, Name: l.Name})
+		case !bytes.Equal(o.MAC, l.MAC) || o.MTU != l.MTU:
+			state = append(state, Event{Kind: EventLinkChanged, IfIndex: idx, Name: l.Name})
 		}
 	}
 	for idx, l := range old.links {

@@ -122,8 +122,25 @@ func TestStateAndDiff(t *testing.T) {
 		t.Fatal("first snapshot changed")
 	}
 	// Nothing to report between equal snapshots.
-	if d := diff(s2, st.snapshot(7, 3)); len(d) != 0 {
+	s3 := st.snapshot(7, 3)
+	if d := diff(s2, s3); len(d) != 0 {
 		t.Fatalf("diff of equal states: %v", d)
+	}
+	// A new hardware address, then a new MTU, each a link-changed event.
+	u := linkUpdate(unix.RTM_NEWLINK, 5, "eth0", up)
+	u.Link.Attrs().HardwareAddr = net.HardwareAddr{2, 0, 0, 0, 0, 5}
+	st.applyLink(u)
+	s4 := st.snapshot(7, 4)
+	u = linkUpdate(unix.RTM_NEWLINK, 5, "eth0", up)
+	u.Link.Attrs().HardwareAddr = net.HardwareAddr{2, 0, 0, 0, 0, 5}
+	u.Link.Attrs().MTU = 9000
+	st.applyLink(u)
+	s5 := st.snapshot(7, 5)
+	for _, c := range []struct{ old, cur *Snapshot }{{s3, s4}, {s4, s5}} {
+		want := []Event{{Kind: EventLinkChanged, FIB: 7, Gen: c.cur.Gen(), IfIndex: 5, Name: "eth0"}}
+		if d := diff(c.old, c.cur); !slices.Equal(d, want) {
+			t.Fatalf("diff %d→%d: %v, want %v", c.old.Gen(), c.cur.Gen(), d, want)
+		}
 	}
 }
 
