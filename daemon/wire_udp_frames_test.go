@@ -161,6 +161,12 @@ func (f wireFrame) build(rig *nstest.Pair, port uint16, payload []byte, id uint1
 	return append(append(eth, ip...), f.pad...)
 }
 
+// The addresses of host B's second interface (TestWireUDPFramesAsKernel).
+var (
+	wireOtherIfc4 = netip.MustParseAddr("10.78.0.1")
+	wireOtherIfc6 = netip.MustParseAddr("fd78::1")
+)
+
 // wireCase is one frame of the test.
 type wireCase struct {
 	name string
@@ -197,6 +203,7 @@ func wireCases(rig *nstest.Pair) []wireCase {
 		// IPv4: the kernel drops it (fib_validate_source, accept_local
 		// off), the worker too (local-source); IPv6: both take it.
 		add("from the host's own address", wireFrame{src: own})
+		add("from an address of another interface of the host", wireFrame{src: map[bool]netip.Addr{false: wireOtherIfc4, true: wireOtherIfc6}[v6]})
 		add("from loopback", wireFrame{src: loop})
 		add("from multicast", wireFrame{src: mcast})
 		add("vlan-tagged (id 100)", wireFrame{tagged: true, vid: 100})
@@ -298,6 +305,18 @@ func checksumOffloads(t *testing.T, h *nstest.Host) string {
 // The links' checksum offloads stay as veth sets them (on).
 func TestWireUDPFramesAsKernel(t *testing.T) {
 	rig := nstest.NewPair(t, nstest.Options{})
+	// Another interface of host B, with addresses of its own (the
+	// source of a case below).
+	for _, args := range [][]string{
+		{"link", "add", "xsother", "type", "veth", "peer", "name", "xsother-peer"},
+		{"addr", "add", wireOtherIfc4.String() + "/24", "dev", "xsother"},
+		{"addr", "add", wireOtherIfc6.String() + "/64", "dev", "xsother", "nodad"},
+		{"link", "set", "xsother", "up"},
+	} {
+		if out, err := exec.Command("ip", append([]string{"-n", rig.B.Name}, args...)...).CombinedOutput(); err != nil {
+			t.Fatalf("ip %v: %v: %s", args, err, out)
+		}
+	}
 	offA, offB := checksumOffloads(t, rig.A), checksumOffloads(t, rig.B)
 	for _, o := range []string{offA, offB} {
 		if o != "" && o != "rx-checksumming: on, tx-checksumming: on" {

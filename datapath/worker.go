@@ -15,6 +15,7 @@ import (
 	"github.com/xsessiond/xsessiond/datapath/xsk"
 	"github.com/xsessiond/xsessiond/fifo"
 	"github.com/xsessiond/xsessiond/flow"
+	"github.com/xsessiond/xsessiond/nsbind"
 	"github.com/xsessiond/xsessiond/sessions"
 )
 
@@ -46,7 +47,7 @@ const (
 	dropChainNotTCP             // a multi-buffer packet (chain.go) neither TCP nor a UDP fragment
 	dropChainBroken             // a multi-buffer packet whose descriptors did not all come in its batch
 	dropOtherHost               // a frame to another host's unicast MAC or tagged for a VLAN (notForUs)
-	dropLocalSource             // an IPv4 packet from the wire whose source is the interface's own address (ownSource)
+	dropLocalSource             // an IPv4 packet from the wire whose source is an address of the host's (ownSource)
 	numDrops
 )
 
@@ -621,11 +622,13 @@ func (w *worker) notForUs() bool {
 }
 
 // ownSource reports whether the frame decoded into w.pkt is an IPv4
-// packet whose source is an address of the interface served: one the
-// kernel drops as spoofed (fib_validate_source, with accept_local off, its
-// default), so that a peer cannot pass a datagram to an app as if the
-// host itself had sent it. An IPv6 one the kernel takes. One lookup of
-// Config.Addrs per source and batch.
+// packet whose source is an address of the namespace (of any of its
+// interfaces, when Config.Addrs knows them all: localAddrs; else of the
+// interface served): one the kernel drops as spoofed
+// (fib_validate_source, with accept_local off, its default), so that a
+// peer cannot pass a datagram to an app as if the host itself had sent
+// it. An IPv6 one the kernel takes. One lookup of Config.Addrs per source
+// and batch.
 func (w *worker) ownSource() bool {
 	p := &w.pkt
 	if p.Family != flow.Family4 || w.e.cfg.Addrs == nil {
@@ -634,9 +637,20 @@ func (w *worker) ownSource() bool {
 	a := [4]byte(p.Src[:4])
 	if !w.srcOK || a != w.src {
 		w.src, w.srcOK = a, true
-		w.srcLocal = w.e.cfg.Addrs.HasAddress(w.e.ifc.Index, netip.AddrFrom4(a))
+		if l, ok := w.e.cfg.Addrs.(localAddrs); ok {
+			w.srcLocal = l.IsLocal(l.FIB(), netip.AddrFrom4(a))
+		} else {
+			w.srcLocal = w.e.cfg.Addrs.HasAddress(w.e.ifc.Index, netip.AddrFrom4(a))
+		}
 	}
 	return w.srcLocal
+}
+
+// localAddrs is what Config.Addrs offers when it knows every address of
+// the namespace (nsbind.View). IsLocal must not allocate.
+type localAddrs interface {
+	FIB() nsbind.FIBID
+	IsLocal(fib nsbind.FIBID, a netip.Addr) bool
 }
 
 // lookup finds the Target of w.tuple: a connected session (of any
