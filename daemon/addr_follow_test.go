@@ -1,6 +1,7 @@
 package daemon
 
 import (
+	"bytes"
 	"encoding/binary"
 	"errors"
 	"fmt"
@@ -16,6 +17,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/xsessiond/xsessiond/app"
+	"github.com/xsessiond/xsessiond/nsbind/nstest"
 )
 
 // TestTCPWildcardFollowsNewAddress: an address added to host B while the
@@ -199,4 +201,83 @@ func TestMACChangeFollowed(t *testing.T) {
 	if seen == 0 {
 		t.Fatal("no segment of B's seen on A's packet socket")
 	}
+}
+
+// TestMTUChangeFollowed: after host B's interface takes a smaller MTU, a
+// new TCP connection advertises the MSS that fits it, and an app's
+// datagram larger than it leaves in fragments, as a kernel socket's do.
+// Before, the daemon kept the MTU it started with: host A's full-sized
+// segments were too large for B's link and the connection stalled, and
+// the datagram left whole, too large for A's.
+func TestMTUChangeFollowed(t *testing.T) {
+	rig, d := tcpRig(t)
+	a := attach(t, d, app.Options{Name: "mtu"})
+	const port = 7330
+	ln := listenApp(t, a, "tcp://0.0.0.0:"+strconv.Itoa(port))
+	go serveEach(ln, func(c net.Conn) { io.Copy(c, c) })
+	pc, err := a.ListenPacket("udp://0.0.0.0:" + strconv.Itoa(port+1))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer pc.Close()
+	setMTU := func(h *nstest.Host, mtu int) {
+		t.Helper()
+		if out, err := exec.Command("ip", "-n", h.Name, "link", "set", "dev", h.Link, "mtu", strconv.Itoa(mtu)).CombinedOutput(); err != nil {
+			t.Fatalf("ip link set mtu: %v: %s", err, out)
+		}
+	}
+
+	// B's link alone smaller: A learns the MSS from B's SYN-ACK.
+	setMTU(rig.B, 1280)
+	time.Sleep(200 * time.Millisecond) // the netlink event's way to the daemon
+	var c net.Conn
+	if err := rig.A.Do(func() (err error) {
+		c, err = net.DialTimeout("tcp", netip.AddrPortFrom(rig.B.IPv4, port).String(), 3*time.Second)
+		return err
+	}); err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	c.SetDeadline(time.Now().Add(5 * time.Second))
+	data := pattern(0, 256<<10)
+	go c.Write(data)
+	got := make([]byte, len(data))
+	if _, err := io.ReadFull(c, got); err != nil || !bytes.Equal(got, data) {
+		t.Fatalf("256 KiB echoed over a connection opened after the MTU change: %v (equal %v)", err, bytes.Equal(got, data))
+	}
+	if mss, err := rawTCPMaxSeg(c.(*net.TCPConn)); err != nil || mss > 1280-40 {
+		t.Errorf("host A's MSS toward B: %d, %v; want at most %d", mss, err, 1280-40)
+	}
+
+	// Both links smaller: a datagram larger than them reaches A in
+	// fragments.
+	setMTU(rig.A, 1280)
+	time.Sleep(200 * time.Millisecond)
+	var uc *net.UDPConn
+	if err := rig.A.Do(func() (err error) {
+		uc, err = net.ListenUDP("udp4", &net.UDPAddr{IP: rig.A.IPv4.AsSlice()})
+		return err
+	}); err != nil {
+		t.Fatal(err)
+	}
+	defer uc.Close()
+	dgram := pattern(1, 1400)
+	if _, err := pc.WriteTo(dgram, uc.LocalAddr()); err != nil {
+		t.Fatal(err)
+	}
+	uc.SetReadDeadline(time.Now().Add(3 * time.Second))
+	buf := make([]byte, 2048)
+	n, _, err := uc.ReadFrom(buf)
+	if err != nil || !bytes.Equal(buf[:n], dgram) {
+		t.Fatalf("a 1,400-byte datagram over links of MTU 1280: %d bytes, %v", n, err)
+	}
+}
+
+// rawTCPMaxSeg returns TCP_MAXSEG of c.
+func rawTCPMaxSeg(c *net.TCPConn) (mss int, err error) {
+	err = rawControl(c, func(fd int) (err error) {
+		mss, err = unix.GetsockoptInt(fd, unix.IPPROTO_TCP, unix.TCP_MAXSEG)
+		return err
+	})
+	return mss, err
 }

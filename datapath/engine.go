@@ -840,6 +840,20 @@ func (e *Engine) setMAC(mac [6]byte) {
 	}
 }
 
+// setMTU tells the TCP Stack and each worker the interface's new MTU:
+// datagrams larger go through the kernel path, which fragments them; TCP
+// connections opened from then on take their MSS from it (open ones keep
+// theirs, as gVisor learns no path MTU from a link).
+func (e *Engine) setMTU(mtu int) {
+	if e.tcp != nil {
+		e.tcp.st.Link().SetMTU(uint32(mtu))
+	}
+	l := e.layer.Load()
+	for _, w := range e.work {
+		l.Shard(w.id).Post(func(*sessions.Shard) { w.tx.mtu = mtu })
+	}
+}
+
 // addrEvents is what Config.Addrs offers when it follows the namespace
 // through netlink (nsbind.View): its address and link changes as they
 // happen.
@@ -876,6 +890,7 @@ func (e *Engine) followAddrs(ctx context.Context) {
 	if len(e.ifc.MAC) == len(mac) {
 		mac = [6]byte(e.ifc.MAC)
 	}
+	mtu := e.ifc.MTU
 	sync := func() {
 		if ifc, err := e.ns.InterfaceByName(e.cfg.IfName); err == nil {
 			e.tcp.syncAddrs(ifc.Addrs)
@@ -883,6 +898,11 @@ func (e *Engine) followAddrs(ctx context.Context) {
 				e.log.Info("the interface's MAC changed: followed", "interface", e.cfg.IfName, "from", net.HardwareAddr(mac[:]), "to", ifc.MAC)
 				mac = [6]byte(ifc.MAC)
 				e.setMAC(mac)
+			}
+			if ifc.MTU > 0 && ifc.MTU != mtu {
+				e.log.Info("the interface's MTU changed: followed", "interface", e.cfg.IfName, "from", mtu, "to", ifc.MTU)
+				mtu = ifc.MTU
+				e.setMTU(mtu)
 			}
 		}
 		err := e.syncLocals()
