@@ -111,6 +111,12 @@ type TCPEngineStats struct {
 	Lingering        int    `json:"lingering"`
 	TimeWaitOverflow uint64 `json:"time_wait_overflow"`
 	Listeners        int    `json:"listeners"`
+	// RxDropped counts the segments the link did not hand to gVisor (IPv6
+	// with a routing header, AH or ESP; the stack closing), ChecksumErrors
+	// those with a bad IPv4 header or TCP checksum where the link checks
+	// them.
+	RxDropped      uint64 `json:"rx_dropped"`
+	ChecksumErrors uint64 `json:"checksum_errors"`
 	// BufferBytes are the gVisor send and receive buffer sizes of all
 	// connections; BufferLimit bounds them (tcp.buffer_memory),
 	// UserBufferLimit those of one user's apps (tcp.user_buffer_memory).
@@ -333,7 +339,7 @@ func (e dpEngine) Stats() EngineStats {
 	if ts := e.Engine.TCPStats(); ts.Buffers.Limit != 0 { // zero: no TCP
 		b := ts.Buffers
 		out.TCP = &TCPEngineStats{Connections: ts.Conns, Lingering: ts.Lingering, TimeWaitOverflow: ts.TimeWaitOverflow,
-			Listeners: ts.Listeners, BufferBytes: b.Bytes,
+			Listeners: ts.Listeners, RxDropped: ts.RxDropped, ChecksumErrors: ts.ChecksumError, BufferBytes: b.Bytes,
 			BufferLimit: b.Limit, UserBufferLimit: b.GroupLimit, BuffersClamped: b.Clamped, BufferGrowthsHeld: b.Held,
 			Refused: ts.Refused, Orphans: ts.Orphans, OrphansReset: ts.OrphansReset, AbortedOnClose: ts.AbortedOnClose}
 	}

@@ -508,7 +508,14 @@ func (w *worker) processBatch(frames [][]byte) {
 				w.capFlush()
 				w.cap.rx(w.q, f, nil)
 			}
-			w.tcpIn = append(w.tcpIn, f[w.pkt.L3Off:])
+			ip := f[w.pkt.L3Off:]
+			if w.pkt.Family == flow.Family6 {
+				// gVisor's link takes TCP right after the IPv6 header:
+				// option headers the decoder let through go, as the
+				// kernel skips them.
+				ip = frame.StripIPv6Options(ip, w.pkt.L4Off-w.pkt.L3Off)
+			}
+			w.tcpIn = append(w.tcpIn, ip)
 			continue
 		}
 		if w.chains != nil && w.chained[i] && !w.isUDPFragment(r) {

@@ -613,3 +613,54 @@ func ipv6OptionsOK(h []byte, hopByHop, jumboLen bool) bool {
 	}
 	return true
 }
+
+// StripIPv6Options removes, in place, the hop-by-hop options, destination
+// options and atomic fragment headers that sit between the IPv6 header of
+// ip and its upper-layer header, at offset l4 of ip (as Decode found it,
+// less L3Off). It returns the packet that then starts l4-IPv6HeaderLen
+// bytes into ip: the IPv6 header moved up to the upper layer's, its next
+// header that layer's and its payload length less what was removed. The
+// upper layer's checksum still holds: its pseudo-header has neither the
+// headers nor their length. Decode has checked the options; a kernel
+// acts on none of those it lets through but to skip them. With any other
+// header in the chain (a routing header, which may change the
+// destination; AH; ESP), a jumbogram, or a chain that does not end at l4,
+// ip is returned as it is.
+func StripIPv6Options(ip []byte, l4 int) []byte {
+	if l4 <= IPv6HeaderLen || l4 > len(ip) || ip[0]>>4 != 6 {
+		return ip
+	}
+	pl := int(binary.BigEndian.Uint16(ip[4:6]))
+	if pl == 0 || IPv6HeaderLen+pl > len(ip) || IPv6HeaderLen+pl < l4 {
+		return ip
+	}
+	next, off := ip[6], IPv6HeaderLen
+	for off < l4 {
+		var hl int
+		switch next {
+		case ipv6HopByHop, ipv6DestOpts:
+			if off+2 > l4 {
+				return ip
+			}
+			hl = (int(ip[off+1]) + 1) * 8
+		case ipv6Fragment:
+			if off+8 > l4 || binary.BigEndian.Uint16(ip[off+2:off+4])&0xfff9 != 0 {
+				return ip
+			}
+			hl = 8
+		default:
+			return ip
+		}
+		next = ip[off]
+		off += hl
+	}
+	if off != l4 {
+		return ip
+	}
+	ext := l4 - IPv6HeaderLen
+	copy(ip[ext:l4], ip[:IPv6HeaderLen])
+	out := ip[ext:]
+	out[6] = next
+	binary.BigEndian.PutUint16(out[4:6], uint16(pl-ext))
+	return out
+}

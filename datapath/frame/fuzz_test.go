@@ -1,12 +1,16 @@
 package frame
 
 import (
+	"bytes"
+	"encoding/binary"
 	"flag"
 	"fmt"
 	"os"
 	"path/filepath"
 	"strconv"
 	"testing"
+
+	"github.com/xsessiond/xsessiond/flow"
 )
 
 var writeSeeds = flag.Bool("write-seeds", false, "rewrite testdata/fuzz/FuzzDecode from the decode test cases")
@@ -24,6 +28,9 @@ func FuzzDecode(f *testing.F) {
 		}
 		if r == BadIPCsum && uint16(sumBytewise(b[p.L3Off:p.L3Off+int(b[p.L3Off]&0xf)*4], 0)) == 0xffff {
 			t.Fatalf("IPv4 header checksum verifies by the reference, Decode says %v", r)
+		}
+		if r == NotUDP && p.Family == 6 {
+			checkStrip(t, b[p.L3Off:], p.L4Off-p.L3Off, p.Proto)
 		}
 		if r != OK {
 			return
@@ -86,5 +93,33 @@ func TestWriteSeeds(t *testing.T) {
 		if err := os.WriteFile(filepath.Join(dir, name), []byte(body), 0o644); err != nil {
 			t.Fatal(err)
 		}
+	}
+}
+
+// checkStrip runs StripIPv6Options on a copy of ip, whose upper layer
+// Decode found at l4, and checks what it returns: ip itself, or ip less
+// its option headers, the upper layer and what follows it unchanged.
+func checkStrip(t *testing.T, ip []byte, l4 int, proto flow.Transport) {
+	t.Helper()
+	c := append([]byte(nil), ip...)
+	out := StripIPv6Options(c, l4)
+	if len(out) == len(c) {
+		if !bytes.Equal(out, ip) {
+			t.Fatalf("StripIPv6Options changed a packet it did not strip")
+		}
+		return
+	}
+	ext := l4 - IPv6HeaderLen
+	if len(out) != len(ip)-ext || !bytes.Equal(out[IPv6HeaderLen:], ip[l4:]) {
+		t.Fatalf("stripped %d bytes of %d, upper layer at %d: not the upper layer after the header", len(ip)-len(out), len(ip), l4)
+	}
+	if !bytes.Equal(out[:4], ip[:4]) || !bytes.Equal(out[7:IPv6HeaderLen], ip[7:IPv6HeaderLen]) {
+		t.Fatalf("stripped: header fields changed")
+	}
+	if pl := int(binary.BigEndian.Uint16(out[4:6])); pl != int(binary.BigEndian.Uint16(ip[4:6]))-ext {
+		t.Fatalf("stripped: payload length %d", pl)
+	}
+	if flow.Transport(out[6]) != proto {
+		t.Fatalf("stripped: next header %d, want the upper layer's %d", out[6], proto)
 	}
 }
