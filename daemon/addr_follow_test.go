@@ -42,13 +42,11 @@ func TestTCPWildcardFollowsNewAddress(t *testing.T) {
 			go serveEach(ln, func(c net.Conn) { io.Copy(c, c) })
 			added := netip.MustParseAddr(tc.added)
 			to := netip.AddrPortFrom(added, uint16(port)).String()
-			args := []string{"-n", rig.B.Name, "addr", "add", added.String() + "/" + strconv.Itoa(tc.prefix), "dev", rig.B.Link}
+			args := []string{"addr", "add", added.String() + "/" + strconv.Itoa(tc.prefix), "dev", rig.B.Link}
 			if added.Is6() {
 				args = append(args, "nodad")
 			}
-			if out, err := exec.Command("ip", args...).CombinedOutput(); err != nil {
-				t.Fatalf("ip %v: %v: %s", args, err, out)
-			}
+			ipIn(t, rig.B, args...)
 			t.Cleanup(func() {
 				exec.Command("ip", "-n", rig.B.Name, "addr", "del", added.String()+"/"+strconv.Itoa(tc.prefix), "dev", rig.B.Link).Run()
 			})
@@ -99,11 +97,8 @@ func TestTCPWildcardFollowsNewAddress(t *testing.T) {
 // the worker kept the old address: frames to the new one were another
 // host's to them, the kernel refused the SYNs.
 func TestMACChangeFollowed(t *testing.T) {
-	rig, d := tcpRig(t)
-	a := attach(t, d, app.Options{Name: "server"})
 	const port = 7320
-	ln := listenApp(t, a, "tcp://0.0.0.0:"+strconv.Itoa(port))
-	go serveEach(ln, func(c net.Conn) { io.Copy(c, c) })
+	rig, _ := echoRig(t, "tcp://0.0.0.0:"+strconv.Itoa(port))
 	to := netip.AddrPortFrom(rig.B.IPv4, port).String()
 	dial := func() net.Conn {
 		t.Helper()
@@ -155,15 +150,9 @@ func TestMACChangeFollowed(t *testing.T) {
 	}
 
 	newMAC := net.HardwareAddr{0x02, 0x77, 0, 0, 0, 0x42}
-	for _, args := range [][]string{
-		{"-n", rig.B.Name, "link", "set", "dev", rig.B.Link, "address", newMAC.String()},
-		{"-n", rig.A.Name, "neigh", "flush", "dev", rig.A.Link}, // A asks again, as after its entry went stale
-	} {
-		if out, err := exec.Command("ip", args...).CombinedOutput(); err != nil {
-			t.Fatalf("ip %v: %v: %s", args, err, out)
-		}
-	}
-	time.Sleep(200 * time.Millisecond) // the netlink event's way to the daemon
+	ipIn(t, rig.B, "link", "set", "dev", rig.B.Link, "address", newMAC.String())
+	ipIn(t, rig.A, "neigh", "flush", "dev", rig.A.Link) // A asks again, as after its entry went stale
+	time.Sleep(200 * time.Millisecond)                  // the netlink event's way to the daemon
 	echo(before, "a connection open before the change")
 	after := dial()
 	echo(after, "a connection after the change")
@@ -210,22 +199,14 @@ func TestMACChangeFollowed(t *testing.T) {
 // segments were too large for B's link and the connection stalled, and
 // the datagram left whole, too large for A's.
 func TestMTUChangeFollowed(t *testing.T) {
-	rig, d := tcpRig(t)
-	a := attach(t, d, app.Options{Name: "mtu"})
 	const port = 7330
-	ln := listenApp(t, a, "tcp://0.0.0.0:"+strconv.Itoa(port))
-	go serveEach(ln, func(c net.Conn) { io.Copy(c, c) })
+	rig, a := echoRig(t, "tcp://0.0.0.0:"+strconv.Itoa(port))
 	pc, err := a.ListenPacket("udp://0.0.0.0:" + strconv.Itoa(port+1))
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer pc.Close()
-	setMTU := func(h *nstest.Host, mtu int) {
-		t.Helper()
-		if out, err := exec.Command("ip", "-n", h.Name, "link", "set", "dev", h.Link, "mtu", strconv.Itoa(mtu)).CombinedOutput(); err != nil {
-			t.Fatalf("ip link set mtu: %v: %s", err, out)
-		}
-	}
+	setMTU := func(h *nstest.Host, mtu int) { ipIn(t, h, "link", "set", "dev", h.Link, "mtu", strconv.Itoa(mtu)) }
 
 	// B's link alone smaller: A learns the MSS from B's SYN-ACK.
 	setMTU(rig.B, 1280)
@@ -280,4 +261,24 @@ func rawTCPMaxSeg(c *net.TCPConn) (mss int, err error) {
 		return err
 	})
 	return mss, err
+}
+
+// ipIn runs ip(8) with args in host h's namespace and fails the test on an
+// error.
+func ipIn(t *testing.T, h *nstest.Host, args ...string) {
+	t.Helper()
+	if out, err := exec.Command("ip", append([]string{"-n", h.Name}, args...)...).CombinedOutput(); err != nil {
+		t.Fatalf("ip %v in %s: %v: %s", args, h.Name, err, out)
+	}
+}
+
+// echoRig starts a daemon on host B of a new rig and an app there whose
+// TCP listener on uri echoes what each connection sends.
+func echoRig(t *testing.T, uri string) (*nstest.Pair, *app.App) {
+	t.Helper()
+	rig, d := tcpRig(t)
+	a := attach(t, d, app.Options{Name: "echo"})
+	ln := listenApp(t, a, uri)
+	go serveEach(ln, func(c net.Conn) { io.Copy(c, c) })
+	return rig, a
 }

@@ -313,9 +313,7 @@ func TestWireUDPFramesAsKernel(t *testing.T) {
 		{"addr", "add", wireOtherIfc6.String() + "/64", "dev", "xsother", "nodad"},
 		{"link", "set", "xsother", "up"},
 	} {
-		if out, err := exec.Command("ip", append([]string{"-n", rig.B.Name}, args...)...).CombinedOutput(); err != nil {
-			t.Fatalf("ip %v: %v: %s", args, err, out)
-		}
+		ipIn(t, rig.B, args...)
 	}
 	offA, offB := checksumOffloads(t, rig.A), checksumOffloads(t, rig.B)
 	for _, o := range []string{offA, offB} {

@@ -636,19 +636,7 @@ func TestProgramCheckLocal(t *testing.T) {
 			t.Fatal(err)
 		}
 		for _, c := range step.cases {
-			before, _ := o.Counters.Read()
-			got := runXDP(t, o.Program(), c.pkt)
-			after, _ := o.Counters.Read()
-			if d := after.Sub(before); got != c.want || d != c.cnt {
-				t.Errorf("%s (locals %v): verdict %d, counters%s; want %d,%s", c.name, step.locals, got, fmtCounters(d), c.want, fmtCounters(c.cnt))
-			}
-			model, err := modelRun(o, testIfindex, c.pkt)
-			if err != nil {
-				t.Fatal(err)
-			}
-			if want := reasonOf(c.cnt); model.reason != want {
-				t.Errorf("%s: the model says %s, the program %s", c.name, model.reason, want)
-			}
+			checkProgStep(t, o, c, fmt.Sprintf("locals %v", step.locals))
 		}
 	}
 }
@@ -678,22 +666,30 @@ func TestProgramSetMAC(t *testing.T) {
 			t.Fatal(err)
 		}
 		for _, c := range step.cases {
-			before, _ := o.Counters.Read()
-			got := runXDP(t, o.Program(), c.pkt)
-			after, _ := o.Counters.Read()
-			if d := after.Sub(before); got != c.want || d != c.cnt {
-				t.Errorf("%s (mac %v): verdict %d, counters%s; want %d,%s", c.name, step.mac, got, fmtCounters(d), c.want, fmtCounters(c.cnt))
-			}
-			model, err := modelRun(o, testIfindex, c.pkt)
-			if err != nil {
-				t.Fatal(err)
-			}
-			if want := reasonOf(c.cnt); model.reason != want {
-				t.Errorf("%s: the model says %s, the program %s", c.name, model.reason, want)
-			}
+			checkProgStep(t, o, c, fmt.Sprintf("mac %v", step.mac))
 		}
 	}
 	if err := o.SetMAC(net.HardwareAddr{1, 2, 3}); err == nil {
 		t.Error("SetMAC of 3 bytes: no error")
+	}
+}
+
+// checkProgStep runs case c through the program, in the state that the
+// step named by state set, and checks its verdict, the counters and the
+// model's reason.
+func checkProgStep(t *testing.T, o *Objects, c progCase, state string) {
+	t.Helper()
+	before, _ := o.Counters.Read()
+	got := runXDP(t, o.Program(), c.pkt)
+	after, _ := o.Counters.Read()
+	if d := after.Sub(before); got != c.want || d != c.cnt {
+		t.Errorf("%s (%s): verdict %d, counters%s; want %d,%s", c.name, state, got, fmtCounters(d), c.want, fmtCounters(c.cnt))
+	}
+	model, err := modelRun(o, testIfindex, c.pkt)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if want := reasonOf(c.cnt); model.reason != want {
+		t.Errorf("%s: the model says %s, the program %s", c.name, model.reason, want)
 	}
 }
