@@ -733,6 +733,9 @@ func (e *Engine) Close() error {
 	e.closed = true
 	cancel := e.cancel
 	e.mu.Unlock()
+	if e.tcp != nil && cancel != nil {
+		e.tcp.resetAll(tcpCloseDrain) // while the workers run
+	}
 	for _, w := range e.work {
 		w.stop.Store(true)
 		w.wakeUp()

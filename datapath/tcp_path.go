@@ -586,6 +586,30 @@ func (p *tcpPath) releaseIdlePorts(ctx context.Context) {
 	}
 }
 
+// tcpCloseDrain bounds how long a closing Engine waits for its workers to
+// send the resets of its TCP connections (tcpPath.resetAll).
+const tcpCloseDrain = 250 * time.Millisecond
+
+// resetAll ends every connection with a reset to its peer, as a kernel
+// does for the connections of a process that exits: it closes the Stack,
+// whose aborts queue the resets, and waits up to drain for the workers,
+// which must still run, to send what is queued. A peer that only waits to
+// read learns at once that the connection is gone instead of never.
+func (p *tcpPath) resetAll(drain time.Duration) {
+	_ = p.st.Close()
+	for end := time.Now().Add(drain); time.Now().Before(end); time.Sleep(time.Millisecond) {
+		queued := 0
+		for _, tw := range p.wq {
+			tw.mu.Lock()
+			queued += tw.n
+			tw.mu.Unlock()
+		}
+		if queued == 0 {
+			return
+		}
+	}
+}
+
 // close aborts every connection and listener and stops the Stack. The
 // workers must be stopped: what the Stack sent and they did not is
 // released unsent. It is idempotent.
