@@ -572,7 +572,8 @@ func (lm *LocalMap) Set(addrs []netip.Addr) error {
 	if err := it.Err(); err != nil {
 		return fmt.Errorf("locals map: %w", err)
 	}
-	// Only what changed is written: the datapath calls Set every second.
+	// Only what changed is written: the datapath calls Set on each address
+	// change and every ten seconds besides.
 	put := func() error {
 		for w := range want {
 			if have[w] {
