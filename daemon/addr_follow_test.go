@@ -282,3 +282,74 @@ func echoRig(t *testing.T, uri string) (*nstest.Pair, *app.App) {
 	go serveEach(ln, func(c net.Conn) { io.Copy(c, c) })
 	return rig, a
 }
+
+// TestNextHopChangeFollowed: when the MAC of a neighbour of host B
+// changes (host A's, here: a new address on A's link, which B's
+// neighbour table learns, as after a gateway's failover announced by a
+// gratuitous ARP), an app's datagrams and its TCP connection's segments
+// go to the new MAC at once, as the kernel's do. Before, the daemon used
+// what it had resolved for up to six seconds, and host A dropped the
+// frames as another host's.
+func TestNextHopChangeFollowed(t *testing.T) {
+	const port = 7390
+	rig, a := echoRig(t, "tcp://0.0.0.0:"+strconv.Itoa(port))
+	pc, err := a.ListenPacket("udp://0.0.0.0:" + strconv.Itoa(port+1))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer pc.Close()
+	var uc *net.UDPConn
+	var c net.Conn
+	if err := rig.A.Do(func() (err error) {
+		if uc, err = net.ListenUDP("udp4", &net.UDPAddr{IP: rig.A.IPv4.AsSlice()}); err != nil {
+			return err
+		}
+		c, err = net.DialTimeout("tcp", netip.AddrPortFrom(rig.B.IPv4, port).String(), 3*time.Second)
+		return err
+	}); err != nil {
+		t.Fatal(err)
+	}
+	defer uc.Close()
+	defer c.Close()
+	echo := func(what string, within time.Duration) {
+		t.Helper()
+		c.SetDeadline(time.Now().Add(within))
+		if _, err := c.Write([]byte(what)); err != nil {
+			t.Fatalf("%s: %v", what, err)
+		}
+		got := make([]byte, len(what))
+		if _, err := io.ReadFull(c, got); err != nil {
+			t.Fatalf("%s: echo within %v: %v", what, within, err)
+		}
+	}
+	// receive waits for a datagram from the app on A's socket, the app
+	// sending one every 10 ms meanwhile.
+	receive := func(what string, within time.Duration) time.Duration {
+		t.Helper()
+		start := time.Now()
+		buf := make([]byte, 64)
+		for time.Since(start) < within {
+			if _, err := pc.WriteTo([]byte(what), uc.LocalAddr()); err != nil {
+				t.Fatal(err)
+			}
+			uc.SetReadDeadline(time.Now().Add(10 * time.Millisecond))
+			if n, _, err := uc.ReadFrom(buf); err == nil && string(buf[:n]) == what {
+				return time.Since(start)
+			}
+		}
+		t.Fatalf("%s: no datagram from the app within %v", what, within)
+		return 0
+	}
+	receive("before", 2*time.Second)
+	echo("before", 2*time.Second)
+
+	newMAC := "02:77:00:00:00:51"
+	ipIn(t, rig.A, "link", "set", "dev", rig.A.Link, "address", newMAC)
+	ipIn(t, rig.B, "neigh", "replace", rig.A.IPv4.String(), "lladdr", newMAC, "dev", rig.B.Link, "nud", "reachable")
+	took := receive("after", 3*time.Second)
+	t.Logf("the first datagram to A's new MAC arrived %v after the change", took)
+	if took > 300*time.Millisecond {
+		t.Errorf("the app's datagrams reached A's new MAC %v after B's neighbour table had it: want at once", took)
+	}
+	echo("after", time.Second)
+}

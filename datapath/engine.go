@@ -446,17 +446,29 @@ func (e *Engine) Start(l *sessions.Layer) error {
 	} else if err != nil {
 		return fmt.Errorf("start: %w", err)
 	}
+	// Neighbour and route changes, followed from now on (resolver.follow).
+	hops, err := e.ns.WatchNextHops(e.ifc.Index)
+	if err != nil {
+		e.log.Warn("neighbour and route changes are not followed: a next hop's new MAC is used once resolved again, within 6 s", "err", err)
+	}
 	e.feed = l.Subscribe(4096)
 	src := &feedSource{l: l, f: e.feed}
 	m, err := loader.NewMirror(e.objs, src, loader.MirrorOptions{IfIndex: e.ifc.Index, Keep: served})
 	if err != nil {
 		e.feed.Close()
+		if hops != nil {
+			hops.Close()
+		}
 		return fmt.Errorf("start: %w", err)
 	}
 	e.mirror = m
 	e.layer.Store(l)
 	ctx, cancel := context.WithCancel(context.Background())
 	e.cancel = cancel
+	if hops != nil {
+		e.wg.Add(1)
+		go func() { defer e.wg.Done(); e.res.follow(ctx, hops) }()
+	}
 	e.wg.Add(6)
 	go func() { defer e.wg.Done(); e.tcp.releaseIdlePorts(ctx) }()
 	go func() { defer e.wg.Done(); e.followAddrs(ctx) }()

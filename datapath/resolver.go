@@ -36,9 +36,13 @@ type nbResult struct {
 	ok      bool // mac and src are usable
 	failed  bool // no route, or the neighbour did not resolve
 	noRoute bool
-	at      time.Time // when it was resolved
-	pending bool      // a resolution is in flight
-	mtu     int       // the route's MTU when below the interface's (a learned path MTU); 0: none
+	at      time.Time  // when it was resolved
+	pending bool       // a resolution is in flight
+	mtu     int        // the route's MTU when below the interface's (a learned path MTU); 0: none
+	nh      netip.Addr // the next hop whose MAC mac is
+	// dirty: the next hop changed while a resolution was in flight, which
+	// may have read it before: what it stores is asked again.
+	dirty bool
 }
 
 // resolver turns destinations into next-hop MACs off the workers' path:
@@ -54,6 +58,9 @@ type resolver struct {
 
 	mu sync.Mutex // guards m
 	m  map[nbKey]*nbResult
+	// gen counts the changes of next hops the resolver followed (changed):
+	// a worker drops its own cache when it moves.
+	gen atomic.Uint64
 
 	lookups, resolved, failures, dropped atomic.Uint64
 }
@@ -131,9 +138,52 @@ func (r *resolver) run(ctx context.Context) {
 func (r *resolver) store(k nbKey, res nbResult) {
 	r.mu.Lock()
 	if e := r.m[k]; e != nil {
+		if e.dirty {
+			res.at = time.Time{} // asked again at the next get
+		}
 		*e = res
 	}
 	r.mu.Unlock()
+}
+
+// follow keeps what the resolver knows in step with the kernel's
+// neighbours of the interface and its routes, as w reports them, until
+// ctx ends: a neighbour's new MAC is taken at once, a neighbour gone or a
+// route changed makes the destinations concerned resolve again, so that a
+// gateway's failover (a new MAC announced by a gratuitous ARP) or a new
+// route moves the frames within milliseconds, not after resolvedTTL.
+func (r *resolver) follow(ctx context.Context, w *nsbind.NextHopWatch) {
+	w.Run(ctx, r.changed)
+}
+
+// changed applies one next-hop change.
+func (r *resolver) changed(c nsbind.NextHopChange) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	moved := false
+	for _, e := range r.m {
+		switch {
+		case c.Route:
+		case !e.ok || e.nh != c.IP:
+			continue
+		case c.Usable:
+			if [6]byte(c.MAC) == e.mac {
+				continue
+			}
+			copy(e.mac[:], c.MAC)
+			e.at = time.Now()
+			e.dirty = e.pending
+			moved = true
+			continue
+		}
+		// Resolved again at the next get; usable meanwhile.
+		e.at = time.Time{}
+		e.dirty = e.pending
+		moved = true
+	}
+	if moved {
+		r.gen.Add(1)
+	}
 }
 
 // lookup asks the kernel for the route to k and the MAC of its next hop.
@@ -153,7 +203,7 @@ func (r *resolver) lookup(k nbKey) (res nbResult, nh netip.Addr, wait bool) {
 	if gw.IsValid() {
 		nh = gw
 	}
-	res = nbResult{ok: true, src: src.Unmap(), at: now}
+	res = nbResult{ok: true, src: src.Unmap(), at: now, nh: nh}
 	if m, err := r.ns.RouteMTU(dst); err == nil && m > 0 {
 		res.mtu = m
 	}

@@ -690,7 +690,7 @@ func (tw *tcpWorker) direct(pkt tcp.Packet, now time.Time) bool {
 		return false
 	}
 	e, ok := tw.hops[k]
-	if !ok || now.Sub(e.at) > gsoNextHopFresh {
+	if !ok || now.Sub(e.at) > gsoNextHopFresh || e.gen != tw.w.e.res.gen.Load() {
 		return false
 	}
 	if tw.w.e.capture.Load() != nil {
@@ -729,10 +729,12 @@ const (
 	gsoNextHopFresh = time.Second
 )
 
-// nextHopEntry is a next hop the worker resolved, and when.
+// nextHopEntry is a next hop the worker resolved, when, and the
+// resolver's gen then: a next hop that moved since is not used.
 type nextHopEntry struct {
 	mac [6]byte
 	at  time.Time
+	gen uint64
 }
 
 // grow doubles the ring, up to max; false when it is at max.
@@ -892,7 +894,7 @@ func (tw *tcpWorker) drain() bool {
 					if len(tw.hops) >= maxTemplates {
 						clear(tw.hops)
 					}
-					tw.hops[b.keys[i]] = nextHopEntry{mac: b.macs[i], at: x.now}
+					tw.hops[b.keys[i]] = nextHopEntry{mac: b.macs[i], at: x.now, gen: x.nbGen}
 				}
 				tw.pop()
 			}

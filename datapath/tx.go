@@ -65,6 +65,7 @@ type txState struct {
 	descs  []xsk.Desc
 	oob    [64]byte // txKernel's control message
 	nb     map[nbKey]nbLocal
+	nbGen  uint64 // the resolver's gen when nb was last cleared
 	tpls   map[tplKey]*frame.Template
 	lastK  tplKey
 	lastT  *frame.Template
@@ -288,6 +289,10 @@ func (x *txState) destination(t *udp.Target, h *fifo.DgramHeader, hd *held) bool
 // neighbour returns what the worker knows of k's next hop, asking the
 // resolver on a miss.
 func (x *txState) neighbour(k nbKey) nbResult {
+	if g := x.w.e.res.gen.Load(); g != x.nbGen {
+		clear(x.nb) // a next hop moved (resolver.changed)
+		x.nbGen = g
+	}
 	if e, ok := x.nb[k]; ok && x.now.Before(e.until) {
 		return e.res
 	}

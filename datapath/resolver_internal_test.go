@@ -1,0 +1,63 @@
+package datapath
+
+import (
+	"net"
+	"net/netip"
+	"testing"
+	"time"
+
+	"github.com/xsessiond/xsessiond/nsbind"
+)
+
+// TestResolverChanged: a neighbour's new MAC replaces the old one in every
+// destination that goes through it, at once; a neighbour gone or a route
+// change makes destinations resolve again (usable meanwhile); a change
+// that moves nothing leaves gen alone; a resolution in flight when its
+// next hop changed is asked again once stored.
+func TestResolverChanged(t *testing.T) {
+	gw := netip.MustParseAddr("10.0.0.1")
+	other := netip.MustParseAddr("10.0.0.2")
+	key := func(s string) nbKey {
+		a := netip.MustParseAddr(s).As4()
+		var k nbKey
+		copy(k.addr[:], a[:])
+		k.fam = 4
+		return k
+	}
+	at := time.Now()
+	r := newResolver(nil, 1)
+	r.m[key("192.0.2.1")] = &nbResult{ok: true, nh: gw, mac: [6]byte{2, 0, 0, 0, 0, 1}, at: at}
+	r.m[key("192.0.2.2")] = &nbResult{ok: true, nh: gw, mac: [6]byte{2, 0, 0, 0, 0, 1}, at: at, pending: true}
+	r.m[key("10.0.0.2")] = &nbResult{ok: true, nh: other, mac: [6]byte{2, 0, 0, 0, 0, 2}, at: at}
+
+	r.changed(nsbind.NextHopChange{IP: gw, MAC: net.HardwareAddr{2, 0, 0, 0, 0, 1}, Usable: true})
+	if r.gen.Load() != 0 {
+		t.Fatal("the same MAC moved gen")
+	}
+	r.changed(nsbind.NextHopChange{IP: gw, MAC: net.HardwareAddr{2, 0, 0, 0, 0, 9}, Usable: true})
+	if r.gen.Load() != 1 {
+		t.Fatalf("gen %d after a new MAC", r.gen.Load())
+	}
+	for _, k := range []string{"192.0.2.1", "192.0.2.2"} {
+		if e := r.m[key(k)]; e.mac != [6]byte{2, 0, 0, 0, 0, 9} || !e.ok {
+			t.Errorf("%s through the gateway: %+v", k, e)
+		}
+	}
+	if e := r.m[key("10.0.0.2")]; e.mac != [6]byte{2, 0, 0, 0, 0, 2} || e.at != at {
+		t.Errorf("another neighbour's destination changed: %+v", e)
+	}
+	// What was in flight for 192.0.2.2 read the old MAC: stored, then
+	// asked again.
+	r.store(key("192.0.2.2"), nbResult{ok: true, nh: gw, mac: [6]byte{2, 0, 0, 0, 0, 1}, at: time.Now()})
+	if e := r.m[key("192.0.2.2")]; !e.at.IsZero() || e.dirty {
+		t.Errorf("a resolution in flight across the change: %+v, want asked again", e)
+	}
+	r.changed(nsbind.NextHopChange{IP: other})
+	if e := r.m[key("10.0.0.2")]; !e.at.IsZero() || !e.ok || r.gen.Load() != 2 {
+		t.Errorf("a neighbour gone: %+v gen %d, want asked again, usable meanwhile", e, r.gen.Load())
+	}
+	r.changed(nsbind.NextHopChange{Route: true})
+	if e := r.m[key("192.0.2.1")]; !e.at.IsZero() || r.gen.Load() != 3 {
+		t.Errorf("a route change: %+v gen %d, want asked again", e, r.gen.Load())
+	}
+}
