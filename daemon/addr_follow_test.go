@@ -353,3 +353,38 @@ func TestNextHopChangeFollowed(t *testing.T) {
 	}
 	echo("after", time.Second)
 }
+
+// TestRenamedInterfaceFollowed: an interface renamed while the daemon
+// runs is still followed, as the kernel knows it by its index: an address
+// added after the rename reaches the app's wildcard listener. Before, the
+// daemon looked its interface up by the name it started with, and gVisor
+// never got the address: connections to it timed out.
+func TestRenamedInterfaceFollowed(t *testing.T) {
+	const port = 7400
+	rig, _ := echoRig(t, "tcp://0.0.0.0:"+strconv.Itoa(port))
+	ipIn(t, rig.B, "link", "set", "dev", rig.B.Link, "down")
+	ipIn(t, rig.B, "link", "set", "dev", rig.B.Link, "name", "xsrenamed0")
+	ipIn(t, rig.B, "link", "set", "dev", "xsrenamed0", "up")
+	added := netip.MustParseAddr("10.77.0.60")
+	ipIn(t, rig.B, "addr", "add", added.String()+"/24", "dev", "xsrenamed0")
+	time.Sleep(250 * time.Millisecond) // the netlink events' way to the daemon
+	for _, to := range []netip.Addr{rig.B.IPv4, added} {
+		var c net.Conn
+		if err := rig.A.Do(func() (err error) {
+			c, err = net.DialTimeout("tcp", netip.AddrPortFrom(to, port).String(), 3*time.Second)
+			return err
+		}); err != nil {
+			t.Fatalf("dial %v after the rename: %v", to, err)
+		}
+		c.SetDeadline(time.Now().Add(3 * time.Second))
+		msg := []byte("after the rename")
+		if _, err := c.Write(msg); err != nil {
+			t.Fatal(err)
+		}
+		got := make([]byte, len(msg))
+		if _, err := io.ReadFull(c, got); err != nil {
+			t.Fatalf("echo from %v after the rename: %v", to, err)
+		}
+		c.Close()
+	}
+}

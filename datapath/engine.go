@@ -905,17 +905,22 @@ func (e *Engine) followAddrs(ctx context.Context) {
 	if len(e.ifc.MAC) == len(mac) {
 		mac = [6]byte(e.ifc.MAC)
 	}
-	mtu := e.ifc.MTU
+	mtu, name := e.ifc.MTU, e.ifc.Name
 	sync := func() {
-		if ifc, err := e.ns.InterfaceByName(e.cfg.IfName); err == nil {
+		// By index: a renamed interface is the same one.
+		if ifc, err := e.ns.InterfaceByIndex(e.ifc.Index); err == nil {
+			if ifc.Name != name {
+				e.log.Info("the interface was renamed", "from", name, "to", ifc.Name, "ifindex", ifc.Index)
+				name = ifc.Name
+			}
 			e.tcp.syncAddrs(ifc.Addrs)
 			if len(ifc.MAC) == len(mac) && [6]byte(ifc.MAC) != mac {
-				e.log.Info("the interface's MAC changed: followed", "interface", e.cfg.IfName, "from", net.HardwareAddr(mac[:]), "to", ifc.MAC)
+				e.log.Info("the interface's MAC changed: followed", "interface", name, "from", net.HardwareAddr(mac[:]), "to", ifc.MAC)
 				mac = [6]byte(ifc.MAC)
 				e.setMAC(mac)
 			}
 			if ifc.MTU > 0 && ifc.MTU != mtu {
-				e.log.Info("the interface's MTU changed: followed", "interface", e.cfg.IfName, "from", mtu, "to", ifc.MTU)
+				e.log.Info("the interface's MTU changed: followed", "interface", name, "from", mtu, "to", ifc.MTU)
 				mtu = ifc.MTU
 				e.setMTU(mtu)
 			}
