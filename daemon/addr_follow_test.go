@@ -361,7 +361,9 @@ func TestNextHopChangeFollowed(t *testing.T) {
 // never got the address: connections to it timed out.
 func TestRenamedInterfaceFollowed(t *testing.T) {
 	const port = 7400
-	rig, _ := echoRig(t, "tcp://0.0.0.0:"+strconv.Itoa(port))
+	rig, d := tcpRig(t)
+	ln := listenApp(t, attach(t, d, app.Options{Name: "echo"}), "tcp://0.0.0.0:"+strconv.Itoa(port))
+	go serveEach(ln, func(c net.Conn) { io.Copy(c, c) })
 	ipIn(t, rig.B, "link", "set", "dev", rig.B.Link, "down")
 	ipIn(t, rig.B, "link", "set", "dev", rig.B.Link, "name", "xsrenamed0")
 	ipIn(t, rig.B, "link", "set", "dev", "xsrenamed0", "up")
@@ -386,5 +388,8 @@ func TestRenamedInterfaceFollowed(t *testing.T) {
 			t.Fatalf("echo from %v after the rename: %v", to, err)
 		}
 		c.Close()
+	}
+	if name := d.Stats().Interface; name != "xsrenamed0" {
+		t.Errorf("show stats names the interface %q after the rename, want xsrenamed0", name)
 	}
 }

@@ -77,3 +77,20 @@ func (d *Daemon) interfaceState() string {
 	}
 	return "up"
 }
+
+// interfaceName is the served interface's name now (it may have been
+// renamed since the start), or the configured one when the view does not
+// have it.
+func (d *Daemon) interfaceName() string {
+	if !d.cfg.NoDatapath {
+		d.mu.Lock()
+		r := d.netnss[d.ns.FIB()]
+		d.mu.Unlock()
+		if r != nil {
+			if i, ok := r.view.Snapshot().Interface(d.iface.Index); ok {
+				return i.Name
+			}
+		}
+	}
+	return d.cfg.Datapath.IfName
+}

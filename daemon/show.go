@@ -444,7 +444,7 @@ func (d *Daemon) Stats() StatsView {
 		cleared = d.start
 	}
 	return StatsView{
-		Version: d.cfg.Version, Interface: d.cfg.Datapath.IfName, Netns: d.cfg.Datapath.NetnsName, IfIndex: d.iface.Index,
+		Version: d.cfg.Version, Interface: d.interfaceName(), Netns: d.cfg.Datapath.NetnsName, IfIndex: d.iface.Index,
 		InterfaceState: d.interfaceState(),
 		UptimeSeconds:  seconds(time.Since(d.start)),
 		ClearedSeconds: seconds(time.Since(cleared)),
