@@ -8,6 +8,7 @@ import (
 	"log/slog"
 	"net"
 	"net/netip"
+	"strconv"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -403,6 +404,16 @@ func (e *Engine) newWorker(q int, opts xsk.Options) (*worker, error) {
 
 // Workers returns how many workers (= queues) the Engine runs.
 func (e *Engine) Workers() int { return len(e.work) }
+
+// scoped gives a link-local IPv6 address the interface's index as its
+// zone, which the kernel needs to bind or connect a socket to one: the
+// engine's interface is the link. Other addresses come back as they are.
+func (e *Engine) scoped(a netip.Addr) netip.Addr {
+	if a.Is6() && (a.IsLinkLocalUnicast() || a.IsLinkLocalMulticast()) {
+		return a.WithZone(strconv.Itoa(e.ifc.Index))
+	}
+	return a
+}
 
 // IfIndex returns the interface's index in its namespace.
 func (e *Engine) IfIndex() int { return e.ifc.Index }

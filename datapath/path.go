@@ -178,14 +178,14 @@ func (p *enginePath) Open(req sessions.OpenRequest) (netip.AddrPort, error) {
 	var res *udp.Reservation
 	if err := doIn(e.nsh, func() error {
 		var err error
-		res, err = udp.Reserve(netip.AddrPortFrom(src.Unmap(), 0))
+		res, err = udp.Reserve(netip.AddrPortFrom(e.scoped(src.Unmap()), 0))
 		return err
 	}); err != nil {
 		return netip.AddrPort{}, err
 	}
 	// Connected to the peer, the socket learns of its ICMP errors
 	// (peerWatch).
-	if err := res.Connect(netip.AddrPortFrom(dst, r.Port)); err != nil {
+	if err := res.Connect(netip.AddrPortFrom(e.scoped(dst), r.Port)); err != nil {
 		res.Close()
 		return netip.AddrPort{}, err
 	}

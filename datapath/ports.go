@@ -51,7 +51,7 @@ func (p *enginePath) ReservePort(ep sessions.Endpoint) (uint16, error) {
 	var res *udp.Reservation
 	err := doIn(e.nsh, func() error {
 		var err error
-		res, err = udp.Reserve(netip.AddrPortFrom(a, ep.Port))
+		res, err = udp.Reserve(netip.AddrPortFrom(e.scoped(a), ep.Port))
 		return err
 	})
 	if errors.Is(err, unix.EADDRINUSE) {
@@ -132,7 +132,7 @@ func (p *enginePath) ReleasePort(ep sessions.Endpoint) {
 		var nr *udp.Reservation
 		if err := doIn(e.nsh, func() error {
 			var err error
-			nr, err = udp.Reserve(h)
+			nr, err = udp.Reserve(netip.AddrPortFrom(e.scoped(h.Addr()), h.Port()))
 			return err
 		}); err != nil {
 			continue

@@ -1053,7 +1053,7 @@ func (p *tcpPath) reserve(local netip.AddrPort) (*tcpReservation, error) {
 	var res *tcpReservation
 	err := doIn(p.e.nsh, func() error {
 		var err error
-		res, err = reserveTCP(local)
+		res, err = reserveTCP(netip.AddrPortFrom(p.e.scoped(local.Addr()), local.Port()))
 		return err
 	})
 	return res, err

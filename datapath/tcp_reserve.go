@@ -54,7 +54,7 @@ func reserveTCP(local netip.AddrPort) (*tcpReservation, error) {
 	if err != nil {
 		return fail(op, err)
 	}
-	return &tcpReservation{fd: fd, addr: netip.AddrPortFrom(a, port)}, nil
+	return &tcpReservation{fd: fd, addr: netip.AddrPortFrom(a.WithZone(""), port)}, nil
 }
 
 // close releases the port.

@@ -87,7 +87,10 @@ func parseURI(uri string) (Endpoint, error) {
 		}
 		port = after[1:]
 		a, err := netip.ParseAddr(host)
-		if err != nil || !a.Is6() || a.Zone() != "" {
+		if err == nil && a.Is6() && a.Zone() != "" {
+			return Endpoint{}, uriError(uri, fmt.Sprintf("zone %q not taken: a link-local address is on the link of the daemon's interface; give the address alone", a.Zone()))
+		}
+		if err != nil || !a.Is6() {
 			return Endpoint{}, uriError(uri, fmt.Sprintf("bad IPv6 address %q", host))
 		}
 		ep.Addr = a.Unmap()

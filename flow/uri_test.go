@@ -37,7 +37,7 @@ func TestParseURI(t *testing.T) {
 		{"BadAddress", "tcp://10.0.0.256:80", 0, "", 0, "address"},
 		{"Hostname", "tcp://localhost:80", 0, "", 0, "address"},
 		{"EmptyHost", "tcp://:8080", 0, "", 0, "0.0.0.0 is every IPv4 address"},
-		{"ZoneRefused", "tcp://[fe80::1%eth0]:80", 0, "", 0, "address"},
+		{"ZoneRefused", "tcp://[fe80::1%eth0]:80", 0, "", 0, "zone \"eth0\" not taken"},
 		{"V6WithoutBrackets", "tcp://fd00::1:80", 0, "", 0, "brackets"},
 		{"V4InBrackets", "tcp://[1.2.3.4]:80", 0, "", 0, "address"},
 		{"MissingBracket", "tcp://[fd00::1:80", 0, "", 0, "]"},

@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"net/netip"
+	"strconv"
 	"sync"
 
 	"golang.org/x/sys/unix"
@@ -58,7 +59,17 @@ func Reserve(local netip.AddrPort) (*Reservation, error) {
 	if err != nil {
 		return fail(op, err)
 	}
-	return &Reservation{fd: fd, addr: netip.AddrPortFrom(a, port)}, nil
+	return &Reservation{fd: fd, addr: netip.AddrPortFrom(a.WithZone(""), port)}, nil
+}
+
+// zoneID is the interface index of a's zone, which must be one (a
+// link-local address scoped by the caller, as "3"); 0 without one.
+func zoneID(a netip.Addr) uint32 {
+	z, err := strconv.ParseUint(a.Zone(), 10, 32)
+	if err != nil {
+		return 0
+	}
+	return uint32(z)
 }
 
 // BindLocal binds the IP socket fd (of a's family) to local, IPv6 sockets
@@ -73,7 +84,7 @@ func BindLocal(fd int, local netip.AddrPort, beforeBind func(fd int)) (port uint
 		if err := unix.SetsockoptInt(fd, unix.IPPROTO_IPV6, unix.IPV6_V6ONLY, 1); err != nil {
 			return 0, "v6only", err
 		}
-		sa = &unix.SockaddrInet6{Addr: a.As16(), Port: int(local.Port())}
+		sa = &unix.SockaddrInet6{Addr: a.As16(), Port: int(local.Port()), ZoneId: zoneID(a)}
 	} else {
 		sa = &unix.SockaddrInet4{Addr: a.As4(), Port: int(local.Port())}
 	}
@@ -104,7 +115,7 @@ func (r *Reservation) Connect(remote netip.AddrPort) error {
 	a := remote.Addr().Unmap()
 	var sa unix.Sockaddr
 	if r.addr.Addr().Is6() {
-		sa = &unix.SockaddrInet6{Addr: a.As16(), Port: int(remote.Port())}
+		sa = &unix.SockaddrInet6{Addr: a.As16(), Port: int(remote.Port()), ZoneId: zoneID(a)}
 	} else {
 		if !a.Is4() {
 			return fmt.Errorf("connect reservation %v to %v: %w: address family", r.addr, remote, ErrReserve)
