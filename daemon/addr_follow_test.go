@@ -393,3 +393,39 @@ func TestRenamedInterfaceFollowed(t *testing.T) {
 		t.Errorf("show stats names the interface %q after the rename, want xsrenamed0", name)
 	}
 }
+
+// TestServiceAddressOnLo: an address on host B's lo (a service address
+// that host A routes to B, as load balancers and anycast use them) takes
+// connections to an app's wildcard TCP listener, as a kernel listener
+// does (the weak host model). Before, gVisor had only the interface's
+// addresses, and the connections timed out.
+func TestServiceAddressOnLo(t *testing.T) {
+	const port = 7430
+	vip := netip.MustParseAddr("10.99.9.9")
+	rig, _ := echoRig(t, "tcp://0.0.0.0:"+strconv.Itoa(port))
+	ipIn(t, rig.B, "addr", "add", vip.String()+"/32", "dev", "lo")
+	ipIn(t, rig.A, "route", "add", vip.String()+"/32", "via", rig.B.IPv4.String())
+	time.Sleep(250 * time.Millisecond) // the netlink event's way to the daemon
+	var c net.Conn
+	if err := rig.A.Do(func() (err error) {
+		c, err = net.DialTimeout("tcp", netip.AddrPortFrom(vip, port).String(), 3*time.Second)
+		return err
+	}); err != nil {
+		t.Fatalf("to the service address: %v", err)
+	}
+	defer c.Close()
+	c.SetDeadline(time.Now().Add(3 * time.Second))
+	if _, err := c.Write([]byte("tcp")); err != nil {
+		t.Fatal(err)
+	}
+	got := make([]byte, 3)
+	if _, err := io.ReadFull(c, got); err != nil || string(got) != "tcp" {
+		t.Fatalf("tcp echo from the service address: %q, %v", got, err)
+	}
+	if la := c.LocalAddr().(*net.TCPAddr).AddrPort().Addr(); la != rig.A.IPv4 {
+		t.Errorf("host A's end is %v", la)
+	}
+	if ra := c.RemoteAddr().(*net.TCPAddr).AddrPort().Addr().Unmap(); ra != vip {
+		t.Errorf("host A's peer is %v, want the service address", ra)
+	}
+}

@@ -8,6 +8,7 @@ import (
 	"log/slog"
 	"net"
 	"net/netip"
+	"slices"
 	"strconv"
 	"sync"
 	"sync/atomic"
@@ -452,7 +453,7 @@ func (e *Engine) Start(l *sessions.Layer) error {
 	}
 	// The namespace's addresses before any listener is steered: a
 	// wildcard listener's packets to others are the kernel's.
-	if err := e.syncLocals(); errors.Is(err, loader.ErrLocalsFull) {
+	if _, err := e.syncLocals(); errors.Is(err, loader.ErrLocalsFull) {
 		e.log.Warn("not every local address is in the XDP program's locals map: packets to the others on a wildcard listener's port take the kernel path", "err", err)
 	} else if err != nil {
 		return fmt.Errorf("start: %w", err)
@@ -834,15 +835,17 @@ func (e *Engine) release() error {
 }
 
 // syncLocals sets the program's locals map to the addresses of every
-// interface of the namespace: a packet to a wildcard listener's port is
+// interface of the namespace, and the TCP Stack's to those the kernel
+// takes a connection to on the interface (stackAddrs), from one look at
+// them, which it returns. A packet to a wildcard listener's port is
 // steered only when addressed to one of them (the kernel takes any of its
 // addresses on any interface); one routed through the host, or a
 // broadcast, stays the kernel's (a broadcast reaches the app through the
 // port's reservation, the kernel path).
-func (e *Engine) syncLocals() error {
+func (e *Engine) syncLocals() ([]nsbind.Interface, error) {
 	ifcs, err := e.ns.Interfaces()
 	if err != nil {
-		return fmt.Errorf("local addresses: %w", err)
+		return nil, fmt.Errorf("local addresses: %w", err)
 	}
 	var addrs []netip.Addr
 	for _, ifc := range ifcs {
@@ -850,7 +853,34 @@ func (e *Engine) syncLocals() error {
 			addrs = append(addrs, p.Addr())
 		}
 	}
-	return e.objs.Locals.Set(addrs)
+	if e.tcp != nil {
+		e.tcp.syncAddrs(stackAddrs(ifcs, e.ifc.Index))
+	}
+	return ifcs, e.objs.Locals.Set(addrs)
+}
+
+// stackAddrs are the addresses a TCP connection arriving on interface
+// served may be made to, as the kernel takes them (the weak host model):
+// the interface's own with their prefixes, and those of the namespace's
+// other interfaces as host addresses (a service address on lo, say),
+// without loopback addresses, which no packet from a link may carry, and
+// without the other interfaces' IPv6 link-local ones, which are of their
+// own links.
+func stackAddrs(ifcs []nsbind.Interface, served int) []netip.Prefix {
+	var out []netip.Prefix
+	for _, ifc := range ifcs {
+		for _, p := range ifc.Addrs {
+			a := p.Addr()
+			switch {
+			case ifc.Index == served:
+				out = append(out, p)
+			case a.IsLoopback(), a.Is6() && a.IsLinkLocalUnicast():
+			default:
+				out = append(out, netip.PrefixFrom(a, a.BitLen()))
+			}
+		}
+	}
+	return out
 }
 
 // setMAC tells the XDP program and each worker the interface's new
@@ -895,7 +925,8 @@ const (
 )
 
 // followAddrs keeps the locals map the namespace's addresses and the TCP
-// Stack's those of the interface: at once on each address or link change
+// Stack's those it takes connections to (syncLocals), and follows the
+// interface's name, MAC and MTU: at once on each address or link change
 // Config.Addrs reports (addrEvents), else every addrPoll. Until an added
 // address is followed, a packet to it on a wildcard listener's port goes
 // to the kernel: a datagram reaches the app through the port's
@@ -918,13 +949,23 @@ func (e *Engine) followAddrs(ctx context.Context) {
 	}
 	mtu, name := e.ifc.MTU, e.ifc.Name
 	sync := func() {
+		ifcs, err := e.syncLocals()
+		msg := ""
+		if err != nil {
+			msg = err.Error()
+		}
+		if msg != last && err != nil {
+			e.log.Warn("local addresses not followed in full", "err", err) // once until it changes
+		}
+		last = msg
 		// By index: a renamed interface is the same one.
-		if ifc, err := e.ns.InterfaceByIndex(e.ifc.Index); err == nil {
+		i := slices.IndexFunc(ifcs, func(i nsbind.Interface) bool { return i.Index == e.ifc.Index })
+		if i >= 0 {
+			ifc := ifcs[i]
 			if ifc.Name != name {
 				e.log.Info("the interface was renamed", "from", name, "to", ifc.Name, "ifindex", ifc.Index)
 				name = ifc.Name
 			}
-			e.tcp.syncAddrs(ifc.Addrs)
 			if len(ifc.MAC) == len(mac) && [6]byte(ifc.MAC) != mac {
 				e.log.Info("the interface's MAC changed: followed", "interface", name, "from", net.HardwareAddr(mac[:]), "to", ifc.MAC)
 				mac = [6]byte(ifc.MAC)
@@ -936,15 +977,6 @@ func (e *Engine) followAddrs(ctx context.Context) {
 				e.setMTU(mtu)
 			}
 		}
-		err := e.syncLocals()
-		msg := ""
-		if err != nil {
-			msg = err.Error()
-		}
-		if msg != last && err != nil {
-			e.log.Warn("local addresses not followed in full", "err", err) // once until it changes
-		}
-		last = msg
 	}
 	for {
 		select {

@@ -3,6 +3,7 @@ package datapath
 import (
 	"net"
 	"net/netip"
+	"slices"
 	"testing"
 	"time"
 
@@ -59,5 +60,22 @@ func TestResolverChanged(t *testing.T) {
 	r.changed(nsbind.NextHopChange{Route: true})
 	if e := r.m[key("192.0.2.1")]; !e.at.IsZero() || r.gen.Load() != 3 {
 		t.Errorf("a route change: %+v gen %d, want asked again", e, r.gen.Load())
+	}
+}
+
+// TestStackAddrs: gVisor gets the served interface's addresses with their
+// prefixes and the others' as host addresses, without loopback addresses
+// and without the other interfaces' IPv6 link-local ones.
+func TestStackAddrs(t *testing.T) {
+	pfx := netip.MustParsePrefix
+	ifcs := []nsbind.Interface{
+		{Index: 1, Name: "lo", Addrs: []netip.Prefix{pfx("127.0.0.1/8"), pfx("::1/128"), pfx("10.99.9.9/32")}},
+		{Index: 2, Name: "eth0", Addrs: []netip.Prefix{pfx("10.77.0.2/24"), pfx("fe80::2/64"), pfx("fd77::2/64")}},
+		{Index: 3, Name: "eth1", Addrs: []netip.Prefix{pfx("192.0.2.1/24"), pfx("fe80::3/64")}},
+	}
+	got := stackAddrs(ifcs, 2)
+	want := []netip.Prefix{pfx("10.99.9.9/32"), pfx("10.77.0.2/24"), pfx("fe80::2/64"), pfx("fd77::2/64"), pfx("192.0.2.1/32")}
+	if !slices.Equal(got, want) {
+		t.Fatalf("stackAddrs:\n got %v\nwant %v", got, want)
 	}
 }
