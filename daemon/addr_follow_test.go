@@ -99,16 +99,9 @@ func TestTCPWildcardFollowsNewAddress(t *testing.T) {
 func TestMACChangeFollowed(t *testing.T) {
 	const port = 7320
 	rig, _ := echoRig(t, "tcp://0.0.0.0:"+strconv.Itoa(port))
-	to := netip.AddrPortFrom(rig.B.IPv4, port).String()
 	dial := func() net.Conn {
 		t.Helper()
-		var c net.Conn
-		if err := rig.A.Do(func() (err error) {
-			c, err = net.DialTimeout("tcp", to, 3*time.Second)
-			return err
-		}); err != nil {
-			t.Fatalf("dial %s: %v", to, err)
-		}
+		c := kernelDial(t, rig.A, netip.AddrPortFrom(rig.B.IPv4, port))
 		t.Cleanup(func() { c.Close() })
 		return c
 	}
@@ -211,13 +204,7 @@ func TestMTUChangeFollowed(t *testing.T) {
 	// B's link alone smaller: A learns the MSS from B's SYN-ACK.
 	setMTU(rig.B, 1280)
 	time.Sleep(200 * time.Millisecond) // the netlink event's way to the daemon
-	var c net.Conn
-	if err := rig.A.Do(func() (err error) {
-		c, err = net.DialTimeout("tcp", netip.AddrPortFrom(rig.B.IPv4, port).String(), 3*time.Second)
-		return err
-	}); err != nil {
-		t.Fatal(err)
-	}
+	c := kernelDial(t, rig.A, netip.AddrPortFrom(rig.B.IPv4, port))
 	defer c.Close()
 	c.SetDeadline(time.Now().Add(5 * time.Second))
 	data := pattern(0, 256<<10)
@@ -299,17 +286,14 @@ func TestNextHopChangeFollowed(t *testing.T) {
 	}
 	defer pc.Close()
 	var uc *net.UDPConn
-	var c net.Conn
 	if err := rig.A.Do(func() (err error) {
-		if uc, err = net.ListenUDP("udp4", &net.UDPAddr{IP: rig.A.IPv4.AsSlice()}); err != nil {
-			return err
-		}
-		c, err = net.DialTimeout("tcp", netip.AddrPortFrom(rig.B.IPv4, port).String(), 3*time.Second)
+		uc, err = net.ListenUDP("udp4", &net.UDPAddr{IP: rig.A.IPv4.AsSlice()})
 		return err
 	}); err != nil {
 		t.Fatal(err)
 	}
 	defer uc.Close()
+	c := kernelDial(t, rig.A, netip.AddrPortFrom(rig.B.IPv4, port))
 	defer c.Close()
 	echo := func(what string, within time.Duration) {
 		t.Helper()
@@ -371,13 +355,7 @@ func TestRenamedInterfaceFollowed(t *testing.T) {
 	ipIn(t, rig.B, "addr", "add", added.String()+"/24", "dev", "xsrenamed0")
 	time.Sleep(250 * time.Millisecond) // the netlink events' way to the daemon
 	for _, to := range []netip.Addr{rig.B.IPv4, added} {
-		var c net.Conn
-		if err := rig.A.Do(func() (err error) {
-			c, err = net.DialTimeout("tcp", netip.AddrPortFrom(to, port).String(), 3*time.Second)
-			return err
-		}); err != nil {
-			t.Fatalf("dial %v after the rename: %v", to, err)
-		}
+		c := kernelDial(t, rig.A, netip.AddrPortFrom(to, port))
 		c.SetDeadline(time.Now().Add(3 * time.Second))
 		msg := []byte("after the rename")
 		if _, err := c.Write(msg); err != nil {
@@ -406,13 +384,7 @@ func TestServiceAddressOnLo(t *testing.T) {
 	ipIn(t, rig.B, "addr", "add", vip.String()+"/32", "dev", "lo")
 	ipIn(t, rig.A, "route", "add", vip.String()+"/32", "via", rig.B.IPv4.String())
 	time.Sleep(250 * time.Millisecond) // the netlink event's way to the daemon
-	var c net.Conn
-	if err := rig.A.Do(func() (err error) {
-		c, err = net.DialTimeout("tcp", netip.AddrPortFrom(vip, port).String(), 3*time.Second)
-		return err
-	}); err != nil {
-		t.Fatalf("to the service address: %v", err)
-	}
+	c := kernelDial(t, rig.A, netip.AddrPortFrom(vip, port))
 	defer c.Close()
 	c.SetDeadline(time.Now().Add(3 * time.Second))
 	if _, err := c.Write([]byte("tcp")); err != nil {

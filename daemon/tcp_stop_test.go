@@ -33,13 +33,7 @@ func TestTCPDaemonStopResetsPeers(t *testing.T) {
 			accepted <- c // held open, silent
 		}
 	}()
-	var c net.Conn
-	if err := rig.A.Do(func() (err error) {
-		c, err = net.DialTimeout("tcp", netip.AddrPortFrom(rig.B.IPv4, port).String(), 3*time.Second)
-		return err
-	}); err != nil {
-		t.Fatal(err)
-	}
+	c := kernelDial(t, rig.A, netip.AddrPortFrom(rig.B.IPv4, port))
 	defer c.Close()
 	select {
 	case <-accepted:
