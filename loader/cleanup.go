@@ -111,6 +111,24 @@ func removePins(dir string, detach bool) (linked bool, maps int, errs []error) {
 	return linked, maps, errs
 }
 
+// stillAttached reports whether the link pinned in dir still holds its
+// program on an interface: the kernel forgets the interface of an XDP link
+// when the interface goes, so one that names an interface is on one that
+// exists, perhaps under another name than its folder's (renamed).
+func stillAttached(dir string) bool {
+	l, err := link.LoadPinnedLink(filepath.Join(dir, PinLink), nil)
+	if err != nil {
+		return false
+	}
+	defer l.Close()
+	info, err := l.Info()
+	if err != nil {
+		return false
+	}
+	x := info.XDP()
+	return x != nil && x.Ifindex != 0
+}
+
 // StaleReport says what SweepStale removed.
 type StaleReport struct {
 	Dirs     []string // the pin folders removed, one an interface
@@ -129,7 +147,8 @@ type StaleReport struct {
 // they are removed. The links are unpinned, never detached: a daemon still
 // running on its interface in a namespace whose name was deleted (the
 // daemon holds it) keeps its program attached through its own link, and
-// a dead daemon's goes with its pin.
+// a dead daemon's goes with its pin. A folder whose interface was renamed
+// (a pinned link still attached) is kept.
 func SweepStale(root string) (StaleReport, error) {
 	var rep StaleReport
 	if root == "" {
@@ -160,12 +179,14 @@ func SweepStale(root string) (StaleReport, error) {
 		// is alive but cannot be looked into, so its interfaces stay.
 		var exists func(name string) bool
 		var ino uint64
+		alive := false // the namespace is there: a folder of no interface may be a renamed one's
 		if _, err := fmt.Sscanf(ns.Name(), "netns-%d", &ino); err == nil {
 			switch {
 			case !live[ino]:
 				exists = func(string) bool { return false }
 			case ino == current:
 				exists = func(name string) bool { _, err := netlink.LinkByName(name); return !notFound(err) }
+				alive = true
 			}
 		} else {
 			path := filepath.Join("/run/netns", ns.Name())
@@ -175,6 +196,7 @@ func SweepStale(root string) (StaleReport, error) {
 				exists = func(name string) bool {
 					return !notFound(inNetns(path, func(uint64) error { _, err := netlink.LinkByName(name); return err }))
 				}
+				alive = true
 			}
 		}
 		for _, ifc := range ifaces {
@@ -182,10 +204,10 @@ func SweepStale(root string) (StaleReport, error) {
 				continue
 			}
 			rep.Examined++
-			if exists == nil || exists(ifc.Name()) {
+			dir := filepath.Join(nsDir, ifc.Name())
+			if exists == nil || exists(ifc.Name()) || (alive && stillAttached(dir)) {
 				continue
 			}
-			dir := filepath.Join(nsDir, ifc.Name())
 			linked, maps, perrs := removePins(dir, false)
 			errs = append(errs, perrs...)
 			if linked {

@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"slices"
 	"testing"
@@ -57,4 +58,38 @@ func TestSweepStale(t *testing.T) {
 		t.Fatal(err)
 	}
 	waitGone(t, keptID)
+}
+
+// TestSweepKeepsRenamed: the pins of an interface renamed since its
+// program was attached stay: the folder is under its old name, but the
+// pinned link is still on it. Once the interface is deleted they go.
+func TestSweepKeepsRenamed(t *testing.T) {
+	root := filepath.Join(BPFFSPath, fmt.Sprintf("xsessiond-sweep-rename-test-%d", os.Getpid()))
+	t.Cleanup(func() { os.RemoveAll(root) })
+	p := nstest.NewPair(t, nstest.Options{})
+	id := startKilledChildAt(t, p.B, ModeGeneric, root)
+	dir := filepath.Join(root, p.B.Name, p.B.Link)
+	ip := func(args ...string) {
+		t.Helper()
+		if out, err := exec.Command("ip", append([]string{"-n", p.B.Name}, args...)...).CombinedOutput(); err != nil {
+			t.Fatalf("ip %v: %v: %s", args, err, out)
+		}
+	}
+	ip("link", "set", "dev", p.B.Link, "down")
+	ip("link", "set", "dev", p.B.Link, "name", "xsrenamed1")
+	rep, err := SweepStale(root)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if slices.Contains(rep.Dirs, dir) {
+		t.Fatalf("sweep %+v took the renamed interface's pins", rep)
+	}
+	if _, err := os.Stat(filepath.Join(dir, PinLink)); err != nil {
+		t.Fatalf("the renamed interface's pinned link: %v", err)
+	}
+	ip("link", "del", "xsrenamed1")
+	if rep, err := SweepStale(root); err != nil || !slices.Contains(rep.Dirs, dir) {
+		t.Fatalf("sweep after the interface was deleted: %+v, %v; want %s removed", rep, err, dir)
+	}
+	waitGone(t, id)
 }
