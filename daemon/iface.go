@@ -55,19 +55,29 @@ func (d *Daemon) watchInterface(view *nsbind.View) {
 	}()
 }
 
-// interfaceState is StatsView.InterfaceState.
-func (d *Daemon) interfaceState() string {
+// servedInterface is the served interface as the netns view has it now;
+// viewed is false without a datapath or a view, ok false when the view no
+// longer has it.
+func (d *Daemon) servedInterface() (i nsbind.Interface, viewed, ok bool) {
 	if d.cfg.NoDatapath {
-		return ""
+		return i, false, false
 	}
 	d.mu.Lock()
 	r := d.netnss[d.ns.FIB()]
 	d.mu.Unlock()
 	if r == nil {
-		return ""
+		return i, false, false
 	}
-	i, ok := r.view.Snapshot().Interface(d.iface.Index)
+	i, ok = r.view.Snapshot().Interface(d.iface.Index)
+	return i, true, ok
+}
+
+// interfaceState is StatsView.InterfaceState.
+func (d *Daemon) interfaceState() string {
+	i, viewed, ok := d.servedInterface()
 	switch {
+	case !viewed:
+		return ""
 	case !ok:
 		return "gone"
 	case !i.Up:
@@ -82,15 +92,8 @@ func (d *Daemon) interfaceState() string {
 // renamed since the start), or the configured one when the view does not
 // have it.
 func (d *Daemon) interfaceName() string {
-	if !d.cfg.NoDatapath {
-		d.mu.Lock()
-		r := d.netnss[d.ns.FIB()]
-		d.mu.Unlock()
-		if r != nil {
-			if i, ok := r.view.Snapshot().Interface(d.iface.Index); ok {
-				return i.Name
-			}
-		}
+	if i, _, ok := d.servedInterface(); ok {
+		return i.Name
 	}
 	return d.cfg.Datapath.IfName
 }

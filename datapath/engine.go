@@ -140,6 +140,7 @@ type Engine struct {
 	est atomic.Pointer[estTable]                    // connected sessions, by 5-tuple (Local = this host)
 
 	partialOK bool         // accept partial UDP checksums (Config.Checksum, resolved)
+	local     localAddrs   // Config.Addrs when it knows every address of the namespace, else nil
 	csumMode  string       // the checksum mode in effect, for Stats
 	spinners  atomic.Int32 // workers spinning now (poll.go)
 
@@ -240,6 +241,7 @@ func New(cfg Config) (*Engine, error) {
 	e := &Engine{cfg: cfg, log: log, conns: map[flow.Handle]*connectedSession{}, watched: map[int]*connectedSession{}, ports: map[netip.AddrPort]*udp.Reservation{}, krx: map[int]*udp.Target{}, claims: make(chan claim, 1024)}
 	e.lis.Store(&map[flow.Handle]*udp.Target{})
 	e.est.Store(newEstTable(nil))
+	e.local, _ = cfg.Addrs.(localAddrs)
 	e.nsh, err = openNetns(cfg.NetnsPath, cfg.NetnsName, cfg.Netns)
 	if err != nil {
 		return nil, fmt.Errorf("new engine: %w", err)

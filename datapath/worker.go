@@ -629,8 +629,10 @@ func (w *worker) notForUs() bool {
 }
 
 // ownSource reports whether the frame decoded into w.pkt is an IPv4
-// packet whose source is an address of the namespace (of any of its
-// interfaces, when Config.Addrs knows them all: localAddrs; else of the
+// packet, its header accepted (L4Off set: after the header checksum,
+// options and martian checks, as the kernel validates the source after
+// them), whose source is an address of the namespace (of any of its
+// interfaces, when Config.Addrs knows them all: Engine.local; else of the
 // interface served): one the kernel drops as spoofed
 // (fib_validate_source, with accept_local off, its default), so that a
 // peer cannot pass a datagram to an app as if the host itself had sent
@@ -638,13 +640,13 @@ func (w *worker) notForUs() bool {
 // and batch.
 func (w *worker) ownSource() bool {
 	p := &w.pkt
-	if p.Family != flow.Family4 || w.e.cfg.Addrs == nil {
+	if p.Family != flow.Family4 || p.L4Off == 0 || w.e.cfg.Addrs == nil {
 		return false
 	}
 	a := [4]byte(p.Src[:4])
 	if !w.srcOK || a != w.src {
 		w.src, w.srcOK = a, true
-		if l, ok := w.e.cfg.Addrs.(localAddrs); ok {
+		if l := w.e.local; l != nil {
 			w.srcLocal = l.IsLocal(l.FIB(), netip.AddrFrom4(a))
 		} else {
 			w.srcLocal = w.e.cfg.Addrs.HasAddress(w.e.ifc.Index, netip.AddrFrom4(a))

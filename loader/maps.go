@@ -532,8 +532,8 @@ type LocalMap struct {
 }
 
 // Set makes the map hold addrs and nothing else, writing only what
-// changed: what is missing is put before what is gone is deleted, so an address in both the old and the
-// new set is never missing. IPv4-mapped addresses count as IPv4. More
+// changed: what is missing is put before what is gone is deleted, so an
+// address in both the old and the new set is never missing. IPv4-mapped addresses count as IPv4. More
 // addresses than the map holds: it holds the lowest ones (IPv4 first) and
 // Set returns an error wrapping ErrLocalsFull.
 func (lm *LocalMap) Set(addrs []netip.Addr) error {

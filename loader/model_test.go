@@ -57,7 +57,11 @@ func modelRun(o *Objects, ifindex int, pkt []byte) (modelResult, error) {
 	}
 	// A unicast frame to another MAC than the interface's (when the
 	// program was given one) is another host's.
-	if mac := *o.mac.Load(); mac != ([6]byte{}) && pkt[0]&1 == 0 && [6]byte(pkt[:6]) != mac {
+	var mac [6]byte
+	if err := o.objs.XsMac.Get(&mac); err != nil {
+		return modelResult{}, err
+	}
+	if mac != ([6]byte{}) && pkt[0]&1 == 0 && [6]byte(pkt[:6]) != mac {
 		return modelResult{reason: "other_host"}, nil
 	}
 	et, off := be16(12), 14
@@ -217,7 +221,11 @@ func modelMatch(o *Objects, ifindex int, t flow.FiveTuple) (string, error) {
 	}
 	l.Local = [16]byte{}
 	if ok, err := found(lookupErr(o.Listeners.Lookup(ifindex, l))); ok || err != nil {
-		if err == nil && o.checkLocal {
+		var check uint8
+		if err == nil {
+			err = o.objs.XsCheckLocal.Get(&check)
+		}
+		if err == nil && check != 0 {
 			var v uint32
 			k := xsessionXsLocalKey{Addr: t.Local, Family: t.Family}
 			if err := o.objs.Locals.Lookup(&k, &v); errors.Is(err, ebpf.ErrKeyNotExist) {

@@ -5,7 +5,6 @@ import (
 	"fmt"
 	"net"
 	"sync"
-	"sync/atomic"
 	"time"
 
 	"github.com/cilium/ebpf"
@@ -116,9 +115,6 @@ type Objects struct {
 	Locals      *LocalMap
 
 	objs xsessionObjects
-	mac  atomic.Pointer[[6]byte] // ObjectsOptions.MAC or SetMAC's, or zero
-
-	checkLocal bool // ObjectsOptions.CheckLocal
 
 	mu     sync.Mutex  // guards att and closed
 	att    *Attachment // the attachment made from these objects, if any
@@ -154,8 +150,7 @@ func (s *Spec) Load(opts ObjectsOptions) (*Objects, error) {
 	if err := cs.Variables[xsessionVarXsCheckLocal].Set(check); err != nil {
 		return nil, fmt.Errorf("load xdp program: local check: %w", err)
 	}
-	o := &Objects{checkLocal: opts.CheckLocal}
-	o.mac.Store(&mac)
+	o := &Objects{}
 	if err := cs.LoadAndAssign(&o.objs, nil); err != nil {
 		var ve *ebpf.VerifierError
 		if errors.As(err, &ve) {
@@ -186,7 +181,6 @@ func (o *Objects) SetMAC(mac net.HardwareAddr) error {
 	if err := o.objs.XsMac.Set(m); err != nil {
 		return fmt.Errorf("set MAC %v: %w", mac, err)
 	}
-	o.mac.Store(&m)
 	return nil
 }
 
