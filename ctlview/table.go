@@ -230,11 +230,11 @@ func WriteTable(out io.Writer, what api.ShowWhat, doc []byte) error {
 			row("")
 			row("QUEUE", "RX", "TX", "DELIVERED", "HELD", "PARTIAL-CSUM", "DROPS")
 			for _, q := range v.Queues {
-				row(q.Queue, q.RxPackets, q.TxPackets, q.Delivered, q.Held, q.PartialCsum, dropsString(q.Drops))
+				row(q.Queue, q.RxPackets, q.Sent(), q.Delivered, q.Held, q.PartialCsum, dropsString(q.Drops))
 			}
 			if len(v.Queues) > 1 {
 				q := v.Totals
-				row("all", q.RxPackets, q.TxPackets, q.Delivered, q.Held, q.PartialCsum, dropsString(q.Drops))
+				row("all", q.RxPackets, q.Sent(), q.Delivered, q.Held, q.PartialCsum, dropsString(q.Drops))
 			}
 		}
 	default:

@@ -212,7 +212,7 @@ func drawTop(prev, cur *topSample, rows, width, height int) []byte {
 	}
 	for _, q := range st.Queues {
 		p := pq[q.Queue]
-		fmt.Fprintf(tw, "%d\t%.0f\t%.0f\t%.0f\t%.0f\t%s\n", q.Queue, rate(p.RxPackets, q.RxPackets, d), rate(p.TxPackets, q.TxPackets, d),
+		fmt.Fprintf(tw, "%d\t%.0f\t%.0f\t%.0f\t%.0f\t%s\n", q.Queue, rate(p.RxPackets, q.RxPackets, d), rate(p.Sent(), q.Sent(), d),
 			rate(p.Delivered, q.Delivered, d), rate(p.Dropped, q.Dropped, d), reasonRates(p.Drops, q.Drops, d))
 	}
 	tw.Flush()

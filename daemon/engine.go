@@ -152,6 +152,7 @@ type QueueStats struct {
 	Worker    uint32 `json:"worker"`
 	ZeroCopy  bool   `json:"zero_copy"`
 	RxPackets uint64 `json:"rx_packets"`
+	// TxPackets counts the packets sent through the AF_XDP ring.
 	TxPackets uint64 `json:"tx_packets"`
 	Delivered uint64 `json:"delivered"`
 	// PartialCsum counts datagrams delivered with a partial checksum (a
@@ -194,6 +195,10 @@ type QueueStats struct {
 	// XSK are the socket's counters that are not drops.
 	XSK XSKStats `json:"xsk"`
 }
+
+// Sent is every packet the queue's worker sent: through its AF_XDP ring
+// (TxPackets) and through the kernel paths (TxKernel, TxGSO).
+func (q *QueueStats) Sent() uint64 { return q.TxPackets + q.TxKernel + q.TxGSO }
 
 // XSKStats are an AF_XDP socket's counters other than its drops.
 type XSKStats struct {

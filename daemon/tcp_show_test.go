@@ -165,7 +165,21 @@ func TestTCPShowSessions(t *testing.T) {
 	if !strings.Contains(string(doc), `"tcp_state":"ESTABLISHED"`) {
 		t.Errorf("show sessions: no tcp_state ESTABLISHED in %s", doc)
 	}
+	s, _ = tcpSession(d, remote)
 	body := scrape(t, d.MetricsAddr())
+	// The connection's segments left through queue 0's worker, whichever
+	// path they took (TCP's mostly the kernel's segmentation, which takes
+	// a run of them as one packet), and the queue's counters say so.
+	var sentByPath float64
+	for _, path := range []string{"af_xdp", "kernel", "gso"} {
+		sentByPath += metric(t, body, `xsessiond_queue_tx_packets_total{path="`+path+`",queue="0"}`)
+	}
+	if sentByPath == 0 {
+		t.Errorf("queue 0 sent no packets by its paths; the connection sent %d segments", s.TxPackets)
+	}
+	if st := d.Stats(); len(st.Queues) != 1 || st.Queues[0].Sent() < uint64(sentByPath) {
+		t.Errorf("show stats: queues %+v; the metrics had %v sent", st.Queues, sentByPath)
+	}
 	if v := metric(t, body, `xsessiond_tcp_connections{namespace="default",state="ESTABLISHED"}`); v != 1 {
 		t.Errorf("ESTABLISHED connections: %v, want 1", v)
 	}
