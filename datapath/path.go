@@ -42,7 +42,7 @@ func (p *enginePath) ListenerWorker(l sessions.Listener) uint32 {
 func (p *enginePath) Listen(l sessions.Listener) error {
 	e := p.e
 	if !p.ours(l.Endpoint.IfIndex) {
-		return fmt.Errorf("listen %s on ifindex %d: %w", l.Endpoint.URI(), l.Endpoint.IfIndex, ErrOtherInterface)
+		return fmt.Errorf("listen %s: %w", l.Endpoint.URI(), e.otherInterface(l.Endpoint.IfIndex))
 	}
 	if l.Endpoint.Transport == flow.TransportTCP {
 		if e.tcp == nil {
@@ -128,12 +128,9 @@ func (e *Engine) connectRoute(dst netip.Addr) (netip.Addr, error) {
 	if ifindex == e.ifc.Index {
 		return src, nil
 	}
-	name, own := fmt.Sprintf("ifindex %d", ifindex), false
+	name, own := e.ifName(ifindex), false
 	if ifcs, err := e.ns.Interfaces(); err == nil {
 		for _, ifc := range ifcs {
-			if ifc.Index == ifindex {
-				name = ifc.Name
-			}
 			for _, p := range ifc.Addrs {
 				own = own || p.Addr() == dst
 			}
@@ -144,6 +141,28 @@ func (e *Engine) connectRoute(dst netip.Addr) (netip.Addr, error) {
 			"and between apps cut-through; a kernel socket of this host is reached with a kernel socket: %w", dst, name, ErrOtherInterface)
 	}
 	return netip.Addr{}, fmt.Errorf("%v is routed through %s, not %s, the interface this daemon serves: %w", dst, name, e.ifc.Name, ErrOtherInterface)
+}
+
+// ifName names the namespace's interface ifindex, or says its index when
+// the namespace does not list it.
+func (e *Engine) ifName(ifindex int) string {
+	if ifcs, err := e.ns.Interfaces(); err == nil {
+		for _, ifc := range ifcs {
+			if ifc.Index == ifindex {
+				return ifc.Name
+			}
+		}
+	}
+	return fmt.Sprintf("ifindex %d", ifindex)
+}
+
+// otherInterface is the error of a listen or connect over the datapath
+// by an app whose namespace is on ifindex, another interface than the
+// Engine's: it says what the app can do instead.
+func (e *Engine) otherInterface(ifindex int) error {
+	name := e.ifName(ifindex)
+	return fmt.Errorf("the app's namespace is on %s and this daemon's datapath runs on %s: attach with local scope "+
+		"(cut-through between this host's apps), or run a daemon on %s: %w", name, e.ifc.Name, name, ErrOtherInterface)
 }
 
 // Open starts a connected UDP session: the local address is the route's
@@ -159,7 +178,7 @@ func (p *enginePath) Open(req sessions.OpenRequest) (netip.AddrPort, error) {
 		return netip.AddrPort{}, fmt.Errorf("%s datapath not implemented: %w", r.Transport, flow.ErrNotSupported)
 	}
 	if !p.ours(r.IfIndex) {
-		return netip.AddrPort{}, fmt.Errorf("from ifindex %d: %w", r.IfIndex, ErrOtherInterface)
+		return netip.AddrPort{}, e.otherInterface(r.IfIndex)
 	}
 	if !e.started.Load() {
 		return netip.AddrPort{}, ErrNotStarted
