@@ -186,20 +186,43 @@ func TestMACChangeFollowed(t *testing.T) {
 }
 
 // TestMTUChangeFollowed: after host B's interface takes a smaller MTU, a
-// new TCP connection advertises the MSS that fits it, and an app's
-// datagram larger than it leaves in fragments, as a kernel socket's do.
-// Before, the daemon kept the MTU it started with: host A's full-sized
-// segments were too large for B's link and the connection stalled, and
-// the datagram left whole, too large for A's.
+// new TCP connection advertises the MSS that fits it, an app's datagram
+// larger than it leaves in fragments, and connections opened before the
+// change (IPv4 and IPv6) send segments that fit it, as a kernel socket's
+// do. Before, the
+// daemon kept the MTU it started with: host A's full-sized segments were
+// too large for B's link and the connection stalled, and the datagram
+// left whole, too large for A's; and then gVisor kept an open
+// connection's MSS, whose segments were too large for A's link.
 func TestMTUChangeFollowed(t *testing.T) {
 	const port = 7330
-	rig, a := echoRig(t, "tcp://0.0.0.0:"+strconv.Itoa(port))
+	rig, a := echoRig(t, "tcp://:"+strconv.Itoa(port))
 	pc, err := a.ListenPacket("udp://0.0.0.0:" + strconv.Itoa(port+1))
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer pc.Close()
 	setMTU := func(h *nstest.Host, mtu int) { ipIn(t, h, "link", "set", "dev", h.Link, "mtu", strconv.Itoa(mtu)) }
+	// Connections opened at MTU 1500 on both links, their segments full.
+	var early []net.Conn
+	for _, b := range []netip.Addr{rig.B.IPv4, rig.B.IPv6} {
+		c := kernelDial(t, rig.A, netip.AddrPortFrom(b, port))
+		defer c.Close()
+		early = append(early, c)
+	}
+	earlyEcho := func(what string) {
+		t.Helper()
+		for _, c := range early {
+			c.SetDeadline(time.Now().Add(5 * time.Second))
+			data := pattern(2, 256<<10)
+			go c.Write(data)
+			got := make([]byte, len(data))
+			if _, err := io.ReadFull(c, got); err != nil || !bytes.Equal(got, data) {
+				t.Fatalf("256 KiB echoed over %s (%v): %v (equal %v)", what, c.RemoteAddr(), err, bytes.Equal(got, data))
+			}
+		}
+	}
+	earlyEcho("a connection opened at MTU 1500")
 
 	// B's link alone smaller: A learns the MSS from B's SYN-ACK.
 	setMTU(rig.B, 1280)
@@ -239,6 +262,16 @@ func TestMTUChangeFollowed(t *testing.T) {
 	if err != nil || !bytes.Equal(buf[:n], dgram) {
 		t.Fatalf("a 1,400-byte datagram over links of MTU 1280: %d bytes, %v", n, err)
 	}
+
+	// The connection opened before: A's kernel sizes its segments by its
+	// link's new MTU, and B's by B's. Without segmentation offload on B's
+	// link, as on a wire, the kernel cuts the daemon's large TCP packets
+	// into frames before they leave B, and a frame too large for A's link
+	// is dropped (with it, veth hands A the whole packet).
+	if out, err := exec.Command("ip", "netns", "exec", rig.B.Name, "ethtool", "-K", rig.B.Link, "tso", "off").CombinedOutput(); err != nil {
+		t.Fatalf("ethtool -K %s tso off: %v %s", rig.B.Link, err, out)
+	}
+	earlyEcho("a connection opened before both links took MTU 1280")
 }
 
 // rawTCPMaxSeg returns TCP_MAXSEG of c.

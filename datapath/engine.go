@@ -900,11 +900,11 @@ func (e *Engine) setMAC(mac [6]byte) {
 
 // setMTU tells the TCP Stack and each worker the interface's new MTU:
 // datagrams larger go through the kernel path, which fragments them; TCP
-// connections opened from then on take their MSS from it (open ones keep
-// theirs, as gVisor learns no path MTU from a link).
+// connections opened from then on take their MSS from it, and a smaller
+// one lowers the open connections' (tcp.Stack.SetMTU).
 func (e *Engine) setMTU(mtu int) {
 	if e.tcp != nil {
-		e.tcp.st.Link().SetMTU(uint32(mtu))
+		e.tcp.st.SetMTU(uint32(mtu))
 	}
 	l := e.layer.Load()
 	for _, w := range e.work {

@@ -236,6 +236,45 @@ func NewStack(w Writer, opts Options) (*Stack, error) {
 // packets.
 func (s *Stack) Link() *LinkEndpoint { return s.link }
 
+// SetMTU gives the link a new MTU. Connections opened from then on take
+// their MSS from it. A smaller one also lowers the MSS of the open
+// connections, as Linux's TCP sizes every segment by the route's MTU: each
+// endpoint hears it as gVisor's IP layer would tell it of a Packet Too Big
+// message (its path MTU discovery), and splits what it has yet to send or
+// must send again. gVisor never raises an open connection's MSS, so a
+// larger MTU serves new connections alone.
+func (s *Stack) SetMTU(mtu uint32) {
+	old := s.link.MTU()
+	s.link.SetMTU(mtu)
+	if mtu >= old {
+		return
+	}
+	for _, ep := range s.gs.RegisteredEndpoints() {
+		te, ok := ep.(*tcp.Endpoint)
+		if !ok {
+			continue
+		}
+		ipHdr := uint32(header.IPv4MinimumSize)
+		if info, ok := te.Info().(*stack.TransportEndpointInfo); ok && info.NetProto == ipv6.ProtocolNumber {
+			ipHdr = header.IPv6MinimumSize
+		}
+		if mtu > ipHdr {
+			te.HandleError(pathMTU(mtu-ipHdr), nil)
+		}
+	}
+}
+
+// pathMTU is the transport error gVisor's IP layer hands a transport
+// endpoint for a Packet Too Big message: Info is the MTU left for the
+// transport's header and payload.
+type pathMTU uint32
+
+func (pathMTU) Origin() tcpip.SockErrOrigin    { return tcpip.SockExtErrorOriginLocal }
+func (pathMTU) Type() uint8                    { return 0 }
+func (pathMTU) Code() uint8                    { return 0 }
+func (m pathMTU) Info() uint32                 { return uint32(m) }
+func (pathMTU) Kind() stack.TransportErrorKind { return stack.PacketTooBigTransportError }
+
 // AddAddress assigns an interface address (its prefix length is kept but
 // routing does not depend on it: every destination goes out of the NIC).
 func (s *Stack) AddAddress(p netip.Prefix) error {
