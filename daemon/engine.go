@@ -139,6 +139,10 @@ type TCPEngineStats struct {
 	// them: it left data unread, or the peer sent more after the close
 	// (as Linux's TCPAbortOnClose and TCPAbortOnData).
 	AbortedOnClose uint64 `json:"aborted_on_close"`
+	// PathMTUMessages counts the routers' ICMP messages of a smaller path
+	// MTU (fragmentation needed, packet too big) about a connection, each
+	// of which lowered its MSS to fit if it was larger.
+	PathMTUMessages uint64 `json:"path_mtu_messages"`
 }
 
 // QueueStats are the counters of one queue's worker and its AF_XDP socket.
@@ -346,7 +350,8 @@ func (e dpEngine) Stats() EngineStats {
 		out.TCP = &TCPEngineStats{Connections: ts.Conns, Lingering: ts.Lingering, TimeWaitOverflow: ts.TimeWaitOverflow,
 			Listeners: ts.Listeners, RxDropped: ts.RxDropped, ChecksumErrors: ts.ChecksumError, BufferBytes: b.Bytes,
 			BufferLimit: b.Limit, UserBufferLimit: b.GroupLimit, BuffersClamped: b.Clamped, BufferGrowthsHeld: b.Held,
-			Refused: ts.Refused, Orphans: ts.Orphans, OrphansReset: ts.OrphansReset, AbortedOnClose: ts.AbortedOnClose}
+			Refused: ts.Refused, Orphans: ts.Orphans, OrphansReset: ts.OrphansReset, AbortedOnClose: ts.AbortedOnClose,
+			PathMTUMessages: ts.PathMTUMessages}
 	}
 	return out
 }

@@ -487,6 +487,10 @@ func (e *Engine) Start(l *sessions.Layer) error {
 	go func() { defer e.wg.Done(); e.tcp.releaseIdlePorts(ctx) }()
 	go func() { defer e.wg.Done(); e.followAddrs(ctx) }()
 	go func() { defer e.wg.Done(); e.runPeerErrors() }()
+	if w := e.tcp.pmtu; w != nil {
+		e.wg.Add(1)
+		go func() { defer e.wg.Done(); w.run(ctx, e.tcp.st.LowerPathMTU) }()
+	}
 	go func() { defer e.wg.Done(); e.runMirror(ctx) }()
 	go func() { defer e.wg.Done(); e.res.run(ctx) }()
 	go func() { defer e.wg.Done(); e.runClaims(ctx) }()

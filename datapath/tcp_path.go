@@ -88,6 +88,9 @@ type tcpPath struct {
 	// gso: the packet socket TCP packets go out through; nil: the AF_XDP
 	// tx rings (TCPConfig.NoGSO).
 	gso *gsoTx
+	// pmtu reads the routers' ICMP messages about the Stack's connections
+	// (tcp_pmtu.go); nil if its sockets could not be opened.
+	pmtu *pmtuWatch
 	// corruptLog limits the warnings about connections reset for a
 	// corrupt fifo to one a second (an app can break its fifos as fast
 	// as it opens connections); the metrics count every one.
@@ -543,6 +546,9 @@ func newTCPPath(e *Engine) (*tcpPath, error) {
 	}
 	p.st = st
 	p.syncAddrs(e.ifc.Addrs)
+	if p.pmtu, err = openPMTUWatch(e.nsh); err != nil {
+		e.log.Warn("tcp: routers' ICMP messages about a smaller path MTU not read: connections keep their MSS", "err", err)
+	}
 	return p, nil
 }
 
@@ -622,6 +628,9 @@ func (p *tcpPath) close() error {
 		}
 		if p.gso != nil {
 			err = errors.Join(err, p.gso.close())
+		}
+		if p.pmtu != nil {
+			p.pmtu.close()
 		}
 	})
 	p.releasePorts(true)
@@ -1716,6 +1725,10 @@ type TCPStats struct {
 	// TCPConfig.MaxTimeWait.
 	Lingering        int
 	TimeWaitOverflow uint64
+	// PathMTUMessages counts the routers' ICMP messages of a smaller path
+	// MTU (fragmentation needed, packet too big) about a connection of
+	// the Stack, each of which lowered its MSS if it was larger.
+	PathMTUMessages uint64
 }
 
 // SetAppUser tells the Engine the uid of app's process, before the app
@@ -1747,6 +1760,9 @@ func (e *Engine) TCPStats() TCPStats {
 	}
 	s := TCPStats{Stats: e.tcp.st.Stats(), AcceptRefused: e.tcp.refused.Load(),
 		Lingering: len(e.tcp.lingering()), TimeWaitOverflow: e.tcp.twOverflow.Load()}
+	if e.tcp.pmtu != nil {
+		s.PathMTUMessages = e.tcp.pmtu.messages.Load()
+	}
 	for _, tw := range e.tcp.wq {
 		s.TxQueueDrops += tw.drops.Load()
 		s.DirectWrites += tw.directSent.Load()

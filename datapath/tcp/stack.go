@@ -250,17 +250,42 @@ func (s *Stack) SetMTU(mtu uint32) {
 		return
 	}
 	for _, ep := range s.gs.RegisteredEndpoints() {
-		te, ok := ep.(*tcp.Endpoint)
-		if !ok {
-			continue
+		if te, ok := ep.(*tcp.Endpoint); ok {
+			ipHdr := uint32(header.IPv4MinimumSize)
+			if info, ok := te.Info().(*stack.TransportEndpointInfo); ok && info.NetProto == ipv6.ProtocolNumber {
+				ipHdr = header.IPv6MinimumSize
+			}
+			lowerMTU(te, mtu, ipHdr)
 		}
-		ipHdr := uint32(header.IPv4MinimumSize)
-		if info, ok := te.Info().(*stack.TransportEndpointInfo); ok && info.NetProto == ipv6.ProtocolNumber {
-			ipHdr = header.IPv6MinimumSize
-		}
-		if mtu > ipHdr {
-			te.HandleError(pathMTU(mtu-ipHdr), nil)
-		}
+	}
+}
+
+// LowerPathMTU tells the connection from local to remote that the path to
+// remote takes IP packets of at most mtu bytes, as a router's ICMP message
+// said: its MSS goes down to fit (never up). It reports whether the Stack
+// has such a connection (a listener is none).
+func (s *Stack) LowerPathMTU(local, remote netip.AddrPort, mtu uint32) bool {
+	proto, ipHdr := ipv4.ProtocolNumber, uint32(header.IPv4MinimumSize)
+	if local.Addr().Is6() {
+		proto, ipHdr = ipv6.ProtocolNumber, header.IPv6MinimumSize
+	}
+	id := stack.TransportEndpointID{
+		LocalPort: local.Port(), LocalAddress: tcpip.AddrFromSlice(local.Addr().AsSlice()),
+		RemotePort: remote.Port(), RemoteAddress: tcpip.AddrFromSlice(remote.Addr().AsSlice()),
+	}
+	te, ok := s.gs.FindTransportEndpoint(proto, tcp.ProtocolNumber, id, nicID).(*tcp.Endpoint)
+	if !ok || tcp.EndpointState(te.State()) == tcp.StateListen {
+		return false
+	}
+	lowerMTU(te, mtu, ipHdr)
+	return true
+}
+
+// lowerMTU tells te that its IP packets may be mtu bytes at most, ipHdr of
+// them the IP header.
+func lowerMTU(te *tcp.Endpoint, mtu, ipHdr uint32) {
+	if mtu > ipHdr {
+		te.HandleError(pathMTU(mtu-ipHdr), nil)
 	}
 }
 

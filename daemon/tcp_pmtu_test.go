@@ -1,0 +1,129 @@
+package daemon
+
+import (
+	"bytes"
+	"io"
+	"net"
+	"net/netip"
+	"os/exec"
+	"strconv"
+	"testing"
+	"time"
+
+	"github.com/vishvananda/netns"
+
+	"github.com/xsessiond/xsessiond/app"
+	"github.com/xsessiond/xsessiond/nsbind/nstest"
+)
+
+// farHost puts a third host behind host A: a namespace joined to A by a
+// veth pair whose end in A has MTU 1280 and whose end in the far host
+// 1500, A routing between B and it (10.78.9.0/24, fd78:9::/64), and B's
+// routes to it through A. A router with a smaller link onward, then: a
+// segment from B larger than 1280 bytes makes A answer with ICMP
+// "fragmentation needed" (IPv4) or "packet too big" (IPv6), while the far
+// host's SYN says MSS 1460. It returns the far host's namespace and
+// addresses.
+func farHost(t *testing.T, rig *nstest.Pair) (netns.NsHandle, netip.Addr, netip.Addr) {
+	t.Helper()
+	name := rig.A.Name + "-far"
+	run := func(args ...string) {
+		t.Helper()
+		if out, err := exec.Command(args[0], args[1:]...).CombinedOutput(); err != nil {
+			t.Fatalf("%v: %v %s", args, err, out)
+		}
+	}
+	run("ip", "netns", "add", name)
+	t.Cleanup(func() { _ = exec.Command("ip", "netns", "del", name).Run() })
+	far4, far6 := netip.MustParseAddr("10.78.9.2"), netip.MustParseAddr("fd78:9::2")
+	for _, args := range [][]string{
+		{"link", "add", "xsfar", "mtu", "1280", "type", "veth", "peer", "name", "xsfar-p", "mtu", "1500", "netns", name},
+		{"addr", "add", "10.78.9.1/24", "dev", "xsfar"},
+		{"addr", "add", "fd78:9::1/64", "dev", "xsfar", "nodad"},
+		{"link", "set", "xsfar", "up"},
+	} {
+		ipIn(t, rig.A, args...)
+	}
+	run("ip", "netns", "exec", rig.A.Name, "sysctl", "-qw", "net.ipv4.ip_forward=1", "net.ipv6.conf.all.forwarding=1")
+	for _, args := range [][]string{
+		{"addr", "add", far4.String() + "/24", "dev", "xsfar-p"},
+		{"addr", "add", far6.String() + "/64", "dev", "xsfar-p", "nodad"},
+		{"link", "set", "xsfar-p", "up"},
+		{"link", "set", "lo", "up"},
+		{"route", "add", "default", "via", "10.78.9.1"},
+		{"-6", "route", "add", "default", "via", "fd78:9::1"},
+	} {
+		run(append([]string{"ip", "-n", name}, args...)...)
+	}
+	ipIn(t, rig.B, "route", "add", "10.78.9.0/24", "via", rig.A.IPv4.String())
+	ipIn(t, rig.B, "-6", "route", "add", "fd78:9::/64", "via", rig.A.IPv6.String())
+	h, err := netns.GetFromName(name)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { h.Close() })
+	return h, far4, far6
+}
+
+// TestTCPPathMTUDiscovery: a kernel client on a host behind a router
+// whose next link is smaller asks an app on host B for 1 MiB, over IPv4
+// and IPv6. B's full-sized segments are too large for that link; the
+// router says so by ICMP, and the connection's segments shrink to fit,
+// as a kernel server's do (Linux's path MTU discovery), and every byte
+// arrives. Before, the ICMP message reached only B's kernel, which has no
+// socket of such a connection, and the transfer stalled.
+func TestTCPPathMTUDiscovery(t *testing.T) {
+	const port = 7340
+	rig, d := tcpRig(t)
+	far, _, _ := farHost(t, rig)
+	a := attach(t, d, app.Options{Name: "pmtu"})
+	ln := listenApp(t, a, "tcp://:"+strconv.Itoa(port))
+	data := pattern(3, 1<<20)
+	go serveEach(ln, func(c net.Conn) {
+		if _, err := io.ReadFull(c, make([]byte, 1)); err == nil {
+			_, _ = c.Write(data)
+		}
+	})
+	// A kernel server on B beside it, the same program on a kernel
+	// socket: what a user gets without the daemon.
+	var kln net.Listener
+	if err := rig.B.Do(func() (err error) {
+		kln, err = net.Listen("tcp", ":"+strconv.Itoa(port+1))
+		return err
+	}); err != nil {
+		t.Fatal(err)
+	}
+	defer kln.Close()
+	go serveEach(kln, func(c net.Conn) {
+		if _, err := io.ReadFull(c, make([]byte, 1)); err == nil {
+			_, _ = c.Write(data)
+		}
+	})
+	for _, to := range []netip.AddrPort{
+		netip.AddrPortFrom(rig.B.IPv4, port+1), netip.AddrPortFrom(rig.B.IPv6, port+1), // the kernel's
+		netip.AddrPortFrom(rig.B.IPv4, port), netip.AddrPortFrom(rig.B.IPv6, port), // the app's
+	} {
+		var got []byte
+		start := time.Now()
+		err := nstest.DoIn(far, func() error {
+			c, err := net.DialTimeout("tcp", to.String(), 5*time.Second)
+			if err != nil {
+				return err
+			}
+			defer c.Close()
+			c.SetDeadline(time.Now().Add(10 * time.Second))
+			if _, err := c.Write([]byte{1}); err != nil {
+				return err
+			}
+			got, err = io.ReadAll(io.LimitReader(c, int64(len(data))))
+			return err
+		})
+		if err != nil || !bytes.Equal(got, data) {
+			t.Fatalf("1 MiB from %v through a link of MTU 1280: %d bytes, %v (equal %v)", to, len(got), err, bytes.Equal(got, data))
+		}
+		t.Logf("1 MiB from %v in %v", to, time.Since(start))
+	}
+	if st := d.Stats(); st.TCP == nil || st.TCP.PathMTUMessages == 0 {
+		t.Errorf("show stats: no ICMP message of a smaller path MTU counted (%+v)", st.TCP)
+	}
+}
