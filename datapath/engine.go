@@ -773,6 +773,9 @@ func (e *Engine) Close() error {
 	if cancel != nil {
 		cancel()
 		e.pw.wake()
+		if e.tcp != nil && e.tcp.pmtu != nil {
+			e.tcp.pmtu.wake()
+		}
 	}
 	e.wg.Wait()
 	if e.releaseProcs != nil {

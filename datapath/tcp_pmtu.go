@@ -108,13 +108,15 @@ func (w *pmtuWatch) close() {
 	}
 }
 
-// run reads the sockets until ctx ends and hands each message to lower.
+// wake makes run return.
+func (w *pmtuWatch) wake() {
+	one := [8]byte{1}
+	_, _ = unix.Write(w.stop, one[:])
+}
+
+// run reads the sockets until wake (or ctx's end, while it waits out its
+// budget) and hands each message to lower.
 func (w *pmtuWatch) run(ctx context.Context, lower func(local, remote netip.AddrPort, mtu uint32) bool) {
-	go func() {
-		<-ctx.Done()
-		one := [8]byte{1}
-		_, _ = unix.Write(w.stop, one[:])
-	}()
 	fds := []unix.PollFd{{Fd: int32(w.stop), Events: unix.POLLIN}}
 	for _, fd := range []int{w.fd4, w.fd6} {
 		if fd >= 0 {
