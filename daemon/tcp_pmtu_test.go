@@ -2,11 +2,14 @@ package daemon
 
 import (
 	"bytes"
+	"context"
 	"io"
 	"net"
 	"net/netip"
+	"os"
 	"os/exec"
 	"strconv"
+	"strings"
 	"testing"
 	"time"
 
@@ -99,9 +102,11 @@ func TestTCPPathMTUDiscovery(t *testing.T) {
 			_, _ = c.Write(data)
 		}
 	})
+	// The app's first: once the kernel's connections learned the path
+	// MTU, the route says it (TestTCPRouteMTU) and no router speaks.
 	for _, to := range []netip.AddrPort{
-		netip.AddrPortFrom(rig.B.IPv4, port+1), netip.AddrPortFrom(rig.B.IPv6, port+1), // the kernel's
 		netip.AddrPortFrom(rig.B.IPv4, port), netip.AddrPortFrom(rig.B.IPv6, port), // the app's
+		netip.AddrPortFrom(rig.B.IPv4, port+1), netip.AddrPortFrom(rig.B.IPv6, port+1), // the kernel's
 	} {
 		var got []byte
 		start := time.Now()
@@ -125,5 +130,124 @@ func TestTCPPathMTUDiscovery(t *testing.T) {
 	}
 	if st := d.Stats(); st.TCP == nil || st.TCP.PathMTUMessages == 0 {
 		t.Errorf("show stats: no ICMP message of a smaller path MTU counted (%+v)", st.TCP)
+	}
+}
+
+// snmp6 reads counter name of h's /proc/net/snmp6.
+func snmp6(t *testing.T, h *nstest.Host, name string) uint64 {
+	t.Helper()
+	var v uint64
+	if err := h.Do(func() error {
+		b, err := os.ReadFile("/proc/thread-self/net/snmp6")
+		if err != nil {
+			return err
+		}
+		for _, line := range strings.Split(string(b), "\n") {
+			if f := strings.Fields(line); len(f) == 2 && f[0] == name {
+				v, _ = strconv.ParseUint(f[1], 10, 64)
+			}
+		}
+		return nil
+	}); err != nil {
+		t.Fatal(err)
+	}
+	return v
+}
+
+// TestTCPRouteMTU: with host B's routes to the far host saying MTU 1280
+// (an mtu metric, as for a tunnel), a connection's segments fit it from
+// the start, over IPv4 and IPv6, as a kernel server's do: the router in
+// host A never has to say "fragmentation needed" or "packet too big".
+// Before, the daemon's TCP took its MSS from the interface alone and
+// learned the path's only from the router's ICMP.
+func TestTCPRouteMTU(t *testing.T) {
+	const port = 7350
+	rig, d := tcpRig(t)
+	far, far4, far6 := farHost(t, rig)
+	ipIn(t, rig.B, "route", "replace", "10.78.9.0/24", "via", rig.A.IPv4.String(), "mtu", "1280")
+	ipIn(t, rig.B, "-6", "route", "replace", "fd78:9::/64", "via", rig.A.IPv6.String(), "mtu", "1280")
+	a := attach(t, d, app.Options{Name: "routemtu"})
+	ln := listenApp(t, a, "tcp://:"+strconv.Itoa(port))
+	data := pattern(4, 1<<20)
+	serve := func(c net.Conn) {
+		if _, err := io.ReadFull(c, make([]byte, 1)); err == nil {
+			_, _ = c.Write(data)
+		}
+	}
+	go serveEach(ln, serve)
+	var kln net.Listener
+	if err := rig.B.Do(func() (err error) {
+		kln, err = net.Listen("tcp", ":"+strconv.Itoa(port+1))
+		return err
+	}); err != nil {
+		t.Fatal(err)
+	}
+	defer kln.Close()
+	go serveEach(kln, serve)
+	icmps := func() (uint64, uint64) {
+		return snmp(t, rig.A, "Icmp:", "OutDestUnreachs"), snmp6(t, rig.A, "Icmp6OutPktTooBigs")
+	}
+	for _, to := range []netip.AddrPort{
+		netip.AddrPortFrom(rig.B.IPv4, port+1), netip.AddrPortFrom(rig.B.IPv6, port+1), // the kernel's
+		netip.AddrPortFrom(rig.B.IPv4, port), netip.AddrPortFrom(rig.B.IPv6, port), // the app's
+	} {
+		u4, u6 := icmps()
+		var got []byte
+		err := nstest.DoIn(far, func() error {
+			c, err := net.DialTimeout("tcp", to.String(), 5*time.Second)
+			if err != nil {
+				return err
+			}
+			defer c.Close()
+			c.SetDeadline(time.Now().Add(10 * time.Second))
+			if _, err := c.Write([]byte{1}); err != nil {
+				return err
+			}
+			got, err = io.ReadAll(io.LimitReader(c, int64(len(data))))
+			return err
+		})
+		if err != nil || !bytes.Equal(got, data) {
+			t.Fatalf("1 MiB from %v over a route of MTU 1280: %d bytes, %v (equal %v)", to, len(got), err, bytes.Equal(got, data))
+		}
+		if v4, v6 := icmps(); v4 != u4 || v6 != u6 {
+			t.Errorf("1 MiB from %v over a route of MTU 1280: the router sent %d destination unreachable and %d packet too big", to, v4-u4, v6-u6)
+		}
+	}
+
+	// The app dials a kernel server on the far host and sends it 1 MiB;
+	// the server answers with the count it read.
+	var fln net.Listener
+	if err := nstest.DoIn(far, func() (err error) {
+		fln, err = net.Listen("tcp", ":"+strconv.Itoa(port+2))
+		return err
+	}); err != nil {
+		t.Fatal(err)
+	}
+	defer fln.Close()
+	go serveEach(fln, func(c net.Conn) {
+		n, _ := io.Copy(io.Discard, c)
+		_, _ = c.Write([]byte(strconv.FormatInt(n, 10)))
+	})
+	for _, to := range []netip.Addr{far4, far6} {
+		u4, u6 := icmps()
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		c, err := a.Dial(ctx, "tcp://"+netip.AddrPortFrom(to, port+2).String())
+		cancel()
+		if err != nil {
+			t.Fatal(err)
+		}
+		c.SetDeadline(time.Now().Add(10 * time.Second))
+		if _, err := c.Write(data); err != nil {
+			t.Fatal(err)
+		}
+		_ = c.(interface{ CloseWrite() error }).CloseWrite()
+		got, err := io.ReadAll(c)
+		c.Close()
+		if err != nil || string(got) != strconv.Itoa(len(data)) {
+			t.Fatalf("1 MiB to %v over a route of MTU 1280: the server read %q, %v", to, got, err)
+		}
+		if v4, v6 := icmps(); v4 != u4 || v6 != u6 {
+			t.Errorf("1 MiB to %v over a route of MTU 1280: the router sent %d destination unreachable and %d packet too big", to, v4-u4, v6-u6)
+		}
 	}
 }

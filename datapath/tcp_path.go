@@ -968,11 +968,14 @@ func (tw *tcpWorker) pop() {
 
 // pktDst returns the destination of a packet of the Stack as a resolver
 // key.
-func pktDst(p tcp.Packet) (nbKey, bool) {
-	a := p.Dst()
+func pktDst(p tcp.Packet) (nbKey, bool) { return addrKey(p.Dst()) }
+
+// addrKey is the resolver's key of a.
+func addrKey(a netip.Addr) (nbKey, bool) {
 	if !a.IsValid() {
 		return nbKey{}, false
 	}
+	a = a.Unmap()
 	var k nbKey
 	if a.Is4() {
 		b := a.As4()
@@ -1165,7 +1168,26 @@ func (tl *tcpListener) Accept(c *tcp.Conn) (rx, tx *fifo.Fifo, h tcp.Handler, er
 		// count against this listener's backlog.
 		tl.handed(s)
 	}
+	p.routeMTU(local, remote)
 	return ss.Pair.Rx, ss.Pair.Tx, s, nil
+}
+
+// routeMTU lowers the MSS of the connection from local to remote to fit
+// the route's MTU to remote, when the namespace's route has one smaller
+// than the interface's (an mtu metric, or a path MTU the kernel learned),
+// as Linux's TCP sizes its segments by the route. The resolver knows it
+// from the next hop it resolved for the handshake; it is told on a
+// goroutine of its own, the connection's handler being gVisor's to call.
+func (p *tcpPath) routeMTU(local, remote netip.AddrPort) {
+	k, ok := addrKey(remote.Addr())
+	if !ok {
+		return
+	}
+	r := p.e.res.get(k, time.Now())
+	if !r.ok || r.mtu <= 0 || uint32(r.mtu) >= p.st.Link().MTU() {
+		return
+	}
+	go p.st.LowerPathMTU(local, remote, uint32(r.mtu))
 }
 
 // ListenerClosed keeps the listener's counts. Its port was released by
@@ -1488,7 +1510,9 @@ func (s *tcpSess) Connected(c *tcp.Conn) {
 	})
 	if err != nil {
 		c.Abort() // the app closed it meanwhile
+		return
 	}
+	p.routeMTU(c.LocalAddr(), c.RemoteAddr())
 }
 
 // ConnectFailed tells the app why its connect failed.
