@@ -133,6 +133,14 @@ func (w *pmtuWatch) run(ctx context.Context, lower func(local, remote netip.Addr
 			return
 		}
 		for _, p := range fds[1:] {
+			if p.Revents&unix.POLLNVAL != 0 {
+				return
+			}
+			if p.Revents&unix.POLLERR != 0 {
+				// A pending socket error (none is asked for) would
+				// wake poll at once until read; reading clears it.
+				_, _ = unix.GetsockoptInt(int(p.Fd), unix.SOL_SOCKET, unix.SO_ERROR)
+			}
 			for p.Revents&unix.POLLIN != 0 && n < pmtuBudget {
 				m, _, err := unix.Recvfrom(int(p.Fd), buf, unix.MSG_DONTWAIT)
 				if err != nil {
