@@ -143,6 +143,10 @@ type TCPEngineStats struct {
 	// MTU (fragmentation needed, packet too big) about a connection, each
 	// of which lowered its MSS to fit if it was larger.
 	PathMTUMessages uint64 `json:"path_mtu_messages"`
+	// ConnectsUnreachable counts the connections in their handshake that
+	// a router's destination unreachable ended (ENETUNREACH, EHOSTUNREACH,
+	// ECONNREFUSED), as Linux ends them.
+	ConnectsUnreachable uint64 `json:"connects_unreachable"`
 }
 
 // QueueStats are the counters of one queue's worker and its AF_XDP socket.
@@ -351,7 +355,7 @@ func (e dpEngine) Stats() EngineStats {
 			Listeners: ts.Listeners, RxDropped: ts.RxDropped, ChecksumErrors: ts.ChecksumError, BufferBytes: b.Bytes,
 			BufferLimit: b.Limit, UserBufferLimit: b.GroupLimit, BuffersClamped: b.Clamped, BufferGrowthsHeld: b.Held,
 			Refused: ts.Refused, Orphans: ts.Orphans, OrphansReset: ts.OrphansReset, AbortedOnClose: ts.AbortedOnClose,
-			PathMTUMessages: ts.PathMTUMessages}
+			PathMTUMessages: ts.PathMTUMessages, ConnectsUnreachable: ts.ConnectsUnreachable}
 	}
 	return out
 }

@@ -64,6 +64,7 @@ var (
 	descTCPOrphans   = prometheus.NewDesc("xsessiond_tcp_orphans", "TCP connections their app closed whose data gVisor still delivers (what they hold to send stays accounted in xsessiond_tcp_buffer_bytes).", nil, nil)
 	descTCPOrphRst   = prometheus.NewDesc("xsessiond_tcp_orphans_reset_total", "TCP connections their app closed that were reset because the peer took none of their data for the close timeout.", nil, nil)
 	descTCPPMTU      = prometheus.NewDesc("xsessiond_tcp_path_mtu_messages_total", "Routers' ICMP messages of a smaller path MTU (fragmentation needed, packet too big) about a TCP connection, each of which lowered its MSS to fit if it was larger.", nil, nil)
+	descTCPUnreach   = prometheus.NewDesc("xsessiond_tcp_connects_unreachable_total", "TCP connections in their handshake that a router's ICMP destination unreachable ended (ENETUNREACH, EHOSTUNREACH, ECONNREFUSED), as Linux ends them.", nil, nil)
 	descTCPTWOver    = prometheus.NewDesc("xsessiond_tcp_time_wait_overflow_total", "TCP connections in TIME-WAIT (or another closing state with nothing left to deliver) ended early because tcp.max_time_wait were held (Linux's TCPTimeWaitOverflow).", nil, nil)
 	descTCPAbortCl   = prometheus.NewDesc("xsessiond_tcp_aborted_on_close_total", "TCP connections reset as their app closed them: it left data unread, or the peer sent more after the close (Linux's TCPAbortOnClose and TCPAbortOnData).", nil, nil)
 	descTCPStackRsts = prometheus.NewDesc("xsessiond_tcp_stack_resets_total", "Every RST the gVisor TCP stack sent or received, stray segments' included.", []string{"dir"}, nil)
@@ -73,7 +74,7 @@ var (
 
 func (c *collector) Describe(ch chan<- *prometheus.Desc) {
 	for _, d := range []*prometheus.Desc{descApps, descIfaceUp, descConns, descListeners, descSessions, descFifoUsed, descFifoSize, descRx, descTx, descDelivered, descReasm, descChained, descReasmHeld, descDrops, descXDP, descCtlEnds, descCtlDrops, descRuleHits,
-		descTCPConns, descTCPRetrans, descTCPResets, descTCPFifoBad, descTCPRefused, descTCPBufBytes, descTCPBufLimit, descTCPBufClamp, descTCPBufHeld, descTCPOrphans, descTCPOrphRst, descTCPAbortCl, descTCPTWOver, descTCPPMTU, descTCPStackRsts, descTCPAcksLow, descTCPAcksHeld} {
+		descTCPConns, descTCPRetrans, descTCPResets, descTCPFifoBad, descTCPRefused, descTCPBufBytes, descTCPBufLimit, descTCPBufClamp, descTCPBufHeld, descTCPOrphans, descTCPOrphRst, descTCPAbortCl, descTCPTWOver, descTCPPMTU, descTCPUnreach, descTCPStackRsts, descTCPAcksLow, descTCPAcksHeld} {
 		ch <- d
 	}
 }
@@ -204,6 +205,7 @@ func (c *collector) collectTCP(ch chan<- prometheus.Metric) {
 		ch <- prometheus.MustNewConstMetric(descTCPAbortCl, prometheus.CounterValue, float64(ts.AbortedOnClose))
 		ch <- prometheus.MustNewConstMetric(descTCPTWOver, prometheus.CounterValue, float64(ts.TimeWaitOverflow))
 		ch <- prometheus.MustNewConstMetric(descTCPPMTU, prometheus.CounterValue, float64(ts.PathMTUMessages))
+		ch <- prometheus.MustNewConstMetric(descTCPUnreach, prometheus.CounterValue, float64(ts.ConnectsUnreachable))
 		ch <- prometheus.MustNewConstMetric(descTCPAcksLow, prometheus.CounterValue, float64(ts.AcksClamped))
 		ch <- prometheus.MustNewConstMetric(descTCPAcksHeld, prometheus.CounterValue, float64(ts.AcksCoalesced), "carried")
 		ch <- prometheus.MustNewConstMetric(descTCPAcksHeld, prometheus.CounterValue, float64(ts.AcksDelayed), "deadline")

@@ -3,6 +3,7 @@ package daemon
 import (
 	"bytes"
 	"context"
+	"errors"
 	"io"
 	"net"
 	"net/netip"
@@ -10,6 +11,7 @@ import (
 	"os/exec"
 	"strconv"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -249,5 +251,55 @@ func TestTCPRouteMTU(t *testing.T) {
 		if v4, v6 := icmps(); v4 != u4 || v6 != u6 {
 			t.Errorf("1 MiB to %v over a route of MTU 1280: the router sent %d destination unreachable and %d packet too big", to, v4-u4, v6-u6)
 		}
+	}
+}
+
+// TestTCPConnectUnreachableRouter: an app's dial to an address of the far
+// host's network that nobody owns fails with EHOSTUNREACH as soon as the
+// router in host A, whose ARP or ND for it got no answer, says "host
+// unreachable" ("address unreachable" over IPv6), as a kernel socket's
+// connect on host B does, long before the connect timeout. Before, the
+// daemon's TCP never heard of the router's message and waited out its
+// timeout (ETIMEDOUT).
+func TestTCPConnectUnreachableRouter(t *testing.T) {
+	rig, d := tcpRig(t, func(o *Config) { o.Datapath.TCP.Stack.ConnectTimeout = time.Minute })
+	farHost(t, rig)
+	a := attach(t, d, app.Options{Name: "unreachable"})
+	type result struct {
+		who string
+		err error
+	}
+	res := make(chan result, 4)
+	for _, dst := range []netip.AddrPort{netip.MustParseAddrPort("10.78.9.99:7360"), netip.MustParseAddrPort("[fd78:9::99]:7360")} {
+		go func() {
+			ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+			defer cancel()
+			c, err := a.Dial(ctx, "tcp://"+dst.String())
+			if err == nil {
+				c.Close()
+			}
+			res <- result{"the app's dial to " + dst.String(), err}
+		}()
+		go func() {
+			var err error
+			_ = rig.B.Do(func() error {
+				var c net.Conn
+				c, err = net.DialTimeout("tcp", dst.String(), 30*time.Second)
+				if err == nil {
+					c.Close()
+				}
+				return nil
+			})
+			res <- result{"a kernel socket's connect to " + dst.String(), err}
+		}()
+	}
+	for range 4 {
+		r := <-res
+		if !errors.Is(r.err, syscall.EHOSTUNREACH) {
+			t.Errorf("%s: %v, want EHOSTUNREACH", r.who, r.err)
+		}
+	}
+	if st := d.Stats(); st.TCP == nil || st.TCP.ConnectsUnreachable != 2 {
+		t.Errorf("show stats: want 2 connects ended unreachable (%+v)", st.TCP)
 	}
 }

@@ -487,9 +487,9 @@ func (e *Engine) Start(l *sessions.Layer) error {
 	go func() { defer e.wg.Done(); e.tcp.releaseIdlePorts(ctx) }()
 	go func() { defer e.wg.Done(); e.followAddrs(ctx) }()
 	go func() { defer e.wg.Done(); e.runPeerErrors() }()
-	if w := e.tcp.pmtu; w != nil {
+	if w := e.tcp.icmp; w != nil {
 		e.wg.Add(1)
-		go func() { defer e.wg.Done(); w.run(ctx, e.tcp.st.LowerPathMTU) }()
+		go func() { defer e.wg.Done(); w.run(ctx, e.tcp.st) }()
 	}
 	go func() { defer e.wg.Done(); e.runMirror(ctx) }()
 	go func() { defer e.wg.Done(); e.res.run(ctx) }()
@@ -773,8 +773,8 @@ func (e *Engine) Close() error {
 	if cancel != nil {
 		cancel()
 		e.pw.wake()
-		if e.tcp != nil && e.tcp.pmtu != nil {
-			e.tcp.pmtu.wake()
+		if e.tcp != nil && e.tcp.icmp != nil {
+			e.tcp.icmp.wake()
 		}
 	}
 	e.wg.Wait()

@@ -88,9 +88,9 @@ type tcpPath struct {
 	// gso: the packet socket TCP packets go out through; nil: the AF_XDP
 	// tx rings (TCPConfig.NoGSO).
 	gso *gsoTx
-	// pmtu reads the routers' ICMP messages about the Stack's connections
-	// (tcp_pmtu.go); nil if its sockets could not be opened.
-	pmtu *pmtuWatch
+	// icmp reads the routers' ICMP errors about the Stack's connections
+	// (tcp_icmp.go); nil if its sockets could not be opened.
+	icmp *icmpWatch
 	// corruptLog limits the warnings about connections reset for a
 	// corrupt fifo to one a second (an app can break its fifos as fast
 	// as it opens connections); the metrics count every one.
@@ -546,8 +546,8 @@ func newTCPPath(e *Engine) (*tcpPath, error) {
 	}
 	p.st = st
 	p.syncAddrs(e.ifc.Addrs)
-	if p.pmtu, err = openPMTUWatch(e.nsh); err != nil {
-		e.log.Warn("tcp: routers' ICMP messages about a smaller path MTU not read: connections keep their MSS", "err", err)
+	if p.icmp, err = openICMPWatch(e.nsh); err != nil {
+		e.log.Warn("tcp: routers' ICMP errors not read: connections keep their MSS on a smaller path and connects to an unreachable peer wait for their timeout", "err", err)
 	}
 	return p, nil
 }
@@ -629,8 +629,8 @@ func (p *tcpPath) close() error {
 		if p.gso != nil {
 			err = errors.Join(err, p.gso.close())
 		}
-		if p.pmtu != nil {
-			p.pmtu.close()
+		if p.icmp != nil {
+			p.icmp.close()
 		}
 	})
 	p.releasePorts(true)
@@ -1751,8 +1751,11 @@ type TCPStats struct {
 	TimeWaitOverflow uint64
 	// PathMTUMessages counts the routers' ICMP messages of a smaller path
 	// MTU (fragmentation needed, packet too big) about a connection of
-	// the Stack, each of which lowered its MSS if it was larger.
-	PathMTUMessages uint64
+	// the Stack, each of which lowered its MSS if it was larger;
+	// ConnectsUnreachable the connections in their handshake that a
+	// router's destination unreachable failed.
+	PathMTUMessages     uint64
+	ConnectsUnreachable uint64
 }
 
 // SetAppUser tells the Engine the uid of app's process, before the app
@@ -1784,8 +1787,8 @@ func (e *Engine) TCPStats() TCPStats {
 	}
 	s := TCPStats{Stats: e.tcp.st.Stats(), AcceptRefused: e.tcp.refused.Load(),
 		Lingering: len(e.tcp.lingering()), TimeWaitOverflow: e.tcp.twOverflow.Load()}
-	if e.tcp.pmtu != nil {
-		s.PathMTUMessages = e.tcp.pmtu.messages.Load()
+	if w := e.tcp.icmp; w != nil {
+		s.PathMTUMessages, s.ConnectsUnreachable = w.tooBig.Load(), w.unreachables.Load()
 	}
 	for _, tw := range e.tcp.wq {
 		s.TxQueueDrops += tw.drops.Load()

@@ -265,9 +265,69 @@ func (s *Stack) SetMTU(mtu uint32) {
 // said: its MSS goes down to fit (never up). It reports whether the Stack
 // has such a connection (a listener is none).
 func (s *Stack) LowerPathMTU(local, remote netip.AddrPort, mtu uint32) bool {
-	proto, ipHdr := ipv4.ProtocolNumber, uint32(header.IPv4MinimumSize)
+	te, proto := s.find(local, remote)
+	if te == nil {
+		return false
+	}
+	ipHdr := uint32(header.IPv4MinimumSize)
+	if proto == ipv6.ProtocolNumber {
+		ipHdr = header.IPv6MinimumSize
+	}
+	lowerMTU(te, mtu, ipHdr)
+	return true
+}
+
+// Unreachable is what a router's ICMP destination unreachable message
+// says of a connection's peer.
+type Unreachable uint8
+
+const (
+	NetUnreachable  Unreachable = iota + 1 // no route to its network: ENETUNREACH
+	HostUnreachable                        // the host (or a filter on the way): EHOSTUNREACH
+	PortUnreachable                        // nothing on the port: ECONNREFUSED
+)
+
+// Unreachable tells the connection from local to remote that a router
+// said its peer cannot be reached. A connection still in its handshake
+// fails at once with the matching error, as Linux's does in SYN-SENT and
+// SYN-RECV; an established one is left alone (Linux keeps such an error
+// as a soft one). It reports whether a connecting connection took it.
+func (s *Stack) Unreachable(local, remote netip.AddrPort, u Unreachable) bool {
+	te, proto := s.find(local, remote)
+	if te == nil {
+		return false
+	}
+	switch tcp.EndpointState(te.State()) {
+	case tcp.StateConnecting, tcp.StateSynSent, tcp.StateSynRecv:
+	default:
+		return false
+	}
+	var kind stack.TransportErrorKind
+	switch u {
+	case NetUnreachable:
+		kind = stack.DestinationNetworkUnreachableTransportError
+	case HostUnreachable:
+		kind = stack.DestinationHostUnreachableTransportError
+	case PortUnreachable:
+		kind = stack.DestinationPortUnreachableTransportError
+	default:
+		return false
+	}
+	// gVisor reads the packet's network protocol (and its data, for an
+	// endpoint that asked for IP_RECVERR, which none does here).
+	pkt := stack.NewPacketBuffer(stack.PacketBufferOptions{})
+	pkt.NetworkProtocolNumber = proto
+	te.HandleError(unreachable(kind), pkt)
+	pkt.DecRef()
+	return true
+}
+
+// find returns the TCP endpoint of the connection from local to remote
+// (not a listener), and its network protocol.
+func (s *Stack) find(local, remote netip.AddrPort) (*tcp.Endpoint, tcpip.NetworkProtocolNumber) {
+	proto := ipv4.ProtocolNumber
 	if local.Addr().Is6() {
-		proto, ipHdr = ipv6.ProtocolNumber, header.IPv6MinimumSize
+		proto = ipv6.ProtocolNumber
 	}
 	id := stack.TransportEndpointID{
 		LocalPort: local.Port(), LocalAddress: tcpip.AddrFromSlice(local.Addr().AsSlice()),
@@ -275,11 +335,20 @@ func (s *Stack) LowerPathMTU(local, remote netip.AddrPort, mtu uint32) bool {
 	}
 	te, ok := s.gs.FindTransportEndpoint(proto, tcp.ProtocolNumber, id, nicID).(*tcp.Endpoint)
 	if !ok || tcp.EndpointState(te.State()) == tcp.StateListen {
-		return false
+		return nil, proto
 	}
-	lowerMTU(te, mtu, ipHdr)
-	return true
+	return te, proto
 }
+
+// unreachable is the transport error gVisor's IP layer hands a transport
+// endpoint for a destination unreachable message of this kind.
+type unreachable stack.TransportErrorKind
+
+func (unreachable) Origin() tcpip.SockErrOrigin      { return tcpip.SockExtErrorOriginLocal }
+func (unreachable) Type() uint8                      { return 0 }
+func (unreachable) Code() uint8                      { return 0 }
+func (unreachable) Info() uint32                     { return 0 }
+func (u unreachable) Kind() stack.TransportErrorKind { return stack.TransportErrorKind(u) }
 
 // lowerMTU tells te that its IP packets may be mtu bytes at most, ipHdr of
 // them the IP header.
