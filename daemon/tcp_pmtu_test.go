@@ -70,6 +70,50 @@ func farHost(t *testing.T, rig *nstest.Pair) (netns.NsHandle, netip.Addr, netip.
 	return h, far4, far6
 }
 
+// serveData has the app on B and a kernel server on B beside it (the same
+// program on a kernel socket: what a user gets without the daemon) each
+// answer a one-byte request with data, the app on port and the kernel on
+// port+1; it returns the app.
+func serveData(t *testing.T, rig *nstest.Pair, d *Daemon, port uint16, data []byte) *app.App {
+	t.Helper()
+	serve := func(c net.Conn) {
+		if _, err := io.ReadFull(c, make([]byte, 1)); err == nil {
+			_, _ = c.Write(data)
+		}
+	}
+	a := attach(t, d, app.Options{Name: "data"})
+	go serveEach(listenApp(t, a, "tcp://:"+strconv.Itoa(int(port))), serve)
+	var kln net.Listener
+	if err := rig.B.Do(func() (err error) {
+		kln, err = net.Listen("tcp", ":"+strconv.Itoa(int(port)+1))
+		return err
+	}); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { kln.Close() })
+	go serveEach(kln, serve)
+	return a
+}
+
+// fetchFar has a kernel client on the far host send to a one-byte request
+// and read n bytes back.
+func fetchFar(far netns.NsHandle, to netip.AddrPort, n int) (got []byte, err error) {
+	err = nstest.DoIn(far, func() error {
+		c, err := net.DialTimeout("tcp", to.String(), 5*time.Second)
+		if err != nil {
+			return err
+		}
+		defer c.Close()
+		c.SetDeadline(time.Now().Add(10 * time.Second))
+		if _, err := c.Write([]byte{1}); err != nil {
+			return err
+		}
+		got, err = io.ReadAll(io.LimitReader(c, int64(n)))
+		return err
+	})
+	return got, err
+}
+
 // TestTCPPathMTUDiscovery: a kernel client on a host behind a router
 // whose next link is smaller asks an app on host B for 1 MiB, over IPv4
 // and IPv6. B's full-sized segments are too large for that link; the
@@ -81,50 +125,16 @@ func TestTCPPathMTUDiscovery(t *testing.T) {
 	const port = 7340
 	rig, d := tcpRig(t)
 	far, _, _ := farHost(t, rig)
-	a := attach(t, d, app.Options{Name: "pmtu"})
-	ln := listenApp(t, a, "tcp://:"+strconv.Itoa(port))
 	data := pattern(3, 1<<20)
-	go serveEach(ln, func(c net.Conn) {
-		if _, err := io.ReadFull(c, make([]byte, 1)); err == nil {
-			_, _ = c.Write(data)
-		}
-	})
-	// A kernel server on B beside it, the same program on a kernel
-	// socket: what a user gets without the daemon.
-	var kln net.Listener
-	if err := rig.B.Do(func() (err error) {
-		kln, err = net.Listen("tcp", ":"+strconv.Itoa(port+1))
-		return err
-	}); err != nil {
-		t.Fatal(err)
-	}
-	defer kln.Close()
-	go serveEach(kln, func(c net.Conn) {
-		if _, err := io.ReadFull(c, make([]byte, 1)); err == nil {
-			_, _ = c.Write(data)
-		}
-	})
+	serveData(t, rig, d, port, data)
 	// The app's first: once the kernel's connections learned the path
 	// MTU, the route says it (TestTCPRouteMTU) and no router speaks.
 	for _, to := range []netip.AddrPort{
 		netip.AddrPortFrom(rig.B.IPv4, port), netip.AddrPortFrom(rig.B.IPv6, port), // the app's
 		netip.AddrPortFrom(rig.B.IPv4, port+1), netip.AddrPortFrom(rig.B.IPv6, port+1), // the kernel's
 	} {
-		var got []byte
 		start := time.Now()
-		err := nstest.DoIn(far, func() error {
-			c, err := net.DialTimeout("tcp", to.String(), 5*time.Second)
-			if err != nil {
-				return err
-			}
-			defer c.Close()
-			c.SetDeadline(time.Now().Add(10 * time.Second))
-			if _, err := c.Write([]byte{1}); err != nil {
-				return err
-			}
-			got, err = io.ReadAll(io.LimitReader(c, int64(len(data))))
-			return err
-		})
+		got, err := fetchFar(far, to, len(data))
 		if err != nil || !bytes.Equal(got, data) {
 			t.Fatalf("1 MiB from %v through a link of MTU 1280: %d bytes, %v (equal %v)", to, len(got), err, bytes.Equal(got, data))
 		}
@@ -168,24 +178,8 @@ func TestTCPRouteMTU(t *testing.T) {
 	far, far4, far6 := farHost(t, rig)
 	ipIn(t, rig.B, "route", "replace", "10.78.9.0/24", "via", rig.A.IPv4.String(), "mtu", "1280")
 	ipIn(t, rig.B, "-6", "route", "replace", "fd78:9::/64", "via", rig.A.IPv6.String(), "mtu", "1280")
-	a := attach(t, d, app.Options{Name: "routemtu"})
-	ln := listenApp(t, a, "tcp://:"+strconv.Itoa(port))
 	data := pattern(4, 1<<20)
-	serve := func(c net.Conn) {
-		if _, err := io.ReadFull(c, make([]byte, 1)); err == nil {
-			_, _ = c.Write(data)
-		}
-	}
-	go serveEach(ln, serve)
-	var kln net.Listener
-	if err := rig.B.Do(func() (err error) {
-		kln, err = net.Listen("tcp", ":"+strconv.Itoa(port+1))
-		return err
-	}); err != nil {
-		t.Fatal(err)
-	}
-	defer kln.Close()
-	go serveEach(kln, serve)
+	a := serveData(t, rig, d, port, data)
 	icmps := func() (uint64, uint64) {
 		return snmp(t, rig.A, "Icmp:", "OutDestUnreachs"), snmp6(t, rig.A, "Icmp6OutPktTooBigs")
 	}
@@ -194,20 +188,7 @@ func TestTCPRouteMTU(t *testing.T) {
 		netip.AddrPortFrom(rig.B.IPv4, port), netip.AddrPortFrom(rig.B.IPv6, port), // the app's
 	} {
 		u4, u6 := icmps()
-		var got []byte
-		err := nstest.DoIn(far, func() error {
-			c, err := net.DialTimeout("tcp", to.String(), 5*time.Second)
-			if err != nil {
-				return err
-			}
-			defer c.Close()
-			c.SetDeadline(time.Now().Add(10 * time.Second))
-			if _, err := c.Write([]byte{1}); err != nil {
-				return err
-			}
-			got, err = io.ReadAll(io.LimitReader(c, int64(len(data))))
-			return err
-		})
+		got, err := fetchFar(far, to, len(data))
 		if err != nil || !bytes.Equal(got, data) {
 			t.Fatalf("1 MiB from %v over a route of MTU 1280: %d bytes, %v (equal %v)", to, len(got), err, bytes.Equal(got, data))
 		}
