@@ -144,8 +144,9 @@ type TCPEngineStats struct {
 	// of which lowered its MSS to fit if it was larger.
 	PathMTUMessages uint64 `json:"path_mtu_messages"`
 	// ConnectsUnreachable counts the connections in their handshake that
-	// a router's destination unreachable ended (ENETUNREACH, EHOSTUNREACH,
-	// ECONNREFUSED), as Linux ends them.
+	// ended unreachable, as Linux ends them: a router's destination
+	// unreachable (ENETUNREACH, EHOSTUNREACH, ECONNREFUSED), or the
+	// kernel's neighbour entry of their next hop failed (EHOSTUNREACH).
 	ConnectsUnreachable uint64 `json:"connects_unreachable"`
 }
 

@@ -2,6 +2,7 @@ package datapath
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"net/netip"
 	"sync"
@@ -36,10 +37,13 @@ type nbResult struct {
 	ok      bool // mac and src are usable
 	failed  bool // no route, or the neighbour did not resolve
 	noRoute bool
-	at      time.Time  // when it was resolved
-	pending bool       // a resolution is in flight
-	mtu     int        // the route's MTU when below the interface's (a learned path MTU); 0: none
-	nh      netip.Addr // the next hop whose MAC mac is
+	// unreachable: the kernel's entry of the next hop failed (its ARP or
+	// ND went unanswered), as a kernel socket's connect hears of it.
+	unreachable bool
+	at          time.Time  // when it was resolved
+	pending     bool       // a resolution is in flight
+	mtu         int        // the route's MTU when below the interface's (a learned path MTU); 0: none
+	nh          netip.Addr // the next hop whose MAC mac is
 	// dirty: the next hop changed while a resolution was in flight, which
 	// may have read it before: what it stores is asked again.
 	dirty bool
@@ -207,14 +211,18 @@ func (r *resolver) lookup(k nbKey) (res nbResult, nh netip.Addr, wait bool) {
 	if m, err := r.ns.RouteMTU(dst); err == nil && m > 0 {
 		res.mtu = m
 	}
-	if mac, _, ok := r.ns.Neighbour(ifindex, nh); ok && len(mac) == 6 {
+	mac, st, ok := r.ns.Neighbour(ifindex, nh)
+	if ok && len(mac) == 6 {
 		r.resolved.Add(1)
 		copy(res.mac[:], mac)
 		return res, nh, false
 	}
+	// A failed entry is probed again, as the kernel does when a packet
+	// comes for it; until that answers, the next hop stays unreachable.
+	res.unreachable = st&nsbind.NeighFailed != 0
 	if err := r.ns.ResolveNeighbour(ifindex, nh); err != nil {
 		r.failures.Add(1)
-		return nbResult{failed: true, at: now}, nh, false
+		return nbResult{failed: true, unreachable: res.unreachable, at: now}, nh, false
 	}
 	return res, nh, true
 }
@@ -227,7 +235,7 @@ func (r *resolver) wait(ctx context.Context, nh netip.Addr, res nbResult) nbResu
 	cancel()
 	if err != nil || len(mac) != 6 {
 		r.failures.Add(1)
-		return nbResult{failed: true, at: time.Now()}
+		return nbResult{failed: true, unreachable: res.unreachable || errors.Is(err, nsbind.ErrNoNeighbour), at: time.Now()}
 	}
 	r.resolved.Add(1)
 	res.at = time.Now()

@@ -91,6 +91,9 @@ type tcpPath struct {
 	// icmp reads the routers' ICMP errors about the Stack's connections
 	// (tcp_icmp.go); nil if its sockets could not be opened.
 	icmp *icmpWatch
+	// nbUnreachable counts the connects failed because the kernel's
+	// neighbour entry of their next hop failed (tcpWorker.unreachable).
+	nbUnreachable atomic.Uint64
 	// corruptLog limits the warnings about connections reset for a
 	// corrupt fifo to one a second (an app can break its fifos as fast
 	// as it opens connections); the metrics count every one.
@@ -860,11 +863,14 @@ func (tw *tcpWorker) drain() bool {
 		}
 		nb := x.neighbour(k)
 		if !nb.ok {
-			if (nb.failed && nb.noRoute) || x.now.Sub(q.at) > tcpHold {
+			if (nb.failed && nb.noRoute) || nb.unreachable || x.now.Sub(q.at) > tcpHold {
 				if nb.failed && nb.noRoute {
 					w.c.Drops[dropNoRoute]++
 				} else {
 					w.c.Drops[dropNoNeighbour]++
+				}
+				if nb.unreachable {
+					tw.unreachable(q.pkt)
 				}
 				tw.pop()
 				continue
@@ -955,6 +961,25 @@ func (tw *tcpWorker) drain() bool {
 	tw.mu.Unlock()
 	x.flush()
 	return sent > 0
+}
+
+// unreachable tells the Stack that the peer of pkt, a handshake's SYN
+// whose next hop the kernel failed to resolve, is unreachable: the
+// connect fails with EHOSTUNREACH, as a kernel socket's does when its
+// neighbour entry fails. The Stack is told on a goroutine of its own,
+// its endpoint locks being none of the worker's to wait for.
+func (tw *tcpWorker) unreachable(pkt tcp.Packet) {
+	local, remote, syn, ok := pkt.Conn()
+	if !ok || !syn {
+		return
+	}
+	if p := tw.w.e.tcp; p != nil {
+		go func() {
+			if p.st.Unreachable(local, remote, tcp.HostUnreachable) {
+				p.nbUnreachable.Add(1)
+			}
+		}()
+	}
 }
 
 // pop releases the head packet.
@@ -1752,8 +1777,9 @@ type TCPStats struct {
 	// PathMTUMessages counts the routers' ICMP messages of a smaller path
 	// MTU (fragmentation needed, packet too big) about a connection of
 	// the Stack, each of which lowered its MSS if it was larger;
-	// ConnectsUnreachable the connections in their handshake that a
-	// router's destination unreachable failed.
+	// ConnectsUnreachable the connections in their handshake that ended
+	// unreachable: a router's destination unreachable, or the kernel's
+	// neighbour entry of their next hop failed.
 	PathMTUMessages     uint64
 	ConnectsUnreachable uint64
 }
@@ -1787,8 +1813,10 @@ func (e *Engine) TCPStats() TCPStats {
 	}
 	s := TCPStats{Stats: e.tcp.st.Stats(), AcceptRefused: e.tcp.refused.Load(),
 		Lingering: len(e.tcp.lingering()), TimeWaitOverflow: e.tcp.twOverflow.Load()}
+	s.ConnectsUnreachable = e.tcp.nbUnreachable.Load()
 	if w := e.tcp.icmp; w != nil {
-		s.PathMTUMessages, s.ConnectsUnreachable = w.tooBig.Load(), w.unreachables.Load()
+		s.PathMTUMessages = w.tooBig.Load()
+		s.ConnectsUnreachable += w.unreachables.Load()
 	}
 	for _, tw := range e.tcp.wq {
 		s.TxQueueDrops += tw.drops.Load()

@@ -73,6 +73,28 @@ func (p Packet) Dst() netip.Addr {
 	return netip.Addr{}
 }
 
+// Conn returns the packet's connection, its source being this host's
+// end, and whether it is a SYN (a handshake's first segment or its
+// answer); ok is false if its headers are not whole.
+func (p Packet) Conn() (local, remote netip.AddrPort, syn, ok bool) {
+	h, th := p.pb.NetworkHeader().Slice(), p.pb.TransportHeader().Slice()
+	if len(th) < header.TCPMinimumSize {
+		return
+	}
+	var src, dst netip.Addr
+	switch {
+	case p.proto == ipv4.ProtocolNumber && len(h) >= header.IPv4MinimumSize:
+		src, dst = netip.AddrFrom4([4]byte(h[12:16])), netip.AddrFrom4([4]byte(h[16:20]))
+	case p.proto == ipv6.ProtocolNumber && len(h) >= header.IPv6MinimumSize:
+		src, dst = netip.AddrFrom16([16]byte(h[8:24])), netip.AddrFrom16([16]byte(h[24:40]))
+	default:
+		return
+	}
+	tcpH := header.TCP(th)
+	local, remote = netip.AddrPortFrom(src, tcpH.SourcePort()), netip.AddrPortFrom(dst, tcpH.DestinationPort())
+	return local, remote, tcpH.Flags().Contains(header.TCPFlagSyn), true
+}
+
 // CopyTo copies the packet into dst and returns the bytes copied, Len()
 // when dst is large enough. It allocates nothing.
 func (p Packet) CopyTo(dst []byte) int {
