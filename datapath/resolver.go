@@ -238,7 +238,7 @@ func (r *resolver) wait(ctx context.Context, nh netip.Addr, res nbResult) nbResu
 		return nbResult{failed: true, unreachable: res.unreachable || errors.Is(err, nsbind.ErrNoNeighbour), at: time.Now()}
 	}
 	r.resolved.Add(1)
-	res.at = time.Now()
+	res.at, res.unreachable = time.Now(), false
 	copy(res.mac[:], mac)
 	return res
 }
