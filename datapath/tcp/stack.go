@@ -277,8 +277,9 @@ func (s *Stack) LowerPathMTU(local, remote netip.AddrPort, mtu uint32) bool {
 	return true
 }
 
-// Unreachable is what a router's ICMP destination unreachable message
-// says of a connection's peer.
+// Unreachable is what is known of a connection's peer that cannot be
+// reached: what a router's ICMP destination unreachable message says, or
+// that the neighbour entry of its next hop failed (HostUnreachable).
 type Unreachable uint8
 
 const (
@@ -287,8 +288,8 @@ const (
 	PortUnreachable                        // nothing on the port: ECONNREFUSED
 )
 
-// Unreachable tells the connection from local to remote that a router
-// said its peer cannot be reached. A connection still in its handshake
+// Unreachable tells the connection from local to remote that its peer
+// cannot be reached. A connection still in its handshake
 // fails at once with the matching error, as Linux's does in SYN-SENT and
 // SYN-RECV; an established one is left alone (Linux keeps such an error
 // as a soft one). It reports whether a connecting connection took it.
