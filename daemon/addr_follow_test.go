@@ -189,11 +189,11 @@ func TestMACChangeFollowed(t *testing.T) {
 // new TCP connection advertises the MSS that fits it, an app's datagram
 // larger than it leaves in fragments, and connections opened before the
 // change (IPv4 and IPv6) send segments that fit it, as a kernel socket's
-// do. Before, the
-// daemon kept the MTU it started with: host A's full-sized segments were
-// too large for B's link and the connection stalled, and the datagram
-// left whole, too large for A's; and then gVisor kept an open
-// connection's MSS, whose segments were too large for A's link.
+// do. Before, the daemon kept the MTU it started with: host A's
+// full-sized segments were too large for B's link and the connection
+// stalled, and the datagram left whole, too large for A's; and then
+// gVisor kept an open connection's MSS, whose segments were too large
+// for A's link.
 func TestMTUChangeFollowed(t *testing.T) {
 	const port = 7330
 	rig, a := echoRig(t, "tcp://:"+strconv.Itoa(port))
@@ -244,11 +244,8 @@ func TestMTUChangeFollowed(t *testing.T) {
 	// fragments.
 	setMTU(rig.A, 1280)
 	time.Sleep(200 * time.Millisecond)
-	var uc *net.UDPConn
-	if err := rig.A.Do(func() (err error) {
-		uc, err = net.ListenUDP("udp4", &net.UDPAddr{IP: rig.A.IPv4.AsSlice()})
-		return err
-	}); err != nil {
+	uc, err := rig.A.ListenUDP(netip.AddrPortFrom(rig.A.IPv4, 0), 0)
+	if err != nil {
 		t.Fatal(err)
 	}
 	defer uc.Close()
@@ -318,11 +315,8 @@ func TestNextHopChangeFollowed(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer pc.Close()
-	var uc *net.UDPConn
-	if err := rig.A.Do(func() (err error) {
-		uc, err = net.ListenUDP("udp4", &net.UDPAddr{IP: rig.A.IPv4.AsSlice()})
-		return err
-	}); err != nil {
+	uc, err := rig.A.ListenUDP(netip.AddrPortFrom(rig.A.IPv4, 0), 0)
+	if err != nil {
 		t.Fatal(err)
 	}
 	defer uc.Close()

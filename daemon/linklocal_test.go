@@ -100,24 +100,12 @@ func TestLinkLocalPeers(t *testing.T) {
 
 	// UDP: the app dials A's kernel socket, which echoes; and listens on
 	// its link-local address, where A's socket sends.
-	var ku *net.UDPConn
-	if err := rig.A.Do(func() (err error) {
-		ku, err = net.ListenUDP("udp6", &net.UDPAddr{IP: net.IPv6unspecified, Port: port + 2})
-		return err
-	}); err != nil {
+	ku, err := rig.A.ListenUDP(netip.AddrPortFrom(netip.IPv6Unspecified(), port+2), 0)
+	if err != nil {
 		t.Fatal(err)
 	}
 	defer ku.Close()
-	go func() {
-		buf := make([]byte, 2048)
-		for {
-			n, from, err := ku.ReadFromUDP(buf)
-			if err != nil {
-				return
-			}
-			ku.WriteToUDP(buf[:n], from)
-		}
-	}()
+	go echoUDP(ku)
 	uc, err := a.Dial(ctx, "udp://["+llA.String()+"]:"+strconv.Itoa(port+2))
 	if err != nil {
 		t.Fatalf("Dial udp to a link-local address: %v", err)

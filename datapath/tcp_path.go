@@ -1000,17 +1000,11 @@ func addrKey(a netip.Addr) (nbKey, bool) {
 	if !a.IsValid() {
 		return nbKey{}, false
 	}
-	a = a.Unmap()
-	var k nbKey
-	if a.Is4() {
-		b := a.As4()
-		copy(k.addr[:4], b[:])
-		k.fam = flow.Family4
-	} else {
-		k.addr = a.As16()
-		k.fam = flow.Family6
+	fam := flow.Family6
+	if a.Unmap().Is4() {
+		fam = flow.Family4
 	}
-	return k, true
+	return nbKey{addr: flow.AddrBytes(a), fam: fam}, true
 }
 
 // inject hands the TCP packets of a received batch to the Stack at once,
