@@ -15,10 +15,15 @@ import (
 
 // Resolver cache lifetimes.
 const (
-	resolvedTTL  = 5 * time.Second        // a resolved next hop is asked again after this
-	failedTTL    = 500 * time.Millisecond // a failed one is retried after this
-	resolveWait  = time.Second            // how long one resolution waits for the kernel
-	maxResolving = 8                      // resolutions in flight
+	resolvedTTL = 5 * time.Second        // a resolved next hop is asked again after this
+	failedTTL   = 500 * time.Millisecond // a failed one is retried after this
+	// resolveWait bounds one resolution's wait for the kernel's verdict:
+	// a usable entry, or a failed one once its probes went unanswered
+	// (three a second apart by default). Waiting for the verdict, not
+	// less, is what lets a connect held for that next hop hear at once
+	// that it is unreachable, as a kernel socket's does.
+	resolveWait  = 5 * time.Second
+	maxResolving = 8 // resolutions in flight
 )
 
 // nbKey names a destination: its address in AddrBytes form and family.

@@ -279,9 +279,9 @@ func (n *Namespace) udp6Locked() (int, error) {
 // WaitNeighbour waits until the kernel's entry for ip on ifindex is usable
 // and returns it. It follows the neighbour table through a netlink
 // subscription, so it wakes when the entry changes, not on a timer. It
-// returns ErrNoNeighbour when resolution fails (the entry turns failed) and
-// ctx's error when ctx ends first. It does not start resolution itself:
-// call ResolveNeighbour first.
+// returns ErrNoNeighbour when resolution fails (the entry turns failed, or
+// is failed when the wait begins) and ctx's error when ctx ends first. It
+// does not start resolution itself: call ResolveNeighbour first.
 func (n *Namespace) WaitNeighbour(ctx context.Context, ifindex int, ip netip.Addr) (net.HardwareAddr, NeighState, error) {
 	verb := fmt.Sprintf("wait for neighbour %v on %d in %s", ip, ifindex, n.desc)
 	a, err := checkUnicast(ip)
@@ -320,8 +320,16 @@ func (n *Namespace) WaitNeighbour(ctx context.Context, ifindex int, ip netip.Add
 		}
 	}()
 	// Subscribed first, read second: a change between the two is seen.
-	if mac, st, ok := n.Neighbour(ifindex, a); ok {
-		return mac, st, nil
+	// An entry already failed when read has failed since the caller's
+	// ResolveNeighbour, which turned a failed entry incomplete again: its
+	// notice may have come before the subscription, and none will follow.
+	if mac, st, err := n.LookupNeighbour(ifindex, a); err == nil {
+		if st.Usable() && len(mac) > 0 {
+			return mac, st, nil
+		}
+		if st&NeighFailed != 0 {
+			return nil, st, fmt.Errorf("%s: %w: resolution failed", verb, ErrNoNeighbour)
+		}
 	}
 	for {
 		select {

@@ -310,6 +310,15 @@ func TestResolveNeighbourFails(t *testing.T) {
 	if _, _, ok := ns.Neighbour(p.B.IfIndex, ghost); ok {
 		t.Fatal("failed entry counted as usable")
 	}
+	// A wait that begins once the entry failed (its notice gone before
+	// the subscription) says so at once instead of running out its
+	// context.
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	start := time.Now()
+	if _, st, err := ns.WaitNeighbour(ctx, p.B.IfIndex, ghost); !errors.Is(err, ErrNoNeighbour) || time.Since(start) > time.Second {
+		t.Fatalf("wait on a failed entry: state %v err %v after %v, want ErrNoNeighbour at once", st, err, time.Since(start))
+	}
 }
 
 func TestViewReflectsRig(t *testing.T) {
