@@ -78,6 +78,10 @@ const (
 	DefaultTCPMaxTimeWait = 16384
 	tcpTxQueueMin         = 1024        // a worker's queue starts this long and doubles as needed
 	tcpHold               = time.Second // a packet waits at most this long for its next hop
+	// tcpParkedMax bounds the packets a worker sets aside while their
+	// next hops resolve; more are dropped (counted no_neighbour) and
+	// their connections retransmit.
+	tcpParkedMax = 256
 )
 
 // tcpPath is the Engine's TCP: the Stack, its listeners and sessions.
@@ -485,8 +489,15 @@ type tcpWorker struct {
 	n    int
 	max  int
 
+	// parked: packets set aside, in their order, while their next hops
+	// resolve, so that they hold up no packet to another next hop (a
+	// dial to an address nobody answers must not stall the other
+	// connections). A packet whose next hop has parked packets is parked
+	// behind them. Guarded by mu; only the worker changes it.
+	parked []tcpQueued
+
 	drops   atomic.Uint64
-	waiting bool       // worker only: the head packet waits for its next hop or the socket
+	waiting bool       // worker only: packets wait for their next hops or the socket
 	own     []*tcpSess // worker only: sessions it kicks
 	gso     *gsoTx     // the path's packet socket, or nil
 	gb      gsoBatch   // worker only
@@ -610,7 +621,7 @@ func (p *tcpPath) resetAll(drain time.Duration) {
 		queued := 0
 		for _, tw := range p.wq {
 			tw.mu.Lock()
-			queued += tw.n
+			queued += tw.n + len(tw.parked)
 			tw.mu.Unlock()
 		}
 		if queued == 0 {
@@ -669,7 +680,7 @@ func (p *tcpPath) write(pkt tcp.Packet) bool {
 	tw.mu.Lock()
 	quiet := now.Sub(tw.last) > gsoDirectGap
 	tw.last = now
-	if quiet && tw.n == 0 && tw.gso != nil && pkt.HasPayload() && tw.direct(pkt, now) {
+	if quiet && tw.n == 0 && len(tw.parked) == 0 && tw.gso != nil && pkt.HasPayload() && tw.direct(pkt, now) {
 		tw.mu.Unlock()
 		return true
 	}
@@ -769,6 +780,11 @@ func (tw *tcpWorker) discard() {
 	for tw.n > 0 {
 		tw.pop()
 	}
+	for i := range tw.parked {
+		tw.parked[i].pkt.Release()
+		tw.parked[i] = tcpQueued{}
+	}
+	tw.parked = tw.parked[:0]
 }
 
 // poll is the worker's TCP work of one loop: send what the Stack queued,
@@ -848,11 +864,12 @@ func (tw *tcpWorker) drain() bool {
 	x := &w.tx
 	tw.waiting = false
 	tw.mu.Lock()
-	if tw.n == 0 {
+	if tw.n == 0 && len(tw.parked) == 0 {
 		tw.mu.Unlock()
 		return false
 	}
 	x.now = time.Now()
+	tw.unpark()
 	sent := 0
 	for tw.n > 0 {
 		q := &tw.ring[tw.head]
@@ -875,8 +892,16 @@ func (tw *tcpWorker) drain() bool {
 				tw.pop()
 				continue
 			}
-			tw.waiting = true // resolving: the rest waits behind it
-			break
+			// Resolving: set aside, so that the packets behind it to
+			// other next hops go on.
+			tw.park()
+			continue
+		}
+		if tw.parkedTo(k) {
+			// Its next hop's earlier packets are set aside (the
+			// resolver answered since): it goes after them.
+			tw.park()
+			continue
 		}
 		if tw.gso != nil {
 			// The head packet and those behind it whose next hop is
@@ -892,7 +917,7 @@ func (tw *tcpWorker) drain() bool {
 					break
 				}
 				pn := x.neighbour(pk)
-				if !pn.ok {
+				if !pn.ok || (len(tw.parked) > 0 && tw.parkedTo(pk)) {
 					break
 				}
 				b.add(p, x.srcMAC, pn.mac, pk)
@@ -958,9 +983,77 @@ func (tw *tcpWorker) drain() bool {
 			tw.mu.Lock()
 		}
 	}
+	if len(tw.parked) > 0 {
+		tw.waiting = true
+	}
 	tw.mu.Unlock()
 	x.flush()
 	return sent > 0
+}
+
+// park moves the head packet to the parked ones, or drops it when
+// tcpParkedMax are parked. Worker only, with mu held.
+func (tw *tcpWorker) park() {
+	if len(tw.parked) >= tcpParkedMax {
+		tw.w.c.Drops[dropNoNeighbour]++
+		tw.pop()
+		return
+	}
+	q := &tw.ring[tw.head]
+	tw.parked = append(tw.parked, *q)
+	*q = tcpQueued{}
+	tw.head = (tw.head + 1) % len(tw.ring)
+	tw.n--
+}
+
+// parkedTo reports whether a packet to k is parked. Worker only, with mu
+// held.
+func (tw *tcpWorker) parkedTo(k nbKey) bool {
+	for i := range tw.parked {
+		if pk, ok := pktDst(tw.parked[i].pkt); ok && pk == k {
+			return true
+		}
+	}
+	return false
+}
+
+// unpark puts back at the head of the ring, in their order and ahead of
+// everything queued since, the parked packets whose next hop the
+// resolver answered (usable, failed or unreachable) or that waited
+// longer than tcpHold; drain then sends or drops them. The others stay
+// parked. Packets to one next hop share its answer, so their order holds.
+// Worker only, with mu held and x.now set.
+func (tw *tcpWorker) unpark() {
+	x := &tw.w.tx
+	keep := len(tw.parked)
+	for i := len(tw.parked) - 1; i >= 0; i-- {
+		q := tw.parked[i]
+		k, ok := pktDst(q.pkt)
+		nb := x.neighbour(k)
+		if ok && !nb.ok && !(nb.failed && nb.noRoute) && !nb.unreachable && x.now.Sub(q.at) <= tcpHold {
+			continue
+		}
+		if tw.n == len(tw.ring) && !tw.grow() {
+			continue // no room: it waits parked, and so do those behind it to k
+		}
+		tw.head = (tw.head - 1 + len(tw.ring)) % len(tw.ring)
+		tw.ring[tw.head] = q
+		tw.n++
+		tw.parked[i] = tcpQueued{}
+		keep--
+	}
+	if keep == len(tw.parked) {
+		return
+	}
+	j := 0
+	for _, q := range tw.parked {
+		if q.pkt != (tcp.Packet{}) {
+			tw.parked[j] = q
+			j++
+		}
+	}
+	clear(tw.parked[j:])
+	tw.parked = tw.parked[:j]
 }
 
 // unreachable tells the Stack that the peer of pkt, a handshake's SYN
