@@ -378,6 +378,63 @@ func TestTCPConnectUnreachable(t *testing.T) {
 	}
 }
 
+// TestTCPDialBesideUnansweredHops: with more dials waiting for unanswered
+// next hops than the resolver waits on at once (maxResolving, 8), a dial to
+// a host that answers, whose next hop nobody resolved yet, still connects
+// in milliseconds: the kernel's answer reaches the resolver through its
+// neighbour watch. Before, that next hop was counted failed for want of a
+// slot and asked again only after half a second (540 ms seen). Every
+// unanswered dial still ends with EHOSTUNREACH.
+func TestTCPDialBesideUnansweredHops(t *testing.T) {
+	rig, d := tcpRig(t, func(o *Config) { o.Datapath.TCP.Stack.ConnectTimeout = time.Minute })
+	a := attach(t, d, app.Options{Name: "dialer"})
+	kl := kernelListen(t, rig.A, "[::]:7320")
+	go serveEach(kl, func(c net.Conn) { c.Close() })
+	fresh := rig.A.IPv4.As4()
+	fresh[3] = 50 // a second address of A's, which B has not resolved
+	if err := rig.A.Do(func() error {
+		l, err := netlink.LinkByName(rig.A.Link)
+		if err != nil {
+			return err
+		}
+		return netlink.AddrAdd(l, &netlink.Addr{IPNet: &net.IPNet{IP: net.IP(fresh[:]), Mask: net.CIDRMask(24, 32)}})
+	}); err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	const dead = 12
+	errs := make(chan error, dead)
+	for i := range dead {
+		b := rig.A.IPv4.As4()
+		b[3] = byte(201 + i) // owned by nobody
+		go func() {
+			c, err := a.Dial(ctx, "tcp://"+netip.AddrPortFrom(netip.AddrFrom4(b), 7300).String())
+			if err == nil {
+				c.Close()
+			}
+			errs <- err
+		}()
+	}
+	time.Sleep(200 * time.Millisecond) // the dead dials' resolutions take every slot
+	start := time.Now()
+	c, err := a.Dial(ctx, "tcp://"+netip.AddrPortFrom(netip.AddrFrom4(fresh), 7320).String())
+	took := time.Since(start)
+	if err != nil {
+		t.Fatalf("dial to an answering host beside %d unanswered ones: %v", dead, err)
+	}
+	c.Close()
+	t.Logf("dial to an answering host beside %d unanswered ones: %v", dead, took)
+	if took > 400*time.Millisecond {
+		t.Errorf("dial to an answering host took %v: its next hop waited for a slot", took)
+	}
+	for range dead {
+		if err := <-errs; !errors.Is(err, syscall.EHOSTUNREACH) {
+			t.Errorf("dial to an unanswered address: %v, want EHOSTUNREACH", err)
+		}
+	}
+}
+
 // dialUnreachable dials addresses a4 and a6 from app a and from kernel
 // sockets on host B beside it, and wants EHOSTUNREACH of all four.
 func dialUnreachable(t *testing.T, rig *nstest.Pair, a *app.App, round int, a4, a6 netip.Addr) {

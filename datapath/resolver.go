@@ -48,7 +48,7 @@ type nbResult struct {
 	at          time.Time  // when it was resolved
 	pending     bool       // a resolution is in flight
 	mtu         int        // the route's MTU when below the interface's (a learned path MTU); 0: none
-	nh          netip.Addr // the next hop whose MAC mac is
+	nh          netip.Addr // the next hop whose MAC mac is; of a failed one, the next hop that did not resolve
 	// dirty: the next hop changed while a resolution was in flight, which
 	// may have read it before: what it stores is asked again.
 	dirty bool
@@ -136,9 +136,10 @@ func (r *resolver) run(ctx context.Context) {
 			default:
 				// Every slot waits already: the kernel was asked to
 				// resolve nh; count it failed for now, so it is asked
-				// again after failedTTL.
+				// again after failedTTL, or as soon as the kernel's
+				// entry of nh changes (changed).
 				r.failures.Add(1)
-				r.store(k, nbResult{failed: true, at: time.Now()})
+				r.store(k, nbResult{failed: true, unreachable: res.unreachable, at: time.Now(), nh: nh})
 			}
 		}
 	}
@@ -173,7 +174,25 @@ func (r *resolver) changed(c nsbind.NextHopChange) {
 	for _, e := range r.m {
 		switch {
 		case c.Route:
-		case !e.ok || e.nh != c.IP:
+		case e.nh != c.IP:
+			continue
+		case !e.ok:
+			// A next hop that did not resolve in time, or found every
+			// slot waiting: its verdict comes here. Usable, it is asked
+			// again at the next get instead of after failedTTL; failed,
+			// the connects held for it hear that it is unreachable.
+			if e.pending || !c.IP.IsValid() {
+				continue
+			}
+			switch {
+			case c.Usable:
+				e.at = time.Time{}
+			case c.Failed && !e.unreachable:
+				e.unreachable = true
+			default:
+				continue
+			}
+			moved = true
 			continue
 		case c.Usable:
 			if [6]byte(c.MAC) == e.mac {
@@ -227,7 +246,7 @@ func (r *resolver) lookup(k nbKey) (res nbResult, nh netip.Addr, wait bool) {
 	res.unreachable = st&nsbind.NeighFailed != 0
 	if err := r.ns.ResolveNeighbour(ifindex, nh); err != nil {
 		r.failures.Add(1)
-		return nbResult{failed: true, unreachable: res.unreachable, at: now}, nh, false
+		return nbResult{failed: true, unreachable: res.unreachable, at: now, nh: nh}, nh, false
 	}
 	return res, nh, true
 }
@@ -240,7 +259,7 @@ func (r *resolver) wait(ctx context.Context, nh netip.Addr, res nbResult) nbResu
 	cancel()
 	if err != nil || len(mac) != 6 {
 		r.failures.Add(1)
-		return nbResult{failed: true, unreachable: res.unreachable || errors.Is(err, nsbind.ErrNoNeighbour), at: time.Now()}
+		return nbResult{failed: true, unreachable: res.unreachable || errors.Is(err, nsbind.ErrNoNeighbour), at: time.Now(), nh: nh}
 	}
 	r.resolved.Add(1)
 	res.at, res.unreachable = time.Now(), false

@@ -61,6 +61,30 @@ func TestResolverChanged(t *testing.T) {
 	if e := r.m[key("192.0.2.1")]; !e.at.IsZero() || r.gen.Load() != 3 {
 		t.Errorf("a route change: %+v gen %d, want asked again", e, r.gen.Load())
 	}
+
+	// A next hop that did not resolve (in time, or for want of a slot):
+	// the kernel's verdict answers it at once. Usable, it is asked again
+	// now; failed, its connects hear it is unreachable. One a resolution
+	// still waits for is left to that resolution.
+	slow, late := netip.MustParseAddr("10.0.0.3"), netip.MustParseAddr("10.0.0.4")
+	r.m[key("10.0.0.3")] = &nbResult{failed: true, nh: slow, at: at}
+	r.m[key("10.0.0.4")] = &nbResult{failed: true, nh: late, at: at}
+	r.m[key("10.0.0.5")] = &nbResult{failed: true, nh: late, at: at, pending: true}
+	r.changed(nsbind.NextHopChange{IP: slow, MAC: net.HardwareAddr{2, 0, 0, 0, 0, 3}, Usable: true})
+	if e := r.m[key("10.0.0.3")]; !e.at.IsZero() || r.gen.Load() != 4 {
+		t.Errorf("a failed next hop turned usable: %+v gen %d, want asked again", e, r.gen.Load())
+	}
+	r.changed(nsbind.NextHopChange{IP: late, Failed: true})
+	if e := r.m[key("10.0.0.4")]; !e.unreachable || e.at != at || r.gen.Load() != 5 {
+		t.Errorf("a failed next hop's entry failed: %+v gen %d, want unreachable", e, r.gen.Load())
+	}
+	if e := r.m[key("10.0.0.5")]; e.unreachable {
+		t.Errorf("a resolution in flight was answered by the change: %+v", e)
+	}
+	r.changed(nsbind.NextHopChange{IP: late, Failed: true})
+	if r.gen.Load() != 5 {
+		t.Errorf("the same failure again moved gen to %d", r.gen.Load())
+	}
 }
 
 // TestStackAddrs: gVisor gets the served interface's addresses with their

@@ -15,13 +15,15 @@ import (
 
 // NextHopChange is a change that may move where frames to a destination
 // go: a neighbour of the interface watched got another link-layer address,
-// or lost its usable one (IP, MAC, Usable), or the namespace's routes or
-// the view of them changed (Route: anything resolved before may be stale).
+// or lost its usable one (IP, MAC, Usable; Failed when its resolution
+// failed), or the namespace's routes or the view of them changed (Route:
+// anything resolved before may be stale).
 type NextHopChange struct {
 	Route  bool
 	IP     netip.Addr
 	MAC    net.HardwareAddr // the neighbour's address when Usable
 	Usable bool
+	Failed bool // the entry turned failed: its probes went unanswered
 }
 
 // watchRetry is how long a NextHopWatch waits before it subscribes again
@@ -162,7 +164,8 @@ func (s *nextHopSub) serve(ctx context.Context, ifindex int, fn func(NextHopChan
 			if usable {
 				mac = slices.Clone(u.HardwareAddr)
 			}
-			fn(NextHopChange{IP: ip.Unmap(), MAC: mac, Usable: usable})
+			failed := u.Type == unix.RTM_NEWNEIGH && st&NeighFailed != 0
+			fn(NextHopChange{IP: ip.Unmap(), MAC: mac, Usable: usable, Failed: failed})
 		case _, open := <-s.route:
 			if !open {
 				return errors.New("route subscription ended")
