@@ -385,9 +385,10 @@ func TestPacketConnMatchesKernelUDP(t *testing.T) {
 // connCase is a sequence of calls on a UDP socket of host B connected to
 // a kernel socket of host A (env.peer), or to a port of A no socket has.
 type connCase struct {
-	name   string
-	closed bool // connected to env.closedDst
-	run    func(o *udpObs, c net.Conn, env *udpEnv)
+	name    string
+	closed  bool // connected to env.closedDst
+	unowned bool // connected to an address of A's subnet nobody owns (its ARP goes unanswered)
+	run     func(o *udpObs, c net.Conn, env *udpEnv)
 }
 
 // TestUDPConnMatchesKernel: sequences of calls on a UDP session an app
@@ -398,7 +399,10 @@ type connCase struct {
 // buffer returns 0 at once and consumes nothing, as package net makes
 // it; datagrams from another source than the connected one are not
 // received; a datagram to a port nobody has makes the next read fail
-// with ECONNREFUSED, once; the largest datagram IPv4 carries goes both
+// with ECONNREFUSED, once; a datagram to an address of the subnet that
+// nobody owns makes no read fail, also after the kernel's ARP for it went
+// unanswered (about 3 s): Linux reports that to a connected TCP socket,
+// not a UDP one; the largest datagram IPv4 carries goes both
 // ways and a byte more fails with EMSGSIZE; deadlines in the past fail
 // reads and writes and cleared no longer do; Close wakes a blocked read
 // with net.ErrClosed, and after Close every call fails with
@@ -408,7 +412,7 @@ func TestUDPConnMatchesKernel(t *testing.T) {
 	closedPort := portNobodyHas(t, rig.A)
 	buf := make([]byte, 70000)
 	cases := []connCase{
-		{"ShortBufferAndZeroLength", false, func(o *udpObs, c net.Conn, env *udpEnv) {
+		{"ShortBufferAndZeroLength", false, false, func(o *udpObs, c net.Conn, env *udpEnv) {
 			env.peer.WriteToUDPAddrPort(bytes.Repeat([]byte("0123456789"), 10), env.self)
 			short := make([]byte, 10)
 			c.SetReadDeadline(time.Now().Add(2 * time.Second))
@@ -425,7 +429,7 @@ func TestUDPConnMatchesKernel(t *testing.T) {
 			n, from, err := recvWithin(env.peer, buf)
 			o.read("the peer's read of it", buf, n, from, err)
 		}},
-		{"ReadIntoEmptyBuffer", false, func(o *udpObs, c net.Conn, env *udpEnv) {
+		{"ReadIntoEmptyBuffer", false, false, func(o *udpObs, c net.Conn, env *udpEnv) {
 			timed := func(step string) {
 				c.SetReadDeadline(time.Now().Add(500 * time.Millisecond))
 				start := time.Now()
@@ -440,7 +444,7 @@ func TestUDPConnMatchesKernel(t *testing.T) {
 			n, err := c.Read(buf)
 			o.read("the read after it", buf, n, nil, err)
 		}},
-		{"OtherSourcesFiltered", false, func(o *udpObs, c net.Conn, env *udpEnv) {
+		{"OtherSourcesFiltered", false, false, func(o *udpObs, c net.Conn, env *udpEnv) {
 			env.other.WriteToUDPAddrPort([]byte("intruder"), env.self)
 			time.Sleep(50 * time.Millisecond)
 			env.peer.WriteToUDPAddrPort([]byte("peer"), env.self)
@@ -451,7 +455,7 @@ func TestUDPConnMatchesKernel(t *testing.T) {
 			n, err = c.Read(buf)
 			o.read("the read after it", buf, n, nil, err)
 		}},
-		{"PortUnreachableRefuses", true, func(o *udpObs, c net.Conn, env *udpEnv) {
+		{"PortUnreachableRefuses", true, false, func(o *udpObs, c net.Conn, env *udpEnv) {
 			n, err := c.Write([]byte("anyone?"))
 			o.write("write to a port nobody has", n, err)
 			c.SetReadDeadline(time.Now().Add(2 * time.Second))
@@ -461,7 +465,16 @@ func TestUDPConnMatchesKernel(t *testing.T) {
 			n, err = c.Read(buf)
 			o.read("the next read", buf, n, nil, err)
 		}},
-		{"LargestDatagrams", false, func(o *udpObs, c net.Conn, env *udpEnv) {
+		{"HostUnreachable", false, true, func(o *udpObs, c net.Conn, env *udpEnv) {
+			n, err := c.Write([]byte("anyone?"))
+			o.write("write to an address nobody owns", n, err)
+			c.SetReadDeadline(time.Now().Add(5 * time.Second))
+			n, err = c.Read(buf)
+			o.read("a read while, and after, ARP goes unanswered", buf, n, nil, err)
+			n, err = c.Write([]byte("anyone now?"))
+			o.write("a write after it", n, err)
+		}},
+		{"LargestDatagrams", false, false, func(o *udpObs, c net.Conn, env *udpEnv) {
 			big := bytes.Repeat([]byte("x"), app.MaxDatagram4+1)
 			n, err := c.Write(big[:app.MaxDatagram4])
 			o.write("65,507 bytes written", n, err)
@@ -474,7 +487,7 @@ func TestUDPConnMatchesKernel(t *testing.T) {
 			n, err = c.Write(big)
 			o.write("65,508 bytes written", n, err)
 		}},
-		{"DeadlinesInThePast", false, func(o *udpObs, c net.Conn, env *udpEnv) {
+		{"DeadlinesInThePast", false, false, func(o *udpObs, c net.Conn, env *udpEnv) {
 			o.add("set read deadline", "err=%s", udpErrClass(c.SetReadDeadline(time.Now().Add(-time.Second))))
 			env.peer.WriteToUDPAddrPort([]byte("queued"), env.self)
 			time.Sleep(100 * time.Millisecond)
@@ -499,7 +512,7 @@ func TestUDPConnMatchesKernel(t *testing.T) {
 				return err
 			}, func() { c.SetReadDeadline(time.Now()) }))
 		}},
-		{"Close", false, func(o *udpObs, c net.Conn, env *udpEnv) {
+		{"Close", false, false, func(o *udpObs, c net.Conn, env *udpEnv) {
 			own := make([]byte, 64) // the blocked read's: it may return after this sequence went on
 			o.add("close while a read is blocked", "%s", blockedCall(func() error {
 				_, err := c.Read(own)
@@ -526,6 +539,12 @@ func TestUDPConnMatchesKernel(t *testing.T) {
 				if tc.closed {
 					dst = env.closedDst
 					o.labels[dst] = "closed"
+				}
+				if tc.unowned {
+					b := rig.A.IPv4.As4()
+					b[3] = byte(210 + i) // each side its own, so that one's failed entry is not the other's
+					dst = netip.AddrPortFrom(netip.AddrFrom4(b), 9)
+					o.labels[dst] = "unowned"
 				}
 				var c net.Conn
 				if side == "kernel" {
