@@ -65,8 +65,13 @@ type resolver struct {
 	ifindex int
 	req     chan nbKey
 
-	mu sync.Mutex // guards m
+	mu sync.Mutex // guards m and byHop
 	m  map[nbKey]*nbResult
+	// byHop indexes m's entries by their next hop (nbResult.nh), so that
+	// a neighbour's change touches its destinations alone: a flood of
+	// destinations (SYN-ACKs to spoofed sources of a large subnet) must
+	// not make every neighbour event a walk of all of them.
+	byHop map[netip.Addr]map[nbKey]*nbResult
 	// gen counts the changes of next hops the resolver followed (changed):
 	// a worker drops its own cache when it moves.
 	gen atomic.Uint64
@@ -75,7 +80,30 @@ type resolver struct {
 }
 
 func newResolver(ns *nsbind.Namespace, ifindex int) *resolver {
-	return &resolver{ns: ns, ifindex: ifindex, req: make(chan nbKey, 256), m: map[nbKey]*nbResult{}}
+	return &resolver{ns: ns, ifindex: ifindex, req: make(chan nbKey, 256), m: map[nbKey]*nbResult{},
+		byHop: map[netip.Addr]map[nbKey]*nbResult{}}
+}
+
+// setHop moves k's entry e to next hop nh in byHop. With mu held.
+func (r *resolver) setHop(k nbKey, e *nbResult, nh netip.Addr) {
+	if e.nh == nh {
+		return
+	}
+	if old := r.byHop[e.nh]; old != nil {
+		delete(old, k)
+		if len(old) == 0 {
+			delete(r.byHop, e.nh)
+		}
+	}
+	e.nh = nh
+	if nh.IsValid() {
+		ks := r.byHop[nh]
+		if ks == nil {
+			ks = map[nbKey]*nbResult{}
+			r.byHop[nh] = ks
+		}
+		ks[k] = e
+	}
 }
 
 // get returns what is known of k and asks for a (re)resolution when there
@@ -87,7 +115,9 @@ func (r *resolver) get(k nbKey, now time.Time) nbResult {
 	e := r.m[k]
 	if e == nil {
 		if len(r.m) > 65536 {
-			clear(r.m) // a flood of destinations: start over rather than grow
+			// A flood of destinations: start over rather than grow.
+			clear(r.m)
+			clear(r.byHop)
 		}
 		e = &nbResult{}
 		r.m[k] = e
@@ -151,7 +181,10 @@ func (r *resolver) store(k nbKey, res nbResult) {
 		if e.dirty {
 			res.at = time.Time{} // asked again at the next get
 		}
+		nh := res.nh
+		res.nh = e.nh
 		*e = res
+		r.setHop(k, e, nh)
 	}
 	r.mu.Unlock()
 }
@@ -171,7 +204,11 @@ func (r *resolver) changed(c nsbind.NextHopChange) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	moved := false
-	for _, e := range r.m {
+	entries := r.byHop[c.IP]
+	if c.Route {
+		entries = r.m
+	}
+	for _, e := range entries {
 		switch {
 		case c.Route:
 		case e.nh != c.IP:

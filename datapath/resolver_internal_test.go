@@ -14,7 +14,8 @@ import (
 // destination that goes through it, at once; a neighbour gone or a route
 // change makes destinations resolve again (usable meanwhile); a change
 // that moves nothing leaves gen alone; a resolution in flight when its
-// next hop changed is asked again once stored.
+// next hop changed is asked again once stored. A change walks the
+// destinations of its next hop alone (byHop), which follows each store.
 func TestResolverChanged(t *testing.T) {
 	gw := netip.MustParseAddr("10.0.0.1")
 	other := netip.MustParseAddr("10.0.0.2")
@@ -27,9 +28,13 @@ func TestResolverChanged(t *testing.T) {
 	}
 	at := time.Now()
 	r := newResolver(nil, 1)
-	r.m[key("192.0.2.1")] = &nbResult{ok: true, nh: gw, mac: [6]byte{2, 0, 0, 0, 0, 1}, at: at}
-	r.m[key("192.0.2.2")] = &nbResult{ok: true, nh: gw, mac: [6]byte{2, 0, 0, 0, 0, 1}, at: at, pending: true}
-	r.m[key("10.0.0.2")] = &nbResult{ok: true, nh: other, mac: [6]byte{2, 0, 0, 0, 0, 2}, at: at}
+	put := func(k nbKey, e nbResult) { // as get, then a resolution's store
+		r.m[k] = &nbResult{}
+		r.store(k, e)
+	}
+	put(key("192.0.2.1"), nbResult{ok: true, nh: gw, mac: [6]byte{2, 0, 0, 0, 0, 1}, at: at})
+	put(key("192.0.2.2"), nbResult{ok: true, nh: gw, mac: [6]byte{2, 0, 0, 0, 0, 1}, at: at, pending: true})
+	put(key("10.0.0.2"), nbResult{ok: true, nh: other, mac: [6]byte{2, 0, 0, 0, 0, 2}, at: at})
 
 	r.changed(nsbind.NextHopChange{IP: gw, MAC: net.HardwareAddr{2, 0, 0, 0, 0, 1}, Usable: true})
 	if r.gen.Load() != 0 {
@@ -67,9 +72,9 @@ func TestResolverChanged(t *testing.T) {
 	// now; failed, its connects hear it is unreachable. One a resolution
 	// still waits for is left to that resolution.
 	slow, late := netip.MustParseAddr("10.0.0.3"), netip.MustParseAddr("10.0.0.4")
-	r.m[key("10.0.0.3")] = &nbResult{failed: true, nh: slow, at: at}
-	r.m[key("10.0.0.4")] = &nbResult{failed: true, nh: late, at: at}
-	r.m[key("10.0.0.5")] = &nbResult{failed: true, nh: late, at: at, pending: true}
+	put(key("10.0.0.3"), nbResult{failed: true, nh: slow, at: at})
+	put(key("10.0.0.4"), nbResult{failed: true, nh: late, at: at})
+	put(key("10.0.0.5"), nbResult{failed: true, nh: late, at: at, pending: true})
 	r.changed(nsbind.NextHopChange{IP: slow, MAC: net.HardwareAddr{2, 0, 0, 0, 0, 3}, Usable: true})
 	if e := r.m[key("10.0.0.3")]; !e.at.IsZero() || r.gen.Load() != 4 {
 		t.Errorf("a failed next hop turned usable: %+v gen %d, want asked again", e, r.gen.Load())
@@ -84,6 +89,21 @@ func TestResolverChanged(t *testing.T) {
 	r.changed(nsbind.NextHopChange{IP: late, Failed: true})
 	if r.gen.Load() != 5 {
 		t.Errorf("the same failure again moved gen to %d", r.gen.Load())
+	}
+
+	// A destination whose route moved to another next hop is that one's
+	// to change, no longer the old one's.
+	r.store(key("192.0.2.1"), nbResult{ok: true, nh: other, mac: [6]byte{2, 0, 0, 0, 0, 2}, at: at})
+	r.changed(nsbind.NextHopChange{IP: gw, MAC: net.HardwareAddr{2, 0, 0, 0, 0, 7}, Usable: true})
+	if e := r.m[key("192.0.2.1")]; e.mac != [6]byte{2, 0, 0, 0, 0, 2} {
+		t.Errorf("the old next hop's change reached a destination that left it: %+v", e)
+	}
+	r.changed(nsbind.NextHopChange{IP: other, MAC: net.HardwareAddr{2, 0, 0, 0, 0, 8}, Usable: true})
+	if e := r.m[key("192.0.2.1")]; e.mac != [6]byte{2, 0, 0, 0, 0, 8} {
+		t.Errorf("the new next hop's change missed a destination that came to it: %+v", e)
+	}
+	if n := len(r.byHop[gw]); n != 1 {
+		t.Errorf("%d destinations indexed under the old next hop, want 1", n)
 	}
 }
 
