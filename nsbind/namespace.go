@@ -38,8 +38,14 @@ type Namespace struct {
 	ns netns.NsHandle
 	h  *netlink.Handle
 
-	sockMu sync.Mutex // guards the creation of udp6; lock order: mu, then sockMu
+	sockMu sync.Mutex // guards the creation of udp6 and nlGet; lock order: mu, then sockMu, then getMu
 	udp6   int        // IPv6 UDP socket inside the namespace (ResolveNeighbour); -1 until first used
+	// nlGet is a rtnetlink socket inside the namespace for requests of one
+	// neighbour entry (neighGet); -1 until first used. getMu serializes
+	// its requests; getSeq numbers them.
+	nlGet  int
+	getMu  sync.Mutex
+	getSeq uint32
 }
 
 // OpenNamed opens the namespace bound at /run/netns/NAME (as ip netns add
@@ -111,7 +117,12 @@ func fromFD(fd int, desc string) (*Namespace, error) {
 		unix.Close(fd)
 		return nil, fmt.Errorf("open namespace %s: netlink timeout: %w", desc, err)
 	}
-	return &Namespace{desc: desc, fib: fib, ino: ino, ns: netns.NsHandle(fd), h: h, udp6: -1}, nil
+	n := &Namespace{desc: desc, fib: fib, ino: ino, ns: netns.NsHandle(fd), h: h, udp6: -1, nlGet: -1}
+	// Opened now rather than at the first neighbour read, so that the
+	// descriptor is the Namespace's from its start; one that fails here
+	// is tried again then, and the reads fall back to a dump meanwhile.
+	_, _ = n.getSocket()
+	return n, nil
 }
 
 // fibOfFD checks that fd is a network namespace and derives its FIB id.
@@ -164,6 +175,10 @@ func (n *Namespace) Close() error {
 	if n.udp6 >= 0 {
 		unix.Close(n.udp6)
 		n.udp6 = -1
+	}
+	if n.nlGet >= 0 {
+		unix.Close(n.nlGet)
+		n.nlGet = -1
 	}
 	err := n.ns.Close()
 	n.ns = -1
