@@ -810,3 +810,64 @@ func countFDs(t testing.TB) int {
 	}
 	return len(ents)
 }
+
+// A client busy with many requests whose replies it reads late (an app
+// closing hundreds of connections at once while its reader is not
+// scheduled) fills its queue with replies; a notice sent then (a new
+// segment) still finds room, because replies wait for room once three
+// quarters of the queue is taken, and the client is not dropped. Before,
+// the notice found the queue full and the daemon dropped the app
+// (queue_full).
+func TestNoticeRoomBesideReplies(t *testing.T) {
+	leakcheck.AtCleanup(t, leakcheck.Options{FDs: true, Goroutines: true})
+	d := newFakeDaemon(t)
+	s := &Server{SendTimeout: 5 * time.Second, QueueLen: 16}
+	path, _ := runServer(t, s, d)
+	fd := rawHelloFD(t, path)
+	defer unix.Close(fd)
+	// Requests until the server stops taking them (its replies wait for
+	// room), for at most a second.
+	sent := 0
+	for end := time.Now().Add(time.Second); sent < 5000 && time.Now().Before(end); {
+		if unix.Sendmsg(fd, encode(t, uint32(sent+2), &Unbind{Handle: 77}), nil, nil, unix.MSG_DONTWAIT) != nil {
+			time.Sleep(time.Millisecond)
+			continue
+		}
+		sent++
+	}
+	sc := d.lastConn()
+	// The replies fill the socket, then the queue, while nothing reads:
+	// up to three quarters of it.
+	q := sc.q.Load()
+	queued := func() int {
+		q.mu.Lock()
+		defer q.mu.Unlock()
+		return len(q.items) - q.head
+	}
+	if !waitFor(5*time.Second, func() bool { return queued() >= 12 }) {
+		t.Fatalf("%d replies queued of %d requests", queued(), sent)
+	}
+	time.Sleep(100 * time.Millisecond)
+	if n := queued(); n != 12 {
+		t.Fatalf("%d replies queued of %d requests, want 12 (three quarters of the queue)", n, sent)
+	}
+	if err := sc.Send(&SegmentAdded{Segments: []Segment{{Index: 1, Size: 4096}}}, d.segFD); err != nil {
+		t.Fatalf("notice beside %d requests' replies: %v", sent, err)
+	}
+	replies, notices := 0, 0
+	for replies < sent || notices < 1 {
+		_, m, err := rawRecv(fd, 5*time.Second)
+		if err != nil {
+			t.Fatalf("after %d replies and %d notices of %d requests: %v", replies, notices, sent, err)
+		}
+		switch m.(type) {
+		case *OK, *Error:
+			replies++
+		case *SegmentAdded:
+			notices++
+		}
+	}
+	if errs := d.closedErrs(); len(errs) != 0 {
+		t.Fatalf("client dropped: %v", errs)
+	}
+}

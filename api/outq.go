@@ -66,9 +66,10 @@ func poke(ch chan struct{}) {
 	}
 }
 
-// push encodes m, duplicates fds and queues them. With wait > 0 it waits
-// up to wait for room; with wait 0 a full queue fails the connection at
-// once (ErrQueueFull), so that the caller never waits for the peer.
+// push encodes m, duplicates fds and queues them. With wait > 0 (a reply)
+// it waits up to wait for room, which for it ends at three quarters of the
+// queue; with wait 0 (a notice) a full queue fails the connection at once
+// (ErrQueueFull), so that the caller never waits for the peer.
 func (q *outQueue) push(id uint32, m Message, fds []int, wait time.Duration) error {
 	var buf []byte
 	select {
@@ -94,7 +95,16 @@ func (q *outQueue) push(id uint32, m Message, fds []int, wait time.Duration) err
 			return fmt.Errorf("api: send %v: %w", m.Type(), err)
 		}
 		n := len(q.items) - q.head
-		if n == 0 || (n < q.maxLen && q.bytes+it.size <= q.maxBytes) {
+		maxLen, maxBytes := q.maxLen, q.maxBytes
+		if wait > 0 {
+			// A reply leaves a quarter of the queue to notices: a
+			// client's own requests answered faster than it reads
+			// (hundreds in flight) must not fill the queue so that a
+			// notice then drops the client. Replies wait instead.
+			maxLen -= q.maxLen / 4
+			maxBytes -= q.maxBytes / 4
+		}
+		if n == 0 || (n < maxLen && q.bytes+it.size <= maxBytes) {
 			q.items = append(q.items, it)
 			q.bytes += it.size
 			q.mu.Unlock()

@@ -117,8 +117,9 @@ type Server struct {
 	// DefaultQueueLen (64). QueueBytes bounds their encoded size (one
 	// message is always taken when the queue is empty); 0 means
 	// DefaultQueueBytes (4 MiB). A reply waits up to twice SendTimeout for
-	// room (the connection's own goroutine waits, no other); a notice sent
-	// when the queue is full disconnects the client at once.
+	// room (the connection's own goroutine waits, no other), and finds none
+	// past three quarters of either bound, which are the notices' alone; a
+	// notice sent when the queue is full disconnects the client at once.
 	QueueLen   int
 	QueueBytes int
 	// MaxConns bounds the open connections: those past it are closed as

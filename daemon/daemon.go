@@ -104,8 +104,9 @@ type ControlLimits struct {
 	// HelloTimeout: a new connection must say Hello within it (5 s).
 	HelloTimeout time.Duration `yaml:"hello_timeout"`
 	// QueueLen and QueueBytes bound the messages queued for one client
-	// (64 messages, 4 MiB); a client whose queue overflows is
-	// disconnected.
+	// (64 messages, 4 MiB; replies to its requests take three quarters at
+	// most and wait for room, keeping the rest for notices); a client
+	// whose queue overflows is disconnected.
 	QueueLen   int `yaml:"queue_len"`
 	QueueBytes int `yaml:"queue_bytes"`
 	// MaxConns bounds the open connections (1024; negative: no limit),
