@@ -74,7 +74,10 @@
 // anyway, and grows as needed: a drop there costs a connection a
 // retransmit timeout, since gVisor does not take it as congestion), which the worker
 // drains each loop, woken by the first packet queued, with the resolver's
-// next-hop MAC: into a packet socket on the interface that lets the
+// next-hop MAC (a packet whose next hop still resolves is set aside, at
+// most tcpParkedMax and for at most a second, so that it holds up no packet
+// to another next hop; packets to one next hop keep their order): into a
+// packet socket on the interface that lets the
 // kernel segment and checksum packets of up to 64 KiB (tcp_gso.go), or,
 // with TCPConfig.NoGSO or when that socket cannot be opened, into its tx
 // ring one MTU-sized frame each. A listener's or active open's port is
