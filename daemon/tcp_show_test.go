@@ -330,13 +330,7 @@ func TestTCPConnectUnreachable(t *testing.T) {
 	a := attach(t, d, app.Options{Name: "dialer"})
 	kl := kernelListen(t, rig.A, "[::]:7310")
 	go serveEach(kl, func(c net.Conn) { io.Copy(c, c) })
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-	ec, err := a.Dial(ctx, "tcp://"+netip.AddrPortFrom(rig.A.IPv4, 7310).String())
-	cancel()
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ec.Close()
+	ec := dialApp(t, a, "tcp://"+netip.AddrPortFrom(rig.A.IPv4, 7310).String())
 	stop := make(chan struct{})
 	worst := make(chan time.Duration, 1)
 	go func() {
@@ -527,13 +521,7 @@ func TestTCPKeepaliveTimeout(t *testing.T) {
 	a := attach(t, d, app.Options{Name: "keepalive"})
 	kl := kernelListen(t, rig.A, ":7400")
 	go echoServe(kl)
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-	c, err := a.Dial(ctx, "tcp://"+netip.AddrPortFrom(rig.A.IPv4, 7400).String())
-	cancel()
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer c.Close()
+	c := dialApp(t, a, "tcp://"+netip.AddrPortFrom(rig.A.IPv4, 7400).String())
 	const idle, interval, count = time.Second, 500 * time.Millisecond, 3
 	ac := c.(*app.Conn)
 	if err := ac.SetKeepAliveConfig(net.KeepAliveConfig{Enable: true, Idle: idle, Interval: interval, Count: count}); err != nil {
@@ -551,7 +539,7 @@ func TestTCPKeepaliveTimeout(t *testing.T) {
 	// idle + interval*count, plus slack for a loaded machine.
 	_ = c.SetReadDeadline(time.Now().Add(idle + interval*count + 3*time.Second))
 	start := time.Now()
-	_, err = c.Read(make([]byte, 1))
+	_, err := c.Read(make([]byte, 1))
 	took := time.Since(start)
 	if !errors.Is(err, syscall.ETIMEDOUT) {
 		t.Fatalf("read on a silent peer with keepalive: %v after %v, want ETIMEDOUT", err, took)

@@ -79,6 +79,20 @@ func echoServe(ln net.Listener) {
 	serveEach(ln, func(c net.Conn) { _, _ = io.Copy(c, c) })
 }
 
+// dialApp dials uri from app a within 10 s and closes the connection at
+// the test's end.
+func dialApp(t testing.TB, a *app.App, uri string) net.Conn {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	c, err := a.Dial(ctx, uri)
+	if err != nil {
+		t.Fatalf("dial %s: %v", uri, err)
+	}
+	t.Cleanup(func() { c.Close() })
+	return c
+}
+
 // listenApp listens on uri for app a; the listener is closed when the
 // test ends, if the test did not close it before.
 func listenApp(t testing.TB, a *app.App, uri string) net.Listener {

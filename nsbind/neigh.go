@@ -276,31 +276,40 @@ func (n *Namespace) neighGet(ifindex int, a netip.Addr) (mac net.HardwareAddr, s
 // getSocket returns the namespace's rtnetlink socket for neighGet,
 // opening it on first use. Called with n.mu held shared.
 func (n *Namespace) getSocket() (int, error) {
+	return n.lazySocket(&n.nlGet, "rtnetlink socket", unix.AF_NETLINK, unix.SOCK_RAW, unix.NETLINK_ROUTE, func(fd int) error {
+		if err := unix.Bind(fd, &unix.SockaddrNetlink{Family: unix.AF_NETLINK}); err != nil {
+			return err
+		}
+		// An answer comes at once; one that does not leaves the caller
+		// to the dump rather than waiting.
+		return unix.SetsockoptTimeval(fd, unix.SOL_SOCKET, unix.SO_RCVTIMEO, &unix.Timeval{Sec: 1})
+	})
+}
+
+// lazySocket returns *slot, a socket of the namespace, opening it inside
+// the namespace and setting it up on first use. n.mu must be held (shared
+// is enough: sockMu serialises creation).
+func (n *Namespace) lazySocket(slot *int, what string, domain, typ, proto int, setup func(fd int) error) (int, error) {
 	n.sockMu.Lock()
 	defer n.sockMu.Unlock()
-	if n.nlGet >= 0 {
-		return n.nlGet, nil
+	if *slot >= 0 {
+		return *slot, nil
 	}
 	var fd int
 	err := inNamespace(int(n.ns), func() error {
 		var err error
-		fd, err = unix.Socket(unix.AF_NETLINK, unix.SOCK_RAW|unix.SOCK_CLOEXEC, unix.NETLINK_ROUTE)
+		fd, err = unix.Socket(domain, typ|unix.SOCK_CLOEXEC, proto)
 		return err
 	})
+	if err == nil {
+		if err = setup(fd); err != nil {
+			unix.Close(fd)
+		}
+	}
 	if err != nil {
-		return -1, fmt.Errorf("rtnetlink socket: %w", err)
+		return -1, fmt.Errorf("%s: %w", what, err)
 	}
-	if err := unix.Bind(fd, &unix.SockaddrNetlink{Family: unix.AF_NETLINK}); err != nil {
-		unix.Close(fd)
-		return -1, fmt.Errorf("rtnetlink socket: %w", err)
-	}
-	// An answer comes at once; one that does not leaves the caller to
-	// the dump rather than waiting.
-	if err := unix.SetsockoptTimeval(fd, unix.SOL_SOCKET, unix.SO_RCVTIMEO, &unix.Timeval{Sec: 1}); err != nil {
-		unix.Close(fd)
-		return -1, fmt.Errorf("rtnetlink socket: %w", err)
-	}
-	n.nlGet = fd
+	*slot = fd
 	return fd, nil
 }
 
@@ -385,24 +394,11 @@ func (n *Namespace) resolve6(verb string, ifindex int, a netip.Addr) error {
 // udp6Locked returns the namespace's IPv6 UDP socket, creating it on first
 // use. n.mu must be held (shared is enough: sockMu serialises creation).
 func (n *Namespace) udp6Locked() (int, error) {
-	n.sockMu.Lock()
-	defer n.sockMu.Unlock()
-	if n.udp6 >= 0 {
-		return n.udp6, nil
-	}
-	var fd int
-	err := inNamespace(int(n.ns), func() error {
-		var err error
-		fd, err = unix.Socket(unix.AF_INET6, unix.SOCK_DGRAM|unix.SOCK_CLOEXEC|unix.SOCK_NONBLOCK, unix.IPPROTO_UDP)
-		return err
+	return n.lazySocket(&n.udp6, "udp socket", unix.AF_INET6, unix.SOCK_DGRAM|unix.SOCK_NONBLOCK, unix.IPPROTO_UDP, func(fd int) error {
+		// Nothing is ever read from it: keep what could queue up small.
+		_ = unix.SetsockoptInt(fd, unix.SOL_SOCKET, unix.SO_RCVBUF, 1)
+		return nil
 	})
-	if err != nil {
-		return -1, fmt.Errorf("udp socket: %w", err)
-	}
-	// Nothing is ever read from it: keep what could queue up small.
-	_ = unix.SetsockoptInt(fd, unix.SOL_SOCKET, unix.SO_RCVBUF, 1)
-	n.udp6 = fd
-	return fd, nil
 }
 
 // WaitNeighbour waits until the kernel's entry for ip on ifindex is usable
