@@ -139,7 +139,7 @@ func TestTCPSynFlood(t *testing.T) {
 		waitProgress(t, fmt.Sprintf("the established connection after the flood (spoofed sources: %v)", spoofed), 10*time.Second, echoed.Load, echoed.Load()+1<<20)
 		worst := time.Duration(slowest.Load())
 		t.Logf("the slowest chunk's round trip during the flood (spoofed sources: %v): %v", spoofed, worst)
-		if spoofed && worst > 900*time.Millisecond {
+		if spoofed && worst > 900*time.Millisecond && !raceEnabled { // the race detector slows gVisor past any bound
 			// The SYN-ACKs held up the queue for their next hops (a
 			// second each: 1.03-1.07 s seen before they were set aside,
 			// 0.09-0.37 s after).
