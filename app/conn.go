@@ -82,7 +82,10 @@ func (a *App) DialConn(ctx context.Context, uri string) (*Conn, error) {
 	if uris, both := bothFamilies(uri); both {
 		target = uris[0] // no address: IPv4's unspecified one, made loopback below
 	}
-	ep, err := flow.ParseURI(target)
+	// A zone (tcp://[fe80::1%eth0]:80) goes to the daemon with the URI,
+	// which checks that it names the namespace's link.
+	plain, _ := flow.SplitZone(target)
+	ep, err := flow.ParseURI(plain)
 	if err == nil {
 		if ep.Addr.IsUnspecified() {
 			if ep.Family() == flow.Family4 {
@@ -168,6 +171,16 @@ func (a *App) dial(ctx context.Context, uri, target string, ep flow.Endpoint) (*
 		return nil, opError("dial", uri, err)
 	}
 	raddr := endpointAddr(ep)
+	if _, zone := flow.SplitZone(target); zone != "" {
+		// RemoteAddr names the link as a kernel socket's does:
+		// [fe80::1%eth0]:80.
+		switch ra := raddr.(type) {
+		case *net.TCPAddr:
+			ra.Zone = zone
+		case *net.UDPAddr:
+			ra.Zone = zone
+		}
+	}
 	remote := netip.AddrPortFrom(ep.Addr, ep.Port)
 	var e *end
 	var laddr net.Addr

@@ -89,7 +89,9 @@ func opError(op, uri string, err error) error {
 	case errors.Is(err, flow.ErrNotInNamespace):
 		msg = fmt.Sprintf("%s: the address is not one of the namespace's", uri)
 	case errors.Is(err, flow.ErrInvalidURI):
-		msg = fmt.Sprintf("%s: not a valid URI (want udp://ADDR:PORT or tcp://ADDR:PORT)", uri)
+		// What is wrong with it, as the parser (here or the daemon's)
+		// says it.
+		msg = fmt.Sprintf("%s %s: %s (want udp://ADDR:PORT or tcp://ADDR:PORT)", op, uri, remoteText(err))
 	case strings.HasPrefix(remoteText(err), "connect "):
 		msg = remoteText(err) // the daemon's, which names the connect and its address already
 	case errors.Is(err, flow.ErrConnect):

@@ -109,7 +109,8 @@ func listenURIs(uri string) (uris []string, eps []flow.Endpoint, err error) {
 	uris, _ = bothFamilies(uri)
 	eps = make([]flow.Endpoint, len(uris))
 	for i, u := range uris {
-		if eps[i], err = flow.ParseURI(u); err == nil {
+		plain, _ := flow.SplitZone(u) // the zone goes to the daemon with u
+		if eps[i], err = flow.ParseURI(plain); err == nil {
 			continue
 		}
 		t, name, port, ok := flow.URIName(u)

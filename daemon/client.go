@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"strconv"
 	"time"
 
 	"golang.org/x/sys/unix"
@@ -513,16 +514,68 @@ func (d *Daemon) ownerUID(app sessions.AppID) (uint32, bool) {
 }
 
 // endpoint reads the endpoint of a Bind or Connect: the URI when given,
-// else the endpoint, whose interface and FIB are the namespace's.
-func endpoint(uri string, ep flow.Endpoint) (flow.Endpoint, error) {
+// else the endpoint, whose interface and FIB are the namespace's. A URI's
+// IPv6 address may carry a zone (tcp://[fe80::1%eth0]:80, as net.Dial
+// takes it) that names the interface of the app's namespace, by name or
+// index; another is refused.
+func (h *client) endpoint(uri string, ep flow.Endpoint) (flow.Endpoint, error) {
 	if uri != "" {
-		return flow.ParseURI(uri)
+		plain, zone := flow.SplitZone(uri)
+		e, err := flow.ParseURI(plain)
+		if err == nil && zone != "" {
+			err = h.checkZone(uri, zone)
+		}
+		return e, err
 	}
 	if err := validTransport(ep.Transport); err != nil {
 		return flow.Endpoint{}, err
 	}
 	ep.IfIndex, ep.FIB = 0, 0
 	return ep, nil
+}
+
+// checkZone reports whether zone, of URI uri, names the interface of the
+// app's namespace, by its name in the namespace's netns or its index.
+func (h *client) checkZone(uri, zone string) error {
+	var n sessions.NamespaceConfig
+	for _, c := range h.d.layer.Namespaces() {
+		if c.ID == h.ns {
+			n = c.NamespaceConfig
+		}
+	}
+	if n.IfIndex == 0 {
+		return fmt.Errorf("%w %q: zone %q: the app's namespace has no interface; give the address alone", flow.ErrInvalidURI, uri, zone)
+	}
+	name := h.d.ifName(n)
+	if zone == strconv.Itoa(n.IfIndex) || (name != "" && zone == name) {
+		return nil
+	}
+	on := name
+	if on == "" {
+		on = "ifindex " + strconv.Itoa(n.IfIndex)
+	}
+	return fmt.Errorf("%w %q: zone %q: the app's namespace is on %s; a link-local address is on that link, zoned with its name or index, or given alone", flow.ErrInvalidURI, uri, zone, on)
+}
+
+// ifName names interface n.IfIndex in the netns of namespace n, or ""
+// when the daemon does not follow that netns or has no such interface.
+func (d *Daemon) ifName(n sessions.NamespaceConfig) string {
+	d.mu.Lock()
+	r := d.netnss[n.FIB4]
+	d.mu.Unlock()
+	if r == nil || r.ns == nil {
+		return ""
+	}
+	ifcs, err := r.ns.Interfaces()
+	if err != nil {
+		return ""
+	}
+	for _, ifc := range ifcs {
+		if ifc.Index == n.IfIndex {
+			return ifc.Name
+		}
+	}
+	return ""
 }
 
 // inNamespace fills e's interface and FIB as the session layer does for
@@ -545,7 +598,7 @@ func (h *client) bind(m *api.Bind) (api.Message, []int, error) {
 	if err := h.needApp("bind"); err != nil {
 		return nil, nil, err
 	}
-	e, err := endpoint(m.URI, m.Endpoint)
+	e, err := h.endpoint(m.URI, m.Endpoint)
 	if err != nil {
 		return nil, nil, fmt.Errorf("bind: %w", err)
 	}
@@ -589,7 +642,7 @@ func (h *client) connect(m *api.Connect) (api.Message, []int, error) {
 	if err := h.needApp("connect"); err != nil {
 		return nil, nil, err
 	}
-	e, err := endpoint(m.URI, m.Endpoint)
+	e, err := h.endpoint(m.URI, m.Endpoint)
 	if err != nil {
 		return nil, nil, fmt.Errorf("connect: %w", err)
 	}

@@ -2,10 +2,12 @@ package daemon
 
 import (
 	"context"
+	"errors"
 	"io"
 	"net"
 	"net/netip"
 	"strconv"
+	"strings"
 	"testing"
 	"time"
 
@@ -13,6 +15,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/xsessiond/xsessiond/app"
+	"github.com/xsessiond/xsessiond/flow"
 	"github.com/xsessiond/xsessiond/nsbind/nstest"
 )
 
@@ -84,9 +87,28 @@ func TestLinkLocalPeers(t *testing.T) {
 	defer c.Close()
 	roundTrip("tcp dial", c)
 
+	// With a zone, as net.Dial takes it: the interface of the app's
+	// namespace by name or index; RemoteAddr names it. Another zone is
+	// refused and says which link the address is on.
+	for _, zone := range []string{rig.B.Link, strconv.Itoa(rig.B.IfIndex)} {
+		zc, err := a.Dial(ctx, "tcp://["+llA.String()+"%"+zone+"]:"+strconv.Itoa(port))
+		if err != nil {
+			t.Fatalf("Dial to a link-local address zoned %q: %v", zone, err)
+		}
+		if got, want := zc.RemoteAddr().String(), "["+llA.String()+"%"+zone+"]:"+strconv.Itoa(port); got != want {
+			t.Errorf("RemoteAddr %s, want %s", got, want)
+		}
+		roundTrip("tcp dial zoned "+zone, zc)
+		zc.Close()
+	}
+	if _, err := a.Dial(ctx, "tcp://["+llA.String()+"%nosuch0]:"+strconv.Itoa(port)); !errors.Is(err, flow.ErrInvalidURI) ||
+		!strings.Contains(err.Error(), "is on "+rig.B.Link) {
+		t.Fatalf("Dial zoned with another interface: %v, want an invalid URI naming %s", err, rig.B.Link)
+	}
+
 	// A's kernel client dials the app's TCP listener on B's link-local
 	// address.
-	ln := listenApp(t, a, "tcp://["+llB.String()+"]:"+strconv.Itoa(port+1))
+	ln := listenApp(t, a, "tcp://["+llB.String()+"%"+rig.B.Link+"]:"+strconv.Itoa(port+1))
 	go serveEach(ln, func(c net.Conn) { io.Copy(c, c) })
 	var kc net.Conn
 	if err := rig.A.Do(func() (err error) {

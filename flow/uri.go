@@ -47,6 +47,27 @@ func ParseURI(uri string) (Endpoint, error) {
 	return ep, nil
 }
 
+// SplitZone returns uri without the zone of its bracketed IPv6 address,
+// and the zone: tcp://[fe80::1%eth0]:80 gives tcp://[fe80::1]:80 and
+// "eth0", as net.Dial takes a link-local address. A URI without a zone
+// comes back whole, with "". ParseURI refuses a zone: the caller says
+// whether it names the right link.
+func SplitZone(uri string) (string, string) {
+	scheme, rest, ok := strings.Cut(uri, "://")
+	if !ok || !strings.HasPrefix(rest, "[") {
+		return uri, ""
+	}
+	end := strings.IndexByte(rest, ']')
+	if end < 0 {
+		return uri, ""
+	}
+	host, zone, ok := strings.Cut(rest[1:end], "%")
+	if !ok || zone == "" {
+		return uri, ""
+	}
+	return scheme + "://[" + host + rest[end:], zone
+}
+
 func uriError(uri, what string) error {
 	if len(uri) > 64 {
 		uri = uri[:64] + "..."

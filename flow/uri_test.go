@@ -208,3 +208,25 @@ func TestURIName(t *testing.T) {
 		}
 	}
 }
+
+func TestSplitZone(t *testing.T) {
+	for _, tc := range []struct{ uri, plain, zone string }{
+		{"tcp://[fe80::1%eth0]:80", "tcp://[fe80::1]:80", "eth0"},
+		{"udp://[fe80::1%2]/53", "udp://[fe80::1]/53", "2"},
+		{"tcp://[fe80::1]:80", "tcp://[fe80::1]:80", ""},
+		{"tcp://[fe80::1%]:80", "tcp://[fe80::1%]:80", ""},
+		{"tcp://10.0.0.1:80", "tcp://10.0.0.1:80", ""},
+		{"tcp://[fe80::1%eth0:80", "tcp://[fe80::1%eth0:80", ""},
+		{"fe80::1%eth0", "fe80::1%eth0", ""},
+	} {
+		plain, zone := flow.SplitZone(tc.uri)
+		if plain != tc.plain || zone != tc.zone {
+			t.Errorf("SplitZone(%q) = %q, %q; want %q, %q", tc.uri, plain, zone, tc.plain, tc.zone)
+		}
+		if tc.zone != "" {
+			if _, err := flow.ParseURI(plain); err != nil {
+				t.Errorf("ParseURI(%q) after SplitZone: %v", plain, err)
+			}
+		}
+	}
+}
