@@ -71,7 +71,10 @@
 // host name (tcp://localhost:80) binds one of its addresses, the first
 // IPv4 one, as net.Listen does. Dial
 // of no address or an unspecified one dials the loopback address of its
-// family, as net.Dial dials the local system.
+// family, as net.Dial dials the local system. A link-local IPv6 address
+// may carry a zone naming the interface of the app's namespace
+// (tcp://[fe80::1%eth0]:80), as net.Dial takes it; the daemon refuses
+// another.
 //
 // SetDontFragment on a PacketConn or UDP Conn asks that datagrams to the
 // wire go out unfragmented (IP_PMTUDISC_DO on a kernel socket). A datagram
