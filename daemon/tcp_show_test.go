@@ -317,10 +317,11 @@ func TestTCPShowSessions(t *testing.T) {
 // for and the dial waited out the timeout (ETIMEDOUT). Meanwhile a
 // connection of the app to host A echoes on: the SYNs waiting for their
 // next hop hold up no packet to another one (they stalled it a second at
-// a time before). In a second round, once the entries failed, the app's
-// dials fail at once (the resolver keeps the failure until the kernel's
-// probes, started again, answer), where a kernel socket's connect waits
-// for those probes.
+// a time before). A second round, once the entries failed, fails the same
+// way: the app's dials once their SYN waited a second while the kernel
+// probed the entries again (1.0 s seen, a kernel socket's connect 1.5-2.5
+// s). Then the IPv4 address gets an owner: a dial to it connects, where it
+// heard the old failure at once before.
 func TestTCPConnectUnreachable(t *testing.T) {
 	rig := nstest.NewPair(t, nstest.Options{})
 	d := startDaemon(t, func(o *Config) {
@@ -359,8 +360,34 @@ func TestTCPConnectUnreachable(t *testing.T) {
 	b4, b6 := rig.A.IPv4.As4(), rig.A.IPv6.As16()
 	b4[3], b6[15] = 200, 200 // in A's subnets, owned by nobody
 	for round := range 2 {
+		if round > 0 {
+			time.Sleep(600 * time.Millisecond) // past the resolver's failedTTL: it asks the kernel again
+		}
 		dialUnreachable(t, rig, a, round, netip.AddrFrom4(b4), netip.AddrFrom16(b6))
 	}
+	// The IPv4 host comes back: a dial to it connects, while the kernel
+	// probes its failed entry again, instead of hearing the old failure.
+	if err := rig.A.Do(func() error {
+		l, err := netlink.LinkByName(rig.A.Link)
+		if err != nil {
+			return err
+		}
+		return netlink.AddrAdd(l, &netlink.Addr{IPNet: &net.IPNet{IP: net.IP(b4[:]), Mask: net.CIDRMask(24, 32)}})
+	}); err != nil {
+		t.Fatal(err)
+	}
+	back := kernelListen(t, rig.A, "0.0.0.0:7300")
+	go serveEach(back, func(c net.Conn) { c.Close() })
+	time.Sleep(600 * time.Millisecond)
+	start := time.Now()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	bc, err := a.Dial(ctx, "tcp://"+netip.AddrPortFrom(netip.AddrFrom4(b4), 7300).String())
+	cancel()
+	if err != nil {
+		t.Fatalf("dial to the host that came back: %v", err)
+	}
+	bc.Close()
+	t.Logf("dial to the host that came back: connected after %v", time.Since(start))
 	close(stop)
 	if w := <-worst; w > 500*time.Millisecond {
 		t.Errorf("an echo on another connection took %v while the dials waited for their next hops", w)

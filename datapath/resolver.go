@@ -50,8 +50,20 @@ type nbResult struct {
 	mtu         int        // the route's MTU when below the interface's (a learned path MTU); 0: none
 	nh          netip.Addr // the next hop whose MAC mac is; of a failed one, the next hop that did not resolve
 	// dirty: the next hop changed while a resolution was in flight, which
-	// may have read it before: what it stores is asked again.
+	// may have read it before: what it stores is asked again (stale).
 	dirty bool
+	// stale: asked again at the next get, though resolved at at.
+	stale bool
+}
+
+// failedHop reports whether the kernel's verdict on the next hop is that
+// it is unreachable: with no resolution in flight that may overturn it,
+// or given less than failedTTL ago. While a later one is in flight (the
+// resolver asked the kernel to probe a failed entry again), a packet for
+// that next hop is held, as the kernel holds one queued on a failed
+// entry, so that a peer that came back is reached.
+func (r nbResult) failedHop(now time.Time) bool {
+	return r.unreachable && (!r.pending || (!r.at.IsZero() && now.Sub(r.at) < failedTTL))
 }
 
 // resolver turns destinations into next-hop MACs off the workers' path:
@@ -126,7 +138,7 @@ func (r *resolver) get(k nbKey, now time.Time) nbResult {
 	if !e.ok {
 		ttl = failedTTL
 	}
-	if !e.pending && (e.at.IsZero() || now.Sub(e.at) > ttl) {
+	if !e.pending && (e.at.IsZero() || e.stale || now.Sub(e.at) > ttl) {
 		select {
 		case r.req <- k:
 			e.pending = true
@@ -179,7 +191,7 @@ func (r *resolver) store(k nbKey, res nbResult) {
 	r.mu.Lock()
 	if e := r.m[k]; e != nil {
 		if e.dirty {
-			res.at = time.Time{} // asked again at the next get
+			res.stale = true // asked again at the next get
 		}
 		nh := res.nh
 		res.nh = e.nh

@@ -55,7 +55,7 @@ func TestResolverChanged(t *testing.T) {
 	// What was in flight for 192.0.2.2 read the old MAC: stored, then
 	// asked again.
 	r.store(key("192.0.2.2"), nbResult{ok: true, nh: gw, mac: [6]byte{2, 0, 0, 0, 0, 1}, at: time.Now()})
-	if e := r.m[key("192.0.2.2")]; !e.at.IsZero() || e.dirty {
+	if e := r.m[key("192.0.2.2")]; !e.stale || e.dirty {
 		t.Errorf("a resolution in flight across the change: %+v, want asked again", e)
 	}
 	r.changed(nsbind.NextHopChange{IP: other})

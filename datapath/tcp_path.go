@@ -880,12 +880,15 @@ func (tw *tcpWorker) drain() bool {
 		}
 		nb := x.neighbour(k)
 		if !nb.ok {
-			if (nb.failed && nb.noRoute) || nb.unreachable || x.now.Sub(q.at) > tcpHold {
+			if (nb.failed && nb.noRoute) || nb.failedHop(x.now) || x.now.Sub(q.at) > tcpHold {
 				if nb.failed && nb.noRoute {
 					w.c.Drops[dropNoRoute]++
 				} else {
 					w.c.Drops[dropNoNeighbour]++
 				}
+				// A failed next hop, at once, or after tcpHold when the
+				// kernel probes it again meanwhile (and did not answer):
+				// a handshake's SYN fails its connect.
 				if nb.unreachable {
 					tw.unreachable(q.pkt)
 				}
@@ -1030,7 +1033,7 @@ func (tw *tcpWorker) unpark() {
 		q := tw.parked[i]
 		k, ok := pktDst(q.pkt)
 		nb := x.neighbour(k)
-		if ok && !nb.ok && !(nb.failed && nb.noRoute) && !nb.unreachable && x.now.Sub(q.at) <= tcpHold {
+		if ok && !nb.ok && !(nb.failed && nb.noRoute) && !nb.failedHop(x.now) && x.now.Sub(q.at) <= tcpHold {
 			continue
 		}
 		if tw.n == len(tw.ring) && !tw.grow() {
