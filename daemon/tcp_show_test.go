@@ -367,15 +367,7 @@ func TestTCPConnectUnreachable(t *testing.T) {
 	}
 	// The IPv4 host comes back: a dial to it connects, while the kernel
 	// probes its failed entry again, instead of hearing the old failure.
-	if err := rig.A.Do(func() error {
-		l, err := netlink.LinkByName(rig.A.Link)
-		if err != nil {
-			return err
-		}
-		return netlink.AddrAdd(l, &netlink.Addr{IPNet: &net.IPNet{IP: net.IP(b4[:]), Mask: net.CIDRMask(24, 32)}})
-	}); err != nil {
-		t.Fatal(err)
-	}
+	addAddr4(t, rig.A, b4)
 	back := kernelListen(t, rig.A, "0.0.0.0:7300")
 	go serveEach(back, func(c net.Conn) { c.Close() })
 	time.Sleep(600 * time.Millisecond)
@@ -413,15 +405,7 @@ func TestTCPDialBesideUnansweredHops(t *testing.T) {
 	go serveEach(kl, func(c net.Conn) { c.Close() })
 	fresh := rig.A.IPv4.As4()
 	fresh[3] = 50 // a second address of A's, which B has not resolved
-	if err := rig.A.Do(func() error {
-		l, err := netlink.LinkByName(rig.A.Link)
-		if err != nil {
-			return err
-		}
-		return netlink.AddrAdd(l, &netlink.Addr{IPNet: &net.IPNet{IP: net.IP(fresh[:]), Mask: net.CIDRMask(24, 32)}})
-	}); err != nil {
-		t.Fatal(err)
-	}
+	addAddr4(t, rig.A, fresh)
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
 	const dead = 12
@@ -453,6 +437,20 @@ func TestTCPDialBesideUnansweredHops(t *testing.T) {
 		if err := <-errs; !errors.Is(err, syscall.EHOSTUNREACH) {
 			t.Errorf("dial to an unanswered address: %v, want EHOSTUNREACH", err)
 		}
+	}
+}
+
+// addAddr4 gives host h's rig link the IPv4 address a in a /24.
+func addAddr4(t *testing.T, h *nstest.Host, a [4]byte) {
+	t.Helper()
+	if err := h.Do(func() error {
+		l, err := netlink.LinkByName(h.Link)
+		if err != nil {
+			return err
+		}
+		return netlink.AddrAdd(l, &netlink.Addr{IPNet: &net.IPNet{IP: net.IP(a[:]), Mask: net.CIDRMask(24, 32)}})
+	}); err != nil {
+		t.Fatal(err)
 	}
 }
 
