@@ -54,6 +54,9 @@ type nbResult struct {
 	dirty bool
 	// stale: asked again at the next get, though resolved at at.
 	stale bool
+	// probing: the kernel had no usable entry for the next hop and
+	// probes it (ARP, ND), which an unanswered one takes seconds to fail.
+	probing bool
 }
 
 // failedHop reports whether the kernel's verdict on the next hop is that
@@ -167,6 +170,7 @@ func (r *resolver) run(ctx context.Context) {
 				r.store(k, res)
 				continue
 			}
+			r.markProbing(k)
 			select {
 			case sem <- struct{}{}:
 				wg.Add(1)
@@ -197,6 +201,15 @@ func (r *resolver) store(k nbKey, res nbResult) {
 		res.nh = e.nh
 		*e = res
 		r.setHop(k, e, nh)
+	}
+	r.mu.Unlock()
+}
+
+// markProbing notes that k's next hop is being probed by the kernel.
+func (r *resolver) markProbing(k nbKey) {
+	r.mu.Lock()
+	if e := r.m[k]; e != nil {
+		e.probing = true
 	}
 	r.mu.Unlock()
 }

@@ -2,6 +2,7 @@ package datapath
 
 import (
 	"net/netip"
+	"slices"
 	"time"
 
 	"github.com/xsessiond/xsessiond/datapath/frame"
@@ -534,6 +535,14 @@ func (x *txState) retryHeld() {
 		x.kernelTry = x.now
 	}
 	var stuck holders // the datagrams kept so far, as they hold those after them
+	// The listeners whose drain stopped at their share of the hold slots.
+	var stoppedArr [4]*udp.Target
+	stopped := stoppedArr[:0]
+	for t, n := range x.heldBy {
+		if n >= maxHeldBy && t.Kind == udp.KindListener {
+			stopped = append(stopped, t)
+		}
+	}
 	keep := x.held[:0]
 	for i := range x.held {
 		hd := x.held[i]
@@ -547,6 +556,17 @@ func (x *txState) retryHeld() {
 				}
 			case nb.failed && nb.noRoute:
 				x.drop(&hd, dropNoRoute) // as send drops a fresh one
+				x.unhold(hd.t)
+				continue
+			case !hd.kernel && slices.Contains(stopped, hd.t) && (nb.probing || nb.failed):
+				// A listener at its share of the hold slots, stopped:
+				// its datagrams for next hops the kernel is still
+				// probing (or failed to resolve) go, so that the others
+				// go on. Peers that do not answer ARP (spoofed sources
+				// of the subnet) must not stall a server; a kernel
+				// socket's datagrams past the neighbour entry's queue
+				// are dropped too.
+				x.drop(&hd, dropNoNeighbour)
 				x.unhold(hd.t)
 				continue
 			}
