@@ -32,7 +32,9 @@
 // per batch. Tx: a worker drains the tx fifos of the targets it owns into
 // frames built from cached header templates; a resolver goroutine finds
 // next hops through nsbind, and a datagram whose neighbour is not resolved
-// yet is held (bounded per worker and per target, for at most a second).
+// yet is held (bounded per worker and per target, for at most a second;
+// a listener at its bound drops its datagrams for next hops the kernel is
+// still probing, so that its other peers are not held up).
 // A worker that drained datagrams from a tx fifo whose writer asked for
 // dequeue notifications (the app library does while the fifo is full)
 // signals the app (its event queue's eventfd) after the drain's flush, so the writer goes on
