@@ -229,21 +229,19 @@ func (r *resolver) changed(c nsbind.NextHopChange) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	moved := false
-	entries := r.byHop[c.IP]
+	entries := r.byHop[c.IP] // the destinations through c.IP
 	if c.Route {
 		entries = r.m
 	}
 	for _, e := range entries {
 		switch {
 		case c.Route:
-		case e.nh != c.IP:
-			continue
 		case !e.ok:
 			// A next hop that did not resolve in time, or found every
 			// slot waiting: its verdict comes here. Usable, it is asked
 			// again at the next get instead of after failedTTL; failed,
 			// the connects held for it hear that it is unreachable.
-			if e.pending || !c.IP.IsValid() {
+			if e.pending {
 				continue
 			}
 			switch {

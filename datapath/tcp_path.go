@@ -478,6 +478,12 @@ type tcpQueued struct {
 	at  time.Time  // when it was queued
 }
 
+// tcpParked is a parked packet and its destination.
+type tcpParked struct {
+	q tcpQueued
+	k nbKey
+}
+
 // tcpWorker is a worker's part of TCP: the queue of packets the Stack sent
 // through it and the sessions whose fifos it watches.
 type tcpWorker struct {
@@ -493,8 +499,10 @@ type tcpWorker struct {
 	// resolve, so that they hold up no packet to another next hop (a
 	// dial to an address nobody answers must not stall the other
 	// connections). A packet whose next hop has parked packets is parked
-	// behind them. Guarded by mu; only the worker changes it.
-	parked []tcpQueued
+	// behind them. parkedBy counts them by destination. Guarded by mu;
+	// only the worker changes them.
+	parked   []tcpParked
+	parkedBy map[nbKey]int
 
 	drops   atomic.Uint64
 	waiting bool       // worker only: packets wait for their next hops or the socket
@@ -781,10 +789,11 @@ func (tw *tcpWorker) discard() {
 		tw.pop()
 	}
 	for i := range tw.parked {
-		tw.parked[i].pkt.Release()
-		tw.parked[i] = tcpQueued{}
+		tw.parked[i].q.pkt.Release()
 	}
+	clear(tw.parked)
 	tw.parked = tw.parked[:0]
+	clear(tw.parkedBy)
 }
 
 // poll is the worker's TCP work of one loop: send what the Stack queued,
@@ -869,7 +878,9 @@ func (tw *tcpWorker) drain() bool {
 		return false
 	}
 	x.now = time.Now()
-	tw.unpark()
+	if len(tw.parked) > 0 {
+		tw.unpark()
+	}
 	sent := 0
 	for tw.n > 0 {
 		q := &tw.ring[tw.head]
@@ -897,13 +908,13 @@ func (tw *tcpWorker) drain() bool {
 			}
 			// Resolving: set aside, so that the packets behind it to
 			// other next hops go on.
-			tw.park()
+			tw.park(k)
 			continue
 		}
-		if tw.parkedTo(k) {
+		if tw.parkedBy[k] > 0 {
 			// Its next hop's earlier packets are set aside (the
 			// resolver answered since): it goes after them.
-			tw.park()
+			tw.park(k)
 			continue
 		}
 		if tw.gso != nil {
@@ -920,7 +931,7 @@ func (tw *tcpWorker) drain() bool {
 					break
 				}
 				pn := x.neighbour(pk)
-				if !pn.ok || (len(tw.parked) > 0 && tw.parkedTo(pk)) {
+				if !pn.ok || tw.parkedBy[pk] > 0 {
 					break
 				}
 				b.add(p, x.srcMAC, pn.mac, pk)
@@ -994,30 +1005,23 @@ func (tw *tcpWorker) drain() bool {
 	return sent > 0
 }
 
-// park moves the head packet to the parked ones, or drops it when
+// park moves the head packet, to k, to the parked ones, or drops it when
 // tcpParkedMax are parked. Worker only, with mu held.
-func (tw *tcpWorker) park() {
+func (tw *tcpWorker) park(k nbKey) {
 	if len(tw.parked) >= tcpParkedMax {
 		tw.w.c.Drops[dropNoNeighbour]++
 		tw.pop()
 		return
 	}
 	q := &tw.ring[tw.head]
-	tw.parked = append(tw.parked, *q)
+	tw.parked = append(tw.parked, tcpParked{q: *q, k: k})
+	if tw.parkedBy == nil {
+		tw.parkedBy = map[nbKey]int{}
+	}
+	tw.parkedBy[k]++
 	*q = tcpQueued{}
 	tw.head = (tw.head + 1) % len(tw.ring)
 	tw.n--
-}
-
-// parkedTo reports whether a packet to k is parked. Worker only, with mu
-// held.
-func (tw *tcpWorker) parkedTo(k nbKey) bool {
-	for i := range tw.parked {
-		if pk, ok := pktDst(tw.parked[i].pkt); ok && pk == k {
-			return true
-		}
-	}
-	return false
 }
 
 // unpark puts back at the head of the ring, in their order and ahead of
@@ -1028,35 +1032,28 @@ func (tw *tcpWorker) parkedTo(k nbKey) bool {
 // Worker only, with mu held and x.now set.
 func (tw *tcpWorker) unpark() {
 	x := &tw.w.tx
-	keep := len(tw.parked)
+	j := len(tw.parked) // tw.parked[j:] are kept, in their order
 	for i := len(tw.parked) - 1; i >= 0; i-- {
-		q := tw.parked[i]
-		k, ok := pktDst(q.pkt)
-		nb := x.neighbour(k)
-		if ok && !nb.ok && !(nb.failed && nb.noRoute) && !nb.failedHop(x.now) && x.now.Sub(q.at) <= tcpHold {
+		p := tw.parked[i]
+		nb := x.neighbour(p.k)
+		wait := !nb.ok && !(nb.failed && nb.noRoute) && !nb.failedHop(x.now) && x.now.Sub(p.q.at) <= tcpHold
+		if wait || (tw.n == len(tw.ring) && !tw.grow()) {
+			// Still resolving, or no room: it stays parked, and so do
+			// those behind it to p.k.
+			j--
+			tw.parked[j] = p
 			continue
 		}
-		if tw.n == len(tw.ring) && !tw.grow() {
-			continue // no room: it waits parked, and so do those behind it to k
-		}
 		tw.head = (tw.head - 1 + len(tw.ring)) % len(tw.ring)
-		tw.ring[tw.head] = q
+		tw.ring[tw.head] = p.q
 		tw.n++
-		tw.parked[i] = tcpQueued{}
-		keep--
-	}
-	if keep == len(tw.parked) {
-		return
-	}
-	j := 0
-	for _, q := range tw.parked {
-		if q.pkt != (tcp.Packet{}) {
-			tw.parked[j] = q
-			j++
+		if tw.parkedBy[p.k]--; tw.parkedBy[p.k] == 0 {
+			delete(tw.parkedBy, p.k)
 		}
 	}
-	clear(tw.parked[j:])
-	tw.parked = tw.parked[:j]
+	n := copy(tw.parked, tw.parked[j:])
+	clear(tw.parked[n:])
+	tw.parked = tw.parked[:n]
 }
 
 // unreachable tells the Stack that the peer of pkt, a handshake's SYN
