@@ -137,6 +137,8 @@ func (w *worker) tcpRuleDrops(l *sessions.Layer, est *estTable, f []byte) bool {
 
 // TCP header flags.
 const (
+	tcpFlagFIN = 0x01
 	tcpFlagSYN = 0x02
+	tcpFlagRST = 0x04
 	tcpFlagACK = 0x10
 )

@@ -48,6 +48,7 @@ const (
 	dropChainBroken             // a multi-buffer packet whose descriptors did not all come in its batch
 	dropOtherHost               // a frame to another host's unicast MAC or tagged for a VLAN (notForUs)
 	dropLocalSource             // an IPv4 packet from the wire whose source is an address of the host's (ownSource)
+	dropSynBacklog              // a SYN that found the worker's queue of SYNs full (tcp_syn.go)
 	numDrops
 )
 
@@ -55,7 +56,7 @@ var dropNames = [numDrops]string{"no-session", "fifo-full", "too-big", "fifo-cor
 	"tx-bad-header", "tx-too-long", "tx-no-frame", "tx-fifo-corrupt", "tx-bad-source", "tx-kernel", "rule-drop",
 	"tx-dont-fragment", "reasm-duplicate", "reasm-bad-fragment", "reasm-too-long", "reasm-corrupt", "reasm-overlap",
 	"reasm-too-many-fragments", "reasm-no-buffer", "reasm-evicted", "reasm-timeout", "chain-not-tcp", "chain-broken",
-	"other-host", "local-source"}
+	"other-host", "local-source", "syn-backlog"}
 
 // counters are one worker's counts: its Counts, the decoder's drop
 // reasons and its own. The worker updates a private copy without atomics
@@ -142,7 +143,8 @@ type worker struct {
 	lastLT  *udp.Target
 	lk      listenerCache // the last listener lookup of the batch
 
-	tcpIn [][]byte // the batch's TCP packets (IP header on), inside its frames
+	tcpIn [][]byte  // the batch's TCP packets (IP header on), inside its frames
+	syns  *synQueue // pure SYNs set aside behind the other packets (tcp_syn.go)
 
 	delivered bool // the batch queued datagrams in an app's rx fifo (signal)
 
@@ -304,6 +306,10 @@ func (w *worker) run() {
 			w.sock.FreeDescs(w.descs[:n])
 			busy, dgram = true, w.delivered
 			w.delivered = false
+		}
+		if w.syns != nil && w.syns.size > 0 {
+			w.injectSyns(n < w.batch)
+			busy = true
 		}
 		w.sock.Fill()
 		if w.drainTx() {
@@ -504,6 +510,10 @@ func (w *worker) processBatch(frames [][]byte) {
 			if w.rules != nil && w.tcpRuleDrops(l, est, f) {
 				continue
 			}
+			syn := isSyn(f, w.pkt.L4Off)
+			if syn && w.synBacklogFull(f) {
+				continue
+			}
 			if w.cap != nil {
 				w.capFlush()
 				w.cap.rx(w.q, f, nil)
@@ -514,6 +524,9 @@ func (w *worker) processBatch(frames [][]byte) {
 				// option headers the decoder let through go, as the
 				// kernel skips them.
 				ip = frame.StripIPv6Options(ip, w.pkt.L4Off-w.pkt.L3Off)
+			}
+			if syn && w.setSynAside(ip) {
+				continue
 			}
 			w.tcpIn = append(w.tcpIn, ip)
 			continue
