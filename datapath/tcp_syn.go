@@ -1,6 +1,9 @@
 package datapath
 
-import "time"
+import (
+	"math/bits"
+	"time"
+)
 
 // A worker sets the pure SYNs it receives (SYN without ACK, RST or FIN:
 // a peer opening a connection) aside, behind the other packets of its
@@ -10,47 +13,94 @@ import "time"
 // waited behind thousands of them. Set aside, a loop's SYNs go to the
 // stack after the other packets of its batch: all of them once the rx
 // ring is drained, synShare a loop while it is not. A SYN that finds
-// synQueueLen waiting is dropped and counted (syn-backlog), as a kernel
-// listener drops SYNs past its backlog; the peer sends it again a second
-// later. synQueueLen is the rx ring's default size: a thousand clients
-// connecting at once lose none.
+// synQueueLen waiting, or synPortShare to its destination port, is dropped
+// and counted (syn-backlog), as a kernel listener drops SYNs past its
+// backlog; the peer sends it again a second later. A thousand clients
+// connecting at once lose none, and a flood of one port leaves half the
+// queue to the others.
 //
 // A SYN is overtaken by nothing else of its connection: until it is
 // answered the peer sends nothing more on it.
 
 const (
-	synQueueLen = 2048 // SYNs a worker holds
-	synMaxLen   = 128  // the longest SYN set aside (IP header on); a longer one (data on it) goes at once
-	synShare    = 8    // SYNs handed to the stack per loop while the rx ring keeps frames
+	synQueueLen  = 4096            // SYNs a worker holds
+	synPortShare = synQueueLen / 2 // of them, SYNs to one destination port (its bucket) at most
+	synBuckets   = 64              // destination ports are counted in this many buckets
+	synMaxLen    = 128             // the longest SYN set aside (IP header on); a longer one (data on it) goes at once
+	synShare     = 8               // SYNs handed to the stack per loop while the rx ring keeps frames
 )
 
-// synQueue is a ring of SYNs, each copied out of its frame.
+// synQueue holds SYNs, each copied out of its frame into a slot, in a
+// list a bucket of destination ports: pop serves the buckets in turn,
+// so that a SYN to a port nobody floods waits behind one SYN of the
+// flooded port's at most, not behind all of them.
 type synQueue struct {
-	buf        [synQueueLen][synMaxLen]byte
-	n          [synQueueLen]uint8
-	head, size int
-	out        [][]byte // the SYNs of one hand-over (pop)
+	buf         [synQueueLen][synMaxLen]byte
+	n           [synQueueLen]uint8  // the SYN's length
+	next        [synQueueLen]uint16 // the next slot of the slot's bucket, or of the free list
+	first, last [synBuckets]uint16  // each bucket's slots, oldest first
+	per         [synBuckets]uint16  // and their number
+	busy        uint64              // bit b: bucket b holds SYNs
+	turn        uint8               // the bucket pop serves first
+	free        uint16              // the free slots' list (synNone: empty)
+	fresh       uint16              // slots [fresh, synQueueLen) were never used
+	size        int
+	out         [][]byte // the SYNs of one hand-over (pop)
 }
 
-// push copies the SYN pkt in; false when the queue is full.
-func (q *synQueue) push(pkt []byte) bool {
-	if q.size == synQueueLen {
+const synNone = 0xffff
+
+func newSynQueue() *synQueue { return &synQueue{free: synNone} }
+
+// synBucket is the bucket of destination port port.
+func synBucket(port uint16) uint8 { return uint8(port * 40503 >> 10) } // the top 6 bits: synBuckets
+
+// room reports whether the queue takes a SYN to port.
+func (q *synQueue) room(port uint16) bool {
+	return q.size < synQueueLen && q.per[synBucket(port)] < synPortShare
+}
+
+// push copies the SYN pkt, to port, in; false when there is no room.
+func (q *synQueue) push(pkt []byte, port uint16) bool {
+	if !q.room(port) {
 		return false
 	}
-	i := (q.head + q.size) % synQueueLen
+	i := q.free
+	if i == synNone {
+		i = q.fresh
+		q.fresh++
+	} else {
+		q.free = q.next[i]
+	}
 	q.n[i] = uint8(copy(q.buf[i][:], pkt))
+	b := synBucket(port)
+	if q.per[b] == 0 {
+		q.first[b] = i
+		q.busy |= 1 << b
+	} else {
+		q.next[q.last[b]] = i
+	}
+	q.last[b] = i
+	q.per[b]++
 	q.size++
 	return true
 }
 
-// pop takes up to max SYNs off the queue, oldest first. The slices stay
-// valid until the next push.
+// pop takes up to max SYNs off the queue, one from each bucket in turn,
+// each bucket's oldest first. The slices stay valid until the next push.
 func (q *synQueue) pop(max int) [][]byte {
 	q.out = q.out[:0]
-	for ; max > 0 && q.size > 0; max-- {
-		q.out = append(q.out, q.buf[q.head][:q.n[q.head]])
-		q.head = (q.head + 1) % synQueueLen
+	for len(q.out) < max && q.busy != 0 {
+		b := (q.turn + uint8(bits.TrailingZeros64(bits.RotateLeft64(q.busy, -int(q.turn))))) % synBuckets
+		i := q.first[b]
+		q.out = append(q.out, q.buf[i][:q.n[i]])
+		q.first[b] = q.next[i]
+		if q.per[b]--; q.per[b] == 0 {
+			q.busy &^= 1 << b
+		}
+		q.next[i], q.free = q.free, i
 		q.size--
+		q.turn = (b + 1) % synBuckets
 	}
 	return q.out
 }
@@ -61,10 +111,12 @@ func isSyn(f []byte, l4 int) bool {
 	return l4+14 <= len(f) && f[l4+13]&(tcpFlagSYN|tcpFlagACK|tcpFlagRST|tcpFlagFIN) == tcpFlagSYN
 }
 
-// synBacklogFull reports whether the worker holds synQueueLen SYNs
-// already, and then drops the SYN of frame f (counted, and captured).
-func (w *worker) synBacklogFull(f []byte) bool {
-	if w.syns == nil || w.syns.size < synQueueLen {
+// synBacklogFull reports whether the worker's queue has no room for the
+// SYN of frame f (to port): synQueueLen SYNs wait, or synPortShare to
+// port's bucket, so that a flood of one listener's port leaves room for
+// the others'. It drops the SYN then (counted, and captured).
+func (w *worker) synBacklogFull(f []byte, port uint16) bool {
+	if w.syns == nil || w.syns.room(port) {
 		return false
 	}
 	w.c.Drops[dropSynBacklog]++
@@ -74,16 +126,16 @@ func (w *worker) synBacklogFull(f []byte) bool {
 }
 
 // setSynAside queues the SYN ip (IP header on, right before the TCP
-// header) behind the batch's other packets, unless it is longer than
-// synMaxLen (data on it): then it reports false and goes with them.
-func (w *worker) setSynAside(ip []byte) bool {
+// header; to port) behind the batch's other packets, unless it is longer
+// than synMaxLen (data on it): then it reports false and goes with them.
+func (w *worker) setSynAside(ip []byte, port uint16) bool {
 	if len(ip) > synMaxLen {
 		return false
 	}
 	if w.syns == nil {
-		w.syns = new(synQueue) // the worker's first SYN
+		w.syns = newSynQueue() // the worker's first SYN
 	}
-	if !w.syns.push(ip) {
+	if !w.syns.push(ip, port) {
 		return false
 	}
 	w.resolveEarly()

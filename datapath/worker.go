@@ -1,6 +1,7 @@
 package datapath
 
 import (
+	"encoding/binary"
 	"net/netip"
 	"runtime"
 	"slices"
@@ -511,8 +512,12 @@ func (w *worker) processBatch(frames [][]byte) {
 				continue
 			}
 			syn := isSyn(f, w.pkt.L4Off)
-			if syn && w.synBacklogFull(f) {
-				continue
+			var port uint16 // a SYN's destination port
+			if syn {
+				port = binary.BigEndian.Uint16(f[w.pkt.L4Off+2:])
+				if w.synBacklogFull(f, port) {
+					continue
+				}
 			}
 			if w.cap != nil {
 				w.capFlush()
@@ -525,7 +530,7 @@ func (w *worker) processBatch(frames [][]byte) {
 				// kernel skips them.
 				ip = frame.StripIPv6Options(ip, w.pkt.L4Off-w.pkt.L3Off)
 			}
-			if syn && w.setSynAside(ip) {
+			if syn && w.setSynAside(ip, port) {
 				continue
 			}
 			w.tcpIn = append(w.tcpIn, ip)
