@@ -187,6 +187,10 @@ type QueueStats struct {
 	// is reassembling and the bytes of their fragments it holds.
 	ReasmInFlight uint64 `json:"reasm_in_flight"`
 	ReasmHeld     uint64 `json:"reasm_held"`
+	// SynQueued is a gauge: the TCP SYNs the worker holds, to hand to
+	// gVisor after the other packets it receives (at most 4,096; more
+	// are dropped as syn_backlog).
+	SynQueued uint64 `json:"syn_queued"`
 	// Chained counts the packets larger than a frame that came as
 	// chains of AF_XDP descriptors and were joined (TCP segments the
 	// peer's segmentation offload built, in generic mode on a veth).
@@ -365,7 +369,7 @@ func (e dpEngine) Stats() EngineStats {
 func queueStats(q *datapath.QueueStats) QueueStats {
 	qs := QueueStats{Queue: q.Queue, Worker: q.Worker, ZeroCopy: q.ZeroCopy, RxPackets: q.Rx, TxPackets: q.Tx,
 		Delivered: q.Delivered, PartialCsum: q.PartialCsum, TxKernel: q.TxKernel, TxKernelWaits: q.TxKernelWaits, TxGSO: q.TxGSO,
-		Fragments: q.Fragments, Reassembled: q.Reassembled, ReasmInFlight: q.ReasmInFlight, ReasmHeld: q.ReasmHeld, Chained: q.Chained, Held: q.Held, Loops: q.Loops, Sleeps: q.Sleeps, Kicks: q.Kicks, Naps: q.Naps, FullYields: q.FullYields,
+		Fragments: q.Fragments, Reassembled: q.Reassembled, ReasmInFlight: q.ReasmInFlight, ReasmHeld: q.ReasmHeld, SynQueued: q.SynQueued, Chained: q.Chained, Held: q.Held, Loops: q.Loops, Sleeps: q.Sleeps, Kicks: q.Kicks, Naps: q.Naps, FullYields: q.FullYields,
 		Drops: make(map[string]uint64, len(q.Drops)+4)}
 	for k, v := range q.Drops {
 		if v != 0 {
@@ -402,6 +406,7 @@ func (t *QueueStats) add(q *QueueStats) {
 	t.Reassembled += q.Reassembled
 	t.ReasmInFlight += q.ReasmInFlight
 	t.ReasmHeld += q.ReasmHeld
+	t.SynQueued += q.SynQueued
 	t.Chained += q.Chained
 	t.Held += q.Held
 	t.Loops += q.Loops
@@ -426,8 +431,8 @@ func (t *QueueStats) add(q *QueueStats) {
 	x.BadDescs += y.BadDescs
 }
 
-// sub returns t - base, counter by counter (the gauges ReasmInFlight and
-// ReasmHeld stay as they are); zero drops are left out. A counter below
+// sub returns t - base, counter by counter (the gauges ReasmInFlight,
+// ReasmHeld and SynQueued stay as they are); zero drops are left out. A counter below
 // its base (a queue restarted) counts from zero.
 func (t QueueStats) sub(base QueueStats) QueueStats {
 	d := func(a, b uint64) uint64 {

@@ -45,6 +45,7 @@ var (
 	descDelivered = prometheus.NewDesc("xsessiond_queue_delivered_total", "Datagrams delivered into app fifos by each queue's worker.", []string{"queue"}, nil)
 	descReasm     = prometheus.NewDesc("xsessiond_queue_reassembled_total", "UDP datagrams each queue's worker reassembled from fragments the XDP program steered to it.", []string{"queue"}, nil)
 	descChained   = prometheus.NewDesc("xsessiond_queue_chained_total", "Packets larger than a frame that each queue's worker received as a chain of AF_XDP descriptors and joined (TCP segments a veth peer's segmentation offload built, in generic XDP mode).", []string{"queue"}, nil)
+	descSynQueued = prometheus.NewDesc("xsessiond_queue_syn_queued", "TCP SYNs each queue's worker holds, to hand to gVisor after the other packets it receives.", []string{"queue"}, nil)
 	descReasmHeld = prometheus.NewDesc("xsessiond_queue_reassembly_bytes", "Bytes of fragments each queue's worker holds for datagrams it is reassembling.", []string{"queue"}, nil)
 	descDrops     = prometheus.NewDesc("xsessiond_queue_drops_total", "Packets dropped on each queue, by reason: the worker's and its AF_XDP socket's (xsk_*).", []string{"queue", "reason"}, nil)
 	descXDP       = prometheus.NewDesc("xsessiond_xdp_packets_total", "The XDP program's counters: pass and redirect count every packet once, the other counters say why.", []string{"counter"}, nil)
@@ -73,7 +74,7 @@ var (
 )
 
 func (c *collector) Describe(ch chan<- *prometheus.Desc) {
-	for _, d := range []*prometheus.Desc{descApps, descIfaceUp, descConns, descListeners, descSessions, descFifoUsed, descFifoSize, descRx, descTx, descDelivered, descReasm, descChained, descReasmHeld, descDrops, descXDP, descCtlEnds, descCtlDrops, descRuleHits,
+	for _, d := range []*prometheus.Desc{descApps, descIfaceUp, descConns, descListeners, descSessions, descFifoUsed, descFifoSize, descRx, descTx, descDelivered, descReasm, descChained, descReasmHeld, descSynQueued, descDrops, descXDP, descCtlEnds, descCtlDrops, descRuleHits,
 		descTCPConns, descTCPRetrans, descTCPResets, descTCPFifoBad, descTCPRefused, descTCPBufBytes, descTCPBufLimit, descTCPBufClamp, descTCPBufHeld, descTCPOrphans, descTCPOrphRst, descTCPAbortCl, descTCPTWOver, descTCPPMTU, descTCPUnreach, descTCPStackRsts, descTCPAcksLow, descTCPAcksHeld} {
 		ch <- d
 	}
@@ -157,6 +158,7 @@ func (c *collector) Collect(ch chan<- prometheus.Metric) {
 		ch <- prometheus.MustNewConstMetric(descDelivered, prometheus.CounterValue, float64(q.Delivered), qs)
 		ch <- prometheus.MustNewConstMetric(descReasm, prometheus.CounterValue, float64(q.Reassembled), qs)
 		ch <- prometheus.MustNewConstMetric(descReasmHeld, prometheus.GaugeValue, float64(q.ReasmHeld), qs)
+		ch <- prometheus.MustNewConstMetric(descSynQueued, prometheus.GaugeValue, float64(q.SynQueued), qs)
 		ch <- prometheus.MustNewConstMetric(descChained, prometheus.CounterValue, float64(q.Chained), qs)
 		for reason, n := range q.Drops {
 			ch <- prometheus.MustNewConstMetric(descDrops, prometheus.CounterValue, float64(n), qs, reason)

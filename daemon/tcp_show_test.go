@@ -180,6 +180,11 @@ func TestTCPShowSessions(t *testing.T) {
 	if st := d.Stats(); len(st.Queues) != 1 || st.Queues[0].Sent() < uint64(sentByPath) {
 		t.Errorf("show stats: queues %+v; the metrics had %v sent", st.Queues, sentByPath)
 	}
+	// The connection's SYN went through the worker's queue of SYNs,
+	// which holds none once it is handed over.
+	if v := metric(t, body, `xsessiond_queue_syn_queued{queue="0"}`); v != 0 {
+		t.Errorf("SYNs queued on queue 0: %v, want 0", v)
+	}
 	if v := metric(t, body, `xsessiond_tcp_connections{namespace="default",state="ESTABLISHED"}`); v != 1 {
 		t.Errorf("ESTABLISHED connections: %v, want 1", v)
 	}

@@ -87,6 +87,9 @@ type Counts struct {
 	// Chained counts the multi-buffer packets (chain.go) joined into one
 	// frame each: TCP segments larger than a frame.
 	Chained uint64 `json:"chained"`
+	// SynQueued is a gauge: the TCP SYNs the worker holds for the stack
+	// (tcp_syn.go).
+	SynQueued uint64 `json:"syn_queued"`
 }
 
 // Stats returns the Engine's counters. After Close it returns what the

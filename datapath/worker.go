@@ -980,6 +980,9 @@ func (w *worker) delConn(c *connectedSession) {
 // publish copies the private counters for Stats.
 func (w *worker) publish() {
 	p, c := &w.pub, &w.c
+	if w.syns != nil {
+		c.SynQueued = uint64(w.syns.size)
+	}
 	for i, v := range c.Counts.array() {
 		p.n[i].Store(v)
 	}
