@@ -70,7 +70,10 @@
 // second). Global TCP listeners and the 5-tuples of active opens are in
 // the program's maps; every other TCP packet stays with the kernel. A
 // worker hands the TCP frames it receives to the Stack (Ethernet header
-// stripped, LinkEndpoint.Inject); the Stack's packets go to a bounded queue
+// stripped, LinkEndpoint.Inject), a batch at a time, its pure SYNs after
+// the batch's other packets and those of different ports in turn, from a
+// bounded queue (tcp_syn.go: a SYN flood holds up neither established
+// connections nor other listeners); the Stack's packets go to a bounded queue
 // per worker (TCPConfig.TxQueue, chosen by destination; it holds the
 // packets themselves, whose payload the Stack keeps for retransmission
 // anyway, and grows as needed: a drop there costs a connection a
