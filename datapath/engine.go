@@ -140,6 +140,7 @@ type Engine struct {
 	est atomic.Pointer[estTable]                    // connected sessions, by 5-tuple (Local = this host)
 
 	partialOK bool         // accept partial UDP checksums (Config.Checksum, resolved)
+	synRate   float64      // TCPConfig.SynRate resolved: SYNs a second a worker hands over once they back up; 0: no pace
 	local     localAddrs   // Config.Addrs when it knows every address of the namespace, else nil
 	csumMode  string       // the checksum mode in effect, for Stats
 	spinners  atomic.Int32 // workers spinning now (poll.go)
@@ -273,6 +274,12 @@ func New(cfg Config) (*Engine, error) {
 		log.Warn("driver unknown: partial UDP checksums are dropped", "interface", cfg.IfName, "err", derr)
 	}
 	e.partialOK, e.csumMode = resolveChecksum(cfg.Checksum, driver)
+	switch r := cfg.TCP.SynRate; {
+	case r == 0:
+		e.synRate = DefaultTCPSynRate
+	case r > 0:
+		e.synRate = float64(r)
+	}
 	// Only the queues in use can take an AF_XDP socket: IFLA_NUM_RX_QUEUES
 	// counts the allocated ones, which can be more.
 	active, err := e.ns.ActiveRxQueues(cfg.IfName)

@@ -65,6 +65,12 @@ type TCPConfig struct {
 	// TIME-WAIT), as Linux's net.ipv4.tcp_max_tw_buckets does, and
 	// counted in TCPStats.TimeWaitOverflow. 0 = DefaultTCPMaxTimeWait.
 	MaxTimeWait int
+	// SynRate paces the SYNs a worker hands to the Stack once more than
+	// synPressure of them wait in its queue (tcp_syn.go), as in a SYN
+	// flood: at most SynRate a second, past a burst of synBurst. Below
+	// that they go as they come. 0 = DefaultTCPSynRate; negative: never
+	// paced.
+	SynRate int
 }
 
 // Defaults of TCPConfig.
@@ -76,8 +82,13 @@ const (
 	// heap (gVisor's endpoint and the session), so 16384 of them about
 	// 110 MiB.
 	DefaultTCPMaxTimeWait = 16384
-	tcpTxQueueMin         = 1024        // a worker's queue starts this long and doubles as needed
-	tcpHold               = time.Second // a packet waits at most this long for its next hop
+	// DefaultTCPSynRate is TCPConfig.SynRate's default: about a tenth of
+	// a CPU of gVisor's handshakes on the machines measured (several
+	// microseconds a SYN), so that a SYN flood leaves a worker's CPU to
+	// its established connections.
+	DefaultTCPSynRate = 10000
+	tcpTxQueueMin     = 1024        // a worker's queue starts this long and doubles as needed
+	tcpHold           = time.Second // a packet waits at most this long for its next hop
 	// tcpParkedMax bounds the packets a worker sets aside while their
 	// next hops resolve; more are dropped (counted no_neighbour) and
 	// their connections retransmit.

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"encoding/binary"
 	"testing"
+	"time"
 )
 
 // TestSynQueue: every SYN comes out once, with its own bytes, in its
@@ -142,5 +143,35 @@ func TestSynQueuePortShare(t *testing.T) {
 		if synBucket(pair[0]) == synBucket(pair[1]) {
 			t.Errorf("ports %d and %d share a bucket", pair[0], pair[1])
 		}
+	}
+}
+
+// TestSynPacer: SYNs go as they come until more than synPressure wait;
+// then at most the tokens the rate gave since, never more than synBurst
+// at once; no rate, no pace.
+func TestSynPacer(t *testing.T) {
+	const rate = 10000.0
+	var p synPacer
+	if n := p.take(500, synQueueLen, 0); n != 500 {
+		t.Fatalf("no rate: %d of 500", n)
+	}
+	p.at = time.Now().Add(-time.Second)
+	if n := p.take(500, synPressure, rate); n != 500 {
+		t.Fatalf("%d queued: %d of 500, want all", synPressure, n)
+	}
+	if n := p.take(500, synPressure+1, rate); n != synBurst {
+		t.Fatalf("backed up after a quiet second: %d of 500, want the burst, %d", n, synBurst)
+	}
+	// A token is 100 µs: the bounds below leave the test a millisecond
+	// between its calls.
+	if n := p.take(500, synQueueLen, rate); n > 10 {
+		t.Fatalf("backed up, its tokens spent: %d of 500", n)
+	}
+	p.at = p.at.Add(-2 * time.Millisecond) // 20 tokens at 10,000 a second
+	if n := p.take(500, synQueueLen, rate); n < 20 || n > 30 {
+		t.Fatalf("backed up, 2 ms later: %d, want about 20", n)
+	}
+	if n := p.take(500, synQueueLen, rate); n > 10 {
+		t.Fatalf("again at once: %d", n)
 	}
 }

@@ -144,8 +144,9 @@ type worker struct {
 	lastLT  *udp.Target
 	lk      listenerCache // the last listener lookup of the batch
 
-	tcpIn [][]byte  // the batch's TCP packets (IP header on), inside its frames
-	syns  *synQueue // pure SYNs set aside behind the other packets (tcp_syn.go)
+	tcpIn   [][]byte  // the batch's TCP packets (IP header on), inside its frames
+	syns    *synQueue // pure SYNs set aside behind the other packets (tcp_syn.go)
+	synPace synPacer  // and their pace once they back up
 
 	delivered bool // the batch queued datagrams in an app's rx fifo (signal)
 
@@ -308,8 +309,7 @@ func (w *worker) run() {
 			busy, dgram = true, w.delivered
 			w.delivered = false
 		}
-		if w.syns != nil && w.syns.size > 0 {
-			w.injectSyns(n < w.batch)
+		if w.syns != nil && w.syns.size > 0 && w.injectSyns(n < w.batch) {
 			busy = true
 		}
 		w.sock.Fill()
@@ -461,8 +461,8 @@ func (w *worker) sleep() {
 	switch {
 	case w.tx.kernelWaiting():
 		timeout = kernelRetry // try the kernel socket again
-	case w.tx.pending():
-		timeout = time.Millisecond // frames in flight or held: come back soon
+	case w.tx.pending() || w.syns != nil && w.syns.size > 0:
+		timeout = time.Millisecond // frames in flight or held, or SYNs paced: come back soon
 	}
 	w.sleepPoll(timeout) // kick.go: also the apps' kick eventfds
 }

@@ -79,6 +79,10 @@ type TCPConfig struct {
 	// the oldest is ended early, as Linux's tcp_max_tw_buckets does
 	// (datapath.TCPConfig.MaxTimeWait; 0: 16384).
 	MaxTimeWait int `yaml:"max_time_wait"`
+	// SynRate paces the SYNs each worker hands to gVisor once more than
+	// 256 wait in its queue, as in a SYN flood: at most this many a
+	// second (datapath.TCPConfig.SynRate; 0: 10000; -1: never paced).
+	SynRate int `yaml:"syn_rate"`
 }
 
 // maxAckDelay bounds tcp.ack_delay: Linux's longest delay (TCP_DELACK_MAX).
@@ -223,6 +227,9 @@ func (c *Config) Validate() error {
 	}
 	if c.TCP.MaxTimeWait < 0 {
 		return errors.New("config: tcp: max_time_wait must be ≥ 0 (0: default)")
+	}
+	if c.TCP.SynRate < -1 {
+		return errors.New("config: tcp: syn_rate must be ≥ 0 (0: default), or -1 for no pace")
 	}
 	if c.TCP.BufferMemory < 0 || c.TCP.UserBufferMemory < 0 {
 		return errors.New("config: tcp: buffer_memory and user_buffer_memory must be ≥ 0 (0: default)")

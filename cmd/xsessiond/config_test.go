@@ -85,6 +85,7 @@ func TestParseConfigErrors(t *testing.T) {
 		{"tcp: {ack_delay: 1s}\n", "ack_delay"},
 		{"tcp: {buffer_memory: -1}\n", "buffer_memory"},
 		{"tcp: {max_time_wait: -1}\n", "max_time_wait"},
+		{"tcp: {syn_rate: -2}\n", "syn_rate"},
 		{"tcp: {buffer_memory: 1048576, user_buffer_memory: 2097152}\n", "user_buffer_memory"},
 		{"interfaces: [{name: a, reassembly: {max_datagrams: -1}}]\n", "reassembly"},
 		{"interfaces: [{name: a, reassembly: {max_fragments: 5000}}]\n", "reassembly"},
@@ -171,6 +172,7 @@ func TestRestartNeeded(t *testing.T) {
 		{"tcp: {user_buffer_memory: 1048576}\n", "tcp.user_buffer_memory"},
 		{"tcp: {connect_timeout: 5s}\n", "tcp.connect_timeout"},
 		{"tcp: {max_time_wait: 100}\n", "tcp.max_time_wait"},
+		{"tcp: {syn_rate: -1}\n", "tcp.syn_rate"},
 		{"limits: {max_ports_per_uid: 10}\n", "limits"},
 		{"control: {max_conns_per_uid: 10}\n", "control"},
 	} {

@@ -141,6 +141,7 @@ func mergeRunConfig(cmd *cobra.Command, f runFlags, c *Config) (daemon.Config, e
 	dp.TCP.Stack.CloseTimeout = c.TCP.CloseTimeout
 	dp.TCP.NoGSO = c.TCP.NoGSO
 	dp.TCP.MaxTimeWait = c.TCP.MaxTimeWait
+	dp.TCP.SynRate = c.TCP.SynRate
 	dp.TCP.Stack.AckDelay = offSetting(c.TCP.AckDelay)
 	dp.TCP.Stack.BufferBytes, dp.TCP.Stack.GroupBufferBytes = c.TCP.BufferMemory, c.TCP.UserBufferMemory
 	return daemon.Config{
@@ -317,6 +318,7 @@ func restartNeeded(cur, next daemon.Config) []string {
 	diff("tcp.buffer_memory", a.TCP.Stack.BufferBytes, b.TCP.Stack.BufferBytes)
 	diff("tcp.user_buffer_memory", a.TCP.Stack.GroupBufferBytes, b.TCP.Stack.GroupBufferBytes)
 	diff("tcp.max_time_wait", a.TCP.MaxTimeWait, b.TCP.MaxTimeWait)
+	diff("tcp.syn_rate", a.TCP.SynRate, b.TCP.SynRate)
 	diff("socket", cur.Socket, next.Socket)
 	diff("socket_group", cur.SocketGroup, next.SocketGroup)
 	diff("metrics_addr", cur.MetricsAddr, next.MetricsAddr)
