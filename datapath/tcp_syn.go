@@ -39,8 +39,8 @@ const (
 	synBurst     = 64              // SYNs a paced worker may hand over at once
 )
 
-// synQueue holds SYNs, each copied out of its frame into a slot, in a
-// list a bucket of destination ports: pop serves the buckets in turn,
+// synQueue holds SYNs, each copied out of its frame into a slot, in one
+// list per bucket of destination ports: pop serves the buckets in turn,
 // so that a SYN to a port nobody floods waits behind one SYN of the
 // flooded port's at most, not behind all of them.
 type synQueue struct {
