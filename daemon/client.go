@@ -537,12 +537,7 @@ func (h *client) endpoint(uri string, ep flow.Endpoint) (flow.Endpoint, error) {
 // checkZone reports whether zone, of URI uri, names the interface of the
 // app's namespace, by its name in the namespace's netns or its index.
 func (h *client) checkZone(uri, zone string) error {
-	var n sessions.NamespaceConfig
-	for _, c := range h.d.layer.Namespaces() {
-		if c.ID == h.ns {
-			n = c.NamespaceConfig
-		}
-	}
+	n, _ := h.nsConfig()
 	if n.IfIndex == 0 {
 		return fmt.Errorf("%w %q: zone %q: the app's namespace has no interface; give the address alone", flow.ErrInvalidURI, uri, zone)
 	}
@@ -578,16 +573,25 @@ func (d *Daemon) ifName(n sessions.NamespaceConfig) string {
 	return ""
 }
 
+// nsConfig returns the configuration of the app's namespace; ok is false
+// when the layer has none of that ID.
+func (h *client) nsConfig() (n sessions.NamespaceConfig, ok bool) {
+	for _, ni := range h.d.layer.Namespaces() {
+		if ni.ID == h.ns {
+			return ni.NamespaceConfig, true
+		}
+	}
+	return n, false
+}
+
 // inNamespace fills e's interface and FIB as the session layer does for
 // the app's namespace.
 func (h *client) inNamespace(e flow.Endpoint) flow.Endpoint {
-	for _, n := range h.d.layer.Namespaces() {
-		if n.ID == h.ns {
-			e.IfIndex = n.IfIndex
-			e.FIB = n.FIB4
-			if e.Addr.Is6() && !e.Addr.Is4In6() {
-				e.FIB = n.FIB6
-			}
+	if n, ok := h.nsConfig(); ok {
+		e.IfIndex = n.IfIndex
+		e.FIB = n.FIB4
+		if e.Addr.Is6() && !e.Addr.Is4In6() {
+			e.FIB = n.FIB6
 		}
 	}
 	return e

@@ -432,8 +432,8 @@ func (t *QueueStats) add(q *QueueStats) {
 }
 
 // sub returns t - base, counter by counter (the gauges ReasmInFlight,
-// ReasmHeld and SynQueued stay as they are); zero drops are left out. A counter below
-// its base (a queue restarted) counts from zero.
+// ReasmHeld and SynQueued stay as they are); zero drops are left out. A
+// counter below its base (a queue restarted) counts from zero.
 func (t QueueStats) sub(base QueueStats) QueueStats {
 	d := func(a, b uint64) uint64 {
 		if a < b {

@@ -166,6 +166,14 @@ func (w *worker) resolveEarly() {
 	w.e.res.get(k, time.Now())
 }
 
+// synsQueued returns the SYNs the worker holds.
+func (w *worker) synsQueued() int {
+	if w.syns == nil {
+		return 0
+	}
+	return w.syns.size
+}
+
 // injectSyns hands SYNs set aside to the stack: all of them when the
 // loop drained the rx ring (drained), synShare otherwise, and no more
 // than the pacer allows. It reports whether it handed any.

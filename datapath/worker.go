@@ -309,7 +309,7 @@ func (w *worker) run() {
 			busy, dgram = true, w.delivered
 			w.delivered = false
 		}
-		if w.syns != nil && w.syns.size > 0 && w.injectSyns(n < w.batch) {
+		if w.synsQueued() > 0 && w.injectSyns(n < w.batch) {
 			busy = true
 		}
 		w.sock.Fill()
@@ -461,7 +461,7 @@ func (w *worker) sleep() {
 	switch {
 	case w.tx.kernelWaiting():
 		timeout = kernelRetry // try the kernel socket again
-	case w.tx.pending() || w.syns != nil && w.syns.size > 0:
+	case w.tx.pending() || w.synsQueued() > 0:
 		timeout = time.Millisecond // frames in flight or held, or SYNs paced: come back soon
 	}
 	w.sleepPoll(timeout) // kick.go: also the apps' kick eventfds
@@ -980,9 +980,7 @@ func (w *worker) delConn(c *connectedSession) {
 // publish copies the private counters for Stats.
 func (w *worker) publish() {
 	p, c := &w.pub, &w.c
-	if w.syns != nil {
-		c.SynQueued = uint64(w.syns.size)
-	}
+	c.SynQueued = uint64(w.synsQueued())
 	for i, v := range c.Counts.array() {
 		p.n[i].Store(v)
 	}

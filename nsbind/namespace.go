@@ -42,10 +42,9 @@ type Namespace struct {
 	udp6   int        // IPv6 UDP socket inside the namespace (ResolveNeighbour); -1 until first used
 	// nlGet is a rtnetlink socket inside the namespace for requests of one
 	// neighbour entry (neighGet); -1 until first used. getMu serializes
-	// its requests; getSeq numbers them.
-	nlGet  int
-	getMu  sync.Mutex
-	getSeq uint32
+	// its requests.
+	nlGet int
+	getMu sync.Mutex
 }
 
 // OpenNamed opens the namespace bound at /run/netns/NAME (as ip netns add

@@ -13,6 +13,7 @@ import (
 	"syscall"
 
 	"github.com/vishvananda/netlink"
+	"github.com/vishvananda/netlink/nl"
 	"golang.org/x/sys/unix"
 )
 
@@ -203,30 +204,11 @@ func (n *Namespace) neighGet(ifindex int, a netip.Addr) (mac net.HardwareAddr, s
 	}
 	n.getMu.Lock()
 	defer n.getMu.Unlock()
-	n.getSeq++
-	seq := n.getSeq
-	addr := a.AsSlice()
-	fam := byte(unix.AF_INET)
-	if a.Is6() {
-		fam = unix.AF_INET6
-	}
-	// nlmsghdr, ndmsg (family, pads, ifindex, state, flags, type), NDA_DST.
-	attrLen := unix.SizeofRtAttr + len(addr)
-	total := unix.NLMSG_HDRLEN + unix.SizeofNdMsg + (attrLen+unix.RTA_ALIGNTO-1)&^(unix.RTA_ALIGNTO-1)
-	msg := make([]byte, total)
-	ne := binary.NativeEndian
-	ne.PutUint32(msg[0:4], uint32(total))
-	ne.PutUint16(msg[4:6], unix.RTM_GETNEIGH)
-	ne.PutUint16(msg[6:8], unix.NLM_F_REQUEST)
-	ne.PutUint32(msg[8:12], seq)
-	nd := msg[unix.NLMSG_HDRLEN:]
-	nd[0] = fam
-	ne.PutUint32(nd[4:8], uint32(ifindex))
-	at := nd[unix.SizeofNdMsg:]
-	ne.PutUint16(at[0:2], uint16(attrLen))
-	ne.PutUint16(at[2:4], unix.NDA_DST)
-	copy(at[unix.SizeofRtAttr:], addr)
-	if err := unix.Sendto(fd, msg, 0, &unix.SockaddrNetlink{Family: unix.AF_NETLINK}); err != nil {
+	req := nl.NewNetlinkRequest(unix.RTM_GETNEIGH, 0)
+	req.AddData(&netlink.Ndmsg{Family: uint8(familyOf(a)), Index: uint32(ifindex)})
+	req.AddData(nl.NewRtAttr(unix.NDA_DST, a.AsSlice()))
+	seq := req.Seq
+	if err := unix.Sendto(fd, req.Serialize(), 0, &unix.SockaddrNetlink{Family: unix.AF_NETLINK}); err != nil {
 		return nil, 0, false, err
 	}
 	buf := make([]byte, 4096)
@@ -251,7 +233,7 @@ func (n *Namespace) neighGet(ifindex int, a netip.Addr) (mac net.HardwareAddr, s
 				if len(m.Data) < 4 {
 					return nil, 0, false, errors.New("short netlink error")
 				}
-				switch e := unix.Errno(-int32(ne.Uint32(m.Data[0:4]))); e {
+				switch e := unix.Errno(-int32(binary.NativeEndian.Uint32(m.Data[0:4]))); e {
 				case 0:
 					continue
 				case unix.ENOENT:
