@@ -16,6 +16,7 @@ import (
 	"github.com/xsessiond/xsessiond/datapath/xsk"
 	"github.com/xsessiond/xsessiond/fifo"
 	"github.com/xsessiond/xsessiond/flow"
+	"github.com/xsessiond/xsessiond/internal/shmsync"
 	"github.com/xsessiond/xsessiond/nsbind"
 	"github.com/xsessiond/xsessiond/sessions"
 )
@@ -435,9 +436,10 @@ func (w *worker) spin(budget time.Duration) (int, bool) {
 // the tx fifos and its wake-up flag once more: an app that set an event
 // flag, or a wakeUp that set woke, before it could see the word set did
 // not kick. It reports whether the worker may sleep; if not, the flag is
-// cleared again.
+// cleared again. The flag's store comes before those loads
+// (shmsync.Store32): the page is shared memory.
 func (w *worker) announceSleep() bool {
-	w.sleepWord.Store(1)
+	shmsync.Store32(w.sleepWord, 1)
 	if w.woke.Load() || w.txReady() {
 		w.sleepWord.Store(0)
 		return false

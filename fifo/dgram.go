@@ -1,5 +1,7 @@
 package fifo
 
+import "github.com/xsessiond/xsessiond/internal/shmsync"
+
 // Datagram framing. A datagram fifo carries records of a DgramHeaderSize
 // header followed by the payload, padded to DgramAlign bytes (the padding's
 // content is unspecified). Records are queued and removed whole; the
@@ -41,7 +43,7 @@ func (f *Fifo) EnqueueDgram(h *DgramHeader, payload []byte) error {
 		return ErrNoSpace
 	}
 	f.putDgram(h, payload, rec)
-	f.tail.Store(f.p.tail)
+	shmsync.Store32(f.tail, f.p.tail)
 	return nil
 }
 
@@ -71,7 +73,7 @@ func (f *Fifo) EnqueueDgrams(hs []DgramHeader, payloads [][]byte) (int, error) {
 		f.putDgram(&hs[i], payloads[i], rec)
 	}
 	if i > 0 {
-		f.tail.Store(f.p.tail)
+		shmsync.Store32(f.tail, f.p.tail)
 	}
 	return i, err
 }
@@ -151,7 +153,7 @@ func (f *Fifo) DequeueDgrams(hs []DgramHeader, bufs [][]byte) (int, error) {
 		f.c.head += rec
 	}
 	if f.c.head != hd {
-		f.head.Store(f.c.head)
+		shmsync.Store32(f.head, f.c.head)
 	}
 	return i, err
 }

@@ -44,6 +44,10 @@
 //     store head + n with release.
 //
 // sync/atomic operations are sequentially consistent, which includes both.
+// The stores of the indices and of the consumer's flags go through
+// shmsync.Store32, which is such a store in a race-detector build too,
+// where sync/atomic's Store on memory outside the Go heap is not: the
+// wake-up handshakes below store one word and then load another.
 // Each side keeps its own index privately and never reads it back from
 // shared memory; it re-reads the other side's index only when its cached
 // copy shows too little data or space.

@@ -1,6 +1,10 @@
 package fifo
 
-import "sync/atomic"
+import (
+	"sync/atomic"
+
+	"github.com/xsessiond/xsessiond/internal/shmsync"
+)
 
 // Fifo is a single-producer single-consumer byte queue in a segment. Its
 // header (FifoHeaderSize bytes at Offset) holds the producer index (tail)
@@ -150,13 +154,13 @@ func (f *Fifo) consUsed(want uint32) (used uint32, ok bool) {
 // publishTail makes the bytes before the private tail visible (release).
 func (f *Fifo) publishTail(t uint32) {
 	f.p.tail = t
-	f.tail.Store(t)
+	shmsync.Store32(f.tail, t)
 }
 
 // publishHead hands the bytes before the private head back (release).
 func (f *Fifo) publishHead(h uint32) {
 	f.c.head = h
-	f.head.Store(h)
+	shmsync.Store32(f.head, h)
 }
 
 // clampLen turns a length argument into a want value no larger than the

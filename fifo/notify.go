@@ -1,5 +1,7 @@
 package fifo
 
+import "github.com/xsessiond/xsessiond/internal/shmsync"
+
 // SetEvent marks the fifo as having an event for its consumer and reports
 // whether the caller should signal the consumer: true only when the flag
 // was clear, i.e. the consumer is not already signalled. Call it (producer
@@ -7,10 +9,11 @@ package fifo
 //
 // The flag is read first and swapped only when clear, so a producer that
 // queues into an already signalled fifo writes nothing to the flag's cache
-// line. Both operations are sequentially consistent, as is the consumer's
-// ClearEvent; with the tail store before SetEvent and the tail load after
-// ClearEvent, either the consumer sees the new data or the producer sees
-// the cleared flag and signals.
+// line. Both operations are sequentially consistent, as are the tail's
+// store and the consumer's ClearEvent (shmsync.Store32); with the tail
+// store before SetEvent and the tail load after ClearEvent, either the
+// consumer sees the new data or the producer sees the cleared flag and
+// signals.
 func (f *Fifo) SetEvent() (shouldSignal bool) {
 	if f.hasEvent.Load() != 0 {
 		return false
@@ -20,7 +23,7 @@ func (f *Fifo) SetEvent() (shouldSignal bool) {
 
 // ClearEvent clears the event flag (consumer side). A consumer that is
 // about to wait calls it, then checks MaxDequeue once more before sleeping.
-func (f *Fifo) ClearEvent() { f.hasEvent.Store(0) }
+func (f *Fifo) ClearEvent() { shmsync.Store32(f.hasEvent, 0) }
 
 // HasEvent reports whether the event flag is set.
 func (f *Fifo) HasEvent() bool { return f.hasEvent.Load() != 0 }
@@ -63,8 +66,8 @@ func (f *Fifo) Taken() bool {
 // then checks MaxEnqueue once more before sleeping, as the consumer may
 // have dequeued before the request was visible.
 func (f *Fifo) WantDeqNotify(w DeqNotify) {
-	f.hasDeq.Store(0)
-	f.wantDeq.Store(uint32(w & deqNotifyAll))
+	shmsync.Store32(f.hasDeq, 0)
+	shmsync.Store32(f.wantDeq, uint32(w&deqNotifyAll))
 }
 
 // DeqNotify is called by the consumer after a dequeue that removed n bytes
