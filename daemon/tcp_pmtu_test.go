@@ -16,6 +16,7 @@ import (
 	"time"
 
 	"github.com/vishvananda/netns"
+	"golang.org/x/sys/unix"
 
 	"github.com/xsessiond/xsessiond/app"
 	"github.com/xsessiond/xsessiond/nsbind/nstest"
@@ -198,8 +199,11 @@ func TestTCPRouteMTU(t *testing.T) {
 	}
 
 	// The app dials a kernel server on the far host and sends it 1 MiB;
-	// the server answers with the count it read.
+	// the server answers with the count it read. The server's MSS is the
+	// one the app's SYN advertised: one that fits the route, as Linux's
+	// SYN over that route advertises, before any data went.
 	var fln net.Listener
+	mss := make(chan int, 2)
 	if err := nstest.DoIn(far, func() (err error) {
 		fln, err = net.Listen("tcp", ":"+strconv.Itoa(port+2))
 		return err
@@ -208,6 +212,14 @@ func TestTCPRouteMTU(t *testing.T) {
 	}
 	defer fln.Close()
 	go serveEach(fln, func(c net.Conn) {
+		m := -1
+		if rc, err := c.(*net.TCPConn).SyscallConn(); err == nil {
+			_ = rc.Control(func(fd uintptr) { m, _ = unix.GetsockoptInt(int(fd), unix.IPPROTO_TCP, unix.TCP_MAXSEG) })
+		}
+		select {
+		case mss <- m:
+		default:
+		}
 		n, _ := io.Copy(io.Discard, c)
 		_, _ = c.Write([]byte(strconv.FormatInt(n, 10)))
 	})
@@ -228,6 +240,13 @@ func TestTCPRouteMTU(t *testing.T) {
 		c.Close()
 		if err != nil || string(got) != strconv.Itoa(len(data)) {
 			t.Fatalf("1 MiB to %v over a route of MTU 1280: the server read %q, %v", to, got, err)
+		}
+		ipHdr := 20
+		if to.Is6() {
+			ipHdr = 40
+		}
+		if m := <-mss; m <= 0 || m > 1280-ipHdr-20 {
+			t.Errorf("dial to %v over a route of MTU 1280: the server's MSS is %d, want at most %d (the app's SYN advertised more than fits)", to, m, 1280-ipHdr-20)
 		}
 		if v4, v6 := icmps(); v4 != u4 || v6 != u6 {
 			t.Errorf("1 MiB to %v over a route of MTU 1280: the router sent %d destination unreachable and %d packet too big", to, v4-u4, v6-u6)

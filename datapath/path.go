@@ -6,6 +6,7 @@ import (
 
 	"github.com/xsessiond/xsessiond/datapath/udp"
 	"github.com/xsessiond/xsessiond/flow"
+	"github.com/xsessiond/xsessiond/nsbind"
 	"github.com/xsessiond/xsessiond/sessions"
 )
 
@@ -117,18 +118,18 @@ func (p *enginePath) Unlisten(l sessions.Listener) {
 	}
 }
 
-// connectRoute returns the source address of a connect to dst, whose
-// route in the namespace must leave through the Engine's interface. Its
-// errors say where the route goes instead; the layer names the connect.
-func (e *Engine) connectRoute(dst netip.Addr) (netip.Addr, error) {
-	_, ifindex, src, err := e.ns.RouteGet(dst)
+// connectRoute returns the route of a connect to dst (its source address,
+// its MTU), which must leave through the Engine's interface. Its errors
+// say where the route goes instead; the layer names the connect.
+func (e *Engine) connectRoute(dst netip.Addr) (nsbind.Route, error) {
+	rt, err := e.ns.RouteGet(dst)
 	if err != nil {
-		return netip.Addr{}, err
+		return nsbind.Route{}, err
 	}
-	if ifindex == e.ifc.Index {
-		return src, nil
+	if rt.IfIndex == e.ifc.Index {
+		return rt, nil
 	}
-	name, own := e.ifName(ifindex), false
+	name, own := e.ifName(rt.IfIndex), false
 	if ifcs, err := e.ns.Interfaces(); err == nil {
 		for _, ifc := range ifcs {
 			for _, p := range ifc.Addrs {
@@ -137,10 +138,10 @@ func (e *Engine) connectRoute(dst netip.Addr) (netip.Addr, error) {
 		}
 	}
 	if own {
-		return netip.Addr{}, fmt.Errorf("%v is an address of this host (routed through %s): the datapath carries sessions to other hosts, "+
+		return nsbind.Route{}, fmt.Errorf("%v is an address of this host (routed through %s): the datapath carries sessions to other hosts, "+
 			"and between apps cut-through; a kernel socket of this host is reached with a kernel socket: %w", dst, name, ErrOtherInterface)
 	}
-	return netip.Addr{}, fmt.Errorf("%v is routed through %s, not %s, the interface this daemon serves: %w", dst, name, e.ifc.Name, ErrOtherInterface)
+	return nsbind.Route{}, fmt.Errorf("%v is routed through %s, not %s, the interface this daemon serves: %w", dst, name, e.ifc.Name, ErrOtherInterface)
 }
 
 // ifName names the namespace's interface ifindex, or says its index when
@@ -190,10 +191,11 @@ func (p *enginePath) Open(req sessions.OpenRequest) (netip.AddrPort, error) {
 		return e.tcp.open(req)
 	}
 	dst := r.Addr.Unmap()
-	src, err := e.connectRoute(dst)
+	rt, err := e.connectRoute(dst)
 	if err != nil {
 		return netip.AddrPort{}, err
 	}
+	src := rt.Src
 	var res *udp.Reservation
 	if err := doIn(e.nsh, func() error {
 		var err error

@@ -282,20 +282,17 @@ func (r *resolver) lookup(k nbKey) (res nbResult, nh netip.Addr, wait bool) {
 	r.lookups.Add(1)
 	now := time.Now()
 	dst := k.Addr()
-	gw, ifindex, src, err := r.ns.RouteGet(dst)
-	if err != nil || ifindex != r.ifindex {
+	rt, err := r.ns.RouteGet(dst)
+	if err != nil || rt.IfIndex != r.ifindex {
 		r.failures.Add(1)
 		return nbResult{failed: true, noRoute: true, at: now}, nh, false
 	}
 	nh = dst
-	if gw.IsValid() {
-		nh = gw
+	if rt.Gateway.IsValid() {
+		nh = rt.Gateway
 	}
-	res = nbResult{ok: true, src: src.Unmap(), at: now, nh: nh}
-	if m, err := r.ns.RouteMTU(dst); err == nil && m > 0 {
-		res.mtu = m
-	}
-	mac, st, ok := r.ns.Neighbour(ifindex, nh)
+	res = nbResult{ok: true, src: rt.Src.Unmap(), at: now, nh: nh, mtu: max(rt.MTU, 0)}
+	mac, st, ok := r.ns.Neighbour(rt.IfIndex, nh)
 	if ok && len(mac) == 6 {
 		r.resolved.Add(1)
 		copy(res.mac[:], mac)
@@ -304,7 +301,7 @@ func (r *resolver) lookup(k nbKey) (res nbResult, nh netip.Addr, wait bool) {
 	// A failed entry is probed again, as the kernel does when a packet
 	// comes for it; until that answers, the next hop stays unreachable.
 	res.unreachable = st&nsbind.NeighFailed != 0
-	if err := r.ns.ResolveNeighbour(ifindex, nh); err != nil {
+	if err := r.ns.ResolveNeighbour(rt.IfIndex, nh); err != nil {
 		r.failures.Add(1)
 		return nbResult{failed: true, unreachable: res.unreachable, at: now, nh: nh}, nh, false
 	}

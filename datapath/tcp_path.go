@@ -469,6 +469,7 @@ type tcpSess struct {
 	w      *tcpWorker
 	res    *tcpReservation // active opens: the local port
 	uid    uint32          // active opens: the uid of the app's process (0: root or unknown)
+	mtu    uint32          // active opens: the MTU of the route to the peer when it has one (0: the link's)
 	kept   bool            // its port is in tcpPath.coolBy; guarded by coolMu
 
 	// Guarded by p.mu.
@@ -1393,10 +1394,11 @@ func (p *tcpPath) open(req sessions.OpenRequest) (netip.AddrPort, error) {
 	e := p.e
 	r := req.Remote
 	dst := r.Addr.Unmap()
-	src, err := e.connectRoute(dst)
+	rt, err := e.connectRoute(dst)
 	if err != nil {
 		return netip.AddrPort{}, err
 	}
+	src := rt.Src
 	if !p.addLive(req.App) {
 		return netip.AddrPort{}, fmt.Errorf("app %d: %w", req.App, flow.ErrNotAttached)
 	}
@@ -1405,7 +1407,7 @@ func (p *tcpPath) open(req sessions.OpenRequest) (netip.AddrPort, error) {
 		p.endLive(req.App)
 		return netip.AddrPort{}, err
 	}
-	s := &tcpSess{p: p, app: req.App, ns: req.Namespace, res: res, ho: req.HalfOpen}
+	s := &tcpSess{p: p, app: req.App, ns: req.Namespace, res: res, ho: req.HalfOpen, mtu: uint32(max(rt.MTU, 0))}
 	p.mu.Lock()
 	s.uid = p.users[req.App]
 	p.conns[req.HalfOpen] = s
@@ -1452,7 +1454,7 @@ func (p *tcpPath) dial(s *tcpSess, remote netip.AddrPort) {
 		fail(flow.ErrConnect)
 		return
 	}
-	c, err := p.st.Dial(s.res.addr, remote, p.owner(s.app), s.pair.Rx, s.pair.Tx, s)
+	c, err := p.st.DialMTU(s.res.addr, remote, s.mtu, p.owner(s.app), s.pair.Rx, s.pair.Tx, s)
 	if err != nil {
 		l.StreamFreeFifos(s.app, s.mem, s.pair)
 		fail(connectErr(err))

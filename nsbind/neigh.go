@@ -83,17 +83,28 @@ func familyOf(a netip.Addr) int {
 	return netlink.FAMILY_V6
 }
 
+// Route is the kernel's route to a destination (RouteGet).
+type Route struct {
+	Gateway netip.Addr // the next hop; invalid when the destination is on-link
+	IfIndex int        // the outgoing interface
+	Src     netip.Addr // the source address the kernel would pick
+	// MTU is the route's: its mtu metric, or the path MTU the kernel
+	// learned for the destination (a cached route exception); 0 when it
+	// sets none and the interface's applies.
+	MTU int
+}
+
 // RouteGet asks the namespace's kernel routing for dst, as ip route get
-// does: the next hop gateway (invalid when dst is on-link), the outgoing
-// ifindex and the source address the kernel would pick. A local dst gives
-// the loopback interface. ErrNoRoute when the kernel has no route, or only
-// an unreachable, prohibit, blackhole or throw one.
-func (n *Namespace) RouteGet(dst netip.Addr) (gateway netip.Addr, ifindex int, src netip.Addr, err error) {
+// does. A local dst gives the loopback interface. ErrNoRoute when the
+// kernel has no route, or only an unreachable, prohibit, blackhole or
+// throw one.
+func (n *Namespace) RouteGet(dst netip.Addr) (Route, error) {
 	verb := "route get " + dst.String() + " in " + n.desc
 	d, err := checkUnicast(dst)
 	if err != nil {
-		return netip.Addr{}, 0, netip.Addr{}, fmt.Errorf("%s: %w", verb, err)
+		return Route{}, fmt.Errorf("%s: %w", verb, err)
 	}
+	var rt Route
 	err = n.handle(verb, func(h *netlink.Handle) error {
 		rs, err := h.RouteGet(d.AsSlice())
 		if err != nil {
@@ -119,19 +130,19 @@ func (n *Namespace) RouteGet(dst netip.Addr) (gateway netip.Addr, ifindex int, s
 		if r.LinkIndex <= 0 {
 			return noRoute(verb, "no outgoing interface", nil)
 		}
-		ifindex = r.LinkIndex
+		rt.IfIndex, rt.MTU = r.LinkIndex, r.MTU
 		if g, ok := netip.AddrFromSlice(r.Gw); ok && !g.IsUnspecified() {
-			gateway = g.Unmap()
+			rt.Gateway = g.Unmap()
 		}
 		if s, ok := netip.AddrFromSlice(r.Src); ok {
-			src = s.Unmap()
+			rt.Src = s.Unmap()
 		}
 		return nil
 	})
 	if err != nil {
-		return netip.Addr{}, 0, netip.Addr{}, err
+		return Route{}, err
 	}
-	return gateway, ifindex, src, nil
+	return rt, nil
 }
 
 // LookupNeighbour reads the kernel's neighbour entry for ip on ifindex. It

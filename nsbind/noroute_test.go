@@ -16,7 +16,7 @@ func TestNoRouteError(t *testing.T) {
 	p := nstest.NewPair(t, nstest.Options{})
 	ns := openNamed(t, p.B.Name)
 	for _, d := range []string{"192.0.2.1", "2001:db8::1"} {
-		_, _, _, err := ns.RouteGet(netip.MustParseAddr(d))
+		_, err := ns.RouteGet(netip.MustParseAddr(d))
 		if !errors.Is(err, ErrNoRoute) || !errors.Is(err, syscall.ENETUNREACH) {
 			t.Errorf("route to %s: %v, want ErrNoRoute and ENETUNREACH", d, err)
 			continue

@@ -226,38 +226,38 @@ func TestRouteGet(t *testing.T) {
 	p := nstest.NewPair(t, nstest.Options{})
 	ns := openNamed(t, p.B.Name)
 	for _, c := range []struct{ dst, src netip.Addr }{{p.A.IPv4, p.B.IPv4}, {p.A.IPv6, p.B.IPv6}} {
-		gw, ifindex, src, err := ns.RouteGet(c.dst)
+		r, err := ns.RouteGet(c.dst)
 		if err != nil {
 			t.Fatal(err)
 		}
-		if gw.IsValid() || ifindex != p.B.IfIndex || src != c.src {
-			t.Errorf("route to %v: gw %v ifindex %d src %v; want no gw, %d, %v", c.dst, gw, ifindex, src, p.B.IfIndex, c.src)
+		if r.Gateway.IsValid() || r.IfIndex != p.B.IfIndex || r.Src != c.src || r.MTU != 0 {
+			t.Errorf("route to %v: %+v; want no gw, ifindex %d, src %v, no MTU", c.dst, r, p.B.IfIndex, c.src)
 		}
 	}
 	lo, err := ns.InterfaceByName("lo")
 	if err != nil {
 		t.Fatal(err)
 	}
-	if _, ifindex, _, err := ns.RouteGet(p.B.IPv4); err != nil || ifindex != lo.Index {
-		t.Errorf("route to own address: ifindex %d err %v, want lo (%d)", ifindex, err, lo.Index)
+	if r, err := ns.RouteGet(p.B.IPv4); err != nil || r.IfIndex != lo.Index {
+		t.Errorf("route to own address: ifindex %d err %v, want lo (%d)", r.IfIndex, err, lo.Index)
 	}
 	// The rig has no default route.
 	for _, d := range []string{"192.0.2.1", "2001:db8::1"} {
-		if _, _, _, err := ns.RouteGet(netip.MustParseAddr(d)); !errors.Is(err, ErrNoRoute) {
+		if _, err := ns.RouteGet(netip.MustParseAddr(d)); !errors.Is(err, ErrNoRoute) {
 			t.Errorf("route to %s: %v, want ErrNoRoute", d, err)
 		}
 	}
-	// Through a gateway once there is one.
+	// Through a gateway once there is one, with the route's MTU.
 	nh := nlHandle(t, p.B)
 	_, dst, _ := net.ParseCIDR("198.51.100.0/24")
-	if err := nh.RouteAdd(&netlink.Route{LinkIndex: p.B.IfIndex, Dst: dst, Gw: p.A.IPv4.AsSlice()}); err != nil {
+	if err := nh.RouteAdd(&netlink.Route{LinkIndex: p.B.IfIndex, Dst: dst, Gw: p.A.IPv4.AsSlice(), MTU: 1280}); err != nil {
 		t.Fatal(err)
 	}
-	gw, ifindex, src, err := ns.RouteGet(netip.MustParseAddr("198.51.100.7"))
-	if err != nil || gw != p.A.IPv4 || ifindex != p.B.IfIndex || src != p.B.IPv4 {
-		t.Errorf("route via gateway: gw %v ifindex %d src %v err %v", gw, ifindex, src, err)
+	r, err := ns.RouteGet(netip.MustParseAddr("198.51.100.7"))
+	if err != nil || r.Gateway != p.A.IPv4 || r.IfIndex != p.B.IfIndex || r.Src != p.B.IPv4 || r.MTU != 1280 {
+		t.Errorf("route via gateway: %+v, err %v; want gw %v, ifindex %d, src %v, MTU 1280", r, err, p.A.IPv4, p.B.IfIndex, p.B.IPv4)
 	}
-	if _, _, _, err := ns.RouteGet(netip.Addr{}); !errors.Is(err, ErrInvalidAddress) {
+	if _, err := ns.RouteGet(netip.Addr{}); !errors.Is(err, ErrInvalidAddress) {
 		t.Errorf("invalid address: %v", err)
 	}
 }

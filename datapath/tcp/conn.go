@@ -358,6 +358,15 @@ func (c *Conn) register() {
 // counted against owner. Connected or ConnectFailed follows on h. rx and
 // tx are the app's fifos; they must stay allocated until h.Closed.
 func (s *Stack) Dial(local, remote netip.AddrPort, owner uint64, rx, tx *fifo.Fifo, h Handler) (*Conn, error) {
+	return s.DialMTU(local, remote, 0, owner, rx, tx, h)
+}
+
+// DialMTU is Dial over a route to remote whose MTU is mtu (the size of an
+// IP packet), when that is below the link's: the connection's SYN
+// advertises an MSS that fits the route and its segments are sized by it
+// from the first, as Linux sizes a connection by its route's MTU. 0: the
+// link's MTU.
+func (s *Stack) DialMTU(local, remote netip.AddrPort, mtu uint32, owner uint64, rx, tx *fifo.Fifo, h Handler) (*Conn, error) {
 	if rx == nil || tx == nil || h == nil {
 		return nil, errors.New("dial: nil fifo or handler")
 	}
@@ -402,7 +411,7 @@ func (s *Stack) Dial(local, remote netip.AddrPort, owner uint64, rx, tx *fifo.Fi
 	}
 	c.state = stConnecting
 	c.connectBy = time.Now().Add(s.opts.ConnectTimeout)
-	terr = c.ep.Connect(tcpip.FullAddress{NIC: nicID, Addr: tcpAddr(raddr), Port: remote.Port()})
+	terr = s.connectVia(c.ep, tcpip.FullAddress{NIC: nicID, Addr: tcpAddr(raddr), Port: remote.Port()}, mtu)
 	if _, ok := terr.(*tcpip.ErrConnectStarted); !ok && terr != nil {
 		return fail("connect", terr)
 	}
@@ -418,6 +427,24 @@ func (s *Stack) Dial(local, remote netip.AddrPort, owner uint64, rx, tx *fifo.Fi
 	c.started.Store(true)
 	c.Kick()
 	return c, nil
+}
+
+// connectVia connects ep to to over a route of MTU mtu. gVisor takes a
+// connection's route, and with it the MTU that sizes its SYN's MSS and its
+// segments, from its route table when the connect starts, and keeps it: a
+// route to the one address with that MTU is in the table for the connect
+// alone. The connects that need one take turns (routeMu), as routes of
+// their own would hide each other.
+func (s *Stack) connectVia(ep *tcp.Endpoint, to tcpip.FullAddress, mtu uint32) tcpip.Error {
+	if mtu == 0 || mtu >= s.link.MTU() {
+		return ep.Connect(to)
+	}
+	host := tcpip.AddressWithPrefix{Address: to.Addr, PrefixLen: to.Addr.BitLen()}.Subnet()
+	s.routeMu.Lock()
+	defer s.routeMu.Unlock()
+	s.gs.AddRoute(tcpip.Route{Destination: host, NIC: nicID, MTU: mtu})
+	defer s.gs.RemoveRoutes(func(r tcpip.Route) bool { return r.Destination == host && r.MTU == mtu })
+	return ep.Connect(to)
 }
 
 // run is the pump's work on the Conn: state changes, rx, tx, closing.

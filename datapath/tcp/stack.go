@@ -127,6 +127,8 @@ type Stack struct {
 	link  *LinkEndpoint
 	pumps []*pump
 
+	routeMu sync.Mutex // held by a connect over a route of its own (connectVia)
+
 	mu        sync.Mutex // guards the fields below
 	closed    bool
 	conns     map[*Conn]struct{}
