@@ -291,7 +291,7 @@ func (r *resolver) lookup(k nbKey) (res nbResult, nh netip.Addr, wait bool) {
 	if rt.Gateway.IsValid() {
 		nh = rt.Gateway
 	}
-	res = nbResult{ok: true, src: rt.Src.Unmap(), at: now, nh: nh, mtu: max(rt.MTU, 0)}
+	res = nbResult{ok: true, src: rt.Src.Unmap(), at: now, nh: nh, mtu: rt.MTU}
 	mac, st, ok := r.ns.Neighbour(rt.IfIndex, nh)
 	if ok && len(mac) == 6 {
 		r.resolved.Add(1)

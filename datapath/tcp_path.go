@@ -1292,7 +1292,7 @@ func (tl *tcpListener) Accept(c *tcp.Conn) (rx, tx *fifo.Fifo, h tcp.Handler, er
 		// count against this listener's backlog.
 		tl.handed(s)
 	}
-	p.routeMTU(local, remote)
+	p.routeMTU(local, remote, 0)
 	return ss.Pair.Rx, ss.Pair.Tx, s, nil
 }
 
@@ -1302,13 +1302,15 @@ func (tl *tcpListener) Accept(c *tcp.Conn) (rx, tx *fifo.Fifo, h tcp.Handler, er
 // as Linux's TCP sizes its segments by the route. The resolver knows it
 // from the next hop it resolved for the handshake; it is told on a
 // goroutine of its own, the connection's handler being gVisor's to call.
-func (p *tcpPath) routeMTU(local, remote netip.AddrPort) {
+// sized is the route MTU the connection was opened with (DialMTU; 0:
+// none): only a smaller one is told.
+func (p *tcpPath) routeMTU(local, remote netip.AddrPort, sized uint32) {
 	k, ok := addrKey(remote.Addr())
 	if !ok {
 		return
 	}
 	r := p.e.res.get(k, time.Now())
-	if !r.ok || r.mtu <= 0 || uint32(r.mtu) >= p.st.Link().MTU() {
+	if !r.ok || r.mtu <= 0 || uint32(r.mtu) >= p.st.Link().MTU() || (sized > 0 && uint32(r.mtu) >= sized) {
 		return
 	}
 	go p.st.LowerPathMTU(local, remote, uint32(r.mtu))
@@ -1398,16 +1400,15 @@ func (p *tcpPath) open(req sessions.OpenRequest) (netip.AddrPort, error) {
 	if err != nil {
 		return netip.AddrPort{}, err
 	}
-	src := rt.Src
 	if !p.addLive(req.App) {
 		return netip.AddrPort{}, fmt.Errorf("app %d: %w", req.App, flow.ErrNotAttached)
 	}
-	res, err := p.reserve(netip.AddrPortFrom(src.Unmap(), 0))
+	res, err := p.reserve(netip.AddrPortFrom(rt.Src.Unmap(), 0))
 	if err != nil {
 		p.endLive(req.App)
 		return netip.AddrPort{}, err
 	}
-	s := &tcpSess{p: p, app: req.App, ns: req.Namespace, res: res, ho: req.HalfOpen, mtu: uint32(max(rt.MTU, 0))}
+	s := &tcpSess{p: p, app: req.App, ns: req.Namespace, res: res, ho: req.HalfOpen, mtu: uint32(rt.MTU)}
 	p.mu.Lock()
 	s.uid = p.users[req.App]
 	p.conns[req.HalfOpen] = s
@@ -1637,7 +1638,7 @@ func (s *tcpSess) Connected(c *tcp.Conn) {
 		c.Abort() // the app closed it meanwhile
 		return
 	}
-	p.routeMTU(c.LocalAddr(), c.RemoteAddr())
+	p.routeMTU(c.LocalAddr(), c.RemoteAddr(), s.mtu)
 }
 
 // ConnectFailed tells the app why its connect failed.
