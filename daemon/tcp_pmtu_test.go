@@ -99,12 +99,20 @@ func serveData(t *testing.T, rig *nstest.Pair, d *Daemon, port uint16, data []by
 // fetchFar has a kernel client on the far host send to a one-byte request
 // and read n bytes back.
 func fetchFar(far netns.NsHandle, to netip.AddrPort, n int) (got []byte, err error) {
+	got, _, err = fetchFarMSS(far, to, n)
+	return got, err
+}
+
+// fetchFarMSS is fetchFar, also returning the client's MSS once
+// connected (TCP_MAXSEG): what the server's SYN-ACK allowed it.
+func fetchFarMSS(far netns.NsHandle, to netip.AddrPort, n int) (got []byte, mss int, err error) {
 	err = nstest.DoIn(far, func() error {
 		c, err := net.DialTimeout("tcp", to.String(), 5*time.Second)
 		if err != nil {
 			return err
 		}
 		defer c.Close()
+		mss = tcpMaxSeg(c)
 		c.SetDeadline(time.Now().Add(10 * time.Second))
 		if _, err := c.Write([]byte{1}); err != nil {
 			return err
@@ -112,7 +120,17 @@ func fetchFar(far netns.NsHandle, to netip.AddrPort, n int) (got []byte, err err
 		got, err = io.ReadAll(io.LimitReader(c, int64(n)))
 		return err
 	})
-	return got, err
+	return got, mss, err
+}
+
+// tcpMaxSeg returns a kernel TCP socket's TCP_MAXSEG, -1 if it cannot be
+// read.
+func tcpMaxSeg(c net.Conn) int {
+	m := -1
+	if rc, err := c.(*net.TCPConn).SyscallConn(); err == nil {
+		_ = rc.Control(func(fd uintptr) { m, _ = unix.GetsockoptInt(int(fd), unix.IPPROTO_TCP, unix.TCP_MAXSEG) })
+	}
+	return m
 }
 
 // TestTCPPathMTUDiscovery: a kernel client on a host behind a router
@@ -170,9 +188,11 @@ func snmp6(t *testing.T, h *nstest.Host, name string) uint64 {
 // TestTCPRouteMTU: with host B's routes to the far host saying MTU 1280
 // (an mtu metric, as for a tunnel), a connection's segments fit it from
 // the start, over IPv4 and IPv6, as a kernel server's do: the router in
-// host A never has to say "fragmentation needed" or "packet too big".
+// host A never has to say "fragmentation needed" or "packet too big",
+// and a far client's MSS is one that fits it, as B's SYN-ACK said.
 // Before, the daemon's TCP took its MSS from the interface alone and
-// learned the path's only from the router's ICMP.
+// learned the path's only from the router's ICMP; its SYN-ACK said the
+// link's MSS (1448 and 1428 at the client) until the worker clamped it.
 func TestTCPRouteMTU(t *testing.T) {
 	const port = 7350
 	rig, d := tcpRig(t)
@@ -189,9 +209,18 @@ func TestTCPRouteMTU(t *testing.T) {
 		netip.AddrPortFrom(rig.B.IPv4, port), netip.AddrPortFrom(rig.B.IPv6, port), // the app's
 	} {
 		u4, u6 := icmps()
-		got, err := fetchFar(far, to, len(data))
+		got, m, err := fetchFarMSS(far, to, len(data))
 		if err != nil || !bytes.Equal(got, data) {
 			t.Fatalf("1 MiB from %v over a route of MTU 1280: %d bytes, %v (equal %v)", to, len(got), err, bytes.Equal(got, data))
+		}
+		// The client's MSS is what B's SYN-ACK said: one that fits B's
+		// route back to it, as Linux's SYN-ACK over that route says.
+		ipHdr := 20
+		if to.Addr().Is6() {
+			ipHdr = 40
+		}
+		if m <= 0 || m > 1280-ipHdr-20 {
+			t.Errorf("connect to %v from behind a route of MTU 1280: the client's MSS is %d, want at most %d (B's SYN-ACK advertised more than fits)", to, m, 1280-ipHdr-20)
 		}
 		if v4, v6 := icmps(); v4 != u4 || v6 != u6 {
 			t.Errorf("1 MiB from %v over a route of MTU 1280: the router sent %d destination unreachable and %d packet too big", to, v4-u4, v6-u6)
@@ -212,12 +241,8 @@ func TestTCPRouteMTU(t *testing.T) {
 	}
 	defer fln.Close()
 	go serveEach(fln, func(c net.Conn) {
-		m := -1
-		if rc, err := c.(*net.TCPConn).SyscallConn(); err == nil {
-			_ = rc.Control(func(fd uintptr) { m, _ = unix.GetsockoptInt(int(fd), unix.IPPROTO_TCP, unix.TCP_MAXSEG) })
-		}
 		select {
-		case mss <- m:
+		case mss <- tcpMaxSeg(c):
 		default:
 		}
 		n, _ := io.Copy(io.Discard, c)

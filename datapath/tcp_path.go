@@ -929,6 +929,11 @@ func (tw *tcpWorker) drain() bool {
 			tw.park(k)
 			continue
 		}
+		if nb.mtu > 0 {
+			// A SYN-ACK to a peer behind a route of smaller MTU says
+			// an MSS that fits it, as the kernel's says.
+			q.pkt.ClampMSS(nb.mtu)
+		}
 		if tw.gso != nil {
 			// The head packet and those behind it whose next hop is
 			// known go in one sendmmsg. They stay queued while they are
@@ -945,6 +950,9 @@ func (tw *tcpWorker) drain() bool {
 				pn := x.neighbour(pk)
 				if !pn.ok || tw.parkedBy[pk] > 0 {
 					break
+				}
+				if pn.mtu > 0 {
+					p.ClampMSS(pn.mtu)
 				}
 				b.add(p, x.srcMAC, pn.mac, pk)
 			}

@@ -2,6 +2,7 @@ package tcp
 
 import (
 	"encoding/binary"
+	"math/bits"
 	"net/netip"
 	"sync"
 	"sync/atomic"
@@ -175,6 +176,68 @@ func (p Packet) Retain() Packet {
 
 // Release ends a Retain; the Packet must not be used after it.
 func (p Packet) Release() { p.pb.DecRef() }
+
+// ClampMSS lowers the MSS option of a SYN or SYN-ACK to what fits a
+// route of MTU mtu to its destination (mtu less the IP and TCP headers),
+// as the kernel's TCP advertises by the route and as its TCPMSS target
+// clamps, and reports whether it changed it. gVisor sizes a SYN-ACK's MSS
+// by the link alone: a peer behind a route of smaller MTU would send
+// segments that do not fit it until path MTU discovery caught up. The
+// TCP checksum is updated incrementally (RFC 1624) unless it is partial,
+// for the kernel to finish, which does not cover the options. Packets
+// other than SYNs, and SYNs without a larger MSS, are left as they are.
+func (p Packet) ClampMSS(mtu int) bool {
+	th := p.pb.TransportHeader().Slice()
+	if len(th) < header.TCPMinimumSize {
+		return false
+	}
+	t := header.TCP(th)
+	if !t.Flags().Contains(header.TCPFlagSyn) {
+		return false
+	}
+	limit := mtu - header.TCPMinimumSize - header.IPv4MinimumSize
+	if p.proto == ipv6.ProtocolNumber {
+		limit = mtu - header.TCPMinimumSize - header.IPv6MinimumSize
+	}
+	if limit <= 0 {
+		return false
+	}
+	off := int(t.DataOffset())
+	if off < header.TCPMinimumSize || off > len(th) {
+		return false
+	}
+	for i := header.TCPMinimumSize; i < off; {
+		switch th[i] {
+		case header.TCPOptionEOL:
+			return false
+		case header.TCPOptionNOP:
+			i++
+			continue
+		}
+		if i+1 >= off || th[i+1] < 2 || i+int(th[i+1]) > off {
+			return false
+		}
+		if th[i] != header.TCPOptionMSS || th[i+1] != header.TCPOptionMSSLength {
+			i += int(th[i+1])
+			continue
+		}
+		old, mss := binary.BigEndian.Uint16(th[i+2:]), uint16(min(limit, 0xffff))
+		if old <= mss {
+			return false
+		}
+		binary.BigEndian.PutUint16(th[i+2:], mss)
+		if g := &p.pb.GSOOptions; g.Type != stack.GSONone && g.NeedsCsum {
+			return true
+		}
+		if (i+2)%2 == 1 {
+			// A word at an odd offset adds to the sum byte-swapped.
+			old, mss = bits.ReverseBytes16(old), bits.ReverseBytes16(mss)
+		}
+		t.SetChecksum(^checksum.Combine(checksum.Combine(^t.Checksum(), ^old), mss))
+		return true
+	}
+	return false
+}
 
 // AppendTo appends the packet to dst.
 func (p Packet) AppendTo(dst []byte) []byte {
