@@ -272,6 +272,14 @@ func (h *Host) setup() error {
 			return fmt.Errorf("%s: add %s to %s: %w", h.Name, a.IPNet, h.Link, err)
 		}
 	}
+	// No duplicate address detection on the link: its link-local address
+	// would stay tentative for a second after the link comes up, and
+	// with it the host's neighbour solicitations from it.
+	if err := DoIn(h.NS, func() error {
+		return os.WriteFile("/proc/sys/net/ipv6/conf/"+h.Link+"/accept_dad", []byte("0"), 0)
+	}); err != nil {
+		return fmt.Errorf("%s: no DAD on %s: %w", h.Name, h.Link, err)
+	}
 	if err := nh.LinkSetUp(l); err != nil {
 		return fmt.Errorf("%s: set %s up: %w", h.Name, h.Link, err)
 	}
