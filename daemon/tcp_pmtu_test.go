@@ -194,8 +194,18 @@ func snmp6(t *testing.T, h *nstest.Host, name string) uint64 {
 // learned the path's only from the router's ICMP; its SYN-ACK said the
 // link's MSS (1448 and 1428 at the client) until the worker clamped it.
 func TestTCPRouteMTU(t *testing.T) {
+	// Both ways out: the packet socket, and the workers' AF_XDP tx rings
+	// (tcp.no_gso), each of which sends the SYN-ACKs it clamps.
+	for _, noGSO := range []bool{false, true} {
+		t.Run(map[bool]string{false: "packet-socket", true: "af_xdp"}[noGSO], func(t *testing.T) {
+			testTCPRouteMTU(t, noGSO)
+		})
+	}
+}
+
+func testTCPRouteMTU(t *testing.T, noGSO bool) {
 	const port = 7350
-	rig, d := tcpRig(t)
+	rig, d := tcpRig(t, func(o *Config) { o.Datapath.TCP.NoGSO = noGSO })
 	far, far4, far6 := farHost(t, rig)
 	ipIn(t, rig.B, "route", "replace", "10.78.9.0/24", "via", rig.A.IPv4.String(), "mtu", "1280")
 	ipIn(t, rig.B, "-6", "route", "replace", "fd78:9::/64", "via", rig.A.IPv6.String(), "mtu", "1280")
