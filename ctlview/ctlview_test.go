@@ -107,7 +107,7 @@ func TestWriteTableSessionsTCP(t *testing.T) {
 	out := table(t, api.ShowSessions, []daemon.SessionView{
 		{Handle: 0x10, App: 1, Namespace: "default", State: "established", Transport: "tcp", TCPState: "CLOSE-WAIT",
 			Local: "10.0.0.2:7000", Remote: "10.0.0.1:40000", Retransmits: 3, RxFifoSize: 64, TxFifoSize: 64,
-			TCPRecvQ: 7, TCPSendQ: 9, Counters: counters(5, 1000, 4, 500)},
+			TCPRecvQ: 7, TCPSendQ: 9, TCPRTT: 212, TCPRTTVar: 1500, TCPCwnd: 10, Counters: counters(5, 1000, 4, 500)},
 		{Handle: 0x11, App: 1, Namespace: "default", State: "established", Transport: "udp",
 			Local: "10.0.0.2:9000", Remote: "10.0.0.1:9001", Counters: counters(1, 10, 1, 10)},
 	})
@@ -116,8 +116,8 @@ func TestWriteTableSessionsTCP(t *testing.T) {
 		t.Fatalf("table:\n%s", out)
 	}
 	want := [][]string{
-		{"0x10", "1", "default", "established", "tcp", "CLOSE-WAIT", "10.0.0.2:7000", "10.0.0.1:40000", "0", "-", "0/64", "0/64", "7", "9", "5", "1000", "4", "500", "3", "0"},
-		{"0x11", "1", "default", "established", "udp", "-", "10.0.0.2:9000", "10.0.0.1:9001", "0", "-", "-", "-", "-", "-", "1", "10", "1", "10", "-", "0"},
+		{"0x10", "1", "default", "established", "tcp", "CLOSE-WAIT", "10.0.0.2:7000", "10.0.0.1:40000", "0", "-", "0/64", "0/64", "7", "9", "0.212/1.500", "10", "5", "1000", "4", "500", "3", "0"},
+		{"0x11", "1", "default", "established", "udp", "-", "10.0.0.2:9000", "10.0.0.1:9001", "0", "-", "-", "-", "-", "-", "-", "-", "1", "10", "1", "10", "-", "0"},
 	}
 	for i, w := range want {
 		if got := strings.Fields(lines[i+1]); strings.Join(got, " ") != strings.Join(w, " ") {

@@ -121,19 +121,22 @@ func WriteTable(out io.Writer, what api.ShowWhat, doc []byte) error {
 			return bad(err)
 		}
 		row("HANDLE", "APP", "NAMESPACE", "STATE", "PROTO", "TCP STATE", "LOCAL", "REMOTE", "WORKER", "PEER",
-			"RX FIFO", "TX FIFO", "RECV-Q", "SEND-Q", "RX PKTS", "RX BYTES", "TX PKTS", "TX BYTES", "RETRANS", "DROPS")
+			"RX FIFO", "TX FIFO", "RECV-Q", "SEND-Q", "RTT MS", "CWND", "RX PKTS", "RX BYTES", "TX PKTS", "TX BYTES", "RETRANS", "DROPS")
 		for _, s := range v {
 			worker := strconv.FormatUint(uint64(s.Worker), 10)
 			if s.State == "cut-through" {
 				worker = "-"
 			}
-			retrans, recvQ, sendQ := "-", "-", "-"
+			retrans, recvQ, sendQ, rtt, cwnd := "-", "-", "-", "-", "-"
 			if s.TCPState != "" {
 				retrans = strconv.FormatUint(s.Retransmits, 10)
 				recvQ, sendQ = strconv.Itoa(s.TCPRecvQ), strconv.Itoa(s.TCPSendQ)
+				// As ss -i shows it: smoothed RTT / its variation.
+				rtt = fmt.Sprintf("%.3f/%.3f", float64(s.TCPRTT)/1000, float64(s.TCPRTTVar)/1000)
+				cwnd = strconv.FormatUint(uint64(s.TCPCwnd), 10)
 			}
 			row(s.Handle, s.App, s.Namespace, s.State, s.Transport, dash(s.TCPState), dash(s.Local), dash(s.Remote), worker, handleOrDash(s.Peer),
-				fifoString(s.RxFifoUsed, s.RxFifoSize), fifoString(s.TxFifoUsed, s.TxFifoSize), recvQ, sendQ,
+				fifoString(s.RxFifoUsed, s.RxFifoSize), fifoString(s.TxFifoUsed, s.TxFifoSize), recvQ, sendQ, rtt, cwnd,
 				s.RxPackets, s.RxBytes, s.TxPackets, s.TxBytes, retrans, dropsString(s.Drops))
 		}
 	case api.ShowListeners:

@@ -129,6 +129,13 @@ type SessionView struct {
 	// TCPRcvBuf is a TCP session's receive buffer in gVisor (bytes), which
 	// grows while the app reads fast (ss -m's rb); 0 for other sessions.
 	TCPRcvBuf int `json:"tcp_rcv_buf_bytes"`
+	// TCPRTT and TCPRTTVar are a TCP session's smoothed round-trip time
+	// and its variation in microseconds (0 until data went and was
+	// acknowledged), TCPCwnd its congestion window in segments (ss -i's
+	// rtt and cwnd); 0 for other sessions.
+	TCPRTT    int64  `json:"tcp_rtt_us"`
+	TCPRTTVar int64  `json:"tcp_rtt_var_us"`
+	TCPCwnd   uint32 `json:"tcp_cwnd"`
 	// The counters of a TCP session on the wire are its connection's
 	// since it opened: segments and payload bytes each way (bytes: into
 	// the rx fifo, out of the tx fifo).
@@ -358,6 +365,7 @@ func (d *Daemon) SessionViews() []SessionView {
 func (v *SessionView) setTCP(c datapath.TCPConnView) {
 	v.TCPState, v.Retransmits = c.State, c.Retransmits
 	v.TCPRecvQ, v.TCPSendQ, v.TCPRcvBuf = c.RecvQ, c.SendQ, c.RcvBuf
+	v.TCPRTT, v.TCPRTTVar, v.TCPCwnd = c.RTT.Microseconds(), c.RTTVar.Microseconds(), c.Cwnd
 	v.RxPackets, v.RxBytes, v.TxPackets, v.TxBytes = c.SegmentsReceived, c.RxBytes, c.SegmentsSent, c.TxBytes
 }
 

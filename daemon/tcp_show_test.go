@@ -133,6 +133,11 @@ func TestTCPShowSessions(t *testing.T) {
 	if !settled() {
 		t.Errorf("session %+v: want ESTABLISHED, 1000 bytes in, 500 out, segments both ways, recv-q and send-q 0", s)
 	}
+	// The app's 500 bytes went and were acknowledged: gVisor has a
+	// round-trip time, and a congestion window (ss -i's rtt and cwnd).
+	if s.TCPRTT <= 0 || s.TCPRTT > 1_000_000 || s.TCPCwnd == 0 {
+		t.Errorf("session %+v: want a round-trip time (0 < rtt < 1 s) and a congestion window", s)
+	}
 	// The kernel sends more than the rx fifo holds while the app does not
 	// read: the rest waits in gVisor (recv-q), until the app reads it.
 	const more = 1 << 20

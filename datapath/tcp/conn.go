@@ -164,6 +164,12 @@ type ConnInfo struct {
 	// at first, grown by gVisor's receive buffer moderation, up to 4 MiB,
 	// while the app drains the connection fast (pumpRx).
 	RcvBuf int
+	// RTT and RTTVar are gVisor's smoothed round-trip time of the
+	// connection and its variation, 0 until data went and was
+	// acknowledged; Cwnd its congestion window in segments (ss -i's rtt
+	// and cwnd).
+	RTT, RTTVar time.Duration
+	Cwnd        uint32
 	// ResetSent: the Conn ended by resetting the connection (Abort, a
 	// close timeout, the Stack closing, a corrupt fifo). ResetReceived:
 	// the peer reset it (the Conn ended with ECONNRESET). FifoCorrupt:
@@ -191,6 +197,10 @@ func (c *Conn) Info() ConnInfo {
 	}
 	in.SendQ, _ = c.unacked()
 	in.RcvBuf = int(c.ep.SocketOptions().GetReceiveBufferSize())
+	var ti tcpip.TCPInfoOption
+	if c.ep.GetSockOpt(&ti) == nil {
+		in.RTT, in.RTTVar, in.Cwnd = ti.RTT, ti.RTTVar, ti.SndCwnd
+	}
 	return in
 }
 
