@@ -70,7 +70,9 @@ func TestClampMSS(t *testing.T) {
 		{"not a SYN", v4, header.TCPFlagAck, cat(mss(1460), nop, ws), stack.GSO{}, 1280, 0, false},
 		{"no MSS option", v4, synAck, cat(nop, ws), stack.GSO{}, 1280, 0, false},
 		{"an option running past the header", v4, synAck, cat(nop, []byte{header.TCPOptionWS, 9, 7}), stack.GSO{}, 1280, 0, false},
-		{"an MTU too small for any segment", v4, synAck, cat(mss(1460), nop, ws), stack.GSO{}, 40, 1460, false},
+		{"a small MTU: no lower than Linux's floor", v4, synAck, cat(mss(1460), nop, ws), stack.GSO{}, 100, 256, true},
+		{"a small MTU, v6: no lower than Linux's floor", v6, synAck, cat(mss(1440), nop, ws), stack.GSO{}, 1000, 1220, true},
+		{"the floor above the MSS", v4, synAck, cat(mss(200), nop, ws), stack.GSO{}, 100, 200, false},
 		{"partial checksum", v4, synAck, cat(mss(1460), nop, ws),
 			stack.GSO{Type: stack.GSOTCPv4, NeedsCsum: true, CsumOffset: header.TCPChecksumOffset, MSS: 1448, L3HdrLen: 20}, 1280, 1240, true},
 	} {

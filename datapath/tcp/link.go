@@ -177,10 +177,16 @@ func (p Packet) Retain() Packet {
 // Release ends a Retain; the Packet must not be used after it.
 func (p Packet) Release() { p.pb.DecRef() }
 
+// The least MSS ClampMSS advertises: Linux's default min_adv_mss.
+const (
+	minAdvMSS4 = 256
+	minAdvMSS6 = 1220
+)
+
 // ClampMSS lowers the MSS option of a SYN or SYN-ACK to what fits a
-// route of MTU mtu to its destination (mtu less the IP and TCP headers),
-// as the kernel's TCP advertises by the route and as its TCPMSS target
-// clamps, and reports whether it changed it. gVisor sizes a SYN-ACK's MSS
+// route of MTU mtu to its destination (mtu less the IP and TCP headers,
+// not below Linux's floor), as the kernel's TCP advertises by the route
+// and as its TCPMSS target clamps, and reports whether it changed it. gVisor sizes a SYN-ACK's MSS
 // by the link alone: a peer behind a route of smaller MTU would send
 // segments that do not fit it until path MTU discovery caught up. The
 // TCP checksum is updated incrementally (RFC 1624) unless it is partial,
@@ -195,12 +201,12 @@ func (p Packet) ClampMSS(mtu int) bool {
 	if !t.Flags().Contains(header.TCPFlagSyn) {
 		return false
 	}
-	limit := mtu - header.TCPMinimumSize - header.IPv4MinimumSize
+	// Not below Linux's floor (net.ipv4.route.min_adv_mss,
+	// net.ipv6.route.min_adv_mss: 256 and 1220 by default), which its
+	// SYN-ACK never goes under whatever the route says.
+	limit := max(mtu-header.TCPMinimumSize-header.IPv4MinimumSize, minAdvMSS4)
 	if p.proto == ipv6.ProtocolNumber {
-		limit = mtu - header.TCPMinimumSize - header.IPv6MinimumSize
-	}
-	if limit <= 0 {
-		return false
+		limit = max(mtu-header.TCPMinimumSize-header.IPv6MinimumSize, minAdvMSS6)
 	}
 	off := int(t.DataOffset())
 	if off < header.TCPMinimumSize || off > len(th) {
