@@ -1278,6 +1278,12 @@ func (tl *tcpListener) Accept(c *tcp.Conn) (rx, tx *fifo.Fifo, h tcp.Handler, er
 		tl.refusedGone.Add(1)
 		return nil, nil, nil, fmt.Errorf("accept: app %d: %w", app, flow.ErrNotAttached)
 	}
+	if mtu := p.routeMTU(remote, 0); mtu > 0 {
+		// Before the app hears of the connection, so that none of its
+		// segments leaves larger than the route takes: this runs on
+		// the listener's pump, which holds none of gVisor's locks.
+		p.st.LowerPathMTU(local, remote, mtu)
+	}
 	ss, err := l.StreamAccepted(tw.w.id, lh, t, func(ss sessions.StreamSession) {
 		s.h, s.pair, s.mem = ss.Handle, ss.Pair, ss.Memory
 		s.bindLocked()
@@ -1300,28 +1306,25 @@ func (tl *tcpListener) Accept(c *tcp.Conn) (rx, tx *fifo.Fifo, h tcp.Handler, er
 		// count against this listener's backlog.
 		tl.handed(s)
 	}
-	p.routeMTU(local, remote, 0)
 	return ss.Pair.Rx, ss.Pair.Tx, s, nil
 }
 
-// routeMTU lowers the MSS of the connection from local to remote to fit
-// the route's MTU to remote, when the namespace's route has one smaller
-// than the interface's (an mtu metric, or a path MTU the kernel learned),
-// as Linux's TCP sizes its segments by the route. The resolver knows it
-// from the next hop it resolved for the handshake; it is told on a
-// goroutine of its own, the connection's handler being gVisor's to call.
-// sized is the route MTU the connection was opened with (DialMTU; 0:
-// none): only a smaller one is told.
-func (p *tcpPath) routeMTU(local, remote netip.AddrPort, sized uint32) {
+// routeMTU returns the MTU of the namespace's route to remote when it is
+// smaller than the interface's (an mtu metric, or a path MTU the kernel
+// learned) and than sized, the route MTU the connection was opened with
+// (DialMTU; 0: none), and 0 otherwise: the MTU to lower the connection's
+// MSS to, as Linux's TCP sizes its segments by the route. The resolver
+// knows it from the next hop it resolved for the handshake.
+func (p *tcpPath) routeMTU(remote netip.AddrPort, sized uint32) uint32 {
 	k, ok := addrKey(remote.Addr())
 	if !ok {
-		return
+		return 0
 	}
 	r := p.e.res.get(k, time.Now())
 	if !r.ok || r.mtu <= 0 || uint32(r.mtu) >= p.st.Link().MTU() || (sized > 0 && uint32(r.mtu) >= sized) {
-		return
+		return 0
 	}
-	go p.st.LowerPathMTU(local, remote, uint32(r.mtu))
+	return uint32(r.mtu)
 }
 
 // ListenerClosed keeps the listener's counts. Its port was released by
@@ -1646,7 +1649,11 @@ func (s *tcpSess) Connected(c *tcp.Conn) {
 		c.Abort() // the app closed it meanwhile
 		return
 	}
-	p.routeMTU(c.LocalAddr(), c.RemoteAddr(), s.mtu)
+	if mtu := p.routeMTU(c.RemoteAddr(), s.mtu); mtu > 0 {
+		// A smaller route MTU learned since the dial: told on a
+		// goroutine of its own, this handler being gVisor's to call.
+		go p.st.LowerPathMTU(c.LocalAddr(), c.RemoteAddr(), mtu)
+	}
 }
 
 // ConnectFailed tells the app why its connect failed.
