@@ -108,7 +108,8 @@ var showWords = map[string]api.ShowWhat{
 const showList = `What ctl show shows:
 
   apps         attached apps, their credentials and fifo memory
-  sessions     sessions: fifo fill, packets, bytes and drops each way
+  sessions     sessions: fifo fill, packets, bytes and drops each way; of TCP
+               ones, the state, queues, round-trip time and congestion window
   listeners    listeners and what they received
   namespaces   app namespaces (alias: ns)
   rules        session rules
