@@ -354,12 +354,12 @@ func (e *Engine) PathMTU(dst netip.Addr) (int, error) {
 	if mtu <= 0 {
 		mtu = 1500
 	}
-	m, err := e.ns.RouteMTU(dst.Unmap())
+	rt, err := e.ns.RouteGet(dst.Unmap())
 	if err != nil {
 		return 0, fmt.Errorf("path mtu: %w", err)
 	}
-	if m > 0 && m < mtu {
-		mtu = m
+	if rt.MTU > 0 && rt.MTU < mtu {
+		mtu = rt.MTU
 	}
 	return mtu, nil
 }
