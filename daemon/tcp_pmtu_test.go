@@ -71,6 +71,23 @@ func farHost(t *testing.T, rig *nstest.Pair) (netns.NsHandle, netip.Addr, netip.
 	return h, far4, far6
 }
 
+// farRoutesMTU1280 makes host B's routes to the far host's networks say
+// MTU 1280 (an mtu metric, as for a tunnel).
+func farRoutesMTU1280(t *testing.T, rig *nstest.Pair) {
+	t.Helper()
+	ipIn(t, rig.B, "route", "replace", "10.78.9.0/24", "via", rig.A.IPv4.String(), "mtu", "1280")
+	ipIn(t, rig.B, "-6", "route", "replace", "fd78:9::/64", "via", rig.A.IPv6.String(), "mtu", "1280")
+}
+
+// mssIn1280 is the largest MSS whose segments to or from a (no IP or TCP
+// options) fit a route of MTU 1280.
+func mssIn1280(a netip.Addr) int {
+	if a.Is6() {
+		return 1280 - 40 - 20
+	}
+	return 1280 - 20 - 20
+}
+
 // serveData has the app on B and a kernel server on B beside it (the same
 // program on a kernel socket: what a user gets without the daemon) each
 // answer a one-byte request with data, the app on port and the kernel on
@@ -196,10 +213,11 @@ func snmp6(t *testing.T, h *nstest.Host, name string) uint64 {
 func TestTCPRouteMTU(t *testing.T) {
 	// Both ways out: the packet socket, and the workers' AF_XDP tx rings
 	// (tcp.no_gso), each of which sends the SYN-ACKs it clamps.
-	for _, noGSO := range []bool{false, true} {
-		t.Run(map[bool]string{false: "packet-socket", true: "af_xdp"}[noGSO], func(t *testing.T) {
-			testTCPRouteMTU(t, noGSO)
-		})
+	for _, c := range []struct {
+		name  string
+		noGSO bool
+	}{{"packet-socket", false}, {"af_xdp", true}} {
+		t.Run(c.name, func(t *testing.T) { testTCPRouteMTU(t, c.noGSO) })
 	}
 }
 
@@ -207,8 +225,7 @@ func testTCPRouteMTU(t *testing.T, noGSO bool) {
 	const port = 7350
 	rig, d := tcpRig(t, func(o *Config) { o.Datapath.TCP.NoGSO = noGSO })
 	far, far4, far6 := farHost(t, rig)
-	ipIn(t, rig.B, "route", "replace", "10.78.9.0/24", "via", rig.A.IPv4.String(), "mtu", "1280")
-	ipIn(t, rig.B, "-6", "route", "replace", "fd78:9::/64", "via", rig.A.IPv6.String(), "mtu", "1280")
+	farRoutesMTU1280(t, rig)
 	data := pattern(4, 1<<20)
 	a := serveData(t, rig, d, port, data)
 	icmps := func() (uint64, uint64) {
@@ -225,12 +242,8 @@ func testTCPRouteMTU(t *testing.T, noGSO bool) {
 		}
 		// The client's MSS is what B's SYN-ACK said: one that fits B's
 		// route back to it, as Linux's SYN-ACK over that route says.
-		ipHdr := 20
-		if to.Addr().Is6() {
-			ipHdr = 40
-		}
-		if m <= 0 || m > 1280-ipHdr-20 {
-			t.Errorf("connect to %v from behind a route of MTU 1280: the client's MSS is %d, want at most %d (B's SYN-ACK advertised more than fits)", to, m, 1280-ipHdr-20)
+		if want := mssIn1280(to.Addr()); m <= 0 || m > want {
+			t.Errorf("connect to %v from behind a route of MTU 1280: the client's MSS is %d, want at most %d (B's SYN-ACK advertised more than fits)", to, m, want)
 		}
 		if v4, v6 := icmps(); v4 != u4 || v6 != u6 {
 			t.Errorf("1 MiB from %v over a route of MTU 1280: the router sent %d destination unreachable and %d packet too big", to, v4-u4, v6-u6)
@@ -276,12 +289,8 @@ func testTCPRouteMTU(t *testing.T, noGSO bool) {
 		if err != nil || string(got) != strconv.Itoa(len(data)) {
 			t.Fatalf("1 MiB to %v over a route of MTU 1280: the server read %q, %v", to, got, err)
 		}
-		ipHdr := 20
-		if to.Is6() {
-			ipHdr = 40
-		}
-		if m := <-mss; m <= 0 || m > 1280-ipHdr-20 {
-			t.Errorf("dial to %v over a route of MTU 1280: the server's MSS is %d, want at most %d (the app's SYN advertised more than fits)", to, m, 1280-ipHdr-20)
+		if m, want := <-mss, mssIn1280(to); m <= 0 || m > want {
+			t.Errorf("dial to %v over a route of MTU 1280: the server's MSS is %d, want at most %d (the app's SYN advertised more than fits)", to, m, want)
 		}
 		if v4, v6 := icmps(); v4 != u4 || v6 != u6 {
 			t.Errorf("1 MiB to %v over a route of MTU 1280: the router sent %d destination unreachable and %d packet too big", to, v4-u4, v6-u6)
@@ -352,8 +361,7 @@ func TestTCPRouteMTUAtAccept(t *testing.T) {
 	const port = 7390
 	rig, d := tcpRig(t)
 	far, _, _ := farHost(t, rig)
-	ipIn(t, rig.B, "route", "replace", "10.78.9.0/24", "via", rig.A.IPv4.String(), "mtu", "1280")
-	ipIn(t, rig.B, "-6", "route", "replace", "fd78:9::/64", "via", rig.A.IPv6.String(), "mtu", "1280")
+	farRoutesMTU1280(t, rig)
 	a := attach(t, d, app.Options{Name: "greeter"})
 	data := pattern(5, 256<<10)
 	go serveEach(listenApp(t, a, "tcp://:"+strconv.Itoa(port)), func(c net.Conn) {

@@ -235,8 +235,9 @@ func (p Packet) ClampMSS(mtu int) bool {
 		if g := &p.pb.GSOOptions; g.Type != stack.GSONone && g.NeedsCsum {
 			return true
 		}
-		if (i+2)%2 == 1 {
-			// A word at an odd offset adds to the sum byte-swapped.
+		if i%2 == 1 {
+			// The value at an odd offset (i+2) adds to the sum
+			// byte-swapped.
 			old, mss = bits.ReverseBytes16(old), bits.ReverseBytes16(mss)
 		}
 		t.SetChecksum(^checksum.Combine(checksum.Combine(^t.Checksum(), ^old), mss))
