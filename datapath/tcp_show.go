@@ -170,7 +170,7 @@ func (e *Engine) TCPConns() []TCPConnView {
 			h = s.ho
 		}
 		out = append(out, TCPConnView{Handle: h, App: s.app, Namespace: s.ns, Local: s.conn.LocalAddr(), Remote: s.conn.RemoteAddr(),
-			Lingering: s.done, Current: true, ConnInfo: s.conn.Info()})
+			Lingering: s.done, Current: true, ConnInfo: s.conn.InfoRTT()})
 	}
 	p.mu.Unlock()
 	for _, s := range p.lingering() {
@@ -182,7 +182,7 @@ func (e *Engine) TCPConns() []TCPConnView {
 		h := s.h
 		p.mu.Unlock()
 		out = append(out, TCPConnView{Handle: h, App: s.app, Namespace: s.ns, Local: s.conn.LocalAddr(), Remote: s.conn.RemoteAddr(),
-			Lingering: true, ConnInfo: s.conn.Info()})
+			Lingering: true, ConnInfo: s.conn.InfoRTT()})
 	}
 	slices.SortFunc(out, func(a, b TCPConnView) int {
 		switch {

@@ -167,7 +167,7 @@ type ConnInfo struct {
 	// RTT and RTTVar are gVisor's smoothed round-trip time of the
 	// connection and its variation, 0 until data went and was
 	// acknowledged; Cwnd its congestion window in segments (ss -i's rtt
-	// and cwnd).
+	// and cwnd). Filled in by InfoRTT, not Info.
 	RTT, RTTVar time.Duration
 	Cwnd        uint32
 	// ResetSent: the Conn ended by resetting the connection (Abort, a
@@ -197,6 +197,14 @@ func (c *Conn) Info() ConnInfo {
 	}
 	in.SendQ, _ = c.unacked()
 	in.RcvBuf = int(c.ep.SocketOptions().GetReceiveBufferSize())
+	return in
+}
+
+// InfoRTT is Info with the round-trip time and the congestion window,
+// which take the endpoint's lock once more: for `show sessions`, not for
+// the counts kept as each connection ends.
+func (c *Conn) InfoRTT() ConnInfo {
+	in := c.Info()
 	var ti tcpip.TCPInfoOption
 	if c.ep.GetSockOpt(&ti) == nil {
 		in.RTT, in.RTTVar, in.Cwnd = ti.RTT, ti.RTTVar, ti.SndCwnd
