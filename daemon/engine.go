@@ -157,9 +157,12 @@ type TCPEngineStats struct {
 // (xsk_rx_ring_full, xsk_rx_dropped, xsk_rx_invalid_descs,
 // xsk_tx_invalid_descs). Dropped is their sum.
 type QueueStats struct {
-	Queue     int    `json:"queue"`
-	Worker    uint32 `json:"worker"`
-	ZeroCopy  bool   `json:"zero_copy"`
+	Queue    int    `json:"queue"`
+	Worker   uint32 `json:"worker"`
+	ZeroCopy bool   `json:"zero_copy"`
+	// CPU is the CPU the worker's thread is confined to (the interface's
+	// cpus); absent: not pinned.
+	CPU       *int   `json:"cpu,omitempty"`
 	RxPackets uint64 `json:"rx_packets"`
 	// TxPackets counts the packets sent through the AF_XDP ring.
 	TxPackets uint64 `json:"tx_packets"`
@@ -370,7 +373,7 @@ func queueStats(q *datapath.QueueStats) QueueStats {
 	qs := QueueStats{Queue: q.Queue, Worker: q.Worker, ZeroCopy: q.ZeroCopy, RxPackets: q.Rx, TxPackets: q.Tx,
 		Delivered: q.Delivered, PartialCsum: q.PartialCsum, TxKernel: q.TxKernel, TxKernelWaits: q.TxKernelWaits, TxGSO: q.TxGSO,
 		Fragments: q.Fragments, Reassembled: q.Reassembled, ReasmInFlight: q.ReasmInFlight, ReasmHeld: q.ReasmHeld, SynQueued: q.SynQueued, Chained: q.Chained, Held: q.Held, Loops: q.Loops, Sleeps: q.Sleeps, Kicks: q.Kicks, Naps: q.Naps, FullYields: q.FullYields,
-		Drops: make(map[string]uint64, len(q.Drops)+4)}
+		CPU: q.CPU, Drops: make(map[string]uint64, len(q.Drops)+4)}
 	for k, v := range q.Drops {
 		if v != 0 {
 			qs.Drops[snake(k)] = v

@@ -82,6 +82,10 @@ type Config struct {
 	// IdleSpin. 0 = DefaultIdleSpinMax; negative (or not above IdleSpin) =
 	// the spin stays IdleSpin.
 	IdleSpinMax time.Duration
+	// CPUs: the CPUs the workers run on, worker q on CPUs[q%len(CPUs)]
+	// (cpus.go); each must be one the process may run on. Empty: the
+	// scheduler places them.
+	CPUs []int
 	// Checksum is what a worker makes of a UDP checksum field holding
 	// the pseudo-header sum (a local sender's checksum offload):
 	// ChecksumAuto (""), ChecksumVerify or ChecksumAcceptPartial.
@@ -227,6 +231,10 @@ func New(cfg Config) (*Engine, error) {
 	if cfg.XDPMode == "" {
 		cfg.XDPMode = "auto"
 	}
+	if err := checkCPUs(cfg.CPUs); err != nil {
+		return nil, fmt.Errorf("new engine: %w", err)
+	}
+	cfg.CPUs = slices.Clone(cfg.CPUs)
 	var err error
 	if cfg.Checksum, err = ParseChecksum(cfg.Checksum); err != nil {
 		return nil, fmt.Errorf("new engine: %w", err)

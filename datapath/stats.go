@@ -37,6 +37,9 @@ type QueueStats struct {
 	Queue    int    `json:"queue"`
 	Worker   uint32 `json:"worker"`
 	ZeroCopy bool   `json:"zero_copy"`
+	// CPU is the CPU the worker's thread is confined to (Config.CPUs);
+	// absent: not pinned.
+	CPU *int `json:"cpu,omitempty"`
 	Counts
 	Dropped uint64            `json:"dropped"` // sum of Drops
 	Drops   map[string]uint64 `json:"drops"`
@@ -159,6 +162,9 @@ func (w *worker) stats() QueueStats {
 	}
 	if w.sock != nil {
 		qs.ZeroCopy = w.sock.ZeroCopy()
+	}
+	if c := int(w.pinnedCPU.Load()); c >= 0 {
+		qs.CPU = &c
 	}
 	for r := 1; r < frame.NumReasons; r++ {
 		if v := p.Bad[r].Load(); v > 0 {

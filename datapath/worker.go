@@ -165,6 +165,10 @@ type worker struct {
 	cap  *Capture  // the capture running, loaded once per loop; nil: none
 	big  []byte    // a datagram larger than a frame, on its way to the kernel path (txBig)
 	poll pollState // the idle policy (poll.go)
+	cpus cpuPin    // the CPU its threads run on (cpus.go)
+	// pinnedCPU is the CPU the worker's thread is confined to, -1 for
+	// none; the worker stores it, Stats reads it.
+	pinnedCPU atomic.Int32
 
 	// The reassembly of fragments (fragment.go): made at the first
 	// fragment; its clock, read once per batch that has fragments.
@@ -179,6 +183,11 @@ type worker struct {
 func newWorker(e *Engine, q int, id uint32, s *xsk.Socket, kick int) *worker {
 	w := &worker{e: e, q: q, id: id, sock: s, kick: kick, batch: e.cfg.Batch, partialOK: e.partialOK, epoch: time.Now()}
 	w.poll.nap, w.poll.spin, w.poll.spinMax = e.cfg.IdleNap, e.cfg.IdleSpin, e.cfg.IdleSpinMax
+	w.cpus.cpu = -1
+	if len(e.cfg.CPUs) > 0 {
+		w.cpus.cpu = e.cfg.CPUs[q%len(e.cfg.CPUs)]
+	}
+	w.pinnedCPU.Store(-1)
 	if len(e.ifc.MAC) == 6 {
 		w.mac, w.hasMAC = [6]byte(e.ifc.MAC), true
 	}
@@ -262,6 +271,8 @@ const spinCheckEvery = 16
 func (w *worker) run() {
 	runtime.LockOSThread()
 	defer runtime.UnlockOSThread()
+	w.pin()
+	defer w.unpin()
 	for _, t := range w.preTx {
 		w.addTx(t)
 	}
@@ -321,9 +332,11 @@ func (w *worker) run() {
 			busy = true
 		}
 		if w.tcpWork && w.slept {
+			w.unpin()
 			runtime.UnlockOSThread()
 			runtime.Gosched()
 			runtime.LockOSThread()
+			w.pin()
 			w.poll.moved() // the thread may be another
 		}
 		w.tcpWork, w.slept = false, false
