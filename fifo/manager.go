@@ -25,7 +25,7 @@ type ManagerOptions struct {
 	// DefaultMaxSegments.
 	MaxSegments int
 	// MaxFifoMemory caps the data bytes of all fifos allocated by
-	// AllocPair; 0 means no cap.
+	// AllocPair, and those counted by Charge; 0 means no cap.
 	MaxFifoMemory int64
 	// EventQueueCapacity, when positive, makes the manager create the
 	// app's event queue in its first segment (recorded in that segment's
@@ -194,7 +194,36 @@ func (m *Manager) FreePair(rx, tx *Fifo) {
 	}
 }
 
-// FifoMemory returns the data bytes of the fifos allocated by AllocPair.
+// Charge counts n data bytes of fifos the manager did not allocate (a
+// cut-through session's, in a segment of their own) against MaxFifoMemory,
+// as AllocPair counts its own; Uncharge gives them back. It fails with
+// ErrFifoMemoryLimit, counting nothing, when they do not fit.
+func (m *Manager) Charge(n int64) error {
+	if n < 0 {
+		return fmt.Errorf("charge %d bytes: %w", n, ErrInvalidSize)
+	}
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if m.closed {
+		return fmt.Errorf("charge: %w", ErrClosed)
+	}
+	if m.opts.MaxFifoMemory > 0 && m.fifoMem+n > m.opts.MaxFifoMemory {
+		return fmt.Errorf("charge %d bytes to %q (%d of %d in use): %w",
+			n, m.opts.Name, m.fifoMem, m.opts.MaxFifoMemory, ErrFifoMemoryLimit)
+	}
+	m.fifoMem += n
+	return nil
+}
+
+// Uncharge gives back n bytes Charge counted.
+func (m *Manager) Uncharge(n int64) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	m.fifoMem -= min(max(n, 0), m.fifoMem)
+}
+
+// FifoMemory returns the data bytes of the fifos allocated by AllocPair
+// and those counted by Charge.
 func (m *Manager) FifoMemory() int64 {
 	m.mu.Lock()
 	defer m.mu.Unlock()

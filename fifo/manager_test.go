@@ -110,3 +110,26 @@ func TestManagerCaps(t *testing.T) {
 		t.Fatalf("after Close: %v", err)
 	}
 }
+
+// Charge counts memory allocated elsewhere against MaxFifoMemory with the
+// pairs, all or nothing; Uncharge gives it back.
+func TestManagerCharge(t *testing.T) {
+	m, err := fifo.NewManager(fifo.ManagerOptions{Name: "charged", SegmentSize: 64 << 10, MaxFifoMemory: 100 << 10})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer m.Close()
+	if err := m.Charge(64 << 10); err != nil {
+		t.Fatal(err)
+	}
+	if _, _, _, err := m.AllocPair(32768, 32768); !errors.Is(err, fifo.ErrFifoMemoryLimit) {
+		t.Fatalf("pair over the cap with the charge: %v", err)
+	}
+	if err := m.Charge(64 << 10); !errors.Is(err, fifo.ErrFifoMemoryLimit) || m.FifoMemory() != 64<<10 {
+		t.Fatalf("charge over the cap: %v, %d counted", err, m.FifoMemory())
+	}
+	m.Uncharge(64 << 10)
+	if _, _, _, err := m.AllocPair(32768, 32768); err != nil || m.FifoMemory() != 64<<10 {
+		t.Fatalf("pair after the uncharge: %v, %d counted", err, m.FifoMemory())
+	}
+}

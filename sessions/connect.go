@@ -1,6 +1,7 @@
 package sessions
 
 import (
+	"errors"
 	"fmt"
 	"net/netip"
 )
@@ -192,9 +193,16 @@ func (l *Layer) cutThroughLocked(a, t *app, ln *Listener, e Endpoint, opaque uin
 	if err := l.ctRoomLocked(a); err != nil {
 		return ConnectResult{}, fmt.Errorf("connect %s: %w", e.URI(), err)
 	}
+	// Both fifos count against the opener's memory, as its own sessions'
+	// do: the cut-through segment is memory it holds and can fill.
+	charge := uint64(t.opts.RxFifoSize) + uint64(a.opts.RxFifoSize)
+	if err := l.chargeLocked(a, charge); err != nil {
+		return ConnectResult{}, fmt.Errorf("connect %s: cut-through: %w", e.URI(), err)
+	}
 	name := fmt.Sprintf("ct-%d-%d-%d", a.id, t.id, l.seq)
 	ct, err := l.cfg.Memory.NewCutThrough(name, t.opts.RxFifoSize, a.opts.RxFifoSize)
 	if err != nil {
+		l.unchargeLocked(a, charge)
 		return ConnectResult{}, fmt.Errorf("connect %s: cut-through: %w: %w", e.URI(), ErrNoMemory, err)
 	}
 	lh := InvalidHandle
@@ -203,7 +211,7 @@ func (l *Layer) cutThroughLocked(a, t *app, ln *Listener, e Endpoint, opaque uin
 	}
 	ch := l.newHandleLocked(CutThroughWorker)
 	sh := l.newHandleLocked(CutThroughWorker)
-	cs := &session{h: ch, app: a, kind: kindCutThrough, fib: e.FIB, ifindex: e.IfIndex, opaque: opaque, pair: ct.Client(), ct: ct, opener: true}
+	cs := &session{h: ch, app: a, kind: kindCutThrough, fib: e.FIB, ifindex: e.IfIndex, opaque: opaque, pair: ct.Client(), ct: ct, opener: true, charged: charge}
 	ss := &session{h: sh, app: t, kind: kindCutThrough, fib: e.FIB, ifindex: e.IfIndex, listener: lh, pair: ct.Server(), ct: ct}
 	cs.peer, ss.peer = ss, cs
 	cs.tuple = FiveTuple{Remote: AddrBytes(e.Addr), RemotePort: e.Port, Proto: e.Transport, Family: e.Family()}
@@ -232,6 +240,27 @@ func (l *Layer) ctRoomLocked(a *app) error {
 		return fmt.Errorf("the app opened %d cut-through sessions, its limit: %w", a.ct, ErrLimit)
 	}
 	return nil
+}
+
+// chargeLocked counts bytes against app a's fifo memory bound, when its
+// memory keeps one (MemoryCharger).
+func (l *Layer) chargeLocked(a *app, bytes uint64) error {
+	if c, ok := a.mem.(MemoryCharger); ok {
+		if err := c.Charge(bytes); err != nil {
+			if errors.Is(err, ErrNoMemory) {
+				return err
+			}
+			return fmt.Errorf("%w: %w", ErrNoMemory, err)
+		}
+	}
+	return nil
+}
+
+// unchargeLocked gives back bytes chargeLocked counted for app a.
+func (l *Layer) unchargeLocked(a *app, bytes uint64) {
+	if c, ok := a.mem.(MemoryCharger); ok {
+		c.Uncharge(bytes)
+	}
 }
 
 // openLocked hands a connect to the datapath as a half-open session.

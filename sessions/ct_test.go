@@ -256,3 +256,78 @@ func TestFifoMemory_NoLeaks(t *testing.T) {
 	}
 	leaks.Check(t)
 }
+
+// TestCutThrough_FifoMemoryBound: the fifos of a cut-through session,
+// both directions, count against the fifo memory of the app that opened
+// it, as its own sessions' fifos do, until the session closes: a client
+// cannot hold more segment memory through cut-through sessions than its
+// bound, nor open one whose fifos alone exceed it. The listening app's
+// bound is not charged, so clients cannot use up a listener's memory.
+func TestCutThrough_FifoMemoryBound(t *testing.T) {
+	leakcheck.AtCleanup(t, leakcheck.Options{FDs: true}) // the set of fds once every app detached
+	view := sessionstest.NewView().Add(2, 1, addrA)
+	l, err := sessions.New(sessions.Config{View: view, Memory: sessions.FifoMemory{}, Default: sessions.NamespaceConfig{IfIndex: 2, FIB4: 1}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	const fifoSize = 64 << 10
+	attach := func(id uint64, rx uint32, maxMem uint64) sessions.AppID {
+		t.Helper()
+		at, err := l.Attach(sessions.AttachOptions{ClientID: id, Scope: sessions.ScopeLocal, RxFifoSize: rx, TxFifoSize: fifoSize,
+			SegmentSize: 1 << 20, MaxFifoMemory: maxMem})
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { l.Detach(at.App) })
+		return at.App
+	}
+	// The listener's own bound holds one session's fifos only.
+	srv := attach(1, fifoSize, 2*fifoSize)
+	if _, err := l.BindURI(srv, "tcp://0.0.0.0:7000"); err != nil {
+		t.Fatal(err)
+	}
+	cli := attach(2, fifoSize, 5*fifoSize) // room for two sessions' fifos
+	var first sessions.Handle
+	for i := range 2 {
+		res, err := l.ConnectURI(cli, "tcp://127.0.0.1:7000", uint32(i))
+		if err != nil || !res.CutThrough {
+			t.Fatalf("connect %d: %+v %v", i, res, err)
+		}
+		if i == 0 {
+			first = res.Handle
+		}
+	}
+	_, err = l.ConnectURI(cli, "tcp://127.0.0.1:7000", 2)
+	wantErr(t, err, sessions.ErrNoMemory)
+	// Another client reaches the listener whatever the first one holds.
+	other := attach(3, fifoSize, 0)
+	for i := range 3 {
+		if _, err := l.ConnectURI(other, "tcp://127.0.0.1:7000", uint32(i)); err != nil {
+			t.Fatalf("another client, connect %d: %v", i, err)
+		}
+	}
+	// A close gives the memory back.
+	wantErr(t, l.Disconnect(cli, first), nil)
+	if _, err := l.ConnectURI(cli, "tcp://127.0.0.1:7000", 3); err != nil {
+		t.Fatalf("connect after a close made room: %v", err)
+	}
+	// A client whose own rx fifo is larger than its bound opens none.
+	big := attach(4, 1<<20, 5*fifoSize)
+	_, err = l.ConnectURI(big, "tcp://127.0.0.1:7000", 0)
+	wantErr(t, err, sessions.ErrNoMemory)
+	// The server's sessions closed from its end give the client's memory
+	// back too.
+	for _, si := range l.Sessions() {
+		if si.App == srv {
+			wantErr(t, l.Disconnect(srv, si.Handle), nil)
+		}
+	}
+	for i := range 2 {
+		if _, err := l.ConnectURI(cli, "tcp://127.0.0.1:7000", uint32(10+i)); err != nil {
+			t.Fatalf("connect %d after the server closed its sessions: %v", i, err)
+		}
+	}
+	if err := l.CheckInvariants(); err != nil {
+		t.Fatal(err)
+	}
+}

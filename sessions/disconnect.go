@@ -30,6 +30,34 @@ func (l *Layer) StreamAbort(id AppID, h Handle) error {
 	return l.disconnect(id, h, "abort", true)
 }
 
+// WithdrawConnect closes cut-through session h, which app id opened and
+// whose listening app was never told of it (the daemon could not pass it
+// the session's segment): the listening app's end goes without an event,
+// which it could only keep for a session it will never hear of. A handle
+// naming no session of app id fails with ErrNoSession, one that names
+// another kind of session, or the listening end, with ErrInvalidValue, and
+// that session is left alone.
+func (l *Layer) WithdrawConnect(id AppID, h Handle) error {
+	l.lock()
+	defer l.unlock()
+	a, err := l.appLocked(id)
+	if err != nil {
+		return fmt.Errorf("withdraw connect: %w", err)
+	}
+	s := a.sess[h]
+	switch {
+	case s == nil:
+		return fmt.Errorf("withdraw connect: session %#x: %w", uint64(h), ErrNoSession)
+	case s.kind != kindCutThrough || !s.opener:
+		return fmt.Errorf("withdraw connect: session %#x is no cut-through session this app opened: %w", uint64(h), ErrInvalidValue)
+	}
+	if p := s.peer; p != nil {
+		p.untold = true
+	}
+	l.closeSessionLocked(s, true)
+	return nil
+}
+
 func (l *Layer) disconnect(id AppID, h Handle, op string, abort bool) error {
 	l.lock()
 	defer l.unlock()
@@ -109,13 +137,16 @@ func (l *Layer) closeSessionLocked(s *session, byApp bool) {
 			if s.tuple.Proto == TransportTCP && (s.aborted || s.pair.Rx != nil && s.pair.Rx.Queued()) {
 				kind = EventReset
 			}
-			l.notifyLocked(p.app, Event{Kind: kind, Handle: p.h, CutThrough: true})
-			l.ct--
-			if s.opener {
-				s.app.ct--
-			} else {
-				p.app.ct--
+			if !p.untold {
+				l.notifyLocked(p.app, Event{Kind: kind, Handle: p.h, CutThrough: true})
 			}
+			l.ct--
+			opener := p
+			if s.opener {
+				opener = s
+			}
+			opener.app.ct--
+			l.unchargeLocked(opener.app, opener.charged)
 		}
 		_ = s.ct.Close()
 	}

@@ -165,3 +165,38 @@ func TestConnected_SegmentAddedEvent(t *testing.T) {
 		t.Fatal("Notifier did not see the new segment")
 	}
 }
+
+// TestWithdrawConnect: a cut-through session withdrawn by the app that
+// opened it goes from both apps, its memory freed, and the listening
+// app, never told of it, gets no event; only the opener may withdraw, and
+// only a cut-through session it opened.
+func TestWithdrawConnect(t *testing.T) {
+	r := newRig(t)
+	srv, cli := r.attach(sessions.ScopeLocal), r.attach(sessions.ScopeLocal)
+	r.bind(srv, "tcp://0.0.0.0:80")
+	res, err := r.l.ConnectURI(cli, "tcp://127.0.0.1:80", 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	sh := r.appEvents(srv)[0].Handle
+	r.appEvents(cli)
+	wantErr(t, r.l.WithdrawConnect(srv, sh), sessions.ErrInvalidValue) // the listening end
+	wantErr(t, r.l.WithdrawConnect(srv, res.Handle), sessions.ErrNoSession)
+	wantErr(t, r.l.WithdrawConnect(cli, res.Handle), nil)
+	if ev := r.appEvents(srv); len(ev) != 0 {
+		t.Fatalf("the listening app was told %+v", ev)
+	}
+	if ev := r.appEvents(cli); len(ev) != 0 {
+		t.Fatalf("the opener was told %+v", ev)
+	}
+	if len(r.l.Sessions()) != 0 {
+		t.Fatalf("sessions left %+v", r.l.Sessions())
+	}
+	if _, _, cts, _ := r.mem.Live(); cts != 0 {
+		t.Fatal("cut-through memory alive")
+	}
+	wantErr(t, r.l.WithdrawConnect(cli, res.Handle), sessions.ErrNoSession)
+	if err := r.l.CheckInvariants(); err != nil {
+		t.Fatal(err)
+	}
+}

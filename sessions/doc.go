@@ -77,7 +77,10 @@
 // mapping where it is made and in both apps): Config.MaxCutThrough bounds
 // them all and Config.MaxCutThroughPerApp those one app opened; a connect
 // past either fails with ErrLimit. A listening app's sessions count against
-// the apps that opened them, so that one client cannot keep others out.
+// the apps that opened them, so that one client cannot keep others out; so
+// do their fifos, both directions, against the opener's fifo memory bound
+// (AppMemoryOptions.MaxFifoMemory, through MemoryCharger) until the session
+// closes: a connect past it fails with ErrNoMemory.
 // The ports the apps of one owner (a uid) hold in the host's stack, their
 // global listeners and wire connects with what a PortKeeper keeps after
 // them, are bounded by Config.MaxPortsPerOwner (ownerports.go). What apps

@@ -24,7 +24,10 @@ type FifoMemory struct {
 // FlagCutThrough is set in the Flags of the events of a cut-through session.
 const FlagCutThrough = fifo.EventFlagCutThrough
 
-var _ Memory = FifoMemory{}
+var (
+	_ Memory        = FifoMemory{}
+	_ MemoryCharger = (*fifoApp)(nil)
+)
 
 // NewApp implements Memory.
 func (m FifoMemory) NewApp(o AppMemoryOptions) (AppMemory, error) {
@@ -101,6 +104,17 @@ func (a *fifoApp) AllocPair(rxSize, txSize uint32) (FifoPair, Segment, error) {
 	}
 	return p, added, nil
 }
+
+// Charge implements MemoryCharger.
+func (a *fifoApp) Charge(bytes uint64) error {
+	if err := a.m.Charge(int64(min(bytes, 1<<62))); err != nil {
+		return fmt.Errorf("%w: %w", ErrNoMemory, err)
+	}
+	return nil
+}
+
+// Uncharge implements MemoryCharger.
+func (a *fifoApp) Uncharge(bytes uint64) { a.m.Uncharge(int64(min(bytes, 1<<62))) }
 
 func (a *fifoApp) FreePair(p FifoPair) {
 	a.m.FreePair(p.Rx, p.Tx)

@@ -82,6 +82,8 @@ type session struct {
 	wrClosed bool       // cut-through stream: CloseWrite told the peer
 	aborted  bool       // cut-through stream: closed with a reset (StreamAbort)
 	opener   bool       // cut-through: this end's app connected (app.ct counts it)
+	untold   bool       // cut-through: this end's app never heard of the session (WithdrawConnect)
+	charged  uint64     // cut-through opener: the bytes charged to its app's memory (MemoryCharger)
 	wire     bool       // the app's connect to the wire (app.ports counts it)
 }
 

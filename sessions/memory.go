@@ -51,6 +51,20 @@ type AppMemory interface {
 	Close() error
 }
 
+// MemoryCharger is an AppMemory that also bounds memory it did not
+// allocate: the fifos of the cut-through sessions its app opens, each in
+// a segment of its own, count against its fifo memory bound
+// (AppMemoryOptions.MaxFifoMemory) while the session lasts. The session
+// layer charges an app's memory, when it is one, before it makes such a
+// session, and uncharges it when the session closes.
+type MemoryCharger interface {
+	// Charge counts bytes against the bound, or fails with an error
+	// wrapping ErrNoMemory when they do not fit, counting nothing.
+	Charge(bytes uint64) error
+	// Uncharge gives back bytes Charge counted.
+	Uncharge(bytes uint64)
+}
+
 // CutThrough is the memory of one cut-through session: one segment shared
 // by the two apps, with one fifo per direction.
 type CutThrough interface {

@@ -232,7 +232,8 @@ func (m *Memory) ClosedWithApp() int {
 }
 
 // Misuse returns what FreePair was wrongly asked to do: free a pair twice,
-// one it never gave out, or one of a closed app memory.
+// one it never gave out, or one of a closed app memory; and charges given
+// back twice or left when an app memory closed (App.Uncharge).
 func (m *Memory) Misuse() []string {
 	m.mu.Lock()
 	defer m.mu.Unlock()
@@ -283,6 +284,8 @@ func (m *Memory) NewApp(o sessions.AppMemoryOptions) (sessions.AppMemory, error)
 	return a, nil
 }
 
+var _ sessions.MemoryCharger = (*App)(nil)
+
 // App is one app's heap memory. It keeps the events the app was sent.
 type App struct {
 	m      *Memory
@@ -291,6 +294,7 @@ type App struct {
 	evseg  *Segment
 	segs   []*Segment
 	used   uint64
+	charge uint64 // bytes counted by Charge
 	events []sessions.Event
 	closed bool
 	live   map[*fifo.Fifo]bool // by the pair's rx fifo
@@ -306,7 +310,7 @@ func (a *App) AllocPair(rx, tx uint32) (sessions.FifoPair, sessions.Segment, err
 		return sessions.FifoPair{}, nil, errors.New("app memory closed")
 	}
 	need := uint64(rx) + uint64(tx)
-	if a.o.MaxFifoMemory != 0 && a.used+need > a.o.MaxFifoMemory {
+	if a.o.MaxFifoMemory != 0 && a.used+a.charge+need > a.o.MaxFifoMemory {
 		return sessions.FifoPair{}, nil, fmt.Errorf("fifo memory limit %d: %w", a.o.MaxFifoMemory, flow.ErrNoMemory)
 	}
 	var seg, added *Segment
@@ -349,6 +353,43 @@ func (a *App) AllocPair(rx, tx uint32) (sessions.FifoPair, sessions.Segment, err
 		return p, nil, nil
 	}
 	return p, added, nil
+}
+
+// Charge implements sessions.MemoryCharger: bytes count against
+// MaxFifoMemory with the pairs.
+func (a *App) Charge(bytes uint64) error {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	if a.closed {
+		return errors.New("app memory closed")
+	}
+	if a.o.MaxFifoMemory != 0 && (bytes > a.o.MaxFifoMemory || a.used+a.charge > a.o.MaxFifoMemory-bytes) {
+		return fmt.Errorf("fifo memory limit %d: %w", a.o.MaxFifoMemory, flow.ErrNoMemory)
+	}
+	a.charge += bytes
+	return nil
+}
+
+// Uncharge implements sessions.MemoryCharger. Giving back more than was
+// charged, or charging a closed memory, is recorded as misuse
+// (Memory.Misuse).
+func (a *App) Uncharge(bytes uint64) {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	if a.closed || bytes > a.charge {
+		a.m.mu.Lock()
+		a.m.misuse = append(a.m.misuse, fmt.Sprintf("uncharge of %d bytes of app memory %q (closed %v): %d charged", bytes, a.o.Name, a.closed, a.charge))
+		a.m.mu.Unlock()
+		return
+	}
+	a.charge -= bytes
+}
+
+// Charged returns the bytes Charge counted and Uncharge did not give back.
+func (a *App) Charged() uint64 {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	return a.charge
 }
 
 // FreePair implements sessions.AppMemory. A pair not allocated, or one of
@@ -424,6 +465,9 @@ func (a *App) Close() error {
 	}
 	a.closed = true
 	a.m.mu.Lock()
+	if a.charge != 0 {
+		a.m.misuse = append(a.m.misuse, fmt.Sprintf("app memory %q closed with %d bytes charged", a.o.Name, a.charge))
+	}
 	a.m.closedWith += len(a.live)
 	a.m.apps--
 	a.m.segments -= len(a.segs) + 1
