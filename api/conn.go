@@ -359,6 +359,22 @@ func (c *Conn) doWrite(fd uintptr) bool {
 // (len(fds) must equal m.FDs()). It does not close fds.
 func (c *Conn) Send(m Message, fds ...int) error { return c.send(context.Background(), 0, m, fds) }
 
+// TrySend sends m as a notice, as Send does, on a connection served by a
+// Server only when the connection's queue has room for it below half of
+// either bound; otherwise it returns an error wrapping ErrQueueFull at
+// once and, unlike Send, leaves the connection open. It is for notices
+// that another client's request causes (a cut-through session's
+// Accepted to its listening app): a flood of those is then refused to the
+// client that causes it, instead of overflowing the queue of a client
+// that reads, only slower than they come, and dropping it. On a Conn no
+// Server serves it is Send.
+func (c *Conn) TrySend(m Message, fds ...int) error {
+	if q := c.q.Load(); q != nil {
+		return c.sendQueued(q, 0, m, fds, tryNotice)
+	}
+	return c.send(context.Background(), 0, m, fds)
+}
+
 // SendID sends m with request id id; see Send.
 func (c *Conn) SendID(id uint32, m Message, fds ...int) error {
 	return c.send(context.Background(), id, m, fds)

@@ -103,7 +103,10 @@
 // Replies and notices go through a bounded per-connection queue and the
 // connection's writer goroutine: a send never waits for a client, a
 // client that leaves a record unread for SendTimeout or overflows its
-// queue is dropped, and closing a connection or stopping the server never
+// queue is dropped (notices that others' requests cause go with
+// Conn.TrySend, which refuses them past half of the queue instead, so that
+// no client can make the server drop another), and closing a connection or
+// stopping the server never
 // waits for a client. Connections past MaxConns are closed as soon as they
 // are accepted (RootReserve of them stay for uid 0), a connection must say
 // Hello within HelloTimeout, and one that attaches nothing and sends

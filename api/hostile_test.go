@@ -871,3 +871,71 @@ func TestNoticeRoomBesideReplies(t *testing.T) {
 		t.Fatalf("client dropped: %v", errs)
 	}
 }
+
+// Notices that other clients' requests cause (a cut-through session's
+// Accepted, sent on the listening app's connection) go with TrySend: a
+// flood of them, faster than the client reads, is refused past half of
+// its queue and never drops it; its own notices still find room, and it
+// gets every notice queued once it reads. Send of the same flood drops
+// the client, as a notice to one that does not read must.
+func TestTrySendFloodKeepsClient(t *testing.T) {
+	leakcheck.AtCleanup(t, leakcheck.Options{FDs: true, Goroutines: true})
+	d := newFakeDaemon(t)
+	s := &Server{SendTimeout: 5 * time.Second, QueueLen: 16}
+	path, _ := runServer(t, s, d)
+	accepted := &Accepted{Listener: 77, SessionInfo: SessionInfo{Handle: 5, CutThrough: true}}
+	flood := func(send func(Message, ...int) error) (sent int, err error) {
+		for sent < 5000 {
+			if err = send(accepted, d.segFD, d.eventFD); err != nil {
+				return sent, err
+			}
+			sent++
+		}
+		return sent, nil
+	}
+
+	fd := rawHelloFD(t, path)
+	sc := d.lastConn()
+	sent, err := flood(sc.TrySend)
+	if !errors.Is(err, ErrQueueFull) {
+		t.Fatalf("%d notices, then %v; want ErrQueueFull", sent, err)
+	}
+	if err := sc.Send(&SegmentAdded{Segments: []Segment{{Index: 1, Size: 4096}}}, d.segFD); err != nil {
+		t.Fatalf("the client's own notice after %d refused ones: %v", sent, err)
+	}
+	got, own := 0, 0
+	for got < sent || own < 1 {
+		_, m, err := rawRecv(fd, 5*time.Second)
+		if err != nil {
+			t.Fatalf("after %d of %d notices: %v", got, sent, err)
+		}
+		switch m.(type) {
+		case *Accepted:
+			got++
+		case *SegmentAdded:
+			own++
+		}
+	}
+	if err := unix.Sendmsg(fd, encode(t, 9, &Unbind{Handle: 77}), nil, nil, 0); err != nil {
+		t.Fatal(err)
+	}
+	if _, m, err := rawRecv(fd, 5*time.Second); err != nil || m.Type() != TypeOK {
+		t.Fatalf("request after the flood: %v %v", m, err)
+	}
+	if errs := d.closedErrs(); len(errs) != 0 || s.Stats().Disconnects[DisconnectQueueFull] != 0 {
+		t.Fatalf("client dropped: %v %v", errs, s.Stats().ByReason())
+	}
+
+	// The same flood with Send.
+	fd2 := rawHelloFD(t, path)
+	sent, err = flood(d.lastConn().Send)
+	if !errors.Is(err, ErrQueueFull) {
+		t.Fatalf("%d notices with Send, then %v; want ErrQueueFull", sent, err)
+	}
+	if err := waitEOF(fd2, 5*time.Second); err != nil {
+		t.Fatalf("client flooded with Send: %v", err)
+	}
+	if !waitFor(5*time.Second, func() bool { return s.Stats().Disconnects[DisconnectQueueFull] == 1 }) {
+		t.Fatalf("disconnects %v, want one queue_full", s.Stats().ByReason())
+	}
+}

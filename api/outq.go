@@ -66,10 +66,16 @@ func poke(ch chan struct{}) {
 	}
 }
 
+// tryNotice is push's wait for a notice queued only if there is room
+// (Conn.TrySend).
+const tryNotice time.Duration = -1
+
 // push encodes m, duplicates fds and queues them. With wait > 0 (a reply)
 // it waits up to wait for room, which for it ends at three quarters of the
 // queue; with wait 0 (a notice) a full queue fails the connection at once
-// (ErrQueueFull), so that the caller never waits for the peer.
+// (ErrQueueFull), so that the caller never waits for the peer; with wait
+// tryNotice (a notice that may be left out) it finds no room past half of
+// the queue and returns ErrQueueFull at once, the connection left as it is.
 func (q *outQueue) push(id uint32, m Message, fds []int, wait time.Duration) error {
 	var buf []byte
 	select {
@@ -96,15 +102,22 @@ func (q *outQueue) push(id uint32, m Message, fds []int, wait time.Duration) err
 		}
 		n := len(q.items) - q.head
 		maxLen, maxBytes := q.maxLen, q.maxBytes
-		if wait > 0 {
+		switch {
+		case wait > 0:
 			// A reply leaves a quarter of the queue to notices: a
 			// client's own requests answered faster than it reads
 			// (hundreds in flight) must not fill the queue so that a
 			// notice then drops the client. Replies wait instead.
 			maxLen -= q.maxLen / 4
 			maxBytes -= q.maxBytes / 4
+		case wait == tryNotice:
+			// Notices others' requests cause leave half of the queue
+			// to the client's own replies and notices: a flood of them
+			// is refused to the clients that cause it, and never drops this one.
+			maxLen -= q.maxLen / 2
+			maxBytes -= q.maxBytes / 2
 		}
-		if n == 0 || (n < maxLen && q.bytes+it.size <= maxBytes) {
+		if (n == 0 && wait != tryNotice) || (n < maxLen && q.bytes+it.size <= maxBytes) {
 			q.items = append(q.items, it)
 			q.bytes += it.size
 			q.mu.Unlock()
@@ -115,6 +128,10 @@ func (q *outQueue) push(id uint32, m Message, fds []int, wait time.Duration) err
 			return nil
 		}
 		q.mu.Unlock()
+		if wait == tryNotice {
+			closeFDs(it.fds)
+			return fmt.Errorf("api: send %v: %w (%d messages queued, the client kept)", m.Type(), ErrQueueFull, n)
+		}
 		if wait <= 0 {
 			closeFDs(it.fds)
 			err := fmt.Errorf("api: send %v: %w (%d messages queued)", m.Type(), ErrQueueFull, n)

@@ -119,7 +119,9 @@ type Server struct {
 	// DefaultQueueBytes (4 MiB). A reply waits up to twice SendTimeout for
 	// room (the connection's own goroutine waits, no other), and finds none
 	// past three quarters of either bound, which are the notices' alone; a
-	// notice sent when the queue is full disconnects the client at once.
+	// notice sent when the queue is full disconnects the client at once,
+	// and one sent with Conn.TrySend finds no room past half of either
+	// bound and is refused, the client kept.
 	QueueLen   int
 	QueueBytes int
 	// MaxConns bounds the open connections: those past it are closed as

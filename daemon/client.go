@@ -667,6 +667,13 @@ func (h *client) connect(m *api.Connect) (api.Message, []int, error) {
 		return nil, nil, fmt.Errorf("connect %s: the listening app went away: %w", e.URI(), flow.ErrConnect)
 	}
 	defer ct.release()
+	// Until the Accepted notice is queued, the listening app has not
+	// heard of the session: a failure closes it without telling it.
+	withdraw := func() {
+		if err := d.layer.WithdrawConnect(h.app, res.Handle); err != nil {
+			d.log.Debug("withdraw cut-through connect", "conn", h.id, "err", err)
+		}
+	}
 	d.mu.Lock()
 	acc, con := ct.accepted, ct.connected
 	server := d.byApp[acc.App]
@@ -685,7 +692,7 @@ func (h *client) connect(m *api.Connect) (api.Message, []int, error) {
 		}
 	}()
 	if srvWake == nil || myWake == nil {
-		d.layer.Disconnect(h.app, res.Handle)
+		withdraw()
 		return nil, nil, fmt.Errorf("connect %s: the listening app went away: %w", e.URI(), flow.ErrConnect)
 	}
 	seg := api.Segment{Index: 0, Size: uint64(ct.seg.Size())}
@@ -703,23 +710,32 @@ func (h *client) connect(m *api.Connect) (api.Message, []int, error) {
 	// open file would let a hostile app make the daemon's writes block.
 	toSrv, err := fifo.PeerSignal(srvWake.fd)
 	if err != nil {
-		d.layer.Disconnect(h.app, res.Handle)
+		withdraw()
 		return nil, nil, fmt.Errorf("connect %s: %w", e.URI(), err)
 	}
 	defer unix.Close(toSrv)
 	toMe, err := fifo.PeerSignal(myWake.fd)
 	if err != nil {
-		d.layer.Disconnect(h.app, res.Handle)
+		withdraw()
 		return nil, nil, fmt.Errorf("connect %s: %w", e.URI(), err)
 	}
 	defer unix.Close(toMe)
 	fds, err := h.dupFDs(ct.seg.FD(), toSrv)
 	if err != nil {
-		d.layer.Disconnect(h.app, res.Handle)
+		withdraw()
 		return nil, nil, fmt.Errorf("connect %s: %w", e.URI(), err)
 	}
 	peerLocal := flow.Endpoint{Transport: e.Transport}
-	d.sendNotice(server, &api.Accepted{Listener: acc.Listener, SessionInfo: info(acc, remote, peerLocal)},
-		ct.seg.FD(), toMe)
+	// The notice goes only while the listening app's queue has room to
+	// spare: a flood of connects, which another app causes, is refused to
+	// that app instead of overflowing the listening app's queue, which
+	// would drop it with all its sessions.
+	if err := server.c.TrySend(&api.Accepted{Listener: acc.Listener, SessionInfo: info(acc, remote, peerLocal)},
+		ct.seg.FD(), toMe); err != nil {
+		// fds, the reply's, are closed with the next request's (h.sent).
+		withdraw()
+		d.log.Debug("cut-through connect refused", "conn", h.id, "listener_conn", server.id, "err", err)
+		return nil, nil, fmt.Errorf("connect %s: the listening app has not taken the connections before this one: %w", e.URI(), flow.ErrRefused)
+	}
 	return &api.ConnectReply{SessionInfo: info(con, peerLocal, remote)}, fds, nil
 }
