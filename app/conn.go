@@ -300,7 +300,9 @@ func (c *Conn) peerClosed(flow.Handle) {
 }
 
 // LocalAddr returns this end's address: a *CutThroughAddr for a
-// cut-through session.
+// cut-through session this app dialed; for an accepted session, the
+// address its peer reached (on the wire or cut-through), never a
+// wildcard listener's unspecified one.
 func (c *Conn) LocalAddr() net.Addr { return c.laddr }
 
 // RemoteAddr returns the peer's address: the dialled address, or a
@@ -313,7 +315,7 @@ func (c *Conn) Handle() flow.Handle { return c.e.h }
 // SetDeadline sets the read and write deadlines. After Close it fails
 // with an error wrapping net.ErrClosed, as the other setters do.
 func (c *Conn) SetDeadline(t time.Time) error {
-	if err := c.setClosed("set"); err != nil {
+	if err := c.deadlineClosed(); err != nil {
 		return err
 	}
 	c.rd.dl.set(t)
@@ -323,7 +325,7 @@ func (c *Conn) SetDeadline(t time.Time) error {
 
 // SetReadDeadline sets the deadline of Read.
 func (c *Conn) SetReadDeadline(t time.Time) error {
-	if err := c.setClosed("set"); err != nil {
+	if err := c.deadlineClosed(); err != nil {
 		return err
 	}
 	c.rd.dl.set(t)
@@ -332,15 +334,26 @@ func (c *Conn) SetReadDeadline(t time.Time) error {
 
 // SetWriteDeadline sets the deadline of Write.
 func (c *Conn) SetWriteDeadline(t time.Time) error {
-	if err := c.setClosed("set"); err != nil {
+	if err := c.deadlineClosed(); err != nil {
 		return err
 	}
 	c.wr.dl.set(t)
 	return nil
 }
 
+// deadlineClosed is the error of a deadline setter on a closed Conn (nil
+// while open): its *net.OpError names the local address alone, as a
+// net.Conn's does.
+func (c *Conn) deadlineClosed() error {
+	if isClosed(c.done) {
+		return addrError("set", c.laddr, net.ErrClosed)
+	}
+	return nil
+}
+
 // setClosed is the error of setter op on a closed Conn (nil while open),
-// as a net.Conn's setters fail after Close.
+// as a net.Conn's setters fail after Close. Op is what net.TCPConn's
+// errors say: "set" for a setter, "close" for CloseWrite and CloseRead.
 func (c *Conn) setClosed(op string) error {
 	if isClosed(c.done) {
 		return netError(op, c.laddr, c.raddr, net.ErrClosed)
@@ -479,12 +492,17 @@ func (c *Conn) Write(b []byte) (int, error) {
 			c.wr.doneWaiting(e)
 		}
 	}()
-	if c.wrClosed.Load() {
-		return 0, netError("write", c.laddr, c.raddr, errWriteClosed)
-	}
-	for written < len(b) {
+	// Each pass looks, as a kernel socket's write does, for why the
+	// write must stop before it queues more: a write of nothing, too,
+	// fails so (past the deadline, after Close, CloseWrite or a reset).
+	// A CloseWrite while the write waits for room ends it with what it
+	// queued: nothing goes into the fifo after the FIN was asked for.
+	for {
 		if err := c.wr.check(c.a, c.done); err != nil {
 			return written, netError("write", c.laddr, c.raddr, err)
+		}
+		if c.wrClosed.Load() {
+			return written, netError("write", c.laddr, c.raddr, errWriteClosed)
 		}
 		if e.gone.Load() {
 			if e.reset.Load() {
@@ -492,10 +510,16 @@ func (c *Conn) Write(b []byte) (int, error) {
 			}
 			return written, netError("write", c.laddr, c.raddr, errPeerClosed)
 		}
+		if len(b) == 0 {
+			return 0, nil
+		}
 		n, err := e.tx.Enqueue(b[written:])
 		if n > 0 {
 			written += n
 			e.afterEnqueue()
+			if written == len(b) {
+				return written, nil
+			}
 			continue
 		}
 		if err != nil && err != fifo.ErrNoSpace {
@@ -519,7 +543,6 @@ func (c *Conn) Write(b []byte) (int, error) {
 			return written, netError("write", c.laddr, c.raddr, err)
 		}
 	}
-	return written, nil
 }
 
 // SetKeepAlive turns TCP keepalive of a session on the wire on or off, as
@@ -541,11 +564,11 @@ func (c *Conn) SetKeepAlivePeriod(d time.Duration) error {
 // syscall.ETIMEDOUT. Zero (or negative) fields keep the current values. A
 // datagram or cut-through session fails with flow.ErrNotSupported.
 func (c *Conn) SetKeepAliveConfig(k net.KeepAliveConfig) error {
-	if err := c.setClosed("set keepalive"); err != nil {
+	if err := c.setClosed("set"); err != nil {
 		return err
 	}
 	if c.e.dgram || !c.e.datapath {
-		return netError("set keepalive", c.laddr, c.raddr, flow.ErrNotSupported)
+		return netError("set", c.laddr, c.raddr, flow.ErrNotSupported)
 	}
 	m := &api.SetKeepalive{Handle: c.e.h, Enabled: k.Enable, Idle: max(k.Idle, 0), Interval: max(k.Interval, 0)}
 	if k.Count > 0 {
@@ -556,38 +579,42 @@ func (c *Conn) SetKeepAliveConfig(k net.KeepAliveConfig) error {
 	_, fds, err := c.a.call(ctx, m)
 	api.CloseFDs(fds)
 	if err != nil {
-		return netError("set keepalive", c.laddr, c.raddr, err)
+		return netError("set", c.laddr, c.raddr, err)
 	}
 	return nil
 }
 
 // CloseWrite closes the sending half of a TCP session, on the wire or
 // cut-through: the peer reads io.EOF once it has what was written; reading
-// goes on. Writes after it fail with an error wrapping syscall.EPIPE. A
-// UDP session has no half to close: flow.ErrNotSupported. After Close it
+// goes on. Writes after it fail with an error wrapping syscall.EPIPE; a
+// Write waiting for room returns so at once, with what it queued, which
+// the peer reads before io.EOF, as on a kernel socket. A UDP session has no half to close: flow.ErrNotSupported. After Close it
 // fails with an error wrapping net.ErrClosed, as net.TCPConn's does.
 func (c *Conn) CloseWrite() error {
 	c.wr.mu.Lock()
 	defer c.wr.mu.Unlock()
 	if c.e.dgram {
-		return netError("close write", c.laddr, c.raddr, flow.ErrNotSupported)
+		return netError("close", c.laddr, c.raddr, flow.ErrNotSupported)
 	}
 	// Checked with wr.mu held, which Close takes after it marks the Conn
 	// closed and before it lets the session go: the daemon may give the
 	// handle to another session of the app once it is gone, and a
 	// CloseWrite sent after that would half-close that one.
-	if err := c.setClosed("close write"); err != nil {
+	if err := c.setClosed("close"); err != nil {
 		return err
 	}
 	if c.wrClosed.Swap(true) {
 		return nil
 	}
+	// A Write waiting for room (it sleeps without wr.mu) wakes, finds
+	// wrClosed once this call lets wr.mu go, and ends with EPIPE.
+	c.wr.poke()
 	ctx, cancel := context.WithTimeout(context.Background(), controlTimeout)
 	defer cancel()
 	_, fds, err := c.a.call(ctx, &api.CloseWrite{Handle: c.e.h})
 	api.CloseFDs(fds)
 	if err != nil {
-		return netError("close write", c.laddr, c.raddr, err)
+		return netError("close", c.laddr, c.raddr, err)
 	}
 	return nil
 }
@@ -601,9 +628,9 @@ func (c *Conn) CloseWrite() error {
 // close: flow.ErrNotSupported.
 func (c *Conn) CloseRead() error {
 	if c.e.dgram {
-		return netError("close read", c.laddr, c.raddr, flow.ErrNotSupported)
+		return netError("close", c.laddr, c.raddr, flow.ErrNotSupported)
 	}
-	if err := c.setClosed("close read"); err != nil {
+	if err := c.setClosed("close"); err != nil {
 		return err
 	}
 	c.rdClosed.Store(true)
@@ -619,11 +646,11 @@ func (c *Conn) CloseRead() error {
 // wait, as Go allows). A UDP session fails with flow.ErrNotSupported, as
 // does SetLinger(0) with a daemon of protocol 2.0 (no Abort).
 func (c *Conn) SetLinger(sec int) error {
-	if err := c.setClosed("set linger"); err != nil {
+	if err := c.setClosed("set"); err != nil {
 		return err
 	}
 	if c.e.dgram || sec == 0 && !c.a.canAbort() {
-		return netError("set linger", c.laddr, c.raddr, flow.ErrNotSupported)
+		return netError("set", c.laddr, c.raddr, flow.ErrNotSupported)
 	}
 	c.abort.Store(sec == 0)
 	return nil

@@ -130,5 +130,16 @@ func netError(op string, local, remote net.Addr, err error) error {
 	return &net.OpError{Op: op, Net: network, Source: local, Addr: remote, Err: err}
 }
 
+// addrError wraps an error of a call about one address as the net
+// package does for a listener's calls and a connection's deadline
+// setters: the address in Addr, no Source.
+func addrError(op string, addr net.Addr, err error) error {
+	network := "xsession"
+	if addr != nil {
+		network = addr.Network() // the library's own addresses: safe on a nil pointer
+	}
+	return &net.OpError{Op: op, Net: network, Addr: addr, Err: err}
+}
+
 // errTimeout is returned by calls past their deadline.
 var errTimeout = os.ErrDeadlineExceeded

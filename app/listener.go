@@ -235,11 +235,14 @@ func (l *Listener) accept(e *end, info *api.SessionInfo) bool {
 		return false
 	}
 	laddr, local := l.addr, netip.AddrPort{}
-	if !info.CutThrough && info.Local.Addr.IsValid() {
-		// The address the peer reached (a wildcard listener's is
-		// unspecified).
+	if info.Local.Addr.IsValid() {
+		// The address the peer reached, on the wire or cut-through (a
+		// wildcard listener's is unspecified), as a kernel listener's
+		// connection has it.
 		laddr = endpointAddr(info.Local)
-		local = netip.AddrPortFrom(info.Local.Addr, info.Local.Port)
+		if !info.CutThrough {
+			local = netip.AddrPortFrom(info.Local.Addr, info.Local.Port)
+		}
 	}
 	c := newConn(l.a, e, laddr, raddr, local, remote)
 	c.ln = l
@@ -279,27 +282,27 @@ func (l *Listener) next() *Conn {
 // Accept waits for the next session.
 func (l *Listener) Accept() (net.Conn, error) {
 	if err := l.a.enter(); err != nil {
-		return nil, netError("accept", l.addr, nil, err)
+		return nil, addrError("accept", l.addr, err)
 	}
 	defer l.a.leave()
 	for {
 		select {
 		case <-l.done:
-			return nil, netError("accept", l.addr, nil, net.ErrClosed)
+			return nil, addrError("accept", l.addr, net.ErrClosed)
 		case <-l.a.done:
-			return nil, netError("accept", l.addr, nil, l.a.Err())
+			return nil, addrError("accept", l.addr, l.a.Err())
 		default:
 		}
 		// Past the deadline Accept fails even with a session waiting,
 		// as a net.TCPListener's does.
 		passed := l.dl.wait()
 		if isClosed(passed) {
-			return nil, netError("accept", l.addr, nil, errTimeout)
+			return nil, addrError("accept", l.addr, errTimeout)
 		}
 		if c := l.next(); c != nil {
 			if !l.a.track(c) {
 				c.Close()
-				return nil, netError("accept", l.addr, nil, closedError("app closed"))
+				return nil, addrError("accept", l.addr, closedError("app closed"))
 			}
 			if c.e.datapath && !c.e.dgram {
 				// Out of the listener's backlog (fifo/ABI.md).
@@ -322,7 +325,7 @@ func (l *Listener) Accept() (net.Conn, error) {
 // none.
 func (l *Listener) SetDeadline(t time.Time) error {
 	if isClosed(l.done) {
-		return netError("set", l.addr, nil, net.ErrClosed)
+		return addrError("set", l.addr, net.ErrClosed)
 	}
 	l.dl.set(t)
 	return nil
@@ -370,10 +373,10 @@ func (l *Listener) Close() error {
 		l.dl.stop()
 	})
 	if !first {
-		return netError("close", l.addr, nil, net.ErrClosed)
+		return addrError("close", l.addr, net.ErrClosed)
 	}
 	if err != nil {
-		return netError("close", l.addr, nil, err)
+		return addrError("close", l.addr, err)
 	}
 	return nil
 }
