@@ -68,6 +68,29 @@ func TestParseRuleVPPOrder(t *testing.T) {
 	}
 }
 
+// TestParseRulePortMistyped: a word after a prefix that is neither a
+// number nor one of the rule's words is a port mistyped, named as such;
+// the port stays optional before the next word.
+func TestParseRulePortMistyped(t *testing.T) {
+	for _, c := range []struct{ words, want string }{
+		{"proto udp local 0.0.0.0/0 abc action drop", `local port "abc": want 0 to 65535`},
+		{"proto udp remote 10.0.0.0/8 nine action drop", `remote port "nine": want 0 to 65535`},
+	} {
+		if _, err := ParseRule(strings.Fields(c.words), true); err == nil || !strings.Contains(err.Error(), c.want) {
+			t.Errorf("%s: %v, want an error saying %q", c.words, err, c.want)
+		}
+	}
+	for _, w := range []string{
+		"proto udp local 0.0.0.0/0 action drop",
+		"proto udp local 0.0.0.0/0 remote 10.0.0.0/8 scope local action drop",
+		"proto udp remote 10.0.0.0/8 appns blue action drop tag t",
+	} {
+		if _, err := ParseRule(strings.Fields(w), true); err != nil {
+			t.Errorf("%s: %v", w, err)
+		}
+	}
+}
+
 func TestDrawTopRates(t *testing.T) {
 	at := time.Unix(1000, 0)
 	prev := &topSample{at: at}

@@ -43,6 +43,10 @@ Examples:
   xsessiond ctl rule add proto UDP 0.0.0.0/0 9000 10.0.0.0/8 0 action drop scope global appns blue tag t1
   xsessiond ctl rule del 3`
 
+// ruleKeywords are the words ParseRule knows.
+var ruleKeywords = map[string]bool{"proto": true, "local": true, "remote": true, "action": true,
+	"app": true, "appns": true, "ns": true, "scope": true, "tag": true}
+
 // ParseRule reads the words of `rule add` (forAdd) or `rule del`.
 func ParseRule(words []string, forAdd bool) (api.Rule, error) {
 	var r api.Rule
@@ -56,14 +60,17 @@ func ParseRule(words []string, forAdd bool) (api.Rule, error) {
 		return words[*i], nil
 	}
 	// port takes the word after a prefix when it is a number: a port, or
-	// a number out of a port's range, refused; another word is the next
-	// keyword.
+	// a number out of a port's range, refused; a keyword is the next one,
+	// and any other word a port mistyped.
 	port := func(i *int, side string) (uint16, error) {
 		if *i+1 >= len(words) {
 			return 0, nil
 		}
 		v := words[*i+1]
 		if _, err := strconv.ParseUint(v, 10, 64); err != nil {
+			if !ruleKeywords[v] {
+				return 0, fmt.Errorf("%s port %q: want 0 to 65535 (0: any), or the rule's next word (see xsessiond ctl rule --help)", side, v)
+			}
 			return 0, nil // not a port: the next keyword
 		}
 		p, err := strconv.ParseUint(v, 10, 16)

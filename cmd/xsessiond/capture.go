@@ -112,6 +112,7 @@ func runCapture(cmd *cobra.Command, socket string, m *api.Capture, file string) 
 		return ctlError(err, socket)
 	}
 	defer cl.Close()
+	start := time.Now() // before the daemon's --duration starts
 	rep, fds, err := cl.Call(ctx, m)
 	cancel()
 	if err != nil {
@@ -142,11 +143,12 @@ func runCapture(cmd *cobra.Command, socket string, m *api.Capture, file string) 
 	sig := make(chan os.Signal, 1)
 	signal.Notify(sig, os.Interrupt, syscall.SIGTERM)
 	defer signal.Stop(sig)
-	stopped := make(chan struct{})
+	stopped, interrupted := make(chan struct{}), make(chan struct{})
 	defer close(stopped)
 	go func() {
 		select {
 		case <-sig:
+			close(interrupted)
 			cl.Close()
 		case <-stopped:
 		}
@@ -168,5 +170,15 @@ func runCapture(cmd *cobra.Command, socket string, m *api.Capture, file string) 
 		return fmt.Errorf("capture: the daemon's stream stopped after %d frames without its end (did the daemon stop?)", n)
 	}
 	fmt.Fprintf(cmd.ErrOrStderr(), "%d frames captured, %d lost (capture ring full)\n", n, lost)
+	// Neither Ctrl-C, -c nor --duration: the daemon ended the capture,
+	// as it does when it stops.
+	select {
+	case <-interrupted:
+		return nil
+	default:
+	}
+	if (m.Count == 0 || uint32(n) < m.Count) && (m.Duration == 0 || time.Since(start) < time.Duration(m.Duration)*time.Millisecond) {
+		return fmt.Errorf("capture: the daemon ended the capture after %d frames, before -c or --duration: did it stop? (its log says why)", n)
+	}
 	return nil
 }

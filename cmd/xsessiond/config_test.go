@@ -2,6 +2,7 @@ package main
 
 import (
 	"os"
+	"regexp"
 	"strings"
 	"testing"
 	"time"
@@ -200,4 +201,21 @@ func mergedConfig(t *testing.T, file, iface string) daemon.Config {
 		t.Fatal(err)
 	}
 	return dc
+}
+
+// TestSampleConfigNamesEveryKey: every key the config file takes is in
+// the sample, set or in a comment, so that the sample is the file's
+// reference.
+func TestSampleConfigNamesEveryKey(t *testing.T) {
+	b, err := os.ReadFile("../../deploy/xsessiond.yaml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, s := range configSections {
+		for _, k := range yamlKeys(s.typ) {
+			if !regexp.MustCompile(`(?m)^[ \t]*(#[ \t]*)?(- )?` + k + `:`).Match(b) {
+				t.Errorf("deploy/xsessiond.yaml does not name the key %q %s", k, s.where)
+			}
+		}
+	}
 }

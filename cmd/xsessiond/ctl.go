@@ -9,6 +9,8 @@ import (
 	"io"
 	"io/fs"
 	"os"
+	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -76,11 +78,16 @@ func ctlError(err error, socket string) error {
 	case errors.Is(err, unix.EPROTOTYPE):
 		return fmt.Errorf("%s is a socket of another kind, not xsessiond's: %s", socket, notOurs)
 	case errors.Is(err, fs.ErrPermission):
+		if _, serr := os.Stat(socket); errors.Is(serr, fs.ErrPermission) {
+			return fmt.Errorf("cannot reach %s: permission denied on its directory %s, which must let your user through (mode 0755; the socket's own mode and group say who may connect)", socket, filepath.Dir(socket))
+		}
 		return fmt.Errorf("cannot connect to %s: permission denied (is your user in the socket's group?)", socket)
 	case errors.Is(err, context.DeadlineExceeded) || errors.Is(err, os.ErrDeadlineExceeded):
 		return fmt.Errorf("the daemon at %s did not answer within %v: is it stopped or stuck? (its log says; kill -CONT resumes a stopped one)", socket, ctlTimeout)
 	case errors.As(err, &re):
 		return re
+	case errors.Is(err, io.EOF):
+		return fmt.Errorf("the daemon at %s closed the connection: did it stop? (its log says why)", socket)
 	}
 	return err
 }
@@ -160,6 +167,11 @@ func newShowCmd(socket *string) *cobra.Command {
 				if doc, err = f.Apply(what, doc); err != nil {
 					return err
 				}
+				if string(doc) == "[]" {
+					if err := filterExists(cmd, *socket, f); err != nil {
+						return err
+					}
+				}
 			}
 			out := cmd.OutOrStdout()
 			if asJSON {
@@ -178,6 +190,41 @@ func newShowCmd(socket *string) *cobra.Command {
 	cmd.Flags().Uint32Var(&appID, "app", 0, "only the rows of this app (see ctl show apps)")
 	cmd.Flags().StringVar(&nsID, "ns", "", "only the rows of this namespace (the default one is named default)")
 	return cmd
+}
+
+// filterExists says when the app or namespace a filter names is not
+// there: a mistyped --ns or an app that is gone is no empty table.
+func filterExists(cmd *cobra.Command, socket string, f ctlview.Filter) error {
+	type idRow struct {
+		ID json.RawMessage `json:"id"`
+	}
+	type want struct {
+		what           api.ShowWhat
+		id             any
+		flag, one, all string
+	}
+	var wants []want
+	if f.App != nil {
+		wants = append(wants, want{api.ShowApps, *f.App, "--app", "app", "apps"})
+	}
+	if f.NS != nil {
+		wants = append(wants, want{api.ShowNamespaces, *f.NS, "--ns", "namespace", "namespaces"})
+	}
+	for _, w := range wants {
+		doc, err := showDoc(cmd, socket, w.what)
+		if err != nil {
+			return err
+		}
+		var rows []idRow
+		if err := json.Unmarshal(doc, &rows); err != nil {
+			return fmt.Errorf("show %s: the daemon sent bad JSON: %w", w.all, err)
+		}
+		id, _ := json.Marshal(w.id)
+		if !slices.ContainsFunc(rows, func(r idRow) bool { return bytes.Equal(r.ID, id) }) {
+			return fmt.Errorf("%s %s: no such %s (ctl show %s lists them)", w.flag, id, w.one, w.all)
+		}
+	}
+	return nil
 }
 
 // showDoc asks the daemon for the JSON document of what.
@@ -378,6 +425,9 @@ func newRuleCmd(socket *string) *cobra.Command {
 				}
 				req.ID = uint32(id)
 			} else {
+				if _, err := strconv.ParseUint(args[0], 10, 32); err == nil {
+					return fmt.Errorf("rule del %s: one rule id at a time, or tag T, or the rule's words (see ctl show rules)", strings.Join(args, " "))
+				}
 				r, err := ctlview.ParseRule(args, false)
 				if err != nil {
 					return err

@@ -322,3 +322,36 @@ func TestRuleAddReply(t *testing.T) {
 		t.Fatalf("hello 1.3: %v %v, want a refusal naming the daemon's version", rep, err)
 	}
 }
+
+// TestCtlShowFilterMissing: --app or --ns naming an app or namespace
+// that is not there fails saying so; one that is there but has no rows
+// prints the empty table.
+func TestCtlShowFilterMissing(t *testing.T) {
+	d := startDaemon(t)
+	sock := d.Socket()
+	a := attach(t, d, app.Options{Name: "quiet"})
+	if err := d.AddNamespace("blue", 42, "lo", ""); err != nil {
+		t.Fatal(err)
+	}
+	for _, c := range []struct {
+		args []string
+		want string
+	}{
+		{[]string{"show", "sessions", "--ns", "bleu"}, `--ns "bleu": no such namespace (ctl show namespaces lists them)`},
+		{[]string{"show", "listeners", "--app", "99", "--json"}, `--app 99: no such app (ctl show apps lists them)`},
+		{[]string{"show", "apps", "--app", "99"}, `--app 99: no such app`},
+	} {
+		if out, err := ctl(t, sock, c.args...); err == nil || !strings.Contains(err.Error(), c.want) {
+			t.Errorf("%v: %v (%s), want an error saying %q", c.args, err, out, c.want)
+		}
+	}
+	for _, args := range [][]string{
+		{"show", "sessions", "--app", strconv.Itoa(int(a.Index()))},
+		{"show", "apps", "--ns", "blue"},
+		{"show", "listeners", "--ns", "default", "--app", strconv.Itoa(int(a.Index()))},
+	} {
+		if out, err := ctl(t, sock, args...); err != nil {
+			t.Errorf("%v: %v\n%s", args, err, out)
+		}
+	}
+}

@@ -5,6 +5,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"syscall"
 	"testing"
@@ -97,7 +98,20 @@ func TestUnitCapabilities(t *testing.T) {
 		return append(args, "--")
 	}
 	xs, echo := binaries(t)
-	sock := filepath.Join(t.TempDir(), "api.sock")
+	// The socket in a folder made as the unit's RuntimeDirectory is, root's
+	// with RuntimeDirectoryMode.
+	mode, err := strconv.ParseUint(u["RuntimeDirectoryMode"], 8, 32)
+	if err != nil {
+		t.Fatalf("RuntimeDirectoryMode %q: %v", u["RuntimeDirectoryMode"], err)
+	}
+	runDir := filepath.Join(nobodyDir(t, "xsessiond-unit-"), u["RuntimeDirectory"])
+	if err := os.Mkdir(runDir, 0o700); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Chmod(runDir, os.FileMode(mode)); err != nil {
+		t.Fatal(err)
+	}
+	sock := filepath.Join(runDir, "api.sock")
 	run := []string{"run", "--netns", rig.B.Name, "--iface", rig.B.Link, "--socket", sock}
 	cfg := filepath.Join(t.TempDir(), "xsessiond.yaml")
 	if err := os.WriteFile(cfg, []byte("socket_group: nogroup\n"), 0o644); err != nil {
@@ -124,6 +138,16 @@ func TestUnitCapabilities(t *testing.T) {
 	}
 	if st.Gid != 65534 {
 		t.Errorf("socket group %d, want nogroup (65534)", st.Gid)
+	}
+	// A member of the socket's group reaches the socket through the
+	// runtime folder.
+	if err := os.Chmod(filepath.Dir(xs), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	member := exec.Command(xs, "ctl", "--socket", sock, "show", "apps")
+	member.SysProcAttr = &syscall.SysProcAttr{Credential: &syscall.Credential{Uid: 65534, Gid: 65534, Groups: []uint32{65534}}}
+	if out, err := member.CombinedOutput(); err != nil {
+		t.Errorf("ctl show apps as a member of socket_group, the socket in a RuntimeDirectoryMode=%s folder: %v\n%s", u["RuntimeDirectoryMode"], err, out)
 	}
 	e := startProcess(t, echo, "--socket", sock, "--listen", "udp://0.0.0.0:9000")
 	e.waitLine(t, "echoing on", 10*time.Second)

@@ -13,6 +13,7 @@ import (
 	"github.com/vishvananda/netlink"
 
 	"github.com/xsessiond/xsessiond/app"
+	"github.com/xsessiond/xsessiond/nsbind/nstest"
 )
 
 // oneLine runs a binary that must fail, and returns its single line of
@@ -87,7 +88,7 @@ func TestRunRefuses(t *testing.T) {
 	xs, _ := binaries(t)
 	d := startDaemon(t)
 	got := oneLine(t, xs, "run", "--iface", "nosuchif0", "--socket", filepath.Join(t.TempDir(), "a.sock"))
-	if want := `xsessiond: interface "nosuchif0" does not exist in the daemon's netns`; got != want {
+	if want := `xsessiond: interface "nosuchif0" does not exist in the daemon's netns: ip link lists the interfaces there; one in a named netns needs --netns NAME (ip netns list)`; got != want {
 		t.Errorf("missing interface:\n got %q\nwant %q", got, want)
 	}
 	got = oneLine(t, xs, "run", "--iface", "lo", "--socket", d.Socket(), "--log-level", "error")
@@ -145,5 +146,31 @@ func TestRunStopsWhenInterfaceLost(t *testing.T) {
 	}
 	if _, err := os.Stat(filepath.Join("/sys/fs/bpf/xsessiond", rig.B.Name)); !errors.Is(err, os.ErrNotExist) {
 		t.Fatalf("pins left after the stop: %v", err)
+	}
+}
+
+// TestRunWarnsInterfaceDown: run on an interface that is down starts (it
+// follows the interface), and its log says at once that nothing reaches
+// the datapath and how to bring the interface up.
+func TestRunWarnsInterfaceDown(t *testing.T) {
+	rig := nstest.NewPair(t, nstest.Options{})
+	if err := rig.B.Do(func() error {
+		l, err := netlink.LinkByName(rig.B.Link)
+		if err != nil {
+			return err
+		}
+		return netlink.LinkSetDown(l)
+	}); err != nil {
+		t.Fatal(err)
+	}
+	xs, _ := binaries(t)
+	d := startProcess(t, xs, "run", "--netns", rig.B.Name, "--iface", rig.B.Link, "--socket", filepath.Join(t.TempDir(), "api.sock"))
+	d.waitLine(t, "xsessiond started", 15*time.Second)
+	line := d.waitLine(t, "the interface is down", 5*time.Second)
+	if want := "ip -n " + rig.B.Name + " link set dev " + rig.B.Link + " up"; !strings.Contains(line, want) {
+		t.Errorf("the warning does not say %q:\n%s", want, line)
+	}
+	if code := d.stop(t); code != 0 {
+		t.Errorf("exit %d on SIGTERM; output:\n%s", code, d.output())
 	}
 }

@@ -109,11 +109,14 @@ func maxArgs(n int, msg string) cobra.PositionalArgs {
 var (
 	badFlagValue    = regexp.MustCompile(`^invalid argument "(.*)" for "(?:-\w, )?--([\w-]+)" flag: `)
 	negativeAsFlags = regexp.MustCompile(`^unknown shorthand flag: '\d' in (-\d+)$`)
+	oneDash         = regexp.MustCompile(`^unknown shorthand flag: '.' in -([a-z][\w-]+)(?:=.*)?$`)
 )
 
 // flagError says what a flag's value should be in place of the parser's
-// words (strconv.ParseUint: parsing "x": invalid syntax), and takes a
-// negative number among a command's words for what it is.
+// words (strconv.ParseUint: parsing "x": invalid syntax), takes a
+// negative number among a command's words for what it is, a long flag
+// written with one dash (-json) for the flag, and points every other flag
+// error (an unknown flag, one without its value) at the command's help.
 func flagError(cmd *cobra.Command, err error) error {
 	if p := negativeAsFlags.FindStringSubmatch(err.Error()); p != nil {
 		if cmd.HasParent() && cmd.Parent().Name() == "rule" {
@@ -121,13 +124,17 @@ func flagError(cmd *cobra.Command, err error) error {
 		}
 		return fmt.Errorf("%s %s: no negative numbers here (see %s --help)", words(cmd), p[1], cmd.CommandPath())
 	}
+	if p := oneDash.FindStringSubmatch(err.Error()); p != nil && cmd.Flags().Lookup(p[1]) != nil {
+		return fmt.Errorf("-%s: a long flag takes two dashes: --%s (see %s --help)", p[1], p[1], cmd.CommandPath())
+	}
+	see := fmt.Errorf("%w (see %s --help)", err, cmd.CommandPath())
 	p := badFlagValue.FindStringSubmatch(err.Error())
 	if p == nil {
-		return err
+		return see // an unknown flag, one without its value
 	}
 	f := cmd.Flags().Lookup(p[2])
 	if f == nil {
-		return err
+		return see
 	}
 	name := "--" + f.Name
 	if f.Shorthand != "" {
@@ -146,7 +153,7 @@ func flagError(cmd *cobra.Command, err error) error {
 	case "bool":
 		want = "true or false"
 	default:
-		return err
+		return see
 	}
 	return fmt.Errorf("%s %q: want %s (see %s --help)", name, p[1], want, cmd.CommandPath())
 }

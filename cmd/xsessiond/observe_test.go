@@ -248,6 +248,34 @@ func readCapture(t *testing.T, path string) (payloads [][]byte, inbound []bool, 
 	return payloads, inbound, comments
 }
 
+// TestCaptureDaemonStops: a capture that ends at its --duration exits 0;
+// one the daemon ends as it stops, before -c or --duration, exits 1
+// saying so, its file holding what came.
+func TestCaptureDaemonStops(t *testing.T) {
+	_, sock, d := startRigDaemon(t)
+	xs, _ := binaries(t)
+	if out, err := exec.Command(xs, "ctl", "--socket", sock, "capture", "--duration", "300ms", "-w", os.DevNull).CombinedOutput(); err != nil {
+		t.Fatalf("capture --duration 300ms: %v\n%s", err, out)
+	}
+	file := filepath.Join(t.TempDir(), "c.pcapng")
+	cp := startProcess(t, xs, "ctl", "--socket", sock, "capture", "-c", "1000", "-w", file)
+	waitFile(t, file, 64)
+	if code := d.stop(t); code != 0 {
+		t.Fatalf("daemon exited %d on SIGTERM", code)
+	}
+	select {
+	case <-cp.exited:
+	case <-time.After(10 * time.Second):
+		t.Fatalf("capture did not end with the daemon:\n%s", cp.output())
+	}
+	if code := cp.cmd.ProcessState.ExitCode(); code != 1 || !strings.Contains(cp.output(), "the daemon ended the capture") || !strings.Contains(cp.output(), "did it stop?") {
+		t.Fatalf("capture across the daemon's stop exited %d, want 1 and a line saying the daemon ended it:\n%s", code, cp.output())
+	}
+	if _, err := exec.Command("tcpdump", "-r", file).CombinedOutput(); err != nil {
+		t.Fatalf("tcpdump -r of the capture the daemon ended: %v", err)
+	}
+}
+
 // TestCaptureRig captures echo traffic with ctl capture -c 100 -w FILE and
 // reads the file back with tcpdump, tshark and pcapgo, then pipes a
 // capture into tcpdump -r -.

@@ -5,10 +5,13 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"regexp"
 	"strings"
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/spf13/cobra"
 
 	"github.com/xsessiond/xsessiond/app"
 )
@@ -73,6 +76,7 @@ func TestOperatorCtlMistakes(t *testing.T) {
 		{ctlArgs("rule", "del", "99"), []string{"no such rule", "ctl show rules"}},
 		{ctlArgs("rule", "del", "tag", "nothing"), []string{"no such rule", "ctl show rules"}},
 		{ctlArgs("rule", "del", "-3"), []string{"rule del -3", "rule id 1 or more"}},
+		{ctlArgs("rule", "del", "1", "2"), []string{"rule del 1 2", "one rule id at a time", "tag T"}},
 		{ctlArgs("clear", "stats", "now"), []string{"clear stats takes no arguments", `"now"`}},
 		{ctlArgs("top", "--once", "--sessions", "-3"), []string{"--sessions -3", "0 or more"}},
 		{ctlArgs("top", "--once", "--interval", "1"), []string{`--interval "1"`, "with its unit", "2s"}},
@@ -83,6 +87,10 @@ func TestOperatorCtlMistakes(t *testing.T) {
 		{ctlArgs("capture", "-c", "1", "-w", "/nonexistent-dir/x.pcapng"), []string{"no directory /nonexistent-dir", "-w - for stdout"}},
 		{ctlArgs("capture", "-c", "1", "-w", t.TempDir()), []string{"a directory", "give a file name"}},
 		{ctlArgs("capture", "--duration", "5", "-w", "-"), []string{`--duration "5"`, "with its unit"}},
+		{ctlArgs("capture", "-w"), []string{"needs an argument", "-w", "see xsessiond ctl capture --help"}},
+		{ctlArgs("show", "apps", "--bogus"), []string{"unknown flag: --bogus", "see xsessiond ctl show --help"}},
+		{ctlArgs("top", "-once"), []string{"-once", "two dashes: --once", "xsessiond ctl top --help"}},
+		{ctlArgs("rule", "add", "proto", "udp", "local", "0.0.0.0/0", "abc", "action", "drop"), []string{`local port "abc"`, "0 to 65535"}},
 	} {
 		mistake(t, xs, c.args, c.words...)
 	}
@@ -152,6 +160,19 @@ func TestOperatorCtlSockets(t *testing.T) {
 	if s := string(out); err == nil || !strings.Contains(s, "permission denied") || !strings.Contains(s, "socket's group") {
 		t.Errorf("ctl on a socket uid 65534 may not open: %v %q, want permission denied and the socket's group", err, s)
 	}
+	// A socket it may open, in a folder it may not pass.
+	if err := os.Chmod(filepath.Join(nd, "api.sock"), 0o666); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Chmod(nd, 0o750); err != nil {
+		t.Fatal(err)
+	}
+	cmd = exec.Command(xs, "ctl", "--socket", filepath.Join(nd, "api.sock"), "show", "apps")
+	cmd.SysProcAttr = &syscall.SysProcAttr{Credential: &syscall.Credential{Uid: 65534, Gid: 65534}}
+	out, err = cmd.CombinedOutput()
+	if s := string(out); err == nil || !strings.Contains(s, "permission denied on its directory "+nd) || !strings.Contains(s, "0755") {
+		t.Errorf("ctl on a socket in a folder uid 65534 may not pass: %v %q, want permission denied on the directory", err, s)
+	}
 }
 
 // TestOperatorCtlSilentDaemon: ctl against a socket whose listener never
@@ -192,7 +213,9 @@ func TestOperatorRunMistakes(t *testing.T) {
 	}{
 		{[]string{"run", "--socket", sock}, []string{"no interface", "--iface"}},
 		{[]string{"run", "eth1", "--socket", sock}, []string{"run takes no arguments", `"eth1"`, "--iface IF"}},
-		{[]string{"run", "--iface"}, []string{"--iface"}},
+		{[]string{"run", "--iface"}, []string{"--iface", "see xsessiond run --help"}},
+		{[]string{"run", "--bogus"}, []string{"unknown flag: --bogus", "see xsessiond run --help"}},
+		{[]string{"run", "--iface", "lo", "--socket", ""}, []string{"--socket is empty", DefaultSocket}},
 		{[]string{"run", "--iface", "lo", "--netns", "no-such-netns-op", "--socket", sock}, []string{`netns "no-such-netns-op"`, "no such network namespace", "ip netns list"}},
 		{[]string{"run", "--iface", "lo", "--queues", "x", "--socket", sock}, []string{`--queues "x"`, "whole number"}},
 		{[]string{"run", "--iface", "lo", "--send-timeout", "5", "--socket", sock}, []string{`--send-timeout "5"`, "with its unit"}},
@@ -266,4 +289,52 @@ func TestOperatorHelpMatches(t *testing.T) {
 	if out, err := ctl(t, d.Socket()); err != nil || !strings.Contains(out, "Available Commands") {
 		t.Fatalf("ctl alone: %v\n%s", err, out)
 	}
+}
+
+// TestOperatorCtlDaemonStops: a daemon that stops while ctl waits on it
+// (top between its two samples) is named as gone, with where to look, not
+// as the socket's end of file.
+func TestOperatorCtlDaemonStops(t *testing.T) {
+	d := startDaemon(t)
+	go func() {
+		time.Sleep(300 * time.Millisecond)
+		d.Close()
+	}()
+	_, err := ctl(t, d.Socket(), "top", "--once", "--interval", "3s")
+	if err == nil || !strings.Contains(err.Error(), "closed the connection") || !strings.Contains(err.Error(), "did it stop?") || strings.Contains(err.Error(), "EOF") {
+		t.Fatalf("top --once across the daemon's stop: %v, want it to say the daemon closed the connection and ask whether it stopped", err)
+	}
+}
+
+// usageFlag is a line of a flag set's usage: its shorthand and name.
+var usageFlag = regexp.MustCompile(`^\s+(?:-(\w), )?--([\w-]+)`)
+
+// TestCLIDocumented: docs/cli.md names every command and every flag the
+// CLI defines, so that it stays the CLI's reference.
+func TestCLIDocumented(t *testing.T) {
+	b, err := os.ReadFile("../../docs/cli.md")
+	if err != nil {
+		t.Fatal(err)
+	}
+	doc := string(b)
+	var walk func(c *cobra.Command)
+	walk = func(c *cobra.Command) {
+		if c.Hidden || c.Name() == "help" {
+			return
+		}
+		if w := words(c); w != "" && !strings.Contains(doc, "`"+w) && !strings.Contains(doc, "xsessiond "+w) {
+			t.Errorf("docs/cli.md does not name the command %q", c.CommandPath())
+		}
+		for _, l := range strings.Split(c.LocalFlags().FlagUsages(), "\n") {
+			p := usageFlag.FindStringSubmatch(l)
+			if p == nil || p[2] == "help" || strings.Contains(doc, "--"+p[2]) || (p[1] != "" && strings.Contains(doc, "-"+p[1]+" ")) {
+				continue
+			}
+			t.Errorf("docs/cli.md does not name %s's flag --%s", c.CommandPath(), p[2])
+		}
+		for _, sub := range c.Commands() {
+			walk(sub)
+		}
+	}
+	walk(newRootCmd())
 }

@@ -107,6 +107,9 @@ func mergeRunConfig(cmd *cobra.Command, f runFlags, c *Config) (daemon.Config, e
 	if f.queues < 0 {
 		return daemon.Config{}, errors.New("--queues must be 0 or more")
 	}
+	if changed("socket") && f.socket == "" {
+		return daemon.Config{}, fmt.Errorf("--socket is empty: give the control socket's path (%s when not given)", DefaultSocket)
+	}
 	if changed("socket") || c.Socket == "" {
 		c.Socket = f.socket
 	}
@@ -222,10 +225,10 @@ func runDaemon(cmd *cobra.Command, f runFlags) error {
 	defer signal.Stop(sigs)
 	d, err := daemon.New(opts)
 	if err != nil {
-		return startError(err, opts.Socket)
+		return startError(err, opts.Socket, opts.Datapath.NetnsName)
 	}
 	if err := d.Start(); err != nil {
-		return startError(err, opts.Socket)
+		return startError(err, opts.Socket, opts.Datapath.NetnsName)
 	}
 	// Pins of interfaces that are gone (a killed daemon's, in a netns
 	// deleted since) hold programs and maps in the kernel for good. Once
@@ -236,6 +239,22 @@ func runDaemon(cmd *cobra.Command, f runFlags) error {
 	}
 	if err != nil {
 		log.Warn("removing the pins of interfaces that no longer exist", "err", err, "removed", len(rep.Dirs))
+	}
+	// A daemon started on an interface that is down (or without a
+	// carrier) serves nothing until it comes up: say so at the start
+	// rather than leave it to ctl show stats.
+	if st := d.Stats().InterfaceState; st == "down" || st == "no-carrier" {
+		is, hint := "up without a carrier", "its link partner, or a veth's peer, is down"
+		if st == "down" {
+			is = "down"
+			ipn := "ip"
+			if opts.Datapath.NetnsName != "" {
+				ipn += " -n " + opts.Datapath.NetnsName
+			}
+			hint = fmt.Sprintf("%s link set dev %s up", ipn, opts.Datapath.IfName)
+		}
+		log.Warn(fmt.Sprintf("the interface is %s: nothing reaches the datapath until it is up and running (%s)", is, hint),
+			"iface", opts.Datapath.IfName, "netns", opts.Datapath.NetnsName, "state", st)
 	}
 	if n, ok := fewDescriptors(); ok {
 		log.Warn("few descriptors: apps' listeners, connections and cut-through sessions hold descriptors of the daemon's, and the port space and limits allow more than this; raise LimitNOFILE (the unit in deploy/ sets 1048576) or ulimit -n",
@@ -328,14 +347,18 @@ func restartNeeded(cur, next daemon.Config) []string {
 	return out
 }
 
-// startError turns a start failure into the one line a person reads.
-func startError(err error, socket string) error {
+// startError turns a start failure into the one line a person reads;
+// netns is the named netns of the daemon's interface ("": its own).
+func startError(err error, socket, netns string) error {
 	if errors.Is(err, api.ErrDaemonRunning) {
 		return fmt.Errorf("another xsessiond is already running on %s", socket)
 	}
 	msg := err.Error()
 	if i := strings.Index(msg, ": "+daemon.ErrNoInterface.Error()); i >= 0 && errors.Is(err, daemon.ErrNoInterface) {
-		return errors.New(msg[:i])
+		if netns != "" {
+			return fmt.Errorf("%s: ip -n %s link lists the interfaces there", msg[:i], netns)
+		}
+		return fmt.Errorf("%s: ip link lists the interfaces there; one in a named netns needs --netns NAME (ip netns list)", msg[:i])
 	}
 	return err
 }
