@@ -159,8 +159,16 @@ func (h *client) Handle(ctx context.Context, req api.Request) (api.Message, []in
 		}
 		return &api.ShowReply{JSON: doc}, nil, nil
 	case *api.Capture:
+		// Frames of every app, payloads too: what tcpdump needs
+		// privileges for.
+		if err := d.needAdmin(req.Peer, "capture"); err != nil {
+			return nil, nil, err
+		}
 		return h.capture(m)
 	case *api.StatsClear:
+		if err := d.needAdmin(req.Peer, "stats clear"); err != nil {
+			return nil, nil, err
+		}
 		d.ClearStats()
 		return nil, nil, nil
 	case *api.NsAdd:

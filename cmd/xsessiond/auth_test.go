@@ -116,6 +116,8 @@ func unprivChild(arg string) int {
 	call("ns-set-secret", &api.NsSetSecret{ID: "open", Secret: 1})
 	call("rule-add", &api.RuleAdd{Rule: api.Rule{Transport: flow.TransportUDP, Action: api.ActionDrop, Tag: "x"}})
 	call("rule-del", &api.RuleDel{Rule: api.Rule{Tag: "x"}})
+	call("capture", &api.Capture{})
+	call("stats-clear", &api.StatsClear{})
 	// TCP connects keep their port once closed, in TIME-WAIT (the kernel
 	// echo server on A closes after the app); at the bound the oldest of
 	// those are released early, as Linux reuses a port in TIME-WAIT, so
@@ -311,6 +313,8 @@ limits:
 		"ns-set-secret":                    "permission",
 		"rule-add":                         "permission",
 		"rule-del":                         "permission",
+		"capture":                          "permission",
+		"stats-clear":                      "permission",
 		"show-apps-own-only":               "ok",
 		"attach-restricted":                "permission",
 		"attach-open":                      "ok",
