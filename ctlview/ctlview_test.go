@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"encoding/json"
 	"net/netip"
+	"regexp"
 	"strings"
 	"testing"
 	"time"
@@ -254,4 +255,27 @@ func table(t *testing.T, what api.ShowWhat, v any) string {
 		t.Fatal(err)
 	}
 	return b.String()
+}
+
+// TestWriteTableStatsCPU: the queues' table has a CPU column when workers
+// are pinned, and none when no worker is.
+func TestWriteTableStatsCPU(t *testing.T) {
+	three := 3
+	qs := []daemon.QueueStats{{Queue: 0, CPU: &three, RxPackets: 7}, {Queue: 1, RxPackets: 8}}
+	out := table(t, api.ShowStats, daemon.StatsView{EngineStats: daemon.EngineStats{Queues: qs}})
+	for _, want := range []*regexp.Regexp{
+		regexp.MustCompile(`(?m)^QUEUE +CPU +RX `),
+		regexp.MustCompile(`(?m)^0 +3 +7 `),
+		regexp.MustCompile(`(?m)^1 +- +8 `),
+		regexp.MustCompile(`(?m)^all +- +0 `),
+	} {
+		if !want.MatchString(out) {
+			t.Errorf("table lacks %v:\n%s", want, out)
+		}
+	}
+	qs[0].CPU = nil
+	out = table(t, api.ShowStats, daemon.StatsView{EngineStats: daemon.EngineStats{Queues: qs}})
+	if strings.Contains(out, "CPU") || !regexp.MustCompile(`(?m)^QUEUE +RX +TX `).MatchString(out) {
+		t.Errorf("a CPU column with no worker pinned:\n%s", out)
+	}
 }

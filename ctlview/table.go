@@ -231,13 +231,28 @@ func WriteTable(out io.Writer, what api.ShowWhat, doc []byte) error {
 		}
 		if len(v.Queues) > 0 {
 			row("")
-			row("QUEUE", "RX", "TX", "DELIVERED", "HELD", "PARTIAL-CSUM", "DROPS")
+			// A CPU column when workers are pinned (the interface's cpus).
+			pinned := slices.ContainsFunc(v.Queues, func(q daemon.QueueStats) bool { return q.CPU != nil })
+			cpu := func(q daemon.QueueStats) []any {
+				switch {
+				case !pinned:
+					return nil
+				case q.CPU == nil:
+					return []any{"-"}
+				}
+				return []any{*q.CPU}
+			}
+			head := []any{"QUEUE"}
+			if pinned {
+				head = append(head, "CPU")
+			}
+			row(append(head, "RX", "TX", "DELIVERED", "HELD", "PARTIAL-CSUM", "DROPS")...)
 			for _, q := range v.Queues {
-				row(q.Queue, q.RxPackets, q.Sent(), q.Delivered, q.Held, q.PartialCsum, dropsString(q.Drops))
+				row(append(append([]any{q.Queue}, cpu(q)...), q.RxPackets, q.Sent(), q.Delivered, q.Held, q.PartialCsum, dropsString(q.Drops))...)
 			}
 			if len(v.Queues) > 1 {
 				q := v.Totals
-				row("all", q.RxPackets, q.Sent(), q.Delivered, q.Held, q.PartialCsum, dropsString(q.Drops))
+				row(append(append([]any{"all"}, cpu(q)...), q.RxPackets, q.Sent(), q.Delivered, q.Held, q.PartialCsum, dropsString(q.Drops))...)
 			}
 		}
 	default:

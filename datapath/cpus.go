@@ -26,9 +26,9 @@ import (
 // to that CPU. A mask cannot be set from outside for the same reason:
 // taskset on a worker's thread would stay behind when the worker moves.
 
-// checkCPUs reports whether every CPU of cpus is one this process may run
-// on (its main thread's affinity mask).
-func checkCPUs(cpus []int) error {
+// CheckCPUs reports whether every CPU of cpus is one this process may run
+// on (its main thread's affinity mask): New checks Config.CPUs so.
+func CheckCPUs(cpus []int) error {
 	if len(cpus) == 0 {
 		return nil
 	}
@@ -42,6 +42,42 @@ func checkCPUs(cpus []int) error {
 		}
 	}
 	return nil
+}
+
+// ParseCPUList reads a list of CPUs as the kernel writes them, "2-5,8",
+// keeping its order: the CPUs of Config.CPUs. A CPU listed twice, a range
+// that runs backwards and a CPU past the largest the kernel's masks hold
+// are errors.
+func ParseCPUList(s string) ([]int, error) {
+	var out []int
+	seen := map[int]bool{}
+	var set unix.CPUSet
+	limit := len(set) * 64
+	for _, part := range strings.Split(s, ",") {
+		part = strings.TrimSpace(part)
+		lo, hi, isRange := strings.Cut(part, "-")
+		a, err := strconv.Atoi(lo)
+		b := a
+		if err == nil && isRange {
+			b, err = strconv.Atoi(hi)
+		}
+		switch {
+		case err != nil || a < 0 || b < 0:
+			return nil, fmt.Errorf("cpus %q: %q is no CPU or range of CPUs (want a list such as 2-5,8): %w", s, part, ErrInvalidConfig)
+		case b < a:
+			return nil, fmt.Errorf("cpus %q: the range %q runs backwards: %w", s, part, ErrInvalidConfig)
+		case b >= limit:
+			return nil, fmt.Errorf("cpus %q: CPU %d is past the largest, %d: %w", s, b, limit-1, ErrInvalidConfig)
+		}
+		for c := a; c <= b; c++ {
+			if seen[c] {
+				return nil, fmt.Errorf("cpus %q: CPU %d is listed twice: %w", s, c, ErrInvalidConfig)
+			}
+			seen[c] = true
+			out = append(out, c)
+		}
+	}
+	return out, nil
 }
 
 // cpuList writes set as the kernel's CPU lists are written: "0-3,6".

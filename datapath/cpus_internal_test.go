@@ -3,6 +3,7 @@ package datapath
 import (
 	"errors"
 	"os"
+	"slices"
 	"strconv"
 	"strings"
 	"testing"
@@ -49,10 +50,10 @@ func TestCheckCPUs(t *testing.T) {
 			out = c
 		}
 	}
-	if err := checkCPUs(nil); err != nil {
+	if err := CheckCPUs(nil); err != nil {
 		t.Errorf("no CPUs: %v", err)
 	}
-	if err := checkCPUs(in); err != nil {
+	if err := CheckCPUs(in); err != nil {
 		t.Errorf("the process's CPUs %v: %v", in, err)
 	}
 	bad := []int{-1, len(allowed) * 64}
@@ -60,13 +61,37 @@ func TestCheckCPUs(t *testing.T) {
 		bad = append(bad, out)
 	}
 	for _, c := range bad {
-		err := checkCPUs([]int{in[0], c})
+		err := CheckCPUs([]int{in[0], c})
 		if !errors.Is(err, ErrInvalidConfig) {
 			t.Errorf("CPU %d: %v, want ErrInvalidConfig", c, err)
 			continue
 		}
 		if msg := err.Error(); !strings.Contains(msg, "CPU "+strconv.Itoa(c)+" ") || !strings.Contains(msg, cpuList(&allowed)) {
 			t.Errorf("CPU %d: %q names neither the CPU nor the mask %s", c, msg, cpuList(&allowed))
+		}
+	}
+}
+
+// TestParseCPUList reads the kernel's list form in its order and refuses
+// what is no list of distinct CPUs.
+func TestParseCPUList(t *testing.T) {
+	for _, c := range []struct {
+		in   string
+		want []int
+	}{
+		{"3", []int{3}},
+		{"2-5,8", []int{2, 3, 4, 5, 8}},
+		{"8, 0-1", []int{8, 0, 1}},
+		{"1023", []int{1023}},
+	} {
+		got, err := ParseCPUList(c.in)
+		if err != nil || !slices.Equal(got, c.want) {
+			t.Errorf("ParseCPUList(%q) = %v, %v; want %v", c.in, got, err, c.want)
+		}
+	}
+	for _, in := range []string{"", "a", "1,", "-1", "3-1", "1-2,2", "1024", "0-1024", "1--2", "2-"} {
+		if got, err := ParseCPUList(in); !errors.Is(err, ErrInvalidConfig) {
+			t.Errorf("ParseCPUList(%q) = %v, %v; want ErrInvalidConfig", in, got, err)
 		}
 	}
 }

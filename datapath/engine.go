@@ -231,7 +231,7 @@ func New(cfg Config) (*Engine, error) {
 	if cfg.XDPMode == "" {
 		cfg.XDPMode = "auto"
 	}
-	if err := checkCPUs(cfg.CPUs); err != nil {
+	if err := CheckCPUs(cfg.CPUs); err != nil {
 		return nil, fmt.Errorf("new engine: %w", err)
 	}
 	cfg.CPUs = slices.Clone(cfg.CPUs)

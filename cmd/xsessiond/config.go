@@ -90,9 +90,12 @@ const maxAckDelay = 200 * time.Millisecond
 
 // InterfaceConfig is one interface the daemon runs workers on.
 type InterfaceConfig struct {
-	Name     string `yaml:"name"`
-	Netns    string `yaml:"netns"`     // named network namespace the interface lives in; "" = the daemon's
-	Queues   int    `yaml:"queues"`    // 0 = every rx queue of the interface
+	Name   string `yaml:"name"`
+	Netns  string `yaml:"netns"`  // named network namespace the interface lives in; "" = the daemon's
+	Queues int    `yaml:"queues"` // 0 = every rx queue of the interface
+	// CPUs lists the CPUs the workers run on, worker q on the q-th
+	// ("2-5,8", datapath.ParseCPUList); "" = the scheduler places them.
+	CPUs     string `yaml:"cpus"`
 	XDPMode  string `yaml:"xdp_mode"`  // auto, native or generic
 	Batch    int    `yaml:"batch"`     // frames per poll; 0 = 64
 	BusyPoll bool   `yaml:"busy_poll"` // spin instead of sleeping in poll() when idle
@@ -209,6 +212,11 @@ func (c *Config) Validate() error {
 		}
 		if _, err := datapath.ParseChecksum(ic.Checksum); err != nil {
 			return fmt.Errorf("config: interface %s: checksum %q: want auto, verify or accept-partial", ic.Name, ic.Checksum)
+		}
+		if ic.CPUs != "" {
+			if _, err := datapath.ParseCPUList(ic.CPUs); err != nil {
+				return fmt.Errorf("config: interface %s: %s", ic.Name, strings.TrimSuffix(err.Error(), ": "+datapath.ErrInvalidConfig.Error()))
+			}
 		}
 		if ic.Queues < 0 || ic.Batch < 0 || ic.Batch > 1024 {
 			return fmt.Errorf("config: interface %s: queues must be ≥ 0 and batch in 0..1024", ic.Name)

@@ -25,10 +25,10 @@ import (
 // runFlags are the flags of `xsessiond run`; each one given overrides the
 // config file.
 type runFlags struct {
-	iface, netns, socket, config, metrics, logLevel, xdpMode, checksum, sched string
-	queues                                                                    int
-	sendTimeout, idleTimeout                                                  time.Duration
-	maxConns                                                                  int
+	iface, netns, socket, config, metrics, logLevel, xdpMode, checksum, sched, cpus string
+	queues                                                                          int
+	sendTimeout, idleTimeout                                                        time.Duration
+	maxConns                                                                        int
 }
 
 func newRunCmd() *cobra.Command {
@@ -58,6 +58,7 @@ The control socket is a path in the file system and does not depend on it.`,
 	fl.StringVar(&f.iface, "iface", "", "the interface to run on (required here or in the config file)")
 	fl.StringVar(&f.netns, "netns", "", "the named network namespace the interface lives in (default: the daemon's own)")
 	fl.IntVar(&f.queues, "queues", 0, "rx queues to serve, one worker each (0: every queue of the interface)")
+	fl.StringVar(&f.cpus, "cpus", "", "CPUs the workers run on, worker q on the q-th of the list (2-5,8: give the CPUs that take the queues' interrupts); empty: the scheduler places them")
 	fl.StringVar(&f.socket, "socket", DefaultSocket, "the control socket")
 	fl.StringVar(&f.config, "config", "", "YAML config file (see deploy/xsessiond.yaml)")
 	fl.StringVar(&f.metrics, "metrics-addr", "", "serve Prometheus metrics at http://ADDR/metrics (empty: off)")
@@ -86,6 +87,19 @@ func mergeRunConfig(cmd *cobra.Command, f runFlags, c *Config) (daemon.Config, e
 	}
 	if changed("queues") {
 		ic.Queues = f.queues
+	}
+	if changed("cpus") {
+		ic.CPUs = f.cpus
+	}
+	var cpus []int
+	if ic.CPUs != "" {
+		var err error
+		if cpus, err = datapath.ParseCPUList(ic.CPUs); err == nil {
+			err = datapath.CheckCPUs(cpus)
+		}
+		if err != nil {
+			return daemon.Config{}, fmt.Errorf("--cpus: %s", strings.TrimSuffix(err.Error(), ": "+datapath.ErrInvalidConfig.Error()))
+		}
 	}
 	if changed("xdp-mode") || ic.XDPMode == "" {
 		ic.XDPMode = f.xdpMode
@@ -140,6 +154,7 @@ func mergeRunConfig(cmd *cobra.Command, f runFlags, c *Config) (daemon.Config, e
 	dp := datapath.Config{IfName: ic.Name, NetnsName: ic.Netns, Queues: ic.Queues, Batch: ic.Batch, BusyPoll: ic.BusyPoll, XDPMode: ic.XDPMode, Checksum: ic.Checksum}
 	dp.Reassembly = reasm.Config{MaxDatagrams: ic.Reassembly.MaxDatagrams, MaxFragments: ic.Reassembly.MaxFragments, Timeout: ic.Reassembly.Timeout}
 	dp.IdleSpin, dp.IdleSpinMax = offSetting(ic.IdleSpin), offSetting(ic.IdleSpinMax)
+	dp.CPUs = cpus
 	dp.TCP.Stack.ConnectTimeout = c.TCP.ConnectTimeout
 	dp.TCP.Stack.CloseTimeout = c.TCP.CloseTimeout
 	dp.TCP.NoGSO = c.TCP.NoGSO
@@ -323,6 +338,7 @@ func restartNeeded(cur, next daemon.Config) []string {
 	diff("interface", a.IfName, b.IfName)
 	diff("netns", a.NetnsName, b.NetnsName)
 	diff("queues", a.Queues, b.Queues)
+	diff("cpus", fmt.Sprint(a.CPUs), fmt.Sprint(b.CPUs))
 	diff("xdp_mode", a.XDPMode, b.XDPMode)
 	diff("batch", a.Batch, b.Batch)
 	diff("busy_poll", a.BusyPoll, b.BusyPoll)
