@@ -441,7 +441,9 @@ func (h *client) attach(m *api.Attach) (api.Message, []int, error) {
 		ClientID: h.id, Name: name, Namespace: m.Namespace, Secret: m.Secret, Scope: m.Scope,
 		RxFifoSize: m.RxFifoSize, TxFifoSize: m.TxFifoSize,
 		SegmentSize: m.SegmentSize, AddSegmentSize: m.AddSegmentSize, MaxFifoMemory: maxMem,
-		Proxy: m.Proxy, ProxyTransports: m.ProxyTransports, Owner: p.UID,
+		// The app maps no more than the uid's budget holds for it.
+		MaxSegmentMemory: res,
+		Proxy:            m.Proxy, ProxyTransports: m.ProxyTransports, Owner: p.UID,
 	})
 	if errors.Is(err, flow.ErrWrongSecret) {
 		d.secretFailures.Add(1)

@@ -4,6 +4,8 @@ import (
 	"errors"
 	"fmt"
 	"sync"
+
+	"golang.org/x/sys/unix"
 )
 
 // Manager defaults.
@@ -27,6 +29,12 @@ type ManagerOptions struct {
 	// MaxFifoMemory caps the data bytes of all fifos allocated by
 	// AllocPair, and those counted by Charge; 0 means no cap.
 	MaxFifoMemory int64
+	// MaxSegmentMemory caps the bytes of all the manager's segments, the
+	// first included, and those counted by Charge: what the app maps and
+	// can write to, whatever its fifos use of it. A segment added when it
+	// would pass the cap is made smaller, down to what the pair needs;
+	// below that AllocPair fails with ErrFifoMemoryLimit. 0 means no cap.
+	MaxSegmentMemory int64
 	// EventQueueCapacity, when positive, makes the manager create the
 	// app's event queue in its first segment (recorded in that segment's
 	// header) with room for that many events.
@@ -57,6 +65,7 @@ type Manager struct {
 	// segs are the segments, by index.
 	segs     []*Segment
 	fifoMem  int64 // data bytes allocated by AllocPair
+	segMem   int64 // bytes of the segments, and those Charge counted
 	evq      *EventQueue
 	closed   bool
 	segCount int // segments ever made (for names)
@@ -75,8 +84,12 @@ func NewManager(opts ManagerOptions) (*Manager, error) {
 		opts.MaxSegments = DefaultMaxSegments
 	}
 	if opts.SegmentSize < 0 || opts.AddSegmentSize < 0 || opts.MaxSegments < 0 || opts.MaxFifoMemory < 0 ||
-		opts.EventQueueCapacity < 0 {
+		opts.MaxSegmentMemory < 0 || opts.EventQueueCapacity < 0 {
 		return nil, fmt.Errorf("new manager %q: negative option: %w", opts.Name, ErrInvalidSize)
+	}
+	if c := opts.MaxSegmentMemory; c > 0 && int64(opts.SegmentSize) > c {
+		return nil, fmt.Errorf("new manager %q: first segment of %d bytes over the segment memory cap %d: %w",
+			opts.Name, opts.SegmentSize, c, ErrFifoMemoryLimit)
 	}
 	m := &Manager{opts: opts}
 	s, err := m.newSegmentLocked(opts.SegmentSize)
@@ -106,6 +119,7 @@ func (m *Manager) newSegmentLocked(size int) (*Segment, error) {
 		return nil, err
 	}
 	m.segCount++
+	m.segMem += int64(s.Size())
 	s.setIndex(uint32(len(m.segs)))
 	m.segs = append(m.segs, s)
 	return s, nil
@@ -146,7 +160,17 @@ func (m *Manager) AllocPair(rxSize, txSize uint32) (rx, tx *Fifo, added *Segment
 		return nil, nil, nil, fmt.Errorf("alloc pair for %q: %d segments: %w", m.opts.Name, len(m.segs), ErrTooManySegments)
 	}
 	need := SegmentHeaderSize + 2*FifoHeaderSize + int(data)
-	s, err := m.newSegmentLocked(max(m.opts.AddSegmentSize, need))
+	size := max(m.opts.AddSegmentSize, need)
+	if c := m.opts.MaxSegmentMemory; c > 0 {
+		// Whole pages: the segment's size is rounded up to them.
+		room := (c - m.segMem) &^ int64(unix.Getpagesize()-1)
+		if room < int64(need) {
+			return nil, nil, nil, fmt.Errorf("alloc pair of %d+%d bytes for %q: a segment for it would pass the segment memory cap (%d of %d in use): %w",
+				rxSize, txSize, m.opts.Name, m.segMem, c, ErrFifoMemoryLimit)
+		}
+		size = int(min(int64(size), room))
+	}
+	s, err := m.newSegmentLocked(size)
 	if err != nil {
 		return nil, nil, nil, fmt.Errorf("alloc pair for %q: add segment: %w", m.opts.Name, err)
 	}
@@ -195,8 +219,8 @@ func (m *Manager) FreePair(rx, tx *Fifo) {
 }
 
 // Charge counts n data bytes of fifos the manager did not allocate (a
-// cut-through session's, in a segment of their own) against MaxFifoMemory,
-// as AllocPair counts its own; Uncharge gives them back. It fails with
+// cut-through session's, in a segment of their own) against MaxFifoMemory
+// and MaxSegmentMemory, as AllocPair counts its own; Uncharge gives them back. It fails with
 // ErrFifoMemoryLimit, counting nothing, when they do not fit.
 func (m *Manager) Charge(n int64) error {
 	if n < 0 {
@@ -211,7 +235,12 @@ func (m *Manager) Charge(n int64) error {
 		return fmt.Errorf("charge %d bytes to %q (%d of %d in use): %w",
 			n, m.opts.Name, m.fifoMem, m.opts.MaxFifoMemory, ErrFifoMemoryLimit)
 	}
+	if m.opts.MaxSegmentMemory > 0 && m.segMem+n > m.opts.MaxSegmentMemory {
+		return fmt.Errorf("charge %d bytes to %q (segments: %d of %d in use): %w",
+			n, m.opts.Name, m.segMem, m.opts.MaxSegmentMemory, ErrFifoMemoryLimit)
+	}
 	m.fifoMem += n
+	m.segMem += n
 	return nil
 }
 
@@ -219,7 +248,9 @@ func (m *Manager) Charge(n int64) error {
 func (m *Manager) Uncharge(n int64) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
-	m.fifoMem -= min(max(n, 0), m.fifoMem)
+	n = max(n, 0)
+	m.fifoMem -= min(n, m.fifoMem)
+	m.segMem -= min(n, m.segMem)
 }
 
 // FifoMemory returns the data bytes of the fifos allocated by AllocPair

@@ -133,3 +133,48 @@ func TestManagerCharge(t *testing.T) {
 		t.Fatalf("pair after the uncharge: %v, %d counted", err, m.FifoMemory())
 	}
 }
+
+// TestManagerSegmentMemory: the segments a manager makes, and what Charge
+// counts, stay within MaxSegmentMemory whatever AddSegmentSize asks: an
+// added segment shrinks to the room left, and a pair that no longer fits
+// fails with ErrFifoMemoryLimit.
+func TestManagerSegmentMemory(t *testing.T) {
+	const limit = 256 << 10
+	if _, err := fifo.NewManager(fifo.ManagerOptions{Name: "big-first", SegmentSize: 1 << 20, MaxSegmentMemory: limit}); !errors.Is(err, fifo.ErrFifoMemoryLimit) {
+		t.Fatalf("first segment over the cap: %v", err)
+	}
+	m, err := fifo.NewManager(fifo.ManagerOptions{Name: "bounded", SegmentSize: 64 << 10, AddSegmentSize: 1 << 30, MaxSegmentMemory: limit})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer m.Close()
+	total := func() (n int) {
+		for _, s := range m.Segments() {
+			n += s.Size()
+		}
+		return n
+	}
+	pairs := 0
+	for {
+		_, _, _, err := m.AllocPair(16<<10, 16<<10)
+		if err != nil {
+			if !errors.Is(err, fifo.ErrFifoMemoryLimit) {
+				t.Fatalf("pair %d: %v, want ErrFifoMemoryLimit", pairs, err)
+			}
+			break
+		}
+		pairs++
+		if pairs > 64 {
+			t.Fatal("no bound on the pairs")
+		}
+	}
+	if n := total(); n > limit || len(m.Segments()) < 2 {
+		t.Fatalf("%d segments of %d bytes in all for a cap of %d", len(m.Segments()), n, limit)
+	}
+	if pairs < 5 {
+		t.Fatalf("only %d pairs of 32 KiB in a cap of 256 KiB", pairs)
+	}
+	if err := m.Charge(limit); !errors.Is(err, fifo.ErrFifoMemoryLimit) {
+		t.Fatalf("charge past the segment cap: %v", err)
+	}
+}

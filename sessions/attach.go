@@ -40,7 +40,8 @@ type AttachOptions struct {
 	AddSegmentSize         uint64 // later segments; 0: SegmentSize
 	MaxSegments            int
 	MaxFifoMemory          uint64
-	EventQueueSize         int // 0: DefaultEventQueueSize
+	MaxSegmentMemory       uint64 // AppMemoryOptions.MaxSegmentMemory; 0: no limit
+	EventQueueSize         int    // 0: DefaultEventQueueSize
 
 	// Proxy makes the app listen on every port of its namespace for each
 	// of ProxyTransports (tcp and/or udp).
@@ -155,12 +156,13 @@ func (l *Layer) Attach(o AttachOptions) (Attached, error) {
 		name = fmt.Sprintf("app%d", l.nextApp)
 	}
 	mem, err := l.cfg.Memory.NewApp(AppMemoryOptions{
-		Name:           name,
-		SegmentSize:    o.SegmentSize,
-		AddSegmentSize: o.AddSegmentSize,
-		MaxSegments:    o.MaxSegments,
-		MaxFifoMemory:  o.MaxFifoMemory,
-		EventQueueSize: o.EventQueueSize,
+		Name:             name,
+		SegmentSize:      o.SegmentSize,
+		AddSegmentSize:   o.AddSegmentSize,
+		MaxSegments:      o.MaxSegments,
+		MaxFifoMemory:    o.MaxFifoMemory,
+		MaxSegmentMemory: o.MaxSegmentMemory,
+		EventQueueSize:   o.EventQueueSize,
 	})
 	if err != nil {
 		if errors.Is(err, ErrNoMemory) {

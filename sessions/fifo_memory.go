@@ -37,6 +37,7 @@ func (m FifoMemory) NewApp(o AppMemoryOptions) (AppMemory, error) {
 		AddSegmentSize:     int(o.AddSegmentSize),
 		MaxSegments:        o.MaxSegments,
 		MaxFifoMemory:      int64(o.MaxFifoMemory),
+		MaxSegmentMemory:   int64(min(o.MaxSegmentMemory, 1<<62)),
 		EventQueueCapacity: o.EventQueueSize,
 		NoDump:             m.NoDump,
 		HugePages:          m.HugePages,

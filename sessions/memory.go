@@ -28,7 +28,11 @@ type AppMemoryOptions struct {
 	AddSegmentSize uint64 // size of segments added later; 0 means SegmentSize
 	MaxSegments    int    // 0: no limit beyond MaxFifoMemory
 	MaxFifoMemory  uint64 // 0: no limit
-	EventQueueSize int    // entries of the app's event queue
+	// MaxSegmentMemory bounds the bytes of the app's segments, the first
+	// included, and of its cut-through sessions' fifos: what it maps and
+	// can write to (fifo.ManagerOptions.MaxSegmentMemory). 0: no limit.
+	MaxSegmentMemory uint64
+	EventQueueSize   int // entries of the app's event queue
 }
 
 // AppMemory is the shared memory of one app: its segment manager (which

@@ -20,6 +20,9 @@ func TestMain(m *testing.M) {
 	if arg := os.Getenv(unprivEnv); arg != "" {
 		os.Exit(unprivChild(arg))
 	}
+	if arg := os.Getenv(segmemEnv); arg != "" {
+		os.Exit(segmemChild(arg))
+	}
 	if arg := os.Getenv(spamEnv); arg != "" {
 		os.Exit(kickSpammer(arg))
 	}
