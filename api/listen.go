@@ -42,7 +42,9 @@ type Listener struct {
 const maxSocketPath = len(unix.RawSockaddrUnix{}.Path) - 1
 
 // Listen creates the socket at path, creating its directory (mode 0755) if
-// needed. It fails with ErrDaemonRunning when a live daemon owns the
+// needed: that one directory, as systemd makes a RuntimeDirectory such as
+// /run/xsessiond, never the directories above it (see makeSocketDir). It
+// fails with ErrDaemonRunning when a live daemon owns the
 // socket (it holds the lock, or accepts a connection on path); a socket
 // file left behind by a daemon that died is removed and reused. A file at
 // path that is not a socket is never removed.
@@ -62,8 +64,8 @@ func Listen(path string, opts ListenOptions) (*Listener, error) {
 		}
 		gid = g
 	}
-	if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
-		return nil, fmt.Errorf("api: listen %s: %w", path, err)
+	if err := makeSocketDir(path); err != nil {
+		return nil, err
 	}
 	lock, err := os.OpenFile(path+".lock", os.O_RDWR|os.O_CREATE, 0o600)
 	if err != nil {
@@ -95,6 +97,38 @@ func Listen(path string, opts ListenOptions) (*Listener, error) {
 		}
 	}
 	return &Listener{ul: ul, lock: lock, path: path}, nil
+}
+
+// makeSocketDir creates the directory of the socket at path (mode 0755)
+// when it is missing and its parent exists. A missing parent is refused
+// rather than created: it is a mistyped path far more often than a wish
+// for a new tree (--socket /nonexistent/dir/api.sock would otherwise make
+// /nonexistent/dir). The error names the highest missing directory, says
+// how to go on, and wraps fs.ErrNotExist.
+func makeSocketDir(path string) error {
+	dir := filepath.Dir(path)
+	err := os.Mkdir(dir, 0o755)
+	if err == nil || errors.Is(err, fs.ErrExist) {
+		// An existing file that is not a directory fails at the lock
+		// file next, with ENOTDIR.
+		return nil
+	}
+	if !errors.Is(err, fs.ErrNotExist) {
+		return fmt.Errorf("api: listen %s: create its directory: %w", path, err)
+	}
+	missing := filepath.Dir(dir)
+	for {
+		up := filepath.Dir(missing)
+		if up == missing {
+			break
+		}
+		if _, serr := os.Lstat(up); !errors.Is(serr, fs.ErrNotExist) {
+			break
+		}
+		missing = up
+	}
+	return fmt.Errorf("api: listen %s: directory %s does not exist, and only the socket's own directory (%s) is created: "+
+		"check the path, or create the directories first (mkdir -p %s): %w", path, missing, dir, dir, fs.ErrNotExist)
 }
 
 // listenLocked checks what is at path, removes a stale socket, and binds.

@@ -7,6 +7,7 @@ import (
 	"os"
 	"path/filepath"
 	"strconv"
+	"strings"
 	"syscall"
 	"testing"
 
@@ -184,5 +185,56 @@ func TestDialNoDaemon(t *testing.T) {
 	_, err = Dial(context.Background(), path)
 	if !errors.Is(err, ErrNoDaemon) || !errors.Is(err, unix.ECONNREFUSED) {
 		t.Fatalf("stale socket: %v", err)
+	}
+}
+
+// TestListenSocketDirectory listens on paths whose directory is missing:
+// the socket's own directory is created (mode 0755) when its parent
+// exists, as /run/xsessiond under /run; a path with a missing directory
+// above it (a mistyped --socket) is refused with an error that names the
+// highest missing directory and what to do, and nothing is created.
+func TestListenSocketDirectory(t *testing.T) {
+	path := sockPath(t) // TMP/xsapiN/run/api.sock: run is missing, its parent exists
+	l, err := Listen(path, ListenOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	l.Close()
+	if fi, err := os.Stat(filepath.Dir(path)); err != nil || !fi.IsDir() || fi.Mode().Perm() != 0o755 {
+		t.Fatalf("socket directory: %v %v", fi, err)
+	}
+
+	base := filepath.Dir(filepath.Dir(path))
+	for _, c := range []struct {
+		path, missing string
+	}{
+		{filepath.Join(base, "nonexistent", "dir", "api.sock"), filepath.Join(base, "nonexistent")},
+		{filepath.Join(base, "a", "b", "c", "api.sock"), filepath.Join(base, "a")},
+		{filepath.Join(base, "run", "sub", "api.sock"), ""}, // run exists now: sub is made
+	} {
+		l, err := Listen(c.path, ListenOptions{})
+		if c.missing == "" {
+			if err != nil {
+				t.Errorf("Listen(%s): %v", c.path, err)
+				continue
+			}
+			l.Close()
+			continue
+		}
+		if err == nil {
+			l.Close()
+			t.Errorf("Listen(%s): no error", c.path)
+			continue
+		}
+		if !errors.Is(err, os.ErrNotExist) {
+			t.Errorf("Listen(%s): %v, want an error that wraps fs.ErrNotExist", c.path, err)
+		}
+		want := "directory " + c.missing + " does not exist"
+		if msg := err.Error(); !strings.Contains(msg, want) || !strings.Contains(msg, "mkdir -p "+filepath.Dir(c.path)) {
+			t.Errorf("Listen(%s): %q\nwant it to say %q and mkdir -p %s", c.path, msg, want, filepath.Dir(c.path))
+		}
+		if _, err := os.Lstat(c.missing); !errors.Is(err, os.ErrNotExist) {
+			t.Errorf("Listen(%s) created %s: %v", c.path, c.missing, err)
+		}
 	}
 }

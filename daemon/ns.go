@@ -13,20 +13,31 @@ import (
 
 // AddNamespace adds an app namespace on interface iface of the named
 // netns ("" is the netns of the daemon's interface). The daemon follows
-// that netns's addresses for as long as a namespace lives in it.
+// that netns's addresses for as long as a namespace lives in it. The id
+// must have the form sessions.ValidNamespaceID allows.
 func (d *Daemon) AddNamespace(id string, secret uint64, iface, netnsName string) error {
 	if id == "" {
 		return fmt.Errorf("ns add: empty id (the default namespace is built in): %w", flow.ErrInvalidValue)
 	}
+	return d.addNamespace("ns add", fmt.Sprintf("ns add %q", id), id, secret, iface, netnsName)
+}
+
+// addNamespace is AddNamespace for a request of origin: its errors begin
+// with origin ("ns add", "config file") when they name the namespace
+// themselves, with name ("ns add \"blue\"") otherwise.
+func (d *Daemon) addNamespace(origin, name, id string, secret uint64, iface, netnsName string) error {
+	if err := sessions.ValidNamespaceID(id); err != nil {
+		return fmt.Errorf("%s: %w", origin, err)
+	}
 	if id == DefaultNamespace {
-		return fmt.Errorf("ns add %q: the name of the built-in default namespace: %w", id, flow.ErrInvalidValue)
+		return fmt.Errorf("%s: the name of the built-in default namespace: %w", name, flow.ErrInvalidValue)
 	}
 	if iface == "" {
-		return fmt.Errorf("ns add %q: no interface: %w", id, flow.ErrInvalidValue)
+		return fmt.Errorf("%s: no interface: %w", name, flow.ErrInvalidValue)
 	}
 	r, err := d.netnsRef(netnsName)
 	if err != nil {
-		return fmt.Errorf("ns add %q: %w", id, err)
+		return fmt.Errorf("%s: %w", name, err)
 	}
 	fib := r.ns.FIB()
 	ifc, err := r.ns.InterfaceByName(iface)
@@ -36,17 +47,17 @@ func (d *Daemon) AddNamespace(id string, secret uint64, iface, netnsName string)
 		if r.name != "" {
 			where = fmt.Sprintf("netns %q", r.name)
 		}
-		return fmt.Errorf("ns add %q: interface %q does not exist in %s: %w", id, iface, where, flow.ErrInvalidValue)
+		return fmt.Errorf("%s: interface %q does not exist in %s: %w", name, iface, where, flow.ErrInvalidValue)
 	}
 	if !d.cfg.NoDatapath && fib != d.ns.FIB() {
 		d.netnsUnref(fib)
-		return fmt.Errorf("ns add %q: interface %q of netns %q is not in the FIB this daemon serves (the netns of %s, %q): "+
+		return fmt.Errorf("%s: interface %q of netns %q is not in the FIB this daemon serves (the netns of %s, %q): "+
 			"its sessions could never reach the wire; run a daemon on that interface instead: %w",
-			id, iface, r.name, d.cfg.Datapath.IfName, d.cfg.Datapath.NetnsName, flow.ErrInvalidValue)
+			name, iface, r.name, d.cfg.Datapath.IfName, d.cfg.Datapath.NetnsName, flow.ErrInvalidValue)
 	}
 	if err := d.layer.AddNamespace(sessions.NamespaceConfig{ID: id, Secret: secret, IfIndex: ifc.Index, FIB4: fib, FIB6: fib}); err != nil {
 		d.netnsUnref(fib)
-		return fmt.Errorf("ns add: %w", err)
+		return fmt.Errorf("%s: %w", origin, err)
 	}
 	d.mu.Lock()
 	d.nsNetns[id] = fib
@@ -215,7 +226,7 @@ func (d *Daemon) applyConfig(nss []NamespaceConfig, rules []RuleConfig) error {
 	for _, id := range prevNs {
 		if _, ok := want[id]; !ok {
 			if err := d.DelNamespace(id); err != nil {
-				errs = append(errs, err)
+				errs = append(errs, fmt.Errorf("config file: namespace %q is no longer listed but cannot be deleted: %w", id, err))
 				keep = append(keep, id)
 			}
 		}
@@ -231,19 +242,19 @@ func (d *Daemon) applyConfig(nss []NamespaceConfig, rules []RuleConfig) error {
 				if d.secretChanged(n) {
 					// Rotated in place: attached apps keep working.
 					if err := d.SetNamespaceSecret(n.ID, n.Secret); err != nil {
-						errs = append(errs, err)
+						errs = append(errs, fmt.Errorf("config file: namespace %q: %w", n.ID, err))
 					}
 				}
 				keep = append(keep, n.ID)
 				continue
 			}
 			if err := d.DelNamespace(n.ID); err != nil {
-				errs = append(errs, fmt.Errorf("namespace %q changed but cannot be replaced: %w", n.ID, err))
+				errs = append(errs, fmt.Errorf("config file: namespace %q changed but cannot be replaced: %w", n.ID, err))
 				keep = append(keep, n.ID)
 				continue
 			}
 		}
-		if err := d.AddNamespace(n.ID, n.Secret, n.Iface, n.Netns); err != nil {
+		if err := d.addNamespace("config file", fmt.Sprintf("config file: namespace %q", n.ID), n.ID, n.Secret, n.Iface, n.Netns); err != nil {
 			errs = append(errs, err)
 			continue
 		}
@@ -257,12 +268,12 @@ func (d *Daemon) applyConfig(nss []NamespaceConfig, rules []RuleConfig) error {
 				d.log.Warn("config rule skipped", "rule", i, "err", err)
 				continue
 			}
-			errs = append(errs, fmt.Errorf("rules[%d]: %w", i, err))
+			errs = append(errs, fmt.Errorf("config file: rules[%d]: %w", i, err))
 			continue
 		}
 		r, err := ruleFromAPI(ar)
 		if err != nil {
-			errs = append(errs, fmt.Errorf("rules[%d]: %w", i, err))
+			errs = append(errs, fmt.Errorf("config file: rules[%d]: %w", i, err))
 			continue
 		}
 		add = append(add, r)
@@ -272,7 +283,7 @@ func (d *Daemon) applyConfig(nss []NamespaceConfig, rules []RuleConfig) error {
 	}
 	ids, err := d.layer.AddRules(add)
 	if err != nil {
-		errs = append(errs, fmt.Errorf("rules: %w", err))
+		errs = append(errs, fmt.Errorf("config file: rules: %w", err))
 	}
 	d.mu.Lock()
 	for _, id := range prevNs {

@@ -44,29 +44,35 @@ func (l *Layer) AddRules(rs []Rule) ([]uint32, error) {
 	for _, r := range l.ruleList {
 		have[keyOf(r.Rule)] = r.ID
 	}
+	batch := make(map[matchKey]bool, len(rs)) // the matches of rs, which have no ids yet
 	for i, r := range rs {
+		// A rule is named by its words: the index in rs is no id.
+		what := "add rule " + r.words()
 		r, err := r.normalize()
 		if err != nil {
-			return nil, fmt.Errorf("add rule %d: %w", i, err)
+			return nil, fmt.Errorf("%s: %w", what, err)
 		}
 		if _, ok := l.nss[r.Namespace]; !ok {
-			return nil, fmt.Errorf("add rule %d: namespace %q: %w", i, r.Namespace, ErrInvalidNamespace)
+			return nil, fmt.Errorf("%s: namespace %q: %w", what, r.Namespace, ErrInvalidNamespace)
 		}
 		if r.Action == RuleForward {
 			t := l.apps[r.App]
 			if t == nil {
-				return nil, fmt.Errorf("add rule %d: forward to app %d: %w", i, r.App, ErrNotAttached)
+				return nil, fmt.Errorf("%s: forward to app %d: %w", what, r.App, ErrNotAttached)
 			}
 			if t.ns.cfg.ID != r.Namespace {
-				return nil, fmt.Errorf("add rule %d: forward to app %d of namespace %q from a rule of namespace %q: %w",
-					i, r.App, t.ns.cfg.ID, r.Namespace, ErrNotInNamespace)
+				return nil, fmt.Errorf("%s: forward to app %d of namespace %q from a rule of namespace %q: %w",
+					what, r.App, t.ns.cfg.ID, r.Namespace, ErrNotInNamespace)
 			}
 		}
 		id := l.nextRule + uint32(i)
-		if old, dup := have[keyOf(r)]; dup {
-			return nil, fmt.Errorf("add rule %d: rule %d already matches the same in the same tables (delete it first): %w", i, old, ErrInvalidValue)
+		if batch[keyOf(r)] {
+			return nil, fmt.Errorf("%s: another rule added with it matches the same in the same tables: %w", what, ErrInvalidValue)
 		}
-		have[keyOf(r)] = id
+		if old, dup := have[keyOf(r)]; dup {
+			return nil, fmt.Errorf("%s: rule %d already matches the same in the same tables (delete it first): %w", what, old, ErrInvalidValue)
+		}
+		batch[keyOf(r)] = true
 		add = append(add, RuleInfo{ID: id, Rule: r})
 		ids = append(ids, id)
 	}

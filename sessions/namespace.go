@@ -5,6 +5,7 @@ import (
 	"encoding/binary"
 	"fmt"
 	"slices"
+	"unicode/utf8"
 )
 
 // Namespaces: the app namespaces apps attach to (seed: app_namespace.c).
@@ -31,13 +32,55 @@ type namespace struct {
 	local map[listenKey]*Listener // the local table: zero-address listeners only
 }
 
+// MaxNamespaceIDLen is the longest namespace id, in bytes: the bound the
+// control protocol puts on every name it carries (api.MaxNameLen).
+const MaxNamespaceIDLen = 64
+
+// namespaceIDForm says what ValidNamespaceID accepts.
+const namespaceIDForm = "an id is 1 to 64 ASCII letters, digits, '.', '_' and '-', starting with a letter or digit"
+
+// ValidNamespaceID checks the form of the id of a namespace being added:
+// 1 to MaxNamespaceIDLen bytes of ASCII letters, digits, '.', '_' and '-',
+// the first a letter or digit. Ids are a column of ctl show's tables, a
+// word of the CLI and the config file, a value of metrics labels and a
+// field of log lines: no space, control character, slash or other byte
+// that would split, escape or reshape them is among them, and neither is
+// "." or "..", nor a leading '-' that reads as a flag. The error wraps
+// ErrInvalidValue and says what is allowed. The default namespace's id,
+// "", is not one a namespace is added with.
+func ValidNamespaceID(id string) error {
+	if id == "" {
+		return fmt.Errorf("namespace id is empty: %s: %w", namespaceIDForm, ErrInvalidValue)
+	}
+	if len(id) > MaxNamespaceIDLen {
+		return fmt.Errorf("namespace id %q… is %d bytes long: %s: %w", id[:16], len(id), namespaceIDForm, ErrInvalidValue)
+	}
+	for i, c := range id {
+		switch {
+		case c >= 'a' && c <= 'z', c >= 'A' && c <= 'Z', c >= '0' && c <= '9':
+			continue
+		case i > 0 && (c == '.' || c == '_' || c == '-'):
+			continue
+		}
+		what := fmt.Sprintf("%q", c)
+		if c == utf8.RuneError {
+			what = fmt.Sprintf("byte %#x", id[i])
+		}
+		return fmt.Errorf("namespace id %q: %s at offset %d is not allowed: %s: %w", id, what, i, namespaceIDForm, ErrInvalidValue)
+	}
+	return nil
+}
+
 // AddNamespace adds an app namespace. The default namespace ("") always
-// exists; see SetDefaultNamespace.
+// exists; see SetDefaultNamespace. Its id must pass ValidNamespaceID.
 func (l *Layer) AddNamespace(c NamespaceConfig) error {
 	l.lock()
 	defer l.unlock()
 	if _, ok := l.nss[c.ID]; ok {
 		return fmt.Errorf("namespace %q: %w", c.ID, ErrNamespaceExists)
+	}
+	if err := ValidNamespaceID(c.ID); err != nil {
+		return err
 	}
 	l.nss[c.ID] = &namespace{cfg: c, local: map[listenKey]*Listener{}}
 	return nil

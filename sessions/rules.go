@@ -3,6 +3,7 @@ package sessions
 import (
 	"fmt"
 	"net/netip"
+	"strings"
 )
 
 // RuleAction is what a matching rule does.
@@ -81,6 +82,57 @@ func (r Rule) sameMatch(o Rule) bool {
 	return r.Transport == o.Transport && r.Local == o.Local && r.Remote == o.Remote &&
 		r.LocalPort == o.LocalPort && r.RemotePort == o.RemotePort &&
 		r.Scope == o.Scope && r.Namespace == o.Namespace
+}
+
+// words writes r as the words of ctl rule add (proto, local and remote
+// prefix and port, action, app, scope, namespace, tag), leaving out the
+// parts that are zero, for error messages: "proto udp remote 192.0.2.0/24
+// 53 action drop tag t1". A zero prefix with a port set is written "any";
+// a namespace or tag that is not one plain word is quoted.
+func (r Rule) words() string {
+	var b strings.Builder
+	fmt.Fprintf(&b, "proto %v", r.Transport)
+	for _, side := range []struct {
+		name string
+		p    netip.Prefix
+		port uint16
+	}{{"local", r.Local, r.LocalPort}, {"remote", r.Remote, r.RemotePort}} {
+		switch {
+		case side.p.IsValid():
+			fmt.Fprintf(&b, " %s %v %d", side.name, side.p, side.port)
+		case side.port != 0:
+			fmt.Fprintf(&b, " %s any %d", side.name, side.port)
+		}
+	}
+	fmt.Fprintf(&b, " action %v", r.Action)
+	if r.Action == RuleForward || r.App != 0 {
+		fmt.Fprintf(&b, " app %d", r.App)
+	}
+	switch r.Scope {
+	case 0, ScopeGlobal:
+	case ScopeGlobal | ScopeLocal:
+		b.WriteString(" scope both")
+	default:
+		fmt.Fprintf(&b, " scope %v", r.Scope)
+	}
+	if r.Namespace != "" {
+		fmt.Fprintf(&b, " ns %s", plainWord(r.Namespace))
+	}
+	if r.Tag != "" {
+		fmt.Fprintf(&b, " tag %s", plainWord(r.Tag))
+	}
+	return b.String()
+}
+
+// plainWord returns s as it is when it is printable ASCII without spaces
+// or quotes, else quoted.
+func plainWord(s string) string {
+	for i := 0; i < len(s); i++ {
+		if c := s[i]; c <= ' ' || c >= 0x7f || c == '"' || c == '\\' || c == '\'' {
+			return fmt.Sprintf("%q", s)
+		}
+	}
+	return s
 }
 
 // normalize checks r and returns it with masked prefixes and a set scope.

@@ -341,3 +341,43 @@ func TestCLIDocumented(t *testing.T) {
 	}
 	walk(newRootCmd())
 }
+
+// TestOperatorNamespaceIDRuleAndSocketDir: ns add with an id that would
+// break ctl show's columns or a path fails with one line that says what an
+// id may be, and adds nothing; a rule whose namespace is not there is named
+// by its words, not by a number that reads as a rule id; run --socket in a
+// directory under one that does not exist names the missing directory,
+// says what to do, and creates nothing.
+func TestOperatorNamespaceIDRuleAndSocketDir(t *testing.T) {
+	xs, _ := binaries(t)
+	d := startDaemon(t)
+	ctlArgs := func(args ...string) []string { return append([]string{"ctl", "--socket", d.Socket()}, args...) }
+	allowed := "an id is 1 to 64 ASCII letters, digits, '.', '_' and '-', starting with a letter or digit"
+	for _, c := range []struct {
+		id, says string
+	}{
+		{"a b", `namespace id "a b": ' ' at offset 1 is not allowed`},
+		{"x/../y", `namespace id "x/../y": '/' at offset 1 is not allowed`},
+		{"tab\there", `namespace id "tab\there": '\t' at offset 3 is not allowed`},
+		{"esc\x1b[2J", `namespace id "esc\x1b[2J": '\x1b' at offset 3 is not allowed`},
+		{"-x", `namespace id "-x": '-' at offset 0 is not allowed`},
+		{"..", `namespace id "..": '.' at offset 0 is not allowed`},
+	} {
+		mistake(t, xs, ctlArgs("ns", "add", "--id="+c.id, "--secret", "1", "--iface", "lo"), c.says, allowed)
+	}
+	if out, err := ctl(t, d.Socket(), "show", "namespaces"); err != nil || strings.Count(strings.TrimSpace(out), "\n") != 1 {
+		t.Errorf("show namespaces after refused adds: %v\n%s", err, out)
+	}
+	line := oneLine(t, xs, ctlArgs("rule", "add", "proto", "udp", "local", "0.0.0.0/0", "9000", "action", "drop", "ns", "red")...)
+	if want := `add rule proto udp local 0.0.0.0/0 9000 action drop ns red: namespace "red": no such namespace`; !strings.Contains(line, want) || strings.Contains(line, "rule 0") {
+		t.Errorf("rule add in a namespace that is not there:\n got %q\nwant it to say %q", line, want)
+	}
+
+	base := t.TempDir()
+	missing := filepath.Join(base, "nonexistent")
+	sock := filepath.Join(missing, "dir", "api.sock")
+	mistake(t, xs, []string{"run", "--iface", "lo", "--socket", sock}, "directory "+missing+" does not exist", "mkdir -p "+filepath.Dir(sock))
+	if _, err := os.Lstat(missing); !os.IsNotExist(err) {
+		t.Errorf("run --socket %s created %s: %v", sock, missing, err)
+	}
+}
