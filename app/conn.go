@@ -67,7 +67,10 @@ func newConn(a *App, e *end, laddr, raddr net.Addr, local, remote netip.AddrPort
 // family (IPv4 for none). The net.Conn is a *Conn. If ctx
 // ends first, Dial returns an error wrapping ctx's (context.DeadlineExceeded
 // for a deadline) and closes the session its connect made, if any, even
-// one the daemon made after the dial gave up.
+// one the daemon made after the dial gave up. Its errors are a
+// *net.OpError, as net.Dial's are: Op "dial", Net the URI's scheme, Addr
+// the address dialed, Err an *Error (errors.Is finds the errno, the
+// context's error or the sessions sentinel under it).
 func (a *App) Dial(ctx context.Context, uri string) (net.Conn, error) {
 	c, err := a.DialConn(ctx, uri)
 	if err != nil {
@@ -99,14 +102,14 @@ func (a *App) DialConn(ctx context.Context, uri string) (*Conn, error) {
 	}
 	t, name, port, ok := flow.URIName(uri)
 	if !ok {
-		return nil, opError("dial", uri, err)
+		return nil, dialError(uri, nil, err)
 	}
 	// A host name, resolved as net.Dial resolves it (this process's
 	// resolver), its addresses tried in turn until one connects; the
 	// first one's error otherwise.
 	addrs, err := net.DefaultResolver.LookupNetIP(ctx, "ip", name)
 	if err != nil {
-		return nil, opError("dial", uri, err)
+		return nil, dialError(uri, nil, err)
 	}
 	var first error
 	for _, addr := range addrs {
@@ -128,8 +131,21 @@ func (a *App) DialConn(ctx context.Context, uri string) (*Conn, error) {
 // dial connects to ep, which target names to the daemon; uri is what the
 // caller gave, for its errors.
 func (a *App) dial(ctx context.Context, uri, target string, ep flow.Endpoint) (*Conn, error) {
+	raddr := endpointAddr(ep)
+	if _, zone := flow.SplitZone(target); zone != "" {
+		// RemoteAddr names the link as a kernel socket's does:
+		// [fe80::1%eth0]:80.
+		switch ra := raddr.(type) {
+		case *net.TCPAddr:
+			ra.Zone = zone
+		case *net.UDPAddr:
+			ra.Zone = zone
+		}
+	}
+	// fail is the dial's error, naming raddr as net.Dial's does.
+	fail := func(err error) (*Conn, error) { return nil, dialError(uri, raddr, err) }
 	if err := a.enter(); err != nil {
-		return nil, opError("dial", uri, err)
+		return fail(err)
 	}
 	defer a.leave()
 	ch := make(chan connectResult, 1)
@@ -168,18 +184,7 @@ func (a *App) dial(ctx context.Context, uri, target string, ep flow.Endpoint) (*
 	}
 	r, fds, err := doLate[*api.ConnectReply](ctx, a, &api.Connect{URI: target, Opaque: opaque}, late)
 	if err != nil {
-		return nil, opError("dial", uri, err)
-	}
-	raddr := endpointAddr(ep)
-	if _, zone := flow.SplitZone(target); zone != "" {
-		// RemoteAddr names the link as a kernel socket's does:
-		// [fe80::1%eth0]:80.
-		switch ra := raddr.(type) {
-		case *net.TCPAddr:
-			ra.Zone = zone
-		case *net.UDPAddr:
-			ra.Zone = zone
-		}
+		return fail(err)
 	}
 	remote := netip.AddrPortFrom(ep.Addr, ep.Port)
 	var e *end
@@ -188,12 +193,12 @@ func (a *App) dial(ctx context.Context, uri, target string, ep flow.Endpoint) (*
 	if r.CutThrough {
 		if len(fds) != 2 {
 			api.CloseFDs(fds)
-			return nil, opError("dial", uri, fmt.Errorf("%w: cut-through reply without its descriptors", ErrProtocol))
+			return fail(fmt.Errorf("%w: cut-through reply without its descriptors", ErrProtocol))
 		}
 		e, err = newCTEnd(&r.SessionInfo, fds[0], fds[1])
 		if err != nil {
 			a.drop(r.Handle)
-			return nil, opError("dial", uri, err)
+			return fail(err)
 		}
 		laddr = &CutThroughAddr{Session: r.Handle}
 	} else {
@@ -208,12 +213,12 @@ func (a *App) dial(ctx context.Context, uri, target string, ep flow.Endpoint) (*
 			case res = <-ch:
 			case <-ctx.Done():
 				a.drop(r.Handle)
-				return nil, opError("dial", uri, ctx.Err())
+				return fail(ctx.Err())
 			case <-a.done:
-				return nil, opError("dial", uri, a.Err())
+				return fail(a.Err())
 			}
 			if res.err != nil {
-				return nil, opError("dial", uri, fmt.Errorf("connect %s: %w", uri, res.err))
+				return fail(fmt.Errorf("connect %s: %w", uri, res.err))
 			}
 		}
 		rx, tx, ok, err := a.segFifos(res.rx, res.tx)
@@ -222,7 +227,7 @@ func (a *App) dial(ctx context.Context, uri, target string, ep flow.Endpoint) (*
 		}
 		if err != nil {
 			a.drop(res.h)
-			return nil, opError("dial", uri, err)
+			return fail(err)
 		}
 		e = &end{h: res.h, rx: rx, tx: tx, signalFD: a.kick(res.h.Worker()), sleeping: a.sleepFlag(res.h.Worker()), datapath: true,
 			dgram: ep.Transport == flow.TransportUDP, remote: remote}
@@ -249,7 +254,7 @@ func (a *App) dial(ctx context.Context, uri, target string, ep flow.Endpoint) (*
 	})
 	if !a.track(c) {
 		c.Close()
-		return nil, opError("dial", uri, closedError("app closed"))
+		return fail(closedError("app closed"))
 	}
 	return c, nil
 }

@@ -102,6 +102,24 @@ func opError(op, uri string, err error) error {
 	return &Error{Msg: msg, Err: err}
 }
 
+// dialError is the error of a failed Dial of uri, as net.Dial's: a
+// *net.OpError with Op "dial", the network of the URI's scheme ("tcp",
+// "udp") and raddr, the address dialed (nil when there is none: a URI
+// that does not parse, a name that does not resolve), wrapping opError's
+// *Error. The OpError's text says "dial tcp ADDR: ", so the wrapped one
+// goes on without the verb, naming the URI and what went wrong.
+func dialError(uri string, raddr net.Addr, err error) error {
+	inner := opError("dial", uri, err)
+	if e, ok := inner.(*Error); ok {
+		e.Msg = strings.TrimPrefix(e.Msg, "dial ")
+	}
+	network, _, ok := strings.Cut(uri, "://")
+	if !ok {
+		network = ""
+	}
+	return &net.OpError{Op: "dial", Net: strings.ToLower(network), Addr: raddr, Err: inner}
+}
+
 // remoteText is the text of err, the daemon's own for a remote error.
 func remoteText(err error) string {
 	var re *api.RemoteError

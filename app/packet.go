@@ -251,10 +251,11 @@ func (p *PacketConn) SetWriteDeadline(t time.Time) error {
 }
 
 // setClosed is the error of a setter on a closed PacketConn (nil while
-// open), as a net.PacketConn's setters fail after Close.
+// open), as a net.PacketConn's setters fail after Close: the local
+// address in Addr, no Source.
 func (p *PacketConn) setClosed() error {
 	if isClosed(p.done) {
-		return netError("set", p.laddr, nil, net.ErrClosed)
+		return addrError("set", p.laddr, net.ErrClosed)
 	}
 	return nil
 }
