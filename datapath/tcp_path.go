@@ -1179,12 +1179,18 @@ func (p *tcpPath) listen(l sessions.Listener) error {
 		backlog = DefaultTCPBacklog
 	}
 	tl.backlog = p.st.ListenBacklog(backlog) // gVisor's, and the app's bound
-	ln, err := p.st.Listen(addr, tl.backlog, p.owner(l.App), tl)
-	if err != nil {
-		res.close()
-		return fmt.Errorf("listen %s: %w", l.Endpoint.URI(), err)
+	if !addr.Addr().IsLoopback() {
+		// A loopback listener has no Stack listener: no frame from the
+		// link may carry a loopback address (and the Stack has none, so
+		// an IPv6 one would not even bind); the layer's cut-through
+		// serves it, the kernel's hold keeps its port.
+		ln, err := p.st.Listen(addr, tl.backlog, p.owner(l.App), tl)
+		if err != nil {
+			res.close()
+			return fmt.Errorf("listen %s: %w", l.Endpoint.URI(), err)
+		}
+		tl.ln = ln
 	}
-	tl.ln = ln
 	p.mu.Lock()
 	p.lis[l.Handle] = tl
 	p.mu.Unlock()
@@ -1238,7 +1244,9 @@ func (p *tcpPath) unlisten(l sessions.Listener) {
 	if tl != nil {
 		// The gVisor listener and then the kernel's hold of the port,
 		// before the layer lets another bind take the port.
-		tl.ln.Close()
+		if tl.ln != nil {
+			tl.ln.Close()
+		}
 		tl.res.close()
 	}
 }
