@@ -21,6 +21,7 @@ import (
 	"github.com/xsessiond/xsessiond/api"
 	"github.com/xsessiond/xsessiond/ctlview"
 	"github.com/xsessiond/xsessiond/flow"
+	"github.com/xsessiond/xsessiond/sessions"
 )
 
 // ctlTimeout bounds a ctl request: the connect, the Hello and the reply.
@@ -287,6 +288,9 @@ daemon's interface when --netns is not given).`,
 			}
 			if id == "" || iface == "" || secret == "" {
 				return errors.New("ns add needs an id (ns add ID or --id ID), --secret and --iface")
+			}
+			if err := sessions.ValidNamespaceID(id); err != nil {
+				return fmt.Errorf("ns add: %s", strings.TrimSuffix(err.Error(), ": "+sessions.ErrInvalidValue.Error()))
 			}
 			s, err := strconv.ParseUint(secret, 0, 64)
 			if err != nil {

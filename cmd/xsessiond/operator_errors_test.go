@@ -46,6 +46,7 @@ func TestOperatorCtlMistakes(t *testing.T) {
 		words []string
 	}{
 		{ctlArgs("bogus"), []string{"ctl bogus: no such command", "show", "rule", "--help"}},
+		{ctlArgs("ns", "add", strings.Repeat("n", 65), "--secret", "1", "--iface", "lo"), []string{"ns add", "is 65 bytes long", "1 to 64"}},
 		{ctlArgs("show", "tables"), []string{`show "tables"`, "apps, sessions"}},
 		{ctlArgs("show", "apps", "--app", "x"), []string{`--app "x"`, "whole number", "4294967295"}},
 		{ctlArgs("show", "apps", "--app", "-1"), []string{`--app "-1"`, "whole number"}},
@@ -258,6 +259,7 @@ func TestOperatorConfigMistakes(t *testing.T) {
 		{"namespaces: [{id: blue, secret: -1, iface: eth1}]\n", []string{`"-1" is not a whole number from 0 to 18446744073709551615`}},
 		{"namespaces: [{id: blue, secret: 1, iface: eth1}, {id: blue, secret: 2, iface: eth1}]\n", []string{`namespace "blue" listed twice`}},
 		{"namespaces: [{id: default, secret: 1, iface: eth1}]\n", []string{`"default" is the built-in namespace`, "another id"}},
+		{"namespaces: [{id: x/y, secret: 1, iface: eth1}]\n", []string{"namespaces[0]", `'/' at offset 1 is not allowed`, "ASCII letters, digits"}},
 		{"control: {send_timeout: 5}\n", []string{`"5" is not a duration`, "30s"}},
 		{"authorization: root\n", []string{`"root" is not a section of keys`}},
 		{"interfaces: [{name: eth1}\n", []string{"did not find expected", "the file is YAML", "brackets"}},
