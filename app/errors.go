@@ -120,6 +120,33 @@ func dialError(uri string, raddr net.Addr, err error) error {
 	return &net.OpError{Op: "dial", Net: strings.ToLower(network), Addr: raddr, Err: inner}
 }
 
+// listenError is the error of a failed Listen or ListenPacket of uri, as
+// net.Listen's: a *net.OpError with Op "listen", the network of the URI's
+// scheme and the address asked for (nil for a URI that names none, a host
+// name, both families), wrapping the library's *Error, whose text then
+// goes on without the verb.
+func listenError(uri string, err error) error {
+	if e, ok := err.(*Error); ok {
+		e.Msg = strings.TrimPrefix(e.Msg, "listen ")
+	}
+	network, _, ok := strings.Cut(uri, "://")
+	if !ok {
+		network = ""
+	}
+	var laddr net.Addr
+	plain, zone := flow.SplitZone(uri)
+	if ep, perr := flow.ParseURI(plain); perr == nil {
+		laddr = endpointAddr(ep)
+		switch la := laddr.(type) {
+		case *net.TCPAddr:
+			la.Zone = zone
+		case *net.UDPAddr:
+			la.Zone = zone
+		}
+	}
+	return &net.OpError{Op: "listen", Net: strings.ToLower(network), Addr: laddr, Err: err}
+}
+
 // remoteText is the text of err, the daemon's own for a remote error.
 func remoteText(err error) string {
 	var re *api.RemoteError

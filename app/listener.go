@@ -49,6 +49,14 @@ type Listener struct {
 // A host name (tcp://localhost:PORT) is resolved and one of its addresses
 // bound, the first IPv4 one if it has one, as net.Listen does.
 func (a *App) Listen(uri string) (net.Listener, error) {
+	l, err := a.listen(uri)
+	if err != nil {
+		return nil, listenError(uri, err)
+	}
+	return l, nil
+}
+
+func (a *App) listen(uri string) (*Listener, error) {
 	uris, eps, err := listenURIs(uri)
 	if err != nil {
 		return nil, err

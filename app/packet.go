@@ -88,6 +88,14 @@ func (a *App) ListenPacket(uri string) (net.PacketConn, error) {
 
 // ListenPacketConn is ListenPacket returning the *PacketConn.
 func (a *App) ListenPacketConn(uri string) (*PacketConn, error) {
+	p, err := a.listenPacket(uri)
+	if err != nil {
+		return nil, listenError(uri, err)
+	}
+	return p, nil
+}
+
+func (a *App) listenPacket(uri string) (*PacketConn, error) {
 	uris, eps, err := listenURIs(uri)
 	if err != nil {
 		return nil, err
