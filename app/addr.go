@@ -37,3 +37,24 @@ func addrPortOf(e flow.Endpoint) netip.AddrPort {
 	}
 	return netip.AddrPortFrom(a, e.Port)
 }
+
+// zonedAddr sets zone on a (a *net.TCPAddr or *net.UDPAddr) when its
+// address is link-local: the address of a socket bound or connected with
+// a zone names its link, as getsockname gives it a scope id, and other
+// addresses none. It returns a.
+func zonedAddr(a net.Addr, zone string) net.Addr {
+	if zone == "" {
+		return a
+	}
+	switch x := a.(type) {
+	case *net.TCPAddr:
+		if x.IP.IsLinkLocalUnicast() || x.IP.IsLinkLocalMulticast() {
+			x.Zone = zone
+		}
+	case *net.UDPAddr:
+		if x.IP.IsLinkLocalUnicast() || x.IP.IsLinkLocalMulticast() {
+			x.Zone = zone
+		}
+	}
+	return a
+}

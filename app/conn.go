@@ -132,7 +132,8 @@ func (a *App) DialConn(ctx context.Context, uri string) (*Conn, error) {
 // caller gave, for its errors.
 func (a *App) dial(ctx context.Context, uri, target string, ep flow.Endpoint) (*Conn, error) {
 	raddr := endpointAddr(ep)
-	if _, zone := flow.SplitZone(target); zone != "" {
+	_, zone := flow.SplitZone(target)
+	if zone != "" {
 		// RemoteAddr names the link as a kernel socket's does:
 		// [fe80::1%eth0]:80.
 		switch ra := raddr.(type) {
@@ -241,7 +242,8 @@ func (a *App) dial(ctx context.Context, uri, target string, ep flow.Endpoint) (*
 			r.Local.Transport, r.Local.Addr, r.Local.Port = ep.Transport, res.local.Addr(), res.local.Port()
 		}
 		local = addrPortOf(r.Local)
-		laddr = endpointAddr(r.Local)
+		// A link-local LocalAddr names the link too, as the kernel's.
+		laddr = zonedAddr(endpointAddr(r.Local), zone)
 	}
 	c := newConn(a, e, laddr, raddr, local, remote)
 	if d := testhook.DialRegisterPause.Load(); d > 0 {

@@ -40,8 +40,10 @@ func checkDgramSize(n int, remote netip.AddrPort) error {
 }
 
 // checkDest checks a WriteTo's destination as a kernel UDP socket bound to
-// ep would: an address and a port (EINVAL), of ep's family
-// (EAFNOSUPPORT), and the datagram's size (EMSGSIZE).
+// ep would: an address and a port (EINVAL), of ep's family (an IPv4
+// destination of an IPv6 listener, which takes IPv6 alone, ENETUNREACH;
+// an IPv6 one of an IPv4 listener EAFNOSUPPORT), and the datagram's size
+// (EMSGSIZE).
 func checkDest(ep flow.Endpoint, remote netip.AddrPort, n int) error {
 	a := remote.Addr().Unmap()
 	if !a.IsValid() || a.IsUnspecified() {
@@ -55,8 +57,14 @@ func checkDest(ep flow.Endpoint, remote netip.AddrPort, n int) error {
 		fam = flow.Family6
 	}
 	if want := ep.Family(); fam != want {
+		errno := syscall.EAFNOSUPPORT
+		if want == flow.Family6 {
+			// An IPv6 listener is a socket with IPV6_V6ONLY set, whose
+			// sendto to an IPv4 (IPv4-mapped) address fails so.
+			errno = syscall.ENETUNREACH
+		}
 		return &Error{Msg: fmt.Sprintf("app: destination %v is not of the listener's family (%v)", remote, ep.Addr),
-			Err: syscall.EAFNOSUPPORT}
+			Err: errno}
 	}
 	return checkDgramSize(n, netip.AddrPortFrom(a, remote.Port()))
 }

@@ -133,7 +133,8 @@ func (a *App) listenPacket(uri string) (*PacketConn, error) {
 		}
 		p.binds = append(p.binds, wb)
 	}
-	p.laddr = endpointAddr(lastBind(bs).ep)
+	_, zone := flow.SplitZone(uri)
+	p.laddr = zonedAddr(endpointAddr(lastBind(bs).ep), zone)
 	p.rebuildLocked()
 	for _, b := range p.binds {
 		a.addAcceptor(b.h, b.ep, p)
@@ -367,7 +368,10 @@ func (p *PacketConn) Release() {
 
 // ReadFrom reads one datagram into b (dropping what does not fit, as a
 // UDP socket does). The address is a *net.UDPAddr for a datagram from the
-// wire, a *CutThroughAddr for one from a cut-through session. A pending
+// wire, a *CutThroughAddr for one from a cut-through session. A listener
+// of both families (udp://:PORT) names an IPv4 sender by its IPv4-mapped
+// IPv6 address (::ffff:10.0.0.1), as a dual-stack kernel socket does
+// (ReadBatch's Message.Remote keeps the IPv4 address). A pending
 // asynchronous error (see SetDontFragment) is returned instead, once.
 func (p *PacketConn) ReadFrom(b []byte) (int, net.Addr, error) {
 	n, e, from, err := p.read(b)
@@ -423,6 +427,12 @@ func (p *PacketConn) read(b []byte) (int, *end, netip.AddrPort, error) {
 			var from netip.AddrPort
 			if e.datapath {
 				from = fromHeader(&p.hdr)
+				if len(p.binds) > 1 && from.Addr().Is4() {
+					// A listener of both families is a dual-stack socket
+					// ([::]:PORT), whose IPv4 senders the kernel names
+					// as IPv4-mapped IPv6 addresses.
+					from = netip.AddrPortFrom(netip.AddrFrom16(from.Addr().As16()), from.Port())
+				}
 			}
 			return n, e, from, nil
 		}
