@@ -130,7 +130,7 @@ type tcpPath struct {
 	// Ports of active opens that ended in order, held in the kernel while
 	// gVisor may keep them in TIME-WAIT (the kernel knows nothing of it
 	// and would hand them out again), oldest first.
-	coolMu sync.Mutex // guards cool, coolBy and the sessions' kept
+	coolMu sync.Mutex // guards cool, coolBy and the sessions' kept; may be taken under mu, never mu under it
 	cool   []cooling
 	// coolBy counts by uid (0 not counted) the ports of active opens kept
 	// after the layer let their sessions go: from the app's close while
@@ -1305,7 +1305,7 @@ func (tl *tcpListener) Accept(c *tcp.Conn) (rx, tx *fifo.Fifo, h tcp.Handler, er
 		if p.refused.Add(1)%1000 == 1 {
 			p.e.log.Warn("tcp: connection refused", "listener", uint64(tl.h), "remote", remote, "err", err)
 		}
-		p.endLive(tl.app)
+		p.endLive(app) // counted against the app a rule may have forwarded it to
 		return nil, nil, nil, fmt.Errorf("accept: %w", err)
 	}
 	if lh == tl.h {
@@ -1449,7 +1449,9 @@ func (p *tcpPath) dial(s *tcpSess, remote netip.AddrPort) {
 		}
 		s.done = true
 		p.mu.Unlock()
-		s.res.close()
+		// The port, and its count against the uid if the app closed the
+		// half-open meanwhile (closeByApp).
+		p.dropPort(s, nil)
 		_ = l.ConnectFailed(s.ho, err)
 		p.endLive(s.app)
 	}
@@ -1525,10 +1527,13 @@ func (p *tcpPath) closeByApp(h flow.Handle) bool {
 	gone := p.apps[s.app] != nil && p.apps[s.app].gone
 	half := !s.established
 	reset := s.reset
-	p.mu.Unlock()
 	// The layer no longer counts the session; its port stays held while
 	// the connection drains, and counts against its uid from now on.
+	// Counted under mu, so that it comes before the release of a session
+	// that ends meanwhile (finish, dial's failure: both take it out of
+	// conns under mu first, then drop what is counted).
 	p.keepWhileHeld(s)
+	p.mu.Unlock()
 	if c != nil {
 		if gone || half || reset {
 			c.Abort()
