@@ -48,6 +48,7 @@ type nbResult struct {
 	at          time.Time  // when it was resolved
 	pending     bool       // a resolution is in flight
 	mtu         int        // the route's MTU when below the interface's (a learned path MTU); 0: none
+	broadcast   bool       // a broadcast address of the link: mac is the broadcast MAC (nsbind.Route.Broadcast)
 	nh          netip.Addr // the next hop whose MAC mac is; of a failed one, the next hop that did not resolve
 	// dirty: the next hop changed while a resolution was in flight, which
 	// may have read it before: what it stores is asked again (stale).
@@ -292,6 +293,13 @@ func (r *resolver) lookup(k nbKey) (res nbResult, nh netip.Addr, wait bool) {
 		nh = rt.Gateway
 	}
 	res = nbResult{ok: true, src: rt.Src.Unmap(), at: now, nh: nh, mtu: rt.MTU}
+	if rt.Broadcast {
+		// A datagram to it goes to every host of the link, as a kernel
+		// socket's with SO_BROADCAST (Go sets it on UDP sockets).
+		res.broadcast, res.mac = true, [6]byte{0xff, 0xff, 0xff, 0xff, 0xff, 0xff}
+		r.resolved.Add(1)
+		return res, nh, false
+	}
 	mac, st, ok := r.ns.Neighbour(rt.IfIndex, nh)
 	if ok && len(mac) == 6 {
 		r.resolved.Add(1)

@@ -1419,6 +1419,10 @@ func (p *tcpPath) open(req sessions.OpenRequest) (netip.AddrPort, error) {
 	if err != nil {
 		return netip.AddrPort{}, err
 	}
+	if rt.Broadcast {
+		// As the kernel's TCP refuses it (ENETUNREACH there).
+		return netip.AddrPort{}, fmt.Errorf("connect %v: a broadcast address of the link, and a TCP connection goes to one host: %w", dst, flow.ErrUnreachable)
+	}
 	if !p.addLive(req.App) {
 		return netip.AddrPort{}, fmt.Errorf("app %d: %w", req.App, flow.ErrNotAttached)
 	}

@@ -135,15 +135,21 @@ var codeErrors = [...]error{
 }
 
 // CodeOf returns the code of the sentinel err wraps, CodeOK for nil, and
-// CodeUnknown for any other error.
+// CodeUnknown for any other error. ErrConnect, which says only that a
+// connect failed, gives way to any other sentinel err wraps with it (a
+// connect refused as unreachable is CodeUnreachable: the app's errors.Is
+// finds EHOSTUNREACH).
 func CodeOf(err error) Code {
 	if err == nil {
 		return CodeOK
 	}
 	for c, e := range codeErrors {
-		if e != nil && errors.Is(err, e) {
+		if e != nil && e != ErrConnect && errors.Is(err, e) {
 			return Code(c)
 		}
+	}
+	if errors.Is(err, ErrConnect) {
+		return CodeConnect
 	}
 	return CodeUnknown
 }

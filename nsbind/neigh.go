@@ -92,6 +92,10 @@ type Route struct {
 	// learned for the destination (a cached route exception); 0 when it
 	// sets none and the interface's applies.
 	MTU int
+	// Broadcast: the destination is a broadcast address of the link (a
+	// broadcast route: the subnet's, or 255.255.255.255), sent to the
+	// broadcast MAC with no neighbour to resolve.
+	Broadcast bool
 }
 
 // RouteGet asks the namespace's kernel routing for dst, as ip route get
@@ -130,7 +134,7 @@ func (n *Namespace) RouteGet(dst netip.Addr) (Route, error) {
 		if r.LinkIndex <= 0 {
 			return noRoute(verb, "no outgoing interface", nil)
 		}
-		rt.IfIndex, rt.MTU = r.LinkIndex, r.MTU
+		rt.IfIndex, rt.MTU, rt.Broadcast = r.LinkIndex, r.MTU, r.Type == unix.RTN_BROADCAST
 		if g, ok := netip.AddrFromSlice(r.Gw); ok && !g.IsUnspecified() {
 			rt.Gateway = g.Unmap()
 		}

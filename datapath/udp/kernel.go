@@ -39,6 +39,9 @@ func (r *Reservation) Open() error {
 		return fmt.Errorf("open reservation %v: pktinfo: %w", r.addr, err)
 	}
 	_ = unix.SetsockoptInt(r.fd, unix.SOL_SOCKET, unix.SO_RCVBUF, kernelRcvBuf)
+	// A datagram larger than a frame to a broadcast address goes out
+	// through this socket, as a Go program's UDP socket sends it.
+	_ = unix.SetsockoptInt(r.fd, unix.SOL_SOCKET, unix.SO_BROADCAST, 1)
 	if err := unix.SetsockoptInt(r.fd, unix.SOL_SOCKET, unix.SO_DETACH_FILTER, 0); err != nil {
 		return fmt.Errorf("open reservation %v: detach filter: %w", r.addr, err)
 	}
