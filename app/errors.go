@@ -124,9 +124,11 @@ func dialError(uri string, raddr net.Addr, err error) error {
 // net.Listen's: a *net.OpError with Op "listen", the network of the URI's
 // scheme and the address asked for (nil for a URI that names none, a host
 // name, both families), wrapping the library's *Error, whose text then
-// goes on without the verb.
+// goes on without the verb, and without the URI when the OpError names
+// its address: "listen udp 0.0.0.0:9000: address already in use".
 func listenError(uri string, err error) error {
-	if e, ok := err.(*Error); ok {
+	e, _ := err.(*Error)
+	if e != nil {
 		e.Msg = strings.TrimPrefix(e.Msg, "listen ")
 	}
 	network, _, ok := strings.Cut(uri, "://")
@@ -142,6 +144,9 @@ func listenError(uri string, err error) error {
 			la.Zone = zone
 		case *net.UDPAddr:
 			la.Zone = zone
+		}
+		if e != nil {
+			e.Msg = strings.TrimPrefix(e.Msg, uri+": ")
 		}
 	}
 	return &net.OpError{Op: "listen", Net: strings.ToLower(network), Addr: laddr, Err: err}
