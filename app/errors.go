@@ -138,13 +138,7 @@ func listenError(uri string, err error) error {
 	var laddr net.Addr
 	plain, zone := flow.SplitZone(uri)
 	if ep, perr := flow.ParseURI(plain); perr == nil {
-		laddr = endpointAddr(ep)
-		switch la := laddr.(type) {
-		case *net.TCPAddr:
-			la.Zone = zone
-		case *net.UDPAddr:
-			la.Zone = zone
-		}
+		laddr = zonedAddr(endpointAddr(ep), zone)
 		if e != nil {
 			e.Msg = strings.TrimPrefix(e.Msg, uri+": ")
 		}
