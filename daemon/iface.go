@@ -28,8 +28,9 @@ func (d *Daemon) InterfaceLostErr() error {
 	}
 }
 
-// watchInterface closes d.lost when the interface is no longer in the
-// view of its namespace. It looks at the view's snapshot on each of its
+// watchInterface logs the interface's changes of state (down, no carrier,
+// up again) and closes d.lost when it is no longer in the view of its
+// namespace. It looks at the view's snapshot on each of its
 // events rather than at the events alone, so that a removal whose event the
 // subscription dropped (counted in the view's stats) is still seen with
 // the next one, a resync's among them. It ends when the view closes.
@@ -39,9 +40,23 @@ func (d *Daemon) watchInterface(view *nsbind.View) {
 	if netns == "" {
 		netns = "the daemon's"
 	}
+	last := "up"
+	if i, ok := view.Snapshot().Interface(idx); ok {
+		last = ifaceState(i) // xsessiond run warns of a start on one not up
+	}
 	go func() {
 		for range events {
-			if _, ok := view.Snapshot().Interface(idx); ok {
+			if i, ok := view.Snapshot().Interface(idx); ok {
+				// A change of its state is logged as it comes, as the
+				// kernel's link messages say it.
+				if now := ifaceState(i); now != last {
+					if now == "up" {
+						d.log.Info("interface up and running: the datapath receives again", "iface", i.Name, "ifindex", idx, "was", last)
+					} else {
+						d.log.Warn("interface "+now+": nothing reaches the datapath until it is up and running", "iface", i.Name, "ifindex", idx)
+					}
+					last = now
+				}
 				continue
 			}
 			d.lostErr = fmt.Errorf("interface %s (ifindex %d) left netns %s (deleted, or moved to another namespace): its datapath is gone", name, idx, netns)
@@ -80,6 +95,14 @@ func (d *Daemon) interfaceState() string {
 		return ""
 	case !ok:
 		return "gone"
+	}
+	return ifaceState(i)
+}
+
+// ifaceState names the state of an interface the view has: down, no-carrier
+// or up.
+func ifaceState(i nsbind.Interface) string {
+	switch {
 	case !i.Up:
 		return "down"
 	case !i.Running:

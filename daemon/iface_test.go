@@ -1,8 +1,10 @@
 package daemon
 
 import (
+	"log/slog"
 	"net/http/httptest"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -12,13 +14,30 @@ import (
 )
 
 // TestInterfaceLost: a link that goes down and up, or whose peer does, is
-// not lost (show stats' interface_state follows: down, no-carrier, up);
+// not lost (show stats' interface_state follows: down, no-carrier, up; the
+// log says each change once);
 // once the daemon's interface is deleted, InterfaceLost is closed within a
 // moment, its error names the interface, the state says gone, and the
 // daemon still answers its control socket and closes cleanly.
 func TestInterfaceLost(t *testing.T) {
 	rig := nstest.NewPair(t, nstest.Options{})
-	d := startDaemon(t, onB(rig))
+	var logMu sync.Mutex
+	var logs strings.Builder
+	d := startDaemon(t, onB(rig), func(c *Config) {
+		c.Logger = slog.New(slog.NewTextHandler(writerFunc(func(p []byte) (int, error) {
+			logMu.Lock()
+			defer logMu.Unlock()
+			return logs.Write(p)
+		}), nil))
+	})
+	logged := func(n int, what string) {
+		t.Helper()
+		waitFor(t, "a log line "+what, 5*time.Second, func() bool {
+			logMu.Lock()
+			defer logMu.Unlock()
+			return strings.Count(logs.String(), what) == n
+		})
+	}
 	link := func(h *nstest.Host, fn func(netlink.Link) error) {
 		t.Helper()
 		if err := h.Do(func() error {
@@ -48,12 +67,16 @@ func TestInterfaceLost(t *testing.T) {
 	state("up")
 	link(rig.B, netlink.LinkSetDown)
 	state("down")
+	logged(1, `msg="interface down: nothing reaches the datapath until it is up and running" iface=`+rig.B.Link)
 	link(rig.B, netlink.LinkSetUp)
 	state("up")
+	logged(1, `msg="interface up and running: the datapath receives again" iface=`+rig.B.Link)
 	link(rig.A, netlink.LinkSetDown) // the peer: B has no carrier
 	state("no-carrier")
+	logged(1, `msg="interface no-carrier: nothing reaches`)
 	link(rig.A, netlink.LinkSetUp)
 	state("up")
+	logged(2, `msg="interface up and running`)
 	select {
 	case <-d.InterfaceLost():
 		t.Fatalf("lost after a link down and up: %v", d.InterfaceLostErr())
@@ -79,3 +102,8 @@ func TestInterfaceLost(t *testing.T) {
 		t.Fatal(err)
 	}
 }
+
+// writerFunc is an io.Writer of a function.
+type writerFunc func([]byte) (int, error)
+
+func (f writerFunc) Write(p []byte) (int, error) { return f(p) }
