@@ -44,6 +44,23 @@ func newCtlCmd() *cobra.Command {
 	}
 	cmd.PersistentFlags().StringVar(&socket, "socket", DefaultSocket, "the daemon's control socket")
 	cmd.AddCommand(newShowCmd(&socket), newNsCmd(&socket), newRuleCmd(&socket), newClearCmd(&socket), newTopCmd(&socket), newCaptureCmd(&socket))
+	cmd.AddCommand(&cobra.Command{
+		Use:   "help [command]",
+		Short: "Help about a ctl command (ctl help show, as xsessiond help ctl show)",
+		// No socket needed: the parent's check does not run for it.
+		PersistentPreRunE: func(*cobra.Command, []string) error { return nil },
+		RunE: func(c *cobra.Command, args []string) error {
+			target, rest, err := cmd.Find(args)
+			switch {
+			case err != nil:
+				return noArgs("")(cmd, args)
+			case len(rest) > 0:
+				return noArgs("")(target, rest)
+			}
+			target.InitDefaultHelpFlag() // listed as --help lists it
+			return target.Help()
+		},
+	})
 	return cmd
 }
 

@@ -274,7 +274,8 @@ func TestOperatorConfigMistakes(t *testing.T) {
 }
 
 // TestOperatorHelpMatches: what a command's help shows works as shown:
-// ns set-secret takes the id as its argument as ns del does, and ctl with
+// ctl help COMMAND shows COMMAND's help; ns set-secret takes the id as its
+// argument as ns del does, and ctl with
 // no command shows its help and exits 0.
 func TestOperatorHelpMatches(t *testing.T) {
 	d := startDaemon(t)
@@ -293,6 +294,17 @@ func TestOperatorHelpMatches(t *testing.T) {
 	}
 	if out, err := ctl(t, d.Socket()); err != nil || !strings.Contains(out, "Available Commands") {
 		t.Fatalf("ctl alone: %v\n%s", err, out)
+	}
+	// ctl help COMMAND, as help ctl COMMAND.
+	for _, args := range [][]string{{"help", "show"}, {"help", "ns", "add"}} {
+		out, err := ctl(t, d.Socket(), args...)
+		want, _ := ctl(t, d.Socket(), append(args[1:], "--help")...)
+		if err != nil || out != want || out == "" {
+			t.Errorf("ctl %v: %v\n%s\nwant\n%s", args, err, out, want)
+		}
+	}
+	if _, err := ctl(t, d.Socket(), "help", "bogus"); err == nil || !strings.Contains(err.Error(), "no such command") {
+		t.Errorf("ctl help bogus: %v", err)
 	}
 }
 
