@@ -38,6 +38,18 @@ func addrPortOf(e flow.Endpoint) netip.AddrPort {
 	return netip.AddrPortFrom(a, e.Port)
 }
 
+// mapped4 returns a TCP address of IPv4 in its IPv4-mapped IPv6 form, as a
+// kernel socket of both families (net.Listen("tcp", ":PORT")) names its
+// IPv4 peers and the addresses they reached; any other address as it is.
+func mapped4(a net.Addr) net.Addr {
+	if x, ok := a.(*net.TCPAddr); ok {
+		if ap := x.AddrPort(); ap.Addr().Is4() {
+			return net.TCPAddrFromAddrPort(netip.AddrPortFrom(netip.AddrFrom16(ap.Addr().As16()), ap.Port()))
+		}
+	}
+	return a
+}
+
 // zonedAddr sets zone on a (a *net.TCPAddr or *net.UDPAddr) when its
 // address is link-local: the address of a socket bound or connected with
 // a zone names its link, as getsockname gives it a scope id, and other

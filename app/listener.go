@@ -252,6 +252,11 @@ func (l *Listener) accept(e *end, info *api.SessionInfo) bool {
 			local = netip.AddrPortFrom(info.Local.Addr, info.Local.Port)
 		}
 	}
+	if len(l.binds) > 1 {
+		// A listener of both families names IPv4 peers as the kernel's
+		// dual-stack socket does.
+		laddr, raddr = mapped4(laddr), mapped4(raddr)
+	}
 	c := newConn(l.a, e, laddr, raddr, local, remote)
 	c.ln = l
 	l.queue = append(l.queue, c)

@@ -106,3 +106,50 @@ func TestTCPAcceptedLocalAddrMatchesKernel(t *testing.T) {
 		compareSem(t, k.name, ref, tr, nil)
 	}
 }
+
+// TestTCPBothFamiliesListenerAddrsMatchKernel: a session accepted from an
+// IPv4 peer on a listener of both families (tcp://:PORT) names both ends
+// in the IPv4-mapped form, as a kernel listener of net.Listen("tcp",
+// ":PORT") names them: AddrPort gives ::ffff:a.b.c.d for each.
+func TestTCPBothFamiliesListenerAddrsMatchKernel(t *testing.T) {
+	rig, d := tcpRig(t)
+	a := attach(t, d, app.Options{Name: "dual"})
+	ln, err := a.Listen("tcp://:7700")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	var kl net.Listener
+	if err := rig.B.Do(func() (err error) { kl, err = net.Listen("tcp", ":7701"); return }); err != nil {
+		t.Fatal(err)
+	}
+	defer kl.Close()
+	form := func(c net.Conn) string {
+		l, r := c.LocalAddr().(*net.TCPAddr).AddrPort().Addr(), c.RemoteAddr().(*net.TCPAddr).AddrPort().Addr()
+		return fmt.Sprintf("local %v (4in6 %v) remote %v (4in6 %v)", l.Unmap(), l.Is4In6(), r.Unmap(), r.Is4In6())
+	}
+	for _, port := range []uint16{7700, 7701} {
+		go rig.A.Do(func() error {
+			c, err := net.DialTimeout("tcp", netip.AddrPortFrom(rig.B.IPv4, port).String(), 5*time.Second)
+			if err == nil {
+				time.Sleep(time.Second)
+				c.Close()
+			}
+			return nil
+		})
+	}
+	ac, err := ln.Accept()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ac.Close()
+	kc, err := kl.Accept()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer kc.Close()
+	if got, want := form(ac), form(kc); got[strings.Index(got, "remote"):] != want[strings.Index(want, "remote"):] ||
+		!strings.Contains(got, "local "+rig.B.IPv4.String()+" (4in6 true)") || !strings.Contains(want, "(4in6 true)") {
+		t.Errorf("accepted from A: %s; the kernel's %s", got, want)
+	}
+}
