@@ -361,16 +361,21 @@ func (c *Conn) Send(m Message, fds ...int) error { return c.send(context.Backgro
 
 // TrySend sends m as a notice, as Send does, on a connection served by a
 // Server only when the connection's queue has room for it below half of
-// either bound; otherwise it returns an error wrapping ErrQueueFull at
-// once and, unlike Send, leaves the connection open. It is for notices
-// that another client's request causes (a cut-through session's
-// Accepted to its listening app): a flood of those is then refused to the
-// client that causes it, instead of overflowing the queue of a client
-// that reads, only slower than they come, and dropping it. On a Conn no
-// Server serves it is Send.
-func (c *Conn) TrySend(m Message, fds ...int) error {
+// either bound, waiting up to wait for that room (the caller's goroutine
+// waits, no other); past it, it returns an error wrapping ErrQueueFull
+// and, unlike Send, leaves the connection open. It is for notices that
+// another client's request causes (a cut-through session's Accepted to
+// its listening app): a burst of those waits for the writer as a burst of
+// SYNs waits in a listen queue, and a flood is refused to the clients that
+// cause it, instead of overflowing the queue of a client that reads, only
+// slower than they come, and dropping it. On a Conn no Server serves it
+// is Send.
+func (c *Conn) TrySend(wait time.Duration, m Message, fds ...int) error {
 	if q := c.q.Load(); q != nil {
-		return c.sendQueued(q, 0, m, fds, tryNotice)
+		if err := checkSend(m, fds); err != nil {
+			return err
+		}
+		return q.push(0, m, fds, wait, true)
 	}
 	return c.send(context.Background(), 0, m, fds)
 }
@@ -395,7 +400,7 @@ func (c *Conn) send(ctx context.Context, id uint32, m Message, fds []int) (err e
 		return fmt.Errorf("api: send %v: %w", m.Type(), err)
 	}
 	if q := c.q.Load(); q != nil {
-		return q.push(id, m, fds, 0)
+		return q.push(id, m, fds, 0, false)
 	}
 	select {
 	case c.wsem <- struct{}{}:
@@ -461,7 +466,7 @@ func (c *Conn) sendQueued(q *outQueue, id uint32, m Message, fds []int, wait tim
 	if err := checkSend(m, fds); err != nil {
 		return err
 	}
-	return q.push(id, m, fds, wait)
+	return q.push(id, m, fds, wait, false)
 }
 
 // sendContinuedLocked sends a JSON document too long for one record as

@@ -896,7 +896,7 @@ func TestTrySendFloodKeepsClient(t *testing.T) {
 
 	fd := rawHelloFD(t, path)
 	sc := d.lastConn()
-	sent, err := flood(sc.TrySend)
+	sent, err := flood(func(m Message, fds ...int) error { return sc.TrySend(50*time.Millisecond, m, fds...) })
 	if !errors.Is(err, ErrQueueFull) {
 		t.Fatalf("%d notices, then %v; want ErrQueueFull", sent, err)
 	}

@@ -66,17 +66,14 @@ func poke(ch chan struct{}) {
 	}
 }
 
-// tryNotice is push's wait for a notice queued only if there is room
-// (Conn.TrySend).
-const tryNotice time.Duration = -1
-
 // push encodes m, duplicates fds and queues them. With wait > 0 (a reply)
 // it waits up to wait for room, which for it ends at three quarters of the
 // queue; with wait 0 (a notice) a full queue fails the connection at once
-// (ErrQueueFull), so that the caller never waits for the peer; with wait
-// tryNotice (a notice that may be left out) it finds no room past half of
-// the queue and returns ErrQueueFull at once, the connection left as it is.
-func (q *outQueue) push(id uint32, m Message, fds []int, wait time.Duration) error {
+// (ErrQueueFull), so that the caller never waits for the peer. With try (a
+// notice another client's request causes, Conn.TrySend) room ends at half
+// of the queue, push waits up to wait for it, and then returns
+// ErrQueueFull with the connection left as it is.
+func (q *outQueue) push(id uint32, m Message, fds []int, wait time.Duration, try bool) error {
 	var buf []byte
 	select {
 	case buf = <-q.free:
@@ -103,6 +100,13 @@ func (q *outQueue) push(id uint32, m Message, fds []int, wait time.Duration) err
 		n := len(q.items) - q.head
 		maxLen, maxBytes := q.maxLen, q.maxBytes
 		switch {
+		case try:
+			// Notices others' requests cause leave half of the queue
+			// to the client's own replies and notices: a flood of them
+			// waits, then is refused to the clients that cause it, and
+			// never drops this one.
+			maxLen -= q.maxLen / 2
+			maxBytes -= q.maxBytes / 2
 		case wait > 0:
 			// A reply leaves a quarter of the queue to notices: a
 			// client's own requests answered faster than it reads
@@ -110,14 +114,8 @@ func (q *outQueue) push(id uint32, m Message, fds []int, wait time.Duration) err
 			// notice then drops the client. Replies wait instead.
 			maxLen -= q.maxLen / 4
 			maxBytes -= q.maxBytes / 4
-		case wait == tryNotice:
-			// Notices others' requests cause leave half of the queue
-			// to the client's own replies and notices: a flood of them
-			// is refused to the clients that cause it, and never drops this one.
-			maxLen -= q.maxLen / 2
-			maxBytes -= q.maxBytes / 2
 		}
-		if (n == 0 && wait != tryNotice) || (n < maxLen && q.bytes+it.size <= maxBytes) {
+		if (n == 0 && !try) || (n < maxLen && q.bytes+it.size <= maxBytes) {
 			q.items = append(q.items, it)
 			q.bytes += it.size
 			q.mu.Unlock()
@@ -128,7 +126,7 @@ func (q *outQueue) push(id uint32, m Message, fds []int, wait time.Duration) err
 			return nil
 		}
 		q.mu.Unlock()
-		if wait == tryNotice {
+		if try && wait <= 0 {
 			closeFDs(it.fds)
 			return fmt.Errorf("api: send %v: %w (%d messages queued, the client kept)", m.Type(), ErrQueueFull, n)
 		}
@@ -146,6 +144,9 @@ func (q *outQueue) push(id uint32, m Message, fds []int, wait time.Duration) err
 		case <-q.stopped:
 		case <-timer.C:
 			closeFDs(it.fds)
+			if try {
+				return fmt.Errorf("api: send %v: %w (waited %v for room, %d messages queued, the client kept)", m.Type(), ErrQueueFull, wait, n)
+			}
 			err := fmt.Errorf("api: send %v: %w (waited %v for room)", m.Type(), ErrQueueFull, wait)
 			q.failWith(err)
 			return err

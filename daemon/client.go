@@ -737,10 +737,11 @@ func (h *client) connect(m *api.Connect) (api.Message, []int, error) {
 	}
 	peerLocal := flow.Endpoint{Transport: e.Transport}
 	// The notice goes only while the listening app's queue has room to
-	// spare: a flood of connects, which another app causes, is refused to
-	// that app instead of overflowing the listening app's queue, which
-	// would drop it with all its sessions.
-	if err := server.c.TrySend(&api.Accepted{Listener: acc.Listener, SessionInfo: info(acc, remote, peerLocal)},
+	// spare: a burst of connects waits for it (this connect's request, no
+	// other), up to what a reply may wait; a flood, which another app
+	// causes, is refused to that app instead of overflowing the listening
+	// app's queue, which would drop it with all its sessions.
+	if err := server.c.TrySend(d.ctConnectWait(), &api.Accepted{Listener: acc.Listener, SessionInfo: info(acc, remote, peerLocal)},
 		ct.seg.FD(), toMe); err != nil {
 		// fds, the reply's, are closed with the next request's (h.sent).
 		withdraw()
@@ -748,4 +749,14 @@ func (h *client) connect(m *api.Connect) (api.Message, []int, error) {
 		return nil, nil, fmt.Errorf("connect %s: the listening app has not taken the connections before this one: %w", e.URI(), flow.ErrRefused)
 	}
 	return &api.ConnectReply{SessionInfo: info(con, peerLocal, remote)}, fds, nil
+}
+
+// ctConnectWait is how long a cut-through connect waits for room for its
+// Accepted notice in the listening app's queue: the control connections'
+// send timeout, what a reply may wait.
+func (d *Daemon) ctConnectWait() time.Duration {
+	if t := d.cfg.Control.SendTimeout; t > 0 {
+		return t
+	}
+	return api.DefaultSendTimeout
 }
