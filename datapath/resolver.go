@@ -198,10 +198,22 @@ func (r *resolver) store(k nbKey, res nbResult) {
 		if e.dirty {
 			res.stale = true // asked again at the next get
 		}
+		// Workers keep what get returned while the resolution was in
+		// flight for localTTL: a next hop that moved (a new MAC the
+		// kernel learned when its entry failed and resolved again, a
+		// new route) must reach them now, as changed's do. The
+		// kernel's notice of the new entry, when it comes after the
+		// resolution read it, finds nothing left to change. A dirty
+		// result, which may predate changed's, is asked again instead.
+		moved := !e.dirty && e.ok &&
+			(!res.ok || res.mac != e.mac || res.src != e.src || res.mtu != e.mtu || res.broadcast != e.broadcast)
 		nh := res.nh
 		res.nh = e.nh
 		*e = res
 		r.setHop(k, e, nh)
+		if moved {
+			r.gen.Add(1)
+		}
 	}
 	r.mu.Unlock()
 }
