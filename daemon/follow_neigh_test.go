@@ -41,10 +41,44 @@ func fastNeighbours(t *testing.T, h *nstest.Host) {
 }
 
 // seqFlow is a stream of numbered messages from host B to host A, one
-// every 10 ms; got is the highest number A received.
+// every 10 ms; got is the highest number A received, markAt when A first
+// received one above mark (unix nanoseconds; 0: not yet).
 type seqFlow struct {
-	name      string
-	sent, got atomic.Int64
+	name         string
+	sent, got    atomic.Int64
+	mark, markAt atomic.Int64
+}
+
+// received notes that A received message n.
+func (f *seqFlow) received(n int64) {
+	if n > f.got.Load() {
+		f.got.Store(n)
+	}
+	if n > f.mark.Load() {
+		f.markAt.CompareAndSwap(0, time.Now().UnixNano())
+	}
+}
+
+// markFrom makes markAt the time A first receives a message above from.
+func (f *seqFlow) markFrom(from int64) {
+	f.mark.Store(1<<62 - 1)
+	f.markAt.Store(0)
+	f.mark.Store(from)
+}
+
+// arrivedAfter waits until A received a message above the mark, for at
+// most within since start, and returns when it did, since start.
+func (f *seqFlow) arrivedAfter(t *testing.T, start time.Time, within time.Duration) time.Duration {
+	t.Helper()
+	for f.markAt.Load() == 0 {
+		if time.Since(start) > within {
+			t.Errorf("%s: nothing sent after the change reached host A within %v (%d sent, up to %d received)",
+				f.name, within, f.sent.Load(), f.got.Load())
+			return within
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+	return time.Unix(0, f.markAt.Load()).Sub(start)
 }
 
 // waitAfter waits until A receives a message sent after from was, for at
@@ -81,7 +115,7 @@ func udpSeqFlow(t *testing.T, name string, rig *nstest.Pair, pc net.PacketConn, 
 				return
 			}
 			if n == 8 {
-				f.got.Store(max(f.got.Load(), int64(binary.BigEndian.Uint64(b))))
+				f.received(int64(binary.BigEndian.Uint64(b)))
 			}
 		}
 	}()
@@ -109,7 +143,7 @@ func tcpSeqFlow(t *testing.T, name string, c net.Conn) *seqFlow {
 			if _, err := io.ReadFull(c, b); err != nil {
 				return
 			}
-			f.got.Store(int64(binary.BigEndian.Uint64(b)))
+			f.received(int64(binary.BigEndian.Uint64(b)))
 		}
 	}()
 	go func() {
@@ -154,10 +188,9 @@ func TestFollowPeerMACChangeUnannounced(t *testing.T) {
 		udpSeqFlow(t, "the app's UDP over IPv6", rig, pc6, rig.A.IPv6),
 		tcpSeqFlow(t, "the app's TCP connection", appDial(t, a, netip.AddrPortFrom(rig.A.IPv4, port))),
 	}
-	froms := make([]int64, len(flows))
-	for i, f := range flows {
+	for _, f := range flows {
 		f.waitAfter(t, 0, time.Now(), 2*time.Second)
-		froms[i] = f.sent.Load() + 1 // the next may be on its way
+		f.markFrom(f.sent.Load() + 1) // the next may be on its way
 	}
 	const newMAC = "02:77:00:00:00:62"
 	start := time.Now()
@@ -171,7 +204,7 @@ func TestFollowPeerMACChangeUnannounced(t *testing.T) {
 		t.Logf("B's kernel had A's new MAC for %v %v after the change", ip, learned[ip.Is4()])
 	}
 	for i, f := range flows {
-		took := f.waitAfter(t, froms[i], start, 10*time.Second)
+		took := f.arrivedAfter(t, start, 10*time.Second)
 		t.Logf("%s reached A's new MAC %v after the change", f.name, took)
 		if i < 2 && took > learned[i == 0]+300*time.Millisecond {
 			t.Errorf("%s reached A's new MAC %v after the change, %v after B's kernel had it: want at once",

@@ -196,16 +196,29 @@ func (r *resolver) store(k nbKey, res nbResult) {
 	r.mu.Lock()
 	if e := r.m[k]; e != nil {
 		if e.dirty {
-			res.stale = true // asked again at the next get
+			// The kernel's notice of a change came while this
+			// resolution was in flight, which may have read the entry
+			// before it: what the notice set stays (workers hold it
+			// already), and k is asked again now rather than when a
+			// worker's copy expires, which would hand them this
+			// resolution's older answer for localTTL meanwhile.
+			e.dirty, e.stale, e.pending = false, true, false
+			select {
+			case r.req <- k:
+				e.pending = true
+			default:
+				r.dropped.Add(1)
+			}
+			r.mu.Unlock()
+			return
 		}
 		// Workers keep what get returned while the resolution was in
 		// flight for localTTL: a next hop that moved (a new MAC the
 		// kernel learned when its entry failed and resolved again, a
 		// new route) must reach them now, as changed's do. The
 		// kernel's notice of the new entry, when it comes after the
-		// resolution read it, finds nothing left to change. A dirty
-		// result, which may predate changed's, is asked again instead.
-		moved := !e.dirty && e.ok &&
+		// resolution read it, finds nothing left to change.
+		moved := e.ok &&
 			(!res.ok || res.mac != e.mac || res.src != e.src || res.mtu != e.mtu || res.broadcast != e.broadcast)
 		nh := res.nh
 		res.nh = e.nh

@@ -52,11 +52,14 @@ func TestResolverChanged(t *testing.T) {
 	if e := r.m[key("10.0.0.2")]; e.mac != [6]byte{2, 0, 0, 0, 0, 2} || e.at != at {
 		t.Errorf("another neighbour's destination changed: %+v", e)
 	}
-	// What was in flight for 192.0.2.2 read the old MAC: stored, then
-	// asked again.
+	// What was in flight for 192.0.2.2 read the old MAC: the notice's
+	// MAC stays, and it is asked again at once.
 	r.store(key("192.0.2.2"), nbResult{ok: true, nh: gw, mac: [6]byte{2, 0, 0, 0, 0, 1}, at: time.Now()})
-	if e := r.m[key("192.0.2.2")]; !e.stale || e.dirty {
-		t.Errorf("a resolution in flight across the change: %+v, want asked again", e)
+	if e := r.m[key("192.0.2.2")]; !e.stale || e.dirty || !e.pending || e.mac != [6]byte{2, 0, 0, 0, 0, 9} {
+		t.Errorf("a resolution in flight across the change: %+v, want the new MAC kept and asked again now", e)
+	}
+	if k := <-r.req; k != key("192.0.2.2") {
+		t.Errorf("asked again for %v", k)
 	}
 	r.changed(nsbind.NextHopChange{IP: other})
 	if e := r.m[key("10.0.0.2")]; !e.at.IsZero() || !e.ok || r.gen.Load() != 2 {
