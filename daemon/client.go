@@ -738,7 +738,7 @@ func (h *client) connect(m *api.Connect) (api.Message, []int, error) {
 	peerLocal := flow.Endpoint{Transport: e.Transport}
 	// The notice goes only while the listening app's queue has room to
 	// spare: a burst of connects waits for it (this connect's request, no
-	// other), up to what a reply may wait; a flood, which another app
+	// other), a while; a flood, which another app
 	// causes, is refused to that app instead of overflowing the listening
 	// app's queue, which would drop it with all its sessions.
 	if err := server.c.TrySend(d.ctConnectWait(), &api.Accepted{Listener: acc.Listener, SessionInfo: info(acc, remote, peerLocal)},
@@ -752,11 +752,14 @@ func (h *client) connect(m *api.Connect) (api.Message, []int, error) {
 }
 
 // ctConnectWait is how long a cut-through connect waits for room for its
-// Accepted notice in the listening app's queue: the control connections'
-// send timeout, what a reply may wait.
+// Accepted notice in the listening app's queue: a quarter of the control
+// connections' send timeout (500 ms by default), far more than a burst of
+// hundreds of connects takes to go out to an app that reads, and short of
+// the send timeout after which one that does not is dropped.
 func (d *Daemon) ctConnectWait() time.Duration {
-	if t := d.cfg.Control.SendTimeout; t > 0 {
-		return t
+	t := d.cfg.Control.SendTimeout
+	if t <= 0 {
+		t = api.DefaultSendTimeout
 	}
-	return api.DefaultSendTimeout
+	return t / 4
 }

@@ -111,8 +111,9 @@ func pinDir(h *nstest.Host) string { return filepath.Join(loader.DefaultPinRoot,
 
 // TestStuckClient runs the daemon binary on a rig with control clients
 // that never read their replies. Another app's cut-through connects to a
-// stuck client's listener are each answered within 1 s (the stuck client
-// is dropped when its queue overflows, its app detached, counted), and
+// stuck client's listener are each answered within 1 s (refused once its
+// queue has no room to spare; the stuck client is dropped for not reading,
+// its app detached, counted), and
 // SIGTERM with a stuck client still connected detaches XDP at once and
 // stops the daemon within 2 s.
 func TestStuckClient(t *testing.T) {
