@@ -47,14 +47,9 @@ func TestTCPConnWriteMatchesKernel(t *testing.T) {
 			tr.call("Write of 0 bytes", n, err)
 		}},
 		{name: "CloseWrite wakes a blocked Write", run: func(t *testing.T, c, peer net.Conn, tr *semTrace) {
-			c.SetWriteDeadline(time.Now().Add(10 * time.Second)) // not reached
-			w := goCall(func() (int, error) { return c.Write(big) })
-			time.Sleep(300 * time.Millisecond) // the window and the buffers fill
-			select {
-			case r := <-w:
-				tr.call("Write did not block", r.n, r.err)
+			w, ok := blockedWrite(c, big, tr)
+			if !ok {
 				return
-			default:
 			}
 			tr.err("CloseWrite", callMethod(c, closeWriter.CloseWrite))
 			var res semResult

@@ -156,6 +156,23 @@ func goCall(fn func() (int, error)) <-chan semResult {
 	return ch
 }
 
+// blockedWrite starts a Write of b on c, whose peer does not read, and
+// returns the call once it has blocked for 300 ms (the window and the
+// buffers fill); a Write that returned instead is noted in tr, and ok is
+// false.
+func blockedWrite(c net.Conn, b []byte, tr *semTrace) (w <-chan semResult, ok bool) {
+	c.SetWriteDeadline(time.Now().Add(10 * time.Second)) // not reached
+	w = goCall(func() (int, error) { return c.Write(b) })
+	time.Sleep(300 * time.Millisecond)
+	select {
+	case r := <-w:
+		tr.call("Write did not block", r.n, r.err)
+		return nil, false
+	default:
+		return w, true
+	}
+}
+
 // awaitCall notes what a call of goCall returned, or that it still blocks
 // after 5s.
 func (tr *semTrace) awaitCall(what string, ch <-chan semResult) semResult {
@@ -504,14 +521,9 @@ func TestTCPConnMatchesKernel(t *testing.T) {
 			return map[string]string{"Write": "n=0 EPIPE"}
 		}},
 		{name: "Close wakes a blocked Write", run: func(t *testing.T, c, peer net.Conn, tr *semTrace) {
-			c.SetWriteDeadline(time.Now().Add(10 * time.Second)) // not reached
-			w := goCall(func() (int, error) { return c.Write(big) })
-			time.Sleep(300 * time.Millisecond) // the window and the buffers fill
-			select {
-			case r := <-w:
-				tr.call("Write did not block", r.n, r.err)
+			w, ok := blockedWrite(c, big, tr)
+			if !ok {
 				return
-			default:
 			}
 			tr.err("Close", c.Close())
 			select {

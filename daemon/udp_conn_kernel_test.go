@@ -48,17 +48,7 @@ func TestPacketConnIPv6MatchesKernelUDP(t *testing.T) {
 	buf := make([]byte, 70000)
 	var obs [2]*udpObs
 	for i, side := range []string{"kernel", "app"} {
-		var pc net.PacketConn
-		if side == "kernel" {
-			pc = kernelUDP(t, rig.B, "udp6", "[::]:0")
-		} else {
-			p, err := a.ListenPacket("udp://[::]:0")
-			if err != nil {
-				t.Fatal(err)
-			}
-			t.Cleanup(func() { p.Close() })
-			pc = p
-		}
+		pc := listenUDPSide(t, rig, a, side, "udp6", "[::]:0")
 		o := newUDPObs()
 		peer := kernelClient(t, rig.A) // both families: 0.0.0.0 with "udp"
 		pport := uint16(peer.LocalAddr().(*net.UDPAddr).Port)
@@ -253,27 +243,7 @@ func TestUDPConnIPv6MatchesKernel(t *testing.T) {
 		closed := netip.AddrPortFrom(rig.A.IPv6, closedPort)
 		o.labels[peerAddr] = "peer"
 		o.labels[closed] = "closed"
-		dial := func(dst netip.AddrPort) net.Conn {
-			var c net.Conn
-			if side == "kernel" {
-				if err := rig.B.Do(func() (err error) {
-					c, err = net.Dial("udp", dst.String())
-					return err
-				}); err != nil {
-					t.Fatal(err)
-				}
-			} else {
-				ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-				var err error
-				c, err = a.Dial(ctx, "udp://"+dst.String())
-				cancel()
-				if err != nil {
-					t.Fatal(err)
-				}
-			}
-			t.Cleanup(func() { c.Close() })
-			return c
-		}
+		dial := func(dst netip.AddrPort) net.Conn { return dialUDPSide(t, rig, a, side, dst) }
 		c := dial(peerAddr)
 		self := c.LocalAddr().(*net.UDPAddr).AddrPort()
 		o.labels[self] = "self"

@@ -359,17 +359,7 @@ func TestPacketConnMatchesKernelUDP(t *testing.T) {
 		t.Run(c.name, func(t *testing.T) {
 			var obs [2]*udpObs
 			for i, side := range []string{"kernel", "app"} {
-				var pc net.PacketConn
-				if side == "kernel" {
-					pc = kernelUDP(t, rig.B, "udp4", "0.0.0.0:0")
-				} else {
-					p, err := a.ListenPacket("udp://0.0.0.0:0")
-					if err != nil {
-						t.Fatal(err)
-					}
-					t.Cleanup(func() { p.Close() })
-					pc = p
-				}
+				pc := listenUDPSide(t, rig, a, side, "udp4", "0.0.0.0:0")
 				o := newUDPObs()
 				env := newUDPEnv(t, rig, o, closedPort)
 				env.setSelf(rig, o, pc.LocalAddr().(*net.UDPAddr).Port)
@@ -546,24 +536,7 @@ func TestUDPConnMatchesKernel(t *testing.T) {
 					dst = netip.AddrPortFrom(netip.AddrFrom4(b), 9)
 					o.labels[dst] = "unowned"
 				}
-				var c net.Conn
-				if side == "kernel" {
-					if err := rig.B.Do(func() (err error) {
-						c, err = net.Dial("udp", dst.String())
-						return err
-					}); err != nil {
-						t.Fatal(err)
-					}
-				} else {
-					ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-					var err error
-					c, err = a.Dial(ctx, "udp://"+dst.String())
-					cancel()
-					if err != nil {
-						t.Fatal(err)
-					}
-				}
-				t.Cleanup(func() { c.Close() })
+				c := dialUDPSide(t, rig, a, side, dst)
 				if la, ok := c.LocalAddr().(*net.UDPAddr); ok {
 					env.setSelf(rig, o, la.Port)
 				}
@@ -770,4 +743,46 @@ func TestPacketConnHostLocalDestinationCounted(t *testing.T) {
 	if n, _, err := recvWithin(peer, buf); err != nil || string(buf[:n]) != "wire" {
 		t.Fatalf("host A read %q, %v; want \"wire\"", buf[:n], err)
 	}
+}
+
+// dialUDPSide connects a UDP socket in host B to dst: a kernel socket for
+// side "kernel", else an app's through the daemon; closed when the test
+// ends.
+func dialUDPSide(t *testing.T, rig *nstest.Pair, a *app.App, side string, dst netip.AddrPort) net.Conn {
+	t.Helper()
+	var c net.Conn
+	if side == "kernel" {
+		if err := rig.B.Do(func() (err error) {
+			c, err = net.Dial("udp", dst.String())
+			return err
+		}); err != nil {
+			t.Fatal(err)
+		}
+	} else {
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		var err error
+		c, err = a.Dial(ctx, "udp://"+dst.String())
+		cancel()
+		if err != nil {
+			t.Fatal(err)
+		}
+	}
+	t.Cleanup(func() { c.Close() })
+	return c
+}
+
+// listenUDPSide opens a UDP socket in host B on addr: a kernel socket of
+// network for side "kernel", else an app's through the daemon; closed when
+// the test ends.
+func listenUDPSide(t *testing.T, rig *nstest.Pair, a *app.App, side, network, addr string) net.PacketConn {
+	t.Helper()
+	if side == "kernel" {
+		return kernelUDP(t, rig.B, network, addr)
+	}
+	p, err := a.ListenPacket("udp://" + addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { p.Close() })
+	return p
 }
