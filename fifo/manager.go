@@ -162,8 +162,13 @@ func (m *Manager) AllocPair(rxSize, txSize uint32) (rx, tx *Fifo, added *Segment
 	need := SegmentHeaderSize + 2*FifoHeaderSize + int(data)
 	size := max(m.opts.AddSegmentSize, need)
 	if c := m.opts.MaxSegmentMemory; c > 0 {
-		// Whole pages: the segment's size is rounded up to them.
-		room := (c - m.segMem) &^ int64(unix.Getpagesize()-1)
+		// Whole pages, huge ones where asked: the segment's size is
+		// rounded up to them.
+		align := int64(unix.Getpagesize())
+		if m.opts.HugePages {
+			align = int64(hugePageSize())
+		}
+		room := (c - m.segMem) / align * align
 		if room < int64(need) {
 			return nil, nil, nil, fmt.Errorf("alloc pair of %d+%d bytes for %q: a segment for it would pass the segment memory cap (%d of %d in use): %w",
 				rxSize, txSize, m.opts.Name, m.segMem, c, ErrFifoMemoryLimit)

@@ -41,18 +41,10 @@ func TestDisconnect_OtherAppsSession_NotOwner(t *testing.T) {
 func TestDisconnect_CutThrough_PeerToldMemoryFreed(t *testing.T) {
 	for _, side := range []string{"client", "server"} {
 		t.Run(side, func(t *testing.T) {
-			r := newRig(t)
-			srv, cli := r.attach(sessions.ScopeLocal), r.attach(sessions.ScopeLocal)
-			r.bind(srv, "tcp://0.0.0.0:80")
-			res, err := r.l.ConnectURI(cli, "tcp://127.0.0.1:80", 0)
-			if err != nil {
-				t.Fatal(err)
-			}
-			sh := r.appEvents(srv)[0].Handle
-			r.appEvents(cli)
-			closer, ch, peer, ph := cli, res.Handle, srv, sh
+			r, srv, cli, h, sh := cutThroughPair(t)
+			closer, ch, peer, ph := cli, h, srv, sh
 			if side == "server" {
-				closer, ch, peer, ph = srv, sh, cli, res.Handle
+				closer, ch, peer, ph = srv, sh, cli, h
 			}
 			wantErr(t, r.l.Disconnect(closer, ch), nil)
 			ev := r.appEvents(peer)
@@ -171,18 +163,10 @@ func TestConnected_SegmentAddedEvent(t *testing.T) {
 // app, never told of it, gets no event; only the opener may withdraw, and
 // only a cut-through session it opened.
 func TestWithdrawConnect(t *testing.T) {
-	r := newRig(t)
-	srv, cli := r.attach(sessions.ScopeLocal), r.attach(sessions.ScopeLocal)
-	r.bind(srv, "tcp://0.0.0.0:80")
-	res, err := r.l.ConnectURI(cli, "tcp://127.0.0.1:80", 0)
-	if err != nil {
-		t.Fatal(err)
-	}
-	sh := r.appEvents(srv)[0].Handle
-	r.appEvents(cli)
+	r, srv, cli, h, sh := cutThroughPair(t)
 	wantErr(t, r.l.WithdrawConnect(srv, sh), sessions.ErrInvalidValue) // the listening end
-	wantErr(t, r.l.WithdrawConnect(srv, res.Handle), sessions.ErrNoSession)
-	wantErr(t, r.l.WithdrawConnect(cli, res.Handle), nil)
+	wantErr(t, r.l.WithdrawConnect(srv, h), sessions.ErrNoSession)
+	wantErr(t, r.l.WithdrawConnect(cli, h), nil)
 	if ev := r.appEvents(srv); len(ev) != 0 {
 		t.Fatalf("the listening app was told %+v", ev)
 	}
@@ -195,8 +179,24 @@ func TestWithdrawConnect(t *testing.T) {
 	if _, _, cts, _ := r.mem.Live(); cts != 0 {
 		t.Fatal("cut-through memory alive")
 	}
-	wantErr(t, r.l.WithdrawConnect(cli, res.Handle), sessions.ErrNoSession)
+	wantErr(t, r.l.WithdrawConnect(cli, h), sessions.ErrNoSession)
 	if err := r.l.CheckInvariants(); err != nil {
 		t.Fatal(err)
 	}
+}
+
+// cutThroughPair makes a rig where app cli opened cut-through session h to
+// app srv's listener (srv's end sh), the events of both taken.
+func cutThroughPair(t *testing.T) (r *rig, srv, cli sessions.AppID, h, sh sessions.Handle) {
+	t.Helper()
+	r = newRig(t)
+	srv, cli = r.attach(sessions.ScopeLocal), r.attach(sessions.ScopeLocal)
+	r.bind(srv, "tcp://0.0.0.0:80")
+	res, err := r.l.ConnectURI(cli, "tcp://127.0.0.1:80", 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	sh = r.appEvents(srv)[0].Handle
+	r.appEvents(cli)
+	return r, srv, cli, res.Handle, sh
 }
