@@ -87,6 +87,9 @@ func TestDialErrorFieldsMatchKernel(t *testing.T) {
 		{name: "refused on the IPv6 loopback address", network: "tcp", dst: netip.MustParseAddrPort("[::1]:9"), classes: true, inB: true},
 		{name: "a name that does not resolve", network: "tcp", addr: "no-such-host.invalid:80", uri: "tcp://no-such-host.invalid:80", classes: true},
 		{name: "no port", network: "udp", addr: "192.0.2.1", uri: "udp://192.0.2.1", inB: true},
+		{name: "no route", network: "tcp", dst: netip.MustParseAddrPort("192.0.2.1:80"), classes: true, inB: true},
+		{name: "no route, UDP", network: "udp", dst: netip.MustParseAddrPort("192.0.2.1:80"), classes: true, inB: true},
+		{name: "no route, IPv6", network: "tcp", dst: netip.MustParseAddrPort("[2001:db8::1]:80"), classes: true, inB: true},
 	}
 	for _, c := range cases {
 		addr, uri := c.addr, c.uri

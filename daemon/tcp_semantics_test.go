@@ -76,6 +76,7 @@ func errClass(err error) string {
 		{"ECONNREFUSED", syscall.ECONNREFUSED},
 		{"EADDRINUSE", syscall.EADDRINUSE},
 		{"ETIMEDOUT", syscall.ETIMEDOUT},
+		{"ENETUNREACH", syscall.ENETUNREACH},
 		{"context.Canceled", context.Canceled},
 		{"context.DeadlineExceeded", context.DeadlineExceeded},
 		{"flow.ErrNotSupported", flow.ErrNotSupported},

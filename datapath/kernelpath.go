@@ -36,7 +36,9 @@ import (
 // On send, a datagram that does not fit one frame (a UMEM frame, or the
 // interface's MTU) goes out through the same socket (txKernel): the
 // kernel fragments it to the path MTU, learned from ICMP "fragmentation
-// needed" and "packet too big".
+// needed" and "packet too big". So does every datagram to a multicast
+// group (sendKernel): the kernel gives it the socket's multicast TTL or
+// hop limit (1) and loops a copy to the host's members of the group.
 //
 // Unless the app asked for no fragments (fifo.DgramFlagDontFragment):
 // then a datagram whose IP packet exceeds the path MTU (the route's MTU

@@ -49,6 +49,7 @@ type nbResult struct {
 	pending     bool       // a resolution is in flight
 	mtu         int        // the route's MTU when below the interface's (a learned path MTU); 0: none
 	broadcast   bool       // a broadcast address of the link: mac is the broadcast MAC (nsbind.Route.Broadcast)
+	multicast   bool       // a multicast group: sent through the kernel path (see txState.send), mac the group's
 	nh          netip.Addr // the next hop whose MAC mac is; of a failed one, the next hop that did not resolve
 	// dirty: the next hop changed while a resolution was in flight, which
 	// may have read it before: what it stores is asked again (stale).
@@ -219,7 +220,7 @@ func (r *resolver) store(k nbKey, res nbResult) {
 		// kernel's notice of the new entry, when it comes after the
 		// resolution read it, finds nothing left to change.
 		moved := e.ok &&
-			(!res.ok || res.mac != e.mac || res.src != e.src || res.mtu != e.mtu || res.broadcast != e.broadcast)
+			(!res.ok || res.mac != e.mac || res.src != e.src || res.mtu != e.mtu || res.broadcast != e.broadcast || res.multicast != e.multicast)
 		nh := res.nh
 		res.nh = e.nh
 		*e = res
@@ -318,6 +319,11 @@ func (r *resolver) lookup(k nbKey) (res nbResult, nh netip.Addr, wait bool) {
 		nh = rt.Gateway
 	}
 	res = nbResult{ok: true, src: rt.Src.Unmap(), at: now, nh: nh, mtu: rt.MTU}
+	if rt.Multicast {
+		res.multicast, res.mac = true, multicastMAC(dst)
+		r.resolved.Add(1)
+		return res, nh, false
+	}
 	if rt.Broadcast {
 		// A datagram to it goes to every host of the link, as a kernel
 		// socket's with SO_BROADCAST (Go sets it on UDP sockets).
@@ -339,6 +345,17 @@ func (r *resolver) lookup(k nbKey) (res nbResult, nh netip.Addr, wait bool) {
 		return nbResult{failed: true, unreachable: res.unreachable, at: now, nh: nh}, nh, false
 	}
 	return res, nh, true
+}
+
+// multicastMAC is the Ethernet address of multicast group g: 01:00:5e and
+// the group's low 23 bits (RFC 1112), or 33:33 and its low 32 bits
+// (RFC 2464).
+func multicastMAC(g netip.Addr) [6]byte {
+	b := g.As16()
+	if g.Is4() {
+		return [6]byte{0x01, 0x00, 0x5e, b[13] & 0x7f, b[14], b[15]}
+	}
+	return [6]byte{0x33, 0x33, b[12], b[13], b[14], b[15]}
 }
 
 // wait waits for the kernel to resolve next hop nh, for at most

@@ -1419,9 +1419,9 @@ func (p *tcpPath) open(req sessions.OpenRequest) (netip.AddrPort, error) {
 	if err != nil {
 		return netip.AddrPort{}, err
 	}
-	if rt.Broadcast {
-		// As the kernel's TCP refuses it (ENETUNREACH there).
-		return netip.AddrPort{}, fmt.Errorf("connect %v: a broadcast address of the link, and a TCP connection goes to one host: %w", dst, flow.ErrUnreachable)
+	if rt.Broadcast || rt.Multicast {
+		// As the kernel's TCP refuses it.
+		return netip.AddrPort{}, fmt.Errorf("connect %v: a broadcast or multicast address, and a TCP connection goes to one host: %w", dst, flow.ErrNetUnreachable)
 	}
 	if !p.addLive(req.App) {
 		return netip.AddrPort{}, fmt.Errorf("app %d: %w", req.App, flow.ErrNotAttached)
@@ -1506,7 +1506,9 @@ func connectErr(err error) error {
 		return fmt.Errorf("%w: %w", flow.ErrRefused, err)
 	case errors.Is(err, syscall.ETIMEDOUT):
 		return fmt.Errorf("%w: %w", flow.ErrTimedOut, err)
-	case errors.Is(err, syscall.EHOSTUNREACH), errors.Is(err, syscall.ENETUNREACH):
+	case errors.Is(err, syscall.ENETUNREACH):
+		return fmt.Errorf("%w: %w", flow.ErrNetUnreachable, err)
+	case errors.Is(err, syscall.EHOSTUNREACH):
 		return fmt.Errorf("%w: %w", flow.ErrUnreachable, err)
 	case errors.Is(err, syscall.ECONNRESET):
 		return fmt.Errorf("%w: %w", flow.ErrReset, err)

@@ -263,7 +263,7 @@ func (x *txState) destination(t *udp.Target, h *fifo.DgramHeader, hd *held) bool
 		return false
 	}
 	dst := flow.AddrFrom(h.Remote, h.Family)
-	if !dst.IsValid() || dst.IsUnspecified() || dst.IsMulticast() {
+	if !dst.IsValid() || dst.IsUnspecified() {
 		return false
 	}
 	hd.key = nbKey{addr: flow.AddrBytes(dst), fam: h.Family}
@@ -347,6 +347,14 @@ func (x *txState) send(hd *held, fresh bool) bool {
 		x.drop(hd, dropTxBadSource)
 		return false
 	}
+	if nb.multicast {
+		// A datagram to a multicast group goes through the kernel,
+		// whatever its size: the kernel sends it with the socket's
+		// multicast TTL or hop limit (1 by default) and gives a copy to
+		// the host's sockets that joined the group (IP_MULTICAST_LOOP),
+		// as an app's kernel socket does.
+		return x.sendKernel(hd, fresh)
+	}
 	tpl := x.template(tplKey{src: flow.AddrBytes(src), dst: hd.key.addr, sport: hd.sport, dport: hd.dport, fam: hd.key.fam,
 		df: hd.df && hd.key.fam == flow.Family4, mac: nb.mac}, src, hd.key.Addr())
 	if tpl == nil {
@@ -366,24 +374,7 @@ func (x *txState) send(hd *held, fresh bool) bool {
 			w.tooBig(hd.t)
 			return false
 		}
-		x.flush() // the frames queued before it leave first
-		switch x.w.txKernel(hd.t, hd, x.w.sock.Buffer(hd.addr)[payOff:payOff+hd.plen]) {
-		case kernelDone:
-			x.unframe(hd.addr)
-			return false
-		case kernelFull:
-			hd.kernel = true
-			if !hd.refused {
-				hd.refused = true
-				w.c.TxKernelWaits++ // once per datagram
-			}
-			if fresh {
-				x.hold(hd)
-			}
-			return true
-		}
-		x.drop(hd, dropTxTooLong)
-		return false
+		return x.sendKernel(hd, fresh)
 	}
 	buf := w.sock.Buffer(hd.addr)
 	start := payOff - hl
@@ -399,6 +390,31 @@ func (x *txState) send(hd *held, fresh bool) bool {
 	if len(x.descs) == cap(x.descs) {
 		x.flush()
 	}
+	return false
+}
+
+// sendKernel sends hd through its session's kernel socket (txKernel),
+// after the frames queued before it, or holds it (fresh) while that
+// socket has no room. It reports whether hd is (still) held.
+func (x *txState) sendKernel(hd *held, fresh bool) bool {
+	w := x.w
+	x.flush() // the frames queued before it leave first
+	switch w.txKernel(hd.t, hd, w.sock.Buffer(hd.addr)[payOff:payOff+hd.plen]) {
+	case kernelDone:
+		x.unframe(hd.addr)
+		return false
+	case kernelFull:
+		hd.kernel = true
+		if !hd.refused {
+			hd.refused = true
+			w.c.TxKernelWaits++ // once per datagram
+		}
+		if fresh {
+			x.hold(hd)
+		}
+		return true
+	}
+	x.drop(hd, dropTxTooLong)
 	return false
 }
 

@@ -35,6 +35,12 @@ var (
 	ErrRefused     error = &errnoError{"connection refused", syscall.ECONNREFUSED}
 	ErrTimedOut    error = &errnoError{"connection timed out", syscall.ETIMEDOUT}
 	ErrUnreachable error = &errnoError{"destination unreachable", syscall.EHOSTUNREACH}
+	// ErrNetUnreachable: no route to the destination's network, or a
+	// destination no connection of the transport can go to (a TCP
+	// connect to a broadcast or multicast address), as a kernel socket
+	// reports ENETUNREACH. CodeOf gives its code to any error wrapping
+	// ENETUNREACH that names no other sentinel.
+	ErrNetUnreachable error = &errnoError{"network is unreachable", syscall.ENETUNREACH}
 	// ErrReset: the peer reset the connection as its handshake completed,
 	// before the connect was reported (a server that accepts and resets
 	// at once); a kernel socket's connect reports ECONNRESET then too.
@@ -101,6 +107,7 @@ const (
 	CodeFifoCorrupt
 	CodeReset
 	CodeBrokenPipe
+	CodeNetUnreachable
 )
 
 var codeErrors = [...]error{
@@ -132,13 +139,14 @@ var codeErrors = [...]error{
 	CodeFifoCorrupt:      ErrFifoCorrupt,
 	CodeReset:            ErrReset,
 	CodeBrokenPipe:       ErrBrokenPipe,
+	CodeNetUnreachable:   ErrNetUnreachable,
 }
 
 // CodeOf returns the code of the sentinel err wraps, CodeOK for nil, and
 // CodeUnknown for any other error. ErrConnect, which says only that a
 // connect failed, gives way to any other sentinel err wraps with it (a
 // connect refused as unreachable is CodeUnreachable: the app's errors.Is
-// finds EHOSTUNREACH).
+// finds EHOSTUNREACH), and to ENETUNREACH (no route: CodeNetUnreachable).
 func CodeOf(err error) Code {
 	if err == nil {
 		return CodeOK
@@ -147,6 +155,9 @@ func CodeOf(err error) Code {
 		if e != nil && e != ErrConnect && errors.Is(err, e) {
 			return Code(c)
 		}
+	}
+	if errors.Is(err, syscall.ENETUNREACH) {
+		return CodeNetUnreachable
 	}
 	if errors.Is(err, ErrConnect) {
 		return CodeConnect

@@ -23,6 +23,9 @@ func TestCodeOf(t *testing.T) {
 		{fmt.Errorf("connect x: %w: %w", flow.ErrConnect, flow.ErrUnreachable), flow.CodeUnreachable},
 		{fmt.Errorf("connect x: %w: %w", flow.ErrConnect, flow.ErrLimit), flow.CodeLimit},
 		{fmt.Errorf("connect x: %w: %w", flow.ErrConnect, flow.ErrAddressInUse), flow.CodeAddressInUse},
+		{fmt.Errorf("connect x: %w: %w", flow.ErrConnect, syscall.ENETUNREACH), flow.CodeNetUnreachable},
+		{fmt.Errorf("route: %w", syscall.ENETUNREACH), flow.CodeNetUnreachable},
+		{fmt.Errorf("connect x: %w: %w", flow.ErrUnreachable, syscall.ENETUNREACH), flow.CodeUnreachable},
 	} {
 		if got := flow.CodeOf(c.err); got != c.want {
 			t.Errorf("CodeOf(%v) = %v, want %v", c.err, got, c.want)
@@ -31,5 +34,8 @@ func TestCodeOf(t *testing.T) {
 	err, ok := flow.CodeUnreachable.Err()
 	if !ok || !errors.Is(err, syscall.EHOSTUNREACH) {
 		t.Errorf("CodeUnreachable.Err() = %v, %v: want an error that is EHOSTUNREACH", err, ok)
+	}
+	if err, ok := flow.CodeNetUnreachable.Err(); !ok || !errors.Is(err, syscall.ENETUNREACH) {
+		t.Errorf("CodeNetUnreachable.Err() = %v, %v: want an error that is ENETUNREACH", err, ok)
 	}
 }

@@ -96,20 +96,24 @@ type Route struct {
 	// broadcast route: the subnet's, or 255.255.255.255), sent to the
 	// broadcast MAC with no neighbour to resolve.
 	Broadcast bool
+	// Multicast: the destination is a multicast group (a multicast
+	// route), sent to the group's MAC with no neighbour to resolve; the
+	// Gateway of such a route is not a next hop.
+	Multicast bool
 }
 
-// RouteGet asks the namespace's kernel routing for dst, as ip route get
-// does. A local dst gives the loopback interface. ErrNoRoute when the
-// kernel has no route, or only an unreachable, prohibit, blackhole or
-// throw one.
+// RouteGet asks the namespace's kernel routing for dst, a unicast or
+// multicast address, as ip route get does. A local dst gives the loopback
+// interface. ErrNoRoute when the kernel has no route, or only an
+// unreachable, prohibit, blackhole or throw one.
 func (n *Namespace) RouteGet(dst netip.Addr) (Route, error) {
 	verb := "route get " + dst.String() + " in " + n.desc
-	d, err := checkUnicast(dst)
-	if err != nil {
-		return Route{}, fmt.Errorf("%s: %w", verb, err)
+	d := dst.Unmap().WithZone("")
+	if !d.IsValid() || d.IsUnspecified() {
+		return Route{}, fmt.Errorf("%s: %w: %v", verb, ErrInvalidAddress, d)
 	}
 	var rt Route
-	err = n.handle(verb, func(h *netlink.Handle) error {
+	err := n.handle(verb, func(h *netlink.Handle) error {
 		rs, err := h.RouteGet(d.AsSlice())
 		if err != nil {
 			for _, e := range []error{unix.ENETUNREACH, unix.EHOSTUNREACH, unix.EACCES, unix.EPERM, unix.EINVAL, unix.ESRCH} {
@@ -134,8 +138,8 @@ func (n *Namespace) RouteGet(dst netip.Addr) (Route, error) {
 		if r.LinkIndex <= 0 {
 			return noRoute(verb, "no outgoing interface", nil)
 		}
-		rt.IfIndex, rt.MTU, rt.Broadcast = r.LinkIndex, r.MTU, r.Type == unix.RTN_BROADCAST
-		if g, ok := netip.AddrFromSlice(r.Gw); ok && !g.IsUnspecified() {
+		rt.IfIndex, rt.MTU, rt.Broadcast, rt.Multicast = r.LinkIndex, r.MTU, r.Type == unix.RTN_BROADCAST, d.IsMulticast()
+		if g, ok := netip.AddrFromSlice(r.Gw); ok && !g.IsUnspecified() && !rt.Multicast {
 			rt.Gateway = g.Unmap()
 		}
 		if s, ok := netip.AddrFromSlice(r.Src); ok {
