@@ -1187,7 +1187,7 @@ func (p *tcpPath) listen(l sessions.Listener) error {
 		ln, err := p.st.Listen(addr, tl.backlog, p.owner(l.App), tl)
 		if err != nil {
 			res.close()
-			return fmt.Errorf("listen %s: %w", l.Endpoint.URI(), err)
+			return err // the Stack's names the listen and its address
 		}
 		tl.ln = ln
 	}

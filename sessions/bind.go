@@ -125,7 +125,7 @@ func (l *Layer) startListenLocked(a *app, e Endpoint, proxy bool) (Handle, error
 			if ln.Memory != nil {
 				a.mem.FreePair(ln.Pair)
 			}
-			return InvalidHandle, fmt.Errorf("listen: %w", err)
+			return InvalidHandle, err // the datapath's names the listen
 		}
 	}
 	k := keyOf(e)
