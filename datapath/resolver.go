@@ -15,7 +15,7 @@ import (
 
 // Resolver cache lifetimes.
 const (
-	resolvedTTL = 5 * time.Second        // a resolved next hop is asked again after this
+	resolvedTTL = 5 * time.Second        // a resolved next hop is asked again after this, its stale entry marked used (lookup)
 	failedTTL   = 500 * time.Millisecond // a failed one is retried after this
 	// resolveWait bounds one resolution's wait for the kernel's verdict:
 	// a usable entry, or a failed one once its probes went unanswered
@@ -333,6 +333,20 @@ func (r *resolver) lookup(k nbKey) (res nbResult, nh netip.Addr, wait bool) {
 	}
 	mac, st, ok := r.ns.Neighbour(rt.IfIndex, nh)
 	if ok && len(mac) == 6 {
+		if st&nsbind.NeighStale != 0 {
+			// The frames sent to nh go past the kernel, which never
+			// sees them use its entry: say they do, as a kernel
+			// socket's next packet would, so that the kernel checks
+			// the entry. A neighbour that took a new MAC without a
+			// word (no gratuitous ARP or unsolicited NA) leaves the
+			// probes at the old one unanswered: the entry fails, is
+			// resolved again, and follow brings the new MAC. Else a
+			// peer that never sends back stays stale at the old MAC
+			// for good, and so do the frames. Once a lookup: about
+			// once per resolvedTTL for a destination in use, never
+			// for one nothing sends to.
+			_ = r.ns.UseNeighbour(rt.IfIndex, nh)
+		}
 		r.resolved.Add(1)
 		copy(res.mac[:], mac)
 		return res, nh, false

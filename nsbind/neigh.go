@@ -347,10 +347,41 @@ func (n *Namespace) ResolveNeighbour(ifindex int, ip netip.Addr) error {
 	if a.Is6() {
 		return n.resolve6(verb, ifindex, a)
 	}
+	return n.use(verb, ifindex, a)
+}
+
+// UseNeighbour tells the kernel that its entry for ip on ifindex is in
+// use, as a packet it sent through the entry would, for frames sent past
+// it (AF_XDP): rtnetlink with NTF_USE, as "ip neigh replace IP dev IF use"
+// asks. A stale entry is checked: after delay_first_probe_time, probes go
+// to its link-layer address, and an unanswered last one fails the entry,
+// which ResolveNeighbour then resolves afresh. Without it, an entry nothing
+// of the kernel's uses stays stale at its address for good, also when the
+// neighbour took a new one without announcing it. A reachable entry is
+// only marked used; one being checked or resolved is left alone. No packet
+// but the kernel's probes leaves the host. It is meant for an entry the
+// kernel has (Neighbour found it); a missing one is created and resolved
+// as ResolveNeighbour's IPv4 request does, which for IPv6 may send nothing
+// (see ResolveNeighbour).
+func (n *Namespace) UseNeighbour(ifindex int, ip netip.Addr) error {
+	verb := fmt.Sprintf("use neighbour %v on %d in %s", ip, ifindex, n.desc)
+	a, err := checkUnicast(ip)
+	if err != nil {
+		return fmt.Errorf("%s: %w", verb, err)
+	}
+	if ifindex <= 0 || ifindex > math.MaxInt32 {
+		return fmt.Errorf("%s: %w", verb, ErrNoInterface)
+	}
+	return n.use(verb, ifindex, a)
+}
+
+// use runs the kernel's state machine on the entry of a on ifindex as if
+// a packet were waiting on it (NTF_USE), creating the entry if needed.
+func (n *Namespace) use(verb string, ifindex int, a netip.Addr) error {
 	return n.handle(verb, func(h *netlink.Handle) error {
 		err := h.NeighSet(&netlink.Neigh{
 			LinkIndex: ifindex,
-			Family:    netlink.FAMILY_V4,
+			Family:    familyOf(a),
 			IP:        a.AsSlice(),
 			Flags:     netlink.NTF_USE,
 		})
