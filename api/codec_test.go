@@ -77,6 +77,9 @@ func samples() []Message {
 		&SleepFlags{},
 		&SleepFlagsReply{},
 		&Abort{Handle: flow.MakeHandle(1, 9)},
+		&Membership{Handle: flow.MakeHandle(flow.ListenerWorker, 3), Group: netip.MustParseAddr("239.1.2.3"), Iface: "veth0"},
+		&Membership{Handle: flow.MakeHandle(flow.ListenerWorker, 4), Group: netip.MustParseAddr("ff0e::1:3"), Leave: true},
+		&Membership{},
 	}
 }
 
@@ -217,6 +220,11 @@ func malformedCases(t testing.TB) []struct {
 	// Interval (8 each, little-endian): their top bytes at +8 and +16.
 	keepalive := encode(t, 7, &SetKeepalive{Handle: 9, Enabled: true, Idle: time.Second, Interval: time.Second})
 	const idleTop = HeaderSize + 8 + 1 + 7
+	// A Membership is the handle (8 bytes), the group (family 1, address
+	// 16), the interface (length 2, bytes), then Leave (1).
+	member := encode(t, 7, &Membership{Handle: 9, Group: netip.MustParseAddr("239.1.2.3"), Iface: "eth0"})
+	const memberFamOff = HeaderSize + 8
+	const memberIfaceOff = memberFamOff + 1 + 16
 	return []struct {
 		name string
 		rec  []byte
@@ -260,6 +268,13 @@ func malformedCases(t testing.TB) []struct {
 		{"keepalive interval past int64", mut(keepalive, func(b []byte) { b[idleTop+8] = 0xff }), ErrMalformed},
 		{"sleep flags trailing", withBody(TypeSleepFlags, []byte{1}), ErrMalformed},
 		{"sleep flags reply trailing", withBody(TypeSleepFlagsReply, []byte{1}), ErrMalformed},
+		{"membership bad family", mut(member, func(b []byte) { b[memberFamOff] = 5 }), ErrMalformed},
+		{"membership v4 padding", mut(member, func(b []byte) { b[memberFamOff+1+4] = 1 }), ErrMalformed},
+		{"membership interface too long", mut(member, func(b []byte) { b[memberIfaceOff] = MaxIfaceLen + 1 }), ErrFieldTooLong},
+		{"membership interface not utf8", mut(member, func(b []byte) { b[memberIfaceOff+2] = 0xff }), ErrMalformed},
+		{"membership bad bool", mut(member, func(b []byte) { b[len(b)-1] = 2 }), ErrMalformed},
+		{"membership cut", member[:len(member)-1], ErrMalformed},
+		{"membership trailing", append(mut(member, func(b []byte) { b[12]++ }), 0), ErrMalformed},
 	}
 }
 

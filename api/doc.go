@@ -44,9 +44,11 @@
 // # Message types
 //
 // The type numbers are part of the protocol; they are never reused or
-// renumbered. Version 2.2: an app marks the wire TCP sessions its Accept
-// takes (fifo/ABI.md, "Taking an accepted session"), and the daemon holds
-// the listeners of an app that says 2.2 to their backlog from the start.
+// renumbered. Version 2.3 adds Membership (a UDP listener joins and
+// leaves multicast groups). Version 2.2: an app marks the wire TCP
+// sessions its Accept takes (fifo/ABI.md, "Taking an accepted session"),
+// and the daemon holds the listeners of an app that says 2.2 or more to
+// their backlog from the start.
 // Version 2.1 (2.2 without that promise; 2.0 also without Abort). Version 1 passed the event queue's eventfd
 // itself, which the daemon writes, in AttachReply, and the peer app's in
 // a cut-through session; holding that open file, an app could clear
@@ -92,6 +94,7 @@
 //	76    PathMTUReply    daemon → app    –              –
 //	77    SleepFlags      app → daemon    SleepFlagsReply –
 //	78    SleepFlagsReply daemon → app    –              the workers' sleep flags page (a sealed memfd)
+//	79    Membership      app → daemon    OK             –
 //
 // # Hostile clients
 //

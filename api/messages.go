@@ -60,6 +60,8 @@ const (
 	// TypeSleepFlags and TypeSleepFlagsReply are 77 and 78 (protocol 1.3).
 	TypeSleepFlags      Type = 77
 	TypeSleepFlagsReply Type = 78
+	// TypeMembership is 79 (protocol 2.3).
+	TypeMembership Type = 79
 )
 
 var typeNames = map[Type]string{
@@ -74,7 +76,7 @@ var typeNames = map[Type]string{
 	TypeRuleAdd: "RuleAdd", TypeRuleDel: "RuleDel", TypeNsSetSecret: "NsSetSecret",
 	TypeStatsClear: "StatsClear", TypeCapture: "Capture", TypeCaptureReply: "CaptureReply",
 	TypeRuleAddReply: "RuleAddReply", TypePathMTU: "PathMTU", TypePathMTUReply: "PathMTUReply",
-	TypeSleepFlags: "SleepFlags", TypeSleepFlagsReply: "SleepFlagsReply",
+	TypeSleepFlags: "SleepFlags", TypeSleepFlagsReply: "SleepFlagsReply", TypeMembership: "Membership",
 }
 
 func (t Type) String() string {
@@ -90,7 +92,7 @@ func (t Type) IsRequest() bool {
 	switch t {
 	case TypeHello, TypeAttach, TypeDetach, TypeBind, TypeUnbind, TypeConnect, TypeDisconnect, TypeCloseWrite, TypeSetKeepalive, TypeAbort,
 		TypeShow, TypeNsAdd, TypeNsDel, TypeRuleAdd, TypeRuleDel, TypeNsSetSecret, TypeStatsClear, TypeCapture,
-		TypePathMTU, TypeSleepFlags:
+		TypePathMTU, TypeSleepFlags, TypeMembership:
 		return true
 	}
 	return false
@@ -181,6 +183,8 @@ func newMessage(t Type) Message {
 		return new(SleepFlags)
 	case TypeSleepFlagsReply:
 		return new(SleepFlagsReply)
+	case TypeMembership:
+		return new(Membership)
 	}
 	return nil
 }

@@ -18,7 +18,7 @@ const (
 	// talk.
 	VersionMajor uint8 = 2
 	// VersionMinor grows when messages or fields are added compatibly.
-	VersionMinor uint8 = 2
+	VersionMinor uint8 = 3
 
 	// HeaderSize is the size of the fixed record header.
 	HeaderSize = 16

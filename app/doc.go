@@ -89,6 +89,13 @@
 // returns the peer's ICMP errors (ECONNREFUSED and the like), and the
 // library asks the path MTU again.
 //
+// JoinGroup and LeaveGroup on a PacketConn make it a member of a
+// multicast group, as golang.org/x/net/ipv4's and ipv6's PacketConn do a
+// kernel UDP socket: the daemon's kernel socket holding the listener's
+// port joins, on the interface of that name in the namespace's netns (nil:
+// the one the route to the group takes), and ReadFrom returns the group's
+// datagrams with their senders' addresses until the leave or Close.
+//
 // # Waiting and signalling
 //
 // Blocking calls sleep until the app is signalled: one goroutine per App

@@ -17,7 +17,7 @@ import (
 // maxAcceptQueue bounds the sessions waiting for Accept; more are refused
 // (disconnected). The daemon holds a listener back once its backlog of
 // sessions waits here untaken (Accept marks what it takes: fifo/ABI.md;
-// this library says protocol 2.2, which promises it), as a kernel
+// this library says protocol 2.2 or later, which promises it), as a kernel
 // listener's full accept queue drops SYNs. Refusing here closes
 // connections whose handshake completed and whose peer may already send.
 const maxAcceptQueue = 1 << 16

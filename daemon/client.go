@@ -142,6 +142,8 @@ func (h *client) Handle(ctx context.Context, req api.Request) (api.Message, []in
 		return nil, nil, nil
 	case *api.PathMTU:
 		return h.pathMTU(m)
+	case *api.Membership:
+		return h.membership(m)
 	case *api.SleepFlags:
 		if err := h.needApp("sleep flags"); err != nil {
 			return nil, nil, err
@@ -299,6 +301,71 @@ func (h *client) pathMTU(m *api.PathMTU) (api.Message, []int, error) {
 		return nil, nil, err
 	}
 	return &api.PathMTUReply{MTU: uint32(mtu)}, nil, nil
+}
+
+// membership answers Membership: the app's UDP listener joins or leaves
+// a multicast group through the kernel socket holding its port
+// (datapath.Engine.JoinGroup), on the interface of that name in the netns
+// of the app's namespace, or with ifindex 0 (the kernel's pick by route)
+// when none is named. The group must be a multicast address of the
+// listener's family.
+func (h *client) membership(m *api.Membership) (api.Message, []int, error) {
+	op := "join group"
+	if m.Leave {
+		op = "leave group"
+	}
+	if err := h.needApp(op); err != nil {
+		return nil, nil, err
+	}
+	g := m.Group.Unmap()
+	ep, err := h.d.layer.WireEndpoint(h.app, m.Handle)
+	if err != nil {
+		return nil, nil, fmt.Errorf("%s %v: %w", op, g, err)
+	}
+	if ep.Transport != flow.TransportUDP {
+		return nil, nil, fmt.Errorf("%s %v: %s is no UDP listener: %w", op, g, ep.URI(), flow.ErrNotSupported)
+	}
+	if !g.IsValid() || !g.IsMulticast() {
+		return nil, nil, fmt.Errorf("%s %v: not a multicast address: %w", op, g, flow.ErrInvalidValue)
+	}
+	fam := uint8(flow.Family4)
+	if g.Is6() {
+		fam = flow.Family6
+	}
+	if fam != ep.Family() {
+		return nil, nil, fmt.Errorf("%s %v: the group is not of the family of %s: %w", op, g, ep.URI(), flow.ErrInvalidValue)
+	}
+	ifindex := 0
+	if m.Iface != "" {
+		n, _ := h.nsConfig()
+		h.d.mu.Lock()
+		r := h.d.netnss[n.FIB4]
+		h.d.mu.Unlock()
+		if r == nil || r.ns == nil {
+			return nil, nil, fmt.Errorf("%s %v on %s: the daemon does not follow the namespace's netns: %w", op, g, m.Iface, flow.ErrNotSupported)
+		}
+		ifcs, err := r.ns.Interfaces()
+		if err != nil {
+			return nil, nil, fmt.Errorf("%s %v on %s: %w", op, g, m.Iface, err)
+		}
+		for _, ifc := range ifcs {
+			if ifc.Name == m.Iface {
+				ifindex = ifc.Index
+			}
+		}
+		if ifindex == 0 {
+			return nil, nil, fmt.Errorf("%s %v: no interface %q in the namespace's netns: %w", op, g, m.Iface, flow.ErrInvalidValue)
+		}
+	}
+	if m.Leave {
+		err = h.d.eng.LeaveGroup(h.app, m.Handle, g, ifindex)
+	} else {
+		err = h.d.eng.JoinGroup(h.app, m.Handle, g, ifindex)
+	}
+	if err != nil {
+		return nil, nil, err
+	}
+	return nil, nil, nil
 }
 
 func (h *client) needApp(op string) error {

@@ -63,6 +63,12 @@ type engine interface {
 	// SleepFlagsFD returns the workers' sleep flags page (api.SleepFlags),
 	// owned by the engine, or -1 without a datapath.
 	SleepFlagsFD() int
+	// JoinGroup and LeaveGroup change the multicast memberships of app's
+	// UDP listener h on interface ifindex (0: the route's) through the
+	// kernel socket holding its port (datapath.Engine.JoinGroup), or fail
+	// with flow.ErrNotSupported without a datapath.
+	JoinGroup(app sessions.AppID, h flow.Handle, group netip.Addr, ifindex int) error
+	LeaveGroup(app sessions.AppID, h flow.Handle, group netip.Addr, ifindex int) error
 }
 
 // EngineStats are a datapath's counters as the daemon reports them (ctl
@@ -300,6 +306,14 @@ func (noEngine) SleepFlagsFD() int { return -1 }
 
 func (noEngine) PathMTUFrom(flow.Endpoint, netip.Addr) (int, error) {
 	return 0, fmt.Errorf("path mtu: no datapath: %w", flow.ErrNotSupported)
+}
+
+func (noEngine) JoinGroup(sessions.AppID, flow.Handle, netip.Addr, int) error {
+	return fmt.Errorf("join group: no datapath: %w", flow.ErrNotSupported)
+}
+
+func (noEngine) LeaveGroup(sessions.AppID, flow.Handle, netip.Addr, int) error {
+	return fmt.Errorf("leave group: no datapath: %w", flow.ErrNotSupported)
 }
 
 // dpEngine adapts a datapath.Engine to the daemon's engine.

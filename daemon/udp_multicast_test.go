@@ -7,6 +7,8 @@ import (
 	"fmt"
 	"net"
 	"net/netip"
+	"os/exec"
+	"strings"
 	"syscall"
 	"testing"
 	"time"
@@ -15,6 +17,7 @@ import (
 	"golang.org/x/net/ipv6"
 
 	"github.com/xsessiond/xsessiond/app"
+	"github.com/xsessiond/xsessiond/flow"
 	"github.com/xsessiond/xsessiond/nsbind/nstest"
 )
 
@@ -199,5 +202,280 @@ func TestUDPMulticastSend(t *testing.T) {
 	}
 	if drops := d.EngineStats().Totals.Drops; len(drops) > 0 {
 		t.Errorf("drops %v", drops)
+	}
+}
+
+// groupMember is what golang.org/x/net/ipv4's and ipv6's PacketConn and
+// the library's PacketConn have in common to join and leave groups.
+type groupMember interface {
+	JoinGroup(ifi *net.Interface, group net.Addr) error
+	LeaveGroup(ifi *net.Interface, group net.Addr) error
+}
+
+var _ groupMember = (*app.PacketConn)(nil)
+
+// TestUDPMulticastReceive: an app's PacketConn receives a multicast
+// group's datagrams after JoinGroup, as a kernel UDP socket does after
+// x/net's JoinGroup (the reference: such a socket on host B, beside the
+// daemon's datapath, taken through the same steps before the app, each
+// alone a member of the group): a datagram host A's kernel sends to the
+// group is read with A's address as its sender, one larger than a frame
+// too; one sent before the join is not, nor one to a group not joined,
+// nor one sent after LeaveGroup. A second join fails with EADDRINUSE, a
+// leave of a group not joined with EADDRNOTAVAIL, a join of a unicast
+// address with EINVAL, as the kernel's do. The interface goes by name
+// (the test's netns has no such link; the daemon finds it in B's); with
+// none named, the route to the group picks it: for IPv4 the rig has no
+// route to the groups at first, and the join fails (ENODEV) until it has
+// one; IPv6 has its multicast routes by default. A listener of both
+// families joins on the bind of the group's family; one of the other
+// family fails. The memberships go with the listener's Close.
+func TestUDPMulticastReceive(t *testing.T) {
+	rig := nstest.NewPair(t, nstest.Options{})
+	d := startDaemon(t, onB(rig))
+	a := attach(t, d, app.Options{Name: "multicast-rx"})
+	var ifiA, ifiB *net.Interface
+	if err := rig.A.Do(func() (err error) { ifiA, err = net.InterfaceByName(rig.A.Link); return }); err != nil {
+		t.Fatal(err)
+	}
+	if err := rig.B.Do(func() (err error) { ifiB, err = net.InterfaceByName(rig.B.Link); return }); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := net.InterfaceByName(rig.B.Link); err == nil {
+		t.Fatalf("the test's own netns has a link named %s: the daemon's lookup by name would not be shown", rig.B.Link)
+	}
+	out, err := exec.Command("ip", "-n", rig.B.Name, "-6", "route", "show", "table", "local").CombinedOutput()
+	if err != nil || !strings.Contains(string(out), "multicast ff00::/8 dev "+rig.B.Link) {
+		t.Fatalf("B's IPv6 local table has no multicast route on %s: %v\n%s", rig.B.Link, err, out)
+	}
+
+	// A's kernel sockets, sending to the groups on A's link.
+	senders := map[bool]net.PacketConn{}
+	for _, v4 := range []bool{true, false} {
+		var c net.PacketConn
+		if err := rig.A.Do(func() (err error) {
+			if v4 {
+				if c, err = net.ListenPacket("udp4", "0.0.0.0:0"); err == nil {
+					err = ipv4.NewPacketConn(c).SetMulticastInterface(ifiA)
+				}
+			} else if c, err = net.ListenPacket("udp6", "[::]:0"); err == nil {
+				err = ipv6.NewPacketConn(c).SetMulticastInterface(ifiA)
+			}
+			return err
+		}); err != nil {
+			t.Fatal(err)
+		}
+		defer c.Close()
+		senders[v4] = c
+	}
+	senderOf := func(g netip.Addr) netip.AddrPort {
+		if g.Is4() {
+			return netip.AddrPortFrom(rig.A.IPv4, senders[true].LocalAddr().(*net.UDPAddr).AddrPort().Port())
+		}
+		return netip.AddrPortFrom(rig.A.IPv6, senders[false].LocalAddr().(*net.UDPAddr).AddrPort().Port())
+	}
+	// send sends msg from A to group g's port.
+	send := func(t *testing.T, g netip.Addr, port uint16, msg string) {
+		t.Helper()
+		if _, err := senders[g.Is4()].WriteTo([]byte(msg), net.UDPAddrFromAddrPort(netip.AddrPortFrom(g, port))); err != nil {
+			t.Fatalf("A to %v:%d: %v", g, port, err)
+		}
+	}
+	buf := make([]byte, 65536)
+	// read checks that the next datagram pc reads is msg, from the
+	// sender of g when g is valid.
+	read := func(t *testing.T, who string, pc net.PacketConn, msg string, g netip.Addr) {
+		t.Helper()
+		pc.SetReadDeadline(time.Now().Add(3 * time.Second))
+		n, from, err := pc.ReadFrom(buf)
+		if err != nil {
+			t.Fatalf("%s: read, waiting for %.20q: %v", who, msg, err)
+		}
+		src := from.(*net.UDPAddr).AddrPort()
+		if string(buf[:n]) != msg {
+			t.Fatalf("%s read %.20q (%d bytes) from %v, want %.20q", who, buf[:n], n, src, msg)
+		}
+		if want := senderOf(g); g.IsValid() && (src.Addr().Unmap() != want.Addr() || src.Port() != want.Port()) {
+			t.Fatalf("%s read %.20q from %v, want it from %v", who, msg, src, want)
+		}
+	}
+	// isErr checks that err, of a join or leave, is errno; an error of
+	// the library's is an *net.OpError that is the sentinel too.
+	isErr := func(t *testing.T, who, what string, err error, errno syscall.Errno, sentinel error) {
+		t.Helper()
+		if !errors.Is(err, errno) {
+			t.Errorf("%s: %s: %v, want %v", who, what, err, errno)
+		}
+		if _, op := err.(*net.OpError); who == "the app" && (!op || !errors.Is(err, sentinel)) {
+			t.Errorf("%s: %s: %v (%T), want an *net.OpError that is %v", who, what, err, err, sentinel)
+		}
+	}
+	udp := func(a netip.Addr) net.Addr { return &net.UDPAddr{IP: a.AsSlice()} }
+	maddrs := func(t *testing.T) string {
+		t.Helper()
+		out, err := exec.Command("ip", "-n", rig.B.Name, "maddr", "show", "dev", rig.B.Link).CombinedOutput()
+		if err != nil {
+			t.Fatalf("ip maddr: %v: %s", err, out)
+		}
+		return string(out)
+	}
+
+	for _, c := range []struct {
+		listen       string
+		group, other netip.Addr
+		all, unicast netip.Addr // the link's all-hosts (all-nodes) group; B's own address
+	}{
+		{"udp://0.0.0.0:7620", netip.MustParseAddr("239.1.2.4"), netip.MustParseAddr("239.1.2.5"),
+			netip.MustParseAddr("224.0.0.1"), rig.B.IPv4},
+		{"udp://[::]:7620", netip.MustParseAddr("ff0e::1:4"), netip.MustParseAddr("ff0e::1:5"),
+			netip.MustParseAddr("ff02::1"), rig.B.IPv6},
+	} {
+		t.Run(c.group.String(), func(t *testing.T) {
+			// The reference: a kernel socket on B, of another port.
+			network, local := "udp6", "[::]:7621"
+			if c.group.Is4() {
+				network, local = "udp4", "0.0.0.0:7621"
+			}
+			var kc net.PacketConn
+			if err := rig.B.Do(func() (err error) { kc, err = net.ListenPacket(network, local); return }); err != nil {
+				t.Fatal(err)
+			}
+			defer kc.Close()
+			var ref groupMember = ipv6.NewPacketConn(kc)
+			if c.group.Is4() {
+				ref = ipv4.NewPacketConn(kc)
+			}
+			pc, err := a.ListenPacketConn(c.listen)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer pc.Close()
+
+			for _, s := range []struct {
+				who  string
+				m    groupMember
+				pc   net.PacketConn
+				port uint16
+			}{{"the reference", ref, kc, 7621}, {"the app", pc, pc, 7620}} {
+				// Before the join: the group's datagram is not read.
+				// The link's all-hosts group, which the interface is
+				// always a member of, reaches every socket of the port
+				// (as IP_MULTICAST_ALL has it), and it comes next.
+				send(t, c.group, s.port, "before the join")
+				send(t, c.all, s.port, "all hosts")
+				read(t, s.who, s.pc, "all hosts", netip.Addr{})
+
+				if c.group.Is4() && s.m == ref {
+					// No route to the group yet.
+					isErr(t, "the reference", "a join without a route to the group", ref.JoinGroup(nil, udp(c.group)), syscall.ENODEV, flow.ErrNetUnreachable)
+					isErr(t, "the app", "a join without a route to the group", pc.JoinGroup(nil, udp(c.group)), syscall.ENODEV, flow.ErrNetUnreachable)
+				}
+
+				if err := s.m.JoinGroup(ifiB, udp(c.group)); err != nil {
+					t.Fatalf("%s: join %v on %s: %v", s.who, c.group, ifiB.Name, err)
+				}
+				if !strings.Contains(maddrs(t), c.group.String()) {
+					t.Fatalf("%s joined: B's link is no member of %v:\n%s", s.who, c.group, maddrs(t))
+				}
+				// In a frame; larger than one, in fragments.
+				for _, msg := range []string{"joined", strings.Repeat("m", 3000)} {
+					send(t, c.group, s.port, msg)
+					read(t, s.who, s.pc, msg, c.group)
+				}
+				// A group not joined: not read.
+				send(t, c.other, s.port, "another group")
+				send(t, c.group, s.port, "after another group")
+				read(t, s.who, s.pc, "after another group", c.group)
+
+				isErr(t, s.who, "a second join", s.m.JoinGroup(ifiB, &net.IPAddr{IP: c.group.AsSlice()}), syscall.EADDRINUSE, flow.ErrAddressInUse)
+				isErr(t, s.who, "a join of a unicast address", s.m.JoinGroup(ifiB, udp(c.unicast)), syscall.EINVAL, flow.ErrInvalidValue)
+				isErr(t, s.who, "a leave of a group not joined", s.m.LeaveGroup(ifiB, udp(c.other)), syscall.EADDRNOTAVAIL, flow.ErrAddressNotInUse)
+
+				if err := s.m.LeaveGroup(ifiB, udp(c.group)); err != nil {
+					t.Fatalf("%s: leave %v: %v", s.who, c.group, err)
+				}
+				if strings.Contains(maddrs(t), c.group.String()) {
+					t.Fatalf("%s left: B's link is still a member of %v:\n%s", s.who, c.group, maddrs(t))
+				}
+				send(t, c.group, s.port, "after the leave")
+				send(t, c.all, s.port, "all hosts again")
+				read(t, s.who, s.pc, "all hosts again", netip.Addr{})
+
+				// No interface named: the route to the group picks it.
+				if c.group.Is4() && s.m == ref {
+					ipIn(t, rig.B, "route", "add", "224.0.0.0/4", "dev", rig.B.Link)
+				}
+				if err := s.m.JoinGroup(nil, udp(c.group)); err != nil {
+					t.Fatalf("%s: join %v by route: %v", s.who, c.group, err)
+				}
+				send(t, c.group, s.port, "by route")
+				read(t, s.who, s.pc, "by route", c.group)
+				if err := s.m.LeaveGroup(nil, udp(c.group)); err != nil {
+					t.Fatalf("%s: leave %v by route: %v", s.who, c.group, err)
+				}
+			}
+
+			if err := pc.JoinGroup(&net.Interface{Name: "nosuch0"}, udp(c.group)); !errors.Is(err, flow.ErrInvalidValue) {
+				t.Errorf("JoinGroup on an interface B has not: %v, want ErrInvalidValue", err)
+			}
+			otherFamily := netip.MustParseAddr("239.1.2.6")
+			if c.group.Is4() {
+				otherFamily = netip.MustParseAddr("ff0e::1:6")
+			}
+			if err := pc.JoinGroup(ifiB, udp(otherFamily)); !errors.Is(err, flow.ErrInvalidValue) {
+				t.Errorf("JoinGroup %v on %s: %v, want ErrInvalidValue", otherFamily, c.listen, err)
+			}
+
+			// The membership goes with the listener.
+			if err := pc.JoinGroup(ifiB, udp(c.other)); err != nil {
+				t.Fatalf("JoinGroup %v: %v", c.other, err)
+			}
+			if !strings.Contains(maddrs(t), c.other.String()) {
+				t.Fatalf("B's link is no member of %v:\n%s", c.other, maddrs(t))
+			}
+			pc.Close()
+			if m := maddrs(t); strings.Contains(m, c.other.String()) {
+				t.Fatalf("B's link is a member of %v after the listener closed:\n%s", c.other, m)
+			}
+			if err := pc.JoinGroup(ifiB, udp(c.group)); !errors.Is(err, net.ErrClosed) {
+				t.Fatalf("JoinGroup after Close: %v, want net.ErrClosed", err)
+			}
+		})
+	}
+
+	// A listener of both families joins on the bind of each group's.
+	pc, err := a.ListenPacketConn("udp://:7622")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer pc.Close()
+	for _, g := range []netip.Addr{netip.MustParseAddr("239.1.2.7"), netip.MustParseAddr("ff0e::1:7")} {
+		if err := pc.JoinGroup(ifiB, udp(g)); err != nil {
+			t.Fatalf("both families: JoinGroup %v: %v", g, err)
+		}
+		send(t, g, 7622, "both families")
+		read(t, "both families", pc, "both families", g)
+	}
+
+	s := d.EngineStats()
+	t.Logf("xdp redirect %d, not_local %d; kernel_rx %d", s.XDP["redirect"], s.XDP["not_local"], s.KernelRx)
+	// Every datagram of the test was to a group: none was steered.
+	if s.XDP["redirect"] != 0 || s.XDP["not_local"] == 0 || s.KernelRx == 0 {
+		t.Errorf("xdp redirect %d, not_local %d; kernel_rx %d: want the groups' datagrams passed to the kernel and read from it",
+			s.XDP["redirect"], s.XDP["not_local"], s.KernelRx)
+	}
+	if drops := s.Totals.Drops; len(drops) > 0 {
+		t.Errorf("drops %v", drops)
+	}
+
+	// A daemon without a datapath has no kernel socket to join with.
+	a0 := attach(t, startDaemon(t), app.Options{Name: "multicast-none"})
+	pc0, err := a0.ListenPacketConn("udp://0.0.0.0:7623")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer pc0.Close()
+	if err := pc0.JoinGroup(nil, udp(netip.MustParseAddr("239.1.2.8"))); !errors.Is(err, flow.ErrNotSupported) {
+		t.Errorf("JoinGroup without a datapath: %v, want ErrNotSupported", err)
 	}
 }

@@ -164,3 +164,68 @@ func appendCmsg(b []byte, level, typ int32, n int) []byte {
 	binary.NativeEndian.PutUint32(h[12:16], uint32(typ))
 	return b
 }
+
+// JoinGroup makes the socket a member of the multicast group on the
+// interface of index ifindex in the socket's netns (0: the one the route
+// to the group takes), as IP_ADD_MEMBERSHIP with an ip_mreqn (IPv4) or
+// IPV6_JOIN_GROUP (IPv6) does for any kernel socket: the kernel then
+// accepts the group's datagrams on that interface and delivers those to
+// the socket's port to it (a socket bound to a wildcard address; one
+// bound to a unicast address gets none). The membership lasts until
+// LeaveGroup or Close. The errors wrap the kernel's errno: EADDRINUSE, a
+// member there already; ENOBUFS, net.ipv4.igmp_max_memberships (IPv6:
+// net.ipv6.mld_max_memberships) reached; ENODEV, no such interface, or
+// no route to the group to pick one; EINVAL, not a multicast address of
+// the socket's family; EBADF, the socket is closed.
+func (r *Reservation) JoinGroup(group netip.Addr, ifindex int) error {
+	return r.membership(group, ifindex, true)
+}
+
+// LeaveGroup ends the socket's membership of the multicast group on the
+// interface of index ifindex (0: the interface of the route to the group,
+// as for the join), as IP_DROP_MEMBERSHIP or IPV6_LEAVE_GROUP does. The
+// errors wrap the kernel's errno: EADDRNOTAVAIL, not a member there;
+// ENODEV and EBADF as for JoinGroup.
+func (r *Reservation) LeaveGroup(group netip.Addr, ifindex int) error {
+	return r.membership(group, ifindex, false)
+}
+
+func (r *Reservation) membership(group netip.Addr, ifindex int, join bool) error {
+	r.mu.RLock()
+	defer r.mu.RUnlock()
+	op := "leave"
+	if join {
+		op = "join"
+	}
+	if r.fd < 0 {
+		return fmt.Errorf("%s group %v on %v: %w", op, group, r.addr, unix.EBADF)
+	}
+	if ifindex < 0 || ifindex > 0x7fffffff {
+		return fmt.Errorf("%s group %v on %v: ifindex %d: %w", op, group, r.addr, ifindex, unix.ENODEV)
+	}
+	g := group.Unmap()
+	var err error
+	if r.addr.Addr().Is6() {
+		if !g.Is6() {
+			return fmt.Errorf("%s group %v on %v: not an IPv6 address: %w", op, group, r.addr, unix.EINVAL)
+		}
+		opt := unix.IPV6_LEAVE_GROUP
+		if join {
+			opt = unix.IPV6_JOIN_GROUP
+		}
+		err = unix.SetsockoptIPv6Mreq(r.fd, unix.IPPROTO_IPV6, opt, &unix.IPv6Mreq{Multiaddr: g.As16(), Interface: uint32(ifindex)})
+	} else {
+		if !g.Is4() {
+			return fmt.Errorf("%s group %v on %v: not an IPv4 address: %w", op, group, r.addr, unix.EINVAL)
+		}
+		opt := unix.IP_DROP_MEMBERSHIP
+		if join {
+			opt = unix.IP_ADD_MEMBERSHIP
+		}
+		err = unix.SetsockoptIPMreqn(r.fd, unix.IPPROTO_IP, opt, &unix.IPMreqn{Multiaddr: g.As4(), Ifindex: int32(ifindex)})
+	}
+	if err != nil {
+		return fmt.Errorf("%s group %v on %v: %w", op, group, r.addr, err)
+	}
+	return nil
+}
