@@ -4,6 +4,7 @@ import (
 	"encoding/binary"
 	"fmt"
 	"net/netip"
+	"sync"
 
 	"golang.org/x/sys/unix"
 )
@@ -102,7 +103,10 @@ func (r *Reservation) Send(payload []byte, dst netip.AddrPort, src netip.Addr, o
 	var sa unix.Sockaddr
 	oob = oob[:0]
 	if r.addr.Addr().Is6() {
-		sa = &unix.SockaddrInet6{Addr: a.As16(), Port: int(dst.Port())}
+		s6 := sockaddrs6.Get().(*unix.SockaddrInet6)
+		defer sockaddrs6.Put(s6)
+		*s6 = unix.SockaddrInet6{Addr: a.As16(), Port: int(dst.Port())}
+		sa = s6
 		if src.IsValid() && r.addr.Addr().IsUnspecified() {
 			oob = appendCmsg(oob, unix.IPPROTO_IPV6, unix.IPV6_PKTINFO, 20)
 			s := src.As16()
@@ -117,7 +121,10 @@ func (r *Reservation) Send(payload []byte, dst netip.AddrPort, src netip.Addr, o
 		if !a.Is4() {
 			return unix.EAFNOSUPPORT
 		}
-		sa = &unix.SockaddrInet4{Addr: a.As4(), Port: int(dst.Port())}
+		s4 := sockaddrs4.Get().(*unix.SockaddrInet4)
+		defer sockaddrs4.Put(s4)
+		*s4 = unix.SockaddrInet4{Addr: a.As4(), Port: int(dst.Port())}
+		sa = s4
 		if src.IsValid() && r.addr.Addr().IsUnspecified() && src.Unmap().Is4() {
 			oob = appendCmsg(oob, unix.IPPROTO_IP, unix.IP_PKTINFO, 12)
 			s := src.Unmap().As4()
@@ -130,6 +137,15 @@ func (r *Reservation) Send(payload []byte, dst netip.AddrPort, src netip.Addr, o
 	_, err := unix.SendmsgN(r.fd, payload, oob, sa, unix.MSG_DONTWAIT)
 	return err
 }
+
+// sockaddrs4 and sockaddrs6 lend Send the destination it hands the
+// kernel (which copies it): a socket address passed as a unix.Sockaddr
+// escapes to the heap, and every datagram to a multicast group, whatever
+// its size, goes out through Send.
+var (
+	sockaddrs4 = sync.Pool{New: func() any { return new(unix.SockaddrInet4) }}
+	sockaddrs6 = sync.Pool{New: func() any { return new(unix.SockaddrInet6) }}
+)
 
 // setDF switches an IPv4 socket's path MTU discovery to IP_PMTUDISC_DO
 // (df) or back to the mode it had, when it is not so already: IPv4 has no
