@@ -1,8 +1,6 @@
 package daemon
 
 import (
-	"context"
-	"encoding/binary"
 	"net"
 	"net/netip"
 	"os"
@@ -124,34 +122,10 @@ func staleNeighbours(t *testing.T, h *nstest.Host) {
 // socket of host A on to.
 func dialSeqFlow(t *testing.T, name string, rig *nstest.Pair, a *app.App, to netip.Addr) *seqFlow {
 	t.Helper()
-	rx, err := rig.A.ListenUDP(netip.AddrPortFrom(to, 0), 0)
-	if err != nil {
-		t.Fatal(err)
-	}
-	c := dialUDPSide(t, rig, a, "app", rx.LocalAddr().(*net.UDPAddr).AddrPort())
-	f := &seqFlow{name: name}
-	ctx, cancel := context.WithCancel(context.Background())
-	t.Cleanup(func() { cancel(); rx.Close() })
-	go func() {
-		b := make([]byte, 64)
-		for {
-			n, _, err := rx.ReadFrom(b)
-			if err != nil {
-				return
-			}
-			if n == 8 {
-				f.received(int64(binary.BigEndian.Uint64(b)))
-			}
-		}
-	}()
-	go func() {
-		for i := int64(1); ctx.Err() == nil; i++ {
-			c.Write(binary.BigEndian.AppendUint64(nil, uint64(i)))
-			f.sent.Store(i)
-			time.Sleep(10 * time.Millisecond)
-		}
-	}()
-	return f
+	return seqFlowTo(t, name, rig, to, func(dst net.Addr) func([]byte) {
+		c := dialUDPSide(t, rig, a, "app", dst.(*net.UDPAddr).AddrPort())
+		return func(b []byte) { c.Write(b) }
+	})
 }
 
 // neighState returns the state of host h's neighbour entry of ip on its

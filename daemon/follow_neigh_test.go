@@ -100,10 +100,21 @@ func (f *seqFlow) waitAfter(t *testing.T, from int64, start time.Time, within ti
 // socket) to a kernel UDP socket of host A on to until the test ends.
 func udpSeqFlow(t *testing.T, name string, rig *nstest.Pair, pc net.PacketConn, to netip.Addr) *seqFlow {
 	t.Helper()
+	return seqFlowTo(t, name, rig, to, func(dst net.Addr) func([]byte) {
+		return func(b []byte) { pc.WriteTo(b, dst) }
+	})
+}
+
+// seqFlowTo sends numbered datagrams, every 10 ms until the test ends,
+// with the writer mk makes for dst, the address of a kernel UDP socket of
+// host A on to, and counts those that socket receives.
+func seqFlowTo(t *testing.T, name string, rig *nstest.Pair, to netip.Addr, mk func(dst net.Addr) func([]byte)) *seqFlow {
+	t.Helper()
 	rx, err := rig.A.ListenUDP(netip.AddrPortFrom(to, 0), 0)
 	if err != nil {
 		t.Fatal(err)
 	}
+	write := mk(rx.LocalAddr())
 	f := &seqFlow{name: name}
 	ctx, cancel := context.WithCancel(context.Background())
 	t.Cleanup(func() { cancel(); rx.Close() })
@@ -120,9 +131,8 @@ func udpSeqFlow(t *testing.T, name string, rig *nstest.Pair, pc net.PacketConn, 
 		}
 	}()
 	go func() {
-		dst := rx.LocalAddr()
 		for i := int64(1); ctx.Err() == nil; i++ {
-			pc.WriteTo(binary.BigEndian.AppendUint64(nil, uint64(i)), dst)
+			write(binary.BigEndian.AppendUint64(nil, uint64(i)))
 			f.sent.Store(i)
 			time.Sleep(10 * time.Millisecond)
 		}
