@@ -3,7 +3,6 @@ package daemon
 import (
 	"net"
 	"net/netip"
-	"os"
 	"strconv"
 	"testing"
 	"time"
@@ -103,19 +102,7 @@ func TestFollowPeerMACChangeOneWay(t *testing.T) {
 // confirmation counts as a use), which hides what this rig is for.
 func staleNeighbours(t *testing.T, h *nstest.Host) {
 	t.Helper()
-	if err := h.Do(func() error {
-		for _, fam := range []string{"ipv4", "ipv6"} {
-			dir := "/proc/sys/net/" + fam + "/neigh/" + h.Link + "/"
-			for file, v := range map[string]string{"base_reachable_time_ms": "2200", "delay_first_probe_time": "1", "retrans_time_ms": "200"} {
-				if err := os.WriteFile(dir+file, []byte(v), 0); err != nil {
-					return err
-				}
-			}
-		}
-		return nil
-	}); err != nil {
-		t.Fatal(err)
-	}
+	neighTimers(t, h, "2200")
 }
 
 // dialSeqFlow is udpSeqFlow through a UDP Conn app a dials to a kernel

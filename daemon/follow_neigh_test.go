@@ -25,10 +25,19 @@ import (
 // seconds, not the default's half a minute or more.
 func fastNeighbours(t *testing.T, h *nstest.Host) {
 	t.Helper()
+	neighTimers(t, h, "200")
+}
+
+// neighTimers sets the neighbour timers of host h's link (IPv4 and
+// IPv6): base_reachable_time_ms as given (an entry stays reachable for
+// half to one and a half times it after a confirmation), 1 s before a
+// stale entry in use is probed, probes 200 ms apart.
+func neighTimers(t *testing.T, h *nstest.Host, reachableMS string) {
+	t.Helper()
 	if err := h.Do(func() error {
 		for _, fam := range []string{"ipv4", "ipv6"} {
 			dir := "/proc/sys/net/" + fam + "/neigh/" + h.Link + "/"
-			for file, v := range map[string]string{"base_reachable_time_ms": "200", "delay_first_probe_time": "1", "retrans_time_ms": "200"} {
+			for file, v := range map[string]string{"base_reachable_time_ms": reachableMS, "delay_first_probe_time": "1", "retrans_time_ms": "200"} {
 				if err := os.WriteFile(dir+file, []byte(v), 0); err != nil {
 					return err
 				}
