@@ -286,7 +286,7 @@ func (h *client) pathMTU(m *api.PathMTU) (api.Message, []int, error) {
 		return nil, nil, fmt.Errorf("path mtu: %w", err)
 	}
 	dst := m.Remote.Unmap()
-	if !dst.IsValid() || dst.IsUnspecified() || dst.IsMulticast() {
+	if !dst.IsValid() || dst.IsUnspecified() {
 		return nil, nil, fmt.Errorf("path mtu: remote %v: %w", m.Remote, flow.ErrInvalidValue)
 	}
 	fam := uint8(flow.Family4)

@@ -177,6 +177,25 @@ func TestUDPMulticastSend(t *testing.T) {
 					t.Fatalf("%d bytes to %v: B's own member read %d bytes from %v", size, g, len(p), from)
 				}
 			}
+			// Don't fragment: one larger than the link's MTU fails at once
+			// with EMSGSIZE, as a kernel socket's with IP_PMTUDISC_DO
+			// (IPV6_DONTFRAG); one that fits goes.
+			if err := pc.(*app.PacketConn).SetDontFragment(true); err != nil {
+				t.Fatal(err)
+			}
+			if _, err := pc.WriteTo(make([]byte, 3000), net.UDPAddrFromAddrPort(g)); !errors.Is(err, syscall.EMSGSIZE) {
+				t.Fatalf("3,000 bytes to %v, don't fragment: %v, want EMSGSIZE", g, err)
+			}
+			if _, err := pc.WriteTo([]byte("whole"), net.UDPAddrFromAddrPort(g)); err != nil {
+				t.Fatal(err)
+			}
+			if p, _, _ := onA.read(t); string(p) != "whole" {
+				t.Fatalf("A read %q after the refused one, want \"whole\"", p)
+			}
+			onB.read(t)
+			if err := pc.(*app.PacketConn).SetDontFragment(false); err != nil {
+				t.Fatal(err)
+			}
 
 			c, err := a.Dial(ctx, "udp://"+g.String())
 			if err != nil {
