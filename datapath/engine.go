@@ -163,12 +163,16 @@ type Engine struct {
 	kernelRxN   atomic.Uint64 // datagrams the kernel path delivered (kernelpath.go)
 	kernelDrops atomic.Uint64 // and those it could not
 
-	mu      sync.Mutex                          // guards conns, watched, ports, nextLW, closed, cancel and mirErr; replaces lis and est
+	mu      sync.Mutex                          // guards conns, watched, ports, krx, sharers, nextLW, closed, cancel and mirErr; replaces lis and est
 	conns   map[flow.Handle]*connectedSession   // connected sessions by half-open, then established handle
 	watched map[int]*connectedSession           // claimed connected sessions by reservation fd (peerWatch)
 	ports   map[netip.AddrPort]*udp.Reservation // listeners' ports held in the kernel (ports.go)
-	krx     map[int]*udp.Target                 // Targets by the fd of their opened kernel path (kernelpath.go)
-	nextLW  uint32                              // round robin of listeners and claims over the workers
+	krx     map[int]kernelReader                // what reads each opened kernel path, by its fd (kernelpath.go)
+	// sharers are the UDP listeners of a specific address whose port a
+	// wildcard listener's socket holds (shareOwnPort), by kernelKey: the
+	// kernel path's datagrams to their address are theirs (kernelRx).
+	sharers map[netip.AddrPort]*udp.Target
+	nextLW  uint32 // round robin of listeners and claims over the workers
 	closed  bool
 	cancel  context.CancelFunc // ends the goroutines Start started
 	mirErr  error              // the last resync's
@@ -247,7 +251,7 @@ func New(cfg Config) (*Engine, error) {
 	if log == nil {
 		log = slog.New(slog.NewTextHandler(io.Discard, nil))
 	}
-	e := &Engine{cfg: cfg, log: log, conns: map[flow.Handle]*connectedSession{}, watched: map[int]*connectedSession{}, ports: map[netip.AddrPort]*udp.Reservation{}, krx: map[int]*udp.Target{}, claims: make(chan claim, 1024)}
+	e := &Engine{cfg: cfg, log: log, conns: map[flow.Handle]*connectedSession{}, watched: map[int]*connectedSession{}, ports: map[netip.AddrPort]*udp.Reservation{}, krx: map[int]kernelReader{}, sharers: map[netip.AddrPort]*udp.Target{}, claims: make(chan claim, 1024)}
 	e.lis.Store(&map[flow.Handle]*udp.Target{})
 	e.est.Store(newEstTable(nil))
 	e.local, _ = cfg.Addrs.(localAddrs)

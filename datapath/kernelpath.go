@@ -81,6 +81,14 @@ func newKernelBufs() kernelBufs {
 // kernelRxBudget bounds the datagrams read from one socket per wake-up.
 const kernelRxBudget = 64
 
+// kernelReader is what reads an opened kernel path: its socket, and the
+// Target whose datagrams come through it (a wildcard listener's also
+// carries those to its port's sharers).
+type kernelReader struct {
+	t   *udp.Target
+	res *udp.Reservation
+}
+
 // openKernelPathLocked opens res (nil: none) as t's kernel path and
 // watches it for datagrams. e.mu is held.
 func (e *Engine) openKernelPathLocked(t *udp.Target, res *udp.Reservation) {
@@ -92,6 +100,12 @@ func (e *Engine) openKernelPathLocked(t *udp.Target, res *udp.Reservation) {
 		return
 	}
 	t.Res = res
+	e.watchKernelLocked(t, res)
+}
+
+// watchKernelLocked has peerWatch read res, opened, into t (kernelRx).
+// e.mu is held.
+func (e *Engine) watchKernelLocked(t *udp.Target, res *udp.Reservation) {
 	fd := res.FD()
 	ev := &unix.EpollEvent{Events: unix.EPOLLIN, Fd: int32(fd)}
 	op := unix.EPOLL_CTL_ADD
@@ -102,16 +116,17 @@ func (e *Engine) openKernelPathLocked(t *udp.Target, res *udp.Reservation) {
 		e.log.Warn("kernel path not watched", "local", t.Local, "err", err)
 		return
 	}
-	e.krx[fd] = t
+	e.krx[fd] = kernelReader{t: t, res: res}
 }
 
 // closeKernelPathLocked stops reading t's kernel path. e.mu is held.
 func (e *Engine) closeKernelPathLocked(t *udp.Target) {
-	if t.Res == nil {
+	res := t.KernelSocket()
+	if res == nil {
 		return
 	}
-	fd := t.Res.FD()
-	if e.krx[fd] == t {
+	fd := res.FD()
+	if e.krx[fd].t == t {
 		delete(e.krx, fd)
 		if e.watched[fd] == nil && e.pw != nil {
 			_ = unix.EpollCtl(e.pw.epfd, unix.EPOLL_CTL_DEL, fd, nil)
@@ -120,17 +135,22 @@ func (e *Engine) closeKernelPathLocked(t *udp.Target) {
 }
 
 // kernelRx queues what the kernel delivered to the socket fd in its
-// Target's rx fifo.
+// Target's rx fifo, or, for a datagram to the address of a listener that
+// shares the socket's port (sharers), in that listener's: the kernel has
+// one socket for both, and gives it what a socket bound to the specific
+// address would have got.
 func (e *Engine) kernelRx(fd int, kb *kernelBufs) {
 	e.mu.Lock()
 	defer e.mu.Unlock()
-	t := e.krx[fd]
-	if t == nil || t.Res == nil || e.closed {
+	kr := e.krx[fd]
+	if kr.t == nil || e.closed {
 		return
 	}
+	res, port := kr.res, kr.res.Addr().Port()
+	wildcard := res.Addr().Addr().IsUnspecified()
 	signal := false
 	for range kernelRxBudget {
-		n, from, dst, err := t.Res.Recv(kb.buf, kb.oob)
+		n, from, dst, err := res.Recv(kb.buf, kb.oob)
 		if errors.Is(err, unix.EAGAIN) {
 			break
 		}
@@ -140,32 +160,49 @@ func (e *Engine) kernelRx(fd int, kb *kernelBufs) {
 		}
 		h := &kb.hs[0]
 		*h = fifo.DgramHeader{Family: flow.Family4, Remote: flow.AddrBytes(from.Addr().Unmap()), RemotePort: from.Port(),
-			Local: flow.AddrBytes(dst.Unmap()), LocalPort: t.Res.Addr().Port()}
+			Local: flow.AddrBytes(dst.Unmap()), LocalPort: port}
 		if from.Addr().Unmap().Is6() {
 			h.Family = flow.Family6
 		}
 		kb.ps[0] = kb.buf[:n]
-		if !t.Lock() {
-			t.Unlock()
-			return
+		t := kr.t
+		if s := e.sharers[netip.AddrPortFrom(dst.Unmap(), port)]; wildcard && s != nil {
+			t = s
 		}
-		r := t.DeliverBatch(kb.hs[:], kb.ps[:])
-		t.Unlock()
-		if r.Delivered > 0 {
-			e.kernelRxN.Add(1)
-			t.Delivered.Add(1)
-			t.RxBytes.Add(r.Bytes)
+		if !e.deliverKernel(t, kb) {
+			continue
+		}
+		if t == kr.t {
 			signal = true
-		} else {
-			e.kernelDrops.Add(1)
-			t.DropFull.Add(r.Full)
-			t.DropTooBig.Add(r.TooBig)
-			t.DropCorrupt.Add(r.Corrupt)
+		} else if t.Signal() {
+			_ = t.Events.Signal()
 		}
 	}
-	if signal && t.Signal() {
-		_ = t.Events.Signal()
+	if signal && kr.t.Signal() {
+		_ = kr.t.Events.Signal()
 	}
+}
+
+// deliverKernel queues kb's datagram in t's rx fifo, counted, and reports
+// whether it went in.
+func (e *Engine) deliverKernel(t *udp.Target, kb *kernelBufs) bool {
+	if !t.Lock() {
+		t.Unlock()
+		return false
+	}
+	r := t.DeliverBatch(kb.hs[:], kb.ps[:])
+	t.Unlock()
+	if r.Delivered == 0 {
+		e.kernelDrops.Add(1)
+		t.DropFull.Add(r.Full)
+		t.DropTooBig.Add(r.TooBig)
+		t.DropCorrupt.Add(r.Corrupt)
+		return false
+	}
+	e.kernelRxN.Add(1)
+	t.Delivered.Add(1)
+	t.RxBytes.Add(r.Bytes)
+	return true
 }
 
 // kernelSend is what txKernel did with a datagram.
@@ -192,11 +229,12 @@ const kernelRetry = 100 * time.Microsecond
 // is full of what the link has not sent yet) is the caller's to keep and
 // try again, in order, as a kernel socket's sender would wait.
 func (w *worker) txKernel(t *udp.Target, hd *held, payload []byte) kernelSend {
-	if t.Res == nil {
+	res := t.KernelSocket()
+	if res == nil {
 		return kernelNone
 	}
 	dst := netip.AddrPortFrom(flow.AddrFrom(hd.key.addr, hd.key.fam), hd.dport)
-	if err := t.Res.Send(payload, dst, hd.src, w.tx.oob[:], hd.df); err != nil {
+	if err := res.Send(payload, dst, hd.src, w.tx.oob[:], hd.df); err != nil {
 		switch {
 		case hd.df && errors.Is(err, unix.EMSGSIZE):
 			w.tooBig(t)
@@ -222,7 +260,7 @@ func (w *worker) txKernel(t *udp.Target, hd *held, payload []byte) kernelSend {
 // has no kernel path or the datagram is longer than any (the caller drops
 // it).
 func (w *worker) txBig(t *udp.Target, h *fifo.DgramHeader) kernelSend {
-	if t.Res == nil {
+	if t.KernelSocket() == nil {
 		return kernelNone
 	}
 	if w.big == nil {

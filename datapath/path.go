@@ -79,7 +79,12 @@ func (p *enginePath) Listen(l sessions.Listener) error {
 	}
 	m[l.Handle] = t
 	e.lis.Store(&m)
-	e.openKernelPathLocked(t, e.ports[kernelKey(l.Endpoint)])
+	k := kernelKey(l.Endpoint)
+	res, held := e.ports[k]
+	e.openKernelPathLocked(t, res)
+	if held && res == nil {
+		e.shareKernelLocked(t, k)
+	}
 	if w.shard != nil {
 		w.shard.Post(func(*sessions.Shard) { w.addTx(t) })
 	} else {
@@ -112,6 +117,9 @@ func (p *enginePath) Unlisten(l sessions.Listener) {
 	}
 	e.lis.Store(&m)
 	e.closeKernelPathLocked(t)
+	if k := kernelKey(l.Endpoint); e.sharers[k] == t {
+		delete(e.sharers, k)
+	}
 	t.Kill()
 	if w := e.workerByID(t.Worker); w != nil && w.shard != nil {
 		w.shard.Post(func(*sessions.Shard) { w.delTx(t) })

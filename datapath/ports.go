@@ -101,6 +101,24 @@ func (e *Engine) shareOwnPort(ep sessions.Endpoint) bool {
 	return false
 }
 
+// shareKernelLocked makes t, a listener of k whose port the daemon's
+// socket of another address holds (shareOwnPort), a sharer of that
+// socket's kernel path when it is a wildcard address's: t sends its
+// datagrams larger than a frame, and those to multicast groups, through
+// it, from t's address (IP_PKTINFO), and kernelRx gives t what it reads
+// for t's address. Beside a socket of a specific address t has no kernel
+// path (a datagram through it would leave from that address). e.mu is
+// held.
+func (e *Engine) shareKernelLocked(t *udp.Target, k netip.AddrPort) {
+	for o, r := range e.ports {
+		if r != nil && o.Port() == k.Port() && o.Addr().Is4() == k.Addr().Is4() && o.Addr().IsUnspecified() {
+			t.Borrowed.Store(r)
+			e.sharers[k] = t
+			return
+		}
+	}
+}
+
 // ReleasePort closes the reservation of e's port. When listeners of other
 // addresses of the port shared it (shareOwnPort), the first of them that
 // the kernel now lets bind takes over the hold.
@@ -125,6 +143,11 @@ func (p *enginePath) ReleasePort(ep sessions.Endpoint) {
 				heirs = append(heirs, o)
 			}
 		}
+		for _, t := range e.sharers {
+			// Nothing more through the socket that closes; the heir
+			// below has one of its own.
+			t.Borrowed.CompareAndSwap(res, nil)
+		}
 	}
 	e.mu.Unlock()
 	res.Close()
@@ -140,6 +163,12 @@ func (p *enginePath) ReleasePort(ep sessions.Endpoint) {
 		e.mu.Lock()
 		if r, still := e.ports[h]; still && r == nil && !e.closed {
 			e.ports[h] = nr
+			if t := e.sharers[h]; t != nil && e.pw != nil && nr.Open() == nil {
+				// Its own kernel path now: sent through and read.
+				delete(e.sharers, h)
+				t.Borrowed.Store(nr)
+				e.watchKernelLocked(t, nr)
+			}
 			nr = nil
 		}
 		e.mu.Unlock()

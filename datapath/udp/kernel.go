@@ -92,10 +92,18 @@ func (r *Reservation) Recv(buf, oob []byte) (int, netip.AddrPort, netip.Addr, er
 // kernel fragments it to the path MTU; with df (don't fragment) it sends
 // it as one packet (IPv4: DF set) or fails with unix.EMSGSIZE when the
 // packet exceeds the path MTU. oob must hold two control messages (64
-// bytes do). One goroutine at a time may call Send.
+// bytes do); callers that may send at once (two listeners sharing the
+// socket: udp.Target.Borrowed) each pass their own. An IPv4 send holds
+// the socket to itself: its don't-fragment mode is the socket's
+// (setDF), switched around the datagram.
 func (r *Reservation) Send(payload []byte, dst netip.AddrPort, src netip.Addr, oob []byte, df bool) error {
-	r.mu.RLock()
-	defer r.mu.RUnlock()
+	if r.addr.Addr().Is6() {
+		r.mu.RLock()
+		defer r.mu.RUnlock()
+	} else {
+		r.mu.Lock()
+		defer r.mu.Unlock()
+	}
 	if r.fd < 0 {
 		return unix.EBADF
 	}

@@ -26,9 +26,9 @@ type Reservation struct {
 	fd   int
 	addr netip.AddrPort
 
-	// Send's state (one goroutine sends: the Tx owner): an IPv4 socket's
-	// IP_MTU_DISCOVER is IP_PMTUDISC_DO while it sends don't-fragment
-	// datagrams, and pmtuWas its mode before.
+	// Send's state, under mu held for writing (an IPv4 Send): an IPv4
+	// socket's IP_MTU_DISCOVER is IP_PMTUDISC_DO while it sends
+	// don't-fragment datagrams, and pmtuWas its mode before.
 	dfOn    bool
 	pmtuWas int
 }

@@ -34,6 +34,15 @@ func (k Kind) String() string {
 // ErrNoFifos is returned by NewTarget for a pair without fifos.
 var ErrNoFifos = errors.New("udp: fifo pair has no fifos")
 
+// KernelSocket returns the socket t sends its kernel path's datagrams
+// through: Res, else Borrowed (nil: none).
+func (t *Target) KernelSocket() *Reservation {
+	if t.Res != nil {
+		return t.Res
+	}
+	return t.Borrowed.Load()
+}
+
 // Target is the datapath's state of one UDP fifo pair: where received
 // datagrams go (Rx), where datagrams to send come from (Tx), whom to
 // signal, and counters. See the package doc for who may call what.
@@ -56,6 +65,12 @@ type Target struct {
 	// kernel path for datagrams larger than a frame, both ways. Set
 	// before the Target is published.
 	Res *Reservation
+	// Borrowed is the kernel socket a listener without one of its own
+	// (Res nil) sends its kernel path's datagrams through: the wildcard
+	// listener's of the same port, beside which its specific address
+	// was let bind, then its own when that one goes. Set by the Engine,
+	// read by the Tx owner (KernelSocket).
+	Borrowed atomic.Pointer[Reservation]
 
 	mu   sync.Mutex // serializes Rx producers; guards dead
 	dead bool
