@@ -5,7 +5,9 @@ import (
 	"crypto/rand"
 	"net"
 	"net/netip"
+	"os/exec"
 	"strconv"
+	"strings"
 	"testing"
 	"time"
 
@@ -130,6 +132,10 @@ func TestTCPGenericVeth(t *testing.T) {
 // program's udp_multi_buffer counted the burst.
 func TestUDPGSOGenericVeth(t *testing.T) {
 	rig, d, a := multiBufferRig(t, nstest.Options{}, "generic")
+	// The daemon turned the peer's UDP segmentation offload off (see
+	// TestUDPGSOSmallBurstsGenericVeth); on again, as where it could
+	// not, the burst comes whole.
+	peerUDPSegmentation(t, rig, "on")
 	pc, err := a.ListenPacket("udp://0.0.0.0:9100")
 	if err != nil {
 		t.Fatal(err)
@@ -151,6 +157,75 @@ func TestUDPGSOGenericVeth(t *testing.T) {
 	// The burst came whole: the program counted it (show stats' xdp).
 	if s.XDP["udp_multi_buffer"] == 0 {
 		t.Errorf("udp_multi_buffer 0: the burst did not reach the program whole: %v", s.XDP)
+	}
+}
+
+// peerUDPSegmentation sets host A's veth end's UDP segmentation offload
+// (tx-udp-segmentation) on or off.
+func peerUDPSegmentation(t *testing.T, rig *nstest.Pair, onOff string) {
+	t.Helper()
+	if out, err := exec.Command("ip", "netns", "exec", rig.A.Name, "ethtool", "-K", rig.A.Link, "tx-udp-segmentation", onOff).CombinedOutput(); err != nil {
+		t.Fatalf("ethtool -K %s tx-udp-segmentation %s in %s: %v: %s", rig.A.Link, onOff, rig.A.Name, err, out)
+	}
+}
+
+// peerUDPSegmentationOn reports whether host A's veth end's UDP
+// segmentation offload is on.
+func peerUDPSegmentationOn(t *testing.T, rig *nstest.Pair) bool {
+	t.Helper()
+	out, err := exec.Command("ip", "netns", "exec", rig.A.Name, "ethtool", "-k", rig.A.Link).CombinedOutput()
+	if err != nil {
+		t.Fatalf("ethtool -k %s in %s: %v: %s", rig.A.Link, rig.A.Name, err, out)
+	}
+	for _, l := range strings.Split(string(out), "\n") {
+		if v, ok := strings.CutPrefix(strings.TrimSpace(l), "tx-udp-segmentation:"); ok {
+			return strings.HasPrefix(strings.TrimSpace(v), "on")
+		}
+	}
+	t.Fatalf("ethtool -k %s: no tx-udp-segmentation line:\n%s", rig.A.Link, out)
+	return false
+}
+
+// TestUDPGSOSmallBurstsGenericVeth: in generic mode on a veth, a peer's
+// UDP segmentation bursts shorter than a page (UDP_SEGMENT: several
+// datagrams under one header, their size in the socket buffer's metadata
+// alone, which the XDP program does not see) reach the app as their
+// datagrams: the daemon turns the peer's tx-udp-segmentation off while it
+// runs (as native XDP's attach turns the peer's segmentation offload
+// off), so the peer's kernel cuts them before they cross, and back on as
+// it stops. Before, a burst of 2 × 500 bytes reached the app as one
+// datagram of 1,000, and one of 3 × 1,000 was dropped (chain_not_tcp).
+func TestUDPGSOSmallBurstsGenericVeth(t *testing.T) {
+	rig := nstest.NewPair(t, nstest.Options{})
+	if !peerUDPSegmentationOn(t, rig) {
+		t.Fatalf("the peer's tx-udp-segmentation is off before the daemon starts")
+	}
+	d := startDaemon(t, onB(rig), func(o *Config) { o.Datapath.XDPMode = "generic" })
+	a := attach(t, d, app.Options{Name: "bursts"})
+	if peerUDPSegmentationOn(t, rig) {
+		t.Errorf("the peer's tx-udp-segmentation is on while the daemon runs in generic mode")
+	}
+	pc, err := a.ListenPacket("udp://0.0.0.0:9101")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer pc.Close()
+	for _, c := range []struct{ seg, n int }{{500, 2}, {1000, 3}} {
+		want := make([]byte, c.seg*c.n)
+		_, _ = rand.Read(want)
+		sendBurstFromA(t, rig, netip.AddrPortFrom(rig.B.IPv4, 9101), c.seg, want)
+		for i, g := range readDgrams(t, d, pc, c.n) {
+			if !bytes.Equal(g, want[i*c.seg:(i+1)*c.seg]) {
+				t.Fatalf("a burst of %d × %d bytes: datagram %d has %d bytes, not the %d sent", c.n, c.seg, i, len(g), c.seg)
+			}
+		}
+	}
+	if drops := d.EngineStats().Totals.Drops; len(drops) > 0 {
+		t.Errorf("drops %v", drops)
+	}
+	d.Close()
+	if !peerUDPSegmentationOn(t, rig) {
+		t.Errorf("the peer's tx-udp-segmentation stayed off after the daemon stopped")
 	}
 }
 

@@ -156,9 +156,12 @@ type Engine struct {
 	claimsBusy atomic.Int64 // claims queued or being made
 	// progress wakes those waiting for the mirror or the claims
 	// (WaitMirror, a TCP dial waiting for its steering).
-	progress    progress
-	ownNS       bool       // ns was opened by New
-	pw          *peerWatch // nil: peer errors not watched (tests without New)
+	progress progress
+	ownNS    bool       // ns was opened by New
+	pw       *peerWatch // nil: peer errors not watched (tests without New)
+	// peerRestore turns the veth peer's UDP segmentation offload back on
+	// (generic mode on a veth: nsbind.NoPeerUDPSegmentation); once.
+	peerRestore func() error
 	peerErrors  atomic.Uint64
 	kernelRxN   atomic.Uint64 // datagrams the kernel path delivered (kernelpath.go)
 	kernelDrops atomic.Uint64 // and those it could not
@@ -322,6 +325,18 @@ func New(cfg Config) (*Engine, error) {
 	e.att, err = e.objs.Attach(loader.AttachOptions{IfIndex: e.ifc.Index, Netns: nsPath(e.nsh), NetnsName: cfg.NetnsName, Mode: mode, PinRoot: cfg.PinRoot})
 	if err != nil {
 		return nil, fmt.Errorf("new engine: %w", err)
+	}
+	if e.att.Mode() == loader.ModeGeneric && driver == "veth" {
+		// As native XDP's attach on a veth turns the peer's segmentation
+		// offload off: a generic program cannot tell a UDP segmentation
+		// burst of the peer's senders from one datagram.
+		restore, err := e.ns.NoPeerUDPSegmentation(e.ifc.Index)
+		if err != nil {
+			log.Warn("the veth peer's UDP segmentation offload stays on: a peer's UDP_SEGMENT burst shorter than a page reaches the apps as one datagram; "+
+				"turn it off (ethtool -K PEER tx-udp-segmentation off) or use xdp_mode native", "interface", cfg.IfName, "err", err)
+		} else {
+			e.peerRestore = sync.OnceValue(restore)
+		}
 	}
 	opts := withRingDefaults(cfg.XSK)
 	opts.NeedWakeup = true
@@ -766,7 +781,11 @@ func (e *Engine) DetachXDP() error {
 	if e.att == nil {
 		return nil
 	}
-	return e.att.Close()
+	err := e.att.Close()
+	if e.peerRestore != nil {
+		err = errors.Join(err, e.peerRestore())
+	}
+	return err
 }
 
 // Close stops the workers and goroutines, closes the sockets, detaches
@@ -847,6 +866,9 @@ func (e *Engine) release() error {
 	if e.objs != nil {
 		errs = append(errs, e.objs.Close())
 		e.objs = nil
+	}
+	if e.peerRestore != nil {
+		errs = append(errs, e.peerRestore())
 	}
 	if e.pw != nil {
 		errs = append(errs, e.pw.close())

@@ -1,6 +1,7 @@
 package nsbind
 
 import (
+	"encoding/binary"
 	"errors"
 	"fmt"
 	"strconv"
@@ -44,6 +45,16 @@ func (n *Namespace) ActiveRxQueues(name string) (int, error) {
 }
 
 func getChannels(name string, ch *ethtoolChannels) error {
+	ch.cmd = unix.ETHTOOL_GCHANNELS
+	if err := ethtool(name, unsafe.Pointer(ch)); err != nil {
+		return fmt.Errorf("ethtool get channels of %s: %w", name, err)
+	}
+	return nil
+}
+
+// ethtool runs SIOCETHTOOL on interface name of the calling thread's
+// namespace with data, a command structure of linux/ethtool.h.
+func ethtool(name string, data unsafe.Pointer) error {
 	if len(name) >= unix.IFNAMSIZ {
 		return fmt.Errorf("ethtool: interface name %q too long: %w", name, ErrNoInterface)
 	}
@@ -52,16 +63,92 @@ func getChannels(name string, ch *ethtoolChannels) error {
 		return fmt.Errorf("ethtool socket: %w", err)
 	}
 	defer unix.Close(fd)
-	ch.cmd = unix.ETHTOOL_GCHANNELS
 	var ifr struct {
 		name [unix.IFNAMSIZ]byte
 		data unsafe.Pointer
 		_    [24 - unsafe.Sizeof(unsafe.Pointer(nil))]byte
 	}
 	copy(ifr.name[:], name)
-	ifr.data = unsafe.Pointer(ch)
+	ifr.data = data
 	if _, _, e := unix.Syscall(unix.SYS_IOCTL, uintptr(fd), unix.SIOCETHTOOL, uintptr(unsafe.Pointer(&ifr))); e != 0 {
-		return fmt.Errorf("ethtool get channels of %s: %w", name, e)
+		return e
+	}
+	return nil
+}
+
+// The features string set (ETH_SS_FEATURES) and a string's length
+// (ETH_GSTRING_LEN) of linux/ethtool.h.
+const (
+	ethSSFeatures  = 4
+	ethGStringLen  = 32
+	maxFeatureBits = 1024
+)
+
+// stringSetLen returns how many strings string set ss of name has
+// (ETHTOOL_GSSET_INFO).
+func stringSetLen(name string, ss uint) (int, error) {
+	var info struct {
+		cmd, reserved uint32
+		mask          uint64
+		data          [1]uint32
+	}
+	info.cmd, info.mask = unix.ETHTOOL_GSSET_INFO, 1<<ss
+	if err := ethtool(name, unsafe.Pointer(&info)); err != nil {
+		return 0, featureError("string set", name, err)
+	}
+	if info.mask&(1<<ss) == 0 || info.data[0] > maxFeatureBits {
+		return 0, featureError("string set", name, unix.EOPNOTSUPP)
+	}
+	return int(info.data[0]), nil
+}
+
+// getStrings returns the n strings of set ss of name (ETHTOOL_GSTRINGS),
+// ethGStringLen bytes each.
+func getStrings(name string, ss uint, n int) ([]byte, error) {
+	buf := make([]byte, 12+n*ethGStringLen)
+	binary.NativeEndian.PutUint32(buf[0:], unix.ETHTOOL_GSTRINGS)
+	binary.NativeEndian.PutUint32(buf[4:], uint32(ss))
+	binary.NativeEndian.PutUint32(buf[8:], uint32(n))
+	if err := ethtool(name, unsafe.Pointer(&buf[0])); err != nil {
+		return nil, featureError("strings", name, err)
+	}
+	if got := int(binary.NativeEndian.Uint32(buf[8:])); got < n {
+		n = got
+	}
+	return buf[12 : 12+n*ethGStringLen], nil
+}
+
+// featureBlock is struct ethtool_get_features_block.
+type featureBlock struct {
+	available, requested, active, neverChanged uint32
+}
+
+// getFeatures returns name's features, blocks of 32 (ETHTOOL_GFEATURES).
+func getFeatures(name string, blocks int) ([]featureBlock, error) {
+	buf := make([]uint32, 2+4*blocks)
+	buf[0], buf[1] = unix.ETHTOOL_GFEATURES, uint32(blocks)
+	if err := ethtool(name, unsafe.Pointer(&buf[0])); err != nil {
+		return nil, featureError("get features", name, err)
+	}
+	out := make([]featureBlock, blocks)
+	for i := range out {
+		b := buf[2+4*i:]
+		out[i] = featureBlock{available: b[0], requested: b[1], active: b[2], neverChanged: b[3]}
+	}
+	return out, nil
+}
+
+// setFeatureBit asks for feature bit of name on or off, the others left
+// as they are (ETHTOOL_SFEATURES).
+func setFeatureBit(name string, blocks, bit int, on bool) error {
+	buf := make([]uint32, 2+2*blocks)
+	buf[0], buf[1] = unix.ETHTOOL_SFEATURES, uint32(blocks)
+	buf[2+2*(bit/32)] = 1 << (bit % 32) // valid
+	if on {
+		buf[3+2*(bit/32)] = 1 << (bit % 32) // requested
+	}
+	if err := ethtool(name, unsafe.Pointer(&buf[0])); err != nil {
+		return featureError("set features", name, err)
 	}
 	return nil
 }

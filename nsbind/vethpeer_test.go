@@ -1,0 +1,83 @@
+package nsbind
+
+import (
+	"errors"
+	"os/exec"
+	"strings"
+	"testing"
+
+	"github.com/xsessiond/xsessiond/nsbind/nstest"
+)
+
+// udpSegmentationOn reads tx-udp-segmentation of host h's veth end with
+// ethtool, as an operator would.
+func udpSegmentationOn(t *testing.T, h *nstest.Host) bool {
+	t.Helper()
+	out, err := exec.Command("ip", "netns", "exec", h.Name, "ethtool", "-k", h.Link).CombinedOutput()
+	if err != nil {
+		t.Fatalf("ethtool -k %s: %v: %s", h.Link, err, out)
+	}
+	for _, l := range strings.Split(string(out), "\n") {
+		if v, ok := strings.CutPrefix(strings.TrimSpace(l), "tx-udp-segmentation:"); ok {
+			return strings.HasPrefix(strings.TrimSpace(v), "on")
+		}
+	}
+	t.Fatalf("ethtool -k %s: no tx-udp-segmentation:\n%s", h.Link, out)
+	return false
+}
+
+// TestNoPeerUDPSegmentation: from host B's namespace, the peer of B's
+// veth end, in host A's namespace, has its UDP segmentation offload
+// turned off, the rest of its features left alone, and back on by the
+// restore; its off state is left as it is (a no-op restore); an
+// interface that is no veth is ErrNotVeth.
+func TestNoPeerUDPSegmentation(t *testing.T) {
+	nstest.RequirePrivileged(t)
+	rig := nstest.NewPair(t, nstest.Options{})
+	b := openNamed(t, rig.B.Name)
+	if !udpSegmentationOn(t, rig.A) {
+		t.Fatal("A's tx-udp-segmentation is off at the start")
+	}
+	featuresOf := func() string {
+		out, _ := exec.Command("ip", "netns", "exec", rig.A.Name, "ethtool", "-k", rig.A.Link).CombinedOutput()
+		var keep []string
+		for _, l := range strings.Split(string(out), "\n") {
+			if !strings.Contains(l, "tx-udp-segmentation") {
+				keep = append(keep, l)
+			}
+		}
+		return strings.Join(keep, "\n")
+	}
+	before := featuresOf()
+	restore, err := b.NoPeerUDPSegmentation(rig.B.IfIndex)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if udpSegmentationOn(t, rig.A) {
+		t.Error("A's tx-udp-segmentation still on")
+	}
+	if after := featuresOf(); after != before {
+		t.Errorf("other features of A's veth changed:\nbefore\n%s\nafter\n%s", before, after)
+	}
+	// Off already: nothing to restore.
+	again, err := b.NoPeerUDPSegmentation(rig.B.IfIndex)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := again(); err != nil || udpSegmentationOn(t, rig.A) {
+		t.Errorf("the restore of a feature found off turned it on (%v)", err)
+	}
+	if err := restore(); err != nil {
+		t.Fatal(err)
+	}
+	if !udpSegmentationOn(t, rig.A) {
+		t.Error("A's tx-udp-segmentation not back on")
+	}
+	lo, err := b.InterfaceByName("lo")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := b.NoPeerUDPSegmentation(lo.Index); !errors.Is(err, ErrNotVeth) {
+		t.Errorf("lo: %v, want ErrNotVeth", err)
+	}
+}
