@@ -11,7 +11,6 @@ import (
 	"testing"
 	"time"
 
-	"golang.org/x/sys/unix"
 
 	"github.com/xsessiond/xsessiond/app"
 	"github.com/xsessiond/xsessiond/nsbind/nstest"
@@ -40,12 +39,12 @@ func appTCPEcho(t *testing.T, rig *nstest.Pair, d *Daemon, a *app.App, port uint
 	}
 }
 
-// sendUDPFromA writes each of dgrams to B's port from one kernel UDP
-// socket on host A; setup, when not nil, is applied to its fd first.
-func sendUDPFromA(t *testing.T, rig *nstest.Pair, port uint16, setup func(fd int) error, dgrams ...[]byte) {
+// sendUDPFromA writes each of dgrams to dst from one kernel UDP socket on
+// host A; setup, when not nil, is applied to its fd first.
+func sendUDPFromA(t *testing.T, rig *nstest.Pair, dst netip.AddrPort, setup func(fd int) error, dgrams ...[]byte) {
 	t.Helper()
 	if err := rig.A.Do(func() error {
-		c, err := net.DialUDP("udp", nil, net.UDPAddrFromAddrPort(netip.AddrPortFrom(rig.B.IPv4, port)))
+		c, err := net.DialUDP("udp", nil, net.UDPAddrFromAddrPort(dst))
 		if err != nil {
 			return err
 		}
@@ -144,7 +143,7 @@ func TestUDPGSOGenericVeth(t *testing.T) {
 	const seg, n = 1000, 10
 	want := make([]byte, seg*n)
 	_, _ = rand.Read(want)
-	sendUDPFromA(t, rig, 9100, func(fd int) error { return unix.SetsockoptInt(fd, unix.SOL_UDP, unix.UDP_SEGMENT, seg) }, want)
+	sendBurstFromA(t, rig, netip.AddrPortFrom(rig.B.IPv4, 9100), seg, want)
 	for i, g := range readDgrams(t, d, pc, n) {
 		if !bytes.Equal(g, want[i*seg:(i+1)*seg]) {
 			t.Fatalf("datagram %d: %d bytes, not the %d sent", i, len(g), seg)
@@ -245,7 +244,7 @@ func TestJumboMTU(t *testing.T) {
 	for _, g := range dgrams {
 		_, _ = rand.Read(g)
 	}
-	sendUDPFromA(t, rig, 9200, nil, dgrams...)
+	sendUDPFromA(t, rig, netip.AddrPortFrom(rig.B.IPv4, 9200), nil, dgrams...)
 	for _, g := range readDgrams(t, d, pc, len(dgrams)) {
 		if !bytes.Equal(g, dgrams[0]) && !bytes.Equal(g, dgrams[1]) {
 			t.Fatalf("a datagram of %d bytes, not one of those sent", len(g))

@@ -14,32 +14,11 @@ import (
 )
 
 // sendBurstFromA sends one UDP segmentation burst (UDP_SEGMENT) from a
-// kernel socket of host A to dst: n datagrams of seg bytes under one
-// header, which the XDP program leaves to B's kernel to cut and deliver.
+// kernel socket of host A to dst: the datagrams of seg bytes data makes,
+// under one header as long as A's veth end takes them so.
 func sendBurstFromA(t *testing.T, rig *nstest.Pair, dst netip.AddrPort, seg int, data []byte) {
 	t.Helper()
-	if err := rig.A.Do(func() error {
-		c, err := net.DialUDP("udp", nil, net.UDPAddrFromAddrPort(dst))
-		if err != nil {
-			return err
-		}
-		defer c.Close()
-		rc, err := c.SyscallConn()
-		if err != nil {
-			return err
-		}
-		var serr error
-		if err := rc.Control(func(fd uintptr) { serr = unix.SetsockoptInt(int(fd), unix.SOL_UDP, unix.UDP_SEGMENT, seg) }); err != nil {
-			return err
-		}
-		if serr != nil {
-			return serr
-		}
-		_, err = c.Write(data)
-		return err
-	}); err != nil {
-		t.Fatal(err)
-	}
+	sendUDPFromA(t, rig, dst, func(fd int) error { return unix.SetsockoptInt(fd, unix.SOL_UDP, unix.UDP_SEGMENT, seg) }, data)
 }
 
 // TestUDPSharedPortKernelPath: a listener of B's address beside another
