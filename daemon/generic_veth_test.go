@@ -11,7 +11,6 @@ import (
 	"testing"
 	"time"
 
-
 	"github.com/xsessiond/xsessiond/app"
 	"github.com/xsessiond/xsessiond/nsbind/nstest"
 )
