@@ -336,6 +336,8 @@ func New(cfg Config) (*Engine, error) {
 				"turn it off (ethtool -K PEER tx-udp-segmentation off) or use xdp_mode native", "interface", cfg.IfName, "err", err)
 		} else {
 			e.peerRestore = sync.OnceValue(restore)
+			log.Info("the veth peer's UDP segmentation offload is off while the program is attached, as native mode's attach turns it off: "+
+				"its senders' UDP_SEGMENT bursts are cut before they cross", "interface", cfg.IfName)
 		}
 	}
 	opts := withRingDefaults(cfg.XSK)
