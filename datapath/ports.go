@@ -89,7 +89,9 @@ func (e *Engine) shareOwnPort(ep sessions.Endpoint) bool {
 	k := kernelKey(ep)
 	e.mu.Lock()
 	defer e.mu.Unlock()
-	if e.closed {
+	if _, held := e.ports[k]; e.closed || held {
+		// k's own listener holds it (or shares it) already: a second
+		// bind of k is refused, and its entry stays as it is.
 		return false
 	}
 	for o, r := range e.ports {
