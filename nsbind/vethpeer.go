@@ -153,6 +153,15 @@ func setFeature(name, feature string, on bool) (was bool, err error) {
 	if err := setFeatureBit(name, blocks, bit, on); err != nil {
 		return was, err
 	}
+	// The kernel answers a change it could not make with a positive
+	// value, not an error: look at what is active now.
+	now, err := getFeatures(name, blocks)
+	if err != nil {
+		return was, err
+	}
+	if active := now[bit/32].active&(1<<(bit%32)) != 0; !on && active {
+		return was, fmt.Errorf("ethtool: %s of %s stays on: %w", feature, name, unix.EOPNOTSUPP)
+	}
 	return was, nil
 }
 
