@@ -88,6 +88,17 @@ func (n *Namespace) NoPeerUDPSegmentation(ifindex int) (restore func() error, er
 	}
 	return func() error {
 		defer closePeer()
+		// By its index: the peer may have been renamed meanwhile.
+		if err := peer.handle(verb, func(h *netlink.Handle) error {
+			l, err := h.LinkByIndex(peerIdx)
+			if err != nil {
+				return wrapNoInterface(verb, err)
+			}
+			name = l.Attrs().Name
+			return nil
+		}); err != nil {
+			return err
+		}
 		return peer.in(verb, func() error {
 			_, err := setFeature(name, udpSegmentationFeature, true)
 			return err

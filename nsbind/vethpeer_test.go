@@ -67,10 +67,18 @@ func TestNoPeerUDPSegmentation(t *testing.T) {
 	if err := again(); err != nil || udpSegmentationOn(t, rig.A) {
 		t.Errorf("the restore of a feature found off turned it on (%v)", err)
 	}
+	// Renamed meanwhile: the restore finds it by its index.
+	renamed := *rig.A
+	renamed.Link = "veth-a2"
+	for _, args := range [][]string{{"link", "set", "dev", rig.A.Link, "down"}, {"link", "set", "dev", rig.A.Link, "name", renamed.Link}, {"link", "set", "dev", renamed.Link, "up"}} {
+		if out, err := exec.Command("ip", append([]string{"-n", rig.A.Name}, args...)...).CombinedOutput(); err != nil {
+			t.Fatalf("ip %v: %v: %s", args, err, out)
+		}
+	}
 	if err := restore(); err != nil {
 		t.Fatal(err)
 	}
-	if !udpSegmentationOn(t, rig.A) {
+	if !udpSegmentationOn(t, &renamed) {
 		t.Error("A's tx-udp-segmentation not back on")
 	}
 	lo, err := b.InterfaceByName("lo")
