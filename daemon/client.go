@@ -12,6 +12,7 @@ import (
 	"github.com/xsessiond/xsessiond/api"
 	"github.com/xsessiond/xsessiond/fifo"
 	"github.com/xsessiond/xsessiond/flow"
+	"github.com/xsessiond/xsessiond/nsbind"
 	"github.com/xsessiond/xsessiond/sessions"
 )
 
@@ -338,24 +339,15 @@ func (h *client) membership(m *api.Membership) (api.Message, []int, error) {
 	ifindex := 0
 	if m.Iface != "" {
 		n, _ := h.nsConfig()
-		h.d.mu.Lock()
-		r := h.d.netnss[n.FIB4]
-		h.d.mu.Unlock()
-		if r == nil || r.ns == nil {
+		ns := h.d.netnsOf(n)
+		if ns == nil {
 			return nil, nil, fmt.Errorf("%s %v on %s: the daemon does not follow the namespace's netns: %w", op, g, m.Iface, flow.ErrNotSupported)
 		}
-		ifcs, err := r.ns.Interfaces()
+		ifc, err := ns.InterfaceByName(m.Iface)
 		if err != nil {
-			return nil, nil, fmt.Errorf("%s %v on %s: %w", op, g, m.Iface, err)
+			return nil, nil, fmt.Errorf("%s %v: no interface %q in the namespace's netns: %w: %w", op, g, m.Iface, flow.ErrInvalidValue, err)
 		}
-		for _, ifc := range ifcs {
-			if ifc.Name == m.Iface {
-				ifindex = ifc.Index
-			}
-		}
-		if ifindex == 0 {
-			return nil, nil, fmt.Errorf("%s %v: no interface %q in the namespace's netns: %w", op, g, m.Iface, flow.ErrInvalidValue)
-		}
+		ifindex = ifc.Index
 	}
 	if m.Leave {
 		err = h.d.eng.LeaveGroup(h.app, m.Handle, g, ifindex)
@@ -632,22 +624,27 @@ func (h *client) checkZone(uri, zone string) error {
 // ifName names interface n.IfIndex in the netns of namespace n, or ""
 // when the daemon does not follow that netns or has no such interface.
 func (d *Daemon) ifName(n sessions.NamespaceConfig) string {
-	d.mu.Lock()
-	r := d.netnss[n.FIB4]
-	d.mu.Unlock()
-	if r == nil || r.ns == nil {
+	ns := d.netnsOf(n)
+	if ns == nil {
 		return ""
 	}
-	ifcs, err := r.ns.Interfaces()
+	ifc, err := ns.InterfaceByIndex(n.IfIndex)
 	if err != nil {
 		return ""
 	}
-	for _, ifc := range ifcs {
-		if ifc.Index == n.IfIndex {
-			return ifc.Name
-		}
+	return ifc.Name
+}
+
+// netnsOf returns the netns of namespace n as the daemon follows it, or
+// nil when it does not.
+func (d *Daemon) netnsOf(n sessions.NamespaceConfig) *nsbind.Namespace {
+	d.mu.Lock()
+	r := d.netnss[n.FIB4]
+	d.mu.Unlock()
+	if r == nil {
+		return nil
 	}
-	return ""
+	return r.ns
 }
 
 // nsConfig returns the configuration of the app's namespace; ok is false

@@ -107,17 +107,7 @@ func TestPacketConnBothFamiliesSenderMatchesKernelUDP(t *testing.T) {
 	buf := make([]byte, 64)
 	var obs [2]*udpObs
 	for i, side := range []string{"kernel", "app"} {
-		var pc net.PacketConn
-		if side == "kernel" {
-			pc = kernelUDP(t, rig.B, "udp", ":0")
-		} else {
-			p, err := a.ListenPacket("udp://:0")
-			if err != nil {
-				t.Fatal(err)
-			}
-			t.Cleanup(func() { p.Close() })
-			pc = p
-		}
+		pc := listenUDPSide(t, rig, a, side, "udp", ":0")
 		o := newUDPObs()
 		peer := kernelClient(t, rig.A)
 		port := uint16(pc.LocalAddr().(*net.UDPAddr).Port)

@@ -656,29 +656,19 @@ func TestPacketConnLocalAddrMatchesKernelUDP(t *testing.T) {
 	rig, a := udpSemRig(t)
 	buf := make([]byte, 64)
 	for _, tc := range []struct {
-		name, network, kaddr, uri string
-		families                  []netip.Addr // the addresses of B host A sends to
+		name, network, kaddr string       // the app listens on udp://kaddr
+		families             []netip.Addr // the addresses of B host A sends to
 	}{
-		{"IPv4Wildcard", "udp4", "0.0.0.0:0", "udp://0.0.0.0:0", []netip.Addr{rig.B.IPv4}},
-		{"IPv4Address", "udp4", netip.AddrPortFrom(rig.B.IPv4, 0).String(), "udp://" + netip.AddrPortFrom(rig.B.IPv4, 0).String(), []netip.Addr{rig.B.IPv4}},
-		{"IPv6Wildcard", "udp6", "[::]:0", "udp://[::]:0", []netip.Addr{rig.B.IPv6}},
-		{"IPv6Address", "udp6", netip.AddrPortFrom(rig.B.IPv6, 0).String(), "udp://" + netip.AddrPortFrom(rig.B.IPv6, 0).String(), []netip.Addr{rig.B.IPv6}},
-		{"BothFamilies", "udp", ":0", "udp://:0", []netip.Addr{rig.B.IPv4, rig.B.IPv6}},
+		{"IPv4Wildcard", "udp4", "0.0.0.0:0", []netip.Addr{rig.B.IPv4}},
+		{"IPv4Address", "udp4", netip.AddrPortFrom(rig.B.IPv4, 0).String(), []netip.Addr{rig.B.IPv4}},
+		{"IPv6Wildcard", "udp6", "[::]:0", []netip.Addr{rig.B.IPv6}},
+		{"IPv6Address", "udp6", netip.AddrPortFrom(rig.B.IPv6, 0).String(), []netip.Addr{rig.B.IPv6}},
+		{"BothFamilies", "udp", ":0", []netip.Addr{rig.B.IPv4, rig.B.IPv6}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			var obs [2]*udpObs
 			for i, side := range []string{"kernel", "app"} {
-				var pc net.PacketConn
-				if side == "kernel" {
-					pc = kernelUDP(t, rig.B, tc.network, tc.kaddr)
-				} else {
-					p, err := a.ListenPacket(tc.uri)
-					if err != nil {
-						t.Fatal(err)
-					}
-					t.Cleanup(func() { p.Close() })
-					pc = p
-				}
+				pc := listenUDPSide(t, rig, a, side, tc.network, tc.kaddr)
 				o := newUDPObs()
 				peer := kernelClient(t, rig.A)
 				pport := uint16(peer.LocalAddr().(*net.UDPAddr).Port)

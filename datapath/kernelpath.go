@@ -166,8 +166,10 @@ func (e *Engine) kernelRx(fd int, kb *kernelBufs) {
 		}
 		kb.ps[0] = kb.buf[:n]
 		t := kr.t
-		if s := e.sharers[netip.AddrPortFrom(dst.Unmap(), port)]; wildcard && s != nil {
-			t = s
+		if wildcard {
+			if s := e.sharers[netip.AddrPortFrom(dst.Unmap(), port)]; s != nil {
+				t = s
+			}
 		}
 		if !e.deliverKernel(t, kb) {
 			continue

@@ -59,25 +59,29 @@ func (n *Namespace) NoPeerUDPSegmentation(ifindex int) (restore func() error, er
 			peer.Close()
 		}
 	}
-	var name string
-	if err := peer.handle(verb, func(h *netlink.Handle) error {
-		l, err := h.LinkByIndex(peerIdx)
-		if err != nil {
-			return wrapNoInterface(verb, err)
-		}
-		name = l.Attrs().Name
-		return nil
-	}); err != nil {
+	// The peer's name, by its index (the restore asks again: the peer
+	// may be renamed meanwhile).
+	nameOf := func() (name string, err error) {
+		err = peer.handle(verb, func(h *netlink.Handle) error {
+			l, err := h.LinkByIndex(peerIdx)
+			if err != nil {
+				return wrapNoInterface(verb, err)
+			}
+			name = l.Attrs().Name
+			return nil
+		})
+		return name, err
+	}
+	name, err := nameOf()
+	if err != nil {
 		closePeer()
 		return nil, err
 	}
 	var was bool
 	if err := peer.in(verb, func() error {
 		var err error
-		if was, err = setFeature(name, udpSegmentationFeature, false); err != nil {
-			return err
-		}
-		return nil
+		was, err = setFeature(name, udpSegmentationFeature, false)
+		return err
 	}); err != nil {
 		closePeer()
 		return nil, err
@@ -88,15 +92,8 @@ func (n *Namespace) NoPeerUDPSegmentation(ifindex int) (restore func() error, er
 	}
 	return func() error {
 		defer closePeer()
-		// By its index: the peer may have been renamed meanwhile.
-		if err := peer.handle(verb, func(h *netlink.Handle) error {
-			l, err := h.LinkByIndex(peerIdx)
-			if err != nil {
-				return wrapNoInterface(verb, err)
-			}
-			name = l.Attrs().Name
-			return nil
-		}); err != nil {
+		name, err := nameOf()
+		if err != nil {
 			return err
 		}
 		return peer.in(verb, func() error {
