@@ -6,6 +6,7 @@ import (
 	"net"
 	"net/netip"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -128,14 +129,20 @@ func TestTCPBothFamiliesListenerAddrsMatchKernel(t *testing.T) {
 		l, r := c.LocalAddr().(*net.TCPAddr).AddrPort().Addr(), c.RemoteAddr().(*net.TCPAddr).AddrPort().Addr()
 		return fmt.Sprintf("local %v (4in6 %v) remote %v (4in6 %v)", l.Unmap(), l.Is4In6(), r.Unmap(), r.Is4In6())
 	}
+	// The clients end before the test does: the rig's cleanup closes
+	// the namespace their goroutines enter.
+	var clients sync.WaitGroup
+	defer clients.Wait()
 	for _, port := range []uint16{7700, 7701} {
-		go rig.A.Do(func() error {
-			c, err := net.DialTimeout("tcp", netip.AddrPortFrom(rig.B.IPv4, port).String(), 5*time.Second)
-			if err == nil {
-				time.Sleep(time.Second)
-				c.Close()
-			}
-			return nil
+		clients.Go(func() {
+			rig.A.Do(func() error {
+				c, err := net.DialTimeout("tcp", netip.AddrPortFrom(rig.B.IPv4, port).String(), 5*time.Second)
+				if err == nil {
+					time.Sleep(time.Second)
+					c.Close()
+				}
+				return nil
+			})
 		})
 	}
 	ac, err := ln.Accept()

@@ -1,9 +1,11 @@
 package datapath
 
 import (
+	"cmp"
 	"errors"
 	"fmt"
 	"net/netip"
+	"slices"
 
 	"golang.org/x/sys/unix"
 
@@ -122,8 +124,11 @@ func (e *Engine) shareKernelLocked(t *udp.Target, k netip.AddrPort) {
 }
 
 // ReleasePort closes the reservation of e's port. When listeners of other
-// addresses of the port shared it (shareOwnPort), the first of them that
-// the kernel now lets bind takes over the hold.
+// addresses of the port shared it (shareOwnPort), each of them that the
+// kernel now lets bind takes over its own address's hold, and its kernel
+// path: those of specific addresses first, as they do not conflict with
+// one another, then a wildcard one, which binds only when none of them is
+// held.
 func (p *enginePath) ReleasePort(ep sessions.Endpoint) {
 	e := p.e
 	k := kernelKey(ep)
@@ -146,13 +151,16 @@ func (p *enginePath) ReleasePort(ep sessions.Endpoint) {
 			}
 		}
 		for _, t := range e.sharers {
-			// Nothing more through the socket that closes; the heir
-			// below has one of its own.
+			// Nothing more through the socket that closes; the heirs
+			// below have sockets of their own.
 			t.Borrowed.CompareAndSwap(res, nil)
 		}
 	}
 	e.mu.Unlock()
 	res.Close()
+	slices.SortFunc(heirs, func(a, b netip.AddrPort) int {
+		return cmp.Compare(btoi(a.Addr().IsUnspecified()), btoi(b.Addr().IsUnspecified()))
+	})
 	for _, h := range heirs {
 		var nr *udp.Reservation
 		if err := doIn(e.nsh, func() error {
@@ -165,7 +173,7 @@ func (p *enginePath) ReleasePort(ep sessions.Endpoint) {
 		e.mu.Lock()
 		if r, still := e.ports[h]; still && r == nil && !e.closed {
 			e.ports[h] = nr
-			if t := e.sharers[h]; t != nil && e.pw != nil && nr.Open() == nil {
+			if t := e.heirTargetLocked(h); t != nil && e.pw != nil && nr.Open() == nil {
 				// Its own kernel path now: sent through and read.
 				delete(e.sharers, h)
 				t.Borrowed.Store(nr)
@@ -175,8 +183,34 @@ func (p *enginePath) ReleasePort(ep sessions.Endpoint) {
 		}
 		e.mu.Unlock()
 		nr.Close()
-		break
 	}
+}
+
+// heirTargetLocked is the listener of h, an address whose port it held
+// through another address's socket: a sharer's, or a wildcard listener's
+// (which shares no kernel path beside a specific address's socket, so is
+// found among the listeners). e.mu is held.
+func (e *Engine) heirTargetLocked(h netip.AddrPort) *udp.Target {
+	if t := e.sharers[h]; t != nil {
+		return t
+	}
+	for _, t := range *e.lis.Load() {
+		a := t.Local.Addr().Unmap()
+		if !a.IsValid() {
+			a = netip.IPv4Unspecified()
+		}
+		if t.Res == nil && netip.AddrPortFrom(a, t.Local.Port()) == h {
+			return t
+		}
+	}
+	return nil
+}
+
+func btoi(b bool) int {
+	if b {
+		return 1
+	}
+	return 0
 }
 
 // closePortsLocked releases every listener's reservation (Close).

@@ -1,0 +1,140 @@
+package daemon
+
+import (
+	"bytes"
+	"errors"
+	"net"
+	"net/netip"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/xsessiond/xsessiond/app"
+	"github.com/xsessiond/xsessiond/nsbind/nstest"
+)
+
+// TestUDPSharedPortEveryHeir: two listeners of two addresses of B share a
+// port with another app's wildcard listener of it. When the wildcard
+// listener goes, each of them gets a kernel socket of its own address:
+// the port stays held in B's kernel for both (a kernel bind of either
+// address fails with EADDRINUSE, as it would beside kernel sockets bound
+// to them) and both still send datagrams larger than a frame. Before,
+// only the first took the port over: the other's address was free for
+// any kernel socket to take and its large datagrams were dropped
+// (tx_too_long).
+func TestUDPSharedPortEveryHeir(t *testing.T) {
+	const port = 7650
+	rig, d, wa := multiBufferRig(t, nstest.Options{}, "generic")
+	other := netip.MustParseAddr("10.77.0.12")
+	ipIn(t, rig.B, "addr", "add", other.String()+"/24", "dev", rig.B.Link)
+	wild, err := wa.ListenPacket("udp://0.0.0.0:7650")
+	if err != nil {
+		t.Fatal(err)
+	}
+	addrs := []netip.AddrPort{netip.AddrPortFrom(rig.B.IPv4, port), netip.AddrPortFrom(other, port)}
+	var specs []net.PacketConn
+	for _, ap := range addrs {
+		a := attach(t, d, app.Options{Name: "specific " + ap.Addr().String()})
+		pc, err := a.ListenPacket("udp://" + ap.String())
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer pc.Close()
+		specs = append(specs, pc)
+	}
+	var kc net.PacketConn
+	if err := rig.A.Do(func() (err error) { kc, err = net.ListenPacket("udp4", "0.0.0.0:7651"); return }); err != nil {
+		t.Fatal(err)
+	}
+	defer kc.Close()
+	toA := net.UDPAddrFromAddrPort(netip.AddrPortFrom(rig.A.IPv4, 7651))
+	buf := make([]byte, 65536)
+
+	wild.Close()
+	for i, pc := range specs {
+		big := bytes.Repeat([]byte{byte(i + 1)}, 3000)
+		waitFor(t, "a datagram larger than a frame from "+addrs[i].String(), 3*time.Second, func() bool {
+			if _, err := pc.WriteTo(big, toA); err != nil {
+				t.Fatal(err)
+			}
+			kc.SetReadDeadline(time.Now().Add(300 * time.Millisecond))
+			for {
+				n, from, err := kc.ReadFrom(buf)
+				if err != nil {
+					return false
+				}
+				if bytes.Equal(buf[:n], big) && from.(*net.UDPAddr).AddrPort() == addrs[i] {
+					return true
+				}
+			}
+		})
+	}
+	for _, ap := range addrs {
+		err := rig.B.Do(func() error {
+			c, err := net.ListenPacket("udp4", ap.String())
+			if err == nil {
+				c.Close()
+			}
+			return err
+		})
+		if !errors.Is(err, syscall.EADDRINUSE) {
+			t.Errorf("a kernel bind of %v in B after the wildcard listener closed: %v, want EADDRINUSE (the port held for its listener)", ap, err)
+		}
+	}
+	if drops := d.EngineStats().Totals.Drops; drops["tx_too_long"] > 0 {
+		t.Errorf("drops %v", drops)
+	}
+}
+
+// TestUDPSharedPortWildcardHeir: a wildcard listener bound beside another
+// app's listener of a specific address of the port (the kernel socket
+// the specific one's) takes the port over when that one goes, with a
+// kernel path of its own: its datagrams larger than a frame leave, and a
+// kernel bind of the port's wildcard address fails with EADDRINUSE.
+// Before, it held the port but had no kernel path: its large datagrams
+// were dropped (tx_too_long).
+func TestUDPSharedPortWildcardHeir(t *testing.T) {
+	const port = 7655
+	rig, d, sa := multiBufferRig(t, nstest.Options{}, "generic")
+	spec, err := sa.ListenPacket("udp://" + netip.AddrPortFrom(rig.B.IPv4, port).String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	wa := attach(t, d, app.Options{Name: "wildcard"})
+	wild, err := wa.ListenPacket("udp://0.0.0.0:7655")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer wild.Close()
+	var kc net.PacketConn
+	if err := rig.A.Do(func() (err error) { kc, err = net.ListenPacket("udp4", "0.0.0.0:7656"); return }); err != nil {
+		t.Fatal(err)
+	}
+	defer kc.Close()
+	toA := net.UDPAddrFromAddrPort(netip.AddrPortFrom(rig.A.IPv4, 7656))
+	buf := make([]byte, 65536)
+
+	spec.Close()
+	big := bytes.Repeat([]byte{9}, 3000)
+	waitFor(t, "a datagram larger than a frame from the wildcard listener", 3*time.Second, func() bool {
+		if _, err := wild.WriteTo(big, toA); err != nil {
+			t.Fatal(err)
+		}
+		kc.SetReadDeadline(time.Now().Add(300 * time.Millisecond))
+		n, _, err := kc.ReadFrom(buf)
+		return err == nil && bytes.Equal(buf[:n], big)
+	})
+	err = rig.B.Do(func() error {
+		c, err := net.ListenPacket("udp4", "0.0.0.0:7655")
+		if err == nil {
+			c.Close()
+		}
+		return err
+	})
+	if !errors.Is(err, syscall.EADDRINUSE) {
+		t.Errorf("a kernel bind of 0.0.0.0:%d in B after the specific listener closed: %v, want EADDRINUSE", port, err)
+	}
+	if drops := d.EngineStats().Totals.Drops; drops["tx_too_long"] > 0 {
+		t.Errorf("drops %v", drops)
+	}
+}
