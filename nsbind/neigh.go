@@ -261,17 +261,55 @@ func (n *Namespace) neighGet(ifindex int, a netip.Addr) (mac net.HardwareAddr, s
 					return nil, 0, false, e
 				}
 			case unix.RTM_NEWNEIGH:
-				nb, err := netlink.NeighDeserialize(m.Data)
+				idx, dst, mac, st, err := neighAnswer(m.Data)
 				if err != nil {
 					return nil, 0, false, err
 				}
-				if ea, ok := netip.AddrFromSlice(nb.IP); !ok || ea.Unmap() != a || nb.LinkIndex != ifindex {
+				if dst != a || idx != ifindex {
 					return nil, 0, false, errors.New("neighbour get answered another entry")
 				}
-				return slices.Clone(nb.HardwareAddr), NeighState(nb.State), true, nil
+				return mac, st, true, nil
 			}
 		}
 	}
+}
+
+// neighAnswer reads the body of an RTM_NEWNEIGH message: the ndmsg's
+// interface index and state, NDA_DST and NDA_LLADDR. Every length is
+// checked against the message's: a message too short for what it
+// announces is an error (the library's NeighDeserialize indexes its
+// header and some attributes unchecked, and looks a 16-byte link-layer
+// address's interface up in the calling thread's namespace, not n's).
+func neighAnswer(b []byte) (ifindex int, dst netip.Addr, mac net.HardwareAddr, st NeighState, err error) {
+	if len(b) < unix.SizeofNdMsg {
+		return 0, netip.Addr{}, nil, 0, fmt.Errorf("neighbour message of %d bytes, shorter than its header", len(b))
+	}
+	ifindex = int(int32(binary.NativeEndian.Uint32(b[4:8])))
+	st = NeighState(binary.NativeEndian.Uint16(b[8:10]))
+	for rest := b[unix.SizeofNdMsg:]; len(rest) >= unix.SizeofRtAttr; {
+		alen := int(binary.NativeEndian.Uint16(rest[0:2]))
+		if alen < unix.SizeofRtAttr || alen > len(rest) {
+			return 0, netip.Addr{}, nil, 0, fmt.Errorf("neighbour message: attribute of %d bytes in %d", alen, len(rest))
+		}
+		val := rest[unix.SizeofRtAttr:alen]
+		switch binary.NativeEndian.Uint16(rest[2:4]) &^ (unix.NLA_F_NESTED | unix.NLA_F_NET_BYTEORDER) {
+		case unix.NDA_DST:
+			d, ok := netip.AddrFromSlice(val)
+			if !ok {
+				return 0, netip.Addr{}, nil, 0, fmt.Errorf("neighbour message: destination of %d bytes", len(val))
+			}
+			dst = d.Unmap()
+		case unix.NDA_LLADDR:
+			mac = slices.Clone(net.HardwareAddr(val))
+		}
+		// Attributes are padded to 4 bytes; the last one's padding may
+		// be cut off.
+		rest = rest[min(len(rest), (alen+unix.NLA_ALIGNTO-1)&^(unix.NLA_ALIGNTO-1)):]
+	}
+	if !dst.IsValid() {
+		return 0, netip.Addr{}, nil, 0, errors.New("neighbour message without destination")
+	}
+	return ifindex, dst, mac, st, nil
 }
 
 // getSocket returns the namespace's rtnetlink socket for neighGet,

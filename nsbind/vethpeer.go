@@ -1,10 +1,15 @@
 package nsbind
 
 import (
+	"bytes"
 	"errors"
 	"fmt"
+	"net"
+	"os"
 	"path/filepath"
+	"slices"
 	"strconv"
+	"strings"
 
 	"github.com/vishvananda/netlink"
 	"golang.org/x/sys/unix"
@@ -26,12 +31,140 @@ var ErrNotVeth = errors.New("not a veth")
 // veth, as the kernel does when a native XDP program is attached to a
 // veth (it turns the peer's segmentation offload off); a generic XDP
 // program on the veth would otherwise see a burst as one datagram.
-// restore is a no-op when the feature was off already. ErrNotVeth when
-// ifindex is no veth.
+// restore is a no-op when the feature was off already, unless a process
+// that ended without its restore turned it off (see peerNoteDir): that
+// process's restore is then this one's. ErrNotVeth when ifindex is no
+// veth.
+//
+// Nothing of the peer's namespace is held open in between: restore finds
+// the peer again through veth ifindex, so that it reaches the peer also
+// when it was renamed or moved to another namespace (and never a device
+// that took the peer's old index), and a namespace deleted meanwhile
+// (with the veth pair) is freed as it would be without n. restore fails
+// with ErrNoInterface when veth ifindex is gone.
 func (n *Namespace) NoPeerUDPSegmentation(ifindex int) (restore func() error, err error) {
 	verb := fmt.Sprintf("veth peer of %d in %s", ifindex, n.desc)
+	var was bool
+	var note string
+	if err := n.inVethPeer(verb, ifindex, func(p vethPeer) error {
+		var err error
+		note = p.notePath()
+		if was, err = setFeature(p.name, udpSegmentationFeature, false); err != nil {
+			return err
+		}
+		switch {
+		case was:
+			writePeerNote(note, p.mac)
+		case inheritPeerNote(note, p.mac):
+			// Off by a process that ended without turning it back on.
+			was = true
+		}
+		return nil
+	}); err != nil {
+		return nil, err
+	}
+	if !was {
+		return func() error { return nil }, nil
+	}
+	return func() error {
+		err := n.inVethPeer(verb, ifindex, func(p vethPeer) error {
+			_, err := setFeature(p.name, udpSegmentationFeature, true)
+			return err
+		})
+		if err == nil || errors.Is(err, ErrNoInterface) {
+			os.Remove(note)
+		}
+		return err
+	}, nil
+}
+
+// vethPeer is the peer of a veth as inVethPeer finds it.
+type vethPeer struct {
+	name  string
+	index int
+	mac   net.HardwareAddr
+	nsIno uint64 // the inode of its namespace
+}
+
+// peerNoteDir holds a note for each veth peer whose UDP segmentation
+// offload NoPeerUDPSegmentation turned off and its restore has not yet
+// turned back on: a process that ends without the restore (killed, a
+// crash) leaves it, and the next NoPeerUDPSegmentation on that peer,
+// which finds the feature off, takes the restore over from it instead
+// of leaving the feature off for good. /run is emptied at boot, as the
+// veths are.
+var peerNoteDir = "/run/xsessiond/veth-peers"
+
+func (p vethPeer) notePath() string {
+	return filepath.Join(peerNoteDir, fmt.Sprintf("udp-segmentation-%d-%d", p.nsIno, p.index))
+}
+
+// processStart returns the start time of process pid (field 22 of
+// /proc/PID/stat), "" when there is no such process.
+func processStart(pid int) string {
+	b, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/stat")
+	if err != nil {
+		return ""
+	}
+	// The command name, field 2, is in parentheses and may hold anything.
+	i := bytes.LastIndexByte(b, ')')
+	if i < 0 {
+		return ""
+	}
+	f := strings.Fields(string(b[i+1:]))
+	if len(f) < 20 {
+		return ""
+	}
+	return f[19]
+}
+
+// writePeerNote notes at path that this process turned the offload of the
+// peer with MAC mac off. A note that cannot be written costs only the
+// takeover after a crash.
+func writePeerNote(path string, mac net.HardwareAddr) {
+	pid := os.Getpid()
+	if os.MkdirAll(filepath.Dir(path), 0o755) != nil {
+		return
+	}
+	tmp := path + ".tmp" + strconv.Itoa(pid)
+	data := fmt.Sprintf("%d %s %s\n", pid, processStart(pid), mac)
+	if os.WriteFile(tmp, []byte(data), 0o644) != nil || os.Rename(tmp, path) != nil {
+		os.Remove(tmp)
+	}
+}
+
+// inheritPeerNote reports whether the note at path was left by a process
+// that has ended, about the peer with MAC mac (not a device that took the
+// index of a peer in a namespace with the inode of one since deleted); it
+// then makes the note this process's. A note about another device is
+// removed.
+func inheritPeerNote(path string, mac net.HardwareAddr) bool {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return false
+	}
+	f := strings.Fields(string(b))
+	if len(f) != 3 || f[2] != mac.String() {
+		os.Remove(path)
+		return false
+	}
+	pid, err := strconv.Atoi(f[0])
+	if err != nil || pid <= 0 {
+		os.Remove(path)
+		return false
+	}
+	if start := processStart(pid); start != "" && start == f[1] {
+		return false // its owner still runs and restores it
+	}
+	writePeerNote(path, mac)
+	return true
+}
+
+// inVethPeer runs fn with the peer of veth ifindex of n on a thread in
+// the peer's namespace, as the kernel names both now.
+func (n *Namespace) inVethPeer(verb string, ifindex int, fn func(p vethPeer) error) error {
 	var peerIdx, nsid int
-	err = n.handle(verb, func(h *netlink.Handle) error {
+	err := n.handle(verb, func(h *netlink.Handle) error {
 		l, err := h.LinkByIndex(ifindex)
 		if err != nil {
 			return wrapNoInterface(verb, err)
@@ -43,64 +176,36 @@ func (n *Namespace) NoPeerUDPSegmentation(ifindex int) (restore func() error, er
 		return nil
 	})
 	if err != nil {
-		return nil, err
+		return err
 	}
 	if peerIdx <= 0 {
-		return nil, fmt.Errorf("%s: the kernel names no peer: %w", verb, ErrNoInterface)
+		return fmt.Errorf("%s: the kernel names no peer: %w", verb, ErrNoInterface)
 	}
 	peer := n
 	if nsid >= 0 {
 		if peer, err = n.byNSID(nsid); err != nil {
-			return nil, fmt.Errorf("%s: %w", verb, err)
+			return fmt.Errorf("%s: %w", verb, err)
 		}
+		defer peer.Close()
 	}
-	closePeer := func() {
-		if peer != n {
-			peer.Close()
-		}
-	}
-	// The peer's name, by its index (the restore asks again: the peer
-	// may be renamed meanwhile).
-	nameOf := func() (name string, err error) {
-		err = peer.handle(verb, func(h *netlink.Handle) error {
-			l, err := h.LinkByIndex(peerIdx)
-			if err != nil {
-				return wrapNoInterface(verb, err)
-			}
-			name = l.Attrs().Name
-			return nil
-		})
-		return name, err
-	}
-	name, err := nameOf()
-	if err != nil {
-		closePeer()
-		return nil, err
-	}
-	var was bool
-	if err := peer.in(verb, func() error {
-		var err error
-		was, err = setFeature(name, udpSegmentationFeature, false)
-		return err
-	}); err != nil {
-		closePeer()
-		return nil, err
-	}
-	if !was {
-		closePeer()
-		return func() error { return nil }, nil
-	}
-	return func() error {
-		defer closePeer()
-		name, err := nameOf()
+	var p vethPeer
+	err = peer.handle(verb, func(h *netlink.Handle) error {
+		l, err := h.LinkByIndex(peerIdx)
 		if err != nil {
-			return err
+			return wrapNoInterface(verb, err)
 		}
-		return peer.in(verb, func() error {
-			_, err := setFeature(name, udpSegmentationFeature, true)
-			return err
-		})
-	}, nil
+		// The two ends name each other: a device of another pair at
+		// that index means the namespace changed under the lookup.
+		if l.Type() != "veth" || l.Attrs().ParentIndex != ifindex {
+			return fmt.Errorf("%s: %s in %s is not the peer: %w", verb, l.Attrs().Name, peer.desc, ErrNoInterface)
+		}
+		p = vethPeer{name: l.Attrs().Name, index: peerIdx, mac: slices.Clone(l.Attrs().HardwareAddr), nsIno: peer.ino}
+		return nil
+	})
+	if err != nil {
+		return err
+	}
+	return peer.in(verb, func() error { return fn(p) })
 }
 
 // byNSID opens the namespace n knows by netns id nsid: a named one
