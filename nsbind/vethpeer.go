@@ -78,6 +78,33 @@ func (n *Namespace) NoPeerUDPSegmentation(ifindex int) (restore func() error, er
 	}, nil
 }
 
+// RestorePeerUDPSegmentation turns the UDP segmentation offload of the
+// peer of veth ifindex back on when NoPeerUDPSegmentation of a process
+// that has ended turned it off and no restore followed (a killed daemon;
+// xsessiond cleanup calls it). It reports whether it did: false, with no
+// error, for no such note, a note of a process that still runs or of
+// another device, and an interface that is no veth.
+func (n *Namespace) RestorePeerUDPSegmentation(ifindex int) (bool, error) {
+	verb := fmt.Sprintf("veth peer of %d in %s", ifindex, n.desc)
+	done := false
+	err := n.inVethPeer(verb, ifindex, func(p vethPeer) error {
+		note := p.notePath()
+		if !inheritPeerNote(note, p.mac) {
+			return nil
+		}
+		if _, err := setFeature(p.name, udpSegmentationFeature, true); err != nil {
+			return err
+		}
+		os.Remove(note)
+		done = true
+		return nil
+	})
+	if errors.Is(err, ErrNotVeth) {
+		return false, nil
+	}
+	return done, err
+}
+
 // vethPeer is the peer of a veth as inVethPeer finds it.
 type vethPeer struct {
 	name  string

@@ -20,8 +20,9 @@ func newCleanupCmd() *cobra.Command {
 		Short: "Remove the XDP program and pins a killed daemon left on an interface",
 		Long: `Remove what a daemon that did not stop cleanly (SIGKILL, a crash) left on an
 interface: its pinned bpf link (which keeps the XDP program attached), the
-pinned maps under /sys/fs/bpf/xsessiond/NETNS/IFACE, and its instance lock.
-A program that is not xsessiond's is left alone. It refuses to run while a
+pinned maps under /sys/fs/bpf/xsessiond/NETNS/IFACE, and its instance lock;
+on a veth in generic mode, the peer's tx-udp-segmentation it had turned off
+is turned back on. A program that is not xsessiond's is left alone. It refuses to run while a
 daemon serves the interface.
 
 --stale instead removes the pins of every interface that no longer exists:
@@ -95,9 +96,20 @@ func cleanup(cmd *cobra.Command, iface, netns string) error {
 		return err
 	}
 	out := cmd.OutOrStdout()
+	// A daemon in generic mode on a veth turns the peer's UDP
+	// segmentation offload off while it runs; killed, it left it off.
+	restored, rerr := ns.RestorePeerUDPSegmentation(ifc.Index)
+	if rerr != nil {
+		fmt.Fprintf(cmd.ErrOrStderr(), "%s: the veth peer's tx-udp-segmentation, which the killed daemon turned off, was not turned back on: %v (ethtool -K PEER tx-udp-segmentation on in the peer's namespace)\n", iface, rerr)
+	}
+	if restored {
+		fmt.Fprintf(out, "%s: turned the veth peer's tx-udp-segmentation back on\n", iface)
+	}
 	switch {
 	case !rep.LinkPinned && rep.MapPins == 0 && !rep.Detached:
-		fmt.Fprintf(out, "%s: nothing to clean up\n", iface)
+		if !restored {
+			fmt.Fprintf(out, "%s: nothing to clean up\n", iface)
+		}
 	default:
 		fmt.Fprintf(out, "%s: removed", iface)
 		if rep.LinkPinned {

@@ -1,0 +1,66 @@
+package main
+
+import (
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/xsessiond/xsessiond/nsbind/nstest"
+)
+
+// peerUDPSegmentation reads tx-udp-segmentation of h's veth end with
+// ethtool: whether it is active.
+func peerUDPSegmentation(t *testing.T, h *nstest.Host) bool {
+	t.Helper()
+	out, err := exec.Command("ip", "netns", "exec", h.Name, "ethtool", "-k", h.Link).CombinedOutput()
+	if err != nil {
+		t.Fatalf("ethtool -k %s: %v: %s", h.Link, err, out)
+	}
+	for _, l := range strings.Split(string(out), "\n") {
+		if v, ok := strings.CutPrefix(strings.TrimSpace(l), "tx-udp-segmentation:"); ok {
+			return strings.HasPrefix(strings.TrimSpace(v), "on")
+		}
+	}
+	t.Fatalf("ethtool -k %s: no tx-udp-segmentation: %s", h.Link, out)
+	return false
+}
+
+// TestCleanupRestoresPeerUDPSegmentation: a daemon in generic mode on a
+// veth turns the peer's UDP segmentation offload off while it runs; one
+// SIGKILLed leaves it off, and `xsessiond cleanup` on its interface turns
+// it back on (and says so), as the daemon's own stop would have.
+func TestCleanupRestoresPeerUDPSegmentation(t *testing.T) {
+	rig := nstest.NewPair(t, nstest.Options{})
+	if !peerUDPSegmentation(t, rig.A) {
+		t.Fatal("A's tx-udp-segmentation off before the daemon: nothing to test")
+	}
+	xs, _ := binaries(t)
+	sock := filepath.Join(t.TempDir(), "api.sock")
+	d := startProcess(t, xs, "run", "--netns", rig.B.Name, "--iface", rig.B.Link, "--socket", sock)
+	d.waitLine(t, "xsessiond started", 15*time.Second)
+	if peerUDPSegmentation(t, rig.A) {
+		t.Fatal("A's tx-udp-segmentation still on with the daemon in generic mode on B's veth")
+	}
+	d.cmd.Process.Kill()
+	<-d.exited
+	if peerUDPSegmentation(t, rig.A) {
+		t.Fatal("A's tx-udp-segmentation on after SIGKILL: nothing to test")
+	}
+	out, err := exec.Command(xs, "cleanup", "--netns", rig.B.Name, "--iface", rig.B.Link).CombinedOutput()
+	t.Logf("cleanup: %s", out)
+	if err != nil {
+		t.Fatalf("cleanup: %v\n%s", err, out)
+	}
+	if !strings.Contains(string(out), "turned the veth peer's tx-udp-segmentation back on") {
+		t.Errorf("cleanup did not say it turned the peer's offload back on: %s", out)
+	}
+	if !peerUDPSegmentation(t, rig.A) {
+		t.Error("A's tx-udp-segmentation still off after cleanup")
+	}
+	out, err = exec.Command(xs, "cleanup", "--netns", rig.B.Name, "--iface", rig.B.Link).CombinedOutput()
+	if err != nil || !strings.Contains(string(out), "nothing to clean up") {
+		t.Errorf("second cleanup: %v: %s", err, out)
+	}
+}
