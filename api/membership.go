@@ -23,7 +23,7 @@ import (
 //
 //	flow.ErrAddressInUse     EADDRINUSE     a member on that interface already
 //	flow.ErrAddressNotInUse  EADDRNOTAVAIL  a leave of a group not joined there
-//	flow.ErrLimit            ENOBUFS        the kernel's bound on a socket's memberships
+//	flow.ErrLimit            ENOBUFS        a listener's memberships at net.ipv4.igmp_max_memberships (either family)
 //	flow.ErrNetUnreachable   ENODEV         no route to the group picks an interface
 //	flow.ErrInvalidValue     EINVAL         not a multicast address of the listener's family, or no interface of that name
 //

@@ -33,8 +33,9 @@ import (
 // fails with an errno, errors.Is finds that errno and the flow sentinel
 // the daemon reported: syscall.EADDRINUSE with flow.ErrAddressInUse, a
 // member on that interface already; syscall.ENOBUFS with flow.ErrLimit,
-// the kernel's bound on memberships (net.ipv4.igmp_max_memberships,
-// net.ipv6.mld_max_memberships); syscall.ENODEV with
+// the bound on a listener's memberships of its family's groups
+// (net.ipv4.igmp_max_memberships of the daemon's netns, which the daemon
+// applies to IPv6 groups too); syscall.ENODEV with
 // flow.ErrNetUnreachable, no route to the group to pick an interface (a
 // nil ifi); syscall.EINVAL with flow.ErrInvalidValue, a group that is not
 // a multicast address of the listener's family, or an interface the

@@ -4,6 +4,9 @@ import (
 	"errors"
 	"fmt"
 	"net/netip"
+	"os"
+	"strconv"
+	"strings"
 
 	"golang.org/x/sys/unix"
 
@@ -30,8 +33,8 @@ import (
 // through the kernel socket holding its port. The kernel's errors come
 // as the sentinels the control protocol carries (api.Membership):
 // flow.ErrAddressInUse, a member there already (EADDRINUSE);
-// flow.ErrLimit, the kernel's bound on a socket's memberships reached
-// (ENOBUFS); flow.ErrNetUnreachable, no such interface, or no route to
+// flow.ErrLimit, the bound on a socket's memberships reached (ENOBUFS:
+// net.ipv4.igmp_max_memberships, in either family, groupBound); flow.ErrNetUnreachable, no such interface, or no route to
 // the group to pick one (ENODEV); flow.ErrInvalidValue, a group the
 // kernel refuses (EINVAL). A handle that is no such listener of app's is
 // flow.ErrNotSupported (another transport, a connected session, a
@@ -39,12 +42,44 @@ import (
 func (e *Engine) JoinGroup(app sessions.AppID, h flow.Handle, group netip.Addr, ifindex int) error {
 	res, err := e.listenerReservation(app, h)
 	if err == nil {
-		err = res.JoinGroup(group, ifindex)
+		err = res.JoinGroup(group, ifindex, e.groupBound())
 	}
 	if err != nil {
 		return fmt.Errorf("join group %v: %w", group, groupError(err, ifindex))
 	}
 	return nil
+}
+
+// defaultGroupBound is the kernel's default of
+// net.ipv4.igmp_max_memberships, the bound of groupBound when the
+// setting cannot be read.
+const defaultGroupBound = 20
+
+// groupBound is the number of groups a listener's socket may be a member
+// of in either family: net.ipv4.igmp_max_memberships of the Engine's
+// netns, which the kernel applies to IPv4 sockets alone (an IPv6 socket's
+// memberships it bounds only by net.core.optmem_max, thousands of groups,
+// each a membership of the interface and a report on the link: an app
+// could have the daemon's sockets make them by the thousands per
+// listener).
+func (e *Engine) groupBound() int {
+	n := defaultGroupBound
+	if e.ns == nil || e.nsh < 0 {
+		return n
+	}
+	_ = doIn(e.nsh, func() error {
+		b, err := os.ReadFile("/proc/sys/net/ipv4/igmp_max_memberships")
+		if err != nil {
+			return err
+		}
+		v, err := strconv.Atoi(strings.TrimSpace(string(b)))
+		if err != nil {
+			return err
+		}
+		n = max(v, 0)
+		return nil
+	})
+	return n
 }
 
 // LeaveGroup ends the membership JoinGroup made; a group the listener is
@@ -78,13 +113,38 @@ func (e *Engine) listenerReservation(app sessions.AppID, h flow.Handle) (*udp.Re
 		return nil, fmt.Errorf("handle %#x is no UDP listener on the wire: %w", uint64(h), flow.ErrNotSupported)
 	case t.App != app:
 		return nil, fmt.Errorf("listener %#x: %w", uint64(h), flow.ErrNotOwner)
-	case t.Res == nil:
-		// A listener of a port another listener's socket holds (a
-		// specific address beside a wildcard one), or whose kernel
-		// path did not open.
-		return nil, fmt.Errorf("listener %v has no kernel socket of its own: %w", t.Local, flow.ErrNotSupported)
 	}
-	return t.Res, nil
+	if res := e.ownSocketLocked(t); res != nil {
+		return res, nil
+	}
+	// A listener of a port another listener's socket holds (a specific
+	// address beside a wildcard one, or a wildcard one beside a specific
+	// one), or whose kernel path did not open.
+	return nil, fmt.Errorf("listener %v has no kernel socket of its own: %w", t.Local, flow.ErrNotSupported)
+}
+
+// ownSocketLocked is the opened kernel socket that holds listener t's own
+// address and port (nil: none): Res, or, for a listener that shared
+// another address's socket until that one closed, the socket of its own
+// address it then took (ReleasePort), which it reads and sends through
+// as Borrowed. A socket t borrows from a wildcard listener of its port is
+// that listener's, and its memberships that listener's. e.mu is held.
+func (e *Engine) ownSocketLocked(t *udp.Target) *udp.Reservation {
+	if t.Res != nil {
+		return t.Res
+	}
+	r := t.Borrowed.Load()
+	if r == nil {
+		return nil
+	}
+	a := t.Local.Addr().Unmap()
+	if !a.IsValid() {
+		a = netip.IPv4Unspecified()
+	}
+	if own, held := e.ports[netip.AddrPortFrom(a, t.Local.Port())]; !held || own != r {
+		return nil
+	}
+	return r
 }
 
 // groupError turns the errno of a membership change into the sentinel
@@ -100,7 +160,7 @@ func groupError(err error, ifindex int) error {
 	case unix.EADDRNOTAVAIL:
 		return fmt.Errorf("not a member there: %w", flow.ErrAddressNotInUse)
 	case unix.ENOBUFS:
-		return fmt.Errorf("the kernel's bound on a socket's memberships (net.ipv4.igmp_max_memberships, net.ipv6.mld_max_memberships) is reached: %w", flow.ErrLimit)
+		return fmt.Errorf("the bound on a socket's memberships (net.ipv4.igmp_max_memberships, in either family) is reached: %w", flow.ErrLimit)
 	case unix.ENODEV:
 		if ifindex == 0 {
 			return fmt.Errorf("no route to the group picks an interface (name one, or route the group, as ip route add 224.0.0.0/4 dev IF does): %w", flow.ErrNetUnreachable)

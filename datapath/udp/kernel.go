@@ -196,13 +196,16 @@ func appendCmsg(b []byte, level, typ int32, n int) []byte {
 // accepts the group's datagrams on that interface and delivers those to
 // the socket's port to it (a socket bound to a wildcard address; one
 // bound to a unicast address gets none). The membership lasts until
-// LeaveGroup or Close. The errors wrap the kernel's errno: EADDRINUSE, a
-// member there already; ENOBUFS, net.ipv4.igmp_max_memberships (IPv6:
-// net.ipv6.mld_max_memberships) reached; ENODEV, no such interface, or
-// no route to the group to pick one; EINVAL, not a multicast address of
-// the socket's family; EBADF, the socket is closed.
-func (r *Reservation) JoinGroup(group netip.Addr, ifindex int) error {
-	return r.membership(group, ifindex, true)
+// LeaveGroup or Close. An IPv6 socket is a member of at most max groups
+// (max < 0: no bound): Linux bounds an IPv4 socket's memberships
+// (net.ipv4.igmp_max_memberships), an IPv6 one's only by its option
+// memory (net.core.optmem_max, thousands of groups). The errors wrap the
+// kernel's errno: EADDRINUSE, a member there already; ENOBUFS,
+// net.ipv4.igmp_max_memberships (IPv6: max) reached; ENODEV, no such
+// interface, or no route to the group to pick one; EINVAL, not a
+// multicast address of the socket's family; EBADF, the socket is closed.
+func (r *Reservation) JoinGroup(group netip.Addr, ifindex, max int) error {
+	return r.membership(group, ifindex, true, max)
 }
 
 // LeaveGroup ends the socket's membership of the multicast group on the
@@ -211,10 +214,12 @@ func (r *Reservation) JoinGroup(group netip.Addr, ifindex int) error {
 // errors wrap the kernel's errno: EADDRNOTAVAIL, not a member there;
 // ENODEV and EBADF as for JoinGroup.
 func (r *Reservation) LeaveGroup(group netip.Addr, ifindex int) error {
-	return r.membership(group, ifindex, false)
+	return r.membership(group, ifindex, false, -1)
 }
 
-func (r *Reservation) membership(group netip.Addr, ifindex int, join bool) error {
+func (r *Reservation) membership(group netip.Addr, ifindex int, join bool, max int) error {
+	r.gmu.Lock()
+	defer r.gmu.Unlock()
 	r.mu.RLock()
 	defer r.mu.RUnlock()
 	op := "leave"
@@ -236,6 +241,9 @@ func (r *Reservation) membership(group netip.Addr, ifindex int, join bool) error
 		opt := unix.IPV6_LEAVE_GROUP
 		if join {
 			opt = unix.IPV6_JOIN_GROUP
+			if max >= 0 && r.groups >= max && g.IsMulticast() {
+				return fmt.Errorf("%s group %v on %v: a member of %d groups: %w", op, group, r.addr, r.groups, unix.ENOBUFS)
+			}
 		}
 		err = unix.SetsockoptIPv6Mreq(r.fd, unix.IPPROTO_IPV6, opt, &unix.IPv6Mreq{Multiaddr: g.As16(), Interface: uint32(ifindex)})
 	} else {
@@ -250,6 +258,11 @@ func (r *Reservation) membership(group netip.Addr, ifindex int, join bool) error
 	}
 	if err != nil {
 		return fmt.Errorf("%s group %v on %v: %w", op, group, r.addr, err)
+	}
+	if join {
+		r.groups++
+	} else if r.groups > 0 {
+		r.groups--
 	}
 	return nil
 }

@@ -26,6 +26,12 @@ type Reservation struct {
 	fd   int
 	addr netip.AddrPort
 
+	// gmu serializes the membership changes (JoinGroup, LeaveGroup) and
+	// guards groups, the memberships the socket has; it is taken before
+	// mu.
+	gmu    sync.Mutex
+	groups int
+
 	// Send's state, under mu held for writing (an IPv4 Send): an IPv4
 	// socket's IP_MTU_DISCOVER is IP_PMTUDISC_DO while it sends
 	// don't-fragment datagrams, and pmtuWas its mode before.
