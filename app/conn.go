@@ -2,10 +2,12 @@ package app
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"net"
 	"net/netip"
+	"os"
 	"sync"
 	"sync/atomic"
 	"syscall"
@@ -48,6 +50,11 @@ type Conn struct {
 	// don't-fragment datagram too large for the path), reported once by
 	// the next Read or Write, as a connected kernel socket's SO_ERROR.
 	soErr atomic.Uint32
+	// resetTold is set once a Read or Write returned the error of the
+	// session's reset (or timeout): later reads return io.EOF and writes
+	// EPIPE, as a kernel socket reports its sk_err once and is shut down
+	// both ways after it.
+	resetTold atomic.Bool
 
 	df   atomic.Bool // SetDontFragment: datagrams to the wire go with fifo.DgramFlagDontFragment
 	pmtu pmtuCache   // the path MTU to remote, for don't-fragment writes (checkPath)
@@ -368,6 +375,37 @@ func (c *Conn) setClosed(op string) error {
 	return nil
 }
 
+// syscallError holds err, an errno or an error over one, in an
+// *os.SyscallError naming call ("read", "write", "shutdown"), as the net
+// package holds what a system call of a kernel socket returned: a
+// program finds it there (errors.As, or OpError.Err's type), and the
+// text reads as the kernel socket's ("read: connection reset by peer").
+// Other errors are returned as they are.
+func syscallError(call string, err error) error {
+	var errno syscall.Errno
+	var se *os.SyscallError
+	if err == nil || !errors.As(err, &errno) || errors.As(err, &se) {
+		return err
+	}
+	return &os.SyscallError{Syscall: call, Err: err}
+}
+
+// errNotConnected is the error of CloseWrite and CloseRead of a TCP
+// session that is over, as shutdown(2) of a kernel socket in CLOSE fails.
+var errNotConnected = os.NewSyscallError("shutdown", syscall.ENOTCONN)
+
+// ended reports whether a TCP session is over, as a kernel socket in
+// CLOSE is: reset (by its peer, a timeout, the daemon), or both of its
+// halves closed and, on the wire, the session gone (the peer has the
+// FIN; a cut-through peer has it at once).
+func (c *Conn) ended() bool {
+	e := c.e
+	if e.reset.Load() {
+		return true
+	}
+	return e.fin.Load() && c.wrClosed.Load() && (e.gone.Load() || !e.datapath)
+}
+
 // Read reads one datagram (UDP: what does not fit in b is dropped) or the
 // bytes queued (TCP). After the peer closed the session and everything it
 // sent was read, Read returns io.EOF.
@@ -390,6 +428,9 @@ func (c *Conn) Read(b []byte) (int, error) {
 			return 0, netError("read", c.laddr, c.raddr, err)
 		}
 		if err := c.takeError(); err != nil {
+			if !e.dgram {
+				err = syscallError("read", err)
+			}
 			return 0, netError("read", c.laddr, c.raddr, err)
 		}
 		if e.dgram {
@@ -411,8 +452,8 @@ func (c *Conn) Read(b []byte) (int, error) {
 			}
 		}
 		if (e.gone.Load() || e.fin.Load()) && !e.readable() {
-			if e.reset.Load() && !e.brokenPipe.Load() {
-				return 0, netError("read", c.laddr, c.raddr, e.resetErr())
+			if err := e.readEndErr(); err != nil && c.resetTold.CompareAndSwap(false, true) {
+				return 0, netError("read", c.laddr, c.raddr, syscallError("read", err))
 			}
 			return 0, io.EOF
 		}
@@ -509,13 +550,16 @@ func (c *Conn) Write(b []byte) (int, error) {
 			return written, netError("write", c.laddr, c.raddr, err)
 		}
 		if c.wrClosed.Load() {
-			return written, netError("write", c.laddr, c.raddr, errWriteClosed)
+			// EPIPE, as a write after shutdown(SHUT_WR) of a kernel
+			// socket.
+			return written, netError("write", c.laddr, c.raddr, syscallError("write", syscall.EPIPE))
 		}
 		if e.gone.Load() {
-			if e.reset.Load() {
-				return written, netError("write", c.laddr, c.raddr, e.resetErr())
+			err := error(syscall.EPIPE) // the peer closed the session
+			if e.reset.Load() && c.resetTold.CompareAndSwap(false, true) {
+				err = e.resetErr()
 			}
-			return written, netError("write", c.laddr, c.raddr, errPeerClosed)
+			return written, netError("write", c.laddr, c.raddr, syscallError("write", err))
 		}
 		if len(b) == 0 {
 			return 0, nil
@@ -610,6 +654,9 @@ func (c *Conn) CloseWrite() error {
 	if err := c.setClosed("close"); err != nil {
 		return err
 	}
+	if c.ended() {
+		return netError("close", c.laddr, c.raddr, errNotConnected)
+	}
 	if c.wrClosed.Swap(true) {
 		return nil
 	}
@@ -620,6 +667,10 @@ func (c *Conn) CloseWrite() error {
 	defer cancel()
 	_, fds, err := c.a.call(ctx, &api.CloseWrite{Handle: c.e.h})
 	api.CloseFDs(fds)
+	if errorIsNoSession(err) {
+		// The session ended (a reset) before the daemon had the call.
+		err = errNotConnected
+	}
 	if err != nil {
 		return netError("close", c.laddr, c.raddr, err)
 	}
@@ -639,6 +690,9 @@ func (c *Conn) CloseRead() error {
 	}
 	if err := c.setClosed("close"); err != nil {
 		return err
+	}
+	if c.ended() {
+		return netError("close", c.laddr, c.raddr, errNotConnected)
 	}
 	c.rdClosed.Store(true)
 	c.rd.poke()

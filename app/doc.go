@@ -46,12 +46,17 @@
 // (one Read per datagram, excess bytes dropped, as with a UDP socket); TCP
 // sessions carry a byte stream: Read returns io.EOF after the peer's FIN,
 // CloseWrite sends ours (on the wire and cut-through alike; a write after
-// it fails with syscall.EPIPE, as does one after the peer closed); reads
-// and writes after a reset fail with syscall.ECONNRESET, after a timeout (retransmissions, or the
+// it fails with syscall.EPIPE, as does one after the peer closed); the
+// first read or write after a reset fails with syscall.ECONNRESET, after a timeout (retransmissions, or the
 // keepalive probes of SetKeepAlive, SetKeepAlivePeriod or
 // SetKeepAliveConfig, unanswered) with syscall.ETIMEDOUT, after the daemon
 // reset a connection whose fifo indices were found corrupt with an error
-// that is both syscall.ECONNRESET and flow.ErrFifoCorrupt; a reset that
+// that is both syscall.ECONNRESET and flow.ErrFifoCorrupt, and the ones
+// after it return io.EOF (reads) and syscall.EPIPE (writes), as a kernel
+// socket reports its error once; these errors are *os.SyscallError
+// ("read", "write") in the *net.OpError, as the net package's, and
+// CloseWrite and CloseRead of a session that is over fail with
+// syscall.ENOTCONN, as shutdown(2) does; a reset that
 // follows the peer's FIN (its answer to what was sent after it closed)
 // fails the writes with syscall.EPIPE and leaves the reads at io.EOF, as
 // on Linux; a refused

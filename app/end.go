@@ -177,8 +177,9 @@ func toHeader(h *fifo.DgramHeader, local, remote netip.AddrPort) {
 // resetErr is the error of a reset session: ETIMEDOUT when the daemon
 // said it timed out, ECONNRESET wrapped with flow.ErrFifoCorrupt when it
 // reset the connection because a fifo of the session was corrupt, EPIPE
-// when the peer reset it after its FIN (a read then ends with io.EOF
-// instead, as Linux's after tcp_reset in CLOSE_WAIT), else ECONNRESET.
+// when the peer reset it after its FIN (the daemon's word, or a FIN this
+// end had before the reset: a read then ends with io.EOF instead, as
+// Linux's after tcp_reset in CLOSE_WAIT), else ECONNRESET.
 func (e *end) resetErr() error {
 	if e.timedOut.Load() {
 		return syscall.ETIMEDOUT
@@ -189,7 +190,26 @@ func (e *end) resetErr() error {
 	if e.fifoCorrupt.Load() {
 		return errResetFifoCorrupt
 	}
+	if e.fin.Load() {
+		return syscall.EPIPE
+	}
 	return syscall.ECONNRESET
+}
+
+// readEndErr is the error of a stream read with nothing left to read
+// after the peer's FIN or the session's end; nil: io.EOF. A session that
+// had its peer's FIN before it was reset or timed out ends its reads with
+// io.EOF, as a kernel socket's recv does once it had the FIN (SOCK_DONE),
+// whatever came after; one the daemon reset for a corrupt fifo still
+// says so.
+func (e *end) readEndErr() error {
+	if !e.reset.Load() || e.brokenPipe.Load() {
+		return nil
+	}
+	if e.fin.Load() && !e.fifoCorrupt.Load() {
+		return nil
+	}
+	return e.resetErr()
 }
 
 // errResetFifoCorrupt: syscall.ECONNRESET, because of flow.ErrFifoCorrupt.

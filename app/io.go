@@ -128,10 +128,6 @@ func (h *half) check(a *App, done <-chan struct{}) error {
 // gone fails.
 var errPeerClosed error = &Error{Msg: "app: the peer closed the session", Err: syscall.EPIPE}
 
-// errWriteClosed is returned by writes after CloseWrite: EPIPE, as a
-// write after shutdown(SHUT_WR) of a kernel socket.
-var errWriteClosed error = &Error{Msg: "write after CloseWrite: broken pipe", Err: syscall.EPIPE}
-
 // writeDgram queues one datagram on e's tx fifo, waiting for room while
 // the fifo is full. w.mu is held.
 func writeDgram(a *App, w *half, done <-chan struct{}, e *end, hdr *fifo.DgramHeader, b []byte) error {

@@ -476,11 +476,6 @@ func TestTCPConnMatchesKernel(t *testing.T) {
 			tr.call("Read again", n, err)
 			n, err = c.Write([]byte("x"))
 			tr.call("Write", n, err)
-		}, documented: func(k semKind) map[string]string {
-			// Reads and writes after a reset fail with ECONNRESET, each
-			// one (doc.go); the kernel reports the reset once, then
-			// reads return io.EOF and writes EPIPE.
-			return appOnly(k, map[string]string{"Read again": "n=0 ECONNRESET", "Write": "n=0 ECONNRESET"})
 		}},
 		{name: "write after the peer reset", run: func(t *testing.T, c, peer net.Conn, tr *semTrace) {
 			resetConn(t, peer)
@@ -492,9 +487,6 @@ func TestTCPConnMatchesKernel(t *testing.T) {
 			tr.call("Write again", n, err)
 			n, err = c.Read(make([]byte, 16))
 			tr.call("Read", n, err)
-		}, documented: func(k semKind) map[string]string {
-			// As above: ECONNRESET each time (doc.go).
-			return appOnly(k, map[string]string{"Write again": "n=0 ECONNRESET", "Read": "n=0 ECONNRESET"})
 		}},
 		{name: "write after the peer closed", run: func(t *testing.T, c, peer net.Conn, tr *semTrace) {
 			tr.err("peer Close", peer.Close())
