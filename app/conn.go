@@ -376,7 +376,8 @@ func (c *Conn) setClosed(op string) error {
 }
 
 // syscallError holds err, an errno or an error over one, in an
-// *os.SyscallError naming call ("read", "write", "shutdown"), as the net
+// *os.SyscallError naming call ("read", "write", "shutdown"; "recvfrom",
+// "sendto" for a PacketConn's datagrams), as the net
 // package holds what a system call of a kernel socket returned: a
 // program finds it there (errors.As, or OpError.Err's type), and the
 // text reads as the kernel socket's ("read: connection reset by peer").
@@ -428,10 +429,7 @@ func (c *Conn) Read(b []byte) (int, error) {
 			return 0, netError("read", c.laddr, c.raddr, err)
 		}
 		if err := c.takeError(); err != nil {
-			if !e.dgram {
-				err = syscallError("read", err)
-			}
-			return 0, netError("read", c.laddr, c.raddr, err)
+			return 0, netError("read", c.laddr, c.raddr, syscallError("read", err))
 		}
 		if e.dgram {
 			n, ok, err := e.readDgram(b, &c.rhdr)
@@ -506,15 +504,19 @@ func (c *Conn) Write(b []byte) (int, error) {
 		if err := c.wr.check(c.a, c.done); err != nil {
 			return 0, netError("write", c.laddr, c.raddr, err)
 		}
+		// An errno (EMSGSIZE, the peer's ECONNREFUSED, EPIPE of a
+		// cut-through peer gone) is held in an *os.SyscallError naming
+		// "write", as the net package holds a connected kernel UDP
+		// socket's; net.ErrClosed and deadlines are not.
 		if err := checkDgramSize(len(b), c.remote); err != nil {
-			return 0, netError("write", c.laddr, c.raddr, err)
+			return 0, netError("write", c.laddr, c.raddr, syscallError("write", err))
 		}
 		if err := c.takeError(); err != nil {
-			return 0, netError("write", c.laddr, c.raddr, err)
+			return 0, netError("write", c.laddr, c.raddr, syscallError("write", err))
 		}
 		if e.datapath && c.df.Load() {
 			if err := c.a.checkPath(&c.pmtu, e.h, c.remote.Addr(), len(b), &c.wr, c.done); err != nil {
-				return 0, netError("write", c.laddr, c.raddr, err)
+				return 0, netError("write", c.laddr, c.raddr, syscallError("write", err))
 			}
 		}
 		var hdr fifo.DgramHeader
@@ -525,7 +527,7 @@ func (c *Conn) Write(b []byte) (int, error) {
 		c.wr.mu.Lock()
 		defer c.wr.mu.Unlock()
 		if err := writeDgram(c.a, &c.wr, c.done, e, &hdr, b); err != nil {
-			return 0, netError("write", c.laddr, c.raddr, err)
+			return 0, netError("write", c.laddr, c.raddr, syscallError("write", err))
 		}
 		return len(b), nil
 	}

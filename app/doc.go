@@ -92,7 +92,14 @@
 // and reports EMSGSIZE asynchronously: the next read or write of that
 // PacketConn or Conn returns it, once, as a connected kernel UDP socket
 // returns the peer's ICMP errors (ECONNREFUSED and the like), and the
-// library asks the path MTU again.
+// library asks the path MTU again. As on a kernel UDP socket, the errno of
+// a UDP call's error (EMSGSIZE, ECONNREFUSED, EINVAL for port 0,
+// ENETUNREACH for an address of the other family) is an *os.SyscallError
+// in the *net.OpError naming the call the net package names: "read" and
+// "write" for a Conn's Read and Write, "recvfrom" and "sendto" for a
+// PacketConn's ReadFrom and WriteTo (and their AddrPort forms); errors
+// that are no errno (net.ErrClosed, os.ErrDeadlineExceeded) are not
+// wrapped so.
 //
 // JoinGroup and LeaveGroup on a PacketConn make it a member of a
 // multicast group, as golang.org/x/net/ipv4's and ipv6's PacketConn do a

@@ -372,7 +372,9 @@ func (p *PacketConn) Release() {
 // of both families (udp://:PORT) names an IPv4 sender by its IPv4-mapped
 // IPv6 address (::ffff:10.0.0.1), as a dual-stack kernel socket does
 // (ReadBatch's Message.Remote keeps the IPv4 address). A pending
-// asynchronous error (see SetDontFragment) is returned instead, once.
+// asynchronous error (see SetDontFragment) is returned instead, once, its
+// errno in an *os.SyscallError naming "recvfrom" under the *net.OpError,
+// as a kernel UDP socket's ReadFrom holds it (ReadFromUDPAddrPort too).
 func (p *PacketConn) ReadFrom(b []byte) (int, net.Addr, error) {
 	n, e, from, err := p.read(b)
 	if err != nil {
@@ -410,7 +412,7 @@ func (p *PacketConn) read(b []byte) (int, *end, netip.AddrPort, error) {
 			return 0, nil, netip.AddrPort{}, netError("read", p.laddr, nil, err)
 		}
 		if err := p.takeError(); err != nil {
-			return 0, nil, netip.AddrPort{}, netError("read", p.laddr, nil, err)
+			return 0, nil, netip.AddrPort{}, netError("read", p.laddr, nil, syscallError("recvfrom", err))
 		}
 		e := p.pickLocked()
 		if e == nil {
@@ -443,7 +445,9 @@ func (p *PacketConn) read(b []byte) (int, *end, netip.AddrPort, error) {
 // fifos, without copying them: the slices point into shared memory and
 // stay valid until the next ReadBatch, Release, ReadFrom or Close, which
 // hand the space back to the producer. It waits for at least one datagram
-// (or the read deadline) and allocates nothing.
+// (or the read deadline) and allocates nothing. A pending asynchronous
+// error is returned as by ReadFrom, its *os.SyscallError naming
+// "recvmmsg", as golang.org/x/net's ReadBatch names its call.
 func (p *PacketConn) ReadBatch(msgs []Message) (int, error) {
 	if len(msgs) == 0 {
 		return 0, nil
@@ -456,7 +460,7 @@ func (p *PacketConn) ReadBatch(msgs []Message) (int, error) {
 			return 0, netError("read", p.laddr, nil, err)
 		}
 		if err := p.takeError(); err != nil {
-			return 0, netError("read", p.laddr, nil, err)
+			return 0, netError("read", p.laddr, nil, syscallError("recvmmsg", err))
 		}
 		e := p.pickLocked()
 		if e == nil {
@@ -552,7 +556,13 @@ func sliceAt(a, b []byte, off, n int) ([]byte, []byte) {
 // waits for room while the fifo is full. With SetDontFragment, a datagram
 // to the wire larger than the path MTU fails with an error wrapping
 // syscall.EMSGSIZE. A pending asynchronous error (see SetDontFragment) is
-// returned instead, once, and b is not sent.
+// returned instead, once, and b is not sent. An errno of a failed write
+// (EMSGSIZE, EINVAL for port 0, ENETUNREACH for an address of the other
+// family, the pending error) is held in an *os.SyscallError naming
+// "sendto" under the *net.OpError, as the net package holds a kernel UDP
+// socket's (WriteToUDPAddrPort too); an address of another type than
+// *net.UDPAddr and *CutThroughAddr fails with a bare syscall.EINVAL, as
+// a net.UDPConn's WriteTo refuses it.
 func (p *PacketConn) WriteTo(b []byte, addr net.Addr) (int, error) {
 	switch x := addr.(type) {
 	case *CutThroughAddr:
@@ -590,11 +600,15 @@ func (p *PacketConn) WriteToUDPAddrPort(b []byte, addr netip.AddrPort) (int, err
 // cut-through peer's (wb nil). addr is the caller's address for errors;
 // nil makes one from remote.
 func (p *PacketConn) write(b []byte, e *end, wb *wireBind, remote netip.AddrPort, addr net.Addr) (int, error) {
+	// An errno (EMSGSIZE, EINVAL, ENETUNREACH, a pending asynchronous
+	// error) is held in an *os.SyscallError naming "sendto", as the net
+	// package holds a kernel UDP socket's for WriteTo and
+	// WriteToUDPAddrPort; net.ErrClosed and deadlines are not.
 	fail := func(err error) (int, error) {
 		if addr == nil {
 			addr = net.UDPAddrFromAddrPort(remote)
 		}
-		return 0, netError("write", p.laddr, addr, err)
+		return 0, netError("write", p.laddr, addr, syscallError("sendto", err))
 	}
 	// Closed, or past the write deadline, the write fails so before its
 	// destination and size are looked at, as sendto on a kernel socket
