@@ -27,7 +27,8 @@ import (
 // gVisor's next acknowledgement) replaces it and it is dropped
 // (Stats.AcksCoalesced); otherwise a timer sends it at its deadline
 // (Stats.AcksDelayed). An acknowledgement of a second segment, a
-// duplicate acknowledgement, a window update that acknowledges nothing
+// duplicate acknowledgement (one repeating the held acknowledgement
+// too, which it replaces), a window update that acknowledges nothing
 // new and every segment with SYN, FIN or RST go out at once, as Linux's
 // do (it acknowledges every second full-sized segment at once,
 // __tcp_ack_snd_check). A bulk receiver whose batches coalesce several
@@ -51,8 +52,17 @@ func (e *LinkEndpoint) hold(pb *stack.PacketBuffer, pw *peerWindow) bool {
 	acks := flags&flagACK != 0
 	pw.mu.Lock()
 	defer pw.mu.Unlock()
+	// repeat: pb acknowledges what the held one does and no more, so the
+	// stack acknowledged the same data twice: a duplicate acknowledgement
+	// (a segment past a hole, or one already received) or a window update.
+	// It goes at once, in the held one's place, as Linux's immediate
+	// acknowledgement cancels its delayed one; held again, each duplicate
+	// would replace the one before and the peer would get one
+	// acknowledgement instead of the duplicates that tell it of a loss.
+	repeat := false
 	if pw.held != nil {
 		if flags&flagRST != 0 || (acks && !seqAfter(pw.heldAck, ack)) {
+			repeat = acks && ack == pw.heldAck
 			pw.dropHeld()
 			e.win.coalesced.Add(1)
 		} else {
@@ -60,7 +70,7 @@ func (e *LinkEndpoint) hold(pb *stack.PacketBuffer, pw *peerWindow) bool {
 		}
 	}
 	adv := ack - pw.sentAck
-	if flags&(flagSYN|flagFIN|flagRST|flagACK) == flagACK && pb.Data().Size() == 0 &&
+	if !repeat && flags&(flagSYN|flagFIN|flagRST|flagACK) == flagACK && pb.Data().Size() == 0 &&
 		int32(adv) > 0 && adv <= e.ackMSS(len(nh)) && !hasSACK(th) {
 		pw.held = pb.IncRef()
 		pw.heldAck = ack

@@ -97,6 +97,7 @@ type synScale struct {
 // peerWindow is what the link knows of one connection's peer.
 type peerWindow struct {
 	scale  uint8  // the peer's window scale (0: none)
+	isn    uint32 // the peer's initial sequence number
 	hasISS bool   // iss is known
 	iss    uint32 // the stack's initial sequence number
 
@@ -172,7 +173,12 @@ func (w *windows) inbound(pkt []byte) {
 // at most 14 (RFC 7323), or 0 without one. A SYN-ACK carries the option
 // only when the SYN did, and gVisor answers a SYN's option with its own,
 // so a peer that sent one scales its windows by it. An entry of an
-// earlier connection of the same addresses and ports goes.
+// earlier connection of the same addresses and ports goes; a copy of the
+// tracked connection's own SYN or SYN-ACK (its sequence number the
+// peer's initial one: a retransmission, as a peer whose handshake
+// acknowledgement was lost sends, or a duplicate) leaves the entry, or
+// the connection would no longer be followed (its bare acknowledgements
+// unclamped, its send queue never seen to shrink).
 func (w *windows) noteSYN(k flowKey, tcp []byte) {
 	off := int(tcp[12]>>4) * 4
 	if off < header.TCPMinimumSize || off > len(tcp) {
@@ -205,6 +211,11 @@ func (w *windows) noteSYN(k flowKey, tcp []byte) {
 	w.synMu.Lock()
 	*slot = e
 	w.synMu.Unlock()
+	if w.n.Load() != 0 {
+		if pw := w.lookup(k); pw != nil && pw.isn == e.isn {
+			return
+		}
+	}
 	w.forget(k)
 }
 
@@ -242,7 +253,7 @@ func (w *windows) track(local, remote netip.AddrPort) *peerWindow {
 	}
 	// The stack's last acknowledgement, of the handshake, acknowledged
 	// the peer's SYN (ack.go).
-	pw := &peerWindow{scale: s.scale, sentAck: s.isn + 1, iss: s.iss, hasISS: s.hasISS}
+	pw := &peerWindow{scale: s.scale, isn: s.isn, sentAck: s.isn + 1, iss: s.iss, hasISS: s.hasISS}
 	w.mu.Lock()
 	old, ok := w.flows[k]
 	if !ok {
