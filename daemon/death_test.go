@@ -1,15 +1,12 @@
 package daemon
 
 import (
-	"bufio"
 	"context"
 	"errors"
 	"fmt"
 	"net"
-	"os"
 	"os/exec"
 	"path/filepath"
-	"strings"
 	"syscall"
 	"testing"
 	"time"
@@ -21,15 +18,6 @@ import (
 	"github.com/xsessiond/xsessiond/loader"
 	"github.com/xsessiond/xsessiond/nsbind/nstest"
 )
-
-const childEnv = "XSESSIOND_TEST_CHILD"
-
-func TestMain(m *testing.M) {
-	if sock := os.Getenv(childEnv); sock != "" {
-		os.Exit(childApp(sock))
-	}
-	os.Exit(m.Run())
-}
 
 // childApp is the app a re-executed test binary runs: it attaches, binds,
 // opens a session to the parent's echo app, says ready and waits to be
@@ -89,22 +77,9 @@ func echoServer(t testing.TB, a *app.App, port int) net.PacketConn {
 // binds and says "ready", and waits for that word.
 func startChild(t *testing.T, d *Daemon) *exec.Cmd {
 	t.Helper()
-	cmd := exec.Command(os.Args[0], "-test.run=^$")
-	cmd.Env = append(os.Environ(), childEnv+"="+d.Socket())
-	out, err := cmd.StdoutPipe()
-	if err != nil {
-		t.Fatal(err)
-	}
-	cmd.Stderr = os.Stderr
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	line, err := bufio.NewReader(out).ReadString('\n')
-	if strings.TrimSpace(line) != "ready" {
-		cmd.Process.Kill()
-		t.Fatalf("child: %q %v", line, err)
-	}
-	return cmd
+	c := startChildApp(t, "death", d.Socket(), "")
+	c.expect(t, "ready")
+	return c.cmd
 }
 
 func TestAppDeath(t *testing.T) {

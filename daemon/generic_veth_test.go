@@ -7,7 +7,6 @@ import (
 	"net/netip"
 	"os/exec"
 	"strconv"
-	"strings"
 	"testing"
 	"time"
 
@@ -171,17 +170,7 @@ func peerUDPSegmentation(t *testing.T, rig *nstest.Pair, onOff string) {
 // segmentation offload is on.
 func peerUDPSegmentationOn(t *testing.T, rig *nstest.Pair) bool {
 	t.Helper()
-	out, err := exec.Command("ip", "netns", "exec", rig.A.Name, "ethtool", "-k", rig.A.Link).CombinedOutput()
-	if err != nil {
-		t.Fatalf("ethtool -k %s in %s: %v: %s", rig.A.Link, rig.A.Name, err, out)
-	}
-	for _, l := range strings.Split(string(out), "\n") {
-		if v, ok := strings.CutPrefix(strings.TrimSpace(l), "tx-udp-segmentation:"); ok {
-			return strings.HasPrefix(strings.TrimSpace(v), "on")
-		}
-	}
-	t.Fatalf("ethtool -k %s: no tx-udp-segmentation line:\n%s", rig.A.Link, out)
-	return false
+	return rig.A.FeatureOn(t, "tx-udp-segmentation")
 }
 
 // TestUDPGSOSmallBurstsGenericVeth: in generic mode on a veth, a peer's

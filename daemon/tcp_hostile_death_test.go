@@ -1,16 +1,13 @@
 package daemon
 
 import (
-	"bufio"
 	"context"
 	"errors"
 	"fmt"
 	"io"
 	"net"
 	"os"
-	"os/exec"
 	"strconv"
-	"strings"
 	"syscall"
 	"testing"
 	"time"
@@ -20,19 +17,6 @@ import (
 	"github.com/xsessiond/xsessiond/app"
 	"github.com/xsessiond/xsessiond/internal/leakcheck"
 )
-
-// tcpChildEnv makes a re-executed test binary run tcpChildApp with the
-// daemon's socket; tcpChildPeer names host A's address.
-const (
-	tcpChildEnv  = "XSESSIOND_TEST_TCP_CHILD"
-	tcpChildPeer = "XSESSIOND_TEST_TCP_CHILD_PEER"
-)
-
-func init() {
-	if sock := os.Getenv(tcpChildEnv); sock != "" {
-		os.Exit(tcpChildApp(sock, os.Getenv(tcpChildPeer)))
-	}
-}
 
 // tcpChildApp is an app with wire TCP sessions in every state an app can
 // die in: one whose writes fill its tx fifo and gVisor's send buffer (its
@@ -142,25 +126,10 @@ func TestTCPHostileAppDeath(t *testing.T) {
 	leaks := leakcheck.Take(t, leakcheck.Options{FDs: true, Goroutines: true, Timeout: 10 * time.Second})
 	base := eng.TCPStats()
 
-	cmd := exec.Command(os.Args[0], "-test.run=^$")
-	cmd.Env = append(os.Environ(), tcpChildEnv+"="+d.Socket(), tcpChildPeer+"="+rig.A.IPv4.String())
-	out, err := cmd.StdoutPipe()
-	if err != nil {
-		t.Fatal(err)
-	}
-	cmd.Stderr = os.Stderr
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	defer cmd.Process.Kill()
-	r := bufio.NewReader(out)
-	expect := func(word string) {
-		line, err := r.ReadString('\n')
-		if strings.TrimSpace(line) != word {
-			cmd.Process.Kill()
-			t.Fatalf("child: %q %v, want %q", line, err, word)
-		}
-	}
+	// The child app: its argument is host A's address.
+	ch := startChildApp(t, "tcp", d.Socket(), rig.A.IPv4.String())
+	cmd := ch.cmd
+	expect := func(word string) { ch.expect(t, word) }
 	expect("listening")
 	// Two kernel clients of the child's listener, each sending.
 	clients := make([]net.Conn, 2)

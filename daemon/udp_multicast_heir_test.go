@@ -1,7 +1,6 @@
 package daemon
 
 import (
-	"bufio"
 	"context"
 	"errors"
 	"fmt"
@@ -144,19 +143,6 @@ func TestUDPMulticastWildcardHeirJoins(t *testing.T) {
 	}
 }
 
-// mcastChildEnv makes a re-executed test binary run mcastChildApp with
-// the daemon's socket; mcastChildIface names the interface to join on.
-const (
-	mcastChildEnv   = "XSESSIOND_TEST_MCAST_CHILD"
-	mcastChildIface = "XSESSIOND_TEST_MCAST_CHILD_IFACE"
-)
-
-func init() {
-	if sock := os.Getenv(mcastChildEnv); sock != "" {
-		os.Exit(mcastChildApp(sock, os.Getenv(mcastChildIface)))
-	}
-}
-
 // mcastChildApp is an app whose listeners of both families joined a group
 // each on the interface iface (of the daemon's netns). It says "joined"
 // and waits to be killed.
@@ -189,20 +175,10 @@ func mcastChildApp(sock, iface string) int {
 func TestUDPMulticastAppDeath(t *testing.T) {
 	m := newMcastRig(t)
 	groups := []string{"239.1.2.65", "ff0e::1:65"}
-	cmd := exec.Command(os.Args[0], "-test.run=^$")
-	cmd.Env = append(os.Environ(), mcastChildEnv+"="+m.d.Socket(), mcastChildIface+"="+m.rig.B.Link)
-	out, err := cmd.StdoutPipe()
-	if err != nil {
-		t.Fatal(err)
-	}
-	cmd.Stderr = os.Stderr
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	defer cmd.Process.Kill()
-	if line, err := bufio.NewReader(out).ReadString('\n'); strings.TrimSpace(line) != "joined" {
-		t.Fatalf("child: %q %v, want \"joined\"", line, err)
-	}
+	// The child app: its argument is the interface to join on.
+	ch := startChildApp(t, "mcast", m.d.Socket(), m.rig.B.Link)
+	cmd := ch.cmd
+	ch.expect(t, "joined")
 	for _, g := range groups {
 		if !strings.Contains(m.maddrs(t), g) {
 			t.Fatalf("B's link is no member of %s with the child alive:\n%s", g, m.maddrs(t))

@@ -13,17 +13,7 @@ import (
 // ethtool, as an operator would.
 func udpSegmentationOn(t *testing.T, h *nstest.Host) bool {
 	t.Helper()
-	out, err := exec.Command("ip", "netns", "exec", h.Name, "ethtool", "-k", h.Link).CombinedOutput()
-	if err != nil {
-		t.Fatalf("ethtool -k %s: %v: %s", h.Link, err, out)
-	}
-	for _, l := range strings.Split(string(out), "\n") {
-		if v, ok := strings.CutPrefix(strings.TrimSpace(l), "tx-udp-segmentation:"); ok {
-			return strings.HasPrefix(strings.TrimSpace(v), "on")
-		}
-	}
-	t.Fatalf("ethtool -k %s: no tx-udp-segmentation:\n%s", h.Link, out)
-	return false
+	return h.FeatureOn(t, "tx-udp-segmentation")
 }
 
 // TestNoPeerUDPSegmentation: from host B's namespace, the peer of B's

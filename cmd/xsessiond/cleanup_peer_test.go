@@ -10,21 +10,11 @@ import (
 	"github.com/xsessiond/xsessiond/nsbind/nstest"
 )
 
-// peerUDPSegmentation reads tx-udp-segmentation of h's veth end with
-// ethtool: whether it is active.
+// peerUDPSegmentation reports whether h's veth end's UDP segmentation
+// offload is on.
 func peerUDPSegmentation(t *testing.T, h *nstest.Host) bool {
 	t.Helper()
-	out, err := exec.Command("ip", "netns", "exec", h.Name, "ethtool", "-k", h.Link).CombinedOutput()
-	if err != nil {
-		t.Fatalf("ethtool -k %s: %v: %s", h.Link, err, out)
-	}
-	for _, l := range strings.Split(string(out), "\n") {
-		if v, ok := strings.CutPrefix(strings.TrimSpace(l), "tx-udp-segmentation:"); ok {
-			return strings.HasPrefix(strings.TrimSpace(v), "on")
-		}
-	}
-	t.Fatalf("ethtool -k %s: no tx-udp-segmentation: %s", h.Link, out)
-	return false
+	return h.FeatureOn(t, "tx-udp-segmentation")
 }
 
 // TestCleanupRestoresPeerUDPSegmentation: a daemon in generic mode on a
