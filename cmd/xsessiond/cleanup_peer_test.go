@@ -54,3 +54,35 @@ func TestCleanupRestoresPeerUDPSegmentation(t *testing.T) {
 		t.Errorf("second cleanup: %v: %s", err, out)
 	}
 }
+
+// TestRunRestoresPeerUDPSegmentationAfterKill: a daemon SIGKILLed leaves
+// the veth peer's UDP segmentation offload off; the next daemon on the
+// interface takes that over, and its clean stop turns the offload back
+// on, as the first one's would have.
+func TestRunRestoresPeerUDPSegmentationAfterKill(t *testing.T) {
+	rig := nstest.NewPair(t, nstest.Options{})
+	if !peerUDPSegmentation(t, rig.A) {
+		t.Fatal("A's tx-udp-segmentation off before the daemon: nothing to test")
+	}
+	xs, _ := binaries(t)
+	sock := filepath.Join(t.TempDir(), "api.sock")
+	run := []string{"run", "--netns", rig.B.Name, "--iface", rig.B.Link, "--socket", sock}
+	d := startProcess(t, xs, run...)
+	d.waitLine(t, "xsessiond started", 15*time.Second)
+	d.cmd.Process.Kill()
+	<-d.exited
+	if peerUDPSegmentation(t, rig.A) {
+		t.Fatal("A's tx-udp-segmentation on after SIGKILL: nothing to test")
+	}
+	d = startProcess(t, xs, run...)
+	d.waitLine(t, "xsessiond started", 15*time.Second)
+	if peerUDPSegmentation(t, rig.A) {
+		t.Fatal("A's tx-udp-segmentation on with the second daemon running")
+	}
+	if code := d.stop(t); code != 0 {
+		t.Errorf("xsessiond exited %d", code)
+	}
+	if !peerUDPSegmentation(t, rig.A) {
+		t.Error("A's tx-udp-segmentation still off after the second daemon's clean stop")
+	}
+}
