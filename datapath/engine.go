@@ -336,8 +336,9 @@ func New(cfg Config) (*Engine, error) {
 				"turn it off (ethtool -K PEER tx-udp-segmentation off) or use xdp_mode native", "interface", cfg.IfName, "err", err)
 		} else {
 			e.peerRestore = sync.OnceValue(restore)
-			log.Info("the veth peer's UDP segmentation offload is off while the program is attached, as native mode's attach turns it off: "+
-				"its senders' UDP_SEGMENT bursts are cut before they cross", "interface", cfg.IfName)
+			log.Info("the daemon turned tx-udp-segmentation off on the veth peer of "+cfg.IfName+" until it stops: "+
+				"in generic mode the program would take a UDP_SEGMENT burst the peer's senders send for one datagram, "+
+				"so the peer cuts the bursts into their datagrams (the kernel does the same for a native program)", "interface", cfg.IfName, "netns", cfg.NetnsName)
 		}
 	}
 	opts := withRingDefaults(cfg.XSK)

@@ -3,7 +3,10 @@ package main
 import (
 	"errors"
 	"fmt"
+	"io/fs"
+	"os"
 	"path/filepath"
+	"strings"
 
 	"github.com/spf13/cobra"
 
@@ -53,12 +56,53 @@ func sweepStale(cmd *cobra.Command) error {
 	for _, d := range rep.Dirs {
 		fmt.Fprintf(out, "removed %s\n", d)
 	}
-	if len(rep.Dirs) == 0 {
-		fmt.Fprintf(out, "nothing stale under %s (%d interface pin folder(s) looked at)\n", loader.DefaultPinRoot, rep.Examined)
-	} else {
+	switch {
+	case len(rep.Dirs) > 0:
 		fmt.Fprintf(out, "%d pin folder(s) of interfaces that are gone: %d link(s) unpinned, %d map pin(s) removed\n", len(rep.Dirs), rep.Links, rep.MapPins)
+	case err == nil:
+		fmt.Fprintf(out, "nothing stale under %s (%d interface pin folder(s) looked at)\n", loader.DefaultPinRoot, rep.Examined)
+	}
+	// A sweep that could not look at every folder says so instead of
+	// "nothing stale": it does not know.
+	if errors.Is(err, fs.ErrPermission) {
+		return fmt.Errorf("cannot look at the pins under %s, so some may be stale: %w: run it as root (sudo xsessiond cleanup --stale)", loader.DefaultPinRoot, fs.ErrPermission)
 	}
 	return err
+}
+
+// missingInterface is cleanup's error for an interface that is not in
+// netns ("": this one): where to look for it, and the named namespaces
+// that have an interface of that name.
+func missingInterface(iface, netns string) error {
+	if netns != "" {
+		return fmt.Errorf("interface %q does not exist in netns %q: ip -n %s link lists the interfaces there (cleanup --stale removes the pins of interfaces that are gone)", iface, netns, netns)
+	}
+	hint := "one in a named netns needs --netns NAME (ip netns list)"
+	if in := namedNetnsWith(iface); len(in) > 0 {
+		hint = fmt.Sprintf("netns %s has one: give --netns %s", strings.Join(in, ", "), in[0])
+	}
+	return fmt.Errorf("interface %q does not exist in this netns: %s (cleanup --stale removes the pins of interfaces that are gone)", iface, hint)
+}
+
+// namedNetnsWith lists the named network namespaces that have an
+// interface called iface.
+func namedNetnsWith(iface string) []string {
+	ents, err := os.ReadDir(nsbind.NamedDir)
+	if err != nil {
+		return nil
+	}
+	var in []string
+	for _, e := range ents {
+		ns, err := nsbind.OpenNamed(e.Name())
+		if err != nil {
+			continue
+		}
+		if _, err := ns.InterfaceByName(iface); err == nil {
+			in = append(in, e.Name())
+		}
+		ns.Close()
+	}
+	return in
 }
 
 func cleanup(cmd *cobra.Command, iface, netns string) error {
@@ -67,9 +111,8 @@ func cleanup(cmd *cobra.Command, iface, netns string) error {
 	}
 	var ns *nsbind.Namespace
 	var err error
-	nsPath, where := "", "this netns"
+	nsPath := ""
 	if netns != "" {
-		where = fmt.Sprintf("netns %q", netns)
 		ns, err = nsbind.OpenNamed(netns)
 		nsPath = filepath.Join("/run/netns", netns)
 	} else {
@@ -81,7 +124,7 @@ func cleanup(cmd *cobra.Command, iface, netns string) error {
 	defer ns.Close()
 	ifc, err := ns.InterfaceByName(iface)
 	if err != nil {
-		return fmt.Errorf("interface %q does not exist in %s (cleanup --stale removes the pins of interfaces that are gone)", iface, where)
+		return missingInterface(iface, netns)
 	}
 	unlock, err := daemon.LockInstance(daemon.LockPath("", ns.Inode(), ifc.Name))
 	if errors.Is(err, daemon.ErrInstanceRunning) {

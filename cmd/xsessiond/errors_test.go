@@ -66,10 +66,10 @@ func TestAttachErrorsUdpecho(t *testing.T) {
 		args []string
 		want string
 	}{
-		{[]string{"--socket", sock, "--ns", "blue", "--secret", "41"}, `udpecho: wrong secret for namespace "blue"`},
-		{[]string{"--socket", sock, "--ns", "green", "--secret", "1"}, `udpecho: no namespace "green" in the daemon`},
+		{[]string{"--socket", sock, "--ns", "blue", "--secret", "41"}, `udpecho: wrong secret for namespace "blue": give --secret the namespace's secret (the --secret of xsessiond ctl ns add, or of ctl ns set-secret)`},
+		{[]string{"--socket", sock, "--ns", "green", "--secret", "1"}, `udpecho: no namespace "green" in the daemon: xsessiond ctl show namespaces lists those it has`},
 		{[]string{"--socket", sock, "--listen", "udp://0.0.0.0:9000"}, `udpecho: listen udp 0.0.0.0:9000: address already in use`},
-		{[]string{"--socket", missing}, "udpecho: no daemon at " + missing + ": is xsessiond run going?"},
+		{[]string{"--socket", missing}, "udpecho: no daemon at " + missing + ": is xsessiond run going? Start it, or give --socket the socket a running daemon's run --socket was given (" + DefaultSocket + " when not given)"},
 		{[]string{"--socket", sock, "--listen", "udp://1.2.3.4:9"}, `udpecho: listen udp 1.2.3.4:9: the address is not one of the namespace's`},
 		{[]string{"--socket", sock, "--secret", "x"}, `udpecho: --secret "x": want a number (0 to 2^64-1)`},
 	}
@@ -92,7 +92,7 @@ func TestRunRefuses(t *testing.T) {
 		t.Errorf("missing interface:\n got %q\nwant %q", got, want)
 	}
 	got = oneLine(t, xs, "run", "--iface", "lo", "--socket", d.Socket(), "--log-level", "error")
-	if want := "xsessiond: another xsessiond is already running on " + d.Socket(); got != want {
+	if want := "xsessiond: another xsessiond is already running on " + d.Socket() + ": give this one another --socket, or stop that one first"; got != want {
 		t.Errorf("second daemon:\n got %q\nwant %q", got, want)
 	}
 	got = oneLine(t, xs, "run", "--iface", "lo", "--socket", filepath.Join(t.TempDir(), "c.sock"))

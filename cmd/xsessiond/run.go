@@ -6,6 +6,7 @@ import (
 	"log/slog"
 	"os"
 	"os/signal"
+	"slices"
 	"strings"
 	"syscall"
 	"time"
@@ -48,14 +49,24 @@ interfaces that no longer exist (see xsessiond cleanup --stale).
 
 With --netns NAME the interface lives in the named network namespace
 (/run/netns/NAME): the daemon does everything that depends on a netns there.
-The control socket is a path in the file system and does not depend on it.`,
+The control socket is a path in the file system and does not depend on it.
+
+--iface and --netns override the config file's interface, and its
+namespaces follow: when they name an interface the file does not list, a
+namespaces[] entry whose iface is the file's interface (with its netns or
+none) names the one the daemon runs on. Entries naming other interfaces
+stay as they are.
+
+The daemon logs to stderr. When whatever reads its log goes away (a pipe
+closed), it keeps serving and its log lines are lost; it still stops and
+cleans up on SIGTERM and SIGINT.`,
 		Args: noArgs("give the interface with --iface IF"),
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			return runDaemon(cmd, f)
 		},
 	}
 	fl := cmd.Flags()
-	fl.StringVar(&f.iface, "iface", "", "the interface to run on (required here or in the config file)")
+	fl.StringVar(&f.iface, "iface", "", "the interface to run on (required here or in the config file); the config's namespaces on the file's interface follow it")
 	fl.StringVar(&f.netns, "netns", "", "the named network namespace the interface lives in (default: the daemon's own)")
 	fl.IntVar(&f.queues, "queues", 0, "rx queues to serve, one worker each (0: every queue of the interface)")
 	fl.StringVar(&f.cpus, "cpus", "", "CPUs the workers run on, worker q on the q-th of the list (2-5,8: give the CPUs that take the queues' interrupts); empty: the scheduler places them")
@@ -85,6 +96,7 @@ func mergeRunConfig(cmd *cobra.Command, f runFlags, c *Config) (daemon.Config, e
 	if changed("netns") {
 		ic.Netns = f.netns
 	}
+	c.Namespaces = followInterface(c.Namespaces, c.Interfaces, ic)
 	if changed("queues") {
 		ic.Queues = f.queues
 	}
@@ -170,6 +182,36 @@ func mergeRunConfig(cmd *cobra.Command, f runFlags, c *Config) (daemon.Config, e
 	}, nil
 }
 
+// followInterface returns namespaces with each entry that names the
+// config file's interface (its first: iface its name, netns empty or its
+// netns) naming the interface the daemon runs on instead, when --iface or
+// --netns put the daemon on one the file does not list; entries naming
+// other interfaces are kept as they are. An entry's empty netns, the
+// netns of the daemon's interface, stays empty.
+func followInterface(namespaces []daemon.NamespaceConfig, file []InterfaceConfig, run InterfaceConfig) []daemon.NamespaceConfig {
+	if len(file) == 0 || len(namespaces) == 0 {
+		return namespaces
+	}
+	for _, ic := range file {
+		if ic.Name == run.Name && ic.Netns == run.Netns {
+			return namespaces // one the file lists: its entries are right
+		}
+	}
+	was := file[0]
+	out := slices.Clone(namespaces)
+	for i := range out {
+		n := &out[i]
+		if n.Iface != was.Name || (n.Netns != "" && n.Netns != was.Netns) {
+			continue
+		}
+		n.Iface = run.Name
+		if n.Netns != "" {
+			n.Netns = run.Netns
+		}
+	}
+	return out
+}
+
 // wantNOFILE is the descriptor limit under which run warns: what a
 // single-address interface's ports take with every one held by an app (UDP
 // and TCP), beside the stack's connections (tcp.Options.MaxConns) and the
@@ -201,6 +243,12 @@ func parseLevel(s string) (slog.Level, error) {
 }
 
 func runDaemon(cmd *cobra.Command, f runFlags) error {
+	// A log write to a pipe whose reader went away (run | head, a closed
+	// terminal or journal) would otherwise kill the daemon with SIGPIPE,
+	// leaving its program attached and its pins: with SIGPIPE handled the
+	// write fails with EPIPE, the line is lost and the daemon serves on.
+	// Notify, not Ignore: a child the daemon starts gets SIGPIPE's default.
+	signal.Notify(make(chan os.Signal, 1), syscall.SIGPIPE)
 	cfg := &Config{}
 	if f.config != "" {
 		var err error
@@ -367,7 +415,7 @@ func restartNeeded(cur, next daemon.Config) []string {
 // netns is the named netns of the daemon's interface ("": its own).
 func startError(err error, socket, netns string) error {
 	if errors.Is(err, api.ErrDaemonRunning) {
-		return fmt.Errorf("another xsessiond is already running on %s", socket)
+		return fmt.Errorf("another xsessiond is already running on %s: give this one another --socket, or stop that one first", socket)
 	}
 	msg := err.Error()
 	if i := strings.Index(msg, ": "+daemon.ErrNoInterface.Error()); i >= 0 && errors.Is(err, daemon.ErrNoInterface) {
