@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io/fs"
 	"os"
 	"sync"
 	"sync/atomic"
@@ -339,4 +340,22 @@ func DoLate[R Message](ctx context.Context, cl *Client, req Message, late func(M
 		return zero, nil, fmt.Errorf("api: %v: %w: got %v", req.Type(), ErrUnexpectedReply, m.Type())
 	}
 	return r, rfds, nil
+}
+
+// NotSocket says what path is when it is there but is not a socket, as one
+// phrase that names it: "PATH is a directory, not a socket" or "PATH is
+// not a socket but a file". It returns "" for a socket, and for a path it
+// cannot look at (none there, no permission): Dial's error says those.
+// Callers add what to do, naming their own setting for the socket.
+func NotSocket(path string) string {
+	fi, err := os.Stat(path)
+	switch {
+	case err != nil:
+		return ""
+	case fi.IsDir():
+		return path + " is a directory, not a socket"
+	case fi.Mode()&fs.ModeSocket == 0:
+		return path + " is not a socket but a file"
+	}
+	return ""
 }

@@ -7,6 +7,9 @@ import (
 	"io/fs"
 	"net"
 	"os"
+	"os/user"
+	"path/filepath"
+	"strconv"
 	"strings"
 	"syscall"
 
@@ -54,19 +57,24 @@ func (e *Error) Temporary() bool { return e.Timeout() }
 
 var _ net.Error = (*Error)(nil)
 
-// attachError explains a failed Attach.
+// attachError explains a failed Attach: what went wrong and what to do,
+// naming the Options field to change (Options.Socket, Options.Secret).
 func attachError(err error, o *Options) error {
 	ns := o.Namespace
 	var msg string
 	switch {
-	case errors.Is(err, api.ErrNoDaemon):
-		msg = fmt.Sprintf("no daemon at %s: is xsessiond run going?", o.Socket)
+	case errors.Is(err, api.ErrNoDaemon) || errors.Is(err, syscall.ENOTDIR):
+		if what := api.NotSocket(o.Socket); what != "" {
+			msg = fmt.Sprintf("%s: give Options.Socket the daemon's control socket (xsessiond run --socket, %s when not given)", what, DefaultSocket)
+		} else {
+			msg = fmt.Sprintf("no daemon at %s: is xsessiond run going? Start it, or give Options.Socket the socket a running daemon's run --socket was given (%s when not given)", o.Socket, DefaultSocket)
+		}
 	case errors.Is(err, fs.ErrPermission):
-		msg = fmt.Sprintf("cannot connect to %s: permission denied (is your user in the socket's group?)", o.Socket)
+		msg = permissionText(o.Socket)
 	case errors.Is(err, flow.ErrWrongSecret):
-		msg = fmt.Sprintf("wrong secret for namespace %q", ns)
+		msg = fmt.Sprintf("wrong secret for namespace %q: give Options.Secret the namespace's secret (the --secret of xsessiond ctl ns add, or of ctl ns set-secret)", ns)
 	case errors.Is(err, flow.ErrInvalidNamespace):
-		msg = fmt.Sprintf("no namespace %q in the daemon", ns)
+		msg = fmt.Sprintf("no namespace %q in the daemon: xsessiond ctl show namespaces lists those it has", ns)
 	case errors.Is(err, api.ErrVersion):
 		msg = fmt.Sprintf("the daemon at %s speaks another protocol version: %v", o.Socket, err)
 	case errors.Is(err, context.DeadlineExceeded):
@@ -75,6 +83,38 @@ func attachError(err error, o *Options) error {
 		msg = "attach: " + remoteText(err)
 	}
 	return &Error{Msg: msg, Err: err}
+}
+
+// permissionText explains a connect to socket refused for permission: a
+// directory on the way this user may not cross, a socket of root's alone
+// (its group root's: the daemon's config names no socket_group), or one
+// whose group the user is not in.
+func permissionText(socket string) string {
+	fi, err := os.Stat(socket)
+	if errors.Is(err, fs.ErrPermission) {
+		return fmt.Sprintf("cannot reach %s: permission denied on its directory %s, which must let your user through (mode 0755; the socket's own mode and group say who may connect)", socket, filepath.Dir(socket))
+	}
+	st, ok := statOf(fi)
+	if err != nil || !ok {
+		return fmt.Sprintf("cannot connect to %s: permission denied (is your user in the socket's group?)", socket)
+	}
+	if st.Gid == 0 {
+		return fmt.Sprintf("cannot connect to %s: permission denied: the socket is root's (no socket_group in the daemon's config): run the app as root (sudo, or go run -exec sudo), or set socket_group in the daemon's config to a group your user is in", socket)
+	}
+	group := strconv.FormatUint(uint64(st.Gid), 10)
+	if g, err := user.LookupGroupId(group); err == nil {
+		group = g.Name
+	}
+	return fmt.Sprintf("cannot connect to %s: permission denied (is your user in the socket's group %s? usermod -aG %s USER, then log in again; or run the app as root)", socket, group, group)
+}
+
+// statOf returns fi's stat_t.
+func statOf(fi fs.FileInfo) (*syscall.Stat_t, bool) {
+	if fi == nil {
+		return nil, false
+	}
+	st, ok := fi.Sys().(*syscall.Stat_t)
+	return st, ok
 }
 
 // opError explains a failed bind or connect of uri.
@@ -90,8 +130,15 @@ func opError(op, uri string, err error) error {
 		msg = fmt.Sprintf("%s: the address is not one of the namespace's", uri)
 	case errors.Is(err, flow.ErrInvalidURI):
 		// What is wrong with it, as the parser (here or the daemon's)
-		// says it.
-		msg = fmt.Sprintf("%s %s: %s (want udp://ADDR:PORT or tcp://ADDR:PORT)", op, uri, remoteText(err))
+		// says it, naming the URI once, and the forms wanted once.
+		text := remoteText(err)
+		if !strings.Contains(text, fmt.Sprintf("%q", uri)) {
+			text = uri + ": " + text
+		}
+		if !strings.Contains(text, "(want ") {
+			text += " (want tcp://ADDR:PORT or udp://ADDR:PORT)"
+		}
+		msg = op + " " + text
 	case strings.HasPrefix(remoteText(err), "connect "):
 		msg = remoteText(err) // the daemon's, which names the connect and its address already
 	case errors.Is(err, flow.ErrConnect):

@@ -25,8 +25,9 @@ var lastURI atomic.Pointer[uriCache]
 //	tcp://10.0.0.1/80        udp://fd00::1/53        (address / port)
 //	tcp://10.0.0.1:80        udp://[fd00::1]:53      (address : port)
 //
-// The scheme is tcp, udp or sctp (case-insensitive); sctp parses, but bind
-// and connect refuse it with ErrNotSupported. A wildcard address is one
+// The scheme is tcp or udp (case-insensitive). sctp parses too, but bind
+// and connect refuse it with ErrNotSupported, so the errors of a URI
+// without a usable scheme offer tcp:// and udp:// alone. A wildcard address is one
 // family's: 0.0.0.0 every IPv4 address, :: every IPv6 one (as a kernel
 // socket with IPV6_V6ONLY set); there is no address that means both (the
 // app library's Listen and ListenPacket take tcp://:PORT as a bind of
@@ -81,7 +82,7 @@ func parseURI(uri string) (Endpoint, error) {
 	}
 	scheme, rest, ok := strings.Cut(uri, "://")
 	if !ok {
-		return Endpoint{}, uriError(uri, "missing scheme (want tcp://, udp:// or sctp://)")
+		return Endpoint{}, uriError(uri, "missing scheme (want tcp://ADDR:PORT or udp://ADDR:PORT)")
 	}
 	var ep Endpoint
 	switch strings.ToLower(scheme) {
@@ -92,7 +93,7 @@ func parseURI(uri string) (Endpoint, error) {
 	case "sctp":
 		ep.Transport = TransportSCTP
 	default:
-		return Endpoint{}, uriError(uri, fmt.Sprintf("unknown scheme %q (want tcp, udp or sctp)", scheme))
+		return Endpoint{}, uriError(uri, fmt.Sprintf("unknown scheme %q (want tcp://ADDR:PORT or udp://ADDR:PORT)", scheme))
 	}
 	var host, port string
 	switch {

@@ -46,7 +46,7 @@ func run() error {
 		_ = srv.Shutdown(sctx)
 	}()
 	if err := srv.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
-		return err
+		return flags.Gone(a, err)
 	}
 	return nil
 }

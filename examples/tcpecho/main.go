@@ -49,7 +49,7 @@ func run() error {
 				fmt.Printf("tcpecho: stopped after %d connections, %d bytes\n", conns.Load(), bytes.Load())
 				return nil
 			}
-			return err
+			return flags.Gone(a, err)
 		}
 		conns.Add(1)
 		wg.Add(1)

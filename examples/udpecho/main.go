@@ -47,11 +47,11 @@ func run() error {
 				fmt.Printf("udpecho: stopped after %d datagrams\n", echoed)
 				return nil
 			}
-			return err
+			return flags.Gone(a, err)
 		}
 		if _, err := pc.WriteTo(buf[:n], addr); err != nil {
 			if errors.Is(err, net.ErrClosed) {
-				return err
+				return flags.Gone(a, err)
 			}
 			fmt.Fprintf(os.Stderr, "udpecho: reply to %v: %v\n", addr, err)
 			continue
