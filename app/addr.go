@@ -30,6 +30,14 @@ func endpointAddr(e flow.Endpoint) net.Addr {
 	return net.UDPAddrFromAddrPort(ap)
 }
 
+// unspecified is the unspecified address of a's family.
+func unspecified(a netip.Addr) netip.Addr {
+	if a.Is4() {
+		return netip.IPv4Unspecified()
+	}
+	return netip.IPv6Unspecified()
+}
+
 func addrPortOf(e flow.Endpoint) netip.AddrPort {
 	a := e.Addr
 	if !a.IsValid() {

@@ -107,6 +107,12 @@
 // port joins, on the interface of that name in the namespace's netns (nil:
 // the one the route to the group takes), and ReadFrom returns the group's
 // datagrams with their senders' addresses until the leave or Close.
+// ListenPacket of a multicast address binds the wildcard of its family
+// on that port, as net.ListenPacket does, and joins no group. A refused
+// Listen or ListenPacket carries the errno bind(2) would give
+// (EADDRINUSE, EADDRNOTAVAIL, EINVAL) in an *os.SyscallError named
+// "bind", and a port out of range a *net.AddrError, as net.Listen's
+// errors do.
 //
 // # Waiting and signalling
 //

@@ -5,6 +5,8 @@ import (
 	"errors"
 	"net"
 	"net/netip"
+	"os"
+	"strconv"
 	"strings"
 	"sync"
 	"syscall"
@@ -51,7 +53,7 @@ type Listener struct {
 func (a *App) Listen(uri string) (net.Listener, error) {
 	l, err := a.listen(uri)
 	if err != nil {
-		return nil, listenError(uri, err)
+		return nil, bindSyscallError(listenError(uri, err))
 	}
 	return l, nil
 }
@@ -120,6 +122,12 @@ func listenURIs(uri string) (uris []string, eps []flow.Endpoint, err error) {
 		plain, _ := flow.SplitZone(u) // the zone goes to the daemon with u
 		if eps[i], err = flow.ParseURI(plain); err == nil {
 			continue
+		}
+		if perr := portError(uri); perr != nil {
+			// A port out of range, as net.Listen says it before it
+			// looks at the host: a *net.AddrError, under the URI's
+			// error.
+			return nil, nil, opError("listen", uri, &withCause{err: err, cause: perr})
 		}
 		t, name, port, ok := flow.URIName(u)
 		if !ok {
@@ -221,9 +229,90 @@ func (a *App) bind(uri string) (*api.BindReply, error) {
 	r, fds, err := doLate[*api.BindReply](ctx, a, &api.Bind{URI: uri}, late)
 	api.CloseFDs(fds)
 	if err != nil {
-		return nil, opError("listen", uri, err)
+		return nil, opError("listen", uri, bindErrno(err))
 	}
 	return r, nil
+}
+
+// bindErrno adds to the daemon's refusal of a bind the errno a kernel
+// socket's bind(2) fails with for the same reason: EADDRNOTAVAIL for an
+// address that is not the namespace's, EINVAL for an address no socket
+// of the transport can bind (a TCP listener on an IPv6 multicast
+// address), EACCES for a port below 1024 without CAP_NET_BIND_SERVICE.
+// (EADDRINUSE for a port in use opError adds.) Other errors are returned
+// as they are.
+func bindErrno(err error) error {
+	var errno syscall.Errno
+	if errors.As(err, &errno) {
+		return err
+	}
+	switch {
+	case errors.Is(err, flow.ErrNotInNamespace):
+		return &withCause{err: err, cause: syscall.EADDRNOTAVAIL}
+	case errors.Is(err, flow.ErrInvalidValue):
+		return &withCause{err: err, cause: syscall.EINVAL}
+	case errors.Is(err, flow.ErrPermission):
+		return &withCause{err: err, cause: syscall.EACCES}
+	}
+	return err
+}
+
+// withCause is err, whose text it has, and cause, which errors.Is and
+// errors.As find under it too: the errno or *net.AddrError a kernel
+// socket's call gives for what err says.
+type withCause struct{ err, cause error }
+
+func (e *withCause) Error() string   { return e.err.Error() }
+func (e *withCause) Unwrap() []error { return []error{e.err, e.cause} }
+
+// bindSyscallError holds the errno of a failed Listen or ListenPacket's
+// *net.OpError in an *os.SyscallError naming "bind", as net.Listen holds
+// what bind(2) returned: OpError.Err is the *os.SyscallError, and the
+// library's error is under it. Errors with no errno, or with an
+// *os.SyscallError already, are returned as they are.
+func bindSyscallError(err error) error {
+	oe, ok := err.(*net.OpError)
+	if !ok || oe.Err == nil {
+		return err
+	}
+	var errno syscall.Errno
+	var se *os.SyscallError
+	if !errors.As(oe.Err, &errno) || errors.As(oe.Err, &se) || errors.Is(oe.Err, net.ErrClosed) {
+		return err
+	}
+	oe.Err = &os.SyscallError{Syscall: "bind", Err: oe.Err}
+	return oe
+}
+
+// portError is the error net.Listen gives the port of a URI whose port is
+// a number out of 0-65535 (a negative one too): a *net.AddrError "invalid
+// port" naming the port as written. It is nil for any other port, valid
+// or not a number (the URI parser says what is wrong with those).
+func portError(uri string) error {
+	_, rest, ok := strings.Cut(uri, "://")
+	if !ok {
+		return nil
+	}
+	if strings.HasPrefix(rest, "[") {
+		end := strings.IndexByte(rest, ']')
+		if end < 0 {
+			return nil
+		}
+		rest = rest[end+1:]
+	}
+	i := strings.LastIndexAny(rest, ":/")
+	if i < 0 {
+		return nil
+	}
+	port := rest[i+1:]
+	digits := strings.TrimLeft(port, "+-")
+	if len(port)-len(digits) > 1 || digits == "" || strings.Trim(digits, "0123456789") != "" {
+		return nil
+	}
+	if n, err := strconv.ParseUint(digits, 10, 16); err == nil && (n == 0 || port[0] != '-') {
+		return nil
+	}
+	return &net.AddrError{Err: "invalid port", Addr: port}
 }
 
 // accept queues a session for Accept.

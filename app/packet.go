@@ -90,7 +90,7 @@ func (a *App) ListenPacket(uri string) (net.PacketConn, error) {
 func (a *App) ListenPacketConn(uri string) (*PacketConn, error) {
 	p, err := a.listenPacket(uri)
 	if err != nil {
-		return nil, listenError(uri, err)
+		return nil, bindSyscallError(listenError(uri, err))
 	}
 	return p, nil
 }
@@ -102,6 +102,16 @@ func (a *App) listenPacket(uri string) (*PacketConn, error) {
 	}
 	if eps[0].Transport != flow.TransportUDP {
 		return nil, opError("listen", uri, fmt.Errorf("ListenPacket takes udp:// URIs: %w", flow.ErrNotSupported))
+	}
+	for i, ep := range eps {
+		// A multicast address binds the wildcard of its family on that
+		// port, as net.ListenPacket does: the listener receives what
+		// comes to the port, a group's datagrams once it joined the
+		// group (JoinGroup).
+		if ep.Addr.IsMulticast() {
+			eps[i].Addr = unspecified(ep.Addr)
+			uris[i] = eps[i].URI()
+		}
 	}
 	if err := a.enter(); err != nil {
 		return nil, opError("listen", uri, err)

@@ -28,6 +28,11 @@ func (l *Layer) Bind(id AppID, e Endpoint) (Handle, error) {
 		return InvalidHandle, fmt.Errorf("bind: %w", err)
 	}
 	e = a.endpointFor(e)
+	if e.Transport == TransportTCP && e.Addr.Is6() && e.Addr.IsMulticast() {
+		// As Linux's bind(2) of a TCP socket refuses an IPv6 multicast
+		// address: EINVAL.
+		return InvalidHandle, fmt.Errorf("bind %s: a TCP listener on an IPv6 multicast address: %w", e.URI(), ErrInvalidValue)
+	}
 	if !EndpointInNamespace(l.cfg.View, e) {
 		return InvalidHandle, fmt.Errorf("bind %s: %w", e.URI(), ErrNotInNamespace)
 	}

@@ -68,9 +68,9 @@ func TestAttachErrorsUdpecho(t *testing.T) {
 	}{
 		{[]string{"--socket", sock, "--ns", "blue", "--secret", "41"}, `udpecho: wrong secret for namespace "blue": give --secret the namespace's secret (the --secret of xsessiond ctl ns add, or of ctl ns set-secret)`},
 		{[]string{"--socket", sock, "--ns", "green", "--secret", "1"}, `udpecho: no namespace "green" in the daemon: xsessiond ctl show namespaces lists those it has`},
-		{[]string{"--socket", sock, "--listen", "udp://0.0.0.0:9000"}, `udpecho: listen udp 0.0.0.0:9000: address already in use`},
+		{[]string{"--socket", sock, "--listen", "udp://0.0.0.0:9000"}, `udpecho: listen udp 0.0.0.0:9000: bind: address already in use`},
 		{[]string{"--socket", missing}, "udpecho: no daemon at " + missing + ": is xsessiond run going? Start it, or give --socket the socket a running daemon's run --socket was given (" + DefaultSocket + " when not given)"},
-		{[]string{"--socket", sock, "--listen", "udp://1.2.3.4:9"}, `udpecho: listen udp 1.2.3.4:9: the address is not one of the namespace's`},
+		{[]string{"--socket", sock, "--listen", "udp://1.2.3.4:9"}, `udpecho: listen udp 1.2.3.4:9: bind: the address is not one of the namespace's`},
 		{[]string{"--socket", sock, "--secret", "x"}, `udpecho: --secret "x": want a number (0 to 2^64-1)`},
 	}
 	for _, c := range cases {
