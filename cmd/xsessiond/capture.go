@@ -24,7 +24,7 @@ func newCaptureCmd(socket *string) *cobra.Command {
 	var count, app, snaplen uint32
 	var duration time.Duration
 	cmd := &cobra.Command{
-		Use:   "capture -w FILE|- [-c COUNT] [--duration D] [--listener H] [--session H] [--app ID] [--reason R]",
+		Use:   "capture -w FILE|- [-c COUNT] [--duration D] [--listener H] [--session H] [--app ID] [--reason R] [--snaplen N]",
 		Short: "Write the frames the datapath receives and sends to a pcapng file",
 		Long: `Capture the frames the daemon's datapath receives (after the XDP program
 steered them: bound sessions' traffic) and sends, both directions, as

@@ -350,9 +350,9 @@ daemon's interface when --netns is not given).`,
 	del.Flags().StringVar(&delID, "id", "", "the namespace id (or give it as the argument)")
 	var rotID, rotSecret string
 	rot := &cobra.Command{
-		Use:   "set-secret [ID] --id ID --secret N",
+		Use:   "set-secret [ID] --secret N",
 		Short: "Replace a namespace's secret (later attaches need the new one; attached apps keep working)",
-		Args:  maxArgs(1, "ns set-secret takes one id: ns set-secret --id ID --secret N"),
+		Args:  maxArgs(1, "ns set-secret takes one id: ns set-secret ID --secret N"),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			if len(args) == 1 {
 				if rotID != "" && rotID != args[0] {
@@ -361,7 +361,7 @@ daemon's interface when --netns is not given).`,
 				rotID = args[0]
 			}
 			if rotID == "" || rotSecret == "" {
-				return errors.New("ns set-secret needs --id and --secret")
+				return errors.New("ns set-secret needs --id and --secret (or the id as its argument: ns set-secret ID --secret N)")
 			}
 			s, err := strconv.ParseUint(rotSecret, 0, 64)
 			if err != nil {

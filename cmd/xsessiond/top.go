@@ -20,12 +20,13 @@ func newTopCmd(socket *string) *cobra.Command {
 	var interval time.Duration
 	var rows int
 	cmd := &cobra.Command{
-		Use:   "top [--once] [--interval D]",
-		Short: "A live view: per queue rx/tx pps and drops by reason, per app fifo fill and rates, busiest sessions",
+		Use:   "top [--once] [--interval D] [--sessions N]",
+		Short: "A live view: per queue rx/tx pps and drops by reason, per app fifo fill and rates, busiest sessions and listeners",
 		Long: `A live view of the daemon, refreshed every --interval (1s): per queue the
 received and sent packets per second and the drops per second by reason,
-per app its fifo fill and packet rates, and the busiest sessions and
-listeners. q or Ctrl-C leaves and gives the terminal back as it was.
+per app its fifo fill and packet rates, and the --sessions (10) busiest
+sessions and listeners. q or Ctrl-C leaves and gives the terminal back as
+it was.
 
 With --once (or when the output is not a terminal) it takes two samples
 --interval apart, prints one frame of plain text and exits: for scripts.`,
@@ -35,14 +36,14 @@ With --once (or when the output is not a terminal) it takes two samples
 				return fmt.Errorf("--interval %v: want a positive duration", interval)
 			}
 			if rows < 0 {
-				return fmt.Errorf("--sessions %d: want 0 or more (the busiest sessions shown)", rows)
+				return fmt.Errorf("--sessions %d: want 0 or more (the busiest sessions and listeners shown)", rows)
 			}
 			return runTop(cmd, *socket, once, interval, rows)
 		},
 	}
 	cmd.Flags().BoolVar(&once, "once", false, "print one frame and exit")
 	cmd.Flags().DurationVar(&interval, "interval", time.Second, "time between refreshes (and the rates' window)")
-	cmd.Flags().IntVar(&rows, "sessions", 10, "busiest sessions shown")
+	cmd.Flags().IntVar(&rows, "sessions", 10, "busiest sessions and listeners shown, together")
 	return cmd
 }
 
