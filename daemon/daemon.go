@@ -165,6 +165,7 @@ type Daemon struct {
 
 	statsMu sync.Mutex
 	base    *EngineStats // guarded by statsMu: the counters at the last ClearStats; nil: never cleared
+	clrBase *clearBase   // guarded by statsMu: the rest of what ClearStats took (show.go)
 	cleared time.Time    // guarded by statsMu: when ClearStats ran
 
 	mu        sync.Mutex

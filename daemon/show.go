@@ -3,6 +3,7 @@ package daemon
 import (
 	"encoding/json"
 	"fmt"
+	"net/netip"
 	"slices"
 	"strconv"
 	"strings"
@@ -83,7 +84,8 @@ type AppView struct {
 	RxFifoSize uint32   `json:"rx_fifo_size"`
 	TxFifoSize uint32   `json:"tx_fifo_size"`
 	// EventsWaiting and EventsLost: events the app's full event queue
-	// had no room for, waiting in the daemon, and lost past the bound.
+	// had no room for, waiting in the daemon, and lost past the bound
+	// (since the last clear stats).
 	EventsWaiting int    `json:"events_waiting"`
 	EventsLost    uint64 `json:"events_lost"`
 	PID           int32  `json:"pid"`
@@ -119,7 +121,7 @@ type SessionView struct {
 	// (ESTABLISHED, CLOSE-WAIT, TIME-WAIT, ...); "" for other sessions.
 	TCPState string `json:"tcp_state"`
 	// Retransmits are the segments gVisor retransmitted on a TCP
-	// session on the wire.
+	// session on the wire (since the last clear stats).
 	Retransmits uint64 `json:"retransmits"`
 	// TCPRecvQ and TCPSendQ are a TCP session's bytes in gVisor: received
 	// and not yet moved into the rx fifo, and not yet sent or
@@ -137,8 +139,8 @@ type SessionView struct {
 	TCPRTTVar int64  `json:"tcp_rtt_var_us"`
 	TCPCwnd   uint32 `json:"tcp_cwnd"`
 	// The counters of a TCP session on the wire are its connection's
-	// since it opened: segments and payload bytes each way (bytes: into
-	// the rx fifo, out of the tx fifo).
+	// since it opened or since the last clear stats: segments and payload
+	// bytes each way (bytes: into the rx fifo, out of the tx fifo).
 	Counters
 }
 
@@ -177,8 +179,9 @@ type ListenerTCPView struct {
 	// taken; -1 for an app that does not say what it takes (protocol
 	// before 2.2, and none marked yet), whose listener is not held back.
 	Untaken int `json:"untaken"`
-	// Refused: connections refused, by reason ("backlog", "limit",
-	// "no_memory", "closing"; as xsessiond_tcp_refused_total).
+	// Refused: connections refused since the last clear stats, by reason
+	// ("backlog", "limit", "no_memory", "closing"; as
+	// xsessiond_tcp_refused_total).
 	Refused map[string]uint64 `json:"refused"`
 }
 
@@ -206,7 +209,7 @@ type RuleView struct {
 	App        uint32 `json:"app"` // the app of a forward rule; 0 otherwise
 	Scope      string `json:"scope"`
 	Tag        string `json:"tag"`
-	Hits       uint64 `json:"hits"` // packets and connects the rule acted on
+	Hits       uint64 `json:"hits"` // packets and connects the rule acted on (since the last clear stats)
 }
 
 // StatsView is `ctl show stats`: the daemon, its tables' sizes and its
@@ -243,7 +246,9 @@ type ControlStats struct {
 	Dropped map[string]uint64 `json:"dropped"`
 }
 
-// ControlStats returns the control socket's counters.
+// ControlStats returns the control socket's counters since the daemon
+// started, as the metrics report them (show stats reports them since the
+// last clear stats).
 func (d *Daemon) ControlStats() ControlStats {
 	st := ControlStats{Dropped: map[string]uint64{}}
 	if d.srv != nil {
@@ -288,6 +293,7 @@ func (d *Daemon) show(what api.ShowWhat, peer api.Cred) ([]byte, error) {
 func (d *Daemon) AppViews() []AppView {
 	apps := d.layer.Apps()
 	fills := d.fifoFill()
+	_, cb := d.statsBase()
 	d.mu.Lock()
 	defer d.mu.Unlock()
 	out := make([]AppView, 0, len(apps))
@@ -298,6 +304,9 @@ func (d *Daemon) AppViews() []AppView {
 		if c := d.clients[a.Client]; c != nil {
 			v.PID, v.UID, v.GID = c.cred.PID, c.cred.UID, c.cred.GID
 			v.Since = c.since.UTC().Format(time.RFC3339)
+		}
+		if cb != nil {
+			v.EventsLost = sinceBase(v.EventsLost, cb.eventsLost[a.ID])
 		}
 		f := fills.app(a.ID)
 		v.FifoUsed, v.FifoSize = f.rxUsed+f.txUsed, f.rxSize+f.txSize
@@ -324,7 +333,8 @@ func (d *Daemon) SessionViews() []SessionView {
 	}
 	fills := d.fifoFill()
 	st := d.engineStats()
-	tcpConns := d.eng.TCPConns()
+	b, cb := d.statsBase()
+	tcpConns := d.tcpConns()
 	// A handle names at most one current connection; a lingering one may
 	// have had a handle a new session holds now.
 	tcpOf := make(map[flow.Handle]datapath.TCPConnView, len(tcpConns))
@@ -340,7 +350,7 @@ func (d *Daemon) SessionViews() []SessionView {
 			Listener: Handle(s.Listener), Peer: Handle(s.Peer)}
 		f := fills[s.App][s.Handle]
 		v.RxFifoUsed, v.RxFifoSize, v.TxFifoUsed, v.TxFifoSize = f.rxUsed, f.rxSize, f.txUsed, f.txSize
-		v.Counters.set(st.targets[s.Handle])
+		v.Counters.set(targetSince(st.targets[s.Handle], b, cb, s.Handle, targetKey{s.App, s.Local + " " + s.Remote}))
 		if c, ok := tcpOf[s.Handle]; ok {
 			v.setTCP(c)
 			delete(tcpOf, s.Handle) // shown with its session
@@ -375,16 +385,21 @@ func (d *Daemon) ListenerViews() []ListenerView {
 	fills := d.fifoFill()
 	st := d.engineStats()
 	tcp := d.eng.TCPListeners()
+	b, cb := d.statsBase()
 	out := make([]ListenerView, 0, len(ls))
 	for _, l := range ls {
 		v := ListenerView{Handle: Handle(l.Handle), App: uint32(l.App), URI: l.URI, Namespace: NamespaceName(l.Namespace),
 			Table: l.Table, FIB: uint32(l.FIB), Proxy: l.Proxy}
 		if t, ok := tcp[l.Handle]; ok {
-			v.TCP = &ListenerTCPView{Backlog: t.Backlog, Untaken: t.Untaken, Refused: nonNilMap(t.Refused)}
+			refused := t.Refused
+			if cb != nil {
+				refused = subCounts(refused, cb.refused[listenerKey{l.Handle, l.App, l.URI}])
+			}
+			v.TCP = &ListenerTCPView{Backlog: t.Backlog, Untaken: t.Untaken, Refused: nonNilMap(refused)}
 		}
 		f := fills[l.App][l.Handle]
 		v.RxFifoUsed, v.RxFifoSize = f.rxUsed, f.rxSize
-		v.Counters.set(st.targets[l.Handle])
+		v.Counters.set(targetSince(st.targets[l.Handle], b, cb, l.Handle, targetKey{l.App, l.URI}))
 		out = append(out, v)
 	}
 	return out
@@ -418,8 +433,12 @@ func nonNilMap(m map[string]uint64) map[string]uint64 {
 // RuleViews lists the rules.
 func (d *Daemon) RuleViews() []RuleView {
 	rules := d.layer.Rules()
+	_, cb := d.statsBase()
 	out := make([]RuleView, 0, len(rules))
 	for _, r := range rules {
+		if cb != nil {
+			r.Hits = sinceBase(r.Hits, cb.ruleHits[r.ID])
+		}
 		out = append(out, RuleView{
 			ID: r.ID, Namespace: NamespaceName(r.Namespace), Proto: r.Transport.String(),
 			Local: prefixString(r.Local), LocalPort: r.LocalPort,
@@ -458,29 +477,198 @@ func (d *Daemon) Stats() StatsView {
 		ClearedSeconds: seconds(time.Since(cleared)),
 		Apps:           len(d.layer.Apps()), Connections: conns, Listeners: len(d.layer.Listeners()),
 		Sessions: len(d.layer.Sessions()), Namespaces: len(d.layer.Namespaces()), Rules: len(d.layer.Rules()),
-		Workers: d.eng.Workers(), EngineStats: d.engineStats(), Control: d.ControlStats(),
+		Workers: d.eng.Workers(), EngineStats: d.engineStats(), Control: d.controlStats(),
 	}
 }
 
 // seconds is a duration in seconds, to the millisecond.
 func seconds(t time.Duration) float64 { return float64(t.Milliseconds()) / 1000 }
 
-// ClearStats sets the counters ctl shows back to zero: they count from
-// now on. The metrics are not affected (Prometheus counters only grow).
+// ClearStats sets the counters ctl show and ctl top print back to zero:
+// they count from now on. It keeps their values now as a base that the
+// views subtract; the gauges (fill, table sizes, connections by state) are
+// left as they are, and so are the metrics, which read the counters
+// themselves (Prometheus counters only grow).
 func (d *Daemon) ClearStats() {
 	s := d.eng.Stats()
+	cb := &clearBase{
+		ruleHits:   map[uint32]uint64{},
+		eventsLost: map[sessions.AppID]uint64{},
+		conns:      map[tcpConnKey]tcpConnCounts{},
+		targets:    map[flow.Handle]targetKey{},
+		refused:    map[listenerKey]map[string]uint64{},
+		control:    d.ControlStats(),
+	}
+	for _, r := range d.layer.Rules() {
+		cb.ruleHits[r.ID] = r.Hits
+	}
+	for _, a := range d.layer.Apps() {
+		cb.eventsLost[a.ID] = a.EventsLost
+	}
+	for _, c := range d.eng.TCPConns() {
+		cb.conns[connKeyOf(c)] = connCountsOf(c)
+	}
+	for _, x := range d.layer.Sessions() {
+		cb.targets[x.Handle] = targetKey{x.App, x.Local + " " + x.Remote}
+	}
+	for _, l := range d.layer.Listeners() {
+		cb.targets[l.Handle] = targetKey{l.App, l.URI}
+	}
+	if tcp := d.eng.TCPListeners(); len(tcp) > 0 {
+		for _, l := range d.layer.Listeners() {
+			if t, ok := tcp[l.Handle]; ok {
+				cb.refused[listenerKey{l.Handle, l.App, l.URI}] = t.Refused
+			}
+		}
+	}
 	d.statsMu.Lock()
 	d.base = &s
 	d.cleared = time.Now()
+	d.clrBase = cb
 	d.statsMu.Unlock()
 }
 
-// engineStats returns the datapath's counters since the last ClearStats.
+// clearBase is what ClearStats keeps beside the datapath's counters
+// (Daemon.base): the counters of the rules, the apps, the TCP connections
+// and listeners and the control socket at the last clear. It is not
+// changed once set.
+type clearBase struct {
+	ruleHits   map[uint32]uint64                 // by rule id (ids are not reused)
+	eventsLost map[sessions.AppID]uint64         // by app (ids are not reused)
+	conns      map[tcpConnKey]tcpConnCounts      // TCP connections' counters
+	refused    map[listenerKey]map[string]uint64 // TCP listeners' refusals by reason
+	control    ControlStats
+	// targets name the sessions and listeners whose counters
+	// Daemon.base holds, by handle (which the layer reuses).
+	targets map[flow.Handle]targetKey
+}
+
+// tcpConnKey names a TCP connection across its handles (the half-open
+// one, then the session's) and after its session ended (lingering).
+type tcpConnKey struct {
+	app           sessions.AppID
+	local, remote netip.AddrPort
+}
+
+func connKeyOf(c datapath.TCPConnView) tcpConnKey {
+	return tcpConnKey{c.App, c.Local, c.Remote}
+}
+
+// tcpConnCounts are the counters of a TCP connection that show sessions
+// reports.
+type tcpConnCounts struct {
+	segsRx, segsTx, rxBytes, txBytes, retransmits uint64
+}
+
+func connCountsOf(c datapath.TCPConnView) tcpConnCounts {
+	return tcpConnCounts{c.SegmentsReceived, c.SegmentsSent, c.RxBytes, c.TxBytes, c.Retransmits}
+}
+
+// targetKey names a session (its app and addresses) or a listener (its
+// app and URI) across the reuse of its handle.
+type targetKey struct {
+	app  sessions.AppID
+	name string
+}
+
+// targetSince returns t, the datapath's counters of the session or
+// listener h named key, since the last ClearStats (b and cb, nil: none):
+// less their base if h named the same then, else from its start.
+func targetSince(t TargetStats, b *EngineStats, cb *clearBase, h flow.Handle, key targetKey) TargetStats {
+	if b == nil || cb == nil || cb.targets[h] != key {
+		return t
+	}
+	if bt, ok := b.targets[h]; ok {
+		return t.sub(bt)
+	}
+	return t
+}
+
+// listenerKey names a listener: its handle, which the layer reuses, with
+// its app and URI.
+type listenerKey struct {
+	h   flow.Handle
+	app sessions.AppID
+	uri string
+}
+
+// statsBase returns the bases of the last ClearStats; nil, nil: never
+// cleared.
+func (d *Daemon) statsBase() (*EngineStats, *clearBase) {
+	d.statsMu.Lock()
+	defer d.statsMu.Unlock()
+	b := d.base
+	if b == nil {
+		return nil, nil
+	}
+	return b, d.clrBase
+}
+
+// sinceBase is counter v less its base; a counter below its base (another
+// object's, one that started again) counts from zero.
+func sinceBase(v, base uint64) uint64 {
+	if v < base {
+		return v
+	}
+	return v - base
+}
+
+// subCounts returns counters by name less their base (sinceBase), every
+// name of m kept.
+func subCounts(m, base map[string]uint64) map[string]uint64 {
+	if m == nil {
+		return nil
+	}
+	out := make(map[string]uint64, len(m))
+	for k, v := range m {
+		out[k] = sinceBase(v, base[k])
+	}
+	return out
+}
+
+// tcpConns returns the datapath's TCP connections with their counters
+// since the last ClearStats (a connection opened since, from its start).
+func (d *Daemon) tcpConns() []datapath.TCPConnView {
+	conns := d.eng.TCPConns()
+	_, cb := d.statsBase()
+	if cb == nil {
+		return conns
+	}
+	for i := range conns {
+		c := &conns[i]
+		b, ok := cb.conns[connKeyOf(*c)]
+		if !ok || c.SegmentsReceived < b.segsRx || c.SegmentsSent < b.segsTx || c.RxBytes < b.rxBytes ||
+			c.TxBytes < b.txBytes || c.Retransmits < b.retransmits {
+			continue // another connection of the same addresses
+		}
+		c.SegmentsReceived -= b.segsRx
+		c.SegmentsSent -= b.segsTx
+		c.RxBytes -= b.rxBytes
+		c.TxBytes -= b.txBytes
+		c.Retransmits -= b.retransmits
+	}
+	return conns
+}
+
+// controlStats returns the control socket's counters since the last
+// ClearStats.
+func (d *Daemon) controlStats() ControlStats {
+	st := d.ControlStats()
+	if _, cb := d.statsBase(); cb != nil {
+		st.Disconnects = subCounts(st.Disconnects, cb.control.Disconnects)
+		st.Dropped = subCounts(st.Dropped, cb.control.Dropped)
+	}
+	return st
+}
+
+// engineStats returns the datapath's counters since the last ClearStats
+// (its targets' as they are: targetSince);
+// the gauges among them (reassembly and SYN queue fill, resolver entries,
+// the mirror's last sequence number, TCP connections, listeners, orphans
+// and buffers) as they are.
 func (d *Daemon) engineStats() EngineStats {
 	s := d.eng.Stats()
-	d.statsMu.Lock()
-	b := d.base
-	d.statsMu.Unlock()
+	b, _ := d.statsBase()
 	if b == nil {
 		return s
 	}
@@ -495,20 +683,46 @@ func (d *Daemon) engineStats() EngineStats {
 			s.XDP[k] = v - bv
 		}
 	}
-	for h, t := range s.targets {
-		if bt, ok := b.targets[h]; ok {
-			s.targets[h] = t.sub(bt)
-		}
-	}
 	r, br := &s.Resolver, b.Resolver
 	if r.Lookups >= br.Lookups && r.Resolved >= br.Resolved && r.Failures >= br.Failures && r.DroppedRequests >= br.DroppedRequests {
 		r.Lookups, r.Resolved, r.Failures, r.DroppedRequests = r.Lookups-br.Lookups, r.Resolved-br.Resolved,
 			r.Failures-br.Failures, r.DroppedRequests-br.DroppedRequests
 	}
-	if s.PeerErrors >= b.PeerErrors {
-		s.PeerErrors -= b.PeerErrors
+	s.PeerErrors = sinceBase(s.PeerErrors, b.PeerErrors)
+	s.KernelRx = sinceBase(s.KernelRx, b.KernelRx)
+	s.KernelRxDrops = sinceBase(s.KernelRxDrops, b.KernelRxDrops)
+	if k, bk := s.Kicks, b.Kicks; k != nil && bk != nil {
+		k.Wakes, k.Spurious, k.Muted = sinceBase(k.Wakes, bk.Wakes), sinceBase(k.Spurious, bk.Spurious), sinceBase(k.Muted, bk.Muted)
+	}
+	s.Mirror = s.Mirror.sub(b.Mirror)
+	if t, bt := s.TCP, b.TCP; t != nil && bt != nil {
+		t.sub(bt)
 	}
 	return s
+}
+
+// sub returns m's counters less base's; LastSeq, a sequence number, stays.
+func (m MirrorStats) sub(base MirrorStats) MirrorStats {
+	out := m
+	out.Applied, out.Skipped, out.Stale = sinceBase(m.Applied, base.Applied), sinceBase(m.Skipped, base.Skipped), sinceBase(m.Stale, base.Stale)
+	out.OutOfOrder, out.Invalid, out.Failed = sinceBase(m.OutOfOrder, base.OutOfOrder), sinceBase(m.Invalid, base.Invalid), sinceBase(m.Failed, base.Failed)
+	out.DelMissing, out.Resyncs, out.Checks = sinceBase(m.DelMissing, base.DelMissing), sinceBase(m.Resyncs, base.Resyncs), sinceBase(m.Checks, base.Checks)
+	out.NotCompared, out.Divergent = sinceBase(m.NotCompared, base.NotCompared), sinceBase(m.Divergent, base.Divergent)
+	out.Missing, out.Extra, out.Mismatched = sinceBase(m.Missing, base.Missing), sinceBase(m.Extra, base.Extra), sinceBase(m.Mismatched, base.Mismatched)
+	return out
+}
+
+// sub takes base's counters from t's; the gauges (connections, lingering,
+// listeners, orphans, buffer bytes and limits) stay.
+func (t *TCPEngineStats) sub(base *TCPEngineStats) {
+	t.TimeWaitOverflow = sinceBase(t.TimeWaitOverflow, base.TimeWaitOverflow)
+	t.RxDropped, t.ChecksumErrors = sinceBase(t.RxDropped, base.RxDropped), sinceBase(t.ChecksumErrors, base.ChecksumErrors)
+	t.BuffersClamped = sinceBase(t.BuffersClamped, base.BuffersClamped)
+	t.BufferGrowthsHeld = sinceBase(t.BufferGrowthsHeld, base.BufferGrowthsHeld)
+	t.Refused, t.OrphansReset = sinceBase(t.Refused, base.Refused), sinceBase(t.OrphansReset, base.OrphansReset)
+	t.AbortedOnClose = sinceBase(t.AbortedOnClose, base.AbortedOnClose)
+	t.PathMTUMessages = sinceBase(t.PathMTUMessages, base.PathMTUMessages)
+	t.ConnectsUnreachable = sinceBase(t.ConnectsUnreachable, base.ConnectsUnreachable)
 }
 
 // fill is how full a fifo pair is; ct marks the pair of a cut-through
