@@ -138,3 +138,86 @@ func TestUDPSharedPortWildcardHeir(t *testing.T) {
 		t.Errorf("drops %v", drops)
 	}
 }
+
+// TestUDPWildcardBesideSpecificKernelPath: a wildcard listener bound after
+// another app's listener of a specific address of the same port (the
+// daemon lets them bind side by side in either order) has a kernel path
+// of its own from the start: its datagrams larger than a frame leave, and
+// what B's kernel delivers to the port (a UDP segmentation burst larger
+// than a page, which the XDP program leaves to the kernel) reaches the
+// listener of its destination: the specific one for its address, the
+// wildcard one for B's other addresses. No kernel socket binds the port
+// beside them, one with SO_REUSEADDR included. Before, the wildcard
+// listener had no kernel path until the specific one closed: its large
+// datagrams were dropped (tx_too_long) and the kernel answered the burst
+// to another address with port unreachable.
+func TestUDPWildcardBesideSpecificKernelPath(t *testing.T) {
+	const port, seg = 7657, 1000
+	rig, d, sa := multiBufferRig(t, nstest.Options{}, "generic")
+	other := netip.MustParseAddr("10.77.0.12")
+	ipIn(t, rig.B, "addr", "add", other.String()+"/24", "dev", rig.B.Link)
+	spec, err := sa.ListenPacket("udp://" + netip.AddrPortFrom(rig.B.IPv4, port).String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer spec.Close()
+	wa := attach(t, d, app.Options{Name: "wildcard"})
+	wild, err := wa.ListenPacket("udp://0.0.0.0:7657")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer wild.Close()
+	var kc net.PacketConn
+	if err := rig.A.Do(func() (err error) { kc, err = net.ListenPacket("udp4", "0.0.0.0:7658"); return }); err != nil {
+		t.Fatal(err)
+	}
+	defer kc.Close()
+	toA := net.UDPAddrFromAddrPort(netip.AddrPortFrom(rig.A.IPv4, 7658))
+	buf := make([]byte, 65536)
+
+	big := bytes.Repeat([]byte{5}, 3000)
+	if _, err := wild.WriteTo(big, toA); err != nil {
+		t.Fatal(err)
+	}
+	kc.SetReadDeadline(time.Now().Add(3 * time.Second))
+	if n, _, err := kc.ReadFrom(buf); err != nil || !bytes.Equal(buf[:n], big) {
+		t.Fatalf("the wildcard listener's datagram larger than a frame: A read %d bytes: %v", n, err)
+	}
+	burst := func(who string, dst netip.Addr, pc net.PacketConn) {
+		t.Helper()
+		data := bytes.Repeat([]byte{dst.As4()[3]}, 10*seg)
+		sendBurstFromA(t, rig, netip.AddrPortFrom(dst, port), seg, data)
+		for i, g := range readDgrams(t, d, pc, 10) {
+			if !bytes.Equal(g, data[i*seg:(i+1)*seg]) {
+				t.Fatalf("%s: datagram %d of the burst to %v: %d bytes, not those sent", who, i, dst, len(g))
+			}
+		}
+	}
+	burst("the wildcard listener", other, wild)
+	burst("the specific listener", rig.B.IPv4, spec)
+	for _, reuse := range []bool{false, true} {
+		for _, a := range []netip.Addr{netip.IPv4Unspecified(), other} {
+			err := rig.B.Do(func() error {
+				lc := net.ListenConfig{Control: func(_, _ string, c syscall.RawConn) error {
+					if !reuse {
+						return nil
+					}
+					var serr error
+					c.Control(func(fd uintptr) { serr = syscall.SetsockoptInt(int(fd), syscall.SOL_SOCKET, syscall.SO_REUSEADDR, 1) })
+					return serr
+				}}
+				c, err := lc.ListenPacket(t.Context(), "udp4", netip.AddrPortFrom(a, port).String())
+				if err == nil {
+					c.Close()
+				}
+				return err
+			})
+			if !errors.Is(err, syscall.EADDRINUSE) {
+				t.Errorf("a kernel bind of %v:%d in B (SO_REUSEADDR %v) beside the listeners: %v, want EADDRINUSE", a, port, reuse, err)
+			}
+		}
+	}
+	if drops := d.EngineStats().Totals.Drops; drops["tx_too_long"] > 0 {
+		t.Errorf("drops %v", drops)
+	}
+}

@@ -56,6 +56,12 @@ func (p *enginePath) ReservePort(ep sessions.Endpoint) (uint16, error) {
 		res, err = udp.Reserve(netip.AddrPortFrom(e.scoped(a), ep.Port))
 		return err
 	})
+	if errors.Is(err, unix.EADDRINUSE) && ep.Port != 0 && a.IsUnspecified() {
+		// Sockets of the daemon's may hold specific addresses of the
+		// port (other apps' listeners): the wildcard's own binds beside
+		// them.
+		res, err = e.reserveBesideOwn(netip.AddrPortFrom(e.scoped(a), ep.Port))
+	}
 	if errors.Is(err, unix.EADDRINUSE) {
 		if ep.Port != 0 && e.shareOwnPort(ep) {
 			return ep.Port, nil
@@ -78,6 +84,46 @@ func (p *enginePath) ReservePort(ep sessions.Endpoint) (uint16, error) {
 	}
 	e.ports[k] = res
 	return k.Port(), nil
+}
+
+// reserveBesideOwn reserves w, a wildcard address and port, beside the
+// daemon's own sockets of specific addresses of that port (listeners of
+// other apps), which the session layer lets bind side by side as it lets
+// a specific listener bind beside a wildcard one: with SO_REUSEADDR set on
+// theirs for the bind, and cleared after on all (udp.ReserveBeside). The
+// kernel then delivers to each socket what goes to its address, the rest
+// (other addresses, broadcasts, groups) to the wildcard's, so every
+// listener has its kernel path. EADDRINUSE when no socket of the daemon's
+// holds the port, or when another socket (not the daemon's) does.
+func (e *Engine) reserveBesideOwn(w netip.AddrPort) (*udp.Reservation, error) {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	var holders []*udp.Reservation
+	for o, r := range e.ports {
+		if r != nil && o.Port() == w.Port() && o.Addr().Is4() == w.Addr().Is4() && !o.Addr().IsUnspecified() {
+			holders = append(holders, r)
+		}
+	}
+	if len(holders) == 0 || e.closed {
+		return nil, unix.EADDRINUSE
+	}
+	// e.mu held throughout: no holder closes meanwhile (ReleasePort
+	// takes its socket out of e.ports under e.mu first).
+	for _, r := range holders {
+		_ = r.SetReuseAddr(true)
+	}
+	var res *udp.Reservation
+	err := doIn(e.nsh, func() error {
+		var err error
+		res, err = udp.ReserveBeside(w)
+		return err
+	})
+	for _, r := range holders {
+		if cerr := r.SetReuseAddr(false); cerr != nil && err == nil {
+			e.log.Warn("SO_REUSEADDR left set on a port's socket: a kernel socket with it may bind beside", "local", r.Addr(), "err", cerr)
+		}
+	}
+	return res, err
 }
 
 // shareOwnPort records ep as held through the daemon's own reservation of

@@ -43,6 +43,35 @@ type Reservation struct {
 // the kernel chooses). It must run on a thread inside the network
 // namespace the port belongs to.
 func Reserve(local netip.AddrPort) (*Reservation, error) {
+	return reserve(local, false)
+}
+
+// ReserveBeside is Reserve of a wildcard address whose port sockets of
+// the caller's hold for specific addresses, with SO_REUSEADDR set on them
+// (SetReuseAddr): the kernel lets two sockets share a port only when both
+// have it. The new socket binds with it and clears it after, as the caller
+// clears it on the others, so that no socket binds beside them later;
+// meanwhile the kernel gives each datagram to the socket of its
+// destination address, the rest to the wildcard one.
+func ReserveBeside(local netip.AddrPort) (*Reservation, error) {
+	return reserve(local, true)
+}
+
+// SetReuseAddr sets or clears SO_REUSEADDR on the socket (ReserveBeside).
+func (r *Reservation) SetReuseAddr(on bool) error {
+	r.mu.RLock()
+	defer r.mu.RUnlock()
+	if r.fd < 0 {
+		return unix.EBADF
+	}
+	v := 0
+	if on {
+		v = 1
+	}
+	return unix.SetsockoptInt(r.fd, unix.SOL_SOCKET, unix.SO_REUSEADDR, v)
+}
+
+func reserve(local netip.AddrPort, beside bool) (*Reservation, error) {
 	a := local.Addr().Unmap()
 	fam := unix.AF_INET
 	if a.Is6() {
@@ -61,9 +90,18 @@ func Reserve(local netip.AddrPort) (*Reservation, error) {
 	if err := unix.SetsockoptSockFprog(fd, unix.SOL_SOCKET, unix.SO_ATTACH_FILTER, &drop); err != nil {
 		return fail("attach filter", err)
 	}
-	port, op, err := BindLocal(fd, netip.AddrPortFrom(a, local.Port()), nil)
+	var reuse func(fd int)
+	if beside {
+		reuse = func(fd int) { _ = unix.SetsockoptInt(fd, unix.SOL_SOCKET, unix.SO_REUSEADDR, 1) }
+	}
+	port, op, err := BindLocal(fd, netip.AddrPortFrom(a, local.Port()), reuse)
 	if err != nil {
 		return fail(op, err)
+	}
+	if beside {
+		if err := unix.SetsockoptInt(fd, unix.SOL_SOCKET, unix.SO_REUSEADDR, 0); err != nil {
+			return fail("clear SO_REUSEADDR", err)
+		}
 	}
 	return &Reservation{fd: fd, addr: netip.AddrPortFrom(a.WithZone(""), port)}, nil
 }
