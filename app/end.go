@@ -39,6 +39,7 @@ type end struct {
 	dgram       bool // datagram framing (UDP)
 	remote      netip.AddrPort
 	gone        atomic.Bool // the peer closed the session
+	broken      atomic.Bool // a cut-through rx fifo found corrupt: not read again, dropped once gone (PacketConn.dropBrokenLocked)
 	fin         atomic.Bool // a stream's peer closed its half: reads end once rx is empty
 	reset       atomic.Bool // the session was reset
 	timedOut    atomic.Bool // the reset was a timeout (retransmissions or keepalive probes unanswered)

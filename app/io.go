@@ -177,6 +177,24 @@ func writeDgram(a *App, w *half, done <-chan struct{}, e *end, hdr *fifo.DgramHe
 	}
 }
 
+// enqueueDgram queues one datagram on e's tx fifo if it has room:
+// fifo.ErrNoSpace if not (the caller does not wait), errPeerClosed for a
+// peer gone, errMessageTooLong for one that never fits.
+func enqueueDgram(e *end, hdr *fifo.DgramHeader, b []byte) error {
+	if e.gone.Load() {
+		return errPeerClosed
+	}
+	switch err := e.tx.EnqueueDgram(hdr, b); err {
+	case nil:
+		e.afterEnqueue()
+		return nil
+	case fifo.ErrTooLarge:
+		return errMessageTooLong
+	default:
+		return err
+	}
+}
+
 // doneWaiting ends a writer's wait for room in e's tx fifo: the last
 // writer waiting turns the consumer's dequeue notifications off. w.mu is
 // held. A writer woken after its owner released e (Close, a cut-through

@@ -32,11 +32,13 @@ type PacketConn struct {
 	done   chan struct{}
 	once   sync.Once
 
-	mu      sync.Mutex           // guards peers and closing
-	peers   map[flow.Handle]*end // cut-through sessions accepted on the listener
-	closing bool
-	ends    atomic.Pointer[[]*end] // wire and peers, rebuilt under mu: the readers' list
-	reap    atomic.Bool            // a peer went away: the next read drops it once drained
+	mu        sync.Mutex           // guards peers and closing
+	peers     map[flow.Handle]*end // cut-through sessions accepted on the listener
+	closing   bool
+	ends      atomic.Pointer[[]*end] // wire and peers, rebuilt under mu: the readers' list
+	broken    atomic.Uint64          // cut-through sessions ended for a broken fifo (BrokenPeers)
+	peerDrops atomic.Uint64          // datagrams to a cut-through peer whose fifo was full (PeerDrops)
+	reap      atomic.Bool            // a peer went away: the next read drops it once drained
 
 	df    atomic.Bool   // SetDontFragment: datagrams to the wire go with fifo.DgramFlagDontFragment
 	soErr atomic.Uint32 // the pending asynchronous error (errno), reported once by the next read or write
@@ -285,7 +287,7 @@ func (p *PacketConn) pickLocked() *end {
 	if p.reap.Swap(false) {
 		for _, e := range *p.ends.Load() {
 			if !e.datapath && e.gone.Load() {
-				if e.readable() {
+				if e.readable() && !e.broken.Load() {
 					p.reap.Store(true) // drop it once drained
 					continue
 				}
@@ -297,7 +299,7 @@ func (p *PacketConn) pickLocked() *end {
 	n := len(ends)
 	for i := range n {
 		e := ends[(p.next+i)%n]
-		if e.readable() {
+		if e.readable() && !e.broken.Load() {
 			p.next = (p.next + i + 1) % n
 			return e
 		}
@@ -318,6 +320,26 @@ func (p *PacketConn) reapLocked(e *end) {
 	p.a.closeEnd(e)
 	p.wr.mu.Unlock()
 }
+
+// dropBrokenLocked ends cut-through session e, whose rx fifo could not
+// be read (fifo.ErrCorrupt: its peer, which shares the fifo's memory,
+// broke its indices or a record): the readers pass it over from now on,
+// the daemon is asked to end it, and once it has (peerClosed) the readers
+// drop it with what the listener held of it, as a peer gone. So another
+// app's bad writes cost the listener that session alone, and its reads go
+// on with its other ends. Counted in BrokenPeers. rd.mu is held.
+func (p *PacketConn) dropBrokenLocked(e *end) {
+	if e.broken.Swap(true) {
+		return
+	}
+	p.broken.Add(1)
+	p.reap.Store(true) // ended already: dropped at the next pick
+	go p.a.disconnect(e.h)
+}
+
+// BrokenPeers counts the cut-through sessions the listener ended because
+// their peer broke the fifo they share (dropBrokenLocked).
+func (p *PacketConn) BrokenPeers() uint64 { return p.broken.Load() }
 
 // waitReadLocked sleeps until some end may have data. rd.mu is held.
 func (p *PacketConn) waitReadLocked() error {
@@ -433,6 +455,10 @@ func (p *PacketConn) read(b []byte) (int, *end, netip.AddrPort, error) {
 		}
 		n, ok, err := e.readDgram(b, &p.hdr)
 		if err != nil {
+			if !e.datapath {
+				p.dropBrokenLocked(e)
+				continue
+			}
 			return 0, nil, netip.AddrPort{}, netError("read", p.laddr, nil, err)
 		}
 		if ok {
@@ -481,6 +507,10 @@ func (p *PacketConn) ReadBatch(msgs []Message) (int, error) {
 		}
 		n, used, err := peekBatch(e, msgs, e.datapath)
 		if err != nil {
+			if !e.datapath {
+				p.dropBrokenLocked(e)
+				continue
+			}
 			return 0, netError("read", p.laddr, nil, err)
 		}
 		if n > 0 {
@@ -562,8 +592,10 @@ func sliceAt(a, b []byte, off, n int) ([]byte, []byte) {
 }
 
 // WriteTo sends one datagram: to the wire through the datapath for a
-// *net.UDPAddr, or on the cut-through session a *CutThroughAddr names. It
-// waits for room while the fifo is full. With SetDontFragment, a datagram
+// *net.UDPAddr, or on the cut-through session a *CutThroughAddr names. To
+// the wire it waits for room while the fifo is full; to a cut-through peer
+// whose fifo is full it does not: the datagram is lost (PeerDrops), as
+// one to a kernel socket whose receive buffer is full. With SetDontFragment, a datagram
 // to the wire larger than the path MTU fails with an error wrapping
 // syscall.EMSGSIZE. A pending asynchronous error (see SetDontFragment) is
 // returned instead, once, and b is not sent. An errno of a failed write
@@ -659,11 +691,30 @@ func (p *PacketConn) write(b []byte, e *end, wb *wireBind, remote netip.AddrPort
 	if e.datapath && p.df.Load() {
 		hdr.Flags = fifo.DgramFlagDontFragment
 	}
+	if !e.datapath {
+		// A cut-through peer's fifo full: the datagram is lost, as one
+		// to a kernel socket whose receive buffer is full, and the
+		// listener does not wait on that peer (one that never reads
+		// would hold up its writes to every other).
+		switch err := enqueueDgram(e, &hdr, b); err {
+		case nil:
+		case fifo.ErrNoSpace:
+			p.peerDrops.Add(1)
+		default:
+			return fail(err)
+		}
+		return len(b), nil
+	}
 	if err := writeDgram(p.a, &p.wr, p.done, e, &hdr, b); err != nil {
 		return fail(err)
 	}
 	return len(b), nil
 }
+
+// PeerDrops counts the datagrams WriteTo dropped because the cut-through
+// peer's fifo was full (its app not reading), as a kernel UDP socket's
+// datagrams to a full receiver are lost.
+func (p *PacketConn) PeerDrops() uint64 { return p.peerDrops.Load() }
 
 // Close unbinds the listener and closes its cut-through sessions. A second
 // Close fails with an error wrapping net.ErrClosed, as a net.PacketConn's
