@@ -87,25 +87,9 @@ func kernelBind(t *testing.T, h *nstest.Host, network, addr string, keep bool) (
 	var la net.Addr
 	var berr error
 	if err := h.Do(func() error {
-		var c interface{ Close() error }
-		if network == "tcp" {
-			l, err := net.Listen(network, addr)
-			if berr = err; l != nil {
-				la, c = l.Addr(), l
-			}
-		} else {
-			p, err := net.ListenPacket(network, addr)
-			if berr = err; p != nil {
-				la, c = p.LocalAddr(), p
-			}
-		}
-		if c != nil {
-			if keep {
-				t.Cleanup(func() { c.Close() })
-			} else {
-				c.Close()
-			}
-		}
+		la, berr = bindWith(t, network, keep,
+			func() (net.Listener, error) { return net.Listen(network, addr) },
+			func() (net.PacketConn, error) { return net.ListenPacket(network, addr) })
 		return nil
 	}); err != nil {
 		t.Fatal(err)
@@ -118,17 +102,26 @@ func kernelBind(t *testing.T, h *nstest.Host, network, addr string, keep bool) (
 func appBind(t *testing.T, a *app.App, network, addr string, keep bool) (net.Addr, error) {
 	t.Helper()
 	uri := network + "://" + addr
+	return bindWith(t, network, keep,
+		func() (net.Listener, error) { return a.Listen(uri) },
+		func() (net.PacketConn, error) { return a.ListenPacket(uri) })
+}
+
+// bindWith binds with listen ("tcp") or listenPacket (otherwise) and
+// returns the listener's address and the error; keep leaves the listener
+// open until the test ends, else it is closed at once.
+func bindWith(t *testing.T, network string, keep bool, listen func() (net.Listener, error), listenPacket func() (net.PacketConn, error)) (net.Addr, error) {
 	var la net.Addr
 	var c interface{ Close() error }
 	var err error
 	if network == "tcp" {
 		var l net.Listener
-		if l, err = a.Listen(uri); l != nil {
+		if l, err = listen(); l != nil {
 			la, c = l.Addr(), l
 		}
 	} else {
 		var p net.PacketConn
-		if p, err = a.ListenPacket(uri); p != nil {
+		if p, err = listenPacket(); p != nil {
 			la, c = p.LocalAddr(), p
 		}
 	}

@@ -34,11 +34,7 @@ func TestUDPBroadcast(t *testing.T) {
 	if p := rig.A.IPv4.As4(); p[0] != 10 || p[1] != 77 || p[2] != 0 {
 		t.Fatalf("the rig's subnet is not 10.77.0.0/24 (A is %v)", rig.A.IPv4)
 	}
-	var kc net.PacketConn
-	if err := rig.A.Do(func() (err error) { kc, err = net.ListenPacket("udp4", "0.0.0.0:7601"); return }); err != nil {
-		t.Fatal(err)
-	}
-	defer kc.Close()
+	kc := kernelUDP4(t, rig.A, 7601)
 
 	// From A's kernel to the subnet's broadcast address.
 	if err := rig.A.Do(func() error {

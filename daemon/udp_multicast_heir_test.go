@@ -102,11 +102,7 @@ func TestUDPMulticastWildcardHeirJoins(t *testing.T) {
 	g := netip.MustParseAddr("239.1.2.60")
 
 	// The reference: B's kernel socket of the wildcard address.
-	var kc net.PacketConn
-	if err := m.rig.B.Do(func() (err error) { kc, err = net.ListenPacket("udp4", "0.0.0.0:7661"); return }); err != nil {
-		t.Fatal(err)
-	}
-	defer kc.Close()
+	kc := kernelUDP4(t, m.rig.B, 7661)
 	if err := ipv4.NewPacketConn(kc).JoinGroup(m.ifiB, &net.UDPAddr{IP: g.AsSlice()}); err != nil {
 		t.Fatalf("the reference: join %v: %v", g, err)
 	}
@@ -236,11 +232,7 @@ func TestUDPMulticastMembershipBound(t *testing.T) {
 	}
 
 	// The reference: B's kernel IPv4 socket.
-	var kc net.PacketConn
-	if err := m.rig.B.Do(func() (err error) { kc, err = net.ListenPacket("udp4", "0.0.0.0:7671"); return }); err != nil {
-		t.Fatal(err)
-	}
-	defer kc.Close()
+	kc := kernelUDP4(t, m.rig.B, 7671)
 	if n, err := joins(ipv4.NewPacketConn(kc), true); n != bound || !errors.Is(err, syscall.ENOBUFS) {
 		t.Fatalf("the reference: a kernel IPv4 socket joined %d groups, then %v; want %d, then ENOBUFS", n, err, bound)
 	}

@@ -42,11 +42,7 @@ func TestUDPSharedPortEveryHeir(t *testing.T) {
 		defer pc.Close()
 		specs = append(specs, pc)
 	}
-	var kc net.PacketConn
-	if err := rig.A.Do(func() (err error) { kc, err = net.ListenPacket("udp4", "0.0.0.0:7651"); return }); err != nil {
-		t.Fatal(err)
-	}
-	defer kc.Close()
+	kc := kernelUDP4(t, rig.A, 7651)
 	toA := net.UDPAddrFromAddrPort(netip.AddrPortFrom(rig.A.IPv4, 7651))
 	buf := make([]byte, 65536)
 
@@ -106,11 +102,7 @@ func TestUDPSharedPortWildcardHeir(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer wild.Close()
-	var kc net.PacketConn
-	if err := rig.A.Do(func() (err error) { kc, err = net.ListenPacket("udp4", "0.0.0.0:7656"); return }); err != nil {
-		t.Fatal(err)
-	}
-	defer kc.Close()
+	kc := kernelUDP4(t, rig.A, 7656)
 	toA := net.UDPAddrFromAddrPort(netip.AddrPortFrom(rig.A.IPv4, 7656))
 	buf := make([]byte, 65536)
 
@@ -167,11 +159,7 @@ func TestUDPWildcardBesideSpecificKernelPath(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer wild.Close()
-	var kc net.PacketConn
-	if err := rig.A.Do(func() (err error) { kc, err = net.ListenPacket("udp4", "0.0.0.0:7658"); return }); err != nil {
-		t.Fatal(err)
-	}
-	defer kc.Close()
+	kc := kernelUDP4(t, rig.A, 7658)
 	toA := net.UDPAddrFromAddrPort(netip.AddrPortFrom(rig.A.IPv4, 7658))
 	buf := make([]byte, 65536)
 

@@ -2,6 +2,7 @@ package daemon
 
 import (
 	"bytes"
+	"fmt"
 	"net"
 	"net/netip"
 	"testing"
@@ -48,11 +49,7 @@ func TestUDPSharedPortKernelPath(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer spec.Close()
-	var kc net.PacketConn
-	if err := rig.A.Do(func() (err error) { kc, err = net.ListenPacket("udp4", "0.0.0.0:7631"); return }); err != nil {
-		t.Fatal(err)
-	}
-	defer kc.Close()
+	kc := kernelUDP4(t, rig.A, 7631)
 	toA := net.UDPAddrFromAddrPort(netip.AddrPortFrom(rig.A.IPv4, 7631))
 	buf := make([]byte, 65536)
 	aReads := func(who string, msg []byte) {
@@ -117,4 +114,16 @@ func fmtSize(n int) string {
 		return "datagram larger than a frame"
 	}
 	return "datagram"
+}
+
+// kernelUDP4 opens a kernel UDP socket of h's on 0.0.0.0:port, closed
+// when the test ends.
+func kernelUDP4(t *testing.T, h *nstest.Host, port uint16) net.PacketConn {
+	t.Helper()
+	var kc net.PacketConn
+	if err := h.Do(func() (err error) { kc, err = net.ListenPacket("udp4", fmt.Sprintf("0.0.0.0:%d", port)); return }); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { kc.Close() })
+	return kc
 }
