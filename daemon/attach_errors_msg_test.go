@@ -121,6 +121,7 @@ func TestExamplesSayTheDaemonWentAway(t *testing.T) {
 		{"udpecho", "udp://0.0.0.0:19471", "udpecho: echoing on"},
 		{"tcpecho", "tcp://0.0.0.0:19472", "tcpecho: echoing on"},
 		{"httpd", "tcp://0.0.0.0:19473", "httpd: serving on"},
+		{"udpsink", "udp://0.0.0.0:19474", "udpsink: receiving on"},
 	} {
 		t.Run(c.name, func(t *testing.T) {
 			out, err := exec.Command(gobin, "build", "-o", bins, "github.com/xsessiond/xsessiond/examples/"+c.name).CombinedOutput()

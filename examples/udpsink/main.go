@@ -5,12 +5,10 @@ import (
 	"flag"
 	"fmt"
 	"os"
-	"os/signal"
-	"strconv"
-	"syscall"
 	"time"
 
 	"github.com/xsessiond/xsessiond/app"
+	"github.com/xsessiond/xsessiond/examples/internal/attach"
 )
 
 func main() {
@@ -21,35 +19,25 @@ func main() {
 }
 
 func run() error {
-	socket := flag.String("socket", app.DefaultSocket, "the daemon's control socket")
-	ns := flag.String("ns", "", "the app namespace to attach to (default: the default namespace)")
-	secret := flag.String("secret", "0", "the namespace's secret")
+	af := attach.Register(flag.CommandLine, "udpsink")
 	listen := flag.String("listen", "udp://0.0.0.0:9001", "the UDP endpoint to receive on")
 	interval := flag.Duration("interval", time.Second, "how often to report the rate")
 	duration := flag.Duration("duration", 0, "stop after this long (0: until SIGINT or SIGTERM)")
 	batch := flag.Int("batch", 64, "datagrams per ReadBatch")
 	flag.Parse()
-	sec, err := strconv.ParseUint(*secret, 0, 64)
-	if err != nil {
-		return fmt.Errorf("--secret %q: want a number (0 to 2^64-1)", *secret)
-	}
 	if *batch < 1 || *interval <= 0 {
 		return fmt.Errorf("--batch must be 1 or more and --interval positive")
 	}
-	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
+	a, ctx, stop, err := af.Attach()
+	if err != nil {
+		return err
+	}
 	defer stop()
 	if *duration > 0 {
 		var cancel context.CancelFunc
 		ctx, cancel = context.WithTimeout(ctx, *duration)
 		defer cancel()
 	}
-	actx, cancel := context.WithTimeout(ctx, 10*time.Second)
-	a, err := app.Attach(actx, app.Options{Socket: *socket, Name: "udpsink", Namespace: *ns, Secret: sec})
-	cancel()
-	if err != nil {
-		return err
-	}
-	defer a.Close()
 	pc, err := a.ListenPacketConn(*listen)
 	if err != nil {
 		return err
@@ -93,7 +81,7 @@ func run() error {
 			return nil
 		}
 		if err != nil && !os.IsTimeout(err) {
-			return err
+			return af.Gone(a, err)
 		}
 	}
 }
