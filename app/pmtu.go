@@ -3,8 +3,10 @@ package app
 import (
 	"context"
 	"errors"
+	"fmt"
 	"net/netip"
 	"sync"
+	"syscall"
 	"time"
 
 	"github.com/xsessiond/xsessiond/api"
@@ -154,7 +156,7 @@ func (a *App) checkPath(c *pmtuCache, h flow.Handle, dst netip.Addr, n int, w *h
 	dst = dst.Unmap()
 	mtu := c.get(dst, func() (int, bool) { return a.pathMTU(h, dst, w, done) }, done)
 	if mtu > 0 && size > mtu {
-		return errMessageTooLong
+		return &Error{Msg: fmt.Sprintf("app: a don't-fragment datagram of %d bytes on a path of MTU %d", size, mtu), Err: syscall.EMSGSIZE}
 	}
 	return nil
 }
