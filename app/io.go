@@ -141,18 +141,7 @@ func writeDgram(a *App, w *half, done <-chan struct{}, e *end, hdr *fifo.DgramHe
 		if err := w.check(a, done); err != nil {
 			return err
 		}
-		if e.gone.Load() {
-			return errPeerClosed
-		}
-		err := e.tx.EnqueueDgram(hdr, b)
-		switch err {
-		case nil:
-			e.afterEnqueue()
-			return nil
-		case fifo.ErrTooLarge:
-			return errMessageTooLong
-		case fifo.ErrNoSpace:
-		default:
+		if err := enqueueDgram(e, hdr, b); err != fifo.ErrNoSpace {
 			return err
 		}
 		// Full: ask the consumer to tell us when it dequeues, look once

@@ -293,23 +293,12 @@ func portError(uri string) error {
 	if !ok {
 		return nil
 	}
-	if strings.HasPrefix(rest, "[") {
-		end := strings.IndexByte(rest, ']')
-		if end < 0 {
-			return nil
-		}
-		rest = rest[end+1:]
-	}
-	i := strings.LastIndexAny(rest, ":/")
-	if i < 0 {
+	_, port, err := net.SplitHostPort(rest)
+	if err != nil {
 		return nil
 	}
-	port := rest[i+1:]
-	digits := strings.TrimLeft(port, "+-")
-	if len(port)-len(digits) > 1 || digits == "" || strings.Trim(digits, "0123456789") != "" {
-		return nil
-	}
-	if n, err := strconv.ParseUint(digits, 10, 16); err == nil && (n == 0 || port[0] != '-') {
+	n, err := strconv.Atoi(port)
+	if (err == nil && n >= 0 && n <= 65535) || (err != nil && !errors.Is(err, strconv.ErrRange)) {
 		return nil
 	}
 	return &net.AddrError{Err: "invalid port", Addr: port}

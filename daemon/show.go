@@ -392,8 +392,8 @@ func (d *Daemon) ListenerViews() []ListenerView {
 			Table: l.Table, FIB: uint32(l.FIB), Proxy: l.Proxy}
 		if t, ok := tcp[l.Handle]; ok {
 			refused := t.Refused
-			if cb != nil {
-				refused = subCounts(refused, cb.refused[listenerKey{l.Handle, l.App, l.URI}])
+			if cb != nil && cb.targets[l.Handle] == (targetKey{l.App, l.URI}) {
+				refused = subCounts(refused, cb.refused[l.Handle])
 			}
 			v.TCP = &ListenerTCPView{Backlog: t.Backlog, Untaken: t.Untaken, Refused: nonNilMap(refused)}
 		}
@@ -496,7 +496,7 @@ func (d *Daemon) ClearStats() {
 		eventsLost: map[sessions.AppID]uint64{},
 		conns:      map[tcpConnKey]tcpConnCounts{},
 		targets:    map[flow.Handle]targetKey{},
-		refused:    map[listenerKey]map[string]uint64{},
+		refused:    map[flow.Handle]map[string]uint64{},
 		control:    d.ControlStats(),
 	}
 	for _, r := range d.layer.Rules() {
@@ -511,14 +511,11 @@ func (d *Daemon) ClearStats() {
 	for _, x := range d.layer.Sessions() {
 		cb.targets[x.Handle] = targetKey{x.App, x.Local + " " + x.Remote}
 	}
+	tcp := d.eng.TCPListeners()
 	for _, l := range d.layer.Listeners() {
 		cb.targets[l.Handle] = targetKey{l.App, l.URI}
-	}
-	if tcp := d.eng.TCPListeners(); len(tcp) > 0 {
-		for _, l := range d.layer.Listeners() {
-			if t, ok := tcp[l.Handle]; ok {
-				cb.refused[listenerKey{l.Handle, l.App, l.URI}] = t.Refused
-			}
+		if t, ok := tcp[l.Handle]; ok {
+			cb.refused[l.Handle] = t.Refused
 		}
 	}
 	d.statsMu.Lock()
@@ -536,7 +533,7 @@ type clearBase struct {
 	ruleHits   map[uint32]uint64                 // by rule id (ids are not reused)
 	eventsLost map[sessions.AppID]uint64         // by app (ids are not reused)
 	conns      map[tcpConnKey]tcpConnCounts      // TCP connections' counters
-	refused    map[listenerKey]map[string]uint64 // TCP listeners' refusals by reason
+	refused    map[flow.Handle]map[string]uint64 // TCP listeners' refusals by reason (named by targets)
 	control    ControlStats
 	// targets name the sessions and listeners whose counters
 	// Daemon.base holds, by handle (which the layer reuses).
@@ -582,14 +579,6 @@ func targetSince(t TargetStats, b *EngineStats, cb *clearBase, h flow.Handle, ke
 		return t.sub(bt)
 	}
 	return t
-}
-
-// listenerKey names a listener: its handle, which the layer reuses, with
-// its app and URI.
-type listenerKey struct {
-	h   flow.Handle
-	app sessions.AppID
-	uri string
 }
 
 // statsBase returns the bases of the last ClearStats; nil, nil: never

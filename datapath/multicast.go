@@ -137,11 +137,7 @@ func (e *Engine) ownSocketLocked(t *udp.Target) *udp.Reservation {
 	if r == nil {
 		return nil
 	}
-	a := t.Local.Addr().Unmap()
-	if !a.IsValid() {
-		a = netip.IPv4Unspecified()
-	}
-	if own, held := e.ports[netip.AddrPortFrom(a, t.Local.Port())]; !held || own != r {
+	if own, held := e.ports[targetKey(t)]; !held || own != r {
 		return nil
 	}
 	return r

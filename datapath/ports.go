@@ -46,10 +46,7 @@ func (p *enginePath) ReservePort(ep sessions.Endpoint) (uint16, error) {
 	if ep.Transport != flow.TransportUDP {
 		return 0, nil
 	}
-	a := ep.Addr.Unmap()
-	if !a.IsValid() {
-		a = netip.IPv4Unspecified()
-	}
+	a := kernelKey(ep).Addr()
 	var res *udp.Reservation
 	err := doIn(e.nsh, func() error {
 		var err error
@@ -241,11 +238,7 @@ func (e *Engine) heirTargetLocked(h netip.AddrPort) *udp.Target {
 		return t
 	}
 	for _, t := range *e.lis.Load() {
-		a := t.Local.Addr().Unmap()
-		if !a.IsValid() {
-			a = netip.IPv4Unspecified()
-		}
-		if t.Res == nil && netip.AddrPortFrom(a, t.Local.Port()) == h {
+		if t.Res == nil && targetKey(t) == h {
 			return t
 		}
 	}
@@ -269,11 +262,20 @@ func (e *Engine) closePortsLocked() {
 
 // kernelKey is the key of ep's reservation in Engine.ports.
 func kernelKey(ep sessions.Endpoint) netip.AddrPort {
-	a := ep.Addr.Unmap()
+	return portKey(netip.AddrPortFrom(ep.Addr, ep.Port))
+}
+
+// targetKey is the key in Engine.ports of UDP listener t's address.
+func targetKey(t *udp.Target) netip.AddrPort { return portKey(t.Local) }
+
+// portKey is the key in Engine.ports of local: its address unmapped, no
+// address the IPv4 wildcard.
+func portKey(local netip.AddrPort) netip.AddrPort {
+	a := local.Addr().Unmap()
 	if !a.IsValid() {
 		a = netip.IPv4Unspecified()
 	}
-	return netip.AddrPortFrom(a, ep.Port)
+	return netip.AddrPortFrom(a, local.Port())
 }
 
 var _ sessions.PortKeeper = (*enginePath)(nil)
