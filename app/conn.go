@@ -88,8 +88,11 @@ func (a *App) Dial(ctx context.Context, uri string) (net.Conn, error) {
 
 // DialConn is Dial returning the *Conn.
 func (a *App) DialConn(ctx context.Context, uri string) (*Conn, error) {
-	target := uri
-	if uris, both := bothFamilies(uri); both {
+	target, err := servicePort(ctx, uri)
+	if err != nil {
+		return nil, dialError(uri, nil, err)
+	}
+	if uris, both := bothFamilies(target); both {
 		target = uris[0] // no address: IPv4's unspecified one, made loopback below
 	}
 	// A zone (tcp://[fe80::1%eth0]:80) goes to the daemon with the URI,
@@ -107,7 +110,7 @@ func (a *App) DialConn(ctx context.Context, uri string) (*Conn, error) {
 		}
 		return a.dial(ctx, uri, target, ep)
 	}
-	t, name, port, ok := flow.URIName(uri)
+	t, name, port, ok := flow.URIName(target)
 	if !ok {
 		return nil, dialError(uri, nil, err)
 	}

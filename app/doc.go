@@ -74,7 +74,9 @@
 // loopback address (tcp://127.0.0.1:80) serves the other apps of the host
 // alone, cut-through, as a kernel listener there serves local peers; a
 // host name (tcp://localhost:80) binds one of its addresses, the first
-// IPv4 one, as net.Listen does. Dial
+// IPv4 one, as net.Listen does. The port may be a service name
+// (tcp://:http, udp://10.0.0.7:domain), looked up as net.Listen and
+// net.Dial look it up (net.LookupPort). Dial
 // of no address or an unspecified one dials the loopback address of its
 // family, as net.Dial dials the local system. A link-local IPv6 address
 // may carry a zone naming the interface of the app's namespace

@@ -116,7 +116,13 @@ func bothFamilies(uri string) (uris []string, both bool) {
 // a host name's address) and their endpoints; errors are opError's for
 // "listen".
 func listenURIs(uri string) (uris []string, eps []flow.Endpoint, err error) {
-	uris, _ = bothFamilies(uri)
+	ctx, cancel := context.WithTimeout(context.Background(), controlTimeout)
+	defer cancel()
+	named, err := servicePort(ctx, uri)
+	if err != nil {
+		return nil, nil, opError("listen", uri, err)
+	}
+	uris, _ = bothFamilies(named)
 	eps = make([]flow.Endpoint, len(uris))
 	for i, u := range uris {
 		plain, _ := flow.SplitZone(u) // the zone goes to the daemon with u
@@ -136,9 +142,7 @@ func listenURIs(uri string) (uris []string, eps []flow.Endpoint, err error) {
 		// A host name (tcp://localhost:8080) listens on one of its
 		// addresses, the first IPv4 one if it has one, as net.Listen
 		// does.
-		ctx, cancel := context.WithTimeout(context.Background(), controlTimeout)
 		addrs, err := net.DefaultResolver.LookupNetIP(ctx, "ip", name)
-		cancel()
 		if err == nil && len(addrs) == 0 {
 			err = &net.DNSError{Err: "no address", Name: name, IsNotFound: true}
 		}

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"net"
 	"net/netip"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"syscall"
@@ -100,6 +101,10 @@ func (a *App) ListenPacketConn(uri string) (*PacketConn, error) {
 func (a *App) listenPacket(uri string) (*PacketConn, error) {
 	uris, eps, err := listenURIs(uri)
 	if err != nil {
+		// The forms a URI error offers: ListenPacket's alone.
+		if e, ok := err.(*Error); ok && errors.Is(err, flow.ErrInvalidURI) {
+			e.Msg = strings.ReplaceAll(e.Msg, "tcp://ADDR:PORT or udp://ADDR:PORT", "udp://ADDR:PORT")
+		}
 		return nil, err
 	}
 	if eps[0].Transport != flow.TransportUDP {
