@@ -10,7 +10,8 @@ import (
 // servicePort returns uri with a port given as a service name
 // (tcp://:http, udp://ns1.example:domain) replaced by its number, looked up
 // as net.Dial and net.Listen look it up (net.LookupPort: this host's
-// services database, then Go's table of the common ones). A URI whose port
+// services database, then Go's table of the common ones), and a port with
+// a plus sign (tcp://:+80) by its number, as they read it. A URI whose port
 // is a number, or that is not of the form scheme://HOST:PORT or
 // scheme://HOST/PORT, comes back unchanged, for the parser to judge. An
 // unknown service fails with the lookup's *net.DNSError ("unknown port"),
@@ -27,6 +28,10 @@ func servicePort(ctx context.Context, uri string) (string, error) {
 		return uri, nil
 	}
 	name := rest[i:]
+	if len(name) > 1 && name[0] == '+' && strings.Trim(name[1:], "0123456789") == "" {
+		// A signed decimal port, as net.Dial and net.Listen read one.
+		return scheme + "://" + rest[:i] + name[1:], nil
+	}
 	if !isServiceName(name) {
 		return uri, nil
 	}

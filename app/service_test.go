@@ -16,8 +16,11 @@ func TestServicePort(t *testing.T) {
 		{"udp://fd00::1/domain", "udp://fd00::1/53"},
 		{"tcp://db.example:http", "tcp://db.example:80"},
 		{"tcp://10.0.0.1:8080", "tcp://10.0.0.1:8080"}, // a number: the parser's
-		{"tcp://10.0.0.1", "tcp://10.0.0.1"},           // no port: the parser's error
-		{"tcp://fd00::abc", "tcp://fd00::abc"},         // no brackets: the parser's error
+		{"tcp://10.0.0.1:+8080", "tcp://10.0.0.1:8080"},
+		{"udp://[::1]:+53", "udp://[::1]:53"},
+		{"tcp://10.0.0.1:+", "tcp://10.0.0.1:+"},
+		{"tcp://10.0.0.1", "tcp://10.0.0.1"},   // no port: the parser's error
+		{"tcp://fd00::abc", "tcp://fd00::abc"}, // no brackets: the parser's error
 		{"sctp://10.0.0.1:http", "sctp://10.0.0.1:http"},
 		{"tcp://[fd00::1]http", "tcp://[fd00::1]http"},
 		{"no scheme:http", "no scheme:http"},
