@@ -360,8 +360,8 @@ func tcpAt(pkt []byte, proto tcpip.NetworkProtocolNumber) int {
 // IP takes, of at most bigPayload bytes of payload each: the headers
 // copied (an IPv6 jumbo option's hop-by-hop header left out), each one's
 // sequence number advanced and its IP length set, PSH and FIN only on the
-// last, as segmentation would have cut it. The caller noted the segment's
-// window (windows.inbound).
+// last and CWR only on the first, as segmentation would have cut it. The
+// caller noted the segment's window (windows.inbound).
 func deliverBig(d stack.NetworkDispatcher, pkt []byte, proto tcpip.NetworkProtocolNumber) {
 	ipL, at := header.IPv6MinimumSize, tcpAt(pkt, proto)
 	if proto == ipv4.ProtocolNumber {
@@ -389,6 +389,9 @@ func deliverBig(d stack.NetworkDispatcher, pkt []byte, proto tcpip.NetworkProtoc
 		binary.BigEndian.PutUint32(h[ipL+4:], seq+uint32(off))
 		if off+n < len(payload) {
 			h[ipL+13] &^= uint8(header.TCPFlagPsh | header.TCPFlagFin)
+		}
+		if off > 0 {
+			h[ipL+13] &^= uint8(header.TCPFlagCwr) // as Linux's segmentation: the first piece alone
 		}
 		setIPLen(h, proto, hdrLen+n)
 		deliver(d, headed(hv, buffer.NewViewWithData(payload[off:off+n])), proto)
