@@ -32,7 +32,8 @@ var lastURI atomic.Pointer[uriCache]
 // socket with IPV6_V6ONLY set); there is no address that means both (the
 // app library's Listen and ListenPacket take tcp://:PORT as a bind of
 // each, and its Dial as the loopback address). The port is decimal,
-// 0-65535.
+// 0-65535 (the app library turns a service name, tcp://:http, into its
+// number before it parses).
 // Errors wrap ErrInvalidURI and say which part was wrong. The endpoint's
 // IfIndex and FIB are left zero; bind and connect fill them from the app's
 // namespace. ParseURI is safe for concurrent use.
