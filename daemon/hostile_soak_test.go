@@ -414,7 +414,6 @@ type hostileSoakApp struct {
 	oob      []byte
 	counts   map[string]int
 	replies  map[string]int
-	lastRecv time.Time
 }
 
 // hsFifo is a fifo of the hostile app's: a view for scribbling and what

@@ -270,14 +270,6 @@ func compareSem(t *testing.T, kind string, ref, got semTrace, doc map[string]str
 	}
 }
 
-// appOnly is m for the app's kinds, nil for the kernel's.
-func appOnly(k semKind, m map[string]string) map[string]string {
-	if !k.app {
-		return nil
-	}
-	return m
-}
-
 // Results the app library gives where doc.go and README.md say it differs
 // from the kernel.
 var (
