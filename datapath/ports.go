@@ -86,33 +86,48 @@ func (p *enginePath) ReservePort(ep sessions.Endpoint) (uint16, error) {
 // reserveBesideOwn reserves w, a wildcard address and port, beside the
 // daemon's own sockets of specific addresses of that port (listeners of
 // other apps), which the session layer lets bind side by side as it lets
-// a specific listener bind beside a wildcard one: with SO_REUSEADDR set on
-// theirs for the bind, and cleared after on all (udp.ReserveBeside). The
-// kernel then delivers to each socket what goes to its address, the rest
-// (other addresses, broadcasts, groups) to the wildcard's, so every
+// a specific listener bind beside a wildcard one (reserveBesideLocked).
+// The kernel then delivers to each socket what goes to its address, the
+// rest (other addresses, broadcasts, groups) to the wildcard's, so every
 // listener has its kernel path. EADDRINUSE when no socket of the daemon's
 // holds the port, or when another socket (not the daemon's) does.
 func (e *Engine) reserveBesideOwn(w netip.AddrPort) (*udp.Reservation, error) {
 	e.mu.Lock()
 	defer e.mu.Unlock()
+	holders := e.specificHoldersLocked(w)
+	if len(holders) == 0 || e.closed {
+		return nil, unix.EADDRINUSE
+	}
+	return e.reserveBesideLocked(w, holders)
+}
+
+// specificHoldersLocked returns the daemon's sockets of specific addresses
+// of w's port and family. e.mu is held.
+func (e *Engine) specificHoldersLocked(w netip.AddrPort) []*udp.Reservation {
 	var holders []*udp.Reservation
 	for o, r := range e.ports {
 		if r != nil && o.Port() == w.Port() && o.Addr().Is4() == w.Addr().Is4() && !o.Addr().IsUnspecified() {
 			holders = append(holders, r)
 		}
 	}
-	if len(holders) == 0 || e.closed {
-		return nil, unix.EADDRINUSE
-	}
-	// e.mu held throughout: no holder closes meanwhile (ReleasePort
-	// takes its socket out of e.ports under e.mu first).
+	return holders
+}
+
+// reserveBesideLocked reserves a (scoped) beside holders, sockets of the
+// daemon's that hold a's port and that a's bind conflicts with: with
+// SO_REUSEADDR set on them for the bind, and cleared after on all
+// (udp.ReserveBeside), so that no other socket binds beside them later.
+// e.mu is held throughout: no holder closes meanwhile (ReleasePort takes
+// its socket out of e.ports under e.mu first, and closes it after its
+// heirs are bound).
+func (e *Engine) reserveBesideLocked(a netip.AddrPort, holders []*udp.Reservation) (*udp.Reservation, error) {
 	for _, r := range holders {
 		_ = r.SetReuseAddr(true)
 	}
 	var res *udp.Reservation
 	err := doIn(e.nsh, func() error {
 		var err error
-		res, err = udp.ReserveBeside(w)
+		res, err = udp.ReserveBeside(a)
 		return err
 	})
 	for _, r := range holders {
@@ -123,24 +138,29 @@ func (e *Engine) reserveBesideOwn(w netip.AddrPort) (*udp.Reservation, error) {
 	return res, err
 }
 
-// shareOwnPort records ep as held through the daemon's own reservation of
-// another address of the same port, when there is one: the session layer
-// lets a wildcard and a specific listener of one port live side by side,
-// which the kernel refuses to two sockets without SO_REUSEADDR (that
-// would let kernel sockets share the port too). The entry holds no socket
-// (nil); ReleasePort moves the kernel's hold to it when the socket's own
-// listener goes.
+// shareOwnPort records ep, a specific address, as held through the
+// daemon's own reservation of its family's wildcard address of the same
+// port, when there is one: the session layer lets a wildcard and a
+// specific listener of one port live side by side, which the kernel
+// refuses to two sockets without SO_REUSEADDR (that would let kernel
+// sockets share the port too). The entry holds no socket (nil);
+// ReleasePort moves the kernel's hold to it when the socket's own
+// listener goes. A wildcard address shares no socket: it binds beside
+// the daemon's sockets of specific addresses (reserveBesideOwn); nor does
+// a specific address beside another specific address's socket, which
+// does not hold it: the kernel refused its bind for another socket's,
+// not the daemon's.
 func (e *Engine) shareOwnPort(ep sessions.Endpoint) bool {
 	k := kernelKey(ep)
 	e.mu.Lock()
 	defer e.mu.Unlock()
-	if _, held := e.ports[k]; e.closed || held {
+	if _, held := e.ports[k]; e.closed || held || k.Addr().IsUnspecified() {
 		// k's own listener holds it (or shares it) already: a second
 		// bind of k is refused, and its entry stays as it is.
 		return false
 	}
 	for o, r := range e.ports {
-		if r != nil && o.Port() == k.Port() && o.Addr().Is4() == k.Addr().Is4() && o != k {
+		if r != nil && o.Port() == k.Port() && o.Addr().Is4() == k.Addr().Is4() && o.Addr().IsUnspecified() {
 			e.ports[k] = nil
 			return true
 		}
@@ -168,10 +188,12 @@ func (e *Engine) shareKernelLocked(t *udp.Target, k netip.AddrPort) {
 
 // ReleasePort closes the reservation of e's port. When listeners of other
 // addresses of the port shared it (shareOwnPort), each of them that the
-// kernel now lets bind takes over its own address's hold, and its kernel
+// kernel lets bind takes over its own address's hold, and its kernel
 // path: those of specific addresses first, as they do not conflict with
-// one another, then a wildcard one, which binds only when none of them is
-// held.
+// one another, then a wildcard one, beside the daemon's sockets of
+// specific addresses. The heirs bind beside the socket that goes
+// (reserveBesideLocked) before it closes, so that the port is never free
+// for a kernel socket of another program in between.
 func (p *enginePath) ReleasePort(ep sessions.Endpoint) {
 	e := p.e
 	k := kernelKey(ep)
@@ -186,46 +208,48 @@ func (p *enginePath) ReleasePort(ep sessions.Endpoint) {
 	if ok {
 		delete(e.ports, k)
 	}
-	var heirs []netip.AddrPort
-	if res != nil {
-		for o, r := range e.ports {
-			if r == nil && o.Port() == k.Port() && o.Addr().Is4() == k.Addr().Is4() {
-				heirs = append(heirs, o)
-			}
-		}
+	if res != nil && !e.closed {
+		e.inheritLocked(res, k)
 		for _, t := range e.sharers {
 			// Nothing more through the socket that closes; the heirs
-			// below have sockets of their own.
+			// have sockets of their own.
 			t.Borrowed.CompareAndSwap(res, nil)
 		}
 	}
 	e.mu.Unlock()
 	res.Close()
+}
+
+// inheritLocked binds the sockets of the heirs of res, the socket of k
+// about to close: the listeners of k's port and family that held their
+// address through another's socket (entries without one), beside res.
+// e.mu is held.
+func (e *Engine) inheritLocked(res *udp.Reservation, k netip.AddrPort) {
+	var heirs []netip.AddrPort
+	for o, r := range e.ports {
+		if r == nil && o.Port() == k.Port() && o.Addr().Is4() == k.Addr().Is4() {
+			heirs = append(heirs, o)
+		}
+	}
 	slices.SortFunc(heirs, func(a, b netip.AddrPort) int {
 		return cmp.Compare(btoi(a.Addr().IsUnspecified()), btoi(b.Addr().IsUnspecified()))
 	})
 	for _, h := range heirs {
-		var nr *udp.Reservation
-		if err := doIn(e.nsh, func() error {
-			var err error
-			nr, err = udp.Reserve(netip.AddrPortFrom(e.scoped(h.Addr()), h.Port()))
-			return err
-		}); err != nil {
+		holders := []*udp.Reservation{res}
+		if h.Addr().IsUnspecified() {
+			holders = append(holders, e.specificHoldersLocked(h)...)
+		}
+		nr, err := e.reserveBesideLocked(netip.AddrPortFrom(e.scoped(h.Addr()), h.Port()), holders)
+		if err != nil {
 			continue
 		}
-		e.mu.Lock()
-		if r, still := e.ports[h]; still && r == nil && !e.closed {
-			e.ports[h] = nr
-			if t := e.heirTargetLocked(h); t != nil && e.pw != nil && nr.Open() == nil {
-				// Its own kernel path now: sent through and read.
-				delete(e.sharers, h)
-				t.Borrowed.Store(nr)
-				e.watchKernelLocked(t, nr)
-			}
-			nr = nil
+		e.ports[h] = nr
+		if t := e.heirTargetLocked(h); t != nil && e.pw != nil && nr.Open() == nil {
+			// Its own kernel path now: sent through and read.
+			delete(e.sharers, h)
+			t.Borrowed.Store(nr)
+			e.watchKernelLocked(t, nr)
 		}
-		e.mu.Unlock()
-		nr.Close()
 	}
 }
 

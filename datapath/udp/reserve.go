@@ -46,13 +46,15 @@ func Reserve(local netip.AddrPort) (*Reservation, error) {
 	return reserve(local, false)
 }
 
-// ReserveBeside is Reserve of a wildcard address whose port sockets of
-// the caller's hold for specific addresses, with SO_REUSEADDR set on them
-// (SetReuseAddr): the kernel lets two sockets share a port only when both
-// have it. The new socket binds with it and clears it after, as the caller
-// clears it on the others, so that no socket binds beside them later;
-// meanwhile the kernel gives each datagram to the socket of its
-// destination address, the rest to the wildcard one.
+// ReserveBeside is Reserve of an address whose port sockets of the
+// caller's hold for addresses its bind conflicts with (a wildcard address
+// beside specific ones, or an address beside a socket about to close that
+// holds it), with SO_REUSEADDR set on them (SetReuseAddr): the kernel
+// lets two sockets share a port only when both have it. The new socket
+// binds with it and clears it after, as the caller clears it on the
+// others, so that no socket binds beside them later; meanwhile the kernel
+// gives each datagram to the socket of its destination address, the rest
+// to the wildcard one.
 func ReserveBeside(local netip.AddrPort) (*Reservation, error) {
 	return reserve(local, true)
 }
