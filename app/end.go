@@ -45,6 +45,12 @@ type end struct {
 	timedOut    atomic.Bool // the reset was a timeout (retransmissions or keepalive probes unanswered)
 	fifoCorrupt atomic.Bool // the daemon reset it: a fifo's indices were corrupt
 	brokenPipe  atomic.Bool // the peer reset it after its FIN: writes fail with EPIPE, reads end with io.EOF
+
+	// dialed is, for a cut-through session accepted on a PacketConn, the
+	// address its peer dialed (the listener's it reached): its family
+	// bounds the datagrams WriteTo sends it (checkDgramSize), as a kernel
+	// UDP socket's to a loopback address of that family are bounded.
+	dialed netip.AddrPort
 }
 
 // newCTEnd maps a cut-through session passed by the daemon: its segment

@@ -206,7 +206,10 @@ func (p *PacketConn) rebuildLocked() {
 }
 
 // accept takes a cut-through session opened to the listener.
-func (p *PacketConn) accept(e *end, _ *api.SessionInfo) bool {
+func (p *PacketConn) accept(e *end, info *api.SessionInfo) bool {
+	if info != nil {
+		e.dialed = netip.AddrPortFrom(info.Local.Addr, info.Local.Port)
+	}
 	p.mu.Lock()
 	if p.closing {
 		p.mu.Unlock()
@@ -329,17 +332,25 @@ func (p *PacketConn) reapLocked(e *end) {
 // dropBrokenLocked ends cut-through session e, whose rx fifo could not
 // be read (fifo.ErrCorrupt: its peer, which shares the fifo's memory,
 // broke its indices or a record): the readers pass it over from now on,
-// the daemon is asked to end it, and once it has (peerClosed) the readers
-// drop it with what the listener held of it, as a peer gone. So another
-// app's bad writes cost the listener that session alone, and its reads go
-// on with its other ends. Counted in BrokenPeers. rd.mu is held.
+// the daemon is asked to end it, and once it has the readers drop it with
+// what the listener held of it, as a peer gone. The daemon tells the
+// other end alone of a Disconnect, so no event (peerClosed) marks e gone:
+// its reply does. So another app's bad writes cost the listener that
+// session alone, and its reads go on with its other ends. Counted in
+// BrokenPeers. rd.mu is held.
 func (p *PacketConn) dropBrokenLocked(e *end) {
 	if e.broken.Swap(true) {
 		return
 	}
 	p.broken.Add(1)
-	p.reap.Store(true) // ended already: dropped at the next pick
-	go p.a.disconnect(e.h)
+	go func() {
+		if p.a.endSession(&api.Disconnect{Handle: e.h}) != nil {
+			return // passed over still; Close disconnects it again
+		}
+		e.gone.Store(true)
+		p.reap.Store(true) // dropped at the next pick
+		p.rd.poke()
+	}()
 }
 
 // BrokenPeers counts the cut-through sessions the listener ended because
@@ -354,7 +365,7 @@ func (p *PacketConn) waitReadLocked() error {
 			return nil
 		}
 		for _, e := range *p.ends.Load() {
-			if e.readable() {
+			if e.readable() && !e.broken.Load() {
 				sp.hit(p.a)
 				return nil
 			}
@@ -374,8 +385,10 @@ func (p *PacketConn) waitReadLocked() error {
 		p.rd.disarm(p.a, s)
 		return nil
 	}
+	// A broken end's bytes are never read (pickLocked passes it over):
+	// they must not keep the caller from sleeping.
 	for _, e := range ends {
-		if e.readable() {
+		if e.readable() && !e.broken.Load() {
 			p.rd.disarm(p.a, s)
 			return nil
 		}
@@ -600,12 +613,15 @@ func sliceAt(a, b []byte, off, n int) ([]byte, []byte) {
 // *net.UDPAddr, or on the cut-through session a *CutThroughAddr names. To
 // the wire it waits for room while the fifo is full; to a cut-through peer
 // whose fifo is full it does not: the datagram is lost (PeerDrops), as
-// one to a kernel socket whose receive buffer is full. With SetDontFragment, a datagram
-// to the wire larger than the path MTU fails with an error wrapping
-// syscall.EMSGSIZE. A pending asynchronous error (see SetDontFragment) is
-// returned instead, once, and b is not sent. An errno of a failed write
-// (EMSGSIZE, EINVAL for port 0, ENETUNREACH for an address of the other
-// family, the pending error) is held in an *os.SyscallError naming
+// one to a kernel socket whose receive buffer is full; one larger than IP
+// of the session's family carries (MaxDatagram4, MaxDatagram6) fails with
+// EMSGSIZE, as a kernel socket's to the loopback address the peer dialed.
+// With SetDontFragment, a datagram to the wire larger than the path MTU
+// fails with an error wrapping syscall.EMSGSIZE. A pending asynchronous
+// error (see SetDontFragment) is returned instead, once, and b is not
+// sent. An errno of a failed write (EMSGSIZE, EINVAL for port 0 or a nil
+// address, ENETUNREACH for an address of the other family, the pending
+// error) is held in an *os.SyscallError naming
 // "sendto" under the *net.OpError, as the net package holds a kernel UDP
 // socket's (WriteToUDPAddrPort too); an address of another type than
 // *net.UDPAddr and *CutThroughAddr fails with a bare syscall.EINVAL, as
@@ -613,14 +629,25 @@ func sliceAt(a, b []byte, off, n int) ([]byte, []byte) {
 func (p *PacketConn) WriteTo(b []byte, addr net.Addr) (int, error) {
 	switch x := addr.(type) {
 	case *CutThroughAddr:
+		if x == nil {
+			addr = nil // the errors' text would print it: its String dereferences it
+		}
 		// Close forgets the sessions: after it, the write fails with
 		// net.ErrClosed, not for want of the session.
 		if err := p.wr.check(p.a, p.done); err != nil {
 			return 0, netError("write", p.laddr, addr, err)
 		}
+		if x == nil {
+			// EINVAL, as to a nil *net.UDPAddr.
+			return 0, netError("write", p.laddr, nil, syscallError("sendto", errNoAddress))
+		}
 		p.mu.Lock()
-		e := p.peers[x.Session]
+		e, closing := p.peers[x.Session], p.closing
 		p.mu.Unlock()
+		if closing {
+			// Close, since the look above, forgets the sessions.
+			return 0, netError("write", p.laddr, addr, net.ErrClosed)
+		}
 		if e == nil {
 			return 0, netError("write", p.laddr, addr, fmt.Errorf("no cut-through session %#x: %w", uint64(x.Session), flow.ErrNoSession))
 		}
@@ -666,6 +693,14 @@ func (p *PacketConn) write(b []byte, e *end, wb *wireBind, remote netip.AddrPort
 	if e == nil {
 		return fail(ErrNoDatapath)
 	}
+	if !e.datapath {
+		// No larger than IP of the session's family carries, as a
+		// kernel socket's datagram to the loopback address the peer
+		// dialed (EMSGSIZE), however much its fifo holds.
+		if err := checkDgramSize(len(b), e.dialed); err != nil {
+			return fail(err)
+		}
+	}
 	local := p.binds[0].local
 	if e.datapath {
 		local = wb.local
@@ -680,6 +715,11 @@ func (p *PacketConn) write(b []byte, e *end, wb *wireBind, remote netip.AddrPort
 	}
 	p.wr.mu.Lock()
 	defer p.wr.mu.Unlock()
+	// Close holds wr.mu while it forgets the sessions: a write that
+	// waited for it fails with net.ErrClosed, not for a peer gone.
+	if err := p.wr.check(p.a, p.done); err != nil {
+		return fail(err)
+	}
 	if !e.datapath {
 		p.mu.Lock()
 		alive := p.peers[e.h] == e

@@ -1,0 +1,110 @@
+package daemon
+
+import (
+	"context"
+	"encoding/binary"
+	"errors"
+	"os"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/xsessiond/xsessiond/app"
+	"github.com/xsessiond/xsessiond/fifo"
+	"github.com/xsessiond/xsessiond/fifo/fifotest"
+)
+
+// TestUDPListenerLetsGoOfCorruptPeer: a cut-through peer whose fifo is
+// found corrupt is ended by the listener (BrokenPeers) while its app keeps
+// its own end of the session open, as a hostile app would. The listener
+// is not left with that end: a read with nothing else to read sleeps
+// until its deadline instead of spinning on the broken fifo's bytes, and
+// the listener unmaps the session's segment once the daemon ended the
+// session, although no event tells it so (the daemon tells the other end
+// alone of a Disconnect). Before, every such read spun on the CPU until
+// its deadline, and the listener held the segment (and the peer's
+// eventfd) until it closed.
+func TestUDPListenerLetsGoOfCorruptPeer(t *testing.T) {
+	if raceEnabled {
+		// As TestUDPListenerOutlivesCorruptPeer: the test writes the
+		// session's segment through the daemon's mapping, which the
+		// daemon closes when the session ends.
+		t.Skip("writes the daemon's mapping of a segment the daemon later closes")
+	}
+	d := startDaemon(t)
+	srv := attach(t, d, app.Options{Name: "listener"})
+	pc, err := srv.ListenPacketConn("udp://0.0.0.0:7932")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer pc.Close()
+	hostile := attach(t, d, app.Options{Name: "hostile"})
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	hc, err := hostile.Dial(ctx, "udp://127.0.0.1:7932")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer hc.Close() // its app keeps the session's end until the test ends
+	buf := make([]byte, 2048)
+	if _, err := hc.Write([]byte("hello")); err != nil {
+		t.Fatal(err)
+	}
+	pc.SetReadDeadline(time.Now().Add(5 * time.Second))
+	if n, _, err := pc.ReadFrom(buf); err != nil || string(buf[:n]) != "hello" {
+		t.Fatalf("first datagram: %q %v", buf[:n], err)
+	}
+	pairs := appSessions(t, d, "hostile")
+	if len(pairs) != 1 {
+		t.Fatalf("%d sessions of the hostile app, want 1", len(pairs))
+	}
+	if _, err := hc.Write([]byte("x")); err != nil {
+		t.Fatal(err)
+	}
+	for _, p := range pairs {
+		waitFor(t, "the hostile datagram queued", 5*time.Second, func() bool { return fifotest.Tail(p.Tx) != fifotest.Head(p.Tx) })
+		off := int(fifotest.Head(p.Tx) % p.Tx.Size())
+		binary.NativeEndian.PutUint32(fifotest.Data(p.Tx)[off+fifo.DgramOffLen:], 1<<30)
+	}
+	sleeps := srv.ReadStats().Sleeps
+	pc.SetReadDeadline(time.Now().Add(300 * time.Millisecond))
+	if n, from, err := pc.ReadFrom(buf); !errors.Is(err, os.ErrDeadlineExceeded) {
+		t.Fatalf("read with the broken peer alone: %d from %v, %v; want a timeout", n, from, err)
+	}
+	if pc.BrokenPeers() != 1 {
+		t.Fatalf("BrokenPeers %d, want 1", pc.BrokenPeers())
+	}
+	if srv.ReadStats().Sleeps == sleeps {
+		t.Errorf("the read never slept: it spun until its deadline on the broken session's queued bytes")
+	}
+	waitFor(t, "the broken session to end in the daemon", 5*time.Second, func() bool {
+		return len(appSessions(t, d, "hostile")) == 0
+	})
+	// The daemon let go of the segment; the hostile app maps it still.
+	// Reads go on, and one after the session ended drops the listener's
+	// end with its mapping.
+	deadline := time.Now().Add(5 * time.Second)
+	for ctMappings(t) > 1 {
+		if time.Now().After(deadline) {
+			t.Fatalf("the listener still maps the broken session's segment (%d mappings, want the hostile app's alone)", ctMappings(t))
+		}
+		pc.SetReadDeadline(time.Now().Add(20 * time.Millisecond))
+		pc.ReadFrom(buf)
+	}
+}
+
+// ctMappings counts the test process's mappings of cut-through segments.
+func ctMappings(t *testing.T) int {
+	t.Helper()
+	b, err := os.ReadFile("/proc/self/maps")
+	if err != nil {
+		t.Fatal(err)
+	}
+	n := 0
+	for _, l := range strings.Split(string(b), "\n") {
+		if strings.Contains(l, "memfd:xsessiond:ct-") {
+			n++
+		}
+	}
+	return n
+}
