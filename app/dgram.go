@@ -29,12 +29,14 @@ var (
 // checkDgramSize refuses a datagram of n bytes to remote larger than its
 // family allows.
 func checkDgramSize(n int, remote netip.AddrPort) error {
-	max := MaxDatagram4
+	max, v := MaxDatagram4, 4
 	if a := remote.Addr(); a.Is6() && !a.Is4In6() {
-		max = MaxDatagram6
+		max, v = MaxDatagram6, 6
 	}
 	if n > max {
-		return errMessageTooLong
+		// What is wrong, not the fifo's room: ErrMessageTooLong and
+		// EMSGSIZE under it all the same.
+		return &Error{Msg: fmt.Sprintf("app: datagram of %d bytes: more than IPv%d carries (%d)", n, v, max), Err: errMessageTooLong.Err}
 	}
 	return nil
 }

@@ -88,6 +88,12 @@ func (p *PacketConn) membership(op string, ifi *net.Interface, group net.Addr, l
 	_, fds, err := p.a.call(ctx, m)
 	api.CloseFDs(fds)
 	if err != nil {
+		if isClosed(p.done) {
+			// Close unbound the listener meanwhile: the daemon's
+			// refusal is for a handle gone, which the caller knows as
+			// a closed listener.
+			return netError(op, p.laddr, ga, net.ErrClosed)
+		}
 		return netError(op, p.laddr, ga, groupError(op, g, err))
 	}
 	return nil
