@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"net"
 	"net/netip"
+	"strconv"
 
 	"github.com/xsessiond/xsessiond/flow"
 )
@@ -77,4 +78,16 @@ func zonedAddr(a net.Addr, zone string) net.Addr {
 		}
 	}
 	return a
+}
+
+// linkZone is the zone an app names a link-local peer of its namespace's
+// link with: zone when the app gave one, or else the link's interface
+// index (ifindex, from the daemon's reply; 0 for none gives ""). The
+// daemon takes either back (a zone naming its interface by name or by
+// index).
+func linkZone(zone string, ifindex int) string {
+	if zone != "" || ifindex <= 0 {
+		return zone
+	}
+	return strconv.Itoa(ifindex)
 }

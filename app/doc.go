@@ -81,7 +81,11 @@
 // family, as net.Dial dials the local system. A link-local IPv6 address
 // may carry a zone naming the interface of the app's namespace
 // (tcp://[fe80::1%eth0]:80), as net.Dial takes it; the daemon refuses
-// another.
+// another. A link-local peer's address, as ReadFrom and a listener's
+// connections give it, carries a zone as a kernel socket's does: the zone
+// the listener's URI gave, or else the index of the namespace's interface
+// (the app's netns need not be the one where the interface has its name),
+// which the daemon takes back as it takes the name.
 //
 // SetDontFragment on a PacketConn or UDP Conn asks that datagrams to the
 // wire go out unfragmented (IP_PMTUDISC_DO on a kernel socket). A datagram

@@ -28,9 +28,10 @@ const maxAcceptQueue = 1 << 16
 // sessions from other apps of the host (and, for transports the datapath
 // accepts, sessions from the wire). It implements net.Listener.
 type Listener struct {
-	a     *App
-	binds []bound // one per family: two for a listener of both families
-	addr  net.Addr
+	a      *App
+	binds  []bound // one per family: two for a listener of both families
+	addr   net.Addr
+	llZone string // the zone of link-local addresses (linkZone)
 
 	mu      sync.Mutex // guards closing and queue
 	closing bool
@@ -71,7 +72,9 @@ func (a *App) listen(uri string) (*Listener, error) {
 	if err != nil {
 		return nil, err
 	}
-	l := &Listener{a: a, binds: binds, addr: endpointAddr(lastBind(binds).ep), ready: make(chan struct{}, 1), done: make(chan struct{}), dl: newDeadline()}
+	_, zone := flow.SplitZone(uri)
+	l := &Listener{a: a, binds: binds, addr: zonedAddr(endpointAddr(lastBind(binds).ep), zone), llZone: linkZone(zone, lastBind(binds).r.Local.IfIndex),
+		ready: make(chan struct{}, 1), done: make(chan struct{}), dl: newDeadline()}
 	for _, b := range binds {
 		a.addAcceptor(b.h, b.ep, l)
 	}
@@ -318,7 +321,9 @@ func (l *Listener) accept(e *end, info *api.SessionInfo) bool {
 	var raddr net.Addr = &CutThroughAddr{Session: e.h}
 	var remote netip.AddrPort
 	if !info.CutThrough && info.Remote.Addr.IsValid() {
-		raddr = endpointAddr(info.Remote)
+		// A link-local peer's address names the link, as a kernel
+		// listener's connection has it (fe80::1%eth0).
+		raddr = zonedAddr(endpointAddr(info.Remote), l.llZone)
 		remote = netip.AddrPortFrom(info.Remote.Addr, info.Remote.Port)
 	}
 	if len(l.queue) >= maxAcceptQueue {
@@ -329,7 +334,7 @@ func (l *Listener) accept(e *end, info *api.SessionInfo) bool {
 		// The address the peer reached, on the wire or cut-through (a
 		// wildcard listener's is unspecified), as a kernel listener's
 		// connection has it.
-		laddr = endpointAddr(info.Local)
+		laddr = zonedAddr(endpointAddr(info.Local), l.llZone)
 		if !info.CutThrough {
 			local = netip.AddrPortFrom(info.Local.Addr, info.Local.Port)
 		}

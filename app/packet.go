@@ -28,6 +28,11 @@ type PacketConn struct {
 	a     *App
 	binds []wireBind // one per family: two for a listener of both families
 	laddr net.Addr
+	// llZone is the zone of a link-local sender's address (ReadFrom,
+	// ReadBatch), as the kernel gives its scope: the zone the URI gave,
+	// or the index of the namespace's interface (the app's netns may not
+	// be the daemon's, where the interface has its name). "" for none.
+	llZone string
 
 	rd, wr half
 	done   chan struct{}
@@ -152,6 +157,7 @@ func (a *App) listenPacket(uri string) (*PacketConn, error) {
 	}
 	_, zone := flow.SplitZone(uri)
 	p.laddr = zonedAddr(endpointAddr(lastBind(bs).ep), zone)
+	p.llZone = linkZone(zone, lastBind(bs).r.Local.IfIndex)
 	p.rebuildLocked()
 	for _, b := range p.binds {
 		a.addAcceptor(b.h, b.ep, p)
@@ -489,10 +495,21 @@ func (p *PacketConn) read(b []byte) (int, *end, netip.AddrPort, error) {
 					// as IPv4-mapped IPv6 addresses.
 					from = netip.AddrPortFrom(netip.AddrFrom16(from.Addr().As16()), from.Port())
 				}
+				from = p.zoned(from)
 			}
 			return n, e, from, nil
 		}
 	}
+}
+
+// zoned returns from with the listener's link zone when its address is
+// IPv6 link-local, as a kernel socket names such a sender
+// (fe80::1%eth0).
+func (p *PacketConn) zoned(from netip.AddrPort) netip.AddrPort {
+	if a := from.Addr(); p.llZone != "" && a.Is6() && a.IsLinkLocalUnicast() && a.Zone() == "" {
+		return netip.AddrPortFrom(a.WithZone(p.llZone), from.Port())
+	}
+	return from
 }
 
 // ReadBatch fills msgs with the datagrams queued on one of the listener's
@@ -533,6 +550,11 @@ func (p *PacketConn) ReadBatch(msgs []Message) (int, error) {
 		}
 		if n > 0 {
 			p.held, p.heldN = e, used
+			if e.datapath && p.llZone != "" {
+				for i := range msgs[:n] {
+					msgs[i].Remote = p.zoned(msgs[i].Remote)
+				}
+			}
 			return n, nil
 		}
 	}
