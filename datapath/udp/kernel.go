@@ -241,7 +241,11 @@ func (r *Reservation) membership(group netip.Addr, ifindex int, join bool, max i
 		opt := unix.IPV6_LEAVE_GROUP
 		if join {
 			opt = unix.IPV6_JOIN_GROUP
-			if max >= 0 && r.groups >= max && g.IsMulticast() {
+			// A group joined there already is the kernel's to refuse
+			// (EADDRINUSE), as Linux checks an IPv4 socket's
+			// memberships before its bound.
+			_, member := r.joined[membership{g, ifindex}]
+			if max >= 0 && r.groups >= max && g.IsMulticast() && !member {
 				return fmt.Errorf("%s group %v on %v: a member of %d groups: %w", op, group, r.addr, r.groups, unix.ENOBUFS)
 			}
 		}
@@ -264,5 +268,30 @@ func (r *Reservation) membership(group netip.Addr, ifindex int, join bool, max i
 	} else if r.groups > 0 {
 		r.groups--
 	}
+	if r.addr.Addr().Is6() {
+		if r.joined == nil {
+			r.joined = map[membership]struct{}{}
+		}
+		if join {
+			r.joined[membership{g, ifindex}] = struct{}{}
+		} else {
+			// The kernel left the membership of the interface ifindex
+			// resolves to: an entry of index 0 may be that one, as a
+			// leave of 0 may be any entry's. Dropping one too many
+			// only keeps a repeated join under the bound.
+			for m := range r.joined {
+				if m.group == g && (m.ifindex == ifindex || m.ifindex == 0 || ifindex == 0) {
+					delete(r.joined, m)
+				}
+			}
+		}
+	}
 	return nil
+}
+
+// membership is an IPv6 socket's membership of a group on the interface
+// of an index (0: the one of the route to the group).
+type membership struct {
+	group   netip.Addr
+	ifindex int
 }

@@ -27,10 +27,12 @@ type Reservation struct {
 	addr netip.AddrPort
 
 	// gmu serializes the membership changes (JoinGroup, LeaveGroup) and
-	// guards groups, the memberships the socket has; it is taken before
-	// mu.
+	// guards groups, the memberships the socket has, and joined, those of
+	// an IPv6 socket by group and the interface index asked for; it is
+	// taken before mu.
 	gmu    sync.Mutex
 	groups int
+	joined map[membership]struct{}
 
 	// Send's state, under mu held for writing (an IPv4 Send): an IPv4
 	// socket's IP_MTU_DISCOVER is IP_PMTUDISC_DO while it sends
