@@ -316,11 +316,13 @@ func (c *Conn) CloseWrite() {
 // (Stats.AbortedOnClose). A tx fifo that does not drain within
 // Options.CloseTimeout (a peer keeping its window shut) ends in a reset.
 func (c *Conn) Close() {
+	d := c.s.opts.CloseTimeout
+	// The deadline before the request: a pump that sees closeReq reads
+	// it, and a zero one would end the close at once in a reset.
+	c.closeAt.CompareAndSwap(0, time.Now().Add(d).UnixNano())
 	if c.closeReq.Swap(true) {
 		return
 	}
-	d := c.s.opts.CloseTimeout
-	c.closeAt.Store(time.Now().Add(d).UnixNano())
 	c.armTimer(d)
 	c.Kick()
 }
@@ -541,7 +543,9 @@ func (c *Conn) runLocked() {
 			return
 		}
 	}
-	if c.rdClosed && c.wrClosed {
+	if c.wrClosed && (c.rdClosed || closing) {
+		// Both FINs done, or a Close after CloseWrite: our FIN is
+		// queued already and nothing is left to send.
 		c.finish()
 		return
 	}
@@ -643,6 +647,19 @@ func (c *Conn) pumpRx() bool {
 	switch rerr.(type) {
 	case nil, *tcpip.ErrWouldBlock:
 	case *tcpip.ErrClosedForReceive:
+		if c.ep.EndpointState() == tcp.StateError {
+			// No FIN: gVisor reports a reset or timeout once, and a
+			// write met it first (PushTx, which left it in txErr).
+			err := c.txErr
+			if err == nil {
+				err = toErrno(c.ep.LastError())
+			}
+			if err == nil {
+				err = syscall.ECONNRESET
+			}
+			c.fail(err)
+			return false
+		}
 		c.rdClosed = true
 		c.h.PeerClosed(c)
 	default:
