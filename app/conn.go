@@ -401,13 +401,27 @@ var errNotConnected = os.NewSyscallError("shutdown", syscall.ENOTCONN)
 // ended reports whether a TCP session is over, as a kernel socket in
 // CLOSE is: reset (by its peer, a timeout, the daemon), or both of its
 // halves closed and, on the wire, the session gone (the peer has the
-// FIN; a cut-through peer has it at once).
+// FIN; a cut-through peer has it at once, and its Close, which ends the
+// session, is its FIN).
 func (c *Conn) ended() bool {
 	e := c.e
 	if e.reset.Load() {
 		return true
 	}
-	return e.fin.Load() && c.wrClosed.Load() && (e.gone.Load() || !e.datapath)
+	if !c.wrClosed.Load() {
+		return false
+	}
+	if e.datapath {
+		return e.fin.Load() && e.gone.Load()
+	}
+	return e.fin.Load() || e.gone.Load()
+}
+
+// peerGoneCT reports whether the peer of a cut-through session closed it
+// (without a reset): this end is as a kernel socket in CLOSE_WAIT, whose
+// CloseWrite succeeds, with nothing left to tell the daemon.
+func (c *Conn) peerGoneCT() bool {
+	return !c.e.datapath && c.e.gone.Load() && !c.e.reset.Load()
 }
 
 // Read reads one datagram (UDP: what does not fit in b is dropped) or the
@@ -554,17 +568,20 @@ func (c *Conn) Write(b []byte) (int, error) {
 		if err := c.wr.check(c.a, c.done); err != nil {
 			return written, netError("write", c.laddr, c.raddr, err)
 		}
+		// A reset not reported yet comes first, after CloseWrite too, as
+		// a kernel socket's write reports its pending error (sk_err)
+		// before the EPIPE of its shut down half.
+		if e.gone.Load() && e.reset.Load() && c.resetTold.CompareAndSwap(false, true) {
+			return written, netError("write", c.laddr, c.raddr, syscallError("write", e.resetErr()))
+		}
 		if c.wrClosed.Load() {
 			// EPIPE, as a write after shutdown(SHUT_WR) of a kernel
 			// socket.
 			return written, netError("write", c.laddr, c.raddr, syscallError("write", syscall.EPIPE))
 		}
 		if e.gone.Load() {
-			err := error(syscall.EPIPE) // the peer closed the session
-			if e.reset.Load() && c.resetTold.CompareAndSwap(false, true) {
-				err = e.resetErr()
-			}
-			return written, netError("write", c.laddr, c.raddr, syscallError("write", err))
+			// The peer closed the session, or its reset was reported.
+			return written, netError("write", c.laddr, c.raddr, syscallError("write", syscall.EPIPE))
 		}
 		if len(b) == 0 {
 			return 0, nil
@@ -668,13 +685,22 @@ func (c *Conn) CloseWrite() error {
 	// A Write waiting for room (it sleeps without wr.mu) wakes, finds
 	// wrClosed once this call lets wr.mu go, and ends with EPIPE.
 	c.wr.poke()
+	if c.peerGoneCT() {
+		return nil
+	}
 	ctx, cancel := context.WithTimeout(context.Background(), controlTimeout)
 	defer cancel()
 	_, fds, err := c.a.call(ctx, &api.CloseWrite{Handle: c.e.h})
 	api.CloseFDs(fds)
 	if errorIsNoSession(err) {
-		// The session ended (a reset) before the daemon had the call.
+		// The session ended before the daemon had the call: a reset,
+		// or the Close of a cut-through peer, whose event is queued
+		// already.
+		c.a.sync(func() {})
 		err = errNotConnected
+		if c.peerGoneCT() {
+			err = nil
+		}
 	}
 	if err != nil {
 		return netError("close", c.laddr, c.raddr, err)
