@@ -226,7 +226,7 @@ type Attach struct {
 	Namespace       string // namespace id ("" is the default), at most MaxNameLen bytes
 	Secret          uint64 // the namespace's secret
 	Scope           flow.Scope
-	Proxy           bool
+	Proxy           bool             // every port of the namespace; needs uid 0 or CAP_NET_ADMIN
 	ProxyTransports []flow.Transport // at most MaxProxyTransports
 	RxFifoSize      uint32
 	TxFifoSize      uint32

@@ -451,6 +451,14 @@ func (h *client) attach(m *api.Attach) (api.Message, []int, error) {
 			return nil, nil, fmt.Errorf("attach: proxy: %w", err)
 		}
 	}
+	if m.Proxy {
+		// A proxy listens on every port of its namespace, privileged ones
+		// too, and takes every connect of the namespace's apps (other
+		// users' among them) to a port no other app listens on.
+		if err := d.needAdmin(h.cred, fmt.Sprintf("attach: a proxy app (every port of namespace %q)", m.Namespace)); err != nil {
+			return nil, nil, err
+		}
+	}
 	if m.SegmentSize > maxSegmentSize || m.AddSegmentSize > maxSegmentSize {
 		return nil, nil, fmt.Errorf("attach: segment size over %d: %w", maxSegmentSize, flow.ErrInvalidValue)
 	}
@@ -741,17 +749,24 @@ func (h *client) connect(m *api.Connect) (api.Message, []int, error) {
 		return nil, nil, fmt.Errorf("connect %s: the listening app went away: %w", e.URI(), flow.ErrConnect)
 	}
 	defer ct.release()
-	// Until the Accepted notice is queued, the listening app has not
-	// heard of the session: a failure closes it without telling it.
-	withdraw := func() {
-		if err := d.layer.WithdrawConnect(h.app, res.Handle); err != nil {
-			d.log.Debug("withdraw cut-through connect", "conn", h.id, "err", err)
-		}
-	}
 	d.mu.Lock()
 	acc, con := ct.accepted, ct.connected
 	server := d.byApp[acc.App]
 	d.mu.Unlock()
+	// Until the Accepted notice is queued, the listening app has not
+	// heard of the session: a failure closes it without telling it, and
+	// neither end's fifos stay in the daemon's books (no event comes to
+	// take them out: the listening app is told nothing, and this app
+	// gets an error instead of the session).
+	withdraw := func() {
+		if err := d.layer.WithdrawConnect(h.app, res.Handle); err != nil {
+			d.log.Debug("withdraw cut-through connect", "conn", h.id, "err", err)
+		}
+		d.mu.Lock()
+		d.untrackLocked(h.app, res.Handle)
+		d.untrackLocked(acc.App, acc.Handle)
+		d.mu.Unlock()
+	}
 	var srvWake, myWake *sharedFD
 	if server != nil {
 		srvWake = server.wakeRef()

@@ -202,6 +202,20 @@ func (l *Layer) Unbind(id AppID, h Handle) error {
 	return l.unbindLocked(id, h)
 }
 
+// listensOnLocked reports whether h is a handle of one of a's listeners,
+// global or local.
+func (a *app) listensOnLocked(h Handle) bool {
+	if h.IsLocal() {
+		for _, ln := range a.local {
+			if ln.Handle == h {
+				return true
+			}
+		}
+		return false
+	}
+	return a.global[h] != nil
+}
+
 func (l *Layer) unbindLocked(id AppID, h Handle) error {
 	a, err := l.appLocked(id)
 	if err != nil {
@@ -215,6 +229,9 @@ func (l *Layer) unbindLocked(id AppID, h Handle) error {
 	if !h.IsLocal() {
 		gl = l.glisten[h]
 		if gl == nil {
+			if s := l.sess[h]; (s != nil && s.app == a) || a.ended[h] != nil {
+				return fmt.Errorf("unbind: handle %#x is a session of this app, not a listener: disconnect it instead: %w", uint64(h), ErrAddressNotInUse)
+			}
 			return fmt.Errorf("unbind: handle %#x: %w", uint64(h), ErrAddressNotInUse)
 		}
 		if gl.App != a.id {

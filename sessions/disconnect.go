@@ -72,6 +72,9 @@ func (l *Layer) disconnect(id AppID, h Handle, op string, abort bool) error {
 			l.releaseEndedLocked(e)
 			return nil
 		}
+		if a.listensOnLocked(h) {
+			return fmt.Errorf("%s: handle %#x is a listener of this app, not a session: unbind it instead: %w", op, uint64(h), ErrNoSession)
+		}
 		return fmt.Errorf("%s: session %#x: %w", op, uint64(h), ErrNoSession)
 	}
 	if s.app.id != id {

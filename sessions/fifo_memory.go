@@ -31,12 +31,14 @@ var (
 
 // NewApp implements Memory.
 func (m FifoMemory) NewApp(o AppMemoryOptions) (AppMemory, error) {
+	// A bound past what an int64 holds (an app may ask for any uint64)
+	// is no bound, not a negative one the manager refuses.
 	mgr, err := fifo.NewManager(fifo.ManagerOptions{
 		Name:               o.Name,
 		SegmentSize:        int(o.SegmentSize),
 		AddSegmentSize:     int(o.AddSegmentSize),
 		MaxSegments:        o.MaxSegments,
-		MaxFifoMemory:      int64(o.MaxFifoMemory),
+		MaxFifoMemory:      int64(min(o.MaxFifoMemory, 1<<62)),
 		MaxSegmentMemory:   int64(min(o.MaxSegmentMemory, 1<<62)),
 		EventQueueCapacity: o.EventQueueSize,
 		NoDump:             m.NoDump,

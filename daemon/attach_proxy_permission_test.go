@@ -1,0 +1,91 @@
+package daemon
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/xsessiond/xsessiond/api"
+	"github.com/xsessiond/xsessiond/flow"
+)
+
+func init() {
+	// proxy-attach attaches as a proxy app over the raw protocol (the
+	// app library offers no proxy) and prints the daemon's answer.
+	childApps["proxy-attach"] = func(sock, _ string) int {
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		cl, err := api.DialClient(ctx, sock, api.ClientOptions{Name: "proxy"})
+		if err != nil {
+			fmt.Println(err)
+			return 2
+		}
+		defer cl.Close()
+		_, fds, err := cl.Call(ctx, &api.Attach{Name: "proxy", Scope: flow.ScopeGlobal | flow.ScopeLocal,
+			Proxy: true, ProxyTransports: []flow.Transport{flow.TransportTCP}})
+		api.CloseFDs(fds)
+		if err == nil {
+			fmt.Println("attached")
+			return 1
+		}
+		fmt.Println(err)
+		if !errors.Is(err, flow.ErrPermission) {
+			return 1
+		}
+		return 0
+	}
+}
+
+// TestProxyAttachNeedsAdmin: a proxy app listens on every port of its
+// namespace, the privileged ones among them, and takes every connect of
+// the namespace's apps to a port no one else listens on (another user's
+// app dialling a service of the host, with what it sends). An app of uid
+// 65534 asking for it is refused, told what it needs; root's proxy
+// attaches. Before, any user who could reach the socket attached one.
+func TestProxyAttachNeedsAdmin(t *testing.T) {
+	needRootHere(t, "needs root to run an app as another user")
+	dir, err := os.MkdirTemp("", "xp-")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { os.RemoveAll(dir) })
+	if err := os.Chmod(dir, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	bin := filepath.Join(dir, "daemon.test")
+	copyFile(t, os.Args[0], bin)
+	sock := filepath.Join(dir, "api.sock")
+	startDaemon(t, func(c *Config) { c.Socket, c.SocketMode = sock, 0o666 })
+
+	cmd := exec.Command(bin, "-test.run=^$")
+	cmd.Env = append(os.Environ(), childAppEnv+"=proxy-attach", childSockEnv+"="+sock)
+	cmd.SysProcAttr = &syscall.SysProcAttr{Credential: &syscall.Credential{Uid: 65534, Gid: 65534}}
+	out, err := cmd.CombinedOutput()
+	got := strings.TrimSpace(string(out))
+	t.Logf("proxy attach as uid 65534: %s", got)
+	if err != nil || !strings.Contains(got, "CAP_NET_ADMIN") {
+		t.Errorf("proxy attach as uid 65534: %v: %q, want a refusal naming what it needs", err, got)
+	}
+
+	// Root's proxy attaches.
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	cl, err := api.DialClient(ctx, sock, api.ClientOptions{Name: "proxy"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cl.Close()
+	_, fds, err := cl.Call(ctx, &api.Attach{Name: "proxy", Scope: flow.ScopeGlobal | flow.ScopeLocal,
+		Proxy: true, ProxyTransports: []flow.Transport{flow.TransportTCP}})
+	api.CloseFDs(fds)
+	if err != nil {
+		t.Fatalf("proxy attach as root: %v", err)
+	}
+}
