@@ -90,6 +90,15 @@ func mergeRunConfig(cmd *cobra.Command, f runFlags, c *Config) (daemon.Config, e
 	if len(c.Interfaces) > 0 {
 		ic = c.Interfaces[0]
 	}
+	// --iface picks the file's entry of that interface (of --netns's
+	// netns when given too), with its settings; one the file does not
+	// list takes the first entry's.
+	for _, e := range c.Interfaces {
+		if changed("iface") && e.Name == f.iface && (!changed("netns") || e.Netns == f.netns) {
+			ic = e
+			break
+		}
+	}
 	if changed("iface") {
 		ic.Name = f.iface // the file's other settings for the interface stay
 	}
