@@ -127,7 +127,9 @@ func (p vethPeer) notePath() string {
 }
 
 // processStart returns the start time of process pid (field 22 of
-// /proc/PID/stat), "" when there is no such process.
+// /proc/PID/stat), "" when there is no such process or it has ended and
+// waits to be reaped (a zombie: a daemon killed a moment ago, whose
+// restore falls to whoever finds its note).
 func processStart(pid int) string {
 	b, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/stat")
 	if err != nil {
@@ -139,7 +141,7 @@ func processStart(pid int) string {
 		return ""
 	}
 	f := strings.Fields(string(b[i+1:]))
-	if len(f) < 20 {
+	if len(f) < 20 || f[0] == "Z" || f[0] == "X" {
 		return ""
 	}
 	return f[19]
