@@ -264,6 +264,9 @@ func (l *Layer) HandlesInUse() int {
 	for w, p := range l.pools {
 		if !serialWorker(w) {
 			n += int(p.next) - len(p.free)
+			if w == 0 {
+				n-- // index 0, never given (pool)
+			}
 		}
 	}
 	for h := range l.sess {

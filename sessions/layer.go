@@ -227,6 +227,11 @@ func (l *Layer) pool(w uint32) *indexPool {
 	p := l.pools[w]
 	if p == nil {
 		p = &indexPool{}
+		if w == 0 {
+			// Handle 0 is never given: the protocol's filters take 0
+			// for none (a capture of one session, api.CaptureStart).
+			p.next = 1
+		}
 		l.pools[w] = p
 	}
 	return p
