@@ -185,6 +185,10 @@ type Daemon struct {
 	// detachLater are the apps whose connection ended while the daemon
 	// was stopping, detached together at the end. Guarded by mu.
 	detachLater []*client
+
+	// beforeNotify, when set (tests only), is called at the top of
+	// Notify, with no lock held: a test widens a window a race needs.
+	beforeNotify atomic.Pointer[func(sessions.Event)]
 }
 
 // netnsRef is an open netns with its view, shared by the namespaces that
@@ -537,6 +541,9 @@ func (d *Daemon) sendNotice(c *client, m api.Message, fds ...int) {
 // cannot carry: the descriptors of new segments. It also records cut-through
 // sessions for the connect in progress, and fifos for metrics.
 func (d *Daemon) Notify(ev sessions.Event) {
+	if f := d.beforeNotify.Load(); f != nil {
+		(*f)(ev)
+	}
 	switch ev.Kind {
 	case sessions.EventSegmentAdded:
 		d.mu.Lock()
@@ -571,19 +578,38 @@ func (d *Daemon) Notify(ev sessions.Event) {
 		}
 		d.mu.Lock()
 		defer d.mu.Unlock()
-		d.trackLocked(ev.App, ev.Handle, pairRef{ct: seg.ct, pair: ev.Pair})
-		if ev.Kind == sessions.EventAccepted {
-			seg.ct.accepted = ev
+		// The session is recorded only while its app is attached and its
+		// memory lives: the layer may have closed it since it made it (the
+		// listening app detached meanwhile, its books emptied already),
+		// and the event that ends it may have come through here before
+		// this one. Whatever ends it later comes after this.
+		if !seg.ct.refs.tryRef() {
 			return
 		}
-		if seg.ct.refs.tryRef() {
-			seg.ct.connected = ev
-			d.ctPending[ctKey{ev.App, ev.Handle}] = seg.ct
+		if d.byApp[ev.App] != nil {
+			d.trackLocked(ev.App, ev.Handle, pairRef{ct: seg.ct, pair: ev.Pair})
 		}
+		if ev.Kind == sessions.EventAccepted {
+			seg.ct.accepted = ev
+			seg.ct.release()
+			return
+		}
+		// The connect in progress takes over the reference.
+		seg.ct.connected = ev
+		d.ctPending[ctKey{ev.App, ev.Handle}] = seg.ct
 	case sessions.EventDisconnected:
 		d.mu.Lock()
 		d.untrackLocked(ev.App, ev.Handle)
 		d.mu.Unlock()
+	case sessions.EventReset:
+		// A wire session's reset keeps its fifos until the app's
+		// Disconnect, which takes them out; a cut-through session is gone
+		// for both ends, and its app sends none.
+		if ev.CutThrough {
+			d.mu.Lock()
+			d.untrackLocked(ev.App, ev.Handle)
+			d.mu.Unlock()
+		}
 	}
 }
 

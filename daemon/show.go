@@ -749,6 +749,9 @@ func (d *Daemon) fifoFill() fills {
 		for h, p := range m {
 			if p.ct != nil {
 				if !p.ct.refs.tryRef() {
+					// A cut-through session gone for both ends (its
+					// memory is freed) that no event took out.
+					delete(m, h)
 					continue
 				}
 			} else if !pairAllocated(p.pair) {
