@@ -273,8 +273,38 @@ func TestOrphanBuffers(t *testing.T) {
 				if !bytes.Equal(got.Sum(nil), sent.Sum(nil)) {
 					t.Fatal("the bytes differ from those sent")
 				}
-			} else if err := recvOrFail(t, server.reset, 10*time.Second, "the peer's reset"); !errors.Is(err, syscall.ECONNRESET) {
-				t.Fatalf("the peer's Conn ended with %v, want ECONNRESET", err)
+			} else {
+				// The peer's Conn, reset while its app reads nothing,
+				// holds what it received before the reset until its app
+				// has read it, as a Linux socket: then the reset.
+				sc := server.getConn()
+				for end := time.Now().Add(10 * time.Second); sc.Info().State != "ERROR"; time.Sleep(10 * time.Millisecond) {
+					if time.Now().After(end) {
+						t.Fatalf("the peer's Conn is %s, not reset", sc.Info().State)
+					}
+				}
+				buf := make([]byte, 64<<10)
+				var err error
+				for end := time.Now().Add(10 * time.Second); err == nil; {
+					select {
+					case err = <-server.reset:
+						continue
+					default:
+					}
+					if k, _ := server.appRx.Dequeue(buf); k > 0 {
+						if server.appRx.DeqNotify(k) {
+							sc.Kick()
+						}
+						continue
+					}
+					if time.Now().After(end) {
+						t.Fatal("no reset once the peer's app read what it held")
+					}
+					time.Sleep(time.Millisecond)
+				}
+				if !errors.Is(err, syscall.ECONNRESET) {
+					t.Fatalf("the peer's Conn ended with %v, want ECONNRESET", err)
+				}
 			}
 			deadline = time.Now().Add(5 * time.Second)
 			for st = p.a.Stats(); st.Orphans != 0 || st.Buffers.Bytes != 0; st = p.a.Stats() {

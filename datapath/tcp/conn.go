@@ -97,8 +97,9 @@ type Conn struct {
 	abortErr                          atomic.Pointer[error] // set with abortReq by Stack.Close
 	closeAt                           atomic.Int64          // unix nanos: graceful close deadline
 
-	timerMu sync.Mutex // guards timer
-	timer   *time.Timer
+	timerMu  sync.Mutex // guards timer and timerOff
+	timer    *time.Timer
+	timerOff bool // the Conn ended: no timer is armed any more (end)
 
 	// runMu is held by whoever runs the Conn: its pump (run), or a worker
 	// moving the tx fifo into gVisor itself (PushTx). The fields below
@@ -341,10 +342,14 @@ func (c *Conn) abort(stackClosing bool) {
 
 func (c *Conn) queuedFlag() *atomic.Bool { return &c.queued }
 
-// armTimer schedules a Kick after d.
+// armTimer schedules a Kick after d, unless the Conn ended: a timer then
+// (a Close after the end) would keep it for nothing.
 func (c *Conn) armTimer(d time.Duration) {
 	c.timerMu.Lock()
 	defer c.timerMu.Unlock()
+	if c.timerOff {
+		return
+	}
 	if c.timer != nil {
 		c.timer.Stop()
 	}
@@ -561,6 +566,15 @@ func (c *Conn) runLocked() {
 		// A reset or timeout the reads and writes above did not meet
 		// (the rx fifo full, nothing to send). StateClose is not one:
 		// after both FINs gVisor may still hold data for a full rx fifo.
+		if c.rxHeld() {
+			// gVisor keeps what it received before the reset: it goes
+			// into the rx fifo as the app drains it (pumpRx asked to be
+			// told), and pumpRx's read after the last of it meets the
+			// error, as a Linux socket's reads return the data queued
+			// before an RST and ECONNRESET next. Read before LastError,
+			// which would take the error.
+			return
+		}
 		err := toErrno(c.ep.LastError())
 		if err == nil {
 			err = syscall.ECONNRESET
@@ -649,7 +663,7 @@ func (c *Conn) pumpRx() bool {
 	case *tcpip.ErrClosedForReceive:
 		if c.ep.EndpointState() == tcp.StateError {
 			// No FIN: gVisor reports a reset or timeout once, and a
-			// write met it first (PushTx, which left it in txErr).
+			// write met it first (PushTx or pumpTx, which left it in txErr).
 			err := c.txErr
 			if err == nil {
 				err = toErrno(c.ep.LastError())
@@ -681,10 +695,29 @@ func (c *Conn) pumpTx() bool {
 		err = c.moveTx()
 	}
 	if err != nil {
+		if !errors.Is(err, ErrFifoCorrupt) && c.ep.EndpointState() == tcp.StateError && c.rxHeld() {
+			// A reset or timeout a write met first (gVisor reports it
+			// once): the Conn ends with it after the data received
+			// before it is in the rx fifo (pumpRx takes it from txErr).
+			// Nothing more is sent: PushTx and pumpTx step back while
+			// txErr is set.
+			c.txErr = err
+			return true
+		}
 		c.fail(err)
 		return false
 	}
 	return c.state != stDone
+}
+
+// rxHeld reports whether gVisor holds received data the pump has not moved
+// into the rx fifo, before the peer's FIN. runMu must be held.
+func (c *Conn) rxHeld() bool {
+	if c.rdClosed {
+		return false
+	}
+	n, err := c.ep.GetSockOptInt(tcpip.ReceiveQueueSizeOption)
+	return err == nil && n > 0
 }
 
 // moveTx moves what the tx fifo holds into gVisor's send buffer, until
@@ -878,11 +911,18 @@ func (c *Conn) end() {
 		c.untrackWindow()
 	}
 	c.wq.EventUnregister(&c.entry)
+	c.stopTimer()
+}
+
+// stopTimer stops the Conn's timer for good: armTimer arms none after it.
+func (c *Conn) stopTimer() {
 	c.timerMu.Lock()
+	defer c.timerMu.Unlock()
+	c.timerOff = true
 	if c.timer != nil {
 		c.timer.Stop()
+		c.timer = nil
 	}
-	c.timerMu.Unlock()
 }
 
 // rxWriter is the io.Writer gVisor's Read fills: the rx fifo's reserved

@@ -65,7 +65,7 @@ type Listener struct {
 	entry waiter.Entry
 	h     AcceptHandler
 
-	limited  atomic.Uint64 // handshakes reset over MaxConns/MaxConnsPerOwner
+	limited  atomic.Uint64 // handshakes reset over MaxConns/MaxConnsPerOwner or the buffers' bounds
 	recheck  atomic.Bool   // a look after backlogRecheck is due
 	started  atomic.Bool   // the fields above are final
 	closeReq atomic.Bool
@@ -153,7 +153,9 @@ func (l *Listener) Overflows() uint64 {
 }
 
 // Limited returns the completed handshakes the Listener reset because the
-// Stack's MaxConns or MaxConnsPerOwner was reached.
+// Stack's MaxConns or MaxConnsPerOwner was reached, or its buffers' bounds
+// had no room (BufferBytes, GroupBufferBytes): ErrTooManyConns. Those reset
+// because the Stack was closing are not counted.
 func (l *Listener) Limited() uint64 { return l.limited.Load() }
 
 // Owner returns the owner its Conns count against.
@@ -223,7 +225,9 @@ func (l *Listener) accept(ep *tcp.Endpoint, wq *waiter.Queue, peer tcpip.FullAdd
 	}
 	c, err := l.s.newConn(l.owner)
 	if err != nil {
-		l.limited.Add(1)
+		if errors.Is(err, ErrTooManyConns) { // not ErrClosed: the Stack is closing
+			l.limited.Add(1)
+		}
 		rst()
 		return
 	}
