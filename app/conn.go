@@ -23,7 +23,7 @@ import (
 // datagram) or a TCP session, on the wire or cut-through (a byte stream).
 // It implements net.Conn.
 //
-// Lock order: rd.mu, wr.mu.
+// Lock order: hmu, rd.mu, wr.mu (then the App's locks).
 type Conn struct {
 	a            *App
 	e            *end
@@ -36,9 +36,20 @@ type Conn struct {
 	done   chan struct{}
 	once   sync.Once
 
-	wrClosed atomic.Bool // CloseWrite was called
+	wrClosed atomic.Bool // CloseWrite was called: writes fail with EPIPE
+	finSent  atomic.Bool // a CloseWrite succeeded: the daemon has the FIN (or the cut-through peer is gone)
 	rdClosed atomic.Bool // CloseRead was called
 	abort    atomic.Bool // SetLinger(0): Close resets a TCP session
+
+	// hmu serializes the control requests that name the session's handle
+	// (CloseWrite, SetKeepAliveConfig, the reset of a corrupt cut-through
+	// stream) with Close letting the session go: the daemon may give the
+	// handle to another session of the app once this one is gone, and a
+	// request sent (or handled) after that would change that one. Each
+	// holds hmu from its look at done to its reply; Close closes done
+	// before it takes hmu. No Read or Write takes it.
+	hmu sync.Mutex
+	let bool // guarded by hmu: the session was let go (Close, or the reset of a corrupt stream)
 
 	rhdr fifo.DgramHeader // guarded by rd.mu
 	// wseq serializes stream writes (TCP), so that one Write's bytes
@@ -310,6 +321,44 @@ func (c *Conn) halfClosed(what uint8) {
 	}
 }
 
+// resetCorrupt resets a cut-through stream session whose fifo (rx when
+// rx is set, else tx) its peer, which shares the fifos' memory, left with
+// corrupt indices, as the daemon resets a wire session for the same
+// reason: the next Read or Write (the caller's, which looks again) fails
+// with ECONNRESET because of flow.ErrFifoCorrupt, once, and the session is
+// over for this end as after any reset; a corrupt rx is not read again.
+// The daemon is told (Abort: the peer's reads end with ECONNRESET) so that
+// it lets the session go; off the caller's goroutine, which holds rd.mu or
+// wr.mu, so that no call waits for the round trip. If that request fails,
+// Close ends the session. rd.mu or wr.mu is held.
+func (c *Conn) resetCorrupt(rx bool) {
+	e := c.e
+	if rx {
+		e.broken.Store(true)
+	}
+	if e.fifoCorrupt.Swap(true) {
+		return
+	}
+	e.reset.Store(true)
+	e.gone.Store(true)
+	c.rd.poke()
+	c.wr.poke()
+	go func() {
+		c.hmu.Lock()
+		defer c.hmu.Unlock()
+		if c.let || c.a.stopped() != nil {
+			return
+		}
+		var m api.Message = &api.Disconnect{Handle: e.h}
+		if c.a.canAbort() {
+			m = &api.Abort{Handle: e.h}
+		}
+		if c.a.endSession(m) == nil {
+			c.let = true
+		}
+	}()
+}
+
 func (c *Conn) peerClosed(flow.Handle) {
 	c.e.gone.Store(true)
 	c.rd.poke()
@@ -408,7 +457,7 @@ func (c *Conn) ended() bool {
 	if e.reset.Load() {
 		return true
 	}
-	if !c.wrClosed.Load() {
+	if !c.finSent.Load() {
 		return false
 	}
 	if e.datapath {
@@ -456,11 +505,15 @@ func (c *Conn) Read(b []byte) (int, error) {
 			if ok {
 				return n, nil
 			}
-		} else {
+		} else if !e.broken.Load() {
 			n, err := e.rx.Dequeue(b)
 			if n > 0 {
 				e.afterDequeue(n)
 				return n, nil
+			}
+			if err == fifo.ErrCorrupt && !e.datapath {
+				c.resetCorrupt(true)
+				continue // reported as the reset it is
 			}
 			if err != nil && err != fifo.ErrEmpty {
 				return 0, netError("read", c.laddr, c.raddr, err)
@@ -595,6 +648,10 @@ func (c *Conn) Write(b []byte) (int, error) {
 			}
 			continue
 		}
+		if err == fifo.ErrCorrupt && !e.datapath {
+			c.resetCorrupt(false)
+			continue // reported as the reset it is
+		}
 		if err != nil && err != fifo.ErrNoSpace {
 			return written, netError("write", c.laddr, c.raddr, err)
 		}
@@ -637,11 +694,18 @@ func (c *Conn) SetKeepAlivePeriod(d time.Duration) error {
 // syscall.ETIMEDOUT. Zero (or negative) fields keep the current values. A
 // datagram or cut-through session fails with flow.ErrNotSupported.
 func (c *Conn) SetKeepAliveConfig(k net.KeepAliveConfig) error {
+	if c.e.dgram || !c.e.datapath {
+		if err := c.setClosed("set"); err != nil {
+			return err
+		}
+		return netError("set", c.laddr, c.raddr, flow.ErrNotSupported)
+	}
+	// Looked at and sent with hmu held, which Close takes after it closed
+	// done and before it lets the session go (hmu).
+	c.hmu.Lock()
+	defer c.hmu.Unlock()
 	if err := c.setClosed("set"); err != nil {
 		return err
-	}
-	if c.e.dgram || !c.e.datapath {
-		return netError("set", c.laddr, c.raddr, flow.ErrNotSupported)
 	}
 	m := &api.SetKeepalive{Handle: c.e.h, Enabled: k.Enable, Idle: max(k.Idle, 0), Interval: max(k.Interval, 0)}
 	if k.Count > 0 {
@@ -661,32 +725,51 @@ func (c *Conn) SetKeepAliveConfig(k net.KeepAliveConfig) error {
 // cut-through: the peer reads io.EOF once it has what was written; reading
 // goes on. Writes after it fail with an error wrapping syscall.EPIPE; a
 // Write waiting for room returns so at once, with what it queued, which
-// the peer reads before io.EOF, as on a kernel socket. A UDP session has no half to close: flow.ErrNotSupported. After Close it
-// fails with an error wrapping net.ErrClosed, as net.TCPConn's does.
+// the peer reads before io.EOF, as on a kernel socket. As shutdown(2) of a
+// kernel socket, it returns nil only once the FIN is on its way (a second
+// call then returns nil too): one that fails (the daemon did not answer in
+// time, or refused) leaves the writes refused, as the FIN may still go
+// out, and the next CloseWrite asks again. A UDP session has no half to
+// close: flow.ErrNotSupported. After Close it fails with an error
+// wrapping net.ErrClosed, as net.TCPConn's does.
 func (c *Conn) CloseWrite() error {
-	c.wr.mu.Lock()
-	defer c.wr.mu.Unlock()
 	if c.e.dgram {
 		return netError("close", c.laddr, c.raddr, flow.ErrNotSupported)
 	}
-	// Checked with wr.mu held, which Close takes after it marks the Conn
-	// closed and before it lets the session go: the daemon may give the
-	// handle to another session of the app once it is gone, and a
-	// CloseWrite sent after that would half-close that one.
+	c.wr.mu.Lock()
 	if err := c.setClosed("close"); err != nil {
+		c.wr.mu.Unlock()
 		return err
 	}
 	if c.ended() {
+		c.wr.mu.Unlock()
 		return netError("close", c.laddr, c.raddr, errNotConnected)
 	}
-	if c.wrClosed.Swap(true) {
+	if c.finSent.Load() {
+		c.wr.mu.Unlock()
 		return nil
 	}
-	// A Write waiting for room (it sleeps without wr.mu) wakes, finds
-	// wrClosed once this call lets wr.mu go, and ends with EPIPE.
-	c.wr.poke()
+	if !c.wrClosed.Swap(true) {
+		// A Write waiting for room (it sleeps without wr.mu) wakes, finds
+		// wrClosed once this call lets wr.mu go, and ends with EPIPE;
+		// nothing goes into the fifo after the FIN was asked for.
+		c.wr.poke()
+	}
+	c.wr.mu.Unlock()
 	if c.peerGoneCT() {
+		c.finSent.Store(true)
 		return nil
+	}
+	// Looked at and sent with hmu held, which Close takes after it closed
+	// done and before it lets the session go (hmu).
+	c.hmu.Lock()
+	defer c.hmu.Unlock()
+	if err := c.setClosed("close"); err != nil {
+		return err
+	}
+	if c.let {
+		// The reset of a corrupt cut-through stream let it go.
+		return netError("close", c.laddr, c.raddr, errNotConnected)
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), controlTimeout)
 	defer cancel()
@@ -705,6 +788,7 @@ func (c *Conn) CloseWrite() error {
 	if err != nil {
 		return netError("close", c.laddr, c.raddr, err)
 	}
+	c.finSent.Store(true)
 	return nil
 }
 
@@ -757,36 +841,23 @@ func (c *Conn) Close() error {
 	c.once.Do(func() {
 		first = true
 		close(c.done)
+		// A Read or Write under way meets done at its next look, before it
+		// touches a fifo again, and one asleep wakes with net.ErrClosed.
+		// Once both locks were taken, none touches the fifos any more (a
+		// writer woken from now on leaves tx alone: end.closed), and none
+		// waits for what follows, which may be a round trip to the daemon.
 		c.rd.mu.Lock()
 		c.wr.mu.Lock()
-		wireTCP := c.e.datapath && !c.e.dgram
-		marked := false
-		switch {
-		case c.a.stopped() != nil:
-		case c.e.gone.Load() && !wireTCP:
-		case c.abort.Load() && !c.e.dgram:
-			// SetLinger(0): a reset, what is queued dropped (a wire
-			// session the daemon ended is released as Disconnect
-			// releases it).
-			err = c.a.endSession(&api.Abort{Handle: c.e.h})
-		case wireTCP && !c.e.gone.Load():
-			// A wire TCP session closes through its tx fifo: the worker
-			// that drains it sends what is queued, then FIN, and ends
-			// the session (fifo.RequestClose), with no round trip on
-			// the control socket.
-			c.a.closeMarked(c.e.h)
-			c.e.tx.RequestClose()
-			c.e.afterEnqueue()
-			marked = true
-		default:
-			// A wire TCP session the daemon ended (a reset, a timeout)
-			// keeps its fifos until this Disconnect says they are no
-			// longer used.
-			err = c.a.endSession(&api.Disconnect{Handle: c.e.h})
-		}
+		c.e.closed = true
+		c.wr.mu.Unlock()
+		c.rd.mu.Unlock()
+		var marked bool
+		marked, err = c.letGo()
 		if d := testhook.CloseMarkPause.Load(); marked && d > 0 {
 			time.Sleep(time.Duration(d))
 		}
+		c.rd.mu.Lock()
+		c.wr.mu.Lock()
 		// A disconnect event sent before the session was closed is
 		// handled while the session is still known.
 		c.a.sync(func() {
@@ -814,4 +885,47 @@ func (c *Conn) Close() error {
 		return netError("close", c.laddr, c.raddr, err)
 	}
 	return nil
+}
+
+// letGo ends the session in the daemon for Close, unless the reset of a
+// corrupt stream did already, and reports whether it stored the close
+// mark of a wire TCP session. done is closed, and no Read or Write
+// touches the fifos any more.
+func (c *Conn) letGo() (marked bool, err error) {
+	c.hmu.Lock()
+	defer c.hmu.Unlock()
+	if c.let {
+		return false, nil
+	}
+	c.let = true
+	e := c.e
+	wireTCP := e.datapath && !e.dgram
+	switch {
+	case c.a.stopped() != nil:
+	case wireTCP && !c.abort.Load() && !e.gone.Load():
+		// A wire TCP session closes through its tx fifo: the worker
+		// that drains it sends what is queued, then FIN, and ends the
+		// session (fifo.RequestClose), with no round trip on the
+		// control socket. wr.mu serializes the fifo's producer.
+		c.wr.mu.Lock()
+		c.a.closeMarked(e.h)
+		e.tx.RequestClose()
+		e.afterEnqueue()
+		c.wr.mu.Unlock()
+		return true, nil
+	case e.gone.Load() && !wireTCP && !e.fifoCorrupt.Load():
+		// The peer closed it: the daemon has nothing left of it.
+	case (c.abort.Load() || e.fifoCorrupt.Load() && c.a.canAbort()) && !e.dgram:
+		// SetLinger(0), or a corrupt cut-through stream whose reset did
+		// not reach the daemon: a reset, what is queued dropped (a wire
+		// session the daemon ended is released as Disconnect releases
+		// it).
+		err = c.a.endSession(&api.Abort{Handle: e.h})
+	default:
+		// A wire TCP session the daemon ended (a reset, a timeout)
+		// keeps its fifos until this Disconnect says they are no
+		// longer used.
+		err = c.a.endSession(&api.Disconnect{Handle: e.h})
+	}
+	return false, err
 }

@@ -27,8 +27,9 @@ type end struct {
 	rx, tx *fifo.Fifo
 	seg    *fifo.Segment // a cut-through session's own segment (unmapped by close), nil otherwise
 	// closed is set by close, which the owner calls with its writers'
-	// lock held: a writer that slept without that lock finds it set and
-	// does not touch the fifos again.
+	// lock held, and by a Conn's Close (with that lock held) before it
+	// lets the session go: a writer that slept without that lock finds it
+	// set and does not touch the fifos again.
 	closed    bool
 	signalFD  int  // the other side's eventfd, -1 for none
 	ownSignal bool // signalFD belongs to the end (a peer app's eventfd)
@@ -39,11 +40,11 @@ type end struct {
 	dgram       bool // datagram framing (UDP)
 	remote      netip.AddrPort
 	gone        atomic.Bool // the peer closed the session
-	broken      atomic.Bool // a cut-through rx fifo found corrupt: not read again, dropped once gone (PacketConn.dropBrokenLocked)
+	broken      atomic.Bool // a cut-through rx fifo found corrupt: not read again; a listener's end is dropped once gone (PacketConn.dropBrokenLocked), a Conn's reset (Conn.resetCorrupt)
 	fin         atomic.Bool // a stream's peer closed its half: reads end once rx is empty
 	reset       atomic.Bool // the session was reset
 	timedOut    atomic.Bool // the reset was a timeout (retransmissions or keepalive probes unanswered)
-	fifoCorrupt atomic.Bool // the daemon reset it: a fifo's indices were corrupt
+	fifoCorrupt atomic.Bool // reset because a fifo's indices were corrupt: by the daemon (wire), or by this end (cut-through: Conn.resetCorrupt)
 	brokenPipe  atomic.Bool // the peer reset it after its FIN: writes fail with EPIPE, reads end with io.EOF
 
 	// dialed is, for a cut-through session accepted on a PacketConn, the
@@ -152,8 +153,9 @@ func (e *end) readDgram(p []byte, h *fifo.DgramHeader) (n int, ok bool, err erro
 	return n, true, nil
 }
 
-// readable reports whether rx has something queued. Consumer side.
-func (e *end) readable() bool { return e.rx.MaxDequeue() > 0 }
+// readable reports whether rx has something queued, which is never so
+// once rx was found corrupt (broken). Consumer side.
+func (e *end) readable() bool { return !e.broken.Load() && e.rx.MaxDequeue() > 0 }
 
 // fromHeader is the remote address of a datagram header.
 func fromHeader(h *fifo.DgramHeader) netip.AddrPort {
