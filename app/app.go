@@ -461,10 +461,11 @@ func (a *App) disarm(w *waiter) {
 
 // closeEnd releases e (end.close) once no armed waiter looks at its
 // fifos. The event goroutine's wakeAll reads the fifos of every armed
-// waiter, and a call blocked on e stays armed until it wakes, which is
-// after its owner's Close released the lock the call needs, so after e
-// was released: those waiters are poked and look at no fifo any more.
-// The owner's lock that serializes e's calls is held.
+// waiter, and a call blocked on e stays armed until it wakes: the waiters
+// still armed lose e's fifos here, under the lock wakeAll reads them
+// with, and are poked; a call that wakes finds its owner closed (done)
+// before it touches a fifo. The owner's lock that serializes e's calls
+// is held.
 func (a *App) closeEnd(e *end) {
 	a.wmu.Lock()
 	for w := range a.waiters {
