@@ -50,8 +50,9 @@
 // first read or write after a reset fails with syscall.ECONNRESET, after a timeout (retransmissions, or the
 // keepalive probes of SetKeepAlive, SetKeepAlivePeriod or
 // SetKeepAliveConfig, unanswered) with syscall.ETIMEDOUT, after the daemon
-// reset a connection whose fifo indices were found corrupt with an error
-// that is both syscall.ECONNRESET and flow.ErrFifoCorrupt, and the ones
+// reset a connection whose fifo indices were found corrupt (or this end a
+// cut-through session whose peer left them so) with an error that is both
+// syscall.ECONNRESET and flow.ErrFifoCorrupt, and the ones
 // after it return io.EOF (reads) and syscall.EPIPE (writes), as a kernel
 // socket reports its error once; these errors are *os.SyscallError
 // ("read", "write") in the *net.OpError, as the net package's, and
