@@ -332,10 +332,13 @@ func (c cooling) release() {
 // releasePorts releases what is held (all with all set) whose connection
 // gVisor has closed, at once: its TIME-WAIT is over, or it had none (the
 // peer closed first: LAST-ACK, then CLOSED, after which Linux frees the
-// port too); and what is held with no connection once its time is over.
-// An orphan still delivering what its app sent before it closed
-// (tcp.Stats.Orphans) keeps its port and steering past TIME-WAIT's time.
-// No lock of the Engine may be held.
+// port too); what is held with no connection once its time is over; and
+// the steering of a connection accepted by a listener since closed, once
+// it has nothing left to deliver (TIME-WAIT, FIN-WAIT-2): the listener's
+// port is the kernel's again (unlisten), and a kernel socket of it may
+// get a new connection of the same 5-tuple. An orphan still delivering
+// what its app sent before it closed (tcp.Stats.Orphans) keeps its port
+// and steering past TIME-WAIT's time. No lock of the Engine may be held.
 func (p *tcpPath) releasePorts(all bool) {
 	p.coolMu.Lock()
 	now := time.Now()
@@ -343,7 +346,8 @@ func (p *tcpPath) releasePorts(all bool) {
 	keep := p.cool[:0]
 	for _, c := range p.cool {
 		noConn := c.s == nil || c.s.conn == nil
-		if all || (noConn && now.After(c.until)) || (!noConn && c.s.conn.Finished()) {
+		unlistened := !noConn && c.s.from != nil && c.s.from.unlistened.Load() && !c.s.conn.Delivering()
+		if all || (noConn && now.After(c.until)) || (!noConn && c.s.conn.Finished()) || unlistened {
 			done = append(done, c)
 			p.unkeepLocked(c.s)
 		} else {
@@ -376,6 +380,10 @@ type tcpListener struct {
 	refusedGone, refusedMem atomic.Uint64 // accepts refused: app or listener gone, no fifo memory
 	ln                      *tcp.Listener
 	res                     *tcpReservation
+	// unlistened is set once the listener is closed and its port given
+	// back to the kernel (unlisten): the connections it accepted keep
+	// their 5-tuples steered only while they deliver (releasePorts).
+	unlistened atomic.Bool
 
 	// The sessions handed to apps that their Accept has not taken yet
 	// (fifo.Fifo.Taken), oldest first, held to backlog once the app
@@ -471,6 +479,7 @@ type tcpSess struct {
 	uid    uint32          // active opens: the uid of the app's process (0: root or unknown)
 	mtu    uint32          // active opens: the MTU of the route to the peer when it has one (0: the link's)
 	kept   bool            // its port is in tcpPath.coolBy; guarded by coolMu
+	from   *tcpListener    // accepted connections: the listener whose port it is
 
 	// Guarded by p.mu.
 	ho, h       flow.Handle // half-open handle (active opens), established handle
@@ -1248,6 +1257,14 @@ func (p *tcpPath) unlisten(l sessions.Listener) {
 			tl.ln.Close()
 		}
 		tl.res.close()
+		// The port is the kernel's again, and so are the 5-tuples of
+		// the connections the listener accepted that wait in
+		// TIME-WAIT: a kernel listener of the port must get a new
+		// connection of one of them, as the kernel's own TIME-WAIT
+		// lets it. Released on a goroutine of its own: the layer,
+		// whose lock the caller holds, takes back the steering.
+		tl.unlistened.Store(true)
+		go p.releasePorts(false)
 	}
 }
 
@@ -1280,7 +1297,7 @@ func (tl *tcpListener) Accept(c *tcp.Conn) (rx, tx *fifo.Fifo, h tcp.Handler, er
 		}
 	}
 	tw := p.pickWorker()
-	s := &tcpSess{p: p, conn: c, app: app, ns: tl.ns, w: tw, established: true}
+	s := &tcpSess{p: p, conn: c, app: app, ns: tl.ns, w: tw, established: true, from: tl}
 	if !p.addLive(app) {
 		p.refused.Add(1)
 		tl.refusedGone.Add(1)
