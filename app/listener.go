@@ -379,16 +379,24 @@ func (l *Listener) next() *Conn {
 	return c
 }
 
-// Accept waits for the next session.
+// Accept waits for the next session. Once the listener is closed, by its
+// Close or by the App's, it fails as a closed net.TCPListener's does:
+// "accept tcp ADDR: use of closed network connection", net.ErrClosed
+// itself under the *net.OpError. An App that stopped without Close (the
+// daemon gone) fails it with the App's error, which wraps net.ErrClosed.
 func (l *Listener) Accept() (net.Conn, error) {
 	if err := l.a.enter(); err != nil {
-		return nil, addrError("accept", l.addr, err)
+		// The App's Close began: it closes every listener, this one too.
+		return nil, addrError("accept", l.addr, net.ErrClosed)
 	}
 	defer l.a.leave()
 	for {
-		select {
-		case <-l.done:
+		// The listener's own close first: the App's Close closes its
+		// listeners before it stops the App.
+		if isClosed(l.done) {
 			return nil, addrError("accept", l.addr, net.ErrClosed)
+		}
+		select {
 		case <-l.a.done:
 			return nil, addrError("accept", l.addr, l.a.Err())
 		default:
@@ -422,10 +430,12 @@ func (l *Listener) Accept() (net.Conn, error) {
 // SetDeadline sets the deadline of Accept, as net.TCPListener's does: past
 // it, Accept (a waiting one too) fails with an error wrapping
 // os.ErrDeadlineExceeded, whose Timeout reports true; the zero time means
-// none.
+// none. After Close it returns net.ErrClosed itself, as a closed
+// net.TCPListener's does (no *net.OpError around it, unlike a Conn's
+// setters).
 func (l *Listener) SetDeadline(t time.Time) error {
 	if isClosed(l.done) {
-		return addrError("set", l.addr, net.ErrClosed)
+		return net.ErrClosed
 	}
 	l.dl.set(t)
 	return nil
