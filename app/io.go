@@ -98,6 +98,9 @@ func (h *half) sleep(a *App, done <-chan struct{}, poll time.Duration, s sleeper
 		err = net.ErrClosed
 	case <-a.done:
 		err = a.Err()
+		if isClosed(done) {
+			err = net.ErrClosed // the owner closed first (check)
+		}
 	}
 	if t != nil {
 		t.Stop()
@@ -110,9 +113,16 @@ func (h *half) sleep(a *App, done <-chan struct{}, poll time.Duration, s sleeper
 // check returns why a call must not go on: the object or the app closed,
 // or the deadline passed.
 func (h *half) check(a *App, done <-chan struct{}) error {
+	// The owner's close first: the App's Close closes its objects before
+	// it fails the App, and a call after it fails as after the object's
+	// own Close (use of closed network connection), not at random with
+	// the App's error.
 	select {
 	case <-done:
 		return net.ErrClosed
+	default:
+	}
+	select {
 	case <-a.done:
 		return a.Err()
 	default:

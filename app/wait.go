@@ -21,7 +21,7 @@ type deadline struct {
 
 func newDeadline() *deadline { return &deadline{passed: make(chan struct{})} }
 
-func isClosed(c chan struct{}) bool {
+func isClosed(c <-chan struct{}) bool {
 	select {
 	case <-c:
 		return true
