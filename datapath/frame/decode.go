@@ -22,7 +22,7 @@ const (
 	BadIPLen            // IPv4 total length below the header length, or IPv6 payload length 0 (jumbograms are not supported)
 	BadIPCsum           // IPv4 header checksum does not verify
 	Fragment            // an IPv4 fragment or an IPv6 fragment header (not an atomic fragment)
-	BadExtHeader        // more IPv6 extension headers than MaxExtHeaders, or a hop-by-hop header not first
+	BadExtHeader        // more IPv6 extension headers than MaxExtHeaders, a hop-by-hop header not first, or a routing header the kernel refuses (routingOK)
 	NotUDP              // the transport protocol is not UDP; Proto and L4Off are set
 	TruncatedUDP        // the IP payload is shorter than a UDP header
 	BadUDPLen           // UDP length below 8 or beyond the IP payload
@@ -435,6 +435,9 @@ func decodeIPv6(b []byte, p *Packet) ([]byte, uint32, Reason) {
 				!ipv6OptionsOK(data[:hl], next == ipv6HopByHop, binary.BigEndian.Uint16(b[4:6]) == 0) {
 				return nil, 0, BadIPOptions
 			}
+			if next == ipv6Routing && !routingOK(data, b[24:40], p.DstMAC) {
+				return nil, 0, BadExtHeader
+			}
 		case ipv6AH:
 			if len(data) < 8 {
 				return nil, 0, TruncatedIP
@@ -471,6 +474,37 @@ func decodeIPv6(b []byte, p *Packet) ([]byte, uint32, Reason) {
 		data = data[hl:]
 		off += hl
 	}
+}
+
+// Routing header types (RFC 8200 4.4) the kernel handles apart.
+const (
+	ipv6RoutingMIP6 = 2 // Mobile IPv6's home address (RFC 6275)
+	ipv6RoutingRPL  = 3 // RPL source route (RFC 6554)
+	ipv6RoutingSRH  = 4 // segment routing (RFC 8754)
+)
+
+// routingOK reports whether the kernel skips the routing header rt (at
+// least its first 8 bytes) of a packet to dst in a frame to dstMAC, as it
+// does the header of a packet that has reached its last hop
+// (ipv6_rthdr_rcv), rather than drop the packet: one whose destination
+// is unicast and whose frame is to the interface's own MAC (PACKET_HOST,
+// not broadcast or multicast), and whose header has no segments left
+// (the kernel does not forward by source route: it answers a parameter
+// problem) and is not of a type it drops at the last hop too: segment
+// routing or RPL (taken only where seg6_enabled or rpl_seg_enabled is
+// set, both off by default), or Mobile IPv6's (dropped unless it held
+// one of the host's home addresses, by a kernel built with Mobile IPv6
+// as distributions build it; one without skips it, a difference no peer
+// but a mobile node's has a use for).
+func routingOK(rt, dst []byte, dstMAC [6]byte) bool {
+	if dst[0] == 0xff || dstMAC[0]&1 != 0 {
+		return false
+	}
+	switch rt[2] {
+	case ipv6RoutingMIP6, ipv6RoutingRPL, ipv6RoutingSRH:
+		return false
+	}
+	return rt[3] == 0
 }
 
 // martian4 reports whether an IPv4 packet from src to dst arriving on a

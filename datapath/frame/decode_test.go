@@ -196,7 +196,7 @@ var decodeCases = []decodeCase{
 	{"ipv6-udp-odd", pkt{v6: true, payload: payload64[:17], sport: 5300, dport: 9000}, OK},
 	{"ipv6-udp-nocsum", pkt{v6: true, payload: payload64, sport: 5300, dport: 9000, noUDPCsum: true}, BadUDPCsum},
 	{"ipv6-hbh-dst-udp", pkt{v6: true, ext: cat(ext6(layers.IPProtocolIPv6Destination, 0), ext6(layers.IPProtocolUDP, 2)), extNext: layers.IPProtocolIPv6HopByHop, payload: payload64, sport: 1, dport: 2}, OK},
-	{"ipv6-routing-udp", pkt{v6: true, ext: ext6(layers.IPProtocolUDP, 1), extNext: layers.IPProtocolIPv6Routing, payload: payload64, sport: 1, dport: 2}, OK},
+	{"ipv6-routing-udp", pkt{v6: true, ext: routing6(layers.IPProtocolUDP, 0, 0), extNext: layers.IPProtocolIPv6Routing, payload: payload64, sport: 1, dport: 2}, OK},
 	{"ipv6-atomic-frag-udp", pkt{v6: true, ext: fragHdr6(layers.IPProtocolUDP, 0, false, 9), extNext: layers.IPProtocolIPv6Fragment, payload: payload64, sport: 1, dport: 2}, OK},
 	{"ipv6-frag-first", pkt{v6: true, ext: fragHdr6(layers.IPProtocolUDP, 0, true, 9), extNext: layers.IPProtocolIPv6Fragment, payload: payload64, sport: 1, dport: 2}, Fragment},
 	{"ipv6-frag-later", pkt{v6: true, ext: fragHdr6(layers.IPProtocolUDP, 10, false, 9), extNext: layers.IPProtocolIPv6Fragment, payload: payload64, sport: 1, dport: 2}, Fragment},
