@@ -61,6 +61,10 @@ type Conn struct {
 	// don't-fragment datagram too large for the path), reported once by
 	// the next Read or Write, as a connected kernel socket's SO_ERROR.
 	soErr atomic.Uint32
+	// soCorrupt says that the pending ECONNREFUSED of a cut-through UDP
+	// session is the one of its peer's corrupt fifo (resetCorrupt):
+	// takeError returns it wrapped with flow.ErrFifoCorrupt.
+	soCorrupt atomic.Bool
 	// resetTold is set once a Read or Write returned the error of the
 	// session's reset (or timeout): later reads return io.EOF and writes
 	// EPIPE, as a kernel socket reports its sk_err once and is shut down
@@ -296,9 +300,29 @@ func (c *Conn) peerError(_ flow.Handle, errno syscall.Errno) {
 // takeError returns and clears the pending asynchronous error.
 func (c *Conn) takeError() error {
 	if v := c.soErr.Swap(0); v != 0 {
+		if syscall.Errno(v) == syscall.ECONNREFUSED && c.soCorrupt.Swap(false) {
+			return errRefusedFifoCorrupt
+		}
 		return syscall.Errno(v)
 	}
 	return nil
+}
+
+// ctDgram reports whether e is a cut-through UDP session: one whose peer
+// gone is as a kernel UDP socket's peer port closed (refusedLater), never
+// an end of its reads.
+func ctDgram(e *end) bool { return e.dgram && !e.datapath }
+
+// refusedLater is what a datagram written to a cut-through peer that is
+// gone does: nothing is sent, and the next Read or Write fails with
+// ECONNREFUSED, as the port unreachable of a loopback peer whose socket
+// closed makes a connected kernel UDP socket's next call fail. A Read
+// waiting wakes with it.
+func (c *Conn) refusedLater() {
+	if c.soErr.CompareAndSwap(0, uint32(syscall.ECONNREFUSED)) {
+		c.rd.poke()
+		c.wr.poke()
+	}
 }
 
 // halfClosed records a stream's peer FIN or reset (early* bits).
@@ -331,6 +355,11 @@ func (c *Conn) halfClosed(what uint8) {
 // it lets the session go; off the caller's goroutine, which holds rd.mu or
 // wr.mu, so that no call waits for the round trip. If that request fails,
 // Close ends the session. rd.mu or wr.mu is held.
+//
+// A UDP session has no reset: its next Read or Write fails with
+// ECONNREFUSED because of flow.ErrFifoCorrupt, once, and the session is
+// then as one whose peer is gone (refusedLater); the daemon is told with
+// a Disconnect.
 func (c *Conn) resetCorrupt(rx bool) {
 	e := c.e
 	if rx {
@@ -339,7 +368,12 @@ func (c *Conn) resetCorrupt(rx bool) {
 	if e.fifoCorrupt.Swap(true) {
 		return
 	}
-	e.reset.Store(true)
+	if e.dgram {
+		c.soCorrupt.Store(true)
+		c.soErr.Store(uint32(syscall.ECONNREFUSED))
+	} else {
+		e.reset.Store(true)
+	}
 	e.gone.Store(true)
 	c.rd.poke()
 	c.wr.poke()
@@ -350,7 +384,7 @@ func (c *Conn) resetCorrupt(rx bool) {
 			return
 		}
 		var m api.Message = &api.Disconnect{Handle: e.h}
-		if c.a.canAbort() {
+		if c.a.canAbort() && !e.dgram {
 			m = &api.Abort{Handle: e.h}
 		}
 		if c.a.endSession(m) == nil {
@@ -474,8 +508,11 @@ func (c *Conn) peerGoneCT() bool {
 }
 
 // Read reads one datagram (UDP: what does not fit in b is dropped) or the
-// bytes queued (TCP). After the peer closed the session and everything it
-// sent was read, Read returns io.EOF.
+// bytes queued (TCP). After the peer closed a TCP session and everything
+// it sent was read, Read returns io.EOF. A UDP session never ends its
+// reads so: once a cut-through peer is gone, reads wait, and a Write
+// succeeds and makes the next Read or Write fail with ECONNREFUSED, as
+// on a kernel UDP socket whose loopback peer's port closed.
 func (c *Conn) Read(b []byte) (int, error) {
 	c.rd.mu.Lock()
 	defer c.rd.mu.Unlock()
@@ -498,12 +535,18 @@ func (c *Conn) Read(b []byte) (int, error) {
 			return 0, netError("read", c.laddr, c.raddr, syscallError("read", err))
 		}
 		if e.dgram {
-			n, ok, err := e.readDgram(b, &c.rhdr)
-			if err != nil {
-				return 0, netError("read", c.laddr, c.raddr, err)
-			}
-			if ok {
-				return n, nil
+			if !e.broken.Load() {
+				n, ok, err := e.readDgram(b, &c.rhdr)
+				if err == fifo.ErrCorrupt && !e.datapath {
+					c.resetCorrupt(true)
+					continue // reported as the pending error it is
+				}
+				if err != nil {
+					return 0, netError("read", c.laddr, c.raddr, err)
+				}
+				if ok {
+					return n, nil
+				}
 			}
 		} else if !e.broken.Load() {
 			n, err := e.rx.Dequeue(b)
@@ -519,7 +562,10 @@ func (c *Conn) Read(b []byte) (int, error) {
 				return 0, netError("read", c.laddr, c.raddr, err)
 			}
 		}
-		if (e.gone.Load() || e.fin.Load()) && !e.readable() {
+		// A cut-through UDP peer gone ends no read: it waits, as a
+		// kernel UDP socket's, for a datagram, its deadline, or the
+		// ECONNREFUSED of a write (refusedLater).
+		if (e.gone.Load() || e.fin.Load()) && !e.readable() && !ctDgram(e) {
 			if err := e.readEndErr(); err != nil && c.resetTold.CompareAndSwap(false, true) {
 				return 0, netError("read", c.laddr, c.raddr, syscallError("read", err))
 			}
@@ -536,7 +582,7 @@ func (c *Conn) Read(b []byte) (int, error) {
 		// An asynchronous error recorded after the look at the top of
 		// the loop poked the broadcast channel this sleeper did not hold
 		// yet: look at it once more now that it is armed.
-		if e.readable() || e.gone.Load() || e.fin.Load() || c.soErr.Load() != 0 || c.rdClosed.Load() {
+		if e.readable() || c.readEnded(e) || c.soErr.Load() != 0 || c.rdClosed.Load() {
 			c.rd.disarm(c.a, s)
 			continue
 		}
@@ -547,6 +593,12 @@ func (c *Conn) Read(b []byte) (int, error) {
 	}
 }
 
+// readEnded reports whether the peer's end (gone, or a stream's FIN)
+// ends a read with nothing to read: never for a cut-through UDP session.
+func (c *Conn) readEnded(e *end) bool {
+	return (e.gone.Load() || e.fin.Load()) && !ctDgram(e)
+}
+
 // spinRead yields the CPU while the read spin lasts (spin.go) and reports
 // whether e has data, or the read must look again for another reason. A
 // read of a TCP session over the datapath does not spin (spinsFor).
@@ -555,7 +607,7 @@ func (c *Conn) spinRead(e *end) bool {
 		return false
 	}
 	for sp := (spinner{}); sp.next(c.a); {
-		if e.readable() || e.gone.Load() || e.fin.Load() || c.soErr.Load() != 0 || isClosed(c.done) {
+		if e.readable() || c.readEnded(e) || c.soErr.Load() != 0 || isClosed(c.done) {
 			sp.hit(c.a)
 			return true
 		}
@@ -596,7 +648,23 @@ func (c *Conn) Write(b []byte) (int, error) {
 		}
 		c.wr.mu.Lock()
 		defer c.wr.mu.Unlock()
-		if err := writeDgram(c.a, &c.wr, c.done, e, &hdr, b); err != nil {
+		err := writeDgram(c.a, &c.wr, c.done, e, &hdr, b)
+		if err == fifo.ErrCorrupt && !e.datapath {
+			// The peer broke the fifo: the session is let go, and this
+			// write reports it, unless another call took the report.
+			c.resetCorrupt(false)
+			if err := c.takeError(); err != nil {
+				return 0, netError("write", c.laddr, c.raddr, syscallError("write", err))
+			}
+			err = errPeerClosed
+		}
+		if err == errPeerClosed && !e.datapath {
+			// The cut-through peer is gone: the datagram is lost as one
+			// to a loopback port nobody has, which the next call hears of.
+			c.refusedLater()
+			return len(b), nil
+		}
+		if err != nil {
 			return 0, netError("write", c.laddr, c.raddr, syscallError("write", err))
 		}
 		return len(b), nil

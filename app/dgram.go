@@ -24,6 +24,11 @@ var (
 	errMessageTooLong = &Error{Msg: ErrMessageTooLong.Error(), Err: errors.Join(ErrMessageTooLong, syscall.EMSGSIZE)}
 	errPortZero       = &Error{Msg: "app: destination port 0", Err: errors.Join(flow.ErrInvalidValue, syscall.EINVAL)}
 	errNoAddress      = &Error{Msg: "app: no destination address", Err: errors.Join(flow.ErrInvalidValue, syscall.EINVAL)}
+	// errRefusedFifoCorrupt is what a cut-through UDP session whose peer
+	// broke a fifo reports once (Conn.resetCorrupt): ECONNREFUSED, the
+	// error of a UDP peer that is no longer there, because of
+	// flow.ErrFifoCorrupt.
+	errRefusedFifoCorrupt = fmt.Errorf("%w: %w", syscall.ECONNREFUSED, flow.ErrFifoCorrupt)
 )
 
 // checkDgramSize refuses a datagram of n bytes to remote larger than its

@@ -46,7 +46,11 @@
 // (one Read per datagram, excess bytes dropped, as with a UDP socket); TCP
 // sessions carry a byte stream: Read returns io.EOF after the peer's FIN,
 // CloseWrite sends ours (on the wire and cut-through alike; a write after
-// it fails with syscall.EPIPE, as does one after the peer closed); the
+// it fails with syscall.EPIPE, as does one after the peer closed); a UDP
+// session whose cut-through peer is gone is as a kernel UDP socket whose
+// loopback peer's port closed (a Write succeeds and the next call fails
+// with syscall.ECONNREFUSED; with flow.ErrFifoCorrupt too when the peer
+// broke the shared fifo); the
 // first read or write after a reset fails with syscall.ECONNRESET, after a timeout (retransmissions, or the
 // keepalive probes of SetKeepAlive, SetKeepAlivePeriod or
 // SetKeepAliveConfig, unanswered) with syscall.ETIMEDOUT, after the daemon
