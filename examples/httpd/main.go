@@ -22,11 +22,14 @@ func main() {
 }
 
 func run() error {
-	flags := attach.Register(flag.CommandLine, "httpd")
-	listen := flag.String("listen", "tcp://0.0.0.0:8080", "the TCP endpoint to serve on")
+	flags := attach.Register(flag.CommandLine, "httpd",
+		"httpd serves HTTP/1.1 on a TCP listener of xsessiond: GET /bytes/N answers N bytes, byte i being\n"+
+			"i mod 251; POST /echo answers the request's body; GET /healthz answers \"ok\". SIGINT or SIGTERM\n"+
+			"stops it once the responses under way are sent (5 s at most).")
+	listen := flag.String("listen", "tcp://0.0.0.0:8080", attach.ListenUsage("tcp", "serve on"))
 	flag.Parse()
-	if flag.NArg() > 0 {
-		return fmt.Errorf("unexpected arguments %q", flag.Args())
+	if err := attach.CheckArgs(flag.CommandLine, *listen, "tcp"); err != nil {
+		return err
 	}
 	a, ctx, stop, err := flags.Attach()
 	if err != nil {
@@ -39,15 +42,24 @@ func run() error {
 	}
 	srv := &http.Server{Handler: Handler(), ReadHeaderTimeout: 10 * time.Second}
 	fmt.Printf("httpd: serving on %s (app %d)\n", ln.Addr(), a.Index())
+	stopped := make(chan struct{})
 	go func() {
+		defer close(stopped)
 		<-ctx.Done()
+		// The responses under way are sent, for 5 s at most; then every
+		// connection is closed.
 		sctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 		defer cancel()
-		_ = srv.Shutdown(sctx)
+		if srv.Shutdown(sctx) != nil {
+			srv.Close()
+		}
 	}()
-	if err := srv.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
+	if err := srv.Serve(ln); !errors.Is(err, http.ErrServerClosed) {
 		return flags.Gone(a, err)
 	}
+	// Serve returns as Shutdown begins: wait for it to end.
+	<-stopped
+	fmt.Println("httpd: stopped")
 	return nil
 }
 
@@ -68,6 +80,14 @@ func Handler() http.Handler {
 		_, _ = io.CopyN(w, &pattern{}, n)
 	})
 	mux.HandleFunc("POST /echo", func(w http.ResponseWriter, r *http.Request) {
+		// The body goes back as it comes in: without full duplex,
+		// net/http discards what is unread of it when the response
+		// starts (up to 256 KiB, then it closes the connection after
+		// the response), which would cut the echo short.
+		if err := http.NewResponseController(w).EnableFullDuplex(); err != nil {
+			http.Error(w, "cannot echo on this connection", http.StatusInternalServerError)
+			return
+		}
 		w.Header().Set("Content-Type", "application/octet-stream")
 		if r.ContentLength >= 0 {
 			w.Header().Set("Content-Length", strconv.FormatInt(r.ContentLength, 10))

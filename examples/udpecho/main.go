@@ -18,11 +18,14 @@ func main() {
 }
 
 func run() error {
-	flags := attach.Register(flag.CommandLine, "udpecho")
-	listen := flag.String("listen", "udp://0.0.0.0:9000", "the UDP endpoint to echo on")
+	flags := attach.Register(flag.CommandLine, "udpecho",
+		"udpecho echoes every UDP datagram it receives on a listener of xsessiond back to its sender,\n"+
+			"of any size UDP carries (0 to 65,507 bytes over IPv4, 65,527 over IPv6). SIGINT or SIGTERM stops it.")
+	flags.FifoSize = attach.DatagramFifoSize
+	listen := flag.String("listen", "udp://0.0.0.0:9000", attach.ListenUsage("udp", "echo on"))
 	flag.Parse()
-	if flag.NArg() > 0 {
-		return fmt.Errorf("unexpected arguments %q", flag.Args())
+	if err := attach.CheckArgs(flag.CommandLine, *listen, "udp"); err != nil {
+		return err
 	}
 	a, ctx, stop, err := flags.Attach()
 	if err != nil {

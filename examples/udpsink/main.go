@@ -19,14 +19,21 @@ func main() {
 }
 
 func run() error {
-	af := attach.Register(flag.CommandLine, "udpsink")
-	listen := flag.String("listen", "udp://0.0.0.0:9001", "the UDP endpoint to receive on")
+	af := attach.Register(flag.CommandLine, "udpsink",
+		"udpsink receives UDP datagrams on a listener of xsessiond with the zero-copy batch API\n"+
+			"(ReadBatch), counts them and reports the rate every --interval, and the totals when it stops\n"+
+			"(--duration, SIGINT or SIGTERM).")
+	af.FifoSize = attach.DatagramFifoSize
+	listen := flag.String("listen", "udp://0.0.0.0:9001", attach.ListenUsage("udp", "receive on"))
 	interval := flag.Duration("interval", time.Second, "how often to report the rate")
 	duration := flag.Duration("duration", 0, "stop after this long (0: until SIGINT or SIGTERM)")
 	batch := flag.Int("batch", 64, "datagrams per ReadBatch")
 	flag.Parse()
-	if *batch < 1 || *interval <= 0 {
-		return fmt.Errorf("--batch must be 1 or more and --interval positive")
+	if err := attach.CheckArgs(flag.CommandLine, *listen, "udp"); err != nil {
+		return err
+	}
+	if *batch < 1 || *interval <= 0 || *duration < 0 {
+		return fmt.Errorf("--batch must be 1 or more, --interval positive and --duration 0 or more")
 	}
 	a, ctx, stop, err := af.Attach()
 	if err != nil {
@@ -43,6 +50,11 @@ func run() error {
 		return err
 	}
 	fmt.Printf("udpsink: receiving on %s (app %d)\n", pc.LocalAddr(), a.Index())
+	go func() {
+		// A read waiting for its deadline (--interval) ends at once.
+		<-ctx.Done()
+		pc.Close()
+	}()
 	msgs := make([]app.Message, *batch)
 	var pkts, bytes, lastPkts, lastBytes uint64
 	start := time.Now()
@@ -76,7 +88,6 @@ func run() error {
 			report(now, false)
 		}
 		if ctx.Err() != nil {
-			pc.Close()
 			report(time.Now(), true)
 			return nil
 		}

@@ -24,18 +24,51 @@ import (
 type Flags struct {
 	socket, ns, secret, name *string
 	prog                     string // the example's name, for Gone
+
+	// FifoSize, when not 0, is the size of the rx and tx fifo of each of
+	// the app's sessions (the daemon's default otherwise).
+	FifoSize uint32
 }
 
 // Register defines the attach flags on fs, with name as the default app
-// name.
-func Register(fs *flag.FlagSet, name string) *Flags {
+// name, and makes fs's usage text say what the example does (about).
+func Register(fs *flag.FlagSet, name, about string) *Flags {
+	fs.Usage = func() {
+		fmt.Fprintf(fs.Output(), "Usage: %s [flags]\n\n%s\n\nFlags:\n", name, about)
+		fs.PrintDefaults()
+	}
 	return &Flags{
-		socket: fs.String("socket", app.DefaultSocket, "the daemon's control socket"),
+		socket: fs.String("socket", app.DefaultSocket, "the daemon's control socket (xsessiond run --socket)"),
 		ns:     fs.String("ns", "", "the app namespace to attach to (default: the default namespace)"),
-		secret: fs.String("secret", "0", "the namespace's secret"),
-		name:   fs.String("name", name, "the app's name in the daemon"),
+		secret: fs.String("secret", "0", "the namespace's secret (xsessiond ctl ns add --secret; not checked for the default namespace)"),
+		name:   fs.String("name", name, "the app's name in the daemon (xsessiond ctl show apps)"),
 		prog:   name,
 	}
+}
+
+// ListenUsage is the usage text of an example's --listen flag, for
+// endpoints of scheme (tcp or udp).
+func ListenUsage(scheme, what string) string {
+	return fmt.Sprintf("the %s endpoint to %s, %s://ADDR:PORT (%[3]s://0.0.0.0:PORT every IPv4 address, %[3]s://[::]:PORT every IPv6 one, %[3]s://:PORT both)",
+		strings.ToUpper(scheme), what, scheme)
+}
+
+// CheckArgs checks what fs parsed before the example attaches: no
+// arguments beyond the flags, and a --listen URI of scheme (tcp or udp).
+// The library says what else is wrong with the URI when it binds it.
+func CheckArgs(fs *flag.FlagSet, listen, scheme string) error {
+	if fs.NArg() > 0 {
+		return fmt.Errorf("unexpected arguments %q: every setting is a flag (--help lists them)", fs.Args())
+	}
+	s, rest, ok := strings.Cut(listen, "://")
+	if !ok || !strings.EqualFold(s, scheme) || rest == "" {
+		eg := ""
+		if l := fs.Lookup("listen"); l != nil {
+			eg = ", e.g. " + l.DefValue
+		}
+		return fmt.Errorf("--listen %q: want %s://ADDR:PORT%s", listen, scheme, eg)
+	}
+	return nil
 }
 
 // Attach checks the flags and attaches (within 10 s). It returns the app
@@ -47,7 +80,8 @@ func (f *Flags) Attach() (a *app.App, ctx context.Context, stop func(), err erro
 	}
 	ctx, cancelSignals := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
 	actx, cancel := context.WithTimeout(ctx, 10*time.Second)
-	a, err = app.Attach(actx, app.Options{Socket: *f.socket, Name: *f.name, Namespace: *f.ns, Secret: sec})
+	a, err = app.Attach(actx, app.Options{Socket: *f.socket, Name: *f.name, Namespace: *f.ns, Secret: sec,
+		RxFifoSize: f.FifoSize, TxFifoSize: f.FifoSize})
 	cancel()
 	if err != nil {
 		cancelSignals()
@@ -86,3 +120,8 @@ func (f *Flags) Gone(a *app.App, err error) error {
 	return fmt.Errorf("the daemon at %s went away (%s): start %s again once xsessiond runs",
 		*f.socket, strings.TrimPrefix(why.Error(), "xsession: "), f.prog)
 }
+
+// DatagramFifoSize is the fifo size of the UDP examples: a fifo holds a
+// datagram with its header, and the daemon's default (64 KiB) cannot hold
+// the largest UDP carries (65,507 bytes over IPv4, 65,527 over IPv6).
+const DatagramFifoSize = 128 << 10
