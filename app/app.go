@@ -38,7 +38,11 @@ type Options struct {
 	Scope Scope
 	// RxFifoSize and TxFifoSize are the data sizes of each session's
 	// fifos; 0 is the daemon's default (64 KiB). Rounded up to a power of
-	// two.
+	// two. A UDP datagram takes its length and a 48-byte header in a
+	// fifo: one that does not fit an empty fifo is refused to a sender
+	// of this app (EMSGSIZE) and dropped on the way in (too_big in ctl
+	// show): an app that carries datagrams near the 65,507 bytes IPv4
+	// allows (65,527 in IPv6) asks for 128 KiB.
 	RxFifoSize, TxFifoSize uint32
 	// SegmentSize is the size of the app's first segment, AddSegmentSize
 	// of those added later; 0 is the daemon's default.
