@@ -266,27 +266,45 @@ func (d *Daemon) ControlStats() ControlStats {
 // (Auth.Admin); others see their own.
 func (d *Daemon) show(what api.ShowWhat, peer api.Cred) ([]byte, error) {
 	var v any
+	rows := 1
 	switch what {
 	case api.ShowApps:
 		apps := d.AppViews()
 		if !d.isAdmin(peer) {
 			apps = slices.DeleteFunc(apps, func(a AppView) bool { return a.UID != peer.UID })
 		}
-		v = apps
+		v, rows = apps, len(apps)
 	case api.ShowSessions:
-		v = d.SessionViews()
+		ss := d.SessionViews()
+		v, rows = ss, len(ss)
 	case api.ShowListeners:
-		v = d.ListenerViews()
+		ls := d.ListenerViews()
+		v, rows = ls, len(ls)
 	case api.ShowNamespaces:
-		v = d.NamespaceViews()
+		ns := d.NamespaceViews()
+		v, rows = ns, len(ns)
 	case api.ShowRules:
-		v = d.RuleViews()
+		rs := d.RuleViews()
+		v, rows = rs, len(rs)
 	case api.ShowStats:
 		v = d.Stats()
 	default:
 		return nil, fmt.Errorf("show %d: %w", uint8(what), flow.ErrInvalidValue)
 	}
-	return json.Marshal(v)
+	doc, err := json.Marshal(v)
+	if err != nil {
+		return nil, err
+	}
+	if len(doc) > api.MaxReassembled {
+		// More than a client reassembles (api.Conn.Recv): the encoder
+		// would refuse it with a bare size error. Say what is too big and
+		// what still answers. (--app and --ns filter in the client, on the
+		// whole document: they do not make it smaller.)
+		return nil, fmt.Errorf("show %v: %d rows make %.1f MB of JSON, more than one reply carries (%d MiB): "+
+			"ctl show apps gives each app's session count, the metrics' xsessiond_sessions count them by namespace and state: %w",
+			what, rows, float64(len(doc))/1e6, api.MaxReassembled>>20, flow.ErrLimit)
+	}
+	return doc, nil
 }
 
 // AppViews lists the attached apps.

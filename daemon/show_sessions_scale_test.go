@@ -1,0 +1,130 @@
+package daemon
+
+import (
+	"bufio"
+	"context"
+	"encoding/json"
+	"errors"
+	"net/http"
+	"net/http/httptest"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/xsessiond/xsessiond/api"
+	"github.com/xsessiond/xsessiond/flow"
+)
+
+// TestShowSessionsScale: with 10,000 cut-through sessions show sessions
+// answers every one of them and the metrics have no series per session;
+// with over 32,000, whose JSON is more than a client reassembles
+// (api.MaxReassembled), show sessions answers an error that says so and
+// what still answers, and the other shows and the metrics still answer.
+func TestShowSessionsScale(t *testing.T) {
+	d := startDaemon(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	newClient := func(name string) *api.Client {
+		t.Helper()
+		cl, err := api.DialClient(ctx, d.Socket(), api.ClientOptions{Name: name, Notify: func(_ api.Message, fds []int) { api.CloseFDs(fds) }})
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { cl.Close() })
+		_, fds, err := cl.Call(ctx, &api.Attach{Name: name, Scope: flow.ScopeLocal, RxFifoSize: 4096, TxFifoSize: 4096, SegmentSize: 256 << 20})
+		api.CloseFDs(fds)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return cl
+	}
+	srv := newClient("server")
+	if _, _, err := srv.Call(ctx, &api.Bind{URI: "tcp://0.0.0.0:7090"}); err != nil {
+		t.Fatal(err)
+	}
+	// connect opens n cut-through sessions pairs from cl (two sessions
+	// each: the connecting app's and the accepted one).
+	connect := func(cl *api.Client, n int) {
+		t.Helper()
+		var wg sync.WaitGroup
+		errc := make(chan error, 4)
+		for w := range 4 {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				for i := w; i < n; i += 4 {
+					_, fds, err := cl.Call(ctx, &api.Connect{URI: "tcp://127.0.0.1:7090"})
+					api.CloseFDs(fds)
+					if err != nil {
+						errc <- err
+						return
+					}
+				}
+			}()
+		}
+		wg.Wait()
+		close(errc)
+		if err := <-errc; err != nil {
+			t.Fatalf("connect: %v", err)
+		}
+	}
+	const perApp = 2500 // an app opens at most 4,096 cut-through sessions
+	for i := range 2 {
+		connect(newClient("client"+string(rune('a'+i))), perApp)
+	}
+	want := 2 * 2 * perApp
+
+	doc, err := show(t, d.Socket(), "sessions")
+	if err != nil {
+		t.Fatalf("show sessions with %d sessions: %v", want, err)
+	}
+	var rows []SessionView
+	if err := json.Unmarshal(doc, &rows); err != nil {
+		t.Fatal(err)
+	}
+	if len(rows) != want {
+		t.Fatalf("show sessions: %d rows, want %d", len(rows), want)
+	}
+	t.Logf("%d sessions: %d bytes of JSON", want, len(doc))
+	series := func() int {
+		rec := httptest.NewRecorder()
+		d.metricsHandler().ServeHTTP(rec, httptest.NewRequest(http.MethodGet, "/metrics", nil))
+		if rec.Code != http.StatusOK {
+			t.Fatalf("metrics: status %d", rec.Code)
+		}
+		n := 0
+		for sc := bufio.NewScanner(rec.Body); sc.Scan(); {
+			if !strings.HasPrefix(sc.Text(), "#") {
+				n++
+			}
+		}
+		return n
+	}
+	before := series()
+
+	// Past what one reply carries: 32,000 sessions of about 560 bytes
+	// each, over 16 MiB (the daemon opens at most 16,384 cut-through
+	// connections).
+	const more = 2750
+	for i := range 4 {
+		connect(newClient("client"+string(rune('c'+i))), more)
+	}
+	want = 2 * (2*perApp + 4*more)
+	_, err = show(t, d.Socket(), "sessions")
+	if err == nil {
+		t.Fatalf("show sessions with %d sessions answered; want an error saying its JSON is too big for one reply (raise the count if it fits now)", want)
+	}
+	if !errors.Is(err, flow.ErrLimit) || !strings.Contains(err.Error(), "rows") || !strings.Contains(err.Error(), "ctl show apps") {
+		t.Errorf("show sessions with %d sessions: %v; want a limit error that counts the rows and says what still answers", want, err)
+	}
+	t.Logf("show sessions with %d sessions: %v", want, err)
+	for _, what := range []string{"apps", "listeners", "stats"} {
+		if _, err := show(t, d.Socket(), what); err != nil {
+			t.Errorf("show %s with %d sessions: %v", what, want, err)
+		}
+	}
+	if after := series(); after > before+16 {
+		t.Errorf("metrics: %d series with %d sessions, %d with %d: a series per session?", after, want, before, 2*2*2*perApp)
+	}
+}
