@@ -99,7 +99,7 @@ func parseHandle(flag, s string) (flow.Handle, error) {
 	}
 	v, err := strconv.ParseUint(s, 0, 64)
 	if err != nil || v == 0 {
-		return 0, fmt.Errorf("%s %q: want a handle like 0x8000000004112328", flag, s)
+		return 0, fmt.Errorf("%s %q: want a handle as ctl show listeners or sessions lists it, like 0x7ffffffd00000000", flag, s)
 	}
 	return flow.Handle(v), nil
 }
