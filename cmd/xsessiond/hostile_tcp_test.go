@@ -508,7 +508,8 @@ func sample(t *testing.T, body, name string) float64 {
 // to an honest app's listener and break the fifos they share: the
 // honest app's read of a tx fifo whose tail ran more than its size ahead,
 // and its write into an rx fifo whose head is far past its tail, fail
-// with fifo.ErrCorrupt (no hang, no crash, nothing read out of bounds);
+// as a reset because of the corrupt fifo (ECONNRESET and
+// flow.ErrFifoCorrupt; no hang, no crash, nothing read out of bounds);
 // the honest app's other sessions go on, and once both ends closed, nothing
 // of the sessions is left.
 func TestHostileCutThroughTCP(t *testing.T) {
@@ -581,8 +582,10 @@ func TestHostileCutThroughTCP(t *testing.T) {
 			_, err = c.Write(make([]byte, 4*rx.Size()))
 			what = "write"
 		}
-		if !errors.Is(err, fifo.ErrCorrupt) {
-			t.Fatalf("the honest app's %s on a broken cut-through session: %v, want fifo.ErrCorrupt", what, err)
+		// Reset as a wire session whose fifo is corrupt: ECONNRESET
+		// because of flow.ErrFifoCorrupt.
+		if !errors.Is(err, flow.ErrFifoCorrupt) || !errors.Is(err, syscall.ECONNRESET) {
+			t.Fatalf("the honest app's %s on a broken cut-through session: %v, want ECONNRESET and flow.ErrFifoCorrupt", what, err)
 		}
 		if _, err := h.call(t, &api.Disconnect{Handle: cr.Handle}); err != nil {
 			t.Fatalf("hostile disconnect: %v", err)
