@@ -587,7 +587,10 @@ func TestHostileCutThroughTCP(t *testing.T) {
 		if !errors.Is(err, flow.ErrFifoCorrupt) || !errors.Is(err, syscall.ECONNRESET) {
 			t.Fatalf("the honest app's %s on a broken cut-through session: %v, want ECONNRESET and flow.ErrFifoCorrupt", what, err)
 		}
-		if _, err := h.call(t, &api.Disconnect{Handle: cr.Handle}); err != nil {
+		// The honest app's reset may have ended the session for both
+		// ends already (a cut-through session leaves nothing to
+		// disconnect then).
+		if _, err := h.call(t, &api.Disconnect{Handle: cr.Handle}); err != nil && !errors.Is(err, flow.ErrNoSession) {
 			t.Fatalf("hostile disconnect: %v", err)
 		}
 		c.Close()
