@@ -81,13 +81,17 @@ func zonedAddr(a net.Addr, zone string) net.Addr {
 }
 
 // linkZone is the zone an app names a link-local peer of its namespace's
-// link with: zone when the app gave one, or else the link's interface
-// index (ifindex, from the daemon's reply; 0 for none gives ""). The
-// daemon takes either back (a zone naming its interface by name or by
-// index).
-func linkZone(zone string, ifindex int) string {
-	if zone != "" || ifindex <= 0 {
+// link with, for a listener whose last bind (the IPv6 one of a listener of
+// both families) is b: zone when the app gave one, or else the link's
+// interface index from the daemon's reply, which the daemon takes back in
+// a zone as it takes the name. "" for an IPv4 listener, which has no
+// link-local peers, and for a reply without an index.
+func linkZone(zone string, b bound) string {
+	if !b.ep.Addr.Is6() { // endpoints are unmapped (flow.ParseURI)
+		return ""
+	}
+	if zone != "" || b.r.Local.IfIndex <= 0 {
 		return zone
 	}
-	return strconv.Itoa(ifindex)
+	return strconv.Itoa(b.r.Local.IfIndex)
 }

@@ -73,7 +73,7 @@ func (a *App) listen(uri string) (*Listener, error) {
 		return nil, err
 	}
 	_, zone := flow.SplitZone(uri)
-	l := &Listener{a: a, binds: binds, addr: zonedAddr(endpointAddr(lastBind(binds).ep), zone), llZone: linkZone(zone, lastBind(binds).r.Local.IfIndex),
+	l := &Listener{a: a, binds: binds, addr: zonedAddr(endpointAddr(lastBind(binds).ep), zone), llZone: linkZone(zone, lastBind(binds)),
 		ready: make(chan struct{}, 1), done: make(chan struct{}), dl: newDeadline()}
 	for _, b := range binds {
 		a.addAcceptor(b.h, b.ep, l)

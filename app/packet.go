@@ -157,7 +157,7 @@ func (a *App) listenPacket(uri string) (*PacketConn, error) {
 	}
 	_, zone := flow.SplitZone(uri)
 	p.laddr = zonedAddr(endpointAddr(lastBind(bs).ep), zone)
-	p.llZone = linkZone(zone, lastBind(bs).r.Local.IfIndex)
+	p.llZone = linkZone(zone, lastBind(bs))
 	p.rebuildLocked()
 	for _, b := range p.binds {
 		a.addAcceptor(b.h, b.ep, p)

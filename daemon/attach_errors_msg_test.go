@@ -53,12 +53,11 @@ func needRootHere(t *testing.T, why string) {
 	t.Skip(why)
 }
 
-// TestAttachPermissionDeniedSaysWhatToDo: an app of uid 65534 attaching to
-// a daemon whose socket is root's alone (mode 0600, group root: no
-// socket_group) is told to run as root or to set socket_group; one whose
-// socket's directory it may not cross is told that.
-func TestAttachPermissionDeniedSaysWhatToDo(t *testing.T) {
-	needRootHere(t, "needs root to run an app as another user")
+// binaryForNobody copies the test binary into a directory of its own that
+// uid 65534 may enter and run it from (the test's temporary directories
+// are root's alone), removed when the test ends; it returns both.
+func binaryForNobody(t *testing.T) (dir, bin string) {
+	t.Helper()
 	dir, err := os.MkdirTemp("", "xw-")
 	if err != nil {
 		t.Fatal(err)
@@ -67,9 +66,18 @@ func TestAttachPermissionDeniedSaysWhatToDo(t *testing.T) {
 	if err := os.Chmod(dir, 0o755); err != nil {
 		t.Fatal(err)
 	}
-	// The test binary, where uid 65534 may run it.
-	bin := filepath.Join(dir, "daemon.test")
+	bin = filepath.Join(dir, "daemon.test")
 	copyFile(t, os.Args[0], bin)
+	return dir, bin
+}
+
+// TestAttachPermissionDeniedSaysWhatToDo: an app of uid 65534 attaching to
+// a daemon whose socket is root's alone (mode 0600, group root: no
+// socket_group) is told to run as root or to set socket_group; one whose
+// socket's directory it may not cross is told that.
+func TestAttachPermissionDeniedSaysWhatToDo(t *testing.T) {
+	needRootHere(t, "needs root to run an app as another user")
+	dir, bin := binaryForNobody(t)
 	sock := filepath.Join(dir, "api.sock")
 	startDaemon(t, func(c *Config) { c.Socket, c.SocketMode = sock, 0o600 })
 	closed := filepath.Join(t.TempDir(), "api.sock") // under a directory of mode 0700

@@ -51,16 +51,7 @@ func init() {
 // attaches. Before, any user who could reach the socket attached one.
 func TestProxyAttachNeedsAdmin(t *testing.T) {
 	needRootHere(t, "needs root to run an app as another user")
-	dir, err := os.MkdirTemp("", "xp-")
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { os.RemoveAll(dir) })
-	if err := os.Chmod(dir, 0o755); err != nil {
-		t.Fatal(err)
-	}
-	bin := filepath.Join(dir, "daemon.test")
-	copyFile(t, os.Args[0], bin)
+	dir, bin := binaryForNobody(t)
 	sock := filepath.Join(dir, "api.sock")
 	startDaemon(t, func(c *Config) { c.Socket, c.SocketMode = sock, 0o666 })
 

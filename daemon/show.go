@@ -4,6 +4,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"net/netip"
+	"reflect"
 	"slices"
 	"strconv"
 	"strings"
@@ -266,26 +267,21 @@ func (d *Daemon) ControlStats() ControlStats {
 // (Auth.Admin); others see their own.
 func (d *Daemon) show(what api.ShowWhat, peer api.Cred) ([]byte, error) {
 	var v any
-	rows := 1
 	switch what {
 	case api.ShowApps:
 		apps := d.AppViews()
 		if !d.isAdmin(peer) {
 			apps = slices.DeleteFunc(apps, func(a AppView) bool { return a.UID != peer.UID })
 		}
-		v, rows = apps, len(apps)
+		v = apps
 	case api.ShowSessions:
-		ss := d.SessionViews()
-		v, rows = ss, len(ss)
+		v = d.SessionViews()
 	case api.ShowListeners:
-		ls := d.ListenerViews()
-		v, rows = ls, len(ls)
+		v = d.ListenerViews()
 	case api.ShowNamespaces:
-		ns := d.NamespaceViews()
-		v, rows = ns, len(ns)
+		v = d.NamespaceViews()
 	case api.ShowRules:
-		rs := d.RuleViews()
-		v, rows = rs, len(rs)
+		v = d.RuleViews()
 	case api.ShowStats:
 		v = d.Stats()
 	default:
@@ -300,6 +296,10 @@ func (d *Daemon) show(what api.ShowWhat, peer api.Cred) ([]byte, error) {
 		// would refuse it with a bare size error. Say what is too big and
 		// what still answers. (--app and --ns filter in the client, on the
 		// whole document: they do not make it smaller.)
+		rows := 1 // stats: one document
+		if rv := reflect.ValueOf(v); rv.Kind() == reflect.Slice {
+			rows = rv.Len()
+		}
 		return nil, fmt.Errorf("show %v: %d rows make %.1f MB of JSON, more than one reply carries (%d MiB): "+
 			"ctl show apps gives each app's session count, the metrics' xsessiond_sessions count them by namespace and state: %w",
 			what, rows, float64(len(doc))/1e6, api.MaxReassembled>>20, flow.ErrLimit)

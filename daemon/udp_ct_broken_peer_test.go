@@ -2,7 +2,6 @@ package daemon
 
 import (
 	"context"
-	"encoding/binary"
 	"errors"
 	"os"
 	"strings"
@@ -10,8 +9,6 @@ import (
 	"time"
 
 	"github.com/xsessiond/xsessiond/app"
-	"github.com/xsessiond/xsessiond/fifo"
-	"github.com/xsessiond/xsessiond/fifo/fifotest"
 )
 
 // TestUDPListenerLetsGoOfCorruptPeer: a cut-through peer whose fifo is
@@ -54,18 +51,7 @@ func TestUDPListenerLetsGoOfCorruptPeer(t *testing.T) {
 	if n, _, err := pc.ReadFrom(buf); err != nil || string(buf[:n]) != "hello" {
 		t.Fatalf("first datagram: %q %v", buf[:n], err)
 	}
-	pairs := appSessions(t, d, "hostile")
-	if len(pairs) != 1 {
-		t.Fatalf("%d sessions of the hostile app, want 1", len(pairs))
-	}
-	if _, err := hc.Write([]byte("x")); err != nil {
-		t.Fatal(err)
-	}
-	for _, p := range pairs {
-		waitFor(t, "the hostile datagram queued", 5*time.Second, func() bool { return fifotest.Tail(p.Tx) != fifotest.Head(p.Tx) })
-		off := int(fifotest.Head(p.Tx) % p.Tx.Size())
-		binary.NativeEndian.PutUint32(fifotest.Data(p.Tx)[off+fifo.DgramOffLen:], 1<<30)
-	}
+	breakQueuedDgram(t, d, "hostile", hc)
 	sleeps := srv.ReadStats().Sleeps
 	pc.SetReadDeadline(time.Now().Add(300 * time.Millisecond))
 	if n, from, err := pc.ReadFrom(buf); !errors.Is(err, os.ErrDeadlineExceeded) {

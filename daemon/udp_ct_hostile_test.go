@@ -65,20 +65,7 @@ func TestUDPListenerOutlivesCorruptPeer(t *testing.T) {
 		}
 	}
 	fds := openFDs(t)
-	pairs := appSessions(t, d, "hostile")
-	if len(pairs) != 1 {
-		t.Fatalf("%d sessions of the hostile app, want 1", len(pairs))
-	}
-	// A datagram queued, then its record's length made larger than
-	// what is queued, before the listener reads it.
-	if _, err := hc.Write([]byte("x")); err != nil {
-		t.Fatal(err)
-	}
-	for _, p := range pairs {
-		waitFor(t, "the hostile datagram queued", 5*time.Second, func() bool { return fifotest.Tail(p.Tx) != fifotest.Head(p.Tx) })
-		off := int(fifotest.Head(p.Tx) % p.Tx.Size())
-		binary.NativeEndian.PutUint32(fifotest.Data(p.Tx)[off+fifo.DgramOffLen:], 1<<30)
-	}
+	breakQueuedDgram(t, d, "hostile", hc)
 	for i := range 50 {
 		msg := fmt.Appendf(nil, "good %d", i)
 		if _, err := gc.Write(msg); err != nil {
@@ -184,5 +171,25 @@ func TestUDPListenerNotHeldByPeerThatNeverReads(t *testing.T) {
 	}
 	if pc.(*app.PacketConn).PeerDrops() == 0 {
 		t.Error("PeerDrops 0: the answers to the peer that does not read were not dropped")
+	}
+}
+
+// breakQueuedDgram has app name's only session, hc, queue a datagram to
+// the listener, then makes that record's length larger than what is
+// queued before the listener reads it, as a hostile app can through the
+// memory it shares.
+func breakQueuedDgram(t *testing.T, d *Daemon, name string, hc net.Conn) {
+	t.Helper()
+	pairs := appSessions(t, d, name)
+	if len(pairs) != 1 {
+		t.Fatalf("%d sessions of the %s app, want 1", len(pairs), name)
+	}
+	if _, err := hc.Write([]byte("x")); err != nil {
+		t.Fatal(err)
+	}
+	for _, p := range pairs { // the one
+		waitFor(t, "the hostile datagram queued", 5*time.Second, func() bool { return fifotest.Tail(p.Tx) != fifotest.Head(p.Tx) })
+		off := int(fifotest.Head(p.Tx) % p.Tx.Size())
+		binary.NativeEndian.PutUint32(fifotest.Data(p.Tx)[off+fifo.DgramOffLen:], 1<<30)
 	}
 }
