@@ -22,7 +22,9 @@
  *    decide, and a hit records the datagram as ours and is redirected;
  *  - a later fragment follows a fresh entry; without one (it came before
  *    the first) the datagram is recorded as the kernel's and passed, and
- *    so is its first fragment when it comes.
+ *    so is its first fragment when it comes. An IPv6 later fragment is
+ *    taken as UDP's whatever next header its fragment header names, as
+ *    the kernel's reassembly takes the datagram's from the first fragment.
  * Entries expire after xs_frag_ttl_ns (the loader sets it to the daemon's
  * reassembly timeout; by default the kernel's, XS_FRAG_TTL_NS), and an
  * entry of ours XS_FRAG_GRACE_NS after its datagram's last fragment came:
@@ -486,9 +488,14 @@ int xsession_xdp(struct xdp_md *ctx)
 
 			if ((void *)(f + 1) > end)
 				return xs_pass(cnt, XS_C_TRUNC_EXT);
-			/* Not UDP, or an atomic fragment (offset 0, M clear):
-			 * the kernel's. */
-			if (f->nexthdr != IPPROTO_UDP || !(f->frag_off & bpf_htons(XS_IP6_OFFSET | XS_IP6_MF)))
+			/* An atomic fragment (offset 0, M clear) is the
+			 * kernel's, as is a first fragment that is not UDP. A
+			 * later fragment's next header is not looked at: the
+			 * kernel's reassembly takes the datagram's from its
+			 * first fragment, so a later one goes where its first
+			 * goes whatever it says. */
+			if (!(f->frag_off & bpf_htons(XS_IP6_OFFSET | XS_IP6_MF)) ||
+			    (!(f->frag_off & bpf_htons(XS_IP6_OFFSET)) && f->nexthdr != IPPROTO_UDP))
 				return xs_pass(cnt, XS_C_FRAGMENT);
 			extlen += sizeof(*f);
 			if ((__u64)((void *)(ip6 + 1) - data) + plen > flen || extlen > plen)

@@ -146,6 +146,9 @@ type fragSender struct {
 	src, dst [2]net.IP // [0] IPv4, [1] IPv6
 	id       uint32
 	wrapped  time.Time // when id's low 16 bits last wrapped
+	// laterNext, when not 0, is the next header the IPv6 fragments
+	// after the first name instead of UDP's.
+	laterNext byte
 }
 
 func newFragSender(t testing.TB, rig *nstest.Pair) *fragSender {
@@ -226,6 +229,9 @@ func (s *fragSender) send(v6 bool, d []byte, pieces []fragPiece) error {
 			copy(pkt[8:24], s.src[1])
 			copy(pkt[24:40], s.dst[1])
 			pkt[40] = unix.IPPROTO_UDP
+			if pc.off > 0 && s.laterNext != 0 {
+				pkt[40] = s.laterNext
+			}
 			fo := uint16(pc.off/8) << 3
 			if pc.mf {
 				fo |= 1

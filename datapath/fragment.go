@@ -49,7 +49,9 @@ func (w *worker) fragment(f []byte) []byte {
 	if w.reasm == nil {
 		w.reasm = reasm.New(w.e.cfg.Reassembly)
 	}
-	k := reasm.Key{Src: p.Src, Dst: p.Dst, ID: p.FragID, Ifindex: uint32(w.e.ifc.Index), Family: p.Family, Proto: uint8(p.Proto)}
+	// An IPv6 datagram's fragments are one datagram whatever next header
+	// the later ones name (isUDPFragment): the key's transport is UDP's.
+	k := reasm.Key{Src: p.Src, Dst: p.Dst, ID: p.FragID, Ifindex: uint32(w.e.ifc.Index), Family: p.Family, Proto: uint8(flow.TransportUDP)}
 	end := p.PayloadOff + p.PayloadLen
 	if p.PayloadOff < 0 || end > len(f) {
 		w.c.Bad[frame.TruncatedIP]++
@@ -68,6 +70,7 @@ func (w *worker) fragment(f []byte) []byte {
 		return nil
 	}
 	w.c.Reassembled++
+	p.Proto = flow.TransportUDP // the fragment that completed it may name another
 	if r := frame.DecodeDatagram(dg, p); r != frame.OK {
 		w.c.Bad[r]++
 		return nil
@@ -103,7 +106,11 @@ func (w *worker) reasmStats() {
 }
 
 // isUDPFragment reports whether w.pkt, decoded as r, is a fragment of a
-// UDP datagram.
+// UDP datagram. An IPv6 fragment after the first is taken as one whatever
+// next header its fragment header names: Linux's reassembly takes the
+// datagram's from the first fragment and ignores the others' (the XDP
+// program steers them alike). An IPv4 fragment's protocol is part of its
+// datagram's identity, here as in the kernel.
 func (w *worker) isUDPFragment(r frame.Reason) bool {
-	return r == frame.Fragment && w.pkt.Proto == flow.TransportUDP
+	return r == frame.Fragment && (w.pkt.Proto == flow.TransportUDP || w.pkt.Family == flow.Family6 && w.pkt.FragOffset > 0)
 }

@@ -127,6 +127,22 @@ func TestProgramFragments(t *testing.T) {
 		{name: "udp4 fresh ours entry, malformed first fragment",
 			setup: func() error { return o.Fragments.put(k4(12), Fragment{Verdict: FragmentOurs, SeenNs: monoNow()}) },
 			pkt:   f4(12, 0, true, udpHead(5556, 9001, 7, body)), want: xdpPass, cnt: malformed(badLength), key: k4(12), entry: FragmentKernel},
+
+		// The kernel's IPv6 reassembly takes the datagram's next header
+		// from its first fragment: a later one goes with it whatever its
+		// own says.
+		{name: "udp6 first fragment to a listener, its later ones naming others", pkt: f6(13, 0, true, head(9000)),
+			want: xdpRedirect, cnt: redirected(fragHit), key: k6(13), entry: FragmentOurs},
+		{name: "udp6 a later fragment naming tcp", pkt: frag6Frame(t, layers.IPProtocolTCP, 13, 9, true, body, 0),
+			want: xdpRedirect, cnt: redirected(fragHit), key: k6(13), entry: FragmentOurs},
+		{name: "udp6 the last naming no next header", pkt: frag6Frame(t, layers.IPProtocolNoNextHeader, 13, 17, false, body, 0),
+			want: xdpRedirect, cnt: redirected(fragHit), key: k6(13), entry: FragmentOurs},
+		{name: "udp6 a later fragment naming tcp, its datagram unknown", pkt: frag6Frame(t, layers.IPProtocolTCP, 14, 9, false, body, 0),
+			want: xdpPass, cnt: passed(fragment), key: k6(14), entry: FragmentKernel},
+		{name: "udp6 then its first fragment, to a listener", pkt: f6(14, 0, true, head(9000)),
+			want: xdpPass, cnt: passed(fragment), key: k6(14), entry: FragmentKernel},
+		{name: "tcp6 first fragment to a listener writes nothing", pkt: frag6Frame(t, layers.IPProtocolTCP, 15, 0, true, head(9000), 0),
+			want: xdpPass, cnt: passed(fragment), key: k6(15)},
 	}
 	for _, s := range steps {
 		if s.setup != nil {

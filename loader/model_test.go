@@ -140,8 +140,10 @@ func modelRun(o *Objects, ifindex int, pkt []byte) (modelResult, error) {
 				return modelResult{reason: "truncated_ext"}, nil
 			}
 			fo := be16(l4 + 2)
-			if pkt[l4] != 17 || fo&0xfff9 == 0 {
-				return modelResult{reason: "fragment"}, nil // not UDP, or atomic
+			// Atomic, or a first fragment that is not UDP; a later
+			// one is UDP's whatever its next header.
+			if fo&0xfff9 == 0 || fo&0xfff8 == 0 && pkt[l4] != 17 {
+				return modelResult{reason: "fragment"}, nil
 			}
 			t.Proto = flow.TransportUDP
 			t.Family = flow.Family6
