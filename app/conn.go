@@ -8,6 +8,7 @@ import (
 	"net"
 	"net/netip"
 	"os"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"syscall"
@@ -92,7 +93,9 @@ func newConn(a *App, e *end, laddr, raddr net.Addr, local, remote netip.AddrPort
 // one the daemon made after the dial gave up. Its errors are a
 // *net.OpError, as net.Dial's are: Op "dial", Net the URI's scheme, Addr
 // the address dialed, Err an *Error (errors.Is finds the errno, the
-// context's error or the sessions sentinel under it).
+// context's error or the sessions sentinel under it), held in an
+// *os.SyscallError naming "connect" when an errno is under it, as
+// net.Dial holds what connect(2) returned.
 func (a *App) Dial(ctx context.Context, uri string) (net.Conn, error) {
 	c, err := a.DialConn(ctx, uri)
 	if err != nil {
@@ -103,6 +106,42 @@ func (a *App) Dial(ctx context.Context, uri string) (net.Conn, error) {
 
 // DialConn is Dial returning the *Conn.
 func (a *App) DialConn(ctx context.Context, uri string) (*Conn, error) {
+	c, err := a.dialConn(ctx, uri)
+	if err != nil {
+		return nil, connectSyscallError(err)
+	}
+	return c, nil
+}
+
+// connectSyscallError holds the errno of a failed Dial's *net.OpError in
+// an *os.SyscallError naming "connect", as net.Dial holds what connect(2)
+// returned (ECONNREFUSED, ENETUNREACH, ETIMEDOUT, ...): OpError.Err is the
+// *os.SyscallError, and the library's error is under it. Errors with no
+// errno, and those of a context or of a closed App, are returned as they
+// are, as net.Dial's are.
+func connectSyscallError(err error) error {
+	oe, ok := err.(*net.OpError)
+	if !ok || oe.Err == nil {
+		return err
+	}
+	var errno syscall.Errno
+	var se *os.SyscallError
+	if !errors.As(oe.Err, &errno) || errors.As(oe.Err, &se) || errors.Is(oe.Err, net.ErrClosed) ||
+		errors.Is(oe.Err, context.Canceled) || errors.Is(oe.Err, context.DeadlineExceeded) {
+		return err
+	}
+	if e, ok := oe.Err.(*Error); ok && strings.HasPrefix(e.Msg, "connect ") {
+		// "dial tcp ADDR: connect: connection refused", as net.Dial
+		// says it: the OpError names the address already.
+		if _, rest, ok := strings.Cut(e.Msg, ": "); ok {
+			e.Msg = rest
+		}
+	}
+	oe.Err = &os.SyscallError{Syscall: "connect", Err: oe.Err}
+	return oe
+}
+
+func (a *App) dialConn(ctx context.Context, uri string) (*Conn, error) {
 	target, err := servicePort(ctx, uri)
 	if err != nil {
 		return nil, dialError(uri, nil, err)
@@ -759,8 +798,14 @@ func (c *Conn) SetKeepAlivePeriod(d time.Duration) error {
 // SetKeepAliveConfig sets TCP keepalive of a session on the wire: with
 // Enable, a probe after Idle without traffic, then every Interval; Count
 // unanswered probes end the session and its reads and writes fail with
-// syscall.ETIMEDOUT. Zero (or negative) fields keep the current values. A
-// datagram or cut-through session fails with flow.ErrNotSupported.
+// syscall.ETIMEDOUT. Zero (or negative) fields keep the current values.
+// Durations are rounded up to whole seconds, and an idle time or interval
+// over 32767 s or a count over 127 fails with syscall.EINVAL (in an
+// *os.SyscallError naming "setsockopt"), as a kernel socket's do. Once
+// the connection is over (reset, timed out, both halves closed) but the
+// Conn is not closed, it succeeds, as setsockopt(2) of a kernel socket in
+// CLOSE does. A datagram or cut-through session fails with
+// flow.ErrNotSupported.
 func (c *Conn) SetKeepAliveConfig(k net.KeepAliveConfig) error {
 	if c.e.dgram || !c.e.datapath {
 		if err := c.setClosed("set"); err != nil {
@@ -775,7 +820,21 @@ func (c *Conn) SetKeepAliveConfig(k net.KeepAliveConfig) error {
 	if err := c.setClosed("set"); err != nil {
 		return err
 	}
-	m := &api.SetKeepalive{Handle: c.e.h, Enabled: k.Enable, Idle: max(k.Idle, 0), Interval: max(k.Interval, 0)}
+	idle, ok1 := keepaliveSeconds(k.Idle)
+	interval, ok2 := keepaliveSeconds(k.Interval)
+	if !ok1 || !ok2 || k.Count > maxKeepaliveCount {
+		// What setsockopt(2) of TCP_KEEPIDLE, TCP_KEEPINTVL or
+		// TCP_KEEPCNT says of a value past Linux's bounds, as
+		// net.TCPConn's setters report it; nothing is changed.
+		return netError("set", c.laddr, c.raddr, os.NewSyscallError("setsockopt", syscall.EINVAL))
+	}
+	if c.e.gone.Load() || c.let {
+		// The connection is over (reset, timed out, or both halves
+		// closed) and the daemon has nothing left to set: a kernel
+		// socket in CLOSE takes the options all the same.
+		return nil
+	}
+	m := &api.SetKeepalive{Handle: c.e.h, Enabled: k.Enable, Idle: idle, Interval: interval}
 	if k.Count > 0 {
 		m.Count = uint32(k.Count)
 	}
@@ -783,10 +842,36 @@ func (c *Conn) SetKeepAliveConfig(k net.KeepAliveConfig) error {
 	defer cancel()
 	_, fds, err := c.a.call(ctx, m)
 	api.CloseFDs(fds)
+	if errorIsNoSession(err) {
+		// The connection ended before the daemon had the call.
+		return nil
+	}
 	if err != nil {
 		return netError("set", c.laddr, c.raddr, err)
 	}
 	return nil
+}
+
+// Linux's bounds of a TCP socket's keepalive options (MAX_TCP_KEEPIDLE,
+// MAX_TCP_KEEPINTVL, MAX_TCP_KEEPCNT): setsockopt(2) refuses more with
+// EINVAL.
+const (
+	maxKeepaliveSeconds = 32767
+	maxKeepaliveCount   = 127
+)
+
+// keepaliveSeconds is a keepalive idle time or interval as a kernel
+// socket takes it from net.TCPConn: rounded up to whole seconds (which
+// is all setsockopt(2) takes); 0 for zero or negative (the current value
+// stays). ok is false past Linux's bound.
+func keepaliveSeconds(d time.Duration) (time.Duration, bool) {
+	if d <= 0 {
+		return 0, true
+	}
+	if d > maxKeepaliveSeconds*time.Second {
+		return 0, false
+	}
+	return (d + time.Second - 1) / time.Second * time.Second, true
 }
 
 // CloseWrite closes the sending half of a TCP session, on the wire or

@@ -123,7 +123,8 @@
 // Listen or ListenPacket carries the errno bind(2) would give
 // (EADDRINUSE, EADDRNOTAVAIL, EINVAL) in an *os.SyscallError named
 // "bind", and a port out of range a *net.AddrError, as net.Listen's
-// errors do.
+// errors do; a failed Dial's errno (ECONNREFUSED, ENETUNREACH,
+// ETIMEDOUT) is in an *os.SyscallError named "connect", as net.Dial's.
 //
 // # Waiting and signalling
 //
