@@ -55,7 +55,7 @@ var (
 
 	descTCPConns     = prometheus.NewDesc("xsessiond_tcp_connections", "TCP connections on the wire by namespace and gVisor's state name, lingering ones (FIN-WAIT, TIME-WAIT) included.", []string{"namespace", "state"}, nil)
 	descTCPRetrans   = prometheus.NewDesc("xsessiond_tcp_retransmits_total", "TCP segments gVisor retransmitted on the namespace's connections.", []string{"namespace"}, nil)
-	descTCPResets    = prometheus.NewDesc("xsessiond_tcp_resets_total", "TCP connections of the namespace that ended by a reset: sent (ours: an app's abort, a close timeout, a corrupt fifo) or received (the peer's).", []string{"namespace", "dir"}, nil)
+	descTCPResets    = prometheus.NewDesc("xsessiond_tcp_resets_total", "TCP connections of the namespace that ended by a reset: sent (ours: an app's abort, a close timeout, a corrupt fifo, the daemon stopping) or received (the peer's).", []string{"namespace", "dir"}, nil)
 	descTCPRefused   = prometheus.NewDesc("xsessiond_tcp_refused_total", "TCP connections the namespace's listeners refused, by reason: backlog (listen queue full), limit (connection limits), no_memory (no fifo memory), closing (app or listener going).", []string{"namespace", "reason"}, nil)
 	descTCPFifoBad   = prometheus.NewDesc("xsessiond_tcp_fifo_corrupt_total", "TCP connections of the namespace reset because their app broke the indices of the session's rx or tx fifo (counted in xsessiond_tcp_resets_total{dir=\"sent\"} too).", []string{"namespace"}, nil)
 	descTCPBufBytes  = prometheus.NewDesc("xsessiond_tcp_buffer_bytes", "The gVisor send and receive buffer sizes of all TCP connections, as accounted against tcp.buffer_memory.", nil, nil)
@@ -174,12 +174,20 @@ func (c *collector) collectTCP(ch chan<- prometheus.Metric) {
 	if byNS == nil {
 		return
 	}
+	live := map[string]bool{}
 	for _, n := range d.layer.Namespaces() {
+		live[n.ID] = true
 		if byNS[n.ID] == nil {
 			byNS[n.ID] = &datapath.TCPNamespaceStats{}
 		}
 	}
 	for id, st := range byNS {
+		// The datapath keeps the counts of a namespace's ended
+		// connections after the namespace is deleted; its series go with
+		// it, once no connection of it lingers.
+		if !live[id] && len(st.States) == 0 {
+			continue
+		}
 		ns := NamespaceName(id)
 		for state, n := range st.States {
 			ch <- prometheus.MustNewConstMetric(descTCPConns, prometheus.GaugeValue, float64(n), ns, state)

@@ -2,12 +2,14 @@ package main
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
 	"os"
 	"os/signal"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"syscall"
 	"time"
@@ -128,6 +130,17 @@ func runCapture(cmd *cobra.Command, socket string, m *api.Capture, file string) 
 	}
 	pipe := os.NewFile(uintptr(fds[0]), "capture")
 	defer pipe.Close()
+	// A filter naming what is not there captures nothing (unless it
+	// comes): say so at once rather than only "0 frames captured" at the
+	// end. Checked once the daemon took the request, so that one who may
+	// not capture hears that first.
+	if err := captureFiltersExist(cmd.Context(), cl, socket, m); err != nil {
+		fmt.Fprintf(cmd.ErrOrStderr(), "xsessiond: warning: %v\n", err)
+	}
+	// The capture runs as long as its connection: keep the daemon from
+	// closing it as idle (control.idle_timeout) before -c, --duration or
+	// Ctrl-C ends it.
+	defer keepAlive(cl)()
 
 	var out io.Writer = cmd.OutOrStdout()
 	if file != "-" {
@@ -179,6 +192,62 @@ func runCapture(cmd *cobra.Command, socket string, m *api.Capture, file string) 
 	}
 	if (m.Count == 0 || uint32(n) < m.Count) && (m.Duration == 0 || time.Since(start) < time.Duration(m.Duration)*time.Millisecond) {
 		return fmt.Errorf("capture: the daemon ended the capture after %d frames, before -c or --duration: did it stop? (its log says why)", n)
+	}
+	return nil
+}
+
+// captureFiltersExist says when the app, listener or session a capture
+// is filtered by is not one the daemon has.
+func captureFiltersExist(ctx context.Context, cl *api.Client, socket string, m *api.Capture) error {
+	type row struct {
+		ID     *uint32 `json:"id"`
+		Handle string  `json:"handle"`
+	}
+	rows := func(what api.ShowWhat, name string) ([]row, error) {
+		ctx, cancel := context.WithTimeout(ctx, ctlTimeout)
+		defer cancel()
+		rep, fds, err := cl.Call(ctx, &api.Show{What: what})
+		api.CloseFDs(fds)
+		if err != nil {
+			return nil, ctlError(err, socket)
+		}
+		sr, ok := rep.(*api.ShowReply)
+		if !ok {
+			return nil, fmt.Errorf("show %s: the daemon answered %v", name, rep.Type())
+		}
+		var out []row
+		if err := json.Unmarshal(sr.JSON, &out); err != nil {
+			return nil, fmt.Errorf("show %s: the daemon sent bad JSON: %w", name, err)
+		}
+		return out, nil
+	}
+	if m.App != 0 {
+		apps, err := rows(api.ShowApps, "apps")
+		if err != nil {
+			return err
+		}
+		if !slices.ContainsFunc(apps, func(r row) bool { return r.ID != nil && *r.ID == m.App }) {
+			return fmt.Errorf("capture --app %d: no such app (ctl show apps lists them): the capture sees nothing of it unless it attaches", m.App)
+		}
+	}
+	for _, f := range []struct {
+		h          flow.Handle
+		what       api.ShowWhat
+		flag, name string
+	}{{m.Listener, api.ShowListeners, "--listener", "listener"}, {m.Session, api.ShowSessions, "--session", "session"}} {
+		if f.h == 0 {
+			continue
+		}
+		list, err := rows(f.what, f.name+"s")
+		if err != nil {
+			return err
+		}
+		if !slices.ContainsFunc(list, func(r row) bool {
+			v, err := strconv.ParseUint(r.Handle, 0, 64)
+			return err == nil && flow.Handle(v) == f.h
+		}) {
+			return fmt.Errorf("capture %s %#x: no such %s (ctl show %ss lists them, with their handles): the capture sees nothing of it", f.flag, uint64(f.h), f.name, f.name)
+		}
 	}
 	return nil
 }

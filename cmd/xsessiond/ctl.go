@@ -54,7 +54,7 @@ func newCtlCmd() *cobra.Command {
 			switch {
 			case err != nil:
 				return noArgs("")(cmd, args)
-			case len(rest) > 0:
+			case len(rest) > 0 && target.HasAvailableSubCommands():
 				return noArgs("")(target, rest)
 			}
 			target.InitDefaultHelpFlag() // listed as --help lists it
@@ -81,11 +81,55 @@ func call(cmd *cobra.Command, socket string, req api.Message) (api.Message, erro
 	return m, nil
 }
 
+// keepAlivePeriod is how often a long-lived ctl connection (capture, top)
+// sends the daemon a request while it has nothing else to ask: the daemon
+// closes a connection with no app that sends nothing for
+// control.idle_timeout (30 s by default), which would end a capture or a
+// top with a long --interval halfway.
+var keepAlivePeriod = 500 * time.Millisecond
+
+// keepAlive sends cl a cheap request (show namespaces) every
+// keepAlivePeriod until the returned stop is called or cl fails. Replies
+// and errors are dropped: a failed connection shows in the caller's own
+// requests and streams.
+func keepAlive(cl *api.Client) (stop func()) {
+	ctx, cancel := context.WithCancel(context.Background())
+	ended := make(chan struct{})
+	go func() {
+		defer close(ended)
+		t := time.NewTicker(keepAlivePeriod)
+		defer t.Stop()
+		for {
+			select {
+			case <-ctx.Done():
+				return
+			case <-cl.Done():
+				return
+			case <-t.C:
+			}
+			cctx, ccancel := context.WithTimeout(ctx, ctlTimeout)
+			_, fds, _ := cl.Call(cctx, &api.Show{What: api.ShowNamespaces})
+			ccancel()
+			api.CloseFDs(fds)
+		}
+	}()
+	return func() {
+		cancel()
+		<-ended
+	}
+}
+
+// maxSocketPath is the longest path a unix socket's address holds (its
+// sun_path less the terminating NUL).
+const maxSocketPath = len(unix.RawSockaddrUnix{}.Path) - 1
+
 // ctlError is the one line a person reads for a failed ctl request.
 func ctlError(err error, socket string) error {
 	var re *api.RemoteError
 	notOurs := fmt.Sprintf("give --socket the daemon's control socket (xsessiond run --socket, %s when not given)", DefaultSocket)
 	switch {
+	case len(socket) > maxSocketPath && errors.Is(err, unix.EINVAL):
+		return fmt.Errorf("--socket %s is too long for a unix socket: %d bytes, at most %d bytes: give a shorter path to it (a relative one from its directory, or one through a symlink to that directory)", socket, len(socket), maxSocketPath)
 	case errors.Is(err, api.ErrNoDaemon) || errors.Is(err, unix.ENOTDIR):
 		if fi, serr := os.Stat(socket); serr == nil && fi.IsDir() {
 			return fmt.Errorf("%s is a directory, not a socket: %s", socket, notOurs)
@@ -411,7 +455,7 @@ func newRuleCmd(socket *string) *cobra.Command {
 			}
 			m, err := call(cmd, *socket, &api.RuleAdd{Rule: r})
 			if err != nil {
-				return err
+				return withHint(err, flow.ErrNotAttached, "ctl show apps lists the apps attached by ID")
 			}
 			rep, ok := m.(*api.RuleAddReply)
 			if !ok {

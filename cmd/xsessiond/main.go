@@ -64,7 +64,48 @@ func newRootCmd() *cobra.Command {
 	}
 	root.SetFlagErrorFunc(flagError)
 	root.AddCommand(newVersionCmd(), newRunCmd(), newCtlCmd(), newDemoCmd(), newCleanupCmd())
+	root.SetHelpCommand(newHelpCmd(root))
 	return root
+}
+
+// newHelpCmd is xsessiond help [command]: the command's help, as --help
+// prints it; a command that is not there is an error that names the ones
+// there are (cobra's own help printed the nearest command's help and
+// exited 0).
+func newHelpCmd(root *cobra.Command) *cobra.Command {
+	return &cobra.Command{
+		Use:   "help [command]",
+		Short: "Help about any command",
+		Long:  "Help about any command: xsessiond help ctl show prints what xsessiond ctl show --help does.",
+		// No socket or daemon needed.
+		PersistentPreRunE: func(*cobra.Command, []string) error { return nil },
+		ValidArgsFunction: func(c *cobra.Command, args []string, toComplete string) ([]cobra.Completion, cobra.ShellCompDirective) {
+			target, _, err := root.Find(args)
+			if err != nil || target == nil {
+				return nil, cobra.ShellCompDirectiveNoFileComp
+			}
+			var out []cobra.Completion
+			for _, sub := range target.Commands() {
+				if sub.IsAvailableCommand() && strings.HasPrefix(sub.Name(), toComplete) {
+					out = append(out, cobra.CompletionWithDesc(sub.Name(), sub.Short))
+				}
+			}
+			return out, cobra.ShellCompDirectiveNoFileComp
+		},
+		RunE: func(c *cobra.Command, args []string) error {
+			target, rest, err := root.Find(args)
+			switch {
+			case err != nil || target == nil:
+				return noArgs("")(root, args)
+			case len(rest) > 0 && target.HasAvailableSubCommands():
+				return noArgs("")(target, rest)
+			}
+			// Words after a command without commands of its own are its
+			// arguments (help ctl show apps): its help.
+			target.InitDefaultHelpFlag() // listed as --help lists it
+			return target.Help()
+		},
+	}
 }
 
 // noArgs is cobra.NoArgs with a message that says what to type: the

@@ -57,6 +57,9 @@ func runTop(cmd *cobra.Command, socket string, once bool, interval time.Duration
 		return ctlError(err, socket)
 	}
 	defer cl.Close()
+	// An --interval longer than the daemon's control.idle_timeout would
+	// leave the connection idle between samples.
+	defer keepAlive(cl)()
 	src := ctlview.NewSource(cl, ctlTimeout, func(err error) error { return ctlError(err, socket) })
 	out := cmd.OutOrStdout()
 	f, isFile := out.(*os.File)
