@@ -51,6 +51,9 @@ type Conn struct {
 	// before it takes hmu. No Read or Write takes it.
 	hmu sync.Mutex
 	let bool // guarded by hmu: the session was let go (Close, or the reset of a corrupt stream)
+	// keepaliveOff, guarded by hmu: an app's call turned the wire
+	// session's keepalive off (the daemon starts it on).
+	keepaliveOff bool
 
 	rhdr fifo.DgramHeader // guarded by rd.mu
 	// wseq serializes stream writes (TCP), so that one Write's bytes
@@ -783,22 +786,26 @@ func (c *Conn) Write(b []byte) (int, error) {
 }
 
 // SetKeepAlive turns TCP keepalive of a session on the wire on or off, as
-// net.TCPConn's does (the daemon's TCP sends the probes; the idle time,
-// interval and count stay what they were: 2h, 75s, 9 unless set).
+// net.TCPConn's does (the daemon's TCP sends the probes); the idle time,
+// interval and count stay what they are. A connection starts with
+// keepalive on, 15 s idle, 15 s between probes and 9 probes, as those of
+// net.Dial and of a net.Listener's Accept do.
 func (c *Conn) SetKeepAlive(on bool) error {
-	return c.SetKeepAliveConfig(net.KeepAliveConfig{Enable: on})
+	return c.setKeepalive(&on, net.KeepAliveConfig{Idle: -1, Interval: -1, Count: -1})
 }
 
-// SetKeepAlivePeriod turns keepalive on with d as both the idle time and
-// the interval between probes, as net.TCPConn's does.
+// SetKeepAlivePeriod sets the idle time before the first keepalive probe
+// (0: 15 s; negative: unchanged), as net.TCPConn's does: keepalive stays
+// on or off as it was.
 func (c *Conn) SetKeepAlivePeriod(d time.Duration) error {
-	return c.SetKeepAliveConfig(net.KeepAliveConfig{Enable: true, Idle: d, Interval: d})
+	return c.setKeepalive(nil, net.KeepAliveConfig{Idle: d, Interval: -1, Count: -1})
 }
 
-// SetKeepAliveConfig sets TCP keepalive of a session on the wire: with
-// Enable, a probe after Idle without traffic, then every Interval; Count
-// unanswered probes end the session and its reads and writes fail with
-// syscall.ETIMEDOUT. Zero (or negative) fields keep the current values.
+// SetKeepAliveConfig sets TCP keepalive of a session on the wire, as
+// net.TCPConn's does: with Enable, a probe after Idle without traffic,
+// then every Interval; Count unanswered probes end the session and its
+// reads and writes fail with syscall.ETIMEDOUT. Zero fields take Go's
+// defaults (15 s, 15 s, 9), negative ones keep the current values.
 // Durations are rounded up to whole seconds, and an idle time or interval
 // over 32767 s or a count over 127 fails with syscall.EINVAL (in an
 // *os.SyscallError naming "setsockopt"), as a kernel socket's do. Once
@@ -807,6 +814,12 @@ func (c *Conn) SetKeepAlivePeriod(d time.Duration) error {
 // CLOSE does. A datagram or cut-through session fails with
 // flow.ErrNotSupported.
 func (c *Conn) SetKeepAliveConfig(k net.KeepAliveConfig) error {
+	return c.setKeepalive(&k.Enable, k)
+}
+
+// setKeepalive turns keepalive on or off (enable nil: as it is) and sets
+// k's idle time, interval and count.
+func (c *Conn) setKeepalive(enable *bool, k net.KeepAliveConfig) error {
 	if c.e.dgram || !c.e.datapath {
 		if err := c.setClosed("set"); err != nil {
 			return err
@@ -820,8 +833,8 @@ func (c *Conn) SetKeepAliveConfig(k net.KeepAliveConfig) error {
 	if err := c.setClosed("set"); err != nil {
 		return err
 	}
-	idle, ok1 := keepaliveSeconds(k.Idle)
-	interval, ok2 := keepaliveSeconds(k.Interval)
+	idle, ok1 := keepaliveSeconds(k.Idle, defaultKeepaliveIdle)
+	interval, ok2 := keepaliveSeconds(k.Interval, defaultKeepaliveInterval)
 	if !ok1 || !ok2 || k.Count > maxKeepaliveCount {
 		// What setsockopt(2) of TCP_KEEPIDLE, TCP_KEEPINTVL or
 		// TCP_KEEPCNT says of a value past Linux's bounds, as
@@ -834,8 +847,15 @@ func (c *Conn) SetKeepAliveConfig(k net.KeepAliveConfig) error {
 		// socket in CLOSE takes the options all the same.
 		return nil
 	}
-	m := &api.SetKeepalive{Handle: c.e.h, Enabled: k.Enable, Idle: idle, Interval: interval}
-	if k.Count > 0 {
+	on := !c.keepaliveOff
+	if enable != nil {
+		on = *enable
+	}
+	m := &api.SetKeepalive{Handle: c.e.h, Enabled: on, Idle: idle, Interval: interval}
+	switch {
+	case k.Count == 0:
+		m.Count = defaultKeepaliveCount
+	case k.Count > 0:
 		m.Count = uint32(k.Count)
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), controlTimeout)
@@ -849,24 +869,33 @@ func (c *Conn) SetKeepAliveConfig(k net.KeepAliveConfig) error {
 	if err != nil {
 		return netError("set", c.laddr, c.raddr, err)
 	}
+	c.keepaliveOff = !on
 	return nil
 }
 
 // Linux's bounds of a TCP socket's keepalive options (MAX_TCP_KEEPIDLE,
 // MAX_TCP_KEEPINTVL, MAX_TCP_KEEPCNT): setsockopt(2) refuses more with
-// EINVAL.
+// EINVAL. And Go's defaults, which the net package sets on each
+// connection and for a zero field of a net.KeepAliveConfig; the daemon
+// starts each connection with them.
 const (
-	maxKeepaliveSeconds = 32767
-	maxKeepaliveCount   = 127
+	maxKeepaliveSeconds      = 32767
+	maxKeepaliveCount        = 127
+	defaultKeepaliveIdle     = 15 * time.Second
+	defaultKeepaliveInterval = 15 * time.Second
+	defaultKeepaliveCount    = 9
 )
 
 // keepaliveSeconds is a keepalive idle time or interval as a kernel
-// socket takes it from net.TCPConn: rounded up to whole seconds (which
-// is all setsockopt(2) takes); 0 for zero or negative (the current value
-// stays). ok is false past Linux's bound.
-func keepaliveSeconds(d time.Duration) (time.Duration, bool) {
-	if d <= 0 {
+// socket takes it from net.TCPConn: def for zero, rounded up to whole
+// seconds (which is all setsockopt(2) takes); 0 for negative (the current
+// value stays). ok is false past Linux's bound.
+func keepaliveSeconds(d, def time.Duration) (time.Duration, bool) {
+	switch {
+	case d < 0:
 		return 0, true
+	case d == 0:
+		d = def
 	}
 	if d > maxKeepaliveSeconds*time.Second {
 		return 0, false

@@ -85,7 +85,9 @@ type Conn struct {
 	entry waiter.Entry
 	rx    *fifo.Fifo
 	tx    *fifo.Fifo
-	h     Handler
+
+	ka keepaliveState // guarded by its mu
+	h  Handler
 
 	local, remote netip.AddrPort
 
@@ -253,7 +255,7 @@ func (c *Conn) Finished() bool {
 
 // Keepalive is a Conn's TCP keepalive: after Idle without traffic gVisor
 // sends a probe every Interval; Count probes unanswered end the Conn with
-// ETIMEDOUT (Reset). Zero fields keep gVisor's values (2h, 75s, 9).
+// ETIMEDOUT (Reset). Zero fields keep the values the Conn has.
 type Keepalive struct {
 	Enabled  bool
 	Idle     time.Duration
@@ -261,32 +263,80 @@ type Keepalive struct {
 	Count    int
 }
 
-// SetKeepalive turns keepalive on or off. Safe from any goroutine.
+// DefaultKeepalive is the keepalive every Conn starts with: Go's net
+// package turns keepalive on with these for each connection net.Dial makes
+// and a net.Listener accepts.
+var DefaultKeepalive = Keepalive{Enabled: true, Idle: 15 * time.Second, Interval: 15 * time.Second, Count: 9}
+
+// SetKeepalive turns keepalive on or off and sets the values given, on
+// or off, as setsockopt(2) of a kernel socket's options does. Safe from
+// any goroutine.
 func (c *Conn) SetKeepalive(k Keepalive) error {
+	return c.ka.set(c.ep, k)
+}
+
+// keepaliveState is a Conn's keepalive as its app set it. gVisor's
+// keepalive is never turned off once on: a keepalive timer that fires
+// while the option is off is left pending for good (the expiry handler
+// returns before it takes the timer's expiry), and keepalive turned on
+// again never probes. Off is gVisor's keepalive on with an idle time of
+// keepaliveNever instead.
+type keepaliveState struct {
+	mu      sync.Mutex
+	started bool          // gVisor's keepalive is on (turned on once)
+	off     bool          // the app's keepalive is off
+	idle    time.Duration // the app's idle time
+}
+
+// keepaliveNever is the idle time that stands for keepalive off.
+const keepaliveNever = 100 * 365 * 24 * time.Hour
+
+func (ks *keepaliveState) set(ep *tcp.Endpoint, k Keepalive) error {
 	if k.Idle < 0 || k.Interval < 0 || k.Count < 0 {
 		return fmt.Errorf("set keepalive: %w", syscall.EINVAL)
 	}
-	if k.Enabled {
-		if k.Idle > 0 {
-			o := tcpip.KeepaliveIdleOption(k.Idle)
-			if terr := c.ep.SetSockOpt(&o); terr != nil {
-				return fmt.Errorf("set keepalive idle: %w", toErrno(terr))
-			}
-		}
-		if k.Interval > 0 {
-			o := tcpip.KeepaliveIntervalOption(k.Interval)
-			if terr := c.ep.SetSockOpt(&o); terr != nil {
-				return fmt.Errorf("set keepalive interval: %w", toErrno(terr))
-			}
-		}
-		if k.Count > 0 {
-			if terr := c.ep.SetSockOptInt(tcpip.KeepaliveCountOption, k.Count); terr != nil {
-				return fmt.Errorf("set keepalive count: %w", toErrno(terr))
-			}
+	ks.mu.Lock()
+	defer ks.mu.Unlock()
+	if k.Interval > 0 {
+		o := tcpip.KeepaliveIntervalOption(k.Interval)
+		if terr := ep.SetSockOpt(&o); terr != nil {
+			return fmt.Errorf("set keepalive interval: %w", toErrno(terr))
 		}
 	}
-	c.ep.SocketOptions().SetKeepAlive(k.Enabled)
+	if k.Count > 0 {
+		if terr := ep.SetSockOptInt(tcpip.KeepaliveCountOption, k.Count); terr != nil {
+			return fmt.Errorf("set keepalive count: %w", toErrno(terr))
+		}
+	}
+	if k.Idle > 0 {
+		ks.idle = k.Idle
+	}
+	if ks.idle == 0 {
+		ks.idle = DefaultKeepalive.Idle
+	}
+	idle := tcpip.KeepaliveIdleOption(ks.idle)
+	if !k.Enabled {
+		idle = tcpip.KeepaliveIdleOption(keepaliveNever)
+	}
+	if terr := ep.SetSockOpt(&idle); terr != nil {
+		return fmt.Errorf("set keepalive idle: %w", toErrno(terr))
+	}
+	ks.off = !k.Enabled
+	if !ks.started {
+		ks.started = true
+		ep.SocketOptions().SetKeepAlive(true)
+	}
 	return nil
+}
+
+// get returns the keepalive as the app set it, from ep's values.
+func (ks *keepaliveState) get(ep *tcp.Endpoint) Keepalive {
+	ks.mu.Lock()
+	defer ks.mu.Unlock()
+	var interval tcpip.KeepaliveIntervalOption
+	_ = ep.GetSockOpt(&interval)
+	count, _ := ep.GetSockOptInt(tcpip.KeepaliveCountOption)
+	return Keepalive{Enabled: ks.started && !ks.off && ep.SocketOptions().GetKeepAlive(), Idle: ks.idle, Interval: time.Duration(interval), Count: count}
 }
 
 // Rx and Tx return the Conn's fifos.
@@ -416,6 +466,7 @@ func (s *Stack) DialMTU(local, remote netip.AddrPort, mtu uint32, owner uint64, 
 		s.release(c)
 		return nil, fmt.Errorf("dial %s: %w", remote, err)
 	}
+	_ = c.ka.set(c.ep, DefaultKeepalive) // valid values: it cannot fail
 	fail := func(what string, terr tcpip.Error) (*Conn, error) {
 		c.ep.Close()
 		s.release(c)

@@ -46,7 +46,11 @@
 // SACK is on and RACK loss detection off (below). Everything else is
 // gVisor's default unless an Options field says otherwise: congestion
 // control reno, 1 MiB send and receive buffers, TIME-WAIT and FIN-WAIT-2
-// 60s, no Nagle delay, no keepalive. The receive buffer grows, up to
+// 60s, no Nagle delay. Keepalive is on for every connection, dialed or
+// accepted, with an idle time and interval of 15 s and 9 probes
+// (DefaultKeepalive): what Go's net.Dial and a net.Listener's Accept set
+// on a kernel socket, so that a Go program on the app library finds the
+// keepalive it had. The receive buffer grows, up to
 // gVisor's 4 MiB, by gVisor's receive buffer moderation (Linux's
 // autotuning: twice what the reader took in the last round trip, more
 // in slow start), which the pump feeds with what it moved into the rx

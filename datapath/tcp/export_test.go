@@ -39,3 +39,7 @@ func BufferGroups(s *Stack) int {
 	defer s.mu.Unlock()
 	return len(s.groupBuf)
 }
+
+// KeepaliveOf is c's keepalive as its app set it, read from its gVisor
+// endpoint.
+func KeepaliveOf(c *Conn) Keepalive { return c.ka.get(c.ep) }

@@ -232,6 +232,7 @@ func (l *Listener) accept(ep *tcp.Endpoint, wq *waiter.Queue, peer tcpip.FullAdd
 		return
 	}
 	c.ep, c.wq = ep, wq
+	_ = c.ka.set(ep, DefaultKeepalive) // valid values: it cannot fail
 	if err := l.s.chargeBuffers(c); err != nil {
 		l.limited.Add(1)
 		rst()
