@@ -46,18 +46,22 @@ func checkDgramSize(n int, remote netip.AddrPort) error {
 	return nil
 }
 
+// maxUDPLen4 is the largest length udp_sendmsg takes before it looks at
+// the destination: a longer IPv4 datagram fails with EMSGSIZE whatever its
+// port.
+const maxUDPLen4 = 0xFFFF
+
 // checkDest checks a WriteTo's destination as a kernel UDP socket bound to
-// ep would: an address and a port (EINVAL), of ep's family (an IPv4
-// destination of an IPv6 listener, which takes IPv6 alone, ENETUNREACH;
-// an IPv6 one of an IPv4 listener EAFNOSUPPORT), and the datagram's size
-// (EMSGSIZE).
+// ep would, in its order: an address (EINVAL), of ep's family (an IPv4
+// destination of an IPv6 listener, which takes IPv6 alone, ENETUNREACH,
+// before its port is looked at, as udpv6_sendmsg refuses it; an IPv6 one
+// of an IPv4 listener EAFNOSUPPORT), an IPv4 datagram no longer than
+// 65,535 bytes (EMSGSIZE, udp_sendmsg's first check), a port (EINVAL),
+// and the datagram's size (EMSGSIZE).
 func checkDest(ep flow.Endpoint, remote netip.AddrPort, n int) error {
 	a := remote.Addr().Unmap()
 	if !a.IsValid() || a.IsUnspecified() {
 		return errNoAddress
-	}
-	if remote.Port() == 0 {
-		return errPortZero
 	}
 	fam := flow.Family4
 	if a.Is6() {
@@ -72,6 +76,12 @@ func checkDest(ep flow.Endpoint, remote netip.AddrPort, n int) error {
 		}
 		return &Error{Msg: fmt.Sprintf("app: destination %v is not of the listener's family (%v)", remote, ep.Addr),
 			Err: errno}
+	}
+	if fam == flow.Family4 && n > maxUDPLen4 {
+		return checkDgramSize(n, netip.AddrPortFrom(a, remote.Port()))
+	}
+	if remote.Port() == 0 {
+		return errPortZero
 	}
 	return checkDgramSize(n, netip.AddrPortFrom(a, remote.Port()))
 }

@@ -635,7 +635,10 @@ func sliceAt(a, b []byte, off, n int) ([]byte, []byte) {
 // *net.UDPAddr, or on the cut-through session a *CutThroughAddr names. To
 // the wire it waits for room while the fifo is full; to a cut-through peer
 // whose fifo is full it does not: the datagram is lost (PeerDrops), as
-// one to a kernel socket whose receive buffer is full; one larger than IP
+// one to a kernel socket whose receive buffer is full; to a cut-through
+// peer that closed its session (or a session the listener no longer has)
+// it is lost and WriteTo succeeds, as a kernel socket's WriteTo to a
+// loopback port whose socket closed; one larger than IP
 // of the session's family carries (MaxDatagram4, MaxDatagram6) fails with
 // EMSGSIZE, as a kernel socket's to the loopback address the peer dialed.
 // With SetDontFragment, a datagram to the wire larger than the path MTU
@@ -671,7 +674,15 @@ func (p *PacketConn) WriteTo(b []byte, addr net.Addr) (int, error) {
 			return 0, netError("write", p.laddr, addr, net.ErrClosed)
 		}
 		if e == nil {
-			return 0, netError("write", p.laddr, addr, fmt.Errorf("no cut-through session %#x: %w", uint64(x.Session), flow.ErrNoSession))
+			// A session the listener forgot (its peer closed it, and a
+			// read dropped it) or never had: the datagram is lost, as
+			// one a kernel socket sends to a loopback port nobody has,
+			// whose port unreachable fails no call of an unconnected
+			// socket. No larger than the listener's family carries.
+			if err := checkDgramSize(len(b), p.binds[len(p.binds)-1].local); err != nil {
+				return 0, netError("write", p.laddr, addr, syscallError("sendto", err))
+			}
+			return len(b), nil
 		}
 		return p.write(b, e, nil, netip.AddrPort{}, addr)
 	case *net.UDPAddr:
@@ -692,17 +703,25 @@ func (p *PacketConn) WriteToUDPAddrPort(b []byte, addr netip.AddrPort) (int, err
 	return p.write(b, wb.wire, wb, addr, nil)
 }
 
+// addrPortAddr is the destination a WriteToUDPAddrPort's error names, as
+// package net names it: the netip.AddrPort as given, an IPv4-mapped
+// address printed as one.
+type addrPortAddr struct{ netip.AddrPort }
+
+// Network returns "udp".
+func (addrPortAddr) Network() string { return "udp" }
+
 // write sends b on e: to remote on the wire end of bind wb, or on a
 // cut-through peer's (wb nil). addr is the caller's address for errors;
-// nil makes one from remote.
+// nil names remote as WriteToUDPAddrPort's errors do.
 func (p *PacketConn) write(b []byte, e *end, wb *wireBind, remote netip.AddrPort, addr net.Addr) (int, error) {
 	// An errno (EMSGSIZE, EINVAL, ENETUNREACH, a pending asynchronous
 	// error) is held in an *os.SyscallError naming "sendto", as the net
 	// package holds a kernel UDP socket's for WriteTo and
 	// WriteToUDPAddrPort; net.ErrClosed and deadlines are not.
 	fail := func(err error) (int, error) {
-		if addr == nil {
-			addr = net.UDPAddrFromAddrPort(remote)
+		if addr == nil { // WriteToUDPAddrPort's: made here, not per datagram
+			addr = addrPortAddr{remote}
 		}
 		return 0, netError("write", p.laddr, addr, syscallError("sendto", err))
 	}
@@ -747,7 +766,7 @@ func (p *PacketConn) write(b []byte, e *end, wb *wireBind, remote netip.AddrPort
 		alive := p.peers[e.h] == e
 		p.mu.Unlock()
 		if !alive {
-			return fail(errPeerClosed)
+			return len(b), nil // the peer is gone: lost, as below
 		}
 	}
 	if err := p.takeError(); err != nil {
@@ -763,8 +782,11 @@ func (p *PacketConn) write(b []byte, e *end, wb *wireBind, remote netip.AddrPort
 		// to a kernel socket whose receive buffer is full, and the
 		// listener does not wait on that peer (one that never reads
 		// would hold up its writes to every other).
+		// A peer gone: the datagram is lost too, as one a kernel
+		// socket sends to a loopback port whose socket closed (the port
+		// unreachable it draws fails no call of an unconnected socket).
 		switch err := enqueueDgram(e, &hdr, b); err {
-		case nil:
+		case nil, errPeerClosed:
 		case fifo.ErrNoSpace:
 			p.peerDrops.Add(1)
 		default:
