@@ -236,7 +236,7 @@ func (a *App) bind(uri string) (*api.BindReply, error) {
 	r, fds, err := doLate[*api.BindReply](ctx, a, &api.Bind{URI: uri}, late)
 	api.CloseFDs(fds)
 	if err != nil {
-		return nil, opError("listen", uri, bindErrno(err))
+		return nil, opError("listen", uri, bindErrno(uri, err))
 	}
 	return r, nil
 }
@@ -246,14 +246,19 @@ func (a *App) bind(uri string) (*api.BindReply, error) {
 // address that is not the namespace's, EINVAL for an address no socket
 // of the transport can bind (a TCP listener on an IPv6 multicast
 // address), EACCES for a port below 1024 without CAP_NET_BIND_SERVICE.
-// (EADDRINUSE for a port in use opError adds.) Other errors are returned
-// as they are.
-func bindErrno(err error) error {
+// (EADDRINUSE for a port in use opError adds.) An IPv6 link-local address
+// of uri that names no link (no zone) and is not the namespace's is
+// EINVAL, as bind(2) refuses such an address without a scope id before it
+// looks whether it is the host's; the namespace's own is bound without a
+// zone, on the namespace's link. Other errors are returned as they are.
+func bindErrno(uri string, err error) error {
 	var errno syscall.Errno
 	if errors.As(err, &errno) {
 		return err
 	}
 	switch {
+	case errors.Is(err, flow.ErrNotInNamespace) && unzonedLinkLocal(uri):
+		return &withCause{err: err, cause: syscall.EINVAL}
 	case errors.Is(err, flow.ErrNotInNamespace):
 		return &withCause{err: err, cause: syscall.EADDRNOTAVAIL}
 	case errors.Is(err, flow.ErrInvalidValue):
@@ -262,6 +267,19 @@ func bindErrno(err error) error {
 		return &withCause{err: err, cause: syscall.EACCES}
 	}
 	return err
+}
+
+// unzonedLinkLocal reports whether uri names an IPv6 link-local unicast
+// address without a zone, which a kernel socket binds or connects only
+// with a scope id naming its link (bind(2) and connect(2) fail with
+// EINVAL without one).
+func unzonedLinkLocal(uri string) bool {
+	plain, zone := flow.SplitZone(uri)
+	if zone != "" {
+		return false
+	}
+	ep, err := flow.ParseURI(plain)
+	return err == nil && ep.Addr.Is6() && !ep.Addr.Is4In6() && ep.Addr.IsLinkLocalUnicast()
 }
 
 // withCause is err, whose text it has, and cause, which errors.Is and

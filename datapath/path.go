@@ -1,8 +1,11 @@
 package datapath
 
 import (
+	"errors"
 	"fmt"
 	"net/netip"
+
+	"golang.org/x/sys/unix"
 
 	"github.com/xsessiond/xsessiond/datapath/udp"
 	"github.com/xsessiond/xsessiond/flow"
@@ -146,10 +149,102 @@ func (e *Engine) connectRoute(dst netip.Addr) (nsbind.Route, error) {
 		}
 	}
 	if own {
-		return nsbind.Route{}, fmt.Errorf("%v is an address of this host (routed through %s): the datapath carries sessions to other hosts, "+
-			"and between apps cut-through; a kernel socket of this host is reached with a kernel socket: %w", dst, name, ErrOtherInterface)
+		return nsbind.Route{}, &ownAddressError{dst: dst, via: name}
 	}
 	return nsbind.Route{}, fmt.Errorf("%v is routed through %s, not %s, the interface this daemon serves: %w", dst, name, e.ifc.Name, ErrOtherInterface)
+}
+
+// ownAddressError is connectRoute's error for a destination that is an
+// address of this host: the datapath does not reach it (no kernel socket
+// of the host hears the datapath, and the host's apps are reached
+// cut-through). It wraps ErrOtherInterface; Open completes it
+// (ownAddress) once it knows the port.
+type ownAddressError struct {
+	dst netip.Addr
+	via string // the interface the route takes
+}
+
+func (e *ownAddressError) Error() string {
+	return fmt.Sprintf("%v is an address of this host (routed through %s): the datapath carries sessions to other hosts, "+
+		"and between apps cut-through; a kernel socket of this host is reached with a kernel socket: %v", e.dst, e.via, ErrOtherInterface)
+}
+
+func (e *ownAddressError) Unwrap() error { return ErrOtherInterface }
+
+// ownAddress completes the error of a connect to r, an address of this
+// host (err, an *ownAddressError) that no app listens on: refused
+// (flow.ErrRefused, ECONNREFUSED), as the kernel refuses a connect to a
+// port of its own address that no socket holds, unless a kernel socket
+// does hold it (a TCP listener, an unconnected UDP socket), which the
+// kernel would reach and the datapath cannot: then err is returned as it
+// is. Other errors are returned as they are.
+func (e *Engine) ownAddress(err error, r sessions.Endpoint) error {
+	var oe *ownAddressError
+	if !errors.As(err, &oe) {
+		return err
+	}
+	held, lerr := e.kernelHolds(r.Transport, oe.dst, r.Port)
+	if lerr != nil || held {
+		return err
+	}
+	return fmt.Errorf("%v is an address of this host (routed through %s) and nothing listens on its %s port %d "+
+		"(no app; the datapath carries sessions to other hosts, and between apps cut-through): %w",
+		oe.dst, oe.via, r.Transport, r.Port, flow.ErrRefused)
+}
+
+// refusePortZero is the error of a TCP connect to port 0 of r's address:
+// refused (flow.ErrRefused, ECONNREFUSED), as a kernel socket's connect
+// is, whose SYN to port 0 the peer answers with a reset; the route's
+// errors first, as the kernel's (ENETUNREACH for no route, a broadcast or
+// multicast address).
+func (e *Engine) refusePortZero(r sessions.Endpoint) error {
+	dst := r.Addr.Unmap()
+	rt, err := e.connectRoute(dst)
+	if err != nil {
+		return e.ownAddress(err, r)
+	}
+	if rt.Broadcast || rt.Multicast {
+		return fmt.Errorf("connect %v: a broadcast or multicast address, and a TCP connection goes to one host: %w", dst, flow.ErrNetUnreachable)
+	}
+	return fmt.Errorf("%v port 0: no host accepts a TCP connection on port 0: %w", dst, flow.ErrRefused)
+}
+
+// kernelHolds reports whether a kernel socket of the interface's
+// namespace may take a connect of transport tr to dst, an address of this
+// host, on port: whether a bind of that address and port fails with
+// EADDRINUSE there (a listener, a bound UDP socket, and the ports the
+// daemon reserves for its apps' sessions alike: a port held by anything
+// counts as held). One bind, not a listing of the namespace's sockets,
+// so that an app's dials cost the daemon the same however many sockets
+// the host has. No socket holds port 0.
+func (e *Engine) kernelHolds(tr flow.Transport, dst netip.Addr, port uint16) (bool, error) {
+	if port == 0 {
+		return false, nil
+	}
+	typ := unix.SOCK_DGRAM
+	if tr == flow.TransportTCP {
+		typ = unix.SOCK_STREAM
+	}
+	var held bool
+	err := doIn(e.nsh, func() error {
+		dst := dst.Unmap()
+		fam, sa := unix.AF_INET6, unix.Sockaddr(&unix.SockaddrInet6{Addr: dst.As16(), Port: int(port)})
+		if dst.Is4() {
+			fam, sa = unix.AF_INET, &unix.SockaddrInet4{Addr: dst.As4(), Port: int(port)}
+		}
+		fd, err := unix.Socket(fam, typ|unix.SOCK_CLOEXEC, 0)
+		if err != nil {
+			return err
+		}
+		defer unix.Close(fd)
+		err = unix.Bind(fd, sa)
+		held = errors.Is(err, unix.EADDRINUSE)
+		if err != nil && !held {
+			return err
+		}
+		return nil
+	})
+	return held, err
 }
 
 // ifName names the namespace's interface ifindex, or says its index when
@@ -196,12 +291,16 @@ func (p *enginePath) Open(req sessions.OpenRequest) (netip.AddrPort, error) {
 		if e.tcp == nil {
 			return netip.AddrPort{}, fmt.Errorf("no tcp stack: %w", flow.ErrNotSupported)
 		}
-		return e.tcp.open(req)
+		if r.Port == 0 {
+			return netip.AddrPort{}, e.refusePortZero(r)
+		}
+		local, err := e.tcp.open(req)
+		return local, e.ownAddress(err, r)
 	}
 	dst := r.Addr.Unmap()
 	rt, err := e.connectRoute(dst)
 	if err != nil {
-		return netip.AddrPort{}, err
+		return netip.AddrPort{}, e.ownAddress(err, r)
 	}
 	src := rt.Src
 	var res *udp.Reservation

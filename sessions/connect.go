@@ -21,6 +21,11 @@ type ConnectResult struct {
 // Connect connects app to e (seed: vnet_connect_i). In order:
 //   - the zero address is refused (ErrInvalidValue), an IPv4-mapped one
 //     (::ffff:0.0.0.0) too, before the app is looked up;
+//   - port 0 skips every step that makes a cut-through session (no app
+//     listens on it; drop rules still apply): it is refused on a loopback
+//     address and goes to the Datapath otherwise, as a kernel socket's
+//     connect to port 0 goes to the peer (TCP's refused with a reset,
+//     UDP's connected);
 //   - an app with local scope looks e up in its namespace's local table:
 //     a drop rule fails the connect (ErrFiltered); a rule forwarding to
 //     another app that has a listener for e makes a cut-through session
@@ -53,11 +58,14 @@ func (l *Layer) Connect(id AppID, e Endpoint, opaque uint32) (ConnectResult, err
 	if err := validEndpoint(e); err != nil {
 		return ConnectResult{}, fmt.Errorf("connect: %w", err)
 	}
-	if e.Port == 0 {
-		return ConnectResult{}, fmt.Errorf("connect %s: port 0: %w", e.URI(), ErrInvalidValue)
-	}
 	e = a.endpointFor(e)
 	rt := FiveTuple{Remote: AddrBytes(e.Addr), RemotePort: e.Port, Proto: e.Transport, Family: e.Family()}
+	// No app listens on port 0 (a bind of port 0 gets another), and the
+	// tables' entries of port 0 are a proxy's every-port ones: a connect
+	// to port 0 makes no cut-through session, and goes where a kernel
+	// socket's connect goes (refused by the peer, or on the loopback
+	// address; a UDP session to the wire).
+	port0 := e.Port == 0
 
 	if a.hasLocal() {
 		target, ln, m := l.localLookupLocked(a, e, &rt)
@@ -65,7 +73,7 @@ func (l *Layer) Connect(id AppID, e Endpoint, opaque uint32) (ConnectResult, err
 		case m.Action == RuleDrop:
 			m.Hits.Add(1)
 			return ConnectResult{}, fmt.Errorf("connect %s: local rule %d: %w", e.URI(), m.ID, ErrFiltered)
-		case target != nil && target != a:
+		case target != nil && target != a && !port0:
 			m.Hits.Add(1)
 			return l.cutThroughLocked(a, target, ln, e, opaque)
 		}
@@ -74,8 +82,10 @@ func (l *Layer) Connect(id AppID, e Endpoint, opaque uint32) (ConnectResult, err
 		// A listener bound to the loopback address itself
 		// (tcp://127.0.0.1:80) is in the global table: a connect to it
 		// is cut-through, as one to the host's own address is below.
-		if r, ok, err := l.globalCutThroughLocked(a, e, opaque); ok {
-			return r, err
+		if !port0 {
+			if r, ok, err := l.globalCutThroughLocked(a, e, opaque); ok {
+				return r, err
+			}
 		}
 		return ConnectResult{}, fmt.Errorf("connect %s: %w", e.URI(), ErrLocalConnect)
 	}
@@ -90,7 +100,7 @@ func (l *Layer) Connect(id AppID, e Endpoint, opaque uint32) (ConnectResult, err
 		case RuleAllow:
 			m.Hits.Add(1)
 		case RuleForward:
-			if t := l.apps[m.App]; t != nil && t != a {
+			if t := l.apps[m.App]; t != nil && t != a && !port0 {
 				if ln := l.appListenerLocked(t, e); ln != nil {
 					m.Hits.Add(1)
 					return l.cutThroughLocked(a, t, ln, e, opaque)
@@ -98,7 +108,7 @@ func (l *Layer) Connect(id AppID, e Endpoint, opaque uint32) (ConnectResult, err
 			}
 		}
 	}
-	if l.cfg.View.IsLocal(e.FIB, e.Addr) {
+	if l.cfg.View.IsLocal(e.FIB, e.Addr) && !port0 {
 		if r, ok, err := l.globalCutThroughLocked(a, e, opaque); ok {
 			return r, err
 		}
