@@ -207,6 +207,18 @@ func newShowCmd(socket *string) *cobra.Command {
 			"app", "session", "listener", "namespace", "ns", "rule", "stat"},
 		RunE: func(cmd *cobra.Command, args []string) error {
 			if len(args) == 0 {
+				// --json, --app and --ns shape what a show prints: given
+				// with nothing to show they would be dropped unseen, and a
+				// script reading JSON would read the list's text.
+				var given []string
+				for _, f := range []string{"json", "app", "ns"} {
+					if cmd.Flags().Changed(f) {
+						given = append(given, "--"+f)
+					}
+				}
+				if len(given) > 0 {
+					return fmt.Errorf("show %s: show what? Give apps, sessions, listeners, namespaces, rules or stats (show apps %[1]s)", strings.Join(given, " "))
+				}
 				_, err := io.WriteString(cmd.OutOrStdout(), showList)
 				return err
 			}
@@ -353,11 +365,14 @@ daemon's interface when --netns is not given).`,
 			if err := sessions.ValidNamespaceID(id); err != nil {
 				return fmt.Errorf("ns add: %s", strings.TrimSuffix(err.Error(), ": "+sessions.ErrInvalidValue.Error()))
 			}
-			s, err := strconv.ParseUint(secret, 0, 64)
+			s, err := parseSecret(secret)
 			if err != nil {
-				return fmt.Errorf("--secret %q: want a number (0 to 2^64-1)", secret)
+				return err
 			}
 			if _, err := call(cmd, *socket, &api.NsAdd{ID: id, Secret: s, Iface: iface, Netns: netns}); err != nil {
+				if errors.Is(err, flow.ErrInvalidValue) && strings.Contains(err.Error(), fmt.Sprintf("interface %q does not exist", iface)) {
+					return fmt.Errorf("%w (%s)", err, ifaceHint(cmd, *socket, netns))
+				}
 				return withHint(err, flow.ErrNamespaceExists, "ctl ns set-secret replaces its secret; ctl ns del removes it")
 			}
 			fmt.Fprintf(cmd.OutOrStdout(), "namespace %q added on %s\n", id, iface)
@@ -365,7 +380,7 @@ daemon's interface when --netns is not given).`,
 		},
 	}
 	add.Flags().StringVar(&id, "id", "", "the namespace id")
-	add.Flags().StringVar(&secret, "secret", "", "the secret apps attach with (a 64-bit number)")
+	add.Flags().StringVar(&secret, "secret", "", "the secret apps attach with (0 to 2^64-1, decimal, or hex after 0x)")
 	add.Flags().StringVar(&iface, "iface", "", "the namespace's interface")
 	add.Flags().StringVar(&netns, "netns", "", "the named network namespace the interface lives in")
 	var delID string
@@ -407,9 +422,9 @@ daemon's interface when --netns is not given).`,
 			if rotID == "" || rotSecret == "" {
 				return errors.New("ns set-secret needs --id and --secret (or the id as its argument: ns set-secret ID --secret N)")
 			}
-			s, err := strconv.ParseUint(rotSecret, 0, 64)
+			s, err := parseSecret(rotSecret)
 			if err != nil {
-				return fmt.Errorf("--secret %q: want a number (0 to 2^64-1)", rotSecret)
+				return err
 			}
 			if _, err := call(cmd, *socket, &api.NsSetSecret{ID: rotID, Secret: s}); err != nil {
 				return withHint(err, flow.ErrInvalidNamespace, "ctl show namespaces lists them")
@@ -419,9 +434,83 @@ daemon's interface when --netns is not given).`,
 		},
 	}
 	rot.Flags().StringVar(&rotID, "id", "", "the namespace id (or give it as the argument)")
-	rot.Flags().StringVar(&rotSecret, "secret", "", "the new secret (a 64-bit number)")
+	rot.Flags().StringVar(&rotSecret, "secret", "", "the new secret (0 to 2^64-1, decimal, or hex after 0x)")
 	cmd.AddCommand(add, del, rot)
 	return cmd
+}
+
+// parseSecret reads a namespace's --secret as its help writes one: 0 to
+// 2^64-1 in decimal digits, or in hex after 0x (42, 0x2a). strconv's base
+// 0 took more, not all of it what it seems: 1_000 for 1000, 0o17, 0b101,
+// and 0123 for 83 (octal), where the apps' --secret of the examples and
+// a person read 123. Those are refused.
+func parseSecret(s string) (uint64, error) {
+	digits, base := s, 10
+	if h, ok := strings.CutPrefix(s, "0x"); ok {
+		digits, base = h, 16
+	} else if h, ok := strings.CutPrefix(s, "0X"); ok {
+		digits, base = h, 16
+	}
+	if base == 10 && len(digits) > 1 && digits[0] == '0' && strings.Trim(digits, "0123456789") == "" {
+		return 0, fmt.Errorf("--secret %q: a leading 0 is ambiguous (the examples' --secret reads it as octal): give the number without it, or in hex after 0x", s)
+	}
+	// With its base given, ParseUint takes neither a sign nor the
+	// underscores base 0 takes.
+	v, err := strconv.ParseUint(digits, base, 64)
+	if err != nil {
+		return 0, fmt.Errorf("--secret %q: want a number from 0 to 2^64-1 in decimal digits, or in hex after 0x (42 or 0x2a)", s)
+	}
+	return v, nil
+}
+
+// ifaceHint is what to type when ns add names an interface that is not
+// in the netns it looks in: the command that lists that netns's
+// interfaces, and the daemon's interface, the one whose namespaces'
+// sessions reach the wire.
+func ifaceHint(cmd *cobra.Command, socket, netns string) string {
+	var st struct {
+		Interface string `json:"interface"`
+		Netns     string `json:"netns"`
+	}
+	if doc, err := showDoc(cmd, socket, api.ShowStats); err != nil || json.Unmarshal(doc, &st) != nil || st.Interface == "" {
+		if netns != "" {
+			return fmt.Sprintf("ip -n %s link lists the interfaces there", netns)
+		}
+		return "ip link lists the interfaces of the daemon's netns; --netns NAME names another"
+	}
+	runsOn := fmt.Sprintf("the daemon runs on %s", st.Interface)
+	if st.Netns != "" {
+		runsOn += fmt.Sprintf(" in netns %s", st.Netns)
+	}
+	switch {
+	case netns != "":
+		return fmt.Sprintf("ip -n %s link lists the interfaces there; %s", netns, runsOn)
+	case st.Netns != "":
+		return fmt.Sprintf("without --netns the daemon looks in its interface's netns: ip -n %s link lists the interfaces there; %s", st.Netns, runsOn)
+	}
+	return fmt.Sprintf("ip link lists the interfaces there; %s", runsOn)
+}
+
+// emptyTag says when a rule's words give tag an empty value, as
+// tag "$TAG" does with TAG unset: rule del would otherwise read the words
+// as a rule to match and ask for its proto, and rule add would add a rule
+// without a tag.
+func emptyTag(cmd string, words []string) error {
+	for i := 0; i < len(words); i++ {
+		switch words[i] {
+		case "proto", "action", "app", "appns", "ns", "scope":
+			i++ // its value, whatever it is
+		case "tag":
+			if i+1 < len(words) && words[i+1] == "" && cmd == "del" {
+				return errors.New(`rule del tag "": the tag is empty: give the tag of the rules to delete (ctl show rules lists them, in TAG)`)
+			}
+			if i+1 < len(words) && words[i+1] == "" {
+				return errors.New(`rule add … tag "": the tag is empty: give the rule a name, or leave tag out`)
+			}
+			i++
+		}
+	}
+	return nil
 }
 
 // needWords is cobra.MinimumNArgs with a message that says what to type.
@@ -449,6 +538,9 @@ func newRuleCmd(socket *string) *cobra.Command {
 		Long:  ctlview.RuleHelp,
 		Args:  needWords(2, "rule add needs a rule's words, at least proto P and action A: for example rule add proto udp local 0.0.0.0/0 9000 action drop (see xsessiond ctl rule add --help)"),
 		RunE: func(cmd *cobra.Command, args []string) error {
+			if err := emptyTag("add", args); err != nil {
+				return err
+			}
 			r, err := ctlview.ParseRule(args, true)
 			if err != nil {
 				return err
@@ -483,6 +575,9 @@ func newRuleCmd(socket *string) *cobra.Command {
 		Args:  needWords(1, "rule del needs a rule id (see ctl show rules), tag T, or the rule's words (see xsessiond ctl rule del --help)"),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			req := &api.RuleDel{}
+			if err := emptyTag("del", args); err != nil {
+				return err
+			}
 			if len(args) == 1 {
 				id, err := strconv.ParseUint(args[0], 10, 32)
 				if err != nil || id == 0 {

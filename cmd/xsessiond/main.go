@@ -1,6 +1,7 @@
 package main
 
 import (
+	"errors"
 	"fmt"
 	"os"
 	"regexp"
@@ -8,6 +9,7 @@ import (
 	"strings"
 
 	"github.com/spf13/cobra"
+	"github.com/spf13/pflag"
 )
 
 // version is set at build time with -ldflags "-X main.version=...".
@@ -65,7 +67,57 @@ func newRootCmd() *cobra.Command {
 	root.SetFlagErrorFunc(flagError)
 	root.AddCommand(newVersionCmd(), newRunCmd(), newCtlCmd(), newDemoCmd(), newCleanupCmd())
 	root.SetHelpCommand(newHelpCmd(root))
+	decimalFlags(root)
 	return root
+}
+
+// errNotDecimal and errLeadingZero are what a numeric flag's value that
+// decimalFlag refuses is; flagError says them in its words.
+var (
+	errNotDecimal  = errors.New("not decimal digits")
+	errLeadingZero = errors.New("a leading 0")
+)
+
+// decimalFlag is a numeric flag's value that takes its number as --help
+// and docs/cli.md write one: decimal digits, a minus sign first where the
+// flag takes negative numbers. pflag reads numbers as Go source does
+// (strconv's base 0): 1_000 as 1000, 0x10 as 16, 0b11 as 3, and 010 as 8,
+// which a person who typed 010 did not mean; those are refused.
+type decimalFlag struct {
+	pflag.Value
+}
+
+func (v decimalFlag) Set(s string) error {
+	digits := s
+	if t := v.Type(); strings.HasPrefix(t, "int") {
+		digits = strings.TrimPrefix(s, "-")
+	}
+	switch {
+	case digits == "" || strings.Trim(digits, "0123456789") != "":
+		return errNotDecimal
+	case len(digits) > 1 && digits[0] == '0':
+		return errLeadingZero
+	}
+	return v.Value.Set(s)
+}
+
+// decimalFlags makes every numeric flag of cmd and its commands take
+// decimal digits only (decimalFlag).
+func decimalFlags(cmd *cobra.Command) {
+	wrap := func(f *pflag.Flag) {
+		if _, done := f.Value.(decimalFlag); done {
+			return
+		}
+		switch f.Value.Type() {
+		case "int", "int8", "int16", "int32", "int64", "uint", "uint8", "uint16", "uint32", "uint64":
+			f.Value = decimalFlag{f.Value}
+		}
+	}
+	cmd.Flags().VisitAll(wrap)
+	cmd.PersistentFlags().VisitAll(wrap)
+	for _, c := range cmd.Commands() {
+		decimalFlags(c)
+	}
 }
 
 // newHelpCmd is xsessiond help [command]: the command's help, as --help
@@ -195,6 +247,12 @@ func flagError(cmd *cobra.Command, err error) error {
 		want = "true or false"
 	default:
 		return see
+	}
+	switch {
+	case strings.HasSuffix(err.Error(), ": "+errLeadingZero.Error()):
+		want += ", in decimal digits without a leading 0"
+	case strings.HasSuffix(err.Error(), ": "+errNotDecimal.Error()):
+		want += ", in decimal digits"
 	}
 	return fmt.Errorf("%s %q: want %s (see %s --help)", name, p[1], want, cmd.CommandPath())
 }

@@ -6,10 +6,12 @@ import (
 	"log/slog"
 	"os"
 	"os/signal"
+	"reflect"
 	"slices"
 	"strings"
 	"syscall"
 	"time"
+	"unicode"
 
 	"github.com/spf13/cobra"
 	"golang.org/x/sys/unix"
@@ -400,7 +402,12 @@ func restartNeeded(cur, next daemon.Config) []string {
 	diff("batch", a.Batch, b.Batch)
 	diff("busy_poll", a.BusyPoll, b.BusyPoll)
 	diff("checksum", a.Checksum, b.Checksum)
-	diff("reassembly", a.Reassembly, b.Reassembly)
+	fields := func(name string, a, b any) {
+		if a != b {
+			out = append(out, name+" "+fieldChanges(a, b))
+		}
+	}
+	fields("reassembly", a.Reassembly, b.Reassembly)
 	diff("idle_spin", a.IdleSpin, b.IdleSpin)
 	diff("idle_spin_max", a.IdleSpinMax, b.IdleSpinMax)
 	diff("tcp.connect_timeout", a.TCP.Stack.ConnectTimeout, b.TCP.Stack.ConnectTimeout)
@@ -414,10 +421,63 @@ func restartNeeded(cur, next daemon.Config) []string {
 	diff("socket", cur.Socket, next.Socket)
 	diff("socket_group", cur.SocketGroup, next.SocketGroup)
 	diff("metrics_addr", cur.MetricsAddr, next.MetricsAddr)
-	diff("control", cur.Control, next.Control)
-	diff("limits", cur.Limits, next.Limits)
-	diff("authorization", fmt.Sprint(cur.Auth), fmt.Sprint(next.Auth))
+	fields("control", cur.Control, next.Control)
+	fields("limits", cur.Limits, next.Limits)
+	fields("authorization", cur.Auth, next.Auth)
 	return out
+}
+
+// fieldChanges names the fields that differ between a and b, values of
+// one struct type, by their config file keys and values (max_apps
+// default -> 1000, timeout 30s -> 10s), rather than the two structs' every
+// value.
+func fieldChanges(a, b any) string {
+	va, vb := reflect.ValueOf(a), reflect.ValueOf(b)
+	if va.Kind() != reflect.Struct || va.Type() != vb.Type() {
+		return fmt.Sprintf("%v -> %v", a, b)
+	}
+	var changes []string
+	for i := range va.NumField() {
+		f := va.Type().Field(i)
+		if !f.IsExported() {
+			continue
+		}
+		x, y := va.Field(i).Interface(), vb.Field(i).Interface()
+		if reflect.DeepEqual(x, y) {
+			continue
+		}
+		key, _, _ := strings.Cut(f.Tag.Get("yaml"), ",")
+		if key == "" {
+			key = snakeCase(f.Name)
+		}
+		changes = append(changes, fmt.Sprintf("%s %s -> %s", key, keyValue(va.Field(i)), keyValue(vb.Field(i))))
+	}
+	return strings.Join(changes, ", ")
+}
+
+// keyValue is a config key's value as a person reads it: a zero value,
+// the key left out, is the default.
+func keyValue(v reflect.Value) string {
+	if v.IsZero() {
+		return "default"
+	}
+	return fmt.Sprint(v.Interface())
+}
+
+// snakeCase is a Go field's name as the config file's keys are written:
+// MaxDatagrams, max_datagrams.
+func snakeCase(name string) string {
+	var b strings.Builder
+	for i, r := range name {
+		if unicode.IsUpper(r) {
+			if i > 0 {
+				b.WriteByte('_')
+			}
+			r = unicode.ToLower(r)
+		}
+		b.WriteRune(r)
+	}
+	return b.String()
 }
 
 // startError turns a start failure into the one line a person reads;
