@@ -335,7 +335,14 @@ func New(cfg Config) (*Engine, error) {
 			log.Warn("the veth peer's UDP segmentation offload stays on: a peer's UDP_SEGMENT burst shorter than a page reaches the apps as one datagram; "+
 				"turn it off (ethtool -K PEER tx-udp-segmentation off) or use xdp_mode native", "interface", cfg.IfName, "err", err)
 		} else {
-			e.peerRestore = sync.OnceValue(restore)
+			e.peerRestore = sync.OnceValue(func() error {
+				// A veth deleted (a container gone) took its peer
+				// with it: nothing is left to turn back on.
+				if err := restore(); !errors.Is(err, nsbind.ErrNoInterface) {
+					return err
+				}
+				return nil
+			})
 			log.Info("the daemon turned tx-udp-segmentation off on the veth peer of "+cfg.IfName+" until it stops: "+
 				"in generic mode the program would take a UDP_SEGMENT burst the peer's senders send for one datagram, "+
 				"so the peer cuts the bursts into their datagrams (the kernel does the same for a native program)", "interface", cfg.IfName, "netns", cfg.NetnsName)
