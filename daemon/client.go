@@ -169,7 +169,7 @@ func (h *client) Handle(ctx context.Context, req api.Request) (api.Message, []in
 		}
 		return h.capture(m)
 	case *api.StatsClear:
-		if err := d.needAdmin(req.Peer, "stats clear"); err != nil {
+		if err := d.needAdmin(req.Peer, "clear stats"); err != nil {
 			return nil, nil, err
 		}
 		d.ClearStats()

@@ -439,26 +439,12 @@ daemon's interface when --netns is not given).`,
 	return cmd
 }
 
-// parseSecret reads a namespace's --secret as its help writes one: 0 to
-// 2^64-1 in decimal digits, or in hex after 0x (42, 0x2a). strconv's base
-// 0 took more, not all of it what it seems: 1_000 for 1000, 0o17, 0b101,
-// and 0123 for 83 (octal), where the apps' --secret of the examples and
-// a person read 123. Those are refused.
+// parseSecret reads a namespace's --secret as its help writes one
+// (api.ParseSecret).
 func parseSecret(s string) (uint64, error) {
-	digits, base := s, 10
-	if h, ok := strings.CutPrefix(s, "0x"); ok {
-		digits, base = h, 16
-	} else if h, ok := strings.CutPrefix(s, "0X"); ok {
-		digits, base = h, 16
-	}
-	if base == 10 && len(digits) > 1 && digits[0] == '0' && strings.Trim(digits, "0123456789") == "" {
-		return 0, fmt.Errorf("--secret %q: a leading 0 is ambiguous (the examples' --secret reads it as octal): give the number without it, or in hex after 0x", s)
-	}
-	// With its base given, ParseUint takes neither a sign nor the
-	// underscores base 0 takes.
-	v, err := strconv.ParseUint(digits, base, 64)
+	v, err := api.ParseSecret(s)
 	if err != nil {
-		return 0, fmt.Errorf("--secret %q: want a number from 0 to 2^64-1 in decimal digits, or in hex after 0x (42 or 0x2a)", s)
+		return 0, fmt.Errorf("--secret %q: %w", s, err)
 	}
 	return v, nil
 }

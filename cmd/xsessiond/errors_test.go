@@ -71,7 +71,7 @@ func TestAttachErrorsUdpecho(t *testing.T) {
 		{[]string{"--socket", sock, "--listen", "udp://0.0.0.0:9000"}, `udpecho: listen udp 0.0.0.0:9000: bind: address already in use`},
 		{[]string{"--socket", missing}, "udpecho: no daemon at " + missing + ": is xsessiond run going? Start it, or give --socket the socket a running daemon's run --socket was given (" + DefaultSocket + " when not given)"},
 		{[]string{"--socket", sock, "--listen", "udp://1.2.3.4:9"}, `udpecho: listen udp 1.2.3.4:9: bind: the address is not one of the namespace's`},
-		{[]string{"--socket", sock, "--secret", "x"}, `udpecho: --secret "x": want a number (0 to 2^64-1)`},
+		{[]string{"--socket", sock, "--secret", "x"}, `udpecho: --secret "x": want a number from 0 to 2^64-1 in decimal digits, or in hex after 0x (42 or 0x2a)`},
 	}
 	for _, c := range cases {
 		if got := oneLine(t, echo, c.args...); got != c.want {

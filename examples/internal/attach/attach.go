@@ -11,11 +11,11 @@ import (
 	"fmt"
 	"net"
 	"os/signal"
-	"strconv"
 	"strings"
 	"syscall"
 	"time"
 
+	"github.com/xsessiond/xsessiond/api"
 	"github.com/xsessiond/xsessiond/app"
 )
 
@@ -74,9 +74,9 @@ func CheckArgs(fs *flag.FlagSet, listen, scheme string) error {
 // Attach checks the flags and attaches (within 10 s). It returns the app
 // and a context that ends on SIGINT or SIGTERM; stop releases both.
 func (f *Flags) Attach() (a *app.App, ctx context.Context, stop func(), err error) {
-	sec, err := strconv.ParseUint(*f.secret, 0, 64)
+	sec, err := api.ParseSecret(*f.secret)
 	if err != nil {
-		return nil, nil, nil, fmt.Errorf("--secret %q: want a number (0 to 2^64-1)", *f.secret)
+		return nil, nil, nil, fmt.Errorf("--secret %q: %w", *f.secret, err)
 	}
 	ctx, cancelSignals := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
 	actx, cancel := context.WithTimeout(ctx, 10*time.Second)
