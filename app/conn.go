@@ -123,25 +123,15 @@ func (a *App) DialConn(ctx context.Context, uri string) (*Conn, error) {
 // errno, and those of a context or of a closed App, are returned as they
 // are, as net.Dial's are.
 func connectSyscallError(err error) error {
-	oe, ok := err.(*net.OpError)
-	if !ok || oe.Err == nil {
-		return err
-	}
-	var errno syscall.Errno
-	var se *os.SyscallError
-	if !errors.As(oe.Err, &errno) || errors.As(oe.Err, &se) || errors.Is(oe.Err, net.ErrClosed) ||
-		errors.Is(oe.Err, context.Canceled) || errors.Is(oe.Err, context.DeadlineExceeded) {
-		return err
-	}
-	if e, ok := oe.Err.(*Error); ok && strings.HasPrefix(e.Msg, "connect ") {
-		// "dial tcp ADDR: connect: connection refused", as net.Dial
-		// says it: the OpError names the address already.
-		if _, rest, ok := strings.Cut(e.Msg, ": "); ok {
-			e.Msg = rest
+	return inSyscallError(err, "connect", func(oe *net.OpError) {
+		if e, ok := oe.Err.(*Error); ok && strings.HasPrefix(e.Msg, "connect ") {
+			// "dial tcp ADDR: connect: connection refused", as net.Dial
+			// says it: the OpError names the address already.
+			if _, rest, ok := strings.Cut(e.Msg, ": "); ok {
+				e.Msg = rest
+			}
 		}
-	}
-	oe.Err = &os.SyscallError{Syscall: "connect", Err: oe.Err}
-	return oe
+	})
 }
 
 func (a *App) dialConn(ctx context.Context, uri string) (*Conn, error) {

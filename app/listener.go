@@ -292,20 +292,30 @@ func (e *withCause) Unwrap() []error { return []error{e.err, e.cause} }
 
 // bindSyscallError holds the errno of a failed Listen or ListenPacket's
 // *net.OpError in an *os.SyscallError naming "bind", as net.Listen holds
-// what bind(2) returned: OpError.Err is the *os.SyscallError, and the
-// library's error is under it. Errors with no errno, or with an
-// *os.SyscallError already, are returned as they are.
-func bindSyscallError(err error) error {
+// what bind(2) returned (inSyscallError).
+func bindSyscallError(err error) error { return inSyscallError(err, "bind", nil) }
+
+// inSyscallError holds the errno of err, a failed call's *net.OpError, in
+// an *os.SyscallError naming call, as the net package holds what the
+// system call returned: OpError.Err is the *os.SyscallError, and the
+// library's error is under it; edit, if not nil, amends the OpError first.
+// Errors with no errno, with an *os.SyscallError already, of a closed App
+// or of a context are returned as they are.
+func inSyscallError(err error, call string, edit func(*net.OpError)) error {
 	oe, ok := err.(*net.OpError)
 	if !ok || oe.Err == nil {
 		return err
 	}
 	var errno syscall.Errno
 	var se *os.SyscallError
-	if !errors.As(oe.Err, &errno) || errors.As(oe.Err, &se) || errors.Is(oe.Err, net.ErrClosed) {
+	if !errors.As(oe.Err, &errno) || errors.As(oe.Err, &se) || errors.Is(oe.Err, net.ErrClosed) ||
+		errors.Is(oe.Err, context.Canceled) || errors.Is(oe.Err, context.DeadlineExceeded) {
 		return err
 	}
-	oe.Err = &os.SyscallError{Syscall: "bind", Err: oe.Err}
+	if edit != nil {
+		edit(oe)
+	}
+	oe.Err = &os.SyscallError{Syscall: call, Err: oe.Err}
 	return oe
 }
 
