@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"net/netip"
 	"os"
 	"sync"
@@ -219,15 +220,27 @@ func Attach(ctx context.Context, opts Options) (*App, error) {
 	go func() {
 		select {
 		case <-cl.Done():
-			reason := "the daemon closed the connection"
-			if err := cl.Err(); err != nil && !errors.Is(err, api.ErrClosed) {
-				reason = "lost the daemon: " + err.Error()
-			}
-			a.fail(reason)
+			a.lost()
 		case <-a.done:
 		}
 	}()
 	return a, nil
+}
+
+// lost stops the app once its control connection failed (the daemon
+// died, or dropped it), saying why; nothing if it stopped already. The
+// connection's watch calls it, and so does a control request that found
+// the connection gone first: its error is then the app's.
+func (a *App) lost() {
+	err := a.cl.Err()
+	switch {
+	case err == nil || errors.Is(err, api.ErrClosed):
+		a.fail("the daemon closed the connection")
+	case errors.Is(err, io.EOF):
+		a.fail("lost the daemon: the control connection closed without a shutdown notice: the daemon died, or dropped this app")
+	default:
+		a.fail("lost the daemon: " + err.Error())
+	}
 }
 
 // setup maps what AttachReply passed: segments, the event queue, the
@@ -409,13 +422,35 @@ func (a *App) untrack(o closer) {
 	a.mu.Unlock()
 }
 
-// call makes a control request bounded by ctx.
+// call makes a control request bounded by ctx. A request that lets go of
+// something in the daemon (Unbind, Disconnect, Abort: an object's Close)
+// succeeds once the daemon went away, as it was under way or before:
+// the daemon let go of everything of the app's as its connection ended,
+// and a Close then returns nil, as a kernel socket's after its connection
+// failed.
 func (a *App) call(ctx context.Context, req api.Message) (api.Message, []int, error) {
 	if err := a.stopped(); err != nil {
+		if lettingGo(req) {
+			return nil, nil, nil
+		}
 		return nil, nil, err
 	}
 	m, fds, err := a.cl.Call(ctx, req)
-	return m, fds, a.callErr(err)
+	err = a.callErr(err)
+	if err != nil && lettingGo(req) && a.stopped() != nil {
+		return nil, nil, nil
+	}
+	return m, fds, err
+}
+
+// lettingGo reports whether req only lets go of something of the app's
+// in the daemon (call).
+func lettingGo(req api.Message) bool {
+	switch req.(type) {
+	case *api.Unbind, *api.Disconnect, *api.Abort:
+		return true
+	}
+	return false
 }
 
 // do is call for a request whose successful reply has type R (api.Do);
@@ -439,8 +474,18 @@ func doLate[R api.Message](ctx context.Context, a *App, req api.Message, late fu
 
 // callErr is the error of a control request: the app's own error once the
 // connection to the daemon is gone.
+//
+// The client records its failure before it fails the requests in flight,
+// and a request made after it fails at once: either finds the App
+// stopped here, before the watch of the connection (Attach) has run.
 func (a *App) callErr(err error) error {
-	if err != nil && (errors.Is(err, api.ErrClosed) || a.stopped() != nil) {
+	if err == nil {
+		return nil
+	}
+	if a.stopped() == nil && a.cl.Err() != nil {
+		a.lost()
+	}
+	if errors.Is(err, api.ErrClosed) || a.stopped() != nil {
 		if e := a.Err(); e != nil {
 			return e
 		}

@@ -171,7 +171,10 @@
 // what Attach, ListenPacket, Listen and Dial return, and their Error text is
 // one line a person understands. When the daemon goes away (it stops, or
 // dies), every call blocked on the App returns promptly with an error that
-// wraps net.ErrClosed, and so does every later call.
+// wraps net.ErrClosed, and so does every later call; cut-through sessions
+// end too (what their fifos held unread is lost, as on a reset), and the
+// Close of a Listener, PacketConn or Conn returns nil: the daemon let go
+// of everything of the app's as its connection ended.
 //
 // # Concurrency
 //
