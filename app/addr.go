@@ -95,3 +95,33 @@ func linkZone(zone string, b bound) string {
 	}
 	return strconv.Itoa(b.r.Local.IfIndex)
 }
+
+// needsScope reports whether a is an IPv6 address whose zone a kernel
+// socket reads (a link-local unicast address, or a multicast group of
+// interface- or link-local scope: __ipv6_addr_needs_scope_id). bind(2),
+// connect(2) and sendto(2) ignore the scope id of any other address, and
+// getsockname gives it none.
+func needsScope(a netip.Addr) bool {
+	if !a.Is6() || a.Is4In6() {
+		return false
+	}
+	return a.IsLinkLocalUnicast() || a.IsLinkLocalMulticast() || a.IsInterfaceLocalMulticast()
+}
+
+// scopedZone splits uri (with a numeric port) into the URI to send the
+// daemon and the zone of its address: the zone of a bracketed address
+// that needs one (needsScope), which the daemon checks; the URI without
+// it and "" for an address that needs none, whose zone the kernel
+// ignores (tcp://[fd77::1%lo]:80 binds fd77::1, as net.Listen does). A
+// URI that does not parse comes back as it is, with its zone.
+func scopedZone(uri string) (string, string) {
+	plain, zone := flow.SplitZone(uri)
+	if zone == "" {
+		return uri, ""
+	}
+	ep, err := flow.ParseURI(plain)
+	if err != nil || needsScope(ep.Addr) {
+		return uri, zone
+	}
+	return plain, ""
+}

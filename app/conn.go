@@ -143,7 +143,9 @@ func (a *App) dialConn(ctx context.Context, uri string) (*Conn, error) {
 		target = uris[0] // no address: IPv4's unspecified one, made loopback below
 	}
 	// A zone (tcp://[fe80::1%eth0]:80) goes to the daemon with the URI,
-	// which checks that it names the namespace's link.
+	// which checks that it names the namespace's link; that of an address
+	// that needs none is dropped, as connect(2) ignores it (scopedZone).
+	target, _ = scopedZone(target)
 	plain, _ := flow.SplitZone(target)
 	ep, err := flow.ParseURI(plain)
 	if err == nil {

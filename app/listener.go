@@ -60,7 +60,7 @@ func (a *App) Listen(uri string) (net.Listener, error) {
 }
 
 func (a *App) listen(uri string) (*Listener, error) {
-	uris, eps, err := listenURIs(uri)
+	uris, eps, zone, err := listenURIs(uri)
 	if err != nil {
 		return nil, err
 	}
@@ -72,7 +72,6 @@ func (a *App) listen(uri string) (*Listener, error) {
 	if err != nil {
 		return nil, err
 	}
-	_, zone := flow.SplitZone(uri)
 	l := &Listener{a: a, binds: binds, addr: zonedAddr(endpointAddr(lastBind(binds).ep), zone), llZone: linkZone(zone, lastBind(binds)),
 		ready: make(chan struct{}, 1), done: make(chan struct{}), dl: newDeadline()}
 	for _, b := range binds {
@@ -116,15 +115,18 @@ func bothFamilies(uri string) (uris []string, both bool) {
 }
 
 // listenURIs parses a listen URI into the URIs it binds (bothFamilies, or
-// a host name's address) and their endpoints; errors are opError's for
+// a host name's address) and their endpoints, and returns the zone of its
+// address when that address needs one (scopedZone: the zone of another
+// address is dropped, as bind(2) ignores it); errors are opError's for
 // "listen".
-func listenURIs(uri string) (uris []string, eps []flow.Endpoint, err error) {
+func listenURIs(uri string) (uris []string, eps []flow.Endpoint, zone string, err error) {
 	ctx, cancel := context.WithTimeout(context.Background(), controlTimeout)
 	defer cancel()
 	named, err := servicePort(ctx, uri)
 	if err != nil {
-		return nil, nil, opError("listen", uri, err)
+		return nil, nil, "", opError("listen", uri, err)
 	}
+	named, zone = scopedZone(named)
 	uris, _ = bothFamilies(named)
 	eps = make([]flow.Endpoint, len(uris))
 	for i, u := range uris {
@@ -136,11 +138,11 @@ func listenURIs(uri string) (uris []string, eps []flow.Endpoint, err error) {
 			// A port out of range, as net.Listen says it before it
 			// looks at the host: a *net.AddrError, under the URI's
 			// error.
-			return nil, nil, opError("listen", uri, &withCause{err: err, cause: perr})
+			return nil, nil, "", opError("listen", uri, &withCause{err: err, cause: perr})
 		}
 		t, name, port, ok := flow.URIName(u)
 		if !ok {
-			return nil, nil, opError("listen", uri, err)
+			return nil, nil, "", opError("listen", uri, err)
 		}
 		// A host name (tcp://localhost:8080) listens on one of its
 		// addresses, the first IPv4 one if it has one, as net.Listen
@@ -150,7 +152,7 @@ func listenURIs(uri string) (uris []string, eps []flow.Endpoint, err error) {
 			err = &net.DNSError{Err: "no address", Name: name, IsNotFound: true}
 		}
 		if err != nil {
-			return nil, nil, opError("listen", uri, err)
+			return nil, nil, "", opError("listen", uri, err)
 		}
 		pick := addrs[0]
 		for _, a := range addrs {
@@ -162,7 +164,7 @@ func listenURIs(uri string) (uris []string, eps []flow.Endpoint, err error) {
 		eps[i] = flow.Endpoint{Transport: t, Addr: pick.Unmap(), Port: port}
 		uris[i] = eps[i].URI()
 	}
-	return uris, eps, nil
+	return uris, eps, zone, nil
 }
 
 // lastBind is the bind whose endpoint names a listener: its only one, or

@@ -104,7 +104,7 @@ func (a *App) ListenPacketConn(uri string) (*PacketConn, error) {
 }
 
 func (a *App) listenPacket(uri string) (*PacketConn, error) {
-	uris, eps, err := listenURIs(uri)
+	uris, eps, zone, err := listenURIs(uri)
 	if err != nil {
 		// The forms a URI error offers: ListenPacket's alone.
 		if e, ok := err.(*Error); ok && errors.Is(err, flow.ErrInvalidURI) {
@@ -155,7 +155,6 @@ func (a *App) listenPacket(uri string) (*PacketConn, error) {
 		}
 		p.binds = append(p.binds, wb)
 	}
-	_, zone := flow.SplitZone(uri)
 	p.laddr = zonedAddr(endpointAddr(lastBind(bs).ep), zone)
 	p.llZone = linkZone(zone, lastBind(bs))
 	p.rebuildLocked()
