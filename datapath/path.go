@@ -174,10 +174,10 @@ func (e *ownAddressError) Unwrap() error { return ErrOtherInterface }
 // ownAddress completes the error of a connect to r, an address of this
 // host (err, an *ownAddressError) that no app listens on: refused
 // (flow.ErrRefused, ECONNREFUSED), as the kernel refuses a connect to a
-// port of its own address that no socket holds, unless a kernel socket
-// does hold it (a TCP listener, an unconnected UDP socket), which the
-// kernel would reach and the datapath cannot: then err is returned as it
-// is. Other errors are returned as they are.
+// port of its own address that no socket holds, unless something holds
+// the port there (kernelHolds: a kernel listener the kernel would reach
+// and the datapath cannot, say): then err is returned as it is. Other
+// errors are returned as they are.
 func (e *Engine) ownAddress(err error, r sessions.Endpoint) error {
 	var oe *ownAddressError
 	if !errors.As(err, &oe) {
