@@ -159,6 +159,12 @@ func (a *App) dialConn(ctx context.Context, uri string) (*Conn, error) {
 		}
 		return a.dial(ctx, uri, target, ep)
 	}
+	if perr := portError(uri); perr != nil {
+		// A port out of range, as net.Dial says it before it looks at
+		// the host: a *net.AddrError, under the URI's error (as
+		// Listen's).
+		return nil, dialError(uri, nil, &withCause{err: err, cause: perr})
+	}
 	t, name, port, ok := flow.URIName(target)
 	if !ok {
 		return nil, dialError(uri, nil, err)
@@ -781,14 +787,16 @@ func (c *Conn) Write(b []byte) (int, error) {
 // net.TCPConn's does (the daemon's TCP sends the probes); the idle time,
 // interval and count stay what they are. A connection starts with
 // keepalive on, 15 s idle, 15 s between probes and 9 probes, as those of
-// net.Dial and of a net.Listener's Accept do.
+// net.Dial and of a net.Listener's Accept do. A datagram or cut-through
+// session fails with flow.ErrNotSupported.
 func (c *Conn) SetKeepAlive(on bool) error {
 	return c.setKeepalive(&on, net.KeepAliveConfig{Idle: -1, Interval: -1, Count: -1})
 }
 
 // SetKeepAlivePeriod sets the idle time before the first keepalive probe
 // (0: 15 s; negative: unchanged), as net.TCPConn's does: keepalive stays
-// on or off as it was.
+// on or off as it was. A datagram or cut-through session fails with
+// flow.ErrNotSupported.
 func (c *Conn) SetKeepAlivePeriod(d time.Duration) error {
 	return c.setKeepalive(nil, net.KeepAliveConfig{Idle: d, Interval: -1, Count: -1})
 }
@@ -1006,9 +1014,12 @@ func (c *Conn) SetLinger(sec int) error {
 	return nil
 }
 
-// Close closes the session; the peer's reads then end with io.EOF (with
-// ECONNRESET after SetLinger(0)). A second Close fails with an error
-// wrapping net.ErrClosed, as a net.Conn's does.
+// Close closes the session; the peer's reads of a TCP session then end
+// with io.EOF once they have what was written, or with ECONNRESET after
+// SetLinger(0), or when data this end left unread (or the peer sent after
+// the Close) made Close reset the connection, as close(2) of a kernel
+// socket does. A second Close fails with an error wrapping net.ErrClosed,
+// as a net.Conn's does.
 func (c *Conn) Close() error {
 	var err error
 	first := false

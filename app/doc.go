@@ -19,14 +19,17 @@
 // likewise ends in ECONNRESET for the peer, once it read what was queued.
 // SetLinger(0) makes Close reset a TCP session at once, what was not sent
 // dropped, as a zero SO_LINGER does; CloseRead makes reads return io.EOF
-// where they would wait, as shutdown(SHUT_RD) does on Linux. A session the peer reset keeps its fifos in the
-// app's memory until it is closed. A second Close of a Conn, Listener or
-// PacketConn fails with an error wrapping net.ErrClosed, as do its
-// setters (deadlines, linger, keepalive) after Close. A Listener's
-// SetDeadline bounds Accept, as a net.TCPListener's does. Urgent data a
-// wire peer sends (MSG_OOB) is read in the stream, as from a Linux socket
-// with SO_OOBINLINE set: the daemon's TCP has no urgent mode (RFC 6093
-// asks programs that use urgent data to read it inline).
+// where they would wait, as shutdown(SHUT_RD) does on Linux. A session the
+// peer reset keeps its fifos in the app's memory until it is closed. A
+// second Close of a Conn, Listener or PacketConn fails with an error
+// wrapping net.ErrClosed, as do its setters (deadlines, linger, keepalive,
+// don't fragment) after Close. A Listener's SetDeadline bounds Accept, as a
+// net.TCPListener's does. Keepalive is the daemon's TCP's: SetKeepAlive,
+// SetKeepAlivePeriod and SetKeepAliveConfig of a cut-through session (or a
+// UDP one) fail with flow.ErrNotSupported. Urgent data a wire peer sends
+// (MSG_OOB) is read in the stream, as from a Linux socket with
+// SO_OOBINLINE set: the daemon's TCP has no urgent mode (RFC 6093 asks
+// programs that use urgent data to read it inline).
 //
 // # Data
 //
@@ -39,36 +42,40 @@
 // when given one. ReadFromUDPAddrPort and WriteToUDPAddrPort, as on a
 // net.UDPConn, allocate nothing (ReadFrom's net.Addr costs two allocations
 // a datagram); they serve the wire, and give a cut-through datagram the
-// zero netip.AddrPort, which WriteToUDPAddrPort refuses. Dial returns a connected session: cut-through when the
-// destination is another app of the host, a datapath session otherwise.
-// Listen accepts TCP sessions from the wire (the daemon's TCP stack) and
-// cut-through sessions of other apps alike. UDP sessions carry datagrams
-// (one Read per datagram, excess bytes dropped, as with a UDP socket); TCP
-// sessions carry a byte stream: Read returns io.EOF after the peer's FIN,
-// CloseWrite sends ours (on the wire and cut-through alike; a write after
-// it fails with syscall.EPIPE, as does one after the peer closed); a UDP
-// session whose cut-through peer is gone is as a kernel UDP socket whose
-// loopback peer's port closed (a Write succeeds and the next call fails
-// with syscall.ECONNREFUSED; with flow.ErrFifoCorrupt too when the peer
-// broke the shared fifo); the
-// first read or write after a reset fails with syscall.ECONNRESET, after a timeout (retransmissions, or the
-// keepalive probes of SetKeepAlive, SetKeepAlivePeriod or
-// SetKeepAliveConfig, unanswered) with syscall.ETIMEDOUT, after the daemon
-// reset a connection whose fifo indices were found corrupt (or this end a
-// cut-through session whose peer left them so) with an error that is both
-// syscall.ECONNRESET and flow.ErrFifoCorrupt, and the ones
-// after it return io.EOF (reads) and syscall.EPIPE (writes), as a kernel
-// socket reports its error once; these errors are *os.SyscallError
-// ("read", "write") in the *net.OpError, as the net package's, and
-// CloseWrite and CloseRead of a session that is over fail with
-// syscall.ENOTCONN, as shutdown(2) does; a reset that
-// follows the peer's FIN (its answer to what was sent after it closed)
-// fails the writes with syscall.EPIPE and leaves the reads at io.EOF, as
-// on Linux; a refused
-// connect with flow.ErrRefused, which wraps syscall.ECONNREFUSED, as does
-// flow.ErrLocalConnect, a connect to a loopback address no app listens
-// on; a connect the peer reset as its handshake completed fails with
-// flow.ErrReset, which wraps syscall.ECONNRESET. A wire session's LocalAddr and RemoteAddr are *net.TCPAddr
+// zero netip.AddrPort, which WriteToUDPAddrPort refuses. Dial returns a
+// connected session: cut-through when the destination is another app of
+// the host, a datapath session otherwise. Listen accepts TCP sessions from
+// the wire (the daemon's TCP stack) and cut-through sessions of other apps
+// alike. UDP sessions carry datagrams (one Read per datagram, excess bytes
+// dropped, as with a UDP socket). A UDP session whose cut-through peer is
+// gone is as a kernel UDP socket whose loopback peer's port closed: a Write
+// succeeds and the next call fails with syscall.ECONNREFUSED (with
+// flow.ErrFifoCorrupt too when the peer broke the shared fifo).
+//
+// TCP sessions carry a byte stream: Read returns io.EOF after the peer's
+// FIN, and CloseWrite sends ours (on the wire and cut-through alike); a
+// write after it fails with syscall.EPIPE, as does one after the peer
+// closed. A session that ends otherwise reports why once, as a kernel
+// socket reports its error: the first read or write fails with
+// syscall.ECONNRESET after a reset; with syscall.ETIMEDOUT after a timeout
+// (retransmissions, or the keepalive probes of SetKeepAlive,
+// SetKeepAlivePeriod or SetKeepAliveConfig, unanswered); with an error that
+// is both syscall.ECONNRESET and flow.ErrFifoCorrupt after the daemon reset
+// a connection whose fifo indices were found corrupt (or this end a
+// cut-through session whose peer left them so). The reads after it return
+// io.EOF and the writes syscall.EPIPE.
+// These errors are *os.SyscallError ("read", "write") in the *net.OpError,
+// as the net package's. A reset that follows the peer's FIN (its answer to
+// what was sent after it closed) fails the writes with syscall.EPIPE and
+// leaves the reads at io.EOF, as on Linux. CloseWrite and CloseRead of a
+// session that is over fail with syscall.ENOTCONN, as shutdown(2) does. A
+// refused connect fails with flow.ErrRefused, which wraps
+// syscall.ECONNREFUSED, as does flow.ErrLocalConnect, a connect to a
+// loopback address no app listens on; a connect the peer reset as its
+// handshake completed fails with flow.ErrReset, which wraps
+// syscall.ECONNRESET.
+//
+// A wire session's LocalAddr and RemoteAddr are *net.TCPAddr
 // (*net.UDPAddr) with the addresses the peer sees the other way round: an
 // accept on a wildcard listener has the address the peer reached. A
 // wildcard address is one family's, as on a kernel socket with
@@ -81,9 +88,9 @@
 // host name (tcp://localhost:80) binds one of its addresses, the first
 // IPv4 one, as net.Listen does. The port may be a service name
 // (tcp://:http, udp://10.0.0.7:domain), looked up as net.Listen and
-// net.Dial look it up (net.LookupPort). Dial
-// of no address or an unspecified one dials the loopback address of its
-// family, as net.Dial dials the local system. A link-local IPv6 address
+// net.Dial look it up (net.LookupPort). Dial of no address or an
+// unspecified one dials the loopback address of its family, as net.Dial
+// dials the local system. A link-local IPv6 address
 // may carry a zone naming the interface of the app's namespace
 // (tcp://[fe80::1%eth0]:80), as net.Dial takes it; the daemon refuses
 // another. A link-local peer's address, as ReadFrom and a listener's
@@ -122,9 +129,10 @@
 // on that port, as net.ListenPacket does, and joins no group. A refused
 // Listen or ListenPacket carries the errno bind(2) would give
 // (EADDRINUSE, EADDRNOTAVAIL, EINVAL) in an *os.SyscallError named
-// "bind", and a port out of range a *net.AddrError, as net.Listen's
-// errors do; a failed Dial's errno (ECONNREFUSED, ENETUNREACH,
-// ETIMEDOUT) is in an *os.SyscallError named "connect", as net.Dial's.
+// "bind", as net.Listen's errors do; a failed Dial's errno (ECONNREFUSED,
+// ENETUNREACH, ETIMEDOUT) is in an *os.SyscallError named "connect", as
+// net.Dial's. A port out of range fails Listen, ListenPacket and Dial
+// with a *net.AddrError ("invalid port"), as net.Listen and net.Dial do.
 //
 // # Waiting and signalling
 //
@@ -166,9 +174,10 @@
 //
 // # Errors
 //
-// Failures the daemon reports are the sessions sentinels: errors.Is(err,
-// flow.ErrWrongSecret), flow.ErrAddressInUse and so on work on
-// what Attach, ListenPacket, Listen and Dial return, and their Error text is
+// Failures the daemon reports are the sentinels of package flow, which
+// this package re-exports (ErrWrongSecret is flow.ErrWrongSecret):
+// errors.Is(err, flow.ErrWrongSecret), flow.ErrAddressInUse and so on work
+// on what Attach, ListenPacket, Listen and Dial return, and their Error text is
 // one line a person understands. When the daemon goes away (it stops, or
 // dies), every call blocked on the App returns promptly with an error that
 // wraps net.ErrClosed, and so does every later call; cut-through sessions
@@ -181,5 +190,6 @@
 // An App, PacketConn, Conn and Listener are safe for concurrent use, as the
 // net interfaces require; calls of one kind (reads, writes) on one object
 // are serialized. Slices returned by ReadBatch are valid until the next
-// ReadBatch, Release or Close of that PacketConn.
+// ReadBatch, ReadFrom (or ReadFromUDPAddrPort), Release or Close of that
+// PacketConn.
 package app

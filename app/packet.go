@@ -66,9 +66,10 @@ type wireBind struct {
 
 // Message is one datagram returned by ReadBatch. Payload (and More, for a
 // datagram that wraps around the end of the fifo) point into shared
-// memory: they are valid until the next ReadBatch, Release or Close, and
-// the peer that wrote them cannot change them once queued only if it
-// behaves; copy what must be kept.
+// memory: they are valid until the next ReadBatch, ReadFrom (or
+// ReadFromUDPAddrPort), Release or Close. A cut-through peer that
+// misbehaves can change them after it queued them: copy what must be
+// kept.
 type Message struct {
 	Payload []byte         // the datagram, or its first part when it wraps
 	More    []byte         // the rest of a wrapping datagram; nil otherwise
@@ -414,7 +415,8 @@ func (p *PacketConn) releaseLocked() {
 }
 
 // Release hands back the datagrams of the last ReadBatch; the slices it
-// returned become invalid. ReadBatch, ReadFrom and Close release too.
+// returned become invalid. ReadBatch, ReadFrom, ReadFromUDPAddrPort and
+// Close release too.
 func (p *PacketConn) Release() {
 	p.rd.mu.Lock()
 	p.releaseLocked()
