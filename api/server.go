@@ -105,9 +105,10 @@ type Server struct {
 	// DefaultHelloTimeout (5 s).
 	HelloTimeout time.Duration
 	// IdleTimeout closes a connection that has said Hello, has no app
-	// attached (no successful Attach not undone by Detach) and sends no
-	// request for that long; 0 means DefaultIdleTimeout (30 s), negative
-	// never.
+	// attached (no successful Attach not undone by Detach), has started
+	// no capture (a successful Capture: its frames stream while the
+	// client, waiting for them, sends nothing) and sends no request for
+	// that long; 0 means DefaultIdleTimeout (30 s), negative never.
 	IdleTimeout time.Duration
 	// SendTimeout bounds the time each record to a client may wait for
 	// room in its socket; a client that does not read within it is
@@ -526,9 +527,9 @@ func (s *Server) ServeConn(ctx context.Context, c *Conn) {
 		return
 	}
 	idle := orDefault(s.IdleTimeout, DefaultIdleTimeout)
-	attached := false
+	held := false // an app attached, or a capture started: no idle timeout
 	for {
-		if idle > 0 && !attached {
+		if idle > 0 && !held {
 			c.SetReadDeadline(time.Now().Add(idle))
 		} else {
 			c.SetReadDeadline(time.Time{})
@@ -545,11 +546,11 @@ func (s *Server) ServeConn(ctx context.Context, c *Conn) {
 			reply = &OK{}
 		}
 		switch reply.Type() {
-		case TypeAttachReply:
-			attached = true
+		case TypeAttachReply, TypeCaptureReply:
+			held = true
 		case TypeOK:
 			if m.Type() == TypeDetach {
-				attached = false
+				held = false
 			}
 		}
 		if err := c.sendQueued(q, id, reply, rfds, 2*sendTimeout); err != nil {

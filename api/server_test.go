@@ -75,6 +75,8 @@ func (h *fakeConn) Handle(ctx context.Context, req Request) (Message, []int, err
 		return &ShowReply{JSON: d.bigJSON}, nil, nil
 	case *NsAdd:
 		return &OK{}, nil, nil
+	case *Capture:
+		return &CaptureReply{}, []int{d.eventFD}, nil
 	case *Connect:
 		// A reply that does not encode: the server must answer an Error.
 		return &ConnectReply{}, []int{d.segFD}, nil

@@ -98,8 +98,9 @@ type ControlLimits struct {
 	// SendTimeout: a client that leaves a reply or notice unread this long
 	// is disconnected and its app detached (api.DefaultSendTimeout, 2 s).
 	SendTimeout time.Duration `yaml:"send_timeout"`
-	// IdleTimeout: a connection with no app attached that sends nothing
-	// this long is closed (30 s; negative: never).
+	// IdleTimeout: a connection with no app attached (nor a capture
+	// started) that sends nothing this long is closed (30 s; negative:
+	// never).
 	IdleTimeout time.Duration `yaml:"idle_timeout"`
 	// HelloTimeout: a new connection must say Hello within it (5 s).
 	HelloTimeout time.Duration `yaml:"hello_timeout"`

@@ -137,10 +137,6 @@ func runCapture(cmd *cobra.Command, socket string, m *api.Capture, file string) 
 	if err := captureFiltersExist(cmd.Context(), cl, socket, m); err != nil {
 		fmt.Fprintf(cmd.ErrOrStderr(), "xsessiond: warning: %v\n", err)
 	}
-	// The capture runs as long as its connection: keep the daemon from
-	// closing it as idle (control.idle_timeout) before -c, --duration or
-	// Ctrl-C ends it.
-	defer keepAlive(cl)()
 
 	var out io.Writer = cmd.OutOrStdout()
 	if file != "-" {

@@ -81,11 +81,11 @@ func call(cmd *cobra.Command, socket string, req api.Message) (api.Message, erro
 	return m, nil
 }
 
-// keepAlivePeriod is how often a long-lived ctl connection (capture, top)
-// sends the daemon a request while it has nothing else to ask: the daemon
-// closes a connection with no app that sends nothing for
-// control.idle_timeout (30 s by default), which would end a capture or a
-// top with a long --interval halfway.
+// keepAlivePeriod is how often a long-lived ctl connection (top) sends
+// the daemon a request while it has nothing else to ask: the daemon closes
+// a connection with no app and no capture that sends nothing for
+// control.idle_timeout (30 s by default), which would end a top with a
+// long --interval halfway.
 var keepAlivePeriod = 500 * time.Millisecond
 
 // keepAlive sends cl a cheap request (show namespaces) every
