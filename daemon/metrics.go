@@ -112,7 +112,12 @@ func (c *collector) Collect(ch chan<- prometheus.Metric) {
 	}
 	sc := map[lk]int{}
 	for _, s := range d.layer.Sessions() {
-		sc[lk{nsOf[uint32(s.App)], s.State}]++
+		// A session of an app that attached after the apps were read
+		// is counted at the next scrape, in its namespace, not under
+		// an empty one.
+		if ns, ok := nsOf[uint32(s.App)]; ok {
+			sc[lk{ns, s.State}]++
+		}
 	}
 	for _, a := range apps {
 		if a.Ended > 0 { // reset or timed out, not yet closed by the app
