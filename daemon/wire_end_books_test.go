@@ -78,6 +78,12 @@ func TestWireSessionEndsLeaveBooksClean(t *testing.T) {
 	}{
 		{"reset by peer", func() error {
 			c, err := a.Dial(ctx, uri(7501))
+			if errors.Is(err, syscall.ECONNRESET) {
+				// The reset came before the connect was reported, as
+				// net.Dial fails when it comes before connect(2)'s
+				// caller wakes: the session ended all the same.
+				return nil
+			}
 			if err != nil {
 				return err
 			}
