@@ -927,7 +927,12 @@ func (c *Conn) EndTimeWait() bool {
 }
 
 // finish closes gracefully (FIN, or nothing more when both FINs are done).
+// Keepalive goes off first: the connection gVisor keeps after (FIN-WAIT,
+// TIME-WAIT) has no app, and Linux's orphans and TIME-WAIT sockets send
+// no probes (gVisor's keepalive timer, armed as the last ACK goes, probed
+// from TIME-WAIT).
 func (c *Conn) finish() {
+	_ = c.ka.set(c.ep, Keepalive{}) // off: valid values, it cannot fail
 	c.ep.Close()
 	c.orphan = c.Delivering()
 	c.end()
