@@ -50,7 +50,8 @@
 // accepted, with an idle time and interval of 15 s and 9 probes
 // (DefaultKeepalive): what Go's net.Dial and a net.Listener's Accept set
 // on a kernel socket, so that a Go program on the app library finds the
-// keepalive it had. The receive buffer grows, up to
+// keepalive it had; it goes off as the app's Conn finishes, as Linux's
+// orphans and TIME-WAIT sockets send no probes. The receive buffer grows, up to
 // gVisor's 4 MiB, by gVisor's receive buffer moderation (Linux's
 // autotuning: twice what the reader took in the last round trip, more
 // in slow start), which the pump feeds with what it moved into the rx
