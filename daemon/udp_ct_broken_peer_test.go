@@ -4,11 +4,11 @@ import (
 	"context"
 	"errors"
 	"os"
-	"strings"
 	"testing"
 	"time"
 
 	"github.com/xsessiond/xsessiond/app"
+	"github.com/xsessiond/xsessiond/internal/leakcheck"
 )
 
 // TestUDPListenerLetsGoOfCorruptPeer: a cut-through peer whose fifo is
@@ -70,27 +70,11 @@ func TestUDPListenerLetsGoOfCorruptPeer(t *testing.T) {
 	// Reads go on, and one after the session ended drops the listener's
 	// end with its mapping.
 	deadline := time.Now().Add(5 * time.Second)
-	for ctMappings(t) > 1 {
+	for leakcheck.Mappings(t, "memfd:xsessiond:ct-") > 1 {
 		if time.Now().After(deadline) {
-			t.Fatalf("the listener still maps the broken session's segment (%d mappings, want the hostile app's alone)", ctMappings(t))
+			t.Fatalf("the listener still maps the broken session's segment (%d mappings, want the hostile app's alone)", leakcheck.Mappings(t, "memfd:xsessiond:ct-"))
 		}
 		pc.SetReadDeadline(time.Now().Add(20 * time.Millisecond))
 		pc.ReadFrom(buf)
 	}
-}
-
-// ctMappings counts the test process's mappings of cut-through segments.
-func ctMappings(t *testing.T) int {
-	t.Helper()
-	b, err := os.ReadFile("/proc/self/maps")
-	if err != nil {
-		t.Fatal(err)
-	}
-	n := 0
-	for _, l := range strings.Split(string(b), "\n") {
-		if strings.Contains(l, "memfd:xsessiond:ct-") {
-			n++
-		}
-	}
-	return n
 }

@@ -5,7 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"net"
-	"os"
 	"os/exec"
 	"runtime"
 	"strings"
@@ -21,23 +20,6 @@ import (
 // goneBound is how long an app's blocked calls may take to return once
 // its daemon stopped or died.
 const goneBound = 2 * time.Second
-
-// segmentMaps counts this process's mappings of the daemon's shared
-// memory (segments and the sleep flags page, all memfds).
-func segmentMaps(t testing.TB) int {
-	t.Helper()
-	b, err := os.ReadFile("/proc/self/maps")
-	if err != nil {
-		t.Fatal(err)
-	}
-	n := 0
-	for _, l := range strings.Split(string(b), "\n") {
-		if strings.Contains(l, "memfd:") {
-			n++
-		}
-	}
-	return n
-}
 
 // goneCall is a call of an app blocked when its daemon went away.
 type goneCall struct {
@@ -100,7 +82,7 @@ func daemonGone(t *testing.T, sig syscall.Signal) {
 	}
 	warm.Close()
 	snap := leakcheck.Take(t, leakcheck.Options{FDs: true, Goroutines: true, Timeout: 5 * time.Second})
-	maps := segmentMaps(t)
+	maps := leakcheck.Mappings(t, "memfd:")
 
 	a, err := app.Attach(ctx, opts("gone-a"))
 	if err != nil {
@@ -345,7 +327,7 @@ func daemonGone(t *testing.T, sig syscall.Signal) {
 		t.Errorf("the new daemon exited %d", code)
 	}
 	snap.Check(t)
-	if m := segmentMaps(t); m != maps {
+	if m := leakcheck.Mappings(t, "memfd:"); m != maps {
 		t.Errorf("%d mappings of shared memory after Close, %d before Attach", m, maps)
 	}
 }

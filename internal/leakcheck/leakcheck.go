@@ -1,7 +1,8 @@
 // Package leakcheck is the one leak check of the module's tests: it owns
 // the snapshot of what a process holds (open file descriptors, goroutines,
 // entries under chosen directories such as netns names or bpffs pins, and
-// mount points) and the check that all of it came back.
+// mount points) and the check that all of it came back; Mappings counts
+// the process's shared memory mappings, which a test compares itself.
 //
 // A check compares sets, not counts: a descriptor is new when its number
 // and target (readlink of /proc/self/fd/N) were not in the snapshot, a
