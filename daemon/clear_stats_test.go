@@ -521,12 +521,21 @@ func TestClearStatsEveryCounter(t *testing.T) {
 		t.Errorf("rule hits after the clear and 2 more: %d", h)
 	}
 	// An app kicks a worker only when the worker sleeps: one kept busy by
-	// the traffic above may have taken it all awake. Echoes after idle
-	// spells, which the worker sleeps through, are kicked.
+	// the traffic above may have taken it all awake, and an echo's reply
+	// may come while the worker that delivered its request is still
+	// awake. A datagram the app sends of its own after an idle spell,
+	// which the worker sleeps through, is kicked.
+	toA := net.UDPAddrFromAddrPort(netip.AddrPortFrom(rig.A.IPv4, uint16(kudp.LocalAddr().(*net.UDPAddr).Port)))
 	k := read()
 	for end := time.Now().Add(5 * time.Second); kicks(k) == 0 && time.Now().Before(end); k = read() {
 		time.Sleep(100 * time.Millisecond)
-		udpEcho(1)
+		b := make([]byte, 100)
+		if _, err := pc.WriteTo(b, toA); err != nil {
+			t.Fatal(err)
+		}
+		if _, _, err := recvWithin(kudp, b); err != nil {
+			t.Fatalf("a datagram from the app: %v", err)
+		}
 	}
 	if kicks(k) == 0 {
 		t.Errorf("no kicks counted after the clear and more traffic: %+v", k.stats.Kicks)
