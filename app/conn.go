@@ -833,8 +833,8 @@ func (c *Conn) setKeepalive(enable *bool, k net.KeepAliveConfig) error {
 	if err := c.setClosed("set"); err != nil {
 		return err
 	}
-	idle, ok1 := keepaliveSeconds(k.Idle, defaultKeepaliveIdle)
-	interval, ok2 := keepaliveSeconds(k.Interval, defaultKeepaliveInterval)
+	idle, ok1 := keepaliveSeconds(k.Idle, flow.KeepaliveIdle)
+	interval, ok2 := keepaliveSeconds(k.Interval, flow.KeepaliveInterval)
 	if !ok1 || !ok2 || k.Count > maxKeepaliveCount {
 		// What setsockopt(2) of TCP_KEEPIDLE, TCP_KEEPINTVL or
 		// TCP_KEEPCNT says of a value past Linux's bounds, as
@@ -854,7 +854,7 @@ func (c *Conn) setKeepalive(enable *bool, k net.KeepAliveConfig) error {
 	m := &api.SetKeepalive{Handle: c.e.h, Enabled: on, Idle: idle, Interval: interval}
 	switch {
 	case k.Count == 0:
-		m.Count = defaultKeepaliveCount
+		m.Count = flow.KeepaliveCount
 	case k.Count > 0:
 		m.Count = uint32(k.Count)
 	}
@@ -875,15 +875,10 @@ func (c *Conn) setKeepalive(enable *bool, k net.KeepAliveConfig) error {
 
 // Linux's bounds of a TCP socket's keepalive options (MAX_TCP_KEEPIDLE,
 // MAX_TCP_KEEPINTVL, MAX_TCP_KEEPCNT): setsockopt(2) refuses more with
-// EINVAL. And Go's defaults, which the net package sets on each
-// connection and for a zero field of a net.KeepAliveConfig; the daemon
-// starts each connection with them.
+// EINVAL.
 const (
-	maxKeepaliveSeconds      = 32767
-	maxKeepaliveCount        = 127
-	defaultKeepaliveIdle     = 15 * time.Second
-	defaultKeepaliveInterval = 15 * time.Second
-	defaultKeepaliveCount    = 9
+	maxKeepaliveSeconds = 32767
+	maxKeepaliveCount   = 127
 )
 
 // keepaliveSeconds is a keepalive idle time or interval as a kernel

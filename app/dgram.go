@@ -77,10 +77,7 @@ func checkDest(ep flow.Endpoint, remote netip.AddrPort, n int) error {
 		return &Error{Msg: fmt.Sprintf("app: destination %v is not of the listener's family (%v)", remote, ep.Addr),
 			Err: errno}
 	}
-	if fam == flow.Family4 && n > maxUDPLen4 {
-		return checkDgramSize(n, netip.AddrPortFrom(a, remote.Port()))
-	}
-	if remote.Port() == 0 {
+	if remote.Port() == 0 && (fam == flow.Family6 || n <= maxUDPLen4) {
 		return errPortZero
 	}
 	return checkDgramSize(n, netip.AddrPortFrom(a, remote.Port()))

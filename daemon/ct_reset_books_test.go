@@ -74,16 +74,7 @@ func TestCutThroughResetUntracksSurvivor(t *testing.T) {
 	}
 	for _, w := range ways {
 		t.Run(w.name, func(t *testing.T) {
-			d := startDaemon(t)
-			o := app.Options{RxFifoSize: 4096, TxFifoSize: 4096}
-			o.Name = "srv"
-			srv := attach(t, d, o)
-			ln, err := srv.Listen("tcp://0.0.0.0:7000")
-			if err != nil {
-				t.Fatal(err)
-			}
-			o.Name = "cli"
-			cli := attach(t, d, o)
+			d, srv, cli, ln := streamCutThroughPair(t)
 			survivor := srv
 			if !w.serverSurvives {
 				survivor = cli
@@ -91,7 +82,7 @@ func TestCutThroughResetUntracksSurvivor(t *testing.T) {
 			for i := range rounds {
 				dialer := cli
 				if w.name == "client app dies with unread data" {
-					dialer = attach(t, d, o)
+					dialer = attach(t, d, app.Options{Name: "cli", RxFifoSize: 4096, TxFifoSize: 4096})
 				}
 				c, sc := ctStream(t, dialer, ln)
 				w.end(t, dialer, c, sc)

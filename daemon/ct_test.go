@@ -80,14 +80,21 @@ func TestCutThroughEcho(t *testing.T) {
 // server listening on tcp://0.0.0.0:7000 and a client.
 func streamCutThroughApps(t *testing.T) (d *Daemon, cli *app.App, ln net.Listener) {
 	t.Helper()
+	d, _, cli, ln = streamCutThroughPair(t)
+	return d, cli, ln
+}
+
+// streamCutThroughPair is streamCutThroughApps with the listening app.
+func streamCutThroughPair(t *testing.T) (d *Daemon, srv, cli *app.App, ln net.Listener) {
+	t.Helper()
 	d = startDaemon(t)
-	srv := attach(t, d, app.Options{Name: "srv", RxFifoSize: 4096, TxFifoSize: 4096})
+	srv = attach(t, d, app.Options{Name: "srv", RxFifoSize: 4096, TxFifoSize: 4096})
 	cli = attach(t, d, app.Options{Name: "cli", RxFifoSize: 4096, TxFifoSize: 4096})
 	ln, err := srv.Listen("tcp://0.0.0.0:7000")
 	if err != nil {
 		t.Fatal(err)
 	}
-	return d, cli, ln
+	return d, srv, cli, ln
 }
 
 // TestStreamCutThrough runs a TCP cut-through session: Listen, Dial,

@@ -4,7 +4,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/xsessiond/xsessiond/app"
 	"github.com/xsessiond/xsessiond/flow"
 )
 
@@ -16,16 +15,7 @@ import (
 // event took out stayed until its app detached. The entry is put back by
 // hand here, as an end event the books missed would leave it.
 func TestFifoFillDropsFreedCutThrough(t *testing.T) {
-	d := startDaemon(t)
-	o := app.Options{RxFifoSize: 4096, TxFifoSize: 4096}
-	o.Name = "srv"
-	srv := attach(t, d, o)
-	ln, err := srv.Listen("tcp://0.0.0.0:7000")
-	if err != nil {
-		t.Fatal(err)
-	}
-	o.Name = "cli"
-	cli := attach(t, d, o)
+	d, srv, cli, ln := streamCutThroughPair(t)
 	c, sc := ctStream(t, cli, ln)
 	id := appIDOf(srv)
 	d.mu.Lock()

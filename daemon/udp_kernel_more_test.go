@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/xsessiond/xsessiond/app"
+	"github.com/xsessiond/xsessiond/nsbind/nstest"
 )
 
 // The tests of this file compare the app library's UDP sockets with
@@ -101,13 +102,7 @@ func TestPacketConnDestinationCheckOrderMatchesKernel(t *testing.T) {
 		{"both", "udp", ":0"},
 	} {
 		t.Run(fam.name, func(t *testing.T) {
-			var obs [2]*udpObs
-			for i, side := range []string{"kernel", "app"} {
-				o := newUDPObs()
-				network := sideNetwork(side, fam.network)
-				pc := listenUDPSide(t, rig, a, side, fam.network, fam.addr)
-				names := udpNames{}
-				names.set(pc.LocalAddr(), "own")
+			kernelThenApp(t, rig, a, fam.network, fam.addr, func(o *udpObs, pc net.PacketConn, network string, names udpNames) {
 				writeTo := func(size int, to netip.AddrPort) {
 					step := fmt.Sprintf("%d bytes to %v", size, to)
 					names.set(net.UDPAddrFromAddrPort(to), "destination")
@@ -126,9 +121,7 @@ func TestPacketConnDestinationCheckOrderMatchesKernel(t *testing.T) {
 					writeTo(app.MaxDatagram4+1, v4)
 					writeTo(1<<16, v4)
 				}
-				obs[i] = o
-			}
-			compareUDPObs(t, obs[0], obs[1])
+			})
 		})
 	}
 }
@@ -147,22 +140,33 @@ func TestPacketConnWriteToUDPAddrPortErrorAddrMatchesKernel(t *testing.T) {
 		{"ipv6", "udp6", "[::]:0"},
 	} {
 		t.Run(fam.name, func(t *testing.T) {
-			var obs [2]*udpObs
-			for i, side := range []string{"kernel", "app"} {
-				o := newUDPObs()
-				network := sideNetwork(side, fam.network)
-				pc := listenUDPSide(t, rig, a, side, fam.network, fam.addr)
-				names := udpNames{}
-				names.set(pc.LocalAddr(), "own")
+			kernelThenApp(t, rig, a, fam.network, fam.addr, func(o *udpObs, pc net.PacketConn, network string, names udpNames) {
 				names["[::ffff:"+rig.A.IPv4.String()+"]:9"] = "the mapped address given"
 				if fam.network == "udp4" {
 					pc.SetWriteDeadline(time.Now().Add(-time.Second))
 				}
 				n, err := pc.(udpAddrPortWriter).WriteToUDPAddrPort([]byte("x"), mapped)
 				o.add("WriteToUDPAddrPort to an IPv4-mapped address", "n=%d %s", n, udpErrnoShape(err, network, names, true))
-				obs[i] = o
-			}
-			compareUDPObs(t, obs[0], obs[1])
+			})
 		})
 	}
+}
+
+// kernelThenApp runs steps on a kernel UDP socket, then on an app's
+// PacketConn, each listening on addr of network (the kernel's name of
+// it; network, as steps get it, the name of the side's errors), and
+// compares what steps recorded of each, the kernel's record the
+// expectation. names holds the socket's own address.
+func kernelThenApp(t *testing.T, rig *nstest.Pair, a *app.App, network, addr string, steps func(o *udpObs, pc net.PacketConn, network string, names udpNames)) {
+	t.Helper()
+	var obs [2]*udpObs
+	for i, side := range []string{"kernel", "app"} {
+		o := newUDPObs()
+		pc := listenUDPSide(t, rig, a, side, network, addr)
+		names := udpNames{}
+		names.set(pc.LocalAddr(), "own")
+		steps(o, pc, sideNetwork(side, network), names)
+		obs[i] = o
+	}
+	compareUDPObs(t, obs[0], obs[1])
 }

@@ -15,6 +15,7 @@ import (
 	"gvisor.dev/gvisor/pkg/waiter"
 
 	"github.com/xsessiond/xsessiond/fifo"
+	"github.com/xsessiond/xsessiond/flow"
 )
 
 // Handler receives a Conn's events. Every call for one Conn comes from the
@@ -266,7 +267,7 @@ type Keepalive struct {
 // DefaultKeepalive is the keepalive every Conn starts with: Go's net
 // package turns keepalive on with these for each connection net.Dial makes
 // and a net.Listener accepts.
-var DefaultKeepalive = Keepalive{Enabled: true, Idle: 15 * time.Second, Interval: 15 * time.Second, Count: 9}
+var DefaultKeepalive = Keepalive{Enabled: true, Idle: flow.KeepaliveIdle, Interval: flow.KeepaliveInterval, Count: flow.KeepaliveCount}
 
 // SetKeepalive turns keepalive on or off and sets the values given, on
 // or off, as setsockopt(2) of a kernel socket's options does. Safe from
