@@ -8,19 +8,22 @@
 //
 // New checks a Config and returns a Daemon that touches nothing; Start
 // opens the interface's network namespace (Config.Datapath.NetnsName),
-// takes the control socket (refusing to go on when another daemon owns it,
-// before it touches the interface), starts the datapath engine
-// (datapath.Engine; with Config.NoDatapath the control plane runs alone:
-// binds and cut-through sessions work, connects to remote peers fail with
-// flow.ErrConnect), builds the session layer over it, applies the
-// configured namespaces and rules, and serves the control socket (package
-// api) and, if asked, Prometheus metrics. A started Daemon must be closed:
-// Close sends every connection a Shutdown notice, waits briefly for the apps
-// to hang up, closes the rest, detaches every app, stops the datapath
-// (detaching XDP and removing its pins), and releases the namespaces. A
-// Start that fails undoes what it did; Close is idempotent. InterfaceLost
-// tells the owner when the interface left its namespace under the daemon
-// (xsessiond run then stops with an error).
+// takes the interface's instance lock (with a datapath; ErrInstanceRunning
+// while another daemon serves it) and the control socket (refusing to go
+// on when another daemon owns it), both before it touches the interface,
+// starts the datapath engine (datapath.Engine; with Config.NoDatapath the
+// control plane runs alone: binds and cut-through sessions work, connects
+// to remote peers fail with flow.ErrConnect), builds the session layer
+// over it, applies the configured namespaces and rules, and serves the
+// control socket (package api) and, if asked, Prometheus metrics. A
+// started Daemon must be closed: Close first detaches XDP (the interface
+// goes back to the kernel before it waits for anything), then sends every
+// connection a Shutdown notice, waits briefly for the apps to hang up,
+// closes the rest, detaches every app, stops the datapath (removing its
+// pins), and releases the namespaces. A Start that fails undoes what it
+// did; Close is idempotent. InterfaceLost tells the owner when the
+// interface left its namespace under the daemon (xsessiond run then stops
+// with an error).
 //
 // # Clients
 //

@@ -66,8 +66,9 @@
 // MTU that shrank after the app asked, or that the workers' view of the
 // route (the resolver's, refreshed within seconds) still holds smaller.
 //
-// TCP: the Engine's tcp.Stack has the interface's addresses (followed every
-// second). Global TCP listeners and the 5-tuples of active opens are in
+// TCP: the Engine's tcp.Stack has the interface's addresses (followed at
+// each change Config.Addrs announces, else every second: followAddrs).
+// Global TCP listeners and the 5-tuples of active opens are in
 // the program's maps; every other TCP packet stays with the kernel. A
 // worker hands the TCP frames it receives to the Stack (Ethernet header
 // stripped, LinkEndpoint.Inject), a batch at a time, its pure SYNs after

@@ -1,3 +1,4 @@
-// Package deploy holds no Go code: its folder carries the systemd unit and
-// the sample configuration for running xsessiond as a service.
+// Package deploy holds no Go code: its folder carries the systemd unit,
+// the sample configuration and the Grafana dashboard for running
+// xsessiond as a service.
 package deploy
