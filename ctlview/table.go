@@ -10,6 +10,7 @@ import (
 	"strings"
 	"text/tabwriter"
 	"time"
+	"unicode"
 
 	"github.com/xsessiond/xsessiond/api"
 	"github.com/xsessiond/xsessiond/daemon"
@@ -69,7 +70,19 @@ func dash(s string) string {
 	if s == "" {
 		return "-"
 	}
-	return s
+	return cell(s)
+}
+
+// cell is a name as a table cell: as it is when every character of it is
+// printable and it neither starts nor ends with a space, else quoted with
+// Go's escapes. A tab or newline in an app's name or a rule's tag (the
+// daemon takes any UTF-8) would otherwise break the table's columns and
+// rows, and an escape sequence would reach the terminal.
+func cell(s string) string {
+	if strings.TrimSpace(s) == s && !strings.ContainsFunc(s, func(r rune) bool { return !unicode.IsPrint(r) }) {
+		return s
+	}
+	return strconv.Quote(s)
 }
 
 func handleOrDash(h daemon.Handle) string {
@@ -112,7 +125,7 @@ func WriteTable(out io.Writer, what api.ShowWhat, doc []byte) error {
 			if a.Ended > 0 {
 				sessions += fmt.Sprintf(" (+%d ended, not closed)", a.Ended)
 			}
-			row(a.ID, a.Name, a.Namespace, a.Scope, a.PID, a.UID, a.GID, a.Listeners, sessions, len(a.Segments),
+			row(a.ID, cell(a.Name), cell(a.Namespace), a.Scope, a.PID, a.UID, a.GID, a.Listeners, sessions, len(a.Segments),
 				fmt.Sprintf("%d/%d", a.FifoUsed, a.FifoSize))
 		}
 	case api.ShowSessions:
@@ -135,7 +148,7 @@ func WriteTable(out io.Writer, what api.ShowWhat, doc []byte) error {
 				rtt = fmt.Sprintf("%.3f/%.3f", float64(s.TCPRTT)/1000, float64(s.TCPRTTVar)/1000)
 				cwnd = strconv.FormatUint(uint64(s.TCPCwnd), 10)
 			}
-			row(s.Handle, s.App, s.Namespace, s.State, s.Transport, dash(s.TCPState), dash(s.Local), dash(s.Remote), worker, handleOrDash(s.Peer),
+			row(s.Handle, s.App, cell(s.Namespace), s.State, s.Transport, dash(s.TCPState), dash(s.Local), dash(s.Remote), worker, handleOrDash(s.Peer),
 				fifoString(s.RxFifoUsed, s.RxFifoSize), fifoString(s.TxFifoUsed, s.TxFifoSize), recvQ, sendQ, rtt, cwnd,
 				s.RxPackets, s.RxBytes, s.TxPackets, s.TxBytes, retrans, dropsString(s.Drops))
 		}
@@ -150,7 +163,7 @@ func WriteTable(out io.Writer, what api.ShowWhat, doc []byte) error {
 			if t := l.TCP; t != nil {
 				acceptQ, refused = acceptQueue(t), dropsString(t.Refused)
 			}
-			row(l.Handle, l.App, l.URI, l.Namespace, l.Table, l.FIB, l.Proxy, fifoString(l.RxFifoUsed, l.RxFifoSize),
+			row(l.Handle, l.App, cell(l.URI), cell(l.Namespace), l.Table, l.FIB, l.Proxy, fifoString(l.RxFifoUsed, l.RxFifoSize),
 				l.RxPackets, l.RxBytes, dropsString(l.Drops), acceptQ, refused)
 		}
 	case api.ShowNamespaces:
@@ -160,7 +173,7 @@ func WriteTable(out io.Writer, what api.ShowWhat, doc []byte) error {
 		}
 		row("ID", "IFINDEX", "FIB4", "FIB6", "APPS", "LOCAL LISTENERS")
 		for _, n := range v {
-			row(n.ID, n.IfIndex, n.FIB4, n.FIB6, n.Apps, n.LocalListeners)
+			row(cell(n.ID), n.IfIndex, n.FIB4, n.FIB6, n.Apps, n.LocalListeners)
 		}
 	case api.ShowRules:
 		var v []daemon.RuleView
@@ -173,7 +186,7 @@ func WriteTable(out io.Writer, what api.ShowWhat, doc []byte) error {
 			if r.Action == "forward" {
 				app = strconv.FormatUint(uint64(r.App), 10)
 			}
-			row(r.ID, r.Namespace, r.Proto, r.Local, portOrAny(r.LocalPort), r.Remote, portOrAny(r.RemotePort),
+			row(r.ID, cell(r.Namespace), r.Proto, r.Local, portOrAny(r.LocalPort), r.Remote, portOrAny(r.RemotePort),
 				r.Action, app, r.Scope, dash(r.Tag), r.Hits)
 		}
 	case api.ShowStats:
@@ -181,11 +194,11 @@ func WriteTable(out io.Writer, what api.ShowWhat, doc []byte) error {
 		if err := json.Unmarshal(doc, &v); err != nil {
 			return bad(err)
 		}
-		netns := v.Netns
+		netns := cell(v.Netns)
 		if netns == "" {
 			netns = "(daemon's own)"
 		}
-		row("version", v.Version)
+		row("version", cell(v.Version))
 		state := ""
 		switch v.InterfaceState {
 		case "", "up":
@@ -194,7 +207,7 @@ func WriteTable(out io.Writer, what api.ShowWhat, doc []byte) error {
 		default:
 			state = ", " + v.InterfaceState + ": nothing reaches the datapath until it is up and running"
 		}
-		row("interface", fmt.Sprintf("%s (ifindex %d, netns %s)%s", v.Interface, v.IfIndex, netns, state))
+		row("interface", fmt.Sprintf("%s (ifindex %d, netns %s)%s", cell(v.Interface), v.IfIndex, netns, state))
 		row("uptime", (time.Duration(v.UptimeSeconds) * time.Second).String())
 		row("counting for", (time.Duration(v.ClearedSeconds) * time.Second).String())
 		row("datapath", v.Datapath+xdpMode(v.XDPMode))
@@ -221,7 +234,7 @@ func WriteTable(out io.Writer, what api.ShowWhat, doc []byte) error {
 			row("kernel path rx", fmt.Sprintf("%d delivered, %d dropped", v.KernelRx, v.KernelRxDrops))
 		}
 		if v.MirrorError != "" {
-			row("mirror error", v.MirrorError)
+			row("mirror error", cell(v.MirrorError))
 		}
 		if t := v.TCP; t != nil {
 			row("tcp", fmt.Sprintf("%d connections, %d lingering (%d ended early: tcp.max_time_wait), %d listeners, %d refused, %d orphans (%d reset), %d reset at their app's close",

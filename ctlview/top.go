@@ -191,12 +191,12 @@ func drawTop(prev, cur *topSample, rows, width, height int) []byte {
 	var b bytes.Buffer
 	d := cur.at.Sub(prev.at)
 	st := &cur.stats
-	iface := st.Interface
+	iface := cell(st.Interface)
 	if s := st.InterfaceState; s != "" && s != "up" {
 		iface += " (" + strings.ToUpper(s) + ")"
 	}
 	fmt.Fprintf(&b, "xsessiond %s on %s  datapath %s%s  workers %d  apps %d  sessions %d  listeners %d  up %s\n",
-		st.Version, iface, st.Datapath, xdpMode(st.XDPMode), st.Workers, st.Apps, st.Sessions, st.Listeners,
+		cell(st.Version), iface, st.Datapath, xdpMode(st.XDPMode), st.Workers, st.Apps, st.Sessions, st.Listeners,
 		(time.Duration(st.UptimeSeconds) * time.Second).String())
 	if x := st.XDP; len(x) > 0 {
 		px := prev.stats.XDP
@@ -264,7 +264,7 @@ func drawTop(prev, cur *topSample, rows, width, height int) []byte {
 		if l.TCP != nil {
 			fifo = "accept " + acceptQueue(l.TCP)
 		}
-		add(l.Handle, l.App, "listen "+l.URI, fifo, l.Drops, l.Dropped)
+		add(l.Handle, l.App, "listen "+cell(l.URI), fifo, l.Drops, l.Dropped)
 	}
 	b.WriteString("\n")
 	tw = tabwriter.NewWriter(&b, 0, 4, 2, ' ', 0)
@@ -274,7 +274,7 @@ func drawTop(prev, cur *topSample, rows, width, height int) []byte {
 		if a.FifoSize > 0 {
 			fillPct = 100 * float64(a.FifoUsed) / float64(a.FifoSize)
 		}
-		fmt.Fprintf(tw, "%d\t%s\t%s\t%d\t%d/%d\t%.1f%%\t%.0f\t%.0f\n", a.ID, a.Name, a.Namespace, a.Sessions, a.FifoUsed, a.FifoSize,
+		fmt.Fprintf(tw, "%d\t%s\t%s\t%d\t%d/%d\t%.1f%%\t%.0f\t%.0f\n", a.ID, cell(a.Name), cell(a.Namespace), a.Sessions, a.FifoUsed, a.FifoSize,
 			fillPct, appRx[a.ID], appTx[a.ID])
 	}
 	tw.Flush()
@@ -316,7 +316,9 @@ func reasonRates(prev, cur map[string]uint64, d time.Duration) string {
 	return strings.Join(parts, " ")
 }
 
-// clip cuts frame to width columns and height lines (0: no limit).
+// clip cuts frame to width columns and height lines (0: no limit). A
+// column is a character, not a byte: a name in UTF-8 is cut between its
+// characters, never inside one.
 func clip(frame []byte, width, height int) []byte {
 	if width <= 0 && height <= 0 {
 		return frame
@@ -326,8 +328,16 @@ func clip(frame []byte, width, height int) []byte {
 		lines = lines[:height]
 	}
 	for i, l := range lines {
-		if width > 0 && len(l) > width {
-			lines[i] = l[:width]
+		if width <= 0 || len(l) <= width {
+			continue
+		}
+		n := 0
+		for j := range l {
+			if n == width {
+				lines[i] = l[:j]
+				break
+			}
+			n++
 		}
 	}
 	return []byte(strings.Join(lines, "\n"))
