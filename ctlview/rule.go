@@ -6,6 +6,7 @@ import (
 	"net/netip"
 	"strconv"
 	"strings"
+	"unicode/utf8"
 
 	"github.com/xsessiond/xsessiond/api"
 	"github.com/xsessiond/xsessiond/daemon"
@@ -81,6 +82,7 @@ func ParseRule(words []string, forAdd bool) (api.Rule, error) {
 		return uint16(p), nil
 	}
 	seen := map[string]bool{}
+	vppOrder := false // proto P LCL_PREFIX LCL_PORT RMT_PREFIX RMT_PORT
 	for i := 0; i < len(words); i++ {
 		w := words[i]
 		// A word given twice would overwrite the first silently: proto
@@ -91,6 +93,9 @@ func ParseRule(words []string, forAdd bool) (api.Rule, error) {
 		}
 		switch key {
 		case "proto", "local", "remote", "action", "app", "ns", "scope", "tag":
+			if seen[key] && vppOrder && (key == "local" || key == "remote") {
+				return r, fmt.Errorf("%q given twice: the four words after proto gave the local and remote prefixes and ports already (see xsessiond ctl rule --help)", w)
+			}
 			if seen[key] {
 				return r, fmt.Errorf("%q given twice: one of each (see xsessiond ctl rule --help)", w)
 			}
@@ -111,6 +116,9 @@ func ParseRule(words []string, forAdd bool) (api.Rule, error) {
 				if i+4 >= len(words) {
 					return r, fmt.Errorf("proto %s LCL_PREFIX LCL_PORT RMT_PREFIX RMT_PORT: %d of the 4 words given", v, len(words)-i-1)
 				}
+				// They are the rule's local and remote: either word given
+				// after them would replace them unseen.
+				vppOrder, seen["local"], seen["remote"] = true, true, true
 				for _, side := range []struct {
 					name string
 					p    *netip.Prefix
@@ -152,6 +160,9 @@ func ParseRule(words []string, forAdd bool) (api.Rule, error) {
 				return r, err
 			}
 			if n, nerr := strconv.ParseUint(v, 10, 32); nerr == nil && n > 0 {
+				if r.AppIndex != 0 && uint32(n) != r.AppIndex {
+					return r, fmt.Errorf("app %d and action %d: two apps to forward to; give one (action forward app N, or action N)", r.AppIndex, n)
+				}
 				r.Action, r.AppIndex = api.ActionForward, uint32(n) // VPP: the action is the app index
 			} else if r.Action, err = daemon.ParseAction(v); err != nil {
 				return r, fmt.Errorf("action %q: want drop, allow, forward or an app index", v)
@@ -168,14 +179,25 @@ func ParseRule(words []string, forAdd bool) (api.Rule, error) {
 				if err != nil {
 					return r, fmt.Errorf("app %q: want an app index (see ctl show apps)", v)
 				}
+				// action N is forward app N: another app given beside it
+				// would take its place unseen.
+				if r.AppIndex != 0 && uint32(n) != r.AppIndex {
+					return r, fmt.Errorf("action %d and app %d: two apps to forward to; give one (action forward app N, or action N)", r.AppIndex, n)
+				}
 				r.AppIndex = uint32(n)
 			case "ns", "appns":
+				if err := ValueFits(w, v, api.MaxNameLen, "a namespace id", "ctl show namespaces lists them"); err != nil {
+					return r, err
+				}
 				r.Namespace = v
 			case "scope":
 				if r.Scope, err = daemon.ParseScope(v); err != nil {
 					return r, fmt.Errorf("scope %q: want global, local or both", v)
 				}
 			case "tag":
+				if err := ValueFits(w, v, api.MaxNameLen, "a tag", "give a shorter one"); err != nil {
+					return r, err
+				}
 				r.Tag = v
 			}
 		default:
@@ -201,4 +223,22 @@ func ParseRule(words []string, forAdd bool) (api.Rule, error) {
 		r.Action = api.ActionDrop // ignored by the match; keeps the rule valid
 	}
 	return r, nil
+}
+
+// ValueFits says when the value v of a flag or a rule's word (name) is
+// longer than max bytes, what the control protocol carries of it (what:
+// "a tag"), or is not UTF-8; hint says where the right values are listed
+// or what to do.
+func ValueFits(name, v string, max int, what, hint string) error {
+	shown := v
+	if len(shown) > 24 {
+		shown = strings.ToValidUTF8(shown[:24], "") + "…"
+	}
+	switch {
+	case len(v) > max:
+		return fmt.Errorf("%s %q: %d bytes, and %s is at most %d (%s)", name, shown, len(v), what, max, hint)
+	case !utf8.ValidString(v):
+		return fmt.Errorf("%s %q: not valid UTF-8: give %s in UTF-8 (%s)", name, shown, what, hint)
+	}
+	return nil
 }

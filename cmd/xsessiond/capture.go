@@ -11,12 +11,14 @@ import (
 	"path/filepath"
 	"slices"
 	"strconv"
+	"strings"
 	"syscall"
 	"time"
 
 	"github.com/spf13/cobra"
 
 	"github.com/xsessiond/xsessiond/api"
+	"github.com/xsessiond/xsessiond/ctlview"
 	"github.com/xsessiond/xsessiond/daemon"
 	"github.com/xsessiond/xsessiond/flow"
 )
@@ -49,9 +51,12 @@ statistics), never waited for.`,
 			if err := checkCaptureFile(file); err != nil {
 				return err
 			}
+			if err := ctlview.ValueFits("--reason", reason, api.MaxCaptureReasonLen, "a drop reason", `ctl show stats names the drop reasons; "any" is every one`); err != nil {
+				return err
+			}
 			m := &api.Capture{App: app, Reason: reason, Count: count, Snaplen: snaplen}
 			if duration < 0 || duration > time.Duration(1<<32-1)*time.Millisecond {
-				return fmt.Errorf("--duration %v: out of range", duration)
+				return fmt.Errorf("--duration %v: want 0 (no limit) or a positive duration of at most %v", duration, time.Duration(1<<32-1)*time.Millisecond)
 			}
 			m.Duration = uint32(duration / time.Millisecond)
 			if duration > 0 && m.Duration == 0 {
@@ -95,13 +100,32 @@ func checkCaptureFile(file string) error {
 	return nil
 }
 
+// parseHandle reads a --listener or --session handle as show listeners
+// and show sessions print one, in hex after 0x, or in decimal digits, as
+// --secret takes a number: Go's number syntax (1_000, 0b1, 0o7, and 010
+// read as octal 8) is refused, not read as another handle.
 func parseHandle(flag, s string) (flow.Handle, error) {
 	if s == "" {
 		return 0, nil
 	}
-	v, err := strconv.ParseUint(s, 0, 64)
-	if err != nil || v == 0 {
-		return 0, fmt.Errorf("%s %q: want a handle as ctl show listeners or sessions lists it, like 0x7ffffffd00000000", flag, s)
+	want := fmt.Sprintf("want a handle as ctl show listeners or sessions lists it, in hex after 0x like 0x7ffffffd00000000 (ctl show %ss)", strings.TrimPrefix(flag, "--"))
+	digits, base := s, 10
+	if h, ok := strings.CutPrefix(s, "0x"); ok {
+		digits, base = h, 16
+	} else if h, ok := strings.CutPrefix(s, "0X"); ok {
+		digits, base = h, 16
+	}
+	if base == 10 && len(digits) > 1 && digits[0] == '0' && strings.Trim(digits, "0123456789") == "" {
+		return 0, fmt.Errorf("%s %q: a leading 0 is ambiguous (Go's number syntax reads it as octal): %s", flag, s, want)
+	}
+	// With its base given, ParseUint takes neither a sign nor the
+	// underscores and prefixes base 0 takes.
+	v, err := strconv.ParseUint(digits, base, 64)
+	switch {
+	case err != nil:
+		return 0, fmt.Errorf("%s %q: %s", flag, s, want)
+	case v == 0:
+		return 0, fmt.Errorf("%s %q: 0 is no handle (the daemon gives none): %s", flag, s, want)
 	}
 	return flow.Handle(v), nil
 }

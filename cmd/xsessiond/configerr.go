@@ -98,7 +98,8 @@ func valueWords(t string) string {
 }
 
 // fractions finds a number with a fraction where the config file wants a
-// whole one: the YAML decoder makes 1.5 into 1 without a word.
+// whole one: the YAML decoder makes 1.5 into 1 without a word. It also
+// finds a whole number written in a form the CLI refuses (numberForm).
 func fractions(n *yaml.Node, t reflect.Type) error {
 	for t.Kind() == reflect.Pointer {
 		t = t.Elem()
@@ -136,8 +137,31 @@ func fractions(n *yaml.Node, t reflect.Type) error {
 		if n.Tag == "!!float" && t != reflect.TypeFor[time.Duration]() && (t.Kind() >= reflect.Int && t.Kind() <= reflect.Uint64) {
 			return fmt.Errorf("config: line %d: %q is not %s", n.Line, n.Value, valueWords(t.String()))
 		}
+		if n.Tag == "!!int" && t != reflect.TypeFor[time.Duration]() && (t.Kind() >= reflect.Int && t.Kind() <= reflect.Uint64) {
+			if why := numberForm(n.Value); why != "" {
+				return fmt.Errorf("config: line %d: %s %s: give it in decimal digits (or in hex after 0x)", n.Line, n.Value, why)
+			}
+		}
 	}
 	return nil
+}
+
+// numberForm says why the YAML integer v is written in a form that the
+// CLI's numbers refuse, as a person would not read it, or "": the YAML
+// decoder reads 010 as octal 8, and takes 0o10, 0b11 and 1_000 too.
+func numberForm(v string) string {
+	digits := strings.TrimLeft(v, "+-")
+	switch {
+	case strings.Contains(digits, "_"):
+		return "has an underscore"
+	case strings.HasPrefix(digits, "0x"), strings.HasPrefix(digits, "0X"):
+		return ""
+	case len(digits) > 1 && digits[0] == '0' && strings.Trim(digits, "0123456789") == "":
+		return "has a leading 0, which YAML reads as octal"
+	case len(digits) > 1 && digits[0] == '0':
+		return "is in a base other than 10 or 16"
+	}
+	return ""
 }
 
 // yamlKeys are the keys of a struct type in the config file, sorted.

@@ -32,7 +32,7 @@ func newCtlCmd() *cobra.Command {
 	var socket string
 	cmd := &cobra.Command{
 		Use:   "ctl",
-		Short: "Talk to a running daemon: show state, add and delete namespaces and rules",
+		Short: "Talk to a running daemon: show state, top, capture, clear stats, add and delete namespaces and rules",
 		Args:  noArgs(""),
 		PersistentPreRunE: func(*cobra.Command, []string) error {
 			if socket == "" {
@@ -365,6 +365,12 @@ daemon's interface when --netns is not given).`,
 			if err := sessions.ValidNamespaceID(id); err != nil {
 				return fmt.Errorf("ns add: %s", strings.TrimSuffix(err.Error(), ": "+sessions.ErrInvalidValue.Error()))
 			}
+			if err := ctlview.ValueFits("--iface", iface, api.MaxIfaceLen, "an interface name", "ip link lists the interfaces"); err != nil {
+				return err
+			}
+			if err := ctlview.ValueFits("--netns", netns, api.MaxNetnsLen, "a netns name", "ip netns list names them"); err != nil {
+				return err
+			}
 			s, err := parseSecret(secret)
 			if err != nil {
 				return err
@@ -398,6 +404,9 @@ daemon's interface when --netns is not given).`,
 			if delID == "" {
 				return errors.New("ns del needs the namespace id: ns del ID")
 			}
+			if err := knownFormID("ns del", delID); err != nil {
+				return err
+			}
 			if _, err := call(cmd, *socket, &api.NsDel{ID: delID}); err != nil {
 				err = withHint(err, flow.ErrInvalidNamespace, "ctl show namespaces lists them")
 				return withHint(err, flow.ErrNamespaceInUse, fmt.Sprintf("ctl show apps --ns %s lists them; stop them first", delID))
@@ -422,6 +431,9 @@ daemon's interface when --netns is not given).`,
 			if rotID == "" || rotSecret == "" {
 				return errors.New("ns set-secret needs --id and --secret (or the id as its argument: ns set-secret ID --secret N)")
 			}
+			if err := knownFormID("ns set-secret", rotID); err != nil {
+				return err
+			}
 			s, err := parseSecret(rotSecret)
 			if err != nil {
 				return err
@@ -437,6 +449,16 @@ daemon's interface when --netns is not given).`,
 	rot.Flags().StringVar(&rotSecret, "secret", "", "the new secret (0 to 2^64-1, decimal, or hex after 0x)")
 	cmd.AddCommand(add, del, rot)
 	return cmd
+}
+
+// knownFormID says when id, given to a command on an existing namespace,
+// is not of the form a namespace's id has: no namespace has it, and the
+// control protocol would not carry one longer than its limit.
+func knownFormID(cmd, id string) error {
+	if err := sessions.ValidNamespaceID(id); err != nil {
+		return fmt.Errorf("%s: %s: no namespace has such an id (ctl show namespaces lists them)", cmd, strings.TrimSuffix(err.Error(), ": "+sessions.ErrInvalidValue.Error()))
+	}
+	return nil
 }
 
 // parseSecret reads a namespace's --secret as its help writes one

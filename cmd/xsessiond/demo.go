@@ -41,8 +41,11 @@ AF_XDP). Exit status 0 means every datagram and every TCP byte came back
 intact.`,
 		Args: noArgs(""),
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			if dur <= 0 || window < 1 {
-				return errors.New("--duration must be positive and --window at least 1")
+			if dur <= 0 {
+				return fmt.Errorf("--duration %v: want a positive duration, like 3s (how long UDP is sent)", dur)
+			}
+			if window < 1 {
+				return fmt.Errorf("--window %d: want 1 or more (the datagrams in flight at most)", window)
 			}
 			return runDemo(cmd.OutOrStdout(), dur, window)
 		},

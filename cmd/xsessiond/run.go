@@ -43,8 +43,9 @@ func newRunCmd() *cobra.Command {
 per queue, and serve apps and the CLI on the control socket.
 
 Flags override the config file. SIGHUP reloads the namespaces and rules of
-the config file; SIGTERM and SIGINT tell the apps, close their connections,
-stop the workers, detach XDP and unpin, then exit 0. If the interface is
+the config file; SIGTERM and SIGINT detach XDP (the interface's traffic goes
+back to the kernel at once), tell the apps, close their connections, stop
+the workers and unpin, then exit 0. If the interface is
 deleted or leaves its network namespace, the daemon stops the same way and
 exits 1; so does a start that fails. Once started it removes the pins of
 interfaces that no longer exist (see xsessiond cleanup --stale).
@@ -78,7 +79,7 @@ cleans up on SIGTERM and SIGINT.`,
 	fl.StringVar(&f.logLevel, "log-level", "info", "debug, info, warn or error")
 	fl.StringVar(&f.xdpMode, "xdp-mode", "auto", "auto (generic on a veth with one rx queue, else native, falling back to generic), native or generic")
 	fl.DurationVar(&f.sendTimeout, "send-timeout", 0, "drop a client (and detach its app) that leaves a reply or notice unread this long (0: 2s)")
-	fl.DurationVar(&f.idleTimeout, "idle-timeout", 0, "close a connection with no app attached that sends nothing this long (0: 30s, negative: never)")
+	fl.DurationVar(&f.idleTimeout, "idle-timeout", 0, "close a connection with no app attached nor a capture started that sends nothing this long (0: 30s, negative: never)")
 	fl.IntVar(&f.maxConns, "max-conns", 0, "control connections at most, 8 of them kept for root (0: 1024, negative: no limit)")
 	fl.StringVar(&f.sched, "sched-policy", daemon.SchedKeep, "scheduling policy of the daemon's threads: keep (the one it was started with, e.g. under chrt) or batch (SCHED_BATCH: a woken worker waits for the thread on its CPU to block or yield instead of preempting it: more transactions per second where apps share the daemon's CPU, milliseconds of latency where a busy program does)")
 	fl.StringVar(&f.checksum, "checksum", "auto", "UDP checksums holding a local sender's partial sum (offload): auto (accept on veth, netkit, tun), verify or accept-partial")
@@ -524,7 +525,10 @@ func privilegeProblem(netns bool) string {
 	need := []struct {
 		bit  uint
 		name string
-	}{{unix.CAP_NET_ADMIN, "CAP_NET_ADMIN"}, {unix.CAP_BPF, "CAP_BPF"}}
+	}{{unix.CAP_NET_ADMIN, "CAP_NET_ADMIN"}, {unix.CAP_BPF, "CAP_BPF"},
+		// The AF_XDP sockets, the packet socket TCP's segments leave
+		// through and the raw ICMP sockets.
+		{unix.CAP_NET_RAW, "CAP_NET_RAW"}}
 	if netns {
 		need = append(need, struct {
 			bit  uint
