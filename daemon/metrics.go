@@ -187,15 +187,17 @@ func (c *collector) collectTCP(ch chan<- prometheus.Metric) {
 		}
 	}
 	for id, st := range byNS {
-		// The datapath keeps the counts of a namespace's ended
-		// connections after the namespace is deleted; its series go with
-		// it, once no connection of it lingers.
-		if !live[id] && len(st.States) == 0 {
-			continue
-		}
+		// The datapath forgets the counts of a namespace when it is
+		// deleted: its counters go with it, and its connections (those
+		// that linger: FIN-WAIT, TIME-WAIT) once none is left. A
+		// namespace added again with that id counts from zero, as a new
+		// series.
 		ns := NamespaceName(id)
 		for state, n := range st.States {
 			ch <- prometheus.MustNewConstMetric(descTCPConns, prometheus.GaugeValue, float64(n), ns, state)
+		}
+		if !live[id] {
+			continue
 		}
 		ch <- prometheus.MustNewConstMetric(descTCPRetrans, prometheus.CounterValue, float64(st.Retransmits), ns)
 		ch <- prometheus.MustNewConstMetric(descTCPResets, prometheus.CounterValue, float64(st.ResetsSent), ns, "sent")

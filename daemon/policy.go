@@ -15,7 +15,9 @@ import (
 )
 
 // Limits bound what apps may take. Zero fields take the defaults below; a
-// negative count turns a bound off. uid 0 is bound by MaxApps only.
+// negative count turns a bound off. uid 0 is bound by MaxApps and the two
+// cut-through bounds only (and by the wrong secrets' rate, which is not
+// one of these).
 type Limits struct {
 	// MaxApps bounds the attached apps (DefaultMaxApps).
 	MaxApps int `yaml:"max_apps"`

@@ -145,7 +145,12 @@ type tcpPath struct {
 	closeOnce  sync.Once
 
 	// nsDone are the counts of finished connections and closed listeners
-	// by namespace id; guarded by mu.
+	// by namespace id, of the namespaces the layer has; guarded by mu. A
+	// connection or listener adds its counts to the entry of its
+	// namespace that it took when it was made (tcpSess.nsDone,
+	// tcpListener.nsDone): one that ends after its namespace was deleted
+	// (forgetNamespace) adds them to an entry no longer in the map, and
+	// does not bring the namespace back.
 	nsDone map[string]*TCPNamespaceStats
 }
 
@@ -376,6 +381,10 @@ type tcpListener struct {
 	h   flow.Handle
 	app sessions.AppID
 	ns  string // the app's namespace id
+	// nsDone: the counts of its namespace it adds its own to when it
+	// closes, and its connections theirs (tcpPath.nsDone); guarded by
+	// p.mu. nil: none kept.
+	nsDone *TCPNamespaceStats
 
 	refusedGone, refusedMem atomic.Uint64 // accepts refused: app or listener gone, no fifo memory
 	ln                      *tcp.Listener
@@ -467,10 +476,13 @@ func (tl *tcpListener) handed(s *tcpSess) {
 
 // tcpSess is one connection: the Conn, the app's fifos, its owner worker.
 type tcpSess struct {
-	p      *tcpPath
-	conn   *tcp.Conn
-	app    sessions.AppID
-	ns     string // the app's namespace id
+	p    *tcpPath
+	conn *tcp.Conn
+	app  sessions.AppID
+	ns   string // the app's namespace id
+	// nsDone: the counts of its namespace it adds its own to when it
+	// finishes (tcpPath.nsDone); guarded by p.mu. nil: none kept.
+	nsDone *TCPNamespaceStats
 	mem    sessions.AppMemory
 	events *fifo.EventQueue
 	pair   sessions.FifoPair
@@ -1181,7 +1193,7 @@ func (p *tcpPath) listen(l sessions.Listener) error {
 		}
 	}
 	p.mu.Lock()
-	tl := &tcpListener{p: p, h: l.Handle, app: l.App, ns: l.Namespace, res: res, marks: p.marking[l.App]}
+	tl := &tcpListener{p: p, h: l.Handle, app: l.App, ns: l.Namespace, nsDone: p.nsDoneLocked(l.Namespace), res: res, marks: p.marking[l.App]}
 	p.mu.Unlock()
 	backlog := p.e.cfg.TCP.Backlog
 	if backlog <= 0 {
@@ -1297,7 +1309,7 @@ func (tl *tcpListener) Accept(c *tcp.Conn) (rx, tx *fifo.Fifo, h tcp.Handler, er
 		}
 	}
 	tw := p.pickWorker()
-	s := &tcpSess{p: p, conn: c, app: app, ns: tl.ns, w: tw, established: true, from: tl}
+	s := &tcpSess{p: p, conn: c, app: app, ns: tl.ns, nsDone: tl.nsDone, w: tw, established: true, from: tl}
 	if !p.addLive(app) {
 		p.refused.Add(1)
 		tl.refusedGone.Add(1)
@@ -1357,7 +1369,9 @@ func (p *tcpPath) routeMTU(remote netip.AddrPort, sized uint32) uint32 {
 func (tl *tcpListener) ListenerClosed(ln *tcp.Listener) {
 	p := tl.p
 	p.mu.Lock()
-	p.nsDoneLocked(tl.ns).addListener(tl, ln)
+	if tl.nsDone != nil {
+		tl.nsDone.addListener(tl, ln)
+	}
 	p.mu.Unlock()
 }
 
@@ -1451,6 +1465,7 @@ func (p *tcpPath) open(req sessions.OpenRequest) (netip.AddrPort, error) {
 	s := &tcpSess{p: p, app: req.App, ns: req.Namespace, res: res, ho: req.HalfOpen, mtu: uint32(rt.MTU)}
 	p.mu.Lock()
 	s.uid = p.users[req.App]
+	s.nsDone = p.nsDoneLocked(req.Namespace)
 	p.conns[req.HalfOpen] = s
 	p.mu.Unlock()
 	go p.dial(s, netip.AddrPortFrom(dst, r.Port))
@@ -1811,8 +1826,8 @@ func (s *tcpSess) finish(l *sessions.Layer) {
 	p := s.p
 	p.mu.Lock()
 	s.done = true
-	if s.conn != nil {
-		p.nsDoneLocked(s.ns).addConn(s.conn.Info())
+	if s.conn != nil && s.nsDone != nil {
+		s.nsDone.addConn(s.conn.Info())
 	}
 	free := s.free
 	s.free = nil
@@ -1853,6 +1868,15 @@ func (p *enginePath) KeepFifos(h flow.Handle, free func()) func() {
 	}
 	return p.e.tcp.KeepFifos(h, free)
 }
+
+// NamespaceDeleted: see sessions.NamespaceForgetter.
+func (p *enginePath) NamespaceDeleted(id string) {
+	if p.e.tcp != nil {
+		p.e.tcp.forgetNamespace(id)
+	}
+}
+
+var _ sessions.NamespaceForgetter = (*enginePath)(nil)
 
 // AppGone: see sessions.StreamKeeper.
 func (p *enginePath) AppGone(app sessions.AppID) {

@@ -69,7 +69,9 @@ func newTCPNamespaceStats() *TCPNamespaceStats {
 		TCPRefusedBacklog: 0, TCPRefusedLimit: 0, TCPRefusedNoMemory: 0, TCPRefusedClosing: 0}}
 }
 
-// nsDoneLocked returns the counts kept for namespace ns (p.mu held).
+// nsDoneLocked returns the counts kept for namespace ns (p.mu held), for
+// a connection or listener of it being made: the layer has the namespace
+// then (an app of it is attached).
 func (p *tcpPath) nsDoneLocked(ns string) *TCPNamespaceStats {
 	st := p.nsDone[ns]
 	if st == nil {
@@ -77,6 +79,17 @@ func (p *tcpPath) nsDoneLocked(ns string) *TCPNamespaceStats {
 		p.nsDone[ns] = st
 	}
 	return st
+}
+
+// forgetNamespace drops the counts of namespace id, which the layer
+// deleted. Its connections that still end add theirs to the entry they
+// took (tcpSess.nsDone), out of the map; one of the same id added later
+// counts from zero, as every new namespace does: its metric series went
+// with the deleted one.
+func (p *tcpPath) forgetNamespace(id string) {
+	p.mu.Lock()
+	delete(p.nsDone, id)
+	p.mu.Unlock()
 }
 
 // addConn adds a connection's counts.
@@ -243,13 +256,18 @@ func (e *Engine) TCPNamespaceStats() map[string]*TCPNamespaceStats {
 		st := get(s.ns)
 		if !s.done {
 			st.States[in.State]++
-			st.addConn(in)
+			if s.nsDone == nil || s.nsDone == p.nsDone[s.ns] {
+				// Counted with its namespace's; one of a namespace
+				// deleted since (whose id may be a new one's) is
+				// counted in no namespace's counters.
+				st.addConn(in)
+			}
 		} else if !s.conn.Finished() {
 			st.States[in.State]++
 		}
 	}
 	for _, tl := range p.lis {
-		if tl.ln != nil {
+		if tl.ln != nil && (tl.nsDone == nil || tl.nsDone == p.nsDone[tl.ns]) {
 			get(tl.ns).addListener(tl, tl.ln)
 		}
 	}

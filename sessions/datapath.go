@@ -31,6 +31,17 @@ type Datapath interface {
 	Close(h Handle, t FiveTuple)
 }
 
+// NamespaceForgetter is a Datapath that keeps something by app namespace
+// id (counts of the namespace's ended connections): DelNamespace tells it,
+// under the layer's lock, once the namespace is gone, so that it forgets
+// the namespace. Every Open and Listen of the namespace came before (they
+// need an attached app, and a namespace is deleted without one); a
+// namespace added again with the same id is a new one. It must not block
+// or call back into the Layer.
+type NamespaceForgetter interface {
+	NamespaceDeleted(id string)
+}
+
 // WorkerDatapath is a Datapath whose worker goroutines read and write app
 // fifos (the daemon's AF_XDP engine). When Config.Datapath implements it:
 //

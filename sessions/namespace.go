@@ -87,7 +87,7 @@ func (l *Layer) AddNamespace(c NamespaceConfig) error {
 }
 
 // DelNamespace removes an app namespace with no apps attached, and its
-// rules.
+// rules; a Datapath that is a NamespaceForgetter forgets it too.
 func (l *Layer) DelNamespace(id string) error {
 	l.lock()
 	defer l.unlock()
@@ -104,6 +104,9 @@ func (l *Layer) DelNamespace(id string) error {
 	delete(l.nss, id)
 	l.ruleList = slices.DeleteFunc(l.ruleList, func(r RuleInfo) bool { return r.Namespace == id })
 	l.publishRulesLocked()
+	if f, ok := l.cfg.Datapath.(NamespaceForgetter); ok {
+		f.NamespaceDeleted(id)
+	}
 	return nil
 }
 
