@@ -99,3 +99,35 @@ func (l *instanceLock) release() {
 	l.f.Close()
 	l.f = nil
 }
+
+// SweepStaleLocks removes the instance lock files under dir (""
+// = DefaultRunDir) that no daemon holds: a daemon killed with SIGKILL
+// leaves its own (a clean stop removes it), one for each interface it
+// served, a container's veth among them. Each is taken first, as a daemon
+// takes it, so that a held one is left alone and a daemon starting
+// meanwhile keeps its lock (takeInstanceLock retries a file removed under
+// it). It returns the files removed.
+func SweepStaleLocks(dir string) ([]string, error) {
+	if dir == "" {
+		dir = DefaultRunDir
+	}
+	paths, err := filepath.Glob(filepath.Join(dir, "iface-*.lock"))
+	if err != nil {
+		return nil, err
+	}
+	var removed []string
+	var errs []error
+	for _, p := range paths {
+		l, err := takeInstanceLock(p)
+		switch {
+		case errors.Is(err, ErrInstanceRunning):
+			continue
+		case err != nil:
+			errs = append(errs, err)
+			continue
+		}
+		l.release()
+		removed = append(removed, p)
+	}
+	return removed, errors.Join(errs...)
+}

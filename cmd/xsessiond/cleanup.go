@@ -30,7 +30,9 @@ daemon serves the interface.
 
 --stale instead removes the pins of every interface that no longer exists:
 in a network namespace that was deleted, or gone from one that still is.
-Such pins keep a killed daemon's program and maps in the kernel.`,
+Such pins keep a killed daemon's program and maps in the kernel. It also
+removes the instance lock files under /run/xsessiond that no daemon holds
+(a killed daemon leaves its own).`,
 		Args: noArgs("give the interface with --iface IF"),
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			switch {
@@ -46,7 +48,7 @@ Such pins keep a killed daemon's program and maps in the kernel.`,
 	}
 	cmd.Flags().StringVar(&iface, "iface", "", "the interface to clean up")
 	cmd.Flags().StringVar(&netns, "netns", "", "the named network namespace the interface lives in (default: this one)")
-	cmd.Flags().BoolVar(&stale, "stale", false, "remove the pins of every interface or network namespace that no longer exists")
+	cmd.Flags().BoolVar(&stale, "stale", false, "remove the pins of every interface or network namespace that no longer exists, and the lock files no daemon holds")
 	return cmd
 }
 
@@ -67,7 +69,18 @@ func sweepStale(cmd *cobra.Command) error {
 	if errors.Is(err, fs.ErrPermission) {
 		return fmt.Errorf("cannot look at the pins under %s, so some may be stale: %w: run it as root (sudo xsessiond cleanup --stale)", loader.DefaultPinRoot, fs.ErrPermission)
 	}
-	return err
+	// The lock files of killed daemons: one per interface each served.
+	locks, lerr := daemon.SweepStaleLocks("")
+	for _, l := range locks {
+		fmt.Fprintf(out, "removed %s\n", l)
+	}
+	if len(locks) > 0 {
+		fmt.Fprintf(out, "%d lock file(s) no daemon held\n", len(locks))
+	}
+	if errors.Is(lerr, fs.ErrPermission) {
+		lerr = fmt.Errorf("cannot take the lock files under %s, so some may be stale: %w: run it as root (sudo xsessiond cleanup --stale)", daemon.DefaultRunDir, fs.ErrPermission)
+	}
+	return errors.Join(err, lerr)
 }
 
 // missingInterface is cleanup's error for an interface that is not in

@@ -315,6 +315,15 @@ func runDaemon(cmd *cobra.Command, f runFlags) error {
 	if err != nil {
 		log.Warn("removing the pins of interfaces that no longer exist", "err", err, "removed", len(rep.Dirs))
 	}
+	// And the lock files killed daemons left, one per interface each
+	// served (this daemon holds its own).
+	locks, err := daemon.SweepStaleLocks("")
+	if len(locks) > 0 {
+		log.Info("removed the lock files no daemon held", "files", locks)
+	}
+	if err != nil {
+		log.Warn("removing the lock files no daemon held", "err", err, "removed", len(locks))
+	}
 	// A daemon started on an interface that is down (or without a
 	// carrier) serves nothing until it comes up: say so at the start
 	// rather than leave it to ctl show stats.
