@@ -102,25 +102,15 @@ func checkCaptureFile(file string) error {
 
 // parseHandle reads a --listener or --session handle as show listeners
 // and show sessions print one, in hex after 0x, or in decimal digits, as
-// --secret takes a number: Go's number syntax (1_000, 0b1, 0o7, and 010
-// read as octal 8) is refused, not read as another handle.
+// --secret takes a number (api.ParseSecret): Go's number syntax (1_000,
+// 0b1, 0o7, and 010 read as octal 8) is refused, not read as another
+// handle.
 func parseHandle(flag, s string) (flow.Handle, error) {
 	if s == "" {
 		return 0, nil
 	}
 	want := fmt.Sprintf("want a handle as ctl show listeners or sessions lists it, in hex after 0x like 0x7ffffffd00000000 (ctl show %ss)", strings.TrimPrefix(flag, "--"))
-	digits, base := s, 10
-	if h, ok := strings.CutPrefix(s, "0x"); ok {
-		digits, base = h, 16
-	} else if h, ok := strings.CutPrefix(s, "0X"); ok {
-		digits, base = h, 16
-	}
-	if base == 10 && len(digits) > 1 && digits[0] == '0' && strings.Trim(digits, "0123456789") == "" {
-		return 0, fmt.Errorf("%s %q: a leading 0 is ambiguous (Go's number syntax reads it as octal): %s", flag, s, want)
-	}
-	// With its base given, ParseUint takes neither a sign nor the
-	// underscores and prefixes base 0 takes.
-	v, err := strconv.ParseUint(digits, base, 64)
+	v, err := api.ParseSecret(s)
 	switch {
 	case err != nil:
 		return 0, fmt.Errorf("%s %q: %s", flag, s, want)
