@@ -29,3 +29,15 @@ func (d *Daemon) trackedDetached() []sessions.AppID {
 	}
 	return out
 }
+
+// appFifoMemory returns the fifo memory the app's segment manager counts
+// allocated (fifo.Manager.FifoMemory), -1 when the app is not attached.
+func (d *Daemon) appFifoMemory(app sessions.AppID) int64 {
+	d.mu.Lock()
+	c := d.byApp[app]
+	d.mu.Unlock()
+	if c == nil || c.mgr == nil {
+		return -1
+	}
+	return c.mgr.FifoMemory()
+}
