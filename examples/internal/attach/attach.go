@@ -78,6 +78,11 @@ func (f *Flags) Attach() (a *app.App, ctx context.Context, stop func(), err erro
 	if err != nil {
 		return nil, nil, nil, fmt.Errorf("--secret %q: %w", *f.secret, err)
 	}
+	for _, v := range []struct{ flag, val string }{{"--ns", *f.ns}, {"--name", *f.name}} {
+		if len(v.val) > api.MaxNameLen {
+			return nil, nil, nil, fmt.Errorf("%s %q: %d bytes, the daemon takes at most %d", v.flag, v.val, len(v.val), api.MaxNameLen)
+		}
+	}
 	ctx, cancelSignals := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
 	actx, cancel := context.WithTimeout(ctx, 10*time.Second)
 	a, err = app.Attach(actx, app.Options{Socket: *f.socket, Name: *f.name, Namespace: *f.ns, Secret: sec,
