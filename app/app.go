@@ -659,11 +659,15 @@ func (a *App) handleEvent(ev *fifo.Event) {
 		return
 	}
 	switch se.Type {
-	case fifo.EventDisconnected, fifo.EventReset, fifo.EventPeerClosed:
+	case fifo.EventDisconnected, fifo.EventReset, fifo.EventPeerClosed, fifo.EventResetAhead:
 		what := earlyGone
 		switch se.Type {
-		case fifo.EventReset:
+		case fifo.EventReset, fifo.EventResetAhead:
 			what |= earlyReset
+			if se.Type == fifo.EventResetAhead {
+				// Not gone yet: reads take what came before the reset.
+				what = earlyResetAhead
+			}
 			if err, ok := flow.Code(se.Code).Err(); ok {
 				switch {
 				case errors.Is(err, flow.ErrTimedOut):
@@ -975,6 +979,7 @@ const (
 	earlyTimedOut                      // the reset was a timeout
 	earlyFifoCorrupt                   // the daemon reset it for a corrupt fifo
 	earlyBrokenPipe                    // the peer reset it after its FIN
+	earlyResetAhead                    // reset, with data received before it still to come (fifo.EventResetAhead)
 )
 
 // tell hands owner o what happened to its session h.

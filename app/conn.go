@@ -383,6 +383,10 @@ func (c *Conn) halfClosed(what uint8) {
 		c.e.fin.Store(true)
 		c.rd.poke()
 	}
+	if what&earlyResetAhead != 0 {
+		c.e.resetAhead.Store(true)
+		c.wr.poke()
+	}
 }
 
 // resetCorrupt resets a cut-through stream session whose fifo (rx when
@@ -731,8 +735,12 @@ func (c *Conn) Write(b []byte) (int, error) {
 		}
 		// A reset not reported yet comes first, after CloseWrite too, as
 		// a kernel socket's write reports its pending error (sk_err)
-		// before the EPIPE of its shut down half.
-		if e.gone.Load() && e.reset.Load() && c.resetTold.CompareAndSwap(false, true) {
+		// before the EPIPE of its shut down half; so does one whose data
+		// received before it the reads have still to take (resetAhead),
+		// as a kernel socket's writes fail once it has the error while
+		// its reads return what was queued first.
+		ahead := e.resetAhead.Load()
+		if (e.gone.Load() && e.reset.Load() || ahead) && c.resetTold.CompareAndSwap(false, true) {
 			return written, netError("write", c.laddr, c.raddr, syscallError("write", e.resetErr()))
 		}
 		if c.wrClosed.Load() {
@@ -740,7 +748,7 @@ func (c *Conn) Write(b []byte) (int, error) {
 			// socket.
 			return written, netError("write", c.laddr, c.raddr, syscallError("write", syscall.EPIPE))
 		}
-		if e.gone.Load() {
+		if e.gone.Load() || ahead {
 			// The peer closed the session, or its reset was reported.
 			return written, netError("write", c.laddr, c.raddr, syscallError("write", syscall.EPIPE))
 		}
@@ -769,7 +777,7 @@ func (c *Conn) Write(b []byte) (int, error) {
 			c.wr.waiting++
 		}
 		e.tx.WantDeqNotify(fifo.DeqNotifyAlways)
-		if e.tx.MaxEnqueue() > 0 || e.gone.Load() {
+		if e.tx.MaxEnqueue() > 0 || e.gone.Load() || e.resetAhead.Load() {
 			c.wr.disarm(c.a, s)
 			continue
 		}

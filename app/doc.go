@@ -63,7 +63,10 @@
 // is both syscall.ECONNRESET and flow.ErrFifoCorrupt after the daemon reset
 // a connection whose fifo indices were found corrupt (or this end a
 // cut-through session whose peer left them so). The reads after it return
-// io.EOF and the writes syscall.EPIPE.
+// io.EOF and the writes syscall.EPIPE. The data a wire session received
+// before its reset is read first, as from a kernel socket; a write, a
+// blocked one too, fails at once (a writer waiting for room is not left
+// waiting while its reads have data).
 // These errors are *os.SyscallError ("read", "write") in the *net.OpError,
 // as the net package's. A reset that follows the peer's FIN (its answer to
 // what was sent after it closed) fails the writes with syscall.EPIPE and

@@ -46,6 +46,10 @@ type end struct {
 	timedOut    atomic.Bool // the reset was a timeout (retransmissions or keepalive probes unanswered)
 	fifoCorrupt atomic.Bool // reset because a fifo's indices were corrupt: by the daemon (wire), or by this end (cut-through: Conn.resetCorrupt)
 	brokenPipe  atomic.Bool // the peer reset it after its FIN: writes fail with EPIPE, reads end with io.EOF
+	// resetAhead: the connection was reset (fifo.EventResetAhead) while
+	// the daemon still holds data received before, which reads take
+	// first: writes fail now, with the reset's error once.
+	resetAhead atomic.Bool
 
 	// dialed is, for a cut-through session accepted on a PacketConn, the
 	// address its peer dialed (the listener's it reached): its family

@@ -1741,6 +1741,35 @@ func (s *tcpSess) PeerClosed(*tcp.Conn) {
 	s.signal()
 }
 
+// ResetAhead tells the app that its connection was reset while gVisor
+// holds data received before: its writes fail now (the session goes on
+// until Reset, once the data is in the rx fifo).
+func (s *tcpSess) ResetAhead(_ *tcp.Conn, err error) {
+	p := s.p
+	p.mu.Lock()
+	ref, ok := s.refLocked(), s.established && !s.byApp && !s.ended
+	p.mu.Unlock()
+	if ok {
+		_ = p.e.layer.Load().StreamResetAhead(ref, resetWhy(err))
+	}
+}
+
+// resetWhy is the session layer's word for the error a Conn was reset
+// with: a timeout (retransmissions or keepalive probes unanswered), a fifo
+// the app corrupted, a reset after the peer's FIN (a broken pipe); nil
+// for a plain reset.
+func resetWhy(err error) error {
+	switch {
+	case errors.Is(err, syscall.ETIMEDOUT):
+		return fmt.Errorf("%w: %w", flow.ErrTimedOut, err)
+	case errors.Is(err, tcp.ErrFifoCorrupt):
+		return fmt.Errorf("%w: %w", flow.ErrFifoCorrupt, err)
+	case errors.Is(err, syscall.EPIPE):
+		return flow.ErrBrokenPipe // the peer reset after its FIN
+	}
+	return nil
+}
+
 // Reset ends the session with a reset event, which tells the app a
 // timeout (retransmissions or keepalive probes unanswered), a fifo the
 // app corrupted and a reset after the peer's FIN (a broken pipe) apart
@@ -1761,16 +1790,7 @@ func (s *tcpSess) Reset(_ *tcp.Conn, err error) {
 		}
 	}
 	if ok {
-		var why error
-		switch {
-		case errors.Is(err, syscall.ETIMEDOUT):
-			why = fmt.Errorf("%w: %w", flow.ErrTimedOut, err)
-		case errors.Is(err, tcp.ErrFifoCorrupt):
-			why = fmt.Errorf("%w: %w", flow.ErrFifoCorrupt, err)
-		case errors.Is(err, syscall.EPIPE):
-			why = flow.ErrBrokenPipe // the peer reset after its FIN
-		}
-		_ = p.e.layer.Load().StreamReset(ref, why)
+		_ = p.e.layer.Load().StreamReset(ref, resetWhy(err))
 	}
 }
 

@@ -175,7 +175,13 @@ const (
 	// a session on the wire: the session's local address and port (an
 	// accept on a wildcard listener learns the address the peer reached).
 	EventLocalAddr EventType = 14
-	EventCustom    EventType = 0x8000
+	// EventResetAhead: a stream session on the wire was reset or timed
+	// out (Code: why, as EventReset's) while data received before that is
+	// still on its way into the rx fifo. Nothing more is sent: the app's
+	// writes fail now, its reads take that data first. EventReset follows
+	// once the data is all in the rx fifo.
+	EventResetAhead EventType = 15
+	EventCustom     EventType = 0x8000
 )
 
 func (t EventType) String() string {
@@ -208,6 +214,8 @@ func (t EventType) String() string {
 		return "peer-closed"
 	case EventLocalAddr:
 		return "local-addr"
+	case EventResetAhead:
+		return "reset-ahead"
 	}
 	if t >= EventCustom {
 		return "custom"

@@ -19,6 +19,7 @@ const (
 	EventSegmentAdded  = fifo.EventSegmentAdded  // the app's segment manager added a segment
 	EventReset         = fifo.EventReset         // a stream session was reset (or timed out)
 	EventPeerClosed    = fifo.EventPeerClosed    // a stream session's peer closed its half
+	EventResetAhead    = fifo.EventResetAhead    // a stream session was reset; data received before comes first
 )
 
 // Event is a notification for one app.

@@ -251,7 +251,7 @@ func sessionEvent(m *fifo.Manager, ev Event) fifo.SessionEvent {
 	case EventConnectFailed:
 		se.Opaque = ev.Opaque
 		se.Code = uint64(CodeOf(ev.Err))
-	case EventReset:
+	case EventReset, EventResetAhead:
 		if ev.Err != nil {
 			se.Code = uint64(CodeOf(ev.Err))
 		}

@@ -188,6 +188,22 @@ func (l *Layer) StreamPeerClosed(ref StreamRef) error {
 	return nil
 }
 
+// StreamResetAhead tells the app of session ref that its connection was
+// reset (or timed out: err as StreamReset's) while the transport still
+// holds data received before that for the session's rx fifo: its writes
+// fail now, and StreamReset ends the session once the data is there. The
+// session stays.
+func (l *Layer) StreamResetAhead(ref StreamRef, err error) error {
+	l.lock()
+	defer l.unlock()
+	s := l.streamLocked(ref)
+	if s == nil {
+		return fmt.Errorf("reset ahead: session %#x: %w", uint64(ref.Handle), ErrNoSession)
+	}
+	l.notifyLocked(s.app, Event{Kind: EventResetAhead, Handle: s.h, Err: err})
+	return nil
+}
+
 // StreamReset ends session ref because the connection was reset (or timed
 // out) and tells its app with a reset event; err, when not nil, is why
 // (ErrTimedOut: retransmissions or keepalive probes went unanswered), and

@@ -45,6 +45,14 @@ type Handler interface {
 	// Stack closed) or ErrFifoCorrupt (the app broke a fifo's indices;
 	// it wraps EIO). Closed follows.
 	Reset(c *Conn, err error)
+	// ResetAhead: gVisor reported the reset or timeout Reset will end
+	// the Conn with (err, as Reset's) while it still holds data received
+	// before it, which goes into the rx fifo as the app reads; Reset
+	// follows once it is all there. Nothing is sent any more: the app's
+	// writes should fail now, as a kernel socket's do once it has the
+	// error, while its reads take that data first. Called at most once,
+	// on the pump.
+	ResetAhead(c *Conn, err error)
 	// Closed: the Conn is finished (see above).
 	Closed(c *Conn)
 	// CloseRequested: the app marked its tx fifo closed
@@ -118,6 +126,7 @@ type Conn struct {
 	rxw       rxWriter
 	txr       txReader
 	txErr     error // an error PushTx met, for run to end the Conn with
+	aheadTold bool  // ResetAhead was called
 	appClose  bool  // the app's close mark in the tx fifo was handed to the Handler
 	// rcvBuf and sndBuf are the gVisor buffer sizes the Stack accounts
 	// for the Conn (buffers.go): written under the Stack's mu, read
@@ -622,9 +631,19 @@ func (c *Conn) runLocked() {
 			// gVisor keeps what it received before the reset: it goes
 			// into the rx fifo as the app drains it (pumpRx asked to be
 			// told), and pumpRx's read after the last of it meets the
-			// error, as a Linux socket's reads return the data queued
-			// before an RST and ECONNRESET next. Read before LastError,
-			// which would take the error.
+			// error (taken here, gVisor reports it once: pumpRx takes it
+			// from txErr), as a Linux socket's reads return the data
+			// queued before an RST. Its writes fail at once, as Linux's
+			// do: an app waiting for room in the tx fifo, which nothing
+			// drains any more, would not read that data.
+			if c.txErr == nil {
+				err := toErrno(c.ep.LastError())
+				if err == nil {
+					err = syscall.ECONNRESET
+				}
+				c.txErr = err
+			}
+			c.resetAhead()
 			return
 		}
 		err := toErrno(c.ep.LastError())
@@ -754,12 +773,23 @@ func (c *Conn) pumpTx() bool {
 			// Nothing more is sent: PushTx and pumpTx step back while
 			// txErr is set.
 			c.txErr = err
+			c.resetAhead()
 			return true
 		}
 		c.fail(err)
 		return false
 	}
 	return c.state != stDone
+}
+
+// resetAhead tells the Handler, once, of the reset (txErr) that ends the
+// Conn after the data gVisor holds. runMu must be held.
+func (c *Conn) resetAhead() {
+	if c.aheadTold || c.txErr == nil {
+		return
+	}
+	c.aheadTold = true
+	c.h.ResetAhead(c, c.txErr)
 }
 
 // rxHeld reports whether gVisor holds received data the pump has not moved

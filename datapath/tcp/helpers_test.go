@@ -188,6 +188,7 @@ type app struct {
 	sendBlocked atomic.Bool  // send waits for room in the tx fifo
 	queuedTx    atomic.Int64 // bytes send queued in the tx fifo so far
 	closeReqs   atomic.Int32 // CloseRequested calls
+	resetsAhead atomic.Int32 // ResetAhead calls
 
 	mu sync.Mutex // guards c
 	c  *tcp.Conn
@@ -233,6 +234,7 @@ func (a *app) Readable(c *tcp.Conn)               { signal(a.readable) }
 func (a *app) Writable(c *tcp.Conn)               { signal(a.writable) }
 func (a *app) PeerClosed(c *tcp.Conn)             { signal(a.peerClosed) }
 func (a *app) Reset(c *tcp.Conn, e error)         { a.reset <- e }
+func (a *app) ResetAhead(c *tcp.Conn, e error)    { a.resetsAhead.Add(1) }
 func (a *app) Closed(c *tcp.Conn)                 { close(a.closed) }
 func (a *app) CloseRequested(c *tcp.Conn)         { a.closeReqs.Add(1); c.Close() }
 
