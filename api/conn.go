@@ -469,6 +469,18 @@ func (c *Conn) sendQueued(q *outQueue, id uint32, m Message, fds []int, wait tim
 	return q.push(id, m, fds, wait, false)
 }
 
+// sendQueuedRelease is sendQueued with release called once m left the
+// queue or was dropped, or at once when it is not queued.
+func (c *Conn) sendQueuedRelease(q *outQueue, id uint32, m Message, fds []int, wait time.Duration, release func()) error {
+	if err := checkSend(m, fds); err != nil {
+		if release != nil {
+			release()
+		}
+		return err
+	}
+	return q.pushRelease(id, m, fds, wait, false, release)
+}
+
 // sendContinuedLocked sends a JSON document too long for one record as
 // ShowReply records with FlagMore on all but the last.
 func (c *Conn) sendContinuedLocked(id uint32, doc []byte) error {

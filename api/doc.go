@@ -105,7 +105,8 @@
 // client can make the server hold no more than one record of its own.
 // Replies and notices go through a bounded per-connection queue and the
 // connection's writer goroutine: a send never waits for a client, a
-// client that leaves a record unread for SendTimeout or overflows its
+// client that leaves a record unread for SendTimeout, takes more than
+// twice that to read the records of one long ShowReply, or overflows its
 // queue is dropped (notices that others' requests cause go with
 // Conn.TrySend, which refuses them past half of the queue instead, so that
 // no client can make the server drop another), and closing a connection or
@@ -113,7 +114,12 @@
 // waits for a client. Connections past MaxConns are closed as soon as they
 // are accepted (RootReserve of them stay for uid 0), a connection must say
 // Hello within HelloTimeout, and one that attaches nothing and sends
-// nothing for IdleTimeout is closed. Drops are counted by reason
+// nothing for IdleTimeout is closed. Show requests, whose documents may be
+// as long as MaxReassembled, are served MaxShows at once across all
+// connections, one per uid other than 0 and one kept for uid 0, from
+// before the handler builds the document until its last record left, so
+// that many connections asking, or asking without reading, cannot make
+// the server hold a document each. Drops are counted by reason
 // (Server.Stats) and logged with the peer's pid and uid; Request.Peer
 // gives the handler the peer's credentials to authorize each request, and
 // AttemptLimiter rate-limits failed secrets per uid.

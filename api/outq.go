@@ -20,6 +20,17 @@ type outItem struct {
 	more [][]byte // the records that continue it, for a long ShowReply
 	fds  []int
 	size int
+	// release, when set, is called once the message left or was dropped
+	// (a Show's slot of the Server's showGate).
+	release func()
+}
+
+// done gives back what the item holds once it left or was dropped.
+func (it *outItem) done() {
+	closeFDs(it.fds)
+	if it.release != nil {
+		it.release()
+	}
 }
 
 // maxPooledRecord bounds the record buffers a queue keeps for reuse.
@@ -74,6 +85,12 @@ func poke(ch chan struct{}) {
 // of the queue, push waits up to wait for it, and then returns
 // ErrQueueFull with the connection left as it is.
 func (q *outQueue) push(id uint32, m Message, fds []int, wait time.Duration, try bool) error {
+	return q.pushRelease(id, m, fds, wait, try, nil)
+}
+
+// pushRelease is push with release called once the message left the
+// queue (written or dropped), or at once when it is not queued.
+func (q *outQueue) pushRelease(id uint32, m Message, fds []int, wait time.Duration, try bool, release func()) error {
 	var buf []byte
 	select {
 	case buf = <-q.free:
@@ -83,15 +100,19 @@ func (q *outQueue) push(id uint32, m Message, fds []int, wait time.Duration, try
 	it, err := encodeItem(&q.enc, buf, id, m, fds)
 	q.encMu.Unlock()
 	if err != nil {
+		if release != nil {
+			release()
+		}
 		return err
 	}
+	it.release = release
 	var timer *time.Timer
 	for {
 		q.mu.Lock()
 		if q.err != nil || q.sealed {
 			err := q.err
 			q.mu.Unlock()
-			closeFDs(it.fds)
+			it.done()
 			if err == nil {
 				err = ErrClosed
 			}
@@ -127,11 +148,11 @@ func (q *outQueue) push(id uint32, m Message, fds []int, wait time.Duration, try
 		}
 		q.mu.Unlock()
 		if try && wait <= 0 {
-			closeFDs(it.fds)
+			it.done()
 			return fmt.Errorf("api: send %v: %w (%d messages queued, the client kept)", m.Type(), ErrQueueFull, n)
 		}
 		if wait <= 0 {
-			closeFDs(it.fds)
+			it.done()
 			err := fmt.Errorf("api: send %v: %w (%d messages queued)", m.Type(), ErrQueueFull, n)
 			q.failWith(err)
 			return err
@@ -143,7 +164,7 @@ func (q *outQueue) push(id uint32, m Message, fds []int, wait time.Duration, try
 		case <-q.space:
 		case <-q.stopped:
 		case <-timer.C:
-			closeFDs(it.fds)
+			it.done()
 			if try {
 				return fmt.Errorf("api: send %v: %w (waited %v for room, %d messages queued, the client kept)", m.Type(), ErrQueueFull, wait, n)
 			}
@@ -233,7 +254,7 @@ func (q *outQueue) run() {
 		q.mu.Unlock()
 		poke(q.space)
 		err := q.c.writeItem(it, q.timeout)
-		closeFDs(it.fds)
+		it.done()
 		if cap(it.rec) <= maxPooledRecord {
 			select {
 			case q.free <- it.rec[:0]:
@@ -266,8 +287,8 @@ func (q *outQueue) stop(err error) bool {
 	items := q.items[q.head:]
 	q.items, q.head, q.bytes = nil, 0, 0
 	q.mu.Unlock()
-	for _, it := range items {
-		closeFDs(it.fds)
+	for i := range items {
+		items[i].done()
 	}
 	return true
 }
@@ -289,21 +310,35 @@ func (q *outQueue) drain(d time.Duration) bool {
 	}
 }
 
+// continuedTimeouts bounds the time a message of several records (a long
+// ShowReply) may take to leave, in send timeouts from its first record: a
+// client that reads each record just within the send timeout would
+// otherwise hold the message, and the Show slot it holds (showGate), for
+// as many send timeouts as it has records (256 for a document of
+// MaxReassembled).
+const continuedTimeouts = 2
+
 // writeItem writes the records of one queued message, each within
-// timeout.
+// timeout, and all of them within continuedTimeouts times timeout.
 func (c *Conn) writeItem(it outItem, timeout time.Duration) error {
 	c.wsem <- struct{}{}
 	defer func() { <-c.wsem }()
 	c.woob = appendRights(c.woob[:0], it.fds)
+	now := time.Now()
+	end := now.Add(continuedTimeouts * timeout)
 	if timeout > 0 {
-		c.uc.SetWriteDeadline(time.Now().Add(timeout))
+		c.uc.SetWriteDeadline(now.Add(timeout))
 	}
 	if err := c.writeLocked(it.rec, c.woob); err != nil {
 		return err
 	}
 	for _, rec := range it.more {
 		if timeout > 0 {
-			c.uc.SetWriteDeadline(time.Now().Add(timeout))
+			dl := time.Now().Add(timeout)
+			if dl.After(end) {
+				dl = end
+			}
+			c.uc.SetWriteDeadline(dl)
 		}
 		if err := c.writeLocked(rec, nil); err != nil {
 			return err

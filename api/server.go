@@ -84,6 +84,10 @@ const (
 	// apps of a uid (each app holds one connection), leaving room for
 	// its CLI and probes.
 	DefaultMaxConnsPerUID = 128
+	// DefaultMaxShows bounds the Show requests served at once: each
+	// holds a document of up to MaxReassembled while it is built, queued
+	// and written.
+	DefaultMaxShows = 4
 )
 
 // Server serves control connections. A connection that sends a malformed,
@@ -137,6 +141,18 @@ type Server struct {
 	// other users' apps out; those past it are closed as soon as they are
 	// accepted. 0 means DefaultMaxConnsPerUID (128), negative no limit.
 	MaxConnsPerUID int
+	// MaxShows bounds the Show requests served at once, across all
+	// connections: a Show holds one from before the handler builds its
+	// document until the reply's last record left, or was dropped with
+	// the connection. A peer other than root holds at most one at a time,
+	// and such peers together all but one (kept for root, as RootReserve
+	// keeps connections). A Show that finds none waits up to twice
+	// SendTimeout, then gets an Error reply (flow.ErrLimit) and the
+	// connection stays. The documents the handler builds for clients
+	// asking at once, or asking without reading the replies, are thus at
+	// most MaxShows, however many connections ask. 0 means
+	// DefaultMaxShows (4), negative no limit.
+	MaxShows int
 	// Logf, if set, receives one line per connection dropped for a fault
 	// of the client (with its pid and uid; at most maxDropLogs a second,
 	// the next line counting those left out), and at most one line a
@@ -148,6 +164,8 @@ type Server struct {
 	uidMu       sync.Mutex
 	uidConns    map[uint32]int // guarded by uidMu: open connections by peer uid, 0 not counted
 	disconnects [numDisconnectReasons]atomic.Uint64
+	showsOnce   sync.Once
+	shows       *showGate
 
 	logMu       sync.Mutex
 	lastLimit   time.Time // guarded by logMu: when refusals were last logged
@@ -308,6 +326,12 @@ func (s *Server) Serve(ctx context.Context, l *Listener) error {
 			mu.Unlock()
 		}()
 	}
+}
+
+// showGate returns the server's bound on Show requests served at once.
+func (s *Server) showGate() *showGate {
+	s.showsOnce.Do(func() { s.shows = newShowGate(orDefault(s.MaxShows, DefaultMaxShows)) })
+	return s.shows
 }
 
 // admit counts a new connection in, unless that takes it over MaxConns
@@ -539,7 +563,20 @@ func (s *Server) ServeConn(ctx context.Context, c *Conn) {
 			s.refuse(c, q, &end, id, err, ErrIdle, DisconnectIdle)
 			return
 		}
-		reply, rfds, herr := h.Handle(ctx, Request{ID: id, Msg: m, FDs: fds, Peer: c.Peer(), Conn: c})
+		var (
+			reply   Message
+			rfds    []int
+			herr    error
+			release func() // a Show's slot, given back once its reply left
+		)
+		if m.Type() == TypeShow {
+			release, herr = s.showGate().acquire(ctx, c.Peer().UID, 2*sendTimeout, q.stopped)
+		}
+		if herr == nil {
+			reply, rfds, herr = h.Handle(ctx, Request{ID: id, Msg: m, FDs: fds, Peer: c.Peer(), Conn: c})
+		} else {
+			closeFDs(fds)
+		}
 		if herr != nil {
 			reply, rfds = ErrorReply(herr), nil
 		} else if reply == nil {
@@ -553,7 +590,7 @@ func (s *Server) ServeConn(ctx context.Context, c *Conn) {
 				held = false
 			}
 		}
-		if err := c.sendQueued(q, id, reply, rfds, 2*sendTimeout); err != nil {
+		if err := c.sendQueuedRelease(q, id, reply, rfds, 2*sendTimeout, release); err != nil {
 			if errors.Is(err, ErrMalformed) || errors.Is(err, ErrBadFDs) {
 				// The handler built a reply that does not encode.
 				s.logf("api: pid %d: %v reply: %v", c.Peer().PID, reply.Type(), err)
