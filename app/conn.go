@@ -526,13 +526,14 @@ func syscallError(call string, err error) error {
 var errNotConnected = os.NewSyscallError("shutdown", syscall.ENOTCONN)
 
 // ended reports whether a TCP session is over, as a kernel socket in
-// CLOSE is: reset (by its peer, a timeout, the daemon), or both of its
-// halves closed and, on the wire, the session gone (the peer has the
-// FIN; a cut-through peer has it at once, and its Close, which ends the
-// session, is its FIN).
+// CLOSE is: reset (by its peer, a timeout, the daemon; also while the
+// data received before the reset is still on its way: resetAhead), or
+// both of its halves closed and, on the wire, the session gone (the peer
+// has the FIN; a cut-through peer has it at once, and its Close, which
+// ends the session, is its FIN).
 func (c *Conn) ended() bool {
 	e := c.e
-	if e.reset.Load() {
+	if e.reset.Load() || e.resetAhead.Load() {
 		return true
 	}
 	if !c.finSent.Load() {

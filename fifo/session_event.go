@@ -70,7 +70,7 @@ func (s *SessionEvent) Encode() Event {
 	case EventConnectFailed:
 		e.Arg32 = s.Opaque
 		e.Args[2] = s.Code
-	case EventReset:
+	case EventReset, EventResetAhead:
 		e.Args[2] = s.Code
 	case EventSegmentAdded:
 		e.Arg32 = s.Segment
@@ -112,7 +112,7 @@ func DecodeSessionEvent(e *Event) SessionEvent {
 	case EventConnectFailed:
 		s.Opaque = e.Arg32
 		s.Code = e.Args[2]
-	case EventReset:
+	case EventReset, EventResetAhead:
 		s.Code = e.Args[2]
 	case EventSegmentAdded:
 		s.Segment = e.Arg32

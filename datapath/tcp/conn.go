@@ -598,6 +598,13 @@ func (c *Conn) runLocked() {
 		c.reset(syscall.ECONNABORTED)
 		return
 	}
+	if c.heldReset() {
+		// Reset with data received before it still in gVisor: nothing is
+		// sent any more (a CloseWrite neither: gVisor's Shutdown would
+		// fail and the Conn end before that data is in the rx fifo), and
+		// the Conn ends once the data is there (pumpRx, pumpTx).
+		return
+	}
 	if (closing || c.closeWriteReq.Load()) && !c.wrClosed && c.tx.MaxDequeue() == 0 {
 		if closing {
 			c.finish()
@@ -625,33 +632,44 @@ func (c *Conn) runLocked() {
 	}
 	if c.ep.EndpointState() == tcp.StateError {
 		// A reset or timeout the reads and writes above did not meet
-		// (the rx fifo full, nothing to send). StateClose is not one:
-		// after both FINs gVisor may still hold data for a full rx fifo.
-		if c.rxHeld() {
-			// gVisor keeps what it received before the reset: it goes
-			// into the rx fifo as the app drains it (pumpRx asked to be
-			// told), and pumpRx's read after the last of it meets the
-			// error (taken here, gVisor reports it once: pumpRx takes it
-			// from txErr), as a Linux socket's reads return the data
-			// queued before an RST. Its writes fail at once, as Linux's
-			// do: an app waiting for room in the tx fifo, which nothing
-			// drains any more, would not read that data.
-			if c.txErr == nil {
-				err := toErrno(c.ep.LastError())
-				if err == nil {
-					err = syscall.ECONNRESET
-				}
-				c.txErr = err
-			}
-			c.resetAhead()
-			return
-		}
+		// (the rx fifo full, nothing to send), with no data held
+		// (heldReset). StateClose is not one: after both FINs gVisor
+		// may still hold data for a full rx fifo.
 		err := toErrno(c.ep.LastError())
 		if err == nil {
 			err = syscall.ECONNRESET
 		}
 		c.fail(err)
 	}
+}
+
+// heldReset reports whether the connection was reset or timed out while
+// gVisor holds data received before that, and then tells the Handler
+// once (ResetAhead): that data goes into the rx fifo as the app drains
+// it (pumpRx asked to be told), and the Conn ends with the error (txErr)
+// once it is all there (pumpRx's read after the last of it, or pumpTx),
+// as a Linux socket's reads return the data queued before an RST. Its
+// writes fail at once, as Linux's do: an app waiting for room in the tx
+// fifo, which nothing drains any more, would not read that data. That is
+// gVisor's error state (the error taken here: gVisor reports it once),
+// or CLOSE with the sending half open, where a reset after the peer's
+// FIN leaves it (brokenPipe: EPIPE) while the FIN waits behind the data.
+// runMu must be held.
+func (c *Conn) heldReset() bool {
+	if c.txErr == nil {
+		if !c.rxHeld() || !c.heldState() {
+			return false
+		}
+		err := error(syscall.EPIPE)
+		if c.ep.EndpointState() == tcp.StateError {
+			if err = toErrno(c.ep.LastError()); err == nil {
+				err = syscall.ECONNRESET
+			}
+		}
+		c.txErr = err
+	}
+	c.resetAhead()
+	return true
 }
 
 // brokenPipe reports whether gVisor closed the connection while its
@@ -766,12 +784,12 @@ func (c *Conn) pumpTx() bool {
 		err = c.moveTx()
 	}
 	if err != nil {
-		if !errors.Is(err, ErrFifoCorrupt) && c.ep.EndpointState() == tcp.StateError && c.rxHeld() {
+		if !errors.Is(err, ErrFifoCorrupt) && c.rxHeld() && c.heldState() {
 			// A reset or timeout a write met first (gVisor reports it
-			// once): the Conn ends with it after the data received
-			// before it is in the rx fifo (pumpRx takes it from txErr).
-			// Nothing more is sent: PushTx and pumpTx step back while
-			// txErr is set.
+			// once), or the reset after the peer's FIN (EPIPE): the Conn
+			// ends with it after the data received before it is in the
+			// rx fifo (pumpRx takes it from txErr). Nothing more is
+			// sent: PushTx and pumpTx step back while txErr is set.
 			c.txErr = err
 			c.resetAhead()
 			return true
@@ -780,6 +798,20 @@ func (c *Conn) pumpTx() bool {
 		return false
 	}
 	return c.state != stDone
+}
+
+// heldState reports whether gVisor's endpoint is in a state heldReset
+// keeps the Conn in while data is held: reset or timed out (ERROR), or
+// reset after the peer's FIN with the sending half open (CLOSE). runMu
+// must be held.
+func (c *Conn) heldState() bool {
+	switch c.ep.EndpointState() {
+	case tcp.StateError:
+		return true
+	case tcp.StateClose:
+		return !c.wrClosed
+	}
+	return false
 }
 
 // resetAhead tells the Handler, once, of the reset (txErr) that ends the

@@ -1,0 +1,511 @@
+package daemon
+
+import (
+	"bytes"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/netip"
+	"sync/atomic"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/xsessiond/xsessiond/app"
+	"github.com/xsessiond/xsessiond/nsbind/nstest"
+)
+
+// afterReset is what a server did with a connection its client reset
+// (or that timed out) while the server's write was blocked.
+type afterReset struct {
+	writeErr      error   // the blocked write's
+	closeWriteErr error   // of the CloseWrite after it, when asked
+	read          int64   // bytes read in all
+	ends          []error // the results of the reads past the data (two)
+}
+
+func (r afterReset) String() string {
+	return fmt.Sprintf("write %v, closewrite %v, read %d bytes, then %v", r.writeErr, r.closeWriteErr, r.read, r.ends)
+}
+
+// readEnds reads c until two reads failed, counting into r.read.
+func readEnds(c net.Conn, r *afterReset) {
+	c.SetReadDeadline(time.Now().Add(10 * time.Second))
+	buf := make([]byte, 16<<10)
+	for len(r.ends) < 2 {
+		n, err := c.Read(buf)
+		r.read += int64(n)
+		if err != nil {
+			r.ends = append(r.ends, err)
+		}
+	}
+}
+
+// echoUntilWriteFails echoes c (reads of 16 KiB, each written back) until
+// a write fails, then CloseWrites c if closeWrite is set and reads the
+// rest.
+func echoUntilWriteFails(c net.Conn, closeWrite bool) afterReset {
+	var r afterReset
+	buf := make([]byte, 16<<10)
+	for {
+		n, err := c.Read(buf)
+		r.read += int64(n)
+		if err != nil {
+			r.ends = append(r.ends, err)
+			return r
+		}
+		if _, err := c.Write(buf[:n]); err != nil {
+			r.writeErr = err
+			break
+		}
+	}
+	if closeWrite {
+		r.closeWriteErr = c.(interface{ CloseWrite() error }).CloseWrite()
+	}
+	readEnds(c, &r)
+	return r
+}
+
+// stallSending has kc send without reading until its writes stall and
+// what the server acknowledged stays the same, and returns that count
+// (TCP_INFO's bytes_acked, less the SYN's one: what the server's TCP
+// received).
+func stallSending(t *testing.T, kc *net.TCPConn) int64 {
+	t.Helper()
+	kc.SetReadBuffer(4096)
+	var sent atomic.Int64
+	go func() {
+		buf := make([]byte, 16<<10)
+		for {
+			n, err := kc.Write(buf)
+			sent.Add(int64(n))
+			if err != nil {
+				return
+			}
+		}
+	}()
+	last, since := int64(-1), time.Now()
+	for deadline := time.Now().Add(20 * time.Second); ; time.Sleep(50 * time.Millisecond) {
+		info, err := tcpInfoOf(kc)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if n := int64(info.Bytes_acked); n != last {
+			last, since = n, time.Now()
+		} else if time.Since(since) > 500*time.Millisecond {
+			return last - 1
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("the client's writes never stalled (%d bytes sent)", sent.Load())
+		}
+	}
+}
+
+// dialFromA dials dst from host A.
+func dialFromA(t *testing.T, rig *nstest.Pair, dst netip.AddrPort) *net.TCPConn {
+	t.Helper()
+	var kc net.Conn
+	if err := rig.A.Do(func() (err error) {
+		kc, err = net.DialTimeout("tcp", dst.String(), 5*time.Second)
+		return err
+	}); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { kc.Close() })
+	return kc.(*net.TCPConn)
+}
+
+// acceptOne accepts one connection of ln within 10 s.
+func acceptOne(t *testing.T, ln net.Listener) <-chan net.Conn {
+	ch := make(chan net.Conn, 1)
+	go func() {
+		c, err := ln.Accept()
+		if err != nil {
+			close(ch)
+			return
+		}
+		t.Cleanup(func() { c.Close() })
+		ch <- c
+	}()
+	return ch
+}
+
+func accepted(t *testing.T, ch <-chan net.Conn) net.Conn {
+	t.Helper()
+	select {
+	case c, ok := <-ch:
+		if !ok {
+			t.Fatal("accept failed")
+		}
+		return c
+	case <-time.After(10 * time.Second):
+		t.Fatal("no connection accepted")
+	}
+	return nil
+}
+
+// TestTCPResetAheadEchoReadsMatchKernel: an echo server whose client sends
+// without reading and then resets the connection has its blocked write
+// fail with ECONNRESET; its reads then return every byte the client's
+// TCP had acknowledged and io.EOF, twice (Linux: the data, then 0: the
+// write took the error, sk_err); a CloseWrite between fails with
+// ENOTCONN (shutdown of a socket in CLOSE) and leaves the reads as they
+// are. The app's connection, whose fifos hold 4 KiB, must do as the
+// kernel's.
+func TestTCPResetAheadEchoReadsMatchKernel(t *testing.T) {
+	rig, d := tcpRig(t)
+	a := attach(t, d, app.Options{Name: "echo", RxFifoSize: 4096, TxFifoSize: 4096})
+	kln := kernelListen(t, rig.B, ":7651")
+	aln := listenApp(t, a, "tcp://0.0.0.0:7652")
+	for _, cw := range []bool{false, true} {
+		for _, c := range []struct {
+			name string
+			ln   net.Listener
+			port uint16
+		}{{"kernel", kln, 7651}, {"xsessiond", aln, 7652}} {
+			t.Run(fmt.Sprintf("%s/closewrite=%v", c.name, cw), func(t *testing.T) {
+				ch := acceptOne(t, c.ln)
+				kc := dialFromA(t, rig, netip.AddrPortFrom(rig.B.IPv4, c.port))
+				sc := accepted(t, ch)
+				res := make(chan afterReset, 1)
+				go func() { res <- echoUntilWriteFails(sc, cw) }()
+				acked := stallSending(t, kc)
+				kc.SetLinger(0)
+				kc.Close()
+				var r afterReset
+				select {
+				case r = <-res:
+				case <-time.After(15 * time.Second):
+					t.Fatalf("the server still echoes 15 s after the reset")
+				}
+				t.Logf("%s: %d bytes acknowledged; %v", c.name, acked, r)
+				if !errors.Is(r.writeErr, syscall.ECONNRESET) {
+					t.Errorf("the blocked write: %v, want ECONNRESET", r.writeErr)
+				}
+				if cw && !errors.Is(r.closeWriteErr, syscall.ENOTCONN) {
+					t.Errorf("CloseWrite after the write's ECONNRESET: %v, want ENOTCONN", r.closeWriteErr)
+				}
+				if r.read != acked {
+					t.Errorf("read %d bytes, the client's TCP had %d acknowledged", r.read, acked)
+				}
+				if len(r.ends) != 2 || r.ends[0] != io.EOF || r.ends[1] != io.EOF {
+					t.Errorf("reads past the data: %v, want io.EOF twice", r.ends)
+				}
+			})
+		}
+	}
+}
+
+// TestTCPResetAheadCloseWriteMatchesKernel: a server that has written
+// nothing and read nothing when its client resets the connection after
+// sending 64 KiB (all acknowledged) gets ENOTCONN from CloseWrite, and its
+// reads then return the 64 KiB, ECONNRESET and io.EOF, as a kernel
+// socket's (shutdown in CLOSE leaves the receive queue and sk_err alone).
+// The app's connection, whose rx fifo holds 4 KiB, has most of the data
+// still in the daemon's TCP when it calls CloseWrite.
+func TestTCPResetAheadCloseWriteMatchesKernel(t *testing.T) {
+	rig, d := tcpRig(t)
+	a := attach(t, d, app.Options{Name: "cw", RxFifoSize: 4096, TxFifoSize: 4096})
+	kln := kernelListen(t, rig.B, ":7653")
+	aln := listenApp(t, a, "tcp://0.0.0.0:7654")
+	const n = 64 << 10
+	data := make([]byte, n)
+	for i := range data {
+		data[i] = byte(i * 13)
+	}
+	for _, c := range []struct {
+		name string
+		ln   net.Listener
+		port uint16
+		seen func(sc, kc net.Conn) bool // the server's end has the reset
+	}{
+		{"kernel", kln, 7653, func(sc, _ net.Conn) bool {
+			info, err := tcpInfoOf(sc)
+			return err == nil && info.State == 7 // TCP_CLOSE
+		}},
+		{"xsessiond", aln, 7654, func(_, kc net.Conn) bool {
+			s, ok := tcpSession(d, kc.LocalAddr().String())
+			return ok && s.TCPState == "ERROR"
+		}},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			ch := acceptOne(t, c.ln)
+			kc := dialFromA(t, rig, netip.AddrPortFrom(rig.B.IPv4, c.port))
+			sc := accepted(t, ch)
+			if _, err := kc.Write(data); err != nil {
+				t.Fatal(err)
+			}
+			waitFor(t, "the data acknowledged", 10*time.Second, func() bool {
+				q, err := outq(kc)
+				return err == nil && q == 0
+			})
+			kc.SetLinger(0)
+			kc.Close()
+			waitFor(t, "the server's end to have the reset", 5*time.Second, func() bool { return c.seen(sc, kc) })
+			time.Sleep(200 * time.Millisecond) // the app hears of it
+			var r afterReset
+			r.closeWriteErr = sc.(interface{ CloseWrite() error }).CloseWrite()
+			got := new(bytes.Buffer)
+			sc.SetReadDeadline(time.Now().Add(10 * time.Second))
+			buf := make([]byte, 16<<10)
+			for len(r.ends) < 2 {
+				k, err := sc.Read(buf)
+				got.Write(buf[:k])
+				if err != nil {
+					r.ends = append(r.ends, err)
+				}
+			}
+			r.read = int64(got.Len())
+			t.Logf("%s: %v", c.name, r)
+			if !errors.Is(r.closeWriteErr, syscall.ENOTCONN) {
+				t.Errorf("CloseWrite after the reset: %v, want ENOTCONN", r.closeWriteErr)
+			}
+			if !bytes.Equal(got.Bytes(), data) {
+				t.Errorf("read %d of %d bytes (equal %v)", got.Len(), n, bytes.Equal(got.Bytes(), data[:min(got.Len(), n)]))
+			}
+			if len(r.ends) != 2 || !errors.Is(r.ends[0], syscall.ECONNRESET) || r.ends[1] != io.EOF {
+				t.Errorf("reads past the data: %v, want ECONNRESET, io.EOF", r.ends)
+			}
+		})
+	}
+}
+
+// TestTCPResetAfterFINBlockedWriterMatchesKernel: a server writes to a
+// client that does not read (the write blocks) and reads nothing; the
+// client sends 32 KiB, closes its half (FIN), and resets the connection
+// once all of it was acknowledged. Linux's tcp_reset in CLOSE_WAIT fails
+// the blocked write with EPIPE, and the reads then return the 32 KiB and
+// io.EOF (the FIN came first). The app's rx fifo holds 4 KiB: the rest is
+// in the daemon's TCP when the reset comes.
+func TestTCPResetAfterFINBlockedWriterMatchesKernel(t *testing.T) {
+	rig, d := tcpRig(t)
+	a := attach(t, d, app.Options{Name: "finrst", RxFifoSize: 4096, TxFifoSize: 4096})
+	kln := kernelListen(t, rig.B, ":7655")
+	aln := listenApp(t, a, "tcp://0.0.0.0:7656")
+	const n = 32 << 10
+	data := make([]byte, n)
+	for i := range data {
+		data[i] = byte(i * 17)
+	}
+	for _, c := range []struct {
+		name string
+		ln   net.Listener
+		port uint16
+	}{{"kernel", kln, 7655}, {"xsessiond", aln, 7656}} {
+		t.Run(c.name, func(t *testing.T) {
+			ch := acceptOne(t, c.ln)
+			kc := dialFromA(t, rig, netip.AddrPortFrom(rig.B.IPv4, c.port))
+			kc.SetReadBuffer(4096)
+			sc := accepted(t, ch)
+			wrote := make(chan error, 1)
+			var written atomic.Int64
+			go func() {
+				buf := make([]byte, 16<<10)
+				for {
+					k, err := sc.Write(buf)
+					written.Add(int64(k))
+					if err != nil {
+						wrote <- err
+						return
+					}
+				}
+			}()
+			last, since := int64(-1), time.Now()
+			for deadline := time.Now().Add(20 * time.Second); ; time.Sleep(50 * time.Millisecond) {
+				if k := written.Load(); k != last {
+					last, since = k, time.Now()
+				} else if time.Since(since) > 500*time.Millisecond {
+					break
+				}
+				if time.Now().After(deadline) {
+					t.Fatal("the server's writes never stalled")
+				}
+			}
+			if _, err := kc.Write(data); err != nil {
+				t.Fatal(err)
+			}
+			if err := kc.CloseWrite(); err != nil {
+				t.Fatal(err)
+			}
+			waitFor(t, "the data and FIN acknowledged", 10*time.Second, func() bool {
+				q, err := outq(kc)
+				return err == nil && q == 0
+			})
+			kc.SetLinger(0)
+			kc.Close()
+			var werr error
+			select {
+			case werr = <-wrote:
+			case <-time.After(5 * time.Second):
+				t.Fatal("the blocked write still waits 5 s after the reset")
+			}
+			var r afterReset
+			r.writeErr = werr
+			got := new(bytes.Buffer)
+			sc.SetReadDeadline(time.Now().Add(10 * time.Second))
+			buf := make([]byte, 16<<10)
+			for len(r.ends) < 2 {
+				k, err := sc.Read(buf)
+				got.Write(buf[:k])
+				if err != nil {
+					r.ends = append(r.ends, err)
+				}
+			}
+			r.read = int64(got.Len())
+			t.Logf("%s: %v", c.name, r)
+			if !errors.Is(r.writeErr, syscall.EPIPE) {
+				t.Errorf("the blocked write: %v, want EPIPE", r.writeErr)
+			}
+			if !bytes.Equal(got.Bytes(), data) {
+				t.Errorf("read %d of %d bytes (equal %v)", got.Len(), n, bytes.Equal(got.Bytes(), data[:min(got.Len(), n)]))
+			}
+			if len(r.ends) != 2 || r.ends[0] != io.EOF || r.ends[1] != io.EOF {
+				t.Errorf("reads past the data: %v, want io.EOF twice", r.ends)
+			}
+		})
+	}
+}
+
+// TestTCPResetAheadTimeoutMatchesKernel: a server that reads nothing of
+// the 64 KiB its client sent (all acknowledged) and has sent nothing has
+// keepalive on (1 s idle, 0.5 s interval, 3 probes); the client then goes
+// silent (host A drops all it sends). Once the keepalive timed out, the
+// server's write fails with ETIMEDOUT and its reads return the 64 KiB,
+// then io.EOF twice (the write took the error), as a kernel socket's
+// (tcp_write_err: sk_err ETIMEDOUT, which the write takes). The app's rx
+// fifo holds 4 KiB: the rest is in the daemon's TCP when it times out.
+//
+// (A peer going silent while the server's write is blocked times out
+// through unanswered zero-window probes, in gVisor as in Linux, where
+// neither sends keepalives with data pending: minutes, with no
+// TCP_USER_TIMEOUT of the daemon's to shorten them.)
+func TestTCPResetAheadTimeoutMatchesKernel(t *testing.T) {
+	const n = 64 << 10
+	data := make([]byte, n)
+	for i := range data {
+		data[i] = byte(i * 19)
+	}
+	for _, name := range []string{"kernel", "xsessiond"} {
+		t.Run(name, func(t *testing.T) {
+			rig, d := tcpRig(t)
+			var ln net.Listener
+			if name == "kernel" {
+				ln = kernelListen(t, rig.B, ":7657")
+			} else {
+				a := attach(t, d, app.Options{Name: "timeout", RxFifoSize: 4096, TxFifoSize: 4096})
+				ln = listenApp(t, a, "tcp://0.0.0.0:7657")
+			}
+			ch := acceptOne(t, ln)
+			kc := dialFromA(t, rig, netip.AddrPortFrom(rig.B.IPv4, 7657))
+			sc := accepted(t, ch)
+			ka := net.KeepAliveConfig{Enable: true, Idle: time.Second, Interval: 500 * time.Millisecond, Count: 3}
+			var timedOut func() bool
+			switch c := sc.(type) {
+			case *net.TCPConn:
+				if err := c.SetKeepAliveConfig(ka); err != nil {
+					t.Fatal(err)
+				}
+				timedOut = func() bool {
+					info, err := tcpInfoOf(c)
+					return err == nil && info.State == 7 // TCP_CLOSE
+				}
+			case *app.Conn:
+				if err := c.SetKeepAliveConfig(ka); err != nil {
+					t.Fatal(err)
+				}
+				timedOut = func() bool {
+					s, ok := tcpSession(d, kc.LocalAddr().String())
+					return ok && s.TCPState == "ERROR"
+				}
+			}
+			if _, err := kc.Write(data); err != nil {
+				t.Fatal(err)
+			}
+			waitFor(t, "the data acknowledged", 10*time.Second, func() bool {
+				q, err := outq(kc)
+				return err == nil && q == 0
+			})
+			dropEgress(t, rig.A)
+			start := time.Now()
+			waitFor(t, "the server's end to time out", 15*time.Second, timedOut)
+			took := time.Since(start)
+			time.Sleep(200 * time.Millisecond) // the app hears of it
+			var r afterReset
+			_, r.writeErr = sc.Write([]byte("late"))
+			got := new(bytes.Buffer)
+			sc.SetReadDeadline(time.Now().Add(10 * time.Second))
+			buf := make([]byte, 16<<10)
+			for len(r.ends) < 2 {
+				k, err := sc.Read(buf)
+				got.Write(buf[:k])
+				if err != nil {
+					r.ends = append(r.ends, err)
+				}
+			}
+			r.read = int64(got.Len())
+			t.Logf("%s: timed out after %v; %v", name, took.Round(time.Millisecond), r)
+			if !errors.Is(r.writeErr, syscall.ETIMEDOUT) {
+				t.Errorf("the write after the timeout: %v, want ETIMEDOUT", r.writeErr)
+			}
+			if !bytes.Equal(got.Bytes(), data) {
+				t.Errorf("read %d of %d bytes (equal %v)", got.Len(), n, bytes.Equal(got.Bytes(), data[:min(got.Len(), n)]))
+			}
+			if len(r.ends) != 2 || r.ends[0] != io.EOF || r.ends[1] != io.EOF {
+				t.Errorf("reads past the data: %v, want io.EOF twice", r.ends)
+			}
+		})
+	}
+}
+
+// TestTCPResetAheadCloseFreesSession: an app whose blocked write a
+// client's reset ended (data received before the reset still held in the
+// daemon) closes the connection without reading that data, at once or
+// racing with the reset's arrival; the daemon lets the session go (the
+// unread data resets it), and the blocked write ends with ECONNRESET or,
+// when the Close came first, net.ErrClosed.
+func TestTCPResetAheadCloseFreesSession(t *testing.T) {
+	rig, d := tcpRig(t)
+	a := attach(t, d, app.Options{Name: "closer", RxFifoSize: 4096, TxFifoSize: 4096})
+	ln := listenApp(t, a, "tcp://0.0.0.0:7658")
+	for i := range 6 {
+		race := i%2 == 1
+		ch := acceptOne(t, ln)
+		kc := dialFromA(t, rig, netip.AddrPortFrom(rig.B.IPv4, 7658))
+		sc := accepted(t, ch)
+		wrote := make(chan error, 1)
+		go func() {
+			buf := make([]byte, 16<<10)
+			for {
+				n, err := sc.Read(buf)
+				if err != nil {
+					wrote <- err
+					return
+				}
+				if _, err := sc.Write(buf[:n]); err != nil {
+					wrote <- err
+					return
+				}
+			}
+		}()
+		stallSending(t, kc)
+		remote := kc.LocalAddr().String()
+		kc.SetLinger(0)
+		kc.Close()
+		var err error
+		if race {
+			sc.Close()
+			err = <-wrote
+		} else {
+			err = <-wrote
+			sc.Close()
+		}
+		if !errors.Is(err, syscall.ECONNRESET) && !(race && errors.Is(err, net.ErrClosed)) {
+			t.Errorf("round %d (close racing %v): the blocked write ended with %v", i, race, err)
+		}
+		waitFor(t, fmt.Sprintf("round %d: the session to go", i), 5*time.Second, func() bool {
+			_, ok := tcpSession(d, remote)
+			return !ok
+		})
+	}
+}
