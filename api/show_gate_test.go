@@ -6,7 +6,6 @@ import (
 	"io"
 	"os"
 	"path/filepath"
-	"runtime"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -138,29 +137,7 @@ func TestShowFloodBounded(t *testing.T) {
 	d := &showDaemon{size: size}
 	s := &Server{}
 	path := serveShows(t, s, d)
-	runtime.GC()
-	var ms runtime.MemStats
-	runtime.ReadMemStats(&ms)
-	base := ms.HeapAlloc
-
-	var peak atomic.Uint64
-	stop := make(chan struct{})
-	sampled := make(chan struct{})
-	go func() {
-		defer close(sampled)
-		var ms runtime.MemStats
-		for {
-			runtime.ReadMemStats(&ms)
-			if ms.HeapAlloc > peak.Load() {
-				peak.Store(ms.HeapAlloc)
-			}
-			select {
-			case <-stop:
-				return
-			case <-time.After(10 * time.Millisecond):
-			}
-		}
-	}()
+	peak := leakcheck.HeapPeak()
 	hello := encode(t, 1, &Hello{Major: VersionMajor, Name: "flood"})
 	var fds []int
 	defer func() { closeFDs(fds) }()
@@ -197,10 +174,8 @@ func TestShowFloodBounded(t *testing.T) {
 	rootTook := time.Since(t0)
 	// The send timeout (2 s) has dropped none of the flooding clients yet.
 	time.Sleep(time.Second)
-	close(stop)
-	<-sampled
 	built := d.built.Load()
-	grew := int64(peak.Load()) - int64(base)
+	grew := peak()
 	t.Logf("documents built: %d (the root's one included); heap peak %d MiB above the start; root's show took %v",
 		built, grew>>20, rootTook)
 	if max := int64(DefaultMaxShows); built > max {

@@ -2,16 +2,14 @@ package daemon
 
 import (
 	"context"
-	"runtime"
+	"github.com/xsessiond/xsessiond/internal/leakcheck"
 	"sync"
-	"sync/atomic"
 	"testing"
 	"time"
 
 	"golang.org/x/sys/unix"
 
 	"github.com/xsessiond/xsessiond/api"
-	"github.com/xsessiond/xsessiond/flow"
 )
 
 // TestShowFloodHeap: with 10,000 cut-through sessions (show sessions is
@@ -26,20 +24,7 @@ func TestShowFloodHeap(t *testing.T) {
 	d := startDaemon(t, func(c *Config) { c.Control.SendTimeout = 20 * time.Second })
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
-	newClient := func(name string) *api.Client {
-		t.Helper()
-		cl, err := api.DialClient(ctx, d.Socket(), api.ClientOptions{Name: name, Notify: func(_ api.Message, fds []int) { api.CloseFDs(fds) }})
-		if err != nil {
-			t.Fatal(err)
-		}
-		t.Cleanup(func() { cl.Close() })
-		_, fds, err := cl.Call(ctx, &api.Attach{Name: name, Scope: flow.ScopeLocal, RxFifoSize: 4096, TxFifoSize: 4096, SegmentSize: 256 << 20})
-		api.CloseFDs(fds)
-		if err != nil {
-			t.Fatal(err)
-		}
-		return cl
-	}
+	newClient := func(name string) *api.Client { return attachRawClient(t, ctx, d.Socket(), name) }
 	srv := newClient("server")
 	if _, _, err := srv.Call(ctx, &api.Bind{URI: "tcp://0.0.0.0:7090"}); err != nil {
 		t.Fatal(err)
@@ -70,29 +55,7 @@ func TestShowFloodHeap(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	runtime.GC()
-	var ms runtime.MemStats
-	runtime.ReadMemStats(&ms)
-	base := ms.HeapAlloc
-
-	var peak atomic.Uint64
-	stop := make(chan struct{})
-	sampled := make(chan struct{})
-	go func() {
-		defer close(sampled)
-		var ms runtime.MemStats
-		for {
-			runtime.ReadMemStats(&ms)
-			if ms.HeapAlloc > peak.Load() {
-				peak.Store(ms.HeapAlloc)
-			}
-			select {
-			case <-stop:
-				return
-			case <-time.After(10 * time.Millisecond):
-			}
-		}
-	}()
+	peak := leakcheck.HeapPeak()
 	hello, err := api.AppendRecord(nil, 1, 0, &api.Hello{Major: api.VersionMajor, Name: "flood"})
 	if err != nil {
 		t.Fatal(err)
@@ -119,9 +82,7 @@ func TestShowFloodHeap(t *testing.T) {
 		}
 	}
 	time.Sleep(3 * time.Second)
-	close(stop)
-	<-sampled
-	grew := int64(peak.Load()) - int64(base)
+	grew := peak()
 	t.Logf("show sessions: %d bytes; heap peak %d MiB above the start with %d connections asking without reading", len(doc), grew>>20, conns)
 	if grew > 192<<20 {
 		t.Errorf("heap grew by %d MiB for %d connections asking for a %d-byte show without reading", grew>>20, conns, len(doc))

@@ -25,20 +25,7 @@ func TestShowSessionsScale(t *testing.T) {
 	d := startDaemon(t)
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
-	newClient := func(name string) *api.Client {
-		t.Helper()
-		cl, err := api.DialClient(ctx, d.Socket(), api.ClientOptions{Name: name, Notify: func(_ api.Message, fds []int) { api.CloseFDs(fds) }})
-		if err != nil {
-			t.Fatal(err)
-		}
-		t.Cleanup(func() { cl.Close() })
-		_, fds, err := cl.Call(ctx, &api.Attach{Name: name, Scope: flow.ScopeLocal, RxFifoSize: 4096, TxFifoSize: 4096, SegmentSize: 256 << 20})
-		api.CloseFDs(fds)
-		if err != nil {
-			t.Fatal(err)
-		}
-		return cl
-	}
+	newClient := func(name string) *api.Client { return attachRawClient(t, ctx, d.Socket(), name) }
 	srv := newClient("server")
 	if _, _, err := srv.Call(ctx, &api.Bind{URI: "tcp://0.0.0.0:7090"}); err != nil {
 		t.Fatal(err)
@@ -127,4 +114,22 @@ func TestShowSessionsScale(t *testing.T) {
 	if after := series(); after > before+16 {
 		t.Errorf("metrics: %d series with %d sessions, %d with %d: a series per session?", after, want, before, 2*2*2*perApp)
 	}
+}
+
+// attachRawClient attaches an app named name over a bare api.Client, with
+// local scope, 4 KiB fifos and a 256 MiB segment: many sessions at the
+// cost of a control request each (its notices' descriptors closed).
+func attachRawClient(t testing.TB, ctx context.Context, socket, name string) *api.Client {
+	t.Helper()
+	cl, err := api.DialClient(ctx, socket, api.ClientOptions{Name: name, Notify: func(_ api.Message, fds []int) { api.CloseFDs(fds) }})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { cl.Close() })
+	_, fds, err := cl.Call(ctx, &api.Attach{Name: name, Scope: flow.ScopeLocal, RxFifoSize: 4096, TxFifoSize: 4096, SegmentSize: 256 << 20})
+	api.CloseFDs(fds)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return cl
 }

@@ -29,13 +29,17 @@ func (r afterReset) String() string {
 	return fmt.Sprintf("write %v, closewrite %v, read %d bytes, then %v", r.writeErr, r.closeWriteErr, r.read, r.ends)
 }
 
-// readEnds reads c until two reads failed, counting into r.read.
-func readEnds(c net.Conn, r *afterReset) {
+// readEnds reads c until two reads failed, counting into r.read and,
+// when got is not nil, keeping what it read there.
+func readEnds(c net.Conn, r *afterReset, got *bytes.Buffer) {
 	c.SetReadDeadline(time.Now().Add(10 * time.Second))
 	buf := make([]byte, 16<<10)
 	for len(r.ends) < 2 {
 		n, err := c.Read(buf)
 		r.read += int64(n)
+		if got != nil {
+			got.Write(buf[:n])
+		}
 		if err != nil {
 			r.ends = append(r.ends, err)
 		}
@@ -63,7 +67,7 @@ func echoUntilWriteFails(c net.Conn, closeWrite bool) afterReset {
 	if closeWrite {
 		r.closeWriteErr = c.(interface{ CloseWrite() error }).CloseWrite()
 	}
-	readEnds(c, &r)
+	readEnds(c, &r, nil)
 	return r
 }
 
@@ -247,16 +251,7 @@ func TestTCPResetAheadCloseWriteMatchesKernel(t *testing.T) {
 			var r afterReset
 			r.closeWriteErr = sc.(interface{ CloseWrite() error }).CloseWrite()
 			got := new(bytes.Buffer)
-			sc.SetReadDeadline(time.Now().Add(10 * time.Second))
-			buf := make([]byte, 16<<10)
-			for len(r.ends) < 2 {
-				k, err := sc.Read(buf)
-				got.Write(buf[:k])
-				if err != nil {
-					r.ends = append(r.ends, err)
-				}
-			}
-			r.read = int64(got.Len())
+			readEnds(sc, &r, got)
 			t.Logf("%s: %v", c.name, r)
 			if !errors.Is(r.closeWriteErr, syscall.ENOTCONN) {
 				t.Errorf("CloseWrite after the reset: %v, want ENOTCONN", r.closeWriteErr)
@@ -343,16 +338,7 @@ func TestTCPResetAfterFINBlockedWriterMatchesKernel(t *testing.T) {
 			var r afterReset
 			r.writeErr = werr
 			got := new(bytes.Buffer)
-			sc.SetReadDeadline(time.Now().Add(10 * time.Second))
-			buf := make([]byte, 16<<10)
-			for len(r.ends) < 2 {
-				k, err := sc.Read(buf)
-				got.Write(buf[:k])
-				if err != nil {
-					r.ends = append(r.ends, err)
-				}
-			}
-			r.read = int64(got.Len())
+			readEnds(sc, &r, got)
 			t.Logf("%s: %v", c.name, r)
 			if !errors.Is(r.writeErr, syscall.EPIPE) {
 				t.Errorf("the blocked write: %v, want EPIPE", r.writeErr)
@@ -434,16 +420,7 @@ func TestTCPResetAheadTimeoutMatchesKernel(t *testing.T) {
 			var r afterReset
 			_, r.writeErr = sc.Write([]byte("late"))
 			got := new(bytes.Buffer)
-			sc.SetReadDeadline(time.Now().Add(10 * time.Second))
-			buf := make([]byte, 16<<10)
-			for len(r.ends) < 2 {
-				k, err := sc.Read(buf)
-				got.Write(buf[:k])
-				if err != nil {
-					r.ends = append(r.ends, err)
-				}
-			}
-			r.read = int64(got.Len())
+			readEnds(sc, &r, got)
 			t.Logf("%s: timed out after %v; %v", name, took.Round(time.Millisecond), r)
 			if !errors.Is(r.writeErr, syscall.ETIMEDOUT) {
 				t.Errorf("the write after the timeout: %v, want ETIMEDOUT", r.writeErr)

@@ -5,7 +5,6 @@ import (
 	"io"
 	"net"
 	"net/netip"
-	"sync/atomic"
 	"syscall"
 	"testing"
 	"time"
@@ -25,11 +24,7 @@ func TestTCPResetWakesBlockedWriterMatchesKernel(t *testing.T) {
 	rig, d := tcpRig(t)
 	a := attach(t, d, app.Options{Name: "echo"})
 	kln := kernelListen(t, rig.B, ":7631")
-	aln, err := a.Listen("tcp://0.0.0.0:7632")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer aln.Close()
+	aln := listenApp(t, a, "tcp://0.0.0.0:7632")
 	for _, c := range []struct {
 		name string
 		ln   net.Listener
@@ -37,65 +32,32 @@ func TestTCPResetWakesBlockedWriterMatchesKernel(t *testing.T) {
 	}{{"kernel", kln, 7631}, {"xsessiond", aln, 7632}} {
 		t.Run(c.name, func(t *testing.T) {
 			copied := make(chan error, 1)
+			ch := acceptOne(t, c.ln)
+			kc := dialFromA(t, rig, netip.AddrPortFrom(rig.B.IPv4, c.port))
+			sc := accepted(t, ch)
 			go func() {
-				sc, err := c.ln.Accept()
-				if err != nil {
-					copied <- err
-					return
-				}
-				defer sc.Close()
-				_, err = io.Copy(sc, sc)
+				_, err := io.Copy(sc, sc)
 				copied <- err
 			}()
-			var kc net.Conn
-			if err := rig.A.Do(func() (err error) {
-				kc, err = net.DialTimeout("tcp", netip.AddrPortFrom(rig.B.IPv4, c.port).String(), 5*time.Second)
-				return err
-			}); err != nil {
-				t.Fatal(err)
-			}
-			tc := kc.(*net.TCPConn)
-			tc.SetReadBuffer(4096)
-			// Send without reading until the writes stall: the server's
-			// echo is blocked on a window that stays shut.
-			var sent atomic.Int64
-			go func() {
-				buf := make([]byte, 16<<10)
-				for {
-					n, err := tc.Write(buf)
-					sent.Add(int64(n))
-					if err != nil {
-						return
-					}
-				}
-			}()
-			last, since := int64(-1), time.Now()
-			for deadline := time.Now().Add(20 * time.Second); ; time.Sleep(50 * time.Millisecond) {
-				if n := sent.Load(); n != last {
-					last, since = n, time.Now()
-				} else if time.Since(since) > 500*time.Millisecond {
-					break
-				}
-				if time.Now().After(deadline) {
-					t.Fatalf("the client's writes never stalled (%d bytes sent)", sent.Load())
-				}
-			}
+			// The client sends without reading until its writes stall:
+			// the server's echo is blocked on a window that stays shut.
+			acked := stallSending(t, kc)
 			select {
 			case err := <-copied:
 				t.Fatalf("the echo ended before the reset: %v", err)
 			default:
 			}
-			tc.SetLinger(0)
-			tc.Close()
+			kc.SetLinger(0)
+			kc.Close()
 			reset := time.Now()
 			select {
 			case err := <-copied:
-				t.Logf("%s: the echo of %d bytes sent ended %v after the reset: %v", c.name, last, time.Since(reset).Round(time.Millisecond), err)
+				t.Logf("%s: the echo of %d bytes received ended %v after the reset: %v", c.name, acked, time.Since(reset).Round(time.Millisecond), err)
 				if !errors.Is(err, syscall.ECONNRESET) {
 					t.Errorf("%s: the blocked echo ended with %v, want ECONNRESET", c.name, err)
 				}
 			case <-time.After(5 * time.Second):
-				t.Errorf("%s: the echo's write, blocked when the client reset the connection, still waits 5 s after (%d bytes sent)", c.name, last)
+				t.Errorf("%s: the echo's write, blocked when the client reset the connection, still waits 5 s after (%d bytes received)", c.name, acked)
 			}
 		})
 	}
