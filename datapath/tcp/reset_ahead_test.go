@@ -20,17 +20,7 @@ func TestResetAheadCloseWriteKeepsData(t *testing.T) {
 	const n = 256 << 10
 	_, client, server := connectedPair(t, 64<<10)
 	sc := server.getConn()
-	hs := newHash()
-	sent := make(chan error, 1)
-	go func() { sent <- client.send(n, 11, hs, 16<<10) }()
-	if err := recvOrFail(t, sent, 10*time.Second, "the client's send"); err != nil {
-		t.Fatal(err)
-	}
-	for end := time.Now().Add(10 * time.Second); server.appRx.MaxDequeue()+sc.Info().RecvQ < n; time.Sleep(time.Millisecond) {
-		if time.Now().After(end) {
-			t.Fatalf("rx fifo %d, gVisor %d of %d bytes", server.appRx.MaxDequeue(), sc.Info().RecvQ, n)
-		}
-	}
+	hs := sendUnread(t, client, server, n, 11)
 	client.getConn().Abort()
 	recvOrFail(t, client.closed, 5*time.Second, "the client's Closed")
 	for end := time.Now().Add(5 * time.Second); server.resetsAhead.Load() == 0; time.Sleep(time.Millisecond) {

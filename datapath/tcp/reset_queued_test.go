@@ -28,19 +28,9 @@ func TestResetDeliversQueuedData(t *testing.T) {
 			_, client, server := connectedPair(t, small)
 			sc := server.getConn()
 
-			hs := newHash()
-			sent := make(chan error, 1)
-			go func() { sent <- client.send(n, 7, hs, 16<<10) }()
-			if err := recvOrFail(t, sent, 10*time.Second, "the client's send"); err != nil {
-				t.Fatal(err)
-			}
 			// The server's app reads nothing: its rx fifo fills, and
 			// gVisor holds the rest.
-			for end := time.Now().Add(10 * time.Second); server.appRx.MaxDequeue()+sc.Info().RecvQ < n; time.Sleep(time.Millisecond) {
-				if time.Now().After(end) {
-					t.Fatalf("rx fifo %d, gVisor %d of %d bytes", server.appRx.MaxDequeue(), sc.Info().RecvQ, n)
-				}
-			}
+			hs := sendUnread(t, client, server, n, 7)
 			client.getConn().Abort()
 			recvOrFail(t, client.closed, 5*time.Second, "the client's Closed")
 			for end := time.Now().Add(5 * time.Second); sc.Info().State != "ERROR"; time.Sleep(time.Millisecond) {
@@ -105,4 +95,24 @@ func drain(t *testing.T, a *app, h hash.Hash) int64 {
 	}
 	t.Fatalf("the Conn did not end; %d bytes read", got)
 	return got
+}
+
+// sendUnread has client send n bytes (of seed) to server, whose app reads
+// none, and waits until the server's rx fifo and gVisor hold them all; it
+// returns the hash of what was sent.
+func sendUnread(t *testing.T, client, server *app, n int64, seed uint64) hash.Hash {
+	t.Helper()
+	sc := server.getConn()
+	hs := newHash()
+	sent := make(chan error, 1)
+	go func() { sent <- client.send(n, seed, hs, 16<<10) }()
+	if err := recvOrFail(t, sent, 10*time.Second, "the client's send"); err != nil {
+		t.Fatal(err)
+	}
+	for end := time.Now().Add(10 * time.Second); int64(server.appRx.MaxDequeue()+sc.Info().RecvQ) < n; time.Sleep(time.Millisecond) {
+		if time.Now().After(end) {
+			t.Fatalf("rx fifo %d, gVisor %d of %d bytes", server.appRx.MaxDequeue(), sc.Info().RecvQ, n)
+		}
+	}
+	return hs
 }
