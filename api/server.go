@@ -262,7 +262,9 @@ func (s *Server) Serve(ctx context.Context, l *Listener) error {
 	)
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
+	closed := make(chan struct{})
 	context.AfterFunc(ctx, func() {
+		defer close(closed)
 		l.Close()
 		mu.Lock()
 		for c := range conns {
@@ -272,6 +274,9 @@ func (s *Server) Serve(ctx context.Context, l *Listener) error {
 	})
 	defer func() {
 		cancel() // runs the AfterFunc above, which closes every connection
+		// Serve returns with the listener closed: its socket and lock
+		// free for a daemon started next on the same path.
+		<-closed
 		wg.Wait()
 	}()
 	backoff := time.Duration(0)
