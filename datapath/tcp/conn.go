@@ -657,7 +657,9 @@ func (c *Conn) runLocked() {
 // runMu must be held.
 func (c *Conn) heldReset() bool {
 	if c.txErr == nil {
-		if !c.rxHeld() || !c.heldState() {
+		// The state first: an atomic load, where rxHeld asks gVisor
+		// under its locks, on every run of every open Conn.
+		if !c.heldState() || !c.rxHeld() {
 			return false
 		}
 		err := error(syscall.EPIPE)
@@ -784,7 +786,7 @@ func (c *Conn) pumpTx() bool {
 		err = c.moveTx()
 	}
 	if err != nil {
-		if !errors.Is(err, ErrFifoCorrupt) && c.rxHeld() && c.heldState() {
+		if !errors.Is(err, ErrFifoCorrupt) && c.heldState() && c.rxHeld() {
 			// A reset or timeout a write met first (gVisor reports it
 			// once), or the reset after the peer's FIN (EPIPE): the Conn
 			// ends with it after the data received before it is in the
