@@ -463,10 +463,7 @@ func checkSend(m Message, fds []int) error {
 // sendQueued queues m on a connection served by a Server, waiting up to
 // wait for room in the queue.
 func (c *Conn) sendQueued(q *outQueue, id uint32, m Message, fds []int, wait time.Duration) error {
-	if err := checkSend(m, fds); err != nil {
-		return err
-	}
-	return q.push(id, m, fds, wait, false)
+	return c.sendQueuedRelease(q, id, m, fds, wait, nil)
 }
 
 // sendQueuedRelease is sendQueued with release called once m left the
