@@ -16,7 +16,6 @@ import (
 	"github.com/xsessiond/xsessiond/daemon"
 	"github.com/xsessiond/xsessiond/datapath"
 	"github.com/xsessiond/xsessiond/datapath/tcp"
-	"github.com/xsessiond/xsessiond/sessions"
 )
 
 // DefaultSocket is where the daemon listens for apps and the CLI.
@@ -267,8 +266,8 @@ func (c *Config) Validate() error {
 		if n.ID == daemon.DefaultNamespace {
 			return fmt.Errorf("config: namespaces[%d]: %q is the built-in namespace apps attach to with no secret: give yours another id", i, n.ID)
 		}
-		if err := sessions.ValidNamespaceID(n.ID); err != nil {
-			return fmt.Errorf("config: namespaces[%d]: %s", i, strings.TrimSuffix(err.Error(), ": "+sessions.ErrInvalidValue.Error()))
+		if why := namespaceIDProblem(n.ID); why != "" {
+			return fmt.Errorf("config: namespaces[%d]: %s", i, why)
 		}
 		if ids[n.ID] {
 			return fmt.Errorf("config: namespace %q listed twice", n.ID)

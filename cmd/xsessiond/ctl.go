@@ -362,8 +362,8 @@ daemon's interface when --netns is not given).`,
 			if id == "" || iface == "" || secret == "" {
 				return errors.New("ns add needs an id (ns add ID or --id ID), --secret and --iface")
 			}
-			if err := sessions.ValidNamespaceID(id); err != nil {
-				return fmt.Errorf("ns add: %s", strings.TrimSuffix(err.Error(), ": "+sessions.ErrInvalidValue.Error()))
+			if why := namespaceIDProblem(id); why != "" {
+				return fmt.Errorf("ns add: %s", why)
 			}
 			if err := ctlview.ValueFits("--iface", iface, api.MaxIfaceLen, "an interface name", "ip link lists the interfaces"); err != nil {
 				return err
@@ -455,10 +455,19 @@ daemon's interface when --netns is not given).`,
 // is not of the form a namespace's id has: no namespace has it, and the
 // control protocol would not carry one longer than its limit.
 func knownFormID(cmd, id string) error {
-	if err := sessions.ValidNamespaceID(id); err != nil {
-		return fmt.Errorf("%s: %s: no namespace has such an id (ctl show namespaces lists them)", cmd, strings.TrimSuffix(err.Error(), ": "+sessions.ErrInvalidValue.Error()))
+	if why := namespaceIDProblem(id); why != "" {
+		return fmt.Errorf("%s: %s: no namespace has such an id (ctl show namespaces lists them)", cmd, why)
 	}
 	return nil
+}
+
+// namespaceIDProblem says what is wrong with id as a namespace's id
+// (sessions.ValidNamespaceID, without its sentinel's words), or "".
+func namespaceIDProblem(id string) string {
+	if err := sessions.ValidNamespaceID(id); err != nil {
+		return strings.TrimSuffix(err.Error(), ": "+sessions.ErrInvalidValue.Error())
+	}
+	return ""
 }
 
 // parseSecret reads a namespace's --secret as its help writes one
