@@ -80,6 +80,8 @@ func samples() []Message {
 		&Membership{Handle: flow.MakeHandle(flow.ListenerWorker, 3), Group: netip.MustParseAddr("239.1.2.3"), Iface: "veth0"},
 		&Membership{Handle: flow.MakeHandle(flow.ListenerWorker, 4), Group: netip.MustParseAddr("ff0e::1:3"), Leave: true},
 		&Membership{},
+		&Show{What: ShowSessions, After: 0x1_0000_0042, Limit: ShowPage},
+		&Show{What: ShowListeners, After: 7},
 	}
 }
 

@@ -44,7 +44,9 @@
 // # Message types
 //
 // The type numbers are part of the protocol; they are never reused or
-// renumbered. Version 2.3 adds Membership (a UDP listener joins and
+// renumbered. Version 2.4 adds a page to Show (After, Limit: the sessions
+// or listeners above a handle, a number at a time; Client.ShowAll pages
+// through a table). Version 2.3 adds Membership (a UDP listener joins and
 // leaves multicast groups). Version 2.2: an app marks the wire TCP
 // sessions its Accept takes (fifo/ABI.md, "Taking an accepted session"),
 // and the daemon holds the listeners of an app that says 2.2 or more to

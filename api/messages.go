@@ -413,9 +413,24 @@ func ParseShowWhat(s string) (ShowWhat, error) {
 }
 
 // Show asks the daemon for a JSON report; the reply is a ShowReply.
+//
+// Sessions and listeners may be asked for a page at a time (version 2.4):
+// the rows whose handle is above After, in handle order, at least Limit of
+// them when there are that many, and more only to end the page with every
+// row of its last handle (a TCP connection gVisor still closes keeps the
+// handle a new session may hold). A page of fewer than Limit rows is the
+// last. Limit 0 asks for every row above After. Client.ShowAll pages
+// through a table of any size. The other reports are one document and
+// take no page.
 type Show struct {
-	What ShowWhat
+	What  ShowWhat
+	After uint64
+	Limit uint32
 }
+
+// Paged says whether m asks for a page (version 2.4) rather than the whole
+// report.
+func (m *Show) Paged() bool { return m.After != 0 || m.Limit != 0 }
 
 // ShowReply carries a JSON document. One longer than a record holds is sent
 // as several records with FlagMore, reassembled by Conn.Recv up to
@@ -810,8 +825,26 @@ func (m *Accepted) decode(d *decoder) { m.Listener = flow.Handle(d.u64()); m.Ses
 func (m *Shutdown) encode(e *encoder) { e.str(m.Reason, MaxReasonLen, "shutdown reason") }
 func (m *Shutdown) decode(d *decoder) { m.Reason = d.str(MaxReasonLen, "shutdown reason") }
 
-func (m *Show) encode(e *encoder) { e.u8(uint8(m.What)) }
-func (m *Show) decode(d *decoder) { m.What = ShowWhat(d.u8()) }
+// A Show's page (After, Limit) follows What only when asked for, so a
+// request for a whole report is the record of version 2.3 and before.
+func (m *Show) encode(e *encoder) {
+	e.u8(uint8(m.What))
+	if m.Paged() {
+		e.u64(m.After)
+		e.u32(m.Limit)
+	}
+}
+
+func (m *Show) decode(d *decoder) {
+	m.What = ShowWhat(d.u8())
+	if d.err != nil || d.off == len(d.b) {
+		return
+	}
+	m.After, m.Limit = d.u64(), d.u32()
+	if d.err == nil && !m.Paged() {
+		d.fail(errShowPage) // re-encodes without the page: not strict
+	}
+}
 
 func (m *ShowReply) encode(e *encoder) { e.blob(m.JSON, maxShowChunk, "show json") }
 func (m *ShowReply) decode(d *decoder) { m.JSON = d.blob(maxShowChunk, "show json") }

@@ -18,7 +18,7 @@ const (
 	// talk.
 	VersionMajor uint8 = 2
 	// VersionMinor grows when messages or fields are added compatibly.
-	VersionMinor uint8 = 3
+	VersionMinor uint8 = 4
 
 	// HeaderSize is the size of the fixed record header.
 	HeaderSize = 16
@@ -115,6 +115,7 @@ var (
 	errDuration     = malformed(ErrMalformed, "duration out of range")
 	errMoreNotAllow = malformed(ErrMalformed, "continuation flag on a message type that has none")
 	errListEmpty    = malformed(ErrMalformed, "list must not be empty")
+	errShowPage     = malformed(ErrMalformed, "show page with neither a start nor a limit")
 )
 
 // DecodeHeader checks and returns the header of rec. It checks the magic,

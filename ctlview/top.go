@@ -49,18 +49,11 @@ func NewSource(cl *api.Client, timeout time.Duration, callErr func(error) error)
 }
 
 func (s *Source) show(ctx context.Context, what api.ShowWhat, v any) error {
-	ctx, cancel := context.WithTimeout(ctx, s.timeout)
-	defer cancel()
-	m, fds, err := s.cl.Call(ctx, &api.Show{What: what})
-	api.CloseFDs(fds)
+	doc, err := s.cl.ShowAll(ctx, what, s.timeout)
 	if err != nil {
 		return s.callErr(err)
 	}
-	sr, ok := m.(*api.ShowReply)
-	if !ok {
-		return fmt.Errorf("show %v: the daemon answered %v", what, m.Type())
-	}
-	if err := json.Unmarshal(sr.JSON, v); err != nil {
+	if err := json.Unmarshal(doc, v); err != nil {
 		return fmt.Errorf("show %v: the daemon sent bad JSON: %w", what, err)
 	}
 	return nil

@@ -156,7 +156,7 @@ func (h *client) Handle(ctx context.Context, req api.Request) (api.Message, []in
 		// The server sends a duplicate; the engine keeps its own.
 		return &api.SleepFlagsReply{}, []int{fd}, nil
 	case *api.Show:
-		doc, err := d.show(m.What, req.Peer)
+		doc, err := d.show(m, req.Peer)
 		if err != nil {
 			return nil, nil, err
 		}

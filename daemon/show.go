@@ -1,6 +1,7 @@
 package daemon
 
 import (
+	"cmp"
 	"encoding/json"
 	"fmt"
 	"net/netip"
@@ -265,7 +266,15 @@ func (d *Daemon) ControlStats() ControlStats {
 //
 // Apps of other users (their pid, uid, names) are shown to admins only
 // (Auth.Admin); others see their own.
-func (d *Daemon) show(what api.ShowWhat, peer api.Cred) ([]byte, error) {
+//
+// A request for a page (api.Show.After, Limit) of sessions or listeners
+// gets the rows above After in handle order, Limit of them and the rest of
+// its last handle's (pageRows); other reports take no page.
+func (d *Daemon) show(m *api.Show, peer api.Cred) ([]byte, error) {
+	what := m.What
+	if m.Paged() && what != api.ShowSessions && what != api.ShowListeners {
+		return nil, fmt.Errorf("show %v: one document, it takes no page (sessions and listeners do): %w", what, flow.ErrInvalidValue)
+	}
 	var v any
 	switch what {
 	case api.ShowApps:
@@ -275,9 +284,9 @@ func (d *Daemon) show(what api.ShowWhat, peer api.Cred) ([]byte, error) {
 		}
 		v = apps
 	case api.ShowSessions:
-		v = d.SessionViews()
+		v = pageRows(d.sessionViews(m.After, m.Limit), func(r SessionView) Handle { return r.Handle }, m.After, m.Limit)
 	case api.ShowListeners:
-		v = d.ListenerViews()
+		v = pageRows(d.ListenerViews(), func(r ListenerView) Handle { return r.Handle }, m.After, m.Limit)
 	case api.ShowNamespaces:
 		v = d.NamespaceViews()
 	case api.ShowRules:
@@ -301,10 +310,35 @@ func (d *Daemon) show(what api.ShowWhat, peer api.Cred) ([]byte, error) {
 			rows = rv.Len()
 		}
 		return nil, fmt.Errorf("show %v: %d rows make %.1f MB of JSON, more than one reply carries (%d MiB): "+
+			"ask for a page at a time (api.Client.ShowAll; ctl does since protocol 2.4); "+
 			"ctl show apps gives each app's session count, the metrics' xsessiond_sessions count them by namespace and state: %w",
 			what, rows, float64(len(doc))/1e6, api.MaxReassembled>>20, flow.ErrLimit)
 	}
 	return doc, nil
+}
+
+// pageRows returns the rows whose handle is above after, in handle order
+// (rows of one handle keep their order: a session's before the TCP
+// connection gVisor still closes that had its handle), cut after limit
+// rows and the rest of the last one's handle, so that the next page,
+// asked for above that handle, misses none; limit 0 keeps them all.
+func pageRows[R any](rows []R, handle func(R) Handle, after uint64, limit uint32) []R {
+	slices.SortStableFunc(rows, func(a, b R) int { return cmp.Compare(handle(a), handle(b)) })
+	i, _ := slices.BinarySearchFunc(rows, Handle(after), func(r R, h Handle) int {
+		if handle(r) <= h {
+			return -1
+		}
+		return 1
+	})
+	rows = rows[i:]
+	if limit == 0 || len(rows) <= int(limit) {
+		return rows
+	}
+	end := int(limit)
+	for end < len(rows) && handle(rows[end]) == handle(rows[end-1]) {
+		end++
+	}
+	return rows[:end]
 }
 
 // AppViews lists the attached apps.
@@ -343,7 +377,11 @@ func (c *Counters) set(t TargetStats) {
 }
 
 // SessionViews lists the sessions with their fifos' fill and counters.
-func (d *Daemon) SessionViews() []SessionView {
+func (d *Daemon) SessionViews() []SessionView { return d.sessionViews(0, 0) }
+
+// sessionViews lists a page of the sessions (pageRows): only the page's
+// rows are built, so a table in pages costs about one table.
+func (d *Daemon) sessionViews(after uint64, limit uint32) []SessionView {
 	ss := d.layer.Sessions()
 	nsOf := map[sessions.AppID]string{}
 	for _, a := range d.layer.Apps() {
@@ -361,7 +399,33 @@ func (d *Daemon) SessionViews() []SessionView {
 			tcpOf[c.Handle] = c
 		}
 	}
-	out := make([]SessionView, 0, len(ss)+len(tcpConns))
+	// Connections whose session ended and that gVisor still closes: the
+	// lingering ones no current session shows.
+	shown := map[flow.Handle]bool{}
+	for _, s := range ss {
+		shown[s.Handle] = true
+	}
+	lingering := slices.DeleteFunc(slices.Clone(tcpConns), func(c datapath.TCPConnView) bool {
+		return !c.Lingering || (c.Current && shown[c.Handle])
+	})
+	if after != 0 || limit != 0 {
+		// The page's handles first (pageRows on handles alone), then
+		// the rows of those.
+		hs := make([]Handle, 0, len(ss)+len(lingering))
+		for _, s := range ss {
+			hs = append(hs, Handle(s.Handle))
+		}
+		for _, c := range lingering {
+			hs = append(hs, Handle(c.Handle))
+		}
+		hs = pageRows(hs, func(h Handle) Handle { return h }, after, limit)
+		keep := func(h flow.Handle) bool {
+			return len(hs) > 0 && Handle(h) > Handle(after) && Handle(h) <= hs[len(hs)-1]
+		}
+		ss = slices.DeleteFunc(ss, func(s sessions.SessionInfo) bool { return !keep(s.Handle) })
+		lingering = slices.DeleteFunc(lingering, func(c datapath.TCPConnView) bool { return !keep(c.Handle) })
+	}
+	out := make([]SessionView, 0, len(ss)+len(lingering))
 	for _, s := range ss {
 		v := SessionView{Handle: Handle(s.Handle), App: uint32(s.App), Namespace: NamespaceName(nsOf[s.App]), State: s.State,
 			Transport: s.Transport, Local: s.Local, Remote: s.Remote, FIB: uint32(s.FIB), Worker: s.Worker,
@@ -375,11 +439,7 @@ func (d *Daemon) SessionViews() []SessionView {
 		}
 		out = append(out, v)
 	}
-	// Connections whose session ended and that gVisor still closes.
-	for _, c := range tcpConns {
-		if _, ok := tcpOf[c.Handle]; !c.Lingering || (c.Current && !ok) {
-			continue
-		}
+	for _, c := range lingering {
 		v := SessionView{Handle: Handle(c.Handle), App: uint32(c.App), Namespace: NamespaceName(c.Namespace), State: "lingering",
 			Transport: flow.TransportTCP.String(), Local: c.Local.String(), Remote: c.Remote.String(), Worker: c.Handle.Worker()}
 		v.Counters.set(TargetStats{})

@@ -19,8 +19,10 @@ import (
 // TestShowSessionsScale: with 10,000 cut-through sessions show sessions
 // answers every one of them and the metrics have no series per session;
 // with over 32,000, whose JSON is more than a client reassembles
-// (api.MaxReassembled), show sessions answers an error that says so and
-// what still answers, and the other shows and the metrics still answer.
+// (api.MaxReassembled), a show of the whole table answers an error that
+// says so and what still answers, a page at a time (api.Client.ShowAll, as
+// ctl and top ask) gives every session once, and the other shows and the
+// metrics still answer.
 func TestShowSessionsScale(t *testing.T) {
 	d := startDaemon(t)
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
@@ -106,6 +108,30 @@ func TestShowSessionsScale(t *testing.T) {
 		t.Errorf("show sessions with %d sessions: %v; want a limit error that counts the rows and says what still answers", want, err)
 	}
 	t.Logf("show sessions with %d sessions: %v", want, err)
+	// A page at a time (what ctl and top ask for), every session once.
+	cl, err := api.DialClient(ctx, d.Socket(), api.ClientOptions{Name: "pages"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cl.Close()
+	start := time.Now()
+	doc, err = cl.ShowAll(ctx, api.ShowSessions, 5*time.Second)
+	if err != nil {
+		t.Fatalf("show sessions a page at a time with %d sessions: %v", want, err)
+	}
+	t.Logf("%d sessions in pages of %d: %d bytes of JSON in %v", want, api.ShowPage, len(doc), time.Since(start).Round(time.Millisecond))
+	rows = nil
+	if err := json.Unmarshal(doc, &rows); err != nil {
+		t.Fatal(err)
+	}
+	if len(rows) != want {
+		t.Errorf("show sessions in pages: %d rows, want %d", len(rows), want)
+	}
+	for i := 1; i < len(rows); i++ {
+		if rows[i].Handle <= rows[i-1].Handle {
+			t.Fatalf("show sessions in pages: row %d handle %v after %v: want each once, in order", i, rows[i].Handle, rows[i-1].Handle)
+		}
+	}
 	for _, what := range []string{"apps", "listeners", "stats"} {
 		if _, err := show(t, d.Socket(), what); err != nil {
 			t.Errorf("show %s with %d sessions: %v", what, want, err)

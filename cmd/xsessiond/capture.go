@@ -214,19 +214,12 @@ func captureFiltersExist(ctx context.Context, cl *api.Client, socket string, m *
 		Handle string  `json:"handle"`
 	}
 	rows := func(what api.ShowWhat, name string) ([]row, error) {
-		ctx, cancel := context.WithTimeout(ctx, ctlTimeout)
-		defer cancel()
-		rep, fds, err := cl.Call(ctx, &api.Show{What: what})
-		api.CloseFDs(fds)
+		doc, err := cl.ShowAll(ctx, what, ctlTimeout)
 		if err != nil {
 			return nil, ctlError(err, socket)
 		}
-		sr, ok := rep.(*api.ShowReply)
-		if !ok {
-			return nil, fmt.Errorf("show %s: the daemon answered %v", name, rep.Type())
-		}
 		var out []row
-		if err := json.Unmarshal(sr.JSON, &out); err != nil {
+		if err := json.Unmarshal(doc, &out); err != nil {
 			return nil, fmt.Errorf("show %s: the daemon sent bad JSON: %w", name, err)
 		}
 		return out, nil

@@ -302,16 +302,21 @@ func filterExists(cmd *cobra.Command, socket string, f ctlview.Filter) error {
 }
 
 // showDoc asks the daemon for the JSON document of what.
+// Sessions and listeners come a page at a time (api.Client.ShowAll), each
+// page within ctlTimeout.
 func showDoc(cmd *cobra.Command, socket string, what api.ShowWhat) ([]byte, error) {
-	m, err := call(cmd, socket, &api.Show{What: what})
+	ctx, cancel := context.WithTimeout(cmd.Context(), ctlTimeout)
+	cl, err := api.DialClient(ctx, socket, api.ClientOptions{Name: "ctl"})
+	cancel()
 	if err != nil {
-		return nil, err
+		return nil, ctlError(err, socket)
 	}
-	sr, ok := m.(*api.ShowReply)
-	if !ok {
-		return nil, fmt.Errorf("show %v: the daemon answered %v", what, m.Type())
+	defer cl.Close()
+	doc, err := cl.ShowAll(cmd.Context(), what, ctlTimeout)
+	if err != nil {
+		return nil, ctlError(err, socket)
 	}
-	return sr.JSON, nil
+	return doc, nil
 }
 
 func newClearCmd(socket *string) *cobra.Command {
