@@ -164,6 +164,7 @@ type Server struct {
 	uidMu       sync.Mutex
 	uidConns    map[uint32]int // guarded by uidMu: open connections by peer uid, 0 not counted
 	disconnects [numDisconnectReasons]atomic.Uint64
+	showRefused atomic.Uint64 // Show requests answered "try again": no slot (MaxShows)
 	showsOnce   sync.Once
 	shows       *showGate
 
@@ -220,6 +221,9 @@ type ServerStats struct {
 	// Disconnects counts ended connections by reason, indexed by
 	// DisconnectReason (DisconnectConnLimit counts refusals).
 	Disconnects [numDisconnectReasons]uint64
+	// ShowsRefused counts the Show requests that found no slot (MaxShows)
+	// and were answered with a limit error, their connections kept.
+	ShowsRefused uint64
 }
 
 // ByReason returns the disconnect counters keyed by reason name.
@@ -237,6 +241,7 @@ func (s *Server) Stats() ServerStats {
 	// Disconnects by then (Serve).
 	st := ServerStats{Accepted: s.accepted.Load()}
 	st.Active = s.active.Load()
+	st.ShowsRefused = s.showRefused.Load()
 	for i := range st.Disconnects {
 		st.Disconnects[i] = s.disconnects[i].Load()
 	}
@@ -576,6 +581,9 @@ func (s *Server) ServeConn(ctx context.Context, c *Conn) {
 		)
 		if m.Type() == TypeShow {
 			release, herr = s.showGate().acquire(ctx, c.Peer().UID, 2*sendTimeout, q.stopped)
+			if herr != nil {
+				s.showRefused.Add(1)
+			}
 		}
 		if herr == nil {
 			reply, rfds, herr = h.Handle(ctx, Request{ID: id, Msg: m, FDs: fds, Peer: c.Peer(), Conn: c})

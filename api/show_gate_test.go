@@ -246,6 +246,9 @@ func TestShowSlots(t *testing.T) {
 	// A fourth uid: the slots other uids may hold are all taken.
 	other := dialAs(t, path, 21004, "other")
 	refused(other, "uid 21004")
+	if n := s.Stats().ShowsRefused; n != 2 {
+		t.Errorf("Stats().ShowsRefused %d after two refusals, want 2", n)
+	}
 	// Root gets the slot kept for it, at once.
 	root := dialAs(t, path, 0, "ctl")
 	t0 := time.Now()

@@ -118,6 +118,14 @@ type ControlLimits struct {
 	// (128; negative: no limit), so that one user's clients cannot take
 	// all of MaxConns and keep the other users' apps from attaching.
 	MaxConnsPerUID int `yaml:"max_conns_per_uid"`
+	// MaxShows bounds the show requests served at once (4; negative: no
+	// limit): each may hold a document of up to 16 MiB while it is built
+	// and sent. A user other than root is served one at a time, and such
+	// users together all but one (kept for root); a show that finds none
+	// waits up to twice SendTimeout, then fails with "try again: limit
+	// reached" (api.Server.MaxShows), counted in
+	// xsessiond_control_shows_refused_total.
+	MaxShows int `yaml:"max_shows"`
 }
 
 // Daemon is xsessiond: the session layer, the datapath engine of one
@@ -390,6 +398,7 @@ func (d *Daemon) Start() (err error) {
 		RootReserve:  lim.RootReserve,
 		// One user's clients cannot keep the other users' apps out.
 		MaxConnsPerUID: lim.MaxConnsPerUID,
+		MaxShows:       lim.MaxShows,
 	}
 	d.srv = srv
 	ln := d.ln

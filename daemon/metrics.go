@@ -33,25 +33,26 @@ func (d *Daemon) metricsHandler() http.Handler {
 type collector struct{ d *Daemon }
 
 var (
-	descApps      = prometheus.NewDesc("xsessiond_apps", "Attached apps.", nil, nil)
-	descIfaceUp   = prometheus.NewDesc("xsessiond_interface_up", "1 while the daemon's interface is up and running, else 0 (down, no carrier, or gone); state: up, down, no-carrier or gone.", []string{"state"}, nil)
-	descConns     = prometheus.NewDesc("xsessiond_connections", "Open control connections (apps and CLI).", nil, nil)
-	descListeners = prometheus.NewDesc("xsessiond_listeners", "Listeners by namespace and table.", []string{"namespace", "table"}, nil)
-	descSessions  = prometheus.NewDesc("xsessiond_sessions", "Sessions by namespace and state.", []string{"namespace", "state"}, nil)
-	descFifoUsed  = prometheus.NewDesc("xsessiond_fifo_used_bytes", "Bytes queued in the fifos of each app's sessions and listeners; a cut-through session's fifos count once, under the app that reads them.", []string{"app", "name", "dir"}, nil)
-	descFifoSize  = prometheus.NewDesc("xsessiond_fifo_size_bytes", "Size of the fifos of each app's sessions and listeners.", []string{"app", "name", "dir"}, nil)
-	descRx        = prometheus.NewDesc("xsessiond_queue_rx_packets_total", "Packets received by each queue's worker.", []string{"queue"}, nil)
-	descTx        = prometheus.NewDesc("xsessiond_queue_tx_packets_total", "Packets sent by each queue's worker, by path: af_xdp (its AF_XDP ring), kernel (datagrams larger than a frame, which the kernel fragments), gso (TCP packets the kernel segments).", []string{"queue", "path"}, nil)
-	descDelivered = prometheus.NewDesc("xsessiond_queue_delivered_total", "Datagrams delivered into app fifos by each queue's worker.", []string{"queue"}, nil)
-	descReasm     = prometheus.NewDesc("xsessiond_queue_reassembled_total", "UDP datagrams each queue's worker reassembled from fragments the XDP program steered to it.", []string{"queue"}, nil)
-	descChained   = prometheus.NewDesc("xsessiond_queue_chained_total", "Packets larger than a frame that each queue's worker received as a chain of AF_XDP descriptors and joined (TCP segments a veth peer's segmentation offload built, in generic XDP mode).", []string{"queue"}, nil)
-	descSynQueued = prometheus.NewDesc("xsessiond_queue_syn_queued", "TCP SYNs each queue's worker holds, to hand to gVisor after the other packets it receives.", []string{"queue"}, nil)
-	descReasmHeld = prometheus.NewDesc("xsessiond_queue_reassembly_bytes", "Bytes of fragments each queue's worker holds for datagrams it is reassembling.", []string{"queue"}, nil)
-	descDrops     = prometheus.NewDesc("xsessiond_queue_drops_total", "Packets dropped on each queue, by reason: the worker's and its AF_XDP socket's (xsk_*).", []string{"queue", "reason"}, nil)
-	descXDP       = prometheus.NewDesc("xsessiond_xdp_packets_total", "The XDP program's counters: pass and redirect count every packet once, the other counters say why.", []string{"counter"}, nil)
-	descRuleHits  = prometheus.NewDesc("xsessiond_rule_hits_total", "Packets and connects each session rule acted on.", []string{"id", "tag", "action"}, nil)
-	descCtlEnds   = prometheus.NewDesc("xsessiond_control_disconnects_total", "Control connections ended, by reason.", []string{"reason"}, nil)
-	descCtlDrops  = prometheus.NewDesc("xsessiond_control_dropped_total", "Clients dropped for not reading or idling, their apps detached, by reason.", []string{"reason"}, nil)
+	descApps         = prometheus.NewDesc("xsessiond_apps", "Attached apps.", nil, nil)
+	descIfaceUp      = prometheus.NewDesc("xsessiond_interface_up", "1 while the daemon's interface is up and running, else 0 (down, no carrier, or gone); state: up, down, no-carrier or gone.", []string{"state"}, nil)
+	descConns        = prometheus.NewDesc("xsessiond_connections", "Open control connections (apps and CLI).", nil, nil)
+	descListeners    = prometheus.NewDesc("xsessiond_listeners", "Listeners by namespace and table.", []string{"namespace", "table"}, nil)
+	descSessions     = prometheus.NewDesc("xsessiond_sessions", "Sessions by namespace and state.", []string{"namespace", "state"}, nil)
+	descFifoUsed     = prometheus.NewDesc("xsessiond_fifo_used_bytes", "Bytes queued in the fifos of each app's sessions and listeners; a cut-through session's fifos count once, under the app that reads them.", []string{"app", "name", "dir"}, nil)
+	descFifoSize     = prometheus.NewDesc("xsessiond_fifo_size_bytes", "Size of the fifos of each app's sessions and listeners.", []string{"app", "name", "dir"}, nil)
+	descRx           = prometheus.NewDesc("xsessiond_queue_rx_packets_total", "Packets received by each queue's worker.", []string{"queue"}, nil)
+	descTx           = prometheus.NewDesc("xsessiond_queue_tx_packets_total", "Packets sent by each queue's worker, by path: af_xdp (its AF_XDP ring), kernel (datagrams larger than a frame, which the kernel fragments), gso (TCP packets the kernel segments).", []string{"queue", "path"}, nil)
+	descDelivered    = prometheus.NewDesc("xsessiond_queue_delivered_total", "Datagrams delivered into app fifos by each queue's worker.", []string{"queue"}, nil)
+	descReasm        = prometheus.NewDesc("xsessiond_queue_reassembled_total", "UDP datagrams each queue's worker reassembled from fragments the XDP program steered to it.", []string{"queue"}, nil)
+	descChained      = prometheus.NewDesc("xsessiond_queue_chained_total", "Packets larger than a frame that each queue's worker received as a chain of AF_XDP descriptors and joined (TCP segments a veth peer's segmentation offload built, in generic XDP mode).", []string{"queue"}, nil)
+	descSynQueued    = prometheus.NewDesc("xsessiond_queue_syn_queued", "TCP SYNs each queue's worker holds, to hand to gVisor after the other packets it receives.", []string{"queue"}, nil)
+	descReasmHeld    = prometheus.NewDesc("xsessiond_queue_reassembly_bytes", "Bytes of fragments each queue's worker holds for datagrams it is reassembling.", []string{"queue"}, nil)
+	descDrops        = prometheus.NewDesc("xsessiond_queue_drops_total", "Packets dropped on each queue, by reason: the worker's and its AF_XDP socket's (xsk_*).", []string{"queue", "reason"}, nil)
+	descXDP          = prometheus.NewDesc("xsessiond_xdp_packets_total", "The XDP program's counters: pass and redirect count every packet once, the other counters say why.", []string{"counter"}, nil)
+	descRuleHits     = prometheus.NewDesc("xsessiond_rule_hits_total", "Packets and connects each session rule acted on.", []string{"id", "tag", "action"}, nil)
+	descCtlEnds      = prometheus.NewDesc("xsessiond_control_disconnects_total", "Control connections ended, by reason.", []string{"reason"}, nil)
+	descShowsRefused = prometheus.NewDesc("xsessiond_control_shows_refused_total", "Show requests refused because control.max_shows were being served.", nil, nil)
+	descCtlDrops     = prometheus.NewDesc("xsessiond_control_dropped_total", "Clients dropped for not reading or idling, their apps detached, by reason.", []string{"reason"}, nil)
 
 	descTCPConns     = prometheus.NewDesc("xsessiond_tcp_connections", "TCP connections on the wire by namespace and gVisor's state name, lingering ones (FIN-WAIT, TIME-WAIT) included.", []string{"namespace", "state"}, nil)
 	descTCPRetrans   = prometheus.NewDesc("xsessiond_tcp_retransmits_total", "TCP segments gVisor retransmitted on the namespace's connections.", []string{"namespace"}, nil)
@@ -74,7 +75,7 @@ var (
 )
 
 func (c *collector) Describe(ch chan<- *prometheus.Desc) {
-	for _, d := range []*prometheus.Desc{descApps, descIfaceUp, descConns, descListeners, descSessions, descFifoUsed, descFifoSize, descRx, descTx, descDelivered, descReasm, descChained, descReasmHeld, descSynQueued, descDrops, descXDP, descCtlEnds, descCtlDrops, descRuleHits,
+	for _, d := range []*prometheus.Desc{descApps, descIfaceUp, descConns, descListeners, descSessions, descFifoUsed, descFifoSize, descRx, descTx, descDelivered, descReasm, descChained, descReasmHeld, descSynQueued, descDrops, descXDP, descCtlEnds, descCtlDrops, descShowsRefused, descRuleHits,
 		descTCPConns, descTCPRetrans, descTCPResets, descTCPFifoBad, descTCPRefused, descTCPBufBytes, descTCPBufLimit, descTCPBufClamp, descTCPBufHeld, descTCPOrphans, descTCPOrphRst, descTCPAbortCl, descTCPTWOver, descTCPPMTU, descTCPUnreach, descTCPStackRsts, descTCPAcksLow, descTCPAcksHeld} {
 		ch <- d
 	}
@@ -149,6 +150,7 @@ func (c *collector) Collect(ch chan<- prometheus.Metric) {
 	for r, n := range cs.Dropped {
 		ch <- prometheus.MustNewConstMetric(descCtlDrops, prometheus.CounterValue, float64(n), r)
 	}
+	ch <- prometheus.MustNewConstMetric(descShowsRefused, prometheus.CounterValue, float64(cs.ShowsRefused))
 	c.collectTCP(ch)
 	st := d.eng.Stats()
 	for k, v := range st.XDP {

@@ -246,6 +246,9 @@ type ControlStats struct {
 	// Dropped counts the clients the server dropped for not reading
 	// (send_timeout, queue_full) or idling (idle), their apps detached.
 	Dropped map[string]uint64 `json:"dropped"`
+	// ShowsRefused counts the show requests refused because
+	// control.max_shows were being served (api.Server.MaxShows).
+	ShowsRefused uint64 `json:"shows_refused"`
 }
 
 // ControlStats returns the control socket's counters since the daemon
@@ -254,7 +257,8 @@ type ControlStats struct {
 func (d *Daemon) ControlStats() ControlStats {
 	st := ControlStats{Dropped: map[string]uint64{}}
 	if d.srv != nil {
-		st.Disconnects = d.srv.Stats().ByReason()
+		ss := d.srv.Stats()
+		st.Disconnects, st.ShowsRefused = ss.ByReason(), ss.ShowsRefused
 	}
 	for r, name := range dropNames {
 		st.Dropped[name] = d.dropped[r].Load()
@@ -724,6 +728,7 @@ func (d *Daemon) controlStats() ControlStats {
 	if _, cb := d.statsBase(); cb != nil {
 		st.Disconnects = subCounts(st.Disconnects, cb.control.Disconnects)
 		st.Dropped = subCounts(st.Dropped, cb.control.Dropped)
+		st.ShowsRefused -= min(st.ShowsRefused, cb.control.ShowsRefused)
 	}
 	return st
 }
