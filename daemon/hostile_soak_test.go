@@ -1082,6 +1082,7 @@ func (h *hostileSoakApp) garbage() {
 	reqs = append(reqs, &api.SleepFlags{}, &api.PathMTU{Handle: flow.Handle(rng.Uint64()), Remote: h.rig.A.IPv4},
 		&api.Membership{Handle: flow.Handle(rng.Uint64()), Group: netip.MustParseAddr("239.1.2.3")},
 		&api.Show{What: api.ShowWhat(rng.IntN(10))}, &api.Hello{Major: api.VersionMajor, Name: "again"},
+		&api.Show{What: api.ShowWhat(rng.IntN(10)), After: rng.Uint64() >> rng.IntN(64), Limit: rng.Uint32() >> rng.IntN(32)},
 		&api.Attach{Name: "twice", Scope: flow.ScopeLocal})
 	for _, hd := range h.handles {
 		reqs = append(reqs, &api.SetKeepalive{Handle: hd, Enabled: true, Idle: time.Duration(rng.Int64()), Interval: time.Duration(rng.Int64()), Count: rng.Uint32()},
