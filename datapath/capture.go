@@ -108,6 +108,11 @@ type capSlot struct {
 // StartCapture starts capturing the frames that match f; Stop ends it.
 // One capture runs at a time.
 func (e *Engine) StartCapture(f CaptureFilter) (*Capture, error) {
+	if e.capture.Load() != nil {
+		// Refused before its rings (megabytes a queue) are made; the
+		// swap below settles a race with another start.
+		return nil, fmt.Errorf("start capture: %w", ErrCaptureBusy)
+	}
 	if f.Snaplen <= 0 {
 		// The longest frame the interface's MTU allows (two VLAN tags),
 		// rounded to a cache line.
