@@ -60,7 +60,7 @@ const maxUDPLen4 = 0xFFFF
 // and the datagram's size (EMSGSIZE).
 func checkDest(ep flow.Endpoint, remote netip.AddrPort, n int) error {
 	a := remote.Addr().Unmap()
-	if !a.IsValid() || a.IsUnspecified() {
+	if !a.IsValid() {
 		return errNoAddress
 	}
 	fam := flow.Family4

@@ -645,8 +645,13 @@ func sliceAt(a, b []byte, off, n int) ([]byte, []byte) {
 // With SetDontFragment, a datagram to the wire larger than the path MTU
 // fails with an error wrapping syscall.EMSGSIZE. A pending asynchronous
 // error (see SetDontFragment) is returned instead, once, and b is not
-// sent. An errno of a failed write (EMSGSIZE, EINVAL for port 0 or a nil
-// address, ENETUNREACH for an address of the other family, the pending
+// sent. A datagram to the wire addressed to the host itself (loopback,
+// one of its addresses, the unspecified address or a *net.UDPAddr with no
+// IP, which the kernel takes for the host) goes through the kernel to the
+// host's socket of that port, as a kernel socket's, when the app runs in
+// the network namespace of its namespace's interface; from another (a
+// container's) the daemon drops it, counted as no_route. An errno of a failed
+// write (EMSGSIZE, EINVAL for port 0 or a nil *net.UDPAddr, ENETUNREACH for an address of the other family, the pending
 // error) is held in an *os.SyscallError naming
 // "sendto" under the *net.OpError, as the net package holds a kernel UDP
 // socket's (WriteToUDPAddrPort too); an address of another type than
@@ -687,8 +692,16 @@ func (p *PacketConn) WriteTo(b []byte, addr net.Addr) (int, error) {
 		}
 		return p.write(b, e, nil, netip.AddrPort{}, addr)
 	case *net.UDPAddr:
-		wb := p.wireFor(x.AddrPort())
-		return p.write(b, wb.wire, wb, x.AddrPort(), addr)
+		remote := x.AddrPort()
+		if x != nil && len(x.IP) == 0 {
+			// No IP: the unspecified address of the socket's family,
+			// as package net sends it (the IPv6 one for a listener of
+			// both families, a dual-stack socket), which the kernel
+			// takes for this host.
+			remote = netip.AddrPortFrom(unspecified(p.binds[len(p.binds)-1].local.Addr()), uint16(x.Port))
+		}
+		wb := p.wireFor(remote)
+		return p.write(b, wb.wire, wb, remote, addr)
 	}
 	// EINVAL too, as a net.UDPConn's WriteTo refuses an address of
 	// another type.

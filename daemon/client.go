@@ -546,6 +546,12 @@ func (h *client) attach(m *api.Attach) (api.Message, []int, error) {
 	// The datapath groups the TCP buffers of a user's apps (before the
 	// app can open anything).
 	d.eng.SetAppUser(att.App, p.UID)
+	// Where the app runs: its datagrams to the host itself reach the
+	// host's sockets only from the interface's namespace. A process whose
+	// namespace cannot be read (gone already) is taken to be elsewhere.
+	if fib, err := nsbind.FIBOfPID(int(p.PID)); err == nil {
+		d.eng.SetAppNetns(att.App, fib)
+	}
 	if h.minor >= 2 {
 		d.eng.SetAppMarksAccepts(att.App) // its Accept marks what it takes
 	}

@@ -32,6 +32,10 @@ type engine interface {
 	// SetAppUser tells the datapath the uid of app's process, before the
 	// app opens anything (the bound on a user's TCP buffers).
 	SetAppUser(app sessions.AppID, uid uint32)
+	// SetAppNetns tells the datapath the FIB of the network namespace
+	// app's process runs in (its datagrams to the host itself go through
+	// the kernel only from the interface's namespace).
+	SetAppNetns(app sessions.AppID, fib flow.FIBID)
 	// SetAppMarksAccepts tells the datapath, before app opens anything,
 	// that app's library marks the sessions its Accept takes (protocol
 	// 2.2, fifo/ABI.md): its listeners are held to their backlog from the
@@ -176,8 +180,10 @@ type QueueStats struct {
 	// PartialCsum counts datagrams delivered with a partial checksum (a
 	// local sender's offload), accepted by the checksum mode.
 	PartialCsum uint64 `json:"partial_csum"`
-	// TxKernel counts datagrams larger than a frame sent through the
-	// kernel path, which fragments them.
+	// TxKernel counts datagrams sent through the kernel path: larger
+	// than a frame (the kernel fragments them), to a multicast group, or
+	// to an address of this host (the kernel delivers them to its
+	// sockets).
 	TxKernel uint64 `json:"tx_kernel"`
 	// TxKernelWaits counts the datagrams the kernel path's socket had no
 	// room for, each once: they waited in the app's tx fifo (or a hold
@@ -288,6 +294,7 @@ func (noEngine) KickFDs() []int              { return nil }
 
 func (noEngine) AppKicks(sessions.AppID) ([]int, func(), error) { return nil, func() {}, nil }
 func (noEngine) SetAppUser(sessions.AppID, uint32)              {}
+func (noEngine) SetAppNetns(sessions.AppID, flow.FIBID)         {}
 func (noEngine) SetAppMarksAccepts(sessions.AppID)              {}
 func (noEngine) Stats() EngineStats {
 	return EngineStats{Datapath: "none", Queues: []QueueStats{}, Totals: QueueStats{Queue: -1, Drops: map[string]uint64{}},

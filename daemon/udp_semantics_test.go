@@ -692,12 +692,15 @@ func TestPacketConnLocalAddrMatchesKernelUDP(t *testing.T) {
 	}
 }
 
-// TestPacketConnHostLocalDestinationCounted: a datagram an app writes to
-// an address of its own host, loopback or host B's own, is not for the
-// datapath (the host's kernel sockets never hear it): WriteTo takes it,
-// as UDP takes a datagram it may lose, and the daemon drops it counted as
-// no-route, not as a header the app got wrong; a datagram to host A right
-// after still goes out.
+// TestPacketConnHostLocalDestinationCounted: a datagram an app outside
+// the interface's namespace (this test's process; host B is another
+// namespace) writes to an address of host B itself, loopback or host B's
+// own, does not reach B's sockets (the app could not reach them with a
+// kernel socket of its own either): WriteTo takes it, as UDP takes a
+// datagram it may lose, and the daemon drops it counted as no-route, not
+// as a header the app got wrong; a datagram to host A right after still
+// goes out. (TestPacketConnWriteToThisHostMatchesKernel has an app in B's
+// namespace reach them.)
 func TestPacketConnHostLocalDestinationCounted(t *testing.T) {
 	rig := nstest.NewPair(t, nstest.Options{})
 	d := startDaemon(t, onB(rig))

@@ -38,7 +38,16 @@ import (
 // kernel fragments it to the path MTU, learned from ICMP "fragmentation
 // needed" and "packet too big". So does every datagram to a multicast
 // group (sendKernel): the kernel gives it the socket's multicast TTL or
-// hop limit (1) and loops a copy to the host's members of the group.
+// hop limit (1) and loops a copy to the host's members of the group. So
+// does every datagram to an address of this host (a local route: loopback,
+// one of the namespace's addresses; or the unspecified address, which the
+// kernel takes for this host): out of the link it would reach no one,
+// and the kernel delivers it to the host's socket of its port, a kernel
+// program's or another app's reservation, as it does a kernel socket's.
+// Only from an app whose process runs in the interface's namespace
+// (udp.Target.HostReach), which could send it with a kernel socket of its
+// own; an app elsewhere gets no way in to the host's loopback, and its
+// datagram is dropped as no-route.
 //
 // Unless the app asked for no fragments (fifo.DgramFlagDontFragment):
 // then a datagram whose IP packet exceeds the path MTU (the route's MTU

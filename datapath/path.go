@@ -66,6 +66,7 @@ func (p *enginePath) Listen(l sessions.Listener) error {
 		return fmt.Errorf("listen %s: %w", l.Endpoint.URI(), err)
 	}
 	t.Local = netip.AddrPortFrom(l.Endpoint.Addr, l.Endpoint.Port)
+	t.HostReach = e.mayReachHost(l.App)
 	t.Family = flow.Family4
 	if l.Endpoint.Addr.Is6() && !l.Endpoint.Addr.Is4In6() {
 		t.Family = flow.Family6

@@ -50,6 +50,7 @@ type nbResult struct {
 	mtu         int        // the route's MTU when below the interface's (a learned path MTU); 0: none
 	broadcast   bool       // a broadcast address of the link: mac is the broadcast MAC (nsbind.Route.Broadcast)
 	multicast   bool       // a multicast group: sent through the kernel path (see txState.send), mac the group's
+	local       bool       // an address of this host (a local route, through lo): sent through the kernel path, which delivers it to the host's sockets
 	nh          netip.Addr // the next hop whose MAC mac is; of a failed one, the next hop that did not resolve
 	// dirty: the next hop changed while a resolution was in flight, which
 	// may have read it before: what it stores is asked again (stale).
@@ -220,7 +221,7 @@ func (r *resolver) store(k nbKey, res nbResult) {
 		// kernel's notice of the new entry, when it comes after the
 		// resolution read it, finds nothing left to change.
 		moved := e.ok &&
-			(!res.ok || res.mac != e.mac || res.src != e.src || res.mtu != e.mtu || res.broadcast != e.broadcast || res.multicast != e.multicast)
+			(!res.ok || res.mac != e.mac || res.src != e.src || res.mtu != e.mtu || res.broadcast != e.broadcast || res.multicast != e.multicast || res.local != e.local)
 		nh := res.nh
 		res.nh = e.nh
 		*e = res
@@ -309,7 +310,20 @@ func (r *resolver) lookup(k nbKey) (res nbResult, nh netip.Addr, wait bool) {
 	r.lookups.Add(1)
 	now := time.Now()
 	dst := k.Addr()
+	if dst.IsUnspecified() {
+		// The kernel takes it for this host (Linux sends a datagram
+		// to 0.0.0.0 or :: to loopback), as a local address.
+		r.resolved.Add(1)
+		return nbResult{ok: true, local: true, at: now, nh: dst}, dst, false
+	}
 	rt, err := r.ns.RouteGet(dst)
+	if err == nil && rt.Local {
+		// No frame leaves for it: the kernel delivers a datagram to
+		// an address of its own host to the host's sockets, as it
+		// does a kernel socket's.
+		r.resolved.Add(1)
+		return nbResult{ok: true, local: true, at: now, nh: dst}, dst, false
+	}
 	if err != nil || rt.IfIndex != r.ifindex {
 		r.failures.Add(1)
 		return nbResult{failed: true, noRoute: true, at: now}, nh, false

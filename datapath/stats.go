@@ -67,7 +67,7 @@ type Counts struct {
 	// FullYields counts the batches after which the worker yielded its
 	// CPU because an app's rx fifo was full (worker.yieldToApp).
 	FullYields uint64 `json:"full_yields"`
-	TxKernel   uint64 `json:"tx_kernel"` // datagrams larger than a frame sent through the kernel path
+	TxKernel   uint64 `json:"tx_kernel"` // datagrams sent through the kernel path: larger than a frame, to a group, to an address of this host
 	// TxKernelWaits counts the datagrams the kernel path's socket
 	// refused for want of room (EAGAIN), which then waited (kernelpath.go).
 	TxKernelWaits uint64 `json:"tx_kernel_waits"`

@@ -1900,6 +1900,7 @@ var _ sessions.NamespaceForgetter = (*enginePath)(nil)
 
 // AppGone: see sessions.StreamKeeper.
 func (p *enginePath) AppGone(app sessions.AppID) {
+	p.e.appNetns.Delete(app)
 	if p.e.tcp != nil {
 		p.e.tcp.AppGone(app)
 	}
@@ -1988,6 +1989,22 @@ func (e *Engine) SetAppUser(app sessions.AppID, uid uint32) {
 	if e.tcp != nil {
 		e.tcp.setUser(app, uid)
 	}
+}
+
+// SetAppNetns tells the Engine the FIB of the network namespace app's
+// process runs in, before the app opens anything. A datagram of the app
+// to an address of this host goes through the kernel to the host's
+// sockets only when that is the interface's namespace, where the app
+// could send it with a kernel socket of its own; an app elsewhere (a
+// container's namespace) gets no way in to the host's loopback through
+// the daemon: its datagram is dropped, counted as no-route.
+func (e *Engine) SetAppNetns(app sessions.AppID, fib flow.FIBID) { e.appNetns.Store(app, fib) }
+
+// mayReachHost reports whether app's datagrams to an address of this host
+// go through the kernel (SetAppNetns): udp.Target.HostReach.
+func (e *Engine) mayReachHost(app sessions.AppID) bool {
+	v, ok := e.appNetns.Load(app)
+	return ok && v.(flow.FIBID) == e.fib
 }
 
 // SetAppMarksAccepts tells the Engine, before app opens anything, that

@@ -263,7 +263,7 @@ func (x *txState) destination(t *udp.Target, h *fifo.DgramHeader, hd *held) bool
 		return false
 	}
 	dst := flow.AddrFrom(h.Remote, h.Family)
-	if !dst.IsValid() || dst.IsUnspecified() {
+	if !dst.IsValid() {
 		return false
 	}
 	hd.key = nbKey{addr: flow.AddrBytes(dst), fam: h.Family}
@@ -334,6 +334,25 @@ func (x *txState) send(hd *held, fresh bool) bool {
 			return true // retried by retryHeld
 		}
 		return false
+	}
+	if nb.local {
+		// To an address of this host (one of the namespace's, or
+		// loopback): through the kernel, which delivers it to the
+		// host's socket of that port, a kernel socket's or another
+		// app's reservation, from the listener's port and the source
+		// the app gave or the kernel picks, as a kernel socket's
+		// datagram to its own host. Out of the link it would reach no
+		// one.
+		// Only for an app in the interface's namespace, which could
+		// reach the host's sockets with a kernel socket of its own
+		// (Engine.SetAppNetns, as the Target was made: a datagram
+		// written before its app left goes as it would have); else
+		// dropped, counted as no-route.
+		if hd.t.KernelSocket() == nil || !hd.t.HostReach {
+			x.drop(hd, dropNoRoute)
+			return false
+		}
+		return x.sendKernel(hd, fresh)
 	}
 	src := hd.src
 	if !src.IsValid() {

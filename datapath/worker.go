@@ -976,6 +976,7 @@ func (w *worker) addConn(sh *sessions.Shard, c *connectedSession) {
 		return
 	}
 	t.Local, t.Remote, t.Family = c.local, c.remote, c.tuple.Family
+	t.HostReach = e.mayReachHost(ss.App)
 	c.target = t
 	e.openKernelPathLocked(t, c.res)
 	e.publishConnLocked(c)

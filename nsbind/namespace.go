@@ -74,6 +74,24 @@ func OpenPID(pid int) (*Namespace, error) {
 	return openPath(p, p)
 }
 
+// FIBOfPID returns the FIB id of process pid's network namespace (the
+// inode of /proc/PID/ns/net) without opening a Namespace on it.
+func FIBOfPID(pid int) (FIBID, error) {
+	if pid <= 0 {
+		return 0, fmt.Errorf("namespace of pid %d: %w", pid, ErrNoNamespace)
+	}
+	fd, err := unix.Open("/proc/"+strconv.Itoa(pid)+"/ns/net", unix.O_RDONLY|unix.O_CLOEXEC, 0)
+	if err != nil {
+		return 0, fmt.Errorf("namespace of pid %d: %w: %w", pid, ErrNoNamespace, err)
+	}
+	defer unix.Close(fd)
+	fib, _, err := fibOfFD(fd)
+	if err != nil {
+		return 0, fmt.Errorf("namespace of pid %d: %w", pid, err)
+	}
+	return fib, nil
+}
+
 // OpenCurrent opens the network namespace of the calling goroutine's
 // thread, which is the process's own unless the caller moved its locked
 // thread elsewhere.

@@ -100,6 +100,10 @@ type Route struct {
 	// route), sent to the group's MAC with no neighbour to resolve; the
 	// Gateway of such a route is not a next hop.
 	Multicast bool
+	// Local: the destination is an address of this host (a local route:
+	// one of the namespace's addresses, or loopback), which the kernel
+	// delivers to the host's own sockets through the loopback interface.
+	Local bool
 }
 
 // RouteGet asks the namespace's kernel routing for dst, a unicast or
@@ -139,6 +143,7 @@ func (n *Namespace) RouteGet(dst netip.Addr) (Route, error) {
 			return noRoute(verb, "no outgoing interface", nil)
 		}
 		rt.IfIndex, rt.MTU, rt.Broadcast, rt.Multicast = r.LinkIndex, r.MTU, r.Type == unix.RTN_BROADCAST, d.IsMulticast()
+		rt.Local = r.Type == unix.RTN_LOCAL
 		if g, ok := netip.AddrFromSlice(r.Gw); ok && !g.IsUnspecified() && !rt.Multicast {
 			rt.Gateway = g.Unmap()
 		}

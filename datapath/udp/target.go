@@ -71,6 +71,11 @@ type Target struct {
 	// was let bind, then its own when that one goes. Set by the Engine,
 	// read by the Tx owner (KernelSocket).
 	Borrowed atomic.Pointer[Reservation]
+	// HostReach: the app's datagrams to an address of this host go
+	// through the kernel path to the host's sockets (its process runs in
+	// the interface's network namespace). Set before the Target is
+	// published.
+	HostReach bool
 
 	mu   sync.Mutex // serializes Rx producers; guards dead
 	dead bool
