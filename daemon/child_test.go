@@ -7,6 +7,8 @@ import (
 	"os/exec"
 	"strings"
 	"testing"
+
+	"github.com/xsessiond/xsessiond/nsbind/nstest"
 )
 
 // A test runs an app in a process of its own, which it can kill, by
@@ -48,7 +50,18 @@ type child struct {
 // the test's end kills it.
 func startChildApp(t *testing.T, name, sock, arg string) *child {
 	t.Helper()
-	cmd := exec.Command(os.Args[0], "-test.run=^$")
+	return startChildAppIn(t, nil, name, sock, arg)
+}
+
+// startChildAppIn is startChildApp with the child in host h's network
+// namespace (ip netns exec); nil: this process's.
+func startChildAppIn(t *testing.T, h *nstest.Host, name, sock, arg string) *child {
+	t.Helper()
+	argv := []string{os.Args[0], "-test.run=^$"}
+	if h != nil {
+		argv = append([]string{"ip", "netns", "exec", h.Name}, argv...)
+	}
+	cmd := exec.Command(argv[0], argv[1:]...)
 	cmd.Env = append(os.Environ(), childAppEnv+"="+name, childSockEnv+"="+sock, childArgEnv+"="+arg)
 	out, err := cmd.StdoutPipe()
 	if err != nil {

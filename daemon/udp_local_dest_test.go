@@ -1,19 +1,15 @@
 package daemon
 
 import (
-	"bufio"
 	"context"
 	"fmt"
 	"net"
 	"net/netip"
-	"os"
-	"os/exec"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/xsessiond/xsessiond/app"
-	"github.com/xsessiond/xsessiond/nsbind/nstest"
 )
 
 func init() { childApps["hostwriter"] = hostWriterChild }
@@ -69,24 +65,6 @@ func hostWriterChild(sock, arg string) int {
 
 // localDestPort is the port the kernel sockets of host B listen on.
 const localDestPort = 7951
-
-// startChildAppIn is startChildApp with the child in host h's network
-// namespace (ip netns exec).
-func startChildAppIn(t *testing.T, h *nstest.Host, name, sock, arg string) *child {
-	t.Helper()
-	cmd := exec.Command("ip", "netns", "exec", h.Name, os.Args[0], "-test.run=^$")
-	cmd.Env = append(os.Environ(), childAppEnv+"="+name, childSockEnv+"="+sock, childArgEnv+"="+arg)
-	out, err := cmd.StdoutPipe()
-	if err != nil {
-		t.Fatal(err)
-	}
-	cmd.Stderr = os.Stderr
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { cmd.Process.Kill(); cmd.Wait() })
-	return &child{cmd: cmd, out: bufio.NewReader(out)}
-}
 
 // line reads the child's next line.
 func (c *child) line(t *testing.T) string {
