@@ -194,3 +194,43 @@ func TestPacketConnWriteToAppOfThisHost(t *testing.T) {
 		ch.line(t) // its wait for an answer, which the reader does not send
 	}
 }
+
+// TestPacketConnBigDatagramToHostFromElsewhere: a datagram larger than a
+// frame, which goes through the kernel path, from an app outside the
+// interface's namespace (this test's process) to an address of host B
+// itself reaches none of B's sockets either: dropped, counted as
+// no-route. Before, it went through the listener's kernel socket to B's
+// loopback service, which the app could not reach with a kernel socket of
+// its own.
+func TestPacketConnBigDatagramToHostFromElsewhere(t *testing.T) {
+	rig, d := tcpRig(t)
+	var sink *net.UDPConn
+	if err := rig.B.Do(func() (err error) {
+		sink, err = net.ListenUDP("udp4", &net.UDPAddr{Port: localDestPort})
+		return err
+	}); err != nil {
+		t.Fatal(err)
+	}
+	defer sink.Close()
+	a := attach(t, d, app.Options{Name: "elsewhere"})
+	pc, err := a.ListenPacket("udp://0.0.0.0:7970")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer pc.Close()
+	noRoute := d.Engine().Stats().Totals.Drops["no-route"]
+	big := make([]byte, 6000)
+	for _, dst := range []string{"127.0.0.1", "127.0.0.2", rig.B.IPv4.String(), "0.0.0.0"} {
+		if _, err := pc.WriteTo(big, &net.UDPAddr{IP: net.ParseIP(dst), Port: localDestPort}); err != nil {
+			t.Fatalf("WriteTo %s: %v", dst, err)
+		}
+	}
+	buf := make([]byte, 8192)
+	sink.SetReadDeadline(time.Now().Add(time.Second))
+	if n, from, err := sink.ReadFrom(buf); err == nil {
+		t.Errorf("B's loopback service got %d bytes from %v: an app outside B's namespace reached it", n, from)
+	}
+	if got := d.Engine().Stats().Totals.Drops["no-route"] - noRoute; got != 4 {
+		t.Errorf("no-route drops: %d, want 4", got)
+	}
+}

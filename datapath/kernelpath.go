@@ -289,6 +289,12 @@ func (w *worker) txBig(t *udp.Target, h *fifo.DgramHeader) kernelSend {
 	case !w.tx.destination(t, h, &hd):
 		w.c.Drops[dropTxBadHeader]++
 		t.TxDrops.Add(1)
+	case !t.HostReach && w.hostAddress(hd.key):
+		// To the host itself from an app outside the interface's
+		// namespace: as in txState.send, it reaches none of the host's
+		// sockets (the kernel would deliver it).
+		w.c.Drops[dropNoRoute]++
+		t.TxDrops.Add(1)
 	case hd.df && !w.tx.fitsPath(&hd, n):
 		w.tooBig(t)
 	case w.tx.holder(&hd) != nil:
@@ -306,6 +312,24 @@ func (w *worker) txBig(t *udp.Target, h *fifo.DgramHeader) kernelSend {
 		}
 	}
 	return r
+}
+
+// hostAddress reports whether the kernel takes a datagram to k's address
+// for this host: loopback, unspecified, an address of the namespace
+// (Engine.local, else Config.Addrs of the interface served), or one the
+// resolver found a local route to.
+func (w *worker) hostAddress(k nbKey) bool {
+	a := k.Addr()
+	if a.IsLoopback() || a.IsUnspecified() {
+		return true
+	}
+	if l := w.e.local; l != nil && l.IsLocal(l.FIB(), a) {
+		return true
+	}
+	if c := w.e.cfg.Addrs; c != nil && c.HasAddress(w.e.ifc.Index, a) {
+		return true
+	}
+	return w.tx.neighbour(k).local
 }
 
 // wait notes that t's next datagram waits for room in t's kernel socket
