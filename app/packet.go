@@ -650,9 +650,10 @@ func sliceAt(a, b []byte, off, n int) ([]byte, []byte) {
 // IP, which the kernel takes for the host) goes through the kernel to the
 // host's socket of that port, as a kernel socket's, when the app runs in
 // the network namespace of its namespace's interface; from another (a
-// container's) the daemon drops it, counted as no_route. An errno of a failed
-// write (EMSGSIZE, EINVAL for port 0 or a nil *net.UDPAddr, ENETUNREACH for an address of the other family, the pending
-// error) is held in an *os.SyscallError naming
+// container's) the daemon drops it, counted as no_route. An errno of a
+// failed write (EMSGSIZE, EINVAL for port 0 or a nil *net.UDPAddr,
+// ENETUNREACH for an address of the other family, the pending error) is
+// held in an *os.SyscallError naming
 // "sendto" under the *net.OpError, as the net package holds a kernel UDP
 // socket's (WriteToUDPAddrPort too); an address of another type than
 // *net.UDPAddr and *CutThroughAddr fails with a bare syscall.EINVAL, as

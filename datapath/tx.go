@@ -343,6 +343,7 @@ func (x *txState) send(hd *held, fresh bool) bool {
 		// the app gave or the kernel picks, as a kernel socket's
 		// datagram to its own host. Out of the link it would reach no
 		// one.
+		//
 		// Only for an app in the interface's namespace, which could
 		// reach the host's sockets with a kernel socket of its own
 		// (Engine.SetAppNetns, as the Target was made: a datagram
