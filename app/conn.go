@@ -1040,6 +1040,7 @@ func (c *Conn) Close() error {
 		c.e.closed = true
 		c.wr.mu.Unlock()
 		c.rd.mu.Unlock()
+		c.a.waitTxTaken(c.e)
 		var marked bool
 		marked, err = c.letGo()
 		if d := testhook.CloseMarkPause.Load(); marked && d > 0 {

@@ -7,6 +7,7 @@ import (
 	"strconv"
 	"sync/atomic"
 	"syscall"
+	"time"
 
 	"golang.org/x/sys/unix"
 
@@ -227,3 +228,26 @@ func (e *end) readEndErr() error {
 
 // errResetFifoCorrupt: syscall.ECONNRESET, because of flow.ErrFifoCorrupt.
 var errResetFifoCorrupt = fmt.Errorf("%w: %w", syscall.ECONNRESET, flow.ErrFifoCorrupt)
+
+// txLinger bounds how long closing a datagram session of the wire waits
+// for the daemon to take what its tx fifo holds (waitTxTaken).
+const txLinger = 250 * time.Millisecond
+
+// waitTxTaken waits until the daemon's worker took every datagram e's tx
+// fifo holds, at most txLinger, when e is a datagram session of the wire:
+// the datagrams written before a Close go out, as a kernel socket's
+// sendto has sent them by the time it returns, and a program that sends
+// one datagram and exits is heard. The unbind that follows would close
+// the kernel socket the daemon sends some of them through (larger than a
+// frame, to a group, to the host itself). Nothing waits for a stream (the
+// daemon closes it after its tx fifo drained) or a cut-through session
+// (the peer reads the fifo itself), nor once the daemon or the session is
+// gone.
+func (a *App) waitTxTaken(e *end) {
+	if e == nil || !e.datapath || !e.dgram || e.tx == nil || e.gone.Load() {
+		return
+	}
+	for deadline := time.Now().Add(txLinger); e.tx.Queued() && time.Now().Before(deadline) && a.stopped() == nil; {
+		time.Sleep(100 * time.Microsecond)
+	}
+}

@@ -842,6 +842,9 @@ func (p *PacketConn) Close() error {
 		p.held = nil
 		if p.a.stopped() == nil {
 			for _, b := range p.binds {
+				p.a.waitTxTaken(b.wire)
+			}
+			for _, b := range p.binds {
 				err = errors.Join(err, p.a.unbind(b.h))
 			}
 			for _, e := range peers {

@@ -3,6 +3,7 @@ package daemon
 import (
 	"context"
 	"fmt"
+	"github.com/xsessiond/xsessiond/nsbind/nstest"
 	"net"
 	"net/netip"
 	"strings"
@@ -232,5 +233,80 @@ func TestPacketConnBigDatagramToHostFromElsewhere(t *testing.T) {
 	}
 	if got := d.Engine().Stats().Totals.Drops["no-route"] - noRoute; got != 4 {
 		t.Errorf("no-route drops: %d, want 4", got)
+	}
+}
+
+func init() { childApps["oneshot"] = oneShotChild }
+
+// oneShotChild sends one datagram of the size and to the address its
+// argument gives ("SIZE ADDR:PORT") from a wire listener, closes and
+// exits, as a program that sends one message and is done.
+func oneShotChild(sock, arg string) int {
+	var size int
+	var to string
+	if _, err := fmt.Sscan(arg, &size, &to); err != nil {
+		fmt.Println("usage", err)
+		return 2
+	}
+	ap, err := netip.ParseAddrPort(to)
+	if err != nil {
+		fmt.Println("bad address", to)
+		return 2
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	a, err := app.Attach(ctx, app.Options{Socket: sock, Name: "oneshot"})
+	cancel()
+	if err != nil {
+		fmt.Println("attach", err)
+		return 1
+	}
+	defer a.Close()
+	pc, err := a.ListenPacket("udp://0.0.0.0:0")
+	if err != nil {
+		fmt.Println("listen", err)
+		return 1
+	}
+	defer pc.Close()
+	if _, err := pc.WriteTo(make([]byte, size), net.UDPAddrFromAddrPort(ap)); err != nil {
+		fmt.Println("write", err)
+		return 1
+	}
+	fmt.Println("sent")
+	return 0
+}
+
+// TestPacketConnDatagramsBeforeCloseGoOut: a program that sends one
+// datagram and closes at once is heard, whichever way the daemon sends
+// it: a small one to host A (a frame), a large one to host A (the kernel
+// path, fragmented), a small and a large one to host B's own loopback
+// service (the kernel path). Before, the kernel path's datagrams were
+// lost (tx-kernel): the close released the kernel socket they go through
+// before the worker took them from the tx fifo.
+func TestPacketConnDatagramsBeforeCloseGoOut(t *testing.T) {
+	rig, d := tcpRig(t)
+	for _, c := range []struct {
+		host *nstest.Host
+		addr netip.Addr
+		size int
+	}{
+		{rig.A, rig.A.IPv4, 100}, {rig.A, rig.A.IPv4, 6000},
+		{rig.B, netip.MustParseAddr("127.0.0.1"), 100}, {rig.B, netip.MustParseAddr("127.0.0.1"), 6000},
+	} {
+		var sink *net.UDPConn
+		if err := c.host.Do(func() (err error) {
+			sink, err = net.ListenUDP("udp4", &net.UDPAddr{Port: localDestPort})
+			return err
+		}); err != nil {
+			t.Fatal(err)
+		}
+		ch := startChildAppIn(t, rig.B, "oneshot", d.Socket(), fmt.Sprintf("%d %v", c.size, netip.AddrPortFrom(c.addr, localDestPort)))
+		ch.expect(t, "sent")
+		ch.cmd.Wait()
+		buf := make([]byte, 8192)
+		sink.SetReadDeadline(time.Now().Add(2 * time.Second))
+		if n, _, err := sink.ReadFrom(buf); err != nil || n != c.size {
+			t.Errorf("%d bytes to %v, sent just before the app closed: got %d, %v", c.size, c.addr, n, err)
+		}
+		sink.Close()
 	}
 }

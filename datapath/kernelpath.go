@@ -315,21 +315,22 @@ func (w *worker) txBig(t *udp.Target, h *fifo.DgramHeader) kernelSend {
 }
 
 // hostAddress reports whether the kernel takes a datagram to k's address
-// for this host: loopback, unspecified, an address of the namespace
-// (Engine.local, else Config.Addrs of the interface served), or one the
-// resolver found a local route to.
-func (w *worker) hostAddress(k nbKey) bool {
-	a := k.Addr()
+// for this host: knownLocal, or one the resolver found a local route to.
+func (w *worker) hostAddress(k nbKey) bool { return w.tx.neighbour(k).local }
+
+// knownLocal reports whether a is an address the kernel takes for this
+// host, as far as the worker knows without asking the kernel: loopback,
+// unspecified, or an address of the namespace (Engine.local, else
+// Config.Addrs of the interface served).
+func (w *worker) knownLocal(a netip.Addr) bool {
 	if a.IsLoopback() || a.IsUnspecified() {
 		return true
 	}
-	if l := w.e.local; l != nil && l.IsLocal(l.FIB(), a) {
-		return true
+	if l := w.e.local; l != nil {
+		return l.IsLocal(l.FIB(), a)
 	}
-	if c := w.e.cfg.Addrs; c != nil && c.HasAddress(w.e.ifc.Index, a) {
-		return true
-	}
-	return w.tx.neighbour(k).local
+	c := w.e.cfg.Addrs
+	return c != nil && c.HasAddress(w.e.ifc.Index, a)
 }
 
 // wait notes that t's next datagram waits for room in t's kernel socket

@@ -297,7 +297,15 @@ func (x *txState) neighbour(k nbKey) nbResult {
 	if e, ok := x.nb[k]; ok && x.now.Before(e.until) {
 		return e.res
 	}
-	r := x.w.e.res.get(k, x.now)
+	var r nbResult
+	if x.w.knownLocal(k.Addr()) {
+		// Answered here, not by the resolver: a datagram to the host
+		// itself is never held for a resolution (a Close waits for
+		// the tx fifo, not for what the worker holds).
+		r = nbResult{ok: true, local: true, at: x.now, nh: k.Addr()}
+	} else {
+		r = x.w.e.res.get(k, x.now)
+	}
 	ttl := localTTL
 	if !r.ok {
 		ttl = localNegTTL
