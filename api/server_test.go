@@ -93,6 +93,13 @@ func (h *fakeConn) Close(err error) {
 // startServer runs a Server on a fresh socket until the test ends.
 func startServer(t *testing.T, d *fakeDaemon) string {
 	t.Helper()
+	return serveFresh(t, &Server{Handler: d, Name: "fake", Logf: t.Logf})
+}
+
+// serveFresh runs s on a fresh socket until the test ends and returns the
+// socket's path.
+func serveFresh(t *testing.T, s *Server) string {
+	t.Helper()
 	path := sockPath(t)
 	l, err := Listen(path, ListenOptions{})
 	if err != nil {
@@ -100,7 +107,6 @@ func startServer(t *testing.T, d *fakeDaemon) string {
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
-	s := &Server{Handler: d, Name: "fake", Logf: t.Logf}
 	go func() { done <- s.Serve(ctx, l) }()
 	t.Cleanup(func() {
 		cancel()

@@ -62,19 +62,7 @@ func (p *pagedTable) sent() []Show {
 
 func servePaged(t *testing.T, p *pagedTable) *Client {
 	t.Helper()
-	path := sockPath(t)
-	l, err := Listen(path, ListenOptions{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	s := &Server{Handler: p, Logf: func(string, ...any) {}}
-	go func() { done <- s.Serve(ctx, l) }()
-	t.Cleanup(func() {
-		cancel()
-		<-done
-	})
+	path := serveFresh(t, &Server{Handler: p, Logf: func(string, ...any) {}})
 	cctx, ccancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer ccancel()
 	cl, err := DialClient(cctx, path, ClientOptions{Name: "ctl"})

@@ -26,19 +26,11 @@ func hostWriterChild(sock, arg string) int {
 		fmt.Println("usage")
 		return 2
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-	a, err := app.Attach(ctx, app.Options{Socket: sock, Name: "hostwriter"})
-	cancel()
-	if err != nil {
-		fmt.Println("attach", err)
+	a, pc := childListen(sock, "hostwriter", f[0])
+	if pc == nil {
 		return 1
 	}
 	defer a.Close()
-	pc, err := a.ListenPacket(f[0])
-	if err != nil {
-		fmt.Println("listen", err)
-		return 1
-	}
 	fmt.Println("ready")
 	buf := make([]byte, 64)
 	for i, d := range f[1:] {
@@ -62,6 +54,25 @@ func hostWriterChild(sock, arg string) int {
 		fmt.Printf("answer %d %s %v\n", i, buf[:n], from)
 	}
 	return 0
+}
+
+// childListen attaches a child app named name to sock and listens on
+// uri; on failure it prints why and returns a nil PacketConn.
+func childListen(sock, name, uri string) (*app.App, net.PacketConn) {
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	a, err := app.Attach(ctx, app.Options{Socket: sock, Name: name})
+	cancel()
+	if err != nil {
+		fmt.Println("attach", err)
+		return nil, nil
+	}
+	pc, err := a.ListenPacket(uri)
+	if err != nil {
+		a.Close()
+		fmt.Println("listen", err)
+		return nil, nil
+	}
+	return a, pc
 }
 
 // localDestPort is the port the kernel sockets of host B listen on.
@@ -253,19 +264,11 @@ func oneShotChild(sock, arg string) int {
 		fmt.Println("bad address", to)
 		return 2
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-	a, err := app.Attach(ctx, app.Options{Socket: sock, Name: "oneshot"})
-	cancel()
-	if err != nil {
-		fmt.Println("attach", err)
+	a, pc := childListen(sock, "oneshot", "udp://0.0.0.0:0")
+	if pc == nil {
 		return 1
 	}
 	defer a.Close()
-	pc, err := a.ListenPacket("udp://0.0.0.0:0")
-	if err != nil {
-		fmt.Println("listen", err)
-		return 1
-	}
 	defer pc.Close()
 	if _, err := pc.WriteTo(make([]byte, size), net.UDPAddrFromAddrPort(ap)); err != nil {
 		fmt.Println("write", err)
