@@ -384,9 +384,16 @@ func (c *Counters) set(t TargetStats) {
 func (d *Daemon) SessionViews() []SessionView { return d.sessionViews(0, 0) }
 
 // sessionViews lists a page of the sessions (pageRows): only the page's
-// rows are built, so a table in pages costs about one table.
+// rows are built, so a table in pages costs about one table. The layer
+// gives the page's sessions (SessionsPage); the lingering connections
+// shown with them are those of the handles up to the last of a full
+// page, so that every row of that handle is in the page.
 func (d *Daemon) sessionViews(after uint64, limit uint32) []SessionView {
-	ss := d.layer.Sessions()
+	ss := d.layer.SessionsPage(sessions.Handle(after), int(limit))
+	last := flow.Handle(^uint64(0))
+	if limit > 0 && len(ss) == int(limit) {
+		last = ss[len(ss)-1].Handle
+	}
 	nsOf := map[sessions.AppID]string{}
 	for _, a := range d.layer.Apps() {
 		nsOf[a.ID] = a.Namespace
@@ -404,31 +411,15 @@ func (d *Daemon) sessionViews(after uint64, limit uint32) []SessionView {
 		}
 	}
 	// Connections whose session ended and that gVisor still closes: the
-	// lingering ones no current session shows.
-	shown := map[flow.Handle]bool{}
+	// lingering ones no current session shows (a current one's session
+	// is in the page when its handle is).
+	shown := make(map[flow.Handle]bool, len(ss))
 	for _, s := range ss {
 		shown[s.Handle] = true
 	}
 	lingering := slices.DeleteFunc(slices.Clone(tcpConns), func(c datapath.TCPConnView) bool {
-		return !c.Lingering || (c.Current && shown[c.Handle])
+		return !c.Lingering || (c.Current && shown[c.Handle]) || uint64(c.Handle) <= after || c.Handle > last
 	})
-	if after != 0 || limit != 0 {
-		// The page's handles first (pageRows on handles alone), then
-		// the rows of those.
-		hs := make([]Handle, 0, len(ss)+len(lingering))
-		for _, s := range ss {
-			hs = append(hs, Handle(s.Handle))
-		}
-		for _, c := range lingering {
-			hs = append(hs, Handle(c.Handle))
-		}
-		hs = pageRows(hs, func(h Handle) Handle { return h }, after, limit)
-		keep := func(h flow.Handle) bool {
-			return len(hs) > 0 && Handle(h) > Handle(after) && Handle(h) <= hs[len(hs)-1]
-		}
-		ss = slices.DeleteFunc(ss, func(s sessions.SessionInfo) bool { return !keep(s.Handle) })
-		lingering = slices.DeleteFunc(lingering, func(c datapath.TCPConnView) bool { return !keep(c.Handle) })
-	}
 	out := make([]SessionView, 0, len(ss)+len(lingering))
 	for _, s := range ss {
 		v := SessionView{Handle: Handle(s.Handle), App: uint32(s.App), Namespace: NamespaceName(nsOf[s.App]), State: s.State,

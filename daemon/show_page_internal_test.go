@@ -1,9 +1,12 @@
 package daemon
 
 import (
+	"context"
+	"encoding/json"
 	"errors"
 	"slices"
 	"testing"
+	"time"
 
 	"github.com/xsessiond/xsessiond/api"
 	"github.com/xsessiond/xsessiond/flow"
@@ -62,5 +65,53 @@ func TestShowPageOnlyTables(t *testing.T) {
 		if _, err := d.show(&api.Show{What: what, Limit: 10}, api.Cred{}); !errors.Is(err, flow.ErrInvalidValue) {
 			t.Errorf("show %v with a page: %v, want ErrInvalidValue", what, err)
 		}
+	}
+}
+
+// pagesMatchWhole asks for show sessions a page of limit rows at a time
+// and checks that the pages give the rows of the whole report, in order:
+// each once, a session and a lingering connection of one handle alike.
+func pagesMatchWhole(t *testing.T, socket string, limit uint32) {
+	t.Helper()
+	type row struct {
+		Handle Handle `json:"handle"`
+		State  string `json:"state"`
+		Remote string `json:"remote"`
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	cl, err := api.DialClient(ctx, socket, api.ClientOptions{Name: "pages"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cl.Close()
+	get := func(m *api.Show) []row {
+		t.Helper()
+		r, _, err := api.Do[*api.ShowReply](ctx, cl, m)
+		if err != nil {
+			t.Fatalf("show %+v: %v", *m, err)
+		}
+		var rows []row
+		if err := json.Unmarshal(r.JSON, &rows); err != nil {
+			t.Fatal(err)
+		}
+		return rows
+	}
+	whole := get(&api.Show{What: api.ShowSessions})
+	if !slices.ContainsFunc(whole, func(r row) bool { return r.State == "lingering" }) {
+		t.Fatalf("no lingering row to page through: %v", whole)
+	}
+	var paged []row
+	var after uint64
+	for range len(whole) + 2 {
+		p := get(&api.Show{What: api.ShowSessions, After: after, Limit: limit})
+		paged = append(paged, p...)
+		if len(p) < int(limit) {
+			break
+		}
+		after = uint64(p[len(p)-1].Handle)
+	}
+	if !slices.Equal(paged, whole) {
+		t.Errorf("pages of %d: %v; the whole report: %v", limit, paged, whole)
 	}
 }

@@ -287,6 +287,11 @@ func TestTCPShowSessions(t *testing.T) {
 			t.Errorf("the lingering connection with %s shows handle %#x, want %#x, its session's", r, uint64(s.Handle), uint64(h))
 		}
 	}
+	// Read a page at a time, sessions and lingering connections come
+	// each once, in the whole report's order.
+	for _, limit := range []uint32{1, 2, 3} {
+		pagesMatchWhole(t, d.Socket(), limit)
+	}
 	body = scrape(t, d.MetricsAddr())
 	if v := metric(t, body, `xsessiond_tcp_connections{namespace="default",state="TIME-WAIT"}`); v < 1 {
 		t.Errorf("TIME-WAIT connections: %v, want at least 1", v)

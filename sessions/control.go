@@ -324,11 +324,28 @@ func listenerInfo(a *app, ln *Listener) ListenerInfo {
 }
 
 // Sessions lists the sessions.
-func (l *Layer) Sessions() []SessionInfo {
+func (l *Layer) Sessions() []SessionInfo { return l.SessionsPage(0, 0) }
+
+// SessionsPage lists the sessions whose handle is above after, in handle
+// order, at most limit of them (0: all). Only the page's sessions are
+// described, so that a table read a page at a time holds the layer's lock
+// about as long in all as one read of it.
+func (l *Layer) SessionsPage(after Handle, limit int) []SessionInfo {
 	l.lock()
 	defer l.unlock()
-	out := make([]SessionInfo, 0, len(l.sess))
-	for _, s := range l.sess {
+	hs := make([]Handle, 0, len(l.sess))
+	for h := range l.sess {
+		if h > after {
+			hs = append(hs, h)
+		}
+	}
+	slices.Sort(hs)
+	if limit > 0 && len(hs) > limit {
+		hs = hs[:limit]
+	}
+	out := make([]SessionInfo, 0, len(hs))
+	for _, h := range hs {
+		s := l.sess[h]
 		si := SessionInfo{Handle: s.h, App: s.app.id, Transport: s.tuple.Proto.String(),
 			Local: tupleLocal(&s.tuple).String(), Remote: tupleRemote(&s.tuple).String(), FIB: s.fib,
 			Worker: s.h.Worker(), Listener: s.listener}
@@ -348,7 +365,6 @@ func (l *Layer) Sessions() []SessionInfo {
 		}
 		out = append(out, si)
 	}
-	slices.SortFunc(out, func(a, b SessionInfo) int { return cmp.Compare(a.Handle, b.Handle) })
 	return out
 }
 
