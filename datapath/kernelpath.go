@@ -289,7 +289,7 @@ func (w *worker) txBig(t *udp.Target, h *fifo.DgramHeader) kernelSend {
 	case !w.tx.destination(t, h, &hd):
 		w.c.Drops[dropTxBadHeader]++
 		t.TxDrops.Add(1)
-	case !t.HostReach && w.hostAddress(hd.key):
+	case !t.HostReach && w.tx.neighbour(hd.key).local:
 		// To the host itself from an app outside the interface's
 		// namespace: as in txState.send, it reaches none of the host's
 		// sockets (the kernel would deliver it).
@@ -313,10 +313,6 @@ func (w *worker) txBig(t *udp.Target, h *fifo.DgramHeader) kernelSend {
 	}
 	return r
 }
-
-// hostAddress reports whether the kernel takes a datagram to k's address
-// for this host: knownLocal, or one the resolver found a local route to.
-func (w *worker) hostAddress(k nbKey) bool { return w.tx.neighbour(k).local }
 
 // knownLocal reports whether a is an address the kernel takes for this
 // host, as far as the worker knows without asking the kernel: loopback,

@@ -310,12 +310,6 @@ func (r *resolver) lookup(k nbKey) (res nbResult, nh netip.Addr, wait bool) {
 	r.lookups.Add(1)
 	now := time.Now()
 	dst := k.Addr()
-	if dst.IsUnspecified() {
-		// The kernel takes it for this host (Linux sends a datagram
-		// to 0.0.0.0 or :: to loopback), as a local address.
-		r.resolved.Add(1)
-		return nbResult{ok: true, local: true, at: now, nh: dst}, dst, false
-	}
 	rt, err := r.ns.RouteGet(dst)
 	if err == nil && rt.Local {
 		// No frame leaves for it: the kernel delivers a datagram to
