@@ -103,9 +103,10 @@ func waitEOF(fd int, d time.Duration) error {
 	return fmt.Errorf("still open after %v", d)
 }
 
-// runServer runs s on a fresh socket with d as its handler; stop ends it
-// and returns how long Serve took to return.
-func runServer(t *testing.T, s *Server, d *fakeDaemon) (path string, stop func() time.Duration) {
+// runServer runs s on a fresh socket every uid may connect to, with h as
+// its handler, until the test ends; stop ends it sooner and returns how
+// long Serve took to return.
+func runServer(t *testing.T, s *Server, h Handler) (path string, stop func() time.Duration) {
 	t.Helper()
 	path = sockPath(t)
 	l, err := Listen(path, ListenOptions{Mode: 0o666})
@@ -115,7 +116,7 @@ func runServer(t *testing.T, s *Server, d *fakeDaemon) (path string, stop func()
 	if err := os.Chmod(filepath.Dir(filepath.Dir(path)), 0o755); err != nil {
 		t.Fatal(err)
 	}
-	s.Handler = d
+	s.Handler = h
 	if s.Logf == nil {
 		s.Logf = t.Logf
 	}

@@ -93,27 +93,7 @@ func (h *fakeConn) Close(err error) {
 // startServer runs a Server on a fresh socket until the test ends.
 func startServer(t *testing.T, d *fakeDaemon) string {
 	t.Helper()
-	return serveFresh(t, &Server{Handler: d, Name: "fake", Logf: t.Logf})
-}
-
-// serveFresh runs s on a fresh socket until the test ends and returns the
-// socket's path.
-func serveFresh(t *testing.T, s *Server) string {
-	t.Helper()
-	path := sockPath(t)
-	l, err := Listen(path, ListenOptions{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- s.Serve(ctx, l) }()
-	t.Cleanup(func() {
-		cancel()
-		if err := <-done; err != nil {
-			t.Errorf("Serve: %v", err)
-		}
-	})
+	path, _ := runServer(t, &Server{Name: "fake"}, d)
 	return path
 }
 

@@ -4,8 +4,6 @@ import (
 	"context"
 	"errors"
 	"io"
-	"os"
-	"path/filepath"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -56,30 +54,14 @@ func (h *showConn) Handle(ctx context.Context, req Request) (Message, []int, err
 	return &ShowReply{JSON: doc}, nil, nil
 }
 
-// serveShows runs s with d on a socket every uid may connect to.
+// serveShows runs s with d on a socket every uid may connect to, its
+// drops unlogged unless s logs them.
 func serveShows(t *testing.T, s *Server, d *showDaemon) string {
 	t.Helper()
-	path := sockPath(t)
-	l, err := Listen(path, ListenOptions{Mode: 0o666})
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := os.Chmod(filepath.Dir(filepath.Dir(path)), 0o755); err != nil {
-		t.Fatal(err)
-	}
-	s.Handler = d
 	if s.Logf == nil {
 		s.Logf = func(string, ...any) {}
 	}
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- s.Serve(ctx, l) }()
-	t.Cleanup(func() {
-		cancel()
-		if err := <-done; err != nil {
-			t.Errorf("Serve: %v", err)
-		}
-	})
+	path, _ := runServer(t, s, d)
 	return path
 }
 

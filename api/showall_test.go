@@ -62,7 +62,7 @@ func (p *pagedTable) sent() []Show {
 
 func servePaged(t *testing.T, p *pagedTable) *Client {
 	t.Helper()
-	path := serveFresh(t, &Server{Handler: p, Logf: func(string, ...any) {}})
+	path, _ := runServer(t, &Server{Logf: func(string, ...any) {}}, p)
 	cctx, ccancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer ccancel()
 	cl, err := DialClient(cctx, path, ClientOptions{Name: "ctl"})
