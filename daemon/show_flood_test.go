@@ -3,7 +3,6 @@ package daemon
 import (
 	"context"
 	"github.com/xsessiond/xsessiond/internal/leakcheck"
-	"sync"
 	"testing"
 	"time"
 
@@ -24,32 +23,9 @@ func TestShowFloodHeap(t *testing.T) {
 	d := startDaemon(t, func(c *Config) { c.Control.SendTimeout = 20 * time.Second })
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
-	newClient := func(name string) *api.Client { return attachRawClient(t, ctx, d.Socket(), name) }
-	srv := newClient("server")
-	if _, _, err := srv.Call(ctx, &api.Bind{URI: "tcp://0.0.0.0:7090"}); err != nil {
-		t.Fatal(err)
-	}
+	cutThroughServer(t, ctx, d.Socket())
 	for i := range 2 {
-		cl := newClient("client" + string(rune('a'+i)))
-		var wg sync.WaitGroup
-		for w := range 4 {
-			wg.Add(1)
-			go func() {
-				defer wg.Done()
-				for j := w; j < 2500; j += 4 {
-					_, fds, err := cl.Call(ctx, &api.Connect{URI: "tcp://127.0.0.1:7090"})
-					api.CloseFDs(fds)
-					if err != nil {
-						t.Errorf("connect: %v", err)
-						return
-					}
-				}
-			}()
-		}
-		wg.Wait()
-	}
-	if t.Failed() {
-		return
+		connectCutThrough(t, ctx, attachRawClient(t, ctx, d.Socket(), "client"+string(rune('a'+i))), 2500)
 	}
 	doc, err := show(t, d.Socket(), "sessions")
 	if err != nil {

@@ -28,39 +28,10 @@ func TestShowSessionsScale(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
 	newClient := func(name string) *api.Client { return attachRawClient(t, ctx, d.Socket(), name) }
-	srv := newClient("server")
-	if _, _, err := srv.Call(ctx, &api.Bind{URI: "tcp://0.0.0.0:7090"}); err != nil {
-		t.Fatal(err)
-	}
-	// connect opens n cut-through sessions pairs from cl (two sessions
-	// each: the connecting app's and the accepted one).
-	connect := func(cl *api.Client, n int) {
-		t.Helper()
-		var wg sync.WaitGroup
-		errc := make(chan error, 4)
-		for w := range 4 {
-			wg.Add(1)
-			go func() {
-				defer wg.Done()
-				for i := w; i < n; i += 4 {
-					_, fds, err := cl.Call(ctx, &api.Connect{URI: "tcp://127.0.0.1:7090"})
-					api.CloseFDs(fds)
-					if err != nil {
-						errc <- err
-						return
-					}
-				}
-			}()
-		}
-		wg.Wait()
-		close(errc)
-		if err := <-errc; err != nil {
-			t.Fatalf("connect: %v", err)
-		}
-	}
+	cutThroughServer(t, ctx, d.Socket())
 	const perApp = 2500 // an app opens at most 4,096 cut-through sessions
 	for i := range 2 {
-		connect(newClient("client"+string(rune('a'+i))), perApp)
+		connectCutThrough(t, ctx, newClient("client"+string(rune('a'+i))), perApp)
 	}
 	want := 2 * 2 * perApp
 
@@ -97,7 +68,7 @@ func TestShowSessionsScale(t *testing.T) {
 	// connections).
 	const more = 2750
 	for i := range 4 {
-		connect(newClient("client"+string(rune('c'+i))), more)
+		connectCutThrough(t, ctx, newClient("client"+string(rune('c'+i))), more)
 	}
 	want = 2 * (2*perApp + 4*more)
 	_, err = show(t, d.Socket(), "sessions")
@@ -139,6 +110,44 @@ func TestShowSessionsScale(t *testing.T) {
 	}
 	if after := series(); after > before+16 {
 		t.Errorf("metrics: %d series with %d sessions, %d with %d: a series per session?", after, want, before, 2*2*2*perApp)
+	}
+}
+
+// cutThroughServer attaches an app that listens on tcp://0.0.0.0:7090,
+// the port connectCutThrough connects to.
+func cutThroughServer(t testing.TB, ctx context.Context, socket string) {
+	t.Helper()
+	srv := attachRawClient(t, ctx, socket, "server")
+	if _, _, err := srv.Call(ctx, &api.Bind{URI: "tcp://0.0.0.0:7090"}); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// connectCutThrough opens n cut-through sessions pairs from cl to
+// cutThroughServer's listener, four connects at a time (two sessions
+// each: the connecting app's and the accepted one).
+func connectCutThrough(t testing.TB, ctx context.Context, cl *api.Client, n int) {
+	t.Helper()
+	var wg sync.WaitGroup
+	errc := make(chan error, 4)
+	for w := range 4 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for i := w; i < n; i += 4 {
+				_, fds, err := cl.Call(ctx, &api.Connect{URI: "tcp://127.0.0.1:7090"})
+				api.CloseFDs(fds)
+				if err != nil {
+					errc <- err
+					return
+				}
+			}
+		}()
+	}
+	wg.Wait()
+	close(errc)
+	if err := <-errc; err != nil {
+		t.Fatalf("connect: %v", err)
 	}
 }
 
