@@ -120,6 +120,33 @@ func dialFromA(t *testing.T, rig *nstest.Pair, dst netip.AddrPort) *net.TCPConn 
 	return kc.(*net.TCPConn)
 }
 
+// serverSide is where a test's server runs: a kernel listener of host B
+// or an app's, on port.
+type serverSide struct {
+	name string
+	ln   net.Listener
+	port uint16
+}
+
+// kernelAndApp opens a kernel listener in host B on port and app a's on
+// port+1: the two servers a test compares.
+func kernelAndApp(t *testing.T, rig *nstest.Pair, a *app.App, port uint16) []serverSide {
+	t.Helper()
+	return []serverSide{
+		{"kernel", kernelListen(t, rig.B, fmt.Sprintf(":%d", port)), port},
+		{"xsessiond", listenApp(t, a, fmt.Sprintf("tcp://0.0.0.0:%d", port+1)), port + 1},
+	}
+}
+
+// connect dials s from host A and returns the client's end and the
+// server's.
+func (s serverSide) connect(t *testing.T, rig *nstest.Pair) (*net.TCPConn, net.Conn) {
+	t.Helper()
+	ch := acceptOne(t, s.ln)
+	kc := dialFromA(t, rig, netip.AddrPortFrom(rig.B.IPv4, s.port))
+	return kc, accepted(t, ch)
+}
+
 // acceptOne accepts one connection of ln within 10 s.
 func acceptOne(t *testing.T, ln net.Listener) <-chan net.Conn {
 	ch := make(chan net.Conn, 1)
@@ -160,18 +187,11 @@ func accepted(t *testing.T, ch <-chan net.Conn) net.Conn {
 func TestTCPResetAheadEchoReadsMatchKernel(t *testing.T) {
 	rig, d := tcpRig(t)
 	a := attach(t, d, app.Options{Name: "echo", RxFifoSize: 4096, TxFifoSize: 4096})
-	kln := kernelListen(t, rig.B, ":7651")
-	aln := listenApp(t, a, "tcp://0.0.0.0:7652")
+	sides := kernelAndApp(t, rig, a, 7651)
 	for _, cw := range []bool{false, true} {
-		for _, c := range []struct {
-			name string
-			ln   net.Listener
-			port uint16
-		}{{"kernel", kln, 7651}, {"xsessiond", aln, 7652}} {
+		for _, c := range sides {
 			t.Run(fmt.Sprintf("%s/closewrite=%v", c.name, cw), func(t *testing.T) {
-				ch := acceptOne(t, c.ln)
-				kc := dialFromA(t, rig, netip.AddrPortFrom(rig.B.IPv4, c.port))
-				sc := accepted(t, ch)
+				kc, sc := c.connect(t, rig)
 				res := make(chan afterReset, 1)
 				go func() { res <- echoUntilWriteFails(sc, cw) }()
 				acked := stallSending(t, kc)
@@ -211,32 +231,24 @@ func TestTCPResetAheadEchoReadsMatchKernel(t *testing.T) {
 func TestTCPResetAheadCloseWriteMatchesKernel(t *testing.T) {
 	rig, d := tcpRig(t)
 	a := attach(t, d, app.Options{Name: "cw", RxFifoSize: 4096, TxFifoSize: 4096})
-	kln := kernelListen(t, rig.B, ":7653")
-	aln := listenApp(t, a, "tcp://0.0.0.0:7654")
+	sides := kernelAndApp(t, rig, a, 7653)
 	const n = 64 << 10
-	data := make([]byte, n)
-	for i := range data {
-		data[i] = byte(i * 13)
-	}
+	data := pattern(0, n)
 	for _, c := range []struct {
-		name string
-		ln   net.Listener
-		port uint16
+		serverSide
 		seen func(sc, kc net.Conn) bool // the server's end has the reset
 	}{
-		{"kernel", kln, 7653, func(sc, _ net.Conn) bool {
+		{sides[0], func(sc, _ net.Conn) bool {
 			info, err := tcpInfoOf(sc)
 			return err == nil && info.State == 7 // TCP_CLOSE
 		}},
-		{"xsessiond", aln, 7654, func(_, kc net.Conn) bool {
+		{sides[1], func(_, kc net.Conn) bool {
 			s, ok := tcpSession(d, kc.LocalAddr().String())
 			return ok && s.TCPState == "ERROR"
 		}},
 	} {
 		t.Run(c.name, func(t *testing.T) {
-			ch := acceptOne(t, c.ln)
-			kc := dialFromA(t, rig, netip.AddrPortFrom(rig.B.IPv4, c.port))
-			sc := accepted(t, ch)
+			kc, sc := c.connect(t, rig)
 			if _, err := kc.Write(data); err != nil {
 				t.Fatal(err)
 			}
@@ -276,23 +288,13 @@ func TestTCPResetAheadCloseWriteMatchesKernel(t *testing.T) {
 func TestTCPResetAfterFINBlockedWriterMatchesKernel(t *testing.T) {
 	rig, d := tcpRig(t)
 	a := attach(t, d, app.Options{Name: "finrst", RxFifoSize: 4096, TxFifoSize: 4096})
-	kln := kernelListen(t, rig.B, ":7655")
-	aln := listenApp(t, a, "tcp://0.0.0.0:7656")
+	sides := kernelAndApp(t, rig, a, 7655)
 	const n = 32 << 10
-	data := make([]byte, n)
-	for i := range data {
-		data[i] = byte(i * 17)
-	}
-	for _, c := range []struct {
-		name string
-		ln   net.Listener
-		port uint16
-	}{{"kernel", kln, 7655}, {"xsessiond", aln, 7656}} {
+	data := pattern(0, n)
+	for _, c := range sides {
 		t.Run(c.name, func(t *testing.T) {
-			ch := acceptOne(t, c.ln)
-			kc := dialFromA(t, rig, netip.AddrPortFrom(rig.B.IPv4, c.port))
+			kc, sc := c.connect(t, rig)
 			kc.SetReadBuffer(4096)
-			sc := accepted(t, ch)
 			wrote := make(chan error, 1)
 			var written atomic.Int64
 			go func() {
@@ -368,10 +370,7 @@ func TestTCPResetAfterFINBlockedWriterMatchesKernel(t *testing.T) {
 // TCP_USER_TIMEOUT of the daemon's to shorten them.)
 func TestTCPResetAheadTimeoutMatchesKernel(t *testing.T) {
 	const n = 64 << 10
-	data := make([]byte, n)
-	for i := range data {
-		data[i] = byte(i * 19)
-	}
+	data := pattern(0, n)
 	for _, name := range []string{"kernel", "xsessiond"} {
 		t.Run(name, func(t *testing.T) {
 			rig, d := tcpRig(t)

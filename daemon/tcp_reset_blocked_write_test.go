@@ -3,8 +3,6 @@ package daemon
 import (
 	"errors"
 	"io"
-	"net"
-	"net/netip"
 	"syscall"
 	"testing"
 	"time"
@@ -23,18 +21,10 @@ import (
 func TestTCPResetWakesBlockedWriterMatchesKernel(t *testing.T) {
 	rig, d := tcpRig(t)
 	a := attach(t, d, app.Options{Name: "echo"})
-	kln := kernelListen(t, rig.B, ":7631")
-	aln := listenApp(t, a, "tcp://0.0.0.0:7632")
-	for _, c := range []struct {
-		name string
-		ln   net.Listener
-		port uint16
-	}{{"kernel", kln, 7631}, {"xsessiond", aln, 7632}} {
+	for _, c := range kernelAndApp(t, rig, a, 7631) {
 		t.Run(c.name, func(t *testing.T) {
 			copied := make(chan error, 1)
-			ch := acceptOne(t, c.ln)
-			kc := dialFromA(t, rig, netip.AddrPortFrom(rig.B.IPv4, c.port))
-			sc := accepted(t, ch)
+			kc, sc := c.connect(t, rig)
 			go func() {
 				_, err := io.Copy(sc, sc)
 				copied <- err
