@@ -29,6 +29,32 @@ func (r afterReset) String() string {
 	return fmt.Sprintf("write %v, closewrite %v, read %d bytes, then %v", r.writeErr, r.closeWriteErr, r.read, r.ends)
 }
 
+// checkData checks that the reads kept in got gave data whole.
+func checkData(t *testing.T, got *bytes.Buffer, data []byte) {
+	t.Helper()
+	if !bytes.Equal(got.Bytes(), data) {
+		n := len(data)
+		t.Errorf("read %d of %d bytes (equal %v)", got.Len(), n, bytes.Equal(got.Bytes(), data[:min(got.Len(), n)]))
+	}
+}
+
+// checkEnds checks the reads past the data against want: io.EOF itself
+// where want has io.EOF, else an error that wraps want's.
+func (r afterReset) checkEnds(t *testing.T, want ...error) {
+	t.Helper()
+	ok := len(r.ends) == len(want)
+	for i := 0; ok && i < len(want); i++ {
+		if want[i] == io.EOF {
+			ok = r.ends[i] == io.EOF
+		} else {
+			ok = errors.Is(r.ends[i], want[i])
+		}
+	}
+	if !ok {
+		t.Errorf("reads past the data: %v, want %v", r.ends, want)
+	}
+}
+
 // readEnds reads c until two reads failed, counting into r.read and,
 // when got is not nil, keeping what it read there.
 func readEnds(c net.Conn, r *afterReset, got *bytes.Buffer) {
@@ -213,9 +239,7 @@ func TestTCPResetAheadEchoReadsMatchKernel(t *testing.T) {
 				if r.read != acked {
 					t.Errorf("read %d bytes, the client's TCP had %d acknowledged", r.read, acked)
 				}
-				if len(r.ends) != 2 || r.ends[0] != io.EOF || r.ends[1] != io.EOF {
-					t.Errorf("reads past the data: %v, want io.EOF twice", r.ends)
-				}
+				r.checkEnds(t, io.EOF, io.EOF)
 			})
 		}
 	}
@@ -268,12 +292,8 @@ func TestTCPResetAheadCloseWriteMatchesKernel(t *testing.T) {
 			if !errors.Is(r.closeWriteErr, syscall.ENOTCONN) {
 				t.Errorf("CloseWrite after the reset: %v, want ENOTCONN", r.closeWriteErr)
 			}
-			if !bytes.Equal(got.Bytes(), data) {
-				t.Errorf("read %d of %d bytes (equal %v)", got.Len(), n, bytes.Equal(got.Bytes(), data[:min(got.Len(), n)]))
-			}
-			if len(r.ends) != 2 || !errors.Is(r.ends[0], syscall.ECONNRESET) || r.ends[1] != io.EOF {
-				t.Errorf("reads past the data: %v, want ECONNRESET, io.EOF", r.ends)
-			}
+			checkData(t, got, data)
+			r.checkEnds(t, syscall.ECONNRESET, io.EOF)
 		})
 	}
 }
@@ -345,12 +365,8 @@ func TestTCPResetAfterFINBlockedWriterMatchesKernel(t *testing.T) {
 			if !errors.Is(r.writeErr, syscall.EPIPE) {
 				t.Errorf("the blocked write: %v, want EPIPE", r.writeErr)
 			}
-			if !bytes.Equal(got.Bytes(), data) {
-				t.Errorf("read %d of %d bytes (equal %v)", got.Len(), n, bytes.Equal(got.Bytes(), data[:min(got.Len(), n)]))
-			}
-			if len(r.ends) != 2 || r.ends[0] != io.EOF || r.ends[1] != io.EOF {
-				t.Errorf("reads past the data: %v, want io.EOF twice", r.ends)
-			}
+			checkData(t, got, data)
+			r.checkEnds(t, io.EOF, io.EOF)
 		})
 	}
 }
@@ -424,12 +440,8 @@ func TestTCPResetAheadTimeoutMatchesKernel(t *testing.T) {
 			if !errors.Is(r.writeErr, syscall.ETIMEDOUT) {
 				t.Errorf("the write after the timeout: %v, want ETIMEDOUT", r.writeErr)
 			}
-			if !bytes.Equal(got.Bytes(), data) {
-				t.Errorf("read %d of %d bytes (equal %v)", got.Len(), n, bytes.Equal(got.Bytes(), data[:min(got.Len(), n)]))
-			}
-			if len(r.ends) != 2 || r.ends[0] != io.EOF || r.ends[1] != io.EOF {
-				t.Errorf("reads past the data: %v, want io.EOF twice", r.ends)
-			}
+			checkData(t, got, data)
+			r.checkEnds(t, io.EOF, io.EOF)
 		})
 	}
 }
