@@ -103,6 +103,7 @@ func (h *client) Handle(ctx context.Context, req api.Request) (api.Message, []in
 		if !h.attached {
 			return nil, nil, fmt.Errorf("detach: %w", flow.ErrNotAttached)
 		}
+		h.flushTx()
 		h.detach()
 		return nil, nil, nil
 	case *api.Bind:
@@ -245,6 +246,7 @@ func (h *client) Close(err error) {
 			"app", h.app, "attached", h.attached, "reason", dropNames[r], "err", err)
 	}
 	if h.attached && !closing {
+		h.flushTx()
 		h.detach()
 	}
 	h.d.log.Debug("connection closed", "conn", h.id, "name", h.name, "pid", h.cred.PID, "reason", err)
@@ -381,6 +383,23 @@ func (h *client) disconnect(op string, handle flow.Handle, close func(sessions.A
 	d.untrackLocked(h.app, handle)
 	d.mu.Unlock()
 	return nil, nil, nil
+}
+
+// exitLinger bounds how long the datagrams an app's tx fifos hold when
+// it detaches (or its process ends) may take to go out.
+const exitLinger = 250 * time.Millisecond
+
+// flushTx sends what the app's UDP tx fifos hold before it is detached
+// (datapath.Engine.FlushTx), at most exitLinger: a process that exits
+// right after its last write loses none of it, as a kernel socket's
+// datagrams go out after their process exited. An app the daemon
+// detaches as it stops is not waited for.
+func (h *client) flushTx() {
+	ctx, cancel := context.WithTimeout(context.Background(), exitLinger)
+	defer cancel()
+	if !h.d.eng.FlushTx(ctx, h.app) {
+		h.d.log.Warn("app detached with datagrams its tx fifos still held", "app", h.app, "name", h.name, "pid", h.cred.PID, "waited", exitLinger)
+	}
 }
 
 func (h *client) detach() {

@@ -36,6 +36,10 @@ type engine interface {
 	// app's process runs in (its datagrams to the host itself go through
 	// the kernel only from the interface's namespace).
 	SetAppNetns(app sessions.AppID, fib flow.FIBID)
+	// FlushTx waits, until ctx ends, for the datapath to take what app's
+	// UDP tx fifos hold, and reports whether it did
+	// (datapath.Engine.FlushTx).
+	FlushTx(ctx context.Context, app sessions.AppID) bool
 	// SetAppMarksAccepts tells the datapath, before app opens anything,
 	// that app's library marks the sessions its Accept takes (protocol
 	// 2.2, fifo/ABI.md): its listeners are held to their backlog from the
@@ -295,6 +299,7 @@ func (noEngine) KickFDs() []int              { return nil }
 func (noEngine) AppKicks(sessions.AppID) ([]int, func(), error) { return nil, func() {}, nil }
 func (noEngine) SetAppUser(sessions.AppID, uint32)              {}
 func (noEngine) SetAppNetns(sessions.AppID, flow.FIBID)         {}
+func (noEngine) FlushTx(context.Context, sessions.AppID) bool   { return true }
 func (noEngine) SetAppMarksAccepts(sessions.AppID)              {}
 func (noEngine) Stats() EngineStats {
 	return EngineStats{Datapath: "none", Queues: []QueueStats{}, Totals: QueueStats{Queue: -1, Drops: map[string]uint64{}},

@@ -10,8 +10,6 @@ import (
 	"testing"
 	"time"
 
-	"golang.org/x/sys/unix"
-
 	"github.com/xsessiond/xsessiond/app"
 	"github.com/xsessiond/xsessiond/nsbind/nstest"
 )
@@ -53,13 +51,7 @@ func TestKernelPathSocketFull(t *testing.T) {
 	cli := kernelClient(t, rig.A)
 	// Room for a whole burst: the unshaped one comes faster than the test
 	// reads.
-	if rc, err := cli.SyscallConn(); err != nil {
-		t.Fatal(err)
-	} else if err := rc.Control(func(fd uintptr) {
-		err = unix.SetsockoptInt(int(fd), unix.SOL_SOCKET, unix.SO_RCVBUFFORCE, 16<<20)
-	}); err != nil {
-		t.Fatal(err)
-	}
+	forceRcvBuf(t, cli, 16<<20)
 	from := hello(t, rig, cli, pc)
 	buf := make([]byte, 65536)
 	// The next hop resolved before the bursts.

@@ -1,0 +1,126 @@
+package daemon
+
+import (
+	"context"
+	"encoding/binary"
+	"fmt"
+	"net"
+	"net/netip"
+	"testing"
+	"time"
+
+	"golang.org/x/sys/unix"
+
+	"github.com/xsessiond/xsessiond/app"
+)
+
+func init() { childApps["burstexit"] = burstExitChild }
+
+// burstExitChild sends COUNT datagrams of SIZE bytes, each starting with
+// its sequence number, from a wire listener to the address its argument
+// gives ("COUNT SIZE ADDR:PORT"), prints "sent" and exits without
+// closing anything, its tx fifo 4 MiB: a program that ends with os.Exit or log.Fatal, or is
+// killed, right after its last write.
+func burstExitChild(sock, arg string) int {
+	var count, size int
+	var to string
+	if _, err := fmt.Sscan(arg, &count, &size, &to); err != nil || size < 4 {
+		fmt.Println("usage", err)
+		return 2
+	}
+	ap, err := netip.ParseAddrPort(to)
+	if err != nil {
+		fmt.Println("bad address", to)
+		return 2
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	a, err := app.Attach(ctx, app.Options{Socket: sock, Name: "burstexit", TxFifoSize: 4 << 20})
+	cancel()
+	if err != nil {
+		fmt.Println("attach", err)
+		return 1
+	}
+	pc, err := a.ListenPacket("udp://0.0.0.0:0")
+	if err != nil {
+		fmt.Println("listen", err)
+		return 1
+	}
+	dst := net.UDPAddrFromAddrPort(ap)
+	b := make([]byte, size)
+	for i := range count {
+		binary.BigEndian.PutUint32(b, uint32(i))
+		if _, err := pc.WriteTo(b, dst); err != nil {
+			fmt.Println("write", i, err)
+			return 1
+		}
+	}
+	fmt.Println("sent")
+	return 0 // no Close: the process exits with datagrams in its tx fifo
+}
+
+// TestPacketConnDatagramsBeforeExitGoOut: every datagram an app wrote
+// before its process exited without closing reaches its peer, as every
+// datagram a process sent through a kernel socket does: the daemon sends
+// what the app's tx fifos hold before it detaches the app. Frames to host
+// A, and datagrams larger than a frame (the kernel path, through the
+// socket that holds the listener's port). Before, what the worker had not
+// taken from the fifo when the daemon saw the app's connection close was
+// dropped with the app's memory.
+func TestPacketConnDatagramsBeforeExitGoOut(t *testing.T) {
+	rig, d := tcpRig(t)
+	for _, c := range []struct{ count, size int }{{15000, 200}, {400, 6000}} {
+		var sink *net.UDPConn
+		if err := rig.A.Do(func() (err error) {
+			sink, err = net.ListenUDP("udp4", &net.UDPAddr{Port: localDestPort})
+			return err
+		}); err != nil {
+			t.Fatal(err)
+		}
+		forceRcvBuf(t, sink, 64<<20)
+		ch := startChildAppIn(t, rig.B, "burstexit", d.Socket(), fmt.Sprintf("%d %d %v", c.count, c.size, netip.AddrPortFrom(rig.A.IPv4, localDestPort)))
+		ch.expect(t, "sent")
+		ch.cmd.Wait()
+		seen := make([]bool, c.count)
+		got := 0
+		buf := make([]byte, 8192)
+		for got < c.count {
+			sink.SetReadDeadline(time.Now().Add(2 * time.Second))
+			n, _, err := sink.ReadFrom(buf)
+			if err != nil {
+				break
+			}
+			if i := binary.BigEndian.Uint32(buf); n == c.size && int(i) < c.count && !seen[i] {
+				seen[i] = true
+				got++
+			}
+		}
+		sink.Close()
+		if got != c.count {
+			first := -1
+			for i, ok := range seen {
+				if !ok {
+					first = i
+					break
+				}
+			}
+			t.Errorf("%d datagrams of %d bytes written before the app exited: %d arrived (the first missing: #%d)", c.count, c.size, got, first)
+		}
+	}
+}
+
+// forceRcvBuf sets c's receive buffer to n bytes past net.core.rmem_max
+// (SO_RCVBUFFORCE, as root), so that a test's sink drops nothing.
+func forceRcvBuf(t *testing.T, c *net.UDPConn, n int) {
+	t.Helper()
+	rc, err := c.SyscallConn()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var serr error
+	if err := rc.Control(func(fd uintptr) { serr = unix.SetsockoptInt(int(fd), unix.SOL_SOCKET, unix.SO_RCVBUFFORCE, n) }); err != nil {
+		t.Fatal(err)
+	}
+	if serr != nil {
+		t.Fatal(serr)
+	}
+}
