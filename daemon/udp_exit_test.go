@@ -12,6 +12,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/xsessiond/xsessiond/app"
+	"github.com/xsessiond/xsessiond/fifo"
 )
 
 func init() { childApps["burstexit"] = burstExitChild }
@@ -122,5 +123,37 @@ func forceRcvBuf(t *testing.T, c *net.UDPConn, n int) {
 	}
 	if serr != nil {
 		t.Fatal(serr)
+	}
+}
+
+// TestDetachBoundedByUndrainableTxFifo: an app whose UDP tx fifo the
+// datapath can never drain (the app wrote a tail index short of a record)
+// and whose connection then ends is detached once the flush's bound
+// passed, not held: the flush waited exitLinger, no longer.
+func TestDetachBoundedByUndrainableTxFifo(t *testing.T) {
+	rig, d := tcpRig(t)
+	h := newHostileSoakApp(t, d, rig, 1, false)
+	h.attach(false)
+	h.bind("udp", false)
+	var tx *fifo.Fifo
+	for _, f := range h.fifos {
+		if f.tx {
+			tx = f.f
+		}
+	}
+	if !h.attached || tx == nil {
+		t.Fatalf("no UDP listener to scribble on: %s", h.stats())
+	}
+	head := binary.NativeEndian.Uint32(hsHeader(tx)[fifo.FifoOffHead:])
+	hsPut32(tx, fifo.FifoOffTail, head+8)
+	tx.SetEvent()
+	h.kick()
+	corrupt := func() uint64 { return d.Engine().Stats().Totals.Drops["tx-fifo-corrupt"] }
+	waitFor(t, "the worker to meet the corrupt tx fifo", 5*time.Second, func() bool { return corrupt() > 0 })
+	start := time.Now()
+	h.close()
+	waitFor(t, "the app to be detached", 5*time.Second, func() bool { return len(d.AppViews()) == 0 })
+	if took := time.Since(start); took < exitLinger || took > exitLinger+2*time.Second {
+		t.Errorf("detached %v after its connection closed, want the flush's bound %v and little more", took, exitLinger)
 	}
 }

@@ -8,8 +8,13 @@ import (
 	"github.com/xsessiond/xsessiond/sessions"
 )
 
-// flushPoll is how often FlushTx looks at the fifos it waits for.
-const flushPoll = 500 * time.Microsecond
+// FlushTx looks at the fifos it waits for after flushPoll, then at twice
+// the interval each time, up to flushPollMax: an app with many fifos
+// that cannot drain costs the daemon little while it waits.
+const (
+	flushPoll    = 500 * time.Microsecond
+	flushPollMax = 8 * time.Millisecond
+)
 
 // FlushTx waits until the workers took every datagram the tx fifos of
 // app's UDP listeners and connected sessions hold, or ctx ends, and
@@ -39,8 +44,9 @@ func (e *Engine) FlushTx(ctx context.Context, app sessions.AppID) bool {
 	if len(ts) == 0 {
 		return true
 	}
-	tick := time.NewTicker(flushPoll)
-	defer tick.Stop()
+	pause := flushPoll
+	timer := time.NewTimer(pause)
+	defer timer.Stop()
 	for {
 		left := ts[:0]
 		for _, t := range ts {
@@ -62,7 +68,9 @@ func (e *Engine) FlushTx(ctx context.Context, app sessions.AppID) bool {
 		select {
 		case <-ctx.Done():
 			return false
-		case <-tick.C:
+		case <-timer.C:
 		}
+		pause = min(2*pause, flushPollMax)
+		timer.Reset(pause)
 	}
 }
