@@ -1,7 +1,6 @@
 package daemon
 
 import (
-	"context"
 	"encoding/binary"
 	"fmt"
 	"net"
@@ -20,33 +19,18 @@ func init() { childApps["burstexit"] = burstExitChild }
 // burstExitChild sends COUNT datagrams of SIZE bytes, each starting with
 // its sequence number, from a wire listener to the address its argument
 // gives ("COUNT SIZE ADDR:PORT"), prints "sent" and exits without
-// closing anything, its tx fifo 4 MiB: a program that ends with os.Exit or log.Fatal, or is
-// killed, right after its last write.
+// closing anything, its tx fifo 4 MiB: a program that ends with os.Exit
+// or log.Fatal, or is killed, right after its last write.
 func burstExitChild(sock, arg string) int {
 	var count, size int
-	var to string
-	if _, err := fmt.Sscan(arg, &count, &size, &to); err != nil || size < 4 {
-		fmt.Println("usage", err)
+	dst := childArgs(arg, &count, &size)
+	if dst == nil || size < 4 {
 		return 2
 	}
-	ap, err := netip.ParseAddrPort(to)
-	if err != nil {
-		fmt.Println("bad address", to)
-		return 2
-	}
-	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-	a, err := app.Attach(ctx, app.Options{Socket: sock, Name: "burstexit", TxFifoSize: 4 << 20})
-	cancel()
-	if err != nil {
-		fmt.Println("attach", err)
+	_, pc := childListenWith(app.Options{Socket: sock, Name: "burstexit", TxFifoSize: 4 << 20}, "udp://0.0.0.0:0")
+	if pc == nil {
 		return 1
 	}
-	pc, err := a.ListenPacket("udp://0.0.0.0:0")
-	if err != nil {
-		fmt.Println("listen", err)
-		return 1
-	}
-	dst := net.UDPAddrFromAddrPort(ap)
 	b := make([]byte, size)
 	for i := range count {
 		binary.BigEndian.PutUint32(b, uint32(i))

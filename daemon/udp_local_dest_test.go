@@ -59,8 +59,13 @@ func hostWriterChild(sock, arg string) int {
 // childListen attaches a child app named name to sock and listens on
 // uri; on failure it prints why and returns a nil PacketConn.
 func childListen(sock, name, uri string) (*app.App, net.PacketConn) {
+	return childListenWith(app.Options{Socket: sock, Name: name}, uri)
+}
+
+// childListenWith is childListen with the app's options o.
+func childListenWith(o app.Options, uri string) (*app.App, net.PacketConn) {
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-	a, err := app.Attach(ctx, app.Options{Socket: sock, Name: name})
+	a, err := app.Attach(ctx, o)
 	cancel()
 	if err != nil {
 		fmt.Println("attach", err)
@@ -249,19 +254,34 @@ func TestPacketConnBigDatagramToHostFromElsewhere(t *testing.T) {
 
 func init() { childApps["oneshot"] = oneShotChild }
 
+// childArgs reads a child's argument: the integers ns point to, then a
+// destination ADDR:PORT, which it returns; nil (it printed why): not
+// that.
+func childArgs(arg string, ns ...*int) *net.UDPAddr {
+	var to string
+	args := make([]any, 0, len(ns)+1)
+	for _, n := range ns {
+		args = append(args, n)
+	}
+	if _, err := fmt.Sscan(arg, append(args, &to)...); err != nil {
+		fmt.Println("usage", err)
+		return nil
+	}
+	ap, err := netip.ParseAddrPort(to)
+	if err != nil {
+		fmt.Println("bad address", to)
+		return nil
+	}
+	return net.UDPAddrFromAddrPort(ap)
+}
+
 // oneShotChild sends one datagram of the size and to the address its
 // argument gives ("SIZE ADDR:PORT") from a wire listener, closes and
 // exits, as a program that sends one message and is done.
 func oneShotChild(sock, arg string) int {
 	var size int
-	var to string
-	if _, err := fmt.Sscan(arg, &size, &to); err != nil {
-		fmt.Println("usage", err)
-		return 2
-	}
-	ap, err := netip.ParseAddrPort(to)
-	if err != nil {
-		fmt.Println("bad address", to)
+	dst := childArgs(arg, &size)
+	if dst == nil {
 		return 2
 	}
 	a, pc := childListen(sock, "oneshot", "udp://0.0.0.0:0")
@@ -270,7 +290,7 @@ func oneShotChild(sock, arg string) int {
 	}
 	defer a.Close()
 	defer pc.Close()
-	if _, err := pc.WriteTo(make([]byte, size), net.UDPAddrFromAddrPort(ap)); err != nil {
+	if _, err := pc.WriteTo(make([]byte, size), dst); err != nil {
 		fmt.Println("write", err)
 		return 1
 	}
