@@ -112,8 +112,9 @@ func forceRcvBuf(t *testing.T, c *net.UDPConn, n int) {
 
 // TestDetachBoundedByUndrainableTxFifo: an app whose UDP tx fifo the
 // datapath can never drain (the app wrote a tail index short of a record)
-// and whose connection then ends is detached once the flush's bound
-// passed, not held: the flush waited exitLinger, no longer.
+// and whose connection then ends is detached as soon as the flush saw the
+// worker find the fifo corrupt, not held for the flush's whole bound: a
+// hostile app's detach costs the daemon little.
 func TestDetachBoundedByUndrainableTxFifo(t *testing.T) {
 	rig, d := tcpRig(t)
 	h := newHostileSoakApp(t, d, rig, 1, false)
@@ -137,7 +138,7 @@ func TestDetachBoundedByUndrainableTxFifo(t *testing.T) {
 	start := time.Now()
 	h.close()
 	waitFor(t, "the app to be detached", 5*time.Second, func() bool { return len(d.AppViews()) == 0 })
-	if took := time.Since(start); took < exitLinger || took > exitLinger+2*time.Second {
-		t.Errorf("detached %v after its connection closed, want the flush's bound %v and little more", took, exitLinger)
+	if took := time.Since(start); took >= exitLinger {
+		t.Errorf("detached %v after its connection closed, want the flush to give up on the corrupt fifo at once, well before its bound %v", took, exitLinger)
 	}
 }

@@ -10,15 +10,30 @@ import (
 
 // FlushTx looks at the fifos it waits for after flushPoll, then at twice
 // the interval each time, up to flushPollMax: an app with many fifos
-// that cannot drain costs the daemon little while it waits.
+// that cannot drain costs the daemon little while it waits. It gives up
+// on a fifo its worker took nothing from for flushStall (its datagrams
+// wait for a next hop that does not answer, say), and at once on one the
+// worker found corrupt since the flush began: a hostile app's detach is
+// not held for the whole bound.
 const (
 	flushPoll    = 500 * time.Microsecond
 	flushPollMax = 8 * time.Millisecond
+	flushStall   = 20 * time.Millisecond
 )
+
+// flushing is a tx fifo FlushTx waits for: where its consumer's head was
+// last seen to move, and when.
+type flushing struct {
+	t       *udp.Target
+	head    uint32
+	moved   time.Time
+	corrupt uint64 // t.TxCorrupt when the flush began
+}
 
 // FlushTx waits until the workers took every datagram the tx fifos of
 // app's UDP listeners and connected sessions hold, or ctx ends, and
-// reports whether they did. The daemon calls it when an app's connection
+// reports whether they did (false too when it gave up on a fifo its
+// worker took nothing from for flushStall). The daemon calls it when an app's connection
 // ended, before the app is detached: a process that exits (or is killed)
 // right after its last write loses none of what it wrote, as datagrams a
 // process sent through a kernel socket go out after it exits. It sets
@@ -26,45 +41,55 @@ const (
 // died between its write and its kick); the app's memory lives until the
 // detach, and a Target killed meanwhile is no longer looked at.
 func (e *Engine) FlushTx(ctx context.Context, app sessions.AppID) bool {
-	var ts []*udp.Target
+	var fs []flushing
 	e.mu.Lock()
 	for _, t := range *e.lis.Load() {
 		if t.App == app {
-			ts = append(ts, t)
+			fs = append(fs, flushing{t: t, corrupt: t.TxCorrupt.Load()})
 		}
 	}
 	for _, c := range e.conns {
 		// A session has its Target once claimed, when conns forgot its
 		// half-open handle: each is seen once.
 		if t := c.target; t != nil && t.App == app {
-			ts = append(ts, t)
+			fs = append(fs, flushing{t: t, corrupt: t.TxCorrupt.Load()})
 		}
 	}
 	e.mu.Unlock()
-	if len(ts) == 0 {
+	if len(fs) == 0 {
 		return true
 	}
 	pause := flushPoll
 	timer := time.NewTimer(pause)
 	defer timer.Stop()
-	for {
-		left := ts[:0]
-		for _, t := range ts {
+	for first := true; ; first = false {
+		now := time.Now()
+		left := fs[:0]
+		stuck := false
+		for _, f := range fs {
+			t := f.t
 			if t.Lock() && t.Tx.Queued() {
-				t.Tx.SetEvent()
-				left = append(left, t)
+				if h := t.Tx.SharedHead(); first || h != f.head {
+					f.head, f.moved = h, now
+				}
+				if now.Sub(f.moved) < flushStall && t.TxCorrupt.Load() == f.corrupt {
+					t.Tx.SetEvent()
+					left = append(left, f)
+				} else {
+					stuck = true
+				}
 			}
 			t.Unlock()
 		}
 		if len(left) == 0 {
-			return true
+			return !stuck
 		}
-		for _, t := range left {
-			if w := e.workerByID(t.Worker); w != nil {
+		for _, f := range left {
+			if w := e.workerByID(f.t.Worker); w != nil {
 				w.wakeUp()
 			}
 		}
-		ts = left
+		fs = left
 		select {
 		case <-ctx.Done():
 			return false

@@ -237,6 +237,12 @@ func (f *Fifo) QueuedBytes() int {
 	return int(used)
 }
 
+// SharedHead returns the head index the consumer published, as a third
+// party sees it (any goroutine may call it): it moves as the consumer
+// takes bytes, so a waiter can tell a consumer that drains from one that
+// is stuck.
+func (f *Fifo) SharedHead() uint32 { return f.head.Load() }
+
 // HasRoom reports whether the fifo has free space, as a third party sees
 // it (shared indices only; any goroutine may call it).
 func (f *Fifo) HasRoom() bool { return f.tail.Load()-f.head.Load() < f.size }
