@@ -9,6 +9,7 @@ import (
 	"github.com/xsessiond/xsessiond/flow"
 
 	"github.com/xsessiond/xsessiond/datapath"
+	"github.com/xsessiond/xsessiond/datapath/udp"
 	"github.com/xsessiond/xsessiond/sessions"
 )
 
@@ -58,6 +59,14 @@ type engine interface {
 	// TCPConns lists the TCP connections on the wire, lingering ones
 	// included; none without a datapath.
 	TCPConns() []datapath.TCPConnView
+	// TCPConnsPage lists those of a page of sessions: the connections of
+	// the handles in page and the lingering ones whose handle is in
+	// (after, last] (datapath.Engine.TCPConnsPage).
+	TCPConnsPage(page map[flow.Handle]bool, after, last flow.Handle) []datapath.TCPConnView
+	// SessionTargets returns the counters of the connected UDP sessions
+	// of handles hs, by handle (Stats' per-session counters, for a page of
+	// sessions); none without a datapath.
+	SessionTargets(hs []flow.Handle) map[flow.Handle]TargetStats
 	// TCPNamespaceStats returns the TCP counts by namespace id.
 	TCPNamespaceStats() map[string]*datapath.TCPNamespaceStats
 	// TCPListeners tells of the TCP listeners on the wire, by handle;
@@ -310,7 +319,11 @@ func (noEngine) DetachXDP() error { return nil }
 
 func (noEngine) WaitMirror(context.Context) error { return nil }
 
-func (noEngine) TCPConns() []datapath.TCPConnView                          { return nil }
+func (noEngine) TCPConns() []datapath.TCPConnView                         { return nil }
+func (noEngine) SessionTargets([]flow.Handle) map[flow.Handle]TargetStats { return nil }
+func (noEngine) TCPConnsPage(map[flow.Handle]bool, flow.Handle, flow.Handle) []datapath.TCPConnView {
+	return nil
+}
 func (noEngine) TCPNamespaceStats() map[string]*datapath.TCPNamespaceStats { return nil }
 func (noEngine) TCPListeners() map[flow.Handle]datapath.TCPListenerView    { return nil }
 
@@ -350,6 +363,30 @@ func (e dpEngine) PathMTUFrom(ep flow.Endpoint, dst netip.Addr) (int, error) {
 	return e.PathMTU(dst)
 }
 
+// SessionTargets returns the counters of the connected UDP sessions of
+// handles hs, by handle (datapath.Engine.SessionTargetStats).
+func (e dpEngine) SessionTargets(hs []flow.Handle) map[flow.Handle]TargetStats {
+	ts := e.Engine.SessionTargetStats(hs)
+	out := make(map[flow.Handle]TargetStats, len(ts))
+	for i := range ts {
+		out[ts[i].Handle] = targetStats(&ts[i])
+	}
+	return out
+}
+
+// targetStats is the daemon's view of a Target's counters.
+func targetStats(t *udp.Stats) TargetStats {
+	ts := TargetStats{RxPackets: t.Delivered, RxBytes: t.RxBytes, TxPackets: t.Sent, TxBytes: t.TxBytes,
+		Drops: map[string]uint64{}}
+	for k, v := range map[string]uint64{"fifo_full": t.DropFull, "too_big": t.DropTooBig, "fifo_corrupt": t.DropCorrupt,
+		"tx_dropped": t.TxDrops, "tx_fifo_corrupt": t.TxCorrupt} {
+		if v != 0 {
+			ts.Drops[k] = v
+		}
+	}
+	return ts
+}
+
 func (e dpEngine) Stats() EngineStats {
 	s := e.Engine.Stats()
 	ks := e.Engine.KickStats()
@@ -373,15 +410,7 @@ func (e dpEngine) Stats() EngineStats {
 	out.Resolver = ResolverStats{Lookups: r.Lookups, Resolved: r.Resolved, Failures: r.Failures,
 		DroppedRequests: r.Dropped, Entries: r.Entries}
 	for _, t := range s.Targets {
-		ts := TargetStats{RxPackets: t.Delivered, RxBytes: t.RxBytes, TxPackets: t.Sent, TxBytes: t.TxBytes,
-			Drops: map[string]uint64{}}
-		for k, v := range map[string]uint64{"fifo_full": t.DropFull, "too_big": t.DropTooBig, "fifo_corrupt": t.DropCorrupt,
-			"tx_dropped": t.TxDrops, "tx_fifo_corrupt": t.TxCorrupt} {
-			if v != 0 {
-				ts.Drops[k] = v
-			}
-		}
-		out.targets[t.Handle] = ts
+		out.targets[t.Handle] = targetStats(&t)
 	}
 	if ts := e.Engine.TCPStats(); ts.Buffers.Limit != 0 { // zero: no TCP
 		b := ts.Buffers

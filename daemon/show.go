@@ -398,10 +398,16 @@ func (d *Daemon) sessionViews(after uint64, limit uint32) []SessionView {
 	for _, a := range d.layer.Apps() {
 		nsOf[a.ID] = a.Namespace
 	}
-	fills := d.fifoFill()
-	st := d.engineStats()
+	fills := d.fifoFillOf(ss)
 	b, cb := d.statsBase()
-	tcpConns := d.tcpConns()
+	shown := make(map[flow.Handle]bool, len(ss))
+	hs := make([]flow.Handle, len(ss))
+	for i, s := range ss {
+		shown[s.Handle] = true
+		hs[i] = s.Handle
+	}
+	targets := d.eng.SessionTargets(hs)
+	tcpConns := d.tcpConnsSince(d.eng.TCPConnsPage(shown, flow.Handle(after), last))
 	// A handle names at most one current connection; a lingering one may
 	// have had a handle a new session holds now.
 	tcpOf := make(map[flow.Handle]datapath.TCPConnView, len(tcpConns))
@@ -413,10 +419,6 @@ func (d *Daemon) sessionViews(after uint64, limit uint32) []SessionView {
 	// Connections whose session ended and that gVisor still closes: the
 	// lingering ones no current session shows (a current one's session
 	// is in the page when its handle is).
-	shown := make(map[flow.Handle]bool, len(ss))
-	for _, s := range ss {
-		shown[s.Handle] = true
-	}
 	lingering := slices.DeleteFunc(slices.Clone(tcpConns), func(c datapath.TCPConnView) bool {
 		return !c.Lingering || (c.Current && shown[c.Handle]) || uint64(c.Handle) <= after || c.Handle > last
 	})
@@ -427,7 +429,7 @@ func (d *Daemon) sessionViews(after uint64, limit uint32) []SessionView {
 			Listener: Handle(s.Listener), Peer: Handle(s.Peer)}
 		f := fills[s.App][s.Handle]
 		v.RxFifoUsed, v.RxFifoSize, v.TxFifoUsed, v.TxFifoSize = f.rxUsed, f.rxSize, f.txUsed, f.txSize
-		v.Counters.set(targetSince(st.targets[s.Handle], b, cb, s.Handle, targetKey{s.App, s.Local + " " + s.Remote}))
+		v.Counters.set(targetSince(targets[s.Handle], b, cb, s.Handle, targetKey{s.App, s.Local + " " + s.Remote}))
 		if c, ok := tcpOf[s.Handle]; ok {
 			v.setTCP(c)
 			delete(tcpOf, s.Handle) // shown with its session
@@ -688,10 +690,10 @@ func subCounts(m, base map[string]uint64) map[string]uint64 {
 	return out
 }
 
-// tcpConns returns the datapath's TCP connections with their counters
-// since the last ClearStats (a connection opened since, from its start).
-func (d *Daemon) tcpConns() []datapath.TCPConnView {
-	conns := d.eng.TCPConns()
+// tcpConnsSince gives conns, the datapath's TCP connections, their
+// counters since the last ClearStats (a connection opened since, from its
+// start).
+func (d *Daemon) tcpConnsSince(conns []datapath.TCPConnView) []datapath.TCPConnView {
 	_, cb := d.statsBase()
 	if cb == nil {
 		return conns
@@ -820,40 +822,70 @@ func (d *Daemon) fifoFill() fills {
 	out := fills{}
 	for app, m := range d.fifos {
 		pm := make(map[flow.Handle]fill, len(m))
-		for h, p := range m {
-			if p.ct != nil {
-				if !p.ct.refs.tryRef() {
-					// A cut-through session gone for both ends (its
-					// memory is freed) that no event took out.
-					delete(m, h)
-					continue
-				}
-			} else if !pairAllocated(p.pair) {
-				// A session that ended without a Disconnect or a
-				// disconnect event (an app's close through its tx
-				// fifo): its fifos went back to the app's memory.
-				delete(m, h)
-				continue
-			}
-			rx, tx := p.pair.Rx, p.pair.Tx
-			if rx != nil && tx != nil {
-				f := fill{ct: p.ct != nil}
-				u, s := fifoUsed(rx)
-				f.rxUsed, f.rxSize = uint64(u), uint64(s)
-				u, s = fifoUsed(tx)
-				f.txUsed, f.txSize = uint64(u), uint64(s)
+		for h := range m {
+			if f, ok := d.pairFillLocked(app, h); ok {
 				pm[h] = f
 			}
-			if p.ct != nil {
-				p.ct.release()
-			}
-		}
-		if len(m) == 0 {
-			delete(d.fifos, app)
 		}
 		out[app] = pm
 	}
 	return out
+}
+
+// fifoFillOf reads the fill of the fifo pairs of sessions ss alone: a
+// page of sessions costs its rows, however many the daemon has.
+func (d *Daemon) fifoFillOf(ss []sessions.SessionInfo) fills {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	out := fills{}
+	for _, s := range ss {
+		f, ok := d.pairFillLocked(s.App, s.Handle)
+		if !ok {
+			continue
+		}
+		pm := out[s.App]
+		if pm == nil {
+			pm = map[flow.Handle]fill{}
+			out[s.App] = pm
+		}
+		pm[s.Handle] = f
+	}
+	return out
+}
+
+// pairFillLocked reads the fill of app's pair h, if the daemon knows of
+// it and its memory lives; one whose memory went is forgotten.
+func (d *Daemon) pairFillLocked(app sessions.AppID, h flow.Handle) (fill, bool) {
+	m := d.fifos[app]
+	p, ok := m[h]
+	if !ok {
+		return fill{}, false
+	}
+	if p.ct != nil {
+		if !p.ct.refs.tryRef() {
+			// A cut-through session gone for both ends (its memory is
+			// freed) that no event took out.
+			d.untrackLocked(app, h)
+			return fill{}, false
+		}
+		defer p.ct.release()
+	} else if !pairAllocated(p.pair) {
+		// A session that ended without a Disconnect or a disconnect
+		// event (an app's close through its tx fifo): its fifos went
+		// back to the app's memory.
+		d.untrackLocked(app, h)
+		return fill{}, false
+	}
+	rx, tx := p.pair.Rx, p.pair.Tx
+	if rx == nil || tx == nil {
+		return fill{}, false
+	}
+	f := fill{ct: p.ct != nil}
+	u, sz := fifoUsed(rx)
+	f.rxUsed, f.rxSize = uint64(u), uint64(sz)
+	u, sz = fifoUsed(tx)
+	f.txUsed, f.txSize = uint64(u), uint64(sz)
+	return f, true
 }
 
 // pairAllocated reports whether both fifos of p are still the allocation

@@ -4,6 +4,7 @@ import (
 	"github.com/xsessiond/xsessiond/datapath/frame"
 	"github.com/xsessiond/xsessiond/datapath/udp"
 	"github.com/xsessiond/xsessiond/datapath/xsk"
+	"github.com/xsessiond/xsessiond/flow"
 	"github.com/xsessiond/xsessiond/loader"
 )
 
@@ -151,6 +152,21 @@ func (e *Engine) Stats() Stats {
 		s.Resolver = e.res.stats()
 	}
 	return s
+}
+
+// SessionTargetStats returns the counters of the connected UDP sessions
+// of handles hs (Stats' Targets, for a page of sessions): the others are
+// not read.
+func (e *Engine) SessionTargetStats(hs []flow.Handle) []udp.Stats {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	var out []udp.Stats
+	for _, h := range hs {
+		if c := e.conns[h]; c != nil && c.target != nil && c.h == h {
+			out = append(out, c.target.Stats())
+		}
+	}
+	return out
 }
 
 func (w *worker) stats() QueueStats {

@@ -165,7 +165,22 @@ func (e *Engine) TCPListeners() map[flow.Handle]TCPListenerView {
 // TCPConns lists the Engine's TCP connections: those of the sessions the
 // layer knows (half-open ones once their Dial started) and those that
 // linger after their session ended.
-func (e *Engine) TCPConns() []TCPConnView {
+func (e *Engine) TCPConns() []TCPConnView { return e.tcpConnsWhere(nil) }
+
+// TCPConnsPage is TCPConns for a page of sessions (a show a page at a
+// time): the connections of the handles in page, and the lingering ones
+// whose handle is in (after, last]. Only theirs are read (their state is
+// gVisor's, each under its endpoint's lock), so that a page costs its
+// rows rather than every connection of the Engine.
+func (e *Engine) TCPConnsPage(page map[flow.Handle]bool, after, last flow.Handle) []TCPConnView {
+	return e.tcpConnsWhere(func(h flow.Handle, lingering bool) bool {
+		return page[h] || (lingering && after < h && h <= last)
+	})
+}
+
+// tcpConnsWhere lists the connections TCPConns does, those that want takes
+// alone (nil: all), by handle and whether they linger.
+func (e *Engine) tcpConnsWhere(want func(h flow.Handle, lingering bool) bool) []TCPConnView {
 	p := e.tcp
 	if p == nil {
 		return nil
@@ -174,14 +189,14 @@ func (e *Engine) TCPConns() []TCPConnView {
 	seen := map[*tcpSess]bool{}
 	p.mu.Lock()
 	for _, s := range p.conns {
-		if s.conn == nil || seen[s] || (s.done && s.conn.Finished()) {
-			continue
-		}
-		seen[s] = true
 		h := s.h
 		if !s.established {
 			h = s.ho
 		}
+		if s.conn == nil || seen[s] || (want != nil && !want(h, s.done)) || (s.done && s.conn.Finished()) {
+			continue
+		}
+		seen[s] = true
 		out = append(out, TCPConnView{Handle: h, App: s.app, Namespace: s.ns, Local: s.conn.LocalAddr(), Remote: s.conn.RemoteAddr(),
 			Lingering: s.done, Current: true, ConnInfo: s.conn.InfoRTT()})
 	}
@@ -194,6 +209,9 @@ func (e *Engine) TCPConns() []TCPConnView {
 		p.mu.Lock()
 		h := s.h
 		p.mu.Unlock()
+		if want != nil && !want(h, true) {
+			continue
+		}
 		out = append(out, TCPConnView{Handle: h, App: s.app, Namespace: s.ns, Local: s.conn.LocalAddr(), Remote: s.conn.RemoteAddr(),
 			Lingering: true, ConnInfo: s.conn.InfoRTT()})
 	}

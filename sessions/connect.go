@@ -227,6 +227,7 @@ func (l *Layer) cutThroughLocked(a, t *app, ln *Listener, e Endpoint, opaque uin
 	cs.tuple = FiveTuple{Remote: AddrBytes(e.Addr), RemotePort: e.Port, Proto: e.Transport, Family: e.Family()}
 	ss.tuple = FiveTuple{Local: AddrBytes(e.Addr), LocalPort: e.Port, Proto: e.Transport, Family: e.Family()}
 	l.sess[ch], l.sess[sh] = cs, ss
+	l.sessOrderOK = false
 	a.sess[ch], t.sess[sh] = cs, ss
 	l.ct++
 	a.ct++

@@ -328,21 +328,14 @@ func (l *Layer) Sessions() []SessionInfo { return l.SessionsPage(0, 0) }
 
 // SessionsPage lists the sessions whose handle is above after, in handle
 // order, at most limit of them (0: all). Only the page's sessions are
-// described, so that a table read a page at a time holds the layer's lock
-// about as long in all as one read of it.
+// described, and the handles are sorted once while the table does not
+// change (sessOrder), so that a page costs about its rows: a table read a
+// page at a time holds the layer's lock about as long in all as one read
+// of it.
 func (l *Layer) SessionsPage(after Handle, limit int) []SessionInfo {
 	l.lock()
 	defer l.unlock()
-	hs := make([]Handle, 0, len(l.sess))
-	for h := range l.sess {
-		if h > after {
-			hs = append(hs, h)
-		}
-	}
-	slices.Sort(hs)
-	if limit > 0 && len(hs) > limit {
-		hs = hs[:limit]
-	}
+	hs := l.sessPageLocked(after, limit)
 	out := make([]SessionInfo, 0, len(hs))
 	for _, h := range hs {
 		s := l.sess[h]
@@ -366,6 +359,43 @@ func (l *Layer) SessionsPage(after Handle, limit int) []SessionInfo {
 		out = append(out, si)
 	}
 	return out
+}
+
+// sessPageLocked returns the handles of sessions above after, at most
+// limit (0: all), from sessOrder, which it sorts anew when the table
+// changed since.
+func (l *Layer) sessPageLocked(after Handle, limit int) []Handle {
+	for {
+		if !l.sessOrderOK || len(l.sessOrder) != len(l.sess) {
+			l.sessOrder = l.sessOrder[:0]
+			for h := range l.sess {
+				l.sessOrder = append(l.sessOrder, h)
+			}
+			slices.Sort(l.sessOrder)
+			l.sessOrderOK = true
+		}
+		i, _ := slices.BinarySearchFunc(l.sessOrder, after, func(h, after Handle) int {
+			if h <= after {
+				return -1
+			}
+			return 1
+		})
+		hs := l.sessOrder[i:]
+		if limit > 0 && len(hs) > limit {
+			hs = hs[:limit]
+		}
+		ok := true
+		for _, h := range hs {
+			if l.sess[h] == nil {
+				ok = false // a change that did not clear sessOrderOK
+				break
+			}
+		}
+		if ok {
+			return hs
+		}
+		l.sessOrderOK = false
+	}
 }
 
 // Namespaces lists the namespaces.

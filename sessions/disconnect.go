@@ -129,6 +129,7 @@ func (l *Layer) closeSessionLocked(s *session, byApp bool) {
 		if p := s.peer; p != nil {
 			p.peer, s.peer = nil, nil
 			delete(l.sess, p.h)
+			l.sessOrderOK = false
 			delete(p.app.sess, p.h)
 			l.freeHandleLocked(p.h)
 			// A stream's end closed with data its app left unread resets

@@ -14,6 +14,13 @@ func (l *Layer) CheckInvariants() error {
 	}
 	l.mu.Lock()
 	defer l.mu.Unlock()
+	if l.sessOrderOK {
+		// The sorted handles pages are taken from, while marked
+		// current, are the table's.
+		if want := slices.Sorted(maps.Keys(l.sess)); !slices.Equal(l.sessOrder, want) {
+			return fmt.Errorf("sessOrder marked current: %d handles, the table %d", len(l.sessOrder), len(want))
+		}
+	}
 	nsApps := map[*namespace]int{}
 	opened := 0
 	owners := map[uint32]int{}

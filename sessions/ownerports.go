@@ -69,6 +69,7 @@ func (l *Layer) portsLocked(a *app, d int) {
 // linkSessLocked enters s in the tables of the layer and of its app.
 func (l *Layer) linkSessLocked(s *session) {
 	l.sess[s.h] = s
+	l.sessOrderOK = false
 	if s.app.sess[s.h] != s {
 		s.app.sess[s.h] = s
 		if s.wire {
@@ -81,6 +82,7 @@ func (l *Layer) linkSessLocked(s *session) {
 func (l *Layer) unlinkSessLocked(s *session) {
 	if l.sess[s.h] == s {
 		delete(l.sess, s.h)
+		l.sessOrderOK = false
 	}
 	if s.app.sess[s.h] == s {
 		delete(s.app.sess, s.h)
