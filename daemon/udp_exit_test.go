@@ -1,10 +1,12 @@
 package daemon
 
 import (
+	"context"
 	"encoding/binary"
 	"fmt"
 	"net"
 	"net/netip"
+	"strings"
 	"testing"
 	"time"
 
@@ -17,24 +19,44 @@ import (
 func init() { childApps["burstexit"] = burstExitChild }
 
 // burstExitChild sends COUNT datagrams of SIZE bytes, each starting with
-// its sequence number, from a wire listener to the address its argument
-// gives ("COUNT SIZE ADDR:PORT"), prints "sent" and exits without
-// closing anything, its tx fifo 4 MiB: a program that ends with os.Exit
-// or log.Fatal, or is killed, right after its last write.
+// its sequence number, to the address its argument gives ("COUNT SIZE
+// ADDR:PORT [dial]"), from a wire listener or, with "dial", a connected
+// session, prints "sent" and exits without closing anything, its tx fifo
+// 4 MiB: a program that ends with os.Exit or log.Fatal, or is killed,
+// right after its last write.
 func burstExitChild(sock, arg string) int {
 	var count, size int
 	dst := childArgs(arg, &count, &size)
 	if dst == nil || size < 4 {
 		return 2
 	}
-	_, pc := childListenWith(app.Options{Socket: sock, Name: "burstexit", TxFifoSize: 4 << 20}, "udp://0.0.0.0:0")
-	if pc == nil {
-		return 1
+	o := app.Options{Socket: sock, Name: "burstexit", TxFifoSize: 4 << 20}
+	var write func([]byte) error
+	if f := strings.Fields(arg); len(f) > 3 && f[3] == "dial" {
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		a, err := app.Attach(ctx, o)
+		if err != nil {
+			fmt.Println("attach", err)
+			return 1
+		}
+		c, err := a.Dial(ctx, "udp://"+dst.String())
+		if err != nil {
+			fmt.Println("dial", err)
+			return 1
+		}
+		write = func(b []byte) error { _, err := c.Write(b); return err }
+	} else {
+		_, pc := childListenWith(o, "udp://0.0.0.0:0")
+		if pc == nil {
+			return 1
+		}
+		write = func(b []byte) error { _, err := pc.WriteTo(b, dst); return err }
 	}
 	b := make([]byte, size)
 	for i := range count {
 		binary.BigEndian.PutUint32(b, uint32(i))
-		if _, err := pc.WriteTo(b, dst); err != nil {
+		if err := write(b); err != nil {
 			fmt.Println("write", i, err)
 			return 1
 		}
@@ -48,12 +70,16 @@ func burstExitChild(sock, arg string) int {
 // datagram a process sent through a kernel socket does: the daemon sends
 // what the app's tx fifos hold before it detaches the app. Frames to host
 // A, and datagrams larger than a frame (the kernel path, through the
-// socket that holds the listener's port). Before, what the worker had not
+// socket that holds the port), from a listener and from a connected
+// session. Before, what the worker had not
 // taken from the fifo when the daemon saw the app's connection close was
 // dropped with the app's memory.
 func TestPacketConnDatagramsBeforeExitGoOut(t *testing.T) {
 	rig, d := tcpRig(t)
-	for _, c := range []struct{ count, size int }{{15000, 200}, {400, 6000}} {
+	for _, c := range []struct {
+		count, size int
+		how         string
+	}{{15000, 200, "listen"}, {400, 6000, "listen"}, {15000, 200, "dial"}, {400, 6000, "dial"}} {
 		var sink *net.UDPConn
 		if err := rig.A.Do(func() (err error) {
 			sink, err = net.ListenUDP("udp4", &net.UDPAddr{Port: localDestPort})
@@ -62,7 +88,7 @@ func TestPacketConnDatagramsBeforeExitGoOut(t *testing.T) {
 			t.Fatal(err)
 		}
 		forceRcvBuf(t, sink, 64<<20)
-		ch := startChildAppIn(t, rig.B, "burstexit", d.Socket(), fmt.Sprintf("%d %d %v", c.count, c.size, netip.AddrPortFrom(rig.A.IPv4, localDestPort)))
+		ch := startChildAppIn(t, rig.B, "burstexit", d.Socket(), fmt.Sprintf("%d %d %v %s", c.count, c.size, netip.AddrPortFrom(rig.A.IPv4, localDestPort), c.how))
 		ch.expect(t, "sent")
 		ch.cmd.Wait()
 		seen := make([]bool, c.count)
@@ -88,7 +114,7 @@ func TestPacketConnDatagramsBeforeExitGoOut(t *testing.T) {
 					break
 				}
 			}
-			t.Errorf("%d datagrams of %d bytes written before the app exited: %d arrived (the first missing: #%d)", c.count, c.size, got, first)
+			t.Errorf("%d datagrams of %d bytes written (%s) before the app exited: %d arrived (the first missing: #%d)", c.count, c.size, c.how, got, first)
 		}
 	}
 }
