@@ -130,24 +130,25 @@ type Layer struct {
 	byClient map[uint64]*app
 	nextApp  AppID
 	sess     map[Handle]*session
+	halfOpen map[hoKey]Handle     // half-open sessions by FIB and tuple, to refuse a second connect of one tuple
+	glisten  map[Handle]*Listener // global listeners by handle
+	linger   map[hoKey]*session   // closed stream sessions whose 5-tuple stays steered (StreamKeeper.Linger)
+	pools    map[uint32]*indexPool
+	nextPort uint32 // where the next pick of an ephemeral port starts, as an offset in the range
+	ruleList []RuleInfo
+	ruleHits map[uint32]*RuleHits // by rule ID: every rule of ruleList has one
+	nextRule uint32
+	seq      uint64
+	ct       int            // cut-through sessions (Config.MaxCutThrough)
+	owners   map[uint32]int // ports held by owner, 0 (root) not counted (Config.MaxPortsPerOwner)
+	feeds    map[*Feed]struct{}
+	pending  []Event // events for the Notifier, delivered after unlock
+
 	// sessOrder is sess's handles in order while sessOrderOK (a change
 	// to sess clears it): pages of sessions (SessionsPage) are taken from
 	// it, sorted once for all the pages of a table that does not change.
 	sessOrder   []Handle
 	sessOrderOK bool
-	halfOpen    map[hoKey]Handle     // half-open sessions by FIB and tuple, to refuse a second connect of one tuple
-	glisten     map[Handle]*Listener // global listeners by handle
-	linger      map[hoKey]*session   // closed stream sessions whose 5-tuple stays steered (StreamKeeper.Linger)
-	pools       map[uint32]*indexPool
-	nextPort    uint32 // where the next pick of an ephemeral port starts, as an offset in the range
-	ruleList    []RuleInfo
-	ruleHits    map[uint32]*RuleHits // by rule ID: every rule of ruleList has one
-	nextRule    uint32
-	seq         uint64
-	ct          int            // cut-through sessions (Config.MaxCutThrough)
-	owners      map[uint32]int // ports held by owner, 0 (root) not counted (Config.MaxPortsPerOwner)
-	feeds       map[*Feed]struct{}
-	pending     []Event // events for the Notifier, delivered after unlock
 }
 
 type hoKey struct {
