@@ -103,62 +103,59 @@ func TestQUICOverPacketConn(t *testing.T) {
 	serverTLS := &tls.Config{Certificates: []tls.Certificate{cert}, NextProtos: []string{"xs-echo"}}
 	clientTLS := &tls.Config{RootCAs: pool, NextProtos: []string{"xs-echo"}}
 	a := attach(t, d, app.Options{Name: "quic"})
-	for _, fam := range []struct {
-		name string
-		a, b string
-	}{{"ipv4", rig.A.IPv4.String(), rig.B.IPv4.String()}, {"ipv6", "[" + rig.A.IPv6.String() + "]", "[" + rig.B.IPv6.String() + "]"}} {
-		errs := make(chan error, 64)
+	// echo serves echo through quic-go on srv and checks 8 streams of
+	// 1 MiB from cli to at over one connection.
+	echo := func(t *testing.T, srv, cli net.PacketConn, at string) {
 		ctx, cancel := context.WithCancel(context.Background())
-		t.Run(fam.name+"/app-server", func(t *testing.T) {
-			pc, err := a.ListenPacket("udp://" + fam.b + ":7443")
-			if err != nil {
-				t.Fatal(err)
-			}
-			str := &quic.Transport{Conn: pc}
-			defer str.Close()
-			ln, err := str.Listen(serverTLS, &quic.Config{})
-			if err != nil {
-				t.Fatal(err)
-			}
-			defer ln.Close()
-			go quicEchoServe(ctx, ln, errs)
-			kc, err := bindKernel(rig.A, fam.a+":0")
-			if err != nil {
-				t.Fatal(err)
-			}
-			ctr := &quic.Transport{Conn: kc}
-			defer ctr.Close()
-			quicEchoCheck(t, ctr, udpAddr(t, fam.b+":7443"), clientTLS, 8, 1<<20)
-		})
-		t.Run(fam.name+"/app-client", func(t *testing.T) {
-			kc, err := bindKernel(rig.A, fam.a+":7443")
-			if err != nil {
-				t.Fatal(err)
-			}
-			str := &quic.Transport{Conn: kc}
-			defer str.Close()
-			ln, err := str.Listen(serverTLS, &quic.Config{})
-			if err != nil {
-				t.Fatal(err)
-			}
-			defer ln.Close()
-			go quicEchoServe(ctx, ln, errs)
-			pc, err := a.ListenPacket("udp://" + fam.b + ":0")
-			if err != nil {
-				t.Fatal(err)
-			}
-			ctr := &quic.Transport{Conn: pc}
-			defer ctr.Close()
-			quicEchoCheck(t, ctr, udpAddr(t, fam.a+":7443"), clientTLS, 8, 1<<20)
-		})
+		defer cancel()
+		str := &quic.Transport{Conn: srv}
+		defer str.Close()
+		ln, err := str.Listen(serverTLS, &quic.Config{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer ln.Close()
+		errs := make(chan error, 64)
+		go quicEchoServe(ctx, ln, errs)
+		ctr := &quic.Transport{Conn: cli}
+		defer ctr.Close()
+		quicEchoCheck(t, ctr, udpAddr(t, at), clientTLS, 8, 1<<20)
 		cancel()
 		for len(errs) > 0 {
 			// A stream the client's close of the connection ended is not
 			// the server's failure.
 			if err := <-errs; !errors.As(err, new(*quic.ApplicationError)) {
-				t.Errorf("%s: server: %v", fam.name, err)
+				t.Errorf("server: %v", err)
 			}
 		}
+	}
+	for _, fam := range []struct {
+		name string
+		a, b string
+	}{{"ipv4", rig.A.IPv4.String(), rig.B.IPv4.String()}, {"ipv6", "[" + rig.A.IPv6.String() + "]", "[" + rig.B.IPv6.String() + "]"}} {
+		// The app's PacketConn and a kernel socket of host A, the one on
+		// port 7443 serving.
+		conns := func(t *testing.T, appPort, kernelPort string) (net.PacketConn, net.PacketConn) {
+			pc, err := a.ListenPacket("udp://" + fam.b + ":" + appPort)
+			if err != nil {
+				t.Fatal(err)
+			}
+			t.Cleanup(func() { pc.Close() })
+			kc, err := bindKernel(rig.A, fam.a+":"+kernelPort)
+			if err != nil {
+				t.Fatal(err)
+			}
+			t.Cleanup(func() { kc.Close() })
+			return pc, kc
+		}
+		t.Run(fam.name+"/app-server", func(t *testing.T) {
+			pc, kc := conns(t, "7443", "0")
+			echo(t, pc, kc, fam.b+":7443")
+		})
+		t.Run(fam.name+"/app-client", func(t *testing.T) {
+			pc, kc := conns(t, "0", "7443")
+			echo(t, kc, pc, fam.a+":7443")
+		})
 	}
 }
 
