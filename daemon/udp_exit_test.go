@@ -91,29 +91,9 @@ func TestPacketConnDatagramsBeforeExitGoOut(t *testing.T) {
 		ch := startChildAppIn(t, rig.B, "burstexit", d.Socket(), fmt.Sprintf("%d %d %v %s", c.count, c.size, netip.AddrPortFrom(rig.A.IPv4, localDestPort), c.how))
 		ch.expect(t, "sent")
 		ch.cmd.Wait()
-		seen := make([]bool, c.count)
-		got := 0
-		buf := make([]byte, 8192)
-		for got < c.count {
-			sink.SetReadDeadline(time.Now().Add(2 * time.Second))
-			n, _, err := sink.ReadFrom(buf)
-			if err != nil {
-				break
-			}
-			if i := binary.BigEndian.Uint32(buf); n == c.size && int(i) < c.count && !seen[i] {
-				seen[i] = true
-				got++
-			}
-		}
+		got, first := readNumbered(sink, c.count, c.size)
 		sink.Close()
 		if got != c.count {
-			first := -1
-			for i, ok := range seen {
-				if !ok {
-					first = i
-					break
-				}
-			}
 			t.Errorf("%d datagrams of %d bytes written (%s) before the app exited: %d arrived (the first missing: #%d)", c.count, c.size, c.how, got, first)
 		}
 	}
@@ -167,4 +147,50 @@ func TestDetachBoundedByUndrainableTxFifo(t *testing.T) {
 	if took := time.Since(start); took >= exitLinger {
 		t.Errorf("detached %v after its connection closed, want the flush to give up on the corrupt fifo at once, well before its bound %v", took, exitLinger)
 	}
+}
+
+// TestCutThroughDatagramsBeforeExitArrive: datagrams an app wrote to
+// another app of the host (a cut-through session, 127.0.0.1) before its
+// process exited without closing are all read by the other app, as a
+// kernel socket's datagrams queued at a receiver outlive their sender.
+func TestCutThroughDatagramsBeforeExitArrive(t *testing.T) {
+	rig, d := tcpRig(t)
+	a := attach(t, d, app.Options{Name: "sink", RxFifoSize: 1 << 20})
+	pc, err := a.ListenPacket("udp://0.0.0.0:7960")
+	if err != nil {
+		t.Fatal(err)
+	}
+	const count = 2000
+	ch := startChildAppIn(t, rig.B, "burstexit", d.Socket(), fmt.Sprintf("%d 200 127.0.0.1:7960 dial", count))
+	ch.expect(t, "sent")
+	ch.cmd.Wait()
+	if got, first := readNumbered(pc, count, 200); got != count {
+		t.Errorf("%d datagrams written cut-through before the app exited: %d read (the first missing: #%d)", count, got, first)
+	}
+}
+
+// readNumbered reads datagrams of size bytes numbered 0 to count-1 (their
+// first four bytes, as burstExitChild sends them) from c until it has
+// each or none came for 2 s, and returns how many it got and the first
+// number missing (-1: none).
+func readNumbered(c net.PacketConn, count, size int) (got, firstMissing int) {
+	seen := make([]bool, count)
+	buf := make([]byte, size+1)
+	for got < count {
+		c.SetReadDeadline(time.Now().Add(2 * time.Second))
+		n, _, err := c.ReadFrom(buf)
+		if err != nil {
+			break
+		}
+		if i := binary.BigEndian.Uint32(buf); n == size && int(i) < count && !seen[i] {
+			seen[i] = true
+			got++
+		}
+	}
+	for i, ok := range seen {
+		if !ok {
+			return got, i
+		}
+	}
+	return got, -1
 }
