@@ -6,6 +6,7 @@ import (
 	"net/netip"
 	"syscall"
 
+	"github.com/xsessiond/xsessiond/fifo"
 	"github.com/xsessiond/xsessiond/flow"
 )
 
@@ -109,6 +110,47 @@ func (p *PacketConn) SetDontFragment(on bool) error {
 	}
 	p.df.Store(on)
 	return nil
+}
+
+// SetReadBuffer is *net.UDPConn's, for programs that size a
+// net.PacketConn's buffers when it has the method (quic-go does): the
+// listener's receive buffer is its rx fifo, sized when the app attaches
+// (Options.RxFifoSize). A size up to the fifo's is there already: nil. A
+// larger one fails with an error wrapping syscall.ENOBUFS that says so,
+// rather than pass unnoticed as the kernel's clamp at net.core.rmem_max
+// does.
+func (p *PacketConn) SetReadBuffer(bytes int) error {
+	return p.checkBuffer(bytes, "rx", "RxFifoSize", func(e *end) *fifo.Fifo { return e.rx })
+}
+
+// SetWriteBuffer is SetReadBuffer's counterpart for the tx fifo
+// (Options.TxFifoSize), where datagrams wait for the daemon.
+func (p *PacketConn) SetWriteBuffer(bytes int) error {
+	return p.checkBuffer(bytes, "tx", "TxFifoSize", func(e *end) *fifo.Fifo { return e.tx })
+}
+
+// checkBuffer compares bytes with the smallest of the wire fifos fifoOf
+// picks (a listener without a datapath has none: nil).
+func (p *PacketConn) checkBuffer(bytes int, which, option string, fifoOf func(*end) *fifo.Fifo) error {
+	if err := p.setClosed(); err != nil {
+		return err
+	}
+	if bytes < 0 {
+		return addrError("set", p.laddr, syscall.EINVAL)
+	}
+	have := -1
+	for _, b := range p.binds {
+		if b.wire != nil {
+			if f := fifoOf(b.wire); f != nil && (have < 0 || int(f.Size()) < have) {
+				have = int(f.Size())
+			}
+		}
+	}
+	if have < 0 || bytes <= have {
+		return nil
+	}
+	return addrError("set", p.laddr, fmt.Errorf("%d bytes asked: the buffer is the listener's %s fifo, %d bytes, sized when the app attaches (app.Options.%s): %w",
+		bytes, which, have, option, syscall.ENOBUFS))
 }
 
 // peerError records an asynchronous error of the listener and wakes its

@@ -122,6 +122,14 @@
 // that are no errno (net.ErrClosed, os.ErrDeadlineExceeded) are not
 // wrapped so.
 //
+// SetReadBuffer and SetWriteBuffer on a PacketConn are *net.UDPConn's, for
+// programs that size a net.PacketConn's buffers when it has them: its
+// buffers are its rx and tx fifos, sized when the app attaches
+// (Options.RxFifoSize, TxFifoSize). A size up to the fifo's passes; a
+// larger one fails with an error wrapping syscall.ENOBUFS that names the
+// option, where a kernel socket would clamp it at net.core.rmem_max (or
+// wmem_max) without a word.
+//
 // JoinGroup and LeaveGroup on a PacketConn make it a member of a
 // multicast group, as golang.org/x/net/ipv4's and ipv6's PacketConn do a
 // kernel UDP socket: the daemon's kernel socket holding the listener's
