@@ -32,14 +32,14 @@ type flushing struct {
 
 // FlushTx waits until the workers took every datagram the tx fifos of
 // app's UDP listeners and connected sessions hold, or ctx ends, and
-// reports whether they did (false too when it gave up on a fifo its
-// worker took nothing from for flushStall). The daemon calls it when an app's connection
-// ended, before the app is detached: a process that exits (or is killed)
-// right after its last write loses none of what it wrote, as datagrams a
-// process sent through a kernel socket go out after it exits. It sets
-// each such fifo's event flag and wakes its worker (the app may have
-// died between its write and its kick); the app's memory lives until the
-// detach, and a Target killed meanwhile is no longer looked at.
+// reports whether they did (false too when it gave up on a fifo, see
+// flushStall). The daemon calls it before it detaches an app, when the
+// app's connection ended or it asked to detach: a process that exits (or
+// is killed) right after its last write loses none of what it wrote, as
+// datagrams a process sent through a kernel socket go out after it exits.
+// It sets each such fifo's event flag and wakes its worker (the app may
+// have died between its write and its kick); the app's memory lives until
+// the detach, and a Target killed meanwhile is no longer looked at.
 func (e *Engine) FlushTx(ctx context.Context, app sessions.AppID) bool {
 	var fs []flushing
 	e.mu.Lock()
