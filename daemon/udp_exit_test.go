@@ -80,11 +80,8 @@ func TestPacketConnDatagramsBeforeExitGoOut(t *testing.T) {
 		count, size int
 		how         string
 	}{{15000, 200, "listen"}, {400, 6000, "listen"}, {15000, 200, "dial"}, {400, 6000, "dial"}} {
-		var sink *net.UDPConn
-		if err := rig.A.Do(func() (err error) {
-			sink, err = net.ListenUDP("udp4", &net.UDPAddr{Port: localDestPort})
-			return err
-		}); err != nil {
+		sink, err := bindKernel(rig.A, fmt.Sprintf("0.0.0.0:%d", localDestPort))
+		if err != nil {
 			t.Fatal(err)
 		}
 		forceRcvBuf(t, sink, 64<<20)

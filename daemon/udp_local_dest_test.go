@@ -3,7 +3,6 @@ package daemon
 import (
 	"context"
 	"fmt"
-	"github.com/xsessiond/xsessiond/nsbind/nstest"
 	"net"
 	"net/netip"
 	"strings"
@@ -11,6 +10,7 @@ import (
 	"time"
 
 	"github.com/xsessiond/xsessiond/app"
+	"github.com/xsessiond/xsessiond/nsbind/nstest"
 )
 
 func init() { childApps["hostwriter"] = hostWriterChild }
@@ -221,11 +221,8 @@ func TestPacketConnWriteToAppOfThisHost(t *testing.T) {
 // its own.
 func TestPacketConnBigDatagramToHostFromElsewhere(t *testing.T) {
 	rig, d := tcpRig(t)
-	var sink *net.UDPConn
-	if err := rig.B.Do(func() (err error) {
-		sink, err = net.ListenUDP("udp4", &net.UDPAddr{Port: localDestPort})
-		return err
-	}); err != nil {
+	sink, err := bindKernel(rig.B, fmt.Sprintf("0.0.0.0:%d", localDestPort))
+	if err != nil {
 		t.Fatal(err)
 	}
 	defer sink.Close()
@@ -315,11 +312,8 @@ func TestPacketConnDatagramsBeforeCloseGoOut(t *testing.T) {
 		{rig.A, rig.A.IPv4, 100}, {rig.A, rig.A.IPv4, 6000},
 		{rig.B, netip.MustParseAddr("127.0.0.1"), 100}, {rig.B, netip.MustParseAddr("127.0.0.1"), 6000},
 	} {
-		var sink *net.UDPConn
-		if err := c.host.Do(func() (err error) {
-			sink, err = net.ListenUDP("udp4", &net.UDPAddr{Port: localDestPort})
-			return err
-		}); err != nil {
+		sink, err := bindKernel(c.host, fmt.Sprintf("0.0.0.0:%d", localDestPort))
+		if err != nil {
 			t.Fatal(err)
 		}
 		ch := startChildAppIn(t, rig.B, "oneshot", d.Socket(), fmt.Sprintf("%d %v", c.size, netip.AddrPortFrom(c.addr, localDestPort)))

@@ -121,23 +121,24 @@ type Engine struct {
 	// (objs, att, work's sockets) with it held, and Stats reads them.
 	closeMu sync.Mutex
 
-	cfg Config
-	log *slog.Logger
-	nsh netns.NsHandle
-	ns  *nsbind.Namespace
-	ifc nsbind.Interface
-	fib flow.FIBID
+	cfg    Config
+	log    *slog.Logger
+	nsh    netns.NsHandle
+	ns     *nsbind.Namespace
+	ifc    nsbind.Interface
+	fib    flow.FIBID
+	objs   *loader.Objects
+	att    *loader.Attachment
+	work   []*worker
+	dp     *enginePath
+	res    *resolver
+	tcp    *tcpPath
+	sleep  *sleepPage // the workers' sleep flags (sleepflags.go)
+	claims chan claim
+
 	// appNetns holds the FIB of each app's own network namespace
 	// (SetAppNetns): sessions.AppID → flow.FIBID.
 	appNetns sync.Map
-	objs     *loader.Objects
-	att      *loader.Attachment
-	work     []*worker
-	dp       *enginePath
-	res      *resolver
-	tcp      *tcpPath
-	sleep    *sleepPage // the workers' sleep flags (sleepflags.go)
-	claims   chan claim
 
 	started atomic.Bool
 	layer   atomic.Pointer[sessions.Layer]
