@@ -195,3 +195,42 @@ func (c *Conn) SetDontFragment(on bool) error {
 	c.df.Store(on)
 	return nil
 }
+
+// SetReadBuffer is *net.TCPConn's and *net.UDPConn's, for programs that
+// size a connection's buffers when it has the method: the session's
+// receive buffer is its rx fifo, sized when the session opens (the app's
+// Options.RxFifoSize). A size up to the fifo's is there already: nil. A
+// larger one fails with an error wrapping syscall.ENOBUFS that says so,
+// as PacketConn.SetReadBuffer does, where a kernel socket would clamp it
+// at net.core.rmem_max without a word. A TCP session over the wire has
+// gVisor's receive buffer too, behind the fifo; the fifo is the buffer
+// the app sees and the one compared.
+func (c *Conn) SetReadBuffer(bytes int) error {
+	return c.checkBuffer(bytes, c.e.rx, "rx", "the app's app.Options.RxFifoSize")
+}
+
+// SetWriteBuffer is SetReadBuffer's counterpart for the tx fifo, where
+// what the app writes waits for the daemon (the app's Options.TxFifoSize)
+// or, in a session with another app of the host, for that app's reads
+// (the fifo is that app's rx fifo, sized by its Options.RxFifoSize).
+func (c *Conn) SetWriteBuffer(bytes int) error {
+	option := "the app's app.Options.TxFifoSize"
+	if !c.e.datapath {
+		option = "the peer app's app.Options.RxFifoSize: a session between two apps of the host writes into the peer's rx fifo"
+	}
+	return c.checkBuffer(bytes, c.e.tx, "tx", option)
+}
+
+func (c *Conn) checkBuffer(bytes int, f *fifo.Fifo, which, option string) error {
+	if err := c.setClosed("set"); err != nil {
+		return err
+	}
+	if bytes < 0 {
+		return netError("set", c.laddr, c.raddr, syscall.EINVAL)
+	}
+	if f == nil || bytes <= int(f.Size()) {
+		return nil
+	}
+	return netError("set", c.laddr, c.raddr, fmt.Errorf("%d bytes asked: the buffer is the session's %s fifo, %d bytes, sized when the session opens (%s): %w",
+		bytes, which, f.Size(), option, syscall.ENOBUFS))
+}

@@ -128,7 +128,10 @@
 // (Options.RxFifoSize, TxFifoSize). A size up to the fifo's passes; a
 // larger one fails with an error wrapping syscall.ENOBUFS that names the
 // option, where a kernel socket would clamp it at net.core.rmem_max (or
-// wmem_max) without a word.
+// wmem_max) without a word. A Conn has them too (*net.TCPConn's and
+// *net.UDPConn's): its rx fifo is sized by the app's Options.RxFifoSize,
+// its tx fifo by Options.TxFifoSize, or, in a session with another app of
+// the host, by that app's RxFifoSize (the tx fifo is the peer's rx fifo).
 //
 // JoinGroup and LeaveGroup on a PacketConn make it a member of a
 // multicast group, as golang.org/x/net/ipv4's and ipv6's PacketConn do a

@@ -1,11 +1,14 @@
 package daemon
 
 import (
+	"context"
 	"errors"
+	"io"
 	"net"
 	"strings"
 	"syscall"
 	"testing"
+	"time"
 
 	"github.com/xsessiond/xsessiond/app"
 )
@@ -52,5 +55,78 @@ func TestPacketConnBuffers(t *testing.T) {
 	pc.Close()
 	if err := b.SetReadBuffer(1); !errors.Is(err, net.ErrClosed) {
 		t.Errorf("after Close: %v, want net.ErrClosed", err)
+	}
+}
+
+// TestConnBuffers: a Conn has *net.TCPConn's and *net.UDPConn's
+// SetReadBuffer and SetWriteBuffer too, for a UDP and a TCP session over
+// the wire and a TCP session with another app of the host, whose tx fifo
+// is that app's rx fifo (the error names the option that sizes it).
+func TestConnBuffers(t *testing.T) {
+	rig, d := tcpRig(t)
+	ln := kernelListen(t, rig.A, ":7331")
+	go serveEach(ln, func(c net.Conn) { io.Copy(io.Discard, c) })
+	a := attach(t, d, app.Options{Name: "buffers", RxFifoSize: 64 << 10, TxFifoSize: 32 << 10})
+	peer := attach(t, d, app.Options{Name: "peer", RxFifoSize: 16 << 10, TxFifoSize: 16 << 10})
+	local, err := peer.Listen("tcp://0.0.0.0:7332")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer local.Close()
+	go func() {
+		for {
+			c, err := local.Accept()
+			if err != nil {
+				return
+			}
+			defer c.Close()
+		}
+	}()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	type buffers interface {
+		SetReadBuffer(int) error
+		SetWriteBuffer(int) error
+	}
+	for _, c := range []struct {
+		name, url string
+		tx        int    // the tx fifo's size
+		txOption  string // the option the tx error names
+	}{
+		{"udp", "udp://" + rig.A.IPv4.String() + ":7331", 32 << 10, "TxFifoSize"},
+		{"tcp", "tcp://" + rig.A.IPv4.String() + ":7331", 32 << 10, "TxFifoSize"},
+		{"tcp cut-through", "tcp://127.0.0.1:7332", 16 << 10, "peer app's app.Options.RxFifoSize"},
+	} {
+		conn, err := a.Dial(ctx, c.url)
+		if err != nil {
+			t.Fatalf("%s: %v", c.name, err)
+		}
+		b, ok := conn.(buffers)
+		if !ok {
+			t.Fatalf("%s: the Conn has no SetReadBuffer and SetWriteBuffer", c.name)
+		}
+		for _, s := range []struct {
+			set    func(int) error
+			n      int
+			option string // "": no error
+		}{
+			{b.SetReadBuffer, 64 << 10, ""}, {b.SetReadBuffer, 4096, ""}, {b.SetReadBuffer, 4 << 20, "RxFifoSize"},
+			{b.SetWriteBuffer, c.tx, ""}, {b.SetWriteBuffer, c.tx + 1, c.txOption},
+		} {
+			err := s.set(s.n)
+			switch {
+			case s.option == "" && err != nil:
+				t.Errorf("%s: %d bytes, within the fifo: %v", c.name, s.n, err)
+			case s.option != "" && (!errors.Is(err, syscall.ENOBUFS) || !strings.Contains(err.Error(), s.option)):
+				t.Errorf("%s: %d bytes, past the fifo: %v; want ENOBUFS naming %s", c.name, s.n, err, s.option)
+			}
+		}
+		if err := b.SetWriteBuffer(-1); !errors.Is(err, syscall.EINVAL) {
+			t.Errorf("%s: a negative size: %v, want EINVAL", c.name, err)
+		}
+		conn.Close()
+		if err := b.SetReadBuffer(1); !errors.Is(err, net.ErrClosed) {
+			t.Errorf("%s: after Close: %v, want net.ErrClosed", c.name, err)
+		}
 	}
 }
