@@ -10,13 +10,14 @@ import (
 	"github.com/xsessiond/xsessiond/datapath/xsk"
 	"github.com/xsessiond/xsessiond/fifo"
 	"github.com/xsessiond/xsessiond/flow"
+	"github.com/xsessiond/xsessiond/sessions"
 )
 
 // Tx tuning.
 const (
 	payOff       = frame.MaxHeaderLen // where a datagram's payload is read into a UMEM frame
 	maxHeld      = 256                // datagrams a worker holds while their next hop resolves
-	maxHeldBy    = maxHeld / 4        // of which one session or listener may hold, so no app can take them all
+	maxHeldBy    = maxHeld / 4        // of which one session or listener may hold, and an app once they are all taken (hold)
 	holdFor      = time.Second        // how long one is held before it is dropped
 	localTTL     = time.Second        // a worker's own cache entry of a resolved next hop
 	localNegTTL  = 20 * time.Millisecond
@@ -59,19 +60,20 @@ type held struct {
 
 // txState is a worker's transmit side. Worker goroutine only.
 type txState struct {
-	w      *worker
-	srcMAC [6]byte
-	mtu    int
-	free   []uint64 // UMEM frames allocated and not used yet
-	descs  []xsk.Desc
-	oob    [64]byte // txKernel's control message
-	nb     map[nbKey]nbLocal
-	nbGen  uint64 // the resolver's gen when nb was last cleared
-	tpls   map[tplKey]*frame.Template
-	lastK  tplKey
-	lastT  *frame.Template
-	held   []held
-	heldBy map[*udp.Target]int // len(held) by target
+	w         *worker
+	srcMAC    [6]byte
+	mtu       int
+	free      []uint64 // UMEM frames allocated and not used yet
+	descs     []xsk.Desc
+	oob       [64]byte // txKernel's control message
+	nb        map[nbKey]nbLocal
+	nbGen     uint64 // the resolver's gen when nb was last cleared
+	tpls      map[tplKey]*frame.Template
+	lastK     tplKey
+	lastT     *frame.Template
+	held      []held
+	heldBy    map[*udp.Target]int    // len(held) by target
+	heldByApp map[sessions.AppID]int // len(held) by app
 	// kernelTry is when the held datagrams waiting for room in a kernel
 	// socket (held.kernel) were last tried.
 	kernelTry time.Time
@@ -99,6 +101,7 @@ func (x *txState) init(w *worker) {
 	x.tpls = map[tplKey]*frame.Template{}
 	x.held = make([]held, 0, maxHeld)
 	x.heldBy = make(map[*udp.Target]int)
+	x.heldByApp = make(map[sessions.AppID]int)
 }
 
 // pending reports whether frames wait for the kernel or a neighbour.
@@ -177,13 +180,15 @@ func (x *txState) unframe(a uint64) { x.free = append(x.free, a) }
 func (x *txState) drain(t *udp.Target, budget int) (n int, more bool) {
 	w := x.w
 	h := &x.hdr
-	tHeld := x.heldBy[t]
 	for n < budget {
-		if len(x.held) == cap(x.held) || tHeld >= maxHeldBy {
-			// Every hold slot, or this target's share of them, waits for
-			// a neighbour or for room in a kernel socket: leave the rest
-			// in the fifo (the app sees back-pressure) rather than drop,
-			// and look again kernelRetry later rather than spin.
+		if len(x.held) > 0 && (x.heldBy[t] >= maxHeldBy || len(x.held) == cap(x.held) && x.heldByApp[t.App] >= maxHeldBy) {
+			// This target's share of the hold slots, or its app's once
+			// every slot is taken, waits for a neighbour or for room in
+			// a kernel socket: leave the rest in the fifo (the app sees
+			// back-pressure) rather than drop, and look again
+			// kernelRetry later rather than spin. An app holding less
+			// goes on: a datagram of it that must wait takes the slot of
+			// an app holding more (hold).
 			x.wait(t, false)
 			return n, false
 		}
@@ -236,12 +241,7 @@ func (x *txState) drain(t *udp.Target, budget int) (n int, more bool) {
 			continue
 		}
 		hd.addr, hd.plen, hd.t = addr, plen, t
-		before := len(x.held)
 		x.send(&hd, true)
-		if len(x.held) > before {
-			tHeld++
-			x.heldBy[t] = tHeld
-		}
 	}
 	return n, t.Tx.MaxDequeue() > 0
 }
@@ -336,8 +336,7 @@ func (x *txState) send(hd *held, fresh bool) bool {
 		case nb.failed && nb.noRoute:
 			x.drop(hd, dropNoRoute)
 		case fresh:
-			x.hold(hd)
-			return true
+			return x.hold(hd)
 		default:
 			return true // retried by retryHeld
 		}
@@ -438,7 +437,7 @@ func (x *txState) sendKernel(hd *held, fresh bool) bool {
 			w.c.TxKernelWaits++ // once per datagram
 		}
 		if fresh {
-			x.hold(hd)
+			return x.hold(hd)
 		}
 		return true
 	}
@@ -557,12 +556,48 @@ func (hd *held) dropReason() int {
 	return dropNoNeighbour
 }
 
-// hold keeps hd, whose payload is in a UMEM frame, for retryHeld. drain
-// leaves a slot for every datagram it takes.
-func (x *txState) hold(hd *held) {
+// hold keeps hd, whose payload is in a UMEM frame, for retryHeld, and
+// reports whether it did. When every slot is taken (drain goes on only
+// for an app holding less than maxHeldBy), hd takes the slot of the
+// oldest datagram of the app holding the most, if that app holds more
+// than hd's, which is dropped as the kernel drops the oldest datagram of
+// a neighbour's full queue; else hd is dropped. So one app waiting for
+// next hops that never answer cannot keep another's datagrams from being
+// held, nor, holding every slot, its resolved datagrams in its fifo.
+func (x *txState) hold(hd *held) bool {
+	if len(x.held) == cap(x.held) && !x.evict(hd.t.App) {
+		x.drop(hd, hd.dropReason())
+		return false
+	}
 	hd.since = x.now
 	x.held = append(x.held, *hd)
+	x.heldBy[hd.t]++
+	x.heldByApp[hd.t.App]++
 	x.w.c.Held++
+	return true
+}
+
+// evict drops the oldest held datagram of the app holding the most, if it
+// holds more than app, and reports whether it did.
+func (x *txState) evict(app sessions.AppID) bool {
+	hog, most := app, x.heldByApp[app]
+	for a, n := range x.heldByApp {
+		if n > most {
+			hog, most = a, n
+		}
+	}
+	if hog == app {
+		return false
+	}
+	i := slices.IndexFunc(x.held, func(h held) bool { return h.t.App == hog })
+	if i < 0 {
+		return false // not reached: heldByApp counts x.held
+	}
+	hd := x.held[i]
+	x.drop(&hd, hd.dropReason())
+	x.unhold(hd.t)
+	x.held = slices.Delete(x.held, i, i+1)
+	return true
 }
 
 // retryHeld sends held datagrams whose next hop resolved, or whose kernel
@@ -637,6 +672,11 @@ func (x *txState) unhold(t *udp.Target) {
 	} else {
 		delete(x.heldBy, t)
 	}
+	if n := x.heldByApp[t.App] - 1; n > 0 {
+		x.heldByApp[t.App] = n
+	} else {
+		delete(x.heldByApp, t.App)
+	}
 }
 
 // dropHeld drops every held datagram (the worker is stopping).
@@ -647,6 +687,7 @@ func (x *txState) dropHeld() {
 	}
 	x.held = x.held[:0]
 	clear(x.heldBy)
+	clear(x.heldByApp)
 	clear(x.waiting)
 	x.waiting = x.waiting[:0]
 }

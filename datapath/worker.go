@@ -27,7 +27,7 @@ const (
 	dropFifoFull                // the app's rx fifo had no room
 	dropTooBig                  // the datagram can never fit the app's rx fifo
 	dropFifoCorrupt             // the app corrupted its rx fifo's indices
-	dropNoNeighbour             // tx: no MAC for the next hop in time
+	dropNoNeighbour             // tx: no MAC for the next hop in time, or its hold slot taken by an app holding fewer (txState.hold)
 	dropNoRoute                 // tx: no route, or a route through another interface
 	dropTxBadHeader             // tx: the app's datagram header is unusable (family, address, port)
 	dropTxTooLong               // tx: the payload does not fit a frame
