@@ -844,7 +844,7 @@ func (c *Conn) setKeepalive(enable *bool, k net.KeepAliveConfig) error {
 	}
 	idle, ok1 := keepaliveSeconds(k.Idle, flow.KeepaliveIdle)
 	interval, ok2 := keepaliveSeconds(k.Interval, flow.KeepaliveInterval)
-	if !ok1 || !ok2 || k.Count > maxKeepaliveCount {
+	if !ok1 || !ok2 || k.Count > flow.KeepaliveMaxCount {
 		// What setsockopt(2) of TCP_KEEPIDLE, TCP_KEEPINTVL or
 		// TCP_KEEPCNT says of a value past Linux's bounds, as
 		// net.TCPConn's setters report it; nothing is changed.
@@ -882,14 +882,6 @@ func (c *Conn) setKeepalive(enable *bool, k net.KeepAliveConfig) error {
 	return nil
 }
 
-// Linux's bounds of a TCP socket's keepalive options (MAX_TCP_KEEPIDLE,
-// MAX_TCP_KEEPINTVL, MAX_TCP_KEEPCNT): setsockopt(2) refuses more with
-// EINVAL.
-const (
-	maxKeepaliveSeconds = 32767
-	maxKeepaliveCount   = 127
-)
-
 // keepaliveSeconds is a keepalive idle time or interval as a kernel
 // socket takes it from net.TCPConn: def for zero, rounded up to whole
 // seconds (which is all setsockopt(2) takes); 0 for negative (the current
@@ -901,7 +893,7 @@ func keepaliveSeconds(d, def time.Duration) (time.Duration, bool) {
 	case d == 0:
 		d = def
 	}
-	if d > maxKeepaliveSeconds*time.Second {
+	if d > flow.KeepaliveMaxSeconds*time.Second {
 		return 0, false
 	}
 	return (d + time.Second - 1) / time.Second * time.Second, true

@@ -137,7 +137,9 @@ func (h *client) Handle(ctx context.Context, req api.Request) (api.Message, []in
 		if err := h.needApp("set keepalive"); err != nil {
 			return nil, nil, err
 		}
-		k := sessions.Keepalive{Enabled: m.Enabled, Idle: m.Idle, Interval: m.Interval, Count: int(min(m.Count, 1<<20))}
+		// A count past Linux's bound is refused by the layer; min keeps
+		// the conversion exact on any int.
+		k := sessions.Keepalive{Enabled: m.Enabled, Idle: m.Idle, Interval: m.Interval, Count: int(min(m.Count, flow.KeepaliveMaxCount+1))}
 		if err := d.layer.StreamSetKeepalive(h.app, m.Handle, k); err != nil {
 			return nil, nil, err
 		}

@@ -11,3 +11,21 @@ const (
 	KeepaliveInterval = 15 * time.Second
 	KeepaliveCount    = 9
 )
+
+// Linux's bounds of a TCP socket's keepalive options (MAX_TCP_KEEPIDLE,
+// MAX_TCP_KEEPINTVL, MAX_TCP_KEEPCNT): setsockopt(2) refuses more with
+// EINVAL, and less than 1 (second, probe). The daemon refuses what
+// Linux would, so that no app makes a connection send a probe every
+// nanosecond.
+const (
+	KeepaliveMaxSeconds = 32767
+	KeepaliveMaxCount   = 127
+)
+
+// KeepaliveValid reports whether a keepalive idle time, interval and
+// count are within Linux's bounds: each 0 (unchanged) or at least 1 s
+// (1 probe) and at most KeepaliveMaxSeconds (KeepaliveMaxCount).
+func KeepaliveValid(idle, interval time.Duration, count int) bool {
+	in := func(d time.Duration) bool { return d == 0 || d >= time.Second && d <= KeepaliveMaxSeconds*time.Second }
+	return in(idle) && in(interval) && count >= 0 && count <= KeepaliveMaxCount
+}

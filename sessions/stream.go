@@ -5,6 +5,7 @@ import (
 	"time"
 
 	"github.com/xsessiond/xsessiond/fifo"
+	"github.com/xsessiond/xsessiond/flow"
 )
 
 // Stream sessions on the wire (TCP): the datapath runs a transport whose
@@ -341,8 +342,9 @@ func (l *Layer) StreamSetKeepalive(id AppID, h Handle, k Keepalive) error {
 	if _, err := l.appLocked(id); err != nil {
 		return fmt.Errorf("set keepalive: %w", err)
 	}
-	if k.Idle < 0 || k.Interval < 0 || k.Count < 0 {
-		return fmt.Errorf("set keepalive: negative idle, interval or count: %w", ErrInvalidValue)
+	if !flow.KeepaliveValid(k.Idle, k.Interval, k.Count) {
+		return fmt.Errorf("set keepalive: idle %v, interval %v, count %d: each 0 (unchanged) or 1 s to %d s (1 to %d probes), as Linux takes them: %w",
+			k.Idle, k.Interval, k.Count, flow.KeepaliveMaxSeconds, flow.KeepaliveMaxCount, ErrInvalidValue)
 	}
 	s := l.sess[h]
 	if s == nil {

@@ -302,8 +302,8 @@ type keepaliveState struct {
 const keepaliveNever = 100 * 365 * 24 * time.Hour
 
 func (ks *keepaliveState) set(ep *tcp.Endpoint, k Keepalive) error {
-	if k.Idle < 0 || k.Interval < 0 || k.Count < 0 {
-		return fmt.Errorf("set keepalive: %w", syscall.EINVAL)
+	if !flow.KeepaliveValid(k.Idle, k.Interval, k.Count) {
+		return fmt.Errorf("set keepalive: idle %v, interval %v, count %d: %w", k.Idle, k.Interval, k.Count, syscall.EINVAL)
 	}
 	ks.mu.Lock()
 	defer ks.mu.Unlock()

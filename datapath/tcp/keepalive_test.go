@@ -1,7 +1,9 @@
 package tcp_test
 
 import (
+	"errors"
 	"net/netip"
+	"syscall"
 	"testing"
 	"time"
 
@@ -30,6 +32,21 @@ func TestKeepaliveDefault(t *testing.T) {
 				if got, want := tcp.KeepaliveOf(c), (tcp.Keepalive{Idle: 5 * time.Second, Interval: 15 * time.Second, Count: 9}); got != want {
 					t.Errorf("%s: keepalive %+v after turning it off with an idle time, want %+v", name, got, want)
 				}
+			}
+			// Past Linux's bounds: refused, nothing changed (a
+			// probe every nanosecond would flood the peer).
+			c := client.getConn()
+			before := tcp.KeepaliveOf(c)
+			for _, k := range []tcp.Keepalive{
+				{Enabled: true, Idle: time.Nanosecond}, {Enabled: true, Interval: time.Millisecond},
+				{Enabled: true, Idle: 32768 * time.Second}, {Enabled: true, Count: 1 << 20},
+			} {
+				if err := c.SetKeepalive(k); !errors.Is(err, syscall.EINVAL) {
+					t.Errorf("keepalive %+v: %v, want EINVAL", k, err)
+				}
+			}
+			if got := tcp.KeepaliveOf(c); got != before {
+				t.Errorf("keepalive %+v after refused settings, want %+v", got, before)
 			}
 			client.getConn().Abort()
 			<-client.closed
