@@ -99,9 +99,10 @@ func checkDest(ep flow.Endpoint, remote netip.AddrPort, n int) error {
 // of IPv6; smaller ones are never checked), and keeps the answer for 10
 // seconds, per listener, for up to 1,024 destinations. When the path MTU
 // shrinks after that, the daemon drops the datagram, counts it
-// (tx_dont_fragment in ctl show stats) and reports EMSGSIZE, which the
-// listener's next ReadFrom, ReadBatch or WriteTo returns once; that call
-// reads or sends nothing, and the listener asks the path MTU anew.
+// (tx_dont_fragment in ctl show stats) and reports it, and the listener
+// asks the path MTU anew: its next WriteTo of a datagram too large for
+// the new path MTU fails with EMSGSIZE. No ReadFrom or ReadBatch fails for
+// it, as an unconnected kernel socket reports no asynchronous error.
 // Datagrams to cut-through sessions are never
 // fragmented: the setting does not change them.
 func (p *PacketConn) SetDontFragment(on bool) error {
@@ -154,13 +155,19 @@ func (p *PacketConn) checkBuffer(bytes int, which, option string, fifoOf func(*e
 }
 
 // peerError records an asynchronous error of the listener and wakes its
-// calls.
+// calls. EMSGSIZE, a don't-fragment datagram the daemon dropped because
+// the path MTU shrank since it was asked, is no error of a later call: an
+// unconnected kernel socket reports none (without IP_RECVERR), and its
+// next sendto of a datagram too large for the new path MTU fails. Here the
+// cache is cleared, so the next WriteTo asks the path MTU again and
+// refuses such a datagram; a server's ReadFrom loop is not ended by it.
 func (p *PacketConn) peerError(h flow.Handle, errno syscall.Errno) {
 	if !p.boundAs(h) {
 		return
 	}
 	if errno == syscall.EMSGSIZE {
-		p.pmtu.clear() // a path MTU shrank since it was asked
+		p.pmtu.clear()
+		return
 	}
 	p.soErr.Store(uint32(errno))
 	p.rd.poke()

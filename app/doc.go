@@ -50,7 +50,13 @@
 // dropped, as with a UDP socket). A UDP session whose cut-through peer is
 // gone is as a kernel UDP socket whose loopback peer's port closed: a Write
 // succeeds and the next call fails with syscall.ECONNREFUSED (with
-// flow.ErrFifoCorrupt too when the peer broke the shared fifo).
+// flow.ErrFifoCorrupt too when the peer broke the shared fifo). A Write of
+// a UDP session to another app of the host whose rx fifo is full waits for
+// room, as a unix datagram socket's does, losing nothing; a kernel UDP
+// socket's would succeed and its loopback peer drop the datagram. A
+// program that must not wait for a peer that stopped reading sets a write
+// deadline. A PacketConn's WriteTo to such a peer drops the datagram
+// (PeerDrops counts it), as one writer to many must not wait on one.
 //
 // TCP sessions carry a byte stream: Read returns io.EOF after the peer's
 // FIN, and CloseWrite sends ours (on the wire and cut-through alike); a
@@ -110,10 +116,12 @@
 // it once per destination, only for packets larger than 576 bytes (IPv4)
 // or 1,280 (IPv6), and keeps the answer for 10 seconds. A path MTU that
 // shrinks after that is caught by the daemon, which drops the datagram
-// and reports EMSGSIZE asynchronously: the next read or write of that
-// PacketConn or Conn returns it, once, as a connected kernel UDP socket
-// returns the peer's ICMP errors (ECONNREFUSED and the like), and the
-// library asks the path MTU again. As on a kernel UDP socket, the errno of
+// and reports EMSGSIZE asynchronously, and the library asks the path MTU
+// again: the next read or write of a Conn returns it, once, as a connected
+// kernel UDP socket returns the peer's ICMP errors (ECONNREFUSED and the
+// like); a PacketConn, unconnected, fails no call for it, as an
+// unconnected kernel socket reports no asynchronous error, and its next
+// WriteTo of a datagram too large for the new path MTU fails. As on a kernel UDP socket, the errno of
 // a UDP call's error (EMSGSIZE, ECONNREFUSED, EINVAL for port 0,
 // ENETUNREACH for an address of the other family) is an *os.SyscallError
 // in the *net.OpError naming the call the net package names: "read" and

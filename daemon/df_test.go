@@ -280,9 +280,12 @@ func TestDontFragment(t *testing.T) {
 			// lifetimes (a next hop is resolved again 5 s after the last
 			// time, a worker keeps its copy 1 s), well inside those 10 s.
 			// Until then 1,400 bytes go out whole; from then on the
-			// datapath drops them (counted) and the next call returns
-			// EMSGSIZE. The report clears the cache: the next write asks
-			// again and refuses at once, and nothing more is dropped.
+			// datapath drops them (counted) and reports it: the Conn's
+			// next call returns EMSGSIZE; the PacketConn's reads do not
+			// (an unconnected kernel socket reports no asynchronous
+			// error), its next write of 1,400 bytes does. The report
+			// clears the cache: the next write asks again and refuses at
+			// once, and nothing more is dropped.
 			routeMTU(t, rig.B, fam.a, 0)
 			pc2, err := a.ListenPacketConn(fam.uri)
 			if err != nil {
@@ -306,9 +309,17 @@ func TestDontFragment(t *testing.T) {
 				{"PacketConn", pc2.SetDontFragment,
 					func(b []byte) error { _, err := pc2.WriteTo(b, from); return err },
 					func(d time.Duration) error {
+						// A read fails for no report: it times out.
 						pc2.SetReadDeadline(time.Now().Add(d))
-						_, _, err := pc2.ReadFrom(buf)
-						return err
+						if _, _, err := pc2.ReadFrom(buf); !errors.Is(err, os.ErrDeadlineExceeded) {
+							return fmt.Errorf("ReadFrom: %v, want a timeout (no asynchronous error on an unconnected socket)", err)
+						}
+						// The report cleared the cache: the write asks
+						// again and is refused at once.
+						if _, err := pc2.WriteTo(big, from); err != nil {
+							return err
+						}
+						return os.ErrDeadlineExceeded
 					}},
 				{"Conn", dc2.SetDontFragment,
 					func(b []byte) error { _, err := dc2.Write(b); return err },
