@@ -154,32 +154,18 @@ func (p *PacketConn) checkBuffer(bytes int, which, option string, fifoOf func(*e
 		bytes, which, have, option, syscall.ENOBUFS))
 }
 
-// peerError records an asynchronous error of the listener and wakes its
-// calls. EMSGSIZE, a don't-fragment datagram the daemon dropped because
-// the path MTU shrank since it was asked, is no error of a later call: an
-// unconnected kernel socket reports none (without IP_RECVERR), and its
-// next sendto of a datagram too large for the new path MTU fails. Here the
-// cache is cleared, so the next WriteTo asks the path MTU again and
-// refuses such a datagram; a server's ReadFrom loop is not ended by it.
+// peerError takes an asynchronous error the daemon reports for one of the
+// listener's handles: EMSGSIZE, a don't-fragment datagram it dropped
+// because the path MTU shrank since it was asked. That fails no later
+// call, as an unconnected kernel socket reports no asynchronous error
+// (without IP_RECVERR) and only its next sendto of a datagram too large
+// for the new path MTU fails: the cache is cleared, so the next WriteTo
+// asks the path MTU again and refuses such a datagram. A server's ReadFrom
+// loop is not ended by it. The daemon reports nothing else of a listener.
 func (p *PacketConn) peerError(h flow.Handle, errno syscall.Errno) {
-	if !p.boundAs(h) {
-		return
-	}
-	if errno == syscall.EMSGSIZE {
+	if p.boundAs(h) && errno == syscall.EMSGSIZE {
 		p.pmtu.clear()
-		return
 	}
-	p.soErr.Store(uint32(errno))
-	p.rd.poke()
-	p.wr.poke()
-}
-
-// takeError returns and clears the pending asynchronous error.
-func (p *PacketConn) takeError() error {
-	if v := p.soErr.Swap(0); v != 0 {
-		return syscall.Errno(v)
-	}
-	return nil
 }
 
 // SetDontFragment sets (or clears) "don't fragment" for the datagrams a

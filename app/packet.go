@@ -46,9 +46,8 @@ type PacketConn struct {
 	peerDrops atomic.Uint64          // datagrams to a cut-through peer whose fifo was full (PeerDrops)
 	reap      atomic.Bool            // a peer went away: the next read drops it once drained
 
-	df    atomic.Bool   // SetDontFragment: datagrams to the wire go with fifo.DgramFlagDontFragment
-	soErr atomic.Uint32 // the pending asynchronous error (errno), reported once by the next read or write
-	pmtu  pmtuCache     // path MTUs by destination, for don't-fragment writes (checkPath)
+	df   atomic.Bool // SetDontFragment: datagrams to the wire go with fifo.DgramFlagDontFragment
+	pmtu pmtuCache   // path MTUs by destination, for don't-fragment writes (checkPath)
 
 	// Read state, guarded by rd.mu.
 	next  int              // round-robin position in ends
@@ -366,7 +365,7 @@ func (p *PacketConn) BrokenPeers() uint64 { return p.broken.Load() }
 // waitReadLocked sleeps until some end may have data. rd.mu is held.
 func (p *PacketConn) waitReadLocked() error {
 	for sp := (spinner{}); sp.next(p.a); {
-		if p.soErr.Load() != 0 || p.reap.Load() || isClosed(p.done) {
+		if p.reap.Load() || isClosed(p.done) {
 			sp.hit(p.a)
 			return nil
 		}
@@ -384,10 +383,10 @@ func (p *PacketConn) waitReadLocked() error {
 	for _, e := range ends {
 		e.rx.ClearEvent()
 	}
-	// An asynchronous error recorded, or a cut-through peer gone, since
-	// the caller looked poked the broadcast channel before this sleeper
-	// held it: look once more (pickLocked reaps the peer).
-	if p.soErr.Load() != 0 || p.reap.Load() {
+	// A cut-through peer gone since the caller looked poked the
+	// broadcast channel before this sleeper held it: look once more
+	// (pickLocked reaps the peer).
+	if p.reap.Load() {
 		p.rd.disarm(p.a, s)
 		return nil
 	}
@@ -428,10 +427,9 @@ func (p *PacketConn) Release() {
 // wire, a *CutThroughAddr for one from a cut-through session. A listener
 // of both families (udp://:PORT) names an IPv4 sender by its IPv4-mapped
 // IPv6 address (::ffff:10.0.0.1), as a dual-stack kernel socket does
-// (ReadBatch's Message.Remote keeps the IPv4 address). A pending
-// asynchronous error (see SetDontFragment) is returned instead, once, its
-// errno in an *os.SyscallError naming "recvfrom" under the *net.OpError,
-// as a kernel UDP socket's ReadFrom holds it (ReadFromUDPAddrPort too).
+// (ReadBatch's Message.Remote keeps the IPv4 address). As on an
+// unconnected kernel socket, no asynchronous error fails it (see
+// SetDontFragment).
 func (p *PacketConn) ReadFrom(b []byte) (int, net.Addr, error) {
 	n, e, from, err := p.read(b)
 	if err != nil {
@@ -467,9 +465,6 @@ func (p *PacketConn) read(b []byte) (int, *end, netip.AddrPort, error) {
 	for {
 		if err := p.rd.check(p.a, p.done); err != nil {
 			return 0, nil, netip.AddrPort{}, netError("read", p.laddr, nil, err)
-		}
-		if err := p.takeError(); err != nil {
-			return 0, nil, netip.AddrPort{}, netError("read", p.laddr, nil, syscallError("recvfrom", err))
 		}
 		e := p.pickLocked()
 		if e == nil {
@@ -517,9 +512,7 @@ func (p *PacketConn) zoned(from netip.AddrPort) netip.AddrPort {
 // fifos, without copying them: the slices point into shared memory and
 // stay valid until the next ReadBatch, Release, ReadFrom or Close, which
 // hand the space back to the producer. It waits for at least one datagram
-// (or the read deadline) and allocates nothing. A pending asynchronous
-// error is returned as by ReadFrom, its *os.SyscallError naming
-// "recvmmsg", as golang.org/x/net's ReadBatch names its call.
+// (or the read deadline) and allocates nothing.
 func (p *PacketConn) ReadBatch(msgs []Message) (int, error) {
 	if len(msgs) == 0 {
 		return 0, nil
@@ -530,9 +523,6 @@ func (p *PacketConn) ReadBatch(msgs []Message) (int, error) {
 	for {
 		if err := p.rd.check(p.a, p.done); err != nil {
 			return 0, netError("read", p.laddr, nil, err)
-		}
-		if err := p.takeError(); err != nil {
-			return 0, netError("read", p.laddr, nil, syscallError("recvmmsg", err))
 		}
 		e := p.pickLocked()
 		if e == nil {
@@ -643,16 +633,14 @@ func sliceAt(a, b []byte, off, n int) ([]byte, []byte) {
 // of the session's family carries (MaxDatagram4, MaxDatagram6) fails with
 // EMSGSIZE, as a kernel socket's to the loopback address the peer dialed.
 // With SetDontFragment, a datagram to the wire larger than the path MTU
-// fails with an error wrapping syscall.EMSGSIZE. A pending asynchronous
-// error (see SetDontFragment) is returned instead, once, and b is not
-// sent. A datagram to the wire addressed to the host itself (loopback,
+// fails with an error wrapping syscall.EMSGSIZE. A datagram to the wire addressed to the host itself (loopback,
 // one of its addresses, the unspecified address or a *net.UDPAddr with no
 // IP, which the kernel takes for the host) goes through the kernel to the
 // host's socket of that port, as a kernel socket's, when the app runs in
 // the network namespace of its namespace's interface; from another (a
 // container's) the daemon drops it, counted as no_route. An errno of a
 // failed write (EMSGSIZE, EINVAL for port 0 or a nil *net.UDPAddr,
-// ENETUNREACH for an address of the other family, the pending error) is
+// ENETUNREACH for an address of the other family) is
 // held in an *os.SyscallError naming
 // "sendto" under the *net.OpError, as the net package holds a kernel UDP
 // socket's (WriteToUDPAddrPort too); an address of another type than
@@ -706,7 +694,7 @@ func (p *PacketConn) WriteTo(b []byte, addr net.Addr) (int, error) {
 	}
 	// EINVAL too, as a net.UDPConn's WriteTo refuses an address of
 	// another type.
-	return 0, netError("write", p.laddr, addr, fmt.Errorf("address %v (%T): %w (%w)", addr, addr, flow.ErrInvalidValue, syscall.EINVAL))
+	return 0, netError("write", p.laddr, addr, syscall.EINVAL)
 }
 
 // WriteToUDPAddrPort is WriteTo of a datagram to the wire, addressed as a
@@ -730,8 +718,7 @@ func (addrPortAddr) Network() string { return "udp" }
 // cut-through peer's (wb nil). addr is the caller's address for errors;
 // nil names remote as WriteToUDPAddrPort's errors do.
 func (p *PacketConn) write(b []byte, e *end, wb *wireBind, remote netip.AddrPort, addr net.Addr) (int, error) {
-	// An errno (EMSGSIZE, EINVAL, ENETUNREACH, a pending asynchronous
-	// error) is held in an *os.SyscallError naming "sendto", as the net
+	// An errno (EMSGSIZE, EINVAL, ENETUNREACH) is held in an *os.SyscallError naming "sendto", as the net
 	// package holds a kernel UDP socket's for WriteTo and
 	// WriteToUDPAddrPort; net.ErrClosed and deadlines are not.
 	fail := func(err error) (int, error) {
@@ -783,9 +770,6 @@ func (p *PacketConn) write(b []byte, e *end, wb *wireBind, remote netip.AddrPort
 		if !alive {
 			return len(b), nil // the peer is gone: lost, as below
 		}
-	}
-	if err := p.takeError(); err != nil {
-		return fail(err)
 	}
 	var hdr fifo.DgramHeader
 	toHeader(&hdr, local, remote)
