@@ -604,6 +604,7 @@ func (h *client) attach(m *api.Attach) (api.Message, []int, error) {
 	d.byApp[att.App] = h
 	d.mu.Unlock()
 	d.log.Info("app attached", "app", att.App, "name", name, "namespace", m.Namespace, "pid", h.cred.PID, "uid", h.cred.UID)
+	d.applyForwardsTo(name)
 	return reply, fds, nil
 }
 

@@ -187,6 +187,7 @@ type Daemon struct {
 	fifos     map[sessions.AppID]map[flow.Handle]pairRef // guarded by mu: fifos per app, for metrics
 	cfgNs     []string                                   // guarded by mu: namespace ids the config file added
 	cfgRules  []uint32                                   // guarded by mu: rule ids the config file added
+	cfgApply  sync.Mutex                                 // held while the config file's namespaces and rules are applied (applyConfig, applyForwardsTo)
 	closing   bool                                       // guarded by mu
 	apps      int                                        // guarded by mu: attached apps
 	uids      map[uint32]uidUse                          // guarded by mu: what each uid's apps hold (not uid 0)
@@ -370,7 +371,10 @@ func (d *Daemon) Start() (err error) {
 	if err != nil {
 		return fmt.Errorf("session layer: %w", err)
 	}
-	if err := d.applyConfig(d.cfg.Namespaces, d.cfg.Rules); err != nil {
+	d.cfgApply.Lock()
+	err = d.applyConfig(d.cfg.Namespaces, d.cfg.Rules)
+	d.cfgApply.Unlock()
+	if err != nil {
 		return err
 	}
 	if err := d.eng.Start(d.layer); err != nil {

@@ -206,12 +206,11 @@ func (d *Daemon) appIndexByName(name string) (uint32, bool) {
 // the daemon has from it: namespaces it added before and that are gone are
 // deleted (when no app uses them), new ones added, changed ones replaced
 // (when no app uses them); the rules it added before are replaced by the
-// new set in one step. Forward rules to apps not attached are skipped with
-// a warning. Namespaces and rules added with ctl are left alone.
+// new set in one step (applyConfigRules). Namespaces and rules added with
+// ctl are left alone. d.cfgApply is held.
 func (d *Daemon) applyConfig(nss []NamespaceConfig, rules []RuleConfig) error {
 	d.mu.Lock()
 	prevNs := slices.Clone(d.cfgNs)
-	prevRules := slices.Clone(d.cfgRules)
 	d.mu.Unlock()
 	cur := map[string]sessions.NamespaceInfo{}
 	for _, n := range d.layer.Namespaces() {
@@ -260,12 +259,36 @@ func (d *Daemon) applyConfig(nss []NamespaceConfig, rules []RuleConfig) error {
 		}
 		keep = append(keep, n.ID)
 	}
+	d.mu.Lock()
+	for _, id := range prevNs {
+		delete(d.nsAccess, id)
+	}
+	for _, n := range nss {
+		if acl := (sessions.AccessList{UIDs: n.AllowUIDs, GIDs: n.AllowGIDs}); !acl.Empty() && slices.Contains(keep, n.ID) {
+			d.nsAccess[n.ID] = acl
+		}
+	}
+	d.cfgNs = keep
+	d.mu.Unlock()
+	return errors.Join(append(errs, d.applyConfigRules(rules, true)...)...)
+}
+
+// applyConfigRules makes rules, the config file's, the rules in force
+// from it: those it added before are replaced in one step, and a set the
+// layer refuses leaves them. A forward rule names its app by name: one
+// to an app not attached is skipped (with a warning when warn) and added
+// when an app of that name attaches (configForwardsTo). d.cfgApply is
+// held.
+func (d *Daemon) applyConfigRules(rules []RuleConfig, warn bool) []error {
+	var errs []error
 	var add []sessions.Rule
 	for i, rc := range rules {
 		ar, err := rc.apiRule(d.appIndexByName)
 		if err != nil {
 			if errors.Is(err, flow.ErrNotAttached) {
-				d.log.Warn("config rule skipped", "rule", i, "err", err)
+				if warn {
+					d.log.Warn("config rule skipped until its app attaches", "rule", i, "err", err)
+				}
 				continue
 			}
 			errs = append(errs, fmt.Errorf("config file: rules[%d]: %w", i, err))
@@ -278,26 +301,47 @@ func (d *Daemon) applyConfig(nss []NamespaceConfig, rules []RuleConfig) error {
 		}
 		add = append(add, r)
 	}
-	for _, id := range prevRules {
-		_ = d.layer.DelRule(id) // may be gone already (ctl rule del, app detached)
-	}
-	ids, err := d.layer.AddRules(add)
+	// In one step: the rules of the file before (those still there: ctl
+	// rule del or an app's detach may have taken some) go as the new
+	// ones come, those unchanged keeping their IDs and hits; a new set
+	// the layer refuses leaves the old one in force.
+	d.mu.Lock()
+	prev := slices.Clone(d.cfgRules)
+	d.mu.Unlock()
+	ids, err := d.layer.ReplaceRules(prev, add)
 	if err != nil {
-		errs = append(errs, fmt.Errorf("config file: rules: %w", err))
+		return append(errs, fmt.Errorf("config file: rules: %w; the rules the file gave before stay", err))
 	}
 	d.mu.Lock()
-	for _, id := range prevNs {
-		delete(d.nsAccess, id)
-	}
-	for _, n := range nss {
-		if acl := (sessions.AccessList{UIDs: n.AllowUIDs, GIDs: n.AllowGIDs}); !acl.Empty() && slices.Contains(keep, n.ID) {
-			d.nsAccess[n.ID] = acl
-		}
-	}
-	d.cfgNs = keep
 	d.cfgRules = ids
 	d.mu.Unlock()
-	return errors.Join(errs...)
+	return errs
+}
+
+// configForwardsTo says whether a forward rule of the config file names
+// the app name.
+func (d *Daemon) configForwardsTo(name string) bool {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	return slices.ContainsFunc(d.cfg.Rules, func(rc RuleConfig) bool { return rc.App == name && rc.Action == "forward" })
+}
+
+// applyForwardsTo adds the config file's forward rules to the app name,
+// which just attached, with the file's other rules (applyConfigRules).
+func (d *Daemon) applyForwardsTo(name string) {
+	if !d.configForwardsTo(name) {
+		return
+	}
+	d.cfgApply.Lock()
+	defer d.cfgApply.Unlock()
+	d.mu.Lock()
+	rules := d.cfg.Rules
+	d.mu.Unlock()
+	if errs := d.applyConfigRules(rules, false); len(errs) > 0 {
+		d.log.Warn("config file's forward rules to an app that attached", "name", name, "err", errors.Join(errs...))
+		return
+	}
+	d.log.Info("config file's forward rules to an app that attached added", "name", name)
 }
 
 // secrets of configured namespaces, to tell a changed secret on reload.
@@ -328,6 +372,8 @@ func (d *Daemon) lookupIface(netnsName, iface string) (int, error) {
 // Reload makes nss and rules the namespaces and rules of the config file
 // (run calls it on SIGHUP), as applyConfig describes.
 func (d *Daemon) Reload(nss []NamespaceConfig, rules []RuleConfig) error {
+	d.cfgApply.Lock()
+	defer d.cfgApply.Unlock()
 	err := d.applyConfig(nss, rules)
 	d.mu.Lock()
 	d.cfg.Namespaces, d.cfg.Rules = nss, rules

@@ -2,7 +2,9 @@ package daemon
 
 import (
 	"errors"
+	"maps"
 	"testing"
+	"time"
 
 	"github.com/xsessiond/xsessiond/app"
 	"github.com/xsessiond/xsessiond/flow"
@@ -52,5 +54,90 @@ func TestReload(t *testing.T) {
 	rules := d.layer.Rules()
 	if len(rules) != 1 || rules[0].Tag != "b" || rules[0].Transport != flow.TransportTCP {
 		t.Fatalf("rules after reload %+v (the forward rule to an app not attached is skipped)", rules)
+	}
+}
+
+// TestReloadRulesInOneStep: a reload whose rules the layer refuses (one of
+// a namespace the daemon does not have, two matching the same) leaves the
+// rules of the file before in force, with their IDs, rather than none; a
+// reload of the same rules keeps their IDs and hits, and one that changes
+// one rule of two keeps the other.
+func TestReloadRulesInOneStep(t *testing.T) {
+	drop := func(port uint16, tag string) RuleConfig {
+		return RuleConfig{Proto: "udp", Local: "0.0.0.0/0", LocalPort: port, Remote: "192.0.2.0/24", Action: "drop", Tag: tag}
+	}
+	rules1 := []RuleConfig{drop(9000, "a"), drop(9001, "b")}
+	d := startDaemon(t, func(o *Config) { o.Rules = rules1 })
+	ruleIDs := func() map[string]uint32 {
+		m := map[string]uint32{}
+		for _, r := range d.layer.Rules() {
+			m[r.Tag] = r.ID
+		}
+		return m
+	}
+	before := ruleIDs()
+	if len(before) != 2 {
+		t.Fatalf("rules at start %v", before)
+	}
+	for _, bad := range [][]RuleConfig{
+		{drop(9000, "a"), drop(9001, "b"), {Proto: "tcp", Action: "drop", Namespace: "nowhere", Tag: "c"}},
+		{drop(9000, "a"), drop(9001, "b"), drop(9001, "twice")},
+	} {
+		if err := d.Reload(nil, bad); err == nil {
+			t.Fatalf("reload of %+v: no error", bad)
+		}
+		if got := ruleIDs(); !maps.Equal(got, before) {
+			t.Fatalf("rules after a refused reload %v, want those before %v", got, before)
+		}
+	}
+	if err := d.Reload(nil, rules1); err != nil {
+		t.Fatal(err)
+	}
+	if got := ruleIDs(); !maps.Equal(got, before) {
+		t.Fatalf("rules after reloading the same %v, want the same IDs %v", got, before)
+	}
+	if err := d.Reload(nil, []RuleConfig{drop(9000, "a"), drop(9002, "b")}); err != nil {
+		t.Fatal(err)
+	}
+	got := ruleIDs()
+	if len(got) != 2 || got["a"] != before["a"] || got["b"] == before["b"] {
+		t.Fatalf("rules after changing b %v (before %v): want a's ID kept and a new one for b", got, before)
+	}
+}
+
+// TestConfigForwardRuleFollowsItsApp: a forward rule of the config file
+// names an app no one runs when the daemon starts; it is added when an
+// app of that name attaches, gone when it detaches, and added again when
+// one attaches again, the file's other rules untouched.
+func TestConfigForwardRuleFollowsItsApp(t *testing.T) {
+	rules := []RuleConfig{
+		{Proto: "udp", Local: "0.0.0.0/0", LocalPort: 9000, Remote: "192.0.2.0/24", Action: "drop", Tag: "drop"},
+		{Proto: "udp", LocalPort: 9100, Action: "forward", App: "fwd", Tag: "fwd"},
+	}
+	d := startDaemon(t, func(o *Config) { o.Rules = rules })
+	tags := func() map[string]uint32 {
+		m := map[string]uint32{}
+		for _, r := range d.layer.Rules() {
+			m[r.Tag] = uint32(r.App)
+		}
+		return m
+	}
+	if got := tags(); len(got) != 1 || !maps.Equal(got, map[string]uint32{"drop": 0}) {
+		t.Fatalf("rules at start %v, want the drop rule alone", got)
+	}
+	for round := range 2 {
+		a := attach(t, d, app.Options{Name: "fwd"})
+		got := tags()
+		if len(got) != 2 || got["fwd"] == 0 {
+			t.Fatalf("round %d: rules with the app attached %v, want the forward rule to it too", round, got)
+		}
+		if err := a.Close(); err != nil {
+			t.Fatal(err)
+		}
+		for deadline := time.Now().Add(5 * time.Second); len(tags()) != 1; time.Sleep(10 * time.Millisecond) {
+			if time.Now().After(deadline) {
+				t.Fatalf("round %d: rules after the app detached %v, want the drop rule alone", round, tags())
+			}
+		}
 	}
 }

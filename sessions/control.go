@@ -25,9 +25,22 @@ func (l *Layer) AddRule(r Rule) (uint32, error) {
 }
 
 // AddRules adds rules in one step (all or none) and returns their IDs.
-func (l *Layer) AddRules(rs []Rule) ([]uint32, error) {
+func (l *Layer) AddRules(rs []Rule) ([]uint32, error) { return l.ReplaceRules(nil, rs) }
+
+// ReplaceRules deletes the rules del names and adds rs in one step, and
+// returns the IDs of rs: if any of rs is refused (as AddRule refuses it,
+// the rules of del already gone), nothing changes, so that a set of rules
+// never leaves a gap while it is replaced, nor a bad rule in a new set
+// the old set. A rule of rs equal to one of del (its match, action, app
+// and tag) is that rule still: it keeps its ID and hits. IDs of del that
+// name no rule (deleted meanwhile) are passed over.
+func (l *Layer) ReplaceRules(del []uint32, rs []Rule) ([]uint32, error) {
 	l.lock()
 	defer l.unlock()
+	gone := make(map[uint32]bool, len(del))
+	for _, id := range del {
+		gone[id] = true
+	}
 	ids := make([]uint32, 0, len(rs))
 	add := make([]RuleInfo, 0, len(rs))
 	type matchKey struct {
@@ -41,11 +54,18 @@ func (l *Layer) AddRules(rs []Rule) ([]uint32, error) {
 		return matchKey{r.Transport, r.Local, r.Remote, r.LocalPort, r.RemotePort, r.Scope, r.Namespace}
 	}
 	have := make(map[matchKey]uint32, len(l.ruleList)+len(rs))
+	same := make(map[Rule]uint32, len(del)) // the rules of del, by what they are
 	for _, r := range l.ruleList {
+		if gone[r.ID] {
+			same[r.Rule] = r.ID
+			continue
+		}
 		have[keyOf(r.Rule)] = r.ID
 	}
+	kept := make(map[uint32]bool, len(del))
 	batch := make(map[matchKey]bool, len(rs)) // the matches of rs, which have no ids yet
-	for i, r := range rs {
+	next := l.nextRule
+	for _, r := range rs {
 		// A rule is named by its words: the index in rs is no id.
 		what := "add rule " + r.words()
 		r, err := r.normalize()
@@ -65,7 +85,6 @@ func (l *Layer) AddRules(rs []Rule) ([]uint32, error) {
 					what, r.App, t.ns.cfg.ID, r.Namespace, ErrNotInNamespace)
 			}
 		}
-		id := l.nextRule + uint32(i)
 		if batch[keyOf(r)] {
 			return nil, fmt.Errorf("%s: another rule added with it matches the same in the same tables: %w", what, ErrInvalidValue)
 		}
@@ -73,10 +92,19 @@ func (l *Layer) AddRules(rs []Rule) ([]uint32, error) {
 			return nil, fmt.Errorf("%s: rule %d already matches the same in the same tables (delete it first): %w", what, old, ErrInvalidValue)
 		}
 		batch[keyOf(r)] = true
-		add = append(add, RuleInfo{ID: id, Rule: r})
-		ids = append(ids, id)
+		if id, ok := same[r]; ok {
+			kept[id] = true
+			ids = append(ids, id)
+			continue
+		}
+		add = append(add, RuleInfo{ID: next, Rule: r})
+		ids = append(ids, next)
+		next++
 	}
-	l.nextRule += uint32(len(rs))
+	l.nextRule = next
+	if len(gone) > 0 {
+		l.ruleList = slices.DeleteFunc(l.ruleList, func(r RuleInfo) bool { return gone[r.ID] && !kept[r.ID] })
+	}
 	for _, r := range add {
 		l.ruleHits[r.ID] = new(RuleHits)
 	}
