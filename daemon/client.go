@@ -467,6 +467,8 @@ func (h *client) attach(m *api.Attach) (api.Message, []int, error) {
 	if err := validScope(m.Scope); err != nil {
 		return nil, nil, fmt.Errorf("attach: %w", err)
 	}
+	// The default namespace by the name every listing gives it.
+	m.Namespace = NamespaceID(m.Namespace)
 	for _, t := range m.ProxyTransports {
 		if err := validTransport(t); err != nil {
 			return nil, nil, fmt.Errorf("attach: proxy: %w", err)

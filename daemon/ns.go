@@ -184,7 +184,7 @@ func ruleFromAPI(r api.Rule) (sessions.Rule, error) {
 	}
 	out := sessions.Rule{
 		Transport: r.Transport, Local: r.Local, LocalPort: r.LocalPort, Remote: r.Remote, RemotePort: r.RemotePort,
-		Action: action, Scope: r.Scope, Namespace: r.Namespace, Tag: r.Tag,
+		Action: action, Scope: r.Scope, Namespace: NamespaceID(r.Namespace), Tag: r.Tag,
 	}
 	if action == sessions.RuleForward {
 		out.App = sessions.AppID(r.AppIndex)

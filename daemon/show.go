@@ -34,7 +34,9 @@ func NamespaceName(id string) string {
 	return id
 }
 
-// NamespaceID is the inverse of NamespaceName, for filters.
+// NamespaceID is the inverse of NamespaceName: the daemon takes the
+// default namespace by its listed name wherever a namespace is given (an
+// attach, a rule, a filter).
 func NamespaceID(name string) string {
 	if name == DefaultNamespace {
 		return ""
