@@ -128,6 +128,23 @@ type ControlLimits struct {
 	MaxShows int `yaml:"max_shows"`
 }
 
+// check refuses a bound on the connections that leaves none to users
+// other than root: root's reserve is taken out of MaxConns for them.
+func (l ControlLimits) check() error {
+	maxConns, reserve := l.MaxConns, l.RootReserve
+	if maxConns == 0 {
+		maxConns = api.DefaultMaxConns
+	}
+	if reserve == 0 {
+		reserve = api.DefaultRootReserve
+	}
+	if maxConns > 0 && reserve > 0 && maxConns <= reserve {
+		return fmt.Errorf("control: max_conns %d leaves no connection to users other than root: root_reserve keeps %d of them for uid 0; "+
+			"give max_conns more than root_reserve, or root_reserve -1 for no reserve: %w", maxConns, reserve, flow.ErrInvalidValue)
+	}
+	return nil
+}
+
 // Daemon is xsessiond: the session layer, the datapath engine of one
 // interface, the control socket, and the metrics endpoint. Start it, then
 // Close it; it runs in-process (demo, tests, perf) as well as under run.
@@ -235,6 +252,9 @@ func New(cfg Config) (*Daemon, error) {
 	}
 	if cfg.Datapath.Queues < 0 || cfg.Datapath.Batch < 0 {
 		return nil, fmt.Errorf("queues %d, batch %d: want 0 or more: %w", cfg.Datapath.Queues, cfg.Datapath.Batch, flow.ErrInvalidValue)
+	}
+	if err := cfg.Control.check(); err != nil {
+		return nil, err
 	}
 	if cfg.MetricsAddr != "" {
 		if _, _, err := net.SplitHostPort(cfg.MetricsAddr); err != nil {

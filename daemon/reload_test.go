@@ -3,10 +3,12 @@ package daemon
 import (
 	"errors"
 	"maps"
+	"strings"
 	"testing"
 	"time"
 
 	"github.com/xsessiond/xsessiond/app"
+	"github.com/xsessiond/xsessiond/datapath"
 	"github.com/xsessiond/xsessiond/flow"
 )
 
@@ -139,5 +141,27 @@ func TestConfigForwardRuleFollowsItsApp(t *testing.T) {
 				t.Fatalf("round %d: rules after the app detached %v, want the drop rule alone", round, tags())
 			}
 		}
+	}
+}
+
+// TestMaxConnsAboveRootReserve: a bound on the control connections at or
+// under root's reserve would leave none to other users' apps, which would
+// all be refused with no word at start: New refuses it and says what to
+// change; one above it, or no reserve, starts.
+func TestMaxConnsAboveRootReserve(t *testing.T) {
+	for _, c := range []struct {
+		maxConns, reserve int
+		ok                bool
+	}{{4, 0, false}, {8, 0, false}, {5, 5, false}, {9, 0, true}, {4, -1, true}, {-1, 0, true}, {0, 0, true}} {
+		err := ControlLimits{MaxConns: c.maxConns, RootReserve: c.reserve}.check()
+		switch {
+		case c.ok && err != nil:
+			t.Errorf("max_conns %d, root_reserve %d: %v", c.maxConns, c.reserve, err)
+		case !c.ok && (!errors.Is(err, flow.ErrInvalidValue) || !strings.Contains(err.Error(), "root_reserve")):
+			t.Errorf("max_conns %d, root_reserve %d: %v, want an error naming root_reserve", c.maxConns, c.reserve, err)
+		}
+	}
+	if _, err := New(Config{Datapath: datapath.Config{IfName: "lo"}, Control: ControlLimits{MaxConns: 8}}); !errors.Is(err, flow.ErrInvalidValue) {
+		t.Errorf("New with max_conns 8: %v, want it refused", err)
 	}
 }

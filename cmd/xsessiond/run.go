@@ -80,7 +80,7 @@ cleans up on SIGTERM and SIGINT.`,
 	fl.StringVar(&f.xdpMode, "xdp-mode", "auto", "auto (generic on a veth with one rx queue, else native, falling back to generic), native or generic")
 	fl.DurationVar(&f.sendTimeout, "send-timeout", 0, "drop a client (and detach its app) that leaves a reply or notice unread this long, or takes twice this long to read one long show reply (0: 2s)")
 	fl.DurationVar(&f.idleTimeout, "idle-timeout", 0, "close a connection with no app attached nor a capture started that sends nothing this long (0: 30s, negative: never)")
-	fl.IntVar(&f.maxConns, "max-conns", 0, "control connections at most, 8 of them kept for root (0: 1024, negative: no limit)")
+	fl.IntVar(&f.maxConns, "max-conns", 0, "control connections at most, root_reserve (8) of them kept for root, so more than that (0: 1024, negative: no limit)")
 	fl.StringVar(&f.sched, "sched-policy", daemon.SchedKeep, "scheduling policy of the daemon's threads: keep (the one it was started with, e.g. under chrt) or batch (SCHED_BATCH: a woken worker waits for the thread on its CPU to block or yield instead of preempting it: more transactions per second where apps share the daemon's CPU, milliseconds of latency where a busy program does)")
 	fl.StringVar(&f.checksum, "checksum", "auto", "UDP checksums holding a local sender's partial sum (offload): auto (accept on veth, netkit, tun), verify or accept-partial")
 	return cmd
