@@ -45,16 +45,25 @@ func (r RuleConfig) Validate() error {
 	default:
 		return fmt.Errorf("proto %q: want udp or tcp", r.Proto)
 	}
+	var fams []bool // Is4 of each prefix given
 	for _, p := range []struct{ name, v string }{{"local", r.Local}, {"remote", r.Remote}} {
 		if p.v == "" {
 			continue
 		}
-		if _, err := netip.ParsePrefix(p.v); err != nil {
+		pfx, err := netip.ParsePrefix(p.v)
+		if err != nil {
 			return fmt.Errorf("%s %q: want a prefix like 10.0.0.0/8 (an address, a slash and a length of at most 32, 128 for IPv6)", p.name, p.v)
 		}
+		fams = append(fams, pfx.Addr().Unmap().Is4())
+	}
+	if len(fams) == 2 && fams[0] != fams[1] {
+		return fmt.Errorf("local %q and remote %q are of different families: no packet matches both; give two rules, one per family", r.Local, r.Remote)
 	}
 	switch r.Action {
 	case "drop", "allow":
+		if r.App != "" {
+			return fmt.Errorf("app %q goes with action forward only: a rule that %ss hands nothing to an app", r.App, r.Action)
+		}
 	case "forward":
 		if r.App == "" {
 			return errors.New("action forward needs app")

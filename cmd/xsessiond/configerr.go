@@ -137,7 +137,8 @@ func fractions(n *yaml.Node, t reflect.Type) error {
 		if n.Tag == "!!float" && t != reflect.TypeFor[time.Duration]() && (t.Kind() >= reflect.Int && t.Kind() <= reflect.Uint64) {
 			return fmt.Errorf("config: line %d: %q is not %s", n.Line, n.Value, valueWords(t.String()))
 		}
-		if n.Tag == "!!int" && t != reflect.TypeFor[time.Duration]() && (t.Kind() >= reflect.Int && t.Kind() <= reflect.Uint64) {
+		isNumber := t.Kind() >= reflect.Int && t.Kind() <= reflect.Uint64 || t.Kind() == reflect.Float32 || t.Kind() == reflect.Float64
+		if n.Tag == "!!int" && t != reflect.TypeFor[time.Duration]() && isNumber {
 			if why := numberForm(n.Value); why != "" {
 				return fmt.Errorf("config: line %d: %s %s: give it in decimal digits (or in hex after 0x)", n.Line, n.Value, why)
 			}
