@@ -45,8 +45,11 @@
 //
 // SACK is on and RACK loss detection off (below). Everything else is
 // gVisor's default unless an Options field says otherwise: congestion
-// control reno, 1 MiB send and receive buffers, TIME-WAIT and FIN-WAIT-2
-// 60s, no Nagle delay. Keepalive is on for every connection, dialed or
+// control reno, 1 MiB send and receive buffers (a connection gVisor
+// completed and queued for the listener has 128 KiB, Linux's tcp_rmem
+// default, until the Listener takes it, so that those queued while an
+// app's backlog is full hold little that no bound counts: Listen),
+// TIME-WAIT and FIN-WAIT-2 60s, no Nagle delay. Keepalive is on for every connection, dialed or
 // accepted, with an idle time and interval of 15 s and 9 probes
 // (DefaultKeepalive): what Go's net.Dial and a net.Listener's Accept set
 // on a kernel socket, so that a Go program on the app library finds the

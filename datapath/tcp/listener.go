@@ -64,6 +64,10 @@ type Listener struct {
 	wq    waiter.Queue
 	entry waiter.Entry
 	h     AcceptHandler
+	// rcvBuf is the Stack's receive buffer, which an accepted Conn gets
+	// (Listen gives the connections queued in gVisor less). Set before
+	// the listener starts.
+	rcvBuf int64
 
 	limited  atomic.Uint64 // handshakes reset over MaxConns/MaxConnsPerOwner or the buffers' bounds
 	recheck  atomic.Bool   // a look after backlogRecheck is due
@@ -81,6 +85,10 @@ func (s *Stack) ListenBacklog(backlog int) int {
 	}
 	return min(backlog, s.opts.MaxBacklog)
 }
+
+// queuedRcvBuf is the receive buffer of a connection gVisor completed and
+// the Listener has not taken yet (Linux's tcp_rmem default): see Listen.
+const queuedRcvBuf = 128 << 10
 
 // Listen opens a listener on addr (an address of the stack, or unspecified
 // for every address of its family; a port the caller reserved) with a
@@ -128,6 +136,15 @@ func (s *Stack) Listen(addr netip.AddrPort, backlog int, owner uint64, h AcceptH
 	if terr := l.ep.Bind(fa); terr != nil {
 		return fail("bind", toErrno(terr))
 	}
+	// The connections gVisor completes take their receive buffer from the
+	// listener's as it listens. Those it queues while the app's backlog
+	// is full (Backlogged) hold what their peers send in buffers no bound
+	// counts until the Listener takes them: while queued they have
+	// queuedRcvBuf, and accept gives them the Stack's as it charges them.
+	// Set without notice, the listener's own tuning (the window scale its
+	// handshakes offer) stays on.
+	l.rcvBuf = l.ep.SocketOptions().GetReceiveBufferSize()
+	l.ep.SocketOptions().SetReceiveBufferSize(min(queuedRcvBuf, l.rcvBuf), false)
 	l.entry = waiter.NewFunctionEntry(waiter.ReadableEvents|waiter.EventHUp|waiter.EventErr, func(waiter.EventMask) { l.pump.schedule(l) })
 	l.wq.EventRegister(&l.entry)
 	if terr := l.ep.Listen(backlog); terr != nil {
@@ -233,6 +250,12 @@ func (l *Listener) accept(ep *tcp.Endpoint, wq *waiter.Queue, peer tcpip.FullAdd
 	}
 	c.ep, c.wq = ep, wq
 	_ = c.ka.set(ep, DefaultKeepalive) // valid values: it cannot fail
+	// The Stack's receive buffer, which Listen held back while queued:
+	// set without notice, gVisor's tuning stays on, and the next
+	// acknowledgement offers the window it makes.
+	if o := ep.SocketOptions(); o.GetReceiveBufferSize() < l.rcvBuf {
+		o.SetReceiveBufferSize(l.rcvBuf, false)
+	}
 	if err := l.s.chargeBuffers(c); err != nil {
 		l.limited.Add(1)
 		rst()
