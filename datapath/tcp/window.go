@@ -347,7 +347,16 @@ func (pw *peerWindow) unacked(sent uint64) (int, bool) {
 	}
 	// A FIN takes a sequence number too: once it is acknowledged the
 	// difference is -1.
-	return max(int(int32(pw.iss+1+uint32(sent)-pw.ack)), 0), true
+	d := int32(pw.iss + 1 + uint32(sent) - pw.ack)
+	if d < -1 {
+		// An acknowledgement of more than was sent and the FIN: a
+		// forged segment, which the link noted before gVisor checked it
+		// (outbound forgets it at gVisor's next bare acknowledgement).
+		// Not known meanwhile: an orphan's sweep must not take it for
+		// the peer having taken everything.
+		return 0, false
+	}
+	return max(int(d), 0), true
 }
 
 // sending returns the entry of the tracked connection pb, a packet gVisor

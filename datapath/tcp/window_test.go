@@ -274,3 +274,32 @@ func checkAndNote(e *LinkEndpoint, pkt []byte) (tcpip.NetworkProtocolNumber, boo
 	}
 	return proto, ok
 }
+
+// TestUnackedIgnoresForgedAck: an acknowledgement of more than the stack
+// sent (and its FIN) is a forged segment's, noted before gVisor refused
+// it: unacked reports it as not known rather than as everything taken, or
+// a peer forging it could make an orphan's sweep give back its accounting
+// while gVisor still holds its data.
+func TestUnackedIgnoresForgedAck(t *testing.T) {
+	const iss = 1000
+	pw := &peerWindow{hasISS: true, iss: iss, known: true}
+	for _, c := range []struct {
+		ack   uint32
+		sent  uint64
+		want  int
+		known bool
+	}{
+		{iss + 1, 500, 500, true},           // nothing acknowledged
+		{iss + 1 + 200, 500, 300, true},     // some
+		{iss + 1 + 500, 500, 0, true},       // all
+		{iss + 1 + 501, 500, 0, true},       // all and the FIN
+		{iss + 1 + 502, 500, 0, false},      // past the FIN: forged
+		{iss + 1 + 1<<20, 500, 0, false},    // far past
+		{iss + 1 + 1<<31, 1 << 31, 0, true}, // all of 2 GiB
+	} {
+		pw.ack = c.ack
+		if q, known := pw.unacked(c.sent); q != c.want || known != c.known {
+			t.Errorf("ack %d after sending %d: unacked %d, %v; want %d, %v", c.ack-iss-1, c.sent, q, known, c.want, c.known)
+		}
+	}
+}
