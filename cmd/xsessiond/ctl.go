@@ -131,6 +131,14 @@ func ctlError(err error, socket string) error {
 	case len(socket) > maxSocketPath && errors.Is(err, unix.EINVAL):
 		return fmt.Errorf("--socket %s is too long for a unix socket: %d bytes, at most %d bytes: give a shorter path to it (a relative one from its directory, or one through a symlink to that directory)", socket, len(socket), maxSocketPath)
 	case errors.Is(err, api.ErrNoDaemon) || errors.Is(err, unix.ENOTDIR):
+		if errors.Is(err, unix.ENOTDIR) {
+			// A directory of the path is a file: name it.
+			for dir := filepath.Dir(socket); dir != filepath.Dir(dir); dir = filepath.Dir(dir) {
+				if fi, serr := os.Stat(dir); serr == nil && !fi.IsDir() {
+					return fmt.Errorf("%s: %s is a file, not a directory: %s", socket, dir, notOurs)
+				}
+			}
+		}
 		if fi, serr := os.Stat(socket); serr == nil && fi.IsDir() {
 			return fmt.Errorf("%s is a directory, not a socket: %s", socket, notOurs)
 		} else if serr == nil && fi.Mode()&fs.ModeSocket == 0 {
@@ -226,11 +234,18 @@ func newShowCmd(socket *string) *cobra.Command {
 			if !ok {
 				return fmt.Errorf("show %q: want apps, sessions, listeners, namespaces, rules or stats", args[0])
 			}
+			filtered := cmd.Flags().Changed("app") || cmd.Flags().Changed("ns")
+			if filtered && what == api.ShowStats {
+				// Said before the daemon is asked: with none running, the
+				// flags' problem is still the one to fix.
+				_, err := ctlview.Filter{}.Apply(what, nil)
+				return err
+			}
 			doc, err := showDoc(cmd, *socket, what)
 			if err != nil {
 				return err
 			}
-			if cmd.Flags().Changed("app") || cmd.Flags().Changed("ns") {
+			if filtered {
 				var f ctlview.Filter
 				if cmd.Flags().Changed("app") {
 					f.App = &appID

@@ -253,12 +253,20 @@ func TestCtlErrors(t *testing.T) {
 	d := startDaemon(t)
 	sock := d.Socket()
 	missing := filepath.Join(t.TempDir(), "none.sock")
+	file := filepath.Join(t.TempDir(), "a-file")
+	if err := os.WriteFile(file, nil, 0o644); err != nil {
+		t.Fatal(err)
+	}
 	cases := []struct {
 		args []string
 		sock string
 		want string
 	}{
 		{[]string{"show", "apps"}, missing, "no daemon at " + missing + ": is xsessiond run going?"},
+		// The flags' problem, which no daemon answers, before the daemon's.
+		{[]string{"show", "stats", "--app", "1"}, missing, "show stats: --app and --ns filter lists"},
+		// A directory of the path that is a file is named.
+		{[]string{"show", "apps"}, filepath.Join(file, "api.sock"), file + " is a file, not a directory"},
 		{[]string{"show", "bogus"}, sock, `show "bogus": want apps, sessions, listeners, namespaces, rules or stats`},
 		{[]string{"ns", "del", "--id", "nope"}, sock, `no such namespace`},
 		{[]string{"ns", "add", "--id", "x", "--secret", "1", "--iface", "nosuchif0"}, sock, `interface "nosuchif0" does not exist`},
