@@ -129,7 +129,7 @@ func TestOperatorCtlSockets(t *testing.T) {
 		{stale, []string{"no daemon at " + stale, "is xsessiond run going?"}},
 		{dir, []string{dir + " is a directory", "give --socket the daemon's control socket", DefaultSocket}},
 		{file, []string{file + " is not a socket", "give --socket", DefaultSocket}},
-		{filepath.Join(file, "api.sock"), []string{"no daemon at"}},
+		{filepath.Join(file, "api.sock"), []string{file + " is a file, not a directory", "give --socket"}},
 		{filepath.Join(dir, "stream.sock"), []string{"a socket of another kind", "give --socket"}},
 		{"", []string{"--socket is empty", DefaultSocket}},
 	} {
