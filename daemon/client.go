@@ -734,6 +734,13 @@ func (h *client) bind(m *api.Bind) (api.Message, []int, error) {
 	// Reply once the datapath steers the listener's packets, as a kernel
 	// socket receives from the moment bind returns.
 	h.waitMirror("bind " + e.URI())
+	if d.eng.SteerRefused(hd) {
+		// The program's listener map is full: bound, the listener would
+		// get nothing (a TCP peer a reset from the port's reservation).
+		_ = d.layer.Unbind(h.app, hd)
+		return nil, nil, fmt.Errorf("bind %s: the datapath's listener table is full (every entry of the XDP program's listener map is taken): close listeners first: %w",
+			e.URI(), flow.ErrLimit)
+	}
 	reply := &api.BindReply{Handle: hd, Local: h.inNamespace(e)}
 	// A listener's datagram fifos are only of use with a datapath to fill
 	// and drain them: without one the app gets none, and its writes to

@@ -51,6 +51,9 @@ type engine interface {
 	// WaitMirror waits until the datapath's tables (the XDP program's
 	// maps) reflect every change the session layer made before the call.
 	WaitMirror(ctx context.Context) error
+	// SteerRefused reports whether the XDP program's listener map refused
+	// listener h's entry (it is full): its packets go to the kernel.
+	SteerRefused(h sessions.Handle) bool
 	// DetachXDP detaches the XDP program and unpins at once, leaving the
 	// workers running; idempotent.
 	DetachXDP() error
@@ -318,6 +321,7 @@ func (noEngine) Close() error     { return nil }
 func (noEngine) DetachXDP() error { return nil }
 
 func (noEngine) WaitMirror(context.Context) error { return nil }
+func (noEngine) SteerRefused(sessions.Handle) bool  { return false }
 
 func (noEngine) TCPConns() []datapath.TCPConnView                         { return nil }
 func (noEngine) SessionTargets([]flow.Handle) map[flow.Handle]TargetStats { return nil }

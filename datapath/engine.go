@@ -647,6 +647,12 @@ func (e *Engine) WaitMirror(ctx context.Context) error {
 	return e.progress.wait(ctx, func() bool { return e.mirror.Stats().LastSeq >= seq })
 }
 
+// SteerRefused reports whether the program's listener map refused listener
+// h's entry (full) and has not taken it since.
+func (e *Engine) SteerRefused(h sessions.Handle) bool {
+	return e.mirror != nil && e.mirror.Refused(h)
+}
+
 // progress wakes goroutines waiting for the mirror or the claims to get
 // somewhere: each note closes the channel the waiters took. (A ticker
 // polling every millisecond made every connect on the wire wait a

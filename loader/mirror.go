@@ -102,6 +102,10 @@ type Mirror struct {
 	lastSeq    uint64
 	needResync bool
 	stats      MirrorStats
+	// refused holds the listeners whose entry the map refused (full):
+	// Refused tells a bind that waited for the mirror that its listener
+	// is not steered.
+	refused map[flow.Handle]struct{}
 }
 
 // NewMirror makes a mirror of src into o's maps and does the first full
@@ -114,7 +118,7 @@ func newMirror(maps mirrorMaps, src Source, opts MirrorOptions) (*Mirror, error)
 	if opts.IfIndex < 0 {
 		return nil, fmt.Errorf("mirror ifindex %d: %w", opts.IfIndex, ErrInvalidOptions)
 	}
-	m := &Mirror{src: src, ifidx: opts.IfIndex, keep: opts.Keep, maps: maps}
+	m := &Mirror{src: src, ifidx: opts.IfIndex, keep: opts.Keep, maps: maps, refused: map[flow.Handle]struct{}{}}
 	if err := m.Resync(); err != nil {
 		return nil, err
 	}
@@ -237,12 +241,29 @@ func (m *Mirror) applyLocked(c *flow.Change) error {
 		m.stats.DelMissing++
 		err = nil
 	}
+	if c.Kind == flow.KindListener {
+		if err != nil && c.Op == flow.OpAdd {
+			m.refused[c.Handle] = struct{}{}
+		} else {
+			delete(m.refused, c.Handle)
+		}
+	}
 	if err != nil {
 		m.stats.Failed++
 		return fmt.Errorf("change %d: %w", c.Seq, err)
 	}
 	m.stats.Applied++
 	return nil
+}
+
+// Refused reports whether the map refused the entry of listener h (it was
+// full) and has not taken it since: the listener's packets go to the
+// kernel.
+func (m *Mirror) Refused(h flow.Handle) bool {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	_, ok := m.refused[h]
+	return ok
 }
 
 // want builds the maps' intended content from a snapshot.
@@ -302,10 +323,12 @@ func (m *Mirror) Resync() error {
 			}
 		}
 	}
+	clear(m.refused)
 	for k, v := range lw {
 		if have, ok := lh[k]; !ok || have != v {
 			if err := m.maps.putListener(k, v); err != nil {
 				errs = append(errs, err)
+				m.refused[valueFrom(v).Handle] = struct{}{}
 			}
 		}
 	}

@@ -432,3 +432,65 @@ func TestMirrorKeep(t *testing.T) {
 		t.Fatalf("stats %+v, maps %v %v", s, fm.l, fm.e)
 	}
 }
+
+// fullMaps is fakeMaps whose listener map holds at most max entries, as a
+// full BPF hash map refuses a new key (E2BIG).
+type fullMaps struct {
+	*fakeMaps
+	max int
+}
+
+var errMapFull = errors.New("argument list too long")
+
+func (f fullMaps) putListener(k xsessionXsLstKey, v xsessionXsValue) error {
+	if _, ok := f.l[k]; !ok && len(f.l) >= f.max {
+		return errMapFull
+	}
+	return f.fakeMaps.putListener(k, v)
+}
+
+// TestMirrorRefusedListener: a listener whose entry the full map refused
+// is told as refused (a bind waiting for the mirror fails rather than
+// leave a listener that gets nothing), until the map takes it, by a later
+// change or a resync, or the listener goes.
+func TestMirrorRefusedListener(t *testing.T) {
+	src := newFakeSource()
+	fm := fullMaps{newFakeMaps(), 1}
+	m, err := newMirror(fm, src, MirrorOptions{IfIndex: mirIf})
+	if err != nil {
+		t.Fatal(err)
+	}
+	a := src.change(flow.OpAdd, flow.KindListener, mirIf, lstA, 1)
+	b := src.change(flow.OpAdd, flow.KindListener, mirIf, lstB, 2)
+	if err := m.Apply(a); err != nil {
+		t.Fatal(err)
+	}
+	if err := m.Apply(b); !errors.Is(err, errMapFull) {
+		t.Fatalf("a listener past the map's room: %v, want the map's error", err)
+	}
+	if m.Refused(1) || !m.Refused(2) {
+		t.Fatalf("refused: 1 %v, 2 %v; want 2 alone", m.Refused(1), m.Refused(2))
+	}
+	// A resync with the map still full refuses it again.
+	if err := m.Resync(); !errors.Is(err, errMapFull) || !m.Refused(2) {
+		t.Fatalf("resync with the map full: %v, refused %v", err, m.Refused(2))
+	}
+	// The first goes: the map takes the second at the next resync.
+	if err := m.Apply(src.change(flow.OpDel, flow.KindListener, mirIf, lstA, 1)); err != nil {
+		t.Fatal(err)
+	}
+	if err := m.Resync(); err != nil || m.Refused(2) {
+		t.Fatalf("resync with room: %v, refused %v", err, m.Refused(2))
+	}
+	same(t, src, fm.fakeMaps, mirIf)
+	// The map full again (the second holds its one entry): a listener
+	// refused, then gone, is no longer told as refused.
+	c := src.change(flow.OpAdd, flow.KindListener, mirIf, lstA, 3)
+	_ = m.Apply(c)
+	if !m.Refused(3) {
+		t.Fatal("a refused listener is not told as refused")
+	}
+	if err := m.Apply(src.change(flow.OpDel, flow.KindListener, mirIf, lstA, 3)); err != nil || m.Refused(3) {
+		t.Fatalf("a refused listener that went: %v, refused %v", err, m.Refused(3))
+	}
+}
