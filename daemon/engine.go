@@ -320,8 +320,8 @@ func (noEngine) Stats() EngineStats {
 func (noEngine) Close() error     { return nil }
 func (noEngine) DetachXDP() error { return nil }
 
-func (noEngine) WaitMirror(context.Context) error { return nil }
-func (noEngine) SteerRefused(sessions.Handle) bool  { return false }
+func (noEngine) WaitMirror(context.Context) error  { return nil }
+func (noEngine) SteerRefused(sessions.Handle) bool { return false }
 
 func (noEngine) TCPConns() []datapath.TCPConnView                         { return nil }
 func (noEngine) SessionTargets([]flow.Handle) map[flow.Handle]TargetStats { return nil }
