@@ -41,7 +41,7 @@ type end struct {
 	dgram       bool // datagram framing (UDP)
 	remote      netip.AddrPort
 	gone        atomic.Bool // the peer closed the session
-	broken      atomic.Bool // a cut-through rx fifo found corrupt: not read again; a listener's end is dropped once gone (PacketConn.dropBrokenLocked), a Conn's reset (Conn.resetCorrupt)
+	broken      atomic.Bool // a cut-through fifo found corrupt: not read again; a listener's end is dropped once gone (PacketConn.dropBroken), a Conn's reset (Conn.resetCorrupt)
 	fin         atomic.Bool // a stream's peer closed its half: reads end once rx is empty
 	reset       atomic.Bool // the session was reset
 	timedOut    atomic.Bool // the reset was a timeout (retransmissions or keepalive probes unanswered)

@@ -334,16 +334,17 @@ func (p *PacketConn) reapLocked(e *end) {
 	p.wr.mu.Unlock()
 }
 
-// dropBrokenLocked ends cut-through session e, whose rx fifo could not
-// be read (fifo.ErrCorrupt: its peer, which shares the fifo's memory,
-// broke its indices or a record): the readers pass it over from now on,
-// the daemon is asked to end it, and once it has the readers drop it with
-// what the listener held of it, as a peer gone. The daemon tells the
-// other end alone of a Disconnect, so no event (peerClosed) marks e gone:
-// its reply does. So another app's bad writes cost the listener that
-// session alone, and its reads go on with its other ends. Counted in
-// BrokenPeers. rd.mu is held.
-func (p *PacketConn) dropBrokenLocked(e *end) {
+// dropBroken ends cut-through session e, whose rx fifo could not be read
+// or tx fifo written (fifo.ErrCorrupt: its peer, which shares the fifos'
+// memory, broke their indices or a record): the readers pass it over from
+// now on, the daemon is asked to end it, and once it has the readers drop
+// it with what the listener held of it, as a peer gone. The daemon tells
+// the other end alone of a Disconnect, so no event (peerClosed) marks e
+// gone: its reply does. So another app's bad writes cost the listener
+// that session alone, and its reads and writes go on with its other ends.
+// Counted in BrokenPeers. It touches atomics alone: a reader calls it
+// with rd.mu held, a writer without.
+func (p *PacketConn) dropBroken(e *end) {
 	if e.broken.Swap(true) {
 		return
 	}
@@ -359,7 +360,7 @@ func (p *PacketConn) dropBrokenLocked(e *end) {
 }
 
 // BrokenPeers counts the cut-through sessions the listener ended because
-// their peer broke the fifo they share (dropBrokenLocked).
+// their peer broke the fifos they share (dropBroken).
 func (p *PacketConn) BrokenPeers() uint64 { return p.broken.Load() }
 
 // waitReadLocked sleeps until some end may have data. rd.mu is held.
@@ -476,7 +477,7 @@ func (p *PacketConn) read(b []byte) (int, *end, netip.AddrPort, error) {
 		n, ok, err := e.readDgram(b, &p.hdr)
 		if err != nil {
 			if !e.datapath {
-				p.dropBrokenLocked(e)
+				p.dropBroken(e)
 				continue
 			}
 			return 0, nil, netip.AddrPort{}, netError("read", p.laddr, nil, err)
@@ -534,7 +535,7 @@ func (p *PacketConn) ReadBatch(msgs []Message) (int, error) {
 		n, used, err := peekBatch(e, msgs, e.datapath)
 		if err != nil {
 			if !e.datapath {
-				p.dropBrokenLocked(e)
+				p.dropBroken(e)
 				continue
 			}
 			return 0, netError("read", p.laddr, nil, err)
@@ -784,10 +785,15 @@ func (p *PacketConn) write(b []byte, e *end, wb *wireBind, remote netip.AddrPort
 		// A peer gone: the datagram is lost too, as one a kernel
 		// socket sends to a loopback port whose socket closed (the port
 		// unreachable it draws fails no call of an unconnected socket).
-		switch err := enqueueDgram(e, &hdr, b); err {
-		case nil, errPeerClosed:
-		case fifo.ErrNoSpace:
+		switch err := enqueueDgram(e, &hdr, b); {
+		case err == nil, err == errPeerClosed:
+		case err == fifo.ErrNoSpace:
 			p.peerDrops.Add(1)
+		case errors.Is(err, fifo.ErrCorrupt):
+			// The peer broke the fifo it reads: the session ends, as
+			// one whose rx fifo a read finds broken, and the datagram is
+			// lost, as one to a peer gone. A server's writes go on.
+			p.dropBroken(e)
 		default:
 			return fail(err)
 		}
