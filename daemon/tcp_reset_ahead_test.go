@@ -98,7 +98,7 @@ func echoUntilWriteFails(c net.Conn, closeWrite bool) afterReset {
 }
 
 // stallSending has kc send without reading until its writes stall and
-// what the server acknowledged stays the same, and returns that count
+// what the server acknowledged stays the same a second, and returns that count
 // (TCP_INFO's bytes_acked, less the SYN's one: what the server's TCP
 // received).
 func stallSending(t *testing.T, kc *net.TCPConn) int64 {
@@ -115,15 +115,19 @@ func stallSending(t *testing.T, kc *net.TCPConn) int64 {
 			}
 		}
 	}()
-	last, since := int64(-1), time.Now()
+	// Stalled: neither what the server acknowledged nor what the client's
+	// writes took moved for a second. (Half a second of the first alone
+	// was once a spell in which this VM, running other test packages,
+	// ran neither side: the server read on after it.)
+	last, lastSent, since := int64(-1), int64(-1), time.Now()
 	for deadline := time.Now().Add(20 * time.Second); ; time.Sleep(50 * time.Millisecond) {
 		info, err := tcpInfoOf(kc)
 		if err != nil {
 			t.Fatal(err)
 		}
-		if n := int64(info.Bytes_acked); n != last {
-			last, since = n, time.Now()
-		} else if time.Since(since) > 500*time.Millisecond {
+		if n, s := int64(info.Bytes_acked), sent.Load(); n != last || s != lastSent {
+			last, lastSent, since = n, s, time.Now()
+		} else if time.Since(since) > time.Second {
 			return last - 1
 		}
 		if time.Now().After(deadline) {
