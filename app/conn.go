@@ -622,8 +622,17 @@ func (c *Conn) Read(b []byte) (int, error) {
 		if c.spinRead(e) {
 			continue
 		}
-		s := c.rd.arm(c.a, e.rx, nil)
-		e.rx.ClearEvent()
+		var s sleeper
+		if e.broken.Load() {
+			// Its peer broke the rx fifo (a cut-through UDP session,
+			// whose reads wait on): nothing in it is read again, and its
+			// indices, which may say there is, must not wake this read at
+			// each of the app's wake-ups.
+			s = c.rd.armIdle(c.a)
+		} else {
+			s = c.rd.arm(c.a, e.rx, nil)
+			e.rx.ClearEvent()
+		}
 		// An asynchronous error recorded after the look at the top of
 		// the loop poked the broadcast channel this sleeper did not hold
 		// yet: look at it once more now that it is armed.

@@ -45,9 +45,17 @@ var waiterPool = sync.Pool{New: func() any { return newWaiter() }}
 // (one of them, or neither: any event); call it before the last look at
 // the fifo, then sleep or disarm.
 func (h *half) arm(a *App, rx, tx *fifo.Fifo) sleeper {
+	return h.armAs(a, rx, tx, false)
+}
+
+// armIdle is arm for a call that waits for nothing the app's event
+// goroutine sees (waiter.idle).
+func (h *half) armIdle(a *App) sleeper { return h.armAs(a, nil, nil, true) }
+
+func (h *half) armAs(a *App, rx, tx *fifo.Fifo, idle bool) sleeper {
 	w := waiterPool.Get().(*waiter)
 	w.drain()
-	w.rx, w.tx = rx, tx
+	w.rx, w.tx, w.idle = rx, tx, idle
 	a.arm(w)
 	h.smu.Lock()
 	bc := h.bc
@@ -58,7 +66,7 @@ func (h *half) arm(a *App, rx, tx *fifo.Fifo) sleeper {
 // disarm ends a sleeper that will not sleep.
 func (h *half) disarm(a *App, s sleeper) {
 	a.disarm(s.w)
-	s.w.rx, s.w.tx = nil, nil
+	s.w.rx, s.w.tx, s.w.idle = nil, nil, false
 	waiterPool.Put(s.w)
 }
 

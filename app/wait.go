@@ -83,6 +83,10 @@ type waiter struct {
 	ch chan struct{}
 	rx *fifo.Fifo // the call waits for data in rx; nil: not for that
 	tx *fifo.Fifo // the call waits for room in tx; nil: not for that
+	// idle: the call waits for nothing the event goroutine sees (a read
+	// of a session whose rx fifo its peer broke): only a poke, its
+	// deadline or a close wake it.
+	idle bool
 }
 
 // due reports whether the call may go on: data to read, room to write, or
@@ -101,6 +105,8 @@ type waiter struct {
 // of the next data.
 func (w *waiter) due() bool {
 	switch {
+	case w.idle:
+		return false
 	case w.rx != nil:
 		if w.rx.Queued() {
 			return true
