@@ -136,9 +136,6 @@ func (p *PacketConn) checkBuffer(bytes int, which, option string, fifoOf func(*e
 	if err := p.setClosed(); err != nil {
 		return err
 	}
-	if bytes < 0 {
-		return addrError("set", p.laddr, syscall.EINVAL)
-	}
 	have := -1
 	for _, b := range p.binds {
 		if b.wire != nil {
@@ -147,11 +144,24 @@ func (p *PacketConn) checkBuffer(bytes int, which, option string, fifoOf func(*e
 			}
 		}
 	}
-	if have < 0 || bytes <= have {
+	if err := bufferError(bytes, have, "the listener's "+which+" fifo", "when the app attaches (app.Options."+option+")"); err != nil {
+		return addrError("set", p.laddr, err)
+	}
+	return nil
+}
+
+// bufferError is what SetReadBuffer and SetWriteBuffer say of bytes for a
+// buffer of have bytes (have < 0: none, whatever is asked passes): EINVAL
+// for a negative size, nil up to have, else ENOBUFS saying which fifo
+// (what) the buffer is and what sized it (sized).
+func bufferError(bytes, have int, what, sized string) error {
+	switch {
+	case bytes < 0:
+		return syscall.EINVAL
+	case have < 0 || bytes <= have:
 		return nil
 	}
-	return addrError("set", p.laddr, fmt.Errorf("%d bytes asked: the buffer is the listener's %s fifo, %d bytes, sized when the app attaches (app.Options.%s): %w",
-		bytes, which, have, option, syscall.ENOBUFS))
+	return fmt.Errorf("%d bytes asked: the buffer is %s, %d bytes, sized %s: %w", bytes, what, have, sized, syscall.ENOBUFS)
 }
 
 // peerError takes an asynchronous error the daemon reports for one of the
@@ -218,12 +228,12 @@ func (c *Conn) checkBuffer(bytes int, f *fifo.Fifo, which, option string) error 
 	if err := c.setClosed("set"); err != nil {
 		return err
 	}
-	if bytes < 0 {
-		return netError("set", c.laddr, c.raddr, syscall.EINVAL)
+	have := -1
+	if f != nil {
+		have = int(f.Size())
 	}
-	if f == nil || bytes <= int(f.Size()) {
-		return nil
+	if err := bufferError(bytes, have, "the session's "+which+" fifo", "when the session opens ("+option+")"); err != nil {
+		return netError("set", c.laddr, c.raddr, err)
 	}
-	return netError("set", c.laddr, c.raddr, fmt.Errorf("%d bytes asked: the buffer is the session's %s fifo, %d bytes, sized when the session opens (%s): %w",
-		bytes, which, f.Size(), option, syscall.ENOBUFS))
+	return nil
 }

@@ -121,8 +121,8 @@
 // kernel UDP socket returns the peer's ICMP errors (ECONNREFUSED and the
 // like); a PacketConn, unconnected, fails no call for it, as an
 // unconnected kernel socket reports no asynchronous error, and its next
-// WriteTo of a datagram too large for the new path MTU fails. As on a kernel UDP socket, the errno of
-// a UDP call's error (EMSGSIZE, ECONNREFUSED, EINVAL for port 0,
+// WriteTo of a datagram too large for the new path MTU fails. As on a
+// kernel UDP socket, the errno of a UDP call's error (EMSGSIZE, ECONNREFUSED, EINVAL for port 0,
 // ENETUNREACH for an address of the other family) is an *os.SyscallError
 // in the *net.OpError naming the call the net package names: "read" and
 // "write" for a Conn's Read and Write, "recvfrom" and "sendto" for a

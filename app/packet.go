@@ -634,15 +634,15 @@ func sliceAt(a, b []byte, off, n int) ([]byte, []byte) {
 // of the session's family carries (MaxDatagram4, MaxDatagram6) fails with
 // EMSGSIZE, as a kernel socket's to the loopback address the peer dialed.
 // With SetDontFragment, a datagram to the wire larger than the path MTU
-// fails with an error wrapping syscall.EMSGSIZE. A datagram to the wire addressed to the host itself (loopback,
-// one of its addresses, the unspecified address or a *net.UDPAddr with no
-// IP, which the kernel takes for the host) goes through the kernel to the
-// host's socket of that port, as a kernel socket's, when the app runs in
-// the network namespace of its namespace's interface; from another (a
-// container's) the daemon drops it, counted as no_route. An errno of a
-// failed write (EMSGSIZE, EINVAL for port 0 or a nil *net.UDPAddr,
-// ENETUNREACH for an address of the other family) is
-// held in an *os.SyscallError naming
+// fails with an error wrapping syscall.EMSGSIZE. A datagram to the wire
+// addressed to the host itself (loopback, one of its addresses, the
+// unspecified address or a *net.UDPAddr with no IP, which the kernel
+// takes for the host) goes through the kernel to the host's socket of
+// that port, as a kernel socket's, when the app runs in the network
+// namespace of its namespace's interface; from another (a container's)
+// the daemon drops it, counted as no_route. An errno of a failed write
+// (EMSGSIZE, EINVAL for port 0 or a nil *net.UDPAddr, ENETUNREACH for an
+// address of the other family) is held in an *os.SyscallError naming
 // "sendto" under the *net.OpError, as the net package holds a kernel UDP
 // socket's (WriteToUDPAddrPort too); an address of another type than
 // *net.UDPAddr and *CutThroughAddr fails with a bare syscall.EINVAL, as
@@ -719,9 +719,10 @@ func (addrPortAddr) Network() string { return "udp" }
 // cut-through peer's (wb nil). addr is the caller's address for errors;
 // nil names remote as WriteToUDPAddrPort's errors do.
 func (p *PacketConn) write(b []byte, e *end, wb *wireBind, remote netip.AddrPort, addr net.Addr) (int, error) {
-	// An errno (EMSGSIZE, EINVAL, ENETUNREACH) is held in an *os.SyscallError naming "sendto", as the net
-	// package holds a kernel UDP socket's for WriteTo and
-	// WriteToUDPAddrPort; net.ErrClosed and deadlines are not.
+	// An errno (EMSGSIZE, EINVAL, ENETUNREACH) is held in an
+	// *os.SyscallError naming "sendto", as the net package holds a kernel
+	// UDP socket's for WriteTo and WriteToUDPAddrPort; net.ErrClosed and
+	// deadlines are not.
 	fail := func(err error) (int, error) {
 		if addr == nil { // WriteToUDPAddrPort's: made here, not per datagram
 			addr = addrPortAddr{remote}

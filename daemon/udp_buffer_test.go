@@ -25,37 +25,7 @@ func TestPacketConnBuffers(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	type buffers interface {
-		SetReadBuffer(int) error
-		SetWriteBuffer(int) error
-	}
-	b, ok := pc.(buffers)
-	if !ok {
-		t.Fatal("the PacketConn has no SetReadBuffer and SetWriteBuffer")
-	}
-	for _, c := range []struct {
-		set    func(int) error
-		n      int
-		option string // "": no error
-	}{
-		{b.SetReadBuffer, 64 << 10, ""}, {b.SetReadBuffer, 4096, ""}, {b.SetReadBuffer, 7 << 20, "RxFifoSize"},
-		{b.SetWriteBuffer, 32 << 10, ""}, {b.SetWriteBuffer, 32<<10 + 1, "TxFifoSize"},
-	} {
-		err := c.set(c.n)
-		switch {
-		case c.option == "" && err != nil:
-			t.Errorf("%d bytes, within the fifo: %v", c.n, err)
-		case c.option != "" && (!errors.Is(err, syscall.ENOBUFS) || !strings.Contains(err.Error(), c.option)):
-			t.Errorf("%d bytes, past the fifo: %v; want ENOBUFS naming %s", c.n, err, c.option)
-		}
-	}
-	if err := b.SetReadBuffer(-1); !errors.Is(err, syscall.EINVAL) {
-		t.Errorf("a negative size: %v, want EINVAL", err)
-	}
-	pc.Close()
-	if err := b.SetReadBuffer(1); !errors.Is(err, net.ErrClosed) {
-		t.Errorf("after Close: %v, want net.ErrClosed", err)
-	}
+	checkBuffers(t, "the PacketConn", pc, 64<<10, 32<<10, "RxFifoSize", "TxFifoSize")
 }
 
 // TestConnBuffers: a Conn has *net.TCPConn's and *net.UDPConn's
@@ -73,21 +43,9 @@ func TestConnBuffers(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer local.Close()
-	go func() {
-		for {
-			c, err := local.Accept()
-			if err != nil {
-				return
-			}
-			defer c.Close()
-		}
-	}()
+	go serveEach(local, func(c net.Conn) { io.Copy(io.Discard, c) })
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
-	type buffers interface {
-		SetReadBuffer(int) error
-		SetWriteBuffer(int) error
-	}
 	for _, c := range []struct {
 		name, url string
 		tx        int    // the tx fifo's size
@@ -101,32 +59,48 @@ func TestConnBuffers(t *testing.T) {
 		if err != nil {
 			t.Fatalf("%s: %v", c.name, err)
 		}
-		b, ok := conn.(buffers)
-		if !ok {
-			t.Fatalf("%s: the Conn has no SetReadBuffer and SetWriteBuffer", c.name)
+		checkBuffers(t, c.name, conn, 64<<10, c.tx, "RxFifoSize", c.txOption)
+	}
+}
+
+// checkBuffers checks c's SetReadBuffer and SetWriteBuffer, which programs
+// reach through an interface, against its rx and tx fifos of rx and tx
+// bytes: a size up to a fifo's passes, a larger one fails with ENOBUFS
+// naming the option that sized it (rxOption, txOption), a negative one
+// with EINVAL; then it closes c, after which they fail with
+// net.ErrClosed.
+func checkBuffers(t *testing.T, what string, c io.Closer, rx, tx int, rxOption, txOption string) {
+	t.Helper()
+	b, ok := c.(interface {
+		SetReadBuffer(int) error
+		SetWriteBuffer(int) error
+	})
+	if !ok {
+		t.Fatalf("%s has no SetReadBuffer and SetWriteBuffer", what)
+	}
+	for _, s := range []struct {
+		set    func(int) error
+		n      int
+		option string // "": no error
+	}{
+		{b.SetReadBuffer, rx, ""}, {b.SetReadBuffer, 4096, ""}, {b.SetReadBuffer, rx + 1, rxOption}, {b.SetReadBuffer, 7 << 20, rxOption},
+		{b.SetWriteBuffer, tx, ""}, {b.SetWriteBuffer, tx + 1, txOption},
+	} {
+		err := s.set(s.n)
+		switch {
+		case s.option == "" && err != nil:
+			t.Errorf("%s: %d bytes, within the fifo: %v", what, s.n, err)
+		case s.option != "" && (!errors.Is(err, syscall.ENOBUFS) || !strings.Contains(err.Error(), s.option)):
+			t.Errorf("%s: %d bytes, past the fifo: %v; want ENOBUFS naming %s", what, s.n, err, s.option)
 		}
-		for _, s := range []struct {
-			set    func(int) error
-			n      int
-			option string // "": no error
-		}{
-			{b.SetReadBuffer, 64 << 10, ""}, {b.SetReadBuffer, 4096, ""}, {b.SetReadBuffer, 4 << 20, "RxFifoSize"},
-			{b.SetWriteBuffer, c.tx, ""}, {b.SetWriteBuffer, c.tx + 1, c.txOption},
-		} {
-			err := s.set(s.n)
-			switch {
-			case s.option == "" && err != nil:
-				t.Errorf("%s: %d bytes, within the fifo: %v", c.name, s.n, err)
-			case s.option != "" && (!errors.Is(err, syscall.ENOBUFS) || !strings.Contains(err.Error(), s.option)):
-				t.Errorf("%s: %d bytes, past the fifo: %v; want ENOBUFS naming %s", c.name, s.n, err, s.option)
-			}
+	}
+	for _, set := range []func(int) error{b.SetReadBuffer, b.SetWriteBuffer} {
+		if err := set(-1); !errors.Is(err, syscall.EINVAL) {
+			t.Errorf("%s: a negative size: %v, want EINVAL", what, err)
 		}
-		if err := b.SetWriteBuffer(-1); !errors.Is(err, syscall.EINVAL) {
-			t.Errorf("%s: a negative size: %v, want EINVAL", c.name, err)
-		}
-		conn.Close()
-		if err := b.SetReadBuffer(1); !errors.Is(err, net.ErrClosed) {
-			t.Errorf("%s: after Close: %v, want net.ErrClosed", c.name, err)
-		}
+	}
+	c.Close()
+	if err := b.SetReadBuffer(1); !errors.Is(err, net.ErrClosed) {
+		t.Errorf("%s: after Close: %v, want net.ErrClosed", what, err)
 	}
 }
