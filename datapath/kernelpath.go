@@ -398,7 +398,12 @@ func (x *txState) fitsPath(hd *held, plen int) bool {
 func (w *worker) tooBig(t *udp.Target) {
 	w.c.Drops[dropTxDontFragment]++
 	t.TxDrops.Add(1)
-	if t.Events == nil {
+	// A datagram held for its next hop may outlive its session and its
+	// app (retryHeld sends it as it would have gone): the app's memory,
+	// its event queue's, is freed once every worker ran a posted function
+	// after the Kill, so a Target alive here keeps it through this loop,
+	// and a dead one is told nothing.
+	if t.Events == nil || t.Dead() {
 		return
 	}
 	if t.Events.Push(fifo.Event{Type: fifo.EventError, Handle: uint64(t.Handle), Arg32: uint32(unix.EMSGSIZE)}) == nil {
