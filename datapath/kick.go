@@ -24,7 +24,11 @@ import (
 // was awake (busy or spinning) took the event flag the app set before it
 // kicked, with data queued behind it, and reads the kick only in its next
 // poll (appKick.took). A flag with nothing queued earns no such credit, so
-// an app that sets its flag and kicks in a loop is still paused.
+// an app that sets its flag and kicks in a loop is still paused; nor does
+// data queued behind no flag, which the worker does not look at (an app
+// that left a datagram in its tx fifo and kicked in a loop was never
+// paused), nor a dequeue notification of a TCP session's rx fifo that the
+// Conn did not ask for or that left it no room.
 const (
 	kickStrikes = 8
 	kickMuteMin = 100 * time.Microsecond
@@ -204,11 +208,14 @@ func (a *appKicks) took(app sessions.AppID) {
 }
 
 // appHasTx reports whether a tx fifo of app that this worker drains has
-// something queued, or (TCP) a session of app that this worker kicks has
-// work for it: a kick of a TCP app is no less real than a UDP one.
+// its event flag set with something queued behind it (or more than one
+// drain's worth left), or (TCP) a session of app that this worker kicks
+// has work for it: a kick of a TCP app is no less real than a UDP one.
+// Data queued without the flag is not work: the worker drains a fifo when
+// its flag is set, and the app library sets it before every kick.
 func (w *worker) appHasTx(app sessions.AppID) bool {
 	for _, t := range w.own {
-		if t.App == app && (t.More || t.Tx.MaxDequeue() > 0) {
+		if t.App == app && (t.More || t.Tx.HasEvent() && t.Tx.MaxDequeue() > 0) {
 			return true
 		}
 	}

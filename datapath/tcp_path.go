@@ -881,12 +881,18 @@ func (p *tcpPath) ready(w *worker) bool {
 }
 
 // appActive reports whether a session of app that worker w kicks has
-// something for the worker: data or the event flag in its tx fifo, or a
-// dequeue notification of its rx fifo (the app made room). Worker
+// something for the worker: data or a close mark behind the event flag of
+// its tx fifo, or a dequeue notification of its rx fifo that made room the
+// Conn waits for (WantsRoom). The flag and the notification are the app's
+// to write: neither alone, nor data without the flag, is work. Worker
 // goroutine only.
 func (p *tcpPath) appActive(w *worker, app sessions.AppID) bool {
 	for _, s := range p.wq[w.q].own {
-		if s.app == app && (s.pair.Tx.HasEvent() || s.pair.Tx.Queued() || s.pair.Rx.DeqNotified()) {
+		if s.app != app {
+			continue
+		}
+		if s.pair.Tx.HasEvent() && (s.pair.Tx.Queued() || s.pair.Tx.CloseRequested()) ||
+			s.pair.Rx.DeqNotified() && s.pair.Rx.HasRoom() && s.conn.WantsRoom() {
 			return true
 		}
 	}

@@ -16,6 +16,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/xsessiond/xsessiond/api"
+	"github.com/xsessiond/xsessiond/fifo"
 	"github.com/xsessiond/xsessiond/flow"
 	"github.com/xsessiond/xsessiond/nsbind/nstest"
 )
@@ -23,8 +24,10 @@ import (
 // spamEnv makes the test binary run kickSpammer instead of the tests.
 const spamEnv = "XSESSIOND_TEST_KICKSPAM"
 
-// kickSpammer is a hostile app: it attaches over a bare connection and
-// writes its kick eventfds as fast as it can for the given time, then
+// kickSpammer is a hostile app: it attaches over a bare connection, binds
+// a UDP listener and leaves bytes in its tx fifo without the event flag
+// (which the worker does not drain: no work, whatever the fifo holds),
+// and writes its kick eventfds as fast as it can for the given time, then
 // prints how many writes it made.
 func kickSpammer(arg string) int {
 	var p struct {
@@ -73,6 +76,33 @@ func kickSpammer(arg string) int {
 	}
 	ar := rep.(*api.AttachReply)
 	kicks := fds[len(ar.Segments)+1:]
+	if !p.Hog {
+		rep, _, err := call(3, &api.Bind{URI: "udp://0.0.0.0:0"})
+		if err != nil {
+			fmt.Println(err)
+			return 1
+		}
+		br := rep.(*api.BindReply)
+		i := slices.IndexFunc(ar.Segments, func(s api.Segment) bool { return s.Index == br.Tx.Segment })
+		if i < 0 {
+			fmt.Println("the listener's tx fifo is in no segment of the attach reply")
+			return 1
+		}
+		seg, err := fifo.MapSegment(fds[i])
+		if err != nil {
+			fmt.Println(err)
+			return 1
+		}
+		tx, err := seg.FifoAt(br.Tx.Offset)
+		if err != nil {
+			fmt.Println(err)
+			return 1
+		}
+		if _, err := tx.Enqueue(make([]byte, 256)); err != nil {
+			fmt.Println(err)
+			return 1
+		}
+	}
 	var one [8]byte
 	one[0] = 1
 	n := 0

@@ -89,6 +89,8 @@ type Conn struct {
 	pump   *pump
 	queued atomic.Bool
 
+	rxWaits atomic.Bool // the pump found the rx fifo full and waits for a dequeue (WantsRoom)
+
 	ep    *tcp.Endpoint
 	wq    *waiter.Queue
 	entry waiter.Entry
@@ -697,6 +699,11 @@ func (c *Conn) unread() bool {
 	return err == nil && n > 0
 }
 
+// WantsRoom reports whether the pump found the rx fifo full the last time
+// it moved data into it, and asked the app to say when it dequeues: a
+// dequeue notification is then one the Conn waits for. Any goroutine.
+func (c *Conn) WantsRoom() bool { return c.rxWaits.Load() }
+
 // pumpRx moves data from gVisor into the rx fifo. It returns false when the
 // Conn finished.
 func (c *Conn) pumpRx() bool {
@@ -714,8 +721,12 @@ func (c *Conn) pumpRx() bool {
 			// Full: ask the app to tell us when it dequeues, then look
 			// once more (it may have dequeued meanwhile).
 			c.rx.WantDeqNotify(fifo.DeqNotifyIfFull)
+			c.rxWaits.Store(true)
 			armed = true
 			continue
+		}
+		if c.rxWaits.Load() {
+			c.rxWaits.Store(false)
 		}
 		if err != nil {
 			c.fail(ErrFifoCorrupt)
