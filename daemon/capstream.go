@@ -307,7 +307,9 @@ func captureToPcapng(r io.Reader, w *timedWriter) (CaptureResult, error) {
 				dn, flags = "tx", pcapgo.NgEpbFlags{Direction: pcapgo.NgEpbFlagDirectionOutbound}
 			}
 			c := fmt.Sprintf("q%d %s handle %#x app %d", q, dn, uint64(h), app)
-			if rl > 0 {
+			if rl > 0 && h != 0 {
+				c += " drop " + k.reason // fifo_full, too_big, fifo_corrupt: the listener or session it was for
+			} else if rl > 0 {
 				c = fmt.Sprintf("q%d %s drop %s", q, dn, k.reason)
 			}
 			o = epbOptions(c, flags.ToUint32())

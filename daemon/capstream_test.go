@@ -28,6 +28,7 @@ func TestCaptureStream(t *testing.T) {
 		{Queue: 0, Dir: datapath.CaptureRx, Time: now, Handle: 0x8000000004112328, App: 1, Len: 60, Data: bytes.Repeat([]byte{1}, 60)},
 		{Queue: 3, Dir: datapath.CaptureTx, Time: now, Handle: flow.MakeHandle(1, 2), App: 2, Len: 1600, Data: bytes.Repeat([]byte{2}, 1536)},
 		{Queue: 3, Dir: datapath.CaptureRx, Time: now, Reason: "no_session", Len: 42, Data: bytes.Repeat([]byte{3}, 42)},
+		{Queue: 0, Dir: datapath.CaptureRx, Time: now, Handle: 0x8000000004112328, App: 1, Reason: "fifo_full", Len: 60, Data: bytes.Repeat([]byte{4}, 60)},
 	}
 	for i := range recs {
 		if err := sw.frame(&recs[i]); err != nil {
@@ -44,7 +45,7 @@ func TestCaptureStream(t *testing.T) {
 
 	var out bytes.Buffer
 	res, err := CaptureToPcapng(bytes.NewReader(stream), &out)
-	if err != nil || res.Frames != 3 || res.Lost != 12 || !res.Ended {
+	if err != nil || res.Frames != 4 || res.Lost != 12 || !res.Ended {
 		t.Fatalf("CaptureToPcapng: %+v %v", res, err)
 	}
 	var dropped []uint64
@@ -54,8 +55,9 @@ func TestCaptureStream(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	wantIf := []int{0, 3, 2}
-	wantComment := []string{"q0 rx handle 0x8000000004112328 app 1", "q3 tx handle " + Handle(flow.MakeHandle(1, 2)).String() + " app 2", "q3 rx drop no_session"}
+	wantIf := []int{0, 3, 2, 0}
+	wantComment := []string{"q0 rx handle 0x8000000004112328 app 1", "q3 tx handle " + Handle(flow.MakeHandle(1, 2)).String() + " app 2", "q3 rx drop no_session",
+		"q0 rx handle 0x8000000004112328 app 1 drop fifo_full"}
 	for i, rec := range recs {
 		data, ci, opts, err := r.ReadPacketDataWithOptions()
 		if err != nil {

@@ -20,6 +20,7 @@ import (
 
 	"github.com/xsessiond/xsessiond/api"
 	"github.com/xsessiond/xsessiond/ctlview"
+	"github.com/xsessiond/xsessiond/daemon"
 	"github.com/xsessiond/xsessiond/flow"
 	"github.com/xsessiond/xsessiond/sessions"
 )
@@ -251,6 +252,7 @@ func newShowCmd(socket *string) *cobra.Command {
 					f.App = &appID
 				}
 				if cmd.Flags().Changed("ns") {
+					nsID = daemon.NamespaceName(nsID) // "" names the default namespace, as everywhere
 					f.NS = &nsID
 				}
 				if doc, err = f.Apply(what, doc); err != nil {

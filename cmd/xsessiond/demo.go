@@ -57,7 +57,7 @@ intact.`,
 
 func runDemo(out io.Writer, dur time.Duration, window int) error {
 	if problem := privilegeProblem(true); problem != "" {
-		return fmt.Errorf("demo: not privileged: %s; run it as root (sudo xsessiond demo)", problem)
+		return fmt.Errorf("demo: not privileged: %s; run it as root (go run -exec sudo ./cmd/xsessiond demo from the repository, or sudo ./xsessiond demo with a built binary)", problem)
 	}
 	rig, err := nstest.NewPairNoTest(nstest.Options{})
 	if err != nil {

@@ -152,6 +152,14 @@ func TestCtlPapercuts(t *testing.T) {
 	if rows := checkColumns(t, out); len(rows) != 2 {
 		t.Errorf("listeners --ns default:\n%s", out)
 	}
+	// "" names the default namespace, as wherever a namespace is given.
+	out, err = ctl(t, sock, "show", "listeners", "--ns", "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if rows := checkColumns(t, out); len(rows) != 2 {
+		t.Errorf("listeners --ns \"\":\n%s", out)
+	}
 	out, err = ctl(t, sock, "show", "listeners", "--ns", "blue")
 	if err != nil {
 		t.Fatal(err)
