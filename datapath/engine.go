@@ -312,6 +312,14 @@ func New(cfg Config) (*Engine, error) {
 	if queues < 1 || queues > active {
 		return nil, fmt.Errorf("new engine: %d queues asked on %s, which has %d rx queues in use (ask for at most that, 0 for all, or give it more: ethtool -L %s rx N or combined N): %w", queues, cfg.IfName, active, cfg.IfName, ErrInvalidConfig)
 	}
+	if queues < active {
+		// The program steers a hit on a queue without a socket to the
+		// kernel (no_xsk): a UDP datagram reaches the port's kernel
+		// socket, which hands it on, but a TCP segment finds no kernel
+		// listener or connection and is answered with a reset.
+		log.Warn("fewer queues served than the interface receives on: packets of bound sessions that arrive on the others go to the kernel (counted as no_xsk), which resets their TCP connections; serve every queue (--queues 0) or spread the interface's flows over the served ones alone (ethtool -X IF equal N, or ethtool -L IF combined N)",
+			"interface", cfg.IfName, "served", queues, "rx_queues", active)
+	}
 	if mode == loader.ModeAuto {
 		mode = autoXDPMode(driver, active)
 	}
