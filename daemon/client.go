@@ -776,6 +776,14 @@ func (h *client) connect(m *api.Connect) (api.Message, []int, error) {
 	remote := h.inNamespace(e)
 	if !res.CutThrough {
 		h.waitMirror("connect " + e.URI())
+		if e.Transport == flow.TransportUDP && d.eng.SteerRefused(res.Handle) {
+			// The program's established map is full: connected, the
+			// session would get nothing (the peer's datagrams go to the
+			// kernel). A TCP connect fails in its dial (ConnectFailed).
+			_ = d.layer.Disconnect(h.app, res.Handle)
+			return nil, nil, fmt.Errorf("connect %s: the datapath's session table is full (every entry of the XDP program's established map is taken): close sessions first: %w",
+				e.URI(), flow.ErrLimit)
+		}
 		local := flow.Endpoint{Transport: e.Transport, Addr: res.Local.Addr(), Port: res.Local.Port()}
 		return &api.ConnectReply{SessionInfo: api.SessionInfo{Handle: res.Handle, Worker: res.Handle.Worker(), Remote: remote, Local: h.inNamespace(local)}}, nil, nil
 	}

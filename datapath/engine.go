@@ -45,6 +45,10 @@ type Config struct {
 
 	// PinRoot overrides loader.DefaultPinRoot (tests).
 	PinRoot string
+	// MaxEstablished bounds the program's established map, the 5-tuples
+	// of the sessions apps opened (0: loader.DefaultMaxEstablished). A
+	// connect past it fails with flow.ErrLimit.
+	MaxEstablished int
 	// Addrs, when set, says which addresses the interface has: a
 	// datagram whose source address is not one of them is dropped and
 	// counted as tx-bad-source, so no app sends frames with a spoofed
@@ -329,7 +333,7 @@ func New(cfg Config) (*Engine, error) {
 	}
 	// The program follows a fragmented datagram's verdict as long as the
 	// workers wait for its fragments.
-	e.objs, err = spec.Load(loader.ObjectsOptions{Queues: max(queues, e.ifc.RxQueues), FragmentTTL: e.cfg.Reassembly.WithDefaults().Timeout,
+	e.objs, err = spec.Load(loader.ObjectsOptions{Queues: max(queues, e.ifc.RxQueues), FragmentTTL: e.cfg.Reassembly.WithDefaults().Timeout, MaxEstablished: cfg.MaxEstablished,
 		MAC: e.ifc.MAC, CheckLocal: true})
 	if err != nil {
 		return nil, fmt.Errorf("new engine: %w", err)
@@ -655,8 +659,9 @@ func (e *Engine) WaitMirror(ctx context.Context) error {
 	return e.progress.wait(ctx, func() bool { return e.mirror.Stats().LastSeq >= seq })
 }
 
-// SteerRefused reports whether the program's listener map refused listener
-// h's entry (full) and has not taken it since.
+// SteerRefused reports whether the program's listener or established map
+// refused the entry of listener or session h (full) and has not taken it
+// since.
 func (e *Engine) SteerRefused(h sessions.Handle) bool {
 	return e.mirror != nil && e.mirror.Refused(h)
 }

@@ -102,9 +102,9 @@ type Mirror struct {
 	lastSeq    uint64
 	needResync bool
 	stats      MirrorStats
-	// refused holds the listeners whose entry the map refused (full):
-	// Refused tells a bind that waited for the mirror that its listener
-	// is not steered.
+	// refused holds the listeners and sessions whose entry the map
+	// refused (full): Refused tells a bind or connect that waited for the
+	// mirror that its packets are not steered.
 	refused map[flow.Handle]struct{}
 }
 
@@ -241,12 +241,10 @@ func (m *Mirror) applyLocked(c *flow.Change) error {
 		m.stats.DelMissing++
 		err = nil
 	}
-	if c.Kind == flow.KindListener {
-		if err != nil && c.Op == flow.OpAdd {
-			m.refused[c.Handle] = struct{}{}
-		} else {
-			delete(m.refused, c.Handle)
-		}
+	if err != nil && c.Op == flow.OpAdd {
+		m.refused[c.Handle] = struct{}{}
+	} else {
+		delete(m.refused, c.Handle)
 	}
 	if err != nil {
 		m.stats.Failed++
@@ -256,9 +254,9 @@ func (m *Mirror) applyLocked(c *flow.Change) error {
 	return nil
 }
 
-// Refused reports whether the map refused the entry of listener h (it was
-// full) and has not taken it since: the listener's packets go to the
-// kernel.
+// Refused reports whether the map refused the entry of listener or
+// session h (it was full) and has not taken it since: its packets go to
+// the kernel.
 func (m *Mirror) Refused(h flow.Handle) bool {
 	m.mu.Lock()
 	defer m.mu.Unlock()
@@ -336,6 +334,7 @@ func (m *Mirror) Resync() error {
 		if have, ok := eh[k]; !ok || have != v {
 			if err := m.maps.putSession(k, v); err != nil {
 				errs = append(errs, err)
+				m.refused[valueFrom(v).Handle] = struct{}{}
 			}
 		}
 	}

@@ -449,6 +449,42 @@ func (f fullMaps) putListener(k xsessionXsLstKey, v xsessionXsValue) error {
 	return f.fakeMaps.putListener(k, v)
 }
 
+func (f fullMaps) putSession(k xsessionXsEstKey, v xsessionXsValue) error {
+	if _, ok := f.e[k]; !ok && len(f.e) >= f.max {
+		return errMapFull
+	}
+	return f.fakeMaps.putSession(k, v)
+}
+
+// TestMirrorRefusedSession: a session whose entry the full established map
+// refused is told as refused (a connect waiting for the mirror fails
+// rather than leave a session that gets nothing), by the change and by a
+// resync, until the map takes it or the session goes.
+func TestMirrorRefusedSession(t *testing.T) {
+	src := newFakeSource()
+	fm := fullMaps{newFakeMaps(), 1}
+	m, err := newMirror(fm, src, MirrorOptions{IfIndex: mirIf})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := m.Apply(src.change(flow.OpAdd, flow.KindEstablished, mirIf, estA, 1)); err != nil {
+		t.Fatal(err)
+	}
+	if err := m.Apply(src.change(flow.OpAdd, flow.KindEstablished, mirIf, estB, 2)); !errors.Is(err, errMapFull) {
+		t.Fatalf("a session past the map's room: %v, want the map's error", err)
+	}
+	if m.Refused(1) || !m.Refused(2) {
+		t.Fatalf("refused: 1 %v, 2 %v; want 2 alone", m.Refused(1), m.Refused(2))
+	}
+	if err := m.Resync(); !errors.Is(err, errMapFull) || !m.Refused(2) {
+		t.Fatalf("resync with the map full: %v, refused %v", err, m.Refused(2))
+	}
+	if err := m.Apply(src.change(flow.OpDel, flow.KindEstablished, mirIf, estB, 2)); err != nil || m.Refused(2) {
+		t.Fatalf("a refused session that went: %v, refused %v", err, m.Refused(2))
+	}
+	same(t, src, fm.fakeMaps, mirIf)
+}
+
 // TestMirrorRefusedListener: a listener whose entry the full map refused
 // is told as refused (a bind waiting for the mirror fails rather than
 // leave a listener that gets nothing), until the map takes it, by a later
