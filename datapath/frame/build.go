@@ -3,6 +3,7 @@ package frame
 import (
 	"encoding/binary"
 	"errors"
+	"math/rand/v2"
 	"net"
 	"net/netip"
 )
@@ -67,7 +68,12 @@ func (t *Template) Prepare(spec Spec) error {
 	if spec.FlowLabel > 0xfffff {
 		return ErrInvalidSpec
 	}
-	*t = Template{}
+	// The identification starts at a random value, as Linux's for a
+	// datagram that may be fragmented: templates of one destination (other
+	// ports, another worker) do not count up from the same place, so
+	// their datagrams' fragments do not share identifications (RFC 6864),
+	// and a template made anew does not repeat those of the last.
+	*t = Template{ipID: uint16(rand.Uint32())}
 	h := t.hdr[:]
 	copy(h[0:6], spec.DstMAC)
 	copy(h[6:12], spec.SrcMAC)

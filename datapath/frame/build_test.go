@@ -2,6 +2,7 @@ package frame
 
 import (
 	"bytes"
+	"encoding/binary"
 	"errors"
 	"net/netip"
 	"testing"
@@ -186,5 +187,27 @@ func TestBuildErrors(t *testing.T) {
 	}
 	if n, err := tpl.Build(make([]byte, 70000), make([]byte, 65535-28)); err != nil || n != 14+65535 {
 		t.Fatalf("largest datagram: %d, %v", n, err)
+	}
+}
+
+// TestTemplateIPv4IDsStartApart: templates of one destination (here eight
+// source ports) give their first datagrams identifications of their own,
+// not each 1, so that fragments of different flows do not share one.
+func TestTemplateIPv4IDsStartApart(t *testing.T) {
+	ids := map[uint16]bool{}
+	for port := uint16(1000); port < 1008; port++ {
+		var tpl Template
+		if err := tpl.Prepare(Spec{DstMAC: make([]byte, 6), SrcMAC: make([]byte, 6), Src: netip.MustParseAddr("10.0.0.1"),
+			Dst: netip.MustParseAddr("10.0.0.2"), SrcPort: port, DstPort: 53}); err != nil {
+			t.Fatal(err)
+		}
+		f := make([]byte, 128)
+		if _, err := tpl.Build(f, []byte("x")); err != nil {
+			t.Fatal(err)
+		}
+		ids[binary.BigEndian.Uint16(f[tpl.l3off+4:])] = true
+	}
+	if len(ids) < 2 {
+		t.Fatalf("eight templates of one destination started at the same identification: %v", ids)
 	}
 }
