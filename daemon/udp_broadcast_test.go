@@ -35,6 +35,10 @@ func TestUDPBroadcast(t *testing.T) {
 		t.Fatalf("the rig's subnet is not 10.77.0.0/24 (A is %v)", rig.A.IPv4)
 	}
 	kc := kernelUDP4(t, rig.A, 7601)
+	// A kernel socket of B's on the port: the kernel gives a host's own
+	// sockets a copy of each broadcast it sends, as it gives this one a
+	// copy of those of B's kernel below.
+	local := kernelUDP4(t, rig.B, 7601)
 
 	// From A's kernel to the subnet's broadcast address.
 	if err := rig.A.Do(func() error {
@@ -74,6 +78,10 @@ func TestUDPBroadcast(t *testing.T) {
 	if n, _, err := kc.ReadFrom(buf); err != nil || string(buf[:n]) != "limited" {
 		t.Fatalf("B's kernel to 255.255.255.255: A read %q: %v", buf[:n], err)
 	}
+	local.SetReadDeadline(time.Now().Add(3 * time.Second))
+	if n, _, err := local.ReadFrom(buf); err != nil || string(buf[:n]) != "limited" {
+		t.Fatalf("B's kernel to 255.255.255.255: B's own socket read %q: %v (the reference)", buf[:n], err)
+	}
 	for _, c := range []struct {
 		name string
 		to   netip.Addr
@@ -91,6 +99,11 @@ func TestUDPBroadcast(t *testing.T) {
 		n, from, err := kc.ReadFrom(buf)
 		if err != nil || !bytes.Equal(buf[:n], msg) || from.(*net.UDPAddr).AddrPort() != netip.AddrPortFrom(rig.B.IPv4, 7600) {
 			t.Fatalf("%s: A's kernel socket read %d bytes from %v: %v", c.name, n, from, err)
+		}
+		local.SetReadDeadline(time.Now().Add(3 * time.Second))
+		n, from, err = local.ReadFrom(buf)
+		if err != nil || !bytes.Equal(buf[:n], msg) || from.(*net.UDPAddr).AddrPort().Port() != 7600 {
+			t.Fatalf("%s: B's own kernel socket read %d bytes from %v: %v (no copy of the host's broadcast)", c.name, n, from, err)
 		}
 	}
 	if drops := d.EngineStats().Totals.Drops; len(drops) > 0 {

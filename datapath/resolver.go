@@ -334,7 +334,9 @@ func (r *resolver) lookup(k nbKey) (res nbResult, nh netip.Addr, wait bool) {
 	}
 	if rt.Broadcast {
 		// A datagram to it goes to every host of the link, as a kernel
-		// socket's with SO_BROADCAST (Go sets it on UDP sockets).
+		// socket's with SO_BROADCAST (Go sets it on UDP sockets): through
+		// the port's kernel socket (txState.send), which also gives the
+		// host's own sockets a copy.
 		res.broadcast, res.mac = true, [6]byte{0xff, 0xff, 0xff, 0xff, 0xff, 0xff}
 		r.resolved.Add(1)
 		return res, nh, false

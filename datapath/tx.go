@@ -374,12 +374,14 @@ func (x *txState) send(hd *held, fresh bool) bool {
 		x.drop(hd, dropTxBadSource)
 		return false
 	}
-	if nb.multicast {
+	if nb.multicast || nb.broadcast {
 		// A datagram to a multicast group goes through the kernel,
 		// whatever its size: the kernel sends it with the socket's
 		// multicast TTL or hop limit (1 by default) and gives a copy to
 		// the host's sockets that joined the group (IP_MULTICAST_LOOP),
-		// as an app's kernel socket does.
+		// as an app's kernel socket does. So does a broadcast: the kernel
+		// gives the host's sockets of its port a copy of every broadcast
+		// it sends, which a frame on the wire would not.
 		return x.sendKernel(hd, fresh)
 	}
 	tpl := x.template(tplKey{src: flow.AddrBytes(src), dst: hd.key.addr, sport: hd.sport, dport: hd.dport, fam: hd.key.fam,
