@@ -26,7 +26,12 @@
 // bridge port, a macvlan's lower device; Objects.SetMAC follows a change
 // of the interface's) and one tagged with a VLAN id
 // (for a VLAN device; a priority tag, id 0, is the interface's) are passed
-// unlooked at (Counters.OtherHost). With ObjectsOptions.CheckLocal, a
+// unlooked at (Counters.OtherHost). The program sees a tag only in the
+// frame: one a NIC strips into the packet's metadata (rx VLAN offload), or
+// that a veth's peer sends as metadata, it does not see, and such a frame
+// is taken as the interface's own. With VLAN devices on the served
+// interface, turn the offload off (ethtool -K IF rxvlan off) or serve
+// another interface. With ObjectsOptions.CheckLocal, a
 // packet to a wildcard listener's port is steered only when addressed to
 // one of the namespace's addresses, which the locals map holds
 // (Objects.Locals; the datapath keeps it in step with the namespace):
