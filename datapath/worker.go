@@ -31,7 +31,7 @@ const (
 	dropNoRoute                 // tx: no route, or a route through another interface
 	dropTxBadHeader             // tx: the app's datagram header is unusable (family, address, port)
 	dropTxTooLong               // tx: the payload does not fit a frame
-	dropTxNoFrame               // tx: no free UMEM frame
+	dropTxNoFrame               // tx: no free UMEM frame, or the tx ring stayed full (txState.flush gave the frames back)
 	dropTxCorrupt               // tx: the app's tx fifo is corrupt
 	dropTxBadSource             // tx: the source address is not one of the interface's (Config.Addrs)
 	dropTxKernel                // tx: the kernel refused a datagram larger than a frame (no route; or its socket buffer stayed full for holdFor) or a TCP packet on the packet socket
