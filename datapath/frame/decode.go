@@ -575,8 +575,8 @@ func ipv4OptionsOK(opts []byte) bool {
 			}
 			ptr, flag := int(o[2]), o[3]&0x0f
 			switch {
-			case ptr <= l && flag == 0 && ptr+3 > l, ptr <= l && (flag == 1 || flag == 3) && ptr+7 > l:
-				return false // no room for the entry
+			case ptr <= l && ptr+3 > l, ptr <= l && (flag == 1 || flag == 3) && ptr+7 > l:
+				return false // no room for the entry (checked whatever the flag)
 			case ptr > l && flag != 3 && o[3]>>4 == 15:
 				return false // full, and the overflow count too
 			}

@@ -218,6 +218,7 @@ var decodeCases = []decodeCase{
 	{"ipv4-options-nop-eol", pkt{opts: []layers.IPv4Option{{OptionType: 1}, {OptionType: 1}, {OptionType: 1}, {OptionType: 0}}, payload: payload64, sport: 1, dport: 2}, OK},
 	{"ipv4-option-rr-short", pkt{opts: []layers.IPv4Option{{OptionType: 7, OptionLength: 2}, {OptionType: 1}, {OptionType: 0}}, payload: payload64, sport: 1, dport: 2}, BadIPOptions},
 	{"ipv4-option-rr", pkt{opts: []layers.IPv4Option{{OptionType: 7, OptionLength: 7, OptionData: []byte{4, 0, 0, 0, 0}}, {OptionType: 0}}, payload: payload64, sport: 1, dport: 2}, OK},
+	{"ipv4-option-ts-unknown-flag-no-room", pkt{opts: []layers.IPv4Option{{OptionType: 68, OptionLength: 6, OptionData: []byte{5, 2, 0, 0}}, {OptionType: 1}, {OptionType: 0}}, payload: payload64, sport: 1, dport: 2}, BadIPOptions},
 	{"ipv4-option-lsrr", pkt{opts: []layers.IPv4Option{{OptionType: 131, OptionLength: 7, OptionData: []byte{4, 10, 77, 0, 2}}, {OptionType: 0}}, payload: payload64, sport: 1, dport: 2}, BadIPOptions},
 	{"ipv6-dst-unknown-skip", pkt{v6: true, ext: ext6Opts(layers.IPProtocolUDP, 0x1e, 2, 0, 0, 1, 0), extNext: layers.IPProtocolIPv6Destination, payload: payload64, sport: 1, dport: 2}, OK},
 	{"ipv6-dst-unknown-discard", pkt{v6: true, ext: ext6Opts(layers.IPProtocolUDP, 0x5e, 2, 0, 0, 1, 0), extNext: layers.IPProtocolIPv6Destination, payload: payload64, sport: 1, dport: 2}, BadIPOptions},
