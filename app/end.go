@@ -87,6 +87,14 @@ func newCTEnd(info *api.SessionInfo, segFD, peerFD int) (*end, error) {
 	if err != nil {
 		return fail(fmt.Errorf("%w: tx fifo: %w", ErrProtocol, err))
 	}
+	// Each fifo's header says its size, which the peer could have written
+	// before this end mapped the segment: two that overlap would have this
+	// end read what it writes.
+	rxEnd := uint64(info.Rx.Offset) + fifo.FifoHeaderSize + uint64(rx.Size())
+	txEnd := uint64(info.Tx.Offset) + fifo.FifoHeaderSize + uint64(tx.Size())
+	if uint64(info.Rx.Offset) < txEnd && uint64(info.Tx.Offset) < rxEnd {
+		return fail(fmt.Errorf("%w: the rx and tx fifos overlap", ErrProtocol))
+	}
 	udp := info.Local.Transport == flow.TransportUDP || info.Remote.Transport == flow.TransportUDP
 	return &end{h: info.Handle, rx: rx, tx: tx, seg: seg, signalFD: peerFD, ownSignal: true, dgram: udp}, nil
 }

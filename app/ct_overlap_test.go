@@ -1,0 +1,59 @@
+package app
+
+import (
+	"encoding/binary"
+	"errors"
+	"testing"
+
+	"golang.org/x/sys/unix"
+
+	"github.com/xsessiond/xsessiond/api"
+	"github.com/xsessiond/xsessiond/fifo"
+	"github.com/xsessiond/xsessiond/flow"
+)
+
+// TestCutThroughFifosMustNotOverlap: a cut-through segment whose first
+// fifo's header the peer rewrote to twice its size (the segment has room
+// for it past the second's end) is refused as the end maps it: its rx
+// fifo would cover the tx fifo, and the app would read what it writes. The
+// same segment as made is taken.
+func TestCutThroughFifosMustNotOverlap(t *testing.T) {
+	for _, hostile := range []bool{false, true} {
+		seg, err := fifo.CreateSegment(fifo.SegmentOptions{Name: "ct", Size: 128 + 2*(fifo.FifoHeaderSize+4096) + 8192})
+		if err != nil {
+			t.Fatal(err)
+		}
+		c2s, err := seg.AllocFifo(4096)
+		if err != nil {
+			t.Fatal(err)
+		}
+		s2c, err := seg.AllocFifo(4096)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if hostile {
+			binary.NativeEndian.PutUint32(seg.Bytes()[c2s.Offset()+fifo.FifoOffSize:], 8192)
+		}
+		segFD, err := unix.FcntlInt(uintptr(seg.FD()), unix.F_DUPFD_CLOEXEC, 0)
+		if err != nil {
+			t.Fatal(err)
+		}
+		peerFD, err := unix.Eventfd(0, unix.EFD_CLOEXEC)
+		if err != nil {
+			t.Fatal(err)
+		}
+		info := &api.SessionInfo{Handle: 1, Rx: api.FifoRef{Offset: c2s.Offset(), Size: 4096}, Tx: api.FifoRef{Offset: s2c.Offset(), Size: 4096},
+			Local: flow.Endpoint{Transport: flow.TransportTCP}, Remote: flow.Endpoint{Transport: flow.TransportTCP}, CutThrough: true}
+		e, err := newCTEnd(info, segFD, peerFD)
+		switch {
+		case hostile && (err == nil || !errors.Is(err, ErrProtocol)):
+			t.Errorf("an rx fifo grown over the tx fifo: %v, want a protocol error", err)
+		case !hostile && err != nil:
+			t.Errorf("the segment as made: %v", err)
+		}
+		if e != nil {
+			e.close()
+		}
+		seg.Close()
+	}
+}
