@@ -244,14 +244,17 @@ func (l *Layer) pool(w uint32) *indexPool {
 }
 
 // newHandleLocked gives out a handle of worker w. A datapath worker's
-// handle is the lowest free index (its shard is an array). A half-open or
-// cut-through handle is the next of a counter instead: the datapath works
-// on a connect off the layer's lock and names it by its half-open handle,
-// and an app learns of a cut-through session on its control connection but
-// of its end in its event queue; a handle closed and given at once to the
-// next connect or session would let a late call or event about the first
-// take the second for its own. Only 2^32 such sessions later can a handle
-// come back, and never while a session has it.
+// handle is the lowest free index (its shard is an array). A half-open,
+// cut-through or global listener's handle is the next of a counter
+// instead: the datapath works on a connect off the layer's lock and names
+// it by its half-open handle, an app learns of a cut-through session on its
+// control connection but of its end in its event queue, and a listener's
+// accepts (the datapath's StreamAccepted, the Accepted events queued for
+// its app) name it by its handle; a handle closed and given at once to the
+// next connect, session or bind would let a late call or event about the
+// first take the second for its own (another app's listener its
+// connection). Only 2^32 such handles later can one come back, and never
+// while a session or listener has it.
 func (l *Layer) newHandleLocked(w uint32) Handle {
 	if !serialWorker(w) {
 		return MakeHandle(w, l.pool(w).get())
@@ -260,7 +263,7 @@ func (l *Layer) newHandleLocked(w uint32) Handle {
 	for {
 		h := MakeHandle(w, p.next)
 		p.next++
-		if l.sess[h] == nil {
+		if l.sess[h] == nil && l.glisten[h] == nil {
 			return h
 		}
 	}
@@ -274,7 +277,9 @@ func (l *Layer) freeHandleLocked(h Handle) {
 
 // serialWorker reports whether worker w's handles come from a counter
 // (newHandleLocked).
-func serialWorker(w uint32) bool { return w == HalfOpenWorker || w == CutThroughWorker }
+func serialWorker(w uint32) bool {
+	return w == HalfOpenWorker || w == CutThroughWorker || w == ListenerWorker
+}
 
 // reclaimLocked frees fifo memory with fn. With a WorkerDatapath it runs fn
 // only after every shard drained its mailbox past this point, on the

@@ -742,3 +742,40 @@ func checkStream(t *testing.T, l *sessions.Layer, mem *sessionstest.Memory, k *k
 		t.Fatalf("after %s: %v", desc, e)
 	}
 }
+
+// TestStreamLateAcceptOfClosedListener: the datapath hands over a
+// connection of a listener its app closed meanwhile (its accept was under
+// way), when another app has bound since. The listener's handle is not
+// the new listener's (listener handles come from a counter), so the late
+// accept is refused and reaches neither app; before, the freed handle was
+// the new listener's and the connection became the other app's session,
+// on a port it never bound.
+func TestStreamLateAcceptOfClosedListener(t *testing.T) {
+	k, mem := newKeeper(), &sessionstest.Memory{}
+	l := newStreamLayer(t, k, mem)
+	var apps [2]sessions.AppID
+	for i := range apps {
+		at, err := l.Attach(sessions.AttachOptions{ClientID: uint64(i + 1), Scope: sessions.ScopeGlobal})
+		if err != nil {
+			t.Fatal(err)
+		}
+		apps[i] = at.App
+	}
+	old, err := l.Bind(apps[0], ep(sessions.TransportTCP, addrA, 80))
+	if err != nil {
+		t.Fatal(err)
+	}
+	wantErr(t, l.Unbind(apps[0], old), nil)
+	cur, err := l.Bind(apps[1], ep(sessions.TransportTCP, addrA, 81))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if cur == old {
+		t.Fatalf("app %d's new listener took the closed listener's handle %#x", apps[1], uint64(old))
+	}
+	tu := sessions.FiveTuple{Local: sessions.AddrBytes(addrA), LocalPort: 80, Remote: sessions.AddrBytes(remote),
+		RemotePort: 1000, Proto: sessions.TransportTCP, Family: sessions.Family4}
+	if ss, err := l.StreamAccepted(0, old, tu, func(ss sessions.StreamSession) { k.bind(ss.Handle, ss.App, ss.Pair) }); err == nil {
+		t.Fatalf("a late accept of the closed listener made a session of app %d", ss.App)
+	}
+}
