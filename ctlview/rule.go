@@ -34,7 +34,8 @@ port and the remote prefix and port, without the words local and remote:
 Global rules act on connects of global-scope apps and on the wire: a
 datagram for a bound port that a drop rule matches is dropped, one a
 forward rule matches goes to that app's listener of the port (an app of the
-rule's namespace), allow lets the normal lookup run. Local rules act on
+rule's namespace; of the connects, those of its namespace's apps alone),
+allow lets the normal lookup run. Local rules act on
 connects of local-scope apps only. "ctl show rules" lists each rule's id
 and hits; "rule del ID" deletes by id.
 

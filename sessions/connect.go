@@ -78,18 +78,13 @@ func (l *Layer) Connect(id AppID, e Endpoint, opaque uint32) (ConnectResult, err
 			return l.cutThroughLocked(a, target, ln, e, opaque)
 		}
 	}
-	if EndpointIsLocal(e) {
-		// A listener bound to the loopback address itself
-		// (tcp://127.0.0.1:80) is in the global table: a connect to it
-		// is cut-through, as one to the host's own address is below.
-		if !port0 {
-			if r, ok, err := l.globalCutThroughLocked(a, e, opaque); ok {
-				return r, err
-			}
-		}
-		return ConnectResult{}, fmt.Errorf("connect %s: %w", e.URI(), ErrLocalConnect)
-	}
 	if !a.hasGlobal() {
+		if EndpointIsLocal(e) {
+			// Nothing of the local table took it, and the global one
+			// (a listener bound to the loopback address) is not this
+			// app's to reach.
+			return ConnectResult{}, fmt.Errorf("connect %s: %w", e.URI(), ErrLocalConnect)
+		}
 		return ConnectResult{}, fmt.Errorf("connect %s: %w", e.URI(), ErrScope)
 	}
 	if m, ok := l.rules.Load().table(ruleTableID{fib: e.FIB}).Match(&rt); ok {
@@ -100,13 +95,29 @@ func (l *Layer) Connect(id AppID, e Endpoint, opaque uint32) (ConnectResult, err
 		case RuleAllow:
 			m.Hits.Add(1)
 		case RuleForward:
-			if t := l.apps[m.App]; t != nil && t != a && !port0 {
+			// The rule's app is of the rule's namespace (AddRule): its
+			// namespace's connects alone go to it, as namespaces are
+			// isolated; another namespace on the same FIB shares the
+			// table, and its connects take the normal lookup.
+			if t := l.apps[m.App]; t != nil && t != a && t.ns == a.ns && !port0 {
 				if ln := l.appListenerLocked(t, e); ln != nil {
 					m.Hits.Add(1)
 					return l.cutThroughLocked(a, t, ln, e, opaque)
 				}
 			}
 		}
+	}
+	if EndpointIsLocal(e) {
+		// A listener bound to the loopback address itself
+		// (tcp://127.0.0.1:80) is in the global table: a connect to it
+		// is cut-through, as one to the host's own address is below,
+		// after the global rules, as that one.
+		if !port0 {
+			if r, ok, err := l.globalCutThroughLocked(a, e, opaque); ok {
+				return r, err
+			}
+		}
+		return ConnectResult{}, fmt.Errorf("connect %s: %w", e.URI(), ErrLocalConnect)
 	}
 	if l.cfg.View.IsLocal(e.FIB, e.Addr) && !port0 {
 		if r, ok, err := l.globalCutThroughLocked(a, e, opaque); ok {

@@ -627,3 +627,47 @@ func TestConnect_LoopbackAddressListener_CutThrough(t *testing.T) {
 		wantErr(t, err, sessions.ErrLocalConnect)
 	}
 }
+
+// A local-scope-only app's connect to a loopback address does not reach a
+// global listener bound there (the global table is not its to reach), and
+// a global rule acts on a global app's connect to one, as on a connect to
+// the host's own address.
+func TestConnect_LoopbackGlobalListener_ScopeAndRules(t *testing.T) {
+	r := newRig(t)
+	srv := r.attach(sessions.ScopeGlobal)
+	r.bind(srv, "tcp://127.0.0.1:7000")
+	local := r.attach(sessions.ScopeLocal)
+	_, err := r.l.ConnectURI(local, "tcp://127.0.0.1:7000", 0)
+	wantErr(t, err, sessions.ErrLocalConnect)
+	global := r.attach(sessions.ScopeGlobal)
+	if res, err := r.l.ConnectURI(global, "tcp://127.0.0.1:7000", 0); err != nil || !res.CutThrough {
+		t.Fatalf("a global app's connect: %+v %v", res, err)
+	}
+	if _, err := r.l.AddRule(sessions.Rule{Transport: sessions.TransportTCP, Remote: netip.MustParsePrefix("127.0.0.0/8"),
+		Action: sessions.RuleDrop, Scope: sessions.ScopeGlobal}); err != nil {
+		t.Fatal(err)
+	}
+	_, err = r.l.ConnectURI(global, "tcp://127.0.0.1:7000", 0)
+	wantErr(t, err, sessions.ErrFiltered)
+}
+
+// A global forward rule of namespace blue hands blue's connects to its
+// app, and leaves those of the default namespace, which shares blue's FIB
+// here, to the normal lookup: no connection crosses namespaces.
+func TestConnect_GlobalForwardRuleStaysInItsNamespace(t *testing.T) {
+	r := newRigWith(t, func(c *sessions.Config) { c.Default.FIB4, c.Default.FIB6 = 10, 11 })
+	blue := r.attachOpts(sessions.AttachOptions{Scope: sessions.ScopeGlobal, Namespace: "blue", Secret: 42})
+	r.bind(blue, "tcp://0.0.0.0:8080")
+	if _, err := r.l.AddRule(sessions.Rule{Transport: sessions.TransportTCP, Remote: netip.MustParsePrefix("192.0.2.0/24"),
+		Action: sessions.RuleForward, App: blue, Scope: sessions.ScopeGlobal, Namespace: "blue"}); err != nil {
+		t.Fatal(err)
+	}
+	other := r.attachOpts(sessions.AttachOptions{Scope: sessions.ScopeGlobal, Namespace: "blue", Secret: 42})
+	if res, err := r.l.ConnectURI(other, "tcp://192.0.2.7:8080", 0); err != nil || !res.CutThrough {
+		t.Fatalf("blue's connect: %+v %v, want it forwarded", res, err)
+	}
+	def := r.attach(sessions.ScopeGlobal)
+	if res, err := r.l.ConnectURI(def, "tcp://192.0.2.7:8080", 0); err != nil || res.CutThrough {
+		t.Fatalf("the default namespace's connect: %+v %v, want it to the wire", res, err)
+	}
+}
