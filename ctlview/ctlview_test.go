@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"net/netip"
 	"regexp"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -277,5 +278,42 @@ func TestWriteTableStatsCPU(t *testing.T) {
 	out = table(t, api.ShowStats, daemon.StatsView{EngineStats: daemon.EngineStats{Queues: qs}})
 	if strings.Contains(out, "CPU") || !regexp.MustCompile(`(?m)^QUEUE +RX +TX `).MatchString(out) {
 		t.Errorf("a CPU column with no worker pinned:\n%s", out)
+	}
+}
+
+// TestDrawTopLingeringBesideItsHandlesSession: a connection lingering
+// after its app closed it is listed beside the session that took its
+// handle since; each row's rate is its own (the lingering row's counters
+// were given to both, and the busy session showed its rate).
+func TestDrawTopLingeringBesideItsHandlesSession(t *testing.T) {
+	at := time.Unix(1000, 0)
+	live := daemon.SessionView{Handle: 0x10, App: 1, Namespace: "default", State: "established", Transport: "tcp",
+		Local: "10.0.0.2:7000", Remote: "10.0.0.1:40001"}
+	old := daemon.SessionView{Handle: 0x10, App: 1, Namespace: "default", State: "lingering", Transport: "tcp",
+		Local: "10.0.0.2:7000", Remote: "10.0.0.1:40000"}
+	prev, cur := &topSample{at: at}, &topSample{at: at.Add(time.Second)}
+	live.Counters, old.Counters = counters(1000, 0, 0, 0), counters(5, 0, 0, 0)
+	prev.sessions = []daemon.SessionView{live, old}
+	live.Counters, old.Counters = counters(2000, 0, 0, 0), counters(6, 0, 0, 0)
+	cur.sessions = []daemon.SessionView{live, old}
+	frame := string(drawTop(prev, cur, 10, 0, 0))
+	rows := 0
+	for _, l := range strings.Split(frame, "\n") {
+		f := strings.Fields(l)
+		switch {
+		case strings.Contains(l, "10.0.0.1:40001"):
+			rows++
+			if !slices.Contains(f, "1000") {
+				t.Errorf("the live session's row %q has not its 1000/s", l)
+			}
+		case strings.Contains(l, "10.0.0.1:40000"):
+			rows++
+			if slices.Contains(f, "1000") {
+				t.Errorf("the lingering row %q has the live session's rate", l)
+			}
+		}
+	}
+	if rows != 2 {
+		t.Fatalf("%d rows of the two connections:\n%s", rows, frame)
 	}
 }

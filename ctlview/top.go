@@ -212,13 +212,20 @@ func drawTop(prev, cur *topSample, rows, width, height int) []byte {
 
 	// Per app: fifo fill and the rates of its sessions and listeners.
 	type counts struct{ rx, tx uint64 }
-	byHandle := func(s *topSample) map[daemon.Handle]counts {
-		m := map[daemon.Handle]counts{}
+	// A row is its handle and its ends: a connection lingering after its
+	// app closed it is listed beside the session that took its handle
+	// since.
+	type rowKey struct {
+		h             daemon.Handle
+		local, remote string
+	}
+	byHandle := func(s *topSample) map[rowKey]counts {
+		m := map[rowKey]counts{}
 		for _, x := range s.sessions {
-			m[x.Handle] = counts{x.RxPackets, x.TxPackets}
+			m[rowKey{x.Handle, x.Local, x.Remote}] = counts{x.RxPackets, x.TxPackets}
 		}
 		for _, x := range s.listeners {
-			m[x.Handle] = counts{x.RxPackets, x.TxPackets}
+			m[rowKey{h: x.Handle}] = counts{x.RxPackets, x.TxPackets}
 		}
 		return m
 	}
@@ -234,8 +241,9 @@ func drawTop(prev, cur *topSample, rows, width, height int) []byte {
 	}
 	var all []busy
 	appRx, appTx := map[uint32]float64{}, map[uint32]float64{}
-	add := func(h daemon.Handle, app uint32, what, fifo string, dr map[string]uint64, dropped uint64) {
-		c, p := ch[h], ph[h]
+	add := func(k rowKey, app uint32, what, fifo string, dr map[string]uint64, dropped uint64) {
+		h := k.h
+		c, p := ch[k], ph[k]
 		x := busy{h: h, app: app, what: what, rx: rate(p.rx, c.rx, d), tx: rate(p.tx, c.tx, d), fifo: fifo, drops: dropped,
 			dropNames: dropsString(dr)}
 		appRx[app] += x.rx
@@ -247,7 +255,7 @@ func drawTop(prev, cur *topSample, rows, width, height int) []byte {
 		if s.State == "cut-through" {
 			what += " (cut-through)"
 		}
-		add(s.Handle, s.App, what, fifoString(s.RxFifoUsed, s.RxFifoSize)+" "+fifoString(s.TxFifoUsed, s.TxFifoSize), s.Drops, s.Dropped)
+		add(rowKey{s.Handle, s.Local, s.Remote}, s.App, what, fifoString(s.RxFifoUsed, s.RxFifoSize)+" "+fifoString(s.TxFifoUsed, s.TxFifoSize), s.Drops, s.Dropped)
 	}
 	for _, l := range cur.listeners {
 		if l.Table == "local" {
@@ -257,7 +265,7 @@ func drawTop(prev, cur *topSample, rows, width, height int) []byte {
 		if l.TCP != nil {
 			fifo = "accept " + acceptQueue(l.TCP)
 		}
-		add(l.Handle, l.App, "listen "+cell(l.URI), fifo, l.Drops, l.Dropped)
+		add(rowKey{h: l.Handle}, l.App, "listen "+cell(l.URI), fifo, l.Drops, l.Dropped)
 	}
 	b.WriteString("\n")
 	tw = tabwriter.NewWriter(&b, 0, 4, 2, ' ', 0)

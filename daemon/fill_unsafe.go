@@ -20,8 +20,11 @@ func fifoUsed(f *fifo.Fifo) (used, size uint32) {
 	if off < 0 || off+fifo.FifoHeaderSize > len(b) {
 		return 0, f.Size()
 	}
-	tail := atomic.LoadUint32((*uint32)(unsafe.Pointer(&b[off+fifo.FifoOffTail])))
+	// The head first: the tail read after it is at or past it, however
+	// far the consumer went meanwhile (read the other way round, a head
+	// that passed the tail read before made the fifo look full).
 	head := atomic.LoadUint32((*uint32)(unsafe.Pointer(&b[off+fifo.FifoOffHead])))
+	tail := atomic.LoadUint32((*uint32)(unsafe.Pointer(&b[off+fifo.FifoOffTail])))
 	used = tail - head
 	if used > f.Size() {
 		used = f.Size()
