@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"github.com/xsessiond/xsessiond/app"
+	"github.com/xsessiond/xsessiond/datapath"
 )
 
 // TestTCPListenerBacklog: a listener whose app does not call Accept (from
@@ -78,6 +79,42 @@ func TestTCPListenerBacklog(t *testing.T) {
 	c.Close()
 	if lv := listenerTCP(t, d, "tcp://0.0.0.0:7280"); lv.Untaken > 1 {
 		t.Errorf("show listeners: %d untaken after the app accepted all but the last client's", lv.Untaken)
+	}
+	// The listener closes: the namespace's refusals, its own among them,
+	// never go down meanwhile (a Prometheus counter that went down reads
+	// as a reset; they were missing while gVisor's listener closed).
+	refused := func() uint64 {
+		if ns := d.Engine().TCPNamespaceStats()[""]; ns != nil {
+			return ns.Refused[datapath.TCPRefusedBacklog]
+		}
+		return 0
+	}
+	before := refused()
+	t.Logf("backlog refusals before the close: %d", before)
+	done := make(chan struct{})
+	low := make(chan uint64, 1)
+	go func() {
+		defer close(low)
+		for {
+			select {
+			case <-done:
+				return
+			default:
+			}
+			if v := refused(); v < before {
+				low <- v
+				return
+			}
+		}
+	}()
+	ln.Close()
+	time.Sleep(200 * time.Millisecond)
+	close(done)
+	if v, ok := <-low; ok {
+		t.Errorf("the namespace's backlog refusals went from %d to %d as the listener closed", before, v)
+	}
+	if after := refused(); after != before {
+		t.Errorf("the namespace's backlog refusals %d after the listener closed, %d before", after, before)
 	}
 }
 

@@ -119,6 +119,11 @@ type tcpPath struct {
 	conns map[flow.Handle]*tcpSess // by half-open, then established handle
 	apps  map[sessions.AppID]*tcpApp
 	users map[sessions.AppID]uint32 // the uid of each app's process (Engine.SetAppUser)
+	// unlistened are the listeners unlisten took out of lis whose gVisor
+	// listener has not closed yet (ListenerClosed): their counts are
+	// read live until they join their namespace's, so that the
+	// namespace's refusals never go down between the two.
+	unlistened map[*tcpListener]struct{}
 	// marking are the apps whose library marks what its Accept takes
 	// (Engine.SetAppMarksAccepts).
 	marking map[sessions.AppID]bool
@@ -556,7 +561,7 @@ type tcpWorker struct {
 }
 
 func newTCPPath(e *Engine) (*tcpPath, error) {
-	p := &tcpPath{e: e, lis: map[flow.Handle]*tcpListener{}, conns: map[flow.Handle]*tcpSess{},
+	p := &tcpPath{e: e, lis: map[flow.Handle]*tcpListener{}, unlistened: map[*tcpListener]struct{}{}, conns: map[flow.Handle]*tcpSess{},
 		apps: map[sessions.AppID]*tcpApp{}, users: map[sessions.AppID]uint32{}, marking: map[sessions.AppID]bool{}, addrs: map[netip.Addr]bool{},
 		picked: map[netip.AddrPort]*tcpReservation{}, nsDone: map[string]*TCPNamespaceStats{}}
 	mtu := e.ifc.MTU
@@ -1267,6 +1272,9 @@ func (p *tcpPath) unlisten(l sessions.Listener) {
 	p.mu.Lock()
 	tl := p.lis[l.Handle]
 	delete(p.lis, l.Handle)
+	if tl != nil && tl.ln != nil {
+		p.unlistened[tl] = struct{}{}
+	}
 	p.mu.Unlock()
 	if tl != nil {
 		// The gVisor listener and then the kernel's hold of the port,
@@ -1378,6 +1386,7 @@ func (tl *tcpListener) ListenerClosed(ln *tcp.Listener) {
 	if tl.nsDone != nil {
 		tl.nsDone.addListener(tl, ln)
 	}
+	delete(p.unlistened, tl)
 	p.mu.Unlock()
 }
 

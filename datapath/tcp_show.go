@@ -289,6 +289,11 @@ func (e *Engine) TCPNamespaceStats() map[string]*TCPNamespaceStats {
 			get(tl.ns).addListener(tl, tl.ln)
 		}
 	}
+	for tl := range p.unlistened {
+		if tl.nsDone == nil || tl.nsDone == p.nsDone[tl.ns] {
+			get(tl.ns).addListener(tl, tl.ln)
+		}
+	}
 	p.mu.Unlock()
 	for _, s := range p.lingering() {
 		if !seen[s] {
