@@ -610,16 +610,6 @@ func (h *client) attach(m *api.Attach) (api.Message, []int, error) {
 	return reply, fds, nil
 }
 
-// ownerUID returns the uid of app's peer.
-func (d *Daemon) ownerUID(app sessions.AppID) (uint32, bool) {
-	d.mu.Lock()
-	defer d.mu.Unlock()
-	if c := d.byApp[app]; c != nil {
-		return c.cred.UID, true
-	}
-	return 0, false
-}
-
 // endpoint reads the endpoint of a Bind or Connect: the URI when given,
 // else the endpoint, whose interface and FIB are the namespace's. A URI's
 // IPv6 address may carry a zone (tcp://[fe80::1%eth0]:80, as net.Dial
@@ -720,9 +710,6 @@ func (h *client) bind(m *api.Bind) (api.Message, []int, error) {
 	}
 	if err := mayBindPort(h.cred, e); err != nil {
 		return nil, nil, err
-	}
-	if err := sessions.ShadowsOtherOwner(d.layer.Listeners(), d.ownerUID, h.cred.UID, e, h.inNamespace(e).FIB); err != nil {
-		return nil, nil, fmt.Errorf("bind: %w", err)
 	}
 	hd, err := d.layer.Bind(h.app, e)
 	if err != nil {

@@ -66,28 +66,31 @@ const PrivilegedPortEnd = 1024
 // PrivilegedPort reports whether binding port needs CAP_NET_BIND_SERVICE.
 func PrivilegedPort(port uint16) bool { return port != 0 && port < PrivilegedPortEnd }
 
-// ShadowsOtherOwner returns ErrAddressInUse when binding e (a specific
-// address) in FIB fib would put a listener over a wildcard listener of the
-// same transport, family and port in that FIB owned by a user other than
-// uid, as Linux refuses such a bind without SO_REUSEADDR from the same
-// user. owner gives the uid of an app's owner (false: unknown, never a
-// conflict). A wildcard bind, or one over the same user's wildcard, is not
-// refused here.
-func ShadowsOtherOwner(ls []ListenerInfo, owner func(AppID) (uint32, bool), uid uint32, e flow.Endpoint, fib FIBID) error {
-	if !e.Addr.IsValid() || e.Addr.IsUnspecified() || e.Port == 0 {
+// overlapsOtherOwnerLocked returns ErrAddressInUse when binding e would
+// put app a's listener beside a global listener of the same transport,
+// family, port and FIB owned by another user whose address overlaps e's: a
+// specific address over a wildcard, or a wildcard over a specific
+// address. Linux refuses such a bind whatever SO_REUSEADDR says, as a
+// socket of another user holds the port; the same user's listeners share
+// a port so (exact addresses before the wildcard). Checked under the
+// layer's lock with the bind it guards, so that two users' binds cannot
+// both pass.
+func (l *Layer) overlapsOtherOwnerLocked(a *app, e Endpoint) error {
+	if e.Port == 0 {
 		return nil
 	}
-	for _, l := range ls {
-		if l.FIB != fib {
+	for _, ln := range l.glisten {
+		le := ln.Endpoint
+		if ln.Proxy || le.FIB != e.FIB || le.Transport != e.Transport || le.Port != e.Port || le.Family() != e.Family() ||
+			le.IsZero() == e.IsZero() {
 			continue
 		}
-		le, err := flow.ParseURI(l.URI)
-		if err != nil || le.Transport != e.Transport || le.Port != e.Port || !le.Addr.IsUnspecified() ||
-			le.Addr.Is4() != e.Addr.Unmap().Is4() {
-			continue
-		}
-		if u, ok := owner(l.App); ok && u != uid {
-			return fmt.Errorf("%s: a wildcard listener of another user holds port %d: %w", e.URI(), e.Port, ErrAddressInUse)
+		if o := l.apps[ln.App]; o != nil && o.opts.Owner != a.opts.Owner {
+			what := "a wildcard listener"
+			if e.IsZero() {
+				what = "a listener of " + le.Addr.String()
+			}
+			return fmt.Errorf("%s of another user holds port %d: %w", what, e.Port, ErrAddressInUse)
 		}
 	}
 	return nil

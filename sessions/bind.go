@@ -57,6 +57,9 @@ func (l *Layer) Bind(id AppID, e Endpoint) (Handle, error) {
 	if l.listeners.Load().set(e.FIB).get(k) != nil {
 		return InvalidHandle, fmt.Errorf("bind %s: %w", e.URI(), ErrAddressInUse)
 	}
+	if err := l.overlapsOtherOwnerLocked(a, e); err != nil {
+		return InvalidHandle, fmt.Errorf("bind %s: %w", e.URI(), err)
+	}
 	h := InvalidHandle
 	haveLocal := false
 	if a.hasLocal() && e.IsZero() {

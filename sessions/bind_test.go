@@ -275,3 +275,24 @@ func TestUnbindURI_NonDefaultNamespace(t *testing.T) {
 		t.Fatalf("blue's listeners left: %+v", g)
 	}
 }
+
+// Two users' listeners of one port may not overlap, as Linux refuses a
+// bind over another user's socket of the port whatever SO_REUSEADDR says:
+// a specific address over another user's wildcard, and a wildcard over
+// another user's specific address (which the layer took before), both
+// fail with ErrAddressInUse. One user's listeners share the port so.
+func TestBind_OverlapWithOtherOwner_AddressInUse(t *testing.T) {
+	r := newRig(t)
+	alice := r.attachOpts(sessions.AttachOptions{Scope: sessions.ScopeGlobal, Owner: 1000})
+	bob := r.attachOpts(sessions.AttachOptions{Scope: sessions.ScopeGlobal, Owner: 1001})
+	alice2 := r.attachOpts(sessions.AttachOptions{Scope: sessions.ScopeGlobal, Owner: 1000})
+	spec := "udp://" + addrA.String() + ":8000"
+	r.bind(alice, "udp://0.0.0.0:8000")
+	_, err := r.l.BindURI(bob, spec)
+	wantErr(t, err, sessions.ErrAddressInUse)
+	r.bind(alice2, spec) // the same user's
+	r.bind(bob, "tcp://"+addrA.String()+":8001")
+	_, err = r.l.BindURI(alice, "tcp://0.0.0.0:8001")
+	wantErr(t, err, sessions.ErrAddressInUse)
+	r.bind(bob, "tcp://0.0.0.0:8001") // the same user's
+}
