@@ -163,11 +163,11 @@ func (l *Layer) closeSessionLocked(s *session, byApp bool) {
 // memory is going).
 func (l *Layer) releaseEndedLocked(s *session) {
 	h := s.h
-	l.shards[h.Worker()].Post(func(*Shard) {
-		l.mu.Lock()
-		l.freeHandleLocked(h)
-		l.mu.Unlock()
-	})
+	// The pool's own lock, not the layer's: the worker never waits for a
+	// control-plane call. (An established session's handle is of a
+	// datapath worker's pool, never a counter's.)
+	p := l.pool(h.Worker())
+	l.shards[h.Worker()].Post(func(*Shard) { p.put(h.Index()) })
 	if !s.app.detaching {
 		mem, pair := s.app.mem, s.pair
 		l.reclaimLocked(l.keepFifosLocked(s, func() { mem.FreePair(pair) }))

@@ -3,6 +3,7 @@ package sessions_test
 import (
 	"fmt"
 	"testing"
+	"time"
 
 	"github.com/xsessiond/xsessiond/sessions"
 )
@@ -199,4 +200,33 @@ func cutThroughPair(t *testing.T) (r *rig, srv, cli sessions.AppID, h, sh sessio
 	sh = r.appEvents(srv)[0].Handle
 	r.appEvents(cli)
 	return r, srv, cli, res.Handle, sh
+}
+
+// A worker that drains its mailbox after a session of its shard ended
+// gives the session's handle back without waiting for the layer's lock,
+// which a long control-plane call may hold (a page of show sessions, an
+// attach making its memory): its packets do not wait for that.
+func TestDisconnect_HandleFreedWithoutTheLayersLock(t *testing.T) {
+	r := newRig(t)
+	a := r.attach(0)
+	h := r.established(a, 0, "udp://192.0.2.7:1000")
+	r.drainShards()
+	wantErr(t, r.l.Disconnect(a, h), nil)
+	release := r.l.HoldLock()
+	done := make(chan struct{})
+	go func() {
+		r.l.Shard(0).Drain()
+		close(done)
+	}()
+	select {
+	case <-done:
+		release()
+	case <-time.After(2 * time.Second):
+		release()
+		<-done
+		t.Fatal("the worker's drain waited for the layer's lock")
+	}
+	if err := r.l.CheckHandles(); err != nil {
+		t.Fatal(err)
+	}
 }

@@ -294,3 +294,10 @@ func (l *Layer) Ended(id AppID) []Handle {
 	}
 	return slices.Collect(maps.Keys(a.ended))
 }
+
+// HoldLock takes the layer's lock, as a long control-plane call holds it,
+// and returns its release.
+func (l *Layer) HoldLock() func() {
+	l.mu.Lock()
+	return l.mu.Unlock
+}

@@ -87,12 +87,18 @@ type session struct {
 	wire     bool       // the app's connect to the wire (app.ports counts it)
 }
 
+// indexPool gives out a worker's handle indices. Its mutex lets a worker
+// give one back without the layer's lock (releaseEndedLocked): a worker
+// never waits for the control plane.
 type indexPool struct {
+	mu   sync.Mutex // guards free and next for get and put
 	free []uint32
 	next uint32
 }
 
 func (p *indexPool) get() uint32 {
+	p.mu.Lock()
+	defer p.mu.Unlock()
 	if n := len(p.free); n > 0 {
 		i := p.free[n-1]
 		p.free = p.free[:n-1]
@@ -102,7 +108,11 @@ func (p *indexPool) get() uint32 {
 	return p.next - 1
 }
 
-func (p *indexPool) put(i uint32) { p.free = append(p.free, i) }
+func (p *indexPool) put(i uint32) {
+	p.mu.Lock()
+	p.free = append(p.free, i)
+	p.mu.Unlock()
+}
 
 // Layer is the session layer: namespaces, apps, tables, rules and the
 // change feed.
