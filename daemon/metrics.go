@@ -12,6 +12,9 @@ import (
 	"github.com/xsessiond/xsessiond/datapath"
 )
 
+// maxScrapes bounds the scrapes served at once.
+const maxScrapes = 4
+
 // metricsHandler serves /metrics from a registry of its own, whose
 // collector reads the daemon's state on every scrape.
 func (d *Daemon) metricsHandler() http.Handler {
@@ -25,7 +28,11 @@ func (d *Daemon) metricsHandler() http.Handler {
 			ConstLabels: prometheus.Labels{"version": d.cfg.Version, "goversion": runtime.Version()},
 		}, func() float64 { return 1 }))
 	mux := http.NewServeMux()
-	mux.Handle("/metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{Registry: reg}))
+	// A scrape reads every app's fifos under the daemon's lock: a few at
+	// a time, the others answered 503 at once, so that a flood of scrapes
+	// of the metrics address (no authentication) cannot keep the control
+	// plane waiting.
+	mux.Handle("/metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{Registry: reg, MaxRequestsInFlight: maxScrapes}))
 	return mux
 }
 
