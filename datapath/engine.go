@@ -129,6 +129,7 @@ type Engine struct {
 	log    *slog.Logger
 	nsh    netns.NsHandle
 	ns     *nsbind.Namespace
+	hop    [2]uint8 // IPv4 TTL and IPv6 hop limit of what the datapath sends (readHopLimits; 0: 64)
 	ifc    nsbind.Interface
 	fib    flow.FIBID
 	objs   *loader.Objects
@@ -297,6 +298,7 @@ func New(cfg Config) (*Engine, error) {
 		log.Warn("driver unknown: partial UDP checksums are dropped", "interface", cfg.IfName, "err", derr)
 	}
 	e.partialOK, e.csumMode = resolveChecksum(cfg.Checksum, driver)
+	e.readHopLimits()
 	switch r := cfg.TCP.SynRate; {
 	case r == 0:
 		e.synRate = DefaultTCPSynRate

@@ -597,6 +597,7 @@ func newTCPPath(e *Engine) (*tcpPath, error) {
 		}
 	}
 	opts.HostGSO = p.gso != nil
+	opts.TTL, opts.HopLimit = e.hop[0], e.hop[1]
 	st, err := tcp.NewStack(tcp.WriterFunc(p.write), opts)
 	if err != nil {
 		if p.gso != nil {

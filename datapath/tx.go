@@ -461,7 +461,12 @@ func (x *txState) template(k tplKey, src, dst netip.Addr) *frame.Template {
 	t := x.tpls[k]
 	if t == nil {
 		t = new(frame.Template)
-		if err := t.Prepare(frame.Spec{DstMAC: k.mac[:], SrcMAC: x.srcMAC[:], Src: src, Dst: dst, SrcPort: k.sport, DstPort: k.dport, DontFragment: k.df}); err != nil {
+		hop := x.w.e.hop[0]
+		if k.fam == flow.Family6 {
+			hop = x.w.e.hop[1]
+		}
+		if err := t.Prepare(frame.Spec{DstMAC: k.mac[:], SrcMAC: x.srcMAC[:], Src: src, Dst: dst, SrcPort: k.sport, DstPort: k.dport, DontFragment: k.df,
+			HopLimit: hop}); err != nil {
 			return nil
 		}
 		if len(x.tpls) >= maxTemplates {

@@ -76,6 +76,11 @@ type Options struct {
 	// (DefaultAckDelay; negative: every acknowledgement goes at once).
 	// See ack.go.
 	AckDelay time.Duration
+	// TTL and HopLimit are the IPv4 TTL and the IPv6 hop limit of the
+	// segments sent (0: gVisor's 64): the namespace's
+	// net.ipv4.ip_default_ttl and the interface's IPv6 hop_limit, as the
+	// kernel's sockets there use.
+	TTL, HopLimit uint8
 }
 
 func (o *Options) setDefaults() {
@@ -213,6 +218,18 @@ func NewStack(w Writer, opts Options) (*Stack, error) {
 		o := tcpip.TCPReceiveBufferSizeRangeOption{Min: tcp.MinBufferSize, Default: opts.ReceiveBuffer, Max: max(opts.ReceiveBuffer, tcp.MaxBufferSize)}
 		if err := gs.SetTransportProtocolOption(tcp.ProtocolNumber, &o); err != nil {
 			return fail("set receive buffer", err)
+		}
+	}
+	for _, h := range []struct {
+		proto tcpip.NetworkProtocolNumber
+		v     uint8
+	}{{ipv4.ProtocolNumber, opts.TTL}, {ipv6.ProtocolNumber, opts.HopLimit}} {
+		if h.v == 0 {
+			continue
+		}
+		ttl := tcpip.DefaultTTLOption(h.v)
+		if err := gs.SetNetworkProtocolOption(h.proto, &ttl); err != nil {
+			return fail("set the default TTL", err)
 		}
 	}
 	if err := gs.CreateNICWithOptions(nicID, s.link, stack.NICOptions{QDisc: directQDisc{s.link}}); err != nil {
