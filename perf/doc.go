@@ -276,7 +276,7 @@
 //
 // and, as its last line,
 //
-//	udp64 cost ratio kernel/xsessiond = X.XX, rate ratio xsessiond/kernel = Y.YY, receive cost ratio (generator's cost taken out) = Z.ZZ, host B CPU ratio kernel/xsessiond = W.WW
+//	udp64 cost ratio kernel/xsessiond = X.XX, rate ratio xsessiond/kernel = Y.YY, receive cost ratio (generator's cost taken out) = Z.ZZ, host B CPU ratio kernel/xsessiond = W.WW, unexplained loss kernel/xsessiond = U/V
 //
 // with n/a in place of a number that could not be measured (--quick --tcp
 // leaves the UDP rows and this line out). The cost ratio is the whole

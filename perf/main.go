@@ -379,7 +379,7 @@ func quickLine(results []Result) string {
 			}
 		}
 	}
-	cost, rate, rx, hostB := "n/a", "n/a", "n/a", "n/a"
+	cost, rate, rx, hostB, unexpl := "n/a", "n/a", "n/a", "n/a", "n/a"
 	if k != nil && x != nil && k.Status == StatusOK && x.Status == StatusOK {
 		cost = ratioText(Ratio(k.CPUNs, x.CPUNs))
 		rate = ratioText(Ratio(x.PPS, k.PPS))
@@ -387,8 +387,25 @@ func quickLine(results []Result) string {
 			rx = ratioText(Ratio(k.RxCPUNs, x.RxCPUNs))
 		}
 		hostB = ratioText(Ratio(k.SrvCPUNs, x.SrvCPUNs))
+		unexpl = unexplainedText(k.Unexplained) + "/" + unexplainedText(x.Unexplained)
 	}
-	return fmt.Sprintf("udp64 cost ratio kernel/xsessiond = %s, rate ratio xsessiond/kernel = %s, receive cost ratio (generator's cost taken out) = %s, host B CPU ratio kernel/xsessiond = %s", cost, rate, rx, hostB)
+	return fmt.Sprintf("udp64 cost ratio kernel/xsessiond = %s, rate ratio xsessiond/kernel = %s, receive cost ratio (generator's cost taken out) = %s, host B CPU ratio kernel/xsessiond = %s, unexplained loss kernel/xsessiond = %s",
+		cost, rate, rx, hostB, unexpl)
+}
+
+// unexplainedText is the loss of a row's repetitions that no counter
+// explains, the one furthest from 0: a loss with no counter (above 0), or
+// counters that counted more than was lost (below 0, marked: a drop
+// counted twice would hide a loss with none).
+func unexplainedText(u Summary) string {
+	v := u.Max
+	if -u.Min > v {
+		v = u.Min
+	}
+	if v < 0 {
+		return fmt.Sprintf("%.0f (over-counted)", v)
+	}
+	return fmt.Sprintf("%.0f", v)
 }
 
 // ratioText is fmtRatio of a ratio that is NaN when unknown.

@@ -119,7 +119,7 @@ func TestRatiosAndQuickLine(t *testing.T) {
 			}
 		}
 	}
-	want := "udp64 cost ratio kernel/xsessiond = n/a, rate ratio xsessiond/kernel = n/a, receive cost ratio (generator's cost taken out) = n/a, host B CPU ratio kernel/xsessiond = n/a"
+	want := "udp64 cost ratio kernel/xsessiond = n/a, rate ratio xsessiond/kernel = n/a, receive cost ratio (generator's cost taken out) = n/a, host B CPU ratio kernel/xsessiond = n/a, unexplained loss kernel/xsessiond = n/a"
 	if got := quickLine(res); got != want {
 		t.Errorf("quick line %q, want %q", got, want)
 	}
@@ -144,7 +144,7 @@ func TestRatiosAndQuickLine(t *testing.T) {
 	}
 	// Receivers alone, less the generator's 200 ns per sent packet:
 	// kernel 750 and 300 (median 525), xsessiond 175.
-	want = "udp64 cost ratio kernel/xsessiond = 2.00, rate ratio xsessiond/kernel = 2.00, receive cost ratio (generator's cost taken out) = 3.00, host B CPU ratio kernel/xsessiond = n/a"
+	want = "udp64 cost ratio kernel/xsessiond = 2.00, rate ratio xsessiond/kernel = 2.00, receive cost ratio (generator's cost taken out) = 3.00, host B CPU ratio kernel/xsessiond = n/a, unexplained loss kernel/xsessiond = 0/0"
 	if got := quickLine(res); got != want {
 		t.Errorf("quick line %q, want %q", got, want)
 	}
@@ -157,7 +157,7 @@ func TestRatiosAndQuickLine(t *testing.T) {
 	if res[1].SrvCPUNs != (Summary{Median: 500, Min: 500, Max: 500, N: 2}) {
 		t.Errorf("kernel B CPU %+v", res[1].SrvCPUNs)
 	}
-	want = "udp64 cost ratio kernel/xsessiond = 2.00, rate ratio xsessiond/kernel = 2.00, receive cost ratio (generator's cost taken out) = 3.00, host B CPU ratio kernel/xsessiond = 5.00"
+	want = "udp64 cost ratio kernel/xsessiond = 2.00, rate ratio xsessiond/kernel = 2.00, receive cost ratio (generator's cost taken out) = 3.00, host B CPU ratio kernel/xsessiond = 5.00, unexplained loss kernel/xsessiond = 0/0"
 	if got := quickLine(res); got != want {
 		t.Errorf("quick line of placed rows %q, want %q", got, want)
 	}
@@ -168,7 +168,7 @@ func TestRatiosAndQuickLine(t *testing.T) {
 		xdpRes[i].RxCPUNs = Summary{}
 	}
 	applyGenCost(xdpRes)
-	want = "udp64 cost ratio kernel/xsessiond = 2.00, rate ratio xsessiond/kernel = 2.00, receive cost ratio (generator's cost taken out) = n/a, host B CPU ratio kernel/xsessiond = 5.00"
+	want = "udp64 cost ratio kernel/xsessiond = 2.00, rate ratio xsessiond/kernel = 2.00, receive cost ratio (generator's cost taken out) = n/a, host B CPU ratio kernel/xsessiond = 5.00, unexplained loss kernel/xsessiond = 0/0"
 	if got := quickLine(xdpRes); got != want {
 		t.Errorf("quick line of XDP generator rows %q, want %q", got, want)
 	}
@@ -178,7 +178,7 @@ func TestRatiosAndQuickLine(t *testing.T) {
 		res[i].RxCPUNs = Summary{}
 	}
 	applyGenCost(res)
-	want = "udp64 cost ratio kernel/xsessiond = 2.00, rate ratio xsessiond/kernel = 2.00, receive cost ratio (generator's cost taken out) = n/a, host B CPU ratio kernel/xsessiond = 5.00"
+	want = "udp64 cost ratio kernel/xsessiond = 2.00, rate ratio xsessiond/kernel = 2.00, receive cost ratio (generator's cost taken out) = n/a, host B CPU ratio kernel/xsessiond = 5.00, unexplained loss kernel/xsessiond = 0/0"
 	if got := quickLine(res); got != want {
 		t.Errorf("quick line without gen-only %q, want %q", got, want)
 	}
@@ -424,5 +424,23 @@ func TestTurns(t *testing.T) {
 	}
 	if !strings.Contains(b.String(), "turn by turn, p50 at or below in 2 of 2, p99 in 2; at A's socket p50 in 1 of 2, p99 in 1 |") {
 		t.Errorf("results.md has no turns for the echo row:\n%s", b.String())
+	}
+}
+
+// TestUnexplainedText: the quick line gives the repetitions' unexplained
+// loss furthest from 0, and marks one below 0 (counters that counted more
+// than was lost would hide a loss no counter explains).
+func TestUnexplainedText(t *testing.T) {
+	for _, c := range []struct {
+		u    Summary
+		want string
+	}{
+		{Summary{Median: 0, Min: 0, Max: 0, N: 5}, "0"},
+		{Summary{Median: 0, Min: 0, Max: 12, N: 5}, "12"},
+		{Summary{Median: 0, Min: -3, Max: 2, N: 5}, "-3 (over-counted)"},
+	} {
+		if got := unexplainedText(c.u); got != c.want {
+			t.Errorf("%+v: %q, want %q", c.u, got, c.want)
+		}
 	}
 }
