@@ -12,6 +12,8 @@ import (
 	"testing"
 	"time"
 
+	"golang.org/x/sys/unix"
+
 	"github.com/xsessiond/xsessiond/api"
 	"github.com/xsessiond/xsessiond/flow"
 )
@@ -78,5 +80,39 @@ func TestProxyAttachNeedsAdmin(t *testing.T) {
 	api.CloseFDs(fds)
 	if err != nil {
 		t.Fatalf("proxy attach as root: %v", err)
+	}
+}
+
+// TestAdminCapabilityIsTheDaemonsUserNamespaces: a user's process holds
+// every capability in a user namespace of its own (unshare -Ur), which
+// gives it none over the daemon's: uid 65534 root in a user namespace it
+// owns is refused a proxy attach (an admin request) as uid 65534 is, where
+// before its effective set, read from /proc, made it an admin. The same
+// uid with CAP_NET_ADMIN in the daemon's user namespace (an ambient
+// capability) is one, and attaches.
+func TestAdminCapabilityIsTheDaemonsUserNamespaces(t *testing.T) {
+	needRootHere(t, "needs root to run an app as another user")
+	dir, bin := binaryForNobody(t)
+	sock := filepath.Join(dir, "api.sock")
+	startDaemon(t, func(c *Config) { c.Socket, c.SocketMode = sock, 0o666 })
+	run := func(attr *syscall.SysProcAttr) string {
+		cmd := exec.Command(bin, "-test.run=^$")
+		cmd.Env = append(os.Environ(), childAppEnv+"=proxy-attach", childSockEnv+"="+sock)
+		cmd.SysProcAttr = attr
+		out, _ := cmd.CombinedOutput()
+		return strings.TrimSpace(string(out))
+	}
+	// Root inside (its uid 0 mapped to 65534 outside, where SO_PEERCRED
+	// reads it), every capability in its own namespace.
+	own := run(&syscall.SysProcAttr{Cloneflags: syscall.CLONE_NEWUSER, Credential: &syscall.Credential{Uid: 0, Gid: 0, NoSetGroups: true},
+		UidMappings: []syscall.SysProcIDMap{{ContainerID: 0, HostID: 65534, Size: 1}},
+		GidMappings: []syscall.SysProcIDMap{{ContainerID: 0, HostID: 65534, Size: 1}}})
+	if !strings.Contains(own, "CAP_NET_ADMIN") || strings.Contains(own, "attached") {
+		t.Errorf("uid 65534, root in a user namespace of its own: %q, want a refusal naming what it needs", own)
+	}
+	withCap := run(&syscall.SysProcAttr{Credential: &syscall.Credential{Uid: 65534, Gid: 65534},
+		AmbientCaps: []uintptr{unix.CAP_NET_ADMIN}})
+	if withCap != "attached" {
+		t.Errorf("uid 65534 with CAP_NET_ADMIN: %q, want attached", withCap)
 	}
 }

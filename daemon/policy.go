@@ -106,17 +106,49 @@ func (a Auth) Validate() error {
 	return fmt.Errorf("authorization: admin %q: want cap_net_admin or root: %w", a.Admin, flow.ErrInvalidValue)
 }
 
-// peerHasCap reports whether process pid's effective capabilities hold
-// capability c. It reads /proc/PID/status: the peer may have exec'd
-// since it connected (racy, as every such check; SO_PEERCRED's pid is
-// the one that connected).
-func peerHasCap(pid int32, c uint) bool {
-	v, ok := procStatus(pid, "CapEff:")
+// peerHasCap reports whether peer p's process holds capability c over
+// the daemon's user namespace. It reads /proc/PID/status: the peer may
+// have exec'd since it connected (racy, as every such check; SO_PEERCRED's
+// pid is the one that connected). Its effective set counts only when the
+// process is in the daemon's user namespace, where those capabilities
+// act: any user gets a full set in a user namespace of its own (unshare
+// -Ur), which gives it no right here. And only while the process is still
+// the peer's user's: a pid taken since by another user's process says
+// nothing of the peer.
+func peerHasCap(p api.Cred, c uint) bool {
+	if !sameUserNS(p.PID) {
+		return false
+	}
+	if v, ok := procStatus(p.PID, "Uid:"); !ok || !euidIs(v, p.UID) {
+		return false
+	}
+	v, ok := procStatus(p.PID, "CapEff:")
 	if !ok {
 		return false
 	}
 	eff, err := strconv.ParseUint(strings.TrimSpace(v), 16, 64)
 	return err == nil && eff&(1<<c) != 0
+}
+
+// sameUserNS reports whether process pid is in the daemon's user
+// namespace.
+func sameUserNS(pid int32) bool {
+	var mine, theirs unix.Stat_t
+	if unix.Stat("/proc/self/ns/user", &mine) != nil || unix.Stat(fmt.Sprintf("/proc/%d/ns/user", pid), &theirs) != nil {
+		return false
+	}
+	return mine.Ino == theirs.Ino && mine.Dev == theirs.Dev
+}
+
+// euidIs reports whether the effective uid of a /proc/PID/status Uid:
+// line (real, effective, saved, filesystem) is uid.
+func euidIs(line string, uid uint32) bool {
+	f := strings.Fields(line)
+	if len(f) < 2 {
+		return false
+	}
+	v, err := strconv.ParseUint(f[1], 10, 32)
+	return err == nil && uint32(v) == uid
 }
 
 // peerGroups returns the peer's supplementary groups (from
@@ -158,7 +190,7 @@ func (d *Daemon) isAdmin(p api.Cred) bool {
 	if d.cfg.Auth.Admin == "root" {
 		return false
 	}
-	return peerHasCap(p.PID, unix.CAP_NET_ADMIN)
+	return peerHasCap(p, unix.CAP_NET_ADMIN)
 }
 
 // needAdmin refuses an admin request from a peer that is not one.
@@ -176,7 +208,7 @@ func (d *Daemon) needAdmin(p api.Cred, what string) error {
 // mayBindPort refuses a port below 1024 to a peer without
 // CAP_NET_BIND_SERVICE, as the kernel does.
 func mayBindPort(p api.Cred, e flow.Endpoint) error {
-	if !sessions.PrivilegedPort(e.Port) || p.UID == 0 || peerHasCap(p.PID, unix.CAP_NET_BIND_SERVICE) {
+	if !sessions.PrivilegedPort(e.Port) || p.UID == 0 || peerHasCap(p, unix.CAP_NET_BIND_SERVICE) {
 		return nil
 	}
 	return fmt.Errorf("bind %s: port %d is below %d and needs CAP_NET_BIND_SERVICE (peer uid %d): %w",
