@@ -155,6 +155,9 @@ func euidIs(line string, uid uint32) bool {
 // /proc/PID/status) and its primary gid.
 func peerGroups(p api.Cred) []uint32 {
 	out := []uint32{p.GID}
+	if v, ok := procStatus(p.PID, "Uid:"); !ok || !euidIs(v, p.UID) {
+		return out // the pid is another user's process now: its groups are not the peer's
+	}
 	v, ok := procStatus(p.PID, "Groups:")
 	if !ok {
 		return out
