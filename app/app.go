@@ -121,9 +121,17 @@ type App struct {
 	dropped    handleSet
 	localOf    map[flow.Handle]netip.AddrPort // local addresses (fifo.EventLocalAddr) of sessions not yet accepted or connected
 	dials      map[uint32]chan connectResult  // connects in progress by opaque
-	parked     []fifo.Event                   // events naming a segment not mapped yet
+	parked     []fifo.Event                   // events naming a segment not mapped yet, or (accepts) a listener not registered yet
 	objects    map[closer]struct{}            // open listeners and connections
 	nextOpaque uint32
+	// binding counts the Listen and ListenPacket calls between their
+	// first bind and the registration of their acceptors: the daemon
+	// takes sessions for a listener from its bind on, and an accept
+	// that comes meanwhile waits (parked, ctEarly) rather than be
+	// refused, as a kernel listener queues a connection from listen(2)
+	// on.
+	binding int
+	ctEarly []ctAccept // cut-through accepts waiting for their listener; guarded by evmu
 	// shut is set as Close takes the objects to close: an object made
 	// after that is not tracked (track) but closed by the call that made
 	// it, which Close waits for (making) before it unmaps the memory.
@@ -384,6 +392,10 @@ func (a *App) Close() error {
 		a.making.Wait()
 		a.evmu.Lock()
 		a.released = true
+		for _, c := range a.ctEarly {
+			c.e.close()
+		}
+		a.ctEarly = nil
 		a.evmu.Unlock()
 		a.release()
 	})
@@ -729,6 +741,10 @@ func (a *App) handleEvent(ev *fifo.Event) {
 		acc := a.acceptors[ln]
 		a.mu.Unlock()
 		stream := flow.Transport(se.Transport) == flow.TransportTCP
+		if err == nil && acc == nil && a.bindsInFlight() {
+			a.parked = append(a.parked, *ev) // its listener's Listen has not registered it yet
+			return
+		}
 		if err != nil || acc == nil {
 			a.refuse(h, stream)
 			return
@@ -960,14 +976,67 @@ func (a *App) onAccepted(n *api.Accepted, fds []int) {
 	}
 	a.evmu.Lock()
 	a.drainLocked()
-	a.mu.Lock()
-	acc := a.acceptors[n.Listener]
-	a.mu.Unlock()
-	ok := acc != nil && acc.accept(e, &n.SessionInfo)
+	a.acceptCTLocked(ctAccept{e: e, info: n.SessionInfo, ln: n.Listener}, true)
 	a.evmu.Unlock()
-	if !ok {
-		e.close()
-		a.refuse(n.Handle, n.Local.Transport == flow.TransportTCP || n.Remote.Transport == flow.TransportTCP)
+}
+
+// ctAccept is a cut-through session accepted on listener ln.
+type ctAccept struct {
+	e    *end
+	info api.SessionInfo
+	ln   flow.Handle
+}
+
+// acceptCTLocked hands c to its listener, or (park, while a Listen has
+// not registered its listener yet) keeps it for endBind, or refuses it.
+// evmu is held.
+func (a *App) acceptCTLocked(c ctAccept, park bool) {
+	a.mu.Lock()
+	acc := a.acceptors[c.ln]
+	wait := acc == nil && park && a.binding > 0
+	a.mu.Unlock()
+	if wait {
+		a.ctEarly = append(a.ctEarly, c)
+		return
+	}
+	if acc == nil || !acc.accept(c.e, &c.info) {
+		c.e.close()
+		a.refuse(c.info.Handle, c.info.Local.Transport == flow.TransportTCP || c.info.Remote.Transport == flow.TransportTCP)
+	}
+}
+
+// bindsInFlight reports whether a Listen or ListenPacket has bound and not
+// yet registered its acceptors.
+func (a *App) bindsInFlight() bool {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	return a.binding > 0
+}
+
+// beginBind marks a Listen or ListenPacket under way; endBind, once its
+// acceptors are registered (or it failed), hands the accepts that came
+// meanwhile to their listeners, and refuses those of none once no other
+// is under way.
+func (a *App) beginBind() {
+	a.mu.Lock()
+	a.binding++
+	a.mu.Unlock()
+}
+
+func (a *App) endBind() {
+	a.evmu.Lock()
+	defer a.evmu.Unlock()
+	a.mu.Lock()
+	a.binding--
+	a.mu.Unlock()
+	if a.released {
+		return
+	}
+	a.replayParked()
+	early := a.ctEarly
+	a.ctEarly = nil
+	for _, c := range early {
+		a.acceptCTLocked(c, true)
 	}
 }
 

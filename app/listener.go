@@ -14,6 +14,7 @@ import (
 
 	"github.com/xsessiond/xsessiond/api"
 	"github.com/xsessiond/xsessiond/flow"
+	"github.com/xsessiond/xsessiond/internal/testhook"
 )
 
 // maxAcceptQueue bounds the sessions waiting for Accept; more are refused
@@ -68,9 +69,14 @@ func (a *App) listen(uri string) (*Listener, error) {
 		return nil, opError("listen", uri, err)
 	}
 	defer a.leave()
+	a.beginBind()
+	defer a.endBind() // after the acceptors are registered: the accepts that came meanwhile
 	binds, err := a.bindAll(uris, eps)
 	if err != nil {
 		return nil, err
+	}
+	if d := testhook.ListenRegisterPause.Load(); d > 0 {
+		time.Sleep(time.Duration(d))
 	}
 	l := &Listener{a: a, binds: binds, addr: zonedAddr(endpointAddr(lastBind(binds).ep), zone), llZone: linkZone(zone, lastBind(binds)),
 		ready: make(chan struct{}, 1), done: make(chan struct{}), dl: newDeadline()}

@@ -129,6 +129,8 @@ func (a *App) listenPacket(uri string) (*PacketConn, error) {
 		return nil, opError("listen", uri, err)
 	}
 	defer a.leave()
+	a.beginBind()
+	defer a.endBind() // after the acceptors are registered: the accepts that came meanwhile
 	bs, err := a.bindAll(uris, eps)
 	if err != nil {
 		return nil, err

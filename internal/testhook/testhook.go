@@ -20,3 +20,9 @@ var SpinStolenAt atomic.Int64
 // giving a closed connection's handle at once to the next widens those
 // windows, which preempted goroutines open now and then.
 var CloseMarkPause, DialRegisterPause atomic.Int64
+
+// ListenRegisterPause, when not zero, is how long in nanoseconds a Listen
+// or ListenPacket (package app) waits between the daemon's bind reply and
+// registering its listener: a test of sessions the daemon hands over as
+// soon as the listener is bound widens that window.
+var ListenRegisterPause atomic.Int64
