@@ -115,7 +115,21 @@ func TestChurnGivesFifoMemoryBack(t *testing.T) {
 				before.mem, after.mem, before.tracked, after.tracked, before.raw, after.raw, before.ended, after.ended, before.steered, after.steered)
 		}
 		if after.goroutines > before.goroutines+rounds/10 || after.fds > before.fds+rounds/10 {
-			t.Errorf("goroutines went from %d to %d, descriptors from %d to %d", before.goroutines, after.goroutines, before.fds, after.fds)
+			// What the process holds settles later on a loaded machine
+			// (ports held for TIME-WAIT, released by a sweep each second;
+			// the runtime's threads): a leak grows with the rounds, so
+			// as many more must leave the counts where they were.
+			for i := range rounds {
+				if err := round(i); err != nil {
+					t.Fatalf("round %d of the second batch: %v", i, err)
+				}
+			}
+			again := settledState(t, d, bm, id)
+			t.Logf("after %d rounds more %+v", rounds, again)
+			if again.goroutines > after.goroutines+rounds/10 || again.fds > after.fds+rounds/10 {
+				t.Errorf("goroutines went from %d to %d and %d, descriptors from %d to %d and %d, in two batches of %d rounds",
+					before.goroutines, after.goroutines, again.goroutines, before.fds, after.fds, again.fds, rounds)
+			}
 		}
 	}
 
