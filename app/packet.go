@@ -830,9 +830,15 @@ func (p *PacketConn) Close() error {
 			peers = append(peers, e)
 		}
 		p.mu.Unlock()
+		// A read or write under way ends first; those that come after
+		// see done and fail with net.ErrClosed, so the round trips
+		// below hold neither half: a read or write blocked as Close
+		// began returns as it wakes, not when the daemon answered.
 		p.rd.mu.Lock()
 		p.wr.mu.Lock()
 		p.held = nil
+		p.wr.mu.Unlock()
+		p.rd.mu.Unlock()
 		if p.a.stopped() == nil {
 			for _, b := range p.binds {
 				p.a.waitTxTaken(b.wire)
@@ -851,6 +857,8 @@ func (p *PacketConn) Close() error {
 				p.a.unregister(e.h, p)
 			}
 		})
+		p.rd.mu.Lock()
+		p.wr.mu.Lock()
 		p.mu.Lock()
 		for _, e := range peers {
 			p.a.closeEnd(e)
