@@ -8,7 +8,9 @@ import (
 
 // TestIdleTimeoutSparesCapture: a connection that started a capture waits
 // for its frames and sends nothing; it is not dropped as idle, however
-// long the capture runs, while one that only asked for a show is.
+// long the capture runs (an app's attach and detach on it since
+// notwithstanding: the detach ended the capture's hold too before), while
+// one that only asked for a show is.
 func TestIdleTimeoutSparesCapture(t *testing.T) {
 	d := newFakeDaemon(t)
 	s := &Server{IdleTimeout: 200 * time.Millisecond}
@@ -23,6 +25,16 @@ func TestIdleTimeoutSparesCapture(t *testing.T) {
 		t.Fatal(err)
 	}
 	closeFDs(fds)
+	// An app's detach on the same connection ends the app's hold, not
+	// the capture's.
+	if _, fds, err := capturing.Call(context.Background(), &Attach{Secret: 42}); err != nil {
+		t.Fatal(err)
+	} else {
+		closeFDs(fds)
+	}
+	if _, _, err := capturing.Call(context.Background(), &Detach{}); err != nil {
+		t.Fatal(err)
+	}
 	showing, err := DialClient(context.Background(), path, ClientOptions{})
 	if err != nil {
 		t.Fatal(err)

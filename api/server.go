@@ -561,9 +561,11 @@ func (s *Server) ServeConn(ctx context.Context, c *Conn) {
 		return
 	}
 	idle := orDefault(s.IdleTimeout, DefaultIdleTimeout)
-	held := false // an app attached, or a capture started: no idle timeout
+	// An app attached, or a capture started: no idle timeout (a Detach
+	// ends the app's hold, not a capture's).
+	attached, capturing := false, false
 	for {
-		if idle > 0 && !held {
+		if idle > 0 && !attached && !capturing {
 			c.SetReadDeadline(time.Now().Add(idle))
 		} else {
 			c.SetReadDeadline(time.Time{})
@@ -596,11 +598,13 @@ func (s *Server) ServeConn(ctx context.Context, c *Conn) {
 			reply = &OK{}
 		}
 		switch reply.Type() {
-		case TypeAttachReply, TypeCaptureReply:
-			held = true
+		case TypeAttachReply:
+			attached = true
+		case TypeCaptureReply:
+			capturing = true
 		case TypeOK:
 			if m.Type() == TypeDetach {
-				held = false
+				attached = false
 			}
 		}
 		if err := c.sendQueuedRelease(q, id, reply, rfds, 2*sendTimeout, release); err != nil {
