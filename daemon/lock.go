@@ -28,13 +28,16 @@ type instanceLock struct {
 	f    *os.File
 }
 
-// LockPath returns the lock file of interface ifname in the netns of
-// inode netnsIno, under dir ("" = DefaultRunDir).
-func LockPath(dir string, netnsIno uint64, ifname string) string {
+// LockPath returns the lock file of the interface of index ifindex in the
+// netns of inode netnsIno, under dir ("" = DefaultRunDir). By index, not
+// name: an interface renamed while its daemon runs (which follows it) is
+// still its daemon's, and a cleanup or a second run under the new name
+// must find the lock held.
+func LockPath(dir string, netnsIno uint64, ifindex int) string {
 	if dir == "" {
 		dir = DefaultRunDir
 	}
-	return filepath.Join(dir, fmt.Sprintf("iface-%d-%s.lock", netnsIno, ifname))
+	return filepath.Join(dir, fmt.Sprintf("iface-%d-%d.lock", netnsIno, ifindex))
 }
 
 // takeInstanceLock takes the lock at path without waiting. The file holds

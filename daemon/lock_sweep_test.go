@@ -13,11 +13,11 @@ import (
 // files that are not locks are left, and the held lock still holds.
 func TestSweepStaleLocks(t *testing.T) {
 	dir := t.TempDir()
-	stale := LockPath(dir, 4026531840, "veth-gone")
+	stale := LockPath(dir, 4026531840, 9001)
 	if err := os.WriteFile(stale, []byte("12345\n"), 0o644); err != nil {
 		t.Fatal(err)
 	}
-	held := LockPath(dir, 4026531840, "veth-b")
+	held := LockPath(dir, 4026531840, 9002)
 	unlock, err := LockInstance(held)
 	if err != nil {
 		t.Fatal(err)

@@ -139,7 +139,7 @@ func cleanup(cmd *cobra.Command, iface, netns string) error {
 	if err != nil {
 		return missingInterface(iface, netns)
 	}
-	unlock, err := daemon.LockInstance(daemon.LockPath("", ns.Inode(), ifc.Name))
+	unlock, err := daemon.LockInstance(daemon.LockPath("", ns.Inode(), ifc.Index))
 	if errors.Is(err, daemon.ErrInstanceRunning) {
 		return fmt.Errorf("interface %s: %w: stop it instead (it cleans up as it stops)", iface, err)
 	}

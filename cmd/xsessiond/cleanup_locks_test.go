@@ -2,7 +2,6 @@ package main
 
 import (
 	"errors"
-	"fmt"
 	"os"
 	"os/exec"
 	"strings"
@@ -22,12 +21,12 @@ func TestCleanupStaleRemovesLocks(t *testing.T) {
 	if err := os.MkdirAll(daemon.DefaultRunDir, 0o755); err != nil {
 		t.Fatal(err)
 	}
-	stale := daemon.LockPath("", 1, fmt.Sprintf("xsgone%d", os.Getpid()))
+	stale := daemon.LockPath("", 1, 1_000_000+os.Getpid())
 	if err := os.WriteFile(stale, []byte("999999\n"), 0o644); err != nil {
 		t.Fatal(err)
 	}
 	defer os.Remove(stale)
-	held := daemon.LockPath("", 1, fmt.Sprintf("xsheld%d", os.Getpid()))
+	held := daemon.LockPath("", 1, 2_000_000+os.Getpid())
 	unlock, err := daemon.LockInstance(held)
 	if err != nil {
 		t.Fatal(err)

@@ -271,7 +271,7 @@ func lockFile(t *testing.T, h *nstest.Host) string {
 	if err := syscall.Stat(filepath.Join("/run/netns", h.Name), &st); err != nil {
 		t.Fatal(err)
 	}
-	return daemon.LockPath("", st.Ino, h.Link)
+	return daemon.LockPath("", st.Ino, h.IfIndex)
 }
 
 // pinsIntact checks that h's pin folder holds the link and the maps.

@@ -283,7 +283,7 @@ func runDaemon(cmd *cobra.Command, f runFlags) error {
 	opts.Logger = log
 	tcp.LogTo(log)
 	if len(cfg.Interfaces) > 1 && !cmd.Flags().Changed("iface") {
-		return fmt.Errorf("the config lists %d interfaces and a daemon serves one: run one xsessiond per interface, each with its own --socket, and pick it with --iface", len(cfg.Interfaces))
+		return fmt.Errorf("the config lists %d interfaces and a daemon serves one: run one xsessiond per interface, each with its own --socket (and --metrics-addr, when the config serves metrics), and pick it with --iface", len(cfg.Interfaces))
 	}
 	if problem := privilegeProblem(opts.Datapath.NetnsName != ""); problem != "" {
 		return fmt.Errorf("not privileged: %s; run it as root (sudo xsessiond run ...)", problem)
