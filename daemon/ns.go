@@ -253,8 +253,19 @@ func (d *Daemon) applyConfig(nss []NamespaceConfig, rules []RuleConfig) error {
 				continue
 			}
 		}
+		// Its allow-list first: an attach between the namespace's add
+		// and the list's would be let in by no list at all.
+		acl := sessions.AccessList{UIDs: n.AllowUIDs, GIDs: n.AllowGIDs}
+		if !acl.Empty() {
+			d.mu.Lock()
+			d.nsAccess[n.ID] = acl
+			d.mu.Unlock()
+		}
 		if err := d.addNamespace("config file", fmt.Sprintf("config file: namespace %q", n.ID), n.ID, n.Secret, n.Iface, n.Netns); err != nil {
 			errs = append(errs, err)
+			d.mu.Lock()
+			delete(d.nsAccess, n.ID)
+			d.mu.Unlock()
 			continue
 		}
 		keep = append(keep, n.ID)
