@@ -340,6 +340,20 @@ func New(cfg Config) (*Engine, error) {
 	if err != nil {
 		return nil, fmt.Errorf("new engine: %w", err)
 	}
+	if driver == "veth" && mode != loader.ModeGeneric {
+		// A daemon killed in generic mode left the peer's offload off
+		// (its note says so): a native program needs it off only while
+		// attached, which the kernel sees to (and, while it is, refuses
+		// to turn it on), so it goes back on first, as the killed one's
+		// stop would have turned it. Generic mode takes the note over
+		// below.
+		if restored, err := e.ns.RestorePeerUDPSegmentation(e.ifc.Index); err != nil {
+			log.Warn("the veth peer's tx-udp-segmentation, which a daemon killed in generic mode turned off, stays off (ethtool -K PEER tx-udp-segmentation on in the peer's namespace)",
+				"interface", cfg.IfName, "err", err)
+		} else if restored {
+			log.Info("turned the veth peer's tx-udp-segmentation back on, which a daemon killed in generic mode left off", "interface", cfg.IfName)
+		}
+	}
 	e.att, err = e.objs.Attach(loader.AttachOptions{IfIndex: e.ifc.Index, Netns: nsPath(e.nsh), NetnsName: cfg.NetnsName, Mode: mode, PinRoot: cfg.PinRoot})
 	if err != nil {
 		return nil, fmt.Errorf("new engine: %w", err)

@@ -86,3 +86,33 @@ func TestRunRestoresPeerUDPSegmentationAfterKill(t *testing.T) {
 		t.Error("A's tx-udp-segmentation still off after the second daemon's clean stop")
 	}
 }
+
+// TestNativeRunRestoresPeerUDPSegmentationAfterKill: a daemon SIGKILLed
+// in generic mode leaves the veth peer's UDP segmentation offload off; a
+// daemon started next in native mode (which needs it off only while its
+// program is attached, as the kernel sees to) turns it back on, so that
+// it is on after that daemon's clean stop. Before, it stayed off.
+func TestNativeRunRestoresPeerUDPSegmentationAfterKill(t *testing.T) {
+	rig := nstest.NewPair(t, nstest.Options{})
+	if !peerUDPSegmentation(t, rig.A) {
+		t.Fatal("A's tx-udp-segmentation off before the daemon: nothing to test")
+	}
+	xs, _ := binaries(t)
+	sock := filepath.Join(t.TempDir(), "api.sock")
+	run := []string{"run", "--netns", rig.B.Name, "--iface", rig.B.Link, "--socket", sock}
+	d := startProcess(t, xs, run...)
+	d.waitLine(t, "xsessiond started", 15*time.Second)
+	d.cmd.Process.Kill()
+	<-d.exited
+	if peerUDPSegmentation(t, rig.A) {
+		t.Fatal("A's tx-udp-segmentation on after SIGKILL: nothing to test")
+	}
+	d = startProcess(t, xs, append(run, "--xdp-mode", "native")...)
+	d.waitLine(t, "xsessiond started", 15*time.Second)
+	if code := d.stop(t); code != 0 {
+		t.Fatalf("the native daemon's stop: exit %d", code)
+	}
+	if !peerUDPSegmentation(t, rig.A) {
+		t.Error("A's tx-udp-segmentation still off after a native daemon ran and stopped")
+	}
+}
