@@ -427,7 +427,9 @@ func (a *Attachment) clearDevice(dev netlink.Link, replace bool) error {
 		}
 	}
 	if !ours && !replace {
-		return fmt.Errorf("%s runs xdp program id %d (attach mode %d): %w", a.ifname, id, x.AttachMode, ErrForeignProgram)
+		return fmt.Errorf("%s runs xdp program id %d (attach mode %d), not xsessiond's: %w (xsessiond does not replace another's program: "+
+			"serve another interface, or detach it first if it is no longer wanted, with its own tool or `ip link set dev %s xdp off`; "+
+			"`bpftool prog show id %d` says what it is)", a.ifname, id, x.AttachMode, ErrForeignProgram, a.ifname, id)
 	}
 	kind := TakeoverNetlink
 	if !ours {

@@ -256,8 +256,8 @@ func TestTakeoverNetlink(t *testing.T) {
 
 	foreign := passProgram(t, "other_xdp")
 	netlinkAttach(t, p.B, foreign, nl.XDP_FLAGS_DRV_MODE)
-	if _, err := o.Attach(opts); !errors.Is(err, ErrForeignProgram) {
-		t.Fatalf("attach over a foreign program: %v, want ErrForeignProgram", err)
+	if _, err := o.Attach(opts); !errors.Is(err, ErrForeignProgram) || !strings.Contains(err.Error(), "xdp off") {
+		t.Fatalf("attach over a foreign program: %v, want ErrForeignProgram saying what to do", err)
 	}
 	if x := xdpState(t, p.B); ebpf.ProgramID(x.ProgId) != progID(t, foreign) {
 		t.Fatalf("the foreign program was touched: now prog %d", x.ProgId)
