@@ -330,7 +330,7 @@ func (d *Daemon) Start() (err error) {
 	// interface must stop here, before it touches the first one's XDP
 	// program, pins or queues. The control socket is checked next.
 	if !d.cfg.NoDatapath {
-		d.lock, err = takeInstanceLock(LockPath(d.cfg.RunDir, d.ns.Inode(), d.iface.Index))
+		d.lock, err = takeInstanceLock(LockPath(d.cfg.RunDir, d.ns.Inode(), d.iface.Index), lockPatience)
 		if err != nil {
 			return fmt.Errorf("interface %s: %w", d.cfg.Datapath.IfName, err)
 		}

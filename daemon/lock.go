@@ -7,6 +7,7 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
+	"time"
 
 	"golang.org/x/sys/unix"
 )
@@ -40,11 +41,16 @@ func LockPath(dir string, netnsIno uint64, ifindex int) string {
 	return filepath.Join(dir, fmt.Sprintf("iface-%d-%d.lock", netnsIno, ifindex))
 }
 
-// takeInstanceLock takes the lock at path without waiting. The file holds
-// the pid of its owner, for the error a second daemon prints. A lock file
+// lockPatience is how long a daemon or cleanup waits for a lock another
+// holds before it takes the holder for a daemon.
+const lockPatience = 200 * time.Millisecond
+
+// takeInstanceLock takes the lock at path, waiting patience at most for
+// another holder to let it go. The file holds the pid of its owner, for
+// the error a second daemon prints. A lock file
 // removed by its owner between our open and our flock is retried, so two
 // daemons never both hold one.
-func takeInstanceLock(path string) (*instanceLock, error) {
+func takeInstanceLock(path string, patience time.Duration) (*instanceLock, error) {
 	if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
 		return nil, fmt.Errorf("instance lock: %w", err)
 	}
@@ -53,7 +59,15 @@ func takeInstanceLock(path string) (*instanceLock, error) {
 		if err != nil {
 			return nil, fmt.Errorf("instance lock: %w", err)
 		}
-		if err := unix.Flock(int(f.Fd()), unix.LOCK_EX|unix.LOCK_NB); err != nil {
+		err = unix.Flock(int(f.Fd()), unix.LOCK_EX|unix.LOCK_NB)
+		// A sweep of stale locks (SweepStaleLocks, at every daemon's
+		// start and cleanup --stale) holds each free one for a moment:
+		// a lock held that briefly is not a daemon's.
+		for deadline := time.Now().Add(patience); errors.Is(err, unix.EWOULDBLOCK) && time.Now().Before(deadline); {
+			time.Sleep(5 * time.Millisecond)
+			err = unix.Flock(int(f.Fd()), unix.LOCK_EX|unix.LOCK_NB)
+		}
+		if err != nil {
 			b := make([]byte, 32)
 			n, _ := f.ReadAt(b, 0)
 			f.Close()
@@ -85,7 +99,7 @@ func takeInstanceLock(path string) (*instanceLock, error) {
 // that must not run beside a daemon on the interface (cleanup). It fails
 // with ErrInstanceRunning while one runs; unlock removes the file.
 func LockInstance(path string) (unlock func(), err error) {
-	l, err := takeInstanceLock(path)
+	l, err := takeInstanceLock(path, lockPatience)
 	if err != nil {
 		return nil, err
 	}
@@ -121,7 +135,7 @@ func SweepStaleLocks(dir string) ([]string, error) {
 	var removed []string
 	var errs []error
 	for _, p := range paths {
-		l, err := takeInstanceLock(p)
+		l, err := takeInstanceLock(p, 0) // a held one is a daemon's, or a sweep's: left alone at once
 		switch {
 		case errors.Is(err, ErrInstanceRunning):
 			continue

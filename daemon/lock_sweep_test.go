@@ -6,6 +6,7 @@ import (
 	"path/filepath"
 	"slices"
 	"testing"
+	"time"
 )
 
 // TestSweepStaleLocks: the lock files that no daemon holds (a SIGKILLed
@@ -49,5 +50,35 @@ func TestSweepStaleLocks(t *testing.T) {
 	// A folder that is not there has nothing stale.
 	if removed, err := SweepStaleLocks(filepath.Join(dir, "none")); err != nil || len(removed) > 0 {
 		t.Errorf("a missing folder: removed %q, %v", removed, err)
+	}
+}
+
+// TestInstanceLockWaitsOutASweep: a lock another holds for a moment (a
+// sweep of stale locks, at every daemon's start, takes each free one) is
+// no daemon's: a daemon or cleanup taking it waits the moment out, where
+// it failed at once, naming the sweeper's pid as a daemon's. One held on
+// is still refused.
+func TestInstanceLockWaitsOutASweep(t *testing.T) {
+	p := LockPath(t.TempDir(), 4026531840, 9003)
+	sweep, err := takeInstanceLock(p, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	go func() {
+		time.Sleep(50 * time.Millisecond)
+		sweep.release()
+	}()
+	unlock, err := LockInstance(p)
+	if err != nil {
+		t.Fatalf("a lock held for 50 ms: %v", err)
+	}
+	unlock()
+	held, err := takeInstanceLock(p, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer held.release()
+	if _, err := LockInstance(p); !errors.Is(err, ErrInstanceRunning) {
+		t.Fatalf("a lock held on: %v, want %v", err, ErrInstanceRunning)
 	}
 }
