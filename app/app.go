@@ -976,7 +976,7 @@ func (a *App) onAccepted(n *api.Accepted, fds []int) {
 	}
 	a.evmu.Lock()
 	a.drainLocked()
-	a.acceptCTLocked(ctAccept{e: e, info: n.SessionInfo, ln: n.Listener}, true)
+	a.acceptCTLocked(ctAccept{e: e, info: n.SessionInfo, ln: n.Listener})
 	a.evmu.Unlock()
 }
 
@@ -987,13 +987,13 @@ type ctAccept struct {
 	ln   flow.Handle
 }
 
-// acceptCTLocked hands c to its listener, or (park, while a Listen has
-// not registered its listener yet) keeps it for endBind, or refuses it.
-// evmu is held.
-func (a *App) acceptCTLocked(c ctAccept, park bool) {
+// acceptCTLocked hands c to its listener, or (while a Listen has not
+// registered its listener yet) keeps it for endBind, or refuses it. evmu
+// is held.
+func (a *App) acceptCTLocked(c ctAccept) {
 	a.mu.Lock()
 	acc := a.acceptors[c.ln]
-	wait := acc == nil && park && a.binding > 0
+	wait := acc == nil && a.binding > 0
 	a.mu.Unlock()
 	if wait {
 		a.ctEarly = append(a.ctEarly, c)
@@ -1036,7 +1036,7 @@ func (a *App) endBind() {
 	early := a.ctEarly
 	a.ctEarly = nil
 	for _, c := range early {
-		a.acceptCTLocked(c, true)
+		a.acceptCTLocked(c)
 	}
 }
 
