@@ -16,6 +16,7 @@ import (
 
 	"github.com/xsessiond/xsessiond/api"
 	"github.com/xsessiond/xsessiond/flow"
+	"github.com/xsessiond/xsessiond/internal/testhook"
 )
 
 func init() {
@@ -92,6 +93,18 @@ func TestProxyAttachNeedsAdmin(t *testing.T) {
 // capability) is one, and attaches.
 func TestAdminCapabilityIsTheDaemonsUserNamespaces(t *testing.T) {
 	needRootHere(t, "needs root to run an app as another user")
+	// The peer's namespace as the daemon tells it with CAP_SYS_PTRACE
+	// (this test's), and by its uid map alone (the systemd unit's).
+	for _, byMap := range []bool{false, true} {
+		t.Run(fmt.Sprintf("uid-map-%v", byMap), func(t *testing.T) {
+			testhook.UserNSByUIDMap.Store(byMap)
+			defer testhook.UserNSByUIDMap.Store(false)
+			adminCapabilityInUserNS(t)
+		})
+	}
+}
+
+func adminCapabilityInUserNS(t *testing.T) {
 	dir, bin := binaryForNobody(t)
 	sock := filepath.Join(dir, "api.sock")
 	startDaemon(t, func(c *Config) { c.Socket, c.SocketMode = sock, 0o666 })

@@ -11,6 +11,7 @@ import (
 
 	"github.com/xsessiond/xsessiond/api"
 	"github.com/xsessiond/xsessiond/flow"
+	"github.com/xsessiond/xsessiond/internal/testhook"
 	"github.com/xsessiond/xsessiond/sessions"
 )
 
@@ -131,13 +132,20 @@ func peerHasCap(p api.Cred, c uint) bool {
 }
 
 // sameUserNS reports whether process pid is in the daemon's user
-// namespace.
+// namespace: the namespaces' inodes, where the daemon may look at the
+// peer's (that takes CAP_SYS_PTRACE for another user's process, which the
+// systemd unit does not give), else their uid maps as the daemon reads
+// them (anyone may), which differ for a namespace a user made: its map
+// names the user's own uid, the daemon's (the initial one's) every uid.
 func sameUserNS(pid int32) bool {
 	var mine, theirs unix.Stat_t
-	if unix.Stat("/proc/self/ns/user", &mine) != nil || unix.Stat(fmt.Sprintf("/proc/%d/ns/user", pid), &theirs) != nil {
-		return false
+	if !testhook.UserNSByUIDMap.Load() &&
+		unix.Stat("/proc/self/ns/user", &mine) == nil && unix.Stat(fmt.Sprintf("/proc/%d/ns/user", pid), &theirs) == nil {
+		return mine.Ino == theirs.Ino && mine.Dev == theirs.Dev
 	}
-	return mine.Ino == theirs.Ino && mine.Dev == theirs.Dev
+	a, err1 := os.ReadFile("/proc/self/uid_map")
+	b, err2 := os.ReadFile(fmt.Sprintf("/proc/%d/uid_map", pid))
+	return err1 == nil && err2 == nil && strings.Join(strings.Fields(string(a)), " ") == strings.Join(strings.Fields(string(b)), " ")
 }
 
 // euidIs reports whether the effective uid of a /proc/PID/status Uid:

@@ -26,3 +26,9 @@ var CloseMarkPause, DialRegisterPause atomic.Int64
 // registering its listener: a test of sessions the daemon hands over as
 // soon as the listener is bound widens that window.
 var ListenRegisterPause atomic.Int64
+
+// UserNSByUIDMap, when set, has the daemon (package daemon, sameUserNS)
+// tell a peer's user namespace from its uid map alone, as it does where it
+// may not look at the namespace of another user's process (without
+// CAP_SYS_PTRACE, as the systemd unit runs it).
+var UserNSByUIDMap atomic.Bool
