@@ -60,21 +60,8 @@ func TestCleanupRestoresPeerUDPSegmentation(t *testing.T) {
 // interface takes that over, and its clean stop turns the offload back
 // on, as the first one's would have.
 func TestRunRestoresPeerUDPSegmentationAfterKill(t *testing.T) {
-	rig := nstest.NewPair(t, nstest.Options{})
-	if !peerUDPSegmentation(t, rig.A) {
-		t.Fatal("A's tx-udp-segmentation off before the daemon: nothing to test")
-	}
-	xs, _ := binaries(t)
-	sock := filepath.Join(t.TempDir(), "api.sock")
-	run := []string{"run", "--netns", rig.B.Name, "--iface", rig.B.Link, "--socket", sock}
+	rig, xs, run := killedGenericDaemon(t)
 	d := startProcess(t, xs, run...)
-	d.waitLine(t, "xsessiond started", 15*time.Second)
-	d.cmd.Process.Kill()
-	<-d.exited
-	if peerUDPSegmentation(t, rig.A) {
-		t.Fatal("A's tx-udp-segmentation on after SIGKILL: nothing to test")
-	}
-	d = startProcess(t, xs, run...)
 	d.waitLine(t, "xsessiond started", 15*time.Second)
 	if peerUDPSegmentation(t, rig.A) {
 		t.Fatal("A's tx-udp-segmentation on with the second daemon running")
@@ -93,6 +80,22 @@ func TestRunRestoresPeerUDPSegmentationAfterKill(t *testing.T) {
 // program is attached, as the kernel sees to) turns it back on, so that
 // it is on after that daemon's clean stop. Before, it stayed off.
 func TestNativeRunRestoresPeerUDPSegmentationAfterKill(t *testing.T) {
+	rig, xs, run := killedGenericDaemon(t)
+	d := startProcess(t, xs, append(run, "--xdp-mode", "native")...)
+	d.waitLine(t, "xsessiond started", 15*time.Second)
+	if code := d.stop(t); code != 0 {
+		t.Fatalf("the native daemon's stop: exit %d", code)
+	}
+	if !peerUDPSegmentation(t, rig.A) {
+		t.Error("A's tx-udp-segmentation still off after a native daemon ran and stopped")
+	}
+}
+
+// killedGenericDaemon starts a daemon in generic mode on host B's veth of
+// a new rig and SIGKILLs it, which leaves host A's tx-udp-segmentation
+// off, and returns the rig, the binary and the daemon's run arguments.
+func killedGenericDaemon(t *testing.T) (*nstest.Pair, string, []string) {
+	t.Helper()
 	rig := nstest.NewPair(t, nstest.Options{})
 	if !peerUDPSegmentation(t, rig.A) {
 		t.Fatal("A's tx-udp-segmentation off before the daemon: nothing to test")
@@ -107,12 +110,5 @@ func TestNativeRunRestoresPeerUDPSegmentationAfterKill(t *testing.T) {
 	if peerUDPSegmentation(t, rig.A) {
 		t.Fatal("A's tx-udp-segmentation on after SIGKILL: nothing to test")
 	}
-	d = startProcess(t, xs, append(run, "--xdp-mode", "native")...)
-	d.waitLine(t, "xsessiond started", 15*time.Second)
-	if code := d.stop(t); code != 0 {
-		t.Fatalf("the native daemon's stop: exit %d", code)
-	}
-	if !peerUDPSegmentation(t, rig.A) {
-		t.Error("A's tx-udp-segmentation still off after a native daemon ran and stopped")
-	}
+	return rig, xs, run
 }

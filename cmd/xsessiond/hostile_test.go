@@ -92,9 +92,15 @@ func (r *rawClient) callNotices(m api.Message, notice func(id uint32, msg api.Me
 // xdpAttached reports whether h's veth runs an XDP program.
 func xdpAttached(t *testing.T, h *nstest.Host) bool {
 	t.Helper()
+	return xdpAttachedTo(t, h, h.Link)
+}
+
+// xdpAttachedTo reports whether link of h runs an XDP program.
+func xdpAttachedTo(t *testing.T, h *nstest.Host, link string) bool {
+	t.Helper()
 	var on bool
 	err := h.Do(func() error {
-		l, err := netlink.LinkByName(h.Link)
+		l, err := netlink.LinkByName(link)
 		if err != nil {
 			return err
 		}

@@ -52,18 +52,7 @@ func TestCleanupRefusedAfterRename(t *testing.T) {
 	if !strings.Contains(line, "another xsessiond serves this interface") {
 		t.Errorf("cleanup of the renamed interface beside its daemon: %q", line)
 	}
-	attached := false
-	if err := rig.B.Do(func() error {
-		l, err := netlink.LinkByName(renamed)
-		if err != nil {
-			return err
-		}
-		attached = l.Attrs().Xdp != nil && l.Attrs().Xdp.Attached
-		return nil
-	}); err != nil {
-		t.Fatal(err)
-	}
-	if !attached {
+	if !xdpAttachedTo(t, rig.B, renamed) {
 		t.Error("cleanup detached the running daemon's XDP program")
 	}
 	d.stop(t)
