@@ -10,6 +10,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/xsessiond/xsessiond/api"
+	"github.com/xsessiond/xsessiond/datapath"
 	"github.com/xsessiond/xsessiond/fifo"
 	"github.com/xsessiond/xsessiond/flow"
 	"github.com/xsessiond/xsessiond/nsbind"
@@ -768,8 +769,7 @@ func (h *client) connect(m *api.Connect) (api.Message, []int, error) {
 			// session would get nothing (the peer's datagrams go to the
 			// kernel). A TCP connect fails in its dial (ConnectFailed).
 			_ = d.layer.Disconnect(h.app, res.Handle)
-			return nil, nil, fmt.Errorf("connect %s: the datapath's session table is full (every entry of the XDP program's established map is taken): close sessions first: %w",
-				e.URI(), flow.ErrLimit)
+			return nil, nil, fmt.Errorf("connect %s: %w", e.URI(), datapath.ErrSessionTableFull)
 		}
 		local := flow.Endpoint{Transport: e.Transport, Addr: res.Local.Addr(), Port: res.Local.Port()}
 		return &api.ConnectReply{SessionInfo: api.SessionInfo{Handle: res.Handle, Worker: res.Handle.Worker(), Remote: remote, Local: h.inNamespace(local)}}, nil, nil

@@ -51,8 +51,9 @@ type engine interface {
 	// WaitMirror waits until the datapath's tables (the XDP program's
 	// maps) reflect every change the session layer made before the call.
 	WaitMirror(ctx context.Context) error
-	// SteerRefused reports whether the XDP program's listener map refused
-	// listener h's entry (it is full): its packets go to the kernel.
+	// SteerRefused reports whether the XDP program's listener or
+	// established map refused the entry of listener or session h (it is
+	// full): its packets go to the kernel.
 	SteerRefused(h sessions.Handle) bool
 	// DetachXDP detaches the XDP program and unpins at once, leaving the
 	// workers running; idempotent.

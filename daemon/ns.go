@@ -255,8 +255,7 @@ func (d *Daemon) applyConfig(nss []NamespaceConfig, rules []RuleConfig) error {
 		}
 		// Its allow-list first: an attach between the namespace's add
 		// and the list's would be let in by no list at all.
-		acl := sessions.AccessList{UIDs: n.AllowUIDs, GIDs: n.AllowGIDs}
-		if !acl.Empty() {
+		if acl := n.access(); !acl.Empty() {
 			d.mu.Lock()
 			d.nsAccess[n.ID] = acl
 			d.mu.Unlock()
@@ -275,7 +274,7 @@ func (d *Daemon) applyConfig(nss []NamespaceConfig, rules []RuleConfig) error {
 		delete(d.nsAccess, id)
 	}
 	for _, n := range nss {
-		if acl := (sessions.AccessList{UIDs: n.AllowUIDs, GIDs: n.AllowGIDs}); !acl.Empty() && slices.Contains(keep, n.ID) {
+		if acl := n.access(); !acl.Empty() && slices.Contains(keep, n.ID) {
 			d.nsAccess[n.ID] = acl
 		}
 	}

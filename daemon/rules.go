@@ -7,6 +7,7 @@ import (
 
 	"github.com/xsessiond/xsessiond/api"
 	"github.com/xsessiond/xsessiond/flow"
+	"github.com/xsessiond/xsessiond/sessions"
 )
 
 // NamespaceConfig is an app namespace of the config file (the YAML keys
@@ -21,6 +22,11 @@ type NamespaceConfig struct {
 	// primary or supplementary gid, is listed.
 	AllowUIDs []uint32 `yaml:"allow_uids"`
 	AllowGIDs []uint32 `yaml:"allow_gids"`
+}
+
+// access is the namespace's allow-list (empty: anyone with the secret).
+func (n NamespaceConfig) access() sessions.AccessList {
+	return sessions.AccessList{UIDs: n.AllowUIDs, GIDs: n.AllowGIDs}
 }
 
 // RuleConfig is a session rule of the config file, as `xsessiond ctl rule

@@ -1,6 +1,11 @@
 package datapath
 
-import "errors"
+import (
+	"errors"
+	"fmt"
+
+	"github.com/xsessiond/xsessiond/flow"
+)
 
 // Errors returned by this package, wrapped as "verb: %w" with the detail.
 var (
@@ -19,4 +24,8 @@ var (
 	ErrOtherInterface = errors.New("datapath: endpoint on another interface")
 	// ErrBusy: the Engine's queue of connects to claim is full.
 	ErrBusy = errors.New("datapath: too many connects in progress")
+	// ErrSessionTableFull fails a connect whose 5-tuple the XDP
+	// program's established map refused (Engine.SteerRefused): a
+	// flow.ErrLimit.
+	ErrSessionTableFull = fmt.Errorf("the datapath's session table is full (every entry of the XDP program's established map is taken): close sessions first: %w", flow.ErrLimit)
 )

@@ -4,9 +4,6 @@ import (
 	"errors"
 	"fmt"
 	"net/netip"
-	"os"
-	"strconv"
-	"strings"
 
 	"golang.org/x/sys/unix"
 
@@ -63,45 +60,10 @@ const defaultGroupBound = 20
 // could have the daemon's sockets make them by the thousands per
 // listener).
 func (e *Engine) groupBound() int {
-	n := defaultGroupBound
-	if e.ns == nil || e.nsh < 0 {
-		return n
+	if v, ok := e.sysctlInt("net/ipv4/igmp_max_memberships"); ok {
+		return max(v, 0)
 	}
-	_ = doIn(e.nsh, func() error {
-		b, err := os.ReadFile("/proc/sys/net/ipv4/igmp_max_memberships")
-		if err != nil {
-			return err
-		}
-		v, err := strconv.Atoi(strings.TrimSpace(string(b)))
-		if err != nil {
-			return err
-		}
-		n = max(v, 0)
-		return nil
-	})
-	return n
-}
-
-// readHopLimits reads the TTL and hop limit the namespace's kernel sockets
-// send with, for the datapath's frames and TCP segments to go with the
-// same: net.ipv4.ip_default_ttl, and the interface's IPv6 hop_limit (a
-// router's advertisement may set it). One it cannot read is 0 (64).
-func (e *Engine) readHopLimits() {
-	if e.ns == nil || e.nsh < 0 {
-		return
-	}
-	for i, f := range []string{"/proc/sys/net/ipv4/ip_default_ttl", "/proc/sys/net/ipv6/conf/" + e.cfg.IfName + "/hop_limit"} {
-		_ = doIn(e.nsh, func() error {
-			b, err := os.ReadFile(f)
-			if err != nil {
-				return err
-			}
-			if v, err := strconv.Atoi(strings.TrimSpace(string(b))); err == nil && v > 0 && v < 256 {
-				e.hop[i] = uint8(v)
-			}
-			return nil
-		})
-	}
+	return defaultGroupBound
 }
 
 // LeaveGroup ends the membership JoinGroup made; a group the listener is

@@ -1528,11 +1528,11 @@ func (p *tcpPath) dial(s *tcpSess, remote netip.AddrPort) {
 		fail(flow.ErrConnect)
 		return
 	}
-	if p.e.mirror != nil && p.e.mirror.Refused(s.ho) {
+	if p.e.SteerRefused(s.ho) {
 		// The program's established map is full: the peer's answer
 		// would reach the kernel, which resets it.
 		l.StreamFreeFifos(s.app, s.mem, s.pair)
-		fail(errSessionTableFull)
+		fail(ErrSessionTableFull)
 		return
 	}
 	c, err := p.st.DialMTU(s.res.addr, remote, s.mtu, p.owner(s.app), s.pair.Rx, s.pair.Tx, s)
@@ -1553,10 +1553,6 @@ func (p *tcpPath) dial(s *tcpSess, remote netip.AddrPort) {
 		c.Abort()
 	}
 }
-
-// errSessionTableFull fails a connect whose 5-tuple the program's
-// established map refused.
-var errSessionTableFull = fmt.Errorf("the datapath's session table is full (every entry of the XDP program's established map is taken): close sessions first: %w", flow.ErrLimit)
 
 // connectErr maps a Conn's error to the sentinel the app gets.
 func connectErr(err error) error {
