@@ -295,9 +295,15 @@ func runDaemon(cmd *cobra.Command, f runFlags) error {
 	// SIGTERM right after that line stops it cleanly (detach, unpin)
 	// instead of killing it; one that comes while it starts is handled
 	// once it has.
-	sigs := make(chan os.Signal, 4)
-	signal.Notify(sigs, syscall.SIGTERM, syscall.SIGINT, syscall.SIGHUP)
-	defer signal.Stop(sigs)
+	// A stop has a channel of its own: SIGHUPs queued behind a long
+	// reload would fill a shared one, and the signal package drops what
+	// does not fit. SIGHUPs that come during a reload merge into one
+	// more reload, which reads the latest file.
+	stop, hup := make(chan os.Signal, 1), make(chan os.Signal, 1)
+	signal.Notify(stop, syscall.SIGTERM, syscall.SIGINT)
+	signal.Notify(hup, syscall.SIGHUP)
+	defer signal.Stop(stop)
+	defer signal.Stop(hup)
 	d, err := daemon.New(opts)
 	if err != nil {
 		return startError(err, opts.Socket, opts.Datapath.NetnsName)
@@ -347,12 +353,20 @@ func runDaemon(cmd *cobra.Command, f runFlags) error {
 	for {
 		var s os.Signal
 		select {
-		case s = <-sigs:
+		case s = <-stop:
+		case s = <-hup:
 		case <-d.InterfaceLost():
 			log.Info("stopping", "reason", "interface lost")
 			return errors.Join(fmt.Errorf("%w; stopped", d.InterfaceLostErr()), d.Close())
 		}
 		if s == syscall.SIGHUP {
+			// A stop that came with it goes first.
+			select {
+			case s = <-stop:
+				log.Info("stopping", "signal", s.String())
+				return d.Close()
+			default:
+			}
 			if f.config == "" {
 				log.Warn("SIGHUP: no config file to reload")
 				continue
