@@ -154,7 +154,9 @@ func runCapture(cmd *cobra.Command, socket string, m *api.Capture, file string) 
 
 	var out io.Writer = cmd.OutOrStdout()
 	if file != "-" {
-		f, err := os.Create(file)
+		// Only its owner may read it: it holds every app's payloads,
+		// which only an admin may capture.
+		f, err := os.OpenFile(file, os.O_WRONLY|os.O_CREATE|os.O_TRUNC, 0o600)
 		if err != nil {
 			return fmt.Errorf("capture -w %s: %w: give a file you may write, or -w - for stdout", file, errors.Unwrap(err))
 		}

@@ -31,7 +31,8 @@ func startIdleRigDaemon(t *testing.T, idle string) string {
 // TestCaptureOutlastsIdleTimeout: a capture runs for its --duration even
 // when that is longer than the daemon's control.idle_timeout: the
 // capture's connection is not an idle one, and the CLI exits 0 rather
-// than saying that the daemon ended the capture.
+// than saying that the daemon ended the capture. The file it writes is its
+// owner's alone.
 func TestCaptureOutlastsIdleTimeout(t *testing.T) {
 	sock := startIdleRigDaemon(t, "2s")
 	xs, _ := binaries(t)
@@ -45,6 +46,8 @@ func TestCaptureOutlastsIdleTimeout(t *testing.T) {
 	}
 	if fi, err := os.Stat(file); err != nil || fi.Size() == 0 {
 		t.Errorf("capture file: %v", err)
+	} else if m := fi.Mode().Perm(); m != 0o600 {
+		t.Errorf("capture file mode %v, want -rw------- (it holds every app's payloads)", m)
 	}
 }
 

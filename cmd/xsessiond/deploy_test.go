@@ -155,6 +155,15 @@ func TestUnitCapabilities(t *testing.T) {
 		t.Fatal(err)
 	}
 	e.stop(t)
+	// A root app's port below 1024: the daemon reserves it in the
+	// kernel with a socket of its own, which takes CAP_NET_BIND_SERVICE
+	// (the namespace's ip_unprivileged_port_start is the default, 1024).
+	e = startProcess(t, echo, "--socket", sock, "--listen", "udp://0.0.0.0:53")
+	e.waitLine(t, "echoing on", 10*time.Second)
+	if err := echoOnce(t, rig, 53); err != nil {
+		t.Fatal(err)
+	}
+	e.stop(t)
 	if code := d.stop(t); code != 0 {
 		t.Errorf("xsessiond under the unit's capabilities exited %d", code)
 	}

@@ -140,6 +140,9 @@ func BindLocal(fd int, local netip.AddrPort, beforeBind func(fd int)) (port uint
 		beforeBind(fd)
 	}
 	if err := unix.Bind(fd, sa); err != nil {
+		if errors.Is(err, unix.EACCES) && local.Port() != 0 {
+			err = fmt.Errorf("%w: port %d is below the namespace's net.ipv4.ip_unprivileged_port_start and the daemon lacks CAP_NET_BIND_SERVICE (the unit in deploy/ gives it)", err, local.Port())
+		}
 		return 0, "bind", err
 	}
 	got, err := unix.Getsockname(fd)
