@@ -10,9 +10,11 @@ import (
 	"math/rand/v2"
 	"net"
 	"os"
+	"os/signal"
 	"path/filepath"
 	"slices"
 	"sync"
+	"syscall"
 	"time"
 
 	"github.com/spf13/cobra"
@@ -47,7 +49,13 @@ intact.`,
 			if window < 1 {
 				return fmt.Errorf("--window %d: want 1 or more (the datagrams in flight at most)", window)
 			}
-			return runDemo(cmd.OutOrStdout(), dur, window)
+			// Ctrl-C or SIGTERM ends the demo early through its
+			// clean-up (the rig, the daemon's XDP program and pins);
+			// a second one kills it.
+			ctx, stop := signal.NotifyContext(cmd.Context(), os.Interrupt, syscall.SIGTERM)
+			defer stop()
+			context.AfterFunc(ctx, stop)
+			return runDemo(ctx, cmd.OutOrStdout(), dur, window)
 		},
 	}
 	cmd.Flags().DurationVar(&dur, "duration", 3*time.Second, "how long to send")
@@ -55,7 +63,10 @@ intact.`,
 	return cmd
 }
 
-func runDemo(out io.Writer, dur time.Duration, window int) error {
+// errDemoInterrupted ends a demo stopped by a signal.
+var errDemoInterrupted = errors.New("demo interrupted: the rig, the daemon's XDP program and its pins are removed")
+
+func runDemo(ctx context.Context, out io.Writer, dur time.Duration, window int) (err error) {
 	if problem := privilegeProblem(true); problem != "" {
 		return fmt.Errorf("demo: not privileged: %s; run it as root (go run -exec sudo ./cmd/xsessiond demo from the repository, or sudo ./xsessiond demo with a built binary)", problem)
 	}
@@ -63,7 +74,11 @@ func runDemo(out io.Writer, dur time.Duration, window int) error {
 	if err != nil {
 		return fmt.Errorf("demo: build the rig: %w", err)
 	}
-	defer rig.Close()
+	defer func() {
+		if cerr := rig.Close(); cerr != nil && err == nil {
+			err = fmt.Errorf("demo: remove the rig: %w", cerr)
+		}
+	}()
 	fmt.Fprintf(out, "rig: host A %s (%s) <-> host B %s (%s), veth %s/%s\n",
 		rig.A.Name, rig.A.IPv4, rig.B.Name, rig.B.IPv4, rig.A.Link, rig.B.Link)
 	dir, err := os.MkdirTemp("", "xsessiond-demo-")
@@ -81,13 +96,17 @@ func runDemo(out io.Writer, dur time.Duration, window int) error {
 	if err := d.Start(); err != nil {
 		return fmt.Errorf("demo: start the daemon: %w", err)
 	}
-	defer d.Close()
+	defer func() {
+		if cerr := d.Close(); cerr != nil && err == nil {
+			err = fmt.Errorf("demo: stop the daemon: %w", cerr)
+		}
+	}()
 	st := d.EngineStats()
 	fmt.Fprintf(out, "daemon: on %s in netns %s, %d worker(s), datapath %s (xdp %s), socket %s\n",
 		rig.B.Link, rig.B.Name, d.Workers(), st.Datapath, st.XDPMode, d.Socket())
 
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-	a, err := app.Attach(ctx, app.Options{Socket: d.Socket(), Name: "demo-echo"})
+	actx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	a, err := app.Attach(actx, app.Options{Socket: d.Socket(), Name: "demo-echo"})
 	cancel()
 	if err != nil {
 		return fmt.Errorf("demo: attach the echo app: %w", err)
@@ -118,16 +137,19 @@ func runDemo(out io.Writer, dur time.Duration, window int) error {
 		return fmt.Errorf("demo: kernel socket on host A: %w", err)
 	}
 	defer conn.Close()
-	if err := warmUp(conn); err != nil {
+	if err := warmUp(ctx, conn); err != nil {
 		return err
 	}
 	fmt.Fprintf(out, "client: kernel UDP socket on host A %s -> %s:9000, %v, %d in flight\n", conn.LocalAddr(), rig.B.IPv4, dur, window)
-	res := runClient(out, conn, dur, window)
+	res := runClient(ctx, out, conn, dur, window)
 	res.print(out)
+	if ctx.Err() != nil {
+		return errDemoInterrupted
+	}
 	if res.sent == 0 || res.echoed != res.sent || res.corrupt != 0 {
 		return fmt.Errorf("demo failed: %d of %d datagrams echoed intact (%d lost, %d corrupt)", res.echoed, res.sent, res.lost, res.corrupt)
 	}
-	if err := runDemoTCP(out, a, rig, func() map[string]uint64 { return d.EngineStats().Totals.Drops }); err != nil {
+	if err := runDemoTCP(ctx, out, a, rig, func() map[string]uint64 { return d.EngineStats().Totals.Drops }); err != nil {
 		return err
 	}
 	fmt.Fprintln(out, "demo passed: every datagram and every TCP byte came back intact (the rig goes away as the demo ends)")
@@ -168,10 +190,13 @@ func isTerminal(w io.Writer) bool {
 // most 10 s): the first waits for the neighbours to resolve, which the
 // measured run, where a datagram not back within a second is lost,
 // should not count.
-func warmUp(conn *net.UDPConn) error {
+func warmUp(ctx context.Context, conn *net.UDPConn) error {
 	warm := []byte("warm-up")
 	buf := make([]byte, 64)
 	for end := time.Now().Add(10 * time.Second); time.Now().Before(end); {
+		if ctx.Err() != nil {
+			return errDemoInterrupted
+		}
 		if _, err := conn.Write(warm); err != nil {
 			return fmt.Errorf("demo failed: first datagram: %w", err)
 		}
@@ -185,8 +210,8 @@ func warmUp(conn *net.UDPConn) error {
 
 // runClient sends datagrams (a sequence number, then random bytes) for
 // dur with at most window in flight, checks every echo against what was
-// sent, and prints progress.
-func runClient(out io.Writer, conn *net.UDPConn, dur time.Duration, window int) demoResult {
+// sent, and prints progress; it stops sending early when ctx ends.
+func runClient(ctx context.Context, out io.Writer, conn *net.UDPConn, dur time.Duration, window int) demoResult {
 	type inflight struct {
 		payload []byte
 		at      time.Time
@@ -247,7 +272,7 @@ func runClient(out io.Writer, conn *net.UDPConn, dur time.Duration, window int) 
 	rng := rand.New(rand.NewPCG(uint64(start.UnixNano()), 7))
 	lastReport := start
 	var seq uint64
-	for time.Since(start) < dur {
+	for time.Since(start) < dur && ctx.Err() == nil {
 		select {
 		case <-room:
 		case <-time.After(100 * time.Millisecond):

@@ -2,6 +2,7 @@ package main
 
 import (
 	"bytes"
+	"context"
 	"fmt"
 	"io"
 	"math/rand/v2"
@@ -41,7 +42,7 @@ func (r stallReader) Read(p []byte) (int, error) {
 // app's FIN.
 // drops, if not nil, says what the datapath dropped, for the error when
 // the echo fails.
-func runDemoTCP(out io.Writer, a *app.App, rig *nstest.Pair, drops func() map[string]uint64) error {
+func runDemoTCP(ctx context.Context, out io.Writer, a *app.App, rig *nstest.Pair, drops func() map[string]uint64) error {
 	ln, err := a.Listen("tcp://0.0.0.0:7000")
 	if err != nil {
 		return fmt.Errorf("demo: %w", err)
@@ -82,6 +83,7 @@ func runDemoTCP(out io.Writer, a *app.App, rig *nstest.Pair, drops func() map[st
 		local = c.LocalAddr()
 		limit := time.AfterFunc(demoTCPLimit, func() { overLimit.Store(true); c.Close() })
 		defer limit.Stop()
+		defer context.AfterFunc(ctx, func() { c.Close() })()
 		// The echo fails when it stalls (no byte moves for
 		// demoTCPStall in a direction), not when it is slow.
 		errc := make(chan error, 1)
@@ -105,6 +107,9 @@ func runDemoTCP(out io.Writer, a *app.App, rig *nstest.Pair, drops func() map[st
 		return err
 	})
 	took := time.Since(start)
+	if err != nil && ctx.Err() != nil {
+		return errDemoInterrupted
+	}
 	if err != nil {
 		if overLimit.Load() {
 			err = fmt.Errorf("not done after %v, %d of %d bytes echoed", demoTCPLimit, len(got), len(data))
