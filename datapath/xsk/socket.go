@@ -307,12 +307,19 @@ const DescContinued = unix.XDP_PKT_CONTD
 func (s *Socket) Options() Options { return s.opts }
 
 // Fill moves free frames onto the fill ring, as many as fit, and returns how
-// many it moved. It never wakes the kernel: Receive and Poll do.
+// many it moved. It never wakes the kernel: Receive and Poll do. The kernel
+// holds at most RingSize frames (on the fill ring, the device's, and the rx
+// ring): a backlog on the rx ring frees room on the fill ring, but the
+// frames beyond RingSize stay free for transmit.
 func (s *Socket) Fill() int {
 	if s.closed {
 		return 0
 	}
-	n := s.fill.free(uint32(len(s.free)))
+	held := s.counts[stateFill]
+	if held >= s.fill.size {
+		return 0
+	}
+	n := s.fill.free(min(uint32(len(s.free)), s.fill.size-held))
 	if n == 0 {
 		return 0
 	}
