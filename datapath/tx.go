@@ -173,7 +173,11 @@ func (x *txState) frame() (uint64, bool) {
 	return a, true
 }
 
-func (x *txState) unframe(a uint64) { x.free = append(x.free, a) }
+// unframe gives back the frame that a, an address anywhere in it (a queued
+// descriptor's starts past the headroom), is in.
+func (x *txState) unframe(a uint64) {
+	x.free = append(x.free, a&^uint64(x.w.sock.FrameSize()-1))
+}
 
 // drain sends up to budget datagrams of t's Tx fifo; more reports that it
 // stopped with datagrams left.
