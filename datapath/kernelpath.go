@@ -164,7 +164,15 @@ func (e *Engine) kernelRx(fd int, kb *kernelBufs) {
 			break
 		}
 		if err != nil {
-			e.kernelDrops.Add(1)
+			// A connected session's socket error (an ICMP
+			// unreachable) comes with the read before the data, and
+			// the read clears it: its app hears it as from peerError.
+			var errno unix.Errno
+			if c := e.watched[fd]; c != nil && errors.As(err, &errno) && icmpErrno(errno) {
+				e.tellPeerErrorLocked(c, errno)
+			} else {
+				e.kernelDrops.Add(1)
+			}
 			continue
 		}
 		h := &kb.hs[0]
@@ -409,4 +417,16 @@ func (w *worker) tooBig(t *udp.Target) {
 	if t.Events.Push(fifo.Event{Type: fifo.EventError, Handle: uint64(t.Handle), Arg32: uint32(unix.EMSGSIZE)}) == nil {
 		_ = t.Events.Signal()
 	}
+}
+
+// icmpErrno reports whether errno is one the kernel sets as a UDP socket's
+// error for an ICMP error (icmp_err_convert's, and EMSGSIZE of a
+// don't-fragment socket), not one of recvmsg's own.
+func icmpErrno(errno unix.Errno) bool {
+	switch errno {
+	case unix.ECONNREFUSED, unix.EHOSTUNREACH, unix.ENETUNREACH, unix.EHOSTDOWN, unix.ENONET,
+		unix.ENOPROTOOPT, unix.EOPNOTSUPP, unix.EACCES, unix.EPROTO, unix.EMSGSIZE:
+		return true
+	}
+	return false
 }

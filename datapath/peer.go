@@ -111,22 +111,28 @@ func (e *Engine) peerError(fd int) {
 		e.mu.Unlock()
 		return
 	}
-	h, t := c.h, c.target
-	e.peerErrors.Add(1)
+	h := c.h
 	var errno unix.Errno
 	if !errors.As(err, &errno) {
+		e.peerErrors.Add(1)
 		e.mu.Unlock()
 		e.log.Warn("connected session: socket error unread", "handle", uint64(h), "err", err)
 		return
 	}
-	// Told under e.mu: the session's close (closeConnLocked) takes it
-	// before the app's memory, its event queue's, can be freed, so a
-	// session not closed here keeps it until the push is done. A full
-	// event queue loses it, as a socket error is overwritten by the next.
-	if !c.closed && t != nil && t.Events != nil &&
-		t.Events.Push(fifo.Event{Type: fifo.EventError, Handle: uint64(h), Arg32: uint32(errno)}) == nil {
-		_ = t.Events.Signal()
-	}
+	e.tellPeerErrorLocked(c, errno)
 	e.mu.Unlock()
 	e.log.Debug("connected session: peer error", "handle", uint64(h), "remote", c.remote, "err", err)
+}
+
+// tellPeerErrorLocked pushes the socket error errno of c's reservation to
+// its app. e.mu is held: the session's close (closeConnLocked) takes it
+// before the app's memory, its event queue's, can be freed, so a session
+// not closed here keeps it until the push is done. A full event queue
+// loses it, as a socket error is overwritten by the next.
+func (e *Engine) tellPeerErrorLocked(c *connectedSession, errno unix.Errno) {
+	e.peerErrors.Add(1)
+	if t := c.target; !c.closed && t != nil && t.Events != nil &&
+		t.Events.Push(fifo.Event{Type: fifo.EventError, Handle: uint64(c.h), Arg32: uint32(errno)}) == nil {
+		_ = t.Events.Signal()
+	}
 }

@@ -2,6 +2,7 @@ package udp
 
 import (
 	"encoding/binary"
+	"errors"
 	"fmt"
 	"net/netip"
 	"sync"
@@ -49,8 +50,13 @@ func (r *Reservation) Open() error {
 	return nil
 }
 
+// ErrTruncated: Recv's datagram did not fit its buffer.
+var ErrTruncated = errors.New("datagram larger than the buffer")
+
 // Recv reads one datagram the kernel delivered into buf without blocking:
-// its length, sender and destination address. unix.EAGAIN: none.
+// its length, sender and destination address. unix.EAGAIN: none; an errno
+// of recvmsg(2) is the socket's pending error (an ICMP error of a
+// connected socket), which the read cleared.
 // oob must hold a pktinfo control message (64 bytes do).
 func (r *Reservation) Recv(buf, oob []byte) (int, netip.AddrPort, netip.Addr, error) {
 	r.mu.RLock()
@@ -63,7 +69,7 @@ func (r *Reservation) Recv(buf, oob []byte) (int, netip.AddrPort, netip.Addr, er
 		return 0, netip.AddrPort{}, netip.Addr{}, err
 	}
 	if flags&unix.MSG_TRUNC != 0 {
-		return 0, netip.AddrPort{}, netip.Addr{}, unix.EMSGSIZE
+		return 0, netip.AddrPort{}, netip.Addr{}, ErrTruncated
 	}
 	var from netip.AddrPort
 	switch s := sa.(type) {
