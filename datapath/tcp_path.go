@@ -454,9 +454,11 @@ func (tl *tcpListener) pruneLocked() int {
 }
 
 // untakenLocked reports whether s, handed to its app by a listener, still
-// waits for the app's Accept: not taken, not ended, not closed (p.mu held).
+// waits for the app's Accept: not ended, not closed, not taken (p.mu held).
+// The fifo is read last: a finished session's app may be gone, its memory
+// unmapped (finish marks it done under p.mu before it frees).
 func (s *tcpSess) untakenLocked() bool {
-	return !s.pair.Tx.Taken() && !s.done && !s.ended && !s.byApp
+	return !s.done && !s.ended && !s.byApp && !s.pair.Tx.Taken()
 }
 
 // handed records s, handed to its app, until its app takes it. Those
@@ -465,11 +467,16 @@ func (s *tcpSess) untakenLocked() bool {
 func (tl *tcpListener) handed(s *tcpSess) {
 	tl.pendMu.Lock()
 	defer tl.pendMu.Unlock()
-	for len(tl.pending) > 0 && tl.pending[0].pair.Tx.Taken() {
-		tl.marks = true
+	p := tl.p
+	p.mu.Lock()
+	for len(tl.pending) > 0 && !tl.pending[0].untakenLocked() {
+		if s := tl.pending[0]; !s.done && !s.ended && !s.byApp {
+			tl.marks = true // taken
+		}
 		tl.pending[0] = nil
 		tl.pending = tl.pending[1:]
 	}
+	p.mu.Unlock()
 	if len(tl.pending) >= tl.backlog && !tl.marks {
 		// An app that does not mark: forget the oldest (nothing holds
 		// its listener back).
