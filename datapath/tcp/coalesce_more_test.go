@@ -263,8 +263,9 @@ func (l *ackLink) outWin(t *testing.T, flags header.TCPFlags, ack uint32, win ui
 // when the stack's acknowledgement of it was lost) leaves the connection
 // followed: later acknowledgements still move its edge and its send queue
 // (an orphan whose send queue seemed stuck was reset after CloseTimeout
-// while its peer took its data). A SYN with another initial sequence
-// number, a new connection, still ends the tracking.
+// while its peer took its data). So does a SYN with another initial
+// sequence number, which gVisor answers with a challenge ACK
+// (TestSYNOverLiveConnectionKeepsItsWindow).
 func TestRetransmittedSYNKeepsTracking(t *testing.T) {
 	ack := header.TCPFlagAck
 	for _, fam := range linkFamilies {
@@ -312,8 +313,8 @@ func TestRetransmittedSYNKeepsTracking(t *testing.T) {
 				other := syn
 				other.seq = 7000
 				in(other)
-				if e.win.lookup(keyOf(fam.local, fam.remote)) != nil {
-					t.Fatal("a new connection's SYN left the old one's entry")
+				if e.win.lookup(keyOf(fam.local, fam.remote)) != pw {
+					t.Fatal("a SYN with another initial sequence number ended the tracking")
 				}
 			})
 		}

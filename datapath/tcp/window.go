@@ -172,13 +172,14 @@ func (w *windows) inbound(pkt []byte) {
 // noteSYN keeps the window scale of a SYN or SYN-ACK: its option's value,
 // at most 14 (RFC 7323), or 0 without one. A SYN-ACK carries the option
 // only when the SYN did, and gVisor answers a SYN's option with its own,
-// so a peer that sent one scales its windows by it. An entry of an
-// earlier connection of the same addresses and ports goes; a copy of the
-// tracked connection's own SYN or SYN-ACK (its sequence number the
-// peer's initial one: a retransmission, as a peer whose handshake
-// acknowledgement was lost sends, or a duplicate) leaves the entry, or
-// the connection would no longer be followed (its bare acknowledgements
-// unclamped, its send queue never seen to shrink).
+// so a peer that sent one scales its windows by it. The entry of a
+// tracked connection of the same addresses and ports stays: gVisor
+// answers a SYN on a synchronized connection with a challenge ACK and
+// keeps it (RFC 5961), whatever its sequence number (a spoofed SYN, a
+// retransmission of the connection's own, a peer that lost it), and the
+// connection must stay followed (its bare acknowledgements clamped, its
+// send queue seen to shrink); a connection that does start over the
+// addresses replaces the entry when it is tracked.
 func (w *windows) noteSYN(k flowKey, tcp []byte) {
 	off := int(tcp[12]>>4) * 4
 	if off < header.TCPMinimumSize || off > len(tcp) {
@@ -211,12 +212,6 @@ func (w *windows) noteSYN(k flowKey, tcp []byte) {
 	w.synMu.Lock()
 	*slot = e
 	w.synMu.Unlock()
-	if w.n.Load() != 0 {
-		if pw := w.lookup(k); pw != nil && pw.isn == e.isn {
-			return
-		}
-	}
-	w.forget(k)
 }
 
 // noteSYNACK keeps the stack's initial sequence number from th, the TCP

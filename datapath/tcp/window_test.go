@@ -303,3 +303,44 @@ func TestUnackedIgnoresForgedAck(t *testing.T) {
 		}
 	}
 }
+
+// TestSYNOverLiveConnectionKeepsItsWindow: a SYN of a tracked
+// connection's addresses and ports with another initial sequence number
+// (spoofed, or a peer that lost the connection) leaves the connection's
+// entry: gVisor answers it with a challenge ACK and keeps the connection
+// (RFC 5961), which must stay followed (its bare ACKs clamped, its
+// acknowledgements noted). A connection that does start anew over the
+// addresses replaces the entry when it is tracked.
+func TestSYNOverLiveConnectionKeepsItsWindow(t *testing.T) {
+	local, remote := netip.MustParseAddrPort("10.0.0.1:80"), netip.MustParseAddrPort("10.0.0.2:4000")
+	e := newLinkEndpoint(WriterFunc(func(Packet) bool { return true }), 1500, false, false, 0)
+	syn := segment{local: local, remote: remote, flags: header.TCPFlagSyn, seq: 1, win: 100}
+	if _, ok := checkAndNote(e, syn.bytes()); !ok {
+		t.Fatal("SYN refused")
+	}
+	pw := e.win.track(local, remote)
+	if pw == nil {
+		t.Fatal("not tracked")
+	}
+	ack := segment{local: local, remote: remote, flags: header.TCPFlagAck, seq: 2, ack: 1000, win: 100}
+	checkAndNote(e, ack.bytes())
+	other := segment{local: local, remote: remote, flags: header.TCPFlagSyn, seq: 777777, win: 100}
+	if _, ok := checkAndNote(e, other.bytes()); !ok {
+		t.Fatal("second SYN refused by the link")
+	}
+	if got := e.win.lookup(keyOf(local, remote)); got != pw {
+		t.Fatalf("the live connection's entry after a SYN with another ISN: %p, want %p", got, pw)
+	}
+	ack.ack = 1500
+	checkAndNote(e, ack.bytes())
+	pw.mu.Lock()
+	got := pw.ack
+	pw.mu.Unlock()
+	if got != 1500 {
+		t.Errorf("the connection's latest acknowledgement %d, want 1500: no longer followed", got)
+	}
+	// A new connection of the same addresses, tracked, takes the place.
+	if nw := e.win.track(local, remote); nw == nil || nw == pw || e.win.lookup(keyOf(local, remote)) != nw {
+		t.Errorf("a new connection over the addresses: %p, want a new entry in place of %p", nw, pw)
+	}
+}
