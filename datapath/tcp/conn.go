@@ -109,6 +109,7 @@ type Conn struct {
 	closeReq, closeWriteReq, abortReq atomic.Bool
 	abortErr                          atomic.Pointer[error] // set with abortReq by Stack.Close
 	closeAt                           atomic.Int64          // unix nanos: graceful close deadline
+	closeAcked                        atomic.Uint64         // acked() when closeAt was last set
 
 	timerMu  sync.Mutex // guards timer and timerOff
 	timer    *time.Timer
@@ -236,6 +237,20 @@ func (c *Conn) unacked() (int, bool) {
 		return pw.unacked(c.txBytes.Load())
 	}
 	return 0, false
+}
+
+// acked returns how much of what the Conn moved into gVisor the peer
+// acknowledged, or, where the link does not follow the connection's
+// window, what the Conn moved (which moves as the peer acknowledges,
+// once gVisor's send buffer is full).
+func (c *Conn) acked() uint64 {
+	tx := c.txBytes.Load()
+	if pw := c.window.Load(); pw != nil {
+		if q, ok := pw.unacked(tx); ok {
+			return tx - uint64(q)
+		}
+	}
+	return tx
 }
 
 // Delivering reports whether gVisor still has data or a FIN of the Conn's
@@ -377,11 +392,16 @@ func (c *Conn) CloseWrite() {
 // unread (in the rx fifo or in gVisor), or that the peer sends after the
 // Close, resets the connection at once instead, as close(2) does on Linux
 // (Stats.AbortedOnClose). A tx fifo that does not drain within
-// Options.CloseTimeout (a peer keeping its window shut) ends in a reset.
+// Options.CloseTimeout of the peer taking nothing (a peer keeping its
+// window shut) ends in a reset; a peer that reads, however slowly, gets
+// it all, as from Linux.
 func (c *Conn) Close() {
 	d := c.s.opts.CloseTimeout
 	// The deadline before the request: a pump that sees closeReq reads
 	// it, and a zero one would end the close at once in a reset.
+	if c.closeAt.Load() == 0 {
+		c.closeAcked.Store(c.acked())
+	}
 	c.closeAt.CompareAndSwap(0, time.Now().Add(d).UnixNano())
 	if c.closeReq.Swap(true) {
 		return
@@ -625,8 +645,17 @@ func (c *Conn) runLocked() {
 		return
 	}
 	if closing && time.Now().UnixNano() >= c.closeAt.Load() {
-		c.reset(syscall.ETIMEDOUT)
-		return
+		if a := c.acked(); a != c.closeAcked.Load() {
+			// The peer took data since the deadline was set: a
+			// slow reader, not a shut window. Another CloseTimeout.
+			d := c.s.opts.CloseTimeout
+			c.closeAcked.Store(a)
+			c.closeAt.Store(time.Now().Add(d).UnixNano())
+			c.armTimer(d)
+		} else {
+			c.reset(syscall.ETIMEDOUT)
+			return
+		}
 	}
 	if c.brokenPipe() {
 		c.fail(syscall.EPIPE)

@@ -60,9 +60,10 @@ type Options struct {
 	BufferGroup func(owner uint64) uint64
 	// ConnectTimeout bounds an active open (30s): ETIMEDOUT after it.
 	ConnectTimeout time.Duration
-	// CloseTimeout bounds how long a graceful Close waits for the tx fifo
-	// to drain into a peer that does not open its window (60s); then the
-	// connection is reset. After the Conn finished, an orphan whose peer
+	// CloseTimeout bounds how long a graceful Close waits, while its tx
+	// fifo drains, for a peer that acknowledges nothing (a window kept
+	// shut: 60s); then the connection is reset. Each acknowledgement
+	// starts it anew. After the Conn finished, an orphan whose peer
 	// acknowledges nothing for as long is reset too (orphans.go).
 	CloseTimeout time.Duration
 	// TimeWait is how long a closed connection stays in TIME-WAIT in
