@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"io/fs"
+	"math"
 	"os"
 	"reflect"
 	"strings"
@@ -169,6 +170,11 @@ func ParseConfig(b []byte) (*Config, error) {
 		}
 		return nil, configError(err)
 	}
+	// One document: what follows a "---" would be dropped unread.
+	var more yaml.Node
+	if err := dec.Decode(&more); !errors.Is(err, io.EOF) {
+		return nil, errors.New(`config: more than one YAML document (a line "---" after the first): put everything in one`)
+	}
 	var doc yaml.Node
 	if err := yaml.Unmarshal(b, &doc); err == nil {
 		if err := fractions(&doc, reflect.TypeFor[Config]()); err != nil {
@@ -178,7 +184,53 @@ func ParseConfig(b []byte) (*Config, error) {
 	if err := c.Validate(); err != nil {
 		return nil, err
 	}
+	if err := secretsGiven(b); err != nil {
+		return nil, err
+	}
 	return &c, nil
+}
+
+// secretsGiven refuses a namespace without a secret key: it would take
+// secret 0, which an app that gives none attaches with.
+func secretsGiven(b []byte) error {
+	var keys struct {
+		Namespaces []struct {
+			ID     string     `yaml:"id"`
+			Secret *yaml.Node `yaml:"secret"`
+		} `yaml:"namespaces"`
+	}
+	if err := yaml.Unmarshal(b, &keys); err != nil {
+		return nil // Decode above said what is wrong, if anything
+	}
+	for _, n := range keys.Namespaces {
+		if n.Secret == nil {
+			return fmt.Errorf("config: namespace %q: no secret: give it one, a random 64-bit number (od -An -N8 -tu8 /dev/urandom), which its apps attach with", n.ID)
+		}
+	}
+	return nil
+}
+
+// sampleSecret is the secret of deploy/xsessiond.yaml's namespace, known
+// to everyone who read the sample.
+const sampleSecret = 6154215623496243451
+
+// exposure lists what makes the namespaces' secrets of c, read from the
+// file path, known to others: a file other users may read, a namespace
+// with the sample's secret.
+func (c *Config) exposure(path string) []string {
+	var out []string
+	if len(c.Namespaces) == 0 {
+		return nil
+	}
+	if fi, err := os.Stat(path); err == nil && fi.Mode().Perm()&0o004 != 0 {
+		out = append(out, fmt.Sprintf("%s holds the namespaces' secrets and every user may read it (mode %v): chmod 600 %s", path, fi.Mode().Perm(), path))
+	}
+	for _, n := range c.Namespaces {
+		if n.Secret == sampleSecret {
+			out = append(out, fmt.Sprintf("namespace %q has the sample config's published secret: give it your own (od -An -N8 -tu8 /dev/urandom)", n.ID))
+		}
+	}
+	return out
 }
 
 // Validate checks every field and names the first bad one.
@@ -254,6 +306,9 @@ func (c *Config) Validate() error {
 	}
 	if err := c.Authorization.Validate(); err != nil {
 		return fmt.Errorf("config: %w", err)
+	}
+	if r := c.Limits.SecretFailuresPerSecond; math.IsNaN(r) || math.IsInf(r, 0) {
+		return errors.New("config: limits: secret_failures_per_second must be a finite number (0: default)")
 	}
 	if c.Limits.SecretFailuresPerSecond < 0 || c.Limits.SecretFailureBurst < 0 {
 		return errors.New("config: limits: secret_failures_per_second and secret_failure_burst must be ≥ 0 (0: default)")

@@ -2,6 +2,7 @@ package main
 
 import (
 	"os"
+	"path/filepath"
 	"regexp"
 	"strings"
 	"testing"
@@ -103,6 +104,10 @@ func TestParseConfigErrors(t *testing.T) {
 		{"namespaces: [{id: x, iface: a, secrett: 1}]\n", `unknown key "secrett" in a namespace`},
 		{"limits: {max_app: 1}\n", `unknown key "max_app" under limits`},
 		{"interfaces: [\n", "did not find expected node content"},
+		{"namespaces: [{id: x, iface: a}]\n", `namespace "x": no secret`},
+		{"limits: {secret_failures_per_second: .inf}\n", "finite"},
+		{"limits: {secret_failures_per_second: .nan}\n", "finite"},
+		{"log_level: info\n---\nlog_level: loud\n", "more than one YAML document"},
 	} {
 		_, err := ParseConfig([]byte(tc.yaml))
 		if err == nil || !strings.Contains(err.Error(), tc.want) {
@@ -220,5 +225,44 @@ func TestSampleConfigNamesEveryKey(t *testing.T) {
 				t.Errorf("deploy/xsessiond.yaml does not name the key %q %s", k, s.where)
 			}
 		}
+	}
+}
+
+// TestConfigExposure: a config file with namespaces that every user may
+// read, or a namespace with the sample's published secret, is named at
+// start and on SIGHUP; a file only its owner reads, with secrets of its
+// own, is not.
+func TestConfigExposure(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "xsessiond.yaml")
+	write := func(text string, mode os.FileMode) *Config {
+		t.Helper()
+		if err := os.WriteFile(path, []byte(text), mode); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.Chmod(path, mode); err != nil {
+			t.Fatal(err)
+		}
+		c, err := LoadConfig(path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return c
+	}
+	own := "namespaces: [{id: blue, iface: eth1, secret: 42}]\n"
+	if got := write(own, 0o644).exposure(path); len(got) != 1 || !strings.Contains(got[0], "chmod 600") {
+		t.Errorf("mode 644: %q, want one line saying chmod 600", got)
+	}
+	if got := write(own, 0o600).exposure(path); len(got) != 0 {
+		t.Errorf("mode 600, own secret: %q, want nothing", got)
+	}
+	if got := write("log_level: info\n", 0o644).exposure(path); len(got) != 0 {
+		t.Errorf("no namespaces: %q, want nothing", got)
+	}
+	sample, err := os.ReadFile("../../deploy/xsessiond.yaml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := write(string(sample), 0o600).exposure(path); len(got) != 1 || !strings.Contains(got[0], `namespace "blue" has the sample config's published secret`) {
+		t.Errorf("the sample: %q, want its secret named", got)
 	}
 }

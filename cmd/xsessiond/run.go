@@ -282,6 +282,9 @@ func runDaemon(cmd *cobra.Command, f runFlags) error {
 	log := slog.New(slog.NewTextHandler(cmd.ErrOrStderr(), &slog.HandlerOptions{Level: level}))
 	opts.Logger = log
 	tcp.LogTo(log)
+	for _, w := range cfg.exposure(f.config) {
+		log.Warn("secrets exposed: " + w)
+	}
 	if len(cfg.Interfaces) > 1 && !cmd.Flags().Changed("iface") {
 		return fmt.Errorf("the config lists %d interfaces and a daemon serves one: run one xsessiond per interface, each with its own --socket (and --metrics-addr, when the config serves metrics), and pick it with --iface", len(cfg.Interfaces))
 	}
@@ -375,6 +378,9 @@ func runDaemon(cmd *cobra.Command, f runFlags) error {
 			if err != nil {
 				log.Error("SIGHUP: config not reloaded", "err", err)
 				continue
+			}
+			for _, w := range c.exposure(f.config) {
+				log.Warn("SIGHUP: secrets exposed: " + w)
 			}
 			var unapplied []string
 			if next, err := mergeRunConfig(cmd, f, c); err != nil {
