@@ -5,6 +5,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"syscall"
 	"testing"
@@ -172,5 +173,37 @@ func TestRunWarnsInterfaceDown(t *testing.T) {
 	}
 	if code := d.stop(t); code != 0 {
 		t.Errorf("exit %d on SIGTERM; output:\n%s", code, d.output())
+	}
+}
+
+// TestExitStatusOfUsage: a run refused for its config file or its flags
+// exits with status 2, on which the unit in deploy/ does not restart it
+// (a config error restarted every RestartSec forever, filling the
+// journal); other failures exit 1.
+func TestExitStatusOfUsage(t *testing.T) {
+	xs, _ := binaries(t)
+	dir := t.TempDir()
+	bad := filepath.Join(dir, "bad.yaml")
+	if err := os.WriteFile(bad, []byte("log_levle: info\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	for _, c := range []struct {
+		args []string
+		want int
+	}{
+		{[]string{"run", "--config", bad}, exitUsage},
+		{[]string{"run", "--config", filepath.Join(dir, "missing.yaml")}, exitUsage},
+		{[]string{"run", "--queues", "x"}, exitUsage},
+		{[]string{"run", "--nosuchflag"}, exitUsage},
+		{[]string{"ctl", "--socket", filepath.Join(dir, "none.sock"), "show", "apps"}, 1},
+	} {
+		out, err := exec.Command(xs, c.args...).CombinedOutput()
+		var ee *exec.ExitError
+		if !errors.As(err, &ee) || ee.ExitCode() != c.want {
+			t.Errorf("%v: %v, want exit status %d:\n%s", c.args, err, c.want, out)
+		}
+	}
+	if got := unitSettings(t)["RestartPreventExitStatus"]; got != strconv.Itoa(exitUsage) {
+		t.Errorf("the unit's RestartPreventExitStatus %q, want %d", got, exitUsage)
 	}
 }

@@ -51,9 +51,24 @@ func buildVersion() string {
 func main() {
 	if err := newRootCmd().Execute(); err != nil {
 		fmt.Fprintln(os.Stderr, "xsessiond:", err)
+		var ue usageError
+		if errors.As(err, &ue) {
+			os.Exit(exitUsage)
+		}
 		os.Exit(1)
 	}
 }
+
+// exitUsage is the exit status of a run refused for its command line or
+// its config file: trying again cannot help, and the unit in deploy/ does
+// not restart on it (RestartPreventExitStatus), as it does on status 1
+// (an interface gone, which may come back).
+const exitUsage = 2
+
+// usageError marks an error of the command line or the config file.
+type usageError struct{ error }
+
+func (e usageError) Unwrap() error { return e.error }
 
 func newRootCmd() *cobra.Command {
 	root := &cobra.Command{
@@ -209,8 +224,14 @@ var (
 // words (strconv.ParseUint: parsing "x": invalid syntax), takes a
 // negative number among a command's words for what it is, a long flag
 // written with one dash (-json) for the flag, and points every other flag
-// error (an unknown flag, one without its value) at the command's help.
+// error (an unknown flag, one without its value) at the command's help:
+// a usage error.
 func flagError(cmd *cobra.Command, err error) error {
+	return usageError{flagErrorText(cmd, err)}
+}
+
+// flagErrorText is flagError's words.
+func flagErrorText(cmd *cobra.Command, err error) error {
 	if p := negativeAsFlags.FindStringSubmatch(err.Error()); p != nil {
 		if cmd.HasParent() && cmd.Parent().Name() == "rule" {
 			return fmt.Errorf("%s %s: a port is 0 to 65535 (0: any) and a rule id 1 or more (see %s --help)", words(cmd), p[1], cmd.CommandPath())

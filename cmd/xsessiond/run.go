@@ -265,19 +265,19 @@ func runDaemon(cmd *cobra.Command, f runFlags) error {
 	if f.config != "" {
 		var err error
 		if cfg, err = LoadConfig(f.config); err != nil {
-			return err
+			return usageError{err}
 		}
 	}
 	opts, err := mergeRunConfig(cmd, f, cfg)
 	if err != nil {
-		return err
+		return usageError{err}
 	}
 	if err := checkNetns(opts.Datapath.NetnsName); err != nil {
 		return err
 	}
 	level, err := parseLevel(cfg.LogLevel)
 	if err != nil {
-		return err
+		return usageError{err}
 	}
 	log := slog.New(slog.NewTextHandler(cmd.ErrOrStderr(), &slog.HandlerOptions{Level: level}))
 	opts.Logger = log
