@@ -2,9 +2,24 @@ package api
 
 import (
 	"errors"
+	"os"
 	"strconv"
 	"strings"
 )
+
+// SecretEnv is the environment variable the CLI and the examples read a
+// namespace's secret from when no --secret flag gives one: unlike a
+// flag, other users cannot read it in ps(1) or /proc/PID/cmdline.
+const SecretEnv = "XSESSIOND_SECRET"
+
+// SecretArg is the secret a --secret flag's value flag gives, or, when it
+// is empty, $XSESSIOND_SECRET's, with where it came from for errors.
+func SecretArg(flag string) (value, from string) {
+	if flag != "" {
+		return flag, "--secret"
+	}
+	return os.Getenv(SecretEnv), "$" + SecretEnv
+}
 
 // ParseSecret reads a namespace's secret as a person writes one on a
 // command line: 0 to 2^64-1 in decimal digits, or in hex after 0x (42,

@@ -381,8 +381,9 @@ daemon's interface when --netns is not given).`,
 				}
 				id = args[0]
 			}
-			if id == "" || iface == "" || secret == "" {
-				return errors.New("ns add needs an id (ns add ID or --id ID), --secret and --iface")
+			sec, from := api.SecretArg(secret)
+			if id == "" || iface == "" || sec == "" {
+				return errors.New("ns add needs an id (ns add ID or --id ID), --secret (or $" + api.SecretEnv + ") and --iface")
 			}
 			if why := namespaceIDProblem(id); why != "" {
 				return fmt.Errorf("ns add: %s", why)
@@ -393,7 +394,7 @@ daemon's interface when --netns is not given).`,
 			if err := ctlview.ValueFits("--netns", netns, api.MaxNetnsLen, "a netns name", "ip netns list names them"); err != nil {
 				return err
 			}
-			s, err := parseSecret(secret)
+			s, err := parseSecret(sec, from)
 			if err != nil {
 				return err
 			}
@@ -408,7 +409,7 @@ daemon's interface when --netns is not given).`,
 		},
 	}
 	add.Flags().StringVar(&id, "id", "", "the namespace id")
-	add.Flags().StringVar(&secret, "secret", "", "the secret apps attach with (0 to 2^64-1, decimal, or hex after 0x)")
+	add.Flags().StringVar(&secret, "secret", "", "the secret apps attach with (0 to 2^64-1, decimal, or hex after 0x; default $"+api.SecretEnv+", which other users cannot read in ps)")
 	add.Flags().StringVar(&iface, "iface", "", "the namespace's interface")
 	add.Flags().StringVar(&netns, "netns", "", "the named network namespace the interface lives in")
 	var delID string
@@ -450,13 +451,14 @@ daemon's interface when --netns is not given).`,
 				}
 				rotID = args[0]
 			}
-			if rotID == "" || rotSecret == "" {
-				return errors.New("ns set-secret needs --id and --secret (or the id as its argument: ns set-secret ID --secret N)")
+			sec, from := api.SecretArg(rotSecret)
+			if rotID == "" || sec == "" {
+				return errors.New("ns set-secret needs --id and --secret, or $" + api.SecretEnv + " (or the id as its argument: ns set-secret ID --secret N)")
 			}
 			if err := knownFormID("ns set-secret", rotID); err != nil {
 				return err
 			}
-			s, err := parseSecret(rotSecret)
+			s, err := parseSecret(sec, from)
 			if err != nil {
 				return err
 			}
@@ -468,7 +470,7 @@ daemon's interface when --netns is not given).`,
 		},
 	}
 	rot.Flags().StringVar(&rotID, "id", "", "the namespace id (or give it as the argument)")
-	rot.Flags().StringVar(&rotSecret, "secret", "", "the new secret (0 to 2^64-1, decimal, or hex after 0x)")
+	rot.Flags().StringVar(&rotSecret, "secret", "", "the new secret (0 to 2^64-1, decimal, or hex after 0x; default $"+api.SecretEnv+")")
 	cmd.AddCommand(add, del, rot)
 	return cmd
 }
@@ -492,12 +494,12 @@ func namespaceIDProblem(id string) string {
 	return ""
 }
 
-// parseSecret reads a namespace's --secret as its help writes one
-// (api.ParseSecret).
-func parseSecret(s string) (uint64, error) {
+// parseSecret reads a namespace's secret as --secret's help writes one
+// (api.ParseSecret); from is where it came from (api.SecretArg).
+func parseSecret(s, from string) (uint64, error) {
 	v, err := api.ParseSecret(s)
 	if err != nil {
-		return 0, fmt.Errorf("--secret %q: %w", s, err)
+		return 0, fmt.Errorf("%s %q: %w", from, s, err)
 	}
 	return v, nil
 }

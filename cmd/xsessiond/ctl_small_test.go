@@ -3,11 +3,13 @@ package main
 import (
 	"context"
 	"fmt"
+	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
 	"time"
 
+	"github.com/xsessiond/xsessiond/api"
 	"github.com/xsessiond/xsessiond/app"
 	"github.com/xsessiond/xsessiond/nsbind/nstest"
 )
@@ -164,6 +166,60 @@ func TestSecretForms(t *testing.T) {
 	}
 	if err := attachWith(3_000); err == nil {
 		t.Fatal("attach with a wrong secret worked")
+	}
+}
+
+// TestSecretFromEnvironment: ns add and ns set-secret without --secret,
+// and the examples, take the secret from $XSESSIOND_SECRET, which other
+// users cannot read in ps as they can a flag; --secret wins over it, and
+// a bad one is named as the variable's.
+func TestSecretFromEnvironment(t *testing.T) {
+	d := startDaemon(t)
+	sock := d.Socket()
+	attachWith := func(secret uint64) error {
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		a, err := app.Attach(ctx, app.Options{Socket: sock, Name: "s", Namespace: "blue", Secret: secret})
+		if err == nil {
+			a.Close()
+		}
+		return err
+	}
+	t.Setenv(api.SecretEnv, "4242")
+	if out, err := ctl(t, sock, "ns", "add", "blue", "--iface", "lo"); err != nil {
+		t.Fatalf("ns add with $%s: %v\n%s", api.SecretEnv, err, out)
+	}
+	if err := attachWith(4242); err != nil {
+		t.Fatalf("attach with the environment's secret: %v", err)
+	}
+	t.Setenv(api.SecretEnv, "0x10")
+	if _, err := ctl(t, sock, "ns", "set-secret", "blue"); err != nil {
+		t.Fatal(err)
+	}
+	if err := attachWith(16); err != nil {
+		t.Fatalf("attach after set-secret from the environment: %v", err)
+	}
+	if _, err := ctl(t, sock, "ns", "set-secret", "blue", "--secret", "17"); err != nil {
+		t.Fatal(err)
+	}
+	if err := attachWith(17); err != nil {
+		t.Fatalf("--secret 17 with $%s=0x10: attach with 17: %v", api.SecretEnv, err)
+	}
+	t.Setenv(api.SecretEnv, "1_0")
+	if _, err := ctl(t, sock, "ns", "set-secret", "blue"); err == nil || !strings.Contains(err.Error(), "$"+api.SecretEnv+` "1_0"`) {
+		t.Errorf("a bad $%s: %v", api.SecretEnv, err)
+	}
+	// An example: the secret from the environment, none on its command
+	// line.
+	_, echo := binaries(t)
+	t.Setenv(api.SecretEnv, "17")
+	e := startProcess(t, echo, "--socket", sock, "--ns", "blue", "--listen", "udp://127.0.0.1:9000")
+	e.waitLine(t, "echoing on", 10*time.Second)
+	e.stop(t)
+	t.Setenv(api.SecretEnv, "18")
+	out, err := exec.Command(echo, "--socket", sock, "--ns", "blue", "--listen", "udp://127.0.0.1:9000").CombinedOutput()
+	if err == nil || !strings.Contains(string(out), "secret") {
+		t.Errorf("udpecho with a wrong $%s: %v\n%s", api.SecretEnv, err, out)
 	}
 }
 

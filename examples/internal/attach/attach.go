@@ -40,7 +40,7 @@ func Register(fs *flag.FlagSet, name, about string) *Flags {
 	return &Flags{
 		socket: fs.String("socket", app.DefaultSocket, "the daemon's control socket (xsessiond run --socket)"),
 		ns:     fs.String("ns", "", "the app namespace to attach to (default: the default namespace)"),
-		secret: fs.String("secret", "0", "the namespace's secret (xsessiond ctl ns add --secret; not checked for the default namespace)"),
+		secret: fs.String("secret", "", "the namespace's secret (xsessiond ctl ns add --secret; not checked for the default namespace); default $"+api.SecretEnv+", which other users cannot read in ps, or 0"),
 		name:   fs.String("name", name, "the app's name in the daemon (xsessiond ctl show apps)"),
 		prog:   name,
 	}
@@ -74,9 +74,13 @@ func CheckArgs(fs *flag.FlagSet, listen, scheme string) error {
 // Attach checks the flags and attaches (within 10 s). It returns the app
 // and a context that ends on SIGINT or SIGTERM; stop releases both.
 func (f *Flags) Attach() (a *app.App, ctx context.Context, stop func(), err error) {
-	sec, err := api.ParseSecret(*f.secret)
+	secret, from := api.SecretArg(*f.secret)
+	if secret == "" {
+		secret = "0"
+	}
+	sec, err := api.ParseSecret(secret)
 	if err != nil {
-		return nil, nil, nil, fmt.Errorf("--secret %q: %w", *f.secret, err)
+		return nil, nil, nil, fmt.Errorf("%s %q: %w", from, secret, err)
 	}
 	for _, v := range []struct{ flag, val string }{{"--ns", *f.ns}, {"--name", *f.name}} {
 		if len(v.val) > api.MaxNameLen {
