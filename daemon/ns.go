@@ -207,7 +207,9 @@ func (d *Daemon) appIndexByName(name string) (uint32, bool) {
 // deleted (when no app uses them), new ones added, changed ones replaced
 // (when no app uses them); the rules it added before are replaced by the
 // new set in one step (applyConfigRules). Namespaces and rules added with
-// ctl are left alone. d.cfgApply is held.
+// ctl are left alone, unless the file lists a namespace of the same id:
+// then it is the file's, with the file's secret and interface. d.cfgApply
+// is held.
 func (d *Daemon) applyConfig(nss []NamespaceConfig, rules []RuleConfig) error {
 	d.mu.Lock()
 	prevNs := slices.Clone(d.cfgNs)
@@ -232,10 +234,8 @@ func (d *Daemon) applyConfig(nss []NamespaceConfig, rules []RuleConfig) error {
 	}
 	for _, n := range nss {
 		if old, ok := cur[n.ID]; ok {
-			if !slices.Contains(prevNs, n.ID) {
-				keep = append(keep, n.ID) // added with ctl: taken over as is
-				continue
-			}
+			// One of the file's before, or one added with ctl that the
+			// file lists now: the file's secret and interface apply.
 			ifc, err := d.lookupIface(n.Netns, n.Iface)
 			if err == nil && ifc == old.IfIndex {
 				if d.secretChanged(n) {

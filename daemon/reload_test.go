@@ -1,6 +1,7 @@
 package daemon
 
 import (
+	"context"
 	"errors"
 	"maps"
 	"strings"
@@ -10,6 +11,7 @@ import (
 	"github.com/xsessiond/xsessiond/app"
 	"github.com/xsessiond/xsessiond/datapath"
 	"github.com/xsessiond/xsessiond/flow"
+	"github.com/xsessiond/xsessiond/nsbind/nstest"
 )
 
 // TestReload starts a daemon with configured namespaces and rules and
@@ -56,6 +58,63 @@ func TestReload(t *testing.T) {
 	rules := d.layer.Rules()
 	if len(rules) != 1 || rules[0].Tag != "b" || rules[0].Transport != flow.TransportTCP {
 		t.Fatalf("rules after reload %+v (the forward rule to an app not attached is skipped)", rules)
+	}
+}
+
+// TestReloadTakesOverCtlNamespace: a namespace added with ctl that the
+// file lists after a reload is the file's: its secret is the file's
+// (rotated in place: an app attached before keeps working), and a
+// namespace the file lists on another interface is replaced when no app
+// uses it. Before, the file's entry was taken over as it was, with the
+// secret ctl gave, and the log said the config was reloaded.
+func TestReloadTakesOverCtlNamespace(t *testing.T) {
+	rig := nstest.NewPair(t, nstest.Options{})
+	d := startDaemon(t, func(o *Config) { o.Datapath.IfName, o.Datapath.NetnsName = rig.B.Link, rig.B.Name })
+	if err := d.AddNamespace("blue", 1, "lo", ""); err != nil {
+		t.Fatal(err)
+	}
+	if err := d.AddNamespace("red", 1, "lo", ""); err != nil {
+		t.Fatal(err)
+	}
+	a := attach(t, d, app.Options{Name: "before", Namespace: "blue", Secret: 1})
+	if err := d.Reload([]NamespaceConfig{{ID: "blue", Secret: 2, Iface: "lo"}}, nil); err != nil {
+		t.Fatalf("reload: %v", err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	if b, err := app.Attach(ctx, app.Options{Socket: d.Socket(), Namespace: "blue", Secret: 1}); err == nil {
+		b.Close()
+		t.Error("attach with ctl's secret after the file gave another: let in")
+	} else if !errors.Is(err, flow.ErrWrongSecret) {
+		t.Errorf("attach with ctl's secret: %v, want a wrong secret", err)
+	}
+	if b, err := app.Attach(ctx, app.Options{Socket: d.Socket(), Namespace: "blue", Secret: 2}); err != nil {
+		t.Errorf("attach with the file's secret: %v", err)
+	} else {
+		b.Close()
+	}
+	if _, err := a.ListenPacket("udp://127.0.0.1:9100"); err != nil {
+		t.Errorf("the app attached before the reload: %v", err)
+	}
+	// The file's namespace on another interface than ctl's, which no
+	// app uses: replaced.
+	ifc := rig.B.Link
+	if err := d.Reload([]NamespaceConfig{{ID: "blue", Secret: 2, Iface: "lo"}, {ID: "red", Secret: 3, Iface: ifc}}, nil); err != nil {
+		t.Fatalf("reload: %v", err)
+	}
+	for _, n := range d.layer.Namespaces() {
+		if n.ID == "red" && n.IfIndex == 1 {
+			t.Errorf("namespace red still on lo, the file says %s", ifc)
+		}
+	}
+	// And deleted when the file drops it, as the file's own.
+	if err := d.Reload([]NamespaceConfig{{ID: "blue", Secret: 2, Iface: "lo"}}, nil); err != nil {
+		t.Fatalf("reload: %v", err)
+	}
+	for _, n := range d.layer.Namespaces() {
+		if n.ID == "red" {
+			t.Error("namespace red, the file's since a reload, outlived its removal from the file")
+		}
 	}
 }
 
