@@ -37,8 +37,9 @@ const (
 
 // appKick is one app's kick eventfd at one worker.
 type appKick struct {
-	fd  int
-	app sessions.AppID
+	fd   int
+	app  sessions.AppID
+	shut atomic.Bool // fd closed (close)
 	// Worker goroutine only.
 	took       bool // the worker took a tx event flag of the app, data behind it, since it last read fd
 	strikes    int
@@ -111,7 +112,7 @@ func (e *Engine) AppKicks(app sessions.AppID) (fds []int, release func(), err er
 		for i, w := range e.work {
 			k := ks[i]
 			if e.closed {
-				unix.Close(k.fd) // no worker polls it any more
+				k.close() // no worker polls it any more
 				continue
 			}
 			w.postKick(func() {
@@ -121,7 +122,7 @@ func (e *Engine) AppKicks(app sessions.AppID) (fds []int, release func(), err er
 						break
 					}
 				}
-				unix.Close(k.fd)
+				k.close()
 			})
 		}
 	}
@@ -138,10 +139,19 @@ func (w *worker) postKick(fn func()) {
 	w.shard.Post(func(*sessions.Shard) { fn() })
 }
 
+// close closes k's eventfd once: an app's release after the engine's
+// Close began and the worker's closeAppKicks may both come to it, and a
+// second close would close whatever took its number since.
+func (k *appKick) close() {
+	if !k.shut.Swap(true) {
+		unix.Close(k.fd)
+	}
+}
+
 // closeAppKicks closes the eventfds left when the worker stopped.
 func (w *worker) closeAppKicks() {
 	for _, k := range w.apps.list {
-		unix.Close(k.fd)
+		k.close()
 	}
 	w.apps.list = nil
 }
