@@ -69,7 +69,9 @@ type Config struct {
 	// (default 64). A new one beyond it evicts the oldest.
 	MaxDatagrams int
 	// MaxFragments is the number of fragments one datagram may have
-	// (default 64; a 65,507-byte UDP datagram over a 1,280-byte MTU has 54).
+	// (default 128: the largest UDP datagram over IPv4 cut for Linux's
+	// smallest path MTU, min_pmtu's 552 bytes, has 125; Linux bounds only
+	// the memory).
 	MaxFragments int
 	// Timeout is how long a datagram may take from its first fragment
 	// received to its completion (default 30 s, the kernel's ipfrag_time).
@@ -79,7 +81,7 @@ type Config struct {
 // Defaults for Config's zero fields.
 const (
 	DefaultMaxDatagrams = 64
-	DefaultMaxFragments = 64
+	DefaultMaxFragments = 128
 	DefaultTimeout      = 30 * time.Second
 )
 

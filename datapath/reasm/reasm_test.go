@@ -318,6 +318,23 @@ func TestTooManyFragments(t *testing.T) {
 	}
 }
 
+// TestLargestDatagramAtMinimumPMTU: with the defaults, the largest UDP
+// datagram over IPv4 arrives whole when cut for Linux's smallest path MTU
+// (min_pmtu, 552 bytes: 528 bytes of payload a fragment, 125 fragments),
+// as Linux, which bounds only the memory, reassembles it.
+func TestLargestDatagramAtMinimumPMTU(t *testing.T) {
+	r := New(Config{})
+	k := key4
+	d := pattern(65507+8, 3)
+	fs := split(d, 528)
+	if len(fs) < 120 {
+		t.Fatalf("%d fragments", len(fs))
+	}
+	if got, res := feed(t, r, &k, fs); res != Done || !bytes.Equal(got, d) {
+		t.Fatalf("%d fragments of 528 bytes: %v", len(fs), res)
+	}
+}
+
 func TestEvictOldest(t *testing.T) {
 	r := New(Config{MaxDatagrams: 4})
 	k := key4
