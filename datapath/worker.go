@@ -38,8 +38,8 @@ const (
 	dropRule                    // a global session rule dropped it
 	dropTxDontFragment          // tx: a don't-fragment datagram larger than the path MTU (the app is told EMSGSIZE)
 	dropReasmDuplicate          // a fragment whose bytes the reassembly already held (ignored, as Linux does)
-	dropReasmBadFragment        // an IPv6 fragment with more to follow whose end is not a multiple of 8 (its datagram is dropped)
-	dropReasmTooLong            // a fragment reaching past the largest IP packet (its datagram is dropped)
+	dropReasmBadFragment        // an IPv6 fragment with more to follow whose end is not a multiple of 8, or at an offset no header can carry (the fragment is dropped, its datagram kept, as Linux does)
+	dropReasmTooLong            // a datagram found to reach past the largest IP packet (dropped), or an IPv6 fragment ending past it (the fragment alone)
 	dropReasmCorrupt            // a fragment contradicting its datagram's end, or empty (its datagram is dropped)
 	dropReasmOverlap            // a fragment overlapping another of its datagram (its datagram is dropped, RFC 5722)
 	dropReasmTooMany            // a datagram of more fragments than the reassembly takes (dropped)
