@@ -512,9 +512,26 @@ func idleClients(t *testing.T, path string, uid, n int) []int {
 // bounded, and a root client still gets answers.
 func TestConnLimitRootReserve(t *testing.T) {
 	needRoot(t)
+	const need = 3500
 	var lim unix.Rlimit
-	if err := unix.Getrlimit(unix.RLIMIT_NOFILE, &lim); err != nil || lim.Cur < 3500 {
-		t.Skipf("needs 3,500 descriptors: %+v %v", lim, err)
+	if err := unix.Getrlimit(unix.RLIMIT_NOFILE, &lim); err != nil {
+		t.Fatalf("getrlimit: %v", err)
+	}
+	if lim.Cur < need && lim.Max > lim.Cur {
+		// The soft limit may go up to the hard one; it is put back
+		// afterwards.
+		old := lim
+		lim.Cur = min(lim.Max, need)
+		if err := unix.Setrlimit(unix.RLIMIT_NOFILE, &lim); err != nil {
+			t.Fatalf("raise the soft limit of descriptors from %d to %d: %v", old.Cur, lim.Cur, err)
+		}
+		t.Cleanup(func() { unix.Setrlimit(unix.RLIMIT_NOFILE, &old) })
+	}
+	if lim.Cur < need {
+		if os.Getenv(nstest.PrivilegedEnv) == "require" {
+			t.Fatalf("needs %d descriptors, the hard limit is %d, and %s=require: raise the hard limit (ulimit -Hn)", need, lim.Max, nstest.PrivilegedEnv)
+		}
+		t.Skipf("needs %d descriptors, the hard limit is %d", need, lim.Max)
 	}
 	leakcheck.AtCleanup(t, leakcheck.Options{Goroutines: true}) // the set of goroutines at cleanup
 	d := newFakeDaemon(t)

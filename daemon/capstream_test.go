@@ -20,9 +20,20 @@ import (
 func TestCaptureStream(t *testing.T) {
 	var buf bytes.Buffer
 	sw := newStreamWriter(&buf)
+	// ends are where the writer's records end in the stream: the
+	// header's, each frame's, the end record's.
+	var ends []int
+	mark := func() {
+		t.Helper()
+		if err := sw.flush(); err != nil {
+			t.Fatal(err)
+		}
+		ends = append(ends, buf.Len())
+	}
 	if err := sw.header(streamHeader{Snaplen: 1536, Iface: "veth0", Version: "dev", Queues: []int{0, 3}}); err != nil {
 		t.Fatal(err)
 	}
+	mark()
 	now := time.Unix(1700000000, 123456789)
 	recs := []datapath.CaptureRecord{
 		{Queue: 0, Dir: datapath.CaptureRx, Time: now, Handle: 0x8000000004112328, App: 1, Len: 60, Data: bytes.Repeat([]byte{1}, 60)},
@@ -34,14 +45,16 @@ func TestCaptureStream(t *testing.T) {
 		if err := sw.frame(&recs[i]); err != nil {
 			t.Fatal(err)
 		}
+		mark()
 	}
 	if err := sw.end([]uint64{5, 7}); err != nil {
 		t.Fatal(err)
 	}
-	if err := sw.flush(); err != nil {
-		t.Fatal(err)
-	}
+	mark()
 	stream := buf.Bytes()
+	if len(ends) != len(recs)+2 || ends[len(ends)-1] != len(stream) {
+		t.Fatalf("record ends %v in a stream of %d bytes", ends, len(stream))
+	}
 
 	var out bytes.Buffer
 	res, err := CaptureToPcapng(bytes.NewReader(stream), &out)
@@ -87,13 +100,35 @@ func TestCaptureStream(t *testing.T) {
 		t.Errorf("interface 2 is %q", n.Name)
 	}
 
-	// Cut anywhere: never Ended; cut inside a record: an error.
-	for cut := 0; cut < len(stream)-17; cut += 7 {
+	// Cut anywhere short of the whole: never Ended. Cut after a whole
+	// record: the frames before it, no error. Cut inside a record (the
+	// header, a frame, the end record) or before any: an error (past the
+	// magic, ErrBadStream), with the frames before that record.
+	for cut := 0; cut < len(stream); cut++ {
 		res, err := CaptureToPcapng(bytes.NewReader(stream[:cut]), io.Discard)
 		if res.Ended {
 			t.Fatalf("cut at %d of %d: ended", cut, len(stream))
 		}
-		_ = err
+		// Records that end at or before the cut, and whether one does
+		// at the cut.
+		whole, between := 0, false
+		for _, e := range ends {
+			if e <= cut {
+				whole++
+				between = e == cut
+			}
+		}
+		wantFrames := max(whole-1, 0) // the header is no frame
+		switch {
+		case res.Frames != wantFrames:
+			t.Errorf("cut at %d of %d: %d frames, want %d (%v)", cut, len(stream), res.Frames, wantFrames, err)
+		case between && err != nil:
+			t.Errorf("cut at %d of %d, after a whole record: %v", cut, len(stream), err)
+		case !between && err == nil:
+			t.Errorf("cut at %d of %d, inside a record: no error", cut, len(stream))
+		case !between && cut >= len(streamMagic) && !errors.Is(err, ErrBadStream):
+			t.Errorf("cut at %d of %d, inside a record: %v, want ErrBadStream", cut, len(stream), err)
+		}
 	}
 	bad := append([]byte(nil), stream...)
 	bad[len(bad)-17] = 9 // the end record's kind

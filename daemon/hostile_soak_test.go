@@ -3,6 +3,7 @@ package daemon
 import (
 	"bytes"
 	"encoding/binary"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -11,6 +12,7 @@ import (
 	"net/netip"
 	"os"
 	"strconv"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -73,9 +75,11 @@ func hsSeed(t *testing.T) uint64 {
 // workers and its cut-through peers, and sends random, truncated and
 // out-of-order control records, for XSESSIOND_SOAK (10 s by default).
 // Every byte of the good app's echoes comes back exact, every datagram
-// comes back, the daemon answers ctl show afterwards and lists nothing of
-// the hostile app, and its goroutines and descriptors are back to where
-// they were before the hostile app came. A failure names the seed:
+// comes back, the daemon answers ctl show afterwards and lists no app,
+// listener or session of any id the hostile app attached as (it did each
+// kind of thing many times, and had listeners and sessions), and its
+// goroutines and descriptors are back to where they were before the
+// hostile app came. A failure names the seed:
 // XSESSIOND_SOAK_SEED replays it. sudo passes neither variable on by
 // itself:
 //
@@ -168,16 +172,51 @@ func TestHostileAppSoak(t *testing.T) {
 	h.close()
 	t.Logf("hostile app, %v: %s", time.Since(start).Round(time.Millisecond), h.stats())
 
-	// The daemon answers, and forgets the hostile app.
+	// The hostile app did what it is for: it attached, bound, connected
+	// (and had listeners and sessions the daemon had to forget), closed,
+	// scribbled, sent and sent garbage, each many times.
+	for _, k := range []string{"attach", "bind", "connect", "close", "scribble", "send", "garbage", "misc"} {
+		if h.counts[k] < hsMinActions {
+			t.Errorf("the hostile app's %s: %d times, want %d at least", k, h.counts[k], hsMinActions)
+		}
+	}
+	for _, k := range []string{"Attach->AttachReply", "Bind->BindReply", "Connect->ConnectReply"} {
+		if h.replies[k] == 0 {
+			t.Errorf("the hostile app never got a %s", k)
+		}
+	}
+
+	// The daemon answers, and forgets the hostile app: every app,
+	// listener and session ctl show lists is the good app's, none of
+	// any id the hostile app attached as (nor of an attach its garbage
+	// made).
 	waitFor(t, "the daemon to forget the hostile app", 10*time.Second, func() bool { return len(d.layer.Apps()) == 1 })
-	for _, what := range []string{"apps", "sessions", "listeners", "stats"} {
-		out, err := show(t, d.Socket(), what)
-		if err != nil {
-			t.Fatalf("ctl show %s after the soak: %v", what, err)
+	goodID := uint32(appIDOf(good))
+	lv, sv, av := hsShow(t, d)
+	var left []string
+	for _, l := range lv {
+		if l.App != goodID {
+			left = append(left, fmt.Sprintf("listener %v %s of app %d (hostile's id: %v)", l.Handle, l.URI, l.App, h.ids[l.App]))
 		}
-		if what != "stats" && bytes.Contains(out, []byte("hostile")) {
-			t.Errorf("ctl show %s lists the hostile app after it left: %s", what, out)
+	}
+	for _, s := range sv {
+		if s.App != goodID {
+			left = append(left, fmt.Sprintf("session %v %s %s-%s of app %d (hostile's id: %v)", s.Handle, s.Transport, s.Local, s.Remote, s.App, h.ids[s.App]))
 		}
+	}
+	for _, a := range av {
+		if a.ID != goodID {
+			left = append(left, fmt.Sprintf("app %d %q (hostile's id: %v)", a.ID, a.Name, h.ids[a.ID]))
+		}
+	}
+	if len(left) > 0 {
+		t.Errorf("ctl show lists, after the hostile app left (it attached as %d ids), %d rows not the good app's: %s", len(h.ids), len(left), strings.Join(left[:min(len(left), 20)], "; "))
+	}
+	if len(av) != 1 {
+		t.Errorf("ctl show lists %d apps after the hostile app left, want the good app alone", len(av))
+	}
+	if _, err := show(t, d.Socket(), "stats"); err != nil {
+		t.Fatalf("ctl show stats after the soak: %v", err)
 	}
 	peers.closeAll()
 
@@ -205,6 +244,30 @@ func TestHostileAppSoak(t *testing.T) {
 	if tcpc.echoed.Load() == 0 || udpc.echoed.Load() == 0 {
 		t.Errorf("the good app echoed nothing")
 	}
+}
+
+// hsMinActions is how many times at least the hostile app does each kind
+// of thing in a soak (it does thousands in 10 s).
+const hsMinActions = 20
+
+// hsShow returns the listeners, sessions and apps ctl show lists (as
+// JSON, over the control socket).
+func hsShow(t *testing.T, d *Daemon) (lv []ListenerView, sv []SessionView, av []AppView) {
+	t.Helper()
+	decode := func(what string, v any) {
+		t.Helper()
+		out, err := show(t, d.Socket(), what)
+		if err != nil {
+			t.Fatalf("ctl show %s: %v", what, err)
+		}
+		if err := json.Unmarshal(out, v); err != nil {
+			t.Fatalf("ctl show %s: %v: %s", what, err, out)
+		}
+	}
+	decode("listeners", &lv)
+	decode("sessions", &sv)
+	decode("apps", &av)
+	return lv, sv, av
 }
 
 // hsPeers serves host A's side of the hostile app's wire TCP sessions
@@ -400,6 +463,7 @@ type hostileSoakApp struct {
 	uc       *net.UnixConn // nil while not connected
 	attached bool
 	id       uint32
+	ids      map[uint32]bool          // every id it attached as
 	segs     map[uint32]*fifo.Segment // the app's segments by index
 	ctSegs   []*fifo.Segment          // cut-through segments
 	fds      []int                    // other descriptors held: epoll set, eventfds
@@ -426,7 +490,7 @@ type hsFifo struct {
 
 func newHostileSoakApp(t *testing.T, d *Daemon, rig *nstest.Pair, seed uint64, hostile bool) *hostileSoakApp {
 	return &hostileSoakApp{t: t, d: d, rig: rig, rng: rand.New(rand.NewPCG(seed, seed>>32|1)), hostile: hostile,
-		segs: map[uint32]*fifo.Segment{}, evs: make([]fifo.Event, 64), rbuf: make([]byte, api.MaxRecordSize),
+		segs: map[uint32]*fifo.Segment{}, ids: map[uint32]bool{}, evs: make([]fifo.Event, 64), rbuf: make([]byte, api.MaxRecordSize),
 		oob: make([]byte, unix.CmsgSpace(4*api.MaxFDs)), counts: map[string]int{}, replies: map[string]int{}}
 }
 
@@ -451,6 +515,23 @@ func (h *hostileSoakApp) benign() {
 		h.drainEvents()
 		h.send()
 		time.Sleep(10 * time.Millisecond)
+	}
+	// ctl show lists its listeners and sessions under its id, as the
+	// soak's end looks for them.
+	lv, sv, _ := hsShow(h.t, h.d)
+	var ls, ss int
+	for _, l := range lv {
+		if l.App == h.id {
+			ls++
+		}
+	}
+	for _, s := range sv {
+		if s.App == h.id {
+			ss++
+		}
+	}
+	if ls == 0 || ss == 0 {
+		h.t.Fatalf("ctl show lists %d listeners and %d sessions of the warm-up app (id %d), which has both", ls, ss, h.id)
 	}
 	for _, hd := range append([]flow.Handle(nil), h.handles...) {
 		h.call(&api.Disconnect{Handle: hd})
@@ -546,6 +627,7 @@ func (h *hostileSoakApp) attach(odd bool) {
 	}
 	h.attached = true
 	h.id = ar.AppIndex
+	h.ids[h.id] = true
 	for i, s := range ar.Segments {
 		seg, err := fifo.MapSegment(fds[i])
 		if err != nil {

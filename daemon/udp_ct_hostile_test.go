@@ -7,8 +7,12 @@ import (
 	"fmt"
 	"net"
 	"os"
+	"strconv"
+	"strings"
 	"testing"
 	"time"
+
+	"golang.org/x/sys/unix"
 
 	"github.com/xsessiond/xsessiond/app"
 	"github.com/xsessiond/xsessiond/fifo"
@@ -52,10 +56,10 @@ func TestUDPListenerOutlivesCorruptPeer(t *testing.T) {
 		t.Cleanup(func() { c.Close() })
 		return c
 	}
-	gc, hc := dial(good), dial(hostile)
 	buf := make([]byte, 2048)
-	// Both sessions deliver first: the listener has both ends.
-	for _, c := range []net.Conn{gc, hc} {
+	// Each session delivers first: the listener has its end.
+	hello := func(c net.Conn) {
+		t.Helper()
 		if _, err := c.Write([]byte("hello")); err != nil {
 			t.Fatal(err)
 		}
@@ -64,7 +68,37 @@ func TestUDPListenerOutlivesCorruptPeer(t *testing.T) {
 			t.Fatalf("first datagram: %q %v", buf[:n], err)
 		}
 	}
-	fds := openFDs(t)
+	gc := dial(good)
+	hello(gc)
+	// The eventfds of the process before the hostile app's session.
+	efds := eventfds(t)
+	hc := dial(hostile)
+	hello(hc)
+	// What the process holds of the hostile app's session: its segment
+	// (the daemon's, the listener's and the hostile app's descriptors and
+	// mappings) and the two eventfds it added, each end's that wakes the
+	// other app (the listener's end holds the one that wakes the hostile
+	// app).
+	var ctEFDs []string
+	for id := range eventfds(t) {
+		if efds[id] == 0 {
+			ctEFDs = append(ctEFDs, id)
+		}
+	}
+	if len(ctEFDs) != 2 {
+		t.Fatalf("the hostile app's session added eventfds %v, want its two ends'", ctEFDs)
+	}
+	pairs := appSessions(t, d, "hostile")
+	if len(pairs) != 1 {
+		t.Fatalf("%d sessions of the hostile app, want 1", len(pairs))
+	}
+	var seg memfdID
+	for _, p := range pairs {
+		seg = memfdOf(t, p.Segment.FD())
+	}
+	if _, maps := seg.held(t); maps < 3 {
+		t.Fatalf("%d mappings of the session's segment %s, want the daemon's, the listener's and the hostile app's", maps, seg.name)
+	}
 	breakQueuedDgram(t, d, "hostile", hc)
 	for i := range 50 {
 		msg := fmt.Appendf(nil, "good %d", i)
@@ -92,9 +126,35 @@ func TestUDPListenerOutlivesCorruptPeer(t *testing.T) {
 	if n, _, err := pc.ReadFrom(buf); err != nil || string(buf[:n]) != "after" {
 		t.Fatalf("read after the session ended: %q %v", buf[:n], err)
 	}
-	waitFor(t, "the listener to let go of the broken session's descriptors", 5*time.Second, func() bool {
-		return openFDs(t) < fds
+	// The daemon and the listener let go of the segment: the hostile
+	// app's mapping is left, which it keeps until it closes its end. Of
+	// the two eventfds, one is gone, the listener's; the other, the
+	// hostile app's end's, is left.
+	waitFor(t, "the listener to let go of the broken session's segment and eventfd", 5*time.Second, func() bool {
+		_, maps := seg.held(t)
+		ids := eventfds(t)
+		return maps == 1 && (ids[ctEFDs[0]] == 0) != (ids[ctEFDs[1]] == 0)
 	})
+	// The hostile app goes, the listener stays open (and reads no more):
+	// nothing of the session is left, so what was left above was the
+	// hostile app's (and the daemon's copies of what it sent it), and
+	// the listener holds nothing of it.
+	hc.Close()
+	hostile.Close()
+	var fds, maps, efdsLeft int
+	for end := time.Now().Add(5 * time.Second); ; {
+		fds, maps = seg.held(t)
+		ids := eventfds(t)
+		efdsLeft = ids[ctEFDs[0]] + ids[ctEFDs[1]]
+		if fds+maps+efdsLeft == 0 || time.Now().After(end) {
+			break
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	if fds+maps+efdsLeft != 0 {
+		t.Errorf("with the hostile app gone and the listener open: %d descriptors and %d mappings of the broken session's segment, %d descriptors of its eventfds; want none",
+			fds, maps, efdsLeft)
+	}
 	if n := pc.(*app.PacketConn).BrokenPeers(); n != 1 {
 		t.Errorf("BrokenPeers %d, want 1", n)
 	}
@@ -192,4 +252,82 @@ func breakQueuedDgram(t *testing.T, d *Daemon, name string, hc net.Conn) {
 		off := int(fifotest.Head(p.Tx) % p.Tx.Size())
 		binary.NativeEndian.PutUint32(fifotest.Data(p.Tx)[off+fifo.DgramOffLen:], 1<<30)
 	}
+}
+
+// memfdID identifies a memfd: its inode, and the name it was created
+// with.
+type memfdID struct {
+	ino  uint64
+	name string // as /proc/self/fd and /proc/self/maps show it: "/memfd:xsessiond:ct-1-2-3 (deleted)"
+}
+
+// memfdOf identifies the memfd open as fd.
+func memfdOf(t *testing.T, fd int) memfdID {
+	t.Helper()
+	var st unix.Stat_t
+	if err := unix.Fstat(fd, &st); err != nil {
+		t.Fatal(err)
+	}
+	name, err := os.Readlink(fmt.Sprintf("/proc/self/fd/%d", fd))
+	if err != nil || !strings.HasPrefix(name, "/memfd:") {
+		t.Fatalf("descriptor %d is %q (%v), want a memfd", fd, name, err)
+	}
+	return memfdID{st.Ino, name}
+}
+
+// held counts the process's descriptors of m and its mappings of it.
+func (m memfdID) held(t *testing.T) (fds, maps int) {
+	t.Helper()
+	ents, err := os.ReadDir("/proc/self/fd")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, e := range ents {
+		p := "/proc/self/fd/" + e.Name()
+		var st unix.Stat_t
+		if l, err := os.Readlink(p); err != nil || l != m.name || unix.Stat(p, &st) != nil || st.Ino != m.ino {
+			continue
+		}
+		fds++
+	}
+	b, err := os.ReadFile("/proc/self/maps")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, l := range strings.Split(string(b), "\n") {
+		// address perms offset dev inode path
+		f := strings.SplitN(l, " ", 6)
+		if len(f) == 6 && f[4] == strconv.FormatUint(m.ino, 10) && strings.TrimSpace(f[5]) == m.name {
+			maps++
+		}
+	}
+	return fds, maps
+}
+
+// eventfds counts the process's descriptors of each eventfd, by the id
+// the kernel gives it (eventfd-id in /proc/self/fdinfo): descriptors of
+// one eventfd (dup'd, or passed over a socket) share it.
+func eventfds(t *testing.T) map[string]int {
+	t.Helper()
+	ents, err := os.ReadDir("/proc/self/fd")
+	if err != nil {
+		t.Fatal(err)
+	}
+	out := map[string]int{}
+	for _, e := range ents {
+		if l, err := os.Readlink("/proc/self/fd/" + e.Name()); err != nil || l != "anon_inode:[eventfd]" {
+			continue
+		}
+		info, err := os.ReadFile("/proc/self/fdinfo/" + e.Name())
+		if err != nil {
+			continue // closed meanwhile
+		}
+		_, rest, ok := strings.Cut(string(info), "eventfd-id:")
+		if !ok {
+			t.Fatalf("no eventfd-id in the fdinfo of eventfd %s (the kernel says it since 5.2): %s", e.Name(), info)
+		}
+		id, _, _ := strings.Cut(rest, "\n")
+		out[strings.TrimSpace(id)]++
+	}
+	return out
 }

@@ -275,19 +275,22 @@ func collectDgrams(pcs ...net.PacketConn) <-chan wireGot {
 	return ch
 }
 
-// checksumOffloads returns the checksum lines of ethtool -k for h's link.
+// checksumOffloads returns the checksum lines of ethtool -k for h's link;
+// an ethtool that fails, or says nothing of them, fails the test.
 func checksumOffloads(t *testing.T, h *nstest.Host) string {
 	t.Helper()
 	out, err := exec.Command("ip", "netns", "exec", h.Name, "ethtool", "-k", h.Link).CombinedOutput()
 	if err != nil {
-		t.Logf("ethtool -k %s in %s: %v %s", h.Link, h.Name, err, out)
-		return ""
+		t.Fatalf("ethtool -k %s in %s: %v %s", h.Link, h.Name, err, out)
 	}
 	var l []string
 	for _, s := range strings.Split(string(out), "\n") {
 		if strings.HasPrefix(s, "rx-checksumming:") || strings.HasPrefix(s, "tx-checksumming:") {
 			l = append(l, strings.TrimSpace(strings.TrimSuffix(s, " [fixed]")))
 		}
+	}
+	if len(l) != 2 {
+		t.Fatalf("ethtool -k %s in %s: %d checksum lines: %s", h.Link, h.Name, len(l), out)
 	}
 	sort.Strings(l)
 	return strings.Join(l, ", ")
@@ -317,7 +320,7 @@ func TestWireUDPFramesAsKernel(t *testing.T) {
 	}
 	offA, offB := checksumOffloads(t, rig.A), checksumOffloads(t, rig.B)
 	for _, o := range []string{offA, offB} {
-		if o != "" && o != "rx-checksumming: on, tx-checksumming: on" {
+		if o != "rx-checksumming: on, tx-checksumming: on" {
 			t.Fatalf("checksum offloads %q, want veth's defaults (on)", o)
 		}
 	}

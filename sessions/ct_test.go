@@ -4,10 +4,7 @@ import (
 	"crypto/sha256"
 	"fmt"
 	"math/rand/v2"
-	"os"
 	"runtime"
-	"strconv"
-	"strings"
 	"syscall"
 	"testing"
 
@@ -46,20 +43,6 @@ func popOne(t *testing.T, am sessions.AppMemory) fifo.Event {
 		t.Fatalf("event queue: %d events, %v", n, err)
 	}
 	return evs[0]
-}
-
-func loCounters(t *testing.T) (rx, tx uint64, ok bool) {
-	read := func(name string) (uint64, bool) {
-		b, err := os.ReadFile("/sys/class/net/lo/statistics/" + name)
-		if err != nil {
-			return 0, false
-		}
-		v, err := strconv.ParseUint(strings.TrimSpace(string(b)), 10, 64)
-		return v, err == nil
-	}
-	rx, ok1 := read("rx_packets")
-	tx, ok2 := read("tx_packets")
-	return rx, tx, ok1 && ok2
 }
 
 // pump sends n pseudo-random bytes (seeded by seed) into w and returns their
@@ -112,7 +95,9 @@ func drain(r *fifo.Fifo, n int) [32]byte {
 
 // TestCutThrough_100MB: two local apps exchange 100 MB each way through a
 // cut-through session in a real memfd segment, each side mapping the
-// segment on its own and finding its fifos from its event queue.
+// segment on its own and finding its fifos from its event queue. The
+// test moves the bytes itself, with no datapath, so that they do not go
+// over lo is not checked here.
 func TestCutThrough_100MB(t *testing.T) {
 	const n = 100 << 20
 	view := sessionstest.NewView().Add(2, 1, addrA)
@@ -135,7 +120,6 @@ func TestCutThrough_100MB(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	lo0rx, lo0tx, haveLo := loCounters(t)
 	res, err := l.ConnectURI(cliAt.App, "tcp://127.0.0.1:7777", 9)
 	if err != nil || !res.CutThrough {
 		t.Fatalf("connect: %+v %v", res, err)
@@ -181,14 +165,6 @@ func TestCutThrough_100MB(t *testing.T) {
 	}
 	if c != d {
 		t.Fatalf("server to client: checksums differ %x %x", c, d)
-	}
-	if haveLo {
-		lo1rx, lo1tx, _ := loCounters(t)
-		t.Logf("lo packets during the exchange: rx %d tx %d", lo1rx-lo0rx, lo1tx-lo0tx)
-		// 200 MB over loopback would take at least 3200 packets of 64 KiB.
-		if lo1tx-lo0tx >= 3200 {
-			t.Fatalf("lo sent %d packets during a cut-through exchange", lo1tx-lo0tx)
-		}
 	}
 	if err := l.Disconnect(cliAt.App, res.Handle); err != nil {
 		t.Fatal(err)
