@@ -271,6 +271,37 @@ func TestMTUChangeFollowed(t *testing.T) {
 	earlyEcho("a connection opened before both links took MTU 1280")
 }
 
+// TestPathMTUFollowsTheInterface: the path MTU the daemon gives apps (for
+// their don't-fragment datagrams, api.PathMTU) and a capture's snap
+// length follow a change of the interface's MTU, as the workers and the
+// TCP stack do; they kept the MTU the daemon started with, so an app sized
+// its datagrams for 1,500 bytes on a link of 1,280 and lost them all.
+func TestPathMTUFollowsTheInterface(t *testing.T) {
+	rig, d := tcpRig(t)
+	e := d.Engine()
+	pmtu := func() int {
+		t.Helper()
+		m, err := e.PathMTU(rig.A.IPv4)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return m
+	}
+	if m := pmtu(); m != 1500 {
+		t.Fatalf("path MTU %d at start, want 1500", m)
+	}
+	for _, mtu := range []int{1280, 4000} {
+		ipIn(t, rig.B, "link", "set", "dev", rig.B.Link, "mtu", strconv.Itoa(mtu))
+		end := time.Now().Add(3 * time.Second)
+		for pmtu() != mtu && time.Now().Before(end) {
+			time.Sleep(20 * time.Millisecond)
+		}
+		if m := pmtu(); m != mtu {
+			t.Errorf("path MTU %d after the interface's MTU became %d", m, mtu)
+		}
+	}
+}
+
 // rawTCPMaxSeg returns TCP_MAXSEG of c.
 func rawTCPMaxSeg(c *net.TCPConn) (mss int, err error) {
 	err = rawControl(c, func(fd int) (err error) {

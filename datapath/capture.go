@@ -117,8 +117,8 @@ func (e *Engine) StartCapture(f CaptureFilter) (*Capture, error) {
 		// The longest frame the interface's MTU allows (two VLAN tags),
 		// rounded to a cache line.
 		f.Snaplen = MaxCaptureLen
-		if e.ifc.MTU > 0 {
-			f.Snaplen = (e.ifc.MTU + frame.EthHeaderLen + 8 + 63) &^ 63
+		if mtu := int(e.mtu.Load()); mtu > 0 {
+			f.Snaplen = (mtu + frame.EthHeaderLen + 8 + 63) &^ 63
 		}
 	}
 	f.Snaplen = min(f.Snaplen, MaxCaptureLen)

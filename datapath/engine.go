@@ -131,6 +131,7 @@ type Engine struct {
 	ns     *nsbind.Namespace
 	hop    [2]uint8 // IPv4 TTL and IPv6 hop limit of what the datapath sends (readHopLimits; 0: 64)
 	ifc    nsbind.Interface
+	mtu    atomic.Int64 // the interface's MTU now (ifc.MTU is the one at start): followAddrs
 	fib    flow.FIBID
 	objs   *loader.Objects
 	att    *loader.Attachment
@@ -293,6 +294,7 @@ func New(cfg Config) (*Engine, error) {
 	if err != nil {
 		return nil, fmt.Errorf("new engine: %w", err)
 	}
+	e.mtu.Store(int64(e.ifc.MTU))
 	driver, derr := e.ns.Driver(cfg.IfName)
 	if derr != nil && cfg.Checksum == ChecksumAuto {
 		log.Warn("driver unknown: partial UDP checksums are dropped", "interface", cfg.IfName, "err", derr)
@@ -1000,6 +1002,7 @@ func (e *Engine) setMAC(mac [6]byte) {
 // connections opened from then on take their MSS from it, and a smaller
 // one lowers the open connections' (tcp.Stack.SetMTU).
 func (e *Engine) setMTU(mtu int) {
+	e.mtu.Store(int64(mtu))
 	if e.tcp != nil {
 		e.tcp.st.SetMTU(uint32(mtu))
 	}

@@ -424,7 +424,7 @@ func (e *Engine) PathMTU(dst netip.Addr) (int, error) {
 	if e.ns == nil {
 		return 0, fmt.Errorf("path mtu: no namespace: %w", flow.ErrNotSupported)
 	}
-	mtu := e.ifc.MTU
+	mtu := int(e.mtu.Load())
 	if mtu <= 0 {
 		mtu = 1500
 	}
