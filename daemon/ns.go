@@ -237,6 +237,14 @@ func (d *Daemon) applyConfig(nss []NamespaceConfig, rules []RuleConfig) error {
 			// One of the file's before, or one added with ctl that the
 			// file lists now: the file's secret and interface apply.
 			ifc, err := d.lookupIface(n.Netns, n.Iface)
+			if err != nil && !errors.Is(err, nsbind.ErrNoInterface) && !errors.Is(err, nsbind.ErrNoNamespace) {
+				// Not known to have changed (a netlink timeout, say):
+				// kept as it is, rather than deleted under its apps'
+				// feet for an error of the lookup.
+				errs = append(errs, fmt.Errorf("config file: namespace %q kept as it was: its interface could not be looked up: %w", n.ID, err))
+				keep = append(keep, n.ID)
+				continue
+			}
 			if err == nil && ifc == old.IfIndex {
 				if d.secretChanged(n) {
 					// Rotated in place: attached apps keep working.
