@@ -302,6 +302,75 @@ func TestPathMTUFollowsTheInterface(t *testing.T) {
 	}
 }
 
+// TestRemovedAddressGetsNothing: a UDP listener bound to an address of
+// host B gets nothing once the address is
+// removed (a service address moved to another host), as a Linux socket
+// bound to it gets nothing, though peers with a stale neighbour entry
+// still send to B; the XDP program steered them on, and the app read
+// requests it could never answer (its replies refused as from an address
+// not the host's). A listener on an address B keeps goes on receiving.
+func TestRemovedAddressGetsNothing(t *testing.T) {
+	rig, d := tcpRig(t)
+	a := attach(t, d, app.Options{Name: "server"})
+	const moved = "10.77.0.60"
+	ipIn(t, rig.B, "addr", "add", moved+"/24", "dev", rig.B.Link)
+	// Host A keeps B's MAC for the address, as a peer that has not
+	// heard it moved.
+	ipIn(t, rig.A, "neigh", "replace", moved, "lladdr", rig.B.MAC.String(), "dev", rig.A.Link, "nud", "permanent")
+	gone, err := a.ListenPacket("udp://" + moved + ":7340")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer gone.Close()
+	kept, err := a.ListenPacket("udp://" + rig.B.IPv4.String() + ":7341")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer kept.Close()
+	uc, err := rig.A.ListenUDP(netip.AddrPortFrom(rig.A.IPv4, 7342), 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer uc.Close()
+	// received reports whether pc gets one of several datagrams sent to
+	// dst from host A within d.
+	received := func(pc interface {
+		SetReadDeadline(time.Time) error
+		ReadFrom([]byte) (int, net.Addr, error)
+	}, dst netip.AddrPort, d time.Duration) bool {
+		t.Helper()
+		for range 5 {
+			if _, err := uc.WriteTo([]byte("hello"), net.UDPAddrFromAddrPort(dst)); err != nil {
+				t.Fatal(err)
+			}
+		}
+		pc.SetReadDeadline(time.Now().Add(d))
+		buf := make([]byte, 64)
+		_, _, err := pc.ReadFrom(buf)
+		return err == nil
+	}
+	movedAt := netip.AddrPortFrom(netip.MustParseAddr(moved), 7340)
+	keptAt := netip.AddrPortFrom(rig.B.IPv4, 7341)
+	if !received(gone, movedAt, 3*time.Second) || !received(kept, keptAt, 3*time.Second) {
+		t.Fatal("no datagram before the address was removed")
+	}
+	ipIn(t, rig.B, "addr", "del", moved+"/24", "dev", rig.B.Link)
+	time.Sleep(500 * time.Millisecond) // the netlink event's way to the daemon
+	// What came in the meantime.
+	gone.SetReadDeadline(time.Now().Add(50 * time.Millisecond))
+	for buf := make([]byte, 64); ; {
+		if _, _, err := gone.ReadFrom(buf); err != nil {
+			break
+		}
+	}
+	if received(gone, movedAt, time.Second) {
+		t.Error("the listener bound to the removed address still receives")
+	}
+	if !received(kept, keptAt, 3*time.Second) {
+		t.Error("the listener on the address B keeps receives nothing")
+	}
+}
+
 // rawTCPMaxSeg returns TCP_MAXSEG of c.
 func rawTCPMaxSeg(c *net.TCPConn) (mss int, err error) {
 	err = rawControl(c, func(fd int) (err error) {

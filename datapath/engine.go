@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"maps"
 	"net"
 	"net/netip"
 	"slices"
@@ -125,22 +126,24 @@ type Engine struct {
 	// (objs, att, work's sockets) with it held, and Stats reads them.
 	closeMu sync.Mutex
 
-	cfg    Config
-	log    *slog.Logger
-	nsh    netns.NsHandle
-	ns     *nsbind.Namespace
-	hop    [2]uint8 // IPv4 TTL and IPv6 hop limit of what the datapath sends (readHopLimits; 0: 64)
-	ifc    nsbind.Interface
-	mtu    atomic.Int64 // the interface's MTU now (ifc.MTU is the one at start): followAddrs
-	fib    flow.FIBID
-	objs   *loader.Objects
-	att    *loader.Attachment
-	work   []*worker
-	dp     *enginePath
-	res    *resolver
-	tcp    *tcpPath
-	sleep  *sleepPage // the workers' sleep flags (sleepflags.go)
-	claims chan claim
+	cfg      Config
+	log      *slog.Logger
+	nsh      netns.NsHandle
+	ns       *nsbind.Namespace
+	hop      [2]uint8 // IPv4 TTL and IPv6 hop limit of what the datapath sends (readHopLimits; 0: 64)
+	ifc      nsbind.Interface
+	mtu      atomic.Int64                            // the interface's MTU now (ifc.MTU is the one at start): followAddrs
+	localSet atomic.Pointer[map[netip.Addr]struct{}] // the namespace's addresses and IPv4 broadcast ones, as syncLocals last read them (nil before)
+	localGen atomic.Uint64                           // localSet's changes (stillLocal)
+	fib      flow.FIBID
+	objs     *loader.Objects
+	att      *loader.Attachment
+	work     []*worker
+	dp       *enginePath
+	res      *resolver
+	tcp      *tcpPath
+	sleep    *sleepPage // the workers' sleep flags (sleepflags.go)
+	claims   chan claim
 
 	// appNetns holds the FIB of each app's own network namespace
 	// (SetAppNetns): sessions.AppID → flow.FIBID.
@@ -949,10 +952,22 @@ func (e *Engine) syncLocals() ([]nsbind.Interface, error) {
 		return nil, fmt.Errorf("local addresses: %w", err)
 	}
 	var addrs []netip.Addr
+	set := map[netip.Addr]struct{}{}
 	for _, ifc := range ifcs {
 		for _, p := range ifc.Addrs {
 			addrs = append(addrs, p.Addr())
+			set[p.Addr().WithZone("")] = struct{}{}
+			if a := p.Addr(); a.Is4() && p.Bits() < 31 {
+				b := a.As4()
+				host := ^uint32(0) >> p.Bits()
+				v := (uint32(b[0])<<24 | uint32(b[1])<<16 | uint32(b[2])<<8 | uint32(b[3])) | host
+				set[netip.AddrFrom4([4]byte{byte(v >> 24), byte(v >> 16), byte(v >> 8), byte(v)})] = struct{}{}
+			}
 		}
+	}
+	if old := e.localSet.Load(); old == nil || !maps.Equal(*old, set) {
+		e.localSet.Store(&set)
+		e.localGen.Add(1)
 	}
 	if e.tcp != nil {
 		e.tcp.syncAddrs(stackAddrs(ifcs, e.ifc.Index))

@@ -701,6 +701,9 @@ type localAddrs interface {
 // With no Target it returns the drop reason.
 func (w *worker) lookup(l *sessions.Layer, est *estTable) (*udp.Target, int) {
 	if t := est.lookup(&w.tuple); t != nil {
+		if !w.stillLocal(t) {
+			return nil, dropNoSession
+		}
 		return t, 0
 	}
 	if l == nil {
@@ -708,6 +711,9 @@ func (w *worker) lookup(l *sessions.Layer, est *estTable) (*udp.Target, int) {
 	}
 	c := &w.lk
 	if c.ok && c.port == w.tuple.LocalPort && c.local == w.tuple.Local && c.proto == w.tuple.Proto && c.family == w.tuple.Family {
+		if c.t != nil && !w.stillLocal(c.t) {
+			return nil, dropNoSession
+		}
 		return w.listenerHit(l, c.t)
 	}
 	var t *udp.Target
@@ -720,7 +726,33 @@ func (w *worker) lookup(l *sessions.Layer, est *estTable) (*udp.Target, int) {
 		}
 	}
 	*c = listenerCache{ok: true, local: w.tuple.Local, port: w.tuple.LocalPort, proto: w.tuple.Proto, family: w.tuple.Family, t: t}
+	if t != nil && !w.stillLocal(t) {
+		return nil, dropNoSession
+	}
 	return w.listenerHit(l, t)
+}
+
+// stillLocal reports whether t, a listener bound to an address or a
+// connected session, still has an address of the namespace: once its
+// address is removed (a service address moved to another host), Linux
+// delivers nothing to a socket bound to it, and so does the worker, which
+// may still get what peers with a stale neighbour entry send (the XDP
+// program checks the wildcard listeners' destinations alone). A check of
+// a map once per change of the addresses, an atomic load after.
+func (w *worker) stillLocal(t *udp.Target) bool {
+	g := w.e.localGen.Load()
+	if t.LocalGen.Load() == g {
+		return true
+	}
+	a := t.Local.Addr().Unmap().WithZone("")
+	if set := w.e.localSet.Load(); set != nil && a.IsValid() && !a.IsUnspecified() && !a.IsLoopback() && !a.IsMulticast() &&
+		a != netip.AddrFrom4([4]byte{255, 255, 255, 255}) {
+		if _, ok := (*set)[a]; !ok {
+			return false
+		}
+	}
+	t.LocalGen.Store(g)
+	return true
 }
 
 // flush queues the run's datagrams in cur's Rx (whose lock is held) and

@@ -57,6 +57,9 @@ type Target struct {
 	// a proxy's every-port listener. Remote is the connected peer.
 	Local, Remote netip.AddrPort
 	Family        uint8
+	// LocalGen is the generation of the namespace's addresses in which a
+	// worker last found Local's address one of them (the workers' only).
+	LocalGen atomic.Uint64
 
 	Rx, Tx *fifo.Fifo
 	Events *fifo.EventQueue // the app's event queue; nil: no signalling
