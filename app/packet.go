@@ -661,7 +661,7 @@ func (p *PacketConn) WriteTo(b []byte, addr net.Addr) (int, error) {
 			return 0, netError("write", p.laddr, addr, err)
 		}
 		if x == nil {
-			// EINVAL, as to a nil *net.UDPAddr.
+			// As to a nil *net.UDPAddr.
 			return 0, netError("write", p.laddr, nil, syscallError("sendto", errNoAddress))
 		}
 		p.mu.Lock()
@@ -684,6 +684,11 @@ func (p *PacketConn) WriteTo(b []byte, addr net.Addr) (int, error) {
 		}
 		return p.write(b, e, nil, netip.AddrPort{}, addr)
 	case *net.UDPAddr:
+		if x == nil {
+			// Refused before anything else, its error naming no
+			// address, as package net refuses it.
+			return 0, netError("write", p.laddr, nil, syscallError("sendto", errNoAddress))
+		}
 		remote := x.AddrPort()
 		if x != nil && len(x.IP) == 0 {
 			// No IP: the unspecified address of the socket's family,

@@ -296,6 +296,11 @@ func TestPacketConnMatchesKernelUDP(t *testing.T) {
 				n, err := pc.WriteTo([]byte("x"), bad.to)
 				o.add(bad.what, "n=%d failed=%v", n, err != nil)
 			}
+			// Package net's error names no address for a nil
+			// *net.UDPAddr (not a non-nil net.Addr holding nil).
+			_, err = pc.WriteTo([]byte("x"), (*net.UDPAddr)(nil))
+			var oe *net.OpError
+			o.add("to a nil *net.UDPAddr: the error's Addr", "op-error=%v addr-nil=%v", errors.As(err, &oe), oe != nil && oe.Addr == nil)
 		}},
 		{"DeadlinesInThePast", func(o *udpObs, pc net.PacketConn, env *udpEnv) {
 			o.add("set read deadline", "err=%s", udpErrClass(pc.SetReadDeadline(time.Now().Add(-time.Second))))
