@@ -138,15 +138,7 @@ func TestSecretForms(t *testing.T) {
 	if out, err := ctl(t, sock, "show", "namespaces", "--json"); err != nil || strings.Contains(out, "blue") {
 		t.Fatalf("a refused secret added a namespace: %v\n%s", err, out)
 	}
-	attachWith := func(secret uint64) error {
-		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-		defer cancel()
-		a, err := app.Attach(ctx, app.Options{Socket: sock, Name: "s", Namespace: "blue", Secret: secret})
-		if err == nil {
-			a.Close()
-		}
-		return err
-	}
+	attachWith := func(secret uint64) error { return attachBlue(sock, secret) }
 	if _, err := ctl(t, sock, "ns", "add", "blue", "--secret", "1000", "--iface", "lo"); err != nil {
 		t.Fatal(err)
 	}
@@ -169,6 +161,18 @@ func TestSecretForms(t *testing.T) {
 	}
 }
 
+// attachBlue attaches an app to namespace blue of the daemon at sock with
+// secret, and closes it.
+func attachBlue(sock string, secret uint64) error {
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	a, err := app.Attach(ctx, app.Options{Socket: sock, Name: "s", Namespace: "blue", Secret: secret})
+	if err == nil {
+		a.Close()
+	}
+	return err
+}
+
 // TestSecretFromEnvironment: ns add and ns set-secret without --secret,
 // and the examples, take the secret from $XSESSIOND_SECRET, which other
 // users cannot read in ps as they can a flag; --secret wins over it, and
@@ -176,15 +180,7 @@ func TestSecretForms(t *testing.T) {
 func TestSecretFromEnvironment(t *testing.T) {
 	d := startDaemon(t)
 	sock := d.Socket()
-	attachWith := func(secret uint64) error {
-		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-		defer cancel()
-		a, err := app.Attach(ctx, app.Options{Socket: sock, Name: "s", Namespace: "blue", Secret: secret})
-		if err == nil {
-			a.Close()
-		}
-		return err
-	}
+	attachWith := func(secret uint64) error { return attachBlue(sock, secret) }
 	t.Setenv(api.SecretEnv, "4242")
 	if out, err := ctl(t, sock, "ns", "add", "blue", "--iface", "lo"); err != nil {
 		t.Fatalf("ns add with $%s: %v\n%s", api.SecretEnv, err, out)

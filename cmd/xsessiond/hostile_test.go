@@ -467,6 +467,20 @@ func TestCleanupAfterKill(t *testing.T) {
 	}
 }
 
+// configRig makes a rig for a daemon binary run with a config file: the
+// rig, the binary, and the paths of the control socket and the config
+// file in a folder of the test's.
+func configRig(t *testing.T) (rig *nstest.Pair, xs, sock, cfg string) {
+	t.Helper()
+	rig = nstest.NewPair(t, nstest.Options{})
+	if err := xsktest.DisableTxOffload(rig.A); err != nil {
+		t.Fatal(err)
+	}
+	xs, _ = binaries(t)
+	dir := t.TempDir()
+	return rig, xs, filepath.Join(dir, "api.sock"), filepath.Join(dir, "xsessiond.yaml")
+}
+
 // TestOperatorMistakes runs the daemon binary with a config file and
 // checks what an operator gets wrong: ns add on an interface that is not
 // there, or not in the FIB the daemon serves, fails with a clear error;
@@ -474,14 +488,7 @@ func TestCleanupAfterKill(t *testing.T) {
 // apps keep working); SIGHUP with a changed interface says it needs a
 // restart instead of "config reloaded".
 func TestOperatorMistakes(t *testing.T) {
-	rig := nstest.NewPair(t, nstest.Options{})
-	if err := xsktest.DisableTxOffload(rig.A); err != nil {
-		t.Fatal(err)
-	}
-	xs, _ := binaries(t)
-	dir := t.TempDir()
-	sock := filepath.Join(dir, "api.sock")
-	cfg := filepath.Join(dir, "xsessiond.yaml")
+	rig, xs, sock, cfg := configRig(t)
 	conf := func(iface string) []byte {
 		return []byte(fmt.Sprintf("socket: %s\ninterfaces:\n  - name: %s\n    netns: %s\nnamespaces:\n  - id: blue\n    secret: 1\n    iface: %s\n    netns: %s\n",
 			sock, iface, rig.B.Name, rig.B.Link, rig.B.Name))

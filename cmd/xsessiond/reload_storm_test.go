@@ -3,14 +3,10 @@ package main
 import (
 	"fmt"
 	"os"
-	"path/filepath"
 	"strings"
 	"syscall"
 	"testing"
 	"time"
-
-	"github.com/xsessiond/xsessiond/datapath/xsk/xsktest"
-	"github.com/xsessiond/xsessiond/nsbind/nstest"
 )
 
 // TestStopAfterReloadStorm: a SIGTERM that comes while SIGHUPs queue up
@@ -18,14 +14,7 @@ import (
 // detaches), as a burst of reloads from a config manager followed by a
 // stop from systemd would send them.
 func TestStopAfterReloadStorm(t *testing.T) {
-	rig := nstest.NewPair(t, nstest.Options{})
-	if err := xsktest.DisableTxOffload(rig.A); err != nil {
-		t.Fatal(err)
-	}
-	xs, _ := binaries(t)
-	dir := t.TempDir()
-	sock := filepath.Join(dir, "api.sock")
-	cfg := filepath.Join(dir, "xsessiond.yaml")
+	rig, xs, sock, cfg := configRig(t)
 	var conf strings.Builder
 	fmt.Fprintf(&conf, "socket: %s\ninterfaces:\n  - name: %s\n    netns: %s\nnamespaces:\n", sock, rig.B.Link, rig.B.Name)
 	// Enough namespaces that a reload takes a while.
