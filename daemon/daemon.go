@@ -205,6 +205,7 @@ type Daemon struct {
 	cfgNs     []string                                   // guarded by mu: namespace ids the config file added
 	cfgRules  []uint32                                   // guarded by mu: rule ids the config file added
 	cfgApply  sync.Mutex                                 // held while the config file's namespaces and rules are applied (applyConfig, applyForwardsTo)
+	nsOps     sync.Mutex                                 // held across a namespace's add or delete in the layer and its nsNetns entry
 	closing   bool                                       // guarded by mu
 	apps      int                                        // guarded by mu: attached apps
 	uids      map[uint32]uidUse                          // guarded by mu: what each uid's apps hold (not uid 0)

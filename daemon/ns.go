@@ -4,9 +4,11 @@ import (
 	"errors"
 	"fmt"
 	"slices"
+	"time"
 
 	"github.com/xsessiond/xsessiond/api"
 	"github.com/xsessiond/xsessiond/flow"
+	"github.com/xsessiond/xsessiond/internal/testhook"
 	"github.com/xsessiond/xsessiond/nsbind"
 	"github.com/xsessiond/xsessiond/sessions"
 )
@@ -55,13 +57,22 @@ func (d *Daemon) addNamespace(origin, name, id string, secret uint64, iface, net
 			"its sessions could never reach the wire; run a daemon on that interface instead: %w",
 			name, iface, r.name, d.cfg.Datapath.IfName, d.cfg.Datapath.NetnsName, flow.ErrInvalidValue)
 	}
+	// The layer's add and the netns reference it holds go together: a
+	// delete of the id between them would find no reference to drop, and
+	// the netns's view would be held for good.
+	d.nsOps.Lock()
 	if err := d.layer.AddNamespace(sessions.NamespaceConfig{ID: id, Secret: secret, IfIndex: ifc.Index, FIB4: fib, FIB6: fib}); err != nil {
+		d.nsOps.Unlock()
 		d.netnsUnref(fib)
 		return fmt.Errorf("%s: %w", origin, err)
+	}
+	if p := testhook.NamespaceAddPause.Load(); p > 0 {
+		time.Sleep(time.Duration(p))
 	}
 	d.mu.Lock()
 	d.nsNetns[id] = fib
 	d.mu.Unlock()
+	d.nsOps.Unlock()
 	d.log.Info("namespace added", "id", id, "iface", iface, "netns", netnsName, "ifindex", ifc.Index)
 	return nil
 }
@@ -71,7 +82,9 @@ func (d *Daemon) DelNamespace(id string) error {
 	if id == "" || id == DefaultNamespace {
 		return fmt.Errorf("ns del: the default namespace is built in and cannot be deleted: %w", flow.ErrInvalidValue)
 	}
+	d.nsOps.Lock()
 	if err := d.layer.DelNamespace(id); err != nil {
+		d.nsOps.Unlock()
 		return fmt.Errorf("ns del: %w", err)
 	}
 	d.mu.Lock()
@@ -79,6 +92,7 @@ func (d *Daemon) DelNamespace(id string) error {
 	delete(d.nsNetns, id)
 	delete(d.nsAccess, id)
 	d.mu.Unlock()
+	d.nsOps.Unlock()
 	if ok {
 		d.netnsUnref(fib)
 	}

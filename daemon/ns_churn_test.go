@@ -4,10 +4,12 @@ import (
 	"fmt"
 	"io"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
 	"github.com/xsessiond/xsessiond/app"
+	"github.com/xsessiond/xsessiond/internal/testhook"
 	"github.com/xsessiond/xsessiond/nsbind/nstest"
 )
 
@@ -100,5 +102,36 @@ func TestNamespaceDeletedConnsEndAfter(t *testing.T) {
 	defer d.DelNamespace(id)
 	if st := d.eng.TCPNamespaceStats()[id]; st != nil && (st.ResetsSent != 0 || st.ResetsReceived != 0 || st.Retransmits != 0) {
 		t.Errorf("namespace %s added again counts what the deleted one did: %+v", id, *st)
+	}
+}
+
+// TestNamespaceAddDelRaceHoldsNoView: an ns add and an ns del of one id
+// at the same time leave no reference on the netns's view: the delete
+// could come between the layer's add and the daemon's note of the
+// reference, find none to drop, and the view (its goroutines, netlink
+// sockets and a descriptor of the netns) stayed for good.
+func TestNamespaceAddDelRaceHoldsNoView(t *testing.T) {
+	rig := nstest.NewPair(t, nstest.Options{})
+	d := startDaemon(t)
+	testhook.NamespaceAddPause.Store(int64(20 * time.Millisecond))
+	t.Cleanup(func() { testhook.NamespaceAddPause.Store(0) })
+	for range 5 {
+		var wg sync.WaitGroup
+		wg.Go(func() {
+			if err := d.AddNamespace("blue", 1, "lo", rig.B.Name); err != nil {
+				t.Error(err)
+			}
+		})
+		time.Sleep(5 * time.Millisecond) // into the add's pause
+		wg.Go(func() { _ = d.DelNamespace("blue") })
+		wg.Wait()
+		_ = d.DelNamespace("blue")
+	}
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	for fib, r := range d.netnss {
+		if r.name == rig.B.Name {
+			t.Errorf("the view of netns %s (FIB %v) is held by %d references after every namespace of it was deleted", r.name, fib, r.refs)
+		}
 	}
 }

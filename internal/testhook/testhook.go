@@ -32,3 +32,9 @@ var ListenRegisterPause atomic.Int64
 // may not look at the namespace of another user's process (without
 // CAP_SYS_PTRACE, as the systemd unit runs it).
 var UserNSByUIDMap atomic.Bool
+
+// NamespaceAddPause, when not zero, is how long in nanoseconds the daemon's
+// namespace add (package daemon, addNamespace) waits between the session
+// layer's add and its note of the netns reference the namespace holds: a
+// test of a delete at the same time widens that window.
+var NamespaceAddPause atomic.Int64
