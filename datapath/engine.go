@@ -1095,6 +1095,9 @@ func (e *Engine) followAddrs(ctx context.Context) {
 			}
 		}
 	}
+	// Once now: a change between the start's look at the interface and
+	// the subscription above has no event of its own.
+	sync()
 	for {
 		select {
 		case <-ctx.Done():
