@@ -690,7 +690,7 @@ func (p *PacketConn) WriteTo(b []byte, addr net.Addr) (int, error) {
 			return 0, netError("write", p.laddr, nil, syscallError("sendto", errNoAddress))
 		}
 		remote := x.AddrPort()
-		if x != nil && len(x.IP) == 0 {
+		if len(x.IP) == 0 {
 			// No IP: the unspecified address of the socket's family,
 			// as package net sends it (the IPv6 one for a listener of
 			// both families, a dual-stack socket), which the kernel

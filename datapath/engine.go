@@ -2,6 +2,7 @@ package datapath
 
 import (
 	"context"
+	"encoding/binary"
 	"errors"
 	"fmt"
 	"io"
@@ -957,11 +958,11 @@ func (e *Engine) syncLocals() ([]nsbind.Interface, error) {
 		for _, p := range ifc.Addrs {
 			addrs = append(addrs, p.Addr())
 			set[p.Addr().WithZone("")] = struct{}{}
-			if a := p.Addr(); a.Is4() && p.Bits() < 31 {
-				b := a.As4()
-				host := ^uint32(0) >> p.Bits()
-				v := (uint32(b[0])<<24 | uint32(b[1])<<16 | uint32(b[2])<<8 | uint32(b[3])) | host
-				set[netip.AddrFrom4([4]byte{byte(v >> 24), byte(v >> 16), byte(v >> 8), byte(v)})] = struct{}{}
+			if p.Addr().Is4() && p.Bits() < 31 {
+				// The prefix's broadcast address.
+				b := p.Addr().As4()
+				binary.BigEndian.PutUint32(b[:], binary.BigEndian.Uint32(b[:])|^uint32(0)>>p.Bits())
+				set[netip.AddrFrom4(b)] = struct{}{}
 			}
 		}
 	}

@@ -76,7 +76,7 @@ func (r *ruleHitRun) flush() {
 // listenerHit ends a listener lookup that gave t (nil: none): the rules
 // step, when the FIB has rules. With no Target it returns the drop reason.
 func (w *worker) listenerHit(l *sessions.Layer, t *udp.Target) (*udp.Target, int) {
-	if t == nil {
+	if t == nil || !w.stillLocal(t) {
 		return nil, dropNoSession
 	}
 	if w.rules == nil {

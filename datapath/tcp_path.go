@@ -454,12 +454,16 @@ func (tl *tcpListener) pruneLocked() int {
 }
 
 // untakenLocked reports whether s, handed to its app by a listener, still
-// waits for the app's Accept: not ended, not closed, not taken (p.mu held).
-// The fifo is read last: a finished session's app may be gone, its memory
-// unmapped (finish marks it done under p.mu before it frees).
+// waits for the app's Accept: open (openLocked) and not taken (p.mu held).
 func (s *tcpSess) untakenLocked() bool {
-	return !s.done && !s.ended && !s.byApp && !s.pair.Tx.Taken()
+	return s.openLocked() && !s.pair.Tx.Taken()
 }
+
+// openLocked reports whether s is neither ended nor closed, by its app or
+// the datapath (p.mu held): only then may its fifos be read, as a finished
+// session's app may be gone, its memory unmapped (finish marks it done
+// under p.mu before it frees).
+func (s *tcpSess) openLocked() bool { return !s.done && !s.ended && !s.byApp }
 
 // handed records s, handed to its app, until its app takes it. Those
 // taken at the front go at once, so that an app that keeps up holds no
@@ -470,7 +474,7 @@ func (tl *tcpListener) handed(s *tcpSess) {
 	p := tl.p
 	p.mu.Lock()
 	for len(tl.pending) > 0 && !tl.pending[0].untakenLocked() {
-		if s := tl.pending[0]; !s.done && !s.ended && !s.byApp {
+		if tl.pending[0].openLocked() {
 			tl.marks = true // taken
 		}
 		tl.pending[0] = nil

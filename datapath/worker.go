@@ -711,9 +711,6 @@ func (w *worker) lookup(l *sessions.Layer, est *estTable) (*udp.Target, int) {
 	}
 	c := &w.lk
 	if c.ok && c.port == w.tuple.LocalPort && c.local == w.tuple.Local && c.proto == w.tuple.Proto && c.family == w.tuple.Family {
-		if c.t != nil && !w.stillLocal(c.t) {
-			return nil, dropNoSession
-		}
 		return w.listenerHit(l, c.t)
 	}
 	var t *udp.Target
@@ -726,9 +723,6 @@ func (w *worker) lookup(l *sessions.Layer, est *estTable) (*udp.Target, int) {
 		}
 	}
 	*c = listenerCache{ok: true, local: w.tuple.Local, port: w.tuple.LocalPort, proto: w.tuple.Proto, family: w.tuple.Family, t: t}
-	if t != nil && !w.stillLocal(t) {
-		return nil, dropNoSession
-	}
 	return w.listenerHit(l, t)
 }
 

@@ -218,10 +218,10 @@ const sampleSecret = 6154215623496243451
 // file path, known to others: a file other users may read, a namespace
 // with the sample's secret.
 func (c *Config) exposure(path string) []string {
-	var out []string
 	if len(c.Namespaces) == 0 {
 		return nil
 	}
+	var out []string
 	if fi, err := os.Stat(path); err == nil && fi.Mode().Perm()&0o004 != 0 {
 		out = append(out, fmt.Sprintf("%s holds the namespaces' secrets and every user may read it (mode %v): chmod 600 %s", path, fi.Mode().Perm(), path))
 	}

@@ -366,10 +366,10 @@ func runDaemon(cmd *cobra.Command, f runFlags) error {
 			// A stop that came with it goes first.
 			select {
 			case s = <-stop:
-				log.Info("stopping", "signal", s.String())
-				return d.Close()
 			default:
 			}
+		}
+		if s == syscall.SIGHUP {
 			if f.config == "" {
 				log.Warn("SIGHUP: no config file to reload")
 				continue

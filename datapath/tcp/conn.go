@@ -645,17 +645,17 @@ func (c *Conn) runLocked() {
 		return
 	}
 	if closing && time.Now().UnixNano() >= c.closeAt.Load() {
-		if a := c.acked(); a != c.closeAcked.Load() {
-			// The peer took data since the deadline was set: a
-			// slow reader, not a shut window. Another CloseTimeout.
-			d := c.s.opts.CloseTimeout
-			c.closeAcked.Store(a)
-			c.closeAt.Store(time.Now().Add(d).UnixNano())
-			c.armTimer(d)
-		} else {
+		a := c.acked()
+		if a == c.closeAcked.Load() {
 			c.reset(syscall.ETIMEDOUT)
 			return
 		}
+		// The peer took data since the deadline was set: a slow
+		// reader, not a shut window. Another CloseTimeout.
+		d := c.s.opts.CloseTimeout
+		c.closeAcked.Store(a)
+		c.closeAt.Store(time.Now().Add(d).UnixNano())
+		c.armTimer(d)
 	}
 	if c.brokenPipe() {
 		c.fail(syscall.EPIPE)
