@@ -90,10 +90,16 @@ func newConn(a *App, e *end, laddr, raddr net.Addr, local, remote netip.AddrPort
 // resolved as net.Dial would, and its addresses tried in turn until one
 // connects. No address (tcp://:7000) or an unspecified one (0.0.0.0, ::)
 // dials the local system, as net.Dial does: the loopback address of that
-// family (IPv4 for none). The net.Conn is a *Conn. If ctx
-// ends first, Dial returns an error wrapping ctx's (context.DeadlineExceeded
-// for a deadline) and closes the session its connect made, if any, even
-// one the daemon made after the dial gave up. Its errors are a
+// family (IPv4 for none). The net.Conn is a *Conn, but for a kernel socket
+// of the host, which sessions do not reach: where no app listens on the
+// loopback address dialed, or the daemon finds a kernel socket holding the
+// port of the host's own address dialed (flow.ErrHostSocket), Dial
+// connects with a kernel socket of this process, as net.Dial would, and
+// returns it (a *net.TCPConn or *net.UDPConn, which App.Close leaves
+// open); if that fails too, the daemon's error is returned (dialHost). If
+// ctx ends first, Dial returns an error wrapping ctx's
+// (context.DeadlineExceeded for a deadline) and closes the session its
+// connect made, if any, even one the daemon made after the dial gave up. Its errors are a
 // *net.OpError, as net.Dial's are: Op "dial", Net the URI's scheme, Addr
 // the address dialed, Err an *Error (errors.Is finds the errno, the
 // context's error or the sessions sentinel under it), held in an
@@ -102,6 +108,9 @@ func newConn(a *App, e *end, laddr, raddr net.Addr, local, remote netip.AddrPort
 func (a *App) Dial(ctx context.Context, uri string) (net.Conn, error) {
 	c, err := a.DialConn(ctx, uri)
 	if err != nil {
+		if kc, ok := dialHost(ctx, err); ok {
+			return kc, nil
+		}
 		return nil, err
 	}
 	return c, nil

@@ -80,7 +80,11 @@
 // session that is over fail with syscall.ENOTCONN, as shutdown(2) does. A
 // refused connect fails with flow.ErrRefused, which wraps
 // syscall.ECONNREFUSED, as does flow.ErrLocalConnect, a connect to a
-// loopback address no app listens on; a connect the peer reset as its
+// loopback address no app listens on (and no kernel socket of the app's
+// process's namespace: Dial reaches one of those, and a kernel socket of
+// the host's own address when the app runs in the interface's namespace,
+// with a kernel socket of the app's process, as net.Dial would); a
+// connect the peer reset as its
 // handshake completed fails with flow.ErrReset, which wraps
 // syscall.ECONNRESET.
 //

@@ -27,6 +27,7 @@ var (
 	ErrFiltered         = flow.ErrFiltered
 	ErrScope            = flow.ErrScope
 	ErrLocalConnect     = flow.ErrLocalConnect
+	ErrHostSocket       = flow.ErrHostSocket
 	ErrNoSession        = flow.ErrNoSession
 	ErrNotOwner         = flow.ErrNotOwner
 	ErrNotSupported     = flow.ErrNotSupported

@@ -139,8 +139,9 @@ func TestDialPortZeroMatchesKernel(t *testing.T) {
 // refused: the Dial is refused at once, with that errno), and the error
 // still says that the address is the host's own. Where a kernel socket
 // of host B takes the port (a TCP listener, a UDP socket), the kernel
-// connects, which the daemon's sessions cannot: the Dial fails, but not
-// as refused.
+// connects, which the daemon's sessions cannot: the Dial of this test's
+// app, which runs outside B's namespace, fails, but not as refused (from
+// B's namespace it connects with a kernel socket: TestDialHostKernelSocket).
 func TestDialOwnAddressMatchesKernel(t *testing.T) {
 	rig, d := tcpRig(t)
 	a := attach(t, d, app.Options{Name: "own"})

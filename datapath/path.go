@@ -177,15 +177,25 @@ func (e *ownAddressError) Unwrap() error { return ErrOtherInterface }
 // (flow.ErrRefused, ECONNREFUSED), as the kernel refuses a connect to a
 // port of its own address that no socket holds, unless something holds
 // the port there (kernelHolds: a kernel listener the kernel would reach
-// and the datapath cannot, say): then err is returned as it is. Other
-// errors are returned as they are.
-func (e *Engine) ownAddress(err error, r sessions.Endpoint) error {
+// and the datapath cannot, say): then err is returned, wrapping
+// flow.ErrHostSocket too when the connecting app runs in the interface's
+// namespace (app, mayReachHost), where the app library's Dial reaches that
+// socket with a kernel socket of its own; an app elsewhere (a
+// container's namespace) is told no more than that the address is the
+// host's. Other errors are returned as they are.
+func (e *Engine) ownAddress(err error, app sessions.AppID, r sessions.Endpoint) error {
 	var oe *ownAddressError
 	if !errors.As(err, &oe) {
 		return err
 	}
 	held, lerr := e.kernelHolds(r.Transport, oe.dst, r.Port)
-	if lerr != nil || held {
+	if lerr != nil {
+		return err
+	}
+	if held {
+		if e.mayReachHost(app) {
+			return fmt.Errorf("%w: %w", err, flow.ErrHostSocket)
+		}
 		return err
 	}
 	return fmt.Errorf("%v is an address of this host (routed through %s) and nothing listens on its %s port %d "+
@@ -202,7 +212,7 @@ func (e *Engine) refusePortZero(r sessions.Endpoint) error {
 	dst := r.Addr.Unmap()
 	rt, err := e.connectRoute(dst)
 	if err != nil {
-		return e.ownAddress(err, r)
+		return e.ownAddress(err, 0, r) // no socket holds port 0: refused
 	}
 	if rt.Broadcast || rt.Multicast {
 		return fmt.Errorf("connect %v: a broadcast or multicast address, and a TCP connection goes to one host: %w", dst, flow.ErrNetUnreachable)
@@ -296,12 +306,12 @@ func (p *enginePath) Open(req sessions.OpenRequest) (netip.AddrPort, error) {
 			return netip.AddrPort{}, e.refusePortZero(r)
 		}
 		local, err := e.tcp.open(req)
-		return local, e.ownAddress(err, r)
+		return local, e.ownAddress(err, req.App, r)
 	}
 	dst := r.Addr.Unmap()
 	rt, err := e.connectRoute(dst)
 	if err != nil {
-		return netip.AddrPort{}, e.ownAddress(err, r)
+		return netip.AddrPort{}, e.ownAddress(err, req.App, r)
 	}
 	src := rt.Src
 	var res *udp.Reservation

@@ -59,6 +59,12 @@ var (
 	// to it after. Linux reports EPIPE to the writes that follow, and
 	// the reads keep returning the end of the stream.
 	ErrBrokenPipe error = &errnoError{"broken pipe: the peer closed and reset the connection", syscall.EPIPE}
+	// ErrHostSocket: a connect to an address of this host whose port a
+	// kernel socket holds there (a kernel program's listener, say) and no
+	// app listens on. The datapath does not reach the host's own sockets;
+	// the app library's Dial reaches it with a kernel socket of the app's
+	// process.
+	ErrHostSocket = errors.New("a kernel socket of this host holds the destination")
 )
 
 // errnoError is a sentinel that unwraps to the errno a socket would report.
@@ -108,6 +114,7 @@ const (
 	CodeReset
 	CodeBrokenPipe
 	CodeNetUnreachable
+	CodeHostSocket
 )
 
 var codeErrors = [...]error{
@@ -140,6 +147,7 @@ var codeErrors = [...]error{
 	CodeReset:            ErrReset,
 	CodeBrokenPipe:       ErrBrokenPipe,
 	CodeNetUnreachable:   ErrNetUnreachable,
+	CodeHostSocket:       ErrHostSocket,
 }
 
 // CodeOf returns the code of the sentinel err wraps, CodeOK for nil, and
