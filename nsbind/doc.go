@@ -43,9 +43,9 @@
 //
 // Neighbour reads the kernel's neighbour table and only reports entries
 // whose link-layer address may be used (reachable, stale, delay, probe,
-// permanent). ResolveNeighbour starts resolution without waiting (see its
-// doc for how, per family); WaitNeighbour follows the table until the entry
-// is usable or fails.
+// permanent, noarp: the kernel's valid states). ResolveNeighbour starts
+// resolution without waiting (see its doc for how, per family);
+// WaitNeighbour follows the table until the entry is usable or fails.
 //
 // Errors are the sentinels ErrNoNamespace, ErrNoInterface, ErrNoRoute,
 // ErrNoNeighbour, ErrInvalidAddress and ErrClosed, wrapped with what was

@@ -33,8 +33,11 @@ const (
 )
 
 // usableStates are the states whose link-layer address may be used to send:
-// confirmed, or unconfirmed while the kernel re-checks it.
-const usableStates = NeighReachable | NeighStale | NeighDelay | NeighProbe | NeighPermanent
+// confirmed, unconfirmed while the kernel re-checks it, or set without
+// resolution (permanent; noarp: a static entry an operator set with `nud
+// noarp`, or any entry of a device that does no ARP): the kernel's
+// NUD_VALID.
+const usableStates = NeighReachable | NeighStale | NeighDelay | NeighProbe | NeighPermanent | NeighNoARP
 
 // Usable reports whether an entry in this state has a link-layer address
 // frames may be sent to.
@@ -206,7 +209,7 @@ func (n *Namespace) LookupNeighbour(ifindex int, ip netip.Addr) (net.HardwareAdd
 
 // Neighbour returns the link-layer address of ip on ifindex from the
 // kernel's neighbour table when the entry is usable (reachable, stale,
-// delay, probe or permanent). ok is false otherwise, also when the lookup
+// delay, probe, permanent or noarp). ok is false otherwise, also when the lookup
 // failed; LookupNeighbour says why.
 func (n *Namespace) Neighbour(ifindex int, ip netip.Addr) (mac net.HardwareAddr, state NeighState, ok bool) {
 	mac, state, err := n.LookupNeighbour(ifindex, ip)

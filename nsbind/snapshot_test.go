@@ -195,7 +195,7 @@ func TestNeighState(t *testing.T) {
 		{NeighPermanent, true, "permanent"},
 		{NeighIncomplete, false, "incomplete"},
 		{NeighFailed, false, "failed"},
-		{NeighNoARP, false, "noarp"},
+		{NeighNoARP, true, "noarp"},
 		{0, false, "none"},
 		{NeighReachable | 0x1000, true, "reachable|0x1000"},
 	} {
