@@ -26,13 +26,35 @@ const (
 	maxResolving = 8 // resolutions in flight
 )
 
-// nbKey names a destination: its address in AddrBytes form and family.
+// nbKey names a destination: its address in AddrBytes form and family,
+// and the source address its packets leave from when it is known (zero
+// otherwise: the route's), which the kernel's policy rules may route by
+// (ip rule from ADDR), as they route a kernel socket bound to it.
 type nbKey struct {
 	addr [16]byte
+	src  [16]byte
 	fam  uint8
 }
 
 func (k nbKey) Addr() netip.Addr { return flow.AddrFrom(k.addr, k.fam) }
+
+// Src is the source address of k, invalid when none is known.
+func (k nbKey) Src() netip.Addr {
+	if k.src == ([16]byte{}) {
+		return netip.Addr{}
+	}
+	return flow.AddrFrom(k.src, k.fam)
+}
+
+// withSrc returns k with source src (none for an invalid or unspecified
+// one).
+func (k nbKey) withSrc(src netip.Addr) nbKey {
+	k.src = [16]byte{}
+	if src.IsValid() && !src.IsUnspecified() {
+		k.src = flow.AddrBytes(src)
+	}
+	return k
+}
 
 // nbResult is what the resolver knows of a destination: the next hop's
 // MAC and the source address the route gives, or that it failed.
@@ -310,7 +332,7 @@ func (r *resolver) lookup(k nbKey) (res nbResult, nh netip.Addr, wait bool) {
 	r.lookups.Add(1)
 	now := time.Now()
 	dst := k.Addr()
-	rt, err := r.ns.RouteGet(dst)
+	rt, err := r.ns.RouteGetFrom(dst, k.Src())
 	if err == nil && rt.Local {
 		// No frame leaves for it: the kernel delivers a datagram to
 		// an address of its own host to the host's sockets, as it

@@ -1150,7 +1150,10 @@ func (tw *tcpWorker) pop() {
 
 // pktDst returns the destination of a packet of the Stack as a resolver
 // key.
-func pktDst(p tcp.Packet) (nbKey, bool) { return addrKey(p.Dst()) }
+func pktDst(p tcp.Packet) (nbKey, bool) {
+	k, ok := addrKey(p.Dst())
+	return k.withSrc(p.Src()), ok
+}
 
 // addrKey is the resolver's key of a.
 func addrKey(a netip.Addr) (nbKey, bool) {
@@ -1341,7 +1344,7 @@ func (tl *tcpListener) Accept(c *tcp.Conn) (rx, tx *fifo.Fifo, h tcp.Handler, er
 		tl.refusedGone.Add(1)
 		return nil, nil, nil, fmt.Errorf("accept: app %d: %w", app, flow.ErrNotAttached)
 	}
-	if mtu := p.routeMTU(remote, 0); mtu > 0 {
+	if mtu := p.routeMTU(local, remote, 0); mtu > 0 {
 		// Before the app hears of the connection, so that none of its
 		// segments leaves larger than the route takes: this runs on
 		// the listener's pump, which holds none of gVisor's locks.
@@ -1378,11 +1381,12 @@ func (tl *tcpListener) Accept(c *tcp.Conn) (rx, tx *fifo.Fifo, h tcp.Handler, er
 // (DialMTU; 0: none), and 0 otherwise: the MTU to lower the connection's
 // MSS to, as Linux's TCP sizes its segments by the route. The resolver
 // knows it from the next hop it resolved for the handshake.
-func (p *tcpPath) routeMTU(remote netip.AddrPort, sized uint32) uint32 {
+func (p *tcpPath) routeMTU(local, remote netip.AddrPort, sized uint32) uint32 {
 	k, ok := addrKey(remote.Addr())
 	if !ok {
 		return 0
 	}
+	k = k.withSrc(local.Addr())
 	r := p.e.res.get(k, time.Now())
 	if !r.ok || r.mtu <= 0 || uint32(r.mtu) >= p.st.Link().MTU() || (sized > 0 && uint32(r.mtu) >= sized) {
 		return 0
@@ -1734,7 +1738,7 @@ func (s *tcpSess) Connected(c *tcp.Conn) {
 		c.Abort() // the app closed it meanwhile
 		return
 	}
-	if mtu := p.routeMTU(c.RemoteAddr(), s.mtu); mtu > 0 {
+	if mtu := p.routeMTU(c.LocalAddr(), c.RemoteAddr(), s.mtu); mtu > 0 {
 		// A smaller route MTU learned since the dial: told on a
 		// goroutine of its own, this handler being gVisor's to call.
 		go p.st.LowerPathMTU(c.LocalAddr(), c.RemoteAddr(), mtu)

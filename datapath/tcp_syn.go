@@ -159,7 +159,7 @@ func (w *worker) setSynAside(ip []byte, port uint16) bool {
 // packets a worker sets aside for resolving next hops were dropped, and
 // their connections waited a second for the SYN again.)
 func (w *worker) resolveEarly() {
-	k := nbKey{addr: w.pkt.Src, fam: w.pkt.Family}
+	k := nbKey{addr: w.pkt.Src, src: w.pkt.Dst, fam: w.pkt.Family} // the SYN-ACK's way: from the address the SYN reached
 	if e, ok := w.tx.nb[k]; ok && e.res.ok {
 		return
 	}

@@ -258,8 +258,8 @@ func (x *txState) drain(t *udp.Target, budget int) (n int, more bool) {
 func (x *txState) destination(t *udp.Target, h *fifo.DgramHeader, hd *held) bool {
 	hd.df = h.Flags&fifo.DgramFlagDontFragment != 0
 	if t.Kind == udp.KindConnected {
-		hd.key = nbKey{addr: flow.AddrBytes(t.Remote.Addr()), fam: t.Family}
 		hd.src = t.Local.Addr()
+		hd.key = nbKey{addr: flow.AddrBytes(t.Remote.Addr()), fam: t.Family}.withSrc(hd.src)
 		hd.sport, hd.dport = t.Local.Port(), t.Remote.Port()
 		return true
 	}
@@ -288,6 +288,7 @@ func (x *txState) destination(t *udp.Target, h *fifo.DgramHeader, hd *held) bool
 	default:
 		hd.src = netip.Addr{} // the route's source
 	}
+	hd.key = hd.key.withSrc(hd.src)
 	return true
 }
 

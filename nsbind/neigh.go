@@ -114,14 +114,34 @@ type Route struct {
 // interface. ErrNoRoute when the kernel has no route, or only an
 // unreachable, prohibit, blackhole or throw one.
 func (n *Namespace) RouteGet(dst netip.Addr) (Route, error) {
+	return n.RouteGetFrom(dst, netip.Addr{})
+}
+
+// RouteGetFrom is RouteGet for a packet from src, an address of the
+// namespace, as ip route get DST from SRC does: the kernel's policy rules
+// that match the source (ip rule from ADDR) choose the table, as they do
+// for a kernel socket bound to src. An invalid or unspecified src is none
+// (RouteGet).
+func (n *Namespace) RouteGetFrom(dst, src netip.Addr) (Route, error) {
 	verb := "route get " + dst.String() + " in " + n.desc
 	d := dst.Unmap().WithZone("")
 	if !d.IsValid() || d.IsUnspecified() {
 		return Route{}, fmt.Errorf("%s: %w: %v", verb, ErrInvalidAddress, d)
 	}
+	var opts *netlink.RouteGetOptions
+	if s := src.Unmap().WithZone(""); s.IsValid() && !s.IsUnspecified() && s.Is4() == d.Is4() {
+		verb = "route get " + dst.String() + " from " + s.String() + " in " + n.desc
+		opts = &netlink.RouteGetOptions{SrcAddr: s.AsSlice()}
+	}
 	var rt Route
 	err := n.handle(verb, func(h *netlink.Handle) error {
-		rs, err := h.RouteGet(d.AsSlice())
+		var rs []netlink.Route
+		var err error
+		if opts != nil {
+			rs, err = h.RouteGetWithOptions(d.AsSlice(), opts)
+		} else {
+			rs, err = h.RouteGet(d.AsSlice())
+		}
 		if err != nil {
 			for _, e := range []error{unix.ENETUNREACH, unix.EHOSTUNREACH, unix.EACCES, unix.EPERM, unix.EINVAL, unix.ESRCH} {
 				if errors.Is(err, e) {

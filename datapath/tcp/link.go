@@ -74,6 +74,22 @@ func (p Packet) Dst() netip.Addr {
 	return netip.Addr{}
 }
 
+// Src returns the packet's source address (this host's end).
+func (p Packet) Src() netip.Addr {
+	h := p.pb.NetworkHeader().Slice()
+	switch p.proto {
+	case ipv4.ProtocolNumber:
+		if len(h) >= header.IPv4MinimumSize {
+			return netip.AddrFrom4([4]byte(h[12:16]))
+		}
+	case ipv6.ProtocolNumber:
+		if len(h) >= header.IPv6MinimumSize {
+			return netip.AddrFrom16([16]byte(h[8:24]))
+		}
+	}
+	return netip.Addr{}
+}
+
 // Conn returns the packet's connection, its source being this host's
 // end, and whether it is a SYN (a handshake's first segment or its
 // answer); ok is false if its headers are not whole.
