@@ -327,6 +327,13 @@ func (x *txState) neighbour(k nbKey) nbResult {
 // not held before), or drops it. It reports whether hd is (still) held.
 func (x *txState) send(hd *held, fresh bool) bool {
 	w := x.w
+	if hd.src.IsValid() && !w.hasAddress(hd.src) {
+		// A source the app gave that is not the interface's: before the
+		// route lookup, which would fail on it (the kernel routes no
+		// packet from an address not its own).
+		x.drop(hd, dropTxBadSource)
+		return false
+	}
 	nb := x.neighbour(hd.key)
 	if nb.ok && fresh {
 		if h := x.holder(hd); h != nil {
@@ -370,14 +377,14 @@ func (x *txState) send(hd *held, fresh bool) bool {
 	src := hd.src
 	if !src.IsValid() {
 		src = nb.src
-	}
-	if !src.IsValid() {
-		x.drop(hd, dropNoRoute)
-		return false
-	}
-	if a := w.e.cfg.Addrs; a != nil && !a.HasAddress(w.e.ifc.Index, src) {
-		x.drop(hd, dropTxBadSource)
-		return false
+		if !src.IsValid() {
+			x.drop(hd, dropNoRoute)
+			return false
+		}
+		if !w.hasAddress(src) {
+			x.drop(hd, dropTxBadSource)
+			return false
+		}
 	}
 	if nb.multicast || nb.broadcast {
 		// A datagram to a multicast group goes through the kernel,
@@ -456,6 +463,13 @@ func (x *txState) drop(hd *held, why int) {
 	x.w.c.Drops[why]++
 	hd.t.TxDrops.Add(1)
 	x.unframe(hd.addr)
+}
+
+// hasAddress reports whether a is an address of the worker's interface
+// (any address when the engine follows none).
+func (w *worker) hasAddress(a netip.Addr) bool {
+	as := w.e.cfg.Addrs
+	return as == nil || as.HasAddress(w.e.ifc.Index, a)
 }
 
 // template returns the header template for k, preparing it on a miss.
