@@ -59,6 +59,14 @@ var (
 	// to it after. Linux reports EPIPE to the writes that follow, and
 	// the reads keep returning the end of the stream.
 	ErrBrokenPipe error = &errnoError{"broken pipe: the peer closed and reset the connection", syscall.EPIPE}
+	// ErrProhibited: the route to the destination is a prohibit route
+	// (ip route add prohibit PREFIX), which fails a kernel socket's
+	// connect with EACCES.
+	ErrProhibited error = &errnoError{"the route to the destination prohibits it", syscall.EACCES}
+	// ErrBlackhole: the route to the destination is a blackhole route
+	// (ip route add blackhole PREFIX), which fails a kernel socket's
+	// connect with EINVAL.
+	ErrBlackhole error = &errnoError{"the route to the destination is a blackhole", syscall.EINVAL}
 	// ErrHostSocket: a connect to an address of this host whose port a
 	// kernel socket holds there (a kernel program's listener, say) and no
 	// app listens on. The datapath does not reach the host's own sockets;
@@ -115,6 +123,8 @@ const (
 	CodeBrokenPipe
 	CodeNetUnreachable
 	CodeHostSocket
+	CodeProhibited
+	CodeBlackhole
 )
 
 var codeErrors = [...]error{
@@ -148,6 +158,8 @@ var codeErrors = [...]error{
 	CodeBrokenPipe:       ErrBrokenPipe,
 	CodeNetUnreachable:   ErrNetUnreachable,
 	CodeHostSocket:       ErrHostSocket,
+	CodeProhibited:       ErrProhibited,
+	CodeBlackhole:        ErrBlackhole,
 }
 
 // CodeOf returns the code of the sentinel err wraps, CodeOK for nil, and

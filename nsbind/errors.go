@@ -6,6 +6,8 @@ import (
 
 	"github.com/vishvananda/netlink"
 	"golang.org/x/sys/unix"
+
+	"github.com/xsessiond/xsessiond/flow"
 )
 
 // Errors returned by this package, wrapped as "verb: %w" with the detail;
@@ -45,13 +47,17 @@ func wrapNoInterface(verb string, err error) error {
 
 // noRouteError is ErrNoRoute with its cause: it says "no route to
 // destination" once, whatever the kernel answered, and wraps both
-// ErrNoRoute and the errno a socket would have returned (ENETUNREACH, or
-// the kernel's EHOSTUNREACH), so errors.Is(err, syscall.ENETUNREACH)
-// holds as it does for a kernel socket.
+// ErrNoRoute and the sentinel of package flow whose errno a kernel
+// socket's connect would have returned: flow.ErrNetUnreachable
+// (ENETUNREACH: no route, or a throw route), flow.ErrUnreachable
+// (EHOSTUNREACH: an unreachable route), flow.ErrProhibited (EACCES: a
+// prohibit route) or flow.ErrBlackhole (EINVAL: a blackhole route), so
+// that errors.Is(err, syscall.EACCES) and the like hold as they do for a
+// kernel socket, and the sentinel's code crosses the control socket.
 type noRouteError struct {
 	verb   string
 	detail string // "" or what kind of route there was
-	errno  unix.Errno
+	why    error  // the flow sentinel
 }
 
 func (e *noRouteError) Error() string {
@@ -61,14 +67,35 @@ func (e *noRouteError) Error() string {
 	return e.verb + ": " + ErrNoRoute.Error()
 }
 
-func (e *noRouteError) Unwrap() []error { return []error{ErrNoRoute, e.errno} }
+func (e *noRouteError) Unwrap() []error { return []error{ErrNoRoute, e.why} }
 
 // noRoute returns the error of a destination without a usable route; the
-// kernel's errno, when there is one, decides which unreachable it is.
+// kernel's errno, when there is one, decides which it is, as it decides a
+// kernel socket's connect's.
 func noRoute(verb, detail string, kernel error) error {
-	e := &noRouteError{verb: verb, detail: detail, errno: unix.ENETUNREACH}
-	if errors.Is(kernel, unix.EHOSTUNREACH) {
-		e.errno = unix.EHOSTUNREACH
+	e := &noRouteError{verb: verb, detail: detail, why: flow.ErrNetUnreachable}
+	switch {
+	case errors.Is(kernel, unix.EHOSTUNREACH):
+		e.why = flow.ErrUnreachable
+	case errors.Is(kernel, unix.EACCES):
+		e.why = flow.ErrProhibited
+	case errors.Is(kernel, unix.EINVAL):
+		e.why = flow.ErrBlackhole
 	}
 	return e
+}
+
+// routeTypeErrno is the errno a kernel socket's connect gets for a route
+// of type t (RTN_UNREACHABLE, RTN_PROHIBIT, RTN_BLACKHOLE, RTN_THROW), for
+// noRoute.
+func routeTypeErrno(t int) error {
+	switch t {
+	case unix.RTN_UNREACHABLE:
+		return unix.EHOSTUNREACH
+	case unix.RTN_PROHIBIT:
+		return unix.EACCES
+	case unix.RTN_BLACKHOLE:
+		return unix.EINVAL
+	}
+	return unix.ENETUNREACH
 }

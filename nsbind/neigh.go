@@ -160,7 +160,7 @@ func (n *Namespace) RouteGetFrom(dst, src netip.Addr) (Route, error) {
 		r := rs[0]
 		switch r.Type {
 		case unix.RTN_UNREACHABLE, unix.RTN_PROHIBIT, unix.RTN_BLACKHOLE, unix.RTN_THROW:
-			return noRoute(verb, routeTypeName(r.Type)+" route", nil)
+			return noRoute(verb, routeTypeName(r.Type)+" route", routeTypeErrno(r.Type))
 		}
 		if r.LinkIndex <= 0 {
 			return noRoute(verb, "no outgoing interface", nil)
