@@ -38,16 +38,7 @@ func TestDialHostKernelSocket(t *testing.T) {
 			t.Fatal(err)
 		}
 		t.Cleanup(func() { u.Close() })
-		go func() {
-			b := make([]byte, 2048)
-			for {
-				n, from, err := u.ReadFromUDPAddrPort(b)
-				if err != nil {
-					return
-				}
-				u.WriteToUDPAddrPort(b[:n], from)
-			}
-		}()
+		go echoUDP(u)
 	}
 	udpEcho(netip.AddrPortFrom(rig.B.IPv4, port+1))
 	udpEcho(netip.AddrPortFrom(netip.MustParseAddr("127.0.0.1"), port+1))

@@ -53,16 +53,7 @@ func TestSourcePolicyRouting(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer pc.Close()
-	go func() {
-		b := make([]byte, 2048)
-		for {
-			n, from, err := pc.ReadFrom(b)
-			if err != nil {
-				return
-			}
-			pc.WriteTo(b[:n], from)
-		}
-	}()
+	go echoPackets(pc)
 	go echoServe(listenApp(t, a, "tcp://"+netip.AddrPortFrom(second, port+1).String()))
 
 	k, err := rig.A.ListenUDP(netip.AddrPortFrom(client, 0), 0)

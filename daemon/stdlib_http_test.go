@@ -190,8 +190,10 @@ func TestStdlibHTTPServer(t *testing.T) {
 		}
 
 		t.Run("read header", func(t *testing.T) {
-			c, _ := dialB(t, 7811)
+			// Before the dial: the server's ReadHeaderTimeout runs from
+			// its accept, which may come before the dial returns here.
 			start := time.Now()
+			c, _ := dialB(t, 7811)
 			fmt.Fprintf(c, "GET /ok HTTP/1.1\r\n")
 			stop := make(chan struct{})
 			defer close(stop)

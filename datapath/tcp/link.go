@@ -60,51 +60,39 @@ func (p Packet) EtherType() uint16 { return uint16(p.proto) }
 
 // Dst returns the packet's destination address.
 func (p Packet) Dst() netip.Addr {
-	h := p.pb.NetworkHeader().Slice()
-	switch p.proto {
-	case ipv4.ProtocolNumber:
-		if len(h) >= header.IPv4MinimumSize {
-			return netip.AddrFrom4([4]byte(h[16:20]))
-		}
-	case ipv6.ProtocolNumber:
-		if len(h) >= header.IPv6MinimumSize {
-			return netip.AddrFrom16([16]byte(h[24:40]))
-		}
-	}
-	return netip.Addr{}
+	_, dst := p.addrs()
+	return dst
 }
 
 // Src returns the packet's source address (this host's end).
 func (p Packet) Src() netip.Addr {
+	src, _ := p.addrs()
+	return src
+}
+
+// addrs returns the packet's source and destination addresses (invalid
+// when its IP header is not whole).
+func (p Packet) addrs() (src, dst netip.Addr) {
 	h := p.pb.NetworkHeader().Slice()
-	switch p.proto {
-	case ipv4.ProtocolNumber:
-		if len(h) >= header.IPv4MinimumSize {
-			return netip.AddrFrom4([4]byte(h[12:16]))
-		}
-	case ipv6.ProtocolNumber:
-		if len(h) >= header.IPv6MinimumSize {
-			return netip.AddrFrom16([16]byte(h[8:24]))
-		}
+	switch {
+	case p.proto == ipv4.ProtocolNumber && len(h) >= header.IPv4MinimumSize:
+		return netip.AddrFrom4([4]byte(h[12:16])), netip.AddrFrom4([4]byte(h[16:20]))
+	case p.proto == ipv6.ProtocolNumber && len(h) >= header.IPv6MinimumSize:
+		return netip.AddrFrom16([16]byte(h[8:24])), netip.AddrFrom16([16]byte(h[24:40]))
 	}
-	return netip.Addr{}
+	return netip.Addr{}, netip.Addr{}
 }
 
 // Conn returns the packet's connection, its source being this host's
 // end, and whether it is a SYN (a handshake's first segment or its
 // answer); ok is false if its headers are not whole.
 func (p Packet) Conn() (local, remote netip.AddrPort, syn, ok bool) {
-	h, th := p.pb.NetworkHeader().Slice(), p.pb.TransportHeader().Slice()
+	th := p.pb.TransportHeader().Slice()
 	if len(th) < header.TCPMinimumSize {
 		return
 	}
-	var src, dst netip.Addr
-	switch {
-	case p.proto == ipv4.ProtocolNumber && len(h) >= header.IPv4MinimumSize:
-		src, dst = netip.AddrFrom4([4]byte(h[12:16])), netip.AddrFrom4([4]byte(h[16:20]))
-	case p.proto == ipv6.ProtocolNumber && len(h) >= header.IPv6MinimumSize:
-		src, dst = netip.AddrFrom16([16]byte(h[8:24])), netip.AddrFrom16([16]byte(h[24:40]))
-	default:
+	src, dst := p.addrs()
+	if !src.IsValid() {
 		return
 	}
 	tcpH := header.TCP(th)
