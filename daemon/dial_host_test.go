@@ -7,6 +7,7 @@ import (
 	"io"
 	"net"
 	"net/netip"
+	"os"
 	"strconv"
 	"strings"
 	"syscall"
@@ -42,6 +43,19 @@ func TestDialHostKernelSocket(t *testing.T) {
 	}
 	udpEcho(netip.AddrPortFrom(rig.B.IPv4, port+1))
 	udpEcho(netip.AddrPortFrom(netip.MustParseAddr("127.0.0.1"), port+1))
+	// A name of both loopback addresses (in B's /etc/hosts, which ip
+	// netns exec mounts from /etc/netns/B), one of which alone has a
+	// kernel listener (IPv4's: the resolver gives IPv6's first): Dial
+	// tries each address, as net.Dial does.
+	go echoServe(kernelListen(t, rig.B, "127.0.0.1:"+strconv.Itoa(port+3)))
+	hostsDir := "/etc/netns/" + rig.B.Name
+	if err := os.MkdirAll(hostsDir, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { os.RemoveAll(hostsDir) })
+	if err := os.WriteFile(hostsDir+"/hosts", []byte("127.0.0.1 both.test\n::1 both.test\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
 
 	reach := []string{
 		"tcp://" + netip.AddrPortFrom(rig.B.IPv4, port).String(),
@@ -50,6 +64,7 @@ func TestDialHostKernelSocket(t *testing.T) {
 		"tcp://[::1]:" + strconv.Itoa(port),
 		"udp://" + netip.AddrPortFrom(rig.B.IPv4, port+1).String(),
 		"udp://127.0.0.1:" + strconv.Itoa(port+1),
+		"tcp://both.test:" + strconv.Itoa(port+3),
 	}
 	nobody := []string{
 		"tcp://" + netip.AddrPortFrom(rig.B.IPv4, port+2).String(),
@@ -137,4 +152,47 @@ func hostDialOutcome(a *app.App, uri string) string {
 		return fmt.Sprintf("echo: %q, %v", got[:n], err)
 	}
 	return "kernel socket, echoed"
+}
+
+// TestLoopbackListenerAnswersHost: an app in the interface's namespace
+// whose UDP listener is bound to the loopback address serves the host's
+// kernel sockets there, as a kernel socket bound to 127.0.0.1 does: a
+// kernel client's datagram reaches it and its reply, from 127.0.0.1,
+// comes back (not dropped as a source that is not the interface's).
+func TestLoopbackListenerAnswersHost(t *testing.T) {
+	rig, d := tcpRig(t)
+	const port = 7561
+	c := startChildAppIn(t, rig.B, "loecho", d.Socket(), "udp://127.0.0.1:"+strconv.Itoa(port))
+	c.expect(t, "ready")
+	k, err := rig.B.ListenUDP(netip.MustParseAddrPort("127.0.0.1:0"), 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer k.Close()
+	dst := netip.MustParseAddrPort("127.0.0.1:" + strconv.Itoa(port))
+	got, from, err := udpRoundTrip(k, dst, []byte("from the host"))
+	if err != nil || string(got) != "from the host" || from != dst {
+		t.Errorf("a kernel socket of host B to the app's listener on %v: %q from %v, %v (drops %v)", dst, got, from, err, d.Stats().Totals.Drops)
+	}
+}
+
+func init() { childApps["loecho"] = loEchoChildApp }
+
+// loEchoChildApp attaches to sock, listens on the URI arg and echoes each
+// datagram, after printing "ready".
+func loEchoChildApp(sock, arg string) int {
+	a, err := app.Attach(context.Background(), app.Options{Socket: sock, Name: "loecho"})
+	if err != nil {
+		fmt.Println("attach:", err)
+		return 1
+	}
+	defer a.Close()
+	pc, err := a.ListenPacket(arg)
+	if err != nil {
+		fmt.Println("listen:", err)
+		return 1
+	}
+	fmt.Println("ready")
+	echoPackets(pc)
+	return 0
 }

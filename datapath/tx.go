@@ -43,14 +43,18 @@ type nbLocal struct {
 // held is a datagram waiting for its next hop, its payload already in a
 // UMEM frame at payOff.
 type held struct {
-	addr  uint64
-	plen  int
-	t     *udp.Target
-	key   nbKey
-	src   netip.Addr
-	sport uint16
-	dport uint16
-	df    bool // don't fragment (fifo.DgramFlagDontFragment)
+	addr uint64
+	plen int
+	t    *udp.Target
+	key  nbKey
+	src  netip.Addr
+	// srcOwn: src is an address of the interface (destination looked),
+	// so the route is looked up from it; one that is not is dropped as
+	// tx_bad_source unless it goes to the host itself (send).
+	srcOwn bool
+	sport  uint16
+	dport  uint16
+	df     bool // don't fragment (fifo.DgramFlagDontFragment)
 	// kernel: held for room in the kernel path's socket of its session
 	// (txKernel), or behind a datagram that is; else for a neighbour.
 	// refused: the socket refused this one (counted once).
@@ -258,8 +262,8 @@ func (x *txState) drain(t *udp.Target, budget int) (n int, more bool) {
 func (x *txState) destination(t *udp.Target, h *fifo.DgramHeader, hd *held) bool {
 	hd.df = h.Flags&fifo.DgramFlagDontFragment != 0
 	if t.Kind == udp.KindConnected {
-		hd.src = t.Local.Addr()
-		hd.key = nbKey{addr: flow.AddrBytes(t.Remote.Addr()), fam: t.Family}.withSrc(hd.src)
+		hd.key = nbKey{addr: flow.AddrBytes(t.Remote.Addr()), fam: t.Family}
+		x.source(hd, t.Local.Addr())
 		hd.sport, hd.dport = t.Local.Port(), t.Remote.Port()
 		return true
 	}
@@ -282,14 +286,28 @@ func (x *txState) destination(t *udp.Target, h *fifo.DgramHeader, hd *held) bool
 	var zero [16]byte
 	switch {
 	case h.Local != zero:
-		hd.src = flow.AddrFrom(h.Local, h.Family)
+		x.source(hd, flow.AddrFrom(h.Local, h.Family))
 	case !t.Local.Addr().IsUnspecified():
-		hd.src = t.Local.Addr()
+		x.source(hd, t.Local.Addr())
 	default:
-		hd.src = netip.Addr{} // the route's source
+		x.source(hd, netip.Addr{}) // the route's source
 	}
-	hd.key = hd.key.withSrc(hd.src)
 	return true
+}
+
+// source sets hd's source address, src (invalid: the route's), and
+// whether it is the interface's, from which its route is looked up (the
+// kernel routes a packet of a socket bound there by the policy rules of
+// its source). A source that is not (loopback, to the host itself; one
+// the app made up) keeps the route of the destination alone: send drops
+// it as tx_bad_source unless the host itself is its destination.
+func (x *txState) source(hd *held, src netip.Addr) {
+	hd.src, hd.srcOwn = src, src.IsValid() && x.w.hasAddress(src)
+	if hd.srcOwn {
+		hd.key = hd.key.withSrc(src)
+	} else {
+		hd.key = hd.key.withSrc(netip.Addr{})
+	}
 }
 
 // neighbour returns what the worker knows of k's next hop, asking the
@@ -327,13 +345,6 @@ func (x *txState) neighbour(k nbKey) nbResult {
 // not held before), or drops it. It reports whether hd is (still) held.
 func (x *txState) send(hd *held, fresh bool) bool {
 	w := x.w
-	if hd.src.IsValid() && !w.hasAddress(hd.src) {
-		// A source the app gave that is not the interface's: before the
-		// route lookup, which would fail on it (the kernel routes no
-		// packet from an address not its own).
-		x.drop(hd, dropTxBadSource)
-		return false
-	}
 	nb := x.neighbour(hd.key)
 	if nb.ok && fresh {
 		if h := x.holder(hd); h != nil {
@@ -375,7 +386,11 @@ func (x *txState) send(hd *held, fresh bool) bool {
 		return x.sendKernel(hd, fresh)
 	}
 	src := hd.src
-	if !src.IsValid() {
+	switch {
+	case src.IsValid() && !hd.srcOwn:
+		x.drop(hd, dropTxBadSource)
+		return false
+	case !src.IsValid():
 		src = nb.src
 		if !src.IsValid() {
 			x.drop(hd, dropNoRoute)
