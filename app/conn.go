@@ -96,7 +96,9 @@ func newConn(a *App, e *end, laddr, raddr net.Addr, local, remote netip.AddrPort
 // port of the host's own address dialed (flow.ErrHostSocket), Dial
 // connects with a kernel socket of this process, as net.Dial would, and
 // returns it (a *net.TCPConn or *net.UDPConn, which App.Close leaves
-// open); if that fails too, the daemon's error is returned (dialHost). If
+// open), each address of a host name in turn; if that fails too, the
+// kernel's error is returned for the host's own address or a ctx that
+// ended, the daemon's for a loopback address (dialHost). If
 // ctx ends first, Dial returns an error wrapping ctx's
 // (context.DeadlineExceeded for a deadline) and closes the session its
 // connect made, if any, even one the daemon made after the dial gave up. Its errors are a
@@ -106,23 +108,21 @@ func newConn(a *App, e *end, laddr, raddr net.Addr, local, remote netip.AddrPort
 // *os.SyscallError naming "connect" when an errno is under it, as
 // net.Dial holds what connect(2) returned.
 func (a *App) Dial(ctx context.Context, uri string) (net.Conn, error) {
-	c, err := a.DialConn(ctx, uri)
-	if err != nil {
-		if kc, ok := dialHost(ctx, err); ok {
-			return kc, nil
-		}
-		return nil, err
-	}
-	return c, nil
-}
-
-// DialConn is Dial returning the *Conn.
-func (a *App) DialConn(ctx context.Context, uri string) (*Conn, error) {
-	c, err := a.dialConn(ctx, uri)
+	c, err := a.dialConn(ctx, uri, true)
 	if err != nil {
 		return nil, connectSyscallError(err)
 	}
 	return c, nil
+}
+
+// DialConn is Dial returning the *Conn: it never connects a kernel socket
+// of the host (where Dial would, it fails as the daemon refused).
+func (a *App) DialConn(ctx context.Context, uri string) (*Conn, error) {
+	c, err := a.dialConn(ctx, uri, false)
+	if err != nil {
+		return nil, connectSyscallError(err)
+	}
+	return c.(*Conn), nil
 }
 
 // connectSyscallError holds the errno of a failed Dial's *net.OpError in
@@ -143,7 +143,20 @@ func connectSyscallError(err error) error {
 	})
 }
 
-func (a *App) dialConn(ctx context.Context, uri string) (*Conn, error) {
+// dialConn is Dial (host: trying a kernel socket of the host where the
+// daemon's sessions do not reach, dialHost, address by address) and
+// DialConn (not).
+func (a *App) dialConn(ctx context.Context, uri string, host bool) (net.Conn, error) {
+	dial := func(target string, ep flow.Endpoint) (net.Conn, error) {
+		c, err := a.dial(ctx, uri, target, ep)
+		if err == nil {
+			return c, nil
+		}
+		if host {
+			return dialHost(ctx, err)
+		}
+		return nil, err
+	}
 	target, err := servicePort(ctx, uri)
 	if err != nil {
 		return nil, dialError(uri, nil, err)
@@ -166,7 +179,7 @@ func (a *App) dialConn(ctx context.Context, uri string) (*Conn, error) {
 			}
 			target = ep.URI()
 		}
-		return a.dial(ctx, uri, target, ep)
+		return dial(target, ep)
 	}
 	if perr := portError(uri); perr != nil {
 		// A port out of range, as net.Dial says it before it looks at
@@ -188,7 +201,7 @@ func (a *App) dialConn(ctx context.Context, uri string) (*Conn, error) {
 	var first error
 	for _, addr := range addrs {
 		ep := flow.Endpoint{Transport: t, Addr: addr.Unmap(), Port: port}
-		c, err := a.dial(ctx, uri, ep.URI(), ep)
+		c, err := dial(ep.URI(), ep)
 		if err == nil {
 			return c, nil
 		}

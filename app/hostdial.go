@@ -19,39 +19,49 @@ import (
 //     address dialed (flow.ErrHostSocket), or
 //   - no app listens on the loopback address dialed (flow.ErrLocalConnect)
 //     and, for UDP, a kernel socket of this process's network namespace
-//     holds its port (a bind of it fails with EADDRINUSE: a UDP connect
-//     succeeds whether or not anything is there, and the daemon's refusal
-//     is what a kernel socket's first read would report).
+//     may hold its port (heldHere: a UDP connect succeeds whether or not
+//     anything is there, and the daemon's refusal is what a kernel
+//     socket's first read would report).
 //
 // The loopback address is this process's: in the interface's network
 // namespace the host's, in a container's its own, as net.Dial's. It
-// reports false, and Dial returns err, when the case is none of these or
-// the kernel's dial fails too (refused, say: nothing listens there).
-func dialHost(ctx context.Context, err error) (net.Conn, bool) {
+// returns the kernel socket, or an error: err when the case is none of
+// these; else, the kernel's dial failing too, the kernel's error for the
+// host's own address or a dial ctx ended (a timeout, the port's owner
+// refusing: net.Dial's error), and err for a loopback address nothing
+// listens on (flow.ErrLocalConnect, which wraps ECONNREFUSED as the
+// kernel's would).
+func dialHost(ctx context.Context, err error) (net.Conn, error) {
 	var oe *net.OpError
 	if !errors.As(err, &oe) || oe.Addr == nil || (oe.Net != "tcp" && oe.Net != "udp") {
-		return nil, false
+		return nil, err
 	}
+	host := errors.Is(err, flow.ErrHostSocket)
 	switch {
-	case errors.Is(err, flow.ErrHostSocket):
+	case host:
 	case errors.Is(err, flow.ErrLocalConnect):
 		if oe.Net == "udp" && !heldHere(oe.Addr) {
-			return nil, false
+			return nil, err
 		}
 	default:
-		return nil, false
+		return nil, err
 	}
 	var d net.Dialer
 	c, kerr := d.DialContext(ctx, oe.Net, oe.Addr.String())
-	if kerr != nil {
-		return nil, false
+	if kerr == nil {
+		return c, nil
 	}
-	return c, true
+	if host || ctx.Err() != nil {
+		return nil, kerr
+	}
+	return nil, err
 }
 
 // heldHere reports whether a kernel UDP socket of this process's network
-// namespace holds addr's port: whether a bind of it fails with
-// EADDRINUSE.
+// namespace may hold addr's port: whether a bind of it fails with
+// EADDRINUSE, or EACCES (a port below 1024, which this process may not
+// bind: a resolver's on 127.0.0.53:53, say; the kernel socket's reads
+// then say whether anything is there).
 func heldHere(addr net.Addr) bool {
 	ua, ok := addr.(*net.UDPAddr)
 	if !ok || ua.Port == 0 {
@@ -71,5 +81,6 @@ func heldHere(addr net.Addr) bool {
 		return false
 	}
 	defer unix.Close(fd)
-	return errors.Is(unix.Bind(fd, sa), unix.EADDRINUSE)
+	err = unix.Bind(fd, sa)
+	return errors.Is(err, unix.EADDRINUSE) || errors.Is(err, unix.EACCES)
 }
