@@ -44,7 +44,10 @@
 // # Message types
 //
 // The type numbers are part of the protocol; they are never reused or
-// renumbered. Version 2.4 adds a page to Show (After, Limit: the sessions
+// renumbered. Version 2.5 adds the error codes flow.CodeHostSocket,
+// flow.CodeProhibited and flow.CodeBlackhole; a client that says an older
+// version gets the codes it knew for those errors (ErrorReplyFor).
+// Version 2.4 adds a page to Show (After, Limit: the sessions
 // or listeners above a handle, a number at a time; Client.ShowAll pages
 // through a table). Version 2.3 adds Membership (a UDP listener joins and
 // leaves multicast groups). Version 2.2: an app marks the wire TCP

@@ -95,6 +95,25 @@ func ErrorReply(err error) *Error {
 	return &Error{Code: flow.CodeOf(err), Message: truncateUTF8(err.Error(), MaxMessageLen)}
 }
 
+// ErrorReplyFor is ErrorReply for a client that said protocol minor
+// version minor in its Hello: a code added after that version is sent as
+// the code that version knew for the same error, so that the client's
+// errors.Is finds what it found before: flow.CodeHostSocket (2.5) as
+// flow.CodeConnect, flow.CodeProhibited and flow.CodeBlackhole (2.5) as
+// flow.CodeNetUnreachable.
+func ErrorReplyFor(err error, minor uint8) *Error {
+	e := ErrorReply(err)
+	if minor < 5 {
+		switch e.Code {
+		case flow.CodeHostSocket:
+			e.Code = flow.CodeConnect
+		case flow.CodeProhibited, flow.CodeBlackhole:
+			e.Code = flow.CodeNetUnreachable
+		}
+	}
+	return e
+}
+
 // truncateUTF8 cuts s to at most n bytes without splitting a rune and
 // replaces invalid UTF-8, so the result always encodes.
 func truncateUTF8(s string, n int) string {

@@ -12,7 +12,7 @@ import (
 // 2.5 as they are; other codes are the same for all.
 func TestErrorReplyForOlderClients(t *testing.T) {
 	for _, c := range []struct {
-		err        error
+		err      error
 		old, now flow.Code
 	}{
 		{fmt.Errorf("x: %w", flow.ErrHostSocket), flow.CodeConnect, flow.CodeHostSocket},

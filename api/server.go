@@ -593,7 +593,7 @@ func (s *Server) ServeConn(ctx context.Context, c *Conn) {
 			closeFDs(fds)
 		}
 		if herr != nil {
-			reply, rfds = ErrorReply(herr), nil
+			reply, rfds = ErrorReplyFor(herr, hm.Minor), nil
 		} else if reply == nil {
 			reply = &OK{}
 		}

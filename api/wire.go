@@ -18,7 +18,7 @@ const (
 	// talk.
 	VersionMajor uint8 = 2
 	// VersionMinor grows when messages or fields are added compatibly.
-	VersionMinor uint8 = 4
+	VersionMinor uint8 = 5
 
 	// HeaderSize is the size of the fixed record header.
 	HeaderSize = 16
