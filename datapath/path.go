@@ -132,11 +132,21 @@ func (p *enginePath) Unlisten(l sessions.Listener) {
 
 // connectRoute returns the route of a connect to dst (its source address,
 // its MTU), which must leave through the Engine's interface. Its errors
-// say where the route goes instead; the layer names the connect.
+// say where the route goes instead; the layer names the connect. As the
+// kernel's connect does, the route is looked up again from the source the
+// first lookup chose, so that policy rules by source (ip rule from ADDR)
+// decide the route the connection's packets take, and its errors.
 func (e *Engine) connectRoute(dst netip.Addr) (nsbind.Route, error) {
 	rt, err := e.ns.RouteGet(dst)
 	if err != nil {
 		return nsbind.Route{}, err
+	}
+	if rt.IfIndex == e.ifc.Index && !rt.Local && !rt.Multicast && !rt.Broadcast && rt.Src.IsValid() {
+		src := rt.Src
+		if rt, err = e.ns.RouteGetFrom(dst, src); err != nil {
+			return nsbind.Route{}, err
+		}
+		rt.Src = src
 	}
 	if rt.IfIndex == e.ifc.Index {
 		return rt, nil

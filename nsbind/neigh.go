@@ -120,8 +120,9 @@ func (n *Namespace) RouteGet(dst netip.Addr) (Route, error) {
 // RouteGetFrom is RouteGet for a packet from src, an address of the
 // namespace, as ip route get DST from SRC does: the kernel's policy rules
 // that match the source (ip rule from ADDR) choose the table, as they do
-// for a kernel socket bound to src. An invalid or unspecified src is none
-// (RouteGet).
+// for a kernel socket bound to src. An invalid, unspecified or link-local
+// src is none (RouteGet): a link-local source needs its link named, and
+// no policy routes by one.
 func (n *Namespace) RouteGetFrom(dst, src netip.Addr) (Route, error) {
 	verb := "route get " + dst.String() + " in " + n.desc
 	d := dst.Unmap().WithZone("")
@@ -129,7 +130,7 @@ func (n *Namespace) RouteGetFrom(dst, src netip.Addr) (Route, error) {
 		return Route{}, fmt.Errorf("%s: %w: %v", verb, ErrInvalidAddress, d)
 	}
 	var opts *netlink.RouteGetOptions
-	if s := src.Unmap().WithZone(""); s.IsValid() && !s.IsUnspecified() && s.Is4() == d.Is4() {
+	if s := src.Unmap().WithZone(""); s.IsValid() && !s.IsUnspecified() && !s.IsLinkLocalUnicast() && s.Is4() == d.Is4() {
 		verb = "route get " + dst.String() + " from " + s.String() + " in " + n.desc
 		opts = &netlink.RouteGetOptions{SrcAddr: s.AsSlice()}
 	}
