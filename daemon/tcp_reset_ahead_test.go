@@ -97,11 +97,31 @@ func echoUntilWriteFails(c net.Conn, closeWrite bool) afterReset {
 	return r
 }
 
-// stallSending has kc send without reading until its writes stall and
-// what the server acknowledged stays the same a second, and returns that count
-// (TCP_INFO's bytes_acked, less the SYN's one: what the server's TCP
-// received).
-func stallSending(t *testing.T, kc *net.TCPConn) int64 {
+// writeWatch is a server's net.Conn whose Write says while it runs, so
+// that a test can tell the server is blocked in one (stallSending).
+type writeWatch struct {
+	net.Conn
+	in atomic.Int32
+}
+
+func (w *writeWatch) Write(p []byte) (int, error) {
+	w.in.Add(1)
+	defer w.in.Add(-1)
+	return w.Conn.Write(p)
+}
+
+func (w *writeWatch) CloseWrite() error { return w.Conn.(interface{ CloseWrite() error }).CloseWrite() }
+
+// writing reports whether a Write of the server is in progress.
+func (w *writeWatch) writing() bool { return w.in.Load() > 0 }
+
+// stallSending has kc send without reading until its writes stall, what
+// the server acknowledged stays the same a second and server (if not nil)
+// is in a write all that time, and returns that count (TCP_INFO's
+// bytes_acked, less the SYN's one: what the server's TCP received). A
+// spell in which the VM ran neither side looks like a stall but for the
+// server's write: its reads then go on after it.
+func stallSending(t *testing.T, kc *net.TCPConn, server *writeWatch) int64 {
 	t.Helper()
 	kc.SetReadBuffer(4096)
 	var sent atomic.Int64
@@ -125,7 +145,7 @@ func stallSending(t *testing.T, kc *net.TCPConn) int64 {
 		if err != nil {
 			t.Fatal(err)
 		}
-		if n, s := int64(info.Bytes_acked), sent.Load(); n != last || s != lastSent {
+		if n, s := int64(info.Bytes_acked), sent.Load(); n != last || s != lastSent || server != nil && !server.writing() {
 			last, lastSent, since = n, s, time.Now()
 		} else if time.Since(since) > time.Second {
 			return last - 1
@@ -221,10 +241,11 @@ func TestTCPResetAheadEchoReadsMatchKernel(t *testing.T) {
 	for _, cw := range []bool{false, true} {
 		for _, c := range sides {
 			t.Run(fmt.Sprintf("%s/closewrite=%v", c.name, cw), func(t *testing.T) {
-				kc, sc := c.connect(t, rig)
+				kc, conn := c.connect(t, rig)
+				sc := &writeWatch{Conn: conn}
 				res := make(chan afterReset, 1)
 				go func() { res <- echoUntilWriteFails(sc, cw) }()
-				acked := stallSending(t, kc)
+				acked := stallSending(t, kc, sc)
 				kc.SetLinger(0)
 				kc.Close()
 				var r afterReset
@@ -480,7 +501,7 @@ func TestTCPResetAheadCloseFreesSession(t *testing.T) {
 				}
 			}
 		}()
-		stallSending(t, kc)
+		stallSending(t, kc, nil)
 		remote := kc.LocalAddr().String()
 		kc.SetLinger(0)
 		kc.Close()

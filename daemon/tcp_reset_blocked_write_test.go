@@ -24,14 +24,15 @@ func TestTCPResetWakesBlockedWriterMatchesKernel(t *testing.T) {
 	for _, c := range kernelAndApp(t, rig, a, 7631) {
 		t.Run(c.name, func(t *testing.T) {
 			copied := make(chan error, 1)
-			kc, sc := c.connect(t, rig)
+			kc, conn := c.connect(t, rig)
+			sc := &writeWatch{Conn: conn}
 			go func() {
 				_, err := io.Copy(sc, sc)
 				copied <- err
 			}()
 			// The client sends without reading until its writes stall:
 			// the server's echo is blocked on a window that stays shut.
-			acked := stallSending(t, kc)
+			acked := stallSending(t, kc, sc)
 			select {
 			case err := <-copied:
 				t.Fatalf("the echo ended before the reset: %v", err)
