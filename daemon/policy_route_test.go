@@ -82,4 +82,19 @@ func TestSourcePolicyRouting(t *testing.T) {
 	if _, err := io.ReadFull(c, b); err != nil || string(b) != "by source" {
 		t.Errorf("tcp echo from %v: %q, %v", second, b, err)
 	}
+
+	// A connect whose route in the main table picks the second address
+	// as its source, and whose source's table prohibits the
+	// destination, fails as the kernel's does (EACCES): the kernel's
+	// connect looks the route up again from the source it chose.
+	ipIn(t, rig.B, "route", "add", "10.99.0.0/16", "via", rig.A.IPv4.String(), "dev", rig.B.Link, "src", second.String())
+	ipIn(t, rig.B, "route", "add", "prohibit", "10.99.0.0/16", "table", "100")
+	for _, network := range []string{"tcp", "udp"} {
+		dst := netip.MustParseAddrPort("10.99.0.1:80")
+		kout, kerr := kernelDialOutcome(t, rig.B, network, dst.String())
+		aout, aerr := appDialOutcome(a, network, dst.String())
+		if aout != kout || kout != "dial: connect EACCES" {
+			t.Errorf("%s to %v, prohibited in the source's table: app %s (%v), kernel %s (%v); want both EACCES", network, dst, aout, aerr, kout, kerr)
+		}
+	}
 }
