@@ -133,4 +133,8 @@ func (f *Flags) Gone(a *app.App, err error) error {
 // DatagramFifoSize is the fifo size of the UDP examples: a fifo holds a
 // datagram with its header, and the daemon's default (64 KiB) cannot hold
 // the largest UDP carries (65,507 bytes over IPv4, 65,527 over IPv6).
-const DatagramFifoSize = 128 << 10
+// 256 KiB holds three of those, about what a kernel UDP socket's default
+// receive buffer (net.core.rmem_default, 208 KiB) takes before it drops:
+// with 128 KiB a second one that came before the app read the first was
+// dropped (fifo_full), where the kernel's socket kept both.
+const DatagramFifoSize = 256 << 10
