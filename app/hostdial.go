@@ -2,10 +2,13 @@ package app
 
 import (
 	"context"
+	"encoding/binary"
 	"errors"
 	"net"
-
-	"golang.org/x/sys/unix"
+	"net/netip"
+	"os"
+	"strconv"
+	"strings"
 
 	"github.com/xsessiond/xsessiond/flow"
 )
@@ -19,7 +22,7 @@ import (
 //     address dialed (flow.ErrHostSocket), or
 //   - no app listens on the loopback address dialed (flow.ErrLocalConnect)
 //     and, for UDP, a kernel socket of this process's network namespace
-//     may hold its port (heldHere: a UDP connect succeeds whether or not
+//     holds its port (heldHere: a UDP connect succeeds whether or not
 //     anything is there, and the daemon's refusal is what a kernel
 //     socket's first read would report).
 //
@@ -57,11 +60,11 @@ func dialHost(ctx context.Context, err error) (net.Conn, error) {
 	return nil, err
 }
 
-// heldHere reports whether a kernel UDP socket of this process's network
-// namespace may hold addr's port: whether a bind of it fails with
-// EADDRINUSE, or EACCES (a port below 1024, which this process may not
-// bind: a resolver's on 127.0.0.53:53, say; the kernel socket's reads
-// then say whether anything is there).
+// heldHere reports whether a kernel UDP socket of this thread's network
+// namespace holds addr's port on addr or on the unspecified address, as
+// /proc/thread-self/net/udp and udp6 list the sockets (a dual-stack one
+// bound to [::] takes IPv4 too). A listing, unlike a bind of the port,
+// takes the port from no program binding it meanwhile.
 func heldHere(addr net.Addr) bool {
 	ua, ok := addr.(*net.UDPAddr)
 	if !ok || ua.Port == 0 {
@@ -69,18 +72,49 @@ func heldHere(addr net.Addr) bool {
 	}
 	ap := ua.AddrPort()
 	a := ap.Addr().Unmap()
-	fam, sa := unix.AF_INET6, unix.Sockaddr(&unix.SockaddrInet6{Addr: a.As16(), Port: int(ap.Port())})
-	if a.Is4() {
-		fam, sa = unix.AF_INET, &unix.SockaddrInet4{Addr: a.As4(), Port: int(ap.Port())}
-	}
 	if !a.IsLoopback() {
 		return false
 	}
-	fd, err := unix.Socket(fam, unix.SOCK_DGRAM|unix.SOCK_CLOEXEC, 0)
-	if err != nil {
-		return false
+	files := []string{"/proc/thread-self/net/udp6"}
+	if a.Is4() {
+		files = append(files, "/proc/thread-self/net/udp")
 	}
-	defer unix.Close(fd)
-	err = unix.Bind(fd, sa)
-	return errors.Is(err, unix.EADDRINUSE) || errors.Is(err, unix.EACCES)
+	for _, f := range files {
+		b, err := os.ReadFile(f)
+		if err != nil {
+			continue
+		}
+		for _, line := range strings.Split(string(b), "\n")[1:] {
+			fields := strings.Fields(line)
+			if len(fields) < 2 {
+				continue
+			}
+			la, ok := procAddrPort(fields[1])
+			if ok && la.Port() == ap.Port() && (la.Addr().IsUnspecified() || la.Addr().Unmap() == a) {
+				return true
+			}
+		}
+	}
+	return false
+}
+
+// procAddrPort parses a local_address of /proc/net/udp: ADDR:PORT in hex,
+// the address as one 32-bit word (IPv4) or four (IPv6), each printed as
+// the number its bytes make in the host's byte order, and the port.
+func procAddrPort(s string) (netip.AddrPort, bool) {
+	h, p, ok := strings.Cut(s, ":")
+	port, err := strconv.ParseUint(p, 16, 16)
+	if !ok || err != nil || len(h) != 8 && len(h) != 32 {
+		return netip.AddrPort{}, false
+	}
+	raw := make([]byte, len(h)/2)
+	for w := 0; w < len(h); w += 8 {
+		v, err := strconv.ParseUint(h[w:w+8], 16, 32)
+		if err != nil {
+			return netip.AddrPort{}, false
+		}
+		binary.NativeEndian.PutUint32(raw[w/2:], uint32(v))
+	}
+	a, _ := netip.AddrFromSlice(raw)
+	return netip.AddrPortFrom(a, uint16(port)), true
 }
