@@ -98,10 +98,10 @@ func newConn(a *App, e *end, laddr, raddr net.Addr, local, remote netip.AddrPort
 // returns it (a *net.TCPConn or *net.UDPConn, which App.Close leaves
 // open), each address of a host name in turn; if that fails too, the
 // kernel's error is returned for the host's own address or a ctx that
-// ended, the daemon's for a loopback address (dialHost). If
-// ctx ends first, Dial returns an error wrapping ctx's
-// (context.DeadlineExceeded for a deadline) and closes the session its
-// connect made, if any, even one the daemon made after the dial gave up. Its errors are a
+// ended, the daemon's for a loopback address (dialHost). If ctx ends
+// first, Dial returns an error wrapping ctx's (context.DeadlineExceeded
+// for a deadline) and closes the session its connect made, if any, even
+// one the daemon made after the dial gave up. Its errors are a
 // *net.OpError, as net.Dial's are: Op "dial", Net the URI's scheme, Addr
 // the address dialed, Err an *Error (errors.Is finds the errno, the
 // context's error or the sessions sentinel under it), held in an

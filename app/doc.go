@@ -158,8 +158,9 @@
 // "bind", as net.Listen's errors do; a failed Dial's errno (ECONNREFUSED,
 // ENETUNREACH, ETIMEDOUT; EHOSTUNREACH, EACCES or EINVAL for a route of
 // type unreachable, prohibit or blackhole, as the kernel's) is in an
-// *os.SyscallError named "connect", as net.Dial's. A port out of range fails Listen, ListenPacket and Dial
-// with a *net.AddrError ("invalid port"), as net.Listen and net.Dial do.
+// *os.SyscallError named "connect", as net.Dial's. A port out of range
+// fails Listen, ListenPacket and Dial with a *net.AddrError ("invalid
+// port"), as net.Listen and net.Dial do.
 //
 // # Waiting and signalling
 //

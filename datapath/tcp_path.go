@@ -1151,8 +1151,9 @@ func (tw *tcpWorker) pop() {
 // pktDst returns the destination of a packet of the Stack as a resolver
 // key.
 func pktDst(p tcp.Packet) (nbKey, bool) {
-	k, ok := addrKey(p.Dst())
-	return k.withSrc(p.Src()), ok
+	src, dst := p.Addrs()
+	k, ok := addrKey(dst)
+	return k.withSrc(src), ok
 }
 
 // addrKey is the resolver's key of a.

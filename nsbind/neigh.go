@@ -136,13 +136,7 @@ func (n *Namespace) RouteGetFrom(dst, src netip.Addr) (Route, error) {
 	}
 	var rt Route
 	err := n.handle(verb, func(h *netlink.Handle) error {
-		var rs []netlink.Route
-		var err error
-		if opts != nil {
-			rs, err = h.RouteGetWithOptions(d.AsSlice(), opts)
-		} else {
-			rs, err = h.RouteGet(d.AsSlice())
-		}
+		rs, err := h.RouteGetWithOptions(d.AsSlice(), opts) // nil opts: RouteGet
 		if err != nil {
 			for _, e := range []error{unix.ENETUNREACH, unix.EHOSTUNREACH, unix.EACCES, unix.EPERM, unix.EINVAL, unix.ESRCH} {
 				if errors.Is(err, e) {

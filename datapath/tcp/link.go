@@ -60,19 +60,13 @@ func (p Packet) EtherType() uint16 { return uint16(p.proto) }
 
 // Dst returns the packet's destination address.
 func (p Packet) Dst() netip.Addr {
-	_, dst := p.addrs()
+	_, dst := p.Addrs()
 	return dst
 }
 
-// Src returns the packet's source address (this host's end).
-func (p Packet) Src() netip.Addr {
-	src, _ := p.addrs()
-	return src
-}
-
-// addrs returns the packet's source and destination addresses (invalid
-// when its IP header is not whole).
-func (p Packet) addrs() (src, dst netip.Addr) {
+// Addrs returns the packet's source (this host's end) and destination
+// addresses, invalid when its IP header is not whole.
+func (p Packet) Addrs() (src, dst netip.Addr) {
 	h := p.pb.NetworkHeader().Slice()
 	switch {
 	case p.proto == ipv4.ProtocolNumber && len(h) >= header.IPv4MinimumSize:
@@ -91,7 +85,7 @@ func (p Packet) Conn() (local, remote netip.AddrPort, syn, ok bool) {
 	if len(th) < header.TCPMinimumSize {
 		return
 	}
-	src, dst := p.addrs()
+	src, dst := p.Addrs()
 	if !src.IsValid() {
 		return
 	}
