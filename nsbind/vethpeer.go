@@ -253,12 +253,16 @@ func (n *Namespace) byNSID(nsid int) (*Namespace, error) {
 		if err != nil {
 			continue
 		}
+		// A file that is no namespace (one `ip netns del` has unmounted
+		// and not yet removed) fails the query, which then says id 0:
+		// only an answer counts.
 		id := -1
-		_ = n.handle("netns id", func(h *netlink.Handle) error {
+		qerr := n.handle("netns id", func(h *netlink.Handle) error {
+			var err error
 			id, err = h.GetNetNsIdByFd(fd)
 			return err
 		})
-		if id == nsid {
+		if qerr == nil && id == nsid {
 			return fromFD(fd, p)
 		}
 		unix.Close(fd)

@@ -2,7 +2,10 @@ package nsbind
 
 import (
 	"errors"
+	"fmt"
+	"os"
 	"os/exec"
+	"path/filepath"
 	"strings"
 	"testing"
 
@@ -77,5 +80,32 @@ func TestNoPeerUDPSegmentation(t *testing.T) {
 	}
 	if _, err := b.NoPeerUDPSegmentation(lo.Index); !errors.Is(err, ErrNotVeth) {
 		t.Errorf("lo: %v, want ErrNotVeth", err)
+	}
+}
+
+// TestVethPeerBesideStaleNamedFile: a file of /run/netns that is no
+// namespace (one `ip netns del` has unmounted and not yet removed, as
+// happens while another rig is torn down) is passed over in the search
+// for the peer's namespace. Before, the failed netns id query of such a
+// file read as id 0, the id of B's peer namespace, and the lookup failed
+// with "not a namespace file".
+func TestVethPeerBesideStaleNamedFile(t *testing.T) {
+	nstest.RequirePrivileged(t)
+	rig := nstest.NewPair(t, nstest.Options{})
+	b := openNamed(t, rig.B.Name)
+	stale := filepath.Join(NamedDir, fmt.Sprintf("0-stale-%d", os.Getpid())) // sorted first
+	if err := os.WriteFile(stale, nil, 0o444); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { os.Remove(stale) })
+	restore, err := b.NoPeerUDPSegmentation(rig.B.IfIndex)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if udpSegmentationOn(t, rig.A) {
+		t.Error("A's tx-udp-segmentation still on")
+	}
+	if err := restore(); err != nil {
+		t.Fatal(err)
 	}
 }
