@@ -358,8 +358,6 @@ func (p *Pair) Close() error {
 	return errors.Join(errs...)
 }
 
-// newNamedNS creates a named network namespace without leaving the calling
-// thread in it.
 // netnsDir is where named network namespaces are (ip netns's and
 // netns.NewNamed's directory).
 const netnsDir = "/run/netns"
@@ -381,8 +379,13 @@ func freeRigID() string {
 	}
 }
 
+// newNamedNS creates a named network namespace without leaving the calling
+// thread in it.
 func newNamedNS(name string) (netns.NsHandle, error) {
 	var ns netns.NsHandle = -1
+	if err := shareNetnsDir(); err != nil {
+		return ns, err
+	}
 	errc := make(chan error, 1)
 	go func() {
 		// orig is closed before the reply, so that the caller never sees
