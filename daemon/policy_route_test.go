@@ -98,3 +98,94 @@ func TestSourcePolicyRouting(t *testing.T) {
 		}
 	}
 }
+
+// TestRuleChangeFollowed: a policy routing rule added or deleted moves the
+// daemon's packets at once, as it moves a kernel socket's: the next hop
+// the daemon resolved for a source is not kept until it would have been
+// asked again (5 s). Host B's main table sends the client's network to a
+// router whose static neighbour entry is a MAC no one has (frames lost);
+// table 100 sends it to host A. Before, the replies of an app's listener
+// kept going to the lost router for seconds after `ip rule add`, and to
+// host A for seconds after the rule was deleted.
+func TestRuleChangeFollowed(t *testing.T) {
+	const port = 7581
+	rig, d := tcpRig(t)
+	second := netip.MustParseAddr("10.77.1.2")
+	client := netip.MustParseAddr("10.88.0.1")
+	ipIn(t, rig.A, "addr", "add", client.String()+"/32", "dev", "lo")
+	ipIn(t, rig.A, "link", "set", "dev", "lo", "up")
+	ipIn(t, rig.A, "route", "add", "10.77.1.0/24", "dev", rig.A.Link)
+	ipIn(t, rig.B, "addr", "add", second.String()+"/24", "dev", rig.B.Link)
+	ipIn(t, rig.B, "neigh", "replace", "10.77.0.9", "lladdr", "02:00:00:00:00:99", "nud", "permanent", "dev", rig.B.Link)
+	ipIn(t, rig.B, "route", "add", "10.88.0.0/16", "via", "10.77.0.9", "dev", rig.B.Link)
+	ipIn(t, rig.B, "route", "add", "10.88.0.0/16", "via", rig.A.IPv4.String(), "dev", rig.B.Link, "table", "100")
+	ipIn(t, rig.B, "route", "add", "10.88.0.0/16", "via", "10.77.0.9", "dev", rig.B.Link, "table", "101")
+	waitFor(t, "the daemon to serve "+second.String(), 5*time.Second, func() bool {
+		a := attach(t, d, app.Options{Name: "probe"})
+		defer a.Close()
+		pc, err := a.ListenPacket("udp://" + netip.AddrPortFrom(second, 0).String())
+		if err == nil {
+			pc.Close()
+		}
+		return err == nil
+	})
+	a := attach(t, d, app.Options{Name: "rules"})
+	pc, err := a.ListenPacket("udp://" + netip.AddrPortFrom(second, port).String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer pc.Close()
+	go echoPackets(pc)
+	k, err := rig.A.ListenUDP(netip.AddrPortFrom(client, 0), 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer k.Close()
+	dst := netip.AddrPortFrom(second, port)
+	// echoed reports whether a reply comes back within d, sending a
+	// datagram every 100 ms.
+	echoed := func(d time.Duration) bool {
+		b := make([]byte, 64)
+		for end := time.Now().Add(d); time.Now().Before(end); {
+			if _, err := k.WriteToUDPAddrPort([]byte("rule"), dst); err != nil {
+				t.Fatal(err)
+			}
+			k.SetReadDeadline(time.Now().Add(100 * time.Millisecond))
+			if n, _, err := k.ReadFromUDPAddrPort(b); err == nil && string(b[:n]) == "rule" {
+				return true
+			}
+		}
+		return false
+	}
+	drain := func() {
+		b := make([]byte, 64)
+		k.SetReadDeadline(time.Now().Add(200 * time.Millisecond))
+		for {
+			if _, _, err := k.ReadFromUDPAddrPort(b); err != nil {
+				return
+			}
+		}
+	}
+	if echoed(300 * time.Millisecond) {
+		t.Fatal("a reply came back through the main table's router, whose MAC no one has")
+	}
+	// The rule sends the second address's packets by table 100.
+	ipIn(t, rig.B, "rule", "add", "from", second.String(), "lookup", "100", "priority", "100")
+	if !echoed(1500 * time.Millisecond) {
+		t.Errorf("after ip rule add: no reply within 1.5 s (drops %v)", d.Stats().Totals.Drops)
+	}
+	// A rule before it sends them to the lost router again... The first
+	// reply after a change may still go the old way: the daemon keeps
+	// what it resolved usable while it asks the kernel again.
+	ipIn(t, rig.B, "rule", "add", "from", second.String(), "lookup", "101", "priority", "90")
+	echoed(100 * time.Millisecond)
+	drain()
+	if echoed(1500 * time.Millisecond) {
+		t.Errorf("after ip rule add of table 101: a reply still came back through table 100")
+	}
+	// ... and deleting it brings them back.
+	ipIn(t, rig.B, "rule", "del", "priority", "90")
+	if !echoed(1500 * time.Millisecond) {
+		t.Errorf("after ip rule del: no reply within 1.5 s (drops %v)", d.Stats().Totals.Drops)
+	}
+}

@@ -16,8 +16,8 @@ import (
 // NextHopChange is a change that may move where frames to a destination
 // go: a neighbour of the interface watched got another link-layer address,
 // or lost its usable one (IP, MAC, Usable; Failed when its resolution
-// failed), or the namespace's routes or the view of them changed (Route:
-// anything resolved before may be stale).
+// failed), or the namespace's routes, its rules or the view of them
+// changed (Route: anything resolved before may be stale).
 type NextHopChange struct {
 	Route  bool
 	IP     netip.Addr
@@ -31,25 +31,27 @@ type NextHopChange struct {
 const watchRetry = 100 * time.Millisecond
 
 // NextHopWatch follows the neighbours of one interface and the routes of
-// a namespace through netlink subscriptions (WatchNextHops).
+// a namespace and its policy routing rules through netlink subscriptions
+// (WatchNextHops).
 type NextHopWatch struct {
 	n       *Namespace
 	ifindex int
 	sub     *nextHopSub // nil between a failure and the next subscription
 }
 
-// nextHopSub is one pair of subscriptions.
+// nextHopSub is one set of subscriptions.
 type nextHopSub struct {
 	fd       int
 	neigh    chan netlink.NeighUpdate
 	route    chan netlink.RouteUpdate
+	rule     chan struct{}
 	done     chan struct{}
 	stopping stopFlag
 	errc     chan error
 }
 
 // WatchNextHops subscribes to the changes of the neighbours of interface
-// ifindex and of the namespace's routes, at once: what changes from then
+// ifindex and of the namespace's routes and rules, at once: what changes from then
 // on, Run reports. Run or Close must follow.
 func (n *Namespace) WatchNextHops(ifindex int) (*NextHopWatch, error) {
 	s, err := n.subscribeNextHops()
@@ -65,7 +67,7 @@ func (n *Namespace) subscribeNextHops() (*nextHopSub, error) {
 		return nil, err
 	}
 	s := &nextHopSub{fd: fd, neigh: make(chan netlink.NeighUpdate, 256), route: make(chan netlink.RouteUpdate, 64),
-		done: make(chan struct{}), errc: make(chan error, 2)}
+		rule: make(chan struct{}, 64), done: make(chan struct{}), errc: make(chan error, 3)}
 	onErr := func(err error) {
 		if s.stopping.stopped() {
 			return
@@ -82,9 +84,16 @@ func (n *Namespace) subscribeNextHops() (*nextHopSub, error) {
 		return nil, fmt.Errorf("subscribe to neighbours: %w", err)
 	}
 	if err := netlink.RouteSubscribeWithOptions(s.route, s.done, netlink.RouteSubscribeOptions{Namespace: &nsh, ErrorCallback: onErr}); err != nil {
-		s.route = nil
+		s.route, s.rule = nil, nil
 		s.close()
 		return nil, fmt.Errorf("subscribe to routes: %w", err)
+	}
+	// A rule added or deleted moves the route of whatever source it
+	// names, as `ip route get DST from SRC` shows at once.
+	if err := subscribeRules(nsh, s.rule, s.done, onErr); err != nil {
+		s.rule = nil
+		s.close()
+		return nil, fmt.Errorf("subscribe to routing rules: %w", err)
 	}
 	return s, nil
 }
@@ -97,6 +106,10 @@ func (s *nextHopSub) close() {
 	}
 	if s.route != nil {
 		for range s.route {
+		}
+	}
+	if s.rule != nil {
+		for range s.rule {
 		}
 	}
 	unix.Close(s.fd)
@@ -169,6 +182,11 @@ func (s *nextHopSub) serve(ctx context.Context, ifindex int, fn func(NextHopChan
 		case _, open := <-s.route:
 			if !open {
 				return errors.New("route subscription ended")
+			}
+			fn(NextHopChange{Route: true})
+		case _, open := <-s.rule:
+			if !open {
+				return errors.New("rule subscription ended")
 			}
 			fn(NextHopChange{Route: true})
 		}
