@@ -272,7 +272,7 @@ func FuzzFragments(f *testing.F) {
 	rig := nstest.NewPair(f, nstest.Options{})
 	d := startDaemon(f, func(o *Config) {
 		o.Datapath.IfName, o.Datapath.NetnsName, o.NoDatapath = rig.B.Link, rig.B.Name, false
-		o.Datapath.Reassembly.Timeout = time.Second // as the kernel's, below
+		o.Datapath.Reassembly.Timeout, o.Datapath.Reassembly.Timeout6 = time.Second, time.Second // as the kernel's, below
 	})
 	// Incomplete sets hold the kernel's reassembly memory until they time
 	// out: a short timeout and a large bound keep a long run from filling it.

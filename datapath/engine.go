@@ -101,7 +101,8 @@ type Config struct {
 	// Reassembly bounds each worker's reassembly of UDP fragments
 	// (fragment.go): datagrams in flight, fragments per datagram, and how
 	// long a datagram's fragments may take (zero fields: reasm's
-	// defaults).
+	// defaults, but for the timeouts, which are the namespace's
+	// net.ipv4.ipfrag_time and net.ipv6.ip6frag_time).
 	Reassembly reasm.Config
 }
 
@@ -305,6 +306,7 @@ func New(cfg Config) (*Engine, error) {
 	}
 	e.partialOK, e.csumMode = resolveChecksum(cfg.Checksum, driver)
 	e.readHopLimits()
+	e.readFragTimes()
 	switch r := cfg.TCP.SynRate; {
 	case r == 0:
 		e.synRate = DefaultTCPSynRate
@@ -341,7 +343,7 @@ func New(cfg Config) (*Engine, error) {
 	}
 	// The program follows a fragmented datagram's verdict as long as the
 	// workers wait for its fragments.
-	e.objs, err = spec.Load(loader.ObjectsOptions{Queues: max(queues, e.ifc.RxQueues), FragmentTTL: e.cfg.Reassembly.WithDefaults().Timeout, MaxEstablished: cfg.MaxEstablished,
+	e.objs, err = spec.Load(loader.ObjectsOptions{Queues: max(queues, e.ifc.RxQueues), FragmentTTL: max(e.cfg.Reassembly.Timeout, e.cfg.Reassembly.Timeout6), MaxEstablished: cfg.MaxEstablished,
 		MAC: e.ifc.MAC, CheckLocal: true})
 	if err != nil {
 		return nil, fmt.Errorf("new engine: %w", err)

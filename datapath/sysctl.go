@@ -4,6 +4,7 @@ import (
 	"os"
 	"strconv"
 	"strings"
+	"time"
 )
 
 // sysctlInt reads the integer setting name (a path under /proc/sys) of
@@ -22,6 +23,27 @@ func (e *Engine) sysctlInt(name string) (v int, ok bool) {
 		return err
 	})
 	return v, ok
+}
+
+// readFragTimes fills the reassembly timeouts the configuration leaves
+// zero with the namespace's kernel's: net.ipv4.ipfrag_time and
+// net.ipv6.ip6frag_time (seconds), so that a datagram's fragments may take
+// as long as the kernel's reassembly gives them. One it cannot read (or 0)
+// keeps reasm's default, which is the kernel's.
+func (e *Engine) readFragTimes() {
+	c := &e.cfg.Reassembly
+	for _, s := range []struct {
+		name string
+		d    *time.Duration
+	}{{"net/ipv4/ipfrag_time", &c.Timeout}, {"net/ipv6/ip6frag_time", &c.Timeout6}} {
+		if *s.d > 0 {
+			continue
+		}
+		if v, ok := e.sysctlInt(s.name); ok && v > 0 && v <= 86400 {
+			*s.d = time.Duration(v) * time.Second
+		}
+	}
+	*c = c.WithDefaults()
 }
 
 // readHopLimits reads the TTL and hop limit the namespace's kernel sockets

@@ -45,7 +45,7 @@ const (
 	dropReasmTooMany            // a datagram of more fragments than the reassembly takes (dropped)
 	dropReasmNoBuffer           // a fragment for which every reassembly buffer held a datagram not yet delivered
 	dropReasmEvicted            // datagrams being reassembled, dropped to make room for a new one (Config.Reassembly.MaxDatagrams)
-	dropReasmTimeout            // datagrams whose fragments did not all come within Config.Reassembly.Timeout
+	dropReasmTimeout            // datagrams whose fragments did not all come within Config.Reassembly.Timeout (Timeout6 for IPv6)
 	dropChainNotTCP             // a multi-buffer packet (chain.go) neither TCP nor a UDP fragment
 	dropChainBroken             // a multi-buffer packet whose descriptors did not all come in its batch
 	dropOtherHost               // a frame to another host's unicast MAC or tagged for a VLAN (notForUs)

@@ -138,7 +138,7 @@ func offSetting(d *time.Duration) time.Duration {
 type ReassemblyConfig struct {
 	MaxDatagrams int           `yaml:"max_datagrams"` // datagrams in flight per worker, each in a 64 KiB buffer (0: 64); a new one evicts the oldest
 	MaxFragments int           `yaml:"max_fragments"` // fragments of one datagram (0: 128)
-	Timeout      time.Duration `yaml:"timeout"`       // how long a datagram's fragments may take (0: 30s, Linux's ipfrag_time)
+	Timeout      time.Duration `yaml:"timeout"`       // how long a datagram's fragments may take, both families (0: the kernel's net.ipv4.ipfrag_time and net.ipv6.ip6frag_time, 30s and 60s by default)
 }
 
 // LoadConfig reads and validates a configuration file.

@@ -37,7 +37,7 @@ func TestParseConfigSample(t *testing.T) {
 	if d := offSetting(c.TCP.AckDelay); d != tcp.DefaultAckDelay {
 		t.Fatalf("sample config: tcp ack_delay %v, want the default %v", d, tcp.DefaultAckDelay)
 	}
-	if r := c.Interfaces[0].Reassembly; r != (ReassemblyConfig{MaxDatagrams: 64, MaxFragments: 128, Timeout: 30 * time.Second}) {
+	if r := c.Interfaces[0].Reassembly; r != (ReassemblyConfig{MaxDatagrams: 64, MaxFragments: 128, Timeout: 0}) {
 		t.Fatalf("sample config: reassembly %+v", r)
 	}
 	if ic := c.Interfaces[0]; offSetting(ic.IdleSpin) != datapath.DefaultIdleSpin || offSetting(ic.IdleSpinMax) != datapath.DefaultIdleSpinMax {

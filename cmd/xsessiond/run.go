@@ -176,7 +176,7 @@ func mergeRunConfig(cmd *cobra.Command, f runFlags, c *Config) (daemon.Config, e
 		return daemon.Config{}, fmt.Errorf("--sched-policy: %w", err)
 	}
 	dp := datapath.Config{IfName: ic.Name, NetnsName: ic.Netns, Queues: ic.Queues, Batch: ic.Batch, BusyPoll: ic.BusyPoll, XDPMode: ic.XDPMode, Checksum: ic.Checksum}
-	dp.Reassembly = reasm.Config{MaxDatagrams: ic.Reassembly.MaxDatagrams, MaxFragments: ic.Reassembly.MaxFragments, Timeout: ic.Reassembly.Timeout}
+	dp.Reassembly = reasm.Config{MaxDatagrams: ic.Reassembly.MaxDatagrams, MaxFragments: ic.Reassembly.MaxFragments, Timeout: ic.Reassembly.Timeout, Timeout6: ic.Reassembly.Timeout}
 	dp.IdleSpin, dp.IdleSpinMax = offSetting(ic.IdleSpin), offSetting(ic.IdleSpinMax)
 	dp.CPUs = cpus
 	dp.TCP.Stack.ConnectTimeout = c.TCP.ConnectTimeout
@@ -437,7 +437,9 @@ func restartNeeded(cur, next daemon.Config) []string {
 			out = append(out, name+" "+fieldChanges(a, b))
 		}
 	}
-	fields("reassembly", a.Reassembly, b.Reassembly)
+	ra, rb := a.Reassembly, b.Reassembly
+	ra.Timeout6, rb.Timeout6 = 0, 0 // the file's timeout sets both
+	fields("reassembly", ra, rb)
 	diff("idle_spin", a.IdleSpin, b.IdleSpin)
 	diff("idle_spin_max", a.IdleSpinMax, b.IdleSpinMax)
 	diff("tcp.connect_timeout", a.TCP.Stack.ConnectTimeout, b.TCP.Stack.ConnectTimeout)

@@ -15,7 +15,7 @@ import (
 // in full, no pool. The fuzz target holds the Reassembler to it.
 type model struct {
 	maxDatagrams, maxFragments int
-	timeout                    int64
+	timeout, timeout6          int64
 	queues                     map[Key]*modelQueue
 	order                      []Key // keys in creation order
 	done                       int   // completed datagrams not yet released
@@ -33,8 +33,8 @@ type modelQueue struct {
 	data            []byte
 }
 
-func newModel(maxDatagrams, maxFragments int, timeout int64) *model {
-	return &model{maxDatagrams: maxDatagrams, maxFragments: maxFragments, timeout: timeout, queues: map[Key]*modelQueue{}}
+func newModel(maxDatagrams, maxFragments int, timeout, timeout6 int64) *model {
+	return &model{maxDatagrams: maxDatagrams, maxFragments: maxFragments, timeout: timeout, timeout6: timeout6, queues: map[Key]*modelQueue{}}
 }
 
 func (m *model) removeKey(k Key) {
@@ -159,9 +159,15 @@ func (m *model) add(k Key, offset int, more bool, data []byte, maxEnd int, now i
 
 func (m *model) expire(now int64) int {
 	n := 0
-	for len(m.order) > 0 && now-m.queues[m.order[0]].created >= m.timeout {
-		m.removeKey(m.order[0])
-		n++
+	for _, k := range slices.Clone(m.order) {
+		timeout := m.timeout
+		if k.Family == flow.Family6 {
+			timeout = m.timeout6
+		}
+		if now-m.queues[k].created >= timeout {
+			m.removeKey(k)
+			n++
+		}
 	}
 	return n
 }
@@ -244,12 +250,12 @@ func TestModelRandom(t *testing.T) {
 // the model, and fails t when they disagree. It counts the results in seen
 // when seen is not nil.
 func runModel(t testing.TB, in []byte, seen *[NumResults]int) {
-	const timeout = 1000
+	const timeout, timeout6 = 1000, 1500
 	if len(in) > 400 {
 		in = in[:400] // enough operations to reach every bound, few enough to stay fast
 	}
-	r := New(Config{MaxDatagrams: 3, MaxFragments: 8, Timeout: timeout})
-	m := newModel(3, 8, timeout)
+	r := New(Config{MaxDatagrams: 3, MaxFragments: 8, Timeout: timeout, Timeout6: timeout6})
+	m := newModel(3, 8, timeout, timeout6)
 	var now int64
 	type held struct{ got, want []byte }
 	var outstanding []held

@@ -73,9 +73,13 @@ type Config struct {
 	// smallest path MTU, min_pmtu's 552 bytes, has 125; Linux bounds only
 	// the memory).
 	MaxFragments int
-	// Timeout is how long a datagram may take from its first fragment
-	// received to its completion (default 30 s, the kernel's ipfrag_time).
+	// Timeout is how long an IPv4 datagram may take from its first
+	// fragment received to its completion (default 30 s, the kernel's
+	// net.ipv4.ipfrag_time).
 	Timeout time.Duration
+	// Timeout6 is the same for an IPv6 datagram (default 60 s, the
+	// kernel's net.ipv6.ip6frag_time).
+	Timeout6 time.Duration
 }
 
 // Defaults for Config's zero fields.
@@ -83,6 +87,7 @@ const (
 	DefaultMaxDatagrams = 64
 	DefaultMaxFragments = 128
 	DefaultTimeout      = 30 * time.Second
+	DefaultTimeout6     = 60 * time.Second
 )
 
 // BufferSize is the size of one reassembly buffer: any datagram an IP
@@ -122,6 +127,7 @@ type queue struct {
 	key     Key
 	hash    uint64 // hash of key, for the table
 	created int64  // time of the first fragment, ns
+	expires int64  // created + its family's timeout
 	buf     int32  // index of its buffer in Reassembler.bufs
 	runBase int32  // its runs are runStore[runBase : runBase+nruns], sorted by start, disjoint
 	nruns   int32
@@ -141,7 +147,7 @@ type queue struct {
 // for concurrent use.
 type Reassembler struct {
 	cfg     Config
-	timeout int64 // cfg.Timeout in ns
+	timeout [2]int64 // cfg.Timeout and Timeout6 in ns
 
 	queues   []queue
 	freeQ    []int32  // indices of queues not in use
@@ -151,7 +157,7 @@ type Reassembler struct {
 	last     int32    // the queue the previous fragment went to, or -1
 	oldest   int32    // head of the creation-order list, or -1
 	newest   int32    // tail of the creation-order list, or -1
-	deadline int64    // oldest's creation + timeout; MaxInt64 when none
+	deadline int64    // at most the earliest expiry of the queues in use; MaxInt64 when none
 	inFlight int      // queues in use
 	held     int      // bytes held by queues in use
 	bufs     [][]byte // every buffer allocated, at most 2×MaxDatagrams
@@ -175,6 +181,9 @@ func (c Config) WithDefaults() Config {
 	if c.Timeout <= 0 {
 		c.Timeout = DefaultTimeout
 	}
+	if c.Timeout6 <= 0 {
+		c.Timeout6 = DefaultTimeout6
+	}
 	return c
 }
 
@@ -189,7 +198,7 @@ func New(cfg Config) *Reassembler {
 	}
 	r := &Reassembler{
 		cfg:      cfg,
-		timeout:  int64(cfg.Timeout),
+		timeout:  [2]int64{int64(cfg.Timeout), int64(cfg.Timeout6)},
 		queues:   make([]queue, n),
 		freeQ:    make([]int32, n),
 		table:    make([]int32, tsize),
@@ -412,20 +421,38 @@ func (r *Reassembler) Release() {
 	r.done = r.done[:0]
 }
 
-// Expire discards the datagrams whose first fragment arrived Timeout or
-// more before now, and returns how many. It costs one comparison when none
-// is due.
+// Expire discards the datagrams whose first fragment arrived their
+// family's timeout (Timeout, Timeout6) or more before now, and returns how
+// many. It costs one comparison while none is due; when one may be, it
+// walks the queues in use (at most MaxDatagrams).
 func (r *Reassembler) Expire(now int64) int {
 	if now < r.deadline {
 		return 0
 	}
 	n := 0
-	for r.oldest >= 0 && now-r.queues[r.oldest].created >= r.timeout {
-		r.discard(r.oldest)
-		n++
+	next := int64(math.MaxInt64)
+	for qi := r.oldest; qi >= 0; {
+		q := &r.queues[qi]
+		after := q.next
+		if now >= q.expires {
+			r.discard(qi)
+			n++
+		} else {
+			next = min(next, q.expires)
+		}
+		qi = after
 	}
+	r.deadline = next
 	r.st.TimedOut += uint64(n)
 	return n
+}
+
+// timeoutOf returns the timeout of k's family in ns.
+func (r *Reassembler) timeoutOf(k *Key) int64 {
+	if k.Family == flow.Family6 {
+		return r.timeout[1]
+	}
+	return r.timeout[0]
 }
 
 // create starts a queue for k and returns its index, or -1 when no buffer
@@ -453,13 +480,13 @@ func (r *Reassembler) create(k *Key, h uint64, now int64) int32 {
 	qi := r.freeQ[len(r.freeQ)-1]
 	r.freeQ = r.freeQ[:len(r.freeQ)-1]
 	q := &r.queues[qi]
-	*q = queue{key: *k, hash: h, created: now, buf: buf, runBase: q.runBase, prev: r.newest, next: -1, live: true}
+	*q = queue{key: *k, hash: h, created: now, expires: now + r.timeoutOf(k), buf: buf, runBase: q.runBase, prev: r.newest, next: -1, live: true}
 	if r.newest >= 0 {
 		r.queues[r.newest].next = qi
 	} else {
 		r.oldest = qi
-		r.deadline = now + r.timeout
 	}
+	r.deadline = min(r.deadline, q.expires)
 	r.newest = qi
 	r.inFlight++
 	r.insert(qi, h)
@@ -481,11 +508,11 @@ func (r *Reassembler) remove(qi int32) {
 		r.queues[q.prev].next = q.next
 	} else {
 		r.oldest = q.next
-		if q.next >= 0 {
-			r.deadline = r.queues[q.next].created + r.timeout
-		} else {
+		if q.next < 0 {
 			r.deadline = math.MaxInt64
 		}
+		// Otherwise the deadline stays a lower bound: Expire finds
+		// the next one when it comes.
 	}
 	if q.next >= 0 {
 		r.queues[q.next].prev = q.prev

@@ -366,7 +366,7 @@ func TestEvictOldest(t *testing.T) {
 }
 
 func TestExpire(t *testing.T) {
-	r := New(Config{Timeout: time.Second})
+	r := New(Config{Timeout: time.Second, Timeout6: time.Second})
 	k := key6
 	_, _ = r.Add(&k, 0, true, make([]byte, 8), maxEnd6, 100)
 	k.ID++
@@ -385,6 +385,38 @@ func TestExpire(t *testing.T) {
 	}
 	if n := r.Expire(2e12); n != 0 {
 		t.Fatal(n)
+	}
+}
+
+// TestExpireByFamily: each family's datagrams live their own timeout, as
+// the kernel's ipfrag_time and ip6frag_time: an IPv6 datagram started first
+// with the longer timeout holds up neither the expiry of an IPv4 one
+// started after it nor its own completion.
+func TestExpireByFamily(t *testing.T) {
+	r := New(Config{})
+	if c := r.Config(); c.Timeout != 30*time.Second || c.Timeout6 != 60*time.Second {
+		t.Fatalf("defaults %v and %v, want the kernel's 30 s and 60 s", c.Timeout, c.Timeout6)
+	}
+	k6, k4 := key6, key4
+	_, _ = r.Add(&k6, 0, true, make([]byte, 8), maxEnd6, 100)
+	_, _ = r.Add(&k4, 0, true, make([]byte, 8), maxEnd4, 200)
+	if n := r.Expire(200 + int64(30*time.Second) - 1); n != 0 {
+		t.Fatal(n)
+	}
+	if n := r.Expire(200 + int64(30*time.Second)); n != 1 {
+		t.Fatalf("at 30 s: %d expired, want the IPv4 datagram", n)
+	}
+	if _, res := r.Add(&k4, 8, false, make([]byte, 8), maxEnd4, 200+int64(30*time.Second)); res != Pending {
+		t.Fatalf("the IPv4 datagram's last fragment after its timeout: %v, want it to start afresh", res)
+	}
+	if d, res := r.Add(&k6, 8, false, make([]byte, 8), maxEnd6, 100+int64(60*time.Second)-1); res != Done || len(d) != 16 {
+		t.Fatalf("the IPv6 datagram's last fragment within 60 s: %v, %d bytes", res, len(d))
+	}
+	if n := r.Expire(200 + int64(60*time.Second)); n != 1 {
+		t.Fatalf("at 60 s: %d expired, want the IPv4 datagram started afresh", n)
+	}
+	if st := r.Stats(); st.TimedOut != 2 || st.InFlight != 0 {
+		t.Fatalf("stats %+v", st)
 	}
 }
 
