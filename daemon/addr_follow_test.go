@@ -281,7 +281,7 @@ func TestPathMTUFollowsTheInterface(t *testing.T) {
 	e := d.Engine()
 	pmtu := func() int {
 		t.Helper()
-		m, err := e.PathMTU(rig.A.IPv4)
+		m, err := e.PathMTU(netip.Addr{}, rig.A.IPv4)
 		if err != nil {
 			t.Fatal(err)
 		}

@@ -365,7 +365,7 @@ func (e dpEngine) PathMTUFrom(ep flow.Endpoint, dst netip.Addr) (int, error) {
 	if (ep.IfIndex != 0 && ep.IfIndex != e.IfIndex()) || ep.FIB != e.FIB() {
 		return 0, fmt.Errorf("path mtu: %s is not on the datapath's interface: %w", ep.URI(), flow.ErrNotSupported)
 	}
-	return e.PathMTU(dst)
+	return e.PathMTU(ep.Addr, dst)
 }
 
 // SessionTargets returns the counters of the connected UDP sessions of

@@ -1,6 +1,7 @@
 package daemon
 
 import (
+	"fmt"
 	"io"
 	"net"
 	"net/netip"
@@ -32,7 +33,7 @@ func TestSourcePolicyRouting(t *testing.T) {
 	// The main table's way to the client's network is a router that is
 	// not there; the second address's table has host A.
 	ipIn(t, rig.B, "route", "add", "10.88.0.0/16", "via", "10.77.0.9", "dev", rig.B.Link)
-	ipIn(t, rig.B, "route", "add", "10.88.0.0/16", "via", rig.A.IPv4.String(), "dev", rig.B.Link, "table", "100")
+	ipIn(t, rig.B, "route", "add", "10.88.0.0/16", "via", rig.A.IPv4.String(), "dev", rig.B.Link, "table", "100", "mtu", "1300")
 	ipIn(t, rig.B, "rule", "add", "from", second.String(), "lookup", "100", "priority", "100")
 	out, err := exec.Command("ip", "-n", rig.B.Name, "route", "get", client.String(), "from", second.String()).CombinedOutput()
 	if err != nil || !strings.Contains(string(out), "via "+rig.A.IPv4.String()) {
@@ -81,6 +82,19 @@ func TestSourcePolicyRouting(t *testing.T) {
 	b := make([]byte, 9)
 	if _, err := io.ReadFull(c, b); err != nil || string(b) != "by source" {
 		t.Errorf("tcp echo from %v: %q, %v", second, b, err)
+	}
+
+	// The path MTU from the second address is its table's route's, as a
+	// kernel socket bound to it learns (IP_MTU); a wildcard listener's
+	// is the main table's. Before, both were the main table's.
+	cl := rawApp(t, d)
+	for _, c := range []struct {
+		uri  string
+		want uint32
+	}{{"udp://" + netip.AddrPortFrom(second, port+2).String(), 1300}, {fmt.Sprintf("udp://0.0.0.0:%d", port+3), 1500}} {
+		if mtu, err := askPathMTU(cl, rawBind(t, cl, c.uri), client); err != nil || mtu != c.want {
+			t.Errorf("path mtu from %s to %v: %d, %v; want %d", c.uri, client, mtu, err, c.want)
+		}
 	}
 
 	// A connect whose route in the main table picks the second address

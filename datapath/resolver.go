@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/xsessiond/xsessiond/flow"
+	"github.com/xsessiond/xsessiond/internal/testhook"
 	"github.com/xsessiond/xsessiond/nsbind"
 )
 
@@ -209,8 +210,18 @@ func (r *resolver) run(ctx context.Context) {
 				// resolve nh; count it failed for now, so it is asked
 				// again after failedTTL, or as soon as the kernel's
 				// entry of nh changes (changed).
+				if d := testhook.ResolverVerdictPause.Load(); d > 0 {
+					time.Sleep(time.Duration(d))
+				}
 				r.failures.Add(1)
 				r.store(k, nbResult{failed: true, unreachable: res.unreachable, at: time.Now(), nh: nh})
+				// The kernel's answer may have come since it was
+				// asked, its notice finding no entry of nh to wake
+				// (the first resolution of k) or k's still in
+				// flight: look once, as the notice would have done.
+				if mac, st, ok := r.ns.Neighbour(r.ifindex, nh); ok && len(mac) == 6 && st.Usable() {
+					r.changed(nsbind.NextHopChange{IP: nh, MAC: mac, Usable: true})
+				}
 			}
 		}
 	}
@@ -437,12 +448,15 @@ func (r *resolver) stats() ResolverStats {
 		Dropped: r.dropped.Load(), Entries: n}
 }
 
-// PathMTU returns the MTU of an IP packet to dst as the datapath sends it:
-// the interface's, lowered by the route's when the kernel has a smaller one
-// (a route's mtu metric, or a path MTU it learned from ICMP), read from
-// the kernel now. The workers read the route's MTU through the resolver,
-// so they follow a change within the resolver's lifetimes.
-func (e *Engine) PathMTU(dst netip.Addr) (int, error) {
+// PathMTU returns the MTU of an IP packet from src to dst as the datapath
+// sends it: the interface's, lowered by the route's when the kernel has a
+// smaller one (a route's mtu metric, or a path MTU it learned from ICMP),
+// read from the kernel now. The route is the one the kernel gives src
+// (ip route get DST from SRC: the policy rules of the source choose its
+// table), as the workers' is; an invalid or unspecified src (a wildcard
+// listener's) is none. The workers read the route's MTU through the
+// resolver, so they follow a change within the resolver's lifetimes.
+func (e *Engine) PathMTU(src, dst netip.Addr) (int, error) {
 	if e.ns == nil {
 		return 0, fmt.Errorf("path mtu: no namespace: %w", flow.ErrNotSupported)
 	}
@@ -450,7 +464,7 @@ func (e *Engine) PathMTU(dst netip.Addr) (int, error) {
 	if mtu <= 0 {
 		mtu = 1500
 	}
-	rt, err := e.ns.RouteGet(dst.Unmap())
+	rt, err := e.ns.RouteGetFrom(dst.Unmap(), src)
 	if err != nil {
 		return 0, fmt.Errorf("path mtu: %w", err)
 	}

@@ -55,8 +55,9 @@
 // other datagrams start between its first and last fragment (or the worker
 // leaves 2×MaxDatagrams completed datagrams unreleased).
 // [Config.MaxFragments] limits the fragments of one datagram
-// ([TooManyFragments]), and [Config.Timeout] its lifetime:
-// [Reassembler.Expire] discards queues older than that.
+// ([TooManyFragments]), and [Config.Timeout] (IPv4) and [Config.Timeout6]
+// (IPv6) its lifetime: [Reassembler.Expire] discards queues older than
+// their family's.
 //
 // # Buffers and goroutines
 //

@@ -38,3 +38,10 @@ var UserNSByUIDMap atomic.Bool
 // layer's add and its note of the netns reference the namespace holds: a
 // test of a delete at the same time widens that window.
 var NamespaceAddPause atomic.Int64
+
+// ResolverVerdictPause, when not zero, is how long in nanoseconds the
+// datapath's next-hop resolver (package datapath) waits between asking the
+// kernel to resolve a next hop and storing its verdict that no slot was
+// free to wait for the answer: a test of the kernel's answer coming in
+// between widens that window, which a loaded machine opens now and then.
+var ResolverVerdictPause atomic.Int64
