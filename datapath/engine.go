@@ -544,10 +544,11 @@ func (e *Engine) Start(l *sessions.Layer) error {
 	} else if err != nil {
 		return fmt.Errorf("start: %w", err)
 	}
-	// Neighbour and route changes, followed from now on (resolver.follow).
+	// Neighbour, route and rule changes, followed from now on
+	// (resolver.follow).
 	hops, err := e.ns.WatchNextHops(e.ifc.Index)
 	if err != nil {
-		e.log.Warn("neighbour and route changes are not followed: a next hop's new MAC is used once resolved again, within 6 s", "err", err)
+		e.log.Warn("neighbour, route and policy rule changes are not followed: a next hop's new MAC or route is used once resolved again, within 6 s", "err", err)
 	}
 	e.feed = l.Subscribe(4096)
 	src := &feedSource{l: l, f: e.feed}

@@ -5,6 +5,8 @@ import (
 	"strconv"
 	"strings"
 	"time"
+
+	"github.com/xsessiond/xsessiond/datapath/reasm"
 )
 
 // sysctlInt reads the integer setting name (a path under /proc/sys) of
@@ -28,8 +30,8 @@ func (e *Engine) sysctlInt(name string) (v int, ok bool) {
 // readFragTimes fills the reassembly timeouts the configuration leaves
 // zero with the namespace's kernel's: net.ipv4.ipfrag_time and
 // net.ipv6.ip6frag_time (seconds), so that a datagram's fragments may take
-// as long as the kernel's reassembly gives them. One it cannot read (or 0)
-// keeps reasm's default, which is the kernel's.
+// as long as the kernel's reassembly gives them (at most reasm.MaxTimeout).
+// One it cannot read (or 0) keeps reasm's default, which is the kernel's.
 func (e *Engine) readFragTimes() {
 	c := &e.cfg.Reassembly
 	for _, s := range []struct {
@@ -39,8 +41,8 @@ func (e *Engine) readFragTimes() {
 		if *s.d > 0 {
 			continue
 		}
-		if v, ok := e.sysctlInt(s.name); ok && v > 0 && v <= 86400 {
-			*s.d = time.Duration(v) * time.Second
+		if v, ok := e.sysctlInt(s.name); ok && v > 0 {
+			*s.d = min(time.Duration(min(v, 1<<31))*time.Second, reasm.MaxTimeout)
 		}
 	}
 	*c = c.WithDefaults()

@@ -61,7 +61,8 @@ type ObjectsOptions struct {
 	MaxFragments int
 	// FragmentTTL is how long the program follows a fragmented
 	// datagram's verdict: the reassembly timeout of whoever reassembles
-	// it (DefaultFragmentTTL, Linux's default).
+	// it, the longer of the two families' (DefaultFragmentTTL, Linux's
+	// IPv4 default, when zero).
 	FragmentTTL time.Duration
 	// MAC is the interface's hardware address: a unicast frame to another
 	// is passed to the kernel unlooked at (Counters.OtherHost). Empty: no

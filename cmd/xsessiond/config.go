@@ -16,6 +16,7 @@ import (
 
 	"github.com/xsessiond/xsessiond/daemon"
 	"github.com/xsessiond/xsessiond/datapath"
+	"github.com/xsessiond/xsessiond/datapath/reasm"
 	"github.com/xsessiond/xsessiond/datapath/tcp"
 )
 
@@ -273,8 +274,8 @@ func (c *Config) Validate() error {
 		if ic.Queues < 0 || ic.Batch < 0 || ic.Batch > 1024 {
 			return fmt.Errorf("config: interface %s: queues must be ≥ 0 and batch in 0..1024", ic.Name)
 		}
-		if r := ic.Reassembly; r.MaxDatagrams < 0 || r.MaxDatagrams > 4096 || r.MaxFragments < 0 || r.MaxFragments > 1024 || r.Timeout < 0 {
-			return fmt.Errorf("config: interface %s: reassembly: max_datagrams in 0..4096, max_fragments in 0..1024 and timeout ≥ 0 (0: default)", ic.Name)
+		if r := ic.Reassembly; r.MaxDatagrams < 0 || r.MaxDatagrams > 4096 || r.MaxFragments < 0 || r.MaxFragments > 1024 || r.Timeout < 0 || r.Timeout > reasm.MaxTimeout {
+			return fmt.Errorf("config: interface %s: reassembly: max_datagrams in 0..4096, max_fragments in 0..1024 and timeout in 0..24h (0: the kernel's)", ic.Name)
 		}
 		for _, d := range []*time.Duration{ic.IdleSpin, ic.IdleSpinMax} {
 			if d != nil && (*d < 0 || *d > maxIdleSpin) {

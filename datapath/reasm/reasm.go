@@ -88,6 +88,8 @@ const (
 	DefaultMaxFragments = 128
 	DefaultTimeout      = 30 * time.Second
 	DefaultTimeout6     = 60 * time.Second
+	// MaxTimeout bounds both timeouts: a longer one is taken as this.
+	MaxTimeout = 24 * time.Hour
 )
 
 // BufferSize is the size of one reassembly buffer: any datagram an IP
@@ -135,8 +137,8 @@ type queue struct {
 	length  int32 // the datagram's end as known so far
 	meat    int32 // bytes held
 	nfrags  int32 // fragments kept
-	prev    int32 // creation-order list: older queue, or -1
-	next    int32 // creation-order list: newer queue, or -1
+	prev    int32 // its family's creation-order list: older queue, or -1
+	next    int32 // its family's creation-order list: newer queue, or -1
 	live    bool  // in the table
 	firstIn bool  // the fragment at offset 0 is held
 	lastIn  bool  // the last fragment is held: length is final
@@ -149,15 +151,18 @@ type Reassembler struct {
 	cfg     Config
 	timeout [2]int64 // cfg.Timeout and Timeout6 in ns
 
-	queues   []queue
-	freeQ    []int32  // indices of queues not in use
-	table    []int32  // open addressing, linear probing: queue index+1, 0 empty
-	mask     uint64   // len(table)-1
-	seed     uint64   // hash seed
-	last     int32    // the queue the previous fragment went to, or -1
-	oldest   int32    // head of the creation-order list, or -1
-	newest   int32    // tail of the creation-order list, or -1
-	deadline int64    // at most the earliest expiry of the queues in use; MaxInt64 when none
+	queues []queue
+	freeQ  []int32 // indices of queues not in use
+	table  []int32 // open addressing, linear probing: queue index+1, 0 empty
+	mask   uint64  // len(table)-1
+	seed   uint64  // hash seed
+	last   int32   // the queue the previous fragment went to, or -1
+	// oldest and newest are the head and tail of each family's list of
+	// queues in creation order ([0] IPv4, [1] IPv6), or -1: within a
+	// family, creation order is expiry order.
+	oldest   [2]int32
+	newest   [2]int32
+	deadline int64    // the earliest expiry of the queues in use (a list's head's); MaxInt64 when none
 	inFlight int      // queues in use
 	held     int      // bytes held by queues in use
 	bufs     [][]byte // every buffer allocated, at most 2×MaxDatagrams
@@ -184,6 +189,7 @@ func (c Config) WithDefaults() Config {
 	if c.Timeout6 <= 0 {
 		c.Timeout6 = DefaultTimeout6
 	}
+	c.Timeout, c.Timeout6 = min(c.Timeout, MaxTimeout), min(c.Timeout6, MaxTimeout)
 	return c
 }
 
@@ -205,8 +211,8 @@ func New(cfg Config) *Reassembler {
 		mask:     uint64(tsize - 1),
 		seed:     rand.Uint64() | 1,
 		last:     -1,
-		oldest:   -1,
-		newest:   -1,
+		oldest:   [2]int32{-1, -1},
+		newest:   [2]int32{-1, -1},
 		deadline: math.MaxInt64,
 		bufs:     make([][]byte, 0, 2*n),
 		free:     make([]int32, 0, 2*n),
@@ -423,36 +429,40 @@ func (r *Reassembler) Release() {
 
 // Expire discards the datagrams whose first fragment arrived their
 // family's timeout (Timeout, Timeout6) or more before now, and returns how
-// many. It costs one comparison while none is due; when one may be, it
-// walks the queues in use (at most MaxDatagrams).
+// many. It costs one comparison while none is due.
 func (r *Reassembler) Expire(now int64) int {
 	if now < r.deadline {
 		return 0
 	}
 	n := 0
-	next := int64(math.MaxInt64)
-	for qi := r.oldest; qi >= 0; {
-		q := &r.queues[qi]
-		after := q.next
-		if now >= q.expires {
-			r.discard(qi)
+	for f := range r.oldest {
+		for r.oldest[f] >= 0 && now >= r.queues[r.oldest[f]].expires {
+			r.discard(r.oldest[f])
 			n++
-		} else {
-			next = min(next, q.expires)
 		}
-		qi = after
 	}
-	r.deadline = next
 	r.st.TimedOut += uint64(n)
 	return n
 }
 
-// timeoutOf returns the timeout of k's family in ns.
-func (r *Reassembler) timeoutOf(k *Key) int64 {
+// famIndex is the index of k's family in Reassembler.timeout, oldest and
+// newest.
+func famIndex(k *Key) int {
 	if k.Family == flow.Family6 {
-		return r.timeout[1]
+		return 1
 	}
-	return r.timeout[0]
+	return 0
+}
+
+// setDeadline sets the deadline to the earlier of the two lists' heads'
+// expiries.
+func (r *Reassembler) setDeadline() {
+	r.deadline = math.MaxInt64
+	for _, qi := range r.oldest {
+		if qi >= 0 {
+			r.deadline = min(r.deadline, r.queues[qi].expires)
+		}
+	}
 }
 
 // create starts a queue for k and returns its index, or -1 when no buffer
@@ -468,7 +478,7 @@ func (r *Reassembler) create(k *Key, h uint64, now int64) int32 {
 		r.bufs = append(r.bufs, make([]byte, BufferSize))
 		r.free = append(r.free, int32(r.nbufs))
 		r.nbufs++
-	case r.oldest >= 0:
+	case r.inFlight > 0:
 		// Every other buffer holds a completed datagram: take the
 		// oldest queue's.
 		r.evictOldest()
@@ -480,23 +490,29 @@ func (r *Reassembler) create(k *Key, h uint64, now int64) int32 {
 	qi := r.freeQ[len(r.freeQ)-1]
 	r.freeQ = r.freeQ[:len(r.freeQ)-1]
 	q := &r.queues[qi]
-	*q = queue{key: *k, hash: h, created: now, expires: now + r.timeoutOf(k), buf: buf, runBase: q.runBase, prev: r.newest, next: -1, live: true}
-	if r.newest >= 0 {
-		r.queues[r.newest].next = qi
+	f := famIndex(k)
+	*q = queue{key: *k, hash: h, created: now, expires: now + r.timeout[f], buf: buf, runBase: q.runBase, prev: r.newest[f], next: -1, live: true}
+	if r.newest[f] >= 0 {
+		r.queues[r.newest[f]].next = qi
 	} else {
-		r.oldest = qi
+		r.oldest[f] = qi
+		r.deadline = min(r.deadline, q.expires)
 	}
-	r.deadline = min(r.deadline, q.expires)
-	r.newest = qi
+	r.newest[f] = qi
 	r.inFlight++
 	r.insert(qi, h)
 	return qi
 }
 
-// evictOldest discards the oldest queue.
+// evictOldest discards the oldest queue, of either family. One must be
+// in use.
 func (r *Reassembler) evictOldest() {
+	qi := r.oldest[0]
+	if o := r.oldest[1]; qi < 0 || (o >= 0 && r.queues[o].created < r.queues[qi].created) {
+		qi = o
+	}
 	r.st.Evicted++
-	r.discard(r.oldest)
+	r.discard(qi)
 }
 
 // remove takes queue qi out of the table and the creation-order list. Its
@@ -504,20 +520,17 @@ func (r *Reassembler) evictOldest() {
 func (r *Reassembler) remove(qi int32) {
 	q := &r.queues[qi]
 	r.delete(qi, q.hash)
+	f := famIndex(&q.key)
 	if q.prev >= 0 {
 		r.queues[q.prev].next = q.next
 	} else {
-		r.oldest = q.next
-		if q.next < 0 {
-			r.deadline = math.MaxInt64
-		}
-		// Otherwise the deadline stays a lower bound: Expire finds
-		// the next one when it comes.
+		r.oldest[f] = q.next
+		r.setDeadline()
 	}
 	if q.next >= 0 {
 		r.queues[q.next].prev = q.prev
 	} else {
-		r.newest = q.prev
+		r.newest[f] = q.prev
 	}
 	r.held -= int(q.meat)
 	r.inFlight--

@@ -9,6 +9,7 @@ import (
 	"sync"
 
 	"github.com/vishvananda/netns"
+	"golang.org/x/sys/unix"
 )
 
 // rigName matches the namespace names rigs take: "xs<pid>-<seq>-<a|b|m>".
@@ -37,7 +38,12 @@ func reapStale() {
 			if err != nil || pid == os.Getpid() || processAlive(pid) {
 				continue
 			}
-			_ = netns.DeleteNamed(e.Name())
+			if err := netns.DeleteNamed(e.Name()); errors.Is(err, unix.EINVAL) {
+				// No namespace bound there: a name left as a plain
+				// file (its process died between creating the file
+				// and binding it, or in a mount namespace of its own).
+				_ = os.Remove(filepath.Join(netnsDir, e.Name()))
+			}
 		}
 	})
 }

@@ -39,8 +39,8 @@ func TestPairSkipsStaleName(t *testing.T) {
 }
 
 // TestReapStale: the rig namespaces of a process that is gone are removed
-// when a rig is next made; those of a live process (pid 1 here) and names
-// not of a rig stay.
+// when a rig is next made, and so is such a name left as a plain file;
+// those of a live process (pid 1 here) and names not of a rig stay.
 func TestReapStale(t *testing.T) {
 	RequirePrivileged(t)
 	// No process has a pid above the kernel's largest pid_max (2^22).
@@ -55,8 +55,17 @@ func TestReapStale(t *testing.T) {
 		ns.Close()
 		t.Cleanup(func() { netns.DeleteNamed(name) })
 	}
+	// A dead process's name no namespace is bound to: a plain file.
+	deadFile := "xs4194305-2-b"
+	if err := os.WriteFile(filepath.Join(netnsDir, deadFile), nil, 0o444); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { os.Remove(filepath.Join(netnsDir, deadFile)) })
 	reapOnce = sync.Once{}
 	reapStale()
+	if _, err := os.Lstat(filepath.Join(netnsDir, deadFile)); !errors.Is(err, os.ErrNotExist) {
+		t.Errorf("%s (pid gone, a plain file): still there (%v)", deadFile, err)
+	}
 	if _, err := os.Lstat(filepath.Join(netnsDir, dead)); !errors.Is(err, os.ErrNotExist) {
 		t.Errorf("%s (pid gone): still there (%v)", dead, err)
 	}
