@@ -1052,7 +1052,7 @@ func (tw *tcpWorker) drain() bool {
 		binary.BigEndian.PutUint16(buf[12:14], et)
 		q.pkt.CopyTo(buf[frame.EthHeaderLen:])
 		w.cap.tx(w.q, buf[:frame.EthHeaderLen+plen], nil)
-		x.descs = append(x.descs, xsk.Desc{Addr: addr, Len: uint32(frame.EthHeaderLen + plen)})
+		x.queue(xsk.Desc{Addr: addr, Len: uint32(frame.EthHeaderLen + plen)}, nil, 0)
 		tw.pop()
 		sent++
 		if len(x.descs) == cap(x.descs) {

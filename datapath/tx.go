@@ -64,11 +64,15 @@ type held struct {
 
 // txState is a worker's transmit side. Worker goroutine only.
 type txState struct {
-	w         *worker
-	srcMAC    [6]byte
-	mtu       int
-	free      []uint64 // UMEM frames allocated and not used yet
-	descs     []xsk.Desc
+	w      *worker
+	srcMAC [6]byte
+	mtu    int
+	free   []uint64 // UMEM frames allocated and not used yet
+	descs  []xsk.Desc
+	// owners are the datagrams of descs, index by index: their Target
+	// (nil for a TCP segment, which gVisor sends again) and payload
+	// length, counted sent once on the ring (flush).
+	owners    []txOwner
 	oob       [64]byte // txKernel's control message
 	nb        map[nbKey]nbLocal
 	nbGen     uint64 // the resolver's gen when nb was last cleared
@@ -101,6 +105,7 @@ func (x *txState) init(w *worker) {
 	}
 	x.free = make([]uint64, 0, w.batch)
 	x.descs = make([]xsk.Desc, 0, w.batch)
+	x.owners = make([]txOwner, 0, w.batch)
 	x.nb = map[nbKey]nbLocal{}
 	x.tpls = map[tplKey]*frame.Template{}
 	x.held = make([]held, 0, maxHeld)
@@ -440,9 +445,7 @@ func (x *txState) send(hd *held, fresh bool) bool {
 		return false
 	}
 	w.cap.tx(w.q, buf[start:start+flen], hd.t)
-	x.descs = append(x.descs, xsk.Desc{Addr: hd.addr + uint64(start), Len: uint32(flen)})
-	hd.t.Sent.Add(1)
-	hd.t.TxBytes.Add(uint64(hd.plen))
+	x.queue(xsk.Desc{Addr: hd.addr + uint64(start), Len: uint32(flen)}, hd.t, hd.plen)
 	if len(x.descs) == cap(x.descs) {
 		x.flush()
 	}
@@ -512,23 +515,48 @@ func (x *txState) template(k tplKey, src, dst netip.Addr) *frame.Template {
 	return t
 }
 
-// flush puts the queued frames on the tx ring.
+// txOwner is the datagram of a queued frame (txState.owners).
+type txOwner struct {
+	t    *udp.Target
+	plen int
+}
+
+// queue adds frame d to those flush puts on the ring: a datagram of t's
+// (nil: a TCP segment) with plen bytes of payload.
+func (x *txState) queue(d xsk.Desc, t *udp.Target, plen int) {
+	x.descs = append(x.descs, d)
+	x.owners = append(x.owners, txOwner{t, plen})
+}
+
+// flush puts the queued frames on the tx ring, and counts each datagram
+// sent by its Target as it goes on.
 func (x *txState) flush() {
 	w := x.w
 	for tries := 0; len(x.descs) > 0; tries++ {
 		n := w.sock.Transmit(x.descs)
 		w.c.Tx += uint64(n)
+		for _, o := range x.owners[:n] {
+			if o.t != nil {
+				o.t.Sent.Add(1)
+				o.t.TxBytes.Add(uint64(o.plen))
+			}
+		}
 		x.descs = append(x.descs[:0], x.descs[n:]...)
+		x.owners = append(x.owners[:0], x.owners[n:]...)
 		if len(x.descs) == 0 {
 			return
 		}
 		if tries == 100 {
-			// The ring stays full: give the frames back.
-			for _, d := range x.descs {
+			// The ring stays full: give the frames back, each a drop
+			// of its datagram's Target, not sent.
+			for i, d := range x.descs {
 				x.unframe(d.Addr)
+				if t := x.owners[i].t; t != nil {
+					t.TxDrops.Add(1)
+				}
 			}
 			w.c.Drops[dropTxNoFrame] += uint64(len(x.descs))
-			x.descs = x.descs[:0]
+			x.descs, x.owners = x.descs[:0], x.owners[:0]
 			return
 		}
 		w.sock.Complete()
