@@ -39,22 +39,8 @@ func TestSourcePolicyRouting(t *testing.T) {
 	if err != nil || !strings.Contains(string(out), "via "+rig.A.IPv4.String()) {
 		t.Fatalf("the kernel's route from %v to %v: %s %v", second, client, out, err)
 	}
-	waitFor(t, "the daemon to serve "+second.String(), 5*time.Second, func() bool {
-		a := attach(t, d, app.Options{Name: "probe"})
-		defer a.Close()
-		pc, err := a.ListenPacket("udp://" + netip.AddrPortFrom(second, 0).String())
-		if err == nil {
-			pc.Close()
-		}
-		return err == nil
-	})
-	a := attach(t, d, app.Options{Name: "policy"})
-	pc, err := a.ListenPacket("udp://" + netip.AddrPortFrom(second, port).String())
-	if err != nil {
-		t.Fatal(err)
-	}
+	a, pc := echoOnAddr(t, d, "policy", netip.AddrPortFrom(second, port))
 	defer pc.Close()
-	go echoPackets(pc)
 	go echoServe(listenApp(t, a, "tcp://"+netip.AddrPortFrom(second, port+1).String()))
 
 	k, err := rig.A.ListenUDP(netip.AddrPortFrom(client, 0), 0)
@@ -113,6 +99,29 @@ func TestSourcePolicyRouting(t *testing.T) {
 	}
 }
 
+// echoOnAddr waits until the daemon serves ap's address (an address just
+// added to host B), then attaches an app called name whose UDP listener
+// on ap echoes what it receives.
+func echoOnAddr(t *testing.T, d *Daemon, name string, ap netip.AddrPort) (*app.App, net.PacketConn) {
+	t.Helper()
+	waitFor(t, "the daemon to serve "+ap.Addr().String(), 5*time.Second, func() bool {
+		a := attach(t, d, app.Options{Name: "probe"})
+		defer a.Close()
+		pc, err := a.ListenPacket("udp://" + netip.AddrPortFrom(ap.Addr(), 0).String())
+		if err == nil {
+			pc.Close()
+		}
+		return err == nil
+	})
+	a := attach(t, d, app.Options{Name: name})
+	pc, err := a.ListenPacket("udp://" + ap.String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	go echoPackets(pc)
+	return a, pc
+}
+
 // TestRuleChangeFollowed: a policy routing rule added or deleted moves the
 // daemon's packets at once, as it moves a kernel socket's: the next hop
 // the daemon resolved for a source is not kept until it would have been
@@ -134,22 +143,8 @@ func TestRuleChangeFollowed(t *testing.T) {
 	ipIn(t, rig.B, "route", "add", "10.88.0.0/16", "via", "10.77.0.9", "dev", rig.B.Link)
 	ipIn(t, rig.B, "route", "add", "10.88.0.0/16", "via", rig.A.IPv4.String(), "dev", rig.B.Link, "table", "100")
 	ipIn(t, rig.B, "route", "add", "10.88.0.0/16", "via", "10.77.0.9", "dev", rig.B.Link, "table", "101")
-	waitFor(t, "the daemon to serve "+second.String(), 5*time.Second, func() bool {
-		a := attach(t, d, app.Options{Name: "probe"})
-		defer a.Close()
-		pc, err := a.ListenPacket("udp://" + netip.AddrPortFrom(second, 0).String())
-		if err == nil {
-			pc.Close()
-		}
-		return err == nil
-	})
-	a := attach(t, d, app.Options{Name: "rules"})
-	pc, err := a.ListenPacket("udp://" + netip.AddrPortFrom(second, port).String())
-	if err != nil {
-		t.Fatal(err)
-	}
+	_, pc := echoOnAddr(t, d, "rules", netip.AddrPortFrom(second, port))
 	defer pc.Close()
-	go echoPackets(pc)
 	k, err := rig.A.ListenUDP(netip.AddrPortFrom(client, 0), 0)
 	if err != nil {
 		t.Fatal(err)
