@@ -25,8 +25,8 @@
  *    so is its first fragment when it comes. An IPv6 later fragment is
  *    taken as UDP's whatever next header its fragment header names, as
  *    the kernel's reassembly takes the datagram's from the first fragment.
- * Entries expire after xs_frag_ttl_ns (the loader sets it to the longer of
- * the daemon's reassembly timeouts; else XS_FRAG_TTL_NS), and an
+ * Entries expire after xs_frag_ttl_ns (the loader sets it to the daemon's
+ * reassembly timeout; by default the kernel's, XS_FRAG_TTL_NS), and an
  * entry of ours XS_FRAG_GRACE_NS after its datagram's last fragment came:
  * a later datagram under the same identification is then decided afresh.
  *
