@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/xsessiond/xsessiond/app"
+	"github.com/xsessiond/xsessiond/nsbind/nstest"
 )
 
 // TestSourcePolicyRouting: host B routes by source (an `ip rule from ADDR
@@ -23,13 +24,7 @@ import (
 // route up by destination alone and dropped them (no_neighbour).
 func TestSourcePolicyRouting(t *testing.T) {
 	const port = 7571
-	rig, d := tcpRig(t)
-	second := netip.MustParseAddr("10.77.1.2")
-	client := netip.MustParseAddr("10.88.0.1")
-	ipIn(t, rig.A, "addr", "add", client.String()+"/32", "dev", "lo")
-	ipIn(t, rig.A, "link", "set", "dev", "lo", "up")
-	ipIn(t, rig.A, "route", "add", "10.77.1.0/24", "dev", rig.A.Link)
-	ipIn(t, rig.B, "addr", "add", second.String()+"/24", "dev", rig.B.Link)
+	rig, d, second, client := secondAddrRig(t)
 	// The main table's way to the client's network is a router that is
 	// not there; the second address's table has host A.
 	ipIn(t, rig.B, "route", "add", "10.88.0.0/16", "via", "10.77.0.9", "dev", rig.B.Link)
@@ -99,6 +94,22 @@ func TestSourcePolicyRouting(t *testing.T) {
 	}
 }
 
+// secondAddrRig starts a daemon on host B of a TCP rig, gives B a second
+// address, 10.77.1.2/24 on its link, and host A a client address beyond
+// it, 10.88.0.1 on lo, with A's route to the second address's subnet; B's
+// routes to the client are the test's to add.
+func secondAddrRig(t *testing.T) (rig *nstest.Pair, d *Daemon, second, client netip.Addr) {
+	t.Helper()
+	rig, d = tcpRig(t)
+	second = netip.MustParseAddr("10.77.1.2")
+	client = netip.MustParseAddr("10.88.0.1")
+	ipIn(t, rig.A, "addr", "add", client.String()+"/32", "dev", "lo")
+	ipIn(t, rig.A, "link", "set", "dev", "lo", "up")
+	ipIn(t, rig.A, "route", "add", "10.77.1.0/24", "dev", rig.A.Link)
+	ipIn(t, rig.B, "addr", "add", second.String()+"/24", "dev", rig.B.Link)
+	return rig, d, second, client
+}
+
 // echoOnAddr waits until the daemon serves ap's address (an address just
 // added to host B), then attaches an app called name whose UDP listener
 // on ap echoes what it receives.
@@ -132,13 +143,7 @@ func echoOnAddr(t *testing.T, d *Daemon, name string, ap netip.AddrPort) (*app.A
 // host A for seconds after the rule was deleted.
 func TestRuleChangeFollowed(t *testing.T) {
 	const port = 7581
-	rig, d := tcpRig(t)
-	second := netip.MustParseAddr("10.77.1.2")
-	client := netip.MustParseAddr("10.88.0.1")
-	ipIn(t, rig.A, "addr", "add", client.String()+"/32", "dev", "lo")
-	ipIn(t, rig.A, "link", "set", "dev", "lo", "up")
-	ipIn(t, rig.A, "route", "add", "10.77.1.0/24", "dev", rig.A.Link)
-	ipIn(t, rig.B, "addr", "add", second.String()+"/24", "dev", rig.B.Link)
+	rig, d, second, client := secondAddrRig(t)
 	ipIn(t, rig.B, "neigh", "replace", "10.77.0.9", "lladdr", "02:00:00:00:00:99", "nud", "permanent", "dev", rig.B.Link)
 	ipIn(t, rig.B, "route", "add", "10.88.0.0/16", "via", "10.77.0.9", "dev", rig.B.Link)
 	ipIn(t, rig.B, "route", "add", "10.88.0.0/16", "via", rig.A.IPv4.String(), "dev", rig.B.Link, "table", "100")
