@@ -119,6 +119,9 @@ func (h *client) Handle(ctx context.Context, req api.Request) (api.Message, []in
 		d.mu.Lock()
 		d.untrackLocked(h.app, m.Handle)
 		d.mu.Unlock()
+		// The reply once the port is the kernel's again, as a kernel
+		// socket's close leaves it (datapath's handback.go).
+		h.waitMirror("unbind")
 		return nil, nil, nil
 	case *api.Connect:
 		return h.connect(m)
@@ -385,6 +388,11 @@ func (h *client) disconnect(op string, handle flow.Handle, close func(sessions.A
 	d.mu.Lock()
 	d.untrackLocked(h.app, handle)
 	d.mu.Unlock()
+	if d.eng.HandingBack() {
+		// A connected UDP session's port: the kernel's when the
+		// close returns, as after Unbind.
+		h.waitMirror(op)
+	}
 	return nil, nil, nil
 }
 
@@ -430,8 +438,8 @@ func (h *client) detach() {
 	d.log.Info("app detached", "app", h.app, "name", h.name, "pid", h.cred.PID)
 }
 
-// mirrorTimeout bounds the wait for the datapath's tables after a bind
-// or connect.
+// mirrorTimeout bounds the wait for the datapath's tables after a bind,
+// unbind or connect.
 const mirrorTimeout = 2 * time.Second
 
 // waitMirror waits for the datapath to apply the layer's last changes.

@@ -24,6 +24,7 @@ import (
 	"github.com/xsessiond/xsessiond/datapath/udp"
 	"github.com/xsessiond/xsessiond/datapath/xsk"
 	"github.com/xsessiond/xsessiond/flow"
+	"github.com/xsessiond/xsessiond/internal/testhook"
 	"github.com/xsessiond/xsessiond/loader"
 	"github.com/xsessiond/xsessiond/nsbind"
 	"github.com/xsessiond/xsessiond/sessions"
@@ -172,8 +173,11 @@ type Engine struct {
 	// progress wakes those waiting for the mirror or the claims
 	// (WaitMirror, a TCP dial waiting for its steering).
 	progress progress
-	ownNS    bool       // ns was opened by New
-	pw       *peerWatch // nil: peer errors not watched (tests without New)
+	// handbacks are the listeners' ports that go back to the kernel once
+	// the mirror stops steering them (handback.go).
+	handbacks handbacks
+	ownNS     bool       // ns was opened by New
+	pw        *peerWatch // nil: peer errors not watched (tests without New)
 	// peerRestore turns the veth peer's UDP segmentation offload back on
 	// (generic mode on a veth: nsbind.NoPeerUDPSegmentation); once.
 	peerRestore func() error
@@ -637,11 +641,15 @@ func (e *Engine) runMirror(ctx context.Context) {
 		case <-ctx.Done():
 			return
 		case c := <-e.feed.C():
+			if d := testhook.MirrorApplyPause.Load(); d > 0 {
+				time.Sleep(time.Duration(d))
+			}
 			if err := e.mirror.Apply(c); errors.Is(err, loader.ErrResyncNeeded) {
 				e.resyncMirror()
 			} else if err != nil {
 				e.log.Warn("mirror: change not applied", "err", err)
 			}
+			e.runHandbacks()
 			e.progress.note()
 		case <-tick.C:
 			if e.feed.NeedsResync() || e.mirror.NeedsResync() {
@@ -663,6 +671,7 @@ func (e *Engine) resyncMirror() {
 	e.mu.Lock()
 	e.mirErr = err
 	e.mu.Unlock()
+	e.runHandbacks()
 	e.progress.note()
 	if err != nil {
 		e.log.Error("mirror: resync failed", "err", err)
@@ -671,7 +680,8 @@ func (e *Engine) resyncMirror() {
 
 // WaitMirror waits until the program's maps reflect every change the
 // session layer made before the call (and every connect handed to the
-// Engine before it was claimed), or ctx ends.
+// Engine before it was claimed, and every port handed back by then is the
+// kernel's: handback.go), or ctx ends.
 func (e *Engine) WaitMirror(ctx context.Context) error {
 	l := e.layer.Load()
 	if l == nil {
@@ -681,7 +691,7 @@ func (e *Engine) WaitMirror(ctx context.Context) error {
 		return err
 	}
 	seq := l.Seq()
-	return e.progress.wait(ctx, func() bool { return e.mirror.Stats().LastSeq >= seq })
+	return e.progress.wait(ctx, func() bool { return e.mirror.Stats().LastSeq >= seq && !e.handbacksDue(seq) })
 }
 
 // SteerRefused reports whether the program's listener or established map
@@ -901,6 +911,7 @@ func (e *Engine) Close() error {
 	}
 	e.closePortsLocked()
 	e.mu.Unlock()
+	e.closeHandbacks()
 	return e.release()
 }
 

@@ -393,7 +393,11 @@ func (e *Engine) closeConnLocked(c *connectedSession) {
 		e.closeKernelPathLocked(c.target)
 	}
 	e.unwatchLocked(c)
-	c.res.Close()
+	// Its port the kernel's once the program no longer steers the
+	// 5-tuple (the layer published that before it called Close).
+	if res := c.res; res != nil {
+		e.handBack(flow.TransportUDP, res.Addr(), func() { res.Close() })
+	}
 	if c.target != nil {
 		e.unpublishConnLocked(c.tuple)
 		c.target.Kill()

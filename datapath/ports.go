@@ -46,6 +46,9 @@ func (p *enginePath) ReservePort(ep sessions.Endpoint) (uint16, error) {
 	if ep.Transport != flow.TransportUDP {
 		return 0, nil
 	}
+	if ep.Port != 0 {
+		e.flushHandbacks(flow.TransportUDP, ep.Port)
+	}
 	a := kernelKey(ep).Addr()
 	var res *udp.Reservation
 	err := doIn(e.nsh, func() error {
@@ -193,7 +196,8 @@ func (e *Engine) shareKernelLocked(t *udp.Target, k netip.AddrPort) {
 // one another, then a wildcard one, beside the daemon's sockets of
 // specific addresses. The heirs bind beside the socket that goes
 // (reserveBesideLocked) before it closes, so that the port is never free
-// for a kernel socket of another program in between.
+// for a kernel socket of another program in between. The socket closes
+// once the program no longer steers the port (handback.go).
 func (p *enginePath) ReleasePort(ep sessions.Endpoint) {
 	e := p.e
 	k := kernelKey(ep)
@@ -217,7 +221,9 @@ func (p *enginePath) ReleasePort(ep sessions.Endpoint) {
 		}
 	}
 	e.mu.Unlock()
-	res.Close()
+	if res != nil {
+		e.handBack(flow.TransportUDP, k, func() { res.Close() })
+	}
 }
 
 // inheritLocked binds the sockets of the heirs of res, the socket of k

@@ -723,9 +723,16 @@ func TestConnectedUDP(t *testing.T) {
 			if got != n || srvGot.Load() != n {
 				t.Fatalf("app sent %d, server got %d, app got %d", sent, srvGot.Load(), got)
 			}
-			// Closing releases the reserved port in the kernel.
+			// Closing releases the reserved port in the kernel, once the
+			// program no longer steers the session (WaitMirror waits for
+			// that, as the daemon does before it answers the close).
 			local := ev.Local
 			if err := r.l.Disconnect(a.id, ev.Handle); err != nil {
+				t.Fatal(err)
+			}
+			wctx, wcancel := context.WithTimeout(context.Background(), 5*time.Second)
+			defer wcancel()
+			if err := r.eng.WaitMirror(wctx); err != nil {
 				t.Fatal(err)
 			}
 			if err := r.p.B.Do(func() error {

@@ -1214,6 +1214,7 @@ func (p *tcpPath) listen(l sessions.Listener) error {
 	delete(p.picked, addr)
 	p.mu.Unlock()
 	if res == nil {
+		p.e.flushHandbacks(flow.TransportTCP, addr.Port())
 		var err error
 		if res, err = p.reserve(addr); err != nil {
 			return fmt.Errorf("listen %s: %w", l.Endpoint.URI(), err)
@@ -1293,12 +1294,15 @@ func (p *tcpPath) unlisten(l sessions.Listener) {
 	}
 	p.mu.Unlock()
 	if tl != nil {
-		// The gVisor listener and then the kernel's hold of the port,
-		// before the layer lets another bind take the port.
+		// The gVisor listener, and the kernel's hold of the port once
+		// the program no longer steers it (handback.go): a listener of
+		// the daemon's that takes the port meanwhile ends the hold.
 		if tl.ln != nil {
 			tl.ln.Close()
 		}
-		tl.res.close()
+		if res := tl.res; res != nil {
+			p.e.handBack(flow.TransportTCP, kernelKey(l.Endpoint), res.close)
+		}
 		// The port is the kernel's again, and so are the 5-tuples of
 		// the connections the listener accepted that wait in
 		// TIME-WAIT: a kernel listener of the port must get a new

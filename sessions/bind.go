@@ -156,6 +156,10 @@ func (l *Layer) stopListenLocked(a *app, ln *Listener) {
 		l.portsLocked(a, -1)
 	}
 	l.freeHandleLocked(ln.Handle)
+	// The change before the port goes back: a PortReserver hands the
+	// port back to the kernel once the datapath applied it (no longer
+	// steers the port), as it sees from Seq.
+	l.publishLocked(Change{Op: OpDel, Kind: KindListener, IfIndex: e.IfIndex, FIB: e.FIB, Tuple: listenTuple(e), Handle: ln.Handle})
 	if l.cfg.Datapath != nil {
 		l.cfg.Datapath.Unlisten(*ln)
 		if !ln.Proxy {
@@ -166,7 +170,6 @@ func (l *Layer) stopListenLocked(a *app, ln *Listener) {
 		mem, pair := ln.Memory, ln.Pair
 		l.reclaimLocked(func() { mem.FreePair(pair) })
 	}
-	l.publishLocked(Change{Op: OpDel, Kind: KindListener, IfIndex: e.IfIndex, FIB: e.FIB, Tuple: listenTuple(e), Handle: ln.Handle})
 }
 
 // ListenerPair returns the datagram fifo pair of app's global UDP listener

@@ -46,6 +46,7 @@ func (l *Layer) Subscribe(buf int) *Feed {
 // publishLocked stamps c with the next Seq and offers it to every feed.
 func (l *Layer) publishLocked(c Change) {
 	l.seq++
+	l.pubSeq.Store(l.seq)
 	c.Seq = l.seq
 	for f := range l.feeds {
 		if f.resync.Load() {
@@ -123,12 +124,9 @@ func (l *Layer) Snapshot() (seq uint64, snapshot []Change) {
 }
 
 // Seq returns the Seq of the last change made to the global tables: what
-// Snapshot's would be, without building one.
-func (l *Layer) Seq() uint64 {
-	l.lock()
-	defer l.unlock()
-	return l.seq
-}
+// Snapshot's would be, without building one. It takes no lock: a
+// PortReserver may call it under the control-plane lock.
+func (l *Layer) Seq() uint64 { return l.pubSeq.Load() }
 
 func (l *Layer) snapshotLocked() (uint64, []Change) {
 	out := make([]Change, 0, len(l.glisten)+len(l.sess))

@@ -149,6 +149,7 @@ type Layer struct {
 	ruleHits map[uint32]*RuleHits // by rule ID: every rule of ruleList has one
 	nextRule uint32
 	seq      uint64
+	pubSeq   atomic.Uint64  // seq, for Seq without the lock
 	ct       int            // cut-through sessions (Config.MaxCutThrough)
 	owners   map[uint32]int // ports held by owner, 0 (root) not counted (Config.MaxPortsPerOwner)
 	feeds    map[*Feed]struct{}

@@ -18,7 +18,10 @@ type PortReserver interface {
 	// port already taken fails with an error wrapping ErrAddressInUse.
 	ReservePort(e Endpoint) (uint16, error)
 	// ReleasePort gives back what ReservePort holds for e (its port
-	// filled in). A port it does not hold is ignored.
+	// filled in). A port it does not hold is ignored. The layer calls it
+	// after publishing the change that stops steering e (Seq counts it),
+	// so that a reserver that steers may hand the port back only once it
+	// applied that change.
 	ReleasePort(e Endpoint)
 }
 

@@ -45,3 +45,10 @@ var NamespaceAddPause atomic.Int64
 // free to wait for the answer: a test of the kernel's answer coming in
 // between widens that window, which a loaded machine opens now and then.
 var ResolverVerdictPause atomic.Int64
+
+// MirrorApplyPause, when not zero, is how long in nanoseconds the
+// datapath's mirror (package datapath) waits before it applies each change
+// of the session layer to the XDP program's maps: a test of what a slow
+// mirror lets through (a port handed back while still steered) widens
+// that window, which a loaded machine opens now and then.
+var MirrorApplyPause atomic.Int64

@@ -1,0 +1,148 @@
+package datapath
+
+import (
+	"net/netip"
+	"sync"
+
+	"github.com/xsessiond/xsessiond/flow"
+)
+
+// A listener's port goes back to the kernel (its kernel socket closes)
+// only once the XDP program no longer steers it: once the mirror applied
+// the layer's change that removed the listener, which the layer publishes
+// before it calls ReleasePort. Before that, a kernel socket that took the
+// port at once (as one may the moment a kernel socket's close returns)
+// would lose its first datagrams to the workers, and its first
+// connections to the daemon's TCP stack, which refuses them. The daemon
+// answers an app's unbind after WaitMirror, which waits for these closes
+// too, and its answer to a close of a connected UDP session when one
+// waits (HandingBack), so the port is the kernel's when the app's Close
+// returns. A connected session's port is handed back the same way, once
+// its 5-tuple is no longer steered.
+
+// handback is a kernel socket that holds a port until the mirror applied
+// the layer's changes up to seq.
+type handback struct {
+	seq   uint64
+	proto flow.Transport
+	port  uint16
+	close func()
+}
+
+// handbacks are the ports waiting for the mirror, in the order they were
+// handed back.
+type handbacks struct {
+	mu     sync.Mutex
+	q      []handback
+	closed bool // Close ran them all: later ones close at once
+}
+
+// handBack closes the kernel socket that holds local's port (close) once
+// the mirror applied every change the layer published so far; at once
+// when it did, or when the Engine is not started or closed.
+func (e *Engine) handBack(proto flow.Transport, local netip.AddrPort, close func()) {
+	l := e.layer.Load()
+	if l == nil {
+		close()
+		return
+	}
+	seq := l.Seq()
+	hb := &e.handbacks
+	hb.mu.Lock()
+	// Read under hb.mu: the mirror's goroutine runs the due ones
+	// (runHandbacks) under it after each step of the mirror, so one
+	// queued here past that read is seen by the next run.
+	if hb.closed || e.mirror.Stats().LastSeq >= seq {
+		hb.mu.Unlock()
+		close()
+		return
+	}
+	hb.q = append(hb.q, handback{seq: seq, proto: proto, port: local.Port(), close: close})
+	hb.mu.Unlock()
+}
+
+// runHandbacks closes the sockets whose changes the mirror applied. The
+// mirror's goroutine, after each change or resync, before it notes
+// progress (WaitMirror).
+func (e *Engine) runHandbacks() {
+	hb := &e.handbacks
+	hb.mu.Lock()
+	applied := e.mirror.Stats().LastSeq
+	var due []func()
+	keep := hb.q[:0]
+	for _, h := range hb.q {
+		if h.seq <= applied {
+			due = append(due, h.close)
+		} else {
+			keep = append(keep, h)
+		}
+	}
+	clear(hb.q[len(keep):])
+	hb.q = keep
+	hb.mu.Unlock()
+	for _, c := range due {
+		c()
+	}
+}
+
+// handbacksDue reports whether a socket whose change is at or before seq
+// still waits to close.
+func (e *Engine) handbacksDue(seq uint64) bool {
+	hb := &e.handbacks
+	hb.mu.Lock()
+	defer hb.mu.Unlock()
+	for _, h := range hb.q {
+		if h.seq <= seq {
+			return true
+		}
+	}
+	return false
+}
+
+// flushHandbacks closes now the sockets waiting to hand back port of
+// proto (any address, either family): a listener of the daemon's takes
+// the port again, so what reaches it is that listener's once the mirror
+// applied its change; the kernel must not refuse its bind for the socket
+// that waits.
+func (e *Engine) flushHandbacks(proto flow.Transport, port uint16) {
+	hb := &e.handbacks
+	hb.mu.Lock()
+	var due []func()
+	keep := hb.q[:0]
+	for _, h := range hb.q {
+		if h.proto == proto && h.port == port {
+			due = append(due, h.close)
+		} else {
+			keep = append(keep, h)
+		}
+	}
+	clear(hb.q[len(keep):])
+	hb.q = keep
+	hb.mu.Unlock()
+	for _, c := range due {
+		c()
+	}
+}
+
+// closeHandbacks closes every socket that waits, and those handed back
+// later at once (Close).
+func (e *Engine) closeHandbacks() {
+	hb := &e.handbacks
+	hb.mu.Lock()
+	q := hb.q
+	hb.q, hb.closed = nil, true
+	hb.mu.Unlock()
+	for _, h := range q {
+		h.close()
+	}
+}
+
+// HandingBack reports whether a port waits for the mirror to go back to
+// the kernel: the daemon then answers an app's close once it has
+// (WaitMirror), so that the port is the kernel's when the close returns.
+func (e *Engine) HandingBack() bool {
+	hb := &e.handbacks
+	hb.mu.Lock()
+	defer hb.mu.Unlock()
+	return len(hb.q) > 0
+}
