@@ -2,8 +2,11 @@ package daemon
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"net"
+	"net/netip"
+	"syscall"
 	"testing"
 	"time"
 
@@ -83,7 +86,7 @@ func TestPortHandedBackOnceUnsteered(t *testing.T) {
 		}()
 		var c net.Conn
 		err = rig.A.Do(func() (err error) {
-			c, err = net.DialTimeout("tcp", fmt.Sprintf("%s:%d", rig.B.IPv4, port), 2*time.Second)
+			c, err = net.DialTimeout("tcp", netip.AddrPortFrom(rig.B.IPv4, port).String(), 2*time.Second)
 			return err
 		})
 		if err != nil {
@@ -123,6 +126,64 @@ func TestPortHandedBackOnceUnsteered(t *testing.T) {
 		n, _, err := k.ReadFrom(buf)
 		if err != nil || string(buf[:n]) != "late" {
 			t.Fatalf("kernel socket of the port: %q %v (the datagram was steered to the daemon after the port went back)", buf[:n], err)
+		}
+	})
+
+	// A TCP connection reset by its peer: once its port is the kernel's
+	// again, a kernel connection of the same 5-tuple gets the peer's
+	// SYN-ACK (before, the program still steered it to the daemon's
+	// TCP stack, and the connect waited for its SYN's retransmission).
+	t.Run("tcp-connected", func(t *testing.T) {
+		const port = 7314
+		var srv net.Listener
+		if err := rig.A.Do(func() (err error) {
+			srv, err = net.Listen("tcp", fmt.Sprintf("0.0.0.0:%d", port))
+			return err
+		}); err != nil {
+			t.Fatal(err)
+		}
+		defer srv.Close()
+		accepted := make(chan net.Conn, 4)
+		go func() {
+			for {
+				c, err := srv.Accept()
+				if err != nil {
+					return
+				}
+				accepted <- c
+			}
+		}()
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		defer cancel()
+		c, err := a.Dial(ctx, fmt.Sprintf("tcp://%s:%d", rig.A.IPv4, port))
+		if err != nil {
+			t.Fatal(err)
+		}
+		local := c.LocalAddr().(*net.TCPAddr).Port
+		sc := <-accepted
+		sc.(*net.TCPConn).SetLinger(0)
+		sc.Close() // a reset
+		c.SetReadDeadline(time.Now().Add(5 * time.Second))
+		if _, err := c.Read(make([]byte, 1)); err == nil {
+			t.Fatal("read after the peer's reset: no error")
+		}
+		c.Close()
+		d := net.Dialer{LocalAddr: &net.TCPAddr{Port: local}, Timeout: 500 * time.Millisecond}
+		deadline := time.Now().Add(5 * time.Second)
+		for {
+			var kc net.Conn
+			err := rig.B.Do(func() (err error) {
+				kc, err = d.Dial("tcp", netip.AddrPortFrom(rig.A.IPv4, port).String())
+				return err
+			})
+			if err == nil {
+				kc.Close()
+				break
+			}
+			if !errors.Is(err, syscall.EADDRINUSE) || time.Now().After(deadline) {
+				t.Fatalf("kernel connect from port %d, the reset connection's: %v", local, err)
+			}
+			time.Sleep(time.Millisecond)
 		}
 	})
 

@@ -565,6 +565,7 @@ func (e *Engine) Start(l *sessions.Layer) error {
 		return fmt.Errorf("start: %w", err)
 	}
 	e.mirror = m
+	e.handbacks.applied = m.Stats().LastSeq
 	e.layer.Store(l)
 	ctx, cancel := context.WithCancel(context.Background())
 	e.cancel = cancel
@@ -655,6 +656,7 @@ func (e *Engine) runMirror(ctx context.Context) {
 			if e.feed.NeedsResync() || e.mirror.NeedsResync() {
 				e.resyncMirror()
 			}
+			e.runHandbacks()
 			if time.Since(lastCheck) > 5*time.Second {
 				lastCheck = time.Now()
 				if d, err := e.mirror.Check(); err == nil && !d.IsZero() {

@@ -32,9 +32,10 @@ type handback struct {
 // handbacks are the ports waiting for the mirror, in the order they were
 // handed back.
 type handbacks struct {
-	mu     sync.Mutex
-	q      []handback
-	closed bool // Close ran them all: later ones close at once
+	mu      sync.Mutex
+	q       []handback
+	applied uint64 // the mirror's last applied change, as runHandbacks saw it
+	closed  bool   // Close ran them all: later ones close at once
 }
 
 // handBack closes the kernel socket that holds local's port (close) once
@@ -49,10 +50,12 @@ func (e *Engine) handBack(proto flow.Transport, local netip.AddrPort, close func
 	seq := l.Seq()
 	hb := &e.handbacks
 	hb.mu.Lock()
-	// Read under hb.mu: the mirror's goroutine runs the due ones
-	// (runHandbacks) under it after each step of the mirror, so one
-	// queued here past that read is seen by the next run.
-	if hb.closed || e.mirror.Stats().LastSeq >= seq {
+	// hb.applied, not the mirror's own count: the layer's lock may be
+	// held here, and the mirror takes it under its own in a resync. The
+	// mirror's goroutine stores it, and runs the due ones, under hb.mu
+	// after each step (runHandbacks), so one queued here is seen by the
+	// run after the mirror applied seq.
+	if hb.closed || hb.applied >= seq {
 		hb.mu.Unlock()
 		close()
 		return
@@ -61,13 +64,22 @@ func (e *Engine) handBack(proto flow.Transport, local netip.AddrPort, close func
 	hb.mu.Unlock()
 }
 
+// handBackTCP hands back the port a TCP connection or listener held
+// (res, nil: none).
+func (e *Engine) handBackTCP(res *tcpReservation) {
+	if res != nil {
+		e.handBack(flow.TransportTCP, res.addr, res.close)
+	}
+}
+
 // runHandbacks closes the sockets whose changes the mirror applied. The
 // mirror's goroutine, after each change or resync, before it notes
 // progress (WaitMirror).
 func (e *Engine) runHandbacks() {
+	applied := e.mirror.Stats().LastSeq
 	hb := &e.handbacks
 	hb.mu.Lock()
-	applied := e.mirror.Stats().LastSeq
+	hb.applied = applied
 	var due []func()
 	keep := hb.q[:0]
 	for _, h := range hb.q {

@@ -214,7 +214,7 @@ func (p *tcpPath) holdPort(s *tcpSess, res *tcpReservation, unsteer func()) {
 	p.cool = append(p.cool, cooling{s: s, res: res, unsteer: unsteer, until: time.Now().Add(p.timeWait())})
 	p.keepLocked(s)
 	p.coolMu.Unlock()
-	early.release()
+	early.release(p.e)
 }
 
 // oldestIdleLocked returns the index in cool of the oldest connection that
@@ -240,7 +240,7 @@ func (p *tcpPath) dropPort(s *tcpSess, unsteer func()) {
 	if unsteer != nil {
 		unsteer()
 	}
-	s.res.close()
+	p.e.handBackTCP(s.res)
 }
 
 // keepWhileHeld counts s's port against its uid before the layer, told
@@ -304,7 +304,7 @@ func (p *tcpPath) shedKept(uid uint32, n int) int {
 	if len(shed) > 0 {
 		go func() {
 			for _, c := range shed {
-				c.release()
+				c.release(p.e)
 			}
 		}()
 	}
@@ -328,15 +328,16 @@ func (p *tcpPath) keptPorts(uid uint32) int {
 // before its time (shedKept, maxCooling, releasePorts at close), the
 // connection may still be in gVisor's TIME-WAIT, which holds the port too:
 // it is ended before the kernel's reservation goes (at its time it is
-// CLOSED, and EndTimeWait does nothing).
-func (c cooling) release() {
+// CLOSED, and EndTimeWait does nothing). The reservation goes once the
+// program no longer steers the 5-tuple (handback.go).
+func (c cooling) release(e *Engine) {
 	if c.unsteer != nil {
 		c.unsteer()
 	}
 	if c.s != nil && c.s.conn != nil {
 		c.s.conn.EndTimeWait()
 	}
-	c.res.close()
+	e.handBackTCP(c.res)
 }
 
 // releasePorts releases what is held (all with all set) whose connection
@@ -368,7 +369,7 @@ func (p *tcpPath) releasePorts(all bool) {
 	p.cool = keep
 	p.coolMu.Unlock()
 	for _, c := range done {
-		c.release()
+		c.release(p.e)
 	}
 }
 
@@ -1300,9 +1301,7 @@ func (p *tcpPath) unlisten(l sessions.Listener) {
 		if tl.ln != nil {
 			tl.ln.Close()
 		}
-		if res := tl.res; res != nil {
-			p.e.handBack(flow.TransportTCP, kernelKey(l.Endpoint), res.close)
-		}
+		p.e.handBackTCP(tl.res)
 		// The port is the kernel's again, and so are the 5-tuples of
 		// the connections the listener accepted that wait in
 		// TIME-WAIT: a kernel listener of the port must get a new

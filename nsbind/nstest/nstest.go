@@ -112,13 +112,19 @@ const (
 var rigSeq atomic.Uint32
 
 // NewPair builds two hosts joined by a veth pair and registers their removal
-// with t.Cleanup. It calls RequirePrivileged first.
+// with t.Cleanup, which fails the test when a namespace cannot be deleted.
+// It calls RequirePrivileged first.
 func NewPair(t testing.TB, opts Options) *Pair {
 	t.Helper()
 	RequirePrivileged(t)
 	p, err := newPair(opts)
 	if p != nil {
-		t.Cleanup(func() { p.Close() })
+		t.Cleanup(func() {
+			// A namespace left behind is a leak the next run trips on.
+			if err := p.Close(); err != nil {
+				t.Errorf("nstest: %v", err)
+			}
+		})
 	}
 	if err != nil {
 		t.Fatalf("nstest: %v", err)
