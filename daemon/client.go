@@ -388,7 +388,7 @@ func (h *client) disconnect(op string, handle flow.Handle, close func(sessions.A
 	d.mu.Lock()
 	d.untrackLocked(h.app, handle)
 	d.mu.Unlock()
-	if d.eng.HandingBack() {
+	if d.eng.HandingBack(flow.TransportUDP) {
 		// A connected UDP session's port: the kernel's when the
 		// close returns, as after Unbind.
 		h.waitMirror(op)

@@ -51,9 +51,9 @@ type engine interface {
 	// WaitMirror waits until the datapath's tables (the XDP program's
 	// maps) reflect every change the session layer made before the call.
 	WaitMirror(ctx context.Context) error
-	// HandingBack reports whether a port the datapath held waits for
-	// WaitMirror to be the kernel's again.
-	HandingBack() bool
+	// HandingBack reports whether a port of the transport the datapath
+	// held waits for WaitMirror to be the kernel's again.
+	HandingBack(flow.Transport) bool
 	// SteerRefused reports whether the XDP program's listener or
 	// established map refused the entry of listener or session h (it is
 	// full): its packets go to the kernel.
@@ -325,7 +325,7 @@ func (noEngine) Close() error     { return nil }
 func (noEngine) DetachXDP() error { return nil }
 
 func (noEngine) WaitMirror(context.Context) error  { return nil }
-func (noEngine) HandingBack() bool                 { return false }
+func (noEngine) HandingBack(flow.Transport) bool   { return false }
 func (noEngine) SteerRefused(sessions.Handle) bool { return false }
 
 func (noEngine) TCPConns() []datapath.TCPConnView                         { return nil }

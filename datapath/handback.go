@@ -149,12 +149,19 @@ func (e *Engine) closeHandbacks() {
 	}
 }
 
-// HandingBack reports whether a port waits for the mirror to go back to
-// the kernel: the daemon then answers an app's close once it has
-// (WaitMirror), so that the port is the kernel's when the close returns.
-func (e *Engine) HandingBack() bool {
+// HandingBack reports whether a port of proto waits for the mirror to go
+// back to the kernel: the daemon then answers an app's close of a
+// connected UDP session once it has (WaitMirror), so that the port is the
+// kernel's when the close returns. (A TCP connection's port is held
+// through TIME-WAIT after its close, as the kernel's is.)
+func (e *Engine) HandingBack(proto flow.Transport) bool {
 	hb := &e.handbacks
 	hb.mu.Lock()
 	defer hb.mu.Unlock()
-	return len(hb.q) > 0
+	for _, h := range hb.q {
+		if h.proto == proto {
+			return true
+		}
+	}
+	return false
 }
