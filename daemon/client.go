@@ -734,6 +734,7 @@ func (h *client) bind(m *api.Bind) (api.Message, []int, error) {
 		// The program's listener map is full: bound, the listener would
 		// get nothing (a TCP peer a reset from the port's reservation).
 		_ = d.layer.Unbind(h.app, hd)
+		h.waitMirror("unbind " + e.URI()) // the port the kernel's again
 		return nil, nil, fmt.Errorf("bind %s: the datapath's listener table is full (every entry of the XDP program's listener map is taken): close listeners first: %w",
 			e.URI(), flow.ErrLimit)
 	}

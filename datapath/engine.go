@@ -173,8 +173,8 @@ type Engine struct {
 	// progress wakes those waiting for the mirror or the claims
 	// (WaitMirror, a TCP dial waiting for its steering).
 	progress progress
-	// handbacks are the listeners' ports that go back to the kernel once
-	// the mirror stops steering them (handback.go).
+	// handbacks are the ports of listeners and connections that go back
+	// to the kernel once the mirror stops steering them (handback.go).
 	handbacks handbacks
 	ownNS     bool       // ns was opened by New
 	pw        *peerWatch // nil: peer errors not watched (tests without New)
@@ -778,7 +778,8 @@ func (e *Engine) claim(cl claim) {
 		if c := e.conns[cl.ho]; c == cl.c {
 			delete(e.conns, cl.ho)
 			c.closed = true
-			c.res.Close()
+			res := c.res
+			e.handBack(flow.TransportUDP, res.Addr(), func() { res.Close() })
 		}
 		e.log.Info("connect not claimed", "half-open", uint64(cl.ho), "err", err)
 		return

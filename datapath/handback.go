@@ -25,7 +25,7 @@ import (
 type handback struct {
 	seq   uint64
 	proto flow.Transport
-	port  uint16
+	local netip.AddrPort
 	close func()
 }
 
@@ -60,7 +60,7 @@ func (e *Engine) handBack(proto flow.Transport, local netip.AddrPort, close func
 		close()
 		return
 	}
-	hb.q = append(hb.q, handback{seq: seq, proto: proto, port: local.Port(), close: close})
+	hb.q = append(hb.q, handback{seq: seq, proto: proto, local: local, close: close})
 	hb.mu.Unlock()
 }
 
@@ -74,27 +74,25 @@ func (e *Engine) handBackTCP(res *tcpReservation) {
 
 // runHandbacks closes the sockets whose changes the mirror applied. The
 // mirror's goroutine, after each change or resync, before it notes
-// progress (WaitMirror).
+// progress (WaitMirror). The sockets close under hb.mu (plain closes), so
+// that WaitMirror and HandingBack, which look under it, never see one
+// out of the queue and not yet closed.
 func (e *Engine) runHandbacks() {
 	applied := e.mirror.Stats().LastSeq
 	hb := &e.handbacks
 	hb.mu.Lock()
+	defer hb.mu.Unlock()
 	hb.applied = applied
-	var due []func()
 	keep := hb.q[:0]
 	for _, h := range hb.q {
 		if h.seq <= applied {
-			due = append(due, h.close)
+			h.close()
 		} else {
 			keep = append(keep, h)
 		}
 	}
 	clear(hb.q[len(keep):])
 	hb.q = keep
-	hb.mu.Unlock()
-	for _, c := range due {
-		c()
-	}
 }
 
 // handbacksDue reports whether a socket whose change is at or before seq
@@ -111,29 +109,38 @@ func (e *Engine) handbacksDue(seq uint64) bool {
 	return false
 }
 
-// flushHandbacks closes now the sockets waiting to hand back port of
-// proto (any address, either family): a listener of the daemon's takes
-// the port again, so what reaches it is that listener's once the mirror
-// applied its change; the kernel must not refuse its bind for the socket
-// that waits.
-func (e *Engine) flushHandbacks(proto flow.Transport, port uint16) {
+// flushHandbacks closes now the sockets of proto waiting to hand back a
+// port that a bind of local (an address and port of the daemon's
+// listener) conflicts with: the same address, or either the unspecified
+// one, of either family. The listener that takes the port gets what
+// reaches it once the mirror applied its change; the kernel must not
+// refuse its bind for the socket that waits.
+func (e *Engine) flushHandbacks(proto flow.Transport, local netip.AddrPort) {
 	hb := &e.handbacks
 	hb.mu.Lock()
-	var due []func()
+	defer hb.mu.Unlock()
 	keep := hb.q[:0]
 	for _, h := range hb.q {
-		if h.proto == proto && h.port == port {
-			due = append(due, h.close)
+		if h.proto == proto && conflicts(h.local, local) {
+			h.close()
 		} else {
 			keep = append(keep, h)
 		}
 	}
 	clear(hb.q[len(keep):])
 	hb.q = keep
-	hb.mu.Unlock()
-	for _, c := range due {
-		c()
+}
+
+// conflicts reports whether kernel sockets bound to a and b conflict
+// without SO_REUSEADDR: one port, and the same address or either one
+// unspecified (an IPv6 wildcard socket takes the IPv4 addresses too, so
+// the families are not told apart).
+func conflicts(a, b netip.AddrPort) bool {
+	if a.Port() != b.Port() {
+		return false
 	}
+	x, y := a.Addr().Unmap().WithZone(""), b.Addr().Unmap().WithZone("")
+	return x == y || x.IsUnspecified() || y.IsUnspecified()
 }
 
 // closeHandbacks closes every socket that waits, and those handed back
@@ -141,12 +148,11 @@ func (e *Engine) flushHandbacks(proto flow.Transport, port uint16) {
 func (e *Engine) closeHandbacks() {
 	hb := &e.handbacks
 	hb.mu.Lock()
-	q := hb.q
-	hb.q, hb.closed = nil, true
-	hb.mu.Unlock()
-	for _, h := range q {
+	defer hb.mu.Unlock()
+	for _, h := range hb.q {
 		h.close()
 	}
+	hb.q, hb.closed = nil, true
 }
 
 // HandingBack reports whether a port of proto waits for the mirror to go

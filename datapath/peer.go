@@ -64,10 +64,16 @@ func (e *Engine) watchLocked(c *connectedSession) {
 	e.watched[fd] = c
 }
 
-// unwatchLocked forgets c's socket; closing it leaves the epoll set.
+// unwatchLocked forgets c's socket and takes it out of the epoll set
+// unless its kernel path is still read: it closes later, once the program
+// no longer steers its 5-tuple (handback.go), and an error or datagram
+// meanwhile would wake runPeerErrors for nothing, again and again.
 func (e *Engine) unwatchLocked(c *connectedSession) {
 	if fd := c.res.FD(); fd >= 0 && e.watched[fd] == c {
 		delete(e.watched, fd)
+		if _, reading := e.krx[fd]; !reading && e.pw != nil {
+			_ = unix.EpollCtl(e.pw.epfd, unix.EPOLL_CTL_DEL, fd, nil)
+		}
 	}
 }
 

@@ -46,10 +46,10 @@ func (p *enginePath) ReservePort(ep sessions.Endpoint) (uint16, error) {
 	if ep.Transport != flow.TransportUDP {
 		return 0, nil
 	}
-	if ep.Port != 0 {
-		e.flushHandbacks(flow.TransportUDP, ep.Port)
-	}
 	a := kernelKey(ep).Addr()
+	if ep.Port != 0 {
+		e.flushHandbacks(flow.TransportUDP, netip.AddrPortFrom(a, ep.Port))
+	}
 	var res *udp.Reservation
 	err := doIn(e.nsh, func() error {
 		var err error

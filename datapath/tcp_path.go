@@ -1215,7 +1215,7 @@ func (p *tcpPath) listen(l sessions.Listener) error {
 	delete(p.picked, addr)
 	p.mu.Unlock()
 	if res == nil {
-		p.e.flushHandbacks(flow.TransportTCP, addr.Port())
+		p.e.flushHandbacks(flow.TransportTCP, addr)
 		var err error
 		if res, err = p.reserve(addr); err != nil {
 			return fmt.Errorf("listen %s: %w", l.Endpoint.URI(), err)
@@ -1520,10 +1520,14 @@ func (p *tcpPath) dial(s *tcpSess, remote netip.AddrPort) {
 		}
 		s.done = true
 		p.mu.Unlock()
-		// The port, and its count against the uid if the app closed the
-		// half-open meanwhile (closeByApp).
-		p.dropPort(s, nil)
+		// The port's count against the uid if the app closed the
+		// half-open meanwhile (closeByApp), and the port once the
+		// layer's removal of the half-open is applied (handback.go).
+		p.coolMu.Lock()
+		p.unkeepLocked(s)
+		p.coolMu.Unlock()
 		_ = l.ConnectFailed(s.ho, err)
+		p.e.handBackTCP(s.res)
 		p.endLive(s.app)
 	}
 	ss, err := l.StreamFifos(s.ho)

@@ -10,7 +10,8 @@ import (
 // so that nothing else on the host takes a port the layer hands out and a
 // port something else holds is refused. The layer calls it under its
 // control-plane lock, before a global listener is published and after it
-// is removed; it must not block or call back into the Layer.
+// is removed; it must not block or call back into the Layer, but for Seq,
+// which takes no lock.
 type PortReserver interface {
 	// ReservePort holds e's port; port 0 asks for an ephemeral one. It
 	// returns the port it holds, or 0 when it holds none for e (a
@@ -19,9 +20,9 @@ type PortReserver interface {
 	ReservePort(e Endpoint) (uint16, error)
 	// ReleasePort gives back what ReservePort holds for e (its port
 	// filled in). A port it does not hold is ignored. The layer calls it
-	// after publishing the change that stops steering e (Seq counts it),
-	// so that a reserver that steers may hand the port back only once it
-	// applied that change.
+	// after publishing the change that stops steering e, when it had
+	// published one (Seq counts it), so that a reserver that steers may
+	// hand the port back only once it applied every change up to Seq.
 	ReleasePort(e Endpoint)
 }
 
