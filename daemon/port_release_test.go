@@ -50,12 +50,7 @@ func TestPortHandedBackOnceUnsteered(t *testing.T) {
 		if _, err := cli.WriteTo([]byte("first"), &net.UDPAddr{IP: rig.B.IPv4.AsSlice(), Port: port}); err != nil {
 			t.Fatal(err)
 		}
-		k.SetReadDeadline(time.Now().Add(2 * time.Second))
-		buf := make([]byte, 64)
-		n, _, err := k.ReadFrom(buf)
-		if err != nil || string(buf[:n]) != "first" {
-			t.Fatalf("kernel socket of the port: %q %v (the datagram was steered to the daemon after the port went back)", buf[:n], err)
-		}
+		firstToKernel(t, k, "first")
 	})
 
 	t.Run("tcp", func(t *testing.T) {
@@ -74,16 +69,7 @@ func TestPortHandedBackOnceUnsteered(t *testing.T) {
 		}); err != nil {
 			t.Fatalf("kernel listen on the port just closed: %v", err)
 		}
-		defer kl.Close()
-		go func() {
-			for {
-				c, err := kl.Accept()
-				if err != nil {
-					return
-				}
-				c.Close()
-			}
-		}()
+		defer kl.Close() // the kernel completes the handshake unaccepted
 		var c net.Conn
 		err = rig.A.Do(func() (err error) {
 			c, err = net.DialTimeout("tcp", netip.AddrPortFrom(rig.B.IPv4, port).String(), 2*time.Second)
@@ -121,12 +107,7 @@ func TestPortHandedBackOnceUnsteered(t *testing.T) {
 		if _, err := srv.WriteTo([]byte("late"), &net.UDPAddr{IP: rig.B.IPv4.AsSlice(), Port: port}); err != nil {
 			t.Fatal(err)
 		}
-		k.SetReadDeadline(time.Now().Add(2 * time.Second))
-		buf := make([]byte, 64)
-		n, _, err := k.ReadFrom(buf)
-		if err != nil || string(buf[:n]) != "late" {
-			t.Fatalf("kernel socket of the port: %q %v (the datagram was steered to the daemon after the port went back)", buf[:n], err)
-		}
+		firstToKernel(t, k, "late")
 	})
 
 	// A TCP connection reset by its peer: once its port is the kernel's
@@ -143,16 +124,7 @@ func TestPortHandedBackOnceUnsteered(t *testing.T) {
 			t.Fatal(err)
 		}
 		defer srv.Close()
-		accepted := make(chan net.Conn, 4)
-		go func() {
-			for {
-				c, err := srv.Accept()
-				if err != nil {
-					return
-				}
-				accepted <- c
-			}
-		}()
+		ch := acceptOne(t, srv)
 		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 		defer cancel()
 		c, err := a.Dial(ctx, fmt.Sprintf("tcp://%s:%d", rig.A.IPv4, port))
@@ -160,7 +132,7 @@ func TestPortHandedBackOnceUnsteered(t *testing.T) {
 			t.Fatal(err)
 		}
 		local := c.LocalAddr().(*net.TCPAddr).Port
-		sc := <-accepted
+		sc := accepted(t, ch)
 		sc.(*net.TCPConn).SetLinger(0)
 		sc.Close() // a reset
 		c.SetReadDeadline(time.Now().Add(5 * time.Second))
@@ -223,4 +195,16 @@ func TestPortHandedBackOnceUnsteered(t *testing.T) {
 			}
 		}
 	})
+}
+
+// firstToKernel checks that the kernel socket k, bound to a port the
+// daemon just gave back, gets the first datagram sent to it, want.
+func firstToKernel(t *testing.T, k *net.UDPConn, want string) {
+	t.Helper()
+	k.SetReadDeadline(time.Now().Add(2 * time.Second))
+	buf := make([]byte, 64)
+	n, _, err := k.ReadFrom(buf)
+	if err != nil || string(buf[:n]) != want {
+		t.Fatalf("kernel socket of the port: %q %v (the datagram was steered to the daemon after the port went back)", buf[:n], err)
+	}
 }
