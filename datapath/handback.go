@@ -83,12 +83,18 @@ func (e *Engine) runHandbacks() {
 	hb.mu.Lock()
 	defer hb.mu.Unlock()
 	hb.applied = applied
+	hb.closeWhereLocked(func(h *handback) bool { return h.seq <= applied })
+}
+
+// closeWhereLocked closes the waiting sockets that match and takes them
+// out of the queue, keeping the order of the others. hb.mu is held.
+func (hb *handbacks) closeWhereLocked(match func(*handback) bool) {
 	keep := hb.q[:0]
-	for _, h := range hb.q {
-		if h.seq <= applied {
+	for i := range hb.q {
+		if h := &hb.q[i]; match(h) {
 			h.close()
 		} else {
-			keep = append(keep, h)
+			keep = append(keep, *h)
 		}
 	}
 	clear(hb.q[len(keep):])
@@ -119,16 +125,7 @@ func (e *Engine) flushHandbacks(proto flow.Transport, local netip.AddrPort) {
 	hb := &e.handbacks
 	hb.mu.Lock()
 	defer hb.mu.Unlock()
-	keep := hb.q[:0]
-	for _, h := range hb.q {
-		if h.proto == proto && conflicts(h.local, local) {
-			h.close()
-		} else {
-			keep = append(keep, h)
-		}
-	}
-	clear(hb.q[len(keep):])
-	hb.q = keep
+	hb.closeWhereLocked(func(h *handback) bool { return h.proto == proto && conflicts(h.local, local) })
 }
 
 // conflicts reports whether kernel sockets bound to a and b conflict
