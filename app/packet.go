@@ -241,8 +241,7 @@ func (p *PacketConn) peerClosed(h flow.Handle) {
 	p.mu.Unlock()
 	if e != nil {
 		e.gone.Store(true)
-		p.reap.Store(true)
-		p.rd.poke()
+		p.reapSoon()
 	}
 }
 
@@ -299,17 +298,7 @@ func (p *PacketConn) setClosed() error {
 // pickLocked returns an end with data to read, round robin, and drops the
 // cut-through peers that went away and have nothing left. rd.mu is held.
 func (p *PacketConn) pickLocked() *end {
-	if p.reap.Swap(false) {
-		for _, e := range *p.ends.Load() {
-			if !e.datapath && e.gone.Load() {
-				if e.readable() && !e.broken.Load() {
-					p.reap.Store(true) // drop it once drained
-					continue
-				}
-				p.reapLocked(e)
-			}
-		}
-	}
+	p.reapGoneLocked()
 	ends := *p.ends.Load()
 	n := len(ends)
 	for i := range n {
@@ -320,6 +309,50 @@ func (p *PacketConn) pickLocked() *end {
 		}
 	}
 	return nil
+}
+
+// reapGoneLocked drops the cut-through peers that went away and have
+// nothing left to read (a broken one's bytes are never read), except the
+// one whose datagrams the last ReadBatch holds. rd.mu is held.
+func (p *PacketConn) reapGoneLocked() {
+	if !p.reap.Swap(false) {
+		return
+	}
+	for _, e := range *p.ends.Load() {
+		if !e.datapath && e.gone.Load() {
+			if (e.readable() && !e.broken.Load()) || e == p.held {
+				p.reap.Store(true) // drop it once drained or released
+				continue
+			}
+			p.reapLocked(e)
+		}
+	}
+}
+
+// reapSoon has a gone cut-through peer dropped now rather than at the
+// next read: a listener nobody reads any more would otherwise keep the
+// session's segment mapped and its eventfd open until it closes. A
+// reader asleep holding rd.mu is poked and drops it itself; one busy
+// reading lets go of rd.mu within moments. It is not called with rd.mu
+// held.
+func (p *PacketConn) reapSoon() {
+	p.reap.Store(true)
+	p.rd.poke()
+	go func() {
+		for range 200 {
+			if p.rd.mu.TryLock() {
+				if !isClosed(p.done) {
+					p.reapGoneLocked()
+				}
+				p.rd.mu.Unlock()
+				return
+			}
+			if !p.reap.Load() {
+				return // a reader dropped it
+			}
+			time.Sleep(time.Millisecond)
+		}
+	}()
 }
 
 // reapLocked removes a gone cut-through peer. rd.mu is held.
@@ -356,8 +389,7 @@ func (p *PacketConn) dropBroken(e *end) {
 			return // passed over still; Close disconnects it again
 		}
 		e.gone.Store(true)
-		p.reap.Store(true) // dropped at the next pick
-		p.rd.poke()
+		p.reapSoon()
 	}()
 }
 
@@ -422,6 +454,7 @@ func (p *PacketConn) releaseLocked() {
 func (p *PacketConn) Release() {
 	p.rd.mu.Lock()
 	p.releaseLocked()
+	p.reapGoneLocked()
 	p.rd.mu.Unlock()
 }
 
@@ -485,6 +518,9 @@ func (p *PacketConn) read(b []byte) (int, *end, netip.AddrPort, error) {
 			return 0, nil, netip.AddrPort{}, netError("read", p.laddr, nil, err)
 		}
 		if ok {
+			if !e.datapath && e.gone.Load() {
+				p.reapGoneLocked() // the peer went: drop it if that was its last
+			}
 			var from netip.AddrPort
 			if e.datapath {
 				from = fromHeader(&p.hdr)

@@ -117,8 +117,17 @@ func TestUDPListenerOutlivesCorruptPeer(t *testing.T) {
 	waitFor(t, "the broken session to end in the daemon", 5*time.Second, func() bool {
 		return len(appSessions(t, d, "hostile")) == 0
 	})
-	// One more datagram: the reader that takes it drops the ended
-	// session's end, with the descriptors it held.
+	// The daemon and the listener let go of the segment, with no read
+	// needed to have the listener drop it: the hostile app's mapping is
+	// left, which it keeps until it closes its end. Of the two eventfds,
+	// one is gone, the listener's; the other, the hostile app's end's,
+	// is left.
+	waitFor(t, "the listener to let go of the broken session's segment and eventfd", 5*time.Second, func() bool {
+		_, maps := seg.held(t)
+		ids := eventfds(t)
+		return maps == 1 && (ids[ctEFDs[0]] == 0) != (ids[ctEFDs[1]] == 0)
+	})
+	// The listener reads on.
 	if _, err := gc.Write([]byte("after")); err != nil {
 		t.Fatal(err)
 	}
@@ -126,15 +135,6 @@ func TestUDPListenerOutlivesCorruptPeer(t *testing.T) {
 	if n, _, err := pc.ReadFrom(buf); err != nil || string(buf[:n]) != "after" {
 		t.Fatalf("read after the session ended: %q %v", buf[:n], err)
 	}
-	// The daemon and the listener let go of the segment: the hostile
-	// app's mapping is left, which it keeps until it closes its end. Of
-	// the two eventfds, one is gone, the listener's; the other, the
-	// hostile app's end's, is left.
-	waitFor(t, "the listener to let go of the broken session's segment and eventfd", 5*time.Second, func() bool {
-		_, maps := seg.held(t)
-		ids := eventfds(t)
-		return maps == 1 && (ids[ctEFDs[0]] == 0) != (ids[ctEFDs[1]] == 0)
-	})
 	// The hostile app goes, the listener stays open (and reads no more):
 	// nothing of the session is left, so what was left above was the
 	// hostile app's (and the daemon's copies of what it sent it), and
@@ -158,6 +158,107 @@ func TestUDPListenerOutlivesCorruptPeer(t *testing.T) {
 	if n := pc.(*app.PacketConn).BrokenPeers(); n != 1 {
 		t.Errorf("BrokenPeers %d, want 1", n)
 	}
+}
+
+// TestUDPListenerDropsClosedPeerUnread: a cut-through peer of a UDP
+// listener closes its session. What it sent before is still read; once
+// it is, or at once if there was nothing, the listener lets go of the
+// session's segment and eventfds without another read to do it, as a
+// kernel socket holds nothing of a peer that went. Before, the segment
+// stayed mapped until the listener's next read, for good on a listener
+// nobody reads any more.
+func TestUDPListenerDropsClosedPeerUnread(t *testing.T) {
+	d := startDaemon(t)
+	srv := attach(t, d, app.Options{Name: "listener"})
+	pc, err := srv.ListenPacket("udp://0.0.0.0:7932")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer pc.Close()
+	peer := attach(t, d, app.Options{Name: "peer"})
+	buf := make([]byte, 2048)
+	for _, unread := range []bool{false, true} {
+		efds, before := eventfds(t), ctSegments(t)
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		c, err := peer.Dial(ctx, "udp://127.0.0.1:7932")
+		cancel()
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := c.Write([]byte("hello")); err != nil {
+			t.Fatal(err)
+		}
+		pc.SetReadDeadline(time.Now().Add(5 * time.Second))
+		if n, _, err := pc.ReadFrom(buf); err != nil || string(buf[:n]) != "hello" {
+			t.Fatalf("first datagram: %q %v", buf[:n], err)
+		}
+		seg := newCTSegment(t, before)
+		if unread {
+			if _, err := c.Write([]byte("last")); err != nil {
+				t.Fatal(err)
+			}
+		}
+		c.Close()
+		gone := func() bool {
+			fds, maps := seg.held(t)
+			for id, n := range eventfds(t) {
+				if efds[id] < n {
+					return false
+				}
+			}
+			return fds+maps == 0
+		}
+		if unread {
+			// Held until what the peer sent last is read.
+			time.Sleep(200 * time.Millisecond)
+			if gone() {
+				t.Fatal("the listener let go of a closed peer's session before its last datagram was read")
+			}
+			pc.SetReadDeadline(time.Now().Add(5 * time.Second))
+			if n, _, err := pc.ReadFrom(buf); err != nil || string(buf[:n]) != "last" {
+				t.Fatalf("the closed peer's last datagram: %q %v", buf[:n], err)
+			}
+		}
+		waitFor(t, fmt.Sprintf("the closed peer's segment and eventfds to go (datagram left unread: %v)", unread), 5*time.Second, gone)
+	}
+}
+
+// ctSegments lists the cut-through segments the process has descriptors
+// of, by inode. It reads /proc alone, so the race detector sees no read
+// of the daemon's state.
+func ctSegments(t *testing.T) map[uint64]memfdID {
+	t.Helper()
+	ents, err := os.ReadDir("/proc/self/fd")
+	if err != nil {
+		t.Fatal(err)
+	}
+	out := map[uint64]memfdID{}
+	for _, e := range ents {
+		p := "/proc/self/fd/" + e.Name()
+		l, err := os.Readlink(p)
+		var st unix.Stat_t
+		if err != nil || !strings.HasPrefix(l, "/memfd:xsessiond:ct-") || unix.Stat(p, &st) != nil {
+			continue
+		}
+		out[st.Ino] = memfdID{st.Ino, l}
+	}
+	return out
+}
+
+// newCTSegment returns the one cut-through segment the process has that
+// it did not in before.
+func newCTSegment(t *testing.T, before map[uint64]memfdID) memfdID {
+	t.Helper()
+	var found []memfdID
+	for ino, m := range ctSegments(t) {
+		if _, ok := before[ino]; !ok {
+			found = append(found, m)
+		}
+	}
+	if len(found) != 1 {
+		t.Fatalf("new cut-through segments %v, want one", found)
+	}
+	return found[0]
 }
 
 // openFDs counts the test process's open descriptors.
