@@ -20,6 +20,7 @@ import (
 	"github.com/xsessiond/xsessiond/api"
 	"github.com/xsessiond/xsessiond/ctlview"
 	"github.com/xsessiond/xsessiond/daemon"
+	"github.com/xsessiond/xsessiond/datapath"
 	"github.com/xsessiond/xsessiond/flow"
 )
 
@@ -46,17 +47,17 @@ statistics), never waited for.`,
 		Args: noArgs(""),
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			if file == "" {
-				return errors.New("capture needs -w FILE (or -w - for stdout)")
+				return usagef("capture needs -w FILE (or -w - for stdout)")
 			}
 			if err := checkCaptureFile(file); err != nil {
 				return err
 			}
 			if err := ctlview.ValueFits("--reason", reason, api.MaxCaptureReasonLen, "a drop reason", `ctl show stats names the drop reasons; "any" is every one`); err != nil {
-				return err
+				return usage(err)
 			}
 			m := &api.Capture{App: app, Reason: reason, Count: count, Snaplen: snaplen}
 			if duration < 0 || duration > time.Duration(1<<32-1)*time.Millisecond {
-				return fmt.Errorf("--duration %v: want 0 (no limit) or a positive duration of at most %v", duration, time.Duration(1<<32-1)*time.Millisecond)
+				return usagef("--duration %v: want 0 (no limit) or a positive duration of at most %v", duration, time.Duration(1<<32-1)*time.Millisecond)
 			}
 			m.Duration = uint32(duration / time.Millisecond)
 			if duration > 0 && m.Duration == 0 {
@@ -64,10 +65,10 @@ statistics), never waited for.`,
 			}
 			var err error
 			if m.Listener, err = parseHandle("--listener", listener); err != nil {
-				return err
+				return usage(err)
 			}
 			if m.Session, err = parseHandle("--session", session); err != nil {
-				return err
+				return usage(err)
 			}
 			return runCapture(cmd, *socket, m, file)
 		},
@@ -80,7 +81,7 @@ statistics), never waited for.`,
 	fl.StringVar(&session, "session", "", "only the frames of this session (a handle, see ctl show sessions)")
 	fl.Uint32Var(&app, "app", 0, "only the frames of this app's listeners and sessions")
 	fl.StringVar(&reason, "reason", "", `only frames dropped for this reason (as show stats names it, e.g. no_session), or "any" drop`)
-	fl.Uint32Var(&snaplen, "snaplen", 0, "bytes kept of each frame (0: all)")
+	fl.Uint32Var(&snaplen, "snaplen", 0, fmt.Sprintf("bytes kept of each frame (0: as many as the interface's MTU allows); more than %d are cut to %d", datapath.MaxCaptureLen, datapath.MaxCaptureLen))
 	return cmd
 }
 

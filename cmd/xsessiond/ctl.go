@@ -37,7 +37,7 @@ func newCtlCmd() *cobra.Command {
 		Args:  noArgs(""),
 		PersistentPreRunE: func(*cobra.Command, []string) error {
 			if socket == "" {
-				return fmt.Errorf("--socket is empty: give the daemon's control socket (xsessiond run --socket, %s when not given)", DefaultSocket)
+				return usagef("--socket is empty: give the daemon's control socket (xsessiond run --socket, %s when not given)", DefaultSocket)
 			}
 			return nil
 		},
@@ -208,7 +208,7 @@ func newShowCmd(socket *string) *cobra.Command {
 		Long:  showList,
 		Args: func(_ *cobra.Command, args []string) error {
 			if len(args) > 1 {
-				return fmt.Errorf("show %s: one thing at a time, apps, sessions, listeners, namespaces, rules or stats (filter with --app and --ns)", strings.Join(args, " "))
+				return usagef("show %s: one thing at a time, apps, sessions, listeners, namespaces, rules or stats (filter with --app and --ns)", strings.Join(args, " "))
 			}
 			return nil
 		},
@@ -226,21 +226,21 @@ func newShowCmd(socket *string) *cobra.Command {
 					}
 				}
 				if len(given) > 0 {
-					return fmt.Errorf("show %s: show what? Give apps, sessions, listeners, namespaces, rules or stats (show apps %[1]s)", strings.Join(given, " "))
+					return usagef("show %s: show what? Give apps, sessions, listeners, namespaces, rules or stats (show apps %[1]s)", strings.Join(given, " "))
 				}
 				_, err := io.WriteString(cmd.OutOrStdout(), showList)
 				return err
 			}
 			what, ok := showWords[args[0]]
 			if !ok {
-				return fmt.Errorf("show %q: want apps, sessions, listeners, namespaces, rules or stats", args[0])
+				return usagef("show %q: want apps, sessions, listeners, namespaces, rules or stats", args[0])
 			}
 			filtered := cmd.Flags().Changed("app") || cmd.Flags().Changed("ns")
 			if filtered && what == api.ShowStats {
 				// Said before the daemon is asked: with none running, the
 				// flags' problem is still the one to fix.
 				_, err := ctlview.Filter{}.Apply(what, nil)
-				return err
+				return usage(err)
 			}
 			doc, err := showDoc(cmd, *socket, what)
 			if err != nil {
@@ -377,22 +377,22 @@ daemon's interface when --netns is not given).`,
 		RunE: func(cmd *cobra.Command, args []string) error {
 			if len(args) == 1 {
 				if id != "" && id != args[0] {
-					return fmt.Errorf("ns add: two ids, %q and --id %q", args[0], id)
+					return usagef("ns add: two ids, %q and --id %q", args[0], id)
 				}
 				id = args[0]
 			}
 			sec, from := api.SecretArg(secret)
 			if id == "" || iface == "" || sec == "" {
-				return errors.New("ns add needs an id (ns add ID or --id ID), --secret (or $" + api.SecretEnv + ") and --iface")
+				return usagef("ns add needs an id (ns add ID or --id ID), --secret (or $%s) and --iface", api.SecretEnv)
 			}
 			if why := namespaceIDProblem(id); why != "" {
-				return fmt.Errorf("ns add: %s", why)
+				return usagef("ns add: %s", why)
 			}
 			if err := ctlview.ValueFits("--iface", iface, api.MaxIfaceLen, "an interface name", "ip link lists the interfaces"); err != nil {
-				return err
+				return usage(err)
 			}
 			if err := ctlview.ValueFits("--netns", netns, api.MaxNetnsLen, "a netns name", "ip netns list names them"); err != nil {
-				return err
+				return usage(err)
 			}
 			s, err := parseSecret(sec, from)
 			if err != nil {
@@ -420,12 +420,12 @@ daemon's interface when --netns is not given).`,
 		RunE: func(cmd *cobra.Command, args []string) error {
 			if len(args) == 1 {
 				if delID != "" && delID != args[0] {
-					return fmt.Errorf("ns del: two ids, %q and --id %q", args[0], delID)
+					return usagef("ns del: two ids, %q and --id %q", args[0], delID)
 				}
 				delID = args[0]
 			}
 			if delID == "" {
-				return errors.New("ns del needs the namespace id: ns del ID")
+				return usagef("ns del needs the namespace id: ns del ID")
 			}
 			if err := knownFormID("ns del", delID); err != nil {
 				return err
@@ -447,13 +447,13 @@ daemon's interface when --netns is not given).`,
 		RunE: func(cmd *cobra.Command, args []string) error {
 			if len(args) == 1 {
 				if rotID != "" && rotID != args[0] {
-					return fmt.Errorf("ns set-secret: two ids, %q and --id %q", args[0], rotID)
+					return usagef("ns set-secret: two ids, %q and --id %q", args[0], rotID)
 				}
 				rotID = args[0]
 			}
 			sec, from := api.SecretArg(rotSecret)
 			if rotID == "" || sec == "" {
-				return errors.New("ns set-secret needs --id and --secret, or $" + api.SecretEnv + " (or the id as its argument: ns set-secret ID --secret N)")
+				return usagef("ns set-secret needs --id and --secret, or $%s (or the id as its argument: ns set-secret ID --secret N)", api.SecretEnv)
 			}
 			if err := knownFormID("ns set-secret", rotID); err != nil {
 				return err
@@ -480,7 +480,7 @@ daemon's interface when --netns is not given).`,
 // control protocol would not carry one longer than its limit.
 func knownFormID(cmd, id string) error {
 	if why := namespaceIDProblem(id); why != "" {
-		return fmt.Errorf("%s: %s: no namespace has such an id (ctl show namespaces lists them)", cmd, why)
+		return usagef("%s: %s: no namespace has such an id (ctl show namespaces lists them)", cmd, why)
 	}
 	return nil
 }
@@ -499,7 +499,7 @@ func namespaceIDProblem(id string) string {
 func parseSecret(s, from string) (uint64, error) {
 	v, err := api.ParseSecret(s)
 	if err != nil {
-		return 0, fmt.Errorf("%s %q: %w", from, s, err)
+		return 0, usagef("%s %q: %w", from, s, err)
 	}
 	return v, nil
 }
@@ -543,10 +543,10 @@ func emptyTag(cmd string, words []string) error {
 			i++ // its value, whatever it is
 		case "tag":
 			if i+1 < len(words) && words[i+1] == "" && cmd == "del" {
-				return errors.New(`rule del tag "": the tag is empty: give the tag of the rules to delete (ctl show rules lists them, in TAG)`)
+				return usagef(`rule del tag "": the tag is empty: give the tag of the rules to delete (ctl show rules lists them, in TAG)`)
 			}
 			if i+1 < len(words) && words[i+1] == "" {
-				return errors.New(`rule add … tag "": the tag is empty: give the rule a name, or leave tag out`)
+				return usagef(`rule add … tag "": the tag is empty: give the rule a name, or leave tag out`)
 			}
 			i++
 		}
@@ -558,7 +558,7 @@ func emptyTag(cmd string, words []string) error {
 func needWords(n int, msg string) cobra.PositionalArgs {
 	return func(_ *cobra.Command, args []string) error {
 		if len(args) < n {
-			return errors.New(msg)
+			return usagef("%s", msg)
 		}
 		return nil
 	}
@@ -584,7 +584,7 @@ func newRuleCmd(socket *string) *cobra.Command {
 			}
 			r, err := ctlview.ParseRule(args, true)
 			if err != nil {
-				return err
+				return usage(err)
 			}
 			m, err := call(cmd, *socket, &api.RuleAdd{Rule: r})
 			if err != nil {
@@ -622,16 +622,16 @@ func newRuleCmd(socket *string) *cobra.Command {
 			if len(args) == 1 {
 				id, err := strconv.ParseUint(args[0], 10, 32)
 				if err != nil || id == 0 {
-					return fmt.Errorf("rule del %q: want a rule id (see ctl show rules), tag T, or the rule's words", args[0])
+					return usagef("rule del %q: want a rule id (see ctl show rules), tag T, or the rule's words", args[0])
 				}
 				req.ID = uint32(id)
 			} else {
 				if _, err := strconv.ParseUint(args[0], 10, 32); err == nil {
-					return fmt.Errorf("rule del %s: one rule id at a time, or tag T, or the rule's words (see ctl show rules)", strings.Join(args, " "))
+					return usagef("rule del %s: one rule id at a time, or tag T, or the rule's words (see ctl show rules)", strings.Join(args, " "))
 				}
 				r, err := ctlview.ParseRule(args, false)
 				if err != nil {
-					return err
+					return usage(err)
 				}
 				req.Rule = r
 			}

@@ -44,10 +44,10 @@ intact.`,
 		Args: noArgs(""),
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			if dur <= 0 {
-				return fmt.Errorf("--duration %v: want a positive duration, like 3s (how long UDP is sent)", dur)
+				return usagef("--duration %v: want a positive duration, like 3s (how long UDP is sent)", dur)
 			}
 			if window < 1 {
-				return fmt.Errorf("--window %d: want 1 or more (the datagrams in flight at most)", window)
+				return usagef("--window %d: want 1 or more (the datagrams in flight at most)", window)
 			}
 			// Ctrl-C or SIGTERM ends the demo early through its
 			// clean-up (the rig, the daemon's XDP program and pins);

@@ -179,7 +179,8 @@ func TestRunWarnsInterfaceDown(t *testing.T) {
 // TestExitStatusOfUsage: a run refused for its config file or its flags
 // exits with status 2, on which the unit in deploy/ does not restart it
 // (a config error restarted every RestartSec forever, filling the
-// journal); other failures exit 1.
+// journal), as does any command for a flag's value or a word it refuses;
+// other failures exit 1.
 func TestExitStatusOfUsage(t *testing.T) {
 	xs, _ := binaries(t)
 	dir := t.TempDir()
@@ -196,6 +197,14 @@ func TestExitStatusOfUsage(t *testing.T) {
 		{[]string{"run", "--queues", "x"}, exitUsage},
 		{[]string{"run", "--nosuchflag"}, exitUsage},
 		{[]string{"ctl", "--socket", filepath.Join(dir, "none.sock"), "show", "apps"}, 1},
+		// Refused before the daemon is asked: the command line is wrong,
+		// whether a daemon runs or not.
+		{[]string{"ctl", "--socket", filepath.Join(dir, "none.sock"), "show", "bogus"}, exitUsage},
+		{[]string{"ctl", "--socket", filepath.Join(dir, "none.sock"), "top", "--sessions", "-1"}, exitUsage},
+		{[]string{"ctl", "--socket", filepath.Join(dir, "none.sock"), "capture", "-w", "-", "--listener", "010"}, exitUsage},
+		{[]string{"ctl", "--socket", filepath.Join(dir, "none.sock"), "rule", "add", "proto", "xx", "action", "drop"}, exitUsage},
+		{[]string{"ctl", "--socket", filepath.Join(dir, "none.sock"), "ns", "add"}, exitUsage},
+		{[]string{"demo", "--duration", "0s"}, exitUsage},
 	} {
 		out, err := exec.Command(xs, c.args...).CombinedOutput()
 		var ee *exec.ExitError

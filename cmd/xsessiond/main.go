@@ -70,6 +70,18 @@ type usageError struct{ error }
 
 func (e usageError) Unwrap() error { return e.error }
 
+// usagef is a usageError of the command line: a flag's value or a
+// command's words, refused before anything is asked of a daemon.
+func usagef(format string, a ...any) error { return usageError{fmt.Errorf(format, a...)} }
+
+// usage marks err, nil or a refusal of the command line, as a usageError.
+func usage(err error) error {
+	if err == nil {
+		return nil
+	}
+	return usageError{err}
+}
+
 func newRootCmd() *cobra.Command {
 	root := &cobra.Command{
 		Use:           "xsessiond",
@@ -189,12 +201,12 @@ func noArgs(hint string) cobra.PositionalArgs {
 					names = append(names, c.Name())
 				}
 			}
-			return fmt.Errorf("%s: no such command; want %s (see %s --help)", strings.TrimSpace(words(cmd)+" "+args[0]), strings.Join(names, ", "), cmd.CommandPath())
+			return usagef("%s: no such command; want %s (see %s --help)", strings.TrimSpace(words(cmd)+" "+args[0]), strings.Join(names, ", "), cmd.CommandPath())
 		}
 		if hint != "" {
 			hint = ": " + hint
 		}
-		return fmt.Errorf("%s takes no arguments, and %q is one%s", words(cmd), args[0], hint)
+		return usagef("%s takes no arguments, and %q is one%s", words(cmd), args[0], hint)
 	}
 }
 

@@ -2,7 +2,6 @@ package main
 
 import (
 	"context"
-	"fmt"
 	"os"
 	"os/signal"
 	"syscall"
@@ -33,10 +32,10 @@ With --once (or when the output is not a terminal) it takes two samples
 		Args: noArgs(""),
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			if interval <= 0 {
-				return fmt.Errorf("--interval %v: want a positive duration", interval)
+				return usagef("--interval %v: want a positive duration", interval)
 			}
 			if rows < 0 {
-				return fmt.Errorf("--sessions %d: want 0 or more (the busiest sessions and listeners shown)", rows)
+				return usagef("--sessions %d: want 0 or more (the busiest sessions and listeners shown)", rows)
 			}
 			return runTop(cmd, *socket, once, interval, rows)
 		},
