@@ -244,13 +244,7 @@ func (q *outQueue) run() {
 			}
 			continue
 		}
-		it := q.items[q.head]
-		q.items[q.head] = outItem{}
-		q.head++
-		if q.head == len(q.items) {
-			q.items, q.head = q.items[:0], 0
-		}
-		q.bytes -= it.size
+		it := q.popLocked()
 		q.mu.Unlock()
 		poke(q.space)
 		err := q.c.writeItem(it, q.timeout)
@@ -265,6 +259,27 @@ func (q *outQueue) run() {
 			q.failWith(err)
 		}
 	}
+}
+
+// popLocked takes the first queued item. The items left move to the
+// front once the taken ones are half of the slice: a queue that never
+// empties (a client that keeps a few replies unread while it reads on)
+// would otherwise grow its slice by every message it ever carried. q.mu is
+// held and the queue is not empty.
+func (q *outQueue) popLocked() outItem {
+	it := q.items[q.head]
+	q.items[q.head] = outItem{}
+	q.head++
+	q.bytes -= it.size
+	switch {
+	case q.head == len(q.items):
+		q.items, q.head = q.items[:0], 0
+	case q.head >= 32 && q.head >= len(q.items)/2:
+		n := copy(q.items, q.items[q.head:])
+		clear(q.items[n:])
+		q.items, q.head = q.items[:n], 0
+	}
+	return it
 }
 
 // failWith stops the queue with err and calls fail, once.
