@@ -206,10 +206,14 @@ func ruleFromAPI(r api.Rule) (sessions.Rule, error) {
 	return out, nil
 }
 
-// appIndexByName finds an attached app by name.
-func (d *Daemon) appIndexByName(name string) (uint32, bool) {
+// appIndexByName finds an attached app by name among the apps of app
+// namespace ns (its layer id: "" for the default one). An app chooses its
+// name: one of another namespace that took the name must neither get a
+// forward rule meant for an app of ns nor have the layer refuse the
+// file's whole set of rules for it.
+func (d *Daemon) appIndexByName(name, ns string) (uint32, bool) {
 	for _, a := range d.layer.Apps() {
-		if a.Name == name {
+		if a.Name == name && a.Namespace == ns {
 			return uint32(a.ID), true
 		}
 	}
@@ -315,7 +319,7 @@ func (d *Daemon) applyConfigRules(rules []RuleConfig, warn bool) []error {
 	var errs []error
 	var add []sessions.Rule
 	for i, rc := range rules {
-		ar, err := rc.apiRule(d.appIndexByName)
+		ar, err := rc.apiRule(func(name string) (uint32, bool) { return d.appIndexByName(name, NamespaceID(rc.Namespace)) })
 		if err != nil {
 			if errors.Is(err, flow.ErrNotAttached) {
 				if warn {

@@ -203,6 +203,48 @@ func TestConfigForwardRuleFollowsItsApp(t *testing.T) {
 	}
 }
 
+// TestConfigForwardRuleAppOfItsNamespace: a forward rule of the config
+// file names an app of its namespace. An app of another namespace that
+// attached first under that name neither gets the rule nor keeps it from
+// the app it names: the rule goes to that app when it attaches. Before, the
+// first app by the name was taken, whatever its namespace, and the layer
+// refused the file's whole set of rules for it, the drop rule's change
+// too, for as long as it stayed attached.
+func TestConfigForwardRuleAppOfItsNamespace(t *testing.T) {
+	rig := nstest.NewPair(t, nstest.Options{})
+	rules := []RuleConfig{
+		{Proto: "udp", LocalPort: 9100, Action: "forward", App: "fwd", Namespace: "blue", Scope: "local", Tag: "fwd"},
+	}
+	d := startDaemon(t, onB(rig), func(o *Config) {
+		o.Namespaces = []NamespaceConfig{{ID: "blue", Secret: 42, Iface: rig.B.Link}}
+		o.Rules = rules
+	})
+	forwards := func() []uint32 {
+		var apps []uint32
+		for _, r := range d.layer.Rules() {
+			if r.Tag == "fwd" {
+				apps = append(apps, uint32(r.App))
+			}
+		}
+		return apps
+	}
+	impostor := attach(t, d, app.Options{Name: "fwd"})
+	defer impostor.Close()
+	if got := forwards(); len(got) != 0 {
+		t.Fatalf("an app named fwd in the default namespace got the forward rule of namespace blue: %v", got)
+	}
+	attach(t, d, app.Options{Name: "fwd", Namespace: "blue", Secret: 42})
+	var blue uint32
+	for _, a := range d.layer.Apps() {
+		if a.Name == "fwd" && a.Namespace == "blue" {
+			blue = uint32(a.ID)
+		}
+	}
+	if got := forwards(); len(got) != 1 || got[0] != blue {
+		t.Fatalf("forward rules %v with fwd attached to blue as app %d, want one to it", got, blue)
+	}
+}
+
 // TestMaxConnsAboveRootReserve: a bound on the control connections at or
 // under root's reserve would leave none to other users' apps, which would
 // all be refused with no word at start: New refuses it and says what to
