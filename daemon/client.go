@@ -543,6 +543,7 @@ func (h *client) attach(m *api.Attach) (api.Message, []int, error) {
 		// The app maps no more than the uid's budget holds for it.
 		MaxSegmentMemory: res,
 		Proxy:            m.Proxy, ProxyTransports: m.ProxyTransports, Owner: p.UID,
+		NewWaitSet: waitSetFor(p.UID),
 	})
 	if errors.Is(err, flow.ErrWrongSecret) {
 		d.secretFailures.Add(1)

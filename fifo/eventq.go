@@ -77,6 +77,13 @@ type EventQueue struct {
 // (Offset). The first event queue of a segment is recorded in its header
 // (Segment.EventQueueOffset).
 func NewEventQueue(seg *Segment, capacity int) (*EventQueue, error) {
+	return newEventQueue(seg, capacity, nil)
+}
+
+// newEventQueue is NewEventQueue with the epoll set made by newSet (nil:
+// epoll_create1), which returns a close-on-exec epoll descriptor the queue
+// then owns (ManagerOptions.NewWaitSet).
+func newEventQueue(seg *Segment, capacity int, newSet func() (int, error)) (*EventQueue, error) {
 	if capacity <= 0 || capacity > MaxFifoSize/EventSize {
 		return nil, fmt.Errorf("new event queue: capacity %d: %w", capacity, ErrInvalidSize)
 	}
@@ -93,7 +100,10 @@ func NewEventQueue(seg *Segment, capacity int) (*EventQueue, error) {
 		seg.FreeFifo(f)
 		return nil, fmt.Errorf("new event queue: eventfd: %w", err)
 	}
-	wfd, err := unix.EpollCreate1(unix.EPOLL_CLOEXEC)
+	if newSet == nil {
+		newSet = func() (int, error) { return unix.EpollCreate1(unix.EPOLL_CLOEXEC) }
+	}
+	wfd, err := newSet()
 	if err == nil {
 		err = watch(wfd, efd)
 	}

@@ -39,7 +39,13 @@ type ManagerOptions struct {
 	// app's event queue in its first segment (recorded in that segment's
 	// header) with room for that many events.
 	EventQueueCapacity int
-	NoDump, HugePages  bool
+	// NewWaitSet, when set, creates the epoll set of the event queue (its
+	// WaitFD) in place of epoll_create1 by the calling thread: the kernel
+	// charges the watches of an epoll set to the user that created it
+	// (fs.epoll.max_user_watches), so a daemon gives each app a set made
+	// in the app's name, whose watches the app's user pays for.
+	NewWaitSet        func() (int, error)
+	NoDump, HugePages bool
 }
 
 // FifoRef names a fifo to an app: the index of its segment in the app's
@@ -97,7 +103,7 @@ func NewManager(opts ManagerOptions) (*Manager, error) {
 		return nil, fmt.Errorf("new manager %q: %w", opts.Name, err)
 	}
 	if opts.EventQueueCapacity > 0 {
-		q, err := NewEventQueue(s, opts.EventQueueCapacity)
+		q, err := newEventQueue(s, opts.EventQueueCapacity, opts.NewWaitSet)
 		if err != nil {
 			s.Close()
 			return nil, fmt.Errorf("new manager %q: %w", opts.Name, err)

@@ -52,6 +52,10 @@ type AttachOptions struct {
 	// the kernel (not from the app): Config.MaxPortsPerOwner bounds what
 	// the apps of one owner hold together. 0 (root) is not bound.
 	Owner uint32
+
+	// NewWaitSet creates the epoll set the app waits on
+	// (AppMemoryOptions.NewWaitSet); nil: the daemon's own.
+	NewWaitSet func() (int, error)
 }
 
 // Attached is the result of Attach.
@@ -163,6 +167,7 @@ func (l *Layer) Attach(o AttachOptions) (Attached, error) {
 		MaxFifoMemory:    o.MaxFifoMemory,
 		MaxSegmentMemory: o.MaxSegmentMemory,
 		EventQueueSize:   o.EventQueueSize,
+		NewWaitSet:       o.NewWaitSet,
 	})
 	if err != nil {
 		if errors.Is(err, ErrNoMemory) {

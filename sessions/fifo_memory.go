@@ -41,6 +41,7 @@ func (m FifoMemory) NewApp(o AppMemoryOptions) (AppMemory, error) {
 		MaxFifoMemory:      int64(min(o.MaxFifoMemory, 1<<62)),
 		MaxSegmentMemory:   int64(min(o.MaxSegmentMemory, 1<<62)),
 		EventQueueCapacity: o.EventQueueSize,
+		NewWaitSet:         o.NewWaitSet,
 		NoDump:             m.NoDump,
 		HugePages:          m.HugePages,
 	})

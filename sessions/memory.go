@@ -33,6 +33,9 @@ type AppMemoryOptions struct {
 	// can write to (fifo.ManagerOptions.MaxSegmentMemory). 0: no limit.
 	MaxSegmentMemory uint64
 	EventQueueSize   int // entries of the app's event queue
+	// NewWaitSet creates the epoll set the app waits on (nil: the
+	// daemon's own; fifo.ManagerOptions.NewWaitSet).
+	NewWaitSet func() (int, error)
 }
 
 // AppMemory is the shared memory of one app: its segment manager (which
