@@ -839,20 +839,18 @@ func (h *client) connect(m *api.Connect) (api.Message, []int, error) {
 	// Each end gets an eventfd of its own that wakes the other app
 	// (fifo.PeerSignal), never the eventfd the daemon writes: a shared
 	// open file would let a hostile app make the daemon's writes block.
-	// The daemon keeps its descriptor of each until the session is over
-	// (ctMem.keepWatch), then takes it out of the set it wakes.
 	toSrv, err := fifo.PeerSignal(srvWake.fd)
 	if err != nil {
 		withdraw()
 		return nil, nil, fmt.Errorf("connect %s: %w", e.URI(), err)
 	}
-	ct.keepWatch(srvWake, toSrv)
+	defer unix.Close(toSrv)
 	toMe, err := fifo.PeerSignal(myWake.fd)
 	if err != nil {
 		withdraw()
 		return nil, nil, fmt.Errorf("connect %s: %w", e.URI(), err)
 	}
-	ct.keepWatch(myWake, toMe)
+	defer unix.Close(toMe)
 	fds, err := h.dupFDs(ct.seg.FD(), toSrv)
 	if err != nil {
 		withdraw()

@@ -1,7 +1,6 @@
 package daemon
 
 import (
-	"sync"
 	"sync/atomic"
 
 	"golang.org/x/sys/unix"
@@ -86,9 +85,6 @@ type ctMem struct {
 	seg  *fifo.Segment
 	refs refs
 
-	mu      sync.Mutex
-	watches []peerWatch // guarded by mu: taken out of their sets at the last release
-
 	accepted  sessions.Event // guarded by Daemon.mu: the server's accept event
 	connected sessions.Event // guarded by Daemon.mu: the client's connect event
 }
@@ -120,45 +116,6 @@ func (c *ctMem) Close() error {
 
 func (c *ctMem) release() {
 	if c.refs.unref() {
-		c.mu.Lock()
-		ws := c.watches
-		c.watches = nil
-		c.mu.Unlock()
-		for _, w := range ws {
-			w.end()
-		}
 		_ = c.CutThrough.Close()
 	}
-}
-
-// peerWatch is the eventfd by which one end of a cut-through session
-// wakes the other app (fifo.PeerSignal) and the epoll set it is watched
-// in: the daemon keeps a descriptor of each until the session is over,
-// then takes the eventfd out of the set. An app that keeps its
-// descriptor of the eventfd after the session (a hostile one) can then
-// no longer wake the other app with it, nor hold a watch in its set.
-type peerWatch struct {
-	set *sharedFD
-	efd int
-}
-
-func (w peerWatch) end() {
-	_ = unix.EpollCtl(w.set.fd, unix.EPOLL_CTL_DEL, w.efd, nil)
-	unix.Close(w.efd)
-	w.set.release()
-}
-
-// keepWatch hands ctMem efd, an eventfd watched in set, to take out of it
-// at the session's end: it takes a reference to set and owns efd from
-// now on. The caller holds a reference to c, so the last release comes
-// after it. false (efd closed): set is gone.
-func (c *ctMem) keepWatch(set *sharedFD, efd int) bool {
-	if !set.refs.tryRef() {
-		unix.Close(efd)
-		return false
-	}
-	c.mu.Lock()
-	c.watches = append(c.watches, peerWatch{set: set, efd: efd})
-	c.mu.Unlock()
-	return true
 }

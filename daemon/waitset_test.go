@@ -13,9 +13,7 @@ import (
 
 	"golang.org/x/sys/unix"
 
-	"github.com/xsessiond/xsessiond/api"
 	"github.com/xsessiond/xsessiond/app"
-	"github.com/xsessiond/xsessiond/flow"
 )
 
 func init() {
@@ -128,70 +126,4 @@ func TestCutThroughWithAppOfAnotherUser(t *testing.T) {
 	if got := strings.Fields(string(out)); err != nil || len(got) != 3 || got[0] != "pong" || got[2] != "pong" {
 		t.Fatalf("the app of uid 65534: %v:\n%s", err, out)
 	}
-}
-
-// watchesOf counts the watches of epoll set fd (its fdinfo's tfd lines).
-func watchesOf(t *testing.T, fd int) int {
-	t.Helper()
-	b, err := os.ReadFile(fmt.Sprintf("/proc/self/fdinfo/%d", fd))
-	if err != nil {
-		t.Fatal(err)
-	}
-	return strings.Count(string(b), "\ntfd:")
-}
-
-// TestCutThroughPeerWatchEndsWithSession: an app that keeps the eventfd
-// of a cut-through session's end (which wakes the listening app) after
-// the session is over holds no watch in the listening app's epoll set, so
-// its writes to it wake that app no more. Before, the watch lasted as
-// long as any descriptor of the eventfd: a client could pile up watches in
-// another app's set, charged to that app's user, by connecting and
-// keeping what each connect gave it.
-func TestCutThroughPeerWatchEndsWithSession(t *testing.T) {
-	d := startDaemon(t)
-	srv := attach(t, d, app.Options{Name: "listener"})
-	pc, err := srv.ListenPacket("udp://127.0.0.1:7935")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer pc.Close()
-	var set int
-	d.mu.Lock()
-	for a, h := range d.byApp {
-		if h.name == "listener" {
-			set = d.byApp[a].wake.fd
-		}
-	}
-	d.mu.Unlock()
-	base := watchesOf(t, set)
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-	defer cancel()
-	cl, err := api.DialClient(ctx, d.Socket(), api.ClientOptions{Name: "keeper"})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer cl.Close()
-	_, fds, err := cl.Call(ctx, &api.Attach{Name: "keeper", Scope: flow.ScopeGlobal, RxFifoSize: 4096, TxFifoSize: 4096})
-	api.CloseFDs(fds)
-	if err != nil {
-		t.Fatal(err)
-	}
-	var kept []int
-	defer func() { api.CloseFDs(kept) }()
-	for i := range 20 {
-		m, fds, err := cl.Call(ctx, &api.Connect{URI: "udp://127.0.0.1:7935"})
-		kept = append(kept, fds...)
-		if err != nil {
-			t.Fatalf("connect %d: %v", i, err)
-		}
-		if _, _, err := cl.Call(ctx, &api.Disconnect{Handle: m.(*api.ConnectReply).Handle}); err != nil {
-			t.Fatalf("disconnect %d: %v", i, err)
-		}
-	}
-	if len(kept) != 40 {
-		t.Fatalf("%d descriptors from 20 connects, want each one's segment and eventfd", len(kept))
-	}
-	waitFor(t, "the listening app's epoll set to lose the ended sessions' watches", 5*time.Second, func() bool {
-		return watchesOf(t, set) == base
-	})
 }
