@@ -57,3 +57,52 @@ func TestCutThroughFifosMustNotOverlap(t *testing.T) {
 		seg.Close()
 	}
 }
+
+// TestCutThroughFifoSizesAreTheDaemons: a cut-through segment whose tx
+// fifo's header the peer rewrote to 64 bytes before this end mapped it
+// (every datagram over 16 bytes would then fail as too long, not as a
+// broken session) is refused: the sizes are the ones the daemon gave. The
+// segment as made is taken, and its descriptor closed once mapped (a
+// session costs the app one descriptor, the peer's eventfd).
+func TestCutThroughFifoSizesAreTheDaemons(t *testing.T) {
+	for _, hostile := range []bool{false, true} {
+		seg, err := fifo.CreateSegment(fifo.SegmentOptions{Name: "ct", Size: 128 + 2*(fifo.FifoHeaderSize+4096)})
+		if err != nil {
+			t.Fatal(err)
+		}
+		c2s, err := seg.AllocFifo(4096)
+		if err != nil {
+			t.Fatal(err)
+		}
+		s2c, err := seg.AllocFifo(4096)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if hostile {
+			binary.NativeEndian.PutUint32(seg.Bytes()[s2c.Offset()+fifo.FifoOffSize:], 64)
+		}
+		segFD, err := unix.FcntlInt(uintptr(seg.FD()), unix.F_DUPFD_CLOEXEC, 0)
+		if err != nil {
+			t.Fatal(err)
+		}
+		peerFD, err := unix.Eventfd(0, unix.EFD_CLOEXEC)
+		if err != nil {
+			t.Fatal(err)
+		}
+		info := &api.SessionInfo{Handle: 1, Rx: api.FifoRef{Offset: c2s.Offset(), Size: 4096}, Tx: api.FifoRef{Offset: s2c.Offset(), Size: 4096},
+			Local: flow.Endpoint{Transport: flow.TransportUDP}, Remote: flow.Endpoint{Transport: flow.TransportUDP}, CutThrough: true}
+		e, err := newCTEnd(info, segFD, peerFD)
+		switch {
+		case hostile && (err == nil || !errors.Is(err, ErrProtocol)):
+			t.Errorf("a tx fifo shrunk to 64 bytes: %v, want a protocol error", err)
+		case !hostile && err != nil:
+			t.Errorf("the segment as made: %v", err)
+		case !hostile && e.seg.FD() != -1:
+			t.Errorf("the mapped segment keeps descriptor %d", e.seg.FD())
+		}
+		if e != nil {
+			e.close()
+		}
+		seg.Close()
+	}
+}

@@ -87,6 +87,12 @@ func newCTEnd(info *api.SessionInfo, segFD, peerFD int) (*end, error) {
 	if err != nil {
 		return fail(fmt.Errorf("%w: tx fifo: %w", ErrProtocol, err))
 	}
+	// The sizes are the daemon's, which the peer cannot change: a header
+	// it rewrote before this end mapped the segment (a tx fifo of 64 bytes,
+	// on which every datagram would fail as too long) is refused.
+	if rx.Size() != info.Rx.Size || tx.Size() != info.Tx.Size {
+		return fail(fmt.Errorf("%w: fifo sizes %d and %d in the segment, the daemon made them %d and %d", ErrProtocol, rx.Size(), tx.Size(), info.Rx.Size, info.Tx.Size))
+	}
 	// Each fifo's header says its size, which the peer could have written
 	// before this end mapped the segment: two that overlap would have this
 	// end read what it writes.
@@ -95,6 +101,9 @@ func newCTEnd(info *api.SessionInfo, segFD, peerFD int) (*end, error) {
 	if uint64(info.Rx.Offset) < txEnd && uint64(info.Tx.Offset) < rxEnd {
 		return fail(fmt.Errorf("%w: the rx and tx fifos overlap", ErrProtocol))
 	}
+	// Mapped, the segment needs no descriptor: a peer that opens many
+	// sessions to this app costs it one descriptor each (peerFD), not two.
+	seg.DropFD()
 	udp := info.Local.Transport == flow.TransportUDP || info.Remote.Transport == flow.TransportUDP
 	return &end{h: info.Handle, rx: rx, tx: tx, seg: seg, signalFD: peerFD, ownSignal: true, dgram: udp}, nil
 }

@@ -270,6 +270,23 @@ func (s *Segment) validateHeader() error {
 // owned by the segment.
 func (s *Segment) FD() int { return s.fd }
 
+// DropFD closes the segment's file descriptor and keeps its mapping, for
+// a segment whose descriptor nothing needs once mapped: every descriptor
+// a process holds counts against its limit. FD returns -1 after.
+func (s *Segment) DropFD() error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.fd < 0 {
+		return nil
+	}
+	err := unix.Close(s.fd)
+	s.fd = -1
+	if err != nil {
+		return fmt.Errorf("segment %q: close: %w", s.name, err)
+	}
+	return nil
+}
+
 // Size returns the segment's size in bytes.
 func (s *Segment) Size() int { return len(s.mem) }
 
