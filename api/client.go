@@ -22,6 +22,12 @@ type ClientOptions struct {
 	// client's receiving goroutine: it must not block for long and must not
 	// call Call. Nil drops notices and closes their descriptors.
 	Notify func(m Message, fds []int)
+	// KeepTruncated has a reply or notice whose descriptors did not all
+	// arrive (MSG_CTRUNC: this process is at its descriptor limit) come
+	// without any, for the caller to handle (the count of descriptors
+	// its message says is then not there), instead of failing the
+	// connection. TruncatedFDs counts them.
+	KeepTruncated bool
 }
 
 // Client is the request side of a connection: it has said Hello, and runs
@@ -67,6 +73,7 @@ func DialClient(ctx context.Context, path string, opts ClientOptions) (*Client, 
 // then on. A daemon of another major version answers with an error that
 // wraps ErrVersion.
 func NewClient(ctx context.Context, c *Conn, opts ClientOptions) (*Client, error) {
+	c.keepTruncated = opts.KeepTruncated // before any receive
 	hello := &Hello{Major: VersionMajor, Minor: VersionMinor, Name: opts.Name}
 	if err := c.SendContext(ctx, 1, hello); err != nil {
 		return nil, fmt.Errorf("api: hello: %w", err)
@@ -260,6 +267,10 @@ func (cl *Client) newID() uint32 {
 		}
 	}
 }
+
+// TruncatedFDs counts the replies and notices whose descriptors did not
+// all arrive (ClientOptions.KeepTruncated).
+func (cl *Client) TruncatedFDs() uint64 { return cl.conn.truncated.Load() }
 
 // receive routes replies to calls and notices to Notify until the
 // connection fails.

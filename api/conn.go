@@ -61,6 +61,11 @@ type Conn struct {
 	// maxReassembled bounds a message sent as several records; 0 means
 	// MaxReassembled.
 	maxReassembled int
+	// keepTruncated: a record whose descriptors did not all arrive comes
+	// without any instead of failing (ClientOptions.KeepTruncated);
+	// truncated counts them. Set before the receiving goroutine starts.
+	keepTruncated bool
+	truncated     atomic.Uint64
 
 	// q, when set, queues every send for a writer goroutine instead of
 	// writing on the caller's goroutine (a Server sets it).
@@ -264,10 +269,15 @@ func (c *Conn) recvRecord() (Header, Message, []int, error) {
 			return Header{}, nil, nil, malformed(ErrMalformed, "bad control message")
 		}
 	}
-	if c.rflags&unix.MSG_CTRUNC != 0 {
+	trunc := c.rflags&unix.MSG_CTRUNC != 0
+	if trunc {
 		closeFDs(fds)
-		h, _ := DecodeHeader(c.rbuf[:c.rn])
-		return h, nil, nil, malformed(ErrTruncated, "more than %d descriptors", MaxFDs)
+		fds = nil
+		if !c.keepTruncated {
+			h, _ := DecodeHeader(c.rbuf[:c.rn])
+			return h, nil, nil, malformed(ErrTruncated, "more than %d descriptors", MaxFDs)
+		}
+		c.truncated.Add(1)
 	}
 	if c.rflags&unix.MSG_TRUNC != 0 {
 		closeFDs(fds)
@@ -293,7 +303,7 @@ func (c *Conn) recvRecord() (Header, Message, []int, error) {
 		closeFDs(fds)
 		return h, nil, nil, err
 	}
-	if want := m.FDs(); len(fds) != want {
+	if want := m.FDs(); len(fds) != want && !trunc {
 		closeFDs(fds)
 		return h, nil, nil, malformed(ErrUnexpectedFDs, "%v carries %d descriptors, record had %d", h.Type, want, len(fds))
 	}

@@ -199,7 +199,10 @@ func Attach(ctx context.Context, opts Options) (*App, error) {
 	if name == "" {
 		name = "app"
 	}
-	cl, err := api.DialClient(ctx, opts.Socket, api.ClientOptions{Name: name, Notify: a.onNotice})
+	// A notice whose descriptors this process had no room for (at its
+	// descriptor limit: a peer app opening cut-through sessions to it
+	// by the thousand) costs that session or segment, not the app.
+	cl, err := api.DialClient(ctx, opts.Socket, api.ClientOptions{Name: name, Notify: a.onNotice, KeepTruncated: true})
 	if err != nil {
 		return nil, attachError(err, &opts)
 	}
@@ -256,6 +259,10 @@ func (a *App) lost() {
 func (a *App) setup(r *api.AttachReply, fds []int) (err error) {
 	a.index = r.AppIndex
 	nseg := len(r.Segments)
+	if len(fds) != r.FDs() {
+		api.CloseFDs(fds)
+		return fmt.Errorf("%w: %d of the attach's %d descriptors arrived: %w", ErrProtocol, len(fds), r.FDs(), errFDsLost)
+	}
 	defer func() {
 		for _, fd := range fds {
 			if fd >= 0 {
@@ -925,6 +932,12 @@ func (a *App) canAbort() bool { return a.cl.Server().Minor >= 1 }
 func (a *App) onNotice(m api.Message, fds []int) {
 	switch n := m.(type) {
 	case *api.SegmentAdded:
+		if len(fds) != len(n.Segments) {
+			// Not arrived (errFDsLost): the sessions whose fifos are
+			// in them fail as they are mapped.
+			api.CloseFDs(fds)
+			break
+		}
 		for i, s := range n.Segments {
 			seg, err := fifo.MapSegment(fds[i])
 			if err != nil {
@@ -965,8 +978,15 @@ func (a *App) onNotice(m api.Message, fds []int) {
 // onAccepted takes a cut-through session accepted on one of the app's
 // listeners.
 func (a *App) onAccepted(n *api.Accepted, fds []int) {
-	if !n.CutThrough || len(fds) != 2 {
+	if !n.CutThrough {
 		api.CloseFDs(fds)
+		return
+	}
+	if len(fds) != 2 {
+		// Its descriptors did not arrive (errFDsLost): the session ends
+		// here, as one the listener cannot take.
+		api.CloseFDs(fds)
+		a.drop(n.Handle)
 		return
 	}
 	e, err := newCTEnd(&n.SessionInfo, fds[0], fds[1])

@@ -281,7 +281,8 @@ func (a *App) dial(ctx context.Context, uri, target string, ep flow.Endpoint) (*
 	if r.CutThrough {
 		if len(fds) != 2 {
 			api.CloseFDs(fds)
-			return fail(fmt.Errorf("%w: cut-through reply without its descriptors", ErrProtocol))
+			a.drop(r.Handle)
+			return fail(fmt.Errorf("%w: cut-through reply without its descriptors: %w", ErrProtocol, errFDsLost))
 		}
 		e, err = newCTEnd(&r.SessionInfo, fds[0], fds[1])
 		if err != nil {

@@ -46,7 +46,11 @@
 // connected session: cut-through when the destination is another app of
 // the host, a datapath session otherwise. Listen accepts TCP sessions from
 // the wire (the daemon's TCP stack) and cut-through sessions of other apps
-// alike. UDP sessions carry datagrams (one Read per datagram, excess bytes
+// alike. A cut-through session costs the app one descriptor (the eventfd
+// that wakes its peer); one that comes while the app is at its descriptor
+// limit (ulimit -n) cannot be taken and ends (a Dial of it fails with
+// syscall.EMFILE), the app and its other sessions going on as they were.
+// UDP sessions carry datagrams (one Read per datagram, excess bytes
 // dropped, as with a UDP socket). A UDP session whose cut-through peer is
 // gone is as a kernel UDP socket whose loopback peer's port closed: a Write
 // succeeds and the next call fails with syscall.ECONNREFUSED (with

@@ -30,6 +30,12 @@ var (
 	ErrProtocol = errors.New("app: bad reply from the daemon")
 )
 
+// errFDsLost is why a reply or notice came without its descriptors: the
+// kernel had no room for them in this process (MSG_CTRUNC), which is at
+// its descriptor limit (ulimit -n). It is syscall.EMFILE, as a call that
+// opens a descriptor there fails.
+var errFDsLost = fmt.Errorf("the daemon's descriptors did not arrive: this process is at its descriptor limit (ulimit -n): %w", syscall.EMFILE)
+
 // Error is an error with a one-line text for people, wrapping the error it
 // came from (a sessions sentinel through api.RemoteError, net.ErrClosed,
 // api.ErrNoDaemon, ...), so errors.Is sees through it.
