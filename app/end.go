@@ -177,7 +177,12 @@ func (e *end) readDgram(p []byte, h *fifo.DgramHeader) (n int, ok bool, err erro
 
 // readable reports whether rx has something queued, which is never so
 // once rx was found corrupt (broken). Consumer side.
-func (e *end) readable() bool { return !e.broken.Load() && e.rx.MaxDequeue() > 0 }
+//
+// A fifo whose indices the other side broke counts: the read it leads to
+// fails with fifo.ErrCorrupt, which ends the session (PacketConn.dropBroken,
+// Conn.resetCorrupt), where passing it over as empty would leave the
+// session, and a reader waiting on it, as they were for good.
+func (e *end) readable() bool { return !e.broken.Load() && e.rx.Pending() }
 
 // fromHeader is the remote address of a datagram header.
 func fromHeader(h *fifo.DgramHeader) netip.AddrPort {

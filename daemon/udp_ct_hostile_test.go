@@ -21,13 +21,15 @@ import (
 
 // TestUDPListenerOutlivesCorruptPeer: an app that breaks the fifo of its
 // cut-through session to another app's UDP listener (a datagram
-// record's length larger than what is queued) costs the listener that session only: its reads go on
+// record's length larger than what is queued, or the fifo's tail index
+// past its size) costs the listener that session only: its reads go on
 // with its other peers' datagrams, no read fails, the broken session is
 // ended and what the listener held of it (its segment's mapping, its
 // eventfd) goes, and the hostile app's session is gone from the daemon.
 // Before, every read that came to the broken session's turn failed with
 // "fifo: corrupt shared state", and the session and what it held stayed
-// until the listener closed.
+// until the listener closed; a fifo with a broken tail read as empty, so
+// it was never ended, and stayed until the peer closed it.
 func TestUDPListenerOutlivesCorruptPeer(t *testing.T) {
 	if raceEnabled {
 		// The test reads and writes the session's segment through the
@@ -36,9 +38,23 @@ func TestUDPListenerOutlivesCorruptPeer(t *testing.T) {
 		// see.
 		t.Skip("reads the daemon's mapping of a segment the daemon later closes")
 	}
+	t.Run("record", func(t *testing.T) { testListenerOutlivesCorruptPeer(t, 7930, breakQueuedDgram) })
+	t.Run("tail", func(t *testing.T) { testListenerOutlivesCorruptPeer(t, 7938, breakTail) })
+}
+
+// breakTail sets the tail of the one session of app name's tx fifo past
+// the fifo's size from its head, as a hostile producer may.
+func breakTail(t *testing.T, d *Daemon, name string, _ net.Conn) {
+	t.Helper()
+	for _, p := range appSessions(t, d, name) {
+		fifotest.SetTail(p.Tx, fifotest.Head(p.Tx)+p.Tx.Size()+64)
+	}
+}
+
+func testListenerOutlivesCorruptPeer(t *testing.T, port int, breakFifo func(*testing.T, *Daemon, string, net.Conn)) {
 	d := startDaemon(t)
 	srv := attach(t, d, app.Options{Name: "listener"})
-	pc, err := srv.ListenPacket("udp://0.0.0.0:7930")
+	pc, err := srv.ListenPacket(fmt.Sprintf("udp://0.0.0.0:%d", port))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -49,7 +65,7 @@ func TestUDPListenerOutlivesCorruptPeer(t *testing.T) {
 		t.Helper()
 		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 		defer cancel()
-		c, err := a.Dial(ctx, "udp://127.0.0.1:7930")
+		c, err := a.Dial(ctx, fmt.Sprintf("udp://127.0.0.1:%d", port))
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -99,7 +115,7 @@ func TestUDPListenerOutlivesCorruptPeer(t *testing.T) {
 	if _, maps := seg.held(t); maps < 3 {
 		t.Fatalf("%d mappings of the session's segment %s, want the daemon's, the listener's and the hostile app's", maps, seg.name)
 	}
-	breakQueuedDgram(t, d, "hostile", hc)
+	breakFifo(t, d, "hostile", hc)
 	for i := range 50 {
 		msg := fmt.Appendf(nil, "good %d", i)
 		if _, err := gc.Write(msg); err != nil {

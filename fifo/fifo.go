@@ -247,6 +247,15 @@ func (f *Fifo) SharedHead() uint32 { return f.head.Load() }
 // it (shared indices only; any goroutine may call it).
 func (f *Fifo) HasRoom() bool { return f.tail.Load()-f.head.Load() < f.size }
 
+// Pending reports whether the consumer has something to do (consumer's
+// view): bytes queued, or indices a misbehaving producer broke, on which
+// the next read fails with ErrCorrupt (and the caller ends what the fifo
+// carries) rather than waiting for bytes that will never be whole.
+func (f *Fifo) Pending() bool {
+	used, ok := f.consUsed(1)
+	return !ok || used > 0
+}
+
 // MaxDequeue returns the queued bytes (consumer's view), 0 if the fifo is
 // corrupt.
 func (f *Fifo) MaxDequeue() int {
