@@ -26,7 +26,7 @@ type ClientOptions struct {
 	// arrive (MSG_CTRUNC: this process is at its descriptor limit) come
 	// without any, for the caller to handle (the count of descriptors
 	// its message says is then not there), instead of failing the
-	// connection. TruncatedFDs counts them.
+	// connection.
 	KeepTruncated bool
 }
 
@@ -267,10 +267,6 @@ func (cl *Client) newID() uint32 {
 		}
 	}
 }
-
-// TruncatedFDs counts the replies and notices whose descriptors did not
-// all arrive (ClientOptions.KeepTruncated).
-func (cl *Client) TruncatedFDs() uint64 { return cl.conn.truncated.Load() }
 
 // receive routes replies to calls and notices to Notify until the
 // connection fails.

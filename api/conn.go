@@ -62,10 +62,9 @@ type Conn struct {
 	// MaxReassembled.
 	maxReassembled int
 	// keepTruncated: a record whose descriptors did not all arrive comes
-	// without any instead of failing (ClientOptions.KeepTruncated);
-	// truncated counts them. Set before the receiving goroutine starts.
+	// without any instead of failing (ClientOptions.KeepTruncated). Set
+	// before the receiving goroutine starts.
 	keepTruncated bool
-	truncated     atomic.Uint64
 
 	// q, when set, queues every send for a writer goroutine instead of
 	// writing on the caller's goroutine (a Server sets it).
@@ -277,7 +276,6 @@ func (c *Conn) recvRecord() (Header, Message, []int, error) {
 			h, _ := DecodeHeader(c.rbuf[:c.rn])
 			return h, nil, nil, malformed(ErrTruncated, "more than %d descriptors", MaxFDs)
 		}
-		c.truncated.Add(1)
 	}
 	if c.rflags&unix.MSG_TRUNC != 0 {
 		closeFDs(fds)
